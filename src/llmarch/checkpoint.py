@@ -1,0 +1,127 @@
+"""Model checkpoints as directories: config.json + model.safetensors (+ tokenizer files).
+A training run's directory holds step-NNNNNN/ checkpoints and a `latest` file naming the newest."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .errors import LlmarchError
+from .models import DecoderLM
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> DecoderLM:
+    with torch.device(device or "cpu"):
+        return DecoderLM(cfg)
+
+
+def state_for_saving(model: DecoderLM) -> dict[str, torch.Tensor]:
+    """The state dict without the tied LM head (safetensors stores no aliases)."""
+    state = model.state_dict()
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight")
+    return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def save_model(model: DecoderLM, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(state_for_saving(model), str(directory / WEIGHTS), metadata={"format": "pt"})
+    model.config.save(directory / CONFIG)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory whose `latest` file names one."""
+    path = Path(path)
+    if not path.exists():
+        raise LlmarchError(f"checkpoint {path} does not exist")
+    if (path / CONFIG).is_file():
+        return path
+    latest = path / "latest"
+    if latest.is_file():
+        target = path / latest.read_text().strip()
+        if (target / CONFIG).is_file():
+            return target
+        raise LlmarchError(f"{latest} names {target.name}, which is not a checkpoint")
+    raise LlmarchError(f"{path} is not a checkpoint: no {CONFIG} (and no `latest` file)")
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> DecoderLM:
+    path = resolve_checkpoint(path)
+    cfg = ModelConfig.load(path / CONFIG)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise LlmarchError(f"checkpoint {path} has no {WEIGHTS}")
+    try:
+        state = load_file(str(weights), device=str(device or "cpu"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LlmarchError(f"cannot read {weights} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        model = DecoderLM(cfg)
+    expected = state_for_saving(model)
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing:
+        raise LlmarchError(f"{weights} is missing tensor {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if extra:
+        raise LlmarchError(f"{weights} has unexpected tensor {extra[0]}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise LlmarchError(f"tensor {name} has shape {tuple(state[name].shape)}, config expects {tuple(tensor.shape)}")
+    model.load_state_dict(state, strict=False, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    _materialise_buffers(model, cfg, device)
+    return model
+
+
+def _materialise_buffers(model: DecoderLM, cfg: ModelConfig, device) -> None:
+    """Non-persistent buffers (rotary frequencies, sinusoid tables) are derived, not stored: rebuild them."""
+    with torch.device(device or "cpu"):
+        fresh = type(model.positions)(cfg) if cfg.positions != "none" else None
+    if fresh is not None:
+        for name, buf in fresh.named_buffers():
+            setattr(model.positions, name, buf)
+
+
+def atomic_directory(final: Path, write) -> None:
+    """Write a directory under a temporary name beside `final`, then rename it into place, so a crash
+    never leaves a half-written checkpoint under the final name."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        write(tmp)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LlmarchError(f"cannot read {path}: {e}") from None

@@ -1,0 +1,169 @@
+"""`ModelConfig`: every swappable part of a model, named by field. Presets live in presets.py."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import LlmarchError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "custom"
+    vocab_size: int = 50257
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
+    head_dim: int | None = None  # None: d_model // n_heads
+    ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, swiglu, geglu
+    ffn_hidden: int | None = None  # None: 4 * d_model
+    norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
+    norm_eps: float = 1e-5
+    norm_placement: str = "pre"  # pre (GPT-2, LLaMA) or post (original Transformer, BERT)
+    final_norm: bool | None = None  # norm after the last block; None: True for pre-norm, False for post-norm
+    block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J)
+    positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
+    rope_theta: float = 10000.0
+    bias: bool = True  # biases of the attention and FFN projections
+    norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
+    tie_embeddings: bool = True  # LM head shares the token-embedding matrix
+    dropout: float = 0.0
+    context_length: int = 1024
+    attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.head_dim is None:
+            if self.n_heads > 0 and self.d_model % self.n_heads:
+                raise LlmarchError(
+                    f"d_model={self.d_model} is not divisible by n_heads={self.n_heads} (or give head_dim)"
+                )
+            self.head_dim = self.d_model // max(self.n_heads, 1)
+        if self.ffn_hidden is None:
+            self.ffn_hidden = 4 * self.d_model
+        if self.final_norm is None:
+            self.final_norm = self.norm_placement == "pre"
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden",
+                     "context_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise LlmarchError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_heads % self.n_kv_heads:
+            raise LlmarchError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LlmarchError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.norm_eps <= 0:
+            raise LlmarchError(f"norm_eps must be positive, got {self.norm_eps}")
+        if self.norm_placement not in ("pre", "post"):
+            raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; choose one of: post, pre")
+        if self.block not in ("sequential", "parallel"):
+            raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
+        if self.block == "parallel" and self.norm_placement == "post":
+            raise LlmarchError("block='parallel' needs norm_placement='pre'")
+        from .layers import ATTENTION, FFNS, NORMS, POSITIONS
+
+        for registry, value in ((FFNS, self.ffn), (NORMS, self.norm), (POSITIONS, self.positions),
+                                (ATTENTION, self.attention)):
+            registry[value]  # raises a one-line error naming the choices
+        if self.positions == "rope" and self.head_dim % 2:
+            raise LlmarchError(f"rope needs an even head_dim, got {self.head_dim}")
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise LlmarchError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **overrides: Any) -> "ModelConfig":
+        data = self.to_dict()
+        data.update(overrides)
+        return ModelConfig.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise LlmarchError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as e:  # json and yaml raise different types; both mean a malformed file
+            raise LlmarchError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise LlmarchError(f"config {path} must hold a mapping of field names to values")
+        return cls.from_dict(data)
+
+
+def field_types() -> dict[str, type]:
+    """The scalar type of each field (Optional stripped), for parsing CLI overrides."""
+    kinds = {"int": int, "float": float, "bool": bool, "str": str}
+    out = {}
+    for f in fields(ModelConfig):
+        base = str(f.type).split("|")[0].strip()
+        out[f.name] = kinds[base]
+    return out
+
+
+def parse_override(name: str, text: str) -> Any:
+    """Turn a CLI string into the field's type: `--n-kv-heads 2`, `--tie-embeddings false`."""
+    kind = field_types()[name]
+    if text.lower() == "none":
+        return None
+    if kind is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise LlmarchError(f"{name} must be true or false, got {text!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise LlmarchError(f"{name} must be {kind.__name__}, got {text!r}") from None
+
+
+def resolve(name_or_config: "str | Path | ModelConfig", **overrides: Any) -> ModelConfig:
+    """A preset name, a JSON/YAML file or a ModelConfig, with field overrides applied."""
+    from .presets import PRESETS, preset
+
+    if isinstance(name_or_config, ModelConfig):
+        base = name_or_config
+    elif str(name_or_config) in PRESETS:
+        base = preset(str(name_or_config))
+    elif Path(name_or_config).suffix in (".json", ".yaml", ".yml"):
+        base = ModelConfig.load(name_or_config)
+    else:
+        raise LlmarchError(
+            f"unknown model {str(name_or_config)!r}: not a preset ({', '.join(sorted(PRESETS))}) "
+            "nor a .json/.yaml config file"
+        )
+    return base.replace(**overrides) if overrides else base

@@ -1,0 +1,90 @@
+"""Where text comes from: the embedded default corpus (this interpreter's own standard-library source,
+several MB of real text on every machine with Python), a text file, a directory, a glob, or a .jsonl file
+with a `text` field. Documents come back in a deterministic (sorted) order."""
+from __future__ import annotations
+
+import glob as globlib
+import json
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LlmarchError
+
+DEFAULT = "stdlib"
+# Test suites and vendored tools are left out: they are large, repetitive and not ordinary library code.
+_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class Document:
+    name: str
+    text: str
+
+
+def stdlib_documents() -> list[Document]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("test"))
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                path = Path(dirpath) / name
+                text = _read_text(path)
+                if text:
+                    docs.append(Document(str(path.relative_to(root)), text))
+    if not docs:
+        raise LlmarchError(f"no standard-library sources found under {root}")
+    return docs
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None  # binary or non-UTF-8 files are not text for our purposes
+    except OSError as e:
+        raise LlmarchError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _jsonl_documents(path: Path) -> list[Document]:
+    docs = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LlmarchError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise LlmarchError(f"{path}:{i}: expected an object with a string field 'text'")
+            docs.append(Document(f"{path.name}:{i}", record["text"]))
+    return docs
+
+
+def _file_documents(path: Path) -> list[Document]:
+    if path.suffix == ".jsonl":
+        return _jsonl_documents(path)
+    text = _read_text(path)
+    return [Document(str(path), text)] if text else []
+
+
+def read_documents(source: str | None = None) -> list[Document]:
+    """Documents of a data source: None or 'stdlib', a file, a directory (recursively) or a glob."""
+    if source in (None, DEFAULT):
+        return stdlib_documents()
+    path = Path(source)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif any(c in source for c in "*?["):
+        files = sorted(Path(p) for p in globlib.glob(source, recursive=True) if Path(p).is_file())
+    else:
+        raise LlmarchError(f"data {source!r} does not exist")
+    docs = [d for f in files for d in _file_documents(f)]
+    if not docs or not any(d.text for d in docs):
+        raise LlmarchError(f"data {source!r} holds no UTF-8 text")
+    return docs

@@ -1,0 +1,136 @@
+"""Tokenized data: documents -> token ids (EOS between documents) -> train/val arrays, cached on disk as
+memory-mapped .npy files keyed by the corpus' and tokenizer's hashes. The split is deterministic: with
+20 or more documents, a document goes to validation when crc32(name) falls in the validation fraction;
+with fewer, the last fraction of the token stream is validation."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import LlmarchError
+from .corpus import Document, read_documents
+from .tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LLMARCH_CACHE", Path.home() / ".cache" / "llmarch"))
+
+
+def corpus_hash(docs: list[Document]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.name.encode())
+        h.update(b"\0")
+        h.update(d.text.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def split_documents(docs: list[Document], val_fraction: float) -> tuple[list[Document], list[Document]]:
+    if len(docs) < 20:
+        return docs, []  # split by position after tokenizing
+    threshold = int(val_fraction * 1000)
+    val = [d for d in docs if zlib.crc32(d.name.encode()) % 1000 < threshold]
+    train = [d for d in docs if zlib.crc32(d.name.encode()) % 1000 >= threshold]
+    if not val or not train:
+        return docs, []
+    return train, val
+
+
+def _encode(docs: list[Document], tok: Tokenizer) -> np.ndarray:
+    dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
+    parts = []
+    for ids in tok.encode_batch([d.text for d in docs]):
+        parts.append(np.asarray(ids, dtype=dtype))
+        parts.append(np.asarray([tok.eos_id], dtype=dtype))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def tokenizer_for(docs: list[Document], kind: str, vocab_size: int) -> Tokenizer:
+    """The tokenizer a fresh run trains with: bytes, or BPE trained on the training documents (cached)."""
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind != "bpe":
+        raise LlmarchError(f"unknown tokenizer {kind!r}; choose one of: bpe, byte")
+    folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}"
+    if (folder / "tokenizer.json").is_file():
+        return load_tokenizer(folder)
+    tok = train_bpe((d.text for d in docs), vocab_size)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(folder)
+    return tok
+
+
+@dataclass
+class TokenData:
+    train: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def prepare(cls, docs: list[Document], tok: Tokenizer, val_fraction: float = 0.05) -> "TokenData":
+        key = f"{corpus_hash(docs)}-{tok.fingerprint()}-v{int(val_fraction * 1000)}"
+        folder = cache_dir() / "tokens" / key
+        if not (folder / "meta.json").is_file():
+            train_docs, val_docs = split_documents(docs, val_fraction)
+            train, val = _encode(train_docs, tok), _encode(val_docs, tok)
+            if not len(val):
+                cut = int(len(train) * (1 - val_fraction))
+                train, val = train[:cut], train[cut:]
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, arr in (("train", train), ("val", val)):
+                np.save(folder / f".{name}.npy", arr)
+                os.replace(folder / f".{name}.npy", folder / f"{name}.npy")
+            (folder / "meta.json").write_text(json.dumps({"train": len(train), "val": len(val)}))
+        data = cls(np.load(folder / "train.npy", mmap_mode="r"), np.load(folder / "val.npy", mmap_mode="r"))
+        data.check_vocab(tok.vocab_size)
+        return data
+
+    def check_vocab(self, vocab_size: int) -> None:
+        for name, arr in (("train", self.train), ("val", self.val)):
+            if len(arr) and int(arr.max()) >= vocab_size:
+                raise LlmarchError(f"{name} data holds token id {int(arr.max())} >= vocab_size {vocab_size}")
+
+    def _windows(self, split: str, context: int) -> np.ndarray:
+        arr = self.train if split == "train" else self.val
+        if len(arr) < context + 1:
+            raise LlmarchError(f"{split} split has {len(arr)} tokens, fewer than context_length + 1 = {context + 1}")
+        return arr
+
+    def batch(self, split: str, step: int, batch_size: int, context: int, seed: int, rank: int = 0,
+              micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of random windows, a pure function of (seed, step, micro, rank): resuming at a step
+        sees exactly the batches an uninterrupted run would, and each torchrun rank sees different ones."""
+        arr = self._windows(split, context)
+        rng = np.random.default_rng([seed, step, micro, rank, split == "val"])
+        starts = rng.integers(0, len(arr) - context, size=batch_size)
+        return _stack(arr, starts, context)
+
+    def sequential(self, split: str, batch_size: int, context: int, max_tokens: int | None = None):
+        """Non-overlapping windows in order (for evaluation), in batches."""
+        arr = self._windows(split, context)
+        n = (len(arr) - 1) // context
+        if max_tokens is not None:
+            n = max(1, min(n, max_tokens // context))
+        starts = np.arange(n) * context
+        for i in range(0, n, batch_size):
+            yield _stack(arr, starts[i:i + batch_size], context)
+
+
+def _stack(arr: np.ndarray, starts: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    chunk = np.stack([np.asarray(arr[s:s + context + 1], dtype=np.int64) for s in starts])
+    t = torch.from_numpy(chunk)
+    return t[:, :-1], t[:, 1:]
+
+
+def load_data(source: str | None, tok: Tokenizer, val_fraction: float = 0.05) -> TokenData:
+    return TokenData.prepare(read_documents(source), tok, val_fraction)
+
+
+__all__ = ["TokenData", "tokenizer_for", "load_data", "BPETokenizer"]

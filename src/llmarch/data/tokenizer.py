@@ -1,0 +1,101 @@
+"""Tokenizers: byte-level BPE trained with the `tokenizers` library (saved as tokenizer.json, the
+Hugging Face format) and a raw byte tokenizer (256 byte values + end-of-text). Both append `eos_id`
+between documents."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from ..errors import LlmarchError
+
+EOS = "<|endoftext|>"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def save(self, directory: Path) -> None: ...
+    def fingerprint(self) -> str: ...
+
+
+class ByteTokenizer:
+    """Token i < 256 is byte i; 256 is end-of-text. Lossless on any text, no training."""
+
+    vocab_size = 257
+    eos_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / TOKENIZER_FILE).write_text(json.dumps({"llmarch": "byte"}) + "\n")
+
+    def fingerprint(self) -> str:
+        return "byte"
+
+
+class BPETokenizer:
+    def __init__(self, tokenizer):
+        self.tk = tokenizer
+        self.vocab_size = tokenizer.get_vocab_size()
+        eos = tokenizer.token_to_id(EOS)
+        self.eos_id = eos if eos is not None else self.vocab_size - 1
+
+    def encode(self, text: str) -> list[int]:
+        return self.tk.encode(text).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tk.encode_batch(texts)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tk.decode(list(ids))
+
+    def save(self, directory: Path) -> None:
+        self.tk.save(str(Path(directory) / TOKENIZER_FILE))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.tk.to_str().encode()).hexdigest()[:16]
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+    """Byte-level BPE (Sennrich et al. 2016; the GPT-2 byte-level variant) with one special token, EOS."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 257 + 1:
+        raise LlmarchError(f"a byte-level BPE vocabulary needs more than 257 entries, got {vocab_size}")
+    tk = HFTokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(texts, trainer=trainer)
+    return BPETokenizer(tk)
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    path = Path(directory) / TOKENIZER_FILE
+    if not path.is_file():
+        raise LlmarchError(f"{directory} has no {TOKENIZER_FILE}")
+    text = path.read_text()
+    try:
+        if json.loads(text).get("llmarch") == "byte":
+            return ByteTokenizer()
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return BPETokenizer(HFTokenizer.from_str(text))
+    except Exception as e:  # json or tokenizers parse failure: the file is damaged
+        raise LlmarchError(f"cannot load {path}: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,90 @@
+"""generate(): one prefill over the (left-padded) prompts, then one token at a time from the KV cache."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import LlmarchError
+from .sampling import sample
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths -> ids (B, T) padded on the left, and mask (B, T) of real tokens."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise LlmarchError("every prompt needs at least one token")
+    T = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), T), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, T - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, T - len(p):] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, eos_id: int | None = None, attention_mask: torch.Tensor | None = None,
+             seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None):
+    """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
+
+    input_ids: a (B, T) tensor (left-padded, with attention_mask) or a list of token-id lists of any lengths.
+    Returns the same kind: a (B, T + n) tensor of prompt + new ids (rows finished early hold eos_id after
+    their end), or a list of lists, each its prompt + new ids up to and including eos_id.
+    on_tokens receives each step's new ids (B,) as they are produced (streaming)."""
+    as_lists = not isinstance(input_ids, torch.Tensor)
+    pad_id = eos_id if eos_id is not None else 0
+    if as_lists:
+        input_ids, attention_mask = left_pad(input_ids, pad_id)
+    if max_new_tokens < 0:
+        raise LlmarchError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    B, T = input_ids.shape
+    ctx = model.config.context_length
+    if T > ctx:
+        raise LlmarchError(f"prompt of {T} tokens is longer than the model's context_length {ctx}")
+    max_new_tokens = min(max_new_tokens, ctx - T)
+    total = T + max_new_tokens
+    mask = torch.ones(B, total, dtype=torch.long, device=device)
+    if attention_mask is not None:
+        mask[:, :T] = attention_mask.to(device)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    out = torch.full((B, total), pad_id, dtype=torch.long, device=device)
+    out[:, :T] = input_ids
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    n = 0
+    was_training = model.training
+    model.eval()
+    model.setup_cache(B, total)
+    try:
+        logits = model(input_ids, attention_mask=mask, input_pos=torch.arange(T, device=device), last_only=True).logits
+        for i in range(max_new_tokens):
+            tok = sample(logits[:, -1], temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                tok = tok.masked_fill(done, eos_id)
+                done |= tok == eos_id
+            out[:, T + i] = tok
+            n = i + 1
+            if on_tokens is not None:
+                on_tokens(tok)
+            if i + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
+                break
+            pos = torch.tensor([T + i], device=device)
+            logits = model(tok[:, None], attention_mask=mask, input_pos=pos).logits
+    finally:
+        model.clear_cache()
+        model.train(was_training)
+    out = out[:, :T + n]
+    if not as_lists:
+        return out
+    rows = []
+    for b in range(B):
+        start = int((mask[b, :T] == 0).sum())
+        row = out[b, start:].tolist()
+        if eos_id is not None and eos_id in row[T - start:]:
+            row = row[: row.index(eos_id, T - start) + 1]
+        rows.append(row)
+    return rows

@@ -1,0 +1,81 @@
+"""Multi-head self-attention (Vaswani et al. 2017, eq. 1: softmax(QK^T / sqrt(d)) V) with any number of
+key/value heads: n_kv_heads = n_heads is MHA, 1 is MQA (Shazeer 2019), in between GQA (Ainslie et al. 2023).
+The kernel is chosen by name: `sdpa` (torch's fused scaled_dot_product_attention) or `eager`, which
+materialises the attention pattern (hook_pattern) for analysis and serves as the reference.
+Shapes: B batch, T query length, S key length, H query heads, K key/value heads, D head dim."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import Registry
+from .hooks import HookPoint
+from .kv_cache import KVCache
+from .positions import apply_rotary
+
+ATTENTION: Registry = Registry("attention implementation")
+
+
+@dataclass
+class AttentionContext:
+    """What every attention layer of one forward pass shares, computed once by the model."""
+
+    mask: torch.Tensor | None  # bool (B|1, 1, T, S), True = may attend; None with causal: plain causal T == S
+    causal: bool
+    rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, T, D)
+    input_pos: torch.Tensor  # (T,) cache slots of this call's tokens
+
+
+@ATTENTION.register("sdpa")
+def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook):
+    is_causal = causal and mask is None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
+                                          enable_gqa=q.shape[1] != k.shape[1])
+
+
+@ATTENTION.register("eager")
+def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook):
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, S, D)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    if mask is None and causal:
+        T, S = scores.shape[-2:]
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    pattern = pattern_hook(scores.float().softmax(dim=-1).to(q.dtype))
+    pattern = F.dropout(pattern, p=dropout_p, training=dropout_p > 0)
+    return pattern @ v
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.dropout = cfg.dropout
+        self.kernel = ATTENTION[cfg.attention]
+        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.k_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
+        self.v_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.hook_q(self.q_proj(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
+        k = self.hook_k(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, K, T, D)
+        v = self.hook_v(self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, K, T, D)
+        if ctx.rope is not None:
+            q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
+        if self.kv_cache is not None:
+            k, v = self.kv_cache.update(ctx.input_pos, k, v)  # (B, K, S, D)
+        dropout_p = self.dropout if self.training else 0.0
+        y = self.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, self.hook_pattern)  # (B, H, T, D)
+        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, D)
+        return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))

@@ -1,0 +1,57 @@
+"""Position-wise feed-forward networks: MLP (Vaswani et al. 2017, eq. 2) and gated GLU variants
+(Shazeer 2020, "GLU Variants Improve Transformer": SwiGLU and GeGLU, eqs. 5-6)."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import Registry
+
+FFNS: Registry = Registry("ffn")
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),  # GPT-2's "gelu_new"
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+class MLP(nn.Module):
+    """FFN(x) = act(x W_up + b) W_down + b."""
+
+    def __init__(self, dim: int, hidden: int, act: str, bias: bool):
+        super().__init__()
+        self.act = ACTIVATIONS[act]
+        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class GLU(nn.Module):
+    """FFN(x) = (act(x W_gate) * x W_up) W_down; act = SiLU gives SwiGLU, GELU gives GeGLU."""
+
+    def __init__(self, dim: int, hidden: int, act: str, bias: bool):
+        super().__init__()
+        self.act = ACTIVATIONS[act]
+        self.gate = nn.Linear(dim, hidden, bias=bias)
+        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.gate(x)) * self.up(x))
+
+
+for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh"), ("relu", MLP, "relu"),
+                          ("swiglu", GLU, "silu"), ("geglu", GLU, "gelu")]:
+    FFNS.register(_name)(partial(_cls, act=_act))
+
+
+def make_ffn(cfg) -> nn.Module:
+    return FFNS[cfg.ffn](cfg.d_model, cfg.ffn_hidden, bias=cfg.bias)

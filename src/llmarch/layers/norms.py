@@ -1,0 +1,37 @@
+"""Normalisation layers: LayerNorm (Ba et al. 2016) and RMSNorm (Zhang & Sennrich 2019)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+NORMS: Registry = Registry("norm")
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * g  (Zhang & Sennrich 2019, eq. 4), computed in fp32 as LLaMA does."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+@NORMS.register("layernorm")
+def layernorm(dim: int, eps: float, bias: bool) -> nn.Module:
+    return nn.LayerNorm(dim, eps=eps, bias=bias)
+
+
+@NORMS.register("rmsnorm")
+def rmsnorm(dim: int, eps: float, bias: bool) -> nn.Module:
+    return RMSNorm(dim, eps=eps)
+
+
+def make_norm(cfg, dim: int | None = None) -> nn.Module:
+    return NORMS[cfg.norm](dim or cfg.d_model, cfg.norm_eps, cfg.norm_bias)

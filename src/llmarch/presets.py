@@ -1,0 +1,31 @@
+"""Named presets as data: published shapes, plus small CPU presets. One exact-name lookup."""
+from __future__ import annotations
+
+from .config import ModelConfig
+from .errors import LlmarchError
+
+# GPT-2 (Radford et al. 2019): learned positions, pre-norm LayerNorm, tanh-GELU MLP, tied head.
+_GPT2 = dict(vocab_size=50257, context_length=1024, ffn="gelu_tanh", positions="learned", norm="layernorm",
+             tie_embeddings=True, bias=True)
+# LLaMA (Touvron et al. 2023): RoPE, RMSNorm, SwiGLU, no biases, untied head.
+_LLAMA = dict(positions="rope", norm="rmsnorm", ffn="swiglu", bias=False, norm_bias=False, tie_embeddings=False)
+
+PRESETS: dict[str, dict] = {
+    **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
+       for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
+                             ("gpt2-large", 1280, 36, 20), ("gpt2-xl", 1600, 48, 25)]},
+    "llama2-7b": dict(_LLAMA, vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, ffn_hidden=11008,
+                      context_length=4096, norm_eps=1e-5),
+    "llama3-8b": dict(_LLAMA, vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                      ffn_hidden=14336, context_length=8192, rope_theta=500000.0, norm_eps=1e-5),
+    # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
+    "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
+    "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
+                       ffn_hidden=768, context_length=256),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise LlmarchError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    return ModelConfig(name=name, **PRESETS[name])
