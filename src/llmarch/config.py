@@ -10,6 +10,9 @@ from typing import Any
 from .errors import LlmarchError
 
 
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm")
+
+
 @dataclass
 class ModelConfig:
     name: str = "custom"
@@ -37,6 +40,8 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        # Remember which fields were derived, so replace(n_heads=...) derives them again.
+        self._derived = frozenset(n for n in _DERIVED if getattr(self, n) is None)
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None:
@@ -91,6 +96,7 @@ class ModelConfig:
 
     def replace(self, **overrides: Any) -> "ModelConfig":
         data = self.to_dict()
+        data.update({name: None for name in self._derived})
         data.update(overrides)
         return ModelConfig.from_dict(data)
 

@@ -1,0 +1,40 @@
+"""Parameter, FLOP and KV-cache accounting. The model is built on the meta device, so counting an
+8B-parameter preset costs no memory and the count is exact (it is the model's own parameters).
+
+- parameters: every distinct parameter (a tied LM head counted once).
+- non_embedding_parameters: parameters less the token embedding and learned position table
+  (Kaplan et al. 2020, §2.1).
+- flops_per_token (training, forward + backward) = 6·N + 12·L·d_attn·T  (PaLM, Chowdhery et al. 2022,
+  appendix B), N = the parameters used in matrix multiplies per token: non-embedding parameters plus
+  the LM head when it is tied (the head is a matmul even when it shares the embedding's weights);
+  L layers, d_attn = heads·head_dim, T = context_length.
+- kv_cache_bytes_per_token = 2 (K and V) · L · kv_heads · head_dim · bytes per element."""
+from __future__ import annotations
+
+import torch
+
+from ..config import ModelConfig
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int8": 1}
+
+
+def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
+    from ..checkpoint import build_model
+    from ..errors import LlmarchError
+
+    if dtype not in DTYPE_BYTES:
+        raise LlmarchError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPE_BYTES)}")
+    model = build_model(cfg, device="meta")
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.embed.weight.numel() + sum(p.numel() for p in model.positions.parameters())
+    non_embedding = total - embedding
+    matmul = non_embedding + (model.lm_head.weight.numel() if cfg.tie_embeddings else 0)
+    d_attn = cfg.n_heads * cfg.head_dim
+    flops = 6 * matmul + 12 * cfg.n_layers * d_attn * cfg.context_length
+    kv = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * DTYPE_BYTES[dtype]
+    return {"parameters": total, "non_embedding_parameters": non_embedding, "flops_per_token": flops,
+            "kv_cache_bytes_per_token": kv}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,236 @@
+"""The `llmarch` command: train, generate, eval, info. Bad input is one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig, resolve
+from .errors import LlmarchError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parse_value(type_text: str, name: str):
+    base = type_text.split("|")[0].strip()
+    optional = "None" in type_text
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() == "none":
+            return None
+        if base == "bool":
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise argparse.ArgumentTypeError(f"{name} must be true or false, got {text!r}")
+        try:
+            return {"int": int, "float": float, "str": str}[base](text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {base}, got {text!r}") from None
+
+    parse.__name__ = base
+    return parse
+
+
+def _add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: tuple[str, ...] = ()) -> None:
+    """One option per dataclass field: `--n-kv-heads 2`, `--tie-embeddings false`."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + prefix + f.name.replace("_", "-")
+        default = f.default if keep_defaults else None
+        shown = f.default if keep_defaults else "the model's"
+        group.add_argument(flag, dest=prefix + f.name, type=_parse_value(str(f.type), f.name), default=default,
+                           metavar=str(f.type).split("|")[0].strip().upper(), help=f"(default: {shown})")
+
+
+def _collect(args: argparse.Namespace, cls, prefix: str = "", only_set: bool = False) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if hasattr(args, prefix + f.name):
+            value = getattr(args, prefix + f.name)
+            if not (only_set and value is None):
+                out[f.name] = value
+    return out
+
+
+def _model_overrides(parser: argparse.ArgumentParser) -> None:
+    _add_fields(parser.add_argument_group("model overrides (any ModelConfig field)"), ModelConfig,
+                keep_defaults=False)
+
+
+def _model_config(args) -> ModelConfig:
+    return resolve(args.model, **_collect(args, ModelConfig, only_set=True))
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+def cmd_train(args) -> None:
+    from .train import TrainConfig, train
+
+    tc = TrainConfig(**_collect(args, TrainConfig))
+    if args.resume and args.model:
+        print(f"llmarch train: resuming {args.out}; its checkpoint's model config is used, --model is ignored",
+              file=sys.stderr)
+    cfg = None if args.resume else _model_config(args) if args.model else None
+    result = train(cfg, tc, args.out, resume=args.resume)
+    final = list(result.val_losses.items())[-1]
+    print(f"final validation loss {final[1]:.4f} at step {final[0]} "
+          f"(unigram entropy of the training data: {result.unigram_entropy:.4f})")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"metrics: {Path(args.out) / 'metrics.csv'}, plot: {Path(args.out) / 'loss.png'}")
+    if tc.sample_prompt:
+        print("sample:")
+        _generate_text(result.checkpoint, [tc.sample_prompt], tc.sample_tokens, 0.8, 50, None, tc.seed, True)
+
+
+def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream) -> None:
+    from . import load
+    from .data import load_tokenizer
+    from .checkpoint import resolve_checkpoint
+    from .generate import generate
+
+    path = resolve_checkpoint(checkpoint)
+    model = load(path)
+    tok = load_tokenizer(path)
+    if tok.vocab_size > model.config.vocab_size:
+        raise LlmarchError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is "
+                           f"{model.config.vocab_size}")
+    encoded = [tok.encode(p) for p in prompts]
+    if stream and len(prompts) == 1:
+        print(prompts[0], end="", flush=True)
+        new: list[int] = []
+        shown = ""
+
+        def show(ids):
+            nonlocal shown
+            new.append(int(ids[0]))
+            text = tok.decode(new)
+            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                print(text[len(shown):], end="", flush=True)
+                shown = text
+
+        generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed, on_tokens=show)
+        print()
+        return
+    rows = generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed)
+    for i, row in enumerate(rows):
+        if len(prompts) > 1:
+            print(f"--- [{i}]")
+        print(tok.decode(t for t in row if t != tok.eos_id))
+
+
+def cmd_generate(args) -> None:
+    _generate_text(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                   args.seed, not args.no_stream)
+
+
+def cmd_eval(args) -> None:
+    from . import load
+    from .checkpoint import resolve_checkpoint
+    from .data import load_tokenizer
+    from .data.dataset import load_data
+    from .train.evaluate import evaluate
+
+    path = resolve_checkpoint(args.checkpoint)
+    model = load(path)
+    tok = load_tokenizer(path)
+    data = load_data(args.data, tok, args.val_fraction)
+    data.check_vocab(model.config.vocab_size)
+    result = evaluate(model, data, args.batch_size, args.max_tokens)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f} "
+              f"on {result['tokens']:,} validation tokens")
+
+
+def cmd_info(args) -> None:
+    from .analysis import model_facts
+
+    cfg = _model_config(args)
+    facts = model_facts(cfg, args.dtype)
+    if args.json:
+        print(json.dumps(facts))
+        return
+    print(f"{cfg.name}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
+          f"({cfg.n_kv_heads} kv), ffn {cfg.ffn} {cfg.ffn_hidden}, {cfg.norm} ({cfg.norm_placement}), "
+          f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}")
+    print(f"parameters:               {facts['parameters']:,}")
+    print(f"non-embedding parameters: {facts['non_embedding_parameters']:,}")
+    print(f"training FLOPs per token: {facts['flops_per_token']:,}")
+    print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+
+    parser = Parser(prog="llmarch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("train", help="train a model (causal LM) on text")
+    p.add_argument("--model",
+        help="preset name or .json/.yaml config (not needed with --resume) (default: %(default)s)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, loss.png (required)")
+    p.add_argument("--resume", action="store_true",
+        help="continue the run in --out from its latest checkpoint (default: %(default)s)")
+    _add_fields(p.add_argument_group("training"), TrainConfig)
+    _model_overrides(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory (required)")
+    p.add_argument("--prompt", required=True, action="append", help="prompt text; repeat for a batch (required)")
+    p.add_argument("--max-new-tokens", type=int, default=100,
+        help="tokens to generate after each prompt (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
+    p.add_argument("--no-stream", action="store_true",
+        help="print when done instead of token by token (default: %(default)s)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="perplexity of a checkpoint on held-out data")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory (required)")
+    p.add_argument("--data", default=None, help="text file, directory, glob or .jsonl (default: the stdlib corpus)")
+    p.add_argument("--val-fraction", type=float, default=0.05,
+        help="validation split, as in training (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=None,
+        help="evaluate at most this many tokens (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("info", help="parameter count, FLOPs and KV-cache size of a model")
+    p.add_argument("model", help="preset name or .json/.yaml config")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
+    p.add_argument("--dtype", default="bf16", help="element type for KV-cache bytes (default: %(default)s)")
+    _model_overrides(p)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except LlmarchError as e:
+        print(f"llmarch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llmarch {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

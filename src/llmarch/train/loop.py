@@ -1,0 +1,184 @@
+"""The training loop (causal LM): AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast
+on CUDA, optional torch.compile, periodic validation, atomic checkpoints and exact resume.
+Rank-aware (RANK/WORLD_SIZE from torchrun): each rank draws its own batches, rank 0 logs and saves."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import (atomic_directory, build_model, load_model, resolve_checkpoint, save_model,
+                          write_text_atomic)
+from ..config import ModelConfig
+from ..data.corpus import read_documents
+from ..data.dataset import TokenData, split_documents, tokenizer_for
+from ..data.tokenizer import Tokenizer, load_tokenizer
+from ..errors import LlmarchError
+from .evaluate import evaluate, lm_loss, unigram_entropy
+from .metrics import MetricsLog, Progress, perplexity
+from .schedule import lr_at
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int | None = None  # None: min(100, steps // 10)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_tokens: int = 32768
+    keep_checkpoints: int = 2
+    seed: int = 0
+    data: str | None = None  # None: the embedded standard-library corpus
+    tokenizer: str = "bpe"  # bpe (trained on the training split, vocab = model vocab) or byte
+    val_fraction: float = 0.05
+    compile: bool = False
+    device: str | None = None  # None: cuda if available, else cpu
+    log_every: int = 10
+    sample_prompt: str | None = None
+    sample_tokens: int = 64
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise LlmarchError("lr must be positive and min_lr non-negative")
+        if not 0 < self.val_fraction < 1:
+            raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    losses: dict[int, float] = field(default_factory=dict)  # step -> training loss
+    val_losses: dict[int, float] = field(default_factory=dict)
+    unigram_entropy: float = float("nan")
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019); no weight decay on gains and biases (1-D parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=device.type == "cuda")
+
+
+def _prepare(model_cfg: ModelConfig | None, tc: TrainConfig, out: Path, resume: bool, device: torch.device,
+             docs: list):
+    """Model, tokenizer, optimizer state and start step: fresh, or from the run's latest checkpoint."""
+    if resume:
+        ckpt = resolve_checkpoint(out)
+        model = load_model(ckpt, device)
+        tok = load_tokenizer(ckpt)
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        return model, tok, ckpt, state["step"]
+    if model_cfg is None:
+        raise LlmarchError("a fresh run needs --model")
+    train_docs, _ = split_documents(docs, tc.val_fraction)
+    tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size)
+    torch.manual_seed(tc.seed)
+    return build_model(model_cfg, device), tok, None, 0
+
+
+def _check_tokenizer(tok: Tokenizer, cfg: ModelConfig) -> None:
+    if tok.vocab_size > cfg.vocab_size:
+        raise LlmarchError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}")
+
+
+def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resume: bool = False,
+          verbose: bool = True) -> TrainResult:
+    tc.validate()
+    out = Path(out)
+    if not resume and (out / "latest").exists():
+        raise LlmarchError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    rank, world = _rank()
+    device = torch.device(tc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    docs = read_documents(tc.data)
+    model, tok, ckpt, start = _prepare(model_cfg, tc, out, resume, device, docs)
+    cfg = model.config
+    _check_tokenizer(tok, cfg)
+    data = TokenData.prepare(docs, tok, tc.val_fraction)
+    data.check_vocab(cfg.vocab_size)
+    opt = _optimizer(model, tc, device)
+    if ckpt is not None:
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
+        torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
+    if start >= tc.steps:
+        raise LlmarchError(f"the run is already at step {start}; pass --steps larger than that to continue")
+    out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out / "metrics.csv", resume_step=start) if rank == 0 else None
+    forward = torch.compile(model) if tc.compile else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    warmup = tc.warmup_steps if tc.warmup_steps is not None else min(100, tc.steps // 10)
+    result = TrainResult(checkpoint=out, unigram_entropy=unigram_entropy(data.train))
+    progress = Progress(tc.steps, start, tc.log_every, enabled=verbose and rank == 0)
+    progress.message(f"{cfg.name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+                     f"{len(data.train):,} training tokens; unigram entropy {result.unigram_entropy:.3f} nats")
+    tokens_per_step = tc.batch_size * tc.grad_accum * cfg.context_length * world
+    model.train()
+    for step in range(start, tc.steps):
+        t0 = time.perf_counter()
+        lr = lr_at(step, tc.lr, tc.min_lr, warmup, tc.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss_sum = 0.0
+        for micro in range(tc.grad_accum):
+            x, y = data.batch("train", step, tc.batch_size, cfg.context_length, tc.seed, rank, micro)
+            x, y = x.to(device), y.to(device)
+            with autocast:
+                loss = lm_loss(forward(x).logits, y)
+            (loss / tc.grad_accum).backward()
+            loss_sum += loss.item() / tc.grad_accum
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        speed = tokens_per_step / (time.perf_counter() - t0)
+        result.losses[step + 1] = loss_sum
+        progress.update(step, loss_sum, speed)
+        row = dict(step=step + 1, train_loss=f"{loss_sum:.6f}", lr=f"{lr:.3e}", tokens_per_s=f"{speed:.0f}")
+        if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
+            val = evaluate(model, data, tc.batch_size, tc.eval_tokens)["loss"]
+            result.val_losses[step + 1] = val
+            row.update(val_loss=f"{val:.6f}", val_ppl=f"{perplexity(val):.3f}")
+            progress.message(f"step {step + 1}: validation loss {val:.4f} (perplexity {perplexity(val):.2f})")
+            if rank == 0:
+                result.checkpoint = _save(model, tok, opt, tc, out, step + 1)
+        if log is not None:
+            log.write(**row)
+    if log is not None:
+        log.plot(out / "loss.png")
+    return result
+
+
+def _save(model, tok: Tokenizer, opt, tc: TrainConfig, out: Path, step: int) -> Path:
+    name = f"step-{step:06d}"
+
+    def write(tmp: Path) -> None:
+        save_model(model, tmp)
+        tok.save(tmp)
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "train_config": asdict(tc)}, indent=2))
+
+    atomic_directory(out / name, write)
+    write_text_atomic(out / "latest", name + "\n")
+    kept = sorted(p for p in out.glob("step-*") if p.is_dir())
+    for old in kept[: -tc.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return out / name

@@ -1,0 +1,82 @@
+"""Training metrics: a CSV row per step, a loss-curve PNG, and a progress line (rank 0 only)."""
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+FIELDS = ["step", "train_loss", "lr", "tokens_per_s", "val_loss", "val_ppl"]
+
+
+class MetricsLog:
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = path
+        rows = []
+        if resume_step and path.is_file():  # keep history up to the resumed step, drop what follows it
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, **row) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=FIELDS).writerow({k: row.get(k, "") for k in FIELDS})
+
+    def rows(self) -> list[dict]:
+        with self.path.open() as f:
+            return list(csv.DictReader(f))
+
+    def plot(self, png: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+        fig, ax = plt.subplots(figsize=(7, 4))
+        train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"]]
+        val = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
+        if train:
+            ax.plot(*zip(*train), label="train loss", alpha=0.7)
+        if val:
+            ax.plot(*zip(*val), "o-", label="validation loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy (nats/token)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+
+
+class Progress:
+    """`step 120/300 loss 3.412 5.1k tok/s ETA 1m02s`: redrawn in place on a terminal, else every `every` steps."""
+
+    def __init__(self, total: int, start: int, every: int, enabled: bool = True):
+        self.total, self.start, self.every, self.enabled = total, start, every, enabled
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+        if not self.enabled:
+            return
+        done = step + 1 - self.start
+        eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.total - step - 1)
+        line = (f"step {step + 1}/{self.total} loss {loss:.4f} {tokens_per_s / 1e3:.1f}k tok/s "
+                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif (step + 1) % self.every == 0 or step + 1 == self.total:
+            print(line, file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            print(("\n" if self.tty else "") + text, file=sys.stderr, flush=True)
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
