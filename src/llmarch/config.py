@@ -42,6 +42,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         # Remember which fields were derived, so replace(n_heads=...) derives them again.
         self._derived = frozenset(n for n in _DERIVED if getattr(self, n) is None)
+        self._check_types()
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None:
@@ -55,6 +56,19 @@ class ModelConfig:
         if self.final_norm is None:
             self.final_norm = self.norm_placement == "pre"
         self.validate()
+
+    def _check_types(self) -> None:
+        for name, kind in field_types().items():
+            value = getattr(self, name)
+            if value is None and name in _DERIVED:
+                continue
+            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))
+                ok = True
+            if not ok:
+                article = "an integer" if kind is int else f"a {kind.__name__}"
+                raise LlmarchError(f"{name} must be {article}, got {value!r}")
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden",
