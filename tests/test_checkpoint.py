@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+import llmarch
+from llmarch import LlmarchError
+from llmarch.checkpoint import save_model
+
+from conftest import tiny
+
+
+@pytest.mark.parametrize("base", ["gpt-tiny", "llama-tiny"])
+def test_save_load_round_trip_is_bitwise(tmp_path, base):
+    model = tiny(base)
+    save_model(model, tmp_path)
+    loaded = llmarch.load(tmp_path)
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randint(0, 97, (2, 10))
+    assert torch.equal(model(x).logits, loaded.eval()(x).logits)
+    if base == "gpt-tiny":
+        assert loaded.lm_head.weight is loaded.embed.weight
+
+
+def test_missing_truncated_and_mismatched_checkpoints(tmp_path):
+    with pytest.raises(LlmarchError, match="does not exist"):
+        llmarch.load(tmp_path / "nowhere")
+    with pytest.raises(LlmarchError, match="is not a checkpoint"):
+        llmarch.load(tmp_path)
+    save_model(tiny(), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LlmarchError, match="truncated or corrupt"):
+        llmarch.load(tmp_path)
+    weights.unlink()
+    with pytest.raises(LlmarchError, match="has no model.safetensors"):
+        llmarch.load(tmp_path)
+    save_model(tiny(), tmp_path)
+    tiny(n_layers=3).config.save(tmp_path / "config.json")
+    with pytest.raises(LlmarchError, match="missing tensor blocks.2"):
+        llmarch.load(tmp_path)
+    tiny(d_model=32).config.save(tmp_path / "config.json")
+    with pytest.raises(LlmarchError, match="has shape"):
+        llmarch.load(tmp_path)

@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+
+from llmarch import LlmarchError
+from llmarch.data import ByteTokenizer, TokenData, load_tokenizer, read_documents, train_bpe
+from llmarch.data.dataset import split_documents
+
+
+def test_stdlib_corpus_is_real_and_multi_megabyte():
+    docs = read_documents()
+    assert sum(len(d.text) for d in docs) > 3_000_000
+    assert any(d.name == "json/decoder.py" for d in docs)
+    assert not any(d.name.startswith("test/") for d in docs)
+
+
+def test_sources_file_dir_glob_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("beta")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "gamma"}) + "\n" + json.dumps({"text": "delta"}) + "\n")
+    assert [d.text for d in read_documents(str(tmp_path / "a.txt"))] == ["alpha"]
+    assert [d.text for d in read_documents(str(tmp_path / "c.jsonl"))] == ["gamma", "delta"]
+    assert sorted(d.text for d in read_documents(str(tmp_path))) == ["alpha", "beta", "delta", "gamma"]
+    assert [d.text for d in read_documents(str(tmp_path / "**" / "*.txt"))] == ["alpha", "beta"]
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(LlmarchError, match="does not exist"):
+        read_documents(str(tmp_path / "missing.txt"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    with pytest.raises(LlmarchError, match="bad.jsonl:2: expected an object with a string field 'text'"):
+        read_documents(str(bad))
+    bad.write_text("{oops\n")
+    with pytest.raises(LlmarchError, match="bad.jsonl:1: not valid JSON"):
+        read_documents(str(bad))
+
+
+def test_tokenizers_round_trip(tmp_path):
+    text = "def f(x):\n    return x * 2  # é\n"
+    byte = ByteTokenizer()
+    assert byte.decode(byte.encode(text)) == text
+    bpe = train_bpe([text * 20, "import os\nprint(os.getcwd())\n"], vocab_size=300)
+    assert bpe.decode(bpe.encode(text)) == text
+    assert len(bpe.encode(text)) < len(text.encode())
+    bpe.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.encode(text) == bpe.encode(text) and again.eos_id == bpe.eos_id
+    (tmp_path / "tokenizer.json").write_text("{broken")
+    with pytest.raises(LlmarchError, match="cannot load"):
+        load_tokenizer(tmp_path)
+
+
+def test_split_is_deterministic_and_cached_as_memmap():
+    docs = read_documents()
+    train, val = split_documents(docs, 0.05)
+    assert split_documents(docs, 0.05) == (train, val)
+    assert 0.02 < len(val) / len(docs) < 0.1 and not {d.name for d in train} & {d.name for d in val}
+    tok = ByteTokenizer()
+    small = docs[:40]
+    data = TokenData.prepare(small, tok)
+    assert isinstance(data.train, np.memmap)
+    again = TokenData.prepare(small, tok)
+    assert np.array_equal(data.train, again.train) and np.array_equal(data.val, again.val)
+    x, y = data.batch("train", step=3, batch_size=4, context=16, seed=0)
+    x2, _ = data.batch("train", step=3, batch_size=4, context=16, seed=0)
+    assert x.shape == (4, 16) and (x == x2).all() and (x[:, 1:] == y[:, :-1]).all()
+
+
+def test_data_vocab_mismatch_is_an_error():
+    data = TokenData.prepare(read_documents()[:25], ByteTokenizer())
+    with pytest.raises(LlmarchError, match="token id 256 >= vocab_size 200"):
+        data.check_vocab(200)

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+import llmarch
+from llmarch import LlmarchError
+from llmarch.generate import sample
+
+from conftest import tiny
+
+
+def greedy_by_recompute(model, ids, n):
+    ids = torch.tensor([ids])
+    for _ in range(n):
+        ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return ids[0].tolist()
+
+
+@pytest.mark.parametrize("base", ["gpt-tiny", "llama-tiny"])
+def test_greedy_generate_equals_recompute_and_batches_of_any_length(base):
+    model = tiny(base, n_kv_heads=2 if base == "llama-tiny" else None)
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [3], [40, 41, 42]]
+    rows = llmarch.generate(model, prompts, max_new_tokens=10)
+    for prompt, row in zip(prompts, rows):
+        assert row == greedy_by_recompute(model, prompt, 10)
+
+
+def test_tensor_in_tensor_out_and_streaming():
+    model = tiny()
+    x = torch.randint(0, 97, (2, 5))
+    seen = []
+    out = llmarch.generate(model, x, max_new_tokens=6, on_tokens=lambda t: seen.append(t.clone()))
+    assert out.shape == (2, 11) and torch.equal(out[:, :5], x)
+    assert torch.equal(torch.stack(seen, 1), out[:, 5:])
+
+
+def test_stops_at_eos_and_at_context_end():
+    model = tiny()
+    first = llmarch.generate(model, [[1, 2, 3]], max_new_tokens=1)[0][-1]
+    rows = llmarch.generate(model, [[1, 2, 3]], max_new_tokens=20, eos_id=first)
+    assert rows[0] == [1, 2, 3, first]
+    long = llmarch.generate(model, [list(range(60))], max_new_tokens=50)
+    assert len(long[0]) == 64  # the context holds 64 tokens
+
+
+def test_prompt_longer_than_context_and_bad_ids():
+    model = tiny()
+    with pytest.raises(LlmarchError, match="longer than the model's context_length"):
+        llmarch.generate(model, [list(range(65))], max_new_tokens=1)
+    with pytest.raises(LlmarchError, match="out of range"):
+        llmarch.generate(model, [[1, 500]], max_new_tokens=1)
+    with pytest.raises(LlmarchError, match="at least one token"):
+        llmarch.generate(model, [[]], max_new_tokens=1)
+
+
+def test_sampling_is_seeded_and_respects_top_k_top_p():
+    model = tiny()
+    a = llmarch.generate(model, [[1, 2]], max_new_tokens=8, temperature=1.0, seed=3)
+    b = llmarch.generate(model, [[1, 2]], max_new_tokens=8, temperature=1.0, seed=3)
+    assert a == b
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 10.0]]).repeat(500, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(sample(logits, 1.0, top_k=2, generator=g).tolist()) <= {3, 4}
+    # p(4) ~ 0.9992: nucleus 0.5 keeps only token 4
+    assert set(sample(logits, 1.0, top_p=0.5, generator=g).tolist()) == {4}
+    flat = torch.zeros(2000, 4)
+    counts = torch.bincount(sample(flat, 1.0, top_p=0.6, generator=g), minlength=4)
+    assert (counts > 0).sum() == 3  # 3 of 4 equal tokens are needed to reach mass 0.6
+    assert torch.equal(sample(logits[:1], 0.0), torch.tensor([4]))

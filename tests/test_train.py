@@ -1,0 +1,74 @@
+import csv
+import shutil
+
+import pytest
+
+import llmarch
+from llmarch import LlmarchError
+from llmarch.train import TrainConfig, train
+
+SMALL = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.1)  # dropout: RNG state must resume too
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A few real standard-library modules as a directory source."""
+    from llmarch.data import read_documents
+
+    folder = tmp_path_factory.mktemp("corpus")
+    for doc in read_documents()[:30]:
+        (folder / doc.name.replace("/", "_")).write_text(doc.text)
+    return str(folder)
+
+
+def small_run(out, corpus, steps=6, **kw):
+    tc = TrainConfig(steps=steps, batch_size=4, eval_every=3, eval_tokens=512, tokenizer="byte", data=corpus,
+                     log_every=1, **kw)
+    return train(llmarch.resolve("gpt-tiny", **SMALL), tc, out, verbose=False)
+
+
+def test_stop_and_resume_reproduces_uninterrupted_losses(tmp_path, corpus):
+    full = small_run(tmp_path / "full", corpus)
+    # The run "stopped" after step 3: its directory as it was then (checkpoint 3 is the latest).
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "full", stopped)
+    shutil.rmtree(stopped / "step-000006")
+    (stopped / "latest").write_text("step-000003\n")
+    resumed = train(None, TrainConfig(steps=6, batch_size=4, eval_every=3, eval_tokens=512, tokenizer="byte",
+                                      data=corpus, log_every=1), stopped, resume=True, verbose=False)
+    assert sorted(resumed.losses) == [4, 5, 6]
+    assert all(resumed.losses[s] == full.losses[s] for s in (4, 5, 6))  # exactly equal, not approximately
+    assert resumed.val_losses[6] == full.val_losses[6]
+    with (stopped / "metrics.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+    a, b = llmarch.load(tmp_path / "full").state_dict(), llmarch.load(stopped).state_dict()
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_run_directory_contents_and_refusals(tmp_path, corpus):
+    out = tmp_path / "run"
+    result = small_run(out, corpus, steps=3, grad_accum=2)
+    assert result.checkpoint == out / "step-000003"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "optimizer.pt", "rng.pt", "trainer_state.json"):
+        assert (result.checkpoint / name).is_file()
+    assert (out / "loss.png").stat().st_size > 1000 and (out / "metrics.csv").is_file()
+    assert not list(out.glob(".*tmp*"))
+    with pytest.raises(LlmarchError, match="already holds a run"):
+        small_run(out, corpus, steps=3)
+    with pytest.raises(LlmarchError, match="already at step 3"):
+        train(None, TrainConfig(steps=3, tokenizer="byte", data=corpus), out, resume=True, verbose=False)
+
+
+def test_tokenizer_larger_than_model_vocab_is_an_error(tmp_path, corpus):
+    with pytest.raises(LlmarchError, match="tokenizer has 257 tokens but the model's vocab_size is 100"):
+        train(llmarch.resolve("gpt-tiny", **{**SMALL, "vocab_size": 100}),
+              TrainConfig(steps=1, tokenizer="byte", data=corpus), tmp_path, verbose=False)
+
+
+def test_demo_recipe_beats_unigram_entropy(tmp_path):
+    """The demo's recipe (llama-tiny, BPE on the stdlib corpus), shortened: validation loss falls below
+    the unigram entropy of the corpus, so the model uses context. `make demo` runs it longer."""
+    tc = TrainConfig(steps=120, batch_size=8, eval_every=60, eval_tokens=8192, lr=2e-3)
+    result = train(llmarch.resolve("llama-tiny", n_layers=2, context_length=128), tc, tmp_path, verbose=False)
+    vals = list(result.val_losses.values())
+    assert vals[-1] < vals[0] and vals[-1] < result.unigram_entropy
