@@ -1,0 +1,110 @@
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmarch import ModelConfig
+from llmarch.cli import build_parser
+from llmarch.train import TrainConfig
+
+
+def run(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "llmarch", *args], capture_output=True, text=True, cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_line_error(code, err, text):
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert text in err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from llmarch.data import read_documents
+
+    folder = tmp_path_factory.mktemp("cli")
+    corpus = folder / "corpus"
+    corpus.mkdir()
+    for doc in read_documents()[:20]:
+        (corpus / doc.name.replace("/", "_")).write_text(doc.text)
+    out = folder / "run"
+    code, stdout, err = run("train", "--model", "gpt-tiny", "--steps", "4", "--out", str(out), "--data", str(corpus),
+                            "--tokenizer", "byte", "--vocab-size", "257", "--n-layers", "1", "--d-model", "32",
+                            "--n-heads", "2", "--context-length", "32", "--batch-size", "2", "--eval-every", "2",
+                            "--sample-prompt", "def ", "--sample-tokens", "5")
+    assert code == 0, err
+    assert "final validation loss" in stdout and "sample:" in stdout
+    return out, corpus
+
+
+def test_info_json_keys_and_text():
+    code, out, _ = run("info", "llama2-7b", "--json")
+    facts = json.loads(out)
+    assert code == 0 and facts["parameters"] == 6_738_415_616
+    assert set(facts) == {"parameters", "non_embedding_parameters", "flops_per_token", "kv_cache_bytes_per_token"}
+    code, out, _ = run("info", "gpt2", "--n-layers", "1", "--json")
+    assert json.loads(out)["parameters"] == 124_439_808 - 11 * 7_087_872
+
+
+def test_generate_and_eval(run_dir):
+    out, corpus = run_dir
+    code, stdout, err = run("generate", "--checkpoint", str(out), "--prompt", "import", "--max-new-tokens", "8",
+                            "--temperature", "0")
+    assert code == 0, err
+    assert stdout.startswith("import")
+    code, stdout, err = run("generate", "--checkpoint", str(out), "--prompt", "a", "--prompt", "class Foo",
+                            "--max-new-tokens", "4", "--seed", "1")
+    assert code == 0 and stdout.count("--- [") == 2
+    code, stdout, err = run("eval", "--checkpoint", str(out), "--data", str(corpus), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["perplexity"] > 1
+
+
+def test_bad_input_is_one_line_exit_2(run_dir, tmp_path):
+    out, corpus = run_dir
+    bad_cfg = tmp_path / "bad.json"
+    bad_cfg.write_text(json.dumps({"d_model": 100, "n_heads": 3}))
+    cases = [
+        (("info", "nonexistent-model"), "unknown model 'nonexistent-model'"),
+        (("info", str(bad_cfg)), "not divisible by n_heads"),
+        (("info", "gpt2", "--ffn", "swishy"), "unknown ffn 'swishy'"),
+        (("info", "gpt2", "--n-layers", "many"), "n_layers must be int"),
+        (("generate", "--checkpoint", str(tmp_path / "none"), "--prompt", "x"), "does not exist"),
+        (("generate", "--checkpoint", str(out), "--prompt", "x" * 40), "longer than the model's context_length"),
+        (("eval", "--checkpoint", str(out), "--data", str(tmp_path / "missing")), "does not exist"),
+        (("train", "--model", "gpt-tiny", "--steps", "1", "--out", str(out)), "already holds a run"),
+        (("train", "--model", "gpt-tiny", "--steps", "0", "--out", str(tmp_path / "r")), "steps must be positive"),
+    ]
+    for args, text in cases:
+        code, _, err = run(*args)
+        assert_one_line_error(code, err, text)
+
+
+def test_truncated_checkpoint_is_one_line_error(run_dir, tmp_path):
+    import shutil
+
+    out, _ = run_dir
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(out / (out / "latest").read_text().strip(), ckpt)
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code, _, err = run("generate", "--checkpoint", str(ckpt), "--prompt", "x")
+    assert_one_line_error(code, err, "truncated or corrupt")
+
+
+def test_help_lists_every_option_with_default():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        for action in p._actions:
+            if action.help and action.option_strings and action.dest != "help":
+                assert action.option_strings[0] in text
+                assert "default" in action.help or "required" in action.help, (name, action.dest)
+    train_help = sub.choices["train"].format_help()
+    for f in dataclasses.fields(TrainConfig) + dataclasses.fields(ModelConfig):
+        assert "--" + f.name.replace("_", "-") in train_help
