@@ -19,7 +19,7 @@ class Block(nn.Module):
         self.parallel = cfg.block == "parallel"
         self.ln1, self.attn = make_norm(cfg), Attention(cfg)
         self.ln2, self.mlp = make_norm(cfg), make_ffn(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else HookPoint()  # HookPoint: a free identity
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 

@@ -1,6 +1,14 @@
 """Identity modules at named activation sites (TransformerLens names), for analysis without edits."""
+import torch
 from torch import nn
 
 
 class HookPoint(nn.Identity):
-    """Costs nothing until a forward hook is attached: `model.blocks[0].hook_resid_pre.register_forward_hook`."""
+    """`model.blocks[0].hook_resid_pre.register_forward_hook(fn)` sees (and may replace) that activation.
+    With no hook attached, a call returns its input without nn.Module's dispatch, which matters when
+    decoding one token at a time (dozens of hook points per step)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._forward_hooks or self._forward_pre_hooks or torch.compiler.is_compiling():
+            return super().__call__(x)
+        return x

@@ -1,0 +1,109 @@
+"""Training step and greedy decoding of a gpt-tiny-shaped model: llmarch against transformers'
+GPT2LMHeadModel with identical shape and weights, in one run, on CPU. Medians of several timed repeats.
+
+    .venv/bin/python benchmarks/cpu_vs_transformers.py --out bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+import llmarch
+from llmarch.interop import export_state
+from llmarch.interop.gpt2 import RULES, hf_config
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def train_step_fn(model, logits_of, x, y):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        loss = F.cross_entropy(logits_of(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None, help="write results as JSON here")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    ours = llmarch.build("gpt-tiny")
+    cfg = ours.config
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_config(cfg), attn_implementation="sdpa"))
+    hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg.n_layers), strict=False)
+    hf.tie_weights()
+
+    x = torch.randint(0, cfg.vocab_size, (args.batch_size, args.context))
+    y = torch.roll(x, -1, dims=1)
+    tokens = args.batch_size * args.context
+    results = {"model": "gpt-tiny", "parameters": sum(p.numel() for p in ours.parameters()),
+               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+               "torch": torch.__version__, "transformers": transformers.__version__, "repeats": args.repeats}
+
+    ours.train(), hf.train()
+    t_ours = median_time(train_step_fn(ours, lambda t: ours(t).logits, x, y), args.repeats)
+    t_hf = median_time(train_step_fn(hf, lambda t: hf(t).logits, x, y), args.repeats)
+    results["train_tokens_per_s"] = {"llmarch": tokens / t_ours, "transformers": tokens / t_hf,
+                                     "speedup": t_hf / t_ours}
+
+    ours.eval(), hf.eval()
+    prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens))
+    n = args.new_tokens
+    out_ours = llmarch.generate(ours, prompt, max_new_tokens=n)
+    with torch.no_grad():
+        out_hf = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False, pad_token_id=0)
+    same = torch.equal(out_ours, out_hf)
+    t_ours = median_time(lambda: llmarch.generate(ours, prompt, max_new_tokens=n), args.repeats, warmup=1)
+
+    def hf_generate():
+        with torch.no_grad():
+            hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                        do_sample=False, pad_token_id=0)
+
+    t_hf = median_time(hf_generate, args.repeats, warmup=1)
+    results["generate_tokens_per_s"] = {"llmarch": n / t_ours, "transformers": n / t_hf, "speedup": t_hf / t_ours,
+                                        "same_tokens": same}
+
+    print(f"machine: {results['machine']}, torch {results['torch']}, transformers {results['transformers']}")
+    print("| benchmark | llmarch | transformers | speed-up |")
+    print("|---|---|---|---|")
+    for key, label in (("train_tokens_per_s", f"training step, batch {args.batch_size}x{args.context} (tokens/s)"),
+                       ("generate_tokens_per_s", f"greedy decode, batch 1, {n} new tokens (tokens/s)")):
+        r = results[key]
+        print(f"| {label} | {r['llmarch']:,.0f} | {r['transformers']:,.0f} | {r['speedup']:.2f}x |")
+    print(f"greedy outputs identical: {same}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
