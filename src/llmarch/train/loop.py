@@ -162,7 +162,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
         if log is not None:
             log.write(**row)
     if log is not None:
-        log.plot(out / "loss.png")
+        log.plot(out / "loss.png", baseline=result.unigram_entropy)
     return result
 
 

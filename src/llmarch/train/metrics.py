@@ -30,7 +30,7 @@ class MetricsLog:
         with self.path.open() as f:
             return list(csv.DictReader(f))
 
-    def plot(self, png: Path) -> None:
+    def plot(self, png: Path, baseline: float | None = None) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -44,6 +44,8 @@ class MetricsLog:
             ax.plot(*zip(*train), label="train loss", alpha=0.7)
         if val:
             ax.plot(*zip(*val), "o-", label="validation loss")
+        if baseline is not None:
+            ax.axhline(baseline, color="gray", linestyle="--", label=f"unigram entropy ({baseline:.2f})")
         ax.set_xlabel("step")
         ax.set_ylabel("cross-entropy (nats/token)")
         ax.legend()
