@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import transformers
 
 import llmarch
+from llmarch.transforms import transposed_weight_layout
 from llmarch.interop import export_state
 from llmarch.interop.gpt2 import RULES, hf_config
 
@@ -74,6 +75,7 @@ def main() -> None:
                                      "speedup": t_hf / t_ours}
 
     ours.eval(), hf.eval()
+    transposed_weight_layout(ours)  # what `llmarch generate` applies on CPU
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens))
     n = args.new_tokens
     out_ours = llmarch.generate(ours, prompt, max_new_tokens=n)

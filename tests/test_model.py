@@ -24,15 +24,16 @@ def test_causality(base, kw):
     assert not torch.allclose(a[:, 11:], b[:, 11:])
 
 
+@pytest.mark.parametrize("sliced", [False, True])  # True: attention reads only the filled slots (kv_len)
 @pytest.mark.parametrize("base, kw", VARIANTS)
-def test_kv_cache_decode_equals_full_recompute(base, kw):
+def test_kv_cache_decode_equals_full_recompute(base, kw, sliced):
     model = tiny(base, **kw)
     x = torch.randint(0, 97, (2, 20))
     full = model(x).logits
-    model.setup_cache(2, 20)
-    steps = [model(x[:, :8], input_pos=torch.arange(8)).logits]
+    model.setup_cache(2, 24)
+    steps = [model(x[:, :8], input_pos=torch.arange(8), kv_len=8 if sliced else None).logits]
     for t in range(8, 20):
-        steps.append(model(x[:, t:t + 1], input_pos=torch.tensor([t])).logits)
+        steps.append(model(x[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1 if sliced else None).logits)
     model.clear_cache()
     assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5
 

@@ -46,8 +46,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         raise LlmarchError(f"prompt of {T} tokens is longer than the model's context_length {ctx}")
     max_new_tokens = min(max_new_tokens, ctx - T)
     total = T + max_new_tokens
-    mask = torch.ones(B, total, dtype=torch.long, device=device)
-    if attention_mask is not None:
+    mask = None  # (B, total) real-token mask, needed only when some prompt is left-padded
+    if attention_mask is not None and not bool(attention_mask.all()):
+        mask = torch.ones(B, total, dtype=torch.long, device=device)
         mask[:, :T] = attention_mask.to(device)
     generator = None
     if seed is not None:
@@ -60,7 +61,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     model.eval()
     model.setup_cache(B, total)
     try:
-        logits = model(input_ids, attention_mask=mask, input_pos=torch.arange(T, device=device), last_only=True).logits
+        logits = model(input_ids, attention_mask=mask, input_pos=torch.arange(T, device=device), last_only=True,
+                       kv_len=T).logits
         for i in range(max_new_tokens):
             tok = sample(logits[:, -1], temperature, top_k, top_p, generator)
             if eos_id is not None:
@@ -73,7 +75,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             if i + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
                 break
             pos = torch.tensor([T + i], device=device)
-            logits = model(tok[:, None], attention_mask=mask, input_pos=pos).logits
+            logits = model(tok[:, None], attention_mask=mask, input_pos=pos, kv_len=T + i + 1).logits
     finally:
         model.clear_cache()
         model.train(was_training)
@@ -82,7 +84,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         return out
     rows = []
     for b in range(B):
-        start = int((mask[b, :T] == 0).sum())
+        start = 0 if mask is None else int((mask[b, :T] == 0).sum())
         row = out[b, start:].tolist()
         if eos_id is not None and eos_id in row[T - start:]:
             row = row[: row.index(eos_id, T - start) + 1]

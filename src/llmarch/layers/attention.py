@@ -28,6 +28,7 @@ class AttentionContext:
     causal: bool
     rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, T, D)
     input_pos: torch.Tensor  # (T,) cache slots of this call's tokens
+    kv_len: int | None = None  # cache slots filled after this call: attend to these only (eager decoding)
 
 
 @ATTENTION.register("sdpa")
@@ -75,6 +76,8 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(ctx.input_pos, k, v)  # (B, K, S, D)
+            if ctx.kv_len is not None:
+                k, v = k[:, :, : ctx.kv_len], v[:, :, : ctx.kv_len]
         dropout_p = self.dropout if self.training else 0.0
         y = self.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, self.hook_pattern)  # (B, H, T, D)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, H, D)

@@ -74,25 +74,29 @@ class DecoderLM(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                input_pos: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
+                input_pos: torch.Tensor | None = None, last_only: bool = False,
+                kv_len: int | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
-        last_only: compute logits for the last position only (prefill)."""
+        last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
+        slots filled once this call's tokens are written (its last slot + 1), known to the caller as a Python
+        int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile)."""
         B, T = input_ids.shape
         if not torch.compiler.is_compiling():
             self._check_ids(input_ids)
         if input_pos is None:
             input_pos = torch.arange(T, device=input_ids.device)
-        key_len = self.cache_len or T
+        key_len = kv_len or self.cache_len or T
         pad_mask = None
         if attention_mask is not None:
             pad_mask = attention_mask[:, :key_len].bool()
             if pad_mask.shape[1] < key_len:  # slots past the mask are future tokens: real, hidden by causality
                 pad_mask = nn.functional.pad(pad_mask, (0, key_len - pad_mask.shape[1]), value=True)
         pos = position_ids(input_pos, B, pad_mask)  # (B, T)
-        needs_mask = pad_mask is not None or self.cache_len is not None
-        ctx = AttentionContext(mask=causal_mask(input_pos, key_len, pad_mask) if needs_mask else None,
-                               causal=True, rope=self.positions.rotary(pos), input_pos=input_pos)
+        # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask.
+        plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None))
+        ctx = AttentionContext(mask=None if plain else causal_mask(input_pos, key_len, pad_mask),
+                               causal=T > 1, rope=self.positions.rotary(pos), input_pos=input_pos, kv_len=kv_len)
         x = self.embed(input_ids)  # (B, T, C)
         added = self.positions.embed(pos)
         if added is not None:
