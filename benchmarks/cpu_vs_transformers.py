@@ -58,7 +58,7 @@ def main() -> None:
     ours = llmarch.build("gpt-tiny")
     cfg = ours.config
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_config(cfg), attn_implementation="sdpa"))
-    hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg.n_layers), strict=False)
+    hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg), strict=False)
     hf.tie_weights()
 
     x = torch.randint(0, cfg.vocab_size, (args.batch_size, args.context))

@@ -64,7 +64,7 @@ def test_overrides_rederive_fields():
     cfg = llmarch.resolve("llama-tiny", n_layers=2, ffn="geglu", n_heads=4, n_kv_heads=None)
     assert (cfg.n_layers, cfg.ffn, cfg.n_kv_heads, cfg.head_dim) == (2, "geglu", 4, 64)
     model = llmarch.build("llama-tiny", n_layers=2, ffn="geglu")
-    assert len(model.blocks) == 2 and hasattr(model.blocks[0].mlp, "gate")
+    assert len(model.blocks) == 2 and model.blocks[0].mlp.gate_up.weight.shape == (2 * 768, 256)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
@@ -89,6 +89,6 @@ def test_malformed_config_file(tmp_path):
 def test_mha_gqa_mqa_shapes():
     for kv in (8, 2, 1):
         model = llmarch.build("llama-tiny", n_layers=1, n_kv_heads=kv)
-        assert model.blocks[0].attn.k_proj.weight.shape == (kv * 32, 256)
+        assert model.blocks[0].attn.qkv_proj.weight.shape == ((8 + 2 * kv) * 32, 256)
         out = model(torch.randint(0, 8192, (1, 5))).logits
         assert out.shape == (1, 5, 8192)

@@ -81,9 +81,9 @@ def test_gqa_shares_kv_heads_across_groups():
     mha = tiny(n_kv_heads=4, attention="eager")
     state = gqa.state_dict()
     for i in range(2):
-        for name in ("k_proj", "v_proj"):
-            w = state[f"blocks.{i}.attn.{name}.weight"].view(2, 16, 64)
-            state[f"blocks.{i}.attn.{name}.weight"] = w.repeat_interleave(2, dim=0).reshape(64, 64)
+        name = f"blocks.{i}.attn.qkv_proj.weight"
+        q, k, v = state[name].split([64, 32, 32])  # 4 query heads, 2 kv heads, head dim 16
+        state[name] = torch.cat([q, *(t.view(2, 16, 64).repeat_interleave(2, dim=0).reshape(64, 64) for t in (k, v))])
     mha.load_state_dict(state)
     x = torch.randint(0, 97, (1, 12))
     assert torch.allclose(gqa(x).logits, mha(x).logits, atol=1e-5)

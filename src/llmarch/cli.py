@@ -97,8 +97,10 @@ def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed
     from .checkpoint import resolve_checkpoint
     from .generate import generate
 
+    from .transforms import transposed_weight_layout
+
     path = resolve_checkpoint(checkpoint)
-    model = load(path)
+    model = transposed_weight_layout(load(path))  # faster one-token matmuls on CPU (docs/benchmarks.md)
     tok = load_tokenizer(path)
     if tok.vocab_size > model.config.vocab_size:
         raise LlmarchError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is "

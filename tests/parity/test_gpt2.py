@@ -15,7 +15,7 @@ def test_gpt2_logits_match_transformers():
     ours = llmarch.build("gpt2", n_layers=2, d_model=128, n_heads=4, vocab_size=1000, context_length=64).eval()
     cfg = ours.config
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_config(cfg))).eval()
-    missing, unexpected = hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg.n_layers), strict=False)
+    missing, unexpected = hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
     hf.tie_weights()
     x = torch.randint(0, 1000, (2, 40))
@@ -23,6 +23,5 @@ def test_gpt2_logits_match_transformers():
         diff = (ours(x).logits - hf(x).logits).abs().max().item()
     assert diff <= 1e-4
     # and back: transformers' weights -> ours reproduce the original state exactly
-    back = import_state(hf.state_dict(), RULES, cfg.n_layers,
-                        {k: v.shape for k, v in state_for_saving(ours).items()})
+    back = import_state(hf.state_dict(), RULES, cfg)
     assert all(torch.equal(back[k], v) for k, v in state_for_saving(ours).items())

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import llmarch
-from llmarch.interop import export_state
+from llmarch.interop import export_state, import_state
 from llmarch.interop.llama import RULES, hf_config
 
 transformers = pytest.importorskip("transformers")
@@ -17,7 +17,7 @@ def test_llama_logits_match_transformers(kv_heads):
     cfg = ours.config
     conf = transformers.LlamaConfig(**hf_config(cfg))
     hf = transformers.LlamaForCausalLM(conf).eval()
-    hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg.n_layers), strict=True)
+    hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg), strict=True)
     x = torch.randint(0, 1000, (2, 40))
     mask = torch.ones_like(x)
     mask[1, :9] = 0  # left padding
@@ -26,3 +26,6 @@ def test_llama_logits_match_transformers(kv_heads):
         a, b = ours(x, attention_mask=mask).logits, hf(x, attention_mask=mask).logits
     assert (a[0] - b[0]).abs().max().item() <= 1e-4
     assert (a[1, 9:] - b[1, 9:]).abs().max().item() <= 1e-4
+    back = import_state(hf.state_dict(), RULES, cfg)  # HF's separate q, k, v fuse back exactly
+    assert back.keys() == ours.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in ours.state_dict().items())

@@ -1,19 +1,23 @@
-"""LLaMA (`model_type: llama`): HF keeps q/k/v/o and gate/up/down as separate nn.Linear, RoPE in the
-half-split layout we use, so every tensor maps one to one."""
+"""LLaMA (`model_type: llama`): HF keeps q/k/v and gate/up as separate nn.Linear, which we fuse
+(`qkv_proj`, `gate_up`); RoPE uses the same half-split layout, so no permutation is needed."""
 from __future__ import annotations
 
 from ..config import ModelConfig
 from .mapping import Rule
 
-_LAYER = [("self_attn.q_proj", "attn.q_proj"), ("self_attn.k_proj", "attn.k_proj"), ("self_attn.v_proj", "attn.v_proj"),
-          ("self_attn.o_proj", "attn.o_proj"), ("mlp.gate_proj", "mlp.gate"), ("mlp.up_proj", "mlp.up"),
-          ("mlp.down_proj", "mlp.down"), ("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2")]
+_ATTN = "model.layers.{i}.self_attn."
+_MLP = "model.layers.{i}.mlp."
 
 RULES = [
-    Rule("model.embed_tokens.weight", ("embed.weight",)),
-    *[Rule(f"model.layers.{{i}}.{hf}.weight", (f"blocks.{{i}}.{ours}.weight",)) for hf, ours in _LAYER],
-    Rule("model.norm.weight", ("ln_final.weight",)),
-    Rule("lm_head.weight", ("lm_head.weight",)),
+    Rule.of("model.embed_tokens.weight", "embed.weight"),
+    Rule.of(tuple(_ATTN + f"{p}_proj.weight" for p in "qkv"), "blocks.{i}.attn.qkv_proj.weight"),
+    Rule.of(_ATTN + "o_proj.weight", "blocks.{i}.attn.o_proj.weight"),
+    Rule.of((_MLP + "gate_proj.weight", _MLP + "up_proj.weight"), "blocks.{i}.mlp.gate_up.weight"),
+    Rule.of(_MLP + "down_proj.weight", "blocks.{i}.mlp.down.weight"),
+    Rule.of("model.layers.{i}.input_layernorm.weight", "blocks.{i}.ln1.weight"),
+    Rule.of("model.layers.{i}.post_attention_layernorm.weight", "blocks.{i}.ln2.weight"),
+    Rule.of("model.norm.weight", "ln_final.weight"),
+    Rule.of("lm_head.weight", "lm_head.weight"),
 ]
 
 

@@ -1,5 +1,5 @@
-"""Declarative weight maps. A Rule pairs one Hugging Face tensor name with one or more of ours
-(`{i}` is the layer index) and a layout change; the same rules convert in both directions."""
+"""Declarative weight maps. A Rule pairs Hugging Face tensor names with one of ours (`{i}` is the layer
+index) and a layout change; the same rules convert in both directions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,53 +11,50 @@ from ..errors import LlmarchError
 
 @dataclass(frozen=True)
 class Rule:
-    hf: str
-    ours: tuple[str, ...]
-    layout: str = "same"  # same | transposed (HF Conv1D stores (in, out)) | fused (q|k|v concatenated) |
-    # fused_transposed (both)
+    hf: tuple[str, ...]  # several names: concatenated along dim 0 into ours (e.g. q, k, v -> qkv_proj)
+    ours: str
+    layout: str = "same"  # same | transposed (HF Conv1D stores (in, out))
+
+    @classmethod
+    def of(cls, hf: str | tuple[str, ...], ours: str, layout: str = "same") -> "Rule":
+        return cls((hf,) if isinstance(hf, str) else hf, ours, layout)
 
 
 def _expand(rules: list[Rule], n_layers: int) -> list[Rule]:
     out = []
     for r in rules:
-        layers = range(n_layers) if "{i}" in r.hf else [None]
-        for i in layers:
-            fmt = (lambda s: s.format(i=i)) if i is not None else (lambda s: s)
-            out.append(Rule(fmt(r.hf), tuple(fmt(o) for o in r.ours), r.layout))
+        for i in (range(n_layers) if "{i}" in r.ours else [None]):
+            out.append(Rule(tuple(h.format(i=i) for h in r.hf), r.ours.format(i=i), r.layout))
     return out
 
 
-def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], n_layers: int) -> dict[str, torch.Tensor]:
+def fused_sizes(cfg, n_parts: int) -> list[int]:
+    """How our fused tensors split: 3 parts are q|k|v rows (see layers/attention.py), 2 are gate|up halves."""
+    if n_parts == 3:
+        return [cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim]
+    return [cfg.ffn_hidden] * n_parts
+
+
+def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[str, torch.Tensor]:
+    """Ours -> HF, for a model with ModelConfig `cfg`."""
     hf = {}
-    for r in _expand(rules, n_layers):
-        parts = [ours[name] for name in r.ours]
-        if r.layout == "same":
-            hf[r.hf] = parts[0]
-        elif r.layout == "transposed":
-            hf[r.hf] = parts[0].t()
-        elif r.layout == "fused":
-            hf[r.hf] = torch.cat(parts, dim=0)
-        else:  # fused_transposed: rows of q, k, v side by side as Conv1D columns
-            hf[r.hf] = torch.cat(parts, dim=0).t()
-        hf[r.hf] = hf[r.hf].contiguous()
+    for r in _expand(rules, cfg.n_layers):
+        t = ours[r.ours]
+        pieces = t.split(fused_sizes(cfg, len(r.hf)), dim=0) if len(r.hf) > 1 else [t]
+        if r.layout == "transposed":
+            pieces = [p.t() for p in pieces]
+        for name, piece in zip(r.hf, pieces):
+            hf[name] = piece.contiguous()
     return hf
 
 
-def import_state(hf: dict[str, torch.Tensor], rules: list[Rule], n_layers: int,
-                 shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
-    """HF tensors -> ours; `shapes` (our state dict's shapes) says how fused tensors split."""
+def import_state(hf: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[str, torch.Tensor]:
+    """HF -> ours, for a model with ModelConfig `cfg`; names a missing tensor."""
     ours = {}
-    for r in _expand(rules, n_layers):
-        if r.hf not in hf:
-            raise LlmarchError(f"checkpoint is missing tensor {r.hf}")
-        t = hf[r.hf]
-        if r.layout == "same":
-            ours[r.ours[0]] = t
-        elif r.layout == "transposed":
-            ours[r.ours[0]] = t.t().contiguous()
-        else:
-            sizes = [shapes[name][0] for name in r.ours]
-            fused = t.t() if r.layout == "fused_transposed" else t
-            for name, piece in zip(r.ours, fused.split(sizes, dim=0)):
-                ours[name] = piece.contiguous()
+    for r in _expand(rules, cfg.n_layers):
+        for name in r.hf:
+            if name not in hf:
+                raise LlmarchError(f"checkpoint is missing tensor {name}")
+        parts = [hf[name].t() if r.layout == "transposed" else hf[name] for name in r.hf]
+        ours[r.ours] = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0].contiguous()
     return ours

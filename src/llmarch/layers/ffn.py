@@ -35,17 +35,18 @@ class MLP(nn.Module):
 
 
 class GLU(nn.Module):
-    """FFN(x) = (act(x W_gate) * x W_up) W_down; act = SiLU gives SwiGLU, GELU gives GeGLU."""
+    """FFN(x) = (act(x W_gate) * x W_up) W_down; act = SiLU gives SwiGLU, GELU gives GeGLU.
+    W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up)."""
 
     def __init__(self, dim: int, hidden: int, act: str, bias: bool):
         super().__init__()
         self.act = ACTIVATIONS[act]
-        self.gate = nn.Linear(dim, hidden, bias=bias)
-        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.act(self.gate(x)) * self.up(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.act(gate) * up)
 
 
 for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh"), ("relu", MLP, "relu"),
