@@ -108,3 +108,18 @@ def test_help_lists_every_option_with_default():
     train_help = sub.choices["train"].format_help()
     for f in dataclasses.fields(TrainConfig) + dataclasses.fields(ModelConfig):
         assert "--" + f.name.replace("_", "-") in train_help
+
+
+def test_tokenizer_checkpoint_mismatch_is_one_line_error(run_dir, tmp_path):
+    """A tokenizer that can emit ids the model has no embedding for (vocab > 257)."""
+    import shutil
+
+    from llmarch.data import train_bpe
+
+    out, _ = run_dir
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(out / (out / "latest").read_text().strip(), ckpt)
+    train_bpe(["def main():\n    return 0\n" * 50], vocab_size=300).save(ckpt)
+    for args in (("generate", "--checkpoint", str(ckpt), "--prompt", "def"), ("eval", "--checkpoint", str(ckpt))):
+        code, _, err = run(*args)
+        assert_one_line_error(code, err, "tokens but the model's vocab_size is 257")

@@ -22,8 +22,9 @@ def test_rope_matches_its_formula():
         for i in range(d // 2):
             angle = p * theta ** (-2 * i / d)
             a, b = x[0, 0, p, i], x[0, 0, p, i + d // 2]
-            assert out[0, 0, p, i].item() == pytest.approx((a * math.cos(angle) - b * math.sin(angle)).item(), abs=1e-5)
-            assert out[0, 0, p, i + d // 2].item() == pytest.approx((a * math.sin(angle) + b * math.cos(angle)).item(), abs=1e-5)
+            c, s = math.cos(angle), math.sin(angle)
+            assert out[0, 0, p, i].item() == pytest.approx((a * c - b * s).item(), abs=1e-5)
+            assert out[0, 0, p, i + d // 2].item() == pytest.approx((a * s + b * c).item(), abs=1e-5)
 
 
 def test_rope_scores_depend_only_on_relative_position():

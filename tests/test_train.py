@@ -7,7 +7,8 @@ import llmarch
 from llmarch import LlmarchError
 from llmarch.train import TrainConfig, train
 
-SMALL = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.1)  # dropout: RNG state must resume too
+# dropout > 0: the resumed run must also restore the RNG state to match
+SMALL = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.1)
 
 
 @pytest.fixture(scope="module")

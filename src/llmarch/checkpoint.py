@@ -71,13 +71,14 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> De
     expected = state_for_saving(model)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    if missing:
-        raise LlmarchError(f"{weights} is missing tensor {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
-    if extra:
-        raise LlmarchError(f"{weights} has unexpected tensor {extra[0]}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for names, what in ((missing, "is missing tensor"), (extra, "has unexpected tensor")):
+        if names:
+            more = f" (+{len(names) - 1} more)" if len(names) > 1 else ""
+            raise LlmarchError(f"{weights} {what} {names[0]}{more}")
     for name, tensor in expected.items():
         if tuple(state[name].shape) != tuple(tensor.shape):
-            raise LlmarchError(f"tensor {name} has shape {tuple(state[name].shape)}, config expects {tuple(tensor.shape)}")
+            raise LlmarchError(f"tensor {name} has shape {tuple(state[name].shape)}, "
+                               f"config expects {tuple(tensor.shape)}")
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed.weight

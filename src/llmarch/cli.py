@@ -91,20 +91,23 @@ def cmd_train(args) -> None:
         _generate_text(result.checkpoint, [tc.sample_prompt], tc.sample_tokens, 0.8, 50, None, tc.seed, True)
 
 
-def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream) -> None:
+def _load_with_tokenizer(checkpoint):
     from . import load
-    from .data import load_tokenizer
     from .checkpoint import resolve_checkpoint
-    from .generate import generate
-
-    from .transforms import transposed_weight_layout
+    from .data.tokenizer import check_fits, load_tokenizer
 
     path = resolve_checkpoint(checkpoint)
-    model = transposed_weight_layout(load(path))  # faster one-token matmuls on CPU (docs/benchmarks.md)
-    tok = load_tokenizer(path)
-    if tok.vocab_size > model.config.vocab_size:
-        raise LlmarchError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is "
-                           f"{model.config.vocab_size}")
+    model, tok = load(path), load_tokenizer(path)
+    check_fits(tok, model.config.vocab_size)
+    return model, tok
+
+
+def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream) -> None:
+    from .generate import generate
+    from .transforms import transposed_weight_layout
+
+    model, tok = _load_with_tokenizer(checkpoint)
+    transposed_weight_layout(model)  # faster one-token matmuls on CPU (docs/benchmarks.md)
     encoded = [tok.encode(p) for p in prompts]
     if stream and len(prompts) == 1:
         print(prompts[0], end="", flush=True)
@@ -135,15 +138,10 @@ def cmd_generate(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from . import load
-    from .checkpoint import resolve_checkpoint
-    from .data import load_tokenizer
     from .data.dataset import load_data
     from .train.evaluate import evaluate
 
-    path = resolve_checkpoint(args.checkpoint)
-    model = load(path)
-    tok = load_tokenizer(path)
+    model, tok = _load_with_tokenizer(args.checkpoint)
     data = load_data(args.data, tok, args.val_fraction)
     data.check_vocab(model.config.vocab_size)
     result = evaluate(model, data, args.batch_size, args.max_tokens)

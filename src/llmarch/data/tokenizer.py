@@ -99,3 +99,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         return BPETokenizer(HFTokenizer.from_str(text))
     except Exception as e:  # json or tokenizers parse failure: the file is damaged
         raise LlmarchError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+
+
+def check_fits(tok: Tokenizer, vocab_size: int) -> None:
+    """A tokenizer may not emit ids the model has no embedding for."""
+    if tok.vocab_size > vocab_size:
+        raise LlmarchError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {vocab_size}")

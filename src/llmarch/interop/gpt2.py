@@ -12,7 +12,8 @@ _LAYER = [("ln_1", "ln1", "same"), ("attn.c_attn", "attn.qkv_proj", "transposed"
 RULES = [
     Rule.of("transformer.wte.weight", "embed.weight"),
     Rule.of("transformer.wpe.weight", "positions.weight"),
-    *[Rule.of(f"transformer.h.{{i}}.{hf}.weight", f"blocks.{{i}}.{ours}.weight", layout) for hf, ours, layout in _LAYER],
+    *[Rule.of(f"transformer.h.{{i}}.{hf}.weight", f"blocks.{{i}}.{ours}.weight", layout)
+      for hf, ours, layout in _LAYER],
     *[Rule.of(f"transformer.h.{{i}}.{hf}.bias", f"blocks.{{i}}.{ours}.bias") for hf, ours, _ in _LAYER],
     Rule.of("transformer.ln_f.weight", "ln_final.weight"),
     Rule.of("transformer.ln_f.bias", "ln_final.bias"),

@@ -61,7 +61,8 @@ class Attention(nn.Module):
         self.kernel = ATTENTION[cfg.attention]
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
-        self.qkv_sizes = [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim]
+        kv = self.n_kv_heads * self.head_dim
+        self.qkv_sizes = [self.n_heads * self.head_dim, kv, kv]
         self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_sizes), bias=cfg.bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()

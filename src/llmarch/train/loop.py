@@ -17,7 +17,7 @@ from ..checkpoint import (atomic_directory, build_model, load_model, resolve_che
 from ..config import ModelConfig
 from ..data.corpus import read_documents
 from ..data.dataset import TokenData, split_documents, tokenizer_for
-from ..data.tokenizer import Tokenizer, load_tokenizer
+from ..data.tokenizer import Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .evaluate import evaluate, lm_loss, unigram_entropy
 from .metrics import MetricsLog, Progress, perplexity
@@ -96,11 +96,6 @@ def _prepare(model_cfg: ModelConfig | None, tc: TrainConfig, out: Path, resume: 
     return build_model(model_cfg, device), tok, None, 0
 
 
-def _check_tokenizer(tok: Tokenizer, cfg: ModelConfig) -> None:
-    if tok.vocab_size > cfg.vocab_size:
-        raise LlmarchError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}")
-
-
 def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resume: bool = False,
           verbose: bool = True) -> TrainResult:
     tc.validate()
@@ -112,7 +107,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     docs = read_documents(tc.data)
     model, tok, ckpt, start = _prepare(model_cfg, tc, out, resume, device, docs)
     cfg = model.config
-    _check_tokenizer(tok, cfg)
+    check_fits(tok, cfg.vocab_size)
     data = TokenData.prepare(docs, tok, tc.val_fraction)
     data.check_vocab(cfg.vocab_size)
     opt = _optimizer(model, tc, device)
