@@ -10,7 +10,7 @@ from typing import Any
 from .errors import LlmarchError
 
 
-_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm")
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias")
 
 
 @dataclass
@@ -31,13 +31,23 @@ class ModelConfig:
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
     rope_theta: float = 10000.0
+    rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
+    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3
+    rope_factor: float = 1.0  # context-extension factor of the scaling
+    rope_low_freq_factor: float = 1.0  # llama3 scaling
+    rope_high_freq_factor: float = 4.0  # llama3 scaling
+    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3)
+    sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
+    embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     bias: bool = True  # biases of the attention and FFN projections
+    qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
     dropout: float = 0.0
     context_length: int = 1024
     attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
     init_std: float = 0.02
+    hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
 
     def __post_init__(self) -> None:
         # Remember which fields were derived, so replace(n_heads=...) derives them again.
@@ -55,12 +65,15 @@ class ModelConfig:
             self.ffn_hidden = 4 * self.d_model
         if self.final_norm is None:
             self.final_norm = self.norm_placement == "pre"
+        if self.qkv_bias is None:
+            self.qkv_bias = self.bias
         self.validate()
 
     def _check_types(self) -> None:
+        optional = {f.name for f in fields(self) if "None" in str(f.type)}
         for name, kind in field_types().items():
             value = getattr(self, name)
-            if value is None and name in _DERIVED:
+            if value is None and name in optional:
                 continue
             ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -93,8 +106,20 @@ class ModelConfig:
         for registry, value in ((FFNS, self.ffn), (NORMS, self.norm), (POSITIONS, self.positions),
                                 (ATTENTION, self.attention)):
             registry[value]  # raises a one-line error naming the choices
-        if self.positions == "rope" and self.head_dim % 2:
-            raise LlmarchError(f"rope needs an even head_dim, got {self.head_dim}")
+        if self.positions == "rope" and self.rotary_dim % 2:
+            raise LlmarchError(f"rope needs an even number of rotated dims, got {self.rotary_dim}")
+        if not 0.0 < self.rope_fraction <= 1.0:
+            raise LlmarchError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
+        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3"):
+            raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
+                               "choose one of: dynamic, linear, llama3, none")
+        if self.sliding_window is not None and self.sliding_window <= 0:
+            raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    @property
+    def rotary_dim(self) -> int:
+        """Dims of each head that RoPE rotates (the first ones; the rest pass through)."""
+        return int(self.head_dim * self.rope_fraction)
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

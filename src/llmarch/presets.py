@@ -6,9 +6,10 @@ from .errors import LlmarchError
 
 # GPT-2 (Radford et al. 2019): learned positions, pre-norm LayerNorm, tanh-GELU MLP, tied head.
 _GPT2 = dict(vocab_size=50257, context_length=1024, ffn="gelu_tanh", positions="learned", norm="layernorm",
-             tie_embeddings=True, bias=True)
+             tie_embeddings=True, bias=True, hf_model_type="gpt2")
 # LLaMA (Touvron et al. 2023): RoPE, RMSNorm, SwiGLU, no biases, untied head.
-_LLAMA = dict(positions="rope", norm="rmsnorm", ffn="swiglu", bias=False, norm_bias=False, tie_embeddings=False)
+_LLAMA = dict(positions="rope", norm="rmsnorm", ffn="swiglu", bias=False, norm_bias=False, tie_embeddings=False,
+              hf_model_type="llama")
 
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)

@@ -1,4 +1,7 @@
-"""Hugging Face interop: one small mapping table per `model_type`, driving import and export."""
+"""Hugging Face interop: one small mapping module per `model_type`, each registering a Family whose
+weight map and config translation drive both import (`from_hf`) and export (`to_hf`)."""
+from . import gpt2, llama  # noqa: F401  (registers the families)
+from .hf import FAMILIES, from_hf, is_hf_dir, to_hf
 from .mapping import export_state, import_state
 
-__all__ = ["export_state", "import_state"]
+__all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state", "import_state"]

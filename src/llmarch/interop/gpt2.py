@@ -1,8 +1,10 @@
-"""GPT-2 (`model_type: gpt2`): config fields and weight names. HF stores GPT-2's linear layers as Conv1D,
-(in, out), with q, k, v fused in `c_attn` in the same q|k|v order as our `qkv_proj`."""
+"""GPT-2 (`model_type: gpt2`). HF stores GPT-2's linear layers as Conv1D, (in, out), with q, k, v fused in
+`c_attn` in the same q|k|v order as our `qkv_proj`."""
 from __future__ import annotations
 
 from ..config import ModelConfig
+from ..presets import PRESETS
+from .hf import FAMILIES, Family
 from .mapping import Rule
 
 _LAYER = [("ln_1", "ln1", "same"), ("attn.c_attn", "attn.qkv_proj", "transposed"),
@@ -17,12 +19,30 @@ RULES = [
     *[Rule.of(f"transformer.h.{{i}}.{hf}.bias", f"blocks.{{i}}.{ours}.bias") for hf, ours, _ in _LAYER],
     Rule.of("transformer.ln_f.weight", "ln_final.weight"),
     Rule.of("transformer.ln_f.bias", "ln_final.bias"),
+    Rule.of("lm_head.weight", "lm_head.weight"),
 ]
 
+_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 
-def hf_config(cfg: ModelConfig) -> dict:
-    """GPT2Config fields for a GPT-2-shaped llmarch config."""
-    return dict(model_type="gpt2", vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.d_model,
-                n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.ffn_hidden, activation_function="gelu_new",
-                layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
-                attn_pdrop=cfg.dropout, tie_word_embeddings=True)
+
+def to_config(hf: dict) -> ModelConfig:
+    d = hf.get("n_embd", 768)
+    act = hf.get("activation_function", "gelu_new")
+    return ModelConfig(**{**PRESETS["gpt2"], "name": hf.get("_name_or_path") or "gpt2", "vocab_size": hf["vocab_size"],
+                          "d_model": d, "n_layers": hf.get("n_layer", 12), "n_heads": hf.get("n_head", 12),
+                          "ffn_hidden": hf.get("n_inner") or 4 * d, "context_length": hf.get("n_positions", 1024),
+                          "norm_eps": hf.get("layer_norm_epsilon", 1e-5), "ffn": _ACTIVATIONS.get(act, act),
+                          "tie_embeddings": hf.get("tie_word_embeddings", True)})
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[cfg.ffn]
+    return dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=cfg.vocab_size,
+                n_positions=cfg.context_length, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
+                n_inner=cfg.ffn_hidden, activation_function=act, layer_norm_epsilon=cfg.norm_eps,
+                resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                tie_word_embeddings=cfg.tie_embeddings)
+
+
+FAMILIES.register("gpt2")(Family(RULES, to_config, from_config, ignore=(r"\.attn\.(masked_)?bias$",)))
+hf_config = from_config

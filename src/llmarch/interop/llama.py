@@ -1,8 +1,11 @@
-"""LLaMA (`model_type: llama`): HF keeps q/k/v and gate/up as separate nn.Linear, which we fuse
-(`qkv_proj`, `gate_up`); RoPE uses the same half-split layout, so no permutation is needed."""
+"""LLaMA 1/2/3 (`model_type: llama`), and the shared reading of LLaMA-like configs that mistral.py,
+qwen2.py and gemma.py extend. HF keeps q/k/v and gate/up as separate nn.Linear, which we fuse (`qkv_proj`,
+`gate_up`); RoPE uses the same half-split layout, so no permutation is needed."""
 from __future__ import annotations
 
 from ..config import ModelConfig
+from ..errors import LlmarchError
+from .hf import FAMILIES, Family
 from .mapping import Rule
 
 _ATTN = "model.layers.{i}.self_attn."
@@ -10,20 +13,84 @@ _MLP = "model.layers.{i}.mlp."
 
 RULES = [
     Rule.of("model.embed_tokens.weight", "embed.weight"),
-    Rule.of(tuple(_ATTN + f"{p}_proj.weight" for p in "qkv"), "blocks.{i}.attn.qkv_proj.weight"),
-    Rule.of(_ATTN + "o_proj.weight", "blocks.{i}.attn.o_proj.weight"),
-    Rule.of((_MLP + "gate_proj.weight", _MLP + "up_proj.weight"), "blocks.{i}.mlp.gate_up.weight"),
-    Rule.of(_MLP + "down_proj.weight", "blocks.{i}.mlp.down.weight"),
+    *[Rule.of(tuple(_ATTN + f"{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}") for w in ("weight", "bias")],
+    *[Rule.of(_ATTN + f"o_proj.{w}", f"blocks.{{i}}.attn.o_proj.{w}") for w in ("weight", "bias")],
+    *[Rule.of((_MLP + f"gate_proj.{w}", _MLP + f"up_proj.{w}"), f"blocks.{{i}}.mlp.gate_up.{w}") for w in ("weight", "bias")],
+    *[Rule.of(_MLP + f"down_proj.{w}", f"blocks.{{i}}.mlp.down.{w}") for w in ("weight", "bias")],
     Rule.of("model.layers.{i}.input_layernorm.weight", "blocks.{i}.ln1.weight"),
     Rule.of("model.layers.{i}.post_attention_layernorm.weight", "blocks.{i}.ln2.weight"),
     Rule.of("model.norm.weight", "ln_final.weight"),
     Rule.of("lm_head.weight", "lm_head.weight"),
 ]
+IGNORE = (r"rotary_emb\.inv_freq$",)
+_GLU = {"silu": "swiglu", "gelu": "geglu", "gelu_pytorch_tanh": "geglu_tanh", "gelu_new": "geglu_tanh"}
 
 
-def hf_config(cfg: ModelConfig) -> dict:
-    return dict(model_type="llama", vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
-                intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, max_position_embeddings=cfg.context_length,
-                rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings,
-                attention_bias=cfg.bias, mlp_bias=cfg.bias, hidden_act="silu")
+def rope_fields(hf: dict) -> dict:
+    """RoPE settings from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling` (4.x)."""
+    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    kind = "none" if kind == "default" else kind
+    if kind not in ("none", "linear", "dynamic", "llama3"):
+        raise LlmarchError(f"rope type {kind!r} is not supported; supported: default, linear, dynamic, llama3")
+    fields = dict(rope_theta=float(theta), rope_scaling=kind, rope_factor=float(params.get("factor", 1.0)))
+    max_pos = hf.get("max_position_embeddings", 2048)
+    if kind == "llama3":
+        fields.update(rope_low_freq_factor=float(params["low_freq_factor"]),
+                      rope_high_freq_factor=float(params["high_freq_factor"]),
+                      rope_original_context=int(params.get("original_max_position_embeddings", max_pos)))
+    if kind == "dynamic":  # positions may run past max_position_embeddings, as far as the factor stretches it
+        fields.update(rope_original_context=max_pos, context_length=int(max_pos * fields["rope_factor"]))
+    return fields
+
+
+def rope_parameters(cfg: ModelConfig) -> dict:
+    params = {"rope_type": "default" if cfg.rope_scaling == "none" else cfg.rope_scaling, "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling != "none":
+        params["factor"] = cfg.rope_factor
+    if cfg.rope_scaling == "llama3":
+        params.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
+                      original_max_position_embeddings=cfg.rope_original_context)
+    return params
+
+
+def llama_like_config(hf: dict, **overrides) -> ModelConfig:
+    d, heads = hf["hidden_size"], hf["num_attention_heads"]
+    act = hf.get("hidden_act", hf.get("hidden_activation", "silu"))
+    bias = hf.get("attention_bias", False)
+    fields = dict(name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"],
+                  vocab_size=hf["vocab_size"], d_model=d, n_layers=hf["num_hidden_layers"], n_heads=heads,
+                  n_kv_heads=hf.get("num_key_value_heads") or heads, head_dim=hf.get("head_dim") or d // heads,
+                  ffn=_GLU.get(act, act), ffn_hidden=hf["intermediate_size"], norm="rmsnorm",
+                  norm_eps=hf.get("rms_norm_eps", 1e-6), positions="rope", bias=hf.get("mlp_bias", False),
+                  qkv_bias=bias, norm_bias=False, tie_embeddings=hf.get("tie_word_embeddings", False),
+                  context_length=hf.get("max_position_embeddings", 2048))
+    fields.update(rope_fields(hf))
+    if bias != fields["bias"]:
+        raise LlmarchError("attention_bias and mlp_bias differ; llmarch ties o_proj's bias to the MLP's")
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def llama_like_hf(cfg: ModelConfig, **extra) -> dict:
+    act = {v: k for k, v in _GLU.items() if k != "gelu_new"}[cfg.ffn]
+    out = dict(model_type=cfg.hf_model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
+               intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+               num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act=act,
+               max_position_embeddings=cfg.rope_original_context if cfg.rope_scaling == "dynamic" else cfg.context_length,
+               rms_norm_eps=cfg.norm_eps, rope_parameters=rope_parameters(cfg), tie_word_embeddings=cfg.tie_embeddings,
+               attention_bias=cfg.qkv_bias, mlp_bias=cfg.bias)
+    out.update(extra)
+    return out
+
+
+def to_config(hf: dict) -> ModelConfig:
+    return llama_like_config(hf)
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    return llama_like_hf(cfg, architectures=["LlamaForCausalLM"])
+
+
+FAMILIES.register("llama")(Family(RULES, to_config, from_config, IGNORE))

@@ -1,5 +1,6 @@
 """Declarative weight maps. A Rule pairs Hugging Face tensor names with one of ours (`{i}` is the layer
-index) and a layout change; the same rules convert in both directions."""
+index) and a layout; the same rules convert in both directions. Several HF names are concatenated along
+dim 0 into one of ours (q, k, v -> qkv_proj; gate, up -> gate_up)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,21 +12,30 @@ from ..errors import LlmarchError
 
 @dataclass(frozen=True)
 class Rule:
-    hf: tuple[str, ...]  # several names: concatenated along dim 0 into ours (e.g. q, k, v -> qkv_proj)
+    hf: tuple[str, ...]
     ours: str
-    layout: str = "same"  # same | transposed (HF Conv1D stores (in, out))
+    layout: str = "same"  # a key of LAYOUTS
 
     @classmethod
     def of(cls, hf: str | tuple[str, ...], ours: str, layout: str = "same") -> "Rule":
         return cls((hf,) if isinstance(hf, str) else hf, ours, layout)
 
 
-def _expand(rules: list[Rule], n_layers: int) -> list[Rule]:
-    out = []
-    for r in rules:
-        for i in (range(n_layers) if "{i}" in r.ours else [None]):
-            out.append(Rule(tuple(h.format(i=i) for h in r.hf), r.ours.format(i=i), r.layout))
-    return out
+def _neox_qkv(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
+    """GPT-NeoX fuses q, k, v per head: rows [h0: q k v, h1: q k v, ...]; ours are [q (all heads), k, v]."""
+    H, D = cfg.n_heads, cfg.head_dim
+    rest = t.shape[1:]
+    if to_ours:
+        return t.reshape(H, 3, D, *rest).transpose(0, 1).reshape(3 * H * D, *rest)
+    return t.reshape(3, H, D, *rest).transpose(0, 1).reshape(3 * H * D, *rest)
+
+
+# layout: (HF tensor -> our tensor, our tensor -> HF tensor, our shape -> HF shape)
+LAYOUTS = {
+    "same": (lambda t, cfg: t, lambda t, cfg: t, lambda s: s),
+    "transposed": (lambda t, cfg: t.t(), lambda t, cfg: t.t(), lambda s: s[::-1]),  # HF Conv1D stores (in, out)
+    "neox_qkv": (lambda t, cfg: _neox_qkv(t, cfg, True), lambda t, cfg: _neox_qkv(t, cfg, False), lambda s: s),
+}
 
 
 def fused_sizes(cfg, n_parts: int) -> list[int]:
@@ -35,26 +45,37 @@ def fused_sizes(cfg, n_parts: int) -> list[int]:
     return [cfg.ffn_hidden] * n_parts
 
 
+def expand(rules: list[Rule], n_layers: int) -> list[Rule]:
+    out = []
+    for r in rules:
+        for i in (range(n_layers) if "{i}" in r.ours else [None]):
+            out.append(Rule(tuple(h.format(i=i) for h in r.hf), r.ours.format(i=i), r.layout))
+    return out
+
+
 def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[str, torch.Tensor]:
-    """Ours -> HF, for a model with ModelConfig `cfg`."""
+    """Ours -> HF for a model with ModelConfig `cfg`; rules for tensors the model lacks are skipped."""
     hf = {}
-    for r in _expand(rules, cfg.n_layers):
+    for r in expand(rules, cfg.n_layers):
+        if r.ours not in ours:
+            continue
         t = ours[r.ours]
         pieces = t.split(fused_sizes(cfg, len(r.hf)), dim=0) if len(r.hf) > 1 else [t]
-        if r.layout == "transposed":
-            pieces = [p.t() for p in pieces]
         for name, piece in zip(r.hf, pieces):
-            hf[name] = piece.contiguous()
+            hf[name] = LAYOUTS[r.layout][1](piece, cfg).contiguous()
     return hf
 
 
-def import_state(hf: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[str, torch.Tensor]:
-    """HF -> ours, for a model with ModelConfig `cfg`; names a missing tensor."""
+def import_state(hf: dict[str, torch.Tensor], rules: list[Rule], cfg,
+                 wanted: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """HF tensors (in memory) -> ours; `wanted`: our names to fill (default: every rule's)."""
     ours = {}
-    for r in _expand(rules, cfg.n_layers):
+    for r in expand(rules, cfg.n_layers):
+        if wanted is not None and r.ours not in wanted:
+            continue
         for name in r.hf:
             if name not in hf:
                 raise LlmarchError(f"checkpoint is missing tensor {name}")
-        parts = [hf[name].t() if r.layout == "transposed" else hf[name] for name in r.hf]
+        parts = [LAYOUTS[r.layout][0](hf[name], cfg) for name in r.hf]
         ours[r.ours] = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0].contiguous()
     return ours

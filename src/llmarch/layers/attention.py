@@ -63,7 +63,7 @@ class Attention(nn.Module):
         # one weight read instead of three, which is what one-token decoding waits on.
         kv = self.n_kv_heads * self.head_dim
         self.qkv_sizes = [self.n_heads * self.head_dim, kv, kv]
-        self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_sizes), bias=cfg.bias)
+        self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_sizes), bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()

@@ -50,7 +50,7 @@ class GLU(nn.Module):
 
 
 for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh"), ("relu", MLP, "relu"),
-                          ("swiglu", GLU, "silu"), ("geglu", GLU, "gelu")]:
+                          ("swiglu", GLU, "silu"), ("geglu", GLU, "gelu"), ("geglu_tanh", GLU, "gelu_tanh")]:
     FFNS.register(_name)(partial(_cls, act=_act))
 
 

@@ -23,6 +23,19 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
+class OffsetRMSNorm(RMSNorm):
+    """Gemma's RMSNorm: the gain is stored as g - 1, y = x / rms(x) * (1 + g), all in fp32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__(dim, eps)
+        nn.init.zeros_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).to(x.dtype)
+
+
 @NORMS.register("layernorm")
 def layernorm(dim: int, eps: float, bias: bool) -> nn.Module:
     return nn.LayerNorm(dim, eps=eps, bias=bias)
@@ -35,3 +48,8 @@ def rmsnorm(dim: int, eps: float, bias: bool) -> nn.Module:
 
 def make_norm(cfg, dim: int | None = None) -> nn.Module:
     return NORMS[cfg.norm](dim or cfg.d_model, cfg.norm_eps, cfg.norm_bias)
+
+
+@NORMS.register("rmsnorm_offset")
+def rmsnorm_offset(dim: int, eps: float, bias: bool) -> nn.Module:
+    return OffsetRMSNorm(dim, eps=eps)

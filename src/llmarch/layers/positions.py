@@ -50,27 +50,70 @@ class SinusoidalPositions(NoPositions):
 
 
 class RotaryPositions(NoPositions):
-    """RoPE (Su et al. 2021, eq. 34): rotate each pair (x_i, x_{i+d/2}) of q and k by angle p * theta^(-2i/d).
-    Half-split pairing (GPT-NeoX / Hugging Face layout), so HF LLaMA weights load without permutation."""
+    """RoPE (Su et al. 2021, eq. 34): rotate each pair (x_i, x_{i+r/2}) of the first r = rotary_dim dims of q and
+    k by angle p * theta^(-2i/r). Half-split pairing (GPT-NeoX / Hugging Face layout), so HF weights load without
+    permutation. Context-extension scalings of the frequencies:
+    linear (Chen et al. 2023, position interpolation): theta_i / factor;
+    dynamic NTK (bloc97/emozilla): theta grows with the sequence once it passes the pretraining context,
+        base' = base * (factor * len / ctx - (factor - 1))^(r / (r - 2));
+    llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between."""
 
     def __init__(self, cfg):
         super().__init__()
-        d = cfg.head_dim
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.cfg = cfg
+        self.register_buffer("inv_freq", self._inv_freq(cfg.rope_theta), persistent=False)
+
+    def _inv_freq(self, base: float) -> torch.Tensor:
+        cfg, r = self.cfg, self.cfg.rotary_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
+        if cfg.rope_scaling == "linear":
+            inv_freq = inv_freq / cfg.rope_factor
+        elif cfg.rope_scaling == "llama3":
+            inv_freq = _llama3_scale(inv_freq, cfg)
+        return inv_freq
 
     def rotary(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = pos.float()[..., None] * self.inv_freq  # (B, T, D/2)
-        angles = torch.cat((angles, angles), dim=-1)  # (B, T, D)
+        inv_freq = self.inv_freq
+        if self.cfg.rope_scaling == "dynamic":
+            inv_freq = self._dynamic(pos)
+        angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
         return angles.cos(), angles.sin()
+
+    def _dynamic(self, pos: torch.Tensor) -> torch.Tensor:
+        cfg, r = self.cfg, self.cfg.rotary_dim
+        original = cfg.rope_original_context or cfg.context_length
+        length = int(pos.max()) + 1  # the longest sequence this call sees (as Hugging Face computes it)
+        if length <= original:
+            return self.inv_freq
+        base = cfg.rope_theta * ((cfg.rope_factor * length / original) - (cfg.rope_factor - 1)) ** (r / (r - 2))
+        return self._inv_freq(base)
+
+
+def _llama3_scale(inv_freq: torch.Tensor, cfg) -> torch.Tensor:
+    original = cfg.rope_original_context or cfg.context_length
+    low_wavelen = original / cfg.rope_low_freq_factor
+    high_wavelen = original / cfg.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / cfg.rope_factor, inv_freq)
+    smooth = (original / wavelen - cfg.rope_low_freq_factor) / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+    smoothed = (1 - smooth) * scaled / cfg.rope_factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, D); cos, sin: (B, T, D). Computed in fp32, returned in x's dtype."""
+    """x: (B, H, T, D); cos, sin: (B, T, r) with r <= D: the first r dims rotate, the rest pass through.
+    Computed in fp32, returned in x's dtype."""
+    r = cos.shape[-1]
     h = x.float()
-    x1, x2 = h.chunk(2, dim=-1)
+    rot, rest = h[..., :r], h[..., r:]
+    x1, x2 = rot.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
-    return (h * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
+    out = rot * cos[:, None] + rotated * sin[:, None]
+    if rest.shape[-1]:
+        out = torch.cat((out, rest), dim=-1)
+    return out.to(x.dtype)
 
 
 POSITIONS.register("none")(lambda cfg: NoPositions())

@@ -13,7 +13,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
 from ..layers.kv_cache import KVCache
-from ..layers.norms import make_norm
+from ..layers.norms import OffsetRMSNorm, make_norm
 from .masks import causal_mask, position_ids
 
 
@@ -46,7 +46,8 @@ class DecoderLM(nn.Module):
         std = self.config.init_std
         for name, p in self.named_parameters():
             if p.dim() == 1:
-                nn.init.ones_(p) if name.endswith("weight") else nn.init.zeros_(p)
+                offset = isinstance(self.get_submodule(name.rsplit(".", 1)[0]), OffsetRMSNorm)
+                nn.init.ones_(p) if name.endswith("weight") and not offset else nn.init.zeros_(p)
             elif name.endswith(("o_proj.weight", "down.weight")):
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.config.n_layers))
             elif "positions" in name:
@@ -93,11 +94,16 @@ class DecoderLM(nn.Module):
             if pad_mask.shape[1] < key_len:  # slots past the mask are future tokens: real, hidden by causality
                 pad_mask = nn.functional.pad(pad_mask, (0, key_len - pad_mask.shape[1]), value=True)
         pos = position_ids(input_pos, B, pad_mask)  # (B, T)
-        # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask.
+        # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
+        # (unless a sliding window hides some of them).
+        window = self.config.sliding_window
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None))
-        ctx = AttentionContext(mask=None if plain else causal_mask(input_pos, key_len, pad_mask),
+        plain = plain and (window is None or window >= key_len)
+        ctx = AttentionContext(mask=None if plain else causal_mask(input_pos, key_len, pad_mask, window),
                                causal=T > 1, rope=self.positions.rotary(pos), input_pos=input_pos, kv_len=kv_len)
         x = self.embed(input_ids)  # (B, T, C)
+        if self.config.embed_scale:  # Gemma: sqrt(d_model), rounded to the activations' dtype as HF does
+            x = x * torch.tensor(self.config.d_model ** 0.5, dtype=x.dtype)
         added = self.positions.embed(pos)
         if added is not None:
             x = x + added

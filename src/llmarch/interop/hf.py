@@ -1,0 +1,148 @@
+"""from_hf / to_hf: Hugging Face checkpoint directories (config.json, *.safetensors, possibly sharded with an
+index, tokenizer.json) in and out, with our own code. Loading builds the model on the meta device and fills
+each tensor from disk into freshly allocated memory, so peak memory stays near one copy of the weights."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+
+from ..checkpoint import _materialise_buffers, state_for_saving
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from ..models import DecoderLM
+from ..registry import Registry
+from .mapping import LAYOUTS, Rule, expand, export_state, fused_sizes
+from .safetensors_io import INDEX, SINGLE, Checkpoint
+
+FAMILIES: Registry = Registry("Hugging Face model_type")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One HF model_type: its weight map and config translation, both directions."""
+
+    rules: list[Rule]
+    to_config: Callable[[dict], ModelConfig]
+    from_config: Callable[[ModelConfig], dict]
+    ignore: tuple[str, ...] = ()  # regexes of stored tensors that are derived buffers, not weights
+
+
+def read_hf_config(path: Path) -> dict:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except OSError:
+        raise LlmarchError(f"{path} has no config.json") from None
+    except json.JSONDecodeError as e:
+        raise LlmarchError(f"cannot parse {path / 'config.json'}: {e}") from None
+
+
+def is_hf_dir(path: str | Path) -> bool:
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        return False
+    try:
+        return "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def from_hf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> DecoderLM:
+    """An llmarch model from a Hugging Face checkpoint directory. dtype: None keeps the stored dtype."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LlmarchError(f"{path} is not a directory")
+    hf_cfg = read_hf_config(path)
+    family = FAMILIES[str(hf_cfg.get("model_type"))]
+    cfg = family.to_config(hf_cfg)
+    ckpt = Checkpoint(path)
+    with torch.device("meta"):
+        model = DecoderLM(cfg)
+    wanted = {k: v.shape for k, v in state_for_saving(model).items()}
+    state, used = {}, set()
+    for rule in expand(family.rules, cfg.n_layers):
+        if rule.ours in wanted:
+            state[rule.ours] = _read(ckpt, rule, wanted[rule.ours], cfg, dtype, device)
+            used.update(rule.hf)
+    missing = sorted(set(wanted) - set(state))
+    if missing:
+        raise LlmarchError(f"no mapping fills {missing[0]} (model_type {hf_cfg['model_type']})")
+    ignore = [re.compile(p) for p in family.ignore] + ([re.compile(r"^lm_head\.weight$")] if cfg.tie_embeddings else [])
+    extra = sorted(n for n in ckpt.names() - used if not any(p.search(n) for p in ignore))
+    if extra:
+        raise LlmarchError(f"{path}: unexpected tensor {extra[0]}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else "")
+                           + " that the model has no place for")
+    model.load_state_dict(state, strict=False, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    _materialise_buffers(model, cfg, device)
+    return model.eval()
+
+
+def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tensor:
+    for name in rule.hf:
+        if name not in ckpt.names():
+            raise LlmarchError(f"checkpoint is missing tensor {name}")
+    stored = ckpt.file(rule.hf[0]).dtype(rule.hf[0])
+    out = torch.empty(shape, dtype=dtype or stored)
+    pieces = out.split(fused_sizes(cfg, len(rule.hf)), dim=0) if len(rule.hf) > 1 else [out]
+    to_ours, _, hf_shape = LAYOUTS[rule.layout]
+    for name, piece in zip(rule.hf, pieces):
+        f = ckpt.file(name)
+        if f.shape(name) != tuple(hf_shape(tuple(piece.shape))):
+            raise LlmarchError(f"tensor {name} has shape {f.shape(name)}, the config expects "
+                               f"{tuple(hf_shape(tuple(piece.shape)))}")
+        if rule.layout == "same" and f.dtype(name) == piece.dtype:
+            f.read_into(name, piece)  # straight from disk into place: no temporary copy
+        else:
+            piece.copy_(to_ours(f.read(name), cfg))
+    return out.to(device) if device is not None else out
+
+
+def to_hf(model: DecoderLM, path: str | Path, tokenizer_from: str | Path | None = None,
+          max_shard_bytes: int = 5 * 2**30) -> None:
+    """Write `model` as a Hugging Face checkpoint directory that `transformers` loads (shards past
+    max_shard_bytes). tokenizer_from: a directory whose tokenizer files are copied alongside."""
+    cfg = model.config
+    if cfg.hf_model_type is None:
+        raise LlmarchError("the model's config has no hf_model_type; set it to one of: "
+                           + ", ".join(FAMILIES.names()))
+    family = FAMILIES[cfg.hf_model_type]
+    tensors = export_state(state_for_saving(model), family.rules, cfg)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    shards, current, size = [], {}, 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = t.cpu()
+        size += nbytes
+    shards.append(current)
+    dtype = next(iter(tensors.values())).dtype
+    if len(shards) == 1:
+        save_file(shards[0], str(path / SINGLE), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(path / fname), metadata={"format": "pt"})
+            weight_map.update({name: fname for name in shard})
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        (path / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    hf_cfg = family.from_config(cfg)
+    hf_cfg.setdefault("dtype", str(dtype).removeprefix("torch."))
+    (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    if tokenizer_from is not None:
+        for name in TOKENIZER_FILES:
+            src = Path(tokenizer_from) / name
+            if src.is_file() and src.resolve() != (path / name).resolve():
+                shutil.copyfile(src, path / name)
