@@ -9,6 +9,7 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 
 import torch
@@ -17,8 +18,7 @@ import transformers
 
 import llmarch
 from llmarch.transforms import transposed_weight_layout
-from llmarch.interop import export_state
-from llmarch.interop.gpt2 import RULES, hf_config
+from llmarch.interop import to_hf
 
 
 def median_time(fn, repeats: int, warmup: int = 2) -> float:
@@ -57,9 +57,9 @@ def main() -> None:
     torch.manual_seed(0)
     ours = llmarch.build("gpt-tiny")
     cfg = ours.config
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_config(cfg), attn_implementation="sdpa"))
-    hf.load_state_dict(export_state(ours.state_dict(), RULES, cfg), strict=False)
-    hf.tie_weights()
+    with tempfile.TemporaryDirectory() as tmp:  # the same weights, through llmarch's own HF export
+        to_hf(ours, tmp)
+        hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, attn_implementation="sdpa")
 
     x = torch.randint(0, cfg.vocab_size, (args.batch_size, args.context))
     y = torch.roll(x, -1, dims=1)

@@ -45,4 +45,3 @@ def from_config(cfg: ModelConfig) -> dict:
 
 
 FAMILIES.register("gpt2")(Family(RULES, to_config, from_config, ignore=(r"\.attn\.(masked_)?bias$",)))
-hf_config = from_config
