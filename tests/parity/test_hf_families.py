@@ -22,6 +22,13 @@ CASES = {
                dict(COMMON, num_key_value_heads=1, rope_theta=5e5, max_position_embeddings=64,
                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+    # prompts of 13-20 tokens + 32 generated: longer than the window in prefill and in decoding
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(COMMON, num_key_value_heads=2, sliding_window=8)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(COMMON, num_key_value_heads=2)),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(COMMON, num_key_value_heads=1, head_dim=32)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(COMMON, max_position_embeddings=128)),
+    "gpt_neox-sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM",
+                            dict(COMMON, use_parallel_residual=False, rotary_pct=0.5)),
 }
 
 
