@@ -26,9 +26,30 @@ def build(name_or_config: str | Path | ModelConfig, device: str | torch.device |
 
 
 def load(checkpoint_dir: str | Path, device: str | torch.device | None = None) -> DecoderLM:
-    """A model from a checkpoint directory (or a training run directory: its latest checkpoint)."""
+    """A model from an llmarch checkpoint directory, a training run directory (its latest checkpoint), or a
+    Hugging Face checkpoint directory (config.json with a model_type, *.safetensors)."""
+    from .interop import from_hf, is_hf_dir
+
+    if is_hf_dir(checkpoint_dir):
+        return from_hf(checkpoint_dir, device=device)
     return load_model(checkpoint_dir, device)
 
 
-__all__ = ["build", "load", "generate", "ModelConfig", "DecoderLM", "ModelOutput", "LlmarchError", "PRESETS",
-           "preset", "resolve"]
+def from_hf(path: str | Path, dtype: torch.dtype | None = None,
+            device: str | torch.device | None = None) -> DecoderLM:
+    """An llmarch model from a Hugging Face checkpoint directory, read with llmarch's own code (no
+    `transformers` import). dtype None keeps the stored dtype."""
+    from .interop import from_hf as _from_hf
+
+    return _from_hf(path, dtype=dtype, device=device)
+
+
+def to_hf(model: DecoderLM, path: str | Path, tokenizer_from: str | Path | None = None) -> None:
+    """Write a Hugging Face checkpoint directory (config.json + safetensors) that `transformers` loads."""
+    from .interop import to_hf as _to_hf
+
+    _to_hf(model, path, tokenizer_from=tokenizer_from)
+
+
+__all__ = ["build", "load", "from_hf", "to_hf", "generate", "ModelConfig", "DecoderLM", "ModelOutput", "LlmarchError",
+           "PRESETS", "preset", "resolve"]

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
-from .errors import LlmarchError
+from .errors import LlmarchError, first_and_count
 from .models import DecoderLM
 
 WEIGHTS = "model.safetensors"
@@ -73,8 +73,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> De
     extra = sorted(set(state) - set(expected))
     for names, what in ((missing, "is missing tensor"), (extra, "has unexpected tensor")):
         if names:
-            more = f" (+{len(names) - 1} more)" if len(names) > 1 else ""
-            raise LlmarchError(f"{weights} {what} {names[0]}{more}")
+            raise LlmarchError(f"{weights} {what} {first_and_count(names)}")
     for name, tensor in expected.items():
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise LlmarchError(f"tensor {name} has shape {tuple(state[name].shape)}, "

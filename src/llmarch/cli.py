@@ -152,6 +152,41 @@ def cmd_eval(args) -> None:
               f"on {result['tokens']:,} validation tokens")
 
 
+def cmd_convert(args) -> None:
+    """Hugging Face directory -> llmarch checkpoint (--from-hf), or llmarch checkpoint -> HF directory (--to-hf)."""
+    from . import from_hf, load
+    from .checkpoint import atomic_directory, resolve_checkpoint, save_model
+    from .data.tokenizer import load_tokenizer
+    from .interop import is_hf_dir, to_hf
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise LlmarchError(f"{out} exists and is not empty; choose a new --out")
+    if args.from_hf:
+        src = Path(args.from_hf)
+        if not is_hf_dir(src):
+            raise LlmarchError(f"{src} is not a Hugging Face checkpoint (no config.json with a model_type)")
+        model = from_hf(src)
+
+        def write(tmp: Path) -> None:
+            save_model(model, tmp)
+            if (src / "tokenizer.json").is_file():
+                load_tokenizer(src).save(tmp)
+    else:
+        src = resolve_checkpoint(args.to_hf)
+        model = load(src)
+
+        def write(tmp: Path) -> None:
+            to_hf(model, tmp, tokenizer_from=src)
+            if (src / "tokenizer.json").is_file():  # let transformers' generate stop where llmarch's does
+                hf_cfg = json.loads((tmp / "config.json").read_text())
+                hf_cfg["eos_token_id"] = load_tokenizer(src).eos_id
+                (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+
+    atomic_directory(out, write)
+    print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+
+
 def cmd_info(args) -> None:
     from .analysis import model_facts
 
@@ -186,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="generate text from a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory (required)")
+    p.add_argument("--checkpoint", required=True,
+                   help="llmarch checkpoint or run directory, or a Hugging Face directory (required)")
     p.add_argument("--prompt", required=True, action="append", help="prompt text; repeat for a batch (required)")
     p.add_argument("--max-new-tokens", type=int, default=100,
         help="tokens to generate after each prompt (default: %(default)s)")
@@ -199,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="perplexity of a checkpoint on held-out data")
-    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory (required)")
+    p.add_argument("--checkpoint", required=True,
+                   help="llmarch checkpoint or run directory, or a Hugging Face directory (required)")
     p.add_argument("--data", default=None, help="text file, directory, glob or .jsonl (default: the stdlib corpus)")
     p.add_argument("--val-fraction", type=float, default=0.05,
         help="validation split, as in training (default: %(default)s)")
@@ -208,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate at most this many tokens (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("convert", help="convert between Hugging Face and llmarch checkpoints")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--from-hf", metavar="DIR",
+                       help="a Hugging Face checkpoint directory to read (this or --to-hf is required)")
+    which.add_argument("--to-hf", metavar="DIR",
+                       help="an llmarch checkpoint or run directory to export (this or --from-hf is required)")
+    p.add_argument("--out", required=True, help="new output directory (required)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="parameter count, FLOPs and KV-cache size of a model")
     p.add_argument("model", help="preset name or .json/.yaml config")

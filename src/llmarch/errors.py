@@ -3,3 +3,8 @@
 
 class LlmarchError(Exception):
     """Bad input (config, checkpoint, data, prompt) described in one line."""
+
+
+def first_and_count(names: list[str]) -> str:
+    """'a' or 'a (+3 more)': one name for a one-line error, and how many others there are."""
+    return names[0] + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")

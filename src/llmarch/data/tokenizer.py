@@ -48,11 +48,16 @@ class ByteTokenizer:
 
 
 class BPETokenizer:
-    def __init__(self, tokenizer):
+    """Any `tokenizers` tokenizer.json: ours (byte-level BPE) or a Hugging Face checkpoint's."""
+
+    def __init__(self, tokenizer, eos_id: int | None = None):
         self.tk = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
-        eos = tokenizer.token_to_id(EOS)
-        self.eos_id = eos if eos is not None else self.vocab_size - 1
+        if eos_id is None:
+            eos_id = tokenizer.token_to_id(EOS)
+        if eos_id is None:
+            raise LlmarchError("the tokenizer has no end-of-text token (<|endoftext|>) and no eos_token_id is given")
+        self.eos_id = eos_id
 
     def encode(self, text: str) -> list[int]:
         return self.tk.encode(text).ids
@@ -86,6 +91,20 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(tk)
 
 
+def _hf_eos_id(directory: Path) -> int | None:
+    """eos_token_id of a Hugging Face checkpoint: generation_config.json, else config.json (first if a list)."""
+    for name in ("generation_config.json", "config.json"):
+        try:
+            eos = json.loads((directory / name).read_text()).get("eos_token_id")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        if isinstance(eos, int):
+            return eos
+    return None
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():
@@ -96,7 +115,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             return ByteTokenizer()
         from tokenizers import Tokenizer as HFTokenizer
 
-        return BPETokenizer(HFTokenizer.from_str(text))
+        return BPETokenizer(HFTokenizer.from_str(text), eos_id=_hf_eos_id(Path(directory)))
+    except LlmarchError:
+        raise
     except Exception as e:  # json or tokenizers parse failure: the file is damaged
         raise LlmarchError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
 

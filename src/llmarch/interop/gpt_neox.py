@@ -26,7 +26,8 @@ IGNORE = (r"rotary_emb\.inv_freq$", r"attention\.(masked_)?bias$")
 
 def to_config(hf: dict) -> ModelConfig:
     rope = hf.get("rope_parameters") or {}
-    return ModelConfig(name=hf.get("_name_or_path") or "gpt_neox", hf_model_type="gpt_neox", vocab_size=hf["vocab_size"],
+    return ModelConfig(name=hf.get("_name_or_path") or "gpt_neox", hf_model_type="gpt_neox",
+                       vocab_size=hf["vocab_size"],
                        d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
                        ffn="gelu" if hf.get("hidden_act", "gelu") == "gelu" else hf["hidden_act"],
                        ffn_hidden=hf["intermediate_size"], norm="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-5),

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from ..checkpoint import _materialise_buffers, state_for_saving
 from ..config import ModelConfig
-from ..errors import LlmarchError
+from ..errors import LlmarchError, first_and_count
 from ..models import DecoderLM
 from ..registry import Registry
 from .mapping import LAYOUTS, Rule, expand, export_state, fused_sizes
@@ -54,7 +54,8 @@ def is_hf_dir(path: str | Path) -> bool:
         return False
 
 
-def from_hf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> DecoderLM:
+def from_hf(path: str | Path, dtype: torch.dtype | None = None,
+            device: str | torch.device | None = None) -> DecoderLM:
     """An llmarch model from a Hugging Face checkpoint directory. dtype: None keeps the stored dtype."""
     path = Path(path)
     if not path.is_dir():
@@ -74,11 +75,12 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None, device: str | to
     missing = sorted(set(wanted) - set(state))
     if missing:
         raise LlmarchError(f"no mapping fills {missing[0]} (model_type {hf_cfg['model_type']})")
-    ignore = [re.compile(p) for p in family.ignore] + ([re.compile(r"^lm_head\.weight$")] if cfg.tie_embeddings else [])
+    ignore = [re.compile(p) for p in family.ignore]
+    if cfg.tie_embeddings:  # a tied head may be stored too; it holds the embedding again
+        ignore.append(re.compile(r"^lm_head\.weight$"))
     extra = sorted(n for n in ckpt.names() - used if not any(p.search(n) for p in ignore))
     if extra:
-        raise LlmarchError(f"{path}: unexpected tensor {extra[0]}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else "")
-                           + " that the model has no place for")
+        raise LlmarchError(f"{path}: unexpected tensor {first_and_count(extra)} that the model has no place for")
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed.weight

@@ -13,9 +13,11 @@ _MLP = "model.layers.{i}.mlp."
 
 RULES = [
     Rule.of("model.embed_tokens.weight", "embed.weight"),
-    *[Rule.of(tuple(_ATTN + f"{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}") for w in ("weight", "bias")],
+    *[Rule.of(tuple(_ATTN + f"{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}")
+      for w in ("weight", "bias")],
     *[Rule.of(_ATTN + f"o_proj.{w}", f"blocks.{{i}}.attn.o_proj.{w}") for w in ("weight", "bias")],
-    *[Rule.of((_MLP + f"gate_proj.{w}", _MLP + f"up_proj.{w}"), f"blocks.{{i}}.mlp.gate_up.{w}") for w in ("weight", "bias")],
+    *[Rule.of((_MLP + f"gate_proj.{w}", _MLP + f"up_proj.{w}"), f"blocks.{{i}}.mlp.gate_up.{w}")
+      for w in ("weight", "bias")],
     *[Rule.of(_MLP + f"down_proj.{w}", f"blocks.{{i}}.mlp.down.{w}") for w in ("weight", "bias")],
     Rule.of("model.layers.{i}.input_layernorm.weight", "blocks.{i}.ln1.weight"),
     Rule.of("model.layers.{i}.post_attention_layernorm.weight", "blocks.{i}.ln2.weight"),
@@ -78,7 +80,8 @@ def llama_like_hf(cfg: ModelConfig, **extra) -> dict:
     out = dict(model_type=cfg.hf_model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
                intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act=act,
-               max_position_embeddings=cfg.rope_original_context if cfg.rope_scaling == "dynamic" else cfg.context_length,
+               max_position_embeddings=(cfg.rope_original_context if cfg.rope_scaling == "dynamic"
+                                        else cfg.context_length),
                rms_norm_eps=cfg.norm_eps, rope_parameters=rope_parameters(cfg), tie_word_embeddings=cfg.tie_embeddings,
                attention_bias=cfg.qkv_bias, mlp_bias=cfg.bias)
     out.update(extra)

@@ -1,0 +1,113 @@
+"""Hugging Face interop without `transformers` at run time: sharding, dtype, errors, the CLI."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import llmarch
+from llmarch import LlmarchError
+from llmarch.data import train_bpe
+
+from conftest import tiny
+
+
+def same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("base, hf_type", [("llama-tiny", "llama"), ("gpt-tiny", "gpt2")])
+def test_to_hf_from_hf_round_trip_sharded(tmp_path, base, hf_type):
+    model = tiny(base)
+    assert model.config.hf_model_type == hf_type
+    from llmarch.interop.hf import to_hf
+
+    to_hf(model, tmp_path, max_shard_bytes=20_000)
+    assert (tmp_path / "model.safetensors.index.json").is_file() and len(list(tmp_path.glob("*.safetensors"))) > 2
+    again = llmarch.from_hf(tmp_path)
+    assert same_state(model, again)
+    half = llmarch.from_hf(tmp_path, dtype=torch.bfloat16)
+    assert half.embed.weight.dtype == torch.bfloat16
+    assert torch.equal(half.embed.weight, model.embed.weight.to(torch.bfloat16))
+    assert same_state(llmarch.load(tmp_path), model)  # load() recognises an HF directory
+
+
+def hf_dir(tmp_path):
+    llmarch.to_hf(tiny(), tmp_path)
+    return tmp_path
+
+
+def test_unknown_model_type(tmp_path):
+    d = hf_dir(tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "model_type": "bert2000"}))
+    with pytest.raises(LlmarchError, match="unknown Hugging Face model_type 'bert2000'"):
+        llmarch.from_hf(d)
+
+
+def _rewrite(d, fn):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(d / "model.safetensors"))
+    save_file(fn(state), str(d / "model.safetensors"))
+
+
+def test_missing_extra_and_misshapen_tensors_are_named(tmp_path):
+    d = hf_dir(tmp_path)
+    _rewrite(d, lambda s: {k: v for k, v in s.items() if k != "model.layers.1.mlp.up_proj.weight"})
+    with pytest.raises(LlmarchError, match="missing tensor model.layers.1.mlp.up_proj.weight"):
+        llmarch.from_hf(d)
+    d = hf_dir(tmp_path / "b")
+    _rewrite(d, lambda s: {**s, "model.layers.0.self_attn.extra.weight": torch.zeros(2)})
+    with pytest.raises(LlmarchError, match="unexpected tensor model.layers.0.self_attn.extra.weight"):
+        llmarch.from_hf(d)
+    d = hf_dir(tmp_path / "c")
+    _rewrite(d, lambda s: {**s, "model.norm.weight": torch.zeros(3)})
+    with pytest.raises(LlmarchError, match=r"tensor model.norm.weight has shape \(3,\), the config expects \(64,\)"):
+        llmarch.from_hf(d)
+
+
+def test_truncated_and_corrupt_files(tmp_path):
+    d = hf_dir(tmp_path)
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) - 100])
+    with pytest.raises(LlmarchError, match="is truncated: tensor"):
+        llmarch.from_hf(d)
+    (d / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(LlmarchError, match="truncated or corrupt"):
+        llmarch.from_hf(d)
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, "-m", "llmarch", *args], capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_cli_convert_both_ways_and_generate_from_hf_dir(tmp_path):
+    model = tiny(vocab_size=300)
+    ckpt = tmp_path / "ckpt"
+    from llmarch.checkpoint import save_model
+
+    save_model(model, ckpt)
+    train_bpe(["def main():\n    return 0\n" * 50, "import os, sys\n"], vocab_size=300).save(ckpt)
+    code, out, err = run("convert", "--to-hf", str(ckpt), "--out", str(tmp_path / "hf"))
+    assert code == 0, err
+    assert (tmp_path / "hf" / "tokenizer.json").is_file()
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llama"
+    code, out, err = run("convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back"))
+    assert code == 0, err
+    assert same_state(llmarch.load(tmp_path / "back"), model)
+    code, out, err = run("generate", "--checkpoint", str(tmp_path / "hf"), "--prompt", "def", "--max-new-tokens", "5",
+                         "--temperature", "0")
+    assert code == 0, err
+    assert out.startswith("def")
+    (tmp_path / "data.txt").write_text("def main():\n    return 0\n" * 300)
+    code, out, err = run("eval", "--checkpoint", str(tmp_path / "hf"), "--data", str(tmp_path / "data.txt"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["perplexity"] > 1
+    code, _, err = run("convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back"))
+    assert code == 2 and "is not empty" in err and "Traceback" not in err
+    code, _, err = run("convert", "--from-hf", str(ckpt), "--out", str(tmp_path / "x"))
+    assert code == 2 and "is not a Hugging Face checkpoint" in err
