@@ -111,3 +111,12 @@ def test_cli_convert_both_ways_and_generate_from_hf_dir(tmp_path):
     assert code == 2 and "is not empty" in err and "Traceback" not in err
     code, _, err = run("convert", "--from-hf", str(ckpt), "--out", str(tmp_path / "x"))
     assert code == 2 and "is not a Hugging Face checkpoint" in err
+
+
+def test_gpt2_checkpoint_without_transformer_prefix(tmp_path):
+    """Older GPT-2 files name tensors `h.0.attn...` and carry `attn.bias` mask buffers."""
+    model = tiny("gpt-tiny")
+    llmarch.to_hf(model, tmp_path)
+    _rewrite(tmp_path, lambda s: {**{k.removeprefix("transformer."): v for k, v in s.items()},
+                                  "h.0.attn.bias": torch.ones(1, 1, 4, 4)})
+    assert same_state(llmarch.from_hf(tmp_path), model)

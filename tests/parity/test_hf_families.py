@@ -17,7 +17,7 @@ CASES = {
     "llama-linear": ("LlamaConfig", "LlamaForCausalLM",
                      dict(COMMON, rope_scaling={"rope_type": "linear", "factor": 4.0})),
     "llama-dynamic": ("LlamaConfig", "LlamaForCausalLM",
-                      dict(COMMON, max_position_embeddings=24, rope_scaling={"rope_type": "dynamic", "factor": 4.0})),
+                      dict(COMMON, max_position_embeddings=16, rope_scaling={"rope_type": "dynamic", "factor": 4.0})),
     "llama3": ("LlamaConfig", "LlamaForCausalLM",
                dict(COMMON, num_key_value_heads=1, rope_theta=5e5, max_position_embeddings=64,
                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,

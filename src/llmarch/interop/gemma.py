@@ -10,6 +10,8 @@ from .llama import IGNORE, RULES, llama_like_config, llama_like_hf
 
 def to_config(hf: dict) -> ModelConfig:
     act = hf.get("hidden_act") or hf.get("hidden_activation") or "gelu_pytorch_tanh"
+    if act == "gelu":  # as transformers does: Gemma's legacy "gelu" means the tanh approximation
+        act = "gelu_pytorch_tanh"
     return llama_like_config({**hf, "hidden_act": act, "tie_word_embeddings": hf.get("tie_word_embeddings", True)},
                              norm="rmsnorm_offset", embed_scale=True)
 

@@ -44,4 +44,10 @@ def from_config(cfg: ModelConfig) -> dict:
                 tie_word_embeddings=cfg.tie_embeddings)
 
 
-FAMILIES.register("gpt2")(Family(RULES, to_config, from_config, ignore=(r"\.attn\.(masked_)?bias$",)))
+def canonical(name: str) -> str:
+    """GPT2Model checkpoints (and the original hub files) store `h.0...` without the `transformer.` prefix."""
+    return name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name
+
+
+FAMILIES.register("gpt2")(Family(RULES, to_config, from_config, ignore=(r"\.attn\.(masked_)?bias$",),
+                                 canonical=canonical))

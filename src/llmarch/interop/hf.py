@@ -33,6 +33,7 @@ class Family:
     to_config: Callable[[dict], ModelConfig]
     from_config: Callable[[ModelConfig], dict]
     ignore: tuple[str, ...] = ()  # regexes of stored tensors that are derived buffers, not weights
+    canonical: Callable[[str], str] | None = None  # stored name -> the name the rules use (older layouts)
 
 
 def read_hf_config(path: Path) -> dict:
@@ -63,7 +64,7 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     hf_cfg = read_hf_config(path)
     family = FAMILIES[str(hf_cfg.get("model_type"))]
     cfg = family.to_config(hf_cfg)
-    ckpt = Checkpoint(path)
+    ckpt = Checkpoint(path, family.canonical)
     with torch.device("meta"):
         model = DecoderLM(cfg)
     wanted = {k: v.shape for k, v in state_for_saving(model).items()}
@@ -92,19 +93,19 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
     for name in rule.hf:
         if name not in ckpt.names():
             raise LlmarchError(f"checkpoint is missing tensor {name}")
-    stored = ckpt.file(rule.hf[0]).dtype(rule.hf[0])
-    out = torch.empty(shape, dtype=dtype or stored)
+    first, key = ckpt.file(rule.hf[0])
+    out = torch.empty(shape, dtype=dtype or first.dtype(key))
     pieces = out.split(fused_sizes(cfg, len(rule.hf)), dim=0) if len(rule.hf) > 1 else [out]
     to_ours, _, hf_shape = LAYOUTS[rule.layout]
     for name, piece in zip(rule.hf, pieces):
-        f = ckpt.file(name)
-        if f.shape(name) != tuple(hf_shape(tuple(piece.shape))):
-            raise LlmarchError(f"tensor {name} has shape {f.shape(name)}, the config expects "
-                               f"{tuple(hf_shape(tuple(piece.shape)))}")
-        if rule.layout == "same" and f.dtype(name) == piece.dtype:
-            f.read_into(name, piece)  # straight from disk into place: no temporary copy
+        f, key = ckpt.file(name)
+        expected = tuple(hf_shape(tuple(piece.shape)))
+        if f.shape(key) != expected:
+            raise LlmarchError(f"tensor {name} has shape {f.shape(key)}, the config expects {expected}")
+        if rule.layout == "same" and f.dtype(key) == piece.dtype:
+            f.read_into(key, piece)  # straight from disk into place: no temporary copy
         else:
-            piece.copy_(to_ours(f.read(name), cfg))
+            piece.copy_(to_ours(f.read(key), cfg))
     return out.to(device) if device is not None else out
 
 

@@ -78,7 +78,7 @@ def _numel(shape) -> int:
 class Checkpoint:
     """The tensors of a checkpoint directory: one model.safetensors, or shards listed by an index."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, canonical=None):
         index = directory / INDEX
         if index.is_file():
             try:
@@ -98,9 +98,13 @@ class Checkpoint:
         for name, st in self.where.items():
             if name not in st.entries:
                 raise LlmarchError(f"{index} maps tensor {name} to {st.path.name}, which does not hold it")
+        # canonical name -> stored name, for families whose older checkpoints name tensors differently
+        self.stored = {(canonical(n) if canonical else n): n for n in self.where}
 
     def names(self) -> set[str]:
-        return set(self.where)
+        """Canonical names of the stored tensors."""
+        return set(self.stored)
 
-    def file(self, name: str) -> SafetensorsFile:
-        return self.where[name]
+    def file(self, name: str) -> tuple[SafetensorsFile, str]:
+        """The file holding a (canonical) tensor, and the name it is stored under there."""
+        return self.where[self.stored[name]], self.stored[name]
