@@ -80,3 +80,13 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     to_hf(ours, tmp_path / "out")
     again = getattr(transformers, CASES[case][1]).from_pretrained(tmp_path / "out").eval()
     assert_close_on_real_tokens(hf_logits(again, ids, mask), mine, mask)
+
+
+def test_sharded_checkpoint_written_by_transformers(tmp_path):
+    hf = build_hf("llama-gqa", tmp_path)
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="50KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    ours = from_hf(tmp_path / "sharded")
+    ids, mask = padded_batch(ours.config.vocab_size)
+    with torch.no_grad():
+        assert_close_on_real_tokens(ours(ids, attention_mask=mask).logits, hf_logits(hf, ids, mask), mask)
