@@ -78,20 +78,22 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> De
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise LlmarchError(f"tensor {name} has shape {tuple(state[name].shape)}, "
                                f"config expects {tuple(tensor.shape)}")
+    return assemble(model, state, device)
+
+
+def assemble(model: DecoderLM, state: dict[str, torch.Tensor], device) -> DecoderLM:
+    """Finish a meta-device model with a complete state: take its tensors as they are (no copy), tie the
+    head, and rebuild the derived non-persistent buffers (rotary frequencies, sinusoid tables)."""
+    cfg = model.config
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed.weight
-    _materialise_buffers(model, cfg, device)
-    return model
-
-
-def _materialise_buffers(model: DecoderLM, cfg: ModelConfig, device) -> None:
-    """Non-persistent buffers (rotary frequencies, sinusoid tables) are derived, not stored: rebuild them."""
     with torch.device(device or "cpu"):
         fresh = type(model.positions)(cfg) if cfg.positions != "none" else None
     if fresh is not None:
         for name, buf in fresh.named_buffers():
             setattr(model.positions, name, buf)
+    return model
 
 
 def atomic_directory(final: Path, write) -> None:

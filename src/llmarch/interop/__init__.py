@@ -2,6 +2,6 @@
 weight map and config translation drive both import (`from_hf`) and export (`to_hf`)."""
 from . import gemma, gpt2, gpt_neox, llama, mistral, qwen2  # noqa: F401  (registers the families)
 from .hf import FAMILIES, from_hf, is_hf_dir, to_hf
-from .mapping import export_state, import_state
+from .mapping import export_state
 
-__all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state", "import_state"]
+__all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state"]

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import _materialise_buffers, state_for_saving
+from ..checkpoint import assemble, state_for_saving
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
 from ..models import DecoderLM
@@ -82,11 +82,7 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     extra = sorted(n for n in ckpt.names() - used if not any(p.search(n) for p in ignore))
     if extra:
         raise LlmarchError(f"{path}: unexpected tensor {first_and_count(extra)} that the model has no place for")
-    model.load_state_dict(state, strict=False, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
-    _materialise_buffers(model, cfg, device)
-    return model.eval()
+    return assemble(model, state, device).eval()
 
 
 def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tensor:

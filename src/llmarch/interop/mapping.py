@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import LlmarchError
 
 
 @dataclass(frozen=True)
@@ -64,18 +63,3 @@ def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[
         for name, piece in zip(r.hf, pieces):
             hf[name] = LAYOUTS[r.layout][1](piece, cfg).contiguous()
     return hf
-
-
-def import_state(hf: dict[str, torch.Tensor], rules: list[Rule], cfg,
-                 wanted: set[str] | None = None) -> dict[str, torch.Tensor]:
-    """HF tensors (in memory) -> ours; `wanted`: our names to fill (default: every rule's)."""
-    ours = {}
-    for r in expand(rules, cfg.n_layers):
-        if wanted is not None and r.ours not in wanted:
-            continue
-        for name in r.hf:
-            if name not in hf:
-                raise LlmarchError(f"checkpoint is missing tensor {name}")
-        parts = [LAYOUTS[r.layout][0](hf[name], cfg) for name in r.hf]
-        ours[r.ours] = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0].contiguous()
-    return ours
