@@ -10,14 +10,14 @@ from .checkpoint import load_model
 from .config import ModelConfig, resolve
 from .errors import LlmarchError
 from .generate import generate
-from .models import DecoderLM, ModelOutput
+from .models import TransformerLM, ModelOutput
 from .presets import PRESETS, preset
 
 __version__ = "0.1.0"
 
 
 def build(name_or_config: str | Path | ModelConfig, device: str | torch.device | None = None,
-          **overrides: Any) -> DecoderLM:
+          **overrides: Any) -> TransformerLM:
     """A freshly initialised model from a preset name, a JSON/YAML config file or a ModelConfig,
     with any field overridden: `llmarch.build("llama-tiny", n_layers=2, ffn="geglu")`."""
     from .checkpoint import build_model
@@ -25,7 +25,7 @@ def build(name_or_config: str | Path | ModelConfig, device: str | torch.device |
     return build_model(resolve(name_or_config, **overrides), device)
 
 
-def load(checkpoint_dir: str | Path, device: str | torch.device | None = None) -> DecoderLM:
+def load(checkpoint_dir: str | Path, device: str | torch.device | None = None) -> TransformerLM:
     """A model from an llmarch checkpoint directory, a training run directory (its latest checkpoint), or a
     Hugging Face checkpoint directory (config.json with a model_type, *.safetensors)."""
     from .interop import from_hf, is_hf_dir
@@ -36,7 +36,7 @@ def load(checkpoint_dir: str | Path, device: str | torch.device | None = None) -
 
 
 def from_hf(path: str | Path, dtype: torch.dtype | None = None,
-            device: str | torch.device | None = None) -> DecoderLM:
+            device: str | torch.device | None = None) -> TransformerLM:
     """An llmarch model from a Hugging Face checkpoint directory, read with llmarch's own code (no
     `transformers` import). dtype None keeps the stored dtype."""
     from .interop import from_hf as _from_hf
@@ -44,12 +44,12 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     return _from_hf(path, dtype=dtype, device=device)
 
 
-def to_hf(model: DecoderLM, path: str | Path, tokenizer_from: str | Path | None = None) -> None:
+def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | None = None) -> None:
     """Write a Hugging Face checkpoint directory (config.json + safetensors) that `transformers` loads."""
     from .interop import to_hf as _to_hf
 
     _to_hf(model, path, tokenizer_from=tokenizer_from)
 
 
-__all__ = ["build", "load", "from_hf", "to_hf", "generate", "ModelConfig", "DecoderLM", "ModelOutput", "LlmarchError",
+__all__ = ["build", "load", "from_hf", "to_hf", "generate", "ModelConfig", "TransformerLM", "ModelOutput", "LlmarchError",
            "PRESETS", "preset", "resolve"]

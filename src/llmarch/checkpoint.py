@@ -14,18 +14,18 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
 from .errors import LlmarchError, first_and_count
-from .models import DecoderLM
+from .models import TransformerLM
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> DecoderLM:
+def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> TransformerLM:
     with torch.device(device or "cpu"):
-        return DecoderLM(cfg)
+        return TransformerLM(cfg)
 
 
-def state_for_saving(model: DecoderLM) -> dict[str, torch.Tensor]:
+def state_for_saving(model: TransformerLM) -> dict[str, torch.Tensor]:
     """The state dict without the tied LM head (safetensors stores no aliases)."""
     state = model.state_dict()
     if model.config.tie_embeddings:
@@ -33,7 +33,7 @@ def state_for_saving(model: DecoderLM) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in state.items()}
 
 
-def save_model(model: DecoderLM, directory: str | Path) -> None:
+def save_model(model: TransformerLM, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(state_for_saving(model), str(directory / WEIGHTS), metadata={"format": "pt"})
@@ -56,7 +56,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise LlmarchError(f"{path} is not a checkpoint: no {CONFIG} (and no `latest` file)")
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> DecoderLM:
+def load_model(path: str | Path, device: str | torch.device | None = None) -> TransformerLM:
     path = resolve_checkpoint(path)
     cfg = ModelConfig.load(path / CONFIG)
     weights = path / WEIGHTS
@@ -67,7 +67,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> De
     except (SafetensorError, OSError, ValueError) as e:
         raise LlmarchError(f"cannot read {weights} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
     with torch.device("meta"):
-        model = DecoderLM(cfg)
+        model = TransformerLM(cfg)
     expected = state_for_saving(model)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -81,7 +81,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> De
     return assemble(model, state, device)
 
 
-def assemble(model: DecoderLM, state: dict[str, torch.Tensor], device) -> DecoderLM:
+def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device) -> TransformerLM:
     """Finish a meta-device model with a complete state: take its tensors as they are (no copy), tie the
     head, and rebuild the derived non-persistent buffers (rotary frequencies, sinusoid tables)."""
     cfg = model.config

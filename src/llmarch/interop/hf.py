@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from ..checkpoint import assemble, state_for_saving
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
-from ..models import DecoderLM
+from ..models import TransformerLM
 from ..registry import Registry
 from .mapping import LAYOUTS, Rule, expand, export_state, fused_sizes
 from .safetensors_io import INDEX, SINGLE, Checkpoint
@@ -56,7 +56,7 @@ def is_hf_dir(path: str | Path) -> bool:
 
 
 def from_hf(path: str | Path, dtype: torch.dtype | None = None,
-            device: str | torch.device | None = None) -> DecoderLM:
+            device: str | torch.device | None = None) -> TransformerLM:
     """An llmarch model from a Hugging Face checkpoint directory. dtype: None keeps the stored dtype."""
     path = Path(path)
     if not path.is_dir():
@@ -66,7 +66,7 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     cfg = family.to_config(hf_cfg)
     ckpt = Checkpoint(path, family.canonical)
     with torch.device("meta"):
-        model = DecoderLM(cfg)
+        model = TransformerLM(cfg)
     wanted = {k: v.shape for k, v in state_for_saving(model).items()}
     state, used = {}, set()
     for rule in expand(family.rules, cfg.n_layers):
@@ -105,7 +105,7 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
     return out.to(device) if device is not None else out
 
 
-def to_hf(model: DecoderLM, path: str | Path, tokenizer_from: str | Path | None = None,
+def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | None = None,
           max_shard_bytes: int = 5 * 2**30) -> None:
     """Write `model` as a Hugging Face checkpoint directory that `transformers` loads (shards past
     max_shard_bytes). tokenizer_from: a directory whose tokenizer files are copied alongside."""

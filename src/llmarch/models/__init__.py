@@ -1,4 +1,4 @@
-"""Thin assemblies of layers/. Decoder-only now; encoder and encoder-decoder stacks join here."""
-from .decoder import DecoderLM, ModelOutput
+"""Thin assemblies of layers/: the transformer LM (causal or bidirectional); encoder-decoder joins here."""
+from .transformer import TransformerLM, ModelOutput
 
-__all__ = ["DecoderLM", "ModelOutput"]
+__all__ = ["TransformerLM", "ModelOutput"]

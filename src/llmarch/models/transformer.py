@@ -1,4 +1,5 @@
-"""Decoder-only language model (GPT-2, LLaMA, ...): embed -> blocks -> final norm -> LM head."""
+"""The transformer language model: embed -> blocks -> final norm -> LM head. Causal (decoder-only: GPT-2,
+LLaMA, ...) or bidirectional (encoder-only: BERT, RoBERTa) by `causal`."""
 from __future__ import annotations
 
 import math
@@ -22,7 +23,7 @@ class ModelOutput:
     logits: torch.Tensor  # (B, T, V)
 
 
-class DecoderLM(nn.Module):
+class TransformerLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
