@@ -44,6 +44,12 @@ class ModelConfig:
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
     dropout: float = 0.0
+    causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
+    type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
+    embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
+    position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
+    head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
+    head_bias: bool = False  # a bias on the output projection
     context_length: int = 1024
     attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
     init_std: float = 0.02
@@ -113,6 +119,8 @@ class ModelConfig:
         if self.rope_scaling not in ("none", "linear", "dynamic", "llama3"):
             raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
                                "choose one of: dynamic, linear, llama3, none")
+        if self.type_vocab_size < 0 or self.position_offset < 0:
+            raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
 

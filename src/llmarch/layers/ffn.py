@@ -49,9 +49,11 @@ class GLU(nn.Module):
         return self.down(self.act(gate) * up)
 
 
+FFN_ACTIVATION: dict[str, str] = {}  # ffn name -> its activation's name
 for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh"), ("relu", MLP, "relu"),
                           ("swiglu", GLU, "silu"), ("geglu", GLU, "gelu"), ("geglu_tanh", GLU, "gelu_tanh")]:
     FFNS.register(_name)(partial(_cls, act=_act))
+    FFN_ACTIVATION[_name] = _act
 
 
 def make_ffn(cfg) -> nn.Module:

@@ -26,7 +26,7 @@ class LearnedPositions(NoPositions):
 
     def __init__(self, cfg):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(cfg.context_length, cfg.d_model))
+        self.weight = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.d_model))
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.weight)

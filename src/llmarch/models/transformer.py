@@ -13,6 +13,7 @@ from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
+from ..layers.heads import HeadTransform
 from ..layers.kv_cache import KVCache
 from ..layers.norms import OffsetRMSNorm, make_norm
 from .masks import causal_mask, position_ids
@@ -29,10 +30,13 @@ class TransformerLM(nn.Module):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = POSITIONS[cfg.positions](cfg)
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head_transform = HeadTransform(cfg) if cfg.head_transform else None
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.hook_embed = HookPoint()
@@ -77,12 +81,13 @@ class TransformerLM(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 input_pos: torch.Tensor | None = None, last_only: bool = False,
-                kv_len: int | None = None) -> ModelOutput:
+                kv_len: int | None = None, token_type_ids: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
         slots filled once this call's tokens are written (its last slot + 1), known to the caller as a Python
-        int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile)."""
+        int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile).
+        token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0)."""
         B, T = input_ids.shape
         if not torch.compiler.is_compiling():
             self._check_ids(input_ids)
@@ -94,26 +99,36 @@ class TransformerLM(nn.Module):
             pad_mask = attention_mask[:, :key_len].bool()
             if pad_mask.shape[1] < key_len:  # slots past the mask are future tokens: real, hidden by causality
                 pad_mask = nn.functional.pad(pad_mask, (0, key_len - pad_mask.shape[1]), value=True)
-        pos = position_ids(input_pos, B, pad_mask)  # (B, T)
+        pos = position_ids(input_pos, B, pad_mask) + self.config.position_offset  # (B, T)
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a sliding window hides some of them).
         window = self.config.sliding_window
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None))
         plain = plain and (window is None or window >= key_len)
-        ctx = AttentionContext(mask=None if plain else causal_mask(input_pos, key_len, pad_mask, window),
-                               causal=T > 1, rope=self.positions.rotary(pos), input_pos=input_pos, kv_len=kv_len)
+        if self.config.causal:
+            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, window)
+        else:  # bidirectional: every real token sees every real token
+            mask = None if pad_mask is None else pad_mask[:, None, None, :]
+        ctx = AttentionContext(mask=mask, causal=self.config.causal and T > 1, rope=self.positions.rotary(pos),
+                               input_pos=input_pos, kv_len=kv_len)
         x = self.embed(input_ids)  # (B, T, C)
         if self.config.embed_scale:  # Gemma: sqrt(d_model), rounded to the activations' dtype as HF does
             x = x * torch.tensor(self.config.d_model ** 0.5, dtype=x.dtype)
         added = self.positions.embed(pos)
         if added is not None:
             x = x + added
+        if self.token_types is not None:
+            x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.drop(self.hook_embed(x))
         for block in self.blocks:
             x = block(x, ctx)
         if last_only:
             x = x[:, -1:]
         x = self.ln_final.hook_normalized(self.ln_final(x))
+        if self.head_transform is not None:
+            x = self.head_transform(x)
         return ModelOutput(logits=self.lm_head(x))
 
     def _check_ids(self, input_ids: torch.Tensor) -> None:

@@ -1,0 +1,52 @@
+"""BERT (`model_type: bert`), masked-LM checkpoints (BertForMaskedLM): learned absolute positions plus
+token-type embeddings under a LayerNorm, post-norm blocks with bidirectional attention, exact-GELU MLP, and
+the MLM head (dense -> GELU -> LayerNorm -> tied projection + bias)."""
+from __future__ import annotations
+
+from ..config import ModelConfig
+from .hf import FAMILIES, Family
+from .mapping import Rule
+
+_E = "bert.embeddings."
+_L = "bert.encoder.layer.{i}."
+_LAYER = [("attention.output.dense", "attn.o_proj"), ("attention.output.LayerNorm", "ln1"),
+          ("intermediate.dense", "mlp.up"), ("output.dense", "mlp.down"), ("output.LayerNorm", "ln2")]
+_W = ("weight", "bias")
+
+RULES = [
+    Rule.of(_E + "word_embeddings.weight", "embed.weight"),
+    Rule.of(_E + "position_embeddings.weight", "positions.weight"),
+    Rule.of(_E + "token_type_embeddings.weight", "token_types.weight"),
+    *[Rule.of(_E + f"LayerNorm.{w}", f"embed_norm.{w}") for w in _W],
+    *[Rule.of(tuple(_L + f"attention.self.{p}.{w}" for p in ("query", "key", "value")),
+              f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
+    *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
+    *[Rule.of(f"cls.predictions.transform.dense.{w}", f"head_transform.dense.{w}") for w in _W],
+    *[Rule.of(f"cls.predictions.transform.LayerNorm.{w}", f"head_transform.norm.{w}") for w in _W],
+    Rule.of("cls.predictions.bias", "lm_head.bias"),
+    Rule.of("cls.predictions.decoder.weight", "lm_head.weight"),
+]
+# the decoder's bias is cls.predictions.bias again; position_ids is a stored buffer in older files
+IGNORE = (r"^cls\.predictions\.decoder\.bias$", r"embeddings\.position_ids$")
+_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
+
+
+def to_config(hf: dict) -> ModelConfig:
+    return ModelConfig(name=hf.get("_name_or_path") or "bert", hf_model_type="bert", vocab_size=hf["vocab_size"],
+                       d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
+                       ffn=_ACT[hf.get("hidden_act", "gelu")], ffn_hidden=hf["intermediate_size"], norm="layernorm",
+                       norm_eps=hf.get("layer_norm_eps", 1e-12), norm_placement="post", positions="learned",
+                       causal=False, type_vocab_size=hf.get("type_vocab_size", 2), embed_norm=True,
+                       head_transform=True, head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
+                       context_length=hf.get("max_position_embeddings", 512))
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    return dict(model_type="bert", architectures=["BertForMaskedLM"], vocab_size=cfg.vocab_size,
+                hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn],
+                layer_norm_eps=cfg.norm_eps, type_vocab_size=cfg.type_vocab_size,
+                max_position_embeddings=cfg.context_length, tie_word_embeddings=cfg.tie_embeddings)
+
+
+FAMILIES.register("bert")(Family(RULES, to_config, from_config, IGNORE))
