@@ -7,7 +7,8 @@ import llmarch
 from llmarch import LlmarchError, ModelConfig
 from llmarch.analysis import model_facts
 
-PUBLISHED = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
+PUBLISHED = {"bert-base": 109_514_298, "bert-large": 335_174_458,
+             "gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
              "gpt2-xl": 1_557_611_200, "llama2-7b": 6_738_415_616, "llama3-8b": 8_030_261_248}
 
 
@@ -18,7 +19,16 @@ def test_preset_parameter_counts(name):
     assert model_facts(llmarch.preset(name))["parameters"] == PUBLISHED[name]
 
 
-@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
+def test_bert_presets_equal_transformers_masked_lm():
+    transformers = pytest.importorskip("transformers")
+    for name, kw in [("bert-base", {}), ("bert-large", dict(hidden_size=1024, num_hidden_layers=24,
+                                                            num_attention_heads=16, intermediate_size=4096))]:
+        with torch.device("meta"):
+            hf = transformers.BertForMaskedLM(transformers.BertConfig(**kw))
+        assert sum(p.numel() for p in hf.parameters()) == PUBLISHED[name]
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny", "bert-tiny"])
 def test_cpu_presets_are_about_10m(name):
     n = model_facts(llmarch.preset(name))["parameters"]
     assert 7e6 < n < 13e6

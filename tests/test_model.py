@@ -107,3 +107,14 @@ def test_hook_points_see_activations():
     assert seen["blocks.0.attn.hook_pattern"] == (2, 4, 10, 10)
     assert seen["blocks.0.attn.hook_q"] == (2, 10, 4, 16)
     assert set(seen) == set(names)
+
+
+def test_bidirectional_models_refuse_left_to_right_use(tmp_path):
+    import llmarch
+    from llmarch.train import TrainConfig, train
+
+    model = tiny("bert-tiny")
+    with pytest.raises(LlmarchError, match="bidirectional"):
+        llmarch.generate(model, [[1, 2]], max_new_tokens=2)
+    with pytest.raises(LlmarchError, match="bidirectional"):
+        train(model.config, TrainConfig(steps=1, tokenizer="byte", data=__file__), tmp_path, verbose=False)

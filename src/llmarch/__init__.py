@@ -51,5 +51,5 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     _to_hf(model, path, tokenizer_from=tokenizer_from)
 
 
-__all__ = ["build", "load", "from_hf", "to_hf", "generate", "ModelConfig", "TransformerLM", "ModelOutput", "LlmarchError",
-           "PRESETS", "preset", "resolve"]
+__all__ = ["build", "load", "from_hf", "to_hf", "generate", "ModelConfig", "TransformerLM", "ModelOutput",
+           "LlmarchError", "PRESETS", "preset", "resolve"]

@@ -11,6 +11,12 @@ _GPT2 = dict(vocab_size=50257, context_length=1024, ffn="gelu_tanh", positions="
 _LLAMA = dict(positions="rope", norm="rmsnorm", ffn="swiglu", bias=False, norm_bias=False, tie_embeddings=False,
               hf_model_type="llama")
 
+# BERT (Devlin et al. 2019): bidirectional, post-norm, learned positions + segment embeddings under a
+# LayerNorm, exact-GELU MLP, MLM head with a transform and a tied, biased projection.
+_BERT = dict(vocab_size=30522, context_length=512, ffn="gelu", positions="learned", norm="layernorm", norm_eps=1e-12,
+             norm_placement="post", causal=False, type_vocab_size=2, embed_norm=True, head_transform=True,
+             head_bias=True, tie_embeddings=True, hf_model_type="bert")
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -19,10 +25,13 @@ PRESETS: dict[str, dict] = {
                       context_length=4096, norm_eps=1e-5),
     "llama3-8b": dict(_LLAMA, vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
                       ffn_hidden=14336, context_length=8192, rope_theta=500000.0, norm_eps=1e-5),
+    "bert-base": dict(_BERT, d_model=768, n_layers=12, n_heads=12),
+    "bert-large": dict(_BERT, d_model=1024, n_layers=24, n_heads=16),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
                        ffn_hidden=768, context_length=256),
+    "bert-tiny": dict(_BERT, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, context_length=256),
 }
 
 

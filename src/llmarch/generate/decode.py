@@ -32,6 +32,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     Returns the same kind: a (B, T + n) tensor of prompt + new ids (rows finished early hold eos_id after
     their end), or a list of lists, each its prompt + new ids up to and including eos_id.
     on_tokens receives each step's new ids (B,) as they are produced (streaming)."""
+    if not model.config.causal:
+        raise LlmarchError(f"{model.config.name} is bidirectional (causal=False) and cannot generate left to right")
     as_lists = not isinstance(input_ids, torch.Tensor)
     pad_id = eos_id if eos_id is not None else 0
     if as_lists:

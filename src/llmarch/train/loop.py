@@ -107,6 +107,9 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     docs = read_documents(tc.data)
     model, tok, ckpt, start = _prepare(model_cfg, tc, out, resume, device, docs)
     cfg = model.config
+    if not cfg.causal:
+        raise LlmarchError(f"{cfg.name} is bidirectional (causal=False): causal-LM training would let it see the "
+                           "tokens it predicts")
     check_fits(tok, cfg.vocab_size)
     data = TokenData.prepare(docs, tok, tc.val_fraction)
     data.check_vocab(cfg.vocab_size)
