@@ -7,7 +7,7 @@ import llmarch
 from llmarch import LlmarchError, ModelConfig
 from llmarch.analysis import model_facts
 
-PUBLISHED = {"bert-base": 109_514_298, "bert-large": 335_174_458,
+PUBLISHED = {"bert-base": 109_514_298, "bert-large": 335_174_458, "roberta-base": 124_697_433,
              "gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
              "gpt2-xl": 1_557_611_200, "llama2-7b": 6_738_415_616, "llama3-8b": 8_030_261_248}
 
@@ -19,12 +19,14 @@ def test_preset_parameter_counts(name):
     assert model_facts(llmarch.preset(name))["parameters"] == PUBLISHED[name]
 
 
-def test_bert_presets_equal_transformers_masked_lm():
+def test_encoder_presets_equal_transformers_masked_lm():
     transformers = pytest.importorskip("transformers")
-    for name, kw in [("bert-base", {}), ("bert-large", dict(hidden_size=1024, num_hidden_layers=24,
-                                                            num_attention_heads=16, intermediate_size=4096))]:
+    roberta = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1)
+    for name, kind, kw in [("bert-base", "Bert", {}), ("roberta-base", "Roberta", roberta),
+                           ("bert-large", "Bert", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                                       intermediate_size=4096))]:
         with torch.device("meta"):
-            hf = transformers.BertForMaskedLM(transformers.BertConfig(**kw))
+            hf = getattr(transformers, f"{kind}ForMaskedLM")(getattr(transformers, f"{kind}Config")(**kw))
         assert sum(p.numel() for p in hf.parameters()) == PUBLISHED[name]
 
 

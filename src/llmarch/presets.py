@@ -27,6 +27,10 @@ PRESETS: dict[str, dict] = {
                       ffn_hidden=14336, context_length=8192, rope_theta=500000.0, norm_eps=1e-5),
     "bert-base": dict(_BERT, d_model=768, n_layers=12, n_heads=12),
     "bert-large": dict(_BERT, d_model=1024, n_layers=24, n_heads=16),
+    # RoBERTa (Liu et al. 2019): BERT's architecture, byte-level BPE vocabulary, one token type, positions
+    # counted from padding_idx + 1 = 2.
+    "roberta-base": dict(_BERT, vocab_size=50265, d_model=768, n_layers=12, n_heads=12, type_vocab_size=1,
+                         position_offset=2, norm_eps=1e-5, hf_model_type="roberta"),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,

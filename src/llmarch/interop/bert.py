@@ -7,25 +7,30 @@ from ..config import ModelConfig
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
-_E = "bert.embeddings."
-_L = "bert.encoder.layer.{i}."
 _LAYER = [("attention.output.dense", "attn.o_proj"), ("attention.output.LayerNorm", "ln1"),
           ("intermediate.dense", "mlp.up"), ("output.dense", "mlp.down"), ("output.LayerNorm", "ln2")]
 _W = ("weight", "bias")
 
-RULES = [
-    Rule.of(_E + "word_embeddings.weight", "embed.weight"),
-    Rule.of(_E + "position_embeddings.weight", "positions.weight"),
-    Rule.of(_E + "token_type_embeddings.weight", "token_types.weight"),
-    *[Rule.of(_E + f"LayerNorm.{w}", f"embed_norm.{w}") for w in _W],
-    *[Rule.of(tuple(_L + f"attention.self.{p}.{w}" for p in ("query", "key", "value")),
-              f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
-    *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
-    *[Rule.of(f"cls.predictions.transform.dense.{w}", f"head_transform.dense.{w}") for w in _W],
-    *[Rule.of(f"cls.predictions.transform.LayerNorm.{w}", f"head_transform.norm.{w}") for w in _W],
-    Rule.of("cls.predictions.bias", "lm_head.bias"),
-    Rule.of("cls.predictions.decoder.weight", "lm_head.weight"),
-]
+
+def encoder_rules(root: str, head: str, dense: str, norm: str, bias: str) -> list[Rule]:
+    """BERT-layout rules under `root` (bert / roberta) with the MLM head's module names."""
+    e, layer = f"{root}.embeddings.", f"{root}.encoder.layer.{{i}}."
+    return [
+        Rule.of(e + "word_embeddings.weight", "embed.weight"),
+        Rule.of(e + "position_embeddings.weight", "positions.weight"),
+        Rule.of(e + "token_type_embeddings.weight", "token_types.weight"),
+        *[Rule.of(e + f"LayerNorm.{w}", f"embed_norm.{w}") for w in _W],
+        *[Rule.of(tuple(layer + f"attention.self.{p}.{w}" for p in ("query", "key", "value")),
+                  f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
+        *[Rule.of(layer + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
+        *[Rule.of(f"{head}.{dense}.{w}", f"head_transform.dense.{w}") for w in _W],
+        *[Rule.of(f"{head}.{norm}.{w}", f"head_transform.norm.{w}") for w in _W],
+        Rule.of(f"{head}.{bias}", "lm_head.bias"),
+        Rule.of(f"{head}.decoder.weight", "lm_head.weight"),
+    ]
+
+
+RULES = encoder_rules("bert", "cls.predictions", "transform.dense", "transform.LayerNorm", "bias")
 # the decoder's bias is cls.predictions.bias again; position_ids is a stored buffer in older files
 IGNORE = (r"^cls\.predictions\.decoder\.bias$", r"embeddings\.position_ids$")
 _ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
