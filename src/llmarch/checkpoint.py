@@ -28,7 +28,7 @@ def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> T
 def state_for_saving(model: TransformerLM) -> dict[str, torch.Tensor]:
     """The state dict without the tied LM head (safetensors stores no aliases)."""
     state = model.state_dict()
-    if model.config.tie_embeddings:
+    if model.config.tied_head:
         state.pop("lm_head.weight")
     return {k: v.detach().contiguous() for k, v in state.items()}
 
@@ -86,7 +86,7 @@ def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device) -> Tr
     head, and rebuild the derived non-persistent buffers (rotary frequencies, sinusoid tables)."""
     cfg = model.config
     model.load_state_dict(state, strict=False, assign=True)
-    if cfg.tie_embeddings:
+    if cfg.tied_head:
         model.lm_head.weight = model.embed.weight
     with torch.device(device or "cpu"):
         fresh = type(model.positions)(cfg) if cfg.positions != "none" else None

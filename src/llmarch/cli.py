@@ -140,11 +140,13 @@ def cmd_generate(args) -> None:
 def cmd_eval(args) -> None:
     from .data.dataset import load_data
     from .train.evaluate import evaluate
+    from .train.objectives import objective_for
 
     model, tok = _load_with_tokenizer(args.checkpoint)
     data = load_data(args.data, tok, args.val_fraction)
     data.check_vocab(model.config.vocab_size)
-    result = evaluate(model, data, args.batch_size, args.max_tokens)
+    objective = objective_for("clm" if model.config.causal else "mlm", tok)  # masked LM: 15% masked, seed 0
+    result = evaluate(model, data, args.batch_size, args.max_tokens, objective)
     if args.json:
         print(json.dumps(result))
     else:

@@ -10,6 +10,7 @@ from typing import Any
 from .errors import LlmarchError
 
 
+HEADS = ("classify", "lm", "tokens")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias")
 
 
@@ -50,6 +51,8 @@ class ModelConfig:
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_bias: bool = False  # a bias on the output projection
+    head: str = "lm"  # lm: vocabulary logits per token; classify: n_labels per sequence; tokens: n_labels per token
+    n_labels: int = 2  # classes of the classify and tokens heads
     context_length: int = 1024
     attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
     init_std: float = 0.02
@@ -121,8 +124,17 @@ class ModelConfig:
                                "choose one of: dynamic, linear, llama3, none")
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
+        if self.head not in HEADS:
+            raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
+        if self.n_labels <= 0:
+            raise LlmarchError(f"n_labels must be positive, got {self.n_labels}")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    @property
+    def tied_head(self) -> bool:
+        """An LM head whose projection is the token-embedding matrix (classifier heads tie nothing)."""
+        return self.head == "lm" and self.tie_embeddings
 
     @property
     def rotary_dim(self) -> int:

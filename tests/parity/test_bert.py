@@ -1,5 +1,6 @@
-"""llmarch's bidirectional encoder against transformers' BertForMaskedLM and RobertaForMaskedLM, through
-files (fp32, <= 1e-4), on a right-padded batch with token types, and a to_hf round trip."""
+"""llmarch's bidirectional encoder against transformers' BERT and RoBERTa models with each head (masked LM,
+sequence classification, token classification), through files (fp32, <= 1e-4), on a right-padded batch with
+token types, and a to_hf round trip."""
 import pytest
 import torch
 
@@ -8,42 +9,76 @@ from llmarch.interop import from_hf, to_hf
 transformers = pytest.importorskip("transformers")
 
 
-CASES = {"bert": ("BertConfig", "BertForMaskedLM", dict(max_position_embeddings=64)),
-         "roberta": ("RobertaConfig", "RobertaForMaskedLM", dict(max_position_embeddings=66, type_vocab_size=2))}
+FAMILIES = {"bert": ("BertConfig", "Bert", dict(max_position_embeddings=64)),
+            "roberta": ("RobertaConfig", "Roberta", dict(max_position_embeddings=66, type_vocab_size=2))}
+HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
+CASES = [(family, suffix) for family in FAMILIES for suffix in HEADS]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_masked_lm_matches_transformers(tmp_path, case):
-    conf_cls, model_cls, extra = CASES[case]
+def hf_model(family, suffix):
+    conf_cls, prefix, extra = FAMILIES[family]
     torch.manual_seed(0)
     conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                           intermediate_size=96, **extra)
-    hf = getattr(transformers, model_cls)(conf).eval()
+                                           intermediate_size=96, num_labels=3, **extra)
+    hf = getattr(transformers, prefix + suffix)(conf).eval()
     with torch.no_grad():
         for p in hf.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-    hf.save_pretrained(tmp_path / "hf")
-    ours = from_hf(tmp_path / "hf")
-    assert not ours.config.causal
+    return hf, conf
+
+
+def padded_batch(pad_id):
     ids = torch.randint(2, 120, (2, 16))  # RoBERTa derives positions from ids != pad (1): keep 0, 1 out
     types = torch.zeros_like(ids)
     types[:, 8:] = 1
     mask = torch.ones_like(ids)
     mask[1, 11:] = 0  # right padding, as encoders are fed
-    ids[1, 11:] = conf.pad_token_id
+    ids[1, 11:] = pad_id
+    return ids, types, mask
+
+
+def real_part(logits, mask, head):
+    return logits if head == "classify" else logits[mask.bool()]
+
+
+@pytest.mark.parametrize("family, suffix", CASES)
+def test_encoder_heads_match_transformers(tmp_path, family, suffix):
+    head = HEADS[suffix]
+    hf, conf = hf_model(family, suffix)
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert not ours.config.causal and ours.config.head == head
+    ids, types, mask = padded_batch(conf.pad_token_id)
     with torch.no_grad():
         theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
         mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
-    real = mask.bool()
-    assert (mine[real] - theirs[real]).abs().max().item() <= 1e-4
-    # bidirectional: a later token changes an earlier position's logits
-    changed = ids.clone()
-    changed[0, 12] = (changed[0, 12] + 1) % 120
-    with torch.no_grad():
-        assert not torch.allclose(ours(changed).logits[0, 3], ours(ids).logits[0, 3])
-    to_hf(ours, tmp_path / "out")
-    again = getattr(transformers, model_cls).from_pretrained(tmp_path / "out").eval()
+    assert mine.shape == theirs.shape
+    assert (real_part(mine, mask, head) - real_part(theirs, mask, head)).abs().max().item() <= 1e-4
+    to_hf(ours, tmp_path / "out", labels=None if head == "lm" else ["a", "b", "c"])
+    again = getattr(transformers, FAMILIES[family][1] + suffix).from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
         back = again(ids, attention_mask=mask, token_type_ids=types).logits
-    assert (back[real] - mine[real]).abs().max().item() <= 1e-4
+    assert (real_part(back, mask, head) - real_part(mine, mask, head)).abs().max().item() <= 1e-4
+    if head != "lm":
+        assert again.config.id2label == {0: "a", 1: "b", 2: "c"}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_bidirectional_and_padding_invariant(tmp_path, family):
+    hf, conf = hf_model(family, "ForMaskedLM")
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    ids, types, mask = padded_batch(conf.pad_token_id)
+    with torch.no_grad():
+        base = ours(ids, attention_mask=mask, token_type_ids=types).logits
+        # a later token changes an earlier position's logits
+        changed = ids.clone()
+        changed[0, 12] = (changed[0, 12] + 1) % 120
+        assert not torch.allclose(ours(changed).logits[0, 3], ours(ids).logits[0, 3])
+        # appending padding (any ids, masked out) leaves every real position's logits unchanged
+        pad = torch.randint(2, 120, (2, 5))
+        longer = ours(torch.cat([ids, pad], 1), attention_mask=torch.cat([mask, torch.zeros_like(pad)], 1),
+                      token_type_ids=torch.cat([types, torch.ones_like(pad)], 1)).logits
+    real = mask.bool()
+    assert (longer[:, :16][real] - base[real]).abs().max().item() <= 1e-5

@@ -53,16 +53,17 @@ def _encode(docs: list[Document], tok: Tokenizer) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
-def tokenizer_for(docs: list[Document], kind: str, vocab_size: int) -> Tokenizer:
-    """The tokenizer a fresh run trains with: bytes, or BPE trained on the training documents (cached)."""
+def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool = False) -> Tokenizer:
+    """The tokenizer a fresh run trains with: bytes, or BPE trained on the training documents (cached);
+    with a mask token for masked-LM pretraining."""
     if kind == "byte":
-        return ByteTokenizer()
+        return ByteTokenizer(mask=mask)
     if kind != "bpe":
         raise LlmarchError(f"unknown tokenizer {kind!r}; choose one of: bpe, byte")
-    folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}"
+    folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}{'-mask' if mask else ''}"
     if (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder)
-    tok = train_bpe((d.text for d in docs), vocab_size)
+    tok = train_bpe((d.text for d in docs), vocab_size, mask=mask)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(folder)
     return tok

@@ -1,6 +1,6 @@
 """Tokenizers: byte-level BPE trained with the `tokenizers` library (saved as tokenizer.json, the
 Hugging Face format) and a raw byte tokenizer (256 byte values + end-of-text). Both append `eos_id`
-between documents."""
+between documents. For masked-LM pretraining either can carry a mask token (`mask_id`)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +11,15 @@ from typing import Iterable, Protocol
 from ..errors import LlmarchError
 
 EOS = "<|endoftext|>"
+MASK = "<|mask|>"
+MASK_NAMES = (MASK, "[MASK]", "<mask>")  # ours, BERT's, RoBERTa's
 TOKENIZER_FILE = "tokenizer.json"
 
 
 class Tokenizer(Protocol):
     vocab_size: int
     eos_id: int
+    mask_id: int | None
 
     def encode(self, text: str) -> list[int]: ...
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
@@ -26,10 +29,14 @@ class Tokenizer(Protocol):
 
 
 class ByteTokenizer:
-    """Token i < 256 is byte i; 256 is end-of-text. Lossless on any text, no training."""
+    """Token i < 256 is byte i; 256 is end-of-text; with mask=True, 257 is the mask token. Lossless on any
+    text, no training."""
 
-    vocab_size = 257
     eos_id = 256
+
+    def __init__(self, mask: bool = False):
+        self.mask_id = 257 if mask else None
+        self.vocab_size = 258 if mask else 257
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -40,11 +47,15 @@ class ByteTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
+    def token_text(self, i: int) -> str:
+        return chr(i) if i < 128 else "\ufffd"  # a byte past ASCII is part of a multi-byte character
+
     def save(self, directory: Path) -> None:
-        (Path(directory) / TOKENIZER_FILE).write_text(json.dumps({"llmarch": "byte"}) + "\n")
+        spec = {"llmarch": "byte", **({"mask": True} if self.mask_id is not None else {})}
+        (Path(directory) / TOKENIZER_FILE).write_text(json.dumps(spec) + "\n")
 
     def fingerprint(self) -> str:
-        return "byte"
+        return "byte" if self.mask_id is None else "byte+mask"
 
 
 class BPETokenizer:
@@ -58,6 +69,7 @@ class BPETokenizer:
         if eos_id is None:
             raise LlmarchError("the tokenizer has no end-of-text token (<|endoftext|>) and no eos_token_id is given")
         self.eos_id = eos_id
+        self.mask_id = next((i for i in map(tokenizer.token_to_id, MASK_NAMES) if i is not None), None)
 
     def encode(self, text: str) -> list[int]:
         return self.tk.encode(text).ids
@@ -68,6 +80,11 @@ class BPETokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.tk.decode(list(ids))
 
+    def token_text(self, i: int) -> str:
+        """One token's text as it would read in place: a WordPiece continuation keeps its `##`."""
+        piece = self.tk.id_to_token(i) or ""
+        return piece if piece.startswith("##") else self.tk.decode([i], skip_special_tokens=False)
+
     def save(self, directory: Path) -> None:
         self.tk.save(str(Path(directory) / TOKENIZER_FILE))
 
@@ -75,8 +92,9 @@ class BPETokenizer:
         return hashlib.sha256(self.tk.to_str().encode()).hexdigest()[:16]
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
-    """Byte-level BPE (Sennrich et al. 2016; the GPT-2 byte-level variant) with one special token, EOS."""
+def train_bpe(texts: Iterable[str], vocab_size: int, mask: bool = False) -> BPETokenizer:
+    """Byte-level BPE (Sennrich et al. 2016; the GPT-2 byte-level variant) with the special token EOS, and
+    the mask token too when `mask` (masked-LM pretraining)."""
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -85,7 +103,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     tk = HFTokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, MASK] if mask else [EOS],
+                                  show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tk.train_from_iterator(texts, trainer=trainer)
     return BPETokenizer(tk)
@@ -111,8 +130,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         raise LlmarchError(f"{directory} has no {TOKENIZER_FILE}")
     text = path.read_text()
     try:
-        if json.loads(text).get("llmarch") == "byte":
-            return ByteTokenizer()
+        spec = json.loads(text)
+        if spec.get("llmarch") == "byte":
+            return ByteTokenizer(mask=bool(spec.get("mask")))
         from tokenizers import Tokenizer as HFTokenizer
 
         return BPETokenizer(HFTokenizer.from_str(text), eos_id=_hf_eos_id(Path(directory)))

@@ -1,6 +1,7 @@
-"""BERT (`model_type: bert`), masked-LM checkpoints (BertForMaskedLM): learned absolute positions plus
-token-type embeddings under a LayerNorm, post-norm blocks with bidirectional attention, exact-GELU MLP, and
-the MLM head (dense -> GELU -> LayerNorm -> tied projection + bias)."""
+"""BERT (`model_type: bert`): learned absolute positions plus token-type embeddings under a LayerNorm,
+post-norm blocks with bidirectional attention, exact-GELU MLP. Heads: the MLM head (BertForMaskedLM:
+dense -> GELU -> LayerNorm -> tied projection + bias), the pooler + classifier (BertForSequenceClassification)
+and a per-token classifier (BertForTokenClassification)."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -30,7 +31,15 @@ def encoder_rules(root: str, head: str, dense: str, norm: str, bias: str) -> lis
     ]
 
 
+def head_rules(pooler: str, classifier: str, token_classifier: str) -> dict[str, list[Rule]]:
+    """Rules of the classify head (pooler dense + classifier) and the tokens head (classifier)."""
+    return {"classify": [*[Rule.of(f"{pooler}.{w}", f"pooler.dense.{w}") for w in _W],
+                         *[Rule.of(f"{classifier}.{w}", f"classifier.{w}") for w in _W]],
+            "tokens": [Rule.of(f"{token_classifier}.{w}", f"classifier.{w}") for w in _W]}
+
+
 RULES = encoder_rules("bert", "cls.predictions", "transform.dense", "transform.LayerNorm", "bias")
+HEADS = head_rules("bert.pooler.dense", "classifier", "classifier")
 # the decoder's bias is cls.predictions.bias again; position_ids is a stored buffer in older files
 IGNORE = (r"^cls\.predictions\.decoder\.bias$", r"embeddings\.position_ids$")
 _ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
@@ -54,4 +63,6 @@ def from_config(cfg: ModelConfig) -> dict:
                 max_position_embeddings=cfg.context_length, tie_word_embeddings=cfg.tie_embeddings)
 
 
-FAMILIES.register("bert")(Family(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("bert")(Family(RULES, to_config, from_config, IGNORE, heads={
+    "classify": ("BertForSequenceClassification", HEADS["classify"]),
+    "tokens": ("BertForTokenClassification", HEADS["tokens"])}))

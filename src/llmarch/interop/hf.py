@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +34,28 @@ class Family:
     from_config: Callable[[ModelConfig], dict]
     ignore: tuple[str, ...] = ()  # regexes of stored tensors that are derived buffers, not weights
     canonical: Callable[[str], str] | None = None  # stored name -> the name the rules use (older layouts)
+    # heads other than the LM head: ModelConfig.head -> (HF architecture, the head's extra rules)
+    heads: dict[str, tuple[str, list[Rule]]] = field(default_factory=dict)
+
+    def rules_for(self, cfg: ModelConfig) -> list[Rule]:
+        return self.rules + (self.heads[cfg.head][1] if cfg.head in self.heads else [])
+
+
+# the suffix of a transformers architecture name -> our head
+_ARCH_HEADS = {"ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
+
+
+def _head_fields(hf_cfg: dict, family: Family) -> dict:
+    """ModelConfig.head and n_labels from config.json's `architectures` and `id2label`."""
+    arch = (hf_cfg.get("architectures") or [""])[0]
+    head = next((h for suffix, h in _ARCH_HEADS.items() if arch.endswith(suffix)), "lm")
+    if head == "lm":
+        return {}
+    if head not in family.heads:
+        raise LlmarchError(f"{arch} checkpoints are not supported for model_type {hf_cfg['model_type']} "
+                           f"(heads: lm{''.join(', ' + h for h in sorted(family.heads))})")
+    labels = hf_cfg.get("id2label") or {}
+    return {"head": head, "n_labels": len(labels) or int(hf_cfg.get("num_labels", 2))}
 
 
 def read_hf_config(path: Path) -> dict:
@@ -64,12 +86,14 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     hf_cfg = read_hf_config(path)
     family = FAMILIES[str(hf_cfg.get("model_type"))]
     cfg = family.to_config(hf_cfg)
+    head = _head_fields(hf_cfg, family)
+    cfg = cfg.replace(**head) if head else cfg
     ckpt = Checkpoint(path, family.canonical)
     with torch.device("meta"):
         model = TransformerLM(cfg)
     wanted = {k: v.shape for k, v in state_for_saving(model).items()}
     state, used = {}, set()
-    for rule in expand(family.rules, cfg.n_layers):
+    for rule in expand(family.rules_for(cfg), cfg.n_layers):
         if rule.ours in wanted:
             state[rule.ours] = _read(ckpt, rule, wanted[rule.ours], cfg, dtype, device)
             used.update(rule.hf)
@@ -77,7 +101,7 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     if missing:
         raise LlmarchError(f"no mapping fills {missing[0]} (model_type {hf_cfg['model_type']})")
     ignore = [re.compile(p) for p in family.ignore]
-    if cfg.tie_embeddings:  # a tied head may be stored too; it holds the embedding again
+    if cfg.tied_head:  # a tied head may be stored too; it holds the embedding again
         ignore.append(re.compile(r"^lm_head\.weight$"))
     extra = sorted(n for n in ckpt.names() - used if not any(p.search(n) for p in ignore))
     if extra:
@@ -106,15 +130,23 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
 
 
 def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | None = None,
-          max_shard_bytes: int = 5 * 2**30) -> None:
+          max_shard_bytes: int = 5 * 2**30, labels: list[str] | None = None) -> None:
     """Write `model` as a Hugging Face checkpoint directory that `transformers` loads (shards past
-    max_shard_bytes). tokenizer_from: a directory whose tokenizer files are copied alongside."""
+    max_shard_bytes). tokenizer_from: a directory whose tokenizer files are copied alongside.
+    labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ..."""
     cfg = model.config
     if cfg.hf_model_type is None:
         raise LlmarchError("the model's config has no hf_model_type; set it to one of: "
                            + ", ".join(FAMILIES.names()))
     family = FAMILIES[cfg.hf_model_type]
-    tensors = export_state(state_for_saving(model), family.rules, cfg)
+    if cfg.head != "lm" and cfg.head not in family.heads:
+        raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face layout for the {cfg.head} head")
+    ours = state_for_saving(model)
+    rules = family.rules_for(cfg)
+    unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg.n_layers)})
+    if unmapped:
+        raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face name for {first_and_count(unmapped)}")
+    tensors = export_state(ours, rules, cfg)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     shards, current, size = [], {}, 0
@@ -138,6 +170,12 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         (path / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     hf_cfg = family.from_config(cfg)
+    if cfg.head != "lm":
+        names = labels or [f"LABEL_{i}" for i in range(cfg.n_labels)]
+        if len(names) != cfg.n_labels:
+            raise LlmarchError(f"{len(names)} label names for a head with n_labels={cfg.n_labels}")
+        hf_cfg.update(architectures=[family.heads[cfg.head][0]], id2label=dict(enumerate(names)),
+                      label2id={name: i for i, name in enumerate(names)})
     hf_cfg.setdefault("dtype", str(dtype).removeprefix("torch."))
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
     if tokenizer_from is not None:

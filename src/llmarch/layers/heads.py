@@ -1,5 +1,11 @@
-"""Output heads. HeadTransform is BERT's masked-LM head transform (Devlin et al. 2019, appendix A.1 /
-the reference code): h -> LayerNorm(act(h W + b)), before the projection onto the vocabulary."""
+"""Output heads on the final hidden states.
+- HeadTransform: BERT's masked-LM head transform (Devlin et al. 2019, appendix A.1 / the reference code):
+  h -> LayerNorm(act(h W + b)), before the projection onto the vocabulary.
+- Pooler: the sequence summary a classifier reads (Devlin et al. 2019, §3 and Fig. 4a: the final hidden
+  state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
+  pooled = tanh(C W + b). RoBERTa's classification head has the same shape under other names. A causal
+  model's first token sees nothing after it, so there the last real token is pooled (as transformers'
+  GPT-2 and LLaMA sequence classifiers do)."""
 from __future__ import annotations
 
 import torch
@@ -18,3 +24,27 @@ class HeadTransform(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))
+
+
+class Pooler(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.causal = cfg.causal
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, T, C), pad_mask (B, T) or None -> (B, C)."""
+        return torch.tanh(self.dense(pool_token(x, pad_mask, "last" if self.causal else "first")))
+
+
+def pool_token(x: torch.Tensor, pad_mask: torch.Tensor | None, which: str) -> torch.Tensor:
+    """The hidden state (B, C) of each row's first or last real token; padding may be on either side."""
+    if pad_mask is None:
+        return x[:, 0] if which == "first" else x[:, -1]
+    real = pad_mask.long()
+    T = real.shape[1]
+    if which == "first":
+        index = real.argmax(dim=1)
+    else:
+        index = T - 1 - real.flip(1).argmax(dim=1)
+    return x[torch.arange(x.shape[0], device=x.device), index]

@@ -13,7 +13,7 @@ from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
-from ..layers.heads import HeadTransform
+from ..layers.heads import HeadTransform, Pooler
 from ..layers.kv_cache import KVCache
 from ..layers.norms import OffsetRMSNorm, make_norm
 from .masks import causal_mask, position_ids
@@ -21,7 +21,8 @@ from .masks import causal_mask, position_ids
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor  # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens
+    hidden_states: torch.Tensor  # (B, T, C): the final hidden states the head reads (after ln_final)
 
 
 class TransformerLM(nn.Module):
@@ -35,10 +36,14 @@ class TransformerLM(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
-        self.head_transform = HeadTransform(cfg) if cfg.head_transform else None
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.embed.weight
+        if cfg.head == "lm":
+            self.head_transform = HeadTransform(cfg) if cfg.head_transform else None
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
+            if cfg.tied_head:
+                self.lm_head.weight = self.embed.weight
+        else:  # classify: a label per sequence from the pooled token; tokens: a label per token
+            self.pooler = Pooler(cfg) if cfg.head == "classify" else None
+            self.classifier = nn.Linear(cfg.d_model, cfg.n_labels)
         self.hook_embed = HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         if self.embed.weight.device.type != "meta":
@@ -127,9 +132,16 @@ class TransformerLM(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.ln_final.hook_normalized(self.ln_final(x))
+        return ModelOutput(logits=self._head(x, None if pad_mask is None else pad_mask[:, :T]), hidden_states=x)
+
+    def _head(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.config.head == "classify":
+            return self.classifier(self.drop(self.pooler(x, pad_mask)))  # (B, n_labels)
+        if self.config.head == "tokens":
+            return self.classifier(self.drop(x))  # (B, T, n_labels)
         if self.head_transform is not None:
             x = self.head_transform(x)
-        return ModelOutput(logits=self.lm_head(x))
+        return self.lm_head(x)  # (B, T, V)
 
     def _check_ids(self, input_ids: torch.Tensor) -> None:
         if input_ids.dtype not in (torch.int64, torch.int32):

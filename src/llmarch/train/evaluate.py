@@ -1,31 +1,31 @@
-"""Mean next-token cross-entropy (nats/token) and perplexity of a model on held-out tokens."""
+"""Mean held-out loss (nats per predicted token) and perplexity of a model under an objective."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.dataset import TokenData
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Causal-LM objective: -log p(x_{t+1} | x_<=t), averaged over positions; computed in fp32."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+from .objectives import IGNORE, Objective, causal_lm, lm_loss
 
 
 @torch.no_grad()
-def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = None) -> dict[str, float]:
+def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = None,
+             objective: Objective = causal_lm, seed: int = 0) -> dict[str, float]:
+    """Windows of the validation split in order; a masking objective draws its masks from (seed, batch
+    index), so the figure is the same at every evaluation of a run."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
     try:
-        for x, y in data.sequential("val", batch_size, model.config.context_length, max_tokens):
+        for i, (x, y) in enumerate(data.sequential("val", batch_size, model.config.context_length, max_tokens)):
+            x, y = objective(x, y, np.random.default_rng([seed, i]))
             x, y = x.to(device), y.to(device)
-            total += lm_loss(model(x).logits, y).item() * y.numel()
-            count += y.numel()
+            n = int((y != IGNORE).sum())
+            total += lm_loss(model(x).logits, y).item() * n
+            count += n
     finally:
         model.train(was_training)
     loss = total / count

@@ -1,4 +1,4 @@
-"""The training loop (causal LM): AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast
+"""The pretraining loop (causal LM or masked LM, train/objectives.py): AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast
 on CUDA, optional torch.compile, periodic validation, atomic checkpoints and exact resume.
 Rank-aware (RANK/WORLD_SIZE from torchrun): each rank draws its own batches, rank 0 logs and saves."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..checkpoint import (atomic_directory, build_model, load_model, resolve_checkpoint, save_model,
@@ -19,7 +20,8 @@ from ..data.corpus import read_documents
 from ..data.dataset import TokenData, split_documents, tokenizer_for
 from ..data.tokenizer import Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
-from .evaluate import evaluate, lm_loss, unigram_entropy
+from .evaluate import evaluate, unigram_entropy
+from .objectives import check_objective, lm_loss, objective_for
 from .metrics import MetricsLog, Progress, perplexity
 from .schedule import lr_at
 
@@ -27,6 +29,9 @@ from .schedule import lr_at
 @dataclass
 class TrainConfig:
     steps: int = 1000
+    objective: str = "clm"  # clm: causal LM (decoders); mlm: masked LM (encoders: BERT, RoBERTa)
+    mask_rate: float = 0.15  # mlm: share of tokens selected for prediction
+    whole_word_mask: bool = False  # mlm: select whole words (all of a word's tokens together)
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 1e-3
@@ -55,6 +60,8 @@ class TrainConfig:
                 raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.min_lr < 0:
             raise LlmarchError("lr must be positive and min_lr non-negative")
+        if self.objective not in ("clm", "mlm"):
+            raise LlmarchError(f"unknown objective {self.objective!r}; choose one of: clm, mlm")
         if not 0 < self.val_fraction < 1:
             raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -90,8 +97,9 @@ def _prepare(model_cfg: ModelConfig | None, tc: TrainConfig, out: Path, resume: 
         return model, tok, ckpt, state["step"]
     if model_cfg is None:
         raise LlmarchError("a fresh run needs --model")
+    check_objective(tc.objective, model_cfg)
     train_docs, _ = split_documents(docs, tc.val_fraction)
-    tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size)
+    tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size, mask=tc.objective == "mlm")
     torch.manual_seed(tc.seed)
     return build_model(model_cfg, device), tok, None, 0
 
@@ -107,9 +115,8 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     docs = read_documents(tc.data)
     model, tok, ckpt, start = _prepare(model_cfg, tc, out, resume, device, docs)
     cfg = model.config
-    if not cfg.causal:
-        raise LlmarchError(f"{cfg.name} is bidirectional (causal=False): causal-LM training would let it see the "
-                           "tokens it predicts")
+    check_objective(tc.objective, cfg)
+    objective = objective_for(tc.objective, tok, tc.mask_rate, tc.whole_word_mask)
     check_fits(tok, cfg.vocab_size)
     data = TokenData.prepare(docs, tok, tc.val_fraction)
     data.check_vocab(cfg.vocab_size)
@@ -138,6 +145,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
         loss_sum = 0.0
         for micro in range(tc.grad_accum):
             x, y = data.batch("train", step, tc.batch_size, cfg.context_length, tc.seed, rank, micro)
+            x, y = objective(x, y, np.random.default_rng([tc.seed, step, micro, rank, 2]))
             x, y = x.to(device), y.to(device)
             with autocast:
                 loss = lm_loss(forward(x).logits, y)
@@ -151,7 +159,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
         progress.update(step, loss_sum, speed)
         row = dict(step=step + 1, train_loss=f"{loss_sum:.6f}", lr=f"{lr:.3e}", tokens_per_s=f"{speed:.0f}")
         if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
-            val = evaluate(model, data, tc.batch_size, tc.eval_tokens)["loss"]
+            val = evaluate(model, data, tc.batch_size, tc.eval_tokens, objective, tc.seed)["loss"]
             result.val_losses[step + 1] = val
             row.update(val_loss=f"{val:.6f}", val_ppl=f"{perplexity(val):.3f}")
             progress.message(f"step {step + 1}: validation loss {val:.4f} (perplexity {perplexity(val):.2f})")

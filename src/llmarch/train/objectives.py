@@ -1,0 +1,106 @@
+"""Pretraining objectives. Each turns a batch of token windows into (model inputs, targets); a target of
+IGNORE (-100) carries no loss, so one cross-entropy serves them all.
+
+- clm, causal language modelling: predict token t+1 from tokens <= t.
+- mlm, masked language modelling (Devlin et al. 2019, §3.1 "Task #1"): select `rate` (15%) of the tokens;
+  of those, replace 80% by the mask token, 10% by a random token and keep 10%; predict the original token at
+  the selected positions only. With whole-word masking (the BERT authors' 2019 release) a word's tokens are
+  selected together. Special tokens (end-of-text, mask) are never selected."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import LlmarchError
+
+IGNORE = -100
+
+# (x, y, rng) -> (inputs, targets): x (B, T) a window, y (B, T) the same window shifted by one token
+Objective = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (nats) over the targets that are not IGNORE; computed in fp32."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def causal_lm(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return x, y
+
+
+def _is_word_char(c: str) -> bool:
+    return c.isalnum() or c in "_\ufffd"
+
+
+class MaskedLM:
+    def __init__(self, tok, rate: float = 0.15, whole_word: bool = False, mask_frac: float = 0.8,
+                 random_frac: float = 0.1):
+        if tok.mask_id is None:
+            raise LlmarchError("masked-LM needs a tokenizer with a mask token ([MASK], <mask> or <|mask|>)")
+        if not 0 < rate < 1:
+            raise LlmarchError(f"mask_rate must be in (0, 1), got {rate}")
+        self.rate, self.mask_frac, self.random_frac = rate, mask_frac, random_frac
+        self.mask_id, self.vocab_size = tok.mask_id, tok.vocab_size
+        self.special = np.zeros(tok.vocab_size, dtype=bool)
+        self.special[[tok.eos_id, tok.mask_id]] = True
+        self.first_word, self.last_word, self.marked = None, None, None
+        if whole_word:
+            texts = [tok.token_text(i) for i in range(tok.vocab_size)]
+            # a token continues the word before it if it is a WordPiece `##` piece, or if it begins with a
+            # word character and the previous token ended with one (byte-level BPE marks word starts by the
+            # space they carry)
+            self.marked = np.array([t.startswith("##") for t in texts])
+            self.first_word = np.array([bool(t) and _is_word_char(t[0]) for t in texts])
+            self.last_word = np.array([bool(t) and _is_word_char(t[-1]) for t in texts])
+
+    def word_ids(self, ids: np.ndarray) -> np.ndarray:
+        """(B, T) -> (B, T) ids of the word each token belongs to (unique across the batch)."""
+        cont = self.marked[ids] | (self.first_word[ids] & np.roll(self.last_word[ids], 1, axis=1))
+        cont[:, 0] = False
+        cont &= ~self.special[ids] & ~np.roll(self.special[ids], 1, axis=1)
+        return np.cumsum(~cont.ravel()).reshape(ids.shape)
+
+    def select(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        eligible = ~self.special[ids]
+        if self.first_word is None:
+            chosen = rng.random(ids.shape) < self.rate
+        else:
+            words = self.word_ids(ids)
+            chosen = (rng.random(words.max() + 1) < self.rate)[words]
+        chosen &= eligible
+        if not chosen.any() and eligible.any():  # every batch predicts something (no 0/0 loss)
+            chosen.flat[np.flatnonzero(eligible)[0]] = True
+        return chosen
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator):
+        ids = x.numpy()
+        chosen = self.select(ids, rng)
+        action = rng.random(ids.shape)
+        masked = chosen & (action < self.mask_frac)
+        randomised = chosen & (action >= self.mask_frac) & (action < self.mask_frac + self.random_frac)
+        inputs = ids.copy()
+        inputs[masked] = self.mask_id
+        inputs[randomised] = rng.integers(0, self.vocab_size, size=int(randomised.sum()))
+        targets = np.where(chosen, ids, IGNORE)
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def objective_for(name: str, tok, mask_rate: float = 0.15, whole_word: bool = False) -> Objective:
+    if name == "clm":
+        return causal_lm
+    if name == "mlm":
+        return MaskedLM(tok, mask_rate, whole_word)
+    raise LlmarchError(f"unknown objective {name!r}; choose one of: clm, mlm")
+
+
+def check_objective(name: str, cfg) -> None:
+    """A causal model cannot learn to fill masks from both sides; a bidirectional one would see the token it
+    must predict next."""
+    if name == "clm" and not cfg.causal:
+        raise LlmarchError(f"{cfg.name} is bidirectional (causal=False): causal-LM training would let it see the "
+                           "tokens it predicts; use --objective mlm")
+    if name == "mlm" and cfg.causal:
+        raise LlmarchError(f"{cfg.name} is causal: masked-LM training needs a bidirectional model (causal=False)")
