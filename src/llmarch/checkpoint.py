@@ -25,6 +25,24 @@ def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> T
         return TransformerLM(cfg)
 
 
+def with_head(model: TransformerLM, head: str, n_labels: int = 2, **overrides) -> TransformerLM:
+    """A model of the same body (embeddings, blocks, final norm: weights shared, not copied) with a fresh
+    `head` (layers/heads.py), e.g. a pretrained masked LM turned into a classifier for fine-tuning."""
+    cfg = model.config.replace(head=head, n_labels=n_labels, **overrides)
+    device = model.embed.weight.device
+    new = build_model(cfg, device)
+    body = {k: v for k, v in model.state_dict().items() if not k.startswith(("lm_head.", "head_transform."))}
+    if model.config.head != head or model.config.n_labels != n_labels:  # a different head starts afresh
+        body = {k: v for k, v in body.items() if not k.startswith(("pooler.", "classifier."))}
+    missing, _ = new.load_state_dict(body, strict=False, assign=True)
+    new_head = ("pooler.", "classifier.", "lm_head.", "head_transform.")
+    if any(not k.startswith(new_head) for k in missing):
+        raise LlmarchError(f"cannot move the body onto the new head: {first_and_count(missing)} missing")
+    if cfg.tied_head:
+        new.lm_head.weight = new.embed.weight
+    return new
+
+
 def state_for_saving(model: TransformerLM) -> dict[str, torch.Tensor]:
     """The state dict without the tied LM head (safetensors stores no aliases)."""
     state = model.state_dict()

@@ -1,4 +1,5 @@
-"""The `llmarch` command: train, generate, eval, info. Bad input is one line on stderr and exit code 2."""
+"""The `llmarch` command: train, finetune, generate, eval, embed, convert, info. Bad input is one line on stderr
+and exit code 2."""
 from __future__ import annotations
 
 import argparse
@@ -154,6 +155,44 @@ def cmd_eval(args) -> None:
               f"on {result['tokens']:,} validation tokens")
 
 
+def cmd_finetune(args) -> None:
+    from .train.finetune import FinetuneConfig, finetune
+
+    result = finetune(args.checkpoint, FinetuneConfig(**_collect(args, FinetuneConfig)), args.out)
+    print(f"validation accuracy {result.accuracy:.4f} over {len(result.labels)} labels "
+          f"(majority-class baseline {result.majority_baseline:.4f})")
+    print(f"checkpoint: {result.checkpoint}")
+
+
+def cmd_embed(args) -> None:
+    import os
+
+    import numpy as np
+
+    from .embed import embed
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise LlmarchError(f"--out must name a .npy file, got {out}")
+    if out.exists():
+        raise LlmarchError(f"{out} exists; choose a new --out")
+    if args.input == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.input).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise LlmarchError(f"cannot read {args.input}: {getattr(e, 'strerror', None) or e}") from None
+    lines = text.splitlines()
+    model, tok = _load_with_tokenizer(args.checkpoint)
+    vectors = embed(model, tok, lines, args.pooling, args.batch_size, args.normalize)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {vectors.shape[0]} x {vectors.shape[1]} float32 ({args.pooling} pooling)")
+
+
 def cmd_convert(args) -> None:
     """Hugging Face directory -> llmarch checkpoint (--from-hf), or llmarch checkpoint -> HF directory (--to-hf)."""
     from . import from_hf, load
@@ -207,7 +246,9 @@ def cmd_info(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .embed import POOLINGS
     from .train import TrainConfig
+    from .train.finetune import FinetuneConfig
 
     parser = Parser(prog="llmarch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -221,6 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fields(p.add_argument_group("training"), TrainConfig)
     _model_overrides(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint as a text classifier")
+    p.add_argument("--checkpoint", required=True,
+                   help="pretrained llmarch checkpoint or run directory, or a Hugging Face directory (required)")
+    p.add_argument("--out", required=True, help="run directory for the fine-tuned checkpoint (required)")
+    _add_fields(p.add_argument_group("fine-tuning"), FinetuneConfig)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("embed", help="sentence embeddings for lines of text, as .npy")
+    p.add_argument("--checkpoint", required=True,
+                   help="llmarch checkpoint or run directory, or a Hugging Face directory (required)")
+    p.add_argument("--input", required=True, help="text file, one text per line; - for stdin (required)")
+    p.add_argument("--out", required=True, help="new .npy file: one row per input line (required)")
+    p.add_argument("--pooling", choices=POOLINGS, default="mean",
+                   help="mean over real tokens, or the first token's state (default: %(default)s)")
+    p.add_argument("--normalize", action="store_true", help="scale each row to unit length (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("generate", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True,

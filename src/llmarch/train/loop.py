@@ -78,7 +78,7 @@ def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019); no weight decay on gains and biases (1-D parameters)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
@@ -120,7 +120,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     check_fits(tok, cfg.vocab_size)
     data = TokenData.prepare(docs, tok, tc.val_fraction)
     data.check_vocab(cfg.vocab_size)
-    opt = _optimizer(model, tc, device)
+    opt = make_optimizer(model, tc, device)
     if ckpt is not None:
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
         torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
@@ -164,7 +164,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
             row.update(val_loss=f"{val:.6f}", val_ppl=f"{perplexity(val):.3f}")
             progress.message(f"step {step + 1}: validation loss {val:.4f} (perplexity {perplexity(val):.2f})")
             if rank == 0:
-                result.checkpoint = _save(model, tok, opt, tc, out, step + 1)
+                result.checkpoint = save_checkpoint(model, tok, opt, tc, out, step + 1)
         if log is not None:
             log.write(**row)
     if log is not None:
@@ -172,12 +172,16 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     return result
 
 
-def _save(model, tok: Tokenizer, opt, tc: TrainConfig, out: Path, step: int) -> Path:
+def save_checkpoint(model, tok: Tokenizer, opt, tc, out: Path, step: int, extra: dict[str, str] | None = None) -> Path:
+    """out/step-NNNNNN/ (model, tokenizer, optimizer, RNG, the run's config, `extra` files by name), written
+    atomically; `latest` names it; older checkpoints past tc.keep_checkpoints are removed."""
     name = f"step-{step:06d}"
 
     def write(tmp: Path) -> None:
         save_model(model, tmp)
         tok.save(tmp)
+        for file, text in (extra or {}).items():
+            (tmp / file).write_text(text)
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "train_config": asdict(tc)}, indent=2))

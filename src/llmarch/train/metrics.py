@@ -11,20 +11,20 @@ FIELDS = ["step", "train_loss", "lr", "tokens_per_s", "val_loss", "val_ppl"]
 
 
 class MetricsLog:
-    def __init__(self, path: Path, resume_step: int = 0):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int = 0, fields: list[str] = FIELDS):
+        self.path, self.fields = path, fields
         rows = []
         if resume_step and path.is_file():  # keep history up to the resumed step, drop what follows it
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
 
     def write(self, **row) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=FIELDS).writerow({k: row.get(k, "") for k in FIELDS})
+            csv.DictWriter(f, fieldnames=self.fields).writerow({k: row.get(k, "") for k in self.fields})
 
     def rows(self) -> list[dict]:
         with self.path.open() as f:

@@ -1,0 +1,44 @@
+"""Sentence embeddings from any model's final hidden states: the mean over a text's real tokens (padding
+excluded), or the first token's state (BERT's [CLS], Devlin et al. 2019, §3), which only a bidirectional
+model fills with the whole text."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data.batching import encode, pad
+from .errors import LlmarchError
+
+POOLINGS = ("cls", "mean")
+
+
+@torch.inference_mode()
+def embed(model, tok, texts: list[str], pooling: str = "mean", batch_size: int = 32,
+          normalize: bool = False) -> np.ndarray:
+    """(len(texts), d_model) float32; texts longer than the model's context are cut to it."""
+    if pooling not in POOLINGS:
+        raise LlmarchError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+    if pooling == "cls" and model.config.causal:
+        raise LlmarchError(f"{model.config.name} is causal: its first token sees nothing after it; use mean pooling")
+    if not texts:
+        raise LlmarchError("no text to embed")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    seqs = encode(tok, texts, model.config.context_length)
+    out = []
+    try:
+        for i in range(0, len(seqs), batch_size):
+            ids, mask = pad(seqs[i:i + batch_size], tok.eos_id, left=False)
+            ids, mask = ids.to(device), mask.to(device)
+            h = model(ids, attention_mask=mask).hidden_states.float()  # (B, T, C)
+            if pooling == "cls":
+                v = h[:, 0]
+            else:
+                v = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            if normalize:
+                v = torch.nn.functional.normalize(v, dim=-1)
+            out.append(v.cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
