@@ -72,6 +72,10 @@ def test_finetune_cli_on_jsonl_and_its_errors(byte_checkpoint, tmp_path, capsys)
                  str(data), "--steps", "3", "--eval-every", "3"]) == 0
     assert "majority-class baseline" in capsys.readouterr().out
     assert json.loads((tmp_path / "ft" / "step-000003" / "labels.json").read_text()) == ["eggs", "spam"]
+    assert main(["convert", "--to-hf", str(tmp_path / "ft"), "--out", str(tmp_path / "hf")]) == 0
+    hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_cfg["architectures"] == ["BertForSequenceClassification"]
+    assert hf_cfg["id2label"] == {"0": "eggs", "1": "spam"}
     bad = tmp_path / "bad.jsonl"
     for text, message in [('{"text": "a"}\n', "bad.jsonl:1: expected an object with a string 'text'"),
                           ('{"text": "a", "label": 1}\n{"text": "b", "label": 1}\n', "at least 2 labels")]:

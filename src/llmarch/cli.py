@@ -217,8 +217,10 @@ def cmd_convert(args) -> None:
         src = resolve_checkpoint(args.to_hf)
         model = load(src)
 
+        labels = json.loads((src / "labels.json").read_text()) if (src / "labels.json").is_file() else None
+
         def write(tmp: Path) -> None:
-            to_hf(model, tmp, tokenizer_from=src)
+            to_hf(model, tmp, tokenizer_from=src, labels=labels)
             if (src / "tokenizer.json").is_file():  # let transformers' generate stop where llmarch's does
                 hf_cfg = json.loads((tmp / "config.json").read_text())
                 hf_cfg["eos_token_id"] = load_tokenizer(src).eos_id

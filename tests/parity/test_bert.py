@@ -82,3 +82,16 @@ def test_bidirectional_and_padding_invariant(tmp_path, family):
                       token_type_ids=torch.cat([types, torch.ones_like(pad)], 1)).logits
     real = mask.bool()
     assert (longer[:, :16][real] - base[real]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("name, prefix", [("bert-base", "Bert"), ("roberta-base", "Roberta")])
+def test_classifier_presets_count_like_transformers(name, prefix):
+    import llmarch
+
+    hf_conf = getattr(transformers, prefix + "Config")(num_labels=3, **({"vocab_size": 50265,
+                      "max_position_embeddings": 514, "type_vocab_size": 1, "pad_token_id": 1} if prefix == "Roberta"
+                      else {}))
+    with torch.device("meta"):
+        hf = getattr(transformers, prefix + "ForSequenceClassification")(hf_conf)
+    ours = llmarch.build(name, device="meta", head="classify", n_labels=3)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
