@@ -1,5 +1,6 @@
 """Masked-LM masking (80/10/10 of 15%, whole words, specials never selected), losses only at selected
 positions, and masked-LM training runs."""
+import json
 import shutil
 from pathlib import Path
 
@@ -76,12 +77,12 @@ def test_masked_lm_needs_a_mask_token_and_a_bidirectional_model(tmp_path):
 
 
 def test_masked_lm_training_learns_and_resumes_exactly(tmp_path):
-    """A small bert-tiny, masked LM on real text (llmarch's own training code, as bytes): validation loss falls
+    """A small bert-tiny, masked LM on real text (the stdlib `json` package's source, as bytes): validation loss falls
     below the unigram entropy, so it reads the context on both sides; a resumed run repeats the uninterrupted
     run's losses exactly (the masks are a pure function of seed and step)."""
     model = llmarch.resolve("bert-tiny", vocab_size=258, n_layers=2, d_model=64, context_length=64)
     kw = dict(batch_size=16, eval_every=30, eval_tokens=4096, tokenizer="byte", objective="mlm", lr=3e-3,
-              data=str(Path(llmarch.__file__).parent / "train"))
+              data=str(Path(json.__file__).parent))
     full = train(model, TrainConfig(steps=90, **kw), tmp_path / "full", verbose=False)
     vals = list(full.val_losses.values())
     assert vals[-1] < vals[0] and vals[-1] < full.unigram_entropy

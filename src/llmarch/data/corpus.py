@@ -9,6 +9,7 @@ import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import LlmarchError
 
@@ -48,8 +49,9 @@ def _read_text(path: Path) -> str | None:
         raise LlmarchError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _jsonl_documents(path: Path) -> list[Document]:
-    docs = []
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line of a .jsonl file; a line that is not a JSON object is
+    a one-line error naming it."""
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -58,9 +60,17 @@ def _jsonl_documents(path: Path) -> list[Document]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise LlmarchError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise LlmarchError(f"{path}:{i}: expected an object with a string field 'text'")
-            docs.append(Document(f"{path.name}:{i}", record["text"]))
+            if not isinstance(record, dict):
+                raise LlmarchError(f"{path}:{i}: expected a JSON object")
+            yield i, record
+
+
+def _jsonl_documents(path: Path) -> list[Document]:
+    docs = []
+    for i, record in jsonl_records(path):
+        if not isinstance(record.get("text"), str):
+            raise LlmarchError(f"{path}:{i}: expected an object with a string field 'text'")
+        docs.append(Document(f"{path.name}:{i}", record["text"]))
     return docs
 
 

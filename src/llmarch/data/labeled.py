@@ -5,14 +5,13 @@ task, so no file has snippets on both sides; its line for a .jsonl file) go to v
 until the class has its share there."""
 from __future__ import annotations
 
-import json
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .corpus import stdlib_documents
+from .corpus import jsonl_records, stdlib_documents
 
 MIN_MODULES = 10  # packages with at least this many modules become classes
 SKIPPED = {"encodings"}  # codec tables: near-identical files, a giveaway rather than a task
@@ -64,19 +63,11 @@ def read_jsonl_examples(path: str | Path) -> list[Example]:
     if not path.is_file():
         raise LlmarchError(f"data {str(path)!r} does not exist")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LlmarchError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not (isinstance(record, dict) and isinstance(record.get("text"), str)
-                    and isinstance(record.get("label"), (str, int)) and not isinstance(record.get("label"), bool)):
-                raise LlmarchError(f"{path}:{i}: expected an object with a string 'text' and a string or integer "
-                                   "'label'")
-            out.append(Example(record["text"], str(record["label"]), f"{path.name}:{i}"))
+    for i, record in jsonl_records(path):
+        label = record.get("label")
+        if not (isinstance(record.get("text"), str) and isinstance(label, (str, int)) and not isinstance(label, bool)):
+            raise LlmarchError(f"{path}:{i}: expected an object with a string 'text' and a string or integer 'label'")
+        out.append(Example(record["text"], str(label), f"{path.name}:{i}"))
     return out
 
 

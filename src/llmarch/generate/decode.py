@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import LlmarchError
+from ..data.batching import pad
 from .sampling import sample
 
 
@@ -13,13 +14,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     """Prompts of different lengths -> ids (B, T) padded on the left, and mask (B, T) of real tokens."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise LlmarchError("every prompt needs at least one token")
-    T = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), T), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, T - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
-        mask[i, T - len(p):] = 1
-    return ids, mask
+    return pad(prompts, pad_id, left=True)
 
 
 @torch.inference_mode()
