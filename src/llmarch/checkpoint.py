@@ -9,25 +9,41 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
 from .errors import LlmarchError, first_and_count
-from .models import TransformerLM
+from .layers import POSITIONS
+from .models import EncoderDecoderLM, TransformerLM
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
+def model_class(cfg: ModelConfig) -> type:
+    return EncoderDecoderLM if cfg.is_encoder_decoder else TransformerLM
+
+
+def stacks(model) -> list[tuple[nn.Module, ModelConfig]]:
+    """Each stack of blocks of a model with the config it was built from (one, or encoder and decoder)."""
+    cfg = model.config
+    if cfg.is_encoder_decoder:
+        return [(model.encoder, cfg.stack_config("encoder")), (model.decoder, cfg.stack_config("decoder"))]
+    return [(model, cfg)]
+
+
 def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> TransformerLM:
     with torch.device(device or "cpu"):
-        return TransformerLM(cfg)
+        return model_class(cfg)(cfg)
 
 
 def with_head(model: TransformerLM, head: str, n_labels: int = 2, **overrides) -> TransformerLM:
     """A model of the same body (embeddings, blocks, final norm: weights shared, not copied) with a fresh
     `head` (layers/heads.py), e.g. a pretrained masked LM turned into a classifier for fine-tuning."""
+    if model.config.is_encoder_decoder:
+        raise LlmarchError("with_head: classifier heads are for decoder-only and encoder-only models")
     cfg = model.config.replace(head=head, n_labels=n_labels, **overrides)
     device = model.embed.weight.device
     new = build_model(cfg, device)
@@ -85,7 +101,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Tr
     except (SafetensorError, OSError, ValueError) as e:
         raise LlmarchError(f"cannot read {weights} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
     with torch.device("meta"):
-        model = TransformerLM(cfg)
+        model = model_class(cfg)(cfg)
     expected = state_for_saving(model)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -106,11 +122,11 @@ def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device) -> Tr
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tied_head:
         model.lm_head.weight = model.embed.weight
-    with torch.device(device or "cpu"):
-        fresh = type(model.positions)(cfg) if cfg.positions != "none" else None
-    if fresh is not None:
+    for stack, stack_cfg in stacks(model):
+        with torch.device(device or "cpu"):
+            fresh = POSITIONS[stack_cfg.positions](stack_cfg)
         for name, buf in fresh.named_buffers():
-            setattr(model.positions, name, buf)
+            setattr(stack.positions, name, buf)
     return model
 
 

@@ -103,15 +103,22 @@ def _load_with_tokenizer(checkpoint):
     return model, tok
 
 
-def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream) -> None:
+def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
+                   length_penalty=1.0, early_stopping=False) -> None:
+    """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source)."""
     from .generate import generate
     from .transforms import transposed_weight_layout
 
     model, tok = _load_with_tokenizer(checkpoint)
     transposed_weight_layout(model)  # faster one-token matmuls on CPU (docs/benchmarks.md)
     encoded = [tok.encode(p) for p in prompts]
+    if model.config.is_encoder_decoder:
+        encoded = [ids + [tok.eos_id] for ids in encoded]  # sources end in eos, as in training
+    if num_beams > 1:
+        temperature, stream = 0.0, False
     if stream and len(prompts) == 1:
-        print(prompts[0], end="", flush=True)
+        if not model.config.is_encoder_decoder:
+            print(prompts[0], end="", flush=True)
         new: list[int] = []
         shown = ""
 
@@ -126,7 +133,8 @@ def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed
         generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed, on_tokens=show)
         print()
         return
-    rows = generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed)
+    rows = generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed,
+                    num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping)
     for i, row in enumerate(rows):
         if len(prompts) > 1:
             print(f"--- [{i}]")
@@ -134,8 +142,9 @@ def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed
 
 
 def cmd_generate(args) -> None:
+    early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     _generate_text(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                   args.seed, not args.no_stream)
+                   args.seed, not args.no_stream, args.num_beams, args.length_penalty, early)
 
 
 def cmd_eval(args) -> None:
@@ -146,7 +155,9 @@ def cmd_eval(args) -> None:
     model, tok = _load_with_tokenizer(args.checkpoint)
     data = load_data(args.data, tok, args.val_fraction)
     data.check_vocab(model.config.vocab_size)
-    objective = objective_for("clm" if model.config.causal else "mlm", tok)  # masked LM: 15% masked, seed 0
+    cfg = model.config  # masks and noise drawn from seed 0: the same figure on every run
+    name = ("span" if tok.sentinel_ids else "infill") if cfg.is_encoder_decoder else "clm" if cfg.causal else "mlm"
+    objective = objective_for(name, tok, context=cfg.context_length)
     result = evaluate(model, data, args.batch_size, args.max_tokens, objective)
     if args.json:
         print(json.dumps(result))
@@ -159,6 +170,11 @@ def cmd_finetune(args) -> None:
     from .train.finetune import FinetuneConfig, finetune
 
     result = finetune(args.checkpoint, FinetuneConfig(**_collect(args, FinetuneConfig)), args.out)
+    if args.task == "seq2seq":
+        print(f"validation exact match {result.exact_match:.4f} (trivial baseline: always the most common "
+              f"target, {result.trivial_baseline:.4f}); validation loss {list(result.val_losses.values())[-1]:.4f}")
+        print(f"checkpoint: {result.checkpoint}")
+        return
     print(f"validation accuracy {result.accuracy:.4f} over {len(result.labels)} labels "
           f"(majority-class baseline {result.majority_baseline:.4f})")
     print(f"checkpoint: {result.checkpoint}")
@@ -265,9 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_overrides(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("finetune", help="fine-tune a checkpoint as a text classifier")
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint as a text classifier or sequence-to-sequence model")
     p.add_argument("--checkpoint", required=True,
-                   help="pretrained llmarch checkpoint or run directory, or a Hugging Face directory (required)")
+                   help="pretrained llmarch checkpoint or run directory, or a Hugging Face directory; with --task "
+                   "seq2seq also a preset or config file, to train from scratch (required)")
     p.add_argument("--out", required=True, help="run directory for the fine-tuned checkpoint (required)")
     _add_fields(p.add_argument_group("fine-tuning"), FinetuneConfig)
     p.set_defaults(func=cmd_finetune)
@@ -295,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
     p.add_argument("--no-stream", action="store_true",
         help="print when done instead of token by token (default: %(default)s)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams; greedy, no "
+                   "sampling (default: %(default)s)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam scores are log-probability / length^this (default: %(default)s)")
+    p.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
+                   help="beam search: stop a row once it has num-beams finished hypotheses (true), when none "
+                   "can improve at the current length (false) or at the longest (never) (default: %(default)s)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="perplexity of a checkpoint on held-out data")

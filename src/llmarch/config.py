@@ -53,6 +53,14 @@ class ModelConfig:
     head_bias: bool = False  # a bias on the output projection
     head: str = "lm"  # lm: vocabulary logits per token; classify: n_labels per sequence; tokens: n_labels per token
     n_labels: int = 2  # classes of the classify and tokens heads
+    n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
+    attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
+    relative_buckets: int = 32  # t5_relative positions: buckets of the relative-position bias
+    relative_max_distance: int = 128  # t5_relative: distances past this share the last bucket
+    head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
+    pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
+    decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
+    eos_id: int | None = None  # encoder-decoders: end of sequence, stored for export and generation defaults
     context_length: int = 1024
     attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
     init_std: float = 0.02
@@ -128,6 +136,13 @@ class ModelConfig:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.n_labels <= 0:
             raise LlmarchError(f"n_labels must be positive, got {self.n_labels}")
+        if self.n_decoder_layers < 0:
+            raise LlmarchError(f"n_decoder_layers must be >= 0, got {self.n_decoder_layers}")
+        if self.n_decoder_layers and (self.head != "lm" or not self.causal):
+            raise LlmarchError("an encoder-decoder (n_decoder_layers > 0) needs head='lm' and causal=True "
+                               "(its decoder is causal; its encoder is always bidirectional)")
+        if self.relative_buckets < 2 or self.relative_max_distance < 1:
+            raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
 
@@ -135,6 +150,17 @@ class ModelConfig:
     def tied_head(self) -> bool:
         """An LM head whose projection is the token-embedding matrix (classifier heads tie nothing)."""
         return self.head == "lm" and self.tie_embeddings
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.n_decoder_layers > 0
+
+    def stack_config(self, part: str) -> "ModelConfig":
+        """The config one stack of an encoder-decoder is built from: part 'encoder' (bidirectional, n_layers
+        blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
+        if part == "encoder":
+            return self.replace(causal=False, n_decoder_layers=0)
+        return self.replace(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0)
 
     @property
     def rotary_dim(self) -> int:

@@ -17,6 +17,23 @@ _BERT = dict(vocab_size=30522, context_length=512, ffn="gelu", positions="learne
              norm_placement="post", causal=False, type_vocab_size=2, embed_norm=True, head_transform=True,
              head_bias=True, tie_embeddings=True, hf_model_type="bert")
 
+# T5 v1.0 (Raffel et al. 2020): pre-norm RMSNorm, relative position bias, unscaled attention, ReLU MLP, no
+# biases, the head tied to the shared embedding with the decoder output scaled by d_model^-0.5.
+_T5 = dict(vocab_size=32128, ffn="relu", norm="rmsnorm", norm_eps=1e-6, norm_bias=False, positions="t5_relative",
+           bias=False, attn_scale=1.0, tie_embeddings=True, head_scale=True, context_length=512, pad_id=0,
+           decoder_start_id=0, eos_id=1, hf_model_type="t5")
+# BART (Lewis et al. 2020): post-norm, learned positions offset by 2, LayerNorm over embeddings, GELU,
+# shared embedding tied to the head, a logits bias.
+_BART = dict(vocab_size=50265, ffn="gelu", norm="layernorm", norm_placement="post", positions="learned",
+             position_offset=2, embed_norm=True, head_bias=True, tie_embeddings=True, context_length=1024, pad_id=1,
+             decoder_start_id=2, eos_id=2, hf_model_type="bart")
+# The original Transformer (Vaswani et al. 2017, base): post-norm, ReLU, sinusoidal positions, embeddings
+# scaled by sqrt(d_model), one matrix for source and target embeddings and the pre-softmax projection (§3.4).
+# The sinusoids are laid out as the reference code (tensor2tensor) and Marian do: sines, then cosines.
+_TRANSFORMER = dict(ffn="relu", norm="layernorm", norm_eps=1e-6, norm_placement="post",
+                    positions="sinusoidal_halves", embed_scale=True, tie_embeddings=True, context_length=512,
+                    pad_id=0, decoder_start_id=0, eos_id=1, hf_model_type="marian")
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -36,6 +53,16 @@ PRESETS: dict[str, dict] = {
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
                        ffn_hidden=768, context_length=256),
     "bert-tiny": dict(_BERT, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, context_length=256),
+    "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
+    "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
+    "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),
+    # the paper's base model on WMT14 En-De: a shared BPE vocabulary of about 37000 tokens (§5.1)
+    "transformer-base": dict(_TRANSFORMER, vocab_size=37000, d_model=512, n_layers=6, n_decoder_layers=6,
+                             n_heads=8, ffn_hidden=2048),
+    "t5-tiny": dict(_T5, vocab_size=8192, d_model=256, n_layers=4, n_decoder_layers=4, n_heads=4, ffn_hidden=1024,
+                    context_length=256),
+    "bart-tiny": dict(_BART, vocab_size=8192, d_model=256, n_layers=4, n_decoder_layers=4, n_heads=4,
+                      context_length=256),
 }
 
 

@@ -53,17 +53,19 @@ def _encode(docs: list[Document], tok: Tokenizer) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
-def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool = False) -> Tokenizer:
+def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool = False,
+                  sentinels: int = 0) -> Tokenizer:
     """The tokenizer a fresh run trains with: bytes, or BPE trained on the training documents (cached);
-    with a mask token for masked-LM pretraining."""
+    with a mask token for masked-LM pretraining, and sentinel tokens for span corruption."""
     if kind == "byte":
-        return ByteTokenizer(mask=mask)
+        return ByteTokenizer(mask=mask, sentinels=sentinels)
     if kind != "bpe":
         raise LlmarchError(f"unknown tokenizer {kind!r}; choose one of: bpe, byte")
-    folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}{'-mask' if mask else ''}"
+    specials = ("-mask" if mask else "") + (f"-sentinels{sentinels}" if sentinels else "")
+    folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}{specials}"
     if (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder)
-    tok = train_bpe((d.text for d in docs), vocab_size, mask=mask)
+    tok = train_bpe((d.text for d in docs), vocab_size, mask=mask, sentinels=sentinels)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(folder)
     return tok

@@ -7,7 +7,9 @@ import torch
 
 from ..errors import LlmarchError
 from ..data.batching import pad
+from .beam import beam_search
 from .sampling import sample
+from .seq2seq import check_beam_args, generate_seq2seq
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,13 +22,21 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
 @torch.inference_mode()
 def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, eos_id: int | None = None, attention_mask: torch.Tensor | None = None,
-             seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None):
+             seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None,
+             num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
+    num_beams > 1: beam search (beam.py) with length_penalty and early_stopping (True, False or "never"),
+    returning each row's best hypothesis. Encoder-decoders: see seq2seq.generate_seq2seq (input_ids are the
+    sources; the result is the decoder's sequences).
 
     input_ids: a (B, T) tensor (left-padded, with attention_mask) or a list of token-id lists of any lengths.
     Returns the same kind: a (B, T + n) tensor of prompt + new ids (rows finished early hold eos_id after
     their end), or a list of lists, each its prompt + new ids up to and including eos_id.
     on_tokens receives each step's new ids (B,) as they are produced (streaming)."""
+    check_beam_args(num_beams, temperature, length_penalty, early_stopping)
+    if model.config.is_encoder_decoder:
+        return generate_seq2seq(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_id, attention_mask,
+                                seed, on_tokens, num_beams, length_penalty, early_stopping)
     if not model.config.causal:
         raise LlmarchError(f"{model.config.name} is bidirectional (causal=False) and cannot generate left to right")
     as_lists = not isinstance(input_ids, torch.Tensor)
@@ -47,6 +57,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     if attention_mask is not None and not bool(attention_mask.all()):
         mask = torch.ones(B, total, dtype=torch.long, device=device)
         mask[:, :T] = attention_mask.to(device)
+    if num_beams > 1:
+        return _beam_decode(model, input_ids, mask, max_new_tokens, eos_id, pad_id, num_beams, length_penalty,
+                            early_stopping, as_lists)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -76,9 +89,14 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     finally:
         model.clear_cache()
         model.train(was_training)
-    out = out[:, :T + n]
+    return _finish(out[:, :T + n], mask, T, eos_id, as_lists)
+
+
+def _finish(out: torch.Tensor, mask: torch.Tensor | None, T: int, eos_id: int | None, as_lists: bool):
+    """The tensor as it is, or each row without its left padding and cut after its first new eos."""
     if not as_lists:
         return out
+    B = out.shape[0]
     rows = []
     for b in range(B):
         start = 0 if mask is None else int((mask[b, :T] == 0).sum())
@@ -87,3 +105,31 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             row = row[: row.index(eos_id, T - start) + 1]
         rows.append(row)
     return rows
+
+
+def _beam_decode(model, input_ids: torch.Tensor, mask: torch.Tensor | None, max_new_tokens: int, eos_id: int | None,
+                 pad_id: int, num_beams: int, length_penalty: float, early_stopping, as_lists: bool):
+    """Beam search for a decoder-only model: each prompt repeated per beam, one prefill, then a step per token."""
+    B, T = input_ids.shape
+    rows_ids = input_ids.repeat_interleave(num_beams, dim=0)
+    rows_mask = None if mask is None else mask.repeat_interleave(num_beams, dim=0)
+    was_training = model.training
+    model.eval()
+    model.setup_cache(B * num_beams, T + max_new_tokens)
+    state = {"n": T}
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        pos = torch.tensor([state["n"]], device=tokens.device)
+        state["n"] += 1
+        return model(tokens[:, None], attention_mask=rows_mask, input_pos=pos, kv_len=state["n"]).logits[:, -1]
+
+    try:
+        first = model(rows_ids, attention_mask=rows_mask, input_pos=torch.arange(T, device=input_ids.device),
+                      last_only=True, kv_len=T).logits[:, -1]
+        fill = eos_id if eos_id is not None else pad_id
+        out = beam_search(first, step, model.reorder_cache, input_ids, num_beams, max_new_tokens, eos_id, fill,
+                          length_penalty, early_stopping)
+    finally:
+        model.clear_cache()
+        model.train(was_training)
+    return _finish(out, mask, T, eos_id, as_lists)

@@ -1,6 +1,6 @@
 """Hugging Face interop: one small mapping module per `model_type`, each registering a Family whose
 weight map and config translation drive both import (`from_hf`) and export (`to_hf`)."""
-from . import bert, gemma, gpt2, gpt_neox, llama, mistral, qwen2, roberta  # noqa: F401  (registers the families)
+from . import bart, bert, gemma, gpt2, gpt_neox, llama, marian, mistral, qwen2, roberta, t5  # noqa: F401 (registers)
 from .hf import FAMILIES, from_hf, is_hf_dir, to_hf
 from .mapping import export_state
 

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import assemble, state_for_saving
+from ..checkpoint import assemble, model_class, state_for_saving
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
@@ -90,10 +90,10 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     cfg = cfg.replace(**head) if head else cfg
     ckpt = Checkpoint(path, family.canonical)
     with torch.device("meta"):
-        model = TransformerLM(cfg)
+        model = model_class(cfg)(cfg)
     wanted = {k: v.shape for k, v in state_for_saving(model).items()}
     state, used = {}, set()
-    for rule in expand(family.rules_for(cfg), cfg.n_layers):
+    for rule in expand(family.rules_for(cfg), cfg):
         if rule.ours in wanted:
             state[rule.ours] = _read(ckpt, rule, wanted[rule.ours], cfg, dtype, device)
             used.update(rule.hf)
@@ -115,7 +115,7 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
             raise LlmarchError(f"checkpoint is missing tensor {name}")
     first, key = ckpt.file(rule.hf[0])
     out = torch.empty(shape, dtype=dtype or first.dtype(key))
-    pieces = out.split(fused_sizes(cfg, len(rule.hf)), dim=0) if len(rule.hf) > 1 else [out]
+    pieces = out.split(fused_sizes(cfg, rule), dim=0) if len(rule.hf) > 1 else [out]
     to_ours, _, hf_shape = LAYOUTS[rule.layout]
     for name, piece in zip(rule.hf, pieces):
         f, key = ckpt.file(name)
@@ -143,7 +143,7 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face layout for the {cfg.head} head")
     ours = state_for_saving(model)
     rules = family.rules_for(cfg)
-    unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg.n_layers)})
+    unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg)})
     if unmapped:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face name for {first_and_count(unmapped)}")
     tensors = export_state(ours, rules, cfg)

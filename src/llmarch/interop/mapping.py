@@ -1,6 +1,7 @@
 """Declarative weight maps. A Rule pairs Hugging Face tensor names with one of ours (`{i}` is the layer
 index) and a layout; the same rules convert in both directions. Several HF names are concatenated along
-dim 0 into one of ours (q, k, v -> qkv_proj; gate, up -> gate_up)."""
+dim 0 into one of ours (q, k, v -> qkv_proj; k, v -> kv_proj; gate, up -> gate_up). In an encoder-decoder
+`{i}` counts the encoder's blocks in names under `encoder.` and the decoder's under `decoder.`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,19 +35,25 @@ LAYOUTS = {
     "same": (lambda t, cfg: t, lambda t, cfg: t, lambda s: s),
     "transposed": (lambda t, cfg: t.t(), lambda t, cfg: t.t(), lambda s: s[::-1]),  # HF Conv1D stores (in, out)
     "neox_qkv": (lambda t, cfg: _neox_qkv(t, cfg, True), lambda t, cfg: _neox_qkv(t, cfg, False), lambda s: s),
+    "row": (lambda t, cfg: t.reshape(-1), lambda t, cfg: t[None], lambda s: (1, *s)),  # BART's (1, V) logits bias
 }
 
 
-def fused_sizes(cfg, n_parts: int) -> list[int]:
-    """How our fused tensors split: 3 parts are q|k|v rows (see layers/attention.py), 2 are gate|up halves."""
-    if n_parts == 3:
-        return [cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim]
-    return [cfg.ffn_hidden] * n_parts
+def fused_sizes(cfg, rule: Rule) -> list[int]:
+    """How one of our fused tensors splits into the HF tensors of `rule`: q|k|v rows (layers/attention.py),
+    k|v rows (layers/cross_attention.py) or gate|up halves (layers/ffn.py)."""
+    kv = cfg.n_kv_heads * cfg.head_dim
+    if len(rule.hf) == 3:
+        return [cfg.n_heads * cfg.head_dim, kv, kv]
+    if ".kv_proj." in rule.ours:
+        return [kv, kv]
+    return [cfg.ffn_hidden] * len(rule.hf)
 
 
-def expand(rules: list[Rule], n_layers: int) -> list[Rule]:
+def expand(rules: list[Rule], cfg) -> list[Rule]:
     out = []
     for r in rules:
+        n_layers = cfg.n_decoder_layers if r.ours.startswith("decoder.") else cfg.n_layers
         for i in (range(n_layers) if "{i}" in r.ours else [None]):
             out.append(Rule(tuple(h.format(i=i) for h in r.hf), r.ours.format(i=i), r.layout))
     return out
@@ -55,11 +62,11 @@ def expand(rules: list[Rule], n_layers: int) -> list[Rule]:
 def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[str, torch.Tensor]:
     """Ours -> HF for a model with ModelConfig `cfg`; rules for tensors the model lacks are skipped."""
     hf = {}
-    for r in expand(rules, cfg.n_layers):
+    for r in expand(rules, cfg):
         if r.ours not in ours:
             continue
         t = ours[r.ours]
-        pieces = t.split(fused_sizes(cfg, len(r.hf)), dim=0) if len(r.hf) > 1 else [t]
+        pieces = t.split(fused_sizes(cfg, r), dim=0) if len(r.hf) > 1 else [t]
         for name, piece in zip(r.hf, pieces):
             hf[name] = LAYOUTS[r.layout][1](piece, cfg).contiguous()
     return hf

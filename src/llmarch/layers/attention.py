@@ -24,33 +24,47 @@ ATTENTION: Registry = Registry("attention implementation")
 class AttentionContext:
     """What every attention layer of one forward pass shares, computed once by the model."""
 
-    mask: torch.Tensor | None  # bool (B|1, 1, T, S), True = may attend; None with causal: plain causal T == S
+    # bool (B|1, 1, T, S), True = may attend, or float (B|1, H|1, T, S) added to the scores (a position bias
+    # with -inf where attention is barred); None with causal: plain causal T == S
+    mask: torch.Tensor | None
     causal: bool
     rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, T, D)
     input_pos: torch.Tensor  # (T,) cache slots of this call's tokens
     kv_len: int | None = None  # cache slots filled after this call: attend to these only (eager decoding)
+    memory: torch.Tensor | None = None  # (B, S, C) encoder output that cross-attention reads (encoder-decoders)
+    memory_mask: torch.Tensor | None = None  # bool (B, 1, 1, S): real source tokens; None: all real
 
 
 @ATTENTION.register("sdpa")
-def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook):
+def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None):
     is_causal = causal and mask is None
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
-                                          enable_gqa=q.shape[1] != k.shape[1])
+                                          scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
 @ATTENTION.register("eager")
-def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook):
+def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None):
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, S, D)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
     if mask is None and causal:
         T, S = scores.shape[-2:]
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-    if mask is not None:
+    if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask
     pattern = pattern_hook(scores.float().softmax(dim=-1).to(q.dtype))
     pattern = F.dropout(pattern, p=dropout_p, training=dropout_p > 0)
     return pattern @ v
+
+
+def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
+    """(B, T, n*d) -> (B, n, T, d)."""
+    return t.view(t.shape[0], t.shape[1], n, d).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -58,6 +72,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.dropout = cfg.dropout
+        self.scale = cfg.attn_scale
         self.kernel = ATTENTION[cfg.attention]
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
@@ -82,6 +97,6 @@ class Attention(nn.Module):
             if ctx.kv_len is not None:
                 k, v = k[:, :, : ctx.kv_len], v[:, :, : ctx.kv_len]
         dropout_p = self.dropout if self.training else 0.0
-        y = self.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, self.hook_pattern)  # (B, H, T, D)
+        y = self.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, self.hook_pattern, self.scale)  # (B, H, T, D)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, H, D)
         return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))

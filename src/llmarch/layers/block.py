@@ -1,27 +1,38 @@
-"""The residual block. Sequential pre-norm (GPT-2, LLaMA): x += attn(n1(x)); x += ffn(n2(x)).
-Sequential post-norm (Vaswani et al. 2017; BERT): x = n1(x + attn(x)); x = n2(x + ffn(x)).
-Parallel (GPT-J, PaLM §2): x += attn(n1(x)) + ffn(n2(x))."""
+"""The residual block. Sequential pre-norm (GPT-2, LLaMA, T5): x += attn(n1(x)); x += ffn(n2(x)).
+Sequential post-norm (Vaswani et al. 2017; BERT, BART): x = n1(x + attn(x)); x = n2(x + ffn(x)).
+Parallel (GPT-J, PaLM §2): x += attn(n1(x)) + ffn(n2(x)).
+A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
+cross-attention over the encoder output, with its own norm (ln_cross) placed the same way."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .attention import Attention, AttentionContext
+from .cross_attention import CrossAttention
 from .ffn import make_ffn
 from .hooks import HookPoint
 from .norms import make_norm
 
 
 class Block(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, cross: bool = False):
         super().__init__()
         self.pre_norm = cfg.norm_placement == "pre"
         self.parallel = cfg.block == "parallel"
         self.ln1, self.attn = make_norm(cfg), Attention(cfg)
+        if cross:
+            self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
+            self.hook_cross_out = HookPoint()
         self.ln2, self.mlp = make_norm(cfg), make_ffn(cfg)
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else HookPoint()  # HookPoint: a free identity
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
+
+    def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer, hook: HookPoint) -> torch.Tensor:
+        if self.pre_norm:
+            return x + hook(self.drop(sublayer(norm(x))))
+        return norm(x + hook(self.drop(sublayer(x))))
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         x = self.hook_resid_pre(x)
@@ -29,8 +40,7 @@ class Block(nn.Module):
             a = self.hook_attn_out(self.drop(self.attn(self.ln1(x), ctx)))
             m = self.hook_mlp_out(self.drop(self.mlp(self.ln2(x))))
             return self.hook_resid_post(x + a + m)
-        if self.pre_norm:
-            x = self.hook_resid_mid(x + self.hook_attn_out(self.drop(self.attn(self.ln1(x), ctx))))
-            return self.hook_resid_post(x + self.hook_mlp_out(self.drop(self.mlp(self.ln2(x)))))
-        x = self.hook_resid_mid(self.ln1(x + self.hook_attn_out(self.drop(self.attn(x, ctx)))))
-        return self.hook_resid_post(self.ln2(x + self.hook_mlp_out(self.drop(self.mlp(x)))))
+        x = self.hook_resid_mid(self._residual(x, self.ln1, lambda h: self.attn(h, ctx), self.hook_attn_out))
+        if hasattr(self, "cross_attn"):
+            x = self._residual(x, self.ln_cross, lambda h: self.cross_attn(h, ctx), self.hook_cross_out)
+        return self.hook_resid_post(self._residual(x, self.ln2, self.mlp, self.hook_mlp_out))

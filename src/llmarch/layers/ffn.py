@@ -51,6 +51,7 @@ class GLU(nn.Module):
 
 FFN_ACTIVATION: dict[str, str] = {}  # ffn name -> its activation's name
 for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh"), ("relu", MLP, "relu"),
+                          ("silu", MLP, "silu"),
                           ("swiglu", GLU, "silu"), ("geglu", GLU, "gelu"), ("geglu_tanh", GLU, "gelu_tanh")]:
     FFNS.register(_name)(partial(_cls, act=_act))
     FFN_ACTIVATION[_name] = _act

@@ -23,3 +23,8 @@ class KVCache(nn.Module):
         self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
         self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
         return self.k, self.v
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row r now holds what row rows[r] held (beam search keeps the caches of the surviving beams)."""
+        self.k = self.k.index_select(0, rows)
+        self.v = self.v.index_select(0, rows)

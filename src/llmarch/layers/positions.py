@@ -1,6 +1,7 @@
-"""Position information, one of three kinds (see docs/architectures):
-added to token embeddings (learned, sinusoidal), rotated into queries and keys (RoPE), or none.
-Each module answers `embed(pos)` (an additive (B, T, C) term or None) and `rotary(pos)` ((cos, sin) or None)."""
+"""Position information, one of four kinds (see docs/architectures): added to token embeddings (learned,
+sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias), or none.
+Each module answers `embed(pos)` (an additive (B, T, C) term or None), `rotary(pos)` ((cos, sin) or None) and
+`bias(input_pos, key_len)` (an additive (1, H, T, S) score bias or None)."""
 from __future__ import annotations
 
 import math
@@ -20,6 +21,9 @@ class NoPositions(nn.Module):
     def rotary(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
+    def bias(self, input_pos: torch.Tensor, key_len: int) -> torch.Tensor | None:
+        return None
+
 
 class LearnedPositions(NoPositions):
     """A trained vector per absolute position (GPT-2, BERT)."""
@@ -33,17 +37,22 @@ class LearnedPositions(NoPositions):
 
 
 class SinusoidalPositions(NoPositions):
-    """PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))  (Vaswani et al. 2017, §3.5)."""
+    """PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))  (Vaswani et al. 2017, §3.5).
+    halves=True keeps the same values in another order, every sine first, then every cosine (tensor2tensor,
+    fairseq, Marian). Computed in float64, so long positions keep full fp32 precision."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, halves: bool = False):
         super().__init__()
         d = cfg.d_model
-        p = torch.arange(cfg.context_length, dtype=torch.float32)[:, None]
-        inv = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-        table = torch.zeros(cfg.context_length, d)
-        table[:, 0::2] = torch.sin(p * inv)
-        table[:, 1::2] = torch.cos(p * inv)[:, : d // 2]
-        self.register_buffer("table", table, persistent=False)
+        p = torch.arange(cfg.context_length, dtype=torch.float64)[:, None]
+        angles = p / 10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)  # (P, ceil(d/2))
+        sin, cos = torch.sin(angles), torch.cos(angles)[:, : d // 2]
+        if halves:
+            table = torch.cat((sin, cos), dim=1)
+        else:
+            table = torch.zeros(cfg.context_length, d, dtype=torch.float64)
+            table[:, 0::2], table[:, 1::2] = sin, cos
+        self.register_buffer("table", table.float(), persistent=False)
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.table)
@@ -116,7 +125,42 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out.to(x.dtype)
 
 
+class RelativeBias(NoPositions):
+    """T5's relative position bias (Raffel et al. 2020, §2.1): a learned scalar per head and bucket of the
+    offset key - query, added to the attention scores of every layer of a stack (computed once, shared).
+    Half the buckets hold exact small offsets, the rest grow logarithmically up to max_distance, beyond which
+    offsets share the last bucket. An encoder (bidirectional) splits the buckets between keys before and
+    after the query; a decoder (causal) only sees keys before it. Positions are cache slots, padding or not."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.bidirectional = not cfg.causal
+        self.buckets, self.max_distance = cfg.relative_buckets, cfg.relative_max_distance
+        self.weight = nn.Parameter(torch.zeros(cfg.relative_buckets, cfg.n_heads))  # (buckets, H)
+
+    def bucket(self, offset: torch.Tensor) -> torch.Tensor:
+        """offset = key slot - query slot (any shape) -> bucket index."""
+        n, out = self.buckets, torch.zeros_like(offset)
+        if self.bidirectional:
+            n //= 2
+            out = out + (offset > 0).long() * n
+            distance = offset.abs()
+        else:
+            distance = (-offset).clamp(min=0)
+        exact = n // 2
+        log_part = exact + (torch.log(distance.float() / exact) / math.log(self.max_distance / exact)
+                            * (n - exact)).long()
+        return out + torch.where(distance < exact, distance, log_part.clamp(max=n - 1))
+
+    def bias(self, input_pos: torch.Tensor, key_len: int) -> torch.Tensor:
+        keys = torch.arange(key_len, device=input_pos.device)
+        values = self.weight[self.bucket(keys[None, :] - input_pos[:, None])]  # (T, S, H)
+        return values.permute(2, 0, 1)[None]  # (1, H, T, S)
+
+
 POSITIONS.register("none")(lambda cfg: NoPositions())
 POSITIONS.register("learned")(LearnedPositions)
 POSITIONS.register("sinusoidal")(SinusoidalPositions)
+POSITIONS.register("sinusoidal_halves")(lambda cfg: SinusoidalPositions(cfg, halves=True))
+POSITIONS.register("t5_relative")(RelativeBias)
 POSITIONS.register("rope")(RotaryPositions)

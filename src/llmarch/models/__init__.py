@@ -1,4 +1,6 @@
-"""Thin assemblies of layers/: the transformer LM (causal or bidirectional); encoder-decoder joins here."""
-from .transformer import TransformerLM, ModelOutput
+"""Thin assemblies of layers/: the transformer LM (causal or bidirectional, one stack) and the
+encoder-decoder (two stacks joined by cross-attention)."""
+from .encoder_decoder import EncoderDecoderLM
+from .transformer import ModelOutput, TransformerLM
 
-__all__ = ["TransformerLM", "ModelOutput"]
+__all__ = ["EncoderDecoderLM", "ModelOutput", "TransformerLM"]

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import TokenData
-from .objectives import IGNORE, Objective, causal_lm, lm_loss
+from .objectives import IGNORE, Objective, causal_lm, lm_loss, model_kwargs
 
 
 @torch.no_grad()
@@ -21,10 +21,10 @@ def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = N
     total, count = 0.0, 0
     try:
         for i, (x, y) in enumerate(data.sequential("val", batch_size, model.config.context_length, max_tokens)):
-            x, y = objective(x, y, np.random.default_rng([seed, i]))
-            x, y = x.to(device), y.to(device)
+            inputs, y = objective(x, y, np.random.default_rng([seed, i]))
+            y = y.to(device)
             n = int((y != IGNORE).sum())
-            total += lm_loss(model(x).logits, y).item() * n
+            total += lm_loss(model(**model_kwargs(inputs, device)).logits, y).item() * n
             count += n
     finally:
         model.train(was_training)

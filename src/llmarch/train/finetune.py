@@ -33,8 +33,11 @@ FIELDS = ["step", "train_loss", "lr", "val_loss", "val_accuracy"]
 
 @dataclass
 class FinetuneConfig:
-    task: str = "classify"  # classify: one label per text
-    data: str | None = None  # .jsonl of {text, label}; None: which stdlib package a code snippet is from
+    task: str = "classify"  # classify: one label per text; seq2seq: a target text per source (encoder-decoders)
+    # classify: .jsonl of {text, label}, None: which stdlib package a code snippet is from;
+    # seq2seq: .jsonl of {source, target}, None: a stdlib function's name from its docstring
+    data: str | None = None
+    tokenizer: str = "bpe"  # seq2seq from a preset: bpe (trained on the training texts) or byte
     steps: int = 300
     batch_size: int = 16
     lr: float = 1e-4
@@ -54,8 +57,8 @@ class FinetuneConfig:
     log_every: int = 10
 
     def validate(self) -> None:
-        if self.task != "classify":
-            raise LlmarchError(f"unknown task {self.task!r}; choose one of: classify")
+        if self.task not in ("classify", "seq2seq"):
+            raise LlmarchError(f"unknown task {self.task!r}; choose one of: classify, seq2seq")
         for name in ("steps", "batch_size", "eval_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
@@ -90,8 +93,14 @@ def classify_eval(model, seqs: list[list[int]], labels: list[int], batch_size: i
     return {"loss": loss / len(seqs), "accuracy": correct / len(seqs)}
 
 
-def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbose: bool = True) -> FinetuneResult:
+def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbose: bool = True):
+    """task classify: a FinetuneResult; task seq2seq: train/seq2seq.py's Seq2SeqResult (checkpoint may then
+    also be a preset name or config file, to train from scratch)."""
     fc.validate()
+    if fc.task == "seq2seq":
+        from .seq2seq import train_seq2seq
+
+        return train_seq2seq(checkpoint, fc, out, verbose)
     out = Path(out)
     if (out / "latest").exists():
         raise LlmarchError(f"{out} already holds a run; choose another --out")

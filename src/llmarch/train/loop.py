@@ -1,4 +1,4 @@
-"""The pretraining loop (causal LM or masked LM, train/objectives.py): AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast
+"""The pretraining loop (causal LM, masked LM, span corruption or text infilling: train/objectives.py): AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast
 on CUDA, optional torch.compile, periodic validation, atomic checkpoints and exact resume.
 Rank-aware (RANK/WORLD_SIZE from torchrun): each rank draws its own batches, rank 0 logs and saves."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..data.dataset import TokenData, split_documents, tokenizer_for
 from ..data.tokenizer import Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .evaluate import evaluate, unigram_entropy
-from .objectives import check_objective, lm_loss, objective_for
+from .objectives import OBJECTIVES, check_objective, lm_loss, model_kwargs, objective_for
 from .metrics import MetricsLog, Progress, perplexity
 from .schedule import lr_at
 
@@ -29,8 +29,11 @@ from .schedule import lr_at
 @dataclass
 class TrainConfig:
     steps: int = 1000
-    objective: str = "clm"  # clm: causal LM (decoders); mlm: masked LM (encoders: BERT, RoBERTa)
+    # clm: causal LM (decoders); mlm: masked LM (encoders: BERT, RoBERTa); span: T5 span corruption and
+    # infill: BART text infilling (encoder-decoders)
+    objective: str = "clm"
     mask_rate: float = 0.15  # mlm: share of tokens selected for prediction
+    noise_rate: float | None = None  # span: noise density (None: 0.15); infill: masked share (None: 0.3)
     whole_word_mask: bool = False  # mlm: select whole words (all of a word's tokens together)
     batch_size: int = 16
     grad_accum: int = 1
@@ -60,8 +63,10 @@ class TrainConfig:
                 raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.min_lr < 0:
             raise LlmarchError("lr must be positive and min_lr non-negative")
-        if self.objective not in ("clm", "mlm"):
-            raise LlmarchError(f"unknown objective {self.objective!r}; choose one of: clm, mlm")
+        if self.objective not in OBJECTIVES:
+            raise LlmarchError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        if self.noise_rate is not None and not 0 < self.noise_rate < 1:
+            raise LlmarchError(f"noise_rate must be in (0, 1), got {self.noise_rate}")
         if not 0 < self.val_fraction < 1:
             raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -86,6 +91,9 @@ def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.op
     return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=device.type == "cuda")
 
 
+SENTINELS = 100  # T5's count of sentinel tokens (<extra_id_0> ... <extra_id_99>)
+
+
 def _prepare(model_cfg: ModelConfig | None, tc: TrainConfig, out: Path, resume: bool, device: torch.device,
              docs: list):
     """Model, tokenizer, optimizer state and start step: fresh, or from the run's latest checkpoint."""
@@ -99,7 +107,10 @@ def _prepare(model_cfg: ModelConfig | None, tc: TrainConfig, out: Path, resume: 
         raise LlmarchError("a fresh run needs --model")
     check_objective(tc.objective, model_cfg)
     train_docs, _ = split_documents(docs, tc.val_fraction)
-    tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size, mask=tc.objective == "mlm")
+    tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size, mask=tc.objective in ("mlm", "infill"),
+                        sentinels=SENTINELS if tc.objective == "span" else 0)
+    if model_cfg.is_encoder_decoder:  # our tokenizers have no pad: eos pads, starts the decoder and ends outputs
+        model_cfg = model_cfg.replace(pad_id=tok.eos_id, decoder_start_id=tok.eos_id, eos_id=tok.eos_id)
     torch.manual_seed(tc.seed)
     return build_model(model_cfg, device), tok, None, 0
 
@@ -116,7 +127,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     model, tok, ckpt, start = _prepare(model_cfg, tc, out, resume, device, docs)
     cfg = model.config
     check_objective(tc.objective, cfg)
-    objective = objective_for(tc.objective, tok, tc.mask_rate, tc.whole_word_mask)
+    objective = objective_for(tc.objective, tok, tc.mask_rate, tc.whole_word_mask, cfg.context_length, tc.noise_rate)
     check_fits(tok, cfg.vocab_size)
     data = TokenData.prepare(docs, tok, tc.val_fraction)
     data.check_vocab(cfg.vocab_size)
@@ -145,10 +156,9 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
         loss_sum = 0.0
         for micro in range(tc.grad_accum):
             x, y = data.batch("train", step, tc.batch_size, cfg.context_length, tc.seed, rank, micro)
-            x, y = objective(x, y, np.random.default_rng([tc.seed, step, micro, rank, 2]))
-            x, y = x.to(device), y.to(device)
+            inputs, y = objective(x, y, np.random.default_rng([tc.seed, step, micro, rank, 2]))
             with autocast:
-                loss = lm_loss(forward(x).logits, y)
+                loss = lm_loss(forward(**model_kwargs(inputs, device)).logits, y.to(device))
             (loss / tc.grad_accum).backward()
             loss_sum += loss.item() / tc.grad_accum
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

@@ -5,7 +5,10 @@ IGNORE (-100) carries no loss, so one cross-entropy serves them all.
 - mlm, masked language modelling (Devlin et al. 2019, §3.1 "Task #1"): select `rate` (15%) of the tokens;
   of those, replace 80% by the mask token, 10% by a random token and keep 10%; predict the original token at
   the selected positions only. With whole-word masking (the BERT authors' 2019 release) a word's tokens are
-  selected together. Special tokens (end-of-text, mask) are never selected."""
+  selected together. Special tokens (end-of-text, mask) are never selected.
+- span, T5 span corruption, and infill, BART text infilling (train/noising.py), for encoder-decoders: each
+  window becomes a (corrupted source, target) pair; the inputs are the encoder's ids and mask and the
+  decoder's teacher-forced ids, as a dict of model keyword arguments."""
 from __future__ import annotations
 
 from typing import Callable
@@ -18,8 +21,19 @@ from ..errors import LlmarchError
 
 IGNORE = -100
 
-# (x, y, rng) -> (inputs, targets): x (B, T) a window, y (B, T) the same window shifted by one token
-Objective = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
+# (x, y, rng) -> (inputs, targets): x (B, T) a window, y (B, T) the same window shifted by one token;
+# inputs: input_ids, or a dict of the model's keyword arguments
+Objective = Callable[[torch.Tensor, torch.Tensor, np.random.Generator],
+                     tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]]
+OBJECTIVES = ("clm", "mlm", "span", "infill")
+SEQ2SEQ_OBJECTIVES = ("span", "infill")
+
+
+def model_kwargs(inputs: torch.Tensor | dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """An objective's inputs as keyword arguments of the model's forward, on `device`."""
+    if isinstance(inputs, torch.Tensor):
+        return {"input_ids": inputs.to(device)}
+    return {k: v.to(device) for k, v in inputs.items()}
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -88,17 +102,52 @@ class MaskedLM:
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
-def objective_for(name: str, tok, mask_rate: float = 0.15, whole_word: bool = False) -> Objective:
+class Denoising:
+    """span (T5) or infill (BART) on each window: the corrupted window is the source, the target is what
+    the decoder must produce (the dropped spans after their sentinels, or the whole window), both ending in eos.
+    Windows are cut one token short so source and target, eos included, fit the context."""
+
+    def __init__(self, kind: str, tok, context: int, rate: float | None = None):
+        from .noising import span_corruption, text_infilling
+
+        self.tok, self.context = tok, context
+        if kind == "span":
+            if not tok.sentinel_ids:
+                raise LlmarchError("span corruption needs a tokenizer with sentinel tokens")
+            self.corrupt = lambda ids, rng: span_corruption(ids, tok.sentinel_ids, tok.eos_id, rng,
+                                                            noise_density=rate or 0.15)
+        else:
+            if tok.mask_id is None:
+                raise LlmarchError("text infilling needs a tokenizer with a mask token")
+            self.corrupt = lambda ids, rng: text_infilling(ids, tok.mask_id, rng, mask_ratio=rate or 0.3,
+                                                           eos_id=tok.eos_id)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator):
+        from ..data.seq2seq import seq2seq_batch
+
+        pairs = [self.corrupt(row[: self.context - 1].tolist(), rng) for row in x]
+        batch = seq2seq_batch(pairs, self.tok.eos_id, self.tok.eos_id, self.context, self.context)
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids")}, batch["labels"]
+
+
+def objective_for(name: str, tok, mask_rate: float = 0.15, whole_word: bool = False,
+                  context: int | None = None, noise_rate: float | None = None) -> Objective:
     if name == "clm":
         return causal_lm
     if name == "mlm":
         return MaskedLM(tok, mask_rate, whole_word)
-    raise LlmarchError(f"unknown objective {name!r}; choose one of: clm, mlm")
+    if name in SEQ2SEQ_OBJECTIVES:
+        return Denoising(name, tok, context or 512, noise_rate)
+    raise LlmarchError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}")
 
 
 def check_objective(name: str, cfg) -> None:
     """A causal model cannot learn to fill masks from both sides; a bidirectional one would see the token it
     must predict next."""
+    if cfg.is_encoder_decoder != (name in SEQ2SEQ_OBJECTIVES):
+        kind = "an encoder-decoder" if cfg.is_encoder_decoder else "not an encoder-decoder"
+        raise LlmarchError(f"{cfg.name} is {kind}: objective {name} does not fit it; encoder-decoders train with "
+                           f"{' or '.join(SEQ2SEQ_OBJECTIVES)}, other models with clm or mlm")
     if name == "clm" and not cfg.causal:
         raise LlmarchError(f"{cfg.name} is bidirectional (causal=False): causal-LM training would let it see the "
                            "tokens it predicts; use --objective mlm")

@@ -1,0 +1,167 @@
+"""Supervised sequence-to-sequence data: (source text, target text) pairs from a .jsonl file of
+{"source": ..., "target": ...}, or the default task built from the embedded corpus, and their padded batches.
+
+The default task names a function from its docstring: source = the summary (first paragraph, whitespace
+collapsed, cut to MAX_SOURCE_CHARS at a word) of a standard-library function's docstring, target = the
+function's name ("Return the number of Thread objects currently alive." -> "active_count"). To keep it
+learnable but not trivial:
+- names starting with "_" are left out: dunder names are fixed by protocol with stock docstrings ("Return
+  repr(self)."), and whether a helper is private is not in its docstring;
+- a summary may contain the name (about one pair in nine: "Return a shallow copy." -> "copy"): picking the
+  word that names the function is part of the task, as in real summarisation data;
+- identical pairs are kept once (the first in file order: a copy in another file would leak across the split),
+  and a summary given to several different names ("**DEPRECATED**", an alias's shared docstring) is left out,
+  since no model could tell which is meant.
+The split is grouped by source file (no file has pairs on both sides) and deterministic: whole files go to
+validation in crc32 order of their names until validation has its share; a .jsonl file is split the same way
+line by line, a fixed pseudo-random split."""
+from __future__ import annotations
+
+import ast
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import LlmarchError
+from .batching import pad
+from .corpus import Document, jsonl_records, stdlib_documents
+
+MAX_SOURCE_CHARS = 300
+IGNORE = -100  # cross-entropy's ignore_index: the value of train.objectives.IGNORE (data does not import train)
+
+
+@dataclass(frozen=True)
+class Pair:
+    source: str
+    target: str
+    group: str  # pairs of one group land on the same side of the split
+
+
+@dataclass
+class Seq2SeqData:
+    train: list[tuple[str, str]]
+    val: list[tuple[str, str]]
+
+    @property
+    def trivial_baseline(self) -> float:
+        """Validation exact-match of always answering the most common training target."""
+        guess = Counter(t for _, t in self.train).most_common(1)[0][0]
+        return exact_match([guess] * len(self.val), [t for _, t in self.val])
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Fraction of predictions equal to their reference, ignoring leading and trailing whitespace."""
+    if len(predictions) != len(references) or not references:
+        raise LlmarchError(f"exact match needs as many predictions as references (> 0), got "
+                           f"{len(predictions)} and {len(references)}")
+    return sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(references)
+
+
+def _summary(docstring: str) -> str:
+    text = " ".join(docstring.split("\n\n")[0].split())
+    return text if len(text) <= MAX_SOURCE_CHARS else text[:MAX_SOURCE_CHARS].rsplit(" ", 1)[0]
+
+
+def _documented_functions(doc: Document) -> list[Pair]:
+    try:
+        tree = ast.parse(doc.text)
+    except (SyntaxError, ValueError):
+        return []  # a file this interpreter cannot parse holds no functions we can read
+    out = []
+    functions = (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    for node in sorted(functions, key=lambda n: (n.lineno, n.col_offset)):  # in file order
+        if not node.name.startswith("_"):
+            summary = _summary(ast.get_docstring(node) or "")
+            if summary:
+                out.append(Pair(summary, node.name, doc.name))
+    return out
+
+
+def docstring_name_task(docs: list[Document]) -> list[Pair]:
+    """The default task's pairs from these documents, in document order (see the module docstring)."""
+    pairs = [p for d in docs for p in _documented_functions(d)]
+    names = defaultdict(set)
+    for p in pairs:
+        names[p.source].add(p.target)
+    seen, out = set(), []
+    for p in pairs:
+        if len(names[p.source]) == 1 and (p.source, p.target) not in seen:
+            seen.add((p.source, p.target))
+            out.append(p)
+    return out
+
+
+@lru_cache(maxsize=1)
+def stdlib_docstring_task() -> tuple[Pair, ...]:
+    """The default task on the embedded corpus; parsing every stdlib module takes seconds, so it is kept."""
+    return tuple(docstring_name_task(stdlib_documents()))
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """(source, target) pairs of a .jsonl file of {"source": str, "target": str}, both non-empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise LlmarchError(f"data {str(path)!r} does not exist")
+    out = []
+    for i, record in jsonl_records(path):
+        source, target = record.get("source"), record.get("target")
+        if not (isinstance(source, str) and isinstance(target, str) and source and target):
+            raise LlmarchError(f"{path}:{i}: expected an object with non-empty string fields 'source' and 'target'")
+        out.append((source, target))
+    if not out:
+        raise LlmarchError(f"{path} holds no source/target pairs")
+    return out
+
+
+def val_groups(sizes: dict[str, int], val_fraction: float) -> set[str]:
+    """Groups for validation: whole groups in crc32 order of their names, each taken while it brings the
+    validation share nearer to val_fraction of all items."""
+    taken, target, chosen = 0, val_fraction * sum(sizes.values()), set()
+    for group in sorted(sizes, key=lambda g: zlib.crc32(g.encode())):
+        if taken + sizes[group] / 2 > target:
+            break
+        chosen.add(group)
+        taken += sizes[group]
+    return chosen
+
+
+def load_seq2seq(source: str | None = None, val_fraction: float = 0.1) -> Seq2SeqData:
+    """The default task (None) or a .jsonl file of {source, target}, split into train and validation."""
+    if not 0 < val_fraction < 1:
+        raise LlmarchError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if source is not None and not str(source).endswith(".jsonl"):
+        raise LlmarchError(f"sequence-to-sequence data must be a .jsonl file of {{source, target}}, got {source!r}")
+    if source is None:
+        pairs = list(stdlib_docstring_task())
+    else:
+        pairs = [Pair(s, t, str(i)) for i, (s, t) in enumerate(read_pairs(source))]
+    val = val_groups(Counter(p.group for p in pairs), val_fraction)
+    data = Seq2SeqData([(p.source, p.target) for p in pairs if p.group not in val],
+                       [(p.source, p.target) for p in pairs if p.group in val])
+    if not data.train or not data.val:
+        raise LlmarchError(f"{len(pairs)} pairs are too few to split into training and validation")
+    return data
+
+
+def seq2seq_batch(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, decoder_start_id: int,
+                  max_source: int, max_target: int) -> dict[str, torch.Tensor]:
+    """Token-id pairs -> the encoder's input_ids and attention_mask (B, S), right-padded with pad_id, the
+    decoder's inputs (B, T): decoder_start_id then the target shifted right by one (teacher forcing), and labels
+    (B, T): the target, IGNORE at padding. Sources and targets are cut to max_source and max_target tokens (an
+    EOS the caller appended is cut too when the target is longer)."""
+    if not pairs:
+        raise LlmarchError("a batch needs at least one pair")
+    if max_source < 1 or max_target < 1:
+        raise LlmarchError(f"max_source and max_target must be >= 1, got {max_source} and {max_target}")
+    sources = [list(s)[:max_source] for s, _ in pairs]
+    targets = [list(t)[:max_target] for _, t in pairs]
+    input_ids, attention_mask = pad(sources, pad_id, left=False)  # (B, S)
+    labels, _ = pad(targets, IGNORE, left=False)  # (B, T)
+    decoder_input_ids, _ = pad([[decoder_start_id, *t[:-1]] for t in targets], pad_id, left=False)  # (B, T)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
+            "labels": labels}

@@ -1,0 +1,82 @@
+"""BART (`model_type: bart`; Lewis et al. 2020): post-norm encoder and decoder with biases everywhere,
+learned positions offset by 2 and a LayerNorm over the embeddings in each stack, the shared embedding tied
+to the head, and a logits bias (`final_logits_bias`, a buffer in transformers: our head's bias).
+Marian (marian.py) is the same layout with sinusoidal positions and no embedding norm."""
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .hf import FAMILIES, Family
+from .mapping import Rule
+
+_W = ("weight", "bias")
+_SUBLAYERS = [("self_attn.out_proj", "attn.o_proj"), ("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"),
+              ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
+_CROSS = [("encoder_attn.q_proj", "cross_attn.q_proj"), ("encoder_attn.out_proj", "cross_attn.o_proj"),
+          ("encoder_attn_layer_norm", "ln_cross")]
+_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
+
+
+def seq2seq_rules(learned_positions: bool) -> list[Rule]:
+    rules = [Rule.of("model.shared.weight", "embed.weight"), Rule.of("final_logits_bias", "lm_head.bias", "row"),
+             Rule.of("lm_head.weight", "lm_head.weight")]
+    for part in ("encoder", "decoder"):
+        hf, ours = f"model.{part}.layers.{{i}}.", f"{part}.blocks.{{i}}."
+        if learned_positions:
+            rules += [Rule.of(f"model.{part}.embed_positions.weight", f"{part}.positions.weight"),
+                      *[Rule.of(f"model.{part}.layernorm_embedding.{w}", f"{part}.embed_norm.{w}") for w in _W]]
+        sublayers = _SUBLAYERS + (_CROSS if part == "decoder" else [])
+        rules += [Rule.of(hf + f"{h}.{w}", ours + f"{o}.{w}") for h, o in sublayers for w in _W]
+        rules += [Rule.of(tuple(hf + f"self_attn.{p}_proj.{w}" for p in "qkv"), ours + f"attn.qkv_proj.{w}")
+                  for w in _W]
+        if part == "decoder":
+            rules += [Rule.of(tuple(hf + f"encoder_attn.{p}_proj.{w}" for p in "kv"), ours + f"cross_attn.kv_proj.{w}")
+                      for w in _W]
+    return rules
+
+
+def shared_fields(hf: dict) -> dict:
+    """ModelConfig fields common to BART and Marian configs; both stacks must have the same shape."""
+    for enc, dec in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if hf.get(enc) != hf.get(dec):
+            raise LlmarchError(f"{enc}={hf.get(enc)} differs from {dec}={hf.get(dec)}; llmarch builds both stacks "
+                               "with one shape")
+    act = hf.get("activation_function", "gelu")
+    if act not in _ACT:
+        raise LlmarchError(f"unsupported activation_function {act!r}; supported: {', '.join(_ACT)}")
+    return dict(name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"],
+                vocab_size=hf["vocab_size"], d_model=hf["d_model"], n_layers=hf["encoder_layers"],
+                n_decoder_layers=hf["decoder_layers"], n_heads=hf["encoder_attention_heads"], ffn=_ACT[act],
+                ffn_hidden=hf["encoder_ffn_dim"], norm="layernorm", norm_eps=1e-5, norm_placement="post",
+                embed_scale=bool(hf.get("scale_embedding", False)), bias=True, head_bias=True,
+                tie_embeddings=hf.get("tie_word_embeddings", True), pad_id=hf.get("pad_token_id", 1),
+                eos_id=hf.get("eos_token_id", 2), decoder_start_id=hf.get("decoder_start_token_id", 2))
+
+
+def shared_hf(cfg: ModelConfig, model_type: str, architecture: str) -> dict:
+    act = {v: k for k, v in reversed(_ACT.items())}.get(cfg.ffn)
+    if act is None or cfg.norm != "layernorm" or cfg.norm_placement != "post":
+        raise LlmarchError(f"model_type {model_type} needs layernorm, post-norm and an MLP FFN (gelu, relu, silu)")
+    return dict(model_type=model_type, architectures=[architecture], vocab_size=cfg.vocab_size,
+                d_model=cfg.d_model, encoder_layers=cfg.n_layers, decoder_layers=cfg.n_decoder_layers,
+                encoder_attention_heads=cfg.n_heads, decoder_attention_heads=cfg.n_heads,
+                encoder_ffn_dim=cfg.ffn_hidden, decoder_ffn_dim=cfg.ffn_hidden, activation_function=act,
+                scale_embedding=cfg.embed_scale, tie_word_embeddings=cfg.tie_embeddings, is_encoder_decoder=True,
+                pad_token_id=cfg.pad_id, eos_token_id=cfg.eos_id, decoder_start_token_id=cfg.decoder_start_id,
+                forced_eos_token_id=None)
+
+
+def to_config(hf: dict) -> ModelConfig:
+    return ModelConfig(**shared_fields(hf), positions="learned", position_offset=2, embed_norm=True,
+                       context_length=hf.get("max_position_embeddings", 1024))
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    if cfg.positions != "learned" or cfg.position_offset != 2 or not cfg.embed_norm:
+        raise LlmarchError("model_type bart needs learned positions with position_offset 2 and embed_norm")
+    return dict(shared_hf(cfg, "bart", "BartForConditionalGeneration"), max_position_embeddings=cfg.context_length,
+                bos_token_id=0)
+
+
+IGNORE = (r"^model\.(encoder|decoder)\.embed_tokens\.weight$",)
+FAMILIES.register("bart")(Family(seq2seq_rules(learned_positions=True), to_config, from_config, IGNORE))

@@ -1,0 +1,80 @@
+"""T5 (`model_type: t5`; Raffel et al. 2020): pre-norm RMSNorm stacks (no mean subtraction, no bias), no
+biases anywhere, unscaled attention (the 1/sqrt(d) is folded into the initialisation), one relative position
+bias table per stack stored in block 0, a ReLU MLP (v1.0) or a tanh-GELU-gated FFN (v1.1: wi_0 gate, wi_1 up).
+v1.0 ties the head to the shared embedding and rescales the decoder output by d_model^-0.5 first; v1.1
+unties it and does not rescale."""
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .hf import FAMILIES, Family
+from .mapping import Rule
+
+
+def _stack(part: str) -> list[Rule]:
+    hf, ours = f"{part}.block.{{i}}.layer.", f"{part}.blocks.{{i}}."
+    ff = 2 if part == "decoder" else 1  # the decoder's layer.1 is cross-attention, its FFN layer.2
+    rules = [
+        Rule.of(f"{part}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", f"{part}.positions.weight"),
+        Rule.of(tuple(hf + f"0.SelfAttention.{p}.weight" for p in "qkv"), ours + "attn.qkv_proj.weight"),
+        Rule.of(hf + "0.SelfAttention.o.weight", ours + "attn.o_proj.weight"),
+        Rule.of(hf + "0.layer_norm.weight", ours + "ln1.weight"),
+        Rule.of(hf + f"{ff}.DenseReluDense.wi.weight", ours + "mlp.up.weight"),
+        Rule.of((hf + f"{ff}.DenseReluDense.wi_0.weight", hf + f"{ff}.DenseReluDense.wi_1.weight"),
+                ours + "mlp.gate_up.weight"),
+        Rule.of(hf + f"{ff}.DenseReluDense.wo.weight", ours + "mlp.down.weight"),
+        Rule.of(hf + f"{ff}.layer_norm.weight", ours + "ln2.weight"),
+        Rule.of(f"{part}.final_layer_norm.weight", f"{part}.ln_final.weight"),
+    ]
+    if part == "decoder":
+        rules += [Rule.of(hf + "1.EncDecAttention.q.weight", ours + "cross_attn.q_proj.weight"),
+                  Rule.of((hf + "1.EncDecAttention.k.weight", hf + "1.EncDecAttention.v.weight"),
+                          ours + "cross_attn.kv_proj.weight"),
+                  Rule.of(hf + "1.EncDecAttention.o.weight", ours + "cross_attn.o_proj.weight"),
+                  Rule.of(hf + "1.layer_norm.weight", ours + "ln_cross.weight")]
+    return rules
+
+
+RULES = [Rule.of("shared.weight", "embed.weight"), *_stack("encoder"), *_stack("decoder"),
+         Rule.of("lm_head.weight", "lm_head.weight")]
+# copies of the shared embedding in older files; a cross-attention bias table transformers never uses
+IGNORE = (r"^(encoder|decoder)\.embed_tokens\.weight$", r"EncDecAttention\.relative_attention_bias\.weight$")
+# feed_forward_proj -> our ffn ("gated-gelu" means the tanh approximation, as transformers reads it)
+_FFN = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gated-gelu": "geglu_tanh",
+        "gated-gelu_new": "geglu_tanh", "gated-silu": "swiglu"}
+
+
+def to_config(hf: dict) -> ModelConfig:
+    proj = hf.get("feed_forward_proj", "relu")
+    if proj not in _FFN:
+        raise LlmarchError(f"unsupported T5 feed_forward_proj {proj!r}; supported: {', '.join(_FFN)}")
+    tied = hf.get("tie_word_embeddings", True) is not False
+    return ModelConfig(
+        name=hf.get("_name_or_path") or "t5", hf_model_type="t5", vocab_size=hf["vocab_size"], d_model=hf["d_model"],
+        n_layers=hf["num_layers"], n_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+        n_heads=hf["num_heads"], head_dim=hf["d_kv"], ffn=_FFN[proj], ffn_hidden=hf["d_ff"], norm="rmsnorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-6), norm_placement="pre", positions="t5_relative",
+        relative_buckets=hf.get("relative_attention_num_buckets", 32),
+        relative_max_distance=hf.get("relative_attention_max_distance", 128), bias=False, norm_bias=False,
+        attn_scale=1.0, tie_embeddings=tied, head_scale=hf.get("scale_decoder_outputs", tied),
+        pad_id=hf.get("pad_token_id", 0), eos_id=hf.get("eos_token_id", 1),
+        decoder_start_id=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),
+        context_length=hf.get("n_positions", 512))
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    proj = {v: k for k, v in reversed(_FFN.items())}.get(cfg.ffn)
+    if proj is None or cfg.norm != "rmsnorm" or cfg.positions != "t5_relative" or cfg.norm_placement != "pre":
+        raise LlmarchError("model_type t5 needs rmsnorm, pre-norm, t5_relative positions and a relu/gelu/geglu/"
+                           "swiglu FFN")
+    return dict(model_type="t5", architectures=["T5ForConditionalGeneration"], vocab_size=cfg.vocab_size,
+                d_model=cfg.d_model, d_kv=cfg.head_dim, d_ff=cfg.ffn_hidden, num_layers=cfg.n_layers,
+                num_decoder_layers=cfg.n_decoder_layers, num_heads=cfg.n_heads,
+                relative_attention_num_buckets=cfg.relative_buckets,
+                relative_attention_max_distance=cfg.relative_max_distance, layer_norm_epsilon=cfg.norm_eps,
+                feed_forward_proj=proj, tie_word_embeddings=cfg.tie_embeddings,
+                scale_decoder_outputs=cfg.head_scale, is_encoder_decoder=True, pad_token_id=cfg.pad_id,
+                eos_token_id=cfg.eos_id, decoder_start_token_id=cfg.decoder_start_id, n_positions=cfg.context_length)
+
+
+FAMILIES.register("t5")(Family(RULES, to_config, from_config, IGNORE))

@@ -1,0 +1,49 @@
+"""Encoder-decoder ("cross") attention (Vaswani et al. 2017, §3.2.3): queries come from the decoder, keys and
+values from the encoder output ("memory"). The memory is fixed for a whole generation, so its keys and values
+are projected once (`set_memory`) and every decode step reuses them; without that, they are projected from
+ctx.memory on each call (training, full forward). Same kernels, scale and hooks as self-attention."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import ATTENTION, AttentionContext, split_heads
+from .hooks import HookPoint
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.dropout = cfg.dropout
+        self.scale = cfg.attn_scale
+        self.kernel = ATTENTION[cfg.attention]
+        kv = self.n_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.kv_proj = nn.Linear(cfg.d_model, 2 * kv, bias=cfg.qkv_bias)  # k and v fused (rows: k, then v)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
+        self.memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, C) encoder output -> keys, values (B, K, S, D)."""
+        k, v = self.kv_proj(memory).chunk(2, dim=-1)
+        return split_heads(k, self.n_kv_heads, self.head_dim), split_heads(v, self.n_kv_heads, self.head_dim)
+
+    def set_memory(self, memory: torch.Tensor | None) -> None:
+        """Project `memory` once for the decode steps that follow; None forgets it."""
+        self.memory_kv = None if memory is None else self.project_memory(memory)
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = split_heads(self.q_proj(x), self.n_heads, self.head_dim)  # (B, H, T, D)
+        if ctx.memory is not None:
+            k, v = self.project_memory(ctx.memory)
+        elif self.memory_kv is not None:
+            k, v = self.memory_kv
+        else:
+            raise RuntimeError("cross-attention needs ctx.memory or a set_memory() call")
+        dropout_p = self.dropout if self.training else 0.0
+        y = self.kernel(q, k, v, ctx.memory_mask, False, dropout_p, self.hook_pattern, self.scale)
+        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, D)
+        return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))

@@ -1,0 +1,86 @@
+"""The encoder-decoder (Vaswani et al. 2017, §3.1; T5, BART): a bidirectional encoder stack reads the source,
+a causal decoder stack reads the target so far and cross-attends to the encoder output, a head projects the
+decoder's final states onto the vocabulary. One token embedding is shared by both stacks (and by the head
+when tied). `encode` once, then `decode` step by step with the decoder's KV cache and the encoder's
+keys/values projected once per generation (setup_cache(..., memory=...))."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .stack import Stack, check_ids, init_weights
+from .transformer import ModelOutput
+
+
+class EncoderDecoderLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.encoder = Stack(cfg.stack_config("encoder"))
+        self.decoder = Stack(cfg.stack_config("decoder"), cross=True)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        if self.embed.weight.device.type != "meta":
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init_weights(self, self.config)
+
+    # ---- caches --------------------------------------------------------------------------------
+    def setup_cache(self, batch: int, max_len: int, memory: torch.Tensor | None = None,
+                    dtype: torch.dtype | None = None) -> None:
+        """The decoder's self-attention KV cache for max_len target tokens; memory (B, S, C): the encoder
+        output, whose cross-attention keys and values are projected here once."""
+        self.decoder.setup_cache(batch, max_len, dtype)
+        if memory is not None:
+            for block in self.decoder.blocks:
+                block.cross_attn.set_memory(memory)
+
+    def clear_cache(self) -> None:
+        self.decoder.clear_cache()
+
+    def reorder_cache(self, rows: torch.Tensor) -> None:
+        self.decoder.reorder_cache(rows)  # beams of one source share its memory: cross keys/values stay
+
+    @property
+    def cache_len(self) -> int | None:
+        return self.decoder.cache_len
+
+    # ---- forward -------------------------------------------------------------------------------
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, S), attention_mask (B, S) with 0 at padding -> encoder output (B, S, C)."""
+        if not torch.compiler.is_compiling():
+            check_ids(input_ids, self.config, None)
+        return self.encoder.run(self.embed(input_ids), attention_mask)
+
+    def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor | None,
+               attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+               input_pos: torch.Tensor | None = None, kv_len: int | None = None,
+               last_only: bool = False) -> ModelOutput:
+        """Decoder logits (B, T, V) and final states. memory: the encoder output, or None to use the one given to setup_cache.
+        attention_mask (B, S): the source's padding. decoder_attention_mask (B, T'): the target's."""
+        if not torch.compiler.is_compiling():
+            check_ids(decoder_input_ids, self.config, self.cache_len, "decoder_input_ids")
+        x = self.decoder.run(self.embed(decoder_input_ids), decoder_attention_mask, input_pos, kv_len,
+                             last_only=last_only, memory=memory, memory_mask=attention_mask)
+        h = x * self.config.d_model ** -0.5 if self.config.head_scale else x  # T5 v1.0: rescale before the tied head
+        return ModelOutput(logits=self.lm_head(h), hidden_states=x)
+
+    def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+                encoder_hidden_states: torch.Tensor | None = None) -> ModelOutput:
+        """input_ids (B, S): the source; decoder_input_ids (B, T): the target shifted right (starting with
+        config.decoder_start_id); attention_mask (B, S): 1 for real source tokens, 0 for padding.
+        encoder_hidden_states: a precomputed encode(input_ids, attention_mask), to skip the encoder."""
+        if decoder_input_ids is None:
+            raise LlmarchError("an encoder-decoder needs decoder_input_ids (the target shifted right)")
+        memory = encoder_hidden_states
+        if memory is None:
+            memory = self.encode(input_ids, attention_mask)
+        out = self.decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask)
+        out.encoder_hidden_states = memory
+        return out

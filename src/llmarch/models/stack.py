@@ -1,0 +1,138 @@
+"""A stack of transformer blocks and what surrounds them, given token embeddings: positions, token types,
+the embedding norm, the blocks, the final norm, the KV caches. A decoder-only or encoder-only model is one
+stack (TransformerLM subclasses it, so its parameter names stay flat: blocks.0..., ln_final); an
+encoder-decoder holds two, the decoder's blocks with cross-attention over the encoder's output."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from ..layers import POSITIONS, HookPoint
+from ..layers.attention import AttentionContext
+from ..layers.block import Block
+from ..layers.kv_cache import KVCache
+from ..layers.norms import OffsetRMSNorm, make_norm
+from .masks import causal_mask, position_ids
+
+
+class Stack(nn.Module):
+    def __init__(self, cfg: ModelConfig, cross: bool = False):
+        super().__init__()
+        self.positions = POSITIONS[cfg.positions](cfg)
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, cross=cross) for _ in range(cfg.n_layers))
+        self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
+        self.hook_embed = HookPoint()
+        self.ln_final.hook_normalized = HookPoint()
+        self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
+
+    # ---- KV cache ------------------------------------------------------------------------------
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
+        cfg = self._stack_cfg
+        if max_len > cfg.context_length:
+            raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
+        w = next(self.blocks[0].parameters())
+        for block in self.blocks:
+            block.attn.kv_cache = KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype or w.dtype, w.device)
+
+    def clear_cache(self) -> None:
+        for block in self.blocks:
+            block.attn.kv_cache = None
+            if hasattr(block, "cross_attn"):
+                block.cross_attn.set_memory(None)
+
+    def reorder_cache(self, rows: torch.Tensor) -> None:
+        """Batch row r of every self-attention cache takes row rows[r]'s contents (beam search)."""
+        for block in self.blocks:
+            block.attn.kv_cache.reorder(rows)
+
+    @property
+    def cache_len(self) -> int | None:
+        cache = self.blocks[0].attn.kv_cache
+        return None if cache is None else cache.max_len
+
+    # ---- forward -------------------------------------------------------------------------------
+    def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
+            kv_len: int | None = None, token_type_ids: torch.Tensor | None = None, last_only: bool = False,
+            memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
+        (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack. Returns the final
+        hidden states (B, T, C), or (B, 1, C) with last_only."""
+        cfg = self._stack_cfg
+        B, T = x.shape[:2]
+        if input_pos is None:
+            input_pos = torch.arange(T, device=x.device)
+        key_len = kv_len or self.cache_len or T
+        pad_mask = None
+        if attention_mask is not None:
+            pad_mask = attention_mask[:, :key_len].bool()
+            if pad_mask.shape[1] < key_len:  # slots past the mask are future tokens: real, hidden by causality
+                pad_mask = nn.functional.pad(pad_mask, (0, key_len - pad_mask.shape[1]), value=True)
+        pos = position_ids(input_pos, B, pad_mask) + cfg.position_offset  # (B, T)
+        bias = self.positions.bias(input_pos, key_len)  # (1, H, T, S) or None
+        # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
+        # (unless a sliding window or a position bias enters the scores).
+        window = cfg.sliding_window
+        plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
+        plain = plain and (window is None or window >= key_len)
+        if cfg.causal:
+            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, window)
+        else:  # bidirectional: every real token sees every real token
+            mask = None if pad_mask is None else pad_mask[:, None, None, :]
+        if bias is not None:  # the bias, with -inf where attention is barred
+            mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
+        ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=self.positions.rotary(pos),
+                               input_pos=input_pos, kv_len=kv_len, memory=memory,
+                               memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
+        if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
+            x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
+        added = self.positions.embed(pos)
+        if added is not None:
+            x = x + added
+        if self.token_types is not None:
+            x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        x = self.drop(self.hook_embed(x))
+        for block in self.blocks:
+            x = block(x, ctx)
+        if last_only:
+            x = x[:, -1:]
+        return self.ln_final.hook_normalized(self.ln_final(x))
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
+    """N(0, init_std) weights; residual output projections scaled by 1/sqrt(2 * layers) (GPT-2 paper §2.3),
+    zero biases, unit norm gains (zero for Gemma's offset gains)."""
+    std = cfg.init_std
+    layers = cfg.n_layers + cfg.n_decoder_layers
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            offset = isinstance(model.get_submodule(name.rsplit(".", 1)[0]), OffsetRMSNorm)
+            nn.init.ones_(p) if name.endswith("weight") and not offset else nn.init.zeros_(p)
+        elif name.endswith(("o_proj.weight", "down.weight")):
+            nn.init.normal_(p, std=std / math.sqrt(2 * layers))
+        elif "positions" in name:
+            nn.init.normal_(p, std=std / 2)
+        else:
+            nn.init.normal_(p, std=std)
+
+
+def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, what: str = "input_ids") -> None:
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise LlmarchError(f"{what} must be an integer tensor, got {input_ids.dtype}")
+    if input_ids.dim() != 2:
+        raise LlmarchError(f"{what} must have shape (batch, seq), got {tuple(input_ids.shape)}")
+    T = input_ids.shape[1]
+    if cache_len is None and T > cfg.context_length:
+        raise LlmarchError(f"sequence of {T} tokens is longer than context_length {cfg.context_length}")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= cfg.vocab_size):
+        bad = input_ids[(input_ids < 0) | (input_ids >= cfg.vocab_size)][0].item()
+        raise LlmarchError(f"token id {bad} out of range for vocab_size {cfg.vocab_size}")
