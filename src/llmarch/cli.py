@@ -254,7 +254,8 @@ def cmd_info(args) -> None:
     if args.json:
         print(json.dumps(facts))
         return
-    print(f"{cfg.name}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
+    layers = f"{cfg.n_layers}+{cfg.n_decoder_layers} (encoder+decoder)" if cfg.is_encoder_decoder else cfg.n_layers
+    print(f"{cfg.name}: {layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
           f"({cfg.n_kv_heads} kv), ffn {cfg.ffn} {cfg.ffn_hidden}, {cfg.norm} ({cfg.norm_placement}), "
           f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}")
     print(f"parameters:               {facts['parameters']:,}")

@@ -21,7 +21,7 @@ _BERT = dict(vocab_size=30522, context_length=512, ffn="gelu", positions="learne
 # biases, the head tied to the shared embedding with the decoder output scaled by d_model^-0.5.
 _T5 = dict(vocab_size=32128, ffn="relu", norm="rmsnorm", norm_eps=1e-6, norm_bias=False, positions="t5_relative",
            bias=False, attn_scale=1.0, tie_embeddings=True, head_scale=True, context_length=512, pad_id=0,
-           decoder_start_id=0, eos_id=1, hf_model_type="t5")
+           decoder_start_id=0, eos_id=1, init="t5", hf_model_type="t5")
 # BART (Lewis et al. 2020): post-norm, learned positions offset by 2, LayerNorm over embeddings, GELU,
 # shared embedding tied to the head, a logits bias.
 _BART = dict(vocab_size=50265, ffn="gelu", norm="layernorm", norm_placement="post", positions="learned",

@@ -8,7 +8,10 @@
   appendix B), N = the parameters used in matrix multiplies per token: non-embedding parameters plus
   the LM head when it is tied (the head is a matmul even when it shares the embedding's weights);
   L layers, d_attn = heads·head_dim, T = context_length.
-- kv_cache_bytes_per_token = 2 (K and V) · L · kv_heads · head_dim · bytes per element."""
+- kv_cache_bytes_per_token = 2 (K and V) · L · kv_heads · head_dim · bytes per element.
+Encoder-decoders: the position tables (or T5's bias tables) of both stacks count as embedding; FLOPs are per
+pair of one source and one target token (each stack's parameters act on its own tokens), with L the layers of
+both stacks; the KV cache is the decoder's, per target token."""
 from __future__ import annotations
 
 import torch
@@ -24,14 +27,18 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
 
     if dtype not in DTYPE_BYTES:
         raise LlmarchError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPE_BYTES)}")
+    from ..checkpoint import stacks
+
     model = build_model(cfg, device="meta")
     total = sum(p.numel() for p in model.parameters())
-    embedding = model.embed.weight.numel() + sum(p.numel() for p in model.positions.parameters())
+    positions = sum(p.numel() for stack, _ in stacks(model) for p in stack.positions.parameters())
+    embedding = model.embed.weight.numel() + positions
     non_embedding = total - embedding
     matmul = non_embedding + (model.lm_head.weight.numel() if cfg.tied_head else 0)
     d_attn = cfg.n_heads * cfg.head_dim
-    flops = 6 * matmul + 12 * cfg.n_layers * d_attn * cfg.context_length
-    kv = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * DTYPE_BYTES[dtype]
+    flops = 6 * matmul + 12 * (cfg.n_layers + cfg.n_decoder_layers) * d_attn * cfg.context_length
+    cached_layers = cfg.n_decoder_layers or cfg.n_layers
+    kv = 2 * cached_layers * cfg.n_kv_heads * cfg.head_dim * DTYPE_BYTES[dtype]
     return {"parameters": total, "non_embedding_parameters": non_embedding, "flops_per_token": flops,
             "kv_cache_bytes_per_token": kv}
 

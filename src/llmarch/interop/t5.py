@@ -59,7 +59,7 @@ def to_config(hf: dict) -> ModelConfig:
         attn_scale=1.0, tie_embeddings=tied, head_scale=hf.get("scale_decoder_outputs", tied),
         pad_id=hf.get("pad_token_id", 0), eos_id=hf.get("eos_token_id", 1),
         decoder_start_id=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),
-        context_length=hf.get("n_positions", 512))
+        context_length=hf.get("n_positions", 512), init="t5")
 
 
 def from_config(cfg: ModelConfig) -> dict:
