@@ -88,3 +88,21 @@ def test_seq2seq_default_task_beats_the_trivial_baseline(tmp_path):
 
 
 STEPS = 400
+
+
+def test_t5_init_scales_by_fan_in():
+    """init='t5': embeddings N(0, 1), queries N(0, 1/(d·head_dim)), keys/values/outputs/FFN N(0, 1/fan_in)."""
+    torch.manual_seed(0)
+    model = llmarch.build("t5-tiny")
+    cfg = model.config
+    d, hd, q = cfg.d_model, cfg.head_dim, cfg.n_heads * cfg.head_dim
+    qkv = model.encoder.blocks[0].attn.qkv_proj.weight
+    expected = {"embed": (model.embed.weight, 1.0), "q": (qkv[:q], (d * hd) ** -0.5), "kv": (qkv[q:], d ** -0.5),
+                "cross q": (model.decoder.blocks[0].cross_attn.q_proj.weight, (d * hd) ** -0.5),
+                "o": (model.decoder.blocks[0].attn.o_proj.weight, q ** -0.5),
+                "up": (model.encoder.blocks[0].mlp.up.weight, d ** -0.5),
+                "down": (model.encoder.blocks[0].mlp.down.weight, cfg.ffn_hidden ** -0.5)}
+    for name, (w, std) in expected.items():
+        assert abs(w.std().item() / std - 1) < 0.05, name
+    gpt = llmarch.build("gpt-tiny", n_layers=1)  # the default init is unchanged
+    assert abs(gpt.embed.weight.std().item() - 0.02) < 0.002

@@ -5,13 +5,13 @@ task, so no file has snippets on both sides; its line for a .jsonl file) go to v
 until the class has its share there."""
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LlmarchError
 from .corpus import jsonl_records, stdlib_documents
+from .split import val_groups
 
 MIN_MODULES = 10  # packages with at least this many modules become classes
 SKIPPED = {"encodings"}  # codec tables: near-identical files, a giveaway rather than a task
@@ -84,18 +84,13 @@ def load_labeled(source: str | None = None, val_fraction: float = 0.2) -> Labele
     if len(labels) < 2:
         raise LlmarchError(f"classification needs at least 2 labels, found {len(labels)}")
     index = {name: i for i, name in enumerate(labels)}
-    val_groups = set()
+    held_out = set()  # stratified: each label's groups are split on their own
     for label in labels:
-        sizes = Counter(e.group for e in examples if e.label == label)
-        taken, target = 0, val_fraction * sum(sizes.values())
-        for group in sorted(sizes, key=lambda g: zlib.crc32(g.encode())):
-            if taken + sizes[group] / 2 > target:  # a group goes where it brings the share nearer its target
-                break
-            val_groups.add((label, group))
-            taken += sizes[group]
+        held_out |= {(label, g) for g in val_groups(Counter(e.group for e in examples if e.label == label),
+                                                     val_fraction)}
     train, val = [], []
     for e in examples:
-        side = val if (e.label, e.group) in val_groups else train
+        side = val if (e.label, e.group) in held_out else train
         side.append((e.text, index[e.label]))
     if not train or not val:
         raise LlmarchError(f"{len(examples)} examples are too few to split into training and validation")

@@ -18,7 +18,6 @@ line by line, a fixed pseudo-random split."""
 from __future__ import annotations
 
 import ast
-import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +29,7 @@ import torch
 from ..errors import LlmarchError
 from .batching import pad
 from .corpus import Document, jsonl_records, stdlib_documents
+from .split import val_groups
 
 MAX_SOURCE_CHARS = 300
 IGNORE = -100  # cross-entropy's ignore_index: the value of train.objectives.IGNORE (data does not import train)
@@ -116,18 +116,6 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     if not out:
         raise LlmarchError(f"{path} holds no source/target pairs")
     return out
-
-
-def val_groups(sizes: dict[str, int], val_fraction: float) -> set[str]:
-    """Groups for validation: whole groups in crc32 order of their names, each taken while it brings the
-    validation share nearer to val_fraction of all items."""
-    taken, target, chosen = 0, val_fraction * sum(sizes.values()), set()
-    for group in sorted(sizes, key=lambda g: zlib.crc32(g.encode())):
-        if taken + sizes[group] / 2 > target:
-            break
-        chosen.add(group)
-        taken += sizes[group]
-    return chosen
 
 
 def load_seq2seq(source: str | None = None, val_fraction: float = 0.1) -> Seq2SeqData:

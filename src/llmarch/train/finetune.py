@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +19,7 @@ from ..data.tokenizer import check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .loop import make_optimizer, save_checkpoint
 from .metrics import MetricsLog, Progress
-from .schedule import lr_at
+from .schedule import batch_indices, set_lr
 
 
 def load(path: Path, device):
@@ -126,11 +125,8 @@ def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbos
     model.train()
     for step in range(fc.steps):
         t0 = time.perf_counter()
-        lr = lr_at(step, fc.lr, fc.min_lr, warmup, fc.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        pick = np.random.default_rng([fc.seed, step]).choice(len(train_x), min(fc.batch_size, len(train_x)),
-                                                             replace=False)
+        lr = set_lr(opt, step, fc, warmup)
+        pick = batch_indices(fc.seed, step, len(train_x), fc.batch_size)
         ids, mask = pad([train_x[i] for i in pick], tok.eos_id, left=False)
         y = torch.tensor([train_y[i] for i in pick], device=device)
         loss = F.cross_entropy(model(ids.to(device), attention_mask=mask.to(device)).logits.float(), y)

@@ -23,7 +23,7 @@ from ..errors import LlmarchError
 from .evaluate import evaluate, unigram_entropy
 from .objectives import OBJECTIVES, check_objective, lm_loss, model_kwargs, objective_for
 from .metrics import MetricsLog, Progress, perplexity
-from .schedule import lr_at
+from .schedule import set_lr
 
 
 @dataclass
@@ -150,9 +150,7 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     model.train()
     for step in range(start, tc.steps):
         t0 = time.perf_counter()
-        lr = lr_at(step, tc.lr, tc.min_lr, warmup, tc.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        lr = set_lr(opt, step, tc, warmup)
         loss_sum = 0.0
         for micro in range(tc.grad_accum):
             x, y = data.batch("train", step, tc.batch_size, cfg.context_length, tc.seed, rank, micro)

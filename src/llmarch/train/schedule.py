@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> float:
     if step < warmup:
@@ -11,3 +13,16 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> f
         return min_lr
     progress = (step - warmup) / max(1, total - warmup)
     return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(opt, step: int, tc, warmup: int) -> float:
+    """Put this step's learning rate (tc.lr, tc.min_lr, tc.steps) into every parameter group; return it."""
+    lr = lr_at(step, tc.lr, tc.min_lr, warmup, tc.steps)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
+    """A step's examples: batch_size distinct indices below n, drawn from (seed, step) so a rerun repeats them."""
+    return np.random.default_rng([seed, step]).choice(n, min(batch_size, n), replace=False)

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..checkpoint import build_model, resolve_checkpoint
@@ -24,7 +23,7 @@ from ..generate import generate
 from .loop import make_optimizer, save_checkpoint
 from .metrics import MetricsLog, Progress
 from .objectives import IGNORE, lm_loss
-from .schedule import lr_at
+from .schedule import batch_indices, set_lr
 
 FIELDS = ["step", "train_loss", "lr", "val_loss", "val_exact_match"]
 
@@ -113,11 +112,8 @@ def train_seq2seq(start: str | Path, fc, out: str | Path, verbose: bool = True) 
     model.train()
     for step in range(fc.steps):
         t0 = time.perf_counter()
-        lr = lr_at(step, fc.lr, fc.min_lr, warmup, fc.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        pick = np.random.default_rng([fc.seed, step]).choice(len(train_pairs), min(fc.batch_size, len(train_pairs)),
-                                                             replace=False)
+        lr = set_lr(opt, step, fc, warmup)
+        pick = batch_indices(fc.seed, step, len(train_pairs), fc.batch_size)
         batch = seq2seq_batch([train_pairs[i] for i in pick], cfg.pad_id, cfg.decoder_start_id, max_length, max_length)
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
