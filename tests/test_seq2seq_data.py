@@ -1,6 +1,7 @@
 """Sequence-to-sequence data: .jsonl pairs and their errors, the default docstring -> function-name task (real,
 deterministic, split by file), the trivial baseline, and padded teacher-forcing batches."""
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -52,7 +53,7 @@ def test_bad_sources(tmp_path):
 
 def test_docstring_rules_on_a_hand_made_module():
     text = '''
-def disc_area(r):
+def circle_area(r):
     """Return the area of a circle
     of radius r.
 
@@ -70,26 +71,29 @@ def other_alias():
     """Shared text."""
 class C:
     async def fetch(self):
-        """Get it from afar."""
-def long(x):
-    """''' + "word " * 200 + '''"""
+        """Get it from far away."""
+    async def get_far(self):
+        """Get it from far away."""
+def long_word(x):
+    """''' + "long word " * 100 + '''"""
 '''
     docs = [Document("m.py", text), Document("n.py", text.split("def _helper")[0])]
     pairs = docstring_name_task(docs)
     assert [(p.source[:40], p.target, p.group) for p in pairs] == [
-        ("Return the area of a circle of radius r.", "disc_area", "m.py"),
+        ("Return the area of a circle of radius r.", "circle_area", "m.py"),
         ("isfile(path) -> bool", "isfile", "m.py"),
-        ("Get it from afar.", "fetch", "m.py"),
-        ("word " * 8, "long", "m.py")]  # n.py's copy of `disc_area` is a duplicate
-    assert pairs[-1].source == ("word " * (MAX_SOURCE_CHARS // 5)).strip()  # cut at a word
+        ("Get it from far away.", "get_far", "m.py"),  # `fetch` is no word of its summary
+        ("long word " * 4, "long_word", "m.py")]  # n.py's copy of `circle_area` is a duplicate
+    assert pairs[-1].source == ("long word " * (MAX_SOURCE_CHARS // 10)).strip()  # cut at a word
     assert docstring_name_task(docs) == pairs
 
 
 def test_default_task_is_real_deterministic_and_split_by_file():
     pairs = stdlib_docstring_task()
-    assert len(pairs) > 2000
+    assert len(pairs) > 1000
     assert len({(p.source, p.target) for p in pairs}) == len(pairs)
-    assert all(not p.target.startswith("_") for p in pairs)
+    assert all(not p.target.startswith("_") and set(p.target.lower().split("_")) - {""} <= set(
+        re.findall(r"[a-z0-9]+", p.source.lower())) for p in pairs)
     data = load_seq2seq(None)
     assert load_seq2seq(None) == data and 0.05 < len(data.val) / len(pairs) < 0.15
     group = {(p.source, p.target): p.group for p in pairs}

@@ -76,18 +76,15 @@ def test_seq2seq_default_task_beats_the_trivial_baseline(tmp_path):
     from llmarch.train.finetune import FinetuneConfig, finetune
 
     config = tmp_path / "t5-mini.json"
-    config.write_text(json.dumps(llmarch.resolve("t5-tiny", vocab_size=512, d_model=128, n_layers=2,
+    config.write_text(json.dumps(llmarch.resolve("t5-tiny", vocab_size=1024, d_model=128, n_layers=2,
                                                  n_decoder_layers=2, n_heads=4, ffn_hidden=512,
                                                  context_length=128).to_dict()))
-    fc = FinetuneConfig(task="seq2seq", tokenizer="byte", steps=STEPS, batch_size=32, lr=3e-3, eval_every=STEPS // 2,
-                        val_fraction=0.1, max_length=64, log_every=1000)
+    fc = FinetuneConfig(task="seq2seq", tokenizer="bpe", steps=300, batch_size=32, lr=1e-3, eval_every=150,
+                        val_fraction=0.1, max_length=48, log_every=1000)
     result = finetune(str(config), fc, tmp_path / "run", verbose=False)
     losses = list(result.val_losses.values())
     assert losses[-1] < losses[0]
-    assert result.exact_match > result.trivial_baseline
-
-
-STEPS = 400
+    assert result.exact_match > 2 * result.trivial_baseline  # seen on the 2-core VM: 0.11 against 0.027
 
 
 def test_t5_init_scales_by_fan_in():

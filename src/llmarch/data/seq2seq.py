@@ -3,12 +3,14 @@
 
 The default task names a function from its docstring: source = the summary (first paragraph, whitespace
 collapsed, cut to MAX_SOURCE_CHARS at a word) of a standard-library function's docstring, target = the
-function's name ("Return the number of Thread objects currently alive." -> "active_count"). To keep it
+function's name ("Set a cookie if policy says it's OK to do so." -> "set_cookie_if_ok"). To keep it
 learnable but not trivial:
+- only names whose every part (split at "_") is a word of the summary are kept, about a third of the
+  documented functions: the answer can then be read from the input, by choosing, ordering and joining the
+  right words, where a name built from words the summary lacks ("Return the number of Thread objects
+  currently alive." -> "active_count") could only be guessed;
 - names starting with "_" are left out: dunder names are fixed by protocol with stock docstrings ("Return
   repr(self)."), and whether a helper is private is not in its docstring;
-- a summary may contain the name (about one pair in nine: "Return a shallow copy." -> "copy"): picking the
-  word that names the function is part of the task, as in real summarisation data;
 - identical pairs are kept once (the first in file order: a copy in another file would leak across the split),
   and a summary given to several different names ("**DEPRECATED**", an alias's shared docstring) is left out,
   since no model could tell which is meant.
@@ -18,6 +20,7 @@ line by line, a fixed pseudo-random split."""
 from __future__ import annotations
 
 import ast
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -67,6 +70,13 @@ def _summary(docstring: str) -> str:
     return text if len(text) <= MAX_SOURCE_CHARS else text[:MAX_SOURCE_CHARS].rsplit(" ", 1)[0]
 
 
+def _named_from(summary: str, name: str) -> bool:
+    """Every part of the name (split at "_") is a word of the summary, case ignored."""
+    words = set(re.findall(r"[a-z0-9]+", summary.lower()))
+    parts = [p for p in name.lower().split("_") if p]
+    return bool(parts) and all(p in words for p in parts)
+
+
 def _documented_functions(doc: Document) -> list[Pair]:
     try:
         tree = ast.parse(doc.text)
@@ -77,7 +87,7 @@ def _documented_functions(doc: Document) -> list[Pair]:
     for node in sorted(functions, key=lambda n: (n.lineno, n.col_offset)):  # in file order
         if not node.name.startswith("_"):
             summary = _summary(ast.get_docstring(node) or "")
-            if summary:
+            if summary and _named_from(summary, node.name):
                 out.append(Pair(summary, node.name, doc.name))
     return out
 
