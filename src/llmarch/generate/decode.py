@@ -70,9 +70,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     was_training = model.training
     model.eval()
     model.setup_cache(B, total)
+    slots = torch.arange(total, device=device)  # step i reads slots[T + i : T + i + 1]: a view, no allocation
     try:
-        logits = model(input_ids, attention_mask=mask, input_pos=torch.arange(T, device=device), last_only=True,
-                       kv_len=T).logits
+        logits = model(input_ids, attention_mask=mask, input_pos=slots[:T], last_only=True, kv_len=T).logits
         for i in range(max_new_tokens):
             tok = sample(logits[:, -1], temperature, top_k, top_p, generator)
             if eos_id is not None:
@@ -84,8 +84,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                 on_tokens(tok)
             if i + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
                 break
-            pos = torch.tensor([T + i], device=device)
-            logits = model(tok[:, None], attention_mask=mask, input_pos=pos, kv_len=T + i + 1).logits
+            logits = model(tok[:, None], attention_mask=mask, input_pos=slots[T + i:T + i + 1], kv_len=T + i + 1).logits
     finally:
         model.clear_cache()
         model.train(was_training)
