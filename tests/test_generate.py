@@ -74,6 +74,7 @@ def test_sampling_is_seeded_and_respects_top_k_top_p():
     ("llama-tiny", dict(n_kv_heads=2)),  # GQA and RoPE
     ("llama-tiny", dict(block="parallel", rope_fraction=0.5)),  # parallel block, partial rotary
     ("gpt-tiny", dict(norm_placement="post", position_offset=2)),
+    ("llama-tiny", dict(positions="t5_relative", attn_scale=1.0)),  # a score bias instead of a causal mask
 ])
 def test_one_token_step_equals_the_model_forward(base, overrides):
     """decode_one_token, which generate uses for each new token, against the full (uncached) forward."""

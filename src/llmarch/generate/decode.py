@@ -49,32 +49,33 @@ def decode_one_token(model, tok: torch.Tensor, slot: torch.Tensor, kv_len: int) 
     if added is not None:
         x = x + added
     rope = model.positions.rotary(pos)
+    bias = model.positions.bias(slot, kv_len)  # (1, H, 1, S) or None: one query over filled slots needs no mask
     for block in model.blocks:
-        x = _block_one(block, x, slot, kv_len, rope)
+        x = _block_one(block, x, slot, kv_len, rope, bias)
     return model.lm_head.forward(model.ln_final.forward(x))
 
 
-def _block_one(block, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope) -> torch.Tensor:
-    """Block.forward in eval mode (dropout off) without its hook points."""
+def _block_one(block, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope, bias) -> torch.Tensor:
+    """Block.forward of a decoder-only model (no cross-attention) in eval mode, without its hook points."""
     if block.parallel:
-        return x + _attend_one(block.attn, block.ln1.forward(x), slot, kv_len, rope) + block.mlp.forward(
+        return x + _attend_one(block.attn, block.ln1.forward(x), slot, kv_len, rope, bias) + block.mlp.forward(
             block.ln2.forward(x))
     if block.pre_norm:
-        x = x + _attend_one(block.attn, block.ln1.forward(x), slot, kv_len, rope)
+        x = x + _attend_one(block.attn, block.ln1.forward(x), slot, kv_len, rope, bias)
         return x + block.mlp.forward(block.ln2.forward(x))
-    x = block.ln1.forward(x + _attend_one(block.attn, x, slot, kv_len, rope))
+    x = block.ln1.forward(x + _attend_one(block.attn, x, slot, kv_len, rope, bias))
     return block.ln2.forward(x + block.mlp.forward(x))
 
 
-def _attend_one(attn, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope) -> torch.Tensor:
-    """Attention.forward for one query over the kv_len filled cache slots (no mask needed)."""
+def _attend_one(attn, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope, bias) -> torch.Tensor:
+    """Attention.forward for one query over the kv_len filled cache slots: no causal mask, only a position bias."""
     B = x.shape[0]
     # With one token, (B, 1, heads, D) and (B, heads, 1, D) are the same memory: a view, no transposes.
     q, k, v = attn.qkv_proj.forward(x).view(B, -1, 1, attn.head_dim).split(attn.qkv_heads, dim=1)  # (B, H|K|K, 1, D)
     if rope is not None:
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     k, v = attn.kv_cache.update(slot, k, v)
-    y = attn.kernel(q, k[:, :, :kv_len], v[:, :, :kv_len], None, False, 0.0, attn.hook_pattern)  # (B, H, 1, D)
+    y = attn.kernel(q, k[:, :, :kv_len], v[:, :, :kv_len], bias, False, 0.0, attn.hook_pattern, attn.scale)
     return attn.o_proj.forward(y.reshape(B, 1, -1))
 
 
