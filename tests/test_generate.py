@@ -4,6 +4,7 @@ import torch
 import llmarch
 from llmarch import LlmarchError
 from llmarch.generate import sample
+from llmarch.generate.decode import decode_one_token, one_token_step_applies
 
 from conftest import tiny
 
@@ -66,3 +67,37 @@ def test_sampling_is_seeded_and_respects_top_k_top_p():
     counts = torch.bincount(sample(flat, 1.0, top_p=0.6, generator=g), minlength=4)
     assert (counts > 0).sum() == 3  # 3 of 4 equal tokens are needed to reach mass 0.6
     assert torch.equal(sample(logits[:1], 0.0), torch.tensor([4]))
+
+
+@pytest.mark.parametrize("base, overrides", [
+    ("gpt-tiny", {}),
+    ("llama-tiny", dict(n_kv_heads=2)),  # GQA and RoPE
+    ("llama-tiny", dict(block="parallel", rope_fraction=0.5)),  # parallel block, partial rotary
+    ("gpt-tiny", dict(norm_placement="post", position_offset=2)),
+    ("llama-tiny", dict(positions="t5_relative", attn_scale=1.0)),  # a score bias instead of a causal mask
+])
+def test_one_token_step_equals_the_model_forward(base, overrides):
+    """decode_one_token, which generate uses for each new token, against the full (uncached) forward."""
+    model = tiny(base, **overrides)
+    x = torch.randint(0, 97, (2, 20))
+    full = model(x).logits
+    assert one_token_step_applies(model, 20)
+    with torch.inference_mode():
+        model.setup_cache(2, 20)
+        model(x[:, :12], input_pos=torch.arange(12), kv_len=12)
+        steps = [decode_one_token(model, x[:, t:t + 1], torch.tensor([t]), t + 1) for t in range(12, 20)]
+        model.clear_cache()
+    assert (torch.cat(steps, 1) - full[:, 12:]).abs().max() < 1e-5
+
+
+def test_one_token_step_steps_aside_for_hooks_and_narrow_windows():
+    model = tiny()
+    assert not one_token_step_applies(tiny(sliding_window=8), 20)
+    assert one_token_step_applies(tiny(sliding_window=20), 20)
+    seen = []
+    handle = model.blocks[0].hook_resid_pre.register_forward_hook(lambda mod, args, out: seen.append(out.shape[1]))
+    assert not one_token_step_applies(model, 20)
+    row = llmarch.generate(model, [[5, 6, 7]], max_new_tokens=4)[0]
+    handle.remove()
+    assert seen == [3, 1, 1, 1]  # the prefill, then each decoded token but the last went through the hooked forward
+    assert row == greedy_by_recompute(model, [5, 6, 7], 4)

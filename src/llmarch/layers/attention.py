@@ -76,9 +76,8 @@ class Attention(nn.Module):
         self.kernel = ATTENTION[cfg.attention]
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
-        kv = self.n_kv_heads * self.head_dim
-        self.qkv_sizes = [self.n_heads * self.head_dim, kv, kv]
-        self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_sizes), bias=cfg.qkv_bias)
+        self.qkv_heads = [self.n_heads, self.n_kv_heads, self.n_kv_heads]
+        self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
@@ -86,10 +85,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv_proj(x).split(self.qkv_sizes, dim=-1)
-        q = self.hook_q(q.view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
-        k = self.hook_k(k.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, K, T, D)
-        v = self.hook_v(v.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, K, T, D)
+        qkv = self.qkv_proj(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        q, k, v = qkv.split(self.qkv_heads, dim=2)  # one split of the heads axis: fewer ops per decoded token
+        q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
+        k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)
+        v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
         if ctx.rope is not None:
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
         if self.kv_cache is not None:

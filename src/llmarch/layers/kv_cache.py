@@ -20,8 +20,10 @@ class KVCache(nn.Module):
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, Hkv, T, D) at slots input_pos (T,); return the whole cache (B, Hkv, S, D)."""
-        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
-        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        if k.dtype != self.k.dtype:  # a no-op .to() still costs a dispatch, per layer and token
+            k, v = k.to(self.k.dtype), v.to(self.v.dtype)
+        self.k.index_copy_(2, input_pos, k)
+        self.v.index_copy_(2, input_pos, v)
         return self.k, self.v
 
     def reorder(self, rows: torch.Tensor) -> None:
