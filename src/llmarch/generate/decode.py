@@ -23,10 +23,11 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
 
 def one_token_step_applies(model, total: int) -> bool:
     """Whether decode_one_token computes exactly what model.forward does for this model: a plain LM (no
-    segment embeddings, embedding norm or scale, or head transform), a window that hides none of the total
+    segment embeddings, embedding norm or scale, head transform or head scale), a window that hides none of the total
     slots, and no forward hooks anywhere (the short path skips the hook points, so attached hooks would not run)."""
     cfg = model.config
-    plain = cfg.head == "lm" and not (cfg.head_transform or cfg.type_vocab_size or cfg.embed_norm or cfg.embed_scale)
+    plain = cfg.head == "lm" and not (cfg.head_transform or cfg.type_vocab_size or cfg.embed_norm or cfg.embed_scale
+                                      or cfg.head_scale)
     window_ok = cfg.sliding_window is None or cfg.sliding_window >= total
     hooked = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks or any(
         m._forward_hooks or m._forward_pre_hooks for m in model.modules())
