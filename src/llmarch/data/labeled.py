@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import LlmarchError
 from .corpus import jsonl_records, stdlib_documents
-from .split import val_groups
+from .split import check_task_source, val_groups
 
 MIN_MODULES = 10  # packages with at least this many modules become classes
 SKIPPED = {"encodings"}  # codec tables: near-identical files, a giveaway rather than a task
@@ -73,10 +73,7 @@ def read_jsonl_examples(path: str | Path) -> list[Example]:
 
 def load_labeled(source: str | None = None, val_fraction: float = 0.2) -> LabeledData:
     """The default task (None) or a .jsonl file, split into train and validation."""
-    if not 0 < val_fraction < 1:
-        raise LlmarchError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if source is not None and not str(source).endswith(".jsonl"):
-        raise LlmarchError(f"fine-tuning data must be a .jsonl file of {{text, label}}, got {source!r}")
+    check_task_source(source, val_fraction, "text, label")
     examples = stdlib_package_task() if source is None else read_jsonl_examples(source)
     names = {e.label for e in examples}
     numeric = all(n.lstrip("-").isdigit() for n in names)  # integer labels keep their numeric order

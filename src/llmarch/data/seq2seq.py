@@ -32,7 +32,7 @@ import torch
 from ..errors import LlmarchError
 from .batching import pad
 from .corpus import Document, jsonl_records, stdlib_documents
-from .split import val_groups
+from .split import check_task_source, val_groups
 
 MAX_SOURCE_CHARS = 300
 IGNORE = -100  # cross-entropy's ignore_index: the value of train.objectives.IGNORE (data does not import train)
@@ -130,10 +130,7 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
 
 def load_seq2seq(source: str | None = None, val_fraction: float = 0.1) -> Seq2SeqData:
     """The default task (None) or a .jsonl file of {source, target}, split into train and validation."""
-    if not 0 < val_fraction < 1:
-        raise LlmarchError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if source is not None and not str(source).endswith(".jsonl"):
-        raise LlmarchError(f"sequence-to-sequence data must be a .jsonl file of {{source, target}}, got {source!r}")
+    check_task_source(source, val_fraction, "source, target")
     if source is None:
         pairs = list(stdlib_docstring_task())
     else:

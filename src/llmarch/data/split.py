@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import zlib
 
+from ..errors import LlmarchError
+
 
 def val_groups(sizes: dict[str, int], val_fraction: float) -> set[str]:
     """Groups for validation, each taken while it brings the validation share nearer to val_fraction of all
@@ -15,3 +17,11 @@ def val_groups(sizes: dict[str, int], val_fraction: float) -> set[str]:
         chosen.add(group)
         taken += sizes[group]
     return chosen
+
+
+def check_task_source(source: str | None, val_fraction: float, fields: str) -> None:
+    """A fine-tuning task's --data (None: the default task, or a .jsonl of `fields`) and its split share."""
+    if not 0 < val_fraction < 1:
+        raise LlmarchError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if source is not None and not str(source).endswith(".jsonl"):
+        raise LlmarchError(f"task data must be a .jsonl file of {{{fields}}}, got {source!r}")

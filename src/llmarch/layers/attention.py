@@ -67,13 +67,17 @@ def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
     return t.view(t.shape[0], t.shape[1], n, d).transpose(1, 2)
 
 
+def attention_setup(module: nn.Module, cfg) -> None:
+    """What self- and cross-attention both take from the config: head counts and width, dropout, the score
+    scale and the kernel."""
+    module.n_heads, module.n_kv_heads, module.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    module.dropout, module.scale, module.kernel = cfg.dropout, cfg.attn_scale, ATTENTION[cfg.attention]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.dropout = cfg.dropout
-        self.scale = cfg.attn_scale
-        self.kernel = ATTENTION[cfg.attention]
+        attention_setup(self, cfg)
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
         self.qkv_heads = [self.n_heads, self.n_kv_heads, self.n_kv_heads]

@@ -7,17 +7,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import ATTENTION, AttentionContext, split_heads
+from .attention import AttentionContext, attention_setup, split_heads
 from .hooks import HookPoint
 
 
 class CrossAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.dropout = cfg.dropout
-        self.scale = cfg.attn_scale
-        self.kernel = ATTENTION[cfg.attention]
+        attention_setup(self, cfg)
         kv = self.n_kv_heads * self.head_dim
         self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
         self.kv_proj = nn.Linear(cfg.d_model, 2 * kv, bias=cfg.qkv_bias)  # k and v fused (rows: k, then v)
