@@ -45,6 +45,8 @@ def _start(start: str | Path, data: Seq2SeqData, fc, device):
         src = resolve_checkpoint(start)
         return load_any(src, device), load_tokenizer(src)
     cfg = resolve(start)
+    if not cfg.is_encoder_decoder:  # before training a tokenizer for it
+        raise LlmarchError(f"{cfg.name} is not an encoder-decoder; --task seq2seq needs one (t5-tiny, ...)")
     texts = [Document(str(i), f"{s}\n{t}") for i, (s, t) in enumerate(data.train)]
     tok = tokenizer_for(texts, fc.tokenizer, cfg.vocab_size)
     if cfg.is_encoder_decoder:  # our tokenizers have no pad: eos pads, starts the decoder and ends outputs
