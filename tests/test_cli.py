@@ -123,3 +123,13 @@ def test_tokenizer_checkpoint_mismatch_is_one_line_error(run_dir, tmp_path):
     for args in (("generate", "--checkpoint", str(ckpt), "--prompt", "def"), ("eval", "--checkpoint", str(ckpt))):
         code, _, err = run(*args)
         assert_one_line_error(code, err, "tokens but the model's vocab_size is 257")
+
+
+@pytest.mark.parametrize("args, text", [
+    (["generate", "--checkpoint", "nowhere", "--prompt", "x", "--num-beams", "0"], "num_beams must be >= 1"),
+    (["train", "--model", "t5-tiny", "--objective", "clm", "--steps", "1", "--out", "unused"],
+     "objective clm does not fit"),
+    (["finetune", "--task", "seq2seq", "--checkpoint", "gpt-tiny", "--out", "unused"], "not an encoder-decoder"),
+])
+def test_encoder_decoder_bad_input_is_one_line(args, text, tmp_path):
+    assert_one_line_error(*run(*args, cwd=tmp_path)[::2], text)
