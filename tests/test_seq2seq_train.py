@@ -103,3 +103,17 @@ def test_t5_init_scales_by_fan_in():
         assert abs(w.std().item() / std - 1) < 0.05, name
     gpt = llmarch.build("gpt-tiny", n_layers=1)  # the default init is unchanged
     assert abs(gpt.embed.weight.std().item() - 0.02) < 0.002
+
+
+def test_encoder_decoder_sampling():
+    """Sampling is reproducible from its seed, top_k=1 is greedy, and streaming sees every new token."""
+    torch.manual_seed(0)
+    model = llmarch.build("bart-tiny", **TINY).eval()
+    src = torch.randint(0, 8192, (2, 6))
+    a = llmarch.generate(model, src, max_new_tokens=6, temperature=1.0, seed=3)
+    assert torch.equal(a, llmarch.generate(model, src, max_new_tokens=6, temperature=1.0, seed=3))
+    greedy = llmarch.generate(model, src, max_new_tokens=6)
+    assert torch.equal(llmarch.generate(model, src, max_new_tokens=6, temperature=1.0, top_k=1, seed=5), greedy)
+    seen = []
+    llmarch.generate(model, src, max_new_tokens=6, on_tokens=lambda t: seen.append(t.tolist()))
+    assert torch.equal(torch.tensor(seen).T, greedy[:, 1:])
