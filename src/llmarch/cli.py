@@ -249,6 +249,23 @@ def cmd_convert(args) -> None:
     print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
 
 
+def cmd_bench(args) -> None:
+    import torch
+
+    from .bench import BenchConfig, run_bench, to_markdown
+    from .checkpoint import write_text_atomic
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_bench(_model_config(args), BenchConfig(**_collect(args, BenchConfig)))
+    table = to_markdown(result)
+    print(table)
+    if args.out:
+        write_text_atomic(Path(args.out), json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), table + "\n")
+
+
 def cmd_info(args) -> None:
     from .analysis import model_facts
 
@@ -345,6 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an llmarch checkpoint or run directory to export (this or --from-hf is required)")
     p.add_argument("--out", required=True, help="new output directory (required)")
     p.set_defaults(func=cmd_convert)
+
+    from .bench import BenchConfig
+
+    p = sub.add_parser("bench", help="training, decoding and prefill speed against transformers, in one run")
+    p.add_argument("--model", default="gpt-tiny", help="preset name or .json/.yaml config (default: %(default)s)")
+    p.add_argument("--out", help="write the results as JSON here (default: %(default)s)")
+    p.add_argument("--markdown", help="write the markdown table here (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for both libraries (default: torch's)")
+    _add_fields(p.add_argument_group("benchmark"), BenchConfig)
+    _model_overrides(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="parameter count, FLOPs and KV-cache size of a model")
     p.add_argument("model", help="preset name or .json/.yaml config")

@@ -1,0 +1,231 @@
+"""`llmarch bench`: llmarch against `transformers` in one run, on the same shapes, weights, dtype and compile
+setting: training tokens/s (with MFU and peak memory on CUDA), decoding tokens/s at several batch sizes (batch
+1 also as a fraction of the memory-bandwidth roofline), and prefill tokens/s. Every figure is the median of
+`repeats` timed runs after a warm-up.
+
+- MFU = tokens/s · (6N + 12·L·d_attn·T) / peak FLOP/s (analysis/accounting.py; PaLM appendix B), with the
+  peak of the device: 989 TFLOP/s dense bf16 for H100/H200 SXM. None where the peak is unknown (CPU).
+- Roofline of batch-1 decoding: each token reads every weight once and the KV cache filled so far, so
+  tokens/s ≤ copy bandwidth / bytes read per token; the copy bandwidth is measured in the same run.
+transformers is a test/benchmark dependency: the comparison is skipped, with a note, where it is missing."""
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .analysis import model_facts
+from .config import ModelConfig
+from .errors import LlmarchError
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
+
+
+@dataclass
+class BenchConfig:
+    batch_size: int = 8  # training batch
+    context: int | None = None  # training sequence length; None: the model's context (at most 1024)
+    prompt_tokens: int = 32
+    new_tokens: int = 64
+    decode_batches: str = "1"  # comma-separated batch sizes for decoding
+    prefill_tokens: int | None = None  # None: no prefill figure
+    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    compile: bool = False  # torch.compile both models' forward (training) the same way
+    repeats: int = 3
+    device: str | None = None
+    transformers: bool = True  # compare against transformers (needs it installed)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """Bytes per second of a device-to-device tensor copy (each byte read once and written once)."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / median_time(lambda: dst.copy_(src), repeats, device)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def _train_step(model, logits_of, x, y, compile_: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=x.device.type == "cuda")
+    forward = torch.compile(logits_of) if compile_ else logits_of
+
+    def step():
+        loss = F.cross_entropy(forward(x).flatten(0, 1).float(), y.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
+    """Build the model, copy its weights into transformers' model of the same shape, time both."""
+    from .checkpoint import build_model
+    from .generate import generate
+    from .transforms import transposed_weight_layout
+
+    if cfg.is_encoder_decoder or not cfg.causal:
+        raise LlmarchError("llmarch bench measures decoder-only language models")
+    device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, bc.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    context = min(bc.context or cfg.context_length, cfg.context_length, 1024)
+    torch.manual_seed(0)
+    ours = build_model(cfg, device).to(dtype)
+    ref = _transformers_twin(ours, device, dtype) if bc.transformers else None
+    facts = model_facts(cfg.replace(context_length=context), "bf16" if dtype == torch.bfloat16 else "fp32")
+    out = {"model": cfg.name, "parameters": facts["parameters"], "device": _device_name(device),
+           "dtype": str(dtype).removeprefix("torch."), "compile": bc.compile, "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "transformers": None if ref is None else _hf_version()}
+
+    # decoding: greedy, new_tokens after prompt_tokens, per batch size
+    ours.eval()
+    if ref is not None:
+        ref.eval()
+    if device.type == "cpu":
+        transposed_weight_layout(ours)
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    bandwidth = copy_bandwidth(device)
+    out["copy_bandwidth_gb_s"] = bandwidth / 1e9
+    decode = {}
+    n = bc.new_tokens
+    for batch in (int(b) for b in bc.decode_batches.split(",")):
+        prompt = torch.randint(0, cfg.vocab_size, (batch, bc.prompt_tokens), device=device)
+        row = {"llmarch": n * batch / median_time(lambda: generate(ours, prompt, n), bc.repeats, device)}
+        if ref is not None:
+            mask = torch.ones_like(prompt)
+
+            def hf():
+                with torch.no_grad():
+                    return ref.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                        do_sample=False, pad_token_id=0)
+
+            row["transformers"] = n * batch / median_time(hf, bc.repeats, device)
+            row["same_tokens"] = bool(torch.equal(generate(ours, prompt, n), hf()))
+        if batch == 1:  # bytes read per token: every weight, and the KV cache at its mean fill
+            mean_len = bc.prompt_tokens + n / 2
+            read = weight_bytes + facts["kv_cache_bytes_per_token"] * mean_len
+            row["roofline_fraction"] = row["llmarch"] * read / bandwidth
+        decode[f"batch_{batch}"] = _with_speedup(row, None)
+    out["decode_tokens_per_s"] = decode
+
+    if bc.prefill_tokens:
+        if bc.prefill_tokens > cfg.context_length:
+            raise LlmarchError(f"prefill of {bc.prefill_tokens} tokens exceeds context_length {cfg.context_length}")
+        ids = torch.randint(0, cfg.vocab_size, (1, bc.prefill_tokens), device=device)
+        prefill = {}
+        for name, model in (("llmarch", ours), ("transformers", ref)):
+            if model is not None:
+                with torch.no_grad():
+                    prefill[name] = bc.prefill_tokens / median_time(lambda m=model: m(ids).logits, bc.repeats, device)
+        out["prefill_tokens_per_s"] = _with_speedup(prefill, None)
+
+    # training last, as it changes the weights: forward, loss, backward, AdamW
+    x = torch.randint(0, cfg.vocab_size, (bc.batch_size, context), device=device)
+    y = torch.roll(x, -1, dims=1)
+    tokens = bc.batch_size * context
+    peak = _peak_flops(device)
+    train = {}
+    for name, model in (("llmarch", ours), ("transformers", ref)):
+        if model is None:
+            continue
+        model.train()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t = median_time(_train_step(model, lambda ids, m=model: m(ids).logits, x, y, bc.compile), bc.repeats, device)
+        train[name] = {"tokens_per_s": tokens / t, "mfu": None if peak is None else
+                       tokens / t * facts["flops_per_token"] / peak,
+                       "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
+                       if device.type == "cuda" else None}
+    out["train"] = _with_speedup(train, "tokens_per_s")
+    out["flops_per_token"] = facts["flops_per_token"]
+
+    return out
+
+
+def _with_speedup(row: dict, key: str | None) -> dict:
+    if "transformers" in row:
+        ours, theirs = row["llmarch"], row["transformers"]
+        if key is not None:
+            ours, theirs = ours[key], theirs[key]
+        row["speedup"] = ours / theirs
+    return row
+
+
+def _transformers_twin(model, device: torch.device, dtype: torch.dtype):
+    """transformers' model of the same architecture and weights, through llmarch's own HF export."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    from .interop import to_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        to_hf(model, tmp)
+        twin = transformers.AutoModelForCausalLM.from_pretrained(tmp, attn_implementation="sdpa", dtype=dtype)
+    return twin.to(device)
+
+
+def _hf_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
+def to_markdown(r: dict) -> str:
+    """The results as a markdown table (llmarch, transformers, speed-up per row)."""
+    lines = [f"{r['model']} ({r['parameters']:,} parameters) on {r['device']}, {r['dtype']}, compile={r['compile']}, "
+             f"torch {r['torch']}, transformers {r['transformers']}, {r['threads']} threads", "",
+             "| benchmark | llmarch | transformers | speed-up |", "|---|---|---|---|"]
+
+    def add(label, row, key=None):
+        ours = row["llmarch"][key] if key else row["llmarch"]
+        theirs = (row["transformers"][key] if key else row["transformers"]) if "transformers" in row else None
+        speed = f"{row['speedup']:.2f}x" if "speedup" in row else ""
+        lines.append(f"| {label} | {ours:,.0f} | {'' if theirs is None else f'{theirs:,.0f}'} | {speed} |")
+
+    add("training tokens/s", r["train"], "tokens_per_s")
+    for name, row in r["decode_tokens_per_s"].items():
+        add(f"decode tokens/s, {name.replace('_', ' ')}", row)
+    if "prefill_tokens_per_s" in r:
+        add("prefill tokens/s", r["prefill_tokens_per_s"])
+    mfu = r["train"]["llmarch"]["mfu"]
+    roofline = r["decode_tokens_per_s"].get("batch_1", {}).get("roofline_fraction")
+    lines += ["", "MFU of llmarch training: " + ("n/a (no known peak for this device)" if mfu is None else f"{mfu:.1%}"),
+              "batch-1 decode: " + ("n/a" if roofline is None else f"{roofline:.1%}")
+              + f" of the memory-bandwidth roofline (copy bandwidth {r['copy_bandwidth_gb_s']:.1f} GB/s)"]
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""`llmarch bench` runs end to end on CPU with small shapes and reports every section; the speed figures
+themselves live in docs/benchmarks.md, not in assertions. (MFU needs a known GPU peak: None on CPU.)"""
+import json
+
+import pytest
+
+from llmarch import LlmarchError
+from llmarch.cli import main
+
+pytest.importorskip("transformers")
+
+
+def test_bench_reports_train_decode_prefill_against_transformers(tmp_path, capsys):
+    out, table = tmp_path / "bench.json", tmp_path / "bench.md"
+    main(["bench", "--model", "llama-tiny", "--n-layers", "1", "--context-length", "32", "--batch-size", "2",
+          "--prompt-tokens", "4", "--new-tokens", "4", "--decode-batches", "1,2", "--prefill-tokens", "32",
+          "--repeats", "1", "--out", str(out), "--markdown", str(table)])
+    r = json.loads(out.read_text())
+    assert r["train"]["llmarch"]["tokens_per_s"] > 0 and r["train"]["speedup"] > 0
+    assert r["train"]["llmarch"]["mfu"] is None  # no peak FLOP/s known for a CPU
+    for batch in ("batch_1", "batch_2"):
+        assert r["decode_tokens_per_s"][batch]["same_tokens"] is True
+    assert r["decode_tokens_per_s"]["batch_1"]["roofline_fraction"] > 0
+    assert r["prefill_tokens_per_s"]["llmarch"] > 0 and r["copy_bandwidth_gb_s"] > 0
+    assert "| decode tokens/s, batch 2 |" in table.read_text() and "speed-up" in capsys.readouterr().out
+
+
+def test_bench_refuses_encoder_decoders():
+    from llmarch import resolve
+    from llmarch.bench import BenchConfig, run_bench
+
+    with pytest.raises(LlmarchError, match="decoder-only"):
+        run_bench(resolve("t5-tiny"), BenchConfig())
