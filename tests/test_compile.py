@@ -16,3 +16,20 @@ def test_decode_step_compiles_whole_graph_over_the_static_cache():
         outs = [step(x[:, t:t + 1], torch.tensor([t])) for t in range(8, 12)]
     model.clear_cache()
     assert (torch.cat(outs, 1) - full[:, 8:]).abs().max() < 1e-5
+
+
+def test_generate_with_the_compiled_decode_step_matches_eager():
+    """generate(compile=True) decodes with one fixed-shape compiled graph over a whole-context cache (CUDA
+    graphs on CUDA): the same tokens as eager decoding, for plain and left-padded prompts, and a second call
+    with other lengths reuses the compiled step."""
+    import llmarch
+
+    model = tiny(n_layers=1).eval()
+    prompts = [[5, 6, 7, 8, 9], [1, 2, 3]]
+    eager = llmarch.generate(model, prompts, max_new_tokens=6)
+    assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == eager
+    step = model.__dict__["_compiled_decode_step"]
+    ids = torch.randint(0, 97, (2, 4))
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=3, compile=True),
+                       llmarch.generate(model, ids, max_new_tokens=3))
+    assert model.__dict__["_compiled_decode_step"] is step

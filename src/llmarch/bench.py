@@ -36,7 +36,7 @@ class BenchConfig:
     decode_batches: str = "1"  # comma-separated batch sizes for decoding
     prefill_tokens: int | None = None  # None: no prefill figure
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
-    compile: bool = False  # torch.compile both models' forward (training) the same way
+    compile: bool = False  # torch.compile both models' training forward the same way, and llmarch's decode step
     repeats: int = 3
     device: str | None = None
     transformers: bool = True  # compare against transformers (needs it installed)
@@ -119,7 +119,8 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     n = bc.new_tokens
     for batch in (int(b) for b in bc.decode_batches.split(",")):
         prompt = torch.randint(0, cfg.vocab_size, (batch, bc.prompt_tokens), device=device)
-        row = {"llmarch": n * batch / median_time(lambda: generate(ours, prompt, n), bc.repeats, device)}
+        row = {"llmarch": n * batch / median_time(lambda: generate(ours, prompt, n, compile=bc.compile), bc.repeats,
+                                                  device)}
         if ref is not None:
             mask = torch.ones_like(prompt)
 
@@ -129,7 +130,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
                                         do_sample=False, pad_token_id=0)
 
             row["transformers"] = n * batch / median_time(hf, bc.repeats, device)
-            row["same_tokens"] = bool(torch.equal(generate(ours, prompt, n), hf()))
+            row["same_tokens"] = bool(torch.equal(generate(ours, prompt, n, compile=bc.compile), hf()))
         if batch == 1:  # bytes read per token: every weight, and the KV cache at its mean fill
             mean_len = bc.prompt_tokens + n / 2
             read = weight_bytes + facts["kv_cache_bytes_per_token"] * mean_len

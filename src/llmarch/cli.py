@@ -104,7 +104,7 @@ def _load_with_tokenizer(checkpoint):
 
 
 def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
-                   length_penalty=1.0, early_stopping=False) -> None:
+                   length_penalty=1.0, early_stopping=False, compile=False) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source)."""
     from .generate import generate
     from .transforms import transposed_weight_layout
@@ -130,11 +130,13 @@ def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed
                 print(text[len(shown):], end="", flush=True)
                 shown = text
 
-        generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed, on_tokens=show)
+        generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed, on_tokens=show,
+                 compile=compile)
         print()
         return
     rows = generate(model, encoded, max_new, temperature, top_k, top_p, eos_id=tok.eos_id, seed=seed,
-                    num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping)
+                    num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                    compile=compile)
     for i, row in enumerate(rows):
         if len(prompts) > 1:
             print(f"--- [{i}]")
@@ -147,7 +149,7 @@ def cmd_generate(args) -> None:
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
     _generate_text(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                   args.seed, not args.no_stream, args.num_beams, args.length_penalty, early)
+                   args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile)
 
 
 def cmd_eval(args) -> None:
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
     p.add_argument("--no-stream", action="store_true",
         help="print when done instead of token by token (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="decode with one compiled fixed-shape step (CUDA graphs "
+                   "on CUDA); compiling takes a while, so it pays off for long outputs (default: %(default)s)")
     p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams; greedy, no "
                    "sampling (default: %(default)s)")
     p.add_argument("--length-penalty", type=float, default=1.0,

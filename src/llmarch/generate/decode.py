@@ -9,6 +9,7 @@ from torch import nn
 from ..errors import LlmarchError
 from ..data.batching import pad
 from ..layers.positions import apply_rotary
+from ..transforms import compiled_decode_step
 from .beam import beam_search
 from .sampling import sample
 from .seq2seq import check_beam_args, generate_seq2seq
@@ -84,8 +85,11 @@ def _attend_one(attn, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope, bi
 def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, eos_id: int | None = None, attention_mask: torch.Tensor | None = None,
              seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None,
-             num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False):
+             num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
+             compile: bool = False):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
+    compile: decode each new token with transforms.compiled_decode_step (one fixed-shape graph over a cache
+    of the whole context; CUDA graphs on CUDA) instead of eagerly.
     num_beams > 1: beam search (beam.py) with length_penalty and early_stopping (True, False or "never"),
     returning each row's best hypothesis. Encoder-decoders: see seq2seq.generate_seq2seq (input_ids are the
     sources; the result is the decoder's sequences).
@@ -95,6 +99,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     their end), or a list of lists, each its prompt + new ids up to and including eos_id.
     on_tokens receives each step's new ids (B,) as they are produced (streaming)."""
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
+    if compile and (model.config.is_encoder_decoder or num_beams > 1):
+        raise LlmarchError("compile is implemented for greedy and sampled decoding of decoder-only models")
     if model.config.is_encoder_decoder:
         return generate_seq2seq(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_id, attention_mask,
                                 seed, on_tokens, num_beams, length_penalty, early_stopping)
@@ -130,8 +136,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     n = 0
     was_training = model.training
     model.eval()
-    model.setup_cache(B, total)
-    short_step = mask is None and one_token_step_applies(model, total)
+    model.setup_cache(B, ctx if compile else total)  # compiled: one cache shape for every call
+    short_step = mask is None and one_token_step_applies(model, total) and not compile
+    compiled = compiled_decode_step(model) if compile else None
     slots = torch.arange(total, device=device)  # step i reads slots[T + i : T + i + 1]: a view, no allocation
     try:
         logits = model(input_ids, attention_mask=mask, input_pos=slots[:T], last_only=True, kv_len=T).logits
@@ -147,7 +154,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             if i + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
                 break
             slot = slots[T + i:T + i + 1]
-            if short_step:
+            if compiled is not None:
+                logits = compiled(tok[:, None], slot, mask)
+            elif short_step:
                 logits = decode_one_token(model, tok[:, None], slot, T + i + 1)
             else:
                 logits = model(tok[:, None], attention_mask=mask, input_pos=slot, kv_len=T + i + 1).logits
