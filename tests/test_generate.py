@@ -75,6 +75,7 @@ def test_sampling_is_seeded_and_respects_top_k_top_p():
     ("llama-tiny", dict(block="parallel", rope_fraction=0.5)),  # parallel block, partial rotary
     ("gpt-tiny", dict(norm_placement="post", position_offset=2)),
     ("llama-tiny", dict(positions="t5_relative", attn_scale=1.0)),  # a score bias instead of a causal mask
+    ("gpt-tiny", dict(head_scale=True)),  # the head's d^-0.5 rescale (T5 v1.0's)
 ])
 def test_one_token_step_equals_the_model_forward(base, overrides):
     """decode_one_token, which generate uses for each new token, against the full (uncached) forward."""

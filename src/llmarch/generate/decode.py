@@ -24,11 +24,10 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
 
 def one_token_step_applies(model, total: int) -> bool:
     """Whether decode_one_token computes exactly what model.forward does for this model: a plain LM (no
-    segment embeddings, embedding norm or scale, head transform or head scale), a window that hides none of the total
+    segment embeddings, embedding norm or scale, or head transform), a window that hides none of the total
     slots, and no forward hooks anywhere (the short path skips the hook points, so attached hooks would not run)."""
     cfg = model.config
-    plain = cfg.head == "lm" and not (cfg.head_transform or cfg.type_vocab_size or cfg.embed_norm or cfg.embed_scale
-                                      or cfg.head_scale)
+    plain = cfg.head == "lm" and not (cfg.head_transform or cfg.type_vocab_size or cfg.embed_norm or cfg.embed_scale)
     window_ok = cfg.sliding_window is None or cfg.sliding_window >= total
     hooked = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks or any(
         m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -54,7 +53,7 @@ def decode_one_token(model, tok: torch.Tensor, slot: torch.Tensor, kv_len: int) 
     bias = model.positions.bias(slot, kv_len)  # (1, H, 1, S) or None: one query over filled slots needs no mask
     for block in model.blocks:
         x = _block_one(block, x, slot, kv_len, rope, bias)
-    return model.lm_head.forward(model.ln_final.forward(x))
+    return model._head(model.ln_final.forward(x), None)  # the model's own head (and its head_scale)
 
 
 def _block_one(block, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope, bias) -> torch.Tensor:
