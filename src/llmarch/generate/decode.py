@@ -189,16 +189,15 @@ def _beam_decode(model, input_ids: torch.Tensor, mask: torch.Tensor | None, max_
     was_training = model.training
     model.eval()
     model.setup_cache(B * num_beams, T + max_new_tokens)
+    slots = torch.arange(T + max_new_tokens, device=input_ids.device)
     state = {"n": T}
 
     def step(tokens: torch.Tensor) -> torch.Tensor:
-        pos = torch.tensor([state["n"]], device=tokens.device)
-        state["n"] += 1
-        return model(tokens[:, None], attention_mask=rows_mask, input_pos=pos, kv_len=state["n"]).logits[:, -1]
+        n = state["n"] = state["n"] + 1
+        return model(tokens[:, None], attention_mask=rows_mask, input_pos=slots[n - 1:n], kv_len=n).logits[:, -1]
 
     try:
-        first = model(rows_ids, attention_mask=rows_mask, input_pos=torch.arange(T, device=input_ids.device),
-                      last_only=True, kv_len=T).logits[:, -1]
+        first = model(rows_ids, attention_mask=rows_mask, input_pos=slots[:T], last_only=True, kv_len=T).logits[:, -1]
         fill = eos_id if eos_id is not None else pad_id
         out = beam_search(first, step, model.reorder_cache, input_ids, num_beams, max_new_tokens, eos_id, fill,
                           length_penalty, early_stopping)

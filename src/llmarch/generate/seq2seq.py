@@ -18,10 +18,11 @@ class DecoderSteps:
 
     def __init__(self, model, memory: torch.Tensor, source_mask: torch.Tensor | None, total: int):
         self.model, self.source_mask, self.n = model, source_mask, 0
+        self.slots = torch.arange(total, device=memory.device)  # step n reads slots[n : n + 1]: a view, no allocation
         model.setup_cache(memory.shape[0], total, memory=memory)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        pos = torch.tensor([self.n], device=tokens.device)
+        pos = self.slots[self.n:self.n + 1]
         self.n += 1
         return self.model.decode(tokens[:, None], None, self.source_mask, input_pos=pos, kv_len=self.n).logits[:, -1]
 
