@@ -279,8 +279,13 @@ def cmd_info(args) -> None:
     layers = f"{cfg.n_layers}+{cfg.n_decoder_layers} (encoder+decoder)" if cfg.is_encoder_decoder else cfg.n_layers
     print(f"{cfg.name}: {layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
           f"({cfg.n_kv_heads} kv), ffn {cfg.ffn} {cfg.ffn_hidden}, {cfg.norm} ({cfg.norm_placement}), "
-          f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}")
+          f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}"
+          + (f", block {cfg.block}" if cfg.block != "sequential" else "")
+          + (f", {cfg.n_experts} experts (top-{cfg.experts_per_token})" if cfg.n_experts else ""))
     print(f"parameters:               {facts['parameters']:,}")
+    if facts["active_parameters"] != facts["parameters"]:
+        print(f"active parameters:        {facts['active_parameters']:,} "
+              f"({cfg.experts_per_token} of {cfg.n_experts} experts per token)")
     print(f"non-embedding parameters: {facts['non_embedding_parameters']:,}")
     print(f"training FLOPs per token: {facts['flops_per_token']:,}")
     print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype})")

@@ -11,7 +11,9 @@ from .errors import LlmarchError
 
 
 HEADS = ("classify", "lm", "tokens")
-_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias")
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden")
+ROUTER_AUX_SCOPES = ("batch", "sequence")
+QK_NORMS = ("none", "head")
 
 
 @dataclass
@@ -29,7 +31,9 @@ class ModelConfig:
     norm_eps: float = 1e-5
     norm_placement: str = "pre"  # pre (GPT-2, LLaMA) or post (original Transformer, BERT)
     final_norm: bool | None = None  # norm after the last block; None: True for pre-norm, False for post-norm
-    block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J)
+    block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
+    shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
+    qk_norm: str = "none"  # none, or head: RMSNorm over each head's queries and keys before RoPE (Qwen3)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -61,6 +65,21 @@ class ModelConfig:
     pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
     decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
     eos_id: int | None = None  # encoder-decoders: end of sequence, stored for export and generation defaults
+    # Mixture of experts (layers/moe.py, layers/router.py): the FFN of layer i is a mixture when n_experts > 0
+    # and i % moe_period == moe_offset (Switch: every other layer; Jamba's expert_layer_period/offset)
+    n_experts: int = 0
+    experts_per_token: int = 2  # top-k of the router (Mixtral 2, Switch 1)
+    expert_hidden: int | None = None  # hidden width of each expert; None: ffn_hidden
+    n_shared_experts: int = 0  # experts every token passes through, unweighted (DeepSeekMoE)
+    moe_period: int = 1
+    moe_offset: int = 0
+    router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
+    capacity_factor: float | None = None  # expert capacity per sequence = ceil(factor * T * k / n_experts)
+    expert_capacity: int | None = None  # a fixed capacity per sequence instead (transformers' Switch)
+    router_jitter: float = 0.0  # training: router inputs times U(1 - eps, 1 + eps) (Switch §2.4)
+    router_aux_loss_weight: float = 0.0  # weight of the load-balancing loss in training (Switch eq. 4)
+    router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
+    router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
     context_length: int = 1024
     attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
     init_std: float = 0.02
@@ -85,6 +104,8 @@ class ModelConfig:
             self.final_norm = self.norm_placement == "pre"
         if self.qkv_bias is None:
             self.qkv_bias = self.bias
+        if self.expert_hidden is None:
+            self.expert_hidden = self.ffn_hidden
         self.validate()
 
     def _check_types(self) -> None:
@@ -119,6 +140,11 @@ class ModelConfig:
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
         if self.block == "parallel" and self.norm_placement == "post":
             raise LlmarchError("block='parallel' needs norm_placement='pre'")
+        if self.shared_norm and self.block != "parallel":
+            raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
+        if self.qk_norm not in QK_NORMS:
+            raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
+        self._validate_moe()
         from .layers import ATTENTION, FFNS, NORMS, POSITIONS
 
         for registry, value in ((FFNS, self.ffn), (NORMS, self.norm), (POSITIONS, self.positions),
@@ -150,6 +176,36 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    def _validate_moe(self) -> None:
+        if self.n_experts < 0 or self.n_shared_experts < 0:
+            raise LlmarchError("n_experts and n_shared_experts must be >= 0")
+        if not self.n_experts:
+            return
+        if not 1 <= self.experts_per_token <= self.n_experts:
+            raise LlmarchError(f"experts_per_token must be in [1, n_experts={self.n_experts}], "
+                               f"got {self.experts_per_token}")
+        if self.expert_hidden <= 0:
+            raise LlmarchError(f"expert_hidden must be a positive integer, got {self.expert_hidden}")
+        if self.moe_period <= 0 or not 0 <= self.moe_offset < self.moe_period:
+            raise LlmarchError(f"moe_period must be positive and moe_offset in [0, moe_period), got "
+                               f"{self.moe_period} and {self.moe_offset}")
+        if self.capacity_factor is not None and self.expert_capacity is not None:
+            raise LlmarchError("give capacity_factor or expert_capacity, not both")
+        if (self.capacity_factor is not None and self.capacity_factor <= 0) or (
+                self.expert_capacity is not None and self.expert_capacity <= 0):
+            raise LlmarchError("capacity_factor and expert_capacity must be positive")
+        if not 0 <= self.router_jitter < 1:
+            raise LlmarchError(f"router_jitter must be in [0, 1), got {self.router_jitter}")
+        if self.router_aux_loss_weight < 0 or self.router_z_loss_weight < 0:
+            raise LlmarchError("router loss weights must be >= 0")
+        if self.router_aux_scope not in ROUTER_AUX_SCOPES:
+            raise LlmarchError(f"unknown router_aux_scope {self.router_aux_scope!r}; "
+                               f"choose one of: {', '.join(ROUTER_AUX_SCOPES)}")
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Whether block i's FFN is a mixture of experts."""
+        return self.n_experts > 0 and i % self.moe_period == self.moe_offset
 
     @property
     def tied_head(self) -> bool:

@@ -34,6 +34,20 @@ _TRANSFORMER = dict(ffn="relu", norm="layernorm", norm_eps=1e-6, norm_placement=
                     positions="sinusoidal_halves", embed_scale=True, tie_embeddings=True, context_length=512,
                     pad_id=0, decoder_start_id=0, eos_id=1, hf_model_type="marian")
 
+# Mixtral (Jiang et al. 2024): Mistral's block with each FFN a mixture of 8 SwiGLU experts, top-2 with
+# renormalised weights; the published 8x7B has no sliding window.
+_MIXTRAL = dict(_LLAMA, n_experts=8, experts_per_token=2, router_aux_loss_weight=0.02, hf_model_type="mixtral")
+# Switch Transformer (Fedus et al. 2022): T5 with every other FFN a top-1 mixture of ReLU experts, weighted
+# by the router probability, capacity factor 1.25 in training (§2.2), jitter noise on the router (§2.4),
+# load balancing with alpha = 1e-2 (§2.2), statistics per sequence as in the Mesh TensorFlow code.
+_SWITCH = dict(_T5, n_experts=8, experts_per_token=1, router_renormalize=False, moe_period=2, moe_offset=1,
+               capacity_factor=1.25, router_jitter=0.01, router_aux_loss_weight=0.01, router_z_loss_weight=0.001,
+               router_aux_scope="sequence", hf_model_type="switch_transformers")
+# PaLM (Chowdhery et al. 2022, §2): parallel block with one LayerNorm, multi-query attention, SwiGLU, RoPE,
+# no biases in dense layers or norms, shared input/output embeddings, 256k SentencePiece vocabulary.
+_PALM = dict(block="parallel", shared_norm=True, n_kv_heads=1, ffn="swiglu", positions="rope", norm="layernorm",
+             bias=False, norm_bias=False, tie_embeddings=True, vocab_size=256000, context_length=2048)
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -48,10 +62,18 @@ PRESETS: dict[str, dict] = {
     # counted from padding_idx + 1 = 2.
     "roberta-base": dict(_BERT, vocab_size=50265, d_model=768, n_layers=12, n_heads=12, type_vocab_size=1,
                          position_offset=2, norm_eps=1e-5, hf_model_type="roberta"),
+    "mixtral-8x7b": dict(_MIXTRAL, vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                         ffn_hidden=14336, context_length=32768, rope_theta=1e6, norm_eps=1e-5),
+    # PaLM 8B (Table 1): 32 layers, width 4096, 16 heads of 256, FFN 4 x width
+    "palm-8b": dict(_PALM, d_model=4096, n_layers=32, n_heads=16, ffn_hidden=16384),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
                        ffn_hidden=768, context_length=256),
+    # llama-tiny's active shape: two experts of 384 per token are its one FFN of 768
+    "mixtral-tiny": dict(_MIXTRAL, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
+                         ffn_hidden=384, context_length=256),
+    "palm-tiny": dict(_PALM, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768, context_length=256),
     "bert-tiny": dict(_BERT, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, context_length=256),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
@@ -61,6 +83,8 @@ PRESETS: dict[str, dict] = {
                              n_heads=8, ffn_hidden=2048),
     "t5-tiny": dict(_T5, vocab_size=8192, d_model=256, n_layers=4, n_decoder_layers=4, n_heads=4, ffn_hidden=1024,
                     context_length=256),
+    "switch-tiny": dict(_SWITCH, vocab_size=8192, d_model=256, n_layers=4, n_decoder_layers=4, n_heads=4,
+                        ffn_hidden=1024, context_length=256),
     "bart-tiny": dict(_BART, vocab_size=8192, d_model=256, n_layers=4, n_decoder_layers=4, n_heads=4,
                       context_length=256),
 }

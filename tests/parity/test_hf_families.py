@@ -27,6 +27,15 @@ CASES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(COMMON, num_key_value_heads=2)),
     "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(COMMON, num_key_value_heads=1, head_dim=32)),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(COMMON, max_position_embeddings=128)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM",
+                dict(COMMON, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2)),
+    # layer 0 dense (intermediate_size), layer 1 a mixture (moe_intermediate_size); raw top-k weights
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+                  dict(COMMON, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                       decoder_sparse_step=2, norm_topk_prob=False, head_dim=24)),
+    "qwen3_moe-renormalised": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+                               dict(COMMON, num_key_value_heads=1, num_experts=4, num_experts_per_tok=3,
+                                    moe_intermediate_size=32, norm_topk_prob=True)),
     "gpt_neox-sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM",
                             dict(COMMON, use_parallel_residual=False, rotary_pct=0.5)),
 }

@@ -8,6 +8,9 @@
   appendix B), N = the parameters used in matrix multiplies per token: non-embedding parameters plus
   the LM head when it is tied (the head is a matmul even when it shares the embedding's weights);
   L layers, d_attn = heads·head_dim, T = context_length.
+- active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
+  token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
+  FLOPs count active parameters only.
 - kv_cache_bytes_per_token = 2 (K and V) · L · kv_heads · head_dim · bytes per element.
 Encoder-decoders: the position tables (or T5's bias tables) of both stacks count as embedding; FLOPs are per
 pair of one source and one target token (each stack's parameters act on its own tokens), with L the layers of
@@ -34,12 +37,20 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     positions = sum(p.numel() for stack, _ in stacks(model) for p in stack.positions.parameters())
     embedding = model.embed.weight.numel() + positions
     non_embedding = total - embedding
-    matmul = non_embedding + (model.lm_head.weight.numel() if cfg.tied_head else 0)
+    idle = 0
+    for stack, _ in stacks(model):
+        for block in stack.blocks:
+            experts = getattr(block.mlp, "experts", None)
+            if experts is not None:
+                idle += sum(p.numel() for p in experts.parameters()) * (cfg.n_experts - cfg.experts_per_token) \
+                    // cfg.n_experts
+    matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
     d_attn = cfg.n_heads * cfg.head_dim
     flops = 6 * matmul + 12 * (cfg.n_layers + cfg.n_decoder_layers) * d_attn * cfg.context_length
     cached_layers = cfg.n_decoder_layers or cfg.n_layers
     kv = 2 * cached_layers * cfg.n_kv_heads * cfg.head_dim * DTYPE_BYTES[dtype]
-    return {"parameters": total, "non_embedding_parameters": non_embedding, "flops_per_token": flops,
+    return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
+            "flops_per_token": flops,
             "kv_cache_bytes_per_token": kv}
 
 

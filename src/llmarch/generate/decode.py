@@ -59,8 +59,9 @@ def decode_one_token(model, tok: torch.Tensor, slot: torch.Tensor, kv_len: int) 
 def _block_one(block, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope, bias) -> torch.Tensor:
     """Block.forward of a decoder-only model (no cross-attention) in eval mode, without its hook points."""
     if block.parallel:
-        return x + _attend_one(block.attn, block.ln1.forward(x), slot, kv_len, rope, bias) + block.mlp.forward(
-            block.ln2.forward(x))
+        h = block.ln1.forward(x)
+        return x + _attend_one(block.attn, h, slot, kv_len, rope, bias) + block.mlp.forward(
+            h if block.ln2 is None else block.ln2.forward(x))
     if block.pre_norm:
         x = x + _attend_one(block.attn, block.ln1.forward(x), slot, kv_len, rope, bias)
         return x + block.mlp.forward(block.ln2.forward(x))
@@ -73,6 +74,7 @@ def _attend_one(attn, x: torch.Tensor, slot: torch.Tensor, kv_len: int, rope, bi
     B = x.shape[0]
     # With one token, (B, 1, heads, D) and (B, heads, 1, D) are the same memory: a view, no transposes.
     q, k, v = attn.qkv_proj.forward(x).view(B, -1, 1, attn.head_dim).split(attn.qkv_heads, dim=1)  # (B, H|K|K, 1, D)
+    q, k = attn.qk_normed(q, k)
     if rope is not None:
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     k, v = attn.kv_cache.update(slot, k, v)

@@ -18,7 +18,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
 from ..registry import Registry
-from .mapping import LAYOUTS, Rule, expand, export_state, fused_sizes
+from .mapping import LAYOUTS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint
 
 FAMILIES: Registry = Registry("Hugging Face model_type")
@@ -115,9 +115,8 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
             raise LlmarchError(f"checkpoint is missing tensor {name}")
     first, key = ckpt.file(rule.hf[0])
     out = torch.empty(shape, dtype=dtype or first.dtype(key))
-    pieces = out.split(fused_sizes(cfg, rule), dim=0) if len(rule.hf) > 1 else [out]
     to_ours, _, hf_shape = LAYOUTS[rule.layout]
-    for name, piece in zip(rule.hf, pieces):
+    for name, piece in zip(rule.hf, pieces(out, cfg, rule)):
         f, key = ckpt.file(name)
         expected = tuple(hf_shape(tuple(piece.shape)))
         if f.shape(key) != expected:

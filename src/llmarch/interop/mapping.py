@@ -1,7 +1,8 @@
 """Declarative weight maps. A Rule pairs Hugging Face tensor names with one of ours (`{i}` is the layer
 index) and a layout; the same rules convert in both directions. Several HF names are concatenated along
 dim 0 into one of ours (q, k, v -> qkv_proj; k, v -> kv_proj; gate, up -> gate_up). In an encoder-decoder
-`{i}` counts the encoder's blocks in names under `encoder.` and the decoder's under `decoder.`."""
+`{i}` counts the encoder's blocks in names under `encoder.` and the decoder's under `decoder.`. `{e}` in the
+HF names counts experts: expert e's tensors (fused as above) are row e of our stacked (E, ...) tensor."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ class Rule:
     hf: tuple[str, ...]
     ours: str
     layout: str = "same"  # a key of LAYOUTS
+    experts: int = 0  # once expanded: the experts stacked along dim 0 of ours (hf lists each expert's names)
 
     @classmethod
     def of(cls, hf: str | tuple[str, ...], ours: str, layout: str = "same") -> "Rule":
@@ -39,9 +41,13 @@ LAYOUTS = {
 }
 
 
-def fused_sizes(cfg, rule: Rule) -> list[int]:
-    """How one of our fused tensors splits into the HF tensors of `rule`: q|k|v rows (layers/attention.py),
-    k|v rows (layers/cross_attention.py) or gate|up halves (layers/ffn.py)."""
+def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
+    """How one of our fused tensors (of `shape`) splits along dim 0 into the HF tensors of `rule`: q|k|v rows
+    (layers/attention.py), k|v rows (layers/cross_attention.py), gate|up halves (layers/ffn.py); an expert
+    tensor (E, rows, ...) splits, flattened to (E * rows, ...), into equal pieces per expert (layers/moe.py)."""
+    if rule.experts:
+        per_expert = len(rule.hf) // rule.experts
+        return [shape[1] // per_expert] * len(rule.hf)
     kv = cfg.n_kv_heads * cfg.head_dim
     if len(rule.hf) == 3:
         return [cfg.n_heads * cfg.head_dim, kv, kv]
@@ -54,9 +60,19 @@ def expand(rules: list[Rule], cfg) -> list[Rule]:
     out = []
     for r in rules:
         n_layers = cfg.n_decoder_layers if r.ours.startswith("decoder.") else cfg.n_layers
+        E = cfg.n_experts if any("{e}" in h for h in r.hf) else 0
         for i in (range(n_layers) if "{i}" in r.ours else [None]):
-            out.append(Rule(tuple(h.format(i=i) for h in r.hf), r.ours.format(i=i), r.layout))
+            hf = tuple(h.format(i=i, e=e) for e in range(max(E, 1)) for h in r.hf)
+            out.append(Rule(hf, r.ours.format(i=i), r.layout, E))
     return out
+
+
+def pieces(t: torch.Tensor, cfg, rule: Rule) -> list[torch.Tensor]:
+    """Our tensor t as the views that the HF tensors of `rule` fill, in order."""
+    if len(rule.hf) == 1:
+        return [t]
+    flat = t.flatten(0, 1) if rule.experts else t
+    return list(flat.split(fused_sizes(cfg, rule, tuple(t.shape)), dim=0))
 
 
 def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[str, torch.Tensor]:
@@ -65,8 +81,6 @@ def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[
     for r in expand(rules, cfg):
         if r.ours not in ours:
             continue
-        t = ours[r.ours]
-        pieces = t.split(fused_sizes(cfg, r), dim=0) if len(r.hf) > 1 else [t]
-        for name, piece in zip(r.hf, pieces):
+        for name, piece in zip(r.hf, pieces(ours[r.ours], cfg, r)):
             hf[name] = LAYOUTS[r.layout][1](piece, cfg).contiguous()
     return hf

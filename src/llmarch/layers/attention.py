@@ -15,6 +15,7 @@ from torch import nn
 from ..registry import Registry
 from .hooks import HookPoint
 from .kv_cache import KVCache
+from .norms import make_norm
 from .positions import apply_rotary
 
 ATTENTION: Registry = Registry("attention implementation")
@@ -83,14 +84,25 @@ class Attention(nn.Module):
         self.qkv_heads = [self.n_heads, self.n_kv_heads, self.n_kv_heads]
         self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        # QK-norm (Dehghani et al. 2023; Qwen3): each head's queries and keys normalised before RoPE, which
+        # bounds the attention logits
+        self.q_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm == "head" else None
+        self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm == "head" else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
         self.kv_cache: KVCache | None = None
+
+    def qk_normed(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k (..., D) through the QK-norm, if the config has one."""
+        if self.q_norm is None:
+            return q, k
+        return self.q_norm(q), self.k_norm(k)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
         q, k, v = qkv.split(self.qkv_heads, dim=2)  # one split of the heads axis: fewer ops per decoded token
+        q, k = self.qk_normed(q, k)
         q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
         k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)
         v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)

@@ -1,6 +1,7 @@
 """The residual block. Sequential pre-norm (GPT-2, LLaMA, T5): x += attn(n1(x)); x += ffn(n2(x)).
 Sequential post-norm (Vaswani et al. 2017; BERT, BART): x = n1(x + attn(x)); x = n2(x + ffn(x)).
-Parallel (GPT-J, PaLM §2): x += attn(n1(x)) + ffn(n2(x)).
+Parallel (GPT-NeoX): x += attn(n1(x)) + ffn(n2(x)); with shared_norm (PaLM §2, GPT-J, Falcon) one norm
+feeds both: x += attn(n(x)) + ffn(n(x)), so the two input projections could run as one matmul.
 A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
 cross-attention over the encoder output, with its own norm (ln_cross) placed the same way."""
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .norms import make_norm
 
 
 class Block(nn.Module):
-    def __init__(self, cfg, cross: bool = False):
+    def __init__(self, cfg, cross: bool = False, layer: int = 0):
         super().__init__()
         self.pre_norm = cfg.norm_placement == "pre"
         self.parallel = cfg.block == "parallel"
@@ -24,7 +25,8 @@ class Block(nn.Module):
         if cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
-        self.ln2, self.mlp = make_norm(cfg), make_ffn(cfg)
+        self.ln2 = None if cfg.shared_norm else make_norm(cfg)
+        self.mlp = make_ffn(cfg, layer)
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else HookPoint()  # HookPoint: a free identity
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
@@ -37,8 +39,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         x = self.hook_resid_pre(x)
         if self.parallel:
-            a = self.hook_attn_out(self.drop(self.attn(self.ln1(x), ctx)))
-            m = self.hook_mlp_out(self.drop(self.mlp(self.ln2(x))))
+            h = self.ln1(x)
+            a = self.hook_attn_out(self.drop(self.attn(h, ctx)))
+            m = self.hook_mlp_out(self.drop(self.mlp(h if self.ln2 is None else self.ln2(x))))
             return self.hook_resid_post(x + a + m)
         x = self.hook_resid_mid(self._residual(x, self.ln1, lambda h: self.attn(h, ctx), self.hook_attn_out))
         if hasattr(self, "cross_attn"):

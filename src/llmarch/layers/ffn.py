@@ -50,6 +50,7 @@ class GLU(nn.Module):
 
 
 FFN_ACTIVATION: dict[str, str] = {}  # ffn name -> its activation's name
+GATED = ("swiglu", "geglu", "geglu_tanh")
 for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh"), ("relu", MLP, "relu"),
                           ("silu", MLP, "silu"),
                           ("swiglu", GLU, "silu"), ("geglu", GLU, "gelu"), ("geglu_tanh", GLU, "gelu_tanh")]:
@@ -57,5 +58,10 @@ for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh")
     FFN_ACTIVATION[_name] = _act
 
 
-def make_ffn(cfg) -> nn.Module:
+def make_ffn(cfg, layer: int = 0) -> nn.Module:
+    """Block `layer`'s FFN: dense, or a mixture of experts of the same kind (moe.py) where the config says."""
+    if cfg.is_moe_layer(layer):
+        from .moe import MoE
+
+        return MoE(cfg)
     return FFNS[cfg.ffn](cfg.d_model, cfg.ffn_hidden, bias=cfg.bias)

@@ -26,7 +26,7 @@ class Stack(nn.Module):
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, cross=cross) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, cross=cross, layer=i) for i in range(cfg.n_layers))
         self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
         self.hook_embed = HookPoint()
         self.ln_final.hook_normalized = HookPoint()
@@ -117,12 +117,14 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     std = cfg.init_std
     layers = cfg.n_layers + cfg.n_decoder_layers
     for name, p in model.named_parameters():
-        if p.dim() == 1:
+        if name.endswith("bias"):  # also the experts' stacked (E, rows) biases
+            nn.init.zeros_(p)
+        elif p.dim() == 1:
             offset = isinstance(model.get_submodule(name.rsplit(".", 1)[0]), OffsetRMSNorm)
-            nn.init.ones_(p) if name.endswith("weight") and not offset else nn.init.zeros_(p)
+            nn.init.ones_(p) if not offset else nn.init.zeros_(p)
         elif cfg.init == "t5":
             _t5_init(name, p, cfg)
-        elif name.endswith(("o_proj.weight", "down.weight")):
+        elif name.endswith(("o_proj.weight", "down.weight", "experts.down")):
             nn.init.normal_(p, std=std / math.sqrt(2 * layers))
         elif "positions" in name:
             nn.init.normal_(p, std=std / 2)
@@ -139,8 +141,8 @@ def _t5_init(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:
     elif name.endswith(("qkv_proj.weight", "q_proj.weight")):  # queries first: scaled by head_dim^-0.5 too
         nn.init.normal_(p, std=d ** -0.5)
         nn.init.normal_(p[:q_rows], std=(d * cfg.head_dim) ** -0.5)
-    else:  # k, v, o, FFN: 1/sqrt(fan_in)
-        nn.init.normal_(p, std=p.shape[1] ** -0.5)
+    else:  # k, v, o, FFN, experts (E, out, in), router: 1/sqrt(fan_in)
+        nn.init.normal_(p, std=p.shape[-1] ** -0.5)
 
 
 def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, what: str = "input_ids") -> None:

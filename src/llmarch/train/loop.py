@@ -85,9 +85,11 @@ def _rank() -> tuple[int, int]:
 
 def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019); no weight decay on gains and biases (1-D parameters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decayed = [p for n, p in params if p.dim() >= 2 and not n.endswith("bias")]  # experts' biases are 2-D
+    ids = {id(p) for p in decayed}
+    groups = [{"params": decayed, "weight_decay": tc.weight_decay},
+              {"params": [p for _, p in params if id(p) not in ids], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=device.type == "cuda")
 
 

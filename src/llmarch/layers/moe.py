@@ -1,0 +1,111 @@
+"""A mixture-of-experts FFN (Shazeer et al. 2017; GShard; Switch Transformer; Mixtral) that drops in wherever
+a dense FFN goes: a router (router.py) picks k experts per token; each expert is an FFN of the configured
+kind; the output is sum_k w_k * expert_k(x), plus the shared experts' output if any (DeepSeekMoE,
+Dai et al. 2024: experts every token passes through, unweighted).
+
+Dispatch never loops over tokens: the (token, expert) assignments are sorted by expert, so each expert's
+tokens are one contiguous slice, run through that expert at once, weighted, and summed back per token with
+index_add. On CUDA in bf16 all experts run as one grouped GEMM (torch.nn.functional.grouped_mm); elsewhere
+one matmul per expert over its slice. The expert weights are stacked: (E, rows, d_model) like the
+transformers layout, so the grouped GEMM reads them as they are."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ffn import ACTIVATIONS, FFN_ACTIVATION, FFNS, GATED
+from .router import Router
+
+
+class Experts(nn.Module):
+    """E FFNs with stacked weights: gate_up (E, 2I, C) for gated kinds (rows: gate, then up) or up (E, I, C),
+    and down (E, C, I); biases (E, rows) and (E, C) when cfg.bias."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        E, C, hidden = cfg.n_experts, cfg.d_model, cfg.expert_hidden
+        self.gated = cfg.ffn in GATED
+        self.act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
+        rows = 2 * hidden if self.gated else hidden
+        self.in_name = "gate_up" if self.gated else "up"
+        self.register_parameter(self.in_name, nn.Parameter(torch.empty(E, rows, C)))
+        self.down = nn.Parameter(torch.empty(E, C, hidden))
+        self.in_bias = nn.Parameter(torch.empty(E, rows)) if cfg.bias else None
+        self.down_bias = nn.Parameter(torch.empty(E, C)) if cfg.bias else None
+
+    @property
+    def w_in(self) -> torch.Tensor:
+        return getattr(self, self.in_name)
+
+    def _hidden(self, h: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            return self.act(gate) * up
+        return self.act(h)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """x (N, C), weights and experts (N, k) -> (N, C): sum over k of weight * expert(x). An expert id of
+        E marks a dropped assignment: sorted last, computed by no expert."""
+        N, k = experts.shape
+        E = self.down.shape[0]
+        flat = experts.reshape(-1)
+        order = flat.argsort(stable=True)  # assignments grouped by expert, in token order
+        tokens = order // k
+        xs = x[tokens]  # (N*k, C)
+        counts = torch.bincount(flat, minlength=E + 1)[:E]
+        ys = self.grouped(xs, counts, flat[order]) if self.use_grouped(x) else self.looped(xs, counts)
+        ys = ys * weights.reshape(-1)[order, None].to(ys.dtype)
+        return torch.zeros_like(x).index_add_(0, tokens, ys)
+
+    @staticmethod
+    def use_grouped(x: torch.Tensor) -> bool:
+        """grouped_mm's kernels are for bf16 on CUDA (and the CPU build has no backward for it)."""
+        return x.is_cuda and x.dtype == torch.bfloat16
+
+    def looped(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """One matmul pair per expert over its contiguous slice of the sorted assignments (dropped rows: 0)."""
+        out = torch.zeros_like(xs)
+        start = 0
+        for e, n in enumerate(counts.tolist()):
+            if n:
+                rows = slice(start, start + n)
+                b_in = None if self.in_bias is None else self.in_bias[e]
+                b_down = None if self.down_bias is None else self.down_bias[e]
+                out[rows] = F.linear(self._hidden(F.linear(xs[rows], self.w_in[e], b_in)), self.down[e], b_down)
+                start += n
+        return out
+
+    def grouped(self, xs: torch.Tensor, counts: torch.Tensor, row_experts: torch.Tensor) -> torch.Tensor:
+        """All experts as two grouped GEMMs, with no host sync: group e is rows offs[e-1]..offs[e]; the
+        kernel leaves rows past offs[-1] (dropped assignments) unwritten, so they are zeroed here."""
+        offs = counts.cumsum(0).to(torch.int32)
+        h = F.grouped_mm(xs, self.w_in.transpose(1, 2), offs=offs)
+        if self.in_bias is not None:
+            h = h + self.in_bias[row_experts.clamp(max=len(counts) - 1)]
+        y = F.grouped_mm(self._hidden(h), self.down.transpose(1, 2), offs=offs)
+        if self.down_bias is not None:
+            y = y + self.down_bias[row_experts.clamp(max=len(counts) - 1)]
+        valid = torch.arange(xs.shape[0], device=xs.device) < offs[-1]
+        return torch.where(valid[:, None], y, 0)
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.router = Router(cfg)
+        self.experts = Experts(cfg)
+        hidden = cfg.n_shared_experts * cfg.expert_hidden
+        self.shared = FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias) if cfg.n_shared_experts else None
+        self.routing = None  # the Routing of the last forward (router.py), read by the training losses
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
+        B, T, C = x.shape
+        weights, self.routing = self.router(x)
+        experts = self.routing.experts
+        if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)
+            experts = experts.masked_fill(~self.routing.kept, self.router.n_experts)
+        y = self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
+        if self.shared is not None:
+            y = y + self.shared(x)
+        return y

@@ -1,0 +1,102 @@
+"""Token-choice top-k routing for mixtures of experts (Shazeer et al. 2017) and the router's training losses.
+
+Each token's router logits are h W_r (fp32, so the softmax that picks experts is not decided by rounding);
+p = softmax(logits); the token goes to its k most probable experts. Mixtral (Jiang et al. 2024) weighs the
+k outputs by their probabilities renormalised to sum to 1; Switch (Fedus et al. 2022) routes top-1 and weighs
+by the raw probability. An expert has a capacity per sequence; assignments past it are dropped in order
+(all first choices by position, then second choices), their token passing through the residual alone.
+
+Losses, both over a stack's MoE layers (each an add-on to the training loss with its own weight):
+- load balancing (Switch eq. 4): n_experts * sum_e f_e * P_e, f_e the share of the token-choices that went
+  to expert e, P_e the mean router probability of expert e; with scope "batch" f and P are over every token
+  of every MoE layer (transformers' Mixtral), with scope "sequence" per sequence and then averaged (Switch).
+- z-loss (ST-MoE, Zoph et al. 2022, eq. 5): the mean of logsumexp(logits)^2, which keeps logits small."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hooks import HookPoint
+
+
+@dataclass
+class Routing:
+    """What one MoE layer decided in its last forward: kept for the losses and the training metrics."""
+
+    logits: torch.Tensor  # (B, T, E) fp32 router logits
+    experts: torch.Tensor  # (B, T, k) chosen experts, most probable first
+    kept: torch.Tensor | None  # (B, T, k) bool: within capacity; None: no capacity limit (all kept)
+
+    def load(self) -> torch.Tensor:
+        """(E,) share of the kept token-choices each expert received."""
+        E = self.logits.shape[-1]
+        chosen = self.experts if self.kept is None else self.experts[self.kept]
+        counts = torch.bincount(chosen.reshape(-1), minlength=E).float()
+        return counts / counts.sum().clamp(min=1)
+
+    def dropped(self) -> float:
+        return 0.0 if self.kept is None else 1.0 - self.kept.float().mean().item()
+
+
+class Router(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.k, self.renormalize, self.jitter = cfg.experts_per_token, cfg.router_renormalize, cfg.router_jitter
+        self.n_experts, self.capacity_factor, self.fixed_capacity = cfg.n_experts, cfg.capacity_factor, cfg.expert_capacity
+        self.weight = nn.Parameter(torch.empty(cfg.n_experts, cfg.d_model))
+        self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
+
+    def capacity(self, T: int) -> int | None:
+        """Assignments each expert takes per sequence of T tokens; None: unlimited."""
+        if self.fixed_capacity is not None:
+            return self.fixed_capacity
+        if self.capacity_factor is None:
+            return None
+        return math.ceil(self.capacity_factor * T * self.k / self.n_experts)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        """x (B, T, C) -> weights (B, T, k) of the chosen experts (zero where dropped) and the Routing."""
+        h = x.float()
+        if self.training and self.jitter > 0:
+            h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+        logits = self.hook_router_logits(F.linear(h, self.weight.float()))  # (B, T, E)
+        weights, experts = logits.softmax(dim=-1).topk(self.k, dim=-1)  # (B, T, k)
+        experts = self.hook_experts(experts)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        capacity = self.capacity(x.shape[1])
+        kept = None
+        if capacity is not None and capacity < x.shape[1] * self.k:
+            kept = within_capacity(experts, self.n_experts, capacity)
+            weights = weights * kept
+        return weights, Routing(logits, experts, kept)
+
+
+def within_capacity(experts: torch.Tensor, n_experts: int, capacity: int) -> torch.Tensor:
+    """experts (B, T, k) -> bool (B, T, k): whether each assignment is among the first `capacity` its expert
+    receives in its sequence, counting first choices in position order, then second choices, and so on."""
+    B, T, k = experts.shape
+    onehot = F.one_hot(experts.transpose(1, 2).reshape(B, k * T), n_experts)  # (B, k*T, E), choice-major
+    rank = (onehot.cumsum(dim=1) * onehot).sum(dim=-1)  # 1-based arrival order at the chosen expert
+    return (rank <= capacity).view(B, k, T).transpose(1, 2)
+
+
+def load_balancing_loss(routings: list[Routing], scope: str = "batch") -> torch.Tensor:
+    """Switch eq. 4 over the MoE layers of one stack (see the module docstring); routings non-empty."""
+    logits = torch.cat([r.logits for r in routings], dim=1)  # (B, L*T, E): layers side by side
+    experts = torch.cat([r.experts for r in routings], dim=1)  # (B, L*T, k)
+    E = logits.shape[-1]
+    chosen = F.one_hot(experts, E).float().sum(dim=2)  # (B, L*T, E): choices of each token per expert
+    probs = logits.softmax(dim=-1)
+    if scope == "sequence":  # f and P per sequence; the loss averaged over sequences
+        return E * (chosen.mean(dim=1) * probs.mean(dim=1)).sum(dim=-1).mean()
+    return E * (chosen.mean(dim=(0, 1)) * probs.mean(dim=(0, 1))).sum()
+
+
+def router_z_loss(routings: list[Routing]) -> torch.Tensor:
+    """ST-MoE eq. 5: mean over tokens (and MoE layers) of logsumexp(router logits)^2."""
+    return torch.cat([r.logits.logsumexp(dim=-1).flatten() for r in routings]).square().mean()
