@@ -11,6 +11,7 @@ from llmarch.interop import from_hf, to_hf
 transformers = pytest.importorskip("transformers")
 
 COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+FALCON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_hidden_size=96)
 CASES = {
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=128)),
     "llama-gqa": ("LlamaConfig", "LlamaForCausalLM", dict(COMMON, num_key_value_heads=2, rope_theta=5e5)),
@@ -38,6 +39,19 @@ CASES = {
                                     moe_intermediate_size=32, norm_topk_prob=True)),
     "gpt_neox-sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM",
                             dict(COMMON, use_parallel_residual=False, rotary_pct=0.5)),
+    # Falcon's fused query_key_value: [q heads, k, v] (multi_query), per kv-head groups (new architecture),
+    # per head (neither); shared norm, two norms (ln_attn, ln_mlp), sequential
+    "falcon-7b-style": ("FalconConfig", "FalconForCausalLM",
+                        dict(FALCON, multi_query=True, parallel_attn=True, new_decoder_architecture=False,
+                             rope_theta=5e5)),
+    "falcon-40b-style": ("FalconConfig", "FalconForCausalLM",
+                         dict(FALCON, new_decoder_architecture=True, num_kv_heads=2, num_ln_in_parallel_attn=2,
+                              bias=True)),
+    "falcon2-11b-style": ("FalconConfig", "FalconForCausalLM",
+                          dict(FALCON, new_decoder_architecture=True, num_kv_heads=2, num_ln_in_parallel_attn=1)),
+    "falcon-sequential": ("FalconConfig", "FalconForCausalLM",
+                          dict(FALCON, multi_query=False, parallel_attn=False, bias=True, tie_word_embeddings=False,
+                               rope_scaling={"rope_type": "linear", "factor": 2.0})),
 }
 
 

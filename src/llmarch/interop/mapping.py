@@ -32,11 +32,28 @@ def _neox_qkv(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
     return t.reshape(3, H, D, *rest).transpose(0, 1).reshape(3 * H * D, *rest)
 
 
+def _grouped_qkv(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
+    """Falcon fuses q, k, v per group of G = H / K query heads sharing a kv head: rows [g0: q_0..q_{G-1} k v,
+    g1: ...]; ours are [q (all heads), k (all kv heads), v]. One group (K = 1) is Falcon-7B's multi-query
+    layout, H groups its per-head q k v (transformers' FalconAttention._split_heads)."""
+    K, D = cfg.n_kv_heads, cfg.head_dim
+    G = cfg.n_heads // K
+    rest = t.shape[1:]
+    if to_ours:
+        g = t.reshape(K, G + 2, D, *rest)
+        return torch.cat([g[:, :G].flatten(0, 2), g[:, G].flatten(0, 1), g[:, G + 1].flatten(0, 1)])
+    q, k, v = t.split([K * G * D, K * D, K * D])
+    parts = [q.reshape(K, G, D, *rest), k.reshape(K, 1, D, *rest), v.reshape(K, 1, D, *rest)]
+    return torch.cat(parts, dim=1).flatten(0, 2)
+
+
 # layout: (HF tensor -> our tensor, our tensor -> HF tensor, our shape -> HF shape)
 LAYOUTS = {
     "same": (lambda t, cfg: t, lambda t, cfg: t, lambda s: s),
     "transposed": (lambda t, cfg: t.t(), lambda t, cfg: t.t(), lambda s: s[::-1]),  # HF Conv1D stores (in, out)
     "neox_qkv": (lambda t, cfg: _neox_qkv(t, cfg, True), lambda t, cfg: _neox_qkv(t, cfg, False), lambda s: s),
+    "grouped_qkv": (lambda t, cfg: _grouped_qkv(t, cfg, True), lambda t, cfg: _grouped_qkv(t, cfg, False),
+                    lambda s: s),
     "row": (lambda t, cfg: t.reshape(-1), lambda t, cfg: t[None], lambda s: (1, *s)),  # BART's (1, V) logits bias
 }
 

@@ -11,18 +11,18 @@ from .hf import FAMILIES, Family
 from .mapping import Rule
 
 
-def _stack(part: str) -> list[Rule]:
+def stack_rules(part: str, mlp: str = "DenseReluDense") -> list[Rule]:
+    """The rules of one stack; `mlp`: the name of the FFN module in each block's FFN layer."""
     hf, ours = f"{part}.block.{{i}}.layer.", f"{part}.blocks.{{i}}."
-    ff = 2 if part == "decoder" else 1  # the decoder's layer.1 is cross-attention, its FFN layer.2
+    ff = ffn_layer(part)
     rules = [
         Rule.of(f"{part}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", f"{part}.positions.weight"),
         Rule.of(tuple(hf + f"0.SelfAttention.{p}.weight" for p in "qkv"), ours + "attn.qkv_proj.weight"),
         Rule.of(hf + "0.SelfAttention.o.weight", ours + "attn.o_proj.weight"),
         Rule.of(hf + "0.layer_norm.weight", ours + "ln1.weight"),
-        Rule.of(hf + f"{ff}.DenseReluDense.wi.weight", ours + "mlp.up.weight"),
-        Rule.of((hf + f"{ff}.DenseReluDense.wi_0.weight", hf + f"{ff}.DenseReluDense.wi_1.weight"),
-                ours + "mlp.gate_up.weight"),
-        Rule.of(hf + f"{ff}.DenseReluDense.wo.weight", ours + "mlp.down.weight"),
+        Rule.of(hf + f"{ff}.{mlp}.wi.weight", ours + "mlp.up.weight"),
+        Rule.of((hf + f"{ff}.{mlp}.wi_0.weight", hf + f"{ff}.{mlp}.wi_1.weight"), ours + "mlp.gate_up.weight"),
+        Rule.of(hf + f"{ff}.{mlp}.wo.weight", ours + "mlp.down.weight"),
         Rule.of(hf + f"{ff}.layer_norm.weight", ours + "ln2.weight"),
         Rule.of(f"{part}.final_layer_norm.weight", f"{part}.ln_final.weight"),
     ]
@@ -35,7 +35,12 @@ def _stack(part: str) -> list[Rule]:
     return rules
 
 
-RULES = [Rule.of("shared.weight", "embed.weight"), *_stack("encoder"), *_stack("decoder"),
+def ffn_layer(part: str) -> int:
+    """Index of the FFN sublayer in a block's `layer` list: the decoder's layer.1 is cross-attention."""
+    return 2 if part == "decoder" else 1
+
+
+RULES = [Rule.of("shared.weight", "embed.weight"), *stack_rules("encoder"), *stack_rules("decoder"),
          Rule.of("lm_head.weight", "lm_head.weight")]
 # copies of the shared embedding in older files; a cross-attention bias table transformers never uses
 IGNORE = (r"^(encoder|decoder)\.embed_tokens\.weight$", r"EncDecAttention\.relative_attention_bias\.weight$")

@@ -35,17 +35,34 @@ def router_losses(model) -> dict[str, torch.Tensor]:
             "z": sum(router_z_loss(r) for r in found.values())}
 
 
-def routing_metrics(model) -> dict[str, float]:
-    """Per MoE layer: `load.{stack}{i}` (the largest expert's share of the assignments over the even share
-    1/E: 1.0 is perfect balance) and `dropped.{stack}{i}` (share of token-choices over capacity)."""
+def _named_moe(model) -> list[tuple[str, MoE]]:
+    """("{stack.}{i}", MoE) for every MoE layer: "3" in a one-stack model, "encoder.1" in an encoder-decoder."""
     stacks = {"encoder": model.encoder, "decoder": model.decoder} if model.config.is_encoder_decoder else {"": model}
+    return [(f"{name}.{i}" if name else str(i), moe) for name, stack in stacks.items() for i, moe in moe_layers(stack)]
+
+
+def routing_metric_names(model) -> list[str]:
+    cfg = model.config
+    kinds = ("load", "dropped") if cfg.capacity_factor or cfg.expert_capacity else ("load",)
+    return [f"{kind}.{name}" for name, _ in _named_moe(model) for kind in kinds]
+
+
+def routing_metrics(model) -> dict[str, float]:
+    """Per MoE layer of the last forward: `load.{layer}`, the busiest expert's share of the kept assignments
+    over the even share 1/E (1.0 is perfect balance, E is everything on one expert), and `dropped.{layer}`,
+    the share of token-choices over capacity."""
     out = {}
-    for name, stack in stacks.items():
-        prefix = f"{name}." if name else ""
-        for i, moe in moe_layers(stack):
-            if moe.routing is None:
-                continue
+    for name, moe in _named_moe(model):
+        if moe.routing is not None:
             load = moe.routing.load()
-            out[f"load.{prefix}{i}"] = (load.max() * load.numel()).item()
-            out[f"dropped.{prefix}{i}"] = moe.routing.dropped()
+            out[f"load.{name}"] = (load.max() * load.numel()).item()
+            if moe.routing.kept is not None or moe.router.capacity(1) is not None:
+                out[f"dropped.{name}"] = moe.routing.dropped()
     return out
+
+
+def expert_loads(model) -> dict[str, dict[str, list[float] | float]]:
+    """{"load": {layer: [share of each expert]}, "dropped": {layer: share dropped}} of the last forward."""
+    found = [(name, moe.routing) for name, moe in _named_moe(model) if moe.routing is not None]
+    return {"load": {name: [round(v, 5) for v in r.load().tolist()] for name, r in found},
+            "dropped": {name: round(r.dropped(), 5) for name, r in found}}

@@ -21,8 +21,9 @@ from ..data.dataset import TokenData, split_documents, tokenizer_for
 from ..data.tokenizer import Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .evaluate import evaluate, unigram_entropy
-from .objectives import OBJECTIVES, check_objective, lm_loss, model_kwargs, objective_for
-from .metrics import MetricsLog, Progress, perplexity
+from ..models.routing import routing_metric_names, routing_metrics
+from .objectives import OBJECTIVES, check_objective, model_kwargs, objective_for, training_loss
+from .metrics import FIELDS, ExpertLoadLog, MetricsLog, Progress, perplexity
 from .schedule import set_lr
 
 
@@ -44,6 +45,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
+    z_loss: float = 0.0  # weight of the output z-loss, log(Z)^2 (PaLM §5 uses 1e-4)
     eval_every: int = 100
     eval_tokens: int = 32768
     keep_checkpoints: int = 2
@@ -65,6 +67,8 @@ class TrainConfig:
             raise LlmarchError("lr must be positive and min_lr non-negative")
         if self.objective not in OBJECTIVES:
             raise LlmarchError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        if self.z_loss < 0:
+            raise LlmarchError(f"z_loss must be >= 0, got {self.z_loss}")
         if self.noise_rate is not None and not 0 < self.noise_rate < 1:
             raise LlmarchError(f"noise_rate must be in (0, 1), got {self.noise_rate}")
         if not 0 < self.val_fraction < 1:
@@ -140,7 +144,12 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     if start >= tc.steps:
         raise LlmarchError(f"the run is already at step {start}; pass --steps larger than that to continue")
     out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / "metrics.csv", resume_step=start) if rank == 0 else None
+    moe_names = routing_metric_names(model)
+    log, moe_log = None, None
+    if rank == 0:
+        extra_fields = (["aux_loss", "router_z_loss"] if moe_names else []) + (["z_loss"] if tc.z_loss else [])
+        log = MetricsLog(out / "metrics.csv", resume_step=start, fields=FIELDS + extra_fields + moe_names)
+        moe_log = ExpertLoadLog(out / "expert_load.jsonl", start) if moe_names else None
     forward = torch.compile(model) if tc.compile else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     warmup = tc.warmup_steps if tc.warmup_steps is not None else min(100, tc.steps // 10)
@@ -153,14 +162,17 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
     for step in range(start, tc.steps):
         t0 = time.perf_counter()
         lr = set_lr(opt, step, tc, warmup)
-        loss_sum = 0.0
+        loss_sum, extra = 0.0, {}
         for micro in range(tc.grad_accum):
             x, y = data.batch("train", step, tc.batch_size, cfg.context_length, tc.seed, rank, micro)
             inputs, y = objective(x, y, np.random.default_rng([tc.seed, step, micro, rank, 2]))
             with autocast:
-                loss = lm_loss(forward(**model_kwargs(inputs, device)).logits, y.to(device))
-            (loss / tc.grad_accum).backward()
+                logits = forward(**model_kwargs(inputs, device)).logits
+                loss, total, parts = training_loss(model, logits, y.to(device), tc.z_loss)
+            (total / tc.grad_accum).backward()
             loss_sum += loss.item() / tc.grad_accum
+            for name, value in parts.items():
+                extra[name] = extra.get(name, 0.0) + value / tc.grad_accum
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -168,6 +180,10 @@ def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resum
         result.losses[step + 1] = loss_sum
         progress.update(step, loss_sum, speed)
         row = dict(step=step + 1, train_loss=f"{loss_sum:.6f}", lr=f"{lr:.3e}", tokens_per_s=f"{speed:.0f}")
+        row.update({k: f"{v:.6f}" for k, v in extra.items()})
+        if moe_log is not None:  # the routing of the step's last micro-batch
+            row.update({k: f"{v:.4f}" for k, v in routing_metrics(model).items()})
+            moe_log.write(step + 1, model)
         if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
             val = evaluate(model, data, tc.batch_size, tc.eval_tokens, objective, tc.seed)["loss"]
             result.val_losses[step + 1] = val

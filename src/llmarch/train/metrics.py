@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 import time
@@ -53,6 +54,24 @@ class MetricsLog:
         fig.tight_layout()
         fig.savefig(png, dpi=100)
         plt.close(fig)
+
+
+class ExpertLoadLog:
+    """expert_load.jsonl: per training step, each MoE layer's share of the kept assignments per expert and
+    its dropped share (metrics.csv carries the per-layer summary)."""
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = path
+        lines = []
+        if resume_step and path.is_file():
+            lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= resume_step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+    def write(self, step: int, model) -> None:
+        from ..models.routing import expert_loads
+
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **expert_loads(model)}) + "\n")
 
 
 class Progress:

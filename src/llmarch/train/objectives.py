@@ -41,6 +41,35 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
 
 
+def output_z_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """PaLM §5: mean over predicted positions of log(Z)^2, Z the softmax normaliser of the output logits;
+    weighted 1e-4 it keeps log Z near 0, which the paper found to stabilise training."""
+    z = logits.float().logsumexp(dim=-1)
+    real = targets != IGNORE
+    return z[real].square().mean()
+
+
+def training_loss(model, logits: torch.Tensor, targets: torch.Tensor,
+                  z_loss: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """(objective loss, what to backpropagate, its other parts by name): the cross-entropy plus, for a
+    mixture-of-experts model, its router losses at the config's weights (models/routing.py), plus the
+    output z-loss at weight z_loss."""
+    from ..models.routing import router_losses
+
+    loss = lm_loss(logits, targets)
+    total, parts = loss, {}
+    router = router_losses(model)
+    if router:
+        cfg = model.config
+        total = total + cfg.router_aux_loss_weight * router["aux"] + cfg.router_z_loss_weight * router["z"]
+        parts.update(aux_loss=router["aux"].item(), router_z_loss=router["z"].item())
+    if z_loss:
+        z = output_z_loss(logits, targets)
+        total = total + z_loss * z
+        parts["z_loss"] = z.item()
+    return loss, total, parts
+
+
 def causal_lm(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 

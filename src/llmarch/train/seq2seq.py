@@ -22,7 +22,7 @@ from ..errors import LlmarchError
 from ..generate import generate
 from .loop import make_optimizer, save_checkpoint
 from .metrics import MetricsLog, Progress
-from .objectives import IGNORE, lm_loss
+from .objectives import IGNORE, lm_loss, training_loss
 from .schedule import batch_indices, set_lr
 
 FIELDS = ["step", "train_loss", "lr", "val_loss", "val_exact_match"]
@@ -119,8 +119,8 @@ def train_seq2seq(start: str | Path, fc, out: str | Path, verbose: bool = True) 
         batch = seq2seq_batch([train_pairs[i] for i in pick], cfg.pad_id, cfg.decoder_start_id, max_length, max_length)
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        loss = lm_loss(model(**batch).logits, labels)
-        loss.backward()
+        loss, total, _ = training_loss(model, model(**batch).logits, labels)  # + router losses of an MoE model
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), fc.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
