@@ -33,3 +33,15 @@ def test_generate_with_the_compiled_decode_step_matches_eager():
     assert torch.equal(llmarch.generate(model, ids, max_new_tokens=3, compile=True),
                        llmarch.generate(model, ids, max_new_tokens=3))
     assert model.__dict__["_compiled_decode_step"] is step
+
+
+def test_compiled_decode_of_a_mixture_of_experts_matches_eager():
+    """An MoE model's decode step compiles as one graph too (its experts meet tokens through gathered
+    weights under compile: no data-dependent shapes) and decodes the tokens eager decoding does."""
+    import llmarch
+
+    model = llmarch.build("mixtral-tiny", n_layers=1, vocab_size=97, d_model=64, n_heads=4, n_kv_heads=2,
+                          context_length=32).eval()
+    prompts = [[5, 6, 7, 8, 9], [1, 2, 3]]
+    assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == llmarch.generate(
+        model, prompts, max_new_tokens=6)

@@ -127,6 +127,21 @@ def test_grouped_gemm_path_equals_per_expert_loop(capacity, bias):
         assert counts.sum() < xs.shape[0] and grouped[counts.sum():].abs().max() == 0
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(expert_capacity=2, bias=True), dict(ffn="gelu", experts_per_token=1)])
+def test_static_shape_paths_equal_sorted_dispatch(kw):
+    """The paths torch.compile takes for few tokens (each token against its experts' gathered weights;
+    every expert on every token) equal eager dispatch."""
+    layer, cfg = moe(**kw)
+    x = torch.randn(2, 6, cfg.d_model)
+    with torch.no_grad():
+        weights, routing = layer.router(x)
+        experts = routing.experts if routing.kept is None else routing.experts.masked_fill(~routing.kept, 4)
+        flat_x, w, e = x.reshape(-1, cfg.d_model), weights.reshape(12, -1), experts.reshape(12, -1)
+        eager = layer.experts(flat_x, w, e)
+        assert (layer.experts.gathered(flat_x, w, e) - eager).abs().max() < 1e-5
+        assert (layer.experts.all_experts(flat_x, w, e) - eager).abs().max() < 1e-5
+
+
 def test_router_losses():
     E = 4
     # perfectly balanced choices and uniform probabilities: the load-balancing loss is its minimum, 1

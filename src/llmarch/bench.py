@@ -40,6 +40,7 @@ class BenchConfig:
     repeats: int = 3
     device: str | None = None
     transformers: bool = True  # compare against transformers (needs it installed)
+    vs_dense: bool = False  # a mixture-of-experts model: training speed against its dense twin instead
 
 
 def _sync(device: torch.device) -> None:
@@ -95,6 +96,8 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
 
     if cfg.is_encoder_decoder or not cfg.causal:
         raise LlmarchError("llmarch bench measures decoder-only language models")
+    if bc.vs_dense:
+        return moe_vs_dense(cfg, bc)
     device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, bc.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     context = min(bc.context or cfg.context_length, cfg.context_length, 1024)
@@ -172,6 +175,42 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     return out
 
 
+def dense_twin(cfg: ModelConfig) -> ModelConfig:
+    """The dense model with the active parameters of mixture-of-experts `cfg` (but the routers): each MoE FFN
+    becomes one FFN as wide as the k experts a token runs through."""
+    if not cfg.n_experts:
+        raise LlmarchError(f"{cfg.name} has no experts (n_experts 0): --vs-dense compares a mixture of experts "
+                           "against its dense twin")
+    if cfg.moe_period != 1:
+        raise LlmarchError("--vs-dense needs every FFN a mixture (moe_period 1)")
+    hidden = cfg.experts_per_token * cfg.expert_hidden + cfg.n_shared_experts * cfg.expert_hidden
+    return cfg.replace(name=f"{cfg.name} dense twin", n_experts=0, n_shared_experts=0, ffn_hidden=hidden)
+
+
+def moe_vs_dense(cfg: ModelConfig, bc: BenchConfig) -> dict:
+    """Training tokens/s (forward, loss, backward, AdamW) of an MoE model and its dense twin, same run, same
+    batch; the ratio MoE / dense is what expert dispatch costs over the same arithmetic."""
+    from .checkpoint import build_model
+
+    device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, bc.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    context = min(bc.context or cfg.context_length, cfg.context_length, 1024)
+    x = torch.randint(0, cfg.vocab_size, (bc.batch_size, context), device=device)
+    y = torch.roll(x, -1, dims=1)
+    out = {"model": cfg.name, "device": _device_name(device), "dtype": str(dtype).removeprefix("torch."),
+           "compile": bc.compile, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "batch": bc.batch_size, "context": context}
+    for name, c in (("moe", cfg), ("dense", dense_twin(cfg))):
+        torch.manual_seed(0)
+        model = build_model(c, device).to(dtype).train()
+        facts = model_facts(c)
+        t = median_time(_train_step(model, lambda ids, m=model: m(ids).logits, x, y, bc.compile), bc.repeats, device)
+        out[name] = {"parameters": facts["parameters"], "active_parameters": facts["active_parameters"],
+                     "tokens_per_s": bc.batch_size * context / t}
+    out["ratio"] = out["moe"]["tokens_per_s"] / out["dense"]["tokens_per_s"]
+    return out
+
+
 def _with_speedup(row: dict, key: str | None) -> dict:
     if "transformers" in row:
         ours, theirs = row["llmarch"], row["transformers"]
@@ -209,6 +248,13 @@ def _device_name(device: torch.device) -> str:
 
 def to_markdown(r: dict) -> str:
     """The results as a markdown table (llmarch, transformers, speed-up per row)."""
+    if "ratio" in r:
+        return "\n".join([
+            f"{r['model']} against its dense twin on {r['device']}, {r['dtype']}, compile={r['compile']}, torch "
+            f"{r['torch']}, {r['threads']} threads, batch {r['batch']} x {r['context']}", "",
+            "| model | parameters | active | training tokens/s |", "|---|---|---|---|",
+            *[f"| {k} | {r[k]['parameters']:,} | {r[k]['active_parameters']:,} | {r[k]['tokens_per_s']:,.0f} |"
+              for k in ("moe", "dense")], "", f"MoE / dense training throughput: {r['ratio']:.2f}x"])
     lines = [f"{r['model']} ({r['parameters']:,} parameters) on {r['device']}, {r['dtype']}, compile={r['compile']}, "
              f"torch {r['torch']}, transformers {r['transformers']}, {r['threads']} threads", "",
              "| benchmark | llmarch | transformers | speed-up |", "|---|---|---|---|"]

@@ -6,7 +6,9 @@ Dai et al. 2024: experts every token passes through, unweighted).
 Dispatch never loops over tokens: the (token, expert) assignments are sorted by expert, so each expert's
 tokens are one contiguous slice, run through that expert at once, weighted, and summed back per token with
 index_add. On CUDA in bf16 all experts run as one grouped GEMM (torch.nn.functional.grouped_mm); elsewhere
-one matmul per expert over its slice. The expert weights are stacked: (E, rows, d_model) like the
+one matmul per expert over its slice. Under torch.compile with few tokens (the compiled decode step) the
+shapes must not depend on the routing, so each token meets its own experts' gathered weights, or, for a few
+more tokens, every expert runs on every token weighted by 0 where not chosen; one graph either way. The expert weights are stacked: (E, rows, d_model) like the
 transformers layout, so the grouped GEMM reads them as they are."""
 from __future__ import annotations
 
@@ -49,6 +51,10 @@ class Experts(nn.Module):
         E marks a dropped assignment: sorted last, computed by no expert."""
         N, k = experts.shape
         E = self.down.shape[0]
+        if torch.compiler.is_compiling() and N * k <= E:  # static shapes for one compiled graph (decoding)
+            return self.gathered(x, weights, experts)
+        if torch.compiler.is_compiling() and N <= 256:
+            return self.all_experts(x, weights, experts)
         flat = experts.reshape(-1)
         order = flat.argsort(stable=True)  # assignments grouped by expert, in token order
         tokens = order // k
@@ -58,6 +64,33 @@ class Experts(nn.Module):
         ys = ys * weights.reshape(-1)[order, None].to(ys.dtype)
         return torch.zeros_like(x).index_add_(0, tokens, ys)
 
+    def gathered(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """Each token against the weights of its own k experts, gathered: static shapes and no host sync,
+        so it compiles into one graph (the compiled decode step, CUDA graphs); it copies k experts' weights
+        per token, so it suits few tokens (decoding), not training batches."""
+        E = self.down.shape[0]
+        ids = experts.clamp(max=E - 1)  # a dropped assignment (id E) has weight 0
+        h = torch.einsum("nc,nkrc->nkr", x, self.w_in[ids])
+        if self.in_bias is not None:
+            h = h + self.in_bias[ids]
+        y = torch.einsum("nki,nkci->nkc", self._hidden(h), self.down[ids])
+        if self.down_bias is not None:
+            y = y + self.down_bias[ids]
+        return (y * weights[..., None].to(y.dtype)).sum(dim=1)
+
+    def all_experts(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token, weighted by the token's routing weight for it (0 if not chosen):
+        static shapes like `gathered` without copying weights, at E / k times the FLOPs, so for a few tokens
+        that already touch most experts (batched decoding)."""
+        E = self.down.shape[0]
+        combine = x.new_zeros(x.shape[0], E + 1).scatter_add_(1, experts, weights.to(x.dtype))  # (N, E + dropped)
+        b_in = [None] * E if self.in_bias is None else self.in_bias.unbind(0)
+        b_down = [None] * E if self.down_bias is None else self.down_bias.unbind(0)
+        y = torch.zeros_like(x)
+        for e, (w_in, down) in enumerate(zip(self.w_in.unbind(0), self.down.unbind(0))):
+            y = y + combine[:, e:e + 1] * F.linear(self._hidden(F.linear(x, w_in, b_in[e])), down, b_down[e])
+        return y
+
     @staticmethod
     def use_grouped(x: torch.Tensor) -> bool:
         """grouped_mm's kernels are for bf16 on CUDA (and the CPU build has no backward for it)."""
@@ -65,16 +98,19 @@ class Experts(nn.Module):
 
     def looped(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """One matmul pair per expert over its contiguous slice of the sorted assignments (dropped rows: 0)."""
-        out = torch.zeros_like(xs)
-        start = 0
+        # unbind, not w[e]: its backward stacks the experts' gradients once, where indexing would add a
+        # full-size zero-padded gradient per expert
+        w_in, down = self.w_in.unbind(0), self.down.unbind(0)
+        b_in = [None] * len(w_in) if self.in_bias is None else self.in_bias.unbind(0)
+        b_down = [None] * len(w_in) if self.down_bias is None else self.down_bias.unbind(0)
+        pieces, start = [], 0
         for e, n in enumerate(counts.tolist()):
             if n:
-                rows = slice(start, start + n)
-                b_in = None if self.in_bias is None else self.in_bias[e]
-                b_down = None if self.down_bias is None else self.down_bias[e]
-                out[rows] = F.linear(self._hidden(F.linear(xs[rows], self.w_in[e], b_in)), self.down[e], b_down)
+                h = self._hidden(F.linear(xs[start:start + n], w_in[e], b_in[e]))
+                pieces.append(F.linear(h, down[e], b_down[e]))
                 start += n
-        return out
+        pieces.append(xs.new_zeros(xs.shape[0] - start, xs.shape[1]))  # dropped assignments
+        return torch.cat(pieces)
 
     def grouped(self, xs: torch.Tensor, counts: torch.Tensor, row_experts: torch.Tensor) -> torch.Tensor:
         """All experts as two grouped GEMMs, with no host sync: group e is rows offs[e-1]..offs[e]; the
