@@ -226,3 +226,30 @@ def test_tiny_presets_learn_on_the_corpus(preset, extra, tmp_path):
         assert len(loads) == 40 and sum(loads[-1]["load"]["0"]) == pytest.approx(1.0, abs=1e-3)
     else:
         assert float(rows[-1]["z_loss"]) > 0 and "aux_loss" not in rows[-1]
+
+
+def test_training_loss_adds_router_losses_at_the_config_weights():
+    from llmarch.models.routing import router_losses
+    from llmarch.train.objectives import training_loss
+
+    model = llmarch.build("mixtral-tiny", **{**SMALL, "n_layers": 2, "router_aux_loss_weight": 0.3,
+                                             "router_z_loss_weight": 0.01})
+    ids = torch.randint(0, 50, (2, 9))
+    logits = model(ids).logits
+    loss, total, parts = training_loss(model, logits, ids, z_loss=1e-3)
+    router = router_losses(model)
+    expected = loss + 0.3 * router["aux"] + 0.01 * router["z"] + 1e-3 * output_z_loss(logits, ids)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(parts) == {"aux_loss", "router_z_loss", "z_loss"}
+    total.backward()  # the router learns from the losses too
+    assert model.blocks[0].mlp.router.weight.grad.abs().sum() > 0
+
+
+def test_switch_tiny_trains_with_span_corruption(tmp_path):
+    """An encoder-decoder MoE: router losses of both stacks in the loss, loads per stack in the metrics."""
+    tc = TrainConfig(steps=4, batch_size=4, eval_every=2, eval_tokens=1024, objective="span", tokenizer="byte")
+    cfg = llmarch.resolve("switch-tiny", n_layers=2, n_decoder_layers=2, context_length=64, vocab_size=512)
+    result = train(cfg, tc, tmp_path, verbose=False)
+    assert all(math.isfinite(v) for v in result.val_losses.values())
+    row = list(csv.DictReader((tmp_path / "metrics.csv").open()))[-1]
+    assert {"aux_loss", "router_z_loss", "load.encoder.1", "dropped.encoder.1", "load.decoder.1"} <= set(row)
