@@ -67,7 +67,8 @@ def test_capacity_drops_exactly_the_assignments_over_it_in_order():
     experts = torch.tensor([[[0, 1], [0, 2], [1, 0]]])
     assert within_capacity(experts, 3, capacity=2)[0].tolist() == [[True, True], [True, True], [True, False]]
     # a whole layer: with capacity 1, each expert serves the first token that picked it; the rest get 0
-    layer, cfg = moe(experts_per_token=1, router_renormalize=False, expert_capacity=1)
+    layer, cfg = moe(experts_per_token=1, router_renormalize=False, capacity_factor=0.3)
+    assert layer.router.capacity(12) == 1  # ceil(0.3 * 12 tokens * top-1 / 4 experts)
     x = torch.randn(1, 12, cfg.d_model)
     with torch.no_grad():
         y = layer(x)
