@@ -83,7 +83,8 @@ class ModelConfig:
     context_length: int = 1024
     attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
     init_std: float = 0.02
-    init: str = "normal"  # normal: N(0, init_std), residual outputs scaled (GPT-2); t5: Mesh TensorFlow's fan-in scaling
+    init: str = "normal"  # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings
+    # N(0, 1) (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
 
     def __post_init__(self) -> None:
@@ -163,8 +164,8 @@ class ModelConfig:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.n_labels <= 0:
             raise LlmarchError(f"n_labels must be positive, got {self.n_labels}")
-        if self.init not in ("normal", "t5"):
-            raise LlmarchError(f"unknown init {self.init!r}; choose one of: normal, t5")
+        if self.init not in ("normal", "fan_in", "t5"):
+            raise LlmarchError(f"unknown init {self.init!r}; choose one of: fan_in, normal, t5")
         if self.n_decoder_layers and self.block == "parallel":
             raise LlmarchError("encoder-decoders are built with block='sequential'")
         if self.n_decoder_layers < 0:

@@ -44,9 +44,11 @@ _SWITCH = dict(_T5, n_experts=8, experts_per_token=1, router_renormalize=False, 
                capacity_factor=1.25, router_jitter=0.01, router_aux_loss_weight=0.01, router_z_loss_weight=0.001,
                router_aux_scope="sequence", hf_model_type="switch_transformers")
 # PaLM (Chowdhery et al. 2022, §2): parallel block with one LayerNorm, multi-query attention, SwiGLU, RoPE,
-# no biases in dense layers or norms, shared input/output embeddings, 256k SentencePiece vocabulary.
+# no biases in dense layers or norms, shared input/output embeddings, 256k SentencePiece vocabulary; §5:
+# embeddings N(0, 1), other matrices fan-in, and the logits scaled by d^-0.5 as the head is the embedding.
 _PALM = dict(block="parallel", shared_norm=True, n_kv_heads=1, ffn="swiglu", positions="rope", norm="layernorm",
-             bias=False, norm_bias=False, tie_embeddings=True, vocab_size=256000, context_length=2048)
+             bias=False, norm_bias=False, tie_embeddings=True, head_scale=True, init="fan_in", vocab_size=256000,
+             context_length=2048)
 
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)

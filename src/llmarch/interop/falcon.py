@@ -48,7 +48,8 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
              (f"an ungated ffn ({', '.join(_HF_ACTIVATIONS)})", cfg.ffn in _HF_ACTIVATIONS),
              ("n_kv_heads 1 or n_heads in a sequential block",
               cfg.block == "parallel" or cfg.n_kv_heads in (1, cfg.n_heads)),
-             ("no sliding_window", cfg.sliding_window is None)]
+             ("no sliding_window", cfg.sliding_window is None),
+             ("head_scale false", not cfg.head_scale)]
     return next((need for need, ok in needs if not ok), None)
 
 

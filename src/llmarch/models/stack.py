@@ -113,6 +113,7 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     paper §2.3). init 't5': each matrix N(0, 1/fan_in) with queries also divided by sqrt(head_dim), which
     stands in for the 1/sqrt(d) T5's attention leaves out, and embeddings N(0, 1) (Mesh TensorFlow's
     initialisers, as transformers' T5 uses; with the generic 0.02 an unscaled-attention model barely learns).
+    init 'fan_in': the same without the query scaling (PaLM §5, whose attention is scaled as usual).
     Both: zero biases, unit norm gains (zero for Gemma's offset gains)."""
     std = cfg.init_std
     layers = cfg.n_layers + cfg.n_decoder_layers
@@ -122,8 +123,8 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
         elif p.dim() == 1:
             offset = isinstance(model.get_submodule(name.rsplit(".", 1)[0]), OffsetRMSNorm)
             nn.init.ones_(p) if not offset else nn.init.zeros_(p)
-        elif cfg.init == "t5":
-            _t5_init(name, p, cfg)
+        elif cfg.init in ("t5", "fan_in"):
+            _fan_in_init(name, p, cfg)
         elif name.endswith(("o_proj.weight", "down.weight", "experts.down")):
             nn.init.normal_(p, std=std / math.sqrt(2 * layers))
         elif "positions" in name:
@@ -132,13 +133,13 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
             nn.init.normal_(p, std=std)
 
 
-def _t5_init(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:
+def _fan_in_init(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:
     d, q_rows = cfg.d_model, cfg.n_heads * cfg.head_dim
     if name.endswith(("embed.weight", "lm_head.weight")):
         nn.init.normal_(p, std=1.0)
     elif "positions" in name:  # the relative-position bias table
         nn.init.normal_(p, std=d ** -0.5)
-    elif name.endswith(("qkv_proj.weight", "q_proj.weight")):  # queries first: scaled by head_dim^-0.5 too
+    elif cfg.init == "t5" and name.endswith(("qkv_proj.weight", "q_proj.weight")):  # queries: head_dim^-0.5 too
         nn.init.normal_(p, std=d ** -0.5)
         nn.init.normal_(p[:q_rows], std=(d * cfg.head_dim) ** -0.5)
     else:  # k, v, o, FFN, experts (E, out, in), router: 1/sqrt(fan_in)
