@@ -31,3 +31,22 @@ def test_bench_refuses_encoder_decoders():
 
     with pytest.raises(LlmarchError, match="decoder-only"):
         run_bench(resolve("t5-tiny"), BenchConfig())
+
+
+def test_bench_vs_dense_compares_a_mixture_with_its_dense_twin(tmp_path, capsys):
+    from llmarch import resolve
+    from llmarch.bench import dense_twin
+
+    cfg = resolve("mixtral-tiny")
+    twin = dense_twin(cfg)
+    assert twin.n_experts == 0 and twin.ffn_hidden == 2 * cfg.expert_hidden
+    out = tmp_path / "moe.json"
+    main(["bench", "--model", "mixtral-tiny", "--vs-dense", "true", "--n-layers", "1", "--context-length", "32",
+          "--batch-size", "2", "--repeats", "1", "--out", str(out)])
+    r = json.loads(out.read_text())
+    # the same active parameters but the router (E x d per MoE layer)
+    assert r["moe"]["active_parameters"] - r["dense"]["active_parameters"] == cfg.n_experts * cfg.d_model
+    assert r["ratio"] == r["moe"]["tokens_per_s"] / r["dense"]["tokens_per_s"]
+    assert "MoE / dense training throughput" in capsys.readouterr().out
+    with pytest.raises(LlmarchError, match="no experts"):
+        dense_twin(resolve("llama-tiny"))

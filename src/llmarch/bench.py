@@ -5,8 +5,11 @@ setting: training tokens/s (with MFU and peak memory on CUDA), decoding tokens/s
 
 - MFU = tokens/s · (6N + 12·L·d_attn·T) / peak FLOP/s (analysis/accounting.py; PaLM appendix B), with the
   peak of the device: 989 TFLOP/s dense bf16 for H100/H200 SXM. None where the peak is unknown (CPU).
-- Roofline of batch-1 decoding: each token reads every weight once and the KV cache filled so far, so
-  tokens/s ≤ copy bandwidth / bytes read per token; the copy bandwidth is measured in the same run.
+- Roofline of batch-1 decoding: each token reads every weight it uses once (a mixture of experts: its k
+  chosen experts of each MoE layer) and the KV cache filled so far, so tokens/s ≤ copy bandwidth / bytes read
+  per token; the copy bandwidth is measured in the same run.
+- --vs-dense: a mixture-of-experts model's training tokens/s against its dense twin (each MoE FFN one FFN as
+  wide as k experts: the same active parameters but the routers), same run.
 transformers is a test/benchmark dependency: the comparison is skipped, with a note, where it is missing."""
 from __future__ import annotations
 
@@ -115,7 +118,8 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
         ref.eval()
     if device.type == "cpu":
         transposed_weight_layout(ours)
-    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    # a token reads the weights it uses: all of a dense model's, k of each mixture's E experts
+    weight_bytes = facts["active_parameters"] * next(ours.parameters()).element_size()
     bandwidth = copy_bandwidth(device)
     out["copy_bandwidth_gb_s"] = bandwidth / 1e9
     decode = {}
