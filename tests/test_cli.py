@@ -45,7 +45,9 @@ def test_info_json_keys_and_text():
     code, out, _ = run("info", "llama2-7b", "--json")
     facts = json.loads(out)
     assert code == 0 and facts["parameters"] == 6_738_415_616
-    assert set(facts) == {"parameters", "non_embedding_parameters", "flops_per_token", "kv_cache_bytes_per_token"}
+    assert set(facts) == {"parameters", "active_parameters", "non_embedding_parameters", "flops_per_token",
+                          "kv_cache_bytes_per_token"}
+    assert facts["active_parameters"] == facts["parameters"]  # dense: every parameter is active
     code, out, _ = run("info", "gpt2", "--n-layers", "1", "--json")
     assert json.loads(out)["parameters"] == 124_439_808 - 11 * 7_087_872
 

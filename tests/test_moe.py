@@ -254,3 +254,16 @@ def test_switch_tiny_trains_with_span_corruption(tmp_path):
     assert all(math.isfinite(v) for v in result.val_losses.values())
     row = list(csv.DictReader((tmp_path / "metrics.csv").open()))[-1]
     assert {"aux_loss", "router_z_loss", "load.encoder.1", "dropped.encoder.1", "load.decoder.1"} <= set(row)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(n_experts=4, experts_per_token=5), "experts_per_token must be in"),
+    (dict(n_experts=4, capacity_factor=1.0, expert_capacity=3), "not both"),
+    (dict(n_experts=4, moe_period=2, moe_offset=2), "moe_offset"),
+    (dict(n_experts=4, router_aux_scope="layer"), "unknown router_aux_scope"),
+    (dict(shared_norm=True), "shared_norm needs block='parallel'"),
+    (dict(qk_norm="full"), "unknown qk_norm"),
+])
+def test_bad_moe_and_block_configs_are_one_line_errors(kw, message):
+    with pytest.raises(llmarch.LlmarchError, match=message):
+        llmarch.resolve("llama-tiny", **kw)
