@@ -11,7 +11,9 @@ from .errors import LlmarchError
 
 
 HEADS = ("classify", "lm", "tokens")
-_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden")
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention")
+ATTENTION_KINDS = ("full", "sliding_window", "strided", "block_sparse", "linear", "performer")
+_IMPLS = ("sdpa", "eager")
 ROUTER_AUX_SCOPES = ("batch", "sequence")
 QK_NORMS = ("none", "head")
 
@@ -81,7 +83,17 @@ class ModelConfig:
     router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
     context_length: int = 1024
-    attention: str = "sdpa"  # layers/attention.py: sdpa (fused kernel) or eager (materialises weights)
+    # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
+    # sliding_window (needs sliding_window), strided, block_sparse, linear, performer; None: sliding_window
+    # if a window is set, else full
+    attention: str | None = None
+    attn_impl: str = "sdpa"  # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
+    attention_block: int = 64  # strided: the stride l; block_sparse: the block; the blockwise kernels' query block
+    strided_summary: int = 8  # strided: the last c positions of each block that every later query sees
+    global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)
+    random_blocks: int = 3  # block_sparse: random key blocks per query block, drawn per layer from attention_seed
+    performer_features: int = 256  # performer: random features m per head
+    attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
     init_std: float = 0.02
     init: str = "normal"  # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings
     # N(0, 1) (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
@@ -105,6 +117,10 @@ class ModelConfig:
             self.final_norm = self.norm_placement == "pre"
         if self.qkv_bias is None:
             self.qkv_bias = self.bias
+        if self.attention in _IMPLS:  # configs written before kinds existed named the kernel `attention`
+            self.attn_impl, self.attention = self.attention, None
+        if self.attention is None:
+            self.attention = "full" if self.sliding_window is None else "sliding_window"
         if self.expert_hidden is None:
             self.expert_hidden = self.ffn_hidden
         self.validate()
@@ -146,10 +162,11 @@ class ModelConfig:
         if self.qk_norm not in QK_NORMS:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
         self._validate_moe()
+        self._validate_attention()
         from .layers import ATTENTION, FFNS, NORMS, POSITIONS
 
         for registry, value in ((FFNS, self.ffn), (NORMS, self.norm), (POSITIONS, self.positions),
-                                (ATTENTION, self.attention)):
+                                (ATTENTION, self.attn_impl)):
             registry[value]  # raises a one-line error naming the choices
         if self.positions == "rope" and self.rotary_dim % 2:
             raise LlmarchError(f"rope needs an even number of rotated dims, got {self.rotary_dim}")
@@ -177,6 +194,22 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    def _validate_attention(self) -> None:
+        if self.attention not in ATTENTION_KINDS:
+            raise LlmarchError(f"unknown attention {self.attention!r}; choose one of: {', '.join(ATTENTION_KINDS)}")
+        if (self.attention == "sliding_window") != (self.sliding_window is not None):
+            raise LlmarchError("attention='sliding_window' and a sliding_window size go together "
+                               f"(got attention={self.attention!r}, sliding_window={self.sliding_window})")
+        if self.attention != "full" and self.positions == "t5_relative":
+            raise LlmarchError(f"attention={self.attention!r} does not take a position bias (t5_relative)")
+        if self.attention_block <= 0:
+            raise LlmarchError(f"attention_block must be positive, got {self.attention_block}")
+        if self.attention == "strided" and not 0 < self.strided_summary <= self.attention_block:
+            raise LlmarchError(f"strided_summary must be in [1, attention_block={self.attention_block}], "
+                               f"got {self.strided_summary}")
+        if self.global_blocks < 0 or self.random_blocks < 0 or self.performer_features <= 0:
+            raise LlmarchError("global_blocks and random_blocks must be >= 0 and performer_features positive")
 
     def _validate_moe(self) -> None:
         if self.n_experts < 0 or self.n_shared_experts < 0:

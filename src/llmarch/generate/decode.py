@@ -28,7 +28,8 @@ def one_token_step_applies(model, total: int) -> bool:
     slots, and no forward hooks anywhere (the short path skips the hook points, so attached hooks would not run)."""
     cfg = model.config
     plain = cfg.head == "lm" and not (cfg.head_transform or cfg.type_vocab_size or cfg.embed_norm or cfg.embed_scale)
-    window_ok = cfg.sliding_window is None or cfg.sliding_window >= total
+    # full attention, or a window that hides none of the slots (the short path attends to all of them)
+    window_ok = cfg.attention == "full" or (cfg.attention == "sliding_window" and cfg.sliding_window >= total)
     hooked = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks or any(
         m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     return plain and window_ok and not hooked

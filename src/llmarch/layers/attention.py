@@ -15,6 +15,8 @@ from torch import nn
 from ..registry import Registry
 from .hooks import HookPoint
 from .kv_cache import KVCache
+from .linear_attention import EluFeatures, FavorFeatures, linear_attention
+from .sparse_attention import BigBird, FixedStrided, SlidingWindow, blockwise_attention, row_mask
 from .norms import make_norm
 from .positions import apply_rotary
 
@@ -34,6 +36,7 @@ class AttentionContext:
     kv_len: int | None = None  # cache slots filled after this call: attend to these only (eager decoding)
     memory: torch.Tensor | None = None  # (B, S, C) encoder output that cross-attention reads (encoder-decoders)
     memory_mask: torch.Tensor | None = None  # bool (B, 1, 1, S): real source tokens; None: all real
+    pad_mask: torch.Tensor | None = None  # bool (B, S): real key slots, for kinds that build their own masks
 
 
 @ATTENTION.register("sdpa")
@@ -72,13 +75,15 @@ def attention_setup(module: nn.Module, cfg) -> None:
     """What self- and cross-attention both take from the config: head counts and width, dropout, the score
     scale and the kernel."""
     module.n_heads, module.n_kv_heads, module.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    module.dropout, module.scale, module.kernel = cfg.dropout, cfg.attn_scale, ATTENTION[cfg.attention]
+    module.dropout, module.scale, module.kernel = cfg.dropout, cfg.attn_scale, ATTENTION[cfg.attn_impl]
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer: int = 0):
         super().__init__()
         attention_setup(self, cfg)
+        self.causal = cfg.causal
+        self.pattern, self.features = make_kind(cfg, layer)  # both None for full attention
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
         self.qkv_heads = [self.n_heads, self.n_kv_heads, self.n_kv_heads]
@@ -108,11 +113,47 @@ class Attention(nn.Module):
         v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
         if ctx.rope is not None:
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
+        if self.features is not None:
+            return self.o_proj(self._linear(q, k, v, ctx).transpose(1, 2).reshape(B, T, -1))
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(ctx.input_pos, k, v)  # (B, K, S, D)
             if ctx.kv_len is not None:
                 k, v = k[:, :, : ctx.kv_len], v[:, :, : ctx.kv_len]
         dropout_p = self.dropout if self.training else 0.0
-        y = self.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, self.hook_pattern, self.scale)  # (B, H, T, D)
+        if self.pattern is not None and q.shape[2] == k.shape[2]:  # a whole sequence: blockwise, no L x L
+            y = blockwise_attention(q, k, v, self.pattern, self.causal, self.scale, ctx.pad_mask)
+        else:
+            mask = ctx.mask
+            if self.pattern is not None:  # a few queries over a cache: the pattern's rows of the mask
+                mask = row_mask(self.pattern, ctx.input_pos, k.shape[2], self.causal, ctx.pad_mask)
+            y = self.kernel(q, k, v, mask, ctx.causal, dropout_p, self.hook_pattern, self.scale)  # (B, H, T, D)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, H, D)
         return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))
+
+    def _linear(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """linear / performer: features of q and k (keys at padding zeroed), then linear_attention, carrying
+        the recurrent state in place of a KV cache when generating."""
+        groups = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        fq, fk = self.features(q, True), self.features(k, False)
+        if ctx.pad_mask is not None:
+            fk = fk * ctx.pad_mask[:, ctx.input_pos][:, None, :, None]
+        return linear_attention(fq, fk, v, self.causal, self.kv_cache).to(q.dtype)
+
+
+def make_kind(cfg, layer: int):
+    """(sparsity pattern, feature map) of the configured attention kind; (None, None) for full attention."""
+    kind, seed = cfg.attention, cfg.attention_seed + layer
+    if kind == "sliding_window":
+        return SlidingWindow(cfg.sliding_window, cfg.attention_block), None
+    if kind == "strided":
+        return FixedStrided(cfg.attention_block, cfg.strided_summary), None
+    if kind == "block_sparse":
+        blocks = -(-cfg.context_length // cfg.attention_block)
+        return BigBird(cfg.attention_block, cfg.global_blocks, cfg.random_blocks, blocks, seed, cfg.causal), None
+    if kind == "linear":
+        return None, EluFeatures()
+    if kind == "performer":
+        scale = cfg.attn_scale if cfg.attn_scale is not None else cfg.head_dim ** -0.5
+        return None, FavorFeatures(cfg.head_dim, cfg.performer_features, scale, seed)
+    return None, None

@@ -21,7 +21,7 @@ class Block(nn.Module):
         super().__init__()
         self.pre_norm = cfg.norm_placement == "pre"
         self.parallel = cfg.block == "parallel"
-        self.ln1, self.attn = make_norm(cfg), Attention(cfg)
+        self.ln1, self.attn = make_norm(cfg), Attention(cfg, layer)
         if cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()

@@ -15,6 +15,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
 from ..layers.kv_cache import KVCache
+from ..layers.linear_attention import LinearState
 from ..layers.norms import OffsetRMSNorm, make_norm
 from .masks import causal_mask, position_ids
 
@@ -39,7 +40,13 @@ class Stack(nn.Module):
             raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
         for block in self.blocks:
-            block.attn.kv_cache = KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype or w.dtype, w.device)
+            if block.attn.features is not None:  # linear kinds: a constant-size state, not keys and values
+                features = cfg.performer_features if cfg.attention == "performer" else cfg.head_dim
+                block.attn.kv_cache = LinearState(batch, cfg.n_heads, features, cfg.head_dim, w.device)
+            else:
+                block.attn.kv_cache = KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype or w.dtype,
+                                              w.device)
+        self._cache_max_len = max_len
 
     def clear_cache(self) -> None:
         for block in self.blocks:
@@ -54,8 +61,7 @@ class Stack(nn.Module):
 
     @property
     def cache_len(self) -> int | None:
-        cache = self.blocks[0].attn.kv_cache
-        return None if cache is None else cache.max_len
+        return None if self.blocks[0].attn.kv_cache is None else self._cache_max_len
 
     # ---- forward -------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
@@ -77,18 +83,17 @@ class Stack(nn.Module):
         pos = position_ids(input_pos, B, pad_mask) + cfg.position_offset  # (B, T)
         bias = self.positions.bias(input_pos, key_len)  # (1, H, T, S) or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
-        # (unless a sliding window or a position bias enters the scores).
-        window = cfg.sliding_window
+        # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
-        plain = plain and (window is None or window >= key_len)
+        plain = plain or cfg.attention != "full"
         if cfg.causal:
-            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, window)
+            mask = None if plain else causal_mask(input_pos, key_len, pad_mask)
         else:  # bidirectional: every real token sees every real token
             mask = None if pad_mask is None else pad_mask[:, None, None, :]
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=self.positions.rotary(pos),
-                               input_pos=input_pos, kv_len=kv_len, memory=memory,
+                               input_pos=input_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
         if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)

@@ -1,0 +1,159 @@
+"""Mask-based sparse attention: each query attends only to the keys its pattern allows, computed blockwise so
+no L x L matrix (scores or mask) is ever formed.
+
+A pattern names, for every block of `block` queries, the key positions that may hold allowed keys (a fixed
+number per block, -1 where unused), and an exact elementwise predicate allowed(query pos, key pos). The
+engine gathers each query block's keys and values, masks by the predicate (plus causality and padding),
+and runs a softmax over those keys only: memory O(L * keys per block), linear in L for a fixed pattern.
+Patterns:
+- sliding_window (Longformer's local attention, Beltagy et al. 2020; Mistral): |i - j| < w (with causality
+  j in (i - w, i]);
+- strided, the "fixed" pattern of the Sparse Transformer (Child et al. 2019, §4.2): j in i's own block of l
+  positions, or j among the last c positions of any block ("summary" columns); with l ~ sqrt(L) each query
+  sees O(sqrt(L)) keys;
+- block_sparse (BigBird, Zaheer et al. 2020, §2 and App. D): at block granularity, the block itself and its
+  two neighbours, the first g (global) blocks, which also attend to everything, and r random blocks per
+  query block, drawn once per layer from a seed so the model is deterministic.
+For decoding (a few queries over a KV cache) the same predicate gives the few mask rows directly."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class Pattern:
+    block: int
+    dense_rows: int = 0  # leading query positions that attend to every key (BigBird's global blocks)
+
+    def allowed(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Broadcastable position tensors -> bool: query q may attend key k (before causality, padding)."""
+        raise NotImplementedError
+
+    def key_positions(self, n_blocks: int, causal: bool) -> torch.Tensor:
+        """(n_blocks, K) key positions each query block gathers (a superset of what it may see); -1: none."""
+        raise NotImplementedError
+
+
+def _blocks_to_positions(blocks: torch.Tensor, block: int) -> torch.Tensor:
+    """(n, K) block ids (-1: none) -> (n, K * block) positions (-1: none)."""
+    pos = blocks[:, :, None] * block + torch.arange(block, device=blocks.device)
+    return torch.where(blocks[:, :, None] >= 0, pos, -1).flatten(1)
+
+
+class SlidingWindow(Pattern):
+    def __init__(self, window: int, block: int):
+        self.window, self.block = window, block
+
+    def allowed(self, q, k):
+        return (q - k < self.window) & (k - q < self.window)
+
+    def key_positions(self, n_blocks, causal):
+        reach = math.ceil((self.window - 1) / self.block)  # neighbouring blocks a window can touch
+        offsets = torch.arange(-reach, 1 if causal else reach + 1)
+        blocks = torch.arange(n_blocks)[:, None] + offsets
+        return _blocks_to_positions(torch.where((blocks >= 0) & (blocks < n_blocks), blocks, -1), self.block)
+
+
+class FixedStrided(Pattern):
+    def __init__(self, stride: int, summary: int):
+        if not 0 < summary <= stride:
+            raise ValueError("the summary columns must be in (0, stride]")
+        self.block, self.summary = stride, summary
+
+    def allowed(self, q, k):
+        return (q // self.block == k // self.block) | (k % self.block >= self.block - self.summary)
+
+    def key_positions(self, n_blocks, causal):
+        blocks = torch.arange(n_blocks)
+        own = _blocks_to_positions(blocks[:, None], self.block)  # (n, l)
+        summary = (blocks[:, None] * self.block + torch.arange(self.block - self.summary, self.block)).flatten()
+        others = blocks.repeat_interleave(self.summary)[None, :] != blocks[:, None]  # own block's: already in
+        return torch.cat([own, torch.where(others, summary, -1)], dim=1)
+
+
+class BigBird(Pattern):
+    def __init__(self, block: int, n_global: int, n_random: int, max_blocks: int, seed: int, causal: bool):
+        self.block, self.n_global, self.n_random = block, n_global, n_random
+        self.dense_rows = n_global * block
+        self.adjacency = self._draw(max_blocks, seed, causal)
+
+    def _draw(self, n: int, seed: int, causal: bool) -> torch.Tensor:
+        """bool (n, n): query block -> key blocks. Random blocks are drawn per query block from those the
+        window and globals leave out (earlier ones only when causal), from this layer's seed."""
+        g = self.n_global
+        i = torch.arange(n)
+        adj = ((i[:, None] - i[None, :]).abs() <= 1) | (i[None, :] < g) | (i[:, None] < g)
+        gen = torch.Generator().manual_seed(seed)
+        for row in range(n):
+            free = (~adj[row]).nonzero().flatten()
+            if causal:
+                free = free[free < row]
+            adj[row, free[torch.randperm(len(free), generator=gen)[: self.n_random]]] = True
+        return adj
+
+    def allowed(self, q, k):
+        adj = self.adjacency.to(q.device)
+        return adj[q // self.block, k // self.block]
+
+    def key_positions(self, n_blocks, causal):
+        adj = self.adjacency[:n_blocks, :n_blocks].clone()
+        adj[: self.n_global] = False  # global query blocks are computed densely (dense_rows)
+        adj[: self.n_global, : self.n_global] = True
+        width = int(adj.sum(1).max())
+        blocks = torch.where(adj, torch.arange(n_blocks), n_blocks).sort(dim=1).values[:, :width]
+        return _blocks_to_positions(torch.where(blocks < n_blocks, blocks, -1), self.block)
+
+
+def row_mask(pattern: Pattern, input_pos: torch.Tensor, key_len: int, causal: bool,
+             pad_mask: torch.Tensor | None) -> torch.Tensor:
+    """bool (B|1, 1, T, S) for queries at slots input_pos over key slots 0..key_len-1: the pattern's rows,
+    with causality and padding (a padded query sees itself, so no row is empty). For decoding and tests."""
+    keys = torch.arange(key_len, device=input_pos.device)
+    q = input_pos[:, None]
+    mask = pattern.allowed(q, keys[None, :]) | (q < pattern.dense_rows)
+    if causal:
+        mask = mask & (keys[None, :] <= q)
+    mask = mask[None]
+    if pad_mask is not None:
+        mask = (mask & pad_mask[:, None, :key_len].bool()) | (q == keys[None, :])[None]
+    return mask[:, None]
+
+
+def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, causal: bool,
+                        scale: float | None, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Self-attention of L queries over the same L positions (training, prefill): q (B, H, L, D), k and v
+    (B, K, L, D) -> (B, H, L, D), each query block over its gathered keys only."""
+    B, H, L, D = q.shape
+    scale = D ** -0.5 if scale is None else scale
+    bs = pattern.block
+    n = math.ceil(L / bs)
+    pad = n * bs - L
+    qp, kp, vp = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    keys = pattern.key_positions(n, causal).to(q.device)  # (n, Kn), -1 unused
+    keys = torch.where(keys < L, keys, -1)
+    qpos = torch.arange(n * bs, device=q.device).view(n, bs, 1)
+    kpos = keys[:, None, :]
+    mask = pattern.allowed(qpos, kpos.clamp(min=0)) & (kpos >= 0)  # (n, bs, Kn)
+    if causal:
+        mask = mask & (kpos <= qpos)
+    mask = mask[None]
+    if pad_mask is not None:
+        real = F.pad(pad_mask.bool(), (0, pad))[:, keys.clamp(min=0)]  # (B, n, Kn)
+        mask = mask & real[:, :, None, :]
+    mask = mask | (kpos == qpos)[None]  # every query sees itself: no empty softmax
+    groups = H // k.shape[1]
+    kg = kp[:, :, keys.clamp(min=0)].repeat_interleave(groups, dim=1)  # (B, H, n, Kn, D)
+    vg = vp[:, :, keys.clamp(min=0)].repeat_interleave(groups, dim=1)
+    scores = torch.einsum("bhnqd,bhnkd->bhnqk", qp.view(B, H, n, bs, D), kg) * scale
+    scores = scores.masked_fill(~mask[:, None], float("-inf"))
+    out = torch.einsum("bhnqk,bhnkd->bhnqd", scores.float().softmax(dim=-1).to(q.dtype), vg)
+    out = out.reshape(B, H, n * bs, D)[:, :, :L]
+    if pattern.dense_rows:  # global queries attend to every key: a dense (G x L) pass
+        G = min(pattern.dense_rows, L)
+        rows = row_mask(pattern, torch.arange(G, device=q.device), L, causal, pad_mask)
+        dense = F.scaled_dot_product_attention(q[:, :, :G], k, v, attn_mask=rows, scale=scale,
+                                               enable_gqa=groups > 1)
+        out = torch.cat([dense, out[:, :, G:]], dim=2)
+    return out
