@@ -50,3 +50,20 @@ def test_bench_vs_dense_compares_a_mixture_with_its_dense_twin(tmp_path, capsys)
     assert "MoE / dense training throughput" in capsys.readouterr().out
     with pytest.raises(LlmarchError, match="no experts"):
         dense_twin(resolve("llama-tiny"))
+
+
+def test_bench_attention_reports_each_kind_with_fitted_slopes(tmp_path, capsys):
+    out, png = tmp_path / "attention.json", tmp_path / "attention.png"
+    main(["bench", "attention", "--attn-lengths", "128,256", "--attn-kinds", "full,sliding_window,linear",
+          "--attn-window", "32", "--attn-block", "32", "--attn-repeats", "1", "--out", str(out), "--plot", str(png)])
+    r = json.loads(out.read_text())
+    assert set(r["kinds"]) == {"full", "full (eager)", "sliding_window", "linear"}
+    for data in r["kinds"].values():
+        assert [row["length"] for row in data["rows"]] == [128, 256]
+        assert data["time_slope"] is not None and all(row["seconds"] > 0 for row in data["rows"])
+    assert png.stat().st_size > 0 and "| sliding_window |" in capsys.readouterr().out
+    from llmarch.bench_attention import slope
+
+    assert slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
+    assert main(["bench", "attention", "--attn-kinds", "lsh9"]) != 0
+    assert "unknown attention kind 'lsh9'" in capsys.readouterr().err

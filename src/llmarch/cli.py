@@ -46,7 +46,7 @@ def _add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: 
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + prefix + f.name.replace("_", "-")
+        flag = "--" + (prefix + f.name).replace("_", "-")
         default = f.default if keep_defaults else None
         shown = f.default if keep_defaults else "the model's"
         group.add_argument(flag, dest=prefix + f.name, type=_parse_value(str(f.type), f.name), default=default,
@@ -255,17 +255,38 @@ def cmd_bench(args) -> None:
     import torch
 
     from .bench import BenchConfig, run_bench, to_markdown
+    from .bench_attention import AttentionBenchConfig, plot, run_attention_bench
+    from .bench_attention import to_markdown as attention_markdown
     from .checkpoint import write_text_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_bench(_model_config(args), BenchConfig(**_collect(args, BenchConfig)))
-    table = to_markdown(result)
+    if args.what == "attention":
+        result = run_attention_bench(AttentionBenchConfig(**_collect(args, AttentionBenchConfig, "attn_")))
+        table = attention_markdown(result)
+        if args.plot:
+            plot(result, Path(args.plot))
+    else:
+        result = run_bench(_model_config(args), BenchConfig(**_collect(args, BenchConfig)))
+        table = to_markdown(result)
     print(table)
     if args.out:
         write_text_atomic(Path(args.out), json.dumps(result, indent=2) + "\n")
     if args.markdown:
         write_text_atomic(Path(args.markdown), table + "\n")
+
+
+def cmd_synthetic(args) -> None:
+    from .data.synthetic import SyntheticTask
+    from .train.synthetic import SyntheticConfig, train_synthetic
+
+    task = SyntheticTask(name=args.task, **_collect(args, SyntheticTask, "task_"))
+    result = train_synthetic(_model_config(args), task, SyntheticConfig(**_collect(args, SyntheticConfig)))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['task']}: {result['model']} (attention {result['attention']}), {result['steps']} steps: "
+              f"answer accuracy {result['accuracy']:.3f}, final training loss {result['final_train_loss']:.4f}")
 
 
 def cmd_info(args) -> None:
@@ -374,14 +395,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench import BenchConfig
 
-    p = sub.add_parser("bench", help="training, decoding and prefill speed against transformers, in one run")
+    from .bench_attention import AttentionBenchConfig
+
+    p = sub.add_parser("bench", help="training, decoding and prefill speed against transformers, in one run; "
+                                     "`bench attention`: each attention kind against full over sequence lengths")
+    p.add_argument("what", nargs="?", choices=["model", "attention"], default="model",
+                   help="model: a model against transformers; attention: attention kinds (default: %(default)s)")
     p.add_argument("--model", default="gpt-tiny", help="preset name or .json/.yaml config (default: %(default)s)")
+    p.add_argument("--plot", help="bench attention: write the log-log plot (PNG) here (default: %(default)s)")
     p.add_argument("--out", help="write the results as JSON here (default: %(default)s)")
     p.add_argument("--markdown", help="write the markdown table here (default: %(default)s)")
     p.add_argument("--threads", type=int, help="torch CPU threads for both libraries (default: torch's)")
     _add_fields(p.add_argument_group("benchmark"), BenchConfig)
+    _add_fields(p.add_argument_group("bench attention (--attn-...)"), AttentionBenchConfig, prefix="attn_")
     _model_overrides(p)
     p.set_defaults(func=cmd_bench)
+
+    from .data.synthetic import TASKS, SyntheticTask
+    from .train.synthetic import SyntheticConfig
+
+    p = sub.add_parser("synthetic", help="train a model on a synthetic long-range task (associative recall, "
+                                         "selective copying) and report its answer accuracy")
+    p.add_argument("task", choices=TASKS, help="recall: associative recall; copy: selective copying")
+    p.add_argument("--model", default="gpt-tiny", help="preset name or .json/.yaml config (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
+    _add_fields(p.add_argument_group("task (--task-...)"), SyntheticTask, prefix="task_", skip=("name",))
+    _add_fields(p.add_argument_group("training"), SyntheticConfig)
+    _model_overrides(p)
+    p.set_defaults(func=cmd_synthetic)
 
     p = sub.add_parser("info", help="parameter count, FLOPs and KV-cache size of a model")
     p.add_argument("model", help="preset name or .json/.yaml config")
