@@ -162,7 +162,7 @@ def test_bidirectional_kinds_in_an_encoder(kind):
 def test_gpt_tiny_trains_with_the_kind(kind, tmp_path):
     from llmarch.train import TrainConfig, train
 
-    tc = TrainConfig(steps=40, batch_size=8, eval_every=10, eval_tokens=4096, lr=3e-3, tokenizer="byte")
+    tc = TrainConfig(steps=40, batch_size=8, eval_every=10, eval_tokens=2048, lr=3e-3, tokenizer="byte")
     extra = dict(sliding_window=16) if kind == "sliding_window" else {}
     cfg = llmarch.resolve("gpt-tiny", n_layers=2, context_length=64, vocab_size=257, attention=kind, **extra)
     vals = list(train(cfg, tc, tmp_path, verbose=False).val_losses.values())
