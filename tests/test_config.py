@@ -57,7 +57,7 @@ def test_facts_formulae():
     (dict(positions="alibi2"), "unknown positions"),
     (dict(attention="flash9"), "unknown attention .flash9.; choose one of: full"),
     (dict(attn_impl="flash9"), "unknown attention implementation"),
-    (dict(attention="sliding_window"), "go together"),
+    (dict(attention="sliding_window"), "a window size goes with sliding_window or longformer"),
     (dict(norm_placement="middle"), "unknown norm_placement"),
     (dict(n_layers=0), "n_layers must be a positive integer"),
     (dict(dropout=1.5), "dropout"),

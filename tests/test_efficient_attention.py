@@ -167,3 +167,28 @@ def test_gpt_tiny_trains_with_the_kind(kind, tmp_path):
     cfg = llmarch.resolve("gpt-tiny", n_layers=2, context_length=64, vocab_size=257, attention=kind, **extra)
     vals = list(train(cfg, tc, tmp_path, verbose=False).val_losses.values())
     assert vals[-1] < vals[0] - 0.1
+
+
+def test_causal_longformer_with_global_tokens_is_causal_and_decodes_from_a_cache():
+    """A decoder with Longformer attention: the global tokens (in the prompt) see and are seen by every
+    earlier token; changing the future changes no past logit; cached decoding equals recomputation."""
+    torch.manual_seed(0)
+    model = llmarch.build("gpt-tiny", vocab_size=61, d_model=32, n_layers=2, n_heads=4, context_length=64,
+                          attention="longformer", sliding_window=5, attention_block=4).eval()
+    ids = torch.randint(0, 61, (2, 30))
+    glob = torch.zeros_like(ids)
+    glob[:, 2], glob[1, 9] = 1, 1
+    changed = ids.clone()
+    changed[:, 20:] = torch.randint(0, 61, (2, 10))
+    with torch.no_grad():
+        full = model(ids, global_attention_mask=glob).logits
+        assert (full[:, :20] - model(changed, global_attention_mask=glob).logits[:, :20]).abs().max() < 1e-5
+        assert (full - model(ids).logits).abs().max() > 1e-3  # the global tokens matter
+        model.setup_cache(2, 30)
+        try:
+            steps = [model(ids[:, :12], input_pos=torch.arange(12), kv_len=12, global_attention_mask=glob).logits]
+            steps += [model(ids[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1,
+                            global_attention_mask=glob).logits for t in range(12, 30)]
+        finally:
+            model.clear_cache()
+    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-4

@@ -12,7 +12,8 @@ from .errors import LlmarchError
 
 HEADS = ("classify", "lm", "tokens")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention")
-ATTENTION_KINDS = ("full", "sliding_window", "strided", "block_sparse", "linear", "performer")
+ATTENTION_KINDS = ("full", "sliding_window", "strided", "block_sparse", "longformer", "linear", "performer")
+WINDOWED = ("sliding_window", "longformer")  # the kinds whose window is sliding_window
 _IMPLS = ("sdpa", "eager")
 ROUTER_AUX_SCOPES = ("batch", "sequence")
 QK_NORMS = ("none", "head")
@@ -84,8 +85,8 @@ class ModelConfig:
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
     context_length: int = 1024
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
-    # sliding_window (needs sliding_window), strided, block_sparse, linear, performer; None: sliding_window
-    # if a window is set, else full
+    # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
+    # from the forward's global_attention_mask), linear, performer; None: sliding_window if a window is set
     attention: str | None = None
     attn_impl: str = "sdpa"  # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
     attention_block: int = 64  # strided: the stride l; block_sparse: the block; the blockwise kernels' query block
@@ -198,9 +199,11 @@ class ModelConfig:
     def _validate_attention(self) -> None:
         if self.attention not in ATTENTION_KINDS:
             raise LlmarchError(f"unknown attention {self.attention!r}; choose one of: {', '.join(ATTENTION_KINDS)}")
-        if (self.attention == "sliding_window") != (self.sliding_window is not None):
-            raise LlmarchError("attention='sliding_window' and a sliding_window size go together "
-                               f"(got attention={self.attention!r}, sliding_window={self.sliding_window})")
+        if (self.attention in WINDOWED) != (self.sliding_window is not None):
+            raise LlmarchError(f"attention={self.attention!r} and sliding_window={self.sliding_window}: "
+                               f"a window size goes with {' or '.join(WINDOWED)} attention, and only with it")
+        if self.attention == "longformer" and self.n_kv_heads != self.n_heads:
+            raise LlmarchError("attention='longformer' needs n_kv_heads = n_heads (its global projections)")
         if self.attention != "full" and self.positions == "t5_relative":
             raise LlmarchError(f"attention={self.attention!r} does not take a position bias (t5_relative)")
         if self.attention_block <= 0:

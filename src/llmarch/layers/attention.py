@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LlmarchError
 from ..registry import Registry
 from .hooks import HookPoint
 from .kv_cache import KVCache
 from .linear_attention import EluFeatures, FavorFeatures, linear_attention
-from .sparse_attention import BigBird, FixedStrided, SlidingWindow, blockwise_attention, row_mask
+from .sparse_attention import (BigBird, FixedStrided, SlidingWindow, blockwise_attention, global_key_attention,
+                               merge_softmax, row_mask)
 from .norms import make_norm
 from .positions import apply_rotary
 
@@ -37,6 +39,7 @@ class AttentionContext:
     memory: torch.Tensor | None = None  # (B, S, C) encoder output that cross-attention reads (encoder-decoders)
     memory_mask: torch.Tensor | None = None  # bool (B, 1, 1, S): real source tokens; None: all real
     pad_mask: torch.Tensor | None = None  # bool (B, S): real key slots, for kinds that build their own masks
+    global_mask: torch.Tensor | None = None  # bool (B, S): Longformer's global tokens (attention="longformer")
 
 
 @ATTENTION.register("sdpa")
@@ -84,6 +87,8 @@ class Attention(nn.Module):
         attention_setup(self, cfg)
         self.causal = cfg.causal
         self.pattern, self.features = make_kind(cfg, layer)  # both None for full attention
+        if cfg.attention == "longformer":  # global tokens' own q, k, v projections (Beltagy et al. 2020, §3.1)
+            self.qkv_global = nn.Linear(cfg.d_model, 3 * self.n_heads * self.head_dim, bias=cfg.qkv_bias)
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
         self.qkv_heads = [self.n_heads, self.n_kv_heads, self.n_kv_heads]
@@ -120,7 +125,9 @@ class Attention(nn.Module):
             if ctx.kv_len is not None:
                 k, v = k[:, :, : ctx.kv_len], v[:, :, : ctx.kv_len]
         dropout_p = self.dropout if self.training else 0.0
-        if self.pattern is not None and q.shape[2] == k.shape[2]:  # a whole sequence: blockwise, no L x L
+        if hasattr(self, "qkv_global") and ctx.global_mask is not None and bool(ctx.global_mask.any()):
+            y = self._longformer(x, q, k, v, ctx, dropout_p)
+        elif self.pattern is not None and q.shape[2] == k.shape[2]:  # a whole sequence: blockwise, no L x L
             y = blockwise_attention(q, k, v, self.pattern, self.causal, self.scale, ctx.pad_mask)
         else:
             mask = ctx.mask
@@ -140,11 +147,47 @@ class Attention(nn.Module):
             fk = fk * ctx.pad_mask[:, ctx.input_pos][:, None, :, None]
         return linear_attention(fq, fk, v, self.causal, self.kv_cache).to(q.dtype)
 
+    def _longformer(self, x, q, k, v, ctx: AttentionContext, dropout_p: float) -> torch.Tensor:
+        """Longformer (Beltagy et al. 2020, §3.1): the sliding window, plus global tokens (ctx.global_mask)
+        that every query attends to (with the usual keys, merged into one softmax with the window's) and that
+        attend to every token through their own projections, qkv_global. A global key is not counted twice:
+        it leaves the window (as transformers' LongformerSelfAttention does)."""
+        B, H, T, D = q.shape
+        S = k.shape[2]
+        scale = D ** -0.5 if self.scale is None else self.scale
+        pad = ctx.pad_mask if ctx.pad_mask is not None else torch.ones(B, S, dtype=torch.bool, device=q.device)
+        glob = ctx.global_mask[:, :S] & pad
+        groups = self.n_heads // self.n_kv_heads
+        if T != S:  # decoding: window rows without the globals, plus the (earlier) global keys
+            if bool(glob[:, ctx.input_pos].any()):
+                raise LlmarchError("longformer: a new token cannot be global while decoding from a cache")
+            mask = row_mask(self.pattern, ctx.input_pos, S, self.causal, pad & ~glob)
+            seen = glob[:, None, None, :]
+            if self.causal:
+                seen = seen & (torch.arange(S, device=q.device) <= ctx.input_pos[:, None])[None, None]
+            return self.kernel(q, k, v, mask | seen, False, dropout_p, self.hook_pattern, self.scale)
+        local, lse_local = blockwise_attention(q, k, v, self.pattern, self.causal, scale, pad & ~glob, True)
+        k_all, v_all = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        to_global, lse_global = global_key_attention(q, k_all, v_all, glob, self.causal, scale)
+        y = merge_softmax(local, lse_local, to_global, lse_global)
+        # the global tokens' own rows: their global query over every (earlier) real key
+        qg, kg, vg = (t.transpose(1, 2) for t in self.qkv_global(x).view(B, T, 3, H, D).unbind(2))  # (B, H, T, D)
+        G = int(glob.sum(1).max())
+        idx = glob.float().topk(G, dim=1, sorted=False).indices  # (B, G) global positions (+ filler)
+        rows = qg.gather(2, idx[:, None, :, None].expand(B, H, G, D))
+        allowed = pad[:, None, None, :]
+        if self.causal:
+            allowed = allowed & (torch.arange(S, device=q.device)[None, None, None, :] <= idx[:, None, :, None])
+        out = F.scaled_dot_product_attention(rows, kg, vg, attn_mask=allowed, scale=scale)  # (B, H, G, D)
+        real = glob.gather(1, idx)[:, None, :, None]
+        current = y.gather(2, idx[:, None, :, None].expand(B, H, G, D))
+        return y.scatter(2, idx[:, None, :, None].expand(B, H, G, D), torch.where(real, out.to(y.dtype), current))
+
 
 def make_kind(cfg, layer: int):
     """(sparsity pattern, feature map) of the configured attention kind; (None, None) for full attention."""
     kind, seed = cfg.attention, cfg.attention_seed + layer
-    if kind == "sliding_window":
+    if kind in ("sliding_window", "longformer"):
         return SlidingWindow(cfg.sliding_window, cfg.attention_block), None
     if kind == "strided":
         return FixedStrided(cfg.attention_block, cfg.strided_summary), None

@@ -122,9 +122,10 @@ def row_mask(pattern: Pattern, input_pos: torch.Tensor, key_len: int, causal: bo
 
 
 def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, causal: bool,
-                        scale: float | None, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+                        scale: float | None, pad_mask: torch.Tensor | None = None, return_lse: bool = False):
     """Self-attention of L queries over the same L positions (training, prefill): q (B, H, L, D), k and v
-    (B, K, L, D) -> (B, H, L, D), each query block over its gathered keys only."""
+    (B, K, L, D) -> (B, H, L, D), each query block over its gathered keys only. return_lse: also the
+    log-sum-exp of each query's scores (B, H, L), to merge with attention over other keys (merge_softmax)."""
     B, H, L, D = q.shape
     scale = D ** -0.5 if scale is None else scale
     bs = pattern.block
@@ -150,6 +151,10 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     scores = scores.masked_fill(~mask[:, None], float("-inf"))
     out = torch.einsum("bhnqk,bhnkd->bhnqd", scores.float().softmax(dim=-1).to(q.dtype), vg)
     out = out.reshape(B, H, n * bs, D)[:, :, :L]
+    if return_lse:
+        if pattern.dense_rows:
+            raise ValueError("return_lse is for patterns without dense rows")
+        return out, scores.float().logsumexp(dim=-1).reshape(B, H, n * bs)[:, :, :L]
     if pattern.dense_rows:  # global queries attend to every key: a dense (G x L) pass
         G = min(pattern.dense_rows, L)
         rows = row_mask(pattern, torch.arange(G, device=q.device), L, causal, pad_mask)
@@ -157,3 +162,34 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
                                                enable_gqa=groups > 1)
         out = torch.cat([dense, out[:, :, G:]], dim=2)
     return out
+
+
+def merge_softmax(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
+                  lse_b: torch.Tensor) -> torch.Tensor:
+    """Attention over the union of two disjoint key sets from each set's output and log-sum-exp: the
+    outputs weighted by each set's share of the joint normaliser (an lse of -inf: that set is empty)."""
+    lse = torch.logaddexp(lse_a, lse_b)
+    wa = torch.exp(lse_a - lse).nan_to_num(0.0)[..., None]
+    wb = torch.exp(lse_b - lse).nan_to_num(0.0)[..., None]
+    return (wa * out_a.float() + wb * out_b.float()).to(out_a.dtype)
+
+
+def global_key_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, global_mask: torch.Tensor,
+                         causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every query over the global keys only (Longformer's "everyone attends to the global tokens"): q
+    (B, H, L, D), k, v (B, H, S, D), global_mask (B, S) -> output (B, H, L, D) and log-sum-exp (B, H, L).
+    The G global positions of each row are gathered: O(L * G)."""
+    B, H, L, _ = q.shape
+    G = max(int(global_mask.sum(1).max()), 1)
+    idx = global_mask.float().topk(G, dim=1, sorted=False).indices.sort(dim=1).values  # (B, G)
+    valid = global_mask.gather(1, idx)  # rows with fewer globals: padding slots
+    kg = k.gather(2, idx[:, None, :, None].expand(B, H, G, k.shape[-1]))
+    vg = v.gather(2, idx[:, None, :, None].expand(B, H, G, v.shape[-1]))
+    scores = (q @ kg.transpose(-1, -2)).float() * scale  # (B, H, L, G)
+    allowed = valid[:, None, None, :]
+    if causal:
+        allowed = allowed & (idx[:, None, None, :] <= torch.arange(L, device=q.device)[None, None, :, None])
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    lse = scores.logsumexp(dim=-1)
+    probs = torch.exp(scores - lse[..., None]).nan_to_num(0.0)
+    return (probs.to(v.dtype) @ vg), lse

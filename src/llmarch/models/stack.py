@@ -66,7 +66,8 @@ class Stack(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
             kv_len: int | None = None, token_type_ids: torch.Tensor | None = None, last_only: bool = False,
-            memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+            memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+            global_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack. Returns the final
         hidden states (B, T, C), or (B, 1, C) with last_only."""
@@ -94,6 +95,7 @@ class Stack(nn.Module):
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=self.positions.rotary(pos),
                                input_pos=input_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
+                               global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
         if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
@@ -110,6 +112,14 @@ class Stack(nn.Module):
         if last_only:
             x = x[:, -1:]
         return self.ln_final.hook_normalized(self.ln_final(x))
+
+
+def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:
+    """A (B, S') 0/1 mask as bool over key slots 0..key_len-1, slots past it filled with `fill`."""
+    if mask is None:
+        return None
+    mask = mask[:, :key_len].bool()
+    return nn.functional.pad(mask, (0, key_len - mask.shape[1]), value=fill) if mask.shape[1] < key_len else mask
 
 
 @torch.no_grad()
