@@ -101,13 +101,17 @@ KINDS = {"sliding_window": dict(attention="sliding_window", sliding_window=6),
          "strided": dict(attention="strided", strided_summary=2), "block_sparse": dict(attention="block_sparse",
                                                                                       global_blocks=1,
                                                                                       random_blocks=1),
-         "linear": dict(attention="linear"), "performer": dict(attention="performer", performer_features=32)}
+         "linear": dict(attention="linear"), "performer": dict(attention="performer", performer_features=32),
+         # one chunk covers these short sequences: prefill is then exactly what decoding attends to
+         "lsh": dict(attention="lsh", attention_block=64, lsh_buckets=4, lsh_rounds=2)}
 
 
 def kind_model(kind, **kw):
     torch.manual_seed(0)
-    cfg = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, context_length=64,
-               attention_block=4, **KINDS[kind], **kw)
+    cfg = {**dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, context_length=64,
+                  attention_block=4), **KINDS[kind], **kw}
+    if kind == "lsh":
+        cfg["n_kv_heads"] = 4  # keys are the queries
     return llmarch.build("gpt-tiny", **cfg).eval()
 
 
@@ -147,8 +151,8 @@ def test_cached_decoding_equals_full_recomputation(kind):
 def test_bidirectional_kinds_in_an_encoder(kind):
     """The same kinds in an encoder (bert-tiny): padding does not change the real tokens' outputs."""
     torch.manual_seed(0)
-    model = llmarch.build("bert-tiny", vocab_size=61, d_model=32, n_layers=2, n_heads=4, context_length=64,
-                          attention_block=4, **KINDS[kind]).eval()
+    model = llmarch.build("bert-tiny", **{**dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, context_length=64,
+                                              attention_block=4), **KINDS[kind]}).eval()
     ids = torch.randint(0, 61, (1, 20))
     padded = torch.cat([ids, torch.zeros(1, 7, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(1, 20), torch.zeros(1, 7)], dim=1).long()
@@ -192,3 +196,37 @@ def test_causal_longformer_with_global_tokens_is_causal_and_decodes_from_a_cache
         finally:
             model.clear_cache()
     assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_lsh_with_one_chunk_is_softmax_over_the_keys_sharing_a_bucket(causal):
+    """Reformer's rounds merged with the log N_ij correction: exactly softmax attention over the keys that
+    share a bucket with the query in some round (self at -1e5), which is what decoding attends to."""
+    from llmarch.layers.lsh_attention import LSH, lsh_attention, shared_keys, union_mask
+
+    q, _, v = qkv(K=4, L=40)
+    pad = torch.ones(2, 40, dtype=torch.bool)
+    pad[1, :7] = False
+    lsh = LSH(16, n_buckets=4, n_rounds=3, chunk=64, seed=0)
+    keys = shared_keys(q)
+    mask = union_mask(lsh, keys, keys, torch.arange(40), causal, pad)
+    dense = F.scaled_dot_product_attention(q, keys, v, attn_mask=mask, scale=0.25)
+    real = pad[:, None, :, None].expand_as(dense)
+    assert (lsh_attention(q, v, lsh, causal, 0.25, pad) - dense)[real].abs().max() < 1e-5
+    assert torch.isinf(mask).float().mean() > 0.3  # buckets do exclude keys
+
+
+def test_lsh_approaches_full_attention_as_rounds_grow():
+    from llmarch.layers.lsh_attention import LSH, SELF, lsh_attention, shared_keys
+
+    q, _, v = qkv(B=1, H=2, K=2, L=32, D=16, seed=2)
+    keys = shared_keys(q)
+    full_mask = torch.zeros(32, 32).fill_diagonal_(SELF)  # full attention with LSH's shared keys and self rule
+    full = F.scaled_dot_product_attention(q, keys, v, attn_mask=full_mask, scale=0.25)
+    errors = []
+    for rounds in (1, 2, 4, 8, 16):
+        trials = [(lsh_attention(q, v, LSH(16, 4, rounds, 64, seed), False, 0.25) - full).abs().mean()
+                  for seed in range(5)]
+        errors.append(torch.stack(trials).mean().item())
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.1 * errors[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ATTENTION_KINDS, ModelConfig
+from .config import ATTENTION_KINDS, WINDOWED, ModelConfig
 from .errors import LlmarchError
 
 
@@ -116,7 +116,7 @@ def run_attention_bench(bc: AttentionBenchConfig) -> dict:
                 continue
             cfg = ModelConfig(d_model=bc.d_model, n_heads=bc.n_heads, n_layers=1, context_length=max(lengths),
                               attention=kind, attn_impl=impl, causal=bc.causal, attention_block=bc.block,
-                              sliding_window=bc.window if kind == "sliding_window" else None, bias=False)
+                              sliding_window=bc.window if kind in WINDOWED else None, bias=False)
             torch.manual_seed(0)
             layer = Attention(cfg).to(device)
             x = torch.randn(1, L, bc.d_model, device=device, requires_grad=True)

@@ -12,7 +12,7 @@ from .errors import LlmarchError
 
 HEADS = ("classify", "lm", "tokens")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention")
-ATTENTION_KINDS = ("full", "sliding_window", "strided", "block_sparse", "longformer", "linear", "performer")
+ATTENTION_KINDS = ("full", "sliding_window", "strided", "block_sparse", "longformer", "lsh", "linear", "performer")
 WINDOWED = ("sliding_window", "longformer")  # the kinds whose window is sliding_window
 _IMPLS = ("sdpa", "eager")
 ROUTER_AUX_SCOPES = ("batch", "sequence")
@@ -86,7 +86,7 @@ class ModelConfig:
     context_length: int = 1024
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
-    # from the forward's global_attention_mask), linear, performer; None: sliding_window if a window is set
+    # from the forward's global_attention_mask), lsh, linear, performer; None: sliding_window if a window is set
     attention: str | None = None
     attn_impl: str = "sdpa"  # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
     attention_block: int = 64  # strided: the stride l; block_sparse: the block; the blockwise kernels' query block
@@ -94,6 +94,8 @@ class ModelConfig:
     global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)
     random_blocks: int = 3  # block_sparse: random key blocks per query block, drawn per layer from attention_seed
     performer_features: int = 256  # performer: random features m per head
+    lsh_buckets: int = 8  # lsh: hash buckets per round (even); the chunk is attention_block
+    lsh_rounds: int = 4  # lsh: independent hashing rounds, merged into one softmax
     attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
     init_std: float = 0.02
     init: str = "normal"  # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings
@@ -202,8 +204,11 @@ class ModelConfig:
         if (self.attention in WINDOWED) != (self.sliding_window is not None):
             raise LlmarchError(f"attention={self.attention!r} and sliding_window={self.sliding_window}: "
                                f"a window size goes with {' or '.join(WINDOWED)} attention, and only with it")
-        if self.attention == "longformer" and self.n_kv_heads != self.n_heads:
-            raise LlmarchError("attention='longformer' needs n_kv_heads = n_heads (its global projections)")
+        if self.attention in ("longformer", "lsh") and self.n_kv_heads != self.n_heads:
+            raise LlmarchError(f"attention={self.attention!r} needs n_kv_heads = n_heads")
+        if self.lsh_buckets < 2 or self.lsh_buckets % 2 or self.lsh_rounds < 1:
+            raise LlmarchError(f"lsh_buckets must be even and >= 2 and lsh_rounds >= 1, got {self.lsh_buckets} "
+                               f"and {self.lsh_rounds}")
         if self.attention != "full" and self.positions == "t5_relative":
             raise LlmarchError(f"attention={self.attention!r} does not take a position bias (t5_relative)")
         if self.attention_block <= 0:

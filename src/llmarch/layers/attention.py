@@ -17,6 +17,7 @@ from ..registry import Registry
 from .hooks import HookPoint
 from .kv_cache import KVCache
 from .linear_attention import EluFeatures, FavorFeatures, linear_attention
+from .lsh_attention import LSH, lsh_attention, shared_keys, union_mask
 from .sparse_attention import (BigBird, FixedStrided, SlidingWindow, blockwise_attention, global_key_attention,
                                merge_softmax, row_mask)
 from .norms import make_norm
@@ -87,11 +88,14 @@ class Attention(nn.Module):
         attention_setup(self, cfg)
         self.causal = cfg.causal
         self.pattern, self.features = make_kind(cfg, layer)  # both None for full attention
+        self.lsh = LSH(cfg.head_dim, cfg.lsh_buckets, cfg.lsh_rounds, cfg.attention_block, cfg.attention_seed + layer) \
+            if cfg.attention == "lsh" else None
         if cfg.attention == "longformer":  # global tokens' own q, k, v projections (Beltagy et al. 2020, §3.1)
             self.qkv_global = nn.Linear(cfg.d_model, 3 * self.n_heads * self.head_dim, bias=cfg.qkv_bias)
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
-        self.qkv_heads = [self.n_heads, self.n_kv_heads, self.n_kv_heads]
+        # lsh shares queries and keys (Reformer): no key projection
+        self.qkv_heads = [self.n_heads, 0 if cfg.attention == "lsh" else self.n_kv_heads, self.n_kv_heads]
         self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         # QK-norm (Dehghani et al. 2023; Qwen3): each head's queries and keys normalised before RoPE, which
@@ -110,7 +114,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = self.qkv_proj(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(x).view(B, T, sum(self.qkv_heads), self.head_dim)
         q, k, v = qkv.split(self.qkv_heads, dim=2)  # one split of the heads axis: fewer ops per decoded token
         q, k = self.qk_normed(q, k)
         q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
@@ -120,6 +124,8 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
         if self.features is not None:
             return self.o_proj(self._linear(q, k, v, ctx).transpose(1, 2).reshape(B, T, -1))
+        if self.lsh is not None:
+            k = shared_keys(q)  # the keys are the unit-normalised queries (cached as such for decoding)
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(ctx.input_pos, k, v)  # (B, K, S, D)
             if ctx.kv_len is not None:
@@ -127,6 +133,8 @@ class Attention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         if hasattr(self, "qkv_global") and ctx.global_mask is not None and bool(ctx.global_mask.any()):
             y = self._longformer(x, q, k, v, ctx, dropout_p)
+        elif self.lsh is not None:
+            y = self._lsh(q, k, v, ctx, dropout_p)
         elif self.pattern is not None and q.shape[2] == k.shape[2]:  # a whole sequence: blockwise, no L x L
             y = blockwise_attention(q, k, v, self.pattern, self.causal, self.scale, ctx.pad_mask)
         else:
@@ -146,6 +154,15 @@ class Attention(nn.Module):
         if ctx.pad_mask is not None:
             fk = fk * ctx.pad_mask[:, ctx.input_pos][:, None, :, None]
         return linear_attention(fq, fk, v, self.causal, self.kv_cache).to(q.dtype)
+
+    def _lsh(self, q, k, v, ctx: AttentionContext, dropout_p: float) -> torch.Tensor:
+        """Reformer's LSH attention (lsh_attention.py): chunked rounds over a whole sequence; a few queries over
+        a cache attend to the keys they share a bucket with in any round."""
+        scale = q.shape[-1] ** -0.5 if self.scale is None else self.scale
+        if q.shape[2] == k.shape[2]:
+            return lsh_attention(q, v, self.lsh, self.causal, scale, ctx.pad_mask)
+        mask = union_mask(self.lsh, shared_keys(q), k, ctx.input_pos, self.causal, ctx.pad_mask)
+        return self.kernel(q, k, v, mask.to(q.dtype), False, dropout_p, self.hook_pattern, self.scale)
 
     def _longformer(self, x, q, k, v, ctx: AttentionContext, dropout_p: float) -> torch.Tensor:
         """Longformer (Beltagy et al. 2020, §3.1): the sliding window, plus global tokens (ctx.global_mask)
