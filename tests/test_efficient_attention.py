@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import llmarch
 from llmarch.layers.linear_attention import EluFeatures, FavorFeatures, LinearState, linear_attention
-from llmarch.layers.sparse_attention import BigBird, FixedStrided, SlidingWindow, blockwise_attention, row_mask
+from llmarch.layers.sparse_attention import (BigBird, FixedStrided, SlidingWindow, blockwise_attention,
+                                             flex_sparse_attention, row_mask)
 
 PATTERNS = {
     "sliding_window": lambda causal: SlidingWindow(window=11, block=8),
@@ -230,3 +231,17 @@ def test_lsh_approaches_full_attention_as_rounds_grow():
         errors.append(torch.stack(trials).mean().item())
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 0.1 * errors[0]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # FlexAttention warns when run without torch.compile
+@pytest.mark.parametrize("kind", sorted(PATTERNS))
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_attention_path_equals_blockwise(kind, causal):
+    """The CUDA path (FlexAttention with the pattern as a mask_mod) run unfused on CPU, forward: the same
+    attention as the blockwise path, padding included."""
+    q, k, v = qkv(L=64)
+    pattern = PATTERNS[kind](causal)
+    pad = torch.ones(2, 64, dtype=torch.bool)
+    pad[1, :9] = False
+    flex = flex_sparse_attention(q, k, v, pattern, causal, None, pad, compiled=False)
+    assert (flex - blockwise_attention(q, k, v, pattern, causal, None, pad)).abs().max() < 1e-5

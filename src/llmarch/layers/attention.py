@@ -18,8 +18,8 @@ from .hooks import HookPoint
 from .kv_cache import KVCache
 from .linear_attention import EluFeatures, FavorFeatures, linear_attention
 from .lsh_attention import LSH, lsh_attention, shared_keys, union_mask
-from .sparse_attention import (BigBird, FixedStrided, SlidingWindow, blockwise_attention, global_key_attention,
-                               merge_softmax, row_mask)
+from .sparse_attention import (BigBird, FixedStrided, SlidingWindow, blockwise_attention, flex_sparse_attention,
+                               global_key_attention, merge_softmax, row_mask)
 from .norms import make_norm
 from .positions import apply_rotary
 
@@ -135,6 +135,8 @@ class Attention(nn.Module):
             y = self._longformer(x, q, k, v, ctx, dropout_p)
         elif self.lsh is not None:
             y = self._lsh(q, k, v, ctx, dropout_p)
+        elif self.pattern is not None and q.shape[2] == k.shape[2] and q.is_cuda:  # a whole sequence on CUDA
+            y = flex_sparse_attention(q, k, v, self.pattern, self.causal, self.scale, ctx.pad_mask)
         elif self.pattern is not None and q.shape[2] == k.shape[2]:  # a whole sequence: blockwise, no L x L
             y = blockwise_attention(q, k, v, self.pattern, self.causal, self.scale, ctx.pad_mask)
         else:

@@ -193,3 +193,35 @@ def global_key_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, glob
     lse = scores.logsumexp(dim=-1)
     probs = torch.exp(scores - lse[..., None]).nan_to_num(0.0)
     return (probs.to(v.dtype) @ vg), lse
+
+
+_COMPILED_FLEX = None
+
+
+def flex_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, causal: bool,
+                          scale: float | None, pad_mask: torch.Tensor | None = None,
+                          compiled: bool = True) -> torch.Tensor:
+    """The same attention as blockwise_attention through FlexAttention (torch.nn.attention.flex_attention):
+    the pattern becomes a mask_mod, and the block mask skips every block of scores it rules out. Compiled, it
+    is one fused kernel with a backward on CUDA; this torch's FlexAttention has no CPU backward, so the model
+    takes this path on CUDA only (compiled=False runs it unfused, for checking the mask_mod on CPU)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    global _COMPILED_FLEX
+    B, H, L, _ = q.shape
+    real = pad_mask.bool() if pad_mask is not None else None
+    dense_rows = pattern.dense_rows
+
+    def mask_mod(b, h, qi, ki):
+        allowed = pattern.allowed(qi, ki) | (qi < dense_rows)
+        if causal:
+            allowed = allowed & (ki <= qi)
+        if real is not None:
+            allowed = allowed & real[b, ki]
+        return allowed | (qi == ki)  # every query sees itself, as in blockwise_attention
+
+    block_mask = create_block_mask(mask_mod, B if real is not None else None, None, L, L, device=q.device)
+    if compiled and _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+    attend = _COMPILED_FLEX if compiled else flex_attention
+    return attend(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
