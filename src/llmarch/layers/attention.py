@@ -19,7 +19,7 @@ from .kv_cache import KVCache
 from .linear_attention import EluFeatures, FavorFeatures, linear_attention
 from .lsh_attention import LSH, lsh_attention, shared_keys, union_mask
 from .sparse_attention import (BigBird, FixedStrided, SlidingWindow, blockwise_attention, flex_sparse_attention,
-                               global_key_attention, merge_softmax, row_mask)
+                               global_key_attention, global_positions, merge_softmax, row_mask)
 from .norms import make_norm
 from .positions import apply_rotary
 
@@ -191,8 +191,8 @@ class Attention(nn.Module):
         y = merge_softmax(local, lse_local, to_global, lse_global)
         # the global tokens' own rows: their global query over every (earlier) real key
         qg, kg, vg = (t.transpose(1, 2) for t in self.qkv_global(x).view(B, T, 3, H, D).unbind(2))  # (B, H, T, D)
-        G = int(glob.sum(1).max())
-        idx = glob.float().topk(G, dim=1, sorted=False).indices  # (B, G) global positions (+ filler)
+        idx = global_positions(glob)  # (B, G) global positions (+ filler)
+        G = idx.shape[1]
         rows = qg.gather(2, idx[:, None, :, None].expand(B, H, G, D))
         allowed = pad[:, None, None, :]
         if self.causal:

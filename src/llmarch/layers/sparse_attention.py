@@ -174,14 +174,21 @@ def merge_softmax(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
     return (wa * out_a.float() + wb * out_b.float()).to(out_a.dtype)
 
 
+def global_positions(global_mask: torch.Tensor) -> torch.Tensor:
+    """bool (B, S) -> (B, G) the positions of each row's global tokens, in order, G the largest count (at
+    least 1); rows with fewer are filled with other positions (global_mask.gather(1, idx) tells which)."""
+    G = max(int(global_mask.sum(1).max()), 1)
+    return global_mask.float().topk(G, dim=1, sorted=False).indices.sort(dim=1).values
+
+
 def global_key_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, global_mask: torch.Tensor,
                          causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Every query over the global keys only (Longformer's "everyone attends to the global tokens"): q
     (B, H, L, D), k, v (B, H, S, D), global_mask (B, S) -> output (B, H, L, D) and log-sum-exp (B, H, L).
     The G global positions of each row are gathered: O(L * G)."""
     B, H, L, _ = q.shape
-    G = max(int(global_mask.sum(1).max()), 1)
-    idx = global_mask.float().topk(G, dim=1, sorted=False).indices.sort(dim=1).values  # (B, G)
+    idx = global_positions(global_mask)  # (B, G)
+    G = idx.shape[1]
     valid = global_mask.gather(1, idx)  # rows with fewer globals: padding slots
     kg = k.gather(2, idx[:, None, :, None].expand(B, H, G, k.shape[-1]))
     vg = v.gather(2, idx[:, None, :, None].expand(B, H, G, v.shape[-1]))

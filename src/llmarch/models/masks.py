@@ -11,15 +11,12 @@ def position_ids(input_pos: torch.Tensor, batch: int, pad_mask: torch.Tensor | N
     return (pad_mask.long().cumsum(-1) - 1).clamp(min=0)[:, input_pos]
 
 
-def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None,
-                window: int | None = None) -> torch.Tensor:
-    """bool (B|1, 1, T, S): query at slot p may attend to key slots <= p that are not padding, and with a
-    sliding window (Mistral; Beltagy et al. 2020) only to slots > p - window.
-    A padded query still sees itself, so no row is fully masked (a softmax over nothing is NaN)."""
+def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
+    """bool (B|1, 1, T, S): query at slot p may attend to key slots <= p that are not padding (sliding windows
+    and other patterns: layers/sparse_attention.py). A padded query still sees itself, so no row is fully
+    masked (a softmax over nothing is NaN)."""
     keys = torch.arange(key_len, device=input_pos.device)
     mask = input_pos[:, None] >= keys[None, :]  # (T, S)
-    if window is not None:
-        mask = mask & (keys[None, :] > input_pos[:, None] - window)
     if pad_mask is not None:
         mask = mask[None] & pad_mask[:, None, :].bool()  # (B, T, S)
         mask = mask | (input_pos[:, None] == keys[None, :])

@@ -9,6 +9,11 @@ from ..layers.moe import MoE
 from ..layers.router import Routing, load_balancing_loss, router_z_loss
 
 
+def _stacks(model) -> dict:
+    """Stack name ("" for a one-stack model, else "encoder"/"decoder") -> the stack."""
+    return {"encoder": model.encoder, "decoder": model.decoder} if model.config.is_encoder_decoder else {"": model}
+
+
 def moe_layers(stack) -> list[tuple[int, MoE]]:
     """(block index, MoE) of each mixture-of-experts FFN in one stack."""
     return [(i, b.mlp) for i, b in enumerate(stack.blocks) if isinstance(b.mlp, MoE)]
@@ -16,9 +21,8 @@ def moe_layers(stack) -> list[tuple[int, MoE]]:
 
 def routings(model) -> dict[str, list[Routing]]:
     """Stack name ("" for a one-stack model, else "encoder"/"decoder") -> the last Routing of each MoE layer."""
-    stacks = {"encoder": model.encoder, "decoder": model.decoder} if model.config.is_encoder_decoder else {"": model}
     out = {}
-    for name, stack in stacks.items():
+    for name, stack in _stacks(model).items():
         found = [moe.routing for _, moe in moe_layers(stack) if moe.routing is not None]
         if found:
             out[name] = found
@@ -37,8 +41,8 @@ def router_losses(model) -> dict[str, torch.Tensor]:
 
 def _named_moe(model) -> list[tuple[str, MoE]]:
     """("{stack.}{i}", MoE) for every MoE layer: "3" in a one-stack model, "encoder.1" in an encoder-decoder."""
-    stacks = {"encoder": model.encoder, "decoder": model.decoder} if model.config.is_encoder_decoder else {"": model}
-    return [(f"{name}.{i}" if name else str(i), moe) for name, stack in stacks.items() for i, moe in moe_layers(stack)]
+    return [(f"{name}.{i}" if name else str(i), moe) for name, stack in _stacks(model).items()
+            for i, moe in moe_layers(stack)]
 
 
 def routing_metric_names(model) -> list[str]:

@@ -76,11 +76,8 @@ class Stack(nn.Module):
         if input_pos is None:
             input_pos = torch.arange(T, device=x.device)
         key_len = kv_len or self.cache_len or T
-        pad_mask = None
-        if attention_mask is not None:
-            pad_mask = attention_mask[:, :key_len].bool()
-            if pad_mask.shape[1] < key_len:  # slots past the mask are future tokens: real, hidden by causality
-                pad_mask = nn.functional.pad(pad_mask, (0, key_len - pad_mask.shape[1]), value=True)
+        # slots past the mask are future tokens: real, hidden by causality
+        pad_mask = _key_slots(attention_mask, key_len, True)
         pos = position_ids(input_pos, B, pad_mask) + cfg.position_offset  # (B, T)
         bias = self.positions.bias(input_pos, key_len)  # (1, H, T, S) or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
