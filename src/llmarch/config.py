@@ -11,12 +11,14 @@ from .errors import LlmarchError
 
 
 HEADS = ("classify", "lm", "tokens")
-_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention")
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
+            "ssm_dt_rank")
 ATTENTION_KINDS = ("full", "sliding_window", "strided", "block_sparse", "longformer", "lsh", "linear", "performer")
 WINDOWED = ("sliding_window", "longformer")  # the kinds whose window is sliding_window
 _IMPLS = ("sdpa", "eager")
 ROUTER_AUX_SCOPES = ("batch", "sequence")
 QK_NORMS = ("none", "head")
+MIXERS = ("attention", "mamba", "mamba2", "hyena")  # what mixes across positions in a block
 
 
 @dataclass
@@ -83,6 +85,25 @@ class ModelConfig:
     router_aux_loss_weight: float = 0.0  # weight of the load-balancing loss in training (Switch eq. 4)
     router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
+    # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py), except that with
+    # attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
+    mixer: str = "attention"
+    attn_period: int = 0
+    attn_offset: int = 0
+    ssm_state: int = 16  # N: state size per channel (Mamba) or per head (Mamba-2)
+    ssm_expand: int = 2  # the mixer's inner width is ssm_expand * d_model (Mamba, Mamba-2)
+    ssm_conv: int = 4  # kernel of the depthwise causal convolution (Mamba, Mamba-2)
+    ssm_dt_rank: int | None = None  # Mamba: rank of the step-size projection; None: ceil(d_model / 16)
+    ssm_head_dim: int = 64  # Mamba-2: P, channels per head (heads = inner width / P)
+    ssm_groups: int = 1  # Mamba-2: groups of heads that share B and C
+    ssm_chunk: int = 64  # chunk length of the chunked scans
+    ssm_bias: bool = False  # biases of the mixer's input and output projections
+    ssm_conv_bias: bool = True
+    ssm_inner_norm: bool = False  # RMSNorm over dt, B and C inside the mixer (Jamba)
+    hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
+    hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
+    hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
+    hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
     context_length: int = 1024
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
@@ -126,6 +147,8 @@ class ModelConfig:
             self.attention = "full" if self.sliding_window is None else "sliding_window"
         if self.expert_hidden is None:
             self.expert_hidden = self.ffn_hidden
+        if self.ssm_dt_rank is None:
+            self.ssm_dt_rank = -(-self.d_model // 16)
         self.validate()
 
     def _check_types(self) -> None:
@@ -166,6 +189,7 @@ class ModelConfig:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
         self._validate_moe()
         self._validate_attention()
+        self._validate_mixers()
         from .layers import ATTENTION, FFNS, NORMS, POSITIONS
 
         for registry, value in ((FFNS, self.ffn), (NORMS, self.norm), (POSITIONS, self.positions),
@@ -244,6 +268,45 @@ class ModelConfig:
         if self.router_aux_scope not in ROUTER_AUX_SCOPES:
             raise LlmarchError(f"unknown router_aux_scope {self.router_aux_scope!r}; "
                                f"choose one of: {', '.join(ROUTER_AUX_SCOPES)}")
+
+    def _validate_mixers(self) -> None:
+        if self.mixer not in MIXERS:
+            raise LlmarchError(f"unknown mixer {self.mixer!r}; choose one of: {', '.join(MIXERS)}")
+        if self.attn_period < 0 or (self.attn_period and not 0 <= self.attn_offset < self.attn_period):
+            raise LlmarchError(f"attn_period must be >= 0 and attn_offset in [0, attn_period), got "
+                               f"{self.attn_period} and {self.attn_offset}")
+        for name in ("ssm_state", "ssm_expand", "ssm_conv", "ssm_dt_rank", "ssm_head_dim", "ssm_groups", "ssm_chunk",
+                     "hyena_order", "hyena_filter_hidden", "hyena_filter_features", "hyena_short_conv"):
+            if getattr(self, name) <= 0:
+                raise LlmarchError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.mixer == "attention" and self.ffn == "none":
+            raise LlmarchError("ffn='none' leaves an attention-only model without an FFN; it goes with an SSM mixer")
+        if self.ffn == "none" and self.n_experts:
+            raise LlmarchError("ffn='none' has no FFN to make a mixture of experts of; give the experts' kind")
+        if self.ffn == "none" and self.block != "sequential":
+            raise LlmarchError("ffn='none' needs block='sequential'")
+        if self.mixer == "attention":
+            return
+        if not self.causal or self.n_decoder_layers:
+            raise LlmarchError(f"mixer={self.mixer!r} is causal: it builds decoder-only models (causal=True, "
+                               "n_decoder_layers=0)")
+        if self.mixer == "mamba2":
+            inner = self.ssm_expand * self.d_model
+            if inner % self.ssm_head_dim or (inner // self.ssm_head_dim) % self.ssm_groups:
+                raise LlmarchError(f"mamba2: inner width {inner} must split into heads of ssm_head_dim="
+                                   f"{self.ssm_head_dim}, their number divisible by ssm_groups={self.ssm_groups}")
+        if self.mixer == "hyena" and self.hyena_filter_features % 2 == 0:
+            raise LlmarchError("hyena_filter_features must be odd: t, then cos/sin pairs")
+
+    def layer_mixer(self, i: int) -> str:
+        """Block i's sequence mixer: `mixer`, or attention where the attention period says."""
+        if self.attn_period and i % self.attn_period == self.attn_offset:
+            return "attention"
+        return self.mixer
+
+    @property
+    def attention_layers(self) -> list[int]:
+        return [i for i in range(self.n_layers) if self.layer_mixer(i) == "attention"]
 
     def is_moe_layer(self, i: int) -> bool:
         """Whether block i's FFN is a mixture of experts."""

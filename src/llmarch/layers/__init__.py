@@ -4,5 +4,7 @@ from .ffn import FFNS
 from .hooks import HookPoint
 from .norms import NORMS
 from .positions import POSITIONS
+from .ssm import MIXERS
+from . import hyena, mamba, mamba2  # noqa: F401  (register the mixers)
 
-__all__ = ["ATTENTION", "Attention", "FFNS", "HookPoint", "NORMS", "POSITIONS"]
+__all__ = ["ATTENTION", "Attention", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

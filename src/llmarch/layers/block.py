@@ -3,7 +3,10 @@ Sequential post-norm (Vaswani et al. 2017; BERT, BART): x = n1(x + attn(x)); x =
 Parallel (GPT-NeoX): x += attn(n1(x)) + ffn(n2(x)); with shared_norm (PaLM §2, GPT-J, Falcon) one norm
 feeds both: x += attn(n(x)) + ffn(n(x)), so the two input projections could run as one matmul.
 A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
-cross-attention over the encoder output, with its own norm (ln_cross) placed the same way."""
+cross-attention over the encoder output, with its own norm (ln_cross) placed the same way.
+The first sublayer mixes across positions: attention (`attn`) or, by the config's per-layer pattern, another
+mixer (`mixer`: Mamba, Mamba-2, Hyena; ssm.py). With ffn='none' the block is the mixer alone (Mamba's
+x += mixer(norm(x)), Gu & Dao 2023 §3.4)."""
 from __future__ import annotations
 
 import torch
@@ -14,6 +17,7 @@ from .cross_attention import CrossAttention
 from .ffn import make_ffn
 from .hooks import HookPoint
 from .norms import make_norm
+from .ssm import MIXERS
 
 
 class Block(nn.Module):
@@ -21,15 +25,28 @@ class Block(nn.Module):
         super().__init__()
         self.pre_norm = cfg.norm_placement == "pre"
         self.parallel = cfg.block == "parallel"
-        self.ln1, self.attn = make_norm(cfg), Attention(cfg, layer)
+        self.mixer_kind = cfg.layer_mixer(layer)
+        self.ln1 = make_norm(cfg)
+        if self.mixer_kind == "attention":
+            self.attn = Attention(cfg, layer)
+        else:
+            self.mixer = MIXERS[self.mixer_kind](cfg, layer)
         if cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
-        self.ln2 = None if cfg.shared_norm else make_norm(cfg)
-        self.mlp = make_ffn(cfg, layer)
+        self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
+        self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else HookPoint()  # HookPoint: a free identity
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
+
+    def mix(self, h: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        return self.attn(h, ctx) if self.mixer_kind == "attention" else self.mixer(h, ctx)
+
+    @property
+    def seq_mixer(self) -> nn.Module:
+        """The module that mixes across positions: the attention, or the SSM / convolution mixer."""
+        return self.attn if self.mixer_kind == "attention" else self.mixer
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer, hook: HookPoint) -> torch.Tensor:
         if self.pre_norm:
@@ -40,10 +57,12 @@ class Block(nn.Module):
         x = self.hook_resid_pre(x)
         if self.parallel:
             h = self.ln1(x)
-            a = self.hook_attn_out(self.drop(self.attn(h, ctx)))
+            a = self.hook_attn_out(self.drop(self.mix(h, ctx)))
             m = self.hook_mlp_out(self.drop(self.mlp(h if self.ln2 is None else self.ln2(x))))
             return self.hook_resid_post(x + a + m)
-        x = self.hook_resid_mid(self._residual(x, self.ln1, lambda h: self.attn(h, ctx), self.hook_attn_out))
+        x = self.hook_resid_mid(self._residual(x, self.ln1, lambda h: self.mix(h, ctx), self.hook_attn_out))
         if hasattr(self, "cross_attn"):
             x = self._residual(x, self.ln_cross, lambda h: self.cross_attn(h, ctx), self.hook_cross_out)
+        if self.mlp is None:
+            return self.hook_resid_post(x)
         return self.hook_resid_post(self._residual(x, self.ln2, self.mlp, self.hook_mlp_out))

@@ -33,14 +33,18 @@ class Stack(nn.Module):
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
 
-    # ---- KV cache ------------------------------------------------------------------------------
+    # ---- KV cache and recurrent state ---------------------------------------------------------
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
+        """Per layer: attention, a KV cache of max_len slots (linear kinds: their constant-size state); other
+        mixers, their recurrent state (layers/ssm.py)."""
         cfg = self._stack_cfg
         if max_len > cfg.context_length:
             raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
         for block in self.blocks:
-            if block.attn.features is not None:  # linear kinds: a constant-size state, not keys and values
+            if block.mixer_kind != "attention":
+                block.mixer.cache = block.mixer.new_state(batch, dtype or w.dtype, w.device)
+            elif block.attn.features is not None:  # linear kinds: a constant-size state, not keys and values
                 features = cfg.performer_features if cfg.attention == "performer" else cfg.head_dim
                 block.attn.kv_cache = LinearState(batch, cfg.n_heads, features, cfg.head_dim, w.device)
             else:
@@ -48,20 +52,27 @@ class Stack(nn.Module):
                                               w.device)
         self._cache_max_len = max_len
 
+    def _caches(self) -> list:
+        return [b.attn.kv_cache if b.mixer_kind == "attention" else b.mixer.cache for b in self.blocks]
+
     def clear_cache(self) -> None:
         for block in self.blocks:
-            block.attn.kv_cache = None
+            if block.mixer_kind == "attention":
+                block.attn.kv_cache = None
+            else:
+                block.mixer.cache = None
             if hasattr(block, "cross_attn"):
                 block.cross_attn.set_memory(None)
+        self._cache_max_len = None
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
-        """Batch row r of every self-attention cache takes row rows[r]'s contents (beam search)."""
-        for block in self.blocks:
-            block.attn.kv_cache.reorder(rows)
+        """Batch row r of every self-attention cache and mixer state takes row rows[r]'s contents (beam search)."""
+        for cache in self._caches():
+            cache.reorder(rows)
 
     @property
     def cache_len(self) -> int | None:
-        return None if self.blocks[0].attn.kv_cache is None else self._cache_max_len
+        return getattr(self, "_cache_max_len", None)
 
     # ---- forward -------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
@@ -126,7 +137,8 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     stands in for the 1/sqrt(d) T5's attention leaves out, and embeddings N(0, 1) (Mesh TensorFlow's
     initialisers, as transformers' T5 uses; with the generic 0.02 an unscaled-attention model barely learns).
     init 'fan_in': the same without the query scaling (PaLM §5, whose attention is scaled as usual).
-    Both: zero biases, unit norm gains (zero for Gemma's offset gains)."""
+    Both: zero biases, unit norm gains (zero for Gemma's offset gains). State-space and convolution mixers then
+    set their own parameters (A, D, step sizes, filters) as their papers do (`init_ssm`)."""
     std = cfg.init_std
     layers = cfg.n_layers + cfg.n_decoder_layers
     for name, p in model.named_parameters():
@@ -137,12 +149,15 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
             nn.init.ones_(p) if not offset else nn.init.zeros_(p)
         elif cfg.init in ("t5", "fan_in"):
             _fan_in_init(name, p, cfg)
-        elif name.endswith(("o_proj.weight", "down.weight", "experts.down")):
+        elif name.endswith(("o_proj.weight", "down.weight", "experts.down", "mixer.out_proj.weight")):
             nn.init.normal_(p, std=std / math.sqrt(2 * layers))
         elif "positions" in name:
             nn.init.normal_(p, std=std / 2)
         else:
             nn.init.normal_(p, std=std)
+    for module in model.modules():
+        if hasattr(module, "init_ssm"):
+            module.init_ssm()
 
 
 def _fan_in_init(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:

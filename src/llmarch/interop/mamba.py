@@ -1,0 +1,90 @@
+"""Mamba (`model_type: mamba`) and Mamba-2 (`mamba2`): a stack of norm + mixer blocks with no FFN and no
+positions, under `backbone.` (embeddings, layers.{i}.norm, layers.{i}.mixer.*, norm_f). The mixers' tensor
+names are transformers' own (layers/mamba.py, layers/mamba2.py), so the map is one rule per tensor."""
+from __future__ import annotations
+
+import math
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .hf import FAMILIES, Family
+from .mapping import Rule
+
+_L = "backbone.layers.{i}."
+_BASE = [
+    Rule.of("backbone.embeddings.weight", "embed.weight"),
+    Rule.of(_L + "norm.weight", "blocks.{i}.ln1.weight"),
+    Rule.of("backbone.norm_f.weight", "ln_final.weight"),
+    Rule.of("lm_head.weight", "lm_head.weight"),
+]
+MAMBA_TENSORS = ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
+                 "dt_proj.bias", "A_log", "D", "out_proj.weight", "out_proj.bias")
+MAMBA2_TENSORS = ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
+                  "norm.weight", "out_proj.weight", "out_proj.bias")
+
+
+def mixer_rules(prefix: str, tensors: tuple[str, ...]) -> list[Rule]:
+    return [Rule.of(prefix + t, "blocks.{i}.mixer." + t) for t in tensors]
+
+
+def _check_act(hf: dict) -> None:
+    if hf.get("hidden_act", "silu") != "silu":
+        raise LlmarchError(f"{hf['model_type']}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
+
+
+def _common(hf: dict, mixer: str) -> dict:
+    _check_act(hf)
+    eos = hf.get("eos_token_id")
+    return dict(name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"], mixer=mixer,
+                ffn="none", norm="rmsnorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), positions="none",
+                vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=1,
+                ssm_state=hf.get("state_size", 16), ssm_expand=int(hf.get("expand", 2)),
+                ssm_conv=hf.get("conv_kernel", 4), ssm_bias=hf.get("use_bias", False),
+                ssm_conv_bias=hf.get("use_conv_bias", True), bias=False,
+                tie_embeddings=hf.get("tie_word_embeddings", mixer == "mamba"),
+                eos_id=eos if isinstance(eos, int) else None, context_length=1 << 20)  # no positions: no limit
+
+
+def _common_hf(cfg: ModelConfig, arch: str) -> dict:
+    if cfg.mixer != {"MambaForCausalLM": "mamba", "Mamba2ForCausalLM": "mamba2"}[arch] or cfg.attn_period \
+            or cfg.ffn != "none" or cfg.norm != "rmsnorm" or cfg.positions != "none" or cfg.ssm_inner_norm:
+        raise LlmarchError(f"{arch} is a stack of RMSNorm + {cfg.mixer} blocks with no FFN, attention or positions")
+    return dict(architectures=[arch], model_type=cfg.hf_model_type, vocab_size=cfg.vocab_size,
+                hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, state_size=cfg.ssm_state,
+                expand=cfg.ssm_expand, conv_kernel=cfg.ssm_conv, use_bias=cfg.ssm_bias,
+                use_conv_bias=cfg.ssm_conv_bias, hidden_act="silu", layer_norm_epsilon=cfg.norm_eps,
+                tie_word_embeddings=cfg.tie_embeddings, residual_in_fp32=True,
+                **({"eos_token_id": cfg.eos_id} if cfg.eos_id is not None else {}))
+
+
+def mamba_config(hf: dict) -> ModelConfig:
+    rank = hf.get("time_step_rank", "auto")
+    rank = math.ceil(hf["hidden_size"] / 16) if rank == "auto" else int(rank)
+    return ModelConfig(**_common(hf, "mamba"), ssm_dt_rank=rank)
+
+
+def mamba_hf(cfg: ModelConfig) -> dict:
+    return dict(_common_hf(cfg, "MambaForCausalLM"), time_step_rank=cfg.ssm_dt_rank)
+
+
+def mamba2_config(hf: dict) -> ModelConfig:
+    # transformers writes infinity as {"__float__": "Infinity"}
+    limit = tuple(float(v["__float__"]) if isinstance(v, dict) else float(v)
+                  for v in hf.get("time_step_limit", (0.0, float("inf"))))
+    if limit != (0.0, float("inf")):
+        raise LlmarchError(f"mamba2: time_step_limit {list(limit)} is not supported (no clamp of dt)")
+    heads, head_dim = hf["num_heads"], hf["head_dim"]
+    if heads * head_dim != hf["hidden_size"] * int(hf.get("expand", 2)):
+        raise LlmarchError(f"mamba2: num_heads * head_dim = {heads * head_dim} differs from hidden_size * expand")
+    return ModelConfig(**_common(hf, "mamba2"), ssm_head_dim=head_dim, ssm_groups=hf.get("n_groups", 1),
+                       ssm_chunk=hf.get("chunk_size", 256))
+
+
+def mamba2_hf(cfg: ModelConfig) -> dict:
+    inner = cfg.ssm_expand * cfg.d_model
+    return dict(_common_hf(cfg, "Mamba2ForCausalLM"), num_heads=inner // cfg.ssm_head_dim,
+                head_dim=cfg.ssm_head_dim, n_groups=cfg.ssm_groups, chunk_size=cfg.ssm_chunk)
+
+
+FAMILIES.register("mamba")(Family(_BASE + mixer_rules(_L + "mixer.", MAMBA_TENSORS), mamba_config, mamba_hf))
+FAMILIES.register("mamba2")(Family(_BASE + mixer_rules(_L + "mixer.", MAMBA2_TENSORS), mamba2_config, mamba2_hf))

@@ -1,0 +1,85 @@
+"""What the state-space and convolution mixers (mamba.py, mamba2.py, hyena.py) share: the registry that
+chooses a block's mixer by name, the depthwise causal convolution with its rolling state, the padding mask
+applied to a mixer's inputs, and the per-sequence state they carry between calls during generation.
+
+A mixer is a module `forward(x (B, T, C), ctx) -> (B, T, C)` with a `cache` attribute (None, or its state
+from `new_state`): with a state, a call continues the sequence from it and leaves the state after its last
+token, so a prompt then one token at a time gives what one call over the whole sequence gives."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import Registry
+
+MIXERS: Registry = Registry("mixer")
+
+
+class MixerState:
+    """One layer's recurrent state for a batch of sequences: named tensors whose first dim is the batch (a
+    convolution's last inputs, an SSM's state, ...), updated in place so a compiled step can capture them."""
+
+    def __init__(self, **tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row r now holds what row rows[r] held (beam search)."""
+        self.tensors = {k: v.index_select(0, rows) for k, v in self.tensors.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def token_mask(ctx, x: torch.Tensor) -> torch.Tensor | None:
+    """(B, T, 1) 1.0 for real tokens of this call, 0.0 for (left) padding; None without padding. Zeroing a
+    padded token's mixer inputs keeps it out of the convolution and out of the state (its update is zero)."""
+    if ctx is None or ctx.pad_mask is None:
+        return None
+    return ctx.pad_mask.index_select(1, ctx.input_pos)[..., None].to(x.dtype)
+
+
+def masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask
+
+
+def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                state: torch.Tensor | None = None) -> torch.Tensor:
+    """Depthwise causal convolution: out_t = sum_j w_j x_{t-K+1+j} + b per channel. x (B, T, C), weight
+    (C, 1, K). state (B, C, K-1): the inputs before x (zeros at the start of a sequence), read and then
+    overwritten with the last K-1 inputs, so the next call continues the sequence."""
+    K = weight.shape[-1]
+    xt = x.transpose(1, 2)  # (B, C, T)
+    if K == 1:
+        padded = xt
+    elif state is None:
+        padded = F.pad(xt, (K - 1, 0))
+    else:
+        padded = torch.cat([state.to(xt.dtype), xt], dim=-1)
+        state.copy_(padded[..., -(K - 1):])
+    return F.conv1d(padded, weight, bias, groups=xt.shape[1]).transpose(1, 2)
+
+
+def conv_state(batch: int, channels: int, kernel: int, dtype, device) -> torch.Tensor:
+    return torch.zeros(batch, channels, max(kernel - 1, 0), dtype=dtype, device=device)
+
+
+def depthwise_conv(channels: int, kernel: int, bias: bool) -> nn.Conv1d:
+    """The convolution's parameters as transformers' Mamba stores them (conv1d.weight (C, 1, K), .bias);
+    the module's own forward is not used (causal_conv above)."""
+    return nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel - 1, bias=bias)
+
+
+def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+def init_dt_bias(bias: torch.Tensor, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> None:
+    """Step sizes dt = softplus(bias) log-uniform in [dt_min, dt_max] at initialisation (Gu & Dao 2023, §3.6)."""
+    log_dt = torch.rand(bias.shape, device=bias.device) * (torch.log(torch.tensor(dt_max / dt_min))) \
+        + torch.log(torch.tensor(dt_min))
+    bias.copy_(inverse_softplus(log_dt.exp().clamp(min=floor)))
