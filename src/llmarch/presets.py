@@ -49,6 +49,21 @@ _SWITCH = dict(_T5, n_experts=8, experts_per_token=1, router_renormalize=False, 
 _PALM = dict(block="parallel", shared_norm=True, n_kv_heads=1, ffn="swiglu", positions="rope", norm="layernorm",
              bias=False, norm_bias=False, tie_embeddings=True, head_scale=True, init="fan_in", vocab_size=256000,
              context_length=2048)
+# Mamba (Gu & Dao 2023): residual blocks of RMSNorm + the selective SSM mixer and no FFN, no positions, tied
+# head; state 16, inner width 2 x d_model, conv kernel 4, step-size rank ceil(d / 16) (§E.2).
+_MAMBA = dict(mixer="mamba", ffn="none", norm="rmsnorm", norm_eps=1e-5, positions="none", bias=False,
+              tie_embeddings=True, n_heads=1, hf_model_type="mamba")
+# Mamba-2 (Dao & Gu 2024): the same block with the SSD mixer, heads of 64 channels, a larger state.
+_MAMBA2 = dict(_MAMBA, mixer="mamba2", ssm_state=128, ssm_head_dim=64, hf_model_type="mamba2")
+# Hyena (Poli et al. 2023, §4.1): GPT's pre-norm block with attention replaced by an order-2 Hyena operator.
+_HYENA = dict(mixer="hyena", ffn="gelu", norm="layernorm", positions="none", tie_embeddings=True, bias=True)
+# Jamba (Lieber et al. 2024): Mamba layers (with RMSNorms over dt, B, C) and one attention layer in 8 (no
+# positions: Mamba orders the tokens), SwiGLU FFNs, every other one a top-2 mixture of 16 experts whose
+# top-k weights are not renormalised.
+_JAMBA = dict(mixer="mamba", ssm_inner_norm=True, attn_period=8, attn_offset=4, ffn="swiglu", norm="rmsnorm",
+              norm_eps=1e-6, norm_bias=False, positions="none", bias=False, tie_embeddings=False, n_experts=16,
+              experts_per_token=2, moe_period=2, moe_offset=1, router_renormalize=False,
+              router_aux_loss_weight=0.001, hf_model_type="jamba")
 
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
@@ -68,6 +83,8 @@ PRESETS: dict[str, dict] = {
                          ffn_hidden=14336, context_length=32768, rope_theta=1e6, norm_eps=1e-5),
     # PaLM 8B (Table 1): 32 layers, width 4096, 16 heads of 256, FFN 4 x width
     "palm-8b": dict(_PALM, d_model=4096, n_layers=32, n_heads=16, ffn_hidden=16384),
+    # state-spaces/mamba-130m: 24 layers of width 768, the GPT-NeoX vocabulary padded to 50280
+    "mamba-130m": dict(_MAMBA, vocab_size=50280, d_model=768, n_layers=24, context_length=2048),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
@@ -77,6 +94,13 @@ PRESETS: dict[str, dict] = {
                          ffn_hidden=384, context_length=256),
     "palm-tiny": dict(_PALM, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768, context_length=256),
     "bert-tiny": dict(_BERT, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, context_length=256),
+    "mamba-tiny": dict(_MAMBA, vocab_size=8192, d_model=256, n_layers=6, context_length=256, ssm_chunk=32),
+    "mamba2-tiny": dict(_MAMBA2, vocab_size=8192, d_model=256, n_layers=6, ssm_state=32, ssm_head_dim=32,
+                        context_length=256, ssm_chunk=32),
+    "hyena-tiny": dict(_HYENA, vocab_size=8192, d_model=256, n_layers=6, n_heads=4, context_length=256),
+    # attention in layer 2 of every 4, Mamba elsewhere, every other FFN a top-2 mixture of 4 experts
+    "hybrid-tiny": dict(_JAMBA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden=512,
+                        attn_period=4, attn_offset=2, n_experts=4, context_length=256, ssm_chunk=32),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),

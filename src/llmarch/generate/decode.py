@@ -32,7 +32,8 @@ def one_token_step_applies(model, total: int) -> bool:
     window_ok = cfg.attention == "full" or (cfg.attention == "sliding_window" and cfg.sliding_window >= total)
     hooked = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks or any(
         m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-    return plain and window_ok and not hooked
+    attention_only = all(b.mixer_kind == "attention" for b in model.blocks)  # the short path is attention's
+    return plain and window_ok and attention_only and not hooked
 
 
 def decode_one_token(model, tok: torch.Tensor, slot: torch.Tensor, kv_len: int) -> torch.Tensor:

@@ -9,11 +9,10 @@ projection), B and C (N each) depend on the input: the "selection" that lets the
 per token. The block: in_proj to x and a gate z; x through a depthwise causal convolution (kernel 4) and
 SiLU; the SSM; y * SiLU(z); out_proj. Jamba adds RMSNorms over dt, B and C (ssm_inner_norm).
 
-The scan over the sequence is chunked and has no Python loop over time steps: within each chunk of L
-positions a log-depth (Hillis-Steele) scan of the pairs (log decay, state), all chunks at once; then the
-same scan over the chunks' totals gives each chunk's starting state, added back with its decay. Work
-O(T D N log L), memory O(T D N) per layer: every position's state exists once, as in transformers'
-PyTorch path. Generation runs the recurrence one token at a time (`step`): O(D N) per token, whatever the
+The scan over the sequence has no Python loop over time steps: a work-efficient parallel scan (Blelloch)
+in 2 log2(T) vectorised steps over blocks that double in length (chunks of 2, 4, 8, ... steps whose totals
+combine), O(T D N) work; its gradient is the same scan run backwards. Memory O(T D N) per layer: every
+position's state exists once, as in transformers' PyTorch path. Generation runs the recurrence one token at a time (`step`): O(D N) per token, whatever the
 context, with the convolution's last K-1 inputs and h as the state."""
 from __future__ import annotations
 
@@ -26,43 +25,74 @@ from .ssm import (MIXERS, MixerState, causal_conv, conv_state, depthwise_conv, i
                   token_mask)
 
 
-def _scan(log_a: torch.Tensor, b: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inclusive scan along `dim` of h_i = exp(log_a_i) h_{i-1} + b_i from h = 0, in ceil(log2 n) steps
-    (Hillis & Steele 1986): after the step with offset k, element i combines positions i-2k+1..i. Returns
-    the summed log decays and the states. log_a <= 0, so every exp() is at most 1: no overflow."""
-    n, k = log_a.shape[dim], 1
-    while k < n:
-        head_a, head_b = log_a.narrow(dim, 0, k), b.narrow(dim, 0, k)
-        prev_a, prev_b = log_a.narrow(dim, 0, n - k), b.narrow(dim, 0, n - k)
-        cur_a, cur_b = log_a.narrow(dim, k, n - k), b.narrow(dim, k, n - k)
-        b = torch.cat([head_b, cur_b + cur_a.exp() * prev_b], dim)
-        log_a = torch.cat([head_a, cur_a + prev_a], dim)
-        k *= 2
-    return log_a, b
+def _scan_(a: torch.Tensor, x: torch.Tensor) -> None:
+    """In place along dim 1: x_t <- a_t x_{t-1} + x_t (an inclusive linear recurrence from x_{-1} = 0), by
+    Blelloch's work-efficient parallel scan (Blelloch 1990): an up-sweep where level k combines neighbouring
+    blocks of 2^k steps into blocks of 2^(k+1) (block totals at positions 2^(k+1) m - 1), then a down-sweep
+    that completes every other position from the full prefix just before its block. 2 log2(T) vectorised
+    steps, O(T) work in all (a Hillis-Steele scan costs O(T log T)); any T. `a` is overwritten."""
+    T, s = x.shape[1], 1
+    while 2 * s <= T:  # up-sweep: x[i] = total of (i-2s+1 .. i) for i = 2s-1, 4s-1, ...
+        _combine_(a, x, 2 * s - 1, s)
+        s *= 2
+    while s >= 1:  # down-sweep: i = 3s-1, 5s-1, ... take the full prefix at i - s (a multiple of 2s, minus 1)
+        if 3 * s <= T:
+            _combine_(a, x, 3 * s - 1, s)
+        s //= 2
+
+
+def _combine_(a: torch.Tensor, x: torch.Tensor, first: int, s: int) -> None:
+    """For i = first, first + 2s, ...: x_i += a_i x_{i-s}; a_i *= a_{i-s} (block i-s precedes block i)."""
+    dst_x, dst_a = x[:, first::2 * s], a[:, first::2 * s]
+    n = dst_x.shape[1]
+    dst_x.addcmul_(dst_a, x[:, first - s::2 * s][:, :n])
+    dst_a.mul_(a[:, first - s::2 * s][:, :n])
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """y_t = C_t . h_t with h_t = exp(dt_t A) h_{t-1} + (dt_t x_t) B_t from h_{-1} = h0, fused, so that
+    autograd keeps only the states h: the (b, T, D, N) decays are recomputed in the backward, which is the
+    same scan run in reverse (g = dL/dh: g_t = C_t dL/dy_t + exp(dt_{t+1} A) g_{t+1}), and every reduction
+    over D or N is an einsum that never materialises a product of two (b, T, D, N) tensors it can avoid."""
+
+    @staticmethod
+    def forward(ctx, dt, A, dtx, B, C, h0):
+        a = torch.exp(dt[..., None] * A)  # (b, T, D, N)
+        h = dtx[..., None] * B[:, :, None, :]
+        h[:, 0].addcmul_(a[:, 0], h0)
+        _scan_(a, h)
+        ctx.save_for_backward(dt, A, dtx, B, C, h0, h)
+        return torch.einsum("btdn,btn->btd", h, C), h[:, -1].clone()
+
+    @staticmethod
+    def backward(ctx, gy, g_last):
+        dt, A, dtx, B, C, h0, h = ctx.saved_tensors
+        # the reverse scan runs forwards over flipped time: g'_s = a'_s g'_{s-1} + c'_s with a'_s = a_{T-s},
+        # the decay of the step after (a'_0 is never read: nothing precedes s = 0)
+        dt_next = torch.cat([dt[:, :1], dt.flip(1)[:, :-1]], dim=1)
+        g = gy.flip(1)[..., None] * C.flip(1)[:, :, None, :]  # dL/dh_t through y_t alone
+        g[:, 0] += g_last
+        _scan_(torch.exp(dt_next[..., None] * A), g)
+        g = g.flip(1)  # dL/dh_t in full: also dL/d(dt_t x_t B_t) and, times h_{t-1} a_t, dL/d(dt_t A)
+        g_dtx, g_B = torch.einsum("btdn,btn->btd", g, B), torch.einsum("btdn,btd->btn", g, dtx)
+        g_C = torch.einsum("btdn,btd->btn", h, gy)
+        a = torch.exp(dt[..., None] * A)
+        g_h0 = g[:, 0] * a[:, 0]
+        g[:, 1:].mul_(h[:, :-1])
+        g[:, 0].mul_(h0)
+        g.mul_(a)
+        g_dt, g_A = torch.einsum("btdn,dn->btd", g, A), torch.einsum("btdn,btd->dn", g, dt)
+        return g_dt, g_A, g_dtx, g_B, g_C, g_h0
 
 
 def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   h0: torch.Tensor | None = None, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chunked parallel scan. x, dt (b, T, D); A (D, N); B, C (b, T, N); h0 (b, D, N) or None (zeros).
+                   h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parallel scan. x, dt (b, T, D); A (D, N); B, C (b, T, N); h0 (b, D, N) or None (zeros).
     Returns y_t = C_t . h_t (b, T, D) (without the D skip) and the last state h_T (b, D, N), in fp32."""
-    b, T, D = x.shape
-    x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
-    log_a = dt[..., None] * A  # (b, T, D, N)
-    u = (dt * x)[..., None] * B[:, :, None, :]
-    L = min(chunk, T)
-    pad = -T % L  # padded steps decay by exp(0) = 1 and add 0: they carry the state unchanged
-    if pad:
-        log_a, u = F.pad(log_a, (0, 0, 0, 0, 0, pad)), F.pad(u, (0, 0, 0, 0, 0, pad))
-    n = (T + pad) // L
-    log_a, u = _scan(log_a.view(b, n, L, D, -1), u.view(b, n, L, D, -1), dim=2)  # within chunks, from zero
-    chunk_a, chunk_h = _scan(log_a[:, :, -1], u[:, :, -1], dim=1)  # each chunk's end state, from zero
-    if h0 is not None:
-        chunk_h = chunk_h + chunk_a.exp() * h0.float()[:, None]
-    start = torch.cat([(torch.zeros_like(chunk_h[:, :1]) if h0 is None else h0.float()[:, None]),
-                       chunk_h[:, :-1]], dim=1)  # (b, n, D, N): the state each chunk starts from
-    h = (u + log_a.exp() * start[:, :, None]).view(b, n * L, D, -1)[:, :T]
-    y = torch.einsum("btdn,btn->btd", h, C)
-    return y, h[:, -1]
+    x, dt, A, B, C = x.float(), dt.float(), A.float(), B.float(), C.float()
+    if h0 is None:
+        h0 = x.new_zeros(x.shape[0], *A.shape)
+    return _SelectiveScan.apply(dt, A, dt * x, B, C, h0.float())
 
 
 def selective_scan_reference(x, dt, A, B, C, h0=None):
@@ -87,7 +117,7 @@ class Mamba(nn.Module):
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         d, inner, N, R = cfg.d_model, cfg.ssm_expand * cfg.d_model, cfg.ssm_state, cfg.ssm_dt_rank
-        self.inner, self.state_size, self.dt_rank, self.chunk = inner, N, R, cfg.ssm_chunk
+        self.inner, self.state_size, self.dt_rank = inner, N, R
         self.in_proj = nn.Linear(d, 2 * inner, bias=cfg.ssm_bias)  # rows: x, then the gate z
         self.conv1d = depthwise_conv(inner, cfg.ssm_conv, cfg.ssm_conv_bias)
         self.x_proj = nn.Linear(inner, R + 2 * N, bias=False)  # dt (low rank), B, C
@@ -127,7 +157,7 @@ class Mamba(nn.Module):
         if state is not None and x.shape[1] == 1:
             y = selective_step(xs[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], state["ssm"])[:, None]
         else:
-            y, last = selective_scan(xs, dt, A, B, C, None if state is None else state["ssm"], self.chunk)
+            y, last = selective_scan(xs, dt, A, B, C, None if state is None else state["ssm"])
             if state is not None:
                 state["ssm"].copy_(last)
         y = (y + xs.float() * self.D.float()) * F.silu(z.float())

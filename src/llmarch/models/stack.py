@@ -63,7 +63,6 @@ class Stack(nn.Module):
                 block.mixer.cache = None
             if hasattr(block, "cross_attn"):
                 block.cross_attn.set_memory(None)
-        self._cache_max_len = None
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
         """Batch row r of every self-attention cache and mixer state takes row rows[r]'s contents (beam search)."""
@@ -72,7 +71,7 @@ class Stack(nn.Module):
 
     @property
     def cache_len(self) -> int | None:
-        return getattr(self, "_cache_max_len", None)
+        return None if self._caches()[0] is None else self._cache_max_len
 
     # ---- forward -------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
