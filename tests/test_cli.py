@@ -46,10 +46,24 @@ def test_info_json_keys_and_text():
     facts = json.loads(out)
     assert code == 0 and facts["parameters"] == 6_738_415_616
     assert set(facts) == {"parameters", "active_parameters", "non_embedding_parameters", "flops_per_token",
-                          "kv_cache_bytes_per_token"}
+                          "kv_cache_bytes_per_token", "state_bytes_per_sequence"}
+    assert facts["state_bytes_per_sequence"] == 0  # attention only: a KV cache, no recurrent state
     assert facts["active_parameters"] == facts["parameters"]  # dense: every parameter is active
     code, out, _ = run("info", "gpt2", "--n-layers", "1", "--json")
     assert json.loads(out)["parameters"] == 124_439_808 - 11 * 7_087_872
+
+
+def test_info_reports_state_bytes_for_ssm_and_hybrid_stacks():
+    """Mamba's state per sequence: per layer the conv's last 3 inputs over 2 x 768 channels (bf16) and the
+    (1536, 16) fp32 SSM state; no KV cache. hybrid-tiny: both, the KV cache of its 2 attention layers only."""
+    facts = json.loads(run("info", "mamba-130m", "--json")[1])
+    assert facts["state_bytes_per_sequence"] == 24 * (1536 * 3 * 2 + 1536 * 16 * 4)
+    assert facts["kv_cache_bytes_per_token"] == 0
+    hybrid = json.loads(run("info", "hybrid-tiny", "--json")[1])
+    assert hybrid["kv_cache_bytes_per_token"] == 2 * 2 * 4 * 32 * 2
+    assert hybrid["state_bytes_per_sequence"] == 6 * (512 * 3 * 2 + 512 * 16 * 4)
+    code, out, _ = run("info", "hybrid-tiny")
+    assert code == 0 and "mixer mamba (attention in layers 2, 6)" in out and "state bytes per sequence" in out
 
 
 def test_generate_and_eval(run_dir):

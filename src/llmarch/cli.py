@@ -298,10 +298,12 @@ def cmd_info(args) -> None:
         print(json.dumps(facts))
         return
     layers = f"{cfg.n_layers}+{cfg.n_decoder_layers} (encoder+decoder)" if cfg.is_encoder_decoder else cfg.n_layers
-    print(f"{cfg.name}: {layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
-          f"({cfg.n_kv_heads} kv), ffn {cfg.ffn} {cfg.ffn_hidden}, {cfg.norm} ({cfg.norm_placement}), "
+    heads = f", {cfg.n_heads} heads ({cfg.n_kv_heads} kv)" if cfg.attention_layers else ""
+    ffn = f"ffn {cfg.ffn} {cfg.ffn_hidden}" if cfg.ffn != "none" else "no ffn"
+    print(f"{cfg.name}: {layers} layers, d_model {cfg.d_model}{heads}, {ffn}, {cfg.norm} ({cfg.norm_placement}), "
           f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}"
           + (f", block {cfg.block}" if cfg.block != "sequential" else "")
+          + (f", mixer {_mixers(cfg)}" if cfg.mixer != "attention" else "")
           + (f", {cfg.n_experts} experts (top-{cfg.experts_per_token})" if cfg.n_experts else ""))
     print(f"parameters:               {facts['parameters']:,}")
     if facts["active_parameters"] != facts["parameters"]:
@@ -309,7 +311,19 @@ def cmd_info(args) -> None:
               f"({cfg.experts_per_token} of {cfg.n_experts} experts per token)")
     print(f"non-embedding parameters: {facts['non_embedding_parameters']:,}")
     print(f"training FLOPs per token: {facts['flops_per_token']:,}")
-    print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype})")
+    if facts["kv_cache_bytes_per_token"]:
+        print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype})")
+    if facts["state_bytes_per_sequence"]:
+        kind = ("constant in the context; SSM states in fp32" if cfg.mixer != "hyena"
+                else f"{args.dtype}, a history of context_length {cfg.context_length} tokens")
+        print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} ({kind})")
+
+
+def _mixers(cfg) -> str:
+    attn = cfg.attention_layers
+    if not attn:
+        return cfg.mixer
+    return f"{cfg.mixer} (attention in layers {', '.join(map(str, attn))})"
 
 
 def build_parser() -> argparse.ArgumentParser:

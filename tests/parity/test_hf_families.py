@@ -52,7 +52,18 @@ CASES = {
     "falcon-sequential": ("FalconConfig", "FalconForCausalLM",
                           dict(FALCON, multi_query=False, parallel_attn=False, bias=True, tie_word_embeddings=False,
                                rope_scaling={"rope_type": "linear", "factor": 2.0})),
+    # state-space and hybrid stacks; mamba2's chunk of 8 splits the 20-token prompts into 3 chunks
+    "mamba": ("MambaConfig", "MambaForCausalLM", dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, state_size=8)),
+    "mamba2": ("Mamba2Config", "Mamba2ForCausalLM",
+               dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, state_size=8, num_heads=8, head_dim=16,
+                    n_groups=2, chunk_size=8)),
+    # attention on layers 1 and 3, experts on layers 1 and 3, Mamba (with dt/B/C norms) and dense FFNs elsewhere
+    "jamba": ("JambaConfig", "JambaForCausalLM",
+              dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                   attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1,
+                   mamba_d_state=8, max_position_embeddings=256)),
 }
+NO_POSITION_IDS = ("mamba", "mamba2")
 
 
 def build_hf(case, tmp_path):
@@ -63,6 +74,8 @@ def build_hf(case, tmp_path):
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
+            if name.endswith("feed_forward.router.weight"):  # 0.02 init: near-uniform routing would hide swaps
+                p.mul_(20.0)
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(tmp_path / "hf")
     return hf
@@ -79,8 +92,9 @@ def padded_batch(vocab, lengths=(20, 13)):
 
 def hf_logits(hf, ids, mask):
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    kw = {} if hf.config.model_type in NO_POSITION_IDS else {"position_ids": pos}
     with torch.no_grad():
-        return hf(ids, attention_mask=mask, position_ids=pos).logits
+        return hf(ids, attention_mask=mask, **kw).logits
 
 
 def assert_close_on_real_tokens(a, b, mask):

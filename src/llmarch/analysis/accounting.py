@@ -11,7 +11,13 @@
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
-- kv_cache_bytes_per_token = 2 (K and V) · L · kv_heads · head_dim · bytes per element.
+- kv_cache_bytes_per_token = 2 (K and V) · L_attn · kv_heads · head_dim · bytes per element, L_attn the layers
+  whose mixer is attention (all of them but in SSM and hybrid stacks).
+- state_bytes_per_sequence: what the other mixers carry per sequence while generating, measured from the
+  states they allocate (layers/ssm.py): Mamba's convolution inputs and (D, N) fp32 state, a constant however
+  long the context; Hyena's history of its long convolutions' inputs, which is context_length long.
+- The 12·L·d_attn·T term counts attention layers only; a scan or FFT convolution adds O(D·N) or
+  O(d log T) FLOPs per token outside matmuls, which this count leaves out as it leaves out softmax.
 Encoder-decoders: the position tables (or T5's bias tables) of both stacks count as embedding; FLOPs are per
 pair of one source and one target token (each stack's parameters act on its own tokens), with L the layers of
 both stacks; the KV cache is the decoder's, per target token."""
@@ -46,12 +52,25 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
                     // cfg.n_experts
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
     d_attn = cfg.n_heads * cfg.head_dim
-    flops = 6 * matmul + 12 * (cfg.n_layers + cfg.n_decoder_layers) * d_attn * cfg.context_length
-    cached_layers = cfg.n_decoder_layers or cfg.n_layers
+    attn_layers = cfg.n_layers + cfg.n_decoder_layers if cfg.is_encoder_decoder else len(cfg.attention_layers)
+    flops = 6 * matmul + 12 * attn_layers * d_attn * cfg.context_length
+    cached_layers = cfg.n_decoder_layers or attn_layers
     kv = 2 * cached_layers * cfg.n_kv_heads * cfg.head_dim * DTYPE_BYTES[dtype]
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
             "flops_per_token": flops,
-            "kv_cache_bytes_per_token": kv}
+            "kv_cache_bytes_per_token": kv, "state_bytes_per_sequence": _state_bytes(model, dtype)}
+
+
+def _state_bytes(model: torch.nn.Module, dtype: str) -> int:
+    """Per-sequence bytes of every non-attention mixer's generation state: a batch of two less a batch of one,
+    so what a mixer shares across the batch (Hyena's precomputed filters) is not counted per sequence."""
+    torch_dtype = {1: torch.int8, 2: torch.bfloat16, 4: torch.float32}[DTYPE_BYTES[dtype]]
+    total = 0
+    for block in getattr(model, "blocks", []):
+        if getattr(block, "mixer_kind", "attention") != "attention":
+            two, one = (block.mixer.new_state(b, torch_dtype, "meta").nbytes for b in (2, 1))
+            total += two - one
+    return total
 
 
 def count_parameters(model: torch.nn.Module) -> int:
