@@ -166,3 +166,33 @@ def test_mamba_130m_has_the_published_parameter_count():
 def test_bad_mixer_configs_are_one_line_errors(kw, message):
     with pytest.raises(LlmarchError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         ModelConfig(**{**BASE, **kw})
+
+
+@pytest.mark.parametrize("preset,overrides", [("mamba-tiny", dict(n_layers=2)), ("hyena-tiny", dict(n_layers=2)),
+                                              ("hybrid-tiny", dict(n_layers=4))])
+def test_tiny_presets_learn_on_the_corpus(preset, overrides, tmp_path):
+    """A shortened run on the embedded corpus: validation loss falls (hybrid-tiny at 4 layers keeps its
+    pattern: Mamba, Mamba + experts, attention, Mamba + experts)."""
+    from llmarch.train import TrainConfig, train
+
+    tc = TrainConfig(steps=40, batch_size=8, eval_every=10, eval_tokens=2048, lr=3e-3, tokenizer="byte")
+    cfg = llmarch.resolve(preset, context_length=64, vocab_size=257, **overrides)
+    result = train(cfg, tc, tmp_path, verbose=False)
+    vals = list(result.val_losses.values())
+    assert vals[-1] < vals[0] - 0.1, vals
+    again = llmarch.load(tmp_path)  # the run's checkpoint loads and generates
+    assert len(llmarch.generate(again, [[10, 20, 30]], max_new_tokens=5)[0]) == 8
+
+
+@pytest.mark.parametrize("preset", ["mamba-tiny", "mamba2-tiny", "hyena-tiny"])
+def test_small_ssm_and_hyena_models_learn_associative_recall(preset):
+    """3 key-value pairs over 8 values, then a key: the value's accuracy after 150 steps is well above chance
+    (1/8); measured 0.46 (Mamba), 0.45 (Mamba-2), 0.42 (Hyena) on this seed."""
+    from llmarch.data.synthetic import SyntheticTask
+    from llmarch.train.synthetic import SyntheticConfig, train_synthetic
+
+    extra = dict(ssm_head_dim=16, ssm_state=16) if preset == "mamba2-tiny" else {}
+    cfg = llmarch.resolve(preset, vocab_size=16, d_model=64, n_layers=2, context_length=16, **extra)
+    result = train_synthetic(cfg, SyntheticTask("recall", pairs=3, keys=8, values=8),
+                             SyntheticConfig(steps=150, batch_size=64, lr=3e-3))
+    assert result["accuracy"] > 0.3 and result["mixer"] == cfg.mixer

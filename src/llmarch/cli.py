@@ -285,7 +285,8 @@ def cmd_synthetic(args) -> None:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['task']}: {result['model']} (attention {result['attention']}), {result['steps']} steps: "
+        mixer = result["mixer"] if result["mixer"] != "attention" else f"attention {result['attention']}"
+        print(f"{result['task']}: {result['model']} ({mixer}), {result['steps']} steps: "
               f"answer accuracy {result['accuracy']:.3f}, final training loss {result['final_train_loss']:.4f}")
 
 

@@ -67,5 +67,6 @@ def train_synthetic(cfg: ModelConfig, task: SyntheticTask, sc: SyntheticConfig) 
         opt.step()
         opt.zero_grad(set_to_none=True)
     model.eval()
-    return {"task": task.name, "model": cfg.name, "attention": cfg.attention, "steps": sc.steps,
+    return {"task": task.name, "model": cfg.name, "attention": cfg.attention, "mixer": cfg.mixer,
+            "steps": sc.steps,
             "final_train_loss": float(loss), "accuracy": answer_accuracy(model, *held_out)}
