@@ -1,6 +1,11 @@
-"""`llmarch bench attention`: forward + backward time and peak memory of one attention layer of each kind
+"""`llmarch bench attention`: forward + backward time and peak memory of one layer of each attention kind
 against full attention, over sequence lengths, with the log-log slope fitted per kind (time ~ L^slope:
 2 for full attention's arithmetic, 1 for the linear-cost kinds) and a log-log plot.
+
+`kinds` also takes the non-attention mixers (mamba, mamba2, hyena: one mixer module as a model builds it, the
+config's defaults but width, ssm_head_dim cut to divide the inner width), which are causal only. They are
+opt-in: the default list is the attention kinds alone, so the default run and its documented table stay
+what they were (docs/benchmarks.md runs the mixers with `--attn-kinds`).
 
 Peak memory on CUDA is torch's allocator peak; on CPU it is the growth of the process's peak resident set
 (VmHWM, reset through /proc/self/clear_refs before each measurement) over the resident set before it, which
@@ -16,14 +21,17 @@ from pathlib import Path
 
 import torch
 
-from .config import ATTENTION_KINDS, WINDOWED, ModelConfig
+from .config import ATTENTION_KINDS, MIXERS, WINDOWED, ModelConfig
 from .errors import LlmarchError
+
+MIXER_KINDS = tuple(m for m in MIXERS if m != "attention")  # mamba, mamba2, hyena
 
 
 @dataclass
 class AttentionBenchConfig:
     lengths: str = "1024,2048,4096,8192,16384"  # comma-separated sequence lengths
-    kinds: str = ",".join(ATTENTION_KINDS)  # comma-separated kinds; full runs twice, with the sdpa and eager kernels
+    # comma-separated attention kinds (full runs twice, with the sdpa and eager kernels) or mixers (MIXER_KINDS)
+    kinds: str = ",".join(ATTENTION_KINDS)
     d_model: int = 256
     n_heads: int = 4
     window: int = 256  # sliding_window's window
@@ -94,17 +102,43 @@ def slope(lengths: list[int], values: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
+def _check_kinds(kinds: list[str], causal: bool) -> None:
+    unknown = sorted(set(kinds) - set(ATTENTION_KINDS) - set(MIXER_KINDS))
+    if unknown:
+        raise LlmarchError(f"unknown attention kind {unknown[0]!r}; choose from: {', '.join(ATTENTION_KINDS)}; "
+                           f"or a mixer: {', '.join(MIXER_KINDS)}")
+    mixers = [k for k in kinds if k in MIXER_KINDS]
+    if mixers and not causal:
+        raise LlmarchError(f"mixer {mixers[0]!r} is causal only; drop it or keep causal=True")
+
+
+def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torch.nn.Module:
+    """One attention layer, or one mixer initialised as a model initialises it (its init_ssm)."""
+    from .layers import MIXERS as MIXER_MODULES
+    from .layers.attention import Attention
+
+    if kind in MIXER_KINDS:
+        inner = ModelConfig.ssm_expand * bc.d_model  # Mamba-2's heads must divide its inner width
+        cfg = ModelConfig(d_model=bc.d_model, n_heads=bc.n_heads, n_layers=1, context_length=context, mixer=kind,
+                          ssm_head_dim=math.gcd(ModelConfig.ssm_head_dim, inner), bias=False)
+        layer = MIXER_MODULES[kind](cfg)
+        layer.init_ssm()
+        return layer
+    cfg = ModelConfig(d_model=bc.d_model, n_heads=bc.n_heads, n_layers=1, context_length=context,
+                      attention=kind, attn_impl=impl, causal=bc.causal, attention_block=bc.block,
+                      sliding_window=bc.window if kind in WINDOWED else None, bias=False)
+    return Attention(cfg)
+
+
 def run_attention_bench(bc: AttentionBenchConfig) -> dict:
-    from .layers.attention import Attention, AttentionContext
+    from .layers.attention import AttentionContext
 
     device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
         _mmap_large_allocations()
     lengths = [int(n) for n in bc.lengths.split(",")]
     kinds = [k.strip() for k in bc.kinds.split(",")]
-    unknown = sorted(set(kinds) - set(ATTENTION_KINDS))
-    if unknown:
-        raise LlmarchError(f"unknown attention kind {unknown[0]!r}; choose from: {', '.join(ATTENTION_KINDS)}")
+    _check_kinds(kinds, bc.causal)
     variants = [(k, "sdpa") for k in kinds] + ([("full", "eager")] if "full" in kinds else [])
     out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "d_model": bc.d_model, "heads": bc.n_heads, "causal": bc.causal, "lengths": lengths, "kinds": {}}
@@ -114,13 +148,11 @@ def run_attention_bench(bc: AttentionBenchConfig) -> dict:
         for L in lengths:
             if impl == "eager" and L > bc.eager_max_length:
                 continue
-            cfg = ModelConfig(d_model=bc.d_model, n_heads=bc.n_heads, n_layers=1, context_length=max(lengths),
-                              attention=kind, attn_impl=impl, causal=bc.causal, attention_block=bc.block,
-                              sliding_window=bc.window if kind in WINDOWED else None, bias=False)
             torch.manual_seed(0)
-            layer = Attention(cfg).to(device)
+            layer = _layer(bc, kind, impl, max(lengths)).to(device)
             x = torch.randn(1, L, bc.d_model, device=device, requires_grad=True)
-            ctx = AttentionContext(mask=None, causal=bc.causal, rope=None, input_pos=torch.arange(L, device=device))
+            ctx = None if kind in MIXER_KINDS else AttentionContext(
+                mask=None, causal=bc.causal, rope=None, input_pos=torch.arange(L, device=device))
 
             def step():
                 layer(x, ctx).sum().backward()
@@ -158,7 +190,7 @@ def plot(result: dict, png: Path) -> None:
 
 def to_markdown(result: dict) -> str:
     lengths = result["lengths"]
-    lines = [f"one attention layer, d_model {result['d_model']}, {result['heads']} heads, batch 1, "
+    lines = [f"one layer (attention or mixer), d_model {result['d_model']}, {result['heads']} heads, batch 1, "
              f"causal={result['causal']}, {result['device']}, torch {result['torch']}, {result['threads']} threads",
              "", "| kind | " + " | ".join(f"{n} (ms, MiB)" for n in lengths) + " | time slope | memory slope |",
              "|---|" + "---|" * (len(lengths) + 2)]
