@@ -102,7 +102,7 @@ def slope(lengths: list[int], values: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
-def _check_kinds(kinds: list[str], causal: bool) -> None:
+def check_kinds(kinds: list[str], causal: bool) -> None:
     unknown = sorted(set(kinds) - set(ATTENTION_KINDS) - set(MIXER_KINDS))
     if unknown:
         raise LlmarchError(f"unknown attention kind {unknown[0]!r}; choose from: {', '.join(ATTENTION_KINDS)}; "
@@ -138,7 +138,7 @@ def run_attention_bench(bc: AttentionBenchConfig) -> dict:
         _mmap_large_allocations()
     lengths = [int(n) for n in bc.lengths.split(",")]
     kinds = [k.strip() for k in bc.kinds.split(",")]
-    _check_kinds(kinds, bc.causal)
+    check_kinds(kinds, bc.causal)
     variants = [(k, "sdpa") for k in kinds] + ([("full", "eager")] if "full" in kinds else [])
     out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "d_model": bc.d_model, "heads": bc.n_heads, "causal": bc.causal, "lengths": lengths, "kinds": {}}

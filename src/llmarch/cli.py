@@ -254,18 +254,24 @@ def cmd_convert(args) -> None:
 def cmd_bench(args) -> None:
     import torch
 
+    from . import bench_attention, bench_context
     from .bench import BenchConfig, run_bench, to_markdown
-    from .bench_attention import AttentionBenchConfig, plot, run_attention_bench
-    from .bench_attention import to_markdown as attention_markdown
     from .checkpoint import write_text_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.what == "attention":
-        result = run_attention_bench(AttentionBenchConfig(**_collect(args, AttentionBenchConfig, "attn_")))
-        table = attention_markdown(result)
+        result = bench_attention.run_attention_bench(
+            bench_attention.AttentionBenchConfig(**_collect(args, bench_attention.AttentionBenchConfig, "attn_")))
+        table = bench_attention.to_markdown(result)
         if args.plot:
-            plot(result, Path(args.plot))
+            bench_attention.plot(result, Path(args.plot))
+    elif args.what == "decode-context":
+        result = bench_context.run_context_bench(
+            bench_context.ContextBenchConfig(**_collect(args, bench_context.ContextBenchConfig, "ctx_")))
+        table = bench_context.to_markdown(result)
+        if args.plot:
+            bench_context.plot(result, Path(args.plot))
     else:
         result = run_bench(_model_config(args), BenchConfig(**_collect(args, BenchConfig)))
         table = to_markdown(result)
@@ -411,18 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import BenchConfig
 
     from .bench_attention import AttentionBenchConfig
+    from .bench_context import ContextBenchConfig
 
     p = sub.add_parser("bench", help="training, decoding and prefill speed against transformers, in one run; "
-                                     "`bench attention`: each attention kind against full over sequence lengths")
-    p.add_argument("what", nargs="?", choices=["model", "attention"], default="model",
-                   help="model: a model against transformers; attention: attention kinds (default: %(default)s)")
+                                     "`bench attention`: each attention kind (or mixer) against full over sequence "
+                                     "lengths; `bench decode-context`: decode speed at long contexts per mixer")
+    p.add_argument("what", nargs="?", choices=["model", "attention", "decode-context"], default="model",
+                   help="model: a model against transformers; attention: one layer of each attention kind or "
+                   "mixer; decode-context: tokens/s per mixer at each context length (default: %(default)s)")
     p.add_argument("--model", default="gpt-tiny", help="preset name or .json/.yaml config (default: %(default)s)")
-    p.add_argument("--plot", help="bench attention: write the log-log plot (PNG) here (default: %(default)s)")
+    p.add_argument("--plot", help="bench attention, decode-context: write the plot (PNG) here (default: %(default)s)")
     p.add_argument("--out", help="write the results as JSON here (default: %(default)s)")
     p.add_argument("--markdown", help="write the markdown table here (default: %(default)s)")
     p.add_argument("--threads", type=int, help="torch CPU threads for both libraries (default: torch's)")
     _add_fields(p.add_argument_group("benchmark"), BenchConfig)
     _add_fields(p.add_argument_group("bench attention (--attn-...)"), AttentionBenchConfig, prefix="attn_")
+    _add_fields(p.add_argument_group("bench decode-context (--ctx-...)"), ContextBenchConfig, prefix="ctx_")
     _model_overrides(p)
     p.set_defaults(func=cmd_bench)
 
