@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import llmarch
+from llmarch.models import TransformerLM
 from llmarch.layers.linear_attention import EluFeatures, FavorFeatures, LinearState, linear_attention
 from llmarch.layers.sparse_attention import (BigBird, FixedStrided, SlidingWindow, blockwise_attention,
                                              flex_sparse_attention, row_mask)
@@ -245,3 +246,22 @@ def test_flex_attention_path_equals_blockwise(kind, causal):
     pad[1, :9] = False
     flex = flex_sparse_attention(q, k, v, pattern, causal, None, pad, compiled=False)
     assert (flex - blockwise_attention(q, k, v, pattern, causal, None, pad)).abs().max() < 1e-5
+
+
+def test_sliding_window_decode_step_reads_only_the_window():
+    """One decoded token attends over the last `window` cache slots only (its cost is bounded by the window,
+    not the context), and gives the logits of the full forward."""
+    cfg = llmarch.resolve("llama-tiny", n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=64,
+                          context_length=32, sliding_window=4, attn_impl="eager")
+    torch.manual_seed(0)
+    model = TransformerLM(cfg).eval()
+    ids = torch.randint(0, 64, (1, 12))
+    widths = []
+    model.blocks[0].attn.hook_pattern.register_forward_hook(lambda m, i, o: widths.append(o.shape[-1]))
+    with torch.no_grad():
+        full = model(ids).logits
+        model.setup_cache(1, 12)
+        model(ids[:, :11], input_pos=torch.arange(11), kv_len=11)
+        step = model(ids[:, 11:], input_pos=torch.tensor([11]), kv_len=12).logits
+        model.clear_cache()
+    assert widths[-1] == 4 and (step[0, -1] - full[0, -1]).abs().max() < 1e-5

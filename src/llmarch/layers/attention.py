@@ -88,6 +88,7 @@ class Attention(nn.Module):
         attention_setup(self, cfg)
         self.causal = cfg.causal
         self.pattern, self.features = make_kind(cfg, layer)  # both None for full attention
+        self.window = cfg.sliding_window if cfg.attention == "sliding_window" and cfg.causal else None
         self.lsh = LSH(cfg.head_dim, cfg.lsh_buckets, cfg.lsh_rounds, cfg.attention_block, cfg.attention_seed + layer) \
             if cfg.attention == "lsh" else None
         if cfg.attention == "longformer":  # global tokens' own q, k, v projections (Beltagy et al. 2020, §3.1)
@@ -139,6 +140,10 @@ class Attention(nn.Module):
             y = flex_sparse_attention(q, k, v, self.pattern, self.causal, self.scale, ctx.pad_mask)
         elif self.pattern is not None and q.shape[2] == k.shape[2]:  # a whole sequence: blockwise, no L x L
             y = blockwise_attention(q, k, v, self.pattern, self.causal, self.scale, ctx.pad_mask)
+        elif self.window is not None and T == 1 and ctx.kv_len is not None:  # one token: read the window only,
+            start = max(ctx.kv_len - self.window, 0)  # so a decoded token's cost is bounded by it, not the context
+            mask = None if ctx.pad_mask is None else ctx.pad_mask[:, None, None, start:ctx.kv_len]
+            y = self.kernel(q, k[:, :, start:], v[:, :, start:], mask, False, dropout_p, self.hook_pattern, self.scale)
         else:
             mask = ctx.mask
             if self.pattern is not None:  # a few queries over a cache: the pattern's rows of the mask
