@@ -234,7 +234,9 @@ def _transformers_twin(model, device: torch.device, dtype: torch.dtype):
 
     with tempfile.TemporaryDirectory() as tmp:
         to_hf(model, tmp)
-        twin = transformers.AutoModelForCausalLM.from_pretrained(tmp, attn_implementation="sdpa", dtype=dtype)
+        # its SDPA attention where the model has attention; pure state-space models have no attention to choose
+        impl = {"attn_implementation": "sdpa"} if model.config.attention_layers else {}
+        twin = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype, **impl)
     return twin.to(device)
 
 
