@@ -45,3 +45,18 @@ def test_compiled_decode_of_a_mixture_of_experts_matches_eager():
     prompts = [[5, 6, 7, 8, 9], [1, 2, 3]]
     assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == llmarch.generate(
         model, prompts, max_new_tokens=6)
+
+
+def test_compiled_decode_of_a_mamba_stack_matches_eager():
+    """The recurrent step (conv and SSM states updated in place) compiles as one fixed-shape graph (fullgraph)
+    and generates the eager tokens."""
+    import llmarch
+    from llmarch.config import ModelConfig
+    from llmarch.models import TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, mixer="mamba", ffn="none",
+                                      norm="rmsnorm", positions="none", context_length=48, ssm_state=8)).eval()
+    ids = torch.randint(0, 64, (2, 10))
+    eager = llmarch.generate(model, ids, max_new_tokens=12)
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=12, compile=True), eager)
