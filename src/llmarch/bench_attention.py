@@ -165,27 +165,37 @@ def run_attention_bench(bc: AttentionBenchConfig) -> dict:
     return out
 
 
-def plot(result: dict, png: Path) -> None:
+def two_panels(png: Path, draw) -> None:
+    """Two log-log panels side by side, drawn by draw(ax_left, ax_right), with legends and grids, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, data in result["kinds"].items():
-        lengths = [r["length"] for r in data["rows"]]
-        ax_t.loglog(lengths, [r["seconds"] for r in data["rows"]], "o-", label=f"{name} ({data['time_slope'] or 0:.2f})")
-        mem = [r["peak_bytes"] for r in data["rows"]]
-        if all(m for m in mem):
-            ax_m.loglog(lengths, [m / 2**20 for m in mem], "o-", label=f"{name} ({data['memory_slope'] or 0:.2f})")
-    ax_t.set(xlabel="sequence length", ylabel="forward + backward (s)", title="time (fitted slope)")
-    ax_m.set(xlabel="sequence length", ylabel="peak memory (MiB)", title="memory (fitted slope)")
-    for ax in (ax_t, ax_m):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    draw(*axes)
+    for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def plot(result: dict, png: Path) -> None:
+    def draw(ax_t, ax_m):
+        for name, data in result["kinds"].items():
+            lengths = [r["length"] for r in data["rows"]]
+            ax_t.loglog(lengths, [r["seconds"] for r in data["rows"]], "o-",
+                        label=f"{name} ({data['time_slope'] or 0:.2f})")
+            mem = [r["peak_bytes"] for r in data["rows"]]
+            if all(m for m in mem):
+                ax_m.loglog(lengths, [m / 2**20 for m in mem], "o-",
+                            label=f"{name} ({data['memory_slope'] or 0:.2f})")
+        ax_t.set(xlabel="sequence length", ylabel="forward + backward (s)", title="time (fitted slope)")
+        ax_m.set(xlabel="sequence length", ylabel="peak memory (MiB)", title="memory (fitted slope)")
+
+    two_panels(png, draw)
 
 
 def to_markdown(result: dict) -> str:

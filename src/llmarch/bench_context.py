@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .bench_attention import check_kinds
+from .bench_attention import check_kinds, two_panels
 from .config import ATTENTION_KINDS, WINDOWED, ModelConfig, resolve
 
 FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny"}  # attention kinds: llama-tiny
@@ -132,27 +132,18 @@ def run_context_bench(cc: ContextBenchConfig) -> dict:
 
 
 def plot(result: dict, png: Path) -> None:
-    import matplotlib
+    def draw(ax_t, ax_m):
+        for kind, data in result["kinds"].items():
+            ctx = [r["context"] for r in data["rows"]]
+            ax_t.loglog(ctx, [r["seconds_per_token"] * 1e3 for r in data["rows"]], "o-",
+                        label=f"{kind} (x{data['growth']:.2f})")
+            ax_m.loglog(ctx, [r["state_bytes"] / 2**20 for r in data["rows"]], "o-", label=kind)
+        ax_t.set(xlabel="tokens already in the sequence", ylabel="ms per decoded token",
+                 title="decode step (longest / shortest context)")
+        ax_m.set(xlabel="tokens already in the sequence", ylabel="generation state (MiB)",
+                 title="KV cache or recurrent state, batch 1")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for kind, data in result["kinds"].items():
-        ctx = [r["context"] for r in data["rows"]]
-        ax_t.loglog(ctx, [r["seconds_per_token"] * 1e3 for r in data["rows"]], "o-",
-                    label=f"{kind} (x{data['growth']:.2f})")
-        ax_m.loglog(ctx, [r["state_bytes"] / 2**20 for r in data["rows"]], "o-", label=kind)
-    ax_t.set(xlabel="tokens already in the sequence", ylabel="ms per decoded token",
-             title="decode step (longest / shortest context)")
-    ax_m.set(xlabel="tokens already in the sequence", ylabel="generation state (MiB)",
-             title="KV cache or recurrent state, batch 1")
-    for ax in (ax_t, ax_m):
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    two_panels(png, draw)
 
 
 def to_markdown(result: dict) -> str:

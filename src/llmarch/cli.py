@@ -260,18 +260,16 @@ def cmd_bench(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.what == "attention":
-        result = bench_attention.run_attention_bench(
-            bench_attention.AttentionBenchConfig(**_collect(args, bench_attention.AttentionBenchConfig, "attn_")))
-        table = bench_attention.to_markdown(result)
+    # the sub-benchmarks: (module, its config class, the prefix of its flags, its run function)
+    subs = {"attention": (bench_attention, bench_attention.AttentionBenchConfig, "attn_",
+                          bench_attention.run_attention_bench),
+            "decode-context": (bench_context, bench_context.ContextBenchConfig, "ctx_", bench_context.run_context_bench)}
+    if args.what in subs:
+        module, config_cls, prefix, run = subs[args.what]
+        result = run(config_cls(**_collect(args, config_cls, prefix)))
+        table = module.to_markdown(result)
         if args.plot:
-            bench_attention.plot(result, Path(args.plot))
-    elif args.what == "decode-context":
-        result = bench_context.run_context_bench(
-            bench_context.ContextBenchConfig(**_collect(args, bench_context.ContextBenchConfig, "ctx_")))
-        table = bench_context.to_markdown(result)
-        if args.plot:
-            bench_context.plot(result, Path(args.plot))
+            module.plot(result, Path(args.plot))
     else:
         result = run_bench(_model_config(args), BenchConfig(**_collect(args, BenchConfig)))
         table = to_markdown(result)
