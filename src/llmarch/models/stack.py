@@ -29,7 +29,7 @@ class Stack(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cross=cross, layer=i) for i in range(cfg.n_layers))
         self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
-        self.hook_embed = HookPoint()
+        self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
 
@@ -106,14 +106,15 @@ class Stack(nn.Module):
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
         if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
+        x = self.hook_embed(x)  # the token embeddings alone, as TransformerLens's hook_embed
         added = self.positions.embed(pos)
-        if added is not None:
-            x = x + added
+        if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
+            x = x + self.hook_pos_embed(added)
         if self.token_types is not None:
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
         if self.embed_norm is not None:
             x = self.embed_norm(x)
-        x = self.drop(self.hook_embed(x))
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x, ctx)
         if last_only:

@@ -1,0 +1,97 @@
+"""Hook points and the analysis tools (analysis/hooks.py): names for every family, caches and attention
+patterns, replacing hooks, the logit lens, activation patching, head ablation, a linear probe."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.analysis import (ablate_heads, hook_points, linear_probe, logit_lens, patch_residual, run_with_cache,
+                              run_with_hooks)
+from llmarch.errors import LlmarchError
+
+SMALL = dict(n_layers=2, d_model=32, vocab_size=64, context_length=32)
+ATTN = ["attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z"]
+BLOCK = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out"]
+
+
+def build(name, **kw):
+    torch.manual_seed(0)
+    heads = {} if name.startswith("mamba") else dict(n_heads=4)
+    return llmarch.build(name, **{**SMALL, **heads, **kw}).eval()
+
+
+@pytest.mark.parametrize("name,prefixes,attention", [
+    ("gpt-tiny", [""], True), ("llama-tiny", [""], True), ("bert-tiny", [""], True), ("mixtral-tiny", [""], True),
+    ("t5-tiny", ["encoder.", "decoder."], True), ("mamba-tiny", [""], False), ("hyena-tiny", [""], False)])
+def test_hook_names_exist_for_every_family(name, prefixes, attention):
+    kw = dict(n_decoder_layers=2) if name == "t5-tiny" else {}
+    names = set(hook_points(build(name, **kw)))
+    for p in prefixes:
+        for i in range(2):
+            assert {f"{p}blocks.{i}.{h}" for h in BLOCK} <= names
+            assert ({f"{p}blocks.{i}.{h}" for h in ATTN} <= names) == attention
+        assert {f"{p}hook_embed", f"{p}hook_pos_embed", f"{p}ln_final.hook_normalized"} <= names
+
+
+def test_cache_holds_causal_attention_patterns_and_embeddings():
+    model = build("gpt-tiny")
+    ids = torch.randint(0, 64, (2, 10))
+    logits, cache = run_with_cache(model, ids)
+    assert torch.allclose(logits, model(ids).logits, atol=1e-5)  # eager while watching: the same logits
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    assert pattern.shape == (2, 4, 10, 10)
+    assert torch.allclose(pattern.sum(-1), torch.ones(2, 4, 10), atol=1e-5)
+    assert pattern.triu(1).abs().max() == 0
+    assert torch.allclose(cache["hook_embed"] + cache["hook_pos_embed"], cache["blocks.0.hook_resid_pre"])
+    # hook_pos_embed fires only where positions are added to the embeddings (not for RoPE)
+    assert "hook_pos_embed" not in run_with_cache(build("llama-tiny"), ids)[1]
+    assert model.blocks[0].attn.kernel.__name__ == "sdpa_attention"  # put back afterwards
+
+
+def test_a_replacing_hook_changes_the_output_and_a_no_op_does_not():
+    model = build("llama-tiny")
+    ids = torch.randint(0, 64, (1, 9))
+    base = model(ids).logits
+    same = run_with_hooks(model, ids, [("blocks.0.hook_resid_mid", lambda t, name: None)])
+    assert torch.equal(same, base)
+    changed = run_with_hooks(model, ids, [("blocks.0.hook_mlp_out", lambda t, name: t * 0)])
+    assert (changed - base).abs().max() > 1e-3
+    with pytest.raises(LlmarchError, match="no hook point 'blocks.9.hook_resid_pre'"):
+        run_with_hooks(model, ids, [("blocks.9.hook_resid_pre", lambda t, name: None)])
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "mamba-tiny", "hybrid-tiny"])
+def test_logit_lens_last_layer_is_the_logits(name):
+    model = build(name, **({"n_layers": 3} if name == "hybrid-tiny" else {}))
+    ids = torch.randint(0, 64, (2, 8))
+    lens = logit_lens(model, ids)
+    assert lens.shape == (len(model.blocks), 2, 8, 64)
+    assert (lens[-1] - model(ids).logits).abs().max() <= 1e-4
+
+
+def test_patching_the_clean_residual_restores_the_clean_logits():
+    model = build("gpt-tiny")
+    clean, corrupted = torch.randint(0, 64, (1, 8)), torch.randint(0, 64, (1, 8))
+    clean_logits, cache = run_with_cache(model, clean, ["blocks.0.hook_resid_pre"])
+    whole = run_with_hooks(model, corrupted, [("blocks.0.hook_resid_pre",
+                                               lambda t, name: cache["blocks.0.hook_resid_pre"])])
+    assert torch.equal(whole, clean_logits)
+    right, wrong = int(clean_logits[0, -1].argmax()), int(clean_logits[0, -1].argmin())
+    heat = patch_residual(model, clean, corrupted, right, wrong, point="hook_resid_post")
+    assert heat.shape == (2, 8)
+    # the last layer's output at the last position is all the last logits read
+    assert heat[-1, -1].item() == pytest.approx(1.0, abs=1e-4) and heat[-1, :-1].abs().max() < 1e-4
+
+
+def test_head_ablation():
+    model = build("gpt-tiny")
+    ids = torch.randint(0, 64, (1, 8))
+    assert torch.equal(ablate_heads(model, ids, []), model(ids).logits)
+    assert (ablate_heads(model, ids, [(0, 1), (1, 2)]) - model(ids).logits).abs().max() > 1e-4
+
+
+def test_linear_probe_reads_a_linearly_encoded_label():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 2, (200,))
+    features = torch.randn(200, 16)
+    features[:, 3] += 6 * labels
+    assert linear_probe(features, labels)["test_accuracy"] > 0.9
