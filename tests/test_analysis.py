@@ -95,3 +95,23 @@ def test_linear_probe_reads_a_linearly_encoded_label():
     features = torch.randn(200, 16)
     features[:, 3] += 6 * labels
     assert linear_probe(features, labels)["test_accuracy"] > 0.9
+
+
+def test_router_and_ssm_state_hook_points():
+    """MoE layers expose their router logits and expert choice (a hook may force the choice); SSM layers the
+    state after the last token, which equals the recurrent state a cached run leaves."""
+    model = build("mixtral-tiny", n_experts=4)
+    ids = torch.randint(0, 64, (2, 7))
+    logits, cache = run_with_cache(model, ids, ["blocks.0.mlp.hook_router_logits", "blocks.0.mlp.hook_experts"])
+    assert cache["blocks.0.mlp.hook_router_logits"].shape == (2, 7, 4)
+    assert torch.equal(cache["blocks.0.mlp.hook_experts"], cache["blocks.0.mlp.hook_router_logits"].topk(2).indices)
+    forced = run_with_hooks(model, ids, [("blocks.0.mlp.hook_experts", lambda e, name: torch.zeros_like(e))])
+    assert (forced - logits).abs().max() > 1e-5
+    for name in ("mamba-tiny", "mamba2-tiny"):
+        m = build(name)
+        _, cache = run_with_cache(m, ids, ["blocks.1.mixer.hook_ssm_state"])
+        m.setup_cache(2, 7)
+        with torch.no_grad():
+            m(ids, input_pos=torch.arange(7), kv_len=7)
+        assert torch.allclose(cache["blocks.1.mixer.hook_ssm_state"], m.blocks[1].mixer.cache["ssm"], atol=1e-6)
+        m.clear_cache()

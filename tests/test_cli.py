@@ -149,3 +149,17 @@ def test_tokenizer_checkpoint_mismatch_is_one_line_error(run_dir, tmp_path):
 ])
 def test_encoder_decoder_bad_input_is_one_line(args, text, tmp_path):
     assert_one_line_error(*run(*args, cwd=tmp_path)[::2], text)
+
+
+def test_analyze_writes_attention_maps_logit_lens_and_patching(run_dir, tmp_path):
+    out, _ = run_dir
+    code, stdout, err = run("analyze", "--checkpoint", str(out), "--prompt", "def main():",
+                            "--corrupted", "class Foo:\n", "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["files"] == ["attention-0.png", "logit-lens.png", "patching.png"]
+    assert all((tmp_path / "a" / f).stat().st_size > 1000 for f in summary["files"])
+    assert len(summary["patching"]) == 1 and len(summary["patching"][0]) == 11  # layers x positions
+    code, _, err = run("analyze", "--checkpoint", str(out), "--prompt", "def", "--corrupted", "de",
+                       "--out", str(tmp_path / "b"))
+    assert code == 2 and "same length" in err and len(err.strip().splitlines()) == 1

@@ -331,6 +331,17 @@ def _mixers(cfg) -> str:
     return f"{cfg.mixer} (attention in layers {', '.join(map(str, attn))})"
 
 
+def cmd_analyze(args) -> None:
+    from .analysis.plots import analyze
+
+    model, tok = _load_with_tokenizer(args.checkpoint)
+    if model.config.is_encoder_decoder or model.config.head != "lm" or not model.config.causal:
+        raise LlmarchError("llmarch analyze reads decoder-only language models")
+    summary = analyze(model.eval(), tok, args.prompt, Path(args.out), args.corrupted)
+    print(f"next token {summary['next_token']!r}; wrote {', '.join(summary['files'])} and summary.json "
+          f"to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .embed import POOLINGS
     from .train import TrainConfig
@@ -453,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bf16", help="element type for KV-cache bytes (default: %(default)s)")
     _model_overrides(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("analyze", help="attention maps, logit lens and activation patching of one prompt, as PNGs")
+    p.add_argument("--checkpoint", required=True,
+                   help="llmarch checkpoint or run directory, or a Hugging Face directory (required)")
+    p.add_argument("--prompt", required=True, help="the text to analyse (required)")
+    p.add_argument("--corrupted", default=None,
+        help="a prompt of the same length in tokens: patch its residual stream towards --prompt's prediction "
+             "(default: %(default)s)")
+    p.add_argument("--out", required=True, help="directory for the PNGs and summary.json (required)")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .norms import RMSNorm
+from .hooks import HookPoint
 from .ssm import (MIXERS, MixerState, causal_conv, conv_state, depthwise_conv, init_dt_bias, masked,
                   token_mask)
 
@@ -129,6 +130,7 @@ class Mamba(nn.Module):
             self.dt_norm, self.b_norm, self.c_norm = RMSNorm(R, cfg.norm_eps), RMSNorm(N, cfg.norm_eps), \
                 RMSNorm(N, cfg.norm_eps)
         self.cache: MixerState | None = None
+        self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, D, N) after the call's last token
 
     @torch.no_grad()
     def init_ssm(self) -> None:
@@ -156,9 +158,11 @@ class Mamba(nn.Module):
         A = -torch.exp(self.A_log.float())
         if state is not None and x.shape[1] == 1:
             y = selective_step(xs[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], state["ssm"])[:, None]
+            self.hook_ssm_state(state["ssm"])
         else:
             y, last = selective_scan(xs, dt, A, B, C, None if state is None else state["ssm"])
             if state is not None:
                 state["ssm"].copy_(last)
+            self.hook_ssm_state(last)
         y = (y + xs.float() * self.D.float()) * F.silu(z.float())
         return self.out_proj(y.to(x.dtype))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hooks import HookPoint
 from .ssm import MIXERS, MixerState, causal_conv, conv_state, depthwise_conv, init_dt_bias, masked, token_mask
 
 
@@ -102,6 +103,7 @@ class Mamba2(nn.Module):
         self.norm = GatedRMSNorm(inner, G, cfg.norm_eps)
         self.out_proj = nn.Linear(inner, d, bias=cfg.ssm_bias)
         self.cache: MixerState | None = None
+        self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, H, P, N) after the call's last token
 
     @torch.no_grad()
     def init_ssm(self) -> None:
@@ -132,9 +134,11 @@ class Mamba2(nn.Module):
         a = -torch.exp(self.A_log.float())
         if state is not None and T == 1:
             y = ssd_step(xs[:, 0], dt[:, 0], a, B[:, 0], C[:, 0], state["ssm"])[:, None]
+            self.hook_ssm_state(state["ssm"])
         else:
             y, last = ssd_scan(xs, dt, a, B, C, None if state is None else state["ssm"], self.chunk)
             if state is not None:
                 state["ssm"].copy_(last)
+            self.hook_ssm_state(last)
         y = y + xs.float() * self.D.float()[:, None]
         return self.out_proj(self.norm(y.flatten(2).to(x.dtype), z))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffn import ACTIVATIONS, FFN_ACTIVATION, FFNS, GATED
+from .hooks import HookPoint
 from .router import Router
 
 
@@ -134,11 +135,14 @@ class MoE(nn.Module):
         hidden = cfg.n_shared_experts * cfg.expert_hidden
         self.shared = FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias) if cfg.n_shared_experts else None
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
+        # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
+        self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
         B, T, C = x.shape
         weights, self.routing = self.router(x)
-        experts = self.routing.experts
+        self.hook_router_logits(self.routing.logits)
+        experts = self.hook_experts(self.routing.experts)
         if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)
             experts = experts.masked_fill(~self.routing.kept, self.router.n_experts)
         y = self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
