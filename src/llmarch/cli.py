@@ -342,6 +342,40 @@ def cmd_analyze(args) -> None:
           f"to {args.out}")
 
 
+def cmd_scaling(args) -> None:
+    from .scaling import compute_optimal, fit_chinchilla, fit_power_law, read_points
+    from .scaling.fit import ChinchillaFit
+
+    if args.action == "fit":
+        if args.file is None:
+            raise LlmarchError("scaling fit needs the sweep CSV: llmarch scaling fit FILE.csv")
+        pts = read_points(args.file)
+        result = fit_chinchilla(pts["params"], pts["tokens"], pts["loss"]).to_dict()
+        kaplan = {}
+        for var in ("params", "tokens"):  # a single-variable sweep: Kaplan's power law in that variable
+            if len(set(pts[var].tolist())) > 1 and len(set(pts[{"params": "tokens", "tokens": "params"}[var]])) == 1:
+                k = fit_power_law(pts[var], pts["loss"], var)
+                kaplan[var] = {"alpha": k.alpha, "x_c": k.x_c, "alpha_ci": k.alpha_ci, "x_c_ci": k.x_c_ci}
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print("L(N, D) = {E:.4g} + {A:.4g} / N^{alpha:.4f} + {B:.4g} / D^{beta:.4f}".format(**result))
+            for var, k in kaplan.items():
+                print(f"L({var}) = ({k['x_c']:.4g} / {var})^{k['alpha']:.4f}, alpha 95% CI "
+                      f"[{k['alpha_ci'][0]:.4f}, {k['alpha_ci'][1]:.4f}]")
+        return
+    if args.flops is None or args.fit is None:
+        raise LlmarchError("scaling optimal needs --flops and --fit (a sweep CSV)")
+    pts = read_points(args.fit)
+    best = compute_optimal(ChinchillaFit(**fit_chinchilla(pts["params"], pts["tokens"], pts["loss"]).to_dict()),
+                           args.flops)
+    if args.json:
+        print(json.dumps(best))
+    else:
+        print(f"compute-optimal for {args.flops:.3g} FLOPs: {best['params']:.4g} parameters, "
+              f"{best['tokens']:.4g} tokens")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .embed import POOLINGS
     from .train import TrainConfig
@@ -474,6 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
              "(default: %(default)s)")
     p.add_argument("--out", required=True, help="directory for the PNGs and summary.json (required)")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("scaling", help="fit scaling laws to a sweep (params,tokens,loss CSV); compute-optimal sizes")
+    p.add_argument("action", choices=("fit", "optimal"),
+                   help="fit: Chinchilla's L(N, D) (and Kaplan's L(N) or L(D) for one-variable sweeps); "
+                        "optimal: the parameters and tokens that minimise the fitted loss for --flops")
+    p.add_argument("file", nargs="?", help="fit: the sweep CSV")
+    p.add_argument("--flops", type=float, default=None, help="optimal: the budget C = 6ND (default: %(default)s)")
+    p.add_argument("--fit", default=None, help="optimal: the sweep CSV to fit (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
+    p.set_defaults(func=cmd_scaling)
     return parser
 
 

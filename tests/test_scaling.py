@@ -1,0 +1,69 @@
+"""Scaling-law fits (scaling/fit.py) and `llmarch scaling`: recovery of a known Chinchilla law from noisy
+points, the compute-optimal allocation, Kaplan power laws with bootstrap intervals, CLI errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llmarch.errors import LlmarchError
+from llmarch.scaling import ChinchillaFit, compute_optimal, fit_chinchilla, fit_power_law, read_points
+
+TRUE = ChinchillaFit(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)  # Hoffmann et al. 2022's fitted law
+SMALL_GRID = dict(alpha=(0.25, 0.5), beta=(0.25, 0.5), e=(0.0, 1.0), a=(5.0, 10.0), b=(5.0, 10.0))
+
+
+def points(noise=0.005, seed=0):
+    rng = np.random.default_rng(seed)
+    N, D = np.repeat(np.logspace(6, 9, 6), 5), np.tile(np.logspace(8, 11, 5), 6)
+    return N, D, TRUE.loss(N, D) * np.exp(rng.normal(0, noise, N.shape))
+
+
+def test_fit_recovers_a_known_law_from_noisy_points():
+    fit = fit_chinchilla(*points(), grid=SMALL_GRID)
+    assert abs(fit.alpha - TRUE.alpha) < 0.03 and abs(fit.beta - TRUE.beta) < 0.03
+    assert abs(fit.E - TRUE.E) < 0.1
+
+
+def test_compute_optimal_minimises_the_law_on_the_flops_budget():
+    C = 1e21
+    best = compute_optimal(TRUE, C)
+    assert best["params"] * best["tokens"] * 6 == pytest.approx(C)
+    loss = TRUE.loss(best["params"], best["tokens"])
+    for factor in (0.5, 0.8, 1.25, 2.0):  # any other split of the same compute is worse
+        n = best["params"] * factor
+        assert TRUE.loss(n, C / (6 * n)) > loss
+    with pytest.raises(LlmarchError, match="must be positive"):
+        compute_optimal(TRUE, 0)
+
+
+def test_kaplan_power_law_with_bootstrap_interval():
+    rng = np.random.default_rng(1)
+    N = np.logspace(5, 9, 12)
+    L = (8.8e13 / N) ** 0.076 * np.exp(rng.normal(0, 0.002, N.shape))  # Kaplan et al. 2020, eq. 1.1
+    fit = fit_power_law(N, L, "params", bootstrap=300)
+    assert abs(fit.alpha - 0.076) < 0.005 and fit.alpha_ci[0] < fit.alpha < fit.alpha_ci[1]
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, "-m", "llmarch", "scaling", *args], capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_cli_fit_and_optimal(tmp_path):
+    N, D, L = points()
+    csv = tmp_path / "sweep.csv"
+    csv.write_text("params,tokens,loss\n" + "".join(f"{n},{d},{v}\n" for n, d, v in zip(N, D, L)))
+    assert set(read_points(csv)) == {"params", "tokens", "loss"}
+    code, out, err = run("fit", str(csv), "--json")
+    assert code == 0, err
+    fit = json.loads(out)
+    assert set(fit) == {"E", "A", "B", "alpha", "beta"} and abs(fit["alpha"] - 0.34) < 0.03
+    code, out, err = run("optimal", "--flops", "1e21", "--fit", str(csv), "--json")
+    best = json.loads(out)
+    assert code == 0 and best["params"] * best["tokens"] * 6 == pytest.approx(1e21)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("params,loss\n1,2\n")
+    code, _, err = run("fit", str(bad))
+    assert code == 2 and "lacks column(s) tokens" in err and len(err.strip().splitlines()) == 1
