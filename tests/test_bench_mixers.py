@@ -7,7 +7,7 @@ import pytest
 
 from llmarch import LlmarchError, resolve
 from llmarch.bench_attention import AttentionBenchConfig, run_attention_bench
-from llmarch.bench_context import ContextBenchConfig, run_context_bench, state_bytes
+from llmarch.bench_context import ContextBenchConfig, run_context_bench
 from llmarch.cli import main
 from llmarch.models.transformer import TransformerLM
 
@@ -61,7 +61,7 @@ def test_mamba_state_is_independent_of_max_len_while_a_kv_cache_grows():
     is the same size whatever max_len the cache is set up for; an attention KV cache has a slot per token."""
     def state_after_setup(model, max_len):
         model.setup_cache(1, max_len)
-        return [state_bytes(b.mixer.cache if b.mixer_kind != "attention" else b.attn.kv_cache) for b in model.blocks]
+        return [cache.nbytes for cache in model._caches()]
 
     for preset in ("mamba-tiny", "mamba2-tiny"):
         model = TransformerLM(resolve(preset, d_model=32, n_layers=2, ssm_head_dim=16, context_length=4096))

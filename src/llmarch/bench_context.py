@@ -53,14 +53,6 @@ def model_config(cc: ContextBenchConfig, kind: str, context: int) -> ModelConfig
     return resolve(family, **overrides)
 
 
-def state_bytes(cache) -> int:
-    """Bytes of one layer's generation state: a MixerState, a KVCache (its buffers) or a LinearState."""
-    if hasattr(cache, "nbytes"):
-        return cache.nbytes
-    tensors = cache.buffers() if isinstance(cache, torch.nn.Module) else vars(cache).values()
-    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
-
-
 def _fill(model, L: int, chunk: int) -> str:
     from .layers.kv_cache import KVCache
 
@@ -98,7 +90,7 @@ def _at_context(model, L: int, cc: ContextBenchConfig, device: torch.device) -> 
     model.setup_cache(1, L + cc.new_tokens + 1)
     fill = _fill(model, L, cc.chunk)
     seconds = _seconds_per_token(model, L, cc.new_tokens, device)
-    nbytes = sum(state_bytes(c) for c in model._caches())
+    nbytes = sum(c.nbytes for c in model._caches())
     model.clear_cache()
     return seconds, nbytes, fill
 

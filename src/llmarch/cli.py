@@ -344,31 +344,27 @@ def cmd_analyze(args) -> None:
 
 def cmd_scaling(args) -> None:
     from .scaling import compute_optimal, fit_chinchilla, fit_power_law, read_points
-    from .scaling.fit import ChinchillaFit
 
     if args.action == "fit":
         if args.file is None:
             raise LlmarchError("scaling fit needs the sweep CSV: llmarch scaling fit FILE.csv")
         pts = read_points(args.file)
         result = fit_chinchilla(pts["params"], pts["tokens"], pts["loss"]).to_dict()
-        kaplan = {}
-        for var in ("params", "tokens"):  # a single-variable sweep: Kaplan's power law in that variable
-            if len(set(pts[var].tolist())) > 1 and len(set(pts[{"params": "tokens", "tokens": "params"}[var]])) == 1:
-                k = fit_power_law(pts[var], pts["loss"], var)
-                kaplan[var] = {"alpha": k.alpha, "x_c": k.x_c, "alpha_ci": k.alpha_ci, "x_c_ci": k.x_c_ci}
         if args.json:
             print(json.dumps(result))
-        else:
-            print("L(N, D) = {E:.4g} + {A:.4g} / N^{alpha:.4f} + {B:.4g} / D^{beta:.4f}".format(**result))
-            for var, k in kaplan.items():
-                print(f"L({var}) = ({k['x_c']:.4g} / {var})^{k['alpha']:.4f}, alpha 95% CI "
-                      f"[{k['alpha_ci'][0]:.4f}, {k['alpha_ci'][1]:.4f}]")
+            return
+        print("L(N, D) = {E:.4g} + {A:.4g} / N^{alpha:.4f} + {B:.4g} / D^{beta:.4f}".format(**result))
+        varies = {var: len(set(pts[var].tolist())) > 1 for var in ("params", "tokens")}
+        for var, other in (("params", "tokens"), ("tokens", "params")):
+            if varies[var] and not varies[other]:  # a one-variable sweep: Kaplan's power law in that variable
+                k = fit_power_law(pts[var], pts["loss"], var)
+                print(f"L({var}) = ({k.x_c:.4g} / {var})^{k.alpha:.4f}, alpha 95% CI "
+                      f"[{k.alpha_ci[0]:.4f}, {k.alpha_ci[1]:.4f}]")
         return
     if args.flops is None or args.fit is None:
         raise LlmarchError("scaling optimal needs --flops and --fit (a sweep CSV)")
     pts = read_points(args.fit)
-    best = compute_optimal(ChinchillaFit(**fit_chinchilla(pts["params"], pts["tokens"], pts["loss"]).to_dict()),
-                           args.flops)
+    best = compute_optimal(fit_chinchilla(pts["params"], pts["tokens"], pts["loss"]), args.flops)
     if args.json:
         print(json.dumps(best))
     else:

@@ -64,12 +64,15 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
 def _state_bytes(model: torch.nn.Module, dtype: str) -> int:
     """Per-sequence bytes of every non-attention mixer's generation state: a batch of two less a batch of one,
     so what a mixer shares across the batch (Hyena's precomputed filters) is not counted per sequence."""
+    from ..checkpoint import stacks
+
     torch_dtype = {1: torch.int8, 2: torch.bfloat16, 4: torch.float32}[DTYPE_BYTES[dtype]]
     total = 0
-    for block in getattr(model, "blocks", []):
-        if getattr(block, "mixer_kind", "attention") != "attention":
-            two, one = (block.mixer.new_state(b, torch_dtype, "meta").nbytes for b in (2, 1))
-            total += two - one
+    for stack, _ in stacks(model):
+        for block in stack.blocks:
+            if block.mixer_kind != "attention":
+                two, one = (block.mixer.new_state(b, torch_dtype, "meta").nbytes for b in (2, 1))
+                total += two - one
     return total
 
 

@@ -70,9 +70,9 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None) ->
     if not ids:
         raise LlmarchError("the prompt encodes to no tokens")
     x = torch.tensor([ids[-model.config.context_length:]])
-    tokens = [tok.token_text(i) if hasattr(tok, "token_text") else str(i) for i in x[0].tolist()]
+    tokens = [tok.token_text(i) for i in x[0].tolist()]
     out.mkdir(parents=True, exist_ok=True)
-    names = [n for n in _pattern_names(model)]
+    names = _pattern_names(model)
     logits, cache = run_with_cache(model, x, names)
     files = []
     for name in names:
@@ -82,11 +82,10 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None) ->
     lens = logit_lens(model, x)[:, 0].float().softmax(-1)  # (layers, T, V)
     predicted = logits[0].argmax(-1)  # the model's next token at each position
     prob = lens.gather(-1, predicted.expand(lens.shape[0], -1)[..., None])[..., 0]  # (layers, T)
-    top = [[tok.token_text(int(i)) if hasattr(tok, "token_text") else str(int(i)) for i in row]
-           for row in lens.argmax(-1)]
+    top = [[tok.token_text(int(i)) for i in row] for row in lens.argmax(-1)]
     heatmap(prob, tokens, out / "logit-lens.png", "logit lens: P(final prediction) by layer", "layer", top)
     files.append("logit-lens.png")
-    summary = {"tokens": tokens, "next_token": tokens and (tok.decode([int(predicted[-1])])), "files": files}
+    summary = {"tokens": tokens, "next_token": tok.decode([int(predicted[-1])]), "files": files}
     if corrupted is not None:
         bad = tok.encode(corrupted)
         if len(bad) != len(ids):

@@ -43,11 +43,6 @@ class Block(nn.Module):
     def mix(self, h: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         return self.attn(h, ctx) if self.mixer_kind == "attention" else self.mixer(h, ctx)
 
-    @property
-    def seq_mixer(self) -> nn.Module:
-        """The module that mixes across positions: the attention, or the SSM / convolution mixer."""
-        return self.attn if self.mixer_kind == "attention" else self.mixer
-
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer, hook: HookPoint) -> torch.Tensor:
         if self.pre_norm:
             return x + hook(self.drop(sublayer(norm(x))))

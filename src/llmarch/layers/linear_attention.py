@@ -61,6 +61,10 @@ class LinearState:
     def max_len(self) -> None:  # a state has no length limit of its own
         return None
 
+    @property
+    def nbytes(self) -> int:
+        return self.s.numel() * self.s.element_size() + self.z.numel() * self.z.element_size()
+
 
 def linear_attention(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, causal: bool,
                      state: LinearState | None = None, chunk: int = 64, eps: float = 1e-6) -> torch.Tensor:

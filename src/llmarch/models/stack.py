@@ -52,8 +52,13 @@ class Stack(nn.Module):
                                               w.device)
         self._cache_max_len = max_len
 
+    @staticmethod
+    def _cache(block):
+        """A block's KV cache or mixer state (None when generation is not set up)."""
+        return block.attn.kv_cache if block.mixer_kind == "attention" else block.mixer.cache
+
     def _caches(self) -> list:
-        return [b.attn.kv_cache if b.mixer_kind == "attention" else b.mixer.cache for b in self.blocks]
+        return [self._cache(b) for b in self.blocks]
 
     def clear_cache(self) -> None:
         for block in self.blocks:
@@ -71,7 +76,7 @@ class Stack(nn.Module):
 
     @property
     def cache_len(self) -> int | None:
-        return None if self._caches()[0] is None else self._cache_max_len
+        return None if self._cache(self.blocks[0]) is None else self._cache_max_len
 
     # ---- forward -------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
