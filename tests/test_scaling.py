@@ -1,5 +1,6 @@
 """Scaling-law fits (scaling/fit.py) and `llmarch scaling`: recovery of a known Chinchilla law from noisy
 points, the compute-optimal allocation, Kaplan power laws with bootstrap intervals, CLI errors."""
+import csv
 import json
 import subprocess
 import sys
@@ -67,3 +68,50 @@ def test_cli_fit_and_optimal(tmp_path):
     bad.write_text("params,loss\n1,2\n")
     code, _, err = run("fit", str(bad))
     assert code == 2 and "lacks column(s) tokens" in err and len(err.strip().splitlines()) == 1
+
+
+def test_scaled_config_keeps_the_base_shape():
+    from llmarch.config import resolve
+    from llmarch.scaling.sweep import scaled_config
+
+    base = resolve("llama-tiny")  # head width 32, 2 query heads per KV head, explicit FFN width 768 at d 256
+    cfg = scaled_config(base, 128, 3)
+    assert (cfg.d_model, cfg.n_layers, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads) == (128, 3, 32, 4, 2)
+    assert cfg.ffn_hidden == base.ffn_hidden // 2
+    with pytest.raises(LlmarchError, match="multiple of the base head width 32"):
+        scaled_config(base, 48, 2)
+
+
+SWEEP = ["sweep", "--model", "gpt-tiny", "--sizes", "32x1,64x2,96x3", "--tokens", "1e4,4e4", "--context-length",
+         "64", "--batch-size", "8", "--tokenizer", "byte", "--vocab-size", "260", "--eval-tokens", "4096",
+         "--lr", "3e-3", "--quiet"]
+
+
+def test_tiny_sweep_on_the_embedded_corpus_fits_positive_exponents(tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, err = run(*SWEEP, "--out", str(out))
+    assert code == 0, err
+    with open(out / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and {"params", "tokens", "loss", "total_params", "flops"} <= set(rows[0])
+    for r in rows:  # C = 6ND plus the attention term, and embeddings excluded from N
+        assert int(r["flops"]) > 6 * int(r["params"]) * int(r["tokens"]) and int(r["total_params"]) > int(r["params"])
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["alpha"] > 0 and fit["beta"] > 0, fit  # bigger models and longer runs both lower the loss
+    pts = read_points(out / "sweep.csv")
+    for n in np.unique(pts["params"]):  # Kaplan's L(D) at each size: the loss falls with tokens
+        sel = pts["params"] == n
+        assert fit_power_law(pts["tokens"][sel], pts["loss"][sel], "tokens", bootstrap=10).alpha > 0
+    assert (out / "loss-vs-compute.png").stat().st_size > 0 and (out / "isoflop.png").stat().st_size > 0
+    assert "L(N, D) =" in stdout
+    before = (out / "sweep.csv").read_text()
+    code, _, err = run(*SWEEP, "--out", str(out))  # run again: every row is there, nothing retrains
+    assert code == 0 and "[" not in err and (out / "sweep.csv").read_text() == before
+
+
+def test_sweep_errors_are_one_line(tmp_path):
+    for sizes, message in (("33x1", "multiple of the base head width"), ("64", "is not DxL")):
+        code, _, err = run("sweep", "--model", "gpt-tiny", "--sizes", sizes, "--tokens", "1e4", "--out",
+                           str(tmp_path / "x"))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
