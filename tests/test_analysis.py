@@ -115,3 +115,54 @@ def test_router_and_ssm_state_hook_points():
             m(ids, input_pos=torch.arange(7), kv_len=7)
         assert torch.allclose(cache["blocks.1.mixer.hook_ssm_state"], m.blocks[1].mixer.cache["ssm"], atol=1e-6)
         m.clear_cache()
+
+
+@pytest.mark.parametrize("name", ["bert-tiny", "t5-tiny", "bart-tiny"])
+def test_encoder_and_encoder_decoder_analysis(name):
+    """The same tools on an encoder (MLM head: its transform is part of the lens) and on encoder-decoders
+    (patterns of both stacks and of cross-attention, the decoder's logit lens, patching over the encoder)."""
+    seq2seq = name != "bert-tiny"
+    model = build(name, **({"n_decoder_layers": 2} if seq2seq else {}))
+    src = torch.randint(3, 64, (2, 9))
+    kw = {"decoder_input_ids": torch.randint(3, 64, (2, 5))} if seq2seq else {}
+    logits, cache = run_with_cache(model, src, **kw)
+    if seq2seq:
+        cross = cache["decoder.blocks.1.cross_attn.hook_pattern"]
+        assert cross.shape == (2, 4, 5, 9) and torch.allclose(cross.sum(-1), torch.ones(2, 4, 5), atol=1e-5)
+        enc = cache["encoder.blocks.0.attn.hook_pattern"]
+        assert enc.shape == (2, 4, 9, 9) and enc.triu(1).abs().max() > 0  # bidirectional: keys after the query
+        assert cache["decoder.blocks.0.attn.hook_pattern"].triu(1).abs().max() == 0
+        assert "blocks.0.drop" not in cache and "decoder.blocks.0.drop" not in cache
+    else:
+        assert cache["blocks.0.attn.hook_pattern"].triu(1).abs().max() > 0
+    lens = logit_lens(model, src, **kw)
+    assert lens.shape[:2] == (2, 2) and (lens[-1] - logits).abs().max() <= 1e-4
+    # a source differing in one token: layer 0's residual stream differs only there, so patching that one
+    # position restores the clean logit difference fully, and any other position does nothing
+    corrupted = src.clone()
+    corrupted[:, 4] = (src[:, 4] + 7) % 61 + 3
+    right, wrong = int(logits[0, -1].argmax()), int(logits[0, -1].argmin())
+    heat = patch_residual(model, src[:1], corrupted[:1], right, wrong, **{k: v[:1] for k, v in kw.items()})
+    assert heat.shape == (2, 9)
+    assert heat[0, 4].item() == pytest.approx(1.0, abs=1e-4)
+    assert heat[0, torch.arange(9) != 4].abs().max() < 1e-4
+    if seq2seq:
+        dec_heat = patch_residual(model, src[:1], corrupted[:1], right, wrong, stack="decoder",
+                                  **{k: v[:1] for k, v in kw.items()})
+        assert dec_heat.shape == (2, 5)  # the decoder's positions
+        ablated = ablate_heads(model, src, [(0, 1)], stack="decoder", **kw)
+        assert (ablated - logits).abs().max() > 1e-5
+        with pytest.raises(LlmarchError, match="encoder and decoder"):
+            ablate_heads(model, src, [(0, 1)], **kw)
+
+
+def test_analyze_writes_cross_attention_maps_for_encoder_decoders(tmp_path):
+    from llmarch.analysis.plots import analyze
+    from llmarch.data.tokenizer import ByteTokenizer
+
+    model = build("t5-tiny", vocab_size=300, n_decoder_layers=2)
+    summary = analyze(model, ByteTokenizer(), "hello world", tmp_path, target_tokens=4)
+    assert summary["files"] == ["attention-encoder-0.png", "attention-encoder-1.png", "attention-decoder-0.png",
+                                "attention-decoder-0-cross.png", "attention-decoder-1.png",
+                                "attention-decoder-1-cross.png", "logit-lens.png"]
+    assert all((tmp_path / f).stat().st_size > 1000 for f in summary["files"]) and "output" in summary

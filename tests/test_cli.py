@@ -163,3 +163,17 @@ def test_analyze_writes_attention_maps_logit_lens_and_patching(run_dir, tmp_path
     code, _, err = run("analyze", "--checkpoint", str(out), "--prompt", "def", "--corrupted", "de",
                        "--out", str(tmp_path / "b"))
     assert code == 2 and "same length" in err and len(err.strip().splitlines()) == 1
+
+
+def test_analyze_reads_an_encoder_decoder_checkpoint(tmp_path):
+    import llmarch
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import ByteTokenizer
+
+    ckpt = tmp_path / "t5"
+    save_model(llmarch.build("t5-tiny", vocab_size=300, n_layers=1, n_decoder_layers=1, d_model=32, n_heads=2), ckpt)
+    ByteTokenizer().save(ckpt)
+    code, stdout, err = run("analyze", "--checkpoint", str(ckpt), "--prompt", "hi there", "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    files = json.loads((tmp_path / "a" / "summary.json").read_text())["files"]
+    assert "attention-decoder-0-cross.png" in files and "output" in stdout

@@ -335,11 +335,9 @@ def cmd_analyze(args) -> None:
     from .analysis.plots import analyze
 
     model, tok = _load_with_tokenizer(args.checkpoint)
-    if model.config.is_encoder_decoder or model.config.head != "lm" or not model.config.causal:
-        raise LlmarchError("llmarch analyze reads decoder-only language models")
     summary = analyze(model.eval(), tok, args.prompt, Path(args.out), args.corrupted)
-    print(f"next token {summary['next_token']!r}; wrote {', '.join(summary['files'])} and summary.json "
-          f"to {args.out}")
+    said = f"output {summary['output']!r}" if "output" in summary else f"prediction {summary['prediction']!r}"
+    print(f"{said}; wrote {', '.join(summary['files'])} and summary.json to {args.out}")
 
 
 def _fit_and_plot(pts, out: Path | None):

@@ -1,7 +1,7 @@
 """Looking inside a model through its hook points (layers/hooks.py), with the names TransformerLens uses:
 `hook_embed`, `blocks.{i}.hook_resid_pre|mid|post`, `blocks.{i}.attn.hook_q|k|v|pattern|z`,
 `blocks.{i}.hook_attn_out|hook_mlp_out`, `ln_final.hook_normalized` (an encoder-decoder's under `encoder.` and
-`decoder.`). A hook point is an identity module that costs nothing until a hook is attached.
+`decoder.`, with `decoder.blocks.{i}.cross_attn.hook_pattern|hook_z` and `hook_cross_out`). A hook point is an identity module that costs nothing until a hook is attached.
 
 - run_with_hooks: a forward with hooks fn(activation, name) that may return a replacement activation;
 - run_with_cache: a forward that keeps the activations at the named points;
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import LlmarchError
 from ..layers.attention import ATTENTION, Attention
+from ..layers.cross_attention import CrossAttention
 from ..layers.hooks import HookPoint
 
 Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
@@ -54,7 +55,7 @@ def hooks(model: nn.Module, fwd_hooks: Iterable[tuple[str, Hook]]):
 @contextmanager
 def _eager_attention(model: nn.Module, on: bool):
     """The eager kernel in every attention layer while `on` (it computes the pattern that hook_pattern sees)."""
-    layers = [m for m in model.modules() if isinstance(m, Attention)] if on else []
+    layers = [m for m in model.modules() if isinstance(m, (Attention, CrossAttention))] if on else []
     kernels = [m.kernel for m in layers]
     for m in layers:
         m.kernel = ATTENTION["eager"]
@@ -90,42 +91,69 @@ def run_with_cache(model, input_ids: torch.Tensor, names: Iterable[str] | None =
     return logits, cache
 
 
-def _decoder_only(model) -> None:
-    if getattr(model.config, "is_encoder_decoder", False) or model.config.head != "lm":
-        raise LlmarchError("this analysis reads the LM head of a single stack (a decoder- or encoder-only LM)")
+def _lm(model) -> None:
+    if model.config.head != "lm":
+        raise LlmarchError("this analysis reads a language-model head (head lm), not a classifier")
+
+
+def _stack_prefix(model, stack: str | None) -> str:
+    """The hook-name prefix of one stack: "" for a single-stack model, "encoder." or "decoder." otherwise."""
+    if not model.config.is_encoder_decoder:
+        if stack not in (None, ""):
+            raise LlmarchError(f"stack={stack!r}: a single-stack model has no encoder or decoder")
+        return ""
+    if stack not in ("encoder", "decoder"):
+        raise LlmarchError(f"stack={stack!r}: an encoder-decoder's stacks are encoder and decoder")
+    return stack + "."
 
 
 def logit_lens(model, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
     """(layers, B, T, V): layer i's residual stream (hook_resid_post) through the final norm and the head; the
-    last entry is the model's logits."""
-    _decoder_only(model)
-    n = len(model.blocks)
-    _, cache = run_with_cache(model, input_ids, [f"blocks.{i}.hook_resid_post" for i in range(n)], **kwargs)
+    last entry is the model's logits. An encoder-decoder's lens reads the decoder's layers (pass
+    decoder_input_ids); an encoder's (BERT) reads its MLM head, transform included."""
+    _lm(model)
+    prefix = _stack_prefix(model, "decoder" if model.config.is_encoder_decoder else None)
+    stack = model.decoder if prefix else model
+    n = len(stack.blocks)
+    names = [f"{prefix}blocks.{i}.hook_resid_post" for i in range(n)]
+    _, cache = run_with_cache(model, input_ids, names, **kwargs)
     with torch.no_grad():
-        return torch.stack([model._head(model.ln_final(cache[f"blocks.{i}.hook_resid_post"]), None)
-                            for i in range(n)])
+        return torch.stack([_unembed(model, stack.ln_final(cache[name])) for name in names])
 
 
-def logit_difference(logits: torch.Tensor, right: int, wrong: int) -> torch.Tensor:
-    """logit(right) - logit(wrong) at the last position, per batch row."""
-    return logits[:, -1, right] - logits[:, -1, wrong]
+def _unembed(model, h: torch.Tensor) -> torch.Tensor:
+    if model.config.is_encoder_decoder:
+        return model.lm_head(h * model.config.d_model ** -0.5 if model.config.head_scale else h)
+    return model._head(h, None)
+
+
+def logit_difference(logits: torch.Tensor, right: int, wrong: int, position: int = -1) -> torch.Tensor:
+    """logit(right) - logit(wrong) at one position (default the last), per batch row."""
+    return logits[:, position, right] - logits[:, position, wrong]
 
 
 def patch_residual(model, clean_ids: torch.Tensor, corrupted_ids: torch.Tensor, right: int, wrong: int,
-                   point: str = "hook_resid_pre") -> torch.Tensor:
+                   point: str = "hook_resid_pre", position: int = -1, stack: str | None = None,
+                   **kwargs) -> torch.Tensor:
     """(layers, positions): the corrupted run with blocks.{layer}.{point} at one position set to the clean
     run's, scored as (patched - corrupted) / (clean - corrupted) logit difference of `right` over `wrong` at
-    the last position (1: fully restored, 0: no effect). Both prompts must have the same length."""
-    _decoder_only(model)
+    output `position` (1: fully restored, 0: no effect). Both prompts must have the same length. An
+    encoder-decoder's prompts are sources, patched in stack "encoder" (the default) or "decoder"; kwargs
+    (decoder_input_ids) go to both runs."""
+    _lm(model)
+    if model.config.is_encoder_decoder and stack is None:
+        stack = "encoder"
+    prefix = _stack_prefix(model, stack)
     if clean_ids.shape != corrupted_ids.shape:
         raise LlmarchError(f"clean and corrupted prompts differ in shape: {tuple(clean_ids.shape)} vs "
                            f"{tuple(corrupted_ids.shape)}")
-    n, T = len(model.blocks), clean_ids.shape[1]
-    names = [f"blocks.{i}.{point}" for i in range(n)]
-    clean_logits, clean = run_with_cache(model, clean_ids, names)
-    base = logit_difference(_logits(model, corrupted_ids), right, wrong)
-    span = logit_difference(clean_logits, right, wrong) - base
-    out = torch.zeros(n, T)
+    blocks = getattr(model, stack).blocks if prefix else model.blocks
+    names = [f"{prefix}blocks.{i}.{point}" for i in range(len(blocks))]
+    clean_logits, clean = run_with_cache(model, clean_ids, names, **kwargs)
+    base = logit_difference(_logits(model, corrupted_ids, **kwargs), right, wrong, position)
+    span = logit_difference(clean_logits, right, wrong, position) - base
+    T = clean[names[0]].shape[1]  # the patched stack's length (an encoder-decoder's decoder: the target's)
+    out = torch.zeros(len(names), T)
     for i, name in enumerate(names):
         for t in range(T):
             def patch(act: torch.Tensor, _name: str, t=t, name=name) -> torch.Tensor:
@@ -133,13 +161,16 @@ def patch_residual(model, clean_ids: torch.Tensor, corrupted_ids: torch.Tensor, 
                 act[:, t] = clean[name][:, t]
                 return act
 
-            diff = logit_difference(run_with_hooks(model, corrupted_ids, [(name, patch)]), right, wrong)
-            out[i, t] = ((diff - base) / span).mean()
+            patched = run_with_hooks(model, corrupted_ids, [(name, patch)], **kwargs)
+            out[i, t] = ((logit_difference(patched, right, wrong, position) - base) / span).mean()
     return out
 
 
-def ablate_heads(model, input_ids: torch.Tensor, heads: Iterable[tuple[int, int]], **kwargs) -> torch.Tensor:
-    """Logits with the outputs of the (layer, head) pairs zeroed before the output projection (hook_z)."""
+def ablate_heads(model, input_ids: torch.Tensor, heads: Iterable[tuple[int, int]], stack: str | None = None,
+                 **kwargs) -> torch.Tensor:
+    """Logits with the outputs of the (layer, head) pairs zeroed before the output projection (hook_z); an
+    encoder-decoder's heads are in stack "encoder" or "decoder" (self-attention)."""
+    prefix = _stack_prefix(model, stack)
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
@@ -151,7 +182,7 @@ def ablate_heads(model, input_ids: torch.Tensor, heads: Iterable[tuple[int, int]
             return z
         return fn
 
-    return run_with_hooks(model, input_ids, [(f"blocks.{i}.attn.hook_z", zero(h)) for i, h in by_layer.items()],
+    return run_with_hooks(model, input_ids, [(f"{prefix}blocks.{i}.attn.hook_z", zero(h)) for i, h in by_layer.items()],
                           **kwargs)
 
 

@@ -21,8 +21,11 @@ def _pyplot():
     return plt
 
 
-def attention_maps(pattern: torch.Tensor, tokens: list[str], png: Path, title: str = "") -> None:
-    """pattern (heads, query, key) of one sequence: a grid of per-head heatmaps."""
+def attention_maps(pattern: torch.Tensor, tokens: list[str], png: Path, title: str = "",
+                   keys: list[str] | None = None) -> None:
+    """pattern (heads, query, key) of one sequence: a grid of per-head heatmaps (keys: the key tokens where
+    they are not the queries', as in cross-attention)."""
+    keys = tokens if keys is None else keys
     plt = _pyplot()
     H = pattern.shape[0]
     cols = min(H, 4)
@@ -34,8 +37,8 @@ def attention_maps(pattern: torch.Tensor, tokens: list[str], png: Path, title: s
             continue
         ax.imshow(pattern[h].float().numpy(), cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"head {h}", fontsize=8)
-        if len(tokens) <= 24:
-            ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
+        if max(len(tokens), len(keys)) <= 24:
+            ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=6)
             ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
@@ -61,43 +64,61 @@ def heatmap(values: torch.Tensor, tokens: list[str], png: Path, title: str, ylab
     plt.close(fig)
 
 
-def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None) -> dict:
-    """For a decoder-only LM: attention maps of every attention layer, the logit lens (each layer's
-    probability of the token the model predicts next at each position, with each layer's top token), and with
-    a corrupted prompt of the same length in tokens, residual-stream patching towards the clean prediction.
-    Writes PNGs and summary.json under `out`; returns the summary."""
+def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, target_tokens: int = 8) -> dict:
+    """Attention maps of every attention layer, the logit lens (each layer's probability of the model's final
+    prediction at each position, with each layer's top token), and with a corrupted prompt of the same length
+    in tokens, residual-stream patching towards the clean prediction at the last position. Decoder-only
+    models predict the next token; an encoder (BERT) its MLM reconstruction of each position; an
+    encoder-decoder reads the prompt as its source, and the lens and the prediction are over the decoder's
+    greedy output (up to target_tokens), patching over the encoder. Writes PNGs and summary.json under
+    `out`; returns the summary."""
+    cfg = model.config
+    if cfg.head != "lm":
+        raise LlmarchError("llmarch analyze reads language models (head lm), not classifiers")
     ids = tok.encode(prompt)
     if not ids:
         raise LlmarchError("the prompt encodes to no tokens")
-    x = torch.tensor([ids[-model.config.context_length:]])
-    tokens = [tok.token_text(i) for i in x[0].tolist()]
+    x = torch.tensor([ids[-cfg.context_length:]])
+    tokens = [_label(tok.token_text(i)) for i in x[0].tolist()]
+    kwargs, out_tokens = {}, tokens
+    if cfg.is_encoder_decoder:
+        kwargs["decoder_input_ids"] = _greedy_target(model, x, target_tokens)
+        out_tokens = [_label(tok.token_text(i)) for i in kwargs["decoder_input_ids"][0].tolist()]
     out.mkdir(parents=True, exist_ok=True)
     names = _pattern_names(model)
-    logits, cache = run_with_cache(model, x, names)
+    logits, cache = run_with_cache(model, x, names, **kwargs)
     files = []
     for name in names:
-        png = out / f"attention-{name.split('.')[1]}.png"
-        attention_maps(cache[name][0], tokens, png, name)
+        queries = out_tokens if name.startswith("decoder.") else tokens
+        keys = tokens if ".cross_attn." in name else queries
+        png = out / f"attention-{_short(name)}.png"
+        attention_maps(cache[name][0], queries, png, name, keys)
         files.append(png.name)
-    lens = logit_lens(model, x)[:, 0].float().softmax(-1)  # (layers, T, V)
-    predicted = logits[0].argmax(-1)  # the model's next token at each position
+    lens = logit_lens(model, x, **kwargs)[:, 0].float().softmax(-1)  # (layers, T, V)
+    predicted = logits[0].argmax(-1)  # the model's prediction at each position
     prob = lens.gather(-1, predicted.expand(lens.shape[0], -1)[..., None])[..., 0]  # (layers, T)
-    top = [[tok.token_text(int(i)) for i in row] for row in lens.argmax(-1)]
-    heatmap(prob, tokens, out / "logit-lens.png", "logit lens: P(final prediction) by layer", "layer", top)
+    top = [[_label(tok.token_text(int(i))) for i in row] for row in lens.argmax(-1)]
+    heatmap(prob, out_tokens, out / "logit-lens.png", "logit lens: P(final prediction) by layer", "layer", top)
     files.append("logit-lens.png")
-    summary = {"tokens": tokens, "next_token": tok.decode([int(predicted[-1])]), "files": files}
+    summary = {"tokens": tokens, "prediction": tok.decode([int(predicted[-1])]), "files": files}
+    if cfg.is_encoder_decoder:
+        summary["output"] = tok.decode(kwargs["decoder_input_ids"][0, 1:].tolist() + [int(predicted[-1])])
+    elif cfg.causal:
+        summary["next_token"] = summary["prediction"]
     if corrupted is not None:
         bad = tok.encode(corrupted)
         if len(bad) != len(ids):
             raise LlmarchError(f"the corrupted prompt has {len(bad)} tokens, the prompt {len(ids)}: patching "
                                "needs the same length")
+        bad = torch.tensor([bad[-cfg.context_length:]])
         right = int(predicted[-1])
         with torch.no_grad():
-            wrong = int(model(torch.tensor([bad])).logits[0, -1].argmax())
+            wrong = int(model(bad, **kwargs).logits[0, -1].argmax())
         if wrong == right:
-            raise LlmarchError("the corrupted prompt predicts the same next token; patching has nothing to restore")
-        heat = patch_residual(model, x, torch.tensor([bad]), right, wrong)
-        heatmap(heat, tokens, out / "patching.png", "patched resid_pre: share of the logit difference restored",
+            raise LlmarchError("the corrupted prompt gives the same prediction; patching has nothing to restore")
+        heat = patch_residual(model, x, bad, right, wrong, **kwargs)
+        where = "the encoder's resid_pre" if cfg.is_encoder_decoder else "resid_pre"
+        heatmap(heat, tokens, out / "patching.png", f"patched {where}: share of the logit difference restored",
                 "layer")
         files.append("patching.png")
         summary["patching"] = heat.tolist()
@@ -105,5 +126,41 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None) ->
     return summary
 
 
+def _label(text: str) -> str:
+    """A token as a plot label: control characters escaped (fonts have no glyph for them)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+@torch.no_grad()
+def _greedy_target(model, source: torch.Tensor, n: int) -> torch.Tensor:
+    """The decoder input [start, y1, ..., y_{k-1}] of the greedy output y1..yk (k <= n, ending at eos), so
+    that position t predicts y_{t+1}."""
+    cfg = model.config
+    dec = torch.tensor([[cfg.decoder_start_id]])
+    memory = model.encode(source)
+    for _ in range(n - 1):
+        nxt = model.decode(dec, memory).logits[0, -1].argmax()
+        if cfg.eos_id is not None and int(nxt) == cfg.eos_id:
+            break
+        dec = torch.cat([dec, nxt.view(1, 1)], 1)
+    return dec
+
+
 def _pattern_names(model) -> list[str]:
-    return [f"blocks.{i}.attn.hook_pattern" for i, b in enumerate(model.blocks) if b.mixer_kind == "attention"]
+    from ..checkpoint import stacks
+
+    names = []
+    for stack, _ in stacks(model):
+        prefix = "" if stack is model else ("encoder." if stack is model.encoder else "decoder.")
+        for i, block in enumerate(stack.blocks):
+            if block.mixer_kind == "attention":
+                names.append(f"{prefix}blocks.{i}.attn.hook_pattern")
+            if getattr(block, "cross_attn", None) is not None:
+                names.append(f"{prefix}blocks.{i}.cross_attn.hook_pattern")
+    return names
+
+
+def _short(name: str) -> str:
+    """blocks.3.attn.hook_pattern -> 3; decoder.blocks.1.cross_attn.hook_pattern -> decoder-1-cross."""
+    parts = name.replace("blocks.", "").split(".")
+    return "-".join(parts[:-2] + (["cross"] if parts[-2] == "cross_attn" else []))

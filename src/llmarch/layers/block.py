@@ -20,6 +20,10 @@ from .norms import make_norm
 from .ssm import MIXERS
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class Block(nn.Module):
     def __init__(self, cfg, cross: bool = False, layer: int = 0):
         super().__init__()
@@ -36,7 +40,8 @@ class Block(nn.Module):
             self.hook_cross_out = HookPoint()
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
-        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else HookPoint()  # HookPoint: a free identity
+        # without dropout a plain function: no module dispatch per call, and no stray hook point named `drop`
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else _identity
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
