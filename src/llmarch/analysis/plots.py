@@ -67,7 +67,9 @@ def heatmap(values: torch.Tensor, tokens: list[str], png: Path, title: str, ylab
 def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, target_tokens: int = 8) -> dict:
     """Attention maps of every attention layer, the logit lens (each layer's probability of the model's final
     prediction at each position, with each layer's top token), and with a corrupted prompt of the same length
-    in tokens, residual-stream patching towards the clean prediction at the last position. Decoder-only
+    in tokens, residual-stream patching towards the clean prediction at the last position (contrasted with
+    the corrupted prompt's top token, or where that is the same, the token whose logit difference from the
+    prediction the corruption moves most). Decoder-only
     models predict the next token; an encoder (BERT) its MLM reconstruction of each position; an
     encoder-decoder reads the prompt as its source, and the lens and the prediction are over the decoder's
     greedy output (up to target_tokens), patching over the encoder. Writes PNGs and summary.json under
@@ -113,9 +115,17 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, ta
         bad = torch.tensor([bad[-cfg.context_length:]])
         right = int(predicted[-1])
         with torch.no_grad():
-            wrong = int(model(bad, **kwargs).logits[0, -1].argmax())
-        if wrong == right:
-            raise LlmarchError("the corrupted prompt gives the same prediction; patching has nothing to restore")
+            bad_logits = model(bad, **kwargs).logits[0, -1]
+        wrong = int(bad_logits.argmax())
+        if wrong == right:  # the same top token: contrast with the token whose log-odds against it the
+            # corruption moves most (the largest |clean - corrupted| logit difference)
+            shift = bad_logits.log_softmax(-1) - logits[0, -1].log_softmax(-1)
+            move = (shift - shift[right]).abs()
+            move[right] = 0
+            wrong = int(move.argmax())
+            if move[wrong] < 1e-6:
+                raise LlmarchError("the corrupted prompt gives the prompt's logits; patching has nothing to restore")
+        summary["contrast"] = [tok.decode([right]), tok.decode([wrong])]
         heat = patch_residual(model, x, bad, right, wrong, **kwargs)
         where = "the encoder's resid_pre" if cfg.is_encoder_decoder else "resid_pre"
         heatmap(heat, tokens, out / "patching.png", f"patched {where}: share of the logit difference restored",
