@@ -21,9 +21,11 @@ def build(name, **kw):
 
 @pytest.mark.parametrize("name,prefixes,attention", [
     ("gpt-tiny", [""], True), ("llama-tiny", [""], True), ("bert-tiny", [""], True), ("mixtral-tiny", [""], True),
-    ("t5-tiny", ["encoder.", "decoder."], True), ("mamba-tiny", [""], False), ("hyena-tiny", [""], False)])
+    ("t5-tiny", ["encoder.", "decoder."], True), ("mamba-tiny", [""], False), ("hyena-tiny", [""], False),
+    ("palm-tiny", [""], True), ("bart-tiny", ["encoder.", "decoder."], True),
+    ("switch-tiny", ["encoder.", "decoder."], True), ("mamba2-tiny", [""], False)])
 def test_hook_names_exist_for_every_family(name, prefixes, attention):
-    kw = dict(n_decoder_layers=2) if name == "t5-tiny" else {}
+    kw = dict(n_decoder_layers=2) if prefixes != [""] else {}
     names = set(hook_points(build(name, **kw)))
     for p in prefixes:
         for i in range(2):
