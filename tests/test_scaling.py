@@ -115,3 +115,12 @@ def test_sweep_errors_are_one_line(tmp_path):
                            str(tmp_path / "x"))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_params_column_chooses_what_counts_as_n(tmp_path):
+    csv_path = tmp_path / "s.csv"
+    csv_path.write_text("params,total_params,tokens,loss\n10,30,100,3.0\n20,40,100,2.5\n")
+    assert read_points(csv_path)["params"].tolist() == [10, 20]
+    assert read_points(csv_path, "total_params")["params"].tolist() == [30, 40]
+    with pytest.raises(LlmarchError, match="lacks column\\(s\\) n_total"):
+        read_points(csv_path, "n_total")

@@ -20,6 +20,7 @@ from .models import EncoderDecoderLM, TransformerLM
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+SHARDED = "dcp"  # a multi-process run's model and optimizer state, in torch.distributed.checkpoint's format
 
 
 def model_class(cfg: ModelConfig) -> type:
@@ -93,6 +94,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_model(path: str | Path, device: str | torch.device | None = None) -> TransformerLM:
     path = resolve_checkpoint(path)
     cfg = ModelConfig.load(path / CONFIG)
+    with torch.device("meta"):
+        model = model_class(cfg)(cfg)
+    expected = state_for_saving(model)
+    if (path / SHARDED / ".metadata").is_file():
+        return assemble(model, read_sharded(path / SHARDED, expected, device, cfg.tied_head), device)
     weights = path / WEIGHTS
     if not weights.is_file():
         raise LlmarchError(f"checkpoint {path} has no {WEIGHTS}")
@@ -100,19 +106,54 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Tr
         state = load_file(str(weights), device=str(device or "cpu"))
     except (SafetensorError, OSError, ValueError) as e:
         raise LlmarchError(f"cannot read {weights} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
-    with torch.device("meta"):
-        model = model_class(cfg)(cfg)
-    expected = state_for_saving(model)
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
+    check_state(weights, {k: tuple(v.shape) for k, v in state.items()}, expected)
+    return assemble(model, state, device)
+
+
+def check_state(source: Path, shapes: dict[str, tuple], expected: dict[str, torch.Tensor]) -> None:
+    """Stored tensor names and shapes are exactly those the config's model has."""
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
     for names, what in ((missing, "is missing tensor"), (extra, "has unexpected tensor")):
         if names:
-            raise LlmarchError(f"{weights} {what} {first_and_count(names)}")
+            raise LlmarchError(f"{source} {what} {first_and_count(names)}")
     for name, tensor in expected.items():
-        if tuple(state[name].shape) != tuple(tensor.shape):
-            raise LlmarchError(f"tensor {name} has shape {tuple(state[name].shape)}, "
-                               f"config expects {tuple(tensor.shape)}")
-    return assemble(model, state, device)
+        if shapes[name] != tuple(tensor.shape):
+            raise LlmarchError(f"tensor {name} has shape {shapes[name]}, config expects {tuple(tensor.shape)}")
+
+
+def read_sharded(folder: Path, expected: dict[str, torch.Tensor], device, tied: bool) -> dict[str, torch.Tensor]:
+    """The model's tensors from a torch.distributed.checkpoint folder (train/sharded.py: the shards of every
+    process of a multi-process run, model and optimizer state), read whole into this one process."""
+    import pickle
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    unreadable = (OSError, ValueError, EOFError, pickle.UnpicklingError, CheckpointException)
+
+    def error(e: BaseException) -> LlmarchError:  # DCP's exception carries the reading process' traceback
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        return LlmarchError(f"cannot read {folder} (truncated or corrupt?): {detail}")
+
+    try:
+        stored = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+    except unreadable as e:
+        raise error(e) from None
+    model = {k.removeprefix("model."): v for k, v in stored.items() if k.startswith("model.")}
+    if tied:
+        model.pop("lm_head.weight", None)  # stored under both names, like every name of a shared tensor
+    check_state(folder, {k: tuple(v.size) for k, v in model.items()}, expected)
+    state = {k: torch.empty(model[k].size, dtype=model[k].properties.dtype, device=device or "cpu")
+             for k in expected}
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore")
+            dcp.load({"model": state}, checkpoint_id=folder, no_dist=True)
+    except unreadable as e:
+        raise error(e) from None
+    return state
 
 
 def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device) -> TransformerLM:
@@ -137,17 +178,30 @@ def atomic_directory(final: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         write(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a completely written directory to `final`, replacing any directory of that name."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def publish(run: Path, name: str, keep: int) -> Path:
+    """Name the run's newest checkpoint in its `latest` file, then remove those older than the last `keep`."""
+    write_text_atomic(run / "latest", name + "\n")
+    for old in sorted(p for p in run.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return run / name
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -75,13 +75,20 @@ def _model_config(args) -> ModelConfig:
 # ---- commands ---------------------------------------------------------------------------------------
 def cmd_train(args) -> None:
     from .train import TrainConfig, train
+    from .train.distributed import rank_and_world
 
     tc = TrainConfig(**_collect(args, TrainConfig))
-    if args.resume and args.model:
+    if args.nproc != 1:
+        _launch_train(args, tc)
+        return
+    rank = rank_and_world()[0]
+    if args.resume and args.model and rank == 0:
         print(f"llmarch train: resuming {args.out}; its checkpoint's model config is used, --model is ignored",
               file=sys.stderr)
     cfg = None if args.resume else _model_config(args) if args.model else None
     result = train(cfg, tc, args.out, resume=args.resume)
+    if rank != 0:  # the processes of a torchrun job: rank 0 reports
+        return
     final = list(result.val_losses.items())[-1]
     print(f"final validation loss {final[1]:.4f} at step {final[0]} "
           f"(unigram entropy of the training data: {result.unigram_entropy:.4f})")
@@ -90,6 +97,44 @@ def cmd_train(args) -> None:
     if tc.sample_prompt:
         print("sample:")
         _generate_text(result.checkpoint, [tc.sample_prompt], tc.sample_tokens, 0.8, 50, None, tc.seed, True)
+
+
+def _launch_train(args, tc) -> None:
+    """--nproc N: the same command in N processes (train/launch.py), its options checked here first so that a
+    mistake is reported once rather than by every process."""
+    import os
+
+    from .train.launch import launch
+
+    if args.nproc < 1:
+        raise LlmarchError(f"--nproc must be positive, got {args.nproc}")
+    if "LOCAL_RANK" in os.environ:
+        raise LlmarchError("--nproc starts torchrun; under torchrun, leave it out")
+    tc.validate()
+    tc.check_world(args.nproc)
+    if not args.resume and (Path(args.out) / "latest").exists():
+        raise LlmarchError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    if not args.resume:
+        if not args.model:
+            raise LlmarchError("a fresh run needs --model")
+        _model_config(args)  # an unknown preset or a bad override fails here
+    launch(args.nproc, _train_argv(args), Path(args.out))
+
+
+def _train_argv(args) -> list[str]:
+    """The train command's options as parsed, spelled out for the processes --nproc starts (without --nproc)."""
+    from .train import TrainConfig
+
+    def text(value) -> str:  # as the option parsers read it back
+        if value is None or isinstance(value, bool):
+            return str(value).lower()
+        return repr(value) if isinstance(value, float) else str(value)
+
+    argv = ["train", f"--out={args.out}", *(["--resume"] if args.resume else []),
+            *([f"--model={args.model}"] if args.model else [])]
+    for name, value in [*_collect(args, TrainConfig).items(), *_collect(args, ModelConfig, only_set=True).items()]:
+        argv.append(f"--{name.replace('_', '-')}={text(value)}")  # --x=value: a value may begin with "-"
+    return argv
 
 
 def _load_with_tokenizer(checkpoint):
@@ -368,7 +413,7 @@ def _print_fit(fit, pts) -> None:
 def cmd_scaling_fit(args) -> None:
     from .scaling import read_points
 
-    pts = read_points(args.file)
+    pts = read_points(args.file, args.params_column)
     fit = _fit_and_plot(pts, Path(args.plots) if args.plots else None)
     if args.json:
         print(json.dumps(fit.to_dict()))
@@ -381,7 +426,7 @@ def cmd_scaling_fit(args) -> None:
 def cmd_scaling_optimal(args) -> None:
     from .scaling import compute_optimal, fit_chinchilla, read_points
 
-    pts = read_points(args.fit)
+    pts = read_points(args.fit, args.params_column)
     best = compute_optimal(fit_chinchilla(pts["params"], pts["tokens"], pts["loss"]), args.flops)
     if args.json:
         print(json.dumps(best))
@@ -421,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, loss.png (required)")
     p.add_argument("--resume", action="store_true",
         help="continue the run in --out from its latest checkpoint (default: %(default)s)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+        help="train in N processes on this machine, started through torchrun (one per GPU; on CPU, gloo); "
+        "--batch-size stays the global batch; several machines: docs/distributed.md (default: %(default)s)")
     _add_fields(p.add_argument_group("training"), TrainConfig)
     _model_overrides(p)
     p.set_defaults(func=cmd_train)
@@ -550,11 +598,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default: %(default)s)")
     q.add_argument("--plots", default=None, help="directory for loss-vs-compute.png, isoflop.png and fit.json "
                                                  "(default: %(default)s)")
+    q.add_argument("--params-column", default="params", help="the column read as N: a sweep's params is "
+                   "non-embedding (Kaplan), total_params counts the embeddings too (Chinchilla) (default: %(default)s)")
     q.set_defaults(func=cmd_scaling_fit)
     q = scaling.add_parser("optimal", help="the parameters and tokens that minimise the fitted loss for --flops")
     q.add_argument("--flops", type=float, required=True, help="the budget C = 6ND (required)")
     q.add_argument("--fit", required=True, help="the sweep CSV to fit (required)")
     q.add_argument("--json", action="store_true", help='print {"params": N, "tokens": D} (default: %(default)s)')
+    q.add_argument("--params-column", default="params", help="the column read as N (default: %(default)s)")
     q.set_defaults(func=cmd_scaling_optimal)
     q = scaling.add_parser("sweep", help="train every size at every token budget from a base config; a CSV row "
                                          "per run, then the fit and its plots")

@@ -1,9 +1,76 @@
-"""Transforms applied to a built model, outside the model code (compile, precision, layouts; later
-FSDP/DDP, activation checkpointing, quantization, LoRA), in this order: layout, precision, compile."""
+"""Transforms applied to a built model, outside the model code, so models stay plain single-device modules.
+For inference: layout, precision, compile, in that order. For training (`for_training`), torchtitan's order:
+activation checkpointing, compile, data parallelism (DDP, or FSDP2 per block then the root)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .checkpoint import stacks
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """Every block of every stack (an encoder-decoder's encoder blocks, then its decoder blocks)."""
+    return [block for stack, _ in stacks(model) for block in stack.blocks]
+
+
+def checkpoint_activations(model: nn.Module) -> nn.Module:
+    """Activation checkpointing per block (Chen et al. 2016, "Training deep nets with sublinear memory cost"):
+    a block keeps only its input for backward and recomputes the rest then: about one more forward pass of
+    compute, for activation memory of one tensor per block plus one block's internals at a time. Applied in
+    place with forward hooks, so parameter and state-dict names do not change; dropout masks are replayed
+    exactly (the RNG state is restored for the recomputation)."""
+    from torch.distributed._composable import checkpoint
+
+    for block in blocks(model):
+        checkpoint(block)
+    return model
+
+
+def fully_shard_blocks(model: nn.Module, device: torch.device) -> nn.Module:
+    """FSDP2 (torch.distributed.fsdp.fully_shard) over all processes: each block's parameters are one group,
+    all-gathered just before the block runs and freed after it (and again for backward, whose gradients are
+    reduce-scattered), so a process holds 1/world of the weights, gradients and optimizer state plus the
+    blocks it is computing (and prefetching) in full; the root takes what is left (embeddings, a tied head
+    with them, final norm). On CUDA the blocks
+    compute in bf16 while the sharded weights and the gradient reduction stay fp32. Sharded in place: the model
+    is still the module to call."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    except ImportError:  # the package asks for torch>=2.4; FSDP2's public API arrived in 2.6
+        from .errors import LlmarchError
+
+        raise LlmarchError(f"--parallel fsdp needs torch 2.6 or later (FSDP2), this is {torch.__version__}; "
+                           "use --parallel ddp") from None
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    cuda = device.type == "cuda"
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if cuda else None, reduce_dtype=torch.float32)
+    for block in blocks(model):
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    return fully_shard(model, mesh=mesh, mp_policy=mp)
+
+
+def for_training(model: nn.Module, parallel: str | None, device: torch.device, checkpointing: bool = False,
+                 compile: bool = False) -> nn.Module:
+    """The module to call for training steps. parallel None: the model itself; "ddp": a DistributedDataParallel
+    wrapper (a full replica per process, gradients averaged by all-reduce during backward); "fsdp":
+    `fully_shard_blocks`. compile: the whole model (the DDP wrapper, which splits its graph at the gradient
+    buckets), or under FSDP each block before it is sharded, so the sharding hooks stay outside the graphs."""
+    if checkpointing:
+        checkpoint_activations(model)
+    if parallel == "fsdp":
+        if compile:
+            for block in blocks(model):
+                block.compile()
+        return fully_shard_blocks(model, device)
+    if parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(model) if compile else model
 
 
 @torch.no_grad()

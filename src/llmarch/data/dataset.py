@@ -106,12 +106,13 @@ class TokenData:
             raise LlmarchError(f"{split} split has {len(arr)} tokens, fewer than context_length + 1 = {context + 1}")
         return arr
 
-    def batch(self, split: str, step: int, batch_size: int, context: int, seed: int, rank: int = 0,
+    def batch(self, split: str, step: int, batch_size: int, context: int, seed: int,
               micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch of random windows, a pure function of (seed, step, micro, rank): resuming at a step
-        sees exactly the batches an uninterrupted run would, and each torchrun rank sees different ones."""
+        """A batch of random windows, a pure function of (seed, step, micro): resuming at a step sees exactly
+        the batches an uninterrupted run would, and every process of a multi-process run draws the same
+        (global) batch, of which it trains on its own rows."""
         arr = self._windows(split, context)
-        rng = np.random.default_rng([seed, step, micro, rank, split == "val"])
+        rng = np.random.default_rng([seed, step, micro, 0, split == "val"])  # 0 was the rank: kept, the same rows
         starts = rng.integers(0, len(arr) - context, size=batch_size)
         return _stack(arr, starts, context)
 

@@ -56,8 +56,9 @@ class PowerLawFit:
         return (self.x_c / np.asarray(x, float)) ** self.alpha
 
 
-def read_points(path: str | Path) -> dict[str, np.ndarray]:
-    """The columns of a sweep CSV (at least params, tokens, loss) as float arrays."""
+def read_points(path: str | Path, params_column: str = "params") -> dict[str, np.ndarray]:
+    """The columns of a sweep CSV (at least params, tokens, loss) as float arrays; N is read from
+    params_column (a sweep's `params` is non-embedding, as Kaplan's; `total_params` is Chinchilla's N)."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -65,15 +66,16 @@ def read_points(path: str | Path) -> dict[str, np.ndarray]:
         raise LlmarchError(f"cannot read {path}: {e.strerror}") from None
     if not rows:
         raise LlmarchError(f"{path} has no rows")
-    missing = {"params", "tokens", "loss"} - set(rows[0])
+    missing = {params_column, "tokens", "loss"} - set(rows[0])
     if missing:
-        raise LlmarchError(f"{path} lacks column(s) {', '.join(sorted(missing))} (needs params,tokens,loss)")
+        raise LlmarchError(f"{path} lacks column(s) {', '.join(sorted(missing))} (needs {params_column},tokens,loss)")
     try:
-        out = {k: np.array([float(r[k]) for r in rows]) for k in ("params", "tokens", "loss")}
+        out = {k: np.array([float(r[col]) for r in rows])
+               for k, col in (("params", params_column), ("tokens", "tokens"), ("loss", "loss"))}
     except ValueError as e:
         raise LlmarchError(f"{path}: not a number: {e}") from None
     if (out["params"] <= 0).any() or (out["tokens"] <= 0).any() or (out["loss"] <= 0).any():
-        raise LlmarchError(f"{path}: params, tokens and loss must be positive")
+        raise LlmarchError(f"{path}: {params_column}, tokens and loss must be positive")
     return out
 
 

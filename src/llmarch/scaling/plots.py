@@ -55,13 +55,18 @@ def isoflop(points: dict[str, np.ndarray], fit: ChinchillaFit, png: Path, budget
     nearest = np.abs(np.log(C)[:, None] - np.log(levels)[None, :]).argmin(1)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = plt.cm.plasma(np.linspace(0, 0.85, len(levels)))
-    span = np.geomspace(N.min() / 4, N.max() * 4, 200)
+    lo, hi = N.min() / 4, N.max() * 4
+    if _has_frontier(fit):  # widen the axis to the optima, which may lie outside the sizes swept
+        optima = [compute_optimal(fit, c)["params"] for c in levels]
+        lo, hi = min(lo, min(optima) / 4), max(hi, max(optima) * 4)
+    span = np.geomspace(lo, hi, 200)
     for j, (c, color) in enumerate(zip(levels, colors)):
         ax.plot(span, fit.loss(span, c / (6 * span)), "-", color=color, label=f"C = {c:.2g}")
         if _has_frontier(fit):
             best = compute_optimal(fit, c)
             ax.plot(best["params"], fit.loss(best["params"], best["tokens"]), "*", color=color, ms=12)
         ax.plot(N[nearest == j], L[nearest == j], "o", color=color, ms=5, mfc="none")
+    ax.axvspan(N.min(), N.max(), color="0.92", zorder=0, label="sizes swept")
     ax.set_xscale("log")
     ax.set_ylim(L.min() * 0.85, L.max() * 1.25)
     ax.set_xlabel("parameters N")

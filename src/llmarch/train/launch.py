@@ -1,0 +1,44 @@
+"""`llmarch train --nproc N`: the training command in N processes on this machine, started by torchrun's agent
+(torch.distributed.run, run in this process) with --standalone, a private rendezvous on a free port. When a
+process fails the agent stops the others; the failure is reported in one line. Several machines: torchrun
+itself, with its rendezvous flags (docs/distributed.md)."""
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+from ..checkpoint import resolve_checkpoint
+from ..errors import LlmarchError
+
+
+def launch(nproc: int, argv: list[str], out: Path) -> None:
+    """Run `python -m llmarch *argv` in nproc processes; return when all have finished."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "llmarch", *argv])
+    logging.disable(logging.ERROR)  # the agent's log lines (each stop and failure); the outcome is reported here
+    try:
+        run(args)
+    except ChildFailedError as e:
+        raise LlmarchError(describe(e.failures, out)) from None
+    except SignalException:  # Ctrl-C reached the agent (and the workers)
+        raise KeyboardInterrupt from None
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def describe(failures: dict, out: Path) -> str:
+    """`rank 1 exited with signal SIGKILL; the job was stopped; last complete checkpoint: out/step-000010`.
+    The rank named is the one that failed first on its own: killed by a signal other than the agent's own
+    SIGTERM, else exited with an error, before those the agent stopped (or that lost contact with it)."""
+    rank, failure = min(failures.items(), key=lambda item: (item[1].exitcode == -signal.SIGTERM,
+                                                            item[1].exitcode > 0, item[1].timestamp))
+    how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"code {failure.exitcode}"
+    try:
+        last = f"last complete checkpoint: {resolve_checkpoint(out)}"
+    except LlmarchError:
+        last = f"no checkpoint in {out}"
+    return f"rank {rank} exited with {how}; the job was stopped; {last}"

@@ -1,0 +1,171 @@
+"""Multi-process training on CPU (gloo), 2 processes: DDP and FSDP2 reproduce the 1-process loss curve at the same
+global batch; sharded checkpoints resume at 1 and 2 processes (and a 1-process checkpoint at 2); every family
+trains under FSDP; a killed process stops the job with one clear line and leaves a loadable checkpoint. The
+trainings run in one torchrun job (distributed_worker.py), so the processes start once."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import llmarch
+from llmarch import LlmarchError
+from llmarch.cli import main
+from llmarch.train import TrainConfig, train
+
+HERE = Path(__file__).parent
+GPT = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.0)
+TOL = 1e-5  # relative, fp32
+
+
+def config(steps=20, **kw) -> TrainConfig:  # as distributed_worker.py's
+    return TrainConfig(steps=steps, batch_size=4, eval_every=10, eval_tokens=512, tokenizer="byte", log_every=100,
+                       **kw)
+
+
+def assert_close(a: dict, b: dict, steps):
+    a, b = ({int(k): v for k, v in d.items()} for d in (a, b))  # JSON's keys are strings
+    for step in steps:
+        assert abs(a[step] - b[step]) <= TOL * abs(b[step]), (step, a[step], b[step])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from llmarch.data import read_documents
+
+    folder = tmp_path_factory.mktemp("corpus")
+    for doc in read_documents()[:30]:
+        (folder / doc.name.replace("/", "_")).write_text(doc.text)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, corpus):
+    """The 1-process reference run, then the 2-process job; its results by run name."""
+    root = tmp_path_factory.mktemp("distributed")
+    single = train(llmarch.resolve("gpt-tiny", **GPT), config(data=corpus), root / "single", verbose=False)
+    spec = root / "spec.json"
+    spec.write_text(json.dumps({"root": str(root), "corpus": corpus, "single": str(root / "single")}))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(HERE / "distributed_worker.py"), str(spec)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((root / "results.json").read_text())
+    results["single"] = [single.losses, single.val_losses]
+    return root, results
+
+
+def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(runs):
+    root, results = runs
+    ref_losses, ref_val = results["single"]
+    for parallel in ("ddp", "fsdp"):
+        losses, val = results[parallel]
+        assert sorted(map(int, losses)) == list(range(1, 21))
+        assert_close(losses, ref_losses, range(1, 21))
+        assert_close(val, ref_val, (10, 20))
+    assert ref_losses[20] < ref_losses[1]
+    ckpt = root / "fsdp" / "step-000020"
+    assert (ckpt / "dcp" / ".metadata").is_file() and (ckpt / "config.json").is_file()
+    assert (root / "fsdp" / "latest").read_text().strip() == "step-000020"
+    assert not list((root / "fsdp").glob(".*tmp*"))
+
+
+def test_fsdp_checkpoint_resumes_in_one_process_and_in_two(runs, corpus):
+    root, results = runs
+    fsdp_losses = results["fsdp"][0]
+    assert sorted(map(int, results["fsdp-resumed-2"][0])) == list(range(11, 21))
+    assert_close(results["fsdp-resumed-2"][0], fsdp_losses, range(11, 21))
+    one = root / "fsdp-resumed-1"
+    shutil.copytree(root / "fsdp", one)
+    shutil.rmtree(one / "step-000020")
+    (one / "latest").write_text("step-000010\n")
+    resumed = train(None, config(data=corpus), one, resume=True, verbose=False)
+    assert sorted(resumed.losses) == list(range(11, 21))
+    assert_close(resumed.losses, fsdp_losses, range(11, 21))
+    # and a 1-process checkpoint (model.safetensors, optimizer.pt) resumed by 2 FSDP processes
+    assert_close(results["single-resumed-2"][0], results["single"][0], range(11, 21))
+
+
+def test_sharded_checkpoint_loads_in_one_process(runs, tmp_path):
+    import torch
+
+    root, _ = runs
+    model = llmarch.load(root / "fsdp")
+    assert model.lm_head.weight is model.embed.weight  # tied, as built
+    resumed = llmarch.load(root / "fsdp-resumed-2")  # the same run, its second half trained again
+    a, b = model.state_dict(), resumed.state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    broken = tmp_path / "broken"
+    shutil.copytree(root / "fsdp" / "step-000020", broken)
+    for shard in (broken / "dcp").glob("*.distcp"):
+        shard.write_bytes(shard.read_bytes()[:1000])
+    with pytest.raises(LlmarchError, match="cannot read .*dcp \\(truncated or corrupt\\?\\)"):
+        llmarch.load(broken)
+
+
+def test_every_family_trains_under_fsdp_and_activation_checkpointing_changes_nothing(runs):
+    root, results = runs
+    for name in ("bert", "t5", "switch", "mixtral", "mamba"):
+        losses, val = results[name]
+        assert len(losses) == 2 and all(0 < v < 10 for v in [*losses.values(), *val.values()]), name
+        assert llmarch.load(root / name).config.is_encoder_decoder == (name in ("t5", "switch"))
+    plain, checkpointed = results["fsdp-4-checkpointing-False"][0], results["fsdp-4-checkpointing-True"][0]
+    assert_close(checkpointed, plain, range(1, 5))
+
+
+def test_killing_a_process_stops_the_job_and_keeps_the_last_checkpoint(tmp_path, corpus):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "llmarch", "train", "--nproc", "2", "--parallel", "fsdp", "--model", "gpt-tiny",
+           "--out", str(out), "--steps", "100000", "--eval-every", "10", "--eval-tokens", "256", "--data", corpus,
+           "--tokenizer", "byte", "--log-every", "1000", "--batch-size", "4",
+           *[f"--{k.replace('_', '-')}={v}" for k, v in GPT.items()]]
+    job = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "latest").exists():
+            if job.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint: {job.communicate()[1][-2000:]}")
+            time.sleep(0.2)
+        os.kill(worker_of_rank(job.pid, 1), signal.SIGKILL)
+        _, err = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert job.returncode != 0
+    assert "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    match = re.fullmatch(r"llmarch train: error: rank 1 exited with signal SIGKILL; the job was stopped; "
+                         r"last complete checkpoint: (.*step-\d{6})", line)
+    assert match, err
+    assert Path(match[1]).name == (out / "latest").read_text().strip()
+    gen = subprocess.run([sys.executable, "-m", "llmarch", "generate", "--checkpoint", str(out), "--prompt", "def ",
+                          "--max-new-tokens", "5", "--temperature", "0"], capture_output=True, text=True)
+    assert gen.returncode == 0 and gen.stdout.startswith("def "), gen.stderr
+
+
+def worker_of_rank(launcher: int, rank: int) -> int:
+    """The pid of the training process of `rank` among the launcher's children."""
+    children = [int(pid) for task in Path(f"/proc/{launcher}/task").iterdir()
+                for pid in (task / "children").read_text().split()]
+    for pid in children:
+        if f"RANK={rank}".encode() in (Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")):
+            return pid
+    raise AssertionError(f"no process of rank {rank} among {children}")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nproc", "2", "--batch-size", "3"], "batch_size 3 (the global batch) is not divisible by the 2 processes"),
+    (["--nproc", "2", "--parallel", "zero"], "unknown parallel 'zero'; choose one of: ddp, fsdp"),
+    (["--nproc", "0"], "--nproc must be positive, got 0"),
+])
+def test_launch_refuses_bad_options_in_one_line(tmp_path, capsys, args, message):
+    assert main(["train", "--model", "gpt-tiny", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"llmarch train: error: {message}"
