@@ -124,3 +124,20 @@ def test_params_column_chooses_what_counts_as_n(tmp_path):
     assert read_points(csv_path, "total_params")["params"].tolist() == [30, 40]
     with pytest.raises(LlmarchError, match="lacks column\\(s\\) n_total"):
         read_points(csv_path, "n_total")
+
+
+def test_sweep_under_torchrun_matches_one_process(tmp_path):
+    """Two processes (DDP, gloo) train each point of the grid as one process does, in one process group kept
+    for the whole sweep (a group made and torn down per run hangs the second run's rendezvous)."""
+    import os
+
+    grid = ["sweep", "--model", "gpt-tiny", "--sizes", "32x1,64x1", "--tokens", "2560", "--context-length", "32",
+            "--batch-size", "8", "--tokenizer", "byte", "--vocab-size", "260", "--eval-tokens", "1024", "--quiet"]
+    code, _, err = run(*grid, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "llmarch", "scaling", *grid, "--out", str(tmp_path / "two")], capture_output=True,
+                          text=True, timeout=180, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = (read_points(tmp_path / d / "sweep.csv") for d in ("one", "two"))
+    assert len(two["loss"]) == 2 and np.allclose(one["loss"], two["loss"], rtol=1e-5)

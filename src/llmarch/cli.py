@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -442,9 +443,12 @@ def cmd_scaling_sweep(args) -> None:
 
     sizes, budgets = parse_sizes(args.sizes), parse_budgets(args.tokens)
     tc = TrainConfig(**_collect(args, TrainConfig))
+    lead = int(os.environ.get("RANK", 0)) == 0  # under torchrun every process trains, the first one reports
     rows = sweep(_model_config(args), sizes, budgets, tc, args.out, verbose=not args.quiet,
-                 log=lambda m: print(m, file=sys.stderr))
+                 log=lambda m: print(m, file=sys.stderr) if lead else None)
     out = Path(args.out)
+    if not lead:
+        return
     print(f"{len(rows)} runs in {out / CSV_NAME}")
     if len(rows) >= 5:
         pts = read_points(out / CSV_NAME)

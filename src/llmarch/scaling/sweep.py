@@ -23,6 +23,7 @@ from ..analysis.accounting import model_facts
 from ..checkpoint import write_text_atomic
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..train.distributed import device_for, process_group
 
 COLUMNS = ("name", "d_model", "n_layers", "params", "total_params", "tokens", "steps", "flops", "loss")
 CSV_NAME = "sweep.csv"
@@ -100,12 +101,34 @@ def _final_val_loss(run: Path) -> float | None:
     return float(rows[-1]["val_loss"]) if rows else None
 
 
+def _run_point(cfg: ModelConfig, steps: int, per_step: int, tc, out: Path, done: set, verbose: bool, log,
+               counter: str) -> dict | None:
+    """Train one point of the grid (or resume it, or read its finished run) and return its CSV row; None if
+    the CSV has it already."""
+    from ..train import train
+
+    tokens = steps * per_step
+    name = run_name(cfg.d_model, cfg.n_layers, tokens)
+    if name in done:
+        return None
+    facts = model_facts(cfg)
+    log(f"{counter} {name}: {facts['non_embedding_parameters']:,} non-embedding parameters, {steps} steps, "
+        f"{tokens:,} tokens")
+    run = out / "runs" / name
+    resume = (run / "latest").exists()
+    loss = _final_val_loss(run) if resume else None
+    if loss is None:
+        run_tc = replace(tc, steps=steps, eval_every=steps, sample_prompt=None)
+        loss = train(None if resume else cfg, run_tc, run, resume=resume, verbose=verbose).val_losses[steps]
+    return dict(name=name, d_model=cfg.d_model, n_layers=cfg.n_layers, params=facts["non_embedding_parameters"],
+                total_params=facts["parameters"], tokens=tokens, steps=steps,
+                flops=facts["flops_per_token"] * tokens, loss=f"{loss:.6f}")
+
+
 def sweep(base: ModelConfig, sizes: list[tuple[int, int]], budgets: list[int], tc, out: str | Path,
           verbose: bool = True, log=print) -> list[dict]:
     """Train every size at every budget (tc: the TrainConfig shared by all runs; its steps are set per
     budget) into out/runs/NAME, appending a row per run to out/sweep.csv. Returns all rows."""
-    from ..train import train
-
     out = Path(out)
     if base.head != "lm":
         raise LlmarchError("a scaling sweep trains language models (head lm)")
@@ -119,28 +142,15 @@ def sweep(base: ModelConfig, sizes: list[tuple[int, int]], budgets: list[int], t
     rank = int(os.environ.get("RANK", 0))
     csv_path = out / CSV_NAME
     rows = read_rows(csv_path)
-    done = {r["name"] for r in rows}
     out.mkdir(parents=True, exist_ok=True)
-    for i, (cfg, steps) in enumerate(plan):
-        tokens = steps * per_step
-        name = run_name(cfg.d_model, cfg.n_layers, tokens)
-        if name in done:
-            continue
-        facts = model_facts(cfg)
-        log(f"[{i + 1}/{len(plan)}] {name}: {facts['non_embedding_parameters']:,} non-embedding parameters, "
-            f"{steps} steps, {tokens:,} tokens")
-        run = out / "runs" / name
-        run_tc = replace(tc, steps=steps, eval_every=steps, sample_prompt=None)
-        resume = (run / "latest").exists()
-        loss = _final_val_loss(run) if resume else None
-        if loss is None or not resume:
-            result = train(None if resume else cfg, run_tc, run, resume=resume, verbose=verbose)
-            loss = result.val_losses[steps]
-        row = dict(name=name, d_model=cfg.d_model, n_layers=cfg.n_layers, params=facts["non_embedding_parameters"],
-                   total_params=facts["parameters"], tokens=tokens, steps=steps,
-                   flops=facts["flops_per_token"] * tokens, loss=f"{loss:.6f}")
-        rows.append(row)
-        done.add(name)
-        if rank == 0:
-            write_rows(csv_path, rows)
+    # under torchrun, one process group for the whole sweep (each run's train() joins it rather than making
+    # and tearing down its own, which a second run's rendezvous would wait on forever)
+    with process_group(device_for(tc.device)):
+        for i, (cfg, steps) in enumerate(plan):
+            row = _run_point(cfg, steps, per_step, tc, out, {r["name"] for r in rows}, verbose, log,
+                             f"[{i + 1}/{len(plan)}]")
+            if row is not None:
+                rows.append(row)
+                if rank == 0:
+                    write_rows(csv_path, rows)
     return rows
