@@ -11,6 +11,17 @@ def _cache(tmp_path_factory):
     os.environ["LLMARCH_CACHE"] = str(tmp_path_factory.mktemp("llmarch-cache"))
 
 
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A few real standard-library modules as a directory source."""
+    from llmarch.data import read_documents
+
+    folder = tmp_path_factory.mktemp("corpus")
+    for doc in read_documents()[:30]:
+        (folder / doc.name.replace("/", "_")).write_text(doc.text)
+    return str(folder)
+
+
 TINY = dict(vocab_size=97, d_model=64, n_layers=2, n_heads=4, context_length=64)
 
 

@@ -36,16 +36,6 @@ def assert_close(a: dict, b: dict, steps):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from llmarch.data import read_documents
-
-    folder = tmp_path_factory.mktemp("corpus")
-    for doc in read_documents()[:30]:
-        (folder / doc.name.replace("/", "_")).write_text(doc.text)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def runs(tmp_path_factory, corpus):
     """The 1-process reference run, then the 2-process job; its results by run name."""
     root = tmp_path_factory.mktemp("distributed")

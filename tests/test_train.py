@@ -11,17 +11,6 @@ from llmarch.train import TrainConfig, train
 SMALL = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.1)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A few real standard-library modules as a directory source."""
-    from llmarch.data import read_documents
-
-    folder = tmp_path_factory.mktemp("corpus")
-    for doc in read_documents()[:30]:
-        (folder / doc.name.replace("/", "_")).write_text(doc.text)
-    return str(folder)
-
-
 def small_run(out, corpus, steps=6, **kw):
     tc = TrainConfig(steps=steps, batch_size=4, eval_every=3, eval_tokens=512, tokenizer="byte", data=corpus,
                      log_every=1, **kw)
