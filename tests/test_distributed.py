@@ -154,6 +154,7 @@ def worker_of_rank(launcher: int, rank: int) -> int:
     (["--nproc", "2", "--batch-size", "3"], "batch_size 3 (the global batch) is not divisible by the 2 processes"),
     (["--nproc", "2", "--parallel", "zero"], "unknown parallel 'zero'; choose one of: ddp, fsdp"),
     (["--nproc", "0"], "--nproc must be positive, got 0"),
+    (["--nproc", "2", "--data", "no/such/dir"], "data 'no/such/dir' does not exist"),
 ])
 def test_launch_refuses_bad_options_in_one_line(tmp_path, capsys, args, message):
     assert main(["train", "--model", "gpt-tiny", "--out", str(tmp_path / "r"), *args]) == 2

@@ -105,6 +105,7 @@ def _launch_train(args, tc) -> None:
     mistake is reported once rather than by every process."""
     import os
 
+    from .data.corpus import check_source
     from .train.launch import launch
 
     if args.nproc < 1:
@@ -113,6 +114,7 @@ def _launch_train(args, tc) -> None:
         raise LlmarchError("--nproc starts torchrun; under torchrun, leave it out")
     tc.validate()
     tc.check_world(args.nproc)
+    check_source(tc.data)
     if not args.resume and (Path(args.out) / "latest").exists():
         raise LlmarchError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     if not args.resume:

@@ -81,8 +81,16 @@ def _file_documents(path: Path) -> list[Document]:
     return [Document(str(path), text)] if text else []
 
 
+def check_source(source: str | None) -> None:
+    """The error read_documents gives for a source that does not exist, without reading anything (a launcher
+    checks this once rather than each of its processes)."""
+    if source not in (None, DEFAULT) and not Path(source).exists() and not any(c in source for c in "*?["):
+        raise LlmarchError(f"data {source!r} does not exist")
+
+
 def read_documents(source: str | None = None) -> list[Document]:
     """Documents of a data source: None or 'stdlib', a file, a directory (recursively) or a glob."""
+    check_source(source)
     if source in (None, DEFAULT):
         return stdlib_documents()
     path = Path(source)
@@ -90,10 +98,8 @@ def read_documents(source: str | None = None) -> list[Document]:
         files = [path]
     elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    elif any(c in source for c in "*?["):
+    else:  # a glob
         files = sorted(Path(p) for p in globlib.glob(source, recursive=True) if Path(p).is_file())
-    else:
-        raise LlmarchError(f"data {source!r} does not exist")
     docs = [d for f in files for d in _file_documents(f)]
     if not docs or not any(d.text for d in docs):
         raise LlmarchError(f"data {source!r} holds no UTF-8 text")
