@@ -105,8 +105,14 @@ def test_tiny_sweep_on_the_embedded_corpus_fits_positive_exponents(tmp_path):
     assert (out / "loss-vs-compute.png").stat().st_size > 0 and (out / "isoflop.png").stat().st_size > 0
     assert "L(N, D) =" in stdout
     before = (out / "sweep.csv").read_text()
-    code, _, err = run(*SWEEP, "--out", str(out))  # run again: every row is there, nothing retrains
-    assert code == 0 and "[" not in err and (out / "sweep.csv").read_text() == before
+    from llmarch.config import resolve
+    from llmarch.scaling.sweep import sweep
+    from llmarch.train import TrainConfig
+
+    said = []  # run again (in this process): every row is there, nothing retrains
+    rows = sweep(resolve("gpt-tiny", context_length=64, vocab_size=260), [(32, 1), (64, 2), (96, 3)], [10000, 40000],
+                 TrainConfig(batch_size=8, tokenizer="byte", eval_tokens=4096, lr=3e-3), out, log=said.append)
+    assert len(rows) == 6 and said == [] and (out / "sweep.csv").read_text() == before
 
 
 def test_sweep_errors_are_one_line(tmp_path):
