@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every GPU benchmark of docs/benchmarks.md in one call, for a session that is lent a GPU machine for a few
+# minutes (issue 4): llmarch against transformers on gpt2 and the 1.1B LLaMA shape (training MFU, batch-1
+# decode against the bandwidth roofline, batch 8 and 32, prefill), then attention kernels and per-token
+# decode time by context length. The four JSON results go to $OUT (default runs/gpu-bench), the markdown tables
+# and each step's log into $OUT/tables-and-logs.tgz: five files, within what a device call brings back (8).
+#
+#   bash benchmarks/gpu.sh                 # on the GPU machine, from the repository root
+#   SMOKE=1 bash benchmarks/gpu.sh         # the same commands at toy sizes on CPU, to check them anywhere
+#
+# The GPU machine's python3 already holds torch, transformers, safetensors, tokenizers, scipy and matplotlib,
+# so llmarch runs from the source tree without installing. Each step is timed; one that fails is reported and
+# the others still run, so a short lease still returns what did work.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu-bench}
+mkdir -p "$OUT"
+LOGS=$(mktemp -d)
+PY=${PY:-python3}
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+LLAMA_1B="--name llama-1.1b --d-model 2048 --n-layers 22 --n-heads 32 --n-kv-heads 4 --ffn-hidden 5632 --vocab-size 32000 \
+  --context-length 4096"
+if [[ ${SMOKE:-0} == 1 ]]; then  # toy shapes on CPU: checks the flags and the plumbing, measures nothing
+  DEV="--device cpu"; GPT2="--model gpt-tiny --batch-size 2 --context 64 --prompt-tokens 8 --new-tokens 4 \
+    --decode-batches 1,2 --prefill-tokens 64 --repeats 1"
+  LLAMA="--model llama-tiny --batch-size 2 --context 64 --prompt-tokens 8 --new-tokens 4 --decode-batches 1 \
+    --prefill-tokens 64 --repeats 1"
+  ATTN="--attn-device cpu --attn-lengths 256,512 --attn-repeats 1"
+  CTX="--ctx-device cpu --ctx-lengths 128,256 --ctx-new-tokens 4 --ctx-rounds 1"
+else
+  DEV="--device cuda"; GPT2="--model gpt2 --batch-size 16 --context 1024 --prompt-tokens 128 --new-tokens 128 \
+    --decode-batches 1,8,32 --prefill-tokens 1024"  # gpt2's learned positions stop at 1024
+  LLAMA="--model llama2-7b $LLAMA_1B --batch-size 8 --context 1024 --prompt-tokens 128 --new-tokens 128 \
+    --decode-batches 1,8,32 --prefill-tokens 4096"
+  ATTN="--attn-device cuda --attn-lengths 1024,4096,16384,65536,131072"
+  CTX="--ctx-device cuda --ctx-lengths 1024,4096,16384,65536"
+fi
+
+step() {  # step NAME COMMAND...: run it, keep its output, say how long it took and whether it worked
+  local name=$1; shift
+  local t0=$SECONDS
+  if "$@" > "$LOGS/$name.log" 2>&1; then status=ok; else status="FAILED ($?)"; fi
+  echo "$name: $status in $((SECONDS - t0)) s"
+  tail -n 25 "$LOGS/$name.log"
+  tar czf "$OUT/tables-and-logs.tgz" -C "$LOGS" .  # after every step: a lease may end before the last
+}
+
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+  torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+# shellcheck disable=SC2086  # the option lists are meant to split into words
+step gpt2-compiled $PY -m llmarch bench $GPT2 $DEV --compile true --out "$OUT/gpt2-compiled.json" \
+  --markdown "$LOGS/gpt2-compiled.md"
+# shellcheck disable=SC2086
+step llama-1b-compiled $PY -m llmarch bench $LLAMA $DEV --compile true --out "$OUT/llama-1b-compiled.json" \
+  --markdown "$LOGS/llama-1b-compiled.md"
+# shellcheck disable=SC2086
+step attention $PY -m llmarch bench attention $ATTN --out "$OUT/attention.json" --markdown "$LOGS/attention.md"
+# shellcheck disable=SC2086
+step decode-context $PY -m llmarch bench decode-context $CTX --out "$OUT/decode-context.json" \
+  --markdown "$LOGS/decode-context.md"
