@@ -22,6 +22,8 @@ FAMILIES = {  # every family, as FSDP trains it: encoder (masked LM), encoder-de
     "mixtral": ("mixtral-tiny", "clm", dict(n_kv_heads=1)),
     "mamba": ("mamba-tiny", "clm", {}),
 }
+# an MoE whose load-balancing loss (over the whole batch) and router z-loss are part of what is trained
+MOE = dict(SMALL, n_kv_heads=1, dropout=0.0, router_aux_loss_weight=1.0, router_z_loss_weight=0.01)
 results = {}
 
 
@@ -55,6 +57,9 @@ for checkpointing in (False, True):
     tc = config(4, parallel="fsdp", activation_checkpointing=checkpointing)
     record(f"fsdp-4-checkpointing-{checkpointing}",
            train(llmarch.resolve("gpt-tiny", **GPT), tc, root / f"fsdp-4-{checkpointing}", verbose=False))
+for parallel in ("ddp", "fsdp"):
+    record(f"moe-aux-{parallel}", train(llmarch.resolve("mixtral-tiny", **MOE), config(6, parallel=parallel),
+                                        root / f"moe-aux-{parallel}", verbose=False))
 for name, (preset, objective, overrides) in FAMILIES.items():
     tc = config(2, parallel="fsdp", objective=objective)
     record(name, train(llmarch.resolve(preset, **{**SMALL, **overrides}), tc, root / name, verbose=False))

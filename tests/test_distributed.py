@@ -22,6 +22,8 @@ from llmarch.train import TrainConfig, train
 HERE = Path(__file__).parent
 GPT = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.0)
 TOL = 1e-5  # relative, fp32
+SMALL = dict(vocab_size=400, d_model=32, n_layers=2, n_heads=2, context_length=32)  # as distributed_worker.py's
+MOE = dict(SMALL, n_kv_heads=1, dropout=0.0, router_aux_loss_weight=1.0, router_z_loss_weight=0.01)
 
 
 def config(steps=20, **kw) -> TrainConfig:  # as distributed_worker.py's
@@ -40,6 +42,7 @@ def runs(tmp_path_factory, corpus):
     """The 1-process reference run, then the 2-process job; its results by run name."""
     root = tmp_path_factory.mktemp("distributed")
     single = train(llmarch.resolve("gpt-tiny", **GPT), config(data=corpus), root / "single", verbose=False)
+    moe = train(llmarch.resolve("mixtral-tiny", **MOE), config(6, data=corpus), root / "moe-single", verbose=False)
     spec = root / "spec.json"
     spec.write_text(json.dumps({"root": str(root), "corpus": corpus, "single": str(root / "single")}))
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -49,6 +52,7 @@ def runs(tmp_path_factory, corpus):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((root / "results.json").read_text())
     results["single"] = [single.losses, single.val_losses]
+    results["moe-single"] = [moe.losses, moe.val_losses]
     return root, results
 
 
@@ -65,6 +69,17 @@ def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(runs):
     assert (ckpt / "dcp" / ".metadata").is_file() and (ckpt / "config.json").is_file()
     assert (root / "fsdp" / "latest").read_text().strip() == "step-000020"
     assert not list((root / "fsdp").glob(".*tmp*"))
+
+
+def test_moe_router_losses_cover_the_whole_batch_in_every_process(runs):
+    """The load-balancing loss is f . P over the batch, not linear in its rows: each process averages f and P
+    over all of them (a differentiable all-reduce), so 2 processes train an MoE as 1 does."""
+    _, results = runs
+    ref_losses, ref_val = results["moe-single"]
+    for parallel in ("ddp", "fsdp"):
+        losses, val = results[f"moe-aux-{parallel}"]
+        assert_close(losses, ref_losses, range(1, 7))
+        assert_close(val, ref_val, (6,))
 
 
 def test_fsdp_checkpoint_resumes_in_one_process_and_in_two(runs, corpus):

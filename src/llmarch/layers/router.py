@@ -85,16 +85,21 @@ def within_capacity(experts: torch.Tensor, n_experts: int, capacity: int) -> tor
     return (rank <= capacity).view(B, k, T).transpose(1, 2)
 
 
-def load_balancing_loss(routings: list[Routing], scope: str = "batch") -> torch.Tensor:
-    """Switch eq. 4 over the MoE layers of one stack (see the module docstring); routings non-empty."""
+def load_balancing_loss(routings: list[Routing], scope: str = "batch", batch_mean=None) -> torch.Tensor:
+    """Switch eq. 4 over the MoE layers of one stack (see the module docstring); routings non-empty.
+    batch_mean: maps this process' batch means of f and P to the whole batch's when data-parallel processes
+    each hold some of its rows (train/distributed.py), so the loss is the one-process loss; None: identity."""
     logits = torch.cat([r.logits for r in routings], dim=1)  # (B, L*T, E): layers side by side
     experts = torch.cat([r.experts for r in routings], dim=1)  # (B, L*T, k)
     E = logits.shape[-1]
     chosen = F.one_hot(experts, E).float().sum(dim=2)  # (B, L*T, E): choices of each token per expert
     probs = logits.softmax(dim=-1)
-    if scope == "sequence":  # f and P per sequence; the loss averaged over sequences
+    if scope == "sequence":  # f and P per sequence; the loss averaged over sequences (linear in rows)
         return E * (chosen.mean(dim=1) * probs.mean(dim=1)).sum(dim=-1).mean()
-    return E * (chosen.mean(dim=(0, 1)) * probs.mean(dim=(0, 1))).sum()
+    f, P = chosen.mean(dim=(0, 1)), probs.mean(dim=(0, 1))
+    if batch_mean is not None:  # f . P is not linear in the rows: average each over all processes first
+        f, P = batch_mean(f), batch_mean(P)
+    return E * (f * P).sum()
 
 
 def router_z_loss(routings: list[Routing]) -> torch.Tensor:

@@ -29,13 +29,14 @@ def routings(model) -> dict[str, list[Routing]]:
     return out
 
 
-def router_losses(model) -> dict[str, torch.Tensor]:
-    """{"aux": load-balancing loss, "z": router z-loss}, each summed over stacks; {} for a dense model."""
+def router_losses(model, batch_mean=None) -> dict[str, torch.Tensor]:
+    """{"aux": load-balancing loss, "z": router z-loss}, each summed over stacks; {} for a dense model.
+    batch_mean: see layers/router.load_balancing_loss (data-parallel training)."""
     found = routings(model)
     if not found:
         return {}
     scope = model.config.router_aux_scope
-    return {"aux": sum(load_balancing_loss(r, scope) for r in found.values()),
+    return {"aux": sum(load_balancing_loss(r, scope, batch_mean) for r in found.values()),
             "z": sum(router_z_loss(r) for r in found.values())}
 
 

@@ -76,6 +76,15 @@ def all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def batch_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean over the processes of a per-process mean (each process holds as many rows as every other),
+    differentiable: the backward sums the processes' gradients as the forward summed their values. For the
+    parts of a loss that are not linear in the rows (an MoE's load-balancing loss, f . P over the batch)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t) / dist.get_world_size()
+
+
 def in_turns(work):
     """`work()` first on rank 0, then on each node's local rank 0, then on the other ranks, so that caches
     (trained tokenizers, tokenized data) are written once, by one process, and only read by the others."""

@@ -19,9 +19,9 @@ from ..data.dataset import TokenData, split_documents, tokenizer_for
 from ..data.tokenizer import Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from ..transforms import for_training
-from .distributed import all_sum, device_for, in_turns, process_group, rank_and_world, row_slice
+from .distributed import all_sum, batch_mean, device_for, in_turns, process_group, rank_and_world, row_slice
 from .evaluate import evaluate, unigram_entropy
-from ..models.routing import routing_metric_names, routing_metrics
+from ..models.routing import router_losses, routing_metric_names, routing_metrics
 from .objectives import IGNORE, OBJECTIVES, check_objective, model_kwargs, objective_for, training_loss
 from .metrics import FIELDS, ExpertLoadLog, MetricsLog, Progress, perplexity
 from .schedule import set_lr
@@ -226,12 +226,14 @@ def _accumulate(forward, model, data: TokenData, objective, tc: TrainConfig, ste
         n_all = int((y != IGNORE).sum())
         inputs, y = {k: v[rows] for k, v in model_kwargs(inputs, device).items()}, y[rows].to(device)
         share = int((y != IGNORE).sum()) / n_all  # of the batch's predicted tokens; 1.0 in one process
+        mean = batch_mean if world > 1 else None  # an MoE's load-balancing loss over the whole batch
         with autocast:
             logits = forward(**inputs).logits
             if share:
-                loss, total, parts = training_loss(model, logits, y, tc.z_loss)
-            else:  # nothing to predict in these rows (masked LM): no gradient, but the backward's collectives run
-                total = logits.sum() * 0.0
+                loss, total, parts = training_loss(model, logits, y, tc.z_loss, mean)
+            else:  # nothing to predict in these rows (masked LM): no gradient, but the collectives of the
+                # forward (router statistics) and of the backward run as in the other processes
+                total = logits.sum() * 0.0 + sum(v.sum() * 0.0 for v in router_losses(model, mean).values())
                 loss, parts = total, {}
         # DDP and FSDP average the processes' gradients: so scaled, the average is the whole batch's mean loss's
         (total * (world * share) / tc.grad_accum).backward()

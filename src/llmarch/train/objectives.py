@@ -49,16 +49,16 @@ def output_z_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return z[real].square().mean()
 
 
-def training_loss(model, logits: torch.Tensor, targets: torch.Tensor,
-                  z_loss: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+def training_loss(model, logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
+                  batch_mean=None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """(objective loss, what to backpropagate, its other parts by name): the cross-entropy plus, for a
-    mixture-of-experts model, its router losses at the config's weights (models/routing.py), plus the
-    output z-loss at weight z_loss."""
+    mixture-of-experts model, its router losses at the config's weights (models/routing.py; batch_mean for
+    data-parallel training), plus the output z-loss at weight z_loss."""
     from ..models.routing import router_losses
 
     loss = lm_loss(logits, targets)
     total, parts = loss, {}
-    router = router_losses(model)
+    router = router_losses(model, batch_mean)
     if router:
         cfg = model.config
         total = total + cfg.router_aux_loss_weight * router["aux"] + cfg.router_z_loss_weight * router["z"]
