@@ -103,10 +103,9 @@ def cmd_train(args) -> None:
 def _launch_train(args, tc) -> None:
     """--nproc N: the same command in N processes (train/launch.py), its options checked here first so that a
     mistake is reported once rather than by every process."""
-    import os
-
     from .data.corpus import check_source
     from .train.launch import launch
+    from .train.loop import check_out
 
     if args.nproc < 1:
         raise LlmarchError(f"--nproc must be positive, got {args.nproc}")
@@ -115,8 +114,7 @@ def _launch_train(args, tc) -> None:
     tc.validate()
     tc.check_world(args.nproc)
     check_source(tc.data)
-    if not args.resume and (Path(args.out) / "latest").exists():
-        raise LlmarchError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    check_out(Path(args.out), args.resume)
     if not args.resume:
         if not args.model:
             raise LlmarchError("a fresh run needs --model")
@@ -442,10 +440,11 @@ def cmd_scaling_sweep(args) -> None:
     from .scaling import read_points
     from .scaling.sweep import CSV_NAME, parse_budgets, parse_sizes, sweep
     from .train import TrainConfig
+    from .train.distributed import rank_and_world
 
     sizes, budgets = parse_sizes(args.sizes), parse_budgets(args.tokens)
     tc = TrainConfig(**_collect(args, TrainConfig))
-    lead = int(os.environ.get("RANK", 0)) == 0  # under torchrun every process trains, the first one reports
+    lead = rank_and_world()[0] == 0  # under torchrun every process trains, the first one reports
     rows = sweep(_model_config(args), sizes, budgets, tc, args.out, verbose=not args.quiet,
                  log=lambda m: print(m, file=sys.stderr) if lead else None)
     out = Path(args.out)

@@ -1,7 +1,8 @@
 """Looking inside a model through its hook points (layers/hooks.py), with the names TransformerLens uses:
 `hook_embed`, `blocks.{i}.hook_resid_pre|mid|post`, `blocks.{i}.attn.hook_q|k|v|pattern|z`,
 `blocks.{i}.hook_attn_out|hook_mlp_out`, `ln_final.hook_normalized` (an encoder-decoder's under `encoder.` and
-`decoder.`, with `decoder.blocks.{i}.cross_attn.hook_pattern|hook_z` and `hook_cross_out`). A hook point is an identity module that costs nothing until a hook is attached.
+`decoder.`, with `decoder.blocks.{i}.cross_attn.hook_pattern|hook_z` and `hook_cross_out`). A hook point is an
+identity module that costs nothing until a hook is attached.
 
 - run_with_hooks: a forward with hooks fn(activation, name) that may return a replacement activation;
 - run_with_cache: a forward that keeps the activations at the named points;

@@ -141,19 +141,13 @@ def _label(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-@torch.no_grad()
 def _greedy_target(model, source: torch.Tensor, n: int) -> torch.Tensor:
     """The decoder input [start, y1, ..., y_{k-1}] of the greedy output y1..yk (k <= n, ending at eos), so
     that position t predicts y_{t+1}."""
-    cfg = model.config
-    dec = torch.tensor([[cfg.decoder_start_id]])
-    memory = model.encode(source)
-    for _ in range(n - 1):
-        nxt = model.decode(dec, memory).logits[0, -1].argmax()
-        if cfg.eos_id is not None and int(nxt) == cfg.eos_id:
-            break
-        dec = torch.cat([dec, nxt.view(1, 1)], 1)
-    return dec
+    from ..generate.seq2seq import generate_seq2seq
+
+    out = generate_seq2seq(model, [source[0].tolist()], n)[0]  # as lists: the ids up to and including eos
+    return torch.tensor([[model.config.decoder_start_id, *out[:-1]]])
 
 
 def _pattern_names(model) -> list[str]:

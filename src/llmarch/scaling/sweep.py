@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ..analysis.accounting import model_facts
 from ..checkpoint import write_text_atomic
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from ..train.distributed import device_for, process_group
+from ..train.distributed import device_for, process_group, rank_and_world
 
 COLUMNS = ("name", "d_model", "n_layers", "params", "total_params", "tokens", "steps", "flops", "loss")
 CSV_NAME = "sweep.csv"
@@ -139,7 +138,7 @@ def sweep(base: ModelConfig, sizes: list[tuple[int, int]], budgets: list[int], t
         for budget in budgets:
             steps = max(1, round(budget / per_step))
             plan.append((cfg, steps))
-    rank = int(os.environ.get("RANK", 0))
+    rank = rank_and_world()[0]
     csv_path = out / CSV_NAME
     rows = read_rows(csv_path)
     out.mkdir(parents=True, exist_ok=True)

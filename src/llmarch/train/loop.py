@@ -129,13 +129,18 @@ def _prepare(model_cfg: ModelConfig | None, tc: TrainConfig, out: Path, resume: 
     return build_model(model_cfg, device), tok, None, 0
 
 
+def check_out(out: Path, resume: bool) -> None:
+    """A fresh run must not write over another run's checkpoints."""
+    if not resume and (out / "latest").exists():
+        raise LlmarchError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
 def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resume: bool = False,
           verbose: bool = True) -> TrainResult:
     tc.validate()
     tc.check_world(rank_and_world()[1])
     out = Path(out)
-    if not resume and (out / "latest").exists():
-        raise LlmarchError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    check_out(out, resume)
     device = device_for(tc.device)
     with process_group(device):
         return _train(model_cfg, tc, out, resume, verbose, device)
