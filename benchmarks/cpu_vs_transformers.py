@@ -1,5 +1,7 @@
 """Training step and greedy decoding of a gpt-tiny-shaped model: llmarch against transformers'
-GPT2LMHeadModel with identical shape and weights, in one run, on CPU. Medians of several timed repeats.
+GPT2LMHeadModel with identical shape and weights, in one run, on CPU. The contenders take turns (one repeat of
+each, then the next round), so a neighbour's load on a shared machine slows all of them alike; each figure is the
+median over rounds, and each speed-up the median of the per-round ratios.
 
     .venv/bin/python benchmarks/cpu_vs_transformers.py --out bench.json
 """
@@ -17,19 +19,29 @@ import torch.nn.functional as F
 import transformers
 
 import llmarch
-from llmarch.transforms import transposed_weight_layout
+from llmarch.transforms import for_cpu_decoding
 from llmarch.interop import to_hf
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
+def interleaved_times(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    """Seconds per call of each fn, timed in turns: `repeats` rounds, each calling every fn once in order.
+    Returns {name: [seconds per round]}; per-round ratios compare runs made moments apart."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def rates(work: float, ours: list, theirs: list) -> dict:
+    """Work per second (median over rounds) of both, and the median of the per-round speed-ups."""
+    return {"llmarch": work / statistics.median(ours), "transformers": work / statistics.median(theirs),
+            "speedup": statistics.median(t / o for o, t in zip(ours, theirs))}
 
 
 def train_step_fn(model, logits_of, x, y):
@@ -50,7 +62,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9, help="timed rounds (each times every contender once)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both libraries (default: torch's)")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
@@ -72,13 +84,12 @@ def main() -> None:
                "torch": torch.__version__, "transformers": transformers.__version__, "repeats": args.repeats}
 
     ours.train(), hf.train()
-    t_ours = median_time(train_step_fn(ours, lambda t: ours(t).logits, x, y), args.repeats)
-    t_hf = median_time(train_step_fn(hf, lambda t: hf(t).logits, x, y), args.repeats)
-    results["train_tokens_per_s"] = {"llmarch": tokens / t_ours, "transformers": tokens / t_hf,
-                                     "speedup": t_hf / t_ours}
+    t = interleaved_times({"ours": train_step_fn(ours, lambda t: ours(t).logits, x, y),
+                           "hf": train_step_fn(hf, lambda t: hf(t).logits, x, y)}, args.repeats)
+    results["train_tokens_per_s"] = rates(tokens, t["ours"], t["hf"])
 
     ours.eval(), hf.eval()
-    transposed_weight_layout(ours)  # what `llmarch generate` applies on CPU
+    for_cpu_decoding(ours)  # what `llmarch generate` applies on CPU
     # transformers' model as users get it (from_pretrained: weights memory-mapped from the file) and as
     # constructed in memory with the same weights copied in; the two decode at different speeds here.
     in_memory = transformers.GPT2LMHeadModel(hf.config).eval()
@@ -93,13 +104,11 @@ def main() -> None:
                                   pad_token_id=0)
 
     same = torch.equal(llmarch.generate(ours, prompt, max_new_tokens=n), hf_generate(hf))
-    t_ours = median_time(lambda: llmarch.generate(ours, prompt, max_new_tokens=n), args.repeats, warmup=1)
-    t_hf = median_time(lambda: hf_generate(hf), args.repeats, warmup=1)
-    t_mem = median_time(lambda: hf_generate(in_memory), args.repeats, warmup=1)
-    results["generate_tokens_per_s"] = {"llmarch": n / t_ours, "transformers": n / t_hf, "speedup": t_hf / t_ours,
-                                        "same_tokens": same}
-    results["generate_tokens_per_s_vs_in_memory"] = {"llmarch": n / t_ours, "transformers": n / t_mem,
-                                                     "speedup": t_mem / t_ours}
+    t = interleaved_times({"ours": lambda: llmarch.generate(ours, prompt, max_new_tokens=n),
+                           "hf": lambda: hf_generate(hf), "in_memory": lambda: hf_generate(in_memory)},
+                          args.repeats, warmup=1)
+    results["generate_tokens_per_s"] = {**rates(n, t["ours"], t["hf"]), "same_tokens": same}
+    results["generate_tokens_per_s_vs_in_memory"] = rates(n, t["ours"], t["in_memory"])
 
     print(f"machine: {results['machine']}, torch {results['torch']}, transformers {results['transformers']}")
     print("| benchmark | llmarch | transformers | speed-up |")

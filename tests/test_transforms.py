@@ -1,6 +1,12 @@
-import torch
+from unittest.mock import patch
 
-from llmarch.transforms import transposed_weight_layout
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmarch import generate
+from llmarch.layers.split_linear import SplitKLinear
+from llmarch.transforms import for_cpu_decoding, transposed_weight_layout
 
 from conftest import tiny
 
@@ -18,3 +24,52 @@ def test_transposed_layout_keeps_values_and_outputs_and_moves_only_widening_weig
     assert block.attn.qkv_proj.weight.t().is_contiguous() and block.mlp.up.weight.t().is_contiguous()
     assert model.lm_head.weight.t().is_contiguous()  # tied: the embedding now reads the same transposed tensor
     assert block.mlp.down.weight.is_contiguous() and block.attn.o_proj.weight.is_contiguous()
+
+
+def _one_row_matches_linear(linear: nn.Linear) -> None:
+    """SplitKLinear's split path (a single row, two threads) gives F.linear's values for this weight layout."""
+    split = SplitKLinear.from_linear(linear)
+    x = torch.randn(1, 1, linear.in_features)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with patch.object(F, "linear", side_effect=AssertionError("took nn.Linear's path")), torch.no_grad():
+            y = split(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert y.shape == (1, 1, linear.out_features)
+    assert (y - linear(x)).abs().max() < 1e-5
+
+
+def test_split_k_linear_computes_one_row_on_the_split_path_for_both_layouts():
+    torch.manual_seed(0)
+    for n_in, n_out, bias in ((64, 192, True), (256, 64, False), (96, 96, True)):
+        linear = nn.Linear(n_in, n_out, bias=bias)
+        _one_row_matches_linear(linear)  # (out, in), as built
+        linear.weight.data = linear.weight.data.t().contiguous().t()
+        _one_row_matches_linear(linear)  # (in, out), as transposed_weight_layout stores widening weights
+    linear = nn.Linear(64, 32)
+    split = SplitKLinear.from_linear(linear)
+    with torch.no_grad():  # several rows: nn.Linear's own path, bitwise
+        x = torch.randn(3, 64)
+        assert torch.equal(split(x), linear(x))
+    split(torch.randn(1, 64)).sum().backward()  # with autograd on, one row trains the weight as nn.Linear does
+    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+
+
+def test_for_cpu_decoding_keeps_weights_ties_and_greedy_tokens():
+    model = tiny("gpt-tiny")
+    ref = tiny("gpt-tiny")
+    x = torch.randint(0, 97, (1, 6))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for_cpu_decoding(model)
+    assert all(type(m) is not nn.Linear for m in model.modules())
+    assert isinstance(model.lm_head, SplitKLinear) and model.lm_head.weight is model.embed.weight
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the split path needs two threads; CI may run with one
+    try:
+        assert torch.equal(generate(model, x, max_new_tokens=20), generate(ref, x, max_new_tokens=20))
+    finally:
+        torch.set_num_threads(threads)

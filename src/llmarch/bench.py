@@ -95,7 +95,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     """Build the model, copy its weights into transformers' model of the same shape, time both."""
     from .checkpoint import build_model
     from .generate import generate
-    from .transforms import transposed_weight_layout
+    from .transforms import for_cpu_decoding
 
     if cfg.is_encoder_decoder or not cfg.causal:
         raise LlmarchError("llmarch bench measures decoder-only language models")
@@ -116,8 +116,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     ours.eval()
     if ref is not None:
         ref.eval()
-    if device.type == "cpu":
-        transposed_weight_layout(ours)
+    for_cpu_decoding(ours)
     # a token reads the weights it uses: all of a dense model's, k of each mixture's E experts
     weight_bytes = facts["active_parameters"] * next(ours.parameters()).element_size()
     bandwidth = copy_bandwidth(device)

@@ -153,10 +153,10 @@ def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed
                    length_penalty=1.0, early_stopping=False, compile=False) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source)."""
     from .generate import generate
-    from .transforms import transposed_weight_layout
+    from .transforms import for_cpu_decoding
 
     model, tok = _load_with_tokenizer(checkpoint)
-    transposed_weight_layout(model)  # faster one-token matmuls on CPU (docs/benchmarks.md)
+    for_cpu_decoding(model)  # faster one-token matmuls on CPU (docs/benchmarks.md)
     encoded = [tok.encode(p) for p in prompts]
     if model.config.is_encoder_decoder:
         encoded = [ids + [tok.eos_id] for ids in encoded]  # sources end in eos, as in training

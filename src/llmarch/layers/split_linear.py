@@ -1,0 +1,64 @@
+"""nn.Linear for one row at a time on a multi-core CPU: the product split in two halves, one per core.
+
+Decoding one token at batch 1 makes every linear layer a matrix-vector product, whose time is the weight read.
+MKL runs such a product (256-8192 wide, fp32) on one core, at about half of what two cores read (on the 2-core
+VM of docs/benchmarks.md: 6-21 GB/s against 42 GB/s for a two-thread sum over the same bytes). Written as one
+batched matmul of two halves, the halves run on two cores, 20-50% faster per matrix there. Which halves
+depends on how the weight is stored, so that each half is one contiguous block of it:
+- (k, n), transposed_weight_layout's widening weights: the contraction split (split-K, as GEMM libraries do),
+  y = x[:k/2] W[:, :k/2]^T + x[k/2:] W[:, k/2:]^T, the two partial sums then added;
+- (n, k), nn.Linear's own: the outputs split, y = [x W[:n/2]^T, x W[n/2:]^T], nothing to add.
+Every other input (training batches, prefill, several rows, autograd on) takes nn.Linear's own path."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SplitKLinear(nn.Linear):
+    """An nn.Linear sharing the weight and bias Parameters of the one it replaces (ties and state-dict names
+    stay as they were); only a single fp32 row on a CPU with two or more threads, with autograd off (decoding
+    runs under inference_mode), takes the split path."""
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> SplitKLinear:
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        new.train(linear.training)
+        new._forward_pre_hooks, new._forward_hooks = linear._forward_pre_hooks, linear._forward_hooks
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.numel() != self.in_features or x.dtype != torch.float32 or torch.get_num_threads() < 2
+                or torch.is_grad_enabled()):  # inference only: the cached view below carries no autograd history
+            return F.linear(x, self.weight, self.bias)
+        halves = self._halves()
+        if halves is None:
+            return F.linear(x, self.weight, self.bias)
+        if halves.shape[1] == self.in_features:  # outputs split: (2, 1, n/2) is y in order
+            y = torch.bmm(x.reshape(1, 1, -1).expand(2, 1, -1), halves).view(1, -1)
+        else:  # contraction split: two partial sums (2, 1, n), added
+            y = torch.bmm(x.reshape(2, 1, -1), halves)
+            y = y[0].add_(y[1])
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def _halves(self) -> torch.Tensor | None:
+        """The weight as two (k/2, n) or (k, n/2) blocks, (2, ., .), a view: split-K for a (k, n) weight, split
+        outputs for an (n, k) one; None off the CPU, for an odd split dimension, or a weight in neither layout.
+        Kept while the weight's storage is the same (a replaced .data, as by .to(), makes a new view)."""
+        w = self.weight
+        cached = self.__dict__.get("_split")
+        if cached is not None and cached.data_ptr() == w.data_ptr() and cached.dtype == w.dtype:
+            return cached
+        k, n = self.in_features, self.out_features
+        halves = None
+        if w.device.type == "cpu":
+            if w.t().is_contiguous() and k % 2 == 0:
+                halves = w.detach().t().view(2, k // 2, n)
+            elif w.is_contiguous() and n % 2 == 0:
+                halves = w.detach().view(2, n // 2, k).transpose(1, 2)
+        self.__dict__["_split"] = halves
+        return halves
