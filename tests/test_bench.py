@@ -21,6 +21,9 @@ def test_bench_reports_train_decode_prefill_against_transformers(tmp_path, capsy
     for batch in ("batch_1", "batch_2"):
         assert r["decode_tokens_per_s"][batch]["same_tokens"] is True
     assert r["decode_tokens_per_s"]["batch_1"]["roofline_fraction"] > 0
+    static = r["decode_tokens_per_s"]["batch_1"]
+    assert static["transformers_static_cache"] > 0, static.get("transformers_static_cache_error")
+    assert "| decode tokens/s, batch 1, transformers with static cache |" in table.read_text()
     assert r["prefill_tokens_per_s"]["llmarch"] > 0 and r["copy_bandwidth_gb_s"] > 0
     assert "| decode tokens/s, batch 2 |" in table.read_text() and "speed-up" in capsys.readouterr().out
 

@@ -1,6 +1,7 @@
 """`llmarch bench`: llmarch against `transformers` in one run, on the same shapes, weights, dtype and compile
 setting: training tokens/s (with MFU and peak memory on CUDA), decoding tokens/s at several batch sizes (batch
-1 also as a fraction of the memory-bandwidth roofline), and prefill tokens/s. Every figure is the median of
+1 also as a fraction of the memory-bandwidth roofline; against transformers' default `generate` and against it
+with its static cache, which it compiles itself on CUDA), and prefill tokens/s. Every figure is the median of
 `repeats` timed runs after a warm-up.
 
 - MFU = tokens/s · (6N + 12·L·d_attn·T) / peak FLOP/s (analysis/accounting.py; PaLM appendix B), with the
@@ -137,6 +138,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
 
             row["transformers"] = n * batch / median_time(hf, bc.repeats, device)
             row["same_tokens"] = bool(torch.equal(generate(ours, prompt, n, compile=bc.compile), hf()))
+            row.update(_static_cache_rate(ref, prompt, n, bc.repeats, device))
         if batch == 1:  # bytes read per token: every weight, and the KV cache at its mean fill
             mean_len = bc.prompt_tokens + n / 2
             read = weight_bytes + facts["kv_cache_bytes_per_token"] * mean_len
@@ -176,6 +178,24 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     out["flops_per_token"] = facts["flops_per_token"]
 
     return out
+
+
+def _static_cache_rate(ref, prompt: torch.Tensor, n: int, repeats: int, device: torch.device) -> dict:
+    """transformers' generate with its static cache, which it compiles itself on CUDA (reduce-overhead, as
+    its docs advise for fast decoding); on CPU the static cache alone. Tokens/s, or the error where that model
+    or version cannot (the figure is then None, with its reason)."""
+    mask = torch.ones_like(prompt)
+
+    def hf_static():
+        with torch.no_grad():
+            return ref.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                pad_token_id=0, cache_implementation="static")
+
+    try:
+        return {"transformers_static_cache": prompt.shape[0] * n / median_time(hf_static, repeats, device),
+                "transformers_static_cache_compiled": device.type == "cuda"}
+    except Exception as e:  # a reference that cannot: say so in the results instead of failing the benchmark
+        return {"transformers_static_cache": None, "transformers_static_cache_error": f"{type(e).__name__}: {e}"}
 
 
 def dense_twin(cfg: ModelConfig) -> ModelConfig:
@@ -273,6 +293,11 @@ def to_markdown(r: dict) -> str:
     add("training tokens/s", r["train"], "tokens_per_s")
     for name, row in r["decode_tokens_per_s"].items():
         add(f"decode tokens/s, {name.replace('_', ' ')}", row)
+        if row.get("transformers_static_cache"):  # the same llmarch figure against transformers' static cache
+            static = row["transformers_static_cache"]
+            add(f"decode tokens/s, {name.replace('_', ' ')}, transformers with static cache"
+                + (" (compiled)" if row["transformers_static_cache_compiled"] else ""),
+                {"llmarch": row["llmarch"], "transformers": static, "speedup": row["llmarch"] / static})
     if "prefill_tokens_per_s" in r:
         add("prefill tokens/s", r["prefill_tokens_per_s"])
     mfu = r["train"]["llmarch"]["mfu"]
