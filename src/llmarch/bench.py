@@ -52,17 +52,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+def median_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                 warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each fn, timed in turns: `repeats` rounds, each calling every fn once, so a
+    neighbour's load on a shared machine slows every contender alike rather than whichever ran then."""
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     _sync(device)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    return median_times({"fn": fn}, repeats, device, warmup)["fn"]
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
@@ -126,19 +135,19 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     n = bc.new_tokens
     for batch in (int(b) for b in bc.decode_batches.split(",")):
         prompt = torch.randint(0, cfg.vocab_size, (batch, bc.prompt_tokens), device=device)
-        row = {"llmarch": n * batch / median_time(lambda: generate(ours, prompt, n, compile=bc.compile), bc.repeats,
-                                                  device)}
+        fns = {"llmarch": lambda: generate(ours, prompt, n, compile=bc.compile)}
+        row = {}
         if ref is not None:
-            mask = torch.ones_like(prompt)
-
-            def hf():
-                with torch.no_grad():
-                    return ref.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                                        do_sample=False, pad_token_id=0)
-
-            row["transformers"] = n * batch / median_time(hf, bc.repeats, device)
-            row["same_tokens"] = bool(torch.equal(generate(ours, prompt, n, compile=bc.compile), hf()))
-            row.update(_static_cache_rate(ref, prompt, n, bc.repeats, device))
+            fns["transformers"] = lambda: _hf_generate(ref, prompt, n)
+            row["same_tokens"] = bool(torch.equal(fns["llmarch"](), fns["transformers"]()))
+            try:  # where this model or version can
+                _hf_generate(ref, prompt, n, static_cache=True)
+                fns["transformers_static_cache"] = lambda: _hf_generate(ref, prompt, n, static_cache=True)
+                row["transformers_static_cache_compiled"] = device.type == "cuda"
+            except Exception as e:  # a reference that cannot: say so in the results instead of failing
+                row["transformers_static_cache"] = None
+                row["transformers_static_cache_error"] = f"{type(e).__name__}: {e}"
+        row.update({name: n * batch / t for name, t in median_times(fns, bc.repeats, device).items()})
         if batch == 1:  # bytes read per token: every weight, and the KV cache at its mean fill
             mean_len = bc.prompt_tokens + n / 2
             read = weight_bytes + facts["kv_cache_bytes_per_token"] * mean_len
@@ -150,52 +159,47 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
         if bc.prefill_tokens > cfg.context_length:
             raise LlmarchError(f"prefill of {bc.prefill_tokens} tokens exceeds context_length {cfg.context_length}")
         ids = torch.randint(0, cfg.vocab_size, (1, bc.prefill_tokens), device=device)
-        prefill = {}
-        for name, model in (("llmarch", ours), ("transformers", ref)):
-            if model is not None:
-                with torch.no_grad():
-                    prefill[name] = bc.prefill_tokens / median_time(lambda m=model: m(ids).logits, bc.repeats, device)
-        out["prefill_tokens_per_s"] = _with_speedup(prefill, None)
+        models = dict(_contenders(ours, ref))
+        with torch.no_grad():
+            t = median_times({name: lambda m=m: m(ids).logits for name, m in models.items()}, bc.repeats, device)
+        out["prefill_tokens_per_s"] = _with_speedup({name: bc.prefill_tokens / s for name, s in t.items()}, None)
 
     # training last, as it changes the weights: forward, loss, backward, AdamW
     x = torch.randint(0, cfg.vocab_size, (bc.batch_size, context), device=device)
     y = torch.roll(x, -1, dims=1)
     tokens = bc.batch_size * context
     peak = _peak_flops(device)
-    train = {}
-    for name, model in (("llmarch", ours), ("transformers", ref)):
-        if model is None:
-            continue
+    steps, memory = {}, {}
+    for name, model in _contenders(ours, ref):
         model.train()
-        if device.type == "cuda":
+        steps[name] = _train_step(model, lambda ids, m=model: m(ids).logits, x, y, bc.compile)
+        steps[name]()  # warm-up: compiles, and creates the optimizer state
+        if device.type == "cuda":  # a step's peak, each model alone
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
-        t = median_time(_train_step(model, lambda ids, m=model: m(ids).logits, x, y, bc.compile), bc.repeats, device)
-        train[name] = {"tokens_per_s": tokens / t, "mfu": None if peak is None else
-                       tokens / t * facts["flops_per_token"] / peak,
-                       "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
-                       if device.type == "cuda" else None}
+            steps[name]()
+            memory[name] = torch.cuda.max_memory_allocated(device) / 2**30
+    t = median_times(steps, bc.repeats, device, warmup=0)
+    train = {name: {"tokens_per_s": tokens / t[name], "mfu": None if peak is None else
+                    tokens / t[name] * facts["flops_per_token"] / peak, "peak_memory_gib": memory.get(name)}
+             for name in steps}
     out["train"] = _with_speedup(train, "tokens_per_s")
     out["flops_per_token"] = facts["flops_per_token"]
 
     return out
 
 
-def _static_cache_rate(ref, prompt: torch.Tensor, n: int, repeats: int, device: torch.device) -> dict:
-    """transformers' generate with its static cache, which it compiles itself on CUDA (reduce-overhead, as
-    its docs advise for fast decoding); on CPU the static cache alone. Tokens/s, or the error where that model
-    or version cannot (the figure is then None, with its reason)."""
-    mask = torch.ones_like(prompt)
+def _contenders(ours, ref) -> list[tuple[str, torch.nn.Module]]:
+    return [(name, m) for name, m in (("llmarch", ours), ("transformers", ref)) if m is not None]
 
-    def hf_static():
-        with torch.no_grad():
-            return ref.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                pad_token_id=0, cache_implementation="static")
 
-    try:
-        return {"transformers_static_cache": prompt.shape[0] * n / median_time(hf_static, repeats, device),
-                "transformers_static_cache_compiled": device.type == "cuda"}
-    except Exception as e:  # a reference that cannot: say so in the results instead of failing the benchmark
-        return {"transformers_static_cache": None, "transformers_static_cache_error": f"{type(e).__name__}: {e}"}
+def _hf_generate(ref, prompt: torch.Tensor, n: int, static_cache: bool = False):
+    """transformers' greedy generate of exactly n tokens; static_cache: with its static cache, which it compiles
+    itself on CUDA (reduce-overhead, as its docs advise for fast decoding), the static cache alone on CPU."""
+    extra = {"cache_implementation": "static"} if static_cache else {}
+    with torch.no_grad():
+        return ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                            do_sample=False, pad_token_id=0, **extra)
 
 
 def dense_twin(cfg: ModelConfig) -> ModelConfig:

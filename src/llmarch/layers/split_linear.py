@@ -8,7 +8,8 @@ depends on how the weight is stored, so that each half is one contiguous block o
 - (k, n), transposed_weight_layout's widening weights: the contraction split (split-K, as GEMM libraries do),
   y = x[:k/2] W[:, :k/2]^T + x[k/2:] W[:, k/2:]^T, the two partial sums then added;
 - (n, k), nn.Linear's own: the outputs split, y = [x W[:n/2]^T, x W[n/2:]^T], nothing to add.
-Every other input (training batches, prefill, several rows, autograd on) takes nn.Linear's own path."""
+Every other input (training batches, prefill, several rows, autograd on, torch.compile) takes nn.Linear's own
+path."""
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,8 @@ class SplitKLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.numel() != self.in_features or x.dtype != torch.float32 or torch.get_num_threads() < 2
+        if (x.numel() != self.in_features or x.dtype != torch.float32 or torch.compiler.is_compiling()
+                or torch.get_num_threads() < 2  # compiled graphs choose their own kernels
                 or torch.is_grad_enabled()):  # inference only: the cached view below carries no autograd history
             return F.linear(x, self.weight, self.bias)
         halves = self._halves()
