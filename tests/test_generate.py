@@ -102,3 +102,58 @@ def test_one_token_step_steps_aside_for_hooks_and_narrow_windows():
     handle.remove()
     assert seen == [3, 1, 1, 1]  # the prefill, then each decoded token but the last went through the hooked forward
     assert row == greedy_by_recompute(model, [5, 6, 7], 4)
+
+
+def _host_reads(model, ids, n: int, **kwargs) -> int:
+    """How many times generate reads a tensor's value on the host (bool, item, tolist, numpy, int, float):
+    each is a device sync on a GPU."""
+    calls = []
+    names = ("__bool__", "item", "tolist", "numpy", "__int__", "__float__", "__index__")
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+
+    def counting(name):
+        def read(self, *args, **kw):
+            calls.append(name)
+            return originals[name](self, *args, **kw)
+        return read
+
+    try:
+        for name in names:
+            setattr(torch.Tensor, name, counting(name))
+        llmarch.generate(model, ids, max_new_tokens=n, **kwargs)
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+    return len(calls)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"temperature": 0.8, "top_k": 5, "top_p": 0.9, "seed": 0}])
+def test_the_decode_loop_reads_nothing_back_to_the_host(kwargs):
+    """The host reads (syncs on a GPU) of a whole generate call do not grow with the number of new tokens: none
+    happen inside the decode loop (greedy or sampled, no eos_id)."""
+    model = tiny("llama-tiny")
+    ids = torch.randint(0, 97, (2, 5))
+    assert _host_reads(model, ids, 3, **kwargs) == _host_reads(model, ids, 12, **kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA sync debug mode needs a GPU")
+def test_the_cuda_decode_loop_makes_no_synchronizing_call():
+    """On a GPU, torch's sync debug mode warns at each synchronizing call: a whole generate call warns as often
+    for 12 new tokens as for 3."""
+    import warnings
+
+    model = tiny("llama-tiny").cuda()
+    ids = torch.randint(0, 97, (2, 5), device="cuda")
+    llmarch.generate(model, ids, max_new_tokens=2)  # warm-up: lazy initialisations may sync once
+
+    def syncs(n: int) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                llmarch.generate(model, ids, max_new_tokens=n)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(3) == syncs(12)
