@@ -26,9 +26,9 @@ def test_transposed_layout_keeps_values_and_outputs_and_moves_only_widening_weig
     assert block.mlp.down.weight.is_contiguous() and block.attn.o_proj.weight.is_contiguous()
 
 
-def _one_row_matches_linear(linear: nn.Linear) -> None:
+def _one_row_matches_linear(linear: nn.Linear, split: SplitKLinear | None = None) -> None:
     """SplitKLinear's split path (a single row, two threads) gives F.linear's values for this weight layout."""
-    split = SplitKLinear.from_linear(linear)
+    split = split or SplitKLinear.from_linear(linear)
     x = torch.randn(1, 1, linear.in_features)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -48,6 +48,13 @@ def test_split_k_linear_computes_one_row_on_the_split_path_for_both_layouts():
         _one_row_matches_linear(linear)  # (out, in), as built
         linear.weight.data = linear.weight.data.t().contiguous().t()
         _one_row_matches_linear(linear)  # (in, out), as transposed_weight_layout stores widening weights
+    split = SplitKLinear.from_linear(linear)  # one module, whose weight is given new storage in the other layout
+    _one_row_matches_linear(linear, split)
+    with torch.no_grad():
+        linear.weight.data = torch.randn(linear.out_features, linear.in_features)
+    _one_row_matches_linear(linear, split)
+    split.double()  # .to() and the like drop the view, so it holds no old storage
+    assert "_split" not in split.__dict__
     linear = nn.Linear(64, 32)
     split = SplitKLinear.from_linear(linear)
     with torch.no_grad():  # several rows: nn.Linear's own path, bitwise

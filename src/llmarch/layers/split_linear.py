@@ -50,11 +50,12 @@ class SplitKLinear(nn.Linear):
     def _halves(self) -> torch.Tensor | None:
         """The weight as two (k/2, n) or (k, n/2) blocks, (2, ., .), a view: split-K for a (k, n) weight, split
         outputs for an (n, k) one; None off the CPU, for an odd split dimension, or a weight in neither layout.
-        Kept while the weight's storage is the same (a replaced .data, as by .to(), makes a new view)."""
+        Kept while the weight keeps its storage (the view holds that storage, so a new .data, as a layout change
+        gives, has another address); .to() and the like drop it (_apply), so no old storage outlives them."""
         w = self.weight
         cached = self.__dict__.get("_split")
-        if cached is not None and cached.data_ptr() == w.data_ptr() and cached.dtype == w.dtype:
-            return cached
+        if cached is not None and cached[0] == w.data_ptr():
+            return cached[1]
         k, n = self.in_features, self.out_features
         halves = None
         if w.device.type == "cpu":
@@ -62,5 +63,9 @@ class SplitKLinear(nn.Linear):
                 halves = w.detach().t().view(2, k // 2, n)
             elif w.is_contiguous() and n % 2 == 0:
                 halves = w.detach().view(2, n // 2, k).transpose(1, 2)
-        self.__dict__["_split"] = halves
+        self.__dict__["_split"] = (w.data_ptr(), halves)
         return halves
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_split", None)
+        return super()._apply(fn, recurse)
