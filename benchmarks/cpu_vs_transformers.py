@@ -12,34 +12,19 @@ import json
 import platform
 import statistics
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
 import transformers
 
 import llmarch
+from llmarch.bench import round_times
 from llmarch.transforms import for_cpu_decoding
 from llmarch.interop import to_hf
 
 
-def interleaved_times(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Seconds per call of each fn, timed in turns: `repeats` rounds, each calling every fn once in order.
-    Returns {name: [seconds per round]}; per-round ratios compare runs made moments apart."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def rates(work: float, ours: list, theirs: list) -> dict:
-    """Work per second (median over rounds) of both, and the median of the per-round speed-ups."""
+    """Work per second (median over round_times' rounds) of both, and the median of the per-round speed-ups."""
     return {"llmarch": work / statistics.median(ours), "transformers": work / statistics.median(theirs),
             "speedup": statistics.median(t / o for o, t in zip(ours, theirs))}
 
@@ -84,8 +69,9 @@ def main() -> None:
                "torch": torch.__version__, "transformers": transformers.__version__, "repeats": args.repeats}
 
     ours.train(), hf.train()
-    t = interleaved_times({"ours": train_step_fn(ours, lambda t: ours(t).logits, x, y),
-                           "hf": train_step_fn(hf, lambda t: hf(t).logits, x, y)}, args.repeats)
+    cpu = torch.device("cpu")
+    t = round_times({"ours": train_step_fn(ours, lambda t: ours(t).logits, x, y),
+                     "hf": train_step_fn(hf, lambda t: hf(t).logits, x, y)}, args.repeats, cpu, warmup=2)
     results["train_tokens_per_s"] = rates(tokens, t["ours"], t["hf"])
 
     ours.eval(), hf.eval()
@@ -104,9 +90,9 @@ def main() -> None:
                                   pad_token_id=0)
 
     same = torch.equal(llmarch.generate(ours, prompt, max_new_tokens=n), hf_generate(hf))
-    t = interleaved_times({"ours": lambda: llmarch.generate(ours, prompt, max_new_tokens=n),
-                           "hf": lambda: hf_generate(hf), "in_memory": lambda: hf_generate(in_memory)},
-                          args.repeats, warmup=1)
+    t = round_times({"ours": lambda: llmarch.generate(ours, prompt, max_new_tokens=n),
+                     "hf": lambda: hf_generate(hf), "in_memory": lambda: hf_generate(in_memory)},
+                    args.repeats, cpu, warmup=1)
     results["generate_tokens_per_s"] = {**rates(n, t["ours"], t["hf"]), "same_tokens": same}
     results["generate_tokens_per_s_vs_in_memory"] = rates(n, t["ours"], t["in_memory"])
 

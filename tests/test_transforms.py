@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmarch import generate
-from llmarch.layers.split_linear import SplitKLinear
+from llmarch.layers.split_linear import SplitLinear
 from llmarch.transforms import for_cpu_decoding, transposed_weight_layout
 
 from conftest import tiny
@@ -26,9 +26,9 @@ def test_transposed_layout_keeps_values_and_outputs_and_moves_only_widening_weig
     assert block.mlp.down.weight.is_contiguous() and block.attn.o_proj.weight.is_contiguous()
 
 
-def _one_row_matches_linear(linear: nn.Linear, split: SplitKLinear | None = None) -> None:
-    """SplitKLinear's split path (a single row, two threads) gives F.linear's values for this weight layout."""
-    split = split or SplitKLinear.from_linear(linear)
+def _one_row_matches_linear(linear: nn.Linear, split: SplitLinear | None = None) -> None:
+    """SplitLinear's split path (a single row, two threads) gives F.linear's values for this weight layout."""
+    split = split or SplitLinear.from_linear(linear)
     x = torch.randn(1, 1, linear.in_features)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -41,14 +41,14 @@ def _one_row_matches_linear(linear: nn.Linear, split: SplitKLinear | None = None
     assert (y - linear(x)).abs().max() < 1e-5
 
 
-def test_split_k_linear_computes_one_row_on_the_split_path_for_both_layouts():
+def test_split_linear_computes_one_row_on_the_split_path_for_both_layouts():
     torch.manual_seed(0)
     for n_in, n_out, bias in ((64, 192, True), (256, 64, False), (96, 96, True)):
         linear = nn.Linear(n_in, n_out, bias=bias)
         _one_row_matches_linear(linear)  # (out, in), as built
         linear.weight.data = linear.weight.data.t().contiguous().t()
         _one_row_matches_linear(linear)  # (in, out), as transposed_weight_layout stores widening weights
-    split = SplitKLinear.from_linear(linear)  # one module, whose weight is given new storage in the other layout
+    split = SplitLinear.from_linear(linear)  # one module, whose weight is given new storage in the other layout
     _one_row_matches_linear(linear, split)
     with torch.no_grad():
         linear.weight.data = torch.randn(linear.out_features, linear.in_features)
@@ -56,7 +56,7 @@ def test_split_k_linear_computes_one_row_on_the_split_path_for_both_layouts():
     split.double()  # .to() and the like drop the view, so it holds no old storage
     assert "_split" not in split.__dict__
     linear = nn.Linear(64, 32)
-    split = SplitKLinear.from_linear(linear)
+    split = SplitLinear.from_linear(linear)
     with torch.no_grad():  # several rows: nn.Linear's own path, bitwise
         x = torch.randn(3, 64)
         assert torch.equal(split(x), linear(x))
@@ -71,7 +71,7 @@ def test_for_cpu_decoding_keeps_weights_ties_and_greedy_tokens():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for_cpu_decoding(model)
     assert all(type(m) is not nn.Linear for m in model.modules())
-    assert isinstance(model.lm_head, SplitKLinear) and model.lm_head.weight is model.embed.weight
+    assert isinstance(model.lm_head, SplitLinear) and model.lm_head.weight is model.embed.weight
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
     threads = torch.get_num_threads()

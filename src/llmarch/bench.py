@@ -52,10 +52,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-                 warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each fn, timed in turns: `repeats` rounds, each calling every fn once, so a
-    neighbour's load on a shared machine slows every contender alike rather than whichever ran then."""
+def round_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each fn, timed in turns: `repeats` rounds, each calling every fn once, so a
+    neighbour's load on a shared machine slows every contender alike rather than whichever ran then.
+    {name: [seconds in round 1, round 2, ...]}: the same round's figures were measured moments apart."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -67,7 +68,13 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int, device: tor
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                 warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each fn over round_times' rounds."""
+    return {name: statistics.median(t) for name, t in round_times(fns, repeats, device, warmup).items()}
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:

@@ -1,13 +1,14 @@
 """Transforms applied to a built model, outside the model code, so models stay plain single-device modules.
-For inference: layout (on CPU, `for_cpu_decoding`), precision, compile, in that order. For training (`for_training`), torchtitan's order:
-activation checkpointing, compile, data parallelism (DDP, or FSDP2 per block then the root)."""
+For inference: layout (on CPU, `for_cpu_decoding`), precision, compile, in that order. For training
+(`for_training`), torchtitan's order: activation checkpointing, compile, data parallelism (DDP, or FSDP2 per
+block then the root)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .checkpoint import stacks
-from .layers.split_linear import SplitKLinear
+from .layers.split_linear import SplitLinear
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -91,7 +92,7 @@ def transposed_weight_layout(model: nn.Module) -> nn.Module:
 
 def for_cpu_decoding(model: nn.Module) -> nn.Module:
     """What `llmarch generate` and `llmarch bench` apply to a model that decodes on CPU: transposed_weight_layout,
-    then every nn.Linear replaced by a SplitKLinear sharing its Parameters (a one-row product runs on two cores).
+    then every nn.Linear replaced by a SplitLinear sharing its Parameters (a one-row product runs on two cores).
     Values, state-dict names and ties are unchanged; batch-1 decoding is faster (docs/benchmarks.md), other
     inputs take nn.Linear's path. A model on another device is returned untouched. In place; returns the model."""
     if next(model.parameters()).device.type != "cpu":
@@ -100,7 +101,7 @@ def for_cpu_decoding(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.Linear:
-                setattr(parent, name, SplitKLinear.from_linear(child))
+                setattr(parent, name, SplitLinear.from_linear(child))
     return model
 
 

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class SplitKLinear(nn.Linear):
+class SplitLinear(nn.Linear):
     """An nn.Linear sharing the weight and bias Parameters of the one it replaces (ties and state-dict names
     stay as they were); only a single fp32 row on a CPU with two or more threads, with autograd off (decoding
     runs under inference_mode), takes the split path."""
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> SplitKLinear:
+    def from_linear(cls, linear: nn.Linear) -> SplitLinear:
         new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         new.weight, new.bias = linear.weight, linear.bias
         new.train(linear.training)
@@ -31,8 +31,8 @@ class SplitKLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.numel() != self.in_features or x.dtype != torch.float32 or torch.compiler.is_compiling()
-                or torch.get_num_threads() < 2  # compiled graphs choose their own kernels
+        if (x.numel() != self.in_features or x.dtype != torch.float32 or torch.get_num_threads() < 2
+                or torch.compiler.is_compiling()  # compiled graphs choose their own kernels
                 or torch.is_grad_enabled()):  # inference only: the cached view below carries no autograd history
             return F.linear(x, self.weight, self.bias)
         halves = self._halves()
