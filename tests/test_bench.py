@@ -1,6 +1,8 @@
 """`llmarch bench` runs end to end on CPU with small shapes and reports every section; the speed figures
 themselves live in docs/benchmarks.md, not in assertions. (MFU needs a known GPU peak: None on CPU.)"""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -34,6 +36,20 @@ def test_bench_refuses_encoder_decoders():
 
     with pytest.raises(LlmarchError, match="decoder-only"):
         run_bench(resolve("t5-tiny"), BenchConfig())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--new-tokens", "0"], "--new-tokens must be at least 1, got 0"),
+    (["--decode-batches", "1,x"], "--decode-batches must be positive integers separated by commas, got '1,x'"),
+    (["--decode-batches", "0"], "--decode-batches must be positive integers"),
+])
+def test_bench_bad_counts_are_one_line_exit_2(args, message):
+    proc = subprocess.run([sys.executable, "-m", "llmarch", "bench", "--model", "gpt-tiny", *args],
+                          capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("llmarch bench: error: ") and message in lines[0]
 
 
 def test_bench_vs_dense_compares_a_mixture_with_its_dense_twin(tmp_path, capsys):

@@ -116,6 +116,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
 
     if cfg.is_encoder_decoder or not cfg.causal:
         raise LlmarchError("llmarch bench measures decoder-only language models")
+    batches = _check(bc)
     if bc.vs_dense:
         return moe_vs_dense(cfg, bc)
     device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -140,7 +141,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     out["copy_bandwidth_gb_s"] = bandwidth / 1e9
     decode = {}
     n = bc.new_tokens
-    for batch in (int(b) for b in bc.decode_batches.split(",")):
+    for batch in batches:
         prompt = torch.randint(0, cfg.vocab_size, (batch, bc.prompt_tokens), device=device)
         fns = {"llmarch": lambda: generate(ours, prompt, n, compile=bc.compile)}
         row = {}
@@ -194,6 +195,21 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     out["flops_per_token"] = facts["flops_per_token"]
 
     return out
+
+
+def _check(bc: BenchConfig) -> list[int]:
+    """The decoding batch sizes, once every count the benchmark runs with is at least 1."""
+    for name in ("repeats", "batch_size", "prompt_tokens", "new_tokens"):
+        if getattr(bc, name) < 1:
+            raise LlmarchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(bc, name)}")
+    try:
+        batches = [int(b) for b in bc.decode_batches.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise LlmarchError(f"--decode-batches must be positive integers separated by commas, got "
+                           f"{bc.decode_batches!r}")
+    return batches
 
 
 def _contenders(ours, ref) -> list[tuple[str, torch.nn.Module]]:
