@@ -19,7 +19,6 @@ import transformers
 
 import llmarch
 from llmarch.bench import round_times
-from llmarch.transforms import for_cpu_decoding
 from llmarch.interop import to_hf
 
 
@@ -74,8 +73,7 @@ def main() -> None:
                      "hf": train_step_fn(hf, lambda t: hf(t).logits, x, y)}, args.repeats, cpu, warmup=2)
     results["train_tokens_per_s"] = rates(tokens, t["ours"], t["hf"])
 
-    ours.eval(), hf.eval()
-    for_cpu_decoding(ours)  # what `llmarch generate` applies on CPU
+    ours.eval(), hf.eval()  # llmarch.generate lays the model out for CPU decoding itself (generate/engine.py)
     # transformers' model as users get it (from_pretrained: weights memory-mapped from the file) and as
     # constructed in memory with the same weights copied in; the two decode at different speeds here.
     in_memory = transformers.GPT2LMHeadModel(hf.config).eval()

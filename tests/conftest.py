@@ -5,6 +5,10 @@ import torch
 
 import llmarch
 
+# Under pytest-xdist each worker takes one core: two workers with two threads each would fight for two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _cache(tmp_path_factory):

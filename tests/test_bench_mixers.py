@@ -61,7 +61,7 @@ def test_mamba_state_is_independent_of_max_len_while_a_kv_cache_grows():
     is the same size whatever max_len the cache is set up for; an attention KV cache has a slot per token."""
     def state_after_setup(model, max_len):
         model.setup_cache(1, max_len)
-        return [cache.nbytes for cache in model._caches()]
+        return [cache.nbytes for cache in model.caches()]
 
     for preset in ("mamba-tiny", "mamba2-tiny"):
         model = TransformerLM(resolve(preset, d_model=32, n_layers=2, ssm_head_dim=16, context_length=4096))

@@ -4,7 +4,7 @@ import torch
 import llmarch
 from llmarch import LlmarchError
 from llmarch.generate import sample
-from llmarch.generate.decode import decode_one_token, one_token_step_applies
+from llmarch.generate.engine import Engine
 
 from conftest import tiny
 
@@ -77,31 +77,30 @@ def test_sampling_is_seeded_and_respects_top_k_top_p():
     ("llama-tiny", dict(positions="t5_relative", attn_scale=1.0)),  # a score bias instead of a causal mask
     ("gpt-tiny", dict(head_scale=True)),  # the head's d^-0.5 rescale (T5 v1.0's)
 ])
-def test_one_token_step_equals_the_model_forward(base, overrides):
-    """decode_one_token, which generate uses for each new token, against the full (uncached) forward."""
+def test_the_engine_step_equals_the_model_forward(base, overrides):
+    """The engine's prefill then one decode step per token (what generate runs) against the full (uncached)
+    forward: the same logits at every position."""
     model = tiny(base, **overrides)
     x = torch.randint(0, 97, (2, 20))
     full = model(x).logits
-    assert one_token_step_applies(model, 20)
-    with torch.inference_mode():
-        model.setup_cache(2, 20)
-        model(x[:, :12], input_pos=torch.arange(12), kv_len=12)
-        steps = [decode_one_token(model, x[:, t:t + 1], torch.tensor([t]), t + 1) for t in range(12, 20)]
-        model.clear_cache()
-    assert (torch.cat(steps, 1) - full[:, 12:]).abs().max() < 1e-5
+    with torch.inference_mode(), Engine(model, 2, 20) as engine:
+        steps = [engine.prefill(x[:, :12])] + [engine.decode(x[:, t]) for t in range(12, 19)]
+    assert (torch.stack(steps, 1) - full[:, 11:19]).abs().max() < 1e-5
+    assert model.training is False and model.blocks[0].seq_mixer.cache is None  # the engine cleans up
 
 
-def test_one_token_step_steps_aside_for_hooks_and_narrow_windows():
+def test_hooks_see_every_decoded_token_and_windows_narrower_than_the_context():
+    """There is one path for a decoded token: hooks attached anywhere see the prefill and each decode step, and
+    a sliding window narrower than the generated length decodes what recomputation gives."""
     model = tiny()
-    assert not one_token_step_applies(tiny(sliding_window=8), 20)
-    assert one_token_step_applies(tiny(sliding_window=20), 20)
     seen = []
     handle = model.blocks[0].hook_resid_pre.register_forward_hook(lambda mod, args, out: seen.append(out.shape[1]))
-    assert not one_token_step_applies(model, 20)
     row = llmarch.generate(model, [[5, 6, 7]], max_new_tokens=4)[0]
     handle.remove()
-    assert seen == [3, 1, 1, 1]  # the prefill, then each decoded token but the last went through the hooked forward
+    assert seen == [3, 1, 1, 1]  # the prefill, then each decoded token but the last
     assert row == greedy_by_recompute(model, [5, 6, 7], 4)
+    narrow = tiny(sliding_window=4)
+    assert llmarch.generate(narrow, [[5, 6, 7]], max_new_tokens=8)[0] == greedy_by_recompute(narrow, [5, 6, 7], 8)
 
 
 def _host_reads(model, ids, n: int, **kwargs) -> int:
@@ -157,3 +156,22 @@ def test_the_cuda_decode_loop_makes_no_synchronizing_call():
         return sum("synchroniz" in str(w.message) for w in caught)
 
     assert syncs(3) == syncs(12)
+
+
+def test_stop_sequences_end_a_row_and_eos_still_does():
+    """A row ends once its new tokens end with a stop sequence (kept), the others run on; as tensors, an ended
+    row holds the fill id after its end. Stops that never occur change nothing."""
+    model = tiny()
+    prompts = [[5, 6, 7], [40, 41]]
+    free = llmarch.generate(model, prompts, max_new_tokens=10)
+    first_new = free[0][3:5]  # row 0's first two new tokens, as a stop sequence
+    stopped = llmarch.generate(model, prompts, max_new_tokens=10, stop=[first_new])
+    assert stopped[0] == free[0][:5]
+    new = free[1][2:]
+    ends = [j + 2 for j in range(len(new) - 1) if new[j:j + 2] == first_new]
+    assert stopped[1] == (free[1][:2 + ends[0]] if ends else free[1])  # row 1 runs on to its own end, if any
+    assert llmarch.generate(model, prompts, max_new_tokens=10, stop=[[96, 96, 96, 96]]) == free
+    eos = free[1][3]
+    assert llmarch.generate(model, prompts, max_new_tokens=10, eos_id=eos)[1] == free[1][:free[1].index(eos, 2) + 1]
+    with pytest.raises(LlmarchError, match="stop sequences"):
+        llmarch.generate(model, prompts, max_new_tokens=4, stop=[[]])

@@ -56,7 +56,7 @@ def test_cached_mixer_matches_uncached(kv_len):
     x = torch.randn(2, 16, 32)
     with torch.no_grad():
         full = mixer(x, mixer_ctx(torch.arange(16)))
-        mixer.cache = mixer.new_state(2, torch.float32, "cpu")
+        mixer.cache = mixer.new_state(2, 16, torch.float32, "cpu")
         outs, start = [], 0
         for stop in [5, 8, *range(9, 17)]:
             pos = torch.arange(start, stop)
@@ -141,7 +141,7 @@ def test_trains():
 def test_state_bytes_and_reorder():
     cfg = tiny_config()
     mixer = Hyena(cfg)
-    state = mixer.new_state(3, torch.bfloat16, "cpu")
+    state = mixer.new_state(3, 16, torch.bfloat16, "cpu")
     N, d, L, K = cfg.hyena_order, cfg.d_model, cfg.context_length, cfg.hyena_short_conv
     per_row = (N * d * L + (N + 1) * d * (K - 1)) * 2  # the z^n history and the short conv's inputs, bf16
     assert state.nbytes == 3 * per_row + N * d * L * 4  # + the filters (taps), fp32, shared by the rows

@@ -62,12 +62,12 @@ def test_left_padded_batch_matches_unpadded_rows(base, kw):
 
 
 def model_full(model, x):
-    cache = [b.attn.kv_cache for b in model.blocks]
+    cache = [b.attn.cache for b in model.blocks]
     for b in model.blocks:
-        b.attn.kv_cache = None
+        b.attn.cache = None
     out = model(x).logits
     for b, c in zip(model.blocks, cache):
-        b.attn.kv_cache = c
+        b.attn.cache = c
     return out
 
 

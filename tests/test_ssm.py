@@ -139,7 +139,7 @@ def test_beam_search_reorders_the_states():
 
 def test_per_layer_pattern_builds_the_named_parts():
     m = model("hybrid", n_layers=6)
-    kinds = [b.mixer_kind for b in m.blocks]
+    kinds = [type(b.seq_mixer).__name__.lower() for b in m.blocks]
     assert kinds == ["mamba", "attention", "mamba", "attention", "mamba", "attention"]
     moe = [type(b.mlp).__name__ for b in m.blocks]
     assert moe == ["GLU", "GLU", "MoE", "GLU", "GLU", "MoE"]

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ATTENTION_KINDS, MIXERS, WINDOWED, ModelConfig
+from .config import ModelConfig
 from .errors import LlmarchError
+from .layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
+from .layers.mixer import MIXERS
 
 MIXER_KINDS = tuple(m for m in MIXERS if m != "attention")  # mamba, mamba2, hyena
 
@@ -114,19 +116,18 @@ def check_kinds(kinds: list[str], causal: bool) -> None:
 
 def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torch.nn.Module:
     """One attention layer, or one mixer initialised as a model initialises it (its init_ssm)."""
-    from .layers import MIXERS as MIXER_MODULES
     from .layers.attention import Attention
 
     if kind in MIXER_KINDS:
         inner = ModelConfig.ssm_expand * bc.d_model  # Mamba-2's heads must divide its inner width
         cfg = ModelConfig(d_model=bc.d_model, n_heads=bc.n_heads, n_layers=1, context_length=context, mixer=kind,
                           ssm_head_dim=math.gcd(ModelConfig.ssm_head_dim, inner), bias=False)
-        layer = MIXER_MODULES[kind](cfg)
+        layer = MIXERS[kind](cfg)
         layer.init_ssm()
         return layer
     cfg = ModelConfig(d_model=bc.d_model, n_heads=bc.n_heads, n_layers=1, context_length=context,
                       attention=kind, attn_impl=impl, causal=bc.causal, attention_block=bc.block,
-                      sliding_window=bc.window if kind in WINDOWED else None, bias=False)
+                      sliding_window=bc.window if kind in windowed_kinds() else None, bias=False)
     return Attention(cfg)
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .bench_attention import check_kinds, two_panels
-from .config import ATTENTION_KINDS, WINDOWED, ModelConfig, resolve
+from .config import ModelConfig, resolve
+from .layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
 
 FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny"}  # attention kinds: llama-tiny
 
@@ -49,14 +50,14 @@ def model_config(cc: ContextBenchConfig, kind: str, context: int) -> ModelConfig
                      ssm_head_dim=math.gcd(base.ssm_head_dim, base.ssm_expand * cc.d_model))
     if kind in ATTENTION_KINDS:
         overrides.update(attention=kind, n_heads=cc.n_heads, n_kv_heads=cc.n_heads,
-                         sliding_window=cc.window if kind in WINDOWED else None)
+                         sliding_window=cc.window if kind in windowed_kinds() else None)
     return resolve(family, **overrides)
 
 
 def _fill(model, L: int, chunk: int) -> str:
     from .layers.kv_cache import KVCache
 
-    caches = model._caches()
+    caches = model.caches()
     if all(isinstance(c, KVCache) for c in caches):
         for c in caches:
             c.k[:, :, :L].normal_()
@@ -90,7 +91,7 @@ def _at_context(model, L: int, cc: ContextBenchConfig, device: torch.device) -> 
     model.setup_cache(1, L + cc.new_tokens + 1)
     fill = _fill(model, L, cc.chunk)
     seconds = _seconds_per_token(model, L, cc.new_tokens, device)
-    nbytes = sum(c.nbytes for c in model._caches())
+    nbytes = sum(c.nbytes for c in model.caches())
     model.clear_cache()
     return seconds, nbytes, fill
 

@@ -190,7 +190,7 @@ def _generate_text(checkpoint, prompts, max_new, temperature, top_k, top_p, seed
 
 
 def cmd_generate(args) -> None:
-    from .generate.seq2seq import check_beam_args
+    from .generate.decode import check_beam_args
 
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint

@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LlmarchError
+from .layers.attention_kinds import ATTENTION_KINDS
+from .layers.mixer import MIXERS
 
 
 HEADS = ("classify", "lm", "tokens")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
             "ssm_dt_rank")
-ATTENTION_KINDS = ("full", "sliding_window", "strided", "block_sparse", "longformer", "lsh", "linear", "performer")
-WINDOWED = ("sliding_window", "longformer")  # the kinds whose window is sliding_window
 _IMPLS = ("sdpa", "eager")
 ROUTER_AUX_SCOPES = ("batch", "sequence")
 QK_NORMS = ("none", "head")
-MIXERS = ("attention", "mamba", "mamba2", "hyena")  # what mixes across positions in a block
 
 
 @dataclass
@@ -223,25 +222,8 @@ class ModelConfig:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
 
     def _validate_attention(self) -> None:
-        if self.attention not in ATTENTION_KINDS:
-            raise LlmarchError(f"unknown attention {self.attention!r}; choose one of: {', '.join(ATTENTION_KINDS)}")
-        if (self.attention in WINDOWED) != (self.sliding_window is not None):
-            raise LlmarchError(f"attention={self.attention!r} and sliding_window={self.sliding_window}: "
-                               f"a window size goes with {' or '.join(WINDOWED)} attention, and only with it")
-        if self.attention in ("longformer", "lsh") and self.n_kv_heads != self.n_heads:
-            raise LlmarchError(f"attention={self.attention!r} needs n_kv_heads = n_heads")
-        if self.lsh_buckets < 2 or self.lsh_buckets % 2 or self.lsh_rounds < 1:
-            raise LlmarchError(f"lsh_buckets must be even and >= 2 and lsh_rounds >= 1, got {self.lsh_buckets} "
-                               f"and {self.lsh_rounds}")
-        if self.attention != "full" and self.positions == "t5_relative":
-            raise LlmarchError(f"attention={self.attention!r} does not take a position bias (t5_relative)")
-        if self.attention_block <= 0:
-            raise LlmarchError(f"attention_block must be positive, got {self.attention_block}")
-        if self.attention == "strided" and not 0 < self.strided_summary <= self.attention_block:
-            raise LlmarchError(f"strided_summary must be in [1, attention_block={self.attention_block}], "
-                               f"got {self.strided_summary}")
-        if self.global_blocks < 0 or self.random_blocks < 0 or self.performer_features <= 0:
-            raise LlmarchError("global_blocks and random_blocks must be >= 0 and performer_features positive")
+        """The attention kind checks its own fields (layers/attention_kinds/)."""
+        ATTENTION_KINDS[self.attention].check(self)
 
     def _validate_moe(self) -> None:
         if self.n_experts < 0 or self.n_shared_experts < 0:
@@ -270,33 +252,16 @@ class ModelConfig:
                                f"choose one of: {', '.join(ROUTER_AUX_SCOPES)}")
 
     def _validate_mixers(self) -> None:
-        if self.mixer not in MIXERS:
-            raise LlmarchError(f"unknown mixer {self.mixer!r}; choose one of: {', '.join(MIXERS)}")
+        """The layer pattern here; each mixer in it checks its own fields (layers/mixer.py)."""
         if self.attn_period < 0 or (self.attn_period and not 0 <= self.attn_offset < self.attn_period):
             raise LlmarchError(f"attn_period must be >= 0 and attn_offset in [0, attn_period), got "
                                f"{self.attn_period} and {self.attn_offset}")
-        for name in ("ssm_state", "ssm_expand", "ssm_conv", "ssm_dt_rank", "ssm_head_dim", "ssm_groups", "ssm_chunk",
-                     "hyena_order", "hyena_filter_hidden", "hyena_filter_features", "hyena_short_conv"):
-            if getattr(self, name) <= 0:
-                raise LlmarchError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.mixer == "attention" and self.ffn == "none":
-            raise LlmarchError("ffn='none' leaves an attention-only model without an FFN; it goes with an SSM mixer")
         if self.ffn == "none" and self.n_experts:
             raise LlmarchError("ffn='none' has no FFN to make a mixture of experts of; give the experts' kind")
         if self.ffn == "none" and self.block != "sequential":
             raise LlmarchError("ffn='none' needs block='sequential'")
-        if self.mixer == "attention":
-            return
-        if not self.causal or self.n_decoder_layers:
-            raise LlmarchError(f"mixer={self.mixer!r} is causal: it builds decoder-only models (causal=True, "
-                               "n_decoder_layers=0)")
-        if self.mixer == "mamba2":
-            inner = self.ssm_expand * self.d_model
-            if inner % self.ssm_head_dim or (inner // self.ssm_head_dim) % self.ssm_groups:
-                raise LlmarchError(f"mamba2: inner width {inner} must split into heads of ssm_head_dim="
-                                   f"{self.ssm_head_dim}, their number divisible by ssm_groups={self.ssm_groups}")
-        if self.mixer == "hyena" and self.hyena_filter_features % 2 == 0:
-            raise LlmarchError("hyena_filter_features must be odd: t, then cos/sin pairs")
+        for name in dict.fromkeys([self.mixer] + [self.layer_mixer(i) for i in range(self.n_layers)]):
+            MIXERS[name].check(self)
 
     def layer_mixer(self, i: int) -> str:
         """Block i's sequence mixer: `mixer`, or attention where the attention period says."""

@@ -31,5 +31,9 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._items
 
+    def __iter__(self):
+        return iter(self.names())
+
     def names(self) -> list[str]:
-        return sorted(self._items)
+        """In registration order (for a package of parts, the order its __init__ imports them)."""
+        return list(self._items)

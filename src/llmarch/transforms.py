@@ -103,19 +103,3 @@ def for_cpu_decoding(model: nn.Module) -> nn.Module:
             if type(child) is nn.Linear:
                 setattr(parent, name, SplitLinear.from_linear(child))
     return model
-
-
-def compiled_decode_step(model: nn.Module, mode: str | None = None):
-    """The model's one-token decode step compiled as one fixed-shape graph (as in gpt-fast): (tok (B, 1),
-    slot (1,), mask (B, S) or None) -> logits (B, 1, V), attending over the whole static KV cache with the
-    causal mask, so every position reuses the same graph. mode None: "reduce-overhead" on CUDA (CUDA graphs:
-    the step replays with no per-kernel launch cost), inductor's default elsewhere. Built once per model and
-    kept on it; compiling takes seconds to minutes, so it pays off only for long or repeated generation."""
-    step = model.__dict__.get("_compiled_decode_step")
-    if step is None:
-        device = next(model.parameters()).device
-        mode = mode or ("reduce-overhead" if device.type == "cuda" else "default")
-        step = torch.compile(lambda tok, slot, mask: model(tok, attention_mask=mask, input_pos=slot).logits,
-                             fullgraph=True, dynamic=False, mode=mode)
-        model.__dict__["_compiled_decode_step"] = step
-    return step

@@ -54,26 +54,20 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     d_attn = cfg.n_heads * cfg.head_dim
     attn_layers = cfg.n_layers + cfg.n_decoder_layers if cfg.is_encoder_decoder else len(cfg.attention_layers)
     flops = 6 * matmul + 12 * attn_layers * d_attn * cfg.context_length
-    cached_layers = cfg.n_decoder_layers or attn_layers
-    kv = 2 * cached_layers * cfg.n_kv_heads * cfg.head_dim * DTYPE_BYTES[dtype]
+    kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
             "flops_per_token": flops,
-            "kv_cache_bytes_per_token": kv, "state_bytes_per_sequence": _state_bytes(model, dtype)}
+            "kv_cache_bytes_per_token": kv, "state_bytes_per_sequence": state}
 
 
-def _state_bytes(model: torch.nn.Module, dtype: str) -> int:
-    """Per-sequence bytes of every non-attention mixer's generation state: a batch of two less a batch of one,
-    so what a mixer shares across the batch (Hyena's precomputed filters) is not counted per sequence."""
-    from ..checkpoint import stacks
-
+def _cache_bytes(model: torch.nn.Module, cfg: ModelConfig, dtype: str) -> tuple[int, int]:
+    """(bytes per token, bytes per sequence) of the decode state of the stack that generates (the decoder of an
+    encoder-decoder), each mixer reporting its own (Mixer.cache_bytes): a KV cache grows per token, a
+    recurrent state is per sequence."""
     torch_dtype = {1: torch.int8, 2: torch.bfloat16, 4: torch.float32}[DTYPE_BYTES[dtype]]
-    total = 0
-    for stack, _ in stacks(model):
-        for block in stack.blocks:
-            if block.mixer_kind != "attention":
-                two, one = (block.mixer.new_state(b, torch_dtype, "meta").nbytes for b in (2, 1))
-                total += two - one
-    return total
+    stack = model.decoder if cfg.is_encoder_decoder else model
+    sizes = [block.seq_mixer.cache_bytes(torch_dtype, cfg.context_length) for block in stack.blocks]
+    return sum(t for t, _ in sizes), sum(s for _, s in sizes)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -144,9 +144,9 @@ def _label(text: str) -> str:
 def _greedy_target(model, source: torch.Tensor, n: int) -> torch.Tensor:
     """The decoder input [start, y1, ..., y_{k-1}] of the greedy output y1..yk (k <= n, ending at eos), so
     that position t predicts y_{t+1}."""
-    from ..generate.seq2seq import generate_seq2seq
+    from ..generate import generate
 
-    out = generate_seq2seq(model, [source[0].tolist()], n)[0]  # as lists: the ids up to and including eos
+    out = generate(model, [source[0].tolist()], n)[0]  # as lists: the ids up to and including eos
     return torch.tensor([[model.config.decoder_start_id, *out[:-1]]])
 
 
@@ -157,7 +157,7 @@ def _pattern_names(model) -> list[str]:
     for stack, _ in stacks(model):
         prefix = "" if stack is model else ("encoder." if stack is model.encoder else "decoder.")
         for i, block in enumerate(stack.blocks):
-            if block.mixer_kind == "attention":
+            if hasattr(block.seq_mixer, "hook_pattern"):
                 names.append(f"{prefix}blocks.{i}.attn.hook_pattern")
             if getattr(block, "cross_attn", None) is not None:
                 names.append(f"{prefix}blocks.{i}.cross_attn.hook_pattern")

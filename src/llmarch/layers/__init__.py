@@ -1,10 +1,11 @@
 """Parts of every model, one concept a module, chosen by name from these registries."""
 from .attention import ATTENTION, Attention
+from .attention_kinds import ATTENTION_KINDS
 from .ffn import FFNS
 from .hooks import HookPoint
 from .norms import NORMS
 from .positions import POSITIONS
-from .ssm import MIXERS
-from . import hyena, mamba, mamba2  # noqa: F401  (register the mixers)
+from .mixer import MIXERS, Mixer
+from . import mamba, mamba2, hyena  # noqa: F401  (register the mixers)
 
-__all__ = ["ATTENTION", "Attention", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]
+__all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

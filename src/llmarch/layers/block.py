@@ -4,20 +4,20 @@ Parallel (GPT-NeoX): x += attn(n1(x)) + ffn(n2(x)); with shared_norm (PaLM §2, 
 feeds both: x += attn(n(x)) + ffn(n(x)), so the two input projections could run as one matmul.
 A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
 cross-attention over the encoder output, with its own norm (ln_cross) placed the same way.
-The first sublayer mixes across positions: attention (`attn`) or, by the config's per-layer pattern, another
-mixer (`mixer`: Mamba, Mamba-2, Hyena; ssm.py). With ffn='none' the block is the mixer alone (Mamba's
-x += mixer(norm(x)), Gu & Dao 2023 §3.4)."""
+The first sublayer mixes across positions: the sequence mixer the config's per-layer pattern names (mixer.py:
+attention, held as `attn`, or Mamba, Mamba-2, Hyena, held as `mixer`). With ffn='none' the block is the mixer
+alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .attention import Attention, AttentionContext
+from .attention import AttentionContext
 from .cross_attention import CrossAttention
 from .ffn import make_ffn
 from .hooks import HookPoint
+from .mixer import MIXERS, Mixer
 from .norms import make_norm
-from .ssm import MIXERS
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -29,12 +29,10 @@ class Block(nn.Module):
         super().__init__()
         self.pre_norm = cfg.norm_placement == "pre"
         self.parallel = cfg.block == "parallel"
-        self.mixer_kind = cfg.layer_mixer(layer)
         self.ln1 = make_norm(cfg)
-        if self.mixer_kind == "attention":
-            self.attn = Attention(cfg, layer)
-        else:
-            self.mixer = MIXERS[self.mixer_kind](cfg, layer)
+        mixer = MIXERS[cfg.layer_mixer(layer)]
+        self.mixer_attr = mixer.attr
+        self.add_module(mixer.attr, mixer(cfg, layer))
         if cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
@@ -45,8 +43,13 @@ class Block(nn.Module):
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
+    @property
+    def seq_mixer(self) -> Mixer:
+        """This block's sequence mixer, whichever it is."""
+        return getattr(self, self.mixer_attr)
+
     def mix(self, h: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        return self.attn(h, ctx) if self.mixer_kind == "attention" else self.mixer(h, ctx)
+        return getattr(self, self.mixer_attr)(h, ctx)
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer, hook: HookPoint) -> torch.Tensor:
         if self.pre_norm:

@@ -12,6 +12,8 @@ from .hooks import HookPoint
 
 
 class CrossAttention(nn.Module):
+    residual_out = ("o_proj.weight",)
+
     def __init__(self, cfg):
         super().__init__()
         attention_setup(self, cfg)

@@ -24,6 +24,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 class MLP(nn.Module):
     """FFN(x) = act(x W_up + b) W_down + b."""
 
+    residual_out = ("down.weight",)  # writes to the residual stream (GPT-2 scaled init, models/stack.py)
+
     def __init__(self, dim: int, hidden: int, act: str, bias: bool):
         super().__init__()
         self.act = ACTIVATIONS[act]
@@ -37,6 +39,8 @@ class MLP(nn.Module):
 class GLU(nn.Module):
     """FFN(x) = (act(x W_gate) * x W_up) W_down; act = SiLU gives SwiGLU, GELU gives GeGLU.
     W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up)."""
+
+    residual_out = ("down.weight",)
 
     def __init__(self, dim: int, hidden: int, act: str, bias: bool):
         super().__init__()

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import LlmarchError
-from .ssm import MIXERS, MixerState, causal_conv, conv_state, depthwise_conv, masked, token_mask
+from .mixer import MIXERS, Mixer
+from .ssm import MixerState, causal_conv, check_recurrent, conv_state, depthwise_conv, masked, token_mask
 
 # The window falls to TARGET at these fractions of the context: fastest and slowest channel (the reference's
 # ExponentialModulation defaults fast_decay_pct, slow_decay_pct, target).
@@ -118,7 +119,14 @@ class HyenaState(MixerState):
 
 
 @MIXERS.register("hyena")
-class Hyena(nn.Module):
+class Hyena(Mixer):
+    @classmethod
+    def check(cls, cfg) -> None:
+        check_recurrent(cfg, "hyena", ("hyena_order", "hyena_filter_hidden", "hyena_filter_features",
+                                       "hyena_short_conv"))
+        if cfg.hyena_filter_features % 2 == 0:
+            raise LlmarchError("hyena_filter_features must be odd: t, then cos/sin pairs")
+
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         d, N = cfg.d_model, cfg.hyena_order
@@ -128,7 +136,6 @@ class Hyena(nn.Module):
         self.filter = ImplicitFilter(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.out_proj = nn.Linear(d, d, bias=cfg.bias)
-        self.cache: HyenaState | None = None
 
     @torch.no_grad()
     def init_ssm(self) -> None:
@@ -141,7 +148,7 @@ class Hyena(nn.Module):
         self.filter.bias.normal_()
         self.short_conv.reset_parameters()
 
-    def new_state(self, batch: int, dtype: torch.dtype, device) -> HyenaState:
+    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> HyenaState:
         with torch.no_grad():
             taps = self.filter(self.length).flip(-1)
         return HyenaState(taps,

@@ -11,7 +11,10 @@ hash to the same bucket, which are the likely large q.k.
   lowered by log N_ij, the number of rounds in which i and j share a bucket, and the rounds' outputs weighted
   by their share of the joint normaliser (§3 "Multi-round LSH attention"). With chunks covering the whole
   sequence this is exactly softmax attention over {j : i and j share a bucket in some round}; that set is
-  what decoding (a few queries over a KV cache of normalised keys) attends to directly."""
+  what decoding (a few queries over a KV cache of normalised keys) attends to directly.
+- Causal models attend to exactly that set, restricted to earlier keys (causal_lsh_attention). Sorted chunks
+  are not causal: which earlier keys share a query's chunk depends on where later tokens hash, so a later
+  token would change earlier outputs, and training would compute something other than cached decoding."""
 from __future__ import annotations
 
 import math
@@ -57,12 +60,29 @@ def union_mask(lsh: LSH, q_keys: torch.Tensor, k: torch.Tensor, input_pos: torch
     return torch.where(keys[None, :] == input_pos[:, None], torch.tensor(SELF, device=k.device), mask)
 
 
+def causal_lsh_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lsh: LSH, input_pos: torch.Tensor,
+                         scale: float, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Queries q (B, H, T, D) at slots input_pos (T,) over keys k (normalised, as shared_keys makes them) and
+    values v (B, H, S, D) at slots 0..S-1: each query attends to the earlier keys it shares a bucket with in
+    some round (itself at SELF). Computed lsh.chunk queries at a time, so the mask held is (chunk, S), not
+    (T, S). -> (B, H, T, D)."""
+    q_keys = shared_keys(q)
+    out = []
+    for start in range(0, q.shape[2], lsh.chunk):
+        rows = slice(start, start + lsh.chunk)
+        mask = union_mask(lsh, q_keys[:, :, rows], k, input_pos[rows], True, pad_mask)
+        out.append(F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=mask.to(q.dtype), scale=scale))
+    return torch.cat(out, dim=2)
+
+
 def lsh_attention(q: torch.Tensor, v: torch.Tensor, lsh: LSH, causal: bool, scale: float,
                   pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Self-attention of L queries over the same L positions (training, prefill), chunked per round:
-    q, v (B, H, L, D) -> (B, H, L, D)."""
+    """Self-attention of L queries over the same L positions (training, prefill): q, v (B, H, L, D) ->
+    (B, H, L, D). Bidirectional: chunked per round; causal: causal_lsh_attention."""
     B, H, L, D = q.shape
     k = shared_keys(q)
+    if causal:
+        return causal_lsh_attention(q, k, v, lsh, torch.arange(L, device=q.device), scale, pad_mask)
     buckets = lsh.buckets(k)  # (R, B, H, L)
     R, c = buckets.shape[0], min(lsh.chunk, L)
     n = math.ceil(L / c)
@@ -86,8 +106,6 @@ def lsh_attention(q: torch.Tensor, v: torch.Tensor, lsh: LSH, causal: bool, scal
     kk, vv, kb, kpos = look_back(sk), look_back(sv), look_back(sb), look_back(spos)
     scores = torch.einsum("rbhncd,rbhnkd->rbhnck", sq.float(), kk.float()) * scale
     allowed = (sb[..., :, None] == kb[..., None, :]) & (kpos[..., None, :] < L)
-    if causal:
-        allowed = allowed & (kpos[..., None, :] <= spos[..., :, None])
     if pad_mask is not None:
         real = F.pad(pad_mask.bool(), (0, Lp - L))  # (B, Lp)
         rows = torch.arange(B, device=q.device)[None, :, None, None, None]

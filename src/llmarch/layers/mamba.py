@@ -22,7 +22,8 @@ from torch import nn
 
 from .norms import RMSNorm
 from .hooks import HookPoint
-from .ssm import (MIXERS, MixerState, causal_conv, conv_state, depthwise_conv, init_dt_bias, masked,
+from .mixer import MIXERS, Mixer
+from .ssm import (MixerState, causal_conv, check_recurrent, conv_state, depthwise_conv, init_dt_bias, masked,
                   token_mask)
 
 
@@ -114,7 +115,11 @@ def selective_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
 
 
 @MIXERS.register("mamba")
-class Mamba(nn.Module):
+class Mamba(Mixer):
+    @classmethod
+    def check(cls, cfg) -> None:
+        check_recurrent(cfg, "mamba", ("ssm_state", "ssm_expand", "ssm_conv", "ssm_dt_rank"))
+
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         d, inner, N, R = cfg.d_model, cfg.ssm_expand * cfg.d_model, cfg.ssm_state, cfg.ssm_dt_rank
@@ -129,7 +134,6 @@ class Mamba(nn.Module):
         if cfg.ssm_inner_norm:
             self.dt_norm, self.b_norm, self.c_norm = RMSNorm(R, cfg.norm_eps), RMSNorm(N, cfg.norm_eps), \
                 RMSNorm(N, cfg.norm_eps)
-        self.cache: MixerState | None = None
         self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, D, N) after the call's last token
 
     @torch.no_grad()
@@ -141,7 +145,7 @@ class Mamba(nn.Module):
         init_dt_bias(self.dt_proj.bias)
         self.conv1d.reset_parameters()
 
-    def new_state(self, batch: int, dtype: torch.dtype, device) -> MixerState:
+    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
         return MixerState(conv=conv_state(batch, self.inner, self.conv1d.kernel_size[0], dtype, device),
                           ssm=torch.zeros(batch, self.inner, self.state_size, device=device))
 

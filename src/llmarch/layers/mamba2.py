@@ -17,8 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LlmarchError
 from .hooks import HookPoint
-from .ssm import MIXERS, MixerState, causal_conv, conv_state, depthwise_conv, init_dt_bias, masked, token_mask
+from .mixer import MIXERS, Mixer
+from .ssm import (MixerState, causal_conv, check_recurrent, conv_state, depthwise_conv, init_dt_bias, masked,
+                  token_mask)
 
 
 def segment_sum(a: torch.Tensor) -> torch.Tensor:
@@ -88,7 +91,16 @@ class GatedRMSNorm(nn.Module):
 
 
 @MIXERS.register("mamba2")
-class Mamba2(nn.Module):
+class Mamba2(Mixer):
+    @classmethod
+    def check(cls, cfg) -> None:
+        check_recurrent(cfg, "mamba2", ("ssm_state", "ssm_expand", "ssm_conv", "ssm_head_dim", "ssm_groups",
+                                        "ssm_chunk"))
+        inner = cfg.ssm_expand * cfg.d_model
+        if inner % cfg.ssm_head_dim or (inner // cfg.ssm_head_dim) % cfg.ssm_groups:
+            raise LlmarchError(f"mamba2: inner width {inner} must split into heads of ssm_head_dim="
+                               f"{cfg.ssm_head_dim}, their number divisible by ssm_groups={cfg.ssm_groups}")
+
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         d, inner, N, G = cfg.d_model, cfg.ssm_expand * cfg.d_model, cfg.ssm_state, cfg.ssm_groups
@@ -102,7 +114,6 @@ class Mamba2(nn.Module):
         self.D = nn.Parameter(torch.ones(self.heads))
         self.norm = GatedRMSNorm(inner, G, cfg.norm_eps)
         self.out_proj = nn.Linear(inner, d, bias=cfg.ssm_bias)
-        self.cache: MixerState | None = None
         self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, H, P, N) after the call's last token
 
     @torch.no_grad()
@@ -113,7 +124,7 @@ class Mamba2(nn.Module):
         init_dt_bias(self.dt_bias)
         self.conv1d.reset_parameters()
 
-    def new_state(self, batch: int, dtype: torch.dtype, device) -> MixerState:
+    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
         return MixerState(conv=conv_state(batch, self.conv_dim, self.conv1d.kernel_size[0], dtype, device),
                           ssm=torch.zeros(batch, self.heads, self.head_dim, self.state_size, device=device))
 

@@ -25,6 +25,8 @@ class Experts(nn.Module):
     """E FFNs with stacked weights: gate_up (E, 2I, C) for gated kinds (rows: gate, then up) or up (E, I, C),
     and down (E, C, I); biases (E, rows) and (E, C) when cfg.bias."""
 
+    residual_out = ("down",)  # the experts' stacked down projections
+
     def __init__(self, cfg):
         super().__init__()
         E, C, hidden = cfg.n_experts, cfg.d_model, cfg.expert_hidden

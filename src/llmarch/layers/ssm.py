@@ -1,19 +1,13 @@
-"""What the state-space and convolution mixers (mamba.py, mamba2.py, hyena.py) share: the registry that
-chooses a block's mixer by name, the depthwise causal convolution with its rolling state, the padding mask
-applied to a mixer's inputs, and the per-sequence state they carry between calls during generation.
-
-A mixer is a module `forward(x (B, T, C), ctx) -> (B, T, C)` with a `cache` attribute (None, or its state
-from `new_state`): with a state, a call continues the sequence from it and leaves the state after its last
-token, so a prompt then one token at a time gives what one call over the whole sequence gives."""
+"""What the state-space and convolution mixers (mamba.py, mamba2.py, hyena.py) share: the depthwise causal
+convolution with its rolling state, the padding mask applied to a mixer's inputs, the per-sequence state they
+carry between calls during generation (mixer.py has the protocol), and the config check they share."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Registry
-
-MIXERS: Registry = Registry("mixer")
+from ..errors import LlmarchError
 
 
 class MixerState:
@@ -33,6 +27,16 @@ class MixerState:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def check_recurrent(cfg, name: str, fields: tuple[str, ...]) -> None:
+    """A recurrent mixer's shared config rules: positive sizes, and decoder-only models (it is causal)."""
+    for field in fields:
+        if getattr(cfg, field) <= 0:
+            raise LlmarchError(f"{field} must be a positive integer, got {getattr(cfg, field)}")
+    if not cfg.causal or cfg.n_decoder_layers:
+        raise LlmarchError(f"mixer={name!r} is causal: it builds decoder-only models (causal=True, "
+                           "n_decoder_layers=0)")
 
 
 def token_mask(ctx, x: torch.Tensor) -> torch.Tensor | None:

@@ -65,6 +65,18 @@ class EncoderDecoderLM(nn.Module):
         attention_mask (B, S): the source's padding. decoder_attention_mask (B, T'): the target's."""
         if not torch.compiler.is_compiling():
             check_ids(decoder_input_ids, self.config, self.cache_len, "decoder_input_ids")
+        return self._decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask, input_pos, kv_len,
+                            last_only)
+
+    def step(self, ids: torch.Tensor, input_pos: torch.Tensor, kv_len: int | None,
+             attention_mask: torch.Tensor | None, memory_mask: torch.Tensor | None = None) -> ModelOutput:
+        """The decoding engine's step (generate/engine.py): decode over the memory given to setup_cache, for the
+        last position, without the input checks. attention_mask: the target's padding; memory_mask: the
+        source's."""
+        return self._decode(ids, None, memory_mask, attention_mask, input_pos, kv_len, True)
+
+    def _decode(self, decoder_input_ids, memory, attention_mask, decoder_attention_mask, input_pos, kv_len,
+                last_only) -> ModelOutput:
         x = self.decoder.run(self.embed(decoder_input_ids), decoder_attention_mask, input_pos, kv_len,
                              last_only=last_only, memory=memory, memory_mask=attention_mask)
         h = x * self.config.d_model ** -0.5 if self.config.head_scale else x  # T5 v1.0: rescale before the tied head

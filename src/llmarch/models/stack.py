@@ -14,8 +14,7 @@ from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
-from ..layers.kv_cache import KVCache
-from ..layers.linear_attention import LinearState
+from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
 from .masks import causal_mask, position_ids
 
@@ -35,48 +34,34 @@ class Stack(nn.Module):
 
     # ---- KV cache and recurrent state ---------------------------------------------------------
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
-        """Per layer: attention, a KV cache of max_len slots (linear kinds: their constant-size state); other
-        mixers, their recurrent state (layers/ssm.py)."""
+        """Every block's mixer gets the decode state it needs for `batch` sequences of up to max_len tokens (a
+        KV cache, a recurrent state, ...: Mixer.new_state)."""
         cfg = self._stack_cfg
         if max_len > cfg.context_length:
             raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
         for block in self.blocks:
-            if block.mixer_kind != "attention":
-                block.mixer.cache = block.mixer.new_state(batch, dtype or w.dtype, w.device)
-            elif block.attn.features is not None:  # linear kinds: a constant-size state, not keys and values
-                features = cfg.performer_features if cfg.attention == "performer" else cfg.head_dim
-                block.attn.kv_cache = LinearState(batch, cfg.n_heads, features, cfg.head_dim, w.device)
-            else:
-                block.attn.kv_cache = KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype or w.dtype,
-                                              w.device)
+            block.seq_mixer.cache = block.seq_mixer.new_state(batch, max_len, dtype or w.dtype, w.device)
         self._cache_max_len = max_len
-
-    @staticmethod
-    def _cache(block):
-        """A block's KV cache or mixer state (None when generation is not set up)."""
-        return block.attn.kv_cache if block.mixer_kind == "attention" else block.mixer.cache
-
-    def _caches(self) -> list:
-        return [self._cache(b) for b in self.blocks]
 
     def clear_cache(self) -> None:
         for block in self.blocks:
-            if block.mixer_kind == "attention":
-                block.attn.kv_cache = None
-            else:
-                block.mixer.cache = None
+            block.seq_mixer.cache = None
             if hasattr(block, "cross_attn"):
                 block.cross_attn.set_memory(None)
 
+    def caches(self) -> list:
+        """Each block's decode state (None where generation is not set up)."""
+        return [block.seq_mixer.cache for block in self.blocks]
+
     def reorder_cache(self, rows: torch.Tensor) -> None:
-        """Batch row r of every self-attention cache and mixer state takes row rows[r]'s contents (beam search)."""
-        for cache in self._caches():
-            cache.reorder(rows)
+        """Batch row r of every mixer's state takes row rows[r]'s contents (beam search)."""
+        for block in self.blocks:
+            block.seq_mixer.cache.reorder(rows)
 
     @property
     def cache_len(self) -> int | None:
-        return None if self._cache(self.blocks[0]) is None else self._cache_max_len
+        return None if self.blocks[0].seq_mixer.cache is None else self._cache_max_len
 
     # ---- forward -------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
@@ -98,7 +83,7 @@ class Stack(nn.Module):
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
-        plain = plain or cfg.attention != "full"
+        plain = plain or not ATTENTION_KINDS[cfg.attention].uses_mask
         if cfg.causal:
             mask = None if plain else causal_mask(input_pos, key_len, pad_mask)
         else:  # bidirectional: every real token sees every real token
@@ -146,6 +131,7 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     set their own parameters (A, D, step sizes, filters) as their papers do (`init_ssm`)."""
     std = cfg.init_std
     layers = cfg.n_layers + cfg.n_decoder_layers
+    residual_out = residual_projections(model)
     for name, p in model.named_parameters():
         if name.endswith("bias"):  # also the experts' stacked (E, rows) biases
             nn.init.zeros_(p)
@@ -154,7 +140,7 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
             nn.init.ones_(p) if not offset else nn.init.zeros_(p)
         elif cfg.init in ("t5", "fan_in"):
             _fan_in_init(name, p, cfg)
-        elif name.endswith(("o_proj.weight", "down.weight", "experts.down", "mixer.out_proj.weight")):
+        elif name in residual_out:
             nn.init.normal_(p, std=std / math.sqrt(2 * layers))
         elif "positions" in name:
             nn.init.normal_(p, std=std / 2)
@@ -163,6 +149,16 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     for module in model.modules():
         if hasattr(module, "init_ssm"):
             module.init_ssm()
+
+
+def residual_projections(model: nn.Module) -> set[str]:
+    """Names of the weights that write to the residual stream: each mixer's `residual_out` projections and
+    each FFN's (its down projection; for experts, their stacked down weights)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        for attr in getattr(module, "residual_out", ()):
+            names.add(f"{prefix}.{attr}" if prefix else attr)
+    return names
 
 
 def _fan_in_init(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:

@@ -59,6 +59,14 @@ class TransformerLM(Stack):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
         return ModelOutput(logits=self._head(x, pad_mask), hidden_states=x)
 
+    def step(self, ids: torch.Tensor, input_pos: torch.Tensor, kv_len: int | None,
+             attention_mask: torch.Tensor | None, memory_mask: torch.Tensor | None = None) -> ModelOutput:
+        """The decoding engine's step (generate/engine.py): forward(ids, attention_mask, input_pos, last_only=True,
+        kv_len) without the input checks, which read ids back to the host (a GPU sync per token) for ids that
+        the model itself produced. memory_mask: unused (encoder-decoders' source padding)."""
+        x = self.run(self.embed(ids), attention_mask, input_pos, kv_len, last_only=True)
+        return ModelOutput(logits=self._head(x, None), hidden_states=x)
+
     def _head(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         if self.config.head == "classify":
             return self.classifier(self.drop(self.pooler(x, pad_mask)))  # (B, n_labels)

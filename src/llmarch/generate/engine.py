@@ -1,0 +1,82 @@
+"""The decoding engine: one step over a static cache, for every model kind (as gpt-fast's prefill and
+decode_one_token, Design practice 5). `prefill(ids)` writes a batch of prompts (left-padded: the mask says which
+slots are real) and `decode(tokens)` appends one token per row, each returning the next-token logits; greedy and
+sampled decoding (decode.py), beam search (beam.py) and speculative decoding are strategies over these two.
+
+The step is the model's own forward without input checks (`model.step`: its tokens come from the model's
+vocabulary) and without host reads, so a GPU never waits on the loop. Compiled, it is the same step compiled:
+one fixed-shape graph over a cache of the whole context, reused at every position (CUDA graphs on CUDA). On a
+CPU, the engine first lays the model out for one-row products (transforms.for_cpu_decoding: same values, same
+state-dict names), so a model decodes as fast from Python as from the CLI.
+Encoder-decoders: the engine encodes the sources once and each decoder block projects its cross-attention keys
+and values from that output once; the decoder's self-attention is then cached like any decoder's."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import LlmarchError
+from ..transforms import for_cpu_decoding
+
+
+class Engine:
+    def __init__(self, model, batch: int, max_len: int, mask: torch.Tensor | None = None,
+                 source: torch.Tensor | None = None, source_mask: torch.Tensor | None = None, compile: bool = False):
+        """batch rows of up to max_len tokens (for compile, the whole context: one cache shape for every call).
+        mask (batch, max_len): 1 for real slots, 0 for left padding; None: none padded. source (batch, S) and
+        source_mask: an encoder-decoder's inputs, encoded here."""
+        self.model, self.mask, self.source_mask = model, mask, source_mask
+        self.was_training = model.training
+        model.eval()
+        with torch.inference_mode(False):  # new weight layouts are parameters' data: never inference tensors
+            for_cpu_decoding(model)
+        self.slots = torch.arange(max_len, device=next(model.parameters()).device)  # views, no allocation per step
+        self.length = 0  # slots filled
+        if model.config.is_encoder_decoder:
+            model.setup_cache(batch, max_len, memory=model.encode(source, source_mask))
+        else:
+            model.setup_cache(batch, max_len)
+        self.compiled = compiled_step(model) if compile else None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.model.clear_cache()
+        self.model.train(self.was_training)
+
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) written at the next T slots -> logits (B, V) after each row's last token."""
+        return self._step(ids)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B,), one per row, written at the next slot -> logits (B, V) for the token after it."""
+        return self._step(tokens[:, None])
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row r continues from what row rows[r] holds (beam search)."""
+        self.model.reorder_cache(rows)
+
+    def _step(self, ids: torch.Tensor) -> torch.Tensor:
+        start, self.length = self.length, self.length + ids.shape[1]
+        if self.length > self.slots.shape[0]:
+            raise LlmarchError(f"decoding past the cache's {self.slots.shape[0]} slots")
+        pos = self.slots[start:self.length]
+        if self.compiled is not None and ids.shape[1] == 1:
+            return self.compiled(ids, pos, self.mask)[:, -1]
+        return self.model.step(ids, pos, self.length, self.mask, self.source_mask).logits[:, -1]
+
+
+def compiled_step(model, mode: str | None = None):
+    """model.step compiled as one fixed-shape graph (as in gpt-fast): (tok (B, 1), slot (1,), mask (B, S) or
+    None) -> logits (B, 1, V), attending over the whole static cache with the causal mask (kv_len None), so
+    every position reuses the same graph. mode None: "reduce-overhead" on CUDA (CUDA graphs: the step replays
+    with no per-kernel launch cost), inductor's default elsewhere. Built once per model and kept on it; compiling
+    takes seconds to minutes, so it pays off only for long or repeated generation."""
+    step = model.__dict__.get("_compiled_decode_step")
+    if step is None:
+        device = next(model.parameters()).device
+        mode = mode or ("reduce-overhead" if device.type == "cuda" else "default")
+        step = torch.compile(lambda tok, slot, mask: model.step(tok, slot, None, mask, None).logits,
+                             fullgraph=True, dynamic=False, mode=mode)
+        model.__dict__["_compiled_decode_step"] = step
+    return step

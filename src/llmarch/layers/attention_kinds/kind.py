@@ -1,0 +1,71 @@
+"""The attention-kind protocol. An attention layer (attention.py) projects q, k, v, applies QK-norm and RoPE,
+then hands them to its kind, which decides which keys each query sees and computes the attention output:
+
+- `attend(attn, x, q, k, v, ctx, dropout_p) -> (B, H, T, D)`: q (B, H, T, D), k and v (B, K, T, D) of this
+  call's tokens; the kind writes them to the decode state (attn.cache) when there is one and reads what it
+  needs back (cached_kv), so a whole sequence and a prompt followed by single tokens give the same outputs;
+- `new_state(attn, batch, max_len, dtype, device)` and `cache_bytes(attn, dtype, max_len)`: its decode state
+  (a KV cache by default; a constant-size recurrent state for the linear kinds);
+- `check(cfg)`: its own config fields; `modules(cfg, layer)`: submodules the attention layer holds for it
+  (kept on the layer, so state-dict keys stay blocks.{i}.attn.<name>);
+- `uses_mask`: whether it reads ctx.mask, the dense causal/padding/bias mask the model builds once per forward
+  (kinds that build their own from ctx.pad_mask leave it unbuilt); `shares_qk`: keys are the queries
+  (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...errors import LlmarchError
+from ...registry import Registry
+from ..kv_cache import KVCache
+
+ATTENTION_KINDS: Registry = Registry("attention")
+
+
+def windowed_kinds() -> list[str]:
+    return [name for name in ATTENTION_KINDS.names() if ATTENTION_KINDS[name].windowed]
+
+
+class AttentionKind:
+    uses_mask = False
+    shares_qk = False
+    windowed = False
+
+    def __init__(self, cfg, layer: int):
+        self.causal = cfg.causal
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cls.windowed != (cfg.sliding_window is not None):
+            kinds = " or ".join(windowed_kinds())
+            raise LlmarchError(f"attention={cfg.attention!r} and sliding_window={cfg.sliding_window}: "
+                               f"a window size goes with {kinds} attention, and only with it")
+        if not cls.uses_mask and cfg.positions == "t5_relative":
+            raise LlmarchError(f"attention={cfg.attention!r} does not take a position bias (t5_relative)")
+        if cfg.attention_block <= 0:
+            raise LlmarchError(f"attention_block must be positive, got {cfg.attention_block}")
+
+    def modules(self, cfg, layer: int) -> dict[str, nn.Module]:
+        return {}
+
+    def new_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
+        return KVCache(batch, attn.qkv_heads[2], max_len, attn.head_dim, dtype, device)
+
+    def cache_bytes(self, attn, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
+        """(per token, per sequence): keys and values of every KV head, per token."""
+        return 2 * attn.qkv_heads[2] * attn.head_dim * torch.empty((), dtype=dtype).element_size(), 0
+
+    def attend(self, attn, x, q, k, v, ctx, dropout_p: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def cached_kv(attn, k: torch.Tensor, v: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+    """k, v (B, K, T, D) written into the layer's KV cache at ctx.input_pos, and what attention reads: the
+    cache's filled slots (all of it for a fixed-shape compiled step, kv_len None); without a cache, k and v."""
+    if attn.cache is None:
+        return k, v
+    k, v = attn.cache.update(ctx.input_pos, k, v)  # (B, K, S, D)
+    if ctx.kv_len is not None:
+        k, v = k[:, :, : ctx.kv_len], v[:, :, : ctx.kv_len]
+    return k, v

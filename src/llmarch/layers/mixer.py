@@ -1,0 +1,45 @@
+"""The sequence-mixer protocol: what mixes information across positions in a block (attention, Mamba,
+Mamba-2, Hyena, and those to come), chosen by name from MIXERS. Code outside a mixer never asks which mixer
+it is; it calls this protocol:
+
+- `forward(x (B, T, C), ctx) -> (B, T, C)` over a sequence. With a decode state in `cache`, a call continues
+  the sequence from it and leaves the state after its last token, so a prompt and then one token per call
+  give what one call over the whole sequence gives: that call with T = 1 is the decoding step.
+- `new_state(batch, max_len, dtype, device)`: the state decoding needs (a KV cache, a recurrent state, a
+  convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`.
+- `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
+- `check(cfg)`: the mixer's own config fields, validated where the config is built.
+- `residual_out`: the names of its projections that write to the residual stream, which GPT-2's init
+  scales by 1/sqrt(2 * layers) (Radford et al. 2019, §2.3).
+- `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
+  names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+MIXERS: Registry = Registry("mixer")
+
+
+class Mixer(nn.Module):
+    attr = "mixer"
+    residual_out: tuple[str, ...] = ("out_proj.weight",)
+
+    def __init__(self):
+        super().__init__()
+        self.cache = None  # the decode state while generating (new_state), else None
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        """Raise LlmarchError for a config this mixer cannot be built from (its own fields only)."""
+
+    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
+        raise NotImplementedError
+
+    def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
+        """(bytes per token, bytes per sequence) of the decode state: by default all per sequence, measured as
+        a batch of two less a batch of one on the meta device, so what the batch shares is not counted."""
+        two, one = (self.new_state(b, max_len, dtype, "meta").nbytes for b in (2, 1))
+        return 0, two - one

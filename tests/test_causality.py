@@ -1,0 +1,48 @@
+"""Every causal attention kind and every sequence mixer, whichever is registered: a later token never changes
+an earlier position's logits, and cached decoding (a prompt, then one token at a time) gives the logits of one
+forward over the whole sequence. New kinds and mixers are picked up from the registries."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.layers import ATTENTION_KINDS, MIXERS
+from llmarch.layers.attention_kinds import windowed_kinds
+
+L = 96  # with attention_block 8: 12 blocks, so sparse patterns and LSH's chunks really split the sequence
+BASE = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=4, context_length=128, attention_block=8,
+            ssm_head_dim=16, performer_features=32, lsh_buckets=4, lsh_rounds=2)
+CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()] + \
+        [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention"]
+
+
+def build(mixer: str, kind: str):
+    torch.manual_seed(0)
+    window = dict(sliding_window=12) if kind in windowed_kinds() else {}
+    return llmarch.build("llama-tiny", **BASE, mixer=mixer, attention=kind, **window).eval()
+
+
+@pytest.mark.parametrize("mixer, kind", CASES)
+def test_the_future_leaves_earlier_logits_unchanged(mixer, kind):
+    model = build(mixer, kind)
+    torch.manual_seed(1)
+    ids = torch.randint(0, 61, (2, L))
+    changed = ids.clone()
+    changed[:, 60:] = torch.randint(0, 61, (2, L - 60))
+    with torch.no_grad():
+        a, b = model(ids).logits, model(changed).logits
+    assert (a[:, :60] - b[:, :60]).abs().max() < 1e-5
+    assert (a[:, 60:] - b[:, 60:]).abs().max() > 1e-3  # the change does reach what follows it
+
+
+@pytest.mark.parametrize("mixer, kind", CASES)
+def test_cached_decoding_equals_the_full_forward(mixer, kind):
+    model = build(mixer, kind)
+    torch.manual_seed(2)
+    ids = torch.randint(0, 61, (2, 48))
+    with torch.no_grad():
+        full = model(ids).logits
+        model.setup_cache(2, 48)
+        steps = [model(ids[:, :40], input_pos=torch.arange(40), kv_len=40).logits]
+        steps += [model(ids[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1).logits for t in range(40, 48)]
+        model.clear_cache()
+    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-4
