@@ -20,7 +20,7 @@ def build(name_or_config: str | Path | ModelConfig, device: str | torch.device |
           **overrides: Any) -> TransformerLM:
     """A freshly initialised model from a preset name, a JSON/YAML config file or a ModelConfig,
     with any field overridden: `llmarch.build("llama-tiny", n_layers=2, ffn="geglu")`."""
-    from .checkpoint import build_model
+    from .models.build import build_model
 
     return build_model(resolve(name_or_config, **overrides), device)
 

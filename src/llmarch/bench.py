@@ -110,7 +110,7 @@ def _train_step(model, logits_of, x, y, compile_: bool):
 
 def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     """Build the model, copy its weights into transformers' model of the same shape, time both."""
-    from .checkpoint import build_model
+    from .models.build import build_model
     from .generate import generate
     from .transforms import for_cpu_decoding
 
@@ -240,7 +240,7 @@ def dense_twin(cfg: ModelConfig) -> ModelConfig:
 def moe_vs_dense(cfg: ModelConfig, bc: BenchConfig) -> dict:
     """Training tokens/s (forward, loss, backward, AdamW) of an MoE model and its dense twin, same run, same
     batch; the ratio MoE / dense is what expert dispatch costs over the same arithmetic."""
-    from .checkpoint import build_model
+    from .models.build import build_model
 
     device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, bc.dtype or ("bfloat16" if device.type == "cuda" else "float32"))

@@ -140,7 +140,7 @@ def _train_argv(args) -> list[str]:
 
 def _load_with_tokenizer(checkpoint):
     from . import load
-    from .checkpoint import resolve_checkpoint
+    from .rundir import resolve_checkpoint
     from .data.tokenizer import check_fits, load_tokenizer
 
     path = resolve_checkpoint(checkpoint)
@@ -263,7 +263,8 @@ def cmd_embed(args) -> None:
 def cmd_convert(args) -> None:
     """Hugging Face directory -> llmarch checkpoint (--from-hf), or llmarch checkpoint -> HF directory (--to-hf)."""
     from . import from_hf, load
-    from .checkpoint import atomic_directory, resolve_checkpoint, save_model
+    from .checkpoint import save_model
+    from .rundir import atomic_directory, resolve_checkpoint
     from .data.tokenizer import load_tokenizer
     from .interop import is_hf_dir, to_hf
 
@@ -302,7 +303,7 @@ def cmd_bench(args) -> None:
 
     from . import bench_attention, bench_context
     from .bench import BenchConfig, run_bench, to_markdown
-    from .checkpoint import write_text_atomic
+    from .rundir import write_text_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -151,10 +151,10 @@ def _greedy_target(model, source: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _pattern_names(model) -> list[str]:
-    from ..checkpoint import stacks
+    from ..models.build import stacks
 
     names = []
-    for stack, _ in stacks(model):
+    for stack, _ in stacks(model).values():
         prefix = "" if stack is model else ("encoder." if stack is model.encoder else "decoder.")
         for i, block in enumerate(stack.blocks):
             if block.mixer_kind == "attention":

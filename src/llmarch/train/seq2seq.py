@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import build_model, resolve_checkpoint
+from ..models.build import build_model
+from ..rundir import resolve_checkpoint
 from ..config import resolve
 from ..data.corpus import Document
 from ..data.dataset import tokenizer_for
