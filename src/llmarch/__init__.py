@@ -7,11 +7,11 @@ from typing import Any
 import torch
 
 from .checkpoint import load_model
-from .config import ModelConfig, resolve
+from .config import ModelConfig
 from .errors import LlmarchError
 from .generate import generate
 from .models import TransformerLM, ModelOutput
-from .presets import PRESETS, preset
+from .presets import PRESETS, preset, resolve
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .bench_attention import check_kinds, two_panels
-from .config import ATTENTION_KINDS, WINDOWED, ModelConfig, resolve
+from .config import ATTENTION_KINDS, WINDOWED, ModelConfig
+from .presets import resolve
 
 FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny"}  # attention kinds: llama-tiny
 

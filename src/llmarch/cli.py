@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, resolve
+from .config import ModelConfig
 from .errors import LlmarchError
+from .presets import resolve
 
 
 class Parser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ import torch
 
 from ..models.build import build_model
 from ..rundir import resolve_checkpoint
-from ..config import resolve
+from ..presets import resolve
 from ..data.corpus import Document
 from ..data.dataset import tokenizer_for
 from ..data.seq2seq import Seq2SeqData, exact_match, load_seq2seq, seq2seq_batch
