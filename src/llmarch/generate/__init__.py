@@ -1,5 +1,6 @@
 """Autoregressive decoding: prefill + incremental decode over the static KV cache, with samplers."""
 from .decode import generate, left_pad
 from .sampling import sample
+from .text import generate_text
 
-__all__ = ["generate", "left_pad", "sample"]
+__all__ = ["generate", "generate_text", "left_pad", "sample"]

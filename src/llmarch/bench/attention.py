@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ATTENTION_KINDS, MIXERS, WINDOWED, ModelConfig
-from .errors import LlmarchError
+from ..config import ATTENTION_KINDS, MIXERS, WINDOWED, ModelConfig
+from ..errors import LlmarchError
 
 MIXER_KINDS = tuple(m for m in MIXERS if m != "attention")  # mamba, mamba2, hyena
 
@@ -114,8 +114,8 @@ def check_kinds(kinds: list[str], causal: bool) -> None:
 
 def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torch.nn.Module:
     """One attention layer, or one mixer initialised as a model initialises it (its init_ssm)."""
-    from .layers import MIXERS as MIXER_MODULES
-    from .layers.attention import Attention
+    from ..layers import MIXERS as MIXER_MODULES
+    from ..layers.attention import Attention
 
     if kind in MIXER_KINDS:
         inner = ModelConfig.ssm_expand * bc.d_model  # Mamba-2's heads must divide its inner width
@@ -131,7 +131,7 @@ def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torc
 
 
 def run_attention_bench(bc: AttentionBenchConfig) -> dict:
-    from .layers.attention import AttentionContext
+    from ..layers.attention import AttentionContext
 
     device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
