@@ -154,8 +154,8 @@ def _pattern_names(model) -> list[str]:
     from ..models.build import stacks
 
     names = []
-    for stack, _ in stacks(model).values():
-        prefix = "" if stack is model else ("encoder." if stack is model.encoder else "decoder.")
+    for name, (stack, _) in stacks(model).items():
+        prefix = f"{name}." if name else ""
         for i, block in enumerate(stack.blocks):
             if block.mixer_kind == "attention":
                 names.append(f"{prefix}blocks.{i}.attn.hook_pattern")
