@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import transformers
 
 import llmarch
-from llmarch.bench import round_times
+from llmarch.bench.model import round_times
 from llmarch.interop import to_hf
 
 

@@ -30,7 +30,7 @@ def test_bench_reports_train_decode_prefill_against_transformers(tmp_path, capsy
 
 def test_bench_refuses_encoder_decoders():
     from llmarch import resolve
-    from llmarch.bench import BenchConfig, run_bench
+    from llmarch.bench.model import BenchConfig, run_bench
 
     with pytest.raises(LlmarchError, match="decoder-only"):
         run_bench(resolve("t5-tiny"), BenchConfig())
@@ -51,7 +51,7 @@ def test_bench_bad_counts_are_one_line_exit_2(args, message, capsys):
 
 def test_bench_vs_dense_compares_a_mixture_with_its_dense_twin(tmp_path, capsys):
     from llmarch import resolve
-    from llmarch.bench import dense_twin
+    from llmarch.bench.model import dense_twin
 
     cfg = resolve("mixtral-tiny")
     twin = dense_twin(cfg)
@@ -78,7 +78,7 @@ def test_bench_attention_reports_each_kind_with_fitted_slopes(tmp_path, capsys):
         assert [row["length"] for row in data["rows"]] == [128, 256]
         assert data["time_slope"] is not None and all(row["seconds"] > 0 for row in data["rows"])
     assert png.stat().st_size > 0 and "| sliding_window |" in capsys.readouterr().out
-    from llmarch.bench_attention import slope
+    from llmarch.bench.attention import slope
 
     assert slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
     assert main(["bench", "attention", "--attn-kinds", "lsh9"]) != 0

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from llmarch import LlmarchError, resolve
-from llmarch.bench_attention import AttentionBenchConfig, run_attention_bench
-from llmarch.bench_context import ContextBenchConfig, run_context_bench
+from llmarch.bench.attention import AttentionBenchConfig, run_attention_bench
+from llmarch.bench.context import ContextBenchConfig, run_context_bench
 from llmarch.cli import main
 from llmarch.models.transformer import TransformerLM
 

@@ -8,7 +8,8 @@ import torch
 
 import llmarch
 from llmarch import LlmarchError
-from llmarch.checkpoint import save_model, with_head
+from llmarch.checkpoint import save_model
+from llmarch.models.build import with_head
 from llmarch.cli import main
 from llmarch.data import ByteTokenizer
 from llmarch.data.labeled import load_labeled

@@ -71,7 +71,7 @@ def test_cli_fit_and_optimal(tmp_path):
 
 
 def test_scaled_config_keeps_the_base_shape():
-    from llmarch.config import resolve
+    from llmarch.presets import resolve
     from llmarch.scaling.sweep import scaled_config
 
     base = resolve("llama-tiny")  # head width 32, 2 query heads per KV head, explicit FFN width 768 at d 256
@@ -105,7 +105,7 @@ def test_tiny_sweep_on_the_embedded_corpus_fits_positive_exponents(tmp_path):
     assert (out / "loss-vs-compute.png").stat().st_size > 0 and (out / "isoflop.png").stat().st_size > 0
     assert "L(N, D) =" in stdout
     before = (out / "sweep.csv").read_text()
-    from llmarch.config import resolve
+    from llmarch.presets import resolve
     from llmarch.scaling.sweep import sweep
     from llmarch.train import TrainConfig
 

@@ -7,11 +7,11 @@ from typing import Any
 import torch
 
 from .checkpoint import load_model
-from .config import ModelConfig, resolve
+from .config import ModelConfig
 from .errors import LlmarchError
 from .generate import generate
 from .models import TransformerLM, ModelOutput
-from .presets import PRESETS, preset
+from .presets import PRESETS, preset, resolve
 
 __version__ = "0.1.0"
 
@@ -20,7 +20,7 @@ def build(name_or_config: str | Path | ModelConfig, device: str | torch.device |
           **overrides: Any) -> TransformerLM:
     """A freshly initialised model from a preset name, a JSON/YAML config file or a ModelConfig,
     with any field overridden: `llmarch.build("llama-tiny", n_layers=2, ffn="geglu")`."""
-    from .checkpoint import build_model
+    from .models.build import build_model
 
     return build_model(resolve(name_or_config, **overrides), device)
 

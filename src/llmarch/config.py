@@ -347,45 +347,10 @@ class ModelConfig:
 
 
 def field_types() -> dict[str, type]:
-    """The scalar type of each field (Optional stripped), for parsing CLI overrides."""
+    """The scalar type of each field (Optional stripped), for the type checks of __post_init__."""
     kinds = {"int": int, "float": float, "bool": bool, "str": str}
     out = {}
     for f in fields(ModelConfig):
         base = str(f.type).split("|")[0].strip()
         out[f.name] = kinds[base]
     return out
-
-
-def parse_override(name: str, text: str) -> Any:
-    """Turn a CLI string into the field's type: `--n-kv-heads 2`, `--tie-embeddings false`."""
-    kind = field_types()[name]
-    if text.lower() == "none":
-        return None
-    if kind is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise LlmarchError(f"{name} must be true or false, got {text!r}")
-    try:
-        return kind(text)
-    except ValueError:
-        raise LlmarchError(f"{name} must be {kind.__name__}, got {text!r}") from None
-
-
-def resolve(name_or_config: "str | Path | ModelConfig", **overrides: Any) -> ModelConfig:
-    """A preset name, a JSON/YAML file or a ModelConfig, with field overrides applied."""
-    from .presets import PRESETS, preset
-
-    if isinstance(name_or_config, ModelConfig):
-        base = name_or_config
-    elif str(name_or_config) in PRESETS:
-        base = preset(str(name_or_config))
-    elif Path(name_or_config).suffix in (".json", ".yaml", ".yml"):
-        base = ModelConfig.load(name_or_config)
-    else:
-        raise LlmarchError(
-            f"unknown model {str(name_or_config)!r}: not a preset ({', '.join(sorted(PRESETS))}) "
-            "nor a .json/.yaml config file"
-        )
-    return base.replace(**overrides) if overrides else base

@@ -1,5 +1,9 @@
-"""Named presets as data: published shapes, plus small CPU presets. One exact-name lookup."""
+"""Named presets as data: published shapes, plus small CPU presets. One exact-name lookup, and `resolve`:
+a preset, a config file or a ModelConfig, with field overrides."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from .config import ModelConfig
 from .errors import LlmarchError
@@ -120,3 +124,19 @@ def preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise LlmarchError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
     return ModelConfig(name=name, **PRESETS[name])
+
+
+def resolve(name_or_config: str | Path | ModelConfig, **overrides: Any) -> ModelConfig:
+    """A preset name, a JSON/YAML file or a ModelConfig, with field overrides applied."""
+    if isinstance(name_or_config, ModelConfig):
+        base = name_or_config
+    elif str(name_or_config) in PRESETS:
+        base = preset(str(name_or_config))
+    elif Path(name_or_config).suffix in (".json", ".yaml", ".yml"):
+        base = ModelConfig.load(name_or_config)
+    else:
+        raise LlmarchError(
+            f"unknown model {str(name_or_config)!r}: not a preset ({', '.join(sorted(PRESETS))}) "
+            "nor a .json/.yaml config file"
+        )
+    return base.replace(**overrides) if overrides else base

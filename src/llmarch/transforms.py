@@ -7,13 +7,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checkpoint import stacks
+from .models.build import stacks
 from .layers.split_linear import SplitLinear
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """Every block of every stack (an encoder-decoder's encoder blocks, then its decoder blocks)."""
-    return [block for stack, _ in stacks(model) for block in stack.blocks]
+    return [block for stack, _ in stacks(model).values() for block in stack.blocks]
 
 
 def checkpoint_activations(model: nn.Module) -> nn.Module:

@@ -31,20 +31,19 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, 
 
 
 def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
-    from ..checkpoint import build_model
     from ..errors import LlmarchError
+    from ..models.build import build_model, stacks
 
     if dtype not in DTYPE_BYTES:
         raise LlmarchError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPE_BYTES)}")
-    from ..checkpoint import stacks
 
     model = build_model(cfg, device="meta")
     total = sum(p.numel() for p in model.parameters())
-    positions = sum(p.numel() for stack, _ in stacks(model) for p in stack.positions.parameters())
+    positions = sum(p.numel() for stack, _ in stacks(model).values() for p in stack.positions.parameters())
     embedding = model.embed.weight.numel() + positions
     non_embedding = total - embedding
     idle = 0
-    for stack, _ in stacks(model):
+    for stack, _ in stacks(model).values():
         for block in stack.blocks:
             experts = getattr(block.mlp, "experts", None)
             if experts is not None:

@@ -151,11 +151,11 @@ def _greedy_target(model, source: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _pattern_names(model) -> list[str]:
-    from ..checkpoint import stacks
+    from ..models.build import stacks
 
     names = []
-    for stack, _ in stacks(model):
-        prefix = "" if stack is model else ("encoder." if stack is model.encoder else "decoder.")
+    for name, (stack, _) in stacks(model).items():
+        prefix = f"{name}." if name else ""
         for i, block in enumerate(stack.blocks):
             if hasattr(block.seq_mixer, "hook_pattern"):
                 names.append(f"{prefix}blocks.{i}.attn.hook_pattern")

@@ -3,5 +3,6 @@ over it: greedy and sampled decoding, beam search."""
 from .decode import generate, left_pad
 from .engine import Engine
 from .sampling import sample
+from .text import generate_text
 
-__all__ = ["Engine", "generate", "left_pad", "sample"]
+__all__ = ["Engine", "generate", "generate_text", "left_pad", "sample"]

@@ -13,10 +13,11 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import assemble, model_class, state_for_saving
+from ..checkpoint import assemble, state_for_saving
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
+from ..models.build import model_class
 from ..registry import Registry
 from .mapping import LAYOUTS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint

@@ -14,7 +14,7 @@ from torch import nn
 
 from .attention import AttentionContext
 from .cross_attention import CrossAttention
-from .ffn import make_ffn
+from .ffn_factory import make_ffn
 from .hooks import HookPoint
 from .mixer import MIXERS, Mixer
 from .norms import make_norm

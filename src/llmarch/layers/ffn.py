@@ -63,12 +63,3 @@ for _name, _cls, _act in [("gelu", MLP, "gelu"), ("gelu_tanh", MLP, "gelu_tanh")
 
 
 FFNS.register("none")(lambda dim, hidden, bias: None)  # no FFN: the block is its mixer alone (Mamba)
-
-
-def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
-    """Block `layer`'s FFN: dense, or a mixture of experts of the same kind (moe.py) where the config says."""
-    if cfg.is_moe_layer(layer):
-        from .moe import MoE
-
-        return MoE(cfg)
-    return FFNS[cfg.ffn](cfg.d_model, cfg.ffn_hidden, bias=cfg.bias)

@@ -7,11 +7,7 @@ import torch
 
 from ..layers.moe import MoE
 from ..layers.router import Routing, load_balancing_loss, router_z_loss
-
-
-def _stacks(model) -> dict:
-    """Stack name ("" for a one-stack model, else "encoder"/"decoder") -> the stack."""
-    return {"encoder": model.encoder, "decoder": model.decoder} if model.config.is_encoder_decoder else {"": model}
+from .build import stacks
 
 
 def moe_layers(stack) -> list[tuple[int, MoE]]:
@@ -22,7 +18,7 @@ def moe_layers(stack) -> list[tuple[int, MoE]]:
 def routings(model) -> dict[str, list[Routing]]:
     """Stack name ("" for a one-stack model, else "encoder"/"decoder") -> the last Routing of each MoE layer."""
     out = {}
-    for name, stack in _stacks(model).items():
+    for name, (stack, _) in stacks(model).items():
         found = [moe.routing for _, moe in moe_layers(stack) if moe.routing is not None]
         if found:
             out[name] = found
@@ -42,7 +38,7 @@ def router_losses(model, batch_mean=None) -> dict[str, torch.Tensor]:
 
 def _named_moe(model) -> list[tuple[str, MoE]]:
     """("{stack.}{i}", MoE) for every MoE layer: "3" in a one-stack model, "encoder.1" in an encoder-decoder."""
-    return [(f"{name}.{i}" if name else str(i), moe) for name, stack in _stacks(model).items()
+    return [(f"{name}.{i}" if name else str(i), moe) for name, (stack, _) in stacks(model).items()
             for i, moe in moe_layers(stack)]
 
 

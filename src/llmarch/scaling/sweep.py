@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..analysis.accounting import model_facts
-from ..checkpoint import write_text_atomic
+from ..rundir import write_text_atomic
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..train.distributed import device_for, process_group, rank_and_world

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import resolve_checkpoint, with_head
+from ..models.build import with_head
+from ..rundir import resolve_checkpoint
 from ..data.batching import encode, pad
 from ..data.labeled import LabeledData, load_labeled
 from ..data.tokenizer import check_fits, load_tokenizer

@@ -8,7 +8,7 @@ import logging
 import signal
 from pathlib import Path
 
-from ..checkpoint import resolve_checkpoint
+from ..rundir import resolve_checkpoint
 from ..errors import LlmarchError
 
 

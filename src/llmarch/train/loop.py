@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CONFIG, atomic_directory, build_model, load_model, publish, resolve_checkpoint, save_model
+from ..checkpoint import load_model, save_model
+from ..models.build import build_model
+from ..rundir import CONFIG, atomic_directory, publish, resolve_checkpoint
 from ..config import ModelConfig
 from ..data.corpus import read_documents
 from ..data.dataset import TokenData, split_documents, tokenizer_for

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import build_model, resolve_checkpoint
-from ..config import resolve
+from ..models.build import build_model
+from ..rundir import resolve_checkpoint
+from ..presets import resolve
 from ..data.corpus import Document
 from ..data.dataset import tokenizer_for
 from ..data.seq2seq import Seq2SeqData, exact_match, load_seq2seq, seq2seq_batch

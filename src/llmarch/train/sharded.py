@@ -19,7 +19,8 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_optimizer_state_dict,
                                                      set_state_dict)
 
-from ..checkpoint import CONFIG, SHARDED, move_into_place, publish
+from ..checkpoint import SHARDED
+from ..rundir import CONFIG, move_into_place, publish
 from .distributed import distributed
 
 

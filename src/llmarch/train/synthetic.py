@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checkpoint import build_model
+from ..models.build import build_model
 from ..config import ModelConfig
 from ..data.synthetic import IGNORE, SyntheticTask
 from ..errors import LlmarchError

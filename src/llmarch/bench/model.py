@@ -24,9 +24,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .analysis import model_facts
-from .config import ModelConfig
-from .errors import LlmarchError
+from ..analysis import model_facts
+from ..config import ModelConfig
+from ..errors import LlmarchError
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
 
@@ -110,9 +110,9 @@ def _train_step(model, logits_of, x, y, compile_: bool):
 
 def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     """Build the model, copy its weights into transformers' model of the same shape, time both."""
-    from .checkpoint import build_model
-    from .generate import generate
-    from .transforms import for_cpu_decoding
+    from ..models.build import build_model
+    from ..generate import generate
+    from ..transforms import for_cpu_decoding
 
     if cfg.is_encoder_decoder or not cfg.causal:
         raise LlmarchError("llmarch bench measures decoder-only language models")
@@ -240,7 +240,7 @@ def dense_twin(cfg: ModelConfig) -> ModelConfig:
 def moe_vs_dense(cfg: ModelConfig, bc: BenchConfig) -> dict:
     """Training tokens/s (forward, loss, backward, AdamW) of an MoE model and its dense twin, same run, same
     batch; the ratio MoE / dense is what expert dispatch costs over the same arithmetic."""
-    from .checkpoint import build_model
+    from ..models.build import build_model
 
     device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, bc.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -276,7 +276,7 @@ def _transformers_twin(model, device: torch.device, dtype: torch.dtype):
         import transformers
     except ImportError:
         return None
-    from .interop import to_hf
+    from ..interop import to_hf
 
     with tempfile.TemporaryDirectory() as tmp:
         to_hf(model, tmp)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .bench_attention import check_kinds, two_panels
-from .config import ModelConfig, resolve
-from .layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
+from ..config import ModelConfig
+from ..layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
+from ..presets import resolve
+from .attention import check_kinds, two_panels
 
 FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny"}  # attention kinds: llama-tiny
 
@@ -55,7 +56,7 @@ def model_config(cc: ContextBenchConfig, kind: str, context: int) -> ModelConfig
 
 
 def _fill(model, L: int, chunk: int) -> str:
-    from .layers.kv_cache import KVCache
+    from ..layers.kv_cache import KVCache
 
     caches = model.caches()
     if all(isinstance(c, KVCache) for c in caches):
@@ -98,7 +99,7 @@ def _at_context(model, L: int, cc: ContextBenchConfig, device: torch.device) -> 
 
 @torch.inference_mode()
 def run_context_bench(cc: ContextBenchConfig) -> dict:
-    from .models.transformer import TransformerLM
+    from ..models.transformer import TransformerLM
 
     device = torch.device(cc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     lengths = [int(n) for n in cc.lengths.split(",")]

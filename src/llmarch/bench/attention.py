@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
-from .errors import LlmarchError
-from .layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
-from .layers.mixer import MIXERS
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from ..layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
+from ..layers.mixer import MIXERS
 
 MIXER_KINDS = tuple(m for m in MIXERS if m != "attention")  # mamba, mamba2, hyena
 
@@ -116,7 +116,7 @@ def check_kinds(kinds: list[str], causal: bool) -> None:
 
 def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torch.nn.Module:
     """One attention layer, or one mixer initialised as a model initialises it (its init_ssm)."""
-    from .layers.attention import Attention
+    from ..layers.attention import Attention
 
     if kind in MIXER_KINDS:
         inner = ModelConfig.ssm_expand * bc.d_model  # Mamba-2's heads must divide its inner width
@@ -132,7 +132,7 @@ def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torc
 
 
 def run_attention_bench(bc: AttentionBenchConfig) -> dict:
-    from .layers.attention import AttentionContext
+    from ..layers.attention import AttentionContext
 
     device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":

@@ -1,0 +1,59 @@
+"""`llmarch bench` (bench/): a model against transformers; `bench attention`, each attention kind or mixer over
+sequence lengths; `bench decode-context`, decode speed at long contexts per mixer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .options import add_fields, collect, model_config, model_overrides
+
+
+def add_parsers(sub) -> None:
+    from ..bench.attention import AttentionBenchConfig
+    from ..bench.context import ContextBenchConfig
+    from ..bench.model import BenchConfig
+
+    p = sub.add_parser("bench", help="training, decoding and prefill speed against transformers, in one run; "
+                                     "`bench attention`: each attention kind (or mixer) against full over sequence "
+                                     "lengths; `bench decode-context`: decode speed at long contexts per mixer")
+    p.add_argument("what", nargs="?", choices=["model", "attention", "decode-context"], default="model",
+                   help="model: a model against transformers; attention: one layer of each attention kind or "
+                   "mixer; decode-context: tokens/s per mixer at each context length (default: %(default)s)")
+    p.add_argument("--model", default="gpt-tiny", help="preset name or .json/.yaml config (default: %(default)s)")
+    p.add_argument("--plot", help="bench attention, decode-context: write the plot (PNG) here (default: %(default)s)")
+    p.add_argument("--out", help="write the results as JSON here (default: %(default)s)")
+    p.add_argument("--markdown", help="write the markdown table here (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for both libraries (default: torch's)")
+    add_fields(p.add_argument_group("benchmark"), BenchConfig)
+    add_fields(p.add_argument_group("bench attention (--attn-...)"), AttentionBenchConfig, prefix="attn_")
+    add_fields(p.add_argument_group("bench decode-context (--ctx-...)"), ContextBenchConfig, prefix="ctx_")
+    model_overrides(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> None:
+    import torch
+
+    from ..bench import attention, context
+    from ..bench.model import BenchConfig, run_bench, to_markdown
+    from ..rundir import write_text_atomic
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # the sub-benchmarks: (module, its config class, the prefix of its flags, its run function)
+    subs = {"attention": (attention, attention.AttentionBenchConfig, "attn_", attention.run_attention_bench),
+            "decode-context": (context, context.ContextBenchConfig, "ctx_", context.run_context_bench)}
+    if args.what in subs:
+        module, config_cls, prefix, run = subs[args.what]
+        result = run(config_cls(**collect(args, config_cls, prefix)))
+        table = module.to_markdown(result)
+        if args.plot:
+            module.plot(result, Path(args.plot))
+    else:
+        result = run_bench(model_config(args), BenchConfig(**collect(args, BenchConfig)))
+        table = to_markdown(result)
+    print(table)
+    if args.out:
+        write_text_atomic(Path(args.out), json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), table + "\n")

@@ -1,0 +1,56 @@
+"""`llmarch convert`: a Hugging Face directory to an llmarch checkpoint (--from-hf), or back (--to-hf)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import LlmarchError
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("convert", help="convert between Hugging Face and llmarch checkpoints")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--from-hf", metavar="DIR",
+                       help="a Hugging Face checkpoint directory to read (this or --to-hf is required)")
+    which.add_argument("--to-hf", metavar="DIR",
+                       help="an llmarch checkpoint or run directory to export (this or --from-hf is required)")
+    p.add_argument("--out", required=True, help="new output directory (required)")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args) -> None:
+    """Hugging Face directory -> llmarch checkpoint (--from-hf), or llmarch checkpoint -> HF directory (--to-hf)."""
+    from .. import from_hf, load
+    from ..checkpoint import save_model
+    from ..data.tokenizer import load_tokenizer
+    from ..interop import is_hf_dir, to_hf
+    from ..rundir import atomic_directory, resolve_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise LlmarchError(f"{out} exists and is not empty; choose a new --out")
+    if args.from_hf:
+        src = Path(args.from_hf)
+        if not is_hf_dir(src):
+            raise LlmarchError(f"{src} is not a Hugging Face checkpoint (no config.json with a model_type)")
+        model = from_hf(src)
+
+        def write(tmp: Path) -> None:
+            save_model(model, tmp)
+            if (src / "tokenizer.json").is_file():
+                load_tokenizer(src).save(tmp)
+    else:
+        src = resolve_checkpoint(args.to_hf)
+        model = load(src)
+
+        labels = json.loads((src / "labels.json").read_text()) if (src / "labels.json").is_file() else None
+
+        def write(tmp: Path) -> None:
+            to_hf(model, tmp, tokenizer_from=src, labels=labels)
+            if (src / "tokenizer.json").is_file():  # let transformers' generate stop where llmarch's does
+                hf_cfg = json.loads((tmp / "config.json").read_text())
+                hf_cfg["eos_token_id"] = load_tokenizer(src).eos_id
+                (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+
+    atomic_directory(out, write)
+    print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")

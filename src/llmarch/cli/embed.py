@@ -1,0 +1,50 @@
+"""`llmarch embed`: sentence embeddings of lines of text, written as a .npy array."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..errors import LlmarchError
+from .options import CHECKPOINT_HELP, load_with_tokenizer
+
+
+def add_parsers(sub) -> None:
+    from ..embed import POOLINGS
+
+    p = sub.add_parser("embed", help="sentence embeddings for lines of text, as .npy")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--input", required=True, help="text file, one text per line; - for stdin (required)")
+    p.add_argument("--out", required=True, help="new .npy file: one row per input line (required)")
+    p.add_argument("--pooling", choices=POOLINGS, default="mean",
+                   help="mean over real tokens, or the first token's state (default: %(default)s)")
+    p.add_argument("--normalize", action="store_true", help="scale each row to unit length (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    p.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args) -> None:
+    import numpy as np
+
+    from ..embed import embed
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise LlmarchError(f"--out must name a .npy file, got {out}")
+    if out.exists():
+        raise LlmarchError(f"{out} exists; choose a new --out")
+    if args.input == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.input).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise LlmarchError(f"cannot read {args.input}: {getattr(e, 'strerror', None) or e}") from None
+    lines = text.splitlines()
+    model, tok = load_with_tokenizer(args.checkpoint)
+    vectors = embed(model, tok, lines, args.pooling, args.batch_size, args.normalize)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {vectors.shape[0]} x {vectors.shape[1]} float32 ({args.pooling} pooling)")

@@ -1,0 +1,30 @@
+"""`llmarch finetune`: a checkpoint fine-tuned as a text classifier or a sequence-to-sequence model."""
+from __future__ import annotations
+
+from .options import add_fields, collect
+
+
+def add_parsers(sub) -> None:
+    from ..train.finetune import FinetuneConfig
+
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint as a text classifier or sequence-to-sequence model")
+    p.add_argument("--checkpoint", required=True,
+                   help="pretrained llmarch checkpoint or run directory, or a Hugging Face directory; with --task "
+                   "seq2seq also a preset or config file, to train from scratch (required)")
+    p.add_argument("--out", required=True, help="run directory for the fine-tuned checkpoint (required)")
+    add_fields(p.add_argument_group("fine-tuning"), FinetuneConfig)
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args) -> None:
+    from ..train.finetune import FinetuneConfig, finetune
+
+    result = finetune(args.checkpoint, FinetuneConfig(**collect(args, FinetuneConfig)), args.out)
+    if args.task == "seq2seq":
+        print(f"validation exact match {result.exact_match:.4f} (trivial baseline: always the most common "
+              f"target, {result.trivial_baseline:.4f}); validation loss {list(result.val_losses.values())[-1]:.4f}")
+        print(f"checkpoint: {result.checkpoint}")
+        return
+    print(f"validation accuracy {result.accuracy:.4f} over {len(result.labels)} labels "
+          f"(majority-class baseline {result.majority_baseline:.4f})")
+    print(f"checkpoint: {result.checkpoint}")

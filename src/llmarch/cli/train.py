@@ -1,0 +1,92 @@
+"""`llmarch train`: a model trained on text, in this process or (--nproc) in several started by torchrun."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .generate import print_generation
+from .options import add_fields, collect, model_config, model_overrides
+
+
+def add_parsers(sub) -> None:
+    from ..train import TrainConfig
+
+    p = sub.add_parser("train", help="train a model (causal LM) on text")
+    p.add_argument("--model",
+        help="preset name or .json/.yaml config (not needed with --resume) (default: %(default)s)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, loss.png (required)")
+    p.add_argument("--resume", action="store_true",
+        help="continue the run in --out from its latest checkpoint (default: %(default)s)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+        help="train in N processes on this machine, started through torchrun (one per GPU; on CPU, gloo); "
+        "--batch-size stays the global batch; several machines: docs/distributed.md (default: %(default)s)")
+    add_fields(p.add_argument_group("training"), TrainConfig)
+    model_overrides(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> None:
+    from ..train import TrainConfig, train
+    from ..train.distributed import rank_and_world
+
+    tc = TrainConfig(**collect(args, TrainConfig))
+    if args.nproc != 1:
+        _launch_train(args, tc)
+        return
+    rank = rank_and_world()[0]
+    if args.resume and args.model and rank == 0:
+        print(f"llmarch train: resuming {args.out}; its checkpoint's model config is used, --model is ignored",
+              file=sys.stderr)
+    cfg = None if args.resume else model_config(args) if args.model else None
+    result = train(cfg, tc, args.out, resume=args.resume)
+    if rank != 0:  # the processes of a torchrun job: rank 0 reports
+        return
+    final = list(result.val_losses.items())[-1]
+    print(f"final validation loss {final[1]:.4f} at step {final[0]} "
+          f"(unigram entropy of the training data: {result.unigram_entropy:.4f})")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"metrics: {Path(args.out) / 'metrics.csv'}, plot: {Path(args.out) / 'loss.png'}")
+    if tc.sample_prompt:
+        print("sample:")
+        print_generation(result.checkpoint, [tc.sample_prompt], tc.sample_tokens, 0.8, 50, None, tc.seed, True)
+
+
+def _launch_train(args, tc) -> None:
+    """--nproc N: the same command in N processes (train/launch.py), its options checked here first so that a
+    mistake is reported once rather than by every process."""
+    from ..data.corpus import check_source
+    from ..train.launch import launch
+    from ..train.loop import check_out
+
+    if args.nproc < 1:
+        raise LlmarchError(f"--nproc must be positive, got {args.nproc}")
+    if "LOCAL_RANK" in os.environ:
+        raise LlmarchError("--nproc starts torchrun; under torchrun, leave it out")
+    tc.validate()
+    tc.check_world(args.nproc)
+    check_source(tc.data)
+    check_out(Path(args.out), args.resume)
+    if not args.resume:
+        if not args.model:
+            raise LlmarchError("a fresh run needs --model")
+        model_config(args)  # an unknown preset or a bad override fails here
+    launch(args.nproc, _train_argv(args), Path(args.out))
+
+
+def _train_argv(args) -> list[str]:
+    """The train command's options as parsed, spelled out for the processes --nproc starts (without --nproc)."""
+    from ..train import TrainConfig
+
+    def text(value) -> str:  # as the option parsers read it back
+        if value is None or isinstance(value, bool):
+            return str(value).lower()
+        return repr(value) if isinstance(value, float) else str(value)
+
+    argv = ["train", f"--out={args.out}", *(["--resume"] if args.resume else []),
+            *([f"--model={args.model}"] if args.model else [])]
+    for name, value in [*collect(args, TrainConfig).items(), *collect(args, ModelConfig, only_set=True).items()]:
+        argv.append(f"--{name.replace('_', '-')}={text(value)}")  # --x=value: a value may begin with "-"
+    return argv

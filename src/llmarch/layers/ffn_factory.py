@@ -1,0 +1,15 @@
+"""Each block's FFN, dense (ffn.py) or a mixture of experts (moe.py): here, as the mixture is built from the
+dense kinds and so imports ffn.py, which then cannot import it back."""
+from __future__ import annotations
+
+from torch import nn
+
+from .ffn import FFNS
+from .moe import MoE
+
+
+def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
+    """Block `layer`'s FFN: dense, or a mixture of experts of the same kind where the config says."""
+    if cfg.is_moe_layer(layer):
+        return MoE(cfg)
+    return FFNS[cfg.ffn](cfg.d_model, cfg.ffn_hidden, bias=cfg.bias)

@@ -1,0 +1,50 @@
+"""Construction of every model kind from a config, in one place: the class a config builds, a fresh model,
+the same body under a new head, and a model's stacks of blocks with the config each was built from."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import LlmarchError, first_and_count
+from .encoder_decoder import EncoderDecoderLM
+from .transformer import TransformerLM
+
+
+def model_class(cfg: ModelConfig) -> type:
+    return EncoderDecoderLM if cfg.is_encoder_decoder else TransformerLM
+
+
+def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> TransformerLM:
+    with torch.device(device or "cpu"):
+        return model_class(cfg)(cfg)
+
+
+def stacks(model) -> dict[str, tuple[nn.Module, ModelConfig]]:
+    """Stack name ("" for a one-stack model, else "encoder" and "decoder") -> (the stack of blocks, the config
+    it was built from)."""
+    cfg = model.config
+    if cfg.is_encoder_decoder:
+        return {"encoder": (model.encoder, cfg.stack_config("encoder")),
+                "decoder": (model.decoder, cfg.stack_config("decoder"))}
+    return {"": (model, cfg)}
+
+
+def with_head(model: TransformerLM, head: str, n_labels: int = 2, **overrides) -> TransformerLM:
+    """A model of the same body (embeddings, blocks, final norm: weights shared, not copied) with a fresh
+    `head` (layers/heads.py), e.g. a pretrained masked LM turned into a classifier for fine-tuning."""
+    if model.config.is_encoder_decoder:
+        raise LlmarchError("with_head: classifier heads are for decoder-only and encoder-only models")
+    cfg = model.config.replace(head=head, n_labels=n_labels, **overrides)
+    device = model.embed.weight.device
+    new = build_model(cfg, device)
+    body = {k: v for k, v in model.state_dict().items() if not k.startswith(("lm_head.", "head_transform."))}
+    if model.config.head != head or model.config.n_labels != n_labels:  # a different head starts afresh
+        body = {k: v for k, v in body.items() if not k.startswith(("pooler.", "classifier."))}
+    missing, _ = new.load_state_dict(body, strict=False, assign=True)
+    new_head = ("pooler.", "classifier.", "lm_head.", "head_transform.")
+    if any(not k.startswith(new_head) for k in missing):
+        raise LlmarchError(f"cannot move the body onto the new head: {first_and_count(missing)} missing")
+    if cfg.tied_head:
+        new.lm_head.weight = new.embed.weight
+    return new
