@@ -99,6 +99,11 @@ def test_hooks_see_every_decoded_token_and_windows_narrower_than_the_context():
     handle.remove()
     assert seen == [3, 1, 1, 1]  # the prefill, then each decoded token but the last
     assert row == greedy_by_recompute(model, [5, 6, 7], 4)
+    shapes = []  # a decoded token's queries reach the hook as (B, T, H, D), as a prompt's do
+    handle = model.blocks[1].attn.hook_q.register_forward_hook(lambda mod, args, out: shapes.append(out.shape))
+    assert llmarch.generate(model, [[5, 6, 7]], max_new_tokens=3)[0] == row[:6]
+    handle.remove()
+    assert [tuple(s) for s in shapes] == [(1, 3, 4, 16), (1, 1, 4, 16), (1, 1, 4, 16)]
     narrow = tiny(sliding_window=4)
     assert llmarch.generate(narrow, [[5, 6, 7]], max_new_tokens=8)[0] == greedy_by_recompute(narrow, [5, 6, 7], 8)
 

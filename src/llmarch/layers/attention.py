@@ -116,20 +116,22 @@ class Attention(Mixer):
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         return self.kind.cache_bytes(self, dtype, max_len)
 
-    def qk_normed(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k (..., D) through the QK-norm, if the config has one."""
-        if self.q_norm is None:
-            return q, k
-        return self.q_norm(q), self.k_norm(k)
-
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = self.qkv_proj(x).view(B, T, sum(self.qkv_heads), self.head_dim)
-        q, k, v = qkv.split(self.qkv_heads, dim=2)  # one split of the heads axis: fewer ops per decoded token
-        q, k = self.qk_normed(q, k)
-        q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
-        k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)
-        v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
+        qkv = self.qkv_proj(x)
+        if T == 1 and not (self.hook_q.active or self.hook_k.active or self.hook_v.active):
+            # one token (decoding): (B, 1, heads, D) and (B, heads, 1, D) are the same memory, so a view, no
+            # transposes; the hook points see (B, T, heads, D), so a watched step takes the general path
+            q, k, v = qkv.view(B, -1, 1, self.head_dim).split(self.qkv_heads, dim=1)  # (B, H|K|K, 1, D)
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+        else:
+            q, k, v = qkv.view(B, T, -1, self.head_dim).split(self.qkv_heads, dim=2)  # one split of the heads axis
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
+            k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)
+            v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
         if ctx.rope is not None:
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
         dropout_p = self.dropout if self.training else 0.0

@@ -33,6 +33,7 @@ class Block(nn.Module):
         mixer = MIXERS[cfg.layer_mixer(layer)]
         self.mixer_attr = mixer.attr
         self.add_module(mixer.attr, mixer(cfg, layer))
+        self.cross = cross
         if cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
@@ -46,26 +47,25 @@ class Block(nn.Module):
     @property
     def seq_mixer(self) -> Mixer:
         """This block's sequence mixer, whichever it is."""
-        return getattr(self, self.mixer_attr)
+        return self._modules[self.mixer_attr]
 
-    def mix(self, h: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        return getattr(self, self.mixer_attr)(h, ctx)
-
-    def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer, hook: HookPoint) -> torch.Tensor:
+    def _sublayer(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module, hook: HookPoint, *args) -> torch.Tensor:
+        """Pre-norm x + sublayer(norm(x)), post-norm norm(x + sublayer(x)); args: the sublayer's context."""
         if self.pre_norm:
-            return x + hook(self.drop(sublayer(norm(x))))
-        return norm(x + hook(self.drop(sublayer(x))))
+            return x + hook(self.drop(sublayer(norm(x), *args)))
+        return norm(x + hook(self.drop(sublayer(x, *args))))
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
+        mixer = self._modules[self.mixer_attr]
         x = self.hook_resid_pre(x)
         if self.parallel:
             h = self.ln1(x)
-            a = self.hook_attn_out(self.drop(self.mix(h, ctx)))
+            a = self.hook_attn_out(self.drop(mixer(h, ctx)))
             m = self.hook_mlp_out(self.drop(self.mlp(h if self.ln2 is None else self.ln2(x))))
             return self.hook_resid_post(x + a + m)
-        x = self.hook_resid_mid(self._residual(x, self.ln1, lambda h: self.mix(h, ctx), self.hook_attn_out))
-        if hasattr(self, "cross_attn"):
-            x = self._residual(x, self.ln_cross, lambda h: self.cross_attn(h, ctx), self.hook_cross_out)
+        x = self.hook_resid_mid(self._sublayer(x, self.ln1, mixer, self.hook_attn_out, ctx))
+        if self.cross:
+            x = self._sublayer(x, self.ln_cross, self.cross_attn, self.hook_cross_out, ctx)
         if self.mlp is None:
             return self.hook_resid_post(x)
-        return self.hook_resid_post(self._residual(x, self.ln2, self.mlp, self.hook_mlp_out))
+        return self.hook_resid_post(self._sublayer(x, self.ln2, self.mlp, self.hook_mlp_out))
