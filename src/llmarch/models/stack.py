@@ -31,6 +31,7 @@ class Stack(nn.Module):
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
+        self._uses_mask = ATTENTION_KINDS[cfg.attention].uses_mask  # whether attention reads ctx.mask
 
     # ---- KV cache and recurrent state ---------------------------------------------------------
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
@@ -78,12 +79,14 @@ class Stack(nn.Module):
         key_len = kv_len or self.cache_len or T
         # slots past the mask are future tokens: real, hidden by causality
         pad_mask = _key_slots(attention_mask, key_len, True)
-        pos = position_ids(input_pos, B, pad_mask) + cfg.position_offset  # (B, T)
+        pos = position_ids(input_pos, B, pad_mask)  # (B, T)
+        if cfg.position_offset:
+            pos = pos + cfg.position_offset
         bias = self.positions.bias(input_pos, key_len)  # (1, H, T, S) or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
-        plain = plain or not ATTENTION_KINDS[cfg.attention].uses_mask
+        plain = plain or not self._uses_mask
         if cfg.causal:
             mask = None if plain else causal_mask(input_pos, key_len, pad_mask)
         else:  # bidirectional: every real token sees every real token
@@ -107,7 +110,7 @@ class Stack(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, ctx)
-        if last_only:
+        if last_only and T > 1:
             x = x[:, -1:]
         return self.ln_final.hook_normalized(self.ln_final(x))
 
