@@ -63,7 +63,8 @@ class FinetuneConfig:
             raise LlmarchError(f"max_length must be at least 2, got {self.max_length}")
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig.of(self, warmup_steps=self.warmup_steps if self.warmup_steps is not None else self.steps // 10)
+        warmup = self.warmup_steps if self.warmup_steps is not None else self.steps // 10
+        return LoopConfig.of(self, warmup_steps=warmup)
 
     def check_out(self, out: Path) -> None:
         """No resuming a fine-tuning run: a run directory that holds one is refused."""
