@@ -28,7 +28,7 @@ from .schedule import set_lr
 from .sharded import is_sharded, restore, save_sharded, seed_process
 from .task import Task
 
-__all__ = ["LoopConfig", "Run", "TrainConfig", "TrainResult", "check_out", "make_optimizer", "run",
+__all__ = ["LoopConfig", "Outcome", "TrainConfig", "TrainResult", "check_out", "make_optimizer", "run",
            "save_checkpoint", "train"]
 
 
@@ -60,7 +60,8 @@ class LoopConfig:
 
 
 @dataclass
-class Run:
+class Outcome:
+    """What `run` leaves: the trained model, and what it logged (a public entry point reshapes it)."""
     model: torch.nn.Module
     checkpoint: Path | None  # the last one written
     losses: dict[int, float] = field(default_factory=dict)  # step -> training loss
@@ -94,7 +95,7 @@ def check_out(out: Path, resume: bool) -> None:
         raise LlmarchError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def run(task: Task, lc: LoopConfig, out: Path | None, resume: bool = False, verbose: bool = True) -> Run:
+def run(task: Task, lc: LoopConfig, out: Path | None, resume: bool = False, verbose: bool = True) -> Outcome:
     """Train `task` to step lc.steps, from the latest checkpoint in `out` if resume. out None: nothing is
     written (no checkpoints, metrics or plot)."""
     if out is not None:
@@ -113,7 +114,7 @@ def _resumed(out: Path, device: torch.device) -> tuple[tuple, Path, int]:
     return (model, load_tokenizer(ckpt)), ckpt, step
 
 
-def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bool, device: torch.device) -> Run:
+def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bool, device: torch.device) -> Outcome:
     rank, world = rank_and_world()
 
     def setup():
@@ -142,7 +143,7 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
             log = MetricsLog(out / "metrics.csv", resume_step=start, fields=FIELDS + task.metrics() + parts + moe_names)
             moe_log = ExpertLoadLog(out / "expert_load.jsonl", start) if moe_names else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    done = Run(model, out)
+    done = Outcome(model, out)
     model.train()
     for step in range(start, lc.steps):
         t0 = time.perf_counter()
