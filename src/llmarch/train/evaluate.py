@@ -1,43 +1,64 @@
-"""Mean held-out loss (nats per predicted token) and perplexity of a model under an objective."""
+"""Held-out scores, shared by every task: the mean cross-entropy (nats per predicted target) and the share of
+predicted targets the model's argmax gets right, over batches of (model inputs, targets); `evaluate`, the
+language-modelling loss and perplexity of a model under a pretraining objective."""
 from __future__ import annotations
 
-import math
+from contextlib import contextmanager
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from ..data.dataset import TokenData
 from .distributed import all_sum, row_slice
+from .metrics import perplexity
 from .objectives import IGNORE, Objective, causal_lm, lm_loss, model_kwargs
 
 
-@torch.no_grad()
-def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = None,
-             objective: Objective = causal_lm, seed: int = 0) -> dict[str, float]:
-    """Windows of the validation split in order; a masking objective draws its masks from (seed, batch
-    index), so the figure is the same at every evaluation of a run. Under several processes
-    (train/distributed.py) each computes its rows of every batch and the sums are added up: the same figure."""
+@contextmanager
+def evaluating(model):
+    """The model in eval mode (no dropout) for the duration, then back in the mode it was in."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
     try:
-        for i, (x, y) in enumerate(data.sequential("val", batch_size, model.config.context_length, max_tokens)):
-            inputs, y = objective(x, y, np.random.default_rng([seed, i]))
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def score(model, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]) -> dict[str, float]:
+    """Loss and argmax accuracy over the targets that are not IGNORE, in eval mode. Under several processes
+    (train/distributed.py) each computes its rows of every batch and the sums are added up: the same figures."""
+    total = correct = count = 0.0
+    with evaluating(model) as device:
+        for inputs, y in batches:
             mine = row_slice(len(y))
             # with no rows of its own a process still runs a forward: a sharded model's forward is collective
             rows = mine if mine.stop > mine.start else slice(0, 1)
             y = y[rows].to(device)
-            n = int((y != IGNORE).sum()) if rows is mine else 0
-            logits = model(**{k: v[rows] for k, v in model_kwargs(inputs, device).items()}).logits
+            logits = model(**{k: v[rows].to(device) for k, v in inputs.items()}).logits
+            real = y != IGNORE
+            n = int(real.sum()) if rows is mine else 0
             if n:
                 total += lm_loss(logits, y).item() * n
+                correct += int((logits.argmax(-1)[real] == y[real]).sum())
                 count += n
-    finally:
-        model.train(was_training)
-    total, count = all_sum([total, count])
-    loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(count)}
+    total, correct, count = all_sum([total, correct, count])
+    return {"loss": total / count, "accuracy": correct / count, "count": int(count)}
+
+
+def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = None,
+             objective: Objective = causal_lm, seed: int = 0) -> dict[str, float]:
+    """Windows of the validation split in order; a masking objective draws its masks from (seed, batch
+    index), so the figure is the same at every evaluation of a run."""
+    def batches():
+        for i, (x, y) in enumerate(data.sequential("val", batch_size, model.config.context_length, max_tokens)):
+            inputs, y = objective(x, y, np.random.default_rng([seed, i]))
+            yield model_kwargs(inputs), y
+
+    result = score(model, batches())
+    return {"loss": result["loss"], "perplexity": perplexity(result["loss"]), "tokens": result["count"]}
 
 
 def unigram_entropy(tokens: np.ndarray) -> float:

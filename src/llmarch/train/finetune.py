@@ -1,34 +1,32 @@
 """Fine-tuning a pretrained model as a sequence classifier (Devlin et al. 2019, §4: the pretrained body, a new
-pooler + classifier head on the first token, all weights trained with a small learning rate). Data: a .jsonl of
-{text, label}, or the default task from the embedded corpus (data/labeled.py). Reports validation accuracy
-against the best constant answer."""
+pooler + classifier head on the first token, all weights trained with a small learning rate), as a task of
+the training loop (train/loop.py). Data: a .jsonl of {text, label}, or the default task from the embedded
+corpus (data/labeled.py). Reports validation accuracy against the best constant answer."""
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..models.build import with_head
 from ..rundir import resolve_checkpoint
 from ..data.batching import encode, pad
-from ..data.labeled import LabeledData, load_labeled
+from ..data.labeled import load_labeled
 from ..data.tokenizer import check_fits, load_tokenizer
 from ..errors import LlmarchError
-from .loop import make_optimizer, save_checkpoint
-from .metrics import MetricsLog, Progress
-from .schedule import batch_indices, set_lr
+from .evaluate import score
+from .loop import LoopConfig, run
+from .objectives import lm_loss
+from .schedule import batch_indices
+from .task import Batch
 
 
 def load(path: Path, device):
     from .. import load as load_any  # the package's loader: llmarch or Hugging Face checkpoints
 
     return load_any(path, device)
-
-FIELDS = ["step", "train_loss", "lr", "val_loss", "val_accuracy"]
 
 
 @dataclass
@@ -65,6 +63,15 @@ class FinetuneConfig:
         if self.max_length is not None and self.max_length < 2:
             raise LlmarchError(f"max_length must be at least 2, got {self.max_length}")
 
+    def loop_config(self) -> LoopConfig:
+        warmup = self.warmup_steps if self.warmup_steps is not None else self.steps // 10
+        return LoopConfig.of(self, warmup_steps=warmup)
+
+    def check_out(self, out: Path) -> None:
+        """No resuming a fine-tuning run: a run directory that holds one is refused."""
+        if (out / "latest").exists():
+            raise LlmarchError(f"{out} already holds a run; choose another --out")
+
 
 @dataclass
 class FinetuneResult:
@@ -75,22 +82,64 @@ class FinetuneResult:
     val_accuracy: dict[int, float] = field(default_factory=dict)
 
 
-@torch.no_grad()
-def classify_eval(model, seqs: list[list[int]], labels: list[int], batch_size: int, pad_id: int) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loss, correct = 0.0, 0
-    try:
-        for i in range(0, len(seqs), batch_size):
-            ids, mask = pad(seqs[i:i + batch_size], pad_id, left=False)
-            y = torch.tensor(labels[i:i + batch_size], device=device)
-            logits = model(ids.to(device), attention_mask=mask.to(device)).logits.float()
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(-1) == y).sum())
-    finally:
-        model.train(was_training)
-    return {"loss": loss / len(seqs), "accuracy": correct / len(seqs)}
+class Classification:
+    """The task (train/task.py) of `finetune`: a new classifier head on the body of `checkpoint`."""
+    loss_baseline = None
+
+    def __init__(self, checkpoint: str | Path, fc: FinetuneConfig):
+        self.checkpoint, self.fc = checkpoint, fc
+        self.data = load_labeled(fc.data, fc.val_fraction)
+
+    def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
+        fc = self.fc
+        if resumed is None:
+            src = resolve_checkpoint(self.checkpoint)  # an llmarch checkpoint or run directory, or a Hugging Face one
+            base, tok = load(src, device), load_tokenizer(src)
+            check_fits(tok, base.config.vocab_size)
+            torch.manual_seed(fc.seed)
+            model = with_head(base, "classify", len(self.data.labels), dropout=fc.dropout)
+        else:
+            model, tok = resumed
+        max_length = min(fc.max_length or model.config.context_length, model.config.context_length)
+        self.train_x = encode(tok, [t for t, _ in self.data.train], max_length)
+        self.train_y = [y for _, y in self.data.train]
+        self.val_x, self.val_y = encode(tok, [t for t, _ in self.data.val], max_length), [y for _, y in self.data.val]
+        self.pad_id = tok.eos_id
+        return model, tok
+
+    def describe(self, model) -> str:
+        return (f"{len(self.data.labels)} labels, {len(self.train_x):,} training and {len(self.val_x):,} validation "
+                f"examples; majority-class baseline {self.data.majority_baseline():.3f}")
+
+    def _batch(self, seqs: list[list[int]], labels: list[int]) -> Batch:
+        ids, mask = pad(seqs, self.pad_id, left=False)
+        return Batch({"input_ids": ids, "attention_mask": mask}, torch.tensor(labels), int(mask.sum()))
+
+    def batch(self, step: int, micro: int) -> Batch:
+        pick = batch_indices(self.fc.seed, step, len(self.train_x), self.fc.batch_size, micro)
+        return self._batch([self.train_x[i] for i in pick], [self.train_y[i] for i in pick])
+
+    def loss(self, model, logits, labels, batch_mean=None):
+        loss = lm_loss(logits, labels)  # the cross-entropy of the label (B, n_labels) -> (B,)
+        return loss, loss, {}
+
+    def parts(self, model) -> list[str]:
+        return []
+
+    def metrics(self) -> list[str]:
+        return ["val_loss", "val_accuracy"]
+
+    def evaluate(self, model) -> dict[str, float]:
+        b = self.fc.batch_size
+        batches = (self._batch(self.val_x[i:i + b], self.val_y[i:i + b]) for i in range(0, len(self.val_x), b))
+        result = score(model, ((batch.inputs, batch.labels) for batch in batches))
+        return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
+
+    def files(self) -> dict[str, str]:
+        return {"labels.json": json.dumps(self.data.labels) + "\n"}
+
+    def metadata(self) -> dict:
+        return asdict(self.fc)
 
 
 def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbose: bool = True):
@@ -102,48 +151,9 @@ def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbos
 
         return train_seq2seq(checkpoint, fc, out, verbose)
     out = Path(out)
-    if (out / "latest").exists():
-        raise LlmarchError(f"{out} already holds a run; choose another --out")
-    device = torch.device(fc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data: LabeledData = load_labeled(fc.data, fc.val_fraction)
-    src = resolve_checkpoint(checkpoint)  # an llmarch checkpoint or run directory, or a Hugging Face directory
-    base, tok = load(src, device), load_tokenizer(src)
-    check_fits(tok, base.config.vocab_size)
-    torch.manual_seed(fc.seed)
-    model = with_head(base, "classify", len(data.labels), dropout=fc.dropout)
-    max_length = min(fc.max_length or model.config.context_length, model.config.context_length)
-    train_x = encode(tok, [t for t, _ in data.train], max_length)
-    train_y = [y for _, y in data.train]
-    val_x, val_y = encode(tok, [t for t, _ in data.val], max_length), [y for _, y in data.val]
-    opt = make_optimizer(model, fc, device)
-    warmup = fc.warmup_steps if fc.warmup_steps is not None else fc.steps // 10
-    out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / "metrics.csv", fields=FIELDS)
-    result = FinetuneResult(out, data.labels, float("nan"), data.majority_baseline())
-    progress = Progress(fc.steps, 0, fc.log_every, enabled=verbose)
-    progress.message(f"{len(data.labels)} labels, {len(train_x):,} training and {len(val_x):,} validation "
-                     f"examples; majority-class baseline {result.majority_baseline:.3f}")
-    model.train()
-    for step in range(fc.steps):
-        t0 = time.perf_counter()
-        lr = set_lr(opt, step, fc, warmup)
-        pick = batch_indices(fc.seed, step, len(train_x), fc.batch_size)
-        ids, mask = pad([train_x[i] for i in pick], tok.eos_id, left=False)
-        y = torch.tensor([train_y[i] for i in pick], device=device)
-        loss = F.cross_entropy(model(ids.to(device), attention_mask=mask.to(device)).logits.float(), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), fc.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        progress.update(step, loss.item(), int(mask.sum()) / (time.perf_counter() - t0))
-        row = dict(step=step + 1, train_loss=f"{loss.item():.6f}", lr=f"{lr:.3e}")
-        if (step + 1) % fc.eval_every == 0 or step + 1 == fc.steps:
-            ev = classify_eval(model, val_x, val_y, fc.batch_size, tok.eos_id)
-            result.val_accuracy[step + 1] = result.accuracy = ev["accuracy"]
-            row.update(val_loss=f"{ev['loss']:.6f}", val_accuracy=f"{ev['accuracy']:.4f}")
-            progress.message(f"step {step + 1}: validation accuracy {ev['accuracy']:.4f} (loss {ev['loss']:.4f})")
-            labels = json.dumps(data.labels) + "\n"
-            result.checkpoint = save_checkpoint(model, tok, opt, fc, out, step + 1, {"labels.json": labels})
-        log.write(**row)
-    log.plot(out / "loss.png")
-    return result
+    fc.check_out(out)
+    task = Classification(checkpoint, fc)
+    done = run(task, fc.loop_config(), out, verbose=verbose)
+    accuracy = {step: m["val_accuracy"] for step, m in done.evals.items()}
+    return FinetuneResult(done.checkpoint, task.data.labels, accuracy[fc.steps], task.data.majority_baseline(),
+                          accuracy)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-FIELDS = ["step", "train_loss", "lr", "tokens_per_s", "val_loss", "val_ppl"]
+FIELDS = ["step", "train_loss", "lr", "tokens_per_s"]  # the loop's own; a task adds its parts and metrics
 
 
 class MetricsLog:

@@ -29,16 +29,16 @@ OBJECTIVES = ("clm", "mlm", "span", "infill")
 SEQ2SEQ_OBJECTIVES = ("span", "infill")
 
 
-def model_kwargs(inputs: torch.Tensor | dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-    """An objective's inputs as keyword arguments of the model's forward, on `device`."""
-    if isinstance(inputs, torch.Tensor):
-        return {"input_ids": inputs.to(device)}
-    return {k: v.to(device) for k, v in inputs.items()}
+def model_kwargs(inputs: torch.Tensor | dict[str, torch.Tensor], device=None) -> dict[str, torch.Tensor]:
+    """An objective's inputs as keyword arguments of the model's forward (on `device` if given)."""
+    kwargs = {"input_ids": inputs} if isinstance(inputs, torch.Tensor) else dict(inputs)
+    return {k: v.to(device) for k, v in kwargs.items()} if device is not None else kwargs
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats) over the targets that are not IGNORE; computed in fp32."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+    """Mean cross-entropy (nats) over the targets that are not IGNORE; computed in fp32. logits (..., V),
+    targets (...): a token's next token (B, T) or a sequence's class (B,)."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE)
 
 
 def output_z_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,13 @@ def training_loss(model, logits: torch.Tensor, targets: torch.Tensor, z_loss: fl
         total = total + z_loss * z
         parts["z_loss"] = z.item()
     return loss, total, parts
+
+
+def loss_parts(model, z_loss: float = 0.0) -> list[str]:
+    """The names of the other parts training_loss reports for this model and z_loss weight."""
+    from ..models.routing import routing_metric_names
+
+    return (["aux_loss", "router_z_loss"] if routing_metric_names(model) else []) + (["z_loss"] if z_loss else [])
 
 
 def causal_lm(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,14 +15,17 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> f
     return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def set_lr(opt, step: int, tc, warmup: int) -> float:
-    """Put this step's learning rate (tc.lr, tc.min_lr, tc.steps) into every parameter group; return it."""
-    lr = lr_at(step, tc.lr, tc.min_lr, warmup, tc.steps)
+def set_lr(opt, step: int, lc) -> float:
+    """Put this step's learning rate (lc.lr, lc.min_lr, lc.warmup_steps, lc.steps) into every parameter group;
+    return it."""
+    lr = lr_at(step, lc.lr, lc.min_lr, lc.warmup_steps, lc.steps)
     for group in opt.param_groups:
         group["lr"] = lr
     return lr
 
 
-def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
-    """A step's examples: batch_size distinct indices below n, drawn from (seed, step) so a rerun repeats them."""
-    return np.random.default_rng([seed, step]).choice(n, min(batch_size, n), replace=False)
+def batch_indices(seed: int, step: int, n: int, batch_size: int, micro: int = 0) -> np.ndarray:
+    """A micro-batch's examples: batch_size distinct indices below n, drawn from (seed, step, micro) so a rerun
+    repeats them (micro 0 from (seed, step), as when there was one batch a step)."""
+    rng = np.random.default_rng([seed, step, micro] if micro else [seed, step])
+    return rng.choice(n, min(batch_size, n), replace=False)

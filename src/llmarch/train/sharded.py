@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,9 @@ def is_sharded(ckpt: Path) -> bool:
     return (ckpt / SHARDED / ".metadata").is_file()
 
 
-def save_sharded(model, tok, opt, tc, out: Path, step: int) -> Path:
-    """Called by every process with its (sharded or replicated) model and optimizer."""
+def save_sharded(model, tok, opt, out: Path, step: int, train_config: dict, keep: int,
+                 files: dict[str, str] | None = None) -> Path:
+    """Called by every process with its (sharded or replicated) model and optimizer; as loop.save_checkpoint."""
     rank, world = dist.get_rank(), dist.get_world_size()
     name = f"step-{step:06d}"
     tmp = out / f".{name}.tmp"
@@ -45,10 +45,12 @@ def save_sharded(model, tok, opt, tc, out: Path, step: int) -> Path:
     if rank == 0:
         model.config.save(tmp / CONFIG)
         tok.save(tmp)
-        state = {"step": step, "world_size": world, "train_config": asdict(tc)}
+        for file, text in (files or {}).items():
+            (tmp / file).write_text(text)
+        state = {"step": step, "world_size": world, "train_config": train_config}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
         move_into_place(tmp, out / name)
-        publish(out, name, tc.keep_checkpoints)
+        publish(out, name, keep)
     dist.barrier()
     return out / name
 

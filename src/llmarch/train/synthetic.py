@@ -1,17 +1,23 @@
-"""Train any causal config on a synthetic long-range task (data/synthetic.py) and report its answer
-accuracy on a held-out set: `llmarch synthetic --task recall --model gpt-tiny --attention linear`."""
+"""Train any causal config on a synthetic long-range task (data/synthetic.py), as a task of the training loop
+(train/loop.py), and report its answer accuracy on a held-out set:
+`llmarch synthetic --task recall --model gpt-tiny --attention linear`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from ..models.build import build_model
 from ..config import ModelConfig
-from ..data.synthetic import IGNORE, SyntheticTask
+from ..data.synthetic import SyntheticTask
 from ..errors import LlmarchError
-from .objectives import training_loss
+from .evaluate import score
+from .loop import LoopConfig, run
+from .objectives import loss_parts, training_loss
+from .task import Batch
+
+EVAL_BATCH = 128  # held-out sequences per forward
 
 
 @dataclass
@@ -24,18 +30,57 @@ class SyntheticConfig:
     seed: int = 0
     device: str | None = None
 
+    def loop_config(self) -> LoopConfig:
+        """Linear warmup over the first 10% of the steps, then a constant learning rate (min_lr = lr); AdamW's
+        usual betas; one evaluation, at the end."""
+        return LoopConfig(steps=self.steps, lr=self.lr, min_lr=self.lr, warmup_steps=max(1, self.steps // 10),
+                          weight_decay=self.weight_decay, beta1=0.9, beta2=0.999, grad_clip=1.0,
+                          eval_every=self.steps, seed=self.seed, device=self.device)
 
-@torch.no_grad()
-def answer_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 128) -> float:
-    """Share of answer tokens (targets not IGNORE) the model's argmax gets right."""
-    right = total = 0
-    for i in range(0, len(x), batch):
-        logits = model(x[i:i + batch]).logits
-        t = y[i:i + batch]
-        real = t != IGNORE
-        right += int((logits.argmax(-1)[real] == t[real]).sum())
-        total += int(real.sum())
-    return right / total
+
+class Synthetic:
+    """The task (train/task.py) of `train_synthetic`: fresh batches every step, a fixed held-out set."""
+    loss_baseline = None
+
+    def __init__(self, cfg: ModelConfig, task: SyntheticTask, sc: SyntheticConfig):
+        self.cfg, self.task, self.sc = cfg, task, sc
+
+    def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
+        sc = self.sc
+        self.held_out = self.task.batch(sc.eval_sequences, np.random.default_rng([sc.seed, 1]))
+        if resumed is not None:
+            return resumed
+        torch.manual_seed(sc.seed)
+        return build_model(self.cfg, device), None
+
+    def describe(self, model) -> str:
+        return f"{self.task.name}: {self.cfg.name}, {self.task.seq_len}-token sequences"
+
+    def batch(self, step: int, micro: int) -> Batch:
+        x, y = self.task.batch(self.sc.batch_size, np.random.default_rng([self.sc.seed, 2, step, micro]))
+        return Batch({"input_ids": x}, y, x.numel())
+
+    def loss(self, model, logits, labels, batch_mean=None):
+        return training_loss(model, logits, labels, batch_mean=batch_mean)
+
+    def parts(self, model) -> list[str]:
+        return loss_parts(model)
+
+    def metrics(self) -> list[str]:
+        return ["val_loss", "val_accuracy"]
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Loss and argmax accuracy on the answer tokens (targets not IGNORE) of the held-out sequences."""
+        x, y = self.held_out
+        batches = (({"input_ids": x[i:i + EVAL_BATCH]}, y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH))
+        result = score(model, batches)
+        return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
+
+    def files(self) -> dict[str, str]:
+        return {}
+
+    def metadata(self) -> dict:
+        return {"task": asdict(self.task), **asdict(self.sc)}
 
 
 def train_synthetic(cfg: ModelConfig, task: SyntheticTask, sc: SyntheticConfig) -> dict:
@@ -47,26 +92,7 @@ def train_synthetic(cfg: ModelConfig, task: SyntheticTask, sc: SyntheticConfig) 
     if cfg.context_length < task.seq_len:
         raise LlmarchError(f"the task's sequences are {task.seq_len} tokens, longer than context_length "
                            f"{cfg.context_length}")
-    device = torch.device(sc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(sc.seed)
-    model = build_model(cfg, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
-    held_out = [t.to(device) for t in task.batch(sc.eval_sequences, np.random.default_rng([sc.seed, 1]))]
-    rng = np.random.default_rng([sc.seed, 2])
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for step in range(sc.steps):
-        lr = sc.lr * min(1.0, (step + 1) / max(1, sc.steps // 10))  # linear warmup over the first 10%
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = (t.to(device) for t in task.batch(sc.batch_size, rng))
-        _, total, _ = training_loss(model, model(x).logits, y)
-        loss = total.detach()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    model.eval()
+    done = run(Synthetic(cfg, task, sc), sc.loop_config(), None, verbose=False)
     return {"task": task.name, "model": cfg.name, "attention": cfg.attention, "mixer": cfg.mixer,
-            "steps": sc.steps,
-            "final_train_loss": float(loss), "accuracy": answer_accuracy(model, *held_out)}
+            "steps": sc.steps, "final_train_loss": done.losses[sc.steps],
+            "accuracy": done.evals[sc.steps]["val_accuracy"]}

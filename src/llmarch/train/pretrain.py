@@ -1,0 +1,165 @@
+"""Pretraining as a task of the training loop (train/loop.py): random windows of a tokenized corpus under an
+objective (train/objectives.py: causal LM, masked LM, span corruption or text infilling); validation loss
+and perplexity on the held-out split, against the unigram entropy of the training split."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import build_model
+from ..config import ModelConfig
+from ..data.corpus import read_documents
+from ..data.dataset import TokenData, split_documents, tokenizer_for
+from ..data.tokenizer import check_fits
+from ..errors import LlmarchError
+from .distributed import rank_and_world
+from .evaluate import evaluate, unigram_entropy
+from .metrics import perplexity
+from .objectives import OBJECTIVES, check_objective, loss_parts, model_kwargs, objective_for, training_loss
+from .task import Batch
+
+PARALLEL = ("ddp", "fsdp")
+SENTINELS = 100  # T5's count of sentinel tokens (<extra_id_0> ... <extra_id_99>)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    # clm: causal LM (decoders); mlm: masked LM (encoders: BERT, RoBERTa); span: T5 span corruption and
+    # infill: BART text infilling (encoder-decoders)
+    objective: str = "clm"
+    mask_rate: float = 0.15  # mlm: share of tokens selected for prediction
+    noise_rate: float | None = None  # span: noise density (None: 0.15); infill: masked share (None: 0.3)
+    whole_word_mask: bool = False  # mlm: select whole words (all of a word's tokens together)
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int | None = None  # None: min(100, steps // 10)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    z_loss: float = 0.0  # weight of the output z-loss, log(Z)^2 (PaLM §5 uses 1e-4)
+    eval_every: int = 100
+    eval_tokens: int = 32768
+    keep_checkpoints: int = 2
+    seed: int = 0
+    data: str | None = None  # None: the embedded standard-library corpus
+    tokenizer: str = "bpe"  # bpe (trained on the training split, vocab = model vocab) or byte
+    val_fraction: float = 0.05
+    compile: bool = False
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
+    parallel: str = "ddp"  # several processes (torchrun): ddp (a replica each) or fsdp (FSDP2, sharded)
+    device: str | None = None  # None: cuda if available, else cpu
+    log_every: int = 10
+    sample_prompt: str | None = None
+    sample_tokens: int = 64
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise LlmarchError("lr must be positive and min_lr non-negative")
+        if self.objective not in OBJECTIVES:
+            raise LlmarchError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        if self.z_loss < 0:
+            raise LlmarchError(f"z_loss must be >= 0, got {self.z_loss}")
+        if self.noise_rate is not None and not 0 < self.noise_rate < 1:
+            raise LlmarchError(f"noise_rate must be in (0, 1), got {self.noise_rate}")
+        if not 0 < self.val_fraction < 1:
+            raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.parallel not in PARALLEL:
+            raise LlmarchError(f"unknown parallel {self.parallel!r}; choose one of: {', '.join(PARALLEL)}")
+
+    def check_world(self, world: int) -> None:
+        if self.batch_size % world:
+            raise LlmarchError(f"batch_size {self.batch_size} (the global batch) is not divisible by the "
+                               f"{world} processes")
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(100, self.steps // 10)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    losses: dict[int, float] = field(default_factory=dict)  # step -> training loss
+    val_losses: dict[int, float] = field(default_factory=dict)
+    unigram_entropy: float = float("nan")
+
+
+class Pretraining:
+    """The task (train/task.py) of `train`: model_cfg None resumes a run only."""
+
+    def __init__(self, model_cfg: ModelConfig | None, tc: TrainConfig):
+        self.model_cfg, self.tc = model_cfg, tc
+        self.loss_baseline = float("nan")  # the unigram entropy, once the data is read
+
+    def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
+        tc = self.tc
+        docs = read_documents(tc.data)
+        model, tok = resumed if resumed is not None else self._fresh(docs, device)
+        cfg = model.config
+        check_objective(tc.objective, cfg)
+        self.data = TokenData.prepare(docs, tok, tc.val_fraction)
+        self.objective = objective_for(tc.objective, tok, tc.mask_rate, tc.whole_word_mask, cfg.context_length,
+                                       tc.noise_rate)
+        check_fits(tok, cfg.vocab_size)
+        self.data.check_vocab(cfg.vocab_size)
+        self.context = cfg.context_length
+        self.loss_baseline = unigram_entropy(self.data.train)
+        return model, tok
+
+    def _fresh(self, docs: list, device: torch.device) -> tuple:
+        """A model and the tokenizer trained for it on the training split."""
+        tc, model_cfg = self.tc, self.model_cfg
+        if model_cfg is None:
+            raise LlmarchError("a fresh run needs --model")
+        check_objective(tc.objective, model_cfg)
+        train_docs, _ = split_documents(docs, tc.val_fraction)
+        tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size, mask=tc.objective in ("mlm", "infill"),
+                            sentinels=SENTINELS if tc.objective == "span" else 0)
+        if model_cfg.is_encoder_decoder:  # our tokenizers have no pad: eos pads, starts the decoder and ends outputs
+            model_cfg = model_cfg.replace(pad_id=tok.eos_id, decoder_start_id=tok.eos_id, eos_id=tok.eos_id)
+        torch.manual_seed(self.tc.seed)
+        return build_model(model_cfg, device), tok
+
+    def describe(self, model) -> str:
+        world = rank_and_world()[1]
+        n_params = sum(p.numel() for p in model.parameters())
+        return (f"{model.config.name}: {n_params:,} parameters, {len(self.data.train):,} training tokens"
+                f"{f', {world} processes ({self.tc.parallel})' if world > 1 else ''}; "
+                f"unigram entropy {self.loss_baseline:.3f} nats")
+
+    def batch(self, step: int, micro: int) -> Batch:
+        tc = self.tc
+        x, y = self.data.batch("train", step, tc.batch_size, self.context, tc.seed, micro)
+        # the 0 was the rank when each process drew its own batch: kept, one process draws what it always did
+        inputs, y = self.objective(x, y, np.random.default_rng([tc.seed, step, micro, 0, 2]))
+        return Batch(model_kwargs(inputs), y, tc.batch_size * self.context)
+
+    def loss(self, model, logits, labels, batch_mean=None):
+        return training_loss(model, logits, labels, self.tc.z_loss, batch_mean)
+
+    def parts(self, model) -> list[str]:
+        return loss_parts(model, self.tc.z_loss)
+
+    def metrics(self) -> list[str]:
+        return ["val_loss", "val_ppl"]
+
+    def evaluate(self, model) -> dict[str, float]:
+        tc = self.tc
+        loss = evaluate(model, self.data, tc.batch_size, tc.eval_tokens, self.objective, tc.seed)["loss"]
+        return {"val_loss": loss, "val_ppl": perplexity(loss)}
+
+    def files(self) -> dict[str, str]:
+        return {}
+
+    def metadata(self) -> dict:
+        return asdict(self.tc)
