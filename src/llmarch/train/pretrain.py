@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import build_model
+from ..models.build import build_model
 from ..config import ModelConfig
 from ..data.corpus import read_documents
 from ..data.dataset import TokenData, split_documents, tokenizer_for
