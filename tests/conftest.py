@@ -5,9 +5,11 @@ import torch
 
 import llmarch
 
-# Under pytest-xdist each worker takes one core: two workers with two threads each would fight for two cores.
+# Under pytest-xdist each worker takes one core: two workers with two threads each would fight for two cores
+# (OpenMP threads wait for a descheduled peer at every op). The commands a test runs inherit the same limit.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,6 +1,8 @@
 """Scaling-law fits (scaling/fit.py) and `llmarch scaling`: recovery of a known Chinchilla law from noisy
 points, the compute-optimal allocation, Kaplan power laws with bootstrap intervals, CLI errors."""
+import contextlib
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -48,8 +50,13 @@ def test_kaplan_power_law_with_bootstrap_interval():
 
 
 def run(*args):
-    proc = subprocess.run([sys.executable, "-m", "llmarch", "scaling", *args], capture_output=True, text=True)
-    return proc.returncode, proc.stdout, proc.stderr
+    """`llmarch scaling ARGS` in this process (what the command line runs, without a ~3 s interpreter start)."""
+    from llmarch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["scaling", *args])
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_fit_and_optimal(tmp_path):
