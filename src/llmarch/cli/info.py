@@ -40,9 +40,7 @@ def cmd_info(args) -> None:
     if facts["kv_cache_bytes_per_token"]:
         print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype})")
     if facts["state_bytes_per_sequence"]:
-        kind = ("constant in the context; SSM states in fp32" if cfg.mixer != "hyena"
-                else f"{args.dtype}, a history of context_length {cfg.context_length} tokens")
-        print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} ({kind})")
+        print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} ({_state_notes(cfg, args.dtype)})")
 
 
 def _mixers(cfg) -> str:
@@ -50,3 +48,12 @@ def _mixers(cfg) -> str:
     if not attn:
         return cfg.mixer
     return f"{cfg.mixer} (attention in layers {', '.join(map(str, attn))})"
+
+
+def _state_notes(cfg, dtype: str) -> str:
+    """Each kind of per-sequence state in the model, in its mixers' words."""
+    from ..models.build import build_model, stacks
+
+    notes = [block.seq_mixer.state_note(dtype) for stack, _ in stacks(build_model(cfg, device="meta")).values()
+             for block in stack.blocks]
+    return "; ".join(dict.fromkeys(note for note in notes if note))

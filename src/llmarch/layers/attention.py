@@ -116,6 +116,9 @@ class Attention(Mixer):
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         return self.kind.cache_bytes(self, dtype, max_len)
 
+    def state_note(self, dtype: str) -> str:
+        return self.kind.state_note
+
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv_proj(x)

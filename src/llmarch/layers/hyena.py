@@ -148,6 +148,9 @@ class Hyena(Mixer):
         self.filter.bias.normal_()
         self.short_conv.reset_parameters()
 
+    def state_note(self, dtype: str) -> str:
+        return f"{dtype}, a history of context_length {self.length} tokens"
+
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> HyenaState:
         with torch.no_grad():
             taps = self.filter(self.length).flip(-1)

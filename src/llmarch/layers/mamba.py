@@ -145,6 +145,9 @@ class Mamba(Mixer):
         init_dt_bias(self.dt_proj.bias)
         self.conv1d.reset_parameters()
 
+    def state_note(self, dtype: str) -> str:
+        return "constant in the context; SSM states in fp32"
+
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
         return MixerState(conv=conv_state(batch, self.inner, self.conv1d.kernel_size[0], dtype, device),
                           ssm=torch.zeros(batch, self.inner, self.state_size, device=device))

@@ -8,7 +8,8 @@ it is; it calls this protocol:
 - `new_state(batch, max_len, dtype, device)`: the state decoding needs (a KV cache, a recurrent state, a
   convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`.
 - `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
-- `check(cfg)`: the mixer's own config fields, validated where the config is built.
+- `check(cfg)`: the mixer's own config fields, validated where the config is built; `state_note(dtype)`: what
+  its per-sequence state is, in words (`llmarch info`).
 - `residual_out`: the names of its projections that write to the residual stream, which GPT-2's init
   scales by 1/sqrt(2 * layers) (Radford et al. 2019, §2.3).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
@@ -37,6 +38,10 @@ class Mixer(nn.Module):
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         raise NotImplementedError
+
+    def state_note(self, dtype: str) -> str:
+        """Its per-sequence decode state in words; "" for one that only grows per token (a KV cache)."""
+        return "constant in the context"
 
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         """(bytes per token, bytes per sequence) of the decode state: by default all per sequence, measured as

@@ -28,6 +28,7 @@ def windowed_kinds() -> list[str]:
 
 
 class AttentionKind:
+    state_note = ""  # a per-sequence decode state in words (none: a KV cache grows per token)
     uses_mask = False
     shares_qk = False
     windowed = False

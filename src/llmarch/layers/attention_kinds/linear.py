@@ -11,6 +11,8 @@ from .kind import ATTENTION_KINDS, AttentionKind
 
 @ATTENTION_KINDS.register("linear")
 class Linear(AttentionKind):
+    state_note = "constant in the context; linear-attention states in fp32"
+
     def features(self, cfg, layer: int) -> torch.nn.Module:
         return EluFeatures()
 
