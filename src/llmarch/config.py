@@ -10,13 +10,13 @@ from typing import Any
 from .errors import LlmarchError
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
+from .layers.moe import check_moe
 
 
 HEADS = ("classify", "lm", "tokens")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
             "ssm_dt_rank")
 _IMPLS = ("sdpa", "eager")
-ROUTER_AUX_SCOPES = ("batch", "sequence")
 QK_NORMS = ("none", "head")
 
 
@@ -226,30 +226,8 @@ class ModelConfig:
         ATTENTION_KINDS[self.attention].check(self)
 
     def _validate_moe(self) -> None:
-        if self.n_experts < 0 or self.n_shared_experts < 0:
-            raise LlmarchError("n_experts and n_shared_experts must be >= 0")
-        if not self.n_experts:
-            return
-        if not 1 <= self.experts_per_token <= self.n_experts:
-            raise LlmarchError(f"experts_per_token must be in [1, n_experts={self.n_experts}], "
-                               f"got {self.experts_per_token}")
-        if self.expert_hidden <= 0:
-            raise LlmarchError(f"expert_hidden must be a positive integer, got {self.expert_hidden}")
-        if self.moe_period <= 0 or not 0 <= self.moe_offset < self.moe_period:
-            raise LlmarchError(f"moe_period must be positive and moe_offset in [0, moe_period), got "
-                               f"{self.moe_period} and {self.moe_offset}")
-        if self.capacity_factor is not None and self.expert_capacity is not None:
-            raise LlmarchError("give capacity_factor or expert_capacity, not both")
-        if (self.capacity_factor is not None and self.capacity_factor <= 0) or (
-                self.expert_capacity is not None and self.expert_capacity <= 0):
-            raise LlmarchError("capacity_factor and expert_capacity must be positive")
-        if not 0 <= self.router_jitter < 1:
-            raise LlmarchError(f"router_jitter must be in [0, 1), got {self.router_jitter}")
-        if self.router_aux_loss_weight < 0 or self.router_z_loss_weight < 0:
-            raise LlmarchError("router loss weights must be >= 0")
-        if self.router_aux_scope not in ROUTER_AUX_SCOPES:
-            raise LlmarchError(f"unknown router_aux_scope {self.router_aux_scope!r}; "
-                               f"choose one of: {', '.join(ROUTER_AUX_SCOPES)}")
+        """The mixture of experts checks its own fields (layers/moe.py)."""
+        check_moe(self)
 
     def _validate_mixers(self) -> None:
         """The layer pattern here; each mixer in it checks its own fields (layers/mixer.py)."""

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LlmarchError
 from .ffn import ACTIVATIONS, FFN_ACTIVATION, FFNS, GATED
 from .hooks import HookPoint
 from .router import Router
@@ -127,6 +128,37 @@ class Experts(nn.Module):
             y = y + self.down_bias[row_experts.clamp(max=len(counts) - 1)]
         valid = torch.arange(xs.shape[0], device=xs.device) < offs[-1]
         return torch.where(valid[:, None], y, 0)
+
+
+ROUTER_AUX_SCOPES = ("batch", "sequence")  # where the load-balancing loss averages: the whole batch or each row
+
+
+def check_moe(cfg) -> None:
+    """A mixture of experts' config fields (n_experts > 0: every other field here must fit it)."""
+    if cfg.n_experts < 0 or cfg.n_shared_experts < 0:
+        raise LlmarchError("n_experts and n_shared_experts must be >= 0")
+    if not cfg.n_experts:
+        return
+    if not 1 <= cfg.experts_per_token <= cfg.n_experts:
+        raise LlmarchError(f"experts_per_token must be in [1, n_experts={cfg.n_experts}], "
+                           f"got {cfg.experts_per_token}")
+    if cfg.expert_hidden <= 0:
+        raise LlmarchError(f"expert_hidden must be a positive integer, got {cfg.expert_hidden}")
+    if cfg.moe_period <= 0 or not 0 <= cfg.moe_offset < cfg.moe_period:
+        raise LlmarchError(f"moe_period must be positive and moe_offset in [0, moe_period), got "
+                           f"{cfg.moe_period} and {cfg.moe_offset}")
+    if cfg.capacity_factor is not None and cfg.expert_capacity is not None:
+        raise LlmarchError("give capacity_factor or expert_capacity, not both")
+    if (cfg.capacity_factor is not None and cfg.capacity_factor <= 0) or (
+            cfg.expert_capacity is not None and cfg.expert_capacity <= 0):
+        raise LlmarchError("capacity_factor and expert_capacity must be positive")
+    if not 0 <= cfg.router_jitter < 1:
+        raise LlmarchError(f"router_jitter must be in [0, 1), got {cfg.router_jitter}")
+    if cfg.router_aux_loss_weight < 0 or cfg.router_z_loss_weight < 0:
+        raise LlmarchError("router loss weights must be >= 0")
+    if cfg.router_aux_scope not in ROUTER_AUX_SCOPES:
+        raise LlmarchError(f"unknown router_aux_scope {cfg.router_aux_scope!r}; "
+                           f"choose one of: {', '.join(ROUTER_AUX_SCOPES)}")
 
 
 class MoE(nn.Module):
