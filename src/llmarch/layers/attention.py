@@ -122,16 +122,14 @@ class Attention(Mixer):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv_proj(x)
-        if T == 1 and not (self.hook_q.active or self.hook_k.active or self.hook_v.active):
-            # one token (decoding): (B, 1, heads, D) and (B, heads, 1, D) are the same memory, so a view, no
-            # transposes; the hook points see (B, T, heads, D), so a watched step takes the general path
-            q, k, v = qkv.view(B, -1, 1, self.head_dim).split(self.qkv_heads, dim=1)  # (B, H|K|K, 1, D)
-            if self.q_norm is not None:
-                q, k = self.q_norm(q), self.k_norm(k)
-        else:
-            q, k, v = qkv.view(B, T, -1, self.head_dim).split(self.qkv_heads, dim=2)  # one split of the heads axis
-            if self.q_norm is not None:
-                q, k = self.q_norm(q), self.k_norm(k)
+        # one token (decoding): (B, 1, heads, D) and (B, heads, 1, D) are the same memory, so a view, no
+        # transposes; the hook points see (B, T, heads, D), so a watched step takes the general path
+        one = T == 1 and not (self.hook_q.active or self.hook_k.active or self.hook_v.active)
+        shape, heads = ((B, -1, 1, self.head_dim), 1) if one else ((B, T, -1, self.head_dim), 2)
+        q, k, v = qkv.view(shape).split(self.qkv_heads, dim=heads)  # one split of the heads axis: fewer ops
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if not one:
             q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
             k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)
             v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)

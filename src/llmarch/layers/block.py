@@ -20,7 +20,8 @@ from .mixer import MIXERS, Mixer
 from .norms import make_norm
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """A no-op dropout as a plain function: no module dispatch per call."""
     return x
 
 
@@ -40,7 +41,7 @@ class Block(nn.Module):
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         # without dropout a plain function: no module dispatch per call, and no stray hook point named `drop`
-        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else _identity
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 

@@ -44,7 +44,11 @@ class Mixer(nn.Module):
         return "constant in the context"
 
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
-        """(bytes per token, bytes per sequence) of the decode state: by default all per sequence, measured as
-        a batch of two less a batch of one on the meta device, so what the batch shares is not counted."""
-        two, one = (self.new_state(b, max_len, dtype, "meta").nbytes for b in (2, 1))
-        return 0, two - one
+        """(bytes per token, bytes per sequence) of the decode state: by default all per sequence."""
+        return 0, per_sequence_bytes(lambda batch: self.new_state(batch, max_len, dtype, "meta"))
+
+
+def per_sequence_bytes(new_state) -> int:
+    """Bytes one more sequence adds to a state new_state(batch) makes: a batch of two less a batch of one
+    (on the meta device: nothing allocated), so what the batch shares (Hyena's filters) is not counted."""
+    return new_state(2).nbytes - new_state(1).nbytes

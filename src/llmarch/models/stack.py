@@ -13,7 +13,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
-from ..layers.block import Block
+from ..layers.block import Block, identity
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
 from .masks import causal_mask, position_ids
@@ -25,7 +25,7 @@ class Stack(nn.Module):
         self.positions = POSITIONS[cfg.positions](cfg)
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
-        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else _identity  # no module dispatch when off
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         self.blocks = nn.ModuleList(Block(cfg, cross=cross, layer=i) for i in range(cfg.n_layers))
         self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
@@ -113,10 +113,6 @@ class Stack(nn.Module):
         if last_only and T > 1:
             x = x[:, -1:]
         return self.ln_final.hook_normalized(self.ln_final(x))
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..linear_attention import EluFeatures, LinearState, linear_attention
+from ..mixer import per_sequence_bytes
 from .kind import ATTENTION_KINDS, AttentionKind
 
 
@@ -26,8 +27,7 @@ class Linear(AttentionKind):
         return LinearState(batch, attn.n_heads, self.feature_count(attn), attn.head_dim, device)
 
     def cache_bytes(self, attn, dtype, max_len):
-        two, one = (self.new_state(attn, b, max_len, dtype, "meta").nbytes for b in (2, 1))
-        return 0, two - one
+        return 0, per_sequence_bytes(lambda batch: self.new_state(attn, batch, max_len, dtype, "meta"))
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         """Features of q and k (keys at padding zeroed), then linear_attention, carrying the recurrent state in

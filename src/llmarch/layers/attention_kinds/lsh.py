@@ -28,11 +28,12 @@ class LSHKind(AttentionKind):
                                f"and {cfg.lsh_rounds}")
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
-        k, v = cached_kv(attn, shared_keys(q), v, ctx)  # the keys are cached normalised, as Reformer's
+        q_keys = shared_keys(q)  # the queries' own keys: cached normalised, as Reformer's
+        k, v = cached_kv(attn, q_keys, v, ctx)
         scale = q.shape[-1] ** -0.5 if attn.scale is None else attn.scale
         if self.causal:
             return causal_lsh_attention(q, k, v, self.lsh, ctx.input_pos, scale, ctx.pad_mask)
         if q.shape[2] == k.shape[2]:
             return lsh_attention(q, v, self.lsh, False, scale, ctx.pad_mask)
-        mask = union_mask(self.lsh, shared_keys(q), k, ctx.input_pos, False, ctx.pad_mask)
+        mask = union_mask(self.lsh, q_keys, k, ctx.input_pos, False, ctx.pad_mask)
         return attn.kernel(q, k, v, mask.to(q.dtype), False, dropout_p, attn.hook_pattern, attn.scale)
