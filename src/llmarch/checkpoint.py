@@ -111,4 +111,10 @@ def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device) -> Tr
             fresh = POSITIONS[stack_cfg.positions](stack_cfg)
         for name, buf in fresh.named_buffers():
             setattr(stack.positions, name, buf)
+        for t, positions in getattr(stack, "layer_positions", {}).items():
+            layer_cfg = stack_cfg.for_layer(stack_cfg.layer_types.index(t))
+            with torch.device(device or "cpu"):
+                fresh = POSITIONS[layer_cfg.positions](layer_cfg)
+            for name, buf in fresh.named_buffers():
+                setattr(positions, name, buf)
     return model

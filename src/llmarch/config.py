@@ -18,6 +18,10 @@ _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "e
             "ssm_dt_rank")
 _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head")
+# the fields a layer type may change: which mixer and attention kind, its window, its positions
+LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
+                "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
+                "ffn_hidden", "qk_norm")
 
 
 @dataclass
@@ -120,6 +124,11 @@ class ModelConfig:
     init_std: float = 0.02
     init: str = "normal"  # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings
     # N(0, 1) (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
+    # Per-layer types (Gemma 2/3's sliding and full layers, SmolLM3's NoPE layers, Qwen3-Next's linear and full
+    # attention): layer_types names each block's type, layer_overrides gives the fields a type changes (only the
+    # LAYER_FIELDS below). A type without overrides is the config as it is. Block i is built from for_layer(i).
+    layer_types: list | None = None
+    layer_overrides: dict | None = None
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
 
     def __post_init__(self) -> None:
@@ -156,6 +165,10 @@ class ModelConfig:
             value = getattr(self, name)
             if value is None and name in optional:
                 continue
+            if kind in (list, dict):
+                if not isinstance(value, (list, tuple) if kind is list else dict):
+                    raise LlmarchError(f"{name} must be a {kind.__name__}, got {value!r}")
+                continue
             ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, float(value))
@@ -186,6 +199,7 @@ class ModelConfig:
             raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
         if self.qk_norm not in QK_NORMS:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
+        self._validate_layer_types()
         self._validate_moe()
         self._validate_attention()
         self._validate_mixers()
@@ -221,6 +235,47 @@ class ModelConfig:
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
 
+    def _validate_layer_types(self) -> None:
+        types, overrides = self.layer_types, self.layer_overrides or {}
+        if types is None:
+            if overrides:
+                raise LlmarchError("layer_overrides needs layer_types (which type each layer is)")
+            return
+        self.layer_types = types = [str(t) for t in types]
+        if len(types) != self.n_layers:
+            raise LlmarchError(f"layer_types has {len(types)} entries for n_layers={self.n_layers}")
+        if self.n_decoder_layers:
+            raise LlmarchError("layer_types is for decoder-only and encoder-only stacks (n_decoder_layers is set)")
+        for t, fields_ in overrides.items():
+            if t not in types:
+                raise LlmarchError(f"layer_overrides names type {t!r}, which no layer in layer_types has")
+            if not isinstance(fields_, dict):
+                raise LlmarchError(f"layer_overrides[{t!r}] must be a mapping of field names to values")
+            bad = sorted(set(fields_) - set(LAYER_FIELDS))
+            if bad:
+                raise LlmarchError(f"layer_overrides[{t!r}] sets {bad[0]}, which cannot vary per layer "
+                                   f"(these can: {', '.join(LAYER_FIELDS)})")
+            positions = fields_.get("positions", self.positions)
+            if positions != self.positions and positions not in ("rope", "none") or (
+                    self.positions not in ("rope", "none") and positions != self.positions):
+                raise LlmarchError(f"layer_overrides[{t!r}]: positions may vary per layer between rope and none "
+                                   f"only (got {self.positions} and {positions})")
+        self._layer_cfgs = {}
+        for t, fields_ in overrides.items():
+            if "sliding_window" in fields_ and "attention" not in fields_ and self.attention in ("full",
+                                                                                                "sliding_window"):
+                fields_ = {**fields_, "attention": None}  # a window alone: the kind follows it, as at the top level
+            self._layer_cfgs[t] = self.replace(layer_types=None, layer_overrides=None, **fields_)
+
+    def for_layer(self, i: int) -> "ModelConfig":
+        """The config block i is built from: this one with its layer type's overrides."""
+        if self.layer_types is None:
+            return self
+        return self._layer_cfgs.get(self.layer_types[i], self)
+
+    def layer_type(self, i: int) -> str | None:
+        return None if self.layer_types is None else self.layer_types[i]
+
     def _validate_attention(self) -> None:
         """The attention kind checks its own fields (layers/attention_kinds/)."""
         ATTENTION_KINDS[self.attention].check(self)
@@ -238,14 +293,15 @@ class ModelConfig:
             raise LlmarchError("ffn='none' has no FFN to make a mixture of experts of; give the experts' kind")
         if self.ffn == "none" and self.block != "sequential":
             raise LlmarchError("ffn='none' needs block='sequential'")
-        for name in dict.fromkeys([self.mixer] + [self.layer_mixer(i) for i in range(self.n_layers)]):
-            MIXERS[name].check(self)
+        MIXERS[self.mixer].check(self)
+        for (name, _), i in {(self.layer_mixer(i), self.layer_type(i)): i for i in range(self.n_layers)}.items():
+            MIXERS[name].check(self.for_layer(i))
 
     def layer_mixer(self, i: int) -> str:
-        """Block i's sequence mixer: `mixer`, or attention where the attention period says."""
+        """Block i's sequence mixer: its layer type's (or `mixer`), or attention where the attention period says."""
         if self.attn_period and i % self.attn_period == self.attn_offset:
             return "attention"
-        return self.mixer
+        return self.for_layer(i).mixer
 
     @property
     def attention_layers(self) -> list[int]:
@@ -253,7 +309,7 @@ class ModelConfig:
 
     def is_moe_layer(self, i: int) -> bool:
         """Whether block i's FFN is a mixture of experts."""
-        return self.n_experts > 0 and i % self.moe_period == self.moe_offset
+        return self.for_layer(i).n_experts > 0 and i % self.moe_period == self.moe_offset
 
     @property
     def tied_head(self) -> bool:
@@ -326,7 +382,7 @@ class ModelConfig:
 
 def field_types() -> dict[str, type]:
     """The scalar type of each field (Optional stripped), for the type checks of __post_init__."""
-    kinds = {"int": int, "float": float, "bool": bool, "str": str}
+    kinds = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
     out = {}
     for f in fields(ModelConfig):
         base = str(f.type).split("|")[0].strip()

@@ -4,6 +4,7 @@ stack (TransformerLM subclasses it, so its parameter names stay flat: blocks.0..
 encoder-decoder holds two, the decoder's blocks with cross-attention over the encoder's output."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -26,12 +27,19 @@ class Stack(nn.Module):
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
-        self.blocks = nn.ModuleList(Block(cfg, cross=cross, layer=i) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
+        # a layer type whose rotary positions differ (Gemma 3's local RoPE base, SmolLM3's NoPE layers) gets
+        # its own positions; the others share the stack's
+        self._types = [cfg.layer_type(i) for i in range(cfg.n_layers)]
+        self.layer_positions = nn.ModuleDict({
+            t: POSITIONS[lc.positions](lc) for t in dict.fromkeys(self._types)
+            if t is not None and _rotary_fields(lc := cfg.for_layer(self._types.index(t))) != _rotary_fields(cfg)})
         self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
-        self._uses_mask = ATTENTION_KINDS[cfg.attention].uses_mask  # whether attention reads ctx.mask
+        # whether some layer's attention reads ctx.mask
+        self._uses_mask = any(ATTENTION_KINDS[cfg.for_layer(i).attention].uses_mask for i in range(cfg.n_layers))
 
     # ---- KV cache and recurrent state ---------------------------------------------------------
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
@@ -108,11 +116,19 @@ class Stack(nn.Module):
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, ctx)
+        ctxs = {None: ctx}
+        for t, positions in self.layer_positions.items():
+            ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))
+        for block, t in zip(self.blocks, self._types):
+            x = block(x, ctxs.get(t, ctx))
         if last_only and T > 1:
             x = x[:, -1:]
         return self.ln_final.hook_normalized(self.ln_final(x))
+
+
+def _rotary_fields(cfg: ModelConfig) -> tuple:
+    return (cfg.positions, cfg.rope_theta, cfg.rope_fraction, cfg.rope_scaling, cfg.rope_factor,
+            cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_original_context)
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:
