@@ -66,7 +66,7 @@ def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(runs):
         assert_close(val, ref_val, (10, 20))
     assert ref_losses[20] < ref_losses[1]
     ckpt = root / "fsdp" / "step-000020"
-    assert (ckpt / "dcp" / ".metadata").is_file() and (ckpt / "config.json").is_file()
+    assert (ckpt / "dcp" / "metadata.json").is_file() and not (ckpt / "dcp" / ".metadata").exists() and (ckpt / "config.json").is_file()
     assert (root / "fsdp" / "latest").read_text().strip() == "step-000020"
     assert not list((root / "fsdp").glob(".*tmp*"))
 
@@ -94,7 +94,7 @@ def test_fsdp_checkpoint_resumes_in_one_process_and_in_two(runs, corpus):
     resumed = train(None, config(data=corpus), one, resume=True, verbose=False)
     assert sorted(resumed.losses) == list(range(11, 21))
     assert_close(resumed.losses, fsdp_losses, range(11, 21))
-    # and a 1-process checkpoint (model.safetensors, optimizer.pt) resumed by 2 FSDP processes
+    # and a 1-process checkpoint (model.safetensors, optimizer.safetensors) resumed by 2 FSDP processes
     assert_close(results["single-resumed-2"][0], results["single"][0], range(11, 21))
 
 

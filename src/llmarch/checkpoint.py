@@ -19,6 +19,11 @@ WEIGHTS = "model.safetensors"
 SHARDED = "dcp"  # a multi-process run's model and optimizer state, in torch.distributed.checkpoint's format
 
 
+def is_sharded_folder(folder: Path) -> bool:
+    """A DCP folder: metadata.json (dcp_json.py), or a pickled .metadata (read only when trusted)."""
+    return (folder / "metadata.json").is_file() or (folder / ".metadata").is_file()
+
+
 def state_for_saving(model: TransformerLM) -> dict[str, torch.Tensor]:
     """The state dict without the tied LM head (safetensors stores no aliases)."""
     state = model.state_dict()
@@ -40,7 +45,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Tr
     with torch.device("meta"):
         model = model_class(cfg)(cfg)
     expected = state_for_saving(model)
-    if (path / SHARDED / ".metadata").is_file():
+    if is_sharded_folder(path / SHARDED):
         return assemble(model, read_sharded(path / SHARDED, expected, device, cfg.tied_head), device)
     weights = path / WEIGHTS
     if not weights.is_file():
@@ -67,35 +72,23 @@ def check_state(source: Path, shapes: dict[str, tuple], expected: dict[str, torc
 
 def read_sharded(folder: Path, expected: dict[str, torch.Tensor], device, tied: bool) -> dict[str, torch.Tensor]:
     """The model's tensors from a torch.distributed.checkpoint folder (train/sharded.py: the shards of every
-    process of a multi-process run, model and optimizer state), read whole into this one process."""
-    import pickle
-    import warnings
-
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.api import CheckpointException
-
-    unreadable = (OSError, ValueError, EOFError, pickle.UnpicklingError, CheckpointException)
-
-    def error(e: BaseException) -> LlmarchError:  # DCP's exception carries the reading process' traceback
-        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        return LlmarchError(f"cannot read {folder} (truncated or corrupt?): {detail}")
+    process of a multi-process run, model and optimizer state), read whole into this one process, without pickle
+    (dcp_json.py)."""
+    from .dcp_json import JsonReader, load
 
     try:
-        stored = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
-    except unreadable as e:
-        raise error(e) from None
+        stored = JsonReader(folder).read_metadata().state_dict_metadata
+    except (OSError, ValueError) as e:
+        raise LlmarchError(f"cannot read {folder} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
     model = {k.removeprefix("model."): v for k, v in stored.items() if k.startswith("model.")}
     if tied:
         model.pop("lm_head.weight", None)  # stored under both names, like every name of a shared tensor
+    if any(not hasattr(v, "size") for v in model.values()):
+        raise LlmarchError(f"{folder} stores a model entry that is not a tensor")
     check_state(folder, {k: tuple(v.size) for k, v in model.items()}, expected)
     state = {k: torch.empty(model[k].size, dtype=model[k].properties.dtype, device=device or "cpu")
              for k in expected}
-    try:
-        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore")
-            dcp.load({"model": state}, checkpoint_id=folder, no_dist=True)
-    except unreadable as e:
-        raise error(e) from None
+    load({"model": state}, folder)
     return state
 
 

@@ -366,6 +366,8 @@ class ModelConfig:
             text = path.read_text()
         except OSError as e:
             raise LlmarchError(f"cannot read config {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise LlmarchError(f"cannot parse config {path}: it is not UTF-8 text") from None
         try:
             if path.suffix in (".yaml", ".yml"):
                 import yaml

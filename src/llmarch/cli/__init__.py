@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except LlmarchError as e:
-        print(f"llmarch {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        code = getattr(e, "exit_code", 2)  # training stopped by a signal reports it (130, 143), as a shell does
+        print(f"llmarch {args.command}: {'error: ' if code == 2 else ''}{e}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"llmarch {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -41,6 +41,19 @@ def _parse_value(type_text: str, name: str):
     return parse
 
 
+class _Given(argparse.Action):
+    """Stores the value and remembers that the user gave the option (a resumed run tells given from default)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        vars(namespace).setdefault("_given", set()).add(self.dest)
+
+
+def given(args: argparse.Namespace, prefix: str = "") -> set[str]:
+    """The fields whose options the user gave on the command line."""
+    return {d.removeprefix(prefix) for d in getattr(args, "_given", set()) if d.startswith(prefix)}
+
+
 def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: tuple[str, ...] = ()) -> None:
     """One option per dataclass field: `--n-kv-heads 2`, `--tie-embeddings false`."""
     for f in dataclasses.fields(cls):
@@ -49,7 +62,7 @@ def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: t
         flag = "--" + (prefix + f.name).replace("_", "-")
         default = f.default if keep_defaults else None
         shown = f.default if keep_defaults else "the model's"
-        group.add_argument(flag, dest=prefix + f.name, type=_parse_value(str(f.type), f.name), default=default,
+        group.add_argument(flag, dest=prefix + f.name, action=_Given, type=_parse_value(str(f.type), f.name), default=default,
                            metavar=str(f.type).split("|")[0].strip().upper(), help=f"(default: {shown})")
 
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import sys
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .generate import print_generation
-from .options import add_fields, collect, model_config, model_overrides
+from .options import add_fields, collect, given, model_config, model_overrides
 
 
 def add_parsers(sub) -> None:
@@ -33,15 +33,14 @@ def cmd_train(args) -> None:
     from ..train.distributed import rank_and_world
 
     tc = TrainConfig(**collect(args, TrainConfig))
+    if args.resume:
+        _check_resume(args)
     if args.nproc != 1:
         _launch_train(args, tc)
         return
     rank = rank_and_world()[0]
-    if args.resume and args.model and rank == 0:
-        print(f"llmarch train: resuming {args.out}; its checkpoint's model config is used, --model is ignored",
-              file=sys.stderr)
     cfg = None if args.resume else model_config(args) if args.model else None
-    result = train(cfg, tc, args.out, resume=args.resume)
+    result = train(cfg, tc, args.out, resume=args.resume, given=given(args) & {f.name for f in fields(TrainConfig)})
     if rank != 0:  # the processes of a torchrun job: rank 0 reports
         return
     final = list(result.val_losses.items())[-1]
@@ -54,10 +53,25 @@ def cmd_train(args) -> None:
         print_generation(result.checkpoint, [tc.sample_prompt], tc.sample_tokens, 0.8, 50, None, tc.seed, True)
 
 
+def _check_resume(args) -> None:
+    """A resumed run keeps its model: the checkpoint's config is the model; --model and overrides may not differ."""
+    from ..rundir import resolve_checkpoint
+
+    overrides = collect(args, ModelConfig, only_set=True)
+    if args.model or overrides:
+        saved = ModelConfig.load(resolve_checkpoint(args.out) / "config.json")
+        wanted = model_config(args) if args.model else saved.replace(**overrides)
+        differ = sorted(k for k, v in wanted.to_dict().items() if k != "name" and saved.to_dict()[k] != v)
+        if differ:
+            raise LlmarchError(f"--resume keeps the run's model, but the given model has {differ[0]} "
+                               f"{wanted.to_dict()[differ[0]]!r} where the run has {saved.to_dict()[differ[0]]!r}")
+
+
 def _launch_train(args, tc) -> None:
     """--nproc N: the same command in N processes (train/launch.py), its options checked here first so that a
     mistake is reported once rather than by every process."""
     from ..data.corpus import check_source
+    from ..train import TrainConfig
     from ..train.launch import launch
     from ..train.loop import check_out
 
@@ -65,6 +79,11 @@ def _launch_train(args, tc) -> None:
         raise LlmarchError(f"--nproc must be positive, got {args.nproc}")
     if "LOCAL_RANK" in os.environ:
         raise LlmarchError("--nproc starts torchrun; under torchrun, leave it out")
+    if args.resume:  # checked once here; the processes then get the run's own settings spelled out
+        from ..train.loop import saved_train_config
+
+        tc = tc.resumed(saved_train_config(Path(args.out)), given(args) & {f.name for f in fields(TrainConfig)})
+        vars(args).update(asdict(tc))
     tc.validate()
     tc.check_world(args.nproc)
     check_source(tc.data)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import LlmarchError
+from ..errors import LlmarchError, warn
+from ..rundir import atomic_directory, write_text_atomic
 from .corpus import Document, read_documents
 from .tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
 
@@ -64,10 +65,12 @@ def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool =
     specials = ("-mask" if mask else "") + (f"-sentinels{sentinels}" if sentinels else "")
     folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}{specials}"
     if (folder / "tokenizer.json").is_file():
-        return load_tokenizer(folder)
+        try:
+            return load_tokenizer(folder)
+        except LlmarchError as e:  # truncated or corrupt (written by an older version without atomic saves)
+            warn(f"the cached tokenizer in {folder} is damaged ({e}); training it again")
     tok = train_bpe((d.text for d in docs), vocab_size, mask=mask, sentinels=sentinels)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(folder)
+    atomic_directory(folder, tok.save)  # a run killed while saving leaves no half-written cache
     return tok
 
 
@@ -80,7 +83,8 @@ class TokenData:
     def prepare(cls, docs: list[Document], tok: Tokenizer, val_fraction: float = 0.05) -> "TokenData":
         key = f"{corpus_hash(docs)}-{tok.fingerprint()}-v{int(val_fraction * 1000)}"
         folder = cache_dir() / "tokens" / key
-        if not (folder / "meta.json").is_file():
+        data = cls._cached(folder)
+        if data is None:
             train_docs, val_docs = split_documents(docs, val_fraction)
             train, val = _encode(train_docs, tok), _encode(val_docs, tok)
             if not len(val):
@@ -90,10 +94,25 @@ class TokenData:
             for name, arr in (("train", train), ("val", val)):
                 np.save(folder / f".{name}.npy", arr)
                 os.replace(folder / f".{name}.npy", folder / f"{name}.npy")
-            (folder / "meta.json").write_text(json.dumps({"train": len(train), "val": len(val)}))
-        data = cls(np.load(folder / "train.npy", mmap_mode="r"), np.load(folder / "val.npy", mmap_mode="r"))
+            write_text_atomic(folder / "meta.json", json.dumps({"train": len(train), "val": len(val)}))
+            data = cls(np.load(folder / "train.npy", mmap_mode="r"), np.load(folder / "val.npy", mmap_mode="r"))
         data.check_vocab(tok.vocab_size)
         return data
+
+    @classmethod
+    def _cached(cls, folder: Path) -> "TokenData | None":
+        """The cached arrays if they are whole (their lengths as meta.json records them), else None."""
+        if not (folder / "meta.json").is_file():
+            return None
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            data = cls(np.load(folder / "train.npy", mmap_mode="r"), np.load(folder / "val.npy", mmap_mode="r"))
+            if [len(data.train), len(data.val)] == [meta["train"], meta["val"]]:
+                return data
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        warn(f"the cached token arrays in {folder} are damaged; tokenizing again")
+        return None
 
     def check_vocab(self, vocab_size: int) -> None:
         for name, arr in (("train", self.train), ("val", self.val)):

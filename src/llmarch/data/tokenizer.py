@@ -152,8 +152,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():
         raise LlmarchError(f"{directory} has no {TOKENIZER_FILE}")
-    text = path.read_text()
     try:
+        text = path.read_text()
         spec = json.loads(text)
         if spec.get("llmarch") == "byte":
             return ByteTokenizer(mask=bool(spec.get("mask")), sentinels=int(spec.get("sentinels", 0)))

@@ -74,7 +74,7 @@ def is_hf_dir(path: str | Path) -> bool:
         return False
     try:
         return "model_type" in json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, TypeError):  # unreadable, not UTF-8, not JSON, not a mapping
         return False
 
 

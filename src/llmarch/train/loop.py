@@ -8,6 +8,9 @@ the pretraining task (train/pretrain.py)."""
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +31,7 @@ from .objectives import IGNORE
 from .pretrain import Pretraining, TrainConfig, TrainResult
 from .schedule import set_lr
 from .sharded import is_sharded, restore, save_sharded, seed_process
+from .state_files import save_optimizer, save_rng
 from .task import Task
 
 __all__ = ["LoopConfig", "Outcome", "TrainConfig", "TrainResult", "check_out", "make_optimizer", "run",
@@ -47,6 +51,7 @@ class LoopConfig:
     grad_clip: float
     eval_every: int
     seed: int
+    save_every: int | None = None  # None: every eval_every
     grad_accum: int = 1
     keep_checkpoints: int = 1
     log_every: int = 10
@@ -71,14 +76,39 @@ class Outcome:
 
 
 def train(model_cfg: ModelConfig | None, tc: TrainConfig, out: str | Path, resume: bool = False,
-          verbose: bool = True) -> TrainResult:
-    """Pretrain a model of model_cfg (or resume the run in `out`: model_cfg None)."""
+          verbose: bool = True, given: set[str] | None = None) -> TrainResult:
+    """Pretrain a model of model_cfg (or resume the run in `out`: model_cfg None). A resumed run keeps its saved
+    training settings: `given` names the fields of tc the caller set on purpose (None: those that differ from
+    TrainConfig's defaults); one that contradicts the saved value is an error unless it may change
+    (pretrain.MAY_CHANGE)."""
+    if resume:
+        defaults = TrainConfig()
+        given = given if given is not None else {f.name for f in fields(tc)
+                                                 if getattr(tc, f.name) != getattr(defaults, f.name)}
+        tc = tc.resumed(saved_train_config(Path(out)), given)
     tc.validate()
     tc.check_world(rank_and_world()[1])
     task = Pretraining(model_cfg, tc)
     done = run(task, LoopConfig.of(tc, warmup_steps=tc.warmup), Path(out), resume, verbose)
     return TrainResult(done.checkpoint, done.losses, {s: m["val_loss"] for s, m in done.evals.items()},
                        task.loss_baseline)
+
+
+def saved_train_config(out: Path) -> dict:
+    """The training configuration recorded in the run's latest checkpoint."""
+    ckpt = resolve_checkpoint(out)
+    return read_trainer_state(ckpt).get("train_config")
+
+
+def read_trainer_state(ckpt: Path) -> dict:
+    path = ckpt / "trainer_state.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LlmarchError(f"cannot read {path} (missing or corrupt): {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise LlmarchError(f"{path} is malformed: it needs the step as an integer")
+    return state
 
 
 def make_optimizer(model: torch.nn.Module, lc, device: torch.device) -> torch.optim.AdamW:
@@ -112,7 +142,7 @@ def _resumed(out: Path, device: torch.device) -> tuple[tuple, Path, int]:
     weights are read after sharding the model (sharded.restore)."""
     ckpt = resolve_checkpoint(out)
     model = build_model(ModelConfig.load(ckpt / CONFIG), device) if is_sharded(ckpt) else load_model(ckpt, device)
-    step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    step = read_trainer_state(ckpt)["step"]
     return (model, load_tokenizer(ckpt)), ckpt, step
 
 
@@ -142,40 +172,96 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if rank == 0:
+            remove_leftovers(out)
             log = MetricsLog(out / "metrics.csv", resume_step=start, fields=FIELDS + task.metrics() + parts + moe_names)
             moe_log = ExpertLoadLog(out / "expert_load.jsonl", start) if moe_names else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     done = Outcome(model, out)
     model.train()
-    for step in range(start, lc.steps):
-        t0 = time.perf_counter()
-        lr = set_lr(opt, step, lc)
-        loss, extra, tokens = _accumulate(forward, model, task, lc, step, device, world, autocast)
-        loss, *values = all_sum([loss, *(extra.get(k, 0.0) for k in parts)])
-        torch.nn.utils.clip_grad_norm_(model.parameters(), lc.grad_clip)  # FSDP: the norm over all shards
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        speed = tokens / (time.perf_counter() - t0)
-        done.losses[step + 1] = loss
-        progress.update(step, loss, speed)
-        row = dict(step=step + 1, train_loss=f"{loss:.6f}", lr=f"{lr:.3e}", tokens_per_s=f"{speed:.0f}")
-        row.update({k: f"{v:.6f}" for k, v in zip(parts, values)})
-        if moe_log is not None:  # the routing of rank 0's rows of the step's last micro-batch
-            row.update({k: f"{v:.4f}" for k, v in routing_metrics(model).items()})
-            moe_log.write(step + 1, model)
-        if (step + 1) % lc.eval_every == 0 or step + 1 == lc.steps:
-            done.evals[step + 1] = metrics = task.evaluate(model)
-            row.update({k: f"{metrics[k]:.6f}" for k in task.metrics()})
-            progress.message(f"step {step + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in task.metrics()))
-            if out is not None:
+    save_every = lc.save_every or lc.eval_every
+    stop = StopSignal()
+    with stop:
+        for step in range(start, lc.steps):
+            t0 = time.perf_counter()
+            lr = set_lr(opt, step, lc)
+            loss, extra, tokens = _accumulate(forward, model, task, lc, step, device, world, autocast)
+            # the stop request rides on the step's one collective: every process stops after the same step
+            loss, *values, stopping = all_sum([loss, *(extra.get(k, 0.0) for k in parts), float(stop.signal > 0)])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), lc.grad_clip)  # FSDP: the norm over all shards
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            speed = tokens / (time.perf_counter() - t0)
+            done.losses[step + 1] = loss
+            progress.update(step, loss, speed)
+            row = dict(step=step + 1, train_loss=f"{loss:.6f}", lr=f"{lr:.3e}", tokens_per_s=f"{speed:.0f}")
+            row.update({k: f"{v:.6f}" for k, v in zip(parts, values)})
+            if moe_log is not None:  # the routing of rank 0's rows of the step's last micro-batch
+                row.update({k: f"{v:.4f}" for k, v in routing_metrics(model).items()})
+                moe_log.write(step + 1, model)
+            last = step + 1 == lc.steps
+            if (step + 1) % lc.eval_every == 0 or last:
+                done.evals[step + 1] = metrics = task.evaluate(model)
+                row.update({k: f"{metrics[k]:.6f}" for k in task.metrics()})
+                progress.message(f"step {step + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in task.metrics()))
+            if log is not None:  # before the step's checkpoint: every step up to the latest checkpoint is logged
+                log.write(**row)
+            if out is not None and ((step + 1) % save_every == 0 or last or stopping):
                 save = save_sharded if world > 1 else save_checkpoint
                 done.checkpoint = save(model, tok, opt, out, step + 1, task.metadata(), lc.keep_checkpoints,
                                        task.files())
-        if log is not None:
-            log.write(**row)
+            if stopping and not last:
+                if log is not None:
+                    log.plot(out / "loss.png", baseline=task.loss_baseline)
+                where = f"; saved {done.checkpoint}, continue with --resume" if out is not None else ""
+                raise Interrupted(f"stopped by {stop.name} after step {step + 1}{where}", stop.exit_code)
     if log is not None:
         log.plot(out / "loss.png", baseline=task.loss_baseline)
     return done
+
+
+def remove_leftovers(out: Path) -> None:
+    """Temporary files and folders of writes that a killed run left half-done (checkpoints, `latest`, logs)."""
+    for left in [*out.glob(".step-*.tmp*"), *out.glob(".step-*.old"), *out.glob(".*.tmp")]:
+        shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
+
+
+class Interrupted(LlmarchError):
+    """Training stopped on SIGINT or SIGTERM, after saving a checkpoint; exit_code as a shell reports a signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopSignal:
+    """While active, SIGINT and SIGTERM ask the loop to stop after the current step (and save); a second SIGINT
+    stops at once. Only the main thread may install signal handlers: elsewhere this does nothing."""
+
+    def __init__(self):
+        self.signal, self._previous = 0, {}
+
+    @property
+    def name(self) -> str:  # another process may have had the signal: then this one reports SIGTERM's
+        return signal.Signals(self.signal or signal.SIGTERM).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signal or signal.SIGTERM)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _accumulate(forward, model, task: Task, lc: LoopConfig, step: int, device: torch.device, world: int,
@@ -220,8 +306,8 @@ def save_checkpoint(model, tok: Tokenizer, opt, out: Path, step: int, train_conf
         tok.save(tmp)
         for file, text in (files or {}).items():
             (tmp / file).write_text(text)
-        torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        save_optimizer(opt, tmp)
+        save_rng(tmp)
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "train_config": train_config}, indent=2))
 
     atomic_directory(out / name, write)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,17 +12,30 @@ from pathlib import Path
 FIELDS = ["step", "train_loss", "lr", "tokens_per_s"]  # the loop's own; a task adds its parts and metrics
 
 
+def complete_lines(path: Path) -> list[str]:
+    """The file's lines that were written whole: a line cut short by a kill (no newline yet) is left out."""
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    return text.splitlines()[: text.count("\n")]
+
+
 class MetricsLog:
+    """metrics.csv, one row per step. The loop writes a step's row before that step's checkpoint, so every step
+    up to the latest checkpoint is logged; a resumed run keeps those rows (the file is rewritten atomically, so a
+    kill never leaves it empty) and logs the steps after it again."""
+
     def __init__(self, path: Path, resume_step: int = 0, fields: list[str] = FIELDS):
         self.path, self.fields = path, fields
         rows = []
-        if resume_step and path.is_file():  # keep history up to the resumed step, drop what follows it
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
+        if resume_step:  # keep history up to the resumed step, drop what follows it
+            for r in csv.DictReader(complete_lines(path)):
+                if r.get("step", "").isdigit() and int(r["step"]) <= resume_step:
+                    rows.append(r)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+        os.replace(tmp, path)
 
     def write(self, **row) -> None:
         with self.path.open("a", newline="") as f:
@@ -62,10 +76,10 @@ class ExpertLoadLog:
 
     def __init__(self, path: Path, resume_step: int = 0):
         self.path = path
-        lines = []
-        if resume_step and path.is_file():
-            lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= resume_step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        lines = [ln for ln in complete_lines(path) if resume_step and json.loads(ln)["step"] <= resume_step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in lines))
+        os.replace(tmp, path)  # as metrics.csv: never left empty by a kill
 
     def write(self, step: int, model) -> None:
         from ..models.routing import expert_loads

@@ -3,7 +3,7 @@ objective (train/objectives.py: causal LM, masked LM, span corruption or text in
 and perplexity on the held-out split, against the unigram entropy of the training split."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,10 @@ from .objectives import OBJECTIVES, check_objective, loss_parts, model_kwargs, o
 from .task import Batch
 
 PARALLEL = ("ddp", "fsdp")
+# the settings a resumed run may change: where and how fast it runs, how often it reports and saves, and its final
+# step (the cosine decay then ends at the new final step; the warm-up is kept)
+MAY_CHANGE = ("steps", "eval_every", "save_every", "log_every", "keep_checkpoints", "device", "compile",
+              "activation_checkpointing", "parallel", "sample_prompt", "sample_tokens")
 SENTINELS = 100  # T5's count of sentinel tokens (<extra_id_0> ... <extra_id_99>)
 
 
@@ -45,6 +49,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     z_loss: float = 0.0  # weight of the output z-loss, log(Z)^2 (PaLM §5 uses 1e-4)
     eval_every: int = 100
+    save_every: int | None = None  # checkpoint cadence in steps; None: every eval_every (and always at the end)
     eval_tokens: int = 32768
     keep_checkpoints: int = 2
     seed: int = 0
@@ -60,6 +65,8 @@ class TrainConfig:
     sample_tokens: int = 64
 
     def validate(self) -> None:
+        if self.save_every is not None and self.save_every <= 0:
+            raise LlmarchError(f"save_every must be positive, got {self.save_every}")
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
@@ -75,6 +82,28 @@ class TrainConfig:
             raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.parallel not in PARALLEL:
             raise LlmarchError(f"unknown parallel {self.parallel!r}; choose one of: {', '.join(PARALLEL)}")
+
+    def resumed(self, saved: dict, given: set[str] = frozenset()) -> "TrainConfig":
+        """This config checked against the run's saved one (`saved`, trainer_state.json's train_config): the
+        fields named in `given` (set explicitly by the user) may differ only where MAY_CHANGE says; every other
+        field takes the saved value, so a resumed run trains exactly as it started."""
+        if not isinstance(saved, dict):
+            raise LlmarchError("the run's trainer_state.json holds no training configuration")
+        saved = {k: v for k, v in saved.items() if k in {f.name for f in fields(self)}}
+        if saved.get("warmup_steps") is None and "steps" in saved:  # runs saved before warmup was recorded
+            saved["warmup_steps"] = min(100, int(saved["steps"]) // 10)
+        out = {}
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if f.name not in saved or f.name in MAY_CHANGE and f.name in given:
+                out[f.name] = mine
+            elif f.name in given and mine != saved[f.name]:
+                raise LlmarchError(
+                    f"--{f.name.replace('_', '-')} {mine} contradicts the resumed run's {f.name} {saved[f.name]!r}; "
+                    f"a resumed run keeps its settings (these may change: {', '.join(MAY_CHANGE)})")
+            else:
+                out[f.name] = saved[f.name]
+        return TrainConfig(**out)
 
     def check_world(self, world: int) -> None:
         if self.batch_size % world:
@@ -162,4 +191,4 @@ class Pretraining:
         return {}
 
     def metadata(self) -> dict:
-        return asdict(self.tc)
+        return {**asdict(self.tc), "warmup_steps": self.tc.warmup}  # the warm-up as planned, not re-derived

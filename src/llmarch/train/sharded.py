@@ -2,13 +2,12 @@
 own shards of the model and optimizer state into one folder, and any number of processes reads it back (DCP
 reshards on load: 2 processes to 1, FSDP to DDP), a single process whole (checkpoint.load_model, for
 generate and eval). step-NNNNNN/ holds dcp/, config.json, the tokenizer, trainer_state.json and each process'
-RNG state; it is written as .step-NNNNNN.tmp and renamed by rank 0 once every process has finished, and only
+RNG state (no pickles anywhere: dcp_json.py, state_files.py); it is written as .step-NNNNNN.tmp and renamed by rank 0 once every process has finished, and only
 then does `latest` name it, so a job stopped while saving leaves the previous checkpoint as the latest."""
 from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,15 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_optimizer_state_dict,
                                                      set_state_dict)
 
-from ..checkpoint import SHARDED
+from ..checkpoint import SHARDED, is_sharded_folder
+from ..dcp_json import JsonWriter, load
 from ..rundir import CONFIG, move_into_place, publish
 from .distributed import distributed
+from .state_files import load_optimizer, load_rng, save_rng
 
 
 def is_sharded(ckpt: Path) -> bool:
-    return (ckpt / SHARDED / ".metadata").is_file()
+    return is_sharded_folder(ckpt / SHARDED)
 
 
 def save_sharded(model, tok, opt, out: Path, step: int, train_config: dict, keep: int,
@@ -39,8 +40,8 @@ def save_sharded(model, tok, opt, out: Path, step: int, train_config: dict, keep
         tmp.mkdir(parents=True)
     dist.barrier()
     model_state, optim_state = get_state_dict(model, opt)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp / SHARDED)
-    torch.save({"torch": torch.get_rng_state()}, tmp / f"rng-rank{rank}.pt")
+    dcp.save({"model": model_state, "optim": optim_state}, storage_writer=JsonWriter(tmp / SHARDED))
+    save_rng(tmp, f"rng-rank{rank}.safetensors")
     dist.barrier()  # every process' files are complete
     if rank == 0:
         model.config.save(tmp / CONFIG)
@@ -64,21 +65,19 @@ def restore(model, opt, ckpt: Path, seed: int, step: int) -> None:
     if is_sharded(ckpt):
         model_state, optim_state = get_state_dict(model, opt)
         state = {"model": model_state, "optim": optim_state}
-        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore")
-            dcp.load(state, checkpoint_id=ckpt / SHARDED, no_dist=not distributed())
+        load(state, ckpt / SHARDED, distributed())
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
-        saved = torch.load(ckpt / "optimizer.pt", map_location=_device(model), weights_only=True)
+        saved = load_optimizer(ckpt, _device(model))
         if world == 1:
             opt.load_state_dict(saved)
         else:  # full tensors in every process; FSDP keeps its shard of each
             set_optimizer_state_dict(model, opt, _by_name(model, opt, saved),
                                      options=StateDictOptions(full_state_dict=True))
     saved_world = json.loads((ckpt / "trainer_state.json").read_text()).get("world_size", 1)
-    rng = ckpt / ("rng.pt" if saved_world == 1 else f"rng-rank{rank}.pt")
-    if saved_world == world and rng.is_file():
-        torch.set_rng_state(torch.load(rng, weights_only=True)["torch"])
+    rng = load_rng(ckpt / ("rng.safetensors" if saved_world == 1 else f"rng-rank{rank}.safetensors"))
+    if saved_world == world and rng is not None:
+        torch.set_rng_state(rng)
     else:
         seed_process(seed, step)
 
