@@ -59,7 +59,7 @@ def _config(model: str) -> ModelConfig:
     if model in PRESETS:
         return resolve(model)
     if is_hf_config(path):
-        return hf_model_config(read_hf_config(path), path if path.suffix == ".json" else path / "config.json")
+        return hf_model_config(read_hf_config(path), path / "config.json" if path.is_dir() else path)
     if path.is_dir():  # an llmarch checkpoint, or a run directory whose `latest` names one
         return ModelConfig.load(resolve_checkpoint(path) / CONFIG)
     if path.is_file():

@@ -88,7 +88,8 @@ class ByteTokenizer:
         (Path(directory) / TOKENIZER_FILE).write_text(json.dumps(spec) + "\n")
 
     def special_names(self) -> list[str]:
-        return [EOS, *([MASK] if self.mask_id is not None else []), *map(sentinel_name, range(len(self.sentinel_ids)))]
+        mask = [MASK] if self.mask_id is not None else []
+        return [EOS, *mask, *map(sentinel_name, range(len(self.sentinel_ids)))]
 
     def save_hf(self, directory: Path) -> None:
         """The same ids as a `tokenizers` tokenizer.json: byte-level BPE without merges, whose 256 base
@@ -148,20 +149,21 @@ class BPETokenizer:
         piece = self.tk.id_to_token(i) or ""
         return piece if piece.startswith("##") else self.tk.decode([i], skip_special_tokens=False)
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, hf: bool = False) -> None:
+        """tokenizer.json and the side files; hf: without HF_TOKEN_IDS, whose ids go in config.json."""
         self.tk.save(str(Path(directory) / TOKENIZER_FILE))
         for name, content in self.side_files.items():
-            (Path(directory) / name).write_bytes(content)
+            if not (hf and name == HF_TOKEN_IDS):
+                (Path(directory) / name).write_bytes(content)
 
     def special_names(self) -> list[str]:
-        names = [self.tk.id_to_token(self.eos_id), *([self.tk.id_to_token(self.mask_id)] if self.mask_id is not None else [])]
-        return names + [self.tk.id_to_token(i) for i in self.sentinel_ids]
+        ids = [self.eos_id, *([self.mask_id] if self.mask_id is not None else []), *self.sentinel_ids]
+        return [self.tk.id_to_token(i) for i in ids]
 
     def save_hf(self, directory: Path) -> None:
-        """tokenizer.json and the side files as they came (a tokenizer_config.json naming our special
-        tokens where none came), without the ids that belong in config.json."""
-        self.save(directory)
-        (Path(directory) / HF_TOKEN_IDS).unlink(missing_ok=True)
+        """tokenizer.json and the side files as they came, and a tokenizer_config.json naming our special
+        tokens where none came."""
+        self.save(directory, hf=True)
         if "tokenizer_config.json" not in self.side_files:
             _write_json(Path(directory) / "tokenizer_config.json", _hf_tokenizer_config(self))
 
@@ -208,7 +210,8 @@ def _byte_chars() -> dict[int, str]:
 def _hf_tokenizer_config(tok) -> dict:
     """tokenizer_config.json for a tokenizer llmarch made: its special tokens by name, text decoded as is."""
     names = tok.special_names()
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": names[0], "clean_up_tokenization_spaces": False}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": names[0],
+              "clean_up_tokenization_spaces": False}
     if tok.mask_id is not None:
         config["mask_token"] = names[1]
     if tok.sentinel_ids:
@@ -277,6 +280,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         tk = HFTokenizer.from_str(text)
+    except LlmarchError:
+        raise
     except Exception as e:  # json or tokenizers parse failure: the file is damaged
         raise LlmarchError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
     side_files = _side_files(Path(directory))

@@ -61,7 +61,7 @@ def _head_fields(hf_cfg: dict, family: Family) -> dict:
 
 def read_hf_config(path: Path) -> dict:
     """config.json of a checkpoint directory `path`, or the config file `path` itself."""
-    file = path if path.suffix == ".json" else path / "config.json"
+    file = path / "config.json" if path.is_dir() else path
     try:
         hf_cfg = json.loads(file.read_text())
     except OSError:
@@ -76,7 +76,7 @@ def read_hf_config(path: Path) -> dict:
 def is_hf_config(path: str | Path) -> bool:
     """A config.json (or a directory holding one) that names a Hugging Face model_type."""
     path = Path(path)
-    file = path if path.suffix == ".json" else path / "config.json"
+    file = path / "config.json" if path.is_dir() else path
     if not file.is_file():
         return False
     try:
