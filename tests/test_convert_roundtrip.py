@@ -261,6 +261,9 @@ def write_safetensors(path, header, data=b"\0" * 64):
     ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, r"shape \[-1\]"),
     ({"w": {"dtype": "F32", "shape": "1", "data_offsets": [0, 4]}}, "shape '1'"),
     ({"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, "unsupported dtype"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "v": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, "tensor v starts at data byte 4.*overlapping"),
+    ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, "tensor w starts at data byte 4"),
 ])
 def test_safetensors_header_of_the_wrong_shape(tmp_path, header, message):
     from llmarch.interop.safetensors_io import SafetensorsFile

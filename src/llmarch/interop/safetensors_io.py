@@ -48,6 +48,7 @@ class SafetensorsFile:
                                    f"the file has {size}")
             if end - begin != _numel(entry["shape"]) * DTYPES[entry["dtype"]].itemsize:
                 raise LlmarchError(f"{path}: tensor {name} has {end - begin} bytes for shape {entry['shape']}")
+        _check_packed(path, header)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.entries[name]["shape"])
@@ -87,6 +88,18 @@ def _check_entry(path: Path, name: str, entry) -> None:
             or offsets[0] > offsets[1]):
         raise LlmarchError(f"{path}: tensor {name} has data_offsets {offsets!r}, not [begin, end] "
                            "with 0 <= begin <= end")
+
+
+def _check_packed(path: Path, header: dict) -> None:
+    """The tensors' bytes follow one another from the start of the data, as the format requires: two
+    tensors sharing bytes would read each other's values without any error."""
+    at = 0
+    for name, entry in sorted(header.items(), key=lambda item: tuple(item[1]["data_offsets"])):
+        begin, end = entry["data_offsets"]
+        if begin != at:
+            raise LlmarchError(f"{path}: tensor {name} starts at data byte {begin}, the tensors before it end at {at} "
+                               "(overlapping or with a gap)")
+        at = end
 
 
 def _numel(shape) -> int:
