@@ -176,6 +176,8 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg)})
     if unmapped:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face name for {first_and_count(unmapped)}")
+    has_tokenizer = tokenizer_from is not None and (Path(tokenizer_from) / "tokenizer.json").is_file()
+    tok = load_tokenizer(tokenizer_from) if has_tokenizer else None  # a damaged one fails before anything is written
     tensors = export_state(ours, rules, cfg)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -209,8 +211,8 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     hf_cfg.setdefault("dtype", str(dtype).removeprefix("torch."))
     if hf_cfg.get("eos_token_id") is None and cfg.eos_id is not None:
         hf_cfg["eos_token_id"] = cfg.eos_id
-    if tokenizer_from is not None and (Path(tokenizer_from) / "tokenizer.json").is_file():
-        _export_tokenizer(load_tokenizer(tokenizer_from), path, hf_cfg)
+    if tok is not None:
+        _export_tokenizer(tok, path, hf_cfg)
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
 
 
