@@ -50,8 +50,7 @@ def cmd_info(args) -> None:
 
 
 def _config(model: str) -> ModelConfig:
-    from ..interop import FAMILIES  # noqa: F401  (registers the Hugging Face families)
-    from ..interop.hf import hf_model_config, is_hf_config, read_hf_config
+    from ..interop.hf import hf_model_config, is_hf_config, read_hf_config  # the package registers the families
     from ..presets import PRESETS, resolve
     from ..rundir import CONFIG, resolve_checkpoint
 
