@@ -1,4 +1,6 @@
-"""`llmarch convert`: a Hugging Face directory to an llmarch checkpoint (--from-hf), or back (--to-hf)."""
+"""`llmarch convert`: a Hugging Face directory to an llmarch checkpoint (--from-hf), or back (--to-hf). The
+tokenizer travels both ways with the files it came with (tokenizer_config.json and its chat template,
+generation_config.json, special-token ids): data/tokenizer.py keeps them, interop/hf.py's to_hf writes them."""
 from __future__ import annotations
 
 import json
@@ -34,23 +36,19 @@ def cmd_convert(args) -> None:
         if not is_hf_dir(src):
             raise LlmarchError(f"{src} is not a Hugging Face checkpoint (no config.json with a model_type)")
         model = from_hf(src)
+        tok = load_tokenizer(src) if (src / "tokenizer.json").is_file() else None
 
         def write(tmp: Path) -> None:
             save_model(model, tmp)
-            if (src / "tokenizer.json").is_file():
-                load_tokenizer(src).save(tmp)
+            if tok is not None:
+                tok.save(tmp)
     else:
         src = resolve_checkpoint(args.to_hf)
         model = load(src)
-
         labels = json.loads((src / "labels.json").read_text()) if (src / "labels.json").is_file() else None
 
         def write(tmp: Path) -> None:
             to_hf(model, tmp, tokenizer_from=src, labels=labels)
-            if (src / "tokenizer.json").is_file():  # let transformers' generate stop where llmarch's does
-                hf_cfg = json.loads((tmp / "config.json").read_text())
-                hf_cfg["eos_token_id"] = load_tokenizer(src).eos_id
-                (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
 
     atomic_directory(out, write)
     print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")

@@ -1,14 +1,20 @@
-"""`llmarch info`: a model's parameter count, FLOPs per token and decode-state sizes, from its config."""
+"""`llmarch info`: a model's parameter count, FLOPs per token and decode-state sizes, from its config: a
+preset, a config file (ours or a Hugging Face config.json), a Hugging Face directory, an llmarch checkpoint or
+a run directory. Only the config is read, never the weights."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from .options import model_config, model_overrides
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .options import collect, model_overrides
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("info", help="parameter count, FLOPs and KV-cache size of a model")
-    p.add_argument("model", help="preset name or .json/.yaml config")
+    p.add_argument("model", help="preset name, .json/.yaml config, Hugging Face directory or its config.json, "
+                                 "llmarch checkpoint or run directory")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
     p.add_argument("--dtype", default="bf16", help="element type for KV-cache bytes (default: %(default)s)")
     model_overrides(p)
@@ -18,7 +24,7 @@ def add_parsers(sub) -> None:
 def cmd_info(args) -> None:
     from ..analysis import model_facts
 
-    cfg = model_config(args)
+    cfg = _config(args.model).replace(**collect(args, ModelConfig, only_set=True))
     facts = model_facts(cfg, args.dtype)
     if args.json:
         print(json.dumps(facts))
@@ -41,6 +47,25 @@ def cmd_info(args) -> None:
         print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype})")
     if facts["state_bytes_per_sequence"]:
         print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} ({_state_notes(cfg, args.dtype)})")
+
+
+def _config(model: str) -> ModelConfig:
+    from ..interop.hf import hf_model_config, is_hf_config, read_hf_config  # the package registers the families
+    from ..presets import PRESETS, resolve
+    from ..rundir import CONFIG, resolve_checkpoint
+
+    path = Path(model)
+    if model in PRESETS:
+        return resolve(model)
+    if is_hf_config(path):
+        return hf_model_config(read_hf_config(path), path / "config.json" if path.is_dir() else path)
+    if path.is_dir():  # an llmarch checkpoint, or a run directory whose `latest` names one
+        return ModelConfig.load(resolve_checkpoint(path) / CONFIG)
+    if path.is_file():
+        return resolve(path)
+    if path.suffix in (".json", ".yaml", ".yml") or "/" in model:
+        raise LlmarchError(f"{model} does not exist")
+    return resolve(model)  # names the presets
 
 
 def _mixers(cfg) -> str:

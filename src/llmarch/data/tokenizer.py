@@ -2,7 +2,13 @@
 Hugging Face format) and a raw byte tokenizer (256 byte values + end-of-text). Both append `eos_id`
 between documents. For masked-LM pretraining either can carry a mask token (`mask_id`); for T5 span
 corruption, sentinel tokens (`sentinel_ids`, T5's `<extra_id_0>`, `<extra_id_1>`, ...: Raffel et al. 2020,
-§3.1.4). Special tokens are dropped by `decode`."""
+§3.1.4). Special tokens are dropped by `decode`.
+
+A tokenizer read from a Hugging Face checkpoint keeps the files that come with its tokenizer.json
+(tokenizer_config.json with the chat template, generation_config.json, ...) verbatim, and the special-token
+ids of its config.json, and writes them beside tokenizer.json wherever it is saved, so that a round trip
+HF -> llmarch -> HF (interop/hf.py's to_hf) gives them back. `save_hf` writes the tokenizer in the form
+`transformers` reads, the byte tokenizer included."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +22,12 @@ EOS = "<|endoftext|>"
 MASK = "<|mask|>"
 MASK_NAMES = (MASK, "[MASK]", "<mask>")  # ours, BERT's, RoBERTa's
 TOKENIZER_FILE = "tokenizer.json"
+# the files a Hugging Face tokenizer.json comes with, kept verbatim (transformers 5 writes the chat template to
+# chat_template.jinja, earlier versions into tokenizer_config.json)
+HF_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                 "chat_template.json", "generation_config.json")
+HF_TOKEN_IDS = "hf_token_ids.json"  # in an llmarch checkpoint: the special-token ids of the HF config.json
+ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def sentinel_name(k: int) -> str:
@@ -25,6 +37,7 @@ def sentinel_name(k: int) -> str:
 class Tokenizer(Protocol):
     vocab_size: int
     eos_id: int
+    eos_ids: list[int]  # every id that ends a generation, eos_id first (a chat model may have several)
     mask_id: int | None
     sentinel_ids: list[int]  # sentinel_ids[k] is <extra_id_k>
 
@@ -33,6 +46,8 @@ class Tokenizer(Protocol):
     def decode(self, ids: Iterable[int]) -> str: ...
     def token_text(self, i: int) -> str: ...  # one token as text, for displays
     def save(self, directory: Path) -> None: ...
+    def save_hf(self, directory: Path) -> None: ...  # the files transformers' AutoTokenizer reads
+    def hf_token_ids(self) -> dict: ...  # bos/eos/pad_token_id for a Hugging Face config.json
     def fingerprint(self) -> str: ...
 
 
@@ -41,6 +56,7 @@ class ByteTokenizer:
     sentinel tokens come next. Lossless on any text, no training."""
 
     eos_id = 256
+    eos_ids = [256]
 
     def __init__(self, mask: bool = False, sentinels: int = 0):
         if sentinels < 0:
@@ -71,6 +87,29 @@ class ByteTokenizer:
                 **({"sentinels": len(self.sentinel_ids)} if self.sentinel_ids else {})}
         (Path(directory) / TOKENIZER_FILE).write_text(json.dumps(spec) + "\n")
 
+    def special_names(self) -> list[str]:
+        mask = [MASK] if self.mask_id is not None else []
+        return [EOS, *mask, *map(sentinel_name, range(len(self.sentinel_ids)))]
+
+    def save_hf(self, directory: Path) -> None:
+        """The same ids as a `tokenizers` tokenizer.json: byte-level BPE without merges, whose 256 base
+        tokens are the bytes in GPT-2's byte-to-character mapping, token i byte i; the special tokens follow
+        in our order (256 end-of-text, then mask and sentinels). One difference: transformers splits the
+        special tokens' text out of its input (\"<|endoftext|>\" in a prompt is id 256), we encode it as bytes."""
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers
+
+        chars = _byte_chars()
+        tk = HFTokenizer(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tk.decoder = decoders.ByteLevel()
+        tk.add_special_tokens(self.special_names())
+        tk.save(str(Path(directory) / TOKENIZER_FILE))
+        _write_json(Path(directory) / "tokenizer_config.json", _hf_tokenizer_config(self))
+
+    def hf_token_ids(self) -> dict:
+        return {"eos_token_id": self.eos_id}
+
     def fingerprint(self) -> str:
         return ("byte" + ("+mask" if self.mask_id is not None else "")
                 + (f"+{len(self.sentinel_ids)}sentinels" if self.sentinel_ids else ""))
@@ -79,14 +118,18 @@ class ByteTokenizer:
 class BPETokenizer:
     """Any `tokenizers` tokenizer.json: ours (byte-level BPE) or a Hugging Face checkpoint's."""
 
-    def __init__(self, tokenizer, eos_id: int | None = None):
+    def __init__(self, tokenizer, eos_id: int | list[int] | None = None, side_files: dict[str, bytes] | None = None):
+        """eos_id: the id (or ids) that end a generation, default <|endoftext|>'s. side_files: name -> content
+        of the Hugging Face files (HF_SIDE_FILES, HF_TOKEN_IDS) that travel with this tokenizer."""
         self.tk = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
         if eos_id is None:
             eos_id = tokenizer.token_to_id(EOS)
-        if eos_id is None:
+        if eos_id is None or eos_id == []:
             raise LlmarchError("the tokenizer has no end-of-text token (<|endoftext|>) and no eos_token_id is given")
-        self.eos_id = eos_id
+        self.eos_ids = list(eos_id) if isinstance(eos_id, list) else [eos_id]
+        self.eos_id = self.eos_ids[0]
+        self.side_files = dict(side_files or {})
         self.mask_id = next((i for i in map(tokenizer.token_to_id, MASK_NAMES) if i is not None), None)
         self.sentinel_ids = []
         while (i := tokenizer.token_to_id(sentinel_name(len(self.sentinel_ids)))) is not None:
@@ -106,8 +149,29 @@ class BPETokenizer:
         piece = self.tk.id_to_token(i) or ""
         return piece if piece.startswith("##") else self.tk.decode([i], skip_special_tokens=False)
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, hf: bool = False) -> None:
+        """tokenizer.json and the side files; hf: without HF_TOKEN_IDS, whose ids go in config.json."""
         self.tk.save(str(Path(directory) / TOKENIZER_FILE))
+        for name, content in self.side_files.items():
+            if not (hf and name == HF_TOKEN_IDS):
+                (Path(directory) / name).write_bytes(content)
+
+    def special_names(self) -> list[str]:
+        ids = [self.eos_id, *([self.mask_id] if self.mask_id is not None else []), *self.sentinel_ids]
+        return [self.tk.id_to_token(i) for i in ids]
+
+    def save_hf(self, directory: Path) -> None:
+        """tokenizer.json and the side files as they came, and a tokenizer_config.json naming our special
+        tokens where none came."""
+        self.save(directory, hf=True)
+        if "tokenizer_config.json" not in self.side_files:
+            _write_json(Path(directory) / "tokenizer_config.json", _hf_tokenizer_config(self))
+
+    def hf_token_ids(self) -> dict:
+        """The ids the source config.json held, or the end-of-text id(s) this tokenizer stops at."""
+        if HF_TOKEN_IDS in self.side_files:
+            return json.loads(self.side_files[HF_TOKEN_IDS])
+        return {"eos_token_id": self.eos_ids if len(self.eos_ids) > 1 else self.eos_id}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.tk.to_str().encode()).hexdigest()[:16]
@@ -134,18 +198,74 @@ def train_bpe(texts: Iterable[str], vocab_size: int, mask: bool = False, sentine
     return BPETokenizer(tk)
 
 
-def _hf_eos_id(directory: Path) -> int | None:
-    """eos_token_id of a Hugging Face checkpoint: generation_config.json, else config.json (first if a list)."""
-    for name in ("generation_config.json", "config.json"):
-        try:
-            eos = json.loads((directory / name).read_text()).get("eos_token_id")
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(eos, list):
-            eos = eos[0] if eos else None
-        if isinstance(eos, int):
-            return eos
-    return None
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's byte -> character map of byte-level BPE (Radford et al. 2019; `tokenizers`' ByteLevel): printable
+    bytes stand for themselves, the others for characters from U+0100 on, in byte order."""
+    printable = {*range(33, 127), *range(161, 173), *range(174, 256)}
+    others = (b for b in range(256) if b not in printable)
+    shifted = {b: chr(256 + n) for n, b in enumerate(others)}
+    return {b: chr(b) if b in printable else shifted[b] for b in range(256)}
+
+
+def _hf_tokenizer_config(tok) -> dict:
+    """tokenizer_config.json for a tokenizer llmarch made: its special tokens by name, text decoded as is."""
+    names = tok.special_names()
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": names[0],
+              "clean_up_tokenization_spaces": False}
+    if tok.mask_id is not None:
+        config["mask_token"] = names[1]
+    if tok.sentinel_ids:
+        config["additional_special_tokens"] = names[-len(tok.sentinel_ids):]
+    return config
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from a file that may be missing (empty then); a damaged one is a one-line error."""
+    try:
+        obj = json.loads(path.read_text())
+    except OSError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LlmarchError(f"cannot parse {path}: {e}") from None
+    if not isinstance(obj, dict):
+        raise LlmarchError(f"{path} holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _eos_ids(value, source: Path) -> list[int] | None:
+    """An eos_token_id value (an int or a list of ints; transformers allows both) as a list."""
+    if value is None:
+        return None
+    ids = value if isinstance(value, list) else [value]
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise LlmarchError(f"{source}: eos_token_id must be a token id or a list of them, got {value!r}")
+    return ids
+
+
+def _side_files(directory: Path) -> dict[str, bytes]:
+    """The HF files beside tokenizer.json; from a Hugging Face directory, its config.json's special-token ids too."""
+    files = {name: (directory / name).read_bytes() for name in (*HF_SIDE_FILES, HF_TOKEN_IDS)
+             if (directory / name).is_file()}
+    hf_config = _read_json(directory / "config.json")
+    if "model_type" in hf_config and HF_TOKEN_IDS not in files:
+        ids = {k: hf_config[k] for k in ID_FIELDS if k in hf_config}
+        if ids:
+            files[HF_TOKEN_IDS] = (json.dumps(ids, indent=2) + "\n").encode()
+    return files
+
+
+def _hf_eos_ids(directory: Path, side_files: dict[str, bytes]) -> list[int] | None:
+    """The ids that end a generation: generation_config.json's eos_token_id (what transformers' generate
+    stops at), else the HF config.json's."""
+    generation = directory / "generation_config.json"
+    ids = _eos_ids(_read_json(generation).get("eos_token_id"), generation)
+    if ids is None and HF_TOKEN_IDS in side_files:
+        ids = _eos_ids(json.loads(side_files[HF_TOKEN_IDS]).get("eos_token_id"), directory / "config.json")
+    return ids
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
@@ -159,11 +279,13 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             return ByteTokenizer(mask=bool(spec.get("mask")), sentinels=int(spec.get("sentinels", 0)))
         from tokenizers import Tokenizer as HFTokenizer
 
-        return BPETokenizer(HFTokenizer.from_str(text), eos_id=_hf_eos_id(Path(directory)))
+        tk = HFTokenizer.from_str(text)
     except LlmarchError:
         raise
     except Exception as e:  # json or tokenizers parse failure: the file is damaged
         raise LlmarchError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+    side_files = _side_files(Path(directory))
+    return BPETokenizer(tk, eos_id=_hf_eos_ids(Path(directory), side_files), side_files=side_files)
 
 
 def check_fits(tok: Tokenizer, vocab_size: int) -> None:

@@ -22,10 +22,12 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
         encoded = [ids + [tokenizer.eos_id] for ids in encoded]  # sources end in eos, as in training
     if num_beams > 1:
         temperature = 0.0
+    # a chat model may end a turn with any of several ids (generation_config.json's eos_token_id list)
+    stop = [[i] for i in tokenizer.eos_ids if i != tokenizer.eos_id] if num_beams == 1 else []
     rows = generate(model, encoded, max_new_tokens, temperature, top_k, top_p, eos_id=tokenizer.eos_id, seed=seed,
                     on_tokens=None if stream is None else _pieces(tokenizer, stream), num_beams=num_beams,
-                    length_penalty=length_penalty, early_stopping=early_stopping, compile=compile)
-    return [tokenizer.decode(t for t in row if t != tokenizer.eos_id) for row in rows]
+                    length_penalty=length_penalty, early_stopping=early_stopping, compile=compile, stop=stop)
+    return [tokenizer.decode(t for t in row if t not in tokenizer.eos_ids) for row in rows]
 
 
 def _pieces(tokenizer, stream: Callable[[str], None]) -> Callable:
@@ -36,6 +38,8 @@ def _pieces(tokenizer, stream: Callable[[str], None]) -> Callable:
 
     def show(ids) -> None:
         nonlocal shown
+        if int(ids[0]) in tokenizer.eos_ids:  # an end, not text (as in generate_text's result)
+            return
         new.append(int(ids[0]))
         text = tokenizer.decode(new)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character

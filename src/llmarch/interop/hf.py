@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,6 +14,7 @@ from safetensors.torch import save_file
 
 from ..checkpoint import assemble, state_for_saving
 from ..config import ModelConfig
+from ..data.tokenizer import load_tokenizer
 from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
 from ..models.build import model_class
@@ -23,7 +23,7 @@ from .mapping import LAYOUTS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint
 
 FAMILIES: Registry = Registry("Hugging Face model_type")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
 @dataclass(frozen=True)
@@ -60,22 +60,52 @@ def _head_fields(hf_cfg: dict, family: Family) -> dict:
 
 
 def read_hf_config(path: Path) -> dict:
+    """config.json of a checkpoint directory `path`, or the config file `path` itself."""
+    file = path / "config.json" if path.is_dir() else path
     try:
-        return json.loads((path / "config.json").read_text())
+        hf_cfg = json.loads(file.read_text())
     except OSError:
-        raise LlmarchError(f"{path} has no config.json") from None
-    except json.JSONDecodeError as e:
-        raise LlmarchError(f"cannot parse {path / 'config.json'}: {e}") from None
+        raise LlmarchError(f"{path} has no config.json" if file != path else f"cannot read {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LlmarchError(f"cannot parse {file}: {e}") from None
+    if not isinstance(hf_cfg, dict):
+        raise LlmarchError(f"{file} holds a JSON {type(hf_cfg).__name__}, not an object")
+    return hf_cfg
+
+
+def is_hf_config(path: str | Path) -> bool:
+    """A config.json (or a directory holding one) that names a Hugging Face model_type."""
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        return False
+    try:
+        hf_cfg = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(hf_cfg, dict) and "model_type" in hf_cfg
 
 
 def is_hf_dir(path: str | Path) -> bool:
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        return False
+    return Path(path).is_dir() and is_hf_config(path)
+
+
+def hf_model_config(hf_cfg: dict, source: str | Path = "config.json") -> ModelConfig:
+    """Our ModelConfig for a Hugging Face config.json's contents; a field the family needs that is missing or
+    of the wrong type is a one-line error naming it. eos_id: config.json's eos_token_id where it is one id."""
+    family = FAMILIES[str(hf_cfg.get("model_type"))]
     try:
-        return "model_type" in json.loads((path / "config.json").read_text())
-    except (OSError, ValueError, TypeError):  # unreadable, not UTF-8, not JSON, not a mapping
-        return False
+        cfg = family.to_config(hf_cfg)
+    except KeyError as e:
+        raise LlmarchError(f"{source} lacks {e.args[0]}, which model_type {hf_cfg['model_type']} needs") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise LlmarchError(f"{source} has a field of the wrong type or value for model_type "
+                           f"{hf_cfg['model_type']}: {e}") from None
+    head = _head_fields(hf_cfg, family)
+    eos = hf_cfg.get("eos_token_id")
+    if cfg.eos_id is None and isinstance(eos, int) and not isinstance(eos, bool):
+        head["eos_id"] = eos
+    return cfg.replace(**head) if head else cfg
 
 
 def from_hf(path: str | Path, dtype: torch.dtype | None = None,
@@ -86,9 +116,7 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
         raise LlmarchError(f"{path} is not a directory")
     hf_cfg = read_hf_config(path)
     family = FAMILIES[str(hf_cfg.get("model_type"))]
-    cfg = family.to_config(hf_cfg)
-    head = _head_fields(hf_cfg, family)
-    cfg = cfg.replace(**head) if head else cfg
+    cfg = hf_model_config(hf_cfg, path / "config.json")
     ckpt = Checkpoint(path, family.canonical)
     with torch.device("meta"):
         model = model_class(cfg)(cfg)
@@ -132,7 +160,9 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
 def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | None = None,
           max_shard_bytes: int = 5 * 2**30, labels: list[str] | None = None) -> None:
     """Write `model` as a Hugging Face checkpoint directory that `transformers` loads (shards past
-    max_shard_bytes). tokenizer_from: a directory whose tokenizer files are copied alongside.
+    max_shard_bytes). tokenizer_from: a directory with a tokenizer.json (an llmarch checkpoint or a Hugging Face
+    directory), written alongside as transformers reads it, with the files it came with (tokenizer_config.json,
+    chat template, generation_config.json) and its special-token ids in config.json.
     labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ..."""
     cfg = model.config
     if cfg.hf_model_type is None:
@@ -146,6 +176,8 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg)})
     if unmapped:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face name for {first_and_count(unmapped)}")
+    has_tokenizer = tokenizer_from is not None and (Path(tokenizer_from) / "tokenizer.json").is_file()
+    tok = load_tokenizer(tokenizer_from) if has_tokenizer else None  # a damaged one fails before anything is written
     tensors = export_state(ours, rules, cfg)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -177,9 +209,21 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
         hf_cfg.update(architectures=[family.heads[cfg.head][0]], id2label=dict(enumerate(names)),
                       label2id={name: i for i, name in enumerate(names)})
     hf_cfg.setdefault("dtype", str(dtype).removeprefix("torch."))
+    if hf_cfg.get("eos_token_id") is None and cfg.eos_id is not None:
+        hf_cfg["eos_token_id"] = cfg.eos_id
+    if tok is not None:
+        _export_tokenizer(tok, path, hf_cfg)
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
-    if tokenizer_from is not None:
-        for name in TOKENIZER_FILES:
-            src = Path(tokenizer_from) / name
-            if src.is_file() and src.resolve() != (path / name).resolve():
-                shutil.copyfile(src, path / name)
+
+
+def _export_tokenizer(tok, path: Path, hf_cfg: dict) -> None:
+    """The tokenizer's files as transformers reads them; its special-token ids fill those config.json lacks;
+    a generation_config.json with them where none came (transformers' generate stops at its eos_token_id)."""
+    tok.save_hf(path)
+    for name, value in tok.hf_token_ids().items():
+        if hf_cfg.get(name) is None:
+            hf_cfg[name] = value
+    generation = path / "generation_config.json"
+    if not generation.is_file():
+        ids = {k: hf_cfg[k] for k in GENERATION_IDS if hf_cfg.get(k) is not None}
+        generation.write_text(json.dumps(ids, indent=2) + "\n")

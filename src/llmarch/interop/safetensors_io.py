@@ -35,18 +35,20 @@ class SafetensorsFile:
                 header = json.loads(f.read(n))
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise LlmarchError(f"cannot read {path} (truncated or corrupt?): {e}") from None
+        if not isinstance(header, dict):
+            raise LlmarchError(f"{path}: the header is a JSON {type(header).__name__}, not an object of tensors")
         header.pop("__metadata__", None)
         self.data_start = 8 + n
         self.entries: dict[str, dict] = header
         for name, entry in header.items():
+            _check_entry(path, name, entry)
             begin, end = entry["data_offsets"]
-            if entry["dtype"] not in DTYPES:
-                raise LlmarchError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
             if self.data_start + end > size:
                 raise LlmarchError(f"{path} is truncated: tensor {name} ends at byte {self.data_start + end}, "
                                    f"the file has {size}")
             if end - begin != _numel(entry["shape"]) * DTYPES[entry["dtype"]].itemsize:
                 raise LlmarchError(f"{path}: tensor {name} has {end - begin} bytes for shape {entry['shape']}")
+        _check_packed(path, header)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.entries[name]["shape"])
@@ -68,11 +70,60 @@ class SafetensorsFile:
         return out
 
 
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_entry(path: Path, name: str, entry) -> None:
+    """One header entry has the format's shape: {dtype: known name, shape: [n >= 0, ...],
+    data_offsets: [begin, end] with 0 <= begin <= end}."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise LlmarchError(f"{path}: header entry {name} is not an object with dtype, shape and data_offsets")
+    if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
+        raise LlmarchError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not isinstance(shape, list) or not all(map(_is_count, shape)):
+        raise LlmarchError(f"{path}: tensor {name} has shape {shape!r}, not a list of sizes >= 0")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets))
+            or offsets[0] > offsets[1]):
+        raise LlmarchError(f"{path}: tensor {name} has data_offsets {offsets!r}, not [begin, end] "
+                           "with 0 <= begin <= end")
+
+
+def _check_packed(path: Path, header: dict) -> None:
+    """The tensors' bytes follow one another from the start of the data, as the format requires: two
+    tensors sharing bytes would read each other's values without any error."""
+    at = 0
+    for name, entry in sorted(header.items(), key=lambda item: tuple(item[1]["data_offsets"])):
+        begin, end = entry["data_offsets"]
+        if begin != at:
+            raise LlmarchError(f"{path}: tensor {name} starts at data byte {begin}, the tensors before it end at {at} "
+                               "(overlapping or with a gap)")
+        at = end
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:
         n *= s
     return n
+
+
+def _read_weight_map(index: Path) -> dict[str, str]:
+    """The index's weight_map: tensor name -> a shard file in the same directory."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LlmarchError(f"cannot parse {index}: {e}") from None
+    except (KeyError, TypeError):
+        raise LlmarchError(f"{index} has no weight_map") from None
+    if not isinstance(weight_map, dict):
+        raise LlmarchError(f"{index}: weight_map is a JSON {type(weight_map).__name__}, not an object "
+                           "of tensor name -> file")
+    for name, file in weight_map.items():
+        if not isinstance(file, str) or Path(file).name != file:
+            raise LlmarchError(f"{index} maps tensor {name} to {file!r}, not a file name in its directory")
+    return weight_map
 
 
 class Checkpoint:
@@ -81,10 +132,7 @@ class Checkpoint:
     def __init__(self, directory: Path, canonical=None):
         index = directory / INDEX
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise LlmarchError(f"cannot read {index}: {e}") from None
+            weight_map = _read_weight_map(index)
             files = {f: SafetensorsFile(directory / f) for f in sorted(set(weight_map.values()))}
             self.where = {name: files[f] for name, f in weight_map.items()}
         else:
