@@ -33,8 +33,10 @@ def launch(nproc: int, argv: list[str], out: Path) -> None:
 def describe(failures: dict, out: Path) -> str:
     """`rank 1 exited with signal SIGKILL; the job was stopped; last complete checkpoint: out/step-000010`.
     The rank named is the one that failed first on its own: killed by a signal other than the agent's own
-    SIGTERM, else exited with an error, before those the agent stopped (or that lost contact with it)."""
+    SIGTERM, else exited with an error, before those the agent stopped (or that lost contact with it: a
+    process whose peer vanished may abort, SIGABRT, before the agent has seen the peer's own end)."""
     rank, failure = min(failures.items(), key=lambda item: (item[1].exitcode == -signal.SIGTERM,
+                                                            item[1].exitcode == -signal.SIGABRT,
                                                             item[1].exitcode > 0, item[1].timestamp))
     how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"code {failure.exitcode}"
     try:

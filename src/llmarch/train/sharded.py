@@ -19,6 +19,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state
 
 from ..checkpoint import SHARDED, is_sharded_folder
 from ..dcp_json import JsonWriter, load
+from ..errors import warn
 from ..rundir import CONFIG, move_into_place, publish
 from .distributed import distributed
 from .state_files import load_optimizer, load_rng, save_rng
@@ -79,6 +80,8 @@ def restore(model, opt, ckpt: Path, seed: int, step: int) -> None:
     if saved_world == world and rng is not None:
         torch.set_rng_state(rng)
     else:
+        if saved_world == world:
+            warn(f"{ckpt} has no RNG state; dropout continues from a fresh stream, not as the run would have")
         seed_process(seed, step)
 
 
