@@ -7,7 +7,8 @@ term in its denominator, exp(s_h), a key that takes no value, so a query may att
 Three equivalent ways to compute it, one per kind of kernel:
 - materialised scores: a column s_h appended before the softmax and dropped after (`sink_softmax`);
 - a fused kernel that takes an additive mask (sdpa): one extra key of zeros, whose value is zeros and whose
-  score the mask sets to s_h (`with_sink_key`);
+  score the mask sets to s_h (`with_sink_key`); the mask is then per head, (B|1, H, T, S + 1), as large as the
+  scores, and k, v are copied once more per call: the price of keeping sdpa's kernel;
 - a kernel that returns each query's log-sum-exp L over the real keys (blockwise, FlexAttention): the output
   rescaled by exp(L) / (exp(L) + exp(s_h)) = sigmoid(L - s_h) (`rescale_by_sinks`).
 Shapes: B batch, H query heads, K key/value heads, T queries, S keys, D head dim."""
