@@ -18,7 +18,8 @@ CARD_ACTIVE = {"gpt-oss-20b": 3.61e9, "gpt-oss-120b": 5.13e9}
 
 def layers(n: int) -> dict:
     """n layers of gpt-oss-tiny (its layer_types list one type per layer, so a new depth needs a new list)."""
-    return dict(n_layers=n, layer_types=["sliding_attention", "full_attention"] * (n // 2) + ["sliding_attention"] * (n % 2))
+    types = ["sliding_attention", "full_attention"] * (n // 2) + ["sliding_attention"] * (n % 2)
+    return dict(n_layers=n, layer_types=types)
 
 
 @pytest.mark.parametrize("name", sorted(TOTAL))

@@ -55,7 +55,8 @@ def yarn_fields(params: dict, max_pos: int) -> dict:
     to 32 and 1; truncate to True; attention_factor, mscale and mscale_all_dim stay unset unless given."""
     original = int(params["original_max_position_embeddings"])
     fields = dict(rope_factor=float(params.get("factor") or max_pos / original), rope_original_context=original,
-                  rope_beta_fast=float(params.get("beta_fast") or 32), rope_beta_slow=float(params.get("beta_slow") or 1),
+                  rope_beta_fast=float(params.get("beta_fast") or 32),
+                  rope_beta_slow=float(params.get("beta_slow") or 1),
                   rope_truncate=bool(params.get("truncate", True)))
     for ours, theirs in (("rope_attn_factor", "attention_factor"), ("rope_mscale", "mscale"),
                          ("rope_mscale_all_dim", "mscale_all_dim")):
