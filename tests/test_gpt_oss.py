@@ -71,7 +71,7 @@ def test_router_bias_shifts_the_logits():
 
 def test_tiny_preset_decodes_as_it_runs_a_sequence():
     torch.manual_seed(0)
-    model = llmarch.build("gpt-oss-tiny", **layers(2), vocab_size=97, layer_overrides={
+    model = llmarch.build("gpt-oss-tiny", **layers(2), vocab_size=97, d_model=64, head_dim=16, layer_overrides={
         "sliding_attention": {"sliding_window": 8}}).eval()
     with torch.no_grad():
         for block in model.blocks:
