@@ -10,6 +10,7 @@ from typing import Any
 from .errors import LlmarchError
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
+from .layers.ffn import check_ffn
 from .layers.moe import check_moe
 
 
@@ -21,7 +22,8 @@ QK_NORMS = ("none", "head")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
-                "ffn_hidden", "qk_norm")
+                "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
+                "rope_mscale_all_dim", "rope_truncate")
 
 
 @dataclass
@@ -33,7 +35,7 @@ class ModelConfig:
     n_heads: int = 12
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
-    ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, swiglu, geglu
+    ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, swiglu, geglu, swiglu_clamped (gpt-oss)
     ffn_hidden: int | None = None  # None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
     norm_eps: float = 1e-5
@@ -45,12 +47,19 @@ class ModelConfig:
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
-    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3
+    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn
     rope_factor: float = 1.0  # context-extension factor of the scaling
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
-    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3)
+    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3, yarn)
+    rope_beta_fast: float = 32.0  # yarn: dims turning more than this often over that context keep their frequency
+    rope_beta_slow: float = 1.0  # yarn: dims turning less than this often are interpolated by rope_factor
+    rope_attn_factor: float | None = None  # yarn: cos, sin scale; None: 0.1 ln(factor) + 1, or the mscale ratio
+    rope_mscale: float | None = None  # yarn: DeepSeek's mscale (with rope_mscale_all_dim sets the factor above)
+    rope_mscale_all_dim: float | None = None  # yarn: DeepSeek's mscale_all_dim
+    rope_truncate: bool = True  # yarn: floor/ceil the ramp's ends to whole dims (gpt-oss: False)
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
+    attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     bias: bool = True  # biases of the attention and FFN projections
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
@@ -88,6 +97,9 @@ class ModelConfig:
     router_aux_loss_weight: float = 0.0  # weight of the load-balancing loss in training (Switch eq. 4)
     router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
+    router_bias: bool = False  # a bias on the router's logits (gpt-oss)
+    swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
+    swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
     # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py), except that with
     # attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
@@ -212,9 +224,14 @@ class ModelConfig:
             raise LlmarchError(f"rope needs an even number of rotated dims, got {self.rotary_dim}")
         if not 0.0 < self.rope_fraction <= 1.0:
             raise LlmarchError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
-        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3"):
+        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3", "yarn"):
             raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
-                               "choose one of: dynamic, linear, llama3, none")
+                               "choose one of: dynamic, linear, llama3, none, yarn")
+        if self.rope_scaling == "yarn" and not (self.rope_factor > 0 and self.rope_beta_fast > 0
+                                                and self.rope_beta_slow > 0):
+            raise LlmarchError(f"rope_scaling='yarn' needs positive rope_factor, rope_beta_fast and rope_beta_slow, "
+                               f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
+        check_ffn(self)
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:

@@ -68,6 +68,22 @@ _JAMBA = dict(mixer="mamba", ssm_inner_norm=True, attn_period=8, attn_offset=4, 
               norm_eps=1e-6, norm_bias=False, positions="none", bias=False, tie_embeddings=False, n_experts=16,
               experts_per_token=2, moe_period=2, moe_offset=1, router_renormalize=False,
               router_aux_loss_weight=0.001, hf_model_type="jamba")
+# gpt-oss (OpenAI 2025, model card §2): pre-norm RMSNorm, GQA with 8 KV heads of 64, biased projections, a
+# learned sink per head, banded (sliding, 128 tokens) and dense layers alternating, YaRN RoPE (factor 32 over
+# a 4096 pretraining context, theta 150k, no truncation), every FFN a mixture of clamped-SwiGLU experts of
+# width 2880 with biases, top-4 from a biased router, o200k_harmony vocabulary, untied head.
+_GPT_OSS = dict(positions="rope", norm="rmsnorm", norm_bias=False, ffn="swiglu_clamped", bias=True, attn_sinks=True,
+                tie_embeddings=False, rope_theta=150000.0, rope_scaling="yarn", rope_factor=32.0,
+                rope_original_context=4096, rope_truncate=False, n_experts=32, experts_per_token=4, router_bias=True,
+                router_aux_loss_weight=0.001, hf_model_type="gpt_oss", vocab_size=201088, d_model=2880,
+                n_heads=64, n_kv_heads=8, head_dim=64, ffn_hidden=2880, context_length=131072)
+
+
+def _alternating(n_layers: int, window: int) -> dict:
+    """gpt-oss's layers: sliding-window attention on even layers, full on odd ones."""
+    types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+    return dict(n_layers=n_layers, layer_types=types, layer_overrides={"sliding_attention": {"sliding_window": window}})
+
 
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
@@ -89,6 +105,8 @@ PRESETS: dict[str, dict] = {
     "palm-8b": dict(_PALM, d_model=4096, n_layers=32, n_heads=16, ffn_hidden=16384),
     # state-spaces/mamba-130m: 24 layers of width 768, the GPT-NeoX vocabulary padded to 50280
     "mamba-130m": dict(_MAMBA, vocab_size=50280, d_model=768, n_layers=24, context_length=2048),
+    "gpt-oss-20b": dict(_GPT_OSS, **_alternating(24, 128)),
+    "gpt-oss-120b": dict(_GPT_OSS, n_experts=128, **_alternating(36, 128)),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
@@ -105,6 +123,11 @@ PRESETS: dict[str, dict] = {
     # attention in layer 2 of every 4, Mamba elsewhere, every other FFN a top-2 mixture of 4 experts
     "hybrid-tiny": dict(_JAMBA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden=512,
                         attn_period=4, attn_offset=2, n_experts=4, context_length=256, ssm_chunk=32),
+    # gpt-oss's parts at mixtral-tiny's size: sinks, sliding (window 64) and full layers, YaRN over a
+    # 64-token original context, 4 clamped-SwiGLU experts of 384, top-2
+    "gpt-oss-tiny": dict(_GPT_OSS, vocab_size=8192, d_model=256, n_heads=8, n_kv_heads=4, head_dim=32,
+                         ffn_hidden=384, n_experts=4, experts_per_token=2, context_length=256,
+                         rope_theta=10000.0, rope_factor=4.0, rope_original_context=64, **_alternating(8, 64)),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),

@@ -34,16 +34,34 @@ def rope_fields(hf: dict) -> dict:
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
     kind = params.get("rope_type", params.get("type", "default"))
     kind = "none" if kind == "default" else kind
-    if kind not in ("none", "linear", "dynamic", "llama3"):
-        raise LlmarchError(f"rope type {kind!r} is not supported; supported: default, linear, dynamic, llama3")
-    fields = dict(rope_theta=float(theta), rope_scaling=kind, rope_factor=float(params.get("factor", 1.0)))
+    if kind not in ("none", "linear", "dynamic", "llama3", "yarn"):
+        raise LlmarchError(f"rope type {kind!r} is not supported; supported: default, linear, dynamic, llama3, yarn")
+    fields = dict(rope_theta=float(theta), rope_scaling=kind, rope_factor=float(params.get("factor") or 1.0))
     max_pos = hf.get("max_position_embeddings", 2048)
+    if kind == "yarn":
+        fields.update(yarn_fields(params, max_pos))
     if kind == "llama3":
         fields.update(rope_low_freq_factor=float(params["low_freq_factor"]),
                       rope_high_freq_factor=float(params["high_freq_factor"]),
                       rope_original_context=int(params.get("original_max_position_embeddings", max_pos)))
     if kind == "dynamic":  # positions may run past max_position_embeddings, as far as the factor stretches it
         fields.update(rope_original_context=max_pos, context_length=int(max_pos * fields["rope_factor"]))
+    return fields
+
+
+def yarn_fields(params: dict, max_pos: int) -> dict:
+    """YaRN's settings as transformers' _compute_yarn_parameters reads them: no factor means
+    max_position_embeddings / original_max_position_embeddings (DeepSeek-V3); beta_fast and beta_slow default
+    to 32 and 1; truncate to True; attention_factor, mscale and mscale_all_dim stay unset unless given."""
+    original = int(params["original_max_position_embeddings"])
+    fields = dict(rope_factor=float(params.get("factor") or max_pos / original), rope_original_context=original,
+                  rope_beta_fast=float(params.get("beta_fast") or 32),
+                  rope_beta_slow=float(params.get("beta_slow") or 1),
+                  rope_truncate=bool(params.get("truncate", True)))
+    for ours, theirs in (("rope_attn_factor", "attention_factor"), ("rope_mscale", "mscale"),
+                         ("rope_mscale_all_dim", "mscale_all_dim")):
+        if params.get(theirs) is not None:
+            fields[ours] = float(params[theirs])
     return fields
 
 
@@ -54,6 +72,13 @@ def rope_parameters(cfg: ModelConfig) -> dict:
     if cfg.rope_scaling == "llama3":
         params.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
                       original_max_position_embeddings=cfg.rope_original_context)
+    if cfg.rope_scaling == "yarn":
+        params.update(original_max_position_embeddings=cfg.rope_original_context or cfg.context_length,
+                      beta_fast=cfg.rope_beta_fast, beta_slow=cfg.rope_beta_slow, truncate=cfg.rope_truncate)
+        params.update({theirs: value for theirs, value in (("attention_factor", cfg.rope_attn_factor),
+                                                           ("mscale", cfg.rope_mscale),
+                                                           ("mscale_all_dim", cfg.rope_mscale_all_dim))
+                       if value is not None})
     return params
 
 

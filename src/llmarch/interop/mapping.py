@@ -47,6 +47,20 @@ def _grouped_qkv(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
     return torch.cat(parts, dim=1).flatten(0, 2)
 
 
+def _deinterleave(t: torch.Tensor) -> torch.Tensor:
+    """gpt-oss interleaves gate and up along dim 1 (g0 u0 g1 u1 ...); ours are all gates, then all ups."""
+    return torch.cat([t[:, 0::2], t[:, 1::2]], dim=1)
+
+
+def _interleave(t: torch.Tensor) -> torch.Tensor:
+    gate, up = t.chunk(2, dim=1)
+    return torch.stack([gate, up], dim=2).flatten(1, 2)
+
+
+def _swap12(s: tuple) -> tuple:
+    return (s[0], s[2], s[1], *s[3:])
+
+
 # layout: (HF tensor -> our tensor, our tensor -> HF tensor, our shape -> HF shape)
 LAYOUTS = {
     "same": (lambda t, cfg: t, lambda t, cfg: t, lambda s: s),
@@ -55,6 +69,13 @@ LAYOUTS = {
     "grouped_qkv": (lambda t, cfg: _grouped_qkv(t, cfg, True), lambda t, cfg: _grouped_qkv(t, cfg, False),
                     lambda s: s),
     "row": (lambda t, cfg: t.reshape(-1), lambda t, cfg: t[None], lambda s: (1, *s)),  # BART's (1, V) logits bias
+    # stacked experts stored (E, in, out) (gpt-oss's down_proj); ours are (E, out, in) as nn.Linear's
+    "experts_transposed": (lambda t, cfg: t.transpose(1, 2), lambda t, cfg: t.transpose(1, 2), _swap12),
+    # gpt-oss's gate_up_proj (E, C, 2I), gate and up interleaved along the last dim; ours (E, 2I, C), gates first
+    "experts_interleaved": (lambda t, cfg: _deinterleave(t.transpose(1, 2)),
+                            lambda t, cfg: _interleave(t).transpose(1, 2), _swap12),
+    # its gate_up_proj_bias (E, 2I), interleaved the same way
+    "interleaved": (lambda t, cfg: _deinterleave(t), lambda t, cfg: _interleave(t), lambda s: s),
 }
 
 

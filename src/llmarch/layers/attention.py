@@ -21,6 +21,7 @@ from .hooks import HookPoint
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
 from .positions import apply_rotary
+from .sinks import sink_softmax, with_sink_key
 
 ATTENTION: Registry = Registry("attention implementation")
 
@@ -43,7 +44,9 @@ class AttentionContext:
 
 
 @ATTENTION.register("sdpa")
-def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None):
+def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, sinks=None):
+    if sinks is not None:  # the sinks as one more key, still one fused kernel (sinks.py)
+        k, v, mask = with_sink_key(q, k, v, mask, causal, sinks)
     is_causal = causal and mask is None
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(q.dtype)
@@ -52,7 +55,7 @@ def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None):
 
 
 @ATTENTION.register("eager")
-def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None):
+def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, sinks=None):
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, S, D)
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -64,7 +67,8 @@ def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None):
         scores = scores.masked_fill(~mask, float("-inf"))
     elif mask is not None:
         scores = scores + mask
-    pattern = pattern_hook(scores.float().softmax(dim=-1).to(q.dtype))
+    probs = scores.float().softmax(dim=-1) if sinks is None else sink_softmax(scores, sinks)
+    pattern = pattern_hook(probs.to(q.dtype))
     pattern = F.dropout(pattern, p=dropout_p, training=dropout_p > 0)
     return pattern @ v
 
@@ -102,6 +106,8 @@ class Attention(Mixer):
         # bounds the attention logits
         self.q_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm == "head" else None
         self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm == "head" else None
+        # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
+        self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
 

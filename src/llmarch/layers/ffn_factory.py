@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .ffn import FFNS
+from .ffn import dense_ffn
 from .moe import MoE
 
 
@@ -12,4 +12,4 @@ def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
     """Block `layer`'s FFN: dense, or a mixture of experts of the same kind where the config says."""
     if cfg.is_moe_layer(layer):
         return MoE(cfg)
-    return FFNS[cfg.ffn](cfg.d_model, cfg.ffn_hidden, bias=cfg.bias)
+    return dense_ffn(cfg, cfg.ffn_hidden)

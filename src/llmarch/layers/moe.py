@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LlmarchError
-from .ffn import ACTIVATIONS, FFN_ACTIVATION, FFNS, GATED
+from .ffn import ACTIVATIONS, FFN_ACTIVATION, GATED, dense_ffn, gate_function
 from .hooks import HookPoint
 from .router import Router
 
@@ -32,7 +32,8 @@ class Experts(nn.Module):
         super().__init__()
         E, C, hidden = cfg.n_experts, cfg.d_model, cfg.expert_hidden
         self.gated = cfg.ffn in GATED
-        self.act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
+        # the gated kind's (gate, up) -> hidden, as its dense FFN applies it (ffn.py), else the activation
+        self.act = gate_function(cfg) if self.gated else ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
         rows = 2 * hidden if self.gated else hidden
         self.in_name = "gate_up" if self.gated else "up"
         self.register_parameter(self.in_name, nn.Parameter(torch.empty(E, rows, C)))
@@ -47,7 +48,7 @@ class Experts(nn.Module):
     def _hidden(self, h: torch.Tensor) -> torch.Tensor:
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
-            return self.act(gate) * up
+            return self.act(gate, up)
         return self.act(h)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -137,6 +138,8 @@ def check_moe(cfg) -> None:
     """A mixture of experts' config fields (n_experts > 0: every other field here must fit it)."""
     if cfg.n_experts < 0 or cfg.n_shared_experts < 0:
         raise LlmarchError("n_experts and n_shared_experts must be >= 0")
+    if cfg.router_bias and not cfg.n_experts:
+        raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
     if not cfg.n_experts:
         return
     if not 1 <= cfg.experts_per_token <= cfg.n_experts:
@@ -167,7 +170,7 @@ class MoE(nn.Module):
         self.router = Router(cfg)
         self.experts = Experts(cfg)
         hidden = cfg.n_shared_experts * cfg.expert_hidden
-        self.shared = FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias) if cfg.n_shared_experts else None
+        self.shared = dense_ffn(cfg, hidden) if cfg.n_shared_experts else None
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()

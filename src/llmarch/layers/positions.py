@@ -65,12 +65,15 @@ class RotaryPositions(NoPositions):
     linear (Chen et al. 2023, position interpolation): theta_i / factor;
     dynamic NTK (bloc97/emozilla): theta grows with the sequence once it passes the pretraining context,
         base' = base * (factor * len / ctx - (factor - 1))^(r / (r - 2));
-    llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between."""
+    llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between;
+    yarn (Peng et al. 2023, "YaRN", §3.2-3.4): the same by-parts interpolation with its ramp set in rotations
+        over the pretraining context, and cos, sin scaled by an attention factor (see _yarn_scale)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("inv_freq", self._inv_freq(cfg.rope_theta), persistent=False)
+        self.attn_factor = yarn_attention_factor(cfg) if cfg.rope_scaling == "yarn" else 1.0
 
     def _inv_freq(self, base: float) -> torch.Tensor:
         cfg, r = self.cfg, self.cfg.rotary_dim
@@ -79,6 +82,8 @@ class RotaryPositions(NoPositions):
             inv_freq = inv_freq / cfg.rope_factor
         elif cfg.rope_scaling == "llama3":
             inv_freq = _llama3_scale(inv_freq, cfg)
+        elif cfg.rope_scaling == "yarn":
+            inv_freq = _yarn_scale(inv_freq, cfg, base)
         return inv_freq
 
     def rotary(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +92,8 @@ class RotaryPositions(NoPositions):
             inv_freq = self._dynamic(pos)
         angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
+        if self.attn_factor != 1.0:  # YaRN's scale on q.k: sqrt(1/t) on each of q and k (eq. 22)
+            return angles.cos() * self.attn_factor, angles.sin() * self.attn_factor
         return angles.cos(), angles.sin()
 
     def _dynamic(self, pos: torch.Tensor) -> torch.Tensor:
@@ -109,6 +116,44 @@ def _llama3_scale(inv_freq: torch.Tensor, cfg) -> torch.Tensor:
     smoothed = (1 - smooth) * scaled / cfg.rope_factor + smooth * scaled
     medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
     return torch.where(medium, smoothed, scaled)
+
+
+def _yarn_scale(inv_freq: torch.Tensor, cfg, base: float) -> torch.Tensor:
+    """YaRN's "NTK-by-parts" (Peng et al. 2023, §3.2, eq. 18): a frequency that turns fewer than beta_slow times
+    over the pretraining context L is interpolated (divided by the factor s), one that turns more than
+    beta_fast times is kept, a linear ramp over the dims between. Dim d turns L / (2 pi base^(2d/r)) times, so
+    the ramp's ends are d(b) = r ln(L / (2 pi b)) / (2 ln base), floored and ceiled with rope_truncate (as
+    transformers does; gpt-oss does not truncate)."""
+    r = cfg.rotary_dim
+    original = cfg.rope_original_context or cfg.context_length
+
+    def dim_turning(rotations: float) -> float:
+        return r * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = dim_turning(cfg.rope_beta_fast), dim_turning(cfg.rope_beta_slow)
+    if cfg.rope_truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, r - 1)
+    if low == high:
+        high += 0.001  # a one-dim ramp: no division by zero
+    interpolated = ((torch.arange(r // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    return inv_freq / cfg.rope_factor * interpolated + inv_freq * (1 - interpolated)
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's sqrt(1/t) = 0.1 ln(s) + 1 (eq. 22), times mscale on the log (DeepSeek's variant); 1 for s <= 1."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def yarn_attention_factor(cfg) -> float:
+    """What cos and sin are multiplied by: rope_attn_factor if given, else 0.1 ln(s) + 1, or with both
+    rope_mscale and rope_mscale_all_dim (DeepSeek-V2/V3) the ratio mscale(s, mscale) / mscale(s, all_dim),
+    as transformers' _compute_yarn_parameters reads them."""
+    if cfg.rope_attn_factor is not None:
+        return cfg.rope_attn_factor
+    if cfg.rope_mscale and cfg.rope_mscale_all_dim:
+        return yarn_mscale(cfg.rope_factor, cfg.rope_mscale) / yarn_mscale(cfg.rope_factor, cfg.rope_mscale_all_dim)
+    return yarn_mscale(cfg.rope_factor)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

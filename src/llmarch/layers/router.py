@@ -1,10 +1,12 @@
 """Token-choice top-k routing for mixtures of experts (Shazeer et al. 2017) and the router's training losses.
 
-Each token's router logits are h W_r (fp32, so the softmax that picks experts is not decided by rounding);
-p = softmax(logits); the token goes to its k most probable experts. Mixtral (Jiang et al. 2024) weighs the
-k outputs by their probabilities renormalised to sum to 1; Switch (Fedus et al. 2022) routes top-1 and weighs
-by the raw probability. An expert has a capacity per sequence; assignments past it are dropped in order
-(all first choices by position, then second choices), their token passing through the residual alone.
+Each token's router logits are h W_r, + b_r with router_bias (gpt-oss), in fp32, so the softmax that picks
+experts is not decided by rounding; p = softmax(logits); the token goes to its k most probable experts.
+Mixtral (Jiang et al. 2024) weighs the k outputs by their probabilities renormalised to sum to 1 (the same
+as gpt-oss's softmax over the k chosen logits: exp(l_i) / sum_chosen exp(l_j) either way); Switch (Fedus et
+al. 2022) routes top-1 and weighs by the raw probability. An expert has a capacity per sequence; assignments
+past it are dropped in order (all first choices by position, then second choices), their token passing
+through the residual alone.
 
 Losses, both over a stack's MoE layers (each an add-on to the training loss with its own weight):
 - load balancing (Switch eq. 4): n_experts * sum_e f_e * P_e, f_e the share of the token-choices that went
@@ -48,6 +50,7 @@ class Router(nn.Module):
         self.k, self.renormalize, self.jitter = cfg.experts_per_token, cfg.router_renormalize, cfg.router_jitter
         self.n_experts, self.capacity_factor, self.fixed_capacity = cfg.n_experts, cfg.capacity_factor, cfg.expert_capacity
         self.weight = nn.Parameter(torch.empty(cfg.n_experts, cfg.d_model))
+        self.bias = nn.Parameter(torch.empty(cfg.n_experts)) if cfg.router_bias else None  # gpt-oss
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
     def capacity(self, T: int) -> int | None:
@@ -63,7 +66,8 @@ class Router(nn.Module):
         h = x.float()
         if self.training and self.jitter > 0:
             h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
-        logits = self.hook_router_logits(F.linear(h, self.weight.float()))  # (B, T, E)
+        bias = None if self.bias is None else self.bias.float()
+        logits = self.hook_router_logits(F.linear(h, self.weight.float(), bias))  # (B, T, E)
         weights, experts = logits.softmax(dim=-1).topk(self.k, dim=-1)  # (B, T, k)
         experts = self.hook_experts(experts)
         if self.renormalize:

@@ -206,13 +206,14 @@ _COMPILED_FLEX = None
 
 
 def flex_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, causal: bool,
-                          scale: float | None, pad_mask: torch.Tensor | None = None,
-                          compiled: bool = True) -> torch.Tensor:
+                          scale: float | None, pad_mask: torch.Tensor | None = None, return_lse: bool = False,
+                          compiled: bool = True):
     """The same attention as blockwise_attention through FlexAttention (torch.nn.attention.flex_attention):
     the pattern becomes a mask_mod, and the block mask skips every block of scores it rules out. Compiled, it
     is one fused kernel with a backward on CUDA; this torch's FlexAttention has no CPU backward, so the model
-    takes this path on CUDA only (compiled=False runs it unfused, for checking the mask_mod on CPU)."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    takes this path on CUDA only (compiled=False runs it unfused, for checking the mask_mod on CPU).
+    return_lse: also each query's log-sum-exp (B, H, L), as blockwise_attention gives it."""
+    from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
 
     global _COMPILED_FLEX
     B, H, L, _ = q.shape
@@ -231,4 +232,8 @@ def flex_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pat
     if compiled and _COMPILED_FLEX is None:
         _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
     attend = _COMPILED_FLEX if compiled else flex_attention
-    return attend(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if not return_lse:
+        return attend(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    out, aux = attend(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1],
+                      return_aux=AuxRequest(lse=True))
+    return out, aux.lse

@@ -128,7 +128,8 @@ class Stack(nn.Module):
 
 def _rotary_fields(cfg: ModelConfig) -> tuple:
     return (cfg.positions, cfg.rope_theta, cfg.rope_fraction, cfg.rope_scaling, cfg.rope_factor,
-            cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_original_context)
+            cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_original_context, cfg.rope_beta_fast,
+            cfg.rope_beta_slow, cfg.rope_attn_factor, cfg.rope_mscale, cfg.rope_mscale_all_dim, cfg.rope_truncate)
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:
@@ -152,7 +153,7 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     layers = cfg.n_layers + cfg.n_decoder_layers
     residual_out = residual_projections(model)
     for name, p in model.named_parameters():
-        if name.endswith("bias"):  # also the experts' stacked (E, rows) biases
+        if name.endswith(("bias", ".sinks")):  # experts' (E, rows) biases too; a sink of 0 scores as q . 0
             nn.init.zeros_(p)
         elif p.dim() == 1:
             offset = isinstance(model.get_submodule(name.rsplit(".", 1)[0]), OffsetRMSNorm)

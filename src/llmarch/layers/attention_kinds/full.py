@@ -8,7 +8,8 @@ from .kind import ATTENTION_KINDS, AttentionKind, cached_kv
 @ATTENTION_KINDS.register("full")
 class Full(AttentionKind):
     uses_mask = True
+    takes_sinks = True
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         k, v = cached_kv(attn, k, v, ctx)
-        return attn.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, attn.hook_pattern, attn.scale)
+        return attn.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, attn.hook_pattern, attn.scale, attn.sinks)

@@ -10,7 +10,8 @@ then hands them to its kind, which decides which keys each query sees and comput
   (kept on the layer, so state-dict keys stay blocks.{i}.attn.<name>);
 - `uses_mask`: whether it reads ctx.mask, the dense causal/padding/bias mask the model builds once per forward
   (kinds that build their own from ctx.pad_mask leave it unbuilt); `shares_qk`: keys are the queries
-  (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`."""
+  (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`; `takes_sinks`:
+  it puts the layer's learned sinks (attn.sinks, attn_sinks) in its softmax's denominator (sinks.py)."""
 from __future__ import annotations
 
 import torch
@@ -32,6 +33,7 @@ class AttentionKind:
     uses_mask = False
     shares_qk = False
     windowed = False
+    takes_sinks = False
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal
@@ -44,6 +46,9 @@ class AttentionKind:
                                f"a window size goes with {kinds} attention, and only with it")
         if not cls.uses_mask and cfg.positions == "t5_relative":
             raise LlmarchError(f"attention={cfg.attention!r} does not take a position bias (t5_relative)")
+        if cfg.attn_sinks and not cls.takes_sinks:
+            raise LlmarchError(f"attn_sinks=True and attention={cfg.attention!r}: sinks join a softmax over keys, "
+                               f"which this kind does not take")
         if cfg.attention_block <= 0:
             raise LlmarchError(f"attention_block must be positive, got {cfg.attention_block}")
 

@@ -4,6 +4,7 @@ over a KV cache take their rows of the pattern's mask."""
 from __future__ import annotations
 
 from ..sparse_attention import blockwise_attention, flex_sparse_attention, row_mask
+from ..sinks import rescale_by_sinks
 from .kind import AttentionKind, cached_kv
 
 
@@ -19,10 +20,13 @@ class PatternKind(AttentionKind):
         k, v = cached_kv(attn, k, v, ctx)
         if q.shape[2] == k.shape[2]:  # a whole sequence
             engine = flex_sparse_attention if q.is_cuda else blockwise_attention
-            return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask)
+            if attn.sinks is None:
+                return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask)
+            out, lse = engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, return_lse=True)
+            return rescale_by_sinks(out, lse, attn.sinks)
         return self.attend_rows(attn, q, k, v, ctx, dropout_p)
 
     def attend_rows(self, attn, q, k, v, ctx, dropout_p):
         """A few queries (at ctx.input_pos) over a cache: the pattern's rows of the mask."""
         mask = row_mask(self.pattern, ctx.input_pos, k.shape[2], self.causal, ctx.pad_mask)
-        return attn.kernel(q, k, v, mask, ctx.causal, dropout_p, attn.hook_pattern, attn.scale)
+        return attn.kernel(q, k, v, mask, ctx.causal, dropout_p, attn.hook_pattern, attn.scale, attn.sinks)

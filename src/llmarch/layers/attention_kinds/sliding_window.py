@@ -11,6 +11,7 @@ from .pattern import PatternKind
 @ATTENTION_KINDS.register("sliding_window")
 class SlidingWindowKind(PatternKind):
     windowed = True
+    takes_sinks = True
 
     def make_pattern(self, cfg, layer):
         return SlidingWindow(cfg.sliding_window, cfg.attention_block)
@@ -21,4 +22,4 @@ class SlidingWindowKind(PatternKind):
         start = max(ctx.kv_len - self.pattern.window, 0)
         mask = None if ctx.pad_mask is None else ctx.pad_mask[:, None, None, start:ctx.kv_len]
         return attn.kernel(q, k[:, :, start:], v[:, :, start:], mask, False, dropout_p, attn.hook_pattern,
-                           attn.scale)
+                           attn.scale, attn.sinks)

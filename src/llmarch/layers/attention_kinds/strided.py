@@ -10,6 +10,8 @@ from .pattern import PatternKind
 
 @ATTENTION_KINDS.register("strided")
 class Strided(PatternKind):
+    takes_sinks = True
+
     @classmethod
     def check(cls, cfg):
         super().check(cfg)
