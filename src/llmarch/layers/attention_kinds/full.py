@@ -8,6 +8,7 @@ from .kind import ATTENTION_KINDS, AttentionKind, cached_kv
 @ATTENTION_KINDS.register("full")
 class Full(AttentionKind):
     uses_mask = True
+    softcaps = True
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         k, v = cached_kv(attn, k, v, ctx)

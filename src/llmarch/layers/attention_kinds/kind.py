@@ -10,7 +10,9 @@ then hands them to its kind, which decides which keys each query sees and comput
   (kept on the layer, so state-dict keys stay blocks.{i}.attn.<name>);
 - `uses_mask`: whether it reads ctx.mask, the dense causal/padding/bias mask the model builds once per forward
   (kinds that build their own from ctx.pad_mask leave it unbuilt); `shares_qk`: keys are the queries
-  (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`."""
+  (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`; `softcaps`: it
+  can soft-cap the scores before its softmax (attn_softcap, Gemma 2: the attention's eager kernel and the
+  blockwise engine take the cap; kinds with their own softmax arithmetic do not)."""
 from __future__ import annotations
 
 import torch
@@ -32,6 +34,7 @@ class AttentionKind:
     uses_mask = False
     shares_qk = False
     windowed = False
+    softcaps = False
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal
@@ -44,6 +47,12 @@ class AttentionKind:
                                f"a window size goes with {kinds} attention, and only with it")
         if not cls.uses_mask and cfg.positions == "t5_relative":
             raise LlmarchError(f"attention={cfg.attention!r} does not take a position bias (t5_relative)")
+        if cfg.attn_softcap is not None and not cls.softcaps:
+            can = ", ".join(n for n in ATTENTION_KINDS.names() if ATTENTION_KINDS[n].softcaps)
+            raise LlmarchError(f"attention={cfg.attention!r} cannot soft-cap its scores (attn_softcap="
+                               f"{cfg.attn_softcap}); these kinds can: {can}")
+        if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
+            raise LlmarchError(f"attn_softcap must be positive, got {cfg.attn_softcap}")
         if cfg.attention_block <= 0:
             raise LlmarchError(f"attention_block must be positive, got {cfg.attention_block}")
 

@@ -8,6 +8,8 @@ from .kind import AttentionKind, cached_kv
 
 
 class PatternKind(AttentionKind):
+    softcaps = True
+
     def __init__(self, cfg, layer: int):
         super().__init__(cfg, layer)
         self.pattern = self.make_pattern(cfg, layer)
@@ -19,7 +21,7 @@ class PatternKind(AttentionKind):
         k, v = cached_kv(attn, k, v, ctx)
         if q.shape[2] == k.shape[2]:  # a whole sequence
             engine = flex_sparse_attention if q.is_cuda else blockwise_attention
-            return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask)
+            return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, softcap=attn.softcap)
         return self.attend_rows(attn, q, k, v, ctx, dropout_p)
 
     def attend_rows(self, attn, q, k, v, ctx, dropout_p):
