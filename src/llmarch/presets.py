@@ -74,7 +74,7 @@ _JAMBA = dict(mixer="mamba", ssm_inner_norm=True, attn_period=8, attn_offset=4, 
 _GEMMA2 = dict(ffn="geglu_tanh", norm="rmsnorm_offset", norm_eps=1e-6, norm_placement="sandwich", norm_bias=False,
                positions="rope", bias=False, embed_scale=True, tie_embeddings=True, head_dim=256,
                attn_scale=256 ** -0.5, attn_softcap=50.0, final_softcap=30.0, hf_model_type="gemma2")
-# Gemma 3 (Gemma Team 2025, §2.1): Gemma 2's block with QK-norm instead of soft-capping, five sliding-window layers
+# Gemma 3 (Gemma Team 2025, §2): Gemma 2's block with QK-norm instead of soft-capping, five sliding-window layers
 # to one full, the sliding ones with RoPE base 10k, the full ones 1M.
 _GEMMA3 = dict(_GEMMA2, attn_softcap=None, final_softcap=None, qk_norm="head", rope_theta=1e6,
                hf_model_type="gemma3_text")

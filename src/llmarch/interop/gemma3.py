@@ -1,5 +1,5 @@
 """Gemma 3 (`model_type: gemma3_text`, and the text model of `gemma3`; Gemma Team 2025, "Gemma 3 Technical
-Report", §2.1): Gemma 2's block (gemma2.py: sandwich norms, offset RMSNorm, scaled embeddings,
+Report", §2): Gemma 2's block (gemma2.py: sandwich norms, offset RMSNorm, scaled embeddings,
 query_pre_attn_scalar) with
 - QK-norm (qk_norm 'head') in place of Gemma 2's attention soft-capping: each head's queries and keys through
   an RMSNorm of the config's kind, here the offset (1 + g) one;
