@@ -146,3 +146,15 @@ def test_exporting_what_gemma_cannot_express_is_an_error():
         FAMILIES["gemma3_text"].from_config(cfg.replace(**two_windows))
     with pytest.raises(LlmarchError, match="gemma3_text"):
         FAMILIES["gemma3"].from_config(cfg)
+
+
+def test_training_through_capped_sliding_layers_has_finite_gradients():
+    """A sequence that is not a whole number of attention blocks (70 = 64 + 6): the blockwise engine's padding
+    queries must not put NaN into the gradients."""
+    torch.manual_seed(0)
+    model = llmarch.build("gemma3-tiny", n_layers=2, layer_types=["sliding_attention", "full_attention"],
+                          attn_softcap=5.0, final_softcap=3.0)
+    model(torch.randint(0, 8192, (2, 70))).logits.logsumexp(-1).mean().backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    assert model.blocks[0].attn.qkv_proj.weight.grad.abs().sum() > 0

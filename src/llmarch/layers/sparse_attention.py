@@ -149,7 +149,9 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     if pad_mask is not None:
         real = F.pad(pad_mask.bool(), (0, pad))[:, keys.clamp(min=0)]  # (B, n, Kn)
         mask = mask & real[:, :, None, :]
-    mask = mask | (kpos == qpos)[None]  # every query sees itself: no empty softmax
+    # every query sees itself: no empty softmax; the queries that pad L to whole blocks see every gathered slot,
+    # since an all -inf row's NaN would reach the gradients through the softmax even though its output is dropped
+    mask = mask | (kpos == qpos)[None] | (qpos >= L)[None]
     groups = H // k.shape[1]
     kg = kp[:, :, keys.clamp(min=0)].repeat_interleave(groups, dim=1)  # (B, H, n, Kn, D)
     vg = vp[:, :, keys.clamp(min=0)].repeat_interleave(groups, dim=1)
