@@ -27,9 +27,11 @@ VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_att
               patch_size=14)
 CASES = {
     # Gemma 2: sliding layers 0 and 2, full 1 and 3; both caps
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(TEXT, attn_logit_softcapping=2.0, final_logit_softcapping=3.0)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM",
+               dict(TEXT, attn_logit_softcapping=2.0, final_logit_softcapping=3.0)),
     "gemma2-uncapped": ("Gemma2Config", "Gemma2ForCausalLM",
-                        dict(TEXT, attn_logit_softcapping=None, final_logit_softcapping=None, tie_word_embeddings=False)),
+                        dict(TEXT, attn_logit_softcapping=None, final_logit_softcapping=None,
+                             tie_word_embeddings=False)),
     # Gemma 3: QK-norm, local RoPE base on the sliding layers, linear scaling on the full one, a final cap
     "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(GEMMA3_TEXT, final_logit_softcapping=3.0)),
     "gemma3": ("Gemma3Config", "Gemma3ForConditionalGeneration",
@@ -41,10 +43,14 @@ def build_hf(case, path):
     conf_cls, model_cls, kwargs = CASES[case]
     torch.manual_seed(0)
     hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval()
-    with torch.no_grad():  # random non-trivial norm gains, so a swapped one cannot hide
-        for p in hf.parameters():
+    with torch.no_grad():  # random non-trivial norm gains, so a swapped one cannot hide; scores and logits
+        for name, p in hf.named_parameters():  # large enough that the caps bite
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
+            elif name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(10.0)
+            elif name.endswith(("embed_tokens.weight", "lm_head.weight")):
+                p.mul_(20.0)
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(path)
     return hf
@@ -88,9 +94,17 @@ def test_cached_decoding_equals_the_full_forward(case, tmp_path):
 
 def test_the_caps_and_the_layer_types_are_read(tmp_path):
     build_hf("gemma2", tmp_path / "hf")
-    cfg = from_hf(tmp_path / "hf").config
-    assert (cfg.attn_softcap, cfg.final_softcap, cfg.norm_placement, cfg.attn_scale) == (2.0, 3.0, "sandwich", 24 ** -0.5)
+    ours = from_hf(tmp_path / "hf")
+    cfg = ours.config
+    assert (cfg.attn_softcap, cfg.final_softcap, cfg.norm_placement) == (2.0, 3.0, "sandwich")
+    assert cfg.attn_scale == 24 ** -0.5
     assert [cfg.for_layer(i).sliding_window for i in range(4)] == [6, None, 6, None]
+    ids = torch.randint(0, 128, (1, 20))
+    with torch.no_grad():  # each cap changes the logits of this test's weights
+        for uncapped in (dict(attn_softcap=None), dict(final_softcap=None)):
+            other = llmarch.build(cfg.replace(**uncapped)).eval()
+            other.load_state_dict(ours.state_dict())
+            assert (other(ids).logits - ours(ids).logits).abs().max() > 0.1
     build_hf("gemma3_text", tmp_path / "hf3")
     cfg = from_hf(tmp_path / "hf3").config
     assert [cfg.for_layer(i).rope_theta for i in range(4)] == [1e4, 1e4, 1e6, 1e4]

@@ -3,8 +3,7 @@ key/value heads: n_kv_heads = n_heads is MHA, 1 is MQA (Shazeer 2019), in betwee
 The kernel is chosen by name: `sdpa` (torch's fused scaled_dot_product_attention) or `eager`, which
 materialises the attention pattern (hook_pattern) for analysis and serves as the reference; a soft-capped
 attention (attn_softcap, Gemma 2) always takes the eager kernel, as sdpa cannot cap scores before its softmax.
-Which keys each
-query sees (full, sliding window, sparse patterns, LSH, linear ...) is the attention kind's
+Which keys each query sees (full, sliding window, sparse patterns, LSH, linear ...) is the attention kind's
 (attention_kinds/); attention itself is one sequence mixer (mixer.py).
 Shapes: B batch, T query length, S key length, H query heads, K key/value heads, D head dim."""
 from __future__ import annotations
@@ -80,7 +79,7 @@ def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
 
 def attention_setup(module: nn.Module, cfg) -> None:
     """What self- and cross-attention both take from the config: head counts and width, dropout, the score
-    scale and the kernel."""
+    scale and soft-cap, and the kernel."""
     module.n_heads, module.n_kv_heads, module.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     module.dropout, module.scale, module.softcap = cfg.dropout, cfg.attn_scale, cfg.attn_softcap
     module.kernel = attention_kernel(cfg.attn_impl, cfg.attn_softcap)

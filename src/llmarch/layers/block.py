@@ -1,7 +1,8 @@
 """The residual block. Sequential pre-norm (GPT-2, LLaMA, T5): x += attn(n1(x)); x += ffn(n2(x)).
 Sequential post-norm (Vaswani et al. 2017; BERT, BART): x = n1(x + attn(x)); x = n2(x + ffn(x)).
-Sandwich (Gemma 2 and 3; the Sandwich-LN of CogView, Ding et al. 2021): pre-norm with a norm on each sublayer's output too,
-x += post_ln1(attn(n1(x))); x += post_ln2(ffn(n2(x))), which bounds what each sublayer adds to the residual.
+Sandwich (Gemma 2 and 3; the Sandwich-LN of CogView, Ding et al. 2021): pre-norm with a norm on each
+sublayer's output too, x += post_ln1(attn(n1(x))); x += post_ln2(ffn(n2(x))), which bounds what each sublayer
+adds to the residual stream.
 Parallel (GPT-NeoX): x += attn(n1(x)) + ffn(n2(x)); with shared_norm (PaLM §2, GPT-J, Falcon) one norm
 feeds both: x += attn(n(x)) + ffn(n(x)), so the two input projections could run as one matmul.
 A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
