@@ -158,3 +158,15 @@ def test_training_through_capped_sliding_layers_has_finite_gradients():
     for name, p in model.named_parameters():
         assert torch.isfinite(p.grad).all(), name
     assert model.blocks[0].attn.qkv_proj.weight.grad.abs().sum() > 0
+
+
+def test_saved_and_loaded(tmp_path):
+    from llmarch.checkpoint import save_model
+
+    model = llmarch.build("gemma3-tiny", n_layers=6, attn_softcap=20.0, final_softcap=10.0).eval()
+    save_model(model, tmp_path / "m")
+    loaded = llmarch.load(tmp_path / "m")
+    ids = torch.randint(0, 8192, (1, 40))
+    with torch.no_grad():
+        assert (loaded(ids).logits - model(ids).logits).abs().max() == 0
+    assert (loaded.config.attn_softcap, loaded.config.norm_placement) == (20.0, "sandwich")
