@@ -39,8 +39,10 @@ class ModelConfig:
     ffn_hidden: int | None = None  # None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
     norm_eps: float = 1e-5
-    norm_placement: str = "pre"  # pre (GPT-2, LLaMA) or post (original Transformer, BERT)
-    final_norm: bool | None = None  # norm after the last block; None: True for pre-norm, False for post-norm
+    # pre (GPT-2, LLaMA), post (original Transformer, BERT) or sandwich: pre and also a norm on each sublayer's
+    # output before the residual add (Gemma 2/3: x += norm(attn(norm(x))))
+    norm_placement: str = "pre"
+    final_norm: bool | None = None  # norm after the last block; None: True for pre/sandwich, False for post
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
     qk_norm: str = "none"  # none, or head: RMSNorm over each head's queries and keys before RoPE (Qwen3)
@@ -76,6 +78,8 @@ class ModelConfig:
     n_labels: int = 2  # classes of the classify and tokens heads
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
+    attn_softcap: float | None = None  # scores soft-capped, cap * tanh(s / cap), before the softmax (Gemma 2: 50)
+    final_softcap: float | None = None  # the LM head's logits soft-capped the same way (Gemma 2: 30)
     relative_buckets: int = 32  # t5_relative positions: buckets of the relative-position bias
     relative_max_distance: int = 128  # t5_relative: distances past this share the last bucket
     head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
@@ -158,7 +162,7 @@ class ModelConfig:
         if self.ffn_hidden is None:
             self.ffn_hidden = 4 * self.d_model
         if self.final_norm is None:
-            self.final_norm = self.norm_placement == "pre"
+            self.final_norm = self.norm_placement != "post"
         if self.qkv_bias is None:
             self.qkv_bias = self.bias
         if self.attention in _IMPLS:  # configs written before kinds existed named the kernel `attention`
@@ -201,12 +205,20 @@ class ModelConfig:
             raise LlmarchError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.norm_eps <= 0:
             raise LlmarchError(f"norm_eps must be positive, got {self.norm_eps}")
-        if self.norm_placement not in ("pre", "post"):
-            raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; choose one of: post, pre")
+        if self.norm_placement not in ("pre", "post", "sandwich"):
+            raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; choose one of: post, pre, sandwich")
         if self.block not in ("sequential", "parallel"):
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
-        if self.block == "parallel" and self.norm_placement == "post":
-            raise LlmarchError("block='parallel' needs norm_placement='pre'")
+        if self.block == "parallel" and self.norm_placement != "pre":
+            raise LlmarchError(f"block='parallel' needs norm_placement='pre', got {self.norm_placement!r}")
+        if self.norm_placement == "sandwich" and self.n_decoder_layers:
+            raise LlmarchError("norm_placement='sandwich' is for decoder-only and encoder-only stacks "
+                               "(n_decoder_layers is set)")
+        if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"
+                                               or self.n_decoder_layers):
+            raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on the LM head of a "
+                               f"decoder-only or encoder-only model (head={self.head!r}, "
+                               f"n_decoder_layers={self.n_decoder_layers})")
         if self.shared_norm and self.block != "parallel":
             raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
         if self.qk_norm not in QK_NORMS:

@@ -83,6 +83,22 @@ def _alternating(n_layers: int, window: int) -> dict:
     """gpt-oss's layers: sliding-window attention on even layers, full on odd ones."""
     types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
     return dict(n_layers=n_layers, layer_types=types, layer_overrides={"sliding_attention": {"sliding_window": window}})
+# Gemma 2 (Gemma Team 2024, §2, Table 1): Gemma's offset RMSNorm, sqrt(d)-scaled embeddings, tanh-GeGLU and tied
+# head, with sandwich norms, scores scaled by query_pre_attn_scalar^-0.5 = 256^-0.5 and soft-capped at 50, logits
+# at 30, and sliding-window (4096) layers alternating with full ones.
+_GEMMA2 = dict(ffn="geglu_tanh", norm="rmsnorm_offset", norm_eps=1e-6, norm_placement="sandwich", norm_bias=False,
+               positions="rope", bias=False, embed_scale=True, tie_embeddings=True, head_dim=256,
+               attn_scale=256 ** -0.5, attn_softcap=50.0, final_softcap=30.0, hf_model_type="gemma2")
+# Gemma 3 (Gemma Team 2025, §2): Gemma 2's block with QK-norm instead of soft-capping, five sliding-window layers
+# to one full, the sliding ones with RoPE base 10k, the full ones 1M.
+_GEMMA3 = dict(_GEMMA2, attn_softcap=None, final_softcap=None, qk_norm="head", rope_theta=1e6,
+               hf_model_type="gemma3_text")
+
+
+def _local_global(n_layers: int, period: int, window: int, **local) -> dict:
+    """Gemma's layer types: every period-th layer full attention, the others a sliding window of `window`."""
+    types = ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n_layers)]
+    return dict(layer_types=types, layer_overrides={"sliding_attention": dict(sliding_window=window, **local)})
 
 
 PRESETS: dict[str, dict] = {
@@ -128,6 +144,16 @@ PRESETS: dict[str, dict] = {
     "gpt-oss-tiny": dict(_GPT_OSS, vocab_size=8192, d_model=256, n_heads=8, n_kv_heads=4, head_dim=32,
                          ffn_hidden=384, n_experts=4, experts_per_token=2, context_length=256,
                          rope_theta=10000.0, rope_factor=4.0, rope_original_context=64, **_alternating(8, 64)),
+    # google/gemma-2-2b, google/gemma-3-1b-pt and google/gemma-3-270m (config.json)
+    "gemma2-2b": dict(_GEMMA2, vocab_size=256000, d_model=2304, n_layers=26, n_heads=8, n_kv_heads=4, ffn_hidden=9216,
+                      context_length=8192, **_local_global(26, 2, 4096)),
+    "gemma3-1b": dict(_GEMMA3, vocab_size=262144, d_model=1152, n_layers=26, n_heads=4, n_kv_heads=1, ffn_hidden=6912,
+                      context_length=32768, **_local_global(26, 6, 512, rope_theta=1e4)),
+    "gemma3-270m": dict(_GEMMA3, vocab_size=262144, d_model=640, n_layers=18, n_heads=4, n_kv_heads=1,
+                        ffn_hidden=2048, context_length=32768, **_local_global(18, 6, 512, rope_theta=1e4)),
+    "gemma3-tiny": dict(_GEMMA3, vocab_size=8192, d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, head_dim=64,
+                        attn_scale=64 ** -0.5, ffn_hidden=768, context_length=256,
+                        **_local_global(6, 6, 32, rope_theta=1e4)),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import LlmarchError
-from ..layers.attention import ATTENTION, Attention
+from ..layers.attention import Attention, attention_kernel
 from ..layers.cross_attention import CrossAttention
 from ..layers.hooks import HookPoint
 
@@ -59,7 +59,7 @@ def _eager_attention(model: nn.Module, on: bool):
     layers = [m for m in model.modules() if isinstance(m, (Attention, CrossAttention))] if on else []
     kernels = [m.kernel for m in layers]
     for m in layers:
-        m.kernel = ATTENTION["eager"]
+        m.kernel = attention_kernel("eager", m.softcap)
     try:
         yield
     finally:

@@ -1,14 +1,16 @@
 """Multi-head self-attention (Vaswani et al. 2017, eq. 1: softmax(QK^T / sqrt(d)) V) with any number of
 key/value heads: n_kv_heads = n_heads is MHA, 1 is MQA (Shazeer 2019), in between GQA (Ainslie et al. 2023).
 The kernel is chosen by name: `sdpa` (torch's fused scaled_dot_product_attention) or `eager`, which
-materialises the attention pattern (hook_pattern) for analysis and serves as the reference. Which keys each
-query sees (full, sliding window, sparse patterns, LSH, linear ...) is the attention kind's
+materialises the attention pattern (hook_pattern) for analysis and serves as the reference; a soft-capped
+attention (attn_softcap, Gemma 2) always takes the eager kernel, as sdpa cannot cap scores before its softmax.
+Which keys each query sees (full, sliding window, sparse patterns, LSH, linear ...) is the attention kind's
 (attention_kinds/); attention itself is one sequence mixer (mixer.py).
 Shapes: B batch, T query length, S key length, H query heads, K key/value heads, D head dim."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from .mixer import MIXERS, Mixer
 from .norms import make_norm
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
+from .softcap import soft_cap
 
 ATTENTION: Registry = Registry("attention implementation")
 
@@ -55,11 +58,11 @@ def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, s
 
 
 @ATTENTION.register("eager")
-def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, sinks=None):
+def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, sinks=None, softcap=None):
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, S, D)
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
+    scores = soft_cap((q @ k.transpose(-2, -1)) * scale, softcap)  # (B, H, T, S)
     if mask is None and causal:
         T, S = scores.shape[-2:]
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
@@ -80,9 +83,15 @@ def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
 
 def attention_setup(module: nn.Module, cfg) -> None:
     """What self- and cross-attention both take from the config: head counts and width, dropout, the score
-    scale and the kernel."""
+    scale and soft-cap, and the kernel."""
     module.n_heads, module.n_kv_heads, module.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    module.dropout, module.scale, module.kernel = cfg.dropout, cfg.attn_scale, ATTENTION[cfg.attn_impl]
+    module.dropout, module.scale, module.softcap = cfg.dropout, cfg.attn_scale, cfg.attn_softcap
+    module.kernel = attention_kernel(cfg.attn_impl, cfg.attn_softcap)
+
+
+def attention_kernel(impl: str, softcap: float | None):
+    """The kernel named impl; with soft-capped scores (Gemma 2) the eager kernel with the cap bound in."""
+    return ATTENTION[impl] if softcap is None else partial(eager_attention, softcap=softcap)
 
 
 @MIXERS.register("attention")

@@ -1,5 +1,8 @@
 """The residual block. Sequential pre-norm (GPT-2, LLaMA, T5): x += attn(n1(x)); x += ffn(n2(x)).
 Sequential post-norm (Vaswani et al. 2017; BERT, BART): x = n1(x + attn(x)); x = n2(x + ffn(x)).
+Sandwich (Gemma 2 and 3; the Sandwich-LN of CogView, Ding et al. 2021): pre-norm with a norm on each
+sublayer's output too, x += post_ln1(attn(n1(x))); x += post_ln2(ffn(n2(x))), which bounds what each sublayer
+adds to the residual stream.
 Parallel (GPT-NeoX): x += attn(n1(x)) + ffn(n2(x)); with shared_norm (PaLM §2, GPT-J, Falcon) one norm
 feeds both: x += attn(n(x)) + ffn(n(x)), so the two input projections could run as one matmul.
 A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
@@ -28,7 +31,7 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 class Block(nn.Module):
     def __init__(self, cfg, cross: bool = False, layer: int = 0):
         super().__init__()
-        self.pre_norm = cfg.norm_placement == "pre"
+        self.pre_norm = cfg.norm_placement != "post"
         self.parallel = cfg.block == "parallel"
         self.ln1 = make_norm(cfg)
         mixer = MIXERS[cfg.layer_mixer(layer)]
@@ -40,6 +43,9 @@ class Block(nn.Module):
             self.hook_cross_out = HookPoint()
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
+        sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
+        self.post_ln1 = make_norm(cfg) if sandwich else None
+        self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
         # without dropout a plain function: no module dispatch per call, and no stray hook point named `drop`
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
@@ -50,10 +56,13 @@ class Block(nn.Module):
         """This block's sequence mixer, whichever it is."""
         return self._modules[self.mixer_attr]
 
-    def _sublayer(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module, hook: HookPoint, *args) -> torch.Tensor:
-        """Pre-norm x + sublayer(norm(x)), post-norm norm(x + sublayer(x)); args: the sublayer's context."""
+    def _sublayer(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module, hook: HookPoint, *args,
+                  post: nn.Module | None = None) -> torch.Tensor:
+        """Pre-norm x + sublayer(norm(x)), sandwich x + post(sublayer(norm(x))), post-norm
+        norm(x + sublayer(x)); args: the sublayer's context."""
         if self.pre_norm:
-            return x + hook(self.drop(sublayer(norm(x), *args)))
+            y = sublayer(norm(x), *args)
+            return x + hook(self.drop(y if post is None else post(y)))
         return norm(x + hook(self.drop(sublayer(x, *args))))
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
@@ -64,9 +73,9 @@ class Block(nn.Module):
             a = self.hook_attn_out(self.drop(mixer(h, ctx)))
             m = self.hook_mlp_out(self.drop(self.mlp(h if self.ln2 is None else self.ln2(x))))
             return self.hook_resid_post(x + a + m)
-        x = self.hook_resid_mid(self._sublayer(x, self.ln1, mixer, self.hook_attn_out, ctx))
+        x = self.hook_resid_mid(self._sublayer(x, self.ln1, mixer, self.hook_attn_out, ctx, post=self.post_ln1))
         if self.cross:
             x = self._sublayer(x, self.ln_cross, self.cross_attn, self.hook_cross_out, ctx)
         if self.mlp is None:
             return self.hook_resid_post(x)
-        return self.hook_resid_post(self._sublayer(x, self.ln2, self.mlp, self.hook_mlp_out))
+        return self.hook_resid_post(self._sublayer(x, self.ln2, self.mlp, self.hook_mlp_out, post=self.post_ln2))

@@ -14,13 +14,17 @@ Patterns:
 - block_sparse (BigBird, Zaheer et al. 2020, §2 and App. D): at block granularity, the block itself and its
   two neighbours, the first g (global) blocks, which also attend to everything, and r random blocks per
   query block, drawn once per layer from a seed so the model is deterministic.
-For decoding (a few queries over a KV cache) the same predicate gives the few mask rows directly."""
+For decoding (a few queries over a KV cache) the same predicate gives the few mask rows directly.
+Soft-capped scores (softcap, Gemma 2: cap * tanh(s / cap) before the softmax) are capped blockwise as well."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+
+from .softcap import soft_cap
 
 
 class Pattern:
@@ -122,10 +126,12 @@ def row_mask(pattern: Pattern, input_pos: torch.Tensor, key_len: int, causal: bo
 
 
 def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, causal: bool,
-                        scale: float | None, pad_mask: torch.Tensor | None = None, return_lse: bool = False):
+                        scale: float | None, pad_mask: torch.Tensor | None = None, return_lse: bool = False,
+                        softcap: float | None = None):
     """Self-attention of L queries over the same L positions (training, prefill): q (B, H, L, D), k and v
     (B, K, L, D) -> (B, H, L, D), each query block over its gathered keys only. return_lse: also the
-    log-sum-exp of each query's scores (B, H, L), to merge with attention over other keys (merge_softmax)."""
+    log-sum-exp of each query's scores (B, H, L), to merge with attention over other keys (merge_softmax).
+    softcap: scores soft-capped before the softmax (patterns without dense rows)."""
     B, H, L, D = q.shape
     scale = D ** -0.5 if scale is None else scale
     bs = pattern.block
@@ -143,11 +149,15 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     if pad_mask is not None:
         real = F.pad(pad_mask.bool(), (0, pad))[:, keys.clamp(min=0)]  # (B, n, Kn)
         mask = mask & real[:, :, None, :]
-    mask = mask | (kpos == qpos)[None]  # every query sees itself: no empty softmax
+    # every query sees itself: no empty softmax; the queries that pad L to whole blocks see every gathered slot,
+    # since an all -inf row's NaN would reach the gradients through the softmax even though its output is dropped
+    mask = mask | (kpos == qpos)[None] | (qpos >= L)[None]
     groups = H // k.shape[1]
     kg = kp[:, :, keys.clamp(min=0)].repeat_interleave(groups, dim=1)  # (B, H, n, Kn, D)
     vg = vp[:, :, keys.clamp(min=0)].repeat_interleave(groups, dim=1)
-    scores = torch.einsum("bhnqd,bhnkd->bhnqk", qp.view(B, H, n, bs, D), kg) * scale
+    if softcap is not None and pattern.dense_rows:
+        raise ValueError("soft-capping is for patterns without dense rows")
+    scores = soft_cap(torch.einsum("bhnqd,bhnkd->bhnqk", qp.view(B, H, n, bs, D), kg) * scale, softcap)
     scores = scores.masked_fill(~mask[:, None], float("-inf"))
     out = torch.einsum("bhnqk,bhnkd->bhnqd", scores.float().softmax(dim=-1).to(q.dtype), vg)
     out = out.reshape(B, H, n * bs, D)[:, :, :L]
@@ -207,7 +217,7 @@ _COMPILED_FLEX = None
 
 def flex_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, causal: bool,
                           scale: float | None, pad_mask: torch.Tensor | None = None, return_lse: bool = False,
-                          compiled: bool = True):
+                          compiled: bool = True, softcap: float | None = None):
     """The same attention as blockwise_attention through FlexAttention (torch.nn.attention.flex_attention):
     the pattern becomes a mask_mod, and the block mask skips every block of scores it rules out. Compiled, it
     is one fused kernel with a backward on CUDA; this torch's FlexAttention has no CPU backward, so the model
@@ -232,8 +242,18 @@ def flex_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pat
     if compiled and _COMPILED_FLEX is None:
         _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
     attend = _COMPILED_FLEX if compiled else flex_attention
+    mod = _softcap_mod(softcap)
     if not return_lse:
-        return attend(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
-    out, aux = attend(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1],
+        return attend(q, k, v, score_mod=mod, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    out, aux = attend(q, k, v, score_mod=mod, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1],
                       return_aux=AuxRequest(lse=True))
     return out, aux.lse
+
+
+@lru_cache(maxsize=None)
+def _softcap_mod(cap: float | None):
+    """FlexAttention's score_mod for soft-capped scores (None: none); one function per cap, so the compiled
+    kernel is not recompiled for a new closure on every call."""
+    if cap is None:
+        return None
+    return lambda score, b, h, q_idx, kv_idx: soft_cap(score, cap)

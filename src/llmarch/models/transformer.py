@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..layers.heads import HeadTransform, Pooler
+from ..layers.softcap import soft_cap
 from .stack import Stack, check_ids, init_weights
 
 
@@ -76,4 +77,4 @@ class TransformerLM(Stack):
             x = self.head_transform(x)
         if self.config.head_scale:  # T5 v1.0 (tied head): rescale before projecting onto the embedding matrix
             x = x * self.config.d_model ** -0.5
-        return self.lm_head(x)  # (B, T, V)
+        return soft_cap(self.lm_head(x), self.config.final_softcap)  # (B, T, V); Gemma 2 caps the logits

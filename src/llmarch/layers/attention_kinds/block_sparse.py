@@ -11,6 +11,8 @@ from .pattern import PatternKind
 
 @ATTENTION_KINDS.register("block_sparse")
 class BlockSparse(PatternKind):
+    softcaps = False  # its global query blocks take a dense sdpa pass, which cannot cap the scores
+
     @classmethod
     def check(cls, cfg):
         super().check(cfg)

@@ -9,6 +9,7 @@ from .kind import ATTENTION_KINDS, AttentionKind, cached_kv
 class Full(AttentionKind):
     uses_mask = True
     takes_sinks = True
+    softcaps = True
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         k, v = cached_kv(attn, k, v, ctx)

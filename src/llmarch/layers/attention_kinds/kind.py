@@ -11,7 +11,9 @@ then hands them to its kind, which decides which keys each query sees and comput
 - `uses_mask`: whether it reads ctx.mask, the dense causal/padding/bias mask the model builds once per forward
   (kinds that build their own from ctx.pad_mask leave it unbuilt); `shares_qk`: keys are the queries
   (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`; `takes_sinks`:
-  it puts the layer's learned sinks (attn.sinks, attn_sinks) in its softmax's denominator (sinks.py)."""
+  it puts the layer's learned sinks (attn.sinks, attn_sinks) in its softmax's denominator (sinks.py); `softcaps`: it
+  can soft-cap the scores before its softmax (attn_softcap, Gemma 2: the attention's eager kernel and the
+  blockwise engine take the cap; kinds with their own softmax arithmetic do not)."""
 from __future__ import annotations
 
 import torch
@@ -34,6 +36,7 @@ class AttentionKind:
     shares_qk = False
     windowed = False
     takes_sinks = False
+    softcaps = False
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal
@@ -49,6 +52,12 @@ class AttentionKind:
         if cfg.attn_sinks and not cls.takes_sinks:
             raise LlmarchError(f"attn_sinks=True and attention={cfg.attention!r}: sinks join a softmax over keys, "
                                f"which this kind does not take")
+        if cfg.attn_softcap is not None and not cls.softcaps:
+            can = ", ".join(n for n in ATTENTION_KINDS.names() if ATTENTION_KINDS[n].softcaps)
+            raise LlmarchError(f"attention={cfg.attention!r} cannot soft-cap its scores (attn_softcap="
+                               f"{cfg.attn_softcap}); these kinds can: {can}")
+        if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
+            raise LlmarchError(f"attn_softcap must be positive, got {cfg.attn_softcap}")
         if cfg.attention_block <= 0:
             raise LlmarchError(f"attention_block must be positive, got {cfg.attention_block}")
 

@@ -9,6 +9,8 @@ from .kind import AttentionKind, cached_kv
 
 
 class PatternKind(AttentionKind):
+    softcaps = True
+
     def __init__(self, cfg, layer: int):
         super().__init__(cfg, layer)
         self.pattern = self.make_pattern(cfg, layer)
@@ -21,8 +23,9 @@ class PatternKind(AttentionKind):
         if q.shape[2] == k.shape[2]:  # a whole sequence
             engine = flex_sparse_attention if q.is_cuda else blockwise_attention
             if attn.sinks is None:
-                return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask)
-            out, lse = engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, return_lse=True)
+                return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, softcap=attn.softcap)
+            out, lse = engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, return_lse=True,
+                              softcap=attn.softcap)
             return rescale_by_sinks(out, lse, attn.sinks)
         return self.attend_rows(attn, q, k, v, ctx, dropout_p)
 
