@@ -50,6 +50,8 @@ class ModelConfig:
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
     rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3)
+    alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
+    alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     bias: bool = True  # biases of the attention and FFN projections
@@ -215,6 +217,7 @@ class ModelConfig:
         if self.rope_scaling not in ("none", "linear", "dynamic", "llama3"):
             raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
                                "choose one of: dynamic, linear, llama3, none")
+        self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:
@@ -234,6 +237,16 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    def _validate_alibi(self) -> None:
+        if self.alibi_scale <= 0:
+            raise LlmarchError(f"alibi_scale must be positive, got {self.alibi_scale}")
+        if self.positions != "alibi" and (self.alibi_scale != 1.0 or self.alibi_bf16):
+            raise LlmarchError(f"alibi_scale and alibi_bf16 go with positions='alibi', not {self.positions!r}")
+        if self.positions == "alibi" and not self.causal:
+            # the bias is added as m * pos(key), which equals -m * (i - j) up to a per-query constant only
+            # when every key is at or before its query
+            raise LlmarchError("positions='alibi' needs causal=True (bidirectional ALiBi is not implemented)")
 
     def _validate_layer_types(self) -> None:
         types, overrides = self.layer_types, self.layer_overrides or {}

@@ -69,6 +69,12 @@ _JAMBA = dict(mixer="mamba", ssm_inner_norm=True, attn_period=8, attn_offset=4, 
               experts_per_token=2, moe_period=2, moe_offset=1, router_renormalize=False,
               router_aux_loss_weight=0.001, hf_model_type="jamba")
 
+# BLOOM (BigScience 2022, §3.2): ALiBi instead of position embeddings, a LayerNorm over the word embeddings
+# (more stable training, at a small cost in zero-shot quality, §3.2.3), pre-norm LayerNorm with biases,
+# tanh-GELU MLP of 4 x width, biases everywhere, the head tied to the embedding, a 250,880-token vocabulary.
+_BLOOM = dict(positions="alibi", embed_norm=True, ffn="gelu_tanh", norm="layernorm", bias=True,
+              tie_embeddings=True, hf_model_type="bloom")
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -96,6 +102,7 @@ PRESETS: dict[str, dict] = {
     # llama-tiny's active shape: two experts of 384 per token are its one FFN of 768
     "mixtral-tiny": dict(_MIXTRAL, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
                          ffn_hidden=384, context_length=256),
+    "alibi-tiny": dict(_BLOOM, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "palm-tiny": dict(_PALM, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768, context_length=256),
     "bert-tiny": dict(_BERT, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, context_length=256),
     "mamba-tiny": dict(_MAMBA, vocab_size=8192, d_model=256, n_layers=6, context_length=256, ssm_chunk=32),

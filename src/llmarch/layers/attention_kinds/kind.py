@@ -19,6 +19,7 @@ from torch import nn
 from ...errors import LlmarchError
 from ...registry import Registry
 from ..kv_cache import KVCache
+from ..positions import BIAS_POSITIONS
 
 ATTENTION_KINDS: Registry = Registry("attention")
 
@@ -42,8 +43,8 @@ class AttentionKind:
             kinds = " or ".join(windowed_kinds())
             raise LlmarchError(f"attention={cfg.attention!r} and sliding_window={cfg.sliding_window}: "
                                f"a window size goes with {kinds} attention, and only with it")
-        if not cls.uses_mask and cfg.positions == "t5_relative":
-            raise LlmarchError(f"attention={cfg.attention!r} does not take a position bias (t5_relative)")
+        if not cls.uses_mask and cfg.positions in BIAS_POSITIONS:
+            raise LlmarchError(f"attention={cfg.attention!r} does not take a position bias ({cfg.positions})")
         if cfg.attention_block <= 0:
             raise LlmarchError(f"attention_block must be positive, got {cfg.attention_block}")
 
