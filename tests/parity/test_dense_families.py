@@ -20,8 +20,9 @@ CASES = {
     # 6 heads: slopes for a head count that is not a power of two (4 of 4 heads, then 2 of 8)
     "bloom": ("BloomConfig", "BloomForCausalLM", dict(vocab_size=128, hidden_size=48, n_layer=2, n_head=6)),
     # Falcon-RW: ALiBi, per-head q k v, sequential block, biases; its bias is scaled and rounded to bf16
+    # (12 heads: slopes 2^-0.5, 2^-1.5, ... that bf16 rounds)
     "falcon-rw": ("FalconConfig", "FalconForCausalLM",
-                  dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=8, alibi=True,
+                  dict(vocab_size=128, hidden_size=96, num_hidden_layers=2, num_attention_heads=12, alibi=True,
                        multi_query=False, parallel_attn=False, bias=True, ffn_hidden_size=96)),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=24)),
     # layer 1 slides over 8 keys (max_window_layers=1): shorter than the 13-20-token prompts
