@@ -17,7 +17,8 @@ HEADS = ("classify", "lm", "tokens")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
             "ssm_dt_rank")
 _IMPLS = ("sdpa", "eager")
-QK_NORMS = ("none", "head")
+QK_NORMS = ("none", "head", "proj")
+NORM_PLACEMENTS = ("pre", "post", "res_post")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
@@ -37,11 +38,12 @@ class ModelConfig:
     ffn_hidden: int | None = None  # None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
     norm_eps: float = 1e-5
-    norm_placement: str = "pre"  # pre (GPT-2, LLaMA) or post (original Transformer, BERT)
+    norm_placement: str = "pre"  # pre (GPT-2, LLaMA), post (original Transformer, BERT), res_post (OLMo 2): x + n(f(x))
     final_norm: bool | None = None  # norm after the last block; None: True for pre-norm, False for post-norm
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
-    qk_norm: str = "none"  # none, or head: RMSNorm over each head's queries and keys before RoPE (Qwen3)
+    qk_norm: str = "none"  # none; head: a norm over each head's queries and keys before RoPE (Qwen3); proj: over
+    # the whole query and key projections, before they split into heads (OLMo 2)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -148,7 +150,7 @@ class ModelConfig:
         if self.ffn_hidden is None:
             self.ffn_hidden = 4 * self.d_model
         if self.final_norm is None:
-            self.final_norm = self.norm_placement == "pre"
+            self.final_norm = self.norm_placement != "post"
         if self.qkv_bias is None:
             self.qkv_bias = self.bias
         if self.attention in _IMPLS:  # configs written before kinds existed named the kernel `attention`
@@ -191,11 +193,12 @@ class ModelConfig:
             raise LlmarchError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.norm_eps <= 0:
             raise LlmarchError(f"norm_eps must be positive, got {self.norm_eps}")
-        if self.norm_placement not in ("pre", "post"):
-            raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; choose one of: post, pre")
+        if self.norm_placement not in NORM_PLACEMENTS:
+            raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; "
+                               f"choose one of: {', '.join(sorted(NORM_PLACEMENTS))}")
         if self.block not in ("sequential", "parallel"):
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
-        if self.block == "parallel" and self.norm_placement == "post":
+        if self.block == "parallel" and self.norm_placement != "pre":
             raise LlmarchError("block='parallel' needs norm_placement='pre'")
         if self.shared_norm and self.block != "parallel":
             raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
