@@ -38,9 +38,13 @@ CASES = {
                            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                             "short_factor": [1.0 + 0.1 * i for i in range(8)],
                                             "long_factor": [1.0 + 0.5 * i for i in range(8)]})),
-    # NoPE on layers 3 and 7 of 8 (every 4th), RoPE elsewhere
+    # NoPE on layers 1 and 3 of 4 (every 2nd), RoPE elsewhere
     "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM",
-                dict(COMMON, num_hidden_layers=8, num_key_value_heads=2, no_rope_layer_interval=4, pad_token_id=0)),
+                dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, no_rope_layer_interval=2, pad_token_id=0)),
+    # NoPE on layer 3 of 4, which also slides over 8 keys (transformers slides only the NoPE layers)
+    "smollm3-sliding": ("SmolLM3Config", "SmolLM3ForCausalLM",
+                        dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, use_sliding_window=True,
+                             sliding_window=8, pad_token_id=0)),
 }
 
 
