@@ -47,11 +47,14 @@ class ModelConfig:
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
-    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3
+    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, longrope
     rope_factor: float = 1.0  # context-extension factor of the scaling
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
-    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3)
+    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3, longrope)
+    rope_short_factor: list | None = None  # longrope: a divisor per rotated pair's frequency, within the original context
+    rope_long_factor: list | None = None  # longrope: the divisors once a sequence runs past the original context
+    rope_attention_factor: float | None = None  # longrope: cos, sin scaled by it; None: sqrt(1 + ln f / ln original)
     alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
     alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
@@ -217,9 +220,10 @@ class ModelConfig:
             raise LlmarchError(f"rope needs an even number of rotated dims, got {self.rotary_dim}")
         if not 0.0 < self.rope_fraction <= 1.0:
             raise LlmarchError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
-        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3"):
+        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3", "longrope"):
             raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
-                               "choose one of: dynamic, linear, llama3, none")
+                               "choose one of: dynamic, linear, llama3, longrope, none")
+        self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
@@ -240,6 +244,24 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    def _validate_longrope(self) -> None:
+        factors = ("rope_short_factor", "rope_long_factor", "rope_attention_factor")
+        if self.rope_scaling != "longrope":
+            given = next((f for f in factors if getattr(self, f) is not None), None)
+            if given:
+                raise LlmarchError(f"{given} goes with rope_scaling='longrope', not {self.rope_scaling!r}")
+            return
+        for name in factors[:2]:
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or len(value) != self.rotary_dim // 2 or not all(
+                    isinstance(v, (int, float)) and v > 0 for v in value):
+                raise LlmarchError(f"rope_scaling='longrope' needs {name}: {self.rotary_dim // 2} positive numbers "
+                                   f"(one per rotated pair), got {value!r}")
+        if self.rope_original_context is None:
+            raise LlmarchError("rope_scaling='longrope' needs rope_original_context (the pretraining context)")
+        if self.rope_attention_factor is not None and self.rope_attention_factor <= 0:
+            raise LlmarchError(f"rope_attention_factor must be positive, got {self.rope_attention_factor}")
 
     def _validate_alibi(self) -> None:
         if self.alibi_scale <= 0:

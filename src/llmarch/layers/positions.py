@@ -66,17 +66,27 @@ class RotaryPositions(NoPositions):
     linear (Chen et al. 2023, position interpolation): theta_i / factor;
     dynamic NTK (bloc97/emozilla): theta grows with the sequence once it passes the pretraining context,
         base' = base * (factor * len / ctx - (factor - 1))^(r / (r - 2));
-    llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between."""
+    llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between;
+    longrope (Ding et al. 2024, LongRoPE; Phi-3): each frequency divided by its own searched factor, the short
+        set while the sequence fits the pretraining context, the long set once it runs past it, and cos, sin
+        scaled by sqrt(1 + ln(factor) / ln(original context)) (or the given attention factor)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("inv_freq", self._inv_freq(cfg.rope_theta), persistent=False)
+        self.attention_factor = 1.0
+        if cfg.rope_scaling == "longrope":
+            self.register_buffer("long_inv_freq", self._inv_freq(cfg.rope_theta, cfg.rope_long_factor),
+                                 persistent=False)
+            self.attention_factor = _longrope_attention_factor(cfg)
 
-    def _inv_freq(self, base: float) -> torch.Tensor:
+    def _inv_freq(self, base: float, longrope_factors: list | None = None) -> torch.Tensor:
         cfg, r = self.cfg, self.cfg.rotary_dim
         inv_freq = 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
-        if cfg.rope_scaling == "linear":
+        if cfg.rope_scaling == "longrope":
+            inv_freq = inv_freq / torch.tensor(longrope_factors or cfg.rope_short_factor, dtype=torch.float32)
+        elif cfg.rope_scaling == "linear":
             inv_freq = inv_freq / cfg.rope_factor
         elif cfg.rope_scaling == "llama3":
             inv_freq = _llama3_scale(inv_freq, cfg)
@@ -86,8 +96,12 @@ class RotaryPositions(NoPositions):
         inv_freq = self.inv_freq
         if self.cfg.rope_scaling == "dynamic":
             inv_freq = self._dynamic(pos)
+        elif self.cfg.rope_scaling == "longrope":  # the longest sequence of this call picks the set, as in HF
+            inv_freq = torch.where(pos.max() >= self.cfg.rope_original_context, self.long_inv_freq, inv_freq)
         angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
+        if self.attention_factor != 1.0:
+            return angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
         return angles.cos(), angles.sin()
 
     def _dynamic(self, pos: torch.Tensor) -> torch.Tensor:
@@ -98,6 +112,14 @@ class RotaryPositions(NoPositions):
             return self.inv_freq
         base = cfg.rope_theta * ((cfg.rope_factor * length / original) - (cfg.rope_factor - 1)) ** (r / (r - 2))
         return self._inv_freq(base)
+
+
+def _longrope_attention_factor(cfg) -> float:
+    if cfg.rope_attention_factor is not None:
+        return cfg.rope_attention_factor
+    if cfg.rope_factor <= 1.0:
+        return 1.0
+    return math.sqrt(1 + math.log(cfg.rope_factor) / math.log(cfg.rope_original_context))
 
 
 def _llama3_scale(inv_freq: torch.Tensor, cfg) -> torch.Tensor:
