@@ -9,6 +9,7 @@ import torch
 import llmarch
 from llmarch import LlmarchError
 from llmarch.analysis import run_with_cache
+from llmarch.checkpoint import save_model
 from llmarch.layers.positions import alibi_slopes
 
 BASE = dict(vocab_size=61, d_model=48, n_layers=2, n_heads=6, context_length=128)
@@ -141,3 +142,17 @@ def test_longrope_picks_the_factor_set_by_the_longest_sequence():
 def test_bad_configs_are_one_line_errors(bad, message):
     with pytest.raises(LlmarchError, match=message):
         llmarch.resolve("llama-tiny", **{**BASE, "n_kv_heads": 2, "head_dim": 8, **bad})
+
+
+@pytest.mark.parametrize("base, overrides", [
+    ("alibi-tiny", dict(alibi_bf16=True, alibi_scale=0.5)),
+    ("llama-tiny", dict(n_kv_heads=2, head_dim=8, rope_scaling="longrope", rope_original_context=16,
+                        rope_factor=4.0, rope_short_factor=[1.0, 1.5, 2.0, 2.5], rope_long_factor=[2.0] * 4)),
+])
+def test_saved_and_loaded(base, overrides, tmp_path):
+    model = build(base, **overrides)
+    save_model(model, tmp_path / "m")
+    loaded = llmarch.load(tmp_path / "m")
+    ids = torch.randint(0, 61, (1, 24))
+    with torch.no_grad():
+        assert (loaded(ids).logits - model(ids).logits).abs().max() == 0
