@@ -112,8 +112,8 @@ def test_res_post_and_proj_decode_from_the_cache():
 
 def test_longrope_picks_the_factor_set_by_the_longest_sequence():
     short, long = [1.0] * 4, [4.0] * 4
-    model = build("llama-tiny", n_kv_heads=2, head_dim=8, rope_scaling="longrope", rope_original_context=16, rope_factor=4.0,
-                  rope_short_factor=short, rope_long_factor=long)
+    model = build("llama-tiny", n_kv_heads=2, head_dim=8, rope_scaling="longrope", rope_original_context=16,
+                  rope_factor=4.0, rope_short_factor=short, rope_long_factor=long)
     rope = model.positions
     base = 1.0 / 10000.0 ** (torch.arange(0, 8, 2).float() / 8)
     scale = math.sqrt(1 + math.log(4.0) / math.log(16))

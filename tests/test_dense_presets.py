@@ -14,7 +14,8 @@ PUBLISHED = {"qwen3-0.6b": 596_049_920, "qwen3-8b": 8_190_735_360, "olmo2-1b": 1
              "phi3-mini": 3_821_079_552, "smollm3-3b": 3_075_098_624, "bloom-560m": 559_214_592}
 HF = {  # the published config.json shapes
     "qwen3-0.6b": ("Qwen3", dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                                 num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)),
+                                 num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                                 tie_word_embeddings=True)),
     "qwen3-8b": ("Qwen3", dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                                num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                                tie_word_embeddings=False)),
@@ -59,6 +60,7 @@ def test_tiny_presets_train_on_the_embedded_corpus(name, tmp_path, corpus):
     # corpus: 30 documents of the embedded corpus (conftest.py); each preset at width 64, so it runs in seconds
     tc = TrainConfig(steps=8, batch_size=4, lr=3e-3, warmup_steps=1, eval_every=8, eval_tokens=256, tokenizer="byte",
                      data=corpus, log_every=1)
-    result = train(llmarch.resolve(name, vocab_size=257, d_model=64, n_heads=4, ffn_hidden=128, context_length=64), tc, tmp_path, verbose=False)
+    cfg = llmarch.resolve(name, vocab_size=257, d_model=64, n_heads=4, ffn_hidden=128, context_length=64)
+    result = train(cfg, tc, tmp_path, verbose=False)
     losses = list(result.losses.values())
     assert losses[-1] < losses[0]

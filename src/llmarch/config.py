@@ -38,13 +38,13 @@ class ModelConfig:
     ffn_hidden: int | None = None  # None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
     norm_eps: float = 1e-5
-    norm_placement: str = "pre"  # pre (GPT-2, LLaMA), post (original Transformer, BERT), res_post (OLMo 2): x + n(f(x))
-    final_norm: bool | None = None  # norm after the last block; None: True for pre-norm, False for post-norm
+    norm_placement: str = "pre"  # pre (GPT-2, LLaMA), post (Transformer, BERT), res_post (OLMo 2): x + n(f(x))
+    final_norm: bool | None = None  # norm after the last block; None: False for post-norm, else True
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
     qk_norm: str = "none"  # none; head: a norm over each head's queries and keys before RoPE (Qwen3); proj: over
     # the whole query and key projections, before they split into heads (OLMo 2)
-    positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
+    positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
     rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, longrope
@@ -52,7 +52,7 @@ class ModelConfig:
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
     rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3, longrope)
-    rope_short_factor: list | None = None  # longrope: a divisor per rotated pair's frequency, within the original context
+    rope_short_factor: list | None = None  # longrope: a divisor per rotated pair's frequency, within that context
     rope_long_factor: list | None = None  # longrope: the divisors once a sequence runs past the original context
     rope_attention_factor: float | None = None  # longrope: cos, sin scaled by it; None: sqrt(1 + ln f / ln original)
     alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)

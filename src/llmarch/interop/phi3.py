@@ -66,8 +66,9 @@ def from_config(cfg: ModelConfig) -> dict:
             params["attention_factor"] = cfg.rope_attention_factor
     elif cfg.rope_scaling != "none":
         raise LlmarchError(f"model_type phi3 takes rope_scaling none or longrope, not {cfg.rope_scaling!r}")
+    # pad_token_id: transformers' default, 32000, lies past a smaller vocabulary
     out = llama_like_hf(cfg, architectures=["Phi3ForCausalLM"], rope_parameters=params,
-                        sliding_window=cfg.sliding_window, pad_token_id=None,  # transformers' 32000: past small vocabularies
+                        sliding_window=cfg.sliding_window, pad_token_id=None,
                         original_max_position_embeddings=cfg.rope_original_context or cfg.context_length)
     for key in ("attention_bias", "mlp_bias"):
         out.pop(key)
