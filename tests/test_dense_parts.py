@@ -177,3 +177,18 @@ def test_saved_and_loaded(base, overrides, tmp_path):
     ids = torch.randint(0, 61, (1, 24))
     with torch.no_grad():
         assert (loaded(ids).logits - model(ids).logits).abs().max() == 0
+
+
+@pytest.mark.parametrize("base", ["alibi-tiny", "qwen3-tiny", "olmo2-tiny", "smollm3-tiny"])
+def test_the_future_leaves_earlier_logits_unchanged(base):
+    heads = {"n_kv_heads": 2, "head_dim": 8} if base != "alibi-tiny" else {}
+    layers = {"n_layers": 8} if base == "smollm3-tiny" else {}  # its NoPE layer types are given for 8
+    model = build(base, **heads, **layers)
+    torch.manual_seed(1)
+    ids = torch.randint(0, 61, (2, 40))
+    changed = ids.clone()
+    changed[:, 25:] = torch.randint(0, 61, (2, 15))
+    with torch.no_grad():
+        a, b = model(ids).logits, model(changed).logits
+    assert (a[:, :25] - b[:, :25]).abs().max() < 1e-5
+    assert (a[:, 25:] - b[:, 25:]).abs().max() > 1e-3
