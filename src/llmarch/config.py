@@ -18,7 +18,8 @@ HEADS = ("classify", "lm", "tokens")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
             "ssm_dt_rank")
 _IMPLS = ("sdpa", "eager")
-QK_NORMS = ("none", "head")
+QK_NORMS = ("none", "head", "proj")
+NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
@@ -39,27 +40,33 @@ class ModelConfig:
     ffn_hidden: int | None = None  # None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
     norm_eps: float = 1e-5
-    # pre (GPT-2, LLaMA), post (original Transformer, BERT) or sandwich: pre and also a norm on each sublayer's
-    # output before the residual add (Gemma 2/3: x += norm(attn(norm(x))))
+    # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
+    # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x))
     norm_placement: str = "pre"
-    final_norm: bool | None = None  # norm after the last block; None: True for pre/sandwich, False for post
+    final_norm: bool | None = None  # norm after the last block; None: False for post-norm, else True
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
-    qk_norm: str = "none"  # none, or head: RMSNorm over each head's queries and keys before RoPE (Qwen3)
-    positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
+    qk_norm: str = "none"  # none; head: a norm over each head's queries and keys before RoPE (Qwen3); proj: over
+    # the whole query and key projections, before they split into heads (OLMo 2)
+    positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
-    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn
+    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope
     rope_factor: float = 1.0  # context-extension factor of the scaling
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
-    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3, yarn)
+    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3, yarn, longrope)
     rope_beta_fast: float = 32.0  # yarn: dims turning more than this often over that context keep their frequency
     rope_beta_slow: float = 1.0  # yarn: dims turning less than this often are interpolated by rope_factor
-    rope_attn_factor: float | None = None  # yarn: cos, sin scale; None: 0.1 ln(factor) + 1, or the mscale ratio
+    rope_attn_factor: float | None = None  # yarn, longrope: cos, sin scale; None: yarn 0.1 ln(factor) + 1 or
+    # the mscale ratio, longrope sqrt(1 + ln f / ln original)
     rope_mscale: float | None = None  # yarn: DeepSeek's mscale (with rope_mscale_all_dim sets the factor above)
     rope_mscale_all_dim: float | None = None  # yarn: DeepSeek's mscale_all_dim
     rope_truncate: bool = True  # yarn: floor/ceil the ramp's ends to whole dims (gpt-oss: False)
+    rope_short_factor: list | None = None  # longrope: a divisor per rotated pair's frequency, within that context
+    rope_long_factor: list | None = None  # longrope: the divisors once a sequence runs past the original context
+    alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
+    alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
@@ -205,8 +212,9 @@ class ModelConfig:
             raise LlmarchError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.norm_eps <= 0:
             raise LlmarchError(f"norm_eps must be positive, got {self.norm_eps}")
-        if self.norm_placement not in ("pre", "post", "sandwich"):
-            raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; choose one of: post, pre, sandwich")
+        if self.norm_placement not in NORM_PLACEMENTS:
+            raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; "
+                               f"choose one of: {', '.join(sorted(NORM_PLACEMENTS))}")
         if self.block not in ("sequential", "parallel"):
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
         if self.block == "parallel" and self.norm_placement != "pre":
@@ -236,14 +244,16 @@ class ModelConfig:
             raise LlmarchError(f"rope needs an even number of rotated dims, got {self.rotary_dim}")
         if not 0.0 < self.rope_fraction <= 1.0:
             raise LlmarchError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
-        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3", "yarn"):
+        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3", "yarn", "longrope"):
             raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
-                               "choose one of: dynamic, linear, llama3, none, yarn")
+                               "choose one of: dynamic, linear, llama3, longrope, none, yarn")
         if self.rope_scaling == "yarn" and not (self.rope_factor > 0 and self.rope_beta_fast > 0
                                                 and self.rope_beta_slow > 0):
             raise LlmarchError(f"rope_scaling='yarn' needs positive rope_factor, rope_beta_fast and rope_beta_slow, "
                                f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         check_ffn(self)
+        self._validate_longrope()
+        self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:
@@ -263,6 +273,34 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    def _validate_longrope(self) -> None:
+        factors = ("rope_short_factor", "rope_long_factor", "rope_attn_factor")
+        if self.rope_scaling != "longrope":
+            given = next((f for f in factors if getattr(self, f) is not None), None)
+            if given:
+                raise LlmarchError(f"{given} goes with rope_scaling='longrope', not {self.rope_scaling!r}")
+            return
+        for name in factors[:2]:
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or len(value) != self.rotary_dim // 2 or not all(
+                    isinstance(v, (int, float)) and v > 0 for v in value):
+                raise LlmarchError(f"rope_scaling='longrope' needs {name}: {self.rotary_dim // 2} positive numbers "
+                                   f"(one per rotated pair), got {value!r}")
+        if self.rope_original_context is None:
+            raise LlmarchError("rope_scaling='longrope' needs rope_original_context (the pretraining context)")
+        if self.rope_attn_factor is not None and self.rope_attn_factor <= 0:
+            raise LlmarchError(f"rope_attn_factor must be positive, got {self.rope_attn_factor}")
+
+    def _validate_alibi(self) -> None:
+        if self.alibi_scale <= 0:
+            raise LlmarchError(f"alibi_scale must be positive, got {self.alibi_scale}")
+        if self.positions != "alibi" and (self.alibi_scale != 1.0 or self.alibi_bf16):
+            raise LlmarchError(f"alibi_scale and alibi_bf16 go with positions='alibi', not {self.positions!r}")
+        if self.positions == "alibi" and not self.causal:
+            # the bias is added as m * pos(key), which equals -m * (i - j) up to a per-query constant only
+            # when every key is at or before its query
+            raise LlmarchError("positions='alibi' needs causal=True (bidirectional ALiBi is not implemented)")
 
     def _validate_layer_types(self) -> None:
         types, overrides = self.layer_types, self.layer_overrides or {}

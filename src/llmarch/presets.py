@@ -101,6 +101,32 @@ def _local_global(n_layers: int, period: int, window: int, **local) -> dict:
     return dict(layer_types=types, layer_overrides={"sliding_attention": dict(sliding_window=window, **local)})
 
 
+# BLOOM (BigScience 2022, §3.2): ALiBi instead of position embeddings, a LayerNorm over the word embeddings
+# (more stable training, at a small cost in zero-shot quality, §3.2.3), pre-norm LayerNorm with biases,
+# tanh-GELU MLP of 4 x width, biases everywhere, the head tied to the embedding, a 250,880-token vocabulary.
+_BLOOM = dict(positions="alibi", embed_norm=True, ffn="gelu_tanh", norm="layernorm", bias=True,
+              tie_embeddings=True, hf_model_type="bloom")
+
+# Qwen3 (Qwen Team 2025, §2): LLaMA with per-head QK RMSNorm, GQA, no q, k, v biases, RoPE base 10^6,
+# head_dim 128 whatever the width, a 151,936-token vocabulary; the small models tie their head.
+_QWEN3 = dict(_LLAMA, qk_norm="head", vocab_size=151936, head_dim=128, rope_theta=1e6, norm_eps=1e-6,
+              context_length=40960, hf_model_type="qwen3")
+# OLMo 2 (OLMo et al. 2024, §3.2): LLaMA with the norms moved onto each sublayer's output (res_post) and
+# QK-norm over whole projections, RoPE base 5 x 10^5.
+_OLMO2 = dict(_LLAMA, qk_norm="proj", norm_placement="res_post", norm_eps=1e-6, rope_theta=5e5, hf_model_type="olmo2")
+# Phi-3 (Abdin et al. 2024): LLaMA's block with fused projections (a layout, not a shape), no biases.
+_PHI3 = dict(_LLAMA, norm_eps=1e-5, hf_model_type="phi3")
+
+
+def _nope_every(k: int, n_layers: int) -> dict:
+    """Layer types for NoPE on every k-th layer, RoPE elsewhere (SmolLM3's no_rope_layer_interval)."""
+    types = ["rope" if (i + 1) % k else "nope" for i in range(n_layers)]
+    return dict(layer_types=types, layer_overrides={"nope": {"positions": "none"}})
+
+
+# SmolLM3 (Hugging Face 2025): LLaMA with GQA, a tied head, and no positions on every 4th layer (NoPE).
+_SMOLLM3 = dict(_LLAMA, tie_embeddings=True, rope_theta=5e6, norm_eps=1e-6, hf_model_type="smollm3")
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -123,6 +149,21 @@ PRESETS: dict[str, dict] = {
     "mamba-130m": dict(_MAMBA, vocab_size=50280, d_model=768, n_layers=24, context_length=2048),
     "gpt-oss-20b": dict(_GPT_OSS, **_alternating(24, 128)),
     "gpt-oss-120b": dict(_GPT_OSS, n_experts=128, **_alternating(36, 128)),
+    # Qwen/Qwen3-0.6B and Qwen3-8B (config.json): 28 layers of 1024 (16 q, 8 kv heads) tied, 36 of 4096 untied
+    "qwen3-0.6b": dict(_QWEN3, d_model=1024, n_layers=28, n_heads=16, n_kv_heads=8, ffn_hidden=3072,
+                       tie_embeddings=True),
+    "qwen3-8b": dict(_QWEN3, d_model=4096, n_layers=36, n_heads=32, n_kv_heads=8, ffn_hidden=12288),
+    # allenai/OLMo-2-0425-1B: 16 layers of 2048, 16 heads, FFN 8192, a 100,352-token vocabulary
+    "olmo2-1b": dict(_OLMO2, vocab_size=100352, d_model=2048, n_layers=16, n_heads=16, ffn_hidden=8192,
+                     context_length=4096),
+    # microsoft/Phi-3-mini-4k-instruct: 32 layers of 3072, 32 heads, FFN 8192, a sliding window of 2047
+    "phi3-mini": dict(_PHI3, vocab_size=32064, d_model=3072, n_layers=32, n_heads=32, ffn_hidden=8192,
+                      context_length=4096, sliding_window=2047),
+    # HuggingFaceTB/SmolLM3-3B: 36 layers of 2048, 16 q and 4 kv heads, FFN 11008, NoPE on layers 3, 7, ...
+    "smollm3-3b": dict(_SMOLLM3, vocab_size=128256, d_model=2048, n_layers=36, n_heads=16, n_kv_heads=4,
+                       ffn_hidden=11008, context_length=65536, **_nope_every(4, 36)),
+    # bigscience/bloom-560m: 24 layers of 1024, 16 heads
+    "bloom-560m": dict(_BLOOM, vocab_size=250880, d_model=1024, n_layers=24, n_heads=16, context_length=2048),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
@@ -130,6 +171,13 @@ PRESETS: dict[str, dict] = {
     # llama-tiny's active shape: two experts of 384 per token are its one FFN of 768
     "mixtral-tiny": dict(_MIXTRAL, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
                          ffn_hidden=384, context_length=256),
+    "alibi-tiny": dict(_BLOOM, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
+    "qwen3-tiny": dict(_QWEN3, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4, head_dim=32,
+                       ffn_hidden=768, tie_embeddings=True, context_length=256),
+    "olmo2-tiny": dict(_OLMO2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, ffn_hidden=768,
+                       context_length=256),
+    "smollm3-tiny": dict(_SMOLLM3, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
+                         ffn_hidden=768, context_length=256, **_nope_every(4, 8)),
     "palm-tiny": dict(_PALM, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768, context_length=256),
     "bert-tiny": dict(_BERT, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, context_length=256),
     "mamba-tiny": dict(_MAMBA, vocab_size=8192, d_model=256, n_layers=6, context_length=256, ssm_chunk=32),

@@ -7,7 +7,9 @@ embeddings on every dim, a tied head by default, and q, k, v fused in `query_key
   `ln_attn` and `ln_mlp` (Falcon2-11B, `num_ln_in_parallel_attn: 1`: one shared `input_layernorm`).
 - neither flag: q, k, v per head; `parallel_attn: false` makes the block sequential, with `input_layernorm`
   and `post_attention_layernorm`.
-ALiBi checkpoints (`alibi: true`, Falcon-RW) are not supported."""
+ALiBi checkpoints (`alibi: true`, Falcon-RW) have no rotary embeddings; their bias is ALiBi's with the slopes
+and slope * position rounded to bfloat16, then divided by sqrt(head_dim) (alibi_bf16, alibi_scale), as the
+original RW code computes it."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -42,7 +44,8 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     """What of `cfg` transformers' Falcon cannot compute, or None."""
     needs = [("norm='layernorm' with norm_bias", cfg.norm == "layernorm" and cfg.norm_bias),
              ("pre-norm blocks and a final norm", cfg.norm_placement == "pre" and cfg.final_norm),
-             ("positions='rope' on every dim (rope_fraction=1)", cfg.positions == "rope" and cfg.rope_fraction == 1),
+             ("positions='rope' on every dim (rope_fraction=1), or Falcon-RW's alibi",
+              cfg.positions == "rope" and cfg.rope_fraction == 1 or cfg.positions == "alibi" and _rw_alibi(cfg)),
              ("head_dim = d_model / n_heads", cfg.head_dim * cfg.n_heads == cfg.d_model),
              ("qkv_bias equal to bias", cfg.qkv_bias == cfg.bias),
              (f"an ungated ffn ({', '.join(_HF_ACTIVATIONS)})", cfg.ffn in _HF_ACTIVATIONS),
@@ -51,6 +54,10 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
              ("no sliding_window", cfg.sliding_window is None),
              ("head_scale false", not cfg.head_scale)]
     return next((need for need, ok in needs if not ok), None)
+
+
+def _rw_alibi(cfg: ModelConfig) -> bool:
+    return cfg.alibi_bf16 and cfg.alibi_scale == cfg.head_dim ** -0.5
 
 
 class FalconFamily(Family):
@@ -67,8 +74,6 @@ class FalconFamily(Family):
 
 
 def to_config(hf: dict) -> ModelConfig:
-    if hf.get("alibi", False):
-        raise LlmarchError("falcon: alibi is not supported (only rotary Falcon checkpoints are)")
     new, parallel = hf.get("new_decoder_architecture", False), hf.get("parallel_attn", True)
     heads = hf["num_attention_heads"]
     # transformers' FalconDecoderLayer: None means 2 norms in the new architecture, input_layernorm in the old
@@ -88,7 +93,10 @@ def to_config(hf: dict) -> ModelConfig:
                   shared_norm=parallel and n_norms == 1, positions="rope", bias=hf.get("bias", False),
                   tie_embeddings=hf.get("tie_word_embeddings", True),
                   context_length=hf.get("max_position_embeddings", 2048))
-    fields.update(rope_fields(hf))
+    if hf.get("alibi", False):
+        fields.update(positions="alibi", alibi_bf16=True, alibi_scale=(d // heads) ** -0.5)
+    else:
+        fields.update(rope_fields(hf))
     return ModelConfig(**fields)
 
 
@@ -99,7 +107,8 @@ def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="falcon", architectures=["FalconForCausalLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 num_kv_heads=kv, multi_query=kv == 1, new_decoder_architecture=new, parallel_attn=parallel,
-                num_ln_in_parallel_attn=(1 if cfg.shared_norm else 2) if parallel else None, alibi=False,
+                num_ln_in_parallel_attn=(1 if cfg.shared_norm else 2) if parallel else None,
+                alibi=cfg.positions == "alibi",
                 bias=cfg.bias, ffn_hidden_size=cfg.ffn_hidden, activation=_HF_ACTIVATIONS[cfg.ffn],
                 layer_norm_epsilon=cfg.norm_eps, rope_parameters=rope_parameters(cfg),
                 max_position_embeddings=(cfg.rope_original_context if cfg.rope_scaling == "dynamic"

@@ -111,10 +111,14 @@ class Attention(Mixer):
         self.qkv_heads = [self.n_heads, 0 if self.kind.shares_qk else self.n_kv_heads, self.n_kv_heads]
         self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
-        # QK-norm (Dehghani et al. 2023; Qwen3): each head's queries and keys normalised before RoPE, which
-        # bounds the attention logits
-        self.q_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm == "head" else None
-        self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm == "head" else None
+        # QK-norm (Dehghani et al. 2023), which bounds the attention logits: each head's queries and keys
+        # normalised before RoPE (qk_norm 'head', Qwen3), or the whole query and key projections before they
+        # split into heads ('proj', OLMo 2 §3.2), so one norm sees every head
+        self.qk_norm = cfg.qk_norm
+        widths = {"head": (self.head_dim, self.head_dim),
+                  "proj": (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim)}.get(self.qk_norm)
+        self.q_norm = make_norm(cfg, widths[0]) if widths else None
+        self.k_norm = make_norm(cfg, widths[1]) if widths else None
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -124,6 +128,8 @@ class Attention(Mixer):
     def check(cls, cfg) -> None:
         if cfg.mixer == "attention" and cfg.ffn == "none":
             raise LlmarchError("ffn='none' leaves an attention-only model without an FFN; it goes with an SSM mixer")
+        if cfg.qk_norm == "proj" and ATTENTION_KINDS[cfg.attention].shares_qk:
+            raise LlmarchError(f"qk_norm='proj' needs a key projection, which attention={cfg.attention!r} has not")
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return self.kind.new_state(self, batch, max_len, dtype, device)
@@ -137,12 +143,15 @@ class Attention(Mixer):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv_proj(x)
+        if self.qk_norm == "proj":
+            q, k, v = qkv.split([n * self.head_dim for n in self.qkv_heads], dim=-1)
+            qkv = torch.cat((self.q_norm(q), self.k_norm(k), v), dim=-1)
         # one token (decoding): (B, 1, heads, D) and (B, heads, 1, D) are the same memory, so a view, no
         # transposes; the hook points see (B, T, heads, D), so a watched step takes the general path
         one = T == 1 and not (self.hook_q.active or self.hook_k.active or self.hook_v.active)
         shape, heads = ((B, -1, 1, self.head_dim), 1) if one else ((B, T, -1, self.head_dim), 2)
         q, k, v = qkv.view(shape).split(self.qkv_heads, dim=heads)  # one split of the heads axis: fewer ops
-        if self.q_norm is not None:
+        if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if not one:
             q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)

@@ -3,6 +3,8 @@ Sequential post-norm (Vaswani et al. 2017; BERT, BART): x = n1(x + attn(x)); x =
 Sandwich (Gemma 2 and 3; the Sandwich-LN of CogView, Ding et al. 2021): pre-norm with a norm on each
 sublayer's output too, x += post_ln1(attn(n1(x))); x += post_ln2(ffn(n2(x))), which bounds what each sublayer
 adds to the residual stream.
+Sequential res-post-norm (Swin Transformer V2, Liu et al. 2022, §3.1; OLMo 2, §3.2): the norm on each
+sublayer's output before the residual add and none on its input, x += n1(attn(x)); x += n2(ffn(x)).
 Parallel (GPT-NeoX): x += attn(n1(x)) + ffn(n2(x)); with shared_norm (PaLM §2, GPT-J, Falcon) one norm
 feeds both: x += attn(n(x)) + ffn(n(x)), so the two input projections could run as one matmul.
 A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
@@ -31,7 +33,7 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 class Block(nn.Module):
     def __init__(self, cfg, cross: bool = False, layer: int = 0):
         super().__init__()
-        self.pre_norm = cfg.norm_placement != "post"
+        self.placement = cfg.norm_placement
         self.parallel = cfg.block == "parallel"
         self.ln1 = make_norm(cfg)
         mixer = MIXERS[cfg.layer_mixer(layer)]
@@ -58,11 +60,13 @@ class Block(nn.Module):
 
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module, hook: HookPoint, *args,
                   post: nn.Module | None = None) -> torch.Tensor:
-        """Pre-norm x + sublayer(norm(x)), sandwich x + post(sublayer(norm(x))), post-norm
-        norm(x + sublayer(x)); args: the sublayer's context."""
-        if self.pre_norm:
+        """Pre-norm x + sublayer(norm(x)), sandwich x + post(sublayer(norm(x))), res-post-norm
+        x + norm(sublayer(x)), post-norm norm(x + sublayer(x)); args: the sublayer's context."""
+        if self.placement in ("pre", "sandwich"):
             y = sublayer(norm(x), *args)
             return x + hook(self.drop(y if post is None else post(y)))
+        if self.placement == "res_post":
+            return x + hook(self.drop(norm(sublayer(x, *args))))
         return norm(x + hook(self.drop(sublayer(x, *args))))
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)

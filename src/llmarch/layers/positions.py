@@ -1,7 +1,8 @@
 """Position information, one of four kinds (see docs/architectures): added to token embeddings (learned,
-sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias), or none.
-Each module answers `embed(pos)` (an additive (B, T, C) term or None), `rotary(pos)` ((cos, sin) or None) and
-`bias(input_pos, key_len)` (an additive (1, H, T, S) score bias or None)."""
+sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias, ALiBi),
+or none. Each module answers `embed(pos)` (an additive (B, T, C) term or None), `rotary(pos)` ((cos, sin) or
+None) and `bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score bias or None; pad_mask
+(B, S) marks the real key slots, None: all real)."""
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ class NoPositions(nn.Module):
     def rotary(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
-    def bias(self, input_pos: torch.Tensor, key_len: int) -> torch.Tensor | None:
+    def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor | None:
         return None
 
 
@@ -67,18 +68,27 @@ class RotaryPositions(NoPositions):
         base' = base * (factor * len / ctx - (factor - 1))^(r / (r - 2));
     llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between;
     yarn (Peng et al. 2023, "YaRN", §3.2-3.4): the same by-parts interpolation with its ramp set in rotations
-        over the pretraining context, and cos, sin scaled by an attention factor (see _yarn_scale)."""
+        over the pretraining context, and cos, sin scaled by an attention factor (see _yarn_scale).
+    longrope (Ding et al. 2024, LongRoPE; Phi-3): each frequency divided by its own searched factor, the short
+        set while the sequence fits the pretraining context, the long set once it runs past it, and cos, sin
+        scaled by sqrt(1 + ln(factor) / ln(original context)) (or the given attention factor)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("inv_freq", self._inv_freq(cfg.rope_theta), persistent=False)
         self.attn_factor = yarn_attention_factor(cfg) if cfg.rope_scaling == "yarn" else 1.0
+        if cfg.rope_scaling == "longrope":
+            self.register_buffer("long_inv_freq", self._inv_freq(cfg.rope_theta, cfg.rope_long_factor),
+                                 persistent=False)
+            self.attn_factor = _longrope_attn_factor(cfg)
 
-    def _inv_freq(self, base: float) -> torch.Tensor:
+    def _inv_freq(self, base: float, longrope_factors: list | None = None) -> torch.Tensor:
         cfg, r = self.cfg, self.cfg.rotary_dim
         inv_freq = 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
-        if cfg.rope_scaling == "linear":
+        if cfg.rope_scaling == "longrope":
+            inv_freq = inv_freq / torch.tensor(longrope_factors or cfg.rope_short_factor, dtype=torch.float32)
+        elif cfg.rope_scaling == "linear":
             inv_freq = inv_freq / cfg.rope_factor
         elif cfg.rope_scaling == "llama3":
             inv_freq = _llama3_scale(inv_freq, cfg)
@@ -90,9 +100,11 @@ class RotaryPositions(NoPositions):
         inv_freq = self.inv_freq
         if self.cfg.rope_scaling == "dynamic":
             inv_freq = self._dynamic(pos)
+        elif self.cfg.rope_scaling == "longrope":  # the longest sequence of this call picks the set, as in HF
+            inv_freq = torch.where(pos.max() >= self.cfg.rope_original_context, self.long_inv_freq, inv_freq)
         angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
-        if self.attn_factor != 1.0:  # YaRN's scale on q.k: sqrt(1/t) on each of q and k (eq. 22)
+        if self.attn_factor != 1.0:  # YaRN's scale on q.k: sqrt(1/t) on each of q and k (eq. 22); LongRoPE's
             return angles.cos() * self.attn_factor, angles.sin() * self.attn_factor
         return angles.cos(), angles.sin()
 
@@ -104,6 +116,14 @@ class RotaryPositions(NoPositions):
             return self.inv_freq
         base = cfg.rope_theta * ((cfg.rope_factor * length / original) - (cfg.rope_factor - 1)) ** (r / (r - 2))
         return self._inv_freq(base)
+
+
+def _longrope_attn_factor(cfg) -> float:
+    if cfg.rope_attn_factor is not None:
+        return cfg.rope_attn_factor
+    if cfg.rope_factor <= 1.0:
+        return 1.0
+    return math.sqrt(1 + math.log(cfg.rope_factor) / math.log(cfg.rope_original_context))
 
 
 def _llama3_scale(inv_freq: torch.Tensor, cfg) -> torch.Tensor:
@@ -197,11 +217,53 @@ class RelativeBias(NoPositions):
                             * (n - exact)).long()
         return out + torch.where(distance < exact, distance, log_part.clamp(max=n - 1))
 
-    def bias(self, input_pos: torch.Tensor, key_len: int) -> torch.Tensor:
+    def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         keys = torch.arange(key_len, device=input_pos.device)
         values = self.weight[self.bucket(keys[None, :] - input_pos[:, None])]  # (T, S, H)
         return values.permute(2, 0, 1)[None]  # (1, H, T, S)
 
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """ALiBi's head-specific slopes (Press et al. 2022, §3): for n a power of two the geometric sequence
+    2^(-8/n), 2^(-16/n), ..., 2^(-8). Otherwise the slopes of the closest power of two below, n' = 2^floor(log2 n),
+    then every other slope of 2n' heads for the remaining n - n' (the authors' code; BLOOM, Falcon-RW)."""
+    n = 2 ** math.floor(math.log2(n_heads))
+    slopes = [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+    extra = [2.0 ** (-8.0 * (i + 1) / (2 * n)) for i in range(0, 2 * (n_heads - n), 2)]
+    return torch.tensor(slopes + extra, dtype=torch.float32)
+
+
+class ALiBi(NoPositions):
+    """ALiBi (Press et al. 2022, eq. in §3): no position embeddings; head h adds -m_h (i - j) to the score of
+    query i on key j <= i, a penalty linear in distance that lets a model read past its training length.
+    Added as m_h * pos(j): the -m_h * pos(i) part is the same for every key of a query, and a softmax does not
+    see a constant. pos(j) is key j's position among its row's real tokens (the cumulative sum of the padding
+    mask, as BLOOM computes it), so a left-padded row gets what it would get alone, and a slot's bias never
+    changes as later tokens arrive (cached decoding equals the whole forward). alibi_scale multiplies the
+    slopes (Falcon-RW: 1/sqrt(head_dim), its bias scaled with the scores); alibi_bf16 rounds the slopes and
+    m_h * pos(j) to bfloat16, as Falcon-RW computes them."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        slopes = alibi_slopes(cfg.n_heads)
+        self.bf16, self.scale = cfg.alibi_bf16, cfg.alibi_scale
+        self.register_buffer("slopes", slopes.bfloat16().float() if self.bf16 else slopes, persistent=False)
+
+    def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if pad_mask is None:
+            pos = torch.arange(key_len, device=input_pos.device)[None]  # (1, S)
+        else:
+            pos = (pad_mask.long().cumsum(-1) - 1) * pad_mask  # (B, S), 0 at padding (masked anyway)
+        if self.bf16:  # torch multiplies a bf16 tensor by an integer one in bf16: both operands rounded
+            pos = pos.bfloat16().float()
+        bias = self.slopes[None, :, None, None] * pos[:, None, None, :]  # (B|1, H, 1, S)
+        if self.bf16:
+            bias = bias.bfloat16().float()
+        return bias * self.scale if self.scale != 1.0 else bias
+
+
+# position kinds that add a bias to the attention scores: only attention kinds that read the mask take them
+BIAS_POSITIONS = ("t5_relative", "alibi")
 
 POSITIONS.register("none")(lambda cfg: NoPositions())
 POSITIONS.register("learned")(LearnedPositions)
@@ -209,3 +271,4 @@ POSITIONS.register("sinusoidal")(SinusoidalPositions)
 POSITIONS.register("sinusoidal_halves")(lambda cfg: SinusoidalPositions(cfg, halves=True))
 POSITIONS.register("t5_relative")(RelativeBias)
 POSITIONS.register("rope")(RotaryPositions)
+POSITIONS.register("alibi")(ALiBi)

@@ -90,7 +90,7 @@ class Stack(nn.Module):
         pos = position_ids(input_pos, B, pad_mask)  # (B, T)
         if cfg.position_offset:
             pos = pos + cfg.position_offset
-        bias = self.positions.bias(input_pos, key_len)  # (1, H, T, S) or None
+        bias = self.positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S) or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None

@@ -22,6 +22,7 @@ from torch import nn
 from ...errors import LlmarchError
 from ...registry import Registry
 from ..kv_cache import KVCache
+from ..positions import BIAS_POSITIONS
 
 ATTENTION_KINDS: Registry = Registry("attention")
 
@@ -47,8 +48,8 @@ class AttentionKind:
             kinds = " or ".join(windowed_kinds())
             raise LlmarchError(f"attention={cfg.attention!r} and sliding_window={cfg.sliding_window}: "
                                f"a window size goes with {kinds} attention, and only with it")
-        if not cls.uses_mask and cfg.positions == "t5_relative":
-            raise LlmarchError(f"attention={cfg.attention!r} does not take a position bias (t5_relative)")
+        if not cls.uses_mask and cfg.positions in BIAS_POSITIONS:
+            raise LlmarchError(f"attention={cfg.attention!r} does not take a position bias ({cfg.positions})")
         if cfg.attn_sinks and not cls.takes_sinks:
             raise LlmarchError(f"attn_sinks=True and attention={cfg.attention!r}: sinks join a softmax over keys, "
                                f"which this kind does not take")

@@ -1,0 +1,86 @@
+"""Dense families of issue 22 against transformers, through files (as test_hf_families.py does): BLOOM and
+Falcon-RW (ALiBi), Qwen3 (per-head QK-norm, sliding layers), OLMo 2 (QK-norm over whole projections, norms
+after each sublayer), Phi-3 (fused projections, LongRoPE) and SmolLM3 (NoPE every k-th layer). Each: a tiny
+seeded random model, saved and loaded with from_hf, logits on a left-padded batch within 1e-4 (fp32), greedy
+generation of 32 tokens equal to transformers', cached decoding equal to the whole forward, and a to_hf round
+trip that transformers loads with the same logits."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.interop import from_hf, to_hf
+
+from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+CASES = {
+    # 6 heads: slopes for a head count that is not a power of two (4 of 4 heads, then 2 of 8)
+    "bloom": ("BloomConfig", "BloomForCausalLM", dict(vocab_size=128, hidden_size=48, n_layer=2, n_head=6)),
+    # Falcon-RW: ALiBi, per-head q k v, sequential block, biases; its bias is scaled and rounded to bf16
+    # (12 heads: slopes 2^-0.5, 2^-1.5, ... that bf16 rounds)
+    "falcon-rw": ("FalconConfig", "FalconForCausalLM",
+                  dict(vocab_size=128, hidden_size=96, num_hidden_layers=2, num_attention_heads=12, alibi=True,
+                       multi_query=False, parallel_attn=False, bias=True, ffn_hidden_size=96)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=24)),
+    # layer 1 slides over 8 keys (max_window_layers=1): shorter than the 13-20-token prompts
+    "qwen3-sliding": ("Qwen3Config", "Qwen3ForCausalLM",
+                      dict(COMMON, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+                           max_window_layers=1)),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict(COMMON, num_key_value_heads=2)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
+    # LongRoPE: 24 positions pretrained, stretched to 96: the 13-20-token prompts take the short factors, the
+    # decoding steps past position 24 the long ones (over keys cached with the short ones, as in transformers)
+    "phi3-longrope": ("Phi3Config", "Phi3ForCausalLM",
+                      dict(COMMON, pad_token_id=0, max_position_embeddings=96, original_max_position_embeddings=24,
+                           rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                            "short_factor": [1.0 + 0.1 * i for i in range(8)],
+                                            "long_factor": [1.0 + 0.5 * i for i in range(8)]})),
+    # NoPE on layers 1 and 3 of 4 (every 2nd), RoPE elsewhere
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM",
+                dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, no_rope_layer_interval=2, pad_token_id=0)),
+    # NoPE on layer 3 of 4, which also slides over 8 keys (transformers slides only the NoPE layers)
+    "smollm3-sliding": ("SmolLM3Config", "SmolLM3ForCausalLM",
+                        dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, use_sliding_window=True,
+                             sliding_window=8, pad_token_id=0)),
+}
+
+
+def build_hf(case, tmp_path):
+    conf_cls, model_cls, kwargs = CASES[case]
+    torch.manual_seed(0)
+    hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval()
+    with torch.no_grad():  # random non-trivial norm gains and biases, so a swapped one cannot hide
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp_path / "hf")
+    return hf
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_logits_generation_and_round_trip(case, tmp_path):
+    hf = build_hf(case, tmp_path)
+    ours = from_hf(tmp_path / "hf")
+    ids, mask = padded_batch(ours.config.vocab_size)
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask).logits
+    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
+
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False, pad_token_id=0)
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32)
+    assert torch.equal(generated, theirs)
+    # cached decoding equals the whole forward, recomputed without a cache (not for LongRoPE, whose frequencies
+    # follow the longest sequence of each call, so a cache holds keys rotated with the short set)
+    if ours.config.rope_scaling != "longrope":
+        full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
+        with torch.no_grad():
+            again = ours(generated, attention_mask=full_mask).logits
+        assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
+
+    to_hf(ours, tmp_path / "out")
+    back = getattr(transformers, CASES[case][1]).from_pretrained(tmp_path / "out").eval()
+    assert_close_on_real_tokens(hf_logits(back, ids, mask), mine, mask)
