@@ -275,13 +275,16 @@ class ModelConfig:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
 
     def _validate_longrope(self) -> None:
-        factors = ("rope_short_factor", "rope_long_factor", "rope_attn_factor")
+        factors = ("rope_short_factor", "rope_long_factor")
+        if self.rope_attn_factor is not None and self.rope_scaling not in ("yarn", "longrope"):
+            raise LlmarchError(f"rope_attn_factor goes with rope_scaling 'yarn' or 'longrope', not "
+                               f"{self.rope_scaling!r}")
         if self.rope_scaling != "longrope":
             given = next((f for f in factors if getattr(self, f) is not None), None)
             if given:
                 raise LlmarchError(f"{given} goes with rope_scaling='longrope', not {self.rope_scaling!r}")
             return
-        for name in factors[:2]:
+        for name in factors:
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or len(value) != self.rotary_dim // 2 or not all(
                     isinstance(v, (int, float)) and v > 0 for v in value):
