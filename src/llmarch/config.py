@@ -88,8 +88,8 @@ class ModelConfig:
     router_aux_loss_weight: float = 0.0  # weight of the load-balancing loss in training (Switch eq. 4)
     router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
-    # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py), except that with
-    # attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
+    # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py, layers/gated_deltanet.py),
+    # except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
     attn_period: int = 0
     attn_offset: int = 0
@@ -107,6 +107,12 @@ class ModelConfig:
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
     hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
+    # Gated DeltaNet (layers/gated_deltanet.py; its convolution, biases and chunk are the ssm_conv, ssm_conv_bias,
+    # ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim, delta_key_dim
+    delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads)
+    delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
+    delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim)
+    delta_value_dim: int | None = None  # dims of each value head (linear_value_head_dim)
     context_length: int = 1024
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
