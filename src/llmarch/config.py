@@ -42,6 +42,7 @@ class ModelConfig:
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
     qk_norm: str = "none"  # none, or head: RMSNorm over each head's queries and keys before RoPE (Qwen3)
+    attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -79,6 +80,7 @@ class ModelConfig:
     experts_per_token: int = 2  # top-k of the router (Mixtral 2, Switch 1)
     expert_hidden: int | None = None  # hidden width of each expert; None: ffn_hidden
     n_shared_experts: int = 0  # experts every token passes through, unweighted (DeepSeekMoE)
+    shared_expert_gate: bool = False  # the shared experts' output times sigmoid(x w) per token (Qwen3-Next)
     moe_period: int = 1
     moe_offset: int = 0
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
