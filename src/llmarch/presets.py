@@ -68,6 +68,15 @@ _JAMBA = dict(mixer="mamba", ssm_inner_norm=True, attn_period=8, attn_offset=4, 
               norm_eps=1e-6, norm_bias=False, positions="none", bias=False, tie_embeddings=False, n_experts=16,
               experts_per_token=2, moe_period=2, moe_offset=1, router_renormalize=False,
               router_aux_loss_weight=0.001, hf_model_type="jamba")
+# Qwen3-Next (Qwen team 2025, model card and config.json of Qwen3-Next-80B-A3B): three Gated DeltaNet layers
+# (16 query/key heads and 32 value heads of 128) to one full-attention layer (GQA 16/2 heads of 256, QK-norm,
+# RoPE on a quarter of each head, a sigmoid output gate), zero-centred RMSNorms, and every FFN a mixture of 512
+# SwiGLU experts of 512, top-10 renormalised, plus one gated shared expert of 512.
+_QWEN3_NEXT_TYPES = ["linear_attention", "linear_attention", "linear_attention", "full_attention"]
+_QWEN3_NEXT = dict(_LLAMA, norm="rmsnorm_offset", norm_eps=1e-6, qk_norm="head", attn_output_gate=True,
+                   rope_fraction=0.25, ssm_conv=4, ssm_conv_bias=False, ssm_bias=False, n_experts=512,
+                   experts_per_token=10, n_shared_experts=1, shared_expert_gate=True, router_aux_loss_weight=0.001,
+                   layer_overrides={"linear_attention": {"mixer": "gated_deltanet"}}, hf_model_type="qwen3_next")
 
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
@@ -89,6 +98,10 @@ PRESETS: dict[str, dict] = {
     "palm-8b": dict(_PALM, d_model=4096, n_layers=32, n_heads=16, ffn_hidden=16384),
     # state-spaces/mamba-130m: 24 layers of width 768, the GPT-NeoX vocabulary padded to 50280
     "mamba-130m": dict(_MAMBA, vocab_size=50280, d_model=768, n_layers=24, context_length=2048),
+    "qwen3-next-80b-a3b": dict(_QWEN3_NEXT, vocab_size=151936, d_model=2048, n_layers=48, n_heads=16, n_kv_heads=2,
+                               head_dim=256, ffn_hidden=5120, expert_hidden=512, context_length=262144,
+                               rope_theta=1e7, delta_heads=16, delta_value_heads=32, delta_key_dim=128,
+                               delta_value_dim=128, layer_types=_QWEN3_NEXT_TYPES * 12),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
@@ -105,6 +118,10 @@ PRESETS: dict[str, dict] = {
     # attention in layer 2 of every 4, Mamba elsewhere, every other FFN a top-2 mixture of 4 experts
     "hybrid-tiny": dict(_JAMBA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden=512,
                         attn_period=4, attn_offset=2, n_experts=4, context_length=256, ssm_chunk=32),
+    # Gated DeltaNet in llama-tiny's block: the delta rule in every layer, 4 query/key heads and 8 value heads of 32
+    "gated-deltanet-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768,
+                                context_length=256, mixer="gated_deltanet", delta_value_heads=8, delta_key_dim=32,
+                                delta_value_dim=32, ssm_chunk=32),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),
