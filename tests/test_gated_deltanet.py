@@ -198,3 +198,18 @@ def test_info_reports_the_delta_rule_state(capsys):
     assert "mixer gated_deltanet (attention in layers 3, 7, 11," in out
     assert "parameters:               79,674,391,296" in out and "active parameters:        3,874,929,408" in out
     assert "state bytes per sequence: 77,266,944 (constant in the context; delta-rule states in fp32)" in out
+
+
+def test_benches_take_the_mixer():
+    """`bench attention` finds it in the registry; `bench decode-context` runs it as gated-deltanet-tiny, whose
+    state does not grow with the context."""
+    from llmarch.bench.attention import AttentionBenchConfig, run_attention_bench
+    from llmarch.bench.context import ContextBenchConfig, run_context_bench
+
+    r = run_attention_bench(AttentionBenchConfig(lengths="64", kinds="gated_deltanet", d_model=32, n_heads=2,
+                                                 repeats=1))
+    assert r["kinds"]["gated_deltanet"]["rows"][0]["seconds"] > 0
+    r = run_context_bench(ContextBenchConfig(lengths="32,64", kinds="gated_deltanet", d_model=32, n_layers=1,
+                                             n_heads=2, new_tokens=2, rounds=1, chunk=16))
+    data = r["kinds"]["gated_deltanet"]
+    assert data["preset"] == "gated-deltanet-tiny" and data["rows"][0]["state_bytes"] == data["rows"][1]["state_bytes"]
