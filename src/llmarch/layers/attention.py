@@ -145,7 +145,7 @@ class Attention(Mixer):
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
         y = y.transpose(1, 2)  # (B, T, H, D)
-        if self.gated:
+        if self.gated:  # hook_z then sees the gated heads, what o_proj reads
             y = y * torch.sigmoid(gate.reshape(B, T, self.n_heads, self.head_dim))
         y = self.hook_z(y)
         return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))
