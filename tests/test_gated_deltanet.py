@@ -213,3 +213,14 @@ def test_benches_take_the_mixer():
                                              n_heads=2, new_tokens=2, rounds=1, chunk=16))
     data = r["kinds"]["gated_deltanet"]
     assert data["preset"] == "gated-deltanet-tiny" and data["rows"][0]["state_bytes"] == data["rows"][1]["state_bytes"]
+
+
+def test_compiled_decode_of_a_hybrid_matches_eager():
+    """The delta-rule step (conv and delta states updated in place) and gated attention compile as one graph."""
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                          context_length=48, layer_types=["linear", "full"], attn_output_gate=True,
+                          layer_overrides={"linear": {"mixer": "gated_deltanet"}}).eval()
+    ids = torch.randint(0, 64, (2, 10))
+    eager = llmarch.generate(model, ids, max_new_tokens=12)
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=12, compile=True), eager)
