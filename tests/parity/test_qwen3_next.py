@@ -79,3 +79,18 @@ def test_to_hf_round_trip(models):
     with torch.no_grad():
         mine = ours(ids, attention_mask=mask).logits
     assert_close_on_real_tokens(hf_logits(again, ids, mask), mine, mask)
+
+
+def test_the_published_preset_is_transformers_shape():
+    """qwen3-next-80b-a3b's exported config builds a transformers model (on the meta device) of exactly our
+    parameter count, and reads back as the same config."""
+    from llmarch.interop import FAMILIES
+
+    cfg = llmarch.preset("qwen3-next-80b-a3b")
+    family = FAMILIES["qwen3_next"]
+    hf_cfg = transformers.Qwen3NextConfig(**{k: v for k, v in family.from_config(cfg).items()
+                                             if k not in ("architectures", "model_type")})
+    with torch.device("meta"):
+        hf = transformers.Qwen3NextForCausalLM(hf_cfg)
+    assert sum(p.numel() for p in hf.parameters()) == 79_674_391_296
+    assert family.to_config(hf_cfg.to_dict()).replace(name=cfg.name) == cfg
