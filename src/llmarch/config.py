@@ -48,6 +48,7 @@ class ModelConfig:
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
     qk_norm: str = "none"  # none; head: a norm over each head's queries and keys before RoPE (Qwen3); proj: over
     # the whole query and key projections, before they split into heads (OLMo 2)
+    attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -99,6 +100,7 @@ class ModelConfig:
     experts_per_token: int = 2  # top-k of the router (Mixtral 2, Switch 1)
     expert_hidden: int | None = None  # hidden width of each expert; None: ffn_hidden
     n_shared_experts: int = 0  # experts every token passes through, unweighted (DeepSeekMoE)
+    shared_expert_gate: bool = False  # the shared experts' output times sigmoid(x w) per token (Qwen3-Next)
     moe_period: int = 1
     moe_offset: int = 0
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
@@ -111,8 +113,8 @@ class ModelConfig:
     router_bias: bool = False  # a bias on the router's logits (gpt-oss)
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
-    # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py), except that with
-    # attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
+    # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py, layers/gated_deltanet.py),
+    # except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
     attn_period: int = 0
     attn_offset: int = 0
@@ -130,6 +132,12 @@ class ModelConfig:
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
     hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
+    # Gated DeltaNet (layers/gated_deltanet.py; its convolution, biases and chunk are the ssm_conv, ssm_conv_bias,
+    # ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim, delta_key_dim
+    delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads)
+    delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
+    delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim)
+    delta_value_dim: int | None = None  # dims of each value head (linear_value_head_dim)
     context_length: int = 1024
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens

@@ -83,6 +83,8 @@ def _alternating(n_layers: int, window: int) -> dict:
     """gpt-oss's layers: sliding-window attention on even layers, full on odd ones."""
     types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
     return dict(n_layers=n_layers, layer_types=types, layer_overrides={"sliding_attention": {"sliding_window": window}})
+
+
 # Gemma 2 (Gemma Team 2024, §2, Table 1): Gemma's offset RMSNorm, sqrt(d)-scaled embeddings, tanh-GeGLU and tied
 # head, with sandwich norms, scores scaled by query_pre_attn_scalar^-0.5 = 256^-0.5 and soft-capped at 50, logits
 # at 30, and sliding-window (4096) layers alternating with full ones.
@@ -127,6 +129,17 @@ def _nope_every(k: int, n_layers: int) -> dict:
 # SmolLM3 (Hugging Face 2025): LLaMA with GQA, a tied head, and no positions on every 4th layer (NoPE).
 _SMOLLM3 = dict(_LLAMA, tie_embeddings=True, rope_theta=5e6, norm_eps=1e-6, hf_model_type="smollm3")
 
+
+# Qwen3-Next (Qwen team 2025, model card and config.json of Qwen3-Next-80B-A3B): three Gated DeltaNet layers
+# (16 query/key heads and 32 value heads of 128) to one full-attention layer (GQA 16/2 heads of 256, QK-norm,
+# RoPE on a quarter of each head, a sigmoid output gate), zero-centred RMSNorms, and every FFN a mixture of 512
+# SwiGLU experts of 512, top-10 renormalised, plus one gated shared expert of 512.
+_QWEN3_NEXT_TYPES = ["linear_attention", "linear_attention", "linear_attention", "full_attention"]
+_QWEN3_NEXT = dict(_LLAMA, norm="rmsnorm_offset", norm_eps=1e-6, qk_norm="head", attn_output_gate=True,
+                   rope_fraction=0.25, ssm_conv=4, ssm_conv_bias=False, ssm_bias=False, n_experts=512,
+                   experts_per_token=10, n_shared_experts=1, shared_expert_gate=True, router_aux_loss_weight=0.001,
+                   layer_overrides={"linear_attention": {"mixer": "gated_deltanet"}}, hf_model_type="qwen3_next")
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -164,6 +177,12 @@ PRESETS: dict[str, dict] = {
                        ffn_hidden=11008, context_length=65536, **_nope_every(4, 36)),
     # bigscience/bloom-560m: 24 layers of 1024, 16 heads
     "bloom-560m": dict(_BLOOM, vocab_size=250880, d_model=1024, n_layers=24, n_heads=16, context_length=2048),
+
+
+    "qwen3-next-80b-a3b": dict(_QWEN3_NEXT, vocab_size=151936, d_model=2048, n_layers=48, n_heads=16, n_kv_heads=2,
+                               head_dim=256, ffn_hidden=5120, expert_hidden=512, context_length=262144,
+                               rope_theta=1e7, delta_heads=16, delta_value_heads=32, delta_key_dim=128,
+                               delta_value_dim=128, layer_types=_QWEN3_NEXT_TYPES * 12),
     # ~10M-parameter CPU presets for demos and tests (vocab matches the default BPE tokenizer).
     "gpt-tiny": dict(_GPT2, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, context_length=256),
     "llama-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4,
@@ -202,6 +221,12 @@ PRESETS: dict[str, dict] = {
     "gemma3-tiny": dict(_GEMMA3, vocab_size=8192, d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, head_dim=64,
                         attn_scale=64 ** -0.5, ffn_hidden=768, context_length=256,
                         **_local_global(6, 6, 32, rope_theta=1e4)),
+
+
+    # Gated DeltaNet in llama-tiny's block: the delta rule in every layer, 4 query/key heads and 8 value heads of 32
+    "gated-deltanet-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768,
+                                context_length=256, mixer="gated_deltanet", delta_value_heads=8, delta_key_dim=32,
+                                delta_value_dim=32, ssm_chunk=32),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),

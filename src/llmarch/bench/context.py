@@ -27,7 +27,8 @@ from ..layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
 from ..presets import resolve
 from .attention import check_kinds, two_panels
 
-FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny"}  # attention kinds: llama-tiny
+FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny",
+          "gated_deltanet": "gated-deltanet-tiny"}  # attention kinds: llama-tiny
 
 
 @dataclass

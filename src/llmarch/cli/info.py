@@ -35,7 +35,7 @@ def cmd_info(args) -> None:
     print(f"{cfg.name}: {layers} layers, d_model {cfg.d_model}{heads}, {ffn}, {cfg.norm} ({cfg.norm_placement}), "
           f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}"
           + (f", block {cfg.block}" if cfg.block != "sequential" else "")
-          + (f", mixer {_mixers(cfg)}" if cfg.mixer != "attention" else "")
+          + (f", mixer {_mixers(cfg)}" if len(cfg.attention_layers) < cfg.n_layers else "")
           + (f", {cfg.n_experts} experts (top-{cfg.experts_per_token})" if cfg.n_experts else ""))
     print(f"parameters:               {facts['parameters']:,}")
     if facts["active_parameters"] != facts["parameters"]:
@@ -69,10 +69,10 @@ def _config(model: str) -> ModelConfig:
 
 
 def _mixers(cfg) -> str:
+    """The mixers other than attention (set by `mixer` or by layer types), and the layers attention keeps."""
     attn = cfg.attention_layers
-    if not attn:
-        return cfg.mixer
-    return f"{cfg.mixer} (attention in layers {', '.join(map(str, attn))})"
+    others = ", ".join(dict.fromkeys(m for i in range(cfg.n_layers) if (m := cfg.layer_mixer(i)) != "attention"))
+    return others if not attn else f"{others} (attention in layers {', '.join(map(str, attn))})"
 
 
 def _state_notes(cfg, dtype: str) -> str:

@@ -4,6 +4,7 @@ from . import (bart, bert, falcon, gemma, gemma2, gemma3, gpt2, gpt_neox, jamba,
                marian, mistral, mixtral, qwen2, qwen3_moe, roberta, switch_transformers, t5)  # registers each family
 from . import gpt_oss  # noqa: F401
 from . import bloom, olmo2, phi3, qwen3, smollm3  # noqa: F401
+from . import qwen3_next  # noqa: F401
 from .hf import FAMILIES, from_hf, is_hf_dir, to_hf
 from .mapping import export_state
 

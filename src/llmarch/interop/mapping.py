@@ -81,17 +81,18 @@ LAYOUTS = {
 
 def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
     """How one of our fused tensors (of `shape`) splits along dim 0 into the HF tensors of `rule`: q|k|v rows
-    (layers/attention.py), k|v rows (layers/cross_attention.py), gate|up halves (layers/ffn.py); an expert
-    tensor (E, rows, ...) splits, flattened to (E * rows, ...), into equal pieces per expert (layers/moe.py)."""
+    (layers/attention.py; q with its output gate's rows), k|v rows (layers/cross_attention.py), gate|up halves
+    (layers/ffn.py); an expert tensor (E, rows, ...) splits, flattened to (E * rows, ...), into equal pieces per
+    expert (layers/moe.py)."""
     if rule.experts:
         per_expert = len(rule.hf) // rule.experts
         return [shape[1] // per_expert] * len(rule.hf)
     kv = cfg.n_kv_heads * cfg.head_dim
-    if len(rule.hf) == 3:
-        return [cfg.n_heads * cfg.head_dim, kv, kv]
+    if len(rule.hf) == 3:  # an output gate's rows ride with the queries' (q_proj emits both, Qwen3-Next)
+        return [cfg.n_heads * cfg.head_dim * (2 if cfg.attn_output_gate else 1), kv, kv]
     if ".kv_proj." in rule.ours:
         return [kv, kv]
-    return [cfg.ffn_hidden] * len(rule.hf)
+    return [shape[0] // len(rule.hf)] * len(rule.hf)  # gate|up: equal halves (a dense FFN's or shared experts')
 
 
 def expand(rules: list[Rule], cfg) -> list[Rule]:

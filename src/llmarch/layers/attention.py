@@ -108,7 +108,12 @@ class Attention(Mixer):
         # q, k and v projections fused into one matmul (rows: H·D of q, then K·D of k, then K·D of v):
         # one weight read instead of three, which is what one-token decoding waits on.
         # A kind whose keys are its queries (Reformer) has no key projection.
-        self.qkv_heads = [self.n_heads, 0 if self.kind.shares_qk else self.n_kv_heads, self.n_kv_heads]
+        # An output gate (Qwen3-Next; Qiu et al. 2025, "Gated Attention for LLMs"): o = attn * sigmoid(x W_g) per
+        # head before o_proj; its rows sit after each head's query rows, [q_0, g_0, q_1, g_1, ...], as Qwen3-Next
+        # stores q_proj.
+        self.gated = cfg.attn_output_gate
+        self.qkv_heads = [self.n_heads * (2 if self.gated else 1), 0 if self.kind.shares_qk else self.n_kv_heads,
+                          self.n_kv_heads]
         self.qkv_proj = nn.Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         # QK-norm (Dehghani et al. 2023), which bounds the attention logits: each head's queries and keys
@@ -128,6 +133,9 @@ class Attention(Mixer):
     def check(cls, cfg) -> None:
         if cfg.mixer == "attention" and cfg.ffn == "none":
             raise LlmarchError("ffn='none' leaves an attention-only model without an FFN; it goes with an SSM mixer")
+        if cfg.qk_norm == "proj" and cfg.attn_output_gate:
+            raise LlmarchError("qk_norm='proj' and attn_output_gate=True: the output gate's rows sit among the "
+                               "query rows that the projection norm would normalise")
         if cfg.qk_norm == "proj" and ATTENTION_KINDS[cfg.attention].shares_qk:
             raise LlmarchError(f"qk_norm='proj' needs a key projection, which attention={cfg.attention!r} has not")
 
@@ -151,6 +159,8 @@ class Attention(Mixer):
         one = T == 1 and not (self.hook_q.active or self.hook_k.active or self.hook_v.active)
         shape, heads = ((B, -1, 1, self.head_dim), 1) if one else ((B, T, -1, self.head_dim), 2)
         q, k, v = qkv.view(shape).split(self.qkv_heads, dim=heads)  # one split of the heads axis: fewer ops
+        if self.gated:
+            q, gate = q.unflatten(heads, (self.n_heads, 2)).unbind(heads + 1)
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if not one:
@@ -161,5 +171,8 @@ class Attention(Mixer):
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
-        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, D)
+        y = y.transpose(1, 2)  # (B, T, H, D)
+        if self.gated:  # hook_z then sees the gated heads, what o_proj reads
+            y = y * torch.sigmoid(gate.reshape(B, T, self.n_heads, self.head_dim))
+        y = self.hook_z(y)
         return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))

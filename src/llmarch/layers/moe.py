@@ -1,7 +1,8 @@
 """A mixture-of-experts FFN (Shazeer et al. 2017; GShard; Switch Transformer; Mixtral) that drops in wherever
 a dense FFN goes: a router (router.py) picks k experts per token; each expert is an FFN of the configured
 kind; the output is sum_k w_k * expert_k(x), plus the shared experts' output if any (DeepSeekMoE,
-Dai et al. 2024: experts every token passes through, unweighted).
+Dai et al. 2024: experts every token passes through, unweighted; Qwen2-MoE and Qwen3-Next gate it per token
+by sigmoid(x w), shared_expert_gate).
 
 Dispatch never loops over tokens: the (token, expert) assignments are sorted by expert, so each expert's
 tokens are one contiguous slice, run through that expert at once, weighted, and summed back per token with
@@ -140,6 +141,8 @@ def check_moe(cfg) -> None:
         raise LlmarchError("n_experts and n_shared_experts must be >= 0")
     if cfg.router_bias and not cfg.n_experts:
         raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
+    if cfg.shared_expert_gate and not (cfg.n_experts and cfg.n_shared_experts):
+        raise LlmarchError("shared_expert_gate gates the shared experts: it needs n_experts and n_shared_experts > 0")
     if not cfg.n_experts:
         return
     if not 1 <= cfg.experts_per_token <= cfg.n_experts:
@@ -171,6 +174,8 @@ class MoE(nn.Module):
         self.experts = Experts(cfg)
         hidden = cfg.n_shared_experts * cfg.expert_hidden
         self.shared = dense_ffn(cfg, hidden) if cfg.n_shared_experts else None
+        # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
+        self.shared_gate = nn.Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
@@ -184,5 +189,6 @@ class MoE(nn.Module):
             experts = experts.masked_fill(~self.routing.kept, self.router.n_experts)
         y = self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
         if self.shared is not None:
-            y = y + self.shared(x)
+            shared = self.shared(x)
+            y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
         return y
