@@ -11,6 +11,7 @@ from .errors import LlmarchError
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
 from .layers.moe import check_moe
+from .layers.positions import ROPE_SCALINGS
 
 
 HEADS = ("classify", "lm", "tokens")
@@ -20,7 +21,8 @@ _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
-                "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
+                "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
+                "rope_beta_fast", "rope_beta_slow", "rope_mscale", "rope_mscale_all_dim", "rope_truncate", "n_experts",
                 "ffn_hidden", "qk_norm")
 
 
@@ -45,11 +47,16 @@ class ModelConfig:
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
-    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3
+    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn
     rope_factor: float = 1.0  # context-extension factor of the scaling
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
-    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3)
+    rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3, yarn)
+    rope_beta_fast: float = 32.0  # yarn: dims turning more than this often over the original context keep theta
+    rope_beta_slow: float = 1.0  # yarn: dims turning less often than this are interpolated (theta / factor)
+    rope_mscale: float = 0.0  # yarn: cos/sin times m(factor, this) / m(factor, rope_mscale_all_dim); 0: m(factor, 1)
+    rope_mscale_all_dim: float = 0.0  # yarn (DeepSeek): the softmax scale times m(factor, this)^2; 0: unchanged
+    rope_truncate: bool = True  # yarn: the ramp's ends rounded to whole dims (False: gpt-oss)
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     bias: bool = True  # biases of the attention and FFN projections
@@ -79,6 +86,12 @@ class ModelConfig:
     experts_per_token: int = 2  # top-k of the router (Mixtral 2, Switch 1)
     expert_hidden: int | None = None  # hidden width of each expert; None: ffn_hidden
     n_shared_experts: int = 0  # experts every token passes through, unweighted (DeepSeekMoE)
+    router_scoring: str = "softmax"  # expert scores: softmax over experts (Mixtral, DeepSeek-V2) or sigmoid (V3)
+    router_scale: float = 1.0  # routed experts' weights times this (DeepSeek routed_scaling_factor)
+    router_groups: int = 1  # experts in this many equal groups; each token picks from its best router_topk_groups
+    router_topk_groups: int = 1  # (DeepSeek-V2 device-limited, V3 node-limited routing)
+    expert_bias: bool = False  # a per-expert bias on the scores, for choosing only (DeepSeek-V3 aux-loss-free)
+    expert_bias_update: float = 0.0  # gamma: training updates b_e += gamma * sign(mean load - load_e) (V3 §2.1.2)
     moe_period: int = 1
     moe_offset: int = 0
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
@@ -103,6 +116,13 @@ class ModelConfig:
     ssm_bias: bool = False  # biases of the mixer's input and output projections
     ssm_conv_bias: bool = True
     ssm_inner_norm: bool = False  # RMSNorm over dt, B and C inside the mixer (Jamba)
+    # Multi-head latent attention (mixer "mla", layers/mla.py; DeepSeek-V2 §2.1): head_dim is the decoupled
+    # RoPE part d_h^R of each query and the key all heads share (as transformers sets head_dim = qk_rope_head_dim)
+    q_lora_rank: int | None = None  # mla: rank d_c' of the query compression (V3: 1536); None: one q projection
+    kv_lora_rank: int = 512  # mla: d_c, the latent each token's keys and values are compressed to (and cached)
+    qk_nope_head_dim: int = 128  # mla: d_h, each head's query/key dims without RoPE
+    v_head_dim: int = 128  # mla: each head's value dims
+    mla_absorb: bool = True  # mla: decode steps attend in the latent (W_UK into q, W_UV into o, §2.1.2)
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -212,9 +232,12 @@ class ModelConfig:
             raise LlmarchError(f"rope needs an even number of rotated dims, got {self.rotary_dim}")
         if not 0.0 < self.rope_fraction <= 1.0:
             raise LlmarchError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
-        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3"):
+        if self.rope_scaling not in ROPE_SCALINGS:
             raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
-                               "choose one of: dynamic, linear, llama3, none")
+                               f"choose one of: {', '.join(sorted(ROPE_SCALINGS))}")
+        if self.rope_scaling == "yarn" and (self.rope_factor <= 1 or self.rope_beta_fast <= self.rope_beta_slow):
+            raise LlmarchError(f"rope_scaling='yarn' needs rope_factor > 1 and rope_beta_fast > rope_beta_slow, "
+                               f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ..layers.mixer import MIXERS
 from .options import model_config, model_overrides
 
 
@@ -25,6 +26,8 @@ def cmd_info(args) -> None:
         return
     layers = f"{cfg.n_layers}+{cfg.n_decoder_layers} (encoder+decoder)" if cfg.is_encoder_decoder else cfg.n_layers
     heads = f", {cfg.n_heads} heads ({cfg.n_kv_heads} kv)" if cfg.attention_layers else ""
+    if cfg.mixer != "attention" and MIXERS[cfg.mixer].score_dims(cfg):  # latent attention
+        heads = f", {cfg.n_heads} heads"
     ffn = f"ffn {cfg.ffn} {cfg.ffn_hidden}" if cfg.ffn != "none" else "no ffn"
     print(f"{cfg.name}: {layers} layers, d_model {cfg.d_model}{heads}, {ffn}, {cfg.norm} ({cfg.norm_placement}), "
           f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}"

@@ -110,6 +110,10 @@ class Attention(Mixer):
         if cfg.mixer == "attention" and cfg.ffn == "none":
             raise LlmarchError("ffn='none' leaves an attention-only model without an FFN; it goes with an SSM mixer")
 
+    @classmethod
+    def score_dims(cls, cfg) -> int:
+        return 2 * cfg.n_heads * cfg.head_dim
+
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return self.kind.new_state(self, batch, max_len, dtype, device)
 

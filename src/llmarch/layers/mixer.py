@@ -8,6 +8,8 @@ it is; it calls this protocol:
 - `new_state(batch, max_len, dtype, device)`: the state decoding needs (a KV cache, a recurrent state, a
   convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`.
 - `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
+- `score_dims(cfg)`: per query, the widths of its q.k and pattern.v products over all heads (2·H·D for
+  attention; 0 for a mixer without them), which the accounting counts as 6·T·that FLOPs per token;
 - `check(cfg)`: the mixer's own config fields, validated where the config is built; `state_note(dtype)`: what
   its per-sequence state is, in words (`llmarch info`).
 - `residual_out`: the names of its projections that write to the residual stream, which GPT-2's init
@@ -35,6 +37,10 @@ class Mixer(nn.Module):
     @classmethod
     def check(cls, cfg) -> None:
         """Raise LlmarchError for a config this mixer cannot be built from (its own fields only)."""
+
+    @classmethod
+    def score_dims(cls, cfg) -> int:
+        return 0
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         raise NotImplementedError

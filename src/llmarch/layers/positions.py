@@ -12,6 +12,7 @@ from torch import nn
 from ..registry import Registry
 
 POSITIONS: Registry = Registry("positions")
+ROPE_SCALINGS = ("none", "linear", "dynamic", "llama3", "yarn")  # RotaryPositions' context-extension scalings
 
 
 class NoPositions(nn.Module):
@@ -65,7 +66,10 @@ class RotaryPositions(NoPositions):
     linear (Chen et al. 2023, position interpolation): theta_i / factor;
     dynamic NTK (bloc97/emozilla): theta grows with the sequence once it passes the pretraining context,
         base' = base * (factor * len / ctx - (factor - 1))^(r / (r - 2));
-    llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between."""
+    llama3 (Llama 3.1): long wavelengths divided by factor, short kept, a smooth ramp between;
+    yarn (Peng et al. 2023, §3.2-3.4): "NTK-by-parts", frequencies that turn fewer than beta_slow times over
+        the original context divided by factor, those turning more than beta_fast times kept, a linear ramp
+        over the dims between; and cos, sin times the attention factor `yarn_attention_factor` (eq. 21)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -79,6 +83,8 @@ class RotaryPositions(NoPositions):
             inv_freq = inv_freq / cfg.rope_factor
         elif cfg.rope_scaling == "llama3":
             inv_freq = _llama3_scale(inv_freq, cfg)
+        elif cfg.rope_scaling == "yarn":
+            inv_freq = _yarn_scale(inv_freq, cfg, base)
         return inv_freq
 
     def rotary(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +93,9 @@ class RotaryPositions(NoPositions):
             inv_freq = self._dynamic(pos)
         angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
+        if self.cfg.rope_scaling == "yarn":
+            factor = yarn_attention_factor(self.cfg)
+            return angles.cos() * factor, angles.sin() * factor
         return angles.cos(), angles.sin()
 
     def _dynamic(self, pos: torch.Tensor) -> torch.Tensor:
@@ -109,6 +118,42 @@ def _llama3_scale(inv_freq: torch.Tensor, cfg) -> torch.Tensor:
     smoothed = (1 - smooth) * scaled / cfg.rope_factor + smooth * scaled
     medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
     return torch.where(medium, smoothed, scaled)
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's m(s) = 0.1 ln(s) + 1 (Peng et al. 2023, eq. 21), with DeepSeek's coefficient: 0.1 * mscale."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def yarn_attention_factor(cfg) -> float:
+    """What YaRN multiplies cos and sin by (so q.k by its square on the rotated dims): m(s), or DeepSeek's
+    m(s, mscale) / m(s, mscale_all_dim) when both are given (1 for DeepSeek-V3, whose two are equal)."""
+    if cfg.rope_mscale and cfg.rope_mscale_all_dim:
+        return yarn_mscale(cfg.rope_factor, cfg.rope_mscale) / yarn_mscale(cfg.rope_factor, cfg.rope_mscale_all_dim)
+    return yarn_mscale(cfg.rope_factor)
+
+
+def softmax_scale_factor(cfg) -> float:
+    """What the attention softmax scale is multiplied by: DeepSeek's YaRN scales every q.k dim, rotated or not,
+    by m(s, mscale_all_dim)^2 (its reference code: softmax_scale * mscale * mscale); 1 otherwise."""
+    if cfg.rope_scaling != "yarn" or not cfg.rope_mscale_all_dim:
+        return 1.0
+    return yarn_mscale(cfg.rope_factor, cfg.rope_mscale_all_dim) ** 2
+
+
+def _yarn_scale(inv_freq: torch.Tensor, cfg, base: float) -> torch.Tensor:
+    r = cfg.rotary_dim
+    original = cfg.rope_original_context or cfg.context_length
+
+    def dim_of(turns: float) -> float:  # the dim whose frequency turns `turns` times over the original context
+        return r * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = dim_of(cfg.rope_beta_fast), dim_of(cfg.rope_beta_slow)
+    if cfg.rope_truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, r - 1)
+    ramp = ((torch.arange(r // 2, dtype=torch.float32) - low) / max(high - low, 0.001)).clamp(0, 1)
+    return inv_freq / cfg.rope_factor * ramp + inv_freq * (1 - ramp)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
