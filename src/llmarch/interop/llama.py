@@ -34,17 +34,32 @@ def rope_fields(hf: dict) -> dict:
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
     kind = params.get("rope_type", params.get("type", "default"))
     kind = "none" if kind == "default" else kind
-    if kind not in ("none", "linear", "dynamic", "llama3"):
-        raise LlmarchError(f"rope type {kind!r} is not supported; supported: default, linear, dynamic, llama3")
+    if kind not in ("none", "linear", "dynamic", "llama3", "yarn"):
+        raise LlmarchError(f"rope type {kind!r} is not supported; supported: default, linear, dynamic, llama3, yarn")
     fields = dict(rope_theta=float(theta), rope_scaling=kind, rope_factor=float(params.get("factor", 1.0)))
     max_pos = hf.get("max_position_embeddings", 2048)
     if kind == "llama3":
         fields.update(rope_low_freq_factor=float(params["low_freq_factor"]),
                       rope_high_freq_factor=float(params["high_freq_factor"]),
                       rope_original_context=int(params.get("original_max_position_embeddings", max_pos)))
+    if kind == "yarn":
+        fields.update(yarn_fields(params, max_pos))
     if kind == "dynamic":  # positions may run past max_position_embeddings, as far as the factor stretches it
         fields.update(rope_original_context=max_pos, context_length=int(max_pos * fields["rope_factor"]))
     return fields
+
+
+def yarn_fields(params: dict, max_pos: int) -> dict:
+    """YaRN's settings (transformers' _compute_yarn_parameters); an explicit attention_factor is not supported
+    (llmarch derives it from factor and the mscales, positions.yarn_attention_factor)."""
+    if params.get("attention_factor") is not None:
+        raise LlmarchError("rope type yarn with an explicit attention_factor is not supported")
+    original = int(params.get("original_max_position_embeddings") or max_pos)
+    factor = params.get("factor") or max_pos / original
+    return dict(rope_factor=float(factor), rope_original_context=original,
+                rope_beta_fast=float(params.get("beta_fast") or 32), rope_beta_slow=float(params.get("beta_slow") or 1),
+                rope_mscale=float(params.get("mscale") or 0), rope_mscale_all_dim=float(params.get("mscale_all_dim") or 0),
+                rope_truncate=bool(params.get("truncate", True)))
 
 
 def rope_parameters(cfg: ModelConfig) -> dict:
@@ -54,6 +69,10 @@ def rope_parameters(cfg: ModelConfig) -> dict:
     if cfg.rope_scaling == "llama3":
         params.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
                       original_max_position_embeddings=cfg.rope_original_context)
+    if cfg.rope_scaling == "yarn":
+        params.update(original_max_position_embeddings=cfg.rope_original_context or cfg.context_length,
+                      beta_fast=cfg.rope_beta_fast, beta_slow=cfg.rope_beta_slow, mscale=cfg.rope_mscale,
+                      mscale_all_dim=cfg.rope_mscale_all_dim, truncate=cfg.rope_truncate)
     return params
 
 

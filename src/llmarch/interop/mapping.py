@@ -60,7 +60,7 @@ LAYOUTS = {
 
 def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
     """How one of our fused tensors (of `shape`) splits along dim 0 into the HF tensors of `rule`: q|k|v rows
-    (layers/attention.py), k|v rows (layers/cross_attention.py), gate|up halves (layers/ffn.py); an expert
+    (layers/attention.py), k|v rows (layers/cross_attention.py), gate|up halves (layers/ffn.py, also the shared experts of layers/moe.py); an expert
     tensor (E, rows, ...) splits, flattened to (E * rows, ...), into equal pieces per expert (layers/moe.py)."""
     if rule.experts:
         per_expert = len(rule.hf) // rule.experts
@@ -70,7 +70,7 @@ def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
         return [cfg.n_heads * cfg.head_dim, kv, kv]
     if ".kv_proj." in rule.ours:
         return [kv, kv]
-    return [cfg.ffn_hidden] * len(rule.hf)
+    return [shape[0] // len(rule.hf)] * len(rule.hf)  # gate|up halves, of a dense FFN or of shared experts
 
 
 def expand(rules: list[Rule], cfg) -> list[Rule]:

@@ -130,7 +130,8 @@ class Experts(nn.Module):
         return torch.where(valid[:, None], y, 0)
 
 
-ROUTER_AUX_SCOPES = ("batch", "sequence")  # where the load-balancing loss averages: the whole batch or each row
+ROUTER_AUX_SCOPES = ("batch", "sequence")
+ROUTER_SCORINGS = ("softmax", "sigmoid")  # how the router scores experts (router.py)  # where the load-balancing loss averages: the whole batch or each row
 
 
 def check_moe(cfg) -> None:
@@ -156,6 +157,23 @@ def check_moe(cfg) -> None:
         raise LlmarchError(f"router_jitter must be in [0, 1), got {cfg.router_jitter}")
     if cfg.router_aux_loss_weight < 0 or cfg.router_z_loss_weight < 0:
         raise LlmarchError("router loss weights must be >= 0")
+    if cfg.router_scoring not in ROUTER_SCORINGS:
+        raise LlmarchError(f"unknown router_scoring {cfg.router_scoring!r}; choose one of: {', '.join(ROUTER_SCORINGS)}")
+    if cfg.router_scale <= 0:
+        raise LlmarchError(f"router_scale must be positive, got {cfg.router_scale}")
+    groups, top = cfg.router_groups, cfg.router_topk_groups
+    if groups < 1 or cfg.n_experts % groups or not 1 <= top <= groups:
+        raise LlmarchError(f"router_groups={groups} must divide n_experts={cfg.n_experts}, and router_topk_groups="
+                           f"{top} be in [1, router_groups]")
+    if cfg.experts_per_token > top * (cfg.n_experts // groups):
+        raise LlmarchError(f"experts_per_token={cfg.experts_per_token} is more than the experts of "
+                           f"router_topk_groups={top} groups ({top * (cfg.n_experts // groups)})")
+    if groups > 1 and cfg.router_scoring == "sigmoid" and cfg.n_experts // groups < 2:
+        raise LlmarchError(f"router_scoring='sigmoid' and router_groups={groups}: a group is scored by its best two "
+                           "experts, so each group needs two")
+    if cfg.expert_bias_update < 0 or (cfg.expert_bias_update and not cfg.expert_bias):
+        raise LlmarchError(f"expert_bias_update={cfg.expert_bias_update} must be >= 0, and > 0 only with "
+                           "expert_bias=True (the bias it updates)")
     if cfg.router_aux_scope not in ROUTER_AUX_SCOPES:
         raise LlmarchError(f"unknown router_aux_scope {cfg.router_aux_scope!r}; "
                            f"choose one of: {', '.join(ROUTER_AUX_SCOPES)}")
