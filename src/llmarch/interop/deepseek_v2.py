@@ -16,6 +16,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_parameters
+from ..layers.moe import dense_first
 from .mapping import LAYOUTS, Rule
 
 _A = "model.layers.{i}.self_attn."
@@ -77,14 +78,6 @@ def rules(interleaved: bool) -> list[Rule]:
 
 
 IGNORE = (r"rotary_emb\.inv_freq$",)
-
-
-def dense_first(n_layers: int, k: int) -> dict:
-    """The first k FFNs dense (first_k_dense_replace): a layer type "dense" that overrides n_experts to 0."""
-    k = min(k, n_layers)
-    if not k:
-        return {}
-    return dict(layer_types=["dense"] * k + ["moe"] * (n_layers - k), layer_overrides={"dense": {"n_experts": 0}})
 
 
 def first_dense(cfg: ModelConfig) -> int:

@@ -11,7 +11,8 @@ it is; it calls this protocol:
 - `score_dims(cfg)`: per query, the widths of its q.k and pattern.v products over all heads (2·H·D for
   attention; 0 for a mixer without them), which the accounting counts as 6·T·that FLOPs per token;
 - `check(cfg)`: the mixer's own config fields, validated where the config is built; `state_note(dtype)`: what
-  its per-sequence state is, in words (`llmarch info`).
+  its per-sequence state is, in words, and `cache_note()` its per-token cache where that is no KV cache
+  (`llmarch info`).
 - `residual_out`: the names of its projections that write to the residual stream, which GPT-2's init
   scales by 1/sqrt(2 * layers) (Radford et al. 2019, §2.3).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
@@ -48,6 +49,10 @@ class Mixer(nn.Module):
     def state_note(self, dtype: str) -> str:
         """Its per-sequence decode state in words; "" for one that only grows per token (a KV cache)."""
         return "constant in the context"
+
+    def cache_note(self) -> str:
+        """What its per-token cache holds, in words, where that is not a plain KV cache (`llmarch info`)."""
+        return ""
 
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         """(bytes per token, bytes per sequence) of the decode state: by default all per sequence."""

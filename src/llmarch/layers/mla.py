@@ -109,6 +109,13 @@ class LatentAttention(Mixer):
     def state_note(self, dtype: str) -> str:
         return ""
 
+    def cache_note(self) -> str:
+        """The latent cache against the keys and values multi-head attention with these heads would cache."""
+        mha, groups = self.n_heads * (self.nope + self.rope + self.v_dim), (self.rank + self.rope) / (2 * self.nope)
+        return (f"latent {self.rank} + rope key {self.rope} per token and layer: {(self.rank + self.rope) / mha:.1%} "
+                f"of multi-head attention's {mha} with these {self.n_heads} heads, as much as GQA's with {groups:g} "
+                f"KV heads of {self.nope} (DeepSeek-V2, Table 1)")
+
     def forward(self, x: torch.Tensor, ctx) -> torch.Tensor:
         B, T, _ = x.shape
         H = self.n_heads
