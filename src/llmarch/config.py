@@ -94,6 +94,7 @@ class ModelConfig:
     expert_bias_update: float = 0.0  # gamma: training updates b_e += gamma * sign(mean load - load_e) (V3 §2.1.2)
     moe_period: int = 1
     moe_offset: int = 0
+    moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
     capacity_factor: float | None = None  # expert capacity per sequence = ceil(factor * T * k / n_experts)
     expert_capacity: int | None = None  # a fixed capacity per sequence instead (transformers' Switch)
@@ -332,7 +333,7 @@ class ModelConfig:
 
     def is_moe_layer(self, i: int) -> bool:
         """Whether block i's FFN is a mixture of experts."""
-        return self.for_layer(i).n_experts > 0 and i % self.moe_period == self.moe_offset
+        return self.for_layer(i).n_experts > 0 and i % self.moe_period == self.moe_offset and i >= self.moe_dense_first
 
     @property
     def tied_head(self) -> bool:

@@ -7,7 +7,6 @@ from typing import Any
 
 from .config import ModelConfig
 from .errors import LlmarchError
-from .layers.moe import dense_first
 
 # GPT-2 (Radford et al. 2019): learned positions, pre-norm LayerNorm, tanh-GELU MLP, tied head.
 _GPT2 = dict(vocab_size=50257, context_length=1024, ffn="gelu_tanh", positions="learned", norm="layernorm",
@@ -118,14 +117,13 @@ PRESETS: dict[str, dict] = {
     # 2048 (8 per token, from 4 of 8 groups) and 1 shared; 671B parameters, 37B active (the MTP module aside)
     "deepseek-v3": dict(_DEEPSEEK_V3, vocab_size=129280, d_model=7168, n_layers=61, n_heads=128, n_kv_heads=128,
                         q_lora_rank=1536, ffn_hidden=18432, expert_hidden=2048, n_experts=256, experts_per_token=8,
-                        n_shared_experts=1, router_groups=8, router_topk_groups=4, router_scale=2.5,
-                        **dense_first(61, 3)),
+                        n_shared_experts=1, router_groups=8, router_topk_groups=4, router_scale=2.5, moe_dense_first=3),
     # DeepSeek-V2-Lite: no query compression, 27 layers (the first dense), 64 routed experts of 1408 (6 per
     # token, softmax, greedy, not renormalised) and 2 shared; 15.7B parameters, 2.4B active
     "deepseek-v2-lite": dict(_MLA, vocab_size=102400, d_model=2048, n_layers=27, n_heads=16, n_kv_heads=16,
                              ffn_hidden=10944, expert_hidden=1408, n_experts=64, experts_per_token=6,
                              n_shared_experts=2, router_renormalize=False, rope_mscale=0.707,
-                             rope_mscale_all_dim=0.707, hf_model_type="deepseek_v2", **dense_first(27, 1)),
+                             rope_mscale_all_dim=0.707, hf_model_type="deepseek_v2", moe_dense_first=1),
     # llama-tiny's shape with latent attention: a latent of 64 + a RoPE key of 16 per token and layer, where
     # llama-tiny's 4 KV heads of 32 cache 256
     "mla-tiny": dict(_LLAMA, mixer="mla", vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=8,
@@ -137,7 +135,7 @@ PRESETS: dict[str, dict] = {
                           head_dim=16, qk_nope_head_dim=32, v_head_dim=32, kv_lora_rank=64, q_lora_rank=128,
                           ffn_hidden=768, expert_hidden=128, n_experts=16, experts_per_token=4, n_shared_experts=1,
                           router_groups=4, router_topk_groups=2, router_scale=2.5, expert_bias_update=1e-3,
-                          rope_scaling="none", context_length=256, **dense_first(8, 1)),
+                          rope_scaling="none", context_length=256, moe_dense_first=1),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),

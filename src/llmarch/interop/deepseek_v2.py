@@ -1,8 +1,8 @@
 """DeepSeek-V2 (`model_type: deepseek_v2`; DeepSeek-AI 2024, arXiv 2405.04434): multi-head latent attention
 (mixer "mla", layers/mla.py) and DeepSeekMoE FFNs: fine-grained routed SwiGLU experts chosen by softmax scores
 (greedy, or group-limited: topk_method group_limited_greedy), weights not renormalised but times
-routed_scaling_factor, plus shared experts; the first first_k_dense_replace FFNs dense (a layer type "dense"
-whose override is n_experts 0). The module also holds what deepseek_v3.py shares.
+routed_scaling_factor, plus shared experts; the first first_k_dense_replace FFNs dense (moe_dense_first).
+The module also holds what deepseek_v3.py shares.
 
 DeepSeek lays each head's RoPE dims out in interleaved pairs (x0, x1), (x2, x3), ... (V2 always, V3 with
 rope_interleave); ours pair x_i with x_{i + R/2}. As q.k^R only needs q and k permuted alike, the import
@@ -16,7 +16,6 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_parameters
-from ..layers.moe import dense_first
 from .mapping import LAYOUTS, Rule
 
 _A = "model.layers.{i}.self_attn."
@@ -100,7 +99,7 @@ def deepseek_config(hf: dict, **moe) -> ModelConfig:
         moe.update(n_experts=experts, experts_per_token=int(hf["num_experts_per_tok"]),
                    expert_hidden=int(hf["moe_intermediate_size"]), n_shared_experts=int(hf.get("n_shared_experts") or 0),
                    router_scale=float(hf.get("routed_scaling_factor", 1.0)),
-                   **dense_first(L, int(hf.get("first_k_dense_replace") or 0)))
+                   moe_dense_first=int(hf.get("first_k_dense_replace") or 0))
     else:
         moe = {}
     eos = hf.get("eos_token_id")

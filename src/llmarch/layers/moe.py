@@ -134,15 +134,6 @@ ROUTER_AUX_SCOPES = ("batch", "sequence")
 ROUTER_SCORINGS = ("softmax", "sigmoid")  # how the router scores experts (router.py)  # where the load-balancing loss averages: the whole batch or each row
 
 
-def dense_first(n_layers: int, k: int) -> dict:
-    """Config fields that keep the first k of n_layers FFNs dense (DeepSeekMoE's first_k_dense_replace, §4.1
-    of V2: the shallow layers' load is hard to balance): a layer type "dense" whose override is n_experts 0."""
-    k = min(k, n_layers)
-    if not k:
-        return {}
-    return dict(layer_types=["dense"] * k + ["moe"] * (n_layers - k), layer_overrides={"dense": {"n_experts": 0}})
-
-
 def check_moe(cfg) -> None:
     """A mixture of experts' config fields (n_experts > 0: every other field here must fit it)."""
     if cfg.n_experts < 0 or cfg.n_shared_experts < 0:
@@ -157,6 +148,8 @@ def check_moe(cfg) -> None:
     if cfg.moe_period <= 0 or not 0 <= cfg.moe_offset < cfg.moe_period:
         raise LlmarchError(f"moe_period must be positive and moe_offset in [0, moe_period), got "
                            f"{cfg.moe_period} and {cfg.moe_offset}")
+    if cfg.moe_dense_first < 0:
+        raise LlmarchError(f"moe_dense_first must be >= 0, got {cfg.moe_dense_first}")
     if cfg.capacity_factor is not None and cfg.expert_capacity is not None:
         raise LlmarchError("give capacity_factor or expert_capacity, not both")
     if (cfg.capacity_factor is not None and cfg.capacity_factor <= 0) or (
