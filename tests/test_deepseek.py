@@ -177,3 +177,29 @@ def test_deepseek_tiny_trains_on_the_embedded_corpus(tmp_path):
     assert result.losses[8] < result.losses[1]
     trained = llmarch.load(tmp_path / "run")
     assert trained.blocks[1].mlp.router.expert_bias.abs().sum() > 0  # the balancing bias moved, and was saved
+
+
+def test_pattern_hook_sees_heads_by_keys_on_either_path():
+    ids = torch.randint(0, 97, (1, 10), generator=torch.Generator().manual_seed(0))
+    patterns = {}
+    for absorb in (True, False):
+        torch.manual_seed(0)
+        model = llmarch.build("mla-tiny", **MLA_SMALL, attn_impl="eager", mla_absorb=absorb).eval()
+        seen = []
+        model.blocks[1].attn.hook_pattern.register_forward_hook(lambda m, i, out: seen.append(out))
+        with torch.no_grad():
+            model.setup_cache(1, 10)
+            model(ids[:, :9], input_pos=torch.arange(9), kv_len=9)
+            model(ids[:, 9:], input_pos=torch.tensor([9]), kv_len=10)
+        patterns[absorb] = seen[-1]
+    assert patterns[True].shape == (1, 4, 1, 10)
+    assert torch.allclose(patterns[True], patterns[False], atol=1e-6)
+
+
+def test_run_with_cache_sees_latent_attention_patterns():
+    from llmarch.analysis.hooks import run_with_cache
+
+    model = llmarch.build("mla-tiny", **MLA_SMALL).eval()
+    _, cache = run_with_cache(model, torch.randint(0, 97, (2, 7)), names=["blocks.0.attn.hook_pattern"])
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    assert pattern.shape == (2, 4, 7, 7) and torch.allclose(pattern.sum(-1), torch.ones(2, 4, 7))

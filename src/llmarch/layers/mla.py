@@ -152,10 +152,22 @@ class LatentAttention(Mixer):
 
     def absorbed(self, q_nope, q_rope, latent, ctx, dropout_p: float) -> torch.Tensor:
         """W^UK absorbed into the query and W^UV into the output (§2.1.2): multi-query attention over the cache
-        itself, key [c^KV, k^R] and value c^KV, never expanding the cached latents."""
-        w = self.kv_b_proj.weight.view(self.n_heads, self.nope + self.v_dim, self.rank)
+        itself, key [c^KV, k^R] and value c^KV, never expanding the cached latents. One key head for all, so
+        the H·T queries are one head's rows: (B, 1, H·T, r + R) against (B, 1, S, r + R)."""
+        B, H, T, _ = q_nope.shape
+        S = latent.shape[1]
+        w = self.kv_b_proj.weight.view(H, self.nope + self.v_dim, self.rank)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)  # (H, N, r), (H, V, r)
-        q = torch.cat((q_nope @ w_uk, q_rope), dim=-1)  # (B, H, T, r + R)
+        q = torch.cat((q_nope @ w_uk, q_rope), dim=-1).reshape(B, 1, H * T, -1)  # (B, 1, H·T, r + R)
+        mask = ctx.mask
+        if mask is None and ctx.causal:
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)[None, None]
+        if mask is not None:  # (B|1, 1|H, T, S) -> (B|1, 1, H·T, S), rows in q's order
+            mask = mask.expand(mask.shape[0], H, T, S).reshape(mask.shape[0], 1, H * T, S)
         kv = latent[:, None]  # (B, 1, S, r + R)
-        y = self.kernel(q, kv, kv[..., : self.rank], ctx.mask, ctx.causal, dropout_p, self.hook_pattern, self.scale)
-        return y @ w_uv.transpose(1, 2)  # (B, H, T, r) -> (B, H, T, V)
+
+        def pattern(p: torch.Tensor) -> torch.Tensor:  # the hook sees (B, H, T, S), as for every attention
+            return self.hook_pattern(p.view(B, H, T, S)).view(B, 1, H * T, S)
+
+        y = self.kernel(q, kv, kv[..., : self.rank], mask, False, dropout_p, pattern, self.scale)  # (B, 1, H·T, r)
+        return y.view(B, H, T, self.rank) @ w_uv.transpose(1, 2)  # (B, H, T, V)
