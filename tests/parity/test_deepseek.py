@@ -2,7 +2,7 @@
 (latent attention with and without query compression, interleaved RoPE, YaRN with DeepSeek's mscales, dense
 first layers, shared experts, softmax and sigmoid routers, greedy and group-limited choice, the expert bias) is
 saved, loaded with from_hf and compared on a left-padded batch (fp32, max |dlogit| <= 1e-4); greedy generation
-of 32 tokens equals transformers' generate; cached decoding, absorbed or expanded, equals the full forward;
+of 32 tokens equals transformers' generate (and for LLaMA with YaRN); cached decoding, absorbed or expanded, equals the full forward;
 to_hf output loads back into transformers with the same logits."""
 import pytest
 import torch
@@ -33,6 +33,12 @@ CASES = {
     "deepseek_v2-grouped": ("DeepseekV2Config", "DeepseekV2ForCausalLM",
                             dict(MLA, q_lora_rank=40, n_shared_experts=1, topk_method="group_limited_greedy",
                                  n_group=4, topk_group=2, routed_scaling_factor=1.5, rope_parameters=YARN)),
+    # YaRN through the shared RoPE reader, as gpt-oss sets it: no mscales, the ramp's ends not rounded
+    "llama-yarn": ("LlamaConfig", "LlamaForCausalLM",
+                   dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+                        num_key_value_heads=2, max_position_embeddings=128,
+                        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                         "original_max_position_embeddings": 32, "truncate": False})),
 }
 
 
@@ -58,7 +64,7 @@ def build_hf(case, tmp_path):
 def test_logits_generation_and_round_trip(case, tmp_path):
     hf = build_hf(case, tmp_path)
     ours = from_hf(tmp_path / "hf")
-    assert ours.config.mixer == "mla"
+    assert ours.config.mixer == ("attention" if case == "llama-yarn" else "mla")
     ids, mask = padded_batch(ours.config.vocab_size)
     with torch.no_grad():
         mine = ours(ids, attention_mask=mask).logits
