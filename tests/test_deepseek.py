@@ -93,7 +93,8 @@ def test_yarn_matches_transformers():
         inv_freq, factor = ROPE_INIT_FUNCTIONS["yarn"](hf_cfg)
         cfg = llmarch.resolve("llama-tiny", head_dim=64, context_length=131072, rope_theta=150000.0,
                               rope_scaling="yarn", rope_factor=32.0, rope_original_context=4096, rope_truncate=truncate,
-                              rope_mscale=mscales.get("mscale", 0.0), rope_mscale_all_dim=mscales.get("mscale_all_dim", 0.0))
+                              rope_mscale=mscales.get("mscale", 0.0),
+                              rope_mscale_all_dim=mscales.get("mscale_all_dim", 0.0))
         rope = llmarch.layers.POSITIONS["rope"](cfg)
         assert torch.allclose(rope.inv_freq, inv_freq, rtol=1e-6)
         cos, _ = rope.rotary(torch.zeros(1, 1, dtype=torch.long))

@@ -54,7 +54,7 @@ class ModelConfig:
     rope_original_context: int | None = None  # context the model was pretrained with (dynamic, llama3, yarn)
     rope_beta_fast: float = 32.0  # yarn: dims turning more than this often over the original context keep theta
     rope_beta_slow: float = 1.0  # yarn: dims turning less often than this are interpolated (theta / factor)
-    rope_mscale: float = 0.0  # yarn: cos/sin times m(factor, this) / m(factor, rope_mscale_all_dim); 0: m(factor, 1)
+    rope_mscale: float = 0.0  # yarn: cos, sin times m(factor, this) / m(factor, rope_mscale_all_dim); 0: m(factor)
     rope_mscale_all_dim: float = 0.0  # yarn (DeepSeek): the softmax scale times m(factor, this)^2; 0: unchanged
     rope_truncate: bool = True  # yarn: the ramp's ends rounded to whole dims (False: gpt-oss)
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)

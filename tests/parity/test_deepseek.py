@@ -2,8 +2,8 @@
 (latent attention with and without query compression, interleaved RoPE, YaRN with DeepSeek's mscales, dense
 first layers, shared experts, softmax and sigmoid routers, greedy and group-limited choice, the expert bias) is
 saved, loaded with from_hf and compared on a left-padded batch (fp32, max |dlogit| <= 1e-4); greedy generation
-of 32 tokens equals transformers' generate (and for LLaMA with YaRN); cached decoding, absorbed or expanded, equals the full forward;
-to_hf output loads back into transformers with the same logits."""
+of 32 tokens equals transformers' generate (and for LLaMA with YaRN); cached decoding, absorbed or expanded,
+equals the full forward; to_hf output loads back into transformers with the same logits."""
 import pytest
 import torch
 

@@ -42,7 +42,8 @@ def cmd_info(args) -> None:
     print(f"training FLOPs per token: {facts['flops_per_token']:,}")
     if facts["kv_cache_bytes_per_token"]:
         notes = _notes(cfg, lambda mixer: mixer.cache_note())
-        print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype}{'; ' + notes if notes else ''})")
+        notes = f"{args.dtype}; {notes}" if notes else args.dtype
+        print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({notes})")
     if facts["state_bytes_per_sequence"]:
         print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} "
               f"({_notes(cfg, lambda mixer: mixer.state_note(args.dtype))})")

@@ -97,7 +97,8 @@ def deepseek_config(hf: dict, **moe) -> ModelConfig:
     experts = int(hf.get("n_routed_experts") or 0)
     if experts:
         moe.update(n_experts=experts, experts_per_token=int(hf["num_experts_per_tok"]),
-                   expert_hidden=int(hf["moe_intermediate_size"]), n_shared_experts=int(hf.get("n_shared_experts") or 0),
+                   expert_hidden=int(hf["moe_intermediate_size"]),
+                   n_shared_experts=int(hf.get("n_shared_experts") or 0),
                    router_scale=float(hf.get("routed_scaling_factor", 1.0)),
                    moe_dense_first=int(hf.get("first_k_dense_replace") or 0))
     else:

@@ -2,8 +2,9 @@
 and DeepSeekMoE (deepseek_v2.py) with V3's router (§2.1.2): sigmoid scores, an expert bias for the choice
 (e_score_correction_bias, auxiliary-loss-free balancing), node-limited choice among the topk_group best of
 n_group groups (a group scored by its two best experts), the chosen scores renormalised (norm_topk_prob) and
-times routed_scaling_factor. RoPE dims interleaved (rope_interleave, true in every published checkpoint). The multi-token-prediction
-module a checkpoint may hold (model.layers.61 in DeepSeek-V3's) is not loaded, as transformers does not."""
+times routed_scaling_factor. RoPE dims interleaved (rope_interleave, true in every published checkpoint).
+The multi-token-prediction module a checkpoint may hold (model.layers.61 in DeepSeek-V3's) is not loaded, as
+transformers does not load it."""
 from __future__ import annotations
 
 from ..config import ModelConfig

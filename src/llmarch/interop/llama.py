@@ -58,7 +58,8 @@ def yarn_fields(params: dict, max_pos: int) -> dict:
     factor = params.get("factor") or max_pos / original
     return dict(rope_factor=float(factor), rope_original_context=original,
                 rope_beta_fast=float(params.get("beta_fast") or 32), rope_beta_slow=float(params.get("beta_slow") or 1),
-                rope_mscale=float(params.get("mscale") or 0), rope_mscale_all_dim=float(params.get("mscale_all_dim") or 0),
+                rope_mscale=float(params.get("mscale") or 0),
+                rope_mscale_all_dim=float(params.get("mscale_all_dim") or 0),
                 rope_truncate=bool(params.get("truncate", True)))
 
 

@@ -65,7 +65,8 @@ class LatentAttention(Mixer):
         qk = self.nope + self.rope
         self.dropout, self.kernel, self.absorb = cfg.dropout, ATTENTION[cfg.attn_impl], cfg.mla_absorb
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else qk ** -0.5 * softmax_scale_factor(cfg)
-        if cfg.q_lora_rank is None:
+        self.compressed_q = cfg.q_lora_rank is not None
+        if not self.compressed_q:
             self.q_proj = nn.Linear(C, H * qk, bias=False)
         else:  # eqs. 12-13: c^Q = W^DQ h, then per head [q^C, q^R] = W^UQ, W^QR of norm(c^Q)
             self.q_a_proj = nn.Linear(C, cfg.q_lora_rank, bias=cfg.qkv_bias)
@@ -119,7 +120,7 @@ class LatentAttention(Mixer):
     def forward(self, x: torch.Tensor, ctx) -> torch.Tensor:
         B, T, _ = x.shape
         H = self.n_heads
-        q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
+        q = self.q_b_proj(self.q_a_norm(self.q_a_proj(x))) if self.compressed_q else self.q_proj(x)
         q = self.hook_q(q.view(B, T, H, self.nope + self.rope)).transpose(1, 2)  # (B, H, T, N + R)
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
         c, k_rope = self.kv_a_proj(x).split([self.rank, self.rope], dim=-1)  # (B, T, r), (B, T, R)

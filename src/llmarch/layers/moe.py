@@ -130,8 +130,8 @@ class Experts(nn.Module):
         return torch.where(valid[:, None], y, 0)
 
 
-ROUTER_AUX_SCOPES = ("batch", "sequence")
-ROUTER_SCORINGS = ("softmax", "sigmoid")  # how the router scores experts (router.py)  # where the load-balancing loss averages: the whole batch or each row
+ROUTER_AUX_SCOPES = ("batch", "sequence")  # where the load-balancing loss averages: the whole batch or each row
+ROUTER_SCORINGS = ("softmax", "sigmoid")  # how the router scores experts (router.py)
 
 
 def check_moe(cfg) -> None:
@@ -160,7 +160,8 @@ def check_moe(cfg) -> None:
     if cfg.router_aux_loss_weight < 0 or cfg.router_z_loss_weight < 0:
         raise LlmarchError("router loss weights must be >= 0")
     if cfg.router_scoring not in ROUTER_SCORINGS:
-        raise LlmarchError(f"unknown router_scoring {cfg.router_scoring!r}; choose one of: {', '.join(ROUTER_SCORINGS)}")
+        raise LlmarchError(f"unknown router_scoring {cfg.router_scoring!r}; "
+                           f"choose one of: {', '.join(ROUTER_SCORINGS)}")
     if cfg.router_scale <= 0:
         raise LlmarchError(f"router_scale must be positive, got {cfg.router_scale}")
     groups, top = cfg.router_groups, cfg.router_topk_groups

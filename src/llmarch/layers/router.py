@@ -11,8 +11,9 @@ DeepSeek's refinements of the choice (not of the weights):
   a token chooses among the experts of its router_topk_groups best groups only;
 - auxiliary-loss-free balancing (V3 §2.1.2, Wang et al. 2024): a per-expert bias b_e added to the scores for
   the choice only, the weights staying s; training nudges b_e by gamma * sign(mean load - load_e) after each
-  batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less. An expert has a capacity per sequence; assignments past it are dropped in order
-(all first choices by position, then second choices), their token passing through the residual alone.
+  batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less.
+An expert has a capacity per sequence; assignments past it are dropped in order (all first choices by
+position, then second choices), their token passing through the residual alone.
 
 Losses, both over a stack's MoE layers (each an add-on to the training loss with its own weight):
 - load balancing (Switch eq. 4): n_experts * sum_e f_e * P_e, f_e the share of the token-choices that went
