@@ -21,6 +21,10 @@ def test_deepseek_v3_is_671b_with_37b_active():
     assert facts["active_parameters"] == 37_552_282_624  # its 37B activated
     # 61 layers x (latent 512 + rope key 64) x bf16
     assert facts["kv_cache_bytes_per_token"] == 61 * 576 * 2
+    # 6 x the active matmul parameters (the untied head, not the embedding lookup) + 6·T x the widths of q.k
+    # (128 + 64 per head) and pattern.v (128 per head) in 61 layers
+    matmul = facts["active_parameters"] - 129280 * 7168
+    assert facts["flops_per_token"] == 6 * matmul + 6 * 61 * 128 * (128 + 64 + 128) * 163840
 
 
 def test_deepseek_v2_lite_is_15_7b_with_2_4b_active():
@@ -204,3 +208,14 @@ def test_run_with_cache_sees_latent_attention_patterns():
     _, cache = run_with_cache(model, torch.randint(0, 97, (2, 7)), names=["blocks.0.attn.hook_pattern"])
     pattern = cache["blocks.0.attn.hook_pattern"]
     assert pattern.shape == (2, 4, 7, 7) and torch.allclose(pattern.sum(-1), torch.ones(2, 4, 7))
+
+
+def test_compiled_decode_of_latent_attention_and_deepseek_routing_matches_eager():
+    """The engine's compiled decode step (one graph over the static latent cache, absorbed attention, the
+    grouped, biased router) gives the tokens eager decoding gives."""
+    torch.manual_seed(0)
+    model = llmarch.build("deepseek-tiny", vocab_size=97, d_model=32, n_layers=2, n_heads=2, n_kv_heads=2,
+                          kv_lora_rank=16, q_lora_rank=None, expert_hidden=16, context_length=32).eval()
+    prompts = [[5, 6, 7, 8, 9], [1, 2, 3]]
+    assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == \
+        llmarch.generate(model, prompts, max_new_tokens=6)
