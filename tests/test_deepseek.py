@@ -219,3 +219,13 @@ def test_compiled_decode_of_latent_attention_and_deepseek_routing_matches_eager(
     prompts = [[5, 6, 7, 8, 9], [1, 2, 3]]
     assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == \
         llmarch.generate(model, prompts, max_new_tokens=6)
+
+
+def test_latent_cache_reorders_rows_for_beam_search():
+    model = llmarch.build("mla-tiny", **MLA_SMALL).eval()
+    model.setup_cache(3, 8)
+    with torch.no_grad():
+        model(torch.randint(0, 97, (3, 5)), input_pos=torch.arange(5), kv_len=5)
+    before = model.blocks[0].attn.cache.kv.clone()
+    model.reorder_cache(torch.tensor([2, 2, 0]))
+    assert torch.equal(model.blocks[0].attn.cache.kv, before[[2, 2, 0]])
