@@ -12,6 +12,7 @@ from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
 from .layers.ffn import check_ffn
 from .layers.moe import check_moe
+from .layers.positions import ROPE_SCALINGS
 
 
 HEADS = ("classify", "lm", "tokens")
@@ -101,8 +102,15 @@ class ModelConfig:
     expert_hidden: int | None = None  # hidden width of each expert; None: ffn_hidden
     n_shared_experts: int = 0  # experts every token passes through, unweighted (DeepSeekMoE)
     shared_expert_gate: bool = False  # the shared experts' output times sigmoid(x w) per token (Qwen3-Next)
+    router_scoring: str = "softmax"  # expert scores: softmax over experts (Mixtral, DeepSeek-V2) or sigmoid (V3)
+    router_scale: float = 1.0  # routed experts' weights times this (DeepSeek routed_scaling_factor)
+    router_groups: int = 1  # experts in this many equal groups; each token picks from its best router_topk_groups
+    router_topk_groups: int = 1  # (DeepSeek-V2 device-limited, V3 node-limited routing)
+    expert_bias: bool = False  # a per-expert bias on the scores, for choosing only (DeepSeek-V3 aux-loss-free)
+    expert_bias_update: float = 0.0  # gamma: training updates b_e += gamma * sign(mean load - load_e) (V3 §2.1.2)
     moe_period: int = 1
     moe_offset: int = 0
+    moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
     capacity_factor: float | None = None  # expert capacity per sequence = ceil(factor * T * k / n_experts)
     expert_capacity: int | None = None  # a fixed capacity per sequence instead (transformers' Switch)
@@ -128,6 +136,13 @@ class ModelConfig:
     ssm_bias: bool = False  # biases of the mixer's input and output projections
     ssm_conv_bias: bool = True
     ssm_inner_norm: bool = False  # RMSNorm over dt, B and C inside the mixer (Jamba)
+    # Multi-head latent attention (mixer "mla", layers/mla.py; DeepSeek-V2 §2.1): head_dim is the decoupled
+    # RoPE part d_h^R of each query and the key all heads share (as transformers sets head_dim = qk_rope_head_dim)
+    q_lora_rank: int | None = None  # mla: rank d_c' of the query compression (V3: 1536); None: one q projection
+    kv_lora_rank: int = 512  # mla: d_c, the latent each token's keys and values are compressed to (and cached)
+    qk_nope_head_dim: int = 128  # mla: d_h, each head's query/key dims without RoPE
+    v_head_dim: int = 128  # mla: each head's value dims
+    mla_absorb: bool = True  # mla: decode steps attend in the latent (W_UK into q, W_UV into o, §2.1.2)
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -252,9 +267,9 @@ class ModelConfig:
             raise LlmarchError(f"rope needs an even number of rotated dims, got {self.rotary_dim}")
         if not 0.0 < self.rope_fraction <= 1.0:
             raise LlmarchError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
-        if self.rope_scaling not in ("none", "linear", "dynamic", "llama3", "yarn", "longrope"):
+        if self.rope_scaling not in ROPE_SCALINGS:
             raise LlmarchError(f"unknown rope_scaling {self.rope_scaling!r}; "
-                               "choose one of: dynamic, linear, llama3, longrope, none, yarn")
+                               f"choose one of: {', '.join(sorted(ROPE_SCALINGS))}")
         if self.rope_scaling == "yarn" and not (self.rope_factor > 0 and self.rope_beta_fast > 0
                                                 and self.rope_beta_slow > 0):
             raise LlmarchError(f"rope_scaling='yarn' needs positive rope_factor, rope_beta_fast and rope_beta_slow, "
@@ -387,7 +402,7 @@ class ModelConfig:
 
     def is_moe_layer(self, i: int) -> bool:
         """Whether block i's FFN is a mixture of experts."""
-        return self.for_layer(i).n_experts > 0 and i % self.moe_period == self.moe_offset
+        return self.for_layer(i).n_experts > 0 and i % self.moe_period == self.moe_offset and i >= self.moe_dense_first
 
     @property
     def tied_head(self) -> bool:

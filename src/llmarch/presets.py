@@ -140,6 +140,14 @@ _QWEN3_NEXT = dict(_LLAMA, norm="rmsnorm_offset", norm_eps=1e-6, qk_norm="head",
                    experts_per_token=10, n_shared_experts=1, shared_expert_gate=True, router_aux_loss_weight=0.001,
                    layer_overrides={"linear_attention": {"mixer": "gated_deltanet"}}, hf_model_type="qwen3_next")
 
+# DeepSeek-V2/V3 (arXiv 2405.04434, 2412.19437): LLaMA's block with multi-head latent attention (latent of 512,
+# RoPE key of 64, heads of 128 + 64 query/key and 128 value dims) and DeepSeekMoE FFNs (fine-grained routed
+# experts plus shared ones) after the first dense layers; YaRN (factor 40 over 4096) for the 128K context.
+_MLA = dict(_LLAMA, mixer="mla", kv_lora_rank=512, head_dim=64, qk_nope_head_dim=128, v_head_dim=128, norm_eps=1e-6,
+            rope_scaling="yarn", rope_factor=40.0, rope_original_context=4096, context_length=163840)
+_DEEPSEEK_V3 = dict(_MLA, router_scoring="sigmoid", expert_bias=True, router_renormalize=True,
+                    rope_mscale=1.0, rope_mscale_all_dim=1.0, hf_model_type="deepseek_v3")
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -227,6 +235,29 @@ PRESETS: dict[str, dict] = {
     "gated-deltanet-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768,
                                 context_length=256, mixer="gated_deltanet", delta_value_heads=8, delta_key_dim=32,
                                 delta_value_dim=32, ssm_chunk=32),
+    # DeepSeek-V3 (config.json of deepseek-ai/DeepSeek-V3): 61 layers, the first 3 dense; 256 routed experts of
+    # 2048 (8 per token, from 4 of 8 groups) and 1 shared; 671B parameters, 37B active (the MTP module aside)
+    "deepseek-v3": dict(_DEEPSEEK_V3, vocab_size=129280, d_model=7168, n_layers=61, n_heads=128, n_kv_heads=128,
+                        q_lora_rank=1536, ffn_hidden=18432, expert_hidden=2048, n_experts=256, experts_per_token=8,
+                        n_shared_experts=1, router_groups=8, router_topk_groups=4, router_scale=2.5, moe_dense_first=3),
+    # DeepSeek-V2-Lite: no query compression, 27 layers (the first dense), 64 routed experts of 1408 (6 per
+    # token, softmax, greedy, not renormalised) and 2 shared; 15.7B parameters, 2.4B active
+    "deepseek-v2-lite": dict(_MLA, vocab_size=102400, d_model=2048, n_layers=27, n_heads=16, n_kv_heads=16,
+                             ffn_hidden=10944, expert_hidden=1408, n_experts=64, experts_per_token=6,
+                             n_shared_experts=2, router_renormalize=False, rope_mscale=0.707,
+                             rope_mscale_all_dim=0.707, hf_model_type="deepseek_v2", moe_dense_first=1),
+    # llama-tiny's shape with latent attention: a latent of 64 + a RoPE key of 16 per token and layer, where
+    # llama-tiny's 4 KV heads of 32 cache 256
+    "mla-tiny": dict(_LLAMA, mixer="mla", vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=8,
+                     head_dim=16, qk_nope_head_dim=32, v_head_dim=32, kv_lora_rank=64, q_lora_rank=128,
+                     ffn_hidden=768, context_length=256, hf_model_type="deepseek_v3"),
+    # and V3's mixture: the first FFN dense (768), then 16 routed experts of 128 (4 per token from 2 of 4
+    # groups, sigmoid scores, aux-loss-free bias updates) and 1 shared: 5 x 128 active
+    "deepseek-tiny": dict(_DEEPSEEK_V3, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=8,
+                          head_dim=16, qk_nope_head_dim=32, v_head_dim=32, kv_lora_rank=64, q_lora_rank=128,
+                          ffn_hidden=768, expert_hidden=128, n_experts=16, experts_per_token=4, n_shared_experts=1,
+                          router_groups=4, router_topk_groups=2, router_scale=2.5, expert_bias_update=1e-3,
+                          rope_scaling="none", context_length=256, moe_dense_first=1),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),

@@ -7,12 +7,14 @@
 - flops_per_token (training, forward + backward) = 6·N + 12·L·d_attn·T  (PaLM, Chowdhery et al. 2022,
   appendix B), N = the parameters used in matrix multiplies per token: non-embedding parameters plus
   the LM head when it is tied (the head is a matmul even when it shares the embedding's weights);
-  L layers, d_attn = heads·head_dim, T = context_length.
+  L layers, d_attn = heads·head_dim, T = context_length. Per layer 12·d_attn·T is 6·T times the widths of
+  q.k and pattern.v (Mixer.score_dims): latent attention's are H·(d_h + d_h^R) and H·d_v.
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
 - kv_cache_bytes_per_token = 2 (K and V) · L_attn · kv_heads · head_dim · bytes per element, L_attn the layers
-  whose mixer is attention (all of them but in SSM and hybrid stacks).
+  whose mixer is attention (all of them but in SSM and hybrid stacks); latent attention's is
+  L · (kv_lora_rank + head_dim) · bytes per element (its mixer's cache_bytes).
 - state_bytes_per_sequence: what the other mixers carry per sequence while generating, measured from the
   states they allocate (layers/ssm.py): Mamba's convolution inputs and (D, N) fp32 state, a constant however
   long the context; Hyena's history of its long convolutions' inputs, which is context_length long.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from ..config import ModelConfig
+from ..layers.mixer import MIXERS
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int8": 1}
 
@@ -50,9 +53,11 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
                 idle += sum(p.numel() for p in experts.parameters()) * (cfg.n_experts - cfg.experts_per_token) \
                     // cfg.n_experts
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
-    d_attn = cfg.n_heads * cfg.head_dim
-    attn_layers = cfg.n_layers + cfg.n_decoder_layers if cfg.is_encoder_decoder else len(cfg.attention_layers)
-    flops = 6 * matmul + 12 * attn_layers * d_attn * cfg.context_length
+    if cfg.is_encoder_decoder:
+        score_dims = (cfg.n_layers + cfg.n_decoder_layers) * 2 * cfg.n_heads * cfg.head_dim
+    else:
+        score_dims = sum(MIXERS[cfg.layer_mixer(i)].score_dims(cfg.for_layer(i)) for i in range(cfg.n_layers))
+    flops = 6 * matmul + 6 * score_dims * cfg.context_length
     kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
             "flops_per_token": flops,

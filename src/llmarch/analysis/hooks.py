@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import LlmarchError
-from ..layers.attention import Attention, attention_kernel
-from ..layers.cross_attention import CrossAttention
+from ..layers.attention import attention_kernel
 from ..layers.hooks import HookPoint
 
 Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
@@ -56,10 +55,11 @@ def hooks(model: nn.Module, fwd_hooks: Iterable[tuple[str, Hook]]):
 @contextmanager
 def _eager_attention(model: nn.Module, on: bool):
     """The eager kernel in every attention layer while `on` (it computes the pattern that hook_pattern sees)."""
-    layers = [m for m in model.modules() if isinstance(m, (Attention, CrossAttention))] if on else []
+    # every layer with a swappable kernel and a pattern hook (attention, cross-attention, latent attention)
+    layers = [m for m in model.modules() if hasattr(m, "kernel") and hasattr(m, "hook_pattern")] if on else []
     kernels = [m.kernel for m in layers]
     for m in layers:
-        m.kernel = attention_kernel("eager", m.softcap)
+        m.kernel = attention_kernel("eager", getattr(m, "softcap", None))
     try:
         yield
     finally:

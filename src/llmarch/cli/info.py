@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .options import collect, model_overrides
+from ..layers.mixer import MIXERS
 
 
 def add_parsers(sub) -> None:
@@ -31,6 +32,8 @@ def cmd_info(args) -> None:
         return
     layers = f"{cfg.n_layers}+{cfg.n_decoder_layers} (encoder+decoder)" if cfg.is_encoder_decoder else cfg.n_layers
     heads = f", {cfg.n_heads} heads ({cfg.n_kv_heads} kv)" if cfg.attention_layers else ""
+    if not heads and MIXERS[cfg.mixer].score_dims(cfg):  # another mixer with heads (latent attention)
+        heads = f", {cfg.n_heads} heads"
     ffn = f"ffn {cfg.ffn} {cfg.ffn_hidden}" if cfg.ffn != "none" else "no ffn"
     print(f"{cfg.name}: {layers} layers, d_model {cfg.d_model}{heads}, {ffn}, {cfg.norm} ({cfg.norm_placement}), "
           f"positions {cfg.positions}, vocab {cfg.vocab_size}, context {cfg.context_length}"
@@ -44,9 +47,12 @@ def cmd_info(args) -> None:
     print(f"non-embedding parameters: {facts['non_embedding_parameters']:,}")
     print(f"training FLOPs per token: {facts['flops_per_token']:,}")
     if facts["kv_cache_bytes_per_token"]:
-        print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({args.dtype})")
+        notes = _notes(cfg, lambda mixer: mixer.cache_note())
+        notes = f"{args.dtype}; {notes}" if notes else args.dtype
+        print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({notes})")
     if facts["state_bytes_per_sequence"]:
-        print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} ({_state_notes(cfg, args.dtype)})")
+        print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} "
+              f"({_notes(cfg, lambda mixer: mixer.state_note(args.dtype))})")
 
 
 def _config(model: str) -> ModelConfig:
@@ -75,10 +81,10 @@ def _mixers(cfg) -> str:
     return others if not attn else f"{others} (attention in layers {', '.join(map(str, attn))})"
 
 
-def _state_notes(cfg, dtype: str) -> str:
-    """Each kind of per-sequence state in the model, in its mixers' words."""
+def _notes(cfg, note) -> str:
+    """Each distinct note(mixer) of the model's mixers (their states or caches in their own words)."""
     from ..models.build import build_model, stacks
 
-    notes = [block.seq_mixer.state_note(dtype) for stack, _ in stacks(build_model(cfg, device="meta")).values()
+    notes = [note(block.seq_mixer) for stack, _ in stacks(build_model(cfg, device="meta")).values()
              for block in stack.blocks]
     return "; ".join(dict.fromkeys(note for note in notes if note))

@@ -44,6 +44,8 @@ def rope_fields(hf: dict) -> dict:
         fields.update(rope_low_freq_factor=float(params["low_freq_factor"]),
                       rope_high_freq_factor=float(params["high_freq_factor"]),
                       rope_original_context=int(params.get("original_max_position_embeddings", max_pos)))
+    if kind == "yarn":
+        fields.update(yarn_fields(params, max_pos))
     if kind == "dynamic":  # positions may run past max_position_embeddings, as far as the factor stretches it
         fields.update(rope_original_context=max_pos, context_length=int(max_pos * fields["rope_factor"]))
     return fields

@@ -82,8 +82,8 @@ LAYOUTS = {
 def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
     """How one of our fused tensors (of `shape`) splits along dim 0 into the HF tensors of `rule`: q|k|v rows
     (layers/attention.py; q with its output gate's rows), k|v rows (layers/cross_attention.py), gate|up halves
-    (layers/ffn.py); an expert tensor (E, rows, ...) splits, flattened to (E * rows, ...), into equal pieces per
-    expert (layers/moe.py)."""
+    (layers/ffn.py; also the shared experts of layers/moe.py); an expert tensor (E, rows, ...) splits, flattened
+    to (E * rows, ...), into equal pieces per expert (layers/moe.py)."""
     if rule.experts:
         per_expert = len(rule.hf) // rule.experts
         return [shape[1] // per_expert] * len(rule.hf)

@@ -36,6 +36,10 @@ def check_exportable(cfg: ModelConfig, family: str) -> None:
     """What transformers' token-choice MoE families cannot express."""
     if cfg.capacity_factor is not None or cfg.expert_capacity is not None or cfg.n_shared_experts:
         raise LlmarchError(f"model_type {family} has no expert capacity or shared experts")
+    if cfg.router_scoring != "softmax" or cfg.expert_bias or cfg.router_groups > 1 or cfg.router_scale != 1.0 \
+            or cfg.moe_dense_first:
+        raise LlmarchError(f"model_type {family} routes by softmax, without DeepSeek's expert bias, groups, "
+                           "router_scale or dense first layers")
 
 
 def to_config(hf: dict) -> ModelConfig:

@@ -139,6 +139,10 @@ class Attention(Mixer):
         if cfg.qk_norm == "proj" and ATTENTION_KINDS[cfg.attention].shares_qk:
             raise LlmarchError(f"qk_norm='proj' needs a key projection, which attention={cfg.attention!r} has not")
 
+    @classmethod
+    def score_dims(cls, cfg) -> int:
+        return 2 * cfg.n_heads * cfg.head_dim
+
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return self.kind.new_state(self, batch, max_len, dtype, device)
 

@@ -8,8 +8,11 @@ it is; it calls this protocol:
 - `new_state(batch, max_len, dtype, device)`: the state decoding needs (a KV cache, a recurrent state, a
   convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`.
 - `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
+- `score_dims(cfg)`: per query, the widths of its q.k and pattern.v products over all heads (2·H·D for
+  attention; 0 for a mixer without them), which the accounting counts as 6·T·that FLOPs per token;
 - `check(cfg)`: the mixer's own config fields, validated where the config is built; `state_note(dtype)`: what
-  its per-sequence state is, in words (`llmarch info`).
+  its per-sequence state is, in words, and `cache_note()` its per-token cache where that is no KV cache
+  (`llmarch info`).
 - `residual_out`: the names of its projections that write to the residual stream, which GPT-2's init
   scales by 1/sqrt(2 * layers) (Radford et al. 2019, §2.3).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
@@ -36,12 +39,20 @@ class Mixer(nn.Module):
     def check(cls, cfg) -> None:
         """Raise LlmarchError for a config this mixer cannot be built from (its own fields only)."""
 
+    @classmethod
+    def score_dims(cls, cfg) -> int:
+        return 0
+
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         raise NotImplementedError
 
     def state_note(self, dtype: str) -> str:
         """Its per-sequence decode state in words; "" for one that only grows per token (a KV cache)."""
         return "constant in the context"
+
+    def cache_note(self) -> str:
+        """What its per-token cache holds, in words, where that is not a plain KV cache (`llmarch info`)."""
+        return ""
 
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         """(bytes per token, bytes per sequence) of the decode state: by default all per sequence."""

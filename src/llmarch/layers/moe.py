@@ -133,6 +133,7 @@ class Experts(nn.Module):
 
 
 ROUTER_AUX_SCOPES = ("batch", "sequence")  # where the load-balancing loss averages: the whole batch or each row
+ROUTER_SCORINGS = ("softmax", "sigmoid")  # how the router scores experts (router.py)
 
 
 def check_moe(cfg) -> None:
@@ -153,6 +154,8 @@ def check_moe(cfg) -> None:
     if cfg.moe_period <= 0 or not 0 <= cfg.moe_offset < cfg.moe_period:
         raise LlmarchError(f"moe_period must be positive and moe_offset in [0, moe_period), got "
                            f"{cfg.moe_period} and {cfg.moe_offset}")
+    if cfg.moe_dense_first < 0:
+        raise LlmarchError(f"moe_dense_first must be >= 0, got {cfg.moe_dense_first}")
     if cfg.capacity_factor is not None and cfg.expert_capacity is not None:
         raise LlmarchError("give capacity_factor or expert_capacity, not both")
     if (cfg.capacity_factor is not None and cfg.capacity_factor <= 0) or (
@@ -162,6 +165,24 @@ def check_moe(cfg) -> None:
         raise LlmarchError(f"router_jitter must be in [0, 1), got {cfg.router_jitter}")
     if cfg.router_aux_loss_weight < 0 or cfg.router_z_loss_weight < 0:
         raise LlmarchError("router loss weights must be >= 0")
+    if cfg.router_scoring not in ROUTER_SCORINGS:
+        raise LlmarchError(f"unknown router_scoring {cfg.router_scoring!r}; "
+                           f"choose one of: {', '.join(ROUTER_SCORINGS)}")
+    if cfg.router_scale <= 0:
+        raise LlmarchError(f"router_scale must be positive, got {cfg.router_scale}")
+    groups, top = cfg.router_groups, cfg.router_topk_groups
+    if groups < 1 or cfg.n_experts % groups or not 1 <= top <= groups:
+        raise LlmarchError(f"router_groups={groups} must divide n_experts={cfg.n_experts}, and router_topk_groups="
+                           f"{top} be in [1, router_groups]")
+    if cfg.experts_per_token > top * (cfg.n_experts // groups):
+        raise LlmarchError(f"experts_per_token={cfg.experts_per_token} is more than the experts of "
+                           f"router_topk_groups={top} groups ({top * (cfg.n_experts // groups)})")
+    if groups > 1 and cfg.router_scoring == "sigmoid" and cfg.n_experts // groups < 2:
+        raise LlmarchError(f"router_scoring='sigmoid' and router_groups={groups}: a group is scored by its best two "
+                           "experts, so each group needs two")
+    if cfg.expert_bias_update < 0 or (cfg.expert_bias_update and not cfg.expert_bias):
+        raise LlmarchError(f"expert_bias_update={cfg.expert_bias_update} must be >= 0, and > 0 only with "
+                           "expert_bias=True (the bias it updates)")
     if cfg.router_aux_scope not in ROUTER_AUX_SCOPES:
         raise LlmarchError(f"unknown router_aux_scope {cfg.router_aux_scope!r}; "
                            f"choose one of: {', '.join(ROUTER_AUX_SCOPES)}")

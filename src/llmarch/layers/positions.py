@@ -13,6 +13,7 @@ from torch import nn
 from ..registry import Registry
 
 POSITIONS: Registry = Registry("positions")
+ROPE_SCALINGS = ("none", "linear", "dynamic", "llama3", "yarn", "longrope")  # RotaryPositions' context-extension scalings
 
 
 class NoPositions(nn.Module):
@@ -174,6 +175,14 @@ def yarn_attention_factor(cfg) -> float:
     if cfg.rope_mscale and cfg.rope_mscale_all_dim:
         return yarn_mscale(cfg.rope_factor, cfg.rope_mscale) / yarn_mscale(cfg.rope_factor, cfg.rope_mscale_all_dim)
     return yarn_mscale(cfg.rope_factor)
+
+
+def softmax_scale_factor(cfg) -> float:
+    """What the attention softmax scale is multiplied by: DeepSeek's YaRN scales every q.k dim, rotated or not,
+    by m(s, mscale_all_dim)^2 (its reference code: softmax_scale * mscale * mscale); 1 otherwise."""
+    if cfg.rope_scaling != "yarn" or not cfg.rope_mscale_all_dim:
+        return 1.0
+    return yarn_mscale(cfg.rope_factor, cfg.rope_mscale_all_dim) ** 2
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,20 @@
 """Token-choice top-k routing for mixtures of experts (Shazeer et al. 2017) and the router's training losses.
 
-Each token's router logits are h W_r, + b_r with router_bias (gpt-oss), in fp32, so the softmax that picks
-experts is not decided by rounding; p = softmax(logits); the token goes to its k most probable experts.
-Mixtral (Jiang et al. 2024) weighs the k outputs by their probabilities renormalised to sum to 1 (the same
-as gpt-oss's softmax over the k chosen logits: exp(l_i) / sum_chosen exp(l_j) either way); Switch (Fedus et
-al. 2022) routes top-1 and weighs by the raw probability. An expert has a capacity per sequence; assignments
-past it are dropped in order (all first choices by position, then second choices), their token passing
-through the residual alone.
+Each token's router logits are h W_r, + b_r with router_bias (gpt-oss), in fp32, so the choice of experts is
+not decided by rounding; scores s = softmax(logits), or sigmoid(logits) per expert (DeepSeek-V3, Liu et al.
+2024, eq. 15); the token goes to its k best-scoring experts. Mixtral (Jiang et al. 2024) weighs the k outputs by
+their scores renormalised to sum to 1 (the same as gpt-oss's softmax over the k chosen logits: exp(l_i) /
+sum_chosen exp(l_j) either way); Switch (Fedus et al. 2022) routes top-1 and weighs by the raw probability;
+DeepSeek multiplies the weights by routed_scaling_factor (router_scale).
+DeepSeek's refinements of the choice (not of the weights):
+- group-limited routing (V2 §2.2.2 device-limited, V3 §2.1.2 node-limited): the experts form router_groups
+  equal groups, each scored by its best expert's score (softmax, V2) or the sum of its best two (sigmoid, V3);
+  a token chooses among the experts of its router_topk_groups best groups only;
+- auxiliary-loss-free balancing (V3 §2.1.2, Wang et al. 2024): a per-expert bias b_e added to the scores for
+  the choice only, the weights staying s; training nudges b_e by gamma * sign(mean load - load_e) after each
+  batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less.
+An expert has a capacity per sequence; assignments past it are dropped in order (all first choices by
+position, then second choices), their token passing through the residual alone.
 
 Losses, both over a stack's MoE layers (each an add-on to the training loss with its own weight):
 - load balancing (Switch eq. 4): n_experts * sum_e f_e * P_e, f_e the share of the token-choices that went
@@ -51,6 +59,11 @@ class Router(nn.Module):
         self.n_experts, self.capacity_factor, self.fixed_capacity = cfg.n_experts, cfg.capacity_factor, cfg.expert_capacity
         self.weight = nn.Parameter(torch.empty(cfg.n_experts, cfg.d_model))
         self.bias = nn.Parameter(torch.empty(cfg.n_experts)) if cfg.router_bias else None  # gpt-oss
+        self.sigmoid, self.scale = cfg.router_scoring == "sigmoid", cfg.router_scale
+        self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
+        self.bias_update = cfg.expert_bias_update
+        # a buffer, not a parameter: no gradient moves it, only the balancing rule (V3 §2.1.2)
+        self.register_buffer("expert_bias", torch.zeros(cfg.n_experts) if cfg.expert_bias else None)
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
     def capacity(self, T: int) -> int | None:
@@ -68,16 +81,36 @@ class Router(nn.Module):
             h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         bias = None if self.bias is None else self.bias.float()
         logits = self.hook_router_logits(F.linear(h, self.weight.float(), bias))  # (B, T, E)
-        weights, experts = logits.softmax(dim=-1).topk(self.k, dim=-1)  # (B, T, k)
+        scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
+        if self.expert_bias is None and self.groups == 1:
+            weights, experts = scores.topk(self.k, dim=-1)  # (B, T, k)
+        else:
+            experts = self.choose(scores)
+            weights = scores.gather(-1, experts)
         experts = self.hook_experts(experts)
         if self.renormalize:
             weights = weights / weights.sum(dim=-1, keepdim=True)
+        if self.scale != 1.0:
+            weights = weights * self.scale
         capacity = self.capacity(x.shape[1])
         kept = None
         if capacity is not None and capacity < x.shape[1] * self.k:
             kept = within_capacity(experts, self.n_experts, capacity)
             weights = weights * kept
         return weights, Routing(logits, experts, kept)
+
+
+    def choose(self, scores: torch.Tensor) -> torch.Tensor:
+        """scores (B, T, E) -> the k chosen experts (B, T, k): by score plus the balancing bias, among the
+        experts of the token's topk_groups best groups."""
+        choice = scores if self.expert_bias is None else scores + self.expert_bias.float()
+        if self.groups > 1:
+            grouped = choice.unflatten(-1, (self.groups, -1))  # (B, T, G, E / G)
+            group_score = grouped.topk(2, dim=-1).values.sum(-1) if self.sigmoid else grouped.amax(dim=-1)
+            best = group_score.topk(self.topk_groups, dim=-1).indices  # (B, T, topk_groups)
+            allowed = torch.zeros_like(group_score, dtype=torch.bool).scatter_(-1, best, True)
+            choice = grouped.masked_fill(~allowed[..., None], float("-inf")).flatten(-2)
+        return choice.topk(self.k, dim=-1).indices
 
 
 def within_capacity(experts: torch.Tensor, n_experts: int, capacity: int) -> torch.Tensor:

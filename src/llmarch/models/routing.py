@@ -27,13 +27,32 @@ def routings(model) -> dict[str, list[Routing]]:
 
 def router_losses(model, batch_mean=None) -> dict[str, torch.Tensor]:
     """{"aux": load-balancing loss, "z": router z-loss}, each summed over stacks; {} for a dense model.
-    batch_mean: see layers/router.load_balancing_loss (data-parallel training)."""
+    batch_mean: see layers/router.load_balancing_loss (data-parallel training). In training this is where
+    each batch's routing also moves the experts' balancing bias (update_expert_bias): every process calls
+    this once per micro-batch, targets or not, so the collective in batch_mean runs everywhere."""
     found = routings(model)
     if not found:
         return {}
+    if model.training:
+        update_expert_bias(model, batch_mean)
     scope = model.config.router_aux_scope
     return {"aux": sum(load_balancing_loss(r, scope, batch_mean) for r in found.values()),
             "z": sum(router_z_loss(r) for r in found.values())}
+
+
+@torch.no_grad()
+def update_expert_bias(model, batch_mean=None) -> None:
+    """Auxiliary-loss-free balancing (DeepSeek-V3 §2.1.2): after a training batch, each MoE layer with
+    expert_bias_update = gamma moves its experts' choice bias by b_e += gamma * sign(mean load - load_e), the
+    load being the share of the batch's token-choices each expert got (its last Routing). batch_mean: averages
+    the load over data-parallel processes first, so every process moves its copy of the bias alike."""
+    for _, moe in _named_moe(model):
+        router = moe.router
+        if router.bias_update and moe.routing is not None:
+            load = moe.routing.load()
+            if batch_mean is not None:
+                load = batch_mean(load)
+            router.expert_bias += router.bias_update * torch.sign(load.mean() - load).to(router.expert_bias.dtype)
 
 
 def _named_moe(model) -> list[tuple[str, MoE]]:

@@ -1,0 +1,174 @@
+"""Multi-head latent attention (MLA; DeepSeek-V2, DeepSeek-AI 2024, §2.1), a sequence mixer (mixer.py).
+
+Each token's keys and values are compressed into one latent c^KV of d_c = kv_lora_rank dims (eq. 9), after an
+RMSNorm; per head, keys k^C = W^UK c^KV and values v^C = W^UV c^KV are up-projected from it (eqs. 10-11, our
+kv_b_proj holding W^UK and W^UV per head). RoPE cannot pass through that up-projection, so it rides on extra,
+decoupled dims (§2.1.3): each head's query has d_h^R = head_dim rotated dims q^R beside its d_h = qk_nope_head_dim
+plain ones, and one rotated key k^R of head_dim dims, shared by all heads, comes straight from the hidden state
+(eqs. 14-19). The query may be compressed too (eqs. 12-13: q_lora_rank, with its own RMSNorm; V2-Lite has none).
+Scores are (q^C.k^C + q^R.k^R) / sqrt(d_h + d_h^R), times YaRN's mscale^2 under DeepSeek's YaRN (positions.py).
+
+The decode cache holds only c^KV and k^R per token: d_c + d_h^R numbers (576 for V2/V3) where multi-head
+attention holds 2·H·d_h (32768 for V3's 128 heads). A decoding step can attend in the latent space (§2.1.2,
+"absorbed" matrices): q^C.k^C = (W^UK^T q^C).c^KV, so each head's query is mapped into the latent once, and
+attention becomes multi-query attention whose one key is [c^KV, k^R] and whose value is c^KV; W^UV is applied
+to the output per head after it. Whether a step does that (mla_absorb) or expands every cached latent into keys
+and values is a speed question (docs/architectures/mla.md has the measurements); both give the same outputs.
+The norms over the latents use eps 1e-6, as DeepSeek's code and transformers do, whatever norm_eps says.
+Shapes: B batch, T queries, S keys, H heads, N = qk_nope_head_dim, R = head_dim (RoPE), V = v_head_dim,
+r = kv_lora_rank."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import LlmarchError
+from .attention import ATTENTION
+from .hooks import HookPoint
+from .mixer import MIXERS, Mixer
+from .norms import RMSNorm
+from .positions import apply_rotary, softmax_scale_factor
+
+LATENT_NORM_EPS = 1e-6
+
+
+class LatentCache(nn.Module):
+    """A static per-token cache of [c^KV, k^R] rows (B, S, r + R), written at given positions."""
+
+    def __init__(self, batch: int, max_len: int, width: int, dtype: torch.dtype, device=None):
+        super().__init__()
+        self.register_buffer("kv", torch.zeros(batch, max_len, width, dtype=dtype, device=device), persistent=False)
+
+    @property
+    def nbytes(self) -> int:
+        return self.kv.numel() * self.kv.element_size()
+
+    def update(self, input_pos: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Write rows (B, T, r + R) at slots input_pos (T,); return the whole cache (B, S, r + R)."""
+        self.kv.index_copy_(1, input_pos, rows.to(self.kv.dtype))
+        return self.kv
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.kv = self.kv.index_select(0, rows)
+
+
+@MIXERS.register("mla")
+class LatentAttention(Mixer):
+    attr = "attn"  # state-dict keys blocks.{i}.attn.*, hook names blocks.{i}.attn.hook_*
+    residual_out = ("o_proj.weight",)
+
+    def __init__(self, cfg, layer: int = 0):
+        super().__init__()
+        H, C = cfg.n_heads, cfg.d_model
+        self.n_heads, self.rank = H, cfg.kv_lora_rank
+        self.nope, self.rope, self.v_dim = cfg.qk_nope_head_dim, cfg.head_dim, cfg.v_head_dim
+        qk = self.nope + self.rope
+        self.dropout, self.kernel, self.absorb = cfg.dropout, ATTENTION[cfg.attn_impl], cfg.mla_absorb
+        self.scale = cfg.attn_scale if cfg.attn_scale is not None else qk ** -0.5 * softmax_scale_factor(cfg)
+        self.compressed_q = cfg.q_lora_rank is not None
+        if not self.compressed_q:
+            self.q_proj = nn.Linear(C, H * qk, bias=False)
+        else:  # eqs. 12-13: c^Q = W^DQ h, then per head [q^C, q^R] = W^UQ, W^QR of norm(c^Q)
+            self.q_a_proj = nn.Linear(C, cfg.q_lora_rank, bias=cfg.qkv_bias)
+            self.q_a_norm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * qk, bias=False)
+        # eqs. 9 and 17: rows [c^KV (r), k^R (R)] in one matmul
+        self.kv_a_proj = nn.Linear(C, self.rank + self.rope, bias=cfg.qkv_bias)
+        self.kv_a_norm = RMSNorm(self.rank, LATENT_NORM_EPS)
+        self.kv_b_proj = nn.Linear(self.rank, H * (self.nope + self.v_dim), bias=False)  # per head: W^UK, W^UV
+        self.o_proj = nn.Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
+        self.hook_q, self.hook_latent = HookPoint(), HookPoint()
+        self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.attention != "full":
+            raise LlmarchError(f"mixer='mla' and attention={cfg.attention!r}: latent attention has a latent form "
+                               "of full attention only")
+        if cfg.n_kv_heads != cfg.n_heads:
+            raise LlmarchError(f"mixer='mla' and n_kv_heads={cfg.n_kv_heads}: every head's keys and values come "
+                               f"from the one latent, so n_kv_heads must equal n_heads={cfg.n_heads}")
+        if cfg.qk_norm != "none":
+            raise LlmarchError(f"mixer='mla' and qk_norm={cfg.qk_norm!r}: latent attention has no QK-norm")
+        for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
+            if getattr(cfg, name) <= 0:
+                raise LlmarchError(f"{name} must be positive, got {getattr(cfg, name)}")
+        if cfg.q_lora_rank is not None and cfg.q_lora_rank <= 0:
+            raise LlmarchError(f"q_lora_rank must be positive or None, got {cfg.q_lora_rank}")
+
+    @classmethod
+    def score_dims(cls, cfg) -> int:
+        return cfg.n_heads * (cfg.qk_nope_head_dim + cfg.head_dim + cfg.v_head_dim)
+
+    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
+        return LatentCache(batch, max_len, self.rank + self.rope, dtype, device)
+
+    def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
+        """Per token c^KV and k^R: r + R numbers for all heads together."""
+        return (self.rank + self.rope) * torch.empty((), dtype=dtype).element_size(), 0
+
+    def state_note(self, dtype: str) -> str:
+        return ""
+
+    def cache_note(self) -> str:
+        """The latent cache against the keys and values multi-head attention with these heads would cache."""
+        mha, groups = self.n_heads * (self.nope + self.rope + self.v_dim), (self.rank + self.rope) / (2 * self.nope)
+        return (f"latent {self.rank} + rope key {self.rope} per token and layer: {(self.rank + self.rope) / mha:.1%} "
+                f"of multi-head attention's {mha} with these {self.n_heads} heads, as much as GQA's with {groups:g} "
+                f"KV heads of {self.nope} (DeepSeek-V2, Table 1)")
+
+    def forward(self, x: torch.Tensor, ctx) -> torch.Tensor:
+        B, T, _ = x.shape
+        H = self.n_heads
+        q = self.q_b_proj(self.q_a_norm(self.q_a_proj(x))) if self.compressed_q else self.q_proj(x)
+        q = self.hook_q(q.view(B, T, H, self.nope + self.rope)).transpose(1, 2)  # (B, H, T, N + R)
+        q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
+        c, k_rope = self.kv_a_proj(x).split([self.rank, self.rope], dim=-1)  # (B, T, r), (B, T, R)
+        c = self.kv_a_norm(c)
+        if ctx.rope is not None:
+            q_rope = apply_rotary(q_rope, *ctx.rope)
+            k_rope = apply_rotary(k_rope[:, None], *ctx.rope)[:, 0]
+        latent = self.hook_latent(torch.cat((c, k_rope), dim=-1))  # (B, T, r + R): all a token leaves behind
+        if self.cache is not None:
+            latent = self.cache.update(ctx.input_pos, latent)  # (B, S, r + R)
+            if ctx.kv_len is not None:
+                latent = latent[:, : ctx.kv_len]
+        dropout_p = self.dropout if self.training else 0.0
+        if self.absorb and self.cache is not None and T == 1:
+            y = self.absorbed(q_nope, q_rope, latent, ctx, dropout_p)
+        else:
+            y = self.expanded(q_nope, q_rope, latent, ctx, dropout_p)
+        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, V)
+        return self.o_proj(y.reshape(B, T, H * self.v_dim))
+
+    def expanded(self, q_nope, q_rope, latent, ctx, dropout_p: float) -> torch.Tensor:
+        """Keys and values up-projected from every latent (eqs. 10-11, 16-19), then ordinary attention."""
+        B, S, _ = latent.shape
+        H = self.n_heads
+        kv = self.kv_b_proj(latent[..., : self.rank]).view(B, S, H, self.nope + self.v_dim).transpose(1, 2)
+        k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)  # (B, H, S, N), (B, H, S, V)
+        k = torch.cat((k_nope, latent[:, None, :, self.rank:].expand(B, H, S, self.rope)), dim=-1)
+        q = torch.cat((q_nope, q_rope), dim=-1)  # (B, H, T, N + R)
+        return self.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, self.hook_pattern, self.scale)
+
+    def absorbed(self, q_nope, q_rope, latent, ctx, dropout_p: float) -> torch.Tensor:
+        """W^UK absorbed into the query and W^UV into the output (§2.1.2): multi-query attention over the cache
+        itself, key [c^KV, k^R] and value c^KV, never expanding the cached latents. One key head for all, so
+        the H·T queries are one head's rows: (B, 1, H·T, r + R) against (B, 1, S, r + R)."""
+        B, H, T, _ = q_nope.shape
+        S = latent.shape[1]
+        w = self.kv_b_proj.weight.view(H, self.nope + self.v_dim, self.rank)
+        w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)  # (H, N, r), (H, V, r)
+        q = torch.cat((q_nope @ w_uk, q_rope), dim=-1).reshape(B, 1, H * T, -1)  # (B, 1, H·T, r + R)
+        mask = ctx.mask
+        if mask is None and ctx.causal:
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)[None, None]
+        if mask is not None:  # (B|1, 1|H, T, S) -> (B|1, 1, H·T, S), rows in q's order
+            mask = mask.expand(mask.shape[0], H, T, S).reshape(mask.shape[0], 1, H * T, S)
+        kv = latent[:, None]  # (B, 1, S, r + R)
+
+        def pattern(p: torch.Tensor) -> torch.Tensor:  # the hook sees (B, H, T, S), as for every attention
+            return self.hook_pattern(p.view(B, H, T, S)).view(B, 1, H * T, S)
+
+        y = self.kernel(q, kv, kv[..., : self.rank], mask, False, dropout_p, pattern, self.scale)  # (B, 1, H·T, r)
+        return y.view(B, H, T, self.rank) @ w_uv.transpose(1, 2)  # (B, H, T, V)
