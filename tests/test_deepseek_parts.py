@@ -165,7 +165,7 @@ def test_bias_update_rule_favours_underloaded_experts():
     (dict(n_experts=8, router_scoring="relu"), "unknown router_scoring 'relu'"),
     (dict(n_experts=8, expert_bias_update=0.01), "expert_bias_update=0.01 must be"),
     (dict(n_experts=8, moe_dense_first=-1), "moe_dense_first must be >= 0"),
-    (dict(rope_scaling="yarn", rope_factor=1.0), "rope_scaling='yarn' needs rope_factor > 1"),
+    (dict(rope_scaling="yarn", rope_factor=0.0), "rope_scaling='yarn' needs positive rope_factor"),
 ])
 def test_bad_configs_fail_in_one_line(bad, message):
     with pytest.raises(LlmarchError, match=message.replace("(", r"\(").replace("[", r"\[")):
