@@ -26,24 +26,24 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
 
 @dataclass
 class ModelConfig:
-    name: str = "custom"
-    vocab_size: int = 50257
-    d_model: int = 768
-    n_layers: int = 12
-    n_heads: int = 12
-    n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
-    head_dim: int | None = None  # None: d_model // n_heads
+    name: str = "custom"  # a label for reports and checkpoints
+    vocab_size: int = 50257  # token embeddings and output classes of the LM head
+    d_model: int = 768  # width of the residual stream
+    n_layers: int = 12  # blocks (an encoder-decoder: encoder blocks)
+    n_heads: int = 12  # query heads of attention
+    n_kv_heads: int | None = None  # key/value heads; None: = n_heads (MHA); 1: MQA; in between: GQA
+    head_dim: int | None = None  # width of each head; None: d_model // n_heads
     ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, swiglu, geglu
-    ffn_hidden: int | None = None  # None: 4 * d_model
+    ffn_hidden: int | None = None  # hidden width of the FFN; None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-5  # epsilon of every norm
     norm_placement: str = "pre"  # pre (GPT-2, LLaMA) or post (original Transformer, BERT)
     final_norm: bool | None = None  # norm after the last block; None: True for pre-norm, False for post-norm
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
     qk_norm: str = "none"  # none, or head: RMSNorm over each head's queries and keys before RoPE (Qwen3)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, none
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
     rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3
     rope_factor: float = 1.0  # context-extension factor of the scaling
@@ -56,7 +56,7 @@ class ModelConfig:
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
@@ -79,8 +79,8 @@ class ModelConfig:
     experts_per_token: int = 2  # top-k of the router (Mixtral 2, Switch 1)
     expert_hidden: int | None = None  # hidden width of each expert; None: ffn_hidden
     n_shared_experts: int = 0  # experts every token passes through, unweighted (DeepSeekMoE)
-    moe_period: int = 1
-    moe_offset: int = 0
+    moe_period: int = 1  # every moe_period-th layer's FFN is a mixture (see n_experts)
+    moe_offset: int = 0  # the first mixture layer (see n_experts)
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
     capacity_factor: float | None = None  # expert capacity per sequence = ceil(factor * T * k / n_experts)
     expert_capacity: int | None = None  # a fixed capacity per sequence instead (transformers' Switch)
@@ -91,8 +91,8 @@ class ModelConfig:
     # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py), except that with
     # attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
-    attn_period: int = 0
-    attn_offset: int = 0
+    attn_period: int = 0  # > 0: every attn_period-th layer is attention whatever the mixer (see mixer)
+    attn_offset: int = 0  # the first such attention layer (see mixer)
     ssm_state: int = 16  # N: state size per channel (Mamba) or per head (Mamba-2)
     ssm_expand: int = 2  # the mixer's inner width is ssm_expand * d_model (Mamba, Mamba-2)
     ssm_conv: int = 4  # kernel of the depthwise causal convolution (Mamba, Mamba-2)
@@ -101,13 +101,13 @@ class ModelConfig:
     ssm_groups: int = 1  # Mamba-2: groups of heads that share B and C
     ssm_chunk: int = 64  # chunk length of the chunked scans
     ssm_bias: bool = False  # biases of the mixer's input and output projections
-    ssm_conv_bias: bool = True
+    ssm_conv_bias: bool = True  # a bias on that convolution
     ssm_inner_norm: bool = False  # RMSNorm over dt, B and C inside the mixer (Jamba)
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
     hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
-    context_length: int = 1024
+    context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
     # from the forward's global_attention_mask), lsh, linear, performer; None: sliding_window if a window is set
@@ -121,14 +121,15 @@ class ModelConfig:
     lsh_buckets: int = 8  # lsh: hash buckets per round (even); the chunk is attention_block
     lsh_rounds: int = 4  # lsh: independent hashing rounds, merged into one softmax
     attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
-    init_std: float = 0.02
-    init: str = "normal"  # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings
-    # N(0, 1) (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
+    init_std: float = 0.02  # standard deviation of the normal init
+    # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings N(0, 1)
+    # (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
+    init: str = "normal"
     # Per-layer types (Gemma 2/3's sliding and full layers, SmolLM3's NoPE layers, Qwen3-Next's linear and full
     # attention): layer_types names each block's type, layer_overrides gives the fields a type changes (only the
     # LAYER_FIELDS below). A type without overrides is the config as it is. Block i is built from for_layer(i).
     layer_types: list | None = None
-    layer_overrides: dict | None = None
+    layer_overrides: dict | None = None  # layer type -> the fields it changes (see layer_types)
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
 
     def __post_init__(self) -> None:
