@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import LlmarchError
+from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
 from .layers.moe import check_moe
@@ -378,7 +378,15 @@ class ModelConfig:
             raise LlmarchError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise LlmarchError(f"config {path} must hold a mapping of field names to values")
-        return cls.from_dict(data)
+        cfg = cls.from_dict(data)
+        # A config llmarch writes has every field; a hand-written one may leave some out, and the reader should
+        # not have to guess what it got (an FFN that silently became gelu): name them, with the values taken.
+        # Fields derived from others (n_kv_heads, head_dim, ...) are not assumptions and go unnamed.
+        left = [f.name for f in fields(cls) if f.name not in data and f.name not in _DERIVED and f.name != "name"]
+        if left:
+            warn(f"config {path} leaves {len(left)} field(s) at their defaults: "
+                 f"{', '.join(f'{n}={getattr(cfg, n)!r}' for n in left)} (write them out to make this explicit)")
+        return cfg
 
 
 def field_types() -> dict[str, type]:

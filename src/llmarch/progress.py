@@ -39,8 +39,8 @@ class Bar:
             self._draw(now)
 
     def close(self) -> None:
-        """The last line, where anything was shown (a terminal: always)."""
-        if self.enabled and (self.tty or self.shown > self.t0):
+        """The last line, where anything was shown (a step shorter than a redraw shows nothing)."""
+        if self.enabled and self.shown > self.t0:
             self._draw(time.perf_counter())
             if self.tty:
                 print(file=sys.stderr, flush=True)

@@ -23,7 +23,7 @@ import torch
 
 from ..config import ModelConfig
 from ..device import parse_device
-from ..errors import LlmarchError
+from ..errors import LlmarchError, check_fields
 from ..layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
 from ..layers.mixer import MIXERS
 
@@ -105,6 +105,17 @@ def slope(lengths: list[int], values: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
+def parse_lengths(text: str, flag: str) -> list[int]:
+    """Comma-separated positive integers (`--attn-lengths 1024,2048`), or a one-line error naming the flag."""
+    try:
+        lengths = [int(n) for n in text.split(",")]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        raise LlmarchError(f"{flag} must be positive integers separated by commas, got {text!r}")
+    return lengths
+
+
 def check_kinds(kinds: list[str], causal: bool) -> None:
     unknown = sorted(set(kinds) - set(ATTENTION_KINDS) - set(MIXER_KINDS))
     if unknown:
@@ -135,10 +146,11 @@ def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torc
 def run_attention_bench(bc: AttentionBenchConfig) -> dict:
     from ..layers.attention import AttentionContext
 
+    check_fields(bc, positive=("d_model", "n_heads", "window", "block", "repeats", "eager_max_length"))
+    lengths = parse_lengths(bc.lengths, "--attn-lengths")
     device = parse_device(bc.device)
     if device.type == "cpu":
         _mmap_large_allocations()
-    lengths = [int(n) for n in bc.lengths.split(",")]
     kinds = [k.strip() for k in bc.kinds.split(",")]
     check_kinds(kinds, bc.causal)
     variants = [(k, "sdpa") for k in kinds] + ([("full", "eager")] if "full" in kinds else [])

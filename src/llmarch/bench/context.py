@@ -26,7 +26,8 @@ from ..config import ModelConfig
 from ..device import parse_device
 from ..layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
 from ..presets import resolve
-from .attention import check_kinds, two_panels
+from ..errors import check_fields
+from .attention import check_kinds, parse_lengths, two_panels
 
 FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny"}  # attention kinds: llama-tiny
 
@@ -102,8 +103,9 @@ def _at_context(model, L: int, cc: ContextBenchConfig, device: torch.device) -> 
 def run_context_bench(cc: ContextBenchConfig) -> dict:
     from ..models.transformer import TransformerLM
 
+    check_fields(cc, positive=("d_model", "n_layers", "n_heads", "window", "new_tokens", "rounds", "chunk"))
+    lengths = parse_lengths(cc.lengths, "--ctx-lengths")
     device = parse_device(cc.device)
-    lengths = [int(n) for n in cc.lengths.split(",")]
     kinds = [k.strip() for k in cc.kinds.split(",")]
     check_kinds(kinds, causal=True)
     out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),

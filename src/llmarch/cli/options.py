@@ -163,3 +163,23 @@ def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None):
         model = model.to(DTYPES[dtype])
     check_fits(tok, model.config.vocab_size)
     return model, tok
+
+
+def check_out_dir(out, flag: str = "--out") -> None:
+    """An output directory that can be made and written: not a file, under a writable parent (checked before
+    any work, rather than found at the first checkpoint)."""
+    import os
+    from pathlib import Path
+
+    from ..errors import LlmarchError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LlmarchError(f"{flag} {out} is a file; it names a directory")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise LlmarchError(f"{flag} {out}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise LlmarchError(f"{flag} {out}: {ancestor} is not writable")

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .options import Parser, add_fields, collect, model_config, model_overrides
+from .options import Parser, add_fields, check_out_dir, collect, model_config, model_overrides
 
 
 def add_parsers(sub) -> None:
@@ -103,6 +103,8 @@ def cmd_scaling_sweep(args) -> None:
 
     sizes, budgets = parse_sizes(args.sizes), parse_budgets(args.tokens)
     tc = TrainConfig(**collect(args, TrainConfig))
+    tc.validate()
+    check_out_dir(args.out)
     lead = rank_and_world()[0] == 0  # under torchrun every process trains, the first one reports
     rows = sweep(model_config(args), sizes, budgets, tc, args.out, verbose=not args.quiet,
                  log=lambda m: print(m, file=sys.stderr) if lead else None)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError
+from ..progress import Bar
 from .corpus import Document, read_documents
 from .tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
 
@@ -44,13 +45,24 @@ def split_documents(docs: list[Document], val_fraction: float) -> tuple[list[Doc
     return train, val
 
 
-def _encode(docs: list[Document], tok: Tokenizer) -> np.ndarray:
+ENCODE_CHUNK = 256  # documents per encode_batch call: the progress bar moves between calls
+
+
+def _encode(docs: list[Document], tok: Tokenizer, bar: Bar | None = None) -> np.ndarray:
     dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
     parts = []
-    for ids in tok.encode_batch([d.text for d in docs]):
-        parts.append(np.asarray(ids, dtype=dtype))
-        parts.append(np.asarray([tok.eos_id], dtype=dtype))
+    for i in range(0, len(docs), ENCODE_CHUNK):
+        chunk = docs[i:i + ENCODE_CHUNK]
+        for ids in tok.encode_batch([d.text for d in chunk]):
+            parts.append(np.asarray(ids, dtype=dtype))
+            parts.append(np.asarray([tok.eos_id], dtype=dtype))
+        if bar is not None:
+            bar.advance(sum(len(d.text) for d in chunk))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _chars(docs: list[Document]) -> int:
+    return sum(len(d.text) for d in docs)
 
 
 def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool = False,
@@ -65,7 +77,13 @@ def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool =
     folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}{specials}"
     if (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder)
-    tok = train_bpe((d.text for d in docs), vocab_size, mask=mask, sentinels=sentinels)
+    with Bar(_chars(docs), "training the BPE tokenizer (once; cached)", "chars") as bar:
+        def texts():
+            for d in docs:
+                yield d.text
+                bar.advance(len(d.text))
+
+        tok = train_bpe(texts(), vocab_size, mask=mask, sentinels=sentinels)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(folder)
     return tok
@@ -82,7 +100,8 @@ class TokenData:
         folder = cache_dir() / "tokens" / key
         if not (folder / "meta.json").is_file():
             train_docs, val_docs = split_documents(docs, val_fraction)
-            train, val = _encode(train_docs, tok), _encode(val_docs, tok)
+            with Bar(_chars(docs), "tokenizing the data (once; cached)", "chars") as bar:
+                train, val = _encode(train_docs, tok, bar), _encode(val_docs, tok, bar)
             if not len(val):
                 cut = int(len(train) * (1 - val_fraction))
                 train, val = train[:cut], train[cut:]
