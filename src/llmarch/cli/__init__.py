@@ -46,7 +46,19 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{e.filename}: " if e.filename else ""
             print(f"llmarch {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
             return 2
+        except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises a RuntimeError
+            if not _out_of_memory(e):
+                raise
+            detail = str(e).split("DefaultCPUAllocator: ")[-1].splitlines()[0]
+            print(f"llmarch {args.command}: error: out of memory: {detail}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print(f"llmarch {args.command}: interrupted", file=sys.stderr)
             return 130
     return 0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)
