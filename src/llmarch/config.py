@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,10 @@ class ModelConfig:
             if not ok:
                 article = "an integer" if kind is int else f"a {kind.__name__}"
                 raise LlmarchError(f"{name} must be {article}, got {value!r}")
+            if kind is float and not math.isfinite(value):  # a NaN passes every range check after this
+                raise LlmarchError(f"{name} must be a finite number, got {value!r}")
+            if kind is int and abs(value) >= 2**63:  # past a C long: torch overflows
+                raise LlmarchError(f"{name} is out of range, got {value!r}")
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden",
@@ -364,9 +369,11 @@ class ModelConfig:
     def load(cls, path: str | Path) -> "ModelConfig":
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise LlmarchError(f"cannot read config {path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise LlmarchError(f"cannot parse config {path}: not UTF-8 text (byte {e.start})") from None
         try:
             if path.suffix in (".yaml", ".yml"):
                 import yaml

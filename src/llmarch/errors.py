@@ -24,7 +24,8 @@ def first_and_count(names: list[str]) -> str:
 def check_fields(config, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),
                  below_one: tuple[str, ...] = ()) -> None:
     """A config dataclass' numbers in range, each error one line naming the field and its value: every float
-    finite, `positive` > 0, `nonnegative` >= 0 and `below_one` in [0, 1) (a None is left to its default)."""
+    finite, every int below 2**63 in size, `positive` > 0, `nonnegative` >= 0 and `below_one` in [0, 1) (a None
+    is left to its default)."""
     import dataclasses
     import math
 
@@ -32,6 +33,8 @@ def check_fields(config, positive: tuple[str, ...] = (), nonnegative: tuple[str,
         value = getattr(config, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise LlmarchError(f"{f.name} must be a finite number, got {value}")
+        if isinstance(value, int) and abs(value) >= 2**63:  # past a C long: torch and numpy overflow
+            raise LlmarchError(f"{f.name} is out of range, got {value}")
     for names, ok, want in ((positive, lambda v: v > 0, "positive"), (nonnegative, lambda v: v >= 0, ">= 0"),
                             (below_one, lambda v: 0 <= v < 1, "in [0, 1)")):
         for name in names:

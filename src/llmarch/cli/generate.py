@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from ..errors import LlmarchError, warn
 from .options import CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer
@@ -20,7 +21,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--top-p", type=finite, default=None,
                    help="nucleus sampling: the fewest tokens whose probability reaches p, in (0, 1] "
                    "(default: %(default)s, no cut)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s, a fresh draw)")
+    p.add_argument("--seed", type=at_least(0), default=None, help="sampling seed (default: %(default)s, a fresh draw)")
     p.add_argument("--no-stream", action="store_true",
         help="print when done instead of token by token (default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="decode with one compiled fixed-shape step (CUDA graphs "
@@ -28,7 +29,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams; greedy, no "
                    "sampling (default: %(default)s)")
     p.add_argument("--length-penalty", type=finite, default=1.0,
-                   help="beam scores are log-probability / length^this (default: %(default)s)")
+                   help="beam scores are log-probability / length^this, in [-100, 100] (default: %(default)s)")
     p.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
                    help="beam search: stop a row once it has num-beams finished hypotheses (true), when none "
                    "can improve at the current length (false) or at the longest (never) (choices: %(choices)s) "
@@ -123,6 +124,9 @@ def cmd_eval(args) -> None:
     with Bar(windows * context, "eval", "tok") as bar:
         result = evaluate(model, data, args.batch_size, args.max_tokens, objective, context=context,
                           progress=bar.advance)
+    if not math.isfinite(result["loss"]):
+        raise LlmarchError(f"the loss is {result['loss']}: the model's logits are NaN or infinite (weights out of "
+                           "range?)")
     if args.json:
         print(json.dumps(result))
     else:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
+import json
 import math
 import re
 import sys
@@ -29,6 +31,17 @@ def _parse_value(type_text: str, name: str):
     def parse(text: str) -> Any:
         if optional and text.lower() == "none":
             return None
+        if base in ("list", "dict"):  # --layer-types '["local", "global"]', --layer-overrides '{"local": {...}}'
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = None
+            if base == "list" and value is None and text:
+                value = [t.strip() for t in text.split(",")]  # --layer-types local,local,global
+            if not isinstance(value, list if base == "list" else dict):
+                kind = "a JSON list or comma-separated names" if base == "list" else "a JSON object"
+                raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {text!r}")
+            return value
         if base == "bool":
             if text.lower() in ("true", "1", "yes"):
                 return True
@@ -52,18 +65,21 @@ def finite(text: str) -> float:
     return _parse_value("float", "the value")(text)
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    """An int option's type that refuses values below `low`."""
+def at_least(low: int, below: int = 2**63) -> Callable[[str], int]:
+    """An int option's type that refuses values below `low` (and from `below` on: past a C long, torch and
+    numpy overflow)."""
     def parse(text: str) -> int:
         value = _parse_value("int", "the value")(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if not low <= value < below:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}" if value < low else
+                                             f"must be below {below}, got {value}")
         return value
 
     parse.__name__ = "int"
     return parse
 
 
+@functools.cache
 def field_docs(cls) -> dict[str, str]:
     """Each dataclass field's comment in its class' source, the help of its option: the comment after the
     field, else the comment lines right above it."""
@@ -83,6 +99,7 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
+@functools.cache
 def field_choices() -> dict[str, tuple[str, ...]]:
     """The values a string field of a config may take, listed in its option's help."""
     from ..config import HEADS, QK_NORMS
@@ -114,6 +131,8 @@ def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: t
         default = f.default if keep_defaults else None
         shown = f.default if keep_defaults or not unset else unset
         listed = f" (choices: {', '.join(choices[f.name])})" if f.name in choices and "str" in str(f.type) else ""
+        listed += {"list": " (a JSON list, or names separated by commas)", "dict": " (a JSON object)"}.get(
+            str(f.type).split("|")[0].strip(), "")
         text = f"{docs.get(f.name, '')}{listed} (default: {shown})".replace("%", "%%")
         group.add_argument(flag, dest=prefix + f.name, type=_parse_value(str(f.type), f.name), default=default,
                            metavar=str(f.type).split("|")[0].strip().upper(), help=text)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .options import Parser, add_fields, check_out_dir, collect, model_config, model_overrides
+from .options import Parser, add_fields, check_out_dir, finite, collect, model_config, model_overrides
 
 
 def add_parsers(sub) -> None:
@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
                    "non-embedding (Kaplan), total_params counts the embeddings too (Chinchilla) (default: %(default)s)")
     q.set_defaults(func=cmd_scaling_fit)
     q = scaling.add_parser("optimal", help="the parameters and tokens that minimise the fitted loss for --flops")
-    q.add_argument("--flops", type=float, required=True, help="the budget C = 6ND (required)")
+    q.add_argument("--flops", type=finite, required=True, help="the budget C = 6ND (required)")
     q.add_argument("--fit", required=True, help="the sweep CSV to fit (required)")
     q.add_argument("--json", action="store_true", help='print {"params": N, "tokens": D} (default: %(default)s)')
     q.add_argument("--params-column", default="params", help="the column read as N (default: %(default)s)")

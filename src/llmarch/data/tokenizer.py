@@ -152,8 +152,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():
         raise LlmarchError(f"{directory} has no {TOKENIZER_FILE}")
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         spec = json.loads(text)
         if spec.get("llmarch") == "byte":
             return ByteTokenizer(mask=bool(spec.get("mask")), sentinels=int(spec.get("sentinels", 0)))
@@ -163,7 +163,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     except LlmarchError:
         raise
     except Exception as e:  # json or tokenizers parse failure: the file is damaged
-        raise LlmarchError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+        raise LlmarchError(f"cannot load {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
 
 
 def check_fits(tok: Tokenizer, vocab_size: int) -> None:

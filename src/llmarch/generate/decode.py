@@ -2,6 +2,7 @@
 loop for greedy and sampled decoding, or beam search (beam.py), for every model kind."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -21,11 +22,17 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return pad(prompts, pad_id, left=True)
 
 
+MAX_LENGTH_PENALTY = 100  # beyond it length ** penalty overflows a float within a few hundred tokens
+
+
 def check_beam_args(num_beams: int, temperature: float, length_penalty: float, early_stopping) -> None:
     if num_beams < 1:
         raise LlmarchError(f"num_beams must be >= 1, got {num_beams}")
     if num_beams > 1 and temperature > 0:
         raise LlmarchError("beam search is deterministic: use num_beams > 1 with temperature 0")
+    if not (math.isfinite(length_penalty) and abs(length_penalty) <= MAX_LENGTH_PENALTY):
+        raise LlmarchError(f"length_penalty must be in [-{MAX_LENGTH_PENALTY}, {MAX_LENGTH_PENALTY}], got "
+                           f"{length_penalty}")
     if early_stopping not in (True, False, "never"):
         raise LlmarchError(f"early_stopping must be true, false or never, got {early_stopping!r}")
 

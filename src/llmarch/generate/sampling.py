@@ -36,4 +36,9 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = N
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    try:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    except RuntimeError as e:  # a NaN or infinite logit, found here at no cost to the decode loop
+        if "probability tensor" not in str(e):
+            raise
+        raise LlmarchError("the model's next-token logits are NaN or infinite (weights out of range?)") from None

@@ -73,9 +73,10 @@ def is_hf_dir(path: str | Path) -> bool:
     if not (path / "config.json").is_file():
         return False
     try:
-        return "model_type" in json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        spec = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: not a Hugging Face config
         return False
+    return isinstance(spec, dict) and "model_type" in spec
 
 
 def from_hf(path: str | Path, dtype: torch.dtype | None = None,

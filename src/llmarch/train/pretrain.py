@@ -66,7 +66,7 @@ class TrainConfig:
         # a zero clip norm would zero every gradient
         check_fields(self, positive=("steps", "batch_size", "grad_accum", "eval_every", "eval_tokens", "log_every",
                                      "keep_checkpoints", "lr", "grad_clip"),
-                     nonnegative=("weight_decay", "z_loss", "min_lr", "sample_tokens", "warmup_steps"),
+                     nonnegative=("weight_decay", "z_loss", "min_lr", "sample_tokens", "warmup_steps", "seed"),
                      below_one=("beta1", "beta2"))
         if self.objective not in OBJECTIVES:
             raise LlmarchError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")

@@ -86,7 +86,7 @@ class Synthetic:
 
 def train_synthetic(cfg: ModelConfig, task: SyntheticTask, sc: SyntheticConfig) -> dict:
     task.validate()
-    check_fields(sc, positive=("steps", "batch_size", "lr", "eval_sequences"), nonnegative=("weight_decay",))
+    check_fields(sc, positive=("steps", "batch_size", "lr", "eval_sequences"), nonnegative=("weight_decay", "seed"))
     parse_device(sc.device)
     if not cfg.causal or cfg.is_encoder_decoder or cfg.head != "lm":
         raise LlmarchError("synthetic tasks train a causal language model (decoder-only)")
