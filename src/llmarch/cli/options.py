@@ -101,7 +101,8 @@ def field_docs(cls) -> dict[str, str]:
 
 @functools.cache
 def field_choices() -> dict[str, tuple[str, ...]]:
-    """The values a string field of a config may take, listed in its option's help."""
+    """The values a string field of a config may take, from the registries and constants that check them,
+    listed in its option's help (fields checked against an inline tuple list theirs in their comment)."""
     from ..config import HEADS, QK_NORMS
     from ..layers import ATTENTION, FFNS, NORMS, POSITIONS
     from ..layers.attention_kinds import ATTENTION_KINDS
@@ -111,10 +112,7 @@ def field_choices() -> dict[str, tuple[str, ...]]:
 
     return {"ffn": tuple(FFNS), "norm": tuple(NORMS), "positions": tuple(POSITIONS), "attn_impl": tuple(ATTENTION),
             "attention": tuple(ATTENTION_KINDS), "mixer": tuple(MIXERS), "head": HEADS, "qk_norm": QK_NORMS,
-            "norm_placement": ("pre", "post"), "block": ("sequential", "parallel"), "init": ("normal", "fan_in", "t5"),
-            "rope_scaling": ("none", "linear", "dynamic", "llama3"), "router_aux_scope": ("batch", "sequence"),
-            "objective": tuple(OBJECTIVES), "tokenizer": TOKENIZERS, "parallel": PARALLEL,
-            "task": ("classify", "seq2seq")}
+            "objective": tuple(OBJECTIVES), "tokenizer": TOKENIZERS, "parallel": PARALLEL}
 
 
 def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: tuple[str, ...] = (),

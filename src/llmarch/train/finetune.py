@@ -60,7 +60,8 @@ class FinetuneConfig:
             raise LlmarchError(f"unknown task {self.task!r}; choose one of: classify, seq2seq")
         check_fields(self, positive=("steps", "batch_size", "eval_every", "log_every", "keep_checkpoints", "lr",
                                      "grad_clip"),
-                     nonnegative=("min_lr", "weight_decay", "warmup_steps", "seed"), below_one=("beta1", "beta2", "dropout"))
+                     nonnegative=("min_lr", "weight_decay", "warmup_steps", "seed"),
+                     below_one=("beta1", "beta2", "dropout"))
         if not 0 < self.val_fraction < 1:
             raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         parse_device(self.device)
