@@ -226,3 +226,25 @@ def test_every_option_of_every_command_is_described():
     assert "checkpoint" in helps["eval_every"]
     assert "choices: " in helps["ffn"] and "swiglu" in helps["ffn"]
     assert "choices: clm, mlm, span, infill" in helps["objective"]
+
+
+def test_eval_analyze_and_the_first_tokenizer_build_show_progress(files, capsys, monkeypatch):
+    """Bars drawn on every update (every=0), as a long step draws them every 10 s off a terminal."""
+    import functools
+
+    from llmarch.data.corpus import Document
+    from llmarch.data.dataset import TokenData, tokenizer_for
+    from llmarch.progress import Bar
+
+    monkeypatch.setattr("llmarch.progress.Bar", functools.partial(Bar, every=0))
+    monkeypatch.setattr("llmarch.data.dataset.Bar", functools.partial(Bar, every=0))
+    code, _, err = call(capsys, "eval", "--checkpoint", files / "lm", "--data", files / "text.txt", "--val-fraction",
+                        "0.5")
+    assert code == 0 and re.search(r"^eval \[#+\] 100% .* tok/s ETA 0m00s$", err, re.M), err
+    code, _, err = call(capsys, "analyze", "--checkpoint", files / "lm", "--prompt", "def", "--corrupted", "abc",
+                        "--out", files / "bars")
+    assert code == 0 and re.search(r"^analyze \[#+\] 100% 5/5 steps", err, re.M), err  # map, lens, 1 x 3 patched
+    docs = [Document(f"d{i}", TEXT + str(i)) for i in range(3)]
+    TokenData.prepare(docs, tokenizer_for(docs, "bpe", 300))
+    err = capsys.readouterr().err
+    assert "training the BPE tokenizer (once; cached) [####" in err and "tokenizing the data (once; cached) [" in err
