@@ -8,7 +8,7 @@ import torch
 
 from .checkpoint import load_model
 from .config import ModelConfig
-from .errors import LlmarchError
+from .errors import LlmarchError, LlmarchWarning
 from .generate import generate
 from .models import TransformerLM, ModelOutput
 from .presets import PRESETS, preset, resolve
@@ -52,4 +52,4 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
 
 
 __all__ = ["build", "load", "from_hf", "to_hf", "generate", "ModelConfig", "TransformerLM", "ModelOutput",
-           "LlmarchError", "PRESETS", "preset", "resolve"]
+           "LlmarchError", "LlmarchWarning", "PRESETS", "preset", "resolve"]

@@ -46,7 +46,8 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Tr
         model = model_class(cfg)(cfg)
     expected = state_for_saving(model)
     if is_sharded_folder(path / SHARDED):
-        return assemble(model, read_sharded(path / SHARDED, expected, device, cfg.tied_head), device)
+        state = read_sharded(path / SHARDED, expected, device, cfg.tied_head)
+        return assemble(model, state, device, path / SHARDED)
     weights = path / WEIGHTS
     if not weights.is_file():
         raise LlmarchError(f"checkpoint {path} has no {WEIGHTS}")
@@ -55,7 +56,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Tr
     except (SafetensorError, OSError, ValueError) as e:
         raise LlmarchError(f"cannot read {weights} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
     check_state(weights, {k: tuple(v.shape) for k, v in state.items()}, expected)
-    return assemble(model, state, device)
+    return assemble(model, state, device, weights)
 
 
 def check_state(source: Path, shapes: dict[str, tuple], expected: dict[str, torch.Tensor]) -> None:
@@ -92,9 +93,22 @@ def read_sharded(folder: Path, expected: dict[str, torch.Tensor], device, tied: 
     return state
 
 
-def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device) -> TransformerLM:
-    """Finish a meta-device model with a complete state: take its tensors as they are (no copy), tie the
-    head, and rebuild the derived non-persistent buffers (rotary frequencies, sinusoid tables)."""
+def check_finite(state: dict[str, torch.Tensor], source: Path | str | None = None) -> None:
+    """Every floating-point tensor finite: a flipped bit in an exponent makes a NaN or an infinity that would
+    otherwise surface only as empty generations or a loss of nan."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            where = f"{source}: " if source is not None else ""
+            raise LlmarchError(f"{where}tensor {name} holds {bad} NaN or infinite value(s) (corrupt file?)")
+
+
+def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device,
+             source: Path | str | None = None) -> TransformerLM:
+    """Finish a meta-device model with a complete, finite state (check_finite; `source` names the file in
+    its error): take its tensors as they are (no copy), tie the head, and rebuild the derived
+    non-persistent buffers (rotary frequencies, sinusoid tables)."""
+    check_finite(state, source)
     cfg = model.config
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tied_head:

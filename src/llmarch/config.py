@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import LlmarchError
+from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
 from .layers.ffn import check_ffn
@@ -30,17 +31,17 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
 
 @dataclass
 class ModelConfig:
-    name: str = "custom"
-    vocab_size: int = 50257
-    d_model: int = 768
-    n_layers: int = 12
-    n_heads: int = 12
+    name: str = "custom"  # a label for reports and checkpoints
+    vocab_size: int = 50257  # token embeddings and output classes of the LM head
+    d_model: int = 768  # width of the residual stream
+    n_layers: int = 12  # blocks (an encoder-decoder: encoder blocks)
+    n_heads: int = 12  # query heads of attention
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
     ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, swiglu, geglu, swiglu_clamped (gpt-oss)
     ffn_hidden: int | None = None  # None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-5  # epsilon of every norm
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x))
     norm_placement: str = "pre"
@@ -51,7 +52,7 @@ class ModelConfig:
     # the whole query and key projections, before they split into heads (OLMo 2)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
     rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope
     rope_factor: float = 1.0  # context-extension factor of the scaling
@@ -76,7 +77,7 @@ class ModelConfig:
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
@@ -108,8 +109,8 @@ class ModelConfig:
     router_topk_groups: int = 1  # (DeepSeek-V2 device-limited, V3 node-limited routing)
     expert_bias: bool = False  # a per-expert bias on the scores, for choosing only (DeepSeek-V3 aux-loss-free)
     expert_bias_update: float = 0.0  # gamma: training updates b_e += gamma * sign(mean load - load_e) (V3 §2.1.2)
-    moe_period: int = 1
-    moe_offset: int = 0
+    moe_period: int = 1  # every moe_period-th layer's FFN is a mixture (see n_experts)
+    moe_offset: int = 0  # the first mixture layer (see n_experts)
     moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
     capacity_factor: float | None = None  # expert capacity per sequence = ceil(factor * T * k / n_experts)
@@ -124,8 +125,8 @@ class ModelConfig:
     # The sequence mixer of every layer (layers/mamba.py, layers/mamba2.py, layers/hyena.py, layers/gated_deltanet.py),
     # except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
-    attn_period: int = 0
-    attn_offset: int = 0
+    attn_period: int = 0  # > 0: every attn_period-th layer is attention whatever the mixer (see mixer)
+    attn_offset: int = 0  # the first such attention layer (see mixer)
     ssm_state: int = 16  # N: state size per channel (Mamba) or per head (Mamba-2)
     ssm_expand: int = 2  # the mixer's inner width is ssm_expand * d_model (Mamba, Mamba-2)
     ssm_conv: int = 4  # kernel of the depthwise causal convolution (Mamba, Mamba-2)
@@ -134,7 +135,7 @@ class ModelConfig:
     ssm_groups: int = 1  # Mamba-2: groups of heads that share B and C
     ssm_chunk: int = 64  # chunk length of the chunked scans
     ssm_bias: bool = False  # biases of the mixer's input and output projections
-    ssm_conv_bias: bool = True
+    ssm_conv_bias: bool = True  # a bias on that convolution
     ssm_inner_norm: bool = False  # RMSNorm over dt, B and C inside the mixer (Jamba)
     # Multi-head latent attention (mixer "mla", layers/mla.py; DeepSeek-V2 §2.1): head_dim is the decoupled
     # RoPE part d_h^R of each query and the key all heads share (as transformers sets head_dim = qk_rope_head_dim)
@@ -153,7 +154,7 @@ class ModelConfig:
     delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
     delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim)
     delta_value_dim: int | None = None  # dims of each value head (linear_value_head_dim)
-    context_length: int = 1024
+    context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
     # from the forward's global_attention_mask), lsh, linear, performer; None: sliding_window if a window is set
@@ -167,14 +168,15 @@ class ModelConfig:
     lsh_buckets: int = 8  # lsh: hash buckets per round (even); the chunk is attention_block
     lsh_rounds: int = 4  # lsh: independent hashing rounds, merged into one softmax
     attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
-    init_std: float = 0.02
-    init: str = "normal"  # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings
-    # N(0, 1) (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
+    init_std: float = 0.02  # standard deviation of the normal init
+    # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings N(0, 1)
+    # (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
+    init: str = "normal"
     # Per-layer types (Gemma 2/3's sliding and full layers, SmolLM3's NoPE layers, Qwen3-Next's linear and full
     # attention): layer_types names each block's type, layer_overrides gives the fields a type changes (only the
     # LAYER_FIELDS below). A type without overrides is the config as it is. Block i is built from for_layer(i).
     layer_types: list | None = None
-    layer_overrides: dict | None = None
+    layer_overrides: dict | None = None  # layer type -> the fields it changes (see layer_types)
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
 
     def __post_init__(self) -> None:
@@ -222,6 +224,10 @@ class ModelConfig:
             if not ok:
                 article = "an integer" if kind is int else f"a {kind.__name__}"
                 raise LlmarchError(f"{name} must be {article}, got {value!r}")
+            if kind is float and not math.isfinite(value):  # a NaN passes every range check after this
+                raise LlmarchError(f"{name} must be a finite number, got {value!r}")
+            if kind is int and abs(value) >= 2**63:  # past a C long: torch overflows
+                raise LlmarchError(f"{name} is out of range, got {value!r}")
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden",
@@ -456,11 +462,11 @@ class ModelConfig:
     def load(cls, path: str | Path) -> "ModelConfig":
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise LlmarchError(f"cannot read config {path}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise LlmarchError(f"cannot parse config {path}: it is not UTF-8 text") from None
+        except UnicodeDecodeError as e:
+            raise LlmarchError(f"cannot parse config {path}: not UTF-8 text (byte {e.start})") from None
         try:
             if path.suffix in (".yaml", ".yml"):
                 import yaml
@@ -472,7 +478,15 @@ class ModelConfig:
             raise LlmarchError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise LlmarchError(f"config {path} must hold a mapping of field names to values")
-        return cls.from_dict(data)
+        cfg = cls.from_dict(data)
+        # A config llmarch writes has every field; a hand-written one may leave some out, and the reader should
+        # not have to guess what it got (an FFN that silently became gelu): name them, with the values taken.
+        # Fields derived from others (n_kv_heads, head_dim, ...) are not assumptions and go unnamed.
+        left = [f.name for f in fields(cls) if f.name not in data and f.name not in _DERIVED and f.name != "name"]
+        if left:
+            warn(f"config {path} leaves {len(left)} field(s) at their defaults: "
+                 f"{', '.join(f'{n}={getattr(cfg, n)!r}' for n in left)} (write them out to make this explicit)")
+        return cfg
 
 
 def field_types() -> dict[str, type]:

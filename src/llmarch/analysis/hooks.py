@@ -135,12 +135,12 @@ def logit_difference(logits: torch.Tensor, right: int, wrong: int, position: int
 
 def patch_residual(model, clean_ids: torch.Tensor, corrupted_ids: torch.Tensor, right: int, wrong: int,
                    point: str = "hook_resid_pre", position: int = -1, stack: str | None = None,
-                   **kwargs) -> torch.Tensor:
+                   progress: Callable[[int], None] | None = None, **kwargs) -> torch.Tensor:
     """(layers, positions): the corrupted run with blocks.{layer}.{point} at one position set to the clean
     run's, scored as (patched - corrupted) / (clean - corrupted) logit difference of `right` over `wrong` at
     output `position` (1: fully restored, 0: no effect). Both prompts must have the same length. An
     encoder-decoder's prompts are sources, patched in stack "encoder" (the default) or "decoder"; kwargs
-    (decoder_input_ids) go to both runs."""
+    (decoder_input_ids) go to both runs. progress, if given, is called with 1 after each patched run."""
     _lm(model)
     if model.config.is_encoder_decoder and stack is None:
         stack = "encoder"
@@ -163,6 +163,8 @@ def patch_residual(model, clean_ids: torch.Tensor, corrupted_ids: torch.Tensor, 
                 return act
 
             patched = run_with_hooks(model, corrupted_ids, [(name, patch)], **kwargs)
+            if progress is not None:
+                progress(1)
             out[i, t] = ((logit_difference(patched, right, wrong, position) - base) / span).mean()
     return out
 

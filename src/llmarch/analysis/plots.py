@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import LlmarchError
+from ..errors import LlmarchError, warn
 from .hooks import logit_lens, patch_residual, run_with_cache
 
 
@@ -64,7 +64,8 @@ def heatmap(values: torch.Tensor, tokens: list[str], png: Path, title: str, ylab
     plt.close(fig)
 
 
-def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, target_tokens: int = 8) -> dict:
+def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, target_tokens: int = 8,
+            progress=None) -> dict:
     """Attention maps of every attention layer, the logit lens (each layer's probability of the model's final
     prediction at each position, with each layer's top token), and with a corrupted prompt of the same length
     in tokens, residual-stream patching towards the clean prediction at the last position (contrasted with
@@ -73,13 +74,21 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, ta
     models predict the next token; an encoder (BERT) its MLM reconstruction of each position; an
     encoder-decoder reads the prompt as its source, and the lens and the prediction are over the decoder's
     greedy output (up to target_tokens), patching over the encoder. Writes PNGs and summary.json under
-    `out`; returns the summary."""
+    `out`; returns the summary. progress: a progress.Bar, whose total this sets to the steps (a figure, a
+    patched run) and advances after each."""
     cfg = model.config
     if cfg.head != "lm":
         raise LlmarchError("llmarch analyze reads language models (head lm), not classifiers")
     ids = tok.encode(prompt)
     if not ids:
         raise LlmarchError("the prompt encodes to no tokens")
+    bad = tok.encode(corrupted) if corrupted is not None else ids
+    if len(bad) != len(ids):  # before any work
+        raise LlmarchError(f"the corrupted prompt has {len(bad)} tokens, the prompt {len(ids)}: patching "
+                           "needs the same length")
+    if len(ids) > cfg.context_length:
+        warn(f"the prompt has {len(ids)} tokens, more than the model's context_length {cfg.context_length}: "
+             f"analysing its last {cfg.context_length}")
     x = torch.tensor([ids[-cfg.context_length:]])
     tokens = [_label(tok.token_text(i)) for i in x[0].tolist()]
     kwargs, out_tokens = {}, tokens
@@ -88,6 +97,9 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, ta
         out_tokens = [_label(tok.token_text(i)) for i in kwargs["decoder_input_ids"][0].tolist()]
     out.mkdir(parents=True, exist_ok=True)
     names = _pattern_names(model)
+    step = progress.advance if progress is not None else None
+    if progress is not None:  # a figure per attention layer and the lens; layers x positions patched runs
+        progress.total = len(names) + 1 + (_stack_blocks(model) * x.shape[1] if corrupted is not None else 0)
     logits, cache = run_with_cache(model, x, names, **kwargs)
     files = []
     for name in names:
@@ -96,22 +108,22 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, ta
         png = out / f"attention-{_short(name)}.png"
         attention_maps(cache[name][0], queries, png, name, keys)
         files.append(png.name)
+        if step:
+            step(1)
     lens = logit_lens(model, x, **kwargs)[:, 0].float().softmax(-1)  # (layers, T, V)
     predicted = logits[0].argmax(-1)  # the model's prediction at each position
     prob = lens.gather(-1, predicted.expand(lens.shape[0], -1)[..., None])[..., 0]  # (layers, T)
     top = [[_label(tok.token_text(int(i))) for i in row] for row in lens.argmax(-1)]
     heatmap(prob, out_tokens, out / "logit-lens.png", "logit lens: P(final prediction) by layer", "layer", top)
     files.append("logit-lens.png")
+    if step:
+        step(1)
     summary = {"tokens": tokens, "prediction": tok.decode([int(predicted[-1])]), "files": files}
     if cfg.is_encoder_decoder:
         summary["output"] = tok.decode(kwargs["decoder_input_ids"][0, 1:].tolist() + [int(predicted[-1])])
     elif cfg.causal:
         summary["next_token"] = summary["prediction"]
     if corrupted is not None:
-        bad = tok.encode(corrupted)
-        if len(bad) != len(ids):
-            raise LlmarchError(f"the corrupted prompt has {len(bad)} tokens, the prompt {len(ids)}: patching "
-                               "needs the same length")
         bad = torch.tensor([bad[-cfg.context_length:]])
         right = int(predicted[-1])
         with torch.no_grad():
@@ -126,7 +138,7 @@ def analyze(model, tok, prompt: str, out: Path, corrupted: str | None = None, ta
             if move[wrong] < 1e-6:
                 raise LlmarchError("the corrupted prompt gives the prompt's logits; patching has nothing to restore")
         summary["contrast"] = [tok.decode([right]), tok.decode([wrong])]
-        heat = patch_residual(model, x, bad, right, wrong, **kwargs)
+        heat = patch_residual(model, x, bad, right, wrong, progress=step, **kwargs)
         where = "the encoder's resid_pre" if cfg.is_encoder_decoder else "resid_pre"
         heatmap(heat, tokens, out / "patching.png", f"patched {where}: share of the logit difference restored",
                 "layer")
@@ -162,6 +174,11 @@ def _pattern_names(model) -> list[str]:
             if getattr(block, "cross_attn", None) is not None:
                 names.append(f"{prefix}blocks.{i}.cross_attn.hook_pattern")
     return names
+
+
+def _stack_blocks(model) -> int:
+    """Blocks of the stack that patching patches (an encoder-decoder: the encoder)."""
+    return len(model.encoder.blocks if model.config.is_encoder_decoder else model.blocks)
 
 
 def _short(name: str) -> str:

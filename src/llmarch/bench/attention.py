@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
-from ..errors import LlmarchError
+from ..device import parse_device
+from ..errors import LlmarchError, check_fields
 from ..layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
 from ..layers.mixer import MIXERS
 
@@ -34,14 +35,14 @@ class AttentionBenchConfig:
     lengths: str = "1024,2048,4096,8192,16384"  # comma-separated sequence lengths
     # comma-separated attention kinds (full runs twice, with the sdpa and eager kernels) or mixers (MIXER_KINDS)
     kinds: str = ",".join(ATTENTION_KINDS)
-    d_model: int = 256
-    n_heads: int = 4
+    d_model: int = 256  # width of the benchmarked layer
+    n_heads: int = 4  # its heads
     window: int = 256  # sliding_window's window
     block: int = 64  # attention_block (strided stride, BigBird block)
-    causal: bool = True
-    repeats: int = 3
+    causal: bool = True  # causal (decoder) or bidirectional attention
+    repeats: int = 3  # timed runs per figure (the median is reported)
     eager_max_length: int = 8192  # the eager full-attention reference stores L x L scores: longer is skipped
-    device: str | None = None
+    device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
 
 
 def _rss_kib(field: str) -> int | None:
@@ -104,6 +105,17 @@ def slope(lengths: list[int], values: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
+def parse_lengths(text: str, flag: str) -> list[int]:
+    """Comma-separated positive integers (`--attn-lengths 1024,2048`), or a one-line error naming the flag."""
+    try:
+        lengths = [int(n) for n in text.split(",")]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        raise LlmarchError(f"{flag} must be positive integers separated by commas, got {text!r}")
+    return lengths
+
+
 def check_kinds(kinds: list[str], causal: bool) -> None:
     unknown = sorted(set(kinds) - set(ATTENTION_KINDS) - set(MIXER_KINDS))
     if unknown:
@@ -134,10 +146,11 @@ def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torc
 def run_attention_bench(bc: AttentionBenchConfig) -> dict:
     from ..layers.attention import AttentionContext
 
-    device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_fields(bc, positive=("d_model", "n_heads", "window", "block", "repeats", "eager_max_length"))
+    lengths = parse_lengths(bc.lengths, "--attn-lengths")
+    device = parse_device(bc.device)
     if device.type == "cpu":
         _mmap_large_allocations()
-    lengths = [int(n) for n in bc.lengths.split(",")]
     kinds = [k.strip() for k in bc.kinds.split(",")]
     check_kinds(kinds, bc.causal)
     variants = [(k, "sdpa") for k in kinds] + ([("full", "eager")] if "full" in kinds else [])

@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
+from ..device import parse_device
 from ..layers.attention_kinds import ATTENTION_KINDS, windowed_kinds
 from ..presets import resolve
-from .attention import check_kinds, two_panels
+from ..errors import check_fields
+from .attention import check_kinds, parse_lengths, two_panels
 
 FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny",
           "gated_deltanet": "gated-deltanet-tiny"}  # attention kinds: llama-tiny
@@ -35,14 +37,14 @@ FAMILY = {"mamba": "mamba-tiny", "mamba2": "mamba2-tiny", "hyena": "hyena-tiny",
 class ContextBenchConfig:
     lengths: str = "1024,4096,16384"  # comma-separated context lengths: tokens in the sequence before timing
     kinds: str = "full,sliding_window,mamba,mamba2,hyena"  # attention kinds or mixers
-    d_model: int = 256
-    n_layers: int = 4
+    d_model: int = 256  # width of the benchmarked model
+    n_layers: int = 4  # its blocks
     n_heads: int = 4  # attention kinds (MHA)
     window: int = 256  # sliding_window's window
     new_tokens: int = 64  # timed one-token steps per context (their median: a step is a few ms, noisy)
     rounds: int = 3  # passes over the contexts; a context's figure is the median of its passes' medians
     chunk: int = 1024  # prefill chunk, where a prefill is needed
-    device: str | None = None
+    device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
 
 
 def model_config(cc: ContextBenchConfig, kind: str, context: int) -> ModelConfig:
@@ -102,8 +104,9 @@ def _at_context(model, L: int, cc: ContextBenchConfig, device: torch.device) -> 
 def run_context_bench(cc: ContextBenchConfig) -> dict:
     from ..models.transformer import TransformerLM
 
-    device = torch.device(cc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    lengths = [int(n) for n in cc.lengths.split(",")]
+    check_fields(cc, positive=("d_model", "n_layers", "n_heads", "window", "new_tokens", "rounds", "chunk"))
+    lengths = parse_lengths(cc.lengths, "--ctx-lengths")
+    device = parse_device(cc.device)
     kinds = [k.strip() for k in cc.kinds.split(",")]
     check_kinds(kinds, causal=True)
     out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..analysis import model_facts
 from ..config import ModelConfig
+from ..device import parse_device, parse_dtype
 from ..errors import LlmarchError
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
@@ -35,14 +36,14 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
 class BenchConfig:
     batch_size: int = 8  # training batch
     context: int | None = None  # training sequence length; None: the model's context (at most 1024)
-    prompt_tokens: int = 32
-    new_tokens: int = 64
+    prompt_tokens: int = 32  # prompt length of the decode benchmark
+    new_tokens: int = 64  # tokens decoded per timed run
     decode_batches: str = "1"  # comma-separated batch sizes for decoding
-    prefill_tokens: int | None = None  # None: no prefill figure
-    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    prefill_tokens: int | None = None  # prompt length of the prefill figure; None: no prefill figure
+    dtype: str | None = None  # float32, bfloat16 or float16; None: bfloat16 on CUDA, float32 on CPU
     compile: bool = False  # torch.compile both models' training forward the same way, and llmarch's decode step
-    repeats: int = 3
-    device: str | None = None
+    repeats: int = 3  # timed runs per figure (the median is reported)
+    device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
     transformers: bool = True  # compare against transformers (needs it installed)
     vs_dense: bool = False  # a mixture-of-experts model: training speed against its dense twin instead
 
@@ -119,8 +120,8 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     batches = _check(bc)
     if bc.vs_dense:
         return moe_vs_dense(cfg, bc)
-    device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = getattr(torch, bc.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    device = parse_device(bc.device)
+    dtype = parse_dtype(bc.dtype, device)
     context = min(bc.context or cfg.context_length, cfg.context_length, 1024)
     torch.manual_seed(0)
     ours = build_model(cfg, device).to(dtype)
@@ -242,8 +243,8 @@ def moe_vs_dense(cfg: ModelConfig, bc: BenchConfig) -> dict:
     batch; the ratio MoE / dense is what expert dispatch costs over the same arithmetic."""
     from ..models.build import build_model
 
-    device = torch.device(bc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = getattr(torch, bc.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    device = parse_device(bc.device)
+    dtype = parse_dtype(bc.dtype, device)
     context = min(bc.context or cfg.context_length, cfg.context_length, 1024)
     x = torch.randint(0, cfg.vocab_size, (bc.batch_size, context), device=device)
     y = torch.roll(x, -1, dims=1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import CHECKPOINT_HELP, load_with_tokenizer
+from .options import CHECKPOINT_HELP, check_out_dir, load_with_tokenizer
 
 
 def add_parsers(sub) -> None:
@@ -19,8 +19,11 @@ def add_parsers(sub) -> None:
 
 def cmd_analyze(args) -> None:
     from ..analysis.plots import analyze
+    from ..progress import Bar
 
+    check_out_dir(args.out)
     model, tok = load_with_tokenizer(args.checkpoint)
-    summary = analyze(model.eval(), tok, args.prompt, Path(args.out), args.corrupted)
+    with Bar(0, "analyze", "steps") as bar:
+        summary = analyze(model.eval(), tok, args.prompt, Path(args.out), args.corrupted, progress=bar)
     said = f"output {summary['output']!r}" if "output" in summary else f"prediction {summary['prediction']!r}"
     print(f"{said}; wrote {', '.join(summary['files'])} and summary.json to {args.out}")

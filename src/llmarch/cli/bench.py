@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .options import add_fields, collect, model_config, model_overrides
+from .options import add_fields, at_least, collect, model_config, model_overrides
 
 
 def add_parsers(sub) -> None:
@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--plot", help="bench attention, decode-context: write the plot (PNG) here (default: %(default)s)")
     p.add_argument("--out", help="write the results as JSON here (default: %(default)s)")
     p.add_argument("--markdown", help="write the markdown table here (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="torch CPU threads for both libraries (default: torch's)")
+    p.add_argument("--threads", type=at_least(1), help="torch CPU threads for both libraries (default: torch's)")
     add_fields(p.add_argument_group("benchmark"), BenchConfig)
     add_fields(p.add_argument_group("bench attention (--attn-...)"), AttentionBenchConfig, prefix="attn_")
     add_fields(p.add_argument_group("bench decode-context (--ctx-...)"), ContextBenchConfig, prefix="ctx_")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .options import CHECKPOINT_HELP, load_with_tokenizer
+from .options import CHECKPOINT_HELP, at_least, check_out_dir, load_with_tokenizer
 
 
 def add_parsers(sub) -> None:
@@ -19,7 +19,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--pooling", choices=POOLINGS, default="mean",
                    help="mean over real tokens, or the first token's state (default: %(default)s)")
     p.add_argument("--normalize", action="store_true", help="scale each row to unit length (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="texts per forward pass (default: %(default)s)")
     p.set_defaults(func=cmd_embed)
 
 
@@ -33,6 +33,7 @@ def cmd_embed(args) -> None:
         raise LlmarchError(f"--out must name a .npy file, got {out}")
     if out.exists():
         raise LlmarchError(f"{out} exists; choose a new --out")
+    check_out_dir(out.parent)
     if args.input == "-":
         text = sys.stdin.read()
     else:

@@ -1,7 +1,7 @@
 """`llmarch finetune`: a checkpoint fine-tuned as a text classifier or a sequence-to-sequence model."""
 from __future__ import annotations
 
-from .options import add_fields, collect
+from .options import add_fields, check_out_dir, collect
 
 
 def add_parsers(sub) -> None:
@@ -19,6 +19,7 @@ def add_parsers(sub) -> None:
 def cmd_finetune(args) -> None:
     from ..train.finetune import FinetuneConfig, finetune
 
+    check_out_dir(args.out)
     result = finetune(args.checkpoint, FinetuneConfig(**collect(args, FinetuneConfig)), args.out)
     if args.task == "seq2seq":
         print(f"validation exact match {result.exact_match:.4f} (trivial baseline: always the most common "

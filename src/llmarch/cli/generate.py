@@ -2,41 +2,53 @@
 from __future__ import annotations
 
 import json
+import math
 
-from .options import CHECKPOINT_HELP, load_with_tokenizer
+from ..errors import LlmarchError, warn
+from .options import CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--prompt", required=True, action="append", help="prompt text; repeat for a batch (required)")
-    p.add_argument("--max-new-tokens", type=int, default=100,
-        help="tokens to generate after each prompt (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (default: %(default)s)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=at_least(0), default=100,
+        help="tokens to generate after each prompt, fewer where the context ends (default: %(default)s)")
+    p.add_argument("--temperature", type=finite, default=0.8,
+                   help=">= 0: logits are divided by it before sampling; 0 is greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=at_least(0), default=50,
+                   help="sample from the k most likely tokens; 0: no top-k cut (default: %(default)s)")
+    p.add_argument("--top-p", type=finite, default=None,
+                   help="nucleus sampling: the fewest tokens whose probability reaches p, in (0, 1] "
+                   "(default: %(default)s, no cut)")
+    p.add_argument("--seed", type=at_least(0), default=None, help="sampling seed (default: %(default)s, a fresh draw)")
     p.add_argument("--no-stream", action="store_true",
         help="print when done instead of token by token (default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="decode with one compiled fixed-shape step (CUDA graphs "
                    "on CUDA); compiling takes a while, so it pays off for long outputs (default: %(default)s)")
     p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams; greedy, no "
                    "sampling (default: %(default)s)")
-    p.add_argument("--length-penalty", type=float, default=1.0,
-                   help="beam scores are log-probability / length^this (default: %(default)s)")
+    p.add_argument("--length-penalty", type=finite, default=1.0,
+                   help="beam scores are log-probability / length^this, in [-100, 100] (default: %(default)s)")
     p.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
                    help="beam search: stop a row once it has num-beams finished hypotheses (true), when none "
-                   "can improve at the current length (false) or at the longest (never) (default: %(default)s)")
+                   "can improve at the current length (false) or at the longest (never) (choices: %(choices)s) "
+                   "(default: %(default)s)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("eval", help="perplexity of a checkpoint on held-out data")
+    p = sub.add_parser("eval", help="loss and perplexity of a language-model checkpoint on held-out text")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--data", default=None, help="text file, directory, glob or .jsonl (default: the stdlib corpus)")
-    p.add_argument("--val-fraction", type=float, default=0.05,
-        help="validation split, as in training (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=None,
-        help="evaluate at most this many tokens (default: %(default)s)")
+    p.add_argument("--val-fraction", type=finite, default=0.05,
+        help="the held-out share, split as in training, in (0, 1]; 1: all of --data, for text the model was not "
+             "trained on (default: %(default)s)")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="windows per batch (default: %(default)s)")
+    p.add_argument("--max-tokens", type=at_least(1), default=None,
+        help="evaluate at most this many tokens, in whole windows (default: %(default)s, all)")
+    p.add_argument("--context", type=at_least(1), default=None,
+        help="tokens per window, at most the model's context_length; a split shorter than one window is "
+             "evaluated as one shorter window (default: the model's context_length)")
+    device_options(p, "evaluate")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
     p.set_defaults(func=cmd_eval)
 
@@ -51,11 +63,15 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
                    compile=compile)
     if stream and len(prompts) == 1 and num_beams == 1:
-        if not model.config.is_encoder_decoder:
-            print(prompts[0], end="", flush=True)
-        generate_text(model, tok, prompts, max_new, temperature, top_k, top_p, **options,
-                      stream=lambda piece: print(piece, end="", flush=True))
-        print()
+        # the prompt is printed with the first new text, after any warning or error about the request
+        head = [] if model.config.is_encoder_decoder else [prompts[0]]
+
+        def show(piece: str) -> None:
+            print(*head, piece, sep="", end="", flush=True)
+            head.clear()
+
+        generate_text(model, tok, prompts, max_new, temperature, top_k, top_p, **options, stream=show)
+        print(*head)
         return
     for i, text in enumerate(generate_text(model, tok, prompts, max_new, temperature, top_k, top_p, **options)):
         if len(prompts) > 1:
@@ -65,28 +81,66 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
 
 def cmd_generate(args) -> None:
     from ..generate.decode import check_beam_args
+    from ..generate.sampling import check_sampling
 
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
+    check_sampling(args.temperature, args.top_k, args.top_p)
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile)
 
 
 def cmd_eval(args) -> None:
     from ..data.dataset import load_data
+    from ..device import parse_device
+    from ..progress import Bar
     from ..train.evaluate import evaluate
     from ..train.objectives import objective_for
 
-    model, tok = load_with_tokenizer(args.checkpoint)
+    if not 0 < args.val_fraction <= 1:
+        raise LlmarchError(f"--val-fraction must be in (0, 1], got {args.val_fraction}")
+    model, tok = load_with_tokenizer(args.checkpoint, parse_device(args.device), args.dtype)
+    cfg = model.config
+    if cfg.head != "lm":
+        raise LlmarchError(f"eval scores language models; {args.checkpoint} has a {cfg.head} head (a fine-tuned "
+                           "classifier: `llmarch finetune` reports its validation accuracy)")
+    if args.context is not None and args.context > cfg.context_length:
+        raise LlmarchError(f"--context {args.context} is longer than the model's context_length "
+                           f"{cfg.context_length}")
     data = load_data(args.data, tok, args.val_fraction)
-    data.check_vocab(model.config.vocab_size)
-    cfg = model.config  # masks and noise drawn from seed 0: the same figure on every run
+    data.check_vocab(cfg.vocab_size)
+    context = _window(args, len(data.val), args.context or cfg.context_length)
+    windows = (len(data.val) - 1) // context
+    if args.max_tokens is not None:
+        if args.max_tokens > windows * context:
+            warn(f"--max-tokens {args.max_tokens} is more than the held-out split's {windows * context} tokens "
+                 f"(in {context}-token windows): evaluating all of them")
+        elif args.max_tokens < context:
+            warn(f"--max-tokens {args.max_tokens} is less than one window: evaluating one of {context} tokens")
+        windows = max(1, min(windows, args.max_tokens // context))
+    # masks and noise drawn from seed 0: the same figure on every run
     name = ("span" if tok.sentinel_ids else "infill") if cfg.is_encoder_decoder else "clm" if cfg.causal else "mlm"
-    objective = objective_for(name, tok, context=cfg.context_length)
-    result = evaluate(model, data, args.batch_size, args.max_tokens, objective)
+    objective = objective_for(name, tok, context=context)
+    with Bar(windows * context, "eval", "tok") as bar:
+        result = evaluate(model, data, args.batch_size, args.max_tokens, objective, context=context,
+                          progress=bar.advance)
+    if not math.isfinite(result["loss"]):
+        raise LlmarchError(f"the loss is {result['loss']}: the model's logits are NaN or infinite (weights out of "
+                           "range?)")
     if args.json:
         print(json.dumps(result))
     else:
         print(f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f} "
               f"on {result['tokens']:,} validation tokens")
 
+
+def _window(args, held_out: int, context: int) -> int:
+    """The window length: `context`, or the whole held-out split where it is shorter than one window."""
+    if held_out < 2:
+        raise LlmarchError(f"the held-out split of {args.data or 'the stdlib corpus'} has {held_out} token(s), "
+                           "too few to score; raise --val-fraction (1: all of it)")
+    if held_out < context + 1:
+        warn(f"the held-out split has {held_out} tokens, fewer than one {context}-token window: evaluating one "
+             f"window of {held_out - 1}")
+        return held_out - 1
+    return context

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
+import json
+import math
+import re
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from ..config import ModelConfig
 from ..presets import resolve
@@ -26,6 +31,17 @@ def _parse_value(type_text: str, name: str):
     def parse(text: str) -> Any:
         if optional and text.lower() == "none":
             return None
+        if base in ("list", "dict"):  # --layer-types '["local", "global"]', --layer-overrides '{"local": {...}}'
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = None
+            if base == "list" and value is None and text:
+                value = [t.strip() for t in text.split(",")]  # --layer-types local,local,global
+            if not isinstance(value, list if base == "list" else dict):
+                kind = "a JSON list or comma-separated names" if base == "list" else "a JSON object"
+                raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {text!r}")
+            return value
         if base == "bool":
             if text.lower() in ("true", "1", "yes"):
                 return True
@@ -33,9 +49,12 @@ def _parse_value(type_text: str, name: str):
                 return False
             raise argparse.ArgumentTypeError(f"{name} must be true or false, got {text!r}")
         try:
-            return {"int": int, "float": float, "str": str}[base](text)
+            value = {"int": int, "float": float, "str": str}[base](text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be {base}, got {text!r}") from None
+        if base == "float" and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text!r}")
+        return value
 
     parse.__name__ = base
     return parse
@@ -54,16 +73,80 @@ def given(args: argparse.Namespace, prefix: str = "") -> set[str]:
     return {d.removeprefix(prefix) for d in getattr(args, "_given", set()) if d.startswith(prefix)}
 
 
-def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: tuple[str, ...] = ()) -> None:
-    """One option per dataclass field: `--n-kv-heads 2`, `--tie-embeddings false`."""
+def finite(text: str) -> float:
+    """A float option's type: NaN and infinity are refused where they are typed, not found later as NaN."""
+    return _parse_value("float", "the value")(text)
+
+
+def at_least(low: int, below: int = 2**63) -> Callable[[str], int]:
+    """An int option's type that refuses values below `low` (and from `below` on: past a C long, torch and
+    numpy overflow)."""
+    def parse(text: str) -> int:
+        value = _parse_value("int", "the value")(text)
+        if not low <= value < below:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}" if value < low else
+                                             f"must be below {below}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+@functools.cache
+def field_docs(cls) -> dict[str, str]:
+    """Each dataclass field's comment in its class' source, the help of its option: the comment after the
+    field, else the comment lines right above it."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):  # no source (a frozen build): options without descriptions
+        return {}
+    docs, block = {}, []
+    for line in lines:
+        if line.strip().startswith("#"):
+            block.append(line.strip().lstrip("#").strip())
+            continue
+        m = re.match(r"\s+(\w+): [^#]*?(?:#\s*(.*))?$", line)
+        if m and m[1] not in docs:
+            docs[m[1]] = (m[2] or " ".join(block)).strip()
+        block = []
+    return docs
+
+
+@functools.cache
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """The values a string field of a config may take, from the registries and constants that check them,
+    listed in its option's help (fields checked against an inline tuple list theirs in their comment)."""
+    from ..config import HEADS, QK_NORMS
+    from ..layers import ATTENTION, FFNS, NORMS, POSITIONS
+    from ..layers.attention_kinds import ATTENTION_KINDS
+    from ..layers.mixer import MIXERS
+    from ..train.objectives import OBJECTIVES
+    from ..train.pretrain import PARALLEL, TOKENIZERS
+
+    return {"ffn": tuple(FFNS), "norm": tuple(NORMS), "positions": tuple(POSITIONS), "attn_impl": tuple(ATTENTION),
+            "attention": tuple(ATTENTION_KINDS), "mixer": tuple(MIXERS), "head": HEADS, "qk_norm": QK_NORMS,
+            "objective": tuple(OBJECTIVES), "tokenizer": TOKENIZERS, "parallel": PARALLEL}
+
+
+def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: tuple[str, ...] = (),
+               unset: str = "the model's") -> None:
+    """One option per dataclass field: `--n-kv-heads 2`, `--tie-embeddings false`, described by the field's
+    comment (field_docs) and the values it may take (field_choices). keep_defaults False: an option left out
+    is None (collect's only_set leaves it out) and its help names `unset` as the default (or, where `unset`
+    is empty, the field's)."""
+    docs, choices = field_docs(cls), field_choices()
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + (prefix + f.name).replace("_", "-")
         default = f.default if keep_defaults else None
-        shown = f.default if keep_defaults else "the model's"
+        shown = f.default if keep_defaults or not unset else unset
+        listed = f" (choices: {', '.join(choices[f.name])})" if f.name in choices and "str" in str(f.type) else ""
+        listed += {"list": " (a JSON list, or names separated by commas)", "dict": " (a JSON object)"}.get(
+            str(f.type).split("|")[0].strip(), "")
+        text = f"{docs.get(f.name, '')}{listed} (default: {shown})".replace("%", "%%")
         group.add_argument(flag, dest=prefix + f.name, action=_Given, type=_parse_value(str(f.type), f.name), default=default,
-                           metavar=str(f.type).split("|")[0].strip().upper(), help=f"(default: {shown})")
+                           metavar=str(f.type).split("|")[0].strip().upper(), help=text)
 
 
 def collect(args: argparse.Namespace, cls, prefix: str = "", only_set: bool = False) -> dict[str, Any]:
@@ -85,12 +168,48 @@ def model_config(args) -> ModelConfig:
     return resolve(args.model, **collect(args, ModelConfig, only_set=True))
 
 
-def load_with_tokenizer(checkpoint):
+def device_options(parser, what: str) -> None:
+    """--device and --dtype of a command that runs a checkpoint."""
+    from ..device import DTYPES
+
+    parser.add_argument("--device", default=None,
+                        help=f"{what} on cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default=None,
+                        help="cast the weights to this dtype (choices: %(choices)s) (default: as stored)")
+
+
+def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None):
+    """A checkpoint's model (on `device`, cast to `dtype` if given; both checked before anything is read) and
+    its tokenizer, which must fit the model's vocabulary."""
     from .. import load
     from ..data.tokenizer import check_fits, load_tokenizer
+    from ..device import DTYPES, parse_device
     from ..rundir import resolve_checkpoint
 
+    device = parse_device(device) if device is not None else None
     path = resolve_checkpoint(checkpoint)
-    model, tok = load(path), load_tokenizer(path)
+    model, tok = load(path, device), load_tokenizer(path)
+    if dtype is not None:
+        model = model.to(DTYPES[dtype])
     check_fits(tok, model.config.vocab_size)
     return model, tok
+
+
+def check_out_dir(out, flag: str = "--out") -> None:
+    """An output directory that can be made and written: not a file, under a writable parent (checked before
+    any work, rather than found at the first checkpoint)."""
+    import os
+    from pathlib import Path
+
+    from ..errors import LlmarchError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LlmarchError(f"{flag} {out} is a file; it names a directory")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise LlmarchError(f"{flag} {out}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise LlmarchError(f"{flag} {out}: {ancestor} is not writable")

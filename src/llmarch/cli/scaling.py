@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .options import Parser, add_fields, collect, model_config, model_overrides
+from .options import Parser, add_fields, check_out_dir, finite, collect, model_config, model_overrides
 
 
 def add_parsers(sub) -> None:
@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
                    "non-embedding (Kaplan), total_params counts the embeddings too (Chinchilla) (default: %(default)s)")
     q.set_defaults(func=cmd_scaling_fit)
     q = scaling.add_parser("optimal", help="the parameters and tokens that minimise the fitted loss for --flops")
-    q.add_argument("--flops", type=float, required=True, help="the budget C = 6ND (required)")
+    q.add_argument("--flops", type=finite, required=True, help="the budget C = 6ND (required)")
     q.add_argument("--fit", required=True, help="the sweep CSV to fit (required)")
     q.add_argument("--json", action="store_true", help='print {"params": N, "tokens": D} (default: %(default)s)')
     q.add_argument("--params-column", default="params", help="the column read as N (default: %(default)s)")
@@ -103,6 +103,8 @@ def cmd_scaling_sweep(args) -> None:
 
     sizes, budgets = parse_sizes(args.sizes), parse_budgets(args.tokens)
     tc = TrainConfig(**collect(args, TrainConfig))
+    tc.validate()
+    check_out_dir(args.out)
     lead = rank_and_world()[0] == 0  # under torchrun every process trains, the first one reports
     rows = sweep(model_config(args), sizes, budgets, tc, args.out, verbose=not args.quiet,
                  log=lambda m: print(m, file=sys.stderr) if lead else None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ..errors import LlmarchError
 from .options import add_fields, collect, model_config, model_overrides
 
 
@@ -15,17 +16,24 @@ def add_parsers(sub) -> None:
     p.add_argument("task", choices=TASKS, help="recall: associative recall; copy: selective copying")
     p.add_argument("--model", default="gpt-tiny", help="preset name or .json/.yaml config (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
-    add_fields(p.add_argument_group("task (--task-...)"), SyntheticTask, prefix="task_", skip=("name",))
+    add_fields(p.add_argument_group("task (--task-...): recall reads pairs, keys, values; copy reads length, "
+                                    "data-tokens, data-vocab"), SyntheticTask, prefix="task_", skip=("name",),
+               keep_defaults=False, unset="")
     add_fields(p.add_argument_group("training"), SyntheticConfig)
     model_overrides(p)
     p.set_defaults(func=cmd_synthetic)
 
 
 def cmd_synthetic(args) -> None:
-    from ..data.synthetic import SyntheticTask
+    from ..data.synthetic import TASK_FIELDS, SyntheticTask
     from ..train.synthetic import SyntheticConfig, train_synthetic
 
-    task = SyntheticTask(name=args.task, **collect(args, SyntheticTask, "task_"))
+    given = collect(args, SyntheticTask, "task_", only_set=True)
+    for name in given:
+        if name not in TASK_FIELDS[args.task]:
+            raise LlmarchError(f"--task-{name.replace('_', '-')} is not an option of {args.task} (it reads "
+                               f"{', '.join('--task-' + n.replace('_', '-') for n in TASK_FIELDS[args.task])})")
+    task = SyntheticTask(name=args.task, **given)
     result = train_synthetic(model_config(args), task, SyntheticConfig(**collect(args, SyntheticConfig)))
     if args.json:
         print(json.dumps(result))

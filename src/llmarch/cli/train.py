@@ -8,19 +8,20 @@ from pathlib import Path
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .generate import print_generation
-from .options import add_fields, collect, given, model_config, model_overrides
+from .options import add_fields, at_least, check_out_dir, collect, given, model_config, model_overrides
 
 
 def add_parsers(sub) -> None:
     from ..train import TrainConfig
 
-    p = sub.add_parser("train", help="train a model (causal LM) on text")
+    p = sub.add_parser("train", help="pretrain a model on text: causal LM, masked LM, span corruption or "
+                                     "text infilling")
     p.add_argument("--model",
         help="preset name or .json/.yaml config (not needed with --resume) (default: %(default)s)")
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, loss.png (required)")
     p.add_argument("--resume", action="store_true",
         help="continue the run in --out from its latest checkpoint (default: %(default)s)")
-    p.add_argument("--nproc", type=int, default=1, metavar="N",
+    p.add_argument("--nproc", type=at_least(1), default=1, metavar="N",
         help="train in N processes on this machine, started through torchrun (one per GPU; on CPU, gloo); "
         "--batch-size stays the global batch; several machines: docs/distributed.md (default: %(default)s)")
     add_fields(p.add_argument_group("training"), TrainConfig)
@@ -33,6 +34,8 @@ def cmd_train(args) -> None:
     from ..train.distributed import rank_and_world
 
     tc = TrainConfig(**collect(args, TrainConfig))
+    tc.validate()
+    check_out_dir(args.out)
     if args.resume:
         _check_resume(args)
     if args.nproc != 1:
@@ -75,8 +78,6 @@ def _launch_train(args, tc) -> None:
     from ..train.launch import launch
     from ..train.loop import check_out
 
-    if args.nproc < 1:
-        raise LlmarchError(f"--nproc must be positive, got {args.nproc}")
     if "LOCAL_RANK" in os.environ:
         raise LlmarchError("--nproc starts torchrun; under torchrun, leave it out")
     if args.resume:  # checked once here; the processes then get the run's own settings spelled out

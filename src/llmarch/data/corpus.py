@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import LlmarchError
+from ..errors import LlmarchError, first_and_count, warn
 
 DEFAULT = "stdlib"
 # Test suites and vendored tools are left out: they are large, repetitive and not ordinary library code.
@@ -40,11 +40,15 @@ def stdlib_documents() -> list[Document]:
     return docs
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path, skipped: list[str] | None = None) -> str | None:
+    """The file's text, or None for a file that is not UTF-8 (binary, or another encoding), which `skipped`
+    records with the offset of its first bad byte."""
     try:
         return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return None  # binary or non-UTF-8 files are not text for our purposes
+    except UnicodeDecodeError as e:
+        if skipped is not None:
+            skipped.append(f"{path} (byte {e.start})")
+        return None
     except OSError as e:
         raise LlmarchError(f"cannot read {path}: {e.strerror}") from None
 
@@ -74,10 +78,14 @@ def _jsonl_documents(path: Path) -> list[Document]:
     return docs
 
 
-def _file_documents(path: Path) -> list[Document]:
+def _file_documents(path: Path, skipped: list[str]) -> list[Document]:
     if path.suffix == ".jsonl":
-        return _jsonl_documents(path)
-    text = _read_text(path)
+        try:
+            return _jsonl_documents(path)
+        except UnicodeDecodeError as e:
+            skipped.append(f"{path} (byte {e.start})")
+            return []
+    text = _read_text(path, skipped)
     return [Document(str(path), text)] if text else []
 
 
@@ -100,7 +108,12 @@ def read_documents(source: str | None = None) -> list[Document]:
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
     else:  # a glob
         files = sorted(Path(p) for p in globlib.glob(source, recursive=True) if Path(p).is_file())
-    docs = [d for f in files for d in _file_documents(f)]
+    skipped: list[str] = []
+    docs = [d for f in files for d in _file_documents(f, skipped)]
     if not docs or not any(d.text for d in docs):
-        raise LlmarchError(f"data {source!r} holds no UTF-8 text")
+        bad = f"; not UTF-8: {first_and_count(skipped)}" if skipped else ""
+        raise LlmarchError(f"data {source!r} holds no UTF-8 text{bad}")
+    if skipped:  # one stray byte must not drop a file without a word
+        warn(f"skipped {len(skipped)} of {len(files)} file(s) of {source!r} that are not UTF-8 text: "
+             f"{first_and_count(skipped)}")
     return docs

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError, warn
+from ..progress import Bar
 from ..rundir import atomic_directory, write_text_atomic
 from .corpus import Document, read_documents
 from .tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
@@ -45,13 +46,24 @@ def split_documents(docs: list[Document], val_fraction: float) -> tuple[list[Doc
     return train, val
 
 
-def _encode(docs: list[Document], tok: Tokenizer) -> np.ndarray:
+ENCODE_CHUNK = 256  # documents per encode_batch call: the progress bar moves between calls
+
+
+def _encode(docs: list[Document], tok: Tokenizer, bar: Bar | None = None) -> np.ndarray:
     dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
     parts = []
-    for ids in tok.encode_batch([d.text for d in docs]):
-        parts.append(np.asarray(ids, dtype=dtype))
-        parts.append(np.asarray([tok.eos_id], dtype=dtype))
+    for i in range(0, len(docs), ENCODE_CHUNK):
+        chunk = docs[i:i + ENCODE_CHUNK]
+        for ids in tok.encode_batch([d.text for d in chunk]):
+            parts.append(np.asarray(ids, dtype=dtype))
+            parts.append(np.asarray([tok.eos_id], dtype=dtype))
+        if bar is not None:
+            bar.advance(sum(len(d.text) for d in chunk))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _chars(docs: list[Document]) -> int:
+    return sum(len(d.text) for d in docs)
 
 
 def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool = False,
@@ -69,7 +81,13 @@ def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool =
             return load_tokenizer(folder)
         except LlmarchError as e:  # truncated or corrupt (written by an older version without atomic saves)
             warn(f"the cached tokenizer in {folder} is damaged ({e}); training it again")
-    tok = train_bpe((d.text for d in docs), vocab_size, mask=mask, sentinels=sentinels)
+    with Bar(_chars(docs), "training the BPE tokenizer (once; cached)", "chars") as bar:
+        def texts():
+            for d in docs:
+                yield d.text
+                bar.advance(len(d.text))
+
+        tok = train_bpe(texts(), vocab_size, mask=mask, sentinels=sentinels)
     atomic_directory(folder, tok.save)  # a run killed while saving leaves no half-written cache
     return tok
 
@@ -86,7 +104,8 @@ class TokenData:
         data = cls._cached(folder)
         if data is None:
             train_docs, val_docs = split_documents(docs, val_fraction)
-            train, val = _encode(train_docs, tok), _encode(val_docs, tok)
+            with Bar(_chars(docs), "tokenizing the data (once; cached)", "chars") as bar:
+                train, val = _encode(train_docs, tok, bar), _encode(val_docs, tok, bar)
             if not len(val):
                 cut = int(len(train) * (1 - val_fraction))
                 train, val = train[:cut], train[cut:]

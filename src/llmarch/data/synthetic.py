@@ -18,15 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import LlmarchError
+from ..errors import LlmarchError, check_fields
 
 IGNORE = -100
 TASKS = ("recall", "copy")
 
 
+# the fields each task reads (the CLI refuses another's: an option that changes nothing is a mistake)
+TASK_FIELDS = {"recall": ("pairs", "keys", "values"), "copy": ("length", "data_tokens", "data_vocab")}
+
+
 @dataclass
 class SyntheticTask:
-    name: str = "recall"
+    name: str = "recall"  # recall or copy (the positional argument)
     pairs: int = 8  # recall: key-value pairs per sequence
     keys: int = 16  # recall: key vocabulary
     values: int = 16  # recall: value vocabulary
@@ -37,6 +41,7 @@ class SyntheticTask:
     def validate(self) -> None:
         if self.name not in TASKS:
             raise LlmarchError(f"unknown task {self.name!r}; choose one of: {', '.join(TASKS)}")
+        check_fields(self, positive=TASK_FIELDS[self.name])
         if self.name == "recall" and not 0 < self.pairs <= self.keys:
             raise LlmarchError(f"recall needs 0 < pairs <= keys (distinct keys), got {self.pairs} and {self.keys}")
         if self.name == "copy" and not 0 < self.data_tokens <= self.length:

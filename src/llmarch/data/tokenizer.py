@@ -273,7 +273,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     if not path.is_file():
         raise LlmarchError(f"{directory} has no {TOKENIZER_FILE}")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         spec = json.loads(text)
         if spec.get("llmarch") == "byte":
             return ByteTokenizer(mask=bool(spec.get("mask")), sentinels=int(spec.get("sentinels", 0)))
@@ -283,7 +283,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     except LlmarchError:
         raise
     except Exception as e:  # json or tokenizers parse failure: the file is damaged
-        raise LlmarchError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+        raise LlmarchError(f"cannot load {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     side_files = _side_files(Path(directory))
     return BPETokenizer(tk, eos_id=_hf_eos_ids(Path(directory), side_files), side_files=side_files)
 

@@ -2,16 +2,17 @@
 loop for greedy and sampled decoding, or beam search (beam.py), for every model kind."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
 
 from ..data.batching import pad
-from ..errors import LlmarchError
+from ..errors import LlmarchError, warn
 from ..models.stack import check_ids
 from .beam import beam_search
 from .engine import Engine
-from .sampling import sample
+from .sampling import check_sampling, sample
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,11 +22,17 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return pad(prompts, pad_id, left=True)
 
 
+MAX_LENGTH_PENALTY = 100  # beyond it length ** penalty overflows a float within a few hundred tokens
+
+
 def check_beam_args(num_beams: int, temperature: float, length_penalty: float, early_stopping) -> None:
     if num_beams < 1:
         raise LlmarchError(f"num_beams must be >= 1, got {num_beams}")
     if num_beams > 1 and temperature > 0:
         raise LlmarchError("beam search is deterministic: use num_beams > 1 with temperature 0")
+    if not (math.isfinite(length_penalty) and abs(length_penalty) <= MAX_LENGTH_PENALTY):
+        raise LlmarchError(f"length_penalty must be in [-{MAX_LENGTH_PENALTY}, {MAX_LENGTH_PENALTY}], got "
+                           f"{length_penalty}")
     if early_stopping not in (True, False, "never"):
         raise LlmarchError(f"early_stopping must be true, false or never, got {early_stopping!r}")
 
@@ -51,6 +58,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     on_tokens receives each step's new ids (B,) as they are produced (streaming). stop: token-id sequences
     that end a row as eos_id does, once its new tokens end with one of them (kept in the output)."""
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
+    check_sampling(temperature, top_k, top_p)
     if any(len(s) == 0 for s in stop) or (stop and num_beams > 1):
         raise LlmarchError("stop sequences need at least one token each, and are for greedy or sampled decoding")
     cfg = model.config
@@ -129,6 +137,12 @@ def _rows(t: torch.Tensor | None, repeat: int) -> torch.Tensor | None:
     return t if t is None or repeat == 1 else t.repeat_interleave(repeat, dim=0)
 
 
+def _say_capped(max_new: int, asked: int, ctx: int, after: str) -> None:
+    if max_new < asked:
+        warn(f"generating at most {max_new} new tokens, not {asked}: the model's context_length {ctx} ends "
+             f"{max_new} tokens {after}")
+
+
 class _Request:
     """What generate hands the engine: the prompt (B, P), the cache length, masks, and how to finish a row."""
 
@@ -151,6 +165,7 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
         raise LlmarchError(f"prompt of {T} tokens is longer than the model's context_length {ctx}")
     check_ids(input_ids, model.config, None)
     max_new = min(max_new_tokens, ctx - T)
+    _say_capped(max_new, max_new_tokens, ctx, f"after the {T}-token prompt")
     total = T + max_new
     cache_len = ctx if compile else total  # compiled: one cache shape for every call
     mask = None  # (B, cache_len) real-slot mask, needed only when some prompt is left-padded
@@ -181,6 +196,7 @@ def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     source_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(device)
     start = torch.full((input_ids.shape[0], 1), cfg.decoder_start_id, dtype=torch.long, device=device)
     max_new = min(max_new_tokens, cfg.context_length - 1)  # the start token takes one decoder position
+    _say_capped(max_new, max_new_tokens, cfg.context_length, "after the decoder's start token")
 
     def finish(out: torch.Tensor, ended: torch.Tensor | None) -> list[list[int]]:
         return [row[1:] for row in _cut(out, 1, ended, eos_id)]

@@ -2,16 +2,31 @@
 (Holtzman et al. 2020, §3.1: the smallest set of tokens whose probability mass reaches p)."""
 from __future__ import annotations
 
+import math
+
 import torch
+
+from ..errors import LlmarchError
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """The sampling settings in range: temperature >= 0 (0: greedy), top_k >= 0 (0 or None: no cut, as in
+    transformers), top_p in (0, 1] (None or 1: no cut)."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise LlmarchError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise LlmarchError(f"top_k must be >= 0 (0: no top-k cut), got {top_k}")
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise LlmarchError(f"top_p must be in (0, 1] (1: no nucleus cut), got {top_p}")
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
            generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits (B, V) -> token ids (B,)."""
+    """logits (B, V) -> token ids (B,); the settings as check_sampling allows them."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
+    if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
@@ -21,4 +36,9 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = N
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    try:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    except RuntimeError as e:  # a NaN or infinite logit, found here at no cost to the decode loop
+        if "probability tensor" not in str(e):
+            raise
+        raise LlmarchError("the model's next-token logits are NaN or infinite (weights out of range?)") from None

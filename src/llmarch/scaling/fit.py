@@ -60,10 +60,12 @@ def read_points(path: str | Path, params_column: str = "params") -> dict[str, np
     """The columns of a sweep CSV (at least params, tokens, loss) as float arrays; N is read from
     params_column (a sweep's `params` is non-embedding, as Kaplan's; `total_params` is Chinchilla's N)."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except OSError as e:
         raise LlmarchError(f"cannot read {path}: {e.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise LlmarchError(f"cannot read {path} as CSV: {e}") from None
     if not rows:
         raise LlmarchError(f"{path} has no rows")
     missing = {params_column, "tokens", "loss"} - set(rows[0])
@@ -72,8 +74,10 @@ def read_points(path: str | Path, params_column: str = "params") -> dict[str, np
     try:
         out = {k: np.array([float(r[col]) for r in rows])
                for k, col in (("params", params_column), ("tokens", "tokens"), ("loss", "loss"))}
-    except ValueError as e:
+    except (ValueError, TypeError) as e:  # TypeError: a short row's missing cell
         raise LlmarchError(f"{path}: not a number: {e}") from None
+    if not all(np.isfinite(v).all() for v in out.values()):
+        raise LlmarchError(f"{path}: {params_column}, tokens and loss must be finite numbers")
     if (out["params"] <= 0).any() or (out["tokens"] <= 0).any() or (out["loss"] <= 0).any():
         raise LlmarchError(f"{path}: {params_column}, tokens and loss must be positive")
     return out

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from ..device import parse_device
 from ..errors import LlmarchError
 
 
@@ -20,7 +21,7 @@ def rank_and_world() -> tuple[int, int]:
 def device_for(requested: str | None) -> torch.device:
     """The device this process trains on: `requested` (None: cuda if available, else cpu); under torchrun on
     CUDA, the GPU of this process' local rank."""
-    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(requested)
     if device.type == "cuda" and device.index is None and rank_and_world()[1] > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":

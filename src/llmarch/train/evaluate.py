@@ -4,12 +4,13 @@ language-modelling loss and perplexity of a model under a pretraining objective.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from ..data.dataset import TokenData
+from ..errors import LlmarchError
 from .distributed import all_sum, row_slice
 from .metrics import perplexity
 from .objectives import IGNORE, Objective, causal_lm, lm_loss, model_kwargs
@@ -45,17 +46,25 @@ def score(model, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]
                 correct += int((logits.argmax(-1)[real] == y[real]).sum())
                 count += n
     total, correct, count = all_sum([total, correct, count])
+    if not count:
+        raise LlmarchError("nothing to score: the held-out batches have no targets")
     return {"loss": total / count, "accuracy": correct / count, "count": int(count)}
 
 
 def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = None,
-             objective: Objective = causal_lm, seed: int = 0) -> dict[str, float]:
-    """Windows of the validation split in order; a masking objective draws its masks from (seed, batch
-    index), so the figure is the same at every evaluation of a run."""
+             objective: Objective = causal_lm, seed: int = 0, context: int | None = None,
+             progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Windows of `context` tokens (None: the model's context_length) of the validation split in order; a
+    masking objective draws its masks from (seed, batch index), so the figure is the same at every
+    evaluation of a run. progress, if given, is called with each batch's count of input tokens once it is
+    scored."""
     def batches():
-        for i, (x, y) in enumerate(data.sequential("val", batch_size, model.config.context_length, max_tokens)):
+        windows = data.sequential("val", batch_size, context or model.config.context_length, max_tokens)
+        for i, (x, y) in enumerate(windows):
             inputs, y = objective(x, y, np.random.default_rng([seed, i]))
             yield model_kwargs(inputs), y
+            if progress is not None:
+                progress(x.numel())
 
     result = score(model, batches())
     return {"loss": result["loss"], "perplexity": perplexity(result["loss"]), "tokens": result["count"]}

@@ -15,7 +15,8 @@ from ..rundir import resolve_checkpoint
 from ..data.batching import encode, pad
 from ..data.labeled import load_labeled
 from ..data.tokenizer import check_fits, load_tokenizer
-from ..errors import LlmarchError
+from ..device import parse_device
+from ..errors import LlmarchError, check_fields
 from .evaluate import score
 from .loop import LoopConfig, run
 from .objectives import lm_loss
@@ -36,30 +37,34 @@ class FinetuneConfig:
     # seq2seq: .jsonl of {source, target}, None: a stdlib function's name from its docstring
     data: str | None = None
     tokenizer: str = "bpe"  # seq2seq from a preset: bpe (trained on the training texts) or byte
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-4
-    min_lr: float = 0.0
-    warmup_steps: int | None = None  # None: steps // 10
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 1.0
+    steps: int = 300  # optimizer steps
+    batch_size: int = 16  # examples per step
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    min_lr: float = 0.0  # learning rate at the end of the cosine decay
+    warmup_steps: int | None = None  # linear warmup; None: steps // 10
+    weight_decay: float = 0.01  # AdamW decoupled weight decay of matrices
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.999  # AdamW beta2
+    grad_clip: float = 1.0  # clip the global gradient norm to this
     dropout: float = 0.1  # on the body and before the classifier, as BERT fine-tunes
     max_length: int | None = None  # tokens per text, first token included; None: the model's context
-    eval_every: int = 100
-    val_fraction: float = 0.2
-    keep_checkpoints: int = 1
-    seed: int = 0
-    device: str | None = None
-    log_every: int = 10
+    eval_every: int = 100  # steps between evaluations, each also writing a checkpoint (and the last step)
+    val_fraction: float = 0.2  # held-out share of the examples, in (0, 1)
+    keep_checkpoints: int = 1  # newest checkpoints kept in the run directory
+    seed: int = 0  # seed of the head's init, the split and the batches
+    device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
+    log_every: int = 10  # steps between progress lines when not on a terminal
 
     def validate(self) -> None:
         if self.task not in ("classify", "seq2seq"):
             raise LlmarchError(f"unknown task {self.task!r}; choose one of: classify, seq2seq")
-        for name in ("steps", "batch_size", "eval_every", "log_every", "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
+        check_fields(self, positive=("steps", "batch_size", "eval_every", "log_every", "keep_checkpoints", "lr",
+                                     "grad_clip"),
+                     nonnegative=("min_lr", "weight_decay", "warmup_steps", "seed"),
+                     below_one=("beta1", "beta2", "dropout"))
+        if not 0 < self.val_fraction < 1:
+            raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        parse_device(self.device)
         if self.max_length is not None and self.max_length < 2:
             raise LlmarchError(f"max_length must be at least 2, got {self.max_length}")
 

@@ -14,7 +14,8 @@ from ..config import ModelConfig
 from ..data.corpus import read_documents
 from ..data.dataset import TokenData, split_documents, tokenizer_for
 from ..data.tokenizer import check_fits
-from ..errors import LlmarchError
+from ..device import parse_device
+from ..errors import LlmarchError, check_fields
 from .distributed import rank_and_world
 from .evaluate import evaluate, unigram_entropy
 from .metrics import perplexity
@@ -26,62 +27,67 @@ PARALLEL = ("ddp", "fsdp")
 # step (the cosine decay then ends at the new final step; the warm-up is kept)
 MAY_CHANGE = ("steps", "eval_every", "save_every", "log_every", "keep_checkpoints", "device", "compile",
               "activation_checkpointing", "parallel", "sample_prompt", "sample_tokens")
+TOKENIZERS = ("bpe", "byte")
 SENTINELS = 100  # T5's count of sentinel tokens (<extra_id_0> ... <extra_id_99>)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 1000  # optimizer steps
     # clm: causal LM (decoders); mlm: masked LM (encoders: BERT, RoBERTa); span: T5 span corruption and
     # infill: BART text infilling (encoder-decoders)
     objective: str = "clm"
     mask_rate: float = 0.15  # mlm: share of tokens selected for prediction
     noise_rate: float | None = None  # span: noise density (None: 0.15); infill: masked share (None: 0.3)
     whole_word_mask: bool = False  # mlm: select whole words (all of a word's tokens together)
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int | None = None  # None: min(100, steps // 10)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
+    batch_size: int = 16  # sequences per step (the global batch under several processes)
+    grad_accum: int = 1  # micro-batches per step (each batch_size / grad_accum)
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
+    warmup_steps: int | None = None  # linear warmup; None: min(100, steps // 10)
+    weight_decay: float = 0.1  # AdamW decoupled weight decay of matrices
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
+    grad_clip: float = 1.0  # clip the global gradient norm to this
     z_loss: float = 0.0  # weight of the output z-loss, log(Z)^2 (PaLM §5 uses 1e-4)
-    eval_every: int = 100
-    save_every: int | None = None  # checkpoint cadence in steps; None: every eval_every (and always at the end)
-    eval_tokens: int = 32768
-    keep_checkpoints: int = 2
-    seed: int = 0
-    data: str | None = None  # None: the embedded standard-library corpus
+    eval_every: int = 100  # steps between evaluations (and the last step)
+    save_every: int | None = None  # steps between checkpoints; None: eval_every (also the last step, SIGINT, SIGTERM)
+    eval_tokens: int = 32768  # validation tokens per evaluation
+    keep_checkpoints: int = 2  # newest checkpoints kept in the run directory
+    seed: int = 0  # seed of the init, the batches and the masks
+    data: str | None = None  # text file, directory, glob or .jsonl; None: the embedded standard-library corpus
     tokenizer: str = "bpe"  # bpe (trained on the training split, vocab = model vocab) or byte
-    val_fraction: float = 0.05
-    compile: bool = False
+    val_fraction: float = 0.05  # held-out share of the data, in (0, 1)
+    compile: bool = False  # torch.compile the training forward
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     parallel: str = "ddp"  # several processes (torchrun): ddp (a replica each) or fsdp (FSDP2, sharded)
-    device: str | None = None  # None: cuda if available, else cpu
-    log_every: int = 10
-    sample_prompt: str | None = None
-    sample_tokens: int = 64
+    device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
+    log_every: int = 10  # steps between progress lines when not on a terminal
+    sample_prompt: str | None = None  # after training, print a sample continuing this prompt
+    sample_tokens: int = 64  # tokens of that sample
 
     def validate(self) -> None:
+        """Every field in its range, each error one line naming the field and the value; the device exists."""
+        # a zero clip norm would zero every gradient
+        check_fields(self, positive=("steps", "batch_size", "grad_accum", "eval_every", "eval_tokens", "log_every",
+                                     "keep_checkpoints", "lr", "grad_clip"),
+                     nonnegative=("weight_decay", "z_loss", "min_lr", "sample_tokens", "warmup_steps", "seed"),
+                     below_one=("beta1", "beta2"))
         if self.save_every is not None and self.save_every <= 0:
             raise LlmarchError(f"save_every must be positive, got {self.save_every}")
-        for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or self.min_lr < 0:
-            raise LlmarchError("lr must be positive and min_lr non-negative")
         if self.objective not in OBJECTIVES:
             raise LlmarchError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
-        if self.z_loss < 0:
-            raise LlmarchError(f"z_loss must be >= 0, got {self.z_loss}")
+        if not 0 < self.mask_rate < 1:
+            raise LlmarchError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
         if self.noise_rate is not None and not 0 < self.noise_rate < 1:
             raise LlmarchError(f"noise_rate must be in (0, 1), got {self.noise_rate}")
         if not 0 < self.val_fraction < 1:
             raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.tokenizer not in TOKENIZERS:
+            raise LlmarchError(f"unknown tokenizer {self.tokenizer!r}; choose one of: {', '.join(TOKENIZERS)}")
         if self.parallel not in PARALLEL:
             raise LlmarchError(f"unknown parallel {self.parallel!r}; choose one of: {', '.join(PARALLEL)}")
+        parse_device(self.device)
 
     def resumed(self, saved: dict, given: set[str] = frozenset()) -> "TrainConfig":
         """This config checked against the run's saved one (`saved`, trainer_state.json's train_config): the

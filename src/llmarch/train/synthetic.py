@@ -11,7 +11,8 @@ import torch
 from ..models.build import build_model
 from ..config import ModelConfig
 from ..data.synthetic import SyntheticTask
-from ..errors import LlmarchError
+from ..device import parse_device
+from ..errors import LlmarchError, check_fields
 from .evaluate import score
 from .loop import LoopConfig, run
 from .objectives import loss_parts, training_loss
@@ -22,13 +23,13 @@ EVAL_BATCH = 128  # held-out sequences per forward
 
 @dataclass
 class SyntheticConfig:
-    steps: int = 500
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    eval_sequences: int = 512
-    seed: int = 0
-    device: str | None = None
+    steps: int = 500  # optimizer steps
+    batch_size: int = 32  # sequences per step (fresh ones each step)
+    lr: float = 1e-3  # learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay of matrices
+    eval_sequences: int = 512  # held-out sequences scored at the end
+    seed: int = 0  # seed of the init and the sequences
+    device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
 
     def loop_config(self) -> LoopConfig:
         """Linear warmup over the first 10% of the steps, then a constant learning rate (min_lr = lr); AdamW's
@@ -85,6 +86,8 @@ class Synthetic:
 
 def train_synthetic(cfg: ModelConfig, task: SyntheticTask, sc: SyntheticConfig) -> dict:
     task.validate()
+    check_fields(sc, positive=("steps", "batch_size", "lr", "eval_sequences"), nonnegative=("weight_decay", "seed"))
+    parse_device(sc.device)
     if not cfg.causal or cfg.is_encoder_decoder or cfg.head != "lm":
         raise LlmarchError("synthetic tasks train a causal language model (decoder-only)")
     if cfg.vocab_size < task.vocab_size:

@@ -1,0 +1,39 @@
+"""Devices and dtypes named by users (`--device cuda:1`, `--dtype bfloat16`), checked where they are named:
+an unknown name, or a GPU this machine does not have, is a one-line error, not a failure deep inside torch."""
+from __future__ import annotations
+
+import torch
+
+from .errors import LlmarchError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_device(requested: str | torch.device | None) -> torch.device:
+    """`requested` as a torch.device (None: cuda if available, else cpu), which this machine has."""
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise LlmarchError(f"unknown device {str(requested)!r}; choose cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LlmarchError(f"device {str(requested)!r}: no CUDA GPU is available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LlmarchError(f"device {str(requested)!r}: this machine has {torch.cuda.device_count()} "
+                               "CUDA GPU(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise LlmarchError(f"device {str(requested)!r}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise LlmarchError(f"unsupported device {str(requested)!r}; choose cpu, cuda, cuda:N or mps")
+    return device
+
+
+def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """A dtype by name (None: bfloat16 on CUDA, float32 elsewhere)."""
+    if name is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise LlmarchError(f"unknown dtype {name!r}; choose one of: {', '.join(DTYPES)}")
+    return DTYPES[name]
