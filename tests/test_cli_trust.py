@@ -223,7 +223,7 @@ def test_every_option_of_every_command_is_described():
                 assert str(choice) in text, (path, action.dest, choice)
     train = commands["train"]
     helps = {a.dest: a.help for a in train._actions}
-    assert "checkpoint" in helps["eval_every"]
+    assert "checkpoints" in helps["save_every"] and "eval_every" in helps["save_every"]
     assert "choices: " in helps["ffn"] and "swiglu" in helps["ffn"]
     assert "choices: clm, mlm, span, infill" in helps["objective"]
 
