@@ -111,7 +111,7 @@ def test_sharded_checkpoint_loads_in_one_process(runs, tmp_path):
     shutil.copytree(root / "fsdp" / "step-000020", broken)
     for shard in (broken / "dcp").glob("*.distcp"):
         shard.write_bytes(shard.read_bytes()[:1000])
-    with pytest.raises(LlmarchError, match="cannot read .*dcp \\(truncated or corrupt\\?\\)"):
+    with pytest.raises(LlmarchError, match="cannot read .*dcp \\(truncated, corrupt or crafted\\?\\)"):
         llmarch.load(broken)
 
 

@@ -90,7 +90,7 @@ def load(state: dict, folder: Path, distributed: bool = False) -> None:
     except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, CheckpointException,
             LlmarchError) as e:  # DCP's exception carries the reading process' traceback: keep its last line
         detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        detail = detail.removeprefix("llmarch.errors.LlmarchError: ")
+        detail = detail.removeprefix("llmarch.errors.LlmarchError: ").split(". ")[0]  # its first sentence
         raise LlmarchError(f"cannot read {folder} (truncated, corrupt or crafted?): {detail}") from None
 
 
