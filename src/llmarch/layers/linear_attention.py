@@ -57,6 +57,13 @@ class LinearState:
     def reorder(self, rows: torch.Tensor) -> None:
         self.s, self.z = self.s.index_select(0, rows), self.z.index_select(0, rows)
 
+    def put_row(self, row: int, src: "LinearState", start: int, length: int) -> None:
+        """Row `row` takes src's row 0 (continuous batching); a sum over the past has no slots to move."""
+        self.s[row], self.z[row] = src.s[0], src.z[0]
+
+    def shift(self, n: int) -> None:
+        """Nothing is indexed by slot."""
+
     @property
     def max_len(self) -> None:  # a state has no length limit of its own
         return None

@@ -6,7 +6,10 @@ it is; it calls this protocol:
   the sequence from it and leaves the state after its last token, so a prompt and then one token per call
   give what one call over the whole sequence gives: that call with T = 1 is the decoding step.
 - `new_state(batch, max_len, dtype, device)`: the state decoding needs (a KV cache, a recurrent state, a
-  convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`.
+  convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`;
+  for continuous batching (generate/batch.py) `state.put_row(row, one_row_state, start, length)` (a request
+  prefilled alone joins the batch as if left-padded with `start` slots) and `state.shift(n)` (every row's slots
+  move n to the left, or right for n < 0).
 - `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
 - `check(cfg)`: the mixer's own config fields, validated where the config is built; `state_note(dtype)`: what
   its per-sequence state is, in words (`llmarch info`).
