@@ -9,7 +9,8 @@ then copied into a free row, right-aligned to the pointer: the slots before it a
 pointer reaches the end of the cache, every row moves left by the smallest leading padding (`state.shift`),
 which is at least one slot: a request's prompt and new tokens never exceed the context, so no row fills the
 whole cache. A prompt longer than the pointer moves the rows right instead, to make room before it.
-Free rows decode too (their slots are masked, their tokens unused): the step keeps one shape."""
+A step decodes the rows up to the last one in use (`state.rows`: views of the first rows; requests take the
+lowest free rows), free rows among them masked, their tokens unused."""
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from ..errors import LlmarchError
 from .engine import Engine
 
-ROW_PROTOCOL = ("put_row", "shift")
+ROW_PROTOCOL = ("put_row", "shift", "rows")
 
 
 class RunningBatch:
@@ -39,6 +40,7 @@ class RunningBatch:
                 raise LlmarchError(f"{cfg.name}: a {type(state).__name__} decode state cannot join a running "
                                    f"batch (it has no {', '.join(missing)}); serve it one request at a time")
         self.start: list[int | None] = [None] * rows  # each row's first real slot; None: a free row
+        self.views: dict[int, list] = {}
 
     def close(self) -> None:
         self.engine.__exit__(None, None, None)
@@ -93,12 +95,22 @@ class RunningBatch:
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (rows,): each active row's next token (anything in free rows) -> logits (rows, V) after it."""
+        """tokens (rows,): each active row's next token (anything in free rows) -> logits (k, V) after it, for
+        the rows up to the last active one."""
         if self.length == self.max_len:
             self._shift(min(s for s in self.start if s is not None))
-        for r in self.active():
+        active = self.active()
+        for r in active:
             self.mask[r, self.length] = 1
-        return self.engine.decode(tokens)
+        k = active[-1] + 1
+        if k not in self.views:  # the states' first k rows (views: valid while the states live)
+            self.views[k] = [state.rows(k) for state in self.states]
+        self.model.set_caches(self.views[k], self.max_len)
+        self.engine.mask = self.mask[:k]
+        try:
+            return self.engine.decode(tokens[:k])
+        finally:
+            self.model.set_caches(self.states, self.max_len)
 
     def _shift(self, n: int) -> None:
         """Every row's slots move n to the left (n < 0: right), and the pointer with them."""

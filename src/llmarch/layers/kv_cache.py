@@ -41,6 +41,12 @@ class KVCache(nn.Module):
         self.k[row, :, start:start + length] = src.k[0, :, :length]
         self.v[row, :, start:start + length] = src.v[0, :, :length]
 
+    def rows(self, n: int) -> "KVCache":
+        """The first n rows, sharing this cache's memory (continuous batching decodes only the rows in use)."""
+        view = KVCache(0, 0, 0, 0, self.k.dtype, "meta")
+        view.k, view.v = self.k[:n], self.v[:n]
+        return view
+
     def shift(self, n: int) -> None:
         """Every row's slot s + n moves to slot s (n < 0: to the right); the slots left behind are stale,
         and masked as padding or as the future by whoever moves them."""

@@ -9,7 +9,8 @@ it is; it calls this protocol:
   convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`;
   for continuous batching (generate/batch.py) `state.put_row(row, one_row_state, start, length)` (a request
   prefilled alone joins the batch as if left-padded with `start` slots) and `state.shift(n)` (every row's slots
-  move n to the left, or right for n < 0).
+  move n to the left, or right for n < 0) and `state.rows(n)` (its first n rows, sharing its memory: a step
+  over them updates it in place).
 - `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
 - `check(cfg)`: the mixer's own config fields, validated where the config is built; `state_note(dtype)`: what
   its per-sequence state is, in words (`llmarch info`).

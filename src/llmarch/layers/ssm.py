@@ -3,6 +3,8 @@ convolution with its rolling state, the padding mask applied to a mixer's inputs
 carry between calls during generation (mixer.py has the protocol), and the config check they share."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +39,12 @@ class MixerState:
                 t[row].narrow(axis, start, length).copy_(src[name][0].narrow(axis, 0, length))
             else:
                 t[row].copy_(src[name][0])
+
+    def rows(self, n: int) -> "MixerState":
+        """The first n rows, sharing this state's memory (what the state shares across rows stays shared)."""
+        view = copy.copy(self)
+        view.tensors = {k: v[:n] for k, v in self.tensors.items()}
+        return view
 
     def shift(self, n: int) -> None:
         """Every row's slot s + n moves to slot s (n < 0: to the right), zeros where nothing moves in; a
