@@ -230,3 +230,23 @@ def test_full_queue_answers_503(slow):
             assert r.status_code == 503 and r.json()["error"]["message"]
             assert queued.result().status_code == 200
     assert httpx.get(slow.url + "/health").status_code == 200
+
+
+def test_terminal_chat(tmp_path, reference):
+    """`llmarch chat`: the template, streaming, history, /reset, /exit."""
+    import subprocess
+    import sys
+
+    from llmarch.checkpoint import save_model
+
+    save_model(tiny_model(), tmp_path)
+    ByteTokenizer().save(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "llmarch", "chat", "--checkpoint", str(tmp_path), "--temperature",
+                           "0", "--max-tokens", "6"], input="hi\nok\n/reset\nhi\n/exit\n", capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first = reference("user: hi\nassistant:", 6)
+    second = reference(f"user: hi\nassistant: {first}\nuser: ok\nassistant:", 6)
+    assert proc.stdout.count(f"model> {first}\n") == 2  # the same answer after /reset
+    assert f"model> {second}\n" in proc.stdout
+    assert "(conversation reset)" in proc.stdout
