@@ -250,3 +250,20 @@ def test_terminal_chat(tmp_path, reference):
     assert proc.stdout.count(f"model> {first}\n") == 2  # the same answer after /reset
     assert f"model> {second}\n" in proc.stdout
     assert "(conversation reset)" in proc.stdout
+
+
+def test_load_on_loopback(tmp_path):
+    """The load benchmark, bounded: 16 concurrent clients against `llmarch serve` in its own process, no errors,
+    every greedy answer equal to its one-at-a-time answer (the speed figures: docs/benchmarks.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "load.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
+    proc = subprocess.run([sys.executable, str(script), "--clients", "16", "--requests", "2", "--max-tokens", "8",
+                           "--max-batch", "8", "--context", "128", "--out", str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["errors"] == 0 and results["same_answers"] and results["requests"] == 32
