@@ -267,3 +267,12 @@ def test_load_on_loopback(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["errors"] == 0 and results["same_answers"] and results["requests"] == 32
+
+
+def test_chat_page(srv):
+    """The page at / streams from the chat endpoint (a real browser does not run here: its script is checked
+    for what it calls)."""
+    r = httpx.get(srv.url + "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for needle in ('fetch("/v1/chat/completions"', "stream: true", "data: [DONE]", 'fetch("/v1/models")'):
+        assert needle in r.text

@@ -25,7 +25,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sample from the k most likely tokens (default: %(default)s)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
     p.add_argument("--system", default=None, help="a system message to start with (default: %(default)s)")

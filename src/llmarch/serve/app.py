@@ -1,7 +1,8 @@
 """The HTTP server: an OpenAI-compatible API (POST /v1/completions, POST /v1/chat/completions, GET /v1/models)
-plus GET /health and GET /metrics, a Starlette app over the scheduler (scheduler.py), served by uvicorn.
-Bad requests are answered with status 400 and OpenAI's error object ({"error": {"message", "type", "param",
-"code"}}), a full queue with 503; streams are server-sent events ending in `data: [DONE]`."""
+plus GET /health, GET /metrics and a chat page at / (chat.html, streaming from the chat endpoint), a Starlette
+app over the scheduler (scheduler.py), served by uvicorn. Bad requests are answered with status 400 and
+OpenAI's error object ({"error": {"message", "type", "param", "code"}}), a full queue with 503; streams are
+server-sent events ending in `data: [DONE]`."""
 from __future__ import annotations
 
 import asyncio
@@ -34,7 +35,7 @@ class Server:
 
 def build_app(server: Server):
     from starlette.applications import Starlette
-    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
@@ -109,6 +110,9 @@ def build_app(server: Server):
         return JSONResponse({"object": "list", "data": [
             {"id": server.name, "object": "model", "created": server.created, "owned_by": "llmarch"}]})
 
+    async def page(request):
+        return HTMLResponse(PAGE.read_text())
+
     async def health(request):
         return JSONResponse({"status": "ok"})
 
@@ -123,7 +127,7 @@ def build_app(server: Server):
 
     routes = [Route("/v1/completions", counted("completions", completions), methods=["POST"]),
               Route("/v1/chat/completions", counted("chat", chat), methods=["POST"]),
-              Route("/v1/models", models), Route("/health", health), Route("/metrics", metrics)]
+              Route("/v1/models", models), Route("/health", health), Route("/metrics", metrics), Route("/", page)]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
