@@ -7,6 +7,8 @@ from torch import nn
 
 
 class KVCache(nn.Module):
+    by_slot = True  # all it holds is indexed by slot: decoding can rewind by moving back (speculative decoding)
+
     def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device | str | None = None):
         super().__init__()
