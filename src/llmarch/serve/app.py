@@ -16,7 +16,7 @@ from ..errors import LlmarchError
 from .chat_template import ChatTemplate
 from .outputs import ChoiceText
 from .requests import BadRequest, check_model, completion_prompts, max_new, sampling
-from .scheduler import Job, QueueFull, Scheduler
+from .scheduler import Job, QueueFull, Scheduler, StepFailed
 
 PAGE = Path(__file__).with_name("chat.html")
 
@@ -50,6 +50,8 @@ def build_app(server: Server):
                 response = error(400, str(e), e.param)
             except QueueFull as e:
                 response = error(503, str(e), kind="server_overloaded")
+            except StepFailed as e:
+                response = error(500, str(e), kind="server_error")
             except LlmarchError as e:
                 response = error(400, str(e))
             server.metrics.requests[(endpoint, response.status_code)] += 1
@@ -144,7 +146,7 @@ class _Collect:
         """Waits for one event -> (choice index, new text); index -1 for a prompt's echo logprobs."""
         job_index, kind, *rest = await self.events.get()
         if kind == "error":
-            raise LlmarchError(rest[0])
+            raise StepFailed(rest[0])
         if kind == "prompt":
             self.prompt_logprobs[job_index] = rest[0]
             return -1, ""

@@ -22,6 +22,10 @@ class QueueFull(LlmarchError):
     """More requests wait than the queue holds (HTTP 503)."""
 
 
+class StepFailed(LlmarchError):
+    """The model failed on a request's step (HTTP 500); the server goes on with the others."""
+
+
 @dataclass
 class Job:
     """One prompt, its n choices and how to decode them. Events put on `events`, after the job's index:
@@ -153,11 +157,11 @@ class Scheduler:
                 self._leave(row)
 
     def _step(self) -> None:
-        t0 = time.perf_counter()
+        t0, rows = time.perf_counter(), list(self.rows)
         logits = self.batch.decode(self.next)
-        for row in list(self.rows):
+        for row in rows:
             self._emit(row, logits[row])
-        self.metrics.step(len(self.rows) if self.rows else 0, time.perf_counter() - t0)
+        self.metrics.step(len(rows), time.perf_counter() - t0)
 
     def _emit(self, row: int, logits: torch.Tensor) -> None:
         """Choose row's next token from logits (V,), hand it to its job, and end the row if it is done."""
