@@ -31,9 +31,9 @@ def tiny_model() -> TransformerLM:
 class Running:
     """A server on a free loopback port, in a thread of this process."""
 
-    def __init__(self, max_batch=4, max_queue=16):
-        self.tok = ByteTokenizer()
-        self.server = Server(tiny_model(), self.tok, "tiny", max_batch, max_queue)
+    def __init__(self, max_batch=4, max_queue=16, model=None, tok=None, name="tiny"):
+        self.tok = tok or ByteTokenizer()
+        self.server = Server(model or tiny_model(), self.tok, name, max_batch, max_queue)
         self.uv = uvicorn.Server(uvicorn.Config(build_app(self.server), host="127.0.0.1", port=0,
                                                 log_level="warning"))
         self.thread = threading.Thread(target=self.uv.run, daemon=True)
@@ -276,3 +276,38 @@ def test_chat_page(srv):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for needle in ('fetch("/v1/chat/completions"', "stream: true", "data: [DONE]", 'fetch("/v1/models")'):
         assert needle in r.text
+
+
+def test_hf_checkpoint_with_its_chat_template(tmp_path):
+    """A Hugging Face directory (written by to_hf, a ChatML template added to its tokenizer_config.json) is
+    served with its own template and tokenizer."""
+    from llmarch.checkpoint import save_model
+    from llmarch.cli.options import load_with_tokenizer
+    from llmarch.data import train_bpe
+    from llmarch.interop import to_hf
+
+    torch.manual_seed(0)
+    model = TransformerLM(resolve("llama-tiny", vocab_size=300, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                  ffn_hidden=128, context_length=64))
+    save_model(model, tmp_path / "ckpt")
+    train_bpe(["<|im_start|>user\nhi<|im_end|>\n" * 20, "def main():\n    return 0\n" * 20],
+              vocab_size=300).save(tmp_path / "ckpt")
+    to_hf(model, tmp_path / "hf", tokenizer_from=tmp_path / "ckpt")
+    config_file = tmp_path / "hf" / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["chat_template"] = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    config_file.write_text(json.dumps(config))
+    served, tok = load_with_tokenizer(tmp_path / "hf")
+    ref_model, _ = load_with_tokenizer(tmp_path / "hf")
+    running = Running(2, model=served, tok=tok, name="hf")
+    try:
+        client = running.client
+        r = client.chat.completions.create(model="hf", messages=[{"role": "user", "content": "hi"}], max_tokens=8,
+                                           temperature=0)
+        prompt = tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+        out = generate(ref_model, [prompt], 8, eos_id=tok.eos_id)[0][len(prompt):]
+        assert r.choices[0].message.content == tok.decode(t for t in out if t not in tok.eos_ids)
+        assert r.usage.prompt_tokens == len(prompt)
+    finally:
+        running.close()
