@@ -27,13 +27,13 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
     # a chat model may end a turn with any of several ids (generation_config.json's eos_token_id list)
     stop = [[i] for i in tokenizer.eos_ids if i != tokenizer.eos_id] if num_beams == 1 else []
     rows = generate(model, encoded, max_new_tokens, temperature, top_k, top_p, eos_id=tokenizer.eos_id, seed=seed,
-                    on_tokens=None if stream is None else _pieces(tokenizer, stream), num_beams=num_beams,
+                    on_tokens=None if stream is None else text_pieces(tokenizer, stream), num_beams=num_beams,
                     length_penalty=length_penalty, early_stopping=early_stopping, compile=compile, stop=stop,
                     prompt_lookup=prompt_lookup)
     return [tokenizer.decode(t for t in row if t not in tokenizer.eos_ids) for row in rows]
 
 
-def _pieces(tokenizer, stream: Callable[[str], None]) -> Callable:
+def text_pieces(tokenizer, stream: Callable[[str], None]) -> Callable:
     """An on_tokens callback for one row: decodes all its new ids so far and hands `stream` the text not yet
     handed over, holding it back while it ends inside a multi-byte character."""
     new: list[int] = []

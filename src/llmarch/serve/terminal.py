@@ -8,7 +8,7 @@ from typing import Callable
 
 from ..errors import LlmarchError
 from ..generate.decode import generate
-from ..generate.text import _pieces
+from ..generate.text import text_pieces
 from .chat_template import ChatTemplate
 
 HELP = "/reset forgets the conversation, /exit ends it"
@@ -53,7 +53,7 @@ class Conversation:
             shown.append(text)
             show(text)
         row = generate(self.model, [ids], self.max_tokens, self.temperature, self.top_k, self.top_p,
-                       eos_id=self.tok.eos_id, seed=self.seed, on_tokens=_pieces(self.tok, piece), stop=stop)[0]
+                       eos_id=self.tok.eos_id, seed=self.seed, on_tokens=text_pieces(self.tok, piece), stop=stop)[0]
         answer = self.tok.decode(t for t in row[len(ids):] if t not in self.tok.eos_ids)
         show(answer[len("".join(shown)):])  # what streaming held back: an unfinished character at the end
         self.history.append({"role": "assistant", "content": answer})
