@@ -34,6 +34,9 @@ def add_parsers(sub) -> None:
                    help="beam search: stop a row once it has num-beams finished hypotheses (true), when none "
                    "can improve at the current length (false) or at the longest (never) (choices: %(choices)s) "
                    "(default: %(default)s)")
+    p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
+                   help="speculative decoding with drafts of up to N tokens looked up in the context; greedy, the "
+                   "same output in fewer steps where it repeats its context (0: off) (default: %(default)s)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="loss and perplexity of a language-model checkpoint on held-out text")
@@ -54,14 +57,14 @@ def add_parsers(sub) -> None:
 
 
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
-                     length_penalty=1.0, early_stopping=False, compile=False) -> None:
+                     length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done."""
     from ..generate import generate_text
 
     model, tok = load_with_tokenizer(checkpoint)  # generate lays it out for CPU decoding (generate/engine.py)
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-                   compile=compile)
+                   compile=compile, prompt_lookup=prompt_lookup)
     if stream and len(prompts) == 1 and num_beams == 1:
         # the prompt is printed with the first new text, after any warning or error about the request
         head = [] if model.config.is_encoder_decoder else [prompts[0]]
@@ -87,7 +90,8 @@ def cmd_generate(args) -> None:
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
     check_sampling(args.temperature, args.top_k, args.top_p)
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                     args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile)
+                     args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
+                     args.prompt_lookup)
 
 
 def cmd_eval(args) -> None:

@@ -42,7 +42,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              top_p: float | None = None, eos_id: int | None = None, attention_mask: torch.Tensor | None = None,
              seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None,
              num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
-             compile: bool = False, stop: Sequence[Sequence[int]] = ()):
+             compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of the
     whole context; CUDA graphs on CUDA) instead of eagerly.
@@ -56,9 +56,18 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     the (B, 1 + n) decoder sequences from decoder_start_id (ended rows hold pad_id after eos; eos_id defaults
     to the config's), or for lists each row's generated ids up to and including eos.
     on_tokens receives each step's new ids (B,) as they are produced (streaming). stop: token-id sequences
-    that end a row as eos_id does, once its new tokens end with one of them (kept in the output)."""
+    that end a row as eos_id does, once its new tokens end with one of them (kept in the output).
+    prompt_lookup > 0: greedy decoding with drafts of up to that many tokens looked up in the context
+    (speculative.py; the same tokens, fewer forwards where the output repeats its context), prompts as lists."""
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     check_sampling(temperature, top_k, top_p)
+    if prompt_lookup:
+        if prompt_lookup < 0 or temperature > 0 or num_beams > 1 or compile:
+            raise LlmarchError(f"prompt_lookup={prompt_lookup}: drafts of >= 1 tokens for greedy decoding "
+                               "(temperature 0, no beams, not compiled)")
+        from .speculative import prompt_lookup_rows
+
+        return prompt_lookup_rows(model, input_ids, max_new_tokens, prompt_lookup, eos_id, stop, on_tokens)
     if any(len(s) == 0 for s in stop) or (stop and num_beams > 1):
         raise LlmarchError("stop sequences need at least one token each, and are for greedy or sampled decoding")
     cfg = model.config

@@ -52,6 +52,19 @@ class Engine:
         """tokens (B,), one per row, written at the next slot -> logits (B, V) for the token after it."""
         return self._step(tokens[:, None])
 
+    def extend(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) written at the next T slots -> logits (B, T, V) after each of them (speculative decoding
+        checks T - 1 drafted tokens at once)."""
+        start, self.length = self.length, self.length + ids.shape[1]
+        if self.length > self.slots.shape[0]:
+            raise LlmarchError(f"decoding past the cache's {self.slots.shape[0]} slots")
+        return self.model(ids, self.mask, self.slots[start:self.length], kv_len=self.length).logits
+
+    def rewind(self, length: int) -> None:
+        """Forget the slots from `length` on (rejected drafts): later steps overwrite them. Only for decode
+        states indexed by slot (KV caches); a recurrent state has no earlier version to return to."""
+        self.length = length
+
     def reorder(self, rows: torch.Tensor) -> None:
         """Row r continues from what row rows[r] holds (beam search)."""
         self.model.reorder_cache(rows)

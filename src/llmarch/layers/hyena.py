@@ -107,7 +107,10 @@ class ImplicitFilter(nn.Module):
 class HyenaState(MixerState):
     """MixerState plus the N filters over the whole context, time-reversed (taps[..., L-1-j] = h_j, so one
     token's taps h_{t-1}..h_0 are the view taps[..., L-t:]), computed once when generation starts (the parameters
-    do not change while it runs) and shared by every row, so beam reordering leaves them be."""
+    do not change while it runs) and shared by every row, so beam reordering leaves them be. z (B, N, d, L):
+    the history, by slot."""
+
+    slot_axes = {"z": 3}
 
     def __init__(self, taps: torch.Tensor, **tensors: torch.Tensor):
         super().__init__(**tensors)

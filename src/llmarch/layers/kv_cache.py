@@ -7,6 +7,8 @@ from torch import nn
 
 
 class KVCache(nn.Module):
+    by_slot = True  # all it holds is indexed by slot: decoding can rewind by moving back (speculative decoding)
+
     def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device | str | None = None):
         super().__init__()
@@ -34,3 +36,21 @@ class KVCache(nn.Module):
         """Row r now holds what row rows[r] held (beam search keeps the caches of the surviving beams)."""
         self.k = self.k.index_select(0, rows)
         self.v = self.v.index_select(0, rows)
+
+    def put_row(self, row: int, src: "KVCache", start: int, length: int) -> None:
+        """Row `row` takes src's row 0, its first `length` slots written at slots start.. (continuous batching,
+        generate/batch.py: a request prefilled alone joins the running batch, its earlier slots padding)."""
+        self.k[row, :, start:start + length] = src.k[0, :, :length]
+        self.v[row, :, start:start + length] = src.v[0, :, :length]
+
+    def rows(self, n: int) -> "KVCache":
+        """The first n rows, sharing this cache's memory (continuous batching decodes only the rows in use)."""
+        view = KVCache(0, 0, 0, 0, self.k.dtype, "meta")
+        view.k, view.v = self.k[:n], self.v[:n]
+        return view
+
+    def shift(self, n: int) -> None:
+        """Every row's slot s + n moves to slot s (n < 0: to the right); the slots left behind are stale,
+        and masked as padding or as the future by whoever moves them."""
+        for t in (self.k, self.v):
+            t.copy_(t.roll(-n, dims=2))

@@ -15,6 +15,8 @@ chunks the running state, so the state is never materialised per position. Gener
 between calls (LinearState): each new token costs the same, however long the context."""
 from __future__ import annotations
 
+import copy
+
 import math
 
 import torch
@@ -57,6 +59,19 @@ class LinearState:
     def reorder(self, rows: torch.Tensor) -> None:
         self.s, self.z = self.s.index_select(0, rows), self.z.index_select(0, rows)
 
+    def put_row(self, row: int, src: "LinearState", start: int, length: int) -> None:
+        """Row `row` takes src's row 0 (continuous batching); a sum over the past has no slots to move."""
+        self.s[row], self.z[row] = src.s[0], src.z[0]
+
+    def shift(self, n: int) -> None:
+        """Nothing is indexed by slot."""
+
+    def rows(self, n: int) -> "LinearState":
+        """The first n rows, sharing this state's memory."""
+        view = copy.copy(self)
+        view.s, view.z = self.s[:n], self.z[:n]
+        return view
+
     @property
     def max_len(self) -> None:  # a state has no length limit of its own
         return None
@@ -90,5 +105,7 @@ def linear_attention(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, causal
     num = torch.einsum("bhnck,bhnkd->bhncd", inner, v) + torch.einsum("bhncf,bhnfd->bhncd", fq, s_before)
     den = inner.sum(dim=-1) + torch.einsum("bhncf,bhnf->bhnc", fq, z_before)
     if state is not None:  # padded positions carry zero features: they add nothing to the state
-        state.s, state.z = s0 + chunk_s.sum(dim=2), z0 + chunk_z.sum(dim=2)
+        # in place: a state over some rows of a larger one (continuous batching) writes through
+        state.s.copy_(s0 + chunk_s.sum(dim=2))
+        state.z.copy_(z0 + chunk_z.sum(dim=2))
     return (num / (den[..., None] + eps)).reshape(B, H, n * C, D)[:, :, :T]

@@ -6,7 +6,11 @@ it is; it calls this protocol:
   the sequence from it and leaves the state after its last token, so a prompt and then one token per call
   give what one call over the whole sequence gives: that call with T = 1 is the decoding step.
 - `new_state(batch, max_len, dtype, device)`: the state decoding needs (a KV cache, a recurrent state, a
-  convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`.
+  convolution tail), which the model keeps in `cache`; `state.reorder(rows)` for beam search; `state.nbytes`;
+  for continuous batching (generate/batch.py) `state.put_row(row, one_row_state, start, length)` (a request
+  prefilled alone joins the batch as if left-padded with `start` slots) and `state.shift(n)` (every row's slots
+  move n to the left, or right for n < 0) and `state.rows(n)` (its first n rows, sharing its memory: a step
+  over them updates it in place).
 - `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
 - `score_dims(cfg)`: per query, the widths of its q.k and pattern.v products over all heads (2·H·D for
   attention; 0 for a mixer without them), which the accounting counts as 6·T·that FLOPs per token;

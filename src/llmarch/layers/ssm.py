@@ -3,6 +3,8 @@ convolution with its rolling state, the padding mask applied to a mixer's inputs
 carry between calls during generation (mixer.py has the protocol), and the config check they share."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +14,10 @@ from ..errors import LlmarchError
 
 class MixerState:
     """One layer's recurrent state for a batch of sequences: named tensors whose first dim is the batch (a
-    convolution's last inputs, an SSM's state, ...), updated in place so a compiled step can capture them."""
+    convolution's last inputs, an SSM's state, ...), updated in place so a compiled step can capture them.
+    `slot_axes`: the tensors indexed by cache slot (a history), and on which axis; the others summarise it."""
+
+    slot_axes: dict[str, int] = {}
 
     def __init__(self, **tensors: torch.Tensor):
         self.tensors = tensors
@@ -23,6 +28,31 @@ class MixerState:
     def reorder(self, rows: torch.Tensor) -> None:
         """Row r now holds what row rows[r] held (beam search)."""
         self.tensors = {k: v.index_select(0, rows) for k, v in self.tensors.items()}
+
+    def put_row(self, row: int, src: "MixerState", start: int, length: int) -> None:
+        """Row `row` takes src's row 0 (continuous batching, generate/batch.py), as if its sequence had been
+        left-padded with `start` slots: a history's first `length` slots move to start.., zeros before them."""
+        for name, t in self.tensors.items():
+            if name in self.slot_axes:
+                axis = self.slot_axes[name] - 1  # within one row
+                t[row].zero_()
+                t[row].narrow(axis, start, length).copy_(src[name][0].narrow(axis, 0, length))
+            else:
+                t[row].copy_(src[name][0])
+
+    def rows(self, n: int) -> "MixerState":
+        """The first n rows, sharing this state's memory (what the state shares across rows stays shared)."""
+        view = copy.copy(self)
+        view.tensors = {k: v[:n] for k, v in self.tensors.items()}
+        return view
+
+    def shift(self, n: int) -> None:
+        """Every row's slot s + n moves to slot s (n < 0: to the right), zeros where nothing moves in; a
+        state without a history does not move."""
+        for name, axis in self.slot_axes.items():
+            t = self.tensors[name]
+            t.copy_(t.roll(-n, dims=axis))
+            (t.narrow(axis, t.shape[axis] - n, n) if n > 0 else t.narrow(axis, 0, -n)).zero_()
 
     @property
     def nbytes(self) -> int:

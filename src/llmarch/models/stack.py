@@ -63,6 +63,13 @@ class Stack(nn.Module):
         """Each block's decode state (None where generation is not set up)."""
         return [block.seq_mixer.cache for block in self.blocks]
 
+    def set_caches(self, states: list, max_len: int) -> None:
+        """Every block's decode state, as caches() lists them, for sequences of up to max_len tokens
+        (continuous batching swaps in a one-row state to prefill a request alone: generate/batch.py)."""
+        for block, state in zip(self.blocks, states):
+            block.seq_mixer.cache = state
+        self._cache_max_len = max_len
+
     def reorder_cache(self, rows: torch.Tensor) -> None:
         """Batch row r of every mixer's state takes row rows[r]'s contents (beam search)."""
         for block in self.blocks:

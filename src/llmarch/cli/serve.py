@@ -1,0 +1,75 @@
+"""`llmarch serve` (an OpenAI-compatible HTTP server with continuous batching: serve/) and `llmarch chat` (a chat
+in the terminal with the checkpoint's chat template)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import LlmarchError
+from .options import CHECKPOINT_HELP, load_with_tokenizer
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="sequences decoded together, the running batch's rows (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests that may wait for rows; more are answered 503 (default: %(default)s)")
+    p.add_argument("--model-name", default=None,
+                   help="the model's id in the API (default: the checkpoint directory's name)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sample from the k most likely tokens (default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
+    p.add_argument("--system", default=None, help="a system message to start with (default: %(default)s)")
+    p.set_defaults(func=cmd_chat)
+
+
+def serving_imports():
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise LlmarchError("serving needs starlette and uvicorn: pip install 'llmarch[serve]'") from None
+    return uvicorn
+
+
+def cmd_serve(args) -> None:
+    uvicorn = serving_imports()
+    from ..serve.app import Server, build_app
+
+    if args.max_batch < 1 or args.max_queue < 0 or not 0 <= args.port < 65536:
+        raise LlmarchError("--max-batch must be >= 1, --max-queue >= 0 and --port in 0..65535, got "
+                           f"{args.max_batch}, {args.max_queue} and {args.port}")
+    model, tok = load_with_tokenizer(args.checkpoint)
+    name = args.model_name or Path(args.checkpoint).resolve().name
+    server = Server(model, tok, name, args.max_batch, args.max_queue)
+    print(f"llmarch serve: {name} on http://{args.host}:{args.port}/v1 (max batch {args.max_batch})", flush=True)
+    uvicorn.run(build_app(server), host=args.host, port=args.port, log_level="warning")
+
+
+def cmd_chat(args) -> None:
+    import sys
+
+    from ..serve.terminal import Conversation, chat_loop
+
+    if args.max_tokens < 1 or args.temperature < 0:
+        raise LlmarchError(f"--max-tokens must be >= 1 and --temperature >= 0, got {args.max_tokens} and "
+                           f"{args.temperature}")
+    model, tok = load_with_tokenizer(args.checkpoint)
+    conversation = Conversation(model, tok, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+                                args.system)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    chat_loop(conversation, input, write)

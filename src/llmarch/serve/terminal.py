@@ -1,0 +1,85 @@
+"""A chat in the terminal (`llmarch chat`): each turn the whole conversation is rendered with the checkpoint's chat
+template (chat_template.py) and the reply streamed as it is generated (generate/decode.py); `/reset` forgets the
+conversation, `/exit` (or end of input) ends it. The oldest turns are dropped when the conversation outgrows the
+context."""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import LlmarchError
+from ..generate.decode import generate
+from ..generate.text import text_pieces
+from .chat_template import ChatTemplate
+
+HELP = "/reset forgets the conversation, /exit ends it"
+
+
+class Conversation:
+    def __init__(self, model, tokenizer, max_tokens: int = 256, temperature: float = 0.7, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, system: str | None = None):
+        self.model, self.tok, self.template = model, tokenizer, ChatTemplate(tokenizer)
+        self.max_tokens, self.temperature, self.top_k, self.top_p, self.seed = (max_tokens, temperature, top_k,
+                                                                                top_p, seed)
+        self.system = [{"role": "system", "content": system}] if system else []
+        self.history: list[dict] = []
+
+    def reset(self) -> None:
+        self.history = []
+
+    def prompt(self) -> list[int]:
+        """The conversation rendered and tokenized, the oldest turns dropped while it leaves no room to answer."""
+        context = self.model.config.context_length
+        while True:
+            ids = self.tok.encode(self.template.render(self.system + self.history))
+            if len(ids) < context or len(self.history) <= 1:
+                break
+            self.history = self.history[2:] if len(self.history) > 2 else self.history[1:]
+        if len(ids) >= context:
+            raise LlmarchError(f"the message is {len(ids)} tokens with the template; the context is {context}")
+        return ids
+
+    def reply(self, text: str, show: Callable[[str], None]) -> str:
+        """The user's message -> the model's reply, handed to `show` a piece at a time as it is generated."""
+        self.history.append({"role": "user", "content": text})
+        try:
+            ids = self.prompt()
+        except LlmarchError:
+            self.history.pop()
+            raise
+        stop = [[i] for i in self.tok.eos_ids if i != self.tok.eos_id]
+        shown = []
+
+        def piece(text: str) -> None:
+            shown.append(text)
+            show(text)
+        row = generate(self.model, [ids], self.max_tokens, self.temperature, self.top_k, self.top_p,
+                       eos_id=self.tok.eos_id, seed=self.seed, on_tokens=text_pieces(self.tok, piece), stop=stop)[0]
+        answer = self.tok.decode(t for t in row[len(ids):] if t not in self.tok.eos_ids)
+        show(answer[len("".join(shown)):])  # what streaming held back: an unfinished character at the end
+        self.history.append({"role": "assistant", "content": answer})
+        return answer
+
+
+def chat_loop(conversation: Conversation, read: Callable[[str], str], write: Callable[[str], None]) -> None:
+    """Reads messages with read(prompt) until /exit or EOFError, writing replies with write."""
+    write(f"chatting with the checkpoint ({HELP})\n")
+    while True:
+        try:
+            text = read("you> ").strip()
+        except EOFError:
+            write("\n")
+            return
+        if text == "/exit":
+            return
+        if text == "/reset":
+            conversation.reset()
+            write("(conversation reset)\n")
+            continue
+        if not text:
+            continue
+        write("model> ")
+        try:
+            conversation.reply(text, write)
+        except LlmarchError as e:
+            write(f"(error: {e})")
+        write("\n")
