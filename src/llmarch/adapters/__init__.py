@@ -15,7 +15,7 @@ from ..errors import LlmarchError
 from .lora import LoRALinear
 from .targets import linear_layers, select
 
-__all__ = ["LoRAConfig", "LoRALinear", "adapter_state", "adapters_off", "apply_lora", "lora_layers", "merge",
+__all__ = ["LoRAConfig", "LoRALinear", "adapter_state", "adapters_off", "apply_lora", "lora_layers", "merge", "merged_state",
            "remove_lora", "unmerge"]
 
 DEFAULT_TARGETS = ("qkv_proj", "o_proj")  # the attention projections, as Hu et al. §7.1 found enough
@@ -74,6 +74,20 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapters' tensors by their names in the model (`blocks.0.attn.qkv_proj.lora_A.q`, ...)."""
     return {k: v.detach() for k, v in model.state_dict().items() if ".lora_" in k}
+
+
+def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as the plain model would have it: each adapted weight with its adapters folded
+    in, no adapter tensors; the model itself unchanged (what a checkpoint of a LoRA run stores, so that
+    `generate` and `--to-hf` read it as any other)."""
+    state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
+    shared = _shared_weights(model)
+    for name, layer in lora_layers(model).items():
+        if id(layer.weight) in shared and not layer.merged:
+            raise LlmarchError(f"cannot fold the adapter of {name} into its weight: the weight is tied to another "
+                               "module")
+        state[f"{name}.weight"] = layer.merged_weight()
+    return state
 
 
 def _shared_weights(model: nn.Module) -> set[int]:

@@ -92,6 +92,20 @@ class LoRALinear(nn.Linear):
         return (scale - 1) * base + scale * lora
 
     @torch.no_grad()
+    def merged_weight(self) -> torch.Tensor:
+        """The weight with the adapters folded in, as a new tensor (the layer is left as it is)."""
+        if self.merged:
+            return self.weight.detach().clone()
+        w = self.weight.detach().clone()
+        for name, (start, size) in self.slices.items():
+            rows = w[start:start + size]
+            update = rows + self.delta(name).to(rows.dtype)
+            if self.lora_magnitude is not None:
+                update = (self.lora_magnitude[name] / self._row_norm(name))[:, None] * update
+            rows.copy_(update)
+        return w
+
+    @torch.no_grad()
     def merge(self) -> None:
         """W += s B A per slice (DoRA: W = m * (W + s B A) / ||W + s B A||); forward then costs no more than
         the base layer's. The merged weights are what `unmerge` subtracts, so they are kept for it."""
