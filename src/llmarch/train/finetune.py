@@ -164,7 +164,7 @@ class Classification:
 
 def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbose: bool = True):
     """task classify: a FinetuneResult; task seq2seq: train/seq2seq.py's Seq2SeqResult (checkpoint may then
-    also be a preset name or config file, to train from scratch); sft: train/sft.py's SFTResult."""
+    also be a preset name or config file, to train from scratch); sft: train/sft.py's SFTResult; dpo: train/dpo.py's DPOResult."""
     fc.validate()
     if fc.task == "seq2seq":
         from .seq2seq import train_seq2seq
@@ -174,6 +174,10 @@ def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbos
         from .sft import train_sft
 
         return train_sft(checkpoint, fc, out, verbose)
+    if fc.task == "dpo":
+        from .dpo import train_dpo
+
+        return train_dpo(checkpoint, fc, out, verbose)
     out = Path(out)
     fc.check_out(out)
     task = Classification(checkpoint, fc)
