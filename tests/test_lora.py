@@ -141,3 +141,47 @@ def test_tied_head_cannot_merge():
 def test_bad_configs(config, message):
     with pytest.raises(LlmarchError, match=message):
         apply_lora(tiny(), config)
+
+
+def moe():
+    torch.manual_seed(0)
+    return llmarch.build("mixtral-tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                         context_length=32).eval()
+
+
+def test_moe_experts_stacked_weights(tmp_path):
+    from llmarch.adapters import adapters, merged_state
+    from llmarch.checkpoint import load_model, save_model
+
+    model, x = moe(), ids()
+    base = model(x).logits
+    names = set(model.state_dict())
+    apply_lora(model, LoRAConfig(rank=2, targets=("experts.gate_up", "experts.down", "qkv_proj")))
+    assert "blocks.0.mlp.experts.gate_up" in adapters(model) and "blocks.1.mlp.experts.down" in adapters(model)
+    assert torch.equal(model(x).logits, base)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    model.train()
+    model(x).logits.sum().backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("experts" in n for n in trainable) and all(".lora_" in n for n in trainable)
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    model.eval()
+    adapted = model(x).logits
+    assert set(merged_state(model)) == names
+    save_model(model, tmp_path / "m")  # folded in: a plain mixtral checkpoint
+    assert torch.allclose(load_model(tmp_path / "m")(x).logits, adapted, atol=1e-5)
+    merge(model)
+    assert torch.allclose(model(x).logits, adapted, atol=1e-5)
+    unmerge(model)
+    with adapters_off(model):
+        assert torch.allclose(model(x).logits, base, atol=1e-6)
+    remove_lora(model)
+    assert set(model.state_dict()) == names and torch.allclose(model(x).logits, base, atol=1e-5)
+
+
+def test_moe_experts_refuse_dora():
+    with pytest.raises(LlmarchError, match="DoRA on stacked expert"):
+        apply_lora(moe(), LoRAConfig(rank=2, targets=("experts.down",), dora=True))

@@ -18,6 +18,7 @@ from ..errors import LlmarchError, first_and_count
 from ..interop.hf import FAMILIES
 from ..interop.mapping import expand
 from . import LoRAConfig, apply_lora, lora_layers
+from .experts import expert_sites
 from .targets import fused_slices, linear_layers
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -51,6 +52,8 @@ def save_peft(model: nn.Module, path: str | Path, base: str | None = None) -> No
     """The model's LoRA adapters as a PEFT adapter directory; base: the base model's name or path, recorded as
     base_model_name_or_path."""
     layers = lora_layers(model)
+    if expert_sites(model):
+        raise LlmarchError("PEFT names for adapters on stacked expert weights are not supported here")
     if not layers:
         raise LlmarchError("the model has no LoRA adapters to save")
     if any(layer.merged for layer in layers.values()):

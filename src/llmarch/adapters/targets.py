@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from torch import nn
 
 from ..errors import LlmarchError
+from .experts import expert_weights
 
 
 def fused_slices(name: str, module: nn.Linear, parent: nn.Module) -> dict[str, tuple[int, int]]:
@@ -49,9 +50,10 @@ def linear_layers(model: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Linear
     return out
 
 
-def select(model: nn.Module, patterns: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
-    """module name -> the slices to adapt, for every linear layer or slice some pattern names; a pattern that
-    names nothing is an error (a typo would otherwise train nothing)."""
+def select(model: nn.Module, patterns: list[str]) -> tuple[dict[str, dict[str, tuple[int, int]]], list[str]]:
+    """(module name -> the slices to adapt, for every linear layer or slice some pattern names; the stacked
+    expert weights some pattern names, `blocks.1.mlp.experts.gate_up`); a pattern that names nothing is an
+    error (a typo would otherwise train nothing)."""
     chosen: dict[str, dict[str, tuple[int, int]]] = {}
     used = set()
     for name, (parent, _, layer) in linear_layers(model).items():
@@ -65,8 +67,13 @@ def select(model: nn.Module, patterns: list[str]) -> dict[str, dict[str, tuple[i
                 if part != "all" and matches(pattern, f"{name}.{part}"):
                     chosen.setdefault(name, {})[part] = rows
                     used.add(pattern)
+    experts = []
+    for name in expert_weights(model):
+        hits = [p for p in patterns if matches(p, name)]
+        used.update(hits)
+        experts += [name] if hits else []
     unused = [p for p in patterns if p not in used]
     if unused:
-        some = ", ".join(sorted({n.split(".")[-1] for n in linear_layers(model)}))
+        some = ", ".join(sorted({n.split(".")[-1] for n in [*linear_layers(model), *expert_weights(model)]}))
         raise LlmarchError(f"LoRA target {unused[0]!r} matches no linear layer of the model (layers: {some})")
-    return chosen
+    return chosen, experts

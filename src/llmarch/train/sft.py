@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..adapters import LoRAConfig, apply_lora, lora_layers
+from ..adapters import LoRAConfig, adapters, apply_lora
 from ..data.chat import encode_conversation, template_for
 from ..data.sft import load_sft, pack, packed_rows, padded_rows
 from ..data.tokenizer import check_fits, load_tokenizer
@@ -88,7 +88,7 @@ class SFT:
         return ids[:self.length], mask[:self.length]
 
     def describe(self, model) -> str:
-        how = (f"LoRA rank {self.fc.lora_rank} on {len(lora_layers(model))} layers, "
+        how = (f"LoRA rank {self.fc.lora_rank} on {len(adapters(model))} weights, "
                f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trained parameters"
                if self.fc.method == "lora" else "all weights trained")
         packing = f"packed into {len(self.train_rows):,} rows of {self.length}" if self.packed else "one a row"
@@ -133,7 +133,7 @@ def save_adapter(model, checkpoint: Path, base: str | Path) -> Path | None:
     """The run's adapters in PEFT's format in checkpoint/adapter, where the model's family names its layers."""
     from ..adapters.peft import save_peft
 
-    if not lora_layers(model) or model.config.hf_model_type is None:
+    if not adapters(model) or model.config.hf_model_type is None:
         return None
     try:
         save_peft(model, checkpoint / "adapter", base=str(base))
