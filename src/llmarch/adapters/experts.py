@@ -29,6 +29,7 @@ class ExpertLoRA(nn.Module):
         bound = 1 / math.sqrt(inp)  # kaiming_uniform(a=sqrt(5)) per expert, as nn.Linear and PEFT initialise A
         nn.init.uniform_(self.lora_A, -bound, bound)
         self.merged, self.enabled = False, True
+        self.before_merge: torch.Tensor | None = None  # W while merged, for an exact unmerge
 
     def delta(self) -> torch.Tensor:
         return self.scaling * (self.lora_B @ self.lora_A)  # (E, out, in)
@@ -71,14 +72,17 @@ class ExpertSite:
 
     @torch.no_grad()
     def merge(self) -> None:
+        """The stored weight becomes W + s B A; W is kept (a copy), so unmerge restores it bit for bit."""
         if not self.lora.merged:
+            self.lora.before_merge = self.original.detach().clone()
             self.original.add_(self.lora.delta().to(self.original.dtype))
             self.lora.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.lora.merged:
-            self.original.sub_(self.lora.delta().to(self.original.dtype))
+            self.original.copy_(self.lora.before_merge)
+            self.lora.before_merge = None
             self.lora.merged = False
 
     @torch.no_grad()

@@ -45,6 +45,7 @@ class LoRALinear(nn.Linear):
             with torch.no_grad():
                 new.lora_magnitude = nn.ParameterDict({n: nn.Parameter(new._row_norm(n)) for n in slices})
         new.merged, new.enabled = False, True
+        new._before_merge = {}  # slice -> its rows before merge, for an exact unmerge
         new.train(linear.training)
         return new
 
@@ -107,32 +108,25 @@ class LoRALinear(nn.Linear):
 
     @torch.no_grad()
     def merge(self) -> None:
-        """W += s B A per slice (DoRA: W = m * (W + s B A) / ||W + s B A||); forward then costs no more than
-        the base layer's. The merged weights are what `unmerge` subtracts, so they are kept for it."""
+        """The weight becomes merged_weight(): forward then costs no more than the base layer's. The rows it
+        replaces are kept (a copy of the adapted rows), so that `unmerge` restores them bit for bit; a merge
+        for good is `remove_lora` after it, which drops them."""
         if self.merged:
             return
+        merged = self.merged_weight()
         self._before_merge = {}
         for name, (start, size) in self.slices.items():
-            rows = self.weight[start:start + size]
-            if self.lora_magnitude is None:
-                rows += self.delta(name).to(rows.dtype)
-            else:
-                self._before_merge[name] = rows.clone()
-                rows.copy_((self.lora_magnitude[name] / self._row_norm(name))[:, None] * (rows + self.delta(name)))
+            self._before_merge[name] = self.weight[start:start + size].clone()
+            self.weight[start:start + size] = merged[start:start + size]
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """The weight as it was before `merge`: W -= s B A (equal up to rounding: one addition and one
-        subtraction in the weight's dtype); DoRA restores the rows it kept."""
+        """The weight exactly as it was before `merge`."""
         if not self.merged:
             return
         for name, (start, size) in self.slices.items():
-            rows = self.weight[start:start + size]
-            if name in self._before_merge:
-                rows.copy_(self._before_merge[name])
-            else:
-                rows -= self.delta(name).to(rows.dtype)
+            self.weight[start:start + size] = self._before_merge[name]
         self._before_merge = {}
         self.merged = False
 
