@@ -110,3 +110,52 @@ def test_adapter_for_another_base(tmp_path):
     (tmp_path / "adapter/adapter_config.json").write_text(json.dumps(deeper))
     with pytest.raises(LlmarchError, match="IA3"):
         load_peft(llmarch.build("llama-tiny", **SHAPE), tmp_path / "adapter")
+
+
+def chatml_checkpoint(path):
+    """A tiny transformers Llama with a byte-level tokenizer that knows ChatML's special tokens and its template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from llmarch.data.tokenizer import _byte_chars
+
+    chars = _byte_chars()
+    tk = Tokenizer(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
+                                                  pad_token="<|endoftext|>")
+    hf_tok.chat_template = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+                            "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+                            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    torch.manual_seed(0)
+    conf = transformers.LlamaConfig(vocab_size=259, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                    eos_token_id=258, pad_token_id=256)
+    transformers.LlamaForCausalLM(conf).save_pretrained(path)
+    hf_tok.save_pretrained(path)
+    return hf_tok
+
+
+def test_sft_of_a_hf_checkpoint_gives_a_peft_adapter(tmp_path):
+    """llmarch finetune --task sft on a transformers checkpoint with its own chat template: the run's adapter
+    folder loads with peft onto the original model and gives the logits of the run's (merged) checkpoint."""
+    from llmarch.data.chat import template_for
+    from llmarch.data.tokenizer import load_tokenizer
+    from llmarch.train.finetune import FinetuneConfig, finetune
+
+    hf_tok = chatml_checkpoint(tmp_path / "hf")
+    convs = [[{"role": "user", "content": w}, {"role": "assistant", "content": w[::-1]}]
+             for w in ("abc", "hello", "peft", "lora", "chat", "model", "adapt", "merge") * 4]
+    data = tmp_path / "c.jsonl"
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs))
+    conv = convs[0]
+    assert template_for(load_tokenizer(tmp_path / "hf")).render(conv) == hf_tok.apply_chat_template(conv, tokenize=False)
+    fc = FinetuneConfig(task="sft", data=str(data), steps=3, batch_size=2, eval_every=3, lr=1e-2,
+                        lora_targets="qkv_proj,gate_up.up,down")
+    result = finetune(tmp_path / "hf", fc, tmp_path / "run", verbose=False)
+    assert result.adapter is not None
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    hf = peft.PeftModel.from_pretrained(hf, result.adapter).eval()
+    ids, mask = batch(259)
+    close(theirs(hf, ids, mask), ours(llmarch.load(result.checkpoint).eval(), ids, mask), mask)
