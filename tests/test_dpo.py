@@ -67,3 +67,10 @@ def test_default_preferences():
     assert len(data.train) > 1000 and len(data.val) > 100
     p = data.val[0]
     assert p.chosen != p.rejected and p.prompt[0]["role"] == "user"
+
+
+def test_dpo_full_method_uses_a_frozen_copy(setup, tmp_path):
+    checkpoint, data = setup
+    fc = FinetuneConfig(task="dpo", data=str(data), method="full", steps=3, lr=1e-3, batch_size=4, eval_every=3)
+    result = finetune(checkpoint, fc, tmp_path / "full", verbose=False)
+    assert result.adapter is None and result.reward_margin != 0.0

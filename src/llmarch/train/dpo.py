@@ -68,7 +68,6 @@ class DPO:
 
         self.train = [self._encode(tok, template, p, length) for p in self.data.train]
         self.val = [self._encode(tok, template, p, length) for p in self.data.val]
-        self.base_accuracy = self._scores(model, reference_only=True)["val_reward_accuracy"]
         return model, tok
 
     @staticmethod
@@ -81,6 +80,8 @@ class DPO:
         return tuple(out)
 
     def describe(self, model) -> str:
+        """Also scores the starting model's own preferences (not in setup, which processes run in turns)."""
+        self.base_accuracy = self._scores(model, reference_only=True)["val_reward_accuracy"]
         reference = "the model with its adapters off" if self.reference is None else "a frozen copy"
         return (f"{len(self.train):,} training and {len(self.val):,} held-out preference pairs, beta {self.fc.beta}; "
                 f"reference: {reference}; the starting model's likelihoods rank {self.base_accuracy:.4f} of the "

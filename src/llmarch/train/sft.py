@@ -80,7 +80,6 @@ class SFT:
             self.val_rows = [[self.val[i] for i in row] for row in pack([len(x) for x, _ in self.val], self.length)]
         else:
             self.train_rows, self.val_rows = [[e] for e in self.train], [[e] for e in self.val]
-        self.base_val_loss = self.evaluate(model)["val_loss"]
         return model, tok
 
     def _cut(self, example: tuple[list[int], list[bool]]) -> tuple[list[int], list[bool]]:
@@ -88,6 +87,9 @@ class SFT:
         return ids[:self.length], mask[:self.length]
 
     def describe(self, model) -> str:
+        """Also scores the starting model (here rather than in setup, which processes run in turns: the
+        evaluation's sums are collective)."""
+        self.base_val_loss = self.evaluate(model)["val_loss"]
         how = (f"LoRA rank {self.fc.lora_rank} on {len(adapters(model))} weights, "
                f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trained parameters"
                if self.fc.method == "lora" else "all weights trained")
