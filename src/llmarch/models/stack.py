@@ -80,7 +80,8 @@ class Stack(nn.Module):
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
             kv_len: int | None = None, token_type_ids: torch.Tensor | None = None, last_only: bool = False,
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
-            global_attention_mask: torch.Tensor | None = None, document_ids: torch.Tensor | None = None) -> torch.Tensor:
+            global_attention_mask: torch.Tensor | None = None,
+            document_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack. Returns the final
         hidden states (B, T, C), or (B, 1, C) with last_only."""

@@ -104,7 +104,8 @@ class DPO:
         pick = batch_indices(self.fc.seed, step, len(self.train), self.fc.batch_size, micro)
         inputs, labels = self._rows([self.train[i] for i in pick])
         reference = self._reference(inputs, labels)
-        return Batch(inputs, torch.cat([labels.float(), reference[:, None]], dim=1), int(inputs["attention_mask"].sum()))
+        labels = torch.cat([labels.float(), reference[:, None]], dim=1)  # (2B, T + 1)
+        return Batch(inputs, labels, int(inputs["attention_mask"].sum()))
 
     def _margins(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(pairs,) beta * [(log pi - log ref)(chosen) - (log pi - log ref)(rejected)]."""
