@@ -150,8 +150,8 @@ def test_sft_of_a_hf_checkpoint_gives_a_peft_adapter(tmp_path):
     data = tmp_path / "c.jsonl"
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs))
     conv = convs[0]
-    ours = template_for(load_tokenizer(tmp_path / "hf"))
-    assert ours.render(conv) == hf_tok.apply_chat_template(conv, tokenize=False)
+    template = template_for(load_tokenizer(tmp_path / "hf"))
+    assert template.render(conv) == hf_tok.apply_chat_template(conv, tokenize=False)
     fc = FinetuneConfig(task="sft", data=str(data), steps=3, batch_size=2, eval_every=3, lr=1e-2,
                         lora_targets="qkv_proj,gate_up.up,down")
     result = finetune(tmp_path / "hf", fc, tmp_path / "run", verbose=False)
