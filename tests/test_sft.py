@@ -80,3 +80,13 @@ def test_default_task_from_the_corpus():
     _, (user, assistant) = task[0]
     assert user["content"].startswith("Summarize") and "def " in user["content"]
     assert assistant["content"] not in user["content"]
+
+
+def test_sft_of_a_recurrent_model_takes_one_conversation_a_row(data, tmp_path):
+    """Mamba cannot keep packed conversations apart (its state runs on): rows of one conversation, padded."""
+    torch.manual_seed(0)
+    save_model(llmarch.build("mamba-tiny", vocab_size=257, n_layers=2, d_model=32, context_length=64), tmp_path / "m")
+    ByteTokenizer().save(tmp_path / "m")
+    fc = FinetuneConfig(task="sft", data=str(data), steps=2, batch_size=4, eval_every=2, lora_targets="in_proj,out_proj")
+    result = finetune(tmp_path / "m", fc, tmp_path / "run", verbose=False)
+    assert result.val_loss < result.base_val_loss + 0.1
