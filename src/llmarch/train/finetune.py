@@ -31,21 +31,19 @@ def load(path: Path, device):
 
 @dataclass
 class FinetuneConfig:
-    # classify: one label per text; seq2seq: a target text per source (encoder-decoders); sft: conversations
-    # (train/sft.py); dpo: preferred and rejected answers (train/dpo.py)
-    task: str = "classify"
+    task: str = "classify"  # classify: label per text; seq2seq: target per source; sft: conversations; dpo: preferences
     # classify: .jsonl of {text, label}, None: which stdlib package a code snippet is from;
     # seq2seq: .jsonl of {source, target}, None: a stdlib function's name from its docstring;
     # sft: .jsonl of {messages}, None: a stdlib function's docstring line from its source;
     # dpo: .jsonl of {prompt, chosen, rejected}, None: the sft task's answer preferred to another function's
     data: str | None = None
     method: str | None = None  # full: every weight trains; lora: adapters only (adapters/); None: lora for sft/dpo
-    lora_rank: int = 8
+    lora_rank: int = 8  # rank r of each LoRA update (method lora)
     lora_alpha: float = 16.0  # scaling alpha / rank (alpha / sqrt(rank) with lora_rslora)
-    lora_dropout: float = 0.0
+    lora_dropout: float = 0.0  # dropout on the adapters' input
     lora_targets: str = "qkv_proj,o_proj"  # comma-separated patterns over module names (adapters/targets.py)
-    lora_rslora: bool = False
-    lora_dora: bool = False
+    lora_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(rank) (Kalajdzievski 2023)
+    lora_dora: bool = False  # weight-decomposed LoRA (Liu et al. 2024)
     beta: float = 0.1  # dpo: the KL penalty's weight (Rafailov et al. 2023, eq. 7)
     tokenizer: str = "bpe"  # seq2seq from a preset: bpe (trained on the training texts) or byte
     steps: int = 300
@@ -164,7 +162,8 @@ class Classification:
 
 def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbose: bool = True):
     """task classify: a FinetuneResult; task seq2seq: train/seq2seq.py's Seq2SeqResult (checkpoint may then
-    also be a preset name or config file, to train from scratch); sft: train/sft.py's SFTResult; dpo: train/dpo.py's DPOResult."""
+    also be a preset name or config file, to train from scratch); sft: train/sft.py's SFTResult; dpo:
+    train/dpo.py's DPOResult."""
     fc.validate()
     if fc.task == "seq2seq":
         from .seq2seq import train_seq2seq
