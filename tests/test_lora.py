@@ -81,7 +81,7 @@ def test_slices_are_independent_loras():
 def test_scaling_rslora_and_dropout():
     model = tiny()
     apply_lora(model, LoRAConfig(rank=4, alpha=8, rslora=True, dropout=0.1))
-    assert model.blocks[0].attn.o_proj.scaling == 4.0
+    assert model.blocks[0].attn.o_proj.scalings == {"all": 4.0}
     assert isinstance(model.blocks[0].attn.o_proj.lora_dropout, torch.nn.Dropout)
 
 

@@ -78,6 +78,8 @@ def test_ours_loads_in_peft(preset, options, tmp_path):
     dict(target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"]),
     dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "lm_head"], use_rslora=True),
     dict(target_modules=["k_proj", "gate_proj", "up_proj"], use_dora=True),
+    dict(target_modules=["q_proj", "v_proj", "down_proj"], rank_pattern={"v_proj": 2, "layers.1.mlp.down_proj": 3},
+         alpha_pattern={"q_proj": 3.0}),
 ])
 def test_peft_loads_in_ours(options, tmp_path):
     torch.manual_seed(0)
@@ -96,6 +98,10 @@ def test_peft_loads_in_ours(options, tmp_path):
     ids, mask = batch(96)
     close(ours(model, ids, mask), theirs(hf, ids, mask), mask)
     assert all(".lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    save_peft(model, tmp_path / "again")  # and out again, patterns included
+    hf_again = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(tmp_path / "base"),
+                                              tmp_path / "again").eval()
+    close(theirs(hf_again, ids, mask), theirs(hf, ids, mask), mask)
 
 
 def test_adapter_for_another_base(tmp_path):

@@ -55,10 +55,12 @@ def adapters(model: nn.Module) -> dict:
 
 
 def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
-               slices: dict[str, dict[str, tuple[int, int]]] | None = None) -> nn.Module:
+               slices: dict[str, dict[str, tuple[int, int]]] | None = None,
+               per_slice: dict[str, dict[str, tuple[int, float]]] | None = None) -> nn.Module:
     """Adapters on the layers `config.targets` names (or exactly `slices`: module name -> adapted slices, as
-    a PEFT adapter file gives them); every other parameter frozen. A rank above a slice's width is refused
-    (it adds parameters and no rank). In place; returns the model."""
+    a PEFT adapter file gives them, with per_slice: module name -> slice -> (rank, alpha) where they differ
+    from the config's); every other parameter frozen. A rank above a slice's width is refused (it adds
+    parameters and no rank). In place; returns the model."""
     config = config or LoRAConfig()
     config.validate()
     if adapters(model):
@@ -72,10 +74,12 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
         p.requires_grad_(False)
     for name, parts in chosen.items():
         parent, attr, layer = layers[name]
+        options = (per_slice or {}).get(name, {})
         for part, (_, size) in parts.items():
-            _check_rank(config.rank, layer.in_features, size, name + ("" if part == "all" else "." + part))
+            rank = options.get(part, (config.rank,))[0]
+            _check_rank(rank, layer.in_features, size, name + ("" if part == "all" else "." + part))
         setattr(parent, attr, LoRALinear.wrap(layer, parts, config.rank, config.alpha, config.dropout,
-                                              config.rslora, config.dora))
+                                              config.rslora, config.dora, options))
     for name in experts:  # the adapters' input dropout does not apply here: the update is to the weight
         module, attr = stacked[name]
         _, out, inp = getattr(module, attr).shape

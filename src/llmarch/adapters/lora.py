@@ -26,17 +26,22 @@ class LoRALinear(nn.Linear):
 
     @classmethod
     def wrap(cls, linear: nn.Linear, slices: dict[str, tuple[int, int]], rank: int, alpha: float,
-             dropout: float = 0.0, rslora: bool = False, dora: bool = False) -> LoRALinear:
+             dropout: float = 0.0, rslora: bool = False, dora: bool = False,
+             per_slice: dict[str, tuple[int, float]] | None = None) -> LoRALinear:
+        """per_slice: slice -> (rank, alpha) where they differ from `rank` and `alpha` (PEFT's rank_pattern and
+        alpha_pattern can give q_proj and v_proj, two slices of our qkv_proj, ranks of their own)."""
         w = linear.weight
         new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         new.weight, new.bias = linear.weight, linear.bias
         new._forward_pre_hooks, new._forward_hooks = linear._forward_pre_hooks, linear._forward_hooks
-        new.slices, new.rank = dict(slices), rank
-        new.scaling = alpha / math.sqrt(rank) if rslora else alpha / rank
+        new.slices = dict(slices)
+        options = {n: (per_slice or {}).get(n, (rank, alpha)) for n in slices}
+        new.ranks = {n: r for n, (r, _) in options.items()}
+        new.scalings = {n: a / math.sqrt(r) if rslora else a / r for n, (r, a) in options.items()}
         new.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        new.lora_A = nn.ParameterDict({n: nn.Parameter(torch.empty(rank, new.in_features, device=w.device,
+        new.lora_A = nn.ParameterDict({n: nn.Parameter(torch.empty(new.ranks[n], new.in_features, device=w.device,
                                                                    dtype=w.dtype)) for n in slices})
-        new.lora_B = nn.ParameterDict({n: nn.Parameter(torch.zeros(size, rank, device=w.device, dtype=w.dtype))
+        new.lora_B = nn.ParameterDict({n: nn.Parameter(torch.zeros(size, new.ranks[n], device=w.device, dtype=w.dtype))
                                        for n, (_, size) in slices.items()})
         for a in new.lora_A.values():  # PEFT's (and nn.Linear's) default init for A
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
@@ -58,7 +63,7 @@ class LoRALinear(nn.Linear):
 
     def delta(self, name: str) -> torch.Tensor:
         """s B A for slice `name`, (size, I)."""
-        return self.scaling * (self.lora_B[name] @ self.lora_A[name])
+        return self.scalings[name] * (self.lora_B[name] @ self.lora_A[name])
 
     def _row_norm(self, name: str) -> torch.Tensor:
         """||W + s B A|| per output row of slice `name`, (size,), with W unmerged."""
@@ -82,7 +87,7 @@ class LoRALinear(nn.Linear):
         """What slice `name` adds to its rows y of the base output: s h A^T B^T (LoRA), or with DoRA
         (m / ||W + s B A|| - 1) * h W^T + m / ||W + s B A|| * s h A^T B^T, the base term recomputed from the
         dropped-out input when dropout is on (PEFT's DoraLinearLayer)."""
-        lora = (h @ self.lora_A[name].t()) @ self.lora_B[name].t() * self.scaling  # (N, size)
+        lora = (h @ self.lora_A[name].t()) @ self.lora_B[name].t() * self.scalings[name]  # (N, size)
         if self.lora_magnitude is None:
             return lora
         start, size = self.slices[name]
@@ -132,4 +137,4 @@ class LoRALinear(nn.Linear):
 
     def extra_repr(self) -> str:
         kind = "DoRA" if self.lora_magnitude is not None else "LoRA"
-        return f"{super().extra_repr()}, {kind} r={self.rank} slices={list(self.slices)} scaling={self.scaling:g}"
+        return f"{super().extra_repr()}, {kind} ranks={self.ranks} scalings={self.scalings}"

@@ -7,6 +7,8 @@ joining q_proj, k_proj and v_proj into our qkv_proj makes PEFT's q_proj adapter 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import torch
@@ -59,7 +61,8 @@ def save_peft(model: nn.Module, path: str | Path, base: str | None = None) -> No
     if any(layer.merged for layer in layers.values()):
         raise LlmarchError("the adapters are merged into the weights; unmerge before saving them")
     back = {ours: hf for hf, ours in module_map(model).items()}
-    tensors, targets = {}, []
+    config: LoRAConfig = model.lora_config
+    tensors, targets, ranks, alphas = {}, [], {}, {}
     for name, layer in layers.items():
         for part in layer.slices:
             if (name, part) not in back:
@@ -67,15 +70,20 @@ def save_peft(model: nn.Module, path: str | Path, base: str | None = None) -> No
                                    f"(slice {part})")
             hf = back[name, part]
             targets.append(hf)
+            rank = layer.ranks[part]
+            alpha = layer.scalings[part] * (math.sqrt(rank) if config.rslora else rank)
+            if rank != config.rank:
+                ranks[hf] = rank
+            if not math.isclose(alpha, config.alpha):
+                alphas[hf] = alpha
             tensors[f"{PREFIX}{hf}.lora_A.weight"] = layer.lora_A[part].detach().contiguous().cpu()
             tensors[f"{PREFIX}{hf}.lora_B.weight"] = layer.lora_B[part].detach().contiguous().cpu()
             if layer.lora_magnitude is not None:
                 tensors[f"{PREFIX}{hf}.lora_magnitude_vector"] = layer.lora_magnitude[part].detach().cpu()
-    config: LoRAConfig = model.lora_config
     meta = dict(peft_type="LORA", task_type="CAUSAL_LM", base_model_name_or_path=base, r=config.rank,
                 lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.rslora,
                 use_dora=config.dora, target_modules=sorted(targets), bias="none", fan_in_fan_out=False,
-                inference_mode=True, init_lora_weights=True, modules_to_save=None, rank_pattern={}, alpha_pattern={})
+                inference_mode=True, init_lora_weights=True, modules_to_save=None, rank_pattern=ranks, alpha_pattern=alphas)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / WEIGHTS), metadata={"format": "pt"})
@@ -92,11 +100,20 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise LlmarchError(f"cannot read the adapter in {path}: {str(e).splitlines()[0]}") from None
     if meta.get("peft_type") != "LORA":
         raise LlmarchError(f"{path}: peft_type {meta.get('peft_type')!r} is not supported (LORA is)")
-    for key, ok in (("rank_pattern", {}), ("alpha_pattern", {}), ("modules_to_save", None), ("bias", "none"),
+    for key, ok in (("modules_to_save", None), ("bias", "none"),
                     ("fan_in_fan_out", False), ("lora_bias", False), ("layers_pattern", None)):
         if meta.get(key, ok) not in (ok, [], None):
             raise LlmarchError(f"{path}: {key}={meta[key]!r} is not supported")
     return meta, tensors
+
+
+def _rank_and_alpha(meta: dict, name: str, rank: int, alpha: float) -> tuple[int, float]:
+    """A module's rank and alpha under PEFT's rank_pattern and alpha_pattern, looked up as PEFT does
+    (peft.utils.other.get_pattern_key): the first key of either, in that order, that as a regex matches the end
+    of the module name at a dot boundary; its rank and alpha where the patterns give them, else the defaults."""
+    ranks, alphas = meta.get("rank_pattern") or {}, meta.get("alpha_pattern") or {}
+    key = next((k for k in [*ranks, *alphas] if re.match(rf"(.*\.)?({k})$", name)), None)
+    return int(ranks.get(key, rank)), float(alphas.get(key, alpha))
 
 
 def load_peft(model: nn.Module, path: str | Path) -> nn.Module:
@@ -119,15 +136,17 @@ def load_peft(model: nn.Module, path: str | Path) -> nn.Module:
         raise LlmarchError(f"{path} adapts {first_and_count(unknown)}, which this model does not have "
                            "(an adapter for another base?)")
     layers = linear_layers(model)
+    config = LoRAConfig(rank=int(meta["r"]), alpha=float(meta.get("lora_alpha", 8)),
+                        dropout=float(meta.get("lora_dropout", 0.0)), rslora=bool(meta.get("use_rslora")),
+                        dora=bool(meta.get("use_dora")), targets=tuple(sorted(found)))
     slices: dict[str, dict[str, tuple[int, int]]] = {}
+    options: dict[str, dict[str, tuple[int, float]]] = {}
     for hf in found:
         ours, part = names[hf]
         parent, _, layer = layers[ours]
         slices.setdefault(ours, {})[part] = fused_slices(ours, layer, parent)[part]
-    config = LoRAConfig(rank=int(meta["r"]), alpha=float(meta.get("lora_alpha", 8)),
-                        dropout=float(meta.get("lora_dropout", 0.0)), rslora=bool(meta.get("use_rslora")),
-                        dora=bool(meta.get("use_dora")), targets=tuple(sorted(found)))
-    apply_lora(model, config, slices=slices)
+        options.setdefault(ours, {})[part] = _rank_and_alpha(meta, hf, config.rank, config.alpha)
+    apply_lora(model, config, slices=slices, per_slice=options)
     adapted = lora_layers(model)
     with torch.no_grad():
         for hf, parts in found.items():
