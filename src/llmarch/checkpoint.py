@@ -8,6 +8,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .adapters import adapters, merged_state
 from .config import ModelConfig
 from .errors import LlmarchError, first_and_count
 from .layers import POSITIONS
@@ -25,8 +26,9 @@ def is_sharded_folder(folder: Path) -> bool:
 
 
 def state_for_saving(model: TransformerLM) -> dict[str, torch.Tensor]:
-    """The state dict without the tied LM head (safetensors stores no aliases)."""
-    state = model.state_dict()
+    """The state dict without the tied LM head (safetensors stores no aliases); LoRA adapters folded into their
+    weights (adapters/), so the checkpoint is a plain model."""
+    state = merged_state(model) if adapters(model) else model.state_dict()
     if model.config.tied_head:
         state.pop("lm_head.weight")
     return {k: v.detach().contiguous() for k, v in state.items()}

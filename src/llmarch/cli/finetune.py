@@ -1,4 +1,5 @@
-"""`llmarch finetune`: a checkpoint fine-tuned as a text classifier or a sequence-to-sequence model."""
+"""`llmarch finetune`: a checkpoint fine-tuned as a text classifier, a sequence-to-sequence model, on
+conversations (sft) or on preferences (dpo), all weights or LoRA adapters."""
 from __future__ import annotations
 
 from .options import add_fields, check_out_dir, collect
@@ -7,7 +8,8 @@ from .options import add_fields, check_out_dir, collect
 def add_parsers(sub) -> None:
     from ..train.finetune import FinetuneConfig
 
-    p = sub.add_parser("finetune", help="fine-tune a checkpoint as a text classifier or sequence-to-sequence model")
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint: text classifier, sequence-to-sequence, "
+                       "conversations (sft) or preferences (dpo); all weights or LoRA adapters")
     p.add_argument("--checkpoint", required=True,
                    help="pretrained llmarch checkpoint or run directory, or a Hugging Face directory; with --task "
                    "seq2seq also a preset or config file, to train from scratch (required)")
@@ -21,6 +23,10 @@ def cmd_finetune(args) -> None:
 
     check_out_dir(args.out)
     result = finetune(args.checkpoint, FinetuneConfig(**collect(args, FinetuneConfig)), args.out)
+    if args.task in ("sft", "dpo"):
+        print(result.summary())
+        print(f"checkpoint: {result.checkpoint}" + (f" (PEFT adapter: {result.adapter})" if result.adapter else ""))
+        return
     if args.task == "seq2seq":
         print(f"validation exact match {result.exact_match:.4f} (trivial baseline: always the most common "
               f"target, {result.trivial_baseline:.4f}); validation loss {list(result.val_losses.values())[-1]:.4f}")

@@ -23,3 +23,22 @@ def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | 
     else:
         mask = mask[None]
     return mask[:, None]
+
+
+def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) position of each token within its document, for rows of packed documents numbered by
+    document_ids (B, T): the index minus the index where its document began."""
+    T = document_ids.shape[1]
+    idx = torch.arange(T, device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    return idx - torch.where(starts, idx, 0).cummax(dim=1).values
+
+
+def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
+    """bool (B, 1, T, T): causal attention within each packed document, none across documents (a block-
+    diagonal causal mask, as packing without cross-contamination needs: Krell et al. 2021)."""
+    T = document_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=document_ids.device).tril()
+    same = document_ids[:, :, None] == document_ids[:, None, :]
+    return (causal & same)[:, None]

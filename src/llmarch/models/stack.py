@@ -17,7 +17,7 @@ from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
-from .masks import causal_mask, position_ids
+from .masks import causal_mask, document_mask, document_positions, position_ids
 
 
 class Stack(nn.Module):
@@ -40,6 +40,10 @@ class Stack(nn.Module):
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
         # whether some layer's attention reads ctx.mask
         self._uses_mask = any(ATTENTION_KINDS[cfg.for_layer(i).attention].uses_mask for i in range(cfg.n_layers))
+        # whether every layer attends through ctx.mask, so packed documents can be kept apart (document_ids)
+        self.packable = cfg.causal and all(
+            lc.mixer == "attention" and ATTENTION_KINDS[lc.attention].uses_mask
+            for lc in map(cfg.for_layer, range(cfg.n_layers)))
 
     # ---- KV cache and recurrent state ---------------------------------------------------------
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
@@ -83,10 +87,13 @@ class Stack(nn.Module):
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
             kv_len: int | None = None, token_type_ids: torch.Tensor | None = None, last_only: bool = False,
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
-            global_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+            global_attention_mask: torch.Tensor | None = None,
+            document_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack. Returns the final
         hidden states (B, T, C), or (B, 1, C) with last_only."""
+        if document_ids is not None:
+            return self._run_packed(x, document_ids, last_only)
         cfg = self._stack_cfg
         B, T = x.shape[:2]
         if input_pos is None:
@@ -112,6 +119,29 @@ class Stack(nn.Module):
                                input_pos=input_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
+        return self._layers(x, ctx, pos, token_type_ids, last_only)
+
+    def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Several documents packed into each row (B, T), document_ids numbering them: each token attends
+        causally within its own document and its positions restart at 0 there, so a packed row computes what
+        its documents would alone (masks.document_mask). Full forwards only, with no cache."""
+        if not self.packable or self.cache_len is not None:
+            raise LlmarchError("packed documents (document_ids) need causal attention through the dense mask in "
+                               "every layer (no recurrent mixers or sliding windows) and no KV cache")
+        T = x.shape[1]
+        pos = document_positions(document_ids) + self._stack_cfg.position_offset  # (B, T)
+        mask = document_mask(document_ids)  # (B, 1, T, T)
+        bias = self.positions.bias(torch.arange(T, device=x.device), T, None)
+        if bias is not None:
+            mask = torch.where(mask, bias, float("-inf"))
+        ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
+                               input_pos=torch.arange(T, device=x.device))
+        return self._layers(x, ctx, pos, None, last_only)
+
+    def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool):
+        """Embedding-side additions and scaling, then the blocks and the final norm."""
+        cfg = self._stack_cfg
+        T = x.shape[1]
         if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
         x = self.hook_embed(x)  # the token embeddings alone, as TransformerLens's hook_embed

@@ -32,10 +32,20 @@ def load(path: Path, device):
 
 @dataclass
 class FinetuneConfig:
-    task: str = "classify"  # classify: one label per text; seq2seq: a target text per source (encoder-decoders)
+    task: str = "classify"  # classify: label per text; seq2seq: target per source; sft: conversations; dpo: preferences
     # classify: .jsonl of {text, label}, None: which stdlib package a code snippet is from;
-    # seq2seq: .jsonl of {source, target}, None: a stdlib function's name from its docstring
+    # seq2seq: .jsonl of {source, target}, None: a stdlib function's name from its docstring;
+    # sft: .jsonl of {messages}, None: a stdlib function's docstring line from its source;
+    # dpo: .jsonl of {prompt, chosen, rejected}, None: the sft task's answer preferred to another function's
     data: str | None = None
+    method: str | None = None  # full: every weight trains; lora: adapters only (adapters/); None: lora for sft/dpo
+    lora_rank: int = 8  # rank r of each LoRA update (method lora)
+    lora_alpha: float = 16.0  # scaling alpha / rank (alpha / sqrt(rank) with lora_rslora)
+    lora_dropout: float = 0.0  # dropout on the adapters' input
+    lora_targets: str = "qkv_proj,o_proj"  # comma-separated patterns over module names (adapters/targets.py)
+    lora_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(rank) (Kalajdzievski 2023)
+    lora_dora: bool = False  # weight-decomposed LoRA (Liu et al. 2024)
+    beta: float = 0.1  # dpo: the KL penalty's weight (Rafailov et al. 2023, eq. 7)
     tokenizer: str = "bpe"  # seq2seq from a preset: bpe (trained on the training texts) or byte
     steps: int = 300  # optimizer steps
     batch_size: int = 16  # examples per step
@@ -56,8 +66,16 @@ class FinetuneConfig:
     log_every: int = 10  # steps between progress lines when not on a terminal
 
     def validate(self) -> None:
-        if self.task not in ("classify", "seq2seq"):
-            raise LlmarchError(f"unknown task {self.task!r}; choose one of: classify, seq2seq")
+        if self.task not in ("classify", "seq2seq", "sft", "dpo"):
+            raise LlmarchError(f"unknown task {self.task!r}; choose one of: classify, seq2seq, sft, dpo")
+        if self.method is None:
+            self.method = "lora" if self.task in ("sft", "dpo") else "full"
+        if self.method not in ("full", "lora"):
+            raise LlmarchError(f"unknown method {self.method!r}; choose one of: full, lora")
+        if self.method == "lora" and self.task not in ("sft", "dpo"):
+            raise LlmarchError(f"method lora is for tasks sft and dpo, not {self.task}")
+        if self.task == "dpo" and self.beta <= 0:
+            raise LlmarchError(f"beta must be positive, got {self.beta}")
         check_fields(self, positive=("steps", "batch_size", "eval_every", "log_every", "keep_checkpoints", "lr",
                                      "grad_clip"),
                      nonnegative=("min_lr", "weight_decay", "warmup_steps", "seed"),
@@ -149,12 +167,21 @@ class Classification:
 
 def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbose: bool = True):
     """task classify: a FinetuneResult; task seq2seq: train/seq2seq.py's Seq2SeqResult (checkpoint may then
-    also be a preset name or config file, to train from scratch)."""
+    also be a preset name or config file, to train from scratch); sft: train/sft.py's SFTResult; dpo:
+    train/dpo.py's DPOResult."""
     fc.validate()
     if fc.task == "seq2seq":
         from .seq2seq import train_seq2seq
 
         return train_seq2seq(checkpoint, fc, out, verbose)
+    if fc.task == "sft":
+        from .sft import train_sft
+
+        return train_sft(checkpoint, fc, out, verbose)
+    if fc.task == "dpo":
+        from .dpo import train_dpo
+
+        return train_dpo(checkpoint, fc, out, verbose)
     out = Path(out)
     fc.check_out(out)
     task = Classification(checkpoint, fc)

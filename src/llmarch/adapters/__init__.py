@@ -1,0 +1,170 @@
+"""Adapters on a built model, applied from outside the model code (transforms.py's order: quantization, then
+LoRA, then checkpointing, parallelism, compile): `apply_lora` swaps the targeted nn.Linear layers for
+LoRALinear (lora.py) in place, sharing their Parameters, puts a per-expert LoRA on targeted stacked MoE expert
+weights (experts.py), and freezes everything else; `merge` / `unmerge` fold
+the adapters into the weights and back; `adapters_off` runs the base model (DPO's reference) without a second
+copy; `peft.py` reads and writes PEFT's adapter files."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import LlmarchError
+from .experts import attach, expert_sites, expert_weights
+from .lora import LoRALinear
+from .targets import linear_layers, select
+
+__all__ = ["LoRAConfig", "LoRALinear", "adapter_state", "adapters", "adapters_off", "apply_lora", "lora_layers",
+           "merge", "merged_state", "remove_lora", "unmerge"]
+
+DEFAULT_TARGETS = ("qkv_proj", "o_proj")  # the attention projections, as Hu et al. §7.1 found enough
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 8
+    alpha: float = 16.0  # s = alpha / rank (alpha / sqrt(rank) with rslora)
+    dropout: float = 0.0  # on the adapters' input
+    targets: tuple[str, ...] = DEFAULT_TARGETS  # patterns over module names (targets.py)
+    rslora: bool = False  # s = alpha / sqrt(rank) (Kalajdzievski 2023)
+    dora: bool = False  # weight-decomposed (Liu et al. 2024)
+
+    def validate(self) -> None:
+        if self.rank <= 0:
+            raise LlmarchError(f"LoRA rank must be positive, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise LlmarchError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise LlmarchError("LoRA needs at least one target pattern")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "targets": list(self.targets)}
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def adapters(model: nn.Module) -> dict:
+    """Every adapter by the name of what it adapts: LoRALinear layers and adapted stacked expert weights
+    (experts.py's ExpertSite), each with merge(), unmerge(), merged_weight(), `merged` and `enabled`."""
+    return {**lora_layers(model), **expert_sites(model)}
+
+
+def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
+               slices: dict[str, dict[str, tuple[int, int]]] | None = None,
+               per_slice: dict[str, dict[str, tuple[int, float]]] | None = None) -> nn.Module:
+    """Adapters on the layers `config.targets` names (or exactly `slices`: module name -> adapted slices, as
+    a PEFT adapter file gives them, with per_slice: module name -> slice -> (rank, alpha) where they differ
+    from the config's); every other parameter frozen. A rank above a slice's width is refused (it adds
+    parameters and no rank). In place; returns the model."""
+    config = config or LoRAConfig()
+    config.validate()
+    if adapters(model):
+        raise LlmarchError("the model already has LoRA adapters")
+    chosen, experts = select(model, list(config.targets)) if slices is None else (slices, [])
+    if experts and config.dora:
+        raise LlmarchError(f"DoRA on stacked expert weights ({experts[0]}) is not supported; target the "
+                           "attention or dense layers, or drop --lora-dora")
+    layers, stacked = linear_layers(model), expert_weights(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, parts in chosen.items():
+        parent, attr, layer = layers[name]
+        options = (per_slice or {}).get(name, {})
+        for part, (_, size) in parts.items():
+            rank = options.get(part, (config.rank,))[0]
+            _check_rank(rank, layer.in_features, size, name + ("" if part == "all" else "." + part))
+        setattr(parent, attr, LoRALinear.wrap(layer, parts, config.rank, config.alpha, config.dropout,
+                                              config.rslora, config.dora, options))
+    for name in experts:  # the adapters' input dropout does not apply here: the update is to the weight
+        module, attr = stacked[name]
+        _, out, inp = getattr(module, attr).shape
+        _check_rank(config.rank, inp, out, name)
+        attach(module, attr, config.rank, config.alpha, config.rslora)
+    model.lora_config = config
+    return model
+
+
+def _check_rank(rank: int, inp: int, out: int, name: str) -> None:
+    if rank > min(inp, out):
+        raise LlmarchError(f"LoRA rank {rank} exceeds the width of {name} ({inp} -> {out})")
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters' tensors by their names in the model (`blocks.0.attn.qkv_proj.lora_A.q`, ...)."""
+    return {k: v.detach() for k, v in model.state_dict().items() if ".lora_" in k}
+
+
+def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as the plain model would have it: each adapted weight with its adapters folded
+    in, under its own name, no adapter tensors; the model itself unchanged (what a checkpoint of a LoRA run
+    stores, so that `generate` and `--to-hf` read it as any other)."""
+    state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k and ".parametrizations." not in k}
+    shared = _shared_weights(model)
+    for name, layer in lora_layers(model).items():
+        if id(layer.weight) in shared and not layer.merged:
+            raise LlmarchError(f"cannot fold the adapter of {name} into its weight: the weight is tied to another "
+                               "module")
+        state[f"{name}.weight"] = layer.merged_weight()
+    for name, site in expert_sites(model).items():
+        state[name] = site.merged_weight()
+    return state
+
+
+def _shared_weights(model: nn.Module) -> set[int]:
+    seen, shared = set(), set()
+    for _, p in model.named_parameters(remove_duplicate=False):
+        (shared if id(p) in seen else seen).add(id(p))
+    return shared
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its weight (W += s B A): inference at the base model's cost. A weight shared
+    with another module (a tied LM head is the embedding) is refused: merging would change both."""
+    shared = _shared_weights(model)
+    for name, layer in lora_layers(model).items():
+        if id(layer.weight) in shared:
+            raise LlmarchError(f"cannot merge the adapter of {name}: its weight is tied to another module")
+    for layer in adapters(model).values():
+        layer.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    for layer in adapters(model).values():
+        layer.unmerge()
+    return model
+
+
+def remove_lora(model: nn.Module) -> nn.Module:
+    """Plain nn.Linear layers again (merged adapters stay in the weights, unmerged ones are dropped); every
+    parameter trainable again."""
+    layers = linear_layers(model)
+    for name, layer in lora_layers(model).items():
+        parent, attr, _ = layers[name]
+        setattr(parent, attr, layer.unwrap())
+    for site in expert_sites(model).values():
+        site.remove()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.__dict__.pop("lora_config", None)
+    return model
+
+
+@contextmanager
+def adapters_off(model: nn.Module):
+    """The base model for the duration: DPO's reference policy with no second copy of the weights."""
+    layers = list(adapters(model).values())
+    if any(layer.merged for layer in layers):
+        raise LlmarchError("adapters_off needs unmerged adapters (unmerge first)")
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enabled = True

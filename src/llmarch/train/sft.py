@@ -1,0 +1,155 @@
+"""Supervised fine-tuning on conversations, as a task of the training loop (train/loop.py): each conversation
+rendered by the checkpoint's chat template (data/chat.py), the loss on the assistant's tokens only, several
+conversations packed per row with attention kept within each (data/sft.py; models whose mixers cannot keep them
+apart get one conversation a row). All weights train (method full) or LoRA adapters only (method lora,
+adapters/): the checkpoints hold the adapters folded in, so `generate` and `convert --to-hf` read them as any
+model, and an `adapter/` folder in PEFT's format where the model's Hugging Face family names its layers.
+Scored on the held-out conversations: the assistant tokens' loss, before training (the base model) and after."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..adapters import LoRAConfig, adapters, apply_lora
+from ..data.chat import encode_conversation, template_for
+from ..data.sft import load_sft, pack, packed_rows, padded_rows
+from ..data.tokenizer import check_fits, load_tokenizer
+from ..errors import LlmarchError
+from ..rundir import resolve_checkpoint
+from .evaluate import score
+from .loop import run
+from .objectives import loss_parts, training_loss
+from .schedule import batch_indices
+from .task import Batch
+
+
+@dataclass
+class SFTResult:
+    checkpoint: Path
+    base_val_loss: float  # held-out assistant-token loss of the starting model
+    val_loss: float  # after the last step
+    val_losses: dict[int, float] = field(default_factory=dict)
+    adapter: Path | None = None  # the PEFT adapter folder, where written
+
+    def summary(self) -> str:
+        return (f"held-out assistant loss {self.val_loss:.4f} (base model {self.base_val_loss:.4f}, "
+                f"{self.val_loss - self.base_val_loss:+.4f})")
+
+
+def lora_config(fc) -> LoRAConfig:
+    targets = tuple(t.strip() for t in fc.lora_targets.split(",") if t.strip())
+    return LoRAConfig(rank=fc.lora_rank, alpha=fc.lora_alpha, dropout=fc.lora_dropout, targets=targets,
+                      rslora=fc.lora_rslora, dora=fc.lora_dora)
+
+
+def start_model(checkpoint, fc, device: torch.device) -> tuple:
+    """(model, tokenizer) from the checkpoint, with LoRA adapters (method lora) and every other weight frozen."""
+    from .. import load as load_any  # llmarch or Hugging Face checkpoints
+
+    src = resolve_checkpoint(checkpoint)
+    model, tok = load_any(src, device), load_tokenizer(src)
+    if not model.config.causal or model.config.is_encoder_decoder or model.config.head != "lm":
+        raise LlmarchError(f"{model.config.name} is not a decoder-only language model; --task {fc.task} needs one")
+    check_fits(tok, model.config.vocab_size)
+    torch.manual_seed(fc.seed)
+    if fc.method == "lora":
+        apply_lora(model, lora_config(fc))
+    return model, tok
+
+
+class SFT:
+    loss_baseline = None
+
+    def __init__(self, checkpoint: str | Path, fc):
+        self.checkpoint, self.fc = checkpoint, fc
+        self.data = load_sft(fc.data, fc.val_fraction)
+
+    def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
+        model, tok = resumed if resumed is not None else start_model(self.checkpoint, self.fc, device)
+        self.length = min(self.fc.max_length or 1024, model.config.context_length)
+        template = template_for(tok)
+        self.pad_id = tok.eos_id
+        self.train = [self._cut(encode_conversation(tok, template, c)) for c in self.data.train]
+        self.val = [self._cut(encode_conversation(tok, template, c)) for c in self.data.val]
+        self.packed = model.packable
+        if self.packed:  # rows fixed once, in data order: a step's batch depends on (seed, step) alone
+            self.train_rows = [[self.train[i] for i in row] for row in pack([len(x) for x, _ in self.train],
+                                                                            self.length)]
+            self.val_rows = [[self.val[i] for i in row] for row in pack([len(x) for x, _ in self.val], self.length)]
+        else:
+            self.train_rows, self.val_rows = [[e] for e in self.train], [[e] for e in self.val]
+        return model, tok
+
+    def _cut(self, example: tuple[list[int], list[bool]]) -> tuple[list[int], list[bool]]:
+        ids, mask = example
+        return ids[:self.length], mask[:self.length]
+
+    def describe(self, model) -> str:
+        """Also scores the starting model (here rather than in setup, which processes run in turns: the
+        evaluation's sums are collective)."""
+        self.base_val_loss = self.evaluate(model)["val_loss"]
+        how = (f"LoRA rank {self.fc.lora_rank} on {len(adapters(model))} weights, "
+               f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trained parameters"
+               if self.fc.method == "lora" else "all weights trained")
+        packing = f"packed into {len(self.train_rows):,} rows of {self.length}" if self.packed else "one a row"
+        return (f"{len(self.train):,} training and {len(self.val):,} held-out conversations ({packing}); {how}; "
+                f"base model's held-out assistant loss {self.base_val_loss:.4f}")
+
+    def _batch(self, rows: list[list[tuple[list[int], list[bool]]]]) -> Batch:
+        if self.packed:
+            inputs, labels = packed_rows(rows, self.length, self.pad_id)
+        else:
+            inputs, labels = padded_rows([r[0] for r in rows], self.pad_id)
+        return Batch(inputs, labels, int(sum(len(x) for row in rows for x, _ in row)))
+
+    def batch(self, step: int, micro: int) -> Batch:
+        pick = batch_indices(self.fc.seed, step, len(self.train_rows), self.fc.batch_size, micro)
+        return self._batch([self.train_rows[i] for i in pick])
+
+    def loss(self, model, logits, labels, batch_mean=None):
+        return training_loss(model, logits, labels, batch_mean=batch_mean)
+
+    def parts(self, model) -> list[str]:
+        return loss_parts(model)
+
+    def metrics(self) -> list[str]:
+        return ["val_loss", "val_token_accuracy"]
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Loss and argmax accuracy on the held-out conversations' assistant tokens."""
+        b = self.fc.batch_size
+        batches = (self._batch(self.val_rows[i:i + b]) for i in range(0, len(self.val_rows), b))
+        result = score(model, ((batch.inputs, batch.labels) for batch in batches))
+        return {"val_loss": result["loss"], "val_token_accuracy": result["accuracy"]}
+
+    def files(self) -> dict[str, str]:
+        return {}
+
+    def metadata(self) -> dict:
+        return asdict(self.fc)
+
+
+def save_adapter(model, checkpoint: Path, base: str | Path) -> Path | None:
+    """The run's adapters in PEFT's format in checkpoint/adapter, where the model's family names its layers."""
+    from ..adapters.peft import save_peft
+
+    if not adapters(model) or model.config.hf_model_type is None:
+        return None
+    try:
+        save_peft(model, checkpoint / "adapter", base=str(base))
+    except LlmarchError:  # a layer PEFT has no name for (a fused layout PEFT does not slice): merged weights only
+        return None
+    return checkpoint / "adapter"
+
+
+def train_sft(checkpoint: str | Path, fc, out: str | Path, verbose: bool = True) -> SFTResult:
+    """fc: a FinetuneConfig with task 'sft'."""
+    out = Path(out)
+    fc.check_out(out)
+    task = SFT(checkpoint, fc)
+    done = run(task, fc.loop_config(), out, verbose=verbose)
+    losses = {step: m["val_loss"] for step, m in done.evals.items()}
+    adapter = save_adapter(done.model, done.checkpoint, checkpoint) if done.checkpoint is not None else None
+    return SFTResult(done.checkpoint, task.base_val_loss, losses[fc.steps], losses, adapter)
