@@ -168,10 +168,16 @@ def worker_of_rank(launcher: int, rank: int) -> int:
 @pytest.mark.parametrize("args, message", [
     (["--nproc", "2", "--batch-size", "3"], "batch_size 3 (the global batch) is not divisible by the 2 processes"),
     (["--nproc", "2", "--parallel", "zero"], "unknown parallel 'zero'; choose one of: ddp, fsdp"),
-    (["--nproc", "0"], "--nproc must be positive, got 0"),
     (["--nproc", "2", "--data", "no/such/dir"], "data 'no/such/dir' does not exist"),
 ])
 def test_launch_refuses_bad_options_in_one_line(tmp_path, capsys, args, message):
     assert main(["train", "--model", "gpt-tiny", "--out", str(tmp_path / "r"), *args]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"llmarch train: error: {message}"
+
+
+def test_nproc_below_one_is_refused_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--model", "gpt-tiny", "--out", str(tmp_path / "r"), "--nproc", "0"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == "llmarch train: error: argument --nproc: must be >= 1, got 0"
