@@ -27,11 +27,17 @@ def build(name_or_config: str | Path | ModelConfig, device: str | torch.device |
 
 def load(checkpoint_dir: str | Path, device: str | torch.device | None = None) -> TransformerLM:
     """A model from an llmarch checkpoint directory, a training run directory (its latest checkpoint), or a
-    Hugging Face checkpoint directory (config.json with a model_type, *.safetensors)."""
+    Hugging Face checkpoint directory (config.json with a model_type, *.safetensors), or a quantized checkpoint
+    (`llmarch quantize`: quantization.json beside config.json)."""
     from .interop import from_hf, is_hf_dir
+    from .quant import is_quantized_dir
 
     if is_hf_dir(checkpoint_dir):
         return from_hf(checkpoint_dir, device=device)
+    if is_quantized_dir(checkpoint_dir):
+        from .quant.checkpoint import load_quantized
+
+        return load_quantized(Path(checkpoint_dir), device)
     return load_model(checkpoint_dir, device)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 from ..errors import LlmarchError
-from . import analyze, bench, convert, embed, finetune, generate, info, scaling, synthetic, train
+from . import analyze, bench, convert, embed, finetune, generate, info, quantize, scaling, synthetic, train
 from .options import Parser
 
 DESCRIPTION = ("The `llmarch` command: train, finetune, generate, eval, embed, convert, info. Bad input is one line "
                "on stderr\nand exit code 2.")
-COMMANDS = (train, finetune, embed, generate, convert, bench, synthetic, info, analyze, scaling)
+COMMANDS = (train, finetune, embed, generate, convert, quantize, bench, synthetic, info, analyze, scaling)
 
 
 def build_parser() -> Parser:
