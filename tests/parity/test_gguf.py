@@ -100,3 +100,50 @@ def test_smollm2_answers_a_chat_prompt(smollm2_gguf):  # noqa: F811
     assert tok.encode(prompt)[:2] == [1, 4093]  # <|im_start|> is one control token, then "user"
     text = generate_text(model, tok, [prompt], max_new_tokens=12, temperature=0)[0]
     assert "Paris" in text.split("assistant")[-1], text  # special tokens are left out of the text
+
+
+def test_smollm2_quantized_from_gguf_keeps_its_answer(smollm2_gguf, tmp_path, capsys):  # noqa: F811
+    """Q4_1 is int4 in groups of 32 with a scale and a minimum: `quantize --method int4 --group-size 32` finds
+    the file's own codes again, now on the int4 kernel, and the answer stays."""
+    out = tmp_path / "int4"
+    assert main(["quantize", "--checkpoint", str(smollm2_gguf), "--method", "int4", "--group-size", "32",
+                 "--out", str(out)]) == 0
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "--prompt", prompt, "--max-new-tokens", "12",
+                 "--temperature", "0"]) == 0
+    assert "Paris" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arch,model", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])
+def test_convert_to_gguf_reads_back(arch, model, tmp_path, capsys):
+    """llmarch checkpoint -> `convert --to-gguf` (F32 exact, Q8_0 close) -> from_gguf; its byte-level BPE
+    tokenizer and chat template travel in the metadata."""
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import load_tokenizer, train_bpe
+
+    torch.manual_seed(0)
+    conf = getattr(transformers, model.replace("ForCausalLM", "Config"))(**{**COMMON, "vocab_size": 320},
+                                                                        num_key_value_heads=2)
+    hf = getattr(transformers, model)(conf).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = llmarch.from_hf(tmp_path / "hf")
+    tok = train_bpe(["def main():\n    return 12345\n" * 40, "class Foo:\n    pass\n" * 40], vocab_size=300)
+    tok.side_files["tokenizer_config.json"] = b'{"chat_template": "{{ messages }}"}'
+    save_model(ours, tmp_path / "ckpt")
+    tok.save(tmp_path / "ckpt")
+    ids, mask = padded_batch(320)
+    want = ours(ids, attention_mask=mask).logits.detach()
+    real = mask.bool()
+    for kind, tol in (("f32", 1e-5), ("q8_0", 0.05)):
+        out = tmp_path / f"{kind}.gguf"
+        assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--gguf-type", kind, "--out", str(out)]) == 0
+        with torch.no_grad():
+            got = llmarch.load(out)(ids, attention_mask=mask).logits
+        assert (got[real] - want[real]).abs().max() <= tol * max(1.0, want.abs().max().item())
+    back = load_tokenizer(tmp_path / "f32.gguf")
+    text = "def main():\n    return 12345 + x\n"
+    assert back.encode(text) == tok.encode(text) and back.decode(back.encode(text)) == text
+    assert back.eos_id == tok.eos_id and b"{{ messages }}" in back.side_files["tokenizer_config.json"]
+    assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "f32.gguf")]) == 2
+    assert "new .gguf file" in capsys.readouterr().err
