@@ -19,7 +19,7 @@ import torch
 import llmarch
 from llmarch.bench.model import round_times
 from llmarch.data.dataset import load_data
-from llmarch.data.tokenizer import load_tokenizer
+from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
 from llmarch.quant import quantize, weight_bytes
 from llmarch.rundir import resolve_checkpoint
 from llmarch.train.evaluate import evaluate
@@ -89,7 +89,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     path = resolve_checkpoint(args.checkpoint)
-    model, tok = llmarch.load(path).eval(), load_tokenizer(path)
+    model, tok = llmarch.load(path).eval(), checkpoint_tokenizer(path)
     models = variants(model, args.group_size, not args.keep_head)
     result = {"checkpoint": str(args.checkpoint), "group_size": args.group_size, "machine": cpu_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -56,7 +56,7 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
 def from_gguf(path: str | Path, dtype: torch.dtype | None = None,
               device: str | torch.device | None = None) -> TransformerLM:
     """An llmarch model from a llama.cpp GGUF file (llama and qwen2 architectures), its tensors dequantized to
-    fp32 (or dtype); its tokenizer: `llmarch.data.tokenizer.load_tokenizer(path)`."""
+    fp32 (or dtype); its tokenizer: `llmarch.interop.gguf_tokenizer.checkpoint_tokenizer(path)`."""
     from .interop.gguf import from_gguf as _from_gguf
 
     return _from_gguf(path, dtype=dtype, device=device)

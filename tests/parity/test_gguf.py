@@ -90,10 +90,10 @@ def test_bad_gguf_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_smollm2_answers_a_chat_prompt(smollm2_gguf):  # noqa: F811
-    from llmarch.data.tokenizer import load_tokenizer
+    from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
     from llmarch.generate.text import generate_text
 
-    model, tok = llmarch.load(smollm2_gguf), load_tokenizer(smollm2_gguf)
+    model, tok = llmarch.load(smollm2_gguf), checkpoint_tokenizer(smollm2_gguf)
     assert model.config.n_layers == 30 and model.config.n_kv_heads == 3 and model.config.tied_head
     assert "<|im_start|>" in tok.side_files["tokenizer_config.json"].decode()  # the chat template travels
     prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
@@ -120,7 +120,8 @@ def test_convert_to_gguf_reads_back(arch, model, tmp_path, capsys):
     """llmarch checkpoint -> `convert --to-gguf` (F32 exact, Q8_0 close) -> from_gguf; its byte-level BPE
     tokenizer and chat template travel in the metadata."""
     from llmarch.checkpoint import save_model
-    from llmarch.data.tokenizer import load_tokenizer, train_bpe
+    from llmarch.data.tokenizer import train_bpe
+    from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
 
     torch.manual_seed(0)
     conf = getattr(transformers, model.replace("ForCausalLM", "Config"))(**{**COMMON, "vocab_size": 320},
@@ -141,7 +142,7 @@ def test_convert_to_gguf_reads_back(arch, model, tmp_path, capsys):
         with torch.no_grad():
             got = llmarch.load(out)(ids, attention_mask=mask).logits
         assert (got[real] - want[real]).abs().max() <= tol * max(1.0, want.abs().max().item())
-    back = load_tokenizer(tmp_path / "f32.gguf")
+    back = checkpoint_tokenizer(tmp_path / "f32.gguf")
     text = "def main():\n    return 12345 + x\n"
     assert back.encode(text) == tok.encode(text) and back.decode(back.encode(text)) == text
     assert back.eos_id == tok.eos_id and b"{{ messages }}" in back.side_files["tokenizer_config.json"]

@@ -13,12 +13,13 @@ from ..errors import LlmarchError
 def add_parsers(sub) -> None:
     p = sub.add_parser("convert", help="convert between Hugging Face and llmarch checkpoints")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--from-hf", metavar="DIR",
-                       help="a Hugging Face checkpoint directory to read (this or --to-hf is required)")
-    which.add_argument("--to-hf", metavar="DIR",
-                       help="an llmarch checkpoint or run directory to export (this or --from-hf is required)")
+    which.add_argument("--from-hf", metavar="DIR", help="a Hugging Face checkpoint directory to read "
+                                                        "(this, --to-hf or --to-gguf is required)")
+    which.add_argument("--to-hf", metavar="DIR", help="an llmarch checkpoint or run directory to export "
+                                                      "(this, --from-hf or --to-gguf is required)")
     which.add_argument("--to-gguf", metavar="DIR",
-                       help="an llmarch checkpoint (llama or qwen2 family) to write as one GGUF file, --out")
+                       help="an llmarch checkpoint (llama or qwen2 family) to write as the GGUF file --out "
+                            "(this, --from-hf or --to-hf is required)")
     p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "q8_0"),
                    help="--to-gguf: the matrices' tensor type; norms stay F32 (default: %(default)s)")
     p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")

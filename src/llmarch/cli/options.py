@@ -87,10 +87,11 @@ def model_config(args) -> ModelConfig:
 
 def load_with_tokenizer(checkpoint):
     from .. import load
-    from ..data.tokenizer import check_fits, load_tokenizer
+    from ..data.tokenizer import check_fits
+    from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint directory's, or a .gguf file's
     from ..rundir import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
-    model, tok = load(path), load_tokenizer(path)
+    model, tok = load(path), checkpoint_tokenizer(path)
     check_fits(tok, model.config.vocab_size)
     return model, tok

@@ -269,12 +269,6 @@ def _hf_eos_ids(directory: Path, side_files: dict[str, bytes]) -> list[int] | No
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """The tokenizer of a checkpoint directory (tokenizer.json and its side files), or of a GGUF file."""
-    if Path(directory).suffix == ".gguf" and Path(directory).is_file():
-        from ..interop.gguf import open_gguf
-        from ..interop.gguf_tokenizer import gguf_tokenizer
-
-        return gguf_tokenizer(open_gguf(directory), directory)
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():
         raise LlmarchError(f"{directory} has no {TOKENIZER_FILE}")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 
-from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer
+from pathlib import Path
+
+from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, Tokenizer, load_tokenizer
 from ..errors import LlmarchError
-from .gguf import field
+from .gguf import field, is_gguf, open_gguf
 
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # LLaMA 3's split (llama-bpe); Qwen2's is the same with single digits
@@ -62,3 +64,8 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     side_files = {"tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode(),
                   HF_TOKEN_IDS: (json.dumps(ids, indent=2) + "\n").encode()}
     return BPETokenizer(tk, eos_id=ids.get("eos_token_id"), side_files=side_files)
+
+
+def checkpoint_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer of a checkpoint directory (data/tokenizer.py's load_tokenizer) or of a .gguf file."""
+    return gguf_tokenizer(open_gguf(path), path) if is_gguf(path) else load_tokenizer(path)
