@@ -76,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="llmarch checkpoint or run directory, HF directory or .gguf")
     ap.add_argument("--group-size", type=int, default=64)
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated, compared with fp32")
     ap.add_argument("--keep-head", action="store_true", help="leave the LM head in full precision")
     ap.add_argument("--perplexity", action="store_true")
     ap.add_argument("--max-tokens", type=int, default=16384, help="validation tokens for perplexity")
@@ -90,7 +91,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     path = resolve_checkpoint(args.checkpoint)
     model, tok = llmarch.load(path).eval(), checkpoint_tokenizer(path)
-    models = variants(model, args.group_size, not args.keep_head)
+    models = variants(model, args.group_size, not args.keep_head, args.methods.split(","))
     result = {"checkpoint": str(args.checkpoint), "group_size": args.group_size, "machine": cpu_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "weight_MiB": {n: round(weight_bytes(m) / 2**20, 1) for n, m in models.items()}}
