@@ -54,9 +54,12 @@ def perplexities(models: dict, tok, max_tokens: int, context: int | None) -> dic
     return out
 
 
-def decode_speed(models: dict, prompt_tokens: int, new_tokens: int, repeats: int) -> dict:
-    vocab = next(iter(models.values())).config.vocab_size
-    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=torch.Generator().manual_seed(0))
+def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats: int) -> dict:
+    """Greedy decoding after a prompt of real text (the start of the embedded corpus's first long document)."""
+    from llmarch.data import read_documents
+
+    text = next(d.text for d in read_documents() if len(d.text) > 8 * prompt_tokens)
+    prompt = torch.tensor([tok.encode(text)[:prompt_tokens]])
     outputs = {}
 
     def run(name, model):
@@ -98,7 +101,7 @@ def main() -> None:
     if args.perplexity:
         result["perplexity"] = perplexities(models, tok, args.max_tokens, args.eval_context)
     if args.speed:
-        result["decode"] = decode_speed(models, args.prompt_tokens, args.new_tokens, args.repeats)
+        result["decode"] = decode_speed(models, tok, args.prompt_tokens, args.new_tokens, args.repeats)
     print(json.dumps(result, indent=2))
 
 
