@@ -107,14 +107,15 @@ class Int4Linear(nn.Module):
 
     def codes(self) -> torch.Tensor:
         """The codes (N, K) in [0, 15]. From the CPU tiles, read back through the kernel itself: the identity
-        matrix times the weights dequantized with scale 1 and zero 8 is exactly q^T (small integers in fp32)."""
+        matrix times the weights dequantized with scale 1 and zero 8 is exactly q^T (small integers, exact in
+        bf16, the kernel's fast dtype)."""
         if self.packed.device.type == "meta":
             return torch.empty(self.out_features, self.in_features, dtype=torch.uint8, device="meta")
         if not self.cpu_tiles:
             return unpack_nibbles(self.packed)
         K, G = self.in_features, self.group_size
-        unit = torch.tensor([1.0, 8.0]).expand(K // G, self.out_features, 2).contiguous()
-        eye = torch.eye(K)
+        unit = torch.tensor([1.0, 8.0], dtype=torch.bfloat16).expand(K // G, self.out_features, 2).contiguous()
+        eye = torch.eye(K, dtype=torch.bfloat16)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, G, unit).t().round().to(torch.uint8)
 
     def dequantized(self) -> torch.Tensor:
