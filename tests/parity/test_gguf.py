@@ -83,10 +83,29 @@ def test_bad_gguf_is_one_line_exit_2(tmp_path, capsys):
     data = (tmp_path / "ok.gguf").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[:len(data) // 2])
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\xff" * 64)
-    for name in ("cut.gguf", "junk.gguf"):
+    w = gguf.GGUFWriter(str(tmp_path / "arch.gguf"), "rwkv6")
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    for name, text in (("cut.gguf", "truncated or corrupt GGUF"), ("junk.gguf", "truncated or corrupt GGUF"),
+                       ("arch.gguf", "GGUF architecture 'rwkv6' is not supported")):
         code = main(["generate", "--checkpoint", str(tmp_path / name), "--prompt", "x"])
         err = capsys.readouterr().err
-        assert code == 2 and len(err.strip().splitlines()) == 1 and "GGUF" in err, err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
+
+
+def test_q4_1_blocks_are_int4_groups_of_32_exactly():
+    """llama.cpp's Q4_1 (per 32 weights: w = d q + m, q in 0..15) is llmarch's int4 at G 32 with zero = m + 8 d:
+    round-to-nearest on the dequantized block finds the same codes and values again."""
+    from llmarch.quant.rtn import int4_dequantize, int4_rtn
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_t(4, size=(64, 256)).astype(np.float32)
+    q41 = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q4_1)
+    deq = torch.from_numpy(gguf.quants.dequantize(q41, gguf.GGMLQuantizationType.Q4_1).copy())
+    assert torch.equal(int4_dequantize(*int4_rtn(deq, 32)), deq)
 
 
 def test_smollm2_answers_a_chat_prompt(smollm2_gguf):  # noqa: F811
