@@ -6,9 +6,11 @@ import torch.nn.functional as F
 
 import llmarch
 from llmarch.cli import main
+from llmarch import LlmarchError
 from llmarch.quant import Int4Linear, Int8Linear, quantize, weight_bytes
 from llmarch.quant.experts import QuantExperts
 from llmarch.quant.hqq import int4_hqq
+from llmarch.quant.linear import Int8Embedding
 from llmarch.quant.rtn import int4_dequantize, int4_rtn, pack_nibbles, unpack_nibbles
 
 from conftest import tiny
@@ -73,6 +75,17 @@ def test_quantized_logits_close_to_full_precision(method, group, tol):
     assert weight_bytes(q) < weight_bytes(model)
 
 
+def test_int8_embeddings():
+    model = tiny(vocab_size=128)
+    ids = torch.randint(0, 128, (2, 24))
+    ref = logits(model, ids)
+    q = quantize(copy.deepcopy(model), "int8", embeddings=True)
+    assert isinstance(q.embed, Int8Embedding) and q.embed.weight.dtype == torch.int8
+    assert (logits(q, ids) - ref).norm() / ref.norm() < 0.03
+    with pytest.raises(LlmarchError, match="embeddings=True needs head=True"):
+        quantize(copy.deepcopy(model), "int8", head=False, embeddings=True)
+
+
 def test_int8_greedy_tokens_equal_full_precision():
     model = decisive(tiny(vocab_size=128))
     prompt = torch.tensor([[5, 17, 33, 2]])
@@ -102,8 +115,8 @@ def test_quantized_checkpoint_round_trip(tmp_path):
     model = tiny(vocab_size=128)
     ids = torch.randint(0, 128, (2, 10))
     for method in ("int8", "int4"):
-        q = quantize(copy.deepcopy(model), method, 32)
-        save_quantized(q, Scheme(method, 32), tmp_path / method)
+        q = quantize(copy.deepcopy(model), method, 32, embeddings=method == "int4")
+        save_quantized(q, Scheme(method, 32, embeddings=method == "int4"), tmp_path / method)
         loaded = llmarch.load(tmp_path / method)
         assert loaded.quantization.method == method
         assert torch.equal(logits(loaded, ids), logits(q, ids))

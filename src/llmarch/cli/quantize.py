@@ -20,6 +20,8 @@ def add_parsers(sub) -> None:
                         "must divide every layer's input width (default: %(default)s)")
     p.add_argument("--keep-head", action="store_true",
                    help="leave the LM head in full precision (default: quantize it too)")
+    p.add_argument("--embeddings", action="store_true",
+                   help="the token embedding table to int8 per row too (not with --keep-head) (default: kept)")
     p.add_argument("--out", required=True, help="new output directory (required)")
     p.set_defaults(func=cmd_quantize)
 
@@ -34,7 +36,7 @@ def cmd_quantize(args) -> None:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise LlmarchError(f"{out} exists and is not empty; choose a new --out")
-    scheme = Scheme(args.method, args.group_size, head=not args.keep_head)  # checked before loading anything
+    scheme = Scheme(args.method, args.group_size, head=not args.keep_head, embeddings=args.embeddings)  # checked before loading anything
     model, tok = load_with_tokenizer(args.checkpoint)
     if getattr(model, "quantization", None) is not None:
         raise LlmarchError(f"{args.checkpoint} is already quantized ({model.quantization.method})")

@@ -10,12 +10,12 @@ from .scheme import METHODS, Scheme, is_quantized_dir
 
 
 def quantize(model: nn.Module, method: str = "int8", group_size: int = 64, head: bool = True,
-             compute_dtype: str = "bfloat16") -> nn.Module:
+             compute_dtype: str = "bfloat16", embeddings: bool = False) -> nn.Module:
     """Quantize the model's weights in place (see apply.py for which layers); returns the model, with its
     Scheme as `model.quantization`."""
     from .apply import quantize as _quantize
 
-    scheme = Scheme(method, group_size, head, compute_dtype)
+    scheme = Scheme(method, group_size, head, embeddings, compute_dtype)
     _quantize(model, scheme)
     model.quantization = scheme
     return model

@@ -1,6 +1,7 @@
 """Quantization as a transform on a built model (the first of DESIGN.md's inference transforms): every
 nn.Linear of every block (attention projections, FFNs, shared experts, mixers' projections), every MoE's stacked
-experts (per expert), and the LM head unless the scheme keeps it; embeddings, norms and routers stay as they are. Layers
+experts (per expert), and the LM head unless the scheme keeps it; the token embedding table to int8 per row
+if the scheme says so; norms and routers stay as they are. Layers
 the int4 kernel cannot hold (out_features not a multiple of 16, or in_features narrower than a group) are
 quantized to int8 instead."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ from torch import nn
 
 from ..layers.moe import Experts
 from .experts import QuantExperts
-from .linear import INT4_ROWS, Int4Linear, Int8Linear
+from .linear import INT4_ROWS, Int4Linear, Int8Embedding, Int8Linear
 from .scheme import Scheme
 
 
@@ -66,6 +67,10 @@ def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
     make = _linear_maker(scheme, meta)
+    if scheme.embeddings and isinstance(getattr(model, "embed", None), nn.Embedding):
+        embed = model.embed
+        model.embed = (Int8Embedding(embed.num_embeddings, embed.embedding_dim, device="meta") if meta
+                       else Int8Embedding.from_embedding(embed))
     for name, module in list(_targets(model, scheme)):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)

@@ -64,6 +64,31 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, {self.scales.dtype}"
 
 
+class Int8Embedding(nn.Module):
+    """An embedding table in int8 per row (state: weight int8 (V, C), scales (V,) fp32): a lookup reads one row
+    and one scale, so no kernel is needed, and the table (for a small model's large vocabulary, the largest
+    tensor) takes a quarter of its fp32 bytes."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.register_buffer("weight", torch.empty(num_embeddings, embedding_dim, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(num_embeddings, device=device))
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> Int8Embedding:
+        from .rtn import int8_rtn
+
+        new = cls(embedding.num_embeddings, embedding.embedding_dim, device=embedding.weight.device)
+        codes, scales = int8_rtn(embedding.weight.detach())
+        new.weight.copy_(codes)
+        new.scales.copy_(scales)
+        return new
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., C) fp32
+        return F.embedding(ids, self.weight).float() * self.scales[ids].unsqueeze(-1)
+
+
 class Int4Linear(nn.Module):
     """int4 weights in groups (state dict: qweight uint8 (N, K/2), scales and zeros (N, K/G), bias). In memory:
     `packed` (N, K/2) uint8, in the CPU kernel's tiles on CPU (else the state dict's nibbles), and `scale_zeros`

@@ -21,7 +21,8 @@ COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 class Scheme:
     method: str = "int8"
     group_size: int = 64  # int4 only: the input columns that share one scale and one zero
-    head: bool = True  # quantize the LM head too (a tied head gets its own quantized copy; the embedding stays)
+    head: bool = True  # quantize the LM head too (a tied head gets its own quantized copy)
+    embeddings: bool = False  # the token embedding table to int8 per row (with a tied head, the head too)
     # the activations' dtype in the kernels: torch's CPU int8/int4 kernels are ~10-200x faster in bf16 than fp32
     # (docs/quantization.md); float32 gives results equal to the dequantized weights' up to summation order
     compute_dtype: str = "bfloat16"
@@ -32,6 +33,8 @@ class Scheme:
         if self.int4 and self.group_size not in GROUP_SIZES:
             raise LlmarchError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))} for int4, "
                                f"got {self.group_size}")
+        if self.embeddings and not self.head:
+            raise LlmarchError("embeddings=True needs head=True: a tied head cannot share an int8 table")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise LlmarchError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
 
