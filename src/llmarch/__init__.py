@@ -27,11 +27,20 @@ def build(name_or_config: str | Path | ModelConfig, device: str | torch.device |
 
 def load(checkpoint_dir: str | Path, device: str | torch.device | None = None) -> TransformerLM:
     """A model from an llmarch checkpoint directory, a training run directory (its latest checkpoint), or a
-    Hugging Face checkpoint directory (config.json with a model_type, *.safetensors)."""
+    Hugging Face checkpoint directory (config.json with a model_type, *.safetensors), or a quantized checkpoint
+    (`llmarch quantize`: quantization.json beside config.json), or a .gguf file (`from_gguf`)."""
     from .interop import from_hf, is_hf_dir
+    from .interop.gguf import from_gguf, is_gguf
+    from .quant import is_quantized_dir
 
+    if is_gguf(checkpoint_dir):
+        return from_gguf(checkpoint_dir, device=device)
     if is_hf_dir(checkpoint_dir):
         return from_hf(checkpoint_dir, device=device)
+    if is_quantized_dir(checkpoint_dir):
+        from .quant.checkpoint import load_quantized
+
+        return load_quantized(Path(checkpoint_dir), device)
     return load_model(checkpoint_dir, device)
 
 
@@ -44,6 +53,15 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     return _from_hf(path, dtype=dtype, device=device)
 
 
+def from_gguf(path: str | Path, dtype: torch.dtype | None = None,
+              device: str | torch.device | None = None) -> TransformerLM:
+    """An llmarch model from a llama.cpp GGUF file (llama and qwen2 architectures), its tensors dequantized to
+    fp32 (or dtype); its tokenizer: `llmarch.interop.gguf_tokenizer.checkpoint_tokenizer(path)`."""
+    from .interop.gguf import from_gguf as _from_gguf
+
+    return _from_gguf(path, dtype=dtype, device=device)
+
+
 def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | None = None) -> None:
     """Write a Hugging Face checkpoint directory (config.json + safetensors) that `transformers` loads."""
     from .interop import to_hf as _to_hf
@@ -51,5 +69,5 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     _to_hf(model, path, tokenizer_from=tokenizer_from)
 
 
-__all__ = ["build", "load", "from_hf", "to_hf", "generate", "ModelConfig", "TransformerLM", "ModelOutput",
-           "LlmarchError", "LlmarchWarning", "PRESETS", "preset", "resolve"]
+__all__ = ["build", "load", "from_hf", "from_gguf", "to_hf", "generate", "ModelConfig", "TransformerLM",
+           "ModelOutput", "LlmarchError", "LlmarchWarning", "PRESETS", "preset", "resolve"]

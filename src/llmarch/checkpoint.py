@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -26,10 +27,10 @@ def is_sharded_folder(folder: Path) -> bool:
 
 
 def state_for_saving(model: TransformerLM) -> dict[str, torch.Tensor]:
-    """The state dict without the tied LM head (safetensors stores no aliases); LoRA adapters folded into their
-    weights (adapters/), so the checkpoint is a plain model."""
+    """The state dict without the tied LM head (safetensors stores no aliases; a quantized head has no
+    `weight`, quant/); LoRA adapters folded into their weights (adapters/), so the checkpoint is a plain model."""
     state = merged_state(model) if adapters(model) else model.state_dict()
-    if model.config.tied_head:
+    if model.config.tied_head and isinstance(model.lm_head, nn.Linear):
         state.pop("lm_head.weight")
     return {k: v.detach().contiguous() for k, v in state.items()}
 
@@ -113,7 +114,7 @@ def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device,
     check_finite(state, source)
     cfg = model.config
     model.load_state_dict(state, strict=False, assign=True)
-    if cfg.tied_head:
+    if cfg.tied_head and isinstance(model.lm_head, nn.Linear):  # else a quantized copy of the head (quant/)
         model.lm_head.weight = model.embed.weight
     for stack, stack_cfg in stacks(model).values():
         with torch.device(device or "cpu"):

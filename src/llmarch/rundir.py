@@ -14,11 +14,11 @@ CONFIG = "config.json"  # the file that makes a directory a checkpoint (checkpoi
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory whose `latest` file names one."""
+    """A checkpoint directory, or a run directory whose `latest` file names one, or a GGUF file (interop/gguf.py)."""
     path = Path(path)
     if not path.exists():
         raise LlmarchError(f"checkpoint {path} does not exist")
-    if (path / CONFIG).is_file():
+    if (path / CONFIG).is_file() or (path.is_file() and path.suffix == ".gguf"):
         return path
     latest = path / "latest"
     if latest.is_file():

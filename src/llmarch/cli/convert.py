@@ -1,4 +1,5 @@
-"""`llmarch convert`: a Hugging Face directory to an llmarch checkpoint (--from-hf), or back (--to-hf). The
+"""`llmarch convert`: a Hugging Face directory to an llmarch checkpoint (--from-hf), or back (--to-hf), or an
+llmarch checkpoint to a GGUF file (--to-gguf, interop/gguf_writer.py). The
 tokenizer travels both ways with the files it came with (tokenizer_config.json and its chat template,
 generation_config.json, special-token ids): data/tokenizer.py keeps them, interop/hf.py's to_hf writes them."""
 from __future__ import annotations
@@ -12,11 +13,16 @@ from ..errors import LlmarchError
 def add_parsers(sub) -> None:
     p = sub.add_parser("convert", help="convert between Hugging Face and llmarch checkpoints")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--from-hf", metavar="DIR",
-                       help="a Hugging Face checkpoint directory to read (this or --to-hf is required)")
-    which.add_argument("--to-hf", metavar="DIR",
-                       help="an llmarch checkpoint or run directory to export (this or --from-hf is required)")
-    p.add_argument("--out", required=True, help="new output directory (required)")
+    which.add_argument("--from-hf", metavar="DIR", help="a Hugging Face checkpoint directory to read "
+                                                        "(this, --to-hf or --to-gguf is required)")
+    which.add_argument("--to-hf", metavar="DIR", help="an llmarch checkpoint or run directory to export "
+                                                      "(this, --from-hf or --to-gguf is required)")
+    which.add_argument("--to-gguf", metavar="DIR",
+                       help="an llmarch checkpoint (llama or qwen2 family) to write as the GGUF file --out "
+                            "(this, --from-hf or --to-hf is required)")
+    p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "q8_0"),
+                   help="--to-gguf: the matrices' tensor type; norms stay F32 (default: %(default)s)")
+    p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -29,6 +35,8 @@ def cmd_convert(args) -> None:
     from ..rundir import atomic_directory, resolve_checkpoint
 
     out = Path(args.out)
+    if args.to_gguf:
+        return write_gguf(args)
     if out.exists() and any(out.iterdir()):
         raise LlmarchError(f"{out} exists and is not empty; choose a new --out")
     if args.from_hf:
@@ -52,3 +60,27 @@ def cmd_convert(args) -> None:
 
     atomic_directory(out, write)
     print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+
+
+def write_gguf(args) -> None:
+    """An llmarch checkpoint -> one GGUF file, written under a temporary name and renamed into place."""
+    import os
+
+    from .. import load
+    from ..data.tokenizer import BPETokenizer, load_tokenizer
+    from ..interop.gguf_writer import to_gguf
+    from ..rundir import resolve_checkpoint
+
+    out = Path(args.out)
+    if out.suffix != ".gguf" or out.exists():
+        raise LlmarchError(f"--out must be a new .gguf file for --to-gguf, got {out}")
+    src = resolve_checkpoint(args.to_gguf)
+    model = load(src)
+    tok = load_tokenizer(src) if (src / "tokenizer.json").is_file() else None
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        to_gguf(model, tmp, args.gguf_type, tok if isinstance(tok, BPETokenizer) else None)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {out} ({args.gguf_type}, {sum(p.numel() for p in model.parameters()):,} parameters)")

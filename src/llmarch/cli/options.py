@@ -182,13 +182,14 @@ def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None):
     """A checkpoint's model (on `device`, cast to `dtype` if given; both checked before anything is read) and
     its tokenizer, which must fit the model's vocabulary."""
     from .. import load
-    from ..data.tokenizer import check_fits, load_tokenizer
+    from ..data.tokenizer import check_fits
     from ..device import DTYPES, parse_device
+    from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint directory's, or a .gguf file's
     from ..rundir import resolve_checkpoint
 
     device = parse_device(device) if device is not None else None
     path = resolve_checkpoint(checkpoint)
-    model, tok = load(path, device), load_tokenizer(path)
+    model, tok = load(path, device), checkpoint_tokenizer(path)
     if dtype is not None:
         model = model.to(DTYPES[dtype])
     check_fits(tok, model.config.vocab_size)

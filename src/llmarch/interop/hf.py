@@ -117,7 +117,13 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     hf_cfg = read_hf_config(path)
     family = FAMILIES[str(hf_cfg.get("model_type"))]
     cfg = hf_model_config(hf_cfg, path / "config.json")
-    ckpt = Checkpoint(path, family.canonical)
+    return build_from(cfg, family, Checkpoint(path, family.canonical), path, dtype, device)
+
+
+def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torch.dtype | None,
+               device: str | torch.device | None) -> TransformerLM:
+    """The model of `cfg` with its tensors read through the family's rules from `ckpt`, which gives tensors by
+    Hugging Face name (safetensors_io.Checkpoint, or a GGUF file's, interop/gguf.py)."""
     with torch.device("meta"):
         model = model_class(cfg)(cfg)
     wanted = {k: v.shape for k, v in state_for_saving(model).items()}
@@ -128,13 +134,13 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
             used.update(rule.hf)
     missing = sorted(set(wanted) - set(state))
     if missing:
-        raise LlmarchError(f"no mapping fills {missing[0]} (model_type {hf_cfg['model_type']})")
+        raise LlmarchError(f"no mapping fills {missing[0]} (model_type {cfg.hf_model_type})")
     ignore = [re.compile(p) for p in family.ignore]
     if cfg.tied_head:  # a tied head may be stored too; it holds the embedding again
         ignore.append(re.compile(r"^lm_head\.weight$"))
     extra = sorted(n for n in ckpt.names() - used if not any(p.search(n) for p in ignore))
     if extra:
-        raise LlmarchError(f"{path}: unexpected tensor {first_and_count(extra)} that the model has no place for")
+        raise LlmarchError(f"{source}: unexpected tensor {first_and_count(extra)} that the model has no place for")
     return assemble(model, state, device).eval()
 
 

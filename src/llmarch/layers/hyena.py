@@ -83,6 +83,8 @@ class Sin(nn.Module):
 class ImplicitFilter(nn.Module):
     """The N long filters, d channels each, from one FFN of the position (§3.3), and their skip terms b^n."""
 
+    quantize = False  # its weights generate the long filters, read whole (quant/apply.py leaves them)
+
     def __init__(self, cfg):
         super().__init__()
         d, N, H = cfg.d_model, cfg.hyena_order, cfg.hyena_filter_hidden

@@ -1,0 +1,154 @@
+"""GGUF files (llama.cpp's format: metadata key/values, then tensors, many block-quantized) read as an llmarch
+model, through the same Hugging Face family tables as from_hf: the metadata becomes a config.json-like dict,
+each GGUF tensor name maps to its Hugging Face name (the `gguf` package's own TensorNameMap, llama.cpp's
+table), and each tensor is dequantized to fp32 by the `gguf` package (gguf.quants.dequantize: F32, F16, BF16,
+Q4_0 ... Q8_0, the K-quants). Then llmarch.quant can quantize it again for its kernels.
+
+llama.cpp's converter permutes LLaMA's q and k rows (convert_hf_to_gguf.py, LlamaModel.permute): per head it
+interleaves the two rotated halves, (h, 2, d/2, K) -> (h, d/2, 2, K), for its GPT-J-style rotation; reading
+undoes it, (h, d/2, 2, K) -> (h, 2, d/2, K). Qwen2's converter keeps the half-split (NeoX) order."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import LlmarchError, first_and_count
+
+
+@dataclass(frozen=True)
+class Arch:
+    model_type: str  # the llmarch/HF family that reads it
+    permuted_qk: bool  # llama.cpp permuted q and k on conversion
+
+
+ARCHS = {"llama": Arch("llama", True), "qwen2": Arch("qwen2", False)}
+
+
+def is_gguf(path: str | Path) -> bool:
+    return Path(path).suffix == ".gguf" and Path(path).is_file()
+
+
+def open_gguf(path: str | Path):
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as e:  # the reader raises ValueError, struct.error, IndexError... on a damaged file
+        raise LlmarchError(f"cannot read {path} (truncated or corrupt GGUF?): {str(e).splitlines()[0]}") from None
+
+
+def field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def hf_config(reader, path) -> dict:
+    """A Hugging Face config.json's fields from the GGUF metadata (llama.cpp's key names: `{arch}.block_count`,
+    `{arch}.attention.head_count`, ...)."""
+    arch = field(reader, "general.architecture")
+    if arch not in ARCHS:
+        raise LlmarchError(f"{path}: GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHS)}")
+
+    def get(key, default=None):
+        value = field(reader, f"{arch}.{key}", default)
+        if value is None:
+            raise LlmarchError(f"{path}: GGUF metadata lacks {arch}.{key}")
+        return value
+
+    names = {t.name for t in reader.tensors}
+    if "rope_freqs.weight" in names:
+        raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
+    scaling = field(reader, f"{arch}.rope.scaling.type", "none")
+    if scaling not in ("none", "linear"):
+        raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF files (none, linear)")
+    d, heads = get("embedding_length"), get("attention.head_count")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    hf = dict(model_type=ARCHS[arch].model_type, _name_or_path=field(reader, "general.name", arch),
+              vocab_size=field(reader, f"{arch}.vocab_size", len(tokens.data) if tokens else None),
+              hidden_size=d, intermediate_size=get("feed_forward_length"), num_hidden_layers=get("block_count"),
+              num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv", heads),
+              head_dim=get("attention.key_length", d // heads), rms_norm_eps=get("attention.layer_norm_rms_epsilon"),
+              rope_theta=get("rope.freq_base", 10000.0), max_position_embeddings=get("context_length"),
+              tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names,
+              eos_token_id=field(reader, "tokenizer.ggml.eos_token_id"))
+    if scaling == "linear":
+        hf["rope_scaling"] = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
+    if hf["vocab_size"] is None:
+        raise LlmarchError(f"{path}: GGUF metadata gives no vocabulary size")
+    return hf
+
+
+class GGUFTensors:
+    """A GGUF file's tensors by Hugging Face name, with the interface hf.build_from reads (safetensors_io's
+    Checkpoint): names(), file(name) -> (self, key), shape/dtype/read/read_into(key)."""
+
+    def __init__(self, reader, arch: str, hf_names: list[str], n_heads: int, n_kv_heads: int, n_layers: int,
+                 path):
+        import gguf
+
+        self.path = path
+        self.tensors = {t.name: t for t in reader.tensors}
+        arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
+        name_map = gguf.get_tensor_name_map(arch_id, n_layers)
+        self.to_gguf = {}
+        for hf in hf_names:  # the names the family's rules read
+            gguf_name = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
+            if gguf_name in self.tensors:
+                self.to_gguf[hf] = gguf_name
+        unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()))
+        if unmatched:
+            raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
+        heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
+        self.heads = {hf: h for hf in self.to_gguf for proj, h in heads.items() if f".{proj}." in hf}
+
+    def names(self) -> set[str]:
+        return set(self.to_gguf)
+
+    def file(self, name: str):
+        return self, name
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+
+    def dtype(self, name: str) -> torch.dtype:
+        return torch.float32
+
+    def read(self, name: str) -> torch.Tensor:
+        import gguf
+
+        t = self.tensors[self.to_gguf[name]]
+        try:
+            values = gguf.quants.dequantize(t.data, t.tensor_type)
+        except NotImplementedError:
+            raise LlmarchError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which the gguf "
+                               "package cannot dequantize") from None
+        w = torch.from_numpy(values.astype("float32", copy=False).reshape(self.shape(name)).copy())
+        if name in self.heads:  # undo llama.cpp's q/k permutation
+            h = self.heads[name]
+            w = w.reshape(h, w.shape[0] // h // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+        return w
+
+    def read_into(self, name: str, out: torch.Tensor) -> None:
+        out.copy_(self.read(name))
+
+
+def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+    """An llmarch model from a .gguf file (weights dequantized to fp32, or `dtype`)."""
+    from .hf import FAMILIES, build_from, hf_model_config
+    from .mapping import expand
+
+    path = Path(path)
+    if not path.is_file():
+        raise LlmarchError(f"{path} does not exist")
+    reader = open_gguf(path)
+    hf = hf_config(reader, path)
+    cfg = hf_model_config(hf, path)
+    family = FAMILIES[hf["model_type"]]
+    hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf]
+    tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
+                          cfg.n_layers, path)
+    return build_from(cfg, family, tensors, path, dtype, device)

@@ -1,0 +1,24 @@
+"""Weight-only quantization of a built model (int8 per channel; int4 in groups, round-to-nearest or HQQ), its
+checkpoints, and the kernels it runs on. `llmarch.quant.quantize(model, "int4", group_size=64)`."""
+from __future__ import annotations
+
+from torch import nn
+
+from .apply import weight_bytes
+from .linear import Int4Linear, Int8Linear
+from .scheme import METHODS, Scheme, is_quantized_dir
+
+
+def quantize(model: nn.Module, method: str = "int8", group_size: int = 64, head: bool = True,
+             compute_dtype: str = "bfloat16", embeddings: bool = False) -> nn.Module:
+    """Quantize the model's weights in place (see apply.py for which layers); returns the model, with its
+    Scheme as `model.quantization`."""
+    from .apply import quantize as _quantize
+
+    scheme = Scheme(method, group_size, head, embeddings, compute_dtype)
+    _quantize(model, scheme)
+    model.quantization = scheme
+    return model
+
+
+__all__ = ["quantize", "Scheme", "METHODS", "Int8Linear", "Int4Linear", "is_quantized_dir", "weight_bytes"]

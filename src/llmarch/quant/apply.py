@@ -1,0 +1,92 @@
+"""Quantization as a transform on a built model (the first of DESIGN.md's inference transforms): every
+nn.Linear of every block (attention projections, FFNs, shared experts, mixers' projections), every MoE's stacked
+experts (per expert), and the LM head unless the scheme keeps it; the token embedding table to int8 per row
+if the scheme says so; norms and routers stay as they are. Layers
+the int4 kernel cannot hold (out_features not a multiple of 16, or in_features narrower than a group) are
+quantized to int8 instead."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers.moe import Experts
+from .experts import QuantExperts
+from .linear import INT4_ROWS, Int4Linear, Int8Embedding, Int8Linear
+from .scheme import Scheme
+
+
+def _linear_maker(scheme: Scheme, meta: bool):
+    """A function (weight (N, K), bias or None) -> the quantized layer for it; on the meta device (a model
+    built to be filled by a checkpoint), an empty one of the right shape."""
+
+    def make(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+        N, K = weight.shape
+        int4 = scheme.int4 and N % INT4_ROWS == 0 and K % scheme.group_size == 0
+        if meta:
+            if int4:
+                return Int4Linear(K, N, bias is not None, scheme.group_size, scheme.dtype, device="meta")
+            return Int8Linear(K, N, bias is not None, scheme.dtype, device="meta")
+        if int4:
+            return Int4Linear.from_weight(weight, bias, scheme.group_size, scheme.dtype, scheme.method)
+        return Int8Linear.from_weight(weight, bias, scheme.dtype)
+
+    return make
+
+
+def check_widths(model: nn.Module, scheme: Scheme) -> None:
+    """One line naming the first layer whose input width the group size does not divide (a layer narrower than
+one group, like Mamba's dt_proj, goes to int8 instead)."""
+    from ..errors import LlmarchError
+
+    if not scheme.int4:
+        return
+    for name, module in _targets(model, scheme):
+        K = module.in_features if isinstance(module, nn.Linear) else module.w_in.shape[-1]
+        widths = [K] if isinstance(module, nn.Linear) else [K, module.down.shape[-1]]
+        for width in widths:
+            if width > scheme.group_size and width % scheme.group_size:
+                raise LlmarchError(f"group size {scheme.group_size} does not divide the width {width} of {name}; "
+                                   "choose a group size that divides every layer's input width")
+
+
+def _targets(model: nn.Module, scheme: Scheme):
+    """(name, module) of each layer to quantize; a module with `quantize = False` keeps its subtree (Hyena's
+    filter network, whose weights are read whole)."""
+    kept = [name for name, module in model.named_modules() if getattr(module, "quantize", True) is False]
+    for name, module in model.named_modules():
+        if (name == "lm_head" and not scheme.head) or any(name.startswith(k + ".") for k in kept):
+            continue
+        if isinstance(module, nn.Linear) or (isinstance(module, Experts) and not isinstance(module, QuantExperts)):
+            yield name, module
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
+    """Replace the model's linear layers and experts by quantized ones, in place; returns the model. The
+    weights are read from wherever they are; a meta-device model gets empty quantized layers to load into."""
+    check_widths(model, scheme)
+    meta = next(model.parameters()).device.type == "meta"
+    make = _linear_maker(scheme, meta)
+    if scheme.embeddings and isinstance(getattr(model, "embed", None), nn.Embedding):
+        embed = model.embed
+        model.embed = (Int8Embedding(embed.num_embeddings, embed.embedding_dim, device="meta") if meta
+                       else Int8Embedding.from_embedding(embed))
+    for name, module in list(_targets(model, scheme)):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        if isinstance(module, Experts):
+            new = QuantExperts(module, make)
+        else:
+            new = make(module.weight, module.bias)
+        setattr(parent, child, new)
+    return model
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and persistent buffers as they sit in memory (shared tensors once)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total

@@ -1,0 +1,182 @@
+"""Linear layers over quantized weights, on torch's own weight-only kernels (no dequantize-then-matmul on CPU):
+- Int8Linear: y = (x W_q^T) * s per output channel, `aten._weight_int8pack_mm(x, W_q int8 (N, K), s (N,))`;
+- Int4Linear: groups of G input columns, W = (q - 8) s + z, `aten._weight_int4pack_mm_for_cpu(x, packed, G,
+  sz (K/G, N, 2))`, the codes packed by `aten._convert_weight_to_int4pack_for_cpu` into the kernel's own tiles.
+Both kernels need the activations in the scales' dtype; on this build they run 10-200x faster with bf16
+activations than fp32 ones (docs/quantization.md), so the layers compute in the scheme's compute dtype (bf16 by
+default) and return the input's dtype. On a device without the kernel (the int4 tiles are the CPU build's), the
+weights are dequantized per call: correct, not fast.
+
+Shapes: x (..., K) -> (..., N). A checkpoint stores the int4 codes in a portable form, two per byte (`qweight`
+(N, K/2), column 2j in the low nibble), with `scales` and `zeros` (N, K/G); the kernel's tiles exist only in
+memory, converted on load and back on save."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import LlmarchError
+from .rtn import int4_dequantize, pack_nibbles, unpack_nibbles
+
+INT4_ROWS = 16  # the int4 CPU kernel packs output rows in tiles of 16: N must be a multiple
+
+
+def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1]).to(dtype).contiguous()
+
+
+class Int8Linear(nn.Module):
+    """int8 weights per output channel (state: weight int8 (N, K), scales (N,), bias (N,) or none)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(out_features, dtype=dtype, device=device))
+        self.register_buffer("bias", torch.empty(out_features, device=device) if bias else None)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Int8Linear:
+        from .rtn import int8_rtn
+
+        new = cls(weight.shape[1], weight.shape[0], bias is not None, dtype, device=weight.device)
+        codes, scales = int8_rtn(weight.detach())
+        new.weight.copy_(codes)
+        new.scales.copy_(scales)
+        if bias is not None:
+            new.bias.copy_(bias.detach())
+        return new
+
+    def dequantized(self) -> torch.Tensor:
+        return self.weight.float() * self.scales.float()[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self.scales.dtype
+        if x.device.type == "cpu":
+            y = torch.ops.aten._weight_int8pack_mm(_flat(x, dtype), self.weight, self.scales)
+        else:
+            y = F.linear(_flat(x, dtype), self.weight.to(dtype) * self.scales[:, None])
+        y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8, {self.scales.dtype}"
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table in int8 per row (state: weight int8 (V, C), scales (V,) fp32): a lookup reads one row
+    and one scale, so no kernel is needed, and the table (for a small model's large vocabulary, the largest
+    tensor) takes a quarter of its fp32 bytes."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.register_buffer("weight", torch.empty(num_embeddings, embedding_dim, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(num_embeddings, device=device))
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> Int8Embedding:
+        from .rtn import int8_rtn
+
+        new = cls(embedding.num_embeddings, embedding.embedding_dim, device=embedding.weight.device)
+        codes, scales = int8_rtn(embedding.weight.detach())
+        new.weight.copy_(codes)
+        new.scales.copy_(scales)
+        return new
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., C) fp32
+        return F.embedding(ids, self.weight).float() * self.scales[ids].unsqueeze(-1)
+
+
+class Int4Linear(nn.Module):
+    """int4 weights in groups (state dict: qweight uint8 (N, K/2), scales and zeros (N, K/G), bias). In memory:
+    `packed` (N, K/2) uint8, in the CPU kernel's tiles on CPU (else the state dict's nibbles), and `scale_zeros`
+    (K/G, N, 2)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int, dtype: torch.dtype,
+                 device=None):
+        super().__init__()
+        if in_features % group_size or out_features % INT4_ROWS:
+            raise LlmarchError(f"int4 needs in_features ({in_features}) divisible by the group size ({group_size}) "
+                               f"and out_features ({out_features}) by {INT4_ROWS}")
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        device = torch.device(device or "cpu")
+        self.register_buffer("packed", torch.empty(out_features, in_features // 2, dtype=torch.uint8, device=device))
+        self.register_buffer("scale_zeros", torch.empty(in_features // group_size, out_features, 2, dtype=dtype,
+                                                        device=device))
+        self.register_buffer("bias", torch.empty(out_features, device=device) if bias else None)
+        self.cpu_tiles = False  # whether `packed` holds the CPU kernel's tiles (else plain nibbles)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, group_size: int, dtype: torch.dtype,
+                    method: str = "int4") -> Int4Linear:
+        from .hqq import int4_hqq
+        from .rtn import int4_rtn
+
+        new = cls(weight.shape[1], weight.shape[0], bias is not None, group_size, dtype, device=weight.device)
+        codes, scales, zeros = (int4_hqq if method == "int4-hqq" else int4_rtn)(weight.detach(), group_size)
+        new.set_codes(codes, scales, zeros)
+        if bias is not None:
+            new.bias.copy_(bias.detach())
+        return new
+
+    def set_codes(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> None:
+        """codes (N, K) in [0, 15], scales and zeros (N, K/G): into the in-memory form for this device."""
+        self.cpu_tiles = codes.device.type == "cpu"
+        if self.cpu_tiles:
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+        else:
+            self.packed = pack_nibbles(codes)
+        self.scale_zeros = torch.stack([scales, zeros], dim=-1).transpose(0, 1).to(self.scale_zeros.dtype).contiguous()
+
+    def codes(self) -> torch.Tensor:
+        """The codes (N, K) in [0, 15]. From the CPU tiles, read back through the kernel itself: the identity
+        matrix times the weights dequantized with scale 1 and zero 8 is exactly q^T (small integers, exact in
+        bf16, the kernel's fast dtype)."""
+        if self.packed.device.type == "meta":
+            return torch.empty(self.out_features, self.in_features, dtype=torch.uint8, device="meta")
+        if not self.cpu_tiles:
+            return unpack_nibbles(self.packed)
+        K, G = self.in_features, self.group_size
+        unit = torch.tensor([1.0, 8.0], dtype=torch.bfloat16).expand(K // G, self.out_features, 2).contiguous()
+        eye = torch.eye(K, dtype=torch.bfloat16)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, G, unit).t().round().to(torch.uint8)
+
+    def dequantized(self) -> torch.Tensor:
+        sz = self.scale_zeros.transpose(0, 1)
+        return int4_dequantize(self.codes(), sz[..., 0], sz[..., 1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self.scale_zeros.dtype
+        if self.cpu_tiles and x.device.type == "cpu":
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(_flat(x, dtype), self.packed, self.group_size,
+                                                           self.scale_zeros)
+        else:
+            y = F.linear(_flat(x, dtype), self.dequantized().to(dtype))
+        y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        sz = self.scale_zeros.transpose(0, 1)
+        destination[prefix + "qweight"] = pack_nibbles(self.codes())
+        destination[prefix + "scales"] = sz[..., 0].contiguous()
+        destination[prefix + "zeros"] = sz[..., 1].contiguous()
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        names = ["qweight", "scales", "zeros"] + (["bias"] if self.bias is not None else [])
+        missing = [prefix + n for n in names if prefix + n not in state_dict]
+        if missing:
+            missing_keys.extend(missing)
+            return
+        self.set_codes(unpack_nibbles(state_dict[prefix + "qweight"]), state_dict[prefix + "scales"],
+                       state_dict[prefix + "zeros"])
+        if self.bias is not None:
+            self.bias = state_dict[prefix + "bias"]
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int4, "
+                f"group_size={self.group_size}, {self.scale_zeros.dtype}")

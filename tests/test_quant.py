@@ -1,0 +1,169 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import llmarch
+from llmarch.cli import main
+from llmarch import LlmarchError
+from llmarch.quant import Int4Linear, Int8Linear, quantize, weight_bytes
+from llmarch.quant.experts import QuantExperts
+from llmarch.quant.hqq import int4_hqq
+from llmarch.quant.linear import Int8Embedding
+from llmarch.quant.rtn import int4_dequantize, int4_rtn, pack_nibbles, unpack_nibbles
+
+from conftest import tiny
+
+
+def decisive(model):
+    """A random model whose next token is clear (logits far apart), so greedy decoding is a fair test."""
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30)
+    return model
+
+
+def dequantized_copy(model, q):
+    """The full-precision model with each quantized weight replaced by its dequantized values."""
+    ref, layers = copy.deepcopy(model), dict(q.named_modules())
+    for name, module in ref.named_modules():
+        if isinstance(layers.get(name), (Int8Linear, Int4Linear)):
+            module.weight = torch.nn.Parameter(layers[name].dequantized())
+        elif isinstance(layers.get(name), QuantExperts):
+            module.w_in.data = torch.stack([lin.dequantized() for lin in layers[name].w_in])
+            module.down.data = torch.stack([lin.dequantized() for lin in layers[name].down])
+    return ref
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_kernels_equal_the_dequantized_weights_in_fp32():
+    torch.manual_seed(0)
+    w, b, x = torch.randn(48, 128), torch.randn(48), torch.randn(2, 3, 128)
+    q8 = Int8Linear.from_weight(w, b, torch.float32)
+    torch.testing.assert_close(q8(x), F.linear(x, q8.dequantized(), b), atol=1e-4, rtol=1e-5)
+    assert (q8.dequantized() - w).abs().max() <= w.abs().amax(1).max() / 254 + 1e-6
+    for method in ("int4", "int4-hqq"):
+        q4 = Int4Linear.from_weight(w, b, 32, torch.float32, method)
+        torch.testing.assert_close(q4(x), F.linear(x, q4.dequantized(), b), atol=1e-4, rtol=1e-5)
+    codes, scales, zeros = int4_rtn(w, 32)
+    q4 = Int4Linear.from_weight(w, None, 32, torch.float32)
+    assert torch.equal(q4.codes(), codes)  # read back from the kernel's tiles exactly
+    assert torch.equal(unpack_nibbles(pack_nibbles(codes)), codes)
+    assert (int4_dequantize(codes, scales, zeros) - w).abs().max() <= (scales.max() / 2) * 1.001
+
+
+def test_hqq_fits_the_weights_better_than_round_to_nearest():
+    torch.manual_seed(0)
+    w = torch.distributions.StudentT(3.0).sample((256, 256))  # heavy tails, as trained weights have
+    err = {name: (int4_dequantize(*fn(w, 64)) - w).abs().mean() for name, fn in (("rtn", int4_rtn), ("hqq", int4_hqq))}
+    assert err["hqq"] < err["rtn"]
+
+
+@pytest.mark.parametrize("method,group,tol", [("int8", 64, 0.03), ("int4", 32, 0.15), ("int4-hqq", 32, 0.15)])
+def test_quantized_logits_close_to_full_precision(method, group, tol):
+    model = tiny(vocab_size=128)
+    ids = torch.randint(0, 128, (2, 24))
+    ref = logits(model, ids)
+    q = quantize(copy.deepcopy(model), method, group)
+    assert not any(type(m) is torch.nn.Linear for m in q.modules())
+    rel = (logits(q, ids) - ref).norm() / ref.norm()
+    assert rel < tol
+    assert weight_bytes(q) < weight_bytes(model)
+
+
+def test_int8_embeddings():
+    model = tiny(vocab_size=128)
+    ids = torch.randint(0, 128, (2, 24))
+    ref = logits(model, ids)
+    q = quantize(copy.deepcopy(model), "int8", embeddings=True)
+    assert isinstance(q.embed, Int8Embedding) and q.embed.weight.dtype == torch.int8
+    assert (logits(q, ids) - ref).norm() / ref.norm() < 0.03
+    with pytest.raises(LlmarchError, match="embeddings=True needs head=True"):
+        quantize(copy.deepcopy(model), "int8", head=False, embeddings=True)
+
+
+def test_int8_greedy_tokens_equal_full_precision():
+    model = decisive(tiny(vocab_size=128))
+    prompt = torch.tensor([[5, 17, 33, 2]])
+    want = llmarch.generate(model, prompt, max_new_tokens=24, temperature=0)
+    got = llmarch.generate(quantize(copy.deepcopy(model), "int8"), prompt, max_new_tokens=24, temperature=0)
+    assert torch.equal(got, want)
+
+
+def test_moe_experts_are_quantized_per_expert():
+    model = tiny("mixtral-tiny", vocab_size=128)
+    ids = torch.randint(0, 128, (2, 12))
+    q = quantize(copy.deepcopy(model), "int4", 32, compute_dtype="float32")
+    experts = next(m for m in q.modules() if isinstance(m, QuantExperts))
+    n = model.config.n_experts
+    assert len(experts.w_in) == n and isinstance(experts.down[0], Int4Linear)
+    assert experts.w_in[0].in_features == model.config.d_model
+    ref = dequantized_copy(model, q)
+    torch.testing.assert_close(logits(q, ids), logits(ref, ids), atol=1e-4, rtol=1e-4)
+    out = llmarch.generate(quantize(copy.deepcopy(model), "int8"), ids[:1, :4], max_new_tokens=6, temperature=0)
+    assert out.shape == (1, 10)
+
+
+def test_quantized_checkpoint_round_trip(tmp_path):
+    from llmarch.quant import Scheme
+    from llmarch.quant.checkpoint import save_quantized
+
+    model = tiny(vocab_size=128)
+    ids = torch.randint(0, 128, (2, 10))
+    for method in ("int8", "int4"):
+        q = quantize(copy.deepcopy(model), method, 32, embeddings=method == "int4")
+        save_quantized(q, Scheme(method, 32, embeddings=method == "int4"), tmp_path / method)
+        loaded = llmarch.load(tmp_path / method)
+        assert loaded.quantization.method == method
+        assert torch.equal(logits(loaded, ids), logits(q, ids))
+        assert weight_bytes(loaded) == weight_bytes(q)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import ByteTokenizer
+
+    folder = tmp_path / "fp32"
+    save_model(decisive(tiny(vocab_size=257, d_model=96, n_heads=4)), folder)
+    ByteTokenizer().save(folder)
+    return folder
+
+
+def test_cli_quantize_then_generate_and_eval(checkpoint, tmp_path, capsys, corpus):
+    for method in ("int8", "int4-hqq"):
+        out = tmp_path / method
+        assert main(["quantize", "--checkpoint", str(checkpoint), "--method", method, "--group-size", "32",
+                     "--out", str(out)]) == 0
+        assert "MiB ->" in capsys.readouterr().out
+        assert (out / "quantization.json").is_file()
+        assert main(["generate", "--checkpoint", str(out), "--prompt", "def ", "--max-new-tokens", "8",
+                     "--temperature", "0"]) == 0
+        assert capsys.readouterr().out.startswith("def ")
+    assert main(["generate", "--checkpoint", str(checkpoint), "--prompt", "def ", "--max-new-tokens", "8",
+                 "--temperature", "0"]) == 0
+    full = capsys.readouterr().out
+    assert main(["generate", "--checkpoint", str(tmp_path / "int8"), "--prompt", "def ", "--max-new-tokens", "8",
+                 "--temperature", "0"]) == 0
+    assert capsys.readouterr().out == full  # int8: the same greedy tokens
+    assert main(["eval", "--checkpoint", str(tmp_path / "int8"), "--data", corpus, "--json"]) == 0
+
+
+@pytest.mark.parametrize("args,text", [
+    (("--method", "int4", "--group-size", "64"), "group size 64 does not divide the width 96"),
+    (("--method", "int4", "--group-size", "48"), "group_size must be one of"),
+    (("--method", "int5"), "invalid choice: 'int5'"),
+])
+def test_cli_quantize_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys, args, text):
+    out = tmp_path / "q"
+    try:
+        code = main(["quantize", "--checkpoint", str(checkpoint), *args, "--out", str(out)])
+    except SystemExit as e:  # the option parser's errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
+    assert not out.exists()
