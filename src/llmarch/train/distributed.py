@@ -40,6 +40,8 @@ def process_group(device: torch.device):
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     try:
         yield
+        if created:  # leave together: a process tearing down gloo while a peer still works can abort (SIGABRT)
+            dist.barrier()
     except RuntimeError as e:
         if world > 1 and _communication_failed(e):
             detail = re.sub(r"^\[[^\]]*\] ", "", str(e).splitlines()[0])  # without gloo's source location
