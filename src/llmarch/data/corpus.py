@@ -105,7 +105,8 @@ def read_documents(source: str | None = None) -> list[Document]:
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                       and "__pycache__" not in p.relative_to(path).parts)  # compiled bytecode is not text
     else:  # a glob
         files = sorted(Path(p) for p in globlib.glob(source, recursive=True) if Path(p).is_file())
     skipped: list[str] = []
