@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import llmarch
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import from_hf
 
-from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
+from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, padded_batch
 
 transformers = pytest.importorskip("transformers")
 
@@ -65,17 +65,7 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     hf = build_hf(case, tmp_path)
     ours = from_hf(tmp_path / "hf")
     assert ours.config.mixer == ("attention" if case == "llama-yarn" else "mla")
-    ids, mask = padded_batch(ours.config.vocab_size)
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
-
-    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False, pad_token_id=0)
-    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32), theirs)
-
-    to_hf(ours, tmp_path / "out")
-    again = getattr(transformers, CASES[case][1]).from_pretrained(tmp_path / "out").eval()
-    assert_close_on_real_tokens(hf_logits(again, ids, mask), mine, mask)
+    assert_matches_transformers(hf, ours, CASES[case][1], tmp_path)
 
 
 @pytest.mark.parametrize("absorb", [True, False])

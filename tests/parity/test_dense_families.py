@@ -7,10 +7,9 @@ trip that transformers loads with the same logits."""
 import pytest
 import torch
 
-import llmarch
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import from_hf
 
-from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
+from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -65,14 +64,7 @@ def build_hf(case, tmp_path):
 def test_logits_generation_and_round_trip(case, tmp_path):
     hf = build_hf(case, tmp_path)
     ours = from_hf(tmp_path / "hf")
-    ids, mask = padded_batch(ours.config.vocab_size)
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
-
-    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False, pad_token_id=0)
-    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32)
-    assert torch.equal(generated, theirs)
+    ids, mask, generated = assert_matches_transformers(hf, ours, CASES[case][1], tmp_path)
     # cached decoding equals the whole forward, recomputed without a cache (not for LongRoPE, whose frequencies
     # follow the longest sequence of each call, so a cache holds keys rotated with the short set)
     if ours.config.rope_scaling != "longrope":
@@ -80,7 +72,3 @@ def test_logits_generation_and_round_trip(case, tmp_path):
         with torch.no_grad():
             again = ours(generated, attention_mask=full_mask).logits
         assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
-
-    to_hf(ours, tmp_path / "out")
-    back = getattr(transformers, CASES[case][1]).from_pretrained(tmp_path / "out").eval()
-    assert_close_on_real_tokens(hf_logits(back, ids, mask), mine, mask)

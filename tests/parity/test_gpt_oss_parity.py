@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import llmarch
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import from_hf
 from llmarch.layers.positions import RotaryPositions
 
-from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
+from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
 
@@ -51,17 +51,8 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     assert ours.config.attn_sinks and ours.config.ffn == "swiglu_clamped" and ours.config.rope_scaling == "yarn"
     kinds = {"sliding_attention": "SlidingWindowKind", "full_attention": "Full"}
     assert [type(b.attn.kind).__name__ for b in ours.blocks] == [kinds[t] for t in hf.config.layer_types]
-    ids, mask = padded_batch(ours.config.vocab_size)  # prompts of 20 and 13 tokens, past the window of 8
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
-
-    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False, pad_token_id=0)
-    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32), theirs)
-
-    to_hf(ours, tmp_path / "out")
-    again = transformers.GptOssForCausalLM.from_pretrained(tmp_path / "out").eval()
-    assert_close_on_real_tokens(hf_logits(again, ids, mask), mine, mask)
+    # prompts of 20 and 13 tokens, past the window of 8
+    assert_matches_transformers(hf, ours, "GptOssForCausalLM", tmp_path)
 
 
 def test_cached_decoding_equals_the_full_forward(tmp_path):
