@@ -12,21 +12,16 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.gated_deltanet import delta_shape
 from .hf import FAMILIES, Family
-from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
+from .llama import IGNORE, llama_like_config, llama_like_hf
 from .mapping import Rule
 from .mixtral import moe_fields
+from .qwen3_moe import RULES as QWEN3_MOE_RULES
 
 _L = "model.layers.{i}."
 _DELTA = ("in_proj_qkvz.weight", "in_proj_ba.weight", "conv1d.weight", "A_log", "dt_bias", "norm.weight",
           "out_proj.weight")
-RULES = LLAMA_RULES + [
-    Rule.of(_L + "self_attn.q_norm.weight", "blocks.{i}.attn.q_norm.weight"),
-    Rule.of(_L + "self_attn.k_norm.weight", "blocks.{i}.attn.k_norm.weight"),
+RULES = QWEN3_MOE_RULES + [  # Qwen3-MoE's attention QK-norm and experts, and:
     *[Rule.of(_L + "linear_attn." + t, "blocks.{i}.mixer." + t) for t in _DELTA],
-    Rule.of(_L + "mlp.gate.weight", "blocks.{i}.mlp.router.weight"),
-    Rule.of((_L + "mlp.experts.{e}.gate_proj.weight", _L + "mlp.experts.{e}.up_proj.weight"),
-            "blocks.{i}.mlp.experts.gate_up"),
-    Rule.of(_L + "mlp.experts.{e}.down_proj.weight", "blocks.{i}.mlp.experts.down"),
     Rule.of((_L + "mlp.shared_expert.gate_proj.weight", _L + "mlp.shared_expert.up_proj.weight"),
             "blocks.{i}.mlp.shared.gate_up.weight"),
     Rule.of(_L + "mlp.shared_expert.down_proj.weight", "blocks.{i}.mlp.shared.down.weight"),
