@@ -116,15 +116,13 @@ def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device,
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tied_head and isinstance(model.lm_head, nn.Linear):  # else a quantized copy of the head (quant/)
         model.lm_head.weight = model.embed.weight
-    for stack, stack_cfg in stacks(model).values():
-        with torch.device(device or "cpu"):
-            fresh = POSITIONS[stack_cfg.positions](stack_cfg)
-        for name, buf in fresh.named_buffers():
-            setattr(stack.positions, name, buf)
-        for t, positions in getattr(stack, "layer_positions", {}).items():
-            layer_cfg = stack_cfg.for_layer(stack_cfg.layer_types.index(t))
+    for stack, stack_cfg in stacks(model).values():  # the stack's positions and each layer type's own
+        owners = [(stack.positions, stack_cfg)] + [
+            (positions, stack_cfg.for_layer(stack_cfg.layer_types.index(t)))
+            for t, positions in getattr(stack, "layer_positions", {}).items()]
+        for module, positions_cfg in owners:
             with torch.device(device or "cpu"):
-                fresh = POSITIONS[layer_cfg.positions](layer_cfg)
+                fresh = POSITIONS[positions_cfg.positions](positions_cfg)
             for name, buf in fresh.named_buffers():
-                setattr(positions, name, buf)
+                setattr(module, name, buf)
     return model

@@ -164,9 +164,9 @@ class Stack(nn.Module):
 
 
 def _rotary_fields(cfg: ModelConfig) -> tuple:
-    return (cfg.positions, cfg.rope_theta, cfg.rope_fraction, cfg.rope_scaling, cfg.rope_factor,
-            cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_original_context, cfg.rope_beta_fast,
-            cfg.rope_beta_slow, cfg.rope_attn_factor, cfg.rope_mscale, cfg.rope_mscale_all_dim, cfg.rope_truncate)
+    """What a layer type's rotary tables depend on: its positions kind and every rope_* field."""
+    return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                 if f.name == "positions" or f.name.startswith("rope_"))
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:

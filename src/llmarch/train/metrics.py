@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
+
+from ..rundir import write_text_atomic
 
 FIELDS = ["step", "train_loss", "lr", "tokens_per_s"]  # the loop's own; a task adds its parts and metrics
 
@@ -30,12 +32,11 @@ class MetricsLog:
             for r in csv.DictReader(complete_lines(path)):
                 if r.get("step", "").isdigit() and int(r["step"]) <= resume_step:
                     rows.append(r)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, text.getvalue())
 
     def write(self, **row) -> None:
         with self.path.open("a", newline="") as f:
@@ -77,9 +78,7 @@ class ExpertLoadLog:
     def __init__(self, path: Path, resume_step: int = 0):
         self.path = path
         lines = [ln for ln in complete_lines(path) if resume_step and json.loads(ln)["step"] <= resume_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(ln + "\n" for ln in lines))
-        os.replace(tmp, path)  # as metrics.csv: never left empty by a kill
+        write_text_atomic(path, "".join(ln + "\n" for ln in lines))  # as metrics.csv: never left empty by a kill
 
     def write(self, step: int, model) -> None:
         from ..models.routing import expert_loads

@@ -7,7 +7,6 @@ then does `latest` name it, so a job stopped while saving leaves the previous ch
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,7 @@ def save_sharded(model, tok, opt, out: Path, step: int, train_config: dict, keep
     rank, world = dist.get_rank(), dist.get_world_size()
     name = f"step-{step:06d}"
     tmp = out / f".{name}.tmp"
-    if rank == 0:
-        for stale in out.glob(".step-*.tmp"):  # left by a job stopped while saving
-            shutil.rmtree(stale, ignore_errors=True)
+    if rank == 0:  # a job stopped while saving left its .step-*.tmp: loop.remove_leftovers took it at start
         tmp.mkdir(parents=True)
     dist.barrier()
     model_state, optim_state = get_state_dict(model, opt)
