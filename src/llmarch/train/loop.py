@@ -31,7 +31,7 @@ from .objectives import IGNORE
 from .pretrain import Pretraining, TrainConfig, TrainResult
 from .schedule import set_lr
 from .sharded import is_sharded, restore, save_sharded, seed_process
-from .state_files import save_optimizer, save_rng
+from .state_files import read_trainer_state, save_optimizer, save_rng
 from .task import Task
 
 __all__ = ["LoopConfig", "Outcome", "TrainConfig", "TrainResult", "check_out", "make_optimizer", "run",
@@ -98,17 +98,6 @@ def saved_train_config(out: Path) -> dict:
     """The training configuration recorded in the run's latest checkpoint."""
     ckpt = resolve_checkpoint(out)
     return read_trainer_state(ckpt).get("train_config")
-
-
-def read_trainer_state(ckpt: Path) -> dict:
-    path = ckpt / "trainer_state.json"
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LlmarchError(f"cannot read {path} (missing or corrupt): {str(e).splitlines()[0]}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise LlmarchError(f"{path} is malformed: it needs the step as an integer")
-    return state
 
 
 def make_optimizer(model: torch.nn.Module, lc, device: torch.device) -> torch.optim.AdamW:

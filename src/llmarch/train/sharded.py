@@ -21,7 +21,7 @@ from ..dcp_json import JsonWriter, load
 from ..errors import warn
 from ..rundir import CONFIG, move_into_place, publish
 from .distributed import distributed
-from .state_files import load_optimizer, load_rng, save_rng
+from .state_files import load_optimizer, load_rng, read_trainer_state, save_rng
 
 
 def is_sharded(ckpt: Path) -> bool:
@@ -72,7 +72,7 @@ def restore(model, opt, ckpt: Path, seed: int, step: int) -> None:
         else:  # full tensors in every process; FSDP keeps its shard of each
             set_optimizer_state_dict(model, opt, _by_name(model, opt, saved),
                                      options=StateDictOptions(full_state_dict=True))
-    saved_world = json.loads((ckpt / "trainer_state.json").read_text()).get("world_size", 1)
+    saved_world = read_trainer_state(ckpt).get("world_size", 1)
     rng = load_rng(ckpt / ("rng.safetensors" if saved_world == 1 else f"rng-rank{rank}.safetensors"))
     if saved_world == world and rng is not None:
         torch.set_rng_state(rng)

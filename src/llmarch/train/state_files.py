@@ -89,3 +89,16 @@ def _legacy(path: Path, device):
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise LlmarchError(f"cannot read {path}: {str(e).strip().splitlines()[0]}") from None
+
+
+def read_trainer_state(ckpt: Path) -> dict:
+    """A checkpoint's trainer_state.json (its step, the run's training config, the processes that wrote it),
+    checked: missing, corrupt or malformed is one line."""
+    path = ckpt / "trainer_state.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LlmarchError(f"cannot read {path} (missing or corrupt): {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise LlmarchError(f"{path} is malformed: it needs the step as an integer")
+    return state
