@@ -355,8 +355,7 @@ class ModelConfig:
                 raise LlmarchError(f"layer_overrides[{t!r}] sets {bad[0]}, which cannot vary per layer "
                                    f"(these can: {', '.join(LAYER_FIELDS)})")
             positions = fields_.get("positions", self.positions)
-            if positions != self.positions and positions not in ("rope", "none") or (
-                    self.positions not in ("rope", "none") and positions != self.positions):
+            if positions != self.positions and not {positions, self.positions} <= {"rope", "none"}:
                 raise LlmarchError(f"layer_overrides[{t!r}]: positions may vary per layer between rope and none "
                                    f"only (got {self.positions} and {positions})")
         self._layer_cfgs = {}
