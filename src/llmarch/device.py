@@ -37,3 +37,19 @@ def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise LlmarchError(f"unknown dtype {name!r}; choose one of: {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def machine_name(device: torch.device) -> str:
+    """The device in words, for results that name their machine: the GPU's name, or the CPU's model and the
+    cores torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:  # not Linux
+        pass
+    import platform
+
+    return f"{model or platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"

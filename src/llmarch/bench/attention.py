@@ -189,7 +189,8 @@ def two_panels(png: Path, draw) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     draw(*axes)
     for ax in axes:
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # an empty panel gets no legend (and no warning about one)
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(png, dpi=100)

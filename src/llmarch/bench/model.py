@@ -14,7 +14,6 @@ with its static cache, which it compiles itself on CUDA), and prefill tokens/s. 
 transformers is a test/benchmark dependency: the comparison is skipped, with a note, where it is missing."""
 from __future__ import annotations
 
-import platform
 import statistics
 import tempfile
 import time
@@ -294,9 +293,9 @@ def _hf_version() -> str:
 
 
 def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU"
+    from ..device import machine_name
+
+    return machine_name(device)
 
 
 def to_markdown(r: dict) -> str:

@@ -6,10 +6,10 @@ import sys
 import warnings
 
 from ..errors import LlmarchError, LlmarchWarning
-from . import analyze, bench, convert, embed, finetune, generate, info, quantize, scaling, serve, synthetic, train
+from . import analyze, bench, compare, convert, embed, finetune, generate, info, quantize, scaling, serve, synthetic, train
 from .options import Parser
 
-COMMANDS = (train, finetune, embed, generate, serve, convert, quantize, bench, synthetic, info, analyze, scaling)
+COMMANDS = (train, finetune, embed, generate, serve, convert, quantize, bench, compare, synthetic, info, analyze, scaling)
 
 
 def build_parser() -> Parser:

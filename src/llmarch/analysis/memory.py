@@ -1,0 +1,78 @@
+"""Peak memory of running a function: on CUDA the caching allocator's own high-water mark; elsewhere the most
+bytes held at once by live tensor storages, counted by a dispatch mode.
+
+The CPU allocator keeps no statistics, and the process's resident size mixes in the interpreter, the libraries
+and memory malloc has not returned, so on CPU we count what the model's arithmetic holds: every storage an op
+creates while `fn` runs, from its creation until its last reference (a view, a saved activation, a gradient)
+dies, plus the storages already alive that `fn` is given (parameters, optimizer state). This is the figure
+`torch.cuda.max_memory_allocated` approximates on a GPU, without the allocator's rounding and fragmentation."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of storages created under it, live and at their peak."""
+
+    def __init__(self, base: int):
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.base = base
+        self.now = self.peak = base
+
+    def _sweep(self) -> None:
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.now -= self.live.pop(key)[1]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # the old outputs whose last reference this op's caller dropped are gone before the new ones arrive
+        self._sweep()
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key not in self.live and storage.nbytes():
+                    self.live[key] = (StorageWeakRef(storage), storage.nbytes())
+                    self.now += storage.nbytes()
+        self.peak = max(self.peak, self.now)
+        return out
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind `tensors`."""
+    seen = {}
+    for t in tensors:
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
+def peak_bytes(fn: Callable[[], object], held: Iterable[torch.Tensor] = (),
+               device: torch.device | None = None) -> int:
+    """The most bytes of tensor memory in use at once while `fn()` runs. `held`: tensors alive throughout (a
+    model's parameters and gradients, an optimizer's state), counted once. CUDA: the allocator's peak, which
+    counts them by itself."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    with _LiveBytes(tensor_bytes(held)) as mode:
+        fn()
+    return mode.peak
+
+
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
+    """The tensors a training step holds throughout: parameters, their gradients, the optimizer's state."""
+    held = [p for p in model.parameters()] + [p.grad for p in model.parameters() if p.grad is not None]
+    if optimizer is not None:
+        held += [v for state in optimizer.state.values() for v in state.values()
+                 if isinstance(v, torch.Tensor) and v.numel() > 1]
+    return held
