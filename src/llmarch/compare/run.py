@@ -30,8 +30,8 @@ from .speed import SpeedConfig, measure
 
 @dataclass
 class CompareConfig:
-    budget: float = 3e12  # training FLOPs of every entry on the corpus
-    synthetic_budget: float = 4e11  # training FLOPs of every entry on each synthetic task; 0: skip them
+    budget: float = 1.5e12  # training FLOPs of every entry on the corpus
+    synthetic_budget: float = 6e11  # training FLOPs of every entry on each synthetic task; 0: skip them
     d_model: int = 128  # width of every entry
     depth: int = 4  # GPT's layers; every other entry's depth matches its FLOPs per token
     vocab_size: int = 2048  # BPE vocabulary trained on the corpus
@@ -39,7 +39,7 @@ class CompareConfig:
     batch_size: int = 16  # sequences per step
     lr: float = 2e-3  # peak learning rate (cosine to a tenth of it)
     evals: int = 4  # validation points per run (the loss-vs-compute curve)
-    eval_tokens: int = 32768  # validation tokens per point
+    eval_tokens: int = 16384  # validation tokens per point
     lengths: str = "1024,4096,16384"  # contexts of the decode figures
     repeats: int = 3  # rounds of every timed figure
     seed: int = 0
