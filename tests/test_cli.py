@@ -46,7 +46,8 @@ def test_info_json_keys_and_text():
     facts = json.loads(out)
     assert code == 0 and facts["parameters"] == 6_738_415_616
     assert set(facts) == {"parameters", "active_parameters", "non_embedding_parameters", "flops_per_token",
-                          "kv_cache_bytes_per_token", "state_bytes_per_sequence"}
+                          "kv_cache_bytes_per_token", "state_bytes_per_sequence", "weight_bytes",
+                          "bytes_per_parameter"}
     assert facts["state_bytes_per_sequence"] == 0  # attention only: a KV cache, no recurrent state
     assert facts["active_parameters"] == facts["parameters"]  # dense: every parameter is active
     code, out, _ = run("info", "gpt2", "--n-layers", "1", "--json")
@@ -64,6 +65,32 @@ def test_info_reports_state_bytes_for_ssm_and_hybrid_stacks():
     assert hybrid["state_bytes_per_sequence"] == 6 * (512 * 3 * 2 + 512 * 16 * 4)
     code, out, _ = run("info", "hybrid-tiny")
     assert code == 0 and "mixer mamba (attention in layers 2, 6)" in out and "state bytes per sequence" in out
+
+
+def test_info_reports_weight_memory_as_loaded(tmp_path):
+    """Bytes per parameter from the config alone: 2 at bf16; under --quantize, what the quantized layers hold;
+    for a quantized checkpoint, exactly the bytes of the model `llmarch.load` builds from it (fp32 elsewhere)."""
+    import llmarch
+    from llmarch.models.build import build_model
+    from llmarch.presets import resolve
+    from llmarch.quant import quantize, weight_bytes
+    from llmarch.quant.checkpoint import save_quantized
+
+    facts = json.loads(run("info", "llama-tiny", "--json")[1])
+    assert facts["weight_bytes"] == 2 * facts["parameters"] and facts["bytes_per_parameter"] == 2
+    int8 = json.loads(run("info", "llama-tiny", "--quantize", "int8", "--json")[1])
+    int4 = json.loads(run("info", "llama-tiny", "--quantize", "int4", "--json")[1])
+    embed = 8192 * 256 * 2  # the embedding table stays bf16; every linear (head included) is quantized
+    assert int8["weight_bytes"] - embed == pytest.approx(facts["parameters"] - 8192 * 256, rel=0.02)
+    assert 0.5 < (int4["weight_bytes"] - embed) / (facts["parameters"] - 8192 * 256) < 0.6  # + scales, zeros
+    cfg = resolve("llama-tiny", d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, vocab_size=256)
+    for method in ("int8", "int4"):
+        model = quantize(build_model(cfg, "cpu"), method, group_size=32)
+        save_quantized(model, model.quantization, tmp_path / method)
+        facts = json.loads(run("info", str(tmp_path / method), "--dtype", "fp32", "--json")[1])
+        assert facts["weight_bytes"] == weight_bytes(llmarch.load(tmp_path / method)), method
+    code, _, err = run("info", str(tmp_path / "int4"), "--quantize", "int8")
+    assert code == 2 and "is quantized already (int4)" in err
 
 
 def test_generate_and_eval(run_dir):

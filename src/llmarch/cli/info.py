@@ -17,7 +17,11 @@ def add_parsers(sub) -> None:
     p.add_argument("model", help="preset name, .json/.yaml config, Hugging Face directory or its config.json, "
                                  "llmarch checkpoint or run directory")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
-    p.add_argument("--dtype", default="bf16", help="element type for KV-cache bytes (default: %(default)s)")
+    p.add_argument("--dtype", default="bf16", help="element type of the KV cache and of floating-point weights "
+                                                   "(default: %(default)s)")
+    p.add_argument("--quantize", help="weight memory as if quantized with this method (int8, int4, int4-hqq); a "
+                                      "quantized checkpoint reports its own scheme (default: none)")
+    p.add_argument("--group-size", type=int, default=64, help="int4 group size for --quantize (default: %(default)s)")
     model_overrides(p)
     p.set_defaults(func=cmd_info)
 
@@ -27,6 +31,9 @@ def cmd_info(args) -> None:
 
     cfg = _config(args.model).replace(**collect(args, ModelConfig, only_set=True))
     facts = model_facts(cfg, args.dtype)
+    scheme = _scheme(args)
+    facts["weight_bytes"] = weight_memory(cfg, scheme, args.dtype)
+    facts["bytes_per_parameter"] = facts["weight_bytes"] / facts["parameters"]
     if args.json:
         print(json.dumps(facts))
         return
@@ -46,6 +53,10 @@ def cmd_info(args) -> None:
               f"({cfg.experts_per_token} of {cfg.n_experts} experts per token)")
     print(f"non-embedding parameters: {facts['non_embedding_parameters']:,}")
     print(f"training FLOPs per token: {facts['flops_per_token']:,}")
+    what = f"{scheme.method}" + (f", groups of {scheme.group_size}" if scheme and scheme.int4 else "") \
+        + f", other weights {args.dtype}" if scheme else args.dtype
+    print(f"weight memory:            {facts['weight_bytes'] / 2**20:,.1f} MiB, "
+          f"{facts['bytes_per_parameter']:.3g} bytes per parameter ({what})")
     if facts["kv_cache_bytes_per_token"]:
         notes = _notes(cfg, lambda mixer: mixer.cache_note())
         notes = f"{args.dtype}; {notes}" if notes else args.dtype
@@ -53,6 +64,55 @@ def cmd_info(args) -> None:
     if facts["state_bytes_per_sequence"]:
         print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} "
               f"({_notes(cfg, lambda mixer: mixer.state_note(args.dtype))})")
+
+
+def _scheme(args):
+    """The quantization scheme to count weights under: the checkpoint's own, or --quantize's."""
+    from ..quant.scheme import Scheme, is_quantized_dir
+    from ..rundir import resolve_checkpoint
+
+    path = Path(args.model)
+    if path.is_dir() and not args.model in _presets():
+        ckpt = resolve_checkpoint(path) if not is_quantized_dir(path) else path
+        if is_quantized_dir(ckpt):
+            if args.quantize:
+                raise LlmarchError(f"{args.model} is quantized already ({Scheme.load(ckpt).method}); "
+                                   "--quantize is for a full-precision model")
+            return Scheme.load(ckpt)
+    if args.quantize:
+        return Scheme(method=args.quantize, group_size=args.group_size)
+    return None
+
+
+def _presets():
+    from ..presets import PRESETS
+
+    return PRESETS
+
+
+def weight_memory(cfg: ModelConfig, scheme, dtype: str) -> int:
+    """Bytes the model's weights take in memory, without building them: the model on the meta device (quantized
+    by `scheme` if any); a quantized layer's tensors (packed codes, scales, zeros) at their own widths, every other
+    weight at `dtype`. Tied weights count once; rotary tables and masks (buffers not saved) are not weights."""
+    from ..analysis.accounting import DTYPE_BYTES
+    from ..models.build import build_model
+    from ..quant.apply import quantize
+    from ..quant.experts import QuantExperts
+    from ..quant.linear import Int4Linear, Int8Embedding, Int8Linear
+
+    model = build_model(cfg, device="meta")
+    if scheme is not None:
+        quantize(model, scheme)
+    sizes = {}
+    for module in model.modules():
+        own = isinstance(module, (Int4Linear, Int8Linear, Int8Embedding, QuantExperts))
+        tensors = list(module._parameters.values()) + [t for name, t in module._buffers.items()
+                                                       if name not in module._non_persistent_buffers_set]
+        for t in tensors:
+            if t is not None and id(t) not in sizes:
+                width = t.element_size() if own or not t.is_floating_point() else DTYPE_BYTES[dtype]
+                sizes[id(t)] = t.numel() * width
+    return sum(sizes.values())
 
 
 def _config(model: str) -> ModelConfig:

@@ -85,7 +85,9 @@ def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of the model's parameters and persistent buffers as they sit in memory (shared tensors once)."""
     seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
+    persistent = [t for m in model.modules() for name, t in m._buffers.items()
+                  if t is not None and name not in m._non_persistent_buffers_set]  # not rotary tables, masks
+    for t in list(model.parameters()) + persistent:
         if t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
