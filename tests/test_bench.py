@@ -28,6 +28,23 @@ def test_bench_reports_train_decode_prefill_against_transformers(tmp_path, capsy
     assert "| decode tokens/s, batch 2 |" in table.read_text() and "speed-up" in capsys.readouterr().out
 
 
+def test_bench_reports_quantized_rows_and_weight_memory(tmp_path, capsys):
+    out, table = tmp_path / "bench.json", tmp_path / "bench.md"
+    main(["bench", "--model", "llama-tiny", "--n-layers", "1", "--context-length", "32", "--batch-size", "2",
+          "--prompt-tokens", "4", "--new-tokens", "4", "--prefill-tokens", "16", "--repeats", "1",
+          "--transformers", "false", "--quantize", "int8", "--out", str(out), "--markdown", str(table)])
+    r = json.loads(out.read_text())
+    fp, q = r["weights"]["llmarch"], r["weights"]["llmarch_int8"]
+    # int8 linears (the head included) and the fp32 embedding table, which is 2.1M of this model's 5.3M parameters
+    assert fp["bytes_per_parameter"] == 4 and 2.0 < q["bytes_per_parameter"] < 2.5
+    assert r["decode_tokens_per_s"]["batch_1"]["llmarch_int8"] > 0
+    assert isinstance(r["decode_tokens_per_s"]["batch_1"]["llmarch_int8_same_tokens"], bool)
+    assert r["prefill_tokens_per_s"]["llmarch_int8"] > 0
+    md = table.read_text()
+    assert "| decode tokens/s, batch 1, llmarch int8 (vs llmarch) |" in md
+    assert "weights of llmarch int8: " in md and "bytes per parameter" in md
+
+
 def test_bench_refuses_encoder_decoders():
     from llmarch import resolve
     from llmarch.bench.model import BenchConfig, run_bench

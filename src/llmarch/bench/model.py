@@ -45,6 +45,8 @@ class BenchConfig:
     device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
     transformers: bool = True  # compare against transformers (needs it installed)
     vs_dense: bool = False  # a mixture-of-experts model: training speed against its dense twin instead
+    quantize: str | None = None  # also decode and prefill a copy quantized by this method (int8, int4, int4-hqq)
+    group_size: int = 64  # int4 group size of that copy
 
 
 def _sync(device: torch.device) -> None:
@@ -135,6 +137,10 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     if ref is not None:
         ref.eval()
     for_cpu_decoding(ours)
+    quant = _quantized_copy(ours, bc) if bc.quantize else None
+    qname = f"llmarch_{bc.quantize}"
+    out["weights"] = {name: _weights(m, facts["parameters"]) for name, m in (("llmarch", ours), (qname, quant))
+                      if m is not None}
     # a token reads the weights it uses: all of a dense model's, k of each mixture's E experts
     weight_bytes = facts["active_parameters"] * next(ours.parameters()).element_size()
     bandwidth = copy_bandwidth(device)
@@ -145,6 +151,9 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
         prompt = torch.randint(0, cfg.vocab_size, (batch, bc.prompt_tokens), device=device)
         fns = {"llmarch": lambda: generate(ours, prompt, n, compile=bc.compile)}
         row = {}
+        if quant is not None:  # the quantized copy's greedy tokens beside the full-precision model's
+            fns[qname] = lambda: generate(quant, prompt, n, compile=bc.compile)
+            row[f"{qname}_same_tokens"] = bool(torch.equal(fns["llmarch"](), fns[qname]()))
         if ref is not None:
             fns["transformers"] = lambda: _hf_generate(ref, prompt, n)
             row["same_tokens"] = bool(torch.equal(fns["llmarch"](), fns["transformers"]()))
@@ -168,6 +177,8 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
             raise LlmarchError(f"prefill of {bc.prefill_tokens} tokens exceeds context_length {cfg.context_length}")
         ids = torch.randint(0, cfg.vocab_size, (1, bc.prefill_tokens), device=device)
         models = dict(_contenders(ours, ref))
+        if quant is not None:
+            models[qname] = quant
         with torch.no_grad():
             t = median_times({name: lambda m=m: m(ids).logits for name, m in models.items()}, bc.repeats, device)
         out["prefill_tokens_per_s"] = _with_speedup({name: bc.prefill_tokens / s for name, s in t.items()}, None)
@@ -195,6 +206,26 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     out["flops_per_token"] = facts["flops_per_token"]
 
     return out
+
+
+def _quantized_copy(model, bc: BenchConfig):
+    """A quantized copy of the model (its own weights, the original untouched), laid out for CPU decoding."""
+    import copy
+
+    from ..quant import quantize
+    from ..transforms import for_cpu_decoding
+
+    quant = quantize(copy.deepcopy(model).float(), bc.quantize, group_size=bc.group_size)
+    for_cpu_decoding(quant)
+    return quant.eval()
+
+
+def _weights(model, parameters: int) -> dict:
+    """Resident weight memory of the model as it sits in memory, and bytes per parameter of the original."""
+    from ..quant import weight_bytes
+
+    nbytes = weight_bytes(model)
+    return {"bytes": nbytes, "bytes_per_parameter": nbytes / parameters}
 
 
 def _check(bc: BenchConfig) -> list[int]:
@@ -327,8 +358,24 @@ def to_markdown(r: dict) -> str:
                 {"llmarch": row["llmarch"], "transformers": static, "speedup": row["llmarch"] / static})
     if "prefill_tokens_per_s" in r:
         add("prefill tokens/s", r["prefill_tokens_per_s"])
+    for qname in [k for k in r.get("weights", {}) if k != "llmarch"]:  # the quantized copy against llmarch's own
+        method = qname.removeprefix("llmarch_")
+        rows = [(f"decode tokens/s, {name.replace('_', ' ')}", row) for name, row in r["decode_tokens_per_s"].items()]
+        rows += [("prefill tokens/s", r["prefill_tokens_per_s"])] if "prefill_tokens_per_s" in r else []
+        for label, row in rows:
+            lines.append(f"| {label}, llmarch {method} (vs llmarch) | {row[qname]:,.0f} | {row['llmarch']:,.0f} | "
+                         f"{row[qname] / row['llmarch']:.2f}x |")
     mfu = r["train"]["llmarch"]["mfu"]
     roofline = r["decode_tokens_per_s"].get("batch_1", {}).get("roofline_fraction")
+    weights = r.get("weights", {})
+    if weights:
+        lines += [""] + [f"weights of {name.replace('_', ' ')}: {w['bytes'] / 2**20:,.1f} MiB resident, "
+                         f"{w['bytes_per_parameter']:.3g} bytes per parameter" for name, w in weights.items()]
+        for name, row in r["decode_tokens_per_s"].items():
+            same = {k: v for k, v in row.items() if k.endswith("_same_tokens") and k != "same_tokens"}
+            for k, v in same.items():
+                lines.append(f"{k.removesuffix('_same_tokens').replace('_', ' ')} greedy tokens equal to the "
+                             f"full-precision model's, {name.replace('_', ' ')}: {'yes' if v else 'no'}")
     lines += ["", "MFU of llmarch training: " + ("n/a (no known peak for this device)" if mfu is None else f"{mfu:.1%}"),
               "batch-1 decode: " + ("n/a" if roofline is None else f"{roofline:.1%}")
               + f" of the memory-bandwidth roofline (copy bandwidth {r['copy_bandwidth_gb_s']:.1f} GB/s)"]
