@@ -167,3 +167,16 @@ def test_convert_to_gguf_reads_back(arch, model, tmp_path, capsys):
     assert back.eos_id == tok.eos_id and b"{{ messages }}" in back.side_files["tokenizer_config.json"]
     assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "f32.gguf")]) == 2
     assert "new .gguf file" in capsys.readouterr().err
+
+
+def test_info_reads_a_gguf_header_without_dequantizing(smollm2_gguf, capsys):  # noqa: F811
+    """SmolLM2's file: 134.5M parameters, 210 Q4_1 matrices, the Q8_0 embedding and 61 F32 norms, 5.74 bits per
+    parameter as stored; as llmarch loads it (fp32), 4 bytes per parameter."""
+    import json
+
+    assert main(["info", str(smollm2_gguf), "--dtype", "fp32", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["parameters"] == 134_515_008
+    assert facts["file_tensor_types"] == {"Q8_0": 1, "F32": 61, "Q4_1": 210}
+    assert 5.5 < 8 * facts["file_weight_bytes"] / facts["parameters"] < 6.0
+    assert facts["weight_bytes"] == 4 * facts["parameters"]

@@ -34,6 +34,9 @@ def cmd_info(args) -> None:
     scheme = _scheme(args)
     facts["weight_bytes"] = weight_memory(cfg, scheme, args.dtype)
     facts["bytes_per_parameter"] = facts["weight_bytes"] / facts["parameters"]
+    gguf = _gguf_tensors(args.model)
+    if gguf is not None:
+        facts.update(gguf)
     if args.json:
         print(json.dumps(facts))
         return
@@ -57,6 +60,11 @@ def cmd_info(args) -> None:
         + f", other weights {args.dtype}" if scheme else args.dtype
     print(f"weight memory:            {facts['weight_bytes'] / 2**20:,.1f} MiB, "
           f"{facts['bytes_per_parameter']:.3g} bytes per parameter ({what})")
+    if gguf is not None:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in gguf["file_tensor_types"].items())
+        print(f"in the GGUF file:         {gguf['file_weight_bytes'] / 2**20:,.1f} MiB, "
+              f"{8 * gguf['file_weight_bytes'] / facts['parameters']:.3g} bits per parameter ({kinds} tensors); "
+              "llmarch dequantizes them on load")
     if facts["kv_cache_bytes_per_token"]:
         notes = _notes(cfg, lambda mixer: mixer.cache_note())
         notes = f"{args.dtype}; {notes}" if notes else args.dtype
@@ -82,6 +90,19 @@ def _scheme(args):
     if args.quantize:
         return Scheme(method=args.quantize, group_size=args.group_size)
     return None
+
+
+def _gguf_tensors(model: str) -> dict | None:
+    """A GGUF file's tensor bytes and types as stored (read from its header: no tensor is dequantized)."""
+    from ..interop.gguf import is_gguf, open_gguf
+
+    if not is_gguf(model):
+        return None
+    tensors = open_gguf(model).tensors
+    kinds: dict[str, int] = {}
+    for t in tensors:
+        kinds[t.tensor_type.name] = kinds.get(t.tensor_type.name, 0) + 1
+    return {"file_weight_bytes": int(sum(int(t.n_bytes) for t in tensors)), "file_tensor_types": kinds}
 
 
 def _presets():
@@ -123,6 +144,10 @@ def _config(model: str) -> ModelConfig:
     path = Path(model)
     if model in PRESETS:
         return resolve(model)
+    from ..interop.gguf import hf_config, is_gguf, open_gguf
+
+    if is_gguf(path):  # the metadata only
+        return hf_model_config(hf_config(open_gguf(path), path), path)
     if is_hf_config(path):
         return hf_model_config(read_hf_config(path), path / "config.json" if path.is_dir() else path)
     if path.is_dir():  # an llmarch checkpoint, or a run directory whose `latest` names one
