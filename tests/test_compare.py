@@ -62,6 +62,7 @@ def test_tiny_comparison_writes_the_table_csv_json_and_plots(done):
     assert float(by["mamba"]["state_bytes_per_context_token"]) == 0  # a recurrent state: flat in context
     assert float(by["gpt"]["state_bytes_per_context_token"]) > 0  # a KV cache grows
     assert float(by["gpt"]["state_mib_64"]) > float(by["gpt"]["state_mib_16"])
+    assert by["gpt"]["decode_ms_per_1k_context"] != "" and by["bert"]["decode_ms_per_1k_context"] == ""
     assert "Decode state flat in context (the same bytes at 16 and 64 tokens): Mamba." in page
     data = json.loads((run / "compare.json").read_text())
     assert data["rows"] == json.loads(json.dumps(result["rows"])) and data["meta"]["budget"] == TINY["budget"]
@@ -130,7 +131,7 @@ def _row(key, label, **figures):
     row = dict(key=key, label=label, objective="clm", parameters=100, active_parameters=100, val_loss=3.0,
                recall_accuracy=0.5, copy_accuracy=0.5, train_tokens_per_s=1000.0, train_peak_mib=100.0,
                prefill_tokens_per_s=1000.0, decode_tokens_per_s_64=100.0, state_mib_16=1.0, state_mib_64=4.0,
-               state_bytes_per_context_token=4096.0, decode_slowdown=2.0, error=None)
+               state_bytes_per_context_token=4096.0, decode_slowdown=2.0, decode_ms_per_1k_context=0.5, error=None)
     row.update(figures)
     return row
 

@@ -24,7 +24,8 @@ def flat_row(key: str, result: dict, speed: dict, lengths: list[int]) -> dict:
                                       "active_parameters", "flops_per_token", "steps", "tokens", "train_flops",
                                       "val_loss", "recall_accuracy", "copy_accuracy")}
     row.update({k: speed.get(k) for k in ("train_tokens_per_s", "prefill_tokens_per_s",
-                                          "state_bytes_per_context_token", "decode_slowdown")})
+                                          "state_bytes_per_context_token", "decode_slowdown",
+                                          "decode_ms_per_1k_context")})
     row["train_peak_mib"] = speed["train_peak_bytes"] / MIB if speed.get("train_peak_bytes") else None
     by_len = {r["context"]: r for r in speed.get("decode", [])}
     for L in lengths:
@@ -188,8 +189,8 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
     lines += ["", "## The figures", "",
               "| architecture | layers | parameters (active) | FLOPs/token | tokens | val loss | recall | copy | "
               "train tok/s | train peak MiB | prefill tok/s | " + " | ".join(f"decode tok/s @{L}" for L in lengths)
-              + " | " + " | ".join(f"state MiB @{L}" for L in lengths) + " | state bytes per context token |",
-              "|---" * (13 + 2 * len(lengths)) + "|"]
+              + " | " + " | ".join(f"state MiB @{L}" for L in lengths) + " | decode ms/token per 1k context | state bytes per context token |",
+              "|---" * (14 + 2 * len(lengths)) + "|"]
     for r in rows:
         params = "" if r["parameters"] is None else (
             f"{r['parameters']:,}" + (f" ({r['active_parameters']:,})" if r["active_parameters"] != r["parameters"]
@@ -202,6 +203,7 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
                  _fmt(r["train_peak_mib"], ",.0f"), _fmt(r["prefill_tokens_per_s"], ",.0f", "n/a")]
         cells += [_fmt(r[f"decode_tokens_per_s_{L}"], ",.0f", "n/a") for L in lengths]
         cells += [_fmt(r[f"state_mib_{L}"], ".3g", "n/a") for L in lengths]
+        cells.append(_fmt(r["decode_ms_per_1k_context"], ".3f", "n/a"))
         cells.append(_fmt(r["state_bytes_per_context_token"], ",.0f", "n/a"))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Val loss is next-token cross-entropy (nats) on the held-out split, except where the objective is "

@@ -128,7 +128,10 @@ def decoding(configs: dict[str, ModelConfig], sc: SpeedConfig, device: torch.dev
         out[key] = {"decode": rows,
                     "state_bytes_per_context_token": (last["state_bytes"] - first["state_bytes"])
                     / (last["context"] - first["context"]) if len(rows) > 1 else 0.0,
-                    "decode_slowdown": first["tokens_per_s"] / last["tokens_per_s"]}
+                    "decode_slowdown": first["tokens_per_s"] / last["tokens_per_s"],
+                    # the slope of the time per token in context length: ms more per token per 1k tokens of context
+                    "decode_ms_per_1k_context": (1 / last["tokens_per_s"] - 1 / first["tokens_per_s"]) * 1e6
+                    / (last["context"] - first["context"]) if len(rows) > 1 else 0.0}
     return out
 
 
