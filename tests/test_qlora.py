@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import llmarch
-from llmarch.adapters import LoRAConfig, adapters_off, apply_lora, lora_layers, merge
+from llmarch.adapters import LoRAConfig, adapters_off, apply_lora, lora_layers, merge, remove_lora
 from llmarch.adapters.peft import save_peft
 from llmarch.adapters.quantized import LoRAInt4Linear
 from llmarch.checkpoint import save_model
@@ -51,6 +51,8 @@ def test_zero_b_leaves_the_int4_logits_unchanged():
     assert (model(x).logits - before).abs().max() > 1e-2  # the adapters act once B is not zero
     with adapters_off(model):
         assert torch.equal(model(x).logits, before)
+    remove_lora(model)  # the int4 layers again, the same buffers
+    assert type(model.blocks[0].mlp.down) is Int4Linear and torch.equal(model(x).logits, before)
 
 
 def test_only_adapters_train_and_the_int4_base_stays_as_it_was():
@@ -110,6 +112,8 @@ def test_merge_is_refused_and_a_checkpoint_round_trips(tmp_path):
     randomize_b(model)
     with pytest.raises(LlmarchError, match="quantized weight"):
         merge(model)
+    with pytest.raises(LlmarchError, match="quantize before apply_lora"):
+        quantize(apply_lora(llmarch.build("llama-tiny", **SHAPE), LoRAConfig(rank=2)), "int4", group_size=32)
     save_model(model, tmp_path / "ckpt")
     again = llmarch.load(tmp_path / "ckpt")
     assert torch.equal(again(x).logits, model(x).logits)

@@ -8,7 +8,6 @@ reference) without a second copy; `adapter_layout` / `apply_layout` record and r
 (a QLoRA checkpoint's adapters.json); `peft.py` reads and writes PEFT's adapter files."""
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -201,9 +200,7 @@ def adapter_layout(model: nn.Module) -> dict:
     config: LoRAConfig = model.lora_config
     layers = {}
     for name, layer in lora_layers(model).items():
-        alpha = {p: s * (math.sqrt(layer.ranks[p]) if config.rslora else layer.ranks[p])
-                 for p, s in layer.scalings.items()}
-        layers[name] = {p: {"rows": list(rows), "rank": layer.ranks[p], "alpha": alpha[p]}
+        layers[name] = {p: {"rows": list(rows), "rank": layer.ranks[p], "alpha": layer.alphas[p]}
                         for p, rows in layer.slices.items()}
     return {"config": config.to_dict(), "layers": layers}
 

@@ -31,6 +31,7 @@ class LoRAUpdates(nn.Module):
         self.slices = dict(slices)
         options = {n: (per_slice or {}).get(n, (rank, alpha)) for n in slices}
         self.ranks = {n: r for n, (r, _) in options.items()}
+        self.alphas = {n: a for n, (_, a) in options.items()}
         self.scalings = {n: a / math.sqrt(r) if rslora else a / r for n, (r, a) in options.items()}
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lora_A = nn.ParameterDict({n: nn.Parameter(torch.empty(self.ranks[n], self.in_features, device=device,

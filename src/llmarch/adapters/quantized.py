@@ -65,7 +65,7 @@ class LoRAInt8Linear(LoRAQuantized, Int8Linear):
 
 
 WRAPPERS = {Int4Linear: LoRAInt4Linear, Int8Linear: LoRAInt8Linear}
-ADAPTER_FIELDS = {"slices", "ranks", "scalings", "merged", "enabled", "lora_magnitude"}
+ADAPTER_FIELDS = {"slices", "ranks", "alphas", "scalings", "merged", "enabled", "lora_magnitude"}
 
 
 def _sharing(cls: type, layer: nn.Module) -> nn.Module:
