@@ -16,8 +16,8 @@ from llmarch.cli import main
 from llmarch.data import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.quant import Int4Linear, Int8Linear, quantize
-from llmarch.quant import grad
-from llmarch.quant.rtn import pack_nibbles
+from llmarch.quant import grad, tiles
+from llmarch.quant.rtn import int4_dequantize, int4_rtn, int8_rtn, pack_nibbles
 
 SHAPE = dict(vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, context_length=64)
 TARGETS = ("qkv_proj", "o_proj", "gate_up", "down", "lm_head")
@@ -75,23 +75,30 @@ def test_only_adapters_train_and_the_int4_base_stays_as_it_was():
     assert all(torch.equal(m.packed, packed[n]) for n, m in model.named_modules() if isinstance(m, Int4Linear))
 
 
-@pytest.mark.parametrize("layer", ["int4", "int4-nibbles", "int8"])
-def test_input_gradient_through_a_quantized_layer(layer, monkeypatch):
-    """dL/dx = dL/dy W with W the dequantized weight, a few column slices at a time (the slice size forced small)."""
+@pytest.mark.parametrize("layer,rows", [("int4", 128), ("int4", 48), ("int4-nibbles", 48), ("int8", 48)])
+def test_input_gradient_through_a_quantized_layer(layer, rows, monkeypatch):
+    """dL/dx = dL/dy W with W the weight as round-to-nearest quantized it, a few column slices at a time (the slice
+    size forced small): read from the CPU tiles (128 rows, where this build packs them as tiles.py reads them),
+    through the kernel (48 rows), from plain nibbles (the layout off the CPU), and from int8."""
     monkeypatch.setattr(grad, "COLUMN_BYTES", 1 << 10)
+    assert not tiles.readable(48)  # and on an AVX-512 build, 128 rows take the fast path
+    assert tiles.readable(128) or torch.backends.cpu.get_cpu_capability() != "AVX512"
     torch.manual_seed(0)
-    w = torch.randn(48, 640)
+    w = torch.randn(rows, 640)
     if layer == "int8":
         q = Int8Linear.from_weight(w, None, torch.float32)
+        codes, scales = int8_rtn(w)
+        expected = codes.float() * scales[:, None]
     else:
         q = Int4Linear.from_weight(w, None, 64, torch.float32)
-        if layer == "int4-nibbles":  # the layout off the CPU (CUDA): plain nibbles, no kernel tiles
+        expected = int4_dequantize(*int4_rtn(w, 64))
+        if layer == "int4-nibbles":
             q.packed, q.cpu_tiles = pack_nibbles(q.codes()), False
     x = torch.randn(3, 5, 640, requires_grad=True)
     y = q(x)
     g = torch.randn_like(y)
     y.backward(g)
-    assert torch.allclose(x.grad, g @ q.dequantized(), atol=1e-4)
+    assert torch.allclose(x.grad, g @ expected, atol=1e-4)
 
 
 def test_the_model_holds_packed_int4_and_no_float_copy_of_a_base_weight():

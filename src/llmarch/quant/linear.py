@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LlmarchError
+from . import tiles
 from .grad import product
+from .tiles import tile_codes
 from .rtn import int4_dequantize, pack_nibbles, unpack_nibbles
 
 INT4_ROWS = 16  # the int4 CPU kernel packs output rows in tiles of 16: N must be a multiple
@@ -147,6 +149,8 @@ class Int4Linear(nn.Module):
             return torch.empty(self.out_features, self.in_features, dtype=torch.uint8, device="meta")
         if not self.cpu_tiles:
             return unpack_nibbles(self.packed)
+        if tiles.readable(self.out_features):
+            return tile_codes(self.packed, 0, self.in_features)
         K, G = self.in_features, self.group_size
         unit = torch.tensor([1.0, 8.0], dtype=torch.bfloat16).expand(K // G, self.out_features, 2).contiguous()
         eye = torch.eye(K, dtype=torch.bfloat16)
@@ -164,16 +168,17 @@ class Int4Linear(nn.Module):
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
         """W[:, start:stop] dequantized, (N, stop - start) in the compute dtype; start and stop whole groups (or
-        stop = K). From the CPU tiles, through the kernel itself: rows start..stop of the identity times W^T (the
-        tiles' layout is the kernel's own and may differ between CPU builds); otherwise from the nibbles."""
+        stop = K). From the nibbles, or the CPU tiles where tiles.py reads them; otherwise through the kernel
+        itself: rows start..stop of the identity times W^T."""
         dtype, G = self.scale_zeros.dtype, self.group_size
-        if self.cpu_tiles:
+        if self.cpu_tiles and not tiles.readable(self.out_features):
             rows = torch.arange(stop - start)
             eye = torch.zeros(stop - start, self.in_features, dtype=dtype)
             eye[rows, rows + start] = 1
             return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, G, self.scale_zeros).t()
         sz = self.scale_zeros[start // G:(stop + G - 1) // G].transpose(0, 1)  # (N, groups, 2)
-        codes = unpack_nibbles(self.packed[:, start // 2:stop // 2])
+        codes = (tile_codes(self.packed, start, stop) if self.cpu_tiles
+                 else unpack_nibbles(self.packed[:, start // 2:stop // 2]))
         return int4_dequantize(codes, sz[..., 0], sz[..., 1]).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
