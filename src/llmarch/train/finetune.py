@@ -42,7 +42,7 @@ class FinetuneConfig:
     # full: every weight trains; lora: adapters only (adapters/); qlora: adapters over the base quantized to int4
     # (adapters/quantized.py); None: lora for sft/dpo
     method: str | None = None
-    lora_rank: int = 8  # rank r of each LoRA update (method lora)
+    lora_rank: int = 8  # rank r of each LoRA update (methods lora and qlora)
     lora_alpha: float = 16.0  # scaling alpha / rank (alpha / sqrt(rank) with lora_rslora)
     lora_dropout: float = 0.0  # dropout on the adapters' input
     lora_targets: str = "qkv_proj,o_proj"  # comma-separated patterns over module names (adapters/targets.py)
