@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import llmarch
 from llmarch.adapters import LoRAConfig, adapters_off, apply_lora, lora_layers, merge, remove_lora
@@ -183,9 +184,13 @@ def test_peft_adapter_of_a_qlora_model_in_peft(tmp_path):
                 dequantized.get_submodule(name).weight.copy_(layer.dequantized())
     llmarch.to_hf(dequantized, tmp_path / "dequantized")
     llmarch.to_hf(original, tmp_path / "original")
-    apply_lora(model, LoRAConfig(rank=4, targets=("qkv_proj", "o_proj", "gate_up.up", "down")))
+    config = LoRAConfig(rank=4, targets=("qkv_proj", "o_proj", "gate_up.up", "down"))
+    apply_lora(model, config)
     randomize_b(model)
     save_peft(model, tmp_path / "adapter")
+    save_peft(apply_lora(copy.deepcopy(original), config), tmp_path / "float-lora")
+    names = [set(load_file(tmp_path / d / "adapter_model.safetensors")) for d in ("adapter", "float-lora")]
+    assert names[0] == names[1]  # the key names of a LoRA on the full-precision model
     x = ids()
     with torch.no_grad():
         ours = model(x).logits
