@@ -32,16 +32,18 @@ def load(checkpoint_dir: str | Path, device: str | torch.device | None = None) -
     from .interop import from_hf, is_hf_dir
     from .interop.gguf import from_gguf, is_gguf
     from .quant import is_quantized_dir
+    from .rundir import resolve_checkpoint
 
     if is_gguf(checkpoint_dir):
         return from_gguf(checkpoint_dir, device=device)
     if is_hf_dir(checkpoint_dir):
         return from_hf(checkpoint_dir, device=device)
-    if is_quantized_dir(checkpoint_dir):
+    path = resolve_checkpoint(checkpoint_dir)  # a run directory's latest checkpoint, quantized ones (QLoRA's) too
+    if is_quantized_dir(path):
         from .quant.checkpoint import load_quantized
 
-        return load_quantized(Path(checkpoint_dir), device)
-    return load_model(checkpoint_dir, device)
+        return load_quantized(path, device)
+    return load_model(path, device)
 
 
 def from_hf(path: str | Path, dtype: torch.dtype | None = None,

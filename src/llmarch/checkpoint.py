@@ -2,6 +2,7 @@
 run's sharded state. Reading and writing them only: run directories are rundir.py's, building models/build.py's."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .adapters import adapters, merged_state
+from .adapters import LAYOUT_FILE, adapter_layout, adapters, merged_state
 from .config import ModelConfig
 from .errors import LlmarchError, first_and_count
 from .layers import POSITIONS
@@ -28,18 +29,27 @@ def is_sharded_folder(folder: Path) -> bool:
 
 def state_for_saving(model: TransformerLM) -> dict[str, torch.Tensor]:
     """The state dict without the tied LM head (safetensors stores no aliases; a quantized head has no
-    `weight`, quant/); LoRA adapters folded into their weights (adapters/), so the checkpoint is a plain model."""
-    state = merged_state(model) if adapters(model) else model.state_dict()
+    `weight`, quant/); LoRA adapters folded into their weights (adapters/), so the checkpoint is a plain model,
+    except over quantized weights (QLoRA, adapters/quantized.py), whose adapters stay unmerged."""
+    quantized = getattr(model, "quantization", None) is not None
+    state = merged_state(model) if adapters(model) and not quantized else model.state_dict()
     if model.config.tied_head and isinstance(model.lm_head, nn.Linear):
         state.pop("lm_head.weight")
     return {k: v.detach().contiguous() for k, v in state.items()}
 
 
 def save_model(model: TransformerLM, directory: str | Path) -> None:
+    """config.json and model.safetensors; for a quantized model (`model.quantization`, quant/) also its scheme
+    (quantization.json), and where its unmerged adapters sit (adapters.json), so `llmarch.load` rebuilds both."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(state_for_saving(model), str(directory / WEIGHTS), metadata={"format": "pt"})
     model.config.save(directory / CONFIG)
+    scheme = getattr(model, "quantization", None)
+    if scheme is not None:
+        scheme.save(directory)
+        if adapters(model):
+            (directory / LAYOUT_FILE).write_text(json.dumps(adapter_layout(model), indent=2) + "\n")
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> TransformerLM:

@@ -1,9 +1,11 @@
 """Adapters on a built model, applied from outside the model code (transforms.py's order: quantization, then
 LoRA, then checkpointing, parallelism, compile): `apply_lora` swaps the targeted nn.Linear layers for
-LoRALinear (lora.py) in place, sharing their Parameters, puts a per-expert LoRA on targeted stacked MoE expert
+LoRALinear (lora.py) in place, sharing their Parameters, and quantized ones (int4, int8) for their QLoRA
+counterparts (quantized.py), sharing their buffers; puts a per-expert LoRA on targeted stacked MoE expert
 weights (experts.py), and freezes everything else; `merge` / `unmerge` fold
-the adapters into the weights and back; `adapters_off` runs the base model (DPO's reference) without a second
-copy; `peft.py` reads and writes PEFT's adapter files."""
+the adapters into the weights and back (not into quantized weights); `adapters_off` runs the base model (DPO's
+reference) without a second copy; `adapter_layout` / `apply_layout` record and rebuild where the adapters sit
+(a QLoRA checkpoint's adapters.json); `peft.py` reads and writes PEFT's adapter files."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -14,12 +16,14 @@ from torch import nn
 
 from ..errors import LlmarchError
 from .experts import attach, expert_sites, expert_weights
-from .lora import LoRALinear
+from .lora import LoRALinear, LoRAUpdates
+from .quantized import LoRAQuantized
 from .targets import linear_layers, select
 
-__all__ = ["LoRAConfig", "LoRALinear", "adapter_state", "adapters", "adapters_off", "apply_lora", "lora_layers",
-           "merge", "merged_state", "remove_lora", "unmerge"]
+__all__ = ["LoRAConfig", "LoRALinear", "adapter_layout", "adapter_state", "adapters", "adapters_off", "apply_layout",
+           "apply_lora", "lora_layers", "merge", "merged_state", "remove_lora", "unmerge"]
 
+LAYOUT_FILE = "adapters.json"  # beside a quantized checkpoint whose adapters stay unmerged (adapter_layout)
 DEFAULT_TARGETS = ("qkv_proj", "o_proj")  # the attention projections, as Hu et al. §7.1 found enough
 
 
@@ -44,8 +48,9 @@ class LoRAConfig:
         return {**asdict(self), "targets": list(self.targets)}
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+def lora_layers(model: nn.Module) -> dict[str, LoRAUpdates]:
+    """The adapted linear layers by name: LoRALinear, and LoRA over quantized weights (quantized.py)."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRAUpdates)}
 
 
 def adapters(model: nn.Module) -> dict:
@@ -70,6 +75,10 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
         raise LlmarchError(f"DoRA on stacked expert weights ({experts[0]}) is not supported; target the "
                            "attention or dense layers, or drop --lora-dora")
     layers, stacked = linear_layers(model), expert_weights(model)
+    quantized = [name for name in chosen if not isinstance(layers[name][2], nn.Linear)]
+    if quantized and config.dora:
+        raise LlmarchError(f"DoRA over quantized weights ({quantized[0]}) is not supported; drop --lora-dora")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     for p in model.parameters():
         p.requires_grad_(False)
     for name, parts in chosen.items():
@@ -78,8 +87,9 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
         for part, (_, size) in parts.items():
             rank = options.get(part, (config.rank,))[0]
             _check_rank(rank, layer.in_features, size, name + ("" if part == "all" else "." + part))
-        setattr(parent, attr, LoRALinear.wrap(layer, parts, config.rank, config.alpha, config.dropout,
-                                              config.rslora, config.dora, options))
+        args = (layer, parts, config.rank, config.alpha, config.dropout, config.rslora)
+        setattr(parent, attr, LoRAQuantized.wrap(*args, per_slice=options, dtype=dtype) if name in quantized
+                else LoRALinear.wrap(*args, config.dora, options))
     for name in experts:  # the adapters' input dropout does not apply here: the update is to the weight
         module, attr = stacked[name]
         _, out, inp = getattr(module, attr).shape
@@ -105,6 +115,8 @@ def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
     stores, so that `generate` and `--to-hf` read it as any other)."""
     state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k and ".parametrizations." not in k}
     shared = _shared_weights(model)
+    _refuse_quantized(model, "fold the adapter of {} into its quantized weight (a QLoRA checkpoint keeps it "
+                             "unmerged)")
     for name, layer in lora_layers(model).items():
         if id(layer.weight) in shared and not layer.merged:
             raise LlmarchError(f"cannot fold the adapter of {name} into its weight: the weight is tied to another "
@@ -113,6 +125,13 @@ def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, site in expert_sites(model).items():
         state[name] = site.merged_weight()
     return state
+
+
+def _refuse_quantized(model: nn.Module, what: str) -> None:
+    """QLoRA's adapters are never merged (quantized.py says why)."""
+    for name, layer in lora_layers(model).items():
+        if isinstance(layer, LoRAQuantized):
+            raise LlmarchError("cannot " + what.format(name))
 
 
 def _shared_weights(model: nn.Module) -> set[int]:
@@ -125,6 +144,8 @@ def _shared_weights(model: nn.Module) -> set[int]:
 def merge(model: nn.Module) -> nn.Module:
     """Fold every adapter into its weight (W += s B A): inference at the base model's cost. A weight shared
     with another module (a tied LM head is the embedding) is refused: merging would change both."""
+    _refuse_quantized(model, "merge the adapter of {} into its quantized weight: re-quantizing W + sBA would "
+                             "round away every change smaller than half a quantization step; keep it unmerged")
     shared = _shared_weights(model)
     for name, layer in lora_layers(model).items():
         if id(layer.weight) in shared:
@@ -168,3 +189,33 @@ def adapters_off(model: nn.Module):
     finally:
         for layer in layers:
             layer.enabled = True
+
+
+def adapter_layout(model: nn.Module) -> dict:
+    """Where the model's adapters sit, as JSON: the LoRA config and, per adapted layer, its slices with their
+    rows, rank and alpha (what `apply_layout` needs to rebuild them on the same base before their tensors are
+    loaded; a QLoRA checkpoint's adapters.json)."""
+    if expert_sites(model):
+        raise LlmarchError("the layout of adapters on stacked expert weights is not recorded; merge them instead")
+    config: LoRAConfig = model.lora_config
+    layers = {}
+    for name, layer in lora_layers(model).items():
+        layers[name] = {p: {"rows": list(rows), "rank": layer.ranks[p], "alpha": layer.alphas[p]}
+                        for p, rows in layer.slices.items()}
+    return {"config": config.to_dict(), "layers": layers}
+
+
+def apply_layout(model: nn.Module, layout: dict) -> nn.Module:
+    """Adapters where `layout` (adapter_layout's) puts them, initialised as apply_lora does (B = 0); their
+    trained values come with the checkpoint's tensors. In place; returns the model."""
+    try:
+        config = LoRAConfig(**{**layout["config"], "targets": tuple(layout["config"]["targets"])})
+        slices = {name: {p: tuple(s["rows"]) for p, s in parts.items()} for name, parts in layout["layers"].items()}
+        options = {name: {p: (int(s["rank"]), float(s["alpha"])) for p, s in parts.items()}
+                   for name, parts in layout["layers"].items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise LlmarchError(f"malformed adapter layout ({type(e).__name__}: {e})") from None
+    missing = sorted(set(slices) - set(linear_layers(model)))
+    if missing:
+        raise LlmarchError(f"the adapter layout names {missing[0]}, which the model does not have")
+    return apply_lora(model, config, slices=slices, per_slice=options)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..layers.moe import Experts
+from ..quant.experts import QuantExperts
 
 
 class ExpertLoRA(nn.Module):
@@ -96,10 +97,11 @@ class ExpertSite:
 
 def expert_weights(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     """Stacked expert weights by name (`blocks.1.mlp.experts.gate_up`, `...experts.down`): the 3-D Parameters
-    of the MoE layers' Experts modules."""
+    of the MoE layers' Experts modules (quantized experts are per-expert linear layers instead, targets of their
+    own: `experts.gate_up.0`)."""
     out = {}
     for name, module in model.named_modules():
-        if isinstance(module, Experts):
+        if isinstance(module, Experts) and not isinstance(module, QuantExperts):
             for attr in (module.in_name, "down"):
                 out[f"{name}.{attr}"] = (module, attr)
     return out

@@ -19,59 +19,39 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class LoRALinear(nn.Linear):
-    """An nn.Linear sharing the weight and bias Parameters of the one it replaces (state-dict names and ties of
-    the base stay as they were) plus, per adapted output slice, lora_A[name] (r, I) and lora_B[name] (size, r),
-    and with DoRA lora_magnitude[name] (size,). `slices`: name -> (start row, rows) of the adapted slices."""
+class LoRAUpdates(nn.Module):
+    """The adapters of one layer, mixed into the layer's class (LoRALinear over nn.Linear here, quantized.py's over
+    int4 and int8 weights): per adapted output slice lora_A[name] (r, I) and lora_B[name] (size, r), whose update
+    is added to the output of the layer's own product (`base_forward`). `slices`: name -> (start row, rows)."""
 
-    @classmethod
-    def wrap(cls, linear: nn.Linear, slices: dict[str, tuple[int, int]], rank: int, alpha: float,
-             dropout: float = 0.0, rslora: bool = False, dora: bool = False,
-             per_slice: dict[str, tuple[int, float]] | None = None) -> LoRALinear:
+    def add_adapters(self, slices: dict[str, tuple[int, int]], rank: int, alpha: float, dropout: float,
+                     rslora: bool, per_slice: dict[str, tuple[int, float]] | None, device, dtype) -> None:
         """per_slice: slice -> (rank, alpha) where they differ from `rank` and `alpha` (PEFT's rank_pattern and
         alpha_pattern can give q_proj and v_proj, two slices of our qkv_proj, ranks of their own)."""
-        w = linear.weight
-        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        new.weight, new.bias = linear.weight, linear.bias
-        new._forward_pre_hooks, new._forward_hooks = linear._forward_pre_hooks, linear._forward_hooks
-        new.slices = dict(slices)
+        self.slices = dict(slices)
         options = {n: (per_slice or {}).get(n, (rank, alpha)) for n in slices}
-        new.ranks = {n: r for n, (r, _) in options.items()}
-        new.scalings = {n: a / math.sqrt(r) if rslora else a / r for n, (r, a) in options.items()}
-        new.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        new.lora_A = nn.ParameterDict({n: nn.Parameter(torch.empty(new.ranks[n], new.in_features, device=w.device,
-                                                                   dtype=w.dtype)) for n in slices})
-        new.lora_B = nn.ParameterDict({n: nn.Parameter(torch.zeros(size, new.ranks[n], device=w.device, dtype=w.dtype))
-                                       for n, (_, size) in slices.items()})
-        for a in new.lora_A.values():  # PEFT's (and nn.Linear's) default init for A
+        self.ranks = {n: r for n, (r, _) in options.items()}
+        self.alphas = {n: a for n, (_, a) in options.items()}
+        self.scalings = {n: a / math.sqrt(r) if rslora else a / r for n, (r, a) in options.items()}
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.ParameterDict({n: nn.Parameter(torch.empty(self.ranks[n], self.in_features, device=device,
+                                                                    dtype=dtype)) for n in slices})
+        self.lora_B = nn.ParameterDict({n: nn.Parameter(torch.zeros(size, self.ranks[n], device=device, dtype=dtype))
+                                        for n, (_, size) in slices.items()})
+        for a in self.lora_A.values():  # PEFT's (and nn.Linear's) default init for A
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-        new.lora_magnitude = None
-        if dora:
-            with torch.no_grad():
-                new.lora_magnitude = nn.ParameterDict({n: nn.Parameter(new._row_norm(n)) for n in slices})
-        new.merged, new.enabled = False, True
-        new._before_merge = {}  # slice -> its rows before merge, for an exact unmerge
-        new.train(linear.training)
-        return new
+        self.lora_magnitude = None  # DoRA's trained magnitudes (LoRALinear only)
+        self.merged, self.enabled = False, True
 
-    def unwrap(self) -> nn.Linear:
-        """The plain nn.Linear (same Parameters) without the adapters; a merged adapter stays in the weight."""
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        linear.weight, linear.bias = self.weight, self.bias
-        linear._forward_pre_hooks, linear._forward_hooks = self._forward_pre_hooks, self._forward_hooks
-        return linear.train(self.training)
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def delta(self, name: str) -> torch.Tensor:
         """s B A for slice `name`, (size, I)."""
         return self.scalings[name] * (self.lora_B[name] @ self.lora_A[name])
 
-    def _row_norm(self, name: str) -> torch.Tensor:
-        """||W + s B A|| per output row of slice `name`, (size,), with W unmerged."""
-        start, size = self.slices[name]
-        return (self.weight[start:start + size] + self.delta(name)).norm(dim=1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)  # (N, O)
+        y = self.base_forward(x)  # (N, O)
         if self.merged or not self.enabled:
             return y
         h = self.lora_dropout(x)
@@ -84,10 +64,50 @@ class LoRALinear(nn.Linear):
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     def _slice_update(self, name: str, x: torch.Tensor, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """What slice `name` adds to its rows y of the base output: s h A^T B^T (LoRA), or with DoRA
+        """What slice `name` adds to its rows y of the base output: s h A^T B^T."""
+        return (h @ self.lora_A[name].t()) @ self.lora_B[name].t() * self.scalings[name]
+
+
+class LoRALinear(LoRAUpdates, nn.Linear):
+    """An nn.Linear sharing the weight and bias Parameters of the one it replaces (state-dict names and ties of
+    the base stay as they were) plus the adapters, and with DoRA lora_magnitude[name] (size,)."""
+
+    @classmethod
+    def wrap(cls, linear: nn.Linear, slices: dict[str, tuple[int, int]], rank: int, alpha: float,
+             dropout: float = 0.0, rslora: bool = False, dora: bool = False,
+             per_slice: dict[str, tuple[int, float]] | None = None) -> LoRALinear:
+        w = linear.weight
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        new._forward_pre_hooks, new._forward_hooks = linear._forward_pre_hooks, linear._forward_hooks
+        new.add_adapters(slices, rank, alpha, dropout, rslora, per_slice, w.device, w.dtype)
+        if dora:
+            with torch.no_grad():
+                new.lora_magnitude = nn.ParameterDict({n: nn.Parameter(new._row_norm(n)) for n in slices})
+        new._before_merge = {}  # slice -> its rows before merge, for an exact unmerge
+        new.train(linear.training)
+        return new
+
+    def unwrap(self) -> nn.Linear:
+        """The plain nn.Linear (same Parameters) without the adapters; a merged adapter stays in the weight."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        linear.weight, linear.bias = self.weight, self.bias
+        linear._forward_pre_hooks, linear._forward_hooks = self._forward_pre_hooks, self._forward_hooks
+        return linear.train(self.training)
+
+    def _row_norm(self, name: str) -> torch.Tensor:
+        """||W + s B A|| per output row of slice `name`, (size,), with W unmerged."""
+        start, size = self.slices[name]
+        return (self.weight[start:start + size] + self.delta(name)).norm(dim=1)
+
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def _slice_update(self, name: str, x: torch.Tensor, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """LoRA's update, or with DoRA
         (m / ||W + s B A|| - 1) * h W^T + m / ||W + s B A|| * s h A^T B^T, the base term recomputed from the
         dropped-out input when dropout is on (PEFT's DoraLinearLayer)."""
-        lora = (h @ self.lora_A[name].t()) @ self.lora_B[name].t() * self.scalings[name]  # (N, size)
+        lora = super()._slice_update(name, x, h, y)  # (N, size)
         if self.lora_magnitude is None:
             return lora
         start, size = self.slices[name]

@@ -71,7 +71,7 @@ def save_peft(model: nn.Module, path: str | Path, base: str | None = None) -> No
             hf = back[name, part]
             targets.append(hf)
             rank = layer.ranks[part]
-            alpha = layer.scalings[part] * (math.sqrt(rank) if config.rslora else rank)
+            alpha = layer.alphas[part]
             if rank != config.rank:
                 ranks[hf] = rank
             if not math.isclose(alpha, config.alpha):

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import LlmarchError
 from .experts import expert_weights
+from .quantized import QUANTIZED
 
 
 def fused_slices(name: str, module: nn.Linear, parent: nn.Module) -> dict[str, tuple[int, int]]:
@@ -40,12 +41,13 @@ def matches(pattern: str, name: str) -> bool:
     return name == pattern or name.endswith("." + pattern) or fnmatchcase(name, pattern)
 
 
-def linear_layers(model: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Linear]]:
-    """Every nn.Linear by its module name: (its parent, its attribute name, the layer)."""
+def linear_layers(model: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module]]:
+    """Every nn.Linear, and every quantized linear (quant/linear.py: QLoRA's targets), by its module name: (its
+    parent, its attribute name, the layer)."""
     out = {}
     for parent_name, parent in model.named_modules():
         for attr, child in parent.named_children():
-            if isinstance(child, nn.Linear):
+            if isinstance(child, (nn.Linear, *QUANTIZED)):
                 out[f"{parent_name}.{attr}" if parent_name else attr] = (parent, attr, child)
     return out
 

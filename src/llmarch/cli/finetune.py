@@ -1,5 +1,5 @@
 """`llmarch finetune`: a checkpoint fine-tuned as a text classifier, a sequence-to-sequence model, on
-conversations (sft) or on preferences (dpo), all weights or LoRA adapters."""
+conversations (sft) or on preferences (dpo), all weights, LoRA adapters, or LoRA adapters over int4 weights (qlora)."""
 from __future__ import annotations
 
 from .options import add_fields, check_out_dir, collect
@@ -9,7 +9,7 @@ def add_parsers(sub) -> None:
     from ..train.finetune import FinetuneConfig
 
     p = sub.add_parser("finetune", help="fine-tune a checkpoint: text classifier, sequence-to-sequence, "
-                       "conversations (sft) or preferences (dpo); all weights or LoRA adapters")
+                       "conversations (sft) or preferences (dpo); all weights, LoRA or QLoRA adapters")
     p.add_argument("--checkpoint", required=True,
                    help="pretrained llmarch checkpoint or run directory, or a Hugging Face directory; with --task "
                    "seq2seq also a preset or config file, to train from scratch (required)")

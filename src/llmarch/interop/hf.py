@@ -171,6 +171,10 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     chat template, generation_config.json) and its special-token ids in config.json.
     labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ..."""
     cfg = model.config
+    if getattr(model, "quantization", None) is not None:
+        raise LlmarchError(f"the model is quantized ({model.quantization.method}) and the export writes full-precision "
+                           "weights: export the base it was quantized from (a QLoRA run's adapter/ folder is a PEFT "
+                           "adapter for that base)")
     if cfg.hf_model_type is None:
         raise LlmarchError("the model's config has no hf_model_type; set it to one of: "
                            + ", ".join(FAMILIES.names()))

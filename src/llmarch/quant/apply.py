@@ -64,6 +64,10 @@ def _targets(model: nn.Module, scheme: Scheme):
 def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
     """Replace the model's linear layers and experts by quantized ones, in place; returns the model. The
     weights are read from wherever they are; a meta-device model gets empty quantized layers to load into."""
+    from ..errors import LlmarchError
+
+    if any(hasattr(module, "lora_A") for module in model.modules()):  # they would be dropped with their layers
+        raise LlmarchError("the model has LoRA adapters: quantize before apply_lora (QLoRA's order), not after")
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
     make = _linear_maker(scheme, meta)

@@ -1,16 +1,18 @@
 """Quantized checkpoints: the directory of an llmarch checkpoint (config.json, model.safetensors, tokenizer
 files) whose safetensors hold the quantized layers' tensors (int8 `weight` and `scales`; int4 `qweight`,
 `scales`, `zeros`, see linear.py) beside the unquantized ones, and quantization.json naming the Scheme. Loading
-builds the model on the meta device, swaps in empty quantized layers, and takes the stored tensors as they are:
-full-precision copies of the quantized weights never exist."""
+builds the model on the meta device, swaps in empty quantized layers (and QLoRA's adapters where adapters.json
+puts them), and takes the stored tensors as they are: full-precision copies of the quantized weights never exist."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..adapters import LAYOUT_FILE, apply_layout
 from ..checkpoint import WEIGHTS, assemble, check_state, state_for_saving
 from ..config import ModelConfig
 from ..errors import LlmarchError
@@ -36,6 +38,9 @@ def load_quantized(path: Path, device: str | torch.device | None = None):
     with torch.device("meta"):
         model = model_class(cfg)(cfg)
     quantize(model, scheme)
+    model.quantization = scheme
+    if (path / LAYOUT_FILE).is_file():  # QLoRA's adapters, unmerged over the int4 weights (adapters/quantized.py)
+        apply_layout(model, _read_json(path / LAYOUT_FILE))
     expected = state_for_saving(model)
     try:
         state = load_file(str(path / WEIGHTS), device=str(device or "cpu"))
@@ -45,6 +50,11 @@ def load_quantized(path: Path, device: str | torch.device | None = None):
     # safetensors packs tensors back to back, so one may start at any byte; the int8 CPU kernel's vector
     # loads crash on such a start (seen with a (257, 96) head at offset 26), so each gets aligned storage
     state = {k: v if v.data_ptr() % ALIGN == 0 else v.clone() for k, v in state.items()}
-    model = assemble(model, state, device)
-    model.quantization = scheme
-    return model
+    return assemble(model, state, device)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LlmarchError(f"cannot read {path}: {str(e).splitlines()[0]}") from None

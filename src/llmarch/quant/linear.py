@@ -7,6 +7,8 @@ activations than fp32 ones (docs/quantization.md), so the layers compute in the 
 default) and return the input's dtype. On a device without the kernel (the int4 tiles are the CPU build's), the
 weights are dequantized per call: correct, not fast.
 
+Neither kernel has a derivative; the layers pass gradients to their input through grad.py (QLoRA's frozen base).
+
 Shapes: x (..., K) -> (..., N). A checkpoint stores the int4 codes in a portable form, two per byte (`qweight`
 (N, K/2), column 2j in the low nibble), with `scales` and `zeros` (N, K/G); the kernel's tiles exist only in
 memory, converted on load and back on save."""
@@ -17,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LlmarchError
+from . import tiles
+from .grad import product
+from .tiles import tile_codes
 from .rtn import int4_dequantize, pack_nibbles, unpack_nibbles
 
 INT4_ROWS = 16  # the int4 CPU kernel packs output rows in tiles of 16: N must be a multiple
@@ -51,12 +56,18 @@ class Int8Linear(nn.Module):
     def dequantized(self) -> torch.Tensor:
         return self.weight.float() * self.scales.float()[:, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.scales.dtype
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """x (M, K) in the scales' dtype -> x W^T (M, N)."""
         if x.device.type == "cpu":
-            y = torch.ops.aten._weight_int8pack_mm(_flat(x, dtype), self.weight, self.scales)
-        else:
-            y = F.linear(_flat(x, dtype), self.weight.to(dtype) * self.scales[:, None])
+            return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
+        return F.linear(x, self.weight.to(x.dtype) * self.scales[:, None])
+
+    def columns(self, start: int, stop: int) -> torch.Tensor:
+        """W[:, start:stop] dequantized, (N, stop - start) in the scales' dtype."""
+        return self.weight[:, start:stop].to(self.scales.dtype) * self.scales[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = product(self, _flat(x, self.scales.dtype))
         y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
@@ -138,6 +149,8 @@ class Int4Linear(nn.Module):
             return torch.empty(self.out_features, self.in_features, dtype=torch.uint8, device="meta")
         if not self.cpu_tiles:
             return unpack_nibbles(self.packed)
+        if tiles.readable(self.out_features):
+            return tile_codes(self.packed, 0, self.in_features)
         K, G = self.in_features, self.group_size
         unit = torch.tensor([1.0, 8.0], dtype=torch.bfloat16).expand(K // G, self.out_features, 2).contiguous()
         eye = torch.eye(K, dtype=torch.bfloat16)
@@ -147,13 +160,29 @@ class Int4Linear(nn.Module):
         sz = self.scale_zeros.transpose(0, 1)
         return int4_dequantize(self.codes(), sz[..., 0], sz[..., 1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.scale_zeros.dtype
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """x (M, K) in the compute dtype -> x W^T (M, N)."""
         if self.cpu_tiles and x.device.type == "cpu":
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(_flat(x, dtype), self.packed, self.group_size,
-                                                           self.scale_zeros)
-        else:
-            y = F.linear(_flat(x, dtype), self.dequantized().to(dtype))
+            return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scale_zeros)
+        return F.linear(x, self.dequantized().to(x.dtype))
+
+    def columns(self, start: int, stop: int) -> torch.Tensor:
+        """W[:, start:stop] dequantized, (N, stop - start) in the compute dtype; start and stop whole groups (or
+        stop = K). From the nibbles, or the CPU tiles where tiles.py reads them; otherwise through the kernel
+        itself: rows start..stop of the identity times W^T."""
+        dtype, G = self.scale_zeros.dtype, self.group_size
+        if self.cpu_tiles and not tiles.readable(self.out_features):
+            rows = torch.arange(stop - start)
+            eye = torch.zeros(stop - start, self.in_features, dtype=dtype)
+            eye[rows, rows + start] = 1
+            return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, G, self.scale_zeros).t()
+        sz = self.scale_zeros[start // G:(stop + G - 1) // G].transpose(0, 1)  # (N, groups, 2)
+        codes = (tile_codes(self.packed, start, stop) if self.cpu_tiles
+                 else unpack_nibbles(self.packed[:, start // 2:stop // 2]))
+        return int4_dequantize(codes, sz[..., 0], sz[..., 1]).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = product(self, _flat(x, self.scale_zeros.dtype))
         y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 

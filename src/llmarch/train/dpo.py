@@ -4,10 +4,10 @@ the training loop (train/loop.py): for a prompt x with a preferred answer y_w an
     loss = -log sigmoid(beta * [(log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))]),
 
 the log-probabilities summed over the answer's tokens (the chat template's assistant segment, data/chat.py).
-The reference policy is the starting model: under LoRA the same model with its adapters off (adapters_off), no
-second copy; with method full a frozen copy. The bracket times beta is the implicit reward margin (§5); reported
-on held-out pairs with the share of pairs it ranks right (reward accuracy), against the share the starting model's
-own likelihoods rank right.
+The reference policy is the starting model: under LoRA (and QLoRA) the same model with its adapters off
+(adapters_off), no second copy; with method full a frozen copy. The bracket times beta is the implicit reward
+margin (§5); reported on held-out pairs with the share of pairs it ranks right (reward accuracy), against the
+share the starting model's own likelihoods rank right.
 
 The loop hands a task's loss only the logits and the labels, so each training batch carries its rows'
 reference log-probabilities as one more column of its labels, computed when the batch is made."""
@@ -62,7 +62,7 @@ class DPO:
     def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
         model, tok = resumed if resumed is not None else start_model(self.checkpoint, self.fc, device)
         self.model, self.pad_id = model, tok.eos_id
-        self.reference = None if self.fc.method == "lora" else copy.deepcopy(model).requires_grad_(False).eval()
+        self.reference = None if self.fc.method != "full" else copy.deepcopy(model).requires_grad_(False).eval()
         length = min(self.fc.max_length or 1024, model.config.context_length)
         template = template_for(tok)
 

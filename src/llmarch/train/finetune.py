@@ -17,6 +17,7 @@ from ..data.labeled import load_labeled
 from ..data.tokenizer import check_fits, load_tokenizer
 from ..device import parse_device
 from ..errors import LlmarchError, check_fields
+from ..quant.scheme import Scheme
 from .evaluate import score
 from .loop import LoopConfig, run
 from .objectives import lm_loss
@@ -38,13 +39,16 @@ class FinetuneConfig:
     # sft: .jsonl of {messages}, None: a stdlib function's docstring line from its source;
     # dpo: .jsonl of {prompt, chosen, rejected}, None: the sft task's answer preferred to another function's
     data: str | None = None
-    method: str | None = None  # full: every weight trains; lora: adapters only (adapters/); None: lora for sft/dpo
-    lora_rank: int = 8  # rank r of each LoRA update (method lora)
+    # full: every weight trains; lora: adapters only (adapters/); qlora: adapters over the base quantized to int4
+    # (adapters/quantized.py); None: lora for sft/dpo
+    method: str | None = None
+    lora_rank: int = 8  # rank r of each LoRA update (methods lora and qlora)
     lora_alpha: float = 16.0  # scaling alpha / rank (alpha / sqrt(rank) with lora_rslora)
     lora_dropout: float = 0.0  # dropout on the adapters' input
     lora_targets: str = "qkv_proj,o_proj"  # comma-separated patterns over module names (adapters/targets.py)
     lora_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(rank) (Kalajdzievski 2023)
     lora_dora: bool = False  # weight-decomposed LoRA (Liu et al. 2024)
+    qlora_group_size: int = 64  # method qlora: input columns per int4 scale and zero (32, 64, 128 or 256)
     beta: float = 0.1  # dpo: the KL penalty's weight (Rafailov et al. 2023, eq. 7)
     tokenizer: str = "bpe"  # seq2seq from a preset: bpe (trained on the training texts) or byte
     steps: int = 300  # optimizer steps
@@ -70,10 +74,12 @@ class FinetuneConfig:
             raise LlmarchError(f"unknown task {self.task!r}; choose one of: classify, seq2seq, sft, dpo")
         if self.method is None:
             self.method = "lora" if self.task in ("sft", "dpo") else "full"
-        if self.method not in ("full", "lora"):
-            raise LlmarchError(f"unknown method {self.method!r}; choose one of: full, lora")
-        if self.method == "lora" and self.task not in ("sft", "dpo"):
-            raise LlmarchError(f"method lora is for tasks sft and dpo, not {self.task}")
+        if self.method not in ("full", "lora", "qlora"):
+            raise LlmarchError(f"unknown method {self.method!r}; choose one of: full, lora, qlora")
+        if self.method != "full" and self.task not in ("sft", "dpo"):
+            raise LlmarchError(f"method {self.method} is for tasks sft and dpo, not {self.task}")
+        if self.method == "qlora":
+            Scheme("int4", self.qlora_group_size)  # checks the group size
         if self.task == "dpo" and self.beta <= 0:
             raise LlmarchError(f"beta must be positive, got {self.beta}")
         check_fields(self, positive=("steps", "batch_size", "eval_every", "log_every", "keep_checkpoints", "lr",

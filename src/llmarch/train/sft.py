@@ -3,7 +3,9 @@ rendered by the checkpoint's chat template (data/chat.py), the loss on the assis
 conversations packed per row with attention kept within each (data/sft.py; models whose mixers cannot keep them
 apart get one conversation a row). All weights train (method full) or LoRA adapters only (method lora,
 adapters/): the checkpoints hold the adapters folded in, so `generate` and `convert --to-hf` read them as any
-model, and an `adapter/` folder in PEFT's format where the model's Hugging Face family names its layers.
+model, and an `adapter/` folder in PEFT's format where the model's Hugging Face family names its layers. Method
+qlora quantizes the base to int4 first (adapters/quantized.py): its checkpoints hold the int4 weights with the
+adapters unmerged beside them, which `llmarch.load` (so `generate`) rebuilds as they were trained.
 Scored on the held-out conversations: the assistant tokens' loss, before training (the base model) and after."""
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def lora_config(fc) -> LoRAConfig:
 
 
 def start_model(checkpoint, fc, device: torch.device) -> tuple:
-    """(model, tokenizer) from the checkpoint, with LoRA adapters (method lora) and every other weight frozen."""
+    """(model, tokenizer) from the checkpoint, with LoRA adapters (method lora; qlora: over its weights quantized
+    to int4) and every other weight frozen."""
     from .. import load as load_any  # llmarch or Hugging Face checkpoints
 
     src = resolve_checkpoint(checkpoint)
@@ -54,9 +57,26 @@ def start_model(checkpoint, fc, device: torch.device) -> tuple:
         raise LlmarchError(f"{model.config.name} is not a decoder-only language model; --task {fc.task} needs one")
     check_fits(tok, model.config.vocab_size)
     torch.manual_seed(fc.seed)
-    if fc.method == "lora":
+    if fc.method == "qlora":
+        quantized_base(model, fc.qlora_group_size, src)
+    if fc.method in ("lora", "qlora"):
         apply_lora(model, lora_config(fc))
     return model, tok
+
+
+def quantized_base(model, group_size: int, src) -> None:
+    """QLoRA's frozen base (Dettmers et al. 2023): the model's linear layers to int4 in groups of `group_size`
+    (round-to-nearest; layers int4 cannot hold to int8, quant/apply.py), in place, each full-precision weight
+    dropped as its layer is replaced. A base already quantized is used as it is if it is int4 in the same groups."""
+    from ..quant import quantize
+
+    scheme = getattr(model, "quantization", None)
+    if scheme is None:
+        quantize(model, "int4", group_size=group_size)
+    elif not (scheme.int4 and scheme.group_size == group_size):
+        how = scheme.method + (f" in groups of {scheme.group_size}" if scheme.int4 else "")
+        raise LlmarchError(f"{src} is already quantized ({how}); --method qlora needs a full-precision base or an "
+                           f"int4 one in groups of {group_size} (--qlora-group-size)")
 
 
 class SFT:
@@ -90,9 +110,10 @@ class SFT:
         """Also scores the starting model (here rather than in setup, which processes run in turns: the
         evaluation's sums are collective)."""
         self.base_val_loss = self.evaluate(model)["val_loss"]
-        how = (f"LoRA rank {self.fc.lora_rank} on {len(adapters(model))} weights, "
+        over = f" over int4 weights in groups of {self.fc.qlora_group_size}" if self.fc.method == "qlora" else ""
+        how = (f"LoRA rank {self.fc.lora_rank} on {len(adapters(model))} weights{over}, "
                f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trained parameters"
-               if self.fc.method == "lora" else "all weights trained")
+               if self.fc.method != "full" else "all weights trained")
         packing = f"packed into {len(self.train_rows):,} rows of {self.length}" if self.packed else "one a row"
         return (f"{len(self.train):,} training and {len(self.val):,} held-out conversations ({packing}); {how}; "
                 f"base model's held-out assistant loss {self.base_val_loss:.4f}")
