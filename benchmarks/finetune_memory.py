@@ -9,10 +9,9 @@ of the blocks (qkv_proj, o_proj, gate_up, down), QLoRA's base being int4 (its he
 fp32, as QLoRA keeps it).
 
 What is measured, on CPU, where torch has no allocator statistics:
-- live tensor bytes: a TorchDispatchMode sees every tensor each operator returns (forward, backward, optimizer)
-  and counts the bytes of its storage until that storage is freed (a weakref on the storage, which torch keeps
-  alive as long as anything, autograd's saved tensors included, holds it); the model's own tensors are counted
-  from the start. Its peak over the steps is the table's figure. Not counted: memory an operator allocates for
+- live tensor bytes (llmarch.analysis.memory.peak_bytes): a TorchDispatchMode sees every tensor each operator
+  returns (forward, backward, optimizer) and counts the bytes of its storage until that storage is freed; the
+  model's own tensors are counted from the start. Its peak over the steps is the table's figure. Not counted: memory an operator allocates for
   itself and frees before it returns (a kernel's scratch space), and everything that is not a tensor.
 - the process's peak resident set (VmHWM, reset after loading) less the resident set of the interpreter with
   torch and llmarch imported: a cross-check that includes allocator slack and the libraries' own buffers.
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 
 SHAPE = dict(vocab_size=8192, d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden=1536, context_length=256)
@@ -58,51 +56,13 @@ def make(directory: Path, group_size: int) -> None:
     save_model(quantize(model, "int4", group_size=group_size), directory / "int4")
 
 
-class LiveBytes:
-    """Bytes of the tensor storages alive, and their peak, while the mode is on (see the module's docstring)."""
-
-    def __init__(self, tensors):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        tracker = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                tracker.track_all(out)
-                return out
-
-        self.mode, self.live, self.peak, self.alive = Mode(), 0, 0, set()
-        self.track_all(list(tensors))
-
-    def track_all(self, out) -> None:
-        import torch
-        from torch.utils._pytree import tree_flatten
-
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                self.track(t.untyped_storage())
-        self.peak = max(self.peak, self.live)
-
-    def track(self, storage) -> None:
-        key = id(storage)
-        if key in self.alive:
-            return
-        self.alive.add(key)
-        self.live += storage.nbytes()
-        weakref.finalize(storage, self.free, key, storage.nbytes())
-
-    def free(self, key: int, nbytes: int) -> None:
-        self.alive.discard(key)
-        self.live -= nbytes
-
-
 def measure(directory: Path, method: str, steps: int, timed: int, tokens: int) -> dict:
     import torch
     import torch.nn.functional as F
 
     import llmarch
     from llmarch.adapters import LoRAConfig, apply_lora
+    from llmarch.analysis.memory import peak_bytes
 
     torch.manual_seed(0)
     base_rss = rss_kib("VmRSS")
@@ -122,17 +82,14 @@ def measure(directory: Path, method: str, steps: int, timed: int, tokens: int) -
 
     Path("/proc/self/clear_refs").write_text("5")  # the peak resident set from here on
     loaded_rss = rss_kib("VmRSS")
-    live = LiveBytes([*model.parameters(), *model.buffers(), x])
-    with live.mode:
-        for _ in range(steps):
-            step()
+    peak = peak_bytes(lambda: [step() for _ in range(steps)], [*model.parameters(), *model.buffers(), x])
     times = []
     for _ in range(timed):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     return {"method": method, "trained": sum(p.numel() for p in trained), "weight_bytes": weights,
-            "peak_live_bytes": live.peak, "peak_rss_bytes": (rss_kib("VmHWM") - base_rss) * 1024,
+            "peak_live_bytes": peak, "peak_rss_bytes": (rss_kib("VmHWM") - base_rss) * 1024,
             "loaded_rss_bytes": (loaded_rss - base_rss) * 1024, "step_s": min(times)}
 
 

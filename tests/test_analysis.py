@@ -168,3 +168,20 @@ def test_analyze_writes_cross_attention_maps_for_encoder_decoders(tmp_path):
                                 "attention-decoder-0-cross.png", "attention-decoder-1.png",
                                 "attention-decoder-1-cross.png", "logit-lens.png"]
     assert all((tmp_path / f).stat().st_size > 1000 for f in summary["files"]) and "output" in summary
+
+
+def test_peak_bytes_counts_live_tensors_until_they_are_freed():
+    """Two 4 MB tensors alive at once is the peak, whatever is allocated after the first is freed; tensors held
+    throughout count once; a view adds nothing."""
+    from llmarch.analysis.memory import peak_bytes
+
+    def fn():
+        a = torch.ones(1000, 1000)
+        b = a + 1
+        view = b[:10]  # noqa: F841
+        del a
+        c = b * 2  # noqa: F841  (a is gone: still two tensors alive)
+
+    assert peak_bytes(fn) == 8_000_000
+    held = torch.zeros(250_000)  # 1 MB
+    assert peak_bytes(fn, [held, held[:5]]) == 9_000_000

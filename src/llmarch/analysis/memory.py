@@ -8,39 +8,43 @@ dies, plus the storages already alive that `fn` is given (parameters, optimizer 
 `torch.cuda.max_memory_allocated` approximates on a GPU, without the allocator's rounding and fragmentation."""
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Iterable
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 
 class _LiveBytes(TorchDispatchMode):
-    """Counts the bytes of storages created under it, live and at their peak."""
+    """Counts the bytes of storages, live and at their peak: those it is given, and those ops create under it.
+    torch keeps one Python object per storage for as long as the storage lives (autograd's saved tensors
+    included), so a finalizer on that object says when its bytes are freed."""
 
-    def __init__(self, base: int):
+    def __init__(self, held: Iterable[torch.Tensor] = ()):
         super().__init__()
-        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.base = base
-        self.now = self.peak = base
+        self.alive: set[int] = set()
+        self.now = self.peak = 0
+        self._track(held)
 
-    def _sweep(self) -> None:
-        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-            self.now -= self.live.pop(key)[1]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        # the old outputs whose last reference this op's caller dropped are gone before the new ones arrive
-        self._sweep()
+    def _track(self, out) -> None:
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key not in self.live and storage.nbytes():
-                    self.live[key] = (StorageWeakRef(storage), storage.nbytes())
+                key = id(storage)
+                if key not in self.alive and storage.nbytes():
+                    self.alive.add(key)
                     self.now += storage.nbytes()
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
         self.peak = max(self.peak, self.now)
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.alive.discard(key)
+        self.now -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self._track(out)
         return out
 
 
@@ -64,7 +68,7 @@ def peak_bytes(fn: Callable[[], object], held: Iterable[torch.Tensor] = (),
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device)
-    with _LiveBytes(tensor_bytes(held)) as mode:
+    with _LiveBytes(held) as mode:
         fn()
     return mode.peak
 
