@@ -58,6 +58,9 @@ def test_eos_stops_and_mla_rewinds():
     eos = plain[9]
     assert generate(target, [[1, 2, 3], [4]], 20, eos_id=eos, draft=draft, num_draft=3) == \
         generate(target, [[1, 2, 3], [4]], 20, eos_id=eos)
+    short = {}  # a draft whose context ends before the target's: the target goes on alone
+    assert draft_generate(target, small(context_length=8), [1, 2, 3], 20, 3, stats=short) == plain
+    assert short["steps"] > 20 - 8
     mla = tiny(preset="mla-tiny", kv_lora_rank=16, head_dim=8, qk_nope_head_dim=8, v_head_dim=8, n_kv_heads=4)
     assert draft_generate(mla, small(), [3, 1], 12, 3) == generate(mla, [[3, 1]], 12)[0]
 
@@ -122,6 +125,8 @@ def test_refusals():
         generate(target, [[1, 2]], 4, draft=small(vocab_size=32))
     with pytest.raises(LlmarchError, match="prompt lookup"):
         generate(target, [[1, 2]], 4, draft=small(), prompt_lookup=2)
+    with pytest.raises(LlmarchError, match="longer than the model's context_length 64"):
+        draft_generate(target, small(), [1] * 65, 4)
     with pytest.raises(LlmarchError, match="num_draft"):
         generate(target, [[1, 2]], 4, draft=small(), num_draft=0)
 

@@ -69,8 +69,11 @@ def draft_generate(target, draft, prompt: list[int], max_new_tokens: int, num_dr
     if not prompt:
         raise LlmarchError("every prompt needs at least one token")
     device = next(target.parameters()).device
+    ctx = target.config.context_length
+    if len(prompt) > ctx:
+        raise LlmarchError(f"prompt of {len(prompt)} tokens is longer than the model's context_length {ctx}")
     check_ids(torch.tensor([prompt], device=device), target.config, None)
-    total = len(prompt) + max(0, min(max_new_tokens, target.config.context_length - len(prompt)))
+    total = len(prompt) + max(0, min(max_new_tokens, ctx - len(prompt)))
     room = min(total, draft.config.context_length)  # the draft's cache: past it the target decodes alone
     sampler = Sampler(temperature, top_k, top_p, generator)
     seq, new, counts = list(prompt), [], dict(drafted=0, accepted=0, steps=0)
