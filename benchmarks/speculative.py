@@ -2,10 +2,11 @@
 demo` checkpoint (llama-tiny: 8 layers, d_model 256, 300 steps on the embedded standard-library corpus); the
 draft a 1-layer, d_model-128 llama trained on the same corpus (so with the same BPE tokenizer) by the same
 `llmarch train`, 600 steps. Either is trained here first when its directory is absent. Both continue a few code
-prompts; each round times plain decoding of every prompt, then speculative decoding with each --num-draft, in
-turns, so a neighbour's load slows all alike. Reports tokens per second (median over rounds), the speed-up
-(median of the per-round ratios), the share of drafted tokens accepted and the tokens per target forward, and
-checks that greedy output is the same token for token.
+prompts, one at a time (batch 1); each round times, for each prompt in turn, plain decoding and speculative
+decoding with each --num-draft, in an order reversed every other time, so a neighbour's load slows all alike.
+Reports tokens per second (median over rounds), the speed-up (median and range of the per-round ratios), the
+share of drafted tokens accepted and the tokens per target forward (first timed round; with a fixed seed every
+round draws the same), and checks that greedy output is the same token for token.
 
     python benchmarks/speculative.py --target runs/demo --draft runs/draft --num-draft 2,3,4"""
 from __future__ import annotations
@@ -62,36 +63,40 @@ def main() -> None:
     prompts = [tok.encode(t) for t in PROMPTS]
     ks = [int(k) for k in args.num_draft.split(",")]
 
-    def run(k: int | None, seed: int) -> tuple[float, list, dict]:
+    def run(k: int | None, ids: list[int], seed: int) -> tuple[float, list, dict]:
         stats: dict = {}
         extra = {} if k is None else dict(draft=draft, num_draft=k, stats=stats)
+        sampling = dict(temperature=args.temperature, top_k=50 if args.temperature else None, seed=seed)
         t0 = time.perf_counter()
-        out = generate(target, prompts, args.new_tokens, temperature=args.temperature, top_k=50 if args.temperature
-                       else None, seed=seed, **extra) if k is not None else \
-            [generate(target, [ids], args.new_tokens, temperature=args.temperature,
-                      top_k=50 if args.temperature else None, seed=seed)[0] for ids in prompts]
+        out = generate(target, [ids], args.new_tokens, **sampling, **extra)[0]
         return time.perf_counter() - t0, out, stats
 
-    times = {k: [] for k in [None, *ks]}
-    stats, same = {}, True
+    contenders = [None, *ks]
+    times = {k: [0.0] * args.repeats for k in contenders}  # per round, all prompts
+    counts = {k: dict(drafted=0, accepted=0, steps=0) for k in ks}
+    plain, same = {}, True
     for r in range(args.repeats + 1):  # round 0 warms up
-        for k in times:
-            seconds, out, stats[k] = run(k, r)
-            if k is None:
-                plain = out
-            elif args.temperature == 0:
-                same = same and out == plain
-            if r:
-                times[k].append(seconds)
-    tokens = sum(len(o) - len(i) for o, i in zip(plain, prompts))
+        for i, ids in enumerate(prompts):  # in turns per prompt, the order reversed every other round
+            for k in contenders if (r + i) % 2 else contenders[::-1]:
+                seconds, out, stats = run(k, ids, r)
+                if k is None:
+                    plain[i] = out
+                elif args.temperature == 0:
+                    same = same and out == plain.get(i, out)
+                if r:
+                    times[k][r - 1] += seconds
+                    if k is not None and r == 1:
+                        counts[k] = {c: counts[k][c] + stats[c] for c in counts[k]}
+    tokens = sum(len(plain[i]) - len(ids) for i, ids in enumerate(prompts))
     rows = []
     for k in ks:
-        s = stats[k]
+        s, ratios = counts[k], sorted(a / b for a, b in zip(times[None], times[k]))
         rows.append({
             "num_draft": k,
             "plain_tokens_per_s": round(tokens / statistics.median(times[None]), 1),
             "speculative_tokens_per_s": round(tokens / statistics.median(times[k]), 1),
-            "speedup": round(statistics.median(a / b for a, b in zip(times[None], times[k])), 2),
+            "speedup": round(statistics.median(ratios), 2),
+            "speedup_range": [round(ratios[0], 2), round(ratios[-1], 2)],
             "accepted_share": round(s["accepted"] / max(s["drafted"], 1), 3),
             "tokens_per_target_forward": round(tokens / s["steps"], 2),
         })
