@@ -72,7 +72,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         from .draft_model import check_draft, draft_rows
 
         check_draft(model, draft, num_draft)
-        generator = None if seed is None else torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+        device = next(model.parameters()).device
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
         return draft_rows(model, draft, input_ids, max_new_tokens, num_draft, temperature, top_k, top_p, eos_id,
                           stop, generator, on_tokens, stats)
     if prompt_lookup:
