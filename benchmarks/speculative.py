@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--num-draft", default="2,3,4", help="comma-separated K to time")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared machine)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
