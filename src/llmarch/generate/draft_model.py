@@ -79,7 +79,7 @@ def draft_generate(target, draft, prompt: list[int], max_new_tokens: int, num_dr
     seq, new, counts = list(prompt), [], dict(drafted=0, accepted=0, steps=0)
     with Engine(target, 1, total) as big, Engine(draft, 1, room) as small:
         big.check_rewind("speculative decoding")
-        small.check_rewind("speculative decoding (its draft)")
+        small.check_rewind("speculative decoding with it as the draft")
         while len(seq) < total and not (new and new[-1] in ends):
             # the draft reads up to len(seq) + k - 1 slots, the target len(seq) + k, and a round adds <= k + 1
             k = max(0, min(num_draft, total - len(seq) - 1, room - len(seq) + 1))
