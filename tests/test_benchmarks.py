@@ -1,4 +1,5 @@
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,30 @@ def test_cpu_benchmark_runs_and_reports(tmp_path):
     results = json.loads(out.read_text())
     assert results["generate_tokens_per_s"]["same_tokens"] is True
     assert results["train_tokens_per_s"]["llmarch"] > 0
+
+
+def test_speculative_benchmark_runs_and_reports(tmp_path, monkeypatch, capsys):
+    """benchmarks/speculative.py on two tiny random checkpoints: it times the contenders and greedy output with a
+    draft is the target's own."""
+    import torch
+
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.models import TransformerLM
+    from llmarch.presets import resolve
+
+    for name, layers in (("target", 2), ("draft", 1)):
+        torch.manual_seed(layers)
+        save_model(TransformerLM(resolve("llama-tiny", vocab_size=257, d_model=32, n_layers=layers, n_heads=2,
+                                         n_kv_heads=1, ffn_hidden=64, context_length=64)), tmp_path / name)
+        ByteTokenizer().save(tmp_path / name)
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    # in this process: a second interpreter would spend seconds importing torch
+    monkeypatch.setattr(sys, "argv", ["speculative.py", "--target", str(tmp_path / "target"), "--draft",
+                                      str(tmp_path / "draft"), "--new-tokens", "6", "--repeats", "1",
+                                      "--num-draft", "1,3", "--threads", str(threads), "--out", str(out)])
+    runpy.run_path(str(ROOT / "benchmarks" / "speculative.py"), run_name="__main__")
+    results = json.loads(out.read_text())
+    assert results["same_tokens"] is True and [r["num_draft"] for r in results["rows"]] == [1, 3]
+    assert all(r["speedup"] > 0 and 0 <= r["accepted_share"] <= 1 for r in results["rows"])

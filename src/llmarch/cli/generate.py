@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 from ..errors import LlmarchError, warn
 from .options import CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer
@@ -37,6 +38,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
                    help="speculative decoding with drafts of up to N tokens looked up in the context; greedy, the "
                    "same output in fewer steps where it repeats its context (0: off) (default: %(default)s)")
+    p.add_argument("--draft", default=None, metavar="CKPT",
+                   help="speculative decoding: this smaller checkpoint, with the same tokenizer, proposes tokens "
+                   "that --checkpoint checks K at a time; greedy output unchanged, sampled output from the same "
+                   "distribution; the share of proposals kept goes to stderr (default: %(default)s, off)")
+    p.add_argument("--num-draft", type=at_least(1), default=None, metavar="K",
+                   help="tokens the --draft proposes per forward of --checkpoint (default: 4)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="loss and perplexity of a language-model checkpoint on held-out text")
@@ -57,15 +64,40 @@ def add_parsers(sub) -> None:
 
 
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
-                     length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0) -> None:
+                     length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
+                     num_draft=4) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
-    prompt without beams is printed token by token where `stream` is set, else each output when done."""
+    prompt without beams is printed token by token where `stream` is set, else each output when done. With
+    speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
+    stderr."""
+    model, tok = load_with_tokenizer(checkpoint)  # generate lays it out for CPU decoding (generate/engine.py)
+    stats: dict = {}
+    options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                   compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
+                   draft=None if draft is None else load_draft(draft, model, tok))
+    _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stream, options)
+    if stats:
+        rate = f" ({stats['accepted'] / stats['drafted']:.1%})" if stats["drafted"] else ""
+        print(f"llmarch generate: speculative decoding: {stats['accepted']} of {stats['drafted']} drafted tokens "
+              f"accepted{rate}, in {stats['steps']} forwards of the checkpoint", file=sys.stderr)
+
+
+def load_draft(path, model, tok):
+    """The --draft checkpoint, whose tokenizer must be the target's (the same ids for the same text)."""
+    from ..generate.draft_model import check_draft
+
+    draft, draft_tok = load_with_tokenizer(path)
+    if draft_tok.fingerprint() != tok.fingerprint():
+        raise LlmarchError(f"--draft {path}'s tokenizer is not --checkpoint's ({draft_tok.fingerprint()[:40]} "
+                           f"against {tok.fingerprint()[:40]}): a draft must share the target's tokenizer")
+    check_draft(model, draft, 1)
+    return draft.to(next(model.parameters()).device)
+
+
+def _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stream, options) -> None:
     from ..generate import generate_text
 
-    model, tok = load_with_tokenizer(checkpoint)  # generate lays it out for CPU decoding (generate/engine.py)
-    options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-                   compile=compile, prompt_lookup=prompt_lookup)
-    if stream and len(prompts) == 1 and num_beams == 1:
+    if stream and len(prompts) == 1 and options["num_beams"] == 1:
         # the prompt is printed with the first new text, after any warning or error about the request
         head = [] if model.config.is_encoder_decoder else [prompts[0]]
 
@@ -89,9 +121,14 @@ def cmd_generate(args) -> None:
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
     check_sampling(args.temperature, args.top_k, args.top_p)
+    if args.draft is not None and (args.prompt_lookup or args.num_beams > 1 or args.compile):
+        raise LlmarchError("--draft is for greedy or sampled decoding without --prompt-lookup, --num-beams or "
+                           "--compile")
+    if args.num_draft is not None and args.draft is None:
+        raise LlmarchError("--num-draft sets how many tokens a --draft checkpoint proposes: give --draft too")
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
-                     args.prompt_lookup)
+                     args.prompt_lookup, args.draft, args.num_draft or 4)
 
 
 def cmd_eval(args) -> None:

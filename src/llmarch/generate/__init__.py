@@ -1,5 +1,5 @@
 """Autoregressive decoding: one engine (prefill + cached decode steps over a static cache) and the strategies
-over it: greedy and sampled decoding, beam search."""
+over it: greedy and sampled decoding, beam search, speculative decoding (prompt lookup, a draft model)."""
 from .decode import generate, left_pad
 from .engine import Engine
 from .sampling import sample

@@ -42,7 +42,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              top_p: float | None = None, eos_id: int | None = None, attention_mask: torch.Tensor | None = None,
              seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None,
              num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
-             compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0):
+             compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0, draft=None,
+             num_draft: int = 4, stats: dict | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of the
     whole context; CUDA graphs on CUDA) instead of eagerly.
@@ -58,16 +59,30 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     on_tokens receives each step's new ids (B,) as they are produced (streaming). stop: token-id sequences
     that end a row as eos_id does, once its new tokens end with one of them (kept in the output).
     prompt_lookup > 0: greedy decoding with drafts of up to that many tokens looked up in the context
-    (speculative.py; the same tokens, fewer forwards where the output repeats its context), prompts as lists."""
+    (speculative.py; the same tokens, fewer forwards where the output repeats its context), prompts as lists.
+    draft: a smaller model with the same vocabulary proposing num_draft tokens per target forward (speculative
+    decoding, draft_model.py): greedy output the same as without it, sampled output from the same distribution;
+    prompts as lists. stats (either kind of speculative decoding) receives drafted, accepted and steps."""
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     check_sampling(temperature, top_k, top_p)
+    if draft is not None:
+        if prompt_lookup or num_beams > 1 or compile:
+            raise LlmarchError("a draft model is for greedy or sampled decoding without prompt lookup, beams or "
+                               "compile")
+        from .draft_model import check_draft, draft_rows
+
+        check_draft(model, draft, num_draft)
+        device = next(model.parameters()).device
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+        return draft_rows(model, draft, input_ids, max_new_tokens, num_draft, temperature, top_k, top_p, eos_id,
+                          stop, generator, on_tokens, stats)
     if prompt_lookup:
         if prompt_lookup < 0 or temperature > 0 or num_beams > 1 or compile:
             raise LlmarchError(f"prompt_lookup={prompt_lookup}: drafts of >= 1 tokens for greedy decoding "
                                "(temperature 0, no beams, not compiled)")
         from .speculative import prompt_lookup_rows
 
-        return prompt_lookup_rows(model, input_ids, max_new_tokens, prompt_lookup, eos_id, stop, on_tokens)
+        return prompt_lookup_rows(model, input_ids, max_new_tokens, prompt_lookup, eos_id, stop, on_tokens, stats)
     if any(len(s) == 0 for s in stop) or (stop and num_beams > 1):
         raise LlmarchError("stop sequences need at least one token each, and are for greedy or sampled decoding")
     cfg = model.config

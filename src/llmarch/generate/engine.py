@@ -62,8 +62,20 @@ class Engine:
 
     def rewind(self, length: int) -> None:
         """Forget the slots from `length` on (rejected drafts): later steps overwrite them. Only for decode
-        states indexed by slot (KV caches); a recurrent state has no earlier version to return to."""
+        states indexed by slot (KV caches); a recurrent state has no earlier version to return to: its
+        strategies call check_rewind first."""
         self.length = length
+
+    def check_rewind(self, what: str) -> None:
+        """Raise, naming the mixer, unless every layer's decode state can rewind; `what` needs it (speculative
+        decoding, before its first step)."""
+        cfg = self.model.config
+        states = [] if cfg.is_encoder_decoder else self.model.caches()
+        layer = next((i for i, state in enumerate(states) if not getattr(state, "by_slot", False)), None)
+        if cfg.is_encoder_decoder or layer is not None:
+            what_fails = ("an encoder-decoder" if layer is None else f"layer {layer}'s {cfg.layer_mixer(layer)} "
+                          f"mixer (its {type(states[layer]).__name__} is not indexed by slot)")
+            raise LlmarchError(f"{cfg.name}: {what} rewinds rejected drafts, which {what_fails} cannot")
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Row r continues from what row rows[r] holds (beam search)."""

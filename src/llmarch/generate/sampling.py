@@ -25,9 +25,17 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = N
     """logits (B, V) -> token ids (B,); the settings as check_sampling allows them."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
+    return draw(probabilities(logits, temperature, top_k, top_p), generator)
+
+
+def probabilities(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+                  ) -> torch.Tensor:
+    """logits (..., V) -> the distribution sampling draws from (float32, (..., V)) at temperature > 0: the
+    logits divided by the temperature, cut to the top k and then to the nucleus, softmaxed (speculative
+    sampling applies it to the target's and the draft's logits alike)."""
     logits = logits.float() / temperature
     if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -35,7 +43,11 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = N
         drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already reaches p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
+    return logits.softmax(dim=-1)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """probs (B, V), rows summing to 1 -> one token id per row (B,)."""
     try:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     except RuntimeError as e:  # a NaN or infinite logit, found here at no cost to the decode loop

@@ -30,15 +30,33 @@ def lookup(seq: list[int], num_draft: int, max_ngram: int = 3) -> list[int]:
 
 
 def prompt_lookup_rows(model, prompts, max_new_tokens: int, num_draft: int, eos_id: int | None, stop,
-                       on_tokens=None) -> list[list[int]]:
+                       on_tokens=None, stats: dict | None = None) -> list[list[int]]:
     """generate(..., prompt_lookup=num_draft) for prompts given as lists: each decoded alone. Stop sequences
-    of one token end a row as eos_id does."""
+    of one token end a row as eos_id does. stats (if given) sums drafted, accepted and steps over them."""
+    ends = ending_ids(prompts, eos_id, stop, on_tokens, "prompt lookup")
+    rows, counts = [], []
+    for p in prompts:
+        counts.append({})
+        rows.append(prompt_lookup_generate(model, p, max_new_tokens, num_draft, ends, stats=counts[-1],
+                                           on_tokens=on_tokens))
+    if stats is not None:
+        stats.update(add_counts(counts))
+    return rows
+
+
+def add_counts(counts: list[dict]) -> dict:
+    """Per-prompt drafted, accepted and steps, summed."""
+    return {k: sum(c[k] for c in counts) for k in ("drafted", "accepted", "steps")}
+
+
+def ending_ids(prompts, eos_id: int | None, stop, on_tokens, what: str) -> set[int]:
+    """The ids that end a row, for speculative decoding of prompts given as lists, each decoded alone: eos_id
+    and stop sequences of one token (longer ones would end a row inside an accepted draft)."""
     if isinstance(prompts, torch.Tensor) or any(len(s) != 1 for s in stop):
-        raise LlmarchError("prompt lookup takes prompts as lists of ids, and stop sequences of one token")
+        raise LlmarchError(f"{what} takes prompts as lists of ids, and stop sequences of one token")
     if on_tokens is not None and len(prompts) != 1:
-        raise LlmarchError("streaming with prompt lookup is for one prompt")
-    ends = {s[0] for s in stop} | ({eos_id} if eos_id is not None else set())
-    return [prompt_lookup_generate(model, p, max_new_tokens, num_draft, ends, on_tokens=on_tokens) for p in prompts]
+        raise LlmarchError(f"streaming with {what} is for one prompt")
+    return {s[0] for s in stop} | ({eos_id} if eos_id is not None else set())
 
 
 @torch.inference_mode()
@@ -61,12 +79,10 @@ def prompt_lookup_generate(model, prompt: list[int], max_new_tokens: int, num_dr
     total = len(prompt) + min(max_new_tokens, cfg.context_length - len(prompt))
     seq, counts = list(prompt), dict(drafted=0, accepted=0, steps=0)
     with Engine(model, 1, total) as engine:
-        if not all(getattr(state, "by_slot", False) for state in model.caches()):
-            raise LlmarchError(f"{cfg.name}: prompt lookup rewinds rejected drafts, which only decode states "
-                               "indexed by slot (KV caches) can")
+        engine.check_rewind("prompt lookup")
         if total > len(prompt):
             seq.append(int(engine.prefill(ids)[0].argmax()))
-            _show(on_tokens, seq[-1:])
+            show_tokens(on_tokens, seq[-1:])
         while len(seq) < total and seq[-1] not in ends:
             draft = lookup(seq, min(num_draft, total - len(seq)), max_ngram)
             before = engine.length
@@ -80,7 +96,7 @@ def prompt_lookup_generate(model, prompt: list[int], max_new_tokens: int, num_dr
             end = next((i for i, t in enumerate(new) if t in ends), None)
             new = new[:total - len(seq) if end is None else min(end + 1, total - len(seq))]
             seq += new
-            _show(on_tokens, new)
+            show_tokens(on_tokens, new)
             counts["drafted"] += len(draft)
             counts["accepted"] += n
             counts["steps"] += 1
@@ -89,6 +105,6 @@ def prompt_lookup_generate(model, prompt: list[int], max_new_tokens: int, num_dr
     return seq
 
 
-def _show(on_tokens, new: list[int]) -> None:
+def show_tokens(on_tokens, new: list[int]) -> None:
     for t in new if on_tokens is not None else ():
         on_tokens(torch.tensor([t]))

@@ -35,6 +35,8 @@ LATENT_NORM_EPS = 1e-6
 class LatentCache(nn.Module):
     """A static per-token cache of [c^KV, k^R] rows (B, S, r + R), written at given positions."""
 
+    by_slot = True  # all it holds is indexed by slot: decoding can rewind by moving back (speculative decoding)
+
     def __init__(self, batch: int, max_len: int, width: int, dtype: torch.dtype, device=None):
         super().__init__()
         self.register_buffer("kv", torch.zeros(batch, max_len, width, dtype=dtype, device=device), persistent=False)

@@ -1,0 +1,112 @@
+"""Speculative decoding with a draft model against plain decoding at batch 1, on CPU. The target is the `make
+demo` checkpoint (llama-tiny: 8 layers, d_model 256, 300 steps on the embedded standard-library corpus); the
+draft a 1-layer, d_model-128 llama trained on the same corpus (so with the same BPE tokenizer) by the same
+`llmarch train`, 600 steps. Either is trained here first when its directory is absent. Both continue a few code
+prompts, one at a time (batch 1); each round times, for each prompt in turn, plain decoding and speculative
+decoding with each --num-draft, in an order reversed every other time, so a neighbour's load slows all alike.
+Reports tokens per second (median over rounds), the speed-up (median and range of the per-round ratios), the
+share of drafted tokens accepted and the tokens per target forward (first timed round; with a fixed seed every
+round draws the same), and checks that greedy output is the same token for token.
+
+    python benchmarks/speculative.py --target runs/demo --draft runs/draft --num-draft 2,3,4"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+PROMPTS = [
+    "def main(",
+    "import os\nimport sys\n\n\n",
+    "class Error(Exception):\n    ",
+    "    def __init__(self, ",
+]
+
+TRAIN = {  # what is trained where a checkpoint is absent (the target: Makefile's `make demo`)
+    "target": ["--model", "llama-tiny", "--steps", "300", "--batch-size", "8", "--eval-every", "50"],
+    "draft": ["--model", "llama-tiny", "--n-layers", "1", "--d-model", "128", "--n-heads", "4", "--n-kv-heads",
+              "2", "--ffn-hidden", "384", "--steps", "600", "--batch-size", "8", "--eval-every", "200"],
+}
+
+
+def ensure(role: str, path: str) -> None:
+    from llmarch.cli import main
+
+    if not Path(path).exists():
+        assert main(["train", *TRAIN[role], "--out", path]) == 0
+
+
+def main() -> None:
+    from llmarch.cli.generate import load_draft
+    from llmarch.cli.options import load_with_tokenizer
+    from llmarch.generate import generate
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", default="runs/demo")
+    p.add_argument("--draft", default="runs/draft")
+    p.add_argument("--new-tokens", type=int, default=96)
+    p.add_argument("--num-draft", default="2,3,4", help="comma-separated K to time")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared machine)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    ensure("target", args.target)
+    ensure("draft", args.draft)
+    target, tok = load_with_tokenizer(args.target)
+    draft = load_draft(args.draft, target, tok)
+    prompts = [tok.encode(t) for t in PROMPTS]
+    ks = [int(k) for k in args.num_draft.split(",")]
+
+    def run(k: int | None, ids: list[int], seed: int) -> tuple[float, list, dict]:
+        stats: dict = {}
+        extra = {} if k is None else dict(draft=draft, num_draft=k, stats=stats)
+        sampling = dict(temperature=args.temperature, top_k=50 if args.temperature else None, seed=seed)
+        t0 = time.perf_counter()
+        out = generate(target, [ids], args.new_tokens, **sampling, **extra)[0]
+        return time.perf_counter() - t0, out, stats
+
+    contenders = [None, *ks]
+    times = {k: [0.0] * args.repeats for k in contenders}  # per round, all prompts
+    counts = {k: dict(drafted=0, accepted=0, steps=0) for k in ks}
+    plain, same = {}, True
+    for r in range(args.repeats + 1):  # round 0 warms up
+        for i, ids in enumerate(prompts):  # in turns per prompt, the order reversed every other round
+            for k in contenders if (r + i) % 2 else contenders[::-1]:
+                seconds, out, stats = run(k, ids, r)
+                if k is None:
+                    plain[i] = out
+                elif args.temperature == 0:
+                    same = same and out == plain.get(i, out)
+                if r:
+                    times[k][r - 1] += seconds
+                    if k is not None and r == 1:
+                        counts[k] = {c: counts[k][c] + stats[c] for c in counts[k]}
+    tokens = sum(len(plain[i]) - len(ids) for i, ids in enumerate(prompts))
+    rows = []
+    for k in ks:
+        s, ratios = counts[k], sorted(a / b for a, b in zip(times[None], times[k]))
+        rows.append({
+            "num_draft": k,
+            "plain_tokens_per_s": round(tokens / statistics.median(times[None]), 1),
+            "speculative_tokens_per_s": round(tokens / statistics.median(times[k]), 1),
+            "speedup": round(statistics.median(ratios), 2),
+            "speedup_range": [round(ratios[0], 2), round(ratios[-1], 2)],
+            "accepted_share": round(s["accepted"] / max(s["drafted"], 1), 3),
+            "tokens_per_target_forward": round(tokens / s["steps"], 2),
+        })
+    results = {"target": args.target, "draft": args.draft, "new_tokens": tokens, "temperature": args.temperature,
+               "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
+               "same_tokens": same if args.temperature == 0 else None, "rows": rows}
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
