@@ -142,7 +142,8 @@ def test_state_bytes_and_reorder():
     cfg = tiny_config()
     mixer = Hyena(cfg)
     state = mixer.new_state(3, 16, torch.bfloat16, "cpu")
-    N, d, L, K = cfg.hyena_order, cfg.d_model, cfg.context_length, cfg.hyena_short_conv
+    N, d, L, K = cfg.hyena_order, cfg.d_model, 16, cfg.hyena_short_conv  # the history: max_len 16 tokens
+    assert 16 < cfg.context_length
     per_row = (N * d * L + (N + 1) * d * (K - 1)) * 2  # the z^n history and the short conv's inputs, bf16
     assert state.nbytes == 3 * per_row + N * d * L * 4  # + the filters (taps), fp32, shared by the rows
     state["z"][1].fill_(1.0)

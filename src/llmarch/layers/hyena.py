@@ -13,8 +13,8 @@ the channels (the reference's ExponentialModulation). L is context_length: a for
 taps of the same filters, so they do not depend on T.
 
 Training: each long convolution by FFT, O(N d T log T), plus the projections; no attention matrix.
-Generation keeps every z^n seen so far (MixerState "z", (B, N, d, context_length), written at input_pos) and the
-short convolution's last K-1 inputs ("conv"), and computes the new token's long convolutions directly:
+Generation keeps every z^n seen so far (MixerState "z", (B, N, d, max_len), max_len <= context_length, written at
+input_pos) and the short convolution's last K-1 inputs ("conv"), and computes the new token's long convolutions directly:
 O(t N d) per token at position t (over the whole buffer, O(L N d), in a fixed-shape compiled step). Unlike Mamba's
 recurrence, whose step costs the same at any position, this cost and the state (N d L per sequence) grow with
 the context, as an attention KV cache does."""
@@ -154,15 +154,19 @@ class Hyena(Mixer):
         self.short_conv.reset_parameters()
 
     def state_note(self, dtype: str) -> str:
-        return f"{dtype}, a history of context_length {self.length} tokens"
+        return f"{dtype}, a history of up to context_length {self.length} tokens"
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> HyenaState:
+        """The history holds as many tokens as the generation may reach (max_len, at most context_length), so its
+        memory grows with the sequences generated, not with the longest the model could take; the taps are the
+        filters' first max_len values, time-reversed (what that history is ever multiplied by)."""
+        M = min(max_len, self.length)
         with torch.no_grad():
-            taps = self.filter(self.length).flip(-1)
+            taps = self.filter(self.length).flip(-1)[..., self.length - M:]
         return HyenaState(taps,
                           conv=conv_state(batch, (self.order + 1) * self.d, self.short_conv.kernel_size[0], dtype,
                                           device),
-                          z=torch.zeros(batch, self.order, self.d, self.length, dtype=dtype, device=device))
+                          z=torch.zeros(batch, self.order, self.d, M, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:  # x: (B, T, C)
         state = self.cache
