@@ -14,7 +14,7 @@ from llmarch.cli import main
 from llmarch.compare import CompareConfig, compare, select
 from llmarch.compare import quality
 from llmarch.compare.entries import ENTRIES
-from llmarch.compare.report import advantages, measured_advantage, statements
+from llmarch.compare.report import advantages, loss_noise, measured_advantage, statements
 from llmarch.compare.sizing import Shape, flops_per_token, reference_flops, sized, steps_for
 from llmarch.errors import LlmarchError
 
@@ -64,6 +64,10 @@ def test_tiny_comparison_writes_the_table_csv_json_and_plots(done):
     assert float(by["gpt"]["state_mib_64"]) > float(by["gpt"]["state_mib_16"])
     assert by["gpt"]["decode_ms_per_1k_context"] != "" and by["bert"]["decode_ms_per_1k_context"] == ""
     assert "Decode state flat in context (the same bytes at 16 and 64 tokens): Mamba." in page
+    # GPT trained again at seeds 1 and 2 (its loss only): the page states the seed noise
+    assert sorted(p.name for p in (run / "results").iterdir()) == ["bert.json", "gpt-seed1.json", "gpt-seed2.json",
+                                                                   "gpt.json", "mamba.json"]
+    assert "- Seed noise: GPT's validation loss at seeds 0, 1, 2 is " in page
     data = json.loads((run / "compare.json").read_text())
     assert data["rows"] == json.loads(json.dumps(result["rows"])) and data["meta"]["budget"] == TINY["budget"]
     for png in ("loss-vs-compute.png", "decode-vs-context.png", "synthetic.png"):
@@ -89,7 +93,7 @@ def test_a_second_run_resumes_and_retrains_only_what_is_missing(done, text, monk
     monkeypatch.setattr("llmarch.compare.run.train_lm", spy)
     logs = []
     again = compare(select("gpt,mamba,bert"), CompareConfig(data=text, **TINY), run, log=logs.append)
-    assert trained == ["mamba"]
+    assert trained == ["mamba"]  # not GPT's seed runs either
     assert any("gpt: done before" in m for m in logs) and not any(m.startswith("speed:") for m in logs)
     assert [r["val_loss"] for r in again["rows"]][::2] == [r["val_loss"] for r in result["rows"]][::2]
     with pytest.raises(LlmarchError, match="other settings \\(budget\\)"):
@@ -105,8 +109,8 @@ def test_a_failed_family_is_reported_in_its_row_and_the_others_go_on(tmp_path, t
         return real(entry, *a, **k)
 
     monkeypatch.setattr("llmarch.compare.run.train_lm", broken)
-    done = compare(select("gpt,mamba"), CompareConfig(data=text, **{**TINY, "synthetic_budget": 0}), tmp_path,
-                   log=lambda m: None)
+    cc = CompareConfig(data=text, **{**TINY, "synthetic_budget": 0, "noise_seeds": 1})
+    done = compare(select("gpt,mamba"), cc, tmp_path, log=lambda m: None)
     gpt, mamba = done["rows"]
     assert gpt["val_loss"] is not None and gpt["error"] is None
     assert mamba["error"] == "RuntimeError: scan exploded" and mamba["val_loss"] is None
@@ -151,6 +155,9 @@ def test_the_measured_advantage_follows_from_the_numbers():
                      "lower loss at equal compute (2.900 vs 3.000)"]
     bert = _row("bert", "BERT", objective="mlm", val_loss=1.0)  # another objective's loss is never a win
     assert not any("loss" in p for _, p in advantages(bert, ref, [16, 64]))
+    assert not any("loss" in p for _, p in advantages(moe, ref, [16, 64], noise=0.2))  # within the seed noise
+    assert loss_noise({"reference_seed_losses": {"0": 3.0, "1": 3.3}}) == pytest.approx(0.3)
+    assert loss_noise({"reference_seed_losses": {"0": 3.0}}) == 0.05
     said = statements([ref, ssm, moe, bert], [16, 64], {"recall": 4, "copy": 8})
     assert "Lowest next-token loss at equal compute: MoE (2.900); highest: Mamba (3.100); the spread is 0.200 nats." \
         in said

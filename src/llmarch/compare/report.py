@@ -2,11 +2,13 @@
 for (entries.py), and beside it what it measurably did better than the reference row (GPT) in this run, with
 the figures; then the figures themselves and statements that follow from them.
 
-A measured advantage is a figure where the row beats the reference by more than noise at this scale (loss by
-0.02 nats, speed or memory by 10%, decode state by 1.5x, an accuracy by 5 points, parameters per active
-parameter by 1.5x); the two largest are shown, largest first (strength: the log of the ratio, or the loss
-difference in nats, which is the log of the perplexity ratio). Encoders and encoder-decoders train on their
-own objectives, so their losses are reported apart and never ranked against next-token loss."""
+A measured advantage is a figure where the row beats the reference by more than noise at this scale: loss by
+0.05 nats or by the range of the reference's own losses over seeds (the run trains it at several: early in
+training a change of seed moves the loss by a few tenths of a nat), speed or memory by 10%, decode state by 1.5x,
+an accuracy by 5 points, parameters per active parameter by 1.5x. The two largest are shown, largest first
+(strength: the log of the ratio, or the loss difference in nats, which is the log of the perplexity ratio).
+Encoders and encoder-decoders train on their own objectives, so their losses are reported apart and never
+ranked against next-token loss."""
 from __future__ import annotations
 
 import csv
@@ -47,14 +49,21 @@ def _ratio(a, b):
     return a / b if a and b else None
 
 
-def advantages(row: dict, ref: dict, lengths: list[int]) -> list[tuple[float, str]]:
-    """(strength, phrase) for every figure where `row` beats the reference by more than noise."""
+def loss_noise(meta: dict) -> float:
+    """The smallest loss gain claimed: 0.05 nats, or the range of the reference's losses over seeds."""
+    losses = list(meta.get("reference_seed_losses", {}).values())
+    return max(0.05, max(losses) - min(losses)) if losses else 0.05
+
+
+def advantages(row: dict, ref: dict, lengths: list[int], noise: float = 0.05) -> list[tuple[float, str]]:
+    """(strength, phrase) for every figure where `row` beats the reference by more than noise (`noise`: the
+    smallest loss gain claimed, in nats)."""
     out, L = [], lengths[-1]
     name = ref["label"].split(" (")[0]
     both_causal = row["objective"] == ref["objective"] == "clm"
     if both_causal and row["val_loss"] is not None and ref["val_loss"] is not None:
         gain = ref["val_loss"] - row["val_loss"]
-        if gain >= 0.02:
+        if gain > noise:
             out.append((gain, f"lower loss at equal compute ({row['val_loss']:.3f} vs {ref['val_loss']:.3f})"))
 
     def higher(key, what, fmt, threshold=1.1):
@@ -87,12 +96,12 @@ def advantages(row: dict, ref: dict, lengths: list[int]) -> list[tuple[float, st
     return sorted(out, key=lambda s: -s[0])
 
 
-def measured_advantage(row: dict, ref: dict, lengths: list[int]) -> str:
+def measured_advantage(row: dict, ref: dict, lengths: list[int], noise: float = 0.05) -> str:
     if row["error"] and row["val_loss"] is None:
         return f"failed: {row['error']}"
     if row["key"] == ref["key"]:
         return "the reference row"
-    found = advantages(row, ref, lengths)[:2]
+    found = advantages(row, ref, lengths, noise)[:2]
     name = ref["label"].split(" (")[0]
     if not found:
         return f"none over {name} at this budget"
@@ -116,7 +125,8 @@ def statements(rows: list[dict], lengths: list[int], chance: dict[str, int] | No
     if causal:
         best, worst = min(causal, key=lambda r: r["val_loss"]), max(causal, key=lambda r: r["val_loss"])
         out.append(f"Lowest next-token loss at equal compute: {short(best)} ({best['val_loss']:.3f}); highest: "
-                   f"{short(worst)} ({worst['val_loss']:.3f}); the spread is {worst['val_loss'] - best['val_loss']:.3f} "
+                   f"{short(worst)} ({worst['val_loss']:.3f}); the spread is "
+                   f"{worst['val_loss'] - best['val_loss']:.3f} "
                    "nats.")
     L0, L1 = lengths[0], lengths[-1]
     dec = [r for r in ok if r.get(f"state_mib_{L1}") is not None]
@@ -142,7 +152,8 @@ def statements(rows: list[dict], lengths: list[int], chance: dict[str, int] | No
             worst = min(scored, key=lambda r: r[f"{task}_accuracy"])
             solved = [short(r) for r in scored if r[f"{task}_accuracy"] >= 0.9]
             name = "Associative recall" if task == "recall" else "Selective copying"
-            span = (f"every model at {best[f'{task}_accuracy']:.0%}" if best[f"{task}_accuracy"] == worst[f"{task}_accuracy"]
+            tied = best[f"{task}_accuracy"] == worst[f"{task}_accuracy"]
+            span = (f"every model at {best[f'{task}_accuracy']:.0%}" if tied
                     else f"best {short(best)} ({best[f'{task}_accuracy']:.0%}), worst {short(worst)} "
                          f"({worst[f'{task}_accuracy']:.0%})")
             odds = f" (chance: {1 / chance[task]:.0%} per answer token)" if chance else ""
@@ -162,6 +173,7 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
     """The page: the guide's table, the measured figures, statements, plots and where the raw data is."""
     lengths = meta["lengths"]
     ref = next((r for r in rows if r["key"] == REFERENCE), rows[0])
+    noise = loss_noise(meta)
     from .entries import BY_KEY
 
     lines = [
@@ -175,8 +187,9 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
         f"{meta['budget']:.3g} training FLOPs (6N + attention, per token, times the tokens; the FLOPs of each "
         f"row are stated), a BPE vocabulary of {meta['vocab_size']:,}, {meta['context']}-token sequences, batch "
         f"{meta['batch_size']}, width d_model {meta['d_model']}, and the depth that brings its FLOPs per token "
-        f"nearest GPT's at {meta['depth']} layers; one seed ({meta['seed']}). The synthetic tasks ({meta['synthetic_tasks']}) "
-        f"trained each model afresh at {meta['synthetic_budget']:.3g} FLOPs. Speed figures are fp32, random weights, timed in turns across "
+        f"nearest GPT's at {meta['depth']} layers; one seed ({meta['seed']}). The synthetic tasks "
+        f"({meta['synthetic_tasks']}) trained each model afresh at {meta['synthetic_budget']:.3g} FLOPs. Speed figures "
+        "are fp32, random weights, timed in turns across "
         f"the architectures, medians of {meta['repeats']} rounds. These are small models on a small budget: the "
         "table says what this run measured, not what holds at scale.",
         "",
@@ -185,11 +198,12 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
     ]
     for r in rows:
         e = BY_KEY[r["key"]]
-        lines.append(f"| {r['label']} | {e.best_for} | {measured_advantage(r, ref, lengths)} | {e.uses} |")
+        lines.append(f"| {r['label']} | {e.best_for} | {measured_advantage(r, ref, lengths, noise)} | {e.uses} |")
     lines += ["", "## The figures", "",
               "| architecture | layers | parameters (active) | FLOPs/token | tokens | val loss | recall | copy | "
               "train tok/s | train peak MiB | prefill tok/s | " + " | ".join(f"decode tok/s @{L}" for L in lengths)
-              + " | " + " | ".join(f"state MiB @{L}" for L in lengths) + " | decode ms/token per 1k context | state bytes per context token |",
+              + " | " + " | ".join(f"state MiB @{L}" for L in lengths)
+              + " | decode ms/token per 1k context | state bytes per context token |",
               "|---" * (14 + 2 * len(lengths)) + "|"]
     for r in rows:
         params = "" if r["parameters"] is None else (
@@ -213,6 +227,12 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
               + ("the CUDA allocator's peak" if meta["device"].startswith("cuda") else
                  "the most bytes of live tensors during a step (parameters, gradients, AdamW state, activations)")
               + ".", "", "## What the numbers say", ""]
+    seeds = meta.get("reference_seed_losses", {})
+    if len(seeds) > 1:
+        lines.append(f"- Seed noise: {short(ref)}'s validation loss at seeds {', '.join(seeds)} is "
+                     f"{', '.join(f'{v:.3f}' for v in seeds.values())} (a range of "
+                     f"{max(seeds.values()) - min(seeds.values()):.3f} nats); a loss gain of less than {noise:.3f} "
+                     "is not claimed as an advantage above.")
     lines += [f"- {s}" for s in statements(rows, lengths, meta.get("answer_vocab"))]
     if figures:
         lines += ["", "## Plots", ""] + [f"![{title}]({path})" for title, path in figures.items()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from ..device import machine_name, parse_device
 from ..errors import LlmarchError, check_fields
 from ..rundir import write_text_atomic
 from . import plots, report
-from .entries import Entry
+from .entries import REFERENCE, Entry
 from .quality import Synthetic, synthetic, train_lm
 from .sizing import Shape, flops_per_token, reference_flops, sized, steps_for
 from .speed import SpeedConfig, measure
@@ -42,13 +42,17 @@ class CompareConfig:
     eval_tokens: int = 16384  # validation tokens per point
     lengths: str = "1024,4096,16384"  # contexts of the decode figures
     repeats: int = 3  # rounds of every timed figure
-    seed: int = 0
+    seed: int = 0  # of every model's init, batches and validation windows
+    # the reference (GPT) trains again at the next seeds, so the page can say how far a change of seed moves the
+    # loss: smaller loss differences are not claimed as advantages
+    noise_seeds: int = 3
     data: str | None = None  # the training text; None: the embedded standard-library corpus
     device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
 
     def validate(self) -> list[int]:
         check_fields(self, positive=("budget", "d_model", "depth", "vocab_size", "context", "batch_size", "lr",
-                                     "evals", "eval_tokens", "repeats"), nonnegative=("synthetic_budget", "seed"))
+                                     "evals", "eval_tokens", "repeats", "noise_seeds"),
+                     nonnegative=("synthetic_budget", "seed"))
         try:
             lengths = sorted({int(v) for v in self.lengths.split(",")})
         except ValueError:
@@ -80,8 +84,9 @@ def _failure(e: Exception) -> str:
     return f"{type(e).__name__}: {first}"
 
 
-def _entry(entry: Entry, cc: CompareConfig, target: int, out: Path, verbose: bool) -> dict:
-    """Size, train and score one entry: its result."""
+def _entry(entry: Entry, cc: CompareConfig, target: int, out: Path, verbose: bool, run: str | None = None,
+           synthetic_tasks: bool = True) -> dict:
+    """Size, train and score one entry: its result (trained in out/runs/RUN, RUN the entry's key by default)."""
     shape = cc.shape()
     cfg = sized(entry, shape, target)
     facts = model_facts(cfg)
@@ -94,8 +99,9 @@ def _entry(entry: Entry, cc: CompareConfig, target: int, out: Path, verbose: boo
               "config": cfg.to_dict(), "val_loss": None, "recall_accuracy": None, "copy_accuracy": None}
     t0 = time.perf_counter()
     try:
-        result.update(train_lm(entry, cfg, _train_config(cc, entry, steps), out / "runs" / entry.key, verbose))
-        if entry.causal and cc.synthetic_budget:
+        result.update(train_lm(entry, cfg, _train_config(cc, entry, steps), out / "runs" / (run or entry.key),
+                               verbose))
+        if entry.causal and cc.synthetic_budget and synthetic_tasks:
             syn = synthetic(entry, cfg, Synthetic(budget=cc.synthetic_budget), cc.device, cc.seed)
             result.update(recall_accuracy=syn["recall"]["accuracy"], copy_accuracy=syn["copy"]["accuracy"],
                           synthetic_steps={k: v["steps"] for k, v in syn.items()})
@@ -130,19 +136,24 @@ def compare(entries: list[Entry], cc: CompareConfig, out: str | Path, doc: str |
     (out / "results").mkdir(parents=True, exist_ok=True)
     target = reference_flops(cc.shape())
     results: dict[str, dict] = {}
-    for i, entry in enumerate(entries):
-        path = out / "results" / f"{entry.key}.json"
+    # every entry, then the reference again at the next seeds (its loss only): the seed noise
+    plan = [(e, e.key, cc) for e in entries]
+    plan += [(e, f"{e.key}-seed{cc.seed + k}", replace(cc, seed=cc.seed + k)) for e in entries if e.key == REFERENCE
+             for k in range(1, cc.noise_seeds)]
+    for i, (entry, key, run_cc) in enumerate(plan):
+        counter = f"[{i + 1}/{len(plan)}] {key}"
+        path = out / "results" / f"{key}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
             if not saved.get("error"):
-                results[entry.key] = saved
-                log(f"[{i + 1}/{len(entries)}] {entry.key}: done before (val loss {saved['val_loss']:.3f})")
+                results[key] = saved
+                log(f"{counter}: done before (val loss {saved['val_loss']:.3f})")
                 continue
-        log(f"[{i + 1}/{len(entries)}] {entry.key}: training")
-        result = _entry(entry, cc, target, out, verbose)
+        log(f"{counter}: training")
+        result = _entry(entry, run_cc, target, out, verbose, run=key, synthetic_tasks=key == entry.key)
         write_text_atomic(path, json.dumps(result, indent=1) + "\n")
-        results[entry.key] = result
-        log(f"[{i + 1}/{len(entries)}] {entry.key}: " + (f"failed: {result['error']}" if result.get("error") else
+        results[key] = result
+        log(f"{counter}: " + (f"failed: {result['error']}" if result.get("error") else
             f"{result['n_layers']} layers, {result['tokens']:,} tokens, val loss {result['val_loss']:.3f}"
             + (f", recall {result['recall_accuracy']:.0%}, copy {result['copy_accuracy']:.0%}"
                if result["recall_accuracy"] is not None else "")))
@@ -150,9 +161,11 @@ def compare(entries: list[Entry], cc: CompareConfig, out: str | Path, doc: str |
     speed, speed_seconds = _speed(entries, results, cc, lengths, out, log)
     rows = [report.flat_row(e.key, results[e.key], speed.get(e.key, {}), lengths) for e in entries]
     # the whole comparison's time, over the runs that made it: each entry's, and the speed phase's
-    seconds = sum(results[e.key].get("seconds", 0.0) for e in entries) + speed_seconds
+    seconds = sum(r.get("seconds", 0.0) for r in results.values()) + speed_seconds
     meta = _meta(cc, lengths, command, seconds)
-    files = _write(rows, results, speed, meta, out, Path(doc) if doc else None)
+    meta["reference_seed_losses"] = {str(run_cc.seed): results[key]["val_loss"] for e, key, run_cc in plan
+                                     if e.key == REFERENCE and results[key].get("val_loss") is not None}
+    files = _write(rows, {e.key: results[e.key] for e in entries}, speed, meta, out, Path(doc) if doc else None)
     return {"rows": rows, "meta": meta, "files": files}
 
 
@@ -178,10 +191,12 @@ def _meta(cc: CompareConfig, lengths, command: str, seconds: float) -> dict:
     device = parse_device(cc.device)
     machine = machine_name(device)
     syn = Synthetic()
-    return {**asdict(cc), "lengths": lengths, "answer_vocab": {"recall": syn.recall.values, "copy": syn.copy.data_vocab},
-            "synthetic_tasks": f"associative recall of {syn.recall.pairs} pairs ({syn.recall.keys} keys, "
-                               f"{syn.recall.values} values, {syn.recall.seq_len} tokens) and selective copying of "
-                               f"{syn.copy.data_tokens} tokens scattered over {syn.copy.length}", "command": command, "machine": machine, "torch": torch.__version__,
+    tasks = (f"associative recall of {syn.recall.pairs} pairs ({syn.recall.keys} keys, {syn.recall.values} values, "
+             f"{syn.recall.seq_len} tokens) and selective copying of {syn.copy.data_tokens} tokens scattered over "
+             f"{syn.copy.length}")
+    answers = {"recall": syn.recall.values, "copy": syn.copy.data_vocab}
+    return {**asdict(cc), "lengths": lengths, "answer_vocab": answers,
+            "synthetic_tasks": tasks, "command": command, "machine": machine, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": str(device), "date": date.today().isoformat(),
             "minutes": seconds / 60}
 
