@@ -149,6 +149,11 @@ def test_the_measured_advantage_follows_from_the_numbers():
                val_loss=3.1, decode_tokens_per_s_64=150.0)
     text = measured_advantage(ssm, ref, [16, 64])
     assert text.startswith("8x smaller decode state at 64 tokens (0.5 vs 4 MiB), flat in context; 1.5x decode speed")
+    solved = _row("x", "X", copy_accuracy=0.7, recall_accuracy=0.3, state_mib_64=4.0)
+    unsolved = [p for _, p in advantages(_row("y", "Y", recall_accuracy=0.45), _row("g", "G", recall_accuracy=0.1),
+                                         [16, 64])]
+    assert [p for _, p in advantages(solved, ref, [16, 64])] == ["copy accuracy 70% vs 50%"]
+    assert unsolved == []  # 45% against 10%: better at a task neither solves is not an advantage
     moe = _row("moe", "MoE", parameters=300, active_parameters=100, val_loss=2.9)
     found = [p for _, p in advantages(moe, ref, [16, 64])]
     assert found == ["3.0x the parameters for the compute per token (300 total, 100 active)",

@@ -5,7 +5,7 @@ the figures; then the figures themselves and statements that follow from them.
 A measured advantage is a figure where the row beats the reference by more than noise at this scale: loss by
 0.05 nats or by the range of the reference's own losses over seeds (the run trains it at several: early in
 training a change of seed moves the loss by a few tenths of a nat), speed or memory by 10%, decode state by 1.5x,
-an accuracy by 5 points, parameters per active parameter by 1.5x. The two largest are shown, largest first
+an accuracy by 5 points (on a task the row gets at least half right), parameters per active parameter by 1.5x. The two largest are shown, largest first
 (strength: the log of the ratio, or the loss difference in nats, which is the log of the perplexity ratio).
 Encoders and encoder-decoders train on their own objectives, so their losses are reported apart and never
 ranked against next-token loss."""
@@ -85,9 +85,9 @@ def advantages(row: dict, ref: dict, lengths: list[int], noise: float = 0.05) ->
         flat = row.get("state_bytes_per_context_token") == 0
         out.append((math.log(r), f"{r:,.0f}x smaller decode state at {L:,} tokens ({row[f'state_mib_{L}']:.3g} vs "
                                  f"{ref[f'state_mib_{L}']:.3g} MiB){', flat in context' if flat else ''}"))
-    for task in ("recall", "copy"):
+    for task in ("recall", "copy"):  # an edge at a task the row does not solve (under half right) is no advantage
         a, b = row.get(f"{task}_accuracy"), ref.get(f"{task}_accuracy")
-        if a is not None and b is not None and a - b >= 0.05:
+        if a is not None and b is not None and a - b >= 0.05 and a >= 0.5:
             out.append((math.log((a + 0.05) / (b + 0.05)), f"{task} accuracy {a:.0%} vs {b:.0%}"))
     r = _ratio(row.get("parameters"), row.get("active_parameters"))
     if r is not None and r >= 1.5:
@@ -169,7 +169,8 @@ def statements(rows: list[dict], lengths: list[int], chance: dict[str, int] | No
     return out
 
 
-def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[str, str]) -> str:
+def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[str, str],
+             guide: str | None = None) -> str:
     """The page: the guide's table, the measured figures, statements, plots and where the raw data is."""
     lengths = meta["lengths"]
     ref = next((r for r in rows if r["key"] == REFERENCE), rows[0])
@@ -237,4 +238,7 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
     if figures:
         lines += ["", "## Plots", ""] + [f"![{title}]({path})" for title, path in figures.items()]
     lines += ["", "Raw data: " + ", ".join(f"[{name}]({path})" for name, path in data.items()) + "."]
+    if guide:
+        lines += ["", f"How to read it (seed noise, the synthetic budget, CPU kernels, what decode state llmarch "
+                      f"allocates) and how the run works: [{guide}]({guide})."]
     return "\n".join(lines) + "\n"

@@ -227,7 +227,8 @@ def _write(rows, results, speed, meta, out: Path, doc: Path | None) -> dict:
             moved[title] = f"figures/{stem}-{png}"
         shutil.copyfile(out / "compare.csv", doc.with_suffix(".csv"))
         shutil.copyfile(out / "compare.json", doc.with_suffix(".json"))
+        guide = "compare.md" if (doc.parent / "compare.md").is_file() else None  # the tool's page, in docs/
         write_text_atomic(doc, report.markdown(rows, meta, moved, {"CSV": doc.with_suffix(".csv").name,
-                                                                   "JSON": doc.with_suffix(".json").name}))
+                                                                   "JSON": doc.with_suffix(".json").name}, guide))
         files["doc"] = doc
     return files
