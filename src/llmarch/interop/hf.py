@@ -37,6 +37,11 @@ class Family:
     canonical: Callable[[str], str] | None = None  # stored name -> the name the rules use (older layouts)
     # heads other than the LM head: ModelConfig.head -> (HF architecture, the head's extra rules)
     heads: dict[str, tuple[str, list[Rule]]] = field(default_factory=dict)
+    # transformers 5 keeps a MoE layer's experts as stacked Parameters (E, out, in), as ours are (layers/moe.py),
+    # and converts the per-expert tensors of the checkpoint (the rules above) into them on load: their names as the
+    # model has them, paired with ours, in the order its Experts module defines them (PEFT's target_parameters
+    # names, adapters/peft_experts.py, and its nesting order)
+    stacked_experts: list[Rule] = field(default_factory=list)
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
         return self.rules + (self.heads[cfg.head][1] if cfg.head in self.heads else [])
