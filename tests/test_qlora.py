@@ -208,6 +208,7 @@ def test_peft_adapter_of_a_qlora_model_in_peft(tmp_path):
 @pytest.mark.parametrize("preset,method,targets", [
     ("llama-tiny", "int4", TARGETS),
     ("llama-tiny", "int8", ("qkv_proj.q", "down")),
+    ("qwen3-tiny", "int4", ("qkv_proj", "lm_head")),  # a tied head with its own int4 copy: exported untied
     # the experts quantized one linear per expert; adapters on one expert's gate_up and every expert's down
     ("mixtral-tiny", "int4", ("qkv_proj", "experts.gate_up.1", "*.experts.down.*")),
 ])

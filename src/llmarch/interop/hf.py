@@ -187,6 +187,8 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     if cfg.head != "lm" and cfg.head not in family.heads:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face layout for the {cfg.head} head")
     ours = float_state(model) if getattr(model, "quantization", None) is not None else state_for_saving(model)
+    if cfg.tied_head and "lm_head.weight" in ours:  # a quantized copy of a tied head: its own matrix, untied
+        cfg = cfg.replace(tie_embeddings=False)
     rules = family.rules_for(cfg)
     unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg)})
     if unmapped:

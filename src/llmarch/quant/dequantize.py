@@ -4,8 +4,9 @@ QLoRA's adapters merged into that float weight (W + s B A, Dettmers et al. 2023 
 per-expert quantized layers stacked again into (E, rows, C), an int8 embedding table dequantized, all under the
 names the plain model's state dict has. The model is left as it is; the float weights are new memory (one float
 model's worth). The merge is in float, so no part of the update is rounded away (the reason adapters/quantized.py
-refuses a merge into the int4 codes). A tied head is the embedding in the float model: a quantized copy of it
-(Scheme.head) is not exported, so the float model's logits differ from the quantized one's by that copy's error."""
+refuses a merge into the int4 codes). A tied head that quantization gave its own copy (Scheme.head) is kept as
+`lm_head.weight`, dequantized (with its adapter, if any): the export unties it (interop/hf.py), so that it computes
+what the quantized model does rather than use the embedding in its place."""
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,8 @@ def _float_weight(layer: nn.Module) -> torch.Tensor:
 @torch.no_grad()
 def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict of the unquantized model of the same config, adapters merged, in the dtype of the model's
-    own float parameters (norms, and whatever the scheme left unquantized); without a tied LM head."""
+    own float parameters (norms, and whatever the scheme left unquantized); without a tied LM head unless it is a
+    quantized copy."""
     dtype = next((p.dtype for n, p in model.named_parameters() if p.is_floating_point() and ".lora_" not in n),
                  torch.float32)
     state: dict[str, torch.Tensor] = {}
@@ -54,6 +56,6 @@ def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
             continue
         state.update({f"{name}.{k}": v.detach() for k, v in own.items()})
         done.append(name)
-    if model.config.tied_head:
+    if model.config.tied_head and not isinstance(getattr(model, "lm_head", None), (Int4Linear, Int8Linear)):
         state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
     return {k: v.contiguous() for k, v in state.items()}
