@@ -1,6 +1,7 @@
 """QLoRA (adapters/quantized.py): LoRA over frozen int4 weights that stay packed, gradients to the adapters and
 through the quantized kernels to the layers below (quant/grad.py), `finetune --method qlora` and its checkpoint
-in `generate`, its PEFT adapter in the `peft` library, and its bad input."""
+in `generate`, its PEFT adapter in the `peft` library, its export as a float transformers checkpoint, and its bad
+input."""
 import copy
 import json
 
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 import llmarch
 from llmarch.adapters import LoRAConfig, adapters_off, apply_lora, lora_layers, merge, remove_lora
 from llmarch.adapters.peft import save_peft
-from llmarch.adapters.quantized import LoRAInt4Linear
+from llmarch.adapters.quantized import LoRAInt4Linear, LoRAQuantized
 from llmarch.checkpoint import save_model
 from llmarch.cli import main
 from llmarch.data import ByteTokenizer
@@ -202,3 +203,34 @@ def test_peft_adapter_of_a_qlora_model_in_peft(tmp_path):
             gaps[base] = (hf(x).logits - ours).abs().max().item()
     assert gaps["dequantized"] <= 1e-4
     assert gaps["original"] > 1e-3  # the quantization error of the base, not of the adapter
+
+
+@pytest.mark.parametrize("preset,method,targets", [
+    ("llama-tiny", "int4", TARGETS),
+    ("llama-tiny", "int8", ("qkv_proj.q", "down")),
+    ("qwen3-tiny", "int4", ("qkv_proj", "lm_head")),  # a tied head with its own int4 copy: exported untied
+    # the experts quantized one linear per expert; adapters on one expert's gate_up and every expert's down
+    ("mixtral-tiny", "int4", ("qkv_proj", "experts.gate_up.1", "*.experts.down.*")),
+])
+def test_to_hf_of_a_qlora_model_is_the_float_model(preset, method, targets, tmp_path):
+    """`convert --to-hf` of a QLoRA checkpoint: its int4 / int8 weights dequantized with the adapters merged in,
+    which transformers runs to the quantized model's logits (1e-4, its kernels computing in fp32), the quantized
+    model untouched."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    extra = dict(n_experts=4, ffn_hidden=64) if preset == "mixtral-tiny" else {}
+    model = llmarch.build(preset, **{**SHAPE, **extra}).eval()
+    quantize(model, method, group_size=32, compute_dtype="float32")
+    apply_lora(model, LoRAConfig(rank=4, targets=targets))
+    randomize_b(model)
+    x = ids()
+    with torch.no_grad():
+        before = model(x).logits
+        save_model(model, tmp_path / "qlora")
+        assert main(["convert", "--to-hf", str(tmp_path / "qlora"), "--out", str(tmp_path / "hf")]) == 0
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+        assert (hf(x).logits - before).abs().max().item() <= 1e-4
+        assert torch.equal(model(x).logits, before)
+        assert any(isinstance(m, LoRAQuantized) for m in model.modules())
+        with adapters_off(model):  # the adapters are in the export
+            assert (hf(x).logits - model(x).logits).abs().max() > 1e-2

@@ -61,20 +61,21 @@ def adapters(model: nn.Module) -> dict:
 
 def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
                slices: dict[str, dict[str, tuple[int, int]]] | None = None,
-               per_slice: dict[str, dict[str, tuple[int, float]]] | None = None) -> nn.Module:
+               per_slice: dict[str, dict[str, tuple[int, float]]] | None = None,
+               stacked: dict[str, tuple[int, float]] | None = None) -> nn.Module:
     """Adapters on the layers `config.targets` names (or exactly `slices`: module name -> adapted slices, as
     a PEFT adapter file gives them, with per_slice: module name -> slice -> (rank, alpha) where they differ
-    from the config's); every other parameter frozen. A rank above a slice's width is refused (it adds
-    parameters and no rank). In place; returns the model."""
+    from the config's, and stacked: stacked expert weight name -> (rank, alpha)); every other parameter frozen.
+    A rank above a slice's width is refused (it adds parameters and no rank). In place; returns the model."""
     config = config or LoRAConfig()
     config.validate()
     if adapters(model):
         raise LlmarchError("the model already has LoRA adapters")
-    chosen, experts = select(model, list(config.targets)) if slices is None else (slices, [])
+    chosen, experts = select(model, list(config.targets)) if slices is None else (slices, list(stacked or {}))
     if experts and config.dora:
         raise LlmarchError(f"DoRA on stacked expert weights ({experts[0]}) is not supported; target the "
                            "attention or dense layers, or drop --lora-dora")
-    layers, stacked = linear_layers(model), expert_weights(model)
+    layers, weights = linear_layers(model), expert_weights(model)
     quantized = [name for name in chosen if not isinstance(layers[name][2], nn.Linear)]
     if quantized and config.dora:
         raise LlmarchError(f"DoRA over quantized weights ({quantized[0]}) is not supported; drop --lora-dora")
@@ -91,10 +92,11 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None,
         setattr(parent, attr, LoRAQuantized.wrap(*args, per_slice=options, dtype=dtype) if name in quantized
                 else LoRALinear.wrap(*args, config.dora, options))
     for name in experts:  # the adapters' input dropout does not apply here: the update is to the weight
-        module, attr = stacked[name]
+        module, attr = weights[name]
         _, out, inp = getattr(module, attr).shape
-        _check_rank(config.rank, inp, out, name)
-        attach(module, attr, config.rank, config.alpha, config.rslora)
+        rank, alpha = (stacked or {}).get(name, (config.rank, config.alpha))
+        _check_rank(rank, inp, out, name)
+        attach(module, attr, rank, alpha, config.rslora)
     model.lora_config = config
     return model
 

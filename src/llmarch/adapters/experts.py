@@ -24,7 +24,8 @@ class ExpertLoRA(nn.Module):
     def __init__(self, weight: torch.Tensor, rank: int, alpha: float, rslora: bool = False):
         super().__init__()
         E, out, inp = weight.shape
-        self.rank, self.scaling = rank, alpha / math.sqrt(rank) if rslora else alpha / rank
+        self.rank, self.alpha = rank, alpha
+        self.scaling = alpha / math.sqrt(rank) if rslora else alpha / rank
         self.lora_A = nn.Parameter(torch.empty(E, rank, inp, device=weight.device, dtype=weight.dtype))
         self.lora_B = nn.Parameter(torch.zeros(E, out, rank, device=weight.device, dtype=weight.dtype))
         bound = 1 / math.sqrt(inp)  # kaiming_uniform(a=sqrt(5)) per expert, as nn.Linear and PEFT initialise A

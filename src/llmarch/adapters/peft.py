@@ -3,7 +3,8 @@
 `lora_magnitude_vector` for DoRA). Module names translate through the family's weight map (interop/): a rule
 joining q_proj, k_proj and v_proj into our qkv_proj makes PEFT's q_proj adapter our qkv_proj's slice "q"
 (targets.py), and an adapter on gate_proj alone is the "gate" slice of gate_up. Only layers stored as they are
-("same" layout) translate: GPT-2's transposed Conv1D and GPT-NeoX's per-head q|k|v interleaving do not."""
+("same" layout) translate: GPT-2's transposed Conv1D and GPT-NeoX's per-head q|k|v interleaving do not.
+Adapters on stacked expert weights are PEFT's `target_parameters` (peft_experts.py)."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ from ..interop.hf import FAMILIES
 from ..interop.mapping import expand
 from . import LoRAConfig, apply_lora, lora_layers
 from .experts import expert_sites
+from .peft_experts import expert_tensors, take_experts
 from .targets import fused_slices, linear_layers
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -54,15 +56,19 @@ def save_peft(model: nn.Module, path: str | Path, base: str | None = None) -> No
     """The model's LoRA adapters as a PEFT adapter directory; base: the base model's name or path, recorded as
     base_model_name_or_path."""
     layers = lora_layers(model)
-    if expert_sites(model):
-        raise LlmarchError("PEFT names for adapters on stacked expert weights are not supported here")
-    if not layers:
+    tensors, stacked = expert_tensors(model, PREFIX)
+    if not layers and not stacked:
         raise LlmarchError("the model has no LoRA adapters to save")
-    if any(layer.merged for layer in layers.values()):
+    if any(layer.merged for layer in [*layers.values(), *stacked.values()]):
         raise LlmarchError("the adapters are merged into the weights; unmerge before saving them")
-    back = {ours: hf for hf, ours in module_map(model).items()}
+    back = {ours: hf for hf, ours in module_map(model).items()} if layers else {}
     config: LoRAConfig = model.lora_config
-    tensors, targets, ranks, alphas = {}, [], {}, {}
+    targets, ranks, alphas = [], {}, {}
+    for hf, lora in stacked.items():
+        if lora.rank != config.rank:
+            ranks[hf] = lora.rank
+        if not math.isclose(lora.alpha, config.alpha):
+            alphas[hf] = lora.alpha
     for name, layer in layers.items():
         for part in layer.slices:
             if (name, part) not in back:
@@ -80,10 +86,13 @@ def save_peft(model: nn.Module, path: str | Path, base: str | None = None) -> No
             tensors[f"{PREFIX}{hf}.lora_B.weight"] = layer.lora_B[part].detach().contiguous().cpu()
             if layer.lora_magnitude is not None:
                 tensors[f"{PREFIX}{hf}.lora_magnitude_vector"] = layer.lora_magnitude[part].detach().cpu()
+    # PEFT's ParamWrapper refuses dropout (it would act on the input, and the update is to the weight: ours on
+    # experts have none either), so a file with expert adapters records none; it mattered only in training
     meta = dict(peft_type="LORA", task_type="CAUSAL_LM", base_model_name_or_path=base, r=config.rank,
-                lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.rslora,
-                use_dora=config.dora, target_modules=sorted(targets), bias="none", fan_in_fan_out=False,
-                inference_mode=True, init_lora_weights=True, modules_to_save=None, rank_pattern=ranks, alpha_pattern=alphas)
+                lora_alpha=config.alpha, lora_dropout=0.0 if stacked else config.dropout, use_rslora=config.rslora,
+                use_dora=config.dora, target_modules=sorted(targets), target_parameters=sorted(stacked) or None,
+                bias="none", fan_in_fan_out=False, inference_mode=True, init_lora_weights=True, modules_to_save=None,
+                rank_pattern=ranks, alpha_pattern=alphas)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / WEIGHTS), metadata={"format": "pt"})
@@ -131,14 +140,15 @@ def load_peft(model: nn.Module, path: str | Path) -> nn.Module:
                 break
         else:
             raise LlmarchError(f"{path}: unexpected tensor {key}")
+    config = LoRAConfig(rank=int(meta["r"]), alpha=float(meta.get("lora_alpha", 8)),
+                        dropout=float(meta.get("lora_dropout", 0.0)), rslora=bool(meta.get("use_rslora")),
+                        dora=bool(meta.get("use_dora")), targets=tuple(sorted(found)))
+    stacked = take_experts(model, meta, found, path, lambda hf: _rank_and_alpha(meta, hf, config.rank, config.alpha))
     unknown = sorted(set(found) - set(names))
     if unknown:
         raise LlmarchError(f"{path} adapts {first_and_count(unknown)}, which this model does not have "
                            "(an adapter for another base?)")
     layers = linear_layers(model)
-    config = LoRAConfig(rank=int(meta["r"]), alpha=float(meta.get("lora_alpha", 8)),
-                        dropout=float(meta.get("lora_dropout", 0.0)), rslora=bool(meta.get("use_rslora")),
-                        dora=bool(meta.get("use_dora")), targets=tuple(sorted(found)))
     slices: dict[str, dict[str, tuple[int, int]]] = {}
     options: dict[str, dict[str, tuple[int, float]]] = {}
     for hf in found:
@@ -146,9 +156,13 @@ def load_peft(model: nn.Module, path: str | Path) -> nn.Module:
         parent, _, layer = layers[ours]
         slices.setdefault(ours, {})[part] = fused_slices(ours, layer, parent)[part]
         options.setdefault(ours, {})[part] = _rank_and_alpha(meta, hf, config.rank, config.alpha)
-    apply_lora(model, config, slices=slices, per_slice=options)
-    adapted = lora_layers(model)
+    apply_lora(model, config, slices=slices, per_slice=options,
+               stacked={name: (rank, alpha) for name, (_, _, rank, alpha) in stacked.items()})
+    adapted, sites = lora_layers(model), expert_sites(model)
     with torch.no_grad():
+        for name, (A, B, _, _) in stacked.items():
+            sites[name].lora.lora_A.copy_(A)
+            sites[name].lora.lora_B.copy_(B)
         for hf, parts in found.items():
             ours, part = names[hf]
             layer = adapted[ours]

@@ -9,7 +9,8 @@ Merging is refused. Folding s B A into the codes means re-quantizing W + s B A, 
 the update smaller than half a quantization step of its group; a merge into a dequantized full-precision weight
 gives the full-precision model that QLoRA exists to avoid holding. The adapters stay beside the int4 weights:
 in the model, in its checkpoints (checkpoint.py writes them unmerged, with adapters.json naming where they sit),
-and as a PEFT adapter for the full-precision base."""
+and as a PEFT adapter for the full-precision base. Only an export to a float checkpoint (interop/hf.py's to_hf)
+merges them, into float copies of the dequantized weights (quant/dequantize.py)."""
 from __future__ import annotations
 
 import torch

@@ -15,8 +15,10 @@ def add_parsers(sub) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--from-hf", metavar="DIR", help="a Hugging Face checkpoint directory to read "
                                                         "(this, --to-hf or --to-gguf is required)")
-    which.add_argument("--to-hf", metavar="DIR", help="an llmarch checkpoint or run directory to export "
-                                                      "(this, --from-hf or --to-gguf is required)")
+    which.add_argument("--to-hf", metavar="DIR", help="an llmarch checkpoint or run directory to export; a "
+                                                      "quantized one (a QLoRA run's) as its float model, dequantized "
+                                                      "with its adapters merged (this, --from-hf or --to-gguf is "
+                                                      "required)")
     which.add_argument("--to-gguf", metavar="DIR",
                        help="an llmarch checkpoint (llama or qwen2 family) to write as the GGUF file --out "
                             "(this, --from-hf or --to-hf is required)")

@@ -37,6 +37,11 @@ class Family:
     canonical: Callable[[str], str] | None = None  # stored name -> the name the rules use (older layouts)
     # heads other than the LM head: ModelConfig.head -> (HF architecture, the head's extra rules)
     heads: dict[str, tuple[str, list[Rule]]] = field(default_factory=dict)
+    # transformers 5 keeps a MoE layer's experts as stacked Parameters (E, out, in), as ours are (layers/moe.py),
+    # and converts the per-expert tensors of the checkpoint (the rules above) into them on load: their names as the
+    # model has them, paired with ours, in the order its Experts module defines them (PEFT's target_parameters
+    # names, adapters/peft_experts.py, and its nesting order)
+    stacked_experts: list[Rule] = field(default_factory=list)
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
         return self.rules + (self.heads[cfg.head][1] if cfg.head in self.heads else [])
@@ -169,19 +174,21 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     max_shard_bytes). tokenizer_from: a directory with a tokenizer.json (an llmarch checkpoint or a Hugging Face
     directory), written alongside as transformers reads it, with the files it came with (tokenizer_config.json,
     chat template, generation_config.json) and its special-token ids in config.json.
-    labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ..."""
+    labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ...
+    A quantized model (a QLoRA result) exports as the float model it stands for: its int4 / int8 weights
+    dequantized and its adapters merged into them (quant/dequantize.py), the model itself unchanged."""
+    from ..quant.dequantize import float_state
+
     cfg = model.config
-    if getattr(model, "quantization", None) is not None:
-        raise LlmarchError(f"the model is quantized ({model.quantization.method}) and the export writes full-precision "
-                           "weights: export the base it was quantized from (a QLoRA run's adapter/ folder is a PEFT "
-                           "adapter for that base)")
     if cfg.hf_model_type is None:
         raise LlmarchError("the model's config has no hf_model_type; set it to one of: "
                            + ", ".join(FAMILIES.names()))
     family = FAMILIES[cfg.hf_model_type]
     if cfg.head != "lm" and cfg.head not in family.heads:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face layout for the {cfg.head} head")
-    ours = state_for_saving(model)
+    ours = float_state(model) if getattr(model, "quantization", None) is not None else state_for_saving(model)
+    if cfg.tied_head and "lm_head.weight" in ours:  # a quantized copy of a tied head: its own matrix, untied
+        cfg = cfg.replace(tie_embeddings=False)
     rules = family.rules_for(cfg)
     unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg)})
     if unmapped:

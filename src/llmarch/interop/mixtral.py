@@ -15,6 +15,10 @@ RULES = [r for r in LLAMA_RULES if ".mlp." not in r.ours] + [
     Rule.of((_MOE + "experts.{e}.w1.weight", _MOE + "experts.{e}.w3.weight"), "blocks.{i}.mlp.experts.gate_up"),
     Rule.of(_MOE + "experts.{e}.w2.weight", "blocks.{i}.mlp.experts.down"),
 ]
+# transformers 5's MixtralExperts (and Qwen3MoeExperts): w1 | w3 stacked as gate_up_proj (E, 2I, C), gate rows
+# first as ours
+STACKED = [Rule.of("model.layers.{i}.mlp.experts.gate_up_proj", "blocks.{i}.mlp.experts.gate_up"),
+           Rule.of("model.layers.{i}.mlp.experts.down_proj", "blocks.{i}.mlp.experts.down")]
 
 
 def moe_fields(hf: dict) -> dict:
@@ -57,4 +61,4 @@ def from_config(cfg: ModelConfig) -> dict:
     return out
 
 
-FAMILIES.register("mixtral")(Family(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("mixtral")(Family(RULES, to_config, from_config, IGNORE, stacked_experts=STACKED))

@@ -9,7 +9,7 @@ from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
 from .mapping import Rule
-from .mixtral import check_exportable, moe_fields, moe_hf
+from .mixtral import STACKED, check_exportable, moe_fields, moe_hf
 
 _L = "model.layers.{i}."
 RULES = LLAMA_RULES + [
@@ -42,4 +42,4 @@ def from_config(cfg: ModelConfig) -> dict:
                          **moe_hf(cfg))
 
 
-FAMILIES.register("qwen3_moe")(Family(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("qwen3_moe")(Family(RULES, to_config, from_config, IGNORE, stacked_experts=STACKED))
