@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from finetune_memory import rss_kib  # benchmarks/ is on the path of a script run from it
+
 SHAPE = dict(vocab_size=32000, d_model=2048, n_layers=22, n_heads=32, n_kv_heads=4, ffn_hidden=5632,
              context_length=2048)
 
@@ -25,13 +27,6 @@ def make(directory: Path, dtype: str) -> None:
     torch.manual_seed(0)
     model = llmarch.build("llama-tiny", name="llama-1.1b", **SHAPE).to(getattr(torch, dtype))
     llmarch.to_hf(model, directory)
-
-
-def rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def measure(directory: Path, loader: str) -> dict:

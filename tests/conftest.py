@@ -34,3 +34,17 @@ TINY = dict(vocab_size=97, d_model=64, n_layers=2, n_heads=4, context_length=64)
 def tiny(base: str = "llama-tiny", **overrides):
     torch.manual_seed(0)
     return llmarch.build(base, **{**TINY, **overrides}).eval()
+
+
+def byte_checkpoint(folder, context_length: int = 64):
+    """A tiny random LLaMA (2 layers of 64, byte vocabulary) saved with its byte tokenizer: the base the
+    fine-tuning tests (SFT, DPO, QLoRA) load from disk. Returns the checkpoint's path."""
+    from llmarch.checkpoint import save_model
+    from llmarch.data import ByteTokenizer
+
+    path = folder / "ckpt"
+    torch.manual_seed(0)
+    save_model(llmarch.build("llama-tiny", vocab_size=257, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
+                             ffn_hidden=128, context_length=context_length), path)
+    ByteTokenizer().save(path)
+    return path

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import llmarch
-from llmarch.checkpoint import save_model
 from llmarch.cli import main
-from llmarch.data import ByteTokenizer
 from llmarch.data.preferences import load_preferences
 from llmarch.train.dpo import answer_logps
 from llmarch.train.finetune import FinetuneConfig, finetune
+
+from conftest import byte_checkpoint
 
 
 def pairs(n, seed=0):
@@ -27,13 +27,9 @@ def pairs(n, seed=0):
 
 @pytest.fixture
 def setup(tmp_path):
-    torch.manual_seed(0)
-    save_model(llmarch.build("llama-tiny", vocab_size=257, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
-                             ffn_hidden=128, context_length=64), tmp_path / "ckpt")
-    ByteTokenizer().save(tmp_path / "ckpt")
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs(200)))
-    return tmp_path / "ckpt", data
+    return byte_checkpoint(tmp_path), data
 
 
 def test_answer_logps_counts_only_targets():

@@ -21,6 +21,8 @@ from llmarch.quant import Int4Linear, Int8Linear, quantize
 from llmarch.quant import grad, tiles
 from llmarch.quant.rtn import int4_dequantize, int4_rtn, int8_rtn, pack_nibbles
 
+from conftest import byte_checkpoint
+
 SHAPE = dict(vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, context_length=64)
 TARGETS = ("qkv_proj", "o_proj", "gate_up", "down", "lm_head")
 
@@ -131,11 +133,7 @@ def test_merge_is_refused_and_a_checkpoint_round_trips(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    save_model(llmarch.build("llama-tiny", vocab_size=257, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
-                             ffn_hidden=128, context_length=64), tmp_path / "ckpt")
-    ByteTokenizer().save(tmp_path / "ckpt")
-    return tmp_path / "ckpt"
+    return byte_checkpoint(tmp_path)
 
 
 def test_cli_qlora_run_generates_and_bad_input(checkpoint, tmp_path, capsys):

@@ -13,6 +13,8 @@ from llmarch.data import ByteTokenizer
 from llmarch.data.sft import IGNORE, pack, packed_rows, stdlib_summary_task
 from llmarch.train.finetune import FinetuneConfig, finetune
 
+from conftest import byte_checkpoint
+
 
 def conversations(n, seed=0):
     """Reverse a short word: learnable by a tiny model in a few dozen steps."""
@@ -26,11 +28,7 @@ def conversations(n, seed=0):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    save_model(llmarch.build("llama-tiny", vocab_size=257, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
-                             ffn_hidden=128, context_length=128), tmp_path / "ckpt")
-    ByteTokenizer().save(tmp_path / "ckpt")
-    return tmp_path / "ckpt"
+    return byte_checkpoint(tmp_path, context_length=128)
 
 
 @pytest.fixture
