@@ -180,3 +180,32 @@ def test_info_reads_a_gguf_header_without_dequantizing(smollm2_gguf, capsys):  #
     assert facts["file_tensor_types"] == {"Q8_0": 1, "F32": 61, "Q4_1": 210}
     assert 5.5 < 8 * facts["file_weight_bytes"] / facts["parameters"] < 6.0
     assert facts["weight_bytes"] == 4 * facts["parameters"]
+
+
+def test_finetune_reads_a_gguf_checkpoint_with_its_chat_template(tmp_path, capsys):
+    """`finetune --task sft --checkpoint x.gguf`: the weights, the tokenizer and the chat template all from the
+    file (the SFT loss masks by the template's assistant turns, so a template that did not travel would fail)."""
+    import json
+
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import train_bpe
+
+    torch.manual_seed(0)
+    tok = train_bpe(["user: abc\nassistant: cba\n" * 40, "def main():\n    return 1\n" * 40], vocab_size=300)
+    tok.side_files["tokenizer_config.json"] = json.dumps({"chat_template": (
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}")}).encode()
+    save_model(llmarch.build("llama-tiny", vocab_size=320, n_layers=1, d_model=64, n_heads=4, n_kv_heads=2,
+                             ffn_hidden=128, context_length=64), tmp_path / "ckpt")
+    tok.save(tmp_path / "ckpt")
+    gguf = tmp_path / "tiny.gguf"
+    assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--out", str(gguf)]) == 0
+    data = tmp_path / "chats.jsonl"
+    words = ["abc", "bca", "cab", "acb", "bac", "cba"] * 4
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": w},
+                                                     {"role": "assistant", "content": w[::-1]}]}) + "\n"
+                            for w in words))
+    capsys.readouterr()
+    assert main(["finetune", "--task", "sft", "--checkpoint", str(gguf), "--data", str(data), "--out",
+                 str(tmp_path / "sft"), "--steps", "1", "--eval-every", "1", "--batch-size", "2"]) == 0
+    assert "held-out assistant loss" in capsys.readouterr().out

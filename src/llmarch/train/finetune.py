@@ -14,10 +14,11 @@ from ..models.build import with_head
 from ..rundir import resolve_checkpoint
 from ..data.batching import encode, pad
 from ..data.labeled import load_labeled
-from ..data.tokenizer import check_fits, load_tokenizer
+from ..data.tokenizer import check_fits
 from ..device import parse_device
 from ..errors import LlmarchError, check_fields
 from ..quant.scheme import Scheme
+from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
 from .evaluate import score
 from .loop import LoopConfig, run
 from .objectives import lm_loss
@@ -123,7 +124,7 @@ class Classification:
         fc = self.fc
         if resumed is None:
             src = resolve_checkpoint(self.checkpoint)  # an llmarch checkpoint or run directory, or a Hugging Face one
-            base, tok = load(src, device), load_tokenizer(src)
+            base, tok = load(src, device), checkpoint_tokenizer(src)
             check_fits(tok, base.config.vocab_size)
             torch.manual_seed(fc.seed)
             model = with_head(base, "classify", len(self.data.labels), dropout=fc.dropout)

@@ -17,9 +17,10 @@ from ..presets import resolve
 from ..data.corpus import Document
 from ..data.dataset import tokenizer_for
 from ..data.seq2seq import exact_match, load_seq2seq, seq2seq_batch
-from ..data.tokenizer import check_fits, load_tokenizer
+from ..data.tokenizer import check_fits
 from ..errors import LlmarchError
 from ..generate import generate
+from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
 from .evaluate import evaluating, score
 from .loop import run
 from .objectives import loss_parts, training_loss
@@ -71,7 +72,7 @@ class Seq2Seq:
             from .. import load as load_any  # llmarch or Hugging Face checkpoints
 
             src = resolve_checkpoint(self.start)
-            return load_any(src, device), load_tokenizer(src)
+            return load_any(src, device), checkpoint_tokenizer(src)
         cfg = resolve(self.start)
         if not cfg.is_encoder_decoder:  # before training a tokenizer for it
             raise LlmarchError(f"{cfg.name} is not an encoder-decoder; --task seq2seq needs one (t5-tiny, ...)")

@@ -17,9 +17,10 @@ import torch
 from ..adapters import LoRAConfig, adapters, apply_lora
 from ..data.chat import encode_conversation, template_for
 from ..data.sft import load_sft, pack, packed_rows, padded_rows
-from ..data.tokenizer import check_fits, load_tokenizer
+from ..data.tokenizer import check_fits
 from ..errors import LlmarchError
 from ..rundir import resolve_checkpoint
+from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
 from .evaluate import score
 from .loop import run
 from .objectives import loss_parts, training_loss
@@ -52,7 +53,7 @@ def start_model(checkpoint, fc, device: torch.device) -> tuple:
     from .. import load as load_any  # llmarch or Hugging Face checkpoints
 
     src = resolve_checkpoint(checkpoint)
-    model, tok = load_any(src, device), load_tokenizer(src)
+    model, tok = load_any(src, device), checkpoint_tokenizer(src)
     if not model.config.causal or model.config.is_encoder_decoder or model.config.head != "lm":
         raise LlmarchError(f"{model.config.name} is not a decoder-only language model; --task {fc.task} needs one")
     check_fits(tok, model.config.vocab_size)
