@@ -129,6 +129,10 @@ def test_every_default_family_is_sized_to_the_reference_compute():
         assert abs(steps * flops_per_token(cfg) * 16 * 256 - 3e12) <= flops_per_token(cfg) * 16 * 256 / 2 + 1
     mamba = sized(select("mamba")[0], shape, target)
     assert mamba.n_layers > 2 * shape.depth  # a Mamba block has no FFN: about twice the blocks at equal FLOPs
+    narrow = Shape(d_model=96)  # a width the presets' head counts do not halve evenly: the heads still group
+    for entry in ENTRIES:
+        cfg = sized(entry, narrow, reference_flops(narrow))
+        assert cfg.n_heads % cfg.n_kv_heads == 0, entry.key
 
 
 def _row(key, label, **figures):

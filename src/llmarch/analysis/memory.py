@@ -48,15 +48,6 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
-def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the distinct storages behind `tensors`."""
-    seen = {}
-    for t in tensors:
-        s = t.untyped_storage()
-        seen[s.data_ptr()] = s.nbytes()
-    return sum(seen.values())
-
-
 def peak_bytes(fn: Callable[[], object], held: Iterable[torch.Tensor] = (),
                device: torch.device | None = None) -> int:
     """The most bytes of tensor memory in use at once while `fn()` runs. `held`: tensors alive throughout (a

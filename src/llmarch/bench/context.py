@@ -90,7 +90,7 @@ def _seconds_per_token(model, L: int, n: int, device: torch.device) -> float:
     return statistics.median(times[1:])  # the first step is a warm-up
 
 
-def _at_context(model, L: int, cc: ContextBenchConfig, device: torch.device) -> tuple[float, int, str]:
+def at_context(model, L: int, cc: ContextBenchConfig, device: torch.device) -> tuple[float, int, str]:
     """(median seconds per token, state bytes, how the state was filled) with L tokens in the sequence."""
     model.setup_cache(1, L + cc.new_tokens + 1)
     fill = _fill(model, L, cc.chunk)
@@ -117,7 +117,7 @@ def run_context_bench(cc: ContextBenchConfig) -> dict:
         torch.manual_seed(0)
         model = TransformerLM(cfg).to(device).eval()
         # rounds over the contexts in turn, so a slow spell of a shared machine spreads over all of them
-        runs = [[_at_context(model, L, cc, device) for L in lengths] for _ in range(cc.rounds)]
+        runs = [[at_context(model, L, cc, device) for L in lengths] for _ in range(cc.rounds)]
         rows = []
         for i, L in enumerate(lengths):
             s = statistics.median(run[i][0] for run in runs)

@@ -11,7 +11,7 @@ from ..config import ModelConfig
 from ..data.synthetic import SyntheticTask
 from ..scaling.sweep import read_rows
 from .entries import Entry
-from .sizing import Shape, at_width, flops_per_token, steps_for, with_depth
+from .sizing import Shape, base_config, flops_per_token, steps_for, with_depth
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,7 @@ def train_lm(entry: Entry, cfg: ModelConfig, tc, run: Path, verbose: bool) -> di
 
 def synthetic_config(entry: Entry, cfg: ModelConfig, task: SyntheticTask) -> ModelConfig:
     """The sized model on a synthetic task's vocabulary and length: the same width and depth."""
-    from ..presets import resolve
-
-    base = resolve(entry.preset, **entry.overrides)
-    small = at_width(base, cfg.d_model, task.vocab_size, task.seq_len)
+    small = base_config(entry, Shape(d_model=cfg.d_model, vocab_size=task.vocab_size, context=task.seq_len))
     return with_depth(small, cfg.n_layers).replace(name=f"{entry.key}-{task.name}")
 
 

@@ -20,7 +20,7 @@ from .entries import REFERENCE
 MIB = 2**20
 
 
-def flat_row(key: str, result: dict, speed: dict, lengths: list[int]) -> dict:
+def flat_row(result: dict, speed: dict, lengths: list[int]) -> dict:
     """One CSV row: the entry's settings, quality and speed figures (blank where it has none)."""
     row = {k: result.get(k) for k in ("key", "label", "objective", "d_model", "n_layers", "parameters",
                                       "active_parameters", "flops_per_token", "steps", "tokens", "train_flops",

@@ -25,7 +25,7 @@ from . import plots, report
 from .entries import REFERENCE, Entry
 from .quality import Synthetic, synthetic, train_lm
 from .sizing import Shape, flops_per_token, reference_flops, sized, steps_for
-from .speed import SpeedConfig, measure
+from .speed import SpeedConfig, failure, measure
 
 
 @dataclass
@@ -79,11 +79,6 @@ def _train_config(cc: CompareConfig, entry: Entry, steps: int):
                        eval_tokens=cc.eval_tokens, keep_checkpoints=1, seed=cc.seed, data=cc.data, device=cc.device)
 
 
-def _failure(e: Exception) -> str:
-    first = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {first}"
-
-
 def _entry(entry: Entry, cc: CompareConfig, target: int, out: Path, verbose: bool, run: str | None = None,
            synthetic_tasks: bool = True) -> dict:
     """Size, train and score one entry: its result (trained in out/runs/RUN, RUN the entry's key by default)."""
@@ -108,7 +103,7 @@ def _entry(entry: Entry, cc: CompareConfig, target: int, out: Path, verbose: boo
     except Exception as e:  # noqa: BLE001 - one entry's failure is its row's; an interrupt stops the run
         if getattr(e, "exit_code", 2) != 2:
             raise
-        result["error"] = _failure(e)
+        result["error"] = failure(e)
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -159,7 +154,7 @@ def compare(entries: list[Entry], cc: CompareConfig, out: str | Path, doc: str |
                if result["recall_accuracy"] is not None else "")))
 
     speed, speed_seconds = _speed(entries, results, cc, lengths, out, log)
-    rows = [report.flat_row(e.key, results[e.key], speed.get(e.key, {}), lengths) for e in entries]
+    rows = [report.flat_row(results[e.key], speed.get(e.key, {}), lengths) for e in entries]
     # the whole comparison's time, over the runs that made it: each entry's, and the speed phase's
     seconds = sum(r.get("seconds", 0.0) for r in results.values()) + speed_seconds
     meta = _meta(cc, lengths, command, seconds)

@@ -16,9 +16,9 @@ from ..errors import LlmarchError
 from ..presets import resolve
 from .entries import BY_KEY, REFERENCE, Entry
 
-# the counts that are widths: scaled with d_model (None where the config derives them)
-_WIDTHS = ("n_heads", "n_kv_heads", "ffn_hidden", "expert_hidden", "kv_lora_rank", "q_lora_rank", "delta_heads",
-           "delta_value_heads")
+# the counts that are widths: scaled with d_model (None where the config derives them); the heads grouped over
+# them (n_kv_heads, delta_value_heads) follow, below
+_WIDTHS = ("n_heads", "ffn_hidden", "expert_hidden", "kv_lora_rank", "q_lora_rank", "delta_heads")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ def at_width(cfg: ModelConfig, d_model: int, vocab_size: int, context: int) -> M
         value = getattr(cfg, name)
         if value is not None and name not in cfg._derived:
             over[name] = max(1, round(value * ratio))
+    if "n_kv_heads" not in cfg._derived:  # the query heads per KV head kept, so the heads still group evenly
+        over["n_kv_heads"] = max(1, over["n_heads"] // (cfg.n_heads // cfg.n_kv_heads))
+    if cfg.delta_value_heads is not None:  # value heads per key head kept (Gated DeltaNet; key heads: n_heads)
+        keys_before, keys = cfg.delta_heads or cfg.n_heads, over.get("delta_heads") or over["n_heads"]
+        over["delta_value_heads"] = keys * (cfg.delta_value_heads // keys_before)
     if "head_dim" not in cfg._derived:  # a given head width stays; derived ones follow d_model / n_heads
         over["head_dim"] = cfg.head_dim
     if cfg.mixer == "mamba2":  # Mamba-2's heads of ssm_head_dim channels must tile the inner width

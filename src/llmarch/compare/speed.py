@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.memory import peak_bytes, training_state
-from ..bench.context import ContextBenchConfig, _at_context
+from ..bench.context import ContextBenchConfig, at_context
 from ..bench.model import round_times
 from ..config import ModelConfig
 from ..models.build import build_model
@@ -33,7 +33,8 @@ class SpeedConfig:
     repeats: int = 3  # rounds of every timed figure
 
 
-def _fail(e: Exception) -> str:
+def failure(e: Exception) -> str:
+    """An error in one line for a row: its type and its message's first line."""
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
@@ -67,7 +68,7 @@ def training(configs: dict[str, ModelConfig], batch: int, context: int, sc: Spee
             fns[key] = step
             out[key] = {"train_peak_bytes": peak}
         except Exception as e:  # noqa: BLE001 - one entry's failure is its row's, not the run's
-            out[key] = {"error": f"training step: {_fail(e)}"}
+            out[key] = {"error": f"training step: {failure(e)}"}
     times = round_times(fns, sc.repeats, device, warmup=0)
     for key, t in times.items():
         out[key]["train_tokens_per_s"] = batch * context / statistics.median(t)
@@ -87,7 +88,7 @@ def prefill(configs: dict[str, ModelConfig], sc: SpeedConfig, device: torch.devi
             model(ids)
             fns[key] = lambda m=model, ids=ids: m(ids)
         except Exception as e:  # noqa: BLE001
-            out[key] = {"error": f"prefill: {_fail(e)}"}
+            out[key] = {"error": f"prefill: {failure(e)}"}
     for key, t in round_times(fns, sc.repeats, device, warmup=0).items():
         out[key] = {"prefill_tokens_per_s": sc.prefill / statistics.median(t)}
     return out
@@ -112,12 +113,12 @@ def decoding(configs: dict[str, ModelConfig], sc: SpeedConfig, device: torch.dev
                 continue
             try:
                 for L in sc.lengths:
-                    s, nbytes, _ = _at_context(model, L, cc, device)
+                    s, nbytes, _ = at_context(model, L, cc, device)
                     seconds[key][L].append(s)
                     state[key][L] = nbytes
             except Exception as e:  # noqa: BLE001
                 model.clear_cache()
-                failed[key] = f"decoding: {_fail(e)}"
+                failed[key] = f"decoding: {failure(e)}"
     for key in models:
         if key in failed:
             out[key] = {"error": failed[key]}
