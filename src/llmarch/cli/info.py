@@ -29,12 +29,15 @@ def add_parsers(sub) -> None:
 def cmd_info(args) -> None:
     from ..analysis import model_facts
 
-    cfg = _config(args.model).replace(**collect(args, ModelConfig, only_set=True))
+    from ..interop.gguf import is_gguf, open_gguf
+
+    reader = open_gguf(args.model) if is_gguf(args.model) else None  # a GGUF file's header, read once
+    cfg = _config(args.model, reader).replace(**collect(args, ModelConfig, only_set=True))
     facts = model_facts(cfg, args.dtype)
     scheme = _scheme(args)
     facts["weight_bytes"] = weight_memory(cfg, scheme, args.dtype)
     facts["bytes_per_parameter"] = facts["weight_bytes"] / facts["parameters"]
-    gguf = _gguf_tensors(args.model)
+    gguf = _gguf_tensors(reader) if reader is not None else None
     if gguf is not None:
         facts.update(gguf)
     if args.json:
@@ -56,8 +59,10 @@ def cmd_info(args) -> None:
               f"({cfg.experts_per_token} of {cfg.n_experts} experts per token)")
     print(f"non-embedding parameters: {facts['non_embedding_parameters']:,}")
     print(f"training FLOPs per token: {facts['flops_per_token']:,}")
-    what = f"{scheme.method}" + (f", groups of {scheme.group_size}" if scheme and scheme.int4 else "") \
-        + f", other weights {args.dtype}" if scheme else args.dtype
+    what = args.dtype
+    if scheme is not None:
+        groups = f", groups of {scheme.group_size}" if scheme.int4 else ""
+        what = f"{scheme.method}{groups}, other weights {args.dtype}"
     print(f"weight memory:            {facts['weight_bytes'] / 2**20:,.1f} MiB, "
           f"{facts['bytes_per_parameter']:.3g} bytes per parameter ({what})")
     if gguf is not None:
@@ -76,12 +81,13 @@ def cmd_info(args) -> None:
 
 def _scheme(args):
     """The quantization scheme to count weights under: the checkpoint's own, or --quantize's."""
+    from ..presets import PRESETS
     from ..quant.scheme import Scheme, is_quantized_dir
     from ..rundir import resolve_checkpoint
 
     path = Path(args.model)
-    if path.is_dir() and not args.model in _presets():
-        ckpt = resolve_checkpoint(path) if not is_quantized_dir(path) else path
+    if path.is_dir() and args.model not in PRESETS:
+        ckpt = resolve_checkpoint(path)
         if is_quantized_dir(ckpt):
             if args.quantize:
                 raise LlmarchError(f"{args.model} is quantized already ({Scheme.load(ckpt).method}); "
@@ -92,23 +98,13 @@ def _scheme(args):
     return None
 
 
-def _gguf_tensors(model: str) -> dict | None:
+def _gguf_tensors(reader) -> dict:
     """A GGUF file's tensor bytes and types as stored (read from its header: no tensor is dequantized)."""
-    from ..interop.gguf import is_gguf, open_gguf
-
-    if not is_gguf(model):
-        return None
-    tensors = open_gguf(model).tensors
+    tensors = reader.tensors
     kinds: dict[str, int] = {}
     for t in tensors:
         kinds[t.tensor_type.name] = kinds.get(t.tensor_type.name, 0) + 1
     return {"file_weight_bytes": int(sum(int(t.n_bytes) for t in tensors)), "file_tensor_types": kinds}
-
-
-def _presets():
-    from ..presets import PRESETS
-
-    return PRESETS
 
 
 def weight_memory(cfg: ModelConfig, scheme, dtype: str) -> int:
@@ -117,26 +113,24 @@ def weight_memory(cfg: ModelConfig, scheme, dtype: str) -> int:
     weight at `dtype`. Tied weights count once; rotary tables and masks (buffers not saved) are not weights."""
     from ..analysis.accounting import DTYPE_BYTES
     from ..models.build import build_model
-    from ..quant.apply import quantize
+    from ..quant.apply import own_weights, quantize
     from ..quant.experts import QuantExperts
     from ..quant.linear import Int4Linear, Int8Embedding, Int8Linear
 
     model = build_model(cfg, device="meta")
     if scheme is not None:
         quantize(model, scheme)
-    sizes = {}
+    sizes = {}  # by tensor identity: meta tensors have no addresses to tell shared ones by
     for module in model.modules():
-        own = isinstance(module, (Int4Linear, Int8Linear, Int8Embedding, QuantExperts))
-        tensors = list(module._parameters.values()) + [t for name, t in module._buffers.items()
-                                                       if name not in module._non_persistent_buffers_set]
-        for t in tensors:
-            if t is not None and id(t) not in sizes:
-                width = t.element_size() if own or not t.is_floating_point() else DTYPE_BYTES[dtype]
-                sizes[id(t)] = t.numel() * width
+        quantized = isinstance(module, (Int4Linear, Int8Linear, Int8Embedding, QuantExperts))
+        for t in own_weights(module).values():
+            width = t.element_size() if quantized or not t.is_floating_point() else DTYPE_BYTES[dtype]
+            sizes[id(t)] = t.numel() * width
     return sum(sizes.values())
 
 
-def _config(model: str) -> ModelConfig:
+def _config(model: str, reader=None) -> ModelConfig:
+    """The config of `model`; reader: the open GGUF file when `model` is one (its metadata is the config)."""
     from ..interop.hf import hf_model_config, is_hf_config, read_hf_config  # the package registers the families
     from ..presets import PRESETS, resolve
     from ..rundir import CONFIG, resolve_checkpoint
@@ -144,10 +138,10 @@ def _config(model: str) -> ModelConfig:
     path = Path(model)
     if model in PRESETS:
         return resolve(model)
-    from ..interop.gguf import hf_config, is_gguf, open_gguf
+    if reader is not None:  # the metadata only
+        from ..interop.gguf import hf_config
 
-    if is_gguf(path):  # the metadata only
-        return hf_model_config(hf_config(open_gguf(path), path), path)
+        return hf_model_config(hf_config(reader, path), path)
     if is_hf_config(path):
         return hf_model_config(read_hf_config(path), path / "config.json" if path.is_dir() else path)
     if path.is_dir():  # an llmarch checkpoint, or a run directory whose `latest` names one

@@ -86,13 +86,19 @@ def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
     return model
 
 
+def own_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's own weights by name: its parameters and its persistent buffers (not rotary tables or masks,
+    which are rebuilt rather than saved), without its submodules'."""
+    own = {k: v for k, v in module._parameters.items() if v is not None}
+    own.update({k: v for k, v in module._buffers.items()
+                if v is not None and k not in module._non_persistent_buffers_set})
+    return own
+
+
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of the model's parameters and persistent buffers as they sit in memory (shared tensors once)."""
-    seen, total = set(), 0
-    persistent = [t for m in model.modules() for name, t in m._buffers.items()
-                  if t is not None and name not in m._non_persistent_buffers_set]  # not rotary tables, masks
-    for t in list(model.parameters()) + persistent:
-        if t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
-    return total
+    seen: dict[int, int] = {}
+    for module in model.modules():
+        for t in own_weights(module).values():
+            seen.setdefault(t.data_ptr(), t.numel() * t.element_size())
+    return sum(seen.values())

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..adapters.lora import LoRALinear, LoRAUpdates
+from .apply import own_weights
 from .experts import QuantExperts
 from .linear import Int4Linear, Int8Embedding, Int8Linear
 
@@ -38,9 +39,7 @@ def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, module in model.named_modules():
         if any(name.startswith(d + ".") for d in done):
             continue
-        own = {k: v for k, v in module._parameters.items() if v is not None}
-        own.update({k: v for k, v in module._buffers.items()
-                    if v is not None and k not in module._non_persistent_buffers_set})
+        own = own_weights(module)
         if isinstance(module, (Int4Linear, Int8Linear)):
             own = {"weight": _float_weight(module).to(dtype), **({"bias": module.bias} if module.bias is not None
                                                                   else {})}
@@ -48,7 +47,7 @@ def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
             own.update({attr: torch.stack([_float_weight(layer) for layer in getattr(module, attr)]).to(dtype)
                         for attr in (module.in_name, "down")})
         elif isinstance(module, Int8Embedding):
-            own = {"weight": (module.weight.float() * module.scales.float()[:, None]).to(dtype)}
+            own = {"weight": module.dequantized().to(dtype)}
         elif isinstance(module, LoRALinear):  # an adapted layer the scheme left in float (an unquantized head)
             own["weight"] = module.merged_weight()
         else:

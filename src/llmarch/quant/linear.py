@@ -96,6 +96,10 @@ class Int8Embedding(nn.Module):
         new.scales.copy_(scales)
         return new
 
+    def dequantized(self) -> torch.Tensor:
+        """The table (V, C) in fp32."""
+        return self.weight.float() * self.scales.float()[:, None]
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., C) fp32
         return F.embedding(ids, self.weight).float() * self.scales[ids].unsqueeze(-1)
 
