@@ -59,7 +59,6 @@ def advantages(row: dict, ref: dict, lengths: list[int], noise: float = 0.05) ->
     """(strength, phrase) for every figure where `row` beats the reference by more than noise (`noise`: the
     smallest loss gain claimed, in nats)."""
     out, L = [], lengths[-1]
-    name = ref["label"].split(" (")[0]
     both_causal = row["objective"] == ref["objective"] == "clm"
     if both_causal and row["val_loss"] is not None and ref["val_loss"] is not None:
         gain = ref["val_loss"] - row["val_loss"]
