@@ -3,7 +3,15 @@ validation split llmarch eval uses) of a model and of its int8, int4 round-to-ne
 and batch-1 greedy decoding speed of the same, contenders in turns (llmarch.bench.model.round_times), speed-ups
 as medians of per-round ratios against fp32.
 
+With --llama-cpp (needs `llama-cpp-python`; `make llama-cpp` builds it), llama.cpp decodes in the same rounds:
+the checkpoint's own GGUF file (e.g. SmolLM2's Q4_1), and F32 and Q8_0 files that `llmarch convert --to-gguf`
+writes of the same model, each paired with the llmarch variant of the same precision (fp32 with F32, int8 with
+Q8_0, int4 with the file's own Q4_0/Q4_1 at --group-size 32, whose codes int4 round-to-nearest recovers
+exactly); the ratio is the median over rounds of llama.cpp's time / llmarch's. Both decode the same prompt
+ids greedily; the JSON says whether their tokens agree.
+
     .venv/bin/python benchmarks/quant.py --checkpoint RUN_OR_GGUF --group-size 64 --perplexity --speed
+    .venv/bin/python benchmarks/quant.py --checkpoint model.Q4_1.gguf --group-size 32 --speed --llama-cpp --threads 2
 """
 from __future__ import annotations
 
@@ -35,10 +43,10 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def variants(model, group_size: int, head: bool, methods=METHODS) -> dict:
+def variants(model, group_size: int, head: bool, methods=METHODS, compute_dtype: str = "bfloat16") -> dict:
     out = {"fp32": model}
     for method in methods:
-        out[method] = quantize(copy.deepcopy(model), method, group_size, head=head)
+        out[method] = quantize(copy.deepcopy(model), method, group_size, head=head, compute_dtype=compute_dtype)
     return out
 
 
@@ -54,8 +62,11 @@ def perplexities(models: dict, tok, max_tokens: int, context: int | None) -> dic
     return out
 
 
-def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats: int) -> dict:
-    """Greedy decoding after a prompt of real text (the start of the embedded corpus's first long document)."""
+def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats: int, llama_cpp=None) -> dict:
+    """Greedy decoding after a prompt of real text (the start of the embedded corpus's first long document).
+    llama_cpp: (checkpoint path, folder for the files it writes), to time llama.cpp in the same rounds."""
+    import tempfile
+
     from llmarch.data import read_documents
 
     text = next(d.text for d in read_documents() if len(d.text) > 8 * prompt_tokens)
@@ -67,12 +78,80 @@ def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats
             outputs[name] = llmarch.generate(model, prompt, max_new_tokens=new_tokens, temperature=0)
         return fn
 
-    times = round_times({n: run(n, m) for n, m in models.items()}, repeats, torch.device("cpu"))
+    fns, pairs, theirs = {n: run(n, m) for n, m in models.items()}, {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        if llama_cpp is not None:
+            contenders, theirs = llama_cpp_contenders(llama_cpp, models["fp32"], tok, prompt, new_tokens, folder)
+            for name, (fn, pair) in contenders.items():
+                fns[name], pairs[name] = fn, pair
+        times = round_times(fns, repeats, torch.device("cpu"))
     base = times["fp32"]
-    return {name: {"decode_tokens_per_s": new_tokens / statistics.median(t),
-                   "speedup_vs_fp32": statistics.median(b / x for b, x in zip(base, t)),
-                   "greedy_tokens_equal_fp32": bool(torch.equal(outputs[name], outputs["fp32"]))}
-            for name, t in times.items()}
+    result = {name: {"decode_tokens_per_s": new_tokens / statistics.median(times[name]),
+                     "speedup_vs_fp32": statistics.median(b / x for b, x in zip(base, times[name])),
+                     "greedy_tokens_equal_fp32": bool(torch.equal(outputs[name], outputs["fp32"]))}
+              for name in models}
+    agreement = teacher_forced_agreement(models, outputs["fp32"], prompt.shape[1])
+    for name in models:
+        result[name].update(agreement[name])
+    for name, pair in pairs.items():
+        row = {"decode_tokens_per_s": new_tokens / statistics.median(times[name])}
+        if pair in times:  # llmarch's speed-up over llama.cpp: the median of per-round ratios
+            row[f"llmarch_{pair}_speedup"] = statistics.median(t / o for o, t in zip(times[pair], times[name]))
+            row[f"greedy_tokens_equal_llmarch_{pair}"] = theirs[name] == outputs[pair][0, prompt.shape[1]:].tolist()
+        result[name] = row
+    return result
+
+
+@torch.no_grad()
+def teacher_forced_agreement(models: dict, sequence: torch.Tensor, prompt_len: int) -> dict:
+    """On fp32's greedy continuation, fed to every variant at once: the fraction of positions where the variant's
+    top token is fp32's, and the largest fp32 top-2 logit margin among the positions where it is not (a
+    disagreement at a near-tie flips a free-running greedy decode from there on without meaning much)."""
+    ref = models["fp32"](sequence).logits[0, prompt_len - 1:-1].float()
+    top2 = ref.topk(2, dim=-1).values
+    margin = top2[:, 0] - top2[:, 1]
+    out = {}
+    for name, model in models.items():
+        differ = model(sequence).logits[0, prompt_len - 1:-1].argmax(-1) != ref.argmax(-1)
+        out[name] = {"top1_agreement_teacher_forced": 1 - differ.float().mean().item(),
+                     "largest_fp32_margin_where_differing": round(margin[differ].max().item(), 4)
+                     if differ.any() else None}
+    return out
+
+
+def llama_cpp_contenders(path, model, tok, prompt: torch.Tensor, new_tokens: int, folder) -> dict:
+    """name -> (llama.cpp's decode fn, the llmarch variant it is paired with), and the tokens each produces."""
+    import gguf
+    import llama_cpp
+
+    from llmarch.interop.gguf_writer import to_gguf
+
+    files = {}
+    if str(path).endswith(".gguf"):
+        kinds = {gguf.GGMLQuantizationType(t.tensor_type).name for t in gguf.GGUFReader(path).tensors
+                 if len(t.shape) > 1}
+        kind = next(iter(kinds)) if len(kinds) == 1 else "mixed"
+        files[f"llama.cpp {kind} (the file)"] = (str(path), "int4" if kind in ("Q4_0", "Q4_1") else None)
+    for dtype, pair in (("f32", "fp32"), ("q8_0", "int8")):
+        out = f"{folder}/model.{dtype}.gguf"
+        to_gguf(model, out, dtype, tok)
+        files[f"llama.cpp {dtype.upper()} (llmarch convert)"] = (out, pair)
+    ids = prompt[0].tolist()
+    contenders, outputs = {}, {}
+    threads = torch.get_num_threads()
+    for name, (file, pair) in files.items():
+        llm = llama_cpp.Llama(model_path=file, n_ctx=len(ids) + new_tokens + 8, n_threads=threads,
+                              n_threads_batch=threads, n_batch=len(ids), verbose=False)
+
+        def fn(llm=llm, name=name):
+            out = []
+            for t in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+                out.append(t)
+                if len(out) == new_tokens:
+                    break
+            outputs[name] = out
+        contenders[name] = (fn, pair)
+    return contenders, outputs
 
 
 def main() -> None:
@@ -81,6 +160,8 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=64)
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated, compared with fp32")
     ap.add_argument("--keep-head", action="store_true", help="leave the LM head in full precision")
+    ap.add_argument("--compute-dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                    help="the quantized kernels' activation dtype")
     ap.add_argument("--perplexity", action="store_true")
     ap.add_argument("--max-tokens", type=int, default=16384, help="validation tokens for perplexity")
     ap.add_argument("--eval-context", type=int, default=None, help="perplexity window (default: the model's)")
@@ -89,19 +170,21 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--llama-cpp", action="store_true", help="llama.cpp contenders in the speed rounds")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     path = resolve_checkpoint(args.checkpoint)
     model, tok = llmarch.load(path).eval(), checkpoint_tokenizer(path)
-    models = variants(model, args.group_size, not args.keep_head, args.methods.split(","))
+    models = variants(model, args.group_size, not args.keep_head, args.methods.split(","), args.compute_dtype)
     result = {"checkpoint": str(args.checkpoint), "group_size": args.group_size, "machine": cpu_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "weight_MiB": {n: round(weight_bytes(m) / 2**20, 1) for n, m in models.items()}}
     if args.perplexity:
         result["perplexity"] = perplexities(models, tok, args.max_tokens, args.eval_context)
     if args.speed:
-        result["decode"] = decode_speed(models, tok, args.prompt_tokens, args.new_tokens, args.repeats)
+        result["decode"] = decode_speed(models, tok, args.prompt_tokens, args.new_tokens, args.repeats,
+                                        path if args.llama_cpp else None)
     print(json.dumps(result, indent=2))
 
 

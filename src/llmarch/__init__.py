@@ -56,11 +56,16 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
 
 
 def from_gguf(path: str | Path, dtype: torch.dtype | None = None,
-              device: str | torch.device | None = None) -> TransformerLM:
-    """An llmarch model from a llama.cpp GGUF file (llama and qwen2 architectures), its tensors dequantized to
-    fp32 (or dtype); its tokenizer: `llmarch.interop.gguf_tokenizer.checkpoint_tokenizer(path)`."""
+              device: str | torch.device | None = None, kernels: bool = False) -> TransformerLM:
+    """An llmarch model from a llama.cpp GGUF file, its tensors dequantized to fp32 (or dtype); with kernels,
+    its Q4_0/Q4_1/Q8_0 matrices kept quantized on llmarch's int4/int8 kernels instead
+    (interop/gguf_kernels.py). Its tokenizer: `llmarch.interop.gguf_tokenizer.checkpoint_tokenizer(path)`."""
     from .interop.gguf import from_gguf as _from_gguf
 
+    if kernels:
+        from .interop.gguf_kernels import from_gguf_kernels
+
+        return from_gguf_kernels(path, device)
     return _from_gguf(path, dtype=dtype, device=device)
 
 

@@ -69,7 +69,8 @@ def write_gguf(args) -> None:
     import os
 
     from .. import load
-    from ..data.tokenizer import BPETokenizer, load_tokenizer
+    from ..data.tokenizer import BPETokenizer
+    from ..interop.gguf_tokenizer import checkpoint_tokenizer
     from ..interop.gguf_writer import to_gguf
     from ..rundir import resolve_checkpoint
 
@@ -78,7 +79,8 @@ def write_gguf(args) -> None:
         raise LlmarchError(f"--out must be a new .gguf file for --to-gguf, got {out}")
     src = resolve_checkpoint(args.to_gguf)
     model = load(src)
-    tok = load_tokenizer(src) if (src / "tokenizer.json").is_file() else None
+    # a .gguf source carries its tokenizer in its metadata: without it llama.cpp cannot load the file
+    tok = checkpoint_tokenizer(src) if src.suffix == ".gguf" or (src / "tokenizer.json").is_file() else None
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         to_gguf(model, tmp, args.gguf_type, tok if isinstance(tok, BPETokenizer) else None)

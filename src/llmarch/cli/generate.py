@@ -70,7 +70,7 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
     stderr."""
-    model, tok = load_with_tokenizer(checkpoint)  # generate lays it out for CPU decoding (generate/engine.py)
+    model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)  # generate lays it out for CPU decoding (generate/engine.py)
     stats: dict = {}
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
                    compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
@@ -86,7 +86,7 @@ def load_draft(path, model, tok):
     """The --draft checkpoint, whose tokenizer must be the target's (the same ids for the same text)."""
     from ..generate.draft_model import check_draft
 
-    draft, draft_tok = load_with_tokenizer(path)
+    draft, draft_tok = load_with_tokenizer(path, gguf_kernels=True)
     if draft_tok.fingerprint() != tok.fingerprint():
         raise LlmarchError(f"--draft {path}'s tokenizer is not --checkpoint's ({draft_tok.fingerprint()[:40]} "
                            f"against {tok.fingerprint()[:40]}): a draft must share the target's tokenizer")
@@ -140,7 +140,7 @@ def cmd_eval(args) -> None:
 
     if not 0 < args.val_fraction <= 1:
         raise LlmarchError(f"--val-fraction must be in (0, 1], got {args.val_fraction}")
-    model, tok = load_with_tokenizer(args.checkpoint, parse_device(args.device), args.dtype)
+    model, tok = load_with_tokenizer(args.checkpoint, parse_device(args.device), args.dtype, gguf_kernels=True)
     cfg = model.config
     if cfg.head != "lm":
         raise LlmarchError(f"eval scores language models; {args.checkpoint} has a {cfg.head} head (a fine-tuned "

@@ -178,18 +178,27 @@ def device_options(parser, what: str) -> None:
                         help="cast the weights to this dtype (choices: %(choices)s) (default: as stored)")
 
 
-def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None):
+def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False):
     """A checkpoint's model (on `device`, cast to `dtype` if given; both checked before anything is read) and
-    its tokenizer, which must fit the model's vocabulary."""
+    its tokenizer, which must fit the model's vocabulary. gguf_kernels: a .gguf file's Q4_0/Q4_1/Q8_0 matrices
+    stay quantized on llmarch's kernels (interop/gguf_kernels.py) unless a dtype is asked for or the device is
+    not the CPU (whose int4 tiles the kernels are); commands that decode ask for it, those that train or
+    re-quantize do not."""
     from .. import load
     from ..data.tokenizer import check_fits
     from ..device import DTYPES, parse_device
+    from ..interop.gguf import is_gguf
+    from ..interop.gguf_kernels import from_gguf_kernels
     from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint directory's, or a .gguf file's
     from ..rundir import resolve_checkpoint
 
     device = parse_device(device) if device is not None else None
     path = resolve_checkpoint(checkpoint)
-    model, tok = load(path, device), checkpoint_tokenizer(path)
+    if gguf_kernels and dtype is None and (device is None or device.type == "cpu") and is_gguf(path):
+        model = from_gguf_kernels(path, device)
+    else:
+        model = load(path, device)
+    tok = checkpoint_tokenizer(path)
     if dtype is not None:
         model = model.to(DTYPES[dtype])
     check_fits(tok, model.config.vocab_size)

@@ -49,7 +49,7 @@ def cmd_serve(args) -> None:
     if args.max_batch < 1 or args.max_queue < 0 or not 0 <= args.port < 65536:
         raise LlmarchError("--max-batch must be >= 1, --max-queue >= 0 and --port in 0..65535, got "
                            f"{args.max_batch}, {args.max_queue} and {args.port}")
-    model, tok = load_with_tokenizer(args.checkpoint)
+    model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
     name = args.model_name or Path(args.checkpoint).resolve().name
     server = Server(model, tok, name, args.max_batch, args.max_queue)
     print(f"llmarch serve: {name} on http://{args.host}:{args.port}/v1 (max batch {args.max_batch})", flush=True)
@@ -64,7 +64,7 @@ def cmd_chat(args) -> None:
     if args.max_tokens < 1 or args.temperature < 0:
         raise LlmarchError(f"--max-tokens must be >= 1 and --temperature >= 0, got {args.max_tokens} and "
                            f"{args.temperature}")
-    model, tok = load_with_tokenizer(args.checkpoint)
+    model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
     conversation = Conversation(model, tok, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
                                 args.system)
 

@@ -1,0 +1,77 @@
+"""A GGUF file's Q4_0/Q4_1/Q8_0 matrices kept quantized on llmarch's kernels (interop/gguf_kernels.py)."""
+import gguf
+import pytest
+import torch
+
+import llmarch
+from fixtures_gguf import smollm2_gguf  # noqa: F401 (a fixture)
+from llmarch.cli import main
+from llmarch.interop.gguf import open_gguf
+from llmarch.interop.gguf_kernels import file_scheme
+from llmarch.interop.gguf_writer import to_gguf
+from llmarch.quant import Int4Linear, Int8Linear
+from llmarch.quant.linear import Int8Embedding
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return llmarch.build("llama-tiny", n_layers=2).eval()
+
+
+@pytest.mark.parametrize("dtype,method", [("q8_0", "int8"), ("f32", None), ("f16", None)])
+def test_the_files_types_choose_the_scheme(tiny, tmp_path, dtype, method):
+    path = tmp_path / f"m.{dtype}.gguf"
+    to_gguf(tiny, path, dtype)
+    scheme = file_scheme(open_gguf(path))
+    assert (scheme and scheme.method) == method
+    model = llmarch.from_gguf(path, kernels=True)
+    linears = [m for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear, torch.nn.Linear))]
+    kind = Int8Linear if method == "int8" else torch.nn.Linear
+    assert linears and all(type(m) is kind for m in linears)
+    ids = torch.randint(0, tiny.config.vocab_size, (1, 24))
+    with torch.no_grad():
+        ref, got = llmarch.from_gguf(path)(ids).logits, model(ids).logits
+    if method is None:
+        assert torch.equal(ref, got)
+    else:  # int8 per channel re-quantized from Q8_0's blocks, in bf16: close, not equal
+        assert 0 < (ref - got).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_generate_decodes_a_gguf_on_the_kernels(tiny, tmp_path, capsys):
+    """`llmarch generate` on a Q8_0 file decodes on the int8 kernels: what from_gguf(kernels=True) gives."""
+    from llmarch.data.tokenizer import train_bpe
+    from llmarch.generate.text import generate_text
+    from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
+
+    tok = train_bpe(["def main():\n    return 12345\n" * 40, "class Foo:\n    pass\n" * 40], vocab_size=300)
+    path = tmp_path / "m.q8_0.gguf"
+    to_gguf(tiny, path, "q8_0", tok)
+    want = generate_text(llmarch.from_gguf(path, kernels=True), checkpoint_tokenizer(path), ["def main"], max_new_tokens=8,
+                         temperature=0)[0]
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(path), "--prompt", "def main", "--max-new-tokens", "8",
+                 "--temperature", "0"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == want.strip() and out != "def main"  # something decoded
+
+
+def test_smollm2_q4_1_runs_on_int4_with_the_files_codes(smollm2_gguf):  # noqa: F811
+    """SmolLM2's Q4_1 matrices become int4 groups of 32 whose values are the file's (up to the bf16 rounding of
+    its fp16 scales), its Q8_0 embedding (tied head) int8 per row; it still answers."""
+    from llmarch.generate.text import generate_text
+    from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
+
+    model = llmarch.from_gguf(smollm2_gguf, kernels=True)
+    assert model.quantization.method == "int4" and model.quantization.group_size == 32
+    assert isinstance(model.embed, Int8Embedding)
+    layer = model.blocks[0].mlp.down
+    assert isinstance(layer, Int4Linear)
+    t = next(t for t in gguf.GGUFReader(smollm2_gguf).tensors if t.name == "blk.0.ffn_down.weight")
+    file_values = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy()).float()
+    ours = layer.dequantized().float()
+    assert ours.shape == file_values.shape
+    assert (ours - file_values).abs().max() <= 2 ** -7 * file_values.abs().max()
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    text = generate_text(model, checkpoint_tokenizer(smollm2_gguf), [prompt], max_new_tokens=12, temperature=0)[0]
+    assert "Paris" in text.split("assistant")[-1], text
