@@ -270,8 +270,8 @@ def test_load_on_loopback(tmp_path):
 
 
 def test_chat_page(srv):
-    """The page at / streams from the chat endpoint (a real browser does not run here: its script is checked
-    for what it calls)."""
+    """The page at / is served and streams from the chat endpoint (a real browser drives it in
+    test_chat_browser.py)."""
     r = httpx.get(srv.url + "/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for needle in ('fetch("/v1/chat/completions"', "stream: true", "data: [DONE]", 'fetch("/v1/models")'):
