@@ -9,7 +9,9 @@ summation order can flip), at the cost of one forward over num_draft + 1 tokens;
 spans of its context, most drafts are kept.
 
 Greedy only (sampled drafts need the rejection rule of Leviathan et al. §2.3), and for decoder-only models whose
-decode states are indexed by slot (KV caches: `by_slot`), which can rewind."""
+decode states are indexed by slot (KV caches: `by_slot`), which can rewind. `speculate` runs the rounds of a
+Speculator (PromptLookup here, draft_model.DraftModel) for one prompt; the server drives the same rounds one at a
+time (serve/speculation.py)."""
 from __future__ import annotations
 
 import torch
@@ -93,10 +95,10 @@ def speculate(spec: "Speculator", prompt: list[int], total: int, eos_id: int | s
 
 class Speculator:
     """One sequence's speculative decoding, a round at a time, over engines of its own (one row each): a
-    subclass's `step(seq)` takes the prompt and the tokens so far and returns the next ones (1 or more). Between rounds the target's engine has
-    read all of them but the last (`target.length == len(seq) - 1`), so its decode state can be handed on
-    (the server moves a request into its running batch this way: serve/scheduler.py). counts: drafted,
-    accepted, steps (target forwards)."""
+    subclass's `step(seq)` takes the prompt and the tokens so far and returns the next ones (1 or more). Between
+    rounds the target's engine has read all of them but the last (`target.length == len(seq) - 1`), so its
+    decode state can be handed on (the server moves a request into its running batch this way:
+    serve/scheduler.py). counts: drafted, accepted, steps (target forwards)."""
 
     def __init__(self, engines: list[tuple[Engine, str]]):
         self.engines = [engine for engine, _ in engines]

@@ -248,12 +248,11 @@ class Scheduler:
     def _share(self) -> None:
         """Another request waits: the one decoding alone takes a row of the running batch, with the target's
         decode state of all its tokens but the last, which the next decode step reads."""
-        a, self.alone = self.alone, None
-        row = self.batch.free_rows()[0]
+        a, row = self.alone, self.batch.free_rows()[0]
         self.batch.join(row, a.spec.target.model.caches(), len(a.seq) - 1)
         self.next[row] = a.seq[-1]
         self.rows[row] = a.row
-        a.spec.close()
+        self._end_alone()
 
     def _end_alone(self) -> None:
         a, self.alone = self.alone, None
