@@ -42,13 +42,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: Path, max_batch: int, queue: int) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: Path, max_batch: int, queue: int, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
+    """`llmarch serve` of checkpoint (with `extra` flags) in its own process -> it and its URL, once it answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llmarch", "serve", "--checkpoint", str(checkpoint), "--port",
                              str(port), "--max-batch", str(max_batch), "--max-queue", str(queue),
-                             "--model-name", "tiny"], stdout=subprocess.DEVNULL)
+                             "--model-name", "tiny", *extra], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError(f"llmarch serve exited with code {proc.returncode}")
         try:
             if httpx.get(url + "/health").status_code == 200:
                 return proc, url

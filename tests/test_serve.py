@@ -31,9 +31,9 @@ def tiny_model() -> TransformerLM:
 class Running:
     """A server on a free loopback port, in a thread of this process."""
 
-    def __init__(self, max_batch=4, max_queue=16, model=None, tok=None, name="tiny"):
+    def __init__(self, max_batch=4, max_queue=16, model=None, tok=None, name="tiny", speculation=None):
         self.tok = tok or ByteTokenizer()
-        self.server = Server(model or tiny_model(), self.tok, name, max_batch, max_queue)
+        self.server = Server(model or tiny_model(), self.tok, name, max_batch, max_queue, speculation)
         self.uv = uvicorn.Server(uvicorn.Config(build_app(self.server), host="127.0.0.1", port=0,
                                                 log_level="warning"))
         self.thread = threading.Thread(target=self.uv.run, daemon=True)
@@ -270,8 +270,8 @@ def test_load_on_loopback(tmp_path):
 
 
 def test_chat_page(srv):
-    """The page at / streams from the chat endpoint (a real browser does not run here: its script is checked
-    for what it calls)."""
+    """The page at / is served and streams from the chat endpoint (a real browser drives it in
+    test_chat_browser.py)."""
     r = httpx.get(srv.url + "/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for needle in ('fetch("/v1/chat/completions"', "stream: true", "data: [DONE]", 'fetch("/v1/models")'):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .options import CHECKPOINT_HELP, load_with_tokenizer
+from .options import CHECKPOINT_HELP, at_least, load_with_tokenizer
 
 
 def add_parsers(sub) -> None:
@@ -19,6 +19,15 @@ def add_parsers(sub) -> None:
                    help="requests that may wait for rows; more are answered 503 (default: %(default)s)")
     p.add_argument("--model-name", default=None,
                    help="the model's id in the API (default: the checkpoint directory's name)")
+    p.add_argument("--prompt-lookup", type=at_least(0), default=0, metavar="N",
+                   help="speculative decoding with drafts of up to N tokens looked up in the context, for greedy "
+                   "requests that start alone (0: off) (default: %(default)s)")
+    p.add_argument("--draft", default=None, metavar="CKPT",
+                   help="speculative decoding: this smaller checkpoint, with the same tokenizer, proposes tokens "
+                   "that --checkpoint checks K at a time, for requests that start alone (default: %(default)s, "
+                   "off)")
+    p.add_argument("--num-draft", type=at_least(1), default=None, metavar="K",
+                   help="tokens the --draft proposes per forward of --checkpoint (default: 4)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
@@ -45,14 +54,28 @@ def serving_imports():
 def cmd_serve(args) -> None:
     uvicorn = serving_imports()
     from ..serve.app import Server, build_app
+    from ..serve.speculation import Speculation
+    from .generate import load_draft
 
     if args.max_batch < 1 or args.max_queue < 0 or not 0 <= args.port < 65536:
         raise LlmarchError("--max-batch must be >= 1, --max-queue >= 0 and --port in 0..65535, got "
                            f"{args.max_batch}, {args.max_queue} and {args.port}")
+    if args.draft is not None and args.prompt_lookup:
+        raise LlmarchError("--draft and --prompt-lookup are two kinds of speculative decoding: give one")
+    if args.num_draft is not None and args.draft is None:
+        raise LlmarchError("--num-draft sets how many tokens a --draft checkpoint proposes: give --draft too")
     model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
+    speculation = None
+    if args.draft is not None:
+        speculation = Speculation(args.num_draft or 4, load_draft(args.draft, model, tok))
+    elif args.prompt_lookup:
+        speculation = Speculation(args.prompt_lookup)
     name = args.model_name or Path(args.checkpoint).resolve().name
-    server = Server(model, tok, name, args.max_batch, args.max_queue)
-    print(f"llmarch serve: {name} on http://{args.host}:{args.port}/v1 (max batch {args.max_batch})", flush=True)
+    server = Server(model, tok, name, args.max_batch, args.max_queue, speculation)
+    how = "" if speculation is None else (f", prompt lookup of {args.prompt_lookup}" if args.draft is None else
+                                          f", draft {args.draft} proposing {speculation.num_draft}")
+    print(f"llmarch serve: {name} on http://{args.host}:{args.port}/v1 (max batch {args.max_batch}{how})",
+          flush=True)
     uvicorn.run(build_app(server), host=args.host, port=args.port, log_level="warning")
 
 

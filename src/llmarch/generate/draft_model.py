@@ -24,7 +24,7 @@ from ..errors import LlmarchError
 from ..models.stack import check_ids
 from .engine import Engine
 from .sampling import draw, probabilities
-from .speculative import add_counts, ending_ids, show_tokens
+from .speculative import Speculator, add_counts, ending_ids, speculate
 
 
 def check_draft(target, draft, num_draft: int) -> None:
@@ -55,7 +55,6 @@ def draft_rows(target, draft, prompts, max_new_tokens: int, num_draft: int, temp
     return rows
 
 
-@torch.inference_mode()
 def draft_generate(target, draft, prompt: list[int], max_new_tokens: int, num_draft: int = 4,
                    temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                    eos_id: int | set[int] | None = None, generator: torch.Generator | None = None,
@@ -64,41 +63,44 @@ def draft_generate(target, draft, prompt: list[int], max_new_tokens: int, num_dr
     ids (up to and including eos_id, an id or a set of ids that end it). temperature 0: greedy; else sampled
     with top_k / top_p, from `generator`. stats, if given, receives drafted, accepted and steps (target
     forwards); on_tokens, each new id as a (1,) tensor (streaming)."""
-    check_draft(target, draft, num_draft)
-    ends = eos_id if isinstance(eos_id, set) else set() if eos_id is None else {eos_id}
     if not prompt:
         raise LlmarchError("every prompt needs at least one token")
-    device = next(target.parameters()).device
     ctx = target.config.context_length
     if len(prompt) > ctx:
         raise LlmarchError(f"prompt of {len(prompt)} tokens is longer than the model's context_length {ctx}")
-    check_ids(torch.tensor([prompt], device=device), target.config, None)
+    check_ids(torch.tensor([prompt]), target.config, None)
     total = len(prompt) + max(0, min(max_new_tokens, ctx - len(prompt)))
-    room = min(total, draft.config.context_length)  # the draft's cache: past it the target decodes alone
-    sampler = Sampler(temperature, top_k, top_p, generator)
-    seq, new, counts = list(prompt), [], dict(drafted=0, accepted=0, steps=0)
-    with Engine(target, 1, total) as big, Engine(draft, 1, room) as small:
-        big.check_rewind("speculative decoding")
-        small.check_rewind("speculative decoding with it as the draft")
-        while len(seq) < total and not (new and new[-1] in ends):
-            # the draft reads up to len(seq) + k - 1 slots, the target len(seq) + k, and a round adds <= k + 1
-            k = max(0, min(num_draft, total - len(seq) - 1, room - len(seq) + 1))
-            proposal, q = propose(small, seq, k, sampler)
-            pending = torch.tensor([seq[big.length:] + proposal], device=device)
-            p = sampler.distribution(big.extend(pending)[0, -(k + 1):])  # (k + 1, V): after seq[-1], each draft
-            n, token = sampler.verify(p, q, proposal)
-            big.rewind(len(seq) + n)  # it has read seq and the n kept drafts; `token` is read next round
-            small.rewind(min(small.length, len(seq) + n))
-            new = proposal[:n] + [token]
-            end = next((i for i, t in enumerate(new) if t in ends), None)
-            new = new if end is None else new[:end + 1]
-            seq += new
-            show_tokens(on_tokens, new)
-            counts = dict(drafted=counts["drafted"] + k, accepted=counts["accepted"] + n,
-                          steps=counts["steps"] + 1)
+    with DraftModel(target, draft, total, num_draft, Sampler(temperature, top_k, top_p, generator)) as spec:
+        seq = speculate(spec, prompt, total, eos_id, on_tokens)
     if stats is not None:
-        stats.update(counts)
+        stats.update(spec.counts)
     return seq
+
+
+class DraftModel(Speculator):
+    """Rounds in which `draft` proposes up to num_draft tokens and `target` checks them in one forward, for
+    sequences of up to `total` tokens; the first round's target forward reads the prompt too."""
+
+    def __init__(self, target, draft, total: int, num_draft: int, sampler: "Sampler"):
+        check_draft(target, draft, num_draft)
+        self.total, self.num_draft, self.sampler = total, num_draft, sampler
+        self.room = min(total, draft.config.context_length)  # the draft's cache: past it the target decodes alone
+        super().__init__([(Engine(target, 1, total), "speculative decoding"),
+                          (Engine(draft, 1, self.room), "speculative decoding with it as the draft")])
+
+    @torch.inference_mode()
+    def step(self, seq: list[int]) -> list[int]:
+        big, small = self.engines
+        # the draft reads up to len(seq) + k - 1 slots, the target len(seq) + k, and a round adds <= k + 1
+        k = max(0, min(self.num_draft, self.total - len(seq) - 1, self.room - len(seq) + 1))
+        proposal, q = propose(small, seq, k, self.sampler)
+        pending = torch.tensor([seq[big.length:] + proposal], device=big.slots.device)
+        p = self.sampler.distribution(big.extend(pending)[0, -(k + 1):])  # (k + 1, V): after seq[-1], each draft
+        n, token = self.sampler.verify(p, q, proposal)
+        big.rewind(len(seq) + n)  # it has read seq and the n kept drafts; `token` is read next round
+        small.rewind(min(small.length, len(seq) + n))
+        self.count(k, n)
+        return proposal[:n] + [token]
 
 
 def propose(small: Engine, seq: list[int], k: int, sampler: "Sampler") -> tuple[list[int], torch.Tensor | None]:

@@ -9,7 +9,9 @@ summation order can flip), at the cost of one forward over num_draft + 1 tokens;
 spans of its context, most drafts are kept.
 
 Greedy only (sampled drafts need the rejection rule of Leviathan et al. §2.3), and for decoder-only models whose
-decode states are indexed by slot (KV caches: `by_slot`), which can rewind."""
+decode states are indexed by slot (KV caches: `by_slot`), which can rewind. `speculate` runs the rounds of a
+Speculator (PromptLookup here, draft_model.DraftModel) for one prompt; the server drives the same rounds one at a
+time (serve/speculation.py)."""
 from __future__ import annotations
 
 import torch
@@ -59,50 +61,101 @@ def ending_ids(prompts, eos_id: int | None, stop, on_tokens, what: str) -> set[i
     return {s[0] for s in stop} | ({eos_id} if eos_id is not None else set())
 
 
-@torch.inference_mode()
 def prompt_lookup_generate(model, prompt: list[int], max_new_tokens: int, num_draft: int,
                            eos_id: int | set[int] | None = None, max_ngram: int = 3, stats: dict | None = None,
                            on_tokens=None) -> list[int]:
     """Greedy decoding of one prompt with prompt-lookup drafts -> prompt + new ids (up to and including eos_id,
     an id or a set of ids that end it). stats, if given, receives drafted, accepted and steps (forwards after
     the prompt's); on_tokens, each new id as a (1,) tensor (streaming)."""
-    ends = eos_id if isinstance(eos_id, set) else set() if eos_id is None else {eos_id}
-    cfg = model.config
-    if cfg.is_encoder_decoder or not cfg.causal:
-        raise LlmarchError(f"{cfg.name}: prompt lookup decodes decoder-only models")
-    if num_draft < 1 or max_ngram < 1:
-        raise LlmarchError(f"prompt lookup needs num_draft >= 1 and max_ngram >= 1, got {num_draft}, {max_ngram}")
     if not prompt:
         raise LlmarchError("every prompt needs at least one token")
-    ids = torch.tensor([prompt], dtype=torch.long, device=next(model.parameters()).device)
-    check_ids(ids, cfg, None)
-    total = len(prompt) + min(max_new_tokens, cfg.context_length - len(prompt))
-    seq, counts = list(prompt), dict(drafted=0, accepted=0, steps=0)
-    with Engine(model, 1, total) as engine:
-        engine.check_rewind("prompt lookup")
-        if total > len(prompt):
-            seq.append(int(engine.prefill(ids)[0].argmax()))
-            show_tokens(on_tokens, seq[-1:])
-        while len(seq) < total and seq[-1] not in ends:
-            draft = lookup(seq, min(num_draft, total - len(seq)), max_ngram)
-            before = engine.length
-            logits = engine.extend(torch.tensor([seq[-1:] + draft], device=ids.device))[0]  # (1 + d, V)
-            greedy = logits.argmax(-1).tolist()
-            n = 0
-            while n < len(draft) and draft[n] == greedy[n]:
-                n += 1
-            engine.rewind(before + 1 + n)
-            new = draft[:n] + [greedy[n]]
-            end = next((i for i, t in enumerate(new) if t in ends), None)
-            new = new[:total - len(seq) if end is None else min(end + 1, total - len(seq))]
-            seq += new
-            show_tokens(on_tokens, new)
-            counts["drafted"] += len(draft)
-            counts["accepted"] += n
-            counts["steps"] += 1
+    total = len(prompt) + min(max_new_tokens, model.config.context_length - len(prompt))
+    check_ids(torch.tensor([prompt], dtype=torch.long), model.config, None)
+    with PromptLookup(model, total, num_draft, max_ngram) as spec:
+        seq = speculate(spec, prompt, total, eos_id, on_tokens)
     if stats is not None:
-        stats.update(counts)
+        stats.update(spec.counts)
     return seq
+
+
+def speculate(spec: "Speculator", prompt: list[int], total: int, eos_id: int | set[int] | None,
+              on_tokens=None) -> list[int]:
+    """A speculator's rounds from the prompt until `total` tokens or an id of eos_id (an id or a set of ids)
+    -> prompt + new ids, up to and including the end."""
+    ends = eos_id if isinstance(eos_id, set) else set() if eos_id is None else {eos_id}
+    seq, new = list(prompt), []
+    while len(seq) < total and not (new and new[-1] in ends):
+        new = spec.step(seq)
+        end = next((i for i, t in enumerate(new) if t in ends), None)
+        new = new[:total - len(seq) if end is None else min(end + 1, total - len(seq))]
+        seq += new
+        show_tokens(on_tokens, new)
+    return seq
+
+
+class Speculator:
+    """One sequence's speculative decoding, a round at a time, over engines of its own (one row each): a
+    subclass's `step(seq)` takes the prompt and the tokens so far and returns the next ones (1 or more). Between
+    rounds the target's engine has read all of them but the last (`target.length == len(seq) - 1`), so its
+    decode state can be handed on (the server moves a request into its running batch this way:
+    serve/scheduler.py). counts: drafted, accepted, steps (target forwards)."""
+
+    def __init__(self, engines: list[tuple[Engine, str]]):
+        self.engines = [engine for engine, _ in engines]
+        self.target = self.engines[0]
+        self.counts = dict(drafted=0, accepted=0, steps=0)
+        try:
+            for engine, what in engines:
+                engine.check_rewind(what)
+        except LlmarchError:
+            self.close()
+            raise
+
+    def count(self, drafted: int, accepted: int) -> None:
+        self.counts = dict(drafted=self.counts["drafted"] + drafted, accepted=self.counts["accepted"] + accepted,
+                           steps=self.counts["steps"] + 1)
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.__exit__(None, None, None)
+
+    def __enter__(self) -> "Speculator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PromptLookup(Speculator):
+    """Greedy rounds with drafts looked up in the sequence itself, for sequences of up to `total` tokens: the
+    first round reads the prompt (a prefill, not counted as a step); each later one reads the last token and a
+    draft of up to num_draft tokens in one forward (Engine.extend), keeps the drafted tokens that greedy
+    decoding would have produced, and the model's own token after them."""
+
+    def __init__(self, model, total: int, num_draft: int, max_ngram: int = 3):
+        cfg = model.config
+        if cfg.is_encoder_decoder or not cfg.causal:
+            raise LlmarchError(f"{cfg.name}: prompt lookup decodes decoder-only models")
+        if num_draft < 1 or max_ngram < 1:
+            raise LlmarchError(f"prompt lookup needs num_draft >= 1 and max_ngram >= 1, got {num_draft}, "
+                               f"{max_ngram}")
+        self.total, self.num_draft, self.max_ngram = total, num_draft, max_ngram
+        super().__init__([(Engine(model, 1, total), "prompt lookup")])
+
+    @torch.inference_mode()
+    def step(self, seq: list[int]) -> list[int]:
+        engine, device = self.target, self.target.slots.device
+        if engine.length == 0:
+            return [int(engine.prefill(torch.tensor([seq], device=device))[0].argmax())]
+        draft = lookup(seq, min(self.num_draft, self.total - len(seq)), self.max_ngram)
+        before = engine.length
+        greedy = engine.extend(torch.tensor([seq[-1:] + draft], device=device))[0].argmax(-1).tolist()  # (1 + d,)
+        n = 0
+        while n < len(draft) and draft[n] == greedy[n]:
+            n += 1
+        engine.rewind(before + 1 + n)
+        self.count(len(draft), n)
+        return draft[:n] + [greedy[n]]
 
 
 def show_tokens(on_tokens, new: list[int]) -> None:

@@ -17,6 +17,7 @@ from .chat_template import ChatTemplate
 from .outputs import ChoiceText
 from .requests import BadRequest, check_model, completion_prompts, max_new, sampling
 from .scheduler import Job, QueueFull, Scheduler, StepFailed
+from .speculation import Speculation
 
 PAGE = Path(__file__).with_name("chat.html")
 
@@ -24,11 +25,15 @@ PAGE = Path(__file__).with_name("chat.html")
 class Server:
     """What the routes share: the model's name, tokenizer, chat template and scheduler."""
 
-    def __init__(self, model, tokenizer, name: str, max_batch: int = 8, max_queue: int = 64):
+    def __init__(self, model, tokenizer, name: str, max_batch: int = 8, max_queue: int = 64,
+                 speculation: Speculation | None = None):
+        """speculation: decode requests that start alone speculatively (speculation.py); checked here."""
         self.name, self.tokenizer = name, tokenizer
         self.context = model.config.context_length
         self.template = ChatTemplate(tokenizer)
-        self.scheduler = Scheduler(model, tokenizer, max_batch, max_queue)
+        if speculation is not None:
+            speculation.check(model)
+        self.scheduler = Scheduler(model, tokenizer, max_batch, max_queue, speculation=speculation)
         self.metrics = self.scheduler.metrics
         self.created = int(time.time())
 

@@ -1,5 +1,6 @@
 """What /metrics reports, in Prometheus' text exposition format (version 0.0.4): counters of requests and tokens,
-gauges of the queue, the running batch and decoding speed, and a histogram of the time to first token."""
+gauges of the queue, the running batch and decoding speed, a histogram of the time to first token, and the tokens
+speculative decoding drafted and the target accepted."""
 from __future__ import annotations
 
 import collections
@@ -33,12 +34,18 @@ class Metrics:
         self.requests: collections.Counter = collections.Counter()  # (endpoint, status code) -> count
         self.prompt_tokens = self.completion_tokens = 0
         self.queue = self.batch = 0
-        self.tokens_per_s = 0.0  # of the last decode step: rows decoded / its seconds
+        self.tokens_per_s = 0.0  # of the last decode step: tokens decoded / its seconds
+        self.drafted = self.accepted = 0  # speculative decoding's drafted tokens, and those the target kept
         self.ttft = Histogram(TTFT_BUCKETS)
 
-    def step(self, rows: int, seconds: float) -> None:
+    def step(self, rows: int, seconds: float, tokens: int | None = None) -> None:
+        """A decode step of `rows` rows that produced `tokens` tokens (default: one a row)."""
         self.batch = rows
-        self.tokens_per_s = rows / seconds if seconds > 0 else 0.0
+        self.tokens_per_s = (rows if tokens is None else tokens) / seconds if seconds > 0 else 0.0
+
+    def speculated(self, drafted: int, accepted: int) -> None:
+        self.drafted += drafted
+        self.accepted += accepted
 
     def render(self) -> str:
         out = ["# HELP llmarch_requests_total HTTP requests answered, by endpoint and status.",
@@ -50,7 +57,11 @@ class Metrics:
                 ("llmarch_generation_tokens_total", "counter", self.completion_tokens, "Tokens generated."),
                 ("llmarch_queue_length", "gauge", self.queue, "Requests waiting for rows of the batch."),
                 ("llmarch_batch_size", "gauge", self.batch, "Rows decoded in the last step."),
-                ("llmarch_tokens_per_second", "gauge", self.tokens_per_s, "Tokens per second of the last step.")):
+                ("llmarch_tokens_per_second", "gauge", self.tokens_per_s, "Tokens per second of the last step."),
+                ("llmarch_speculative_drafted_tokens_total", "counter", self.drafted,
+                 "Tokens drafted by speculative decoding (prompt lookup or the draft model)."),
+                ("llmarch_speculative_accepted_tokens_total", "counter", self.accepted,
+                 "Drafted tokens the target model accepted.")):
             out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         out += ["# HELP llmarch_time_to_first_token_seconds From a request's arrival to its first token.",
                 "# TYPE llmarch_time_to_first_token_seconds histogram"]

@@ -1,7 +1,9 @@
 """The scheduler: one thread that owns the model and its running batch (generate/batch.py). Requests wait in a
 bounded queue; between two decode steps the thread lets waiting requests join (each prefilled alone, its n
 choices taking n free rows), drops choices whose client went away, and decodes one token for every row. What a
-choice produces goes back to its request as events, on the request's event loop (call_soon_threadsafe)."""
+choice produces goes back to its request as events, on the request's event loop (call_soon_threadsafe).
+With speculative decoding on (speculation.py), a request that starts alone decodes a speculative round per turn
+instead, until another request arrives and it joins the running batch."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +17,9 @@ import torch
 from ..errors import LlmarchError
 from ..generate.batch import RunningBatch
 from ..generate.sampling import sample
+from ..generate.speculative import Speculator
 from .metrics import Metrics
+from .speculation import Speculation
 
 
 class QueueFull(LlmarchError):
@@ -62,8 +66,19 @@ class _Row:
     made: int = 0  # tokens emitted
 
 
+@dataclass
+class _Alone:
+    """A request decoding speculatively, alone: its row-to-be, its speculator, its prompt and tokens so far."""
+    row: _Row
+    spec: Speculator
+    seq: list[int]
+
+
 class Scheduler:
-    def __init__(self, model, tokenizer, max_batch: int = 8, max_queue: int = 64, metrics: Metrics | None = None):
+    def __init__(self, model, tokenizer, max_batch: int = 8, max_queue: int = 64, metrics: Metrics | None = None,
+                 speculation: Speculation | None = None):
+        self.model, self.speculation = model, speculation
+        self.alone: _Alone | None = None
         self.batch = RunningBatch(model, max_batch)
         self.tokenizer, self.max_batch, self.max_queue = tokenizer, max_batch, max_queue
         self.metrics = metrics or Metrics()
@@ -82,6 +97,8 @@ class Scheduler:
             self.stopping = True
             self.wake.notify()
         self.thread.join()
+        if self.alone is not None:
+            self._end_alone()
         self.batch.close()
 
     def submit(self, job: Job) -> None:
@@ -99,32 +116,46 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self.wake:
-                while not self.stopping and not self.waiting and not self.rows:
+                while not self.stopping and not self.waiting and not self.rows and self.alone is None:
                     self.wake.wait()
                 if self.stopping:
                     return
             try:
                 self._admit()
                 self._drop_cancelled()
-                if self.rows:
+                if self.alone is not None:
+                    self._speculate()
+                elif self.rows:
                     self._step()
             except Exception as e:  # noqa: BLE001 - a failed step fails its requests, not the server
+                failed = [self.rows[row].job for row in self.rows]
+                failed += [] if self.alone is None else [self.alone.row.job]
+                for job in failed:
+                    job.emit("error", f"{type(e).__name__}: {e}")
                 for row in list(self.rows):
-                    self.rows[row].job.emit("error", f"{type(e).__name__}: {e}")
                     self._leave(row)
+                if self.alone is not None:
+                    self._end_alone()
 
     def _admit(self) -> None:
-        while True:
+        if self.alone is not None and self.waiting:
+            self._share()
+        while self.alone is None:  # nothing joins the batch while a request decodes alone
             with self.wake:
                 free = self.batch.free_rows()
                 if not self.waiting or len(free) < self.waiting[0].n:
                     return
                 job = self.waiting.popleft()
                 self.metrics.queue = len(self.waiting)
+                alone = (self.speculation is not None and not self.rows and not self.waiting
+                         and self.speculation.applies(job))
             if job.cancelled >= set(range(job.n)):
                 continue
             try:
-                self._prefill(job, free)
+                if alone:
+                    self._start_alone(job)
+                else:
+                    self._prefill(job, free)
             except Exception as e:  # noqa: BLE001
                 job.emit("error", f"{type(e).__name__}: {e}")
 
@@ -155,6 +186,8 @@ class Scheduler:
         for row, r in list(self.rows.items()):
             if r.choice in r.job.cancelled:
                 self._leave(row)
+        if self.alone is not None and self.alone.row.choice in self.alone.row.job.cancelled:
+            self._end_alone()
 
     def _step(self) -> None:
         t0, rows = time.perf_counter(), list(self.rows)
@@ -169,20 +202,61 @@ class Scheduler:
         job = r.job
         tok = int(sample(logits[None], job.temperature, job.top_k, job.top_p, r.generator)[0])
         self.next[row] = tok
-        self.metrics.completion_tokens += 1
-        if tok in self.tokenizer.eos_ids:
-            job.emit("done", r.choice, "stop")
-            self._leave(row)
-            return
         logprob = top = None
-        if job.logprobs is not None:
+        if job.logprobs is not None and tok not in self.tokenizer.eos_ids:
             logp = logits.float().log_softmax(-1)
             logprob, top = float(logp[tok]), self._top(logp, job.logprobs)
-        job.emit("token", r.choice, tok, logprob, top)
-        r.made += 1
-        if r.made >= job.max_new:
-            job.emit("done", r.choice, "length")
+        if self._give(r, tok, logprob, top):
             self._leave(row)
+
+    def _give(self, r: _Row, tok: int, logprob: float | None = None, top: list | None = None) -> bool:
+        """Hand a choice's new token to its job -> whether the choice is done (an end of text, or max_new)."""
+        self.metrics.completion_tokens += 1
+        if tok in self.tokenizer.eos_ids:
+            r.job.emit("done", r.choice, "stop")
+            return True
+        r.job.emit("token", r.choice, tok, logprob, top)
+        r.made += 1
+        if r.made >= r.job.max_new:
+            r.job.emit("done", r.choice, "length")
+            return True
+        return False
+
+    # ---- speculative decoding of a request alone (speculation.py) ------------------------------
+    def _start_alone(self, job: Job) -> None:
+        gen = None if job.seed is None else torch.Generator(device=self.next.device).manual_seed(job.seed)
+        self.alone = _Alone(_Row(job, 0, gen), self.speculation.start(self.model, job, gen), list(job.prompt))
+        self.metrics.prompt_tokens += len(job.prompt)
+
+    def _speculate(self) -> None:
+        """One round: the new tokens (1 to num_draft + 1) handed over one by one, up to the request's end."""
+        a, t0 = self.alone, time.perf_counter()
+        first = len(a.seq) == len(a.row.job.prompt)
+        before = dict(a.spec.counts)
+        new = a.spec.step(a.seq)
+        self.metrics.speculated(a.spec.counts["drafted"] - before["drafted"],
+                                a.spec.counts["accepted"] - before["accepted"])
+        for tok in new:
+            a.seq.append(tok)
+            if self._give(a.row, tok):
+                self._end_alone()
+                break
+        self.metrics.step(1, time.perf_counter() - t0, len(new))
+        if first:
+            self.metrics.ttft.observe(time.perf_counter() - a.row.job.submitted)
+
+    def _share(self) -> None:
+        """Another request waits: the one decoding alone takes a row of the running batch, with the target's
+        decode state of all its tokens but the last, which the next decode step reads."""
+        a, row = self.alone, self.batch.free_rows()[0]
+        self.batch.join(row, a.spec.target.model.caches(), len(a.seq) - 1)
+        self.next[row] = a.seq[-1]
+        self.rows[row] = a.row
+        self._end_alone()
+
+    def _end_alone(self) -> None:
+        a, self.alone = self.alone, None
+        a.spec.close()
 
     def _leave(self, row: int) -> None:
         self.batch.leave(row)

@@ -1,0 +1,48 @@
+"""Speculative decoding in the server (generate/speculative.py's prompt lookup, or generate/draft_model.py's
+draft model): which requests it decodes, and their speculator. A request decodes speculatively when it starts
+alone: nothing else running or waiting, one choice, no log-probabilities (and temperature 0 for prompt lookup,
+which is greedy only). It then runs the generate path's rounds over engines of its own, one round per turn of
+the scheduler; when another request arrives, its decode state moves into the running batch (the target has
+read all its tokens but the last: Speculator) and it goes on with plain continuous batching. Greedy output is
+the target's own either way, and sampled output keeps the target's distribution (Leviathan et al. 2023,
+Theorem 3.5), though with a seed it draws different tokens than plain decoding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import LlmarchError
+from ..generate.draft_model import DraftModel, Sampler, check_draft
+from ..generate.speculative import PromptLookup, Speculator
+
+
+@dataclass
+class Speculation:
+    num_draft: int  # tokens drafted per round (prompt lookup: at most)
+    draft: torch.nn.Module | None = None  # the draft model; None: prompt lookup
+
+    def check(self, model) -> None:
+        """Refuses a target (or draft) that cannot speculate: a draft of another vocabulary, num_draft < 1, a
+        decode state that cannot rewind (the same checks as generate's, on one-slot engines)."""
+        if self.num_draft < 1:
+            raise LlmarchError(f"speculative decoding drafts >= 1 token per round, got {self.num_draft}")
+        if self.draft is not None:
+            check_draft(model, self.draft, self.num_draft)
+        with self._speculator(model, 1, Sampler(0.0, None, None, None)):
+            pass
+
+    def applies(self, job) -> bool:
+        """Whether a request (scheduler.Job) alone in the server decodes speculatively."""
+        plain = job.n != 1 or job.logprobs is not None or job.echo_logprobs or job.max_new == 0
+        return not plain and (self.draft is not None or job.temperature == 0)
+
+    def start(self, model, job, generator: torch.Generator | None) -> Speculator:
+        """The speculator for a request (its prompt and new tokens), sampling from `generator`."""
+        sampler = Sampler(job.temperature, job.top_k, job.top_p, generator)
+        return self._speculator(model, len(job.prompt) + job.max_new, sampler)
+
+    def _speculator(self, model, total: int, sampler: Sampler) -> Speculator:
+        if self.draft is None:
+            return PromptLookup(model, total, self.num_draft)
+        return DraftModel(model, self.draft, total, self.num_draft, sampler)

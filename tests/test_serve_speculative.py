@@ -1,0 +1,148 @@
+"""Speculative decoding in the server (serve/speculation.py), driven by the `openai` client: a request that
+starts alone decodes with prompt lookup or a draft model, its greedy text the same as plain serving's; one that
+is joined by another moves into the running batch mid-answer, its text still the same; /metrics counts what was
+drafted and accepted; bad flags are one line and exit 2."""
+import contextlib
+import copy
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from test_serve import Running, tiny_model  # noqa: E402
+
+from llmarch.data.tokenizer import ByteTokenizer  # noqa: E402
+from llmarch.generate import generate  # noqa: E402
+from llmarch.models import TransformerLM  # noqa: E402
+from llmarch.presets import resolve  # noqa: E402
+from llmarch.serve.speculation import Speculation  # noqa: E402
+
+PROMPTS = ["def f(x):\n    return x\ndef f(", "abcabcabcab", "hello"]
+
+
+def small_draft(**over) -> TransformerLM:
+    torch.manual_seed(1)
+    return TransformerLM(resolve("llama-tiny", **{"vocab_size": 257, "d_model": 32, "n_layers": 1, "n_heads": 4,
+                                                  "n_kv_heads": 2, "ffn_hidden": 64, "context_length": 96, **over}))
+
+
+@pytest.fixture(scope="module")
+def plain():
+    """Greedy text plain decoding gives a prompt alone (a model of its own: the servers' are busy)."""
+    model, tok = tiny_model(), ByteTokenizer()
+
+    def answer(prompt: str, n: int) -> str:
+        ids = tok.encode(prompt)
+        return tok.decode(t for t in generate(model, [ids], n, eos_id=tok.eos_id)[0][len(ids):] if t != tok.eos_id)
+    return answer
+
+
+def counters(url: str) -> tuple[int, int]:
+    lines = dict(line.split(" ") for line in httpx.get(url + "/metrics").text.splitlines()
+                 if line.startswith("llmarch_speculative_"))
+    return (int(lines["llmarch_speculative_drafted_tokens_total"]),
+            int(lines["llmarch_speculative_accepted_tokens_total"]))
+
+
+@pytest.mark.parametrize("kind", ["prompt lookup", "draft", "draft = target"])
+def test_greedy_text_equals_plain_serving(kind, plain):
+    draft = {"prompt lookup": None, "draft": small_draft(), "draft = target": copy.deepcopy(tiny_model())}[kind]
+    running = Running(speculation=Speculation(4, draft))
+    try:
+        client = running.client
+        for prompt in PROMPTS:
+            r = client.completions.create(model="tiny", prompt=prompt, max_tokens=30, temperature=0)
+            assert r.choices[0].text == plain(prompt, 30) and r.usage.completion_tokens == 30
+        chunks = client.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=30, temperature=0,
+                                           stream=True)
+        assert "".join(c.choices[0].text for c in chunks) == plain(PROMPTS[0], 30)
+        drafted, accepted = counters(running.url)
+        assert drafted > 0 and 0 <= accepted <= drafted
+        if kind == "prompt lookup":  # the prompts repeat spans, and so does the output of a random model
+            assert accepted > 0
+        if kind == "draft = target":  # always right: every drafted token kept
+            assert accepted == drafted
+        assert running.server.metrics.completion_tokens == 4 * 30
+    finally:
+        running.close()
+
+
+def test_sampled_with_a_draft_and_requests_it_does_not_take(plain):
+    running = Running(speculation=Speculation(3, small_draft()))
+    try:
+        client = running.client
+        r = client.completions.create(model="tiny", prompt="ab", max_tokens=12, temperature=0.8, seed=3)
+        again = client.completions.create(model="tiny", prompt="ab", max_tokens=12, temperature=0.8, seed=3)
+        assert r.usage.completion_tokens == 12 and r.choices[0].text == again.choices[0].text
+        before = counters(running.url)
+        # logprobs and n > 1 decode plainly: nothing drafted
+        r = client.completions.create(model="tiny", prompt="ab", max_tokens=5, temperature=0, logprobs=1)
+        assert len(r.choices[0].logprobs.token_logprobs) == 5 and r.choices[0].text == plain("ab", 5)
+        assert len(client.completions.create(model="tiny", prompt="ab", max_tokens=5, n=2).choices) == 2
+        assert counters(running.url) == before
+    finally:
+        running.close()
+
+
+def test_a_second_request_moves_the_first_into_the_batch(plain):
+    """The first request decodes alone (slowed: 20 ms a round) until the second arrives; it then joins the
+    running batch where it stands, and both answers are plain serving's."""
+    running = Running(speculation=Speculation(2))
+    scheduler = running.server.scheduler
+    speculate = scheduler._speculate
+    scheduler._speculate = lambda: (time.sleep(0.02), speculate())[1]
+    shares, share = [], scheduler._share
+    scheduler._share = lambda: (shares.append(len(scheduler.alone.seq)), share())[1]
+    try:
+        def ask(prompt):
+            return running.client.completions.create(model="tiny", prompt=prompt, max_tokens=60,
+                                                     temperature=0).choices[0].text
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(ask, PROMPTS[0])
+            deadline = time.time() + 5
+            while scheduler.alone is None or len(scheduler.alone.seq) < len(PROMPTS[0]) + 5:
+                assert time.time() < deadline
+                time.sleep(0.005)
+            second = pool.submit(ask, PROMPTS[1])
+            assert first.result() == plain(PROMPTS[0], 60) and second.result() == plain(PROMPTS[1], 60)
+        assert len(shares) == 1 and len(PROMPTS[0]) + 5 <= shares[0] < len(PROMPTS[0]) + 60  # mid-answer
+        assert scheduler.alone is None and not scheduler.rows
+    finally:
+        running.close()
+
+
+def run_serve(*argv) -> tuple[int, str]:
+    from llmarch.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(["serve", *argv])
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()
+
+
+def test_bad_flags_are_one_line(tmp_path):
+    from llmarch.checkpoint import save_model
+
+    for name, model in (("target", tiny_model()), ("narrow", small_draft(vocab_size=300)),
+                        ("mamba", TransformerLM(resolve("mamba-tiny", vocab_size=257, n_layers=2,
+                                                        context_length=96)))):
+        save_model(model, tmp_path / name)
+        ByteTokenizer().save(tmp_path / name)
+    target = ["--checkpoint", str(tmp_path / "target"), "--port", "0"]
+    for argv, message in (
+            (target + ["--draft", str(tmp_path / "narrow")], "vocabulary"),
+            (target + ["--draft", str(tmp_path / "narrow"), "--num-draft", "0"], "--num-draft"),
+            (target + ["--num-draft", "2"], "give --draft too"),
+            (target + ["--prompt-lookup", "2", "--draft", str(tmp_path / "narrow")], "give one"),
+            (["--checkpoint", str(tmp_path / "mamba"), "--prompt-lookup", "3"], "mamba mixer")):
+        code, err = run_serve(*argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
