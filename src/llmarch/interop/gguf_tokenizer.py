@@ -1,8 +1,16 @@
-"""A GGUF file's tokenizer as a `tokenizers` Tokenizer: llama.cpp stores the vocabulary (`tokenizer.ggml.tokens`,
-in GPT-2's byte-to-unicode spelling for byte-level BPE), the merges ("Ġ t"), each token's type (3: control,
-4: user-defined, both matched whole before BPE), the special ids, the pre-tokenizer by name
-(`tokenizer.ggml.pre`, llama.cpp's llama-vocab.cpp names the regexes) and the chat template. Byte-level BPE
-(`tokenizer.ggml.model` gpt2) only; SentencePiece vocabularies (llama) are not read yet."""
+"""A GGUF file's tokenizer as a `tokenizers` Tokenizer. llama.cpp stores the vocabulary
+(`tokenizer.ggml.tokens`), each token's type (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte;
+control and user-defined tokens are matched whole before the model sees the text), the special ids, add_bos /
+add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
+- gpt2: byte-level BPE, tokens in GPT-2's byte-to-unicode spelling, the merges ("Ġ t"), and the pre-tokenizer
+  by name (`tokenizer.ggml.pre`; llama.cpp's llama-vocab.cpp names the regexes);
+- llama: SentencePiece (Llama 2, Mistral, Gemma, Phi-3), tokens spelled with ▁ for a space, a score each, no
+  merges. llama.cpp's llm_tokenizer_spm escapes spaces as ▁ (after a leading ▁ when add_space_prefix, the
+  default, at the start and after every special token), splits the text into characters and merges the
+  adjacent pair whose concatenation is the best-scoring token (leftmost on ties) until none is a token; a
+  character left outside the vocabulary becomes its UTF-8 bytes' <0xNN> tokens (byte fallback). That is BPE
+  whose merges are every split of every token into two tokens, ranked by the token's score: a `tokenizers`
+  BPE model with byte_fallback."""
 from __future__ import annotations
 
 import json
@@ -18,7 +26,8 @@ GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
           r"|\s+(?!\S)|\s+")
 QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
-CONTROL, USER_DEFINED = 3, 4
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+SPACE = "\u2581"  # SentencePiece's ▁
 
 
 def _pre_tokenizer(name: str, path):
@@ -36,27 +45,66 @@ def _pre_tokenizer(name: str, path):
                        f"{', '.join(split)}")
 
 
-def gguf_tokenizer(reader, path) -> BPETokenizer:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+def _byte_level(reader, tokens: list[str], path):
+    from tokenizers import Tokenizer, decoders, models
 
-    kind = field(reader, "tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (byte-level BPE, gpt2, only)")
-    tokens = field(reader, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges", [])]
-    types = field(reader, "tokenizer.ggml.token_type", [1] * len(tokens))
     tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     tk.pre_tokenizer = _pre_tokenizer(field(reader, "tokenizer.ggml.pre", "default"), path)
     tk.decoder = decoders.ByteLevel()
+    return tk
+
+
+def spm_merges(tokens: list[str], scores: list[float]) -> list[tuple[str, str]]:
+    """Every split of a token into two tokens, best-scoring token first (llm_tokenizer_spm's merge order)."""
+    ids = {t: i for i, t in enumerate(tokens)}
+    ranked = [(-scores[i], i, t[:k], t[k:]) for i, t in enumerate(tokens) for k in range(1, len(t))
+              if t[:k] in ids and t[k:] in ids]
+    ranked.sort()
+    return [(a, b) for *_, a, b in ranked]
+
+
+def _sentencepiece(reader, tokens: list[str], types: list[int]):
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    scores = field(reader, "tokenizer.ggml.scores", [0.0] * len(tokens))
+    unk_id = field(reader, "tokenizer.ggml.unknown_token_id", next((i for i, k in enumerate(types) if k == UNKNOWN),
+                                                                   None))
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=spm_merges(tokens, scores),
+                              unk_token=tokens[unk_id] if unk_id is not None else None, byte_fallback=True))
+    prefix = field(reader, "tokenizer.ggml.add_space_prefix", True)
+    escape = normalizers.Replace(" ", SPACE)
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), escape]) if prefix else escape
+    steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tk.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+    return tk
+
+
+def gguf_tokenizer(reader, path) -> BPETokenizer:
+    from tokenizers import AddedToken, processors
+
+    kind = field(reader, "tokenizer.ggml.model")
+    if kind not in ("gpt2", "llama"):
+        raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
+                           "llama: SentencePiece)")
+    tokens = field(reader, "tokenizer.ggml.tokens")
+    types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
+    tk = _byte_level(reader, tokens, path) if kind == "gpt2" else _sentencepiece(reader, tokens, types)
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t, kind in zip(tokens, types) if kind == CONTROL])
     tk.add_tokens([AddedToken(t, normalized=False) for t, kind in zip(tokens, types) if kind == USER_DEFINED])
     ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "pad")}
     ids = {k: v for k, v in ids.items() if v is not None}
-    if field(reader, "tokenizer.ggml.add_bos_token", False) and "bos_token_id" in ids:
-        bos = tokens[ids["bos_token_id"]]
-        tk.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
-                                                          special_tokens=[(bos, ids["bos_token_id"])])
+    # llama.cpp adds BOS to SentencePiece vocabularies unless told not to, and never by default to gpt2 ones
+    ends = [(end, tokens[ids[f"{end}_token_id"]], ids[f"{end}_token_id"]) for end, default in
+            (("bos", kind == "llama"), ("eos", False))
+            if field(reader, f"tokenizer.ggml.add_{end}_token", default) and f"{end}_token_id" in ids]
+    if ends:
+        first = next((t for end, t, _ in ends if end == "bos"), None)
+        last = next((t for end, t, _ in ends if end == "eos"), None)
+        single = " ".join([*([first] if first else []), "$A", *([last] if last else [])])
+        tk.post_processor = processors.TemplateProcessing(single=single, pair=single.replace("$A", "$A $B"),
+                                                          special_tokens=[(t, i) for _, t, i in ends])
     config = {f"{k}_token": tokens[ids[f"{k}_token_id"]] for k in ("bos", "eos", "pad") if f"{k}_token_id" in ids}
     template = field(reader, "tokenizer.chat_template")
     if template is not None:
