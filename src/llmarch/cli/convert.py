@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
     which.add_argument("--to-gguf", metavar="DIR",
                        help="an llmarch checkpoint (llama or qwen2 family) to write as the GGUF file --out "
                             "(this, --from-hf or --to-hf is required)")
-    p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "q8_0"),
+    p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "q8_0", "q4_0"),
                    help="--to-gguf: the matrices' tensor type; norms stay F32 (default: %(default)s)")
     p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")
     p.set_defaults(func=cmd_convert)

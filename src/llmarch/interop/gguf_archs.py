@@ -107,6 +107,50 @@ def _phi3(hf: dict, meta: Meta) -> dict:
             "sliding_window": meta.get("attention.sliding_window", 0) or None}
 
 
+def _write_nothing(w, hf: dict) -> dict:
+    return {}
+
+
+def _gemma2_out(w, hf: dict) -> dict:
+    """Gemma2Model.set_gguf_parameters: both caps and the window (a missing cap reads back as llama.cpp's
+    default, which the read-back check in gguf_writer.py refuses)."""
+    for key, add in (("attn_logit_softcapping", w.add_attn_logit_softcapping),
+                     ("final_logit_softcapping", w.add_final_logit_softcapping)):
+        if hf.get(key) is not None:
+            add(hf[key])
+    if hf.get("sliding_window") is not None:
+        w.add_sliding_window(hf["sliding_window"])
+    return {}
+
+
+def _gemma3_out(w, hf: dict) -> dict:
+    """Gemma3Model.set_gguf_parameters: the final cap if any, the window; the sliding layers' RoPE base where
+    it is not llama.cpp's 10k."""
+    if hf.get("final_logit_softcapping") is not None:
+        w.add_final_logit_softcapping(hf["final_logit_softcapping"])
+    if SLIDING in hf["layer_types"]:
+        w.add_sliding_window(hf["sliding_window"])
+    local = hf["rope_parameters"][SLIDING]["rope_theta"]
+    if local != 10000.0:
+        w.add_rope_freq_base_swa(local)
+    return {}
+
+
+def _phi3_out(w, hf: dict) -> dict:
+    """Phi3MiniModel: the original context, a window of 0 for none, LongRoPE's factors as tensors."""
+    import numpy as np
+
+    rope = hf["rope_parameters"]
+    w.add_rope_scaling_orig_ctx_len(hf["original_max_position_embeddings"])
+    w.add_sliding_window(hf.get("sliding_window") or 0)
+    if rope.get("rope_type") != "longrope":
+        return {}
+    if rope.get("attention_factor") is not None:
+        w.add_rope_scaling_attn_factors(rope["attention_factor"])
+    return {"rope_factors_long.weight": np.asarray(rope["long_factor"], dtype=np.float32),
+            "rope_factors_short.weight": np.asarray(rope["short_factor"], dtype=np.float32)}
+
+
 @dataclass(frozen=True)
 class Arch:
     model_type: str  # the llmarch/HF family that reads it
@@ -114,13 +158,15 @@ class Arch:
     norm_shift: float = 0.0  # added by the converter to every *norm.weight (Gemma: its RMSNorm scales by 1 + g)
     fields: Callable[[dict, Meta], dict] = _same  # the config.json fields beyond the common ones
     consumed: frozenset = dataclass_field(default_factory=frozenset)  # tensors read as hyper-parameters
+    write: Callable[[object, dict], dict] = _write_nothing  # config.json -> its own metadata; extra tensors
 
 
 ARCHS = {
     "llama": Arch("llama", permuted_qk=True),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
-    "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2),
-    "gemma3": Arch("gemma3_text", norm_shift=1.0, fields=_gemma3),
-    "phi3": Arch("phi3", fields=_phi3, consumed=frozenset({"rope_factors_long.weight", "rope_factors_short.weight"})),
+    "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),
+    "gemma3": Arch("gemma3_text", norm_shift=1.0, fields=_gemma3, write=_gemma3_out),
+    "phi3": Arch("phi3", fields=_phi3, consumed=frozenset({"rope_factors_long.weight", "rope_factors_short.weight"}),
+                 write=_phi3_out),
 }
