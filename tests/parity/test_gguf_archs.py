@@ -36,10 +36,10 @@ CASES = {
 }
 
 
-def build(case, amplify=True):
+def build(case, amplify=True, **changes):
     conf_cls, model_cls, kwargs = CASES[case]
     torch.manual_seed(0)
-    hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval()
+    hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**{**kwargs, **changes})).eval()
     with torch.no_grad():  # non-trivial norm gains; scores and logits large enough for Gemma's caps to bite
         for name, p in hf.named_parameters():
             if p.dim() == 1:
@@ -56,11 +56,14 @@ def _rope(c) -> dict:
     return params.get("full_attention", params)
 
 
-def write_like_llama_cpp(hf, path, arch: str) -> None:
+def write_like_llama_cpp(hf, path, arch: str, vocab=None) -> None:
     """convert_hf_to_gguf.py's Qwen3Model, Gemma2Model, Gemma3Model and Phi3MiniModel, as far as these configs
-    need: set_gguf_parameters' keys, modify_tensors' changes (Gemma: + 1 on every norm.weight, no lm_head)."""
+    need: set_gguf_parameters' keys, modify_tensors' changes (Gemma: + 1 on every norm.weight, no lm_head).
+    vocab: a function that adds a vocabulary's metadata to the writer (llama.cpp will not load a file without)."""
     c = hf.config
     w = gguf.GGUFWriter(str(path), arch)
+    if vocab is not None:
+        vocab(w)
     w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size)
     w.add_block_count(c.num_hidden_layers)

@@ -28,7 +28,7 @@ def spm_vocab():
                             "def main():\n    return 12345\n" * 10], vocab_size=200, min_frequency=2,
                            show_progress=False)
     vocab = sp.get_vocab()
-    pieces = sorted(vocab, key=vocab.get)
+    pieces = sorted((p for p in vocab if p != "<unk>"), key=vocab.get)  # the trainer's own <unk> is token 0
     pieces = [p for p in pieces if len(p) > 1] + [p for p in pieces if len(p) == 1]
     tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *pieces, "<|im_start|>", "<think>"]
     scores = [0.0] * 259 + [-float(i) for i in range(len(pieces))] + [0.0, 0.0]
@@ -36,14 +36,10 @@ def spm_vocab():
     return tokens, scores, types
 
 
-def write_spm_gguf(path, add_space_prefix=None) -> None:
-    """A one-layer LLaMA with the vocabulary, its metadata as convert_hf_to_gguf.py's _set_vocab_sentencepiece
-    and gguf.SpecialVocab write them."""
+def add_spm_vocab(w, add_space_prefix=None) -> None:
+    """The vocabulary's metadata as convert_hf_to_gguf.py's _set_vocab_sentencepiece and gguf.SpecialVocab
+    write it."""
     tokens, scores, types = spm_vocab()
-    w = gguf.GGUFWriter(str(path), "llama")
-    for key, value in dict(block_count=1, context_length=64, embedding_length=32, feed_forward_length=64,
-                           head_count=2, head_count_kv=2, rope_freq_base=10000.0, layer_norm_rms_eps=1e-5).items():
-        getattr(w, f"add_{key}")(value)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -56,6 +52,16 @@ def write_spm_gguf(path, add_space_prefix=None) -> None:
     w.add_add_eos_token(False)
     if add_space_prefix is not None:
         w.add_add_space_prefix(add_space_prefix)
+
+
+def write_spm_gguf(path, add_space_prefix=None) -> None:
+    """A one-layer LLaMA with the vocabulary."""
+    tokens = spm_vocab()[0]
+    w = gguf.GGUFWriter(str(path), "llama")
+    for key, value in dict(block_count=1, context_length=64, embedding_length=32, feed_forward_length=64,
+                           head_count=2, head_count_kv=2, rope_freq_base=10000.0, layer_norm_rms_eps=1e-5).items():
+        getattr(w, f"add_{key}")(value)
+    add_spm_vocab(w, add_space_prefix)
     rng = np.random.default_rng(0)
     shapes = {"token_embd.weight": (len(tokens), 32), "output_norm.weight": (32,), "blk.0.attn_norm.weight": (32,),
               "blk.0.ffn_norm.weight": (32,), "blk.0.attn_q.weight": (32, 32), "blk.0.attn_k.weight": (32, 32),

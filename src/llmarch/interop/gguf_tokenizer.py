@@ -35,7 +35,7 @@ def _pre_tokenizer(name: str, path):
 
     byte_level = pt.ByteLevel(add_prefix_space=False, use_regex=False)
     split = {"llama-bpe": LLAMA3, "llama3": LLAMA3, "qwen2": QWEN2}
-    if name in ("gpt2", "default"):
+    if name in ("gpt2", "gpt-2", "default"):
         return pt.ByteLevel(add_prefix_space=False, use_regex=True)
     if name == "smollm":  # SmolLM's tokenizer.json: digits one by one, then GPT-2's split
         return pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False, use_regex=True)])

@@ -80,6 +80,25 @@ def _check_reads_back(path: Path, cfg) -> None:
                                f"metadata reads back as {getattr(back, f.name)!r})")
 
 
+def _pre_name(spec: dict) -> str:
+    """The name llama.cpp knows this byte-level pre-tokenizer by (tokenizer.ggml.pre; gguf_tokenizer.py reads
+    the same names back)."""
+    from .gguf_tokenizer import LLAMA3, QWEN2
+
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre])
+    if [s["type"] for s in steps] == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if [s["type"] for s in steps] == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"
+    if [s["type"] for s in steps] == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        names = {LLAMA3: "llama-bpe", QWEN2: "qwen2"}
+        if steps[0].get("pattern", {}).get("Regex") in names:
+            return names[steps[0]["pattern"]["Regex"]]
+    raise LlmarchError("GGUF export: this tokenizer's pre-tokenizer has no llama.cpp name (supported: GPT-2's "
+                       "byte-level split, SmolLM's, LLaMA 3's, Qwen2's)")
+
+
 def _tokenizer(w, tok, vocab_size: int) -> None:
     """A byte-level BPE tokenizer (`tokenizers` BPE model, ByteLevel pieces) into tokenizer.ggml.*; the
     vocabulary is padded to the model's with unused entries, as llama.cpp expects one entry per row."""
@@ -93,10 +112,8 @@ def _tokenizer(w, tok, vocab_size: int) -> None:
     specials = {a["content"] for a in spec.get("added_tokens", []) if a.get("special")}
     types = [CONTROL if t in specials else NORMAL for t in tokens]
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
-    pre = spec.get("pre_tokenizer") or {}
-    kinds = [p["type"] for p in pre.get("pretokenizers", [])]
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm" if kinds == ["Digits", "ByteLevel"] else "default")
+    w.add_tokenizer_pre(_pre_name(spec))
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
