@@ -33,7 +33,7 @@ class LlamaCpp:
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         assert self.model, f"llama.cpp cannot load {path}"
         ctx = llama_cpp.llama_context_default_params()
-        ctx.n_ctx, ctx.n_threads, ctx.n_threads_batch = n_ctx, 2, 2
+        ctx.n_ctx, ctx.n_threads, ctx.n_threads_batch = n_ctx, 1, 1  # a tiny model: no thread hand-offs
         self.ctx = llama_cpp.llama_init_from_model(self.model, ctx)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
 
