@@ -151,3 +151,40 @@ def detokenize(llm, ids: list[int]) -> str:
     buf = ctypes.create_string_buffer(4096)
     n = llama_cpp.llama_detokenize(vocab, (llama_cpp.llama_token * len(ids))(*ids), len(ids), buf, 4096, True, False)
     return buf.raw[:n].decode()
+
+
+BPE_TEXTS = ["def main():\n    return 12345678\n", "class Foo:  pass it's $100 <a|b> x+y=z ^~", "a  b   c\n\n d",
+             "x1234567y 89 it'll we'VE", "  (a.b) -- [c]{d}  \t\n", "héllo wörld ✓ 你好"]
+
+
+@pytest.mark.parametrize("pre", ["default", "gpt-2", "smollm", "llama-bpe", "qwen2"])
+def test_llama_cpp_splits_byte_level_bpe_as_llmarch(pre, tmp_path):
+    """tokenizer.ggml.pre names a split (punctuation, digits, contractions, spaces) that gguf_tokenizer.py
+    rebuilds: llama.cpp's ids on the same vocabulary and merges are ours."""
+    import json
+
+    import gguf
+
+    from llmarch.data.tokenizer import train_bpe
+
+    tok = train_bpe(["def main():\n    return 12345\n" * 40, "class Foo:\n    pass it's $100 <a|b> x+y=z\n" * 40],
+                    vocab_size=300)
+    vocab = tok.tk.get_vocab()
+    w = gguf.GGUFWriter(str(tmp_path / "bpe.gguf"), "llama")
+    for key, value in dict(block_count=1, context_length=64, embedding_length=32, feed_forward_length=64,
+                           head_count=2, head_count_kv=2, layer_norm_rms_eps=1e-5).items():
+        getattr(w, f"add_{key}")(value)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(sorted(vocab, key=vocab.get))
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in json.loads(tok.tk.to_str())["model"]["merges"]])
+    w.add_eos_token_id(0)
+    w.add_tensor("token_embd.weight", np.zeros((len(vocab), 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ours = checkpoint_tokenizer(tmp_path / "bpe.gguf")
+    theirs = llama_cpp.Llama(model_path=str(tmp_path / "bpe.gguf"), vocab_only=True, verbose=False)
+    for text in BPE_TEXTS:
+        assert theirs.tokenize(text.encode(), add_bos=False, special=True) == ours.encode(text), text

@@ -3,7 +3,8 @@
 control and user-defined tokens are matched whole before the model sees the text), the special ids, add_bos /
 add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
 - gpt2: byte-level BPE, tokens in GPT-2's byte-to-unicode spelling, the merges ("Ġ t"), and the pre-tokenizer
-  by name (`tokenizer.ggml.pre`; llama.cpp's llama-vocab.cpp names the regexes);
+  by name (`tokenizer.ggml.pre`; llama.cpp's llama-vocab.cpp names the regexes: gpt-2 is GPT-2's, default is
+  llama.cpp's own);
 - llama: SentencePiece (Llama 2, Mistral, Gemma, Phi-3), tokens spelled with ▁ for a space, a score each, no
   merges. llama.cpp's llm_tokenizer_spm escapes spaces as ▁ (after a leading ▁ when add_space_prefix, the
   default, at the start and after every special token), splits the text into characters and merges the
@@ -26,6 +27,10 @@ GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
           r"|\s+(?!\S)|\s+")
 QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
+# llama.cpp's "default" (llm_tokenizer_bpe, LLAMA_VOCAB_PRE_TYPE_DEFAULT): punctuation runs apart first, then a
+# GPT-2-like split, then digit runs, then groups of three digits, each regex splitting the previous pieces
+DEFAULT = (r"[\p{P}\$\+<=>\^~\|]+", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+           r"\p{N}+", r"[0-9][0-9][0-9]")
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPACE = "\u2581"  # SentencePiece's ▁
 
@@ -35,8 +40,10 @@ def _pre_tokenizer(name: str, path):
 
     byte_level = pt.ByteLevel(add_prefix_space=False, use_regex=False)
     split = {"llama-bpe": LLAMA3, "llama3": LLAMA3, "qwen2": QWEN2}
-    if name in ("gpt2", "gpt-2", "default"):
+    if name in ("gpt2", "gpt-2"):
         return pt.ByteLevel(add_prefix_space=False, use_regex=True)
+    if name == "default":
+        return pt.Sequence([*(pt.Split(Regex(r), behavior="isolated") for r in DEFAULT), byte_level])
     if name == "smollm":  # SmolLM's tokenizer.json: digits one by one, then GPT-2's split
         return pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False, use_regex=True)])
     if name in split:
