@@ -135,3 +135,27 @@ def test_sentencepiece_gguf_agrees_with_transformers(tmp_path):
     for text in TEXTS:
         assert ours.encode(text) == theirs.encode(text), text
         assert ours.decode(ours.encode(text)) == theirs.decode(theirs.encode(text), skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("prefix", [None, False])
+def test_sentencepiece_tokenizer_written_back(prefix, tmp_path):
+    """GGUF out of a model read with a SentencePiece vocabulary: the same tokens and types, scores in the same
+    merge order, add_space_prefix and add_bos, so the file tokenizes as before."""
+    import llmarch
+    from llmarch.interop.gguf_writer import to_gguf
+
+    write_spm_gguf(tmp_path / "spm.gguf", add_space_prefix=prefix)
+    tok = checkpoint_tokenizer(tmp_path / "spm.gguf")
+    to_gguf(llmarch.from_gguf(tmp_path / "spm.gguf"), tmp_path / "out.gguf", "f32", tok)
+    back = checkpoint_tokenizer(tmp_path / "out.gguf")
+    for text in TEXTS + SPECIAL_TEXTS:
+        assert back.encode(text) == tok.encode(text) == llama_cpp_spm(text, prefix is None), text
+    fields = gguf.GGUFReader(str(tmp_path / "out.gguf")).fields
+    tokens, scores, types = spm_vocab()
+    assert fields["tokenizer.ggml.token_type"].contents() == types
+    assert fields["tokenizer.ggml.tokens"].contents() == tokens
+    assert fields["tokenizer.ggml.add_bos_token"].contents() is True
+    assert fields["tokenizer.ggml.add_space_prefix"].contents() is (prefix is None)
+    merged = [i for i, t in enumerate(types) if t == 1 and len(tokens[i]) > 1]  # ranked as the original ranks them
+    written = fields["tokenizer.ggml.scores"].contents()
+    assert sorted(merged, key=lambda i: -written[i]) == sorted(merged, key=lambda i: -scores[i])

@@ -129,10 +129,18 @@ def test_llama_cpp_reads_converter_style_files_as_transformers(case, tmp_path):
 
 
 @pytest.mark.parametrize("prefix", [None, False])
-def test_llama_cpp_tokenizes_sentencepiece_as_llmarch(prefix, tmp_path):
+@pytest.mark.parametrize("written_by", ["converter", "llmarch"])
+def test_llama_cpp_tokenizes_sentencepiece_as_llmarch(prefix, written_by, tmp_path):
+    """A SentencePiece vocabulary as the converter writes it, and as llmarch's to_gguf writes it back."""
     write_spm_gguf(tmp_path / "spm.gguf", add_space_prefix=prefix)
-    ours = checkpoint_tokenizer(tmp_path / "spm.gguf")
-    theirs = llama_cpp.Llama(model_path=str(tmp_path / "spm.gguf"), vocab_only=True, verbose=False)
+    path = tmp_path / "spm.gguf"
+    if written_by == "llmarch":
+        from llmarch.interop.gguf_writer import to_gguf
+
+        path = tmp_path / "out.gguf"
+        to_gguf(llmarch.from_gguf(tmp_path / "spm.gguf"), path, "f32", checkpoint_tokenizer(tmp_path / "spm.gguf"))
+    ours = checkpoint_tokenizer(path)
+    theirs = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     for text in TEXTS + SPECIAL_TEXTS:
         ids = ours.encode(text)
         assert theirs.tokenize(text.encode(), add_bos=True, special=True) == ids, text

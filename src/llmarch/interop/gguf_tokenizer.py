@@ -11,10 +11,13 @@ add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
   adjacent pair whose concatenation is the best-scoring token (leftmost on ties) until none is a token; a
   character left outside the vocabulary becomes its UTF-8 bytes' <0xNN> tokens (byte fallback). That is BPE
   whose merges are every split of every token into two tokens, ranked by the token's score: a `tokenizers`
-  BPE model with byte_fallback."""
+  BPE model with byte_fallback.
+write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
+SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it."""
 from __future__ import annotations
 
 import json
+import re
 
 from pathlib import Path
 
@@ -119,6 +122,80 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     side_files = {"tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode(),
                   HF_TOKEN_IDS: (json.dumps(ids, indent=2) + "\n").encode()}
     return BPETokenizer(tk, eos_id=ids.get("eos_token_id"), side_files=side_files)
+
+
+def _pre_name(spec: dict) -> str:
+    """The name llama.cpp knows this byte-level split by (tokenizer.ggml.pre), as _pre_tokenizer reads it."""
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre])
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"
+    names = {LLAMA3: "llama-bpe", QWEN2: "qwen2"}
+    if kinds == ["Split", "ByteLevel"] and steps[0].get("pattern", {}).get("Regex") in names:
+        return names[steps[0]["pattern"]["Regex"]]
+    raise LlmarchError("GGUF export: this tokenizer's pre-tokenizer has no llama.cpp name (supported: GPT-2's "
+                       "byte-level split, SmolLM's, LLaMA 3's, Qwen2's)")
+
+
+def _types(tokens: list[str], spec: dict) -> list[int]:
+    added = {a["content"]: a.get("special", False) for a in spec.get("added_tokens", [])}
+    unk = spec["model"].get("unk_token")
+
+    def kind(t: str) -> int:
+        if t in added:
+            return CONTROL if added[t] else USER_DEFINED
+        if re.fullmatch(r"\[PAD\d+\]", t):
+            return UNUSED
+        if spec["model"].get("byte_fallback") and re.fullmatch(r"<0x[0-9A-F]{2}>", t):
+            return BYTE
+        return UNKNOWN if t == unk else NORMAL
+
+    return [kind(t) for t in tokens]
+
+
+def write_tokenizer(w, tok: BPETokenizer, vocab_size: int) -> None:
+    """`tok` into a gguf.GGUFWriter's tokenizer.ggml.* keys; the vocabulary padded to the model's rows with
+    unused [PAD{i}] entries, as llama.cpp's converter pads it."""
+    spec = json.loads(tok.tk.to_str())
+    if spec["model"]["type"] != "BPE":
+        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style); this one is "
+                           f"{spec['model']['type']}")
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    for text, i in tok.tk.get_vocab(with_added_tokens=True).items():
+        tokens[i] = text
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+    if spec["model"].get("byte_fallback"):  # SentencePiece: a token's score is minus its first merge's rank
+        if spec.get("pre_tokenizer"):
+            raise LlmarchError("GGUF export: a SentencePiece-style tokenizer with a pre-tokenizer (Metaspace) has no "
+                               "llama.cpp equivalent; the ▁ escape and prefix must be its normalizer's")
+        ids, scores = {t: i for i, t in enumerate(tokens)}, [-float(len(merges))] * len(tokens)
+        for rank, (a, b) in reversed(list(enumerate(merges))):
+            scores[ids[a + b]] = -float(rank)
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_scores(scores)
+        w.add_add_space_prefix("Prepend" in json.dumps(spec.get("normalizer")))
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(_pre_name(spec))
+        w.add_token_merges([" ".join(m) for m in merges])
+    w.add_token_list(tokens)
+    w.add_token_types(_types(tokens, spec))
+    ids = tok.hf_token_ids()
+    eos = ids.get("eos_token_id", tok.eos_id)
+    w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)
+    for key, add in (("bos_token_id", w.add_bos_token_id), ("pad_token_id", w.add_pad_token_id)):
+        if isinstance(ids.get(key), int):
+            add(ids[key])
+    template = (spec.get("post_processor") or {}).get("single") or []
+    w.add_add_bos_token(bool(template) and "SpecialToken" in template[0])
+    w.add_add_eos_token(bool(template) and "SpecialToken" in template[-1] and len(template) > 1)
+    config = json.loads(tok.side_files.get("tokenizer_config.json", b"{}"))
+    if config.get("chat_template"):
+        w.add_chat_template(config["chat_template"])
 
 
 def checkpoint_tokenizer(path: str | Path) -> Tokenizer:

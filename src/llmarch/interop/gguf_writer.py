@@ -3,13 +3,12 @@ llama, qwen2, qwen3, gemma2, gemma3_text, phi3), as llama.cpp's convert_hf_to_gg
 same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map,
 q/k rows permuted for llama, 1 added to Gemma's norms, in F32, F16, Q8_0 or Q4_0 (quantized by
 gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the metadata llama.cpp
-reads and a byte-level BPE tokenizer's vocabulary, merges, token types, special ids and chat template. A
+reads and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE or SentencePiece). A
 model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2
 cap, RoPE scaling GGUF has no key for) is refused: the file is read back and must give the model's config."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
 from .gguf import ARCHS, open_gguf
 from .gguf_archs import FULL
-from .gguf_tokenizer import CONTROL
+from .gguf_tokenizer import write_tokenizer
 
 TYPES = ("f32", "f16", "q8_0", "q4_0")
-NORMAL = 1
 GGUF_ARCH = {a.model_type: name for name, a in ARCHS.items()}  # hf_model_type -> GGUF architecture
 
 
@@ -80,54 +78,6 @@ def _check_reads_back(path: Path, cfg) -> None:
                                f"metadata reads back as {getattr(back, f.name)!r})")
 
 
-def _pre_name(spec: dict) -> str:
-    """The name llama.cpp knows this byte-level pre-tokenizer by (tokenizer.ggml.pre; gguf_tokenizer.py reads
-    the same names back)."""
-    from .gguf_tokenizer import LLAMA3, QWEN2
-
-    pre = spec.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", [pre])
-    if [s["type"] for s in steps] == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt-2"
-    if [s["type"] for s in steps] == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
-        return "smollm"
-    if [s["type"] for s in steps] == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
-        names = {LLAMA3: "llama-bpe", QWEN2: "qwen2"}
-        if steps[0].get("pattern", {}).get("Regex") in names:
-            return names[steps[0]["pattern"]["Regex"]]
-    raise LlmarchError("GGUF export: this tokenizer's pre-tokenizer has no llama.cpp name (supported: GPT-2's "
-                       "byte-level split, SmolLM's, LLaMA 3's, Qwen2's)")
-
-
-def _tokenizer(w, tok, vocab_size: int) -> None:
-    """A byte-level BPE tokenizer (`tokenizers` BPE model, ByteLevel pieces) into tokenizer.ggml.*; the
-    vocabulary is padded to the model's with unused entries, as llama.cpp expects one entry per row."""
-    spec = json.loads(tok.tk.to_str())
-    if spec["model"]["type"] != "BPE":
-        raise LlmarchError(f"GGUF export writes byte-level BPE tokenizers; this one is {spec['model']['type']}")
-    vocab = tok.tk.get_vocab(with_added_tokens=True)
-    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
-    for text, i in vocab.items():
-        tokens[i] = text
-    specials = {a["content"] for a in spec.get("added_tokens", []) if a.get("special")}
-    types = [CONTROL if t in specials else NORMAL for t in tokens]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(_pre_name(spec))
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    ids = tok.hf_token_ids()
-    eos = ids.get("eos_token_id", tok.eos_id)
-    w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)
-    for key, add in (("bos_token_id", w.add_bos_token_id), ("pad_token_id", w.add_pad_token_id)):
-        if isinstance(ids.get(key), int):
-            add(ids[key])
-    config = json.loads(tok.side_files.get("tokenizer_config.json", b"{}"))
-    if config.get("chat_template"):
-        w.add_chat_template(config["chat_template"])
-
-
 def _array(t: torch.Tensor, name: str, kind):
     """One tensor as the writer takes it: (array, raw_dtype or None)."""
     import gguf
@@ -141,8 +91,8 @@ def _array(t: torch.Tensor, name: str, kind):
 
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
-    """Write `model` as a GGUF file of tensor type `dtype` (f32, f16, q8_0, q4_0), with `tokenizer` (byte-level
-    BPE) if given."""
+    """Write `model` as a GGUF file of tensor type `dtype` (f32, f16, q8_0, q4_0), with `tokenizer` (a
+    `tokenizers` BPE: byte-level, or SentencePiece-style as gguf_tokenizer builds one) if given."""
     import gguf
 
     from .hf import FAMILIES
@@ -166,7 +116,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[dtype])
     if tokenizer is not None:
-        _tokenizer(w, tokenizer, cfg.vocab_size)
+        write_tokenizer(w, tokenizer, cfg.vocab_size)
     for name, t in tensors.items():
         if arch.permuted_qk and ".q_proj." in name:
             t = _permute(t, cfg.n_heads)
