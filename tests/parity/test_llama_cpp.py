@@ -196,3 +196,11 @@ def test_llama_cpp_splits_byte_level_bpe_as_llmarch(pre, tmp_path):
     theirs = llama_cpp.Llama(model_path=str(tmp_path / "bpe.gguf"), vocab_only=True, verbose=False)
     for text in BPE_TEXTS:
         assert theirs.tokenize(text.encode(), add_bos=False, special=True) == ours.encode(text), text
+    from llmarch.interop.gguf_tokenizer import write_tokenizer  # and GGUF out names the split as it was named
+
+    w = gguf.GGUFWriter(str(tmp_path / "again.gguf"), "llama")
+    write_tokenizer(w, ours, len(vocab))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    assert gguf.GGUFReader(str(tmp_path / "again.gguf")).fields["tokenizer.ggml.pre"].contents() == pre

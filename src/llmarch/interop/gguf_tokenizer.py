@@ -133,11 +133,12 @@ def _pre_name(spec: dict) -> str:
         return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
         return "smollm"
-    names = {LLAMA3: "llama-bpe", QWEN2: "qwen2"}
-    if kinds == ["Split", "ByteLevel"] and steps[0].get("pattern", {}).get("Regex") in names:
-        return names[steps[0]["pattern"]["Regex"]]
+    splits = tuple(s.get("pattern", {}).get("Regex") for s in steps[:-1] if s.get("type") == "Split")
+    names = {(LLAMA3,): "llama-bpe", (QWEN2,): "qwen2", DEFAULT: "default"}
+    if kinds == ["Split"] * len(splits) + ["ByteLevel"] and splits in names:
+        return names[splits]
     raise LlmarchError("GGUF export: this tokenizer's pre-tokenizer has no llama.cpp name (supported: GPT-2's "
-                       "byte-level split, SmolLM's, LLaMA 3's, Qwen2's)")
+                       "byte-level split, SmolLM's, LLaMA 3's, Qwen2's, llama.cpp's default)")
 
 
 def _types(tokens: list[str], spec: dict) -> list[int]:
