@@ -185,7 +185,8 @@ def test_llama_cpp_splits_byte_level_bpe_as_llmarch(pre, tmp_path):
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
     w.add_token_list(sorted(vocab, key=vocab.get))
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in json.loads(tok.tk.to_str())["model"]["merges"]])
+    merges = json.loads(tok.tk.to_str())["model"]["merges"]
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
     w.add_eos_token_id(0)
     w.add_tensor("token_embd.weight", np.zeros((len(vocab), 32), dtype=np.float32))
     w.write_header_to_file()

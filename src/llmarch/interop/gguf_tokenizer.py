@@ -101,11 +101,11 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
     tk = _byte_level(reader, tokens, path) if kind == "gpt2" else _sentencepiece(reader, tokens, types)
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                           for t, kind in zip(tokens, types) if kind == CONTROL])
-    tk.add_tokens([AddedToken(t, normalized=False) for t, kind in zip(tokens, types) if kind == USER_DEFINED])
+                           for t, k in zip(tokens, types) if k == CONTROL])
+    tk.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
     ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "pad")}
     ids = {k: v for k, v in ids.items() if v is not None}
-    # llama.cpp adds BOS to SentencePiece vocabularies unless told not to, and never by default to gpt2 ones
+    # without add_bos_token: BOS for SentencePiece (llama.cpp's default for it), none for gpt2 vocabularies
     ends = [(end, tokens[ids[f"{end}_token_id"]], ids[f"{end}_token_id"]) for end, default in
             (("bos", kind == "llama"), ("eos", False))
             if field(reader, f"tokenizer.ggml.add_{end}_token", default) and f"{end}_token_id" in ids]
