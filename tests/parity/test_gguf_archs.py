@@ -177,3 +177,20 @@ def test_to_gguf_refuses_what_llama_cpp_would_misread(kwargs, problem, tmp_path)
     with pytest.raises(LlmarchError, match=problem):
         to_gguf(llmarch.from_hf(tmp_path / "hf"), tmp_path / "x.gguf", "f16")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_convert_to_gguf_refusal_is_one_line_and_leaves_no_file(tmp_path, capsys):
+    from llmarch.checkpoint import save_model
+    from llmarch.cli import main
+
+    torch.manual_seed(0)
+    hf = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**GEMMA, num_hidden_layers=2,
+                                                                  final_logit_softcapping=None))
+    hf.save_pretrained(tmp_path / "hf")
+    save_model(llmarch.from_hf(tmp_path / "hf"), tmp_path / "ckpt")
+    capsys.readouterr()
+    assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--gguf-type", "q4_0",
+                 "--out", str(tmp_path / "x.gguf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "final_softcap=None" in err, err
+    assert not list(tmp_path.glob("*.gguf*"))
