@@ -136,7 +136,7 @@ def test_smollm2_quantized_from_gguf_keeps_its_answer(smollm2_gguf, tmp_path, ca
 
 @pytest.mark.parametrize("arch,model", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])
 def test_convert_to_gguf_reads_back(arch, model, tmp_path, capsys):
-    """llmarch checkpoint -> `convert --to-gguf` (F32 exact, Q8_0 close) -> from_gguf; its byte-level BPE
+    """llmarch checkpoint -> `convert --to-gguf` (F32 exact, Q8_0 and Q4_0 close) -> from_gguf; its byte-level BPE
     tokenizer and chat template travel in the metadata."""
     from llmarch.checkpoint import save_model
     from llmarch.data.tokenizer import train_bpe
@@ -155,7 +155,8 @@ def test_convert_to_gguf_reads_back(arch, model, tmp_path, capsys):
     ids, mask = padded_batch(320)
     want = ours(ids, attention_mask=mask).logits.detach()
     real = mask.bool()
-    for kind, tol in (("f32", 1e-5), ("q8_0", 0.05)):
+    # measured max |dlogit|: Q8_0 0.007, Q4_0 0.10-0.12, on logits up to 0.69-0.74
+    for kind, tol in (("f32", 1e-5), ("q8_0", 0.05), ("q4_0", 0.25)):
         out = tmp_path / f"{kind}.gguf"
         assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--gguf-type", kind, "--out", str(out)]) == 0
         with torch.no_grad():

@@ -20,10 +20,11 @@ def add_parsers(sub) -> None:
                                                       "with its adapters merged (this, --from-hf or --to-gguf is "
                                                       "required)")
     which.add_argument("--to-gguf", metavar="DIR",
-                       help="an llmarch checkpoint (llama or qwen2 family) to write as the GGUF file --out "
-                            "(this, --from-hf or --to-hf is required)")
-    p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "q8_0"),
-                   help="--to-gguf: the matrices' tensor type; norms stay F32 (default: %(default)s)")
+                       help="an llmarch checkpoint (llama, qwen2, qwen3, gemma2, gemma3_text or phi3 family) to "
+                            "write as the GGUF file --out (this, --from-hf or --to-hf is required)")
+    p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "q8_0", "q4_0"),
+                   help="--to-gguf: the matrices' tensor type (q8_0, q4_0: llama.cpp's blocks of 32; a row "
+                        "that is not a multiple of 32 stays F16); norms stay F32 (default: %(default)s)")
     p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")
     p.set_defaults(func=cmd_convert)
 

@@ -6,24 +6,18 @@ Q4_0 ... Q8_0, the K-quants). Then llmarch.quant can quantize it again for its k
 
 llama.cpp's converter permutes LLaMA's q and k rows (convert_hf_to_gguf.py, LlamaModel.permute): per head it
 interleaves the two rotated halves, (h, 2, d/2, K) -> (h, d/2, 2, K), for its GPT-J-style rotation; reading
-undoes it, (h, d/2, 2, K) -> (h, 2, d/2, K). Qwen2's converter keeps the half-split (NeoX) order."""
+undoes it, (h, d/2, 2, K) -> (h, 2, d/2, K). Qwen2/3's, Gemma 2/3's and Phi-3's converters keep the half-split
+(NeoX) order. Gemma's converter adds 1 to every `*norm.weight` (Gemma's RMSNorm scales by 1 + g, llama.cpp's by
+g); reading subtracts it again. The hyper-parameters a family's converter does not store take llama.cpp's own
+values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import LlmarchError, first_and_count
-
-
-@dataclass(frozen=True)
-class Arch:
-    model_type: str  # the llmarch/HF family that reads it
-    permuted_qk: bool  # llama.cpp permuted q and k on conversion
-
-
-ARCHS = {"llama": Arch("llama", True), "qwen2": Arch("qwen2", False)}
+from .gguf_archs import ARCHS, Meta, field
 
 
 def is_gguf(path: str | Path) -> bool:
@@ -39,36 +33,24 @@ def open_gguf(path: str | Path):
         raise LlmarchError(f"cannot read {path} (truncated or corrupt GGUF?): {str(e).splitlines()[0]}") from None
 
 
-def field(reader, key: str, default=None):
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    return f.contents()
-
-
 def hf_config(reader, path) -> dict:
     """A Hugging Face config.json's fields from the GGUF metadata (llama.cpp's key names: `{arch}.block_count`,
-    `{arch}.attention.head_count`, ...)."""
+    `{arch}.attention.head_count`, ...), then the architecture's own (gguf_archs.py)."""
     arch = field(reader, "general.architecture")
     if arch not in ARCHS:
         raise LlmarchError(f"{path}: GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHS)}")
-
-    def get(key, default=None):
-        value = field(reader, f"{arch}.{key}", default)
-        if value is None:
-            raise LlmarchError(f"{path}: GGUF metadata lacks {arch}.{key}")
-        return value
-
+    meta = Meta(reader, arch, path)
+    get = meta.get
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
-    scaling = field(reader, f"{arch}.rope.scaling.type", "none")
+    scaling = get("rope.scaling.type", "none")
     if scaling not in ("none", "linear"):
         raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF files (none, linear)")
     d, heads = get("embedding_length"), get("attention.head_count")
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     hf = dict(model_type=ARCHS[arch].model_type, _name_or_path=field(reader, "general.name", arch),
-              vocab_size=field(reader, f"{arch}.vocab_size", len(tokens.data) if tokens else None),
+              vocab_size=int(embed.shape[-1]) if embed is not None else get("vocab_size", None),
               hidden_size=d, intermediate_size=get("feed_forward_length"), num_hidden_layers=get("block_count"),
               num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv", heads),
               head_dim=get("attention.key_length", d // heads), rms_norm_eps=get("attention.layer_norm_rms_epsilon"),
@@ -79,7 +61,7 @@ def hf_config(reader, path) -> dict:
         hf["rope_scaling"] = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
     if hf["vocab_size"] is None:
         raise LlmarchError(f"{path}: GGUF metadata gives no vocabulary size")
-    return hf
+    return ARCHS[arch].fields(hf, meta)
 
 
 class GGUFTensors:
@@ -99,11 +81,12 @@ class GGUFTensors:
             gguf_name = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name
-        unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()))
+        unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()) - ARCHS[arch].consumed)
         if unmatched:
             raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
         self.heads = {hf: h for hf in self.to_gguf for proj, h in heads.items() if f".{proj}." in hf}
+        self.norm_shift = ARCHS[arch].norm_shift
 
     def names(self) -> set[str]:
         return set(self.to_gguf)
@@ -127,6 +110,8 @@ class GGUFTensors:
             raise LlmarchError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which the gguf "
                                "package cannot dequantize") from None
         w = torch.from_numpy(values.astype("float32", copy=False).reshape(self.shape(name)).copy())
+        if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
+            w -= self.norm_shift
         if name in self.heads:  # undo llama.cpp's q/k permutation
             h = self.heads[name]
             w = w.reshape(h, w.shape[0] // h // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)

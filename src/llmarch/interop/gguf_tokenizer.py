@@ -1,11 +1,23 @@
-"""A GGUF file's tokenizer as a `tokenizers` Tokenizer: llama.cpp stores the vocabulary (`tokenizer.ggml.tokens`,
-in GPT-2's byte-to-unicode spelling for byte-level BPE), the merges ("Ġ t"), each token's type (3: control,
-4: user-defined, both matched whole before BPE), the special ids, the pre-tokenizer by name
-(`tokenizer.ggml.pre`, llama.cpp's llama-vocab.cpp names the regexes) and the chat template. Byte-level BPE
-(`tokenizer.ggml.model` gpt2) only; SentencePiece vocabularies (llama) are not read yet."""
+"""A GGUF file's tokenizer as a `tokenizers` Tokenizer. llama.cpp stores the vocabulary
+(`tokenizer.ggml.tokens`), each token's type (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte;
+control and user-defined tokens are matched whole before the model sees the text), the special ids, add_bos /
+add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
+- gpt2: byte-level BPE, tokens in GPT-2's byte-to-unicode spelling, the merges ("Ġ t"), and the pre-tokenizer
+  by name (`tokenizer.ggml.pre`; llama.cpp's llama-vocab.cpp names the regexes: gpt-2 is GPT-2's, default is
+  llama.cpp's own);
+- llama: SentencePiece (Llama 2, Mistral, Gemma, Phi-3), tokens spelled with ▁ for a space, a score each, no
+  merges. llama.cpp's llm_tokenizer_spm escapes spaces as ▁ (after a leading ▁ when add_space_prefix, the
+  default, at the start and after every special token), splits the text into characters and merges the
+  adjacent pair whose concatenation is the best-scoring token (leftmost on ties) until none is a token; a
+  character left outside the vocabulary becomes its UTF-8 bytes' <0xNN> tokens (byte fallback). That is BPE
+  whose merges are every split of every token into two tokens, ranked by the token's score: a `tokenizers`
+  BPE model with byte_fallback.
+write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
+SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it."""
 from __future__ import annotations
 
 import json
+import re
 
 from pathlib import Path
 
@@ -18,7 +30,12 @@ GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
           r"|\s+(?!\S)|\s+")
 QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
-CONTROL, USER_DEFINED = 3, 4
+# llama.cpp's "default" (llm_tokenizer_bpe, LLAMA_VOCAB_PRE_TYPE_DEFAULT): punctuation runs apart first, then a
+# GPT-2-like split, then digit runs, then groups of three digits, each regex splitting the previous pieces
+DEFAULT = (r"[\p{P}\$\+<=>\^~\|]+", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+           r"\p{N}+", r"[0-9][0-9][0-9]")
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+SPACE = "\u2581"  # SentencePiece's ▁
 
 
 def _pre_tokenizer(name: str, path):
@@ -26,8 +43,10 @@ def _pre_tokenizer(name: str, path):
 
     byte_level = pt.ByteLevel(add_prefix_space=False, use_regex=False)
     split = {"llama-bpe": LLAMA3, "llama3": LLAMA3, "qwen2": QWEN2}
-    if name in ("gpt2", "default"):
+    if name in ("gpt2", "gpt-2"):
         return pt.ByteLevel(add_prefix_space=False, use_regex=True)
+    if name == "default":
+        return pt.Sequence([*(pt.Split(Regex(r), behavior="isolated") for r in DEFAULT), byte_level])
     if name == "smollm":  # SmolLM's tokenizer.json: digits one by one, then GPT-2's split
         return pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False, use_regex=True)])
     if name in split:
@@ -36,27 +55,66 @@ def _pre_tokenizer(name: str, path):
                        f"{', '.join(split)}")
 
 
-def gguf_tokenizer(reader, path) -> BPETokenizer:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+def _byte_level(reader, tokens: list[str], path):
+    from tokenizers import Tokenizer, decoders, models
 
-    kind = field(reader, "tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (byte-level BPE, gpt2, only)")
-    tokens = field(reader, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges", [])]
-    types = field(reader, "tokenizer.ggml.token_type", [1] * len(tokens))
     tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     tk.pre_tokenizer = _pre_tokenizer(field(reader, "tokenizer.ggml.pre", "default"), path)
     tk.decoder = decoders.ByteLevel()
+    return tk
+
+
+def spm_merges(tokens: list[str], scores: list[float]) -> list[tuple[str, str]]:
+    """Every split of a token into two tokens, best-scoring token first (llm_tokenizer_spm's merge order)."""
+    ids = {t: i for i, t in enumerate(tokens)}
+    ranked = [(-scores[i], i, t[:k], t[k:]) for i, t in enumerate(tokens) for k in range(1, len(t))
+              if t[:k] in ids and t[k:] in ids]
+    ranked.sort()
+    return [(a, b) for *_, a, b in ranked]
+
+
+def _sentencepiece(reader, tokens: list[str], types: list[int]):
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    scores = field(reader, "tokenizer.ggml.scores", [0.0] * len(tokens))
+    unk_id = field(reader, "tokenizer.ggml.unknown_token_id", next((i for i, k in enumerate(types) if k == UNKNOWN),
+                                                                   None))
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=spm_merges(tokens, scores),
+                              unk_token=tokens[unk_id] if unk_id is not None else None, byte_fallback=True))
+    prefix = field(reader, "tokenizer.ggml.add_space_prefix", True)
+    escape = normalizers.Replace(" ", SPACE)
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), escape]) if prefix else escape
+    steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tk.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+    return tk
+
+
+def gguf_tokenizer(reader, path) -> BPETokenizer:
+    from tokenizers import AddedToken, processors
+
+    kind = field(reader, "tokenizer.ggml.model")
+    if kind not in ("gpt2", "llama"):
+        raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
+                           "llama: SentencePiece)")
+    tokens = field(reader, "tokenizer.ggml.tokens")
+    types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
+    tk = _byte_level(reader, tokens, path) if kind == "gpt2" else _sentencepiece(reader, tokens, types)
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                           for t, kind in zip(tokens, types) if kind == CONTROL])
-    tk.add_tokens([AddedToken(t, normalized=False) for t, kind in zip(tokens, types) if kind == USER_DEFINED])
+                           for t, k in zip(tokens, types) if k == CONTROL])
+    tk.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
     ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "pad")}
     ids = {k: v for k, v in ids.items() if v is not None}
-    if field(reader, "tokenizer.ggml.add_bos_token", False) and "bos_token_id" in ids:
-        bos = tokens[ids["bos_token_id"]]
-        tk.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
-                                                          special_tokens=[(bos, ids["bos_token_id"])])
+    # without add_bos_token: BOS for SentencePiece (llama.cpp's default for it), none for gpt2 vocabularies
+    ends = [(end, tokens[ids[f"{end}_token_id"]], ids[f"{end}_token_id"]) for end, default in
+            (("bos", kind == "llama"), ("eos", False))
+            if field(reader, f"tokenizer.ggml.add_{end}_token", default) and f"{end}_token_id" in ids]
+    if ends:
+        first = next((t for end, t, _ in ends if end == "bos"), None)
+        last = next((t for end, t, _ in ends if end == "eos"), None)
+        single = " ".join([*([first] if first else []), "$A", *([last] if last else [])])
+        tk.post_processor = processors.TemplateProcessing(single=single, pair=single.replace("$A", "$A $B"),
+                                                          special_tokens=[(t, i) for _, t, i in ends])
     config = {f"{k}_token": tokens[ids[f"{k}_token_id"]] for k in ("bos", "eos", "pad") if f"{k}_token_id" in ids}
     template = field(reader, "tokenizer.chat_template")
     if template is not None:
@@ -64,6 +122,81 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     side_files = {"tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode(),
                   HF_TOKEN_IDS: (json.dumps(ids, indent=2) + "\n").encode()}
     return BPETokenizer(tk, eos_id=ids.get("eos_token_id"), side_files=side_files)
+
+
+def _pre_name(spec: dict) -> str:
+    """The name llama.cpp knows this byte-level split by (tokenizer.ggml.pre), as _pre_tokenizer reads it."""
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre])
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"
+    splits = tuple(s.get("pattern", {}).get("Regex") for s in steps[:-1] if s.get("type") == "Split")
+    names = {(LLAMA3,): "llama-bpe", (QWEN2,): "qwen2", DEFAULT: "default"}
+    if kinds == ["Split"] * len(splits) + ["ByteLevel"] and splits in names:
+        return names[splits]
+    raise LlmarchError("GGUF export: this tokenizer's pre-tokenizer has no llama.cpp name (supported: GPT-2's "
+                       "byte-level split, SmolLM's, LLaMA 3's, Qwen2's, llama.cpp's default)")
+
+
+def _types(tokens: list[str], spec: dict) -> list[int]:
+    added = {a["content"]: a.get("special", False) for a in spec.get("added_tokens", [])}
+    unk = spec["model"].get("unk_token")
+
+    def kind(t: str) -> int:
+        if t in added:
+            return CONTROL if added[t] else USER_DEFINED
+        if re.fullmatch(r"\[PAD\d+\]", t):
+            return UNUSED
+        if spec["model"].get("byte_fallback") and re.fullmatch(r"<0x[0-9A-F]{2}>", t):
+            return BYTE
+        return UNKNOWN if t == unk else NORMAL
+
+    return [kind(t) for t in tokens]
+
+
+def write_tokenizer(w, tok: BPETokenizer, vocab_size: int) -> None:
+    """`tok` into a gguf.GGUFWriter's tokenizer.ggml.* keys; the vocabulary padded to the model's rows with
+    unused [PAD{i}] entries, as llama.cpp's converter pads it."""
+    spec = json.loads(tok.tk.to_str())
+    if spec["model"]["type"] != "BPE":
+        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style); this one is "
+                           f"{spec['model']['type']}")
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    for text, i in tok.tk.get_vocab(with_added_tokens=True).items():
+        tokens[i] = text
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+    if spec["model"].get("byte_fallback"):  # SentencePiece: a token's score is minus its first merge's rank
+        if spec.get("pre_tokenizer"):
+            raise LlmarchError("GGUF export: a SentencePiece-style tokenizer with a pre-tokenizer (Metaspace) has no "
+                               "llama.cpp equivalent; the ▁ escape and prefix must be its normalizer's")
+        ids, scores = {t: i for i, t in enumerate(tokens)}, [-float(len(merges))] * len(tokens)
+        for rank, (a, b) in reversed(list(enumerate(merges))):
+            scores[ids[a + b]] = -float(rank)
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_scores(scores)
+        w.add_add_space_prefix("Prepend" in json.dumps(spec.get("normalizer")))
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(_pre_name(spec))
+        w.add_token_merges([" ".join(m) for m in merges])
+    w.add_token_list(tokens)
+    w.add_token_types(_types(tokens, spec))
+    ids = tok.hf_token_ids()
+    eos = ids.get("eos_token_id", tok.eos_id)
+    w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)
+    for key, add in (("bos_token_id", w.add_bos_token_id), ("pad_token_id", w.add_pad_token_id)):
+        if isinstance(ids.get(key), int):
+            add(ids[key])
+    template = (spec.get("post_processor") or {}).get("single") or []
+    w.add_add_bos_token(bool(template) and "SpecialToken" in template[0])
+    w.add_add_eos_token(bool(template) and "SpecialToken" in template[-1] and len(template) > 1)
+    config = json.loads(tok.side_files.get("tokenizer_config.json", b"{}"))
+    if config.get("chat_template"):
+        w.add_chat_template(config["chat_template"])
 
 
 def checkpoint_tokenizer(path: str | Path) -> Tokenizer:

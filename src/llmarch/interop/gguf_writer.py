@@ -1,11 +1,15 @@
-"""GGUF files out (`llmarch convert --to-gguf`) for llmarch's LLaMA-family models (hf_model_type llama or
-qwen2): the Hugging Face tensors of the family table, named by the `gguf` package's name map, q/k rows permuted
-for llama as llama.cpp's converter does (gguf.py reads them back), in F32, F16 or Q8_0 (quantized by
+"""GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
+llama, qwen2, qwen3, gemma2, gemma3_text, phi3), as llama.cpp's convert_hf_to_gguf.py writes them from the
+same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map,
+q/k rows permuted for llama, 1 added to Gemma's norms, in F32, F16, Q8_0 or Q4_0 (quantized by
 gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the metadata llama.cpp
-reads and a byte-level BPE tokenizer's vocabulary, merges, token types, special ids and chat template."""
+reads and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE or SentencePiece). A
+model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2
+cap, RoPE scaling GGUF has no key for) is refused: the file is read back and must give the model's config."""
 from __future__ import annotations
 
-import json
+import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +17,12 @@ import torch
 
 from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
-from .gguf import ARCHS
-from .gguf_tokenizer import CONTROL
+from .gguf import ARCHS, open_gguf
+from .gguf_archs import FULL
+from .gguf_tokenizer import write_tokenizer
 
-TYPES = ("f32", "f16", "q8_0")
-NORMAL = 1
+TYPES = ("f32", "f16", "q8_0", "q4_0")
+GGUF_ARCH = {a.model_type: name for name, a in ARCHS.items()}  # hf_model_type -> GGUF architecture
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -25,69 +30,69 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def _check(cfg) -> None:
-    if cfg.hf_model_type not in ARCHS:
-        raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(ARCHS)}; this model has "
-                           f"{cfg.hf_model_type!r}")
-    if cfg.rope_scaling not in ("none", "linear") or cfg.sliding_window is not None:
-        raise LlmarchError("GGUF export supports RoPE scaling none or linear and no sliding window")
-
-
-def _metadata(w, cfg) -> None:
+def _metadata(w, cfg, hf: dict) -> None:
+    """The keys every family's converter writes (TextModel.set_gguf_parameters), from config.json's fields."""
     import gguf
 
+    rope = hf.get("rope_parameters") or {}
+    rope = rope.get(FULL, rope)  # Gemma 3: the full layers' RoPE is the file's
     w.add_name(cfg.name)
-    w.add_block_count(cfg.n_layers)
-    w.add_context_length(cfg.context_length)
-    w.add_embedding_length(cfg.d_model)
-    w.add_feed_forward_length(cfg.ffn_hidden)
-    w.add_head_count(cfg.n_heads)
-    w.add_head_count_kv(cfg.n_kv_heads)
-    w.add_key_length(cfg.head_dim)
-    w.add_value_length(cfg.head_dim)
-    w.add_rope_dimension_count(cfg.head_dim)
-    w.add_rope_freq_base(cfg.rope_theta)
-    w.add_layer_norm_rms_eps(cfg.norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
-    if cfg.rope_scaling == "linear":
+    w.add_block_count(hf["num_hidden_layers"])
+    w.add_context_length(hf["max_position_embeddings"])
+    w.add_embedding_length(hf["hidden_size"])
+    w.add_feed_forward_length(hf["intermediate_size"])
+    w.add_head_count(hf["num_attention_heads"])
+    w.add_head_count_kv(hf["num_key_value_heads"])
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
+    w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
+    w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+    w.add_vocab_size(hf["vocab_size"])
+    if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(cfg.rope_factor)
+        w.add_rope_scaling_factor(rope["factor"])
 
 
-def _tokenizer(w, tok, vocab_size: int) -> None:
-    """A byte-level BPE tokenizer (`tokenizers` BPE model, ByteLevel pieces) into tokenizer.ggml.*; the
-    vocabulary is padded to the model's with unused entries, as llama.cpp expects one entry per row."""
-    spec = json.loads(tok.tk.to_str())
-    if spec["model"]["type"] != "BPE":
-        raise LlmarchError(f"GGUF export writes byte-level BPE tokenizers; this one is {spec['model']['type']}")
-    vocab = tok.tk.get_vocab(with_added_tokens=True)
-    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
-    for text, i in vocab.items():
-        tokens[i] = text
-    specials = {a["content"] for a in spec.get("added_tokens", []) if a.get("special")}
-    types = [CONTROL if t in specials else NORMAL for t in tokens]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
-    pre = spec.get("pre_tokenizer") or {}
-    kinds = [p["type"] for p in pre.get("pretokenizers", [])]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm" if kinds == ["Digits", "ByteLevel"] else "default")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    ids = tok.hf_token_ids()
-    eos = ids.get("eos_token_id", tok.eos_id)
-    w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)
-    for key, add in (("bos_token_id", w.add_bos_token_id), ("pad_token_id", w.add_pad_token_id)):
-        if isinstance(ids.get(key), int):
-            add(ids[key])
-    config = json.loads(tok.side_files.get("tokenizer_config.json", b"{}"))
-    if config.get("chat_template"):
-        w.add_chat_template(config["chat_template"])
+def _alike(a, b) -> bool:
+    """Equal, floats up to GGUF's float32 (rel 1e-6), within lists and dicts too."""
+    if isinstance(a, float) and isinstance(b, (int, float)) or isinstance(b, float) and isinstance(a, int):
+        return math.isclose(a, b, rel_tol=1e-6)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(_alike, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_alike(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _check_reads_back(path: Path, cfg) -> None:
+    """The written file, read as from_gguf reads it, must give `cfg` again (name and eos aside)."""
+    from .gguf import hf_config
+    from .hf import hf_model_config
+
+    back = hf_model_config(hf_config(open_gguf(path), path), path)
+    for f in dataclasses.fields(cfg):
+        if f.name not in ("name", "eos_id") and not _alike(getattr(cfg, f.name), getattr(back, f.name)):
+            raise LlmarchError(f"GGUF cannot express this model's {f.name}={getattr(cfg, f.name)!r} (llama.cpp's "
+                               f"metadata reads back as {getattr(back, f.name)!r})")
+
+
+def _array(t: torch.Tensor, name: str, kind):
+    """One tensor as the writer takes it: (array, raw_dtype or None)."""
+    import gguf
+
+    array = t.detach().float().cpu().numpy()
+    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
+        return array, None
+    if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0, Q4_0: blocks of 32 in a row
+        return array.astype(np.float16), None
+    return gguf.quants.quantize(array, kind), kind
 
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
-    """Write `model` as a GGUF file of tensor type `dtype` (f32, f16, q8_0), with `tokenizer` (byte-level BPE)
-    if given."""
+    """Write `model` as a GGUF file of tensor type `dtype` (f32, f16, q8_0, q4_0), with `tokenizer` (a
+    `tokenizers` BPE: byte-level, or SentencePiece-style as gguf_tokenizer builds one) if given."""
     import gguf
 
     from .hf import FAMILIES
@@ -96,32 +101,39 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     if dtype not in TYPES:
         raise LlmarchError(f"unknown GGUF type {dtype!r}; choose one of: {', '.join(TYPES)}")
     cfg = model.config
-    _check(cfg)
-    arch = cfg.hf_model_type
-    tensors = export_state(state_for_saving(model), FAMILIES[arch].rules_for(cfg), cfg)
-    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], cfg.n_layers)
-    kind = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-            "q8_0": gguf.GGMLQuantizationType.Q8_0}[dtype]
-    w = gguf.GGUFWriter(str(path), arch)
-    _metadata(w, cfg)
+    if cfg.hf_model_type not in GGUF_ARCH:
+        raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(GGUF_ARCH)}; this model has "
+                           f"{cfg.hf_model_type!r}")
+    arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
+    hf = FAMILIES[cfg.hf_model_type].from_config(cfg)  # what convert_hf_to_gguf.py would read
+    tensors = export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg)
+    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
+                                     cfg.n_layers)
+    kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
+    w = gguf.GGUFWriter(str(path), GGUF_ARCH[cfg.hf_model_type])
+    _metadata(w, cfg, hf)
+    extra = arch.write(w, hf)
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype])
+                     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[dtype])
     if tokenizer is not None:
-        _tokenizer(w, tokenizer, cfg.vocab_size)
+        write_tokenizer(w, tokenizer, cfg.vocab_size)
     for name, t in tensors.items():
-        if ARCHS[arch].permuted_qk and ".q_proj." in name:
+        if arch.permuted_qk and ".q_proj." in name:
             t = _permute(t, cfg.n_heads)
-        if ARCHS[arch].permuted_qk and ".k_proj." in name:
+        if arch.permuted_qk and ".k_proj." in name:
             t = _permute(t, cfg.n_kv_heads)
-        array = t.detach().float().cpu().numpy()
-        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
-            w.add_tensor(gguf_name, array)
-        elif kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 needs rows of 32k
-            w.add_tensor(gguf_name, array.astype(np.float16))
-        else:
-            w.add_tensor(gguf_name, gguf.quants.quantize(array, kind), raw_dtype=kind)
+        if arch.norm_shift and name.endswith("norm.weight"):
+            t = t.float() + arch.norm_shift
+        array, raw = _array(t, name, kind)
+        w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), array, raw_dtype=raw)
+    for name, array in extra.items():
+        w.add_tensor(name, array)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    try:
+        _check_reads_back(Path(path), cfg)
+    except LlmarchError:
+        Path(path).unlink(missing_ok=True)
+        raise

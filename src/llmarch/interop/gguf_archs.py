@@ -1,0 +1,172 @@
+"""The GGUF architectures llmarch reads, each onto one Hugging Face family table (interop/<family>.py): what
+llama.cpp's converter (convert_hf_to_gguf.py) does to the tensors, and the config.json fields its metadata
+gives beyond the common ones gguf.hf_config reads. Where a converter stores nothing, the value is the one
+llama.cpp itself assumes (src/llama-model.cpp, llm_load_hparams), so a file means here what it means there."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dataclass_field
+from typing import Callable
+
+from ..errors import LlmarchError
+
+SLIDING, FULL = "sliding_attention", "full_attention"
+_REQUIRED = object()
+
+
+def field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+class Meta:
+    """One file's `{arch}.*` metadata, and its small tensors that are hyper-parameters (LongRoPE's factors)."""
+
+    def __init__(self, reader, arch: str, path):
+        self.reader, self.arch, self.path = reader, arch, path
+
+    def get(self, key: str, default=_REQUIRED):
+        value = field(self.reader, f"{self.arch}.{key}")
+        if value is None:
+            if default is _REQUIRED:
+                raise LlmarchError(f"{self.path}: GGUF metadata lacks {self.arch}.{key}")
+            return default
+        return value
+
+    def tensor(self, name: str) -> list[float] | None:
+        import gguf
+
+        t = next((t for t in self.reader.tensors if t.name == name), None)
+        if t is None:
+            return None
+        return [float(x) for x in gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)]
+
+
+def _same(hf: dict, meta: Meta) -> dict:
+    return hf
+
+
+# llama.cpp scales Gemma 2/3 attention by 1/sqrt(n_embd / n_head) on the 27B models, which it knows by their
+# layer count, and by 1/sqrt(head_dim) on the others; the converters store no query_pre_attn_scalar
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
+
+
+def _query_scalar(hf: dict, arch: str) -> int:
+    if hf["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch]:
+        return hf["hidden_size"] // hf["num_attention_heads"]
+    return hf["head_dim"]
+
+
+def _gemma2(hf: dict, meta: Meta) -> dict:
+    """Gemma 2: both soft-caps and the window stored (llama.cpp's defaults 50, 30 and 4096 otherwise); layer i
+    slides when i is even (llama.cpp's swa pattern 2, transformers' default layer_types)."""
+    return {**hf, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": _query_scalar(hf, "gemma2"),
+            "sliding_window": meta.get("attention.sliding_window", 4096),
+            "attn_logit_softcapping": meta.get("attn_logit_softcapping", 50.0),
+            "final_logit_softcapping": meta.get("final_logit_softcapping", 30.0)}
+
+
+def _gemma3(hf: dict, meta: Meta) -> dict:
+    """Gemma 3 (text): five sliding layers to one full (llama.cpp's pattern 6, or the file's
+    sliding_window_pattern: a period, or one flag per layer), no sliding layer without a window; rope.freq_base
+    and the scaling are the full layers', the sliding ones' base is rope.freq_base_swa (llama.cpp: 10k)."""
+    n, window = hf["num_hidden_layers"], meta.get("attention.sliding_window", 0)
+    pattern = meta.get("attention.sliding_window_pattern", 6)
+    if not window:
+        types = [FULL] * n
+    elif isinstance(pattern, list):
+        types = [SLIDING if flag else FULL for flag in pattern]
+    else:
+        types = [SLIDING if (i + 1) % int(pattern) else FULL for i in range(n)]
+    full = {"rope_type": "default", "rope_theta": hf.pop("rope_theta"), **(hf.pop("rope_scaling", None) or {})}
+    local = {"rope_type": "default", "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}
+    return {**hf, "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": _query_scalar(hf, "gemma3"), "sliding_window": window or None,
+            "layer_types": types, "attn_logit_softcapping": None,
+            "final_logit_softcapping": meta.get("final_logit_softcapping", None),
+            "rope_parameters": {FULL: full, SLIDING: local}}
+
+
+def _phi3(hf: dict, meta: Meta) -> dict:
+    """Phi-3: no key_length (head_dim is d / heads), rope.dimension_count the rotated part of a head, a window
+    of 0 for none, and LongRoPE as the rope_factors_long/short tensors with rope.scaling.attn_factor."""
+    head_dim = hf["hidden_size"] // hf["num_attention_heads"]
+    original = meta.get("rope.scaling.original_context_length", hf["max_position_embeddings"])
+    rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta"),
+            "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
+    long, short = meta.tensor("rope_factors_long.weight"), meta.tensor("rope_factors_short.weight")
+    if long is not None and short is not None:
+        rope.update(rope_type="longrope", long_factor=long, short_factor=short,
+                    original_max_position_embeddings=original)
+        attn = meta.get("rope.scaling.attn_factor", None)
+        if attn is not None:
+            rope["attention_factor"] = float(attn)
+    hf.pop("rope_scaling", None)
+    return {**hf, "head_dim": head_dim, "rope_parameters": rope, "original_max_position_embeddings": original,
+            "sliding_window": meta.get("attention.sliding_window", 0) or None}
+
+
+def _write_nothing(w, hf: dict) -> dict:
+    return {}
+
+
+def _gemma2_out(w, hf: dict) -> dict:
+    """Gemma2Model.set_gguf_parameters: both caps and the window (a missing cap reads back as llama.cpp's
+    default, which the read-back check in gguf_writer.py refuses)."""
+    for key, add in (("attn_logit_softcapping", w.add_attn_logit_softcapping),
+                     ("final_logit_softcapping", w.add_final_logit_softcapping)):
+        if hf.get(key) is not None:
+            add(hf[key])
+    if hf.get("sliding_window") is not None:
+        w.add_sliding_window(hf["sliding_window"])
+    return {}
+
+
+def _gemma3_out(w, hf: dict) -> dict:
+    """Gemma3Model.set_gguf_parameters: the final cap if any, the window; the sliding layers' RoPE base where
+    it is not llama.cpp's 10k."""
+    if hf.get("final_logit_softcapping") is not None:
+        w.add_final_logit_softcapping(hf["final_logit_softcapping"])
+    if SLIDING in hf["layer_types"]:
+        w.add_sliding_window(hf["sliding_window"])
+    local = hf["rope_parameters"][SLIDING]["rope_theta"]
+    if local != 10000.0:
+        w.add_rope_freq_base_swa(local)
+    return {}
+
+
+def _phi3_out(w, hf: dict) -> dict:
+    """Phi3MiniModel: the original context, a window of 0 for none, LongRoPE's factors as tensors."""
+    import numpy as np
+
+    rope = hf["rope_parameters"]
+    w.add_rope_scaling_orig_ctx_len(hf["original_max_position_embeddings"])
+    w.add_sliding_window(hf.get("sliding_window") or 0)
+    if rope.get("rope_type") != "longrope":
+        return {}
+    if rope.get("attention_factor") is not None:
+        w.add_rope_scaling_attn_factors(rope["attention_factor"])
+    return {"rope_factors_long.weight": np.asarray(rope["long_factor"], dtype=np.float32),
+            "rope_factors_short.weight": np.asarray(rope["short_factor"], dtype=np.float32)}
+
+
+@dataclass(frozen=True)
+class Arch:
+    model_type: str  # the llmarch/HF family that reads it
+    permuted_qk: bool = False  # llama.cpp permuted q and k on conversion (LlamaModel.permute)
+    norm_shift: float = 0.0  # added by the converter to every *norm.weight (Gemma: its RMSNorm scales by 1 + g)
+    fields: Callable[[dict, Meta], dict] = _same  # the config.json fields beyond the common ones
+    consumed: frozenset = dataclass_field(default_factory=frozenset)  # tensors read as hyper-parameters
+    write: Callable[[object, dict], dict] = _write_nothing  # config.json -> its own metadata; extra tensors
+
+
+ARCHS = {
+    "llama": Arch("llama", permuted_qk=True),
+    "qwen2": Arch("qwen2"),
+    "qwen3": Arch("qwen3"),
+    "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),
+    "gemma3": Arch("gemma3_text", norm_shift=1.0, fields=_gemma3, write=_gemma3_out),
+    "phi3": Arch("phi3", fields=_phi3, consumed=frozenset({"rope_factors_long.weight", "rope_factors_short.weight"}),
+                 write=_phi3_out),
+}
