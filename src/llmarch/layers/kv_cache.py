@@ -26,11 +26,12 @@ class KVCache(nn.Module):
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, Hkv, T, D) at slots input_pos (T,); return the whole cache (B, Hkv, S, D)."""
-        if k.dtype != self.k.dtype:  # a no-op .to() still costs a dispatch, per layer and token
-            k, v = k.to(self.k.dtype), v.to(self.v.dtype)
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
-        return self.k, self.v
+        cache_k, cache_v = self._buffers["k"], self._buffers["v"]  # not nn.Module's slower attribute fallback
+        if k.dtype != cache_k.dtype:  # a no-op .to() still costs a dispatch, per layer and token
+            k, v = k.to(cache_k.dtype), v.to(cache_v.dtype)
+        cache_k.index_copy_(2, input_pos, k)
+        cache_v.index_copy_(2, input_pos, v)
+        return cache_k, cache_v
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Row r now holds what row rows[r] held (beam search keeps the caches of the surviving beams)."""

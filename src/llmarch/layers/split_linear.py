@@ -31,28 +31,30 @@ class SplitLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the Parameters straight from their dict: nn.Module's attribute fallback costs more than the rest of
+        # this check, at every layer of every decoded token
+        w, b = self._parameters["weight"], self._parameters["bias"]
         if (x.numel() != self.in_features or x.dtype != torch.float32 or torch.get_num_threads() < 2
                 or torch.compiler.is_compiling()  # compiled graphs choose their own kernels
                 or torch.is_grad_enabled()):  # inference only: the cached view below carries no autograd history
-            return F.linear(x, self.weight, self.bias)
-        halves = self._halves()
+            return F.linear(x, w, b)
+        halves = self._halves(w)
         if halves is None:
-            return F.linear(x, self.weight, self.bias)
+            return F.linear(x, w, b)
         if halves.shape[1] == self.in_features:  # outputs split: (2, 1, n/2) is y in order
             y = torch.bmm(x.reshape(1, 1, -1).expand(2, 1, -1), halves).view(1, -1)
         else:  # contraction split: two partial sums (2, 1, n), added
             y = torch.bmm(x.reshape(2, 1, -1), halves)
             y = y[0].add_(y[1])
-        if self.bias is not None:
-            y = y.add_(self.bias)
+        if b is not None:
+            y = y.add_(b)
         return y.view(*x.shape[:-1], self.out_features)
 
-    def _halves(self) -> torch.Tensor | None:
+    def _halves(self, w: torch.Tensor) -> torch.Tensor | None:
         """The weight as two (k/2, n) or (k, n/2) blocks, (2, ., .), a view: split-K for a (k, n) weight, split
         outputs for an (n, k) one; None off the CPU, for an odd split dimension, or a weight in neither layout.
         Kept while the weight keeps its storage (the view holds that storage, so a new .data, as a layout change
         gives, has another address); .to() and the like drop it (_apply), so no old storage outlives them."""
-        w = self.weight
         cached = self.__dict__.get("_split")
         if cached is not None and cached[0] == w.data_ptr():
             return cached[1]
