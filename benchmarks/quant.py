@@ -129,7 +129,7 @@ def llama_cpp_contenders(path, model, tok, prompt: torch.Tensor, new_tokens: int
     files = {}
     if str(path).endswith(".gguf"):
         kinds = {gguf.GGMLQuantizationType(t.tensor_type).name for t in gguf.GGUFReader(path).tensors
-                 if len(t.shape) > 1}
+                 if len(t.shape) > 1 and t.name != "token_embd.weight"}  # the matrices, as gguf_kernels sees them
         kind = next(iter(kinds)) if len(kinds) == 1 else "mixed"
         files[f"llama.cpp {kind} (the file)"] = (str(path), "int4" if kind in ("Q4_0", "Q4_1") else None)
     for dtype, pair in (("f32", "fp32"), ("q8_0", "int8")):
