@@ -6,7 +6,7 @@ import math
 import sys
 
 from ..errors import LlmarchError, warn
-from .options import CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer
+from .options import CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer, speculation_options
 
 
 def add_parsers(sub) -> None:
@@ -35,15 +35,7 @@ def add_parsers(sub) -> None:
                    help="beam search: stop a row once it has num-beams finished hypotheses (true), when none "
                    "can improve at the current length (false) or at the longest (never) (choices: %(choices)s) "
                    "(default: %(default)s)")
-    p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
-                   help="speculative decoding with drafts of up to N tokens looked up in the context; greedy, the "
-                   "same output in fewer steps where it repeats its context (0: off) (default: %(default)s)")
-    p.add_argument("--draft", default=None, metavar="CKPT",
-                   help="speculative decoding: this smaller checkpoint, with the same tokenizer, proposes tokens "
-                   "that --checkpoint checks K at a time; greedy output unchanged, sampled output from the same "
-                   "distribution; the share of proposals kept goes to stderr (default: %(default)s, off)")
-    p.add_argument("--num-draft", type=at_least(1), default=None, metavar="K",
-                   help="tokens the --draft proposes per forward of --checkpoint (default: 4)")
+    speculation_options(p, "; the share of proposals kept goes to stderr")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="loss and perplexity of a language-model checkpoint on held-out text")

@@ -178,6 +178,21 @@ def device_options(parser, what: str) -> None:
                         help="cast the weights to this dtype (choices: %(choices)s) (default: as stored)")
 
 
+def speculation_options(parser, applies: str) -> None:
+    """--prompt-lookup, --draft and --num-draft (generate/speculative.py, generate/draft_model.py); `applies`
+    says to what, where the command's help says it."""
+    parser.add_argument("--prompt-lookup", type=at_least(0), default=0, metavar="N",
+                        help="speculative decoding with drafts of up to N tokens looked up in the context; greedy, "
+                        f"the same output in fewer steps where it repeats its context{applies} (0: off) "
+                        "(default: %(default)s)")
+    parser.add_argument("--draft", default=None, metavar="CKPT",
+                        help="speculative decoding: this smaller checkpoint, with the same tokenizer, proposes "
+                        "tokens that --checkpoint checks K at a time; greedy output unchanged, sampled output from "
+                        f"the same distribution{applies} (default: %(default)s, off)")
+    parser.add_argument("--num-draft", type=at_least(1), default=None, metavar="K",
+                        help="tokens the --draft proposes per forward of --checkpoint (default: 4)")
+
+
 def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False):
     """A checkpoint's model (on `device`, cast to `dtype` if given; both checked before anything is read) and
     its tokenizer, which must fit the model's vocabulary. gguf_kernels: a .gguf file's Q4_0/Q4_1/Q8_0 matrices

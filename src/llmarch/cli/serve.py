@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .options import CHECKPOINT_HELP, at_least, load_with_tokenizer
+from .options import CHECKPOINT_HELP, load_with_tokenizer, speculation_options
 
 
 def add_parsers(sub) -> None:
@@ -19,15 +19,7 @@ def add_parsers(sub) -> None:
                    help="requests that may wait for rows; more are answered 503 (default: %(default)s)")
     p.add_argument("--model-name", default=None,
                    help="the model's id in the API (default: the checkpoint directory's name)")
-    p.add_argument("--prompt-lookup", type=at_least(0), default=0, metavar="N",
-                   help="speculative decoding with drafts of up to N tokens looked up in the context, for greedy "
-                   "requests that start alone (0: off) (default: %(default)s)")
-    p.add_argument("--draft", default=None, metavar="CKPT",
-                   help="speculative decoding: this smaller checkpoint, with the same tokenizer, proposes tokens "
-                   "that --checkpoint checks K at a time, for requests that start alone (default: %(default)s, "
-                   "off)")
-    p.add_argument("--num-draft", type=at_least(1), default=None, metavar="K",
-                   help="tokens the --draft proposes per forward of --checkpoint (default: 4)")
+    speculation_options(p, ", for requests that start alone")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
