@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..registry import Registry
@@ -18,9 +19,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self._parameters["weight"]
+        if x.dtype == torch.float32 and w.dtype == torch.float32:  # the same formula as one op: fewer dispatches
+            return F.rms_norm(x, w.shape, w, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return w * h.to(x.dtype)
 
 
 class OffsetRMSNorm(RMSNorm):
