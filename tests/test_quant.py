@@ -214,7 +214,7 @@ def test_gptq_beats_round_to_nearest_on_every_layer_and_runs_on_int4_linear(tmp_
         torch.testing.assert_close(loaded(ids[:1]).logits, gptq(ids[:1]).logits)
         ref = model(ids[:1]).logits
         assert (gptq(ids[:1]).logits - ref).norm() < (rtn(ids[:1]).logits - ref).norm()
-    with pytest.raises(LlmarchError, match="needs calibration"):
+    with pytest.raises(LlmarchError, match="needs calibration text"):
         quantize(copy.deepcopy(model), "int4-gptq", 64)
 
 

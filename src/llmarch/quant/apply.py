@@ -103,8 +103,8 @@ def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | Non
             raise LlmarchError(f"calibration data is for int4-gptq, not {scheme.method}")
         return {}
     if calibration is None:
-        raise LlmarchError("int4-gptq needs calibration token ids (S, T) from the training data "
-                           "(quant.gptq.calibration_ids)")
+        raise LlmarchError("int4-gptq needs calibration text: write a checkpoint with `llmarch quantize --method "
+                           "int4-gptq` and use it, or pass calibration=quant.gptq.calibration_ids(...) in Python")
     if not isinstance(model, TransformerLM):
         raise LlmarchError(f"int4-gptq runs on decoder-only and encoder-only models, not {type(model).__name__}")
     targets = {name: m for name, m in _targets(model, scheme) if isinstance(m, nn.Linear)
