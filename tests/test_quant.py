@@ -230,3 +230,16 @@ def test_gptq_calibrates_on_the_training_split():
     assert all(row.numpy().astype("<i4").tobytes() in train for row in ids)
     with pytest.raises(LlmarchError, match="at least 1"):
         calibration_ids(tok, 0, 128)
+
+
+def test_gptq_gives_moe_experts_round_to_nearest():
+    from llmarch.quant.rtn import int4_rtn
+
+    model = tiny("mixtral-tiny", vocab_size=128)
+    ids = torch.randint(0, 128, (2, 32))
+    q = quantize(copy.deepcopy(model), "int4-gptq", 32, compute_dtype="float32", calibration=ids)
+    experts = next(m for m in q.modules() if isinstance(m, QuantExperts))
+    name = next(n for n, m in q.named_modules() if m is experts)
+    w = model.get_submodule(name).down[0]
+    torch.testing.assert_close(experts.down[0].dequantized(), int4_dequantize(*int4_rtn(w, 32)))
+    assert torch.isfinite(logits(q, ids)).all()
