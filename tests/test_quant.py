@@ -243,3 +243,17 @@ def test_gptq_gives_moe_experts_round_to_nearest():
     w = model.get_submodule(name).down[0]
     torch.testing.assert_close(experts.down[0].dequantized(), int4_dequantize(*int4_rtn(w, 32)))
     assert torch.isfinite(logits(q, ids)).all()
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_layer_error_below_round_to_nearest(act_order):
+    from llmarch.quant.gptq import int4_gptq
+
+    torch.manual_seed(0)
+    X = (torch.randn(2048, 256) @ torch.randn(256, 256) * 0.1 + torch.randn(256)) * torch.rand(256) * 3
+    W = torch.randn(64, 256)
+    for G in (32, 256):  # groups inside a 128-column block, and a group wider than one
+        codes, scales, zeros = int4_gptq(W, X.T @ X, G, act_order)
+        assert codes.max() <= 15 and scales.shape == zeros.shape == (64, 256 // G)
+        err = (X @ (W - int4_dequantize(codes, scales, zeros)).T).norm()
+        assert err < 0.7 * (X @ (W - int4_dequantize(*int4_rtn(W, G))).T).norm()
