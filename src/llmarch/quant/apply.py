@@ -109,7 +109,11 @@ def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | Non
         raise LlmarchError(f"int4-gptq runs on decoder-only and encoder-only models, not {type(model).__name__}")
     targets = {name: m for name, m in _targets(model, scheme) if isinstance(m, nn.Linear)
                and m.out_features % INT4_ROWS == 0 and m.in_features % scheme.group_size == 0}
-    return gptq.fit(model, targets, calibration, scheme.group_size)
+    training = model.training
+    try:  # calibrate as the model will run: no dropout
+        return gptq.fit(model.eval(), targets, calibration, scheme.group_size)
+    finally:
+        model.train(training)
 
 
 def own_weights(module: nn.Module) -> dict[str, torch.Tensor]:
