@@ -1,5 +1,6 @@
 """Weight-only quantization on CPU (llmarch.quant): perplexity on held-out text of the embedded corpus (the
-validation split llmarch eval uses) of a model and of its int8, int4 round-to-nearest and int4 HQQ versions;
+validation split llmarch eval uses) of a model and of its int8, int4 round-to-nearest, int4 HQQ and int4 GPTQ
+versions (GPTQ calibrated on --calibration-tokens of the training split);
 and batch-1 greedy decoding speed of the same, contenders in turns (llmarch.bench.model.round_times), speed-ups
 as medians of per-round ratios against fp32.
 
@@ -32,7 +33,7 @@ from llmarch.quant import quantize, weight_bytes
 from llmarch.rundir import resolve_checkpoint
 from llmarch.train.evaluate import evaluate
 
-METHODS = ("int8", "int4", "int4-hqq")
+METHODS = ("int8", "int4", "int4-hqq", "int4-gptq")
 
 
 def cpu_name() -> str:
@@ -43,11 +44,18 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def variants(model, group_size: int, head: bool, methods=METHODS, compute_dtype: str = "bfloat16") -> dict:
-    out = {"fp32": model}
+def variants(model, group_size: int, head: bool, methods=METHODS, compute_dtype: str = "bfloat16",
+             calibration=None) -> dict:
+    """name -> model; `calibration` (token ids) for int4-gptq, whose seconds to quantize go to `seconds`."""
+    import time
+
+    out, seconds = {"fp32": model}, {}
     for method in methods:
-        out[method] = quantize(copy.deepcopy(model), method, group_size, head=head, compute_dtype=compute_dtype)
-    return out
+        start = time.perf_counter()
+        out[method] = quantize(copy.deepcopy(model), method, group_size, head=head, compute_dtype=compute_dtype,
+                               calibration=calibration if method == "int4-gptq" else None)
+        seconds[method] = round(time.perf_counter() - start, 1)
+    return out, seconds
 
 
 def perplexities(models: dict, tok, max_tokens: int, context: int | None) -> dict:
@@ -162,6 +170,8 @@ def main() -> None:
     ap.add_argument("--keep-head", action="store_true", help="leave the LM head in full precision")
     ap.add_argument("--compute-dtype", default="bfloat16", choices=("bfloat16", "float32"),
                     help="the quantized kernels' activation dtype")
+    ap.add_argument("--calibration-tokens", type=int, default=128 * 512,
+                    help="int4-gptq: training-split tokens to calibrate on")
     ap.add_argument("--perplexity", action="store_true")
     ap.add_argument("--max-tokens", type=int, default=16384, help="validation tokens for perplexity")
     ap.add_argument("--eval-context", type=int, default=None, help="perplexity window (default: the model's)")
@@ -176,9 +186,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     path = resolve_checkpoint(args.checkpoint)
     model, tok = llmarch.load(path).eval(), checkpoint_tokenizer(path)
-    models = variants(model, args.group_size, not args.keep_head, args.methods.split(","), args.compute_dtype)
+    methods = args.methods.split(",")
+    calibration = None
+    if "int4-gptq" in methods:
+        from llmarch.quant.gptq import calibration_ids
+
+        calibration = calibration_ids(tok, args.calibration_tokens, model.config.context_length)
+    models, seconds = variants(model, args.group_size, not args.keep_head, methods, args.compute_dtype,
+                               calibration)
     result = {"checkpoint": str(args.checkpoint), "group_size": args.group_size, "machine": cpu_name(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "quantize_seconds": seconds,
+              "calibration_tokens": None if calibration is None else calibration.numel(),
               "weight_MiB": {n: round(weight_bytes(m) / 2**20, 1) for n, m in models.items()}}
     if args.perplexity:
         result["perplexity"] = perplexities(models, tok, args.max_tokens, args.eval_context)

@@ -135,10 +135,10 @@ def checkpoint(tmp_path):
 
 
 def test_cli_quantize_then_generate_and_eval(checkpoint, tmp_path, capsys, corpus):
-    for method in ("int8", "int4-hqq"):
+    for method, extra in (("int8", []), ("int4-hqq", []), ("int4-gptq", ["--calibration-tokens", "512"])):
         out = tmp_path / method
         assert main(["quantize", "--checkpoint", str(checkpoint), "--method", method, "--group-size", "32",
-                     "--out", str(out)]) == 0
+                     *extra, "--out", str(out)]) == 0
         assert "MiB ->" in capsys.readouterr().out
         assert (out / "quantization.json").is_file()
         assert main(["generate", "--checkpoint", str(out), "--prompt", "def ", "--max-new-tokens", "8",
@@ -157,6 +157,8 @@ def test_cli_quantize_then_generate_and_eval(checkpoint, tmp_path, capsys, corpu
     (("--method", "int4", "--group-size", "64"), "group size 64 does not divide the width 96"),
     (("--method", "int4", "--group-size", "48"), "group_size must be one of"),
     (("--method", "int5"), "invalid choice: 'int5'"),
+    (("--method", "int4-gptq", "--group-size", "32", "--calibration-tokens", "0"), "must be at least 1, got 0"),
+    (("--method", "int4", "--group-size", "32", "--calibration-tokens", "64"), "is for --method int4-gptq"),
 ])
 def test_cli_quantize_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys, args, text):
     out = tmp_path / "q"
@@ -167,3 +169,91 @@ def test_cli_quantize_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
     assert not out.exists()
+
+
+def _linear_inputs(model, ids) -> dict:
+    """Each nn.Linear's inputs (rows, K) on ids, by name."""
+    X, handles = {}, []
+
+    def keep(name):
+        def hook(module, args, output):
+            X[name] = args[0].reshape(-1, args[0].shape[-1])
+        return hook
+
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            handles.append(m.register_forward_hook(keep(name)))
+    with torch.no_grad():
+        model(ids)
+    for h in handles:
+        h.remove()
+    return X
+
+
+def test_gptq_beats_round_to_nearest_on_every_layer_and_runs_on_int4_linear(tmp_path):
+    from llmarch.quant import Scheme
+    from llmarch.quant.checkpoint import save_quantized
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", n_layers=2, vocab_size=512).eval()
+    ids = torch.randint(0, 512, (4, 64))
+    X = _linear_inputs(model, ids)
+    rtn = quantize(copy.deepcopy(model), "int4", 64, compute_dtype="float32")
+    gptq = quantize(copy.deepcopy(model), "int4-gptq", 64, compute_dtype="float32", calibration=ids)
+    layers = [n for n, m in gptq.named_modules() if isinstance(m, Int4Linear)]
+    assert "lm_head" in layers and len(layers) == 2 * 4 + 1
+    for name in layers:  # ||X W^T - X W_q^T|| on the calibration inputs (block 1's as the full model gives them)
+        w = model.get_submodule(name).weight
+        err = {k: (X[name] @ (w - q.get_submodule(name).dequantized()).T).norm() for k, q in
+               (("rtn", rtn), ("gptq", gptq))}
+        assert err["gptq"] < 0.9 * err["rtn"], (name, err)
+    save_quantized(gptq, Scheme("int4-gptq", 64, compute_dtype="float32"), tmp_path)
+    loaded = llmarch.load(tmp_path)
+    assert isinstance(loaded.blocks[0].mlp.down, Int4Linear) and loaded.quantization.method == "int4-gptq"
+    with torch.no_grad():  # one sequence: the int4 kernel is slow with fp32 activations
+        torch.testing.assert_close(loaded(ids[:1]).logits, gptq(ids[:1]).logits)
+        ref = model(ids[:1]).logits
+        assert (gptq(ids[:1]).logits - ref).norm() < (rtn(ids[:1]).logits - ref).norm()
+    with pytest.raises(LlmarchError, match="needs calibration text"):
+        quantize(copy.deepcopy(model), "int4-gptq", 64)
+
+
+def test_gptq_calibrates_on_the_training_split():
+    from llmarch.data import ByteTokenizer
+    from llmarch.data.dataset import load_data
+    from llmarch.quant.gptq import calibration_ids
+
+    tok = ByteTokenizer()
+    ids = calibration_ids(tok, 300, 128)
+    assert ids.shape == (2, 128)
+    train = load_data(None, tok).train.astype("<i4").tobytes()
+    assert all(row.numpy().astype("<i4").tobytes() in train for row in ids)
+    with pytest.raises(LlmarchError, match="at least 1"):
+        calibration_ids(tok, 0, 128)
+
+
+def test_gptq_gives_moe_experts_round_to_nearest():
+    from llmarch.quant.rtn import int4_rtn
+
+    model = tiny("mixtral-tiny", vocab_size=128)
+    ids = torch.randint(0, 128, (2, 32))
+    q = quantize(copy.deepcopy(model), "int4-gptq", 32, compute_dtype="float32", calibration=ids)
+    experts = next(m for m in q.modules() if isinstance(m, QuantExperts))
+    name = next(n for n, m in q.named_modules() if m is experts)
+    w = model.get_submodule(name).down[0]
+    torch.testing.assert_close(experts.down[0].dequantized(), int4_dequantize(*int4_rtn(w, 32)))
+    assert torch.isfinite(logits(q, ids)).all()
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_layer_error_below_round_to_nearest(act_order):
+    from llmarch.quant.gptq import int4_gptq
+
+    torch.manual_seed(0)
+    X = (torch.randn(2048, 256) @ torch.randn(256, 256) * 0.1 + torch.randn(256)) * torch.rand(256) * 3
+    W = torch.randn(64, 256)
+    for G in (32, 256):  # groups inside a 128-column block, and a group wider than one
+        codes, scales, zeros = int4_gptq(W, X.T @ X, G, act_order)
+        assert codes.max() <= 15 and scales.shape == zeros.shape == (64, 256 // G)
+        err = (X @ (W - int4_dequantize(codes, scales, zeros)).T).norm()
+        assert err < 0.7 * (X @ (W - int4_dequantize(*int4_rtn(W, G))).T).norm()

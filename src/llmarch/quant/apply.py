@@ -19,13 +19,16 @@ def _linear_maker(scheme: Scheme, meta: bool):
     """A function (weight (N, K), bias or None) -> the quantized layer for it; on the meta device (a model
     built to be filled by a checkpoint), an empty one of the right shape."""
 
-    def make(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    def make(weight: torch.Tensor, bias: torch.Tensor | None, fitted: tuple | None = None) -> nn.Module:
+        """fitted: (codes, scales, zeros) a calibrated method found for this weight (GPTQ), else None."""
         N, K = weight.shape
         int4 = scheme.int4 and N % INT4_ROWS == 0 and K % scheme.group_size == 0
         if meta:
             if int4:
                 return Int4Linear(K, N, bias is not None, scheme.group_size, scheme.dtype, device="meta")
             return Int8Linear(K, N, bias is not None, scheme.dtype, device="meta")
+        if int4 and fitted is not None:
+            return Int4Linear.from_codes(*fitted, bias, scheme.group_size, scheme.dtype)
         if int4:
             return Int4Linear.from_weight(weight, bias, scheme.group_size, scheme.dtype, scheme.method)
         return Int8Linear.from_weight(weight, bias, scheme.dtype)
@@ -61,9 +64,10 @@ def _targets(model: nn.Module, scheme: Scheme):
 
 
 @torch.no_grad()
-def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
+def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None = None) -> nn.Module:
     """Replace the model's linear layers and experts by quantized ones, in place; returns the model. The
-    weights are read from wherever they are; a meta-device model gets empty quantized layers to load into."""
+    weights are read from wherever they are; a meta-device model gets empty quantized layers to load into.
+    calibration: token ids (S, T) for a calibrated method (int4-gptq), from the training data."""
     from ..errors import LlmarchError
 
     if any(hasattr(module, "lora_A") for module in model.modules()):  # they would be dropped with their layers
@@ -71,6 +75,7 @@ def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
     make = _linear_maker(scheme, meta)
+    fitted = {} if meta else _calibrate(model, scheme, calibration)
     if scheme.embeddings and isinstance(getattr(model, "embed", None), nn.Embedding):
         embed = model.embed
         model.embed = (Int8Embedding(embed.num_embeddings, embed.embedding_dim, device="meta") if meta
@@ -81,9 +86,34 @@ def quantize(model: nn.Module, scheme: Scheme) -> nn.Module:
         if isinstance(module, Experts):
             new = QuantExperts(module, make)
         else:
-            new = make(module.weight, module.bias)
+            new = make(module.weight, module.bias, fitted.get(name))
         setattr(parent, child, new)
     return model
+
+
+def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None) -> dict:
+    """name -> (codes, scales, zeros) of the layers a calibrated method fits (GPTQ: every int4-eligible
+    nn.Linear; MoE experts keep round-to-nearest), or {} for the others."""
+    from ..errors import LlmarchError
+    from ..models.transformer import TransformerLM
+    from . import gptq
+
+    if not scheme.calibrated:
+        if calibration is not None:
+            raise LlmarchError(f"calibration data is for int4-gptq, not {scheme.method}")
+        return {}
+    if calibration is None:
+        raise LlmarchError("int4-gptq needs calibration text: write a checkpoint with `llmarch quantize --method "
+                           "int4-gptq` and use it, or pass calibration=quant.gptq.calibration_ids(...) in Python")
+    if not isinstance(model, TransformerLM):
+        raise LlmarchError(f"int4-gptq runs on decoder-only and encoder-only models, not {type(model).__name__}")
+    targets = {name: m for name, m in _targets(model, scheme) if isinstance(m, nn.Linear)
+               and m.out_features % INT4_ROWS == 0 and m.in_features % scheme.group_size == 0}
+    training = model.training
+    try:  # calibrate as the model will run: no dropout
+        return gptq.fit(model.eval(), targets, calibration, scheme.group_size)
+    finally:
+        model.train(training)
 
 
 def own_weights(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -136,6 +136,16 @@ class Int4Linear(nn.Module):
             new.bias.copy_(bias.detach())
         return new
 
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bias: torch.Tensor | None,
+                   group_size: int, dtype: torch.dtype) -> Int4Linear:
+        """A layer of codes (N, K), scales and zeros (N, K/G) some method already found (GPTQ)."""
+        new = cls(codes.shape[1], codes.shape[0], bias is not None, group_size, dtype, device=codes.device)
+        new.set_codes(codes, scales, zeros)
+        if bias is not None:
+            new.bias.copy_(bias.detach())
+        return new
+
     def set_codes(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> None:
         """codes (N, K) in [0, 15], scales and zeros (N, K/G): into the in-memory form for this device."""
         self.cpu_tiles = codes.device.type == "cpu"
