@@ -64,7 +64,8 @@ def test_smollm2_q4_1_runs_on_int4_with_the_files_codes(smollm2_gguf):  # noqa: 
 
     model = llmarch.from_gguf(smollm2_gguf, kernels=True)
     assert model.quantization.method == "int4" and model.quantization.group_size == 32
-    assert isinstance(model.embed, Int8Embedding)
+    assert isinstance(model.embed, Int8Embedding) and model.quantization.head_int8
+    assert isinstance(model.lm_head, Int8Linear)  # as the file holds its (tied) head: Q8_0, not Q4_1
     layer = model.blocks[0].mlp.down
     assert isinstance(layer, Int4Linear)
     t = next(t for t in gguf.GGUFReader(smollm2_gguf).tensors if t.name == "blk.0.ffn_down.weight")
@@ -75,3 +76,21 @@ def test_smollm2_q4_1_runs_on_int4_with_the_files_codes(smollm2_gguf):  # noqa: 
     prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     text = generate_text(model, checkpoint_tokenizer(smollm2_gguf), [prompt], max_new_tokens=12, temperature=0)[0]
     assert "Paris" in text.split("assistant")[-1], text
+
+
+def test_head_int8_survives_a_quantized_checkpoint(tiny, tmp_path):
+    """quantize(..., head_int8=True): int4 layers, an int8 head, and the same modules and logits after
+    save_quantized and load."""
+    import copy
+
+    from llmarch.quant import quantize
+    from llmarch.quant.checkpoint import load_quantized, save_quantized
+
+    q = quantize(copy.deepcopy(tiny), "int4", 32, head_int8=True)
+    assert isinstance(q.lm_head, Int8Linear) and isinstance(q.blocks[0].attn.qkv_proj, Int4Linear)
+    save_quantized(q, q.quantization, tmp_path / "q")
+    back = load_quantized(tmp_path / "q")
+    assert isinstance(back.lm_head, Int8Linear) and back.quantization.head_int8
+    ids = torch.randint(0, tiny.config.vocab_size, (1, 10))
+    with torch.no_grad():
+        assert torch.equal(q(ids).logits, back(ids).logits)

@@ -12,13 +12,14 @@ from .scheme import METHODS, Scheme, is_quantized_dir
 
 def quantize(model: nn.Module, method: str = "int8", group_size: int = 64, head: bool = True,
              compute_dtype: str = "bfloat16", embeddings: bool = False,
-             calibration: torch.Tensor | None = None) -> nn.Module:
+             calibration: torch.Tensor | None = None, head_int8: bool = False) -> nn.Module:
     """Quantize the model's weights in place (see apply.py for which layers); returns the model, with its
     Scheme as `model.quantization`. calibration: token ids (S, T) of training text, for "int4-gptq"
-    (quant.gptq.calibration_ids draws them from the embedded corpus's training split)."""
+    (quant.gptq.calibration_ids draws them from the embedded corpus's training split). head_int8: the LM head
+    in int8 whatever the method."""
     from .apply import quantize as _quantize
 
-    scheme = Scheme(method, group_size, head, embeddings, compute_dtype)
+    scheme = Scheme(method, group_size, head, embeddings, compute_dtype, head_int8)
     _quantize(model, scheme, calibration)
     model.quantization = scheme
     return model

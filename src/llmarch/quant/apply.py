@@ -6,6 +6,8 @@ the int4 kernel cannot hold (out_features not a multiple of 16, or in_features n
 quantized to int8 instead."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -75,6 +77,7 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
     make = _linear_maker(scheme, meta)
+    make_head = _linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 else make
     fitted = {} if meta else _calibrate(model, scheme, calibration)
     if scheme.embeddings and isinstance(getattr(model, "embed", None), nn.Embedding):
         embed = model.embed
@@ -86,7 +89,7 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
         if isinstance(module, Experts):
             new = QuantExperts(module, make)
         else:
-            new = make(module.weight, module.bias, fitted.get(name))
+            new = (make_head if name == "lm_head" else make)(module.weight, module.bias, fitted.get(name))
         setattr(parent, child, new)
     return model
 

@@ -27,6 +27,9 @@ class Scheme:
     # the activations' dtype in the kernels: torch's CPU int8/int4 kernels are ~10-200x faster in bf16 than fp32
     # (docs/quantization.md); float32 gives results equal to the dequantized weights' up to summation order
     compute_dtype: str = "bfloat16"
+    # the LM head to int8 per output channel whatever the method: as a GGUF file holds it in Q8_0 beside Q4_1
+    # matrices (SmolLM2's), where an int4 copy of a 49k-row table costs 5% perplexity (docs/quantization.md)
+    head_int8: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -34,6 +37,8 @@ class Scheme:
         if self.int4 and self.group_size not in GROUP_SIZES:
             raise LlmarchError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))} for int4, "
                                f"got {self.group_size}")
+        if self.head_int8 and not self.head:
+            raise LlmarchError("head_int8=True needs head=True: it says how the head is quantized")
         if self.embeddings and not self.head:
             raise LlmarchError("embeddings=True needs head=True: a tied head cannot share an int8 table")
         if self.compute_dtype not in COMPUTE_DTYPES:
