@@ -94,3 +94,19 @@ def test_head_int8_survives_a_quantized_checkpoint(tiny, tmp_path):
     ids = torch.randint(0, tiny.config.vocab_size, (1, 10))
     with torch.no_grad():
         assert torch.equal(q(ids).logits, back(ids).logits)
+
+
+def test_quantized_as_read_equals_quantized_after_loading(tiny, tmp_path):
+    """from_gguf(kernels=True) quantizes each layer as it is read (no fp32 model held): the same layers, bit for
+    bit, as quantizing the whole dequantized model afterwards; nothing is left on the meta device."""
+    from llmarch.quant import quantize
+
+    path = tmp_path / "m.q8_0.gguf"
+    to_gguf(tiny, path, "q8_0")
+    scheme = file_scheme(open_gguf(path))
+    after = quantize(llmarch.from_gguf(path), scheme.method, scheme.group_size, head=scheme.head,
+                     embeddings=scheme.embeddings, head_int8=scheme.head_int8)
+    as_read = llmarch.from_gguf(path, kernels=True)
+    assert not any(t.is_meta for t in [*as_read.parameters(), *as_read.buffers()])
+    mine, theirs = as_read.state_dict(), after.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)

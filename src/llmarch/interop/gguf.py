@@ -121,8 +121,9 @@ class GGUFTensors:
         out.copy_(self.read(name))
 
 
-def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
-    """An llmarch model from a .gguf file (weights dequantized to fp32, or `dtype`)."""
+def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+              take=None):
+    """An llmarch model from a .gguf file (weights dequantized to fp32, or `dtype`); take: hf.build_from's."""
     from .hf import FAMILIES, build_from, hf_model_config
     from .mapping import expand
 
@@ -136,4 +137,4 @@ def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | 
     hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf]
     tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
                           cfg.n_layers, path)
-    return build_from(cfg, family, tensors, path, dtype, device)
+    return build_from(cfg, family, tensors, path, dtype, device, take)

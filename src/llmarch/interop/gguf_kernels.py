@@ -12,12 +12,18 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
   and the LM head (a tied one is the embedding table, as llama.cpp reads it) to int8 per channel when the file's
   is not Q4_0/Q4_1: an int4 copy of SmolLM2's Q8_0 table would cost 5% perplexity (docs/quantization.md).
 Files of other types (F16, BF16, the K-quants, a mix) have no kernel of their own here: they are dequantized.
-The fp32 model is read first (so loading peaks at its size), then quantized in place, layer by layer."""
+Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
+a time beside the quantized ones, not the fp32 model."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..quant import Scheme, quantize
+import torch
+from torch import nn
+
+from ..errors import LlmarchError
+from ..quant import Scheme
+from ..quant.linear import Int8Embedding
 
 INT4_TYPES = frozenset({"Q4_0", "Q4_1"})  # held by int4 at group 32 with the file's own codes
 INT8_TYPES = frozenset({"Q8_0"})  # re-quantized to int8 per output channel
@@ -48,8 +54,53 @@ def from_gguf_kernels(path: str | Path, device=None):
     from .gguf import from_gguf, open_gguf
 
     scheme = file_scheme(open_gguf(path))
-    model = from_gguf(path, device=device)
     if scheme is None:
-        return model
-    return quantize(model, scheme.method, scheme.group_size, head=scheme.head, compute_dtype=scheme.compute_dtype,
-                    embeddings=scheme.embeddings, head_int8=scheme.head_int8)
+        return from_gguf(path, device=device)
+    model = from_gguf(path, device=device, take=QuantizeAsRead(scheme, path))
+    model.quantization = scheme
+    return model
+
+
+class QuantizeAsRead:
+    """hf.build_from's `take`: each linear layer the scheme quantizes is built from its weight (and bias) the
+    moment they are read, and the fp32 tensors are dropped, so loading holds one dequantized matrix at a time
+    beside the quantized ones (the same layers quant.apply.quantize makes from a loaded model). The embedding
+    table, when the scheme quantizes it, and a tied head are made from the embedding's tensor."""
+
+    def __init__(self, scheme: Scheme, source):
+        from ..quant.apply import layer_makers
+
+        self.scheme, self.source = scheme, source
+        self.make, self.make_head = layer_makers(scheme, meta=False)
+        self.targets: set[str] | None = None
+        self.pending: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, model: nn.Module, name: str, tensor: torch.Tensor) -> bool:
+        from ..checkpoint import check_finite
+        from ..quant.apply import check_widths, targets
+
+        if self.targets is None:  # on the first tensor: the meta model's layers the scheme quantizes
+            check_widths(model, self.scheme)
+            found = dict(targets(model, self.scheme))
+            if any(not isinstance(m, nn.Linear) for m in found.values()):
+                raise LlmarchError(f"{self.source}: experts are not read onto the kernels; use from_gguf and quantize")
+            self.targets = set(found)
+        check_finite({name: tensor}, self.source)
+        if name == "embed.weight":
+            if "lm_head" in self.targets and model.config.tied_head:  # the head is the table: its own copy
+                model.lm_head = self.make_head(tensor, None)
+            if self.scheme.embeddings:
+                model.embed = Int8Embedding.from_embedding(nn.Embedding.from_pretrained(tensor))
+            return self.scheme.embeddings
+        layer, _, part = name.rpartition(".")
+        if layer not in self.targets or part not in ("weight", "bias"):
+            return False
+        parts = self.pending.setdefault(layer, {})
+        parts[part] = tensor
+        module = model.get_submodule(layer)
+        if "weight" in parts and ("bias" in parts or module.bias is None):
+            parent, _, child = layer.rpartition(".")
+            make = self.make_head if layer == "lm_head" else self.make
+            setattr(model.get_submodule(parent), child, make(parts["weight"], parts.get("bias")))
+            del self.pending[layer]
+        return True

@@ -126,18 +126,24 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
 
 
 def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torch.dtype | None,
-               device: str | torch.device | None) -> TransformerLM:
+               device: str | torch.device | None, take: Callable | None = None) -> TransformerLM:
     """The model of `cfg` with its tensors read through the family's rules from `ckpt`, which gives tensors by
-    Hugging Face name (safetensors_io.Checkpoint, or a GGUF file's, interop/gguf.py)."""
+    Hugging Face name (safetensors_io.Checkpoint, or a GGUF file's, interop/gguf.py). take(model, name, tensor):
+    consumes a tensor as it is read (True), e.g. into a quantized layer (gguf_kernels.py), so the full-precision
+    state is never all held at once; False leaves it to the state loaded at the end."""
     with torch.device("meta"):
         model = model_class(cfg)(cfg)
     wanted = {k: v.shape for k, v in state_for_saving(model).items()}
-    state, used = {}, set()
+    state, used, taken = {}, set(), set()
     for rule in expand(family.rules_for(cfg), cfg):
         if rule.ours in wanted:
-            state[rule.ours] = _read(ckpt, rule, wanted[rule.ours], cfg, dtype, device)
+            tensor = _read(ckpt, rule, wanted[rule.ours], cfg, dtype, device)
+            if take is not None and take(model, rule.ours, tensor):
+                taken.add(rule.ours)
+            else:
+                state[rule.ours] = tensor
             used.update(rule.hf)
-    missing = sorted(set(wanted) - set(state))
+    missing = sorted(set(wanted) - set(state) - taken)
     if missing:
         raise LlmarchError(f"no mapping fills {missing[0]} (model_type {cfg.hf_model_type})")
     ignore = [re.compile(p) for p in family.ignore]

@@ -38,6 +38,13 @@ def _linear_maker(scheme: Scheme, meta: bool):
     return make
 
 
+def layer_makers(scheme: Scheme, meta: bool):
+    """(make, make_head): _linear_maker's function for the layers, and the one for the LM head (int8 with
+    scheme.head_int8, else the same)."""
+    make = _linear_maker(scheme, meta)
+    return make, (_linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 else make)
+
+
 def check_widths(model: nn.Module, scheme: Scheme) -> None:
     """One line naming the first layer whose input width the group size does not divide (a layer narrower than
 one group, like Mamba's dt_proj, goes to int8 instead)."""
@@ -45,7 +52,7 @@ one group, like Mamba's dt_proj, goes to int8 instead)."""
 
     if not scheme.int4:
         return
-    for name, module in _targets(model, scheme):
+    for name, module in targets(model, scheme):
         K = module.in_features if isinstance(module, nn.Linear) else module.w_in.shape[-1]
         widths = [K] if isinstance(module, nn.Linear) else [K, module.down.shape[-1]]
         for width in widths:
@@ -54,7 +61,7 @@ one group, like Mamba's dt_proj, goes to int8 instead)."""
                                    "choose a group size that divides every layer's input width")
 
 
-def _targets(model: nn.Module, scheme: Scheme):
+def targets(model: nn.Module, scheme: Scheme):
     """(name, module) of each layer to quantize; a module with `quantize = False` keeps its subtree (Hyena's
     filter network, whose weights are read whole)."""
     kept = [name for name, module in model.named_modules() if getattr(module, "quantize", True) is False]
@@ -76,14 +83,13 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
         raise LlmarchError("the model has LoRA adapters: quantize before apply_lora (QLoRA's order), not after")
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
-    make = _linear_maker(scheme, meta)
-    make_head = _linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 else make
+    make, make_head = layer_makers(scheme, meta)
     fitted = {} if meta else _calibrate(model, scheme, calibration)
     if scheme.embeddings and isinstance(getattr(model, "embed", None), nn.Embedding):
         embed = model.embed
         model.embed = (Int8Embedding(embed.num_embeddings, embed.embedding_dim, device="meta") if meta
                        else Int8Embedding.from_embedding(embed))
-    for name, module in list(_targets(model, scheme)):
+    for name, module in list(targets(model, scheme)):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         if isinstance(module, Experts):
@@ -110,11 +116,11 @@ def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | Non
                            "int4-gptq` and use it, or pass calibration=quant.gptq.calibration_ids(...) in Python")
     if not isinstance(model, TransformerLM):
         raise LlmarchError(f"int4-gptq runs on decoder-only and encoder-only models, not {type(model).__name__}")
-    targets = {name: m for name, m in _targets(model, scheme) if isinstance(m, nn.Linear)
-               and m.out_features % INT4_ROWS == 0 and m.in_features % scheme.group_size == 0}
+    layers = {name: m for name, m in targets(model, scheme) if isinstance(m, nn.Linear)
+              and m.out_features % INT4_ROWS == 0 and m.in_features % scheme.group_size == 0}
     training = model.training
     try:  # calibrate as the model will run: no dropout
-        return gptq.fit(model.eval(), targets, calibration, scheme.group_size)
+        return gptq.fit(model.eval(), layers, calibration, scheme.group_size)
     finally:
         model.train(training)
 
