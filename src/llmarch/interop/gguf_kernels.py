@@ -68,15 +68,14 @@ class QuantizeAsRead:
     table, when the scheme quantizes it, and a tied head are made from the embedding's tensor."""
 
     def __init__(self, scheme: Scheme, source):
-        from ..quant.apply import layer_makers
+        from ..quant.apply import layer_maker
 
         self.scheme, self.source = scheme, source
-        self.make, self.make_head = layer_makers(scheme, meta=False)
+        self.make = layer_maker(scheme, meta=False)
         self.targets: set[str] | None = None
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
 
     def __call__(self, model: nn.Module, name: str, tensor: torch.Tensor) -> bool:
-        from ..checkpoint import check_finite
         from ..quant.apply import check_widths, targets
 
         if self.targets is None:  # on the first tensor: the meta model's layers the scheme quantizes
@@ -85,10 +84,9 @@ class QuantizeAsRead:
             if any(not isinstance(m, nn.Linear) for m in found.values()):
                 raise LlmarchError(f"{self.source}: experts are not read onto the kernels; use from_gguf and quantize")
             self.targets = set(found)
-        check_finite({name: tensor}, self.source)
         if name == "embed.weight":
             if "lm_head" in self.targets and model.config.tied_head:  # the head is the table: its own copy
-                model.lm_head = self.make_head(tensor, None)
+                model.lm_head = self.make("lm_head", tensor, None)
             if self.scheme.embeddings:
                 model.embed = Int8Embedding.from_embedding(nn.Embedding.from_pretrained(tensor))
             return self.scheme.embeddings
@@ -100,7 +98,6 @@ class QuantizeAsRead:
         module = model.get_submodule(layer)
         if "weight" in parts and ("bias" in parts or module.bias is None):
             parent, _, child = layer.rpartition(".")
-            make = self.make_head if layer == "lm_head" else self.make
-            setattr(model.get_submodule(parent), child, make(parts["weight"], parts.get("bias")))
+            setattr(model.get_submodule(parent), child, self.make(layer, parts["weight"], parts.get("bias")))
             del self.pending[layer]
         return True

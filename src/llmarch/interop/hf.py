@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import assemble, state_for_saving
+from ..checkpoint import assemble, check_finite, state_for_saving
 from ..config import ModelConfig
 from ..data.tokenizer import load_tokenizer
 from ..errors import LlmarchError, first_and_count
@@ -139,6 +139,7 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
         if rule.ours in wanted:
             tensor = _read(ckpt, rule, wanted[rule.ours], cfg, dtype, device)
             if take is not None and take(model, rule.ours, tensor):
+                check_finite({rule.ours: tensor}, source)  # assemble checks the rest
                 taken.add(rule.ours)
             else:
                 state[rule.ours] = tensor

@@ -24,7 +24,7 @@ def _linear_maker(scheme: Scheme, meta: bool):
     def make(weight: torch.Tensor, bias: torch.Tensor | None, fitted: tuple | None = None) -> nn.Module:
         """fitted: (codes, scales, zeros) a calibrated method found for this weight (GPTQ), else None."""
         N, K = weight.shape
-        int4 = scheme.int4 and N % INT4_ROWS == 0 and K % scheme.group_size == 0
+        int4 = holds_int4(scheme, N, K)
         if meta:
             if int4:
                 return Int4Linear(K, N, bias is not None, scheme.group_size, scheme.dtype, device="meta")
@@ -38,11 +38,22 @@ def _linear_maker(scheme: Scheme, meta: bool):
     return make
 
 
-def layer_makers(scheme: Scheme, meta: bool):
-    """(make, make_head): _linear_maker's function for the layers, and the one for the LM head (int8 with
-    scheme.head_int8, else the same)."""
+def holds_int4(scheme: Scheme, out_features: int, in_features: int) -> bool:
+    """Whether the scheme puts an (out, in) weight on the int4 kernel: its rows fill the kernel's tiles of 16 and
+    its inputs whole groups; otherwise it goes to int8."""
+    return scheme.int4 and out_features % INT4_ROWS == 0 and in_features % scheme.group_size == 0
+
+
+def layer_maker(scheme: Scheme, meta: bool):
+    """A function (name, weight, bias, fitted=None) -> the quantized layer for the linear layer `name`:
+    _linear_maker's, with the LM head in int8 under scheme.head_int8."""
     make = _linear_maker(scheme, meta)
-    return make, (_linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 else make)
+    make_head = _linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 else make
+
+    def make_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, fitted: tuple | None = None):
+        return (make_head if name == "lm_head" else make)(weight, bias, fitted)
+
+    return make_layer
 
 
 def check_widths(model: nn.Module, scheme: Scheme) -> None:
@@ -83,7 +94,7 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
         raise LlmarchError("the model has LoRA adapters: quantize before apply_lora (QLoRA's order), not after")
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
-    make, make_head = layer_makers(scheme, meta)
+    make, make_layer = _linear_maker(scheme, meta), layer_maker(scheme, meta)
     fitted = {} if meta else _calibrate(model, scheme, calibration)
     if scheme.embeddings and isinstance(getattr(model, "embed", None), nn.Embedding):
         embed = model.embed
@@ -95,7 +106,7 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
         if isinstance(module, Experts):
             new = QuantExperts(module, make)
         else:
-            new = (make_head if name == "lm_head" else make)(module.weight, module.bias, fitted.get(name))
+            new = make_layer(name, module.weight, module.bias, fitted.get(name))
         setattr(parent, child, new)
     return model
 
@@ -116,8 +127,8 @@ def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | Non
                            "int4-gptq` and use it, or pass calibration=quant.gptq.calibration_ids(...) in Python")
     if not isinstance(model, TransformerLM):
         raise LlmarchError(f"int4-gptq runs on decoder-only and encoder-only models, not {type(model).__name__}")
-    layers = {name: m for name, m in targets(model, scheme) if isinstance(m, nn.Linear)
-              and m.out_features % INT4_ROWS == 0 and m.in_features % scheme.group_size == 0}
+    layers = {name: m for name, m in targets(model, scheme)
+              if isinstance(m, nn.Linear) and holds_int4(scheme, m.out_features, m.in_features)}
     training = model.training
     try:  # calibrate as the model will run: no dropout
         return gptq.fit(model.eval(), layers, calibration, scheme.group_size)
