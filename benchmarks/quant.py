@@ -7,9 +7,9 @@ as medians of per-round ratios against fp32.
 With --llama-cpp (needs `llama-cpp-python`; `make llama-cpp` builds it), llama.cpp decodes in the same rounds:
 the checkpoint's own GGUF file (e.g. SmolLM2's Q4_1), and F32 and Q8_0 files that `llmarch convert --to-gguf`
 writes of the same model, each paired with the llmarch variant of the same precision (fp32 with F32, int8 with
-Q8_0, int4 with the file's own Q4_0/Q4_1 at --group-size 32, whose codes int4 round-to-nearest recovers
-exactly); the ratio is the median over rounds of llama.cpp's time / llmarch's. Both decode the same prompt
-ids greedily; the JSON says whether their tokens agree.
+Q8_0, and the file with `gguf-kernels`: llmarch.from_gguf(path, kernels=True), the file's Q4_0/Q4_1/Q8_0 blocks
+on llmarch's kernels, as its decoding commands run it); the ratio is the median over rounds of llama.cpp's time /
+llmarch's. Both decode the same prompt ids greedily; the JSON says whether their tokens agree.
 
     .venv/bin/python benchmarks/quant.py --checkpoint RUN_OR_GGUF --group-size 64 --perplexity --speed
     .venv/bin/python benchmarks/quant.py --checkpoint model.Q4_1.gguf --group-size 32 --speed --llama-cpp --threads 2
@@ -22,18 +22,22 @@ import json
 import platform
 import statistics
 import subprocess
+from pathlib import Path
 
 import torch
 
 import llmarch
 from llmarch.bench.model import round_times
 from llmarch.data.dataset import load_data
+from llmarch.interop.gguf import is_gguf, open_gguf
+from llmarch.interop.gguf_kernels import file_scheme
 from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
 from llmarch.quant import quantize, weight_bytes
 from llmarch.rundir import resolve_checkpoint
 from llmarch.train.evaluate import evaluate
 
 METHODS = ("int8", "int4", "int4-hqq", "int4-gptq")
+GGUF_KERNELS = "gguf-kernels"  # llmarch.from_gguf(path, kernels=True): a GGUF file's blocks as decoding runs them
 
 
 def cpu_name() -> str:
@@ -72,7 +76,7 @@ def perplexities(models: dict, tok, max_tokens: int, context: int | None) -> dic
 
 def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats: int, llama_cpp=None) -> dict:
     """Greedy decoding after a prompt of real text (the start of the embedded corpus's first long document).
-    llama_cpp: (checkpoint path, folder for the files it writes), to time llama.cpp in the same rounds."""
+    llama_cpp: the checkpoint's path, to time llama.cpp in the same rounds (llama_cpp_contenders)."""
     import tempfile
 
     from llmarch.data import read_documents
@@ -129,17 +133,13 @@ def teacher_forced_agreement(models: dict, sequence: torch.Tensor, prompt_len: i
 
 def llama_cpp_contenders(path, model, tok, prompt: torch.Tensor, new_tokens: int, folder) -> dict:
     """name -> (llama.cpp's decode fn, the llmarch variant it is paired with), and the tokens each produces."""
-    import gguf
     import llama_cpp
 
     from llmarch.interop.gguf_writer import to_gguf
 
     files = {}
-    if str(path).endswith(".gguf"):
-        kinds = {gguf.GGMLQuantizationType(t.tensor_type).name for t in gguf.GGUFReader(path).tensors
-                 if len(t.shape) > 1 and t.name != "token_embd.weight"}  # the matrices, as gguf_kernels sees them
-        kind = next(iter(kinds)) if len(kinds) == 1 else "mixed"
-        files[f"llama.cpp {kind} (the file)"] = (str(path), "int4" if kind in ("Q4_0", "Q4_1") else None)
+    if is_gguf(path):  # the file itself, paired with what llmarch's decoding commands run it on (gguf_kernels)
+        files[f"llama.cpp {Path(path).name}"] = (str(path), GGUF_KERNELS)
     for dtype, pair in (("f32", "fp32"), ("q8_0", "int8")):
         out = f"{folder}/model.{dtype}.gguf"
         to_gguf(model, out, dtype, tok)
@@ -194,6 +194,8 @@ def main() -> None:
         calibration = calibration_ids(tok, args.calibration_tokens, model.config.context_length)
     models, seconds = variants(model, args.group_size, not args.keep_head, methods, args.compute_dtype,
                                calibration)
+    if args.llama_cpp and is_gguf(path) and file_scheme(open_gguf(path)) is not None:
+        models[GGUF_KERNELS] = llmarch.from_gguf(path, kernels=True)  # the file's own blocks on the kernels
     result = {"checkpoint": str(args.checkpoint), "group_size": args.group_size, "machine": cpu_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "quantize_seconds": seconds,
               "calibration_tokens": None if calibration is None else calibration.numel(),
