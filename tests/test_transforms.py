@@ -53,6 +53,13 @@ def test_split_linear_computes_one_row_on_the_split_path_for_both_layouts():
     with torch.no_grad():
         linear.weight.data = torch.randn(linear.out_features, linear.in_features)
     _one_row_matches_linear(linear, split)
+    linear = nn.Linear(64, 192)  # split-K with a bias: the product adds a laid-out copy of the bias
+    linear.weight.data = linear.weight.data.t().contiguous().t()
+    split = SplitLinear.from_linear(linear)
+    _one_row_matches_linear(linear, split)
+    with torch.no_grad():  # an optimizer step writes the bias in place: the copy follows it
+        linear.bias.add_(1.0)
+    _one_row_matches_linear(linear, split)
     split.double()  # .to() and the like drop the view, so it holds no old storage
     assert "_split" not in split.__dict__
     linear = nn.Linear(64, 32)

@@ -154,15 +154,16 @@ class Attention(Mixer):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = self.qkv_proj(x)
+        sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
+        qkv = sub["qkv_proj"](x)
         if self.qk_norm == "proj":
             q, k, v = qkv.split([n * self.head_dim for n in self.qkv_heads], dim=-1)
             qkv = torch.cat((self.q_norm(q), self.k_norm(k), v), dim=-1)
         # one token (decoding): (B, 1, heads, D) and (B, heads, 1, D) are the same memory, so a view, no
         # transposes; the hook points see (B, T, heads, D), so a watched step takes the general path
-        one = T == 1 and not (self.hook_q.active or self.hook_k.active or self.hook_v.active)
+        one = T == 1 and not (sub["hook_q"].active or sub["hook_k"].active or sub["hook_v"].active)
         shape, heads = ((B, -1, 1, self.head_dim), 1) if one else ((B, T, -1, self.head_dim), 2)
-        q, k, v = qkv.view(shape).split(self.qkv_heads, dim=heads)  # one split of the heads axis: fewer ops
+        q, k, v = qkv.view(shape).split_with_sizes(self.qkv_heads, heads)  # one split of the heads axis
         if self.gated:
             q, gate = q.unflatten(heads, (self.n_heads, 2)).unbind(heads + 1)
         if self.qk_norm == "head":
@@ -178,5 +179,5 @@ class Attention(Mixer):
         y = y.transpose(1, 2)  # (B, T, H, D)
         if self.gated:  # hook_z then sees the gated heads, what o_proj reads
             y = y * torch.sigmoid(gate.reshape(B, T, self.n_heads, self.head_dim))
-        y = self.hook_z(y)
-        return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))
+        y = sub["hook_z"](y)
+        return sub["o_proj"](y.reshape(B, T, self.n_heads * self.head_dim))

@@ -70,16 +70,19 @@ class Block(nn.Module):
         return norm(x + hook(self.drop(sublayer(x, *args))))
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
-        mixer = self._modules[self.mixer_attr]
-        x = self.hook_resid_pre(x)
+        sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
+        mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
+        x = sub["hook_resid_pre"](x)
         if self.parallel:
-            h = self.ln1(x)
-            a = self.hook_attn_out(self.drop(mixer(h, ctx)))
-            m = self.hook_mlp_out(self.drop(self.mlp(h if self.ln2 is None else self.ln2(x))))
-            return self.hook_resid_post(x + a + m)
-        x = self.hook_resid_mid(self._sublayer(x, self.ln1, mixer, self.hook_attn_out, ctx, post=self.post_ln1))
+            h = sub["ln1"](x)
+            a = sub["hook_attn_out"](self.drop(mixer(h, ctx)))
+            m = sub["hook_mlp_out"](self.drop(mlp(h if sub.get("ln2") is None else sub["ln2"](x))))
+            return sub["hook_resid_post"](x + a + m)
+        x = sub["hook_resid_mid"](self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx,
+                                                 post=sub.get("post_ln1")))
         if self.cross:
-            x = self._sublayer(x, self.ln_cross, self.cross_attn, self.hook_cross_out, ctx)
-        if self.mlp is None:
-            return self.hook_resid_post(x)
-        return self.hook_resid_post(self._sublayer(x, self.ln2, self.mlp, self.hook_mlp_out, post=self.post_ln2))
+            x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
+        if mlp is None:
+            return sub["hook_resid_post"](x)
+        x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], post=sub.get("post_ln2"))
+        return sub["hook_resid_post"](x)

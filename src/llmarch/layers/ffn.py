@@ -35,7 +35,8 @@ class MLP(nn.Module):
         self.down = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.act(self.up(x)))
+        sub = self._modules  # not nn.Module's attribute fallback, at every layer of every decoded token
+        return sub["down"](self.act(sub["up"](x)))
 
 
 def act_gate(gate: torch.Tensor, up: torch.Tensor, act: Callable) -> torch.Tensor:
@@ -65,8 +66,9 @@ class GLU(nn.Module):
         self.down = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(self.gate(gate, up))
+        sub = self._modules
+        gate, up = sub["gate_up"](x).chunk(2, dim=-1)
+        return sub["down"](self.gate(gate, up))
 
 
 # the gated kinds: name -> (the config fields it reads, as keywords) -> its gate function (gate, up) -> hidden

@@ -34,39 +34,48 @@ class SplitLinear(nn.Linear):
         # the Parameters straight from their dict: nn.Module's attribute fallback costs more than the rest of
         # this check, at every layer of every decoded token
         w, b = self._parameters["weight"], self._parameters["bias"]
-        if (x.numel() != self.in_features or x.dtype != torch.float32 or torch.get_num_threads() < 2
+        if (x.numel() != self.in_features or x.dim() != 3 or x.dtype != torch.float32
+                or torch.get_num_threads() < 2
                 or torch.compiler.is_compiling()  # compiled graphs choose their own kernels
-                or torch.is_grad_enabled()):  # inference only: the cached view below carries no autograd history
+                or torch.is_grad_enabled()):  # inference only: the cached views below carry no autograd history
             return F.linear(x, w, b)
-        halves = self._halves(w)
-        if halves is None:
+        plan = self._plan(w, b)
+        if plan is None:
             return F.linear(x, w, b)
+        halves, bias = plan
+        # each path is as few ops as it can be: at batch 1 every op's dispatch is paid 4 times per layer
         if halves.shape[1] == self.in_features:  # outputs split: (2, 1, n/2) is y in order
-            y = torch.bmm(x.reshape(1, 1, -1).expand(2, 1, -1), halves).view(1, -1)
-        else:  # contraction split: two partial sums (2, 1, n), added
-            y = torch.bmm(x.reshape(2, 1, -1), halves)
-            y = y[0].add_(y[1])
-        if b is not None:
-            y = y.add_(b)
-        return y.view(*x.shape[:-1], self.out_features)
+            y = torch.baddbmm(bias, x.expand(2, 1, -1), halves) if bias is not None else torch.bmm(
+                x.expand(2, 1, -1), halves)
+            return y.view(1, 1, -1)
+        # contraction split: two partial sums (2, 1, n), the bias in the first, summed
+        y = torch.baddbmm(bias, x.reshape(2, 1, -1), halves) if bias is not None else torch.bmm(
+            x.reshape(2, 1, -1), halves)
+        return y[0].add_(y[1]).view(1, 1, -1)  # (cheaper than a sum over dim 0, a reduction's set-up)
 
-    def _halves(self, w: torch.Tensor) -> torch.Tensor | None:
-        """The weight as two (k/2, n) or (k, n/2) blocks, (2, ., .), a view: split-K for a (k, n) weight, split
-        outputs for an (n, k) one; None off the CPU, for an odd split dimension, or a weight in neither layout.
-        Kept while the weight keeps its storage (the view holds that storage, so a new .data, as a layout change
-        gives, has another address); .to() and the like drop it (_apply), so no old storage outlives them."""
+    def _plan(self, w: torch.Tensor, b: torch.Tensor | None) -> tuple | None:
+        """(halves, bias): the weight as two (k/2, n) or (k, n/2) blocks, (2, ., .), a view: split-K for a (k, n)
+        weight, split outputs for an (n, k) one; and the bias laid out to add inside the same product: (2, 1, n/2),
+        its two halves, for split outputs; (2, 1, n), the bias then zeros, for split-K, whose two partial sums
+        are then summed. None off the CPU, for an odd split dimension, or a weight in neither layout.
+        Kept while the weight and bias keep their storage (the views hold it, so a new .data, as a layout change
+        gives, has another address; the split-K bias is a copy, so its values are checked with the address);
+        .to() and the like drop it (_apply), so no old storage outlives them."""
+        key = (w.data_ptr(), None if b is None else b.data_ptr(), None if b is None else b._version)
         cached = self.__dict__.get("_split")
-        if cached is not None and cached[0] == w.data_ptr():
+        if cached is not None and cached[0] == key:
             return cached[1]
         k, n = self.in_features, self.out_features
-        halves = None
+        plan = None
         if w.device.type == "cpu":
+            bias = None if b is None else b.detach()
             if w.t().is_contiguous() and k % 2 == 0:
                 halves = w.detach().t().view(2, k // 2, n)
+                plan = halves, None if bias is None else torch.stack((bias, torch.zeros_like(bias)))[:, None]
             elif w.is_contiguous() and n % 2 == 0:
-                halves = w.detach().view(2, n // 2, k).transpose(1, 2)
-        self.__dict__["_split"] = (w.data_ptr(), halves)
-        return halves
+                plan = w.detach().view(2, n // 2, k).transpose(1, 2), None if bias is None else bias.view(2, 1, -1)
+        self.__dict__["_split"] = (key, plan)
+        return plan
 
     def _apply(self, fn, recurse=True):
         self.__dict__.pop("_split", None)

@@ -79,9 +79,10 @@ class AttentionKind:
 def cached_kv(attn, k: torch.Tensor, v: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
     """k, v (B, K, T, D) written into the layer's KV cache at ctx.input_pos, and what attention reads: the
     cache's filled slots (all of it for a fixed-shape compiled step, kv_len None); without a cache, k and v."""
-    if attn.cache is None:
+    cache = attn._modules.get("cache")  # registered once a state is set; before that None in __dict__
+    if cache is None:
         return k, v
-    k, v = attn.cache.update(ctx.input_pos, k, v)  # (B, K, S, D)
+    k, v = cache.update(ctx.input_pos, k, v)  # (B, K, S, D)
     if ctx.kv_len is not None:
         k, v = k[:, :, : ctx.kv_len], v[:, :, : ctx.kv_len]
     return k, v
