@@ -187,16 +187,27 @@ def softmax_scale_factor(cfg) -> float:
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: (B, H, T, D); cos, sin: (B, T, r) with r <= D: the first r dims rotate, the rest pass through.
-    Computed in fp32, returned in x's dtype."""
+    Computed in fp32, returned in x's dtype. x cos + rotate_half(x) sin (Su et al. 2021, eq. 34, in the
+    half-split layout of GPT-NeoX and Hugging Face), with rotate_half(x) = [-x2, x1] written as x rolled by
+    r/2 with its first half negated, the sign moved onto sin: three ops over x instead of ten, which a one-token
+    step pays twice per layer."""
     r = cos.shape[-1]
-    h = x.float()
-    rot, rest = h[..., :r], h[..., r:]
-    x1, x2 = rot.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    out = rot * cos[:, None] + rotated * sin[:, None]
-    if rest.shape[-1]:
-        out = torch.cat((out, rest), dim=-1)
-    return out.to(x.dtype)
+    h = x if x.dtype == torch.float32 else x.float()
+    if r < h.shape[-1]:
+        return torch.cat((apply_rotary(h[..., :r], cos, sin), h[..., r:]), dim=-1).to(x.dtype)
+    out = torch.addcmul(h * cos[:, None], h.roll(r // 2, -1), (sin * _half_signs(r, sin))[:, None])
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+_SIGNS: dict = {}
+
+
+def _half_signs(r: int, like: torch.Tensor) -> torch.Tensor:
+    """(r,): -1 over the first half, +1 over the second, kept per width, device and dtype."""
+    key = (r, like.device, like.dtype)
+    if key not in _SIGNS:
+        _SIGNS[key] = torch.cat((-torch.ones(r // 2), torch.ones(r - r // 2))).to(like.device, like.dtype)
+    return _SIGNS[key]
 
 
 class RelativeBias(NoPositions):
