@@ -28,7 +28,7 @@ INT4_ROWS = 16  # the int4 CPU kernel packs output rows in tiles of 16: N must b
 
 
 def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return x.reshape(-1, x.shape[-1]).to(dtype).contiguous()
+    return x.reshape(-1, x.shape[-1]).to(dtype, memory_format=torch.contiguous_format)  # cast and lay out: one op
 
 
 class Int8Linear(nn.Module):
@@ -57,9 +57,10 @@ class Int8Linear(nn.Module):
         return self.weight.float() * self.scales.float()[:, None]
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
-        """x (M, K) in the scales' dtype -> x W^T (M, N)."""
+        """x (M, K) in the scales' dtype -> x W^T (M, N). (torch._weight_*: the op's own binding, a microsecond
+        cheaper per call than its torch.ops.aten packet, paid 7 times per layer of a decoded token.)"""
         if x.device.type == "cpu":
-            return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
+            return torch._weight_int8pack_mm(x, self.weight, self.scales)
         return F.linear(x, self.weight.to(x.dtype) * self.scales[:, None])
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
@@ -177,7 +178,7 @@ class Int4Linear(nn.Module):
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) in the compute dtype -> x W^T (M, N)."""
         if self.cpu_tiles and x.device.type == "cpu":
-            return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scale_zeros)
+            return torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scale_zeros)
         return F.linear(x, self.dequantized().to(x.dtype))
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
