@@ -71,6 +71,22 @@ def test_split_linear_computes_one_row_on_the_split_path_for_both_layouts():
     assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
 
 
+def test_split_linear_compiles_as_one_graph_on_two_threads():
+    """Under torch.compile a one-row call takes nn.Linear's path without tracing the thread check (dynamo
+    cannot trace torch.get_num_threads: `generate --compile` of one prompt on a multi-core CPU failed)."""
+    linear = nn.Linear(64, 32)
+    split = SplitLinear.from_linear(linear)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            x = torch.randn(1, 1, 64)
+            y = torch.compile(split, fullgraph=True, dynamic=False)(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert (y - linear(x)).abs().max() < 1e-5
+
+
 def test_for_cpu_decoding_keeps_weights_ties_and_greedy_tokens():
     model = tiny("gpt-tiny")
     ref = tiny("gpt-tiny")

@@ -34,9 +34,10 @@ class SplitLinear(nn.Linear):
         # the Parameters straight from their dict: nn.Module's attribute fallback costs more than the rest of
         # this check, at every layer of every decoded token
         w, b = self._parameters["weight"], self._parameters["bias"]
-        if (x.numel() != self.in_features or x.dim() != 3 or x.dtype != torch.float32
+        if (torch.compiler.is_compiling()  # first: compiled graphs choose their own kernels, and dynamo cannot
+                # trace get_num_threads
+                or x.numel() != self.in_features or x.dim() != 3 or x.dtype != torch.float32
                 or torch.get_num_threads() < 2
-                or torch.compiler.is_compiling()  # compiled graphs choose their own kernels
                 or torch.is_grad_enabled()):  # inference only: the cached views below carry no autograd history
             return F.linear(x, w, b)
         plan = self._plan(w, b)
