@@ -92,16 +92,19 @@ def test_sampled_with_a_draft_and_requests_it_does_not_take(plain):
 
 def test_a_second_request_moves_the_first_into_the_batch(plain):
     """The first request decodes alone (slowed: 20 ms a round) until the second arrives; it then joins the
-    running batch where it stands, and both answers are plain serving's."""
+    running batch where it stands; once the second (shorter) is done it leaves the batch and speculates again
+    from where it stands; both answers are plain serving's."""
     running = Running(speculation=Speculation(2))
     scheduler = running.server.scheduler
     speculate = scheduler._speculate
     scheduler._speculate = lambda: (time.sleep(0.02), speculate())[1]
     shares, share = [], scheduler._share
     scheduler._share = lambda: (shares.append(len(scheduler.alone.seq)), share())[1]
+    resumes, resume = [], scheduler._resume
+    scheduler._resume = lambda: (resume(), scheduler.alone and resumes.append(len(scheduler.alone.seq)))[0]
     try:
-        def ask(prompt):
-            return running.client.completions.create(model="tiny", prompt=prompt, max_tokens=60,
+        def ask(prompt, n=60):
+            return running.client.completions.create(model="tiny", prompt=prompt, max_tokens=n,
                                                      temperature=0).choices[0].text
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(ask, PROMPTS[0])
@@ -109,9 +112,14 @@ def test_a_second_request_moves_the_first_into_the_batch(plain):
             while scheduler.alone is None or len(scheduler.alone.seq) < len(PROMPTS[0]) + 5:
                 assert time.time() < deadline
                 time.sleep(0.005)
-            second = pool.submit(ask, PROMPTS[1])
-            assert first.result() == plain(PROMPTS[0], 60) and second.result() == plain(PROMPTS[1], 60)
+            drafted = counters(running.url)[0]
+            second = pool.submit(ask, PROMPTS[1], 10)
+            assert second.result() == plain(PROMPTS[1], 10)
+            assert first.result() == plain(PROMPTS[0], 60)
         assert len(shares) == 1 and len(PROMPTS[0]) + 5 <= shares[0] < len(PROMPTS[0]) + 60  # mid-answer
+        assert len(resumes) == 1 and shares[0] < resumes[0] < len(PROMPTS[0]) + 60  # alone again, mid-answer
+        assert counters(running.url)[0] > drafted  # and drafting again
+        assert running.server.metrics.resumed == 1
         assert scheduler.alone is None and not scheduler.rows
     finally:
         running.close()

@@ -36,6 +36,7 @@ class Metrics:
         self.queue = self.batch = 0
         self.tokens_per_s = 0.0  # of the last decode step: tokens decoded / its seconds
         self.drafted = self.accepted = 0  # speculative decoding's drafted tokens, and those the target kept
+        self.resumed = 0  # requests that left the running batch to decode speculatively again
         self.ttft = Histogram(TTFT_BUCKETS)
 
     def step(self, rows: int, seconds: float, tokens: int | None = None) -> None:
@@ -61,7 +62,9 @@ class Metrics:
                 ("llmarch_speculative_drafted_tokens_total", "counter", self.drafted,
                  "Tokens drafted by speculative decoding (prompt lookup or the draft model)."),
                 ("llmarch_speculative_accepted_tokens_total", "counter", self.accepted,
-                 "Drafted tokens the target model accepted.")):
+                 "Drafted tokens the target model accepted."),
+                ("llmarch_speculative_resumed_total", "counter", self.resumed,
+                 "Requests that left the running batch, alone again, to decode speculatively.")):
             out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         out += ["# HELP llmarch_time_to_first_token_seconds From a request's arrival to its first token.",
                 "# TYPE llmarch_time_to_first_token_seconds histogram"]

@@ -64,6 +64,7 @@ class _Row:
     choice: int
     generator: torch.Generator | None
     made: int = 0  # tokens emitted
+    tokens: list[int] = field(default_factory=list)  # the tokens emitted, in order
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Scheduler:
                     self._speculate()
                 elif self.rows:
                     self._step()
+                    self._resume()
             except Exception as e:  # noqa: BLE001 - a failed step fails its requests, not the server
                 failed = [self.rows[row].job for row in self.rows]
                 failed += [] if self.alone is None else [self.alone.row.job]
@@ -217,6 +219,7 @@ class Scheduler:
             return True
         r.job.emit("token", r.choice, tok, logprob, top)
         r.made += 1
+        r.tokens.append(tok)
         if r.made >= r.job.max_new:
             r.job.emit("done", r.choice, "length")
             return True
@@ -244,6 +247,20 @@ class Scheduler:
         self.metrics.step(1, time.perf_counter() - t0, len(new))
         if first:
             self.metrics.ttft.observe(time.perf_counter() - a.row.job.submitted)
+
+    def _resume(self) -> None:
+        """The batch is down to one request that speculation takes and nothing waits: it leaves its row and
+        decodes alone again, its speculator first reading the prompt and every token so far (one prefill, paid
+        back only with enough tokens left: more than a round drafts)."""
+        spec = self.speculation
+        if spec is None or len(self.rows) != 1 or self.waiting:
+            return
+        row, r = next(iter(self.rows.items()))
+        if r.job.n != 1 or not spec.applies(r.job) or r.job.max_new - r.made <= spec.num_draft + 1:
+            return
+        self._leave(row)
+        self.alone = _Alone(r, spec.start(self.model, r.job, r.generator), list(r.job.prompt) + r.tokens)
+        self.metrics.resumed += 1
 
     def _share(self) -> None:
         """Another request waits: the one decoding alone takes a row of the running batch, with the target's
