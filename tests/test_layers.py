@@ -55,6 +55,26 @@ def test_rmsnorm_formula():
     assert torch.allclose(norm(x), x / rms * norm.weight, atol=1e-6)
 
 
+def test_rmsnorm_without_grad_is_the_formula_to_fp32_precision():
+    """Inference on a CPU takes LayerNorm([x, -x])'s first half (one fused kernel); training takes rms_norm.
+    Both are the formula, computed in float64, to a few fp32 ulps of the output's scale, at widths whose
+    vectorised sums split [x, -x] unevenly (576: SmolLM2) and for inputs far from zero mean."""
+    torch.manual_seed(0)
+    for d in (4, 64, 576, 960):
+        norm = RMSNorm(d, eps=1e-6)
+        norm.weight.data = torch.randn(d)
+        for scale, offset in ((1.0, 0.0), (100.0, 50.0), (1.0, 1e3), (1e-4, 0.0)):
+            x = torch.randn(3, 5, d) * scale + offset
+            ref = x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight.double()
+            with torch.no_grad():
+                fast = norm(x)
+            trained = norm(x.requires_grad_())
+            for y in (fast, trained):
+                assert (y.double() - ref).abs().max() <= 1e-6 * ref.abs().max()
+            trained.sum().backward()
+            assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 @pytest.mark.parametrize("base, kv", [("llama-tiny", 4), ("llama-tiny", 2), ("llama-tiny", 1), ("gpt-tiny", 4)])
 def test_sdpa_equals_eager(base, kv):
     model = tiny(base, n_kv_heads=kv)
