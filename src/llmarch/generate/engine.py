@@ -26,7 +26,10 @@ class Engine:
         source_mask: an encoder-decoder's inputs, encoded here."""
         self.model, self.mask, self.source_mask = model, mask, source_mask
         self.was_training = model.training
-        model.eval()
+        # eval() only where some module trains: setting the flag on every module costs more than looking
+        self.set_eval = any(m.training for m in model.modules())
+        if self.set_eval:
+            model.eval()
         with torch.inference_mode(False):  # new weight layouts are parameters' data: never inference tensors
             for_cpu_decoding(model)
         self.slots = torch.arange(max_len, device=next(model.parameters()).device)  # views, no allocation per step
@@ -42,7 +45,8 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.model.clear_cache()
-        self.model.train(self.was_training)
+        if self.set_eval:
+            self.model.train(self.was_training)
 
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) written at the next T slots -> logits (B, V) after each row's last token."""
