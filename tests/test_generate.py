@@ -89,6 +89,19 @@ def test_the_engine_step_equals_the_model_forward(base, overrides):
     assert model.training is False and model.blocks[0].seq_mixer.cache is None  # the engine cleans up
 
 
+def test_generate_decodes_without_dropout_and_gives_the_training_flag_back():
+    """A model with dropout decodes as in eval mode whether it is training, evaluating, or evaluating with one
+    block left training; a training model trains again afterwards, every module."""
+    model = tiny("gpt-tiny", dropout=0.5).eval()
+    x = torch.randint(0, 97, (1, 6))
+    want = llmarch.generate(model, x, max_new_tokens=8)
+    model.blocks[1].train()
+    assert torch.equal(llmarch.generate(model, x, max_new_tokens=8), want)
+    model.train()
+    assert torch.equal(llmarch.generate(model, x, max_new_tokens=8), want)
+    assert all(m.training for m in model.modules())
+
+
 def test_hooks_see_every_decoded_token_and_windows_narrower_than_the_context():
     """There is one path for a decoded token: hooks attached anywhere see the prefill and each decode step, and
     a sliding window narrower than the generated length decodes what recomputation gives."""
