@@ -3,12 +3,13 @@ llama, qwen2, qwen3, gemma2, gemma3_text, phi3), as llama.cpp's convert_hf_to_gg
 same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map,
 q/k rows permuted for llama, 1 added to Gemma's norms, in F32, F16, Q8_0 or Q4_0 (quantized by
 gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the metadata llama.cpp
-reads and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE or SentencePiece). A
+reads and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece or llmarch's bytes). A
 model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2
 cap, RoPE scaling GGUF has no key for) is refused: the file is read back and must give the model's config."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -90,9 +91,26 @@ def _array(t: torch.Tensor, name: str, kind):
     return gguf.quants.quantize(array, kind), kind
 
 
+@functools.cache
+def _writer_class():
+    """gguf.GGUFWriter that also packs an empty typed array (GGUF allows one; the package refuses it): a
+    merge-less byte vocabulary's tokenizer.ggml.merges, which llama.cpp requires of every gpt2 vocabulary."""
+    import gguf
+
+    class Writer(gguf.GGUFWriter):
+        def _pack_val(self, val, vtype, add_vtype, sub_type=None):
+            if vtype == gguf.GGUFValueType.ARRAY and sub_type is not None and len(val) == 0:
+                head = self._pack("I", vtype) if add_vtype else b""
+                return head + self._pack("I", sub_type) + self._pack("Q", 0)
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+    return Writer
+
+
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
     """Write `model` as a GGUF file of tensor type `dtype` (f32, f16, q8_0, q4_0), with `tokenizer` (a
-    `tokenizers` BPE: byte-level, or SentencePiece-style as gguf_tokenizer builds one) if given."""
+    BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's ByteTokenizer)
+    if given; without one llama.cpp will not load the file (llmarch will)."""
     import gguf
 
     from .hf import FAMILIES
@@ -110,7 +128,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      cfg.n_layers)
     kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
-    w = gguf.GGUFWriter(str(path), GGUF_ARCH[cfg.hf_model_type])
+    w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
     _metadata(w, cfg, hf)
     extra = arch.write(w, hf)
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
