@@ -12,12 +12,15 @@ g); reading subtracts it again. The hyper-parameters a family's converter does n
 values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 from ..errors import LlmarchError, first_and_count
 from .gguf_archs import ARCHS, Meta, field
+
+EXPERT = re.compile(r"\.experts\.(\d+)\.")  # Hugging Face's per-expert names; GGUF stacks them, (E, out, in)
 
 
 def is_gguf(path: str | Path) -> bool:
@@ -76,9 +79,12 @@ class GGUFTensors:
         self.tensors = {t.name: t for t in reader.tensors}
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
-        self.to_gguf = {}
+        self.to_gguf, self.expert = {}, {}
         for hf in hf_names:  # the names the family's rules read
             gguf_name = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
+            if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
+                gguf_name = name_map.get_name(EXPERT.sub(".experts.", hf), try_suffixes=(".weight", ".bias"))
+                self.expert[hf] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name
         unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()) - ARCHS[arch].consumed)
@@ -87,6 +93,7 @@ class GGUFTensors:
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
         self.heads = {hf: h for hf in self.to_gguf for proj, h in heads.items() if f".{proj}." in hf}
         self.norm_shift = ARCHS[arch].norm_shift
+        self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def names(self) -> set[str]:
         return set(self.to_gguf)
@@ -95,21 +102,30 @@ class GGUFTensors:
         return self, name
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        return shape[1:] if name in self.expert else shape
 
     def dtype(self, name: str) -> torch.dtype:
         return torch.float32
 
-    def read(self, name: str) -> torch.Tensor:
+    def _values(self, t):
         import gguf
 
-        t = self.tensors[self.to_gguf[name]]
         try:
             values = gguf.quants.dequantize(t.data, t.tensor_type)
         except NotImplementedError:
             raise LlmarchError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which the gguf "
                                "package cannot dequantize") from None
-        w = torch.from_numpy(values.astype("float32", copy=False).reshape(self.shape(name)).copy())
+        return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
+
+    def read(self, name: str) -> torch.Tensor:
+        t = self.tensors[self.to_gguf[name]]
+        if name in self.expert:
+            if t.name not in self.stacked:
+                self.stacked = {**dict(list(self.stacked.items())[-1:]), t.name: self._values(t)}
+            w = self.stacked[t.name][self.expert[name]].clone()
+        else:
+            w = self._values(t)
         if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
             w -= self.norm_shift
         if name in self.heads:  # undo llama.cpp's q/k permutation

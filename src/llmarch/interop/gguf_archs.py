@@ -107,7 +107,37 @@ def _phi3(hf: dict, meta: Meta) -> dict:
             "sliding_window": meta.get("attention.sliding_window", 0) or None}
 
 
+def _llama(hf: dict, meta: Meta) -> dict:
+    """llama with experts (ffn_gate_inp, ffn_*_exps, expert_count) is Mixtral: convert_hf_to_gguf.py writes
+    MixtralForCausalLM as LlamaModel, and llama.cpp renormalises the top-k weights for it."""
+    experts = meta.get("expert_count", 0)
+    if not experts:
+        return hf
+    return {**hf, "model_type": "mixtral", "num_local_experts": experts,
+            "num_experts_per_tok": meta.get("expert_used_count")}
+
+
+def _qwen3moe(hf: dict, meta: Meta) -> dict:
+    """Qwen3-MoE: every layer a mixture (llama.cpp has no dense layers for it, so decoder_sparse_step 1) of
+    experts of width expert_feed_forward_length, top-k weights renormalised (llama.cpp's qwen3moe graph always
+    does, as the released models' norm_topk_prob)."""
+    return {**hf, "num_experts": meta.get("expert_count"), "num_experts_per_tok": meta.get("expert_used_count"),
+            "moe_intermediate_size": meta.get("expert_feed_forward_length"), "decoder_sparse_step": 1,
+            "norm_topk_prob": True}
+
+
 def _write_nothing(w, hf: dict) -> dict:
+    return {}
+
+
+def _experts_out(w, hf: dict) -> dict:
+    """The MoE keys convert_hf_to_gguf.py writes (TextModel: expert_count, expert_used_count; Qwen3MoeModel
+    also expert_feed_forward_length), where the model has experts."""
+    if hf.get("num_local_experts"):
+        w.add_expert_count(hf["num_local_experts"])
+        w.add_expert_used_count(hf["num_experts_per_tok"])
+    if hf.get("moe_intermediate_size"):
+        w.add_expert_feed_forward_length(hf["moe_intermediate_size"])
     return {}
 
 
@@ -159,10 +189,14 @@ class Arch:
     fields: Callable[[dict, Meta], dict] = _same  # the config.json fields beyond the common ones
     consumed: frozenset = dataclass_field(default_factory=frozenset)  # tensors read as hyper-parameters
     write: Callable[[object, dict], dict] = _write_nothing  # config.json -> its own metadata; extra tensors
+    # more families written as this architecture (as convert_hf_to_gguf.py writes them); `fields` tells a file
+    # of one from the others where llama.cpp can (Mixtral's experts), else it reads as model_type (Mistral)
+    also: tuple[str, ...] = ()
 
 
 ARCHS = {
-    "llama": Arch("llama", permuted_qk=True),
+    "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out, also=("mixtral", "mistral")),
+    "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
     "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),

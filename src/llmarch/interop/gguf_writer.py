@@ -18,12 +18,12 @@ import torch
 
 from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
-from .gguf import ARCHS, open_gguf
+from .gguf import ARCHS, EXPERT, open_gguf
 from .gguf_archs import FULL
 from .gguf_tokenizer import write_tokenizer
 
 TYPES = ("f32", "f16", "q8_0", "q4_0")
-GGUF_ARCH = {a.model_type: name for name, a in ARCHS.items()}  # hf_model_type -> GGUF architecture
+GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -68,23 +68,41 @@ def _alike(a, b) -> bool:
 
 
 def _check_reads_back(path: Path, cfg) -> None:
-    """The written file, read as from_gguf reads it, must give `cfg` again (name and eos aside)."""
+    """The written file, read as from_gguf reads it, must give `cfg` again (name, eos and training terms aside)."""
     from .gguf import hf_config
     from .hf import hf_model_config
 
     back = hf_model_config(hf_config(open_gguf(path), path), path)
+    # a family written as another's architecture (Mistral as llama) reads back as that family; the router's
+    # training terms (aux loss, jitter) change no output, and GGUF has no key for them
+    skip = {"name", "eos_id", "router_aux_loss_weight", "router_jitter"}
+    if cfg.hf_model_type in ARCHS[GGUF_ARCH[cfg.hf_model_type]].also:
+        skip.add("hf_model_type")
     for f in dataclasses.fields(cfg):
-        if f.name not in ("name", "eos_id") and not _alike(getattr(cfg, f.name), getattr(back, f.name)):
+        if f.name not in skip and not _alike(getattr(cfg, f.name), getattr(back, f.name)):
             raise LlmarchError(f"GGUF cannot express this model's {f.name}={getattr(cfg, f.name)!r} (llama.cpp's "
                                f"metadata reads back as {getattr(back, f.name)!r})")
 
 
+def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face's per-expert tensors (`...experts.{e}.w1.weight`) as GGUF's one stacked tensor per kind,
+    (E, out, in), under the name without the expert index (`...experts.w1.weight`, which the name map knows)."""
+    out: dict[str, list[torch.Tensor] | torch.Tensor] = {}
+    for name, t in tensors.items():  # export_state gives the experts in order
+        if EXPERT.search(name):
+            out.setdefault(EXPERT.sub(".experts.", name), []).append(t)
+        else:
+            out[name] = t
+    return {name: torch.stack(t) if isinstance(t, list) else t for name, t in out.items()}
+
+
 def _array(t: torch.Tensor, name: str, kind):
-    """One tensor as the writer takes it: (array, raw_dtype or None)."""
+    """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
+    quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run)."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
-    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
+    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or "ffn_gate_inp" in name:
         return array, None
     if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0, Q4_0: blocks of 32 in a row
         return array.astype(np.float16), None
@@ -124,7 +142,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                            f"{cfg.hf_model_type!r}")
     arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
     hf = FAMILIES[cfg.hf_model_type].from_config(cfg)  # what convert_hf_to_gguf.py would read
-    tensors = export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg)
+    tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      cfg.n_layers)
     kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
@@ -142,8 +160,9 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             t = _permute(t, cfg.n_kv_heads)
         if arch.norm_shift and name.endswith("norm.weight"):
             t = t.float() + arch.norm_shift
-        array, raw = _array(t, name, kind)
-        w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), array, raw_dtype=raw)
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        array, raw = _array(t, gguf_name, kind)
+        w.add_tensor(gguf_name, array, raw_dtype=raw)
     for name, array in extra.items():
         w.add_tensor(name, array)
     w.write_header_to_file()

@@ -1,0 +1,63 @@
+"""GGUF in and out for more of llmarch's families, as convert_hf_to_gguf.py writes them: Mixtral (GGUF "llama"
+with stacked experts ffn_{gate,up,down}_exps, the router ffn_gate_inp, expert_count and expert_used_count),
+Qwen3-MoE (qwen3moe, with expert_feed_forward_length), Mistral (written as llama; it reads back as llama). Each
+tiny random model (from a `transformers` config, through from_hf) is written by `to_gguf` with llmarch's byte
+tokenizer and read back by from_gguf to equal logits (F32, max |dlogit| <= 1e-4); llama.cpp
+(llama-cpp-python, where installed) decodes the file greedily to llmarch's tokens with llmarch's logits."""
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.interop.gguf_writer import to_gguf
+
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+
+SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False)
+MOE = dict(num_experts_per_tok=2, router_jitter_noise=0.0)
+CASES = {  # name: (transformers config class, its fields, the GGUF architecture)
+    "mixtral": ("MixtralConfig", dict(SMALL, num_local_experts=4, **MOE), "llama"),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(SMALL, head_dim=16, num_experts=4, moe_intermediate_size=48,
+                                         norm_topk_prob=True, **MOE), "qwen3moe"),
+    "mistral": ("MistralConfig", dict(SMALL, sliding_window=None), "llama"),
+}
+
+
+def tiny(case, tmp_path):
+    """The case's random model as llmarch reads it from a Hugging Face directory (norm gains perturbed)."""
+    conf_cls, kwargs, _ = CASES[case]
+    torch.manual_seed(0)
+    conf = getattr(transformers, conf_cls)(**kwargs)
+    hf = transformers.AutoModelForCausalLM.from_config(conf)
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    return llmarch.from_hf(tmp_path / "hf")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
+    model = tiny(case, tmp_path)
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == CASES[case][2]
+    back = llmarch.from_gguf(path)
+    assert back.config.hf_model_type == ("llama" if case == "mistral" else case)
+    torch.manual_seed(1)
+    ids = torch.randint(0, 256, (1, 24))
+    with torch.no_grad():
+        want = model(ids).logits
+        assert (back(ids).logits - want).abs().max() <= 1e-4
+    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
+    prompt = ids[0, :8].tolist()
+    seq, theirs = llama_cpp_test.llama_cpp_greedy(path, prompt, 8)
+    with torch.no_grad():
+        ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist()
+        logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
+    assert np.abs(theirs - logits).max() <= 1e-3 and ours == seq
