@@ -23,14 +23,18 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "qwen3_moe": ("Qwen3MoeConfig", dict(SMALL, head_dim=16, num_experts=4, moe_intermediate_size=48,
                                          norm_topk_prob=True, **MOE), "qwen3moe"),
     "mistral": ("MistralConfig", dict(SMALL, sliding_window=None), "llama"),
+    "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
+    "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
+    # layer 3 without RoPE (llama.cpp's NoPE step of 4)
+    "smollm3": ("SmolLM3Config", dict(SMALL, num_hidden_layers=4, no_rope_layer_interval=4, pad_token_id=0), "smollm3"),
 }
 
 
-def tiny(case, tmp_path):
+def tiny(case, tmp_path, **changes):
     """The case's random model as llmarch reads it from a Hugging Face directory (norm gains perturbed)."""
     conf_cls, kwargs, _ = CASES[case]
     torch.manual_seed(0)
-    conf = getattr(transformers, conf_cls)(**kwargs)
+    conf = getattr(transformers, conf_cls)(**{**kwargs, **changes})
     hf = transformers.AutoModelForCausalLM.from_config(conf)
     with torch.no_grad():
         for p in hf.parameters():
@@ -61,3 +65,17 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
         ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist()
         logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
     assert np.abs(theirs - logits).max() <= 1e-3 and ours == seq
+
+
+@pytest.mark.parametrize("case,changes,problem", [
+    ("qwen3_moe", dict(norm_topk_prob=False), "router_renormalize=False"),  # llama.cpp's qwen3moe renormalises
+    ("smollm3", dict(no_rope_layer_interval=2), "layer_types="),  # llama.cpp's NoPE step is 4
+    ("mistral", dict(sliding_window=16), "sliding_window=16"),  # llama.cpp's llama has no window
+])
+def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
+    from llmarch.errors import LlmarchError
+
+    model = tiny(case, tmp_path, **changes)
+    with pytest.raises(LlmarchError, match=problem):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()

@@ -126,6 +126,18 @@ def _qwen3moe(hf: dict, meta: Meta) -> dict:
             "norm_topk_prob": True}
 
 
+def _gemma(hf: dict, meta: Meta) -> dict:
+    """Gemma (1): GeGLU with tanh-GELU; llama.cpp scales the embedding by sqrt(d) and attention by
+    1/sqrt(head_dim), as transformers' Gemma does."""
+    return {**hf, "hidden_activation": "gelu_pytorch_tanh"}
+
+
+def _smollm3(hf: dict, meta: Meta) -> dict:
+    """SmolLM3: every fourth layer without RoPE (NoPE); llama.cpp fixes that step at 4 (n_no_rope_layer_step),
+    and its converter stores no per-layer list."""
+    return {**hf, "no_rope_layer_interval": 4}
+
+
 def _write_nothing(w, hf: dict) -> dict:
     return {}
 
@@ -197,6 +209,9 @@ class Arch:
 ARCHS = {
     "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out, also=("mixtral", "mistral")),
     "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
+    "gemma": Arch("gemma", norm_shift=1.0, fields=_gemma),
+    "olmo2": Arch("olmo2"),
+    "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
     "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),
