@@ -56,7 +56,8 @@ def hf_config(reader, path) -> dict:
               vocab_size=int(embed.shape[-1]) if embed is not None else get("vocab_size", None),
               hidden_size=d, intermediate_size=get("feed_forward_length"), num_hidden_layers=get("block_count"),
               num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv", heads),
-              head_dim=get("attention.key_length", d // heads), rms_norm_eps=get("attention.layer_norm_rms_epsilon"),
+              head_dim=get("attention.key_length", d // heads),
+              rms_norm_eps=None if ARCHS[arch].layer_norm else get("attention.layer_norm_rms_epsilon"),
               rope_theta=get("rope.freq_base", 10000.0), max_position_embeddings=get("context_length"),
               tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names,
               eos_token_id=field(reader, "tokenizer.ggml.eos_token_id"))
@@ -93,6 +94,8 @@ class GGUFTensors:
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
         self.heads = {hf: h for hf in self.to_gguf for proj, h in heads.items() if f".{proj}." in hf}
         self.norm_shift = ARCHS[arch].norm_shift
+        pattern = ARCHS[arch].transposed
+        self.transposed = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def names(self) -> set[str]:
@@ -103,7 +106,7 @@ class GGUFTensors:
 
     def shape(self, name: str) -> tuple[int, ...]:
         shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
-        return shape[1:] if name in self.expert else shape
+        return shape[1:] if name in self.expert else shape[::-1] if name in self.transposed else shape
 
     def dtype(self, name: str) -> torch.dtype:
         return torch.float32
@@ -126,6 +129,8 @@ class GGUFTensors:
             w = self.stacked[t.name][self.expert[name]].clone()
         else:
             w = self._values(t)
+        if name in self.transposed:
+            w = w.t().contiguous()
         if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
             w -= self.norm_shift
         if name in self.heads:  # undo llama.cpp's q/k permutation

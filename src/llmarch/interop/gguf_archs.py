@@ -34,6 +34,14 @@ class Meta:
             return default
         return value
 
+    def same(self, a: str, b: str) -> bool:
+        """Whether tensors a and b are both in the file, of one type and shape, with equal bytes."""
+        import numpy as np
+
+        ts = {t.name: t for t in self.reader.tensors if t.name in (a, b)}
+        return len(ts) == 2 and ts[a].tensor_type == ts[b].tensor_type and \
+            list(ts[a].shape) == list(ts[b].shape) and np.array_equal(ts[a].data, ts[b].data)
+
     def tensor(self, name: str) -> list[float] | None:
         import gguf
 
@@ -138,6 +146,30 @@ def _smollm3(hf: dict, meta: Meta) -> dict:
     return {**hf, "no_rope_layer_interval": 4}
 
 
+def _gpt2(hf: dict, meta: Meta) -> dict:
+    """GPT-2 in its own config.json names: LayerNorm (attention.layer_norm_epsilon), learned positions, a
+    tanh-GELU FFN of width feed_forward_length. The converter writes the tied head as a copy of the embedding
+    (output.weight): a file whose head is the embedding, byte for byte, reads back tied."""
+    return dict(model_type="gpt2", _name_or_path=hf["_name_or_path"], vocab_size=hf["vocab_size"],
+                n_embd=hf["hidden_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
+                n_inner=hf["intermediate_size"], n_positions=hf["max_position_embeddings"],
+                layer_norm_epsilon=meta.get("attention.layer_norm_epsilon"), activation_function="gelu_new",
+                tie_word_embeddings=hf["tie_word_embeddings"] or meta.same("output.weight", "token_embd.weight"),
+                eos_token_id=hf["eos_token_id"])
+
+
+def _gpt2_common(hf: dict) -> dict:
+    """GPT-2's config.json as the common names gguf_writer._metadata writes from."""
+    return {**hf, "num_hidden_layers": hf["n_layer"], "max_position_embeddings": hf["n_positions"],
+            "hidden_size": hf["n_embd"], "intermediate_size": hf["n_inner"], "num_attention_heads": hf["n_head"],
+            "num_key_value_heads": hf["n_head"]}
+
+
+def _gpt2_out(w, hf: dict) -> dict:
+    w.add_layer_norm_eps(hf["layer_norm_epsilon"])
+    return {}
+
+
 def _write_nothing(w, hf: dict) -> dict:
     return {}
 
@@ -204,6 +236,12 @@ class Arch:
     # more families written as this architecture (as convert_hf_to_gguf.py writes them); `fields` tells a file
     # of one from the others where llama.cpp can (Mixtral's experts), else it reads as model_type (Mistral)
     also: tuple[str, ...] = ()
+    common: Callable[[dict], dict] = lambda hf: hf  # the family's config.json -> the names _metadata writes from
+    rope: bool = True  # the rope.* keys apply (not to GPT-2's learned positions)
+    layer_norm: bool = False  # LayerNorm's attention.layer_norm_epsilon, not RMSNorm's (GPT-2)
+    # Hugging Face weights (regex) the converter stores transposed: GPT-2's Conv1D (in, out) as (out, in)
+    transposed: str | None = None
+    head_copy: bool = False  # the converter writes a tied head as output.weight, a copy of the embedding
 
 
 ARCHS = {
@@ -211,6 +249,9 @@ ARCHS = {
     "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
     "gemma": Arch("gemma", norm_shift=1.0, fields=_gemma),
     "olmo2": Arch("olmo2"),
+    "gpt2": Arch("gpt2", fields=_gpt2, write=_gpt2_out, common=_gpt2_common, rope=False, layer_norm=True,
+                 head_copy=True,
+                 transposed=r"\.(c_attn|c_proj|c_fc)\.weight$"),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),

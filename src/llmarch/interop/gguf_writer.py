@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def _metadata(w, cfg, hf: dict) -> None:
-    """The keys every family's converter writes (TextModel.set_gguf_parameters), from config.json's fields."""
+def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
+    """The keys every family's converter writes (TextModel.set_gguf_parameters), from config.json's fields
+    (the rope.* ones where positions are rotary, RMSNorm's epsilon where the family has it)."""
     import gguf
 
     rope = hf.get("rope_parameters") or {}
@@ -47,10 +49,13 @@ def _metadata(w, cfg, hf: dict) -> None:
     head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
+    if "rms_norm_eps" in hf:
+        w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+    w.add_vocab_size(hf["vocab_size"])
+    if not rope_keys:
+        return
     w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
-    w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
-    w.add_vocab_size(hf["vocab_size"])
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rope["factor"])
@@ -141,13 +146,13 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(GGUF_ARCH)}; this model has "
                            f"{cfg.hf_model_type!r}")
     arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
-    hf = FAMILIES[cfg.hf_model_type].from_config(cfg)  # what convert_hf_to_gguf.py would read
+    hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
     tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      cfg.n_layers)
     kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
-    _metadata(w, cfg, hf)
+    _metadata(w, cfg, hf, arch.rope)
     extra = arch.write(w, hf)
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[dtype])
@@ -160,9 +165,13 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             t = _permute(t, cfg.n_kv_heads)
         if arch.norm_shift and name.endswith("norm.weight"):
             t = t.float() + arch.norm_shift
+        if arch.transposed and re.search(arch.transposed, name):
+            t = t.t()
         gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
         array, raw = _array(t, gguf_name, kind)
         w.add_tensor(gguf_name, array, raw_dtype=raw)
+        if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
+            w.add_tensor("output.weight", array, raw_dtype=raw)
     for name, array in extra.items():
         w.add_tensor(name, array)
     w.write_header_to_file()
