@@ -17,14 +17,16 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
 SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False)
+             num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=1,
+             eos_token_id=2)
 MOE = dict(num_experts_per_tok=2, router_jitter_noise=0.0)
 CASES = {  # name: (transformers config class, its fields, the GGUF architecture)
     "mixtral": ("MixtralConfig", dict(SMALL, num_local_experts=4, **MOE), "llama"),
     "qwen3_moe": ("Qwen3MoeConfig", dict(SMALL, head_dim=16, num_experts=4, moe_intermediate_size=48,
                                          norm_topk_prob=True, **MOE), "qwen3moe"),
     "mistral": ("MistralConfig", dict(SMALL, sliding_window=None), "llama"),
-    "gpt2": ("GPT2Config", dict(vocab_size=272, n_embd=64, n_layer=2, n_head=4, n_positions=128), "gpt2"),
+    "gpt2": ("GPT2Config", dict(vocab_size=272, n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
+                                    eos_token_id=2), "gpt2"),
     "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
     "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)

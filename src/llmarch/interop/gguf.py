@@ -9,7 +9,10 @@ interleaves the two rotated halves, (h, 2, d/2, K) -> (h, d/2, 2, K), for its GP
 undoes it, (h, d/2, 2, K) -> (h, 2, d/2, K). Qwen2/3's, Gemma 2/3's and Phi-3's converters keep the half-split
 (NeoX) order. Gemma's converter adds 1 to every `*norm.weight` (Gemma's RMSNorm scales by 1 + g, llama.cpp's by
 g); reading subtracts it again. The hyper-parameters a family's converter does not store take llama.cpp's own
-values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give."""
+values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give. A mixture of experts is
+stored stacked, one (E, out, in) tensor per kind and layer (`blk.N.ffn_gate_exps`), where Hugging Face names each
+expert's: expert e's name reads row e of the stacked tensor. GPT-2's converter transposes its Conv1D weights to
+(out, in); reading transposes them back."""
 from __future__ import annotations
 
 import re
