@@ -1,7 +1,8 @@
 """The GGUF architectures llmarch reads, each onto a Hugging Face family table (interop/<family>.py; llama onto
 Mixtral's where the file has experts): what llama.cpp's converter (convert_hf_to_gguf.py) does to the tensors,
-and the config.json fields its metadata gives beyond the common ones gguf.hf_config reads. Where a converter stores nothing, the value is the one
-llama.cpp itself assumes (src/llama-model.cpp, llm_load_hparams), so a file means here what it means there."""
+and the config.json fields its metadata gives beyond the common ones gguf.hf_config reads. Where a converter
+stores nothing, the value is the one llama.cpp itself assumes (src/llama-model.cpp, llm_load_hparams), so a file
+means here what it means there."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dataclass_field
