@@ -255,3 +255,20 @@ def test_convert_to_gguf_writes_the_byte_tokenizer(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no tokenizer.json" in err, err
     assert not list(tmp_path.glob("*none.gguf*"))
+
+
+def test_to_gguf_refuses_a_tokenizer_it_cannot_write(tmp_path):
+    """A vocabulary larger than the model's rows, a WordPiece one: one-line errors, and no file."""
+    from tokenizers import Tokenizer, models
+
+    from llmarch.data.tokenizer import BPETokenizer, ByteTokenizer
+    from llmarch.errors import LlmarchError
+    from llmarch.interop.gguf_writer import to_gguf
+
+    model = llmarch.build("llama-tiny", vocab_size=200, n_layers=1, d_model=32, n_heads=2, n_kv_heads=2,
+                          ffn_hidden=64)
+    wordpiece = BPETokenizer(Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")), eos_id=0)
+    for tok, problem in ((ByteTokenizer(), "tokenizer has 257 tokens"), (wordpiece, "this one is WordPiece")):
+        with pytest.raises(LlmarchError, match=problem):
+            to_gguf(model, tmp_path / "x.gguf", "f16", tok)
+        assert not (tmp_path / "x.gguf").exists()
