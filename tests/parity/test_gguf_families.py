@@ -83,3 +83,17 @@ def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, prob
     with pytest.raises(LlmarchError, match=problem):
         to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_quantized_moe_file_decodes_dequantized(tmp_path):
+    """A Q8_0 Mixtral file: from_gguf(kernels=True), what `generate` loads, holds the stacked experts dequantized
+    (no kernel takes them), not an error; the router stays F32 as llama.cpp's quantizer leaves it."""
+    path = tmp_path / "q8.gguf"
+    to_gguf(tiny("mixtral", tmp_path), path, "q8_0", ByteTokenizer())
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert types["blk.0.ffn_gate_exps.weight"] == "Q8_0" and types["blk.0.ffn_gate_inp.weight"] == "F32"
+    model = llmarch.from_gguf(path, kernels=True)
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        assert getattr(model, "quantization", None) is None
+        assert torch.equal(model(ids).logits, llmarch.from_gguf(path)(ids).logits)
