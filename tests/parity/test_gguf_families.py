@@ -1,7 +1,8 @@
 """GGUF in and out for more of llmarch's families, as convert_hf_to_gguf.py writes them: Mixtral (GGUF "llama"
 with stacked experts ffn_{gate,up,down}_exps, the router ffn_gate_inp, expert_count and expert_used_count),
 Qwen3-MoE (qwen3moe, with expert_feed_forward_length), Mistral (written as llama; it reads back as llama), Gemma
-(1), OLMo 2, SmolLM3, GPT-2 (Conv1D weights stored transposed, the tied head copied to output.weight). Each
+(1), OLMo 2, SmolLM3, GPT-NeoX (qkv rows regrouped), GPT-2 (Conv1D weights stored transposed, the tied head
+copied to output.weight). Each
 tiny random model (from a `transformers` config, through from_hf) is written by `to_gguf` with llmarch's byte
 tokenizer and read back by from_gguf to equal logits (F32, max |dlogit| <= 1e-4); llama.cpp
 (llama-cpp-python, where installed) decodes the file greedily to llmarch's tokens with llmarch's logits."""
@@ -27,6 +28,8 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "mistral": ("MistralConfig", dict(SMALL, sliding_window=None), "llama"),
     "gpt2": ("GPT2Config", dict(vocab_size=272, n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
                                     eos_token_id=2), "gpt2"),
+    # partial rotary (a quarter of each head), the parallel residual, biases
+    "gpt_neox": ("GPTNeoXConfig", dict(SMALL, rotary_pct=0.25), "gptneox"),
     "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
     "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)

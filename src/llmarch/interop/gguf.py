@@ -71,6 +71,14 @@ def hf_config(reader, path) -> dict:
     return ARCHS[arch].fields(hf, meta)
 
 
+def per_head_qkv(t: torch.Tensor, n_heads: int, to_gguf: bool) -> torch.Tensor:
+    """GPT-NeoX's fused rows: Hugging Face's (H, 3, D) per head <-> GGUF's (3, H, D), q | k | v."""
+    rest = t.shape[1:]
+    if to_gguf:
+        return t.reshape(n_heads, 3, -1, *rest).transpose(0, 1).reshape(t.shape)
+    return t.reshape(3, n_heads, -1, *rest).transpose(0, 1).reshape(t.shape)
+
+
 class GGUFTensors:
     """A GGUF file's tensors by Hugging Face name, with the interface hf.build_from reads (safetensors_io's
     Checkpoint): names(), file(name) -> (self, key), shape/dtype/read/read_into(key)."""
@@ -99,6 +107,9 @@ class GGUFTensors:
         self.norm_shift = ARCHS[arch].norm_shift
         pattern = ARCHS[arch].transposed
         self.transposed = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
+        pattern = ARCHS[arch].qkv_per_head
+        self.per_head = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
+        self.n_heads = n_heads
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def names(self) -> set[str]:
@@ -134,6 +145,8 @@ class GGUFTensors:
             w = self._values(t)
         if name in self.transposed:
             w = w.t().contiguous()
+        if name in self.per_head:  # q | k | v back to Hugging Face's q k v per head
+            w = per_head_qkv(w, self.n_heads, to_gguf=False)
         if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
             w -= self.norm_shift
         if name in self.heads:  # undo llama.cpp's q/k permutation

@@ -35,6 +35,9 @@ class Meta:
             return default
         return value
 
+    def has(self, name: str) -> bool:
+        return any(t.name == name for t in self.reader.tensors)
+
     def same(self, a: str, b: str) -> bool:
         """Whether tensors a and b are both in the file, of one type and shape, with equal bytes."""
         import numpy as np
@@ -171,6 +174,29 @@ def _gpt2_out(w, hf: dict) -> dict:
     return {}
 
 
+def _gptneox(hf: dict, meta: Meta) -> dict:
+    """GPT-NeoX: LayerNorm (attention.layer_norm_epsilon), the parallel residual unless use_parallel_residual is
+    false, RoPE on rope.dimension_count dims of each head, biases where the file has them. The FFN is exact GELU,
+    as the checkpoints were trained (llama.cpp's gptneox graph runs ggml_gelu, the tanh approximation)."""
+    head_dim = hf["hidden_size"] // hf["num_attention_heads"]
+    rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta"),
+            "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
+    return {**hf, "hidden_act": "gelu", "layer_norm_eps": meta.get("attention.layer_norm_epsilon"),
+            "use_parallel_residual": meta.get("use_parallel_residual", True), "rope_parameters": rope,
+            "attention_bias": meta.has("blk.0.attn_qkv.bias")}
+
+
+def _gptneox_common(hf: dict) -> dict:
+    return {**hf, "num_key_value_heads": hf["num_attention_heads"]}
+
+
+def _gptneox_out(w, hf: dict) -> dict:
+    """GPTNeoXModel.set_gguf_parameters: LayerNorm's epsilon and the residual's kind."""
+    w.add_layer_norm_eps(hf["layer_norm_eps"])
+    w.add_parallel_residual(hf["use_parallel_residual"])
+    return {}
+
+
 def _write_nothing(w, hf: dict) -> dict:
     return {}
 
@@ -243,6 +269,9 @@ class Arch:
     # Hugging Face weights (regex) the converter stores transposed: GPT-2's Conv1D (in, out) as (out, in)
     transposed: str | None = None
     head_copy: bool = False  # the converter writes a tied head as output.weight, a copy of the embedding
+    # Hugging Face tensors (regex) whose rows, q k v per head, the converter regroups as all q | all k | all v
+    # (GPTNeoXModel.modify_tensors), the order llama.cpp's graph splits
+    qkv_per_head: str | None = None
 
 
 ARCHS = {
@@ -252,6 +281,8 @@ ARCHS = {
     "olmo2": Arch("olmo2"),
     "gpt2": Arch("gpt2", fields=_gpt2, write=_gpt2_out, common=_gpt2_common, rope=False, layer_norm=True,
                  head_copy=True, transposed=r"\.(c_attn|c_proj|c_fc)\.weight$"),
+    "gptneox": Arch("gpt_neox", fields=_gptneox, write=_gptneox_out, common=_gptneox_common, layer_norm=True,
+                    qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
