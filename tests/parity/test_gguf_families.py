@@ -1,7 +1,7 @@
 """GGUF in and out for more of llmarch's families, as convert_hf_to_gguf.py writes them: Mixtral (GGUF "llama"
 with stacked experts ffn_{gate,up,down}_exps, the router ffn_gate_inp, expert_count and expert_used_count),
 Qwen3-MoE (qwen3moe, with expert_feed_forward_length), Mistral (written as llama; it reads back as llama), Gemma
-(1), OLMo 2, SmolLM3, GPT-NeoX (qkv rows regrouped), GPT-2 (Conv1D weights stored transposed, the tied head
+(1), OLMo 2, SmolLM3, GPT-NeoX and BLOOM (qkv rows regrouped), GPT-2 (Conv1D weights stored transposed, the tied head
 copied to output.weight). Each
 tiny random model (from a `transformers` config, through from_hf) is written by `to_gguf` with llmarch's byte
 tokenizer and read back by from_gguf to equal logits (F32, max |dlogit| <= 1e-4); llama.cpp
@@ -30,6 +30,9 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                                     eos_token_id=2), "gpt2"),
     # partial rotary (a quarter of each head), the parallel residual, biases
     "gpt_neox": ("GPTNeoXConfig", dict(SMALL, rotary_pct=0.25), "gptneox"),
+    # ALiBi, the embedding LayerNorm, the tied head
+    "bloom": ("BloomConfig", dict(vocab_size=272, hidden_size=64, n_layer=2, n_head=4, bos_token_id=1,
+                                  eos_token_id=2), "bloom"),
     "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
     "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)

@@ -71,6 +71,16 @@ def hf_config(reader, path) -> dict:
     return ARCHS[arch].fields(hf, meta)
 
 
+def gguf_name_of(name_map, hf: str) -> str | None:
+    """A Hugging Face tensor's GGUF name by the `gguf` package's map; BLOOM's converter strips `transformer.`
+    first, and the map knows its names so."""
+    for name in (hf, hf.removeprefix("transformer.")):
+        found = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        if found is not None:
+            return found
+    return None
+
+
 def per_head_qkv(t: torch.Tensor, n_heads: int, to_gguf: bool) -> torch.Tensor:
     """GPT-NeoX's fused rows: Hugging Face's (H, 3, D) per head <-> GGUF's (3, H, D), q | k | v."""
     rest = t.shape[1:]
@@ -93,9 +103,9 @@ class GGUFTensors:
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
         self.to_gguf, self.expert = {}, {}
         for hf in hf_names:  # the names the family's rules read
-            gguf_name = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
+            gguf_name = gguf_name_of(name_map, hf)
             if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
-                gguf_name = name_map.get_name(EXPERT.sub(".experts.", hf), try_suffixes=(".weight", ".bias"))
+                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf))
                 self.expert[hf] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name

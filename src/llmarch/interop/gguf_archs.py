@@ -169,7 +169,8 @@ def _gpt2_common(hf: dict) -> dict:
             "num_key_value_heads": hf["n_head"]}
 
 
-def _gpt2_out(w, hf: dict) -> dict:
+def _layer_norm_out(w, hf: dict) -> dict:
+    """GPT-2's and BLOOM's converters: LayerNorm's epsilon."""
     w.add_layer_norm_eps(hf["layer_norm_epsilon"])
     return {}
 
@@ -195,6 +196,20 @@ def _gptneox_out(w, hf: dict) -> dict:
     w.add_layer_norm_eps(hf["layer_norm_eps"])
     w.add_parallel_residual(hf["use_parallel_residual"])
     return {}
+
+
+def _bloom(hf: dict, meta: Meta) -> dict:
+    """BLOOM: LayerNorm (attention.layer_norm_epsilon), ALiBi (llama.cpp's bias bound 8, the paper's slopes), the
+    head tied to the embedding (the converter writes it as a copy)."""
+    return {**hf, "layer_norm_epsilon": meta.get("attention.layer_norm_epsilon"),
+            "seq_length": hf["max_position_embeddings"],
+            "tie_word_embeddings": hf["tie_word_embeddings"] or meta.same("output.weight", "token_embd.weight")}
+
+
+def _bloom_common(hf: dict) -> dict:
+    return {**hf, "num_hidden_layers": hf["n_layer"], "num_attention_heads": hf["n_head"],
+            "num_key_value_heads": hf["n_head"], "intermediate_size": 4 * hf["hidden_size"],
+            "max_position_embeddings": hf["seq_length"]}
 
 
 def _write_nothing(w, hf: dict) -> dict:
@@ -279,10 +294,12 @@ ARCHS = {
     "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
     "gemma": Arch("gemma", norm_shift=1.0, fields=_gemma),
     "olmo2": Arch("olmo2"),
-    "gpt2": Arch("gpt2", fields=_gpt2, write=_gpt2_out, common=_gpt2_common, rope=False, layer_norm=True,
+    "gpt2": Arch("gpt2", fields=_gpt2, write=_layer_norm_out, common=_gpt2_common, rope=False, layer_norm=True,
                  head_copy=True, transposed=r"\.(c_attn|c_proj|c_fc)\.weight$"),
     "gptneox": Arch("gpt_neox", fields=_gptneox, write=_gptneox_out, common=_gptneox_common, layer_norm=True,
                     qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
+    "bloom": Arch("bloom", fields=_bloom, write=_layer_norm_out, common=_bloom_common, rope=False, layer_norm=True,
+                  head_copy=True, qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
