@@ -1,11 +1,10 @@
-"""GGUF in and out for more of llmarch's families, as convert_hf_to_gguf.py writes them: Mixtral (GGUF "llama"
-with stacked experts ffn_{gate,up,down}_exps, the router ffn_gate_inp, expert_count and expert_used_count),
-Qwen3-MoE (qwen3moe, with expert_feed_forward_length), Mistral (written as llama; it reads back as llama), Gemma
-(1), OLMo 2, SmolLM3, GPT-NeoX and BLOOM (qkv rows regrouped), GPT-2 (Conv1D weights stored transposed, the tied head
-copied to output.weight). Each
-tiny random model (from a `transformers` config, through from_hf) is written by `to_gguf` with llmarch's byte
-tokenizer and read back by from_gguf to equal logits (F32, max |dlogit| <= 1e-4); llama.cpp
-(llama-cpp-python, where installed) decodes the file greedily to llmarch's tokens with llmarch's logits."""
+"""GGUF in and out for more of llmarch's families, as convert_hf_to_gguf.py writes them: Mixtral (GGUF "llama" with
+stacked experts ffn_{gate,up,down}_exps, the router ffn_gate_inp, expert_count and expert_used_count), Qwen3-MoE
+(qwen3moe, with expert_feed_forward_length), Mistral (written as llama; it reads back as llama), Gemma (1), OLMo 2,
+SmolLM3, GPT-NeoX, BLOOM and Falcon (qkv rows regrouped), GPT-2 (Conv1D weights stored transposed, the tied head
+copied to output.weight). Each tiny random model (from a `transformers` config, through from_hf) is written by
+`to_gguf` with llmarch's byte tokenizer and read back by from_gguf to equal logits (F32, max |dlogit| <= 1e-4);
+llama.cpp (llama-cpp-python, where installed) decodes the file greedily to llmarch's tokens with llmarch's logits."""
 import numpy as np
 import pytest
 import torch
@@ -33,6 +32,10 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # ALiBi, the embedding LayerNorm, the tied head
     "bloom": ("BloomConfig", dict(vocab_size=272, hidden_size=64, n_layer=2, n_head=4, bos_token_id=1,
                                   eos_token_id=2), "bloom"),
+    # Falcon-40B's layout: 2 kv-head groups of 2 query heads, two norms per parallel block
+    "falcon": ("FalconConfig", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    num_kv_heads=2, new_decoder_architecture=True, bos_token_id=1, eos_token_id=2),
+               "falcon"),
     "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
     "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)
@@ -81,6 +84,7 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("qwen3_moe", dict(norm_topk_prob=False), "router_renormalize=False"),  # llama.cpp's qwen3moe renormalises
     ("smollm3", dict(no_rope_layer_interval=2), "layer_types="),  # llama.cpp's NoPE step is 4
     ("mistral", dict(sliding_window=16), "sliding_window=16"),  # llama.cpp's llama has no window
+    ("falcon", dict(bias=True), "no biases"),  # llama.cpp refuses a falcon file with them
 ])
 def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
     from llmarch.errors import LlmarchError

@@ -81,12 +81,19 @@ def gguf_name_of(name_map, hf: str) -> str | None:
     return None
 
 
-def per_head_qkv(t: torch.Tensor, n_heads: int, to_gguf: bool) -> torch.Tensor:
-    """GPT-NeoX's fused rows: Hugging Face's (H, 3, D) per head <-> GGUF's (3, H, D), q | k | v."""
+def grouped_qkv(t: torch.Tensor, n_heads: int, n_kv_heads: int, to_gguf: bool) -> torch.Tensor:
+    """Fused q, k, v rows: Hugging Face's per kv-head group, [g0: q_0..q_{G-1} k v, g1: ...] (Falcon; GPT-NeoX's
+    and BLOOM's q k v per head are groups of one) <-> GGUF's all q | all k | all v, as the converters regroup
+    them for llama.cpp's graphs (GPTNeoXModel, BloomModel, FalconModel.modify_tensors)."""
+    K, G = n_kv_heads, n_heads // n_kv_heads
     rest = t.shape[1:]
+    D = t.shape[0] // (n_heads + 2 * K)
     if to_gguf:
-        return t.reshape(n_heads, 3, -1, *rest).transpose(0, 1).reshape(t.shape)
-    return t.reshape(3, n_heads, -1, *rest).transpose(0, 1).reshape(t.shape)
+        g = t.reshape(K, G + 2, D, *rest)
+        return torch.cat([g[:, :G].reshape(-1, *rest), g[:, G].reshape(-1, *rest), g[:, G + 1].reshape(-1, *rest)])
+    q, k, v = t.split([n_heads * D, K * D, K * D])
+    parts = [q.reshape(K, G, D, *rest), k.reshape(K, 1, D, *rest), v.reshape(K, 1, D, *rest)]
+    return torch.cat(parts, dim=1).reshape(t.shape)
 
 
 class GGUFTensors:
@@ -119,7 +126,7 @@ class GGUFTensors:
         self.transposed = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
         pattern = ARCHS[arch].qkv_per_head
         self.per_head = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
-        self.n_heads = n_heads
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def names(self) -> set[str]:
@@ -155,8 +162,8 @@ class GGUFTensors:
             w = self._values(t)
         if name in self.transposed:
             w = w.t().contiguous()
-        if name in self.per_head:  # q | k | v back to Hugging Face's q k v per head
-            w = per_head_qkv(w, self.n_heads, to_gguf=False)
+        if name in self.per_head:  # q | k | v back to Hugging Face's groups
+            w = grouped_qkv(w, self.n_heads, self.n_kv_heads, to_gguf=False)
         if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
             w -= self.norm_shift
         if name in self.heads:  # undo llama.cpp's q/k permutation

@@ -170,7 +170,7 @@ def _gpt2_common(hf: dict) -> dict:
 
 
 def _layer_norm_out(w, hf: dict) -> dict:
-    """GPT-2's and BLOOM's converters: LayerNorm's epsilon."""
+    """GPT-2's, BLOOM's and Falcon's converters: LayerNorm's epsilon."""
     w.add_layer_norm_eps(hf["layer_norm_epsilon"])
     return {}
 
@@ -210,6 +210,30 @@ def _bloom_common(hf: dict) -> dict:
     return {**hf, "num_hidden_layers": hf["n_layer"], "num_attention_heads": hf["n_head"],
             "num_key_value_heads": hf["n_head"], "intermediate_size": 4 * hf["hidden_size"],
             "max_position_embeddings": hf["seq_length"]}
+
+
+def _falcon(hf: dict, meta: Meta) -> dict:
+    """Falcon, always a parallel block in llama.cpp: two norms (attn_norm, attn_norm_2: Falcon-40B's new
+    architecture) or one shared (Falcon-7B, multi-query; Falcon2-11B's new architecture with one norm); RoPE on
+    every dim; biases where the file has them; exact GELU, as trained (llama.cpp runs the tanh approximation)."""
+    kv, two = hf["num_key_value_heads"], meta.has("blk.0.attn_norm_2.weight")
+    return {**hf, "num_kv_heads": kv, "new_decoder_architecture": two or kv not in (1, hf["num_attention_heads"]),
+            "multi_query": kv == 1, "parallel_attn": True, "num_ln_in_parallel_attn": 2 if two else 1,
+            "bias": meta.has("blk.0.attn_qkv.bias"), "activation": "gelu", "ffn_hidden_size": hf["intermediate_size"],
+            "layer_norm_epsilon": meta.get("attention.layer_norm_epsilon"),
+            "tie_word_embeddings": hf["tie_word_embeddings"] or meta.same("output.weight", "token_embd.weight")}
+
+
+def _falcon_out(w, hf: dict) -> dict:
+    """FalconModel.set_gguf_parameters' LayerNorm epsilon. llama.cpp's falcon has no biases (llama-cpp-python
+    0.3.36 refuses a file with them), so a model with biases is refused here."""
+    if hf["bias"]:
+        raise LlmarchError("GGUF falcon has no biases (llama.cpp loads none); this Falcon has bias=True")
+    return _layer_norm_out(w, hf)
+
+
+def _falcon_common(hf: dict) -> dict:
+    return {**hf, "num_key_value_heads": hf["num_kv_heads"], "intermediate_size": hf["ffn_hidden_size"]}
 
 
 def _write_nothing(w, hf: dict) -> dict:
@@ -284,8 +308,8 @@ class Arch:
     # Hugging Face weights (regex) the converter stores transposed: GPT-2's Conv1D (in, out) as (out, in)
     transposed: str | None = None
     head_copy: bool = False  # the converter writes a tied head as output.weight, a copy of the embedding
-    # Hugging Face tensors (regex) whose rows, q k v per head, the converter regroups as all q | all k | all v
-    # (GPTNeoXModel.modify_tensors), the order llama.cpp's graph splits
+    # Hugging Face tensors (regex) whose rows, q k v per head or kv group, the converter regroups as all q | all k |
+    # all v (gguf.grouped_qkv), the order llama.cpp's graph splits
     qkv_per_head: str | None = None
 
 
@@ -300,6 +324,8 @@ ARCHS = {
                     qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
     "bloom": Arch("bloom", fields=_bloom, write=_layer_norm_out, common=_bloom_common, rope=False, layer_norm=True,
                   head_copy=True, qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
+    "falcon": Arch("falcon", fields=_falcon, write=_falcon_out, common=_falcon_common, layer_norm=True,
+                   head_copy=True, qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),

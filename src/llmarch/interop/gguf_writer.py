@@ -1,14 +1,14 @@
-"""GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps
-(hf_model_type llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3,
-olmo2, smollm3, gpt_neox, bloom, gpt2), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face
+"""GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
+llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
+gpt_neox, bloom, falcon, gpt2), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face
 config.json and tensors: the family table's tensors named by the `gguf` package's name map (per-expert tensors
 stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights
-transposed, GPT-NeoX's and BLOOM's qkv rows regrouped, in F32, F16, Q8_0 or Q4_0 (quantized by
+transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, in F32, F16, Q8_0 or Q4_0 (quantized by
 gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the metadata llama.cpp reads
-and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata
-cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no
-key for, a Qwen3-MoE without renormalised top-k) is refused: the file is read back and must give the model's
-config."""
+and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece or llmarch's bytes). A model that
+the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling
+GGUF has no key for, a Qwen3-MoE without renormalised top-k) is refused: the file is read back and must give the
+model's config."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +22,7 @@ import torch
 
 from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
-from .gguf import ARCHS, EXPERT, gguf_name_of, open_gguf, per_head_qkv
+from .gguf import ARCHS, EXPERT, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
 from .gguf_tokenizer import write_tokenizer
 
@@ -171,7 +171,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         if arch.transposed and re.search(arch.transposed, name):
             t = t.t()
         if arch.qkv_per_head and re.search(arch.qkv_per_head, name):
-            t = per_head_qkv(t, cfg.n_heads, to_gguf=True)
+            t = grouped_qkv(t, cfg.n_heads, cfg.n_kv_heads, to_gguf=True)
         gguf_name = gguf_name_of(names, name)
         array, raw = _array(t, gguf_name, kind)
         w.add_tensor(gguf_name, array, raw_dtype=raw)
