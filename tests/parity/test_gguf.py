@@ -210,3 +210,65 @@ def test_finetune_reads_a_gguf_checkpoint_with_its_chat_template(tmp_path, capsy
     assert main(["finetune", "--task", "sft", "--checkpoint", str(gguf), "--data", str(data), "--out",
                  str(tmp_path / "sft"), "--steps", "1", "--eval-every", "1", "--batch-size", "2"]) == 0
     assert "held-out assistant loss" in capsys.readouterr().out
+
+
+BYTE_TEXTS = ["def main():\n    return 12345\n", "héllo wörld ✓ 你好  \t\n\n x", "it's <|endoftext|> <|mask|>"]
+
+
+def byte_checkpoint(path) -> "llmarch.data.tokenizer.ByteTokenizer":
+    """A random 1-layer llmarch LLaMA with llmarch's byte tokenizer (mask and two sentinels: 260 ids of 272 rows)."""
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import ByteTokenizer
+
+    torch.manual_seed(0)
+    save_model(llmarch.build("llama-tiny", vocab_size=272, n_layers=1, d_model=64, n_heads=4, n_kv_heads=2,
+                             ffn_hidden=128, context_length=64), path)
+    tok = ByteTokenizer(mask=True, sentinels=2)
+    tok.save(path)
+    return tok
+
+
+def test_convert_to_gguf_writes_the_byte_tokenizer(tmp_path, capsys):
+    """llmarch's byte tokenizer goes into the file as a merge-less gpt2 vocabulary: read back, it encodes and
+    decodes every text to the byte tokenizer's ids (the special tokens' names aside: in the file they are control
+    tokens, matched whole), its specials at their ids; the weights read back exactly. A checkpoint without a
+    tokenizer is refused in one line and leaves no file."""
+    from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
+
+    tok = byte_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "byte.gguf"
+    assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--gguf-type", "f32", "--out", str(out)]) == 0
+    fields = gguf.GGUFReader(str(out)).fields
+    assert fields["tokenizer.ggml.model"].contents() == "gpt2" and fields["tokenizer.ggml.merges"].contents() == []
+    back = checkpoint_tokenizer(out)
+    for text in BYTE_TEXTS[:2]:
+        assert back.encode(text) == tok.encode(text) and back.decode(tok.encode(text)) == tok.decode(tok.encode(text))
+    assert back.encode("a<|endoftext|><|mask|><extra_id_1>") == [97, 256, 257, 259]
+    assert back.eos_id == 256 and back.mask_id == 257 and back.sentinel_ids == [258, 259]
+    ids = torch.randint(0, 272, (1, 12))
+    with torch.no_grad():
+        want = llmarch.load(tmp_path / "ckpt")(ids).logits
+        assert (llmarch.load(out)(ids).logits - want).abs().max() <= 1e-5
+    (tmp_path / "ckpt" / "tokenizer.json").unlink()
+    capsys.readouterr()
+    assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "none.gguf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no tokenizer.json" in err, err
+    assert not list(tmp_path.glob("*none.gguf*"))
+
+
+def test_to_gguf_refuses_a_tokenizer_it_cannot_write(tmp_path):
+    """A vocabulary larger than the model's rows, a WordPiece one: one-line errors, and no file."""
+    from tokenizers import Tokenizer, models
+
+    from llmarch.data.tokenizer import BPETokenizer, ByteTokenizer
+    from llmarch.errors import LlmarchError
+    from llmarch.interop.gguf_writer import to_gguf
+
+    model = llmarch.build("llama-tiny", vocab_size=200, n_layers=1, d_model=32, n_heads=2, n_kv_heads=2,
+                          ffn_hidden=64)
+    wordpiece = BPETokenizer(Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")), eos_id=0)
+    for tok, problem in ((ByteTokenizer(), "tokenizer has 257 tokens"), (wordpiece, "this one is WordPiece")):
+        with pytest.raises(LlmarchError, match=problem):
+            to_gguf(model, tmp_path / "x.gguf", "f16", tok)
+        assert not (tmp_path / "x.gguf").exists()

@@ -182,12 +182,14 @@ def test_to_gguf_refuses_what_llama_cpp_would_misread(kwargs, problem, tmp_path)
 def test_convert_to_gguf_refusal_is_one_line_and_leaves_no_file(tmp_path, capsys):
     from llmarch.checkpoint import save_model
     from llmarch.cli import main
+    from llmarch.data.tokenizer import ByteTokenizer
 
     torch.manual_seed(0)
-    hf = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**GEMMA, num_hidden_layers=2,
+    hf = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**{**GEMMA, "vocab_size": 272}, num_hidden_layers=2,
                                                                   final_logit_softcapping=None))
     hf.save_pretrained(tmp_path / "hf")
     save_model(llmarch.from_hf(tmp_path / "hf"), tmp_path / "ckpt")
+    ByteTokenizer().save(tmp_path / "ckpt")  # convert --to-gguf refuses a checkpoint without a tokenizer
     capsys.readouterr()
     assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--gguf-type", "q4_0",
                  "--out", str(tmp_path / "x.gguf")]) == 2

@@ -205,3 +205,26 @@ def test_llama_cpp_splits_byte_level_bpe_as_llmarch(pre, tmp_path):
     w.write_kv_data_to_file()
     w.close()
     assert gguf.GGUFReader(str(tmp_path / "again.gguf")).fields["tokenizer.ggml.pre"].contents() == pre
+
+
+def test_llama_cpp_reads_the_byte_tokenizer_as_llmarch(tmp_path):
+    """`convert --to-gguf` of a checkpoint with llmarch's byte tokenizer: llama.cpp loads the file, tokenizes
+    every text to the byte tokenizer's ids (special-token names as text too, with special parsing off, as
+    ByteTokenizer reads them), detokenizes them back, and decodes greedily as llmarch."""
+    from test_gguf import BYTE_TEXTS, byte_checkpoint
+
+    tok = byte_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "byte.gguf"
+    assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--gguf-type", "f32", "--out", str(out)]) == 0
+    theirs = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False)
+    for text in BYTE_TEXTS:
+        ids = tok.encode(text)
+        assert theirs.tokenize(text.encode(), add_bos=False, special=False) == ids, text
+        assert detokenize(theirs, ids) == tok.decode(ids) == text, text
+    assert theirs.tokenize(b"a<|mask|>", add_bos=False, special=True) == [97, 257]
+    prompt = tok.encode("def main():")
+    seq, logits = llama_cpp_greedy(out, prompt, 8)
+    model = llmarch.load(out)
+    with torch.no_grad():
+        assert llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist() == seq
+        assert np.abs(model(torch.tensor([seq[:-1]])).logits[0].numpy() - logits).max() <= 1e-3

@@ -70,7 +70,6 @@ def write_gguf(args) -> None:
     import os
 
     from .. import load
-    from ..data.tokenizer import BPETokenizer
     from ..interop.gguf_tokenizer import checkpoint_tokenizer
     from ..interop.gguf_writer import to_gguf
     from ..rundir import resolve_checkpoint
@@ -80,11 +79,15 @@ def write_gguf(args) -> None:
         raise LlmarchError(f"--out must be a new .gguf file for --to-gguf, got {out}")
     src = resolve_checkpoint(args.to_gguf)
     model = load(src)
-    # a .gguf source carries its tokenizer in its metadata: without it llama.cpp cannot load the file
-    tok = checkpoint_tokenizer(src) if src.suffix == ".gguf" or (src / "tokenizer.json").is_file() else None
+    # the vocabulary goes in the file's metadata (a .gguf source has its own there): llama.cpp loads no file
+    # without one, so a checkpoint without a tokenizer is refused rather than written half-usable
+    if src.suffix != ".gguf" and not (src / "tokenizer.json").is_file():
+        raise LlmarchError(f"{src} has no tokenizer.json; a GGUF file carries its vocabulary (llama.cpp loads none "
+                           "without it): save the tokenizer with the checkpoint")
+    tok = checkpoint_tokenizer(src)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        to_gguf(model, tmp, args.gguf_type, tok if isinstance(tok, BPETokenizer) else None)
+        to_gguf(model, tmp, args.gguf_type, tok)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -96,6 +96,11 @@ class ByteTokenizer:
         tokens are the bytes in GPT-2's byte-to-character mapping, token i byte i; the special tokens follow
         in our order (256 end-of-text, then mask and sentinels). One difference: transformers splits the
         special tokens' text out of its input (\"<|endoftext|>\" in a prompt is id 256), we encode it as bytes."""
+        self.hf_tokenizer().save(str(Path(directory) / TOKENIZER_FILE))
+        _write_json(Path(directory) / "tokenizer_config.json", _hf_tokenizer_config(self))
+
+    def hf_tokenizer(self):
+        """The `tokenizers` Tokenizer of save_hf (also what GGUF out writes, interop/gguf_tokenizer.py)."""
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers
 
@@ -104,8 +109,7 @@ class ByteTokenizer:
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         tk.decoder = decoders.ByteLevel()
         tk.add_special_tokens(self.special_names())
-        tk.save(str(Path(directory) / TOKENIZER_FILE))
-        _write_json(Path(directory) / "tokenizer_config.json", _hf_tokenizer_config(self))
+        return tk
 
     def hf_token_ids(self) -> dict:
         return {"eos_token_id": self.eos_id}

@@ -9,15 +9,21 @@ interleaves the two rotated halves, (h, 2, d/2, K) -> (h, d/2, 2, K), for its GP
 undoes it, (h, d/2, 2, K) -> (h, 2, d/2, K). Qwen2/3's, Gemma 2/3's and Phi-3's converters keep the half-split
 (NeoX) order. Gemma's converter adds 1 to every `*norm.weight` (Gemma's RMSNorm scales by 1 + g, llama.cpp's by
 g); reading subtracts it again. The hyper-parameters a family's converter does not store take llama.cpp's own
-values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give."""
+values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give. A mixture of experts is
+stored stacked, one (E, out, in) tensor per kind and layer (`blk.N.ffn_gate_exps`), where Hugging Face names each
+expert's: expert e's name reads row e of the stacked tensor. GPT-2's converter transposes its Conv1D weights to
+(out, in); reading transposes them back."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 from ..errors import LlmarchError, first_and_count
 from .gguf_archs import ARCHS, Meta, field
+
+EXPERT = re.compile(r"\.experts\.(\d+)\.")  # Hugging Face's per-expert names; GGUF stacks them, (E, out, in)
 
 
 def is_gguf(path: str | Path) -> bool:
@@ -53,7 +59,8 @@ def hf_config(reader, path) -> dict:
               vocab_size=int(embed.shape[-1]) if embed is not None else get("vocab_size", None),
               hidden_size=d, intermediate_size=get("feed_forward_length"), num_hidden_layers=get("block_count"),
               num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv", heads),
-              head_dim=get("attention.key_length", d // heads), rms_norm_eps=get("attention.layer_norm_rms_epsilon"),
+              head_dim=get("attention.key_length", d // heads),
+              rms_norm_eps=None if ARCHS[arch].layer_norm else get("attention.layer_norm_rms_epsilon"),
               rope_theta=get("rope.freq_base", 10000.0), max_position_embeddings=get("context_length"),
               tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names,
               eos_token_id=field(reader, "tokenizer.ggml.eos_token_id"))
@@ -62,6 +69,31 @@ def hf_config(reader, path) -> dict:
     if hf["vocab_size"] is None:
         raise LlmarchError(f"{path}: GGUF metadata gives no vocabulary size")
     return ARCHS[arch].fields(hf, meta)
+
+
+def gguf_name_of(name_map, hf: str) -> str | None:
+    """A Hugging Face tensor's GGUF name by the `gguf` package's map; BLOOM's converter strips `transformer.`
+    first, and the map knows its names so."""
+    for name in (hf, hf.removeprefix("transformer.")):
+        found = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        if found is not None:
+            return found
+    return None
+
+
+def grouped_qkv(t: torch.Tensor, n_heads: int, n_kv_heads: int, to_gguf: bool) -> torch.Tensor:
+    """Fused q, k, v rows: Hugging Face's per kv-head group, [g0: q_0..q_{G-1} k v, g1: ...] (Falcon; GPT-NeoX's
+    and BLOOM's q k v per head are groups of one) <-> GGUF's all q | all k | all v, as the converters regroup
+    them for llama.cpp's graphs (GPTNeoXModel, BloomModel, FalconModel.modify_tensors)."""
+    K, G = n_kv_heads, n_heads // n_kv_heads
+    rest = t.shape[1:]
+    D = t.shape[0] // (n_heads + 2 * K)
+    if to_gguf:
+        g = t.reshape(K, G + 2, D, *rest)
+        return torch.cat([g[:, :G].reshape(-1, *rest), g[:, G].reshape(-1, *rest), g[:, G + 1].reshape(-1, *rest)])
+    q, k, v = t.split([n_heads * D, K * D, K * D])
+    parts = [q.reshape(K, G, D, *rest), k.reshape(K, 1, D, *rest), v.reshape(K, 1, D, *rest)]
+    return torch.cat(parts, dim=1).reshape(t.shape)
 
 
 class GGUFTensors:
@@ -76,9 +108,12 @@ class GGUFTensors:
         self.tensors = {t.name: t for t in reader.tensors}
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
-        self.to_gguf = {}
+        self.to_gguf, self.expert = {}, {}
         for hf in hf_names:  # the names the family's rules read
-            gguf_name = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
+            gguf_name = gguf_name_of(name_map, hf)
+            if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
+                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf))
+                self.expert[hf] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name
         unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()) - ARCHS[arch].consumed)
@@ -87,6 +122,12 @@ class GGUFTensors:
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
         self.heads = {hf: h for hf in self.to_gguf for proj, h in heads.items() if f".{proj}." in hf}
         self.norm_shift = ARCHS[arch].norm_shift
+        pattern = ARCHS[arch].transposed
+        self.transposed = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
+        pattern = ARCHS[arch].qkv_per_head
+        self.per_head = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def names(self) -> set[str]:
         return set(self.to_gguf)
@@ -95,21 +136,34 @@ class GGUFTensors:
         return self, name
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        return shape[1:] if name in self.expert else shape[::-1] if name in self.transposed else shape
 
     def dtype(self, name: str) -> torch.dtype:
         return torch.float32
 
-    def read(self, name: str) -> torch.Tensor:
+    def _values(self, t):
         import gguf
 
-        t = self.tensors[self.to_gguf[name]]
         try:
             values = gguf.quants.dequantize(t.data, t.tensor_type)
         except NotImplementedError:
             raise LlmarchError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which the gguf "
                                "package cannot dequantize") from None
-        w = torch.from_numpy(values.astype("float32", copy=False).reshape(self.shape(name)).copy())
+        return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
+
+    def read(self, name: str) -> torch.Tensor:
+        t = self.tensors[self.to_gguf[name]]
+        if name in self.expert:
+            if t.name not in self.stacked:
+                self.stacked = {**dict(list(self.stacked.items())[-1:]), t.name: self._values(t)}
+            w = self.stacked[t.name][self.expert[name]].clone()
+        else:
+            w = self._values(t)
+        if name in self.transposed:
+            w = w.t().contiguous()
+        if name in self.per_head:  # q | k | v back to Hugging Face's groups
+            w = grouped_qkv(w, self.n_heads, self.n_kv_heads, to_gguf=False)
         if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
             w -= self.norm_shift
         if name in self.heads:  # undo llama.cpp's q/k permutation

@@ -1,7 +1,8 @@
-"""The GGUF architectures llmarch reads, each onto one Hugging Face family table (interop/<family>.py): what
-llama.cpp's converter (convert_hf_to_gguf.py) does to the tensors, and the config.json fields its metadata
-gives beyond the common ones gguf.hf_config reads. Where a converter stores nothing, the value is the one
-llama.cpp itself assumes (src/llama-model.cpp, llm_load_hparams), so a file means here what it means there."""
+"""The GGUF architectures llmarch reads, each onto a Hugging Face family table (interop/<family>.py; llama onto
+Mixtral's where the file has experts): what llama.cpp's converter (convert_hf_to_gguf.py) does to the tensors,
+and the config.json fields its metadata gives beyond the common ones gguf.hf_config reads. Where a converter
+stores nothing, the value is the one llama.cpp itself assumes (src/llama-model.cpp, llm_load_hparams), so a file
+means here what it means there."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dataclass_field
@@ -33,6 +34,17 @@ class Meta:
                 raise LlmarchError(f"{self.path}: GGUF metadata lacks {self.arch}.{key}")
             return default
         return value
+
+    def has(self, name: str) -> bool:
+        return any(t.name == name for t in self.reader.tensors)
+
+    def same(self, a: str, b: str) -> bool:
+        """Whether tensors a and b are both in the file, of one type and shape, with equal bytes."""
+        import numpy as np
+
+        ts = {t.name: t for t in self.reader.tensors if t.name in (a, b)}
+        return len(ts) == 2 and ts[a].tensor_type == ts[b].tensor_type and \
+            list(ts[a].shape) == list(ts[b].shape) and np.array_equal(ts[a].data, ts[b].data)
 
     def tensor(self, name: str) -> list[float] | None:
         import gguf
@@ -107,7 +119,135 @@ def _phi3(hf: dict, meta: Meta) -> dict:
             "sliding_window": meta.get("attention.sliding_window", 0) or None}
 
 
+def _llama(hf: dict, meta: Meta) -> dict:
+    """llama with experts (ffn_gate_inp, ffn_*_exps, expert_count) is Mixtral: convert_hf_to_gguf.py writes
+    MixtralForCausalLM as LlamaModel, and llama.cpp renormalises the top-k weights for it."""
+    experts = meta.get("expert_count", 0)
+    if not experts:
+        return hf
+    return {**hf, "model_type": "mixtral", "num_local_experts": experts,
+            "num_experts_per_tok": meta.get("expert_used_count")}
+
+
+def _qwen3moe(hf: dict, meta: Meta) -> dict:
+    """Qwen3-MoE: every layer a mixture (llama.cpp has no dense layers for it, so decoder_sparse_step 1) of
+    experts of width expert_feed_forward_length, top-k weights renormalised (llama.cpp's qwen3moe graph always
+    does, as the released models' norm_topk_prob)."""
+    return {**hf, "num_experts": meta.get("expert_count"), "num_experts_per_tok": meta.get("expert_used_count"),
+            "moe_intermediate_size": meta.get("expert_feed_forward_length"), "decoder_sparse_step": 1,
+            "norm_topk_prob": True}
+
+
+def _gemma(hf: dict, meta: Meta) -> dict:
+    """Gemma (1): GeGLU with tanh-GELU; llama.cpp scales the embedding by sqrt(d) and attention by
+    1/sqrt(head_dim), as transformers' Gemma does."""
+    return {**hf, "hidden_activation": "gelu_pytorch_tanh"}
+
+
+def _smollm3(hf: dict, meta: Meta) -> dict:
+    """SmolLM3: every fourth layer without RoPE (NoPE); llama.cpp fixes that step at 4 (n_no_rope_layer_step),
+    and its converter stores no per-layer list."""
+    return {**hf, "no_rope_layer_interval": 4}
+
+
+def _gpt2(hf: dict, meta: Meta) -> dict:
+    """GPT-2 in its own config.json names: LayerNorm (attention.layer_norm_epsilon), learned positions, a
+    tanh-GELU FFN of width feed_forward_length. The converter writes the tied head as a copy of the embedding
+    (output.weight): a file whose head is the embedding, byte for byte, reads back tied."""
+    return dict(model_type="gpt2", _name_or_path=hf["_name_or_path"], vocab_size=hf["vocab_size"],
+                n_embd=hf["hidden_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
+                n_inner=hf["intermediate_size"], n_positions=hf["max_position_embeddings"],
+                layer_norm_epsilon=meta.get("attention.layer_norm_epsilon"), activation_function="gelu_new",
+                tie_word_embeddings=hf["tie_word_embeddings"] or meta.same("output.weight", "token_embd.weight"),
+                eos_token_id=hf["eos_token_id"])
+
+
+def _gpt2_common(hf: dict) -> dict:
+    """GPT-2's config.json as the common names gguf_writer._metadata writes from."""
+    return {**hf, "num_hidden_layers": hf["n_layer"], "max_position_embeddings": hf["n_positions"],
+            "hidden_size": hf["n_embd"], "intermediate_size": hf["n_inner"], "num_attention_heads": hf["n_head"],
+            "num_key_value_heads": hf["n_head"]}
+
+
+def _layer_norm_out(w, hf: dict) -> dict:
+    """GPT-2's, BLOOM's and Falcon's converters: LayerNorm's epsilon."""
+    w.add_layer_norm_eps(hf["layer_norm_epsilon"])
+    return {}
+
+
+def _gptneox(hf: dict, meta: Meta) -> dict:
+    """GPT-NeoX: LayerNorm (attention.layer_norm_epsilon), the parallel residual unless use_parallel_residual is
+    false, RoPE on rope.dimension_count dims of each head, biases where the file has them. The FFN is exact GELU,
+    as the checkpoints were trained (llama.cpp's gptneox graph runs ggml_gelu, the tanh approximation)."""
+    head_dim = hf["hidden_size"] // hf["num_attention_heads"]
+    rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta"),
+            "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
+    return {**hf, "hidden_act": "gelu", "layer_norm_eps": meta.get("attention.layer_norm_epsilon"),
+            "use_parallel_residual": meta.get("use_parallel_residual", True), "rope_parameters": rope,
+            "attention_bias": meta.has("blk.0.attn_qkv.bias")}
+
+
+def _gptneox_common(hf: dict) -> dict:
+    return {**hf, "num_key_value_heads": hf["num_attention_heads"]}
+
+
+def _gptneox_out(w, hf: dict) -> dict:
+    """GPTNeoXModel.set_gguf_parameters: LayerNorm's epsilon and the residual's kind."""
+    w.add_layer_norm_eps(hf["layer_norm_eps"])
+    w.add_parallel_residual(hf["use_parallel_residual"])
+    return {}
+
+
+def _bloom(hf: dict, meta: Meta) -> dict:
+    """BLOOM: LayerNorm (attention.layer_norm_epsilon), ALiBi (llama.cpp's bias bound 8, the paper's slopes), the
+    head tied to the embedding (the converter writes it as a copy)."""
+    return {**hf, "layer_norm_epsilon": meta.get("attention.layer_norm_epsilon"),
+            "seq_length": hf["max_position_embeddings"],
+            "tie_word_embeddings": hf["tie_word_embeddings"] or meta.same("output.weight", "token_embd.weight")}
+
+
+def _bloom_common(hf: dict) -> dict:
+    return {**hf, "num_hidden_layers": hf["n_layer"], "num_attention_heads": hf["n_head"],
+            "num_key_value_heads": hf["n_head"], "intermediate_size": 4 * hf["hidden_size"],
+            "max_position_embeddings": hf["seq_length"]}
+
+
+def _falcon(hf: dict, meta: Meta) -> dict:
+    """Falcon, always a parallel block in llama.cpp: two norms (attn_norm, attn_norm_2: Falcon-40B's new
+    architecture) or one shared (Falcon-7B, multi-query; Falcon2-11B's new architecture with one norm); RoPE on
+    every dim; biases where the file has them; exact GELU, as trained (llama.cpp runs the tanh approximation)."""
+    kv, two = hf["num_key_value_heads"], meta.has("blk.0.attn_norm_2.weight")
+    return {**hf, "num_kv_heads": kv, "new_decoder_architecture": two or kv not in (1, hf["num_attention_heads"]),
+            "multi_query": kv == 1, "parallel_attn": True, "num_ln_in_parallel_attn": 2 if two else 1,
+            "bias": meta.has("blk.0.attn_qkv.bias"), "activation": "gelu", "ffn_hidden_size": hf["intermediate_size"],
+            "layer_norm_epsilon": meta.get("attention.layer_norm_epsilon"),
+            "tie_word_embeddings": hf["tie_word_embeddings"] or meta.same("output.weight", "token_embd.weight")}
+
+
+def _falcon_out(w, hf: dict) -> dict:
+    """FalconModel.set_gguf_parameters' LayerNorm epsilon. llama.cpp's falcon has no biases (llama-cpp-python
+    0.3.36 refuses a file with them), so a model with biases is refused here."""
+    if hf["bias"]:
+        raise LlmarchError("GGUF falcon has no biases (llama.cpp loads none); this Falcon has bias=True")
+    return _layer_norm_out(w, hf)
+
+
+def _falcon_common(hf: dict) -> dict:
+    return {**hf, "num_key_value_heads": hf["num_kv_heads"], "intermediate_size": hf["ffn_hidden_size"]}
+
+
 def _write_nothing(w, hf: dict) -> dict:
+    return {}
+
+
+def _experts_out(w, hf: dict) -> dict:
+    """The MoE keys convert_hf_to_gguf.py writes (TextModel: expert_count, expert_used_count; Qwen3MoeModel
+    also expert_feed_forward_length), where the model has experts."""
+    if hf.get("num_local_experts"):
+        w.add_expert_count(hf["num_local_experts"])
+        w.add_expert_used_count(hf["num_experts_per_tok"])
+    if hf.get("moe_intermediate_size"):
+        w.add_expert_feed_forward_length(hf["moe_intermediate_size"])
     return {}
 
 
@@ -159,10 +299,34 @@ class Arch:
     fields: Callable[[dict, Meta], dict] = _same  # the config.json fields beyond the common ones
     consumed: frozenset = dataclass_field(default_factory=frozenset)  # tensors read as hyper-parameters
     write: Callable[[object, dict], dict] = _write_nothing  # config.json -> its own metadata; extra tensors
+    # more families written as this architecture (as convert_hf_to_gguf.py writes them); `fields` tells a file
+    # of one from the others where llama.cpp can (Mixtral's experts), else it reads as model_type (Mistral)
+    also: tuple[str, ...] = ()
+    common: Callable[[dict], dict] = lambda hf: hf  # the family's config.json -> the names _metadata writes from
+    rope: bool = True  # the rope.* keys apply (not to GPT-2's learned positions)
+    layer_norm: bool = False  # LayerNorm's attention.layer_norm_epsilon, not RMSNorm's (GPT-2)
+    # Hugging Face weights (regex) the converter stores transposed: GPT-2's Conv1D (in, out) as (out, in)
+    transposed: str | None = None
+    head_copy: bool = False  # the converter writes a tied head as output.weight, a copy of the embedding
+    # Hugging Face tensors (regex) whose rows, q k v per head or kv group, the converter regroups as all q | all k |
+    # all v (gguf.grouped_qkv), the order llama.cpp's graph splits
+    qkv_per_head: str | None = None
 
 
 ARCHS = {
-    "llama": Arch("llama", permuted_qk=True),
+    "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out, also=("mixtral", "mistral")),
+    "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
+    "gemma": Arch("gemma", norm_shift=1.0, fields=_gemma),
+    "olmo2": Arch("olmo2"),
+    "gpt2": Arch("gpt2", fields=_gpt2, write=_layer_norm_out, common=_gpt2_common, rope=False, layer_norm=True,
+                 head_copy=True, transposed=r"\.(c_attn|c_proj|c_fc)\.weight$"),
+    "gptneox": Arch("gpt_neox", fields=_gptneox, write=_gptneox_out, common=_gptneox_common, layer_norm=True,
+                    qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
+    "bloom": Arch("bloom", fields=_bloom, write=_layer_norm_out, common=_bloom_common, rope=False, layer_norm=True,
+                  head_copy=True, qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
+    "falcon": Arch("falcon", fields=_falcon, write=_falcon_out, common=_falcon_common, layer_norm=True,
+                   head_copy=True, qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
+    "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
     "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),

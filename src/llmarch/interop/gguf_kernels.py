@@ -11,7 +11,8 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
 - The token embedding goes to int8 per row (quant/linear.py's Int8Embedding) when the file stores it quantized,
   and the LM head (a tied one is the embedding table, as llama.cpp reads it) to int8 per channel when the file's
   is not Q4_0/Q4_1: an int4 copy of SmolLM2's Q8_0 table would cost 5% perplexity (docs/quantization.md).
-Files of other types (F16, BF16, the K-quants, a mix) have no kernel of their own here: they are dequantized.
+Files of other types (F16, BF16, the K-quants, a mix), and mixtures of experts (stacked 3-D tensors), have no
+kernel of their own here: they are dequantized.
 Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
 a time beside the quantized ones, not the fp32 model."""
 from __future__ import annotations
@@ -34,6 +35,8 @@ EMBEDDING, HEAD = "token_embd.weight", "output.weight"
 def file_scheme(reader) -> Scheme | None:
     """The llmarch scheme that holds the file's matrices (the token embedding and LM head apart); None where
     they are float, K-quants or a mix, which stay dequantized."""
+    if any(len(t.shape) > 2 for t in reader.tensors):  # stacked experts (ffn_*_exps): no kernel holds them here
+        return None
     types = {t.name: t.tensor_type.name for t in reader.tensors}
     kinds = {types[t.name] for t in reader.tensors if len(t.shape) == 2 and t.name not in (EMBEDDING, HEAD)}
     embedding = types.get(EMBEDDING, "F32")

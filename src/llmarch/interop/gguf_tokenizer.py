@@ -13,7 +13,10 @@ add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
   whose merges are every split of every token into two tokens, ranked by the token's score: a `tokenizers`
   BPE model with byte_fallback.
 write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
-SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it."""
+SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it.
+llmarch's byte tokenizer (token i is byte i) is a gpt2 vocabulary too: its 256 bytes in GPT-2's byte-to-unicode
+spelling at ids 0-255, its special tokens after, and no merges, so that every piece of any split falls apart into
+its bytes (ByteTokenizer.hf_tokenizer; the split named gpt-2, which changes nothing without merges)."""
 from __future__ import annotations
 
 import json
@@ -21,7 +24,7 @@ import re
 
 from pathlib import Path
 
-from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, Tokenizer, load_tokenizer
+from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, ByteTokenizer, Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .gguf import field, is_gguf, open_gguf
 
@@ -126,6 +129,8 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
 
 def _pre_name(spec: dict) -> str:
     """The name llama.cpp knows this byte-level split by (tokenizer.ggml.pre), as _pre_tokenizer reads it."""
+    if not spec["model"]["merges"]:  # every piece becomes its bytes, however the text was split
+        return "gpt-2"
     pre = spec.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre])
     kinds = [s.get("type") for s in steps]
@@ -157,9 +162,17 @@ def _types(tokens: list[str], spec: dict) -> list[int]:
     return [kind(t) for t in tokens]
 
 
-def write_tokenizer(w, tok: BPETokenizer, vocab_size: int) -> None:
-    """`tok` into a gguf.GGUFWriter's tokenizer.ggml.* keys; the vocabulary padded to the model's rows with
-    unused [PAD{i}] entries, as llama.cpp's converter pads it."""
+def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
+    """`tok` (BPETokenizer or ByteTokenizer) into a gguf.GGUFWriter's tokenizer.ggml.* keys; the vocabulary
+    padded to the model's rows with unused [PAD{i}] entries, as llama.cpp's converter pads it. A merge-less
+    vocabulary needs gguf_writer.py's writer (the `gguf` package's refuses an empty array)."""
+    import gguf
+
+    if isinstance(tok, ByteTokenizer):
+        tok = BPETokenizer(tok.hf_tokenizer(), eos_id=tok.eos_id)
+    if not isinstance(tok, BPETokenizer):
+        raise LlmarchError(f"GGUF export writes BPE or byte tokenizers; this one is a {type(tok).__name__}")
+    check_fits(tok, vocab_size)
     spec = json.loads(tok.tk.to_str())
     if spec["model"]["type"] != "BPE":
         raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style); this one is "
@@ -182,7 +195,8 @@ def write_tokenizer(w, tok: BPETokenizer, vocab_size: int) -> None:
     else:
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre(_pre_name(spec))
-        w.add_token_merges([" ".join(m) for m in merges])
+        w.add_key_value(gguf.Keys.Tokenizer.MERGES, [" ".join(m) for m in merges], gguf.GGUFValueType.ARRAY,
+                        sub_type=gguf.GGUFValueType.STRING)  # llama.cpp refuses a gpt2 vocabulary without the key
     w.add_token_list(tokens)
     w.add_token_types(_types(tokens, spec))
     ids = tok.hf_token_ids()

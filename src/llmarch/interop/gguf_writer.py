@@ -1,15 +1,20 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
-llama, qwen2, qwen3, gemma2, gemma3_text, phi3), as llama.cpp's convert_hf_to_gguf.py writes them from the
-same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map,
-q/k rows permuted for llama, 1 added to Gemma's norms, in F32, F16, Q8_0 or Q4_0 (quantized by
-gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the metadata llama.cpp
-reads and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE or SentencePiece). A
-model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2
-cap, RoPE scaling GGUF has no key for) is refused: the file is read back and must give the model's config."""
+llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
+gpt_neox, bloom, falcon, gpt2), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face
+config.json and tensors: the family table's tensors named by the `gguf` package's name map (per-expert tensors
+stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights
+transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, in F32, F16, Q8_0 or Q4_0 (quantized by
+gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the metadata llama.cpp reads
+and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece or llmarch's bytes). A model that
+the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling
+GGUF has no key for, a Qwen3-MoE without renormalised top-k) is refused: the file is read back and must give the
+model's config."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +22,12 @@ import torch
 
 from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
-from .gguf import ARCHS, open_gguf
+from .gguf import ARCHS, EXPERT, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
 from .gguf_tokenizer import write_tokenizer
 
 TYPES = ("f32", "f16", "q8_0", "q4_0")
-GGUF_ARCH = {a.model_type: name for name, a in ARCHS.items()}  # hf_model_type -> GGUF architecture
+GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -30,8 +35,9 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def _metadata(w, cfg, hf: dict) -> None:
-    """The keys every family's converter writes (TextModel.set_gguf_parameters), from config.json's fields."""
+def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
+    """The keys every family's converter writes (TextModel.set_gguf_parameters), from config.json's fields
+    (the rope.* ones where positions are rotary, RMSNorm's epsilon where the family has it)."""
     import gguf
 
     rope = hf.get("rope_parameters") or {}
@@ -46,10 +52,13 @@ def _metadata(w, cfg, hf: dict) -> None:
     head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
+    if "rms_norm_eps" in hf:
+        w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+    w.add_vocab_size(hf["vocab_size"])
+    if not rope_keys:
+        return
     w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
-    w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
-    w.add_vocab_size(hf["vocab_size"])
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rope["factor"])
@@ -67,32 +76,67 @@ def _alike(a, b) -> bool:
 
 
 def _check_reads_back(path: Path, cfg) -> None:
-    """The written file, read as from_gguf reads it, must give `cfg` again (name and eos aside)."""
+    """The written file, read as from_gguf reads it, must give `cfg` again (name, eos and training terms aside)."""
     from .gguf import hf_config
     from .hf import hf_model_config
 
     back = hf_model_config(hf_config(open_gguf(path), path), path)
+    # a family written as another's architecture (Mistral as llama) reads back as that family; the router's
+    # training terms (aux loss, jitter) change no output, and GGUF has no key for them
+    skip = {"name", "eos_id", "router_aux_loss_weight", "router_jitter"}
+    if cfg.hf_model_type in ARCHS[GGUF_ARCH[cfg.hf_model_type]].also:
+        skip.add("hf_model_type")
     for f in dataclasses.fields(cfg):
-        if f.name not in ("name", "eos_id") and not _alike(getattr(cfg, f.name), getattr(back, f.name)):
+        if f.name not in skip and not _alike(getattr(cfg, f.name), getattr(back, f.name)):
             raise LlmarchError(f"GGUF cannot express this model's {f.name}={getattr(cfg, f.name)!r} (llama.cpp's "
                                f"metadata reads back as {getattr(back, f.name)!r})")
 
 
+def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face's per-expert tensors (`...experts.{e}.w1.weight`) as GGUF's one stacked tensor per kind,
+    (E, out, in), under the name without the expert index (`...experts.w1.weight`, which the name map knows)."""
+    out: dict[str, list[torch.Tensor] | torch.Tensor] = {}
+    for name, t in tensors.items():  # export_state gives the experts in order
+        if EXPERT.search(name):
+            out.setdefault(EXPERT.sub(".experts.", name), []).append(t)
+        else:
+            out[name] = t
+    return {name: torch.stack(t) if isinstance(t, list) else t for name, t in out.items()}
+
+
 def _array(t: torch.Tensor, name: str, kind):
-    """One tensor as the writer takes it: (array, raw_dtype or None)."""
+    """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
+    quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run)."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
-    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
+    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or "ffn_gate_inp" in name:
         return array, None
     if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0, Q4_0: blocks of 32 in a row
         return array.astype(np.float16), None
     return gguf.quants.quantize(array, kind), kind
 
 
+@functools.cache
+def _writer_class():
+    """gguf.GGUFWriter that also packs an empty typed array (GGUF allows one; the package refuses it): a
+    merge-less byte vocabulary's tokenizer.ggml.merges, which llama.cpp requires of every gpt2 vocabulary."""
+    import gguf
+
+    class Writer(gguf.GGUFWriter):
+        def _pack_val(self, val, vtype, add_vtype, sub_type=None):
+            if vtype == gguf.GGUFValueType.ARRAY and sub_type is not None and len(val) == 0:
+                head = self._pack("I", vtype) if add_vtype else b""
+                return head + self._pack("I", sub_type) + self._pack("Q", 0)
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+    return Writer
+
+
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
     """Write `model` as a GGUF file of tensor type `dtype` (f32, f16, q8_0, q4_0), with `tokenizer` (a
-    `tokenizers` BPE: byte-level, or SentencePiece-style as gguf_tokenizer builds one) if given."""
+    BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's ByteTokenizer)
+    if given; without one llama.cpp will not load the file (llmarch will)."""
     import gguf
 
     from .hf import FAMILIES
@@ -105,13 +149,13 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(GGUF_ARCH)}; this model has "
                            f"{cfg.hf_model_type!r}")
     arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
-    hf = FAMILIES[cfg.hf_model_type].from_config(cfg)  # what convert_hf_to_gguf.py would read
-    tensors = export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg)
+    hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
+    tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      cfg.n_layers)
     kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
-    w = gguf.GGUFWriter(str(path), GGUF_ARCH[cfg.hf_model_type])
-    _metadata(w, cfg, hf)
+    w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
+    _metadata(w, cfg, hf, arch.rope)
     extra = arch.write(w, hf)
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[dtype])
@@ -124,8 +168,15 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             t = _permute(t, cfg.n_kv_heads)
         if arch.norm_shift and name.endswith("norm.weight"):
             t = t.float() + arch.norm_shift
-        array, raw = _array(t, name, kind)
-        w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), array, raw_dtype=raw)
+        if arch.transposed and re.search(arch.transposed, name):
+            t = t.t()
+        if arch.qkv_per_head and re.search(arch.qkv_per_head, name):
+            t = grouped_qkv(t, cfg.n_heads, cfg.n_kv_heads, to_gguf=True)
+        gguf_name = gguf_name_of(names, name)
+        array, raw = _array(t, gguf_name, kind)
+        w.add_tensor(gguf_name, array, raw_dtype=raw)
+        if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
+            w.add_tensor("output.weight", array, raw_dtype=raw)
     for name, array in extra.items():
         w.add_tensor(name, array)
     w.write_header_to_file()

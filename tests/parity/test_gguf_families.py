@@ -1,0 +1,109 @@
+"""GGUF in and out for more of llmarch's families, as convert_hf_to_gguf.py writes them: Mixtral (GGUF "llama" with
+stacked experts ffn_{gate,up,down}_exps, the router ffn_gate_inp, expert_count and expert_used_count), Qwen3-MoE
+(qwen3moe, with expert_feed_forward_length), Mistral (written as llama; it reads back as llama), Gemma (1), OLMo 2,
+SmolLM3, GPT-NeoX, BLOOM and Falcon (qkv rows regrouped), GPT-2 (Conv1D weights stored transposed, the tied head
+copied to output.weight). Each tiny random model (from a `transformers` config, through from_hf) is written by
+`to_gguf` with llmarch's byte tokenizer and read back by from_gguf to equal logits (F32, max |dlogit| <= 1e-4);
+llama.cpp (llama-cpp-python, where installed) decodes the file greedily to llmarch's tokens with llmarch's logits."""
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.interop.gguf_writer import to_gguf
+
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+
+SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=1,
+             eos_token_id=2)
+MOE = dict(num_experts_per_tok=2, router_jitter_noise=0.0)
+CASES = {  # name: (transformers config class, its fields, the GGUF architecture)
+    "mixtral": ("MixtralConfig", dict(SMALL, num_local_experts=4, **MOE), "llama"),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(SMALL, head_dim=16, num_experts=4, moe_intermediate_size=48,
+                                         norm_topk_prob=True, **MOE), "qwen3moe"),
+    "mistral": ("MistralConfig", dict(SMALL, sliding_window=None), "llama"),
+    "gpt2": ("GPT2Config", dict(vocab_size=272, n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
+                                    eos_token_id=2), "gpt2"),
+    # partial rotary (a quarter of each head), the parallel residual, biases
+    "gpt_neox": ("GPTNeoXConfig", dict(SMALL, rotary_pct=0.25), "gptneox"),
+    # ALiBi, the embedding LayerNorm, the tied head
+    "bloom": ("BloomConfig", dict(vocab_size=272, hidden_size=64, n_layer=2, n_head=4, bos_token_id=1,
+                                  eos_token_id=2), "bloom"),
+    # Falcon-40B's layout: 2 kv-head groups of 2 query heads, two norms per parallel block
+    "falcon": ("FalconConfig", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    num_kv_heads=2, new_decoder_architecture=True, bos_token_id=1, eos_token_id=2),
+               "falcon"),
+    "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
+    "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
+    # layer 3 without RoPE (llama.cpp's NoPE step of 4)
+    "smollm3": ("SmolLM3Config", dict(SMALL, num_hidden_layers=4, no_rope_layer_interval=4, pad_token_id=0), "smollm3"),
+}
+
+
+def tiny(case, tmp_path, **changes):
+    """The case's random model as llmarch reads it from a Hugging Face directory (norm gains perturbed)."""
+    conf_cls, kwargs, _ = CASES[case]
+    torch.manual_seed(0)
+    conf = getattr(transformers, conf_cls)(**{**kwargs, **changes})
+    hf = transformers.AutoModelForCausalLM.from_config(conf)
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    return llmarch.from_hf(tmp_path / "hf")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
+    model = tiny(case, tmp_path)
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == CASES[case][2]
+    back = llmarch.from_gguf(path)
+    assert back.config.hf_model_type == ("llama" if case == "mistral" else case)
+    torch.manual_seed(1)
+    ids = torch.randint(0, 256, (1, 24))
+    with torch.no_grad():
+        want = model(ids).logits
+        assert (back(ids).logits - want).abs().max() <= 1e-4
+    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
+    prompt = ids[0, :8].tolist()
+    seq, theirs = llama_cpp_test.llama_cpp_greedy(path, prompt, 8)
+    with torch.no_grad():
+        ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist()
+        logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
+    assert np.abs(theirs - logits).max() <= 1e-3 and ours == seq
+
+
+@pytest.mark.parametrize("case,changes,problem", [
+    ("qwen3_moe", dict(norm_topk_prob=False), "router_renormalize=False"),  # llama.cpp's qwen3moe renormalises
+    ("smollm3", dict(no_rope_layer_interval=2), "layer_types="),  # llama.cpp's NoPE step is 4
+    ("mistral", dict(sliding_window=16), "sliding_window=16"),  # llama.cpp's llama has no window
+    ("falcon", dict(bias=True), "no biases"),  # llama.cpp refuses a falcon file with them
+])
+def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
+    from llmarch.errors import LlmarchError
+
+    model = tiny(case, tmp_path, **changes)
+    with pytest.raises(LlmarchError, match=problem):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_quantized_moe_file_decodes_dequantized(tmp_path):
+    """A Q8_0 Mixtral file: from_gguf(kernels=True), what `generate` loads, holds the stacked experts dequantized
+    (no kernel takes them), not an error; the router stays F32 as llama.cpp's quantizer leaves it."""
+    path = tmp_path / "q8.gguf"
+    to_gguf(tiny("mixtral", tmp_path), path, "q8_0", ByteTokenizer())
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert types["blk.0.ffn_gate_exps.weight"] == "Q8_0" and types["blk.0.ffn_gate_inp.weight"] == "F32"
+    model = llmarch.from_gguf(path, kernels=True)
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        assert getattr(model, "quantization", None) is None
+        assert torch.equal(model(ids).logits, llmarch.from_gguf(path)(ids).logits)
