@@ -65,8 +65,9 @@ def int8_gptq(w: torch.Tensor, H: torch.Tensor, scale_dtype: torch.dtype = torch
               act_order: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """w (N, K), H (K, K) -> codes int8 (N, K) in [-127, 127] and scales (N,) in `scale_dtype`, rtn.int8_rtn's
     format (W ~ s q, symmetric, one scale per output channel, as the int8 kernel takes it). Each row's scale is
-    fixed before any column moves (rtn.int8_scales, on the unchanged weights, in the dtype the kernel multiplies
-    by), so act-order needs no static groups: the whole row is one group."""
+    fixed before any column moves (rtn.int8_scales, on the unchanged weights), so act-order needs no static
+    groups: the whole row is one group. The scale is rounded to the dtype the kernel multiplies by before any
+    code is chosen: each column's error, which the later columns absorb, must be the one the layer will make."""
     from .rtn import int8_scales
 
     scales = int8_scales(w.float().masked_fill(H.diagonal() == 0, 0), scale_dtype)

@@ -46,7 +46,7 @@ class Int8Linear(nn.Module):
         from .rtn import int8_rtn
 
         new = cls(weight.shape[1], weight.shape[0], bias is not None, dtype, device=weight.device)
-        codes, scales = int8_rtn(weight.detach(), dtype)
+        codes, scales = int8_rtn(weight.detach())
         new.weight.copy_(codes)
         new.scales.copy_(scales)
         if bias is not None:
