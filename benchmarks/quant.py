@@ -1,6 +1,6 @@
 """Weight-only quantization on CPU (llmarch.quant): perplexity on held-out text of the embedded corpus (the
-validation split llmarch eval uses) of a model and of its int8, int4 round-to-nearest, int4 HQQ and int4 GPTQ
-versions (GPTQ calibrated on --calibration-tokens of the training split);
+validation split llmarch eval uses) of a model and of its int8 (round-to-nearest and GPTQ), int4 round-to-nearest,
+int4 HQQ and int4 GPTQ versions (GPTQ calibrated on --calibration-tokens of the training split);
 and batch-1 greedy decoding speed of the same, contenders in turns (llmarch.bench.model.round_times), speed-ups
 as medians of per-round ratios against fp32.
 
@@ -36,7 +36,8 @@ from llmarch.quant import quantize, weight_bytes
 from llmarch.rundir import resolve_checkpoint
 from llmarch.train.evaluate import evaluate
 
-METHODS = ("int8", "int4", "int4-hqq", "int4-gptq")
+METHODS = ("int8", "int8-gptq", "int4", "int4-hqq", "int4-gptq")
+CALIBRATED = ("int8-gptq", "int4-gptq")
 GGUF_KERNELS = "gguf-kernels"  # llmarch.from_gguf(path, kernels=True): a GGUF file's blocks as decoding runs them
 
 
@@ -50,14 +51,14 @@ def cpu_name() -> str:
 
 def variants(model, group_size: int, head: bool, methods=METHODS, compute_dtype: str = "bfloat16",
              calibration=None) -> dict:
-    """name -> model; `calibration` (token ids) for int4-gptq, whose seconds to quantize go to `seconds`."""
+    """name -> model; `calibration` (token ids) for the GPTQ methods; the seconds each took to quantize."""
     import time
 
     out, seconds = {"fp32": model}, {}
     for method in methods:
         start = time.perf_counter()
         out[method] = quantize(copy.deepcopy(model), method, group_size, head=head, compute_dtype=compute_dtype,
-                               calibration=calibration if method == "int4-gptq" else None)
+                               calibration=calibration if method in CALIBRATED else None)
         seconds[method] = round(time.perf_counter() - start, 1)
     return out, seconds
 
@@ -102,7 +103,7 @@ def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats
                      "speedup_vs_fp32": statistics.median(b / x for b, x in zip(base, times[name])),
                      "greedy_tokens_equal_fp32": bool(torch.equal(outputs[name], outputs["fp32"]))}
               for name in models}
-    agreement = teacher_forced_agreement(models, outputs["fp32"], prompt.shape[1])
+    agreement = teacher_forced_agreement(models, {n: outputs[n] for n in models}, prompt.shape[1])
     for name in models:
         result[name].update(agreement[name])
     for name, pair in pairs.items():
@@ -115,19 +116,33 @@ def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats
 
 
 @torch.no_grad()
-def teacher_forced_agreement(models: dict, sequence: torch.Tensor, prompt_len: int) -> dict:
+def teacher_forced_agreement(models: dict, outputs: dict, prompt_len: int) -> dict:
     """On fp32's greedy continuation, fed to every variant at once: the fraction of positions where the variant's
-    top token is fp32's, and the largest fp32 top-2 logit margin among the positions where it is not (a
-    disagreement at a near-tie flips a free-running greedy decode from there on without meaning much)."""
+    top token is fp32's, the largest fp32 top-2 logit margin among the positions where it is not (a
+    disagreement at a near-tie flips a free-running greedy decode from there on without meaning much), the
+    relative error of the variant's logits (||l - l_fp32|| / ||l_fp32||), and where the variant's own greedy
+    tokens (`outputs`) first part from fp32's: the new token's index, both tokens, fp32's logit margin of its token
+    over the variant's and the variant's of its own over fp32's (the prefixes are equal up to there)."""
+    sequence = outputs["fp32"]
     ref = models["fp32"](sequence).logits[0, prompt_len - 1:-1].float()
     top2 = ref.topk(2, dim=-1).values
     margin = top2[:, 0] - top2[:, 1]
     out = {}
     for name, model in models.items():
-        differ = model(sequence).logits[0, prompt_len - 1:-1].argmax(-1) != ref.argmax(-1)
+        logits = model(sequence).logits[0, prompt_len - 1:-1].float()
+        differ = logits.argmax(-1) != ref.argmax(-1)
         out[name] = {"top1_agreement_teacher_forced": 1 - differ.float().mean().item(),
                      "largest_fp32_margin_where_differing": round(margin[differ].max().item(), 4)
-                     if differ.any() else None}
+                     if differ.any() else None,
+                     "relative_logit_error": round(((logits - ref).norm() / ref.norm()).item(), 5)}
+        theirs, ours = outputs[name][0, prompt_len:], sequence[0, prompt_len:]
+        parted = (theirs != ours).nonzero()
+        if len(parted):
+            i = parted[0].item()
+            a, b = ours[i].item(), theirs[i].item()
+            out[name]["first_difference"] = {"new_token": i, "fp32_token": a, "variant_token": b,
+                                             "fp32_margin": round((ref[i, a] - ref[i, b]).item(), 4),
+                                             "variant_margin": round((logits[i, b] - logits[i, a]).item(), 4)}
     return out
 
 
@@ -171,7 +186,7 @@ def main() -> None:
     ap.add_argument("--compute-dtype", default="bfloat16", choices=("bfloat16", "float32"),
                     help="the quantized kernels' activation dtype")
     ap.add_argument("--calibration-tokens", type=int, default=128 * 512,
-                    help="int4-gptq: training-split tokens to calibrate on")
+                    help="int4-gptq and int8-gptq: training-split tokens to calibrate on")
     ap.add_argument("--perplexity", action="store_true")
     ap.add_argument("--max-tokens", type=int, default=16384, help="validation tokens for perplexity")
     ap.add_argument("--eval-context", type=int, default=None, help="perplexity window (default: the model's)")
@@ -188,7 +203,7 @@ def main() -> None:
     model, tok = llmarch.load(path).eval(), checkpoint_tokenizer(path)
     methods = args.methods.split(",")
     calibration = None
-    if "int4-gptq" in methods:
+    if any(m in CALIBRATED for m in methods):
         from llmarch.quant.gptq import calibration_ids
 
         calibration = calibration_ids(tok, args.calibration_tokens, model.config.context_length)

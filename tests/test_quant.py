@@ -135,7 +135,8 @@ def checkpoint(tmp_path):
 
 
 def test_cli_quantize_then_generate_and_eval(checkpoint, tmp_path, capsys, corpus):
-    for method, extra in (("int8", []), ("int4-hqq", []), ("int4-gptq", ["--calibration-tokens", "512"])):
+    for method, extra in (("int8", []), ("int4-hqq", []), ("int4-gptq", ["--calibration-tokens", "512"]),
+                          ("int8-gptq", ["--calibration-tokens", "512"])):
         out = tmp_path / method
         assert main(["quantize", "--checkpoint", str(checkpoint), "--method", method, "--group-size", "32",
                      *extra, "--out", str(out)]) == 0
@@ -190,7 +191,9 @@ def _linear_inputs(model, ids) -> dict:
     return X
 
 
-def test_gptq_beats_round_to_nearest_on_every_layer_and_runs_on_int4_linear(tmp_path):
+@pytest.mark.parametrize("method,rtn_method,layer", [("int4-gptq", "int4", Int4Linear),
+                                                     ("int8-gptq", "int8", Int8Linear)])
+def test_gptq_beats_round_to_nearest_on_every_layer_and_checkpoints(tmp_path, method, rtn_method, layer):
     from llmarch.quant import Scheme
     from llmarch.quant.checkpoint import save_quantized
 
@@ -198,24 +201,24 @@ def test_gptq_beats_round_to_nearest_on_every_layer_and_runs_on_int4_linear(tmp_
     model = llmarch.build("llama-tiny", n_layers=2, vocab_size=512).eval()
     ids = torch.randint(0, 512, (4, 64))
     X = _linear_inputs(model, ids)
-    rtn = quantize(copy.deepcopy(model), "int4", 64, compute_dtype="float32")
-    gptq = quantize(copy.deepcopy(model), "int4-gptq", 64, compute_dtype="float32", calibration=ids)
-    layers = [n for n, m in gptq.named_modules() if isinstance(m, Int4Linear)]
+    rtn = quantize(copy.deepcopy(model), rtn_method, 64, compute_dtype="float32")
+    gptq = quantize(copy.deepcopy(model), method, 64, compute_dtype="float32", calibration=ids)
+    layers = [n for n, m in gptq.named_modules() if isinstance(m, layer)]
     assert "lm_head" in layers and len(layers) == 2 * 4 + 1
     for name in layers:  # ||X W^T - X W_q^T|| on the calibration inputs (block 1's as the full model gives them)
         w = model.get_submodule(name).weight
         err = {k: (X[name] @ (w - q.get_submodule(name).dequantized()).T).norm() for k, q in
                (("rtn", rtn), ("gptq", gptq))}
         assert err["gptq"] < 0.9 * err["rtn"], (name, err)
-    save_quantized(gptq, Scheme("int4-gptq", 64, compute_dtype="float32"), tmp_path)
+    save_quantized(gptq, Scheme(method, 64, compute_dtype="float32"), tmp_path)
     loaded = llmarch.load(tmp_path)
-    assert isinstance(loaded.blocks[0].mlp.down, Int4Linear) and loaded.quantization.method == "int4-gptq"
-    with torch.no_grad():  # one sequence: the int4 kernel is slow with fp32 activations
+    assert isinstance(loaded.blocks[0].mlp.down, layer) and loaded.quantization.method == method
+    with torch.no_grad():  # one sequence: the kernels are slow with fp32 activations
         torch.testing.assert_close(loaded(ids[:1]).logits, gptq(ids[:1]).logits)
         ref = model(ids[:1]).logits
         assert (gptq(ids[:1]).logits - ref).norm() < (rtn(ids[:1]).logits - ref).norm()
     with pytest.raises(LlmarchError, match="needs calibration text"):
-        quantize(copy.deepcopy(model), "int4-gptq", 64)
+        quantize(copy.deepcopy(model), method, 64)
 
 
 def test_gptq_calibrates_on_the_training_split():
@@ -257,3 +260,18 @@ def test_gptq_layer_error_below_round_to_nearest(act_order):
         assert codes.max() <= 15 and scales.shape == zeros.shape == (64, 256 // G)
         err = (X @ (W - int4_dequantize(codes, scales, zeros)).T).norm()
         assert err < 0.7 * (X @ (W - int4_dequantize(*int4_rtn(W, G))).T).norm()
+
+
+def test_int8_gptq_layer_error_below_round_to_nearest_in_the_int8_format():
+    from llmarch.quant.gptq import int8_gptq
+
+    torch.manual_seed(0)
+    X = (torch.randn(2048, 256) @ torch.randn(256, 256) * 0.1 + torch.randn(256)) * torch.rand(256) * 3
+    W = torch.randn(64, 256)
+    for dtype in (torch.float32, torch.bfloat16):  # the scales as the layer stores them
+        codes, scales = int8_gptq(W, X.T @ X, dtype)
+        rtn = Int8Linear.from_weight(W, None, dtype)
+        assert codes.dtype == torch.int8 and codes.abs().max() <= 127 and scales.dtype == dtype
+        torch.testing.assert_close(scales, rtn.scales)  # the same scales: GPTQ moves only the codes
+        err = (X @ (W - codes.float() * scales.float()[:, None]).T).norm()
+        assert err < 0.6 * (X @ (W - rtn.dequantized()).T).norm()

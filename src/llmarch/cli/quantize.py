@@ -16,8 +16,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("quantize", help="quantize a checkpoint's weights to int8 or int4")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--method", required=True, choices=METHODS,
-                   help="int8 per output channel; int4 in groups, round-to-nearest, fitted by HQQ, or by GPTQ on "
-                        "calibration text (required)")
+                   help="int8 per output channel, round-to-nearest or fitted by GPTQ on calibration text; int4 in "
+                        "groups, round-to-nearest, fitted by HQQ, or by GPTQ (required)")
     p.add_argument("--group-size", type=int, default=64,
                    help=f"int4: input columns per scale and zero, one of {', '.join(map(str, GROUP_SIZES))}; it "
                         "must divide every layer's input width (default: %(default)s)")
@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--embeddings", action="store_true",
                    help="the token embedding table to int8 per row too (not with --keep-head) (default: kept)")
     p.add_argument("--calibration-tokens", type=int, default=None,
-                   help=f"int4-gptq: tokens of the embedded corpus's training split to calibrate on, in sequences "
+                   help=f"int4-gptq and int8-gptq: tokens of the embedded corpus's training split to calibrate on, in sequences "
                         f"of up to 512 (default: {CALIBRATION_TOKENS})")
     p.add_argument("--out", required=True, help="new output directory (required)")
     p.set_defaults(func=cmd_quantize)
@@ -45,7 +45,7 @@ def cmd_quantize(args) -> None:
     scheme = Scheme(args.method, args.group_size, head=not args.keep_head, embeddings=args.embeddings)  # checked before loading anything
     tokens = args.calibration_tokens
     if tokens is not None and not scheme.calibrated:
-        raise LlmarchError(f"--calibration-tokens is for --method int4-gptq, not {scheme.method}")
+        raise LlmarchError(f"--calibration-tokens is for --method int4-gptq or int8-gptq, not {scheme.method}")
     if tokens is not None and tokens < 1:
         raise LlmarchError(f"--calibration-tokens must be at least 1, got {tokens}")
     model, tok = load_with_tokenizer(args.checkpoint)

@@ -22,7 +22,8 @@ def _linear_maker(scheme: Scheme, meta: bool):
     built to be filled by a checkpoint), an empty one of the right shape."""
 
     def make(weight: torch.Tensor, bias: torch.Tensor | None, fitted: tuple | None = None) -> nn.Module:
-        """fitted: (codes, scales, zeros) a calibrated method found for this weight (GPTQ), else None."""
+        """fitted: what a calibrated method found for this weight (GPTQ: int4 codes, scales and zeros; int8 codes
+        and scales), else None."""
         N, K = weight.shape
         int4 = holds_int4(scheme, N, K)
         if meta:
@@ -33,6 +34,8 @@ def _linear_maker(scheme: Scheme, meta: bool):
             return Int4Linear.from_codes(*fitted, bias, scheme.group_size, scheme.dtype)
         if int4:
             return Int4Linear.from_weight(weight, bias, scheme.group_size, scheme.dtype, scheme.method)
+        if scheme.calibrated and fitted is not None:  # int8-gptq (int4-gptq fits only the layers int4 holds)
+            return Int8Linear.from_codes(*fitted, bias, scheme.dtype)
         return Int8Linear.from_weight(weight, bias, scheme.dtype)
 
     return make
@@ -48,7 +51,7 @@ def layer_maker(scheme: Scheme, meta: bool):
     """A function (name, weight, bias, fitted=None) -> the quantized layer for the linear layer `name`:
     _linear_maker's, with the LM head in int8 under scheme.head_int8."""
     make = _linear_maker(scheme, meta)
-    make_head = _linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 else make
+    make_head = _linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 and scheme.int4 else make
 
     def make_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, fitted: tuple | None = None):
         return (make_head if name == "lm_head" else make)(weight, bias, fitted)
@@ -87,7 +90,7 @@ def targets(model: nn.Module, scheme: Scheme):
 def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None = None) -> nn.Module:
     """Replace the model's linear layers and experts by quantized ones, in place; returns the model. The
     weights are read from wherever they are; a meta-device model gets empty quantized layers to load into.
-    calibration: token ids (S, T) for a calibrated method (int4-gptq), from the training data."""
+    calibration: token ids (S, T) for a calibrated method (int4-gptq, int8-gptq), from the training data."""
     from ..errors import LlmarchError
 
     if any(hasattr(module, "lora_A") for module in model.modules()):  # they would be dropped with their layers
@@ -112,26 +115,27 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
 
 
 def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None) -> dict:
-    """name -> (codes, scales, zeros) of the layers a calibrated method fits (GPTQ: every int4-eligible
-    nn.Linear; MoE experts keep round-to-nearest), or {} for the others."""
+    """name -> what GPTQ fitted, for the layers a calibrated method fits (int4-gptq: every int4-eligible
+    nn.Linear; int8-gptq: every nn.Linear; MoE experts keep round-to-nearest), or {} for the others."""
     from ..errors import LlmarchError
     from ..models.transformer import TransformerLM
     from . import gptq
 
     if not scheme.calibrated:
         if calibration is not None:
-            raise LlmarchError(f"calibration data is for int4-gptq, not {scheme.method}")
+            raise LlmarchError(f"calibration data is for int4-gptq and int8-gptq, not {scheme.method}")
         return {}
     if calibration is None:
-        raise LlmarchError("int4-gptq needs calibration text: write a checkpoint with `llmarch quantize --method "
-                           "int4-gptq` and use it, or pass calibration=quant.gptq.calibration_ids(...) in Python")
+        raise LlmarchError(f"{scheme.method} needs calibration text: write a checkpoint with `llmarch quantize "
+                           f"--method {scheme.method}` and use it, or pass calibration=quant.gptq.calibration_ids(...) "
+                           "in Python")
     if not isinstance(model, TransformerLM):
-        raise LlmarchError(f"int4-gptq runs on decoder-only and encoder-only models, not {type(model).__name__}")
+        raise LlmarchError(f"{scheme.method} runs on decoder-only and encoder-only models, not {type(model).__name__}")
     layers = {name: m for name, m in targets(model, scheme)
-              if isinstance(m, nn.Linear) and holds_int4(scheme, m.out_features, m.in_features)}
+              if isinstance(m, nn.Linear) and (holds_int4(scheme, m.out_features, m.in_features) or not scheme.int4)}
     training = model.training
     try:  # calibrate as the model will run: no dropout
-        return gptq.fit(model.eval(), layers, calibration, scheme.group_size)
+        return gptq.fit(model.eval(), layers, calibration, gptq.solver(scheme))
     finally:
         model.train(training)
 

@@ -1,6 +1,6 @@
 """GPTQ (Frantar et al. 2023, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
-Transformers", Algorithm 1): int4 in groups, in rtn.py's format (W ~ (q - 8) s + zero), each layer's columns
-quantized in order while the error of each is spread over the columns not yet quantized, weighted by the
+Transformers", Algorithm 1): int4 in groups, in rtn.py's format (W ~ (q - 8) s + zero), or int8 with one scale
+per output channel (W ~ s q, int8_gptq), each layer's columns quantized in order while the error of each is spread over the columns not yet quantized, weighted by the
 inverse Hessian of the layer's reconstruction error ||X W^T - X W_q^T||^2, H = 2 X^T X over calibration tokens.
 
 Per layer: H dampened by 1% of its mean diagonal (§4 "Cholesky reformulation"), the upper Cholesky factor U of
@@ -42,6 +42,48 @@ def int4_gptq(w: torch.Tensor, H: torch.Tensor, group_size: int,
     scales and zeros fp32 (N, K / G), as rtn.int4_rtn gives them. act_order: columns in decreasing H_jj, with
     every group's range fitted beforehand on the unchanged weights (the reference's static groups), so the
     groups stay contiguous."""
+    N, K = w.shape
+    w = w.float().masked_fill(H.diagonal() == 0, 0)  # _solve's dead columns, zero before any range is fitted
+    scales = torch.empty(N, K // group_size)
+    lows = torch.empty(N, K // group_size)
+    if act_order:
+        for g in range(K // group_size):
+            lows[:, g], scales[:, g] = group_range(w[:, g * group_size:(g + 1) * group_size])
+
+    def column(j: int, Wb: torch.Tensor, i: int) -> torch.Tensor:
+        if not act_order and j % group_size == 0:
+            lows[:, j // group_size], scales[:, j // group_size] = group_range(Wb[:, i:i + group_size])
+        lo, s = lows[:, j // group_size], scales[:, j // group_size]
+        return ((Wb[:, i] - lo) / s).round().clamp(0, 15), lo, s
+
+    codes = _solve(w, H, column, act_order, max(BLOCK, group_size))  # a group starts and ends in one block
+    return codes.to(torch.uint8), scales, lows + 8 * scales
+
+
+@torch.no_grad()
+def int8_gptq(w: torch.Tensor, H: torch.Tensor, scale_dtype: torch.dtype = torch.float32,
+              act_order: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (N, K), H (K, K) -> codes int8 (N, K) in [-127, 127] and scales (N,) in `scale_dtype`, rtn.int8_rtn's
+    format (W ~ s q, symmetric, one scale per output channel, as the int8 kernel takes it). Each row's scale is
+    fixed before any column moves (rtn.int8_scales, on the unchanged weights), so act-order needs no static
+    groups: the whole row is one group. The scale is rounded to the dtype the kernel multiplies by before any
+    code is chosen: each column's error, which the later columns absorb, must be the one the layer will make."""
+    from .rtn import int8_scales
+
+    scales = int8_scales(w.float().masked_fill(H.diagonal() == 0, 0), scale_dtype)
+    s = scales.float()
+    zero = torch.zeros_like(s)
+
+    def column(j: int, Wb: torch.Tensor, i: int) -> torch.Tensor:
+        return (Wb[:, i] / s).round().clamp(-127, 127), zero, s
+
+    return _solve(w, H, column, act_order, BLOCK).to(torch.int8), scales
+
+
+def _solve(w: torch.Tensor, H: torch.Tensor, column, act_order: bool, block: int) -> torch.Tensor:
+    """Algorithm 1 over w (N, K) with the Hessian H (K, K): column(j, Wb, i) quantizes column j of w, found at
+    column i of the current block Wb (N, block), to codes q (N,), lowest values lo and steps s with
+    w_q = lo + q s; returns the codes (N, K) as floats, in w's column order."""
     W = w.float().clone()
     N, K = W.shape
     H = H.double().clone()
@@ -49,33 +91,23 @@ def int4_gptq(w: torch.Tensor, H: torch.Tensor, group_size: int,
     H[dead, dead] = 1
     W[:, dead] = 0
     H.diagonal().add_(DAMP * H.diagonal().mean())
-    codes = torch.empty(N, K, dtype=torch.uint8)
-    scales = torch.empty(N, K // group_size)
-    lows = torch.empty(N, K // group_size)
+    codes = torch.empty(N, K)
     order = list(range(K))
     if act_order:
-        for g in range(K // group_size):
-            lows[:, g], scales[:, g] = group_range(W[:, g * group_size:(g + 1) * group_size])
         perm = H.diagonal().argsort(descending=True)
         W, H, order = W[:, perm], H[perm][:, perm], perm.tolist()
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
-    block = max(BLOCK, group_size)  # a group starts and ends inside one block: its weights there are current
     for b0 in range(0, K, block):
         b1 = min(b0 + block, K)
         Wb, Ub, E = W[:, b0:b1].clone(), U[b0:b1, b0:b1], torch.empty(N, b1 - b0)
         for i in range(b1 - b0):
             j = order[b0 + i]  # the column's place in w
-            if act_order:
-                lo, s = lows[:, j // group_size], scales[:, j // group_size]
-            elif j % group_size == 0:
-                lo, s = group_range(Wb[:, i:i + group_size])
-                scales[:, j // group_size], lows[:, j // group_size] = s, lo
-            q = ((Wb[:, i] - lo) / s).round().clamp(0, 15)
-            codes[:, j] = q.to(torch.uint8)
+            q, lo, s = column(j, Wb, i)
+            codes[:, j] = q
             E[:, i] = (Wb[:, i] - (lo + q * s)) / Ub[i, i]
             Wb[:, i:] -= E[:, i:i + 1] * Ub[i:i + 1, i:]  # column i's error spread over the block's later columns
         W[:, b1:] -= E @ U[b0:b1, b1:]  # the block's errors reach the columns after it at once
-    return codes, scales, lows + 8 * scales
+    return codes
 
 
 def group_range(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,11 +190,28 @@ def _hessians(linears: dict[str, nn.Linear], run) -> dict[str, torch.Tensor]:
     return H
 
 
+def solver(scheme):
+    """The scheme's GPTQ: a function (w (N, K), H (K, K)) -> (what the layer is built from: int4 codes, scales
+    and zeros, or int8 codes and scales; the weight they stand for, (N, K) fp32)."""
+    from .rtn import int4_dequantize
+
+    if scheme.int4:
+        def solve(w, H):
+            fitted = int4_gptq(w, H, scheme.group_size)
+            return fitted, int4_dequantize(*fitted)
+    else:
+        def solve(w, H):
+            codes, scales = int8_gptq(w, H, scheme.dtype)
+            return (codes, scales), codes.float() * scales.float()[:, None]
+    return solve
+
+
 @torch.no_grad()
-def fit(model: nn.Module, targets: dict[str, nn.Linear], ids: torch.Tensor, group_size: int) -> dict:
-    """A decoder-only or encoder-only TransformerLM. GPTQ over the model's blocks in order, on calibration ids (S, T): name -> (codes, scales, zeros) for each
-    of `targets` (the int4-eligible linears apply.py will replace; the LM head among them if quantized). The
-    blocks' linear weights are left holding their quantized values (the next block's inputs need them)."""
+def fit(model: nn.Module, targets: dict[str, nn.Linear], ids: torch.Tensor, solve) -> dict:
+    """A decoder-only or encoder-only TransformerLM. GPTQ over the model's blocks in order, on calibration ids
+    (S, T), by `solve` (solver's): name -> what solve fitted, for each of `targets` (the linears apply.py will
+    replace by fitted ones; the LM head among them if quantized). The blocks' linear weights are left holding
+    their quantized values (the next block's inputs need them)."""
     batches = ids.split(BATCH)
     states = []
     with _recording(model) as calls:
@@ -176,8 +225,8 @@ def fit(model: nn.Module, targets: dict[str, nn.Linear], ids: torch.Tensor, grou
         linears = {name: m for name, m in targets.items() if name.startswith(prefix)}
         H = _hessians(linears, lambda: [block(x, ctxs[i]) for x, ctxs in states])
         for name, m in linears.items():
-            fitted[name] = int4_gptq(m.weight, H[name], group_size)
-            m.weight.data = _dequantize(*fitted[name]).to(m.weight.dtype)
+            fitted[name], w_q = solve(m.weight, H[name])
+            m.weight.data = w_q.to(m.weight.dtype)
         states = [(block(x, ctxs[i]), ctxs) for x, ctxs in states]
     head = targets.get("lm_head")
     if head is not None:
@@ -187,11 +236,5 @@ def fit(model: nn.Module, targets: dict[str, nn.Linear], ids: torch.Tensor, grou
         for x, _ in states:  # the head's inputs, without computing its (large) output
             h = model.ln_final(x).reshape(-1, x.shape[-1]).float()
             H += (h.T @ h).double()
-        fitted["lm_head"] = int4_gptq(head.weight, H, group_size)  # its weight (maybe tied) is left as it is
+        fitted["lm_head"] = solve(head.weight, H)[0]  # its weight (maybe tied) is left as it is
     return fitted
-
-
-def _dequantize(codes, scales, zeros):
-    from .rtn import int4_dequantize
-
-    return int4_dequantize(codes, scales, zeros)

@@ -53,6 +53,17 @@ class Int8Linear(nn.Module):
             new.bias.copy_(bias.detach())
         return new
 
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+                   dtype: torch.dtype) -> Int8Linear:
+        """A layer of codes int8 (N, K) and scales (N,) some method already found (GPTQ)."""
+        new = cls(codes.shape[1], codes.shape[0], bias is not None, dtype, device=codes.device)
+        new.weight.copy_(codes)
+        new.scales.copy_(scales)
+        if bias is not None:
+            new.bias.copy_(bias.detach())
+        return new
+
     def dequantized(self) -> torch.Tensor:
         return self.weight.float() * self.scales.float()[:, None]
 

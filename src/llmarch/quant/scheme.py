@@ -12,8 +12,9 @@ import torch
 from ..errors import LlmarchError
 
 SCHEME_FILE = "quantization.json"
-# int8 per output channel; int4 in groups: round-to-nearest, HQQ, or GPTQ (calibrated on training text)
-METHODS = ("int8", "int4", "int4-hqq", "int4-gptq")
+# int8 per output channel, round-to-nearest or GPTQ; int4 in groups: round-to-nearest, HQQ, or GPTQ (GPTQ
+# calibrated on training text)
+METHODS = ("int8", "int8-gptq", "int4", "int4-hqq", "int4-gptq")
 GROUP_SIZES = (32, 64, 128, 256)  # the int4 CPU kernel's groups (a power of two >= 32)
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -51,7 +52,7 @@ class Scheme:
     @property
     def calibrated(self) -> bool:
         """Whether quantizing needs calibration data (the model's activations on training text)."""
-        return self.method == "int4-gptq"
+        return self.method.endswith("-gptq")
 
     @property
     def dtype(self) -> torch.dtype:
