@@ -28,21 +28,23 @@ def test_bench_reports_train_decode_prefill_against_transformers(tmp_path, capsy
     assert "| decode tokens/s, batch 2 |" in table.read_text() and "speed-up" in capsys.readouterr().out
 
 
-def test_bench_reports_quantized_rows_and_weight_memory(tmp_path, capsys):
+# int8 or int4 linears (the head included) and the fp32 embedding table, 2.1M of this model's 5.3M parameters;
+# a calibrated method (GPTQ) fits the random model to random ids, as bench's prompts are
+@pytest.mark.parametrize("method, per_parameter", [("int8", (2.0, 2.5)), ("int4-gptq", (1.8, 2.1))])
+def test_bench_reports_quantized_rows_and_weight_memory(tmp_path, capsys, method, per_parameter):
     out, table = tmp_path / "bench.json", tmp_path / "bench.md"
     main(["bench", "--model", "llama-tiny", "--n-layers", "1", "--context-length", "32", "--batch-size", "2",
           "--prompt-tokens", "4", "--new-tokens", "4", "--prefill-tokens", "16", "--repeats", "1",
-          "--transformers", "false", "--quantize", "int8", "--out", str(out), "--markdown", str(table)])
+          "--transformers", "false", "--quantize", method, "--out", str(out), "--markdown", str(table)])
     r = json.loads(out.read_text())
-    fp, q = r["weights"]["llmarch"], r["weights"]["llmarch_int8"]
-    # int8 linears (the head included) and the fp32 embedding table, which is 2.1M of this model's 5.3M parameters
-    assert fp["bytes_per_parameter"] == 4 and 2.0 < q["bytes_per_parameter"] < 2.5
-    assert r["decode_tokens_per_s"]["batch_1"]["llmarch_int8"] > 0
-    assert isinstance(r["decode_tokens_per_s"]["batch_1"]["llmarch_int8_same_tokens"], bool)
-    assert r["prefill_tokens_per_s"]["llmarch_int8"] > 0
+    fp, q = r["weights"]["llmarch"], r["weights"][f"llmarch_{method}"]
+    assert fp["bytes_per_parameter"] == 4 and per_parameter[0] < q["bytes_per_parameter"] < per_parameter[1]
+    assert r["decode_tokens_per_s"]["batch_1"][f"llmarch_{method}"] > 0
+    assert isinstance(r["decode_tokens_per_s"]["batch_1"][f"llmarch_{method}_same_tokens"], bool)
+    assert r["prefill_tokens_per_s"][f"llmarch_{method}"] > 0
     md = table.read_text()
-    assert "| decode tokens/s, batch 1, llmarch int8 (vs llmarch) |" in md
-    assert "weights of llmarch int8: " in md and "bytes per parameter" in md
+    assert f"| decode tokens/s, batch 1, llmarch {method} (vs llmarch) |" in md
+    assert f"weights of llmarch {method}: " in md and "bytes per parameter" in md
 
 
 def test_bench_refuses_encoder_decoders():

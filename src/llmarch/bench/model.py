@@ -45,7 +45,7 @@ class BenchConfig:
     device: str | None = None  # cpu, cuda, cuda:N or mps; None: cuda if available, else cpu
     transformers: bool = True  # compare against transformers (needs it installed)
     vs_dense: bool = False  # a mixture-of-experts model: training speed against its dense twin instead
-    quantize: str | None = None  # also decode and prefill a copy quantized by this method (int8, int4, int4-hqq)
+    quantize: str | None = None  # also decode and prefill a copy quantized by this method (quant.METHODS)
     group_size: int = 64  # int4 group size of that copy
 
 
@@ -212,10 +212,17 @@ def _quantized_copy(model, bc: BenchConfig):
     """A quantized copy of the model (its own weights, the original untouched), laid out for CPU decoding."""
     import copy
 
-    from ..quant import quantize
+    from ..quant import Scheme, quantize
     from ..transforms import for_cpu_decoding
 
-    quant = quantize(copy.deepcopy(model).float(), bc.quantize, group_size=bc.group_size)
+    calibration = None
+    if Scheme(bc.quantize, bc.group_size).calibrated:
+        # bench's models are random and so are its prompts: a calibrated method fits them to random ids too (its
+        # layers have the format and kernel of the uncalibrated method; what bench measures is their speed)
+        generator = torch.Generator().manual_seed(0)
+        calibration = torch.randint(0, model.config.vocab_size, (4, min(model.config.context_length, 256)),
+                                    generator=generator, device=next(model.parameters()).device)
+    quant = quantize(copy.deepcopy(model).float(), bc.quantize, group_size=bc.group_size, calibration=calibration)
     for_cpu_decoding(quant)
     return quant.eval()
 
