@@ -1,22 +1,24 @@
-"""Speculative decoding with a draft model against plain decoding at batch 1, on CPU. Targets and drafts are
-llama models trained here by `llmarch train` on the embedded standard-library corpus (so with one BPE
-tokenizer) where their directory is absent, by the recipe named after the directory (RECIPES): `demo` (the
-Makefile's `make demo`: llama-tiny, 8 layers, d_model 256, 300 steps), `target-24` (the same, 24 layers), `draft`
-(1 layer, d_model 128, 600 steps on the corpus) and `draft-24` (the same draft trained instead on text the
-target-24 model decoded: distillation for agreement, below). Both continue a few code prompts, one at a time
-(batch 1); each round times, for each prompt in turn, plain decoding and speculative decoding with each
---num-draft, in an order reversed every other time, so a neighbour's load slows all alike. Reports tokens per
-second (median over rounds), the speed-up (median and range of the per-round ratios), the share of drafted
-tokens accepted and the tokens per target forward (first timed round; with a fixed seed every round draws the
-same), and checks that greedy output is the same token for token.
+"""Speculative decoding with a draft model against plain decoding at batch 1, on CPU. Target and drafts are
+llama models trained here by `llmarch train` on the embedded standard-library corpus where their directory is
+absent, by the recipe named after the directory (RECIPES): `demo` (the target: the Makefile's `make demo`,
+llama-tiny, 8 layers, d_model 256, 300 steps), `draft` (1 layer, d_model 128, 600 steps on the corpus, so with
+the same BPE tokenizer) and `draft-distilled` (the same draft trained instead on text the demo model decoded:
+below). Both continue a few code prompts, one at a time (batch 1); each round times, for each prompt in turn,
+plain decoding and speculative decoding with each --num-draft, in an order reversed every other time, so a
+neighbour's load slows all alike. Reports tokens per second (median over rounds), the speed-up (median and
+range of the per-round ratios), the share of drafted tokens accepted and the tokens per target forward (first
+timed round; with a fixed seed every round draws the same), and checks that greedy output is the same token
+for token.
 
     python benchmarks/speculative.py --target runs/demo --draft runs/draft --num-draft 2,3,4
-    python benchmarks/speculative.py --target runs/target-24 --draft runs/draft-24 --num-draft 2,3,4
+    python benchmarks/speculative.py --target runs/demo --draft runs/draft-distilled --num-draft 2,3,4
 
 A draft trained for agreement (Zhou et al. 2023, "DistillSpec": a draft distilled on its target's own outputs
-is accepted more often): `draft-24` trains on the target's greedy continuations of random 16-token windows of
-its training split (the four fixed openings timed here are not chosen from them), written to a .jsonl, with
-the target's tokenizer taken as it is (`llmarch train --tokenizer CHECKPOINT`)."""
+is accepted more often): `draft-distilled` trains on the target's greedy continuations of random 16-token
+windows of its training split (the four fixed openings timed here are not chosen from them), written to a
+.jsonl as the token ids the target chose (its text tokenized again gives other tokens, often shorter ones, so
+a draft trained on the text learns to propose tokens the target does not pick), with the target's tokenizer
+taken as it is (`llmarch train --tokenizer CHECKPOINT`)."""
 from __future__ import annotations
 
 import argparse
@@ -35,16 +37,14 @@ PROMPTS = [
     "    def __init__(self, ",
 ]
 
-TARGET = ["--model", "llama-tiny", "--steps", "300", "--batch-size", "8"]
 DRAFT = ["--model", "llama-tiny", "--n-layers", "1", "--d-model", "128", "--n-heads", "4", "--n-kv-heads", "2",
          "--ffn-hidden", "384", "--steps", "600", "--batch-size", "8", "--eval-every", "200"]
 RECIPES = {  # directory name -> (llmarch train's arguments, the target whose decoded text it trains on)
-    "demo": ([*TARGET, "--eval-every", "50"], None),
-    "target-24": ([*TARGET, "--n-layers", "24", "--eval-every", "100"], None),
+    "demo": (["--model", "llama-tiny", "--steps", "300", "--batch-size", "8", "--eval-every", "50"], None),
     "draft": (DRAFT, None),
-    "draft-24": (DRAFT, "target-24"),
+    "draft-distilled": (DRAFT, "demo"),
 }
-TEXT_ROWS, TEXT_PROMPT, TEXT_NEW, TEXT_BATCH = 512, 16, 240, 64  # the distillation text: rows, tokens
+TEXT_ROWS, TEXT_PROMPT, TEXT_NEW, TEXT_BATCH = 512, 16, 240, 64  # the distillation data: rows, tokens
 
 
 def ensure(path: str, threads: int) -> None:
@@ -60,18 +60,18 @@ def ensure(path: str, threads: int) -> None:
     if teacher is not None:
         source = Path(path).parent / teacher
         ensure(str(source), threads)
-        text = Path(path).parent / f"{teacher}-text.jsonl"
-        if not text.exists():
-            write_target_text(str(source), text)
-        args = [*args, "--tokenizer", str(source), "--data", str(text)]
+        tokens = Path(path).parent / f"{teacher}-tokens.jsonl"
+        if not tokens.exists():
+            write_target_tokens(str(source), tokens)
+        args = [*args, "--tokenizer", str(source), "--data", str(tokens)]
     torch.set_num_threads(threads)
     assert main(["train", *args, "--out", path]) == 0
 
 
-def write_target_text(target_dir: str, out: Path) -> None:
+def write_target_tokens(target_dir: str, out: Path) -> None:
     """TEXT_ROWS greedy continuations (TEXT_NEW tokens) by the target of random TEXT_PROMPT-token windows of its
     training split, decoded in batches of TEXT_BATCH rows (batched decoding is many times the throughput of
-    batch 1), as a .jsonl of {text}."""
+    batch 1), as a .jsonl of {ids}: the tokens it chose."""
     from llmarch.cli.options import load_with_tokenizer
     from llmarch.data.corpus import read_documents
     from llmarch.data.dataset import split_documents
@@ -89,9 +89,9 @@ def write_target_text(target_dir: str, out: Path) -> None:
                 start = rng.randrange(len(ids) - TEXT_PROMPT)
                 prompts.append(ids[start:start + TEXT_PROMPT])
         rows += generate(model, prompts, TEXT_NEW)
-        print(f"target text: {len(rows)}/{TEXT_ROWS} rows", flush=True)
+        print(f"target's tokens: {len(rows)}/{TEXT_ROWS} rows", flush=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"text": tok.decode(r)}) + "\n" for r in rows))
+    tmp.write_text("".join(json.dumps({"ids": r}) + "\n" for r in rows))
     tmp.rename(out)
 
 

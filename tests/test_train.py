@@ -1,4 +1,5 @@
 import csv
+import json
 import shutil
 
 import pytest
@@ -86,3 +87,11 @@ def test_tokenizer_taken_from_a_checkpoint(tmp_path, corpus):
     with pytest.raises(LlmarchError, match="tokenizer has 300 tokens but the model's vocab_size is 257"):
         train(llmarch.resolve("gpt-tiny", **SMALL), TrainConfig(steps=1, tokenizer=str(first.checkpoint),
                                                                 data=corpus), tmp_path / "small", verbose=False)
+
+
+def test_token_id_data_needs_the_tokenizer_that_made_them(tmp_path):
+    src = tmp_path / "ids.jsonl"
+    src.write_text(json.dumps({"ids": [5, 6, 7] * 40}) + "\n")
+    with pytest.raises(LlmarchError, match="holds token ids .* --tokenizer CHECKPOINT"):
+        train(llmarch.resolve("gpt-tiny", **SMALL), TrainConfig(steps=1, tokenizer="bpe", data=str(src)),
+              tmp_path / "run", verbose=False)

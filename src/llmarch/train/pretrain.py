@@ -162,6 +162,9 @@ class Pretraining:
         if model_cfg is None:
             raise LlmarchError("a fresh run needs --model")
         check_objective(tc.objective, model_cfg)
+        if tc.tokenizer in TOKENIZERS and any(d.ids is not None for d in docs):
+            raise LlmarchError("the data holds token ids ('ids' records): train with the tokenizer that made them, "
+                               "--tokenizer CHECKPOINT")
         if tc.tokenizer in TOKENIZERS:
             train_docs, _ = split_documents(docs, tc.val_fraction)
             sentinels = SENTINELS if tc.objective == "span" else 0
