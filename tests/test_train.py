@@ -8,6 +8,8 @@ import llmarch
 from llmarch import LlmarchError
 from llmarch.train import TrainConfig, train
 
+from fixtures_gguf import smollm2_gguf  # noqa: F401 (a fixture)
+
 # dropout > 0: the resumed run must also restore the RNG state to match
 SMALL = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.1)
 
@@ -95,3 +97,16 @@ def test_token_id_data_needs_the_tokenizer_that_made_them(tmp_path):
     with pytest.raises(LlmarchError, match="holds token ids .* --tokenizer CHECKPOINT"):
         train(llmarch.resolve("gpt-tiny", **SMALL), TrainConfig(steps=1, tokenizer="bpe", data=str(src)),
               tmp_path / "run", verbose=False)
+
+
+def test_draft_for_a_gguf_model_trains_with_its_tokenizer(tmp_path, corpus, smollm2_gguf):  # noqa: F811
+    """--tokenizer FILE.gguf: a draft for SmolLM2 (49,152 tokens) trains with the file's own tokenizer."""
+    from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
+
+    shape = {**SMALL, "vocab_size": 49152, "d_model": 16, "n_layers": 1}
+    result = train(llmarch.resolve("gpt-tiny", **shape),
+                   TrainConfig(steps=1, batch_size=2, eval_every=1, eval_tokens=64, tokenizer=str(smollm2_gguf),
+                               data=corpus), tmp_path / "draft", verbose=False)
+    text = "def main(argv):\n    return 0\n"
+    ids = checkpoint_tokenizer(smollm2_gguf).encode(text)
+    assert checkpoint_tokenizer(result.checkpoint).encode(text) == ids and max(ids) > 257
