@@ -2,7 +2,7 @@
 llama models trained here by `llmarch train` on the embedded standard-library corpus where their directory is
 absent, by the recipe named after the directory (RECIPES): `demo` (the target: the Makefile's `make demo`,
 llama-tiny, 8 layers, d_model 256, 300 steps), `draft` (1 layer, d_model 128, 600 steps on the corpus, so with
-the same BPE tokenizer) and `draft-distilled` (the same draft trained instead on text the demo model decoded:
+the same BPE tokenizer) and `draft-distilled` (the same draft trained instead on the tokens the demo model decoded:
 below). Both continue a few code prompts, one at a time (batch 1); each round times, for each prompt in turn,
 plain decoding and speculative decoding with each --num-draft, in an order reversed every other time, so a
 neighbour's load slows all alike. Reports tokens per second (median over rounds), the speed-up (median and
@@ -39,7 +39,7 @@ PROMPTS = [
 
 DRAFT = ["--model", "llama-tiny", "--n-layers", "1", "--d-model", "128", "--n-heads", "4", "--n-kv-heads", "2",
          "--ffn-hidden", "384", "--steps", "600", "--batch-size", "8", "--eval-every", "200"]
-RECIPES = {  # directory name -> (llmarch train's arguments, the target whose decoded text it trains on)
+RECIPES = {  # directory name -> (llmarch train's arguments, the target whose greedy tokens it trains on)
     "demo": (["--model", "llama-tiny", "--steps", "300", "--batch-size", "8", "--eval-every", "50"], None),
     "draft": (DRAFT, None),
     "draft-distilled": (DRAFT, "demo"),
