@@ -1,18 +1,29 @@
-"""Speculative decoding with a draft model against plain decoding at batch 1, on CPU. The target is the `make
-demo` checkpoint (llama-tiny: 8 layers, d_model 256, 300 steps on the embedded standard-library corpus); the
-draft a 1-layer, d_model-128 llama trained on the same corpus (so with the same BPE tokenizer) by the same
-`llmarch train`, 600 steps. Either is trained here first when its directory is absent. Both continue a few code
-prompts, one at a time (batch 1); each round times, for each prompt in turn, plain decoding and speculative
-decoding with each --num-draft, in an order reversed every other time, so a neighbour's load slows all alike.
-Reports tokens per second (median over rounds), the speed-up (median and range of the per-round ratios), the
-share of drafted tokens accepted and the tokens per target forward (first timed round; with a fixed seed every
-round draws the same), and checks that greedy output is the same token for token.
+"""Speculative decoding with a draft model against plain decoding at batch 1, on CPU. Target and drafts are
+llama models trained here by `llmarch train` on the embedded standard-library corpus where their directory is
+absent, by the recipe named after the directory (RECIPES): `demo` (the target: the Makefile's `make demo`,
+llama-tiny, 8 layers, d_model 256, 300 steps), `draft` (1 layer, d_model 128, 600 steps on the corpus, so with
+the same BPE tokenizer) and `draft-distilled` (the same draft trained instead on the tokens the demo model decoded:
+below). Both continue a few code prompts, one at a time (batch 1); each round times, for each prompt in turn,
+plain decoding and speculative decoding with each --num-draft, in an order reversed every other time, so a
+neighbour's load slows all alike. Reports tokens per second (median over rounds), the speed-up (median and
+range of the per-round ratios), the share of drafted tokens accepted and the tokens per target forward (first
+timed round; with a fixed seed every round draws the same), and checks that greedy output is the same token
+for token.
 
-    python benchmarks/speculative.py --target runs/demo --draft runs/draft --num-draft 2,3,4"""
+    python benchmarks/speculative.py --target runs/demo --draft runs/draft --num-draft 2,3,4
+    python benchmarks/speculative.py --target runs/demo --draft runs/draft-distilled --num-draft 2,3,4
+
+A draft trained for agreement (Zhou et al. 2023, "DistillSpec": a draft distilled on its target's own outputs
+is accepted more often): `draft-distilled` trains on the target's greedy continuations of random 16-token
+windows of its training split (the four fixed openings timed here are not chosen from them), written to a
+.jsonl as the token ids the target chose (its text tokenized again gives other tokens, often shorter ones, so
+a draft trained on the text learns to propose tokens the target does not pick), with the target's tokenizer
+taken as it is (`llmarch train --tokenizer CHECKPOINT`)."""
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -26,18 +37,62 @@ PROMPTS = [
     "    def __init__(self, ",
 ]
 
-TRAIN = {  # what is trained where a checkpoint is absent (the target: Makefile's `make demo`)
-    "target": ["--model", "llama-tiny", "--steps", "300", "--batch-size", "8", "--eval-every", "50"],
-    "draft": ["--model", "llama-tiny", "--n-layers", "1", "--d-model", "128", "--n-heads", "4", "--n-kv-heads",
-              "2", "--ffn-hidden", "384", "--steps", "600", "--batch-size", "8", "--eval-every", "200"],
+DRAFT = ["--model", "llama-tiny", "--n-layers", "1", "--d-model", "128", "--n-heads", "4", "--n-kv-heads", "2",
+         "--ffn-hidden", "384", "--steps", "600", "--batch-size", "8", "--eval-every", "200"]
+RECIPES = {  # directory name -> (llmarch train's arguments, the target whose greedy tokens it trains on)
+    "demo": (["--model", "llama-tiny", "--steps", "300", "--batch-size", "8", "--eval-every", "50"], None),
+    "draft": (DRAFT, None),
+    "draft-distilled": (DRAFT, "demo"),
 }
+TEXT_ROWS, TEXT_PROMPT, TEXT_NEW, TEXT_BATCH = 512, 16, 240, 64  # the distillation data: rows, tokens
 
 
-def ensure(role: str, path: str) -> None:
+def ensure(path: str, threads: int) -> None:
+    """Train the checkpoint at `path` by the recipe of its directory's name, unless it is there."""
     from llmarch.cli import main
 
-    if not Path(path).exists():
-        assert main(["train", *TRAIN[role], "--out", path]) == 0
+    if Path(path).exists():
+        return
+    name = Path(path).name
+    if name not in RECIPES:
+        raise SystemExit(f"{path} does not exist and no recipe is named {name!r} ({', '.join(RECIPES)})")
+    args, teacher = RECIPES[name]
+    if teacher is not None:
+        source = Path(path).parent / teacher
+        ensure(str(source), threads)
+        tokens = Path(path).parent / f"{teacher}-tokens.jsonl"
+        if not tokens.exists():
+            write_target_tokens(str(source), tokens)
+        args = [*args, "--tokenizer", str(source), "--data", str(tokens)]
+    torch.set_num_threads(threads)
+    assert main(["train", *args, "--out", path]) == 0
+
+
+def write_target_tokens(target_dir: str, out: Path) -> None:
+    """TEXT_ROWS greedy continuations (TEXT_NEW tokens) by the target of random TEXT_PROMPT-token windows of its
+    training split, decoded in batches of TEXT_BATCH rows (batched decoding is many times the throughput of
+    batch 1), as a .jsonl of {ids}: the tokens it chose."""
+    from llmarch.cli.options import load_with_tokenizer
+    from llmarch.data.corpus import read_documents
+    from llmarch.data.dataset import split_documents
+    from llmarch.generate import generate
+
+    model, tok = load_with_tokenizer(target_dir)
+    train_docs, _ = split_documents(read_documents(), 0.05)  # TrainConfig's val_fraction: the target's split
+    rng = random.Random(0)
+    rows = []
+    while len(rows) < TEXT_ROWS:
+        prompts = []
+        while len(prompts) < TEXT_BATCH:
+            ids = tok.encode(rng.choice(train_docs).text)
+            if len(ids) > TEXT_PROMPT:
+                start = rng.randrange(len(ids) - TEXT_PROMPT)
+                prompts.append(ids[start:start + TEXT_PROMPT])
+        rows += generate(model, prompts, TEXT_NEW)
+        print(f"target's tokens: {len(rows)}/{TEXT_ROWS} rows", flush=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"ids": r}) + "\n" for r in rows))
+    tmp.rename(out)
 
 
 def main() -> None:
@@ -56,8 +111,8 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    ensure("target", args.target)
-    ensure("draft", args.draft)
+    ensure(args.target, args.threads)
+    ensure(args.draft, args.threads)
     target, tok = load_with_tokenizer(args.target)
     draft = load_draft(args.draft, target, tok)
     prompts = [tok.encode(t) for t in PROMPTS]

@@ -45,3 +45,37 @@ def test_speculative_benchmark_runs_and_reports(tmp_path, monkeypatch, capsys):
     results = json.loads(out.read_text())
     assert results["same_tokens"] is True and [r["num_draft"] for r in results["rows"]] == [1, 3]
     assert all(r["speedup"] > 0 and 0 <= r["accepted_share"] <= 1 for r in results["rows"])
+
+
+def test_speculative_benchmark_distils_a_draft(tmp_path, monkeypatch):
+    """A recipe with a teacher: the target's greedy continuations of corpus windows become a .jsonl of the ids it
+    chose, and the draft trains on them with the target's tokenizer."""
+    import importlib.util
+
+    import torch
+
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.generate import generate
+    from llmarch.models import TransformerLM
+    from llmarch.presets import resolve
+
+    spec = importlib.util.spec_from_file_location("speculative_bench", ROOT / "benchmarks" / "speculative.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shape = dict(vocab_size=257, n_heads=2, n_kv_heads=1, context_length=64)
+    torch.manual_seed(0)
+    target = TransformerLM(resolve("llama-tiny", d_model=32, n_layers=2, ffn_hidden=64, **shape))
+    save_model(target, tmp_path / "t")
+    ByteTokenizer().save(tmp_path / "t")
+    draft_args = ["--model", "llama-tiny", "--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--n-kv-heads",
+                  "1", "--ffn-hidden", "32", "--vocab-size", "257", "--context-length", "8", "--steps", "2",
+                  "--batch-size", "2", "--eval-every", "2", "--eval-tokens", "64"]
+    monkeypatch.setattr(bench, "RECIPES", {"d": (draft_args, "t")})
+    for name, value in dict(TEXT_ROWS=6, TEXT_PROMPT=8, TEXT_NEW=40, TEXT_BATCH=3).items():
+        monkeypatch.setattr(bench, name, value)
+    bench.ensure(str(tmp_path / "d"), torch.get_num_threads())
+    rows = [json.loads(line)["ids"] for line in (tmp_path / "t-tokens.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r) == 48 for r in rows)
+    assert generate(target, [rows[0][:8]], 40) == [rows[0]]  # a window of the corpus, then the target's tokens
+    assert (tmp_path / "d" / "latest").is_file()

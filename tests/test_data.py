@@ -73,3 +73,22 @@ def test_data_vocab_mismatch_is_an_error():
     data = TokenData.prepare(read_documents()[:25], ByteTokenizer())
     with pytest.raises(LlmarchError, match="token id 256 >= vocab_size 200"):
         data.check_vocab(200)
+
+
+def test_jsonl_token_ids_are_taken_as_they_are(tmp_path, monkeypatch):
+    """A record's "ids" skip tokenizing: here ids that the byte tokenizer would never make from any text
+    (9 after 200 is not "\\t" after a lone continuation byte: decoding would replace them)."""
+    monkeypatch.setenv("LLMARCH_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "ids.jsonl"
+    rows = [[200, 9, 201] * 30, [65, 66]]
+    src.write_text("".join(json.dumps({"ids": r}) + "\n" for r in rows) + json.dumps({"text": "AB"}) + "\n")
+    docs = read_documents(str(src))
+    assert [d.ids for d in docs] == [tuple(rows[0]), tuple(rows[1]), None]
+    tok = ByteTokenizer()
+    data = TokenData.prepare(docs, tok, val_fraction=0.05)
+    stream = np.concatenate([data.train, data.val]).tolist()
+    assert stream == rows[0] + [tok.eos_id] + rows[1] + [tok.eos_id] + tok.encode("AB") + [tok.eos_id]
+    for bad in ([], [1, -2], [1, 2.5], "12"):
+        src.write_text(json.dumps({"ids": bad}) + "\n")
+        with pytest.raises(LlmarchError, match="ids.jsonl:1: 'ids' must be a non-empty list of token ids"):
+            read_documents(str(src))

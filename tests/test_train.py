@@ -1,4 +1,5 @@
 import csv
+import json
 import shutil
 
 import pytest
@@ -6,6 +7,8 @@ import pytest
 import llmarch
 from llmarch import LlmarchError
 from llmarch.train import TrainConfig, train
+
+from fixtures_gguf import smollm2_gguf  # noqa: F401 (a fixture)
 
 # dropout > 0: the resumed run must also restore the RNG state to match
 SMALL = dict(vocab_size=257, d_model=32, n_layers=2, n_heads=2, context_length=32, dropout=0.1)
@@ -62,3 +65,48 @@ def test_demo_recipe_beats_unigram_entropy(tmp_path):
     result = train(llmarch.resolve("llama-tiny", n_layers=2, context_length=128), tc, tmp_path, verbose=False)
     vals = list(result.val_losses.values())
     assert vals[-1] < vals[0] and vals[-1] < result.unigram_entropy
+
+
+def test_tokenizer_taken_from_a_checkpoint(tmp_path, corpus):
+    """--tokenizer CHECKPOINT: a draft model for an existing one trains with its tokenizer as it is, not one
+    trained on its own data (which here differs: a BPE trained on it would merge other pairs)."""
+    first = train(llmarch.resolve("gpt-tiny", **{**SMALL, "vocab_size": 300}),
+                  TrainConfig(steps=1, batch_size=2, eval_every=1, eval_tokens=64, tokenizer="bpe", data=corpus),
+                  tmp_path / "target", verbose=False)
+    other = tmp_path / "other.txt"
+    other.write_text("zzqq xxjj " * 400)
+    for source in (first.checkpoint, tmp_path / "target"):  # a checkpoint, or its run directory
+        out = tmp_path / f"draft-{source.name}"
+        draft = train(llmarch.resolve("llama-tiny", **{**SMALL, "vocab_size": 300, "n_layers": 1, "n_kv_heads": 2}),
+                      TrainConfig(steps=1, batch_size=2, eval_every=1, eval_tokens=64, tokenizer=str(source),
+                                  data=str(other)), out, verbose=False)
+        assert (draft.checkpoint / "tokenizer.json").read_text() == (first.checkpoint / "tokenizer.json").read_text()
+    with pytest.raises(LlmarchError, match="unknown tokenizer 'nowhere': choose one of bpe, byte, or a checkpoint"):
+        TrainConfig(tokenizer="nowhere").validate()
+    with pytest.raises(LlmarchError, match="is not a checkpoint"):
+        train(llmarch.resolve("gpt-tiny", **SMALL), TrainConfig(steps=1, tokenizer=str(corpus), data=corpus),
+              tmp_path / "bad", verbose=False)
+    with pytest.raises(LlmarchError, match="tokenizer has 300 tokens but the model's vocab_size is 257"):
+        train(llmarch.resolve("gpt-tiny", **SMALL), TrainConfig(steps=1, tokenizer=str(first.checkpoint),
+                                                                data=corpus), tmp_path / "small", verbose=False)
+
+
+def test_token_id_data_needs_the_tokenizer_that_made_them(tmp_path):
+    src = tmp_path / "ids.jsonl"
+    src.write_text(json.dumps({"ids": [5, 6, 7] * 40}) + "\n")
+    with pytest.raises(LlmarchError, match="holds token ids .* --tokenizer CHECKPOINT"):
+        train(llmarch.resolve("gpt-tiny", **SMALL), TrainConfig(steps=1, tokenizer="bpe", data=str(src)),
+              tmp_path / "run", verbose=False)
+
+
+def test_draft_for_a_gguf_model_trains_with_its_tokenizer(tmp_path, corpus, smollm2_gguf):  # noqa: F811
+    """--tokenizer FILE.gguf: a draft for SmolLM2 (49,152 tokens) trains with the file's own tokenizer."""
+    from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
+
+    shape = {**SMALL, "vocab_size": 49152, "d_model": 16, "n_layers": 1}
+    result = train(llmarch.resolve("gpt-tiny", **shape),
+                   TrainConfig(steps=1, batch_size=2, eval_every=1, eval_tokens=64, tokenizer=str(smollm2_gguf),
+                               data=corpus), tmp_path / "draft", verbose=False)
+    text = "def main(argv):\n    return 0\n"
+    ids = checkpoint_tokenizer(smollm2_gguf).encode(text)
+    assert checkpoint_tokenizer(result.checkpoint).encode(text) == ids and max(ids) > 257

@@ -121,11 +121,11 @@ def field_choices() -> dict[str, tuple[str, ...]]:
     from ..layers.attention_kinds import ATTENTION_KINDS
     from ..layers.mixer import MIXERS
     from ..train.objectives import OBJECTIVES
-    from ..train.pretrain import PARALLEL, TOKENIZERS
+    from ..train.pretrain import PARALLEL
 
     return {"ffn": tuple(FFNS), "norm": tuple(NORMS), "positions": tuple(POSITIONS), "attn_impl": tuple(ATTENTION),
             "attention": tuple(ATTENTION_KINDS), "mixer": tuple(MIXERS), "head": HEADS, "qk_norm": QK_NORMS,
-            "objective": tuple(OBJECTIVES), "tokenizer": TOKENIZERS, "parallel": PARALLEL}
+            "objective": tuple(OBJECTIVES), "parallel": PARALLEL}  # tokenizer: also a checkpoint's
 
 
 def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: tuple[str, ...] = (),

@@ -22,6 +22,9 @@ _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-package
 class Document:
     name: str
     text: str
+    # token ids taken as they are (a .jsonl record's "ids"), for a run given the tokenizer that made them: text a
+    # model decoded, tokenized again, is not always the tokens it chose (a draft distilled on them must see those)
+    ids: tuple[int, ...] | None = None
 
 
 def stdlib_documents() -> list[Document]:
@@ -72,9 +75,15 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
 def _jsonl_documents(path: Path) -> list[Document]:
     docs = []
     for i, record in jsonl_records(path):
-        if not isinstance(record.get("text"), str):
-            raise LlmarchError(f"{path}:{i}: expected an object with a string field 'text'")
-        docs.append(Document(f"{path.name}:{i}", record["text"]))
+        ids = record.get("ids")
+        if ids is not None:
+            if not (isinstance(ids, list) and ids and all(type(t) is int and t >= 0 for t in ids)):
+                raise LlmarchError(f"{path}:{i}: 'ids' must be a non-empty list of token ids (integers >= 0)")
+            ids = tuple(ids)
+        elif not isinstance(record.get("text"), str):
+            raise LlmarchError(f"{path}:{i}: expected an object with a string field 'text' (or a list 'ids' of "
+                               "token ids)")
+        docs.append(Document(f"{path.name}:{i}", str(record.get("text", "")), ids))
     return docs
 
 
@@ -111,7 +120,7 @@ def read_documents(source: str | None = None) -> list[Document]:
         files = sorted(Path(p) for p in globlib.glob(source, recursive=True) if Path(p).is_file())
     skipped: list[str] = []
     docs = [d for f in files for d in _file_documents(f, skipped)]
-    if not docs or not any(d.text for d in docs):
+    if not docs or not any(d.text or d.ids for d in docs):
         bad = f"; not UTF-8: {first_and_count(skipped)}" if skipped else ""
         raise LlmarchError(f"data {source!r} holds no UTF-8 text{bad}")
     if skipped:  # one stray byte must not drop a file without a word

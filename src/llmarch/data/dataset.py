@@ -32,6 +32,8 @@ def corpus_hash(docs: list[Document]) -> str:
         h.update(b"\0")
         h.update(d.text.encode())
         h.update(b"\0")
+        if d.ids is not None:
+            h.update(b"ids:" + ",".join(map(str, d.ids)).encode())
     return h.hexdigest()[:16]
 
 
@@ -54,8 +56,9 @@ def _encode(docs: list[Document], tok: Tokenizer, bar: Bar | None = None) -> np.
     parts = []
     for i in range(0, len(docs), ENCODE_CHUNK):
         chunk = docs[i:i + ENCODE_CHUNK]
-        for ids in tok.encode_batch([d.text for d in chunk]):
-            parts.append(np.asarray(ids, dtype=dtype))
+        texts = iter(tok.encode_batch([d.text for d in chunk if d.ids is None]))
+        for d in chunk:
+            parts.append(np.asarray(next(texts) if d.ids is None else d.ids, dtype=dtype))
             parts.append(np.asarray([tok.eos_id], dtype=dtype))
         if bar is not None:
             bar.advance(sum(len(d.text) for d in chunk))

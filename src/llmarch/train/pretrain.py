@@ -16,6 +16,8 @@ from ..data.dataset import TokenData, split_documents, tokenizer_for
 from ..data.tokenizer import check_fits
 from ..device import parse_device
 from ..errors import LlmarchError, check_fields
+from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
+from ..rundir import resolve_checkpoint
 from .distributed import rank_and_world
 from .evaluate import evaluate, unigram_entropy
 from .metrics import perplexity
@@ -56,7 +58,9 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept in the run directory
     seed: int = 0  # seed of the init, the batches and the masks
     data: str | None = None  # text file, directory, glob or .jsonl; None: the embedded standard-library corpus
-    tokenizer: str = "bpe"  # bpe (trained on the training split, vocab = model vocab) or byte
+    # bpe (trained on the training split, vocab = model vocab), byte, or a checkpoint (directory, run directory
+    # or .gguf file) whose tokenizer to take as it is: a draft model for it (speculative decoding)
+    tokenizer: str = "bpe"
     val_fraction: float = 0.05  # held-out share of the data, in (0, 1)
     compile: bool = False  # torch.compile the training forward
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
@@ -83,8 +87,9 @@ class TrainConfig:
             raise LlmarchError(f"noise_rate must be in (0, 1), got {self.noise_rate}")
         if not 0 < self.val_fraction < 1:
             raise LlmarchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.tokenizer not in TOKENIZERS:
-            raise LlmarchError(f"unknown tokenizer {self.tokenizer!r}; choose one of: {', '.join(TOKENIZERS)}")
+        if self.tokenizer not in TOKENIZERS and not Path(self.tokenizer).exists():
+            raise LlmarchError(f"unknown tokenizer {self.tokenizer!r}: choose one of {', '.join(TOKENIZERS)}, or "
+                               "a checkpoint directory or .gguf file whose tokenizer to take")
         if self.parallel not in PARALLEL:
             raise LlmarchError(f"unknown parallel {self.parallel!r}; choose one of: {', '.join(PARALLEL)}")
         parse_device(self.device)
@@ -157,9 +162,16 @@ class Pretraining:
         if model_cfg is None:
             raise LlmarchError("a fresh run needs --model")
         check_objective(tc.objective, model_cfg)
-        train_docs, _ = split_documents(docs, tc.val_fraction)
-        tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size, mask=tc.objective in ("mlm", "infill"),
-                            sentinels=SENTINELS if tc.objective == "span" else 0)
+        if tc.tokenizer in TOKENIZERS and any(d.ids is not None for d in docs):
+            raise LlmarchError("the data holds token ids ('ids' records): train with the tokenizer that made them, "
+                               "--tokenizer CHECKPOINT")
+        if tc.tokenizer in TOKENIZERS:
+            train_docs, _ = split_documents(docs, tc.val_fraction)
+            sentinels = SENTINELS if tc.objective == "span" else 0
+            tok = tokenizer_for(train_docs, tc.tokenizer, model_cfg.vocab_size,
+                                mask=tc.objective in ("mlm", "infill"), sentinels=sentinels)
+        else:  # another model's, as it is (setup checks that it fits the vocabulary)
+            tok = checkpoint_tokenizer(resolve_checkpoint(tc.tokenizer))
         if model_cfg.is_encoder_decoder:  # our tokenizers have no pad: eos pads, starts the decoder and ends outputs
             model_cfg = model_cfg.replace(pad_id=tok.eos_id, decoder_start_id=tok.eos_id, eos_id=tok.eos_id)
         torch.manual_seed(self.tc.seed)
