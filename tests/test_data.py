@@ -92,3 +92,7 @@ def test_jsonl_token_ids_are_taken_as_they_are(tmp_path, monkeypatch):
         src.write_text(json.dumps({"ids": bad}) + "\n")
         with pytest.raises(LlmarchError, match="ids.jsonl:1: 'ids' must be a non-empty list of token ids"):
             read_documents(str(src))
+    for outside in (tok.vocab_size, 70_000):  # past the vocabulary, and past the uint16 stream's range
+        src.write_text(json.dumps({"ids": [5, outside]}) + "\n")
+        with pytest.raises(LlmarchError, match=f"ids.jsonl:1: token id {outside} is outside the tokenizer's"):
+            TokenData.prepare(read_documents(str(src)), tok, val_fraction=0.05)

@@ -58,6 +58,9 @@ def _encode(docs: list[Document], tok: Tokenizer, bar: Bar | None = None) -> np.
         chunk = docs[i:i + ENCODE_CHUNK]
         texts = iter(tok.encode_batch([d.text for d in chunk if d.ids is None]))
         for d in chunk:
+            if d.ids is not None and max(d.ids) >= tok.vocab_size:
+                raise LlmarchError(f"{d.name}: token id {max(d.ids)} is outside the tokenizer's vocabulary of "
+                                   f"{tok.vocab_size}: 'ids' records must come from the tokenizer the run uses")
             parts.append(np.asarray(next(texts) if d.ids is None else d.ids, dtype=dtype))
             parts.append(np.asarray([tok.eos_id], dtype=dtype))
         if bar is not None:
