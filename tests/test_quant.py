@@ -235,16 +235,43 @@ def test_gptq_calibrates_on_the_training_split():
         calibration_ids(tok, 0, 128)
 
 
-def test_gptq_gives_moe_experts_round_to_nearest():
-    from llmarch.quant.rtn import int4_rtn
+@pytest.mark.parametrize("method", ["int4-gptq", "int8-gptq"])
+def test_gptq_fits_each_moe_expert_on_the_tokens_routed_to_it(method):
+    """Each expert's input and down projections are fitted on what the router sent it in the calibration pass
+    (block 0's: the original model's own inputs), with less error on those inputs than round-to-nearest."""
+    from llmarch.quant.rtn import int4_rtn, int8_rtn
 
     model = tiny("mixtral-tiny", vocab_size=128)
     ids = torch.randint(0, 128, (2, 32))
-    q = quantize(copy.deepcopy(model), "int4-gptq", 32, compute_dtype="float32", calibration=ids)
-    experts = next(m for m in q.modules() if isinstance(m, QuantExperts))
-    name = next(n for n, m in q.named_modules() if m is experts)
-    w = model.get_submodule(name).down[0]
-    torch.testing.assert_close(experts.down[0].dequantized(), int4_dequantize(*int4_rtn(w, 32)))
+    seen = []
+    moe = model.blocks[0].mlp.experts
+    handle = moe.register_forward_hook(lambda m, args, out: seen.append(args))
+    with torch.no_grad():
+        model(ids)
+    handle.remove()
+    x, _, routed = seen[0]
+    q = quantize(copy.deepcopy(model), method, 32, compute_dtype="float32", calibration=ids)
+    fitted = q.blocks[0].mlp.experts
+    assert isinstance(fitted, QuantExperts)
+
+    def rtn(w):
+        if method == "int4-gptq":
+            return int4_dequantize(*int4_rtn(w, 32))
+        codes, scales = int8_rtn(w)
+        return codes.float() * scales.float()[:, None]
+
+    def dequantized(layer):
+        return layer.dequantized() if method == "int4-gptq" else layer.weight.float() * layer.scales.float()[:, None]
+
+    for e in range(moe.down.shape[0]):
+        xe = x[(routed == e).any(-1)]
+        if len(xe) < 4:
+            continue
+        he = moe._hidden(F.linear(xe, moe.w_in[e]))
+        for w, layer, inputs in ((moe.w_in[e], fitted.w_in[e], xe), (moe.down[e], fitted.down[e], he)):
+            with torch.no_grad():
+                err = (inputs @ (w - dequantized(layer)).T).norm()
+                assert err < 0.95 * (inputs @ (w - rtn(w)).T).norm()
     assert torch.isfinite(logits(q, ids)).all()
 
 

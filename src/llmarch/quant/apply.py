@@ -107,7 +107,7 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         if isinstance(module, Experts):
-            new = QuantExperts(module, make)
+            new = QuantExperts(module, make, fitted.get(name))
         else:
             new = make_layer(name, module.weight, module.bias, fitted.get(name))
         setattr(parent, child, new)
@@ -116,7 +116,8 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
 
 def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None) -> dict:
     """name -> what GPTQ fitted, for the layers a calibrated method fits (int4-gptq: every int4-eligible
-    nn.Linear; int8-gptq: every nn.Linear; MoE experts keep round-to-nearest), or {} for the others."""
+    nn.Linear and expert weight; int8-gptq: all of them; gptq.fit says what an expert's entry holds), or {}
+    for the other methods."""
     from ..errors import LlmarchError
     from ..models.transformer import TransformerLM
     from . import gptq
@@ -131,11 +132,14 @@ def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | Non
                            "in Python")
     if not isinstance(model, TransformerLM):
         raise LlmarchError(f"{scheme.method} runs on decoder-only and encoder-only models, not {type(model).__name__}")
-    layers = {name: m for name, m in targets(model, scheme)
-              if isinstance(m, nn.Linear) and (holds_int4(scheme, m.out_features, m.in_features) or not scheme.int4)}
+    def fits(w: torch.Tensor) -> bool:  # int4-gptq fits what int4 holds; the rest gets int8 round-to-nearest
+        return holds_int4(scheme, *w.shape) or not scheme.int4
+
+    layers = {name: m for name, m in targets(model, scheme) if isinstance(m, nn.Linear) and fits(m.weight)}
+    moes = {name: m for name, m in targets(model, scheme) if isinstance(m, Experts)}
     training = model.training
     try:  # calibrate as the model will run: no dropout
-        return gptq.fit(model.eval(), layers, calibration, gptq.solver(scheme))
+        return gptq.fit(model.eval(), layers, calibration, gptq.solver(scheme), moes, fits)
     finally:
         model.train(training)
 

@@ -17,13 +17,15 @@ G 64 (docs/benchmarks.md) the perplexity was 11.48 plain, 11.37 with the fitted 
 Over a model, blocks are quantized one after another: block i's calibration inputs come out of blocks 0..i-1
 already quantized (the reference implementation's sequential order), so each block compensates the error the
 earlier ones made. A block's linear layers all see the block's inputs through the unquantized block, in one
-forward pass; the LM head sees the final norm's output. MoE experts are not calibrated: they get
-round-to-nearest (apply.py)."""
+forward pass; the LM head sees the final norm's output. A mixture's experts are fitted one by one, each on
+the tokens the router sent it in that pass: its input projection on those tokens, its down projection on their
+hidden activations (an expert that saw no calibration token keeps round-to-nearest)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LlmarchError
@@ -171,9 +173,12 @@ def _recording(model: nn.Module):
             model.blocks[i] = block
 
 
-def _hessians(linears: dict[str, nn.Linear], run) -> dict[str, torch.Tensor]:
-    """X^T X of each linear's inputs over everything `run()` feeds them."""
+def _hessians(linears: dict[str, nn.Linear], moes: dict, run) -> tuple[dict, dict]:
+    """X^T X of each linear's inputs over everything `run()` feeds them; and for each mixture's experts
+    (layers/moe.py Experts), per expert e, ([X_e^T X_e of its input projection], [the same of its down
+    projection]), X_e the tokens routed to e (None where none was)."""
     H = {name: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for name, m in linears.items()}
+    HE = {name: ([None] * m.down.shape[0], [None] * m.down.shape[0]) for name, m in moes.items()}
 
     def hook(name):
         def fn(module, args, output):
@@ -181,13 +186,27 @@ def _hessians(linears: dict[str, nn.Linear], run) -> dict[str, torch.Tensor]:
             H[name] += (x.T @ x).double()
         return fn
 
+    def expert_hook(name):
+        def fn(module, args, output):
+            x, _, experts = args  # (N, C), routing weights, (N, k) expert ids (E: dropped)
+            for e, (h_in, h_down) in enumerate(zip(*HE[name])):
+                xe = x[(experts == e).any(-1)].float()
+                if not len(xe):
+                    continue
+                bias = None if module.in_bias is None else module.in_bias[e].float()
+                he = module._hidden(F.linear(xe, module.w_in[e].float(), bias))
+                HE[name][0][e] = (0 if h_in is None else h_in) + (xe.T @ xe).double()
+                HE[name][1][e] = (0 if h_down is None else h_down) + (he.T @ he).double()
+        return fn
+
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
+    handles += [m.register_forward_hook(expert_hook(name)) for name, m in moes.items()]
     try:
         run()
     finally:
         for h in handles:
             h.remove()
-    return H
+    return H, HE
 
 
 def solver(scheme):
@@ -206,12 +225,26 @@ def solver(scheme):
     return solve
 
 
+def _fit_expert(w: torch.Tensor, H: torch.Tensor | None, solve, fits) -> tuple | None:
+    """One expert's weight (a view into its stack) fitted on its Hessian and overwritten in place with the
+    values it stands for; None (round-to-nearest later) without a Hessian or where `fits` turns it down."""
+    if H is None or not fits(w):
+        return None
+    fitted, w_q = solve(w, H)
+    w.copy_(w_q.to(w.dtype))
+    return fitted
+
+
 @torch.no_grad()
-def fit(model: nn.Module, targets: dict[str, nn.Linear], ids: torch.Tensor, solve) -> dict:
+def fit(model: nn.Module, targets: dict[str, nn.Linear], ids: torch.Tensor, solve, moes: dict | None = None,
+        fits_expert=lambda w: True) -> dict:
     """A decoder-only or encoder-only TransformerLM. GPTQ over the model's blocks in order, on calibration ids
     (S, T), by `solve` (solver's): name -> what solve fitted, for each of `targets` (the linears apply.py will
-    replace by fitted ones; the LM head among them if quantized). The blocks' linear weights are left holding
-    their quantized values (the next block's inputs need them)."""
+    replace by fitted ones; the LM head among them if quantized); and for each of `moes` (name -> Experts),
+    name -> ([what solve fitted for each expert's input projection], [... its down projection]), None for an
+    expert that saw no calibration token or a weight `fits_expert` turns down. The blocks' weights are left
+    holding their quantized values (the next block's inputs need them)."""
+    moes = moes or {}
     batches = ids.split(BATCH)
     states = []
     with _recording(model) as calls:
@@ -223,10 +256,14 @@ def fit(model: nn.Module, targets: dict[str, nn.Linear], ids: torch.Tensor, solv
     for i, block in enumerate(model.blocks):
         prefix = f"blocks.{i}."
         linears = {name: m for name, m in targets.items() if name.startswith(prefix)}
-        H = _hessians(linears, lambda: [block(x, ctxs[i]) for x, ctxs in states])
+        block_moes = {name: m for name, m in moes.items() if name.startswith(prefix)}
+        H, HE = _hessians(linears, block_moes, lambda: [block(x, ctxs[i]) for x, ctxs in states])
         for name, m in linears.items():
             fitted[name], w_q = solve(m.weight, H[name])
             m.weight.data = w_q.to(m.weight.dtype)
+        for name, m in block_moes.items():
+            fitted[name] = tuple([_fit_expert(w, h, solve, fits_expert) for w, h in zip(stack.unbind(0), hs)]
+                                 for stack, hs in ((m.w_in, HE[name][0]), (m.down, HE[name][1])))
         states = [(block(x, ctxs[i]), ctxs) for x, ctxs in states]
     head = targets.get("lm_head")
     if head is not None:
