@@ -1,7 +1,8 @@
 """GPTQ (Frantar et al. 2023, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
 Transformers", Algorithm 1): int4 in groups, in rtn.py's format (W ~ (q - 8) s + zero), or int8 with one scale
-per output channel (W ~ s q, int8_gptq), each layer's columns quantized in order while the error of each is spread over the columns not yet quantized, weighted by the
-inverse Hessian of the layer's reconstruction error ||X W^T - X W_q^T||^2, H = 2 X^T X over calibration tokens.
+per output channel (W ~ s q, int8_gptq), each layer's columns quantized in order while the error of each is
+spread over the columns not yet quantized, weighted by the inverse Hessian of the layer's reconstruction error
+||X W^T - X W_q^T||^2, H = 2 X^T X over calibration tokens.
 
 Per layer: H dampened by 1% of its mean diagonal (§4 "Cholesky reformulation"), the upper Cholesky factor U of
 H^-1 (H^-1 = U^T U), then for column j: q_j = quant(w_j), e = (w_j - q_j) / U_jj, w_{j+1:} -= e U_{j, j+1:};
