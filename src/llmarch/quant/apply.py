@@ -132,11 +132,13 @@ def _calibrate(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | Non
                            "in Python")
     if not isinstance(model, TransformerLM):
         raise LlmarchError(f"{scheme.method} runs on decoder-only and encoder-only models, not {type(model).__name__}")
+
     def fits(w: torch.Tensor) -> bool:  # int4-gptq fits what int4 holds; the rest gets int8 round-to-nearest
         return holds_int4(scheme, *w.shape) or not scheme.int4
 
-    layers = {name: m for name, m in targets(model, scheme) if isinstance(m, nn.Linear) and fits(m.weight)}
-    moes = {name: m for name, m in targets(model, scheme) if isinstance(m, Experts)}
+    found = dict(targets(model, scheme))
+    layers = {name: m for name, m in found.items() if isinstance(m, nn.Linear) and fits(m.weight)}
+    moes = {name: m for name, m in found.items() if isinstance(m, Experts)}
     training = model.training
     try:  # calibrate as the model will run: no dropout
         return gptq.fit(model.eval(), layers, calibration, gptq.solver(scheme), moes, fits)

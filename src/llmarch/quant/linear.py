@@ -45,13 +45,7 @@ class Int8Linear(nn.Module):
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Int8Linear:
         from .rtn import int8_rtn
 
-        new = cls(weight.shape[1], weight.shape[0], bias is not None, dtype, device=weight.device)
-        codes, scales = int8_rtn(weight.detach())
-        new.weight.copy_(codes)
-        new.scales.copy_(scales)
-        if bias is not None:
-            new.bias.copy_(bias.detach())
-        return new
+        return cls.from_codes(*int8_rtn(weight.detach()), bias, dtype)
 
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
@@ -141,12 +135,8 @@ class Int4Linear(nn.Module):
         from .hqq import int4_hqq
         from .rtn import int4_rtn
 
-        new = cls(weight.shape[1], weight.shape[0], bias is not None, group_size, dtype, device=weight.device)
         codes, scales, zeros = (int4_hqq if method == "int4-hqq" else int4_rtn)(weight.detach(), group_size)
-        new.set_codes(codes, scales, zeros)
-        if bias is not None:
-            new.bias.copy_(bias.detach())
-        return new
+        return cls.from_codes(codes, scales, zeros, bias, group_size, dtype)
 
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bias: torch.Tensor | None,
