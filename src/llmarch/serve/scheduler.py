@@ -63,7 +63,6 @@ class _Row:
     job: Job
     choice: int
     generator: torch.Generator | None
-    made: int = 0  # tokens emitted
     tokens: list[int] = field(default_factory=list)  # the tokens emitted, in order
 
 
@@ -218,9 +217,8 @@ class Scheduler:
             r.job.emit("done", r.choice, "stop")
             return True
         r.job.emit("token", r.choice, tok, logprob, top)
-        r.made += 1
         r.tokens.append(tok)
-        if r.made >= r.job.max_new:
+        if len(r.tokens) >= r.job.max_new:
             r.job.emit("done", r.choice, "length")
             return True
         return False
@@ -256,7 +254,7 @@ class Scheduler:
         if spec is None or len(self.rows) != 1 or self.waiting:
             return
         row, r = next(iter(self.rows.items()))
-        if r.job.n != 1 or not spec.applies(r.job) or r.job.max_new - r.made <= spec.num_draft + 1:
+        if r.job.n != 1 or not spec.applies(r.job) or r.job.max_new - len(r.tokens) <= spec.num_draft + 1:
             return
         self._leave(row)
         self.alone = _Alone(r, spec.start(self.model, r.job, r.generator), list(r.job.prompt) + r.tokens)
