@@ -68,10 +68,14 @@ class _Row:
 
 @dataclass
 class _Alone:
-    """A request decoding speculatively, alone: its row-to-be, its speculator, its prompt and tokens so far."""
+    """A request decoding speculatively, alone: its row-to-be and its speculator."""
     row: _Row
     spec: Speculator
-    seq: list[int]
+
+    @property
+    def seq(self) -> list[int]:
+        """The prompt and the tokens so far, what the speculator's rounds read."""
+        return list(self.row.job.prompt) + self.row.tokens
 
 
 class Scheduler:
@@ -226,19 +230,18 @@ class Scheduler:
     # ---- speculative decoding of a request alone (speculation.py) ------------------------------
     def _start_alone(self, job: Job) -> None:
         gen = None if job.seed is None else torch.Generator(device=self.next.device).manual_seed(job.seed)
-        self.alone = _Alone(_Row(job, 0, gen), self.speculation.start(self.model, job, gen), list(job.prompt))
+        self.alone = _Alone(_Row(job, 0, gen), self.speculation.start(self.model, job, gen))
         self.metrics.prompt_tokens += len(job.prompt)
 
     def _speculate(self) -> None:
         """One round: the new tokens (1 to num_draft + 1) handed over one by one, up to the request's end."""
         a, t0 = self.alone, time.perf_counter()
-        first = len(a.seq) == len(a.row.job.prompt)
+        first = not a.row.tokens
         before = dict(a.spec.counts)
         new = a.spec.step(a.seq)
         self.metrics.speculated(a.spec.counts["drafted"] - before["drafted"],
                                 a.spec.counts["accepted"] - before["accepted"])
         for tok in new:
-            a.seq.append(tok)
             if self._give(a.row, tok):
                 self._end_alone()
                 break
@@ -257,15 +260,16 @@ class Scheduler:
         if r.job.n != 1 or not spec.applies(r.job) or r.job.max_new - len(r.tokens) <= spec.num_draft + 1:
             return
         self._leave(row)
-        self.alone = _Alone(r, spec.start(self.model, r.job, r.generator), list(r.job.prompt) + r.tokens)
+        self.alone = _Alone(r, spec.start(self.model, r.job, r.generator))
         self.metrics.resumed += 1
 
     def _share(self) -> None:
         """Another request waits: the one decoding alone takes a row of the running batch, with the target's
         decode state of all its tokens but the last, which the next decode step reads."""
         a, row = self.alone, self.batch.free_rows()[0]
-        self.batch.join(row, a.spec.target.model.caches(), len(a.seq) - 1)
-        self.next[row] = a.seq[-1]
+        seq = a.seq
+        self.batch.join(row, a.spec.target.model.caches(), len(seq) - 1)
+        self.next[row] = seq[-1]
         self.rows[row] = a.row
         self._end_alone()
 
