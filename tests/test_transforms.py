@@ -92,7 +92,7 @@ def test_for_cpu_decoding_keeps_weights_ties_and_greedy_tokens():
     ref = tiny("gpt-tiny")
     x = torch.randint(0, 97, (1, 6))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    for_cpu_decoding(model)
+    for_cpu_decoding(model, split=True)
     assert all(type(m) is not nn.Linear for m in model.modules())
     assert isinstance(model.lm_head, SplitLinear) and model.lm_head.weight is model.embed.weight
     after = model.state_dict()
@@ -103,3 +103,29 @@ def test_for_cpu_decoding_keeps_weights_ties_and_greedy_tokens():
         assert torch.equal(generate(model, x, max_new_tokens=20), generate(ref, x, max_new_tokens=20))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_for_cpu_decoding_leaves_the_model_alone_where_the_split_does_not_pay():
+    model = tiny("gpt-tiny")
+    layouts = {name: (p.data_ptr(), p.stride()) for name, p in model.named_parameters()}
+    for_cpu_decoding(model, split=False)
+    assert not any(isinstance(m, SplitLinear) for m in model.modules())
+    assert {name: (p.data_ptr(), p.stride()) for name, p in model.named_parameters()} == layouts
+
+
+def test_split_pays_is_measured_once_per_thread_count_and_never_on_one_thread():
+    from llmarch.layers import split_linear
+
+    threads = torch.get_num_threads()
+    calls = []
+    with patch.object(split_linear, "_probe", side_effect=lambda: calls.append(1) or True), \
+            patch.dict(split_linear._PAYS, clear=True):
+        try:
+            torch.set_num_threads(1)
+            assert split_linear.split_pays() is False and calls == []
+            torch.set_num_threads(2)
+            assert split_linear.split_pays() is True and split_linear.split_pays() is True and calls == [1]
+        finally:
+            torch.set_num_threads(threads)
+    with torch.no_grad():  # the probe itself runs both paths on real weights and says which won
+        assert split_linear._probe(copies=1, rounds=1) in (True, False)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .models.build import stacks
-from .layers.split_linear import SplitLinear
+from .layers.split_linear import SplitLinear, split_pays
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -90,12 +90,15 @@ def transposed_weight_layout(model: nn.Module) -> nn.Module:
     return model
 
 
-def for_cpu_decoding(model: nn.Module) -> nn.Module:
-    """What `llmarch generate` and `llmarch bench` apply to a model that decodes on CPU: transposed_weight_layout,
-    then every nn.Linear replaced by a SplitLinear sharing its Parameters (a one-row product runs on two cores).
-    Values, state-dict names and ties are unchanged; batch-1 decoding is faster (docs/benchmarks.md), other
-    inputs take nn.Linear's path. A model on another device is returned untouched. In place; returns the model."""
-    if next(model.parameters()).device.type != "cpu":
+def for_cpu_decoding(model: nn.Module, split: bool | None = None) -> nn.Module:
+    """What `llmarch generate` and `llmarch bench` apply to a model that decodes on CPU where one-row products
+    run faster split over two cores (split None: as `split_pays` measures on this machine; True/False: decided
+    by the caller): transposed_weight_layout, then every nn.Linear replaced by a SplitLinear sharing its
+    Parameters. Where the BLAS already spreads a one-row product over the cores (MKL on the Intel VM of
+    docs/benchmarks.md), the model is left as it is: nn.Linear's own layout is the faster one there.
+    Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take nn.Linear's
+    path. A model on another device is returned untouched. In place; returns the model."""
+    if next(model.parameters()).device.type != "cpu" or not (split_pays() if split is None else split):
         return model
     transposed_weight_layout(model)
     for parent in list(model.modules()):

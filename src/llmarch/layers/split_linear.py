@@ -1,16 +1,23 @@
-"""nn.Linear for one row at a time on a multi-core CPU: the product split in two halves, one per core.
+"""nn.Linear for one row at a time on a multi-core CPU: the product split in two halves, one per core, where
+the machine's BLAS would otherwise run it on one.
 
 Decoding one token at batch 1 makes every linear layer a matrix-vector product, whose time is the weight read.
-MKL runs such a product (256-8192 wide, fp32) on one core, at about half of what two cores read (on the 2-core
-VM of docs/benchmarks.md: 6-21 GB/s against 42 GB/s for a two-thread sum over the same bytes). Written as one
-batched matmul of two halves, the halves run on two cores, 20-50% faster per matrix there. Which halves
-depends on how the weight is stored, so that each half is one contiguous block of it:
+Whether the BLAS spreads such a product over the cores depends on the CPU it finds: MKL on the AMD EPYC VMs of
+docs/benchmarks.md ran it on one core, at about half of what two cores read (6-21 GB/s against 42 GB/s for a
+two-thread sum over the same bytes), while on the Intel Xeon VM it runs on both, and the split below is then
+5-15% slower per matrix than F.linear. `split_pays` measures which holds on the machine at hand, once per
+process and thread count; `transforms.for_cpu_decoding` applies the split only where it does.
+Written as one batched matmul of two halves, the halves run on two cores. Which halves depends on how the
+weight is stored, so that each half is one contiguous block of it:
 - (k, n), transposed_weight_layout's widening weights: the contraction split (split-K, as GEMM libraries do),
   y = x[:k/2] W[:, :k/2]^T + x[k/2:] W[:, k/2:]^T, the two partial sums then added;
 - (n, k), nn.Linear's own: the outputs split, y = [x W[:n/2]^T, x W[n/2:]^T], nothing to add.
 Every other input (training batches, prefill, several rows, autograd on, torch.compile) takes nn.Linear's own
 path."""
 from __future__ import annotations
+
+import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -81,3 +88,48 @@ class SplitLinear(nn.Linear):
     def _apply(self, fn, recurse=True):
         self.__dict__.pop("_split", None)
         return super()._apply(fn, recurse)
+
+
+_PAYS: dict[int, bool] = {}  # thread count -> whether the split path beat F.linear in split_pays' probe
+
+
+def split_pays() -> bool:
+    """Whether, on this CPU at torch's current thread count, one-row products run faster split (transposed
+    layout for widening weights, then SplitLinear) than through F.linear on nn.Linear's own layout. Measured
+    once per process and thread count, on weights of decoder-sized shapes (a widening and a narrowing one) that
+    together outgrow the L2 caches, as a model's weights do, in alternating rounds: the split must win the
+    median round by 5% (it won by 20-50% where the BLAS ran one row on one core; where the BLAS threads it,
+    F.linear wins by 5-15%). Takes about 0.1 s, on the CPU only."""
+    threads = torch.get_num_threads()
+    if threads < 2:
+        return False
+    if threads not in _PAYS:
+        # plain tensors even inside generate's inference mode: SplitLinear checks its bias's version counter
+        with torch.inference_mode(False), torch.no_grad():
+            _PAYS[threads] = _probe()
+    return _PAYS[threads]
+
+
+def _probe(copies: int = 4, rounds: int = 7) -> bool:
+    plain, split = [], []
+    for k, n in ((512, 2048), (2048, 512)):
+        for _ in range(copies):  # 8 MB of each shape: beyond the L2 caches, as a model's layers are
+            linear = nn.Linear(k, n, device="meta")
+            linear.weight = nn.Parameter(torch.full((n, k), 1e-3), requires_grad=False)
+            linear.bias = nn.Parameter(torch.zeros(n), requires_grad=False)
+            plain.append(linear)
+            wide = SplitLinear.from_linear(linear)
+            if n > k:  # stored as transposed_weight_layout stores widening weights
+                wide.weight = nn.Parameter(linear.weight.t().contiguous().t(), requires_grad=False)
+            split.append(wide)
+    xs = {k: torch.full((1, 1, k), 1e-2) for k in (512, 2048)}
+
+    def run(layers) -> float:
+        start = time.perf_counter()
+        for layer in layers:
+            layer(xs[layer.in_features])
+        return time.perf_counter() - start
+
+    run(plain), run(split)  # warm-up: first-touch page faults, thread pools
+    ratios = [run(plain) / run(split) for _ in range(rounds)]
+    return statistics.median(ratios) > 1.05
