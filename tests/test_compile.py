@@ -19,8 +19,7 @@ def test_decode_step_compiles_whole_graph_over_the_static_cache():
 
 
 def test_generate_with_the_compiled_decode_step_matches_eager():
-    """generate(compile=True) decodes with one fixed-shape compiled graph over a whole-context cache (CUDA
-    graphs on CUDA): the same tokens as eager decoding, for plain and left-padded prompts, and a second call
+    """generate(compile=True) decodes with one fixed-shape compiled graph over its cache (CUDA graphs on CUDA): the same tokens as eager decoding, for plain and left-padded prompts, and a second call
     with other lengths reuses the compiled step."""
     import llmarch
 
@@ -60,3 +59,22 @@ def test_compiled_decode_of_a_mamba_stack_matches_eager():
     ids = torch.randint(0, 64, (2, 10))
     eager = llmarch.generate(model, ids, max_new_tokens=12)
     assert torch.equal(llmarch.generate(model, ids, max_new_tokens=12, compile=True), eager)
+
+
+def test_a_compiled_step_attends_over_a_power_of_two_cache_not_the_whole_context():
+    """The compiled step reads its whole cache every token: a long-context model caches only the next power of
+    two from 256 of what the call needs, so a few graphs serve every length and no token reads 8k slots."""
+    from llmarch.generate.decode import compiled_cache_len
+
+    assert [compiled_cache_len(t, 8192) for t in (1, 192, 256, 257, 5000, 8192)] == [256, 256, 256, 512, 8192, 8192]
+    assert compiled_cache_len(100, 128) == 128  # never past the context
+    model = tiny(n_layers=1, context_length=2048).eval()
+    seen = []
+    model.setup_cache = lambda batch, max_len, **kw: seen.append(max_len) or type(model).setup_cache(
+        model, batch, max_len, **kw)
+    ids = torch.randint(0, 97, (1, 300))
+    import llmarch
+
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=4, compile=True),
+                       llmarch.generate(model, ids, max_new_tokens=4))
+    assert seen == [512, 304]  # compiled, then eager (exactly the call's length)

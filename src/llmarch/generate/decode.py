@@ -45,8 +45,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0, draft=None,
              num_draft: int = 4, stats: dict | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
-    compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of the
-    whole context; CUDA graphs on CUDA) instead of eagerly.
+    compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
+    `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
     num_beams > 1: beam search (beam.py) with length_penalty and early_stopping (True, False or "never"),
     returning each row's best hypothesis.
 
@@ -177,6 +177,18 @@ class _Request:
         self.mask, self.source, self.source_mask = mask, source, source_mask
 
 
+MIN_COMPILED_CACHE = 256
+
+
+def compiled_cache_len(total: int, ctx: int) -> int:
+    """The cache a compiled step decodes `total` slots in: the next power of two from 256, at most the context.
+    A compiled step attends over its whole cache (one fixed-shape graph), so a cache of the whole context made
+    every token of a long-context model read all of it (SmolLM2, 8192 slots: 12 tokens/s compiled against 29
+    eager); power-of-two lengths keep the graphs to a handful per model (log2(ctx / 256) + 1) and each cache
+    under twice what the call needs."""
+    return min(ctx, max(MIN_COMPILED_CACHE, 1 << (total - 1).bit_length()))
+
+
 def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, compile) -> _Request:
     pad_id = eos_id if eos_id is not None else 0
     if as_lists:
@@ -191,7 +203,7 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     max_new = min(max_new_tokens, ctx - T)
     _say_capped(max_new, max_new_tokens, ctx, f"after the {T}-token prompt")
     total = T + max_new
-    cache_len = ctx if compile else total  # compiled: one cache shape for every call
+    cache_len = compiled_cache_len(total, ctx) if compile else total
     mask = None  # (B, cache_len) real-slot mask, needed only when some prompt is left-padded
     if attention_mask is not None and not bool(attention_mask.all()):
         mask = torch.ones(B, cache_len, dtype=torch.long, device=device)

@@ -5,8 +5,8 @@ sampled decoding (decode.py), beam search (beam.py) and speculative decoding are
 
 The step is the model's own forward without input checks (`model.step`: its tokens come from the model's
 vocabulary) and without host reads, so a GPU never waits on the loop. Compiled, it is the same step compiled:
-one fixed-shape graph over a cache of the whole context, reused at every position (CUDA graphs on CUDA). On a
-CPU, the engine first lays the model out for one-row products where that pays (transforms.for_cpu_decoding:
+one fixed-shape graph per cache length (decode.compiled_cache_len), reused at every position (CUDA graphs on
+CUDA). On a CPU, the engine first lays the model out for one-row products where that pays (transforms.for_cpu_decoding:
 same values, same state-dict names), so a model decodes as fast from Python as from the CLI.
 Encoder-decoders: the engine encodes the sources once and each decoder block projects its cross-attention keys
 and values from that output once; the decoder's self-attention is then cached like any decoder's."""
@@ -21,7 +21,7 @@ from ..transforms import for_cpu_decoding
 class Engine:
     def __init__(self, model, batch: int, max_len: int, mask: torch.Tensor | None = None,
                  source: torch.Tensor | None = None, source_mask: torch.Tensor | None = None, compile: bool = False):
-        """batch rows of up to max_len tokens (for compile, the whole context: one cache shape for every call).
+        """batch rows of up to max_len tokens (for compile, decode.compiled_cache_len: a few cache shapes per model).
         mask (batch, max_len): 1 for real slots, 0 for left padding; None: none padded. source (batch, S) and
         source_mask: an encoder-decoder's inputs, encoded here."""
         self.model, self.mask, self.source_mask = model, mask, source_mask
