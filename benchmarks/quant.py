@@ -75,9 +75,11 @@ def perplexities(models: dict, tok, max_tokens: int, context: int | None) -> dic
     return out
 
 
-def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats: int, llama_cpp=None) -> dict:
+def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats: int, llama_cpp=None,
+                 compile: bool = False) -> dict:
     """Greedy decoding after a prompt of real text (the start of the embedded corpus's first long document).
-    llama_cpp: the checkpoint's path, to time llama.cpp in the same rounds (llama_cpp_contenders)."""
+    llama_cpp: the checkpoint's path, to time llama.cpp in the same rounds (llama_cpp_contenders). compile:
+    llmarch's variants decode with their compiled step (generate(compile=True); compiled in the warm-up round)."""
     import tempfile
 
     from llmarch.data import read_documents
@@ -88,7 +90,8 @@ def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats
 
     def run(name, model):
         def fn():
-            outputs[name] = llmarch.generate(model, prompt, max_new_tokens=new_tokens, temperature=0)
+            outputs[name] = llmarch.generate(model, prompt, max_new_tokens=new_tokens, temperature=0,
+                                             compile=compile)
         return fn
 
     fns, pairs, theirs = {n: run(n, m) for n, m in models.items()}, {}, {}
@@ -196,6 +199,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--llama-cpp", action="store_true", help="llama.cpp contenders in the speed rounds")
+    ap.add_argument("--compile", action="store_true", help="llmarch decodes with its compiled step")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,14 +216,14 @@ def main() -> None:
     if args.llama_cpp and is_gguf(path) and file_scheme(open_gguf(path)) is not None:
         models[GGUF_KERNELS] = llmarch.from_gguf(path, kernels=True)  # the file's own blocks on the kernels
     result = {"checkpoint": str(args.checkpoint), "group_size": args.group_size, "machine": cpu_name(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "quantize_seconds": seconds,
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "compile": args.compile, "quantize_seconds": seconds,
               "calibration_tokens": None if calibration is None else calibration.numel(),
               "weight_MiB": {n: round(weight_bytes(m) / 2**20, 1) for n, m in models.items()}}
     if args.perplexity:
         result["perplexity"] = perplexities(models, tok, args.max_tokens, args.eval_context)
     if args.speed:
         result["decode"] = decode_speed(models, tok, args.prompt_tokens, args.new_tokens, args.repeats,
-                                        path if args.llama_cpp else None)
+                                        path if args.llama_cpp else None, args.compile)
     print(json.dumps(result, indent=2))
 
 
