@@ -9,7 +9,10 @@ the checkpoint's own GGUF file (e.g. SmolLM2's Q4_1), and F32 and Q8_0 files tha
 writes of the same model, each paired with the llmarch variant of the same precision (fp32 with F32, int8 with
 Q8_0, and the file with `gguf-kernels`: llmarch.from_gguf(path, kernels=True), the file's Q4_0/Q4_1/Q8_0 blocks
 on llmarch's kernels, as its decoding commands run it); the ratio is the median over rounds of llama.cpp's time /
-llmarch's. Both decode the same prompt ids greedily; the JSON says whether their tokens agree.
+llmarch's. Both decode the same prompt ids greedily; the JSON says whether their tokens agree. Every contender
+runs twice a round, for the prompt and one token, then for the prompt and --new-tokens: "decode" figures are of
+the difference (the other new tokens alone), "end_to_end" of the whole call; llama.cpp is reset before each call,
+so both process the prompt every time.
 
     .venv/bin/python benchmarks/quant.py --checkpoint RUN_OR_GGUF --group-size 64 --perplexity --speed
     .venv/bin/python benchmarks/quant.py --checkpoint model.Q4_1.gguf --group-size 32 --speed --llama-cpp --threads 2
@@ -88,31 +91,46 @@ def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats
     prompt = torch.tensor([tok.encode(text)[:prompt_tokens]])
     outputs = {}
 
-    def run(name, model):
+    def run(name, model, n):
         def fn():
-            outputs[name] = llmarch.generate(model, prompt, max_new_tokens=new_tokens, temperature=0,
-                                             compile=compile)
+            out = llmarch.generate(model, prompt, max_new_tokens=n, temperature=0, compile=compile)
+            if n == new_tokens:
+                outputs[name] = out
         return fn
 
-    fns, pairs, theirs = {n: run(n, m) for n, m in models.items()}, {}, {}
+    # each contender twice a round: the prompt and one token ("|prompt"), then the prompt and new_tokens; the
+    # difference is what decoding the other new_tokens - 1 took, the same round, the same machine state
+    fns, pairs, theirs = {}, {}, {}
+    for name, m in models.items():
+        fns[name], fns[f"{name}|prompt"] = run(name, m, new_tokens), run(name, m, 1)
     with tempfile.TemporaryDirectory() as folder:
         if llama_cpp is not None:
             contenders, theirs = llama_cpp_contenders(llama_cpp, models["fp32"], tok, prompt, new_tokens, folder)
-            for name, (fn, pair) in contenders.items():
-                fns[name], pairs[name] = fn, pair
+            for name, (make, pair) in contenders.items():
+                fns[name], fns[f"{name}|prompt"], pairs[name] = make(new_tokens), make(1), pair
         times = round_times(fns, repeats, torch.device("cpu"))
-    base = times["fp32"]
-    result = {name: {"decode_tokens_per_s": new_tokens / statistics.median(times[name]),
-                     "speedup_vs_fp32": statistics.median(b / x for b, x in zip(base, times[name])),
+    decode = {name: [full - first for full, first in zip(times[name], times[f"{name}|prompt"])]
+              for name in [*models, *pairs]}
+
+    def rates(name: str) -> dict:
+        return {"decode_tokens_per_s": (new_tokens - 1) / statistics.median(decode[name]),
+                "prompt_seconds": round(statistics.median(times[f"{name}|prompt"]), 4),
+                "end_to_end_tokens_per_s": new_tokens / statistics.median(times[name])}
+
+    def ratio(ours: str, other: str) -> dict:  # medians of per-round ratios, other's time over ours
+        return {"decode": statistics.median(t / o for o, t in zip(decode[ours], decode[other])),
+                "end_to_end": statistics.median(t / o for o, t in zip(times[ours], times[other]))}
+
+    result = {name: {**rates(name), "speedup_vs_fp32": ratio(name, "fp32"),
                      "greedy_tokens_equal_fp32": bool(torch.equal(outputs[name], outputs["fp32"]))}
               for name in models}
     agreement = teacher_forced_agreement(models, {n: outputs[n] for n in models}, prompt.shape[1])
     for name in models:
         result[name].update(agreement[name])
     for name, pair in pairs.items():
-        row = {"decode_tokens_per_s": new_tokens / statistics.median(times[name])}
-        if pair in times:  # llmarch's speed-up over llama.cpp: the median of per-round ratios
-            row[f"llmarch_{pair}_speedup"] = statistics.median(t / o for o, t in zip(times[pair], times[name]))
+        row = rates(name)
+        if pair in times:  # llmarch's speed-up over llama.cpp
+            row[f"llmarch_{pair}_speedup"] = ratio(pair, name)
             row[f"greedy_tokens_equal_llmarch_{pair}"] = theirs[name] == outputs[pair][0, prompt.shape[1]:].tolist()
         result[name] = row
     return result
@@ -150,7 +168,8 @@ def teacher_forced_agreement(models: dict, outputs: dict, prompt_len: int) -> di
 
 
 def llama_cpp_contenders(path, model, tok, prompt: torch.Tensor, new_tokens: int, folder) -> dict:
-    """name -> (llama.cpp's decode fn, the llmarch variant it is paired with), and the tokens each produces."""
+    """name -> (a function of n returning llama.cpp's decode of n new tokens, the llmarch variant it is paired
+    with), and the tokens each produces."""
     import llama_cpp
 
     from llmarch.interop.gguf_writer import to_gguf
@@ -169,14 +188,20 @@ def llama_cpp_contenders(path, model, tok, prompt: torch.Tensor, new_tokens: int
         llm = llama_cpp.Llama(model_path=file, n_ctx=len(ids) + new_tokens + 8, n_threads=threads,
                               n_threads_batch=threads, n_batch=len(ids), verbose=False)
 
-        def fn(llm=llm, name=name):
-            out = []
-            for t in llm.generate(ids, top_k=1, temp=0.0, reset=True):
-                out.append(t)
-                if len(out) == new_tokens:
-                    break
-            outputs[name] = out
-        contenders[name] = (fn, pair)
+        def make(n, llm=llm, name=name):
+            def fn():
+                # llama-cpp-python's generate keeps the last call's KV cache and evaluates only what differs
+                # from it: without the reset every round after the first would skip the prompt llmarch prefills
+                llm.reset()
+                out = []
+                for t in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+                    out.append(t)
+                    if len(out) == n:
+                        break
+                if n == new_tokens:
+                    outputs[name] = out
+            return fn
+        contenders[name] = (make, pair)
     return contenders, outputs
 
 
