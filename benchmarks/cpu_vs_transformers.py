@@ -19,6 +19,7 @@ import transformers
 
 import llmarch
 from llmarch.bench.model import round_times
+from llmarch.layers.split_linear import SplitLinear
 from llmarch.interop import to_hf
 
 
@@ -93,6 +94,9 @@ def main() -> None:
                     args.repeats, cpu, warmup=1)
     results["generate_tokens_per_s"] = {**rates(n, t["ours"], t["hf"]), "same_tokens": same}
     results["generate_tokens_per_s_vs_in_memory"] = rates(n, t["ours"], t["in_memory"])
+    # for_cpu_decoding's choice on this machine (llmarch.generate applies it): one-row products split over two
+    # cores, or nn.Linear's own where the BLAS threads them already
+    results["split_one_row_products"] = any(isinstance(m, SplitLinear) for m in ours.modules())
 
     print(f"machine: {results['machine']}, torch {results['torch']}, transformers {results['transformers']}")
     print("| benchmark | llmarch | transformers | speed-up |")
@@ -102,7 +106,8 @@ def main() -> None:
                        ("generate_tokens_per_s_vs_in_memory", "the same, transformers' model built in memory")):
         r = results[key]
         print(f"| {label} | {r['llmarch']:,.0f} | {r['transformers']:,.0f} | {r['speedup']:.2f}x |")
-    print(f"greedy outputs identical: {same}")
+    print(f"greedy outputs identical: {same}; one-row products split over two cores: "
+          f"{results['split_one_row_products']}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -114,6 +114,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     """Build the model, copy its weights into transformers' model of the same shape, time both."""
     from ..models.build import build_model
     from ..generate import generate
+    from ..layers.split_linear import SplitLinear
     from ..transforms import for_cpu_decoding
 
     if cfg.is_encoder_decoder or not cfg.causal:
@@ -137,6 +138,8 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     if ref is not None:
         ref.eval()
     for_cpu_decoding(ours)
+    # whether one-row products run split over two cores (for_cpu_decoding's probe): it moves decode speed
+    out["split_one_row_products"] = any(isinstance(m, SplitLinear) for m in ours.modules())
     quant = _quantized_copy(ours, bc) if bc.quantize else None
     qname = f"llmarch_{bc.quantize}"
     out["weights"] = {name: _weights(m, facts["parameters"]) for name, m in (("llmarch", ours), (qname, quant))
