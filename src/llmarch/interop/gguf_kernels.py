@@ -3,16 +3,18 @@ instead of dequantized to fp32.
 
 Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the blocks; quant/linear.py the kernels):
 - Q4_1 (per 32 weights: w = d q + m, q in 0..15) is int4 in groups of 32 with scale d and zero m + 8 d, and Q4_0
-  (w = d (q - 8)) the same with zero 0: the codes are the file's own, since round-to-nearest on the dequantized
-  block finds them again (tests/parity/test_gguf.py). The scales and zeros are stored in the kernel's compute
-  dtype (bf16), rounded from the file's fp16: that rounding, and bf16 activations, are what this costs.
+  (w = d (q - 8)) the same with zero 0: the codes are the file's own, recovered from the dequantized block
+  (`file_codes`). The scales and zeros are stored in the kernel's compute dtype (bf16), rounded from the file's
+  fp16: that rounding, and bf16 activations, are what this costs.
 - Q8_0 (per 32 weights: w = d q, q in -127..127) has a scale per 32 weights; the int8 kernel one per output
   channel, so Q8_0 matrices are re-quantized to int8 per channel.
 - The token embedding goes to int8 per row (quant/linear.py's Int8Embedding) when the file stores it quantized,
   and the LM head (a tied one is the embedding table, as llama.cpp reads it) to int8 per channel when the file's
   is not Q4_0/Q4_1: an int4 copy of SmolLM2's Q8_0 table would cost 5% perplexity (docs/quantization.md).
-Files of other types (F16, BF16, the K-quants, a mix), and mixtures of experts (stacked 3-D tensors), have no
-kernel of their own here: they are dequantized.
+- A mixture of experts' stacked `ffn_*_exps` tensors go per expert onto the same kernels (quant/experts.py's
+  QuantExperts: expert e's matrices are its own int4/int8 layers, with the file's codes for Q4_0/Q4_1); the
+  router (`ffn_gate_inp`, F32 in llama.cpp's files) stays as it is.
+Files of other types (F16, BF16, the K-quants, a mix) have no kernel of their own here: they are dequantized.
 Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
 a time beside the quantized ones, not the fp32 model."""
 from __future__ import annotations
@@ -24,21 +26,24 @@ from torch import nn
 
 from ..errors import LlmarchError
 from ..quant import Scheme
+from ..layers.moe import Experts
+from ..quant.experts import QuantExperts
 from ..quant.linear import Int8Embedding
+from ..quant.rtn import int4_dequantize, int4_rtn
 
 INT4_TYPES = frozenset({"Q4_0", "Q4_1"})  # held by int4 at group 32 with the file's own codes
 INT8_TYPES = frozenset({"Q8_0"})  # re-quantized to int8 per output channel
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 EMBEDDING, HEAD = "token_embd.weight", "output.weight"
+ROUTER = "ffn_gate_inp"  # a mixture's router (and a shared expert's gate), kept F32 by llama.cpp's quantizer
 
 
 def file_scheme(reader) -> Scheme | None:
     """The llmarch scheme that holds the file's matrices (the token embedding and LM head apart); None where
     they are float, K-quants or a mix, which stay dequantized."""
-    if any(len(t.shape) > 2 for t in reader.tensors):  # stacked experts (ffn_*_exps): no kernel holds them here
-        return None
     types = {t.name: t.tensor_type.name for t in reader.tensors}
-    kinds = {types[t.name] for t in reader.tensors if len(t.shape) == 2 and t.name not in (EMBEDDING, HEAD)}
+    kinds = {types[t.name] for t in reader.tensors  # the matrices, stacked experts' included
+             if len(t.shape) >= 2 and t.name not in (EMBEDDING, HEAD) and ROUTER not in t.name}
     embedding = types.get(EMBEDDING, "F32")
     head = types.get(HEAD, embedding)  # no output.weight: the head is the embedding table (tied)
     if kinds and kinds <= INT4_TYPES:
@@ -64,6 +69,22 @@ def from_gguf_kernels(path: str | Path, device=None):
     return model
 
 
+def file_codes(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The int4 codes (N, K) and scales and zeros (N, K/G) that hold a matrix of Q4_0 and Q4_1 blocks exactly, from
+    its dequantized values: per group whichever block form reproduces it. Q4_1's w = d q + m is found again by
+    round-to-nearest between the group's min and max; Q4_0's w = d (q - 8) is not when the block does not reach
+    q = 15, but its largest |w| is always -8 d (llama.cpp's quantizer maps the largest |x| to q = 0), which gives d
+    and then q. A file that mixes the two forms is exact too."""
+    N, K = weight.shape
+    codes, scales, zeros = int4_rtn(weight, group_size)  # Q4_1's form
+    g = weight.float().reshape(N, K // group_size, group_size)
+    d = -g.gather(-1, g.abs().argmax(-1, keepdim=True)) / 8  # Q4_0's form: (N, K/G, 1)
+    q = (g / torch.where(d == 0, 1.0, d)).round().add(8).clamp(0, 15)
+    q4_0 = ((q - 8) * d - g).abs().amax(-1) < (int4_dequantize(codes, scales, zeros).reshape_as(g) - g).abs().amax(-1)
+    codes = torch.where(q4_0[..., None], q, codes.reshape_as(g).float()).to(torch.uint8).reshape(N, K)
+    return codes, torch.where(q4_0, d.squeeze(-1), scales), torch.where(q4_0, 0.0, zeros)
+
+
 class QuantizeAsRead:
     """hf.build_from's `take`: each linear layer the scheme quantizes is built from its weight (and bias) the
     moment they are read, and the fp32 tensors are dropped, so loading holds one dequantized matrix at a time
@@ -74,19 +95,16 @@ class QuantizeAsRead:
         from ..quant.apply import layer_maker
 
         self.scheme, self.source = scheme, source
-        self.make = layer_maker(scheme, meta=False)
+        self.make_layer = layer_maker(scheme, meta=False)
         self.targets: set[str] | None = None
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
 
     def __call__(self, model: nn.Module, name: str, tensor: torch.Tensor) -> bool:
         from ..quant.apply import check_widths, targets
 
-        if self.targets is None:  # on the first tensor: the meta model's layers the scheme quantizes
+        if self.targets is None:  # on the first tensor: the meta model's layers (and experts) the scheme quantizes
             check_widths(model, self.scheme)
-            found = dict(targets(model, self.scheme))
-            if any(not isinstance(m, nn.Linear) for m in found.values()):
-                raise LlmarchError(f"{self.source}: experts are not read onto the kernels; use from_gguf and quantize")
-            self.targets = set(found)
+            self.targets = set(dict(targets(model, self.scheme)))
         if name == "embed.weight":
             if "lm_head" in self.targets and model.config.tied_head:  # the head is the table: its own copy
                 model.lm_head = self.make("lm_head", tensor, None)
@@ -94,13 +112,33 @@ class QuantizeAsRead:
                 model.embed = Int8Embedding.from_embedding(nn.Embedding.from_pretrained(tensor))
             return self.scheme.embeddings
         layer, _, part = name.rpartition(".")
-        if layer not in self.targets or part not in ("weight", "bias"):
+        if layer not in self.targets:
+            return False
+        module = model.get_submodule(layer)
+        experts = isinstance(module, Experts)
+        needed = {module.in_name: True, "down": True, "in_bias": module.in_bias is not None,
+                  "down_bias": module.down_bias is not None} if experts else {"weight": True,
+                                                                              "bias": module.bias is not None}
+        if part not in needed:
             return False
         parts = self.pending.setdefault(layer, {})
         parts[part] = tensor
-        module = model.get_submodule(layer)
-        if "weight" in parts and ("bias" in parts or module.bias is None):
+        if all(p in parts for p, wanted in needed.items() if wanted):
             parent, _, child = layer.rpartition(".")
-            setattr(model.get_submodule(parent), child, self.make(layer, parts["weight"], parts.get("bias")))
+            if experts:  # the stacked tensors into the meta module, then each expert's matrices onto the kernels
+                for p, t in parts.items():
+                    setattr(module, p, nn.Parameter(t, requires_grad=False))
+                new = QuantExperts(module, lambda w, b, fitted: self.make(layer, w, b))
+            else:
+                new = self.make(layer, parts["weight"], parts.get("bias"))
+            setattr(model.get_submodule(parent), child, new)
             del self.pending[layer]
         return True
+
+    def make(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+        """The quantized layer for `name`; an int4 one holds the file's own codes (file_codes)."""
+        from ..quant.apply import holds_int4
+
+        N, K = weight.shape
+        int4 = holds_int4(self.scheme, N, K) and not (name == "lm_head" and self.scheme.head_int8)
+        return self.make_layer(name, weight, bias, file_codes(weight, self.scheme.group_size) if int4 else None)
