@@ -87,6 +87,34 @@ def test_sdpa_equals_eager(base, kv):
     assert torch.allclose(model(x, attention_mask=mask).logits, eager(x, attention_mask=mask).logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("kv", [4, 2, 1])
+def test_one_query_gqa_folds_each_groups_heads_into_queries_of_its_kv_head(kv):
+    """A decoding step's one query per head under GQA runs as `groups` queries of each KV head (sdpa_attention):
+    the same values as eager attention with the KV heads repeated, with and without a padding mask; and a
+    padded batch decoded with the KV cache gives the full forward's last logits."""
+    from llmarch.layers.attention import eager_attention, sdpa_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 1, 8), torch.randn(2, kv, 9, 8), torch.randn(2, kv, 9, 8)
+    pad = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    pad[1, ..., :3] = False
+    for mask in (None, pad):
+        want = eager_attention(q, k, v, mask, False, 0.0, lambda pattern: pattern)
+        assert (sdpa_attention(q, k, v, mask, False, 0.0, None) - want).abs().max() < 1e-6
+    from llmarch.generate.engine import Engine
+
+    model = tiny(n_kv_heads=kv)
+    x = torch.randint(0, 97, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, :4] = 0  # row 1 left-padded: its decode step carries a padding mask
+    with torch.inference_mode():
+        full = model(x, attention_mask=mask).logits[:, -1]
+        with Engine(model, 2, 12, mask) as engine:
+            engine.prefill(x[:, :11])
+            step = engine.decode(x[:, 11])
+    assert (step - full).abs().max() < 1e-5
+
+
 def test_gqa_with_all_kv_heads_equals_mha():
     """GQA with n_kv_heads = n_heads is MHA: same weights, same logits as a config that leaves kv heads unset."""
     mha = tiny(n_kv_heads=None)

@@ -53,8 +53,18 @@ def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, s
     is_causal = causal and mask is None
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(q.dtype)
+    B, H, T, D = q.shape
+    groups = H // k.shape[1]
+    if groups > 1 and T == 1 and not is_causal and (mask is None or mask.shape[1] == mask.shape[2] == 1):
+        # one query per head (decoding) under GQA: a KV head's `groups` query heads as that many queries of it, so
+        # each KV head's keys and values are read once, by one (groups x S) product instead of `groups` (1 x S)
+        # ones (32 query heads over 8 KV heads, 500 keys, CPU: 89 us against 142); heads h = kv * groups + j,
+        # enable_gqa's pairing
+        y = F.scaled_dot_product_attention(q.reshape(B, k.shape[1], groups, D), k, v, attn_mask=mask,
+                                           dropout_p=dropout_p, scale=scale)
+        return y.reshape(B, H, 1, D)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
-                                          scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+                                          scale=scale, enable_gqa=groups > 1)
 
 
 @ATTENTION.register("eager")
