@@ -241,7 +241,8 @@ def main() -> None:
     if args.llama_cpp and is_gguf(path) and file_scheme(open_gguf(path)) is not None:
         models[GGUF_KERNELS] = llmarch.from_gguf(path, kernels=True)  # the file's own blocks on the kernels
     result = {"checkpoint": str(args.checkpoint), "group_size": args.group_size, "machine": cpu_name(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "compile": args.compile, "quantize_seconds": seconds,
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "compile": args.compile,
+              "quantize_seconds": seconds,
               "calibration_tokens": None if calibration is None else calibration.numel(),
               "weight_MiB": {n: round(weight_bytes(m) / 2**20, 1) for n, m in models.items()}}
     if args.perplexity:

@@ -19,7 +19,8 @@ def test_decode_step_compiles_whole_graph_over_the_static_cache():
 
 
 def test_generate_with_the_compiled_decode_step_matches_eager():
-    """generate(compile=True) decodes with one fixed-shape compiled graph over its cache (CUDA graphs on CUDA): the same tokens as eager decoding, for plain and left-padded prompts, and a second call
+    """generate(compile=True) decodes with one fixed-shape compiled graph over its cache (CUDA graphs on CUDA):
+    the same tokens as eager decoding, for plain and left-padded prompts, and a second call
     with other lengths reuses the compiled step."""
     import llmarch
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import LlmarchError
 from ..quant import Scheme
 from ..layers.moe import Experts
 from ..quant.experts import QuantExperts
