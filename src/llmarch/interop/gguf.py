@@ -59,7 +59,7 @@ def hf_config(reader, path) -> dict:
               vocab_size=int(embed.shape[-1]) if embed is not None else get("vocab_size", None),
               hidden_size=d, intermediate_size=get("feed_forward_length"), num_hidden_layers=get("block_count"),
               num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv", heads),
-              head_dim=get("attention.key_length", d // heads),
+              head_dim=get("attention.key_length", d // heads if heads else None),  # Mamba: no heads
               rms_norm_eps=None if ARCHS[arch].layer_norm else get("attention.layer_norm_rms_epsilon"),
               rope_theta=get("rope.freq_base", 10000.0), max_position_embeddings=get("context_length"),
               tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names,
@@ -127,6 +127,8 @@ class GGUFTensors:
         pattern = ARCHS[arch].qkv_per_head
         self.per_head = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.transforms = {hf: (to, back) for hf in self.to_gguf for pattern, to, back in ARCHS[arch].tensors
+                           if re.search(pattern, hf)}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def names(self) -> set[str]:
@@ -137,6 +139,8 @@ class GGUFTensors:
 
     def shape(self, name: str) -> tuple[int, ...]:
         shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        if name in self.transforms:  # the shape the inverse gives (Mamba's conv weight regains its 1)
+            return tuple(self.transforms[name][1](torch.empty(shape, device="meta")).shape)
         return shape[1:] if name in self.expert else shape[::-1] if name in self.transposed else shape
 
     def dtype(self, name: str) -> torch.dtype:
@@ -166,6 +170,8 @@ class GGUFTensors:
             w = grouped_qkv(w, self.n_heads, self.n_kv_heads, to_gguf=False)
         if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
             w -= self.norm_shift
+        if name in self.transforms:
+            w = self.transforms[name][1](w)
         if name in self.heads:  # undo llama.cpp's q/k permutation
             h = self.heads[name]
             w = w.reshape(h, w.shape[0] // h // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dataclass_field
 from typing import Callable
 
+import torch
+
 from ..errors import LlmarchError
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -291,6 +293,40 @@ def _phi3_out(w, hf: dict) -> dict:
             "rope_factors_short.weight": np.asarray(rope["short_factor"], dtype=np.float32)}
 
 
+def _mamba(hf: dict, meta: Meta) -> dict:
+    """Mamba (convert_hf_to_gguf.py's MambaModel): no attention or FFN keys of its own (head count and FFN
+    length 0), the SSM's in `ssm.*`; biases as the tensors present."""
+    d, inner = hf["hidden_size"], meta.get("ssm.inner_size")
+    if inner % d:
+        raise LlmarchError(f"{meta.path}: ssm.inner_size {inner} is not a multiple of embedding_length {d}")
+    return {**hf, "state_size": meta.get("ssm.state_size"), "conv_kernel": meta.get("ssm.conv_kernel"),
+            "expand": inner // d, "time_step_rank": meta.get("ssm.time_step_rank"),
+            "layer_norm_epsilon": hf["rms_norm_eps"], "use_bias": meta.has("blk.0.ssm_in.bias"),
+            "use_conv_bias": meta.has("blk.0.ssm_conv1d.bias")}
+
+
+def _mamba_common(hf: dict) -> dict:
+    return {**hf, "max_position_embeddings": 1 << 20, "intermediate_size": 0, "num_attention_heads": 0,
+            "num_key_value_heads": 0, "rms_norm_eps": hf["layer_norm_epsilon"]}
+
+
+def _mamba_out(w, hf: dict) -> dict:
+    if hf.get("use_bias"):  # llama.cpp's mamba graph has no in/out projection biases
+        raise LlmarchError("GGUF mamba (llama.cpp) has no in_proj/out_proj biases (use_bias)")
+    w.add_ssm_conv_kernel(hf["conv_kernel"])
+    w.add_ssm_inner_size(hf["expand"] * hf["hidden_size"])
+    w.add_ssm_state_size(hf["state_size"])
+    w.add_ssm_time_step_rank(hf["time_step_rank"])
+    w.add_ssm_dt_b_c_rms(False)  # FalconMamba's norms on dt, B and C; Mamba has none
+    return {}
+
+
+# Mamba's converter stores A = -exp(A_log), what the recurrence multiplies by, and the depthwise conv weight
+# (inner, 1, k) squeezed to (inner, k); (regex, to GGUF, from GGUF) on Hugging Face names
+_MAMBA_TENSORS = ((r"\.A_log$", lambda t: -torch.exp(t), lambda t: torch.log(-t)),
+                  (r"\.conv1d\.weight$", lambda t: t.squeeze(1), lambda t: t.unsqueeze(1)))
+
+
 @dataclass(frozen=True)
 class Arch:
     model_type: str  # the llmarch/HF family that reads it
@@ -311,6 +347,8 @@ class Arch:
     # Hugging Face tensors (regex) whose rows, q k v per head or kv group, the converter regroups as all q | all k |
     # all v (gguf.grouped_qkv), the order llama.cpp's graph splits
     qkv_per_head: str | None = None
+    # (regex on Hugging Face names, the converter's transform, its inverse): values and shapes stored otherwise
+    tensors: tuple = ()
 
 
 ARCHS = {
@@ -331,6 +369,8 @@ ARCHS = {
     "qwen3": Arch("qwen3"),
     "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),
     "gemma3": Arch("gemma3_text", norm_shift=1.0, fields=_gemma3, write=_gemma3_out),
+    "mamba": Arch("mamba", fields=_mamba, common=_mamba_common, write=_mamba_out, rope=False,
+                  tensors=_MAMBA_TENSORS),
     "phi3": Arch("phi3", fields=_phi3, consumed=frozenset({"rope_factors_long.weight", "rope_factors_short.weight"}),
                  write=_phi3_out),
 }

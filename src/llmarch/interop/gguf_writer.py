@@ -1,10 +1,11 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face
+gpt_neox, bloom, falcon, gpt2, mamba), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face
 config.json and tensors: the family table's tensors named by the `gguf` package's name map (per-expert tensors
 stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights
-transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, in F32, F16, Q8_0 or Q4_0 (quantized by
-gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the metadata llama.cpp reads
+transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), in F32, F16, Q8_0 or
+Q4_0 (quantized by gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the
+metadata llama.cpp reads
 and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece or llmarch's bytes). A model that
 the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling
 GGUF has no key for, a Qwen3-MoE without renormalised top-k) is refused: the file is read back and must give the
@@ -48,13 +49,15 @@ def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
     w.add_embedding_length(hf["hidden_size"])
     w.add_feed_forward_length(hf["intermediate_size"])
     w.add_head_count(hf["num_attention_heads"])
+    if "rms_norm_eps" in hf:
+        w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+    w.add_vocab_size(hf["vocab_size"])
+    if not hf["num_attention_heads"]:  # Mamba: a head count of 0, as its converter writes, and nothing more
+        return
     w.add_head_count_kv(hf["num_key_value_heads"])
     head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
-    if "rms_norm_eps" in hf:
-        w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
-    w.add_vocab_size(hf["vocab_size"])
     if not rope_keys:
         return
     w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
@@ -106,11 +109,12 @@ def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _array(t: torch.Tensor, name: str, kind):
     """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
-    quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run)."""
+    quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run), and so
+    do Mamba's A and conv weights (llama.cpp's SSM kernels read them as F32 only: an F16 one fails an assert)."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
-    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or "ffn_gate_inp" in name:
+    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or re.search(r"ffn_gate_inp|ssm_a|ssm_conv1d", name):
         return array, None
     if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0, Q4_0: blocks of 32 in a row
         return array.astype(np.float16), None
@@ -172,6 +176,9 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             t = t.t()
         if arch.qkv_per_head and re.search(arch.qkv_per_head, name):
             t = grouped_qkv(t, cfg.n_heads, cfg.n_kv_heads, to_gguf=True)
+        for pattern, to, _ in arch.tensors:
+            if re.search(pattern, name):
+                t = to(t.float())
         gguf_name = gguf_name_of(names, name)
         array, raw = _array(t, gguf_name, kind)
         w.add_tensor(gguf_name, array, raw_dtype=raw)
