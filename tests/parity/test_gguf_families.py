@@ -43,6 +43,10 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # A stored as -exp(A_log), the depthwise conv weight squeezed; no attention keys (head count 0)
     "mamba": ("MambaConfig", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, state_size=8, expand=2,
                                   conv_kernel=4, time_step_rank=8, bos_token_id=1, eos_token_id=2), "mamba"),
+    # A and D as (heads, 1), the gated norm's weight per group of B and C, dt_bias as ssm_dt.bias
+    "mamba2": ("Mamba2Config", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
+                                    num_heads=4, head_dim=32, n_groups=2, conv_kernel=4, chunk_size=8,
+                                    bos_token_id=1, eos_token_id=2, tie_word_embeddings=False), "mamba2"),
 }
 
 
@@ -124,15 +128,18 @@ def test_quantized_moe_file_keeps_its_experts_on_the_kernels(tmp_path, dtype, ke
         want, got = ref(ids).logits, model(ids).logits
     assert 0 < (want - got).abs().max() < 0.05 * want.abs().max()
 
-def test_quantized_mamba_file_keeps_its_ssm_tensors_f32_for_llama_cpp(tmp_path):
-    """A Q8_0 Mamba file: A and the conv weights stay F32 (llama.cpp's SSM kernels assert F32 and abort the
-    process on F16), the projections are Q8_0; llmarch reads it back close to the model, and llama.cpp decodes
-    it greedily as llmarch does on the same file (measured: logits within 0.044 on a scale of 5.9)."""
-    model = tiny("mamba", tmp_path)
+@pytest.mark.parametrize("case", ["mamba", "mamba2"])
+def test_quantized_mamba_file_keeps_its_ssm_tensors_f32_for_llama_cpp(case, tmp_path):
+    """A Q8_0 Mamba or Mamba-2 file: A, D, the conv weights and the gated norm stay F32 (llama.cpp's SSM kernels
+    assert F32 and abort the process on F16), the projections are Q8_0; llmarch reads it back close to the
+    model, and llama.cpp decodes it greedily as llmarch does on the same file (measured: logits within 0.044 on
+    a scale of 5.9, Mamba; 0.079 on 2.8, Mamba-2)."""
+    model = tiny(case, tmp_path)
     path = tmp_path / "q8.gguf"
     to_gguf(model, path, "q8_0", ByteTokenizer())
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
-    assert types["blk.0.ssm_a"] == types["blk.0.ssm_conv1d.weight"] == "F32"
+    assert types["blk.0.ssm_a"] == types["blk.0.ssm_conv1d.weight"] == types["blk.0.ssm_d"] == "F32"
+    assert case == "mamba" or types["blk.0.ssm_norm.weight"] == "F32"
     assert types["blk.0.ssm_in.weight"] == "Q8_0"
     back = llmarch.from_gguf(path)
     ids = torch.randint(0, 256, (1, 12))

@@ -71,9 +71,12 @@ def hf_config(reader, path) -> dict:
     return ARCHS[arch].fields(hf, meta)
 
 
-def gguf_name_of(name_map, hf: str) -> str | None:
+def gguf_name_of(name_map, hf: str, renamed: tuple = ()) -> str | None:
     """A Hugging Face tensor's GGUF name by the `gguf` package's map; BLOOM's converter strips `transformer.`
-    first, and the map knows its names so."""
+    first, and the map knows its names so; `renamed`: the architecture's (ending, the ending the map knows)."""
+    for end, known in renamed:
+        if hf.endswith(end):
+            hf = hf[:-len(end)] + known
     for name in (hf, hf.removeprefix("transformer.")):
         found = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if found is not None:
@@ -110,7 +113,7 @@ class GGUFTensors:
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
         self.to_gguf, self.expert = {}, {}
         for hf in hf_names:  # the names the family's rules read
-            gguf_name = gguf_name_of(name_map, hf)
+            gguf_name = gguf_name_of(name_map, hf, ARCHS[arch].renamed)
             if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
                 gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf))
                 self.expert[hf] = int(m.group(1))

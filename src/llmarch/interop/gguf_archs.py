@@ -321,10 +321,34 @@ def _mamba_out(w, hf: dict) -> dict:
     return {}
 
 
+def _mamba2(hf: dict, meta: Meta) -> dict:
+    """Mamba-2 (Mamba2Model): as Mamba, with `ssm.time_step_rank` the head count and `ssm.group_count` the
+    groups of B and C; the scan's chunk length is not stored (it changes no value: llmarch's default)."""
+    out = _mamba(hf, meta)
+    heads = out.pop("time_step_rank")
+    return {**out, "num_heads": heads, "head_dim": out["expand"] * hf["hidden_size"] // heads,
+            "n_groups": meta.get("ssm.group_count", 1)}
+
+
+def _mamba2_common(hf: dict) -> dict:
+    return {**_mamba_common(hf), "time_step_rank": hf["num_heads"]}
+
+
+def _mamba2_out(w, hf: dict) -> dict:
+    _mamba_out(w, hf)
+    w.add_ssm_group_count(hf["n_groups"])
+    return {}
+
+
 # Mamba's converter stores A = -exp(A_log), what the recurrence multiplies by, and the depthwise conv weight
-# (inner, 1, k) squeezed to (inner, k); (regex, to GGUF, from GGUF) on Hugging Face names
-_MAMBA_TENSORS = ((r"\.A_log$", lambda t: -torch.exp(t), lambda t: torch.log(-t)),
-                  (r"\.conv1d\.weight$", lambda t: t.squeeze(1), lambda t: t.unsqueeze(1)))
+# (inner, 1, k) squeezed to (inner, k); Mamba-2's also A and D as (heads, 1) and the gated norm's weight as
+# (groups, inner / groups). (regex on Hugging Face names, to GGUF (tensor, config.json), from GGUF)
+_CONV = (r"\.conv1d\.weight$", lambda t, hf: t.squeeze(1), lambda t: t.unsqueeze(1))
+_MAMBA_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t), lambda t: torch.log(-t)), _CONV)
+_MAMBA2_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t: torch.log(-t[:, 0])),
+                   (r"\.D$", lambda t, hf: t[:, None], lambda t: t[:, 0]),
+                   (r"\.mixer\.norm\.weight$", lambda t, hf: t.reshape(hf["n_groups"], -1), lambda t: t.reshape(-1)),
+                   _CONV)
 
 
 @dataclass(frozen=True)
@@ -349,6 +373,8 @@ class Arch:
     qkv_per_head: str | None = None
     # (regex on Hugging Face names, the converter's transform, its inverse): values and shapes stored otherwise
     tensors: tuple = ()
+    # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
+    renamed: tuple[tuple[str, str], ...] = ()
 
 
 ARCHS = {
@@ -371,6 +397,8 @@ ARCHS = {
     "gemma3": Arch("gemma3_text", norm_shift=1.0, fields=_gemma3, write=_gemma3_out),
     "mamba": Arch("mamba", fields=_mamba, common=_mamba_common, write=_mamba_out, rope=False,
                   tensors=_MAMBA_TENSORS),
+    "mamba2": Arch("mamba2", fields=_mamba2, common=_mamba2_common, write=_mamba2_out, rope=False,
+                   tensors=_MAMBA2_TENSORS, renamed=((".dt_bias", ".dt_proj.bias"),)),
     "phi3": Arch("phi3", fields=_phi3, consumed=frozenset({"rope_factors_long.weight", "rope_factors_short.weight"}),
                  write=_phi3_out),
 }

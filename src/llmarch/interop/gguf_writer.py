@@ -1,8 +1,8 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face
-config.json and tensors: the family table's tensors named by the `gguf` package's name map (per-expert tensors
-stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights
+gpt_neox, bloom, falcon, gpt2, mamba, mamba2), as llama.cpp's convert_hf_to_gguf.py writes them from the same
+Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
+(per-expert tensors stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights
 transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), in F32, F16, Q8_0 or
 Q4_0 (quantized by gguf.quants.quantize; norms and 1-D tensors stay F32, as llama.cpp keeps them), with the
 metadata llama.cpp reads
@@ -85,8 +85,9 @@ def _check_reads_back(path: Path, cfg) -> None:
 
     back = hf_model_config(hf_config(open_gguf(path), path), path)
     # a family written as another's architecture (Mistral as llama) reads back as that family; the router's
-    # training terms (aux loss, jitter) change no output, and GGUF has no key for them
-    skip = {"name", "eos_id", "router_aux_loss_weight", "router_jitter"}
+    # training terms (aux loss, jitter) and Mamba-2's scan chunk (a way of computing, the same values at any)
+    # change no output, and GGUF has no key for them
+    skip = {"name", "eos_id", "router_aux_loss_weight", "router_jitter", "ssm_chunk"}
     if cfg.hf_model_type in ARCHS[GGUF_ARCH[cfg.hf_model_type]].also:
         skip.add("hf_model_type")
     for f in dataclasses.fields(cfg):
@@ -110,11 +111,13 @@ def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _array(t: torch.Tensor, name: str, kind):
     """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
     quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run), and so
-    do Mamba's A and conv weights (llama.cpp's SSM kernels read them as F32 only: an F16 one fails an assert)."""
+    do Mamba's A, D, conv and gated-norm weights (llama.cpp's SSM kernels read them as F32 only: an F16 one
+    fails an assert)."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
-    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or re.search(r"ffn_gate_inp|ssm_a|ssm_conv1d", name):
+    kept = re.search(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm", name)
+    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or kept:
         return array, None
     if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0, Q4_0: blocks of 32 in a row
         return array.astype(np.float16), None
@@ -178,8 +181,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             t = grouped_qkv(t, cfg.n_heads, cfg.n_kv_heads, to_gguf=True)
         for pattern, to, _ in arch.tensors:
             if re.search(pattern, name):
-                t = to(t.float())
-        gguf_name = gguf_name_of(names, name)
+                t = to(t.float(), hf)
+        gguf_name = gguf_name_of(names, name, arch.renamed)
         array, raw = _array(t, gguf_name, kind)
         w.add_tensor(gguf_name, array, raw_dtype=raw)
         if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
