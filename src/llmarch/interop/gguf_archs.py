@@ -340,6 +340,58 @@ def _mamba2_out(w, hf: dict) -> dict:
     return {}
 
 
+def _every(layers: list[int], n: int, what: str, meta: Meta) -> tuple[int, int]:
+    """(period, offset) of the layer indices `layers` (each `period` layers from `offset`), as Jamba's config
+    gives them; one layer: a period of n."""
+    offset = layers[0]
+    period = layers[1] - offset if len(layers) > 1 else n
+    if layers != list(range(offset, n, period)):
+        raise LlmarchError(f"{meta.path}: the {what} layers {layers} are not every n-th layer from one")
+    return period, offset
+
+
+def _jamba(hf: dict, meta: Meta) -> dict:
+    """Jamba (JambaModel): attention where the per-layer `attention.head_count_kv` is not 0, Mamba (with its dt,
+    B and C norms) elsewhere; a mixture of experts in the layers whose `ffn_*_exps` the file holds, a dense
+    SwiGLU elsewhere; the top-k weights unrenormalised (llama.cpp's jamba)."""
+    n = hf["num_hidden_layers"]
+    kv = hf["num_key_value_heads"]
+    kv = kv if isinstance(kv, list) else [kv] * n
+    attn = [i for i, k in enumerate(kv) if k]
+    if not attn:
+        raise LlmarchError(f"{meta.path}: a jamba file with no attention layer (attention.head_count_kv all 0)")
+    period, offset = _every(attn, n, "attention", meta)
+    out = {**hf, "num_key_value_heads": kv[attn[0]], "attn_layer_period": period, "attn_layer_offset": offset,
+           "mamba_d_state": meta.get("ssm.state_size"), "mamba_d_conv": meta.get("ssm.conv_kernel"),
+           "mamba_expand": meta.get("ssm.inner_size") // hf["hidden_size"],
+           "mamba_dt_rank": meta.get("ssm.time_step_rank"),
+           "mamba_conv_bias": meta.has("blk.0.ssm_conv1d.bias"), "mamba_proj_bias": meta.has("blk.0.ssm_in.bias")}
+    moe = [i for i in range(n) if meta.has(f"blk.{i}.ffn_gate_exps.weight")]
+    if moe:
+        period, offset = _every(moe, n, "mixture-of-experts", meta)
+        out.update(num_experts=meta.get("expert_count"), num_experts_per_tok=meta.get("expert_used_count"),
+                   expert_layer_period=period, expert_layer_offset=offset)
+    return out
+
+
+def _jamba_common(hf: dict) -> dict:
+    """The KV-head count per layer, 0 for the Mamba ones, as JambaModel writes it."""
+    n, period, offset = hf["num_hidden_layers"], hf["attn_layer_period"], hf["attn_layer_offset"]
+    kv = [hf["num_key_value_heads"] if i >= offset and (i - offset) % period == 0 else 0 for i in range(n)]
+    return {**hf, "num_key_value_heads": kv}
+
+
+def _jamba_out(w, hf: dict) -> dict:
+    w.add_ssm_conv_kernel(hf["mamba_d_conv"])
+    w.add_ssm_inner_size(hf["mamba_expand"] * hf["hidden_size"])
+    w.add_ssm_state_size(hf["mamba_d_state"])
+    w.add_ssm_time_step_rank(hf["mamba_dt_rank"])
+    if hf.get("num_experts", 1) > 1:
+        w.add_expert_count(hf["num_experts"])
+        w.add_expert_used_count(hf["num_experts_per_tok"])
+    return {}
+
+
 # Mamba's converter stores A = -exp(A_log), what the recurrence multiplies by, and the depthwise conv weight
 # (inner, 1, k) squeezed to (inner, k); Mamba-2's also A and D as (heads, 1) and the gated norm's weight as
 # (groups, inner / groups). (regex on Hugging Face names, to GGUF (tensor, config.json), from GGUF)
@@ -396,6 +448,8 @@ ARCHS = {
     "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),
     "gemma3": Arch("gemma3_text", norm_shift=1.0, fields=_gemma3, write=_gemma3_out),
     "mamba": Arch("mamba", fields=_mamba, common=_mamba_common, write=_mamba_out, rope=False,
+                  tensors=_MAMBA_TENSORS),
+    "jamba": Arch("jamba", fields=_jamba, common=_jamba_common, write=_jamba_out, rope=False,
                   tensors=_MAMBA_TENSORS),
     "mamba2": Arch("mamba2", fields=_mamba2, common=_mamba2_common, write=_mamba2_out, rope=False,
                    tensors=_MAMBA2_TENSORS, renamed=((".dt_bias", ".dt_proj.bias"),)),
