@@ -302,3 +302,18 @@ def test_int8_gptq_layer_error_below_round_to_nearest_in_the_int8_format():
         torch.testing.assert_close(scales, rtn.scales)  # the same scales: GPTQ moves only the codes
         err = (X @ (W - codes.float() * scales.float()[:, None]).T).norm()
         assert err < 0.6 * (X @ (W - rtn.dequantized()).T).norm()
+
+
+def test_int8_layers_narrower_than_the_kernels_blocks_still_multiply_right():
+    """torch's CPU int8 kernel needs in_features % 16 == 0 (with K = 8 or 24 it returned garbage or crashed):
+    such a layer multiplies by its dequantized weight instead, to the same values."""
+    from llmarch.quant import Int8Linear
+
+    torch.manual_seed(0)
+    for k in (8, 24, 32):
+        linear = torch.nn.Linear(k, 40)
+        q = Int8Linear.from_weight(linear.weight, linear.bias, torch.bfloat16)
+        x = torch.randn(3, k)
+        with torch.no_grad():
+            want = torch.nn.functional.linear(x, q.dequantized(), linear.bias)
+            assert (q(x) - want).abs().max() < 0.02 * want.abs().max()

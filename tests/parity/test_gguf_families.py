@@ -164,3 +164,23 @@ def test_quantized_mamba_file_keeps_its_ssm_tensors_f32_for_llama_cpp(case, tmp_
     for pos in range(len(prompt) - 1, len(seq) - 1):
         top = int(logits[pos].argmax())
         assert top == seq[pos + 1] or logits[pos, top] - logits[pos, seq[pos + 1]] <= 2 * apart
+
+
+@pytest.mark.parametrize("case", ["mamba", "jamba"])
+def test_quantized_mamba_file_decodes_on_the_kernels(case, tmp_path):
+    """A Q8_0 Mamba or Jamba file on the kernels (what `generate` loads): its float SSM tensors and short-rowed
+    dt projection do not make it a mix; the projections are int8 layers, A and the conv stay float, and the
+    logits are the dequantized model's within the kernels' rounding."""
+    from llmarch.quant import Int8Linear
+
+    path = tmp_path / "q8.gguf"
+    to_gguf(tiny(case, tmp_path), path, "q8_0", ByteTokenizer())
+    model, ref = llmarch.from_gguf(path, kernels=True), llmarch.from_gguf(path)
+    assert model.quantization.method == "int8"
+    mixer = model.blocks[0].mixer
+    assert isinstance(mixer.in_proj, Int8Linear) and isinstance(mixer.dt_proj, Int8Linear)
+    assert mixer.A_log.dtype == torch.float32
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        want, got = ref(ids).logits, model(ids).logits
+    assert 0 < (want - got).abs().max() < 0.05 * want.abs().max()

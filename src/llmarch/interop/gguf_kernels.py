@@ -14,11 +14,15 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
 - A mixture of experts' stacked `ffn_*_exps` tensors go per expert onto the same kernels (quant/experts.py's
   QuantExperts: expert e's matrices are its own int4/int8 layers, with the file's codes for Q4_0/Q4_1); the
   router (`ffn_gate_inp`, F32 in llama.cpp's files) stays as it is.
+- The tensors the quantizers leave in float (KEPT_FLOAT: routers, Mamba's A, D, conv and norm weights, and
+  rows shorter than a block) do not make a file a mix; a linear layer among them (Mamba's dt projection, F16) is
+  re-quantized to int8 with the rest.
 Files of other types (F16, BF16, the K-quants, a mix) have no kernel of their own here: they are dequantized.
 Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
 a time beside the quantized ones, not the fp32 model."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -34,7 +38,10 @@ INT4_TYPES = frozenset({"Q4_0", "Q4_1"})  # held by int4 at group 32 with the fi
 INT8_TYPES = frozenset({"Q8_0"})  # re-quantized to int8 per output channel
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 EMBEDDING, HEAD = "token_embd.weight", "output.weight"
-ROUTER = "ffn_gate_inp"  # a mixture's router (and a shared expert's gate), kept F32 by llama.cpp's quantizer
+# tensors the quantizers leave in float whatever the file's type: a mixture's router (and a shared expert's
+# gate), Mamba's A, D, conv and gated-norm weights (none of them a linear layer's), and rows shorter than a block
+# of 32 (Mamba's dt projection from a rank of 8 or 16); they do not decide the file's scheme
+KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm")
 
 
 def file_scheme(reader) -> Scheme | None:
@@ -42,7 +49,8 @@ def file_scheme(reader) -> Scheme | None:
     they are float, K-quants or a mix, which stay dequantized."""
     types = {t.name: t.tensor_type.name for t in reader.tensors}
     kinds = {types[t.name] for t in reader.tensors  # the matrices, stacked experts' included
-             if len(t.shape) >= 2 and t.name not in (EMBEDDING, HEAD) and ROUTER not in t.name}
+             if len(t.shape) >= 2 and t.name not in (EMBEDDING, HEAD) and not KEPT_FLOAT.search(t.name)
+             and not (int(t.shape[0]) % 32 and types[t.name] in FLOAT_TYPES)}
     embedding = types.get(EMBEDDING, "F32")
     head = types.get(HEAD, embedding)  # no output.weight: the head is the embedding table (tied)
     if kinds and kinds <= INT4_TYPES:

@@ -25,6 +25,7 @@ from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
 from .gguf import ARCHS, EXPERT, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
+from .gguf_kernels import KEPT_FLOAT
 from .gguf_tokenizer import write_tokenizer
 
 TYPES = ("f32", "f16", "q8_0", "q4_0")
@@ -116,8 +117,7 @@ def _array(t: torch.Tensor, name: str, kind):
     import gguf
 
     array = t.detach().float().cpu().numpy()
-    kept = re.search(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm", name)
-    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or kept:
+    if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or KEPT_FLOAT.search(name):
         return array, None
     if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0, Q4_0: blocks of 32 in a row
         return array.astype(np.float16), None

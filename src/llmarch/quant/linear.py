@@ -25,6 +25,10 @@ from .tiles import tile_codes
 from .rtn import int4_dequantize, pack_nibbles, unpack_nibbles
 
 INT4_ROWS = 16  # the int4 CPU kernel packs output rows in tiles of 16: N must be a multiple
+# the CPU int8 kernel reads rows in blocks of 16: with in_features not a multiple of 16 it gave garbage or crashed
+# the process (torch 2.13, K = 4 to 28 but 16), so such layers (Mamba's dt projection from a rank of 8) multiply
+# by their dequantized weight instead
+INT8_K = 16
 
 
 def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -64,7 +68,7 @@ class Int8Linear(nn.Module):
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) in the scales' dtype -> x W^T (M, N). (torch._weight_*: the op's own binding, a microsecond
         cheaper per call than its torch.ops.aten packet, paid 7 times per layer of a decoded token.)"""
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and self.in_features % INT8_K == 0:
             return torch._weight_int8pack_mm(x, self.weight, self.scales)
         return F.linear(x, self.weight.to(x.dtype) * self.scales[:, None])
 
