@@ -184,3 +184,17 @@ def test_quantized_mamba_file_decodes_on_the_kernels(case, tmp_path):
     with torch.no_grad():
         want, got = ref(ids).logits, model(ids).logits
     assert 0 < (want - got).abs().max() < 0.05 * want.abs().max()
+
+
+@pytest.mark.parametrize("preset", ["mamba-tiny", "mamba2-tiny"])
+def test_mamba_presets_round_trip_through_gguf_with_their_context(preset, tmp_path):
+    """llmarch's own Mamba models (a preset's context of 256, which Hugging Face's Mamba has no field for) write
+    and read back: the context goes out as the file's context_length, not llama.cpp's default 2^20."""
+    model = llmarch.build(preset).eval()
+    path = tmp_path / "m.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    back = llmarch.from_gguf(path)
+    assert back.config.context_length == model.config.context_length == 256
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4

@@ -306,8 +306,10 @@ def _mamba(hf: dict, meta: Meta) -> dict:
 
 
 def _mamba_common(hf: dict) -> dict:
-    return {**hf, "max_position_embeddings": 1 << 20, "intermediate_size": 0, "num_attention_heads": 0,
-            "num_key_value_heads": 0, "rms_norm_eps": hf["layer_norm_epsilon"]}
+    """The attention and FFN keys as Mamba's converter writes them (none: 0), the context as the model has it
+    (the converter's 2^20 where it has none)."""
+    return {**hf, "max_position_embeddings": hf.get("max_position_embeddings", 1 << 20), "intermediate_size": 0,
+            "num_attention_heads": 0, "num_key_value_heads": 0, "rms_norm_eps": hf["layer_norm_epsilon"]}
 
 
 def _mamba_out(w, hf: dict) -> dict:

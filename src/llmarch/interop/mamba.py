@@ -42,7 +42,9 @@ def _common(hf: dict, mixer: str) -> dict:
                 ssm_conv=hf.get("conv_kernel", 4), ssm_bias=hf.get("use_bias", False),
                 ssm_conv_bias=hf.get("use_conv_bias", True), bias=False,
                 tie_embeddings=hf.get("tie_word_embeddings", mixer == "mamba"),
-                eos_id=eos if isinstance(eos, int) else None, context_length=1 << 20)  # no positions: no limit
+                eos_id=eos if isinstance(eos, int) else None,
+                # no positions: no limit, unless the model was given one (a run's context, kept on export)
+                context_length=hf.get("max_position_embeddings", 1 << 20))
 
 
 def _common_hf(cfg: ModelConfig, arch: str) -> dict:
@@ -54,6 +56,7 @@ def _common_hf(cfg: ModelConfig, arch: str) -> dict:
                 expand=cfg.ssm_expand, conv_kernel=cfg.ssm_conv, use_bias=cfg.ssm_bias,
                 use_conv_bias=cfg.ssm_conv_bias, hidden_act="silu", layer_norm_epsilon=cfg.norm_eps,
                 tie_word_embeddings=cfg.tie_embeddings, residual_in_fp32=True,
+                **({"max_position_embeddings": cfg.context_length} if cfg.context_length != 1 << 20 else {}),
                 **({"eos_token_id": cfg.eos_id} if cfg.eos_id is not None else {}))
 
 
