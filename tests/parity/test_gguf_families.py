@@ -98,6 +98,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("smollm3", dict(no_rope_layer_interval=2), "layer_types="),  # llama.cpp's NoPE step is 4
     ("mistral", dict(sliding_window=16), "sliding_window=16"),  # llama.cpp's llama has no window
     ("falcon", dict(bias=True), "no biases"),  # llama.cpp refuses a falcon file with them
+    ("mamba", dict(use_bias=True), "use_bias"),  # llama.cpp's mamba graph has no projection biases
+    ("jamba", dict(mamba_proj_bias=True), "mamba_proj_bias"),
 ])
 def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
     from llmarch.errors import LlmarchError

@@ -384,6 +384,8 @@ def _jamba_common(hf: dict) -> dict:
 
 
 def _jamba_out(w, hf: dict) -> dict:
+    if hf.get("mamba_proj_bias"):  # as Mamba's: llama.cpp's graph has no in/out projection biases
+        raise LlmarchError("GGUF jamba (llama.cpp) has no Mamba in_proj/out_proj biases (mamba_proj_bias)")
     w.add_ssm_conv_kernel(hf["mamba_d_conv"])
     w.add_ssm_inner_size(hf["mamba_expand"] * hf["hidden_size"])
     w.add_ssm_state_size(hf["mamba_d_state"])
