@@ -79,3 +79,29 @@ def test_speculative_benchmark_distils_a_draft(tmp_path, monkeypatch):
     assert len(rows) == 6 and all(len(r) == 48 for r in rows)
     assert generate(target, [rows[0][:8]], 40) == [rows[0]]  # a window of the corpus, then the target's tokens
     assert (tmp_path / "d" / "latest").is_file()
+
+
+def test_quant_benchmark_times_each_contender_for_decode_and_end_to_end(tmp_path, monkeypatch, capsys):
+    """benchmarks/quant.py --speed on a tiny random checkpoint (no llama.cpp): every variant gets decode-only and
+    end-to-end rates from its two calls a round, and speed-ups against fp32 for both."""
+    import torch
+
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.models import TransformerLM
+    from llmarch.presets import resolve
+
+    torch.manual_seed(0)
+    save_model(TransformerLM(resolve("llama-tiny", vocab_size=257, d_model=64, n_layers=1, n_heads=2, n_kv_heads=1,
+                                     ffn_hidden=128, context_length=64)), tmp_path / "m")
+    ByteTokenizer().save(tmp_path / "m")
+    monkeypatch.setattr(sys, "argv", ["quant.py", "--checkpoint", str(tmp_path / "m"), "--group-size", "32",
+                                      "--methods", "int8,int4", "--speed", "--prompt-tokens", "16",
+                                      "--new-tokens", "6", "--repeats", "1", "--threads", str(torch.get_num_threads())])
+    runpy.run_path(str(ROOT / "benchmarks" / "quant.py"), run_name="__main__")
+    decode = json.loads(capsys.readouterr().out)["decode"]
+    assert set(decode) == {"fp32", "int8", "int4"}
+    for row in decode.values():
+        assert row["decode_tokens_per_s"] > 0 and row["end_to_end_tokens_per_s"] > 0 and row["prompt_seconds"] > 0
+        assert set(row["speedup_vs_fp32"]) == {"decode", "end_to_end"}
+    assert decode["fp32"]["greedy_tokens_equal_fp32"] is True
