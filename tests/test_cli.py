@@ -211,3 +211,10 @@ def test_analyze_reads_an_encoder_decoder_checkpoint(tmp_path):
     assert code == 0, err
     files = json.loads((tmp_path / "a" / "summary.json").read_text())["files"]
     assert "attention-decoder-0-cross.png" in files and "output" in stdout
+
+
+def test_convert_offers_the_gguf_types_the_writer_writes():
+    from llmarch.cli.convert import GGUF_TYPES
+    from llmarch.interop.gguf_writer import TYPES
+
+    assert GGUF_TYPES == TYPES

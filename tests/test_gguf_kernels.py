@@ -19,7 +19,8 @@ def tiny():
     return llmarch.build("llama-tiny", n_layers=2).eval()
 
 
-@pytest.mark.parametrize("dtype,method", [("q8_0", "int8"), ("f32", None), ("f16", None)])
+@pytest.mark.parametrize("dtype,method", [("q8_0", "int8"), ("q4_1", "int4"), ("q5_0", None), ("f32", None),
+                                          ("f16", None)])
 def test_the_files_types_choose_the_scheme(tiny, tmp_path, dtype, method):
     path = tmp_path / f"m.{dtype}.gguf"
     to_gguf(tiny, path, dtype)
@@ -27,14 +28,14 @@ def test_the_files_types_choose_the_scheme(tiny, tmp_path, dtype, method):
     assert (scheme and scheme.method) == method
     model = llmarch.from_gguf(path, kernels=True)
     linears = [m for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear, torch.nn.Linear))]
-    kind = Int8Linear if method == "int8" else torch.nn.Linear
+    kind = {"int8": Int8Linear, "int4": Int4Linear}.get(method, torch.nn.Linear)
     assert linears and all(type(m) is kind for m in linears)
     ids = torch.randint(0, tiny.config.vocab_size, (1, 24))
     with torch.no_grad():
         ref, got = llmarch.from_gguf(path)(ids).logits, model(ids).logits
     if method is None:
         assert torch.equal(ref, got)
-    else:  # int8 per channel re-quantized from Q8_0's blocks, in bf16: close, not equal
+    else:  # int8 per channel re-quantized from Q8_0's blocks, int4 the Q4_1 codes, in bf16: close, not equal
         assert 0 < (ref - got).abs().max() < 0.05 * ref.abs().max()
 
 

@@ -84,7 +84,8 @@ def tiny_checkpoint(tmp_path_factory):
 # measured max |dlogit| over prompt and 16 greedy tokens (logits up to 0.62): F32 1.1e-4, F16 2.2e-4 (llama.cpp
 # keeps its KV cache in F16), Q8_0 4.6e-3, Q4_0 5.1e-3 (it quantizes the activations to Q8 for those products);
 # greedy tokens equal for F32, F16, Q4_0; Q8_0 parts at the 3rd new token, where llmarch's top two are 4.1e-4 apart
-@pytest.mark.parametrize("kind,tol", [("f32", 1e-3), ("f16", 1e-3), ("q8_0", 2e-2), ("q4_0", 2e-2)])
+@pytest.mark.parametrize("kind,tol", [("f32", 1e-3), ("f16", 1e-3), ("q8_0", 2e-2), ("q4_0", 2e-2), ("q4_1", 2e-2),
+                                      ("q5_0", 2e-2), ("q5_1", 2e-2)])
 def test_llama_cpp_decodes_our_gguf_as_llmarch(kind, tol, tiny_checkpoint, tmp_path):
     out = tmp_path / f"{kind}.gguf"
     assert main(["convert", "--to-gguf", str(tiny_checkpoint), "--gguf-type", kind, "--out", str(out)]) == 0

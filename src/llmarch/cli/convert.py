@@ -9,6 +9,9 @@ from pathlib import Path
 
 from ..errors import LlmarchError
 
+# interop.gguf_writer.TYPES, spelled out so that building the parser imports no torch (tests/test_cli.py checks)
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("convert", help="convert between Hugging Face and llmarch checkpoints")
@@ -22,9 +25,10 @@ def add_parsers(sub) -> None:
     which.add_argument("--to-gguf", metavar="DIR",
                        help="an llmarch checkpoint (llama, qwen2, qwen3, gemma2, gemma3_text or phi3 family) to "
                             "write as the GGUF file --out (this, --from-hf or --to-hf is required)")
-    p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "q8_0", "q4_0"),
-                   help="--to-gguf: the matrices' tensor type (q8_0, q4_0: llama.cpp's blocks of 32; a row "
-                        "that is not a multiple of 32 stays F16); norms stay F32 (default: %(default)s)")
+    p.add_argument("--gguf-type", default="f16", choices=GGUF_TYPES,
+                   help="--to-gguf: the matrices' tensor type (q8_0 ... q5_1: llama.cpp's blocks of 32; a row "
+                        "that is not a multiple of 32 stays F16; q4_0 and q4_1 load onto llmarch's int4 kernel "
+                        "exactly); norms stay F32 (default: %(default)s)")
     p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")
     p.set_defaults(func=cmd_convert)
 
