@@ -115,7 +115,7 @@ class GGUFTensors:
         for hf in hf_names:  # the names the family's rules read
             gguf_name = gguf_name_of(name_map, hf, ARCHS[arch].renamed)
             if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
-                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf))
+                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf), ARCHS[arch].renamed)
                 self.expert[hf] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name
@@ -124,9 +124,6 @@ class GGUFTensors:
             raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
         self.heads = {hf: h for hf in self.to_gguf for proj, h in heads.items() if f".{proj}." in hf}
-        self.norm_shift = ARCHS[arch].norm_shift
-        pattern = ARCHS[arch].transposed
-        self.transposed = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
         pattern = ARCHS[arch].qkv_per_head
         self.per_head = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
@@ -142,9 +139,9 @@ class GGUFTensors:
 
     def shape(self, name: str) -> tuple[int, ...]:
         shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
-        if name in self.transforms:  # the shape the inverse gives (Mamba's conv weight regains its 1)
+        if name in self.transforms:  # the shape the inverse gives (GPT-2's transposed, Mamba's conv weight's 1)
             return tuple(self.transforms[name][1](torch.empty(shape, device="meta")).shape)
-        return shape[1:] if name in self.expert else shape[::-1] if name in self.transposed else shape
+        return shape[1:] if name in self.expert else shape
 
     def dtype(self, name: str) -> torch.dtype:
         return torch.float32
@@ -167,14 +164,10 @@ class GGUFTensors:
             w = self.stacked[t.name][self.expert[name]].clone()
         else:
             w = self._values(t)
-        if name in self.transposed:
-            w = w.t().contiguous()
-        if name in self.per_head:  # q | k | v back to Hugging Face's groups
-            w = grouped_qkv(w, self.n_heads, self.n_kv_heads, to_gguf=False)
-        if self.norm_shift and t.name.endswith("norm.weight"):  # Gemma: the converter stored 1 + g
-            w -= self.norm_shift
         if name in self.transforms:
             w = self.transforms[name][1](w)
+        if name in self.per_head:  # q | k | v back to Hugging Face's groups
+            w = grouped_qkv(w, self.n_heads, self.n_kv_heads, to_gguf=False)
         if name in self.heads:  # undo llama.cpp's q/k permutation
             h = self.heads[name]
             w = w.reshape(h, w.shape[0] // h // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)

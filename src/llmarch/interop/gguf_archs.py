@@ -396,9 +396,14 @@ def _jamba_out(w, hf: dict) -> dict:
     return {}
 
 
+# Tensors a converter stores otherwise than Hugging Face: (regex on Hugging Face names, to GGUF (tensor,
+# config.json), from GGUF). Gemma's adds 1 to every *norm.weight (its RMSNorm scales by 1 + g, llama.cpp's by g);
+# GPT-2's stores its Conv1D weights, (in, out), transposed to (out, in).
+_NORM_PLUS_ONE = ((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t: t - 1.0),)
+_CONV1D_TRANSPOSED = ((r"\.(c_attn|c_proj|c_fc)\.weight$", lambda t, hf: t.t(), lambda t: t.t().contiguous()),)
 # Mamba's converter stores A = -exp(A_log), what the recurrence multiplies by, and the depthwise conv weight
 # (inner, 1, k) squeezed to (inner, k); Mamba-2's also A and D as (heads, 1) and the gated norm's weight as
-# (groups, inner / groups). (regex on Hugging Face names, to GGUF (tensor, config.json), from GGUF)
+# (groups, inner / groups).
 _CONV = (r"\.conv1d\.weight$", lambda t, hf: t.squeeze(1), lambda t: t.unsqueeze(1))
 _MAMBA_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t), lambda t: torch.log(-t)), _CONV)
 _MAMBA2_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t: torch.log(-t[:, 0])),
@@ -411,7 +416,6 @@ _MAMBA2_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t:
 class Arch:
     model_type: str  # the llmarch/HF family that reads it
     permuted_qk: bool = False  # llama.cpp permuted q and k on conversion (LlamaModel.permute)
-    norm_shift: float = 0.0  # added by the converter to every *norm.weight (Gemma: its RMSNorm scales by 1 + g)
     fields: Callable[[dict, Meta], dict] = _same  # the config.json fields beyond the common ones
     consumed: frozenset = dataclass_field(default_factory=frozenset)  # tensors read as hyper-parameters
     write: Callable[[object, dict], dict] = _write_nothing  # config.json -> its own metadata; extra tensors
@@ -421,13 +425,12 @@ class Arch:
     common: Callable[[dict], dict] = lambda hf: hf  # the family's config.json -> the names _metadata writes from
     rope: bool = True  # the rope.* keys apply (not to GPT-2's learned positions)
     layer_norm: bool = False  # LayerNorm's attention.layer_norm_epsilon, not RMSNorm's (GPT-2)
-    # Hugging Face weights (regex) the converter stores transposed: GPT-2's Conv1D (in, out) as (out, in)
-    transposed: str | None = None
     head_copy: bool = False  # the converter writes a tied head as output.weight, a copy of the embedding
     # Hugging Face tensors (regex) whose rows, q k v per head or kv group, the converter regroups as all q | all k |
     # all v (gguf.grouped_qkv), the order llama.cpp's graph splits
     qkv_per_head: str | None = None
     # (regex on Hugging Face names, the converter's transform, its inverse): values and shapes stored otherwise
+    # (Gemma's norms as 1 + g, GPT-2's Conv1D weights transposed, Mamba's A as -exp(A_log) ...)
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
     renamed: tuple[tuple[str, str], ...] = ()
@@ -436,10 +439,10 @@ class Arch:
 ARCHS = {
     "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out, also=("mixtral", "mistral")),
     "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
-    "gemma": Arch("gemma", norm_shift=1.0, fields=_gemma),
+    "gemma": Arch("gemma", fields=_gemma, tensors=_NORM_PLUS_ONE),
     "olmo2": Arch("olmo2"),
     "gpt2": Arch("gpt2", fields=_gpt2, write=_layer_norm_out, common=_gpt2_common, rope=False, layer_norm=True,
-                 head_copy=True, transposed=r"\.(c_attn|c_proj|c_fc)\.weight$"),
+                 head_copy=True, tensors=_CONV1D_TRANSPOSED),
     "gptneox": Arch("gpt_neox", fields=_gptneox, write=_gptneox_out, common=_gptneox_common, layer_norm=True,
                     qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
     "bloom": Arch("bloom", fields=_bloom, write=_layer_norm_out, common=_bloom_common, rope=False, layer_norm=True,
@@ -449,8 +452,8 @@ ARCHS = {
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
-    "gemma2": Arch("gemma2", norm_shift=1.0, fields=_gemma2, write=_gemma2_out),
-    "gemma3": Arch("gemma3_text", norm_shift=1.0, fields=_gemma3, write=_gemma3_out),
+    "gemma2": Arch("gemma2", fields=_gemma2, write=_gemma2_out, tensors=_NORM_PLUS_ONE),
+    "gemma3": Arch("gemma3_text", fields=_gemma3, write=_gemma3_out, tensors=_NORM_PLUS_ONE),
     "mamba": Arch("mamba", fields=_mamba, common=_mamba_common, write=_mamba_out, rope=False,
                   tensors=_MAMBA_TENSORS),
     "jamba": Arch("jamba", fields=_jamba, common=_jamba_common, write=_jamba_out, rope=False,

@@ -141,9 +141,8 @@ def _writer_class():
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
     """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1), with
-    `tokenizer` (a
-    BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's ByteTokenizer)
-    if given; without one llama.cpp will not load the file (llmarch will)."""
+    `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's
+    ByteTokenizer) if given; without one llama.cpp will not load the file (llmarch will)."""
     import gguf
 
     from .hf import FAMILIES
@@ -173,13 +172,9 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             t = _permute(t, cfg.n_heads)
         if arch.permuted_qk and ".k_proj." in name:
             t = _permute(t, cfg.n_kv_heads)
-        if arch.norm_shift and name.endswith("norm.weight"):
-            t = t.float() + arch.norm_shift
-        if arch.transposed and re.search(arch.transposed, name):
-            t = t.t()
         if arch.qkv_per_head and re.search(arch.qkv_per_head, name):
             t = grouped_qkv(t, cfg.n_heads, cfg.n_kv_heads, to_gguf=True)
-        for pattern, to, _ in arch.tensors:
+        for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
             if re.search(pattern, name):
                 t = to(t.float(), hf)
         gguf_name = gguf_name_of(names, name, arch.renamed)
