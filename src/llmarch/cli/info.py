@@ -19,8 +19,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (default: %(default)s)")
     p.add_argument("--dtype", default="bf16", help="element type of the KV cache and of floating-point weights "
                                                    "(default: %(default)s)")
-    p.add_argument("--quantize", help="weight memory as if quantized with this method (int8, int8-gptq, int4, int4-hqq, int4-gptq); a "
-                                      "quantized checkpoint reports its own scheme (default: none)")
+    p.add_argument("--quantize", help="weight memory as if quantized with this method (int8, int8-gptq, int4, "
+                                      "int4-hqq, int4-gptq); a quantized checkpoint reports its own scheme "
+                                      "(default: none)")
     p.add_argument("--group-size", type=int, default=64, help="int4 group size for --quantize (default: %(default)s)")
     model_overrides(p)
     p.set_defaults(func=cmd_info)

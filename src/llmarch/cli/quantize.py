@@ -26,8 +26,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--embeddings", action="store_true",
                    help="the token embedding table to int8 per row too (not with --keep-head) (default: kept)")
     p.add_argument("--calibration-tokens", type=int, default=None,
-                   help=f"int4-gptq and int8-gptq: tokens of the embedded corpus's training split to calibrate on, in sequences "
-                        f"of up to 512 (default: {CALIBRATION_TOKENS})")
+                   help=f"int4-gptq and int8-gptq: tokens of the embedded corpus's training split to calibrate "
+                        f"on, in sequences of up to 512 (default: {CALIBRATION_TOKENS})")
     p.add_argument("--out", required=True, help="new output directory (required)")
     p.set_defaults(func=cmd_quantize)
 
