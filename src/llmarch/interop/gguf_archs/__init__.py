@@ -1,0 +1,14 @@
+"""The GGUF architectures llmarch reads and writes, each onto a Hugging Face family table (interop/<family>.py;
+llama onto Mixtral's where the file has experts): what llama.cpp's converter (convert_hf_to_gguf.py) does to the
+tensors, and the config.json fields its metadata gives beyond the common ones gguf.hf_config reads. Where a
+converter stores nothing, the value is the one llama.cpp itself assumes (src/llama-model.cpp, llm_load_hparams),
+so a file means here what it means there.
+
+One module per group of kin families, each with its `ARCHS` entries (GGUF architecture name -> Arch, arch.py);
+a new family is a new module and its line below."""
+from . import gemma, layer_norm, llama, mamba, phi3
+from .arch import FULL, SLIDING, Arch, Meta, field
+
+ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS}
+
+__all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

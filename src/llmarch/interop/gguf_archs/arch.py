@@ -1,0 +1,83 @@
+"""What one GGUF architecture is to llmarch (`Arch`), and the file's metadata as its functions read it (`Meta`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dataclass_field
+from typing import Callable
+
+from ...errors import LlmarchError
+
+SLIDING, FULL = "sliding_attention", "full_attention"
+_REQUIRED = object()
+
+
+def field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+class Meta:
+    """One file's `{arch}.*` metadata, and its small tensors that are hyper-parameters (LongRoPE's factors)."""
+
+    def __init__(self, reader, arch: str, path):
+        self.reader, self.arch, self.path = reader, arch, path
+
+    def get(self, key: str, default=_REQUIRED):
+        value = field(self.reader, f"{self.arch}.{key}")
+        if value is None:
+            if default is _REQUIRED:
+                raise LlmarchError(f"{self.path}: GGUF metadata lacks {self.arch}.{key}")
+            return default
+        return value
+
+    def has(self, name: str) -> bool:
+        return any(t.name == name for t in self.reader.tensors)
+
+    def same(self, a: str, b: str) -> bool:
+        """Whether tensors a and b are both in the file, of one type and shape, with equal bytes."""
+        import numpy as np
+
+        ts = {t.name: t for t in self.reader.tensors if t.name in (a, b)}
+        return len(ts) == 2 and ts[a].tensor_type == ts[b].tensor_type and \
+            list(ts[a].shape) == list(ts[b].shape) and np.array_equal(ts[a].data, ts[b].data)
+
+    def tensor(self, name: str) -> list[float] | None:
+        import gguf
+
+        t = next((t for t in self.reader.tensors if t.name == name), None)
+        if t is None:
+            return None
+        return [float(x) for x in gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)]
+
+
+def _same(hf: dict, meta: Meta) -> dict:
+    return hf
+
+
+def _write_nothing(w, hf: dict) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Arch:
+    model_type: str  # the llmarch/HF family that reads it
+    permuted_qk: bool = False  # llama.cpp permuted q and k on conversion (LlamaModel.permute)
+    fields: Callable[[dict, Meta], dict] = _same  # the config.json fields beyond the common ones
+    consumed: frozenset = dataclass_field(default_factory=frozenset)  # tensors read as hyper-parameters
+    write: Callable[[object, dict], dict] = _write_nothing  # config.json -> its own metadata; extra tensors
+    # more families written as this architecture (as convert_hf_to_gguf.py writes them); `fields` tells a file
+    # of one from the others where llama.cpp can (Mixtral's experts), else it reads as model_type (Mistral)
+    also: tuple[str, ...] = ()
+    common: Callable[[dict], dict] = lambda hf: hf  # the family's config.json -> the names _metadata writes from
+    rope: bool = True  # the rope.* keys apply (not to GPT-2's learned positions)
+    layer_norm: bool = False  # LayerNorm's attention.layer_norm_epsilon, not RMSNorm's (GPT-2)
+    head_copy: bool = False  # the converter writes a tied head as output.weight, a copy of the embedding
+    # Hugging Face tensors (regex) whose rows, q k v per head or kv group, the converter regroups as all q | all k |
+    # all v (gguf.grouped_qkv), the order llama.cpp's graph splits
+    qkv_per_head: str | None = None
+    # (regex on Hugging Face names, the converter's transform, its inverse): values and shapes stored otherwise
+    # (Gemma's norms as 1 + g, GPT-2's Conv1D weights transposed, Mamba's A as -exp(A_log) ...)
+    tensors: tuple = ()
+    # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
+    renamed: tuple[tuple[str, str], ...] = ()

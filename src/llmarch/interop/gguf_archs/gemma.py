@@ -1,0 +1,89 @@
+"""Gemma 1, 2 and 3 (text): RMSNorm stored as 1 + g, tanh-GELU, Gemma 2's soft-caps, Gemma 3's local/global
+layers."""
+from __future__ import annotations
+
+from .arch import FULL, SLIDING, Arch, Meta
+
+
+# llama.cpp scales Gemma 2/3 attention by 1/sqrt(n_embd / n_head) on the 27B models, which it knows by their
+# layer count, and by 1/sqrt(head_dim) on the others; the converters store no query_pre_attn_scalar
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
+
+
+def _query_scalar(hf: dict, arch: str) -> int:
+    if hf["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch]:
+        return hf["hidden_size"] // hf["num_attention_heads"]
+    return hf["head_dim"]
+
+
+def _gemma(hf: dict, meta: Meta) -> dict:
+    """Gemma (1): GeGLU with tanh-GELU; llama.cpp scales the embedding by sqrt(d) and attention by
+    1/sqrt(head_dim), as transformers' Gemma does."""
+    return {**hf, "hidden_activation": "gelu_pytorch_tanh"}
+
+
+def _gemma2(hf: dict, meta: Meta) -> dict:
+    """Gemma 2: both soft-caps and the window stored (llama.cpp's defaults 50, 30 and 4096 otherwise); layer i
+    slides when i is even (llama.cpp's swa pattern 2, transformers' default layer_types)."""
+    return {**hf, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": _query_scalar(hf, "gemma2"),
+            "sliding_window": meta.get("attention.sliding_window", 4096),
+            "attn_logit_softcapping": meta.get("attn_logit_softcapping", 50.0),
+            "final_logit_softcapping": meta.get("final_logit_softcapping", 30.0)}
+
+
+def _gemma3(hf: dict, meta: Meta) -> dict:
+    """Gemma 3 (text): five sliding layers to one full (llama.cpp's pattern 6, or the file's
+    sliding_window_pattern: a period, or one flag per layer), no sliding layer without a window; rope.freq_base
+    and the scaling are the full layers', the sliding ones' base is rope.freq_base_swa (llama.cpp: 10k)."""
+    n, window = hf["num_hidden_layers"], meta.get("attention.sliding_window", 0)
+    pattern = meta.get("attention.sliding_window_pattern", 6)
+    if not window:
+        types = [FULL] * n
+    elif isinstance(pattern, list):
+        types = [SLIDING if flag else FULL for flag in pattern]
+    else:
+        types = [SLIDING if (i + 1) % int(pattern) else FULL for i in range(n)]
+    full = {"rope_type": "default", "rope_theta": hf.pop("rope_theta"), **(hf.pop("rope_scaling", None) or {})}
+    local = {"rope_type": "default", "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}
+    return {**hf, "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": _query_scalar(hf, "gemma3"), "sliding_window": window or None,
+            "layer_types": types, "attn_logit_softcapping": None,
+            "final_logit_softcapping": meta.get("final_logit_softcapping", None),
+            "rope_parameters": {FULL: full, SLIDING: local}}
+
+
+def _gemma2_out(w, hf: dict) -> dict:
+    """Gemma2Model.set_gguf_parameters: both caps and the window (a missing cap reads back as llama.cpp's
+    default, which the read-back check in gguf_writer.py refuses)."""
+    for key, add in (("attn_logit_softcapping", w.add_attn_logit_softcapping),
+                     ("final_logit_softcapping", w.add_final_logit_softcapping)):
+        if hf.get(key) is not None:
+            add(hf[key])
+    if hf.get("sliding_window") is not None:
+        w.add_sliding_window(hf["sliding_window"])
+    return {}
+
+
+def _gemma3_out(w, hf: dict) -> dict:
+    """Gemma3Model.set_gguf_parameters: the final cap if any, the window; the sliding layers' RoPE base where
+    it is not llama.cpp's 10k."""
+    if hf.get("final_logit_softcapping") is not None:
+        w.add_final_logit_softcapping(hf["final_logit_softcapping"])
+    if SLIDING in hf["layer_types"]:
+        w.add_sliding_window(hf["sliding_window"])
+    local = hf["rope_parameters"][SLIDING]["rope_theta"]
+    if local != 10000.0:
+        w.add_rope_freq_base_swa(local)
+    return {}
+
+
+# Gemma's converter adds 1 to every *norm.weight (its RMSNorm scales by 1 + g, llama.cpp's by g): Arch.tensors'
+# (regex on Hugging Face names, to GGUF (tensor, config.json), from GGUF)
+_NORM_PLUS_ONE = ((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t: t - 1.0),)
+
+
+ARCHS = {
+    "gemma": Arch("gemma", fields=_gemma, tensors=_NORM_PLUS_ONE),
+    "gemma2": Arch("gemma2", fields=_gemma2, write=_gemma2_out, tensors=_NORM_PLUS_ONE),
+    "gemma3": Arch("gemma3_text", fields=_gemma3, write=_gemma3_out, tensors=_NORM_PLUS_ONE),
+}
