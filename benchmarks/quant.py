@@ -125,6 +125,7 @@ def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats
                      "greedy_tokens_equal_fp32": bool(torch.equal(outputs[name], outputs["fp32"]))}
               for name in models}
     agreement = teacher_forced_agreement(models, {n: outputs[n] for n in models}, prompt.shape[1])
+    result["fp32"]["smallest_top2_margin"] = agreement.pop("fp32_smallest_top2_margin")
     for name in models:
         result[name].update(agreement[name])
     for name, pair in pairs.items():
@@ -133,6 +134,10 @@ def decode_speed(models: dict, tok, prompt_tokens: int, new_tokens: int, repeats
             row[f"llmarch_{pair}_speedup"] = ratio(pair, name)
             row[f"greedy_tokens_equal_llmarch_{pair}"] = theirs[name] == outputs[pair][0, prompt.shape[1]:].tolist()
         result[name] = row
+    f32 = next((name for name, pair in pairs.items() if pair == "fp32"), None)
+    for name in pairs:  # llama.cpp's quantized files against its own F32: how far its quantization moves greedy
+        if f32 is not None and name != f32:
+            result[name][f"greedy_tokens_equal_{f32}"] = theirs[name] == theirs[f32]
     return result
 
 
@@ -148,7 +153,9 @@ def teacher_forced_agreement(models: dict, outputs: dict, prompt_len: int) -> di
     ref = models["fp32"](sequence).logits[0, prompt_len - 1:-1].float()
     top2 = ref.topk(2, dim=-1).values
     margin = top2[:, 0] - top2[:, 1]
-    out = {}
+    # fp32's own nearest tie on its continuation: a variant whose logits move by more than this may part from
+    # fp32 there, whatever its precision (llama.cpp's Q8_0 parts from its own F32 at SmolLM2's, docs/quantization.md)
+    out = {"fp32_smallest_top2_margin": {"new_token": margin.argmin().item(), "margin": round(margin.min().item(), 4)}}
     for name, model in models.items():
         logits = model(sequence).logits[0, prompt_len - 1:-1].float()
         differ = logits.argmax(-1) != ref.argmax(-1)

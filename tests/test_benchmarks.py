@@ -105,3 +105,5 @@ def test_quant_benchmark_times_each_contender_for_decode_and_end_to_end(tmp_path
         assert row["decode_tokens_per_s"] > 0 and row["end_to_end_tokens_per_s"] > 0 and row["prompt_seconds"] > 0
         assert set(row["speedup_vs_fp32"]) == {"decode", "end_to_end"}
     assert decode["fp32"]["greedy_tokens_equal_fp32"] is True
+    tie = decode["fp32"]["smallest_top2_margin"]
+    assert 0 <= tie["new_token"] < 6 and tie["margin"] >= 0
