@@ -19,7 +19,7 @@ def tiny():
     return llmarch.build("llama-tiny", n_layers=2).eval()
 
 
-@pytest.mark.parametrize("dtype,method", [("q8_0", "int8"), ("q4_1", "int4"), ("q5_0", None), ("f32", None),
+@pytest.mark.parametrize("dtype,method", [("q8_0", "int8"), ("q4_1", "int4"), ("q4_k", "int4"), ("q5_0", "int8"), ("f32", None),
                                           ("f16", None)])
 def test_the_files_types_choose_the_scheme(tiny, tmp_path, dtype, method):
     path = tmp_path / f"m.{dtype}.gguf"
@@ -131,3 +131,64 @@ def test_file_codes_hold_q4_0_and_q4_1_blocks_exactly():
     for name, deq in [*blocks.items(), ("mixed", mixed)]:
         assert torch.equal(int4_dequantize(*file_codes(deq, 32)), deq), name
     assert not torch.equal(int4_dequantize(*int4_rtn(blocks["Q4_0"], 32)), blocks["Q4_0"])  # what it mends
+
+
+def test_file_codes_hold_q4_k_blocks_exactly():
+    """Q4_K blocks (written by gguf_kquants.py, read back by the gguf package) whose sub-blocks mostly do not
+    reach q = 0 or 15: the codes file_codes finds give the dequantized values again; min-max rounding does not."""
+    import numpy as np
+
+    from llmarch.interop.gguf_kernels import exactly_held, file_codes
+    from llmarch.interop.gguf_kquants import quantize_q4_k
+    from llmarch.quant.rtn import int4_rtn
+
+    torch.manual_seed(0)
+    w = torch.randn(16, 512)
+    w[0, :32] = w[0, :32].abs()  # a sub-block of positive weights: its min is clamped to 0
+    blocks = quantize_q4_k(w.numpy())
+    assert blocks.shape == (16, 2 * 144) and blocks.dtype == np.uint8
+    deq = torch.from_numpy(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_K).copy())
+    assert (deq - w).abs().max() < 0.1 * w.abs().max()  # a 4-bit quantization of w
+    assert exactly_held(deq, *file_codes(deq, 32))
+    assert not exactly_held(deq, *int4_rtn(deq, 32))
+
+
+def test_a_q4_k_file_runs_on_int4_beside_int8(tmp_path):
+    """A Q4_K file whose FFN width (320) is not of whole 256-blocks holds its down projections in Q5_0, as
+    llama.cpp falls back: the Q4_K layers go onto int4 with the file's values, the Q5_0 ones onto int8 (the
+    scheme's int8_layers), the scheme survives a quantized checkpoint, and llama.cpp decodes the file as llmarch
+    does."""
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.quant.checkpoint import load_quantized, save_quantized
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", vocab_size=272, d_model=256, n_layers=2, n_heads=4, n_kv_heads=2,
+                          ffn_hidden=320, context_length=64).eval()
+    path = tmp_path / "m.q4_k.gguf"
+    to_gguf(model, path, "q4_k", ByteTokenizer())
+    types = {t.name: t.tensor_type.name for t in open_gguf(path).tensors if len(t.shape) > 1}
+    assert types["blk.0.ffn_down.weight"] == "Q5_0" and types["blk.0.ffn_up.weight"] == "Q4_K"
+    deq, q = llmarch.from_gguf(path).eval(), llmarch.from_gguf(path, kernels=True)
+    assert q.quantization.method == "int4" and q.quantization.int8_layers == ("blocks.0.mlp.down", "blocks.1.mlp.down")
+    assert isinstance(q.blocks[0].mlp.down, Int8Linear) and isinstance(q.blocks[0].mlp.gate_up, Int4Linear)
+    for name in ("blocks.0.mlp.gate_up", "blocks.1.attn.qkv_proj", "blocks.1.attn.o_proj"):
+        want = deq.get_submodule(name).weight
+        got = q.get_submodule(name).dequantized().float()
+        assert (got - want).abs().max() <= 2 ** -7 * want.abs().max(), name  # the file's values, scales in bf16
+    ids = torch.randint(0, 272, (1, 12))
+    with torch.no_grad():
+        ref, got = deq(ids).logits, q(ids).logits
+    assert (ref - got).abs().max() < 0.05 * ref.abs().max()
+    save_quantized(q, q.quantization, tmp_path / "q")
+    back = load_quantized(tmp_path / "q")
+    assert back.quantization == q.quantization and isinstance(back.blocks[1].mlp.down, Int8Linear)
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, got)
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
+    theirs = []
+    for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
+        theirs.append(t)
+        if len(theirs) == 8:
+            break
+    assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()

@@ -6,23 +6,31 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
   (w = d (q - 8)) the same with zero 0: the codes are the file's own, recovered from the dequantized block
   (`file_codes`). The scales and zeros are stored in the kernel's compute dtype (bf16), rounded from the file's
   fp16: that rounding, and bf16 activations, are what this costs.
+- Q4_K (per 256 weights, eight sub-blocks of 32: w = d sc_j q - dmin m_j, q in 0..15, sc_j and m_j 6-bit) is
+  int4 in groups of 32 too, scale d sc_j and zero 8 d sc_j - dmin m_j; its blocks need not reach q = 0 or 15, so
+  its codes are those of the grid the group's values lie on (`_grid`).
 - Q8_0 (per 32 weights: w = d q, q in -127..127) has a scale per 32 weights; the int8 kernel one per output
-  channel, so Q8_0 matrices are re-quantized to int8 per channel.
+  channel, so Q8_0 matrices are re-quantized to int8 per channel, and so are the 5- and 6-bit types (Q5_0, Q5_1,
+  Q5_K, Q6_K: more levels than int4's 16) and Q2_K and Q3_K (a scale per 16 weights).
+- A file that mixes 4-bit matrices with those (Q4_K_M: Q6_K for some layers' ffn_down and attn_v) runs its 4-bit
+  layers on int4 and the others on int8; which is which is what the file's values say (a layer goes to int4
+  only where the recovered codes give its weights exactly), recorded as the scheme's `int8_layers`.
 - The token embedding goes to int8 per row (quant/linear.py's Int8Embedding) when the file stores it quantized,
   and the LM head (a tied one is the embedding table, as llama.cpp reads it) to int8 per channel when the file's
-  is not Q4_0/Q4_1: an int4 copy of SmolLM2's Q8_0 table would cost 5% perplexity (docs/quantization.md).
+  is not 4-bit: an int4 copy of SmolLM2's Q8_0 table would cost 5% perplexity (docs/quantization.md).
 - A mixture of experts' stacked `ffn_*_exps` tensors go per expert onto the same kernels (quant/experts.py's
-  QuantExperts: expert e's matrices are its own int4/int8 layers, with the file's codes for Q4_0/Q4_1); the
+  QuantExperts: expert e's matrices are its own int4/int8 layers, with the file's codes for the 4-bit types); the
   router (`ffn_gate_inp`, F32 in llama.cpp's files) stays as it is.
 - The tensors the quantizers leave in float (KEPT_FLOAT: routers, Mamba's A, D, conv and norm weights, and
   rows shorter than a block) do not make a file a mix; a linear layer among them (Mamba's dt projection, F16) is
   re-quantized to int8 with the rest.
-Files of other types (F16, BF16, the K-quants, a mix) have no kernel of their own here: they are dequantized.
+Files of other types (F16, BF16, the IQ types, a mix with float matrices) have no kernel here: they are dequantized.
 Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
 a time beside the quantized ones, not the fp32 model."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,8 +42,10 @@ from ..quant.experts import QuantExperts
 from ..quant.linear import Int8Embedding
 from ..quant.rtn import int4_dequantize, int4_rtn
 
-INT4_TYPES = frozenset({"Q4_0", "Q4_1"})  # held by int4 at group 32 with the file's own codes
-INT8_TYPES = frozenset({"Q8_0"})  # re-quantized to int8 per output channel
+INT4_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})  # held by int4 at group 32 with the file's own codes
+# re-quantized to int8 per output channel: 5 to 8 bits (more levels than int4's 16), or K-quants whose scales
+# change every 16 weights (Q2_K, Q3_K), finer than the int4 kernel's groups of 32
+INT8_TYPES = frozenset({"Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q2_K", "Q3_K"})
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 EMBEDDING, HEAD = "token_embd.weight", "output.weight"
 # tensors the quantizers leave in float whatever the file's type: a mixture's router (and a shared expert's
@@ -46,19 +56,16 @@ KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm")
 
 def file_scheme(reader) -> Scheme | None:
     """The llmarch scheme that holds the file's matrices (the token embedding and LM head apart); None where
-    they are float, K-quants or a mix, which stay dequantized."""
+    some are float or of a type neither kernel takes (the IQ types), which stay dequantized."""
     types = {t.name: t.tensor_type.name for t in reader.tensors}
     kinds = {types[t.name] for t in reader.tensors  # the matrices, stacked experts' included
              if len(t.shape) >= 2 and t.name not in (EMBEDDING, HEAD) and not KEPT_FLOAT.search(t.name)
              and not (int(t.shape[0]) % 32 and types[t.name] in FLOAT_TYPES)}
     embedding = types.get(EMBEDDING, "F32")
     head = types.get(HEAD, embedding)  # no output.weight: the head is the embedding table (tied)
-    if kinds and kinds <= INT4_TYPES:
-        method = "int4"
-    elif kinds and kinds <= INT8_TYPES:
-        method = "int8"
-    else:
+    if not kinds or not kinds <= INT4_TYPES | INT8_TYPES:
         return None
+    method = "int4" if kinds & INT4_TYPES else "int8"  # a mix: the others' layers int8 (Scheme.int8_layers)
     return Scheme(method, group_size=32, head=True, embeddings=embedding not in FLOAT_TYPES,
                   head_int8=method == "int4" and head not in INT4_TYPES)
 
@@ -71,8 +78,9 @@ def from_gguf_kernels(path: str | Path, device=None):
     scheme = file_scheme(open_gguf(path))
     if scheme is None:
         return from_gguf(path, device=device)
-    model = from_gguf(path, device=device, take=QuantizeAsRead(scheme, path))
-    model.quantization = scheme
+    take = QuantizeAsRead(scheme, path)
+    model = from_gguf(path, device=device, take=take)
+    model.quantization = replace(scheme, int8_layers=tuple(take.int8_layers)) if take.int8_layers else scheme
     return model
 
 
@@ -83,13 +91,54 @@ def file_codes(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor
     q = 15, but its largest |w| is always -8 d (llama.cpp's quantizer maps the largest |x| to q = 0), which gives d
     and then q. A file that mixes the two forms is exact too."""
     N, K = weight.shape
-    codes, scales, zeros = int4_rtn(weight, group_size)  # Q4_1's form
     g = weight.float().reshape(N, K // group_size, group_size)
+    codes, scales, zeros = int4_rtn(weight, group_size)  # Q4_1's form
+    forms = [(codes.reshape_as(g).float(), scales, zeros)]
     d = -g.gather(-1, g.abs().argmax(-1, keepdim=True)) / 8  # Q4_0's form: (N, K/G, 1)
-    q = (g / torch.where(d == 0, 1.0, d)).round().add(8).clamp(0, 15)
-    q4_0 = ((q - 8) * d - g).abs().amax(-1) < (int4_dequantize(codes, scales, zeros).reshape_as(g) - g).abs().amax(-1)
-    codes = torch.where(q4_0[..., None], q, codes.reshape_as(g).float()).to(torch.uint8).reshape(N, K)
-    return codes, torch.where(q4_0, d.squeeze(-1), scales), torch.where(q4_0, 0.0, zeros)
+    forms.append(((g / torch.where(d == 0, 1.0, d)).round().add(8).clamp(0, 15), d.squeeze(-1), torch.zeros_like(scales)))
+    errors = [((q - 8) * s[..., None] + z[..., None] - g).abs().amax(-1) for q, s, z in forms]
+    q4_0 = errors[1] <= errors[0]  # among exact forms Q4_0's first: its zero, 0, is exact in bf16 too
+    q = torch.where(q4_0[..., None], forms[1][0], forms[0][0])
+    s, z = torch.where(q4_0, forms[1][1], forms[0][1]), torch.where(q4_0, forms[1][2], forms[0][2])
+    tol = 1e-5 * g.abs().amax(-1)
+    rest = torch.minimum(*errors) > tol  # groups neither form holds: Q4_K's, or not 4-bit at all
+    if rest.any() and _at_most_16_values(g[rest][:256], tol[rest][:256]):
+        q[rest], s[rest], z[rest] = _grid(g[rest], tol[rest])
+    return q.to(torch.uint8).reshape(N, K), s, z
+
+
+def _at_most_16_values(g: torch.Tensor, tol: torch.Tensor) -> bool:
+    """Whether every group of g (M, G) has at most 16 distinct values (a 4-bit one's; a Q6_K or Q8_0 group has
+    more): a few groups tell a matrix that no grid holds, before _grid tries 14 of them on all."""
+    gaps = g.sort(-1).values.diff(dim=-1)
+    return bool(((gaps > tol[:, None]).sum(-1) < 16).all())
+
+
+def _grid(g: torch.Tensor, tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q4_K's form for groups g (M, G), w = a q - b with a and b from 6-bit scales, which need not reach q = 0
+    or 15: the codes, scales and zeros (kernel form, (q - 8) s + z) of the first of the grids span / n
+    (n = 15 .. 1) from the group's least value on which every value lies within tol (M,); min-max rounding
+    (n = 15) where none does."""
+    low = g.amin(-1)
+    span = g.amax(-1) - low
+    step = span / 15
+    todo = torch.arange(len(g))
+    for n in range(14, 0, -1):  # n = 15 is the Q4_1 form, which the caller tried
+        a = span[todo] / n
+        x = (g[todo] - low[todo, None]) / torch.where(a > 0, a, 1.0)[:, None]
+        fits = ((x.round() - x).abs().amax(-1) * a <= tol[todo]) & (a > 0)
+        step[todo[fits]] = a[fits]
+        todo = todo[~fits]
+        if not len(todo):
+            break
+    q = torch.where(step[:, None] > 0, (g - low[:, None]) / torch.where(step > 0, step, 1.0)[:, None], 0.0)
+    return q.round().clamp(0, 15), step, low + 8 * step
+
+
+def exactly_held(weight: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> bool:
+    """Whether the int4 codes, scales and zeros give the weight again (up to fp32 rounding)."""
+    back = int4_dequantize(codes, scales, zeros)
+    return bool((back - weight.float()).abs().max() <= 1e-5 * weight.abs().max())
 
 
 class QuantizeAsRead:
@@ -103,7 +152,9 @@ class QuantizeAsRead:
 
         self.scheme, self.source = scheme, source
         self.make_layer = layer_maker(scheme, meta=False)
+        self.make_int8 = layer_maker(replace(scheme, method="int8", int8_layers=()), meta=False)
         self.targets: set[str] | None = None
+        self.int8_layers: list[str] = []  # int4-shaped layers whose weights int4 does not hold (5- to 8-bit types)
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
 
     def __call__(self, model: nn.Module, name: str, tensor: torch.Tensor) -> bool:
@@ -135,7 +186,7 @@ class QuantizeAsRead:
             if experts:  # the stacked tensors into the meta module, then each expert's matrices onto the kernels
                 for p, t in parts.items():
                     setattr(module, p, nn.Parameter(t, requires_grad=False))
-                new = QuantExperts(module, lambda w, b, fitted: self.make(layer, w, b))
+                new = QuantExperts(module, lambda w, b, fitted, part: self.make(f"{layer}.{part}", w, b))
             else:
                 new = self.make(layer, parts["weight"], parts.get("bias"))
             setattr(model.get_submodule(parent), child, new)
@@ -143,9 +194,15 @@ class QuantizeAsRead:
         return True
 
     def make(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-        """The quantized layer for `name`; an int4 one holds the file's own codes (file_codes)."""
+        """The quantized layer for `name`: int4 holding the file's own codes (file_codes) where they give its
+        weight exactly (a 4-bit type's), else int8 (listed in int8_layers)."""
         from ..quant.apply import holds_int4
 
         N, K = weight.shape
-        int4 = holds_int4(self.scheme, N, K) and not (name == "lm_head" and self.scheme.head_int8)
-        return self.make_layer(name, weight, bias, file_codes(weight, self.scheme.group_size) if int4 else None)
+        codes = None
+        if holds_int4(self.scheme, N, K) and not (name == "lm_head" and self.scheme.head_int8):
+            codes = file_codes(weight, self.scheme.group_size)
+            if not exactly_held(weight, *codes):
+                self.int8_layers.append(name)
+                return self.make_int8(name, weight, bias)
+        return self.make_layer(name, weight, bias, codes)

@@ -4,8 +4,8 @@ gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba), as llama.cpp's convert_hf_
 same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
 (per-expert tensors stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms,
 GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log),
-in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (quantized by gguf.quants.quantize; norms and 1-D tensors stay
-F32, as llama.cpp keeps them), with the metadata llama.cpp reads and the tokenizer (gguf_tokenizer.write_tokenizer:
+in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by gguf.quants.quantize) or Q4_K (gguf_kquants.py; rows
+not of whole 256-blocks in Q5_0, as llama.cpp falls back); norms and 1-D tensors stay F32, as llama.cpp keeps them, with the metadata llama.cpp reads and the tokenizer (gguf_tokenizer.write_tokenizer:
 byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer
 pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without
 renormalised top-k) is refused: the file is read back and must give the model's config."""
@@ -25,9 +25,13 @@ from ..errors import LlmarchError
 from .gguf import ARCHS, EXPERT, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
 from .gguf_kernels import KEPT_FLOAT
+from .gguf_kquants import QK_K, quantize_q4_k
 from .gguf_tokenizer import write_tokenizer
 
-TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")  # what gguf.quants can quantize (no K-quants)
+# what gguf.quants can quantize, and Q4_K (gguf_kquants.py: the package has no K-quant quantizer)
+TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k")
+# the file type each writes (llama.cpp's name for a file of Q4_K matrices beside other types is Q4_K_S/M)
+FILE_TYPES = {"f32": "ALL_F32", "q4_k": "MOSTLY_Q4_K_S"}
 GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
 
 
@@ -120,6 +124,10 @@ def _array(t: torch.Tensor, name: str, kind):
         return array, None
     if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... Q5_1: blocks of 32 in a row
         return array.astype(np.float16), None
+    if kind == gguf.GGMLQuantizationType.Q4_K:
+        if array.shape[-1] % QK_K:  # rows not of whole 256-blocks: Q5_0, as llama.cpp's quantizer falls back
+            return _array(t, name, gguf.GGMLQuantizationType.Q5_0)
+        return quantize_q4_k(array), kind
     return gguf.quants.quantize(array, kind), kind
 
 
@@ -140,7 +148,7 @@ def _writer_class():
 
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
-    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1), with
+    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k), with
     `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's
     ByteTokenizer) if given; without one llama.cpp will not load the file (llmarch will)."""
     import gguf
@@ -163,8 +171,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
     _metadata(w, cfg, hf, arch.rope)
     extra = arch.write(w, hf)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else getattr(gguf.LlamaFileType,
-                                                                               f"MOSTLY_{dtype.upper()}"))
+    w.add_file_type(getattr(gguf.LlamaFileType, FILE_TYPES.get(dtype, f"MOSTLY_{dtype.upper()}")))
     if tokenizer is not None:
         write_tokenizer(w, tokenizer, cfg.vocab_size)
     for name, t in tensors.items():

@@ -49,12 +49,15 @@ def holds_int4(scheme: Scheme, out_features: int, in_features: int) -> bool:
 
 def layer_maker(scheme: Scheme, meta: bool):
     """A function (name, weight, bias, fitted=None) -> the quantized layer for the linear layer `name`:
-    _linear_maker's, with the LM head in int8 under scheme.head_int8."""
+    _linear_maker's, in int8 for the LM head under scheme.head_int8 and for the layers scheme.int8_layers names."""
     make = _linear_maker(scheme, meta)
-    make_head = _linear_maker(replace(scheme, method="int8"), meta) if scheme.head_int8 and scheme.int4 else make
+    if not scheme.int4:
+        return lambda name, weight, bias, fitted=None: make(weight, bias, fitted)
+    as_int8 = _linear_maker(replace(scheme, method="int8", int8_layers=()), meta)
+    int8 = set(scheme.int8_layers) | ({"lm_head"} if scheme.head_int8 else set())
 
     def make_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, fitted: tuple | None = None):
-        return (make_head if name == "lm_head" else make)(weight, bias, fitted)
+        return (as_int8 if name in int8 else make)(weight, bias, fitted)
 
     return make_layer
 
@@ -97,7 +100,7 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
         raise LlmarchError("the model has LoRA adapters: quantize before apply_lora (QLoRA's order), not after")
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
-    make, make_layer = _linear_maker(scheme, meta), layer_maker(scheme, meta)
+    make_layer = layer_maker(scheme, meta)
     fitted = {} if meta else _calibrate(model, scheme, calibration)
     if scheme.embeddings and isinstance(getattr(model, "embed", None), nn.Embedding):
         embed = model.embed
@@ -107,7 +110,8 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         if isinstance(module, Experts):
-            new = QuantExperts(module, make, fitted.get(name))
+            new = QuantExperts(module, lambda w, b, f, part, name=name: make_layer(f"{name}.{part}", w, b, f),
+                               fitted.get(name))
         else:
             new = make_layer(name, module.weight, module.bias, fitted.get(name))
         setattr(parent, child, new)

@@ -15,15 +15,18 @@ class QuantExperts(Experts):
     `{in_name}.{e}.*`, `down.{e}.*`); the biases stay stacked Parameters as in Experts."""
 
     def __init__(self, experts: Experts, make_linear, fitted: tuple | None = None):
-        """fitted: a calibrated method's ([per expert, what it fitted for the input projection, or None], [...
+        """make_linear(weight, bias, fitted, part) -> the quantized linear, part its name here (`down.3`).
+        fitted: a calibrated method's ([per expert, what it fitted for the input projection, or None], [...
         for the down projection]) (quant/gptq.py fit); None: round-to-nearest throughout."""
         nn.Module.__init__(self)
         self.gated, self.act, self.in_name = experts.gated, experts.act, experts.in_name
         self.n_experts = experts.down.shape[0]
         fit_in, fit_down = fitted or ([None] * self.n_experts, [None] * self.n_experts)
-        self.register_module(self.in_name, nn.ModuleList(make_linear(w, None, f)
-                                                         for w, f in zip(experts.w_in.unbind(0), fit_in)))
-        self.down = nn.ModuleList(make_linear(w, None, f) for w, f in zip(experts.down.unbind(0), fit_down))
+        self.register_module(self.in_name, nn.ModuleList(make_linear(w, None, f, f"{self.in_name}.{e}")
+                                                         for e, (w, f) in enumerate(zip(experts.w_in.unbind(0),
+                                                                                        fit_in))))
+        self.down = nn.ModuleList(make_linear(w, None, f, f"down.{e}")
+                                  for e, (w, f) in enumerate(zip(experts.down.unbind(0), fit_down)))
         self.in_bias, self.down_bias = experts.in_bias, experts.down_bias
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:

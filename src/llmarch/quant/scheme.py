@@ -31,8 +31,14 @@ class Scheme:
     # the LM head to int8 per output channel whatever the method: as a GGUF file holds it in Q8_0 beside Q4_1
     # matrices (SmolLM2's), where an int4 copy of a 49k-row table costs 5% perplexity (docs/quantization.md)
     head_int8: bool = False
+    # layers held in int8 under an int4 method (module names; an expert's linear as `<experts>.<down|w_in>.<e>`):
+    # a GGUF file's 5- to 8-bit matrices beside its 4-bit ones (Q4_K_M's Q6_K), which int4 cannot hold exactly
+    int8_layers: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "int8_layers", tuple(self.int8_layers))  # a JSON list reads back as a tuple
+        if self.int8_layers and not self.int4:
+            raise LlmarchError("int8_layers names layers kept in int8 under an int4 method, not " + self.method)
         if self.method not in METHODS:
             raise LlmarchError(f"unknown quantization method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.int4 and self.group_size not in GROUP_SIZES:
