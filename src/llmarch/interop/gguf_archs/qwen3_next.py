@@ -28,7 +28,8 @@ LINEAR = "linear_attention"
 
 def _qwen3next(hf: dict, meta: Meta) -> dict:
     """The config.json fields from the keys; where the converter wrote none, llama.cpp's own values (the shared
-    expert as wide as feed_forward_length, the experts n_ff / n_expert_used, full attention every 4th layer)."""
+    expert as wide as feed_forward_length, the experts n_ff / n_expert_used, full attention every 4th layer, the
+    whole head rotated)."""
     if meta.get("nextn_predict_layers", 0):
         raise LlmarchError(f"{meta.path}: multi-token-prediction layers (nextn_predict_layers) are not supported")
     n, heads, experts = hf["num_hidden_layers"], meta.get("ssm.time_step_rank"), meta.get("expert_count", 0)
@@ -40,7 +41,7 @@ def _qwen3next(hf: dict, meta: Meta) -> dict:
         recurrent = [(i + 1) % every != 0 for i in range(n)]
     used = meta.get("expert_used_count")
     return {**hf, "layer_types": [LINEAR if r else FULL for r in recurrent[:n]],
-            "partial_rotary_factor": meta.get("rope.dimension_count") / hf["head_dim"],
+            "partial_rotary_factor": meta.get("rope.dimension_count", hf["head_dim"]) / hf["head_dim"],
             "linear_conv_kernel_dim": meta.get("ssm.conv_kernel"), "linear_key_head_dim": meta.get("ssm.state_size"),
             "linear_num_key_heads": meta.get("ssm.group_count"), "linear_num_value_heads": heads,
             "linear_value_head_dim": meta.get("ssm.inner_size") // heads, "num_experts": experts,
