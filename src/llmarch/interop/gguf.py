@@ -104,22 +104,28 @@ class GGUFTensors:
     Checkpoint): names(), file(name) -> (self, key), shape/dtype/read/read_into(key)."""
 
     def __init__(self, reader, arch: str, hf_names: list[str], n_heads: int, n_kv_heads: int, n_layers: int,
-                 path):
+                 path, hf: dict | None = None):
         import gguf
 
-        self.path = path
+        self.path, self.hf = path, hf  # hf: the file's config.json fields, which Arch.split's joins read
         self.tensors = {t.name: t for t in reader.tensors}
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
-        self.to_gguf, self.expert = {}, {}
-        for hf in hf_names:  # the names the family's rules read
-            gguf_name = gguf_name_of(name_map, hf, ARCHS[arch].renamed)
-            if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
-                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf), ARCHS[arch].renamed)
-                self.expert[hf] = int(m.group(1))
+        self.to_gguf, self.expert, self.parts = {}, {}, {}
+        for hf_name in hf_names:  # the names the family's rules read
+            gguf_name = gguf_name_of(name_map, hf_name, ARCHS[arch].renamed)
+            if gguf_name not in self.tensors and (m := EXPERT.search(hf_name)):  # one expert of a stacked tensor
+                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf_name), ARCHS[arch].renamed)
+                self.expert[hf_name] = int(m.group(1))
             if gguf_name in self.tensors:
-                self.to_gguf[hf] = gguf_name
-        unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()) - ARCHS[arch].consumed)
+                self.to_gguf[hf_name] = gguf_name
+            for end, part_ends, _, join in ARCHS[arch].split:  # a tensor the converter wrote in parts
+                if hf_name.endswith(end) and gguf_name not in self.tensors:
+                    parts = [gguf_name_of(name_map, hf_name[:-len(end)] + p) for p in part_ends]
+                    if all(p in self.tensors for p in parts):
+                        self.parts[hf_name] = (parts, join)
+        used = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
+        unmatched = sorted(set(self.tensors) - used - ARCHS[arch].consumed)
         if unmatched:
             raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
@@ -127,18 +133,25 @@ class GGUFTensors:
         pattern = ARCHS[arch].qkv_per_head
         self.per_head = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
-        self.transforms = {hf: (to, back) for hf in self.to_gguf for pattern, to, back in ARCHS[arch].tensors
+        self.transforms = {hf: (to, back) for hf in self.names() for pattern, to, back in ARCHS[arch].tensors
                            if re.search(pattern, hf)}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def names(self) -> set[str]:
-        return set(self.to_gguf)
+        return set(self.to_gguf) | set(self.parts)
 
     def file(self, name: str):
         return self, name
 
+    def _shape(self, gguf_name: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in reversed(self.tensors[gguf_name].shape))  # GGUF lists ne0 first
+
     def shape(self, name: str) -> tuple[int, ...]:
-        shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        if name in self.parts:  # the shape the join gives
+            parts, join = self.parts[name]
+            shape = tuple(join([torch.empty(self._shape(p), device="meta") for p in parts], self.hf).shape)
+        else:
+            shape = self._shape(self.to_gguf[name])
         if name in self.transforms:  # the shape the inverse gives (GPT-2's transposed, Mamba's conv weight's 1)
             return tuple(self.transforms[name][1](torch.empty(shape, device="meta")).shape)
         return shape[1:] if name in self.expert else shape
@@ -157,6 +170,10 @@ class GGUFTensors:
         return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
 
     def read(self, name: str) -> torch.Tensor:
+        if name in self.parts:
+            parts, join = self.parts[name]
+            w = join([self._values(self.tensors[p]) for p in parts], self.hf)
+            return self.transforms[name][1](w) if name in self.transforms else w
         t = self.tensors[self.to_gguf[name]]
         if name in self.expert:
             if t.name not in self.stacked:
@@ -192,5 +209,5 @@ def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | 
     family = FAMILIES[hf["model_type"]]
     hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf]
     tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
-                          cfg.n_layers, path)
+                          cfg.n_layers, path, hf)
     return build_from(cfg, family, tensors, path, dtype, device, take)

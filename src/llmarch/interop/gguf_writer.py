@@ -1,11 +1,13 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba), as llama.cpp's convert_hf_to_gguf.py writes them from the
-same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
+gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next), as llama.cpp's convert_hf_to_gguf.py writes them
+from the same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
 (per-expert tensors stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms,
 GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log),
-in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by gguf.quants.quantize) or Q4_K (gguf_kquants.py; rows
-not of whole 256-blocks in Q5_0, as llama.cpp falls back); norms and 1-D tensors stay F32, as llama.cpp keeps them, with the metadata llama.cpp reads and the tokenizer (gguf_tokenizer.write_tokenizer:
+Qwen3-Next's in_proj_qkvz split in two (Arch.split), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by
+gguf.quants.quantize) or Q4_K (gguf_kquants.py; rows not of whole 256-blocks in Q5_0, as llama.cpp falls back);
+norms and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads and the tokenizer
+(gguf_tokenizer.write_tokenizer:
 byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer
 pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without
 renormalised top-k) is refused: the file is read back and must give the model's config."""
@@ -184,11 +186,16 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
             if re.search(pattern, name):
                 t = to(t.float(), hf)
-        gguf_name = gguf_name_of(names, name, arch.renamed)
-        array, raw = _array(t, gguf_name, kind)
-        w.add_tensor(gguf_name, array, raw_dtype=raw)
-        if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
-            w.add_tensor("output.weight", array, raw_dtype=raw)
+        parts = [(name, t)]
+        for end, part_ends, split, _ in arch.split:  # one tensor written as several (reading joins them)
+            if name.endswith(end):
+                parts = [(name[:-len(end)] + e, p) for e, p in zip(part_ends, split(t.float(), hf))]
+        for part, t in parts:
+            gguf_name = gguf_name_of(names, part, arch.renamed)
+            array, raw = _array(t, gguf_name, kind)
+            w.add_tensor(gguf_name, array, raw_dtype=raw)
+            if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
+                w.add_tensor("output.weight", array, raw_dtype=raw)
     for name, array in extra.items():
         w.add_tensor(name, array)
     w.write_header_to_file()

@@ -81,3 +81,7 @@ class Arch:
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
     renamed: tuple[tuple[str, str], ...] = ()
+    # (Hugging Face name ending, the endings of the parts, split(t, hf) -> parts, join(parts, hf) -> t): one
+    # tensor the converter writes as several, each named by the map from its part's ending (Qwen3-Next's
+    # in_proj_qkvz as in_proj_qkv and in_proj_z); a file that holds the tensor whole is read as it is
+    split: tuple = ()
