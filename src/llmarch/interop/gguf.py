@@ -111,7 +111,7 @@ class GGUFTensors:
         self.tensors = {t.name: t for t in reader.tensors}
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
-        self.to_gguf, self.expert = {}, {}
+        self.to_gguf, self.expert, self.parts = {}, {}, {}
         for hf in hf_names:  # the names the family's rules read
             gguf_name = gguf_name_of(name_map, hf, ARCHS[arch].renamed)
             if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
@@ -119,7 +119,10 @@ class GGUFTensors:
                 self.expert[hf] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name
-        unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()) - ARCHS[arch].consumed)
+            elif parts := self._stored_split(name_map, hf, ARCHS[arch].split):
+                self.parts[hf] = parts
+        stored = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
+        unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed)
         if unmatched:
             raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
@@ -131,14 +134,30 @@ class GGUFTensors:
                            if re.search(pattern, hf)}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
+    def _stored_split(self, name_map, hf: str, split: tuple):
+        """(the GGUF names of its parts, the join) of a tensor the converter split (Arch.split), if the file holds
+        every part; else None."""
+        for pattern, ends, _, join in split:
+            if re.search(pattern, hf):
+                parts = [gguf_name_of(name_map, re.sub(pattern, end, hf)) for end in ends]
+                if all(p in self.tensors for p in parts):
+                    return parts, join
+        return None
+
     def names(self) -> set[str]:
-        return set(self.to_gguf)
+        return set(self.to_gguf) | set(self.parts)
 
     def file(self, name: str):
         return self, name
 
+    def _shape(self, gguf_name: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in reversed(self.tensors[gguf_name].shape))  # GGUF lists ne0 first
+
     def shape(self, name: str) -> tuple[int, ...]:
-        shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        if name in self.parts:
+            parts, join = self.parts[name]
+            return tuple(join([torch.empty(self._shape(p), device="meta") for p in parts]).shape)
+        shape = self._shape(self.to_gguf[name])
         if name in self.transforms:  # the shape the inverse gives (GPT-2's transposed, Mamba's conv weight's 1)
             return tuple(self.transforms[name][1](torch.empty(shape, device="meta")).shape)
         return shape[1:] if name in self.expert else shape
@@ -157,6 +176,9 @@ class GGUFTensors:
         return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
 
     def read(self, name: str) -> torch.Tensor:
+        if name in self.parts:
+            parts, join = self.parts[name]
+            return join([self._values(self.tensors[p]) for p in parts])
         t = self.tensors[self.to_gguf[name]]
         if name in self.expert:
             if t.name not in self.stacked:

@@ -36,9 +36,10 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
+def _metadata(w, cfg, hf: dict, arch) -> None:
     """The keys every family's converter writes (TextModel.set_gguf_parameters), from config.json's fields
-    (the rope.* ones where positions are rotary, RMSNorm's epsilon where the family has it)."""
+    (the rope.* ones where positions are rotary, RMSNorm's epsilon where the family has it; the head lengths
+    unless the architecture writes its own)."""
     import gguf
 
     rope = hf.get("rope_parameters") or {}
@@ -56,11 +57,13 @@ def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
         return
     w.add_head_count_kv(hf["num_key_value_heads"])
     head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    if not rope_keys:
+    if arch.head_lengths:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    if not arch.rope:
         return
-    w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
+    if arch.head_lengths:
+        w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
@@ -106,6 +109,14 @@ def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out[name] = t
     return {name: torch.stack(t) if isinstance(t, list) else t for name, t in out.items()}
+
+
+def _split(name: str, t: torch.Tensor, arch, hf: dict) -> list[tuple[str, torch.Tensor]]:
+    """A tensor as the converter stores it: whole, or as the parts of Arch.split, each under its own name."""
+    for pattern, ends, to, _ in arch.split:
+        if re.search(pattern, name):
+            return [(re.sub(pattern, end, name), part.contiguous()) for end, part in zip(ends, to(t.float(), hf))]
+    return [(name, t)]
 
 
 def _array(t: torch.Tensor, name: str, kind):
@@ -161,7 +172,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                                      cfg.n_layers)
     kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
-    _metadata(w, cfg, hf, arch.rope)
+    _metadata(w, cfg, hf, arch)
     extra = arch.write(w, hf)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else getattr(gguf.LlamaFileType,
                                                                                f"MOSTLY_{dtype.upper()}"))
@@ -177,11 +188,12 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
             if re.search(pattern, name):
                 t = to(t.float(), hf)
-        gguf_name = gguf_name_of(names, name, arch.renamed)
-        array, raw = _array(t, gguf_name, kind)
-        w.add_tensor(gguf_name, array, raw_dtype=raw)
-        if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
-            w.add_tensor("output.weight", array, raw_dtype=raw)
+        for name, t in _split(name, t, arch, hf):
+            gguf_name = gguf_name_of(names, name, arch.renamed)
+            array, raw = _array(t, gguf_name, kind)
+            w.add_tensor(gguf_name, array, raw_dtype=raw)
+            if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
+                w.add_tensor("output.weight", array, raw_dtype=raw)
     for name, array in extra.items():
         w.add_tensor(name, array)
     w.write_header_to_file()

@@ -81,3 +81,10 @@ class Arch:
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
     renamed: tuple[tuple[str, str], ...] = ()
+    # (regex on Hugging Face names, the endings its parts' names take in its place, the converter's split (tensor,
+    # config.json) -> parts, its inverse parts -> tensor): one tensor stored as several (DeepSeek's kv_b_proj as
+    # k_b_proj and v_b_proj, for llama.cpp's absorbed attention); a file may also hold it whole
+    split: tuple = ()
+    # _metadata writes attention.key_length, value_length and rope.dimension_count from head_dim; False: `write`
+    # does (DeepSeek's latent attention, whose lengths are the latent's)
+    head_lengths: bool = True
