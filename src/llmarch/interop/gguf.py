@@ -51,8 +51,9 @@ def hf_config(reader, path) -> dict:
     if "rope_freqs.weight" in names:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
-    if scaling not in ("none", "linear"):
-        raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF files (none, linear)")
+    if scaling not in ("none", "linear", *ARCHS[arch].rope_scalings):
+        raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF {arch} files "
+                           f"({', '.join(('none', 'linear', *ARCHS[arch].rope_scalings))})")
     d, heads = get("embedding_length"), get("attention.head_count")
     embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     hf = dict(model_type=ARCHS[arch].model_type, _name_or_path=field(reader, "general.name", arch),

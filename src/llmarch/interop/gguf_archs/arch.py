@@ -85,6 +85,8 @@ class Arch:
     # config.json) -> parts, its inverse parts -> tensor): one tensor stored as several (DeepSeek's kv_b_proj as
     # k_b_proj and v_b_proj, for llama.cpp's absorbed attention); a file may also hold it whole
     split: tuple = ()
+    # RoPE scaling types beyond none and linear that `fields` reads itself (DeepSeek's YaRN)
+    rope_scalings: tuple[str, ...] = ()
     # _metadata writes attention.key_length, value_length and rope.dimension_count from head_dim; False: `write`
     # does (DeepSeek's latent attention, whose lengths are the latent's)
     head_lengths: bool = True

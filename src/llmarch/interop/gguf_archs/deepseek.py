@@ -44,21 +44,42 @@ def _deepseek2(hf: dict, meta: Meta) -> dict:
     key, value = meta.get("attention.key_length_mla", None), meta.get("attention.value_length_mla", None)
     if key is None:
         key, value = meta.get("attention.key_length"), meta.get("attention.value_length")
-    if hf.get("rope_scaling"):
-        raise LlmarchError(f"{meta.path}: deepseek2 with RoPE scaling {hf['rope_scaling']['rope_type']!r} is not "
-                           "supported (llama.cpp's deepseek2 scales attention its own way)")
     experts, dense = meta.get("expert_count", 0), meta.get("leading_dense_block_count", 0)
-    out = {**hf, "num_key_value_heads": hf["num_attention_heads"], "q_lora_rank": meta.get("attention.q_lora_rank", 0)
-           or None, "kv_lora_rank": meta.get("attention.kv_lora_rank"), "qk_rope_head_dim": rope,
-           "qk_nope_head_dim": key - rope, "v_head_dim": value, "attention_bias": False,
-           "first_k_dense_replace": dense if experts else hf["num_hidden_layers"], "n_routed_experts": experts}
+    q_rank = meta.get("attention.q_lora_rank", 0) or None  # 0 or none: one q projection (V2-Lite)
+    out = {**hf, "num_key_value_heads": hf["num_attention_heads"], "q_lora_rank": q_rank,
+           "kv_lora_rank": meta.get("attention.kv_lora_rank"), "qk_rope_head_dim": rope, "qk_nope_head_dim": key - rope,
+           "v_head_dim": value, "attention_bias": False, "n_routed_experts": experts,
+           "first_k_dense_replace": dense if experts else hf["num_hidden_layers"]}
     out.pop("head_dim")
+    out.pop("rope_scaling", None)
+    out["rope_parameters"] = _rope(meta, out.pop("rope_theta"))
     if not experts:
         return {**out, "model_type": "deepseek_v2"}
     return {**out, **_router(meta, dense), "num_experts_per_tok": meta.get("expert_used_count"),
             "moe_intermediate_size": meta.get("expert_feed_forward_length"),
             "n_shared_experts": meta.get("expert_shared_count", 0),
             "routed_scaling_factor": meta.get("expert_weights_scale", 1.0) or 1.0}
+
+
+def _rope(meta: Meta, theta: float) -> dict:
+    """RoPE unscaled, or DeepSeek's YaRN: llama.cpp's deepseek2 scales q.k by (0.1 m ln s + 1)^2 with m the
+    stored yarn_log_multiplier / 0.1 (mscale_all_dim), and cos and sin by mscale(s, m) / mscale(s, m), 1: it takes
+    mscale = mscale_all_dim, as every DeepSeek checkpoint has them. Linear scaling, YaRN without the multiplier
+    or with an attention factor of its own mean other scales there than in transformers (measured), so are
+    refused."""
+    kind = meta.get("rope.scaling.type", "none")
+    if kind == "none":
+        return {"rope_type": "default", "rope_theta": theta}
+    log_mul = meta.get("rope.scaling.yarn_log_multiplier", None)
+    if kind != "yarn" or log_mul is None or meta.get("rope.scaling.yarn_attn_factor", None) is not None \
+            or meta.get("rope.scaling.yarn_ext_factor", None) is not None:
+        raise LlmarchError(f"{meta.path}: deepseek2 RoPE scaling {kind!r} is supported only as DeepSeek's YaRN "
+                           "(yarn_log_multiplier given, no yarn_attn_factor or yarn_ext_factor)")
+    m = log_mul / 0.1
+    return {"rope_type": "yarn", "rope_theta": theta, "factor": meta.get("rope.scaling.factor"),
+            "original_max_position_embeddings": meta.get("rope.scaling.original_context_length"),
+            "beta_fast": meta.get("rope.scaling.yarn_beta_fast", 32.0),
+            "beta_slow": meta.get("rope.scaling.yarn_beta_slow", 1.0), "mscale": m, "mscale_all_dim": m}
 
 
 def _deepseek2_common(hf: dict) -> dict:
@@ -76,6 +97,7 @@ def _deepseek2_out(w, hf: dict) -> dict:
     if hf["model_type"] == "deepseek_v2" and (hf.get("n_group") or 1) > 1:
         raise LlmarchError("GGUF deepseek2 cannot express DeepSeek-V2's group-limited routing (llama.cpp scores a "
                            "group by its best two experts, V2 by its best one)")
+    _check_rope(hf["rope_parameters"])
     rope, rank = hf["qk_rope_head_dim"], hf["kv_lora_rank"]
     w.add_leading_dense_block_count(hf["first_k_dense_replace"])
     w.add_q_lora_rank(hf["q_lora_rank"] or 0)
@@ -85,6 +107,7 @@ def _deepseek2_out(w, hf: dict) -> dict:
     w.add_key_length_mla(hf["qk_nope_head_dim"] + rope)
     w.add_value_length_mla(hf["v_head_dim"])
     w.add_rope_dimension_count(rope)
+    _yarn_out(w, hf["rope_parameters"])
     w.add_expert_feed_forward_length(hf.get("moe_intermediate_size") or hf["intermediate_size"])
     w.add_expert_shared_count(hf.get("n_shared_experts") or 0)
     if not hf["n_routed_experts"]:
@@ -98,6 +121,38 @@ def _deepseek2_out(w, hf: dict) -> dict:
     if hf.get("norm_topk_prob"):
         w.add_expert_weights_norm(True)
     return {}
+
+
+def _check_rope(rope: dict) -> None:
+    """What _rope reads back as itself: no scaling, or YaRN with mscale = mscale_all_dim (given), no attention
+    factor of its own and the ramp's ends rounded to whole dims (ggml's yarn_corr_dims floors and ceils them)."""
+    kind = rope.get("rope_type", "default")
+    if kind == "default" or kind == "yarn" and rope.get("mscale_all_dim") and \
+            rope.get("mscale") == rope["mscale_all_dim"] and rope.get("attention_factor") is None and \
+            rope.get("truncate", True):
+        return
+    raise LlmarchError(f"GGUF deepseek2 (llama.cpp) takes RoPE unscaled or DeepSeek's YaRN with mscale = "
+                       f"mscale_all_dim; this model has {_describe(rope)}")
+
+
+def _describe(rope: dict) -> str:
+    keys = ("rope_type", "mscale", "mscale_all_dim", "attention_factor", "truncate")
+    return ", ".join(f"{k} {rope[k]}" for k in keys if rope.get(k) is not None)
+
+
+def _yarn_out(w, rope: dict) -> None:
+    """TextModel's YaRN keys (beta_fast and beta_slow written always: llama.cpp's defaults are transformers'),
+    and DeepseekV2Model's yarn_log_multiplier, 0.1 mscale_all_dim (the loader divides it by 0.1 again)."""
+    import gguf
+
+    if rope.get("rope_type") != "yarn":
+        return
+    w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    w.add_rope_scaling_factor(rope["factor"])
+    w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+    w.add_rope_scaling_yarn_beta_fast(rope["beta_fast"])
+    w.add_rope_scaling_yarn_beta_slow(rope["beta_slow"])
+    w.add_rope_scaling_yarn_log_mul(0.1 * rope["mscale_all_dim"])
 
 
 def _kv_b_split(t: torch.Tensor, hf: dict) -> list[torch.Tensor]:
@@ -115,7 +170,7 @@ def _kv_b_join(parts: list[torch.Tensor]) -> torch.Tensor:
 
 ARCHS = {
     "deepseek2": Arch("deepseek_v2", fields=_deepseek2, common=_deepseek2_common, write=_deepseek2_out,
-                      also=("deepseek_v3",), head_lengths=False,
+                      also=("deepseek_v3",), head_lengths=False, rope_scalings=("yarn",),
                       renamed=((".e_score_correction_bias", ".e_score_correction.bias"),),
                       split=((r"\.kv_b_proj\.weight$", (".k_b_proj.weight", ".v_b_proj.weight"), _kv_b_split,
                               _kv_b_join),)),
