@@ -51,8 +51,9 @@ def hf_config(reader, path) -> dict:
     if "rope_freqs.weight" in names:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
-    if scaling not in ("none", "linear"):
-        raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF files (none, linear)")
+    if scaling not in ("none", "linear", *ARCHS[arch].rope_scalings):
+        raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF {arch} files "
+                           f"({', '.join(('none', 'linear', *ARCHS[arch].rope_scalings))})")
     d, heads = get("embedding_length"), get("attention.head_count")
     embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     hf = dict(model_type=ARCHS[arch].model_type, _name_or_path=field(reader, "general.name", arch),
@@ -119,13 +120,10 @@ class GGUFTensors:
                 self.expert[hf_name] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf_name] = gguf_name
-            for end, part_ends, _, join in ARCHS[arch].split:  # a tensor the converter wrote in parts
-                if hf_name.endswith(end) and gguf_name not in self.tensors:
-                    parts = [gguf_name_of(name_map, hf_name[:-len(end)] + p) for p in part_ends]
-                    if all(p in self.tensors for p in parts):
-                        self.parts[hf_name] = (parts, join)
-        used = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
-        unmatched = sorted(set(self.tensors) - used - ARCHS[arch].consumed)
+            elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split):
+                self.parts[hf_name] = parts
+        stored = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
+        unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed)
         if unmatched:
             raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
@@ -136,6 +134,16 @@ class GGUFTensors:
         self.transforms = {hf: (to, back) for hf in self.names() for pattern, to, back in ARCHS[arch].tensors
                            if re.search(pattern, hf)}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
+
+    def _stored_split(self, name_map, hf: str, split: tuple):
+        """(the GGUF names of its parts, the join) of a tensor the converter split (Arch.split), if the file holds
+        every part; else None."""
+        for pattern, ends, _, join in split:
+            if re.search(pattern, hf):
+                parts = [gguf_name_of(name_map, re.sub(pattern, end, hf)) for end in ends]
+                if all(p in self.tensors for p in parts):
+                    return parts, join
+        return None
 
     def names(self) -> set[str]:
         return set(self.to_gguf) | set(self.parts)

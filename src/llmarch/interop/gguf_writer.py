@@ -1,13 +1,14 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next), as llama.cpp's convert_hf_to_gguf.py writes them
-from the same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
-(per-expert tensors stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms,
-GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log),
-Qwen3-Next's in_proj_qkvz split in two (Arch.split), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by
-gguf.quants.quantize) or Q4_K (gguf_kquants.py; rows not of whole 256-blocks in Q5_0, as llama.cpp falls back);
-norms and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads and the tokenizer
-(gguf_tokenizer.write_tokenizer:
+gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2), as
+llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json and tensors: the family table's
+tensors named by the `gguf` package's name map (per-expert tensors stacked, (E, out, in)), q/k rows permuted for
+llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's
+qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter splits written as its parts (Arch.split:
+Qwen3-Next's in_proj_qkvz, DeepSeek's kv_b_proj into llama.cpp's k_b and v_b), in F32, F16, Q8_0, Q4_0, Q4_1,
+Q5_0, Q5_1 (quantized by gguf.quants.quantize) or Q4_K (gguf_kquants.py; rows not of whole 256-blocks in Q5_0, as
+llama.cpp falls back); norms and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads
+and the tokenizer (gguf_tokenizer.write_tokenizer:
 byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer
 pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without
 renormalised top-k) is refused: the file is read back and must give the model's config."""
@@ -42,9 +43,10 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
+def _metadata(w, cfg, hf: dict, arch) -> None:
     """The keys every family's converter writes (TextModel.set_gguf_parameters), from config.json's fields
-    (the rope.* ones where positions are rotary, RMSNorm's epsilon where the family has it)."""
+    (the rope.* ones where positions are rotary, RMSNorm's epsilon where the family has it; the head lengths
+    unless the architecture writes its own)."""
     import gguf
 
     rope = hf.get("rope_parameters") or {}
@@ -62,11 +64,13 @@ def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
         return
     w.add_head_count_kv(hf["num_key_value_heads"])
     head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    if not rope_keys:
+    if arch.head_lengths:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    if not arch.rope:
         return
-    w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
+    if arch.head_lengths:
+        w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
@@ -112,6 +116,14 @@ def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out[name] = t
     return {name: torch.stack(t) if isinstance(t, list) else t for name, t in out.items()}
+
+
+def _split(name: str, t: torch.Tensor, arch, hf: dict) -> list[tuple[str, torch.Tensor]]:
+    """A tensor as the converter stores it: whole, or as the parts of Arch.split, each under its own name."""
+    for pattern, ends, to, _ in arch.split:
+        if re.search(pattern, name):
+            return [(re.sub(pattern, end, name), part.contiguous()) for end, part in zip(ends, to(t.float(), hf))]
+    return [(name, t)]
 
 
 def _array(t: torch.Tensor, name: str, kind):
@@ -171,7 +183,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                                      cfg.n_layers)
     kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
-    _metadata(w, cfg, hf, arch.rope)
+    _metadata(w, cfg, hf, arch)
     extra = arch.write(w, hf)
     w.add_file_type(getattr(gguf.LlamaFileType, FILE_TYPES.get(dtype, f"MOSTLY_{dtype.upper()}")))
     if tokenizer is not None:
@@ -186,12 +198,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
             if re.search(pattern, name):
                 t = to(t.float(), hf)
-        parts = [(name, t)]
-        for end, part_ends, split, _ in arch.split:  # one tensor written as several (reading joins them)
-            if name.endswith(end):
-                parts = [(name[:-len(end)] + e, p) for e, p in zip(part_ends, split(t.float(), hf))]
-        for part, t in parts:
-            gguf_name = gguf_name_of(names, part, arch.renamed)
+        for name, t in _split(name, t, arch, hf):
+            gguf_name = gguf_name_of(names, name, arch.renamed)
             array, raw = _array(t, gguf_name, kind)
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:

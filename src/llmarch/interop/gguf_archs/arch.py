@@ -81,7 +81,13 @@ class Arch:
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
     renamed: tuple[tuple[str, str], ...] = ()
-    # (Hugging Face name ending, the endings of the parts, split(t, hf) -> parts, join(parts, hf) -> t): one
-    # tensor the converter writes as several, each named by the map from its part's ending (Qwen3-Next's
-    # in_proj_qkvz as in_proj_qkv and in_proj_z); a file that holds the tensor whole is read as it is
+    # (regex on Hugging Face names, the endings its parts' names take in its place, the converter's split (tensor,
+    # config.json) -> parts, its inverse (parts, config.json) -> tensor): one tensor stored as several (DeepSeek's
+    # kv_b_proj as k_b_proj and v_b_proj, for llama.cpp's absorbed attention; Qwen3-Next's in_proj_qkvz as
+    # in_proj_qkv and in_proj_z); a file may also hold it whole
     split: tuple = ()
+    # RoPE scaling types beyond none and linear that `fields` reads itself (DeepSeek's YaRN)
+    rope_scalings: tuple[str, ...] = ()
+    # _metadata writes attention.key_length, value_length and rope.dimension_count from head_dim; False: `write`
+    # does (DeepSeek's latent attention, whose lengths are the latent's)
+    head_lengths: bool = True

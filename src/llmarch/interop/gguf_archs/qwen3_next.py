@@ -114,6 +114,6 @@ _TENSORS = (
 ARCHS = {
     "qwen3next": Arch("qwen3_next", fields=_qwen3next, write=_qwen3next_out, tensors=_TENSORS,
                       renamed=((".dt_bias", ".dt_proj.bias"),),
-                      split=((".in_proj_qkvz.weight", (".in_proj_qkv.weight", ".in_proj_z.weight"), _split_qkvz,
+                      split=((r"\.in_proj_qkvz\.weight$", (".in_proj_qkv.weight", ".in_proj_z.weight"), _split_qkvz,
                               _join_qkvz),)),
 }
