@@ -51,8 +51,8 @@ def hf_config(reader, path) -> dict:
     if "rope_freqs.weight" in names:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
-    if scaling not in ("none", "linear"):
-        raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF files (none, linear)")
+    if scaling not in ("none", "linear", "yarn"):
+        raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF files (none, linear, yarn)")
     d, heads = get("embedding_length"), get("attention.head_count")
     embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     hf = dict(model_type=ARCHS[arch].model_type, _name_or_path=field(reader, "general.name", arch),
@@ -66,9 +66,25 @@ def hf_config(reader, path) -> dict:
               eos_token_id=field(reader, "tokenizer.ggml.eos_token_id"))
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
+    if scaling == "yarn":
+        hf["rope_scaling"] = _yarn(meta)
     if hf["vocab_size"] is None:
         raise LlmarchError(f"{path}: GGUF metadata gives no vocabulary size")
     return ARCHS[arch].fields(hf, meta)
+
+
+def _yarn(meta: Meta) -> dict:
+    """YaRN as llama.cpp computes it (ggml's rope_yarn): the ramp between the dims that turn beta_fast and
+    beta_slow times over the original context, its ends floored and ceiled to whole dims (transformers'
+    truncate: true; ggml_rope_yarn_corr_dims), cos and sin scaled by 1 + 0.1 ln(factor). Its other knobs
+    (an attention factor, a log multiplier, an extrapolation factor) change that in ways llmarch does not follow."""
+    for knob in ("attn_factor", "yarn_attn_factor", "yarn_log_multiplier", "yarn_ext_factor"):
+        if meta.get(f"rope.scaling.{knob}", None) is not None:
+            raise LlmarchError(f"{meta.path}: YaRN with rope.scaling.{knob} is not supported")
+    return {"rope_type": "yarn", "factor": meta.get("rope.scaling.factor"),
+            "original_max_position_embeddings": meta.get("rope.scaling.original_context_length"),
+            "beta_fast": meta.get("rope.scaling.yarn_beta_fast", 32.0),
+            "beta_slow": meta.get("rope.scaling.yarn_beta_slow", 1.0), "truncate": True}
 
 
 def gguf_name_of(name_map, hf: str, renamed: tuple = ()) -> str | None:
@@ -111,15 +127,22 @@ class GGUFTensors:
         self.tensors = {t.name: t for t in reader.tensors}
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
-        self.to_gguf, self.expert = {}, {}
+        self.to_gguf, self.expert, self.parts = {}, {}, {}
         for hf in hf_names:  # the names the family's rules read
+            split = next((s for s in ARCHS[arch].split if re.search(s[0], hf)), None)
+            if split:  # one tensor the converter wrote as several: read as they join
+                parts = [gguf_name_of(name_map, re.sub(split[0], part, hf), ARCHS[arch].renamed) for part in split[1]]
+                if all(part in self.tensors for part in parts):
+                    self.to_gguf[hf], self.parts[hf] = parts[0], (parts, split[3])
+                continue
             gguf_name = gguf_name_of(name_map, hf, ARCHS[arch].renamed)
             if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
                 gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf), ARCHS[arch].renamed)
                 self.expert[hf] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name
-        unmatched = sorted(set(self.tensors) - set(self.to_gguf.values()) - ARCHS[arch].consumed)
+        placed = {*self.to_gguf.values(), *(name for parts, _ in self.parts.values() for name in parts)}
+        unmatched = sorted(set(self.tensors) - placed - ARCHS[arch].consumed)
         if unmatched:
             raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}
@@ -137,8 +160,15 @@ class GGUFTensors:
     def file(self, name: str):
         return self, name
 
+    def _shape(self, gguf_name: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in reversed(self.tensors[gguf_name].shape))  # GGUF lists ne0 first
+
     def shape(self, name: str) -> tuple[int, ...]:
-        shape = tuple(int(n) for n in reversed(self.tensors[self.to_gguf[name]].shape))  # GGUF lists ne0 first
+        if name in self.parts:  # the shape the parts join to
+            parts, back = self.parts[name]
+            shape = tuple(back(*(torch.empty(self._shape(p), device="meta") for p in parts)).shape)
+        else:
+            shape = self._shape(self.to_gguf[name])
         if name in self.transforms:  # the shape the inverse gives (GPT-2's transposed, Mamba's conv weight's 1)
             return tuple(self.transforms[name][1](torch.empty(shape, device="meta")).shape)
         return shape[1:] if name in self.expert else shape
@@ -158,7 +188,10 @@ class GGUFTensors:
 
     def read(self, name: str) -> torch.Tensor:
         t = self.tensors[self.to_gguf[name]]
-        if name in self.expert:
+        if name in self.parts:
+            parts, back = self.parts[name]
+            w = back(*(self._values(self.tensors[p]) for p in parts))
+        elif name in self.expert:
             if t.name not in self.stacked:
                 self.stacked = {**dict(list(self.stacked.items())[-1:]), t.name: self._values(t)}
             w = self.stacked[t.name][self.expert[name]].clone()

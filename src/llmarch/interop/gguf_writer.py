@@ -1,11 +1,12 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba), as llama.cpp's convert_hf_to_gguf.py writes them from the
+gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, gpt_oss), as llama.cpp's convert_hf_to_gguf.py writes them from the
 same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
 (per-expert tensors stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms,
 GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log),
-in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (quantized by gguf.quants.quantize; norms and 1-D tensors stay
-F32, as llama.cpp keeps them), with the metadata llama.cpp reads and the tokenizer (gguf_tokenizer.write_tokenizer:
+gpt-oss's interleaved gate_up split into gate and up (Arch.split), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1, or
+MXFP4 experts (quantized by gguf.quants.quantize; norms, biases and 1-D tensors stay F32, as llama.cpp keeps
+them), with the metadata llama.cpp reads and the tokenizer (gguf_tokenizer.write_tokenizer:
 byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer
 pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without
 renormalised top-k) is refused: the file is read back and must give the model's config."""
@@ -27,7 +28,10 @@ from .gguf_archs import FULL
 from .gguf_kernels import KEPT_FLOAT
 from .gguf_tokenizer import write_tokenizer
 
-TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")  # what gguf.quants can quantize (no K-quants)
+# what gguf.quants can quantize (no K-quants); mxfp4: a mixture's stacked expert matrices in MXFP4 (OCP
+# microscaling: 32 E2M1 values and a power-of-two scale), the rest F16, as the published gpt-oss files are
+TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4")
+EXPERT_MATRIX = re.compile(r"_exps\.weight$")
 GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
 
 
@@ -65,6 +69,12 @@ def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rope["factor"])
+    if rope.get("rope_type") == "yarn":  # an attention factor or mscale is not written: llama.cpp reads it otherwise
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(rope["factor"])
+        w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        w.add_rope_scaling_yarn_beta_fast(rope.get("beta_fast", 32.0))
+        w.add_rope_scaling_yarn_beta_slow(rope.get("beta_slow", 1.0))
 
 
 def _alike(a, b) -> bool:
@@ -96,6 +106,14 @@ def _check_reads_back(path: Path, cfg) -> None:
                                f"metadata reads back as {getattr(back, f.name)!r})")
 
 
+def _pieces(arch, name: str, t: torch.Tensor, hf: dict) -> list[tuple[str, torch.Tensor]]:
+    """The Hugging Face tensor as the tensors the converter writes for it: itself, or its parts (Arch.split)."""
+    for pattern, parts, to, _ in arch.split:
+        if re.search(pattern, name):
+            return [(re.sub(pattern, part, name), piece) for part, piece in zip(parts, to(t, hf))]
+    return [(name, t)]
+
+
 def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hugging Face's per-expert tensors (`...experts.{e}.w1.weight`) as GGUF's one stacked tensor per kind,
     (E, out, in), under the name without the expert index (`...experts.w1.weight`, which the name map knows)."""
@@ -108,17 +126,26 @@ def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: torch.stack(t) if isinstance(t, list) else t for name, t in out.items()}
 
 
+def _kind(dtype: str, name: str):
+    import gguf
+
+    if dtype == "mxfp4":
+        return gguf.GGMLQuantizationType.MXFP4 if EXPERT_MATRIX.search(name) else gguf.GGMLQuantizationType.F16
+    return getattr(gguf.GGMLQuantizationType, dtype.upper())
+
+
 def _array(t: torch.Tensor, name: str, kind):
     """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
     quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run), and so
     do Mamba's A, D, conv and gated-norm weights (llama.cpp's SSM kernels read them as F32 only: an F16 one
-    fails an assert)."""
+    fails an assert), and every bias (the converter keeps all but `.weight` tensors F32; gpt-oss's experts'
+    biases are (E, out))."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
     if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or KEPT_FLOAT.search(name):
         return array, None
-    if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... Q5_1: blocks of 32 in a row
+    if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... Q5_1, MXFP4: blocks of 32 in a row
         return array.astype(np.float16), None
     return gguf.quants.quantize(array, kind), kind
 
@@ -140,7 +167,7 @@ def _writer_class():
 
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
-    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1), with
+    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, mxfp4), with
     `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's
     ByteTokenizer) if given; without one llama.cpp will not load the file (llmarch will)."""
     import gguf
@@ -159,12 +186,13 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      cfg.n_layers)
-    kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
+    if dtype == "mxfp4" and not cfg.n_experts:
+        raise LlmarchError("GGUF type mxfp4 holds a mixture's experts in MXFP4; this model has no experts")
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
     _metadata(w, cfg, hf, arch.rope)
     extra = arch.write(w, hf)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else getattr(gguf.LlamaFileType,
-                                                                               f"MOSTLY_{dtype.upper()}"))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_MXFP4_MOE
+                    if dtype == "mxfp4" else getattr(gguf.LlamaFileType, f"MOSTLY_{dtype.upper()}"))
     if tokenizer is not None:
         write_tokenizer(w, tokenizer, cfg.vocab_size)
     for name, t in tensors.items():
@@ -177,11 +205,12 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
             if re.search(pattern, name):
                 t = to(t.float(), hf)
-        gguf_name = gguf_name_of(names, name, arch.renamed)
-        array, raw = _array(t, gguf_name, kind)
-        w.add_tensor(gguf_name, array, raw_dtype=raw)
-        if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
-            w.add_tensor("output.weight", array, raw_dtype=raw)
+        for part, t in _pieces(arch, name, t, hf):
+            gguf_name = gguf_name_of(names, part, arch.renamed)
+            array, raw = _array(t, gguf_name, _kind(dtype, gguf_name))
+            w.add_tensor(gguf_name, array, raw_dtype=raw)
+            if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
+                w.add_tensor("output.weight", array, raw_dtype=raw)
     for name, array in extra.items():
         w.add_tensor(name, array)
     w.write_header_to_file()
