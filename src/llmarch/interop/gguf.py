@@ -12,7 +12,8 @@ g); reading subtracts it again. The hyper-parameters a family's converter does n
 values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give. A mixture of experts is
 stored stacked, one (E, out, in) tensor per kind and layer (`blk.N.ffn_gate_exps`), where Hugging Face names each
 expert's: expert e's name reads row e of the stacked tensor. GPT-2's converter transposes its Conv1D weights to
-(out, in); reading transposes them back."""
+(out, in); reading transposes them back. gpt-oss's converter splits its fused, interleaved gate_up_proj into
+ffn_gate_exps and ffn_up_exps (Arch.split); reading joins them. YaRN is read as llama.cpp computes it (_yarn)."""
 from __future__ import annotations
 
 import re

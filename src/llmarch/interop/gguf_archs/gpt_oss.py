@@ -10,8 +10,9 @@ checkpoints' experts are MXFP4, which the converter repacks as GGUF MXFP4 blocks
 
 What llama.cpp fixes (src/models/openai-moe-iswa.cpp, llama-graph.cpp): layer i slides when i is even (its swa
 pattern 2, transformers' default layer_types); the SwiGLU's alpha 1.702 and limit 7.0 are constants; the top-k
-router logits go through a softmax (SOFTMAX_WEIGHT, = renormalised top-k probabilities). A model otherwise is
-refused by the writer's read-back check."""
+router logits go through a softmax (SOFTMAX_WEIGHT, = renormalised top-k probabilities); output.weight is required
+(a tied head is read back as tied where it equals the embedding). A model otherwise is refused by the writer's
+read-back check."""
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,8 @@ def _gpt_oss(hf: dict, meta: Meta) -> dict:
             "intermediate_size": meta.get("expert_feed_forward_length"),
             "sliding_window": meta.get("attention.sliding_window"),
             "layer_types": [SLIDING if i % 2 == 0 else FULL for i in range(n)],
-            "swiglu_alpha": 1.702, "swiglu_limit": 7.0}
+            "swiglu_alpha": 1.702, "swiglu_limit": 7.0,
+            "tie_word_embeddings": hf["tie_word_embeddings"] or meta.same("output.weight", "token_embd.weight")}
 
 
 def _gpt_oss_out(w, hf: dict) -> dict:
@@ -68,6 +70,7 @@ _RENAMED = ((".self_attn.sinks", ".self_attn.sinks.weight"), (".experts.down_pro
             (".experts.down_proj_bias", ".experts.down_proj.bias"))
 
 ARCHS = {
+    # llama.cpp's gpt-oss requires output.weight: a tied head is written as a copy of the embedding (head_copy)
     "gpt-oss": Arch("gpt_oss", fields=_gpt_oss, write=_gpt_oss_out, tensors=_DOWN_TRANSPOSED, split=_SPLIT,
-                    renamed=_RENAMED),
+                    renamed=_RENAMED, head_copy=True),
 }
