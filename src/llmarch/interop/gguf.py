@@ -68,22 +68,23 @@ def hf_config(reader, path) -> dict:
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
     if scaling == "yarn":
-        hf["rope_scaling"] = _yarn(meta)
+        hf["rope_scaling"] = _yarn(meta, hf["max_position_embeddings"])
     if hf["vocab_size"] is None:
         raise LlmarchError(f"{path}: GGUF metadata gives no vocabulary size")
     return ARCHS[arch].fields(hf, meta)
 
 
-def _yarn(meta: Meta) -> dict:
+def _yarn(meta: Meta, context: int) -> dict:
     """YaRN as llama.cpp computes it (ggml's rope_yarn): the ramp between the dims that turn beta_fast and
     beta_slow times over the original context, its ends floored and ceiled to whole dims (transformers'
     truncate: true; ggml_rope_yarn_corr_dims), cos and sin scaled by 1 + 0.1 ln(factor). Its other knobs
-    (an attention factor, a log multiplier, an extrapolation factor) change that in ways llmarch does not follow."""
+    (an attention factor, a log multiplier, an extrapolation factor) change that in ways llmarch does not follow.
+    No original context: llama.cpp's default, the training context."""
     for knob in ("attn_factor", "yarn_attn_factor", "yarn_log_multiplier", "yarn_ext_factor"):
         if meta.get(f"rope.scaling.{knob}", None) is not None:
             raise LlmarchError(f"{meta.path}: YaRN with rope.scaling.{knob} is not supported")
     return {"rope_type": "yarn", "factor": meta.get("rope.scaling.factor"),
-            "original_max_position_embeddings": meta.get("rope.scaling.original_context_length"),
+            "original_max_position_embeddings": meta.get("rope.scaling.original_context_length", context),
             "beta_fast": meta.get("rope.scaling.yarn_beta_fast", 32.0),
             "beta_slow": meta.get("rope.scaling.yarn_beta_slow", 1.0), "truncate": True}
 
