@@ -257,5 +257,6 @@ def test_yarn_is_read_and_written_for_other_architectures_too(tmp_path):
     model = llmarch.from_hf(tmp_path / "hf")
     to_gguf(model, tmp_path / "q.gguf", "f32", ByteTokenizer())
     back = llmarch.from_gguf(tmp_path / "q.gguf")
-    assert (back.config.rope_scaling, back.config.rope_factor, back.config.rope_original_context) == ("yarn", 4.0, 4096)
+    assert (back.config.rope_scaling, back.config.rope_factor, back.config.rope_original_context) == \
+        ("yarn", 4.0, 4096)
     llama_cpp_agrees(model, tmp_path / "q.gguf", list(range(40, 48)), 1e-4)

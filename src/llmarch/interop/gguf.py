@@ -133,7 +133,7 @@ class GGUFTensors:
         for hf in hf_names:  # the names the family's rules read
             split = next((s for s in ARCHS[arch].split if re.search(s[0], hf)), None)
             if split:  # one tensor the converter wrote as several: read as they join
-                parts = [gguf_name_of(name_map, re.sub(split[0], part, hf), ARCHS[arch].renamed) for part in split[1]]
+                parts = [gguf_name_of(name_map, re.sub(split[0], p, hf), ARCHS[arch].renamed) for p in split[1]]
                 if all(part in self.tensors for part in parts):
                     self.to_gguf[hf], self.parts[hf] = parts[0], (parts, split[3])
                 continue

@@ -1,7 +1,7 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, gpt_oss), as llama.cpp's convert_hf_to_gguf.py writes them from the
-same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
+gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, gpt_oss), as llama.cpp's convert_hf_to_gguf.py writes them
+from the same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
 (per-expert tensors stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms,
 GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log),
 gpt-oss's interleaved gate_up split into gate and up (Arch.split), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1, or
@@ -69,7 +69,7 @@ def _metadata(w, cfg, hf: dict, rope_keys: bool) -> None:
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rope["factor"])
-    if rope.get("rope_type") == "yarn":  # an attention factor or mscale is not written: llama.cpp reads it otherwise
+    if rope.get("rope_type") == "yarn":  # no attention factor or mscale: llama.cpp reads it otherwise
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(rope["factor"])
         w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
@@ -145,7 +145,7 @@ def _array(t: torch.Tensor, name: str, kind):
     array = t.detach().float().cpu().numpy()
     if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or KEPT_FLOAT.search(name):
         return array, None
-    if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... Q5_1, MXFP4: blocks of 32 in a row
+    if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... MXFP4: blocks of 32 in a row
         return array.astype(np.float16), None
     return gguf.quants.quantize(array, kind), kind
 
@@ -167,9 +167,9 @@ def _writer_class():
 
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
-    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, mxfp4), with
-    `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's
-    ByteTokenizer) if given; without one llama.cpp will not load the file (llmarch will)."""
+    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1; mxfp4
+    for a mixture's experts), with `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer
+    builds one; or llmarch's ByteTokenizer) if given; without one llama.cpp will not load the file (llmarch will)."""
     import gguf
 
     from .hf import FAMILIES

@@ -81,7 +81,7 @@ class Arch:
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
     renamed: tuple[tuple[str, str], ...] = ()
-    # (regex on a Hugging Face name, the names of its parts (re.sub replacements the name map knows), to(t, config.json)
-    # -> the parts, back(*parts) -> the tensor): one tensor the converter writes as several (gpt-oss's gate_up_proj,
-    # gate and up interleaved, as ffn_gate_exps and ffn_up_exps); reading joins them
+    # (regex on a Hugging Face name, its parts' names (re.sub replacements the name map knows), to(t, config.json)
+    # -> the parts, back(*parts) -> the tensor): one tensor the converter writes as several (gpt-oss's
+    # gate_up_proj, gate and up interleaved, as ffn_gate_exps and ffn_up_exps); reading joins them
     split: tuple = ()

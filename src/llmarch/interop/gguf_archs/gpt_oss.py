@@ -23,7 +23,8 @@ from .arch import FULL, SLIDING, Arch, Meta
 
 def _gpt_oss(hf: dict, meta: Meta) -> dict:
     n = hf["num_hidden_layers"]
-    return {**hf, "num_local_experts": meta.get("expert_count"), "num_experts_per_tok": meta.get("expert_used_count"),
+    return {**hf, "num_local_experts": meta.get("expert_count"),
+            "num_experts_per_tok": meta.get("expert_used_count"),
             "intermediate_size": meta.get("expert_feed_forward_length"),
             "sliding_window": meta.get("attention.sliding_window"),
             "layer_types": [SLIDING if i % 2 == 0 else FULL for i in range(n)],
@@ -61,7 +62,8 @@ def _join_bias(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 _EXPERTS = r"\.experts\.gate_up_proj"
-_SPLIT = ((_EXPERTS + "$", (".experts.gate_proj.weight", ".experts.up_proj.weight"), _split_gate_up, _join_gate_up),
+_SPLIT = ((_EXPERTS + "$", (".experts.gate_proj.weight", ".experts.up_proj.weight"), _split_gate_up,
+           _join_gate_up),
           (_EXPERTS + "_bias$", (".experts.gate_proj.bias", ".experts.up_proj.bias"), _split_bias, _join_bias))
 _DOWN_TRANSPOSED = ((r"\.experts\.down_proj$", lambda t, hf: t.transpose(-1, -2).contiguous(),
                      lambda t: t.transpose(-1, -2)),)
