@@ -24,7 +24,7 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not ins
 class LlamaCpp:
     """One GGUF file in llama.cpp: step(token) decodes one token and returns the logits after it."""
 
-    def __init__(self, path, n_ctx: int = 128):
+    def __init__(self, path, n_ctx: int = 128, exact: bool = False):
         import llama_cpp._logger
 
         llama_cpp._logger.set_verbose(False)
@@ -34,6 +34,9 @@ class LlamaCpp:
         assert self.model, f"llama.cpp cannot load {path}"
         ctx = llama_cpp.llama_context_default_params()
         ctx.n_ctx, ctx.n_threads, ctx.n_threads_batch = n_ctx, 1, 1  # a tiny model: no thread hand-offs
+        if exact:  # an F32 KV cache and no flash attention (which rounds q to F16): llama.cpp's logits to ~1e-5
+            ctx.type_k = ctx.type_v = 0  # GGML_TYPE_F32
+            ctx.flash_attn_type = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = llama_cpp.llama_init_from_model(self.model, ctx)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
 
@@ -47,9 +50,10 @@ class LlamaCpp:
         llama_cpp.llama_model_free(self.model)
 
 
-def llama_cpp_greedy(path, prompt: list[int], new: int) -> tuple[list[int], np.ndarray]:
-    """llama.cpp's greedy continuation of `prompt` and its logits at every position but the last."""
-    lc = LlamaCpp(path)
+def llama_cpp_greedy(path, prompt: list[int], new: int, exact: bool = False) -> tuple[list[int], np.ndarray]:
+    """llama.cpp's greedy continuation of `prompt` and its logits at every position but the last (exact: see
+    LlamaCpp)."""
+    lc = LlamaCpp(path, exact=exact)
     try:
         logits = [lc.step(t) for t in prompt]
         seq = list(prompt)

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import LlmarchError
 
 # interop.gguf_writer.TYPES, spelled out so that building the parser imports no torch (tests/test_cli.py checks)
-GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k")
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "mxfp4")
 
 
 def add_parsers(sub) -> None:
@@ -28,8 +28,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--gguf-type", default="f16", choices=GGUF_TYPES,
                    help="--to-gguf: the matrices' tensor type (q8_0 ... q5_1: llama.cpp's blocks of 32; a row "
                         "that is not a multiple of 32 stays F16; q4_k: blocks of 256, a row that is not a multiple "
-                        "of 256 in q5_0; q4_0, q4_1 and q4_k load onto llmarch's int4 kernel exactly); norms stay "
-                        "F32 (default: %(default)s)")
+                        "of 256 in q5_0; q4_0, q4_1 and q4_k load onto llmarch's int4 kernel exactly; mxfp4: a "
+                        "mixture's expert matrices in MXFP4, the rest F16); norms stay F32 (default: %(default)s)")
     p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")
     p.set_defaults(func=cmd_convert)
 

@@ -12,7 +12,8 @@ g); reading subtracts it again. The hyper-parameters a family's converter does n
 values (llama-model.cpp), which the per-architecture functions in gguf_archs.py give. A mixture of experts is
 stored stacked, one (E, out, in) tensor per kind and layer (`blk.N.ffn_gate_exps`), where Hugging Face names each
 expert's: expert e's name reads row e of the stacked tensor. GPT-2's converter transposes its Conv1D weights to
-(out, in); reading transposes them back."""
+(out, in); reading transposes them back. gpt-oss's converter splits its fused, interleaved gate_up_proj into
+ffn_gate_exps and ffn_up_exps (Arch.split); reading joins them. YaRN is read as llama.cpp computes it (_yarn)."""
 from __future__ import annotations
 
 import re
@@ -51,9 +52,10 @@ def hf_config(reader, path) -> dict:
     if "rope_freqs.weight" in names:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
-    if scaling not in ("none", "linear", *ARCHS[arch].rope_scalings):
+    own = ARCHS[arch].rope_scalings  # read by the architecture's `fields` itself (DeepSeek's YaRN)
+    if scaling not in ("none", "linear", "yarn", *own):
         raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF {arch} files "
-                           f"({', '.join(('none', 'linear', *ARCHS[arch].rope_scalings))})")
+                           f"({', '.join(dict.fromkeys(('none', 'linear', 'yarn', *own)))})")
     d, heads = get("embedding_length"), get("attention.head_count")
     embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     hf = dict(model_type=ARCHS[arch].model_type, _name_or_path=field(reader, "general.name", arch),
@@ -67,9 +69,26 @@ def hf_config(reader, path) -> dict:
               eos_token_id=field(reader, "tokenizer.ggml.eos_token_id"))
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
+    if scaling == "yarn" and "yarn" not in own:
+        hf["rope_scaling"] = _yarn(meta, hf["max_position_embeddings"])
     if hf["vocab_size"] is None:
         raise LlmarchError(f"{path}: GGUF metadata gives no vocabulary size")
     return ARCHS[arch].fields(hf, meta)
+
+
+def _yarn(meta: Meta, context: int) -> dict:
+    """YaRN as llama.cpp computes it (ggml's rope_yarn): the ramp between the dims that turn beta_fast and
+    beta_slow times over the original context, its ends floored and ceiled to whole dims (transformers'
+    truncate: true; ggml_rope_yarn_corr_dims), cos and sin scaled by 1 + 0.1 ln(factor). Its other knobs
+    (an attention factor, a log multiplier, an extrapolation factor) change that in ways llmarch does not follow.
+    No original context: llama.cpp's default, the training context."""
+    for knob in ("attn_factor", "yarn_attn_factor", "yarn_log_multiplier", "yarn_ext_factor"):
+        if meta.get(f"rope.scaling.{knob}", None) is not None:
+            raise LlmarchError(f"{meta.path}: YaRN with rope.scaling.{knob} is not supported")
+    return {"rope_type": "yarn", "factor": meta.get("rope.scaling.factor"),
+            "original_max_position_embeddings": meta.get("rope.scaling.original_context_length", context),
+            "beta_fast": meta.get("rope.scaling.yarn_beta_fast", 32.0),
+            "beta_slow": meta.get("rope.scaling.yarn_beta_slow", 1.0), "truncate": True}
 
 
 def gguf_name_of(name_map, hf: str, renamed: tuple = ()) -> str | None:
@@ -120,7 +139,7 @@ class GGUFTensors:
                 self.expert[hf_name] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf_name] = gguf_name
-            elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split):
+            elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split, ARCHS[arch].renamed):
                 self.parts[hf_name] = parts
         stored = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
         unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed)
@@ -135,12 +154,12 @@ class GGUFTensors:
                            if re.search(pattern, hf)}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
-    def _stored_split(self, name_map, hf: str, split: tuple):
+    def _stored_split(self, name_map, hf: str, split: tuple, renamed: tuple):
         """(the GGUF names of its parts, the join) of a tensor the converter split (Arch.split), if the file holds
         every part; else None."""
         for pattern, ends, _, join in split:
             if re.search(pattern, hf):
-                parts = [gguf_name_of(name_map, re.sub(pattern, end, hf)) for end in ends]
+                parts = [gguf_name_of(name_map, re.sub(pattern, end, hf), renamed) for end in ends]
                 if all(p in self.tensors for p in parts):
                     return parts, join
         return None
@@ -178,17 +197,16 @@ class GGUFTensors:
         return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
 
     def read(self, name: str) -> torch.Tensor:
-        if name in self.parts:
+        if name in self.parts:  # a tensor the converter split: its parts joined
             parts, join = self.parts[name]
             w = join([self._values(self.tensors[p]) for p in parts], self.hf)
-            return self.transforms[name][1](w) if name in self.transforms else w
-        t = self.tensors[self.to_gguf[name]]
-        if name in self.expert:
+        elif name in self.expert:
+            t = self.tensors[self.to_gguf[name]]
             if t.name not in self.stacked:
                 self.stacked = {**dict(list(self.stacked.items())[-1:]), t.name: self._values(t)}
             w = self.stacked[t.name][self.expert[name]].clone()
         else:
-            w = self._values(t)
+            w = self._values(self.tensors[self.to_gguf[name]])
         if name in self.transforms:
             w = self.transforms[name][1](w)
         if name in self.per_head:  # q | k | v back to Hugging Face's groups

@@ -50,9 +50,10 @@ FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 EMBEDDING, HEAD = "token_embd.weight", "output.weight"
 # tensors the quantizers leave in float whatever the file's type: a mixture's router (and a shared expert's
 # gate), Mamba's A, D, conv and gated-norm weights and the same of Qwen3-Next's delta net (none of them a linear
-# layer's), and rows shorter than a block of 32 (Mamba's dt projection from a rank of 8 or 16); they do not decide
-# the file's scheme
-KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm")
+# layer's), every bias (the converter keeps all but `.weight` tensors F32: gpt-oss's experts' biases are 2-D), and
+# rows shorter than a block of 32 (Mamba's dt projection from a rank of 8 or 16); they do not decide the file's
+# scheme
+KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm|\.bias$")
 
 
 def file_scheme(reader) -> Scheme | None:

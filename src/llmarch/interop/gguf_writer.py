@@ -1,14 +1,15 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2), as
-llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json and tensors: the family table's
-tensors named by the `gguf` package's name map (per-expert tensors stacked, (E, out, in)), q/k rows permuted for
-llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's
-qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter splits written as its parts (Arch.split:
-Qwen3-Next's in_proj_qkvz, DeepSeek's kv_b_proj into llama.cpp's k_b and v_b), in F32, F16, Q8_0, Q4_0, Q4_1,
-Q5_0, Q5_1 (quantized by gguf.quants.quantize) or Q4_K (gguf_kquants.py; rows not of whole 256-blocks in Q5_0, as
-llama.cpp falls back); norms and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads
-and the tokenizer (gguf_tokenizer.write_tokenizer:
+gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2,
+gpt_oss), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json and tensors: the
+family table's tensors named by the `gguf` package's name map (per-expert tensors stacked, (E, out, in)), q/k rows
+permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and
+Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter splits written as its parts
+(Arch.split: Qwen3-Next's in_proj_qkvz, DeepSeek's kv_b_proj into llama.cpp's k_b and v_b, gpt-oss's interleaved
+gate_up into gate and up), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by gguf.quants.quantize), Q4_K
+(gguf_kquants.py; rows not of whole 256-blocks in Q5_0, as llama.cpp falls back) or MXFP4 experts; norms, biases
+and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads and the tokenizer
+(gguf_tokenizer.write_tokenizer:
 byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer
 pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without
 renormalised top-k) is refused: the file is read back and must give the model's config."""
@@ -31,10 +32,13 @@ from .gguf_kernels import KEPT_FLOAT
 from .gguf_kquants import QK_K, quantize_q4_k
 from .gguf_tokenizer import write_tokenizer
 
-# what gguf.quants can quantize, and Q4_K (gguf_kquants.py: the package has no K-quant quantizer)
-TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k")
+# what gguf.quants can quantize, Q4_K (gguf_kquants.py: the package has no K-quant quantizer), and mxfp4: a
+# mixture's stacked expert matrices in MXFP4 (OCP microscaling: 32 E2M1 values and a power-of-two scale), the rest
+# F16, as the published gpt-oss files are
+TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "mxfp4")
 # the file type each writes (llama.cpp's name for a file of Q4_K matrices beside other types is Q4_K_S/M)
-FILE_TYPES = {"f32": "ALL_F32", "q4_k": "MOSTLY_Q4_K_S"}
+FILE_TYPES = {"f32": "ALL_F32", "q4_k": "MOSTLY_Q4_K_S", "mxfp4": "MOSTLY_MXFP4_MOE"}
+EXPERT_MATRIX = re.compile(r"_exps\.weight$")
 GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
 
 
@@ -75,6 +79,12 @@ def _metadata(w, cfg, hf: dict, arch) -> None:
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rope["factor"])
+    if rope.get("rope_type") == "yarn":  # no attention factor or mscale: llama.cpp reads it otherwise
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(rope["factor"])
+        w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        w.add_rope_scaling_yarn_beta_fast(rope.get("beta_fast", 32.0))
+        w.add_rope_scaling_yarn_beta_slow(rope.get("beta_slow", 1.0))
 
 
 def _alike(a, b) -> bool:
@@ -126,17 +136,26 @@ def _split(name: str, t: torch.Tensor, arch, hf: dict) -> list[tuple[str, torch.
     return [(name, t)]
 
 
+def _kind(dtype: str, name: str):
+    import gguf
+
+    if dtype == "mxfp4":
+        return gguf.GGMLQuantizationType.MXFP4 if EXPERT_MATRIX.search(name) else gguf.GGMLQuantizationType.F16
+    return getattr(gguf.GGMLQuantizationType, dtype.upper())
+
+
 def _array(t: torch.Tensor, name: str, kind):
     """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
     quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run), and so
     do Mamba's A, D, conv and gated-norm weights (llama.cpp's SSM kernels read them as F32 only: an F16 one
-    fails an assert)."""
+    fails an assert), and every bias (the converter keeps all but `.weight` tensors F32; gpt-oss's experts'
+    biases are (E, out))."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
     if array.ndim == 1 or kind == gguf.GGMLQuantizationType.F32 or KEPT_FLOAT.search(name):
         return array, None
-    if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... Q5_1: blocks of 32 in a row
+    if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... MXFP4: blocks of 32 in a row
         return array.astype(np.float16), None
     if kind == gguf.GGMLQuantizationType.Q4_K:
         if array.shape[-1] % QK_K:  # rows not of whole 256-blocks: Q5_0, as llama.cpp's quantizer falls back
@@ -162,9 +181,10 @@ def _writer_class():
 
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
-    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k), with
-    `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as gguf_tokenizer builds one; or llmarch's
-    ByteTokenizer) if given; without one llama.cpp will not load the file (llmarch will)."""
+    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k;
+    mxfp4 for a mixture's experts), with `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as
+    gguf_tokenizer builds one; or llmarch's ByteTokenizer) if given; without one llama.cpp will not load the file
+    (llmarch will)."""
     import gguf
 
     from .hf import FAMILIES
@@ -181,7 +201,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      cfg.n_layers)
-    kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
+    if dtype == "mxfp4" and not cfg.n_experts:
+        raise LlmarchError("GGUF type mxfp4 holds a mixture's experts in MXFP4; this model has no experts")
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
     _metadata(w, cfg, hf, arch)
     extra = arch.write(w, hf)
@@ -200,7 +221,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                 t = to(t.float(), hf)
         for name, t in _split(name, t, arch, hf):
             gguf_name = gguf_name_of(names, name, arch.renamed)
-            array, raw = _array(t, gguf_name, kind)
+            array, raw = _array(t, gguf_name, _kind(dtype, gguf_name))
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
                 w.add_tensor("output.weight", array, raw_dtype=raw)

@@ -84,7 +84,8 @@ class Arch:
     # (regex on Hugging Face names, the endings its parts' names take in its place, the converter's split (tensor,
     # config.json) -> parts, its inverse (parts, config.json) -> tensor): one tensor stored as several (DeepSeek's
     # kv_b_proj as k_b_proj and v_b_proj, for llama.cpp's absorbed attention; Qwen3-Next's in_proj_qkvz as
-    # in_proj_qkv and in_proj_z); a file may also hold it whole
+    # in_proj_qkv and in_proj_z; gpt-oss's interleaved gate_up_proj as ffn_gate_exps and ffn_up_exps); a file
+    # may also hold it whole
     split: tuple = ()
     # RoPE scaling types beyond none and linear that `fields` reads itself (DeepSeek's YaRN)
     rope_scalings: tuple[str, ...] = ()
