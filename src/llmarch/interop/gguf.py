@@ -71,13 +71,26 @@ def hf_config(reader, path) -> dict:
     return ARCHS[arch].fields(hf, meta)
 
 
-def gguf_name_of(name_map, hf: str, renamed: tuple = ()) -> str | None:
+def gguf_model_config(reader, path):
+    """The ModelConfig of a GGUF file: its config.json-like dict (hf_config) through the family's table, then
+    the fields only GGUF metadata gives (Arch.model_in: an embedding model's head and pooling)."""
+    from .hf import hf_model_config
+
+    hf = hf_config(reader, path)
+    arch = field(reader, "general.architecture")
+    cfg = hf_model_config(hf, path)
+    more = ARCHS[arch].model_in(Meta(reader, arch, path))
+    return cfg.replace(**more) if more else cfg
+
+
+def gguf_name_of(name_map, hf: str, renamed: tuple = (), stripped: tuple = ()) -> str | None:
     """A Hugging Face tensor's GGUF name by the `gguf` package's map; BLOOM's converter strips `transformer.`
-    first, and the map knows its names so; `renamed`: the architecture's (ending, the ending the map knows)."""
+    first, and the map knows its names so; `renamed`: the architecture's (ending, the ending the map knows);
+    `stripped`: its other prefixes the converter strips (BERT's `bert.`)."""
     for end, known in renamed:
         if hf.endswith(end):
             hf = hf[:-len(end)] + known
-    for name in (hf, hf.removeprefix("transformer.")):
+    for name in (hf, *(hf.removeprefix(p) for p in ("transformer.", *stripped))):
         found = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if found is not None:
             return found
@@ -112,10 +125,11 @@ class GGUFTensors:
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
         self.to_gguf, self.expert = {}, {}
+        names = ARCHS[arch].renamed, ARCHS[arch].stripped
         for hf in hf_names:  # the names the family's rules read
-            gguf_name = gguf_name_of(name_map, hf, ARCHS[arch].renamed)
+            gguf_name = gguf_name_of(name_map, hf, *names)
             if gguf_name not in self.tensors and (m := EXPERT.search(hf)):  # one expert of a stacked tensor
-                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf), ARCHS[arch].renamed)
+                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf), *names)
                 self.expert[hf] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf] = gguf_name
@@ -180,16 +194,15 @@ class GGUFTensors:
 def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
               take=None):
     """An llmarch model from a .gguf file (weights dequantized to fp32, or `dtype`); take: hf.build_from's."""
-    from .hf import FAMILIES, build_from, hf_model_config
+    from .hf import FAMILIES, build_from
     from .mapping import expand
 
     path = Path(path)
     if not path.is_file():
         raise LlmarchError(f"{path} does not exist")
     reader = open_gguf(path)
-    hf = hf_config(reader, path)
-    cfg = hf_model_config(hf, path)
-    family = FAMILIES[hf["model_type"]]
+    cfg = gguf_model_config(reader, path)
+    family = FAMILIES[cfg.hf_model_type]
     hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf]
     tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
                           cfg.n_layers, path)

@@ -80,10 +80,9 @@ def _alike(a, b) -> bool:
 
 def _check_reads_back(path: Path, cfg) -> None:
     """The written file, read as from_gguf reads it, must give `cfg` again (name, eos and training terms aside)."""
-    from .gguf import hf_config
-    from .hf import hf_model_config
+    from .gguf import gguf_model_config
 
-    back = hf_model_config(hf_config(open_gguf(path), path), path)
+    back = gguf_model_config(open_gguf(path), path)
     # a family written as another's architecture (Mistral as llama) reads back as that family; the router's
     # training terms (aux loss, jitter) and Mamba-2's scan chunk (a way of computing, the same values at any)
     # change no output, and GGUF has no key for them
@@ -163,11 +162,14 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
     _metadata(w, cfg, hf, arch.rope)
     extra = arch.write(w, hf)
+    kept = arch.model_out(w, cfg)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else getattr(gguf.LlamaFileType,
                                                                                f"MOSTLY_{dtype.upper()}"))
     if tokenizer is not None:
         write_tokenizer(w, tokenizer, cfg.vocab_size)
     for name, t in tensors.items():
+        if arch.dropped and re.search(arch.dropped, name):
+            continue
         if arch.permuted_qk and ".q_proj." in name:
             t = _permute(t, cfg.n_heads)
         if arch.permuted_qk and ".k_proj." in name:
@@ -177,7 +179,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
             if re.search(pattern, name):
                 t = to(t.float(), hf)
-        gguf_name = gguf_name_of(names, name, arch.renamed)
+        gguf_name = gguf_name_of(names, name, arch.renamed, arch.stripped)
         array, raw = _array(t, gguf_name, kind)
         w.add_tensor(gguf_name, array, raw_dtype=raw)
         if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
@@ -189,7 +191,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w.write_tensors_to_file()
     w.close()
     try:
-        _check_reads_back(Path(path), cfg)
+        _check_reads_back(Path(path), kept)
     except LlmarchError:
         Path(path).unlink(missing_ok=True)
         raise
