@@ -121,6 +121,16 @@ def test_pooling_goes_out_as_pooling_type_and_comes_back(pooling, code, hf_tok, 
         hidden = model(ids, attention_mask=mask).hidden_states
     real = hidden[1, :9].mean(0) if pooling == "mean" else hidden[1, 0]
     assert got.shape == (2, 64) and (got[1] - real).abs().max() <= 1e-4
+    # `llmarch embed` pools as the file says unless told otherwise
+    from llmarch.cli import main
+
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES[:2]) + "\n")
+    assert main(["embed", "--checkpoint", str(path), "--input", str(tmp_path / "in.txt"),
+                 "--out", str(tmp_path / "e.npy")]) == 0
+    tok = checkpoint_tokenizer(path)
+    with torch.no_grad():
+        want = torch.cat([back(torch.tensor([tok.encode(t)])).logits for t in SENTENCES[:2]]).numpy()
+    assert np.abs(np.load(tmp_path / "e.npy") - want).max() <= 1e-4
 
 
 def tokenizer_round_trip(tok, path, vocab_size):
