@@ -133,6 +133,81 @@ def test_pooling_goes_out_as_pooling_type_and_comes_back(pooling, code, hf_tok, 
     assert np.abs(np.load(tmp_path / "e.npy") - want).max() <= 1e-4
 
 
+def write_like_llama_cpp(hf, hf_tokenizer, path) -> None:
+    """convert_hf_to_gguf.py's BertModel on a transformers BertModel, as far as this one needs: set_gguf_parameters'
+    keys, set_vocab's phantom-space vocabulary and gguf.SpecialVocab's ids, the pooler left out."""
+    c, vocab = hf.config, hf_tokenizer.get_vocab()
+    w = gguf.GGUFWriter(str(path), "bert")
+    for key, value in dict(block_count=c.num_hidden_layers, context_length=c.max_position_embeddings,
+                           embedding_length=c.hidden_size, feed_forward_length=c.intermediate_size,
+                           head_count=c.num_attention_heads, layer_norm_eps=c.layer_norm_eps, causal_attention=False,
+                           token_type_count=c.type_vocab_size, tokenizer_model="bert", tokenizer_pre="default",
+                           bos_token_id=vocab["[CLS]"], eos_token_id=vocab["[SEP]"], unk_token_id=vocab["[UNK]"],
+                           sep_token_id=vocab["[SEP]"], pad_token_id=vocab["[PAD]"], mask_token_id=vocab["[MASK]"],
+                           add_bos_token=True, add_eos_token=True, add_sep_token=True).items():
+        getattr(w, f"add_{key}")(value)
+    tokens = sorted(vocab, key=vocab.get)
+    control = set(hf_tokenizer.all_special_tokens)
+    w.add_token_list([t if t in control else t[2:] if t.startswith("##") else "\u2581" + t for t in tokens])
+    w.add_token_types([3 if t in control else 1 for t in tokens])
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, c.num_hidden_layers)
+    for name, t in hf.state_dict().items():
+        if not name.startswith("pooler.") and not name.endswith("position_ids"):
+            w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), t.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_converter_style_file_reads_as_transformers_bert(hf_tok, tmp_path):
+    """A file written as llama.cpp's converter writes a transformers BertModel: llmarch's output is the model's
+    last_hidden_state, its tokenizer transformers'; llama.cpp embeds it to the same states."""
+    torch.manual_seed(0)
+    hf = transformers.BertModel(transformers.BertConfig(
+        vocab_size=len(hf_tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+        max_position_embeddings=64), add_pooling_layer=True).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:  # biases and norms away from 0 and 1, so a misplaced one shows
+                p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path / "conv.gguf"
+    write_like_llama_cpp(hf, hf_tok, path)
+    model, tok = llmarch.from_gguf(path), checkpoint_tokenizer(path)
+    ids, mask, types = batch(len(hf_tok))
+    with torch.no_grad():
+        want = hf(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        got = model(ids, attention_mask=mask, token_type_ids=types).logits
+    assert (got - want)[mask.bool()].abs().max() <= 1e-4
+    assert [tok.encode(t) for t in SENTENCES] == [hf_tok(t)["input_ids"] for t in SENTENCES]
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    lc = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=64, n_threads=1, verbose=False)
+    try:
+        theirs = np.array(lc.embed(SENTENCES[0], normalize=False))
+    finally:
+        lc.close()
+    with torch.no_grad():
+        want = hf(torch.tensor([hf_tok(SENTENCES[0])["input_ids"]])).last_hidden_state[0].numpy()
+    assert theirs.shape == want.shape and np.abs(theirs - want).max() <= 1e-4
+
+
+def test_convert_writes_a_hugging_face_bert_with_its_tokenizer(hf_tok, tmp_path):
+    """`llmarch convert --to-gguf` on a transformers BertForMaskedLM directory with its tokenizer: the encoder
+    and the WordPiece vocabulary ([SEP] the tokenizer's end of text: BERT's have no eos token)."""
+    from llmarch.cli import main
+
+    model = tiny(tmp_path, len(hf_tok))
+    hf_tok.save_pretrained(tmp_path / "hf")
+    path = tmp_path / "c.gguf"
+    assert main(["convert", "--to-gguf", str(tmp_path / "hf"), "--out", str(path), "--gguf-type", "f32"]) == 0
+    tok = checkpoint_tokenizer(path)
+    assert [tok.encode(t) for t in SENTENCES] == [hf_tok(t)["input_ids"] for t in SENTENCES]
+    ids, mask, _ = batch(len(hf_tok))
+    with torch.no_grad():
+        got = llmarch.from_gguf(path)(ids, attention_mask=mask).logits
+        assert (got - model(ids, attention_mask=mask).hidden_states).abs().max() <= 1e-4
+
+
 def tokenizer_round_trip(tok, path, vocab_size):
     """tok written as a bert vocabulary and read back (gguf_tokenizer), without a model."""
     w = gguf.GGUFWriter(str(path), "bert")
