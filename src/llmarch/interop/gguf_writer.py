@@ -111,7 +111,8 @@ def _array(t: torch.Tensor, name: str, kind):
     """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
     quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run), and so
     do Mamba's A, D, conv and gated-norm weights (llama.cpp's SSM kernels read them as F32 only: an F16 one
-    fails an assert)."""
+    fails an assert) and learned positions and token types (the converter keeps them F32; llama.cpp's bert adds
+    an F16 token-type row to its activations not at all)."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
