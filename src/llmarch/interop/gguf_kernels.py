@@ -15,8 +15,8 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
   QuantExperts: expert e's matrices are its own int4/int8 layers, with the file's codes for Q4_0/Q4_1); the
   router (`ffn_gate_inp`, F32 in llama.cpp's files) stays as it is.
 - The tensors the quantizers leave in float (KEPT_FLOAT: routers, Mamba's A, D, conv and norm weights, learned
-  positions and token types, and rows shorter than a block) do not make a file a mix; a linear layer among them (Mamba's dt projection, F16) is
-  re-quantized to int8 with the rest.
+  positions and token types, and rows shorter than a block) do not make a file a mix; a linear layer among them
+  (Mamba's dt projection, F16) is re-quantized to int8 with the rest.
 Files of other types (F16, BF16, the K-quants, a mix) have no kernel of their own here: they are dequantized.
 Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
 a time beside the quantized ones, not the fp32 model."""

@@ -14,7 +14,8 @@ add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
   BPE model with byte_fallback;
 - bert: BERT's WordPiece, spelled with a phantom space (gguf_wordpiece.py).
 write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
-SentencePiece-style one (byte fallback, ▁ spaces) as llama, BERT's WordPiece as bert, each token scored by the first merge that makes it.
+SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it,
+BERT's WordPiece as bert.
 llmarch's byte tokenizer (token i is byte i) is a gpt2 vocabulary too: its 256 bytes in GPT-2's byte-to-unicode
 spelling at ids 0-255, its special tokens after, and no merges, so that every piece of any split falls apart into
 its bytes (ByteTokenizer.hf_tokenizer; the split named gpt-2, which changes nothing without merges)."""
