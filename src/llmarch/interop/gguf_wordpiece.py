@@ -19,8 +19,7 @@ from ..errors import LlmarchError
 from .gguf import field
 
 SPACE = "\u2581"  # the phantom space, SentencePiece's ▁
-CONTROL = 3  # gguf_tokenizer's token types: 3 control, 5 unused (the writer's [PAD{i}] rows)
-UNUSED = 5
+UNKNOWN, CONTROL, UNUSED = 2, 3, 5  # gguf_tokenizer's token types (unused: the writer's [PAD{i}] rows)
 
 
 def from_phantom(tokens: list[str], types: list[int]) -> list[str]:
@@ -35,8 +34,8 @@ def to_phantom(pieces: list[str], types: list[int]) -> list[str]:
 
 
 def cased(pieces: list[str], types: list[int]) -> bool:
-    """Whether the vocabulary is a cased model's: a piece other than a control token holds A-Z."""
-    return any(re.search("[A-Z]", p) for p, k in zip(pieces, types) if k not in (CONTROL, UNUSED))
+    """Whether the vocabulary is a cased model's: a piece other than [UNK] and control tokens holds A-Z."""
+    return any(re.search("[A-Z]", p) for p, k in zip(pieces, types) if k not in (UNKNOWN, CONTROL, UNUSED))
 
 
 def wordpiece_tokenizer(reader, pieces: list[str], types: list[int], path):
