@@ -16,7 +16,8 @@ from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 
 
-HEADS = ("classify", "lm", "tokens")
+HEADS = ("classify", "embed", "lm", "tokens")
+POOLINGS = ("none", "cls", "mean", "last")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
             "ssm_dt_rank")
 _IMPLS = ("sdpa", "eager")
@@ -84,8 +85,13 @@ class ModelConfig:
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_bias: bool = False  # a bias on the output projection
-    head: str = "lm"  # lm: vocabulary logits per token; classify: n_labels per sequence; tokens: n_labels per token
+    # lm: vocabulary logits per token; classify: n_labels per sequence; tokens: n_labels per token; embed: no head,
+    # the final hidden states pooled by `pooling` (an embedding model, as llama.cpp runs BERT)
+    head: str = "lm"
     n_labels: int = 2  # classes of the classify and tokens heads
+    # head embed: none (each token's final hidden state), cls (the first token's), mean (over real tokens), last
+    # (the last real token's); llama.cpp's pooling_type
+    pooling: str = "none"
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_softcap: float | None = None  # scores soft-capped, cap * tanh(s / cap), before the softmax (Gemma 2: 50)
@@ -287,6 +293,8 @@ class ModelConfig:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
+        if self.pooling not in POOLINGS:
+            raise LlmarchError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLINGS)}")
         if self.n_labels <= 0:
             raise LlmarchError(f"n_labels must be positive, got {self.n_labels}")
         if self.init not in ("normal", "fan_in", "t5"):

@@ -258,7 +258,8 @@ def test_convert_to_gguf_writes_the_byte_tokenizer(tmp_path, capsys):
 
 
 def test_to_gguf_refuses_a_tokenizer_it_cannot_write(tmp_path):
-    """A vocabulary larger than the model's rows, a WordPiece one: one-line errors, and no file."""
+    """A vocabulary larger than the model's rows, a WordPiece one that is not BERT's (no BertNormalizer and
+    BertPreTokenizer, which llama.cpp's WPM tokenizer stands for): one-line errors, and no file."""
     from tokenizers import Tokenizer, models
 
     from llmarch.data.tokenizer import BPETokenizer, ByteTokenizer
@@ -268,7 +269,7 @@ def test_to_gguf_refuses_a_tokenizer_it_cannot_write(tmp_path):
     model = llmarch.build("llama-tiny", vocab_size=200, n_layers=1, d_model=32, n_heads=2, n_kv_heads=2,
                           ffn_hidden=64)
     wordpiece = BPETokenizer(Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")), eos_id=0)
-    for tok, problem in ((ByteTokenizer(), "tokenizer has 257 tokens"), (wordpiece, "this one is WordPiece")):
+    for tok, problem in ((ByteTokenizer(), "tokenizer has 257 tokens"), (wordpiece, "BERT's WordPiece .* differs")):
         with pytest.raises(LlmarchError, match=problem):
             to_gguf(model, tmp_path / "x.gguf", "f16", tok)
         assert not (tmp_path / "x.gguf").exists()

@@ -16,8 +16,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--input", required=True, help="text file, one text per line; - for stdin (required)")
     p.add_argument("--out", required=True, help="new .npy file: one row per input line (required)")
-    p.add_argument("--pooling", choices=POOLINGS, default="mean",
-                   help="mean over real tokens, or the first token's state (default: %(default)s)")
+    p.add_argument("--pooling", choices=POOLINGS, default=None,
+                   help="mean over real tokens, or the first token's state (default: an embedding model's own, "
+                        "a GGUF file's pooling_type, where it is one of these; else mean)")
     p.add_argument("--normalize", action="store_true", help="scale each row to unit length (default: %(default)s)")
     p.add_argument("--batch-size", type=at_least(1), default=32, help="texts per forward pass (default: %(default)s)")
     p.set_defaults(func=cmd_embed)
@@ -26,7 +27,7 @@ def add_parsers(sub) -> None:
 def cmd_embed(args) -> None:
     import numpy as np
 
-    from ..embed import embed
+    from ..embed import POOLINGS, embed
 
     out = Path(args.out)
     if out.suffix != ".npy":
@@ -43,9 +44,11 @@ def cmd_embed(args) -> None:
             raise LlmarchError(f"cannot read {args.input}: {getattr(e, 'strerror', None) or e}") from None
     lines = text.splitlines()
     model, tok = load_with_tokenizer(args.checkpoint)
-    vectors = embed(model, tok, lines, args.pooling, args.batch_size, args.normalize)
+    cfg = model.config
+    pooling = args.pooling or (cfg.pooling if cfg.head == "embed" and cfg.pooling in POOLINGS else "mean")
+    vectors = embed(model, tok, lines, pooling, args.batch_size, args.normalize)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.npy")
     np.save(tmp, vectors)
     os.replace(tmp, out)
-    print(f"wrote {out}: {vectors.shape[0]} x {vectors.shape[1]} float32 ({args.pooling} pooling)")
+    print(f"wrote {out}: {vectors.shape[0]} x {vectors.shape[1]} float32 ({pooling} pooling)")

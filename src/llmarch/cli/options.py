@@ -116,7 +116,7 @@ def field_docs(cls) -> dict[str, str]:
 def field_choices() -> dict[str, tuple[str, ...]]:
     """The values a string field of a config may take, from the registries and constants that check them,
     listed in its option's help (fields checked against an inline tuple list theirs in their comment)."""
-    from ..config import HEADS, QK_NORMS
+    from ..config import HEADS, POOLINGS, QK_NORMS
     from ..layers import ATTENTION, FFNS, NORMS, POSITIONS
     from ..layers.attention_kinds import ATTENTION_KINDS
     from ..layers.mixer import MIXERS
@@ -124,8 +124,8 @@ def field_choices() -> dict[str, tuple[str, ...]]:
     from ..train.pretrain import PARALLEL
 
     return {"ffn": tuple(FFNS), "norm": tuple(NORMS), "positions": tuple(POSITIONS), "attn_impl": tuple(ATTENTION),
-            "attention": tuple(ATTENTION_KINDS), "mixer": tuple(MIXERS), "head": HEADS, "qk_norm": QK_NORMS,
-            "objective": tuple(OBJECTIVES), "parallel": PARALLEL}  # tokenizer: also a checkpoint's
+            "attention": tuple(ATTENTION_KINDS), "mixer": tuple(MIXERS), "head": HEADS, "pooling": POOLINGS,
+            "qk_norm": QK_NORMS, "objective": tuple(OBJECTIVES), "parallel": PARALLEL}  # tokenizer: also a checkpoint's
 
 
 def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: tuple[str, ...] = (),

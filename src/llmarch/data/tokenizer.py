@@ -289,7 +289,18 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     except Exception as e:  # json or tokenizers parse failure: the file is damaged
         raise LlmarchError(f"cannot load {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     side_files = _side_files(Path(directory))
-    return BPETokenizer(tk, eos_id=_hf_eos_ids(Path(directory), side_files), side_files=side_files)
+    eos = _hf_eos_ids(Path(directory), side_files)
+    if eos is None and tk.token_to_id(EOS) is None:
+        eos = _sep_id(tk, side_files)
+    return BPETokenizer(tk, eos_id=eos, side_files=side_files)
+
+
+def _sep_id(tk, side_files: dict[str, bytes]) -> int | None:
+    """A BERT-style tokenizer's separator ([SEP], tokenizer_config.json's sep_token), which ends each of its
+    segments: the end-of-text of a tokenizer that has no eos token."""
+    sep = json.loads(side_files.get("tokenizer_config.json", b"{}")).get("sep_token")
+    sep = sep.get("content") if isinstance(sep, dict) else sep
+    return tk.token_to_id(sep) if isinstance(sep, str) else None
 
 
 def check_fits(tok: Tokenizer, vocab_size: int) -> None:

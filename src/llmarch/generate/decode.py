@@ -90,6 +90,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         raise LlmarchError("compile is implemented for greedy and sampled decoding of decoder-only models")
     if not cfg.causal:
         raise LlmarchError(f"{cfg.name} is bidirectional (causal=False) and cannot generate left to right")
+    if cfg.head != "lm":
+        raise LlmarchError(f"{cfg.name} has a {cfg.head} head, no language-model head, and cannot generate")
     if max_new_tokens < 0:
         raise LlmarchError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     as_lists = not isinstance(input_ids, torch.Tensor)

@@ -5,6 +5,7 @@ and a per-token classifier (BertForTokenClassification)."""
 from __future__ import annotations
 
 from ..config import ModelConfig
+from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -46,6 +47,9 @@ _ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
 
 
 def to_config(hf: dict) -> ModelConfig:
+    positions = hf.get("position_embedding_type", "absolute")
+    if positions != "absolute":  # relative_key(_query): Shaw et al. 2018's distance embeddings, which llmarch lacks
+        raise LlmarchError(f"BERT with position_embedding_type {positions!r} is not supported (absolute only)")
     return ModelConfig(name=hf.get("_name_or_path") or "bert", hf_model_type="bert", vocab_size=hf["vocab_size"],
                        d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
                        ffn=_ACT[hf.get("hidden_act", "gelu")], ffn_hidden=hf["intermediate_size"], norm="layernorm",

@@ -91,13 +91,26 @@ def _yarn(meta: Meta, context: int) -> dict:
             "beta_slow": meta.get("rope.scaling.yarn_beta_slow", 1.0), "truncate": True}
 
 
-def gguf_name_of(name_map, hf: str, renamed: tuple = ()) -> str | None:
+def gguf_model_config(reader, path):
+    """The ModelConfig of a GGUF file: its config.json-like dict (hf_config) through the family's table, then
+    the fields only GGUF metadata gives (Arch.model_in: an embedding model's head and pooling)."""
+    from .hf import hf_model_config
+
+    hf = hf_config(reader, path)
+    arch = field(reader, "general.architecture")
+    cfg = hf_model_config(hf, path)
+    more = ARCHS[arch].model_in(Meta(reader, arch, path))
+    return cfg.replace(**more) if more else cfg
+
+
+def gguf_name_of(name_map, hf: str, renamed: tuple = (), stripped: tuple = ()) -> str | None:
     """A Hugging Face tensor's GGUF name by the `gguf` package's map; BLOOM's converter strips `transformer.`
-    first, and the map knows its names so; `renamed`: the architecture's (ending, the ending the map knows)."""
+    first, and the map knows its names so; `renamed`: the architecture's (ending, the ending the map knows);
+    `stripped`: its other prefixes the converter strips (BERT's `bert.`)."""
     for end, known in renamed:
         if hf.endswith(end):
             hf = hf[:-len(end)] + known
-    for name in (hf, hf.removeprefix("transformer.")):
+    for name in (hf, *(hf.removeprefix(p) for p in ("transformer.", *stripped))):
         found = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if found is not None:
             return found
@@ -132,14 +145,15 @@ class GGUFTensors:
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
         self.to_gguf, self.expert, self.parts = {}, {}, {}
+        names = ARCHS[arch].renamed, ARCHS[arch].stripped
         for hf_name in hf_names:  # the names the family's rules read
-            gguf_name = gguf_name_of(name_map, hf_name, ARCHS[arch].renamed)
+            gguf_name = gguf_name_of(name_map, hf_name, *names)
             if gguf_name not in self.tensors and (m := EXPERT.search(hf_name)):  # one expert of a stacked tensor
-                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf_name), ARCHS[arch].renamed)
+                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf_name), *names)
                 self.expert[hf_name] = int(m.group(1))
             if gguf_name in self.tensors:
                 self.to_gguf[hf_name] = gguf_name
-            elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split, ARCHS[arch].renamed):
+            elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split, names):
                 self.parts[hf_name] = parts
         stored = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
         unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed)
@@ -154,12 +168,12 @@ class GGUFTensors:
                            if re.search(pattern, hf)}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
-    def _stored_split(self, name_map, hf: str, split: tuple, renamed: tuple):
+    def _stored_split(self, name_map, hf: str, split: tuple, names: tuple):
         """(the GGUF names of its parts, the join) of a tensor the converter split (Arch.split), if the file holds
         every part; else None."""
         for pattern, ends, _, join in split:
             if re.search(pattern, hf):
-                parts = [gguf_name_of(name_map, re.sub(pattern, end, hf), renamed) for end in ends]
+                parts = [gguf_name_of(name_map, re.sub(pattern, end, hf), *names) for end in ends]
                 if all(p in self.tensors for p in parts):
                     return parts, join
         return None
@@ -223,16 +237,15 @@ class GGUFTensors:
 def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
               take=None):
     """An llmarch model from a .gguf file (weights dequantized to fp32, or `dtype`); take: hf.build_from's."""
-    from .hf import FAMILIES, build_from, hf_model_config
+    from .hf import FAMILIES, build_from
     from .mapping import expand
 
     path = Path(path)
     if not path.is_file():
         raise LlmarchError(f"{path} does not exist")
     reader = open_gguf(path)
-    hf = hf_config(reader, path)
-    cfg = hf_model_config(hf, path)
-    family = FAMILIES[hf["model_type"]]
+    cfg = gguf_model_config(reader, path)
+    family = FAMILIES[cfg.hf_model_type]
     hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf]
     tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
                           cfg.n_layers, path, hf)

@@ -21,9 +21,9 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
 - A mixture of experts' stacked `ffn_*_exps` tensors go per expert onto the same kernels (quant/experts.py's
   QuantExperts: expert e's matrices are its own int4/int8 layers, with the file's codes for the 4-bit types); the
   router (`ffn_gate_inp`, F32 in llama.cpp's files) stays as it is.
-- The tensors the quantizers leave in float (KEPT_FLOAT: routers, Mamba's A, D, conv and norm weights, and
-  rows shorter than a block) do not make a file a mix; a linear layer among them (Mamba's dt projection, F16) is
-  re-quantized to int8 with the rest.
+- The tensors the quantizers leave in float (KEPT_FLOAT: routers, Mamba's A, D, conv and norm weights, learned
+  positions and token types, biases, and rows shorter than a block) do not make a file a mix; a linear layer among
+  them (Mamba's dt projection, F16) is re-quantized to int8 with the rest.
 Files of other types (F16, BF16, the IQ types, a mix with float matrices) have no kernel here: they are dequantized.
 Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
 a time beside the quantized ones, not the fp32 model."""
@@ -50,10 +50,11 @@ FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 EMBEDDING, HEAD = "token_embd.weight", "output.weight"
 # tensors the quantizers leave in float whatever the file's type: a mixture's router (and a shared expert's
 # gate), Mamba's A, D, conv and gated-norm weights and the same of Qwen3-Next's delta net (none of them a linear
-# layer's), every bias (the converter keeps all but `.weight` tensors F32: gpt-oss's experts' biases are 2-D), and
-# rows shorter than a block of 32 (Mamba's dt projection from a rank of 8 or 16); they do not decide the file's
-# scheme
-KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm|\.bias$")
+# layer's), every bias (the converter keeps all but `.weight` tensors F32: gpt-oss's experts' biases are 2-D),
+# learned positions and token types (convert_hf_to_gguf.py keeps POS_EMBD and TOKEN_TYPES F32: llama.cpp adds
+# BERT's type row to the F32 activations, which its CPU add refuses in F16), and rows shorter than a block of 32
+# (Mamba's dt projection from a rank of 8 or 16); they do not decide the file's scheme
+KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm|\.bias$|^position_embd\.|^token_types\.")
 
 
 def file_scheme(reader) -> Scheme | None:

@@ -11,9 +11,11 @@ add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
   adjacent pair whose concatenation is the best-scoring token (leftmost on ties) until none is a token; a
   character left outside the vocabulary becomes its UTF-8 bytes' <0xNN> tokens (byte fallback). That is BPE
   whose merges are every split of every token into two tokens, ranked by the token's score: a `tokenizers`
-  BPE model with byte_fallback.
+  BPE model with byte_fallback;
+- bert: BERT's WordPiece, spelled with a phantom space (gguf_wordpiece.py).
 write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
-SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it.
+SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it,
+BERT's WordPiece as bert.
 llmarch's byte tokenizer (token i is byte i) is a gpt2 vocabulary too: its 256 bytes in GPT-2's byte-to-unicode
 spelling at ids 0-255, its special tokens after, and no merges, so that every piece of any split falls apart into
 its bytes (ByteTokenizer.hf_tokenizer; the split named gpt-2, which changes nothing without merges)."""
@@ -27,6 +29,7 @@ from pathlib import Path
 from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, ByteTokenizer, Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .gguf import field, is_gguf, open_gguf
+from .gguf_wordpiece import from_phantom, wordpiece_tokenizer, write_wordpiece
 
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # LLaMA 3's split (llama-bpe); Qwen2's is the same with single digits
@@ -97,22 +100,26 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     from tokenizers import AddedToken, processors
 
     kind = field(reader, "tokenizer.ggml.model")
-    if kind not in ("gpt2", "llama"):
+    if kind not in ("gpt2", "llama", "bert"):
         raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
-                           "llama: SentencePiece)")
+                           "llama: SentencePiece, bert: WordPiece)")
     tokens = field(reader, "tokenizer.ggml.tokens")
     types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
-    tk = _byte_level(reader, tokens, path) if kind == "gpt2" else _sentencepiece(reader, tokens, types)
+    if kind == "bert":  # its own template ([CLS] A [SEP] B [SEP]) and special ids
+        tokens = from_phantom(tokens, types)
+        tk, ids = wordpiece_tokenizer(reader, tokens, types, path)
+    else:
+        tk = _byte_level(reader, tokens, path) if kind == "gpt2" else _sentencepiece(reader, tokens, types)
+        ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "pad")}
+        ids = {k: v for k, v in ids.items() if v is not None}
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t, k in zip(tokens, types) if k == CONTROL])
     tk.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
-    ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "pad")}
-    ids = {k: v for k, v in ids.items() if v is not None}
     # without add_bos_token: BOS for SentencePiece (llama.cpp's default for it), none for gpt2 vocabularies
     ends = [(end, tokens[ids[f"{end}_token_id"]], ids[f"{end}_token_id"]) for end, default in
             (("bos", kind == "llama"), ("eos", False))
             if field(reader, f"tokenizer.ggml.add_{end}_token", default) and f"{end}_token_id" in ids]
-    if ends:
+    if ends and kind != "bert":
         first = next((t for end, t, _ in ends if end == "bos"), None)
         last = next((t for end, t, _ in ends if end == "eos"), None)
         single = " ".join([*([first] if first else []), "$A", *([last] if last else [])])
@@ -171,15 +178,17 @@ def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
     if isinstance(tok, ByteTokenizer):
         tok = BPETokenizer(tok.hf_tokenizer(), eos_id=tok.eos_id)
     if not isinstance(tok, BPETokenizer):
-        raise LlmarchError(f"GGUF export writes BPE or byte tokenizers; this one is a {type(tok).__name__}")
+        raise LlmarchError(f"GGUF export writes `tokenizers` or byte tokenizers; this one is a {type(tok).__name__}")
     check_fits(tok, vocab_size)
     spec = json.loads(tok.tk.to_str())
-    if spec["model"]["type"] != "BPE":
-        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style); this one is "
-                           f"{spec['model']['type']}")
     tokens = [f"[PAD{i}]" for i in range(vocab_size)]
     for text, i in tok.tk.get_vocab(with_added_tokens=True).items():
         tokens[i] = text
+    if spec["model"]["type"] == "WordPiece":
+        return write_wordpiece(w, tok, spec, tokens, _types(tokens, spec))
+    if spec["model"]["type"] != "BPE":
+        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style) or BERT's "
+                           f"WordPiece; this one is {spec['model']['type']}")
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
     if spec["model"].get("byte_fallback"):  # SentencePiece: a token's score is minus its first merge's rank
         if spec.get("pre_tokenizer"):

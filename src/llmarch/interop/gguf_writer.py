@@ -100,10 +100,9 @@ def _alike(a, b) -> bool:
 
 def _check_reads_back(path: Path, cfg) -> None:
     """The written file, read as from_gguf reads it, must give `cfg` again (name, eos and training terms aside)."""
-    from .gguf import hf_config
-    from .hf import hf_model_config
+    from .gguf import gguf_model_config
 
-    back = hf_model_config(hf_config(open_gguf(path), path), path)
+    back = gguf_model_config(open_gguf(path), path)
     # a family written as another's architecture (Mistral as llama) reads back as that family; the router's
     # training terms (aux loss, jitter) and Mamba-2's scan chunk (a way of computing, the same values at any)
     # change no output, and GGUF has no key for them
@@ -148,8 +147,9 @@ def _array(t: torch.Tensor, name: str, kind):
     """One tensor as the writer takes it: (array, raw_dtype or None). The router stays F32 (llama.cpp's
     quantizer leaves ffn_gate_inp alone: a small matrix whose rounding would change which experts run), and so
     do Mamba's A, D, conv and gated-norm weights (llama.cpp's SSM kernels read them as F32 only: an F16 one
-    fails an assert), and every bias (the converter keeps all but `.weight` tensors F32; gpt-oss's experts'
-    biases are (E, out))."""
+    fails an assert), every bias (the converter keeps all but `.weight` tensors F32; gpt-oss's experts' biases are
+    (E, out)), and learned positions and token types (the converter keeps them F32; llama.cpp's bert adds an F16
+    token-type row to its activations not at all)."""
     import gguf
 
     array = t.detach().float().cpu().numpy()
@@ -206,10 +206,13 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
     _metadata(w, cfg, hf, arch)
     extra = arch.write(w, hf)
+    kept = arch.model_out(w, cfg)
     w.add_file_type(getattr(gguf.LlamaFileType, FILE_TYPES.get(dtype, f"MOSTLY_{dtype.upper()}")))
     if tokenizer is not None:
         write_tokenizer(w, tokenizer, cfg.vocab_size)
     for name, t in tensors.items():
+        if arch.dropped and re.search(arch.dropped, name):
+            continue
         if arch.permuted_qk and ".q_proj." in name:
             t = _permute(t, cfg.n_heads)
         if arch.permuted_qk and ".k_proj." in name:
@@ -220,7 +223,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             if re.search(pattern, name):
                 t = to(t.float(), hf)
         for name, t in _split(name, t, arch, hf):
-            gguf_name = gguf_name_of(names, name, arch.renamed)
+            gguf_name = gguf_name_of(names, name, arch.renamed, arch.stripped)
             array, raw = _array(t, gguf_name, _kind(dtype, gguf_name))
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
@@ -232,7 +235,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w.write_tensors_to_file()
     w.close()
     try:
-        _check_reads_back(Path(path), cfg)
+        _check_reads_back(Path(path), kept)
     except LlmarchError:
         Path(path).unlink(missing_ok=True)
         raise

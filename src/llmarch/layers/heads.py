@@ -5,7 +5,10 @@
   state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
   pooled = tanh(C W + b). RoBERTa's classification head has the same shape under other names. A causal
   model's first token sees nothing after it, so there the last real token is pooled (as transformers'
-  GPT-2 and LLaMA sequence classifiers do)."""
+  GPT-2 and LLaMA sequence classifiers do).
+- pool: an embedding model's output (head embed), the final hidden states as llama.cpp pools them (its
+  pooling_type): each token's, the first token's ([CLS]), their mean over real tokens (Sentence-BERT's mean
+  pooling, Reimers & Gurevych 2019, §3), or the last real token's."""
 from __future__ import annotations
 
 import torch
@@ -48,3 +51,15 @@ def pool_token(x: torch.Tensor, pad_mask: torch.Tensor | None, which: str) -> to
     else:
         index = T - 1 - real.flip(1).argmax(dim=1)
     return x[torch.arange(x.shape[0], device=x.device), index]
+
+
+def pool(x: torch.Tensor, pad_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """x (B, T, C), pad_mask (B, T) or None -> (B, T, C) for pooling none, else (B, C)."""
+    if pooling == "none":
+        return x
+    if pooling == "mean":
+        if pad_mask is None:
+            return x.mean(dim=1)
+        real = pad_mask.to(x.dtype)[..., None]  # (B, T, 1)
+        return (x * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+    return pool_token(x, pad_mask, "first" if pooling == "cls" else "last")

@@ -9,14 +9,16 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..layers.heads import HeadTransform, Pooler
+from ..layers.heads import HeadTransform, Pooler, pool
 from ..layers.softcap import soft_cap
 from .stack import Stack, check_ids, init_weights
 
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor  # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens
+    # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens; embed: (B, T, C) with pooling
+    # none, else (B, C)
+    logits: torch.Tensor
     hidden_states: torch.Tensor  # (B, T, C): the final hidden states the head reads (after ln_final)
     encoder_hidden_states: torch.Tensor | None = None  # encoder-decoders: the encoder output (B, S, C)
 
@@ -31,7 +33,7 @@ class TransformerLM(Stack):
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
-        else:  # classify: a label per sequence from the pooled token; tokens: a label per token
+        elif cfg.head != "embed":  # classify: a label per sequence from the pooled token; tokens: a label per token
             self.pooler = Pooler(cfg) if cfg.head == "classify" else None
             self.classifier = nn.Linear(cfg.d_model, cfg.n_labels)
         if self.embed.weight.device.type != "meta":
@@ -59,7 +61,7 @@ class TransformerLM(Stack):
         x = self.run(self.embed(input_ids), attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids)
         pad_mask = None
-        if attention_mask is not None and self.config.head == "classify":
+        if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
         return ModelOutput(logits=self._head(x, pad_mask), hidden_states=x)
 
@@ -76,6 +78,8 @@ class TransformerLM(Stack):
             return self.classifier(self.drop(self.pooler(x, pad_mask)))  # (B, n_labels)
         if self.config.head == "tokens":
             return self.classifier(self.drop(x))  # (B, T, n_labels)
+        if self.config.head == "embed":
+            return pool(x, pad_mask, self.config.pooling)  # (B, T, C) or (B, C)
         if self.head_transform is not None:
             x = self.head_transform(x)
         if self.config.head_scale:  # T5 v1.0 (tied head): rescale before projecting onto the embedding matrix

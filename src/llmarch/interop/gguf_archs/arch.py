@@ -42,6 +42,11 @@ class Meta:
         return len(ts) == 2 and ts[a].tensor_type == ts[b].tensor_type and \
             list(ts[a].shape) == list(ts[b].shape) and np.array_equal(ts[a].data, ts[b].data)
 
+    def rows(self, name: str) -> int | None:
+        """The first dimension of a matrix as Hugging Face holds it (GGUF lists ne0, the row length, first)."""
+        t = next((t for t in self.reader.tensors if t.name == name), None)
+        return None if t is None else int(t.shape[-1])
+
     def tensor(self, name: str) -> list[float] | None:
         import gguf
 
@@ -57,6 +62,14 @@ def _same(hf: dict, meta: Meta) -> dict:
 
 def _write_nothing(w, hf: dict) -> dict:
     return {}
+
+
+def _nothing_more(meta: Meta) -> dict:
+    return {}
+
+
+def _as_is(w, cfg):
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -92,3 +105,13 @@ class Arch:
     # _metadata writes attention.key_length, value_length and rope.dimension_count from head_dim; False: `write`
     # does (DeepSeek's latent attention, whose lengths are the latent's)
     head_lengths: bool = True
+    # Hugging Face name prefixes the converter strips before the name map (BERT's `bert.`)
+    stripped: tuple[str, ...] = ()
+    # Hugging Face tensors (regex) the converter leaves out of the file (BERT's masked-LM head and pooler)
+    dropped: str | None = None
+    # ModelConfig fields the file's metadata gives that no config.json field does (an embedding model's head and
+    # pooling), applied after the family's table
+    model_in: Callable[[Meta], dict] = _nothing_more
+    # the same out: (GGUFWriter, the model's ModelConfig) -> the ModelConfig the file holds (what reading it back
+    # gives: a BERT's masked-LM head dropped), writing what it needs and refusing what the file cannot hold
+    model_out: Callable[[object, object], object] = _as_is
