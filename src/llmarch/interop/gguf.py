@@ -91,12 +91,12 @@ def _yarn(meta: Meta, context: int) -> dict:
             "beta_slow": meta.get("rope.scaling.yarn_beta_slow", 1.0), "truncate": True}
 
 
-def gguf_model_config(reader, path):
-    """The ModelConfig of a GGUF file: its config.json-like dict (hf_config) through the family's table, then
-    the fields only GGUF metadata gives (Arch.model_in: an embedding model's head and pooling)."""
+def gguf_model_config(reader, path, hf: dict | None = None):
+    """The ModelConfig of a GGUF file: its config.json-like dict (hf_config, unless given) through the family's
+    table, then the fields only GGUF metadata gives (Arch.model_in: an embedding model's head and pooling)."""
     from .hf import hf_model_config
 
-    hf = hf_config(reader, path)
+    hf = hf_config(reader, path) if hf is None else hf
     arch = field(reader, "general.architecture")
     cfg = hf_model_config(hf, path)
     more = ARCHS[arch].model_in(Meta(reader, arch, path))
@@ -244,7 +244,8 @@ def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | 
     if not path.is_file():
         raise LlmarchError(f"{path} does not exist")
     reader = open_gguf(path)
-    cfg = gguf_model_config(reader, path)
+    hf = hf_config(reader, path)
+    cfg = gguf_model_config(reader, path, hf)
     family = FAMILIES[cfg.hf_model_type]
     hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf]
     tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
