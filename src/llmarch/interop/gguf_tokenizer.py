@@ -27,6 +27,7 @@ from pathlib import Path
 from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, ByteTokenizer, Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .gguf import field, is_gguf, open_gguf
+from .gguf_unigram import DEFAULT_IDS as UNIGRAM_IDS, unigram_tokenizer, write_unigram
 
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # LLaMA 3's split (llama-bpe); Qwen2's is the same with single digits
@@ -97,20 +98,25 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     from tokenizers import AddedToken, processors
 
     kind = field(reader, "tokenizer.ggml.model")
-    if kind not in ("gpt2", "llama"):
+    if kind not in ("gpt2", "llama", "t5"):
         raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
-                           "llama: SentencePiece)")
+                           "llama: SentencePiece, t5: SentencePiece unigram)")
     tokens = field(reader, "tokenizer.ggml.tokens")
     types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
-    tk = _byte_level(reader, tokens, path) if kind == "gpt2" else _sentencepiece(reader, tokens, types)
+    build = {"gpt2": lambda: _byte_level(reader, tokens, path), "llama": lambda: _sentencepiece(reader, tokens, types),
+             "t5": lambda: unigram_tokenizer(reader, tokens, types, path)}
+    tk = build[kind]()
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t, k in zip(tokens, types) if k == CONTROL])
     tk.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
-    ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "pad")}
+    defaults = {"eos": UNIGRAM_IDS["eos_token_id"], "padding": UNIGRAM_IDS["padding_token_id"]} if kind == "t5" else {}
+    ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{g}_token_id", defaults.get(g))
+           for k, g in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
     ids = {k: v for k, v in ids.items() if v is not None}
-    # without add_bos_token: BOS for SentencePiece (llama.cpp's default for it), none for gpt2 vocabularies
+    # without add_bos_token / add_eos_token, llama.cpp's defaults: BOS for SentencePiece, EOS for unigram (T5's
+    # </s> after the text), neither for gpt2 vocabularies
     ends = [(end, tokens[ids[f"{end}_token_id"]], ids[f"{end}_token_id"]) for end, default in
-            (("bos", kind == "llama"), ("eos", False))
+            (("bos", kind == "llama"), ("eos", kind == "t5"))
             if field(reader, f"tokenizer.ggml.add_{end}_token", default) and f"{end}_token_id" in ids]
     if ends:
         first = next((t for end, t, _ in ends if end == "bos"), None)
@@ -174,14 +180,16 @@ def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
         raise LlmarchError(f"GGUF export writes BPE or byte tokenizers; this one is a {type(tok).__name__}")
     check_fits(tok, vocab_size)
     spec = json.loads(tok.tk.to_str())
-    if spec["model"]["type"] != "BPE":
-        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style); this one is "
-                           f"{spec['model']['type']}")
+    if spec["model"]["type"] not in ("BPE", "Unigram"):
+        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style) and unigram ones "
+                           f"(T5's); this one is {spec['model']['type']}")
     tokens = [f"[PAD{i}]" for i in range(vocab_size)]
     for text, i in tok.tk.get_vocab(with_added_tokens=True).items():
         tokens[i] = text
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
-    if spec["model"].get("byte_fallback"):  # SentencePiece: a token's score is minus its first merge's rank
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"].get("merges", [])]
+    if spec["model"]["type"] == "Unigram":
+        write_unigram(w, tok, tokens)
+    elif spec["model"].get("byte_fallback"):  # SentencePiece: a token's score is minus its first merge's rank
         if spec.get("pre_tokenizer"):
             raise LlmarchError("GGUF export: a SentencePiece-style tokenizer with a pre-tokenizer (Metaspace) has no "
                                "llama.cpp equivalent; the ▁ escape and prefix must be its normalizer's")
@@ -197,8 +205,9 @@ def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
         w.add_tokenizer_pre(_pre_name(spec))
         w.add_key_value(gguf.Keys.Tokenizer.MERGES, [" ".join(m) for m in merges], gguf.GGUFValueType.ARRAY,
                         sub_type=gguf.GGUFValueType.STRING)  # llama.cpp refuses a gpt2 vocabulary without the key
-    w.add_token_list(tokens)
-    w.add_token_types(_types(tokens, spec))
+    if spec["model"]["type"] == "BPE":
+        w.add_token_list(tokens)
+        w.add_token_types(_types(tokens, spec))
     ids = tok.hf_token_ids()
     eos = ids.get("eos_token_id", tok.eos_id)
     w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)

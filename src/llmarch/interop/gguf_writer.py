@@ -158,7 +158,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
     tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
-                                     cfg.n_layers)
+                                     max(cfg.n_layers, cfg.n_decoder_layers))
     kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
     _metadata(w, cfg, hf, arch.rope)

@@ -81,3 +81,6 @@ class Arch:
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
     renamed: tuple[tuple[str, str], ...] = ()
+    # config.json -> a regex of the family's Hugging Face names this variant has no tensors for, where the name map
+    # gives another variant's tensor the same GGUF name (T5's ReLU `wi` and gated `wi_1` are both ffn_up)
+    absent: Callable[[dict], str | None] = lambda hf: None
