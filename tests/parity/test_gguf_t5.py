@@ -171,18 +171,24 @@ def test_unigram_vocabulary_tokenizes_as_transformers_and_llama_cpp(tmp_path, t5
         assert vocab.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text), text
 
 
-def test_generate_cli_on_t5_gguf_answers_as_on_its_hf_checkpoint(tmp_path, t5_tokenizer, capsys):
+def test_convert_and_generate_cli_on_t5_gguf_answer_as_on_its_hf_checkpoint(tmp_path, t5_tokenizer, capsys):
+    """`convert --to-gguf` of the Hugging Face directory, then of the GGUF file to Q8_0 (its vocabulary written
+    again from the file's); `generate` answers alike on the three (the Q8_0 file on the int8 kernel)."""
     from llmarch.cli import main
 
-    model = from_transformers(tmp_path, gated=True, vocab_size=len(t5_tokenizer), num_layers=1)
+    from_transformers(tmp_path, gated=True, vocab_size=len(t5_tokenizer), num_layers=1)
     t5_tokenizer.save_pretrained(tmp_path / "hf")
-    to_gguf(model, tmp_path / "t5.gguf", "f32", BPETokenizer(t5_tokenizer._tokenizer, eos_id=1))
+    for src, kind, out in (("hf", "f32", "t5.gguf"), ("t5.gguf", "q8_0", "q8.gguf")):
+        assert main(["convert", "--to-gguf", str(tmp_path / src), "--gguf-type", kind, "--out",
+                     str(tmp_path / out)]) == 0
+    capsys.readouterr()
     answers = []
-    for checkpoint in (tmp_path / "hf", tmp_path / "t5.gguf"):
-        assert main(["generate", "--checkpoint", str(checkpoint), "--prompt", TEXTS[1], "--temperature", "0",
-                     "--max-new-tokens", "6", "--no-stream"]) == 0
+    for checkpoint in ("hf", "t5.gguf", "q8.gguf"):
+        assert main(["generate", "--checkpoint", str(tmp_path / checkpoint), "--prompt", TEXTS[1],
+                     "--temperature", "0", "--max-new-tokens", "6", "--no-stream"]) == 0
         answers.append(capsys.readouterr().out)
-    assert answers[0] == answers[1] and answers[0].strip()
+    assert answers[0] == answers[1] == answers[2] and answers[0].strip()
+    assert checkpoint_tokenizer(tmp_path / "q8.gguf").encode(SENTENCES[1]) == t5_tokenizer(SENTENCES[1]).input_ids
 
 
 @pytest.mark.parametrize("gated,fields,problem", [

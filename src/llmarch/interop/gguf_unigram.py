@@ -64,16 +64,21 @@ def _charsmap(spec: dict) -> bytes | None:
 
 
 def _whitespace(spec: dict) -> tuple[bool, bool]:
-    """(add_space_prefix, remove_extra_whitespaces) of a transformers T5-style tokenizer: a Metaspace
-    pre-tokenizer prepending ▁, after a WhitespaceSplit that drops every run of spaces."""
-    pre = spec.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", [pre])
+    """(add_space_prefix, remove_extra_whitespaces): transformers' T5Tokenizer spells them as a Metaspace
+    pre-tokenizer prepending ▁ after a WhitespaceSplit, which drops every run of spaces; unigram_tokenizer as
+    normalizer steps (a Prepend of ▁, the replacement of space runs)."""
+    pre, norm = spec.get("pre_tokenizer") or {}, spec.get("normalizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre else []
     kinds = [s.get("type") for s in steps]
     meta = next((s for s in steps if s.get("type") == "Metaspace"), None)
-    if meta is None or meta.get("replacement", SPACE) != SPACE or set(kinds) - {"Metaspace", "WhitespaceSplit"}:
-        raise LlmarchError("GGUF export: a unigram tokenizer needs SentencePiece's ▁ spaces (a Metaspace "
-                           f"pre-tokenizer, as transformers' T5Tokenizer); this one has {kinds}")
-    return meta.get("prepend_scheme", "always") != "never", "WhitespaceSplit" in kinds
+    if meta is not None and meta.get("replacement") == SPACE and set(kinds) <= {"Metaspace", "WhitespaceSplit"}:
+        return meta.get("prepend_scheme", "always") != "never", "WhitespaceSplit" in kinds
+    rules = norm.get("normalizers", [norm])
+    if not steps and {"type": "Replace", "pattern": {"String": " "}, "content": SPACE} in rules:
+        return (any(r.get("type") == "Prepend" and r.get("prepend") == SPACE for r in rules),
+                any(r.get("pattern") == {"Regex": " {2,}"} for r in rules))
+    raise LlmarchError("GGUF export: a unigram tokenizer needs SentencePiece's ▁ spaces (a Metaspace pre-tokenizer, "
+                       f"as transformers' T5Tokenizer has); this one has {kinds or 'none'}")
 
 
 def write_unigram(w, tok, tokens: list[str]) -> None:

@@ -1,14 +1,14 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba), as llama.cpp's convert_hf_to_gguf.py writes them from the
+gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, t5), as llama.cpp's convert_hf_to_gguf.py writes them from the
 same Hugging Face config.json and tensors: the family table's tensors named by the `gguf` package's name map
 (per-expert tensors stacked, (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms,
 GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log),
 in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (quantized by gguf.quants.quantize; norms and 1-D tensors stay
 F32, as llama.cpp keeps them), with the metadata llama.cpp reads and the tokenizer (gguf_tokenizer.write_tokenizer:
-byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer
-pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without
-renormalised top-k) is refused: the file is read back and must give the model's config."""
+byte-level BPE, SentencePiece, T5's unigram or llmarch's bytes). A model that the metadata cannot express (a
+Gemma 3 layer pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE
+without renormalised top-k) is refused: the file is read back and must give the model's config."""
 from __future__ import annotations
 
 import dataclasses

@@ -36,7 +36,8 @@ def _t5(hf: dict, meta: Meta) -> dict:
                 relative_attention_num_buckets=meta.get("attention.relative_buckets_count"),
                 relative_attention_max_distance=MAX_DISTANCE,
                 feed_forward_proj="gated-gelu" if gated else "relu",
-                tie_word_embeddings=tied, scale_decoder_outputs=tied and not gated, n_positions=hf["max_position_embeddings"],
+                tie_word_embeddings=tied, scale_decoder_outputs=tied and not gated,
+                n_positions=hf["max_position_embeddings"],
                 pad_token_id=0 if pad is None else pad.contents(),  # llama.cpp's defaults for a t5 vocabulary
                 eos_token_id=1 if hf["eos_token_id"] is None else hf["eos_token_id"],
                 decoder_start_token_id=meta.get("decoder_start_token_id", 0))
