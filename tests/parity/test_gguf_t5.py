@@ -154,6 +154,29 @@ def test_t5_gguf_round_trip_and_llama_cpp(case, tmp_path, t5_tokenizer):
     assert np.abs(theirs / scale - logits).max() <= 2e-3 * np.abs(logits).max()
 
 
+@pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
+def test_llama_cpp_decodes_quantized_t5_file_as_llmarch_reads_it(kind, tmp_path, t5_tokenizer):
+    """Q8_0 / Q4_0 (norms, the bias tables and rows shorter than a block stay float): llama.cpp's greedy answer is
+    llmarch's on the same file, read dequantized, but at near-ties (measured: the same 8 tokens, logits within
+    1.2e-2 and 1.5e-2 of the largest |logit|: llama.cpp quantizes the activations to Q8 for these products)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    path = tmp_path / f"{kind}.gguf"
+    to_gguf(untied(tmp_path), path, kind, BPETokenizer(t5_tokenizer._tokenizer, eos_id=1))
+    model = llmarch.from_gguf(path)
+    torch.manual_seed(1)
+    source = torch.randint(3, 96, (13,)).tolist()
+    seq, theirs = llama_cpp_seq2seq(path, source, 8)
+    with torch.no_grad():
+        ours = llmarch.generate(model, torch.tensor([source]), max_new_tokens=8, eos_id=-1)[0].tolist()
+        logits = model(torch.tensor([source]), torch.tensor([seq[:-1]])).logits[0].numpy()
+    tol = 5e-2 * np.abs(logits).max()
+    assert np.abs(theirs - logits).max() <= tol
+    split = next((i for i, (a, b) in enumerate(zip(ours, seq)) if a != b), len(seq))
+    if split < len(seq):
+        top2 = np.sort(logits[split - 1])[-2:]
+        assert top2[1] - top2[0] <= 2 * tol, (split, top2)
+
+
 def test_converter_style_file_reads_as_transformers(tmp_path):
     """A file as T5Model writes one, by hand from the transformers state dict and the `gguf` package's name map
     (its keys only: no head_count_kv or vocab_size; an older checkpoint's unused cross-attention bias table),
