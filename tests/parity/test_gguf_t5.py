@@ -258,6 +258,24 @@ def test_to_gguf_refuses_t5_variants_llama_cpp_would_run_otherwise(gated, fields
     assert not (tmp_path / "x.gguf").exists()
 
 
+def test_unigram_vocabulary_without_space_prefix_or_merging_tokenizes_as_llama_cpp(tmp_path, t5_tokenizer):
+    """add_space_prefix and remove_extra_whitespaces false (a Metaspace that never prepends, no WhitespaceSplit):
+    spaces kept one ▁ each, at the ends too."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    tk = tokenizers.Tokenizer.from_str(t5_tokenizer._tokenizer.to_str())
+    tk.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(prepend_scheme="never")
+    path = tmp_path / "t5.gguf"
+    to_gguf(from_transformers(tmp_path, gated=True, num_layers=1), path, "f32", BPETokenizer(tk, eos_id=1))
+    fields = gguf.GGUFReader(str(path)).fields
+    assert not fields["tokenizer.ggml.add_space_prefix"].contents()
+    assert not fields["tokenizer.ggml.remove_extra_whitespaces"].contents()
+    tok = checkpoint_tokenizer(path)
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    for text in SENTENCES:
+        assert vocab.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text), text
+    assert "".join(map(tok.tk.id_to_token, tok.encode(" the  dog "))) == "▁the▁▁dog▁</s>"
+
+
 def test_encoder_only_t5_file_is_refused(tmp_path):
     w = gguf.GGUFWriter(str(tmp_path / "enc.gguf"), "t5encoder")
     w.add_block_count(1)
