@@ -12,8 +12,11 @@ add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
   character left outside the vocabulary becomes its UTF-8 bytes' <0xNN> tokens (byte fallback). That is BPE
   whose merges are every split of every token into two tokens, ranked by the token's score: a `tokenizers`
   BPE model with byte_fallback.
+- t5: SentencePiece unigram (T5, flan-t5), tokens with scores segmented by Viterbi after llama.cpp's own
+  normalization (gguf_unigram.py).
 write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
-SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it.
+SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it,
+a unigram one as t5.
 llmarch's byte tokenizer (token i is byte i) is a gpt2 vocabulary too: its 256 bytes in GPT-2's byte-to-unicode
 spelling at ids 0-255, its special tokens after, and no merges, so that every piece of any split falls apart into
 its bytes (ByteTokenizer.hf_tokenizer; the split named gpt-2, which changes nothing without merges)."""
@@ -109,7 +112,7 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t, k in zip(tokens, types) if k == CONTROL])
     tk.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
-    defaults = {"eos": UNIGRAM_IDS["eos_token_id"], "padding": UNIGRAM_IDS["padding_token_id"]} if kind == "t5" else {}
+    defaults = UNIGRAM_IDS if kind == "t5" else {}
     ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{g}_token_id", defaults.get(g))
            for k, g in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
     ids = {k: v for k, v in ids.items() if v is not None}

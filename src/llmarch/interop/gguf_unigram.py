@@ -18,36 +18,32 @@ import base64
 import json
 
 from ..errors import LlmarchError
+from .gguf import field
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5
 SPACE = "\u2581"  # SentencePiece's ▁
-DEFAULT_IDS = {"eos_token_id": 1, "unknown_token_id": 2, "padding_token_id": 0}  # llama.cpp's for a t5 vocabulary
-
-
-def _field(reader, key: str, default=None):
-    f = reader.fields.get(key)
-    return default if f is None else f.contents()
+DEFAULT_IDS = {"eos": 1, "unknown": 2, "padding": 0}  # llama.cpp's for a t5 vocabulary (tokenizer.ggml.*_token_id)
 
 
 def unigram_tokenizer(reader, tokens: list[str], types: list[int], path):
     """The file's unigram model with llama.cpp's normalization (module docstring)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers
 
-    scores = _field(reader, "tokenizer.ggml.scores")
+    scores = field(reader, "tokenizer.ggml.scores")
     if scores is None:
         raise LlmarchError(f"{path}: a t5 (unigram) vocabulary without tokenizer.ggml.scores")
     floor = min((s for s, k in zip(scores, types) if k == NORMAL), default=0.0)
     lattice = [(t, 0.0 if k == USER_DEFINED else s if k == NORMAL else max(s, floor))
                for t, s, k in zip(tokens, scores, types)]
-    unk = _field(reader, "tokenizer.ggml.unknown_token_id", DEFAULT_IDS["unknown_token_id"])
+    unk = field(reader, "tokenizer.ggml.unknown_token_id", DEFAULT_IDS["unknown"])
     tk = Tokenizer(models.Unigram(lattice, unk_id=unk, byte_fallback=False))
     steps = []
-    charsmap = _field(reader, "tokenizer.ggml.precompiled_charsmap")
+    charsmap = field(reader, "tokenizer.ggml.precompiled_charsmap")
     if charsmap:
-        steps.append(normalizers.Precompiled(bytes(charsmap)))
-    if _field(reader, "tokenizer.ggml.remove_extra_whitespaces", False):
+        steps.append(normalizers.Precompiled(bytes(b & 0xFF for b in charsmap)))  # an INT8 array too, as llama.cpp
+    if field(reader, "tokenizer.ggml.remove_extra_whitespaces", False):
         steps += [normalizers.Replace(Regex("^ +| +$"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
-    prefix = _field(reader, "tokenizer.ggml.add_space_prefix", False)
+    prefix = field(reader, "tokenizer.ggml.add_space_prefix", False)
     if prefix:
         steps.append(normalizers.Prepend(SPACE))
     tk.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", SPACE)])
