@@ -20,7 +20,7 @@ family and are refused."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
-from .arch import Arch, Meta
+from .arch import Arch, Meta, field
 
 MAX_DISTANCE = 128  # llama.cpp's llama_relative_position_bucket: max_distance is not in the file
 
@@ -28,7 +28,6 @@ MAX_DISTANCE = 128  # llama.cpp's llama_relative_position_bucket: max_distance i
 def _t5(hf: dict, meta: Meta) -> dict:
     """config.json's T5 fields from the metadata; the FFN's kind from whether encoder block 0 has a gate."""
     tied, gated = hf["tie_word_embeddings"], meta.has("enc.blk.0.ffn_gate.weight")
-    pad = meta.reader.fields.get("tokenizer.ggml.padding_token_id")
     return dict(model_type="t5", _name_or_path=hf["_name_or_path"], vocab_size=hf["vocab_size"],
                 d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], num_layers=hf["num_hidden_layers"],
                 num_decoder_layers=meta.get("decoder_block_count", hf["num_hidden_layers"]),
@@ -38,7 +37,7 @@ def _t5(hf: dict, meta: Meta) -> dict:
                 feed_forward_proj="gated-gelu" if gated else "relu",
                 tie_word_embeddings=tied, scale_decoder_outputs=tied and not gated,
                 n_positions=hf["max_position_embeddings"],
-                pad_token_id=0 if pad is None else pad.contents(),  # llama.cpp's defaults for a t5 vocabulary
+                pad_token_id=field(meta.reader, "tokenizer.ggml.padding_token_id", 0),  # llama.cpp's t5 defaults
                 eos_token_id=1 if hf["eos_token_id"] is None else hf["eos_token_id"],
                 decoder_start_token_id=meta.get("decoder_start_token_id", 0))
 
