@@ -247,7 +247,9 @@ def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | 
     hf = hf_config(reader, path)
     cfg = gguf_model_config(reader, path, hf)
     family = FAMILIES[cfg.hf_model_type]
-    hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf]
+    absent = ARCHS[field(reader, "general.architecture")].absent(hf)
+    hf_names = [name for rule in expand(family.rules_for(cfg), cfg) for name in rule.hf
+                if not (absent and re.search(absent, name))]
     tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
-                          cfg.n_layers, path, hf)
+                          max(cfg.n_layers, cfg.n_decoder_layers), path, hf)
     return build_from(cfg, family, tensors, path, dtype, device, take)

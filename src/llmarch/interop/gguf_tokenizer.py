@@ -12,10 +12,12 @@ add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
   character left outside the vocabulary becomes its UTF-8 bytes' <0xNN> tokens (byte fallback). That is BPE
   whose merges are every split of every token into two tokens, ranked by the token's score: a `tokenizers`
   BPE model with byte_fallback;
-- bert: BERT's WordPiece, spelled with a phantom space (gguf_wordpiece.py).
+- bert: BERT's WordPiece, spelled with a phantom space (gguf_wordpiece.py);
+- t5: SentencePiece unigram (T5, flan-t5), tokens with scores segmented by Viterbi after llama.cpp's own
+  normalization (gguf_unigram.py).
 write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
 SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it,
-BERT's WordPiece as bert.
+BERT's WordPiece as bert, a unigram one as t5.
 llmarch's byte tokenizer (token i is byte i) is a gpt2 vocabulary too: its 256 bytes in GPT-2's byte-to-unicode
 spelling at ids 0-255, its special tokens after, and no merges, so that every piece of any split falls apart into
 its bytes (ByteTokenizer.hf_tokenizer; the split named gpt-2, which changes nothing without merges)."""
@@ -30,6 +32,7 @@ from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, ByteTokenizer, Tokenize
 from ..errors import LlmarchError
 from .gguf import field, is_gguf, open_gguf
 from .gguf_wordpiece import from_phantom, wordpiece_tokenizer, write_wordpiece
+from .gguf_unigram import DEFAULT_IDS as UNIGRAM_IDS, unigram_tokenizer, write_unigram
 
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # LLaMA 3's split (llama-bpe); Qwen2's is the same with single digits
@@ -100,24 +103,30 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     from tokenizers import AddedToken, processors
 
     kind = field(reader, "tokenizer.ggml.model")
-    if kind not in ("gpt2", "llama", "bert"):
+    if kind not in ("gpt2", "llama", "bert", "t5"):
         raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
-                           "llama: SentencePiece, bert: WordPiece)")
+                           "llama: SentencePiece, bert: WordPiece, t5: SentencePiece unigram)")
     tokens = field(reader, "tokenizer.ggml.tokens")
     types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
     if kind == "bert":  # its own template ([CLS] A [SEP] B [SEP]) and special ids
         tokens = from_phantom(tokens, types)
         tk, ids = wordpiece_tokenizer(reader, tokens, types, path)
     else:
-        tk = _byte_level(reader, tokens, path) if kind == "gpt2" else _sentencepiece(reader, tokens, types)
-        ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "pad")}
+        build = {"gpt2": lambda: _byte_level(reader, tokens, path),
+                 "llama": lambda: _sentencepiece(reader, tokens, types),
+                 "t5": lambda: unigram_tokenizer(reader, tokens, types, path)}
+        tk = build[kind]()
+        defaults = UNIGRAM_IDS if kind == "t5" else {}
+        ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{g}_token_id", defaults.get(g))
+               for k, g in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
         ids = {k: v for k, v in ids.items() if v is not None}
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t, k in zip(tokens, types) if k == CONTROL])
     tk.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
-    # without add_bos_token: BOS for SentencePiece (llama.cpp's default for it), none for gpt2 vocabularies
+    # without add_bos_token / add_eos_token, llama.cpp's defaults: BOS for SentencePiece, EOS for unigram (T5's
+    # </s> after the text), neither for gpt2 vocabularies
     ends = [(end, tokens[ids[f"{end}_token_id"]], ids[f"{end}_token_id"]) for end, default in
-            (("bos", kind == "llama"), ("eos", False))
+            (("bos", kind == "llama"), ("eos", kind == "t5"))
             if field(reader, f"tokenizer.ggml.add_{end}_token", default) and f"{end}_token_id" in ids]
     if ends and kind != "bert":
         first = next((t for end, t, _ in ends if end == "bos"), None)
@@ -186,11 +195,13 @@ def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
         tokens[i] = text
     if spec["model"]["type"] == "WordPiece":
         return write_wordpiece(w, tok, spec, tokens, _types(tokens, spec))
-    if spec["model"]["type"] != "BPE":
-        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style) or BERT's "
-                           f"WordPiece; this one is {spec['model']['type']}")
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
-    if spec["model"].get("byte_fallback"):  # SentencePiece: a token's score is minus its first merge's rank
+    if spec["model"]["type"] not in ("BPE", "Unigram"):
+        raise LlmarchError(f"GGUF export writes BPE tokenizers (byte-level or SentencePiece-style), unigram ones "
+                           f"(T5's) and BERT's WordPiece; this one is {spec['model']['type']}")
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"].get("merges", [])]
+    if spec["model"]["type"] == "Unigram":
+        write_unigram(w, tok, tokens)
+    elif spec["model"].get("byte_fallback"):  # SentencePiece: a token's score is minus its first merge's rank
         if spec.get("pre_tokenizer"):
             raise LlmarchError("GGUF export: a SentencePiece-style tokenizer with a pre-tokenizer (Metaspace) has no "
                                "llama.cpp equivalent; the ▁ escape and prefix must be its normalizer's")
@@ -206,8 +217,9 @@ def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
         w.add_tokenizer_pre(_pre_name(spec))
         w.add_key_value(gguf.Keys.Tokenizer.MERGES, [" ".join(m) for m in merges], gguf.GGUFValueType.ARRAY,
                         sub_type=gguf.GGUFValueType.STRING)  # llama.cpp refuses a gpt2 vocabulary without the key
-    w.add_token_list(tokens)
-    w.add_token_types(_types(tokens, spec))
+    if spec["model"]["type"] == "BPE":
+        w.add_token_list(tokens)
+        w.add_token_types(_types(tokens, spec))
     ids = tok.hf_token_ids()
     eos = ids.get("eos_token_id", tok.eos_id)
     w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)

@@ -1,7 +1,7 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
 gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2,
-gpt_oss), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json and tensors: the
+gpt_oss, t5), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json and tensors: the
 family table's tensors named by the `gguf` package's name map (per-expert tensors stacked, (E, out, in)), q/k rows
 permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and
 Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter splits written as its parts
@@ -9,10 +9,9 @@ Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter spl
 gate_up into gate and up), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by gguf.quants.quantize), Q4_K
 (gguf_kquants.py; rows not of whole 256-blocks in Q5_0, as llama.cpp falls back) or MXFP4 experts; norms, biases
 and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads and the tokenizer
-(gguf_tokenizer.write_tokenizer:
-byte-level BPE, SentencePiece or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer
-pattern other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without
-renormalised top-k) is refused: the file is read back and must give the model's config."""
+(gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece, BERT's WordPiece, T5's unigram or llmarch's
+bytes). A model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing
+Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without renormalised top-k) is refused: the file is read back and must give the model's config."""
 from __future__ import annotations
 
 import dataclasses
@@ -200,7 +199,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
     tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
-                                     cfg.n_layers)
+                                     max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:
         raise LlmarchError("GGUF type mxfp4 holds a mixture's experts in MXFP4; this model has no experts")
     w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])

@@ -115,3 +115,6 @@ class Arch:
     # the same out: (GGUFWriter, the model's ModelConfig) -> the ModelConfig the file holds (what reading it back
     # gives: a BERT's masked-LM head dropped), writing what it needs and refusing what the file cannot hold
     model_out: Callable[[object, object], object] = _as_is
+    # config.json -> a regex of the family's Hugging Face names this variant has no tensors for, where the name map
+    # gives another variant's tensor the same GGUF name (T5's ReLU `wi` and gated `wi_1` are both ffn_up)
+    absent: Callable[[dict], str | None] = lambda hf: None
