@@ -98,7 +98,8 @@ def file_codes(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor
     codes, scales, zeros = int4_rtn(weight, group_size)  # Q4_1's form
     forms = [(codes.reshape_as(g).float(), scales, zeros)]
     d = -g.gather(-1, g.abs().argmax(-1, keepdim=True)) / 8  # Q4_0's form: (N, K/G, 1)
-    forms.append(((g / torch.where(d == 0, 1.0, d)).round().add(8).clamp(0, 15), d.squeeze(-1), torch.zeros_like(scales)))
+    q4_0_codes = (g / torch.where(d == 0, 1.0, d)).round().add(8).clamp(0, 15)
+    forms.append((q4_0_codes, d.squeeze(-1), torch.zeros_like(scales)))
     errors = [((q - 8) * s[..., None] + z[..., None] - g).abs().amax(-1) for q, s, z in forms]
     q4_0 = errors[1] <= errors[0]  # among exact forms Q4_0's first: its zero, 0, is exact in bf16 too
     q = torch.where(q4_0[..., None], forms[1][0], forms[0][0])

@@ -11,7 +11,8 @@ gate_up into gate and up), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized 
 and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads and the tokenizer
 (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece, BERT's WordPiece, T5's unigram or llmarch's
 bytes). A model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing
-Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without renormalised top-k) is refused: the file is read back and must give the model's config."""
+Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without renormalised top-k) is refused: the file is
+read back and must give the model's config."""
 from __future__ import annotations
 
 import dataclasses
