@@ -192,3 +192,24 @@ def test_a_q4_k_file_runs_on_int4_beside_int8(tmp_path):
         if len(theirs) == 8:
             break
     assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()
+
+
+def test_a_row_of_no_whole_blocks_goes_to_int8(tmp_path):
+    """A Q4_0 file whose FFN width (48) is no multiple of 32 keeps its down projections F16, as the converter
+    does: loading puts them on int8 (named in int8_layers) instead of refusing the group size, and a quantized
+    checkpoint of the model loads again (it refused the width 48 before)."""
+    from llmarch.quant.checkpoint import load_quantized, save_quantized
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", vocab_size=272, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                          ffn_hidden=48, context_length=64).eval()
+    path = tmp_path / "m.q4_0.gguf"
+    to_gguf(model, path, "q4_0")
+    assert {t.name: t.tensor_type.name for t in open_gguf(path).tensors}["blk.0.ffn_down.weight"] == "F16"
+    q = llmarch.from_gguf(path, kernels=True)
+    assert q.quantization.int8_layers == ("blocks.0.mlp.down", "blocks.1.mlp.down")
+    assert isinstance(q.blocks[0].mlp.down, Int8Linear) and isinstance(q.blocks[0].mlp.gate_up, Int4Linear)
+    save_quantized(q, q.quantization, tmp_path / "q")
+    ids = torch.randint(0, 272, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(load_quantized(tmp_path / "q")(ids).logits, q(ids).logits)

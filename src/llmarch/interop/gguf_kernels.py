@@ -162,10 +162,9 @@ class QuantizeAsRead:
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
 
     def __call__(self, model: nn.Module, name: str, tensor: torch.Tensor) -> bool:
-        from ..quant.apply import check_widths, targets
+        from ..quant.apply import targets
 
         if self.targets is None:  # on the first tensor: the meta model's layers (and experts) the scheme quantizes
-            check_widths(model, self.scheme)
             self.targets = set(dict(targets(model, self.scheme)))
         if name == "embed.weight":
             if "lm_head" in self.targets and model.config.tied_head:  # the head is the table: its own copy
@@ -199,11 +198,16 @@ class QuantizeAsRead:
 
     def make(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
         """The quantized layer for `name`: int4 holding the file's own codes (file_codes) where they give its
-        weight exactly (a 4-bit type's), else int8 (listed in int8_layers)."""
+        weight exactly (a 4-bit type's), else int8 (listed in int8_layers where the scheme would not make it so:
+        a 5- to 8-bit type's, or a width the groups do not divide)."""
         from ..quant.apply import holds_int4
 
         N, K = weight.shape
         codes = None
+        G = self.scheme.group_size
+        if self.scheme.int4 and K > G and K % G:  # a row of whole blocks it is not (a file's F16 row of 48)
+            self.int8_layers.append(name)  # named, so that a checkpoint of the model builds it int8 again
+            return self.make_int8(name, weight, bias)
         if holds_int4(self.scheme, N, K) and not (name == "lm_head" and self.scheme.head_int8):
             codes = file_codes(weight, self.scheme.group_size)
             if not exactly_held(weight, *codes):

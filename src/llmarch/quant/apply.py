@@ -69,9 +69,13 @@ one group, like Mamba's dt_proj, goes to int8 instead)."""
 
     if not scheme.int4:
         return
+    int8 = set(scheme.int8_layers)  # held in int8 whatever their width (a GGUF file's F16 row of 48)
     for name, module in targets(model, scheme):
-        K = module.in_features if isinstance(module, nn.Linear) else module.w_in.shape[-1]
-        widths = [K] if isinstance(module, nn.Linear) else [K, module.down.shape[-1]]
+        if isinstance(module, nn.Linear):
+            widths = [] if name in int8 else [module.in_features]
+        else:  # an expert's matrices, by the name of expert 0's
+            widths = [w.shape[-1] for w, part in ((module.w_in, module.in_name), (module.down, "down"))
+                      if f"{name}.{part}.0" not in int8]
         for width in widths:
             if width > scheme.group_size and width % scheme.group_size:
                 raise LlmarchError(f"group size {scheme.group_size} does not divide the width {width} of {name}; "
