@@ -317,3 +317,28 @@ def test_int8_layers_narrower_than_the_kernels_blocks_still_multiply_right():
         with torch.no_grad():
             want = torch.nn.functional.linear(x, q.dequantized(), linear.bias)
             assert (q(x) - want).abs().max() < 0.02 * want.abs().max()
+
+
+def test_an_int8_head_gives_its_largest_logits_in_fp32():
+    """The int8 kernel returns bf16 (a step of 0.125 at logits of 16-32: near-ties became ties, which greedy broke
+    by id); an int8 LM head recomputes each row's 8 largest outputs in fp32 from its int8 rows, which equal the
+    dequantized head's product, while the rest keep the kernel's rounding. top_indices finds topk's indices."""
+    from llmarch.quant.linear import EXACT_TOP, top_indices
+
+    torch.manual_seed(0)
+    for N in (49152, 1000):
+        y = torch.randn(3, N)
+        assert torch.equal(top_indices(y, 8).sort(-1).values, y.topk(8, -1).indices.sort(-1).values)
+    model = tiny("llama-tiny", vocab_size=1024, d_model=64)
+    q = quantize(copy.deepcopy(model), "int8")
+    assert q.lm_head.exact_top and not q.blocks[0].attn.qkv_proj.exact_top
+    h = torch.randn(2, 1, 64) * 4
+    with torch.no_grad():
+        got = q.lm_head(h)[:, 0]
+        want = h[:, 0] @ q.lm_head.dequantized().t()
+        top = want.topk(EXACT_TOP, -1).indices
+        assert (got.gather(-1, top) - want.gather(-1, top)).abs().max() <= 1e-5 * want.abs().max()
+        assert (got - want).abs().max() > 1e-3 * want.abs().max()  # the others in bf16
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+        many = q.lm_head(torch.randn(1, 100, 64))  # a prompt's every position (eval): the kernel's alone
+    assert many.shape == (1, 100, 1024)

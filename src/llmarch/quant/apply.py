@@ -52,14 +52,21 @@ def layer_maker(scheme: Scheme, meta: bool):
     _linear_maker's, in int8 for the LM head under scheme.head_int8 and for the layers scheme.int8_layers names."""
     make = _linear_maker(scheme, meta)
     if not scheme.int4:
-        return lambda name, weight, bias, fitted=None: make(weight, bias, fitted)
+        return lambda name, weight, bias, fitted=None: exact_head(name, make(weight, bias, fitted))
     as_int8 = _linear_maker(replace(scheme, method="int8", int8_layers=()), meta)
     int8 = set(scheme.int8_layers) | ({"lm_head"} if scheme.head_int8 else set())
 
     def make_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, fitted: tuple | None = None):
-        return (as_int8 if name in int8 else make)(weight, bias, fitted)
+        return exact_head(name, (as_int8 if name in int8 else make)(weight, bias, fitted))
 
     return make_layer
+
+
+def exact_head(name: str, layer: nn.Module) -> nn.Module:
+    """An int8 LM head recomputes its largest outputs in fp32 (linear.py, EXACT_TOP): what greedy decoding picks."""
+    if name == "lm_head" and isinstance(layer, Int8Linear):
+        layer.exact_top = True
+    return layer
 
 
 def check_widths(model: nn.Module, scheme: Scheme) -> None:

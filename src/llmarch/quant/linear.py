@@ -29,6 +29,10 @@ INT4_ROWS = 16  # the int4 CPU kernel packs output rows in tiles of 16: N must b
 # the process (torch 2.13, K = 4 to 28 but 16), so such layers (Mamba's dt projection from a rank of 8) multiply
 # by their dequantized weight instead
 INT8_K = 16
+# an LM head's largest outputs recomputed in fp32 (Int8Linear.exact_top): the kernels return bf16, whose step at
+# a logit of 16-32 is 0.125, so near-ties became exact ties and greedy decoding took the lower id (SmolLM2 in int8
+# parted from fp32's tokens at the 2nd new token with bf16 logits, at the 5th, a 0.008 tie, with exact ones)
+EXACT_TOP, EXACT_TOP_ROWS = 8, 64
 
 
 def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -78,11 +82,36 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = product(self, _flat(x, self.scales.dtype))
+        if self.exact_top and y.dtype != x.dtype and y.shape[0] <= EXACT_TOP_ROWS and y.shape[1] > EXACT_TOP:
+            y = self._exact_top(y.to(x.dtype), x.reshape(-1, self.in_features))
         y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
+    exact_top = False  # quant.apply sets it on an LM head (decoding's few rows; EXACT_TOP above)
+
+    def _exact_top(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y (M, N) with its EXACT_TOP largest entries per row replaced by x W^T in x's dtype (fp32)."""
+        idx = top_indices(y, EXACT_TOP)  # (M, k)
+        rows = self.weight[idx].to(x.dtype)  # (M, k, K): k rows of int8 weights per input row
+        exact = (rows @ x[:, :, None]).squeeze(-1) * self.scales.to(x.dtype)[idx]
+        return y.scatter(-1, idx, exact)
+
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8, {self.scales.dtype}"
+        top = f", its {EXACT_TOP} largest outputs in fp32" if self.exact_top else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8, {self.scales.dtype}{top}"
+
+
+def top_indices(y: torch.Tensor, k: int, chunk: int = 128) -> torch.Tensor:
+    """The indices (M, k) of each row's k largest entries of y (M, N), through chunk maxima: every one of them lies
+    in one of the k chunks of largest maximum, so two small top-k's replace one over the whole row (a vocabulary of
+    49,152: topk 70 us on a 2-core CPU, this 27)."""
+    M, N = y.shape
+    if N % chunk or N // chunk <= k:
+        return y.topk(k, -1).indices
+    chunks = y.view(M, N // chunk, chunk)
+    best = chunks.amax(-1).topk(k, -1).indices  # (M, k)
+    inside = chunks.gather(1, best[..., None].expand(M, k, chunk)).reshape(M, k * chunk).topk(k, -1).indices
+    return best.gather(1, inside // chunk) * chunk + inside % chunk
 
 
 class Int8Embedding(nn.Module):
