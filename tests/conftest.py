@@ -36,6 +36,17 @@ def tiny(base: str = "llama-tiny", **overrides):
     return llmarch.build(base, **{**TINY, **overrides}).eval()
 
 
+def perturbed_from_hf(hf, folder):
+    """A random transformers model with its 1-D parameters (norm gains, biases) moved off their init by N(0, 0.1),
+    saved to `folder` and read back by llmarch.from_hf: what the parity tests compare against."""
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(folder)
+    return llmarch.from_hf(folder)
+
+
 def byte_checkpoint(folder, context_length: int = 64):
     """A tiny random LLaMA (2 layers of 64, byte vocabulary) saved with its byte tokenizer: the base the
     fine-tuning tests (SFT, DPO, QLoRA) load from disk. Returns the checkpoint's path."""

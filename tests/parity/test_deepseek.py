@@ -42,11 +42,9 @@ CASES = {
 }
 
 
-def build_hf(case, tmp_path):
-    conf_cls, model_cls, kwargs = CASES[case]
-    torch.manual_seed(0)
-    hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval()
-    with torch.no_grad():  # non-trivial gains and biases; routers far from uniform so a swap cannot hide
+def perturb(hf):
+    """Non-trivial gains and biases; routers far from uniform (and V3's expert bias set) so a swap cannot hide."""
+    with torch.no_grad():
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
@@ -55,6 +53,13 @@ def build_hf(case, tmp_path):
         for name, b in hf.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 b.copy_(torch.randn_like(b) * 0.1)
+    return hf
+
+
+def build_hf(case, tmp_path):
+    conf_cls, model_cls, kwargs = CASES[case]
+    torch.manual_seed(0)
+    hf = perturb(getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval())
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(tmp_path / "hf")
     return hf

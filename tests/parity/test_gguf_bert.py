@@ -19,6 +19,8 @@ from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer, gguf_tokenizer,
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.models.build import with_head
 
+from conftest import perturbed_from_hf
+
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
@@ -57,12 +59,7 @@ def tiny(tmp_path, vocab_size: int, arch: str = "BertForMaskedLM", **changes):
     conf = config_class(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=96, max_position_embeddings=64, **changes)
     hf = getattr(transformers, arch)(conf)
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-    hf.save_pretrained(tmp_path / "hf")
-    return llmarch.from_hf(tmp_path / "hf")
+    return perturbed_from_hf(hf, tmp_path / "hf")
 
 
 def batch(vocab_size: int):

@@ -16,6 +16,8 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
+from test_deepseek import perturb
+
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
@@ -48,16 +50,7 @@ def tiny(case, tmp_path, **changes):
     """The case's random model as llmarch reads it from a Hugging Face directory: gains and the expert bias
     perturbed, the router sharpened so a wrong choice of experts shows."""
     torch.manual_seed(0)
-    hf = transformers.AutoModelForCausalLM.from_config(config(case, **changes))
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-            if name.endswith("mlp.gate.weight"):
-                p.mul_(20.0)
-        for name, b in hf.named_buffers():
-            if name.endswith("e_score_correction_bias"):
-                b.copy_(torch.randn_like(b) * 0.1)
+    hf = perturb(transformers.AutoModelForCausalLM.from_config(config(case, **changes)))
     hf.save_pretrained(tmp_path / "hf")
     return llmarch.from_hf(tmp_path / "hf")
 
@@ -94,11 +87,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ids = torch.randint(0, 256, (1, 24))
     assert (logits(back, ids) - logits(model, ids)).abs().max() <= 1e-4
     llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    prompt = ids[0, :8].tolist()
-    seq, theirs = llama_cpp_test.llama_cpp_greedy(path, prompt, 8)
-    with torch.no_grad():
-        ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist()
-    assert np.abs(theirs - logits(model, torch.tensor([seq[:-1]]))[0].numpy()).max() <= 1e-3 and ours == seq
+    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist())
+    assert apart <= 1e-3 and ours == seq
 
 
 @pytest.mark.parametrize("case,changes,problem", [

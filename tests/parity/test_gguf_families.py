@@ -13,6 +13,8 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.interop.gguf_writer import to_gguf
 
+from conftest import perturbed_from_hf
+
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
@@ -62,12 +64,7 @@ def tiny(case, tmp_path, **changes):
     torch.manual_seed(0)
     conf = getattr(transformers, conf_cls)(**{**kwargs, **changes})
     hf = transformers.AutoModelForCausalLM.from_config(conf)
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-    hf.save_pretrained(tmp_path / "hf")
-    return llmarch.from_hf(tmp_path / "hf")
+    return perturbed_from_hf(hf, tmp_path / "hf")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -85,12 +82,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
         want = model(ids).logits
         assert (back(ids).logits - want).abs().max() <= 1e-4
     llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    prompt = ids[0, :8].tolist()
-    seq, theirs = llama_cpp_test.llama_cpp_greedy(path, prompt, 8)
-    with torch.no_grad():
-        ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist()
-        logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
-    assert np.abs(theirs - logits).max() <= 1e-3 and ours == seq
+    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist())
+    assert apart <= 1e-3 and ours == seq
 
 
 @pytest.mark.parametrize("case,changes,problem", [

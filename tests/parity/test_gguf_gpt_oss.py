@@ -49,11 +49,8 @@ def tiny(tmp_path, **changes):
 def llama_cpp_agrees(model, path, prompt: list[int], tol: float) -> None:
     """llama.cpp's greedy tokens on the file are `model`'s, its logits within tol of `model`'s."""
     llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    seq, theirs = llama_cpp_test.llama_cpp_greedy(path, prompt, 8, exact=True)
-    with torch.no_grad():
-        ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist()
-        logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
-    assert np.abs(theirs - logits).max() <= tol and ours == seq
+    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, prompt, exact=True)
+    assert apart <= tol and ours == seq
 
 
 def test_round_trip_and_llama_cpp(tmp_path):

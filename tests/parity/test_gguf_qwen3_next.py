@@ -4,7 +4,6 @@ gated full-attention layers, experts with a gated shared expert) written by `to_
 llmarch's tokens with llmarch's logits; a file written independently here by convert_hf_to_gguf.py's rules
 (Qwen3NextModel), in the current layout (attn_qkv + attn_gate) and the older one (ssm_in whole), reads as
 transformers' model; what llama.cpp cannot represent is refused in one line."""
-import numpy as np
 import pytest
 import torch
 
@@ -12,6 +11,8 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
+
+from test_qwen3_next import perturb
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -32,14 +33,7 @@ CASES = {
 
 def hf_model(**changes):
     torch.manual_seed(0)
-    hf = transformers.Qwen3NextForCausalLM(transformers.Qwen3NextConfig(**{**CONFIG, **changes})).eval()
-    with torch.no_grad():  # non-trivial norm gains, decays and step sizes; a router far from uniform
-        for name, p in hf.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-            if name.endswith("mlp.gate.weight"):
-                p.normal_(0, 0.4)
-    return hf
+    return perturb(transformers.Qwen3NextForCausalLM(transformers.Qwen3NextConfig(**{**CONFIG, **changes})).eval())
 
 
 def tiny(tmp_path, **changes):
@@ -49,14 +43,9 @@ def tiny(tmp_path, **changes):
 
 
 def greedy_in_llama_cpp(path, model, ids):
-    """llama.cpp's greedy tokens and logits on the file, with llmarch's on the same prefix (skipped without it)."""
+    """llama.cpp's greedy tokens on the file, llmarch's on the same prompt, and how far their logits are apart."""
     llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    prompt = ids[0, :8].tolist()
-    seq, theirs = llama_cpp_test.llama_cpp_greedy(path, prompt, 8)
-    with torch.no_grad():
-        ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=8)[0].tolist()
-        logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
-    return seq, ours, np.abs(theirs - logits).max()
+    return llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -50,6 +50,16 @@ class LlamaCpp:
         llama_cpp.llama_model_free(self.model)
 
 
+def greedy_against_llmarch(path, model, prompt: list[int], new: int = 8, exact: bool = False):
+    """llama.cpp's greedy continuation of `prompt` on the file (seq), llmarch's by `model` (ours), and the largest
+    |logit| difference between the two on seq's prefixes: what the GGUF family tests compare."""
+    seq, theirs = llama_cpp_greedy(path, prompt, new, exact=exact)
+    with torch.no_grad():
+        ours = llmarch.generate(model, torch.tensor([prompt]), max_new_tokens=new)[0].tolist()
+        logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
+    return seq, ours, np.abs(theirs - logits).max()
+
+
 def llama_cpp_greedy(path, prompt: list[int], new: int, exact: bool = False) -> tuple[list[int], np.ndarray]:
     """llama.cpp's greedy continuation of `prompt` and its logits at every position but the last (exact: see
     LlamaCpp)."""

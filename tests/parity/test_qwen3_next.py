@@ -18,17 +18,22 @@ CONFIG = dict(vocab_size=128, hidden_size=64, num_hidden_layers=4, num_attention
               layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"])
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("qwen3_next")
-    torch.manual_seed(0)
-    hf = transformers.Qwen3NextForCausalLM(transformers.Qwen3NextConfig(**CONFIG)).eval()
-    with torch.no_grad():  # non-trivial norm gains, decays and step sizes; a router far from uniform
+def perturb(hf):
+    """Non-trivial norm gains, decays and step sizes; a router far from uniform."""
+    with torch.no_grad():
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
             if name.endswith("mlp.gate.weight"):
                 p.normal_(0, 0.4)
+    return hf
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qwen3_next")
+    torch.manual_seed(0)
+    hf = perturb(transformers.Qwen3NextForCausalLM(transformers.Qwen3NextConfig(**CONFIG)).eval())
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(tmp / "hf")
     return hf, from_hf(tmp / "hf"), tmp
