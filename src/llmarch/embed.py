@@ -8,6 +8,7 @@ import torch
 
 from .data.batching import encode, pad
 from .errors import LlmarchError
+from .layers.heads import pool
 
 POOLINGS = ("cls", "mean")
 
@@ -32,10 +33,7 @@ def embed(model, tok, texts: list[str], pooling: str = "mean", batch_size: int =
             ids, mask = pad(seqs[i:i + batch_size], tok.eos_id, left=False)
             ids, mask = ids.to(device), mask.to(device)
             h = model(ids, attention_mask=mask).hidden_states.float()  # (B, T, C)
-            if pooling == "cls":
-                v = h[:, 0]
-            else:
-                v = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            v = pool(h, mask.bool(), pooling)
             if normalize:
                 v = torch.nn.functional.normalize(v, dim=-1)
             out.append(v.cpu().numpy())
