@@ -32,6 +32,7 @@ from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, ByteTokenizer, Tokenize
 from ..errors import LlmarchError
 from .gguf import field, is_gguf, open_gguf
 from .gguf_wordpiece import from_phantom, wordpiece_tokenizer, write_wordpiece
+from .gguf_vocab import BYTE, CONTROL, NORMAL, SPACE, UNKNOWN, UNUSED, USER_DEFINED
 from .gguf_unigram import DEFAULT_IDS as UNIGRAM_IDS, unigram_tokenizer, write_unigram
 
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -43,8 +44,6 @@ QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
 # GPT-2-like split, then digit runs, then groups of three digits, each regex splitting the previous pieces
 DEFAULT = (r"[\p{P}\$\+<=>\^~\|]+", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
            r"\p{N}+", r"[0-9][0-9][0-9]")
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-SPACE = "\u2581"  # SentencePiece's ▁
 
 
 def _pre_tokenizer(name: str, path):

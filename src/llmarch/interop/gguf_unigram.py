@@ -19,9 +19,8 @@ import json
 
 from ..errors import LlmarchError
 from .gguf import field
+from .gguf_vocab import CONTROL, NORMAL, SPACE, UNKNOWN, UNUSED, USER_DEFINED
 
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5
-SPACE = "\u2581"  # SentencePiece's ▁
 DEFAULT_IDS = {"eos": 1, "unknown": 2, "padding": 0}  # llama.cpp's for a t5 vocabulary (tokenizer.ggml.*_token_id)
 
 

@@ -17,9 +17,7 @@ import re
 
 from ..errors import LlmarchError
 from .gguf import field
-
-SPACE = "\u2581"  # the phantom space, SentencePiece's ▁
-UNKNOWN, CONTROL, UNUSED = 2, 3, 5  # gguf_tokenizer's token types (unused: the writer's [PAD{i}] rows)
+from .gguf_vocab import CONTROL, SPACE, UNKNOWN, UNUSED  # unused: the writer's [PAD{i}] rows
 
 
 def from_phantom(tokens: list[str], types: list[int]) -> list[str]:
