@@ -62,7 +62,7 @@ def hf_config(reader, path) -> dict:
         raise LlmarchError(f"{path}: GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHS)}")
     meta = Meta(reader, arch, path)
     get = meta.get
-    names = {t.name for t in reader.tensors}
+    names = meta.tensors
     if "rope_freqs.weight" in names:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
@@ -71,7 +71,7 @@ def hf_config(reader, path) -> dict:
         raise LlmarchError(f"{path}: RoPE scaling {scaling!r} is not supported in GGUF {arch} files "
                            f"({', '.join(dict.fromkeys(('none', 'linear', 'yarn', *own)))})")
     d, heads = get("embedding_length"), get("attention.head_count")
-    embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    embed = names.get("token_embd.weight")
     hf = dict(model_type=ARCHS[arch].model_type, _name_or_path=field(reader, "general.name", arch),
               vocab_size=int(embed.shape[-1]) if embed is not None else get("vocab_size", None),
               hidden_size=d, intermediate_size=get("feed_forward_length"), num_hidden_layers=get("block_count"),

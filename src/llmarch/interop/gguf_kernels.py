@@ -88,11 +88,12 @@ def from_gguf_kernels(path: str | Path, device=None):
 
 
 def file_codes(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The int4 codes (N, K) and scales and zeros (N, K/G) that hold a matrix of Q4_0 and Q4_1 blocks exactly, from
-    its dequantized values: per group whichever block form reproduces it. Q4_1's w = d q + m is found again by
+    """The int4 codes (N, K) and scales and zeros (N, K/G) that hold a matrix of Q4_0, Q4_1 and Q4_K blocks exactly,
+    from its dequantized values: per group whichever block form reproduces it. Q4_1's w = d q + m is found again by
     round-to-nearest between the group's min and max; Q4_0's w = d (q - 8) is not when the block does not reach
     q = 15, but its largest |w| is always -8 d (llama.cpp's quantizer maps the largest |x| to q = 0), which gives d
-    and then q. A file that mixes the two forms is exact too."""
+    and then q; a Q4_K sub-block's, which may reach neither end, by _grid. A file that mixes the forms is exact
+    too; one of more than 4 bits is not (exactly_held says which)."""
     N, K = weight.shape
     g = weight.float().reshape(N, K // group_size, group_size)
     codes, scales, zeros = int4_rtn(weight, group_size)  # Q4_1's form
@@ -106,8 +107,10 @@ def file_codes(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor
     s, z = torch.where(q4_0, forms[1][1], forms[0][1]), torch.where(q4_0, forms[1][2], forms[0][2])
     tol = 1e-5 * g.abs().amax(-1)
     rest = torch.minimum(*errors) > tol  # groups neither form holds: Q4_K's, or not 4-bit at all
-    if rest.any() and _at_most_16_values(g[rest][:256], tol[rest][:256]):
-        q[rest], s[rest], z[rest] = _grid(g[rest], tol[rest])
+    if rest.any():
+        g_rest, tol_rest = g[rest], tol[rest]
+        if _at_most_16_values(g_rest[:256], tol_rest[:256]):
+            q[rest], s[rest], z[rest] = _grid(g_rest, tol_rest)
     return q.to(torch.uint8).reshape(N, K), s, z
 
 
@@ -203,14 +206,13 @@ class QuantizeAsRead:
         from ..quant.apply import holds_int4
 
         N, K = weight.shape
-        codes = None
         G = self.scheme.group_size
-        if self.scheme.int4 and K > G and K % G:  # a row of whole blocks it is not (a file's F16 row of 48)
+        codes = None
+        int8 = self.scheme.int4 and K > G and K % G  # a row of whole blocks it is not (a file's F16 row of 48)
+        if holds_int4(self.scheme, N, K) and not (name == "lm_head" and self.scheme.head_int8):
+            codes = file_codes(weight, G)
+            int8 = not exactly_held(weight, *codes)
+        if int8:
             self.int8_layers.append(name)  # named, so that a checkpoint of the model builds it int8 again
             return self.make_int8(name, weight, bias)
-        if holds_int4(self.scheme, N, K) and not (name == "lm_head" and self.scheme.head_int8):
-            codes = file_codes(weight, self.scheme.group_size)
-            if not exactly_held(weight, *codes):
-                self.int8_layers.append(name)
-                return self.make_int8(name, weight, bias)
         return self.make_layer(name, weight, bias, codes)

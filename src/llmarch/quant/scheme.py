@@ -31,7 +31,7 @@ class Scheme:
     # the LM head to int8 per output channel whatever the method: as a GGUF file holds it in Q8_0 beside Q4_1
     # matrices (SmolLM2's), where an int4 copy of a 49k-row table costs 5% perplexity (docs/quantization.md)
     head_int8: bool = False
-    # layers held in int8 under an int4 method (module names; an expert's linear as `<experts>.<down|w_in>.<e>`):
+    # layers held in int8 under an int4 method (module names; an expert's as `<experts>.<gate_up|up|down>.<e>`):
     # a GGUF file's 5- to 8-bit matrices beside its 4-bit ones (Q4_K_M's Q6_K), which int4 cannot hold exactly
     int8_layers: tuple[str, ...] = ()
 

@@ -22,6 +22,7 @@ class Meta:
 
     def __init__(self, reader, arch: str, path):
         self.reader, self.arch, self.path = reader, arch, path
+        self.tensors = {t.name: t for t in reader.tensors}
 
     def get(self, key: str, default=_REQUIRED):
         value = field(self.reader, f"{self.arch}.{key}")
@@ -32,25 +33,25 @@ class Meta:
         return value
 
     def has(self, name: str) -> bool:
-        return any(t.name == name for t in self.reader.tensors)
+        return name in self.tensors
 
     def same(self, a: str, b: str) -> bool:
         """Whether tensors a and b are both in the file, of one type and shape, with equal bytes."""
         import numpy as np
 
-        ts = {t.name: t for t in self.reader.tensors if t.name in (a, b)}
-        return len(ts) == 2 and ts[a].tensor_type == ts[b].tensor_type and \
-            list(ts[a].shape) == list(ts[b].shape) and np.array_equal(ts[a].data, ts[b].data)
+        ta, tb = self.tensors.get(a), self.tensors.get(b)
+        return ta is not None and tb is not None and ta.tensor_type == tb.tensor_type and \
+            list(ta.shape) == list(tb.shape) and np.array_equal(ta.data, tb.data)
 
     def rows(self, name: str) -> int | None:
         """The first dimension of a matrix as Hugging Face holds it (GGUF lists ne0, the row length, first)."""
-        t = next((t for t in self.reader.tensors if t.name == name), None)
+        t = self.tensors.get(name)
         return None if t is None else int(t.shape[-1])
 
     def tensor(self, name: str) -> list[float] | None:
         import gguf
 
-        t = next((t for t in self.reader.tensors if t.name == name), None)
+        t = self.tensors.get(name)
         if t is None:
             return None
         return [float(x) for x in gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)]
