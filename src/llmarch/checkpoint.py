@@ -15,7 +15,7 @@ from .config import ModelConfig
 from .errors import LlmarchError, first_and_count
 from .layers import POSITIONS
 from .models import TransformerLM
-from .models.build import model_class, stacks
+from .models.build import empty_model, stacks
 from .rundir import CONFIG, resolve_checkpoint
 
 WEIGHTS = "model.safetensors"
@@ -55,8 +55,7 @@ def save_model(model: TransformerLM, directory: str | Path) -> None:
 def load_model(path: str | Path, device: str | torch.device | None = None) -> TransformerLM:
     path = resolve_checkpoint(path)
     cfg = ModelConfig.load(path / CONFIG)
-    with torch.device("meta"):
-        model = model_class(cfg)(cfg)
+    model = empty_model(cfg)
     expected = state_for_saving(model)
     if is_sharded_folder(path / SHARDED):
         state = read_sharded(path / SHARDED, expected, device, cfg.tied_head)

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import LlmarchError, first_and_count
 from .gguf_archs import ARCHS, Meta, field
+from .gguf_file import GGUFFile, GGUFFormatError
 
 EXPERT = re.compile(r"\.experts\.(\d+)\.")  # Hugging Face's per-expert names; GGUF stacks them, (E, out, in)
 
@@ -33,9 +34,9 @@ def is_gguf(path: str | Path) -> bool:
 
 
 def open_gguf(path: str | Path):
-    """The file's gguf.GGUFReader, kept for the next caller while the file is unchanged: loading a model reads the
-    metadata for the scheme, the config and the tensors, and a command then reads its tokenizer, and the reader
-    parses every metadata value in Python on opening (SmolLM2's 49,152 tokens and merges: 2.5 s a time here)."""
+    """The file's metadata and tensor table (gguf_file.GGUFFile), kept for the next caller while the file is
+    unchanged: loading a model reads the metadata for the scheme, the config and the tensors, and a command then
+    reads its tokenizer."""
     try:
         st = Path(path).stat()
     except OSError as e:
@@ -46,12 +47,12 @@ def open_gguf(path: str | Path):
 @functools.lru_cache(maxsize=2)
 def _reader(path: str, inode: int, size: int, mtime_ns: int):
     """One file's reader, keyed by what changes when the file is rewritten (to_gguf reads back what it wrote)."""
-    import gguf
-
     try:
-        return gguf.GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError, struct.error, IndexError... on a damaged file
-        raise LlmarchError(f"cannot read {path} (truncated or corrupt GGUF?): {str(e).splitlines()[0]}") from None
+        return GGUFFile(path)
+    except GGUFFormatError as e:
+        raise LlmarchError(f"cannot read {path} (truncated or corrupt GGUF?): {e}") from None
+    except OSError as e:
+        raise LlmarchError(f"cannot read {path}: {e.strerror}") from None
 
 
 def hf_config(reader, path) -> dict:

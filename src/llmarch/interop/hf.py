@@ -17,7 +17,7 @@ from ..config import ModelConfig
 from ..data.tokenizer import load_tokenizer
 from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
-from ..models.build import model_class
+from ..models.build import empty_model
 from ..registry import Registry
 from .mapping import LAYOUTS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint
@@ -131,8 +131,7 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
     Hugging Face name (safetensors_io.Checkpoint, or a GGUF file's, interop/gguf.py). take(model, name, tensor):
     consumes a tensor as it is read (True), e.g. into a quantized layer (gguf_kernels.py), so the full-precision
     state is never all held at once; False leaves it to the state loaded at the end."""
-    with torch.device("meta"):
-        model = model_class(cfg)(cfg)
+    model = empty_model(cfg)
     wanted = {k: v.shape for k, v in state_for_saving(model).items()}
     state, used, taken = {}, set(), set()
     for rule in expand(family.rules_for(cfg), cfg):

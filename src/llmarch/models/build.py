@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
@@ -17,6 +18,31 @@ def model_class(cfg: ModelConfig) -> type:
 
 def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> TransformerLM:
     with torch.device(device or "cpu"):
+        return model_class(cfg)(cfg)
+
+
+class _NoInit(TorchFunctionMode):
+    """Drops the initialisers (torch.nn.init's, and the in-place tensor methods they and module constructors call)
+    that run on meta tensors: there they compute nothing,
+    yet the first of them (nn.Embedding's normal_) goes through torch's Python references and imports
+    torch._dynamo on the way, 1.1 s of every checkpoint load on the 2-core VM."""
+
+    SKIP = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.zero_, torch.Tensor.fill_,
+            torch.Tensor.erfinv_, torch.Tensor.clamp_, torch.Tensor.copy_, torch.Tensor.mul_, torch.Tensor.add_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # nn.init's functions take it by keyword
+        skip = func in self.SKIP or getattr(func, "__module__", None) == "torch.nn.init"
+        if skip and isinstance(target, torch.Tensor) and target.is_meta:  # a real tensor keeps its values
+            return target
+        return func(*args, **kwargs)
+
+
+def empty_model(cfg: ModelConfig) -> TransformerLM:
+    """cfg's model on the meta device with no initialiser run: shapes only, for a checkpoint to fill
+    (checkpoint.assemble)."""
+    with torch.device("meta"), _NoInit():
         return model_class(cfg)(cfg)
 
 

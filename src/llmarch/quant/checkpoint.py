@@ -16,7 +16,7 @@ from ..adapters import LAYOUT_FILE, apply_layout
 from ..checkpoint import WEIGHTS, assemble, check_state, state_for_saving
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from ..models.build import model_class
+from ..models.build import empty_model
 from ..rundir import CONFIG
 from .apply import quantize
 from .scheme import Scheme
@@ -35,8 +35,7 @@ def save_quantized(model, scheme: Scheme, directory: str | Path) -> None:
 def load_quantized(path: Path, device: str | torch.device | None = None):
     cfg = ModelConfig.load(path / CONFIG)
     scheme = Scheme.load(path)
-    with torch.device("meta"):
-        model = model_class(cfg)(cfg)
+    model = empty_model(cfg)
     quantize(model, scheme)
     model.quantization = scheme
     if (path / LAYOUT_FILE).is_file():  # QLoRA's adapters, unmerged over the int4 weights (adapters/quantized.py)
