@@ -21,16 +21,10 @@ from torch.distributed.checkpoint.metadata import (BytesStorageMetadata, ChunkSt
                                                    TensorStorageMetadata)
 
 from .errors import LlmarchError
+from .trust import TRUST_ENV, read_json, trusted
 
 METADATA = "metadata.json"
 PICKLED = ".metadata"
-TRUST_ENV = "LLMARCH_TRUST_PICKLE"
-
-
-def trusted() -> bool:
-    return os.environ.get(TRUST_ENV) == "1"
-
-
 class JsonWriter(FileSystemWriter):
     """DCP's file-system writer; the metadata it pickles is replaced by metadata.json."""
 
@@ -97,13 +91,6 @@ def load(state: dict, folder: Path, distributed: bool = False) -> None:
 def untrusted(folder: Path) -> LlmarchError:
     return LlmarchError(f"{folder} holds a pickled DCP .metadata, which can run code when read; llmarch does not "
                         f"unpickle. If you trust its source, set {TRUST_ENV}=1 (docs/security.md)")
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LlmarchError(f"cannot read {path} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
 
 
 # ---- Metadata <-> JSON --------------------------------------------------------------------------------------

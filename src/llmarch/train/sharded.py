@@ -12,12 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_optimizer_state_dict,
-                                                     set_state_dict)
 
 from ..checkpoint import SHARDED, is_sharded_folder
-from ..dcp_json import JsonWriter, load
 from ..errors import warn
 from ..rundir import CONFIG, move_into_place, publish
 from .distributed import distributed
@@ -31,6 +27,11 @@ def is_sharded(ckpt: Path) -> bool:
 def save_sharded(model, tok, opt, out: Path, step: int, train_config: dict, keep: int,
                  files: dict[str, str] | None = None) -> Path:
     """Called by every process with its (sharded or replicated) model and optimizer; as loop.save_checkpoint."""
+    import torch.distributed.checkpoint as dcp  # here: importing it takes 0.5 s, which no other command needs
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from ..dcp_json import JsonWriter
+
     rank, world = dist.get_rank(), dist.get_world_size()
     name = f"step-{step:06d}"
     tmp = out / f".{name}.tmp"
@@ -59,6 +60,11 @@ def restore(model, opt, ckpt: Path, seed: int, step: int) -> None:
     optimizer state and RNG into this process' model and optimizer, whatever the number of processes that
     wrote it and that read it now. The RNG (dropout) continues exactly only at the same number of processes;
     at another, each process starts a stream of its own from (seed, step, rank)."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_optimizer_state_dict,
+                                                         set_state_dict)
+
+    from ..dcp_json import load
+
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed() else (0, 1)
     if is_sharded(ckpt):
         model_state, optim_state = get_state_dict(model, opt)

@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..dcp_json import TRUST_ENV, read_json, trusted
+from ..trust import TRUST_ENV, read_json, trusted
 from ..errors import LlmarchError
 
 OPTIMIZER, OPTIMIZER_JSON, RNG = "optimizer.safetensors", "optimizer.json", "rng.safetensors"
