@@ -3,10 +3,12 @@ metadata values and the same tensor table and bytes, for every value type and te
 named as such."""
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, quants
 
 from fixtures_gguf import smollm2_gguf  # noqa: F401 (a fixture)
 from llmarch.errors import LlmarchError
+from llmarch.interop import gguf_blocks
 from llmarch.interop.gguf import open_gguf
 from llmarch.interop.gguf_file import GGUFFile, GGUFFormatError
 
@@ -99,3 +101,17 @@ def test_damaged_files_are_named(tmp_path):
     (tmp_path / "type.gguf").write_bytes(bytes(bad_type))
     with pytest.raises(GGUFFormatError, match=f"tensor '{first.name}' has unknown tensor type 99"):
         GGUFFile(str(tmp_path / "type.gguf"))
+
+
+@pytest.mark.parametrize("kind", [GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1])
+def test_plain_blocks_dequantize_as_the_gguf_package_does(kind):
+    """gguf_blocks decodes these three in torch; the gguf package is the reference, to the bit (fp16 scales
+    of every magnitude, subnormal and zero included)."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_t(3, size=(48, 256)) * np.exp(rng.uniform(-20, 5, size=(48, 1)))).astype(np.float32)
+    w[0] = 0
+    data = quants.quantize(w, kind)
+    ours = gguf_blocks.dequantize(data, kind.name)
+    assert ours.dtype == torch.float32 and ours.shape == (48, 256)
+    assert np.array_equal(ours.numpy(), quants.dequantize(data, kind))
+    assert gguf_blocks.dequantize(data, "Q5_0") is None  # the rest stay the gguf package's

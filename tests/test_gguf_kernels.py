@@ -129,7 +129,8 @@ def test_file_codes_hold_q4_0_and_q4_1_blocks_exactly():
         blocks[kind.name] = torch.from_numpy(gguf.quants.dequantize(q, kind).copy()).reshape(w.shape)
     mixed = torch.cat([blocks["Q4_0"][:, :64], blocks["Q4_1"][:, 64:]], dim=1)
     for name, deq in [*blocks.items(), ("mixed", mixed)]:
-        assert torch.equal(int4_dequantize(*file_codes(deq, 32)), deq), name
+        *codes, exact = file_codes(deq, 32)
+        assert exact and torch.equal(int4_dequantize(*codes), deq), name
     assert not torch.equal(int4_dequantize(*int4_rtn(blocks["Q4_0"], 32)), blocks["Q4_0"])  # what it mends
 
 
@@ -138,9 +139,9 @@ def test_file_codes_hold_q4_k_blocks_exactly():
     reach q = 0 or 15: the codes file_codes finds give the dequantized values again; min-max rounding does not."""
     import numpy as np
 
-    from llmarch.interop.gguf_kernels import exactly_held, file_codes
+    from llmarch.interop.gguf_kernels import file_codes
     from llmarch.interop.gguf_kquants import quantize_q4_k
-    from llmarch.quant.rtn import int4_rtn
+    from llmarch.quant.rtn import int4_dequantize, int4_rtn
 
     torch.manual_seed(0)
     w = torch.randn(16, 512)
@@ -149,8 +150,12 @@ def test_file_codes_hold_q4_k_blocks_exactly():
     assert blocks.shape == (16, 2 * 144) and blocks.dtype == np.uint8
     deq = torch.from_numpy(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_K).copy())
     assert (deq - w).abs().max() < 0.1 * w.abs().max()  # a 4-bit quantization of w
-    assert exactly_held(deq, *file_codes(deq, 32))
-    assert not exactly_held(deq, *int4_rtn(deq, 32))
+    *codes, exact = file_codes(deq, 32)
+    assert exact and (int4_dequantize(*codes) - deq).abs().max() <= 1e-5 * deq.abs().max()
+    assert (int4_dequantize(*int4_rtn(deq, 32)) - deq).abs().max() > 1e-3 * deq.abs().max()
+    q8 = torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), gguf.GGMLQuantizationType.Q8_0),
+                                                 gguf.GGMLQuantizationType.Q8_0).copy())
+    assert not file_codes(q8, 32)[3]  # 8 bits: no int4 codes hold it
 
 
 def test_a_q4_k_file_runs_on_int4_beside_int8(tmp_path):

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import LlmarchError, first_and_count
 from .gguf_archs import ARCHS, Meta, field
+from . import gguf_blocks
 from .gguf_file import GGUFFile, GGUFFormatError
 
 EXPERT = re.compile(r"\.experts\.(\d+)\.")  # Hugging Face's per-expert names; GGUF stacks them, (E, out, in)
@@ -218,6 +219,9 @@ class GGUFTensors:
     def _values(self, t):
         import gguf
 
+        fast = gguf_blocks.dequantize(t.data, t.tensor_type.name)
+        if fast is not None:
+            return fast.reshape(tuple(map(int, reversed(t.shape))))
         try:
             values = gguf.quants.dequantize(t.data, t.tensor_type)
         except NotImplementedError:

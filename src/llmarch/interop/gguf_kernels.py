@@ -40,7 +40,7 @@ from ..quant import Scheme
 from ..layers.moe import Experts
 from ..quant.experts import QuantExperts
 from ..quant.linear import Int8Embedding
-from ..quant.rtn import int4_dequantize, int4_rtn
+from ..quant.rtn import int4_rtn
 
 INT4_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})  # held by int4 at group 32 with the file's own codes
 # re-quantized to int8 per output channel: 5 to 8 bits (more levels than int4's 16), or K-quants whose scales
@@ -87,31 +87,41 @@ def from_gguf_kernels(path: str | Path, device=None):
     return model
 
 
-def file_codes(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def file_codes(weight: torch.Tensor, group_size: int = 32):
     """The int4 codes (N, K) and scales and zeros (N, K/G) that hold a matrix of Q4_0, Q4_1 and Q4_K blocks exactly,
-    from its dequantized values: per group whichever block form reproduces it. Q4_1's w = d q + m is found again by
-    round-to-nearest between the group's min and max; Q4_0's w = d (q - 8) is not when the block does not reach
-    q = 15, but its largest |w| is always -8 d (llama.cpp's quantizer maps the largest |x| to q = 0), which gives d
-    and then q; a Q4_K sub-block's, which may reach neither end, by _grid. A file that mixes the forms is exact
-    too; one of more than 4 bits is not (exactly_held says which)."""
+    from its dequantized values, and whether they do (`exact`: each value again within 1e-5 of the largest |w|, fp32
+    rounding; not for a type of more than 4 bits). Per group the first block form that reproduces it: Q4_0's
+    w = d (q - 8), whose largest |w| is always -8 d (llama.cpp's quantizer maps the largest |x| to q = 0), which
+    gives d and then q (its zero, 0, is exact in bf16 too, hence first); then Q4_1's w = d q + m, found again by
+    round-to-nearest between the group's min and max; then a Q4_K sub-block's, which may reach neither end (_grid).
+    A Q4_0 file's matrix is done after the first form."""
     N, K = weight.shape
     g = weight.float().reshape(N, K // group_size, group_size)
-    codes, scales, zeros = int4_rtn(weight, group_size)  # Q4_1's form
-    forms = [(codes.reshape_as(g).float(), scales, zeros)]
-    d = -g.gather(-1, g.abs().argmax(-1, keepdim=True)) / 8  # Q4_0's form: (N, K/G, 1)
-    q4_0_codes = (g / torch.where(d == 0, 1.0, d)).round().add(8).clamp(0, 15)
-    forms.append((q4_0_codes, d.squeeze(-1), torch.zeros_like(scales)))
-    errors = [((q - 8) * s[..., None] + z[..., None] - g).abs().amax(-1) for q, s, z in forms]
-    q4_0 = errors[1] <= errors[0]  # among exact forms Q4_0's first: its zero, 0, is exact in bf16 too
-    q = torch.where(q4_0[..., None], forms[1][0], forms[0][0])
-    s, z = torch.where(q4_0, forms[1][1], forms[0][1]), torch.where(q4_0, forms[1][2], forms[0][2])
     tol = 1e-5 * g.abs().amax(-1)
-    rest = torch.minimum(*errors) > tol  # groups neither form holds: Q4_K's, or not 4-bit at all
-    if rest.any():
-        g_rest, tol_rest = g[rest], tol[rest]
-        if _at_most_16_values(g_rest[:256], tol_rest[:256]):
-            q[rest], s[rest], z[rest] = _grid(g_rest, tol_rest)
-    return q.to(torch.uint8).reshape(N, K), s, z
+    d = -g.gather(-1, g.abs().argmax(-1, keepdim=True)) / 8  # Q4_0's form: (N, K/G, 1)
+    q = (g / torch.where(d == 0, 1.0, d)).round().add(8).clamp(0, 15)
+    s, z = d.squeeze(-1), torch.zeros_like(tol)
+    err = _errors(g, q, s, z)
+    if not bool((err <= tol).all()):  # Q4_1's form, where it does better
+        codes, scales, zeros = int4_rtn(weight, group_size)
+        codes = codes.reshape_as(g).float()
+        errors = _errors(g, codes, scales, zeros)
+        better = errors < err
+        q = torch.where(better[..., None], codes, q)
+        s, z = torch.where(better, scales, s), torch.where(better, zeros, z)
+        err = torch.minimum(errors, err)
+        rest = err > tol
+        if rest.any() and _at_most_16_values(g[rest][:256], tol[rest][:256]):  # Q4_K's, on the groups left
+            found = _grid(g[rest], tol[rest])
+            q[rest], s[rest], z[rest] = found
+            err[rest] = _errors(g[rest], *found)
+    exact = bool((err <= 1e-5 * g.abs().max()).all())
+    return q.to(torch.uint8).reshape(N, K), s, z, exact
+
+
+def _errors(g: torch.Tensor, q: torch.Tensor, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Each group's largest difference between (q - 8) s + z (quant.rtn.int4_dequantize's arithmetic) and g."""
+    return ((q - 8) * s[..., None] + z[..., None] - g).abs().amax(-1)
 
 
 def _at_most_16_values(g: torch.Tensor, tol: torch.Tensor) -> bool:
@@ -140,12 +150,6 @@ def _grid(g: torch.Tensor, tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
             break
     q = torch.where(step[:, None] > 0, (g - low[:, None]) / torch.where(step > 0, step, 1.0)[:, None], 0.0)
     return q.round().clamp(0, 15), step, low + 8 * step
-
-
-def exactly_held(weight: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> bool:
-    """Whether the int4 codes, scales and zeros give the weight again (up to fp32 rounding)."""
-    back = int4_dequantize(codes, scales, zeros)
-    return bool((back - weight.float()).abs().max() <= 1e-5 * weight.abs().max())
 
 
 class QuantizeAsRead:
@@ -210,8 +214,8 @@ class QuantizeAsRead:
         codes = None
         int8 = self.scheme.int4 and K > G and K % G  # a row of whole blocks it is not (a file's F16 row of 48)
         if holds_int4(self.scheme, N, K) and not (name == "lm_head" and self.scheme.head_int8):
-            codes = file_codes(weight, G)
-            int8 = not exactly_held(weight, *codes)
+            *found, exact = file_codes(weight, G)
+            codes, int8 = tuple(found), not exact
         if int8:
             self.int8_layers.append(name)  # named, so that a checkpoint of the model builds it int8 again
             return self.make_int8(name, weight, bias)
