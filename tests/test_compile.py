@@ -79,3 +79,19 @@ def test_a_compiled_step_attends_over_a_power_of_two_cache_not_the_whole_context
     assert torch.equal(llmarch.generate(model, ids, max_new_tokens=4, compile=True),
                        llmarch.generate(model, ids, max_new_tokens=4))
     assert seen == [512, 304]  # compiled, then eager (exactly the call's length)
+
+
+def test_chat_with_the_compiled_step_replies_as_eager():
+    """`llmarch chat --compile`: a conversation's greedy replies, turn after turn, are the eager ones, and the
+    compiled step is built once and kept for the next reply."""
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.serve.terminal import Conversation
+
+    model, tok = tiny(n_layers=1, vocab_size=257).eval(), ByteTokenizer()
+    eager = Conversation(model, tok, max_tokens=5, temperature=0)
+    compiled = Conversation(model, tok, max_tokens=5, temperature=0, compile=True)
+    first = compiled.reply("hi", lambda text: None)
+    step = model.__dict__["_compiled_decode_step"]
+    assert first == eager.reply("hi", lambda text: None)
+    assert compiled.reply("ok", lambda text: None) == eager.reply("ok", lambda text: None)
+    assert model.__dict__["_compiled_decode_step"] is step

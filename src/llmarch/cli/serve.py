@@ -31,6 +31,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
     p.add_argument("--system", default=None, help="a system message to start with (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="decode with the compiled step (as generate --compile): "
+                   "the first reply waits for the compile, and one more each time the conversation outgrows a "
+                   "power-of-two cache from 256 tokens; later replies are faster (default: %(default)s)")
     p.set_defaults(func=cmd_chat)
 
 
@@ -81,7 +84,7 @@ def cmd_chat(args) -> None:
                            f"{args.temperature}")
     model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
     conversation = Conversation(model, tok, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-                                args.system)
+                                args.system, args.compile)
 
     def write(text: str) -> None:
         sys.stdout.write(text)
