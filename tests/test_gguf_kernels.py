@@ -19,8 +19,8 @@ def tiny():
     return llmarch.build("llama-tiny", n_layers=2).eval()
 
 
-@pytest.mark.parametrize("dtype,method", [("q8_0", "int8"), ("q4_1", "int4"), ("q4_k", "int4"), ("q5_0", "int8"), ("f32", None),
-                                          ("f16", None)])
+@pytest.mark.parametrize("dtype,method", [("q8_0", "int8"), ("q4_1", "int4"), ("q4_k", "int4"), ("q5_0", "int8"),
+                                          ("q6_k", "int8"), ("f32", None), ("f16", None)])
 def test_the_files_types_choose_the_scheme(tiny, tmp_path, dtype, method):
     path = tmp_path / f"m.{dtype}.gguf"
     to_gguf(tiny, path, dtype)
@@ -218,3 +218,46 @@ def test_a_row_of_no_whole_blocks_goes_to_int8(tmp_path):
     ids = torch.randint(0, 272, (1, 12))
     with torch.no_grad():
         assert torch.equal(load_quantized(tmp_path / "q")(ids).logits, q(ids).logits)
+
+
+def test_q6_k_and_q4_k_m_files(tmp_path):
+    """Q6_K out (gguf_kquants.quantize_q6_k), read back by the gguf package within 6-bit rounding, and Q4_K_M:
+    Q4_K with llama.cpp's choice of Q6_K for the output matrix (here the tied embedding) and for attn_v and
+    ffn_down of layers 0, 3, 6 and 7 of 8 (use_more_bits). On the kernels the Q4_K layers are int4 and those
+    with Q6_K rows int8; llama.cpp decodes both files to llmarch's tokens."""
+    from llmarch.data.tokenizer import ByteTokenizer
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", vocab_size=272, d_model=256, n_layers=8, n_heads=4, n_kv_heads=2,
+                          ffn_hidden=512, context_length=64, tie_embeddings=True).eval()
+    ids = torch.randint(0, 272, (1, 12))
+    for dtype in ("q6_k", "q4_k_m"):
+        path = tmp_path / f"m.{dtype}.gguf"
+        to_gguf(model, path, dtype, ByteTokenizer())
+        types = {t.name: t.tensor_type.name for t in open_gguf(path).tensors if len(t.shape) > 1}
+        if dtype == "q6_k":
+            assert set(types.values()) == {"Q6_K"}
+        else:
+            more = {i for i in range(8) if types[f"blk.{i}.attn_v.weight"] == "Q6_K"}
+            assert more == {0, 3, 6, 7} and types["token_embd.weight"] == "Q6_K"
+            assert all(types[f"blk.{i}.ffn_down.weight"] == ("Q6_K" if i in more else "Q4_K") for i in range(8))
+            assert types["blk.1.attn_q.weight"] == types["blk.1.ffn_up.weight"] == "Q4_K"
+        deq = llmarch.from_gguf(path).eval()
+        with torch.no_grad():
+            want, got = model(ids).logits, deq(ids).logits
+        bound = 0.04 if dtype == "q6_k" else 0.1  # 3% and 7% here; Q8_0 0.8%, Q5_0 5.5%, Q4_K 12%
+        assert (got - want).abs().max() < bound * want.abs().max(), dtype
+        if dtype == "q4_k_m":
+            q = llmarch.from_gguf(path, kernels=True)
+            assert q.quantization.method == "int4"
+            assert set(q.quantization.int8_layers) == {f"blocks.{i}.{part}" for i in (0, 3, 6, 7)
+                                                       for part in ("attn.qkv_proj", "mlp.down")}
+            assert isinstance(q.blocks[1].mlp.down, Int4Linear) and isinstance(q.blocks[3].mlp.down, Int8Linear)
+        llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
+        theirs = []
+        for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
+            theirs.append(t)
+            if len(theirs) == 8:
+                break
+        assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist(), dtype

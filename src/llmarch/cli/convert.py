@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import LlmarchError
 
 # interop.gguf_writer.TYPES, spelled out so that building the parser imports no torch (tests/test_cli.py checks)
-GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "mxfp4")
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k", "q4_k_m", "mxfp4")
 
 
 def add_parsers(sub) -> None:

@@ -7,7 +7,9 @@ permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights
 Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter splits written as its parts
 (Arch.split: Qwen3-Next's in_proj_qkvz, DeepSeek's kv_b_proj into llama.cpp's k_b and v_b, gpt-oss's interleaved
 gate_up into gate and up), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by gguf.quants.quantize), Q4_K
-(gguf_kquants.py; rows not of whole 256-blocks in Q5_0, as llama.cpp falls back) or MXFP4 experts; norms, biases
+and Q6_K (gguf_kquants.py; rows not of whole 256-blocks in Q5_0 and Q8_0, as llama.cpp falls back), Q4_K_M
+(llama.cpp's mix: Q4_K, with Q6_K for the output matrix and for the attn_v and ffn_down of the layers its
+use_more_bits picks) or MXFP4 experts; norms, biases
 and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp reads and the tokenizer
 (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece, BERT's WordPiece, T5's unigram or llmarch's
 bytes). A model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing
@@ -29,15 +31,19 @@ from ..errors import LlmarchError
 from .gguf import ARCHS, EXPERT, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
 from .gguf_kernels import KEPT_FLOAT
-from .gguf_kquants import QK_K, quantize_q4_k
+from .gguf_kquants import QK_K, quantize_q4_k, quantize_q6_k
 from .gguf_tokenizer import write_tokenizer
 
-# what gguf.quants can quantize, Q4_K (gguf_kquants.py: the package has no K-quant quantizer), and mxfp4: a
-# mixture's stacked expert matrices in MXFP4 (OCP microscaling: 32 E2M1 values and a power-of-two scale), the rest
-# F16, as the published gpt-oss files are
-TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "mxfp4")
+# what gguf.quants can quantize, Q4_K and Q6_K (gguf_kquants.py: the package has no K-quant quantizer), q4_k_m
+# (llama.cpp's mix of the two), and mxfp4: a mixture's stacked expert matrices in MXFP4 (OCP microscaling: 32 E2M1
+# values and a power-of-two scale), the rest F16, as the published gpt-oss files are
+TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k", "q4_k_m", "mxfp4")
 # the file type each writes (llama.cpp's name for a file of Q4_K matrices beside other types is Q4_K_S/M)
 FILE_TYPES = {"f32": "ALL_F32", "q4_k": "MOSTLY_Q4_K_S", "mxfp4": "MOSTLY_MXFP4_MOE"}
+# a K-quant's type for rows that are not whole 256-blocks (llama.cpp's tensor_type_fallback)
+FALLBACK = {"Q4_K": "Q5_0", "Q6_K": "Q8_0"}
+K_QUANTIZERS = {"Q4_K": quantize_q4_k, "Q6_K": quantize_q6_k}
+LAYER = re.compile(r"^blk\.(\d+)\.")
 EXPERT_MATRIX = re.compile(r"_exps\.weight$")
 GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
 
@@ -135,12 +141,28 @@ def _split(name: str, t: torch.Tensor, arch, hf: dict) -> list[tuple[str, torch.
     return [(name, t)]
 
 
-def _kind(dtype: str, name: str):
+def _kind(dtype: str, name: str, n_layers: int, tied: bool):
     import gguf
 
     if dtype == "mxfp4":
         return gguf.GGMLQuantizationType.MXFP4 if EXPERT_MATRIX.search(name) else gguf.GGMLQuantizationType.F16
+    if dtype == "q4_k_m":
+        return getattr(gguf.GGMLQuantizationType, "Q6_K" if _more_bits(name, n_layers, tied) else "Q4_K")
     return getattr(gguf.GGMLQuantizationType, dtype.upper())
+
+
+def _more_bits(name: str, n_layers: int, tied: bool) -> bool:
+    """Whether Q4_K_M gives this tensor Q6_K (llama.cpp's llama_tensor_get_type): the output matrix (the token
+    embedding where it is the output too, a tied head), and attn_v and ffn_down in the first and last eighth of the
+    layers and every third layer between (use_more_bits; counted here by layer, where llama.cpp counts the tensors
+    of each name it has seen: the same where a layer has one)."""
+    if name == "output.weight" or (tied and name == "token_embd.weight"):
+        return True
+    m = LAYER.match(name)
+    if m is None or not re.search(r"\.(attn_v|ffn_down)\.weight$", name):
+        return False
+    i, n = int(m.group(1)), n_layers
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
 def _array(t: torch.Tensor, name: str, kind):
@@ -157,10 +179,10 @@ def _array(t: torch.Tensor, name: str, kind):
         return array, None
     if kind == gguf.GGMLQuantizationType.F16 or array.shape[-1] % 32:  # Q8_0 ... MXFP4: blocks of 32 in a row
         return array.astype(np.float16), None
-    if kind == gguf.GGMLQuantizationType.Q4_K:
-        if array.shape[-1] % QK_K:  # rows not of whole 256-blocks: Q5_0, as llama.cpp's quantizer falls back
-            return _array(t, name, gguf.GGMLQuantizationType.Q5_0)
-        return quantize_q4_k(array), kind
+    if kind.name in K_QUANTIZERS:
+        if array.shape[-1] % QK_K:  # rows not of whole 256-blocks: as llama.cpp's quantizer falls back
+            return _array(t, name, getattr(gguf.GGMLQuantizationType, FALLBACK[kind.name]))
+        return K_QUANTIZERS[kind.name](array), kind
     return gguf.quants.quantize(array, kind), kind
 
 
@@ -181,7 +203,8 @@ def _writer_class():
 
 
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
-    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k;
+    """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k,
+    q6_k, q4_k_m;
     mxfp4 for a mixture's experts), with `tokenizer` (a BPETokenizer: byte-level, or SentencePiece-style as
     gguf_tokenizer builds one; or llmarch's ByteTokenizer) if given; without one llama.cpp will not load the file
     (llmarch will)."""
@@ -224,7 +247,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                 t = to(t.float(), hf)
         for name, t in _split(name, t, arch, hf):
             gguf_name = gguf_name_of(names, name, arch.renamed, arch.stripped)
-            array, raw = _array(t, gguf_name, _kind(dtype, gguf_name))
+            array, raw = _array(t, gguf_name, _kind(dtype, gguf_name, cfg.n_layers, cfg.tie_embeddings))
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
                 w.add_tensor("output.weight", array, raw_dtype=raw)
