@@ -1,4 +1,6 @@
 """A GGUF file's Q4_0/Q4_1/Q8_0 matrices kept quantized on llmarch's kernels (interop/gguf_kernels.py)."""
+import json
+
 import gguf
 import pytest
 import torch
@@ -7,9 +9,9 @@ import llmarch
 from fixtures_gguf import smollm2_gguf  # noqa: F401 (a fixture)
 from llmarch.cli import main
 from llmarch.interop.gguf import open_gguf
-from llmarch.interop.gguf_kernels import file_scheme
+from llmarch.interop.gguf_kernels import expected_scheme, file_scheme
 from llmarch.interop.gguf_writer import to_gguf
-from llmarch.quant import Int4Linear, Int8Linear
+from llmarch.quant import Int4Linear, Int8Linear, weight_bytes
 from llmarch.quant.linear import Int8Embedding
 
 
@@ -220,7 +222,7 @@ def test_a_row_of_no_whole_blocks_goes_to_int8(tmp_path):
         assert torch.equal(load_quantized(tmp_path / "q")(ids).logits, q(ids).logits)
 
 
-def test_q6_k_and_q4_k_m_files(tmp_path):
+def test_q6_k_and_q4_k_m_files(tmp_path, capsys):
     """Q6_K out (gguf_kquants.quantize_q6_k), read back by the gguf package within 6-bit rounding, and Q4_K_M:
     Q4_K with llama.cpp's choice of Q6_K for the output matrix (here the tied embedding) and for attn_v and
     ffn_down of layers 0, 3, 6 and 7 of 8 (use_more_bits). On the kernels the Q4_K layers are int4 and those
@@ -253,6 +255,12 @@ def test_q6_k_and_q4_k_m_files(tmp_path):
             assert set(q.quantization.int8_layers) == {f"blocks.{i}.{part}" for i in (0, 3, 6, 7)
                                                        for part in ("attn.qkv_proj", "mlp.down")}
             assert isinstance(q.blocks[1].mlp.down, Int4Linear) and isinstance(q.blocks[3].mlp.down, Int8Linear)
+            # what `llmarch info` reports without loading: the same scheme from the tensor types, the same bytes
+            expected = expected_scheme(path)
+            assert set(expected.int8_layers) == set(q.quantization.int8_layers)
+            assert expected.method == q.quantization.method and expected.head_int8 == q.quantization.head_int8
+            assert main(["info", str(path), "--json"]) == 0
+            assert json.loads(capsys.readouterr().out)["weight_bytes"] == weight_bytes(q)
         llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
         theirs = []

@@ -36,7 +36,14 @@ def cmd_info(args) -> None:
     cfg = _config(args.model, reader).replace(**collect(args, ModelConfig, only_set=True))
     facts = model_facts(cfg, args.dtype)
     scheme = _scheme(args)
-    facts["weight_bytes"] = weight_memory(cfg, scheme, args.dtype)
+    on_kernels = reader is not None and scheme is None and args.dtype == "bf16"
+    if on_kernels:  # what the decoding commands load: the file's matrices on the int4/int8 kernels, if they hold them
+        from ..interop.gguf_kernels import expected_scheme
+
+        scheme = expected_scheme(args.model)
+        on_kernels = scheme is not None
+    other = "fp32" if on_kernels else args.dtype  # loading keeps the file's float tensors (norms) in fp32
+    facts["weight_bytes"] = weight_memory(cfg, scheme, other)
     facts["bytes_per_parameter"] = facts["weight_bytes"] / facts["parameters"]
     gguf = _gguf_tensors(reader) if reader is not None else None
     if gguf is not None:
@@ -63,14 +70,17 @@ def cmd_info(args) -> None:
     what = args.dtype
     if scheme is not None:
         groups = f", groups of {scheme.group_size}" if scheme.int4 else ""
-        what = f"{scheme.method}{groups}, other weights {args.dtype}"
+        mixed = f", {len(scheme.int8_layers)} layers int8" if scheme.int8_layers else ""
+        what = f"{scheme.method}{groups}{mixed}, other weights {other}"
+        if on_kernels:
+            what += ": the file's matrices as the decoding commands hold them"
     print(f"weight memory:            {facts['weight_bytes'] / 2**20:,.1f} MiB, "
           f"{facts['bytes_per_parameter']:.3g} bytes per parameter ({what})")
     if gguf is not None:
         kinds = ", ".join(f"{n} {kind}" for kind, n in gguf["file_tensor_types"].items())
         print(f"in the GGUF file:         {gguf['file_weight_bytes'] / 2**20:,.1f} MiB, "
-              f"{8 * gguf['file_weight_bytes'] / facts['parameters']:.3g} bits per parameter ({kinds} tensors); "
-              "llmarch dequantizes them on load")
+              f"{8 * gguf['file_weight_bytes'] / facts['parameters']:.3g} bits per parameter ({kinds} tensors)"
+              + ("" if on_kernels else "; llmarch dequantizes them on load"))
     if facts["kv_cache_bytes_per_token"]:
         notes = _notes(cfg, lambda mixer: mixer.cache_note())
         notes = f"{args.dtype}; {notes}" if notes else args.dtype

@@ -197,6 +197,11 @@ class GGUFTensors:
     def names(self) -> set[str]:
         return set(self.to_gguf) | set(self.parts)
 
+    def types(self, name: str) -> list[str]:
+        """The GGML type of each stored tensor that makes up `name` (one, or a split tensor's parts)."""
+        stored = self.parts[name][0] if name in self.parts else [self.to_gguf[name]]
+        return [self.tensors[g].tensor_type.name for g in stored]
+
     def file(self, name: str):
         return self, name
 
@@ -256,7 +261,16 @@ class GGUFTensors:
 def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
               take=None):
     """An llmarch model from a .gguf file (weights dequantized to fp32, or `dtype`); take: hf.build_from's."""
-    from .hf import FAMILIES, build_from
+    from .hf import build_from
+
+    cfg, family, tensors = gguf_plan(path)
+    return build_from(cfg, family, tensors, Path(path), dtype, device, take)
+
+
+def gguf_plan(path: str | Path):
+    """What loading a .gguf file reads, before it reads a tensor: (the model's config, its Hugging Face family,
+    the file's tensors by Hugging Face name)."""
+    from .hf import FAMILIES
     from .mapping import expand
 
     path = Path(path)
@@ -271,4 +285,4 @@ def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | 
                 if not (absent and re.search(absent, name))]
     tensors = GGUFTensors(reader, field(reader, "general.architecture"), hf_names, cfg.n_heads, cfg.n_kv_heads,
                           max(cfg.n_layers, cfg.n_decoder_layers), path, hf)
-    return build_from(cfg, family, tensors, path, dtype, device, take)
+    return cfg, family, tensors

@@ -87,6 +87,30 @@ def from_gguf_kernels(path: str | Path, device=None):
     return model
 
 
+def expected_scheme(path: str | Path) -> Scheme | None:
+    """The scheme from_gguf_kernels gives the file, from its tensor types alone (no tensor is read): file_scheme's,
+    with int8_layers the layers some tensor of which int4 does not hold (a 5- to 8-bit or float type). Loading
+    decides from the values instead, which for a file of llama.cpp's types comes to the same; a mixture's experts
+    are counted as the scheme's method. `llmarch info` reports the weight memory under it."""
+    from ..models.build import empty_model
+    from ..quant.apply import targets
+    from .gguf import gguf_plan, open_gguf
+    from .mapping import expand
+
+    scheme = file_scheme(open_gguf(path))
+    if scheme is None or not scheme.int4:
+        return scheme
+    cfg, family, tensors = gguf_plan(path)
+    layers = {name for name, _ in targets(empty_model(cfg), scheme)} - {"lm_head"}  # head_int8 decides the head
+    int8 = []
+    for rule in expand(family.rules_for(cfg), cfg):
+        layer, _, part = rule.ours.rpartition(".")
+        if part == "weight" and layer in layers and layer not in int8 and \
+                any(t not in INT4_TYPES for hf in rule.hf for t in tensors.types(hf)):
+            int8.append(layer)
+    return replace(scheme, int8_layers=tuple(int8)) if int8 else scheme
+
+
 def file_codes(weight: torch.Tensor, group_size: int = 32):
     """The int4 codes (N, K) and scales and zeros (N, K/G) that hold a matrix of Q4_0, Q4_1 and Q4_K blocks exactly,
     from its dequantized values, and whether they do (`exact`: each value again within 1e-5 of the largest |w|, fp32
