@@ -102,3 +102,37 @@ def test_bench_attention_reports_each_kind_with_fitted_slopes(tmp_path, capsys):
     assert slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
     assert main(["bench", "attention", "--attn-kinds", "lsh9"]) != 0
     assert "unknown attention kind 'lsh9'" in capsys.readouterr().err
+
+
+def test_bench_measures_a_checkpoint_as_the_decoding_commands_load_it(tmp_path, capsys):
+    """`bench --checkpoint`: a GGUF file on the int4 kernels (its resident bytes those of the loaded model, no
+    transformers twin and no training row: its weights stay as they are), a float llmarch checkpoint against
+    transformers with the same greedy tokens, and --quantize on a quantized file refused in one line."""
+    import torch
+
+    import llmarch
+    from llmarch.checkpoint import save_model
+    from llmarch.interop.gguf_writer import to_gguf
+    from llmarch.quant import weight_bytes
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", n_layers=1, context_length=32).eval()
+    to_gguf(model, tmp_path / "m.q4_0.gguf", "q4_0")
+    save_model(model, tmp_path / "ckpt")
+    small = ["--prompt-tokens", "4", "--new-tokens", "4", "--prefill-tokens", "16", "--repeats", "1"]
+    for name in ("m.q4_0.gguf", "ckpt"):
+        out = tmp_path / f"{name}.json"
+        assert main(["bench", "--checkpoint", str(tmp_path / name), *small, "--out", str(out)]) == 0
+        r = json.loads(out.read_text())
+        assert "train" not in r and r["decode_tokens_per_s"]["batch_1"]["llmarch"] > 0
+        assert r["prefill_tokens_per_s"]["llmarch"] > 0
+        if name == "ckpt":
+            assert r["dtype"] == "float32" and r["decode_tokens_per_s"]["batch_1"]["same_tokens"] is True
+        else:
+            loaded = llmarch.from_gguf(tmp_path / name, kernels=True)
+            assert r["dtype"] == "int4" and r["transformers"] is None
+            assert r["weights"]["llmarch"]["bytes"] == weight_bytes(loaded)
+    capsys.readouterr()
+    code = main(["bench", "--checkpoint", str(tmp_path / "m.q4_0.gguf"), "--quantize", "int8", *small])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "quantized already (int4)" in err[0]

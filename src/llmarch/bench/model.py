@@ -110,8 +110,10 @@ def _train_step(model, logits_of, x, y, compile_: bool):
     return step
 
 
-def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
-    """Build the model, copy its weights into transformers' model of the same shape, time both."""
+def run_bench(cfg: ModelConfig, bc: BenchConfig, model=None) -> dict:
+    """Build the model, copy its weights into transformers' model of the same shape, time both. model: a loaded
+    one (`bench --checkpoint`) instead, timed decoding and prefilling as it is (quantized, or cast to bc.dtype),
+    against transformers where it is float; no training row (which would change its weights)."""
     from ..models.build import build_model
     from ..generate import generate
     from ..layers.split_linear import SplitLinear
@@ -126,11 +128,19 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     dtype = parse_dtype(bc.dtype, device)
     context = min(bc.context or cfg.context_length, cfg.context_length, 1024)
     torch.manual_seed(0)
-    ours = build_model(cfg, device).to(dtype)
-    ref = _transformers_twin(ours, device, dtype) if bc.transformers else None
+    scheme = None if model is None else getattr(model, "quantization", None)
+    if scheme is not None and bc.quantize:
+        raise LlmarchError(f"the checkpoint is quantized already ({scheme.method}); --quantize is for a "
+                           "full-precision model")
+    if model is None:
+        ours = build_model(cfg, device).to(dtype)
+    else:  # a quantized model stays as loaded (its kernels' devices); a float one takes the device and dtype
+        ours = model if scheme is not None else model.to(device=device, dtype=dtype)
+    ref = _transformers_twin(ours, device, dtype) if bc.transformers and scheme is None else None
     facts = model_facts(cfg.replace(context_length=context), "bf16" if dtype == torch.bfloat16 else "fp32")
     out = {"model": cfg.name, "parameters": facts["parameters"], "device": _device_name(device),
-           "dtype": str(dtype).removeprefix("torch."), "compile": bc.compile, "torch": torch.__version__,
+           "dtype": scheme.method if scheme is not None else str(dtype).removeprefix("torch."),
+           "compile": bc.compile, "torch": torch.__version__,
            "threads": torch.get_num_threads(), "transformers": None if ref is None else _hf_version()}
 
     # decoding: greedy, new_tokens after prompt_tokens, per batch size
@@ -145,7 +155,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
     out["weights"] = {name: _weights(m, facts["parameters"]) for name, m in (("llmarch", ours), (qname, quant))
                       if m is not None}
     # a token reads the weights it uses: all of a dense model's, k of each mixture's E experts
-    weight_bytes = facts["active_parameters"] * next(ours.parameters()).element_size()
+    weight_bytes = out["weights"]["llmarch"]["bytes"] * facts["active_parameters"] / facts["parameters"]
     bandwidth = copy_bandwidth(device)
     out["copy_bandwidth_gb_s"] = bandwidth / 1e9
     decode = {}
@@ -186,6 +196,8 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig) -> dict:
             t = median_times({name: lambda m=m: m(ids).logits for name, m in models.items()}, bc.repeats, device)
         out["prefill_tokens_per_s"] = _with_speedup({name: bc.prefill_tokens / s for name, s in t.items()}, None)
 
+    if model is not None:  # a checkpoint's weights stay as they are
+        return out
     # training last, as it changes the weights: forward, loss, backward, AdamW
     x = torch.randint(0, cfg.vocab_size, (bc.batch_size, context), device=device)
     y = torch.roll(x, -1, dims=1)
@@ -358,7 +370,8 @@ def to_markdown(r: dict) -> str:
         speed = f"{row['speedup']:.2f}x" if "speedup" in row else ""
         lines.append(f"| {label} | {ours:,.0f} | {'' if theirs is None else f'{theirs:,.0f}'} | {speed} |")
 
-    add("training tokens/s", r["train"], "tokens_per_s")
+    if "train" in r:
+        add("training tokens/s", r["train"], "tokens_per_s")
     for name, row in r["decode_tokens_per_s"].items():
         add(f"decode tokens/s, {name.replace('_', ' ')}", row)
         if row.get("transformers_static_cache"):  # the same llmarch figure against transformers' static cache
@@ -375,7 +388,7 @@ def to_markdown(r: dict) -> str:
         for label, row in rows:
             lines.append(f"| {label}, llmarch {method} (vs llmarch) | {row[qname]:,.0f} | {row['llmarch']:,.0f} | "
                          f"{row[qname] / row['llmarch']:.2f}x |")
-    mfu = r["train"]["llmarch"]["mfu"]
+    mfu = r["train"]["llmarch"]["mfu"] if "train" in r else None
     roofline = r["decode_tokens_per_s"].get("batch_1", {}).get("roofline_fraction")
     weights = r.get("weights", {})
     if weights:
@@ -386,7 +399,10 @@ def to_markdown(r: dict) -> str:
             for k, v in same.items():
                 lines.append(f"{k.removesuffix('_same_tokens').replace('_', ' ')} greedy tokens equal to the "
                              f"full-precision model's, {name.replace('_', ' ')}: {'yes' if v else 'no'}")
-    lines += ["", "MFU of llmarch training: " + ("n/a (no known peak for this device)" if mfu is None else f"{mfu:.1%}"),
-              "batch-1 decode: " + ("n/a" if roofline is None else f"{roofline:.1%}")
+    lines.append("")
+    if "train" in r:
+        lines.append("MFU of llmarch training: " + ("n/a (no known peak for this device)" if mfu is None else
+                                                    f"{mfu:.1%}"))
+    lines += ["batch-1 decode: " + ("n/a" if roofline is None else f"{roofline:.1%}")
               + f" of the memory-bandwidth roofline (copy bandwidth {r['copy_bandwidth_gb_s']:.1f} GB/s)"]
     return "\n".join(lines)

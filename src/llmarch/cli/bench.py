@@ -20,6 +20,10 @@ def add_parsers(sub) -> None:
                    help="model: a model against transformers; attention: one layer of each attention kind or "
                    "mixer; decode-context: tokens/s per mixer at each context length (default: %(default)s)")
     p.add_argument("--model", default="gpt-tiny", help="preset name or .json/.yaml config (default: %(default)s)")
+    p.add_argument("--checkpoint", help="instead of --model's random weights: an llmarch checkpoint (a quantized one "
+                   "too), a Hugging Face directory or a .gguf file, measured as the decoding commands load it "
+                   "(a GGUF file's matrices on the int4/int8 kernels); decoding and prefill, no training "
+                   "(default: %(default)s)")
     p.add_argument("--plot", help="bench attention, decode-context: write the plot (PNG) here (default: %(default)s)")
     p.add_argument("--out", help="write the results as JSON here (default: %(default)s)")
     p.add_argument("--markdown", help="write the markdown table here (default: %(default)s)")
@@ -49,6 +53,13 @@ def cmd_bench(args) -> None:
         table = module.to_markdown(result)
         if args.plot:
             module.plot(result, Path(args.plot))
+    elif args.checkpoint:
+        from .options import load_for
+
+        bc = BenchConfig(**collect(args, BenchConfig))
+        model = load_for(args.checkpoint, bc.device, bc.dtype, gguf_kernels=True)
+        result = run_bench(model.config, bc, model)
+        table = to_markdown(result)
     else:
         result = run_bench(model_config(args), BenchConfig(**collect(args, BenchConfig)))
         table = to_markdown(result)

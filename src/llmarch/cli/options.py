@@ -199,12 +199,22 @@ def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_
     stay quantized on llmarch's kernels (interop/gguf_kernels.py) unless a dtype is asked for or the device is
     not the CPU (whose int4 tiles the kernels are); commands that decode ask for it, those that train or
     re-quantize do not."""
-    from .. import load
     from ..data.tokenizer import check_fits
+    from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint directory's, or a .gguf file's
+    from ..rundir import resolve_checkpoint
+
+    model = load_for(checkpoint, device, dtype, gguf_kernels)
+    tok = checkpoint_tokenizer(resolve_checkpoint(checkpoint))
+    check_fits(tok, model.config.vocab_size)
+    return model, tok
+
+
+def load_for(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False):
+    """load_with_tokenizer's model alone (`llmarch bench --checkpoint` needs no tokenizer)."""
+    from .. import load
     from ..device import DTYPES, parse_device
     from ..interop.gguf import is_gguf
     from ..interop.gguf_kernels import from_gguf_kernels
-    from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint directory's, or a .gguf file's
     from ..rundir import resolve_checkpoint
 
     device = parse_device(device) if device is not None else None
@@ -213,11 +223,7 @@ def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_
         model = from_gguf_kernels(path, device)
     else:
         model = load(path, device)
-    tok = checkpoint_tokenizer(path)
-    if dtype is not None:
-        model = model.to(DTYPES[dtype])
-    check_fits(tok, model.config.vocab_size)
-    return model, tok
+    return model.to(DTYPES[dtype]) if dtype is not None else model
 
 
 def check_out_dir(out, flag: str = "--out") -> None:
