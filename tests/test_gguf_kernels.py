@@ -269,3 +269,47 @@ def test_q6_k_and_q4_k_m_files(tmp_path, capsys):
             if len(theirs) == 8:
                 break
         assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist(), dtype
+
+
+def test_an_iq4_nl_file_runs_on_int8_and_as_llama_cpp_reads_it(tmp_path):
+    """IQ4_NL's block is Q4_0's (fp16 d and 16 bytes of 4-bit codes) with a non-uniform codebook, w = d k[q]: a Q4_0
+    file with its matrices retyped is an IQ4_NL file. llmarch dequantizes it through the gguf package as llama.cpp
+    reads it (the same greedy tokens), and on the kernels holds it in int8 (int4's levels are evenly spaced)."""
+    import copy
+
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_file import GGUFFile
+    from llmarch.quant.apply import quantize
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", vocab_size=272, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                          ffn_hidden=128, context_length=64).eval()
+    to_gguf(model, tmp_path / "q4_0.gguf", "q4_0", ByteTokenizer())
+    data = bytearray((tmp_path / "q4_0.gguf").read_bytes())
+    header = GGUFFile(str(tmp_path / "q4_0.gguf")).data_offset
+    for t in GGUFFile(str(tmp_path / "q4_0.gguf")).tensors:
+        if t.tensor_type.name == "Q4_0":  # the record: name, n_dims, dims, then the type
+            name = int.to_bytes(len(t.name), 8, "little") + t.name.encode()
+            at = data.index(name, 0, header) + len(name) + 4 + 8 * len(t.shape)
+            assert int.from_bytes(data[at:at + 4], "little") == gguf.GGMLQuantizationType.Q4_0
+            data[at:at + 4] = int(gguf.GGMLQuantizationType.IQ4_NL).to_bytes(4, "little")
+    path = tmp_path / "iq4_nl.gguf"
+    path.write_bytes(bytes(data))
+    assert {t.tensor_type.name for t in open_gguf(path).tensors if len(t.shape) > 1} == {"IQ4_NL"}
+    deq, q = llmarch.from_gguf(path).eval(), llmarch.from_gguf(path, kernels=True)
+    assert q.quantization.method == "int8" and isinstance(q.blocks[0].mlp.down, Int8Linear)
+    ids = torch.randint(0, 272, (1, 12))
+    rtn = quantize(copy.deepcopy(deq), q.quantization)  # int8 round-to-nearest of the file's values
+    with torch.no_grad():
+        ref, got, q4 = deq(ids).logits, q(ids).logits, llmarch.from_gguf(tmp_path / "q4_0.gguf")(ids).logits
+        assert torch.equal(got, rtn(ids).logits)
+    assert (ref - got).abs().max() < 0.1 * ref.abs().max()  # int8's re-quantization and bf16
+    assert (ref - q4).abs().max() > 0.5 * ref.abs().max()  # the codebook's levels, not Q4_0's
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
+    theirs = []
+    for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
+        theirs.append(t)
+        if len(theirs) == 8:
+            break
+    assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()

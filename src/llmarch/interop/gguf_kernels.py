@@ -11,7 +11,8 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
   its codes are those of the grid the group's values lie on (`_grid`).
 - Q8_0 (per 32 weights: w = d q, q in -127..127) has a scale per 32 weights; the int8 kernel one per output
   channel, so Q8_0 matrices are re-quantized to int8 per channel, and so are the 5- and 6-bit types (Q5_0, Q5_1,
-  Q5_K, Q6_K: more levels than int4's 16) and Q2_K and Q3_K (a scale per 16 weights).
+  Q5_K, Q6_K: more levels than int4's 16), Q2_K and Q3_K (a scale per 16 weights), and the codebook types (IQ4_NL
+  and IQ4_XS: 16 levels, but not evenly spaced; the 1- to 3-bit IQ types; the ternary TQ1_0 and TQ2_0).
 - A file that mixes 4-bit matrices with those (Q4_K_M: Q6_K for some layers' ffn_down and attn_v) runs its 4-bit
   layers on int4 and the others on int8; which is which is what the file's values say (a layer goes to int4
   only where the recovered codes give its weights exactly), recorded as the scheme's `int8_layers`.
@@ -24,7 +25,7 @@ Which llama.cpp types the kernels hold (llama.cpp's ggml-quants.c defines the bl
 - The tensors the quantizers leave in float (KEPT_FLOAT: routers, Mamba's A, D, conv and norm weights, learned
   positions and token types, biases, and rows shorter than a block) do not make a file a mix; a linear layer among
   them (Mamba's dt projection, F16) is re-quantized to int8 with the rest.
-Files of other types (F16, BF16, the IQ types, a mix with float matrices) have no kernel here: they are dequantized.
+Files of other types (F16, BF16, a mix with float matrices) have no kernel here: they are dequantized.
 Each layer is quantized as soon as its tensors are read (QuantizeAsRead), so loading holds one dequantized matrix at
 a time beside the quantized ones, not the fp32 model."""
 from __future__ import annotations
@@ -45,7 +46,11 @@ from ..quant.rtn import int4_rtn
 INT4_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})  # held by int4 at group 32 with the file's own codes
 # re-quantized to int8 per output channel: 5 to 8 bits (more levels than int4's 16), or K-quants whose scales
 # change every 16 weights (Q2_K, Q3_K), finer than the int4 kernel's groups of 32
-INT8_TYPES = frozenset({"Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q2_K", "Q3_K"})
+INT8_TYPES = frozenset({"Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q2_K", "Q3_K",
+                        # and the codebook types: 4-bit IQ4_NL and IQ4_XS (non-uniform levels, which int4's evenly
+                        # spaced ones do not hold), the 1- to 3-bit IQ types and the ternary TQ types
+                        "IQ4_NL", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_S", "IQ1_M",
+                        "TQ1_0", "TQ2_0"})
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 EMBEDDING, HEAD = "token_embd.weight", "output.weight"
 # tensors the quantizers leave in float whatever the file's type: a mixture's router (and a shared expert's
@@ -59,7 +64,7 @@ KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm|\.bias$|^po
 
 def file_scheme(reader) -> Scheme | None:
     """The llmarch scheme that holds the file's matrices (the token embedding and LM head apart); None where
-    some are float or of a type neither kernel takes (the IQ types), which stay dequantized."""
+    some are float or of a type neither kernel takes, which stay dequantized."""
     types = {t.name: t.tensor_type.name for t in reader.tensors}
     kinds = {types[t.name] for t in reader.tensors  # the matrices, stacked experts' included
              if len(t.shape) >= 2 and t.name not in (EMBEDDING, HEAD) and not KEPT_FLOAT.search(t.name)
