@@ -15,6 +15,18 @@ from llmarch.quant import Int4Linear, Int8Linear, weight_bytes
 from llmarch.quant.linear import Int8Embedding
 
 
+def llama_cpp_tokens(path, ids: torch.Tensor, n: int = 8) -> list[int]:
+    """llama.cpp's greedy continuation of ids (1, T) on the file, n tokens (the test skips without it)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
+    theirs = []
+    for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
+        theirs.append(t)
+        if len(theirs) == n:
+            break
+    return theirs
+
+
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
@@ -191,14 +203,7 @@ def test_a_q4_k_file_runs_on_int4_beside_int8(tmp_path):
     assert back.quantization == q.quantization and isinstance(back.blocks[1].mlp.down, Int8Linear)
     with torch.no_grad():
         assert torch.equal(back(ids).logits, got)
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
-    theirs = []
-    for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
-        theirs.append(t)
-        if len(theirs) == 8:
-            break
-    assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()
+    assert llama_cpp_tokens(path, ids) == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()
 
 
 def test_a_row_of_no_whole_blocks_goes_to_int8(tmp_path):
@@ -261,14 +266,7 @@ def test_q6_k_and_q4_k_m_files(tmp_path, capsys):
             assert expected.method == q.quantization.method and expected.head_int8 == q.quantization.head_int8
             assert main(["info", str(path), "--json"]) == 0
             assert json.loads(capsys.readouterr().out)["weight_bytes"] == weight_bytes(q)
-        llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
-        theirs = []
-        for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
-            theirs.append(t)
-            if len(theirs) == 8:
-                break
-        assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist(), dtype
+        assert llama_cpp_tokens(path, ids) == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist(), dtype
 
 
 def test_an_iq4_nl_file_runs_on_int8_and_as_llama_cpp_reads_it(tmp_path):
@@ -305,11 +303,4 @@ def test_an_iq4_nl_file_runs_on_int8_and_as_llama_cpp_reads_it(tmp_path):
         assert torch.equal(got, rtn(ids).logits)
     assert (ref - got).abs().max() < 0.1 * ref.abs().max()  # int8's re-quantization and bf16
     assert (ref - q4).abs().max() > 0.5 * ref.abs().max()  # the codebook's levels, not Q4_0's
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's decode needs llama-cpp-python (make llama-cpp)")
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
-    theirs = []
-    for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
-        theirs.append(t)
-        if len(theirs) == 8:
-            break
-    assert theirs == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()
+    assert llama_cpp_tokens(path, ids) == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()
