@@ -115,3 +115,31 @@ def test_plain_blocks_dequantize_as_the_gguf_package_does(kind):
     assert ours.dtype == torch.float32 and ours.shape == (48, 256)
     assert np.array_equal(ours.numpy(), quants.dequantize(data, kind))
     assert gguf_blocks.dequantize(data, "Q5_0") is None  # the rest stay the gguf package's
+
+
+def test_damaged_metadata_and_dims(tmp_path):
+    """A key twice, a tensor whose dims multiply past 2**64 (which must not wrap round past the bounds check),
+    and a non-UTF-8 value: the file opens, and reading that one field names it."""
+    w = GGUFWriter(str(tmp_path / "ok.gguf"), "llama")
+    w.add_string("test.aaa", "one")
+    w.add_string("test.aab", "two")
+    w.add_string("general.description", "XXXX")
+    w.add_tensor("t", np.zeros((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    data = (tmp_path / "ok.gguf").read_bytes()
+    twice = data.replace(b"test.aab", b"test.aaa")
+    dims = (4).to_bytes(8, "little") + (32).to_bytes(8, "little")
+    huge = data[:data.rindex(dims[8:] + dims[:8])] + (2**32).to_bytes(8, "little") * 2 + \
+        data[data.rindex(dims[8:] + dims[:8]) + 16:]
+    for name, content, text in (("twice", twice, "'test.aaa' appears twice"), ("huge", huge, "runs past the end")):
+        (tmp_path / f"{name}.gguf").write_bytes(content)
+        with pytest.raises(GGUFFormatError, match=text):
+            GGUFFile(str(tmp_path / f"{name}.gguf"))
+    (tmp_path / "latin.gguf").write_bytes(data.replace(b"XXXX", b"\xff\xfe\xfd\xfc"))
+    f = GGUFFile(str(tmp_path / "latin.gguf"))
+    assert f.fields["test.aab"].contents() == "two"
+    with pytest.raises(GGUFFormatError, match="'general.description': the string at byte .* is not UTF-8"):
+        f.fields["general.description"].contents()

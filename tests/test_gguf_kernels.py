@@ -304,3 +304,22 @@ def test_an_iq4_nl_file_runs_on_int8_and_as_llama_cpp_reads_it(tmp_path):
     assert (ref - got).abs().max() < 0.1 * ref.abs().max()  # int8's re-quantization and bf16
     assert (ref - q4).abs().max() > 0.5 * ref.abs().max()  # the codebook's levels, not Q4_0's
     assert llama_cpp_tokens(path, ids) == llmarch.generate(deq, ids, max_new_tokens=8)[0, 12:].tolist()
+
+
+def test_q4_k_m_of_a_mixture(tmp_path, capsys):
+    """Q4_K_M of an 8-expert model: attn_k and attn_v Q8_0, the experts' ffn_down Q6_K on the layers use_more_bits
+    picks (here their 384-wide rows fall back: Q8_0, else Q5_0); `llmarch info` counts each expert's int8 layers
+    as loading makes them, to the byte."""
+    torch.manual_seed(0)
+    model = llmarch.build("mixtral-tiny", n_layers=2, context_length=64).eval()
+    path = tmp_path / "m.q4_k_m.gguf"
+    to_gguf(model, path, "q4_k_m")
+    types = {t.name: t.tensor_type.name for t in open_gguf(path).tensors}
+    assert types["blk.0.attn_v.weight"] == types["blk.1.attn_k.weight"] == "Q8_0"
+    assert types["blk.1.ffn_down_exps.weight"] == "Q8_0" and types["blk.0.ffn_down_exps.weight"] == "Q5_0"
+    assert types["blk.0.ffn_up_exps.weight"] == "Q4_K"
+    q = llmarch.from_gguf(path, kernels=True)
+    assert set(expected_scheme(path).int8_layers) == set(q.quantization.int8_layers)
+    assert "blocks.1.mlp.experts.down.7" in q.quantization.int8_layers
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weight_bytes"] == weight_bytes(q)

@@ -134,4 +134,5 @@ def assemble(model: TransformerLM, state: dict[str, torch.Tensor], device,
                 fresh = POSITIONS[positions_cfg.positions](positions_cfg)
             for name, buf in fresh.named_buffers():
                 setattr(module, name, buf)
-    return model
+    # buffers drawn at construction on the CPU (a Performer's random features) go where the weights are
+    return model if device is None else model.to(device)

@@ -124,11 +124,12 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig, model=None) -> dict:
     batches = _check(bc)
     if bc.vs_dense:
         return moe_vs_dense(cfg, bc)
-    device = parse_device(bc.device)
+    scheme = None if model is None else getattr(model, "quantization", None)
+    # a quantized model runs where it was loaded (a GGUF file's int4 tiles: the CPU), whatever CUDA there is
+    device = next(model.buffers()).device if scheme is not None else parse_device(bc.device)
     dtype = parse_dtype(bc.dtype, device)
     context = min(bc.context or cfg.context_length, cfg.context_length, 1024)
     torch.manual_seed(0)
-    scheme = None if model is None else getattr(model, "quantization", None)
     if scheme is not None and bc.quantize:
         raise LlmarchError(f"the checkpoint is quantized already ({scheme.method}); --quantize is for a "
                            "full-precision model")

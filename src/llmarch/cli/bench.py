@@ -47,6 +47,11 @@ def cmd_bench(args) -> None:
     # the sub-benchmarks: (module, its config class, the prefix of its flags, its run function)
     subs = {"attention": (attention, attention.AttentionBenchConfig, "attn_", attention.run_attention_bench),
             "decode-context": (context, context.ContextBenchConfig, "ctx_", context.run_context_bench)}
+    if args.checkpoint and (args.what != "model" or args.vs_dense):
+        from ..errors import LlmarchError
+
+        raise LlmarchError(f"--checkpoint measures a checkpoint's decoding; bench {args.what}"
+                           f"{' --vs-dense' if args.vs_dense else ''} builds its own random models")
     if args.what in subs:
         module, config_cls, prefix, run = subs[args.what]
         result = run(config_cls(**collect(args, config_cls, prefix)))

@@ -11,6 +11,7 @@ n_bytes, data_offset, data), `data` as the reader gives it (elements for float a
 bytes for quantized ones). Little-endian files only, as llama.cpp writes them."""
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from typing import Any, NamedTuple
@@ -33,15 +34,31 @@ class GGUFFormatError(ValueError):
 
 
 class Field:
-    """One metadata value: contents() is the Python value (a list for an array), as GGUFReader's fields give."""
+    """One metadata value: contents() is the Python value (a list for an array, nested for an array of arrays),
+    as GGUFReader's fields give. A string that is not UTF-8 fails when its field is read, not when the file is
+    opened (a file whose description is damaged still loads)."""
 
-    __slots__ = ("name", "type", "value")
+    __slots__ = ("name", "type", "value", "bad")
 
-    def __init__(self, name: str, type: int, value: Any):
-        self.name, self.type, self.value = name, type, value
+    def __init__(self, name: str, type: int, value: Any, bad: int | None):
+        self.name, self.type, self.value, self.bad = name, type, value, bad
 
     def contents(self) -> Any:
-        return self.value.tolist() if isinstance(self.value, np.ndarray) else self.value
+        if self.bad is not None:
+            raise GGUFFormatError(f"metadata {self.name!r}: the string at byte {self.bad} is not UTF-8")
+        return _plain(self.value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list) and value and isinstance(value[0], (list, np.ndarray)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _NotUtf8(bytes):
+    """A string's bytes that do not decode; the field that holds it says so when read."""
 
 
 class Tensor(NamedTuple):
@@ -59,6 +76,7 @@ class _Cursor:
 
     def __init__(self, buf):
         self.buf, self.at = buf, 0
+        self.bad: int | None = None  # where the current value's first non-UTF-8 string starts
 
     def take(self, fmt: str):
         try:
@@ -73,10 +91,13 @@ class _Cursor:
         end = self.at + n
         if end > len(self.buf):
             raise GGUFFormatError(f"a string of {n} bytes at byte {self.at} runs past the end of the file")
+        raw = self.buf[self.at:end]
         try:
-            s = self.buf[self.at:end].decode("utf-8")
+            s = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise GGUFFormatError(f"the string at byte {self.at} is not UTF-8") from None
+            if self.bad is None:
+                self.bad = self.at
+            s = _NotUtf8(raw)
         self.at = end
         return s
 
@@ -132,11 +153,18 @@ class GGUFFile:
         self.fields: dict[str, Field] = {}
         for _ in range(n_fields):
             key = c.string()
+            if c.bad is not None:
+                raise GGUFFormatError(f"the metadata key at byte {c.bad} is not UTF-8")
+            if key in self.fields:
+                raise GGUFFormatError(f"metadata {key!r} appears twice")
             kind = c.take("<I")
-            self.fields[key] = Field(key, kind, c.value(kind))
+            self.fields[key] = Field(key, kind, c.value(kind), c.bad)
+            c.bad = None
         records = []
         for _ in range(n_tensors):
             name = c.string()
+            if c.bad is not None:
+                raise GGUFFormatError(f"the tensor name at byte {c.bad} is not UTF-8")
             n_dims = c.take("<I")
             if n_dims > 8:
                 raise GGUFFormatError(f"tensor {name!r} claims {n_dims} dimensions")
@@ -158,7 +186,9 @@ class GGUFFile:
             except ValueError:
                 raise GGUFFormatError(f"tensor {name!r} has unknown tensor type {raw_type}") from None
             block, type_size = GGML_QUANT_SIZES[kind]
-            n = int(np.prod(dims, dtype=np.uint64)) if dims else 1
+            n = math.prod(dims)  # Python ints: a product past 2**64 cannot wrap round and pass the bounds check
+            if block > 1 and not dims:
+                raise GGUFFormatError(f"tensor {name!r} of {kind.name} blocks has no dimensions")
             if dims and dims[0] % block:
                 raise GGUFFormatError(f"tensor {name!r}: rows of {dims[0]} are no whole {kind.name} blocks of "
                                       f"{block}")

@@ -94,9 +94,9 @@ def from_gguf_kernels(path: str | Path, device=None):
 
 def expected_scheme(path: str | Path) -> Scheme | None:
     """The scheme from_gguf_kernels gives the file, from its tensor types alone (no tensor is read): file_scheme's,
-    with int8_layers the layers some tensor of which int4 does not hold (a 5- to 8-bit or float type). Loading
-    decides from the values instead, which for a file of llama.cpp's types comes to the same; a mixture's experts
-    are counted as the scheme's method. `llmarch info` reports the weight memory under it."""
+    with int8_layers the layers some tensor of which int4 does not hold (a 5- to 8-bit or float type), a mixture's
+    experts each by the type of its stacked tensor. Loading decides from the values instead, which for a file of
+    llama.cpp's types comes to the same. `llmarch info` reports the weight memory under it."""
     from ..models.build import empty_model
     from ..quant.apply import targets
     from .gguf import gguf_plan, open_gguf
@@ -106,13 +106,21 @@ def expected_scheme(path: str | Path) -> Scheme | None:
     if scheme is None or not scheme.int4:
         return scheme
     cfg, family, tensors = gguf_plan(path)
-    layers = {name for name, _ in targets(empty_model(cfg), scheme)} - {"lm_head"}  # head_int8 decides the head
-    int8 = []
+    model = empty_model(cfg)
+    layers = dict(targets(model, scheme))
+    layers.pop("lm_head", None)  # head_int8 decides the head
+    int8, stored = [], tensors.names()
     for rule in expand(family.rules_for(cfg), cfg):
         layer, _, part = rule.ours.rpartition(".")
-        if part == "weight" and layer in layers and layer not in int8 and \
-                any(t not in INT4_TYPES for hf in rule.hf for t in tensors.types(hf)):
+        types = [t for hf in rule.hf if hf in stored for t in tensors.types(hf)]
+        if layer not in layers or all(t in INT4_TYPES for t in types):
+            continue
+        if isinstance(layers[layer], Experts):  # a stacked tensor: each expert's layer, as QuantExperts names them
+            if part in (layers[layer].in_name, "down"):
+                int8 += [f"{layer}.{part}.{e}" for e in range(cfg.n_experts)]
+        elif part == "weight":
             int8.append(layer)
+    int8 = list(dict.fromkeys(int8))
     return replace(scheme, int8_layers=tuple(int8)) if int8 else scheme
 
 

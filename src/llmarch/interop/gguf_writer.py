@@ -141,28 +141,34 @@ def _split(name: str, t: torch.Tensor, arch, hf: dict) -> list[tuple[str, torch.
     return [(name, t)]
 
 
-def _kind(dtype: str, name: str, n_layers: int, tied: bool):
+def _kind(dtype: str, name: str, cfg):
     import gguf
 
     if dtype == "mxfp4":
         return gguf.GGMLQuantizationType.MXFP4 if EXPERT_MATRIX.search(name) else gguf.GGMLQuantizationType.F16
     if dtype == "q4_k_m":
-        return getattr(gguf.GGMLQuantizationType, "Q6_K" if _more_bits(name, n_layers, tied) else "Q4_K")
+        return getattr(gguf.GGMLQuantizationType, _q4_k_m(name, cfg.n_layers, cfg.tie_embeddings, cfg.n_experts))
     return getattr(gguf.GGMLQuantizationType, dtype.upper())
 
 
-def _more_bits(name: str, n_layers: int, tied: bool) -> bool:
-    """Whether Q4_K_M gives this tensor Q6_K (llama.cpp's llama_tensor_get_type): the output matrix (the token
-    embedding where it is the output too, a tied head), and attn_v and ffn_down in the first and last eighth of the
-    layers and every third layer between (use_more_bits; counted here by layer, where llama.cpp counts the tensors
-    of each name it has seen: the same where a layer has one)."""
+def _q4_k_m(name: str, n_layers: int, tied: bool, n_experts: int) -> str:
+    """The type Q4_K_M gives a tensor (llama.cpp's llama_tensor_get_type): Q6_K for the output matrix (the token
+    embedding where it is the output too, a tied head), and for attn_v and every ffn_down (experts' and shared
+    experts' too) in the first and last eighth of the layers and every third layer between (use_more_bits,
+    counted here by the layer in the name); with 8 experts attn_v and attn_k Q8_0; the rest Q4_K. Not followed:
+    llama.cpp's Q5_K for a fused attn_qkv and for attn_output with 8 experts (Q4_K here: llmarch writes no Q5_K),
+    Falcon's Q8_0 output (Q6_K here), and T5's enc./dec. layers, counted together there (Q4_K here)."""
     if name == "output.weight" or (tied and name == "token_embd.weight"):
-        return True
+        return "Q6_K"
     m = LAYER.match(name)
-    if m is None or not re.search(r"\.(attn_v|ffn_down)\.weight$", name):
-        return False
+    if m is None:
+        return "Q4_K"
+    if n_experts == 8 and re.search(r"\.attn_[kv]\.weight$", name):
+        return "Q8_0"
+    if not re.search(r"\.(attn_v\.weight|ffn_down)", name):
+        return "Q4_K"
     i, n = int(m.group(1)), n_layers
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+    return "Q6_K" if i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2 else "Q4_K"
 
 
 def _array(t: torch.Tensor, name: str, kind):
@@ -247,7 +253,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                 t = to(t.float(), hf)
         for name, t in _split(name, t, arch, hf):
             gguf_name = gguf_name_of(names, name, arch.renamed, arch.stripped)
-            array, raw = _array(t, gguf_name, _kind(dtype, gguf_name, cfg.n_layers, cfg.tie_embeddings))
+            array, raw = _array(t, gguf_name, _kind(dtype, gguf_name, cfg))
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
                 w.add_tensor("output.weight", array, raw_dtype=raw)

@@ -32,12 +32,16 @@ class EluFeatures(nn.Module):
 class FavorFeatures(nn.Module):
     def __init__(self, head_dim: int, n_features: int, scale: float, seed: int):
         super().__init__()
+        # drawn on the CPU from the seed whatever the default device: a model built on meta to be filled from a
+        # checkpoint holds no random features otherwise (this buffer is not saved); moved with the model after
         gen = torch.Generator().manual_seed(seed)
-        blocks = [torch.linalg.qr(torch.randn(head_dim, head_dim, generator=gen))[0].T
+        blocks = [torch.linalg.qr(torch.randn(head_dim, head_dim, generator=gen, device="cpu"))[0].T
                   for _ in range(math.ceil(n_features / head_dim))]
         directions = torch.cat(blocks)[:n_features]  # orthogonal rows within each block (§2.4)
-        norms = torch.randn(n_features, head_dim, generator=gen).norm(dim=1)  # Gaussian row lengths
-        self.register_buffer("w", directions * norms[:, None], persistent=False)  # (m, D), rebuilt from the seed
+        norms = torch.randn(n_features, head_dim, generator=gen, device="cpu").norm(dim=1)  # Gaussian row lengths
+        w = directions * norms[:, None]  # (m, D), rebuilt from the seed
+        default = torch.get_default_device()
+        self.register_buffer("w", w if default.type in ("cpu", "meta") else w.to(default), persistent=False)
         self.scale = scale
 
     def forward(self, x: torch.Tensor, is_query: bool) -> torch.Tensor:

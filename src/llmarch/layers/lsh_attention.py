@@ -30,7 +30,8 @@ class LSH:
         if n_buckets < 2 or n_buckets % 2:
             raise ValueError("n_buckets must be even and >= 2")
         gen = torch.Generator().manual_seed(seed)
-        self.rotations = torch.randn(n_rounds, head_dim, n_buckets // 2, generator=gen)
+        # on the CPU whatever the default device: a model built on meta to be filled from a checkpoint needs them
+        self.rotations = torch.randn(n_rounds, head_dim, n_buckets // 2, generator=gen, device="cpu")
         self.n_buckets, self.chunk = n_buckets, chunk
 
     def buckets(self, k: torch.Tensor) -> torch.Tensor:

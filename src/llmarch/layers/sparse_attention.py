@@ -87,7 +87,7 @@ class BigBird(Pattern):
         """bool (n, n): query block -> key blocks. Random blocks are drawn per query block from those the
         window and globals leave out (earlier ones only when causal), from this layer's seed."""
         g = self.n_global
-        i = torch.arange(n)
+        i = torch.arange(n, device="cpu")  # on the CPU whatever the default device (a model built on meta too)
         adj = ((i[:, None] - i[None, :]).abs() <= 1) | (i[None, :] < g) | (i[:, None] < g)
         gen = torch.Generator().manual_seed(seed)
         for row in range(n):
