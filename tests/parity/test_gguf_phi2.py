@@ -63,13 +63,15 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
 
 def fuse_qkv(src, dst) -> None:
     """`src` rewritten with each layer's attn_q, attn_k, attn_v (weight and bias) as one attn_qkv, rows all q | all
-    k | all v: the layout of Phi-2 files converted from Microsoft's original checkpoints (mixer.Wqkv)."""
+    k | all v: the layout of Phi-2 files converted from Microsoft's original checkpoints (mixer.Wqkv); without
+    attention.key_length and value_length, which Phi2Model does not write (head_dim is then d / heads)."""
     from llmarch.interop.gguf_writer import _writer_class
 
     reader = gguf.GGUFReader(str(src))
     w = _writer_class()(str(dst), "phi2")  # the byte vocabulary's empty merges list: a writer that packs it
     for key, f in reader.fields.items():
-        if not key.startswith("GGUF.") and key != "general.architecture":
+        if not key.startswith("GGUF.") and key not in ("general.architecture", "phi2.attention.key_length",
+                                                          "phi2.attention.value_length"):
             # an array's element type; the reader lists none for an empty one (the byte vocabulary's merges, strings)
             sub = (f.types[1:] or [gguf.GGUFValueType.STRING])[0] if f.types[0] == gguf.GGUFValueType.ARRAY else None
             w.add_key_value(key, f.contents(), f.types[0], sub_type=sub)
