@@ -1,6 +1,6 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
-llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, smollm3,
-gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2,
+llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, phi as phi2, olmo2,
+smollm3, gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2,
 gpt_oss, t5), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json and tensors: the
 family table's tensors named by the `gguf` package's name map (per-expert tensors stacked, (E, out, in)), q/k rows
 permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and
@@ -134,9 +134,10 @@ def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _split(name: str, t: torch.Tensor, arch, hf: dict) -> list[tuple[str, torch.Tensor]]:
-    """A tensor as the converter stores it: whole, or as the parts of Arch.split, each under its own name."""
+    """A tensor as the converter stores it: whole, or as the parts of Arch.split, each under its own name (not by
+the read-only splits, whose `to` is None)."""
     for pattern, ends, to, _ in arch.split:
-        if re.search(pattern, name):
+        if to is not None and re.search(pattern, name):
             return [(re.sub(pattern, end, name), part.contiguous()) for end, part in zip(ends, to(t.float(), hf))]
     return [(name, t)]
 
