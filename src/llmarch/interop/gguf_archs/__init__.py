@@ -8,10 +8,12 @@ One module per group of kin families, each with its `ARCHS` entries (GGUF archit
 a new family is a new module and its line below."""
 from . import bert, deepseek, gemma, gpt_oss, layer_norm, llama, mamba, phi3, qwen3_next, t5
 from . import phi2
+from . import starcoder2
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
                           **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS}
 ARCHS.update(phi2.ARCHS)
+ARCHS.update(starcoder2.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
