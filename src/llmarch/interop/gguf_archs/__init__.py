@@ -7,9 +7,11 @@ so a file means here what it means there.
 One module per group of kin families, each with its `ARCHS` entries (GGUF architecture name -> Arch, arch.py);
 a new family is a new module and its line below."""
 from . import bert, deepseek, gemma, gpt_oss, layer_norm, llama, mamba, phi3, qwen3_next, t5
+from . import qwen2moe
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
                           **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS}
+ARCHS.update(qwen2moe.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
