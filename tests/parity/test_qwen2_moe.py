@@ -1,7 +1,8 @@
 """Qwen2-MoE against transformers, through files (as test_dense_families.py does): tiny seeded random models with
 q/k/v biases, a softmax router far from uniform, experts narrower than the sigmoid-gated shared expert, compared on
 a left-padded batch (fp32, max |dlogit| <= 1e-4), greedy generation of 32 tokens, cached decoding equal to the
-whole forward, and the to_hf round trip; the variants llmarch cannot express are refused in one line."""
+whole forward, and the to_hf round trip (also with a sliding window on every layer); the variants llmarch cannot
+express are refused in one line."""
 import pytest
 import torch
 
@@ -23,6 +24,8 @@ CASES = {
     # a mixture every second layer past the dense first two (layer 3 of 4), renormalised top-k, a tied head
     "sparse-step": dict(num_hidden_layers=4, decoder_sparse_step=2, mlp_only_layers=[0, 1], norm_topk_prob=True,
                         tie_word_embeddings=True, shared_expert_intermediate_size=32),
+    # every layer slides over 8 keys: shorter than the 13-20-token prompts
+    "sliding": dict(use_sliding_window=True, sliding_window=8, layer_types=["sliding_attention"] * 2),
 }
 
 
@@ -53,7 +56,8 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     assert cfg.qkv_bias and not cfg.bias and cfg.shared_expert_gate
     assert cfg.n_shared_experts * cfg.expert_hidden == hf.config.shared_expert_intermediate_size
     assert [cfg.is_moe_layer(i) for i in range(cfg.n_layers)] == \
-        ([True, True] if case == "qwen1.5" else [False, False, False, True])
+        ([False, False, False, True] if case == "sparse-step" else [True, True])
+    assert cfg.sliding_window == (8 if case == "sliding" else None)
     ids, mask, generated = assert_matches_transformers(hf, ours, "Qwen2MoeForCausalLM", tmp_path)
     full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
     with torch.no_grad():  # cached decoding (generate) equals the whole forward, recomputed without a cache
