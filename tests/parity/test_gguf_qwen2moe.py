@@ -64,10 +64,10 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     assert apart <= 1e-3 and ours == seq
 
 
-def write_like_converter(hf, path) -> None:
+def write_like_converter(hf, path, widths: bool = True) -> None:
     """convert_hf_to_gguf.py's Qwen2MoeModel on the model's tensors, written here independently of to_gguf:
-    TextModel's keys and the expert ones; transformers 5's stacked gate_up_proj (E, 2I, C) split into gate and up;
-    the shared expert's gate (1, C) as it is."""
+    TextModel's keys and the expert ones (without the two widths unless `widths`); transformers 5's stacked
+    gate_up_proj (E, 2I, C) split into gate and up; the shared expert's gate (1, C) as it is."""
     from llmarch.interop.gguf_tokenizer import write_tokenizer
     from llmarch.interop.gguf_writer import _writer_class
 
@@ -79,10 +79,11 @@ def write_like_converter(hf, path) -> None:
                        (w.add_head_count, c.num_attention_heads), (w.add_head_count_kv, c.num_key_value_heads),
                        (w.add_rope_freq_base, c.rope_parameters["rope_theta"]),
                        (w.add_layer_norm_rms_eps, c.rms_norm_eps), (w.add_expert_count, c.num_experts),
-                       (w.add_expert_used_count, c.num_experts_per_tok),
-                       (w.add_expert_feed_forward_length, c.moe_intermediate_size),
-                       (w.add_expert_shared_feed_forward_length, c.shared_expert_intermediate_size)):
+                       (w.add_expert_used_count, c.num_experts_per_tok)):
         add(value)
+    if widths:
+        w.add_expert_feed_forward_length(c.moe_intermediate_size)
+        w.add_expert_shared_feed_forward_length(c.shared_expert_intermediate_size)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2MOE, c.num_hidden_layers)
     for name, t in hf.state_dict().items():
         if name.endswith("experts.gate_up_proj"):
@@ -98,11 +99,15 @@ def write_like_converter(hf, path) -> None:
     w.close()
 
 
-def test_converter_style_file_is_transformers_model(tmp_path):
-    """Read as transformers' model; llama.cpp decodes it to the same greedy tokens."""
-    hf = hf_model()
+@pytest.mark.parametrize("widths", [True, False], ids=["widths", "llama.cpp-defaults"])
+def test_converter_style_file_is_transformers_model(widths, tmp_path):
+    """Read as transformers' model; llama.cpp decodes it to the same greedy tokens. Without the width keys both
+    take llama.cpp's defaults: the experts feed_forward_length / expert_used_count wide, the shared expert
+    feed_forward_length (a model whose widths are those: 64 / 2 and 64)."""
+    hf = hf_model(intermediate_size=64)
     path = tmp_path / "theirs.gguf"
-    write_like_converter(hf, path)
+    write_like_converter(hf, path, widths)
+    assert ("qwen2moe.expert_feed_forward_length" in gguf.GGUFReader(str(path)).fields) == widths
     ours = llmarch.from_gguf(path)
     torch.manual_seed(1)
     ids = torch.randint(0, 256, (1, 24))
