@@ -1,7 +1,7 @@
 """PEFT adapter files for LoRA on stacked MoE expert weights (peft's target_parameters) both ways, against the real
-`peft` package on transformers' Mixtral and Qwen3-MoE (experts stacked as gate_up_proj and down_proj): llmarch's
-adapters saved load with PeftModel.from_pretrained to the same logits, and an adapter that `peft` made loads into
-llmarch to the same logits (fp32, 1e-4)."""
+`peft` package on transformers' Mixtral, Qwen3-MoE and Qwen2-MoE (experts stacked as gate_up_proj and down_proj):
+llmarch's adapters saved load with PeftModel.from_pretrained to the same logits, and an adapter that `peft` made
+loads into llmarch to the same logits (fp32, 1e-4)."""
 import pytest
 import torch
 
@@ -28,6 +28,9 @@ FAMILIES = {
     "qwen3_moe": lambda: transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
         intermediate_size=40, moe_intermediate_size=24, num_experts=4, decoder_sparse_step=2, norm_topk_prob=True,
         **SHAPE)),
+    # experts beside a sigmoid-gated shared expert (an MLP, not a stacked site)
+    "qwen2_moe": lambda: transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
+        intermediate_size=40, moe_intermediate_size=24, shared_expert_intermediate_size=48, num_experts=4, **SHAPE)),
 }
 
 

@@ -6,14 +6,12 @@ so a file means here what it means there.
 
 One module per group of kin families, each with its `ARCHS` entries (GGUF architecture name -> Arch, arch.py);
 a new family is a new module and its line below."""
-from . import bert, deepseek, gemma, gpt_oss, layer_norm, llama, mamba, phi3, qwen3_next, t5
-from . import phi2
-from . import starcoder2
+from . import (bert, deepseek, gemma, gpt_oss, layer_norm, llama, mamba, phi2, phi3, qwen2moe, qwen3_next,
+               starcoder2, t5)
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
-                          **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS}
-ARCHS.update(phi2.ARCHS)
-ARCHS.update(starcoder2.ARCHS)
+                          **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS,
+                          **phi2.ARCHS, **starcoder2.ARCHS, **qwen2moe.ARCHS}
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
