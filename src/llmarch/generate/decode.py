@@ -98,8 +98,11 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     request = (_seq2seq_request if cfg.is_encoder_decoder else _decoder_request)(
         model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, compile)
     repeat = num_beams if num_beams > 1 else 1
+    # eager decoding only moves forward: a sliding window's layers keep their last w keys (ring_cache.py); the
+    # compiled step reads a static cache whole
     with Engine(model, request.prompt.shape[0] * repeat, request.cache_len, _rows(request.mask, repeat),
-                _rows(request.source, repeat), _rows(request.source_mask, repeat), compile) as engine:
+                _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
+                bounded=not compile) as engine:
         first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0))
         if num_beams > 1:
             out, ended = beam_search(first, engine.decode, engine.reorder, request.prompt, num_beams,

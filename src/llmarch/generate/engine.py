@@ -21,10 +21,13 @@ from ..transforms import for_cpu_decoding
 
 class Engine:
     def __init__(self, model, batch: int, max_len: int, mask: torch.Tensor | None = None,
-                 source: torch.Tensor | None = None, source_mask: torch.Tensor | None = None, compile: bool = False):
+                 source: torch.Tensor | None = None, source_mask: torch.Tensor | None = None, compile: bool = False,
+                 bounded: bool = False):
         """batch rows of up to max_len tokens (for compile, decode.compiled_cache_len: a few cache shapes per model).
         mask (batch, max_len): 1 for real slots, 0 for left padding; None: none padded. source (batch, S) and
-        source_mask: an encoder-decoder's inputs, encoded here."""
+        source_mask: an encoder-decoder's inputs, encoded here. bounded: the decoding only moves forward (prefill
+        once, then decode; no extend, rewind or moved rows), so the model's states may hold only what later tokens
+        read (Stack.setup_cache: a sliding window's layers keep w slots, not max_len)."""
         self.model, self.mask, self.source_mask = model, mask, source_mask
         self.was_training = model.training
         # eval() only where some module trains: setting the flag on every module costs more than looking
@@ -38,7 +41,7 @@ class Engine:
         if model.config.is_encoder_decoder:
             model.setup_cache(batch, max_len, memory=model.encode(source, source_mask))
         else:
-            model.setup_cache(batch, max_len)
+            model.setup_cache(batch, max_len, bounded=bounded)
         self.compiled = compiled_step(model) if compile else None
 
     def __enter__(self) -> "Engine":

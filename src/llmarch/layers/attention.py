@@ -156,11 +156,17 @@ class Attention(Mixer):
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return self.kind.new_state(self, batch, max_len, dtype, device)
 
+    def bounded_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
+        return self.kind.bounded_state(self, batch, max_len, dtype, device)
+
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         return self.kind.cache_bytes(self, dtype, max_len)
 
     def state_note(self, dtype: str) -> str:
         return self.kind.state_note
+
+    def cache_note(self) -> str:
+        return self.kind.cache_note
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape

@@ -50,6 +50,12 @@ class Mixer(nn.Module):
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         raise NotImplementedError
 
+    def bounded_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
+        """A decode state for decoding that only moves forward (a prompt, then one token at a time: no rewind,
+        no moved rows), which may hold only what later tokens read (a sliding window's last keys:
+        ring_cache.py); by default new_state's."""
+        return self.new_state(batch, max_len, dtype, device)
+
     def state_note(self, dtype: str) -> str:
         """Its per-sequence decode state in words; "" for one that only grows per token (a KV cache)."""
         return "constant in the context"

@@ -46,15 +46,18 @@ class Stack(nn.Module):
             for lc in map(cfg.for_layer, range(cfg.n_layers)))
 
     # ---- KV cache and recurrent state ---------------------------------------------------------
-    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, bounded: bool = False) -> None:
         """Every block's mixer gets the decode state it needs for `batch` sequences of up to max_len tokens (a
-        KV cache, a recurrent state, ...: Mixer.new_state)."""
+        KV cache, a recurrent state, ...: Mixer.new_state); bounded: for decoding that only moves forward, a
+        prompt and then one token at a time, where a state may hold only what later tokens read (a sliding
+        window's ring: Mixer.bounded_state)."""
         cfg = self._stack_cfg
         if max_len > cfg.context_length:
             raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
         for block in self.blocks:
-            block.seq_mixer.cache = block.seq_mixer.new_state(batch, max_len, dtype or w.dtype, w.device)
+            make = block.seq_mixer.bounded_state if bounded else block.seq_mixer.new_state
+            block.seq_mixer.cache = make(batch, max_len, dtype or w.dtype, w.device)
         self._cache_max_len = max_len
 
     def clear_cache(self) -> None:

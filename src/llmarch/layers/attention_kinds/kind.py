@@ -5,7 +5,8 @@ then hands them to its kind, which decides which keys each query sees and comput
   call's tokens; the kind writes them to the decode state (attn.cache) when there is one and reads what it
   needs back (cached_kv), so a whole sequence and a prompt followed by single tokens give the same outputs;
 - `new_state(attn, batch, max_len, dtype, device)` and `cache_bytes(attn, dtype, max_len)`: its decode state
-  (a KV cache by default; a constant-size recurrent state for the linear kinds);
+  (a KV cache by default; a constant-size recurrent state for the linear kinds); `bounded_state`: the state for
+  decoding that only moves forward (a sliding window's ring of its last keys);
 - `check(cfg)`: its own config fields; `modules(cfg, layer)`: submodules the attention layer holds for it
   (kept on the layer, so state-dict keys stay blocks.{i}.attn.<name>);
 - `uses_mask`: whether it reads ctx.mask, the dense causal/padding/bias mask the model builds once per forward
@@ -33,6 +34,7 @@ def windowed_kinds() -> list[str]:
 
 class AttentionKind:
     state_note = ""  # a per-sequence decode state in words (none: a KV cache grows per token)
+    cache_note = ""  # its per-token cache in words, where it is not a plain KV cache (Mixer.cache_note)
     uses_mask = False
     shares_qk = False
     windowed = False
@@ -67,6 +69,10 @@ class AttentionKind:
 
     def new_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
         return KVCache(batch, attn.qkv_heads[2], max_len, attn.head_dim, dtype, device)
+
+    def bounded_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
+        """Mixer.bounded_state: new_state's, unless the kind reads a bounded part of the cache."""
+        return self.new_state(attn, batch, max_len, dtype, device)
 
     def cache_bytes(self, attn, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         """(per token, per sequence): keys and values of every KV head, per token."""

@@ -21,13 +21,17 @@ class PatternKind(AttentionKind):
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         k, v = cached_kv(attn, k, v, ctx)
         if q.shape[2] == k.shape[2]:  # a whole sequence
-            engine = flex_sparse_attention if q.is_cuda else blockwise_attention
-            if attn.sinks is None:
-                return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, softcap=attn.softcap)
-            out, lse = engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, return_lse=True,
-                              softcap=attn.softcap)
-            return rescale_by_sinks(out, lse, attn.sinks)
+            return self.attend_sequence(attn, q, k, v, ctx)
         return self.attend_rows(attn, q, k, v, ctx, dropout_p)
+
+    def attend_sequence(self, attn, q, k, v, ctx):
+        """A whole sequence, queries and keys at the same positions: blockwise."""
+        engine = flex_sparse_attention if q.is_cuda else blockwise_attention
+        if attn.sinks is None:
+            return engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, softcap=attn.softcap)
+        out, lse = engine(q, k, v, self.pattern, self.causal, attn.scale, ctx.pad_mask, return_lse=True,
+                          softcap=attn.softcap)
+        return rescale_by_sinks(out, lse, attn.sinks)
 
     def attend_rows(self, attn, q, k, v, ctx, dropout_p):
         """A few queries (at ctx.input_pos) over a cache: the pattern's rows of the mask."""

@@ -1,8 +1,11 @@
 """Sliding-window attention (Longformer's local attention, Beltagy et al. 2020; Mistral 7B): query i sees
 keys j with |i - j| < w (causal: j in (i - w, i]). A decoded token reads only the window's slots of the
-cache, so its cost is bounded by w, not by the context."""
+cache, so its cost is bounded by w, not by the context; decoding that only moves forward keeps just those w
+slots (bounded_state: a ring, ring_cache.py)."""
 from __future__ import annotations
 
+from ...errors import LlmarchError
+from ..ring_cache import RingKVCache
 from ..sparse_attention import SlidingWindow
 from .kind import ATTENTION_KINDS
 from .pattern import PatternKind
@@ -14,7 +17,27 @@ class SlidingWindowKind(PatternKind):
     takes_sinks = True
 
     def make_pattern(self, cfg, layer):
+        self.cache_note = f"window layers keep their last {cfg.sliding_window} tokens when generate decodes"
         return SlidingWindow(cfg.sliding_window, cfg.attention_block)
+
+    def bounded_state(self, attn, batch, max_len, dtype, device):
+        if not self.causal or max_len <= self.pattern.window:
+            return self.new_state(attn, batch, max_len, dtype, device)
+        return RingKVCache(batch, attn.qkv_heads[2], self.pattern.window, attn.head_dim, dtype, device)
+
+    def attend(self, attn, x, q, k, v, ctx, dropout_p):
+        ring = attn._modules.get("cache")
+        if not isinstance(ring, RingKVCache):
+            return super().attend(attn, x, q, k, v, ctx, dropout_p)
+        if q.shape[2] > 1:  # a prompt, from position 0: it attends over its own keys, as without a cache
+            if ctx.kv_len != q.shape[2]:
+                raise LlmarchError("a sliding window's ring cache takes one prompt from position 0, then one "
+                                   "token at a time")
+            ring.write(ctx.input_pos, k, v)
+            return self.attend_sequence(attn, q, k, v, ctx)
+        ring.write(ctx.input_pos, k, v)  # the ring then holds the last w positions, this one among them
+        return attn.kernel(q, ring.k, ring.v, ring.key_mask(ctx.pad_mask), False, dropout_p, attn.hook_pattern,
+                           attn.scale, attn.sinks)
 
     def attend_rows(self, attn, q, k, v, ctx, dropout_p):
         if not (self.causal and q.shape[2] == 1 and ctx.kv_len is not None):
