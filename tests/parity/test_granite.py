@@ -20,7 +20,7 @@ transformers.logging.set_verbosity_error()
 
 COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
               intermediate_size=96, bos_token_id=1, eos_token_id=2, embedding_multiplier=12.0,
-              attention_multiplier=1 / 16, residual_multiplier=0.22, logits_scaling=8.0)
+              attention_multiplier=1 / 16, residual_multiplier=0.22, logits_scaling=8.0, initializer_range=0.1)
 CASES = {
     # Granite 3.x's shape: GQA, no biases, a tied head
     "tied": dict(COMMON, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e7}),
