@@ -79,3 +79,36 @@ def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(changes, problem, t
     with pytest.raises(LlmarchError, match=problem):
         to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()
+
+
+class _Field:
+    def __init__(self, value):
+        self.value = value
+
+    def contents(self):
+        return self.value
+
+
+class _Reader:  # the metadata a Meta reads, without a file
+    def __init__(self, **keys):
+        self.fields = {f"granite.{k.replace('__', '.')}": _Field(v) for k, v in keys.items()}
+        self.tensors = []
+
+
+def _read(**keys):
+    from llmarch.interop.gguf_archs import Meta
+    from llmarch.interop.gguf_archs.granite import ARCHS
+
+    return ARCHS["granite"].fields({"head_dim": 16}, Meta(_Reader(**keys), "granite", "x.gguf"))
+
+
+def test_missing_scalars_read_as_llama_cpp_takes_them():
+    hf = _read(logit_scale=8.0, residual_scale=0.0)  # 0 is llama.cpp's "not set" too
+    assert (hf["attention_multiplier"], hf["embedding_multiplier"], hf["residual_multiplier"], hf["logits_scaling"]) \
+        == (0.25, 1.0, 1.0, 8.0)
+    with pytest.raises(LlmarchError, match="lacks granite.logit_scale"):  # llama.cpp requires it
+        _read()
+    with pytest.raises(LlmarchError, match="Granite MoE"):
+        _read(logit_scale=1.0, expert_count=4)
+    with pytest.raises(LlmarchError, match="without RoPE"):
+        _read(logit_scale=1.0, rope__scaling__finetuned=False)

@@ -99,6 +99,8 @@ def test_bad_scalars_are_refused(fields, problem):
 def test_granite_moe_and_what_granite_cannot_compute_are_refused(tmp_path):
     with pytest.raises(LlmarchError, match="Granite MoE"):
         hf_model_config(dict(COMMON, model_type="granite", num_local_experts=4))
+    with pytest.raises(LlmarchError, match="unknown Hugging Face model_type 'granitemoe'"):
+        hf_model_config(dict(COMMON, model_type="granitemoe", num_local_experts=4))
     torch.manual_seed(0)
     transformers.GraniteForCausalLM(transformers.GraniteConfig(**CASES["tied"])).save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
