@@ -74,6 +74,10 @@ class ModelConfig:
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
+    # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
+    embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
+    residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
+    logit_divisor: float = 1.0  # the LM head's logits divided by this, before final_softcap (Granite's logits_scaling)
     bias: bool = True  # biases of the attention and FFN projections
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
@@ -262,6 +266,12 @@ class ModelConfig:
             raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on the LM head of a "
                                f"decoder-only or encoder-only model (head={self.head!r}, "
                                f"n_decoder_layers={self.n_decoder_layers})")
+        for name in ("embed_multiplier", "residual_multiplier", "logit_divisor"):
+            if getattr(self, name) <= 0:
+                raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.logit_divisor != 1.0 and (self.head != "lm" or self.n_decoder_layers):
+            raise LlmarchError(f"logit_divisor={self.logit_divisor} divides the LM head's logits of a decoder-only or "
+                               f"encoder-only model (head={self.head!r}, n_decoder_layers={self.n_decoder_layers})")
         if self.shared_norm and self.block != "parallel":
             raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
         if self.qk_norm not in QK_NORMS:

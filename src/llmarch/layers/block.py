@@ -11,7 +11,9 @@ A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third s
 cross-attention over the encoder output, with its own norm (ln_cross) placed the same way.
 The first sublayer mixes across positions: the sequence mixer the config's per-layer pattern names (mixer.py:
 attention, held as `attn`, or Mamba, Mamba-2, Hyena, held as `mixer`). With ffn='none' the block is the mixer
-alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4)."""
+alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4).
+Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
+hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds."""
 from __future__ import annotations
 
 import torch
@@ -28,6 +30,17 @@ from .norms import make_norm
 def identity(x: torch.Tensor) -> torch.Tensor:
     """A no-op dropout as a plain function: no module dispatch per call."""
     return x
+
+
+class Scaled:
+    """A sublayer's output through its dropout, then times a constant (residual_multiplier). A plain callable,
+    not a module: the block holds the dropout itself, and a multiplier of 1.0 gets no Scaled at all."""
+
+    def __init__(self, drop, factor: float):
+        self.drop, self.factor = drop, factor
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return self.drop(y) * self.factor
 
 
 class Block(nn.Module):
@@ -50,6 +63,11 @@ class Block(nn.Module):
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
         # without dropout a plain function: no module dispatch per call, and no stray hook point named `drop`
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity
+        # what each sublayer's output goes through before its residual add: the dropout, then times
+        # residual_multiplier where one is set. Chosen here, so a model without one calls exactly the dropout;
+        # kept out of _modules, where the dropout is registered once, as `drop`
+        m = cfg.residual_multiplier
+        self.__dict__["branch"] = self.drop if m == 1.0 else Scaled(self.drop, m)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
@@ -64,10 +82,10 @@ class Block(nn.Module):
         x + norm(sublayer(x)), post-norm norm(x + sublayer(x)); args: the sublayer's context."""
         if self.placement in ("pre", "sandwich"):
             y = sublayer(norm(x), *args)
-            return x + hook(self.drop(y if post is None else post(y)))
+            return x + hook(self.branch(y if post is None else post(y)))
         if self.placement == "res_post":
-            return x + hook(self.drop(norm(sublayer(x, *args))))
-        return norm(x + hook(self.drop(sublayer(x, *args))))
+            return x + hook(self.branch(norm(sublayer(x, *args))))
+        return norm(x + hook(self.branch(sublayer(x, *args))))
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
@@ -75,8 +93,8 @@ class Block(nn.Module):
         x = sub["hook_resid_pre"](x)
         if self.parallel:
             h = sub["ln1"](x)
-            a = sub["hook_attn_out"](self.drop(mixer(h, ctx)))
-            m = sub["hook_mlp_out"](self.drop(mlp(h if sub.get("ln2") is None else sub["ln2"](x))))
+            a = sub["hook_attn_out"](self.branch(mixer(h, ctx)))
+            m = sub["hook_mlp_out"](self.branch(mlp(h if sub.get("ln2") is None else sub["ln2"](x))))
             return sub["hook_resid_post"](x + a + m)
         x = sub["hook_resid_mid"](self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx,
                                                  post=sub.get("post_ln1")))

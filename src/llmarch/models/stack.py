@@ -38,6 +38,8 @@ class Stack(nn.Module):
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
+        # Granite's embedding_multiplier, read once here: None (1.0) costs a forward nothing
+        self._embed_multiplier = cfg.embed_multiplier if cfg.embed_multiplier != 1.0 else None
         # whether some layer's attention reads ctx.mask
         self._uses_mask = any(ATTENTION_KINDS[cfg.for_layer(i).attention].uses_mask for i in range(cfg.n_layers))
         # whether every layer attends through ctx.mask, so packed documents can be kept apart (document_ids)
@@ -147,6 +149,8 @@ class Stack(nn.Module):
         T = x.shape[1]
         if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
+        if self._embed_multiplier is not None:  # Granite: a Python float, as transformers multiplies
+            x = x * self._embed_multiplier
         x = self.hook_embed(x)  # the token embeddings alone, as TransformerLens's hook_embed
         added = self.positions.embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings

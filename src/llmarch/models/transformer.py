@@ -27,6 +27,7 @@ class TransformerLM(Stack):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.config = cfg
+        self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         if cfg.head == "lm":
             self.head_transform = HeadTransform(cfg) if cfg.head_transform else None
@@ -84,4 +85,7 @@ class TransformerLM(Stack):
             x = self.head_transform(x)
         if self.config.head_scale:  # T5 v1.0 (tied head): rescale before projecting onto the embedding matrix
             x = x * self.config.d_model ** -0.5
-        return soft_cap(self.lm_head(x), self.config.final_softcap)  # (B, T, V); Gemma 2 caps the logits
+        logits = self.lm_head(x)  # (B, T, V)
+        if self._logit_divisor is not None:  # Granite's logits_scaling: a division, as transformers computes it
+            logits = logits / self._logit_divisor
+        return soft_cap(logits, self.config.final_softcap)  # Gemma 2 caps the logits

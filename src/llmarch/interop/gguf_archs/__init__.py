@@ -9,11 +9,13 @@ a new family is a new module and its line below."""
 from . import (bert, deepseek, gemma, gpt_oss, layer_norm, llama, mamba, phi2, phi3, qwen2moe, qwen3_next,
                starcoder2, t5)
 from . import stablelm
+from . import granite
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
                           **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS,
                           **phi2.ARCHS, **starcoder2.ARCHS, **qwen2moe.ARCHS}
 ARCHS.update(stablelm.ARCHS)
+ARCHS.update(granite.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
