@@ -47,6 +47,21 @@ def perturbed_from_hf(hf, folder):
     return llmarch.from_hf(folder)
 
 
+def gguf_reads_back(path, model, vocab: int = 256):
+    """The F32 .gguf file at `path`, written from `model`: read back by llmarch to logits within 1e-4, then
+    decoded by llama.cpp (the test skips without llama-cpp-python; an F32 KV cache, no flash attention) to
+    llmarch's greedy tokens, its logits within 1e-4 of llmarch's. Returns the model read back."""
+    back = llmarch.from_gguf(path)
+    torch.manual_seed(1)
+    ids = torch.randint(0, vocab, (1, 24))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
+    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
+    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist(), exact=True)
+    assert apart <= 1e-4 and ours == seq
+    return back
+
+
 def byte_checkpoint(folder, context_length: int = 64):
     """A tiny random LLaMA (2 layers of 64, byte vocabulary) saved with its byte tokenizer: the base the
     fine-tuning tests (SFT, DPO, QLoRA) load from disk. Returns the checkpoint's path."""

@@ -12,7 +12,7 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import perturbed_from_hf
+from conftest import gguf_reads_back, perturbed_from_hf
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -48,19 +48,11 @@ def test_gguf_round_trip_and_llama_cpp(changes, tmp_path):
     names = {t.name for t in reader.tensors}
     assert ("output.weight" in names) == (not model.config.tie_embeddings)
     assert ("blk.0.attn_q.bias" in names) == ("blk.0.ffn_down.bias" in names) == model.config.bias
-    back = llmarch.from_gguf(path)
-    cfg, want = back.config, model.config  # (to_gguf has checked every field reads back)
+    # llama.cpp: measured 1.8e-7 (tied) and 1.2e-7 apart, on logits up to 0.91; with any one scalar left at 1 in
+    # llmarch's model they are 0.04 (attention) to 5.9 (logits) apart
+    cfg, want = gguf_reads_back(path, model).config, model.config  # (to_gguf has checked every field reads back)
     assert (cfg.hf_model_type, cfg.bias, cfg.tie_embeddings, cfg.rope_scaling) == \
         ("granite", want.bias, want.tie_embeddings, want.rope_scaling)
-    torch.manual_seed(1)
-    ids = torch.randint(0, 256, (1, 24))
-    with torch.no_grad():
-        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    # an F32 KV cache, no flash attention: measured 1.8e-7 (tied) and 1.2e-7 apart, on logits up to 0.91; with any one
-    # scalar left at 1 in llmarch's model they are 0.04 (attention) to 5.9 (logits) apart
-    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist(), exact=True)
-    assert apart <= 1e-4 and ours == seq
 
 
 def test_llmarchs_default_attention_scale_is_written_out(tmp_path):

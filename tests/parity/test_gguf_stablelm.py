@@ -14,7 +14,7 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import perturbed_from_hf
+from conftest import gguf_reads_back, perturbed_from_hf
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -54,18 +54,10 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     names = {t.name for t in reader.tensors}
     assert {"blk.0.attn_norm.bias", "blk.0.ffn_gate.weight", "output_norm.bias", "output.weight"} <= names
     assert ("blk.0.attn_q.bias" in names) == parallel and ("blk.0.ffn_norm.bias" in names) == (not parallel)
-    back = llmarch.from_gguf(path)
-    cfg = back.config
+    # llama.cpp: measured 3.0e-7 (3b-style) and 2.1e-7 apart, on logits up to 0.64, 0.87
+    cfg = gguf_reads_back(path, model).config
     assert (cfg.hf_model_type, cfg.block, cfg.qkv_bias, cfg.tie_embeddings) == \
         ("stablelm", "parallel" if parallel else "sequential", parallel, parallel)
-    torch.manual_seed(1)
-    ids = torch.randint(0, 256, (1, 24))
-    with torch.no_grad():
-        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    # an F32 KV cache, no flash attention: measured 3.0e-7 (3b-style) and 2.1e-7 apart, on logits up to 0.64, 0.87
-    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist(), exact=True)
-    assert apart <= 1e-4 and ours == seq
 
 
 def test_per_head_qk_norms_are_refused(tmp_path):

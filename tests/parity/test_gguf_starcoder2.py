@@ -7,12 +7,11 @@ cannot load or would compute otherwise is refused before a file is left."""
 import pytest
 import torch
 
-import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import perturbed_from_hf
+from conftest import gguf_reads_back, perturbed_from_hf
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -45,18 +44,10 @@ def test_gguf_round_trip_and_llama_cpp(changes, tmp_path):
     assert {"blk.0.attn_q.bias", "blk.0.attn_output.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias",
             "blk.0.attn_norm.bias", "blk.0.ffn_norm.bias", "output_norm.bias"} <= names
     assert ("output.weight" in names) == (not model.config.tie_embeddings)
-    back = llmarch.from_gguf(path)
-    cfg, want = back.config, model.config  # (to_gguf has checked every field reads back, dropout aside)
+    # llama.cpp: measured 2.9e-5 (tied) and 2.5e-5 apart, on logits up to 0.54
+    cfg, want = gguf_reads_back(path, model).config, model.config  # (to_gguf checked the fields, dropout aside)
     assert (cfg.hf_model_type, cfg.norm, cfg.bias, cfg.ffn, cfg.tie_embeddings, cfg.rope_scaling, cfg.dropout) == \
         ("starcoder2", "layernorm", True, "gelu_tanh", want.tie_embeddings, want.rope_scaling, 0.0)
-    torch.manual_seed(1)
-    ids = torch.randint(0, 256, (1, 24))
-    with torch.no_grad():
-        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    # an F32 KV cache, no flash attention: measured 2.9e-5 (tied) and 2.5e-5 apart, on logits up to 0.54
-    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist(), exact=True)
-    assert apart <= 1e-4 and ours == seq
 
 
 @pytest.mark.parametrize("changes,problem", [

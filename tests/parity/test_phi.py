@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import to_hf
 
+from conftest import perturbed_from_hf
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -24,22 +25,12 @@ CASES = {
 }
 
 
-def build_hf(case, tmp_path):
-    torch.manual_seed(0)
-    hf = transformers.PhiForCausalLM(transformers.PhiConfig(**CASES[case])).eval()
-    with torch.no_grad():  # random non-trivial norm gains and biases, so a swapped one cannot hide
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-    hf.generation_config.eos_token_id = None
-    hf.save_pretrained(tmp_path / "hf")
-    return hf
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_logits_generation_and_round_trip(case, tmp_path):
-    hf = build_hf(case, tmp_path)
-    ours = from_hf(tmp_path / "hf")
+    torch.manual_seed(0)
+    hf = transformers.PhiForCausalLM(transformers.PhiConfig(**CASES[case])).eval()
+    hf.generation_config.eos_token_id = None
+    ours = perturbed_from_hf(hf, tmp_path / "hf")  # norm gains and biases off their init: a swapped one shows
     cfg = ours.config
     assert (cfg.block, cfg.shared_norm, cfg.ffn, cfg.head_bias) == ("parallel", True, "gelu_tanh", True)
     assert cfg.rotary_dim == 8 and cfg.qk_norm == ("head" if "qk" in case else "none")  # 20 * 0.4, 16 * 0.5
