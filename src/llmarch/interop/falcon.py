@@ -64,13 +64,11 @@ class FalconFamily(Family):
     """Falcon's norms are named by the block, so its rules depend on the config."""
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
-        problem = _unexpressible(cfg)  # checked here: to_hf asks for the rules before it writes a tensor
-        if problem:
-            raise LlmarchError(f"model_type falcon needs {problem}")
+        rules = super().rules_for(cfg)  # which refuses what Falcon's layout cannot hold (needs)
         block = "shared" if cfg.shared_norm else cfg.block
         norms = [Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.ln{n}.{w}") for n, hf in enumerate(_NORMS[block], 1)
                  for w in ("weight", "bias")]
-        return super().rules_for(cfg) + norms
+        return rules + norms
 
 
 def to_config(hf: dict) -> ModelConfig:
@@ -116,4 +114,4 @@ def from_config(cfg: ModelConfig) -> dict:
                 tie_word_embeddings=cfg.tie_embeddings)
 
 
-FAMILIES.register("falcon")(FalconFamily(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("falcon")(FalconFamily(RULES, to_config, from_config, IGNORE, needs=_unexpressible))

@@ -229,8 +229,9 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(GGUF_ARCH)}; this model has "
                            f"{cfg.hf_model_type!r}")
     arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
+    rules = FAMILIES[cfg.hf_model_type].rules_for(cfg)  # first: it refuses what the family cannot hold (needs)
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
-    tensors = _stack_experts(export_state(state_for_saving(model), FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg))
+    tensors = _stack_experts(export_state(state_for_saving(model), rules, cfg))
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:

@@ -15,7 +15,6 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES, llama_like_config, llama_like_hf
-from .mapping import Rule
 
 # what transformers' GraniteForCausalLM computes, beyond the shape fields and the four scalars
 _NEEDS = dict(norm="rmsnorm", norm_placement="pre", final_norm=True, block="sequential", positions="rope",
@@ -40,18 +39,6 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     return None
 
 
-def check(cfg: ModelConfig) -> None:
-    problem = _unexpressible(cfg)
-    if problem:
-        raise LlmarchError(f"model_type granite needs {problem}")
-
-
-class GraniteFamily(Family):
-    def rules_for(self, cfg: ModelConfig) -> list[Rule]:
-        check(cfg)  # checked here: to_hf and to_gguf ask for the rules before they write
-        return super().rules_for(cfg)
-
-
 def to_config(hf: dict) -> ModelConfig:
     for key in ("num_local_experts", "num_experts"):
         if hf.get(key):
@@ -63,11 +50,10 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    check(cfg)
     scale = cfg.attn_scale if cfg.attn_scale is not None else cfg.head_dim ** -0.5  # llmarch's default, spelled out
     return llama_like_hf(cfg, architectures=["GraniteForCausalLM"], attention_multiplier=scale,
                          embedding_multiplier=cfg.embed_multiplier, residual_multiplier=cfg.residual_multiplier,
                          logits_scaling=cfg.logit_divisor)
 
 
-FAMILIES.register("granite")(GraniteFamily(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("granite")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))

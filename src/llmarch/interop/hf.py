@@ -42,8 +42,14 @@ class Family:
     # model has them, paired with ours, in the order its Experts module defines them (PEFT's target_parameters
     # names, adapters/peft_experts.py, and its nesting order)
     stacked_experts: list[Rule] = field(default_factory=list)
+    # what of a config the family's layout cannot hold (a phrase), or None: asked before any rule is given, so
+    # to_hf and to_gguf refuse such a model before they write anything
+    needs: Callable[[ModelConfig], str | None] | None = None
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
+        problem = self.needs(cfg) if self.needs is not None else None
+        if problem:
+            raise LlmarchError(f"model_type {cfg.hf_model_type} needs {problem}")
         return self.rules + (self.heads[cfg.head][1] if cfg.head in self.heads else [])
 
 

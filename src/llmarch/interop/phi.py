@@ -55,18 +55,6 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     return next((need for need, ok in needs if not ok), None)
 
 
-def _check(cfg: ModelConfig) -> None:
-    problem = _unexpressible(cfg)
-    if problem:
-        raise LlmarchError(f"model_type phi needs {problem}")
-
-
-class PhiFamily(Family):
-    def rules_for(self, cfg: ModelConfig) -> list[Rule]:
-        _check(cfg)  # checked here: to_hf asks for the rules before it writes a tensor
-        return super().rules_for(cfg)
-
-
 def to_config(hf: dict) -> ModelConfig:
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, d // heads):  # qk_layernorm's width is d / heads whatever head_dim says
@@ -88,7 +76,6 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    _check(cfg)
     return dict(model_type="phi", architectures=["PhiForCausalLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
                 num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
@@ -99,4 +86,4 @@ def from_config(cfg: ModelConfig) -> dict:
                 qk_layernorm=cfg.qk_norm == "head", tie_word_embeddings=cfg.tie_embeddings)
 
 
-FAMILIES.register("phi")(PhiFamily(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("phi")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))

@@ -53,14 +53,6 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     return next((need for need, ok in needs if not ok), None)
 
 
-class StableLmFamily(Family):
-    def rules_for(self, cfg: ModelConfig) -> list[Rule]:
-        problem = _unexpressible(cfg)  # checked here: to_hf and to_gguf ask for the rules before they write
-        if problem:
-            raise LlmarchError(f"model_type stablelm needs {problem}")
-        return super().rules_for(cfg)
-
-
 def to_config(hf: dict) -> ModelConfig:
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("qk_layernorm"):
@@ -99,4 +91,4 @@ def from_config(cfg: ModelConfig) -> dict:
                 tie_word_embeddings=cfg.tie_embeddings, **{k: cfg.dropout for k in _DROPOUTS})
 
 
-FAMILIES.register("stablelm")(StableLmFamily(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("stablelm")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))

@@ -8,7 +8,6 @@ reads it); where they differ no field holds them, and they are left out (dropout
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_parameters
 from .mapping import Rule
@@ -49,14 +48,6 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     return next((need for need, ok in needs if not ok), None)
 
 
-class Starcoder2Family(Family):
-    def rules_for(self, cfg: ModelConfig) -> list[Rule]:
-        problem = _unexpressible(cfg)  # checked here: to_hf and to_gguf ask for the rules before they write
-        if problem:
-            raise LlmarchError(f"model_type starcoder2 needs {problem}")
-        return super().rules_for(cfg)
-
-
 def to_config(hf: dict) -> ModelConfig:
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
     act = hf.get("hidden_act", "gelu_pytorch_tanh")
@@ -88,4 +79,4 @@ def from_config(cfg: ModelConfig) -> dict:
                 **{k: cfg.dropout for k in _DROPOUTS})
 
 
-FAMILIES.register("starcoder2")(Starcoder2Family(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("starcoder2")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))
