@@ -81,3 +81,14 @@ def test_generate_keeps_w_slots_and_the_same_tokens():
     assert greedy[0].tolist() == ids
     assert llmarch.generate(model, [prompt[0].tolist()], max_new_tokens=24, prompt_lookup=3)[0] == ids
     assert beams.shape == (1, 22)
+
+
+def test_a_running_batch_holds_rings():
+    """The server's running batch keeps a window layer's ring too (put_row, shift and rows on the ring:
+    tests/test_continuous_batching.py decodes gemma3-tiny's windows of 8 there as generate does alone)."""
+    from llmarch.generate.batch import RunningBatch
+
+    model = CASES["window"]()
+    batch = RunningBatch(model, 3)
+    assert all(isinstance(s, RingKVCache) and s.k.shape[0] == 3 and s.k.shape[2] == 8 for s in batch.states)
+    batch.close()

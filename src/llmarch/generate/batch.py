@@ -32,7 +32,8 @@ class RunningBatch:
         self.model, self.max_len = model, max_len or cfg.context_length
         device = next(model.parameters()).device
         self.mask = torch.zeros(rows, self.max_len, dtype=torch.long, device=device)  # 1: a real slot
-        self.engine = Engine(model, rows, self.max_len, self.mask)
+        # the batch only moves forward: a sliding window's layers keep a ring of w slots per row (ring_cache.py)
+        self.engine = Engine(model, rows, self.max_len, self.mask, bounded=True)
         self.states = model.caches()
         for state in self.states:
             missing = [m for m in ROW_PROTOCOL if not hasattr(state, m)]

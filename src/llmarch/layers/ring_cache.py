@@ -6,8 +6,10 @@ lies; each slot remembers which position it holds (`positions`), which gives the
 yet written.
 
 It serves decoding that only moves forward, one prompt at once and then a token at a time (generate's eager
-loop): it cannot take back a token (speculative decoding rewinds), move rows (continuous batching) or answer for
-a position that left the window, so those keep the whole KVCache (`bounded` in Mixer.new_state)."""
+loop, the server's running batch): it cannot take back a token (speculative decoding rewinds, and keeps the whole
+KVCache: `bounded` in Stack.setup_cache). For continuous batching (generate/batch.py) it takes a request's
+prefilled cache into a row (put_row), moves every row left (shift: the ring stays, an offset moves, so slot
+p + offset mod w still holds position p) and gives views of its first rows (rows)."""
 from __future__ import annotations
 
 import torch
@@ -23,8 +25,10 @@ class RingKVCache(nn.Module):
         shape = (batch, n_kv_heads, size, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        # the position each slot holds, -1 while empty
+        # the position each slot holds, -1 while empty (every row holds the same positions: they share one pointer)
         self.register_buffer("positions", torch.full((size,), -1, dtype=torch.long, device=device), persistent=False)
+        # position p lives in slot (p + offset) mod size; shift moves positions, not the ring, and adds to it
+        self.register_buffer("offset", torch.zeros((), dtype=torch.long, device=device), persistent=False)
 
     @property
     def size(self) -> int:
@@ -38,18 +42,42 @@ class RingKVCache(nn.Module):
         """k, v (B, Hkv, T, D) of positions input_pos (T,): the last `size` of them go to their slots."""
         n = min(k.shape[2], self.size)
         pos = input_pos[-n:]
-        slots = pos % self.size
+        slots = (pos + self.offset) % self.size
         self.k.index_copy_(2, slots, k[:, :, -n:].to(self.k.dtype))
         self.v.index_copy_(2, slots, v[:, :, -n:].to(self.v.dtype))
         self.positions.index_copy_(0, slots, pos)
 
-    def key_mask(self, pad_mask: torch.Tensor | None) -> torch.Tensor:
-        """bool (B|1, 1, 1, size): the slots written, and not padding (pad_mask (B, S): real key positions)."""
-        written = self.positions >= 0
+    def key_mask(self, pad_mask: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+        """bool (B|1, 1, 1, size): the slots that hold one of the last `size` of the kv_len positions (not empty,
+        not left from an earlier request of a running batch), and not padding (pad_mask (B, S): real keys)."""
+        p = self.positions
+        held = (p >= max(kv_len - self.size, 0)) & (p < kv_len)
         if pad_mask is None:
-            return written[None, None, None, :]
-        real = pad_mask[:, self.positions.clamp(min=0)]  # (B, size)
-        return (real & written)[:, None, None, :]
+            return held[None, None, None, :]
+        real = pad_mask[:, p.clamp(0, pad_mask.shape[1] - 1)]  # (B, size)
+        return (real & held)[:, None, None, :]
+
+    def put_row(self, row: int, src, start: int, length: int) -> None:
+        """Row `row` takes src's row 0 (a KV cache of at least `length` slots), its first `length` slots as
+        positions start.. (continuous batching: a request prefilled alone joins the running batch); the ring
+        keeps the last `size` of them."""
+        n = min(length, self.size)
+        pos = torch.arange(start + length - n, start + length, device=self.k.device)
+        slots = (pos + self.offset) % self.size
+        self.k[row, :, slots] = src.k[0, :, length - n:length].to(self.k.dtype)
+        self.v[row, :, slots] = src.v[0, :, length - n:length].to(self.v.dtype)
+        self.positions[slots] = pos
+
+    def shift(self, n: int) -> None:
+        """Every row's position p + n becomes p (n < 0: p + n, to the right); those below 0 are dropped."""
+        self.positions.sub_(n).masked_fill_(self.positions < 0, -1)
+        self.offset.add_(n)
+
+    def rows(self, n: int) -> "RingKVCache":
+        """The first n rows, sharing this cache's memory, positions and offset."""
+        view = RingKVCache(0, 0, 0, 0, self.k.dtype, "meta")
+        view.k, view.v, view.positions, view.offset = self.k[:n], self.v[:n], self.positions, self.offset
+        return view
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Row r now holds what row rows[r] held (beam search); every row holds the same positions."""

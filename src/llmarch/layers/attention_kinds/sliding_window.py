@@ -36,8 +36,8 @@ class SlidingWindowKind(PatternKind):
             ring.write(ctx.input_pos, k, v)
             return self.attend_sequence(attn, q, k, v, ctx)
         ring.write(ctx.input_pos, k, v)  # the ring then holds the last w positions, this one among them
-        return attn.kernel(q, ring.k, ring.v, ring.key_mask(ctx.pad_mask), False, dropout_p, attn.hook_pattern,
-                           attn.scale, attn.sinks)
+        return attn.kernel(q, ring.k, ring.v, ring.key_mask(ctx.pad_mask, ctx.kv_len), False, dropout_p,
+                           attn.hook_pattern, attn.scale, attn.sinks)
 
     def attend_rows(self, attn, q, k, v, ctx, dropout_p):
         if not (self.causal and q.shape[2] == 1 and ctx.kv_len is not None):
