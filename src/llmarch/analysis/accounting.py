@@ -35,12 +35,12 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, 
 
 def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     from ..errors import LlmarchError
-    from ..models.build import build_model, stacks
+    from ..models.build import empty_model, stacks
 
     if dtype not in DTYPE_BYTES:
         raise LlmarchError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPE_BYTES)}")
 
-    model = build_model(cfg, device="meta")
+    model = empty_model(cfg)  # shapes only: no initialiser runs (on meta they cost seconds and compute nothing)
     total = sum(p.numel() for p in model.parameters())
     positions = sum(p.numel() for stack, _ in stacks(model).values() for p in stack.positions.parameters())
     embedding = model.embed.weight.numel() + positions

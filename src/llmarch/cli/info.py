@@ -123,12 +123,12 @@ def weight_memory(cfg: ModelConfig, scheme, dtype: str) -> int:
     by `scheme` if any); a quantized layer's tensors (packed codes, scales, zeros) at their own widths, every other
     weight at `dtype`. Tied weights count once; rotary tables and masks (buffers not saved) are not weights."""
     from ..analysis.accounting import DTYPE_BYTES
-    from ..models.build import build_model
+    from ..models.build import empty_model
     from ..quant.apply import own_weights, quantize
     from ..quant.experts import QuantExperts
     from ..quant.linear import Int4Linear, Int8Embedding, Int8Linear
 
-    model = build_model(cfg, device="meta")
+    model = empty_model(cfg)
     if scheme is not None:
         quantize(model, scheme)
     sizes = {}  # by tensor identity: meta tensors have no addresses to tell shared ones by
@@ -173,8 +173,8 @@ def _mixers(cfg) -> str:
 
 def _notes(cfg, note) -> str:
     """Each distinct note(mixer) of the model's mixers (their states or caches in their own words)."""
-    from ..models.build import build_model, stacks
+    from ..models.build import empty_model, stacks
 
-    notes = [note(block.seq_mixer) for stack, _ in stacks(build_model(cfg, device="meta")).values()
+    notes = [note(block.seq_mixer) for stack, _ in stacks(empty_model(cfg)).values()
              for block in stack.blocks]
     return "; ".join(dict.fromkeys(note for note in notes if note))
