@@ -13,45 +13,40 @@ p + offset mod w still holds position p) and gives views of its first rows (rows
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from .kv_cache import KVCache
 
 
-class RingKVCache(nn.Module):
+class RingKVCache(KVCache):
+    """A KVCache of `size` slots (its max_len), reused in turn; nbytes and reorder (beam search: every row holds
+    the same positions) are the KVCache's."""
+
     by_slot = False  # a position that left the ring cannot be returned to
 
     def __init__(self, batch: int, n_kv_heads: int, size: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device | str | None = None):
-        super().__init__()
-        shape = (batch, n_kv_heads, size, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        super().__init__(batch, n_kv_heads, size, head_dim, dtype, device)
         # the position each slot holds, -1 while empty (every row holds the same positions: they share one pointer)
         self.register_buffer("positions", torch.full((size,), -1, dtype=torch.long, device=device), persistent=False)
         # position p lives in slot (p + offset) mod size; shift moves positions, not the ring, and adds to it
         self.register_buffer("offset", torch.zeros((), dtype=torch.long, device=device), persistent=False)
 
-    @property
-    def size(self) -> int:
-        return self.k.shape[2]
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
-
-    def write(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """k, v (B, Hkv, T, D) of positions input_pos (T,): the last `size` of them go to their slots."""
-        n = min(k.shape[2], self.size)
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """k, v (B, Hkv, T, D) of positions input_pos (T,): the last max_len of them go to their slots; returns the
+        ring (B, Hkv, max_len, D), in slot order (key_mask says which slots attention may read)."""
+        n = min(k.shape[2], self.max_len)
         pos = input_pos[-n:]
-        slots = (pos + self.offset) % self.size
+        slots = (pos + self.offset) % self.max_len
         self.k.index_copy_(2, slots, k[:, :, -n:].to(self.k.dtype))
         self.v.index_copy_(2, slots, v[:, :, -n:].to(self.v.dtype))
         self.positions.index_copy_(0, slots, pos)
+        return self.k, self.v
 
     def key_mask(self, pad_mask: torch.Tensor | None, kv_len: int) -> torch.Tensor:
-        """bool (B|1, 1, 1, size): the slots that hold one of the last `size` of the kv_len positions (not empty,
+        """bool (B|1, 1, 1, max_len): the slots that hold one of the last max_len of the kv_len positions (not empty,
         not left from an earlier request of a running batch), and not padding (pad_mask (B, S): real keys)."""
         p = self.positions
-        held = (p >= max(kv_len - self.size, 0)) & (p < kv_len)
+        held = (p >= max(kv_len - self.max_len, 0)) & (p < kv_len)
         if pad_mask is None:
             return held[None, None, None, :]
         real = pad_mask[:, p.clamp(0, pad_mask.shape[1] - 1)]  # (B, size)
@@ -60,10 +55,10 @@ class RingKVCache(nn.Module):
     def put_row(self, row: int, src, start: int, length: int) -> None:
         """Row `row` takes src's row 0 (a KV cache of at least `length` slots), its first `length` slots as
         positions start.. (continuous batching: a request prefilled alone joins the running batch); the ring
-        keeps the last `size` of them."""
-        n = min(length, self.size)
+        keeps the last max_len of them."""
+        n = min(length, self.max_len)
         pos = torch.arange(start + length - n, start + length, device=self.k.device)
-        slots = (pos + self.offset) % self.size
+        slots = (pos + self.offset) % self.max_len
         self.k[row, :, slots] = src.k[0, :, length - n:length].to(self.k.dtype)
         self.v[row, :, slots] = src.v[0, :, length - n:length].to(self.v.dtype)
         self.positions[slots] = pos
@@ -78,8 +73,3 @@ class RingKVCache(nn.Module):
         view = RingKVCache(0, 0, 0, 0, self.k.dtype, "meta")
         view.k, view.v, view.positions, view.offset = self.k[:n], self.v[:n], self.positions, self.offset
         return view
-
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Row r now holds what row rows[r] held (beam search); every row holds the same positions."""
-        self.k = self.k.index_select(0, rows)
-        self.v = self.v.index_select(0, rows)

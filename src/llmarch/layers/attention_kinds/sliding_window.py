@@ -33,10 +33,10 @@ class SlidingWindowKind(PatternKind):
             if ctx.kv_len != q.shape[2]:
                 raise LlmarchError("a sliding window's ring cache takes one prompt from position 0, then one "
                                    "token at a time")
-            ring.write(ctx.input_pos, k, v)
+            ring.update(ctx.input_pos, k, v)
             return self.attend_sequence(attn, q, k, v, ctx)
-        ring.write(ctx.input_pos, k, v)  # the ring then holds the last w positions, this one among them
-        return attn.kernel(q, ring.k, ring.v, ring.key_mask(ctx.pad_mask, ctx.kv_len), False, dropout_p,
+        keys, values = ring.update(ctx.input_pos, k, v)  # the last w positions, this one among them
+        return attn.kernel(q, keys, values, ring.key_mask(ctx.pad_mask, ctx.kv_len), False, dropout_p,
                            attn.hook_pattern, attn.scale, attn.sinks)
 
     def attend_rows(self, attn, q, k, v, ctx, dropout_p):
