@@ -56,10 +56,16 @@ def gguf_reads_back(path, model, vocab: int = 256):
     ids = torch.randint(0, vocab, (1, 24))
     with torch.no_grad():
         assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist(), exact=True)
+    seq, ours, apart = llama_cpp_against(path, model, ids[0, :8].tolist(), exact=True)
     assert apart <= 1e-4 and ours == seq
     return back
+
+
+def llama_cpp_against(path, model, prompt: list[int], exact: bool = False):
+    """test_llama_cpp.greedy_against_llmarch (llama.cpp's greedy tokens on the file, llmarch's by `model`, their
+    largest logit difference); the test skips where llama-cpp-python is not installed."""
+    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
+    return llama_cpp_test.greedy_against_llmarch(path, model, prompt, exact=exact)
 
 
 def byte_checkpoint(folder, context_length: int = 64):

@@ -16,6 +16,7 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
+from conftest import llama_cpp_against
 from test_deepseek import perturb
 
 transformers = pytest.importorskip("transformers")
@@ -86,8 +87,7 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     torch.manual_seed(1)
     ids = torch.randint(0, 256, (1, 24))
     assert (logits(back, ids) - logits(model, ids)).abs().max() <= 1e-4
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist())
+    seq, ours, apart = llama_cpp_against(path, model, ids[0, :8].tolist())
     assert apart <= 1e-3 and ours == seq
 
 

@@ -13,7 +13,7 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import perturbed_from_hf
+from conftest import llama_cpp_against, perturbed_from_hf
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -81,8 +81,7 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     with torch.no_grad():
         want = model(ids).logits
         assert (back(ids).logits - want).abs().max() <= 1e-4
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist())
+    seq, ours, apart = llama_cpp_against(path, model, ids[0, :8].tolist())
     assert apart <= 1e-3 and ours == seq
 
 

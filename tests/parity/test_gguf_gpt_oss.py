@@ -17,6 +17,8 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
+from conftest import llama_cpp_against
+
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
@@ -48,8 +50,7 @@ def tiny(tmp_path, **changes):
 
 def llama_cpp_agrees(model, path, prompt: list[int], tol: float) -> None:
     """llama.cpp's greedy tokens on the file are `model`'s, its logits within tol of `model`'s."""
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    seq, ours, apart = llama_cpp_test.greedy_against_llmarch(path, model, prompt, exact=True)
+    seq, ours, apart = llama_cpp_against(path, model, prompt, exact=True)
     assert apart <= tol and ours == seq
 
 

@@ -12,6 +12,7 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
+from conftest import llama_cpp_against
 from test_qwen3_next import perturb
 
 transformers = pytest.importorskip("transformers")
@@ -42,12 +43,6 @@ def tiny(tmp_path, **changes):
     return hf, llmarch.from_hf(tmp_path / "hf")
 
 
-def greedy_in_llama_cpp(path, model, ids):
-    """llama.cpp's greedy tokens on the file, llmarch's on the same prompt, and how far their logits are apart."""
-    llama_cpp_test = pytest.importorskip("test_llama_cpp", reason="llama-cpp-python is not installed")
-    return llama_cpp_test.greedy_against_llmarch(path, model, ids[0, :8].tolist())
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     _, model = tiny(tmp_path, **CASES[case])
@@ -70,7 +65,7 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ids = torch.randint(0, 256, (1, 24))
     with torch.no_grad():
         assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
-    seq, ours, apart = greedy_in_llama_cpp(path, model, ids)
+    seq, ours, apart = llama_cpp_against(path, model, ids[0, :8].tolist())
     assert apart <= 1e-3 and ours == seq
 
 
@@ -150,7 +145,7 @@ def test_converter_style_file_is_transformers_model(legacy, tmp_path):
     ids = torch.randint(0, 256, (1, 24))
     with torch.no_grad():
         assert (ours(ids).logits - hf(ids).logits).abs().max() <= 1e-4
-    seq, mine, apart = greedy_in_llama_cpp(path, ours, ids)
+    seq, mine, apart = llama_cpp_against(path, ours, ids[0, :8].tolist())
     assert apart <= 1e-3 and mine == seq
 
 
@@ -190,7 +185,7 @@ def test_quantized_file_keeps_the_delta_net_tensors_f32(tmp_path):
     with torch.no_grad():
         want = model(ids).logits
         assert (back(ids).logits - want).abs().max() < 0.05 * want.abs().max()
-    seq, ours, apart = greedy_in_llama_cpp(path, back, ids)
+    seq, ours, apart = llama_cpp_against(path, back, ids[0, :8].tolist())
     assert apart <= 0.05 * want.abs().max() and ours == seq
 
 
