@@ -17,8 +17,11 @@ class SlidingWindowKind(PatternKind):
     takes_sinks = True
 
     def make_pattern(self, cfg, layer):
-        self.cache_note = f"window layers keep their last {cfg.sliding_window} tokens when generate decodes"
         return SlidingWindow(cfg.sliding_window, cfg.attention_block)
+
+    @property
+    def cache_note(self) -> str:
+        return f"window layers keep their last {self.pattern.window} tokens when generate decodes"
 
     def bounded_state(self, attn, batch, max_len, dtype, device):
         if not self.causal or max_len <= self.pattern.window:
