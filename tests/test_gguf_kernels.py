@@ -11,6 +11,7 @@ from llmarch.cli import main
 from llmarch.interop.gguf import open_gguf
 from llmarch.interop.gguf_kernels import expected_scheme, file_scheme
 from llmarch.interop.gguf_writer import to_gguf
+from llmarch.layers.linear import Linear
 from llmarch.quant import Int4Linear, Int8Linear, weight_bytes
 from llmarch.quant.linear import Int8Embedding
 
@@ -42,7 +43,7 @@ def test_the_files_types_choose_the_scheme(tiny, tmp_path, dtype, method):
     assert (scheme and scheme.method) == method
     model = llmarch.from_gguf(path, kernels=True)
     linears = [m for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear, torch.nn.Linear))]
-    kind = {"int8": Int8Linear, "int4": Int4Linear}.get(method, torch.nn.Linear)
+    kind = {"int8": Int8Linear, "int4": Int4Linear}.get(method, Linear)  # llmarch's float one
     assert linears and all(type(m) is kind for m in linears)
     ids = torch.randint(0, tiny.config.vocab_size, (1, 24))
     with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .models.build import stacks
+from .layers.linear import Linear
 from .layers.split_linear import SplitLinear, split_pays
 
 
@@ -103,6 +104,6 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None) -> nn.Module:
     transposed_weight_layout(model)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if type(child) is nn.Linear:
+            if type(child) in (nn.Linear, Linear):
                 setattr(parent, name, SplitLinear.from_linear(child))
     return model

@@ -9,6 +9,7 @@ from torch import nn
 
 from .attention import AttentionContext, attention_setup, split_heads
 from .hooks import HookPoint
+from .linear import Linear
 
 
 class CrossAttention(nn.Module):
@@ -18,9 +19,9 @@ class CrossAttention(nn.Module):
         super().__init__()
         attention_setup(self, cfg)
         kv = self.n_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
-        self.kv_proj = nn.Linear(cfg.d_model, 2 * kv, bias=cfg.qkv_bias)  # k and v fused (rows: k, then v)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        self.q_proj = Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.kv_proj = Linear(cfg.d_model, 2 * kv, bias=cfg.qkv_bias)  # k and v fused (rows: k, then v)
+        self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
         self.memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import LlmarchError
 from ..registry import Registry
+from .linear import Linear
 
 FFNS: Registry = Registry("ffn")
 
@@ -31,8 +32,8 @@ class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int, act: str, bias: bool):
         super().__init__()
         self.act = ACTIVATIONS[act]
-        self.up = nn.Linear(dim, hidden, bias=bias)
-        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.up = Linear(dim, hidden, bias=bias)
+        self.down = Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sub = self._modules  # not nn.Module's attribute fallback, at every layer of every decoded token
@@ -62,8 +63,8 @@ class GLU(nn.Module):
     def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         super().__init__()
         self.gate = gate
-        self.gate_up = nn.Linear(dim, 2 * hidden, bias=bias)
-        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.gate_up = Linear(dim, 2 * hidden, bias=bias)
+        self.down = Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sub = self._modules

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LlmarchError
+from .linear import Linear
 from .mamba2 import segment_sum
 from .mixer import MIXERS, Mixer
 from .ssm import MixerState, causal_conv, check_recurrent, conv_state, depthwise_conv, init_dt_bias, masked, token_mask
@@ -126,13 +127,13 @@ class GatedDeltaNet(Mixer):
         self.key_heads, self.heads, self.dk, self.dv, self.chunk = K, H, dk, dv, cfg.ssm_chunk
         self.conv_dim = 2 * K * dk + H * dv
         # rows per key head: [q (dk), k (dk), v (H/K dv), z (H/K dv)] and [b (H/K), a (H/K)], Qwen3-Next's order
-        self.in_proj_qkvz = nn.Linear(cfg.d_model, 2 * K * dk + 2 * H * dv, bias=cfg.ssm_bias)
-        self.in_proj_ba = nn.Linear(cfg.d_model, 2 * H, bias=cfg.ssm_bias)
+        self.in_proj_qkvz = Linear(cfg.d_model, 2 * K * dk + 2 * H * dv, bias=cfg.ssm_bias)
+        self.in_proj_ba = Linear(cfg.d_model, 2 * H, bias=cfg.ssm_bias)
         self.conv1d = depthwise_conv(self.conv_dim, cfg.ssm_conv, cfg.ssm_conv_bias)  # channels: q, k, v
         self.dt_bias = nn.Parameter(torch.ones(H))
         self.A_log = nn.Parameter(torch.zeros(H))
         self.norm = NormThenGate(dv, cfg.norm_eps)
-        self.out_proj = nn.Linear(H * dv, cfg.d_model, bias=cfg.ssm_bias)
+        self.out_proj = Linear(H * dv, cfg.d_model, bias=cfg.ssm_bias)
 
     @torch.no_grad()
     def init_ssm(self) -> None:

@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
+from .linear import Linear
 from .norms import make_norm
 
 
 class HeadTransform(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dense = Linear(cfg.d_model, cfg.d_model)
         self.act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
         self.norm = make_norm(cfg)
 
@@ -33,7 +34,7 @@ class Pooler(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.causal = cfg.causal
-        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dense = Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         """x (B, T, C), pad_mask (B, T) or None -> (B, C)."""

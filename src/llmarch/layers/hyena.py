@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import LlmarchError
+from .linear import Linear
 from .mixer import MIXERS, Mixer
 from .ssm import MixerState, causal_conv, check_recurrent, conv_state, depthwise_conv, masked, token_mask
 
@@ -89,8 +90,8 @@ class ImplicitFilter(nn.Module):
         super().__init__()
         d, N, H = cfg.d_model, cfg.hyena_order, cfg.hyena_filter_hidden
         self.order, self.length, self.features = N, cfg.context_length, cfg.hyena_filter_features
-        self.ffn = nn.Sequential(nn.Linear(self.features, H), Sin(H), nn.Linear(H, H), Sin(H),
-                                 nn.Linear(H, N * d, bias=False))
+        self.ffn = nn.Sequential(Linear(self.features, H), Sin(H), Linear(H, H), Sin(H),
+                                 Linear(H, N * d, bias=False))
         self.bias = nn.Parameter(torch.zeros(N * d))
 
     def forward(self, n: int) -> torch.Tensor:
@@ -136,11 +137,11 @@ class Hyena(Mixer):
         super().__init__()
         d, N = cfg.d_model, cfg.hyena_order
         self.d, self.order, self.length = d, N, cfg.context_length
-        self.in_proj = nn.Linear(d, (N + 1) * d, bias=cfg.bias)  # rows: v, x^1, ..., x^N
+        self.in_proj = Linear(d, (N + 1) * d, bias=cfg.bias)  # rows: v, x^1, ..., x^N
         self.short_conv = depthwise_conv((N + 1) * d, cfg.hyena_short_conv, cfg.bias)
         self.filter = ImplicitFilter(cfg)
         self.drop = nn.Dropout(cfg.dropout)
-        self.out_proj = nn.Linear(d, d, bias=cfg.bias)
+        self.out_proj = Linear(d, d, bias=cfg.bias)
 
     @torch.no_grad()
     def init_ssm(self) -> None:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
 from .norms import RMSNorm
 from .hooks import HookPoint
 from .mixer import MIXERS, Mixer
@@ -124,13 +125,13 @@ class Mamba(Mixer):
         super().__init__()
         d, inner, N, R = cfg.d_model, cfg.ssm_expand * cfg.d_model, cfg.ssm_state, cfg.ssm_dt_rank
         self.inner, self.state_size, self.dt_rank = inner, N, R
-        self.in_proj = nn.Linear(d, 2 * inner, bias=cfg.ssm_bias)  # rows: x, then the gate z
+        self.in_proj = Linear(d, 2 * inner, bias=cfg.ssm_bias)  # rows: x, then the gate z
         self.conv1d = depthwise_conv(inner, cfg.ssm_conv, cfg.ssm_conv_bias)
-        self.x_proj = nn.Linear(inner, R + 2 * N, bias=False)  # dt (low rank), B, C
-        self.dt_proj = nn.Linear(R, inner, bias=True)
+        self.x_proj = Linear(inner, R + 2 * N, bias=False)  # dt (low rank), B, C
+        self.dt_proj = Linear(R, inner, bias=True)
         self.A_log = nn.Parameter(torch.zeros(inner, N))
         self.D = nn.Parameter(torch.ones(inner))
-        self.out_proj = nn.Linear(inner, d, bias=cfg.ssm_bias)
+        self.out_proj = Linear(inner, d, bias=cfg.ssm_bias)
         if cfg.ssm_inner_norm:
             self.dt_norm, self.b_norm, self.c_norm = RMSNorm(R, cfg.norm_eps), RMSNorm(N, cfg.norm_eps), \
                 RMSNorm(N, cfg.norm_eps)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import LlmarchError
 from .hooks import HookPoint
+from .linear import Linear
 from .mixer import MIXERS, Mixer
 from .ssm import (MixerState, causal_conv, check_recurrent, conv_state, depthwise_conv, init_dt_bias, masked,
                   token_mask)
@@ -107,13 +108,13 @@ class Mamba2(Mixer):
         self.inner, self.state_size, self.groups, self.chunk = inner, N, G, cfg.ssm_chunk
         self.head_dim, self.heads = cfg.ssm_head_dim, inner // cfg.ssm_head_dim
         self.conv_dim = inner + 2 * G * N
-        self.in_proj = nn.Linear(d, inner + self.conv_dim + self.heads, bias=cfg.ssm_bias)  # z, (x, B, C), dt
+        self.in_proj = Linear(d, inner + self.conv_dim + self.heads, bias=cfg.ssm_bias)  # z, (x, B, C), dt
         self.conv1d = depthwise_conv(self.conv_dim, cfg.ssm_conv, cfg.ssm_conv_bias)
         self.dt_bias = nn.Parameter(torch.zeros(self.heads))
         self.A_log = nn.Parameter(torch.zeros(self.heads))
         self.D = nn.Parameter(torch.ones(self.heads))
         self.norm = GatedRMSNorm(inner, G, cfg.norm_eps)
-        self.out_proj = nn.Linear(inner, d, bias=cfg.ssm_bias)
+        self.out_proj = Linear(inner, d, bias=cfg.ssm_bias)
         self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, H, P, N) after the call's last token
 
     @torch.no_grad()

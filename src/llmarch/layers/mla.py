@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import LlmarchError
 from .attention import ATTENTION
 from .hooks import HookPoint
+from .linear import Linear
 from .mixer import MIXERS, Mixer
 from .norms import RMSNorm
 from .positions import apply_rotary, softmax_scale_factor
@@ -69,16 +70,16 @@ class LatentAttention(Mixer):
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else qk ** -0.5 * softmax_scale_factor(cfg)
         self.compressed_q = cfg.q_lora_rank is not None
         if not self.compressed_q:
-            self.q_proj = nn.Linear(C, H * qk, bias=False)
+            self.q_proj = Linear(C, H * qk, bias=False)
         else:  # eqs. 12-13: c^Q = W^DQ h, then per head [q^C, q^R] = W^UQ, W^QR of norm(c^Q)
-            self.q_a_proj = nn.Linear(C, cfg.q_lora_rank, bias=cfg.qkv_bias)
+            self.q_a_proj = Linear(C, cfg.q_lora_rank, bias=cfg.qkv_bias)
             self.q_a_norm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
-            self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * qk, bias=False)
+            self.q_b_proj = Linear(cfg.q_lora_rank, H * qk, bias=False)
         # eqs. 9 and 17: rows [c^KV (r), k^R (R)] in one matmul
-        self.kv_a_proj = nn.Linear(C, self.rank + self.rope, bias=cfg.qkv_bias)
+        self.kv_a_proj = Linear(C, self.rank + self.rope, bias=cfg.qkv_bias)
         self.kv_a_norm = RMSNorm(self.rank, LATENT_NORM_EPS)
-        self.kv_b_proj = nn.Linear(self.rank, H * (self.nope + self.v_dim), bias=False)  # per head: W^UK, W^UV
-        self.o_proj = nn.Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
+        self.kv_b_proj = Linear(self.rank, H * (self.nope + self.v_dim), bias=False)  # per head: W^UK, W^UV
+        self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
         self.hook_q, self.hook_latent = HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
 

@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import LlmarchError
 from .ffn import ACTIVATIONS, FFN_ACTIVATION, GATED, dense_ffn, gate_function
 from .hooks import HookPoint
+from .linear import Linear
 from .router import Router
 
 
@@ -196,7 +197,7 @@ class MoE(nn.Module):
         hidden = cfg.n_shared_experts * cfg.expert_hidden
         self.shared = dense_ffn(cfg, hidden) if cfg.n_shared_experts else None
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
-        self.shared_gate = nn.Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
+        self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()

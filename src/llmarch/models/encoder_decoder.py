@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..layers.linear import Linear
 from .stack import Stack, check_ids, init_weights
 from .transformer import ModelOutput
 
@@ -21,7 +22,7 @@ class EncoderDecoderLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.encoder = Stack(cfg.stack_config("encoder"))
         self.decoder = Stack(cfg.stack_config("decoder"), cross=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         if self.embed.weight.device.type != "meta":

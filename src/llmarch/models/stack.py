@@ -109,7 +109,8 @@ class Stack(nn.Module):
         pos = position_ids(input_pos, B, pad_mask)  # (B, T)
         if cfg.position_offset:
             pos = pos + cfg.position_offset
-        bias = self.positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S) or None
+        positions = self._modules["positions"]  # not nn.Module's attribute fallback: read at every decoded token
+        bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S) or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
@@ -120,7 +121,7 @@ class Stack(nn.Module):
             mask = None if pad_mask is None else pad_mask[:, None, None, :]
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
-        ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=self.positions.rotary(pos),
+        ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=positions.rotary(pos),
                                input_pos=input_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
@@ -151,23 +152,25 @@ class Stack(nn.Module):
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
         if self._embed_multiplier is not None:  # Granite: a Python float, as transformers multiplies
             x = x * self._embed_multiplier
-        x = self.hook_embed(x)  # the token embeddings alone, as TransformerLens's hook_embed
-        added = self.positions.embed(pos)
+        sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
+        x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
+        added = sub["positions"].embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
-            x = x + self.hook_pos_embed(added)
+            x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
         ctxs = {None: ctx}
-        for t, positions in self.layer_positions.items():
+        for t, positions in sub["layer_positions"].items():
             ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))
-        for block, t in zip(self.blocks, self._types):
+        for block, t in zip(sub["blocks"], self._types):
             x = block(x, ctxs.get(t, ctx))
         if last_only and T > 1:
             x = x[:, -1:]
-        return self.ln_final.hook_normalized(self.ln_final(x))
+        ln_final = sub["ln_final"]
+        return ln_final._modules["hook_normalized"](ln_final(x))
 
 
 def _rotary_fields(cfg: ModelConfig) -> tuple:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..layers.heads import HeadTransform, Pooler, pool
+from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from .stack import Stack, check_ids, init_weights
 
@@ -31,12 +32,12 @@ class TransformerLM(Stack):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         if cfg.head == "lm":
             self.head_transform = HeadTransform(cfg) if cfg.head_transform else None
-            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
+            self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
         elif cfg.head != "embed":  # classify: a label per sequence from the pooled token; tokens: a label per token
             self.pooler = Pooler(cfg) if cfg.head == "classify" else None
-            self.classifier = nn.Linear(cfg.d_model, cfg.n_labels)
+            self.classifier = Linear(cfg.d_model, cfg.n_labels)
         if self.embed.weight.device.type != "meta":
             self.reset_parameters()
 

@@ -12,5 +12,6 @@ class Full(AttentionKind):
     softcaps = True
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
-        k, v = cached_kv(attn, k, v, ctx)
-        return attn.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, attn.hook_pattern, attn.scale, attn.sinks)
+        k, v = cached_kv(attn, k, v, ctx)  # the hook point from _modules: not nn.Module's slower attribute fallback
+        return attn.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, attn._modules["hook_pattern"], attn.scale,
+                           attn.sinks)

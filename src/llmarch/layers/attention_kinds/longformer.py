@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ...errors import LlmarchError
+from ..linear import Linear
 from ..sparse_attention import (SlidingWindow, blockwise_attention, global_key_attention, global_positions,
                                 merge_softmax, row_mask)
 from .kind import ATTENTION_KINDS, cached_kv
@@ -29,7 +29,7 @@ class Longformer(PatternKind):
         return SlidingWindow(cfg.sliding_window, cfg.attention_block)
 
     def modules(self, cfg, layer):  # the global tokens' own q, k, v projections
-        return {"qkv_global": nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)}
+        return {"qkv_global": Linear(cfg.d_model, 3 * cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)}
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         if ctx.global_mask is None or not bool(ctx.global_mask.any()):
