@@ -72,20 +72,22 @@ class Int8Linear(nn.Module):
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) in the scales' dtype -> x W^T (M, N). (torch._weight_*: the op's own binding, a microsecond
         cheaper per call than its torch.ops.aten packet, paid 7 times per layer of a decoded token.)"""
+        b = self._buffers  # not nn.Module's attribute fallback (as layers/linear.py): paid per layer and token
         if x.device.type == "cpu" and self.in_features % INT8_K == 0:
-            return torch._weight_int8pack_mm(x, self.weight, self.scales)
-        return F.linear(x, self.weight.to(x.dtype) * self.scales[:, None])
+            return torch._weight_int8pack_mm(x, b["weight"], b["scales"])
+        return F.linear(x, b["weight"].to(x.dtype) * b["scales"][:, None])
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
         """W[:, start:stop] dequantized, (N, stop - start) in the scales' dtype."""
         return self.weight[:, start:stop].to(self.scales.dtype) * self.scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = product(self, _flat(x, self.scales.dtype))
+        b = self._buffers
+        y = product(self, _flat(x, b["scales"].dtype))
         if self.exact_top and y.dtype != x.dtype and y.shape[0] <= EXACT_TOP_ROWS and y.shape[1] > EXACT_TOP:
             y = self._exact_top(y.to(x.dtype), x.reshape(-1, self.in_features))
         y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias.to(x.dtype)
+        return y if b["bias"] is None else y + b["bias"].to(x.dtype)
 
     exact_top = False  # quant.apply sets it on an LM head (decoding's few rows; EXACT_TOP above)
 
@@ -212,7 +214,8 @@ class Int4Linear(nn.Module):
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) in the compute dtype -> x W^T (M, N)."""
         if self.cpu_tiles and x.device.type == "cpu":
-            return torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scale_zeros)
+            b = self._buffers  # not nn.Module's attribute fallback (as layers/linear.py): paid per layer and token
+            return torch._weight_int4pack_mm_for_cpu(x, b["packed"], self.group_size, b["scale_zeros"])
         return F.linear(x, self.dequantized().to(x.dtype))
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
@@ -231,9 +234,10 @@ class Int4Linear(nn.Module):
         return int4_dequantize(codes, sz[..., 0], sz[..., 1]).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = product(self, _flat(x, self.scale_zeros.dtype))
+        b = self._buffers
+        y = product(self, _flat(x, b["scale_zeros"].dtype))
         y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias.to(x.dtype)
+        return y if b["bias"] is None else y + b["bias"].to(x.dtype)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         sz = self.scale_zeros.transpose(0, 1)
