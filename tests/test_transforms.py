@@ -113,6 +113,21 @@ def test_for_cpu_decoding_leaves_the_model_alone_where_the_split_does_not_pay():
     assert {name: (p.data_ptr(), p.stride()) for name, p in model.named_parameters()} == layouts
 
 
+def test_a_model_streamed_from_memory_gets_the_transposed_layout_without_the_split():
+    from llmarch import transforms
+
+    model, ref = tiny("gpt-tiny"), tiny("gpt-tiny")
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert transforms.linear_bytes(model) == 4 * sum(m.weight.numel() for m in linears)
+    with patch.object(transforms, "STREAMED_BYTES", transforms.linear_bytes(model) - 1):
+        for_cpu_decoding(model, split=False)
+    assert not any(isinstance(m, SplitLinear) for m in model.modules())
+    widening = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features > m.in_features]
+    assert widening and all(m.weight.t().is_contiguous() for m in widening)
+    x = torch.randint(0, 97, (1, 6))
+    assert torch.equal(generate(model, x, max_new_tokens=20), generate(ref, x, max_new_tokens=20))
+
+
 def test_split_pays_is_measured_once_per_thread_count_and_never_on_one_thread():
     from llmarch.layers import split_linear
 

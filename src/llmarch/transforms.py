@@ -77,6 +77,12 @@ def for_training(model: nn.Module, parallel: str | None, device: torch.device, c
 
 
 @torch.no_grad()
+def linear_bytes(model: nn.Module) -> int:
+    """Bytes of the model's float linear weights (each tensor once): what a decoded token reads through them."""
+    weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Linear)}
+    return sum(w.numel() * w.element_size() for w in weights.values())
+
+
 def transposed_weight_layout(model: nn.Module) -> nn.Module:
     """Store each widening nn.Linear weight (out > in: q/k/v, FFN up, LM head) column-major, i.e. as a
     transposed view of a contiguous (in, out) tensor. Shapes, values and state-dict names are unchanged; what
@@ -91,15 +97,28 @@ def transposed_weight_layout(model: nn.Module) -> nn.Module:
     return model
 
 
+# Float linear weights beyond which a decoded token streams them from memory rather than cache, and the
+# transposed layout of widening weights pays even where the BLAS threads one-row products itself. On the Intel
+# Xeon VM of docs/benchmarks.md (SmolLM2-shaped layers, 2 threads, in turns): 113-538 MB of weights ran 1.04-1.09x
+# faster with it, SmolLM2's fp32 decoding 1.06x; at 28-57 MB (within its cache) 0.99-1.09x, and gpt-tiny's
+# decoding (33 MB) 2% slower, so smaller models keep nn.Linear's layout there.
+STREAMED_BYTES = 100 * 10**6
+
+
 def for_cpu_decoding(model: nn.Module, split: bool | None = None) -> nn.Module:
-    """What `llmarch generate` and `llmarch bench` apply to a model that decodes on CPU where one-row products
+    """What `llmarch generate` and `llmarch bench` apply to a model that decodes on CPU. Where one-row products
     run faster split over two cores (split None: as `split_pays` measures on this machine; True/False: decided
     by the caller): transposed_weight_layout, then every nn.Linear replaced by a SplitLinear sharing its
     Parameters. Where the BLAS already spreads a one-row product over the cores (MKL on the Intel VM of
-    docs/benchmarks.md), the model is left as it is: nn.Linear's own layout is the faster one there.
+    docs/benchmarks.md), the linear layers stay nn.Linear, and only a model whose float linear weights exceed
+    STREAMED_BYTES gets the transposed layout.
     Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take nn.Linear's
     path. A model on another device is returned untouched. In place; returns the model."""
-    if next(model.parameters()).device.type != "cpu" or not (split_pays() if split is None else split):
+    if next(model.parameters()).device.type != "cpu":
+        return model
+    if not (split_pays() if split is None else split):
+        if linear_bytes(model) > STREAMED_BYTES:
+            transposed_weight_layout(model)
         return model
     transposed_weight_layout(model)
     for parent in list(model.modules()):
