@@ -181,3 +181,31 @@ def test_nproc_below_one_is_refused_by_the_parser(tmp_path, capsys):
         main(["train", "--model", "gpt-tiny", "--out", str(tmp_path / "r"), "--nproc", "0"])
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip() == "llmarch train: error: argument --nproc: must be >= 1, got 0"
+
+
+@pytest.mark.parametrize("marked", [(0, 1), (0,)])
+def test_a_process_dying_after_the_closing_barrier_does_not_fail_a_finished_job(tmp_path, marked):
+    """gloo's teardown can abort a rank after all of them passed the closing barrier (each left its mark): the
+    job then ends with a warning; a rank that dies before its mark fails the job as before."""
+    from unittest.mock import patch
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from llmarch.errors import LlmarchWarning
+    from llmarch.train import launch as launch_module
+
+    def run(args):  # the workers: marks where distributed.process_group leaves them, then rank 1 aborts
+        for rank in marked:
+            (Path(os.environ[launch_module.DONE_DIR]) / str(rank)).touch()
+        failure = ProcessFailure(local_rank=1, pid=1, exitcode=-signal.SIGABRT, error_file=str(tmp_path / "none"))
+        raise ChildFailedError("llmarch", {1: failure})
+
+    with patch("torch.distributed.run.run", run):
+        if len(marked) == 2:
+            with pytest.warns(LlmarchWarning, match=r"^rank 1 exited with signal SIGABRT while leaving the process "
+                                                     r"group, after every process had finished; the run is complete$"):
+                launch_module.launch(2, ["train"], tmp_path / "out")
+        else:
+            with pytest.raises(LlmarchError, match=r"^rank 1 exited with signal SIGABRT; the job was stopped"):
+                launch_module.launch(2, ["train"], tmp_path / "out")
+    assert launch_module.DONE_DIR not in os.environ

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,11 @@ from ..errors import LlmarchError
 
 def rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+# set by `llmarch train --nproc` (launch.py): a folder where each rank leaves a mark once every rank has finished
+# its work (after the closing barrier), so that a process dying as it leaves the group does not fail a finished job
+DONE_DIR = "LLMARCH_DONE_DIR"
 
 
 def device_for(requested: str | None) -> torch.device:
@@ -42,6 +48,8 @@ def process_group(device: torch.device):
         yield
         if created:  # leave together: a process tearing down gloo while a peer still works can abort (SIGABRT)
             dist.barrier()
+            if os.environ.get(DONE_DIR):  # every rank got here: the job's work is done
+                Path(os.environ[DONE_DIR], str(dist.get_rank())).touch()
     except RuntimeError as e:
         if world > 1 and _communication_failed(e):
             detail = re.sub(r"^\[[^\]]*\] ", "", str(e).splitlines()[0])  # without gloo's source location

@@ -5,11 +5,14 @@ itself, with its rendezvous flags (docs/distributed.md)."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import tempfile
 from pathlib import Path
 
 from ..rundir import resolve_checkpoint
-from ..errors import LlmarchError
+from ..errors import LlmarchError, warn
+from .distributed import DONE_DIR
 
 
 def launch(nproc: int, argv: list[str], out: Path) -> None:
@@ -20,14 +23,32 @@ def launch(nproc: int, argv: list[str], out: Path) -> None:
 
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "llmarch", *argv])
     logging.disable(logging.ERROR)  # the agent's log lines (each stop and failure); the outcome is reported here
-    try:
-        run(args)
-    except ChildFailedError as e:
-        raise LlmarchError(describe(e.failures, out)) from None
-    except SignalException:  # Ctrl-C reached the agent (and the workers)
-        raise KeyboardInterrupt from None
-    finally:
-        logging.disable(logging.NOTSET)
+    before = os.environ.get(DONE_DIR)
+    with tempfile.TemporaryDirectory() as done:
+        os.environ[DONE_DIR] = done  # the workers inherit it (distributed.process_group marks each rank's end)
+        try:
+            run(args)
+        except ChildFailedError as e:
+            if finished(Path(done), nproc):
+                # gloo's teardown can abort a process (SIGABRT, "terminate called without an active exception")
+                # after the closing barrier, rarely and only under load: the run itself is complete
+                warn(f"{describe(e.failures, out).split(';')[0]} while leaving the process group, after every "
+                     f"process had finished; the run is complete")
+                return
+            raise LlmarchError(describe(e.failures, out)) from None
+        except SignalException:  # Ctrl-C reached the agent (and the workers)
+            raise KeyboardInterrupt from None
+        finally:
+            logging.disable(logging.NOTSET)
+            if before is None:
+                os.environ.pop(DONE_DIR, None)
+            else:
+                os.environ[DONE_DIR] = before
+
+
+def finished(done: Path, nproc: int) -> bool:
+    """Whether every rank passed the closing barrier (each left its mark in `done`)."""
+    return all((done / str(rank)).exists() for rank in range(nproc))
 
 
 def describe(failures: dict, out: Path) -> str:
