@@ -128,6 +128,15 @@ def test_a_model_streamed_from_memory_gets_the_transposed_layout_without_the_spl
     assert torch.equal(generate(model, x, max_new_tokens=20), generate(ref, x, max_new_tokens=20))
 
 
+def test_a_model_in_a_process_group_keeps_its_layout():  # DDP's replicas, FSDP's shards
+    model = tiny("gpt-tiny")
+    layouts = {name: (p.data_ptr(), p.stride()) for name, p in model.named_parameters()}
+    with patch("torch.distributed.is_initialized", return_value=True):
+        for_cpu_decoding(model, split=True)
+    assert not any(isinstance(m, SplitLinear) for m in model.modules())
+    assert {name: (p.data_ptr(), p.stride()) for name, p in model.named_parameters()} == layouts
+
+
 def test_split_pays_is_measured_once_per_thread_count_and_never_on_one_thread():
     from llmarch.layers import split_linear
 

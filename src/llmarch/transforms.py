@@ -113,8 +113,9 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None) -> nn.Module:
     docs/benchmarks.md), the linear layers stay nn.Linear, and only a model whose float linear weights exceed
     STREAMED_BYTES gets the transposed layout.
     Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take nn.Linear's
-    path. A model on another device is returned untouched. In place; returns the model."""
-    if next(model.parameters()).device.type != "cpu":
+    path. A model on another device, or in a process group (its parameters are then DDP's replicas or FSDP's
+    shards, laid out as those keep them), is returned untouched. In place; returns the model."""
+    if next(model.parameters()).device.type != "cpu" or torch.distributed.is_initialized():
         return model
     if not (split_pays() if split is None else split):
         if linear_bytes(model) > STREAMED_BYTES:
