@@ -16,7 +16,7 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import llama_cpp_against
+from conftest import gguf_reads_back
 from test_deepseek import perturb
 
 transformers = pytest.importorskip("transformers")
@@ -82,13 +82,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     assert fields["deepseek2.attention.key_length_mla"] == 16 + 8 and fields["deepseek2.attention.head_count_kv"] == 1
     assert {"blk.1.attn_k_b.weight", "blk.1.attn_v_b.weight"} <= names and "blk.1.attn_kv_b.weight" not in names
     assert ("blk.1.exp_probs_b.bias" in names) == case.startswith("deepseek_v3")
-    back = llmarch.from_gguf(path)
+    back = gguf_reads_back(path, model, exact=False, apart=1e-3)
     assert back.config.hf_model_type == case.split("-")[0]
-    torch.manual_seed(1)
-    ids = torch.randint(0, 256, (1, 24))
-    assert (logits(back, ids) - logits(model, ids)).abs().max() <= 1e-4
-    seq, ours, apart = llama_cpp_against(path, model, ids[0, :8].tolist())
-    assert apart <= 1e-3 and ours == seq
 
 
 @pytest.mark.parametrize("case,changes,problem", [

@@ -13,7 +13,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.interop.hf import FAMILIES
 
-from conftest import llama_cpp_against
+from conftest import gguf_reads_back, llama_cpp_against
 from test_qwen2_moe import perturb
 
 transformers = pytest.importorskip("transformers")
@@ -48,15 +48,9 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     assert {"blk.1.ffn_gate_exps.weight", "blk.1.ffn_gate_inp_shexp.weight", "blk.1.ffn_down_shexp.weight"} <= names
     assert ("blk.0.attn_q.bias" in names) == (case == "qwen1.5")
     assert "output.weight" in names  # llama.cpp's qwen2moe requires it: a tied head is written as a copy
-    back = llmarch.from_gguf(path)
+    back = gguf_reads_back(path, model, exact=False, apart=1e-3)
     assert (back.config.n_shared_experts, back.config.qkv_bias, back.config.tie_embeddings) == \
         (shared // 32, case == "qwen1.5", case == "tied")
-    torch.manual_seed(1)
-    ids = torch.randint(0, 256, (1, 24))
-    with torch.no_grad():
-        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
-    seq, ours, apart = llama_cpp_against(path, model, ids[0, :8].tolist())
-    assert apart <= 1e-3 and ours == seq
 
 
 def write_like_converter(hf, path, widths: bool = True) -> None:

@@ -12,7 +12,7 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import llama_cpp_against
+from conftest import gguf_reads_back, llama_cpp_against
 from test_qwen3_next import perturb
 
 transformers = pytest.importorskip("transformers")
@@ -56,17 +56,11 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     names = {t.name for t in reader.tensors}  # in_proj_qkvz split as the converter splits it
     assert {"blk.0.attn_qkv.weight", "blk.0.attn_gate.weight", "blk.0.ssm_ba.weight"} <= names
     assert "blk.0.ssm_in.weight" not in names and ("output.weight" in names) == (case == "grouped")
-    back = llmarch.from_gguf(path)
+    back = gguf_reads_back(path, model, exact=False, apart=1e-3)
     same = ("layer_types", "delta_heads", "delta_value_heads", "delta_key_dim", "rope_fraction", "rope_theta",
             "n_shared_experts", "expert_hidden", "tie_embeddings")  # (to_gguf checked every field on writing)
     assert [getattr(back.config, f) for f in same] == [getattr(model.config, f) for f in same]
     assert model.config.rope_fraction == (0.25 if case == "grouped" else 0.5)
-    torch.manual_seed(1)
-    ids = torch.randint(0, 256, (1, 24))
-    with torch.no_grad():
-        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
-    seq, ours, apart = llama_cpp_against(path, model, ids[0, :8].tolist())
-    assert apart <= 1e-3 and ours == seq
 
 
 def write_like_converter(hf, path, legacy: bool, keys=None) -> None:
