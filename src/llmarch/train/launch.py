@@ -32,8 +32,8 @@ def launch(nproc: int, argv: list[str], out: Path) -> None:
             if finished(Path(done), nproc):
                 # gloo's teardown can abort a process (SIGABRT, "terminate called without an active exception")
                 # after the closing barrier, rarely and only under load: the run itself is complete
-                warn(f"{describe(e.failures, out).split(';')[0]} while leaving the process group, after every "
-                     f"process had finished; the run is complete")
+                warn(f"{first_failure(e.failures)} while leaving the process group, after every process had "
+                     f"finished; the run is complete")
                 return
             raise LlmarchError(describe(e.failures, out)) from None
         except SignalException:  # Ctrl-C reached the agent (and the workers)
@@ -52,16 +52,20 @@ def finished(done: Path, nproc: int) -> bool:
 
 
 def describe(failures: dict, out: Path) -> str:
-    """`rank 1 exited with signal SIGKILL; the job was stopped; last complete checkpoint: out/step-000010`.
-    The rank named is the one that failed first on its own: killed by a signal other than the agent's own
-    SIGTERM, else exited with an error, before those the agent stopped (or that lost contact with it: a
-    process whose peer vanished may abort, SIGABRT, before the agent has seen the peer's own end)."""
-    rank, failure = min(failures.items(), key=lambda item: (item[1].exitcode == -signal.SIGTERM,
-                                                            item[1].exitcode == -signal.SIGABRT,
-                                                            item[1].exitcode > 0, item[1].timestamp))
-    how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"code {failure.exitcode}"
+    """`rank 1 exited with signal SIGKILL; the job was stopped; last complete checkpoint: out/step-000010`."""
     try:
         last = f"last complete checkpoint: {resolve_checkpoint(out)}"
     except LlmarchError:
         last = f"no checkpoint in {out}"
-    return f"rank {rank} exited with {how}; the job was stopped; {last}"
+    return f"{first_failure(failures)}; the job was stopped; {last}"
+
+
+def first_failure(failures: dict) -> str:
+    """`rank 1 exited with signal SIGKILL`: the rank that failed first on its own: killed by a signal other than
+    the agent's own SIGTERM, else exited with an error, before those the agent stopped (or that lost contact with
+    it: a process whose peer vanished may abort, SIGABRT, before the agent has seen the peer's own end)."""
+    rank, failure = min(failures.items(), key=lambda item: (item[1].exitcode == -signal.SIGTERM,
+                                                            item[1].exitcode == -signal.SIGABRT,
+                                                            item[1].exitcode > 0, item[1].timestamp))
+    how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"code {failure.exitcode}"
+    return f"rank {rank} exited with {how}"
