@@ -6,7 +6,7 @@ sampled decoding (decode.py), beam search (beam.py) and speculative decoding are
 The step is the model's own forward without input checks (`model.step`: its tokens come from the model's
 vocabulary) and without host reads, so a GPU never waits on the loop. Compiled, it is the same step compiled:
 one fixed-shape graph per cache length (decode.compiled_cache_len), reused at every position (CUDA graphs on
-CUDA). On a CPU, the engine first lays the model out for one-row products where that pays
+CUDA; on a CPU a quantized model's weights frozen into it: compiled.py). On a CPU, the engine first lays the model out for one-row products where that pays
 (transforms.for_cpu_decoding: same values, same state-dict names), so a model decodes as fast from Python as from
 the CLI.
 Encoder-decoders: the engine encodes the sources once and each decoder block projects its cross-attention keys
@@ -17,6 +17,7 @@ import torch
 
 from ..errors import LlmarchError
 from ..transforms import for_cpu_decoding
+from .compiled import compiled_step
 
 
 class Engine:
@@ -38,11 +39,13 @@ class Engine:
             for_cpu_decoding(model)
         self.slots = torch.arange(max_len, device=next(model.parameters()).device)  # views, no allocation per step
         self.length = 0  # slots filled
+        self.compiled = compiled_step(model) if compile else None
         if model.config.is_encoder_decoder:
             model.setup_cache(batch, max_len, memory=model.encode(source, source_mask))
+        elif self.compiled is not None:  # its states may be kept from an earlier call (compiled.py)
+            self.compiled.setup_cache(batch, max_len)
         else:
             model.setup_cache(batch, max_len, bounded=bounded)
-        self.compiled = compiled_step(model) if compile else None
 
     def __enter__(self) -> "Engine":
         return self
@@ -98,20 +101,3 @@ class Engine:
             return self.compiled(ids, pos, self.mask)[:, -1]
         return self.model.step(ids, pos, self.length, self.mask, self.source_mask).logits[:, -1]
 
-
-def compiled_step(model):
-    """model.step compiled as one fixed-shape graph (as in gpt-fast): (tok (B, 1), slot (1,), mask (B, S) or
-    None) -> logits (B, 1, V), attending over the whole static cache with the causal mask (kv_len None), so
-    every position reuses the same graph. On CUDA "reduce-overhead" (CUDA graphs: the step replays with no
-    per-kernel launch cost); elsewhere inductor's C++ wrapper, which calls the graph's kernels from C++ rather
-    than from Python (SmolLM2 on its Q4_1 kernels, 2-core Xeon: 89 tokens/s against 82 with the Python wrapper
-    and 61 eager; docs/benchmarks.md). Built once per model and kept on it; compiling takes seconds to a minute
-    (less once inductor's on-disk cache holds the graph), so it pays off for long or repeated generation."""
-    step = model.__dict__.get("_compiled_decode_step")
-    if step is None:
-        cuda = next(model.parameters()).device.type == "cuda"
-        step = torch.compile(lambda tok, slot, mask: model.step(tok, slot, None, mask, None).logits,
-                             fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else None,
-                             options=None if cuda else {"cpp_wrapper": True})
-        model.__dict__["_compiled_decode_step"] = step
-    return step

@@ -1,0 +1,108 @@
+"""The compiled decode step (as in gpt-fast): model.step as one fixed-shape graph, (tok (B, 1), slot (1,), mask
+(B, S) or None) -> logits (B, 1, V), attending over the whole static cache with the causal mask (kv_len None), so
+every position reuses the same graph. Built once per model and kept on it; compiling takes seconds to a minute
+(less once inductor's on-disk cache holds the graph), so it pays off for long or repeated generation.
+
+- CUDA: "reduce-overhead" (CUDA graphs: the step replays with no per-kernel launch cost).
+- CPU: inductor's C++ wrapper, which calls the graph's kernels from C++ rather than from Python (SmolLM2 on its
+  Q4_1 kernels, 2-core Xeon: 89 tokens/s against 82 with the Python wrapper and 61 eager; docs/benchmarks.md).
+- CPU, a model with weight-only quantized layers (quant/linear.py) whose decode states are caches indexed by
+  slot: the graph is compiled with its weights frozen (inductor's `freezing`: they become constants of the
+  graph) and max-autotune's C++ GEMM template, which packs each int8/int4 weight once into its own blocked
+  layout and beats torch's weight-only kernels on one row (SmolLM2's int8 layers, 2-core Xeon: 5.2-6.8 ms a
+  token against 10.9 for `_weight_int8pack_mm` in the same graph; fp32 layers gained nothing and doubled their
+  memory, so they are not frozen).
+
+Frozen weights bring two duties, both here:
+- dynamo guards a frozen graph's tensors by identity, so a decode state allocated anew for every call would
+  recompile the step every call. The step keeps the states it decoded in, one set per shape, and the engine
+  reuses them (zeroed) for the next call of that shape: they stay allocated after generation (SmolLM2, 512
+  slots: 24 MB).
+- a frozen graph holds its own copies of the weights it packed, so a change of the weights in place (training,
+  load_state_dict) would go unseen. The step takes the sum of the weights' version counters (which every
+  in-place write bumps) as an argument that the graph is specialised on: a change recompiles it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+STEP_KEY = "_compiled_decode_step"
+
+
+def compiled_step(model) -> "CompiledStep":
+    """The model's compiled decode step, built on first use and kept in the model's __dict__ (not a submodule:
+    no state-dict entries, and deepcopy/pickling of a model that never decoded compiled is unaffected)."""
+    step = model.__dict__.get(STEP_KEY)
+    if step is None:
+        step = model.__dict__[STEP_KEY] = CompiledStep(model)
+    return step
+
+
+def freezes(model) -> bool:
+    """Whether the model's step is compiled with frozen weights: on CPU, with quantized layers (the kernels the
+    C++ GEMM template replaces)."""
+    from ..quant.linear import Int4Linear, Int8Linear
+
+    return (next(model.parameters()).device.type == "cpu"
+            and any(isinstance(m, (Int8Linear, Int4Linear)) for m in model.modules()))
+
+
+class CompiledStep:
+    def __init__(self, model):
+        self.model = model
+        self.frozen = freezes(model)  # until setup_cache finds a state it cannot keep
+        self.fn = None
+        self.states: dict = {}  # frozen: (batch, max_len, dtype, device) -> the decode states kept for reuse
+        self.version = 0
+
+    def _compile(self) -> None:
+        cuda = next(self.model.parameters()).device.type == "cuda"
+        options = None if cuda else {"cpp_wrapper": True}
+        if self.frozen:
+            # fx_graph_cache off: inductor's cache keys frozen weights by shape alone and keeps the packed copies
+            # the template made of them, so a second model of the same shapes (or this one after a change of its
+            # weights) got the first one's weights back (torch 2.13; tests/test_compiled_frozen.py)
+            options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN", fx_graph_cache=False)
+        self.fn = torch.compile(_step, fullgraph=True, dynamic=False, options=options,
+                                mode="reduce-overhead" if cuda else None)
+
+    def setup_cache(self, batch: int, max_len: int) -> None:
+        """The model's decode states for `batch` rows of max_len slots (Stack.setup_cache). Frozen, the kept ones
+        of that shape, zeroed, and the weights' version for this call; a model whose states are not all modules
+        indexed by slot (KV caches), which the step writes in place, is not frozen."""
+        model = self.model
+        w = next(model.parameters())
+        key = (batch, max_len, w.dtype, w.device)
+        kept = self.states.get(key) if self.frozen else None
+        if kept is None:
+            model.setup_cache(batch, max_len)
+            if self.frozen:
+                kept = model.caches()
+                if all(isinstance(s, nn.Module) and getattr(s, "by_slot", False) for s in kept):
+                    self.states[key] = kept
+                else:
+                    self.frozen, self.fn = False, None
+        else:
+            for state in kept:
+                for t in state.buffers():
+                    t.zero_()
+            model.set_caches(kept, max_len)
+        if self.fn is None:
+            self._compile()
+        if self.frozen:
+            skip = {id(t) for s in kept for t in s.buffers()}
+            self.version = sum(t._version for t in (*model.parameters(), *model.buffers()) if id(t) not in skip)
+
+    def __call__(self, tok: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if not self.frozen:
+            return self.fn(self.model, tok, slot, mask, None)
+        # freezing is read while dynamo traces (torch._dynamo.utils.is_parameter_freezing), so per call, not in
+        # the compile options
+        with torch._inductor.config.patch(freezing=True):
+            return self.fn(self.model, tok, slot, mask, self.version)
+
+
+def _step(model, tok, slot, mask, version):
+    if version is not None and version < 0:  # never: makes dynamo specialise the graph on the weights' version
+        raise AssertionError(version)
+    return model.step(tok, slot, None, mask, None).logits

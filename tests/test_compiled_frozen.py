@@ -1,0 +1,57 @@
+"""The compiled decode step of a quantized model on CPU freezes its weights (generate/compiled.py): inductor's
+C++ GEMM template packs them once. What freezing must not change: the tokens, and what the graph sees when the
+weights or the cache change under it."""
+import torch
+from torch._dynamo.utils import counters
+
+import llmarch
+from conftest import tiny
+from llmarch.quant import quantize
+
+
+def graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+def test_a_frozen_int8_step_decodes_the_eager_tokens_keeps_its_cache_and_sees_new_weights():
+    """Same tokens as eager decoding. A second call of the same shape reuses the step's cache tensors (a frozen
+    graph guards them by identity: new ones would recompile it) and compiles nothing. After an in-place change
+    of the weights (training, load_state_dict) the step recompiles (a frozen graph holds its own packed copy of
+    each weight; the step is specialised on the weights' version) and decodes what eager decoding does; within
+    one process, so inductor's graph cache would hand back the first graph's packed weights if it were on."""
+    model = quantize(tiny(vocab_size=128), "int8")
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(1))
+    eager = llmarch.generate(model, ids, max_new_tokens=10)
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=10, compile=True), eager)
+    step = model.__dict__["_compiled_decode_step"]
+    assert step.frozen
+    cache = next(iter(step.states.values()))[0].k
+    before = graphs()
+    other = torch.randint(0, 128, (2, 5), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(llmarch.generate(model, other, max_new_tokens=8, compile=True),
+                       llmarch.generate(model, other, max_new_tokens=8))
+    assert graphs() == before
+    assert next(iter(step.states.values()))[0].k is cache
+
+    with torch.no_grad():
+        model.lm_head.weight.copy_(model.lm_head.weight.flip(0))  # another head: the logits move
+    eager_after = llmarch.generate(model, ids, max_new_tokens=10)
+    assert not torch.equal(eager_after, eager)
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=10, compile=True), eager_after)
+    assert graphs() == before + 1
+
+
+def test_a_frozen_int4_step_decodes_the_eager_tokens():
+    model = quantize(tiny(vocab_size=128), "int4", 32)
+    ids = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=8, compile=True),
+                       llmarch.generate(model, ids, max_new_tokens=8))
+    assert model.__dict__["_compiled_decode_step"].frozen
+
+
+def test_a_full_precision_step_is_not_frozen():
+    """fp32 layers gained nothing from the template and doubled their memory (compiled.py)."""
+    model = tiny(vocab_size=128)
+    llmarch.generate(model, torch.ones(1, 3, dtype=torch.long), max_new_tokens=2, compile=True)
+    step = model.__dict__["_compiled_decode_step"]
+    assert not step.frozen and not step.states
