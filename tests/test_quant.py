@@ -342,3 +342,18 @@ def test_an_int8_head_gives_its_largest_logits_in_fp32():
         assert torch.equal(got.argmax(-1), want.argmax(-1))
         many = q.lm_head(torch.randn(1, 100, 64))  # a prompt's every position (eval): the kernel's alone
     assert many.shape == (1, 100, 1024)
+
+
+def test_a_quantized_latent_attention_model_decodes_with_its_up_projection_in_float():
+    """MLA's absorbed decoding multiplies by kv_b_proj's weight as a matrix (W^UK into the query, W^UV into the
+    output): quantization leaves that layer in float, so an int8 or int4 DeepSeek decodes (it raised a dtype
+    error), the rest of its linear layers quantized."""
+    model = llmarch.build("deepseek-tiny", vocab_size=97, d_model=32, n_layers=2, n_heads=2, n_kv_heads=2,
+                          kv_lora_rank=16, q_lora_rank=None, expert_hidden=16, context_length=32).eval()
+    ids = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(0))
+    full = llmarch.generate(model, ids, max_new_tokens=4)
+    for method in ("int8", "int4"):
+        q = quantize(copy.deepcopy(model), method, 32)
+        assert type(q.blocks[0].attn.kv_b_proj).__name__ == "Linear"
+        assert isinstance(q.blocks[0].attn.q_proj, (Int8Linear, Int4Linear))
+        assert llmarch.generate(q, ids, max_new_tokens=4).shape == full.shape

@@ -79,6 +79,9 @@ class LatentAttention(Mixer):
         self.kv_a_proj = Linear(C, self.rank + self.rope, bias=cfg.qkv_bias)
         self.kv_a_norm = RMSNorm(self.rank, LATENT_NORM_EPS)
         self.kv_b_proj = Linear(self.rank, H * (self.nope + self.v_dim), bias=False)  # per head: W^UK, W^UV
+        # absorbed decoding (below) multiplies by its weight as a matrix, not through the layer: quantization
+        # leaves it in float (quant/apply.py targets)
+        self.kv_b_proj.quantize = False
         self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
         self.hook_q, self.hook_latent = HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()

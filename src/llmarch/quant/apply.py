@@ -90,11 +90,11 @@ one group, like Mamba's dt_proj, goes to int8 instead)."""
 
 
 def targets(model: nn.Module, scheme: Scheme):
-    """(name, module) of each layer to quantize; a module with `quantize = False` keeps its subtree (Hyena's
-    filter network, whose weights are read whole)."""
+    """(name, module) of each layer to quantize; a module with `quantize = False` keeps itself and its subtree
+    (Hyena's filter network and latent attention's up-projection, whose weights are read whole)."""
     kept = [name for name, module in model.named_modules() if getattr(module, "quantize", True) is False]
     for name, module in model.named_modules():
-        if (name == "lm_head" and not scheme.head) or any(name.startswith(k + ".") for k in kept):
+        if (name == "lm_head" and not scheme.head) or any(name == k or name.startswith(k + ".") for k in kept):
             continue
         if isinstance(module, nn.Linear) or (isinstance(module, Experts) and not isinstance(module, QuantExperts)):
             yield name, module
