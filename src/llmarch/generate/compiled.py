@@ -11,17 +11,23 @@ every position reuses the same graph. Built once per model and kept on it; compi
   graph) and max-autotune's C++ GEMM template, which packs each int8/int4 weight once into its own blocked
   layout and beats torch's weight-only kernels on one row (SmolLM2's int8 layers, 2-core Xeon: 5.2-6.8 ms a
   token against 10.9 for `_weight_int8pack_mm` in the same graph; fp32 layers gained nothing and doubled their
-  memory, so they are not frozen).
+  memory, so they are not frozen). The packed copies and autotuning cost memory and time: SmolLM2 int8's first
+  compiled call took 55-58 s in a process without inductor's cache (12 s with it, as without freezing) and
+  its resident memory grew by 200-210 MB (130 MB compiled without freezing); docs/benchmarks.md.
 
-Frozen weights bring two duties, both here:
+Frozen weights bring three duties, all here:
 - dynamo guards a frozen graph's tensors by identity, so a decode state allocated anew for every call would
   recompile the step every call. The step keeps the states it decoded in, one set per shape, and the engine
   reuses them (zeroed) for the next call of that shape: they stay allocated after generation (SmolLM2, 512
   slots: 24 MB).
 - a frozen graph holds its own copies of the weights it packed, so a change of the weights in place (training,
   load_state_dict) would go unseen. The step takes the sum of the weights' version counters (which every
-  in-place write bumps) as an argument that the graph is specialised on: a change recompiles it."""
+  in-place write bumps) as an argument that the graph is specialised on: a change recompiles it.
+- inductor's on-disk graph cache keys frozen weights by shape only, yet stores the packed copies: a digest of the
+  weights' bytes goes into its key (weights_key)."""
 from __future__ import annotations
+
+import hashlib
 
 import torch
 from torch import nn
@@ -53,16 +59,20 @@ class CompiledStep:
         self.frozen = freezes(model)  # until setup_cache finds a state it cannot keep
         self.fn = None
         self.states: dict = {}  # frozen: (batch, max_len, dtype, device) -> the decode states kept for reuse
-        self.version = 0
+        self.version = None
+        self.weights_key = None
 
     def _compile(self) -> None:
         cuda = next(self.model.parameters()).device.type == "cuda"
         options = None if cuda else {"cpp_wrapper": True}
         if self.frozen:
-            # fx_graph_cache off: inductor's cache keys frozen weights by shape alone and keeps the packed copies
-            # the template made of them, so a second model of the same shapes (or this one after a change of its
-            # weights) got the first one's weights back (torch 2.13; tests/test_compiled_frozen.py)
-            options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN", fx_graph_cache=False)
+            # inductor's graph cache keys frozen weights by their shapes alone, yet keeps the packed copies the
+            # template made of them: a second model of the same shapes (or this one after a change of its
+            # weights) got the first one's weights back (torch 2.13; tests/test_compiled_frozen.py). A pass
+            # that changes nothing but whose uuid is a digest of the weights puts their values in the key.
+            self.weights_key, self.version = weights_key(), None  # its digest: setup_cache
+            options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN",
+                           post_grad_custom_post_pass=self.weights_key)
         self.fn = torch.compile(_step, fullgraph=True, dynamic=False, options=options,
                                 mode="reduce-overhead" if cuda else None)
 
@@ -91,7 +101,10 @@ class CompiledStep:
             self._compile()
         if self.frozen:
             skip = {id(t) for s in kept for t in s.buffers()}
-            self.version = sum(t._version for t in (*model.parameters(), *model.buffers()) if id(t) not in skip)
+            weights = [t for t in (*model.parameters(), *model.buffers()) if id(t) not in skip]
+            version = sum(t._version for t in weights)
+            if version != self.version:
+                self.version, self.weights_key.digest = version, digest(weights)
 
     def __call__(self, tok: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if not self.frozen:
@@ -100,6 +113,34 @@ class CompiledStep:
         # the compile options
         with torch._inductor.config.patch(freezing=True):
             return self.fn(self.model, tok, slot, mask, self.version)
+
+
+def weights_key():
+    """A post-grad pass that leaves the graph as it is; its uuid (inductor's cache key takes it) is `digest`, set
+    to a digest of the weights the graph freezes. (Built here: torch._inductor takes about a second to import.)"""
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class WeightsKey(CustomGraphPass):
+        digest = ""
+
+        def __call__(self, graph) -> None:
+            pass
+
+        def uuid(self) -> str:
+            return self.digest
+
+    return WeightsKey()
+
+
+def digest(tensors) -> str:
+    """A digest of the tensors' bytes, in order (blake2b: SmolLM2's 237 MiB of int8 and fp32 weights in about
+    0.3 s, against about 45 s to compile the step again)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def _step(model, tok, slot, mask, version):
