@@ -17,7 +17,7 @@ def test_a_frozen_int8_step_decodes_the_eager_tokens_keeps_its_cache_and_sees_ne
     """Same tokens as eager decoding. A second call of the same shape reuses the step's cache tensors (a frozen
     graph guards them by identity: new ones would recompile it) and compiles nothing. After an in-place change
     of the weights (training, load_state_dict) the step recompiles (a frozen graph holds its own packed copy of
-    each weight; the step is specialised on the weights' version) and decodes what eager decoding does; within
+    each weight; the engine compiles it anew when the weights' version changes) and decodes what eager decoding does; within
     one process, so inductor's graph cache would hand back the first graph's packed weights if it were on."""
     model = quantize(tiny(vocab_size=128), "int8")
     ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(1))
@@ -55,3 +55,15 @@ def test_a_full_precision_step_is_not_frozen():
     llmarch.generate(model, torch.ones(1, 3, dtype=torch.long), max_new_tokens=2, compile=True)
     step = model.__dict__["_compiled_decode_step"]
     assert not step.frozen and not step.states
+
+
+def test_each_models_step_has_its_own_recompile_budget():
+    """dynamo counts recompiles per code object, up to recompile_limit (8; an error under fullgraph): a step
+    shared by every model ran out once a process had compiled a dozen small models (a test session did). Each
+    model's step is its own copy. (The limit lowered to 2 here, so that three models show it.)"""
+    ids = torch.ones(1, 3, dtype=torch.long)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for width in range(3):
+            model = tiny(vocab_size=97 + width, n_layers=1)
+            assert torch.equal(llmarch.generate(model, ids, max_new_tokens=2, compile=True),
+                               llmarch.generate(model, ids, max_new_tokens=2))

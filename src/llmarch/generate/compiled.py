@@ -21,13 +21,14 @@ Frozen weights bring three duties, all here:
   reuses them (zeroed) for the next call of that shape: they stay allocated after generation (SmolLM2, 512
   slots: 24 MB).
 - a frozen graph holds its own copies of the weights it packed, so a change of the weights in place (training,
-  load_state_dict) would go unseen. The step takes the sum of the weights' version counters (which every
-  in-place write bumps) as an argument that the graph is specialised on: a change recompiles it.
+  load_state_dict) would go unseen. The engine reads the sum of the weights' version counters (which every
+  in-place write bumps) at each call; a change compiles the step anew.
 - inductor's on-disk graph cache keys frozen weights by shape only, yet stores the packed copies: a digest of the
   weights' bytes goes into its key (weights_key)."""
 from __future__ import annotations
 
 import hashlib
+import types
 
 import torch
 from torch import nn
@@ -59,10 +60,12 @@ class CompiledStep:
         self.frozen = freezes(model)  # until setup_cache finds a state it cannot keep
         self.fn = None
         self.states: dict = {}  # frozen: (batch, max_len, dtype, device) -> the decode states kept for reuse
-        self.version = None
-        self.weights_key = None
+        self.version = None  # frozen: the sum of the weights' version counters the step was compiled at
 
-    def _compile(self) -> None:
+    def _compile(self, digest: str = "") -> None:
+        """A compiled copy of _step with its own code object: dynamo keeps compiled graphs, and counts recompiles
+        against its limit of 8 (an error under fullgraph), per code object, and one shared by every model's step
+        ran out within one test session. Frozen: `digest` is the weights' (weights_key)."""
         cuda = next(self.model.parameters()).device.type == "cuda"
         options = None if cuda else {"cpp_wrapper": True}
         if self.frozen:
@@ -70,16 +73,17 @@ class CompiledStep:
             # template made of them: a second model of the same shapes (or this one after a change of its
             # weights) got the first one's weights back (torch 2.13; tests/test_compiled_frozen.py). A pass
             # that changes nothing but whose uuid is a digest of the weights puts their values in the key.
-            self.weights_key, self.version = weights_key(), None  # its digest: setup_cache
             options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN",
-                           post_grad_custom_post_pass=self.weights_key)
-        self.fn = torch.compile(_step, fullgraph=True, dynamic=False, options=options,
+                           post_grad_custom_post_pass=weights_key(digest))
+        step = types.FunctionType(_step.__code__.replace(), _step.__globals__, _step.__name__)
+        self.fn = torch.compile(step, fullgraph=True, dynamic=False, options=options,
                                 mode="reduce-overhead" if cuda else None)
 
     def setup_cache(self, batch: int, max_len: int) -> None:
         """The model's decode states for `batch` rows of max_len slots (Stack.setup_cache). Frozen, the kept ones
-        of that shape, zeroed, and the weights' version for this call; a model whose states are not all modules
-        indexed by slot (KV caches), which the step writes in place, is not frozen."""
+        of that shape, zeroed; a model whose states are not all modules indexed by slot (KV caches), which the
+        step writes in place, is not frozen. Frozen, a step compiled anew when the weights' version changed
+        (its graphs, and their packed weights, dropped with the old one)."""
         model = self.model
         w = next(model.parameters())
         key = (batch, max_len, w.dtype, w.device)
@@ -97,37 +101,37 @@ class CompiledStep:
                 for t in state.buffers():
                     t.zero_()
             model.set_caches(kept, max_len)
-        if self.fn is None:
-            self._compile()
-        if self.frozen:
-            skip = {id(t) for s in kept for t in s.buffers()}
-            weights = [t for t in (*model.parameters(), *model.buffers()) if id(t) not in skip]
-            version = sum(t._version for t in weights)
-            if version != self.version:
-                self.version, self.weights_key.digest = version, digest(weights)
+        if not self.frozen:
+            if self.fn is None:
+                self._compile()
+            return
+        skip = {id(t) for s in kept for t in s.buffers()}
+        weights = [t for t in (*model.parameters(), *model.buffers()) if id(t) not in skip]
+        version = sum(t._version for t in weights)
+        if self.fn is None or version != self.version:
+            self.version = version
+            self._compile(digest(weights))
 
     def __call__(self, tok: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if not self.frozen:
-            return self.fn(self.model, tok, slot, mask, None)
+            return self.fn(self.model, tok, slot, mask)
         # freezing is read while dynamo traces (torch._dynamo.utils.is_parameter_freezing), so per call, not in
         # the compile options
         with torch._inductor.config.patch(freezing=True):
-            return self.fn(self.model, tok, slot, mask, self.version)
+            return self.fn(self.model, tok, slot, mask)
 
 
-def weights_key():
-    """A post-grad pass that leaves the graph as it is; its uuid (inductor's cache key takes it) is `digest`, set
-    to a digest of the weights the graph freezes. (Built here: torch._inductor takes about a second to import.)"""
+def weights_key(digest: str):
+    """A post-grad pass that leaves the graph as it is; its uuid, which inductor's cache key takes, is the digest
+    of the weights the graph freezes. (Built here: torch._inductor takes about a second to import.)"""
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
     class WeightsKey(CustomGraphPass):
-        digest = ""
-
         def __call__(self, graph) -> None:
             pass
 
         def uuid(self) -> str:
-            return self.digest
+            return digest
 
     return WeightsKey()
 
@@ -143,7 +147,5 @@ def digest(tensors) -> str:
     return h.hexdigest()
 
 
-def _step(model, tok, slot, mask, version):
-    if version is not None and version < 0:  # never: makes dynamo specialise the graph on the weights' version
-        raise AssertionError(version)
+def _step(model, tok, slot, mask):
     return model.step(tok, slot, None, mask, None).logits
