@@ -357,3 +357,23 @@ def test_a_quantized_latent_attention_model_decodes_with_its_up_projection_in_fl
         assert type(q.blocks[0].attn.kv_b_proj).__name__ == "Linear"
         assert isinstance(q.blocks[0].attn.q_proj, (Int8Linear, Int4Linear))
         assert llmarch.generate(q, ids, max_new_tokens=4).shape == full.shape
+
+
+def test_int8_many_rows_take_a_gemm_on_the_cast_weight_and_agree_with_the_kernel(monkeypatch):
+    """From INT8_ROWS rows (a prompt, a perplexity window) an Int8Linear multiplies by its weight cast to the
+    compute dtype and scales after (the kernel's time grows with the rows); what it returns agrees with the
+    one-row kernel's rows and with the dequantized weight's product, to bf16 precision."""
+    from llmarch.quant.linear import INT8_ROWS
+
+    torch.manual_seed(0)
+    layer = Int8Linear.from_weight(torch.randn(48, 64), torch.randn(48), torch.bfloat16)
+    x = torch.randn(INT8_ROWS + 8, 64)
+    kernel, calls = torch._weight_int8pack_mm, []
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda *a: calls.append(a[0].shape[0]) or kernel(*a))
+    many = layer(x)
+    assert calls == []
+    rows = torch.cat([layer(x[i:i + 1]) for i in range(x.shape[0])])
+    exact = x @ layer.dequantized().T + layer.bias
+    assert ((many - exact).norm() / exact.norm()) < 5e-3
+    assert ((many - rows).norm() / exact.norm()) < 5e-3
+    assert calls == [1] * x.shape[0]

@@ -1,5 +1,6 @@
 """Linear layers over quantized weights, on torch's own weight-only kernels (no dequantize-then-matmul on CPU):
-- Int8Linear: y = (x W_q^T) * s per output channel, `aten._weight_int8pack_mm(x, W_q int8 (N, K), s (N,))`;
+- Int8Linear: y = (x W_q^T) * s per output channel, `aten._weight_int8pack_mm(x, W_q int8 (N, K), s (N,))`
+  (from INT8_ROWS rows, a GEMM on W_q cast to the compute dtype, exact, then the scales);
 - Int4Linear: groups of G input columns, W = (q - 8) s + z, `aten._weight_int4pack_mm_for_cpu(x, packed, G,
   sz (K/G, N, 2))`, the codes packed by `aten._convert_weight_to_int4pack_for_cpu` into the kernel's own tiles.
 Both kernels need the activations in the scales' dtype; on this build they run 10-200x faster with bf16
@@ -29,6 +30,11 @@ INT4_ROWS = 16  # the int4 CPU kernel packs output rows in tiles of 16: N must b
 # the process (torch 2.13, K = 4 to 28 but 16), so such layers (Mamba's dt projection from a rank of 8) multiply
 # by their dequantized weight instead
 INT8_K = 16
+# the int8 kernel's time grows with the rows as a one-row product's would; from about 16-24 rows a GEMM on the
+# weight cast to the compute dtype beats it, 2x at 32 rows and 5x at 128 (a prompt, a perplexity window,
+# QLoRA's forward: SmolLM2's 576x1536 at 128 rows, 2-core Xeon, bf16: 0.26 ms against 1.3), with the cast a
+# transient copy of one layer's weight
+INT8_ROWS = 32
 # an LM head's largest outputs recomputed in fp32 (Int8Linear.exact_top): the kernels return bf16, whose step at
 # a logit of 16-32 is 0.125, so near-ties became exact ties and greedy decoding took the lower id (SmolLM2 in int8
 # parted from fp32's tokens at the 2nd new token with bf16 logits, at the 5th, a 0.008 tie, with exact ones)
@@ -73,8 +79,10 @@ class Int8Linear(nn.Module):
         """x (M, K) in the scales' dtype -> x W^T (M, N). (torch._weight_*: the op's own binding, a microsecond
         cheaper per call than its torch.ops.aten packet, paid 7 times per layer of a decoded token.)"""
         b = self._buffers  # not nn.Module's attribute fallback (as layers/linear.py): paid per layer and token
-        if x.device.type == "cpu" and self.in_features % INT8_K == 0:
+        if x.device.type == "cpu" and self.in_features % INT8_K == 0 and x.shape[0] < INT8_ROWS:
             return torch._weight_int8pack_mm(x, b["weight"], b["scales"])
+        if x.shape[0] >= INT8_ROWS:  # int8 values are exact in bf16: the GEMM on them, then each row's scale
+            return F.linear(x, b["weight"].to(x.dtype)) * b["scales"]
         return F.linear(x, b["weight"].to(x.dtype) * b["scales"][:, None])
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
