@@ -17,8 +17,9 @@ def test_a_frozen_int8_step_decodes_the_eager_tokens_keeps_its_cache_and_sees_ne
     """Same tokens as eager decoding. A second call of the same shape reuses the step's cache tensors (a frozen
     graph guards them by identity: new ones would recompile it) and compiles nothing. After an in-place change
     of the weights (training, load_state_dict) the step recompiles (a frozen graph holds its own packed copy of
-    each weight; the engine compiles it anew when the weights' version changes) and decodes what eager decoding does; within
-    one process, so inductor's graph cache would hand back the first graph's packed weights if it were on."""
+    each weight; the engine compiles it anew when the weights' version changes) and decodes what eager decoding
+    does; within one process, where inductor's graph cache would hand back the first graph's packed weights
+    without the weights' digest in its key."""
     model = quantize(tiny(vocab_size=128), "int8")
     ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(1))
     eager = llmarch.generate(model, ids, max_new_tokens=10)

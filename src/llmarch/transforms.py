@@ -76,13 +76,13 @@ def for_training(model: nn.Module, parallel: str | None, device: torch.device, c
     return torch.compile(model) if compile else model
 
 
-@torch.no_grad()
 def linear_bytes(model: nn.Module) -> int:
     """Bytes of the model's float linear weights (each tensor once): what a decoded token reads through them."""
     weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Linear)}
     return sum(w.numel() * w.element_size() for w in weights.values())
 
 
+@torch.no_grad()
 def transposed_weight_layout(model: nn.Module) -> nn.Module:
     """Store each widening nn.Linear weight (out > in: q/k/v, FFN up, LM head) column-major, i.e. as a
     transposed view of a contiguous (in, out) tensor. Shapes, values and state-dict names are unchanged; what

@@ -6,9 +6,9 @@ sampled decoding (decode.py), beam search (beam.py) and speculative decoding are
 The step is the model's own forward without input checks (`model.step`: its tokens come from the model's
 vocabulary) and without host reads, so a GPU never waits on the loop. Compiled, it is the same step compiled:
 one fixed-shape graph per cache length (decode.compiled_cache_len), reused at every position (CUDA graphs on
-CUDA; on a CPU a quantized model's weights frozen into it: compiled.py). On a CPU, the engine first lays the model out for one-row products where that pays
-(transforms.for_cpu_decoding: same values, same state-dict names), so a model decodes as fast from Python as from
-the CLI.
+CUDA; on a CPU a quantized model's weights frozen into it: compiled.py). On a CPU, the engine first lays the model
+out for one-row products where that pays (transforms.for_cpu_decoding: same values, same state-dict names), so a
+model decodes as fast from Python as from the CLI.
 Encoder-decoders: the engine encodes the sources once and each decoder block projects its cross-attention keys
 and values from that output once; the decoder's self-attention is then cached like any decoder's."""
 from __future__ import annotations
