@@ -81,9 +81,9 @@ class Int8Linear(nn.Module):
         b = self._buffers  # not nn.Module's attribute fallback (as layers/linear.py): paid per layer and token
         if x.device.type == "cpu" and self.in_features % INT8_K == 0 and x.shape[0] < INT8_ROWS:
             return torch._weight_int8pack_mm(x, b["weight"], b["scales"])
-        if x.shape[0] >= INT8_ROWS:  # int8 values are exact in bf16: the GEMM on them, then each row's scale
-            return F.linear(x, b["weight"].to(x.dtype)) * b["scales"]
-        return F.linear(x, b["weight"].to(x.dtype) * b["scales"][:, None])
+        # many rows, no kernel, or a width it cannot take: int8 values are exact in the compute dtype, so the
+        # product on them, then each output column's scale
+        return F.linear(x, b["weight"].to(x.dtype)) * b["scales"]
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
         """W[:, start:stop] dequantized, (N, stop - start) in the scales' dtype."""
