@@ -11,9 +11,10 @@ every position reuses the same graph. Built once per model and kept on it; compi
   graph) and max-autotune's C++ GEMM template, which packs each int8/int4 weight once into its own blocked
   layout and beats torch's weight-only kernels on one row (SmolLM2's int8 layers, 2-core Xeon: 5.2-6.8 ms a
   token against 10.9 for `_weight_int8pack_mm` in the same graph; fp32 layers gained nothing and the process's
-  peak memory went from 1.2 to 3.5 GB, so they are not frozen). The packed copies and autotuning cost memory and time: SmolLM2 int8's first
-  compiled call took 55-58 s in a process without inductor's cache (12 s with it, as without freezing) and
-  its resident memory grew by 200-210 MB (130 MB compiled without freezing); docs/benchmarks.md.
+  peak memory went from 1.2 to 3.5 GB, so they are not frozen). The packed copies and autotuning cost memory
+  and time: SmolLM2 int8's first compiled call took 55-58 s in a process without inductor's cache (12 s with
+  it, as without freezing) and its resident memory grew by 200-210 MB (130 MB compiled without freezing);
+  docs/benchmarks.md.
 
 Frozen weights bring three duties, all here:
 - dynamo guards a frozen graph's tensors by identity, so a decode state allocated anew for every call would
