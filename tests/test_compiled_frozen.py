@@ -68,3 +68,23 @@ def test_each_models_step_has_its_own_recompile_budget():
             model = tiny(vocab_size=97 + width, n_layers=1)
             assert torch.equal(llmarch.generate(model, ids, max_new_tokens=2, compile=True),
                                llmarch.generate(model, ids, max_new_tokens=2))
+
+
+def test_a_step_past_the_recompile_limit_starts_a_fresh_copy():
+    """Each batch size, cache length and padded-or-not is a graph of its own, and one more than dynamo's
+    recompile_limit is an error under fullgraph (a ninth batch size failed with FailOnRecompileLimitHit; a chat
+    with a 128k-context model would at its tenth cache length). Past the limit the step starts a fresh copy, which
+    drops the old graphs; a shape setup_cache did not count (another guard failing) is caught at the call."""
+    model = tiny(vocab_size=128, n_layers=1)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for batch in (1, 2, 3, 1):
+            ids = torch.randint(0, 128, (batch, 4), generator=torch.Generator().manual_seed(batch))
+            assert torch.equal(llmarch.generate(model, ids, max_new_tokens=3, compile=True),
+                               llmarch.generate(model, ids, max_new_tokens=3))
+        step = model.__dict__["_compiled_decode_step"]
+        assert step.shapes == {(3, 64, False), (1, 64, False)}  # tiny: a context of 64
+        step.shapes.clear()  # as if the last two shapes had not been counted: dynamo's limit is hit at the call
+        ids = torch.randint(0, 128, (2, 4), generator=torch.Generator().manual_seed(5))
+        assert torch.equal(llmarch.generate(model, ids, max_new_tokens=3, compile=True),
+                           llmarch.generate(model, ids, max_new_tokens=3))
+        assert step.shapes == set()  # the copy the call started has had no setup_cache yet

@@ -62,11 +62,14 @@ class CompiledStep:
         self.fn = None
         self.states: dict = {}  # frozen: (batch, max_len, dtype, device) -> the decode states kept for reuse
         self.version = None  # frozen: the sum of the weights' version counters the step was compiled at
+        self.digest = ""  # frozen: the digest of the weights the step was compiled at (weights_key)
+        self.shapes: set = set()  # (batch, max_len, masked) the present copy of the step has had (setup_cache)
 
     def _compile(self, digest: str = "") -> None:
         """A compiled copy of _step with its own code object: dynamo keeps compiled graphs, and counts recompiles
         against its limit of 8 (an error under fullgraph), per code object, and one shared by every model's step
         ran out within one test session. Frozen: `digest` is the weights' (weights_key)."""
+        self.shapes = set()
         cuda = next(self.model.parameters()).device.type == "cuda"
         options = None if cuda else {"cpp_wrapper": True}
         if self.frozen:
@@ -80,14 +83,24 @@ class CompiledStep:
         self.fn = torch.compile(step, fullgraph=True, dynamic=False, options=options,
                                 mode="reduce-overhead" if cuda else None)
 
-    def setup_cache(self, batch: int, max_len: int) -> None:
-        """The model's decode states for `batch` rows of max_len slots (Stack.setup_cache). Frozen, the kept ones
-        of that shape, zeroed; a model whose states are not all modules indexed by slot (KV caches), which the
-        step writes in place, is not frozen. Frozen, a step compiled anew when the weights' version changed
-        (its graphs, and their packed weights, dropped with the old one)."""
+    def setup_cache(self, batch: int, max_len: int, masked: bool = False) -> None:
+        """The model's decode states for `batch` rows of max_len slots (Stack.setup_cache); masked: the rows are
+        left-padded (the step takes a mask). Frozen, the kept ones of that shape, zeroed; a model whose states are
+        not all modules indexed by slot (KV caches), which the step writes in place, is not frozen. Frozen, a step
+        compiled anew when the weights' version changed (its graphs, and their packed weights, dropped with the
+        old one).
+
+        Each (batch, max_len, masked) is a graph of its own, and dynamo allows a copy of the step
+        `recompile_limit` graphs (8), fullgraph making one more an error: a chat with a long-context model
+        outgrows nine cache lengths (one per power of two from 256: a 128k context has ten), a caller may vary
+        the batch. A shape beyond the limit starts a fresh copy with none; the old graphs (and, frozen, their
+        packed weights) go with the old one, so memory stays bounded, at the price of compiling again a shape
+        that comes back."""
         model = self.model
         w = next(model.parameters())
         key = (batch, max_len, w.dtype, w.device)
+        if (batch, max_len, masked) not in self.shapes and len(self.shapes) >= torch._dynamo.config.recompile_limit:
+            self.fn = None
         kept = self.states.get(key) if self.frozen else None
         if kept is None:
             model.setup_cache(batch, max_len)
@@ -105,15 +118,24 @@ class CompiledStep:
         if not self.frozen:
             if self.fn is None:
                 self._compile()
-            return
-        skip = {id(t) for s in kept for t in s.buffers()}
-        weights = [t for t in (*model.parameters(), *model.buffers()) if id(t) not in skip]
-        version = sum(t._version for t in weights)
-        if self.fn is None or version != self.version:
-            self.version = version
-            self._compile(digest(weights))
+        else:
+            skip = {id(t) for s in kept for t in s.buffers()}
+            weights = [t for t in (*model.parameters(), *model.buffers()) if id(t) not in skip]
+            version = sum(t._version for t in weights)
+            if self.fn is None or version != self.version:
+                self.version, self.digest = version, digest(weights)
+                self._compile(self.digest)
+        self.shapes.add((batch, max_len, masked))
 
     def __call__(self, tok: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        try:
+            return self._call(tok, slot, mask)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # over the limit for a reason setup_cache does not count (a guard on something else): a fresh copy
+            self._compile(self.digest)
+            return self._call(tok, slot, mask)
+
+    def _call(self, tok: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if not self.frozen:
             return self.fn(self.model, tok, slot, mask)
         # freezing is read while dynamo traces (torch._dynamo.utils.is_parameter_freezing), so per call, not in

@@ -43,7 +43,7 @@ class Engine:
         if model.config.is_encoder_decoder:
             model.setup_cache(batch, max_len, memory=model.encode(source, source_mask))
         elif self.compiled is not None:  # its states may be kept from an earlier call (compiled.py)
-            self.compiled.setup_cache(batch, max_len)
+            self.compiled.setup_cache(batch, max_len, mask is not None)
         else:
             model.setup_cache(batch, max_len, bounded=bounded)
 
