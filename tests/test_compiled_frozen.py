@@ -88,3 +88,16 @@ def test_a_step_past_the_recompile_limit_starts_a_fresh_copy():
         assert torch.equal(llmarch.generate(model, ids, max_new_tokens=3, compile=True),
                            llmarch.generate(model, ids, max_new_tokens=3))
         assert step.shapes == set()  # the copy the call started has had no setup_cache yet
+
+
+def test_a_fresh_copy_of_a_frozen_step_drops_the_kept_states():
+    """The states a frozen step keeps serve the graphs that guard them; a fresh copy (past the recompile limit)
+    drops both, so a long chat does not hold a cache of every length it passed through. (setup_cache alone:
+    torch.compile compiles at the first call, which a frozen graph makes slow without inductor's cache.)"""
+    from llmarch.generate.compiled import compiled_step
+
+    step = compiled_step(quantize(tiny(vocab_size=128, n_layers=1), "int8"))
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for batch in (1, 2, 1, 3):
+            step.setup_cache(batch, 64)
+    assert step.frozen and [key[0] for key in step.states] == [3] and step.shapes == {(3, 64, False)}

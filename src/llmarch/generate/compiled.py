@@ -94,13 +94,14 @@ class CompiledStep:
         `recompile_limit` graphs (8), fullgraph making one more an error: a chat with a long-context model
         outgrows nine cache lengths (one per power of two from 256: a 128k context has ten), a caller may vary
         the batch. A shape beyond the limit starts a fresh copy with none; the old graphs (and, frozen, their
-        packed weights) go with the old one, so memory stays bounded, at the price of compiling again a shape
-        that comes back."""
+        packed weights and kept states) go with the old one, so memory stays bounded, at the price of compiling
+        again a shape that comes back."""
         model = self.model
         w = next(model.parameters())
         key = (batch, max_len, w.dtype, w.device)
         if (batch, max_len, masked) not in self.shapes and len(self.shapes) >= torch._dynamo.config.recompile_limit:
             self.fn = None
+            self.states.clear()  # kept for graphs that guard them: those go, and so would the memory they hold
         kept = self.states.get(key) if self.frozen else None
         if kept is None:
             model.setup_cache(batch, max_len)
