@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU benchmark of docs/benchmarks.md in one call, for a session that is lent a GPU machine for a few
 # minutes (issue 4): llmarch against transformers on gpt2 and the 1.1B LLaMA shape (training MFU, batch-1
-# decode against the bandwidth roofline, batch 8 and 32, prefill), then attention kernels and per-token
-# decode time by context length. The four JSON results go to $OUT (default runs/gpu-bench), the markdown tables
-# and each step's log into $OUT/tables-and-logs.tgz: five files, within what a device call brings back (8).
+# decode against the bandwidth roofline, batch 8 and 32, prefill), the 1.1B shape's int4 weights on tinygemm
+# against bf16 (issue 23), then attention kernels and per-token decode time by context length. The five JSON
+# results go to $OUT (default runs/gpu-bench), the markdown tables and each step's log into
+# $OUT/tables-and-logs.tgz: six files, within what a device call brings back (8).
 #
 #   bash benchmarks/gpu.sh                 # on the GPU machine, from the repository root
 #   SMOKE=1 bash benchmarks/gpu.sh         # the same commands at toy sizes on CPU, to check them anywhere
@@ -27,6 +28,7 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # toy shapes on CPU: checks the flags and the p
     --prefill-tokens 64 --repeats 1"
   ATTN="--attn-device cpu --attn-lengths 256,512 --attn-repeats 1"
   CTX="--ctx-device cpu --ctx-lengths 128,256 --ctx-new-tokens 4 --ctx-rounds 1"
+  INT4="--quantize int4 --group-size 32 --decode-batches 1"
 else
   DEV="--device cuda"; GPT2="--model gpt2 --batch-size 16 --context 1024 --prompt-tokens 128 --new-tokens 128 \
     --decode-batches 1,8,32 --prefill-tokens 1024"  # gpt2's learned positions stop at 1024
@@ -34,6 +36,7 @@ else
     --decode-batches 1,8,32 --prefill-tokens 4096"
   ATTN="--attn-device cuda --attn-lengths 1024,4096,16384,65536,131072"
   CTX="--ctx-device cuda --ctx-lengths 1024,4096,16384,65536"
+  INT4="--quantize int4 --group-size 128 --decode-batches 1,8 --prefill-tokens 1024"
 fi
 
 step() {  # step NAME COMMAND...: run it, keep its output, say how long it took and whether it worked
@@ -53,6 +56,10 @@ step gpt2-compiled $PY -m llmarch bench $GPT2 $DEV --compile true --out "$OUT/gp
 # shellcheck disable=SC2086
 step llama-1b-compiled $PY -m llmarch bench $LLAMA $DEV --compile true --out "$OUT/llama-1b-compiled.json" \
   --markdown "$LOGS/llama-1b-compiled.md"
+# int4 weights on tinygemm against bf16, decoding only (issue 23's target: int4 >= 1.8x bf16 at batch 1)
+# shellcheck disable=SC2086
+step llama-1b-int4 $PY -m llmarch bench $LLAMA $DEV $INT4 --compile true --train false --transformers false \
+  --out "$OUT/llama-1b-int4.json" --markdown "$LOGS/llama-1b-int4.md"
 # shellcheck disable=SC2086
 step attention $PY -m llmarch bench attention $ATTN --out "$OUT/attention.json" --markdown "$LOGS/attention.md"
 # shellcheck disable=SC2086

@@ -97,7 +97,7 @@ def test_input_gradient_through_a_quantized_layer(layer, rows, monkeypatch):
         q = Int4Linear.from_weight(w, None, 64, torch.float32)
         expected = int4_dequantize(*int4_rtn(w, 64))
         if layer == "int4-nibbles":
-            q.packed, q.cpu_tiles = pack_nibbles(q.codes()), False
+            q.packed, q.tiles = pack_nibbles(q.codes()), None
     x = torch.randn(3, 5, 640, requires_grad=True)
     y = q(x)
     g = torch.randn_like(y)

@@ -47,6 +47,7 @@ class BenchConfig:
     vs_dense: bool = False  # a mixture-of-experts model: training speed against its dense twin instead
     quantize: str | None = None  # also decode and prefill a copy quantized by this method (quant.METHODS)
     group_size: int = 64  # int4 group size of that copy
+    train: bool = True  # also time a training step (a random model's; never a checkpoint's)
 
 
 def _sync(device: torch.device) -> None:
@@ -197,7 +198,7 @@ def run_bench(cfg: ModelConfig, bc: BenchConfig, model=None) -> dict:
             t = median_times({name: lambda m=m: m(ids).logits for name, m in models.items()}, bc.repeats, device)
         out["prefill_tokens_per_s"] = _with_speedup({name: bc.prefill_tokens / s for name, s in t.items()}, None)
 
-    if model is not None:  # a checkpoint's weights stay as they are
+    if model is not None or not bc.train:  # a checkpoint's weights stay as they are
         return out
     # training last, as it changes the weights: forward, loss, backward, AdamW
     x = torch.randint(0, cfg.vocab_size, (bc.batch_size, context), device=device)

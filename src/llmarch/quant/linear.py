@@ -3,10 +3,13 @@
   (from INT8_ROWS rows, a GEMM on W_q cast to the compute dtype, exact, then the scales);
 - Int4Linear: groups of G input columns, W = (q - 8) s + z, `aten._weight_int4pack_mm_for_cpu(x, packed, G,
   sz (K/G, N, 2))`, the codes packed by `aten._convert_weight_to_int4pack_for_cpu` into the kernel's own tiles.
+  On CUDA (compute capability 8.0 on, bf16), tinygemm's `aten._weight_int4pack_mm(x, packed, G, sz)` over
+  `aten._convert_weight_to_int4pack`'s tiles (as gpt-fast and torchao's int4 weight-only layout), same sz.
 Both kernels need the activations in the scales' dtype; on this build they run 10-200x faster with bf16
 activations than fp32 ones (docs/quantization.md), so the layers compute in the scheme's compute dtype (bf16 by
-default) and return the input's dtype. On a device without the kernel (the int4 tiles are the CPU build's), the
-weights are dequantized per call: correct, not fast.
+default) and return the input's dtype. Where no kernel holds a layer (int4 in fp32 on CUDA; a device with
+neither), its weights are dequantized per call: correct, not fast. int8 has no CUDA kernel here: its product
+is the GEMM on the codes cast to the compute dtype, which torch.compile fuses for one row.
 
 Neither kernel has a derivative; the layers pass gradients to their input through grad.py (QLoRA's frozen base).
 
@@ -39,6 +42,36 @@ INT8_ROWS = 32
 # a logit of 16-32 is 0.125, so near-ties became exact ties and greedy decoding took the lower id (SmolLM2 in int8
 # parted from fp32's tokens at the 2nd new token with bf16 logits, at the 5th, a 0.008 tie, with exact ones)
 EXACT_TOP, EXACT_TOP_ROWS = 8, 64
+
+
+def _cuda_convert(pairs: torch.Tensor, inner_k_tiles: int) -> torch.Tensor:
+    return torch.ops.aten._convert_weight_to_int4pack(pairs, inner_k_tiles)
+
+
+def _cuda_mm(x: torch.Tensor, packed: torch.Tensor, group_size: int, scale_zeros: torch.Tensor) -> torch.Tensor:
+    return torch._weight_int4pack_mm(x, packed, group_size, scale_zeros)
+
+
+def _cuda_pack(codes: torch.Tensor, inner_k_tiles: int) -> torch.Tensor:
+    """codes (N, K) in [0, 15] on CUDA -> tinygemm's tiles, int32 (N/8, K/(16 t), 32, t/2). Its input is
+    (N, K/2) uint8 with column 2j in the high nibble (the opposite of pack_nibbles' order; torch's and
+    torchao's tests pack so)."""
+    pairs = (codes[:, ::2].to(torch.uint8) << 4) | codes[:, 1::2].to(torch.uint8)
+    return _cuda_convert(pairs.contiguous(), inner_k_tiles)
+
+
+def int4_layout(codes: torch.Tensor, group_size: int, dtype: torch.dtype) -> tuple[str | None, int]:
+    """Whose kernel holds an (N, K) int4 weight on the codes' device, and (CUDA) in how many inner K tiles:
+    ("cpu", 1) on a CPU; ("cuda", 8, 4 or 2) where tinygemm can (bf16 only, compute capability 8.0 on: its
+    tensor-core tiles; N a multiple of 8, K of 32, groups of 32 to 256); else (None, 0), the nibbles."""
+    N, K = codes.shape
+    if codes.device.type == "cpu":
+        return "cpu", 1
+    if (codes.device.type != "cuda" or dtype != torch.bfloat16 or N % 8 or group_size not in (32, 64, 128, 256)
+            or torch.cuda.get_device_capability(codes.device)[0] < 8):
+        return None, 0
+    inner = next((t for t in (8, 4, 2) if K % (16 * t) == 0), 0)
+    return ("cuda" if inner else None), inner
 
 
 def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -155,8 +188,9 @@ class Int8Embedding(nn.Module):
 
 class Int4Linear(nn.Module):
     """int4 weights in groups (state dict: qweight uint8 (N, K/2), scales and zeros (N, K/G), bias). In memory:
-    `packed` (N, K/2) uint8, in the CPU kernel's tiles on CPU (else the state dict's nibbles), and `scale_zeros`
-    (K/G, N, 2)."""
+    `packed`, in the tiles of the kernel of the device it is on (`tiles`: "cpu", (N, K/2) uint8; "cuda", int32
+    (N/8, K/(16 t), 32, t/2)), else (None) the state dict's nibbles, and `scale_zeros` (K/G, N, 2). Moved to
+    another device, a layer repacks its codes for that device's kernel."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int, dtype: torch.dtype,
                  device=None):
@@ -170,7 +204,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("scale_zeros", torch.empty(in_features // group_size, out_features, 2, dtype=dtype,
                                                         device=device))
         self.register_buffer("bias", torch.empty(out_features, device=device) if bias else None)
-        self.cpu_tiles = False  # whether `packed` holds the CPU kernel's tiles (else plain nibbles)
+        self.tiles: str | None = None  # whose kernel's tiles `packed` holds: "cpu", "cuda" or None (nibbles)
 
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, group_size: int, dtype: torch.dtype,
@@ -193,27 +227,38 @@ class Int4Linear(nn.Module):
 
     def set_codes(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> None:
         """codes (N, K) in [0, 15], scales and zeros (N, K/G): into the in-memory form for this device."""
-        self.cpu_tiles = codes.device.type == "cpu"
-        if self.cpu_tiles:
-            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+        dtype = self.scale_zeros.dtype
+        self.tiles, inner = int4_layout(codes, self.group_size, dtype)
+        if self.tiles == "cpu":
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), inner)
+        elif self.tiles == "cuda":
+            self.packed = _cuda_pack(codes, inner)
         else:
             self.packed = pack_nibbles(codes)
-        self.scale_zeros = torch.stack([scales, zeros], dim=-1).transpose(0, 1).to(self.scale_zeros.dtype).contiguous()
+        self.scale_zeros = torch.stack([scales, zeros], dim=-1).transpose(0, 1).to(dtype).contiguous()
 
     def codes(self) -> torch.Tensor:
-        """The codes (N, K) in [0, 15]. From the CPU tiles, read back through the kernel itself: the identity
-        matrix times the weights dequantized with scale 1 and zero 8 is exactly q^T (small integers, exact in
-        bf16, the kernel's fast dtype)."""
+        """The codes (N, K) in [0, 15]. From the tiles where tiles.py reads them, else through the kernel itself:
+        the identity matrix times the weights dequantized with scale 1 and zero 8 is exactly q^T (small integers,
+        exact in bf16, the kernels' fast dtype)."""
         if self.packed.device.type == "meta":
             return torch.empty(self.out_features, self.in_features, dtype=torch.uint8, device="meta")
-        if not self.cpu_tiles:
+        if self.tiles is None:
             return unpack_nibbles(self.packed)
-        if tiles.readable(self.out_features):
+        if self.tiles == "cpu" and tiles.readable(self.out_features):
             return tile_codes(self.packed, 0, self.in_features)
         K, G = self.in_features, self.group_size
-        unit = torch.tensor([1.0, 8.0], dtype=torch.bfloat16).expand(K // G, self.out_features, 2).contiguous()
-        eye = torch.eye(K, dtype=torch.bfloat16)
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, G, unit).t().round().to(torch.uint8)
+        unit = torch.tensor([1.0, 8.0], dtype=torch.bfloat16, device=self.packed.device)
+        return self._rows_of_eye(0, K, unit.expand(K // G, self.out_features, 2).contiguous()).round().to(torch.uint8)
+
+    def _rows_of_eye(self, start: int, stop: int, scale_zeros: torch.Tensor) -> torch.Tensor:
+        """W[:, start:stop] (N, stop - start) through the kernel, with these scales and zeros: rows start..stop
+        of the identity times W^T (as costly as a (stop - start)-token forward)."""
+        rows = torch.arange(stop - start, device=self.packed.device)
+        eye = torch.zeros(stop - start, self.in_features, dtype=scale_zeros.dtype, device=self.packed.device)
+        eye[rows, rows + start] = 1
+        mm = _cuda_mm if self.tiles == "cuda" else torch.ops.aten._weight_int4pack_mm_for_cpu
+        return mm(eye, self.packed, self.group_size, scale_zeros).t()
 
     def dequantized(self) -> torch.Tensor:
         sz = self.scale_zeros.transpose(0, 1)
@@ -221,25 +266,37 @@ class Int4Linear(nn.Module):
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) in the compute dtype -> x W^T (M, N)."""
-        if self.cpu_tiles and x.device.type == "cpu":
-            b = self._buffers  # not nn.Module's attribute fallback (as layers/linear.py): paid per layer and token
+        b = self._buffers  # not nn.Module's attribute fallback (as layers/linear.py): paid per layer and token
+        if self.tiles == "cpu" and x.device.type == "cpu":
             return torch._weight_int4pack_mm_for_cpu(x, b["packed"], self.group_size, b["scale_zeros"])
+        if self.tiles == "cuda":
+            return _cuda_mm(x, b["packed"], self.group_size, b["scale_zeros"])
         return F.linear(x, self.dequantized().to(x.dtype))
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
         """W[:, start:stop] dequantized, (N, stop - start) in the compute dtype; start and stop whole groups (or
-        stop = K). From the nibbles, or the CPU tiles where tiles.py reads them; otherwise through the kernel
-        itself: rows start..stop of the identity times W^T."""
+        stop = K). From the nibbles, or the CPU tiles where tiles.py reads them; otherwise through the kernel."""
         dtype, G = self.scale_zeros.dtype, self.group_size
-        if self.cpu_tiles and not tiles.readable(self.out_features):
-            rows = torch.arange(stop - start)
-            eye = torch.zeros(stop - start, self.in_features, dtype=dtype)
-            eye[rows, rows + start] = 1
-            return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, G, self.scale_zeros).t()
+        if self.tiles == "cuda" or self.tiles == "cpu" and not tiles.readable(self.out_features):
+            return self._rows_of_eye(start, stop, self.scale_zeros)
         sz = self.scale_zeros[start // G:(stop + G - 1) // G].transpose(0, 1)  # (N, groups, 2)
-        codes = (tile_codes(self.packed, start, stop) if self.cpu_tiles
+        codes = (tile_codes(self.packed, start, stop) if self.tiles == "cpu"
                  else unpack_nibbles(self.packed[:, start // 2:stop // 2]))
         return int4_dequantize(codes, sz[..., 0], sz[..., 1]).to(dtype)
+
+    def _apply(self, fn, recurse=True):
+        """Module.to and the like. A move to another device repacks the codes for that device's kernel (tiles
+        are one kernel's own, and the CUDA ones can only be read on CUDA): read here, packed there; so does a
+        cast of CUDA tiles' scales off bf16, the only dtype tinygemm takes."""
+        before, dtype = self.packed.device, self.scale_zeros.dtype
+        after = fn(torch.empty(0, dtype=dtype, device=before))  # where fn sends this layer's scales
+        if before.type == "meta" or after.device == before and (after.dtype == dtype or self.tiles != "cuda"):
+            return super()._apply(fn, recurse)
+        codes = self.codes()
+        super()._apply(fn, recurse)
+        sz = self.scale_zeros.transpose(0, 1)
+        self.set_codes(codes.to(after.device), sz[..., 0], sz[..., 1])
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers
