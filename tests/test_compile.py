@@ -1,4 +1,5 @@
 import torch
+import llmarch
 
 from conftest import tiny
 
@@ -95,3 +96,21 @@ def test_chat_with_the_compiled_step_replies_as_eager():
     assert first == eager.reply("hi", lambda text: None)
     assert compiled.reply("ok", lambda text: None) == eager.reply("ok", lambda text: None)
     assert model.__dict__["_compiled_decode_step"] is step
+
+
+def test_a_compiled_training_step_after_generate(monkeypatch):
+    """generate decodes in inference mode; a table RoPE caches for later calls (positions._half_signs) was then an
+    inference tensor, and a compiled training step that saved it for backward failed ("Inference tensors cannot
+    be saved for backward": `llmarch bench --compile true` on any RoPE model, which decodes before it trains)."""
+    import torch.nn.functional as F
+
+    from llmarch.layers import positions
+
+    monkeypatch.setattr(positions, "_SIGNS", {})  # as in a fresh process: the first table made by generate
+    model = tiny(vocab_size=96, n_layers=1)
+    ids = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(0))
+    llmarch.generate(model, ids[:1, :4], max_new_tokens=2)
+    model.train()
+    logits = torch.compile(lambda x: model(x).logits)(ids)
+    F.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

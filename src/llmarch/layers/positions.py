@@ -205,10 +205,13 @@ _SIGNS: dict = {}
 
 
 def _half_signs(r: int, like: torch.Tensor) -> torch.Tensor:
-    """(r,): -1 over the first half, +1 over the second, kept per width, device and dtype."""
+    """(r,): -1 over the first half, +1 over the second, kept per width, device and dtype. Made outside
+    inference mode: one made by generate (which decodes in it) was an inference tensor, and a compiled training
+    step that later saved it for backward failed ("Inference tensors cannot be saved for backward")."""
     key = (r, like.device, like.dtype)
     if key not in _SIGNS:
-        _SIGNS[key] = torch.cat((-torch.ones(r // 2), torch.ones(r - r // 2))).to(like.device, like.dtype)
+        with torch.inference_mode(False):
+            _SIGNS[key] = torch.cat((-torch.ones(r // 2), torch.ones(r - r // 2))).to(like.device, like.dtype)
     return _SIGNS[key]
 
 
