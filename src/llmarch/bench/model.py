@@ -240,6 +240,10 @@ def _quantized_copy(model, bc: BenchConfig):
         calibration = torch.randint(0, model.config.vocab_size, (4, min(model.config.context_length, 256)),
                                     generator=generator, device=next(model.parameters()).device)
     quant = quantize(copy.deepcopy(model).float(), bc.quantize, group_size=bc.group_size, calibration=calibration)
+    # quantized from fp32 weights; what stays float (norms, embeddings, the KV cache) then takes the model's
+    # dtype, so that a bf16 model's quantized copy is compared with it layer for layer (on CUDA: no fp32 casts
+    # around each quantized layer)
+    quant.to(next(model.parameters()).dtype)
     for_cpu_decoding(quant)
     return quant.eval()
 
