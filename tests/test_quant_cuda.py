@@ -35,8 +35,10 @@ def test_the_cuda_layout_packs_reads_back_and_saves_what_tinygemm_expects(monkey
     expected = int4_dequantize(codes, scales.bfloat16(), zeros.bfloat16())  # the layer keeps bf16 scales
     assert torch.equal(layer.codes(), codes)
     assert torch.allclose(layer.columns(64, 128).float(), expected[:, 64:128], atol=1e-2)
-    x = torch.randn(3, 256)
-    assert torch.allclose(layer(x), x @ expected.t(), atol=0.1, rtol=1e-2)
+    for rows in (3, 300):  # past K rows, one GEMM on the weights read through the kernel
+        x = torch.randn(rows, 256)
+        ref = x @ expected.t()
+        assert (layer(x) - ref).norm() / ref.norm() < 5e-3  # bf16 activations and outputs (2-3e-3 here)
 
     state = layer.state_dict()  # the portable form, whatever the tiles
     monkeypatch.undo()
@@ -52,9 +54,10 @@ def test_int4_on_cuda_runs_on_tinygemm_and_matches_the_dequantized_weights():
     layer = Int4Linear.from_weight(w, None, 64, torch.bfloat16)
     codes, scales, zeros = int4_rtn(w, 64)
     assert layer.tiles == "cuda" and torch.equal(layer.codes(), codes)
-    x = torch.randn(4, 512, device="cuda")
-    expected = x @ int4_dequantize(codes, scales.bfloat16(), zeros.bfloat16()).t()
-    assert torch.allclose(layer(x), expected, atol=0.25, rtol=2e-2)  # bf16 activations and outputs
+    for rows in (4, 600):  # tinygemm; past K rows, a GEMM on the weights read through it
+        x = torch.randn(rows, 512, device="cuda")
+        ref = x @ int4_dequantize(codes, scales.bfloat16(), zeros.bfloat16()).t()
+        assert (layer(x) - ref).norm() / ref.norm() < 5e-3  # bf16 activations and outputs
 
 
 @needs_cuda
@@ -67,7 +70,8 @@ def test_an_int4_model_moves_between_cpu_and_cuda_repacking_its_codes():
     model.cuda()
     assert all(m.tiles == "cuda" for m in layers)
     assert all(torch.equal(m.codes().cpu(), c) for m, c in zip(layers, before))
-    assert torch.allclose(model(ids.cuda()).logits.cpu(), logits, atol=5e-2, rtol=1e-2)
+    moved = model(ids.cuda()).logits.cpu()
+    assert (moved - logits).norm() / logits.norm() < 1e-2
     tokens = llmarch.generate(model, ids.cuda(), max_new_tokens=6)
     assert torch.equal(llmarch.generate(model, ids.cuda(), max_new_tokens=6, compile=True), tokens)
     model.cpu()

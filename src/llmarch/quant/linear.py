@@ -269,8 +269,13 @@ class Int4Linear(nn.Module):
         b = self._buffers  # not nn.Module's attribute fallback (as layers/linear.py): paid per layer and token
         if self.tiles == "cpu" and x.device.type == "cpu":
             return torch._weight_int4pack_mm_for_cpu(x, b["packed"], self.group_size, b["scale_zeros"])
-        if self.tiles == "cuda":
+        if self.tiles == "cuda" and x.shape[0] <= self.in_features:
             return _cuda_mm(x, b["packed"], self.group_size, b["scale_zeros"])
+        if self.tiles == "cuda":
+            # tinygemm's time grows with the rows (it is built for decoding's few), and its tiles have no reader
+            # here: past K rows (a long prompt, QLoRA's forward) the weights read through it as K rows of the
+            # identity, then one GEMM, cost less than the rows themselves
+            return F.linear(x, self._rows_of_eye(0, self.in_features, b["scale_zeros"]))
         return F.linear(x, self.dequantized().to(x.dtype))
 
     def columns(self, start: int, stop: int) -> torch.Tensor:
