@@ -2,9 +2,9 @@
 # Every GPU benchmark of docs/benchmarks.md in one call, for a session that is lent a GPU machine for a few
 # minutes (issue 4): llmarch against transformers on gpt2 and the 1.1B LLaMA shape (training MFU, batch-1
 # decode against the bandwidth roofline, batch 8 and 32, prefill), the 1.1B shape's int4 weights on tinygemm
-# against bf16 (issue 23), then attention kernels and per-token decode time by context length. The five JSON
-# results go to $OUT (default runs/gpu-bench), the markdown tables and each step's log into
-# $OUT/tables-and-logs.tgz: six files, within what a device call brings back (8).
+# against bf16 and one layer through each weight-only path (issue 23), then attention kernels and per-token
+# decode time by context length. The six JSON results go to $OUT (default runs/gpu-bench), the markdown tables
+# and each step's log into $OUT/tables-and-logs.tgz: seven files, within what a device call brings back (8).
 #
 #   bash benchmarks/gpu.sh                 # on the GPU machine, from the repository root
 #   SMOKE=1 bash benchmarks/gpu.sh         # the same commands at toy sizes on CPU, to check them anywhere
@@ -29,6 +29,7 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # toy shapes on CPU: checks the flags and the p
   ATTN="--attn-device cpu --attn-lengths 256,512 --attn-repeats 1"
   CTX="--ctx-device cpu --ctx-lengths 128,256 --ctx-new-tokens 4 --ctx-rounds 1"
   INT4="--quantize int4 --group-size 32 --decode-batches 1"
+  KERNELS="--shapes 1x256x512 --repeats 1 --calls 2"
 else
   DEV="--device cuda"; GPT2="--model gpt2 --batch-size 16 --context 1024 --prompt-tokens 128 --new-tokens 128 \
     --decode-batches 1,8,32 --prefill-tokens 1024"  # gpt2's learned positions stop at 1024
@@ -37,6 +38,7 @@ else
   ATTN="--attn-device cuda --attn-lengths 1024,4096,16384,65536,131072"
   CTX="--ctx-device cuda --ctx-lengths 1024,4096,16384,65536"
   INT4="--quantize int4 --group-size 128 --decode-batches 1,8 --prefill-tokens 1024"
+  KERNELS=""
 fi
 
 step() {  # step NAME COMMAND...: run it, keep its output, say how long it took and whether it worked
@@ -50,7 +52,11 @@ step() {  # step NAME COMMAND...: run it, keep its output, say how long it took 
 
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
   torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+# one layer's product through each weight-only path (bf16, int8 cast, cast compiled, int8 kernel, int4): what
+# quant/linear.py should take on this device; seconds, so first
 # shellcheck disable=SC2086  # the option lists are meant to split into words
+step quant-kernels $PY benchmarks/quant_kernels.py --device ${DEV#--device } $KERNELS --out "$OUT/quant-kernels.json"
+# shellcheck disable=SC2086
 step gpt2-compiled $PY -m llmarch bench $GPT2 $DEV --compile true --out "$OUT/gpt2-compiled.json" \
   --markdown "$LOGS/gpt2-compiled.md"
 # shellcheck disable=SC2086

@@ -107,3 +107,16 @@ def test_quant_benchmark_times_each_contender_for_decode_and_end_to_end(tmp_path
     assert decode["fp32"]["greedy_tokens_equal_fp32"] is True
     tie = decode["fp32"]["smallest_top2_margin"]
     assert 0 <= tie["new_token"] < 6 and tie["margin"] >= 0
+
+
+def test_quant_kernels_benchmark_times_each_path(tmp_path, monkeypatch):
+    """benchmarks/quant_kernels.py (the device's weight-only paths against bf16, for gpu.sh) at a small shape on
+    the CPU: every path timed, the int4 layer on the CPU kernel's tiles."""
+    out = tmp_path / "k.json"
+    monkeypatch.setattr(sys, "argv", ["quant_kernels.py", "--device", "cpu", "--shapes", "1x64x256", "--repeats", "1",
+                                      "--calls", "2", "--out", str(out)])
+    runpy.run_path(str(ROOT / "benchmarks" / "quant_kernels.py"), run_name="__main__")
+    (shape,) = json.loads(out.read_text())["shapes"]
+    assert shape["int4_tiles"] == "cpu" and shape["speedup_vs_bf16"]["bf16"] == 1.0
+    assert set(shape["ms"]) == {"bf16", "int8 cast", "int8 cast compiled", "int8 kernel", "int4"}
+    assert all(ms > 0 for ms in shape["ms"].values())
