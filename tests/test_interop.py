@@ -120,3 +120,14 @@ def test_gpt2_checkpoint_without_transformer_prefix(tmp_path):
     _rewrite(tmp_path, lambda s: {**{k.removeprefix("transformer."): v for k, v in s.items()},
                                   "h.0.attn.bias": torch.ones(1, 1, 4, 4)})
     assert same_state(llmarch.from_hf(tmp_path), model)
+
+
+def test_a_model_saved_without_its_head_is_named_as_such(tmp_path):
+    """A BertModel (what sentence-embedding checkpoints are) saves the body alone, without the `bert.` prefix:
+    the error says so, rather than only that `bert.embeddings...` is missing."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(cfg).save_pretrained(tmp_path)
+    with pytest.raises(LlmarchError, match=r"without the `bert\.` prefix, as a model saved without its head"):
+        llmarch.from_hf(tmp_path)

@@ -164,6 +164,11 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
 def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tensor:
     for name in rule.hf:
         if name not in ckpt.names():
+            prefix, _, bare = name.partition(".")
+            if bare and bare in ckpt.names():  # BertModel, LlamaModel: the body alone, saved without its prefix
+                raise LlmarchError(f"checkpoint is missing tensor {name}: it holds {bare} without the `{prefix}.` "
+                                   "prefix, as a model saved without its head does (BertModel rather than "
+                                   "BertForMaskedLM); llmarch loads a model with its head")
             raise LlmarchError(f"checkpoint is missing tensor {name}")
     first, key = ckpt.file(rule.hf[0])
     out = torch.empty(shape, dtype=dtype or first.dtype(key))

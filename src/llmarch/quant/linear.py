@@ -8,8 +8,9 @@
 Both kernels need the activations in the scales' dtype; on this build they run 10-200x faster with bf16
 activations than fp32 ones (docs/quantization.md), so the layers compute in the scheme's compute dtype (bf16 by
 default) and return the input's dtype. Where no kernel holds a layer (int4 in fp32 on CUDA; a device with
-neither), its weights are dequantized per call: correct, not fast. int8 has no CUDA kernel here: its product
-is the GEMM on the codes cast to the compute dtype, which torch.compile fuses for one row.
+neither), its weights are dequantized per call: correct, not fast. int8 on CUDA takes the GEMM on the codes
+cast to the compute dtype (torch's int8 kernel has a CUDA build too; benchmarks/quant_kernels.py times both,
+eager and compiled, but no GPU has run it yet).
 
 Neither kernel has a derivative; the layers pass gradients to their input through grad.py (QLoRA's frozen base).
 
