@@ -97,10 +97,10 @@ def test_bad_scalars_are_refused(fields, problem):
 
 
 def test_granite_moe_and_what_granite_cannot_compute_are_refused(tmp_path):
-    with pytest.raises(LlmarchError, match="Granite MoE"):
+    with pytest.raises(LlmarchError, match="Granite MoE's model_type is granitemoe"):
         hf_model_config(dict(COMMON, model_type="granite", num_local_experts=4))
-    with pytest.raises(LlmarchError, match="unknown Hugging Face model_type 'granitemoe'"):
-        hf_model_config(dict(COMMON, model_type="granitemoe", num_local_experts=4))
+    with pytest.raises(LlmarchError, match="unknown Hugging Face model_type 'granitemoeshared'"):
+        hf_model_config(dict(COMMON, model_type="granitemoeshared", num_local_experts=4))
     torch.manual_seed(0)
     transformers.GraniteForCausalLM(transformers.GraniteConfig(**CASES["tied"])).save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
@@ -111,3 +111,28 @@ def test_granite_moe_and_what_granite_cannot_compute_are_refused(tmp_path):
             to_hf(ours, tmp_path / "out")
         assert not (tmp_path / "out").exists()
         ours.config = from_hf(tmp_path / "hf").config
+
+
+def test_granite_moe_logits_generation_and_round_trip(tmp_path):
+    """Granite MoE (granitemoe: granite-3.0-1b-a400m's layout): Granite's scalars with every FFN 4 stacked SwiGLU
+    experts, top 2 (`block_sparse_moe.input_linear` / `output_linear` / `router.layer`), against transformers'
+    GraniteMoeForCausalLM as the dense Granite above, and a to_hf round trip."""
+    fields = {k: v for k, v in COMMON.items() if k != "intermediate_size"}
+    torch.manual_seed(0)
+    hf = transformers.GraniteMoeForCausalLM(transformers.GraniteMoeConfig(
+        **fields, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=True)).eval()
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    hf.generation_config.eos_token_id = None
+    cfg = ours.config
+    assert (cfg.n_experts, cfg.experts_per_token, cfg.expert_hidden, cfg.embed_multiplier) == (4, 2, 48, 12.0)
+    assert_matches_transformers(hf, ours, "GraniteMoeForCausalLM", tmp_path)
+    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
+def test_granite_moe_refuses_what_it_cannot_hold(tmp_path):
+    with pytest.raises(LlmarchError, match="granitemoe with attention_bias=True"):
+        hf_model_config({**COMMON, "model_type": "granitemoe", "num_local_experts": 4, "attention_bias": True})
+    dense = llmarch.build("llama-tiny", hf_model_type="granitemoe", n_layers=1, d_model=32, n_heads=4,
+                          vocab_size=64, ffn_hidden=64)
+    with pytest.raises(LlmarchError, match="needs a mixture of experts"):
+        to_hf(dense, tmp_path / "dense")

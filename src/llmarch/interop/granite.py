@@ -7,8 +7,8 @@ Programs V"), each a ModelConfig field:
   config's default is 1.0, so a Granite config without one does not scale its scores at all);
 - `residual_multiplier`: each sublayer's output times it before the residual add (residual_multiplier);
 - `logits_scaling`: the logits divided by it (logit_divisor).
-Granite MoE (`granitemoe`, `granitemoeshared`) and the Mamba hybrids (`granitemoehybrid`) are other model_types,
-not read here."""
+Granite MoE (`granitemoe`) is granite_moe.py; `granitemoeshared` and the Mamba hybrids (`granitemoehybrid`) are
+not read."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -25,9 +25,9 @@ _NEEDS = dict(norm="rmsnorm", norm_placement="pre", final_norm=True, block="sequ
 _FFNS = ("swiglu", "geglu", "geglu_tanh")  # gate_proj's activation silu, gelu, gelu_pytorch_tanh
 
 
-def _unexpressible(cfg: ModelConfig) -> str | None:
-    """What of `cfg` transformers' Granite cannot compute, or None."""
-    wrong = next((k for k, v in _NEEDS.items() if getattr(cfg, k) != v), None)
+def unexpressible(cfg: ModelConfig, needs: dict = _NEEDS) -> str | None:
+    """What of `cfg` transformers' Granite (or, with its `needs`, Granite MoE) cannot compute, or None."""
+    wrong = next((k for k, v in needs.items() if getattr(cfg, k) != v), None)
     if wrong:
         return f"{wrong}={_NEEDS[wrong]!r}"
     if cfg.ffn not in _FFNS:
@@ -39,21 +39,30 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     return None
 
 
+def scalars(hf: dict) -> dict:
+    """The four scalars as ModelConfig fields (transformers' defaults where the config has none)."""
+    return dict(attn_scale=float(hf.get("attention_multiplier", 1.0)),
+                embed_multiplier=float(hf.get("embedding_multiplier", 1.0)),
+                residual_multiplier=float(hf.get("residual_multiplier", 1.0)),
+                logit_divisor=float(hf.get("logits_scaling", 1.0)))
+
+
+def scalars_hf(cfg: ModelConfig) -> dict:
+    scale = cfg.attn_scale if cfg.attn_scale is not None else cfg.head_dim ** -0.5  # llmarch's default, spelled out
+    return dict(attention_multiplier=scale, embedding_multiplier=cfg.embed_multiplier,
+                residual_multiplier=cfg.residual_multiplier, logits_scaling=cfg.logit_divisor)
+
+
 def to_config(hf: dict) -> ModelConfig:
     for key in ("num_local_experts", "num_experts"):
         if hf.get(key):
-            raise LlmarchError(f"model_type granite with {key}={hf[key]} is Granite MoE, which llmarch does not read")
-    return llama_like_config(hf, attn_scale=float(hf.get("attention_multiplier", 1.0)),
-                             embed_multiplier=float(hf.get("embedding_multiplier", 1.0)),
-                             residual_multiplier=float(hf.get("residual_multiplier", 1.0)),
-                             logit_divisor=float(hf.get("logits_scaling", 1.0)))
+            raise LlmarchError(f"model_type granite with {key}={hf[key]} is a mixture of experts: Granite MoE's "
+                               "model_type is granitemoe")
+    return llama_like_config(hf, **scalars(hf))
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    scale = cfg.attn_scale if cfg.attn_scale is not None else cfg.head_dim ** -0.5  # llmarch's default, spelled out
-    return llama_like_hf(cfg, architectures=["GraniteForCausalLM"], attention_multiplier=scale,
-                         embedding_multiplier=cfg.embed_multiplier, residual_multiplier=cfg.residual_multiplier,
-                         logits_scaling=cfg.logit_divisor)
+    return llama_like_hf(cfg, architectures=["GraniteForCausalLM"], **scalars_hf(cfg))
 
 
-FAMILIES.register("granite")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))
+FAMILIES.register("granite")(Family(RULES, to_config, from_config, IGNORE, needs=unexpressible))
