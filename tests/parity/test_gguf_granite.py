@@ -104,3 +104,25 @@ def test_missing_scalars_read_as_llama_cpp_takes_them():
         _read(logit_scale=1.0, expert_count=4)
     with pytest.raises(LlmarchError, match="without RoPE"):
         _read(logit_scale=1.0, rope__scaling__finetuned=False)
+
+
+def test_granite_moe_gguf_round_trip_and_llama_cpp(tmp_path):
+    """Granite MoE as llama.cpp's granitemoe: input_linear split into ffn_gate_exps and ffn_up_exps (gate rows
+    first), output_linear as ffn_down_exps, the router as ffn_gate_inp, the expert counts and the four scalars;
+    read back to equal logits, and decoded by llama.cpp (where installed) to llmarch's tokens."""
+    fields = {k: v for k, v in SMALL.items() if k != "intermediate_size"}
+    torch.manual_seed(0)
+    hf = transformers.GraniteMoeForCausalLM(transformers.GraniteMoeConfig(
+        **fields, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=True))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "granitemoe"
+    assert (reader.fields["granitemoe.expert_count"].contents(), reader.fields["granitemoe.logit_scale"].contents()) \
+        == (4, 8.0)
+    shapes = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
+    assert shapes["blk.0.ffn_gate_exps.weight"] == shapes["blk.0.ffn_up_exps.weight"] == (64, 48, 4)  # ggml's order
+    assert shapes["blk.0.ffn_down_exps.weight"] == (48, 64, 4) and shapes["blk.0.ffn_gate_inp.weight"] == (64, 4)
+    cfg = gguf_reads_back(path, model).config
+    assert (cfg.hf_model_type, cfg.n_experts, cfg.experts_per_token) == ("granitemoe", 4, 2)
