@@ -97,8 +97,11 @@ def test_quant_benchmark_times_each_contender_for_decode_and_end_to_end(tmp_path
     ByteTokenizer().save(tmp_path / "m")
     monkeypatch.setattr(sys, "argv", ["quant.py", "--checkpoint", str(tmp_path / "m"), "--group-size", "32",
                                       "--methods", "int8,int4", "--speed", "--prompt-tokens", "16",
-                                      "--new-tokens", "6", "--repeats", "1", "--threads", str(torch.get_num_threads())])
+                                      "--new-tokens", "40", "--repeats", "3",
+                                      "--threads", str(torch.get_num_threads())])
     runpy.run_path(str(ROOT / "benchmarks" / "quant.py"), run_name="__main__")
+    # decode rates come from (prompt + 40 tokens) - (prompt + 1 token) a round, medians of 3: with 6 tokens and one
+    # round, a loaded machine (the full suite on 2 cores) once made that difference negative
     decode = json.loads(capsys.readouterr().out)["decode"]
     assert set(decode) == {"fp32", "int8", "int4"}
     for row in decode.values():
@@ -106,7 +109,7 @@ def test_quant_benchmark_times_each_contender_for_decode_and_end_to_end(tmp_path
         assert set(row["speedup_vs_fp32"]) == {"decode", "end_to_end"}
     assert decode["fp32"]["greedy_tokens_equal_fp32"] is True
     tie = decode["fp32"]["smallest_top2_margin"]
-    assert 0 <= tie["new_token"] < 6 and tie["margin"] >= 0
+    assert 0 <= tie["new_token"] < 40 and tie["margin"] >= 0
 
 
 def test_quant_kernels_benchmark_times_each_path(tmp_path, monkeypatch):
