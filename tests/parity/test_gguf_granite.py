@@ -126,3 +126,35 @@ def test_granite_moe_gguf_round_trip_and_llama_cpp(tmp_path):
     assert shapes["blk.0.ffn_down_exps.weight"] == (48, 64, 4) and shapes["blk.0.ffn_gate_inp.weight"] == (64, 4)
     cfg = gguf_reads_back(path, model).config
     assert (cfg.hf_model_type, cfg.n_experts, cfg.experts_per_token) == ("granitemoe", 4, 2)
+
+
+HYBRID = dict(vocab_size=272, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=48, shared_intermediate_size=96, num_local_experts=4, num_experts_per_tok=2,
+              embedding_multiplier=12.0, attention_multiplier=0.0625, residual_multiplier=0.22, logits_scaling=8.0,
+              initializer_range=0.1, bos_token_id=1, eos_token_id=2, layer_types=["mamba", "attention", "mamba"],
+              position_embedding_type="nope", mamba_n_heads=8, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4,
+              mamba_expand=2, mamba_chunk_size=8, tie_word_embeddings=True, max_position_embeddings=128)
+
+
+@pytest.mark.parametrize("experts", [4, 0], ids=["moe", "dense"])
+def test_granite_hybrid_gguf_round_trip_and_llama_cpp(experts, tmp_path):
+    """Granite 4.0 as llama.cpp's granitehybrid: Mamba-2 and attention layers told apart by the per-layer KV-head
+    count, RoPE switched off, the shared MLP as shared-expert tensors beside experts or as the dense FFN's; read
+    back to equal logits and decoded by llama.cpp (where installed) to llmarch's tokens."""
+    torch.manual_seed(0)
+    hf = transformers.GraniteMoeHybridForCausalLM(transformers.GraniteMoeHybridConfig(
+        **{**HYBRID, "num_local_experts": experts}))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "granitehybrid"
+    assert list(reader.fields["granitehybrid.attention.head_count_kv"].contents()) == [0, 2, 0]
+    assert reader.fields["granitehybrid.rope.scaling.finetuned"].contents() is False
+    names = {t.name for t in reader.tensors}
+    assert {"blk.0.ssm_in.weight", "blk.1.attn_q.weight"} <= names and "blk.1.ssm_in.weight" not in names
+    shared = {"blk.0.ffn_gate_shexp.weight", "blk.0.ffn_down_shexp.weight"}
+    assert shared <= names if experts else ("blk.0.ffn_gate.weight" in names and not shared & names)
+    cfg = gguf_reads_back(path, model).config
+    assert [cfg.layer_mixer(i) for i in range(3)] == ["mamba2", "attention", "mamba2"]
+    assert (cfg.hf_model_type, cfg.n_experts, cfg.positions) == ("granitemoehybrid", experts, "none")

@@ -137,10 +137,10 @@ def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _split(name: str, t: torch.Tensor, arch, hf: dict) -> list[tuple[str, torch.Tensor]]:
     """A tensor as the converter stores it: whole, or as the parts of Arch.split, each under its own name (not by
-the read-only splits, whose `to` is None)."""
+the read-only splits, whose `to` is None, nor by one whose `to` gives None for this config)."""
     for pattern, ends, to, _ in arch.split:
-        if to is not None and re.search(pattern, name):
-            return [(re.sub(pattern, end, name), part.contiguous()) for end, part in zip(ends, to(t.float(), hf))]
+        if to is not None and re.search(pattern, name) and (parts := to(t.float(), hf)) is not None:
+            return [(re.sub(pattern, end, name), part.contiguous()) for end, part in zip(ends, parts)]
     return [(name, t)]
 
 

@@ -100,7 +100,9 @@ class Arch:
     # kv_b_proj as k_b_proj and v_b_proj, for llama.cpp's absorbed attention; Qwen3-Next's in_proj_qkvz as
     # in_proj_qkv and in_proj_z; gpt-oss's interleaved gate_up_proj as ffn_gate_exps and ffn_up_exps); a file
     # may also hold it whole. One with no converter's split (None) is read only: a file holding several Hugging
-    # Face tensors as one, each reading its part (older Phi-2 files' attn_qkv for q, k, v; the inverse slices)
+    # Face tensors as one, each reading its part (older Phi-2 files' attn_qkv for q, k, v; the inverse slices).
+    # A split whose converter's function gives None for a config is not that config's (Granite 4.0's shared MLP:
+    # shared-expert tensors beside experts, the dense FFN's without); reading takes the one whose parts the file has
     split: tuple = ()
     # RoPE scaling types beyond none and linear that `fields` reads itself (DeepSeek's YaRN)
     rope_scalings: tuple[str, ...] = ()

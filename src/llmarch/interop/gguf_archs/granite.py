@@ -9,7 +9,13 @@ Granite MoE is llama.cpp's `granitemoe` (GraniteMoeModel): the same keys under `
 expert_used_count, and each layer's stacked `block_sparse_moe.input_linear` (E, 2I, C) split into ffn_gate_exps
 (its first I rows of each expert) and ffn_up_exps, output_linear as ffn_down_exps, the router as ffn_gate_inp.
 llama.cpp's graph (src/models/granite.cpp, its MoE branch) takes a softmax over the top-k router logits, as
-transformers does. A shared MLP (`granitemoeshared`) is not read."""
+transformers does. A shared MLP (`granitemoeshared`) is not read.
+
+Granite 4.0 (`granitemoehybrid`) is llama.cpp's `granitehybrid` (GraniteHybridModel: Mamba2Model's SSM tensors and
+keys, ssm.time_step_rank the head count, with GraniteMoeModel's): attention.head_count_kv per layer, 0 for the
+Mamba-2 ones; RoPE only where rope.scaling.finetuned is true (the converter writes false for a hybrid, and
+llama.cpp's graph then has no positions); the shared MLP as ffn_gate_shexp / ffn_up_shexp / ffn_down_shexp beside
+experts (expert_shared_feed_forward_length), or as the dense ffn_gate / ffn_up / ffn_down without."""
 from __future__ import annotations
 
 import torch
@@ -17,13 +23,11 @@ import torch
 from ...errors import LlmarchError
 from .arch import Arch, Meta
 from .llama import _experts_out
+from .mamba import _CONV
 
 
 def _scalars(hf: dict, meta: Meta) -> dict:
     """The four scalars (what llama.cpp assumes where a key is missing or 0)."""
-    if not meta.get("rope.scaling.finetuned", True):  # llama.cpp's granite switches RoPE off with it
-        raise LlmarchError(f"{meta.path}: GGUF {meta.arch} without RoPE (rope.scaling.finetuned false) is not "
-                           "supported")
     return {**hf, "attention_multiplier": meta.get("attention.scale", 0.0) or hf["head_dim"] ** -0.5,
             "embedding_multiplier": meta.get("embedding_scale", 0.0) or 1.0,
             "residual_multiplier": meta.get("residual_scale", 0.0) or 1.0,
@@ -36,10 +40,18 @@ def _granite(hf: dict, meta: Meta) -> dict:
     if meta.get("expert_count", 0):
         raise LlmarchError(f"{meta.path}: a GGUF granite file with experts is Granite MoE, whose architecture is "
                            "granitemoe")
+    _check_rope(meta)
     return {**_scalars(hf, meta), "mlp_bias": meta.has("blk.0.ffn_down.bias")}
 
 
+def _check_rope(meta: Meta) -> None:
+    if not meta.get("rope.scaling.finetuned", True):  # llama.cpp's granite switches RoPE off with it
+        raise LlmarchError(f"{meta.path}: GGUF {meta.arch} without RoPE (rope.scaling.finetuned false) is not "
+                           "supported")
+
+
 def _granitemoe(hf: dict, meta: Meta) -> dict:
+    _check_rope(meta)
     if meta.get("expert_shared_feed_forward_length", 0):
         raise LlmarchError(f"{meta.path}: a GGUF granitemoe file with a shared MLP (granitemoeshared) is not "
                            "supported")
@@ -86,8 +98,97 @@ def _granite_model_out(w, cfg):
     return cfg if cfg.attn_scale is not None else cfg.replace(attn_scale=cfg.head_dim ** -0.5)
 
 
+def _granitehybrid(hf: dict, meta: Meta) -> dict:
+    """GraniteMoeHybridConfig's fields: each layer's type from its KV-head count, the SSM keys as mamba_*, the
+    experts and the shared MLP's width (the dense FFN's, feed_forward_length, without experts)."""
+    n, d = hf["num_hidden_layers"], hf["hidden_size"]
+    kv = hf["num_key_value_heads"]
+    kv = kv if isinstance(kv, list) else [kv] * n
+    inner, heads = meta.get("ssm.inner_size"), meta.get("ssm.time_step_rank")
+    if inner % d:
+        raise LlmarchError(f"{meta.path}: ssm.inner_size {inner} is not a multiple of embedding_length {d}")
+    experts = meta.get("expert_count", 0)
+    ffn = dict(num_local_experts=experts, num_experts_per_tok=meta.get("expert_used_count"),
+               shared_intermediate_size=meta.get("expert_shared_feed_forward_length")) if experts else \
+        dict(num_local_experts=0, shared_intermediate_size=hf["intermediate_size"])
+    rope = meta.get("rope.scaling.finetuned", True)
+    return {**_scalars(hf, meta), **ffn,
+            "num_key_value_heads": max(kv), "layer_types": ["full_attention" if k else "linear_attention" for k in kv],
+            "position_embedding_type": "rope" if rope else "nope", "mamba_d_state": meta.get("ssm.state_size"),
+            "mamba_d_conv": meta.get("ssm.conv_kernel"), "mamba_expand": inner // d, "mamba_n_heads": heads,
+            "mamba_d_head": inner // heads, "mamba_n_groups": meta.get("ssm.group_count", 1),
+            "mamba_conv_bias": meta.has(f"blk.{kv.index(0)}.ssm_conv1d.bias") if 0 in kv else True,
+            "mamba_proj_bias": False}
+
+
+def _granitehybrid_common(hf: dict) -> dict:
+    """The KV-head count per layer, 0 for the Mamba-2 ones, as GraniteHybridModel writes it."""
+    kv = [0 if t == "linear_attention" else hf["num_key_value_heads"] for t in hf["layer_types"]]
+    return {**hf, "num_key_value_heads": kv}
+
+
+def _granitehybrid_out(w, hf: dict) -> dict:
+    """GraniteHybridModel.set_gguf_parameters: Granite's scalars and expert counts, the shared MLP's width, the
+    SSM keys, RoPE switched off unless the model has it."""
+    if hf.get("mamba_proj_bias"):  # llama.cpp's Mamba-2 graph has no in/out projection biases
+        raise LlmarchError("GGUF granitehybrid (llama.cpp) has no Mamba-2 in_proj/out_proj biases")
+    _granite_out(w, hf)
+    if hf["num_local_experts"]:
+        w.add_expert_shared_feed_forward_length(hf["shared_intermediate_size"])
+    w.add_ssm_conv_kernel(hf["mamba_d_conv"])
+    w.add_ssm_state_size(hf["mamba_d_state"])
+    w.add_ssm_group_count(hf["mamba_n_groups"])
+    w.add_ssm_inner_size(hf["mamba_expand"] * hf["hidden_size"])
+    w.add_ssm_time_step_rank(hf["mamba_n_heads"])
+    w.add_rope_scaling_finetuned(hf["position_embedding_type"] == "rope")
+    return {}
+
+
+def _granitehybrid_model_out(w, cfg):
+    """llama.cpp reads a hybrid's attention without RoPE whatever the file says (the converter switches it off), and
+    a model without Mamba-2 layers is Granite's or Granite MoE's architecture."""
+    mamba = any(cfg.layer_mixer(i) == "mamba2" for i in range(cfg.n_layers))
+    if not mamba:
+        raise LlmarchError("GGUF granitehybrid needs Mamba-2 layers; a Granite 4.0 of attention layers alone is "
+                           "written as granite or granitemoe by llama.cpp's converter")
+    if cfg.positions != "none":
+        raise LlmarchError("GGUF granitehybrid needs positions='none' (the converter switches RoPE off in a hybrid "
+                           f"and llama.cpp's graph has none), not {cfg.positions!r}")
+    return _granite_model_out(w, cfg)
+
+
+def _has_experts(hf: dict) -> bool:
+    return bool(hf.get("num_local_experts"))
+
+
+def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    gate, up = t.chunk(2, dim=-2)
+    return gate.contiguous(), up.contiguous()
+
+
+_SHARED_IN = r"\.shared_mlp\.input_linear\.weight$"
+_HYBRID_SPLIT = _SPLIT + (
+    (_SHARED_IN, (".mlp.shared_expert.gate_proj.weight", ".mlp.shared_expert.up_proj.weight"),
+     lambda t, hf: _halves(t) if _has_experts(hf) else None, _join_gate_up),
+    (_SHARED_IN, (".mlp.gate_proj.weight", ".mlp.up_proj.weight"),
+     lambda t, hf: None if _has_experts(hf) else _halves(t), _join_gate_up),
+    # without experts the shared MLP's down projection is the dense ffn_down (else the map's ffn_down_shexp)
+    (r"\.shared_mlp\.output_linear\.weight$", (".mlp.down_proj.weight",),
+     lambda t, hf: None if _has_experts(hf) else (t,), lambda parts, hf: parts[0]),
+)
+# Mamba2Model's SSM tensors: A = -exp(A_log) and D as (heads, 1), the gated norm's weight as (groups, inner / groups),
+# the depthwise conv squeezed; dt_bias renamed dt_proj.bias
+_HYBRID_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t: torch.log(-t[:, 0])),
+                   (r"\.mamba\.D$", lambda t, hf: t[:, None], lambda t: t[:, 0]),
+                   (r"\.mamba\.norm\.weight$", lambda t, hf: t.reshape(hf["mamba_n_groups"], -1),
+                    lambda t: t.reshape(-1)),
+                   _CONV)
+
 ARCHS = {
     "granite": Arch("granite", permuted_qk=True, fields=_granite, write=_granite_out, model_out=_granite_model_out),
     "granitemoe": Arch("granitemoe", permuted_qk=True, fields=_granitemoe, write=_granite_out,
                        model_out=_granite_model_out, split=_SPLIT),
+    "granitehybrid": Arch("granitemoehybrid", permuted_qk=True, fields=_granitehybrid, common=_granitehybrid_common,
+                          write=_granitehybrid_out, model_out=_granitehybrid_model_out, split=_HYBRID_SPLIT,
+                          tensors=_HYBRID_TENSORS, renamed=((".dt_bias", ".dt_proj.bias"),)),
 }
