@@ -177,21 +177,27 @@ def detokenize(llm, ids: list[int]) -> str:
 
 
 BPE_TEXTS = ["def main():\n    return 12345678\n", "class Foo:  pass it's $100 <a|b> x+y=z ^~", "a  b   c\n\n d",
-             "x1234567y 89 it'll we'VE", "  (a.b) -- [c]{d}  \t\n", "héllo wörld ✓ 你好"]
+             "x1234567y 89 it'll we'VE", "  (a.b) -- [c]{d}  \t\n", "héllo wörld ✓ 你好",
+             "CamelCaseWord HTTPServer getHTTPResponse/path\r\nIt'S DON'T", "ÀÉÎ straße ΑΒΓ αβγ Ωmega ½ ² ٣",
+             "你好世界，こんにちは カタカナ 한국어。end  ", "trailing spaces   ", "a.b,c!d?e…f。g，h"]
 
 
-@pytest.mark.parametrize("pre", ["default", "gpt-2", "smollm", "llama-bpe", "qwen2"])
+@pytest.mark.parametrize("pre", ["default", "gpt-2", "smollm", "llama-bpe", "qwen2", "deepseek-llm", "deepseek-v3",
+                                 "deepseek-coder", "falcon", "starcoder", "bloom", "viking", "tekken", "gpt-4o",
+                                 "dbrx", "stablelm2", "olmo", "refact", "command-r", "smaug-bpe", "chatglm-bpe"])
 def test_llama_cpp_splits_byte_level_bpe_as_llmarch(pre, tmp_path):
-    """tokenizer.ggml.pre names a split (punctuation, digits, contractions, spaces) that gguf_tokenizer.py
-    rebuilds: llama.cpp's ids on the same vocabulary and merges are ours."""
+    """tokenizer.ggml.pre names a split (punctuation, digits, contractions, spaces, scripts, case) that
+    gguf_tokenizer.py rebuilds (gguf_splits.py): llama.cpp's ids on the same vocabulary and merges are ours, on a
+    vocabulary trained on the texts themselves, so that merges span what one split parts and another does not."""
     import json
 
     import gguf
 
     from llmarch.data.tokenizer import train_bpe
+    from llmarch.interop.gguf_splits import DIGITS_NAMES, GPT2_NAMES, SPLITS
 
-    tok = train_bpe(["def main():\n    return 12345\n" * 40, "class Foo:\n    pass it's $100 <a|b> x+y=z\n" * 40],
-                    vocab_size=300)
+    tok = train_bpe(["def main():\n    return 12345\n" * 40, "class Foo:\n    pass it's $100 <a|b> x+y=z\n" * 40]
+                    + [t * 20 for t in BPE_TEXTS], vocab_size=600)
     vocab = tok.tk.get_vocab()
     w = gguf.GGUFWriter(str(tmp_path / "bpe.gguf"), "llama")
     for key, value in dict(block_count=1, context_length=64, embedding_length=32, feed_forward_length=64,
@@ -212,6 +218,7 @@ def test_llama_cpp_splits_byte_level_bpe_as_llmarch(pre, tmp_path):
     theirs = llama_cpp.Llama(model_path=str(tmp_path / "bpe.gguf"), vocab_only=True, verbose=False)
     for text in BPE_TEXTS:
         assert theirs.tokenize(text.encode(), add_bos=False, special=True) == ours.encode(text), text
+        assert ours.decode(ours.encode(text)) == text
     from llmarch.interop.gguf_tokenizer import write_tokenizer  # and GGUF out names the split as it was named
 
     w = gguf.GGUFWriter(str(tmp_path / "again.gguf"), "llama")
@@ -219,7 +226,9 @@ def test_llama_cpp_splits_byte_level_bpe_as_llmarch(pre, tmp_path):
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.close()
-    assert gguf.GGUFReader(str(tmp_path / "again.gguf")).fields["tokenizer.ggml.pre"].contents() == pre
+    again = gguf.GGUFReader(str(tmp_path / "again.gguf")).fields["tokenizer.ggml.pre"].contents()
+    for kin in (GPT2_NAMES, DIGITS_NAMES):  # written under the first name llama.cpp gives the same split
+        assert (again == kin[0]) == (pre in kin) or again in SPLITS and SPLITS[again] == SPLITS.get(pre)
 
 
 def test_llama_cpp_reads_the_byte_tokenizer_as_llmarch(tmp_path):

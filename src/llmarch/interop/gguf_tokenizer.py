@@ -3,8 +3,8 @@
 control and user-defined tokens are matched whole before the model sees the text), the special ids, add_bos /
 add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
 - gpt2: byte-level BPE, tokens in GPT-2's byte-to-unicode spelling, the merges ("Ġ t"), and the pre-tokenizer
-  by name (`tokenizer.ggml.pre`; llama.cpp's llama-vocab.cpp names the regexes: gpt-2 is GPT-2's, default is
-  llama.cpp's own);
+  by name (`tokenizer.ggml.pre`; llama.cpp's llama-vocab.cpp names the regexes, gguf_splits.py holds them: gpt-2
+  is GPT-2's, default is llama.cpp's own);
 - llama: SentencePiece (Llama 2, Mistral, Gemma, Phi-3), tokens spelled with ▁ for a space, a score each, no
   merges. llama.cpp's llm_tokenizer_spm escapes spaces as ▁ (after a leading ▁ when add_space_prefix, the
   default, at the start and after every special token), splits the text into characters and merges the
@@ -31,44 +31,33 @@ from pathlib import Path
 from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, ByteTokenizer, Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .gguf import field, is_gguf, open_gguf
+from .gguf_splits import DIGITS_NAMES, GPT2_NAMES, IGNORE_MERGES, NAMES, SPLITS
 from .gguf_wordpiece import from_phantom, wordpiece_tokenizer, write_wordpiece
 from .gguf_vocab import BYTE, CONTROL, NORMAL, SPACE, UNKNOWN, UNUSED, USER_DEFINED
 from .gguf_unigram import DEFAULT_IDS as UNIGRAM_IDS, unigram_tokenizer, write_unigram
 
-GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-# LLaMA 3's split (llama-bpe); Qwen2's is the same with single digits
-LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-          r"|\s+(?!\S)|\s+")
-QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
-# llama.cpp's "default" (llm_tokenizer_bpe, LLAMA_VOCAB_PRE_TYPE_DEFAULT): punctuation runs apart first, then a
-# GPT-2-like split, then digit runs, then groups of three digits, each regex splitting the previous pieces
-DEFAULT = (r"[\p{P}\$\+<=>\^~\|]+", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
-           r"\p{N}+", r"[0-9][0-9][0-9]")
-
-
 def _pre_tokenizer(name: str, path):
+    """The split llama.cpp names `name` (gguf_splits.py), then GPT-2's byte-to-unicode mapping."""
     from tokenizers import Regex, pre_tokenizers as pt
 
-    byte_level = pt.ByteLevel(add_prefix_space=False, use_regex=False)
-    split = {"llama-bpe": LLAMA3, "llama3": LLAMA3, "qwen2": QWEN2}
-    if name in ("gpt2", "gpt-2"):
+    if name in GPT2_NAMES:
         return pt.ByteLevel(add_prefix_space=False, use_regex=True)
-    if name == "default":
-        return pt.Sequence([*(pt.Split(Regex(r), behavior="isolated") for r in DEFAULT), byte_level])
-    if name == "smollm":  # SmolLM's tokenizer.json: digits one by one, then GPT-2's split
+    if name in DIGITS_NAMES:  # single digits, then GPT-2's split (SmolLM's tokenizer.json spells it so)
         return pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False, use_regex=True)])
-    if name in split:
-        return pt.Sequence([pt.Split(Regex(split[name]), behavior="isolated"), byte_level])
-    raise LlmarchError(f"{path}: GGUF pre-tokenizer {name!r} is not supported; supported: default, gpt2, smollm, "
-                       f"{', '.join(split)}")
+    if name in SPLITS:
+        return pt.Sequence([*(pt.Split(Regex(r), behavior="isolated") for r in SPLITS[name]),
+                            pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    raise LlmarchError(f"{path}: GGUF pre-tokenizer {name!r} is not supported; supported: {', '.join(NAMES)}")
 
 
 def _byte_level(reader, tokens: list[str], path):
     from tokenizers import Tokenizer, decoders, models
 
     merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges", [])]
-    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
-    tk.pre_tokenizer = _pre_tokenizer(field(reader, "tokenizer.ggml.pre", "default"), path)
+    pre = field(reader, "tokenizer.ggml.pre", "default")
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
+                              ignore_merges=pre in IGNORE_MERGES))
+    tk.pre_tokenizer = _pre_tokenizer(pre, path)
     tk.decoder = decoders.ByteLevel()
     return tk
 
@@ -154,11 +143,14 @@ def _pre_name(spec: dict) -> str:
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
         return "smollm"
     splits = tuple(s.get("pattern", {}).get("Regex") for s in steps[:-1] if s.get("type") == "Split")
-    names = {(LLAMA3,): "llama-bpe", (QWEN2,): "qwen2", DEFAULT: "default"}
+    names = {}
+    for name, regexes in SPLITS.items():  # each split's first name
+        names.setdefault(regexes, name)
     if kinds == ["Split"] * len(splits) + ["ByteLevel"] and splits in names:
         return names[splits]
     raise LlmarchError("GGUF export: this tokenizer's pre-tokenizer has no llama.cpp name (supported: GPT-2's "
-                       "byte-level split, SmolLM's, LLaMA 3's, Qwen2's, llama.cpp's default)")
+                       "byte-level split, SmolLM's, and the regex splits llama.cpp names: "
+                       f"{', '.join(dict.fromkeys(names.values()))})")
 
 
 def _types(tokens: list[str], spec: dict) -> list[int]:
