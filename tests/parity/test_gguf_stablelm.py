@@ -62,7 +62,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
 
 def test_per_head_qk_norms_are_refused(tmp_path):
     """StableLM-2-12B's files hold each layer's q and k LayerNorms stacked per head (attn_q_norm (heads, head_dim),
-    as the converter's _stack_qk_norm writes them); llmarch cannot hold a norm per head, and says so."""
+    as the converter's _stack_qk_norm writes them); llmarch reads them from Hugging Face checkpoints
+    (qk_norm="per_head") but not yet from GGUF's stacked tensor, and says so; nor does it write them."""
     from llmarch.interop.gguf_writer import _writer_class
 
     model = tiny("3b-style", tmp_path)
@@ -82,5 +83,9 @@ def test_per_head_qk_norms_are_refused(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(LlmarchError, match="qk_layernorm"):
+    with pytest.raises(LlmarchError, match="per-head q/k LayerNorms"):
         llmarch.from_gguf(tmp_path / "qk.gguf")
+    model.config = model.config.replace(qk_norm="per_head")
+    with pytest.raises(LlmarchError, match="written without q/k norms"):
+        to_gguf(model, tmp_path / "out.gguf", "f32", ByteTokenizer())
+    assert not (tmp_path / "out.gguf").exists()

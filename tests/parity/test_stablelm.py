@@ -27,6 +27,9 @@ CASES = {
                                 tie_word_embeddings=True,
                                 rope_parameters={"rope_type": "default", "rope_theta": 1e5,
                                                  "partial_rotary_factor": 0.5}),
+    # StableLM-2-12B's: the parallel residual with a LayerNorm per head on queries and keys (qk_layernorm), each
+    # head's gains its own (perturbed apart like every 1-D parameter), GQA
+    "2-12b-style": dict(SMALL, use_parallel_residual=True, qk_layernorm=True, num_key_value_heads=2),
 }
 
 
@@ -39,7 +42,8 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     cfg, parallel = ours.config, hf.config.use_parallel_residual
     assert (cfg.norm, cfg.ffn, cfg.bias, cfg.qkv_bias, cfg.block, cfg.shared_norm) == \
         ("layernorm", "swiglu", False, hf.config.use_qkv_bias, "parallel" if parallel else "sequential", parallel)
-    assert cfg.rotary_dim == (8 if parallel else 4) and cfg.tie_embeddings == hf.config.tie_word_embeddings
+    assert cfg.rotary_dim == (8 if "gqa-tied" in case else 4) and cfg.tie_embeddings == hf.config.tie_word_embeddings
+    assert cfg.qk_norm == ("per_head" if hf.config.qk_layernorm else "none")
     ids, mask, generated = assert_matches_transformers(hf, ours, "StableLmForCausalLM", tmp_path)
     full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
     with torch.no_grad():
@@ -47,10 +51,8 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
 
 
-def test_per_head_qk_layernorm_and_other_heads_are_refused():
+def test_other_heads_are_refused():
     base = dict(SMALL, model_type="stablelm")
-    with pytest.raises(LlmarchError, match="qk_layernorm"):
-        hf_model_config({**base, "qk_layernorm": True})
     with pytest.raises(LlmarchError, match="head_dim=8"):
         hf_model_config({**base, "head_dim": 8})
     agree = hf_model_config({**base, "hidden_dropout": 0.1, "attention_dropout": 0.1})
@@ -65,7 +67,7 @@ def test_to_hf_refuses_what_stablelm_cannot_compute(tmp_path):
                           ffn_hidden=64)
     base = model.config
     for change, problem in ((dict(), "norm='layernorm'"),
-                            (dict(norm="layernorm", norm_bias=True, qk_norm="head"), "qk_norm='none'"),
+                            (dict(norm="layernorm", norm_bias=True, qk_norm="head"), "qk_norm 'none' or 'per_head'"),
                             (dict(norm="layernorm", norm_bias=True, block="parallel"), "shared_norm")):
         model.config = base.replace(hf_model_type="stablelm", **change)
         with pytest.raises(LlmarchError, match=problem):

@@ -45,12 +45,15 @@ class Family:
     # what of a config the family's layout cannot hold (a phrase), or None: asked before any rule is given, so
     # to_hf and to_gguf refuse such a model before they write anything
     needs: Callable[[ModelConfig], str | None] | None = None
+    # rules whose names depend on the config (StableLM-2-12B's one norm per head, named by head index)
+    more_rules: Callable[[ModelConfig], list[Rule]] | None = None
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
         problem = self.needs(cfg) if self.needs is not None else None
         if problem:
             raise LlmarchError(f"model_type {cfg.hf_model_type} needs {problem}")
-        return self.rules + (self.heads[cfg.head][1] if cfg.head in self.heads else [])
+        more = self.more_rules(cfg) if self.more_rules is not None else []
+        return self.rules + more + (self.heads[cfg.head][1] if cfg.head in self.heads else [])
 
 
 # the suffix of a transformers architecture name -> our head

@@ -22,7 +22,7 @@ from .attention_kinds import ATTENTION_KINDS
 from .hooks import HookPoint
 from .linear import Linear
 from .mixer import MIXERS, Mixer
-from .norms import make_norm
+from .norms import PerHeadNorm, make_norm
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
 from .softcap import soft_cap
@@ -135,6 +135,9 @@ class Attention(Mixer):
                   "proj": (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim)}.get(self.qk_norm)
         self.q_norm = make_norm(cfg, widths[0]) if widths else None
         self.k_norm = make_norm(cfg, widths[1]) if widths else None
+        if self.qk_norm == "per_head":  # each head its own gain ('head' shares one across heads)
+            self.q_norm = PerHeadNorm(cfg.norm, self.n_heads, self.head_dim, cfg.norm_eps)
+            self.k_norm = PerHeadNorm(cfg.norm, self.n_kv_heads, self.head_dim, cfg.norm_eps)
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -147,8 +150,11 @@ class Attention(Mixer):
         if cfg.qk_norm == "proj" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='proj' and attn_output_gate=True: the output gate's rows sit among the "
                                "query rows that the projection norm would normalise")
-        if cfg.qk_norm == "proj" and ATTENTION_KINDS[cfg.attention].shares_qk:
-            raise LlmarchError(f"qk_norm='proj' needs a key projection, which attention={cfg.attention!r} has not")
+        if cfg.qk_norm in ("proj", "per_head") and ATTENTION_KINDS[cfg.attention].shares_qk:
+            raise LlmarchError(f"qk_norm={cfg.qk_norm!r} needs a key projection, which attention={cfg.attention!r} "
+                               "has not")
+        if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
+            raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
 
     @classmethod
     def score_dims(cls, cfg) -> int:
@@ -185,6 +191,8 @@ class Attention(Mixer):
             q, gate = q.unflatten(heads, (self.n_heads, 2)).unbind(heads + 1)
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
+        elif self.qk_norm == "per_head":
+            q, k = self.q_norm(q, heads), self.k_norm(k, heads)
         if not one:
             q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
             k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)

@@ -72,3 +72,26 @@ def make_norm(cfg, dim: int | None = None) -> nn.Module:
 @NORMS.register("rmsnorm_offset")
 def rmsnorm_offset(dim: int, eps: float, bias: bool) -> nn.Module:
     return OffsetRMSNorm(dim, eps=eps)
+
+
+class PerHeadNorm(nn.Module):
+    """A norm over each head's D channels with a gain of its own per head (StableLM-2-12B's qk_layernorm, a
+    LayerNorm without bias for each head): `kind`'s normalisation without its gain, times weight (H, D), stored flat
+    (H * D,), the heads' gains one after another. x (..., H, ...) with the heads on `axis`, D last."""
+
+    def __init__(self, kind: str, heads: int, dim: int, eps: float):
+        super().__init__()
+        if kind not in ("layernorm", "rmsnorm"):
+            from ..errors import LlmarchError
+
+            raise LlmarchError(f"qk_norm='per_head' normalises as layernorm or rmsnorm, not norm={kind!r}")
+        self.kind, self.heads, self.dim, self.eps = kind, heads, dim, eps
+        self.weight = nn.Parameter(torch.ones(heads * dim))
+
+    def forward(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        if self.kind == "layernorm":
+            h = torch.layer_norm(x, (self.dim,), None, None, self.eps)
+        else:
+            h = F.rms_norm(x.float(), (self.dim,), None, self.eps).to(x.dtype)
+        w = self._parameters["weight"].view(self.heads, *[1] * (x.dim() - 2 - axis), self.dim)
+        return h * w
