@@ -4,14 +4,11 @@ only where the residual is sequential), attn_q/k/v with biases where use_qkv_bia
 use_parallel_residual. A tiny random StableLM (from a transformers config, 1-D parameters perturbed, through
 from_hf) is written by to_gguf with llmarch's byte tokenizer, read back by from_gguf to equal logits (F32, max
 |dlogit| <= 1e-4), and llama.cpp (llama-cpp-python 0.3.36, where installed) decodes the file greedily to
-llmarch's tokens with llmarch's logits; a file with StableLM-2-12B's per-head q/k norms is refused."""
-import numpy as np
+llmarch's tokens with llmarch's logits; so are StableLM-2-12B's per-head q/k norms."""
 import pytest
 import torch
 
-import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
-from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
 from conftest import gguf_reads_back, perturbed_from_hf
@@ -60,32 +57,18 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
         ("stablelm", "parallel" if parallel else "sequential", parallel, parallel)
 
 
-def test_per_head_qk_norms_are_refused(tmp_path):
-    """StableLM-2-12B's files hold each layer's q and k LayerNorms stacked per head (attn_q_norm (heads, head_dim),
-    as the converter's _stack_qk_norm writes them); llmarch reads them from Hugging Face checkpoints
-    (qk_norm="per_head") but not yet from GGUF's stacked tensor, and says so; nor does it write them."""
-    from llmarch.interop.gguf_writer import _writer_class
-
-    model = tiny("3b-style", tmp_path)
-    to_gguf(model, tmp_path / "plain.gguf", "f32", ByteTokenizer())
-    reader = gguf.GGUFReader(str(tmp_path / "plain.gguf"))
-    w = _writer_class()(str(tmp_path / "qk.gguf"), "stablelm")
-    for key, f in reader.fields.items():
-        if not key.startswith("GGUF.") and key != "general.architecture":
-            sub = (f.types[1:] or [gguf.GGUFValueType.STRING])[0] if f.types[0] == gguf.GGUFValueType.ARRAY else None
-            w.add_key_value(key, f.contents(), f.types[0], sub_type=sub)
-    for t in reader.tensors:
-        w.add_tensor(t.name, np.array(t.data))
-    for i in range(2):
-        w.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones((4, 16), np.float32))
-        w.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones((4, 16), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    with pytest.raises(LlmarchError, match="per-head q/k LayerNorms"):
-        llmarch.from_gguf(tmp_path / "qk.gguf")
-    model.config = model.config.replace(qk_norm="per_head")
-    with pytest.raises(LlmarchError, match="written without q/k norms"):
-        to_gguf(model, tmp_path / "out.gguf", "f32", ByteTokenizer())
-    assert not (tmp_path / "out.gguf").exists()
+def test_per_head_qk_norms_in_and_out_and_llama_cpp(tmp_path):
+    """StableLM-2-12B's q and k LayerNorm per head (qk_norm="per_head"; Hugging Face's q_layernorm.norms.{h}) as the
+    converter's _stack_qk_norm writes them, one attn_q_norm / attn_k_norm (heads, head_dim) a layer, each head's
+    gains a row (Arch.indexed); read back to equal logits and decoded by llama.cpp (where installed) to llmarch's
+    tokens, so each head's gains reach its head."""
+    torch.manual_seed(0)
+    hf = transformers.StableLmForCausalLM(transformers.StableLmConfig(
+        **dict(SMALL, use_parallel_residual=True, qk_layernorm=True, num_key_value_heads=2)))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    assert model.config.qk_norm == "per_head"
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    shapes = {t.name: tuple(int(n) for n in t.shape) for t in gguf.GGUFReader(str(path)).tensors}
+    assert shapes["blk.0.attn_q_norm.weight"] == (16, 4) and shapes["blk.0.attn_k_norm.weight"] == (16, 2)
+    assert gguf_reads_back(path, model).config.qk_norm == "per_head"

@@ -167,6 +167,10 @@ class GGUFTensors:
             if gguf_name not in self.tensors and (m := EXPERT.search(hf_name)):  # one expert of a stacked tensor
                 gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf_name), *names)
                 self.expert[hf_name] = int(m.group(1))
+            for pattern, stacked in ARCHS[arch].indexed:  # one row of another stacked tensor (Arch.indexed)
+                if gguf_name not in self.tensors and (m := re.search(pattern, hf_name)):
+                    gguf_name = gguf_name_of(name_map, re.sub(pattern, stacked, hf_name), *names)
+                    self.expert[hf_name] = int(m.group("row"))
             if gguf_name in self.tensors:
                 self.to_gguf[hf_name] = gguf_name
             elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split, names):

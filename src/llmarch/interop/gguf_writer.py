@@ -123,13 +123,17 @@ def _check_reads_back(path: Path, cfg) -> None:
                                f"metadata reads back as {getattr(back, f.name)!r})")
 
 
-def _stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _stack_experts(tensors: dict[str, torch.Tensor], indexed: tuple = ()) -> dict[str, torch.Tensor]:
     """Hugging Face's per-expert tensors (`...experts.{e}.w1.weight`) as GGUF's one stacked tensor per kind,
-    (E, out, in), under the name without the expert index (`...experts.w1.weight`, which the name map knows)."""
+    (E, out, in), under the name without the expert index (`...experts.w1.weight`, which the name map knows); so
+    too the architecture's other per-index tensors (Arch.indexed: StableLM-2-12B's norm per head)."""
     out: dict[str, list[torch.Tensor] | torch.Tensor] = {}
-    for name, t in tensors.items():  # export_state gives the experts in order
+    for name, t in tensors.items():  # export_state gives the experts (and heads) in order
+        stacked = next((re.sub(pattern, to, name) for pattern, to in indexed if re.search(pattern, name)), None)
         if EXPERT.search(name):
             out.setdefault(EXPERT.sub(".experts.", name), []).append(t)
+        elif stacked is not None:
+            out.setdefault(stacked, []).append(t)
         else:
             out[name] = t
     return {name: torch.stack(t) if isinstance(t, list) else t for name, t in out.items()}
@@ -231,7 +235,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
     rules = FAMILIES[cfg.hf_model_type].rules_for(cfg)  # first: it refuses what the family cannot hold (needs)
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
-    tensors = _stack_experts(export_state(state_for_saving(model), rules, cfg))
+    tensors = _stack_experts(export_state(state_for_saving(model), rules, cfg), arch.indexed)
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:

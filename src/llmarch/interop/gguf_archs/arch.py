@@ -104,6 +104,10 @@ class Arch:
     # A split whose converter's function gives None for a config is not that config's (Granite 4.0's shared MLP:
     # shared-expert tensors beside experts, the dense FFN's without); reading takes the one whose parts the file has
     split: tuple = ()
+    # (regex on Hugging Face names whose group `row` is an index, the name of the one tensor the converter stacks
+    # them in): tensors stored one per index in Hugging Face's layout and as rows of one in GGUF, as experts are
+    # (StableLM-2-12B's q/k LayerNorm per head, `q_layernorm.norms.{h}` as attn_q_norm (heads, head_dim))
+    indexed: tuple[tuple[str, str], ...] = ()
     # RoPE scaling types beyond none and linear that `fields` reads itself (DeepSeek's YaRN)
     rope_scalings: tuple[str, ...] = ()
     # _metadata writes attention.key_length, value_length and rope.dimension_count from head_dim; False: `write`
