@@ -26,7 +26,7 @@ from llmarch.bench.model import round_times  # noqa: E402
 from llmarch.quant.linear import Int4Linear, Int8Linear  # noqa: E402
 
 
-def contenders(rows: int, n: int, k: int, device: torch.device) -> dict:
+def contenders(rows: int, n: int, k: int, device: torch.device) -> tuple[dict, str | None]:
     torch.manual_seed(0)
     w = torch.randn(n, k, device=device) / k ** 0.5
     x = torch.randn(rows, k, device=device, dtype=torch.bfloat16)

@@ -3,6 +3,7 @@ themselves live in docs/benchmarks.md, not in assertions. (MFU needs a known GPU
 import json
 
 import pytest
+import torch
 
 from llmarch import LlmarchError
 from llmarch.cli import main
@@ -136,3 +137,17 @@ def test_bench_measures_a_checkpoint_as_the_decoding_commands_load_it(tmp_path, 
     code = main(["bench", "--checkpoint", str(tmp_path / "m.q4_0.gguf"), "--quantize", "int8", *small])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "quantized already (int4)" in err[0]
+
+
+def test_the_quantized_copy_keeps_the_schemes_compute_dtype_and_takes_the_models_for_the_rest():
+    """bench --quantize: the copy's norms and embeddings take the model's dtype (a bf16 model against its int4 copy
+    layer for layer), its quantized layers keep bf16 scales (in fp32 the CPU kernels run 10-200x slower)."""
+    import llmarch
+    from llmarch.bench.model import BenchConfig, _quantized_copy
+    from llmarch.quant.linear import Int4Linear
+
+    for dtype in (torch.float32, torch.bfloat16):
+        quant = _quantized_copy(llmarch.build("llama-tiny").to(dtype), BenchConfig(quantize="int4", group_size=32))
+        layers = [m for m in quant.modules() if isinstance(m, Int4Linear)]
+        assert layers and all(m.scale_zeros.dtype == torch.bfloat16 for m in layers)
+        assert quant.blocks[0].ln1.weight.dtype == quant.embed.weight.dtype == dtype

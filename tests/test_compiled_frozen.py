@@ -1,6 +1,10 @@
 """The compiled decode step of a quantized model on CPU freezes its weights (generate/compiled.py): inductor's
 C++ GEMM template packs them once. What freezing must not change: the tokens, and what the graph sees when the
 weights or the cache change under it."""
+import gc
+import importlib
+import weakref
+
 import torch
 from torch._dynamo.utils import counters
 
@@ -83,11 +87,17 @@ def test_a_step_past_the_recompile_limit_starts_a_fresh_copy():
                                llmarch.generate(model, ids, max_new_tokens=3))
         step = model.__dict__["_compiled_decode_step"]
         assert step.shapes == {(3, 64, False), (1, 64, False)}  # tiny: a context of 64
+        old = weakref.ref(step.fn.__wrapped__)
         step.shapes.clear()  # as if the last two shapes had not been counted: dynamo's limit is hit at the call
         ids = torch.randint(0, 128, (2, 4), generator=torch.Generator().manual_seed(5))
         assert torch.equal(llmarch.generate(model, ids, max_new_tokens=3, compile=True),
                            llmarch.generate(model, ids, max_new_tokens=3))
-        assert step.shapes == set()  # the copy the call started has had no setup_cache yet
+        assert step.shapes == {(2, 64, False)}  # the copy the call started has compiled the call's shape
+    # the old copies and their graphs are gone: none in the module's globals (a shared globals dict kept every
+    # graph dynamo compiled), the last copy collected
+    gc.collect()
+    assert old() is None
+    assert not [k for k in vars(importlib.import_module("llmarch.generate.compiled")) if k.startswith("__compiled_fn")]
 
 
 def test_a_fresh_copy_of_a_frozen_step_drops_the_kept_states():

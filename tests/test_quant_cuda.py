@@ -24,7 +24,9 @@ def reference_mm(x, pairs, group_size, scale_zeros):
 
 
 def test_the_cuda_layout_packs_reads_back_and_saves_what_tinygemm_expects(monkeypatch):
-    monkeypatch.setattr(linear, "int4_layout", lambda codes, group_size, dtype: ("cuda", 8))
+    # tinygemm's rule as int4_layout has it, bf16 only, with this CPU standing for the CUDA device
+    monkeypatch.setattr(linear, "int4_layout",
+                        lambda shape, device, group_size, dtype: ("cuda", 8) if dtype == torch.bfloat16 else (None, 0))
     monkeypatch.setattr(linear, "_cuda_convert", lambda pairs, inner: pairs)
     monkeypatch.setattr(linear, "_cuda_mm", reference_mm)
     torch.manual_seed(0)
@@ -40,6 +42,13 @@ def test_the_cuda_layout_packs_reads_back_and_saves_what_tinygemm_expects(monkey
         ref = x @ expected.t()
         assert (layer(x) - ref).norm() / ref.norm() < 5e-3  # bf16 activations and outputs (2-3e-3 here)
 
+    # a cast off bf16 repacks as nibbles (dequantized per call), back onto bf16 as tiles again, the codes unchanged
+    layer.float()
+    assert layer.tiles is None and torch.equal(layer.codes(), codes)
+    layer.bfloat16()
+    assert layer.tiles == "cuda" and torch.equal(layer.codes(), codes)
+    assert layer.to("meta").packed.device.type == "meta"
+    layer = Int4Linear.from_weight(w, None, 32, torch.bfloat16)
     state = layer.state_dict()  # the portable form, whatever the tiles
     monkeypatch.undo()
     on_cpu = Int4Linear(256, 64, False, 32, torch.bfloat16)

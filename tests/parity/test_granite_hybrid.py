@@ -50,3 +50,20 @@ def test_logits_generation_and_round_trip(case, tmp_path):
 def test_what_llmarch_cannot_hold_is_named(change, problem):
     with pytest.raises(LlmarchError, match=problem):
         hf_model_config({**BASE, "model_type": "granitemoehybrid", **change})
+
+
+def test_to_hf_refuses_what_granite_4_cannot_compute(tmp_path):
+    """What transformers' GraniteMoeHybrid would compute otherwise is refused before anything is written."""
+    from llmarch.interop import to_hf
+
+    torch.manual_seed(0)
+    hf = transformers.GraniteMoeHybridForCausalLM(transformers.GraniteMoeHybridConfig(**BASE))
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    for change, problem in ((dict(sliding_window=8), "sliding_window=None"), (dict(embed_scale=True), "embed_scale"),
+                            (dict(attn_softcap=30.0), "attn_softcap=None")):
+        ours.config = ours.config.replace(**change)
+        with pytest.raises(LlmarchError, match=problem):
+            to_hf(ours, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+        ours.config = from_hf(tmp_path / "hf").config

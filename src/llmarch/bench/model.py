@@ -230,6 +230,8 @@ def _quantized_copy(model, bc: BenchConfig):
     import copy
 
     from ..quant import Scheme, quantize
+    from ..quant.experts import QuantExperts
+    from ..quant.linear import Int4Linear, Int8Embedding, Int8Linear
     from ..transforms import for_cpu_decoding
 
     calibration = None
@@ -242,8 +244,16 @@ def _quantized_copy(model, bc: BenchConfig):
     quant = quantize(copy.deepcopy(model).float(), bc.quantize, group_size=bc.group_size, calibration=calibration)
     # quantized from fp32 weights; what stays float (norms, embeddings, the KV cache) then takes the model's
     # dtype, so that a bf16 model's quantized copy is compared with it layer for layer (on CUDA: no fp32 casts
-    # around each quantized layer)
-    quant.to(next(model.parameters()).dtype)
+    # around each quantized layer). Not the quantized layers: their scales' dtype is the scheme's compute dtype
+    dtype = next(model.parameters()).dtype
+    quantized = (Int4Linear, Int8Linear, Int8Embedding, QuantExperts)
+    for module in quant.modules():
+        if not isinstance(module, quantized):
+            for name, p in module.named_parameters(recurse=False):
+                p.data = p.data.to(dtype)
+            for name, b in module.named_buffers(recurse=False):
+                if b is not None and b.is_floating_point():
+                    module._buffers[name] = b.to(dtype)
     for_cpu_decoding(quant)
     return quant.eval()
 

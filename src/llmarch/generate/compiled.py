@@ -64,12 +64,21 @@ class CompiledStep:
         self.version = None  # frozen: the sum of the weights' version counters the step was compiled at
         self.digest = ""  # frozen: the digest of the weights the step was compiled at (weights_key)
         self.shapes: set = set()  # (batch, max_len, masked) the present copy of the step has had (setup_cache)
+        self.shape = None  # the last of them
+
+    def _drop(self) -> None:
+        """Forget the present copy and its graphs. Dynamo keeps a copy's compiled graphs on its code object and in
+        its globals (`__compiled_fn_*`): reset_code clears the first, and each copy's own globals dict goes with
+        it (a shared one kept every graph ever compiled, and, frozen, the weights each had packed)."""
+        if self.fn is not None:
+            torch._dynamo.reset_code(self.fn.__wrapped__.__code__)
+        self.fn, self.shapes = None, set()
 
     def _compile(self, digest: str = "") -> None:
         """A compiled copy of _step with its own code object: dynamo keeps compiled graphs, and counts recompiles
         against its limit of 8 (an error under fullgraph), per code object, and one shared by every model's step
         ran out within one test session. Frozen: `digest` is the weights' (weights_key)."""
-        self.shapes = set()
+        self._drop()
         cuda = next(self.model.parameters()).device.type == "cuda"
         options = None if cuda else {"cpp_wrapper": True}
         if self.frozen:
@@ -79,7 +88,7 @@ class CompiledStep:
             # that changes nothing but whose uuid is a digest of the weights puts their values in the key.
             options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN",
                            post_grad_custom_post_pass=weights_key(digest))
-        step = types.FunctionType(_step.__code__.replace(), _step.__globals__, _step.__name__)
+        step = types.FunctionType(_step.__code__.replace(), dict(_step.__globals__), _step.__name__)
         self.fn = torch.compile(step, fullgraph=True, dynamic=False, options=options,
                                 mode="reduce-overhead" if cuda else None)
 
@@ -99,8 +108,9 @@ class CompiledStep:
         model = self.model
         w = next(model.parameters())
         key = (batch, max_len, w.dtype, w.device)
-        if (batch, max_len, masked) not in self.shapes and len(self.shapes) >= torch._dynamo.config.recompile_limit:
-            self.fn = None
+        self.shape = (batch, max_len, masked)
+        if self.shape not in self.shapes and len(self.shapes) >= torch._dynamo.config.recompile_limit:
+            self._drop()
             self.states.clear()  # kept for graphs that guard them: those go, and so would the memory they hold
         kept = self.states.get(key) if self.frozen else None
         if kept is None:
@@ -110,7 +120,8 @@ class CompiledStep:
                 if all(isinstance(s, nn.Module) and getattr(s, "by_slot", False) for s in kept):
                     self.states[key] = kept
                 else:
-                    self.frozen, self.fn = False, None
+                    self.frozen = False
+                    self._drop()
         else:
             for state in kept:
                 for t in state.buffers():
@@ -126,14 +137,16 @@ class CompiledStep:
             if self.fn is None or version != self.version:
                 self.version, self.digest = version, digest(weights)
                 self._compile(self.digest)
-        self.shapes.add((batch, max_len, masked))
+        self.shapes.add(self.shape)
 
     def __call__(self, tok: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         try:
             return self._call(tok, slot, mask)
         except torch._dynamo.exc.FailOnRecompileLimitHit:
-            # over the limit for a reason setup_cache does not count (a guard on something else): a fresh copy
+            # over the limit for a reason setup_cache does not count (a guard on something else): a fresh copy,
+            # which compiles this call's shape (its kept states stay: this call decodes in them)
             self._compile(self.digest)
+            self.shapes.add(self.shape)
             return self._call(tok, slot, mask)
 
     def _call(self, tok: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -7,8 +7,8 @@ Programs V"), each a ModelConfig field:
   config's default is 1.0, so a Granite config without one does not scale its scores at all);
 - `residual_multiplier`: each sublayer's output times it before the residual add (residual_multiplier);
 - `logits_scaling`: the logits divided by it (logit_divisor).
-Granite MoE (`granitemoe`) is granite_moe.py; `granitemoeshared` and the Mamba hybrids (`granitemoehybrid`) are
-not read."""
+Granite MoE (`granitemoe`) is granite_moe.py and Granite 4.0's Mamba hybrids (`granitemoehybrid`) granite_hybrid.py;
+`granitemoeshared` is not read."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -17,7 +17,7 @@ from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES, llama_like_config, llama_like_hf
 
 # what transformers' GraniteForCausalLM computes, beyond the shape fields and the four scalars
-_NEEDS = dict(norm="rmsnorm", norm_placement="pre", final_norm=True, block="sequential", positions="rope",
+NEEDS = dict(norm="rmsnorm", norm_placement="pre", final_norm=True, block="sequential", positions="rope",
               rope_fraction=1.0, qk_norm="none", attn_output_gate=False, attn_sinks=False, embed_scale=False,
               embed_norm=False, head_scale=False, head_bias=False, head_transform=False, attn_softcap=None,
               final_softcap=None, sliding_window=None, attention="full", n_experts=0, mixer="attention",
@@ -25,11 +25,11 @@ _NEEDS = dict(norm="rmsnorm", norm_placement="pre", final_norm=True, block="sequ
 _FFNS = ("swiglu", "geglu", "geglu_tanh")  # gate_proj's activation silu, gelu, gelu_pytorch_tanh
 
 
-def unexpressible(cfg: ModelConfig, needs: dict = _NEEDS) -> str | None:
+def unexpressible(cfg: ModelConfig, needs: dict = NEEDS) -> str | None:
     """What of `cfg` transformers' Granite (or, with its `needs`, Granite MoE) cannot compute, or None."""
     wrong = next((k for k, v in needs.items() if getattr(cfg, k) != v), None)
     if wrong:
-        return f"{wrong}={_NEEDS[wrong]!r}"
+        return f"{wrong}={needs[wrong]!r}"
     if cfg.ffn not in _FFNS:
         return f"a gated ffn ({', '.join(_FFNS)}), not {cfg.ffn!r}"
     if cfg.bias != cfg.qkv_bias:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .granite import scalars, scalars_hf
+from .granite import NEEDS, scalars, scalars_hf, unexpressible
 from .granite_moe import RULES as MOE_RULES
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, rope_parameters
@@ -43,15 +43,17 @@ def _layer_types(hf: dict) -> list[str]:
 
 
 def _ffn(hf: dict) -> dict:
-    """The shared MLP alone (a dense FFN), or a mixture with it as ungated shared experts."""
+    """The shared MLP alone (a dense FFN), or a mixture with it as ungated shared experts (transformers' defaults
+    where config.json has no count: 8 experts)."""
     shared = int(hf.get("shared_intermediate_size", 1024))
-    if not hf.get("num_local_experts"):
+    if not hf.get("num_local_experts", 8):
         return dict(ffn_hidden=shared)
     width = int(hf["intermediate_size"])
     if shared % width:
         raise LlmarchError(f"granitemoehybrid: shared_intermediate_size={shared} is not a multiple of "
                            f"intermediate_size={width} (llmarch's shared experts are expert-wide)")
-    return dict(ffn_hidden=width, expert_hidden=width, n_shared_experts=shared // width, **moe_fields(hf))
+    return dict(ffn_hidden=width, expert_hidden=width, n_shared_experts=shared // width,
+                **moe_fields({"num_local_experts": 8, **hf}))
 
 
 def _mamba(hf: dict) -> dict:
@@ -117,4 +119,12 @@ def from_config(cfg: ModelConfig) -> dict:
     return out
 
 
-FAMILIES.register("granitemoehybrid")(Family(RULES, to_config, from_config, IGNORE))
+# what transformers' GraniteMoeHybrid computes beyond its layer types, positions and FFN (from_config checks those)
+_HYBRID_NEEDS = {k: v for k, v in NEEDS.items() if k not in ("mixer", "layer_types", "positions", "n_experts")}
+
+
+def _unexpressible(cfg: ModelConfig) -> str | None:
+    return unexpressible(cfg, _HYBRID_NEEDS)
+
+
+FAMILIES.register("granitemoehybrid")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))

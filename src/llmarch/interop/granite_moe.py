@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .granite import _NEEDS, scalars, scalars_hf, unexpressible
+from .granite import NEEDS, scalars, scalars_hf, unexpressible
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
 from .mapping import Rule
@@ -24,7 +24,7 @@ RULES = [r for r in LLAMA_RULES if ".mlp." not in r.ours] + [
 # transformers 5's names for the same stacked tensors in memory (PEFT's target_parameters)
 STACKED = [Rule.of(_MOE + "experts.gate_up_proj", "blocks.{i}.mlp.experts.gate_up"),
            Rule.of(_MOE + "experts.down_proj", "blocks.{i}.mlp.experts.down")]
-_MOE_NEEDS = {k: v for k, v in _NEEDS.items() if k != "n_experts"}
+_MOE_NEEDS = {k: v for k, v in NEEDS.items() if k != "n_experts"}
 
 
 def _unexpressible(cfg: ModelConfig) -> str | None:

@@ -61,15 +61,16 @@ def _cuda_pack(codes: torch.Tensor, inner_k_tiles: int) -> torch.Tensor:
     return _cuda_convert(pairs.contiguous(), inner_k_tiles)
 
 
-def int4_layout(codes: torch.Tensor, group_size: int, dtype: torch.dtype) -> tuple[str | None, int]:
-    """Whose kernel holds an (N, K) int4 weight on the codes' device, and (CUDA) in how many inner K tiles:
-    ("cpu", 1) on a CPU; ("cuda", 8, 4 or 2) where tinygemm can (bf16 only, compute capability 8.0 on: its
-    tensor-core tiles; N a multiple of 8, K of 32, groups of 32 to 256); else (None, 0), the nibbles."""
-    N, K = codes.shape
-    if codes.device.type == "cpu":
+def int4_layout(shape: tuple[int, int], device: torch.device, group_size: int,
+                dtype: torch.dtype) -> tuple[str | None, int]:
+    """Whose kernel holds an (N, K) int4 weight on `device` with scales of `dtype`, and (CUDA) in how many inner K
+    tiles: ("cpu", 1) on a CPU; ("cuda", 8, 4 or 2) where tinygemm can (bf16 only, compute capability 8.0 on:
+    its tensor-core tiles; N a multiple of 8, K of 32, groups of 32 to 256); else (None, 0), the nibbles."""
+    N, K = shape
+    if device.type == "cpu":
         return "cpu", 1
-    if (codes.device.type != "cuda" or dtype != torch.bfloat16 or N % 8 or group_size not in (32, 64, 128, 256)
-            or torch.cuda.get_device_capability(codes.device)[0] < 8):
+    if (device.type != "cuda" or dtype != torch.bfloat16 or N % 8 or group_size not in (32, 64, 128, 256)
+            or torch.cuda.get_device_capability(device)[0] < 8):
         return None, 0
     inner = next((t for t in (8, 4, 2) if K % (16 * t) == 0), 0)
     return ("cuda" if inner else None), inner
@@ -229,7 +230,7 @@ class Int4Linear(nn.Module):
     def set_codes(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> None:
         """codes (N, K) in [0, 15], scales and zeros (N, K/G): into the in-memory form for this device."""
         dtype = self.scale_zeros.dtype
-        self.tiles, inner = int4_layout(codes, self.group_size, dtype)
+        self.tiles, inner = int4_layout(tuple(codes.shape), codes.device, self.group_size, dtype)
         if self.tiles == "cpu":
             self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), inner)
         elif self.tiles == "cuda":
@@ -252,14 +253,19 @@ class Int4Linear(nn.Module):
         unit = torch.tensor([1.0, 8.0], dtype=torch.bfloat16, device=self.packed.device)
         return self._rows_of_eye(0, K, unit.expand(K // G, self.out_features, 2).contiguous()).round().to(torch.uint8)
 
-    def _rows_of_eye(self, start: int, stop: int, scale_zeros: torch.Tensor) -> torch.Tensor:
+    def _rows_of_eye(self, start: int, stop: int, scale_zeros: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """W[:, start:stop] (N, stop - start) through the kernel, with these scales and zeros: rows start..stop
-        of the identity times W^T (as costly as a (stop - start)-token forward)."""
-        rows = torch.arange(stop - start, device=self.packed.device)
-        eye = torch.zeros(stop - start, self.in_features, dtype=scale_zeros.dtype, device=self.packed.device)
-        eye[rows, rows + start] = 1
+        of the identity times W^T (as costly as a (stop - start)-token forward), `chunk` rows of it at a time (a
+        whole identity of a 14336-wide layer would be 411 MB in bf16)."""
         mm = _cuda_mm if self.tiles == "cuda" else torch.ops.aten._weight_int4pack_mm_for_cpu
-        return mm(eye, self.packed, self.group_size, scale_zeros).t()
+        parts = []
+        for first in range(start, stop, chunk):
+            n = min(chunk, stop - first)
+            eye = torch.zeros(n, self.in_features, dtype=scale_zeros.dtype, device=self.packed.device)
+            rows = torch.arange(n, device=self.packed.device)
+            eye[rows, rows + first] = 1
+            parts.append(mm(eye, self.packed, self.group_size, scale_zeros))
+        return torch.cat(parts).t()
 
     def dequantized(self) -> torch.Tensor:
         sz = self.scale_zeros.transpose(0, 1)
@@ -274,8 +280,8 @@ class Int4Linear(nn.Module):
             return _cuda_mm(x, b["packed"], self.group_size, b["scale_zeros"])
         if self.tiles == "cuda":
             # tinygemm's time grows with the rows (it is built for decoding's few), and its tiles have no reader
-            # here: past K rows (a long prompt, QLoRA's forward) the weights read through it as K rows of the
-            # identity, then one GEMM, cost less than the rows themselves
+            # here: past K rows (a long prompt, QLoRA's forward) the layer reads its weights through it as K rows
+            # of the identity, then runs one GEMM; a heuristic, with the break-even unmeasured (gpu.sh)
             return F.linear(x, self._rows_of_eye(0, self.in_features, b["scale_zeros"]))
         return F.linear(x, self.dequantized().to(x.dtype))
 
@@ -293,10 +299,12 @@ class Int4Linear(nn.Module):
     def _apply(self, fn, recurse=True):
         """Module.to and the like. A move to another device repacks the codes for that device's kernel (tiles
         are one kernel's own, and the CUDA ones can only be read on CUDA): read here, packed there; so does a
-        cast of CUDA tiles' scales off bf16, the only dtype tinygemm takes."""
+        cast that changes which kernel holds the layer (tinygemm takes bf16 scales only)."""
         before, dtype = self.packed.device, self.scale_zeros.dtype
         after = fn(torch.empty(0, dtype=dtype, device=before))  # where fn sends this layer's scales
-        if before.type == "meta" or after.device == before and (after.dtype == dtype or self.tiles != "cuda"):
+        shape, G = (self.out_features, self.in_features), self.group_size
+        if before.type == "meta" or after.device == before and \
+                int4_layout(shape, after.device, G, after.dtype)[0] == self.tiles:
             return super()._apply(fn, recurse)
         codes = self.codes()
         super()._apply(fn, recurse)
@@ -325,8 +333,10 @@ class Int4Linear(nn.Module):
         if missing:
             missing_keys.extend(missing)
             return
-        self.set_codes(unpack_nibbles(state_dict[prefix + "qweight"]), state_dict[prefix + "scales"],
-                       state_dict[prefix + "zeros"])
+        # onto this layer's device (a CPU state dict into a layer on CUDA); a layer on meta takes the tensors'
+        device = None if self.packed.device.type == "meta" else self.packed.device
+        codes, scales, zeros = (state_dict[prefix + n].to(device) for n in ("qweight", "scales", "zeros"))
+        self.set_codes(unpack_nibbles(codes), scales, zeros)
         if self.bias is not None:
             self.bias = state_dict[prefix + "bias"]
 

@@ -161,17 +161,12 @@ def _has_experts(hf: dict) -> bool:
     return bool(hf.get("num_local_experts"))
 
 
-def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    gate, up = t.chunk(2, dim=-2)
-    return gate.contiguous(), up.contiguous()
-
-
 _SHARED_IN = r"\.shared_mlp\.input_linear\.weight$"
 _HYBRID_SPLIT = _SPLIT + (
     (_SHARED_IN, (".mlp.shared_expert.gate_proj.weight", ".mlp.shared_expert.up_proj.weight"),
-     lambda t, hf: _halves(t) if _has_experts(hf) else None, _join_gate_up),
+     lambda t, hf: _split_gate_up(t, hf) if _has_experts(hf) else None, _join_gate_up),
     (_SHARED_IN, (".mlp.gate_proj.weight", ".mlp.up_proj.weight"),
-     lambda t, hf: None if _has_experts(hf) else _halves(t), _join_gate_up),
+     lambda t, hf: None if _has_experts(hf) else _split_gate_up(t, hf), _join_gate_up),
     # without experts the shared MLP's down projection is the dense ffn_down (else the map's ffn_down_shexp)
     (r"\.shared_mlp\.output_linear\.weight$", (".mlp.down_proj.weight",),
      lambda t, hf: None if _has_experts(hf) else (t,), lambda parts, hf: parts[0]),
