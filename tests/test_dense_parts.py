@@ -150,7 +150,7 @@ def test_longrope_picks_the_factor_set_by_the_longest_sequence():
     (dict(positions="alibi", causal=False), "positions='alibi' needs causal=True"),
     (dict(positions="rope", alibi_scale=0.5), "alibi_scale and alibi_bf16 go with positions='alibi'"),
     (dict(positions="alibi", alibi_scale=0.0), "alibi_scale must be positive"),
-    (dict(qk_norm="rms"), "unknown qk_norm 'rms'; choose one of: none, head, proj"),
+    (dict(qk_norm="rms"), "unknown qk_norm 'rms'; choose one of: none, head, per_head, proj"),
     (dict(qk_norm="proj", attention="lsh", n_kv_heads=6), "qk_norm='proj' needs a key projection"),
     (dict(norm_placement="sandwiched"), "unknown norm_placement 'sandwiched'"),
     (dict(norm_placement="res_post", block="parallel"), "block='parallel' needs norm_placement='pre'"),
