@@ -19,7 +19,7 @@ from .layers.positions import ROPE_SCALINGS
 HEADS = ("classify", "embed", "lm", "tokens")
 POOLINGS = ("none", "cls", "mean", "last")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
-            "ssm_dt_rank")
+            "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head", "per_head", "proj")
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
@@ -113,6 +113,9 @@ class ModelConfig:
     experts_per_token: int = 2  # top-k of the router (Mixtral 2, Switch 1)
     expert_hidden: int | None = None  # hidden width of each expert; None: ffn_hidden
     n_shared_experts: int = 0  # experts every token passes through, unweighted (DeepSeekMoE)
+    # the shared experts' one fused MLP's width; None: n_shared_experts * expert_hidden (Granite 4.0's shared MLP
+    # and Qwen2-MoE's shared expert need not be a multiple of the experts' width)
+    shared_hidden: int | None = None
     shared_expert_gate: bool = False  # the shared experts' output times sigmoid(x w) per token (Qwen3-Next)
     router_scoring: str = "softmax"  # expert scores: softmax over experts (Mixtral, DeepSeek-V2) or sigmoid (V3)
     router_scale: float = 1.0  # routed experts' weights times this (DeepSeek routed_scaling_factor)
@@ -214,6 +217,8 @@ class ModelConfig:
             self.attention = "full" if self.sliding_window is None else "sliding_window"
         if self.expert_hidden is None:
             self.expert_hidden = self.ffn_hidden
+        if self.shared_hidden is None:
+            self.shared_hidden = self.n_shared_experts * self.expert_hidden
         if self.ssm_dt_rank is None:
             self.ssm_dt_rank = -(-self.d_model // 16)
         self.validate()

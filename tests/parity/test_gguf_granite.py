@@ -136,14 +136,15 @@ HYBRID = dict(vocab_size=272, hidden_size=64, num_hidden_layers=3, num_attention
               mamba_expand=2, mamba_chunk_size=8, tie_word_embeddings=True, max_position_embeddings=128)
 
 
-@pytest.mark.parametrize("experts", [4, 0], ids=["moe", "dense"])
-def test_granite_hybrid_gguf_round_trip_and_llama_cpp(experts, tmp_path):
+@pytest.mark.parametrize("experts,shared", [(4, 96), (0, 96), (4, 100)], ids=["moe", "dense", "moe-shared-100"])
+def test_granite_hybrid_gguf_round_trip_and_llama_cpp(experts, shared, tmp_path):
     """Granite 4.0 as llama.cpp's granitehybrid: Mamba-2 and attention layers told apart by the per-layer KV-head
     count, RoPE switched off, the shared MLP as shared-expert tensors beside experts or as the dense FFN's; read
-    back to equal logits and decoded by llama.cpp (where installed) to llmarch's tokens."""
+    back to equal logits and decoded by llama.cpp (where installed) to llmarch's tokens; a shared MLP whose width is
+    not a multiple of the experts' too."""
     torch.manual_seed(0)
     hf = transformers.GraniteMoeHybridForCausalLM(transformers.GraniteMoeHybridConfig(
-        **{**HYBRID, "num_local_experts": experts}))
+        **{**HYBRID, "num_local_experts": experts, "shared_intermediate_size": shared}))
     model = perturbed_from_hf(hf, tmp_path / "hf")
     path = tmp_path / "x.gguf"
     to_gguf(model, path, "f32", ByteTokenizer())
@@ -153,8 +154,9 @@ def test_granite_hybrid_gguf_round_trip_and_llama_cpp(experts, tmp_path):
     assert reader.fields["granitehybrid.rope.scaling.finetuned"].contents() is False
     names = {t.name for t in reader.tensors}
     assert {"blk.0.ssm_in.weight", "blk.1.attn_q.weight"} <= names and "blk.1.ssm_in.weight" not in names
-    shared = {"blk.0.ffn_gate_shexp.weight", "blk.0.ffn_down_shexp.weight"}
-    assert shared <= names if experts else ("blk.0.ffn_gate.weight" in names and not shared & names)
+    shexp = {"blk.0.ffn_gate_shexp.weight", "blk.0.ffn_down_shexp.weight"}
+    assert shexp <= names if experts else ("blk.0.ffn_gate.weight" in names and not shexp & names)
     cfg = gguf_reads_back(path, model).config
     assert [cfg.layer_mixer(i) for i in range(3)] == ["mamba2", "attention", "mamba2"]
     assert (cfg.hf_model_type, cfg.n_experts, cfg.positions) == ("granitemoehybrid", experts, "none")
+    assert cfg.shared_hidden == (shared if experts else 0)  # a shared MLP of 100 beside experts of 48: its own width

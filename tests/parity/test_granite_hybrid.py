@@ -24,7 +24,9 @@ BASE = dict(vocab_size=128, hidden_size=64, num_hidden_layers=3, num_attention_h
             position_embedding_type="nope", mamba_n_heads=8, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4,
             mamba_expand=2, mamba_chunk_size=8, tie_word_embeddings=True)
 CASES = {"moe-nope-tied": {},
-         "dense-rope-untied": dict(num_local_experts=0, position_embedding_type="rope", tie_word_embeddings=False)}
+         "dense-rope-untied": dict(num_local_experts=0, position_embedding_type="rope", tie_word_embeddings=False),
+         # a shared MLP of 100, not a multiple of the experts' 48: one of its own width (shared_hidden)
+         "moe-shared-100": dict(shared_intermediate_size=100)}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -35,14 +37,14 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     hf.generation_config.eos_token_id = None
     cfg = ours.config
     assert [cfg.layer_mixer(i) for i in range(3)] == ["mamba2", "attention", "mamba2"]
-    assert (cfg.n_experts, cfg.n_shared_experts) == ((4, 2) if "moe" in case else (0, 0))
+    shared = {"moe-nope-tied": (4, 2, 96), "moe-shared-100": (4, 1, 100), "dense-rope-untied": (0, 0, 0)}[case]
+    assert (cfg.n_experts, cfg.n_shared_experts, cfg.shared_hidden) == shared
     assert cfg.positions == ("rope" if "rope" in case else "none") and cfg.residual_multiplier == 0.22
     assert_matches_transformers(hf, ours, "GraniteMoeHybridForCausalLM", tmp_path)
     assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
 
 
 @pytest.mark.parametrize("change,problem", [
-    (dict(shared_intermediate_size=100), "shared_intermediate_size=100 is not a multiple"),
     (dict(layer_types=["mamba", "sliding", "mamba"]), "unknown layer type 'sliding'"),
     (dict(time_step_limit=[0.0, 10.0]), "time_step_limit"),
     (dict(attention_bias=True), "attention_bias=True"),

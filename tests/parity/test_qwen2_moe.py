@@ -27,6 +27,8 @@ CASES = {
     "sparse-step-sliding": dict(num_hidden_layers=4, decoder_sparse_step=2, mlp_only_layers=[0, 1],
                                 norm_topk_prob=True, tie_word_embeddings=True, shared_expert_intermediate_size=32,
                                 use_sliding_window=True, sliding_window=8, layer_types=["sliding_attention"] * 4),
+    # a shared expert of 48, not a multiple of the experts' 32: one shared MLP of its own width (shared_hidden)
+    "shared-48": dict(shared_expert_intermediate_size=48),
 }
 
 
@@ -55,10 +57,11 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     ours = from_hf(tmp_path / "hf")
     cfg = ours.config
     assert cfg.qkv_bias and not cfg.bias and cfg.shared_expert_gate
-    assert cfg.n_shared_experts * cfg.expert_hidden == hf.config.shared_expert_intermediate_size
-    assert [cfg.is_moe_layer(i) for i in range(cfg.n_layers)] == \
-        ([True, True] if case == "qwen1.5" else [False, False, False, True])
-    assert cfg.sliding_window == (None if case == "qwen1.5" else 8)
+    assert cfg.shared_hidden == hf.config.shared_expert_intermediate_size
+    assert cfg.n_shared_experts == (1 if case == "shared-48" else cfg.shared_hidden // cfg.expert_hidden)
+    sparse = case == "sparse-step-sliding"
+    assert [cfg.is_moe_layer(i) for i in range(cfg.n_layers)] == ([False, False, False, True] if sparse else [True] * 2)
+    assert cfg.sliding_window == (8 if sparse else None)
     ids, mask, generated = assert_matches_transformers(hf, ours, "Qwen2MoeForCausalLM", tmp_path)
     full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
     with torch.no_grad():  # cached decoding (generate) equals the whole forward, recomputed without a cache
@@ -68,7 +71,6 @@ def test_logits_generation_and_round_trip(case, tmp_path):
 
 
 @pytest.mark.parametrize("changes,key", [
-    (dict(shared_expert_intermediate_size=48), "shared_expert_intermediate_size=48"),  # not 32's multiple
     (dict(num_hidden_layers=3, mlp_only_layers=[1]), r"mlp_only_layers=\[1\]"),  # not a prefix
     (dict(use_sliding_window=True, sliding_window=8, num_hidden_layers=2), "use_sliding_window"),  # layer 0 only
 ])

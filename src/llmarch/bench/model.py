@@ -302,7 +302,7 @@ def dense_twin(cfg: ModelConfig) -> ModelConfig:
                            "against its dense twin")
     if cfg.moe_period != 1:
         raise LlmarchError("--vs-dense needs every FFN a mixture (moe_period 1)")
-    hidden = cfg.experts_per_token * cfg.expert_hidden + cfg.n_shared_experts * cfg.expert_hidden
+    hidden = cfg.experts_per_token * cfg.expert_hidden + (cfg.shared_hidden if cfg.n_shared_experts else 0)
     return cfg.replace(name=f"{cfg.name} dense twin", n_experts=0, n_shared_experts=0, ffn_hidden=hidden)
 
 

@@ -6,7 +6,8 @@ four scalars (granite.py) on every layer whatever its mixer, and an FFN that is 
 (`shared_mlp.input_linear` (2S, C), gate rows first, and `output_linear`) plus, where num_local_experts > 0, a
 mixture of experts as Granite MoE's (granite_moe.py) whose output is added to the shared MLP's. In llmarch that is a
 configuration: layer_types with a "mamba2" mixer override, and the shared MLP as n_shared_experts ungated experts
-(so shared_intermediate_size must be a multiple of the experts' width), or, without experts, the dense FFN."""
+(expert-wide ones where shared_intermediate_size is a multiple of the experts' width, else one of its own width,
+shared_hidden), or, without experts, the dense FFN."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -17,7 +18,7 @@ from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, rope_parameters
 from .mamba import MAMBA2_TENSORS
 from .mapping import Rule
-from .mixtral import moe_fields
+from .mixtral import moe_fields, shared_fields
 
 _L = "model.layers.{i}."
 _SHARED = _L + "shared_mlp."
@@ -49,10 +50,7 @@ def _ffn(hf: dict) -> dict:
     if not hf.get("num_local_experts", 8):
         return dict(ffn_hidden=shared)
     width = int(hf["intermediate_size"])
-    if shared % width:
-        raise LlmarchError(f"granitemoehybrid: shared_intermediate_size={shared} is not a multiple of "
-                           f"intermediate_size={width} (llmarch's shared experts are expert-wide)")
-    return dict(ffn_hidden=width, expert_hidden=width, n_shared_experts=shared // width,
+    return dict(ffn_hidden=width, expert_hidden=width, **shared_fields(shared, width),
                 **moe_fields({"num_local_experts": 8, **hf}))
 
 
@@ -98,7 +96,7 @@ def from_config(cfg: ModelConfig) -> dict:
                            "an ungated shared MLP")
     experts = dict(num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
                    intermediate_size=cfg.expert_hidden, router_aux_loss_coef=cfg.router_aux_loss_weight,
-                   shared_intermediate_size=cfg.n_shared_experts * cfg.expert_hidden) if cfg.n_experts else \
+                   shared_intermediate_size=cfg.shared_hidden) if cfg.n_experts else \
         dict(num_local_experts=0, intermediate_size=cfg.ffn_hidden, shared_intermediate_size=cfg.ffn_hidden)
     inner = cfg.ssm_expand * cfg.d_model
     out = dict(architectures=["GraniteMoeHybridForCausalLM"], model_type="granitemoehybrid",

@@ -31,6 +31,15 @@ def moe_fields(hf: dict) -> dict:
                 router_jitter=float(hf.get("router_jitter_noise", 0.0)))
 
 
+def shared_fields(shared: int, width: int) -> dict:
+    """A shared MLP of width `shared` beside experts of `width`: n_shared_experts expert-wide ones where it is a
+    multiple, else one of its own width (shared_hidden)."""
+    if not shared:
+        return {}
+    return dict(n_shared_experts=shared // width) if shared % width == 0 else dict(n_shared_experts=1,
+                                                                                 shared_hidden=shared)
+
+
 def moe_hf(cfg: ModelConfig) -> dict:
     return dict(num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
                 router_aux_loss_coef=cfg.router_aux_loss_weight, router_jitter_noise=cfg.router_jitter)

@@ -5,10 +5,10 @@ elsewhere): a softmax router picks num_experts_per_tok experts (top-k weights re
 plus one shared expert of width shared_expert_intermediate_size whose output every token gets, scaled by
 sigmoid(x w) (shared_expert_gate, a 1-output linear).
 
-In llmarch the shared expert is n_shared_experts expert-wide ones fused into one MLP (layers/moe.py), so
-shared_expert_intermediate_size must be a multiple of moe_intermediate_size (it is 4x in Qwen1.5-MoE-A2.7B, 8x
-in Qwen2-57B-A14B); dense layers are the first moe_dense_first and those off the step, so mlp_only_layers must be
-a prefix 0..k-1. Other variants are refused in one line naming the key."""
+In llmarch the shared expert is n_shared_experts expert-wide ones fused into one MLP (layers/moe.py; 4 in
+Qwen1.5-MoE-A2.7B, 8 in Qwen2-57B-A14B), or one of shared_hidden where the width is not a multiple of the
+experts'; dense layers are the first moe_dense_first and those off the step, so mlp_only_layers must be a prefix
+0..k-1. Other variants are refused in one line naming the key."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -16,7 +16,7 @@ from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
 from .mapping import Rule
-from .mixtral import STACKED
+from .mixtral import STACKED, shared_fields
 
 _L = "model.layers.{i}.mlp."
 RULES = LLAMA_RULES + [
@@ -45,15 +45,15 @@ def _moe(hf: dict) -> dict:
         return {}
     step, width = int(hf.get("decoder_sparse_step", 1)), hf["moe_intermediate_size"]
     shared = int(hf.get("shared_expert_intermediate_size", 0))
-    if shared <= 0 or shared % width:
-        raise LlmarchError(f"qwen2_moe: shared_expert_intermediate_size={shared} is not a positive multiple of "
-                           f"moe_intermediate_size={width} (llmarch's shared experts are expert-wide)")
+    if shared <= 0:
+        raise LlmarchError(f"qwen2_moe: shared_expert_intermediate_size={shared}: llmarch's Qwen2-MoE has a shared "
+                           "expert")
     dense = sorted(hf.get("mlp_only_layers") or [])
     if dense != list(range(len(dense))):
         raise LlmarchError(f"qwen2_moe: mlp_only_layers={dense} is not supported (llmarch's dense layers are the "
                            "first k, [0 .. k-1], and those off decoder_sparse_step)")
     return dict(n_experts=experts, experts_per_token=int(hf.get("num_experts_per_tok", 4)), expert_hidden=width,
-                moe_period=step, moe_offset=step - 1, moe_dense_first=len(dense), n_shared_experts=shared // width,
+                moe_period=step, moe_offset=step - 1, moe_dense_first=len(dense), **shared_fields(shared, width),
                 shared_expert_gate=True, router_renormalize=bool(hf.get("norm_topk_prob", False)),
                 router_aux_loss_weight=float(hf.get("router_aux_loss_coef", 0.0)))
 
@@ -79,7 +79,7 @@ def from_config(cfg: ModelConfig) -> dict:
                                "shared_expert_gate)")
         moe = dict(num_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
                    moe_intermediate_size=cfg.expert_hidden,
-                   shared_expert_intermediate_size=cfg.n_shared_experts * cfg.expert_hidden,
+                   shared_expert_intermediate_size=cfg.shared_hidden,
                    decoder_sparse_step=cfg.moe_period, mlp_only_layers=list(range(cfg.moe_dense_first)),
                    norm_topk_prob=cfg.router_renormalize, router_aux_loss_coef=cfg.router_aux_loss_weight)
     if cfg.sliding_window is not None:  # on every layer (transformers' default slides every other)

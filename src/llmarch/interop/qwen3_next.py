@@ -14,7 +14,7 @@ from ..layers.gated_deltanet import delta_shape
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, llama_like_hf
 from .mapping import Rule
-from .mixtral import moe_fields
+from .mixtral import moe_fields, shared_fields
 from .qwen3_moe import RULES as QWEN3_MOE_RULES
 
 _L = "model.layers.{i}."
@@ -45,10 +45,7 @@ def _moe(hf: dict) -> dict:
         raise LlmarchError("Qwen3-Next with mlp_only_layers is not supported (use decoder_sparse_step)")
     step, width, shared = int(hf.get("decoder_sparse_step", 1)), hf["moe_intermediate_size"], \
         int(hf.get("shared_expert_intermediate_size", 0))
-    if shared % width:
-        raise LlmarchError(f"qwen3_next: shared_expert_intermediate_size={shared} is not a multiple of "
-                           f"moe_intermediate_size={width} (llmarch's shared experts are expert-wide)")
-    return dict(expert_hidden=width, moe_period=step, moe_offset=step - 1, n_shared_experts=shared // width,
+    return dict(expert_hidden=width, moe_period=step, moe_offset=step - 1, **shared_fields(shared, width),
                 shared_expert_gate=shared > 0, router_renormalize=bool(hf.get("norm_topk_prob", True)),
                 **moe_fields(hf))
 
@@ -82,8 +79,8 @@ def from_config(cfg: ModelConfig) -> dict:
                            "with a gated shared expert (or none)")
     K, H, dk, dv = delta_shape(cfg)
     moe = dict(num_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
-               moe_intermediate_size=cfg.expert_hidden, shared_expert_intermediate_size=cfg.n_shared_experts
-               * cfg.expert_hidden, decoder_sparse_step=cfg.moe_period, mlp_only_layers=[],
+               moe_intermediate_size=cfg.expert_hidden, shared_expert_intermediate_size=cfg.shared_hidden
+               if cfg.n_shared_experts else 0, decoder_sparse_step=cfg.moe_period, mlp_only_layers=[],
                norm_topk_prob=cfg.router_renormalize, router_aux_loss_coef=cfg.router_aux_loss_weight)
     out = llama_like_hf(
         cfg, architectures=["Qwen3NextForCausalLM"], **moe,

@@ -194,8 +194,7 @@ class MoE(nn.Module):
         super().__init__()
         self.router = Router(cfg)
         self.experts = Experts(cfg)
-        hidden = cfg.n_shared_experts * cfg.expert_hidden
-        self.shared = dense_ffn(cfg, hidden) if cfg.n_shared_experts else None
+        self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
         self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
