@@ -131,6 +131,31 @@ def test_res_post_and_proj_decode_from_the_cache():
     assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-4
 
 
+def test_qk_norm_per_head_is_head_with_a_gain_per_head_and_decodes_from_the_cache():
+    """qk_norm='per_head' (StableLM-2-12B; here with RMSNorm): with every head's gains equal to 'head's shared ones
+    it computes what 'head' does; another gain on one head changes the logits; the one-token path (heads on axis
+    1) gives what the whole forward does."""
+    shared = build("qwen3-tiny", n_kv_heads=2, head_dim=8, n_layers=1)
+    per_head = build("qwen3-tiny", n_kv_heads=2, head_dim=8, n_layers=1, qk_norm="per_head")
+    state = shared.state_dict()
+    heads = {"q_norm": per_head.config.n_heads, "k_norm": 2}
+    for name, w in list(state.items()):
+        if name.endswith(("q_norm.weight", "k_norm.weight")):
+            state[name] = w.repeat(heads[name.split(".")[-2]])
+    per_head.load_state_dict(state)
+    ids = torch.randint(0, 61, (1, 12))
+    with torch.no_grad():
+        assert torch.allclose(per_head(ids).logits, shared(ids).logits, atol=1e-5)
+        per_head.blocks[0].attn.q_norm.weight[:8].mul_(3.0)  # head 0's gains alone
+        full = per_head(ids).logits
+        assert not torch.allclose(full, shared(ids).logits, atol=1e-3)
+        per_head.setup_cache(1, 12)
+        steps = [per_head(ids[:, :6], input_pos=torch.arange(6), kv_len=6).logits]
+        steps += [per_head(ids[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1).logits for t in range(6, 12)]
+        per_head.clear_cache()
+    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-4
+
+
 def test_longrope_picks_the_factor_set_by_the_longest_sequence():
     short, long = [1.0] * 4, [4.0] * 4
     model = build("llama-tiny", n_kv_heads=2, head_dim=8, rope_scaling="longrope", rope_original_context=16,
