@@ -69,3 +69,22 @@ def test_to_hf_refuses_what_granite_4_cannot_compute(tmp_path):
             to_hf(ours, tmp_path / "out")
         assert not (tmp_path / "out").exists()
         ours.config = from_hf(tmp_path / "hf").config
+
+
+@pytest.mark.parametrize("experts,shared", [(64, 1024), (0, 8192), (72, 4000)])
+def test_full_size_shapes_count_as_transformers(experts, shared):
+    """A Granite 4.0-H-sized config (40 layers, attention every tenth, 1536 wide, Mamba-2 of 48 heads of 64 and a
+    state of 128): llmarch's model (built on the meta device) has transformers' parameter count, with experts and
+    a shared MLP (one whose width is no multiple of the experts' too) or the shared MLP alone."""
+    import llmarch
+
+    types = ["attention" if i % 10 == 5 else "mamba" for i in range(40)]
+    hf = transformers.GraniteMoeHybridConfig(**{
+        **BASE, "vocab_size": 100352, "hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 12,
+        "num_key_value_heads": 4, "intermediate_size": 512, "shared_intermediate_size": shared,
+        "num_local_experts": experts, "num_experts_per_tok": 6, "layer_types": types, "mamba_n_heads": 48,
+        "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_head": 64})
+    cfg = hf_model_config({**hf.to_dict(), "model_type": "granitemoehybrid"})
+    ours = sum(p.numel() for p in llmarch.build(cfg, device="meta").parameters())
+    with torch.device("meta"):
+        assert ours == transformers.GraniteMoeHybridForCausalLM(hf).num_parameters()
