@@ -58,7 +58,7 @@ def _mamba(hf: dict) -> dict:
     limit = tuple(float(v["__float__"]) if isinstance(v, dict) else float(v)
                   for v in hf.get("time_step_limit") or (0.0, float("inf")))
     if limit != (0.0, float("inf")):
-        raise LlmarchError(f"granitemoehybrid: time_step_limit {list(limit)} is not supported (no clamp of dt)")
+        raise LlmarchError(f"{hf.get('model_type')}: time_step_limit {list(limit)} is not supported (no clamp of dt)")
     inner = int(hf.get("mamba_expand", 2)) * hf["hidden_size"]
     head = hf.get("mamba_d_head", "auto")
     head = inner // int(hf.get("mamba_n_heads", 128)) if head == "auto" else int(head)

@@ -1,0 +1,42 @@
+"""Bamba (`model_type: bamba`) against transformers, through files as the other families' parity tests: a tiny
+seeded random BambaForCausalLM (1-D parameters perturbed) whose layers are Mamba-2, attention, Mamba-2 (attention
+at attn_layer_indices, RoPE on half of each head), with dense SwiGLU FFNs; logits on a left-padded batch within
+1e-4 (fp32), 32 greedy tokens equal to transformers', a to_hf round trip that transformers loads with the same
+logits and that reads back to the same config."""
+import pytest
+import torch
+
+from llmarch.errors import LlmarchError
+from llmarch.interop import from_hf
+from llmarch.interop.hf import hf_model_config
+
+from conftest import perturbed_from_hf
+from test_hf_families import assert_matches_transformers
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+BASE = dict(vocab_size=128, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=96, attn_layer_indices=[1], mamba_n_heads=8, mamba_n_groups=2, mamba_d_state=16,
+            mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=8, initializer_range=0.1, bos_token_id=1,
+            eos_token_id=2, rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5})
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_logits_generation_and_round_trip(tied, tmp_path):
+    torch.manual_seed(0)
+    hf = transformers.BambaForCausalLM(transformers.BambaConfig(**{**BASE, "tie_word_embeddings": tied})).eval()
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    hf.generation_config.eos_token_id = None
+    cfg = ours.config
+    assert [cfg.layer_mixer(i) for i in range(3)] == ["mamba2", "attention", "mamba2"]
+    assert (cfg.rope_fraction, cfg.tie_embeddings) == (0.5, tied)
+    assert_matches_transformers(hf, ours, "BambaForCausalLM", tmp_path)
+    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
+def test_what_llmarch_cannot_hold_is_named():
+    with pytest.raises(LlmarchError, match="attention_bias and mlp_bias differ"):
+        hf_model_config({**BASE, "model_type": "bamba", "attention_bias": True})
+    with pytest.raises(LlmarchError, match="time_step_limit"):
+        hf_model_config({**BASE, "model_type": "bamba", "time_step_limit": [0.0, 10.0]})
