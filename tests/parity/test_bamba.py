@@ -40,3 +40,35 @@ def test_what_llmarch_cannot_hold_is_named():
         hf_model_config({**BASE, "model_type": "bamba", "attention_bias": True})
     with pytest.raises(LlmarchError, match="time_step_limit"):
         hf_model_config({**BASE, "model_type": "bamba", "time_step_limit": [0.0, 10.0]})
+
+
+def test_gguf_round_trip_and_llama_cpp(tmp_path):
+    """Bamba as llama.cpp's granitehybrid (the converter's GraniteHybridModel takes BambaForCausalLM too): the
+    per-layer KV-head count tells the layers apart, RoPE on (rope.scaling.finetuned) over rope.dimension_count
+    dims, none of Granite's scalars; read back to equal logits and decoded by llama.cpp (where installed) to
+    llmarch's greedy tokens. A partly rotated head is refused: llama.cpp rotates it otherwise (its logits were 0.61
+    from llmarch's, which equal transformers')."""
+    gguf = pytest.importorskip("gguf")
+    from conftest import gguf_reads_back
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    torch.manual_seed(0)
+    whole = {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 1.0}
+    hf = transformers.BambaForCausalLM(transformers.BambaConfig(**{**BASE, "vocab_size": 272}))
+    partial = perturbed_from_hf(hf, tmp_path / "partial")
+    with pytest.raises(LlmarchError, match="needs rope_fraction=1"):
+        to_gguf(partial, tmp_path / "partial.gguf", "f32", ByteTokenizer())
+    assert not (tmp_path / "partial.gguf").exists()
+    torch.manual_seed(0)
+    config = transformers.BambaConfig(**{**BASE, "vocab_size": 272, "rope_parameters": whole})
+    hf = transformers.BambaForCausalLM(config)
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(str(path)).fields.items()}
+    assert fields["general.architecture"] == "granitehybrid" and "granitehybrid.logit_scale" not in fields
+    assert list(fields["granitehybrid.attention.head_count_kv"]) == [0, 2, 0]
+    assert fields["granitehybrid.rope.scaling.finetuned"] is True and fields["granitehybrid.rope.dimension_count"] == 16
+    cfg = gguf_reads_back(path, model).config
+    assert (cfg.hf_model_type, cfg.rope_fraction) == ("bamba", 1.0)

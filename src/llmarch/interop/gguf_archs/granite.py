@@ -15,7 +15,9 @@ Granite 4.0 (`granitemoehybrid`) is llama.cpp's `granitehybrid` (GraniteHybridMo
 keys, ssm.time_step_rank the head count, with GraniteMoeModel's): attention.head_count_kv per layer, 0 for the
 Mamba-2 ones; RoPE only where rope.scaling.finetuned is true (the converter writes false for a hybrid, and
 llama.cpp's graph then has no positions); the shared MLP as ffn_gate_shexp / ffn_up_shexp / ffn_down_shexp beside
-experts (expert_shared_feed_forward_length), or as the dense ffn_gate / ffn_up / ffn_down without."""
+experts (expert_shared_feed_forward_length), or as the dense ffn_gate / ffn_up / ffn_down without. Bamba
+(`bamba`) is written as this architecture too (the converter registers BambaForCausalLM with it): RoPE on, none of
+Granite's keys, its attention layers by the same KV-head counts."""
 from __future__ import annotations
 
 import torch
@@ -108,22 +110,37 @@ def _granitehybrid(hf: dict, meta: Meta) -> dict:
     if inner % d:
         raise LlmarchError(f"{meta.path}: ssm.inner_size {inner} is not a multiple of embedding_length {d}")
     experts = meta.get("expert_count", 0)
+    mamba = dict(mamba_d_state=meta.get("ssm.state_size"), mamba_d_conv=meta.get("ssm.conv_kernel"),
+                 mamba_expand=inner // d, mamba_n_heads=heads, mamba_d_head=inner // heads,
+                 mamba_n_groups=meta.get("ssm.group_count", 1),
+                 mamba_conv_bias=meta.has(f"blk.{kv.index(0)}.ssm_conv1d.bias") if 0 in kv else True,
+                 mamba_proj_bias=False)
+    rope = meta.get("rope.scaling.finetuned", True)
+    if rope and meta.get("logit_scale", None) is None and not experts:  # Bamba: RoPE on, none of Granite's keys
+        head_dim = hf["head_dim"]
+        rope_parameters = {**(hf.pop("rope_scaling", None) or {"rope_type": "default"}),
+                           "rope_theta": hf.pop("rope_theta"),
+                           "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
+        bias = meta.has("blk.0.ffn_down.bias")
+        return {**hf, **mamba, "model_type": "bamba", "num_key_value_heads": max(kv),
+                "attn_layer_indices": [i for i, k in enumerate(kv) if k], "rope_parameters": rope_parameters,
+                "attention_bias": bias, "mlp_bias": bias}
     ffn = dict(num_local_experts=experts, num_experts_per_tok=meta.get("expert_used_count"),
                shared_intermediate_size=meta.get("expert_shared_feed_forward_length")) if experts else \
         dict(num_local_experts=0, shared_intermediate_size=hf["intermediate_size"])
-    rope = meta.get("rope.scaling.finetuned", True)
-    return {**_scalars(hf, meta), **ffn,
-            "num_key_value_heads": max(kv), "layer_types": ["full_attention" if k else "linear_attention" for k in kv],
-            "position_embedding_type": "rope" if rope else "nope", "mamba_d_state": meta.get("ssm.state_size"),
-            "mamba_d_conv": meta.get("ssm.conv_kernel"), "mamba_expand": inner // d, "mamba_n_heads": heads,
-            "mamba_d_head": inner // heads, "mamba_n_groups": meta.get("ssm.group_count", 1),
-            "mamba_conv_bias": meta.has(f"blk.{kv.index(0)}.ssm_conv1d.bias") if 0 in kv else True,
-            "mamba_proj_bias": False}
+    return {**_scalars(hf, meta), **ffn, **mamba, "num_key_value_heads": max(kv),
+            "layer_types": ["full_attention" if k else "linear_attention" for k in kv],
+            "position_embedding_type": "rope" if rope else "nope"}
 
 
 def _granitehybrid_common(hf: dict) -> dict:
-    """The KV-head count per layer, 0 for the Mamba-2 ones, as GraniteHybridModel writes it."""
-    kv = [0 if t == "linear_attention" else hf["num_key_value_heads"] for t in hf["layer_types"]]
+    """The KV-head count per layer, 0 for the Mamba-2 ones, as GraniteHybridModel writes it (Bamba's attention
+    layers from attn_layer_indices)."""
+    if hf["model_type"] == "bamba":
+        attn = set(hf["attn_layer_indices"])
+        kv = [hf["num_key_value_heads"] if i in attn else 0 for i in range(hf["num_hidden_layers"])]
+    else:
+        kv = [0 if t == "linear_attention" else hf["num_key_value_heads"] for t in hf["layer_types"]]
     return {**hf, "num_key_value_heads": kv}
 
 
@@ -132,29 +149,37 @@ def _granitehybrid_out(w, hf: dict) -> dict:
     SSM keys, RoPE switched off unless the model has it."""
     if hf.get("mamba_proj_bias"):  # llama.cpp's Mamba-2 graph has no in/out projection biases
         raise LlmarchError("GGUF granitehybrid (llama.cpp) has no Mamba-2 in_proj/out_proj biases")
-    _granite_out(w, hf)
-    if hf["num_local_experts"]:
+    bamba = hf["model_type"] == "bamba"
+    if not bamba:  # Bamba: none of Granite's scalars (the converter writes each only where the config has it)
+        _granite_out(w, hf)
+    if hf.get("num_local_experts"):
         w.add_expert_shared_feed_forward_length(hf["shared_intermediate_size"])
     w.add_ssm_conv_kernel(hf["mamba_d_conv"])
     w.add_ssm_state_size(hf["mamba_d_state"])
     w.add_ssm_group_count(hf["mamba_n_groups"])
     w.add_ssm_inner_size(hf["mamba_expand"] * hf["hidden_size"])
     w.add_ssm_time_step_rank(hf["mamba_n_heads"])
-    w.add_rope_scaling_finetuned(hf["position_embedding_type"] == "rope")
+    w.add_rope_scaling_finetuned(bamba or hf["position_embedding_type"] == "rope")
     return {}
 
 
 def _granitehybrid_model_out(w, cfg):
-    """llama.cpp reads a hybrid's attention without RoPE whatever the file says (the converter switches it off), and
-    a model without Mamba-2 layers is Granite's or Granite MoE's architecture."""
+    """The converter switches RoPE off in a Granite 4.0 hybrid (a file with it on is Bamba's), and a model without
+    Mamba-2 layers is Granite's or Granite MoE's architecture; Bamba's heads must be wholly rotated."""
     mamba = any(cfg.layer_mixer(i) == "mamba2" for i in range(cfg.n_layers))
     if not mamba:
         raise LlmarchError("GGUF granitehybrid needs Mamba-2 layers; a Granite 4.0 of attention layers alone is "
                            "written as granite or granitemoe by llama.cpp's converter")
-    if cfg.positions != "none":
+    if cfg.hf_model_type == "bamba" and cfg.rope_fraction != 1.0:
+        # llama.cpp rotates the first rope.dimension_count dims of the permuted head in pairs across its halves,
+        # transformers the first dims' own halves: a file of this Bamba decoded 0.61 logits apart in llama.cpp
+        raise LlmarchError(f"GGUF granitehybrid (Bamba) needs rope_fraction=1, not {cfg.rope_fraction}: llama.cpp "
+                           "rotates a partly rotated head otherwise")
+    if cfg.positions != "none" and cfg.hf_model_type != "bamba":
         raise LlmarchError("GGUF granitehybrid needs positions='none' (the converter switches RoPE off in a hybrid "
                            f"and llama.cpp's graph has none), not {cfg.positions!r}")
-    return _granite_model_out(w, cfg)
+    kept = _granite_model_out(w, cfg)
+    return cfg if cfg.hf_model_type == "bamba" else kept  # Bamba's attention scale is llama.cpp's default
 
 
 def _has_experts(hf: dict) -> bool:
@@ -183,7 +208,8 @@ ARCHS = {
     "granite": Arch("granite", permuted_qk=True, fields=_granite, write=_granite_out, model_out=_granite_model_out),
     "granitemoe": Arch("granitemoe", permuted_qk=True, fields=_granitemoe, write=_granite_out,
                        model_out=_granite_model_out, split=_SPLIT),
-    "granitehybrid": Arch("granitemoehybrid", permuted_qk=True, fields=_granitehybrid, common=_granitehybrid_common,
+    "granitehybrid": Arch("granitemoehybrid", also=("bamba",), permuted_qk=True, fields=_granitehybrid,
+                          common=_granitehybrid_common,
                           write=_granitehybrid_out, model_out=_granitehybrid_model_out, split=_HYBRID_SPLIT,
                           tensors=_HYBRID_TENSORS, renamed=((".dt_bias", ".dt_proj.bias"),)),
 }
