@@ -72,3 +72,20 @@ def test_gguf_round_trip_and_llama_cpp(tmp_path):
     assert fields["granitehybrid.rope.scaling.finetuned"] is True and fields["granitehybrid.rope.dimension_count"] == 16
     cfg = gguf_reads_back(path, model).config
     assert (cfg.hf_model_type, cfg.rope_fraction) == ("bamba", 1.0)
+
+
+def test_bamba_9b_shape_counts_as_transformers():
+    """Bamba-9B's shape (32 layers 4096 wide, attention at 9, 18 and 27 with 8 KV heads, Mamba-2 of 128 heads of
+    64 and a state of 128, FFN 14336, 128,256 tokens): llmarch's model (built on the meta device) has transformers'
+    parameter count."""
+    import llmarch
+
+    hf = transformers.BambaConfig(**{
+        **BASE, "vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "intermediate_size": 14336, "attn_layer_indices": [9, 18, 27],
+        "mamba_n_heads": 128, "mamba_d_head": 64, "mamba_n_groups": 1, "mamba_d_state": 128})
+    cfg = hf_model_config({**hf.to_dict(), "model_type": "bamba"})
+    ours = sum(p.numel() for p in llmarch.build(cfg, device="meta").parameters())
+    with torch.device("meta"):
+        theirs = transformers.BambaForCausalLM(hf).num_parameters()
+    assert ours == theirs > 9e9
