@@ -230,8 +230,7 @@ def _quantized_copy(model, bc: BenchConfig):
     import copy
 
     from ..quant import Scheme, quantize
-    from ..quant.experts import QuantExperts
-    from ..quant.linear import Int4Linear, Int8Embedding, Int8Linear
+    from ..quant.apply import QUANTIZED_MODULES
     from ..transforms import for_cpu_decoding
 
     calibration = None
@@ -246,12 +245,11 @@ def _quantized_copy(model, bc: BenchConfig):
     # dtype, so that a bf16 model's quantized copy is compared with it layer for layer (on CUDA: no fp32 casts
     # around each quantized layer). Not the quantized layers: their scales' dtype is the scheme's compute dtype
     dtype = next(model.parameters()).dtype
-    quantized = (Int4Linear, Int8Linear, Int8Embedding, QuantExperts)
     for module in quant.modules():
-        if not isinstance(module, quantized):
-            for name, p in module.named_parameters(recurse=False):
+        if not isinstance(module, QUANTIZED_MODULES):
+            for p in module.parameters(recurse=False):
                 p.data = p.data.to(dtype)
-            for name, b in module.named_buffers(recurse=False):
+            for name, b in module._buffers.items():
                 if b is not None and b.is_floating_point():
                     module._buffers[name] = b.to(dtype)
     for_cpu_decoding(quant)

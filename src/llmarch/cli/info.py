@@ -124,16 +124,14 @@ def weight_memory(cfg: ModelConfig, scheme, dtype: str) -> int:
     weight at `dtype`. Tied weights count once; rotary tables and masks (buffers not saved) are not weights."""
     from ..analysis.accounting import DTYPE_BYTES
     from ..models.build import empty_model
-    from ..quant.apply import own_weights, quantize
-    from ..quant.experts import QuantExperts
-    from ..quant.linear import Int4Linear, Int8Embedding, Int8Linear
+    from ..quant.apply import QUANTIZED_MODULES, own_weights, quantize
 
     model = empty_model(cfg)
     if scheme is not None:
         quantize(model, scheme)
     sizes = {}  # by tensor identity: meta tensors have no addresses to tell shared ones by
     for module in model.modules():
-        quantized = isinstance(module, (Int4Linear, Int8Linear, Int8Embedding, QuantExperts))
+        quantized = isinstance(module, QUANTIZED_MODULES)
         for t in own_weights(module).values():
             width = t.element_size() if quantized or not t.is_floating_point() else DTYPE_BYTES[dtype]
             sizes[id(t)] = t.numel() * width

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .granite_hybrid import ATTENTION, MAMBA, _mamba
+from .granite import NEEDS, unexpressible
+from .granite_hybrid import ATTENTION, MAMBA, mamba_fields, mamba_hf
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_parameters
 from .mamba import MAMBA2_TENSORS
@@ -50,21 +51,23 @@ def to_config(hf: dict) -> ModelConfig:
         context_length=hf.get("max_position_embeddings", 262144), layer_types=types,
         layer_overrides={MAMBA: {"mixer": "mamba2"}} if MAMBA in types else None,
         rope_fraction=float(rope.get("partial_rotary_factor", 1.0)), eos_id=eos if isinstance(eos, int) else None,
-        **_mamba(hf), **rope_fields(hf))
+        **mamba_fields(hf), **rope_fields(hf))
+
+
+# what transformers' Bamba computes beyond its layer types and partial RoPE: Granite's layout without its scalars
+_NEEDS = {**{k: v for k, v in NEEDS.items() if k not in ("mixer", "layer_types", "rope_fraction")},
+          "attn_period": 0, "attn_scale": None, "embed_multiplier": 1.0, "residual_multiplier": 1.0,
+          "logit_divisor": 1.0}
+
+
+def _unexpressible(cfg: ModelConfig) -> str | None:
+    return unexpressible(cfg, _NEEDS)
 
 
 def from_config(cfg: ModelConfig) -> dict:
     mixers = [cfg.layer_mixer(i) for i in range(cfg.n_layers)]
-    shape_ok = (cfg.norm == "rmsnorm" and cfg.ffn == "swiglu" and cfg.bias == cfg.qkv_bias and cfg.n_experts == 0
-                and cfg.attn_period == 0 and cfg.positions == "rope" and cfg.qk_norm == "none"
-                and cfg.block == "sequential" and cfg.norm_placement == "pre" and cfg.sliding_window is None
-                and cfg.attn_scale is None and cfg.attn_softcap is None and cfg.final_softcap is None
-                and not cfg.embed_scale and cfg.embed_multiplier == 1.0 and cfg.residual_multiplier == 1.0
-                and cfg.logit_divisor == 1.0 and not cfg.attn_output_gate and not cfg.attn_sinks)
-    if not shape_ok or set(mixers) - {"attention", "mamba2"}:
-        raise LlmarchError("model_type bamba needs attention (RoPE, no norms or scalars of its own) and mamba2 "
-                           "layers, rmsnorm before each sublayer and a dense swiglu FFN")
-    inner = cfg.ssm_expand * cfg.d_model
+    if cfg.ffn != "swiglu" or set(mixers) - {"attention", "mamba2"}:
+        raise LlmarchError("model_type bamba needs attention and mamba2 layers and a dense swiglu FFN")
     out = dict(architectures=["BambaForCausalLM"], model_type="bamba", vocab_size=cfg.vocab_size,
                hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
                num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
@@ -72,12 +75,10 @@ def from_config(cfg: ModelConfig) -> dict:
                tie_word_embeddings=cfg.tie_embeddings, attention_bias=cfg.qkv_bias, mlp_bias=cfg.bias,
                attn_layer_indices=[i for i, m in enumerate(mixers) if m == "attention"],
                rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction},
-               mamba_n_heads=inner // cfg.ssm_head_dim, mamba_n_groups=cfg.ssm_groups, mamba_d_state=cfg.ssm_state,
-               mamba_d_head=cfg.ssm_head_dim, mamba_d_conv=cfg.ssm_conv, mamba_expand=cfg.ssm_expand,
-               mamba_chunk_size=cfg.ssm_chunk, mamba_conv_bias=cfg.ssm_conv_bias, mamba_proj_bias=cfg.ssm_bias)
+               **mamba_hf(cfg))
     if cfg.eos_id is not None:
         out["eos_token_id"] = cfg.eos_id
     return out
 
 
-FAMILIES.register("bamba")(Family(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("bamba")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))

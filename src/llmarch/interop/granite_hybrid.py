@@ -16,7 +16,7 @@ from .granite import NEEDS, scalars, scalars_hf, unexpressible
 from .granite_moe import RULES as MOE_RULES
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, rope_parameters
-from .mamba import MAMBA2_TENSORS
+from .mamba import MAMBA2_TENSORS, check_time_step_limit
 from .mapping import Rule
 from .mixtral import moe_fields, shared_fields
 
@@ -54,11 +54,9 @@ def _ffn(hf: dict) -> dict:
                 **moe_fields({"num_local_experts": 8, **hf}))
 
 
-def _mamba(hf: dict) -> dict:
-    limit = tuple(float(v["__float__"]) if isinstance(v, dict) else float(v)
-                  for v in hf.get("time_step_limit") or (0.0, float("inf")))
-    if limit != (0.0, float("inf")):
-        raise LlmarchError(f"{hf.get('model_type')}: time_step_limit {list(limit)} is not supported (no clamp of dt)")
+def mamba_fields(hf: dict) -> dict:
+    """The mamba_* keys (GraniteMoeHybrid's and Bamba's) as ModelConfig's ssm_* fields."""
+    check_time_step_limit(hf)
     inner = int(hf.get("mamba_expand", 2)) * hf["hidden_size"]
     head = hf.get("mamba_d_head", "auto")
     head = inner // int(hf.get("mamba_n_heads", 128)) if head == "auto" else int(head)
@@ -76,9 +74,17 @@ def to_config(hf: dict) -> ModelConfig:
                            "FFN's, and Granite 4.0's MLPs have none")
     types = _layer_types(hf)
     rope = hf.get("position_embedding_type") == "rope"
-    return llama_like_config(hf, **scalars(hf), **_ffn(hf), **_mamba(hf), positions="rope" if rope else "none",
+    return llama_like_config(hf, **scalars(hf), **_ffn(hf), **mamba_fields(hf), positions="rope" if rope else "none",
                              layer_types=types,
                              layer_overrides={MAMBA: {"mixer": "mamba2"}} if MAMBA in types else None)
+
+
+def mamba_hf(cfg: ModelConfig) -> dict:
+    """mamba_fields' inverse."""
+    return dict(mamba_n_heads=cfg.ssm_expand * cfg.d_model // cfg.ssm_head_dim, mamba_n_groups=cfg.ssm_groups,
+                mamba_d_state=cfg.ssm_state, mamba_d_head=cfg.ssm_head_dim, mamba_d_conv=cfg.ssm_conv,
+                mamba_expand=cfg.ssm_expand, mamba_chunk_size=cfg.ssm_chunk, mamba_conv_bias=cfg.ssm_conv_bias,
+                mamba_proj_bias=cfg.ssm_bias)
 
 
 def from_config(cfg: ModelConfig) -> dict:
@@ -98,7 +104,6 @@ def from_config(cfg: ModelConfig) -> dict:
                    intermediate_size=cfg.expert_hidden, router_aux_loss_coef=cfg.router_aux_loss_weight,
                    shared_intermediate_size=cfg.shared_hidden) if cfg.n_experts else \
         dict(num_local_experts=0, intermediate_size=cfg.ffn_hidden, shared_intermediate_size=cfg.ffn_hidden)
-    inner = cfg.ssm_expand * cfg.d_model
     out = dict(architectures=["GraniteMoeHybridForCausalLM"], model_type="granitemoehybrid",
                vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
                num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, hidden_act="silu",
@@ -106,10 +111,7 @@ def from_config(cfg: ModelConfig) -> dict:
                tie_word_embeddings=cfg.tie_embeddings, attention_bias=False,
                position_embedding_type="rope" if cfg.positions == "rope" else "nope",
                layer_types=["linear_attention" if m == "mamba2" else "full_attention" for m in mixers],
-               mamba_n_heads=inner // cfg.ssm_head_dim, mamba_n_groups=cfg.ssm_groups, mamba_d_state=cfg.ssm_state,
-               mamba_d_head=cfg.ssm_head_dim, mamba_d_conv=cfg.ssm_conv, mamba_expand=cfg.ssm_expand,
-               mamba_chunk_size=cfg.ssm_chunk, mamba_conv_bias=cfg.ssm_conv_bias, mamba_proj_bias=cfg.ssm_bias,
-               **experts, **scalars_hf(cfg))
+               **mamba_hf(cfg), **experts, **scalars_hf(cfg))
     if cfg.positions == "rope":
         out["rope_parameters"] = rope_parameters(cfg)
     if cfg.eos_id is not None:

@@ -70,12 +70,17 @@ def mamba_hf(cfg: ModelConfig) -> dict:
     return dict(_common_hf(cfg, "MambaForCausalLM"), time_step_rank=cfg.ssm_dt_rank)
 
 
-def mamba2_config(hf: dict) -> ModelConfig:
+def check_time_step_limit(hf: dict) -> None:
+    """Mamba-2's clamp of dt, which llmarch does not have: only (0, inf), none, is read."""
     # transformers writes infinity as {"__float__": "Infinity"}
     limit = tuple(float(v["__float__"]) if isinstance(v, dict) else float(v)
-                  for v in hf.get("time_step_limit", (0.0, float("inf"))))
+                  for v in hf.get("time_step_limit") or (0.0, float("inf")))
     if limit != (0.0, float("inf")):
-        raise LlmarchError(f"mamba2: time_step_limit {list(limit)} is not supported (no clamp of dt)")
+        raise LlmarchError(f"{hf.get('model_type')}: time_step_limit {list(limit)} is not supported (no clamp of dt)")
+
+
+def mamba2_config(hf: dict) -> ModelConfig:
+    check_time_step_limit(hf)
     heads, head_dim = hf["num_heads"], hf["head_dim"]
     if heads * head_dim != hf["hidden_size"] * int(hf.get("expand", 2)):
         raise LlmarchError(f"mamba2: num_heads * head_dim = {heads * head_dim} differs from hidden_size * expand")

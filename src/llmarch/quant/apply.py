@@ -17,6 +17,10 @@ from .linear import INT4_ROWS, Int4Linear, Int8Embedding, Int8Linear
 from .scheme import Scheme
 
 
+# the modules that hold a scheme's quantized tensors (their dtypes are the scheme's, not the model's)
+QUANTIZED_MODULES = (Int4Linear, Int8Linear, Int8Embedding, QuantExperts)
+
+
 def _linear_maker(scheme: Scheme, meta: bool):
     """A function (weight (N, K), bias or None) -> the quantized layer for it; on the meta device (a model
     built to be filled by a checkpoint), an empty one of the right shape."""

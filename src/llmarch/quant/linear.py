@@ -338,7 +338,7 @@ class Int4Linear(nn.Module):
         codes, scales, zeros = (state_dict[prefix + n].to(device) for n in ("qweight", "scales", "zeros"))
         self.set_codes(unpack_nibbles(codes), scales, zeros)
         if self.bias is not None:
-            self.bias = state_dict[prefix + "bias"]
+            self.bias = state_dict[prefix + "bias"].to(device)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, int4, "
