@@ -25,7 +25,7 @@ import torch
 from ...errors import LlmarchError
 from .arch import Arch, Meta
 from .llama import _experts_out
-from .mamba import _CONV
+from .mamba import mamba2_tensors
 
 
 def _scalars(hf: dict, meta: Meta) -> dict:
@@ -196,14 +196,6 @@ _HYBRID_SPLIT = _SPLIT + (
     (r"\.shared_mlp\.output_linear\.weight$", (".mlp.down_proj.weight",),
      lambda t, hf: None if _has_experts(hf) else (t,), lambda parts, hf: parts[0]),
 )
-# Mamba2Model's SSM tensors: A = -exp(A_log) and D as (heads, 1), the gated norm's weight as (groups, inner / groups),
-# the depthwise conv squeezed; dt_bias renamed dt_proj.bias
-_HYBRID_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t: torch.log(-t[:, 0])),
-                   (r"\.mamba\.D$", lambda t, hf: t[:, None], lambda t: t[:, 0]),
-                   (r"\.mamba\.norm\.weight$", lambda t, hf: t.reshape(hf["mamba_n_groups"], -1),
-                    lambda t: t.reshape(-1)),
-                   _CONV)
-
 ARCHS = {
     "granite": Arch("granite", permuted_qk=True, fields=_granite, write=_granite_out, model_out=_granite_model_out),
     "granitemoe": Arch("granitemoe", permuted_qk=True, fields=_granitemoe, write=_granite_out,
@@ -211,5 +203,6 @@ ARCHS = {
     "granitehybrid": Arch("granitemoehybrid", also=("bamba",), permuted_qk=True, fields=_granitehybrid,
                           common=_granitehybrid_common,
                           write=_granitehybrid_out, model_out=_granitehybrid_model_out, split=_HYBRID_SPLIT,
-                          tensors=_HYBRID_TENSORS, renamed=((".dt_bias", ".dt_proj.bias"),)),
+                          tensors=mamba2_tensors("mamba", "mamba_n_groups"),
+                          renamed=((".dt_bias", ".dt_proj.bias"),)),
 }

@@ -119,10 +119,14 @@ _CONV = (r"\.conv1d\.weight$", lambda t, hf: t.squeeze(1), lambda t: t.unsqueeze
 _MAMBA_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t), lambda t: torch.log(-t)), _CONV)
 
 
-_MAMBA2_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t: torch.log(-t[:, 0])),
-                   (r"\.D$", lambda t, hf: t[:, None], lambda t: t[:, 0]),
-                   (r"\.mixer\.norm\.weight$", lambda t, hf: t.reshape(hf["n_groups"], -1), lambda t: t.reshape(-1)),
-                   _CONV)
+def mamba2_tensors(mixer: str, groups: str) -> tuple:
+    """Mamba2Model's stored forms, for a Mamba-2 mixer named `mixer` in Hugging Face's names whose config.json
+    gives the groups of B and C as `groups` (Mamba-2's `mixer` and n_groups; the Granite 4.0 and Bamba hybrids'
+    `mamba` and mamba_n_groups)."""
+    return ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t: torch.log(-t[:, 0])),
+            (r"\.D$", lambda t, hf: t[:, None], lambda t: t[:, 0]),
+            (rf"\.{mixer}\.norm\.weight$", lambda t, hf: t.reshape(hf[groups], -1), lambda t: t.reshape(-1)),
+            _CONV)
 
 
 ARCHS = {
@@ -131,5 +135,5 @@ ARCHS = {
     "jamba": Arch("jamba", fields=_jamba, common=_jamba_common, write=_jamba_out, rope=False,
                   tensors=_MAMBA_TENSORS),
     "mamba2": Arch("mamba2", fields=_mamba2, common=_mamba2_common, write=_mamba2_out, rope=False,
-                   tensors=_MAMBA2_TENSORS, renamed=((".dt_bias", ".dt_proj.bias"),)),
+                   tensors=mamba2_tensors("mixer", "n_groups"), renamed=((".dt_bias", ".dt_proj.bias"),)),
 }
