@@ -27,7 +27,9 @@ from .gguf_archs import ARCHS, Meta, field
 from . import gguf_blocks
 from .gguf_file import GGUFFile, GGUFFormatError
 
-EXPERT = re.compile(r"\.experts\.(\d+)\.")  # Hugging Face's per-expert names; GGUF stacks them, (E, out, in)
+# Hugging Face's per-expert names, which GGUF stacks (E, out, in) under the name without the index: every
+# architecture's stacked rows (Arch.indexed adds its own), as (regex with the row's group, the stacked name's ending)
+EXPERT_ROWS = (r"\.experts\.(?P<row>\d+)\.", ".experts.")
 
 
 def is_gguf(path: str | Path) -> bool:
@@ -160,17 +162,14 @@ class GGUFTensors:
         self.tensors = {t.name: t for t in reader.tensors}
         arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
-        self.to_gguf, self.expert, self.parts = {}, {}, {}
+        self.to_gguf, self.row, self.parts = {}, {}, {}
         names = ARCHS[arch].renamed, ARCHS[arch].stripped
         for hf_name in hf_names:  # the names the family's rules read
             gguf_name = gguf_name_of(name_map, hf_name, *names)
-            if gguf_name not in self.tensors and (m := EXPERT.search(hf_name)):  # one expert of a stacked tensor
-                gguf_name = gguf_name_of(name_map, EXPERT.sub(".experts.", hf_name), *names)
-                self.expert[hf_name] = int(m.group(1))
-            for pattern, stacked in ARCHS[arch].indexed:  # one row of another stacked tensor (Arch.indexed)
+            for pattern, stacked in (EXPERT_ROWS, *ARCHS[arch].indexed):  # one row of a stacked tensor
                 if gguf_name not in self.tensors and (m := re.search(pattern, hf_name)):
                     gguf_name = gguf_name_of(name_map, re.sub(pattern, stacked, hf_name), *names)
-                    self.expert[hf_name] = int(m.group("row"))
+                    self.row[hf_name] = int(m.group("row"))
             if gguf_name in self.tensors:
                 self.to_gguf[hf_name] = gguf_name
             elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split, names):
@@ -220,7 +219,7 @@ class GGUFTensors:
             shape = self._shape(self.to_gguf[name])
         if name in self.transforms:  # the shape the inverse gives (GPT-2's transposed, Mamba's conv weight's 1)
             return tuple(self.transforms[name][1](torch.empty(shape, device="meta")).shape)
-        return shape[1:] if name in self.expert else shape
+        return shape[1:] if name in self.row else shape
 
     def dtype(self, name: str) -> torch.dtype:
         return torch.float32
@@ -242,11 +241,11 @@ class GGUFTensors:
         if name in self.parts:  # a tensor the converter split: its parts joined
             parts, join = self.parts[name]
             w = join([self._values(self.tensors[p]) for p in parts], self.hf)
-        elif name in self.expert:
+        elif name in self.row:
             t = self.tensors[self.to_gguf[name]]
             if t.name not in self.stacked:
                 self.stacked = {**dict(list(self.stacked.items())[-1:]), t.name: self._values(t)}
-            w = self.stacked[t.name][self.expert[name]].clone()
+            w = self.stacked[t.name][self.row[name]].clone()
         else:
             w = self._values(self.tensors[self.to_gguf[name]])
         if name in self.transforms:

@@ -30,7 +30,7 @@ import torch
 
 from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
-from .gguf import ARCHS, EXPERT, gguf_name_of, grouped_qkv, open_gguf
+from .gguf import ARCHS, EXPERT_ROWS, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
 from .gguf_kernels import KEPT_FLOAT
 from .gguf_kquants import QK_K, quantize_q4_k, quantize_q6_k
@@ -123,19 +123,17 @@ def _check_reads_back(path: Path, cfg) -> None:
                                f"metadata reads back as {getattr(back, f.name)!r})")
 
 
-def _stack_experts(tensors: dict[str, torch.Tensor], indexed: tuple = ()) -> dict[str, torch.Tensor]:
+def _stack_rows(tensors: dict[str, torch.Tensor], indexed: tuple = ()) -> dict[str, torch.Tensor]:
     """Hugging Face's per-expert tensors (`...experts.{e}.w1.weight`) as GGUF's one stacked tensor per kind,
     (E, out, in), under the name without the expert index (`...experts.w1.weight`, which the name map knows); so
     too the architecture's other per-index tensors (Arch.indexed: StableLM-2-12B's norm per head)."""
     out: dict[str, list[torch.Tensor] | torch.Tensor] = {}
     for name, t in tensors.items():  # export_state gives the experts (and heads) in order
-        stacked = next((re.sub(pattern, to, name) for pattern, to in indexed if re.search(pattern, name)), None)
-        if EXPERT.search(name):
-            out.setdefault(EXPERT.sub(".experts.", name), []).append(t)
-        elif stacked is not None:
-            out.setdefault(stacked, []).append(t)
-        else:
+        stacked = next((re.sub(p, to, name) for p, to in (EXPERT_ROWS, *indexed) if re.search(p, name)), None)
+        if stacked is None:
             out[name] = t
+        else:
+            out.setdefault(stacked, []).append(t)
     return {name: torch.stack(t) if isinstance(t, list) else t for name, t in out.items()}
 
 
@@ -235,7 +233,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
     rules = FAMILIES[cfg.hf_model_type].rules_for(cfg)  # first: it refuses what the family cannot hold (needs)
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
-    tensors = _stack_experts(export_state(state_for_saving(model), rules, cfg), arch.indexed)
+    tensors = _stack_rows(export_state(state_for_saving(model), rules, cfg), arch.indexed)
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:
