@@ -24,6 +24,13 @@ SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_la
              initializer_range=0.1)  # weights of 0.1: logits up to ~0.9, on which a scalar left out moves them >= 0.03
 
 
+def written(model, tmp_path):
+    """`model` written as an F32 GGUF with llmarch's byte tokenizer: (its path, the gguf package's reader of it)."""
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    return path, gguf.GGUFReader(str(path))
+
+
 def tiny(tmp_path, **changes):
     torch.manual_seed(0)
     hf = transformers.GraniteForCausalLM(transformers.GraniteConfig(**{**SMALL, **changes}))
@@ -37,9 +44,7 @@ def tiny(tmp_path, **changes):
                          ids=["tied", "biased-untied-linear-rope"])
 def test_gguf_round_trip_and_llama_cpp(changes, tmp_path):
     model = tiny(tmp_path, **changes)
-    path = tmp_path / "x.gguf"
-    to_gguf(model, path, "f32", ByteTokenizer())
-    reader = gguf.GGUFReader(str(path))
+    path, reader = written(model, tmp_path)
     assert reader.fields["general.architecture"].contents() == "granite"
     keys = {k: reader.fields[f"granite.{k}"].contents() for k in ("embedding_scale", "attention.scale",
                                                                   "residual_scale", "logit_scale")}
@@ -115,9 +120,7 @@ def test_granite_moe_gguf_round_trip_and_llama_cpp(tmp_path):
     hf = transformers.GraniteMoeForCausalLM(transformers.GraniteMoeConfig(
         **fields, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=True))
     model = perturbed_from_hf(hf, tmp_path / "hf")
-    path = tmp_path / "x.gguf"
-    to_gguf(model, path, "f32", ByteTokenizer())
-    reader = gguf.GGUFReader(str(path))
+    path, reader = written(model, tmp_path)
     assert reader.fields["general.architecture"].contents() == "granitemoe"
     assert (reader.fields["granitemoe.expert_count"].contents(), reader.fields["granitemoe.logit_scale"].contents()) \
         == (4, 8.0)
@@ -146,9 +149,7 @@ def test_granite_hybrid_gguf_round_trip_and_llama_cpp(experts, shared, tmp_path)
     hf = transformers.GraniteMoeHybridForCausalLM(transformers.GraniteMoeHybridConfig(
         **{**HYBRID, "num_local_experts": experts, "shared_intermediate_size": shared}))
     model = perturbed_from_hf(hf, tmp_path / "hf")
-    path = tmp_path / "x.gguf"
-    to_gguf(model, path, "f32", ByteTokenizer())
-    reader = gguf.GGUFReader(str(path))
+    path, reader = written(model, tmp_path)
     assert reader.fields["general.architecture"].contents() == "granitehybrid"
     assert list(reader.fields["granitehybrid.attention.head_count_kv"].contents()) == [0, 2, 0]
     assert reader.fields["granitehybrid.rope.scaling.finetuned"].contents() is False
