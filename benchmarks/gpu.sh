@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Every GPU benchmark of docs/benchmarks.md in one call, for a session that is lent a GPU machine for a few
-# minutes (issue 4): llmarch against transformers on gpt2 and the 1.1B LLaMA shape (training MFU, batch-1
-# decode against the bandwidth roofline, batch 8 and 32, prefill), the 1.1B shape's int4 weights on tinygemm
-# against bf16 and one layer through each weight-only path (issue 23), then attention kernels and per-token
-# decode time by context length. The six JSON results go to $OUT (default runs/gpu-bench), the markdown tables
-# and each step's log into $OUT/tables-and-logs.tgz: seven files, within what a device call brings back (8).
+# minutes (issue 4): first the tests only a GPU runs (tinygemm int4, the decode loop without host syncs), then
+# one layer's product through each weight-only path and the 1.1B LLaMA shape's int4 weights on tinygemm against
+# bf16 (issue 23), attention kernels and per-token decode time by context length, and last llmarch against
+# transformers on the 1.1B shape and gpt2, compiled (training MFU, batch-1 decode against the bandwidth
+# roofline, batch 8 and 32, prefill). The six JSON results go to $OUT (default runs/gpu-bench), the markdown
+# tables and each step's log into $OUT/tables-and-logs.tgz: seven files, within what a device call brings
+# back (8).
 #
-#   bash benchmarks/gpu.sh                 # on the GPU machine, from the repository root
-#   SMOKE=1 bash benchmarks/gpu.sh         # the same commands at toy sizes on CPU, to check them anywhere
+#   bash benchmarks/gpu.sh                     # on the GPU machine, from the repository root
+#   ONLY=llama-1b-int4 bash benchmarks/gpu.sh  # just the steps named (comma-separated)
+#   SMOKE=1 bash benchmarks/gpu.sh             # the same commands at toy sizes on CPU, to check them anywhere
 #
-# The GPU machine's python3 already holds torch, transformers, safetensors, tokenizers, scipy and matplotlib,
-# so llmarch runs from the source tree without installing. Each step is timed; one that fails is reported and
-# the others still run, so a short lease still returns what did work.
+# The GPU machine's python3 already holds torch, transformers, safetensors, tokenizers, scipy, matplotlib and
+# pytest, so llmarch runs from the source tree without installing. Each step is timed and has a time limit; one
+# that fails is reported and the others still run, so a short lease still returns what did work.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu-bench}
@@ -41,10 +44,13 @@ else
   KERNELS=""
 fi
 
-step() {  # step NAME COMMAND...: run it, keep its output, say how long it took and whether it worked
-  local name=$1; shift
+step() {  # step NAME LIMIT COMMAND...: run it for at most LIMIT seconds (a lease is short: one step that hangs
+  # must not take the others' time), keep its output, say how long it took and whether it worked. ONLY=a,b runs
+  # just the steps named (a rerun of the ones that failed)
+  local name=$1 limit=$2; shift 2
+  [[ -n ${ONLY:-} && ,$ONLY, != *,$name,* ]] && return
   local t0=$SECONDS
-  if "$@" > "$LOGS/$name.log" 2>&1; then status=ok; else status="FAILED ($?)"; fi
+  if timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1; then status=ok; else status="FAILED ($?)"; fi
   echo "$name: $status in $((SECONDS - t0)) s"
   tail -n 25 "$LOGS/$name.log"
   tar czf "$OUT/tables-and-logs.tgz" -C "$LOGS" .  # after every step: a lease may end before the last
@@ -52,22 +58,29 @@ step() {  # step NAME COMMAND...: run it, keep its output, say how long it took 
 
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
   torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+# In the order of what a short lease most needs: the tests that only a GPU runs; issue 23's int4 target; the
+# cheap eager steps; then the compiled comparisons with transformers, whose compiles take longest.
+if [[ ${SMOKE:-0} != 1 ]]; then
+  step cuda-tests 120 $PY -m pytest -q -o addopts= -p no:cacheprovider -rs tests/test_quant_cuda.py \
+    tests/test_generate.py -k "cuda"
+fi
 # one layer's product through each weight-only path (bf16, int8 cast, cast compiled, int8 kernel, int4): what
-# quant/linear.py should take on this device; seconds, so first
+# quant/linear.py should take on this device
 # shellcheck disable=SC2086  # the option lists are meant to split into words
-step quant-kernels $PY benchmarks/quant_kernels.py --device ${DEV#--device } $KERNELS --out "$OUT/quant-kernels.json"
-# shellcheck disable=SC2086
-step gpt2-compiled $PY -m llmarch bench $GPT2 $DEV --compile true --out "$OUT/gpt2-compiled.json" \
-  --markdown "$LOGS/gpt2-compiled.md"
-# shellcheck disable=SC2086
-step llama-1b-compiled $PY -m llmarch bench $LLAMA $DEV --compile true --out "$OUT/llama-1b-compiled.json" \
-  --markdown "$LOGS/llama-1b-compiled.md"
+step quant-kernels 120 $PY benchmarks/quant_kernels.py --device ${DEV#--device } $KERNELS \
+  --out "$OUT/quant-kernels.json"
 # int4 weights on tinygemm against bf16, decoding only (issue 23's target: int4 >= 1.8x bf16 at batch 1)
 # shellcheck disable=SC2086
-step llama-1b-int4 $PY -m llmarch bench $LLAMA $DEV $INT4 --compile true --train false --transformers false \
+step llama-1b-int4 240 $PY -m llmarch bench $LLAMA $DEV $INT4 --compile true --train false --transformers false \
   --out "$OUT/llama-1b-int4.json" --markdown "$LOGS/llama-1b-int4.md"
 # shellcheck disable=SC2086
-step attention $PY -m llmarch bench attention $ATTN --out "$OUT/attention.json" --markdown "$LOGS/attention.md"
+step attention 90 $PY -m llmarch bench attention $ATTN --out "$OUT/attention.json" --markdown "$LOGS/attention.md"
 # shellcheck disable=SC2086
-step decode-context $PY -m llmarch bench decode-context $CTX --out "$OUT/decode-context.json" \
+step decode-context 90 $PY -m llmarch bench decode-context $CTX --out "$OUT/decode-context.json" \
   --markdown "$LOGS/decode-context.md"
+# shellcheck disable=SC2086
+step llama-1b-compiled 240 $PY -m llmarch bench $LLAMA $DEV --compile true --out "$OUT/llama-1b-compiled.json" \
+  --markdown "$LOGS/llama-1b-compiled.md"
+# shellcheck disable=SC2086
+step gpt2-compiled 180 $PY -m llmarch bench $GPT2 $DEV --compile true --out "$OUT/gpt2-compiled.json" \
+  --markdown "$LOGS/gpt2-compiled.md"

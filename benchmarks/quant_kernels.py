@@ -4,7 +4,9 @@ quant/linear.py's choices where they are made by device (issue 23). Each (rows, 
 - int8 cast: F.linear on the int8 codes cast to bf16, then the scales (Int8Linear's path on CUDA and for many rows);
 - int8 cast compiled: the same under torch.compile (inductor may fuse the cast into the product);
 - int8 kernel: aten._weight_int8pack_mm (Int8Linear's path on CPU below INT8_ROWS);
-- int4: the Int4Linear layer itself (G 128): tinygemm on CUDA, the CPU kernel on a CPU.
+- int4: the Int4Linear layer itself (G 128): tinygemm on CUDA, the CPU kernel on a CPU;
+- on CUDA also each of the layer's two paths at every shape, tinygemm and "read, GEMM" (the weights read through
+  tinygemm as rows of the identity, then one bf16 GEMM), to place the rows' break-even that the layer guesses.
 Contenders in turns (llmarch.bench.model.round_times), medians of --repeats rounds of --calls calls each; the
 ratios are medians of per-round ratios against bf16. Shapes default to the 1.1B LLaMA's (d 2048, FFN 5632).
 
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from llmarch.bench.model import round_times  # noqa: E402
-from llmarch.quant.linear import Int4Linear, Int8Linear  # noqa: E402
+from llmarch.quant.linear import Int4Linear, Int8Linear, _cuda_mm  # noqa: E402
 
 
 def contenders(rows: int, n: int, k: int, device: torch.device) -> tuple[dict, str | None]:
@@ -46,13 +48,17 @@ def contenders(rows: int, n: int, k: int, device: torch.device) -> tuple[dict, s
     except (RuntimeError, NotImplementedError) as e:  # a device or build without it: say so
         print(f"int8 kernel at ({rows}, {n}, {k}): {str(e).splitlines()[0]}")
     fns["int4"] = lambda: int4(x)
+    if int4.tiles == "cuda":  # the layer's two CUDA paths at every shape: where the rows' break-even lies
+        sz = int4.scale_zeros
+        fns["int4 tinygemm"] = lambda: _cuda_mm(x, int4.packed, 128, sz)
+        fns["int4 read, GEMM"] = lambda: F.linear(x, int4._rows_of_eye(0, k, sz))
     return fns, int4.tiles
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--shapes", default="1x2048x2048,1x5632x2048,1x2048x5632,8x5632x2048,512x5632x2048",
+    p.add_argument("--shapes", default="1x2048x2048,1x5632x2048,1x2048x5632,8x5632x2048,64x5632x2048,512x5632x2048,4096x5632x2048",
                    help="rows x N x K, comma-separated (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--calls", type=int, default=50, help="products per timed call (default: %(default)s)")
