@@ -41,7 +41,7 @@ class ModelConfig:
     head_dim: int | None = None  # None: d_model // n_heads
     ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, swiglu, geglu, swiglu_clamped (gpt-oss)
     ffn_hidden: int | None = None  # None: 4 * d_model
-    norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm
+    norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo)
     norm_eps: float = 1e-5  # epsilon of every norm
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x))
@@ -99,6 +99,9 @@ class ModelConfig:
     pooling: str = "none"
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
+    # q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and a 'proj' QK-norm), before RoPE:
+    # OLMo's guard against loss spikes (Groeneveld et al. 2024, "OLMo", §2.1; OLMo 1.7, OLMoE)
+    clip_qkv: float | None = None
     attn_softcap: float | None = None  # scores soft-capped, cap * tanh(s / cap), before the softmax (Gemma 2: 50)
     final_softcap: float | None = None  # the LM head's logits soft-capped the same way (Gemma 2: 30)
     relative_buckets: int = 32  # t5_relative positions: buckets of the relative-position bias

@@ -1,6 +1,7 @@
 """Dense families of issue 22 against transformers, through files (as test_hf_families.py does): BLOOM and
 Falcon-RW (ALiBi), Qwen3 (per-head QK-norm, sliding layers), OLMo 2 (QK-norm over whole projections, norms
-after each sublayer), Phi-3 (fused projections, LongRoPE) and SmolLM3 (NoPE every k-th layer). Each: a tiny
+after each sublayer), OLMo 1 (norms without parameters, clamped q k v), OLMoE (OLMo 2's QK-norm, the clamp,
+experts), Phi-3 (fused projections, LongRoPE) and SmolLM3 (NoPE every k-th layer). Each: a tiny
 seeded random model, saved and loaded with from_hf, logits on a left-padded batch within 1e-4 (fp32), greedy
 generation of 32 tokens equal to transformers', cached decoding equal to the whole forward, and a to_hf round
 trip that transformers loads with the same logits."""
@@ -29,6 +30,29 @@ CASES = {
                       dict(COMMON, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
                            max_window_layers=1)),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict(COMMON, num_key_value_heads=2)),
+    # OLMo 1: no norm parameters at all; q, k, v clamped at 0.1 (the projections here reach 0.5: it binds)
+    "olmo": ("OlmoConfig", "OlmoForCausalLM", dict(COMMON, num_key_value_heads=2, clip_qkv=0.1)),
+    # OLMoE: the projections' QK-norm, then the clamp (0.5 binds on normalised values), 4 experts, top 2 not
+    # renormalised
+    "olmoe": ("OlmoeConfig", "OlmoeForCausalLM",
+              dict(COMMON, num_key_value_heads=2, clip_qkv=0.5, num_experts=4, num_experts_per_tok=2)),
+    # EXAONE 4.0: OLMo 2's norms with Qwen3's QK-norm; layers 0-2 slide over 8 keys with RoPE, layer 3 sees all
+    # without positions
+    "exaone4": ("Exaone4Config", "Exaone4ForCausalLM",
+                dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, sliding_window=8, sliding_window_pattern=4)),
+    # without a window (EXAONE-4.0-1.2B): every layer full, with RoPE (transformers needs layer_types given then)
+    "exaone4-full": ("Exaone4Config", "Exaone4ForCausalLM",
+                     dict(COMMON, num_key_value_heads=2, sliding_window=None, layer_types=["full_attention"] * 2)),
+    # OLMo 3: layers 0-2 slide over 8 keys, layer 3 is full with YaRN (factor 4 over 32 positions), the sliding
+    # layers plain RoPE of another base
+    "olmo3": ("Olmo3Config", "Olmo3ForCausalLM",
+              dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, sliding_window=8, max_position_embeddings=128,
+                   rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 50000.0, "factor": 4.0,
+                                                       "original_max_position_embeddings": 32,
+                                                       "attention_factor": 1.2},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
+    "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
+                           dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
     # LongRoPE: 24 positions pretrained, stretched to 96: the 13-20-token prompts take the short factors, the
     # decoding steps past position 24 the long ones (over keys cached with the short ones, as in transformers)
@@ -52,9 +76,11 @@ def build_hf(case, tmp_path):
     torch.manual_seed(0)
     hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval()
     with torch.no_grad():  # random non-trivial norm gains and biases, so a swapped one cannot hide
-        for p in hf.parameters():
+        for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
+            if name.endswith("mlp.gate.weight"):  # a router: its 0.02 init leaves near-uniform routing
+                p.mul_(20.0)
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(tmp_path / "hf")
     return hf

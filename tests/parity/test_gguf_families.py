@@ -40,6 +40,10 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                "falcon"),
     "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
     "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
+    # no norm tensors at all; q, k, v clamped (attention.clamp_kqv), which binds at 0.1 here
+    "olmo": ("OlmoConfig", dict(SMALL, clip_qkv=0.1), "olmo"),
+    # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs
+    "olmoe": ("OlmoeConfig", dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2), "olmoe"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)
     "smollm3": ("SmolLM3Config", dict(SMALL, num_hidden_layers=4, no_rope_layer_interval=4, pad_token_id=0), "smollm3"),
     # A stored as -exp(A_log), the depthwise conv weight squeezed; no attention keys (head count 0)
@@ -85,6 +89,9 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("falcon", dict(bias=True), "no biases"),  # llama.cpp refuses a falcon file with them
     ("mamba", dict(use_bias=True), "use_bias"),  # llama.cpp's mamba graph has no projection biases
     ("jamba", dict(mamba_proj_bias=True), "mamba_proj_bias"),
+    ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing
+    ("olmoe", dict(norm_topk_prob=True), "norm_topk_prob"),  # nor renormalises
+    ("olmoe", dict(num_key_value_heads=2), "key/value heads"),  # and sizes k's norm for all heads
 ])
 def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
     from llmarch.errors import LlmarchError

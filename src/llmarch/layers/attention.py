@@ -130,7 +130,7 @@ class Attention(Mixer):
         # QK-norm (Dehghani et al. 2023), which bounds the attention logits: each head's queries and keys
         # normalised before RoPE (qk_norm 'head', Qwen3), or the whole query and key projections before they
         # split into heads ('proj', OLMo 2 §3.2), so one norm sees every head
-        self.qk_norm = cfg.qk_norm
+        self.qk_norm, self.clip = cfg.qk_norm, cfg.clip_qkv
         widths = {"head": (self.head_dim, self.head_dim),
                   "proj": (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim)}.get(self.qk_norm)
         self.q_norm = make_norm(cfg, widths[0]) if widths else None
@@ -153,6 +153,9 @@ class Attention(Mixer):
         if cfg.qk_norm in ("proj", "per_head") and ATTENTION_KINDS[cfg.attention].shares_qk:
             raise LlmarchError(f"qk_norm={cfg.qk_norm!r} needs a key projection, which attention={cfg.attention!r} "
                                "has not")
+        if cfg.clip_qkv is not None and (cfg.clip_qkv <= 0 or cfg.qk_norm in ("head", "per_head")):
+            raise LlmarchError(f"clip_qkv={cfg.clip_qkv} needs a positive bound and no per-head QK-norm (it clamps "
+                               "the projections, after a 'proj' norm)")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
 
@@ -182,6 +185,8 @@ class Attention(Mixer):
         if self.qk_norm == "proj":
             q, k, v = qkv.split([n * self.head_dim for n in self.qkv_heads], dim=-1)
             qkv = torch.cat((self.q_norm(q), self.k_norm(k), v), dim=-1)
+        if self.clip is not None:  # OLMo's clip_qkv: every query, key and value entry bounded
+            qkv = qkv.clamp(-self.clip, self.clip)
         # one token (decoding): (B, 1, heads, D) and (B, heads, 1, D) are the same memory, so a view, no
         # transposes; the hook points see (B, T, heads, D), so a watched step takes the general path
         one = T == 1 and not (sub["hook_q"].active or sub["hook_k"].active or sub["hook_v"].active)

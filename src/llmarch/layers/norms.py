@@ -60,6 +60,26 @@ def layernorm(dim: int, eps: float, bias: bool) -> nn.Module:
     return LayerNorm(dim, eps=eps, bias=bias)
 
 
+class PlainLayerNorm(nn.Module):
+    """LayerNorm without a gain or bias, in fp32 (OLMo 1: Groeneveld et al. 2024, §2.1, "non-parametric layer
+    norm"; transformers' OlmoLayerNorm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.layer_norm(x.float(), (self.dim,), None, None, self.eps).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
+@NORMS.register("layernorm_plain")
+def layernorm_plain(dim: int, eps: float, bias: bool) -> nn.Module:
+    return PlainLayerNorm(dim, eps=eps)
+
+
 @NORMS.register("rmsnorm")
 def rmsnorm(dim: int, eps: float, bias: bool) -> nn.Module:
     return RMSNorm(dim, eps=eps)

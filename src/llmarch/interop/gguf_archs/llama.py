@@ -1,5 +1,5 @@
-"""LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 2,
-SmolLM3)."""
+"""LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
+OLMoE, SmolLM3)."""
 from __future__ import annotations
 
 from .arch import Arch, Meta
@@ -30,6 +30,43 @@ def _smollm3(hf: dict, meta: Meta) -> dict:
     return {**hf, "no_rope_layer_interval": 4}
 
 
+def _olmo(hf: dict, meta: Meta) -> dict:
+    """OLMo 1: norms without parameters (LayerNorm's epsilon, 1e-5) and the clamp of q, k, v where the file has
+    one (attention.clamp_kqv, as OlmoModel's converter writes clip_qkv)."""
+    return {**hf, "clip_qkv": meta.get("attention.clamp_kqv", None)}
+
+
+def _olmo_out(w, hf: dict) -> dict:
+    w.add_layer_norm_eps(1e-5)
+    if hf.get("clip_qkv") is not None:
+        w.add_clamp_kqv(hf["clip_qkv"])
+    return {}
+
+
+def _olmoe(hf: dict, meta: Meta) -> dict:
+    """OLMoE: every layer a mixture of experts of width feed_forward_length, top-k weights not renormalised
+    (llama.cpp's olmoe graph never does, as OLMoE-1B-7B's norm_topk_prob)."""
+    return {**hf, "num_experts": meta.get("expert_count"), "num_experts_per_tok": meta.get("expert_used_count"),
+            "norm_topk_prob": False}
+
+
+def _olmoe_out(w, hf: dict) -> dict:
+    """OlmoeModel's converter: the expert counts (its FFN width is feed_forward_length); llama.cpp's graph has
+    neither the clamp nor renormalised weights, and sizes the key norm for as many key heads as query heads
+    (OLMoE-1B-7B's), so a model with any of these otherwise is refused."""
+    from ...errors import LlmarchError
+
+    if hf.get("clip_qkv") is not None or hf.get("norm_topk_prob"):
+        raise LlmarchError("GGUF olmoe holds neither clip_qkv nor renormalised top-k weights (norm_topk_prob), "
+                           "which llama.cpp's olmoe graph does not compute")
+    if hf["num_key_value_heads"] != hf["num_attention_heads"]:
+        raise LlmarchError("GGUF olmoe needs as many key/value heads as query heads (llama.cpp sizes the key "
+                           f"norm so), not {hf['num_key_value_heads']} of {hf['num_attention_heads']}")
+    w.add_expert_count(hf["num_experts"])
+    w.add_expert_used_count(hf["num_experts_per_tok"])
+    return {}
+
+
 def _experts_out(w, hf: dict) -> dict:
     """The MoE keys convert_hf_to_gguf.py writes (TextModel: expert_count, expert_used_count; Qwen3MoeModel
     also expert_feed_forward_length), where the model has experts."""
@@ -45,6 +82,8 @@ ARCHS = {
     "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out, also=("mixtral", "mistral")),
     "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
     "olmo2": Arch("olmo2"),
+    "olmo": Arch("olmo", permuted_qk=True, fields=_olmo, write=_olmo_out, layer_norm=True),
+    "olmoe": Arch("olmoe", fields=_olmoe, write=_olmoe_out),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
