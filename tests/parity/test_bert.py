@@ -1,4 +1,4 @@
-"""llmarch's bidirectional encoder against transformers' BERT and RoBERTa models with each head (masked LM,
+"""llmarch's bidirectional encoder against transformers' BERT, RoBERTa and XLM-RoBERTa models with each head (masked LM,
 sequence classification, token classification), through files (fp32, <= 1e-4), on a right-padded batch with
 token types, and a to_hf round trip."""
 import pytest
@@ -10,7 +10,8 @@ transformers = pytest.importorskip("transformers")
 
 
 FAMILIES = {"bert": ("BertConfig", "Bert", dict(max_position_embeddings=64)),
-            "roberta": ("RobertaConfig", "Roberta", dict(max_position_embeddings=66, type_vocab_size=2))}
+            "roberta": ("RobertaConfig", "Roberta", dict(max_position_embeddings=66, type_vocab_size=2)),
+            "xlm-roberta": ("XLMRobertaConfig", "XLMRoberta", dict(max_position_embeddings=66))}
 HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
 CASES = [(family, suffix) for family in FAMILIES for suffix in HEADS]
 
@@ -48,7 +49,7 @@ def test_encoder_heads_match_transformers(tmp_path, family, suffix):
     hf, conf = hf_model(family, suffix)
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    assert not ours.config.causal and ours.config.head == head
+    assert not ours.config.causal and ours.config.head == head and ours.config.hf_model_type == family
     ids, types, mask = padded_batch(conf.pad_token_id)
     with torch.no_grad():
         theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits

@@ -1,7 +1,7 @@
 """RoBERTa (`model_type: roberta`): BERT's layout under `roberta.` with the MLM head in `lm_head`, one token
 type, and positions counted from padding_idx + 1 (so `position_offset` = pad + 1 and the position table
 holds context_length + offset rows). RobertaForSequenceClassification's head (dense -> tanh -> out_proj on
-the first token) is our pooler + classifier under other names."""
+the first token) is our pooler + classifier under other names. XLM-RoBERTa (`xlm-roberta`) is the same model."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -18,16 +18,23 @@ IGNORE = (r"^lm_head\.decoder\.bias$", r"embeddings\.position_ids$")
 def to_config(hf: dict) -> ModelConfig:
     offset = hf.get("pad_token_id", 1) + 1
     cfg = bert_config({**hf, "type_vocab_size": hf.get("type_vocab_size", 1)})
-    return cfg.replace(name=hf.get("_name_or_path") or "roberta", hf_model_type="roberta", position_offset=offset,
-                       context_length=hf.get("max_position_embeddings", 514) - offset)
+    return cfg.replace(name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"],
+                       position_offset=offset, context_length=hf.get("max_position_embeddings", 514) - offset)
 
 
-def from_config(cfg: ModelConfig) -> dict:
-    return {**bert_hf(cfg), "model_type": "roberta", "architectures": ["RobertaForMaskedLM"],
-            "pad_token_id": cfg.position_offset - 1,
-            "max_position_embeddings": cfg.context_length + cfg.position_offset}
+def family(model_type: str, prefix: str) -> Family:
+    """RoBERTa's layout under another model_type and architecture prefix (XLM-RoBERTa: the same classes)."""
+    def from_config(cfg: ModelConfig) -> dict:
+        return {**bert_hf(cfg), "model_type": model_type, "architectures": [f"{prefix}ForMaskedLM"],
+                "pad_token_id": cfg.position_offset - 1,
+                "max_position_embeddings": cfg.context_length + cfg.position_offset}
+
+    return Family(RULES, to_config, from_config, IGNORE, heads={
+        "classify": (f"{prefix}ForSequenceClassification", HEADS["classify"]),
+        "tokens": (f"{prefix}ForTokenClassification", HEADS["tokens"])})
 
 
-FAMILIES.register("roberta")(Family(RULES, to_config, from_config, IGNORE, heads={
-    "classify": ("RobertaForSequenceClassification", HEADS["classify"]),
-    "tokens": ("RobertaForTokenClassification", HEADS["tokens"])}))
+FAMILIES.register("roberta")(family("roberta", "Roberta"))
+# XLM-RoBERTa (Conneau et al. 2020): RoBERTa's model with a 250k SentencePiece vocabulary (XLM-R, and the
+# multilingual encoders fine-tuned from it)
+FAMILIES.register("xlm-roberta")(family("xlm-roberta", "XLMRoberta"))
