@@ -51,6 +51,12 @@ CASES = {
                                                        "original_max_position_embeddings": 32,
                                                        "attention_factor": 1.2},
                                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
+    # GLM: half of each head rotated in adjacent pairs, q k v biases only, gate and up fused
+    "glm": ("GlmConfig", "GlmForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=0)),
+    # GLM-4: the same with sandwich norms; a quarter rotated here, and GQA
+    "glm4": ("Glm4Config", "Glm4ForCausalLM",
+             dict(COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=0,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

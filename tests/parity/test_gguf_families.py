@@ -42,6 +42,8 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
     # no norm tensors at all; q, k, v clamped (attention.clamp_kqv), which binds at 0.1 here
     "olmo": ("OlmoConfig", dict(SMALL, clip_qkv=0.1), "olmo"),
+    # half of each head rotated in adjacent pairs (stored as Hugging Face has them), sandwich norms, fused gate_up
+    "glm4": ("Glm4Config", dict(SMALL, head_dim=16, pad_token_id=0), "glm4"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs
     "olmoe": ("OlmoeConfig", dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2), "olmoe"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)

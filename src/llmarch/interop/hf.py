@@ -175,13 +175,13 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
             raise LlmarchError(f"checkpoint is missing tensor {name}")
     first, key = ckpt.file(rule.hf[0])
     out = torch.empty(shape, dtype=dtype or first.dtype(key))
-    to_ours, _, hf_shape = LAYOUTS[rule.layout]
-    for name, piece in zip(rule.hf, pieces(out, cfg, rule)):
+    for name, piece, layout in zip(rule.hf, pieces(out, cfg, rule), rule.layouts()):
+        to_ours, _, hf_shape = LAYOUTS[layout]
         f, key = ckpt.file(name)
         expected = tuple(hf_shape(tuple(piece.shape)))
         if f.shape(key) != expected:
             raise LlmarchError(f"tensor {name} has shape {f.shape(key)}, the config expects {expected}")
-        if rule.layout == "same" and f.dtype(key) == piece.dtype:
+        if layout == "same" and f.dtype(key) == piece.dtype:
             f.read_into(key, piece)  # straight from disk into place: no temporary copy
         else:
             piece.copy_(to_ours(f.read(key), cfg))

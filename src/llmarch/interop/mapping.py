@@ -15,12 +15,20 @@ import torch
 class Rule:
     hf: tuple[str, ...]
     ours: str
-    layout: str = "same"  # a key of LAYOUTS
+    # a key of LAYOUTS, or one per HF name where the pieces of a fused tensor differ (interleaved RoPE: the q and k
+    # rows reordered, v's not)
+    layout: str | tuple[str, ...] = "same"
     experts: int = 0  # once expanded: the experts stacked along dim 0 of ours (hf lists each expert's names)
 
     @classmethod
-    def of(cls, hf: str | tuple[str, ...], ours: str, layout: str = "same") -> "Rule":
+    def of(cls, hf: str | tuple[str, ...], ours: str, layout: str | tuple[str, ...] = "same") -> "Rule":
         return cls((hf,) if isinstance(hf, str) else hf, ours, layout)
+
+    def layouts(self) -> tuple[str, ...]:
+        """The layout of each HF name, in order."""
+        if isinstance(self.layout, str):
+            return (self.layout,) * len(self.hf)
+        return self.layout * (len(self.hf) // len(self.layout))  # an expert's layouts, once per expert
 
 
 def _neox_qkv(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
@@ -57,6 +65,18 @@ def _interleave(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([gate, up], dim=2).flatten(1, 2)
 
 
+def _rope_pairs(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
+    """Query or key rows (heads x head_dim, ...) whose rotated dims turn in adjacent pairs (2j, 2j + 1), as GLM,
+    Cohere and ERNIE 4.5 rotate them (transformers' rotate_half over interleaved dims), reordered per head to
+    ours, which rotate dim j with dim j + R/2 (LLaMA's halves): the same rotation of the same pairs, so scores
+    are unchanged. Only the R = rotary_dim rotated dims move; the rest of each head stays (partial rotary)."""
+    D, R = cfg.head_dim, cfg.rotary_dim
+    order = torch.cat((torch.arange(0, R, 2), torch.arange(1, R, 2), torch.arange(R, D)))
+    order = order if to_ours else order.argsort()
+    heads = t.reshape(-1, D, *t.shape[1:])
+    return heads[:, order].reshape(t.shape)
+
+
 def _swap12(s: tuple) -> tuple:
     return (s[0], s[2], s[1], *s[3:])
 
@@ -76,7 +96,11 @@ LAYOUTS = {
                             lambda t, cfg: _interleave(t).transpose(1, 2), _swap12),
     # its gate_up_proj_bias (E, 2I), interleaved the same way
     "interleaved": (lambda t, cfg: _deinterleave(t), lambda t, cfg: _interleave(t), lambda s: s),
+    # q or k rows whose RoPE turns adjacent dims (GLM, Cohere, ERNIE 4.5); v's rows go as "same"
+    "rope_pairs": (lambda t, cfg: _rope_pairs(t, cfg, True), lambda t, cfg: _rope_pairs(t, cfg, False), lambda s: s),
 }
+# q, k and v of a family with interleaved RoPE, fused into qkv_proj: the q and k rows reordered
+ROPE_PAIRS_QKV = ("rope_pairs", "rope_pairs", "same")
 
 
 def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
@@ -120,6 +144,6 @@ def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[
     for r in expand(rules, cfg):
         if r.ours not in ours:
             continue
-        for name, piece in zip(r.hf, pieces(ours[r.ours], cfg, r)):
-            hf[name] = LAYOUTS[r.layout][1](piece, cfg).contiguous()
+        for name, piece, layout in zip(r.hf, pieces(ours[r.ours], cfg, r), r.layouts()):
+            hf[name] = LAYOUTS[layout][1](piece, cfg).contiguous()
     return hf

@@ -1,5 +1,5 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
-OLMoE, SmolLM3)."""
+OLMoE, SmolLM3, GLM-4)."""
 from __future__ import annotations
 
 from .arch import Arch, Meta
@@ -67,6 +67,13 @@ def _olmoe_out(w, hf: dict) -> dict:
     return {}
 
 
+def _glm4(hf: dict, meta: Meta) -> dict:
+    """GLM-4: the rotated share of each head from rope.dimension_count; q and k as Hugging Face holds them
+    (llama.cpp turns adjacent dims, as GLM does, so its converter does not permute them)."""
+    head_dim = hf["head_dim"]
+    return {**hf, "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
+
+
 def _experts_out(w, hf: dict) -> dict:
     """The MoE keys convert_hf_to_gguf.py writes (TextModel: expert_count, expert_used_count; Qwen3MoeModel
     also expert_feed_forward_length), where the model has experts."""
@@ -84,6 +91,7 @@ ARCHS = {
     "olmo2": Arch("olmo2"),
     "olmo": Arch("olmo", permuted_qk=True, fields=_olmo, write=_olmo_out, layer_norm=True),
     "olmoe": Arch("olmoe", fields=_olmoe, write=_olmoe_out),
+    "glm4": Arch("glm4", fields=_glm4),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
