@@ -57,6 +57,11 @@ CASES = {
     "glm4": ("Glm4Config", "Glm4ForCausalLM",
              dict(COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=0,
                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})),
+    # Command R: the parallel block under one bias-free LayerNorm, adjacent-pair RoPE, logits times 1/16, tied
+    "cohere": ("CohereConfig", "CohereForCausalLM", dict(COMMON, num_key_value_heads=2)),
+    # Command R7B: layers 0-2 slide over 8 keys with RoPE, layer 3 sees all without positions
+    "cohere2": ("Cohere2Config", "Cohere2ForCausalLM",
+                dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, sliding_window=8)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

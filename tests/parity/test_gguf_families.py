@@ -44,6 +44,11 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "olmo": ("OlmoConfig", dict(SMALL, clip_qkv=0.1), "olmo"),
     # half of each head rotated in adjacent pairs (stored as Hugging Face has them), sandwich norms, fused gate_up
     "glm4": ("Glm4Config", dict(SMALL, head_dim=16, pad_token_id=0), "glm4"),
+    # the parallel block under one bias-free LayerNorm, adjacent-pair RoPE, the logit scale, tied
+    "cohere": ("CohereConfig", dict(SMALL, tie_word_embeddings=True, pad_token_id=0), "command-r"),
+    # layers 0-2 slide over 8 keys with RoPE, layer 3 sees all without positions
+    "cohere2": ("Cohere2Config", dict(SMALL, num_hidden_layers=4, tie_word_embeddings=True, sliding_window=8,
+                                      pad_token_id=0), "cohere2"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs
     "olmoe": ("OlmoeConfig", dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2), "olmoe"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)
