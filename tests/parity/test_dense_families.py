@@ -62,6 +62,10 @@ CASES = {
     # Command R7B: layers 0-2 slide over 8 keys with RoPE, layer 3 sees all without positions
     "cohere2": ("Cohere2Config", "Cohere2ForCausalLM",
                 dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, sliding_window=8)),
+    # ERNIE 4.5: adjacent-pair RoPE over whole heads, with and without its one use_bias
+    "ernie4_5": ("Ernie4_5Config", "Ernie4_5ForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16)),
+    "ernie4_5-bias": ("Ernie4_5Config", "Ernie4_5ForCausalLM",
+                      dict(COMMON, num_key_value_heads=2, head_dim=16, use_bias=True, tie_word_embeddings=False)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

@@ -49,6 +49,8 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # layers 0-2 slide over 8 keys with RoPE, layer 3 sees all without positions
     "cohere2": ("Cohere2Config", dict(SMALL, num_hidden_layers=4, tie_word_embeddings=True, sliding_window=8,
                                       pad_token_id=0), "cohere2"),
+    # adjacent-pair RoPE over whole heads
+    "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs
     "olmoe": ("OlmoeConfig", dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2), "olmoe"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)
@@ -96,6 +98,7 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("falcon", dict(bias=True), "no biases"),  # llama.cpp refuses a falcon file with them
     ("mamba", dict(use_bias=True), "use_bias"),  # llama.cpp's mamba graph has no projection biases
     ("jamba", dict(mamba_proj_bias=True), "mamba_proj_bias"),
+    ("ernie4_5", dict(use_bias=True), "use_bias"),  # llama.cpp refuses a file with them
     ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing
     ("olmoe", dict(norm_topk_prob=True), "norm_topk_prob"),  # nor renormalises
     ("olmoe", dict(num_key_value_heads=2), "key/value heads"),  # and sizes k's norm for all heads

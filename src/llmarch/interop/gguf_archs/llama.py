@@ -1,5 +1,5 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
-OLMoE, SmolLM3, GLM-4)."""
+OLMoE, SmolLM3, GLM-4, ERNIE 4.5)."""
 from __future__ import annotations
 
 from .arch import Arch, Meta
@@ -74,6 +74,18 @@ def _glm4(hf: dict, meta: Meta) -> dict:
     return {**hf, "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
 
 
+def _no_bias(arch: str):
+    """A writer refusing biases, which llama.cpp's `arch` graph has no place for (it refuses such a file)."""
+    def write(w, hf: dict) -> dict:
+        if hf.get("use_bias"):
+            from ...errors import LlmarchError
+
+            raise LlmarchError(f"GGUF {arch} holds no biases (use_bias): llama.cpp refuses such a file")
+        return {}
+
+    return write
+
+
 def _experts_out(w, hf: dict) -> dict:
     """The MoE keys convert_hf_to_gguf.py writes (TextModel: expert_count, expert_used_count; Qwen3MoeModel
     also expert_feed_forward_length), where the model has experts."""
@@ -92,6 +104,9 @@ ARCHS = {
     "olmo": Arch("olmo", permuted_qk=True, fields=_olmo, write=_olmo_out, layer_norm=True),
     "olmoe": Arch("olmoe", fields=_olmoe, write=_olmoe_out),
     "glm4": Arch("glm4", fields=_glm4),
+    # q and k as Hugging Face holds them: llama.cpp turns adjacent dims, as ERNIE does
+    "ernie4_5": Arch("ernie4_5", fields=lambda hf, meta: {**hf, "use_bias": hf["attention_bias"]},
+                     write=_no_bias("ernie4_5")),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
     "qwen3": Arch("qwen3"),
