@@ -66,6 +66,13 @@ CASES = {
     "ernie4_5": ("Ernie4_5Config", "Ernie4_5ForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16)),
     "ernie4_5-bias": ("Ernie4_5Config", "Ernie4_5ForCausalLM",
                       dict(COMMON, num_key_value_heads=2, head_dim=16, use_bias=True, tie_word_embeddings=False)),
+    # GLM-4.5: half of each head rotated (halves), q k v biases, per-head QK-norm, layer 0 dense, then 8 experts in
+    # 4 groups (2 chosen), top 2 by sigmoid score plus bias, renormalised and scaled, one shared expert
+    "glm4_moe": ("Glm4MoeConfig", "Glm4MoeForCausalLM",
+                 dict(COMMON, num_hidden_layers=3, num_key_value_heads=2, head_dim=16, attention_bias=True,
+                      use_qk_norm=True, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                      n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2, routed_scaling_factor=2.5,
+                      pad_token_id=0)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
@@ -96,6 +103,9 @@ def build_hf(case, tmp_path):
                 p.add_(torch.randn_like(p) * 0.1)
             if name.endswith("mlp.gate.weight"):  # a router: its 0.02 init leaves near-uniform routing
                 p.mul_(20.0)
+        for name, b in hf.named_buffers():  # an expert bias (initialised 0) that moves the choice
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn_like(b) * 0.5)
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(tmp_path / "hf")
     return hf
@@ -113,3 +123,22 @@ def test_logits_generation_and_round_trip(case, tmp_path):
         with torch.no_grad():
             again = ours(generated, attention_mask=full_mask).logits
         assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
+
+
+def test_glm4_moe_skips_its_multi_token_prediction_layer_and_nothing_past_it(tmp_path):
+    """GLM-4.5 checkpoints hold an MTP layer after the last (model.layers.{n_layers}), which transformers does not
+    load: read past it, while a tensor of any other layer index is still an error."""
+    from safetensors.torch import load_file, save_file
+
+    from llmarch.errors import LlmarchError
+
+    hf = build_hf("glm4_moe", tmp_path)
+    file = next((tmp_path / "hf").glob("*.safetensors"))
+    state = load_file(file)
+    save_file({**state, "model.layers.3.eh_proj.weight": torch.zeros(4, 8)}, file, metadata={"format": "pt"})
+    ids = torch.randint(0, 128, (1, 9))
+    with torch.no_grad():
+        assert torch.allclose(from_hf(tmp_path / "hf")(ids).logits, hf(ids).logits, atol=1e-4)
+    save_file({**state, "model.layers.4.eh_proj.weight": torch.zeros(4, 8)}, file, metadata={"format": "pt"})
+    with pytest.raises(LlmarchError, match="model.layers.4.eh_proj.weight"):
+        from_hf(tmp_path / "hf")

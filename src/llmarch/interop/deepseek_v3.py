@@ -12,9 +12,6 @@ from ..errors import LlmarchError
 from .deepseek_v2 import IGNORE, deepseek_config, deepseek_hf, rules
 from .hf import FAMILIES, Family
 
-MTP = (r"^model\.layers\.61\.",)
-
-
 def to_config(hf: dict) -> ModelConfig:
     if hf.get("rope_interleave") is False:  # every published checkpoint interleaves (the config's default)
         raise LlmarchError("deepseek_v3 with rope_interleave false is not supported")
@@ -31,4 +28,5 @@ def from_config(cfg: ModelConfig) -> dict:
                        rope_interleave=True, num_nextn_predict_layers=0)
 
 
-FAMILIES.register("deepseek_v3")(Family(rules(interleaved=True), to_config, from_config, IGNORE + MTP))
+FAMILIES.register("deepseek_v3")(Family(rules(interleaved=True), to_config, from_config, IGNORE,
+                                                     mtp=True))

@@ -47,6 +47,9 @@ class Family:
     needs: Callable[[ModelConfig], str | None] | None = None
     # rules whose names depend on the config (StableLM-2-12B's one norm per head, named by head index)
     more_rules: Callable[[ModelConfig], list[Rule]] | None = None
+    # the checkpoint may hold a multi-token-prediction layer after the last one (model.layers.{n_layers}: DeepSeek-V3,
+    # GLM-4.5), which is not loaded, as transformers does not load it
+    mtp: bool = False
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
         problem = self.needs(cfg) if self.needs is not None else None
@@ -158,6 +161,8 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
     ignore = [re.compile(p) for p in family.ignore]
     if cfg.tied_head:  # a tied head may be stored too; it holds the embedding again
         ignore.append(re.compile(r"^lm_head\.weight$"))
+    if family.mtp:
+        ignore.append(re.compile(rf"^model\.layers\.{cfg.n_layers}\."))
     extra = sorted(n for n in ckpt.names() - used if not any(p.search(n) for p in ignore))
     if extra:
         raise LlmarchError(f"{source}: unexpected tensor {first_and_count(extra)} that the model has no place for")

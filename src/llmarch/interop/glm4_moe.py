@@ -1,0 +1,67 @@
+"""GLM-4.5 and GLM-4.6 (`model_type: glm4_moe`; Zhipu AI 2025, "GLM-4.5: Agentic, Reasoning, and Coding (ARC)
+Foundation Models"): LLaMA's grouped-query attention with RoPE on half of each head's dims (partial_rotary_factor
+0.5, LLaMA's halves: no reordering, unlike GLM-4's pairs), q, k, v biases (attention_bias), an optional per-head
+QK-norm (use_qk_norm), and DeepSeek-V3's mixture after first_k_dense_replace dense layers: sigmoid scores, an expert
+bias for the choice, n_group groups of which topk_group are chosen, the chosen scores renormalised (norm_topk_prob)
+and times routed_scaling_factor, plus shared experts. The multi-token-prediction layer after the last is not
+loaded."""
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .deepseek_v2 import first_dense
+from .hf import FAMILIES, Family
+from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf, rope_parameters
+from .mapping import Rule
+from .mixtral import STACKED
+from .qwen3 import RULES as QWEN3_RULES
+
+_M, _B = "model.layers.{i}.mlp.", "blocks.{i}."
+RULES = QWEN3_RULES + [
+    Rule.of(_M + "gate.weight", _B + "mlp.router.weight"),
+    Rule.of(_M + "gate.e_score_correction_bias", _B + "mlp.router.expert_bias"),
+    Rule.of((_M + "experts.{e}.gate_proj.weight", _M + "experts.{e}.up_proj.weight"), _B + "mlp.experts.gate_up"),
+    Rule.of(_M + "experts.{e}.down_proj.weight", _B + "mlp.experts.down"),
+    Rule.of((_M + "shared_experts.gate_proj.weight", _M + "shared_experts.up_proj.weight"),
+            _B + "mlp.shared.gate_up.weight"),
+    Rule.of(_M + "shared_experts.down_proj.weight", _B + "mlp.shared.down.weight"),
+]
+
+
+def to_config(hf: dict) -> ModelConfig:
+    params = hf.get("rope_parameters") or {}
+    fraction = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
+    return llama_like_config(
+        {**hf, "attention_bias": False, "mlp_bias": False}, qkv_bias=bool(hf.get("attention_bias", False)),
+        rope_fraction=float(fraction), norm_eps=hf.get("rms_norm_eps", 1e-5),
+        qk_norm="head" if hf.get("use_qk_norm") else "none", n_experts=int(hf["n_routed_experts"]),
+        experts_per_token=int(hf["num_experts_per_tok"]), expert_hidden=int(hf["moe_intermediate_size"]),
+        n_shared_experts=int(hf.get("n_shared_experts") or 0), moe_dense_first=int(hf.get("first_k_dense_replace", 1)),
+        router_scoring="sigmoid", expert_bias=True, router_renormalize=bool(hf.get("norm_topk_prob", True)),
+        router_scale=float(hf.get("routed_scaling_factor", 1.0)), router_groups=int(hf.get("n_group") or 1),
+        router_topk_groups=int(hf.get("topk_group") or 1))
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    if not cfg.n_experts or cfg.router_scoring != "sigmoid" or not cfg.expert_bias or cfg.moe_period != 1 \
+            or cfg.capacity_factor is not None or cfg.expert_capacity is not None or cfg.shared_expert_gate \
+            or cfg.shared_hidden != cfg.n_shared_experts * cfg.expert_hidden:
+        raise LlmarchError("model_type glm4_moe routes by sigmoid scores with an expert bias (router_scoring "
+                           "'sigmoid', expert_bias True) to uncapped experts after the first dense layers, with "
+                           "ungated shared experts of the experts' width")
+    if cfg.bias or cfg.ffn != "swiglu" or cfg.norm != "rmsnorm" or cfg.norm_placement != "pre" \
+            or cfg.qk_norm not in ("none", "head") or cfg.sliding_window is not None or cfg.layer_types is not None:
+        raise LlmarchError("model_type glm4_moe has pre-norm RMSNorm, SwiGLU without o or MLP biases, a per-head "
+                           "QK-norm or none, and no windows or layer types")
+    out = llama_like_hf(cfg, architectures=["Glm4MoeForCausalLM"],
+                        rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction},
+                        use_qk_norm=cfg.qk_norm == "head", n_routed_experts=cfg.n_experts,
+                        num_experts_per_tok=cfg.experts_per_token, moe_intermediate_size=cfg.expert_hidden,
+                        n_shared_experts=cfg.n_shared_experts, first_k_dense_replace=first_dense(cfg),
+                        norm_topk_prob=cfg.router_renormalize, routed_scaling_factor=cfg.router_scale,
+                        n_group=cfg.router_groups, topk_group=cfg.router_topk_groups, num_mtp_layers=0)
+    out.pop("mlp_bias")
+    return out
+
+
+FAMILIES.register("glm4_moe")(Family(RULES, to_config, from_config, IGNORE, stacked_experts=STACKED, mtp=True))
