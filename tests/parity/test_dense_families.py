@@ -16,6 +16,8 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+QWEN3_5 = dict(num_key_value_heads=2, head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+               linear_key_head_dim=16, linear_value_head_dim=8, layer_types=["linear_attention", "full_attention"])
 CASES = {
     # 6 heads: slopes for a head count that is not a power of two (4 of 4 heads, then 2 of 8)
     "bloom": ("BloomConfig", "BloomForCausalLM", dict(vocab_size=128, hidden_size=48, n_layer=2, n_head=6)),
@@ -73,6 +75,12 @@ CASES = {
                       use_qk_norm=True, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
                       n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2, routed_scaling_factor=2.5,
                       pad_token_id=0)),
+    # Qwen3.5: Qwen3-Next's hybrid (a Gated DeltaNet layer, then gated full attention) with its delta-rule
+    # projections stored apart and a dense MLP; 2 key heads serving 4 value heads; the MoE one with experts
+    "qwen3_5": ("Qwen3_5TextConfig", "Qwen3_5ForCausalLM", dict(COMMON, **QWEN3_5)),
+    "qwen3_5_moe": ("Qwen3_5MoeTextConfig", "Qwen3_5MoeForCausalLM",
+                    dict(COMMON, **QWEN3_5, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                         shared_expert_intermediate_size=48)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
@@ -142,3 +150,18 @@ def test_glm4_moe_skips_its_multi_token_prediction_layer_and_nothing_past_it(tmp
     save_file({**state, "model.layers.4.eh_proj.weight": torch.zeros(4, 8)}, file, metadata={"format": "pt"})
     with pytest.raises(LlmarchError, match="model.layers.4.eh_proj.weight"):
         from_hf(tmp_path / "hf")
+
+
+def test_qwen3_5_vision_language_checkpoint_reads_its_text_model(tmp_path):
+    """A Qwen3_5ForConditionalGeneration checkpoint (as Qwen3.5 is published): config text_config, the text model
+    under model.language_model., a vision tower that is not read; text logits equal the checkpoint's own."""
+    torch.manual_seed(0)
+    conf = transformers.Qwen3_5Config(text_config=dict(COMMON, **QWEN3_5), vision_config=dict(
+        depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=4))
+    hf = transformers.Qwen3_5ForConditionalGeneration(conf).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert ours.config.hf_model_type == "qwen3_5_text"
+    ids = torch.randint(0, 128, (2, 11))
+    with torch.no_grad():
+        assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4

@@ -11,7 +11,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .deepseek_v2 import first_dense
 from .hf import FAMILIES, Family
-from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf, rope_parameters
+from .llama import IGNORE, llama_like_config, llama_like_hf, rope_parameters
 from .mapping import Rule
 from .mixtral import STACKED
 from .qwen3 import RULES as QWEN3_RULES

@@ -19,7 +19,7 @@ from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
 from ..models.build import empty_model
 from ..registry import Registry
-from .mapping import LAYOUTS, Rule, expand, export_state, pieces
+from .mapping import JOINS, LAYOUTS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint
 
 FAMILIES: Registry = Registry("Hugging Face model_type")
@@ -179,6 +179,16 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
                                    "BertForMaskedLM); llmarch loads a model with its head")
             raise LlmarchError(f"checkpoint is missing tensor {name}")
     first, key = ckpt.file(rule.hf[0])
+    if rule.layout in JOINS:  # read whole, then joined into ours
+        to_ours, to_hf = JOINS[rule.layout]
+        parts = []
+        for name, want in zip(rule.hf, to_hf(torch.empty(shape, device="meta"), cfg)):
+            f, key = ckpt.file(name)
+            if f.shape(key) != tuple(want.shape):
+                raise LlmarchError(f"tensor {name} has shape {f.shape(key)}, the config expects {tuple(want.shape)}")
+            parts.append(f.read(key))
+        out = to_ours(parts, cfg).to(dtype or parts[0].dtype)
+        return out.to(device) if device is not None else out
     out = torch.empty(shape, dtype=dtype or first.dtype(key))
     for name, piece, layout in zip(rule.hf, pieces(out, cfg, rule), rule.layouts()):
         to_ours, _, hf_shape = LAYOUTS[layout]

@@ -26,6 +26,8 @@ class Rule:
 
     def layouts(self) -> tuple[str, ...]:
         """The layout of each HF name, in order."""
+        if self.layout in JOINS:
+            raise ValueError(f"rule {self.ours}: layout {self.layout!r} joins its tensors as a whole")
         if isinstance(self.layout, str):
             return (self.layout,) * len(self.hf)
         return self.layout * (len(self.hf) // len(self.layout))  # an expert's layouts, once per expert
@@ -101,6 +103,10 @@ LAYOUTS = {
 }
 # q, k and v of a family with interleaved RoPE, fused into qkv_proj: the q and k rows reordered
 ROPE_PAIRS_QKV = ("rope_pairs", "rope_pairs", "same")
+# layouts that make one of our tensors of several HF ones by more than stacking pieces along dim 0:
+# name -> (HF tensors -> ours, ours -> HF tensors), each given the ModelConfig; families register their own
+# (Qwen3.5's split delta-rule projections, interop/qwen3_5.py)
+JOINS: dict = {}
 
 
 def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
@@ -143,6 +149,9 @@ def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[
     hf = {}
     for r in expand(rules, cfg):
         if r.ours not in ours:
+            continue
+        if r.layout in JOINS:
+            hf.update(zip(r.hf, (t.contiguous() for t in JOINS[r.layout][1](ours[r.ours], cfg))))
             continue
         for name, piece, layout in zip(r.hf, pieces(ours[r.ours], cfg, r), r.layouts()):
             hf[name] = LAYOUTS[layout][1](piece, cfg).contiguous()

@@ -1,0 +1,114 @@
+"""Qwen3.5 (`model_type: qwen3_5_text`, and `qwen3_5_moe_text`; the text models of the `qwen3_5` and `qwen3_5_moe`
+checkpoints): Qwen3-Next's hybrid (qwen3_next.py: Gated DeltaNet layers and gated full attention, zero-centred
+RMSNorms, partial RoPE) with a dense SwiGLU MLP (qwen3_5) or on every layer Qwen3-Next's experts with a gated shared
+expert (qwen3_5_moe, top-k always renormalised), and the delta rule's projections stored apart: in_proj_qkv (all
+q | all k | all v rows), in_proj_z, in_proj_b, in_proj_a. llmarch fuses them grouped per key head as Qwen3-Next
+stores them ([q_g k_g v_g z_g], [b_g a_g]), a join of whole tensors (mapping.JOINS) rather than stacked pieces.
+The published checkpoints are vision-language ones (Qwen3_5ForConditionalGeneration): the config is text_config,
+the text model's weights lie under model.language_model.; the vision tower (model.visual.) and the
+multi-token-prediction head (mtp.) are not read, as transformers' text model does not read them. Their text RoPE is
+multimodal RoPE with every position id the same for text, which is plain RoPE. Such a model is written back as its
+text type."""
+from __future__ import annotations
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from ..layers.gated_deltanet import delta_shape
+from .hf import FAMILIES, Family
+from .llama import IGNORE
+from .mapping import JOINS, Rule
+from .mixtral import STACKED
+from .qwen3_next import RULES as NEXT_RULES, from_config as next_hf, to_config as next_config
+
+_L = "model.layers.{i}.linear_attn."
+
+
+def _join_qkvz(parts: list[torch.Tensor], cfg) -> torch.Tensor:
+    """in_proj_qkv [all q | all k | all v] and in_proj_z -> our rows [q_g k_g v_g z_g] per key head g."""
+    K, H, dk, dv = delta_shape(cfg)
+    qkv, z = parts
+    q, k, v = qkv.split([K * dk, K * dk, H * dv])
+    return torch.cat([x.reshape(K, -1, x.shape[-1]) for x in (q, k, v, z)], dim=1).reshape(-1, qkv.shape[-1])
+
+
+def _split_qkvz(t: torch.Tensor, cfg) -> list[torch.Tensor]:
+    K, H, dk, dv = delta_shape(cfg)
+    q, k, v, z = t.reshape(K, -1, t.shape[-1]).split([dk, dk, H // K * dv, H // K * dv], dim=1)
+    return [torch.cat([q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)]), z.flatten(0, 1)]
+
+
+def _join_ba(parts: list[torch.Tensor], cfg) -> torch.Tensor:
+    """in_proj_b and in_proj_a (a row per value head) -> our rows [b_g a_g] per key head g."""
+    K, H, _, _ = delta_shape(cfg)
+    return torch.cat([x.reshape(K, H // K, x.shape[-1]) for x in parts], dim=1).reshape(-1, parts[0].shape[-1])
+
+
+def _split_ba(t: torch.Tensor, cfg) -> list[torch.Tensor]:
+    K, H, _, _ = delta_shape(cfg)
+    return [x.flatten(0, 1) for x in t.reshape(K, 2 * (H // K), t.shape[-1]).split(H // K, dim=1)]
+
+
+JOINS["qwen3_5_qkvz"] = (_join_qkvz, _split_qkvz)
+JOINS["qwen3_5_ba"] = (_join_ba, _split_ba)
+
+RULES = [r for r in NEXT_RULES if not r.ours.endswith(("in_proj_qkvz.weight", "in_proj_ba.weight"))] + [
+    Rule.of((_L + "in_proj_qkv.weight", _L + "in_proj_z.weight"), "blocks.{i}.mixer.in_proj_qkvz.weight",
+            "qwen3_5_qkvz"),
+    Rule.of((_L + "in_proj_b.weight", _L + "in_proj_a.weight"), "blocks.{i}.mixer.in_proj_ba.weight", "qwen3_5_ba"),
+]
+# the text model of the vision-language checkpoints: model.* -> model.language_model.*, the head as it is
+MULTIMODAL_RULES = [Rule(tuple("model.language_model." + h.removeprefix("model.") for h in r.hf), r.ours, r.layout)
+                    if r.hf[0].startswith("model.") else r for r in RULES]
+_IGNORE = IGNORE + (r"^mtp\.",)
+MULTIMODAL_IGNORE = _IGNORE + (r"^model\.visual\.",)
+_TEXT = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
+_ARCHS = {"qwen3_5_text": "Qwen3_5ForCausalLM", "qwen3_5_moe_text": "Qwen3_5MoeForCausalLM"}
+
+
+def to_config(hf: dict) -> ModelConfig:
+    moe = hf["model_type"] == "qwen3_5_moe_text"
+    if moe != bool(hf.get("num_experts")):
+        raise LlmarchError(f"{hf['model_type']}: {'no' if moe else ''} num_experts")
+    extra = dict(decoder_sparse_step=1, norm_topk_prob=True) if moe else {}
+    return next_config({**hf, **extra, "partial_rotary_factor": hf.get("partial_rotary_factor", 0.25)})
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    moe = cfg.hf_model_type == "qwen3_5_moe_text"
+    if moe != bool(cfg.n_experts) or moe and (cfg.moe_period != 1 or not cfg.router_renormalize
+                                              or not cfg.n_shared_experts):
+        raise LlmarchError(f"model_type {cfg.hf_model_type} has " + (
+            "experts on every layer, renormalised top-k weights and a gated shared expert" if moe else "no experts"))
+    out = {**next_hf(cfg), "model_type": cfg.hf_model_type, "architectures": [_ARCHS[cfg.hf_model_type]]}
+    for key in ("decoder_sparse_step", "mlp_only_layers", "norm_topk_prob") + (() if moe else (
+            "num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size",
+            "router_aux_loss_coef")):
+        out.pop(key, None)
+    return out
+
+
+def multimodal_config(hf: dict) -> ModelConfig:
+    text = hf.get("text_config") or {}
+    return to_config({**text, "model_type": _TEXT[hf["model_type"]], "_name_or_path": hf.get("_name_or_path"),
+                      "tie_word_embeddings": text.get("tie_word_embeddings", hf.get("tie_word_embeddings", False))})
+
+
+def multimodal_name(name: str) -> str:
+    """Older layouts' names (language_model.model.*, language_model.lm_head.*) as transformers 5's."""
+    if name.startswith("language_model.model."):
+        return "model.language_model." + name.removeprefix("language_model.model.")
+    return name.removeprefix("language_model.") if name.startswith("language_model.lm_head.") else name
+
+
+def no_export(cfg: ModelConfig) -> dict:
+    raise LlmarchError("llmarch holds Qwen3.5's text model only; export it with hf_model_type "
+                       f"{_TEXT.get(cfg.hf_model_type, 'qwen3_5_text')!r}")
+
+
+for text in ("qwen3_5_text", "qwen3_5_moe_text"):
+    FAMILIES.register(text)(Family(RULES, to_config, from_config, _IGNORE, stacked_experts=STACKED))
+for wrapper in ("qwen3_5", "qwen3_5_moe"):
+    FAMILIES.register(wrapper)(Family(MULTIMODAL_RULES, multimodal_config, no_export, MULTIMODAL_IGNORE,
+                                      canonical=multimodal_name, stacked_experts=STACKED))
