@@ -165,3 +165,21 @@ def test_qwen3_5_vision_language_checkpoint_reads_its_text_model(tmp_path):
     ids = torch.randint(0, 128, (2, 11))
     with torch.no_grad():
         assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_mistral3_vision_language_checkpoint_reads_its_text_model(tmp_path, tied):
+    """Mistral Small 3.1/3.2 (Mistral3ForConditionalGeneration): a Mistral text model under the wrapper, its
+    head tied or not as the checkpoint stores it (the wrapper's and the text config's flags may disagree)."""
+    torch.manual_seed(0)
+    conf = transformers.Mistral3Config(
+        text_config=dict(COMMON, num_key_value_heads=2, head_dim=16, sliding_window=None),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           head_dim=16, patch_size=4, image_size=16), tie_word_embeddings=tied)
+    hf = transformers.Mistral3ForConditionalGeneration(conf).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert ours.config.hf_model_type == "mistral" and ours.config.tie_embeddings == tied
+    ids = torch.randint(0, 128, (2, 11))
+    with torch.no_grad():
+        assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4

@@ -16,8 +16,8 @@ published); the vision tower and projector are not read. Such a model is written
 from __future__ import annotations
 
 from ..config import LAYER_FIELDS, ModelConfig
-from ..errors import LlmarchError
 from .gemma2 import FULL, RULES as GEMMA2_RULES, SLIDING, gemma_like_config, gemma_like_hf
+from . import multimodal
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_parameters
 from .mapping import Rule
@@ -25,10 +25,8 @@ from .mapping import Rule
 _L = "model.layers.{i}."
 RULES = GEMMA2_RULES + [Rule.of(_L + "self_attn.q_norm.weight", "blocks.{i}.attn.q_norm.weight"),
                         Rule.of(_L + "self_attn.k_norm.weight", "blocks.{i}.attn.k_norm.weight")]
-# the text model of Gemma3ForConditionalGeneration: model.* -> model.language_model.*, the head as it is
-MULTIMODAL_RULES = [Rule(tuple("model.language_model." + h.removeprefix("model.") for h in r.hf), r.ours, r.layout)
-                    if r.hf[0].startswith("model.") else r for r in RULES]
-MULTIMODAL_IGNORE = IGNORE + (r"^(model\.)?(vision_tower|multi_modal_projector)\.",)
+# what the text model of a vision-language checkpoint does not read (Gemma 3, Mistral 3)
+VISION = (r"^(model\.)?(vision_tower|multi_modal_projector)\.",)
 # what transformers' Gemma3TextConfig assumes for fields a config.json leaves out (the published multimodal
 # configs list only the text_config fields that differ from these)
 DEFAULTS = dict(model_type="gemma3_text", vocab_size=262208, hidden_size=2304, intermediate_size=9216,
@@ -73,17 +71,5 @@ def multimodal_config(hf: dict) -> ModelConfig:
                        final_softcap=False)
 
 
-def multimodal_name(name: str) -> str:
-    """Published checkpoints' names (language_model.model.*, language_model.lm_head.*) as transformers 5's."""
-    if name.startswith("language_model.model."):
-        return "model.language_model." + name.removeprefix("language_model.model.")
-    return name.removeprefix("language_model.") if name.startswith("language_model.lm_head.") else name
-
-
-def no_export(cfg: ModelConfig) -> dict:
-    raise LlmarchError("llmarch holds Gemma 3's text model only; export it with hf_model_type='gemma3_text'")
-
-
 FAMILIES.register("gemma3_text")(Family(RULES, text_config, from_config, IGNORE))
-FAMILIES.register("gemma3")(Family(MULTIMODAL_RULES, multimodal_config, no_export, MULTIMODAL_IGNORE,
-                                   canonical=multimodal_name))
+multimodal.register("gemma3", FAMILIES["gemma3_text"], multimodal_config, "gemma3_text", VISION)

@@ -50,6 +50,9 @@ class Family:
     # the checkpoint may hold a multi-token-prediction layer after the last one (model.layers.{n_layers}: DeepSeek-V3,
     # GLM-4.5), which is not loaded, as transformers does not load it
     mtp: bool = False
+    # the head is tied exactly where the checkpoint stores no lm_head.weight (vision-language wrappers, whose outer
+    # and text configs may disagree on tie_word_embeddings; transformers ties only a head it finds no tensor for)
+    tied_by_checkpoint: bool = False
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
         problem = self.needs(cfg) if self.needs is not None else None
@@ -134,7 +137,10 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     hf_cfg = read_hf_config(path)
     family = FAMILIES[str(hf_cfg.get("model_type"))]
     cfg = hf_model_config(hf_cfg, path / "config.json")
-    return build_from(cfg, family, Checkpoint(path, family.canonical), path, dtype, device)
+    ckpt = Checkpoint(path, family.canonical)
+    if family.tied_by_checkpoint and cfg.head == "lm":
+        cfg = cfg.replace(tie_embeddings="lm_head.weight" not in ckpt.names())
+    return build_from(cfg, family, ckpt, path, dtype, device)
 
 
 def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torch.dtype | None,

@@ -1,8 +1,13 @@
 """Mistral (`model_type: mistral`): LLaMA's weights and config plus sliding-window attention, where each
-query attends to itself and the `sliding_window - 1` positions before it (in prefill and in decoding)."""
+query attends to itself and the `sliding_window - 1` positions before it (in prefill and in decoding). Mistral
+Small 3.1 and 3.2 (`mistral3`, Mistral3ForConditionalGeneration) are published as vision-language checkpoints whose
+text model is a Mistral: read as such (multimodal.py), the Pixtral vision tower and projector not read."""
 from __future__ import annotations
 
 from ..config import ModelConfig
+from ..errors import LlmarchError
+from . import multimodal
+from .gemma3 import VISION
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES, llama_like_config, llama_like_hf
 
@@ -16,3 +21,13 @@ def from_config(cfg: ModelConfig) -> dict:
 
 
 FAMILIES.register("mistral")(Family(RULES, to_config, from_config, IGNORE))
+
+
+def mistral3_config(hf: dict) -> ModelConfig:
+    text = {"model_type": "mistral", **(hf.get("text_config") or {})}
+    if text["model_type"] != "mistral":
+        raise LlmarchError(f"mistral3 with a {text['model_type']!r} text model is not supported (mistral)")
+    return to_config({**text, "_name_or_path": hf.get("_name_or_path")})
+
+
+multimodal.register("mistral3", FAMILIES["mistral"], mistral3_config, "mistral", VISION)

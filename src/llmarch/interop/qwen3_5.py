@@ -18,6 +18,7 @@ from ..errors import LlmarchError
 from ..layers.gated_deltanet import delta_shape
 from .hf import FAMILIES, Family
 from .llama import IGNORE
+from . import multimodal
 from .mapping import JOINS, Rule
 from .mixtral import STACKED
 from .qwen3_next import RULES as NEXT_RULES, from_config as next_hf, to_config as next_config
@@ -58,11 +59,7 @@ RULES = [r for r in NEXT_RULES if not r.ours.endswith(("in_proj_qkvz.weight", "i
             "qwen3_5_qkvz"),
     Rule.of((_L + "in_proj_b.weight", _L + "in_proj_a.weight"), "blocks.{i}.mixer.in_proj_ba.weight", "qwen3_5_ba"),
 ]
-# the text model of the vision-language checkpoints: model.* -> model.language_model.*, the head as it is
-MULTIMODAL_RULES = [Rule(tuple("model.language_model." + h.removeprefix("model.") for h in r.hf), r.ours, r.layout)
-                    if r.hf[0].startswith("model.") else r for r in RULES]
 _IGNORE = IGNORE + (r"^mtp\.",)
-MULTIMODAL_IGNORE = _IGNORE + (r"^model\.visual\.",)
 _TEXT = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
 _ARCHS = {"qwen3_5_text": "Qwen3_5ForCausalLM", "qwen3_5_moe_text": "Qwen3_5MoeForCausalLM"}
 
@@ -95,20 +92,7 @@ def multimodal_config(hf: dict) -> ModelConfig:
                       "tie_word_embeddings": text.get("tie_word_embeddings", hf.get("tie_word_embeddings", False))})
 
 
-def multimodal_name(name: str) -> str:
-    """Older layouts' names (language_model.model.*, language_model.lm_head.*) as transformers 5's."""
-    if name.startswith("language_model.model."):
-        return "model.language_model." + name.removeprefix("language_model.model.")
-    return name.removeprefix("language_model.") if name.startswith("language_model.lm_head.") else name
-
-
-def no_export(cfg: ModelConfig) -> dict:
-    raise LlmarchError("llmarch holds Qwen3.5's text model only; export it with hf_model_type "
-                       f"{_TEXT.get(cfg.hf_model_type, 'qwen3_5_text')!r}")
-
-
 for text in ("qwen3_5_text", "qwen3_5_moe_text"):
     FAMILIES.register(text)(Family(RULES, to_config, from_config, _IGNORE, stacked_experts=STACKED))
-for wrapper in ("qwen3_5", "qwen3_5_moe"):
-    FAMILIES.register(wrapper)(Family(MULTIMODAL_RULES, multimodal_config, no_export, MULTIMODAL_IGNORE,
-                                      canonical=multimodal_name, stacked_experts=STACKED))
+for wrapper, text in _TEXT.items():
+    multimodal.register(wrapper, FAMILIES[text], multimodal_config, text, (r"^model\.visual\.",))

@@ -1,0 +1,39 @@
+"""The text model of a vision-language checkpoint (Gemma 3 4B-27B, Qwen3.5, Mistral Small 3.1/3.2): a wrapper
+config whose text_config is a text family's, the text model's weights under model.language_model. (as
+transformers 5 saves them) or language_model.model. (as many are published), its head as it is, and a vision tower
+and projector that are not read. llmarch reads the text model through the text family's own rules and writes it
+back as that family. Whether the head is tied is read off the checkpoint (an lm_head.weight or none), as
+transformers does: the wrapper's and the text config's tie_word_embeddings may disagree."""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from .hf import FAMILIES, Family
+from .mapping import Rule
+
+
+def text_rules(rules: list[Rule]) -> list[Rule]:
+    """A text family's rules with model.* under model.language_model.*, the head as it is."""
+    return [Rule(tuple("model.language_model." + h.removeprefix("model.") for h in r.hf), r.ours, r.layout)
+            if r.hf[0].startswith("model.") else r for r in rules]
+
+
+def text_name(name: str) -> str:
+    """Published checkpoints' names (language_model.model.*, language_model.lm_head.*) as transformers 5's."""
+    if name.startswith("language_model.model."):
+        return "model.language_model." + name.removeprefix("language_model.model.")
+    return name.removeprefix("language_model.") if name.startswith("language_model.lm_head.") else name
+
+
+def register(wrapper: str, text: Family, to_config: Callable[[dict], ModelConfig], text_type: str,
+             ignore: tuple[str, ...]) -> None:
+    """`wrapper` as the vision-language model_type whose text model is `text`'s; to_config reads the wrapper's
+    config.json; `ignore`: the regexes of what is not read (vision tower, projector ...)."""
+    def no_export(cfg: ModelConfig) -> dict:
+        raise LlmarchError(f"llmarch holds {wrapper}'s text model only; export it with hf_model_type={text_type!r}")
+
+    FAMILIES.register(wrapper)(Family(text_rules(text.rules), to_config, no_export, text.ignore + ignore,
+                                      canonical=text_name, stacked_experts=text.stacked_experts,
+                                      tied_by_checkpoint=True))
