@@ -1,4 +1,4 @@
-"""Encoder-decoder parity with transformers (T5 v1.0 and v1.1, BART, Marian): fp32 logits on padded batches
+"""Encoder-decoder parity with transformers (T5 v1.0 and v1.1, mT5, BART, Marian): fp32 logits on padded batches
 within 1e-4, export round trips, and generation (greedy and beam search) returning the same sequences."""
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ CASES = {
         **_SMALL, d_kv=8, d_ff=64, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
         relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
         decoder_start_token_id=0)),
+    # mT5: T5 v1.1's model that never rescales, here with a tied head (MT5Config always says tied)
+    "mt5": lambda: transformers.MT5ForConditionalGeneration(transformers.MT5Config(
+        **_SMALL, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+        relative_attention_max_distance=16, dropout_rate=0.0, decoder_start_token_id=0)),
     "bart": lambda: transformers.BartForConditionalGeneration(transformers.BartConfig(**_BARTLIKE)),
     "marian": lambda: transformers.MarianMTModel(transformers.MarianConfig(
         **_BARTLIKE, pad_token_id=V - 1, decoder_start_token_id=V - 1, scale_embedding=True,
@@ -145,3 +149,22 @@ def test_preset_parameter_counts():
             pad_token_id=0, decoder_start_token_id=0))
         trainable = sum(p.numel() for p in marian.parameters() if p.requires_grad)
         assert ours("transformer-base") == trainable == 63_082_496
+
+
+def test_mt5_with_a_head_of_its_own(tmp_path):
+    """Published mT5 checkpoints store an lm_head.weight of their own though MT5Config says tied: transformers then
+    uses the stored head, and so does llmarch (the head is tied exactly where the checkpoint stores none)."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    CASES["mt5"]().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    save_file({**state, "lm_head.weight": torch.randn(V, 32)}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    ref = transformers.MT5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    ours = llmarch.from_hf(tmp_path)
+    assert not ours.config.tie_embeddings and not torch.equal(ref.lm_head.weight, ref.shared.weight)
+    src, mask, tgt = padded_batch()
+    with torch.no_grad():
+        expected = ref(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits
+    assert (expected - ours(src, tgt, attention_mask=mask).logits).abs().max().item() <= 1e-4

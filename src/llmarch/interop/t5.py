@@ -2,7 +2,9 @@
 biases anywhere, unscaled attention (the 1/sqrt(d) is folded into the initialisation), one relative position
 bias table per stack stored in block 0, a ReLU MLP (v1.0) or a tanh-GELU-gated FFN (v1.1: wi_0 gate, wi_1 up).
 v1.0 ties the head to the shared embedding and rescales the decoder output by d_model^-0.5 first; v1.1
-unties it and does not rescale."""
+unties it and does not rescale. mT5 (`mt5`; Xue et al. 2021) is T5 v1.1's model over a 250k vocabulary: it never
+rescales, and its head is tied exactly where the checkpoint stores no lm_head.weight (MT5Config's
+tie_word_embeddings says true even where the published checkpoints store a head of their own)."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -83,3 +85,16 @@ def from_config(cfg: ModelConfig) -> dict:
 
 
 FAMILIES.register("t5")(Family(RULES, to_config, from_config, IGNORE))
+
+
+def mt5_config(hf: dict) -> ModelConfig:
+    return to_config(hf).replace(name=hf.get("_name_or_path") or "mt5", hf_model_type="mt5", head_scale=False)
+
+
+def mt5_hf(cfg: ModelConfig) -> dict:
+    if cfg.head_scale:
+        raise LlmarchError("model_type mt5 never rescales the decoder output (head_scale=False)")
+    return {**from_config(cfg), "model_type": "mt5", "architectures": ["MT5ForConditionalGeneration"]}
+
+
+FAMILIES.register("mt5")(Family(RULES, mt5_config, mt5_hf, IGNORE, tied_by_checkpoint=True))
