@@ -97,6 +97,8 @@ class ModelConfig:
     # head embed: none (each token's final hidden state), cls (the first token's), mean (over real tokens), last
     # (the last real token's); llama.cpp's pooling_type
     pooling: str = "none"
+    # the classify head's pooler: dense, then this activation (tanh: BERT, RoBERTa; relu: DistilBERT's pre_classifier)
+    pooler_act: str = "tanh"
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     # q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and a 'proj' QK-norm), before RoPE:
@@ -312,6 +314,8 @@ class ModelConfig:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
+        if self.pooler_act not in ("tanh", "relu"):
+            raise LlmarchError(f"unknown pooler_act {self.pooler_act!r}; choose one of: tanh, relu")
         if self.pooling not in POOLINGS:
             raise LlmarchError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLINGS)}")
         if self.n_labels <= 0:

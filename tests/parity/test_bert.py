@@ -1,4 +1,4 @@
-"""llmarch's bidirectional encoder against transformers' BERT, RoBERTa and XLM-RoBERTa models with each head (masked LM,
+"""llmarch's bidirectional encoder against transformers' BERT, RoBERTa, XLM-RoBERTa and DistilBERT models with each head (masked LM,
 sequence classification, token classification), through files (fp32, <= 1e-4), on a right-padded batch with
 token types, and a to_hf round trip."""
 import pytest
@@ -11,7 +11,9 @@ transformers = pytest.importorskip("transformers")
 
 FAMILIES = {"bert": ("BertConfig", "Bert", dict(max_position_embeddings=64)),
             "roberta": ("RobertaConfig", "Roberta", dict(max_position_embeddings=66, type_vocab_size=2)),
-            "xlm-roberta": ("XLMRobertaConfig", "XLMRoberta", dict(max_position_embeddings=66))}
+            "xlm-roberta": ("XLMRobertaConfig", "XLMRoberta", dict(max_position_embeddings=66)),
+            # no token types, its own names, a ReLU pooler (pre_classifier)
+            "distilbert": ("DistilBertConfig", "DistilBert", dict(max_position_embeddings=64, hidden_dim=96))}
 HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
 CASES = [(family, suffix) for family in FAMILIES for suffix in HEADS]
 
@@ -39,6 +41,11 @@ def padded_batch(pad_id):
     return ids, types, mask
 
 
+def typed(family, types):
+    """The token types, for a family that has them (DistilBERT has none)."""
+    return {} if family == "distilbert" else {"token_type_ids": types}
+
+
 def real_part(logits, mask, head):
     return logits if head == "classify" else logits[mask.bool()]
 
@@ -52,14 +59,14 @@ def test_encoder_heads_match_transformers(tmp_path, family, suffix):
     assert not ours.config.causal and ours.config.head == head and ours.config.hf_model_type == family
     ids, types, mask = padded_batch(conf.pad_token_id)
     with torch.no_grad():
-        theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
-        mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
+        theirs = hf(ids, attention_mask=mask, **typed(family, types)).logits
+        mine = ours(ids, attention_mask=mask, **typed(family, types)).logits
     assert mine.shape == theirs.shape
     assert (real_part(mine, mask, head) - real_part(theirs, mask, head)).abs().max().item() <= 1e-4
     to_hf(ours, tmp_path / "out", labels=None if head == "lm" else ["a", "b", "c"])
     again = getattr(transformers, FAMILIES[family][1] + suffix).from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
-        back = again(ids, attention_mask=mask, token_type_ids=types).logits
+        back = again(ids, attention_mask=mask, **typed(family, types)).logits
     assert (real_part(back, mask, head) - real_part(mine, mask, head)).abs().max().item() <= 1e-4
     if head != "lm":
         assert again.config.id2label == {0: "a", 1: "b", 2: "c"}
@@ -72,7 +79,7 @@ def test_bidirectional_and_padding_invariant(tmp_path, family):
     ours = from_hf(tmp_path / "hf")
     ids, types, mask = padded_batch(conf.pad_token_id)
     with torch.no_grad():
-        base = ours(ids, attention_mask=mask, token_type_ids=types).logits
+        base = ours(ids, attention_mask=mask, **typed(family, types)).logits
         # a later token changes an earlier position's logits
         changed = ids.clone()
         changed[0, 12] = (changed[0, 12] + 1) % 120
@@ -80,7 +87,7 @@ def test_bidirectional_and_padding_invariant(tmp_path, family):
         # appending padding (any ids, masked out) leaves every real position's logits unchanged
         pad = torch.randint(2, 120, (2, 5))
         longer = ours(torch.cat([ids, pad], 1), attention_mask=torch.cat([mask, torch.zeros_like(pad)], 1),
-                      token_type_ids=torch.cat([types, torch.ones_like(pad)], 1)).logits
+                      **typed(family, torch.cat([types, torch.ones_like(pad)], 1))).logits
     real = mask.bool()
     assert (longer[:, :16][real] - base[real]).abs().max().item() <= 1e-5
 

@@ -3,9 +3,9 @@
   h -> LayerNorm(act(h W + b)), before the projection onto the vocabulary.
 - Pooler: the sequence summary a classifier reads (Devlin et al. 2019, §3 and Fig. 4a: the final hidden
   state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
-  pooled = tanh(C W + b). RoBERTa's classification head has the same shape under other names. A causal
-  model's first token sees nothing after it, so there the last real token is pooled (as transformers'
-  GPT-2 and LLaMA sequence classifiers do).
+  pooled = tanh(C W + b) (DistilBERT: ReLU, pooler_act). RoBERTa's classification head has the same shape
+  under other names. A causal model's first token sees nothing after it, so there the last real token is
+  pooled (as transformers' GPT-2 and LLaMA sequence classifiers do).
 - pool: an embedding model's output (head embed), the final hidden states as llama.cpp pools them (its
   pooling_type): each token's, the first token's ([CLS]), their mean over real tokens (Sentence-BERT's mean
   pooling, Reimers & Gurevych 2019, §3), or the last real token's."""
@@ -35,10 +35,11 @@ class Pooler(nn.Module):
         super().__init__()
         self.causal = cfg.causal
         self.dense = Linear(cfg.d_model, cfg.d_model)
+        self.act = torch.relu if cfg.pooler_act == "relu" else torch.tanh  # DistilBERT's pre_classifier: ReLU
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         """x (B, T, C), pad_mask (B, T) or None -> (B, C)."""
-        return torch.tanh(self.dense(pool_token(x, pad_mask, "last" if self.causal else "first")))
+        return self.act(self.dense(pool_token(x, pad_mask, "last" if self.causal else "first")))
 
 
 def pool_token(x: torch.Tensor, pad_mask: torch.Tensor | None, which: str) -> torch.Tensor:
