@@ -81,6 +81,12 @@ CASES = {
     "qwen3_5_moe": ("Qwen3_5MoeTextConfig", "Qwen3_5MoeForCausalLM",
                     dict(COMMON, **QWEN3_5, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                          shared_expert_intermediate_size=48)),
+    # StarCoder: GPT-2's blocks as nn.Linear, multi-query attention; SantaCoder-style without it (q k v per head)
+    "gpt_bigcode": ("GPTBigCodeConfig", "GPTBigCodeForCausalLM",
+                    dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_inner=96, n_positions=128)),
+    "gpt_bigcode-mha": ("GPTBigCodeConfig", "GPTBigCodeForCausalLM",
+                        dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_inner=96, n_positions=128,
+                             multi_query=False, scale_attn_weights=False)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

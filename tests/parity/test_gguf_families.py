@@ -29,6 +29,9 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "mistral": ("MistralConfig", dict(SMALL, sliding_window=None), "llama"),
     "gpt2": ("GPT2Config", dict(vocab_size=272, n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
                                     eos_token_id=2), "gpt2"),
+    # StarCoder: GPT-2's blocks as nn.Linear, multi-query attention, learned positions
+    "gpt_bigcode": ("GPTBigCodeConfig", dict(vocab_size=272, n_embd=64, n_layer=2, n_head=4, n_positions=128,
+                                             bos_token_id=1, eos_token_id=2), "starcoder"),
     # partial rotary (a quarter of each head), the parallel residual, biases
     "gpt_neox": ("GPTNeoXConfig", dict(SMALL, rotary_pct=0.25), "gptneox"),
     # ALiBi, the embedding LayerNorm, the tied head
@@ -98,7 +101,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("falcon", dict(bias=True), "no biases"),  # llama.cpp refuses a falcon file with them
     ("mamba", dict(use_bias=True), "use_bias"),  # llama.cpp's mamba graph has no projection biases
     ("jamba", dict(mamba_proj_bias=True), "mamba_proj_bias"),
-    ("ernie4_5", dict(use_bias=True), "use_bias"),  # llama.cpp refuses a file with them
+    ("ernie4_5", dict(use_bias=True), "use_bias"),
+    ("gpt_bigcode", dict(multi_query=False), "multi-query"),  # llama.cpp splits c_attn as all q, all k, all v  # llama.cpp refuses a file with them
     ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing
     ("olmoe", dict(norm_topk_prob=True), "norm_topk_prob"),  # nor renormalises
     ("olmoe", dict(num_key_value_heads=2), "key/value heads"),  # and sizes k's norm for all heads

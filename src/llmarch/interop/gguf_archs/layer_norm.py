@@ -1,4 +1,5 @@
-"""The LayerNorm families: GPT-2 (learned positions, Conv1D weights), GPT-NeoX, BLOOM (ALiBi) and Falcon."""
+"""The LayerNorm families: GPT-2 (learned positions, Conv1D weights), StarCoder (GPT-2's blocks, multi-query),
+GPT-NeoX, BLOOM (ALiBi) and Falcon."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
@@ -91,6 +92,25 @@ def _falcon_common(hf: dict) -> dict:
     return {**hf, "num_key_value_heads": hf["num_kv_heads"], "intermediate_size": hf["ffn_hidden_size"]}
 
 
+def _starcoder(hf: dict, meta: Meta) -> dict:
+    """StarCoder (gpt_bigcode): GPT-2's fields with multi-query attention where head_count_kv is 1."""
+    return {**_gpt2(hf, meta), "model_type": "gpt_bigcode", "activation_function": "gelu_pytorch_tanh",
+            "multi_query": hf["num_key_value_heads"] == 1}
+
+
+def _starcoder_common(hf: dict) -> dict:
+    return {**_gpt2_common(hf), "num_key_value_heads": 1 if hf["multi_query"] else hf["n_head"]}
+
+
+def _starcoder_out(w, hf: dict) -> dict:
+    """StarCoderModel's converter: LayerNorm's epsilon; c_attn as it is, which llama.cpp splits as all q, all k,
+    all v: so only multi-query attention (a one-head k and v), whose rows are so."""
+    if not hf["multi_query"] or not hf.get("scale_attn_weights", True):
+        raise LlmarchError("GGUF starcoder holds multi-query attention with scaled scores (multi_query, "
+                           "scale_attn_weights): llama.cpp reads c_attn as all q, all k, all v")
+    return _layer_norm_out(w, hf)
+
+
 # GPT-2's converter stores its Conv1D weights, (in, out), transposed to (out, in)
 _CONV1D_TRANSPOSED = ((r"\.(c_attn|c_proj|c_fc)\.weight$", lambda t, hf: t.t(), lambda t: t.t().contiguous()),)
 
@@ -98,6 +118,8 @@ _CONV1D_TRANSPOSED = ((r"\.(c_attn|c_proj|c_fc)\.weight$", lambda t, hf: t.t(), 
 ARCHS = {
     "gpt2": Arch("gpt2", fields=_gpt2, write=_layer_norm_out, common=_gpt2_common, rope=False, layer_norm=True,
                  head_copy=True, tensors=_CONV1D_TRANSPOSED),
+    "starcoder": Arch("gpt_bigcode", fields=_starcoder, write=_starcoder_out, common=_starcoder_common, rope=False,
+                      layer_norm=True, head_copy=True),
     "gptneox": Arch("gpt_neox", fields=_gptneox, write=_gptneox_out, common=_gptneox_common, layer_norm=True,
                     qkv_per_head=r"\.query_key_value\.(weight|bias)$"),
     "bloom": Arch("bloom", fields=_bloom, write=_layer_norm_out, common=_bloom_common, rope=False, layer_norm=True,
