@@ -87,6 +87,10 @@ CASES = {
     "gpt_bigcode-mha": ("GPTBigCodeConfig", "GPTBigCodeForCausalLM",
                         dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_inner=96, n_positions=128,
                              multi_query=False, scale_attn_weights=False)),
+    # OPT: learned positions from offset 2 counted from each row's first real token, a ReLU MLP, biases, tied
+    "opt": ("OPTConfig", "OPTForCausalLM", dict(vocab_size=128, hidden_size=64, num_hidden_layers=2,
+                                                num_attention_heads=4, ffn_dim=96, max_position_embeddings=128,
+                                                pad_token_id=0)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
@@ -189,3 +193,17 @@ def test_mistral3_vision_language_checkpoint_reads_its_text_model(tmp_path, tied
     ids = torch.randint(0, 128, (2, 11))
     with torch.no_grad():
         assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4
+
+
+def test_opt_as_published_without_the_model_prefix(tmp_path):
+    """facebook/opt-* checkpoints are OPTModel's: `decoder.*` without `model.`, no lm_head (tied)."""
+    from safetensors.torch import load_file, save_file
+
+    hf = build_hf("opt", tmp_path)
+    file = next((tmp_path / "hf").glob("*.safetensors"))
+    state = {k.removeprefix("model."): v for k, v in load_file(file).items() if k != "lm_head.weight"}
+    assert all(k.startswith("decoder.") for k in state)
+    save_file(state, file, metadata={"format": "pt"})
+    ids = torch.randint(0, 128, (1, 9))
+    with torch.no_grad():
+        assert (from_hf(tmp_path / "hf")(ids).logits - hf(ids).logits).abs().max() <= 1e-4
