@@ -39,7 +39,7 @@ class ModelConfig:
     n_heads: int = 12  # query heads of attention
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
-    ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, swiglu, geglu, swiglu_clamped (gpt-oss)
+    ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss)
     ffn_hidden: int | None = None  # None: 4 * d_model
     norm: str = "layernorm"  # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo)
     norm_eps: float = 1e-5  # epsilon of every norm

@@ -91,6 +91,8 @@ CASES = {
     "opt": ("OPTConfig", "OPTForCausalLM", dict(vocab_size=128, hidden_size=64, num_hidden_layers=2,
                                                 num_attention_heads=4, ffn_dim=96, max_position_embeddings=128,
                                                 pad_token_id=0)),
+    # Arcee AFM: LLaMA with an ungated squared-ReLU MLP
+    "arcee": ("ArceeConfig", "ArceeForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

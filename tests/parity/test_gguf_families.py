@@ -52,6 +52,8 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # layers 0-2 slide over 8 keys with RoPE, layer 3 sees all without positions
     "cohere2": ("Cohere2Config", dict(SMALL, num_hidden_layers=4, tie_word_embeddings=True, sliding_window=8,
                                       pad_token_id=0), "cohere2"),
+    # LLaMA with an ungated squared-ReLU MLP
+    "arcee": ("ArceeConfig", dict(SMALL, pad_token_id=0), "arcee"),
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs

@@ -21,6 +21,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_tanh": partial(F.gelu, approximate="tanh"),  # GPT-2's "gelu_new"
     "relu": F.relu,
     "silu": F.silu,
+    "relu2": lambda x: F.relu(x).square(),  # squared ReLU (So et al. 2021, "Primer", §3.2): Arcee, Nemotron
 }
 
 
@@ -84,7 +85,7 @@ GATED = tuple(GATES)
 FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit")}  # the config fields a kind reads
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
                                   "swiglu_clamped": "silu"}  # ffn name -> its activation's name
-for _name in ("gelu", "gelu_tanh", "relu", "silu"):
+for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
     FFNS.register(_name)(partial(MLP, act=_name))
     FFN_ACTIVATION[_name] = _name
 
