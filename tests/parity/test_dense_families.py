@@ -93,6 +93,12 @@ CASES = {
                                                 pad_token_id=0)),
     # Arcee AFM: LLaMA with an ungated squared-ReLU MLP
     "arcee": ("ArceeConfig", "ArceeForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
+    # Seed-OSS: q k v biases only
+    "seed_oss": ("SeedOssConfig", "SeedOssForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16,
+                                                             pad_token_id=0)),
+    # Helium: adjacent-pair RoPE, q k v biases here
+    "helium": ("HeliumConfig", "HeliumForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16,
+                                                         attention_bias=True, pad_token_id=0)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

@@ -1,5 +1,5 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
-OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee)."""
+OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS)."""
 from __future__ import annotations
 
 from .arch import Arch, Meta
@@ -105,6 +105,7 @@ ARCHS = {
     "olmoe": Arch("olmoe", fields=_olmoe, write=_olmoe_out),
     "glm4": Arch("glm4", fields=_glm4),
     "arcee": Arch("arcee", permuted_qk=True),  # LLaMA's tensors but ffn_gate
+    "seed_oss": Arch("seed_oss"),  # Qwen2's q, k, v biases; q and k unpermuted
     # q and k as Hugging Face holds them: llama.cpp turns adjacent dims, as ERNIE does
     "ernie4_5": Arch("ernie4_5", fields=lambda hf, meta: {**hf, "use_bias": hf["attention_bias"]},
                      write=_no_bias("ernie4_5")),
