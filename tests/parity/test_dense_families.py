@@ -99,6 +99,9 @@ CASES = {
     # Helium: adjacent-pair RoPE, q k v biases here
     "helium": ("HeliumConfig", "HeliumForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16,
                                                          attention_bias=True, pad_token_id=0)),
+    # Nemotron: LayerNorm1P with biases, half of each head rotated, squared-ReLU MLP, biases everywhere here
+    "nemotron": ("NemotronConfig", "NemotronForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16,
+                                                               attention_bias=True, mlp_bias=True, pad_token_id=0)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

@@ -56,6 +56,8 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "arcee": ("ArceeConfig", dict(SMALL, pad_token_id=0), "arcee"),
     # q k v biases only
     "seed_oss": ("SeedOssConfig", dict(SMALL, head_dim=16, pad_token_id=0), "seed_oss"),
+    # LayerNorm1P (stored as 1 + g), half of each head rotated, squared ReLU
+    "nemotron": ("NemotronConfig", dict(SMALL, head_dim=16, pad_token_id=0), "nemotron"),
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs

@@ -75,6 +75,24 @@ class PlainLayerNorm(nn.Module):
         return f"{self.dim}, eps={self.eps}"
 
 
+class OffsetLayerNorm(LayerNorm):
+    """Nemotron's LayerNorm1P: the gain stored as g - 1 (zero-centred, so weight decay pulls it towards 1),
+    y = LN(x) * (1 + g) + b."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__(dim, eps=eps, bias=bias)
+        nn.init.zeros_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self._parameters
+        return torch.layer_norm(x, self.normalized_shape, p["weight"] + 1.0, p["bias"], self.eps)
+
+
+@NORMS.register("layernorm1p")
+def layernorm1p(dim: int, eps: float, bias: bool) -> nn.Module:
+    return OffsetLayerNorm(dim, eps=eps, bias=bias)
+
+
 @NORMS.register("layernorm_plain")
 def layernorm_plain(dim: int, eps: float, bias: bool) -> nn.Module:
     return PlainLayerNorm(dim, eps=eps)

@@ -1,5 +1,6 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
-OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS)."""
+OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS,
+Nemotron)."""
 from __future__ import annotations
 
 from .arch import Arch, Meta
@@ -74,6 +75,18 @@ def _glm4(hf: dict, meta: Meta) -> dict:
     return {**hf, "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
 
 
+def _nemotron(hf: dict, meta: Meta) -> dict:
+    """Nemotron: LayerNorm1P's epsilon, the rotated share of each head; mlp_bias where the file has FFN biases."""
+    head_dim = hf["head_dim"]
+    return {**hf, "norm_eps": meta.get("attention.layer_norm_epsilon"), "mlp_bias": meta.has("blk.0.ffn_up.bias"),
+            "partial_rotary_factor": meta.get("rope.dimension_count", head_dim) / head_dim}
+
+
+def _nemotron_out(w, hf: dict) -> dict:
+    w.add_layer_norm_eps(hf["norm_eps"])
+    return {}
+
+
 def _no_bias(arch: str):
     """A writer refusing biases, which llama.cpp's `arch` graph has no place for (it refuses such a file)."""
     def write(w, hf: dict) -> dict:
@@ -106,6 +119,9 @@ ARCHS = {
     "glm4": Arch("glm4", fields=_glm4),
     "arcee": Arch("arcee", permuted_qk=True),  # LLaMA's tensors but ffn_gate
     "seed_oss": Arch("seed_oss"),  # Qwen2's q, k, v biases; q and k unpermuted
+    # LayerNorm1P's gains stored as 1 + g (the converter adds the 1, as for Gemma's norms)
+    "nemotron": Arch("nemotron", fields=_nemotron, write=_nemotron_out, layer_norm=True,
+                     tensors=((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t: t - 1.0),)),
     # q and k as Hugging Face holds them: llama.cpp turns adjacent dims, as ERNIE does
     "ernie4_5": Arch("ernie4_5", fields=lambda hf, meta: {**hf, "use_bias": hf["attention_bias"]},
                      write=_no_bias("ernie4_5")),
