@@ -102,6 +102,11 @@ CASES = {
     # Nemotron: LayerNorm1P with biases, half of each head rotated, squared-ReLU MLP, biases everywhere here
     "nemotron": ("NemotronConfig", "NemotronForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16,
                                                                attention_bias=True, mlp_bias=True, pad_token_id=0)),
+    # ERNIE 4.5 MoE: layer 0 dense, then 4 experts (top 2 by softmax plus an expert bias, renormalised) and a
+    # shared expert
+    "ernie4_5_moe": ("Ernie4_5_MoeConfig", "Ernie4_5_MoeForCausalLM",
+                     dict(COMMON, num_hidden_layers=3, num_key_value_heads=2, head_dim=16, moe_num_experts=4,
+                          moe_k=2, moe_intermediate_size=32, moe_num_shared_experts=1, moe_layer_start_index=1)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
@@ -132,7 +137,7 @@ def build_hf(case, tmp_path):
                 p.add_(torch.randn_like(p) * 0.1)
             if name.endswith("mlp.gate.weight"):  # a router: its 0.02 init leaves near-uniform routing
                 p.mul_(20.0)
-        for name, b in hf.named_buffers():  # an expert bias (initialised 0) that moves the choice
+        for name, b in [*hf.named_buffers(), *hf.named_parameters()]:  # an expert bias (0 at init) moving the choice
             if name.endswith("e_score_correction_bias"):
                 b.copy_(torch.randn_like(b) * 0.5)
     hf.generation_config.eos_token_id = None

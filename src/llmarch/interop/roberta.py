@@ -4,6 +4,8 @@ holds context_length + offset rows). RobertaForSequenceClassification's head (de
 the first token) is our pooler + classifier under other names. XLM-RoBERTa (`xlm-roberta`) is the same model."""
 from __future__ import annotations
 
+from functools import partial
+
 from ..config import ModelConfig
 from .bert import encoder_rules, head_rules
 from .bert import from_config as bert_hf
@@ -22,14 +24,15 @@ def to_config(hf: dict) -> ModelConfig:
                        position_offset=offset, context_length=hf.get("max_position_embeddings", 514) - offset)
 
 
+def from_config(cfg: ModelConfig, model_type: str = "roberta", prefix: str = "Roberta") -> dict:
+    return {**bert_hf(cfg), "model_type": model_type, "architectures": [f"{prefix}ForMaskedLM"],
+            "pad_token_id": cfg.position_offset - 1,
+            "max_position_embeddings": cfg.context_length + cfg.position_offset}
+
+
 def family(model_type: str, prefix: str) -> Family:
     """RoBERTa's layout under another model_type and architecture prefix (XLM-RoBERTa: the same classes)."""
-    def from_config(cfg: ModelConfig) -> dict:
-        return {**bert_hf(cfg), "model_type": model_type, "architectures": [f"{prefix}ForMaskedLM"],
-                "pad_token_id": cfg.position_offset - 1,
-                "max_position_embeddings": cfg.context_length + cfg.position_offset}
-
-    return Family(RULES, to_config, from_config, IGNORE, heads={
+    return Family(RULES, to_config, partial(from_config, model_type=model_type, prefix=prefix), IGNORE, heads={
         "classify": (f"{prefix}ForSequenceClassification", HEADS["classify"]),
         "tokens": (f"{prefix}ForTokenClassification", HEADS["tokens"])})
 
