@@ -88,3 +88,43 @@ def test_sft_of_a_recurrent_model_takes_one_conversation_a_row(data, tmp_path):
     fc = FinetuneConfig(task="sft", data=str(data), steps=2, batch_size=4, eval_every=2, lora_targets="in_proj,out_proj")
     result = finetune(tmp_path / "m", fc, tmp_path / "run", verbose=False)
     assert result.val_loss < result.base_val_loss + 0.1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_half_precision_checkpoint_trains_in_fp32(tmp_path, data, dtype, method):
+    """Published checkpoints are stored in fp16 or bf16: trained as they are, AdamW's eps rounds to 0 in fp16
+    (NaN from the second step) and most bf16 updates round away. The loop upcasts the weights (master weights),
+    so the loss stays finite and every weight of a full run moves."""
+    path = tmp_path / "half"
+    torch.manual_seed(0)
+    base = llmarch.build("llama-tiny", vocab_size=257, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
+                         ffn_hidden=128, context_length=128)
+    save_model(base.to(dtype), path)
+    ByteTokenizer().save(path)
+    fc = FinetuneConfig(task="sft", data=str(data), method=method, steps=4, lr=1e-5, batch_size=4, eval_every=4,
+                        max_length=128)
+    result = finetune(path, fc, tmp_path / "run", verbose=False)
+    assert all(torch.isfinite(torch.tensor(v)) for v in [result.val_loss, *result.val_losses.values()])
+    tuned = llmarch.load(result.checkpoint)
+    assert all(p.dtype == torch.float32 for p in tuned.parameters())
+    if method == "full":  # at lr 1e-5 in bf16 most of these weights would not have moved at all
+        before = base.float().state_dict()
+        moved = [(tuned.state_dict()[k] != v).float().mean().item() for k, v in before.items() if v.dim() == 2]
+        assert min(moved) > 0.9
+
+
+def test_conversations_cut_to_nothing_are_left_out(checkpoint, tmp_path, capsys):
+    """A conversation whose assistant turn lies past --max-length has nothing to predict: left out and counted
+    (a batch of only such rows divided by zero), and none left is a one-line error."""
+    rows = [{"messages": [{"role": "user", "content": "x" * (60 if i % 2 else 2)},
+                          {"role": "assistant", "content": "ok"}]} for i in range(20)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fc = FinetuneConfig(task="sft", data=str(path), steps=3, batch_size=1, eval_every=3, max_length=32)
+    result = finetune(checkpoint, fc, tmp_path / "run", verbose=True)
+    assert "left out, their assistant turns past --max-length 32" in capsys.readouterr().err
+    assert torch.isfinite(torch.tensor(result.val_loss))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if len(r["messages"][0]["content"]) > 2))
+    with pytest.raises(llmarch.LlmarchError, match="keeps an assistant token within --max-length 32"):
+        finetune(checkpoint, fc, tmp_path / "run2", verbose=False)

@@ -81,6 +81,20 @@ def targets(ids: list[int], assistant: list[bool]) -> list[int]:
     return [nxt if mine else IGNORE for nxt, mine in zip(ids[1:], assistant[1:])] + [IGNORE]
 
 
+def scored(example: tuple[list[int], list[bool]]) -> bool:
+    """Whether a (cut) conversation still has a token to predict: an assistant token after the first."""
+    return any(example[1][1:])
+
+
+def keep_scored(examples: list, what: str, length: int) -> tuple[list, int]:
+    """The examples with something left to predict after the cut to `length` tokens (each an (ids, mask), or a
+    tuple of them, every one of which must be scored), and how many were dropped; none left is an error."""
+    kept = [e for e in examples if all(scored(x) for x in (e if isinstance(e[0], tuple) else (e,)))]
+    if examples and not kept:
+        raise LlmarchError(f"no {what} keeps an assistant token within --max-length {length}: nothing to train on")
+    return kept, len(examples) - len(kept)
+
+
 def pack(lengths: list[int], length: int) -> list[list[int]]:
     """Indices of examples per row, in order, each row holding at most `length` tokens (an example is never
     split: the caller cuts longer ones to `length`)."""

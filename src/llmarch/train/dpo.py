@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..adapters import adapters_off
 from ..data.chat import encode_conversation, template_for
 from ..data.preferences import load_preferences
-from ..data.sft import IGNORE, padded_rows
+from ..data.sft import IGNORE, keep_scored, padded_rows
 from .evaluate import evaluating
 from .loop import run
 from .schedule import batch_indices
@@ -66,8 +66,12 @@ class DPO:
         length = min(self.fc.max_length or 1024, model.config.context_length)
         template = template_for(tok)
 
-        self.train = [self._encode(tok, template, p, length) for p in self.data.train]
-        self.val = [self._encode(tok, template, p, length) for p in self.data.val]
+        # a pair whose chosen or rejected answer lies wholly past the cut compares nothing: dropped, and counted
+        self.train, self.dropped = keep_scored([self._encode(tok, template, p, length) for p in self.data.train],
+                                               "training preference pair", length)
+        self.val, dropped = keep_scored([self._encode(tok, template, p, length) for p in self.data.val],
+                                        "held-out preference pair", length)
+        self.dropped, self.length = self.dropped + dropped, length
         return model, tok
 
     @staticmethod
@@ -83,7 +87,10 @@ class DPO:
         """Also scores the starting model's own preferences (not in setup, which processes run in turns)."""
         self.base_accuracy = self._scores(model, reference_only=True)["val_reward_accuracy"]
         reference = "the model with its adapters off" if self.reference is None else "a frozen copy"
-        return (f"{len(self.train):,} training and {len(self.val):,} held-out preference pairs, beta {self.fc.beta}; "
+        dropped = (f" ({self.dropped:,} left out, an answer past --max-length {self.length})" if self.dropped
+                   else "")
+        return (f"{len(self.train):,} training and {len(self.val):,} held-out preference pairs{dropped}, beta "
+                f"{self.fc.beta}; "
                 f"reference: {reference}; the starting model's likelihoods rank {self.base_accuracy:.4f} of the "
                 "held-out pairs right")
 

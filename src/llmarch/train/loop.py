@@ -8,6 +8,7 @@ the pretraining task (train/pretrain.py)."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import threading
@@ -100,6 +101,29 @@ def saved_train_config(out: Path) -> dict:
     return read_trainer_state(ckpt).get("train_config")
 
 
+def fp32_master_weights(model: torch.nn.Module) -> bool:
+    """Upcast a model with fp16 or bf16 trainable weights (most published checkpoints are stored so) to fp32, but
+    its quantized layers (QLoRA's base keeps its kernels' bf16): training updates and AdamW's state need fp32
+    (Micikevicius et al. 2018, "Mixed Precision Training", §3.1, master weights). In fp16 AdamW's eps 1e-8 rounds
+    to 0, so a zero gradient gives 0/0 = NaN; in bf16 a weight moves only where an update exceeds 2^-9 of it, so
+    most of a fine-tuning step's updates are lost. CUDA still computes in bf16 under autocast. True if it cast."""
+    from ..quant.apply import QUANTIZED_MODULES
+
+    half = (torch.float16, torch.bfloat16)
+    if not any(p.requires_grad and p.dtype in half for p in model.parameters()):
+        return False
+    for module in model.modules():
+        if isinstance(module, QUANTIZED_MODULES):
+            continue
+        for p in module.parameters(recurse=False):
+            if p.dtype in half:
+                p.data = p.data.float()
+        for name, b in module.named_buffers(recurse=False):
+            if b is not None and b.dtype in half:
+                module._buffers[name] = b.float()
+    return True
+
+
 def make_optimizer(model: torch.nn.Module, lc, device: torch.device) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019); no weight decay on gains and biases (1-D parameters)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -145,10 +169,16 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
         return *task.setup(device, resumed), ckpt, step
 
     model, tok, ckpt, start = in_turns(setup)  # caches written by one process, read by the others
+    if fp32_master_weights(model):
+        progress_note = "training in fp32: the checkpoint's fp16/bf16 weights are upcast (master weights)"
+    else:
+        progress_note = None
     if start >= lc.steps:
         raise LlmarchError(f"the run is already at step {start}; pass --steps larger than that to continue")
     progress = Progress(lc.steps, start, lc.log_every, enabled=verbose and rank == 0)
     progress.message(task.describe(model))
+    if progress_note:
+        progress.message(progress_note)
     forward = for_training(model, lc.parallel if world > 1 else None, device, lc.activation_checkpointing,
                            lc.compile)
     opt = make_optimizer(model, lc, device)
@@ -176,6 +206,9 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
             loss, extra, tokens = _accumulate(forward, model, task, lc, step, device, world, autocast)
             # the stop request rides on the step's one collective: every process stops after the same step
             loss, *values, stopping = all_sum([loss, *(extra.get(k, 0.0) for k in parts), float(stop.signal > 0)])
+            if not math.isfinite(loss):  # before the update: the last checkpoint stays the last good weights
+                raise LlmarchError(f"the training loss is {loss} at step {step + 1}; stopped before updating the "
+                                   "weights (a lower --lr, or a checkpoint with finite weights)")
             torch.nn.utils.clip_grad_norm_(model.parameters(), lc.grad_clip)  # FSDP: the norm over all shards
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -266,7 +299,7 @@ def _accumulate(forward, model, task: Task, lc: LoopConfig, step: int, device: t
         n_all = int((batch.labels != IGNORE).sum())
         inputs = {k: v[rows].to(device) for k, v in batch.inputs.items()}
         y = batch.labels[rows].to(device)
-        share = int((y != IGNORE).sum()) / n_all  # of the batch's predicted targets; 1.0 in one process
+        share = int((y != IGNORE).sum()) / max(n_all, 1)  # of the batch's predicted targets; 1.0 in one process
         mean = batch_mean if world > 1 else None  # an MoE's load-balancing loss over the whole batch
         with autocast:
             logits = forward(**inputs).logits

@@ -16,7 +16,7 @@ import torch
 
 from ..adapters import LoRAConfig, adapters, apply_lora
 from ..data.chat import encode_conversation, template_for
-from ..data.sft import load_sft, pack, packed_rows, padded_rows
+from ..data.sft import keep_scored, load_sft, pack, packed_rows, padded_rows
 from ..data.tokenizer import check_fits
 from ..errors import LlmarchError
 from ..rundir import resolve_checkpoint
@@ -92,8 +92,12 @@ class SFT:
         self.length = min(self.fc.max_length or 1024, model.config.context_length)
         template = template_for(tok)
         self.pad_id = tok.eos_id
-        self.train = [self._cut(encode_conversation(tok, template, c)) for c in self.data.train]
-        self.val = [self._cut(encode_conversation(tok, template, c)) for c in self.data.val]
+        # a conversation whose assistant turns all lie past the cut has nothing to predict: dropped, and counted
+        self.train, self.dropped = keep_scored([self._cut(encode_conversation(tok, template, c))
+                                                for c in self.data.train], "training conversation", self.length)
+        self.val, dropped = keep_scored([self._cut(encode_conversation(tok, template, c)) for c in self.data.val],
+                                        "held-out conversation", self.length)
+        self.dropped += dropped
         self.packed = model.packable
         if self.packed:  # rows fixed once, in data order: a step's batch depends on (seed, step) alone
             self.train_rows = [[self.train[i] for i in row] for row in pack([len(x) for x, _ in self.train],
@@ -116,8 +120,10 @@ class SFT:
                f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trained parameters"
                if self.fc.method != "full" else "all weights trained")
         packing = f"packed into {len(self.train_rows):,} rows of {self.length}" if self.packed else "one a row"
-        return (f"{len(self.train):,} training and {len(self.val):,} held-out conversations ({packing}); {how}; "
-                f"base model's held-out assistant loss {self.base_val_loss:.4f}")
+        dropped = (f"; {self.dropped:,} left out, their assistant turns past --max-length {self.length}"
+                   if self.dropped else "")
+        return (f"{len(self.train):,} training and {len(self.val):,} held-out conversations ({packing}{dropped}); "
+                f"{how}; base model's held-out assistant loss {self.base_val_loss:.4f}")
 
     def _batch(self, rows: list[list[tuple[list[int], list[bool]]]]) -> Batch:
         if self.packed:
