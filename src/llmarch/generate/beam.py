@@ -20,15 +20,17 @@ _NEG = -1.0e9  # a score no live hypothesis reaches
 def beam_search(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor],
                 reorder: Callable[[torch.Tensor], None], prompt: torch.Tensor, num_beams: int, max_new_tokens: int,
                 eos_id: int | None, fill_id: int, length_penalty: float = 1.0,
-                early_stopping: bool | str = False) -> torch.Tensor:
+                early_stopping: bool | str = False, more_ends: list[int] = ()) -> torch.Tensor:
     """first_logits (B*nb, V): next-token logits after each row's prompt, the row repeated per beam.
     step(tokens (B*nb,)) -> logits (B*nb, V) for the next position; reorder(idx (B*nb,)) makes cache row r
     hold what row idx[r] held. prompt (B, P): each row's prompt (for an encoder-decoder, the start token).
+    more_ends: ids that end a hypothesis as eos_id does (a chat model's several end-of-turn ids), kept in it.
     Returns (B, P + n): the best hypothesis of each row, rows shorter than the longest ending in fill_id."""
     B, P = prompt.shape
     if max_new_tokens <= 0:
         return prompt
     nb, device = num_beams, prompt.device
+    end_ids = torch.tensor(list(more_ends), dtype=torch.long, device=device)
     keep = 2 * nb  # enough candidates that num_beams of them can still run when num_beams just ended
     max_len = P + max_new_tokens
     running = torch.full((B, nb, max_len), fill_id, dtype=torch.long, device=device)
@@ -50,7 +52,7 @@ def beam_search(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch
         candidates = running[rows, source]  # (B, keep, max_len)
         candidates[:, :, cur] = token
         ends = torch.zeros_like(token, dtype=torch.bool) if eos_id is None else token == eos_id
-        ends = ends | (cur + 1 >= max_len)
+        ends = ends | (cur + 1 >= max_len) | (torch.isin(token, end_ids) if more_ends else False)
         # the best num_beams candidates that do not end keep running
         live_scores = top_scores + ends.float() * _NEG
         live = live_scores.topk(nb, dim=-1).indices  # (B, nb)

@@ -83,8 +83,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         from .speculative import prompt_lookup_rows
 
         return prompt_lookup_rows(model, input_ids, max_new_tokens, prompt_lookup, eos_id, stop, on_tokens, stats)
-    if any(len(s) == 0 for s in stop) or (stop and num_beams > 1):
-        raise LlmarchError("stop sequences need at least one token each, and are for greedy or sampled decoding")
+    if any(len(s) == 0 for s in stop) or (num_beams > 1 and any(len(s) > 1 for s in stop)):
+        raise LlmarchError("stop sequences need at least one token each; beam search takes one-token ones only "
+                           "(more end ids)")
     cfg = model.config
     if compile and (cfg.is_encoder_decoder or num_beams > 1):
         raise LlmarchError("compile is implemented for greedy and sampled decoding of decoder-only models")
@@ -105,9 +106,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                 bounded=not compile) as engine:
         first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0))
         if num_beams > 1:
-            out, ended = beam_search(first, engine.decode, engine.reorder, request.prompt, num_beams,
-                                     request.max_new, request.eos_id, request.fill_id, length_penalty,
-                                     early_stopping), None
+            more = [s[0] for s in stop]
+            out = beam_search(first, engine.decode, engine.reorder, request.prompt, num_beams, request.max_new,
+                              request.eos_id, request.fill_id, length_penalty, early_stopping, more_ends=more)
+            ended = _first_end(out, request.prompt.shape[1], [request.eos_id, *more]) if more else None
         else:
             generator = None if seed is None else torch.Generator(device=first.device).manual_seed(seed)
             out, ended = decode_loop(engine, first, request.prompt, request.max_new, temperature, top_k, top_p,
@@ -152,6 +154,13 @@ def decode_loop(engine: Engine, logits: torch.Tensor, prompt: torch.Tensor, max_
             break
         logits = engine.decode(tok)
     return out[:, :P + n], ended.clamp(max=n)
+
+
+def _first_end(out: torch.Tensor, P: int, ends: list[int | None]) -> torch.Tensor:
+    """(B,) how many new tokens of each row of out (B, P + n) run up to and including its first end id."""
+    new = out[:, P:]
+    hit = torch.isin(new, torch.tensor([e for e in ends if e is not None], device=out.device))
+    return torch.where(hit.any(1), hit.long().argmax(1) + 1, new.shape[1])
 
 
 def _cut(out: torch.Tensor, P: int, ended: torch.Tensor | None, eos_id: int | None) -> list[list[int]]:

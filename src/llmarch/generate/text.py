@@ -26,7 +26,7 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
     if num_beams > 1:
         temperature = 0.0
     # a chat model may end a turn with any of several ids (generation_config.json's eos_token_id list)
-    stop = [[i] for i in tokenizer.eos_ids if i != tokenizer.eos_id] if num_beams == 1 else []
+    stop = [[i] for i in tokenizer.eos_ids if i != tokenizer.eos_id]
     rows = generate(model, encoded, max_new_tokens, temperature, top_k, top_p, eos_id=tokenizer.eos_id, seed=seed,
                     on_tokens=None if stream is None else text_pieces(tokenizer, stream), num_beams=num_beams,
                     length_penalty=length_penalty, early_stopping=early_stopping, compile=compile, stop=stop,
