@@ -57,3 +57,28 @@ def test_missing_truncated_and_mismatched_checkpoints(tmp_path):
     tiny(d_model=32).config.save(tmp_path / "config.json")
     with pytest.raises(LlmarchError, match="has shape"):
         llmarch.load(tmp_path)
+
+
+def test_writing_a_directory_in_place_spares_its_neighbours_and_links(tmp_path):
+    """atomic_directory moved an existing output aside under the fixed name .NAME.old, deleting whatever the user
+    had there first; now a fresh name. An output given as a link to a directory is written where it points, the
+    link kept. The directory takes the umask's permissions, not mkdtemp's owner-only ones."""
+    import os
+
+    from llmarch.rundir import atomic_directory
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / ".out.old").mkdir()
+    (tmp_path / ".out.old" / "keep").write_text("precious")
+    atomic_directory(tmp_path / "out", lambda d: (d / "a").write_text("1"))
+    atomic_directory(tmp_path / "out", lambda d: (d / "b").write_text("2"))
+    assert (tmp_path / ".out.old" / "keep").read_text() == "precious"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.old", "out"]  # nothing else left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    atomic_directory(tmp_path / "link", lambda d: (d / "c").write_text("3"))
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "c").read_text() == "3"

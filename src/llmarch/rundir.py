@@ -32,8 +32,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def atomic_directory(final: Path, write) -> None:
     """Write a directory under a temporary name beside `final`, then rename it into place, so a crash
     never leaves a half-written checkpoint under the final name."""
+    if final.is_symlink():  # write where the link points, and keep the link
+        final = final.resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # as mkdir would make it (mkdtemp's is private to its owner)
     try:
         write(tmp)
         move_into_place(tmp, final)
@@ -43,10 +48,10 @@ def atomic_directory(final: Path, write) -> None:
 
 
 def move_into_place(tmp: Path, final: Path) -> None:
-    """Rename a completely written directory to `final`, replacing any directory of that name."""
+    """Rename a completely written directory to `final`, replacing any directory of that name (moved first to
+    a fresh name of its own: a fixed one could be a directory of the user's)."""
     if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
