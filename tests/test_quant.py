@@ -377,3 +377,24 @@ def test_int8_many_rows_take_a_gemm_on_the_cast_weight_and_agree_with_the_kernel
     assert ((many - exact).norm() / exact.norm()) < 5e-3
     assert ((many - rows).norm() / exact.norm()) < 5e-3
     assert calls == [1] * x.shape[0]
+
+
+@pytest.mark.parametrize("method, group, head", [("int8", None, True), ("int4", 32, False), ("int4", 32, True)])
+def test_a_quantized_model_exports_to_gguf_as_the_float_model_it_stands_for(tmp_path, method, group, head):
+    """to_gguf of a quantized model (a quantized checkpoint, a QLoRA result) writes its dequantized weights, as
+    to_hf does; it had left int4 layers out and written int8 codes as weights (exit 0, an unreadable or wrong
+    file). A quantized copy of a tied head goes out untied."""
+    from llmarch.data import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", vocab_size=272, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
+                          ffn_hidden=128, context_length=64, tie_embeddings=True).eval()
+    q = quantize(copy.deepcopy(model), method, group, head=head, compute_dtype="float32")
+    to_gguf(q, tmp_path / "q.gguf", "f32", ByteTokenizer())
+    back = llmarch.from_gguf(tmp_path / "q.gguf")
+    assert back.config.tie_embeddings == (not head)
+    ids = torch.randint(0, 256, (1, 16))
+    with torch.no_grad():
+        want, got = q(ids).logits, back(ids).logits
+    assert (want - got).abs().max() <= 1e-4 * want.abs().max()

@@ -168,6 +168,17 @@ def test_convert_to_gguf_reads_back(arch, model, tmp_path, capsys):
     assert back.eos_id == tok.eos_id and b"{{ messages }}" in back.side_files["tokenizer_config.json"]
     assert main(["convert", "--to-gguf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "f32.gguf")]) == 2
     assert "new .gguf file" in capsys.readouterr().err
+    # and back to Hugging Face with the tokenizer from the file's metadata (convert had dropped it)
+    assert main(["convert", "--to-hf", str(tmp_path / "f32.gguf"), "--out", str(tmp_path / "back")]) == 0
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
+    if arch == "llama":  # transformers 5 picks Qwen2Tokenizer by model_type, which splits its own way
+        assert hf_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
+    assert hf_tok.chat_template == "{{ messages }}"
+    assert llmarch.load(tmp_path / "back") is not None and checkpoint_tokenizer(tmp_path / "back").encode(text) \
+        == tok.encode(text)
+    again = getattr(transformers, model).from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        assert (again(ids, attention_mask=mask).logits[real] - want[real]).abs().max() <= 1e-4
 
 
 def test_info_reads_a_gguf_header_without_dequantizing(smollm2_gguf, capsys):  # noqa: F811
@@ -273,3 +284,42 @@ def test_to_gguf_refuses_a_tokenizer_it_cannot_write(tmp_path):
         with pytest.raises(LlmarchError, match=problem):
             to_gguf(model, tmp_path / "x.gguf", "f16", tok)
         assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize("key, change, message", [
+    ("tokenizer.ggml.tokens", None, "tokenizer.ggml.tokens is missing"),
+    ("tokenizer.ggml.eos_token_id", 10**6, "eos id 1000000 is not one of its"),
+    ("tokenizer.ggml.merges", ["zzzq yyyq"], "tokenizer metadata is inconsistent"),
+])
+def test_damaged_tokenizer_metadata_is_one_line_exit_2(tmp_path, capsys, key, change, message):
+    """A .gguf whose tokenizer metadata is missing or contradicts itself: one line naming it, exit 2 (these were
+    tracebacks from the tokenizer's construction)."""
+    import gguf as gguf_package
+    import numpy as np
+
+    from llmarch.data.tokenizer import train_bpe
+    from llmarch.interop.gguf_writer import to_gguf
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", n_layers=1, d_model=64, n_heads=4, n_kv_heads=2, ffn_hidden=128,
+                          vocab_size=320, context_length=64).eval()
+    to_gguf(model, tmp_path / "good.gguf", "f32", train_bpe(["def main():\n    return 1\n" * 40], vocab_size=300))
+    reader = gguf_package.GGUFReader(str(tmp_path / "good.gguf"))
+    w = gguf_package.GGUFWriter(str(tmp_path / "bad.gguf"), reader.fields["general.architecture"].contents())
+    for k, f in reader.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture" or (k == key and change is None):
+            continue
+        vtype = f.types[0]
+        value = change if k == key else f.contents()
+        sub = f.types[-1] if vtype == gguf_package.GGUFValueType.ARRAY else None
+        w.add_key_value(k, value, vtype, sub_type=sub)
+    for t in reader.tensors:
+        w.add_tensor(t.name, np.array(t.data))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert main(["generate", "--checkpoint", str(tmp_path / "bad.gguf"), "--prompt", "def", "--max-new-tokens",
+                 "2"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -95,19 +95,33 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
         raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
                            "llama: SentencePiece, bert: WordPiece, t5: SentencePiece unigram)")
     tokens = field(reader, "tokenizer.ggml.tokens")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise LlmarchError(f"{path}: GGUF tokenizer.ggml.tokens is missing or not a list of strings")
     types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
-    if kind == "bert":  # its own template ([CLS] A [SEP] B [SEP]) and special ids
-        tokens = from_phantom(tokens, types)
-        tk, ids = wordpiece_tokenizer(reader, tokens, types, path)
-    else:
-        build = {"gpt2": lambda: _byte_level(reader, tokens, path),
-                 "llama": lambda: _sentencepiece(reader, tokens, types),
-                 "t5": lambda: unigram_tokenizer(reader, tokens, types, path)}
-        tk = build[kind]()
-        defaults = UNIGRAM_IDS if kind == "t5" else {}
-        ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{g}_token_id", defaults.get(g))
-               for k, g in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
-        ids = {k: v for k, v in ids.items() if v is not None}
+    if not isinstance(types, list) or len(types) != len(tokens):
+        raise LlmarchError(f"{path}: GGUF tokenizer.ggml.token_type does not give one type per token")
+    try:
+        if kind == "bert":  # its own template ([CLS] A [SEP] B [SEP]) and special ids
+            tokens = from_phantom(tokens, types)
+            tk, ids = wordpiece_tokenizer(reader, tokens, types, path)
+        else:
+            build = {"gpt2": lambda: _byte_level(reader, tokens, path),
+                     "llama": lambda: _sentencepiece(reader, tokens, types),
+                     "t5": lambda: unigram_tokenizer(reader, tokens, types, path)}
+            tk = build[kind]()
+            defaults = UNIGRAM_IDS if kind == "t5" else {}
+            ids = {f"{k}_token_id": field(reader, f"tokenizer.ggml.{g}_token_id", defaults.get(g))
+                   for k, g in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
+            ids = {k: v for k, v in ids.items() if v is not None}
+    except LlmarchError:
+        raise
+    except Exception as e:  # the tokenizers library's own refusal (a merge of unknown tokens ...), one line
+        raise LlmarchError(f"{path}: GGUF tokenizer metadata is inconsistent: {str(e).splitlines()[0]}") from None
+    bad = {k: v for k, v in ids.items() if not isinstance(v, int) or not 0 <= v < len(tokens)}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise LlmarchError(f"{path}: GGUF tokenizer {name.removesuffix('_token_id')} id {value!r} is not one of its "
+                           f"{len(tokens)} tokens")
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t, k in zip(tokens, types) if k == CONTROL])
     tk.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
@@ -122,7 +136,10 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
         single = " ".join([*([first] if first else []), "$A", *([last] if last else [])])
         tk.post_processor = processors.TemplateProcessing(single=single, pair=single.replace("$A", "$A $B"),
                                                           special_tokens=[(t, i) for _, t, i in ends])
-    config = {f"{k}_token": tokens[ids[f"{k}_token_id"]] for k in ("bos", "eos", "pad") if f"{k}_token_id" in ids}
+    # the generic fast class: with none named, transformers picks one by the model's type, and some (Qwen2's)
+    # rebuild the split their own way
+    config = {"tokenizer_class": "PreTrainedTokenizerFast",
+              **{f"{k}_token": tokens[ids[f"{k}_token_id"]] for k in ("bos", "eos", "pad") if f"{k}_token_id" in ids}}
     template = field(reader, "tokenizer.chat_template")
     if template is not None:
         config["chat_template"] = template

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import state_for_saving
 from ..errors import LlmarchError
 from .gguf import ARCHS, EXPERT_ROWS, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
@@ -226,14 +225,16 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
 
     if dtype not in TYPES:
         raise LlmarchError(f"unknown GGUF type {dtype!r}; choose one of: {', '.join(TYPES)}")
-    cfg = model.config
+    from ..quant.dequantize import export_view
+
+    state, cfg = export_view(model)  # a quantized model (a QLoRA result): the float model it stands for
     if cfg.hf_model_type not in GGUF_ARCH:
         raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(GGUF_ARCH)}; this model has "
                            f"{cfg.hf_model_type!r}")
     arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
     rules = FAMILIES[cfg.hf_model_type].rules_for(cfg)  # first: it refuses what the family cannot hold (needs)
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
-    tensors = _stack_rows(export_state(state_for_saving(model), rules, cfg), arch.indexed)
+    tensors = _stack_rows(export_state(state, rules, cfg), arch.indexed)
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
                                      max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:

@@ -213,12 +213,12 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
           max_shard_bytes: int = 5 * 2**30, labels: list[str] | None = None) -> None:
     """Write `model` as a Hugging Face checkpoint directory that `transformers` loads (shards past
     max_shard_bytes). tokenizer_from: a directory with a tokenizer.json (an llmarch checkpoint or a Hugging Face
-    directory), written alongside as transformers reads it, with the files it came with (tokenizer_config.json,
+    directory) or a .gguf file (its metadata's tokenizer), written alongside as transformers reads it, with the files it came with (tokenizer_config.json,
     chat template, generation_config.json) and its special-token ids in config.json.
     labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ...
     A quantized model (a QLoRA result) exports as the float model it stands for: its int4 / int8 weights
     dequantized and its adapters merged into them (quant/dequantize.py), the model itself unchanged."""
-    from ..quant.dequantize import float_state
+    from ..quant.dequantize import export_view
 
     cfg = model.config
     if cfg.hf_model_type is None:
@@ -227,15 +227,12 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     family = FAMILIES[cfg.hf_model_type]
     if cfg.head != "lm" and cfg.head not in family.heads:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face layout for the {cfg.head} head")
-    ours = float_state(model) if getattr(model, "quantization", None) is not None else state_for_saving(model)
-    if cfg.tied_head and "lm_head.weight" in ours:  # a quantized copy of a tied head: its own matrix, untied
-        cfg = cfg.replace(tie_embeddings=False)
+    ours, cfg = export_view(model)
     rules = family.rules_for(cfg)
     unmapped = sorted(set(ours) - {r.ours for r in expand(rules, cfg)})
     if unmapped:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face name for {first_and_count(unmapped)}")
-    has_tokenizer = tokenizer_from is not None and (Path(tokenizer_from) / "tokenizer.json").is_file()
-    tok = load_tokenizer(tokenizer_from) if has_tokenizer else None  # a damaged one fails before anything is written
+    tok = _tokenizer_of(tokenizer_from)  # a damaged one fails before anything is written
     tensors = export_state(ours, rules, cfg)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -272,6 +269,19 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     if tok is not None:
         _export_tokenizer(tok, path, hf_cfg)
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+
+
+def _tokenizer_of(source: str | Path | None):
+    """The tokenizer to write beside an export: a checkpoint directory's tokenizer.json, or the vocabulary, merges,
+    special tokens and chat template in a .gguf file's metadata; None where the source has none."""
+    if source is None:
+        return None
+    source = Path(source)
+    if source.suffix == ".gguf" and source.is_file():
+        from .gguf_tokenizer import checkpoint_tokenizer
+
+        return checkpoint_tokenizer(source)
+    return load_tokenizer(source) if (source / "tokenizer.json").is_file() else None
 
 
 def _export_tokenizer(tok, path: Path, hf_cfg: dict) -> None:

@@ -58,3 +58,16 @@ def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     if model.config.tied_head and not isinstance(getattr(model, "lm_head", None), (Int4Linear, Int8Linear)):
         state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def export_view(model: nn.Module):
+    """What an exporter (to_hf, to_gguf) writes of `model`: (state dict, config). A quantized model (a QLoRA
+    result) is the float model it stands for (float_state), and a quantized copy of a tied head makes it untied;
+    any other model is its own state."""
+    from ..checkpoint import state_for_saving
+
+    cfg = model.config
+    if getattr(model, "quantization", None) is None:
+        return state_for_saving(model), cfg
+    state = float_state(model)
+    return state, (cfg.replace(tie_embeddings=False) if cfg.tied_head and "lm_head.weight" in state else cfg)
