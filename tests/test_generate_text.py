@@ -1,6 +1,7 @@
 """generate_text (generate/text.py): prompts in, text out; streamed pieces are the same text as it arrives."""
 import pytest
 
+import llmarch
 from llmarch import LlmarchError
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.generate import generate_text
@@ -26,3 +27,26 @@ def test_a_batch_gives_one_text_per_prompt_and_streams_one_prompt_only():
         generate_text(model, tok, ["a", "bc"], 4, stream=print)
     with pytest.raises(LlmarchError, match="beam"):
         generate_text(model, tok, ["a"], 4, num_beams=2, stream=print)
+
+
+def test_an_encoder_decoder_source_ends_in_one_eos(monkeypatch):
+    """T5's and BART's tokenizer.json append </s> themselves: the source must not get a second one (transformers
+    feeds one; a doubled one changed T5's output), nor a seq2seq training example."""
+    import importlib
+
+    from llmarch.data import ByteTokenizer
+    from llmarch.train.seq2seq import _encode
+
+    class Appending(ByteTokenizer):
+        def encode(self, t):
+            return super().encode(t) + [self.eos_id]
+
+    text = importlib.import_module("llmarch.generate.text")  # the package re-exports a function of that name
+    seen = []
+    monkeypatch.setattr(text, "generate", lambda model, encoded, *a, **k: seen.extend(encoded) or encoded)
+    model = llmarch.build("t5-tiny", vocab_size=257, d_model=32, n_heads=2, n_layers=1, n_decoder_layers=1)
+    for tok in (ByteTokenizer(), Appending()):
+        seen.clear()
+        text.generate_text(model, tok, ["ab"], 2)
+        assert seen == [[97, 98, 256]]
+        assert _encode(tok, [("ab", "c")], 16) == [([97, 98, 256], [99, 256])]

@@ -211,6 +211,12 @@ def _byte_chars() -> dict[int, str]:
     return {b: chr(b) if b in printable else shifted[b] for b in range(256)}
 
 
+def ends_in_eos(ids: list[int], eos_id: int) -> list[int]:
+    """ids ending in one eos: a tokenizer whose post-processor appends </s> itself (T5's, BART's tokenizer.json)
+    has ended them already, and a second one is a source the model never saw in training (transformers: one)."""
+    return list(ids) if ids and ids[-1] == eos_id else [*ids, eos_id]
+
+
 def _hf_tokenizer_config(tok) -> dict:
     """tokenizer_config.json for a tokenizer llmarch made: its special tokens by name, text decoded as is."""
     names = tok.special_names()

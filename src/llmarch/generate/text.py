@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..data.tokenizer import ends_in_eos
 from ..errors import LlmarchError
 from .decode import generate
 
@@ -22,7 +23,7 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
         raise LlmarchError("streaming is for one prompt without beam search")
     encoded = [tokenizer.encode(p) for p in prompts]
     if model.config.is_encoder_decoder:
-        encoded = [ids + [tokenizer.eos_id] for ids in encoded]  # sources end in eos, as in training
+        encoded = [ends_in_eos(ids, tokenizer.eos_id) for ids in encoded]  # sources end in eos, as in training
     if num_beams > 1:
         temperature = 0.0
     # a chat model may end a turn with any of several ids (generation_config.json's eos_token_id list)

@@ -17,7 +17,7 @@ from ..presets import resolve
 from ..data.corpus import Document
 from ..data.dataset import tokenizer_for
 from ..data.seq2seq import exact_match, load_seq2seq, seq2seq_batch
-from ..data.tokenizer import check_fits
+from ..data.tokenizer import check_fits, ends_in_eos
 from ..errors import LlmarchError
 from ..generate import generate
 from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
@@ -39,8 +39,8 @@ class Seq2SeqResult:
 
 def _encode(tok, pairs: list[tuple[str, str]], max_length: int) -> list[tuple[list[int], list[int]]]:
     """Token ids of each pair, both ending in eos (kept when the text is cut to max_length)."""
-    def ids(text: str) -> list[int]:
-        return tok.encode(text)[: max_length - 1] + [tok.eos_id]
+    def ids(text: str) -> list[int]:  # one eos, whether or not the tokenizer's post-processor appends it
+        return ends_in_eos(tok.encode(text), tok.eos_id)[:-1][: max_length - 1] + [tok.eos_id]
 
     return [(ids(s), ids(t)) for s, t in pairs]
 
