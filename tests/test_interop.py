@@ -131,3 +131,26 @@ def test_a_model_saved_without_its_head_is_named_as_such(tmp_path):
     transformers.BertModel(cfg).save_pretrained(tmp_path)
     with pytest.raises(LlmarchError, match=r"without the `bert\.` prefix, as a model saved without its head"):
         llmarch.from_hf(tmp_path)
+
+
+def test_mixed_dtype_checkpoints_load_in_one_dtype_and_integer_weights_are_named(tmp_path):
+    """Some exports keep fp32 norms beside bf16 or fp16 matrices: they load in one dtype (config.json's, else
+    fp32), as transformers casts them, where llmarch's matmuls had failed on the mix. An integer tensor where a
+    weight belongs is a one-line error, not a load_state_dict traceback."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny("llama-tiny")
+    llmarch.to_hf(model, tmp_path / "hf")
+    file = tmp_path / "hf" / "model.safetensors"
+    state = load_file(file)
+    mixed = {k: v.to(torch.bfloat16 if "proj" in k else torch.float16 if "embed" in k else v.dtype)
+             for k, v in state.items()}
+    save_file(mixed, file, metadata={"format": "pt"})
+    loaded = llmarch.from_hf(tmp_path / "hf")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    ids = torch.randint(0, 97, (1, 9))
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=2e-2)
+    save_file({**state, "model.norm.weight": torch.ones(64, dtype=torch.int32)}, file, metadata={"format": "pt"})
+    with pytest.raises(LlmarchError, match="model.norm.weight is stored as torch.int32, not a floating-point"):
+        llmarch.from_hf(tmp_path / "hf")

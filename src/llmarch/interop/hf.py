@@ -140,7 +140,22 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     ckpt = Checkpoint(path, family.canonical)
     if family.tied_by_checkpoint and cfg.head == "lm":
         cfg = cfg.replace(tie_embeddings="lm_head.weight" not in ckpt.names())
-    return build_from(cfg, family, ckpt, path, dtype, device)
+    return build_from(cfg, family, ckpt, path, dtype or _one_dtype(ckpt, hf_cfg, path), device)
+
+
+def _one_dtype(ckpt: Checkpoint, hf_cfg: dict, path: Path) -> torch.dtype | None:
+    """The dtype a checkpoint loads in when none is asked for: its float tensors' own where they agree; where
+    they mix (fp32 norms beside bf16 matrices, as some exports store them), config.json's dtype, else fp32, as
+    transformers casts them to one."""
+    stored = set()
+    for name in ckpt.names():
+        f, key = ckpt.file(name)
+        stored.add(f.dtype(key))
+    floats = {d for d in stored if d.is_floating_point}
+    if len(floats) <= 1:
+        return None
+    declared = str(hf_cfg.get("dtype") or hf_cfg.get("torch_dtype") or "")
+    return getattr(torch, declared) if declared in ("float32", "float16", "bfloat16") else torch.float32
 
 
 def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torch.dtype | None,
@@ -199,6 +214,8 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
     for name, piece, layout in zip(rule.hf, pieces(out, cfg, rule), rule.layouts()):
         to_ours, _, hf_shape = LAYOUTS[layout]
         f, key = ckpt.file(name)
+        if not f.dtype(key).is_floating_point:
+            raise LlmarchError(f"tensor {name} is stored as {f.dtype(key)}, not a floating-point type")
         expected = tuple(hf_shape(tuple(piece.shape)))
         if f.shape(key) != expected:
             raise LlmarchError(f"tensor {name} has shape {f.shape(key)}, the config expects {expected}")
@@ -213,8 +230,9 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
           max_shard_bytes: int = 5 * 2**30, labels: list[str] | None = None) -> None:
     """Write `model` as a Hugging Face checkpoint directory that `transformers` loads (shards past
     max_shard_bytes). tokenizer_from: a directory with a tokenizer.json (an llmarch checkpoint or a Hugging Face
-    directory) or a .gguf file (its metadata's tokenizer), written alongside as transformers reads it, with the files it came with (tokenizer_config.json,
-    chat template, generation_config.json) and its special-token ids in config.json.
+    directory) or a .gguf file (its metadata's tokenizer), written alongside as transformers reads it, with the
+    files it came with (tokenizer_config.json, chat template, generation_config.json) and its special-token ids
+    in config.json.
     labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ...
     A quantized model (a QLoRA result) exports as the float model it stands for: its int4 / int8 weights
     dequantized and its adapters merged into them (quant/dequantize.py), the model itself unchanged."""
