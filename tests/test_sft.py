@@ -128,3 +128,25 @@ def test_conversations_cut_to_nothing_are_left_out(checkpoint, tmp_path, capsys)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows if len(r["messages"][0]["content"]) > 2))
     with pytest.raises(llmarch.LlmarchError, match="keeps an assistant token within --max-length 32"):
         finetune(checkpoint, fc, tmp_path / "run2", verbose=False)
+
+
+def test_runs_that_could_not_keep_their_weights_are_refused_before_training(checkpoint, data, tmp_path):
+    """LoRA on a tied LM head trained to its first checkpoint, then could not fold the adapter in (the weight is
+    the embedding); full fine-tuning of a quantized checkpoint said "all weights trained" and moved only its norms
+    and embeddings. Both are refused before the first step, nothing written."""
+    from llmarch.quant import quantize
+
+    tied = tmp_path / "tied"
+    torch.manual_seed(0)
+    save_model(llmarch.build("gpt-tiny", vocab_size=257, n_layers=1, context_length=128), tied)
+    ByteTokenizer().save(tied)
+    fc = FinetuneConfig(task="sft", data=str(data), steps=2, batch_size=2, lora_targets="lm_head", max_length=128)
+    with pytest.raises(llmarch.LlmarchError, match="tied to another module"):
+        finetune(tied, fc, tmp_path / "run", verbose=False)
+    q = tmp_path / "q"
+    save_model(quantize(llmarch.load(checkpoint), "int8"), q)
+    ByteTokenizer().save(q)
+    fc = FinetuneConfig(task="sft", data=str(data), method="full", steps=2, batch_size=2, max_length=128)
+    with pytest.raises(llmarch.LlmarchError, match="is quantized .int8.: --method full cannot train"):
+        finetune(q, fc, tmp_path / "run2", verbose=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()

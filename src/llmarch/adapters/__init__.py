@@ -111,18 +111,25 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items() if ".lora_" in k}
 
 
+def check_foldable(model: nn.Module) -> None:
+    """Refuse adapters that no checkpoint can fold in: one on a weight tied to another module (a tied LM head and
+    the embedding), which training checks before its first step rather than at its first checkpoint."""
+    shared = _shared_weights(model)
+    for name, layer in lora_layers(model).items():
+        if id(layer.weight) in shared and not layer.merged:
+            raise LlmarchError(f"cannot fold the adapter of {name} into its weight: the weight is tied to another "
+                               "module (the embedding); leave it out of --lora-targets")
+
+
 def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict as the plain model would have it: each adapted weight with its adapters folded
     in, under its own name, no adapter tensors; the model itself unchanged (what a checkpoint of a LoRA run
     stores, so that `generate` and `--to-hf` read it as any other)."""
     state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k and ".parametrizations." not in k}
-    shared = _shared_weights(model)
     _refuse_quantized(model, "fold the adapter of {} into its quantized weight (a QLoRA checkpoint keeps it "
                              "unmerged)")
+    check_foldable(model)
     for name, layer in lora_layers(model).items():
-        if id(layer.weight) in shared and not layer.merged:
-            raise LlmarchError(f"cannot fold the adapter of {name} into its weight: the weight is tied to another "
-                               "module")
         state[f"{name}.weight"] = layer.merged_weight()
     for name, site in expert_sites(model).items():
         state[name] = site.merged_weight()

@@ -126,6 +126,9 @@ class Classification:
             src = resolve_checkpoint(self.checkpoint)  # an llmarch checkpoint or run directory, or a Hugging Face one
             base, tok = load(src, device), checkpoint_tokenizer(src)
             check_fits(tok, base.config.vocab_size)
+            from .sft import refuse_full_quantized
+
+            refuse_full_quantized(base, fc, src)
             torch.manual_seed(fc.seed)
             model = with_head(base, "classify", len(self.data.labels), dropout=fc.dropout)
         else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..adapters import LoRAConfig, adapters, apply_lora
+from ..adapters import LoRAConfig, adapters, apply_lora, check_foldable
 from ..data.chat import encode_conversation, template_for
 from ..data.sft import keep_scored, load_sft, pack, packed_rows, padded_rows
 from ..data.tokenizer import check_fits
@@ -58,11 +58,22 @@ def start_model(checkpoint, fc, device: torch.device) -> tuple:
         raise LlmarchError(f"{model.config.name} is not a decoder-only language model; --task {fc.task} needs one")
     check_fits(tok, model.config.vocab_size)
     torch.manual_seed(fc.seed)
+    refuse_full_quantized(model, fc, src)
     if fc.method == "qlora":
         quantized_base(model, fc.qlora_group_size, src)
     if fc.method in ("lora", "qlora"):
         apply_lora(model, lora_config(fc))
+        check_foldable(model)  # before training, not at the first checkpoint
     return model, tok
+
+
+def refuse_full_quantized(model, fc, src) -> None:
+    """--method full trains every weight, which a quantized checkpoint's int4/int8 codes cannot be (only its
+    norms and embeddings would move)."""
+    scheme = getattr(model, "quantization", None)
+    if fc.method == "full" and scheme is not None:
+        raise LlmarchError(f"{src} is quantized ({scheme.method}): --method full cannot train its quantized "
+                           "weights; use --method lora or qlora, or convert --to-hf it first for a float model")
 
 
 def quantized_base(model, group_size: int, src) -> None:
