@@ -54,6 +54,7 @@ def answer_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class DPO:
     loss_baseline = None
+    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
 
     def __init__(self, checkpoint: str | Path, fc):
         self.checkpoint, self.fc = checkpoint, fc

@@ -115,6 +115,7 @@ class FinetuneResult:
 class Classification:
     """The task (train/task.py) of `finetune`: a new classifier head on the body of `checkpoint`."""
     loss_baseline = None
+    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
 
     def __init__(self, checkpoint: str | Path, fc: FinetuneConfig):
         self.checkpoint, self.fc = checkpoint, fc

@@ -234,7 +234,8 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
             if stopping and not last:
                 if log is not None:
                     log.plot(out / "loss.png", baseline=task.loss_baseline)
-                where = f"; saved {done.checkpoint}, continue with --resume" if out is not None else ""
+                hint = getattr(task, "resume_hint", "continue with --resume")  # fine-tuning has no --resume
+                where = f"; saved {done.checkpoint}, {hint}" if out is not None else ""
                 raise Interrupted(f"stopped by {stop.name} after step {step + 1}{where}", stop.exit_code)
     if log is not None:
         log.plot(out / "loss.png", baseline=task.loss_baseline)

@@ -48,6 +48,7 @@ def _encode(tok, pairs: list[tuple[str, str]], max_length: int) -> list[tuple[li
 class Seq2Seq:
     """The task (train/task.py) of `train_seq2seq`; fc: a FinetuneConfig with task 'seq2seq'."""
     loss_baseline = None
+    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
 
     def __init__(self, start: str | Path, fc):
         self.start, self.fc = start, fc

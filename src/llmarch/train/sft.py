@@ -93,6 +93,7 @@ def quantized_base(model, group_size: int, src) -> None:
 
 class SFT:
     loss_baseline = None
+    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
 
     def __init__(self, checkpoint: str | Path, fc):
         self.checkpoint, self.fc = checkpoint, fc
