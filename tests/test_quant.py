@@ -138,7 +138,8 @@ def test_cli_quantize_then_generate_and_eval(checkpoint, tmp_path, capsys, corpu
     for method, extra in (("int8", []), ("int4-hqq", []), ("int4-gptq", ["--calibration-tokens", "512"]),
                           ("int8-gptq", ["--calibration-tokens", "512"])):
         out = tmp_path / method
-        assert main(["quantize", "--checkpoint", str(checkpoint), "--method", method, "--group-size", "32",
+        group = ["--group-size", "32"] if method.startswith("int4") else []
+        assert main(["quantize", "--checkpoint", str(checkpoint), "--method", method, *group,
                      *extra, "--out", str(out)]) == 0
         assert "MiB ->" in capsys.readouterr().out
         assert (out / "quantization.json").is_file()
@@ -160,6 +161,7 @@ def test_cli_quantize_then_generate_and_eval(checkpoint, tmp_path, capsys, corpu
     (("--method", "int5"), "invalid choice: 'int5'"),
     (("--method", "int4-gptq", "--group-size", "32", "--calibration-tokens", "0"), "must be at least 1, got 0"),
     (("--method", "int4", "--group-size", "32", "--calibration-tokens", "64"), "is for --method int4-gptq"),
+    (("--method", "int8", "--group-size", "48"), "--group-size is for the int4 methods"),  # was written as is
 ])
 def test_cli_quantize_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys, args, text):
     out = tmp_path / "q"

@@ -18,9 +18,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--method", required=True, choices=METHODS,
                    help="int8 per output channel, round-to-nearest or fitted by GPTQ on calibration text; int4 in "
                         "groups, round-to-nearest, fitted by HQQ, or by GPTQ (required)")
-    p.add_argument("--group-size", type=int, default=64,
+    p.add_argument("--group-size", type=int, default=None,
                    help=f"int4: input columns per scale and zero, one of {', '.join(map(str, GROUP_SIZES))}; it "
-                        "must divide every layer's input width (default: %(default)s)")
+                        "must divide every layer's input width (default: 64)")
     p.add_argument("--keep-head", action="store_true",
                    help="leave the LM head in full precision (default: quantize it too)")
     p.add_argument("--embeddings", action="store_true",
@@ -42,7 +42,10 @@ def cmd_quantize(args) -> None:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise LlmarchError(f"{out} exists and is not empty; choose a new --out")
-    scheme = Scheme(args.method, args.group_size, head=not args.keep_head, embeddings=args.embeddings)  # checked before loading anything
+    scheme = Scheme(args.method, args.group_size or 64, head=not args.keep_head,
+                    embeddings=args.embeddings)  # checked before loading anything
+    if args.group_size is not None and not scheme.int4:
+        raise LlmarchError(f"--group-size is for the int4 methods; {scheme.method} has one scale per output row")
     tokens = args.calibration_tokens
     if tokens is not None and not scheme.calibrated:
         raise LlmarchError(f"--calibration-tokens is for --method int4-gptq or int8-gptq, not {scheme.method}")
