@@ -113,6 +113,7 @@ def test_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys):
     bad_cfg.write_text(json.dumps({"d_model": 100, "n_heads": 3}))
     cases = [
         (("info", "nonexistent-model"), "unknown model 'nonexistent-model'"),
+        (("info", "nonexistent.gguf"), "nonexistent.gguf: no such checkpoint, .gguf file or config file"),
         (("info", str(bad_cfg)), "not divisible by n_heads"),
         (("info", "gpt2", "--ffn", "swishy"), "unknown ffn 'swishy'"),
         (("info", "gpt2", "--n-layers", "many"), "n_layers must be int"),

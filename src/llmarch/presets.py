@@ -287,6 +287,8 @@ def resolve(name_or_config: str | Path | ModelConfig, **overrides: Any) -> Model
         base = preset(str(name_or_config))
     elif Path(name_or_config).suffix in (".json", ".yaml", ".yml"):
         base = ModelConfig.load(name_or_config)
+    elif Path(name_or_config).suffix == ".gguf" or "/" in str(name_or_config):  # meant as a file or directory
+        raise LlmarchError(f"{name_or_config}: no such checkpoint, .gguf file or config file")
     else:
         raise LlmarchError(
             f"unknown model {str(name_or_config)!r}: not a preset ({', '.join(sorted(PRESETS))}) "

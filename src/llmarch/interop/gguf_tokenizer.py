@@ -91,6 +91,8 @@ def gguf_tokenizer(reader, path) -> BPETokenizer:
     from tokenizers import AddedToken, processors
 
     kind = field(reader, "tokenizer.ggml.model")
+    if kind is None:
+        raise LlmarchError(f"{path}: the GGUF file holds no tokenizer (no tokenizer.ggml.model in its metadata)")
     if kind not in ("gpt2", "llama", "bert", "t5"):
         raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
                            "llama: SentencePiece, bert: WordPiece, t5: SentencePiece unigram)")
