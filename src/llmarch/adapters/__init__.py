@@ -115,8 +115,8 @@ def check_foldable(model: nn.Module) -> None:
     """Refuse adapters that no checkpoint can fold in: one on a weight tied to another module (a tied LM head and
     the embedding), which training checks before its first step rather than at its first checkpoint."""
     shared = _shared_weights(model)
-    for name, layer in lora_layers(model).items():
-        if id(layer.weight) in shared and not layer.merged:
+    for name, layer in lora_layers(model).items():  # a quantized base (QLoRA) has codes, shared with nothing
+        if id(getattr(layer, "weight", None)) in shared and not layer.merged:
             raise LlmarchError(f"cannot fold the adapter of {name} into its weight: the weight is tied to another "
                                "module (the embedding); leave it out of --lora-targets")
 

@@ -67,7 +67,10 @@ def cmd_convert(args) -> None:
             to_hf(model, tmp, tokenizer_from=src, labels=labels)
 
     atomic_directory(out, write)
-    print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    from ..quant.dequantize import export_view
+
+    # what was written: a quantized model's float weights (its own parameters are its norms and embeddings)
+    print(f"wrote {out} ({sum(t.numel() for t in export_view(model)[0].values()):,} parameters)")
 
 
 def write_gguf(args) -> None:

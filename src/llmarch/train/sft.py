@@ -178,7 +178,10 @@ def save_adapter(model, checkpoint: Path, base: str | Path) -> Path | None:
     if not adapters(model) or model.config.hf_model_type is None:
         return None
     try:
-        save_peft(model, checkpoint / "adapter", base=str(base))
+        # a local base by its absolute path: peft resolves a relative one against the reader's directory, then
+        # looks it up as a hub name
+        local = Path(base)
+        save_peft(model, checkpoint / "adapter", base=str(local.resolve() if local.exists() else base))
     except LlmarchError:  # a layer PEFT has no name for (a fused layout PEFT does not slice): merged weights only
         return None
     return checkpoint / "adapter"
