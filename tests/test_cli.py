@@ -2,6 +2,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,29 @@ def test_convert_offers_the_gguf_types_the_writer_writes():
     from llmarch.interop.gguf_writer import TYPES
 
     assert GGUF_TYPES == TYPES
+
+
+def test_convert_to_gguf_stopped_by_sigterm_leaves_nothing(tmp_path, monkeypatch):
+    """SIGTERM mid-write ends convert --to-gguf as an exception, so its temporary file is removed (a killed run had
+    left a 540 MB hidden .tmp); the temporary name is a fresh one, so a user's file of any name is safe."""
+    import os
+    import signal
+
+    import llmarch.interop.gguf_writer as writer
+    from conftest import byte_checkpoint
+
+    ckpt = byte_checkpoint(tmp_path)
+    (tmp_path / ".x.gguf.tmp").write_text("mine")
+
+    def killed(model, path, *args):
+        Path(path).write_bytes(b"half")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(writer, "to_gguf", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        main(["convert", "--to-gguf", str(ckpt), "--out", str(tmp_path / "x.gguf")])
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.gguf.tmp", "ckpt"]
+    assert (tmp_path / ".x.gguf.tmp").read_text() == "mine"
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

@@ -5,6 +5,10 @@ generation_config.json, special-token ids): data/tokenizer.py keeps them, intero
 from __future__ import annotations
 
 import json
+import os
+import signal
+import tempfile
+import threading
 from pathlib import Path
 
 from ..errors import LlmarchError
@@ -73,10 +77,12 @@ def cmd_convert(args) -> None:
     print(f"wrote {out} ({sum(t.numel() for t in export_view(model)[0].values()):,} parameters)")
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def write_gguf(args) -> None:
     """An llmarch checkpoint -> one GGUF file, written under a temporary name and renamed into place."""
-    import os
-
     from .. import load
     from ..interop.gguf_tokenizer import checkpoint_tokenizer
     from ..interop.gguf_writer import to_gguf
@@ -93,10 +99,18 @@ def write_gguf(args) -> None:
         raise LlmarchError(f"{src} has no tokenizer.json; a GGUF file carries its vocabulary (llama.cpp loads none "
                            "without it): save the tokenizer with the checkpoint")
     tok = checkpoint_tokenizer(src)
-    tmp = out.with_name(f".{out.name}.tmp")
+    # a fresh name of its own beside --out (a fixed one could be a file of the user's); SIGTERM ends the process
+    # as an exception here, so the half-written file is removed as after any error
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    previous = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         to_gguf(model, tmp, args.gguf_type, tok)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(f"wrote {out} ({args.gguf_type}, {sum(p.numel() for p in model.parameters()):,} parameters)")
