@@ -58,6 +58,8 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "seed_oss": ("SeedOssConfig", dict(SMALL, head_dim=16, pad_token_id=0), "seed_oss"),
     # LayerNorm1P (stored as 1 + g), half of each head rotated, squared ReLU
     "nemotron": ("NemotronConfig", dict(SMALL, head_dim=16, pad_token_id=0), "nemotron"),
+    # OLMo 2's norms with per-head QK-norm, every layer full with RoPE (EXAONE-4.0-1.2B's layout)
+    "exaone4": ("Exaone4Config", dict(SMALL, sliding_window=None, layer_types=["full_attention"] * 2), "exaone4"),
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs
@@ -108,7 +110,9 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("mamba", dict(use_bias=True), "use_bias"),  # llama.cpp's mamba graph has no projection biases
     ("jamba", dict(mamba_proj_bias=True), "mamba_proj_bias"),
     ("ernie4_5", dict(use_bias=True), "use_bias"),
-    ("gpt_bigcode", dict(multi_query=False), "multi-query"),  # llama.cpp splits c_attn as all q, all k, all v  # llama.cpp refuses a file with them
+    ("gpt_bigcode", dict(multi_query=False), "multi-query"),
+    # llama.cpp decoded a windowed EXAONE 4.0 0.25 logits apart
+    ("exaone4", dict(num_hidden_layers=4, sliding_window=8, layer_types=None), "without a sliding window"),  # llama.cpp splits c_attn as all q, all k, all v  # llama.cpp refuses a file with them
     ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing
     ("olmoe", dict(norm_topk_prob=True), "norm_topk_prob"),  # nor renormalises
     ("olmoe", dict(num_key_value_heads=2), "key/value heads"),  # and sizes k's norm for all heads

@@ -1,9 +1,9 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
 OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS,
-Nemotron)."""
+Nemotron, EXAONE 4.0)."""
 from __future__ import annotations
 
-from .arch import Arch, Meta
+from .arch import FULL, SLIDING, Arch, Meta
 
 
 def _llama(hf: dict, meta: Meta) -> dict:
@@ -87,6 +87,32 @@ def _nemotron_out(w, hf: dict) -> dict:
     return {}
 
 
+def _exaone4(hf: dict, meta: Meta) -> dict:
+    """EXAONE 4.0: with attention.sliding_window, the layers sliding_window_pattern flags (or a period, every
+    that-many-th full) slide, with RoPE, and the others attend to everything without positions."""
+    n, window = hf["num_hidden_layers"], meta.get("attention.sliding_window", 0)
+    pattern = meta.get("attention.sliding_window_pattern", 4)
+    if not window:
+        return {**hf, "sliding_window": None, "layer_types": [FULL] * n}
+    if isinstance(pattern, list):
+        types = [SLIDING if flag else FULL for flag in pattern]
+    else:
+        types = [SLIDING if (i + 1) % int(pattern) else FULL for i in range(n)]
+    return {**hf, "sliding_window": window, "layer_types": types}
+
+
+def _exaone4_out(w, hf: dict) -> dict:
+    """Exaone4Model's converter. Only a model without a window (EXAONE-4.0-1.2B's layout): with one, llama.cpp
+    0.3.36 decoded a tiny windowed EXAONE 4.0 0.25 logits apart from llmarch, whose logits equal transformers'
+    (measured; without a window, 4e-4 apart and the same tokens), so such a model is refused."""
+    if hf.get("sliding_window") is not None:
+        from ...errors import LlmarchError
+
+        raise LlmarchError("GGUF exaone4 out holds a model without a sliding window only (llama.cpp computes the "
+                           "windowed layers otherwise)")
+    return {}
+
+
 def _no_bias(arch: str):
     """A writer refusing biases, which llama.cpp's `arch` graph has no place for (it refuses such a file)."""
     def write(w, hf: dict) -> dict:
@@ -119,6 +145,7 @@ ARCHS = {
     "glm4": Arch("glm4", fields=_glm4),
     "arcee": Arch("arcee", permuted_qk=True),  # LLaMA's tensors but ffn_gate
     "seed_oss": Arch("seed_oss"),  # Qwen2's q, k, v biases; q and k unpermuted
+    "exaone4": Arch("exaone4", fields=_exaone4, write=_exaone4_out),
     # LayerNorm1P's gains stored as 1 + g (the converter adds the 1, as for Gemma's norms)
     "nemotron": Arch("nemotron", fields=_nemotron, write=_nemotron_out, layer_norm=True,
                      tensors=((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t: t - 1.0),)),
