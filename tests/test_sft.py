@@ -150,3 +150,17 @@ def test_runs_that_could_not_keep_their_weights_are_refused_before_training(chec
     with pytest.raises(llmarch.LlmarchError, match="is quantized .int8.: --method full cannot train"):
         finetune(q, fc, tmp_path / "run2", verbose=False)
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def test_a_lora_run_without_a_peft_adapter_says_so(tmp_path, data, capsys):
+    """GPT-2's Conv1D layers have no PEFT slices of ours: the checkpoint holds the folded adapters and no adapter/
+    folder, which the run now says rather than leaving it to be noticed."""
+    path = tmp_path / "gpt"
+    torch.manual_seed(0)
+    save_model(llmarch.build("gpt-tiny", vocab_size=257, n_layers=1, context_length=128, tie_embeddings=False), path)
+    ByteTokenizer().save(path)
+    assert main(["finetune", "--task", "sft", "--checkpoint", str(path), "--data", str(data), "--steps", "1",
+                 "--eval-every", "1", "--batch-size", "2", "--max-length", "128", "--lora-targets", "qkv_proj",
+                 "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "no PEFT adapter" in out and not list((tmp_path / "run").rglob("adapter"))

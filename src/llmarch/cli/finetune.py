@@ -25,7 +25,14 @@ def cmd_finetune(args) -> None:
     result = finetune(args.checkpoint, FinetuneConfig(**collect(args, FinetuneConfig)), args.out)
     if args.task in ("sft", "dpo"):
         print(result.summary())
-        print(f"checkpoint: {result.checkpoint}" + (f" (PEFT adapter: {result.adapter})" if result.adapter else ""))
+        if result.adapter:
+            where = f" (PEFT adapter: {result.adapter})"
+        elif args.method != "full":  # said, not left to be noticed: phi3's fused layers, a model of no HF family
+            where = (" (no PEFT adapter: PEFT has no names for this model's adapted layers; the adapters are folded "
+                     "into the checkpoint)")
+        else:
+            where = ""
+        print(f"checkpoint: {result.checkpoint}{where}")
         return
     if args.task == "seq2seq":
         print(f"validation exact match {result.exact_match:.4f} (trivial baseline: always the most common "
