@@ -112,9 +112,12 @@ def test_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys):
     out, corpus = run_dir
     bad_cfg = tmp_path / "bad.json"
     bad_cfg.write_text(json.dumps({"d_model": 100, "n_heads": 3}))
+    hf_config = tmp_path / "config.json"
+    hf_config.write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
     cases = [
         (("info", "nonexistent-model"), "unknown model 'nonexistent-model'"),
         (("info", "nonexistent.gguf"), "nonexistent.gguf: no such checkpoint, .gguf file or config file"),
+        (("train", "--model", str(hf_config), "--out", str(tmp_path / "r")), "is a Hugging Face config.json"),
         (("info", str(bad_cfg)), "not divisible by n_heads"),
         (("info", "gpt2", "--ffn", "swishy"), "unknown ffn 'swishy'"),
         (("info", "gpt2", "--n-layers", "many"), "n_layers must be int"),

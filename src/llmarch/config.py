@@ -509,6 +509,9 @@ class ModelConfig:
             raise LlmarchError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise LlmarchError(f"config {path} must hold a mapping of field names to values")
+        if "model_type" in data and "d_model" not in data:  # not ours: a Hugging Face checkpoint's
+            raise LlmarchError(f"{path} is a Hugging Face config.json (model_type {data['model_type']!r}): give its "
+                               "directory as --checkpoint, or llmarch convert --from-hf it")
         cfg = cls.from_dict(data)
         # A config llmarch writes has every field; a hand-written one may leave some out, and the reader should
         # not have to guess what it got (an FFN that silently became gelu): name them, with the values taken.
