@@ -67,8 +67,15 @@ def cmd_convert(args) -> None:
         model = load(src)
         labels = json.loads((src / "labels.json").read_text()) if (src / "labels.json").is_file() else None
 
+        if src.suffix == ".gguf":  # its tokenizer and chat template are in its metadata
+            from ..interop.gguf_tokenizer import checkpoint_tokenizer
+
+            tokenizer_from = checkpoint_tokenizer(src)
+        else:
+            tokenizer_from = src
+
         def write(tmp: Path) -> None:
-            to_hf(model, tmp, tokenizer_from=src, labels=labels)
+            to_hf(model, tmp, tokenizer_from=tokenizer_from, labels=labels)
 
     atomic_directory(out, write)
     from ..quant.dequantize import export_view

@@ -230,7 +230,8 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
           max_shard_bytes: int = 5 * 2**30, labels: list[str] | None = None) -> None:
     """Write `model` as a Hugging Face checkpoint directory that `transformers` loads (shards past
     max_shard_bytes). tokenizer_from: a directory with a tokenizer.json (an llmarch checkpoint or a Hugging Face
-    directory) or a .gguf file (its metadata's tokenizer), written alongside as transformers reads it, with the
+    directory) or a tokenizer (a .gguf file's: gguf_tokenizer.checkpoint_tokenizer), written alongside as
+    transformers reads it, with the
     files it came with (tokenizer_config.json, chat template, generation_config.json) and its special-token ids
     in config.json.
     labels: class names of a classifier head (id2label), default LABEL_0, LABEL_1, ...
@@ -289,17 +290,12 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
 
 
-def _tokenizer_of(source: str | Path | None):
-    """The tokenizer to write beside an export: a checkpoint directory's tokenizer.json, or the vocabulary, merges,
-    special tokens and chat template in a .gguf file's metadata; None where the source has none."""
-    if source is None:
-        return None
-    source = Path(source)
-    if source.suffix == ".gguf" and source.is_file():
-        from .gguf_tokenizer import checkpoint_tokenizer
-
-        return checkpoint_tokenizer(source)
-    return load_tokenizer(source) if (source / "tokenizer.json").is_file() else None
+def _tokenizer_of(source):
+    """The tokenizer to write beside an export: a tokenizer itself (a .gguf file's, as gguf_tokenizer reads it), or
+    a checkpoint directory's tokenizer.json; None where the source has none."""
+    if source is None or hasattr(source, "save_hf"):
+        return source
+    return load_tokenizer(source) if (Path(source) / "tokenizer.json").is_file() else None
 
 
 def _export_tokenizer(tok, path: Path, hf_cfg: dict) -> None:
