@@ -123,12 +123,16 @@ def test_gpt2_checkpoint_without_transformer_prefix(tmp_path):
 
 
 def test_a_model_saved_without_its_head_is_named_as_such(tmp_path):
-    """A BertModel (what sentence-embedding checkpoints are) saves the body alone, without the `bert.` prefix:
-    the error says so, rather than only that `bert.embeddings...` is missing."""
+    """A BertModel (what sentence-embedding checkpoints are) saves the body alone, without the `bert.` prefix: it
+    reads as an embedding model (tests/parity/test_bert.py); one whose config.json names a head it does not hold
+    is an error that says so, rather than only that `bert.embeddings...` is missing."""
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                   intermediate_size=64, max_position_embeddings=64)
     transformers.BertModel(cfg).save_pretrained(tmp_path)
+    assert llmarch.from_hf(tmp_path).config.head == "embed"
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
     with pytest.raises(LlmarchError, match=r"without the `bert\.` prefix, as a model saved without its head"):
         llmarch.from_hf(tmp_path)
 

@@ -103,3 +103,35 @@ def test_classifier_presets_count_like_transformers(name, prefix):
         hf = getattr(transformers, prefix + "ForSequenceClassification")(hf_conf)
     ours = llmarch.build(name, device="meta", head="classify", n_labels=3)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_base_model_reads_as_an_embedding_model(tmp_path, family):
+    """BertModel, XLMRobertaModel, DistilBertModel: the body of a sentence-embedding model (BGE, E5, MiniLM),
+    names without the prefix and no head: read as head `embed`, its final hidden states equal to transformers'
+    last_hidden_state on a padded batch, its pooling that of the sentence-transformers Pooling module beside it."""
+    import json
+
+    conf_cls, prefix, extra = FAMILIES[family]
+    torch.manual_seed(0)
+    conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=96, **extra)
+    hf = getattr(transformers, prefix + "Model")(conf).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "modules.json").write_text(json.dumps(
+        [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (tmp_path / "hf" / "1_Pooling").mkdir()
+    (tmp_path / "hf" / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 64, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    ours = from_hf(tmp_path / "hf")
+    assert (ours.config.head, ours.config.pooling) == ("embed", "cls")
+    ids, types, mask = padded_batch(conf.pad_token_id)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        mine = ours(ids, attention_mask=mask).hidden_states
+    assert (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4

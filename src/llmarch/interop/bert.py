@@ -69,4 +69,4 @@ def from_config(cfg: ModelConfig) -> dict:
 
 FAMILIES.register("bert")(Family(RULES, to_config, from_config, IGNORE, heads={
     "classify": ("BertForSequenceClassification", HEADS["classify"]),
-    "tokens": ("BertForTokenClassification", HEADS["tokens"])}))
+    "tokens": ("BertForTokenClassification", HEADS["tokens"])}, base_prefix="bert."))

@@ -59,4 +59,4 @@ def from_config(cfg: ModelConfig) -> dict:
 
 FAMILIES.register("distilbert")(Family(RULES, to_config, from_config, heads={
     "classify": ("DistilBertForSequenceClassification", HEADS["classify"]),
-    "tokens": ("DistilBertForTokenClassification", HEADS["tokens"])}))
+    "tokens": ("DistilBertForTokenClassification", HEADS["tokens"])}, base_prefix="distilbert."))

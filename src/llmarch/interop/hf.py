@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +47,10 @@ class Family:
     needs: Callable[[ModelConfig], str | None] | None = None
     # rules whose names depend on the config (StableLM-2-12B's one norm per head, named by head index)
     more_rules: Callable[[ModelConfig], list[Rule]] | None = None
+    # an encoder's base model (BertModel, XLMRobertaModel: the body of a sentence-embedding model such as BGE or
+    # E5) stores its names without this prefix and no head: read as head `embed` (pooling from the
+    # sentence-transformers Pooling module beside it, where there is one)
+    base_prefix: str | None = None
     # the checkpoint may hold a multi-token-prediction layer after the last one (model.layers.{n_layers}: DeepSeek-V3,
     # GLM-4.5), which is not loaded, as transformers does not load it
     mtp: bool = False
@@ -69,6 +73,8 @@ _ARCH_HEADS = {"ForSequenceClassification": "classify", "ForTokenClassification"
 def _head_fields(hf_cfg: dict, family: Family) -> dict:
     """ModelConfig.head and n_labels from config.json's `architectures` and `id2label`."""
     arch = (hf_cfg.get("architectures") or [""])[0]
+    if family.base_prefix is not None and arch.endswith("Model") and "For" not in arch:
+        return {"head": "embed", "head_transform": False, "head_bias": False}
     head = next((h for suffix, h in _ARCH_HEADS.items() if arch.endswith(suffix)), "lm")
     if head == "lm":
         return {}
@@ -137,10 +143,38 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     hf_cfg = read_hf_config(path)
     family = FAMILIES[str(hf_cfg.get("model_type"))]
     cfg = hf_model_config(hf_cfg, path / "config.json")
+    if cfg.head == "embed" and family.base_prefix is not None:
+        family, cfg = _as_base_model(family, cfg, path)
     ckpt = Checkpoint(path, family.canonical)
     if family.tied_by_checkpoint and cfg.head == "lm":
         cfg = cfg.replace(tie_embeddings="lm_head.weight" not in ckpt.names())
     return build_from(cfg, family, ckpt, path, dtype or _one_dtype(ckpt, hf_cfg, path), device)
+
+
+def _as_base_model(family: Family, cfg: ModelConfig, path: Path) -> tuple[Family, ModelConfig]:
+    """An encoder's base model: its names given the family's prefix, its pooler (a classifier's, unused) not
+    read, and the pooling of the sentence-transformers Pooling module beside it (modules.json), if any."""
+    prefix = family.base_prefix
+
+    def canonical(name: str) -> str:
+        return name if name.startswith(prefix) else prefix + name
+
+    family = replace(family, canonical=canonical, ignore=family.ignore + (r"\.pooler\.",))
+    return family, cfg.replace(pooling=_sentence_pooling(path) or cfg.pooling)
+
+
+def _sentence_pooling(path: Path) -> str | None:
+    """cls, mean or last: what a sentence-transformers Pooling module (its modules.json entry's config.json) pools
+    by; None where there is none or it pools otherwise."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        folder = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
+        pooling = json.loads((path / folder / "config.json").read_text())
+    except (OSError, ValueError, StopIteration, KeyError, TypeError):
+        return None
+    modes = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "last"}
+    chosen = [ours for key, ours in modes.items() if pooling.get(key)]
+    return chosen[0] if len(chosen) == 1 else None
 
 
 def _one_dtype(ckpt: Checkpoint, hf_cfg: dict, path: Path) -> torch.dtype | None:
@@ -197,7 +231,7 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
             if bare and bare in ckpt.names():  # BertModel, LlamaModel: the body alone, saved without its prefix
                 raise LlmarchError(f"checkpoint is missing tensor {name}: it holds {bare} without the `{prefix}.` "
                                    "prefix, as a model saved without its head does (BertModel rather than "
-                                   "BertForMaskedLM); llmarch loads a model with its head")
+                                   "BertForMaskedLM), which its config.json's architectures should name")
             raise LlmarchError(f"checkpoint is missing tensor {name}")
     first, key = ckpt.file(rule.hf[0])
     if rule.layout in JOINS:  # read whole, then joined into ours

@@ -34,7 +34,7 @@ def family(model_type: str, prefix: str) -> Family:
     """RoBERTa's layout under another model_type and architecture prefix (XLM-RoBERTa: the same classes)."""
     return Family(RULES, to_config, partial(from_config, model_type=model_type, prefix=prefix), IGNORE, heads={
         "classify": (f"{prefix}ForSequenceClassification", HEADS["classify"]),
-        "tokens": (f"{prefix}ForTokenClassification", HEADS["tokens"])})
+        "tokens": (f"{prefix}ForTokenClassification", HEADS["tokens"])}, base_prefix="roberta.")
 
 
 FAMILIES.register("roberta")(family("roberta", "Roberta"))
