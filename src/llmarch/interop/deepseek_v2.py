@@ -48,6 +48,20 @@ LAYOUTS["mla_kv_a"] = (lambda t, cfg: _kv_a_rows(t, cfg, True), lambda t, cfg: _
                        lambda s: s)
 
 
+def moe_rules(bias: str = "gate.e_score_correction_bias", bias_layout: str = "same") -> list[Rule]:
+    """DeepSeekMoE's mixture under `mlp.` (DeepSeek-V2/V3, GLM-4.5, ERNIE 4.5): the router `gate`, its expert
+    bias (`bias`, stored as `bias_layout`), each routed expert's SwiGLU stacked, the shared experts fused."""
+    return [
+        Rule.of(_M + "gate.weight", _B + "mlp.router.weight"),
+        Rule.of(_M + bias, _B + "mlp.router.expert_bias", bias_layout),
+        Rule.of((_M + "experts.{e}.gate_proj.weight", _M + "experts.{e}.up_proj.weight"), _B + "mlp.experts.gate_up"),
+        Rule.of(_M + "experts.{e}.down_proj.weight", _B + "mlp.experts.down"),
+        Rule.of((_M + "shared_experts.gate_proj.weight", _M + "shared_experts.up_proj.weight"),
+                _B + "mlp.shared.gate_up.weight"),
+        Rule.of(_M + "shared_experts.down_proj.weight", _B + "mlp.shared.down.weight"),
+    ]
+
+
 def rules(interleaved: bool) -> list[Rule]:
     q, kv_a = ("mla_q", "mla_kv_a") if interleaved else ("same", "same")
     return [
@@ -62,13 +76,7 @@ def rules(interleaved: bool) -> list[Rule]:
         *[Rule.of(_A + f"o_proj.{w}", _B + f"attn.o_proj.{w}") for w in ("weight", "bias")],
         Rule.of((_M + "gate_proj.weight", _M + "up_proj.weight"), _B + "mlp.gate_up.weight"),
         Rule.of(_M + "down_proj.weight", _B + "mlp.down.weight"),
-        Rule.of(_M + "gate.weight", _B + "mlp.router.weight"),
-        Rule.of(_M + "gate.e_score_correction_bias", _B + "mlp.router.expert_bias"),
-        Rule.of((_M + "experts.{e}.gate_proj.weight", _M + "experts.{e}.up_proj.weight"), _B + "mlp.experts.gate_up"),
-        Rule.of(_M + "experts.{e}.down_proj.weight", _B + "mlp.experts.down"),
-        Rule.of((_M + "shared_experts.gate_proj.weight", _M + "shared_experts.up_proj.weight"),
-                _B + "mlp.shared.gate_up.weight"),
-        Rule.of(_M + "shared_experts.down_proj.weight", _B + "mlp.shared.down.weight"),
+        *moe_rules(),
         Rule.of("model.layers.{i}.input_layernorm.weight", _B + "ln1.weight"),
         Rule.of("model.layers.{i}.post_attention_layernorm.weight", _B + "ln2.weight"),
         Rule.of("model.norm.weight", "ln_final.weight"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .deepseek_v2 import first_dense
+from .deepseek_v2 import first_dense, moe_rules
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
 from .mapping import ROPE_PAIRS_QKV, Rule
@@ -41,16 +41,7 @@ def from_config(cfg: ModelConfig) -> dict:
 FAMILIES.register("ernie4_5")(Family(RULES, to_config, from_config, IGNORE))
 
 
-_M, _B = "model.layers.{i}.mlp.", "blocks.{i}."
-MOE_RULES = RULES + [
-    Rule.of(_M + "gate.weight", _B + "mlp.router.weight"),
-    Rule.of(_M + "moe_statics.e_score_correction_bias", _B + "mlp.router.expert_bias", "row"),
-    Rule.of((_M + "experts.{e}.gate_proj.weight", _M + "experts.{e}.up_proj.weight"), _B + "mlp.experts.gate_up"),
-    Rule.of(_M + "experts.{e}.down_proj.weight", _B + "mlp.experts.down"),
-    Rule.of((_M + "shared_experts.gate_proj.weight", _M + "shared_experts.up_proj.weight"),
-            _B + "mlp.shared.gate_up.weight"),
-    Rule.of(_M + "shared_experts.down_proj.weight", _B + "mlp.shared.down.weight"),
-]
+MOE_RULES = RULES + moe_rules("moe_statics.e_score_correction_bias", "row")  # its bias stored (1, E)
 
 
 def moe_config(hf: dict) -> ModelConfig:

@@ -9,23 +9,13 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .deepseek_v2 import first_dense
+from .deepseek_v2 import first_dense, moe_rules
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, llama_like_hf, rope_parameters
-from .mapping import Rule
 from .mixtral import STACKED
 from .qwen3 import RULES as QWEN3_RULES
 
-_M, _B = "model.layers.{i}.mlp.", "blocks.{i}."
-RULES = QWEN3_RULES + [
-    Rule.of(_M + "gate.weight", _B + "mlp.router.weight"),
-    Rule.of(_M + "gate.e_score_correction_bias", _B + "mlp.router.expert_bias"),
-    Rule.of((_M + "experts.{e}.gate_proj.weight", _M + "experts.{e}.up_proj.weight"), _B + "mlp.experts.gate_up"),
-    Rule.of(_M + "experts.{e}.down_proj.weight", _B + "mlp.experts.down"),
-    Rule.of((_M + "shared_experts.gate_proj.weight", _M + "shared_experts.up_proj.weight"),
-            _B + "mlp.shared.gate_up.weight"),
-    Rule.of(_M + "shared_experts.down_proj.weight", _B + "mlp.shared.down.weight"),
-]
+RULES = QWEN3_RULES + moe_rules()
 
 
 def to_config(hf: dict) -> ModelConfig:
