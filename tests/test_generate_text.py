@@ -50,3 +50,23 @@ def test_an_encoder_decoder_source_ends_in_one_eos(monkeypatch):
         text.generate_text(model, tok, ["ab"], 2)
         assert seen == [[97, 98, 256]]
         assert _encode(tok, [("ab", "c")], 16) == [([97, 98, 256], [99, 256])]
+
+
+def test_streamed_and_unstreamed_output_print_the_prompt_alike(tmp_path, capsys):
+    """A prompt with a special token (a chat template's): streaming printed it spelled out, --no-stream as the
+    tokenizer decodes it (without it); both now print the latter."""
+    import torch
+
+    from llmarch.checkpoint import save_model
+    from llmarch.cli import main
+    from llmarch.data.tokenizer import train_bpe
+
+    torch.manual_seed(0)
+    save_model(llmarch.build("llama-tiny", vocab_size=320, n_layers=1, context_length=64), tmp_path / "m")
+    train_bpe(["abc def ghi\n" * 40], vocab_size=300).save(tmp_path / "m")
+    outputs = []
+    for extra in ([], ["--no-stream"]):
+        assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--prompt", "abc<|endoftext|>def",
+                     "--max-new-tokens", "4", "--temperature", "0", *extra]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and "<|endoftext|>" not in outputs[0]

@@ -90,8 +90,9 @@ def _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stre
     from ..generate import generate_text
 
     if stream and len(prompts) == 1 and options["num_beams"] == 1:
-        # the prompt is printed with the first new text, after any warning or error about the request
-        head = [] if model.config.is_encoder_decoder else [prompts[0]]
+        # the prompt is printed with the first new text, after any warning or error about the request; as the
+        # tokenizer decodes it, as --no-stream prints it (a chat prompt's special tokens not spelled out)
+        head = [] if model.config.is_encoder_decoder else [tok.decode(tok.encode(prompts[0]))]
 
         def show(piece: str) -> None:
             print(*head, piece, sep="", end="", flush=True)
