@@ -21,7 +21,7 @@ POOLINGS = ("none", "cls", "mean", "last")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
             "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
-QK_NORMS = ("none", "head", "per_head", "proj")
+QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope")
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
@@ -52,7 +52,7 @@ class ModelConfig:
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
     qk_norm: str = "none"  # none; head: a norm over each head's queries and keys before RoPE (Qwen3); per_head:
     # the same with a gain per head (StableLM-2-12B); proj: over the whole query and key projections, before they
-    # split into heads (OLMo 2)
+    # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0  # RoPE base frequency

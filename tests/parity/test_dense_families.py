@@ -107,6 +107,10 @@ CASES = {
     "ernie4_5_moe": ("Ernie4_5_MoeConfig", "Ernie4_5_MoeForCausalLM",
                      dict(COMMON, num_hidden_layers=3, num_key_value_heads=2, head_dim=16, moe_num_experts=4,
                           moe_k=2, moe_intermediate_size=32, moe_num_shared_experts=1, moe_layer_start_index=1)),
+    # Hunyuan: per-head QK-norm after RoPE; RoPE "dynamic" with a fixed alpha (a stretched base)
+    "hunyuan": ("HunYuanDenseV1Config", "HunYuanDenseV1ForCausalLM",
+                dict(COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=0, eod_token_id=0,
+                     rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "alpha": 1000.0, "factor": 1.0})),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

@@ -60,6 +60,9 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "nemotron": ("NemotronConfig", dict(SMALL, head_dim=16, pad_token_id=0), "nemotron"),
     # OLMo 2's norms with per-head QK-norm, every layer full with RoPE (EXAONE-4.0-1.2B's layout)
     "exaone4": ("Exaone4Config", dict(SMALL, sliding_window=None, layer_types=["full_attention"] * 2), "exaone4"),
+    # per-head q/k norms after RoPE
+    "hunyuan_v1_dense": ("HunYuanDenseV1Config", dict(SMALL, head_dim=16, pad_token_id=0, eod_token_id=0),
+                         "hunyuan-dense"),
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs

@@ -131,7 +131,7 @@ class Attention(Mixer):
         # normalised before RoPE (qk_norm 'head', Qwen3), or the whole query and key projections before they
         # split into heads ('proj', OLMo 2 §3.2), so one norm sees every head
         self.qk_norm, self.clip = cfg.qk_norm, cfg.clip_qkv
-        widths = {"head": (self.head_dim, self.head_dim),
+        widths = {"head": (self.head_dim, self.head_dim), "head_after_rope": (self.head_dim, self.head_dim),
                   "proj": (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim)}.get(self.qk_norm)
         self.q_norm = make_norm(cfg, widths[0]) if widths else None
         self.k_norm = make_norm(cfg, widths[1]) if widths else None
@@ -153,7 +153,7 @@ class Attention(Mixer):
         if cfg.qk_norm in ("proj", "per_head") and ATTENTION_KINDS[cfg.attention].shares_qk:
             raise LlmarchError(f"qk_norm={cfg.qk_norm!r} needs a key projection, which attention={cfg.attention!r} "
                                "has not")
-        if cfg.clip_qkv is not None and (cfg.clip_qkv <= 0 or cfg.qk_norm in ("head", "per_head")):
+        if cfg.clip_qkv is not None and (cfg.clip_qkv <= 0 or cfg.qk_norm in ("head", "per_head", "head_after_rope")):
             raise LlmarchError(f"clip_qkv={cfg.clip_qkv} needs a positive bound and no per-head QK-norm (it clamps "
                                "the projections, after a 'proj' norm)")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
@@ -204,6 +204,8 @@ class Attention(Mixer):
             v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
         if ctx.rope is not None:
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
+        if self.qk_norm == "head_after_rope":  # Hunyuan: the rotated queries and keys normalised per head
+            q, k = self.q_norm(q), self.k_norm(k)
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
         y = y.transpose(1, 2)  # (B, T, H, D)

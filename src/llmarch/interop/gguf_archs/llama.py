@@ -146,6 +146,7 @@ ARCHS = {
     "arcee": Arch("arcee", permuted_qk=True),  # LLaMA's tensors but ffn_gate
     "seed_oss": Arch("seed_oss"),  # Qwen2's q, k, v biases; q and k unpermuted
     "exaone4": Arch("exaone4", fields=_exaone4, write=_exaone4_out),
+    "hunyuan-dense": Arch("hunyuan_v1_dense"),  # the q/k norms after RoPE; a stretched base as rope.freq_base
     # LayerNorm1P's gains stored as 1 + g (the converter adds the 1, as for Gemma's norms)
     "nemotron": Arch("nemotron", fields=_nemotron, write=_nemotron_out, layer_norm=True,
                      tensors=((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t: t - 1.0),)),
