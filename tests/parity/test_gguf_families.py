@@ -63,6 +63,12 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # per-head q/k norms after RoPE
     "hunyuan_v1_dense": ("HunYuanDenseV1Config", dict(SMALL, head_dim=16, pad_token_id=0, eod_token_id=0),
                          "hunyuan-dense"),
+    # GLM-4.5: q k v biases, per-head q/k norms, half of each head rotated, layer 0 dense then experts with a
+    # sigmoid router, expert bias, groups, renormalised and scaled weights, a shared expert
+    "glm4_moe": ("Glm4MoeConfig", dict(SMALL, num_hidden_layers=3, head_dim=16, attention_bias=True, use_qk_norm=True,
+                                       n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                                       n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2,
+                                       routed_scaling_factor=2.5, pad_token_id=0), "glm4moe"),
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs
@@ -217,5 +223,36 @@ def test_mamba_presets_round_trip_through_gguf_with_their_context(preset, tmp_pa
     back = llmarch.from_gguf(path)
     assert back.config.context_length == model.config.context_length == 256
     ids = torch.randint(0, model.config.vocab_size, (1, 16))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
+
+
+def test_glm4moe_file_with_nextn_layers_reads_without_them(tmp_path):
+    """GLM-4.5's GGUF files count their multi-token-prediction (NextN) layers in block_count and hold their tensors
+    as blk.{n}.*: read without them, to the same logits."""
+    model = tiny("glm4_moe", tmp_path)
+    to_gguf(model, tmp_path / "x.gguf", "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(tmp_path / "x.gguf"))
+    from llmarch.interop.gguf_writer import _writer_class  # it writes the byte vocabulary's empty merges
+
+    w = _writer_class()(str(tmp_path / "nextn.gguf"), "glm4moe")
+    for k, f in reader.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture":
+            continue
+        vtype = f.types[0]
+        value = f.contents() + 1 if k == "glm4moe.block_count" else f.contents()
+        w.add_key_value(k, value, vtype, sub_type=f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    w.add_uint32("glm4moe.nextn_predict_layers", 1)
+    for t in reader.tensors:
+        w.add_tensor(t.name, np.array(t.data))
+    w.add_tensor("blk.3.nextn.eh_proj.weight", np.zeros((64, 128), np.float32))
+    w.add_tensor("blk.3.attn_norm.weight", np.ones(64, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    back = llmarch.from_gguf(tmp_path / "nextn.gguf")
+    assert back.config.n_layers == 3
+    ids = torch.randint(0, 256, (1, 12))
     with torch.no_grad():
         assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4

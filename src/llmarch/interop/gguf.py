@@ -176,6 +176,8 @@ class GGUFTensors:
                 self.parts[hf_name] = parts
         stored = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
         unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed)
+        if ARCHS[arch].mtp:  # the layers past the model's are multi-token prediction, not read
+            unmatched = [u for u in unmatched if not ((m := re.match(r"blk\.(\d+)\.", u)) and int(m[1]) >= n_layers)]
         if unmatched:
             raise LlmarchError(f"{path}: GGUF tensor {first_and_count(unmatched)} has no place in a {arch} model")
         heads = {"q_proj": n_heads, "k_proj": n_kv_heads} if ARCHS[arch].permuted_qk else {}

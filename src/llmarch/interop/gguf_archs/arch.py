@@ -113,6 +113,9 @@ class Arch:
     # _metadata writes attention.key_length, value_length and rope.dimension_count from head_dim; False: `write`
     # does (DeepSeek's latent attention, whose lengths are the latent's)
     head_lengths: bool = True
+    # the file may hold multi-token-prediction layers past the model's (GLM-4.5's NextN layers, counted in
+    # block_count): their tensors are not read
+    mtp: bool = False
     # Hugging Face name prefixes the converter strips before the name map (BERT's `bert.`)
     stripped: tuple[str, ...] = ()
     # Hugging Face tensors (regex) the converter leaves out of the file (BERT's masked-LM head and pooler)

@@ -175,3 +175,42 @@ ARCHS = {
                       split=((r"\.kv_b_proj\.weight$", (".k_b_proj.weight", ".v_b_proj.weight"), _kv_b_split,
                               _kv_b_join),)),
 }
+
+
+def _glm4moe(hf: dict, meta: Meta) -> dict:
+    """GLM-4.5/4.6 (glm4moe, Glm4MoeModel's converter): LLaMA's attention with q, k, v biases where the file has
+    them, per-head q/k norms where it has those, half of each head rotated (rope.dimension_count); DeepSeek-V3's
+    router (sigmoid, exp_probs_b, groups, weights norm and scale) after leading_dense_block_count dense layers. The
+    multi-token-prediction layers (nextn_predict_layers, counted in block_count) are not read."""
+    if meta.get("expert_gating_func", SIGMOID) != SIGMOID:
+        raise LlmarchError(f"{meta.path}: glm4moe routing other than sigmoid is not supported")
+    n = hf["num_hidden_layers"] - meta.get("nextn_predict_layers", 0)
+    return {**hf, "num_hidden_layers": n, "n_routed_experts": meta.get("expert_count"),
+            "num_experts_per_tok": meta.get("expert_used_count"),
+            "moe_intermediate_size": meta.get("expert_feed_forward_length"),
+            "n_shared_experts": meta.get("expert_shared_count", 0),
+            "first_k_dense_replace": meta.get("leading_dense_block_count", 0),
+            "routed_scaling_factor": meta.get("expert_weights_scale", 1.0) or 1.0,
+            "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
+            "n_group": meta.get("expert_group_count", 1), "topk_group": meta.get("expert_group_used_count", 1),
+            "use_qk_norm": meta.has("blk.0.attn_q_norm.weight"),
+            "partial_rotary_factor": meta.get("rope.dimension_count", hf["head_dim"]) / hf["head_dim"]}
+
+
+def _glm4moe_out(w, hf: dict) -> dict:
+    """Glm4MoeModel's converter: the experts, the router and the dense first layers (no NextN layers)."""
+    w.add_leading_dense_block_count(hf["first_k_dense_replace"])
+    w.add_expert_count(hf["n_routed_experts"])
+    w.add_expert_used_count(hf["num_experts_per_tok"])
+    w.add_expert_feed_forward_length(hf["moe_intermediate_size"])
+    w.add_expert_shared_count(hf["n_shared_experts"])
+    w.add_expert_group_count(hf["n_group"])
+    w.add_expert_group_used_count(hf["topk_group"])
+    w.add_uint32(f"{w.arch}.expert_gating_func", SIGMOID)
+    w.add_expert_weights_scale(hf["routed_scaling_factor"])
+    w.add_expert_weights_norm(bool(hf["norm_topk_prob"]))
+    return {}
+
+
+ARCHS["glm4moe"] = Arch("glm4_moe", fields=_glm4moe, write=_glm4moe_out, mtp=True,
+                        renamed=((".e_score_correction_bias", ".e_score_correction.bias"),))
