@@ -43,6 +43,11 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                "falcon"),
     "gemma": ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=True), "gemma"),
     "olmo2": ("Olmo2Config", dict(SMALL), "olmo2"),
+    # OLMo 3 as llama.cpp's olmo2 with a window: layers 0-2 slide over 8 keys, layer 3 full, one RoPE
+    "olmo3": ("Olmo3Config", dict(SMALL, num_hidden_layers=4, sliding_window=8,
+                                  rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 5e5},
+                                                   "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}),
+              "olmo2"),
     # no norm tensors at all; q, k, v clamped (attention.clamp_kqv), which binds at 0.1 here
     "olmo": ("OlmoConfig", dict(SMALL, clip_qkv=0.1), "olmo"),
     # half of each head rotated in adjacent pairs (stored as Hugging Face has them), sandwich norms, fused gate_up
@@ -120,6 +125,11 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("jamba", dict(mamba_proj_bias=True), "mamba_proj_bias"),
     ("ernie4_5", dict(use_bias=True), "use_bias"),
     ("gpt_bigcode", dict(multi_query=False), "multi-query"),
+    # OLMo 3's YaRN on its full layers only: how llama.cpp's olmo2 would apply it is unverified
+    ("olmo3", dict(rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 5e5, "factor": 2.0,
+                                                       "original_max_position_embeddings": 64},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}),
+     "one plain RoPE on every layer"),
     # llama.cpp decoded a windowed EXAONE 4.0 0.25 logits apart
     ("exaone4", dict(num_hidden_layers=4, sliding_window=8, layer_types=None), "without a sliding window"),  # llama.cpp splits c_attn as all q, all k, all v  # llama.cpp refuses a file with them
     ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing

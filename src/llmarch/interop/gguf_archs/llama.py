@@ -3,6 +3,7 @@ OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS,
 Nemotron, EXAONE 4.0)."""
 from __future__ import annotations
 
+from ...errors import LlmarchError
 from .arch import FULL, SLIDING, Arch, Meta
 
 
@@ -113,6 +114,36 @@ def _exaone4_out(w, hf: dict) -> dict:
     return {}
 
 
+def _olmo2(hf: dict, meta: Meta) -> dict:
+    """OLMo 2, or OLMo 3 where the file has a window: the layers sliding_window_pattern flags (or a period) slide,
+    every layer with the file's RoPE."""
+    n, window = hf["num_hidden_layers"], meta.get("attention.sliding_window", 0)
+    if not window:
+        return hf
+    pattern = meta.get("attention.sliding_window_pattern", 4)
+    flags = pattern if isinstance(pattern, list) else [(i + 1) % int(pattern) != 0 for i in range(n)]
+    rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta")}
+    if hf.get("rope_scaling"):
+        raise LlmarchError(f"{meta.path}: an olmo2 file with a window and RoPE scaling is not supported")
+    return {**hf, "model_type": "olmo3", "sliding_window": window,
+            "layer_types": [SLIDING if f else FULL for f in flags[:n]],
+            "rope_parameters": {FULL: rope, SLIDING: dict(rope)}}
+
+
+def _olmo2_out(w, hf: dict) -> dict:
+    """OLMo 3 as llama.cpp's olmo2 with a window: the window and, per layer, whether it slides. RoPE the same on
+    every layer (OLMo 3's YaRN on its full layers only is refused: llama.cpp's handling is unverified here)."""
+    if hf["model_type"] != "olmo3":
+        return {}
+    rope = hf["rope_parameters"]
+    if rope[FULL] != rope[SLIDING] or rope[FULL].get("rope_type", "default") != "default":
+        raise LlmarchError("GGUF olmo2 holds OLMo 3 with one plain RoPE on every layer (no YaRN on the full ones)")
+    if SLIDING in hf["layer_types"]:
+        w.add_sliding_window(hf["sliding_window"])
+        w.add_sliding_window_pattern([t == SLIDING for t in hf["layer_types"]])
+    return {}
+
+
 def _no_bias(arch: str):
     """A writer refusing biases, which llama.cpp's `arch` graph has no place for (it refuses such a file)."""
     def write(w, hf: dict) -> dict:
@@ -139,7 +170,7 @@ def _experts_out(w, hf: dict) -> dict:
 ARCHS = {
     "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out, also=("mixtral", "mistral")),
     "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
-    "olmo2": Arch("olmo2"),
+    "olmo2": Arch("olmo2", fields=_olmo2, write=_olmo2_out, also=("olmo3",)),
     "olmo": Arch("olmo", permuted_qk=True, fields=_olmo, write=_olmo_out, layer_norm=True),
     "olmoe": Arch("olmoe", fields=_olmoe, write=_olmoe_out),
     "glm4": Arch("glm4", fields=_glm4),
