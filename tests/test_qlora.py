@@ -232,3 +232,16 @@ def test_to_hf_of_a_qlora_model_is_the_float_model(preset, method, targets, tmp_
         assert any(isinstance(m, LoRAQuantized) for m in model.modules())
         with adapters_off(model):  # the adapters are in the export
             assert (hf(x).logits - model(x).logits).abs().max() > 1e-2
+
+
+def test_qlora_on_stacked_experts_takes_the_stacked_weight_names(tmp_path):
+    """LoRA names a mixture's experts by their stacked weight (blocks.1.mlp.experts.gate_up); over an int4 base
+    each expert is its own quantized layer (experts.gate_up.0, .1 ...), which the same name now selects (it was
+    refused)."""
+    torch.manual_seed(0)
+    model = llmarch.build("mixtral-tiny", vocab_size=64, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2,
+                          ffn_hidden=64, n_experts=4, context_length=32)
+    quantize(model, "int4", group_size=32)
+    apply_lora(model, LoRAConfig(rank=2, targets=("experts.gate_up",)))
+    adapted = sorted(lora_layers(model))
+    assert adapted == [f"blocks.0.mlp.experts.gate_up.{e}" for e in range(4)]

@@ -118,6 +118,20 @@ def test_adapter_for_another_base(tmp_path):
         load_peft(llmarch.build("llama-tiny", **SHAPE), tmp_path / "adapter")
 
 
+def test_an_adapter_on_a_layer_held_fused_is_named_as_such(tmp_path):
+    """A PEFT adapter on phi3's own fused qkv_proj: the model has that layer, llmarch holds it fused (its PEFT slices
+    are ours, not PEFT's whole-layer ones); the error says so rather than blaming another base."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    conf = transformers.Phi3Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
+    transformers.Phi3ForCausalLM(conf).save_pretrained(tmp_path / "base")
+    base = transformers.Phi3ForCausalLM.from_pretrained(tmp_path / "base")
+    peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["qkv_proj"])).save_pretrained(tmp_path / "a")
+    with pytest.raises(LlmarchError, match="a layer this model has but llmarch holds fused with others"):
+        load_peft(from_hf(tmp_path / "base"), tmp_path / "a")
+
+
 def chatml_checkpoint(path):
     """A tiny transformers Llama with a byte-level tokenizer that knows ChatML's special tokens and its template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers

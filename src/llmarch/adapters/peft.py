@@ -146,6 +146,12 @@ def load_peft(model: nn.Module, path: str | Path) -> nn.Module:
     stacked = take_experts(model, meta, found, path, lambda hf: _rank_and_alpha(meta, hf, config.rank, config.alpha))
     unknown = sorted(set(found) - set(names))
     if unknown:
+        cfg = model.config
+        mapped = {h.removesuffix(".weight") for r in expand(FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg)
+                  for h in r.hf}
+        if all(u in mapped for u in unknown):  # the model's own layers, which llmarch holds fused or reordered
+            raise LlmarchError(f"{path} adapts {first_and_count(unknown)}, a layer this model has but llmarch holds "
+                               "fused with others or its rows reordered, so an adapter on it is not read")
         raise LlmarchError(f"{path} adapts {first_and_count(unknown)}, which this model does not have "
                            "(an adapter for another base?)")
     layers = linear_layers(model)

@@ -60,8 +60,10 @@ def select(model: nn.Module, patterns: list[str]) -> tuple[dict[str, dict[str, t
     used = set()
     for name, (parent, _, layer) in linear_layers(model).items():
         slices = fused_slices(name, layer, parent)
+        stem, _, last = name.rpartition(".")
+        stacked = stem if last.isdigit() else None  # expert e of quantized stacked experts (QLoRA): experts.gate_up.e
         for pattern in patterns:
-            if matches(pattern, name):
+            if matches(pattern, name) or stacked is not None and matches(pattern, stacked):
                 chosen.setdefault(name, {}).update(slices)
                 used.add(pattern)
                 continue
@@ -76,6 +78,7 @@ def select(model: nn.Module, patterns: list[str]) -> tuple[dict[str, dict[str, t
         experts += [name] if hits else []
     unused = [p for p in patterns if p not in used]
     if unused:
-        some = ", ".join(sorted({n.split(".")[-1] for n in [*linear_layers(model), *expert_weights(model)]}))
+        some = ", ".join(sorted({".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.split(".")[-1]
+                                 for n in [*linear_layers(model), *expert_weights(model)]}))
         raise LlmarchError(f"LoRA target {unused[0]!r} matches no linear layer of the model (layers: {some})")
     return chosen, experts

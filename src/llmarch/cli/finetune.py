@@ -28,8 +28,9 @@ def cmd_finetune(args) -> None:
         if result.adapter:
             where = f" (PEFT adapter: {result.adapter})"
         elif args.method != "full":  # said, not left to be noticed: phi3's fused layers, a model of no HF family
-            where = (" (no PEFT adapter: PEFT has no names for this model's adapted layers; the adapters are folded "
-                     "into the checkpoint)")
+            kept = ("kept over its quantized weights" if args.method == "qlora" else "folded into its weights")
+            where = (f" (no PEFT adapter: PEFT has no names for this model's adapted layers; the checkpoint holds the "
+                     f"adapters {kept})")
         else:
             where = ""
         print(f"checkpoint: {result.checkpoint}{where}")
