@@ -111,6 +111,11 @@ CASES = {
     "hunyuan": ("HunYuanDenseV1Config", "HunYuanDenseV1ForCausalLM",
                 dict(COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=0, eod_token_id=0,
                      rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "alpha": 1000.0, "factor": 1.0})),
+    # LFM2: gated short convolutions (layers 0 and 2) and attention with per-head QK-norm (1 and 3); the FFN's
+    # width 2/3 of intermediate_size rounded up to 32
+    "lfm2": ("Lfm2Config", "Lfm2ForCausalLM",
+             dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, full_attn_idxs=[1, 3], block_multiple_of=32,
+                  intermediate_size=144)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
