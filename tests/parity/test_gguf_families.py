@@ -74,6 +74,10 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                                        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
                                        n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2,
                                        routed_scaling_factor=2.5, pad_token_id=0), "glm4moe"),
+    # gated short convolutions (layers 0, 2) beside attention with per-head q/k norms; the final norm as
+    # token_embd_norm
+    "lfm2": ("Lfm2Config", dict(SMALL, num_hidden_layers=4, full_attn_idxs=[1, 3], block_multiple_of=32,
+                                intermediate_size=144, tie_word_embeddings=True), "lfm2"),
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs

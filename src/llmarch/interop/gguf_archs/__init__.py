@@ -10,7 +10,7 @@ from . import (bert, deepseek, gemma, gpt_oss, layer_norm, llama, mamba, phi2, p
                starcoder2, t5)
 from . import stablelm
 from . import granite
-from . import cohere
+from . import cohere, lfm2
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -19,5 +19,6 @@ ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **ma
 ARCHS.update(stablelm.ARCHS)
 ARCHS.update(granite.ARCHS)
 ARCHS.update(cohere.ARCHS)
+ARCHS.update(lfm2.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
