@@ -208,3 +208,33 @@ def test_to_gguf_refuses_a_model_without_the_shared_expert(tmp_path):
     cfg = replace(cfg, n_shared_experts=0, shared_expert_gate=False)
     with pytest.raises(LlmarchError, match="shared expert"):
         to_gguf(llmarch.build(cfg), tmp_path / "x.gguf", "f16", ByteTokenizer())
+
+
+QWEN35 = {k: v for k, v in CONFIG.items() if k not in ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                                                       "shared_expert_intermediate_size")}
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_qwen3_5_gguf_round_trip_and_llama_cpp(moe, tmp_path):
+    """Qwen3.5 (GGUF qwen35, and qwen35moe with experts): the delta net's projections stored apart as llama.cpp
+    holds them (attn_qkv, attn_gate, ssm_beta, ssm_alpha), the multimodal RoPE's sections written; read back to
+    llmarch's logits, and llama.cpp decodes the file to llmarch's greedy tokens."""
+    torch.manual_seed(0)
+    if moe:
+        conf = transformers.Qwen3_5MoeTextConfig(**{**QWEN35, "num_experts": 4, "num_experts_per_tok": 2,
+                                                    "moe_intermediate_size": 32,
+                                                    "shared_expert_intermediate_size": 32}, layer_types=[L, F, L, F])
+        hf = transformers.Qwen3_5MoeForCausalLM(conf)
+    else:
+        hf = transformers.Qwen3_5ForCausalLM(transformers.Qwen3_5TextConfig(**QWEN35, layer_types=[L, F, L, F]))
+    perturb(hf.eval()).save_pretrained(tmp_path / "hf")
+    model = llmarch.from_hf(tmp_path / "hf")
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == ("qwen35moe" if moe else "qwen35")
+    names = {t.name for t in reader.tensors}
+    assert {"blk.0.attn_qkv.weight", "blk.0.attn_gate.weight", "blk.0.ssm_beta.weight",
+            "blk.0.ssm_alpha.weight"} <= names
+    back = gguf_reads_back(path, model, exact=False, apart=1e-3)
+    assert back.config.hf_model_type == model.config.hf_model_type

@@ -220,7 +220,7 @@ class GGUFTensors:
         else:
             shape = self._shape(self.to_gguf[name])
         if name in self.transforms:  # the shape the inverse gives (GPT-2's transposed, Mamba's conv weight's 1)
-            return tuple(self.transforms[name][1](torch.empty(shape, device="meta")).shape)
+            return tuple(self.transforms[name][1](torch.empty(shape, device="meta"), self.hf).shape)
         return shape[1:] if name in self.row else shape
 
     def dtype(self, name: str) -> torch.dtype:
@@ -251,7 +251,7 @@ class GGUFTensors:
         else:
             w = self._values(self.tensors[self.to_gguf[name]])
         if name in self.transforms:
-            w = self.transforms[name][1](w)
+            w = self.transforms[name][1](w, self.hf)
         if name in self.per_head:  # q | k | v back to Hugging Face's groups
             w = grouped_qkv(w, self.n_heads, self.n_kv_heads, to_gguf=False)
         if name in self.heads:  # undo llama.cpp's q/k permutation

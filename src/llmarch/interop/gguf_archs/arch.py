@@ -90,7 +90,8 @@ class Arch:
     # Hugging Face tensors (regex) whose rows, q k v per head or kv group, the converter regroups as all q | all k |
     # all v (gguf.grouped_qkv), the order llama.cpp's graph splits
     qkv_per_head: str | None = None
-    # (regex on Hugging Face names, the converter's transform, its inverse): values and shapes stored otherwise
+    # (regex on Hugging Face names, the converter's transform (tensor, config.json), its inverse (tensor,
+    # config.json)): values, shapes and row orders stored otherwise
     # (Gemma's norms as 1 + g, GPT-2's Conv1D weights transposed, Mamba's A as -exp(A_log) ...)
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)

@@ -79,7 +79,7 @@ def _gemma3_out(w, hf: dict) -> dict:
 
 # Gemma's converter adds 1 to every *norm.weight (its RMSNorm scales by 1 + g, llama.cpp's by g): Arch.tensors'
 # (regex on Hugging Face names, to GGUF (tensor, config.json), from GGUF)
-_NORM_PLUS_ONE = ((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t: t - 1.0),)
+_NORM_PLUS_ONE = ((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t, hf: t - 1.0),)
 
 
 ARCHS = {

@@ -68,7 +68,7 @@ _SPLIT = ((_EXPERTS + "$", (".experts.gate_proj.weight", ".experts.up_proj.weigh
            _join_gate_up),
           (_EXPERTS + "_bias$", (".experts.gate_proj.bias", ".experts.up_proj.bias"), _split_bias, _join_bias))
 _DOWN_TRANSPOSED = ((r"\.experts\.down_proj$", lambda t, hf: t.transpose(-1, -2).contiguous(),
-                     lambda t: t.transpose(-1, -2)),)
+                     lambda t, hf: t.transpose(-1, -2)),)
 # the converter's names: the sinks and down_proj's weight get `.weight`, down_proj_bias becomes down_proj.bias
 _RENAMED = ((".self_attn.sinks", ".self_attn.sinks.weight"), (".experts.down_proj", ".experts.down_proj.weight"),
             (".experts.down_proj_bias", ".experts.down_proj.bias"))

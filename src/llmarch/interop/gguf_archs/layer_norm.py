@@ -112,7 +112,7 @@ def _starcoder_out(w, hf: dict) -> dict:
 
 
 # GPT-2's converter stores its Conv1D weights, (in, out), transposed to (out, in)
-_CONV1D_TRANSPOSED = ((r"\.(c_attn|c_proj|c_fc)\.weight$", lambda t, hf: t.t(), lambda t: t.t().contiguous()),)
+_CONV1D_TRANSPOSED = ((r"\.(c_attn|c_proj|c_fc)\.weight$", lambda t, hf: t.t(), lambda t, hf: t.t().contiguous()),)
 
 
 ARCHS = {

@@ -30,5 +30,5 @@ def _lfm2_out(w, hf: dict) -> dict:
 
 ARCHS = {
     "lfm2": Arch("lfm2", fields=_lfm2, common=_lfm2_common, write=_lfm2_out,
-                 tensors=((r"\.conv\.conv\.weight$", lambda t, hf: t.squeeze(1), lambda t: t.unsqueeze(1)),)),
+                 tensors=((r"\.conv\.conv\.weight$", lambda t, hf: t.squeeze(1), lambda t, hf: t.unsqueeze(1)),)),
 }

@@ -180,7 +180,7 @@ ARCHS = {
     "hunyuan-dense": Arch("hunyuan_v1_dense"),  # the q/k norms after RoPE; a stretched base as rope.freq_base
     # LayerNorm1P's gains stored as 1 + g (the converter adds the 1, as for Gemma's norms)
     "nemotron": Arch("nemotron", fields=_nemotron, write=_nemotron_out, layer_norm=True,
-                     tensors=((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t: t - 1.0),)),
+                     tensors=((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t, hf: t - 1.0),)),
     # q and k as Hugging Face holds them: llama.cpp turns adjacent dims, as ERNIE does
     "ernie4_5": Arch("ernie4_5", fields=lambda hf, meta: {**hf, "use_bias": hf["attention_bias"]},
                      write=_no_bias("ernie4_5")),

@@ -113,19 +113,19 @@ def _jamba_out(w, hf: dict) -> dict:
 # Mamba's converter stores A = -exp(A_log), what the recurrence multiplies by, and the depthwise conv weight
 # (inner, 1, k) squeezed to (inner, k); Mamba-2's also A and D as (heads, 1) and the gated norm's weight as
 # (groups, inner / groups).
-_CONV = (r"\.conv1d\.weight$", lambda t, hf: t.squeeze(1), lambda t: t.unsqueeze(1))
+_CONV = (r"\.conv1d\.weight$", lambda t, hf: t.squeeze(1), lambda t, hf: t.unsqueeze(1))
 
 
-_MAMBA_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t), lambda t: torch.log(-t)), _CONV)
+_MAMBA_TENSORS = ((r"\.A_log$", lambda t, hf: -torch.exp(t), lambda t, hf: torch.log(-t)), _CONV)
 
 
 def mamba2_tensors(mixer: str, groups: str) -> tuple:
     """Mamba2Model's stored forms, for a Mamba-2 mixer named `mixer` in Hugging Face's names whose config.json
     gives the groups of B and C as `groups` (Mamba-2's `mixer` and n_groups; the Granite 4.0 and Bamba hybrids'
     `mamba` and mamba_n_groups)."""
-    return ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t: torch.log(-t[:, 0])),
-            (r"\.D$", lambda t, hf: t[:, None], lambda t: t[:, 0]),
-            (rf"\.{mixer}\.norm\.weight$", lambda t, hf: t.reshape(hf[groups], -1), lambda t: t.reshape(-1)),
+    return ((r"\.A_log$", lambda t, hf: -torch.exp(t)[:, None], lambda t, hf: torch.log(-t[:, 0])),
+            (r"\.D$", lambda t, hf: t[:, None], lambda t, hf: t[:, 0]),
+            (rf"\.{mixer}\.norm\.weight$", lambda t, hf: t.reshape(hf[groups], -1), lambda t, hf: t.reshape(-1)),
             _CONV)
 
 
