@@ -116,6 +116,10 @@ CASES = {
     "lfm2": ("Lfm2Config", "Lfm2ForCausalLM",
              dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, full_attn_idxs=[1, 3], block_multiple_of=32,
                   intermediate_size=144)),
+    # Hunyuan's mixture: 4 experts, top 2 renormalised, and an ungated shared MLP on every layer
+    "hunyuan_moe": ("HunYuanMoEV1Config", "HunYuanMoEV1ForCausalLM",
+                    dict(COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=0, eod_token_id=0, sep_token_id=0,
+                         num_experts=4, moe_topk=2)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
@@ -144,7 +148,7 @@ def build_hf(case, tmp_path):
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-            if name.endswith("mlp.gate.weight"):  # a router: its 0.02 init leaves near-uniform routing
+            if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight")):  # a router: 0.02 init routes near-uniformly
                 p.mul_(20.0)
         for name, b in [*hf.named_buffers(), *hf.named_parameters()]:  # an expert bias (0 at init) moving the choice
             if name.endswith("e_score_correction_bias"):

@@ -78,6 +78,9 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # token_embd_norm
     "lfm2": ("Lfm2Config", dict(SMALL, num_hidden_layers=4, full_attn_idxs=[1, 3], block_multiple_of=32,
                                 intermediate_size=144, tie_word_embeddings=True), "lfm2"),
+    # experts (top 2, renormalised) and the ungated shared MLP on every layer
+    "hunyuan_v1_moe": ("HunYuanMoEV1Config", dict(SMALL, head_dim=16, pad_token_id=0, eod_token_id=0, sep_token_id=0,
+                                                  num_experts=4, moe_topk=2), "hunyuan-moe"),
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs

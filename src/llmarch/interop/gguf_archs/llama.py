@@ -144,6 +144,15 @@ def _olmo2_out(w, hf: dict) -> dict:
     return {}
 
 
+def _hunyuan_moe_out(w, hf: dict) -> dict:
+    """HunYuanMoEModel's converter: the expert counts, the experts' and the shared MLP's width (the same)."""
+    w.add_expert_count(hf["num_experts"])
+    w.add_expert_used_count(hf["moe_topk"])
+    w.add_expert_feed_forward_length(hf["intermediate_size"])
+    w.add_expert_shared_feed_forward_length(hf["intermediate_size"])
+    return {}
+
+
 def _no_bias(arch: str):
     """A writer refusing biases, which llama.cpp's `arch` graph has no place for (it refuses such a file)."""
     def write(w, hf: dict) -> dict:
@@ -178,6 +187,9 @@ ARCHS = {
     "seed_oss": Arch("seed_oss"),  # Qwen2's q, k, v biases; q and k unpermuted
     "exaone4": Arch("exaone4", fields=_exaone4, write=_exaone4_out),
     "hunyuan-dense": Arch("hunyuan_v1_dense"),  # the q/k norms after RoPE; a stretched base as rope.freq_base
+    "hunyuan-moe": Arch("hunyuan_v1_moe", fields=lambda hf, meta: {**hf, "num_experts": meta.get("expert_count"),
+                                                                   "moe_topk": meta.get("expert_used_count")},
+                        write=_hunyuan_moe_out),
     # LayerNorm1P's gains stored as 1 + g (the converter adds the 1, as for Gemma's norms)
     "nemotron": Arch("nemotron", fields=_nemotron, write=_nemotron_out, layer_norm=True,
                      tensors=((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t, hf: t - 1.0),)),
