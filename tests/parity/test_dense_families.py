@@ -120,6 +120,11 @@ CASES = {
     "hunyuan_moe": ("HunYuanMoEV1Config", "HunYuanMoEV1ForCausalLM",
                     dict(COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=0, eod_token_id=0, sep_token_id=0,
                          num_experts=4, moe_topk=2)),
+    # Granite MoE with its shared MLP beside the experts, of a width no multiple of theirs (48 to 32)
+    "granitemoeshared": ("GraniteMoeSharedConfig", "GraniteMoeSharedForCausalLM",
+                         dict(COMMON, intermediate_size=32, num_key_value_heads=2, num_local_experts=4,
+                              num_experts_per_tok=2, shared_intermediate_size=48, embedding_multiplier=2.0,
+                              residual_multiplier=0.5, logits_scaling=4.0, attention_multiplier=0.3)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
@@ -148,7 +153,7 @@ def build_hf(case, tmp_path):
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-            if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight")):  # a router: 0.02 init routes near-uniformly
+            if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight")):  # a router: 0.02 init routes near-uniformly
                 p.mul_(20.0)
         for name, b in [*hf.named_buffers(), *hf.named_parameters()]:  # an expert bias (0 at init) moving the choice
             if name.endswith("e_score_correction_bias"):

@@ -8,7 +8,7 @@ Programs V"), each a ModelConfig field:
 - `residual_multiplier`: each sublayer's output times it before the residual add (residual_multiplier);
 - `logits_scaling`: the logits divided by it (logit_divisor).
 Granite MoE (`granitemoe`) is granite_moe.py and Granite 4.0's Mamba hybrids (`granitemoehybrid`) granite_hybrid.py;
-`granitemoeshared` is not read."""
+`granitemoeshared` (a shared MLP beside the experts) is granite_moe.py's too."""
 from __future__ import annotations
 
 from ..config import ModelConfig

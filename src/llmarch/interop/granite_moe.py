@@ -3,8 +3,9 @@ a400m and 3b-a800m): Granite's layout and four scalars (granite.py) with every F
 Mixtral's (mixtral.py), stored stacked as ours are: `block_sparse_moe.input_linear` (E, 2I, C), gate rows first
 (`experts.gate_up`), `output_linear` (E, C, I) (`experts.down`), and the router `block_sparse_moe.router.layer`
 (E, C). The router takes the top k of its logits and a softmax over those k: Mixtral's softmax over all experts
-renormalised over the top k, the same weights. No expert biases, no shared expert (`granitemoeshared` is another
-model_type, not read)."""
+renormalised over the top k, the same weights. No expert biases. `granitemoeshared` (IBM's moe-*-shared models) adds
+an ungated shared SwiGLU MLP beside the experts (`shared_mlp.input_linear`, gate rows first, and `output_linear`)
+of shared_intermediate_size: llmarch's shared experts (shared_hidden where that is no multiple of the experts')."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -13,7 +14,7 @@ from .granite import NEEDS, scalars, scalars_hf, unexpressible
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
 from .mapping import Rule
-from .mixtral import check_exportable, moe_fields, moe_hf
+from .mixtral import check_exportable, moe_fields, moe_hf, shared_fields
 
 _MOE = "model.layers.{i}.block_sparse_moe."
 RULES = [r for r in LLAMA_RULES if ".mlp." not in r.ours] + [
@@ -55,3 +56,26 @@ def from_config(cfg: ModelConfig) -> dict:
 
 FAMILIES.register("granitemoe")(Family(RULES, to_config, from_config, IGNORE, stacked_experts=STACKED,
                                        needs=_unexpressible))
+
+
+_SHARED = "model.layers.{i}.shared_mlp."
+SHARED_RULES = RULES + [Rule.of(_SHARED + "input_linear.weight", "blocks.{i}.mlp.shared.gate_up.weight"),
+                        Rule.of(_SHARED + "output_linear.weight", "blocks.{i}.mlp.shared.down.weight")]
+
+
+def shared_config(hf: dict) -> ModelConfig:
+    cfg = to_config(hf)
+    return cfg.replace(hf_model_type="granitemoeshared",
+                       **shared_fields(int(hf.get("shared_intermediate_size") or 0), cfg.expert_hidden))
+
+
+def shared_hf(cfg: ModelConfig) -> dict:
+    if cfg.shared_expert_gate:
+        raise LlmarchError("model_type granitemoeshared has an ungated shared MLP (shared_expert_gate=False)")
+    out = from_config(cfg.replace(hf_model_type="granitemoe", n_shared_experts=0))
+    return {**out, "model_type": "granitemoeshared", "architectures": ["GraniteMoeSharedForCausalLM"],
+            "shared_intermediate_size": cfg.shared_hidden if cfg.n_shared_experts else 0}
+
+
+FAMILIES.register("granitemoeshared")(Family(SHARED_RULES, shared_config, shared_hf, IGNORE, stacked_experts=STACKED,
+                                             needs=_unexpressible))

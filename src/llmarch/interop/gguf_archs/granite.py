@@ -9,7 +9,7 @@ Granite MoE is llama.cpp's `granitemoe` (GraniteMoeModel): the same keys under `
 expert_used_count, and each layer's stacked `block_sparse_moe.input_linear` (E, 2I, C) split into ffn_gate_exps
 (its first I rows of each expert) and ffn_up_exps, output_linear as ffn_down_exps, the router as ffn_gate_inp.
 llama.cpp's graph (src/models/granite.cpp, its MoE branch) takes a softmax over the top-k router logits, as
-transformers does. A shared MLP (`granitemoeshared`) is not read.
+transformers does. A GGUF granitemoe file with a shared MLP (`granitemoeshared`) is not read.
 
 Granite 4.0 (`granitemoehybrid`) is llama.cpp's `granitehybrid` (GraniteHybridModel: Mamba2Model's SSM tensors and
 keys, ssm.time_step_rank the head count, with GraniteMoeModel's): attention.head_count_kv per layer, 0 for the
