@@ -164,3 +164,22 @@ def test_a_lora_run_without_a_peft_adapter_says_so(tmp_path, data, capsys):
                  "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "no PEFT adapter" in out and "folded into its weights" in out and not list((tmp_path / "run").rglob("adapter"))
+
+
+def test_a_stopped_lora_run_writes_its_adapter_before_it_stops(checkpoint, data, tmp_path, monkeypatch):
+    """A LoRA run stopped by a signal saves its checkpoint; it now writes that checkpoint's PEFT adapter too (the
+    folder was missing), then stops as before."""
+    import llmarch.train.sft as sft
+    from llmarch.train.loop import Interrupted, Outcome
+
+    real_run = sft.run
+
+    def stopped(task, lc, out, verbose=True):
+        done = real_run(task, lc, out, verbose=verbose)  # two steps and a checkpoint, then "the signal"
+        raise Interrupted("stopped by SIGTERM after step 2", 143, Outcome(done.model, done.checkpoint))
+
+    monkeypatch.setattr(sft, "run", stopped)
+    fc = FinetuneConfig(task="sft", data=str(data), steps=2, batch_size=2, eval_every=2, max_length=128)
+    with pytest.raises(Interrupted):
+        finetune(checkpoint, fc, tmp_path / "run", verbose=False)
+    assert (tmp_path / "run" / "step-000002" / "adapter" / "adapter_config.json").is_file()

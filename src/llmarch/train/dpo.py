@@ -26,9 +26,8 @@ from ..data.chat import encode_conversation, template_for
 from ..data.preferences import load_preferences
 from ..data.sft import IGNORE, keep_scored, padded_rows
 from .evaluate import evaluating
-from .loop import run
 from .schedule import batch_indices
-from .sft import save_adapter, start_model
+from .sft import run_with_adapter, save_adapter, start_model
 from .task import Batch
 
 
@@ -162,7 +161,7 @@ def train_dpo(checkpoint: str | Path, fc, out: str | Path, verbose: bool = True)
     out = Path(out)
     fc.check_out(out)
     task = DPO(checkpoint, fc)
-    done = run(task, fc.loop_config(), out, verbose=verbose)
+    done = run_with_adapter(task, fc, out, checkpoint, verbose)
     last = done.evals[fc.steps]
     adapter = save_adapter(done.model, done.checkpoint, checkpoint) if done.checkpoint is not None else None
     return DPOResult(done.checkpoint, last["val_reward_accuracy"], last["val_reward_margin"], task.base_accuracy,

@@ -236,7 +236,7 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
                     log.plot(out / "loss.png", baseline=task.loss_baseline)
                 hint = getattr(task, "resume_hint", "continue with --resume")  # fine-tuning has no --resume
                 where = f"; saved {done.checkpoint}, {hint}" if out is not None else ""
-                raise Interrupted(f"stopped by {stop.name} after step {step + 1}{where}", stop.exit_code)
+                raise Interrupted(f"stopped by {stop.name} after step {step + 1}{where}", stop.exit_code, done)
     if log is not None:
         log.plot(out / "loss.png", baseline=task.loss_baseline)
     return done
@@ -251,9 +251,9 @@ def remove_leftovers(out: Path) -> None:
 class Interrupted(LlmarchError):
     """Training stopped on SIGINT or SIGTERM, after saving a checkpoint; exit_code as a shell reports a signal."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str, exit_code: int, outcome: "Outcome | None" = None):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code, self.outcome = exit_code, outcome  # outcome: the run so far (its model, last checkpoint)
 
 
 class StopSignal:

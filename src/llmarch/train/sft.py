@@ -22,7 +22,7 @@ from ..errors import LlmarchError
 from ..rundir import resolve_checkpoint
 from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
 from .evaluate import score
-from .loop import run
+from .loop import Interrupted, run
 from .objectives import loss_parts, training_loss
 from .schedule import batch_indices
 from .task import Batch
@@ -171,6 +171,16 @@ class SFT:
         return asdict(self.fc)
 
 
+def run_with_adapter(task, fc, out: Path, base: str | Path, verbose: bool):
+    """The loop's run; a run stopped by a signal writes its checkpoint's PEFT adapter too before it stops."""
+    try:
+        return run(task, fc.loop_config(), out, verbose=verbose)
+    except Interrupted as stopped:
+        if stopped.outcome is not None and stopped.outcome.checkpoint is not None:
+            save_adapter(stopped.outcome.model, stopped.outcome.checkpoint, base)
+        raise
+
+
 def save_adapter(model, checkpoint: Path, base: str | Path) -> Path | None:
     """The run's adapters in PEFT's format in checkpoint/adapter, where the model's family names its layers."""
     from ..adapters.peft import save_peft
@@ -192,7 +202,7 @@ def train_sft(checkpoint: str | Path, fc, out: str | Path, verbose: bool = True)
     out = Path(out)
     fc.check_out(out)
     task = SFT(checkpoint, fc)
-    done = run(task, fc.loop_config(), out, verbose=verbose)
+    done = run_with_adapter(task, fc, out, checkpoint, verbose)
     losses = {step: m["val_loss"] for step, m in done.evals.items()}
     adapter = save_adapter(done.model, done.checkpoint, checkpoint) if done.checkpoint is not None else None
     return SFTResult(done.checkpoint, task.base_val_loss, losses[fc.steps], losses, adapter)
