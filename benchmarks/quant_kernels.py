@@ -58,7 +58,8 @@ def contenders(rows: int, n: int, k: int, device: torch.device) -> tuple[dict, s
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--shapes", default="1x2048x2048,1x5632x2048,1x2048x5632,8x5632x2048,64x5632x2048,512x5632x2048,4096x5632x2048",
+    p.add_argument("--shapes", default="1x2048x2048,1x5632x2048,1x2048x5632,8x5632x2048,64x5632x2048,512x5632x2048,"
+                   "4096x5632x2048",
                    help="rows x N x K, comma-separated (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--calls", type=int, default=50, help="products per timed call (default: %(default)s)")

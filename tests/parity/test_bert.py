@@ -1,6 +1,6 @@
-"""llmarch's bidirectional encoder against transformers' BERT, RoBERTa, XLM-RoBERTa and DistilBERT models with each head (masked LM,
-sequence classification, token classification), through files (fp32, <= 1e-4), on a right-padded batch with
-token types, and a to_hf round trip."""
+"""llmarch's bidirectional encoder against transformers' BERT, RoBERTa, XLM-RoBERTa and DistilBERT models with each
+head (masked LM, sequence classification, token classification), through files (fp32, <= 1e-4), on a right-padded
+batch with token types, and a to_hf round trip; and their base models read as embedding models."""
 import pytest
 import torch
 

@@ -1,10 +1,13 @@
-"""Dense families of issue 22 against transformers, through files (as test_hf_families.py does): BLOOM and
-Falcon-RW (ALiBi), Qwen3 (per-head QK-norm, sliding layers), OLMo 2 (QK-norm over whole projections, norms
-after each sublayer), OLMo 1 (norms without parameters, clamped q k v), OLMoE (OLMo 2's QK-norm, the clamp,
-experts), Phi-3 (fused projections, LongRoPE) and SmolLM3 (NoPE every k-th layer). Each: a tiny
-seeded random model, saved and loaded with from_hf, logits on a left-padded batch within 1e-4 (fp32), greedy
-generation of 32 tokens equal to transformers', cached decoding equal to the whole forward, and a to_hf round
-trip that transformers loads with the same logits."""
+"""Families against transformers, through files (as test_hf_families.py does): BLOOM and Falcon-RW (ALiBi), Qwen3
+(per-head QK-norm, sliding layers), OLMo 1, 2 and 3 and OLMoE (norms without parameters, clamped q k v, QK-norm
+over whole projections, norms after each sublayer, RoPE per layer type, experts), EXAONE 4.0, GLM, GLM-4 and
+GLM-4.5, Command R and R7B, ERNIE 4.5 and its MoE (RoPE in adjacent pairs), Qwen3.5 (split delta-rule
+projections), StarCoder, OPT, Arcee, Nemotron, Seed-OSS, Helium, Hunyuan and its MoE, LFM2 (gated short
+convolutions), Granite MoE with a shared MLP, Phi-3 (fused projections, LongRoPE) and SmolLM3 (NoPE every k-th
+layer); and the vision-language checkpoints' text models (Qwen3.5, Mistral 3). Each: a tiny seeded random model,
+saved and loaded with from_hf, logits on a left-padded batch within 1e-4 (fp32), greedy generation of 32 tokens
+equal to transformers', cached decoding equal to the whole forward, and a to_hf round trip that transformers loads
+with the same logits."""
 import pytest
 import torch
 
@@ -153,7 +156,8 @@ def build_hf(case, tmp_path):
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-            if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight")):  # a router: 0.02 init routes near-uniformly
+            # a router: its 0.02 init routes near-uniformly
+            if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight")):
                 p.mul_(20.0)
         for name, b in [*hf.named_buffers(), *hf.named_parameters()]:  # an expert bias (0 at init) moving the choice
             if name.endswith("e_score_correction_bias"):

@@ -130,15 +130,15 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("falcon", dict(bias=True), "no biases"),  # llama.cpp refuses a falcon file with them
     ("mamba", dict(use_bias=True), "use_bias"),  # llama.cpp's mamba graph has no projection biases
     ("jamba", dict(mamba_proj_bias=True), "mamba_proj_bias"),
-    ("ernie4_5", dict(use_bias=True), "use_bias"),
-    ("gpt_bigcode", dict(multi_query=False), "multi-query"),
+    ("ernie4_5", dict(use_bias=True), "use_bias"),  # llama.cpp refuses a file with them
+    ("gpt_bigcode", dict(multi_query=False), "multi-query"),  # llama.cpp splits c_attn as all q, all k, all v
     # OLMo 3's YaRN on its full layers only: how llama.cpp's olmo2 would apply it is unverified
     ("olmo3", dict(rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 5e5, "factor": 2.0,
                                                        "original_max_position_embeddings": 64},
                                     "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}),
      "one plain RoPE on every layer"),
     # llama.cpp decoded a windowed EXAONE 4.0 0.25 logits apart
-    ("exaone4", dict(num_hidden_layers=4, sliding_window=8, layer_types=None), "without a sliding window"),  # llama.cpp splits c_attn as all q, all k, all v  # llama.cpp refuses a file with them
+    ("exaone4", dict(num_hidden_layers=4, sliding_window=8, layer_types=None), "without a sliding window"),
     ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing
     ("olmoe", dict(norm_topk_prob=True), "norm_topk_prob"),  # nor renormalises
     ("olmoe", dict(num_key_value_heads=2), "key/value heads"),  # and sizes k's norm for all heads
