@@ -99,8 +99,9 @@ def test_bad_scalars_are_refused(fields, problem):
 def test_granite_moe_and_what_granite_cannot_compute_are_refused(tmp_path):
     with pytest.raises(LlmarchError, match="Granite MoE's model_type is granitemoe"):
         hf_model_config(dict(COMMON, model_type="granite", num_local_experts=4))
-    with pytest.raises(LlmarchError, match="unknown Hugging Face model_type 'granitemoeshared'"):
-        hf_model_config(dict(COMMON, model_type="granitemoeshared", num_local_experts=4))
+    shared = hf_model_config(dict(COMMON, model_type="granitemoeshared", num_local_experts=4,
+                                  shared_intermediate_size=2 * COMMON["intermediate_size"]))
+    assert (shared.n_experts, shared.n_shared_experts) == (4, 2)  # read now (test_dense_families.py)
     torch.manual_seed(0)
     transformers.GraniteForCausalLM(transformers.GraniteConfig(**CASES["tied"])).save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
