@@ -78,10 +78,11 @@ def cmd_convert(args) -> None:
             to_hf(model, tmp, tokenizer_from=tokenizer_from, labels=labels)
 
     atomic_directory(out, write)
-    from ..quant.dequantize import export_view
+    from ..models.build import empty_model
 
-    # what was written: a quantized model's float weights (its own parameters are its norms and embeddings)
-    print(f"wrote {out} ({sum(t.numel() for t in export_view(model)[0].values()):,} parameters)")
+    # the model's parameters as its config builds them, on the meta device: a quantized model's float weights
+    # (its own parameters are only its norms and embeddings), without dequantizing it a second time
+    print(f"wrote {out} ({sum(p.numel() for p in empty_model(model.config).parameters()):,} parameters)")
 
 
 def _terminated(signum, frame) -> None:
