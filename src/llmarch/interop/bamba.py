@@ -74,7 +74,7 @@ def from_config(cfg: ModelConfig) -> dict:
                hidden_act="silu", max_position_embeddings=cfg.context_length, rms_norm_eps=cfg.norm_eps,
                tie_word_embeddings=cfg.tie_embeddings, attention_bias=cfg.qkv_bias, mlp_bias=cfg.bias,
                attn_layer_indices=[i for i, m in enumerate(mixers) if m == "attention"],
-               rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction},
+               rope_parameters=rope_parameters(cfg, partial=True),
                **mamba_hf(cfg))
     if cfg.eos_id is not None:
         out["eos_token_id"] = cfg.eos_id

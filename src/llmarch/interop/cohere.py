@@ -12,11 +12,10 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
-from .mapping import ROPE_PAIRS_QKV, Rule
+from .mapping import with_rope_pairs
 from .qwen3 import FULL, SLIDING
 
-RULES = [Rule.of(r.hf, r.ours, ROPE_PAIRS_QKV) if ".qkv_proj." in r.ours else r
-         for r in LLAMA_RULES if "post_attention_layernorm" not in r.hf[0]]
+RULES = with_rope_pairs([r for r in LLAMA_RULES if "post_attention_layernorm" not in r.hf[0]])
 _OVERRIDES = {FULL: {"positions": "none"}}  # cohere2's full layers
 
 

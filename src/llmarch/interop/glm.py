@@ -12,22 +12,19 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
-from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf, rope_parameters
-from .mapping import ROPE_PAIRS_QKV, Rule
+from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf, rope_fraction, rope_parameters
+from .mapping import Rule, with_rope_pairs
 
 _L = "model.layers.{i}."
-RULES = [Rule.of(r.hf, r.ours, ROPE_PAIRS_QKV) if ".qkv_proj." in r.ours else r
-         for r in LLAMA_RULES if ".mlp.gate_up." not in r.ours] + [
+RULES = with_rope_pairs([r for r in LLAMA_RULES if ".mlp.gate_up." not in r.ours]) + [
     Rule.of(_L + "mlp.gate_up_proj.weight", "blocks.{i}.mlp.gate_up.weight")]
 GLM4_RULES = RULES + [Rule.of(_L + "post_self_attn_layernorm.weight", "blocks.{i}.post_ln1.weight"),
                       Rule.of(_L + "post_mlp_layernorm.weight", "blocks.{i}.post_ln2.weight")]
 
 
 def to_config(hf: dict) -> ModelConfig:
-    params = hf.get("rope_parameters") or {}
-    fraction = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
     return llama_like_config({**hf, "attention_bias": False, "mlp_bias": False},
-                             qkv_bias=bool(hf.get("attention_bias", True)), rope_fraction=float(fraction),
+                             qkv_bias=bool(hf.get("attention_bias", True)), rope_fraction=rope_fraction(hf, 0.5),
                              norm_eps=hf.get("rms_norm_eps", 1.5625e-07),
                              norm_placement="sandwich" if hf["model_type"] == "glm4" else "pre")
 
@@ -41,7 +38,7 @@ def from_config(cfg: ModelConfig) -> dict:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has a SwiGLU MLP, no QK-norm, windows or layer types")
     arch = "Glm4ForCausalLM" if cfg.hf_model_type == "glm4" else "GlmForCausalLM"
     out = llama_like_hf(cfg, architectures=[arch],
-                        rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction},
+                        rope_parameters=rope_parameters(cfg, partial=True),
                         pad_token_id=None)  # transformers defaults to 151329, past a smaller vocabulary
     out.pop("mlp_bias")
     return out

@@ -11,7 +11,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .deepseek_v2 import first_dense, moe_rules
 from .hf import FAMILIES, Family
-from .llama import IGNORE, llama_like_config, llama_like_hf, rope_parameters
+from .llama import IGNORE, llama_like_config, llama_like_hf, rope_fraction, rope_parameters
 from .mixtral import STACKED
 from .qwen3 import RULES as QWEN3_RULES
 
@@ -19,11 +19,9 @@ RULES = QWEN3_RULES + moe_rules()
 
 
 def to_config(hf: dict) -> ModelConfig:
-    params = hf.get("rope_parameters") or {}
-    fraction = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
     return llama_like_config(
         {**hf, "attention_bias": False, "mlp_bias": False}, qkv_bias=bool(hf.get("attention_bias", False)),
-        rope_fraction=float(fraction), norm_eps=hf.get("rms_norm_eps", 1e-5),
+        rope_fraction=rope_fraction(hf, 0.5), norm_eps=hf.get("rms_norm_eps", 1e-5),
         qk_norm="head" if hf.get("use_qk_norm") else "none", n_experts=int(hf["n_routed_experts"]),
         experts_per_token=int(hf["num_experts_per_tok"]), expert_hidden=int(hf["moe_intermediate_size"]),
         n_shared_experts=int(hf.get("n_shared_experts") or 0), moe_dense_first=int(hf.get("first_k_dense_replace", 1)),
@@ -44,7 +42,7 @@ def from_config(cfg: ModelConfig) -> dict:
         raise LlmarchError("model_type glm4_moe has pre-norm RMSNorm, SwiGLU without o or MLP biases, a per-head "
                            "QK-norm or none, and no windows or layer types")
     out = llama_like_hf(cfg, architectures=["Glm4MoeForCausalLM"],
-                        rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction},
+                        rope_parameters=rope_parameters(cfg, partial=True),
                         use_qk_norm=cfg.qk_norm == "head", n_routed_experts=cfg.n_experts,
                         num_experts_per_tok=cfg.experts_per_token, moe_intermediate_size=cfg.expert_hidden,
                         n_shared_experts=cfg.n_shared_experts, first_k_dense_replace=first_dense(cfg),

@@ -7,9 +7,9 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
-from .mapping import ROPE_PAIRS_QKV, Rule
+from .mapping import with_rope_pairs
 
-RULES = [Rule.of(r.hf, r.ours, ROPE_PAIRS_QKV) if ".qkv_proj." in r.ours else r for r in LLAMA_RULES]
+RULES = with_rope_pairs(LLAMA_RULES)
 
 
 def to_config(hf: dict) -> ModelConfig:

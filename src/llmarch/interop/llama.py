@@ -67,8 +67,19 @@ def yarn_fields(params: dict, max_pos: int) -> dict:
     return fields
 
 
-def rope_parameters(cfg: ModelConfig) -> dict:
+def rope_fraction(hf: dict, default: float) -> float:
+    """The share of each head RoPE rotates: partial_rotary_factor in rope_parameters (transformers 5) or at the top of
+    config.json (4.x), else the family's config class default."""
+    params = hf.get("rope_parameters") or {}
+    return float(params.get("partial_rotary_factor", hf.get("partial_rotary_factor", default)))
+
+
+def rope_parameters(cfg: ModelConfig, partial: bool = False) -> dict:
+    """rope_parameters as transformers 5 writes them; partial: with partial_rotary_factor, for the families that read
+    it (whose config classes default it to other than 1, so it is written even at 1)."""
     params = {"rope_type": "default" if cfg.rope_scaling == "none" else cfg.rope_scaling, "rope_theta": cfg.rope_theta}
+    if partial:
+        params["partial_rotary_factor"] = cfg.rope_fraction
     if cfg.rope_scaling != "none":
         params["factor"] = cfg.rope_factor
     if cfg.rope_scaling == "llama3":

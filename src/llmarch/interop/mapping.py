@@ -103,6 +103,11 @@ LAYOUTS = {
 }
 # q, k and v of a family with interleaved RoPE, fused into qkv_proj: the q and k rows reordered
 ROPE_PAIRS_QKV = ("rope_pairs", "rope_pairs", "same")
+
+
+def with_rope_pairs(rules: list[Rule]) -> list[Rule]:
+    """`rules` with their fused q, k, v rules laid out ROPE_PAIRS_QKV (GLM, Cohere, ERNIE 4.5, Helium)."""
+    return [Rule(r.hf, r.ours, ROPE_PAIRS_QKV) if ".qkv_proj." in r.ours else r for r in rules]
 # layouts that make one of our tensors of several HF ones by more than stacking pieces along dim 0:
 # name -> (HF tensors -> ours, ours -> HF tensors), each given the ModelConfig; families register their own
 # (Qwen3.5's split delta-rule projections, interop/qwen3_5.py)

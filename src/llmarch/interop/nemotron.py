@@ -8,7 +8,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .arcee import RULES as ARCEE_RULES
 from .hf import FAMILIES, Family
-from .llama import IGNORE, llama_like_config, llama_like_hf, rope_parameters
+from .llama import IGNORE, llama_like_config, llama_like_hf, rope_fraction, rope_parameters
 from .mapping import Rule
 
 _L = "model.layers.{i}."
@@ -20,10 +20,8 @@ RULES = ARCEE_RULES + [Rule.of(_L + "input_layernorm.bias", "blocks.{i}.ln1.bias
 def to_config(hf: dict) -> ModelConfig:
     if hf.get("hidden_act", "relu2") != "relu2":
         raise LlmarchError(f"nemotron: hidden_act {hf['hidden_act']!r} is not supported (relu2)")
-    params = hf.get("rope_parameters") or {}
-    fraction = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
     return llama_like_config({**hf, "hidden_act": "relu2"}, norm="layernorm1p", norm_bias=True,
-                             norm_eps=hf.get("norm_eps", 1e-5), rope_fraction=float(fraction))
+                             norm_eps=hf.get("norm_eps", 1e-5), rope_fraction=rope_fraction(hf, 0.5))
 
 
 def from_config(cfg: ModelConfig) -> dict:
@@ -33,7 +31,7 @@ def from_config(cfg: ModelConfig) -> dict:
                            "QK-norm, windows or layer types")
     out = llama_like_hf(cfg.replace(ffn="swiglu"), architectures=["NemotronForCausalLM"], hidden_act="relu2",
                         norm_eps=cfg.norm_eps,
-                        rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction})
+                        rope_parameters=rope_parameters(cfg, partial=True))
     out.pop("rms_norm_eps")
     return out
 

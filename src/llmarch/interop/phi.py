@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
-from .llama import rope_fields, rope_parameters
+from .llama import rope_fields, rope_fraction, rope_parameters
 from .mapping import Rule
 
 _L = "model.layers.{i}."
@@ -59,7 +59,6 @@ def to_config(hf: dict) -> ModelConfig:
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, d // heads):  # qk_layernorm's width is d / heads whatever head_dim says
         raise LlmarchError(f"phi: head_dim={hf['head_dim']} is not hidden_size / num_attention_heads = {d // heads}")
-    params = hf.get("rope_parameters") or {}
     act = hf.get("hidden_act", "gelu_new")
     fields = dict(name=hf.get("_name_or_path") or "phi", hf_model_type="phi", vocab_size=hf["vocab_size"],
                   d_model=d, n_layers=hf["num_hidden_layers"], n_heads=heads,
@@ -67,7 +66,7 @@ def to_config(hf: dict) -> ModelConfig:
                   ffn_hidden=hf["intermediate_size"], norm="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-5),
                   block="parallel", shared_norm=True, positions="rope",
                   # transformers' PhiConfig: 0.5 where a config gives none (its older checkpoints)
-                  rope_fraction=float(params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))),
+                  rope_fraction=rope_fraction(hf, 0.5),
                   qk_norm="head" if hf.get("qk_layernorm") else "none", bias=True, head_bias=True,
                   tie_embeddings=hf.get("tie_word_embeddings", False),
                   context_length=hf.get("max_position_embeddings", 2048))
@@ -80,7 +79,7 @@ def from_config(cfg: ModelConfig) -> dict:
                 hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
                 num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
                 hidden_act=_HF_ACTIVATIONS[cfg.ffn], layer_norm_eps=cfg.norm_eps,
-                rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction},
+                rope_parameters=rope_parameters(cfg, partial=True),
                 max_position_embeddings=(cfg.rope_original_context if cfg.rope_scaling == "dynamic"
                                          else cfg.context_length),
                 qk_layernorm=cfg.qk_norm == "head", tie_word_embeddings=cfg.tie_embeddings)

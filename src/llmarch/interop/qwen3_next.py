@@ -12,7 +12,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.gated_deltanet import delta_shape
 from .hf import FAMILIES, Family
-from .llama import IGNORE, llama_like_config, llama_like_hf
+from .llama import IGNORE, llama_like_config, llama_like_hf, rope_fraction, rope_parameters
 from .mapping import Rule
 from .mixtral import moe_fields, shared_fields
 from .qwen3_moe import RULES as QWEN3_MOE_RULES
@@ -56,10 +56,8 @@ def to_config(hf: dict) -> ModelConfig:
     types = _layer_types(hf)
     if set(types) - {LINEAR, FULL}:
         raise LlmarchError(f"qwen3_next: unknown layer type {sorted(set(types) - {LINEAR, FULL})[0]!r}")
-    rope = hf.get("rope_parameters") or {}
-    fraction = float(rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.25)))
     return llama_like_config(
-        hf, norm="rmsnorm_offset", qk_norm="head", attn_output_gate=True, rope_fraction=fraction,
+        hf, norm="rmsnorm_offset", qk_norm="head", attn_output_gate=True, rope_fraction=rope_fraction(hf, 0.25),
         layer_types=types, layer_overrides={LINEAR: {"mixer": "gated_deltanet"}} if LINEAR in types else None,
         delta_heads=hf.get("linear_num_key_heads", 16), delta_value_heads=hf.get("linear_num_value_heads", 32),
         delta_key_dim=hf.get("linear_key_head_dim", 128), delta_value_dim=hf.get("linear_value_head_dim", 128),
@@ -86,8 +84,7 @@ def from_config(cfg: ModelConfig) -> dict:
         cfg, architectures=["Qwen3NextForCausalLM"], **moe,
         layer_types=[LINEAR if cfg.layer_mixer(i) == "gated_deltanet" else FULL for i in range(cfg.n_layers)],
         linear_num_key_heads=K, linear_num_value_heads=H, linear_key_head_dim=dk, linear_value_head_dim=dv,
-        linear_conv_kernel_dim=cfg.ssm_conv)
-    out["rope_parameters"]["partial_rotary_factor"] = cfg.rope_fraction
+        linear_conv_kernel_dim=cfg.ssm_conv, rope_parameters=rope_parameters(cfg, partial=True))
     out.pop("mlp_bias")
     return out
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
-from .llama import IGNORE, rope_fields, rope_parameters
+from .llama import IGNORE, rope_fields, rope_fraction, rope_parameters
 from .mapping import Rule
 
 _L = "model.layers.{i}."
@@ -62,7 +62,6 @@ def to_config(hf: dict) -> ModelConfig:
                            f"{d // heads}")
     if hf.get("hidden_act", "silu") != "silu":
         raise LlmarchError(f"stablelm: hidden_act {hf['hidden_act']!r} is not supported (SwiGLU: silu)")
-    rope = hf.get("rope_parameters") or {}
     parallel = bool(hf.get("use_parallel_residual", False))
     dropouts = {float(hf.get(k) or 0.0) for k in _DROPOUTS}
     return ModelConfig(name=hf.get("_name_or_path") or "stablelm", hf_model_type="stablelm",
@@ -71,7 +70,7 @@ def to_config(hf: dict) -> ModelConfig:
                        ffn_hidden=hf["intermediate_size"], norm="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-5),
                        block="parallel" if parallel else "sequential", shared_norm=parallel, positions="rope",
                        # transformers' StableLmConfig: 0.25 where a config gives none
-                       rope_fraction=float(rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.25))),
+                       rope_fraction=rope_fraction(hf, 0.25),
                        bias=False, qkv_bias=bool(hf.get("use_qkv_bias", False)),
                        qk_norm="per_head" if hf.get("qk_layernorm") else "none",
                        tie_embeddings=hf.get("tie_word_embeddings", False),
@@ -85,7 +84,7 @@ def from_config(cfg: ModelConfig) -> dict:
                 num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, hidden_act="silu",
                 layer_norm_eps=cfg.norm_eps, use_qkv_bias=cfg.qkv_bias, qk_layernorm=cfg.qk_norm == "per_head",
                 use_parallel_residual=cfg.block == "parallel",
-                rope_parameters={**rope_parameters(cfg), "partial_rotary_factor": cfg.rope_fraction},
+                rope_parameters=rope_parameters(cfg, partial=True),
                 max_position_embeddings=(cfg.rope_original_context if cfg.rope_scaling == "dynamic"
                                          else cfg.context_length),
                 tie_word_embeddings=cfg.tie_embeddings, **{k: cfg.dropout for k in _DROPOUTS})
