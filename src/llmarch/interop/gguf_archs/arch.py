@@ -32,6 +32,16 @@ class Meta:
             return default
         return value
 
+    def window_types(self, n: int, period: int) -> list[str] | None:
+        """Each of n layers' type where the file has attention.sliding_window: sliding where
+        sliding_window_pattern flags it, or (a number, else `period`, llama.cpp's default for the architecture)
+        every layer but each period-th; None without a window."""
+        if not self.get("attention.sliding_window", 0):
+            return None
+        pattern = self.get("attention.sliding_window_pattern", period)
+        flags = pattern[:n] if isinstance(pattern, list) else [(i + 1) % int(pattern) != 0 for i in range(n)]
+        return [SLIDING if flag else FULL for flag in flags]
+
     def has(self, name: str) -> bool:
         return name in self.tensors
 

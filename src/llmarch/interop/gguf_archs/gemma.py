@@ -36,13 +36,7 @@ def _gemma3(hf: dict, meta: Meta) -> dict:
     sliding_window_pattern: a period, or one flag per layer), no sliding layer without a window; rope.freq_base
     and the scaling are the full layers', the sliding ones' base is rope.freq_base_swa (llama.cpp: 10k)."""
     n, window = hf["num_hidden_layers"], meta.get("attention.sliding_window", 0)
-    pattern = meta.get("attention.sliding_window_pattern", 6)
-    if not window:
-        types = [FULL] * n
-    elif isinstance(pattern, list):
-        types = [SLIDING if flag else FULL for flag in pattern]
-    else:
-        types = [SLIDING if (i + 1) % int(pattern) else FULL for i in range(n)]
+    types = meta.window_types(n, 6) or [FULL] * n
     full = {"rope_type": "default", "rope_theta": hf.pop("rope_theta"), **(hf.pop("rope_scaling", None) or {})}
     local = {"rope_type": "default", "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}
     return {**hf, "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",

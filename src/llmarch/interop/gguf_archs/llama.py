@@ -91,15 +91,11 @@ def _nemotron_out(w, hf: dict) -> dict:
 def _exaone4(hf: dict, meta: Meta) -> dict:
     """EXAONE 4.0: with attention.sliding_window, the layers sliding_window_pattern flags (or a period, every
     that-many-th full) slide, with RoPE, and the others attend to everything without positions."""
-    n, window = hf["num_hidden_layers"], meta.get("attention.sliding_window", 0)
-    pattern = meta.get("attention.sliding_window_pattern", 4)
-    if not window:
+    n = hf["num_hidden_layers"]
+    types = meta.window_types(n, 4)
+    if types is None:
         return {**hf, "sliding_window": None, "layer_types": [FULL] * n}
-    if isinstance(pattern, list):
-        types = [SLIDING if flag else FULL for flag in pattern]
-    else:
-        types = [SLIDING if (i + 1) % int(pattern) else FULL for i in range(n)]
-    return {**hf, "sliding_window": window, "layer_types": types}
+    return {**hf, "sliding_window": meta.get("attention.sliding_window"), "layer_types": types}
 
 
 def _exaone4_out(w, hf: dict) -> dict:
@@ -117,16 +113,13 @@ def _exaone4_out(w, hf: dict) -> dict:
 def _olmo2(hf: dict, meta: Meta) -> dict:
     """OLMo 2, or OLMo 3 where the file has a window: the layers sliding_window_pattern flags (or a period) slide,
     every layer with the file's RoPE."""
-    n, window = hf["num_hidden_layers"], meta.get("attention.sliding_window", 0)
-    if not window:
+    types = meta.window_types(hf["num_hidden_layers"], 4)
+    if types is None:
         return hf
-    pattern = meta.get("attention.sliding_window_pattern", 4)
-    flags = pattern if isinstance(pattern, list) else [(i + 1) % int(pattern) != 0 for i in range(n)]
     rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta")}
     if hf.get("rope_scaling"):
         raise LlmarchError(f"{meta.path}: an olmo2 file with a window and RoPE scaling is not supported")
-    return {**hf, "model_type": "olmo3", "sliding_window": window,
-            "layer_types": [SLIDING if f else FULL for f in flags[:n]],
+    return {**hf, "model_type": "olmo3", "sliding_window": meta.get("attention.sliding_window"), "layer_types": types,
             "rope_parameters": {FULL: rope, SLIDING: dict(rope)}}
 
 
