@@ -13,10 +13,9 @@ from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
 from .mapping import with_rope_pairs
-from .qwen3 import FULL, SLIDING
+from .qwen3 import nope_window_fields, nope_window_hf
 
 RULES = with_rope_pairs([r for r in LLAMA_RULES if "post_attention_layernorm" not in r.hf[0]])
-_OVERRIDES = {FULL: {"positions": "none"}}  # cohere2's full layers
 
 
 def to_config(hf: dict) -> ModelConfig:
@@ -27,13 +26,8 @@ def to_config(hf: dict) -> ModelConfig:
     fields = dict(norm="layernorm", norm_bias=False, norm_eps=hf.get("layer_norm_eps", 1e-5), block="parallel",
                   shared_norm=True, tie_embeddings=hf.get("tie_word_embeddings", True),
                   logit_divisor=1.0 / float(hf.get("logit_scale") or 1.0))
-    if hf["model_type"] == "cohere2" and hf.get("sliding_window") is not None:
-        n, pattern = hf["num_hidden_layers"], hf.get("sliding_window_pattern", 4)
-        types = hf.get("layer_types") or [SLIDING if (i + 1) % pattern else FULL for i in range(n)]
-        if set(types) - {FULL, SLIDING}:
-            raise LlmarchError(f"cohere2: layer types other than {FULL} and {SLIDING}: {sorted(set(types))}")
-        fields.update(layer_types=list(types),
-                      layer_overrides={SLIDING: {"sliding_window": hf["sliding_window"]}, **_OVERRIDES})
+    if hf["model_type"] == "cohere2":
+        fields.update(nope_window_fields(hf))
     return llama_like_config({**hf, "mlp_bias": False}, **fields)
 
 
@@ -47,12 +41,7 @@ def from_config(cfg: ModelConfig) -> dict:
                            "every layer")
     extra = {}
     if cfg.hf_model_type == "cohere2":
-        window = (cfg.layer_overrides or {}).get(SLIDING, {}).get("sliding_window")
-        if cfg.layer_types is not None and (window is None or cfg.layer_overrides != {
-                SLIDING: {"sliding_window": window}, **_OVERRIDES} or set(cfg.layer_types) - {FULL, SLIDING}):
-            raise LlmarchError(f"model_type cohere2 takes layer types {SLIDING} (a window, RoPE) and {FULL} (no "
-                               "positions) and no other layer_overrides")
-        extra = dict(sliding_window=window, layer_types=list(cfg.layer_types or [FULL] * cfg.n_layers))
+        extra = nope_window_hf(cfg)
     elif cfg.layer_types is not None:
         raise LlmarchError("model_type cohere has no layer types")
     arch = "Cohere2ForCausalLM" if cfg.hf_model_type == "cohere2" else "CohereForCausalLM"

@@ -11,25 +11,11 @@ from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, llama_like_hf
 from .olmo2 import RULES as OLMO2_RULES
-from .qwen3 import FULL, SLIDING
-
-# the full layers of a windowed model: no positions
-_OVERRIDES = {FULL: {"positions": "none"}}
-
+from .qwen3 import nope_window_fields, nope_window_hf
 
 def to_config(hf: dict) -> ModelConfig:
-    window, n = hf.get("sliding_window"), hf["num_hidden_layers"]
-    fields = dict(qk_norm="head", norm_placement="res_post", norm_eps=hf.get("rms_norm_eps", 1e-5))
-    if window is None:
-        return llama_like_config(hf, **fields)
-    pattern = hf.get("sliding_window_pattern", 4)
-    if not hf.get("layer_types") and not isinstance(pattern, int):
-        raise LlmarchError(f"exaone4: sliding_window_pattern {pattern!r} without layer_types is not supported")
-    types = hf.get("layer_types") or [SLIDING if (i + 1) % pattern else FULL for i in range(n)]
-    if set(types) - {FULL, SLIDING}:
-        raise LlmarchError(f"exaone4: layer types other than {FULL} and {SLIDING}: {sorted(set(types))}")
-    return llama_like_config(hf, layer_types=list(types),
-                             layer_overrides={SLIDING: {"sliding_window": window}, **_OVERRIDES}, **fields)
+    return llama_like_config(hf, qk_norm="head", norm_placement="res_post", norm_eps=hf.get("rms_norm_eps", 1e-5),
+                             **nope_window_fields(hf))
 
 
 def from_config(cfg: ModelConfig) -> dict:
@@ -37,15 +23,7 @@ def from_config(cfg: ModelConfig) -> dict:
         raise LlmarchError("model_type exaone4 needs qk_norm='head', norm_placement='res_post' and RMSNorm")
     if cfg.bias or cfg.qkv_bias or cfg.positions != "rope" or cfg.sliding_window is not None:
         raise LlmarchError("model_type exaone4 has no biases, and RoPE with windows only per layer type")
-    extra = dict(sliding_window=None, layer_types=[FULL] * cfg.n_layers)
-    if cfg.layer_types is not None:
-        window = (cfg.layer_overrides or {}).get(SLIDING, {}).get("sliding_window")
-        if window is None or cfg.layer_overrides != {SLIDING: {"sliding_window": window}, **_OVERRIDES} \
-                or set(cfg.layer_types) - {FULL, SLIDING}:
-            raise LlmarchError(f"model_type exaone4 takes layer types {SLIDING} (a window, RoPE) and {FULL} (no "
-                               "positions) and no other layer_overrides")
-        extra = dict(sliding_window=window, layer_types=list(cfg.layer_types))
-    out = llama_like_hf(cfg, architectures=["Exaone4ForCausalLM"], **extra)
+    out = llama_like_hf(cfg, architectures=["Exaone4ForCausalLM"], **nope_window_hf(cfg))
     for key in ("mlp_bias", "attention_bias"):
         out.pop(key)
     return out

@@ -48,6 +48,37 @@ def window_hf(cfg: ModelConfig) -> dict:
     return dict(use_sliding_window=True, sliding_window=window, max_window_layers=first, layer_types=list(types))
 
 
+_NOPE_FULL = {FULL: {"positions": "none"}}
+
+
+def nope_window_fields(hf: dict) -> dict:
+    """Sliding layers with RoPE and full layers without positions (EXAONE 4.0, Command R7B/A): the layer types from
+    `layer_types`, or `sliding_window_pattern` (an integer: every that-many-th layer full), where the config has a
+    sliding_window; none without one."""
+    window, n, kind = hf.get("sliding_window"), hf["num_hidden_layers"], hf["model_type"]
+    if window is None:
+        return {}
+    pattern = hf.get("sliding_window_pattern", 4)
+    if not hf.get("layer_types") and not isinstance(pattern, int):
+        raise LlmarchError(f"{kind}: sliding_window_pattern {pattern!r} without layer_types is not supported")
+    types = hf.get("layer_types") or [SLIDING if (i + 1) % pattern else FULL for i in range(n)]
+    if set(types) - {FULL, SLIDING}:
+        raise LlmarchError(f"{kind}: layer types other than {FULL} and {SLIDING}: {sorted(set(types))}")
+    return dict(layer_types=list(types), layer_overrides={SLIDING: {"sliding_window": window}, **_NOPE_FULL})
+
+
+def nope_window_hf(cfg: ModelConfig) -> dict:
+    """nope_window_fields, inverted: sliding_window and layer_types."""
+    if cfg.layer_types is None:
+        return dict(sliding_window=None, layer_types=[FULL] * cfg.n_layers)
+    window = (cfg.layer_overrides or {}).get(SLIDING, {}).get("sliding_window")
+    if window is None or cfg.layer_overrides != {SLIDING: {"sliding_window": window}, **_NOPE_FULL} \
+            or set(cfg.layer_types) - {FULL, SLIDING}:
+        raise LlmarchError(f"model_type {cfg.hf_model_type} takes layer types {SLIDING} (a window, RoPE) and {FULL} "
+                           "(no positions) and no other layer_overrides")
+    return dict(sliding_window=window, layer_types=list(cfg.layer_types))
+
+
 def to_config(hf: dict) -> ModelConfig:
     return llama_like_config(hf, qk_norm="head", **window_fields(hf))
 
