@@ -96,21 +96,37 @@ def first_dense(cfg: ModelConfig) -> int:
     return k
 
 
+def moe_fields(hf: dict, dense_first: int) -> dict:
+    """DeepSeekMoE's config.json fields (DeepSeek-V2/V3, GLM-4.5): the routed and shared experts, their scale,
+    the dense first layers (first_k_dense_replace, else `dense_first`, the family's default)."""
+    return dict(n_experts=int(hf["n_routed_experts"]), experts_per_token=int(hf["num_experts_per_tok"]),
+                expert_hidden=int(hf["moe_intermediate_size"]), n_shared_experts=int(hf.get("n_shared_experts") or 0),
+                router_scale=float(hf.get("routed_scaling_factor", 1.0)),
+                moe_dense_first=int(hf.get("first_k_dense_replace", dense_first) or 0))
+
+
+def v3_router_fields(hf: dict) -> dict:
+    """DeepSeek-V3's router (§2.1.2; GLM-4.5's too): sigmoid scores, an expert bias for the choice, groups, the
+    chosen scores renormalised where norm_topk_prob."""
+    return dict(router_scoring="sigmoid", expert_bias=True, router_renormalize=bool(hf.get("norm_topk_prob", True)),
+                router_groups=int(hf.get("n_group") or 1), router_topk_groups=int(hf.get("topk_group") or 1))
+
+
+def moe_hf(cfg: ModelConfig) -> dict:
+    """moe_fields inverted, with the router's groups."""
+    return dict(n_routed_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
+                moe_intermediate_size=cfg.expert_hidden, n_shared_experts=cfg.n_shared_experts,
+                routed_scaling_factor=cfg.router_scale, first_k_dense_replace=first_dense(cfg),
+                n_group=cfg.router_groups, topk_group=cfg.router_topk_groups)
+
+
 def deepseek_config(hf: dict, **moe) -> ModelConfig:
     """What V2 and V3 configs share: the latent attention, the dense layers, the shared experts."""
     if hf.get("hidden_act", "silu") != "silu" or hf.get("mlp_bias"):
         raise LlmarchError(f"{hf['model_type']}: only hidden_act silu without mlp_bias is supported")
     d, heads, L = hf["hidden_size"], hf["num_attention_heads"], hf["num_hidden_layers"]
     rope = rope_fields(hf)
-    experts = int(hf.get("n_routed_experts") or 0)
-    if experts:
-        moe.update(n_experts=experts, experts_per_token=int(hf["num_experts_per_tok"]),
-                   expert_hidden=int(hf["moe_intermediate_size"]),
-                   n_shared_experts=int(hf.get("n_shared_experts") or 0),
-                   router_scale=float(hf.get("routed_scaling_factor", 1.0)),
-                   moe_dense_first=int(hf.get("first_k_dense_replace") or 0))
-    else:
-        moe = {}
+    moe = {**moe, **moe_fields(hf, 0)} if int(hf.get("n_routed_experts") or 0) else {}
     eos = hf.get("eos_token_id")
     return ModelConfig(
         name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"], vocab_size=hf["vocab_size"],
@@ -135,10 +151,7 @@ def deepseek_hf(cfg: ModelConfig, **extra) -> dict:
                attention_bias=cfg.qkv_bias, q_lora_rank=cfg.q_lora_rank, kv_lora_rank=cfg.kv_lora_rank,
                qk_rope_head_dim=cfg.head_dim, qk_nope_head_dim=cfg.qk_nope_head_dim, v_head_dim=cfg.v_head_dim)
     if cfg.n_experts:
-        out.update(n_routed_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
-                   moe_intermediate_size=cfg.expert_hidden, n_shared_experts=cfg.n_shared_experts,
-                   routed_scaling_factor=cfg.router_scale, first_k_dense_replace=first_dense(cfg),
-                   n_group=cfg.router_groups, topk_group=cfg.router_topk_groups)
+        out.update(moe_hf(cfg))
     else:
         out.update(n_routed_experts=0, first_k_dense_replace=cfg.n_layers)
     if cfg.eos_id is not None:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .deepseek_v2 import IGNORE, deepseek_config, deepseek_hf, rules
+from .deepseek_v2 import IGNORE, deepseek_config, deepseek_hf, rules, v3_router_fields
 from .hf import FAMILIES, Family
 
 def to_config(hf: dict) -> ModelConfig:
     if hf.get("rope_interleave") is False:  # every published checkpoint interleaves (the config's default)
         raise LlmarchError("deepseek_v3 with rope_interleave false is not supported")
-    return deepseek_config(hf, router_scoring="sigmoid", expert_bias=True,
-                           router_renormalize=bool(hf.get("norm_topk_prob", True)),
-                           router_groups=int(hf.get("n_group") or 1), router_topk_groups=int(hf.get("topk_group") or 1))
+    return deepseek_config(hf, **v3_router_fields(hf))
 
 
 def from_config(cfg: ModelConfig) -> dict:

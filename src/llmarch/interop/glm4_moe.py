@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .deepseek_v2 import first_dense, moe_rules
+from .deepseek_v2 import moe_fields, moe_hf, moe_rules, v3_router_fields
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, llama_like_hf, rope_fraction, rope_parameters
 from .mixtral import STACKED
@@ -22,12 +22,7 @@ def to_config(hf: dict) -> ModelConfig:
     return llama_like_config(
         {**hf, "attention_bias": False, "mlp_bias": False}, qkv_bias=bool(hf.get("attention_bias", False)),
         rope_fraction=rope_fraction(hf, 0.5), norm_eps=hf.get("rms_norm_eps", 1e-5),
-        qk_norm="head" if hf.get("use_qk_norm") else "none", n_experts=int(hf["n_routed_experts"]),
-        experts_per_token=int(hf["num_experts_per_tok"]), expert_hidden=int(hf["moe_intermediate_size"]),
-        n_shared_experts=int(hf.get("n_shared_experts") or 0), moe_dense_first=int(hf.get("first_k_dense_replace", 1)),
-        router_scoring="sigmoid", expert_bias=True, router_renormalize=bool(hf.get("norm_topk_prob", True)),
-        router_scale=float(hf.get("routed_scaling_factor", 1.0)), router_groups=int(hf.get("n_group") or 1),
-        router_topk_groups=int(hf.get("topk_group") or 1))
+        qk_norm="head" if hf.get("use_qk_norm") else "none", **moe_fields(hf, 1), **v3_router_fields(hf))
 
 
 def from_config(cfg: ModelConfig) -> dict:
@@ -43,11 +38,8 @@ def from_config(cfg: ModelConfig) -> dict:
                            "QK-norm or none, and no windows or layer types")
     out = llama_like_hf(cfg, architectures=["Glm4MoeForCausalLM"],
                         rope_parameters=rope_parameters(cfg, partial=True),
-                        use_qk_norm=cfg.qk_norm == "head", n_routed_experts=cfg.n_experts,
-                        num_experts_per_tok=cfg.experts_per_token, moe_intermediate_size=cfg.expert_hidden,
-                        n_shared_experts=cfg.n_shared_experts, first_k_dense_replace=first_dense(cfg),
-                        norm_topk_prob=cfg.router_renormalize, routed_scaling_factor=cfg.router_scale,
-                        n_group=cfg.router_groups, topk_group=cfg.router_topk_groups, num_mtp_layers=0)
+                        use_qk_norm=cfg.qk_norm == "head", norm_topk_prob=cfg.router_renormalize,
+                        num_mtp_layers=0, **moe_hf(cfg))
     out.pop("mlp_bias")
     return out
 
