@@ -175,8 +175,8 @@ def test_a_stopped_lora_run_writes_its_adapter_before_it_stops(checkpoint, data,
 
     real_run = sft.run
 
-    def stopped(task, lc, out, verbose=True):
-        done = real_run(task, lc, out, verbose=verbose)  # two steps and a checkpoint, then "the signal"
+    def stopped(task, lc, out, resume=False, verbose=True):
+        done = real_run(task, lc, out, resume, verbose)  # two steps and a checkpoint, then "the signal"
         raise Interrupted("stopped by SIGTERM after step 2", 143, Outcome(done.model, done.checkpoint))
 
     monkeypatch.setattr(sft, "run", stopped)

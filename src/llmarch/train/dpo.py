@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from ..data.chat import encode_conversation, template_for
 from ..data.preferences import load_preferences
 from ..data.sft import IGNORE, keep_scored, padded_rows
 from .evaluate import evaluating
+from .resume import FineTuning
 from .schedule import batch_indices
 from .sft import run_with_adapter, save_adapter, start_model
 from .task import Batch
@@ -51,12 +52,9 @@ def answer_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (logp * (targets != IGNORE)).sum(-1)
 
 
-class DPO:
-    loss_baseline = None
-    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
-
+class DPO(FineTuning):
     def __init__(self, checkpoint: str | Path, fc):
-        self.checkpoint, self.fc = checkpoint, fc
+        super().__init__(checkpoint, fc)
         self.data = load_preferences(fc.data, fc.val_fraction)
 
     def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
@@ -149,19 +147,13 @@ class DPO:
     def evaluate(self, model) -> dict[str, float]:
         return self._scores(model)
 
-    def files(self) -> dict[str, str]:
-        return {}
-
-    def metadata(self) -> dict:
-        return asdict(self.fc)
 
 
-def train_dpo(checkpoint: str | Path, fc, out: str | Path, verbose: bool = True) -> DPOResult:
-    """fc: a FinetuneConfig with task 'dpo'."""
-    out = Path(out)
-    fc.check_out(out)
+def train_dpo(checkpoint: str | Path, fc, out: str | Path, verbose: bool = True, resume: bool = False
+              ) -> DPOResult:
+    """fc: a FinetuneConfig with task 'dpo'; resume: continue the run in `out` (train/resume.py)."""
     task = DPO(checkpoint, fc)
-    done = run_with_adapter(task, fc, out, checkpoint, verbose)
+    done = run_with_adapter(task, fc, Path(out), checkpoint, verbose, resume)
     last = done.evals[fc.steps]
     adapter = save_adapter(done.model, done.checkpoint, checkpoint) if done.checkpoint is not None else None
     return DPOResult(done.checkpoint, last["val_reward_accuracy"], last["val_reward_margin"], task.base_accuracy,

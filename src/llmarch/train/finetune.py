@@ -5,7 +5,7 @@ corpus (data/labeled.py). Reports validation accuracy against the best constant 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,10 +20,16 @@ from ..errors import LlmarchError, check_fields
 from ..quant.scheme import Scheme
 from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
 from .evaluate import score
-from .loop import LoopConfig, run
+from .loop import LoopConfig, run, saved_train_config
 from .objectives import lm_loss
+from .resume import FineTuning, resumed_config
 from .schedule import batch_indices
 from .task import Batch
+
+
+# what a resumed fine-tuning run may change (train/resume.py): where it runs, how often it reports and saves, and
+# its final step (the cosine decay then ends there; the warm-up is kept)
+MAY_CHANGE = ("steps", "eval_every", "log_every", "keep_checkpoints", "device")
 
 
 def load(path: Path, device):
@@ -93,14 +99,12 @@ class FinetuneConfig:
         if self.max_length is not None and self.max_length < 2:
             raise LlmarchError(f"max_length must be at least 2, got {self.max_length}")
 
-    def loop_config(self) -> LoopConfig:
-        warmup = self.warmup_steps if self.warmup_steps is not None else self.steps // 10
-        return LoopConfig.of(self, warmup_steps=warmup)
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else self.steps // 10
 
-    def check_out(self, out: Path) -> None:
-        """No resuming a fine-tuning run: a run directory that holds one is refused."""
-        if (out / "latest").exists():
-            raise LlmarchError(f"{out} already holds a run; choose another --out")
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig.of(self, warmup_steps=self.warmup)
 
 
 @dataclass
@@ -112,13 +116,11 @@ class FinetuneResult:
     val_accuracy: dict[int, float] = field(default_factory=dict)
 
 
-class Classification:
+class Classification(FineTuning):
     """The task (train/task.py) of `finetune`: a new classifier head on the body of `checkpoint`."""
-    loss_baseline = None
-    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
 
     def __init__(self, checkpoint: str | Path, fc: FinetuneConfig):
-        self.checkpoint, self.fc = checkpoint, fc
+        super().__init__(checkpoint, fc)
         self.data = load_labeled(fc.data, fc.val_fraction)
 
     def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
@@ -172,31 +174,57 @@ class Classification:
     def files(self) -> dict[str, str]:
         return {"labels.json": json.dumps(self.data.labels) + "\n"}
 
-    def metadata(self) -> dict:
-        return asdict(self.fc)
 
-
-def finetune(checkpoint: str | Path, fc: FinetuneConfig, out: str | Path, verbose: bool = True):
+def finetune(checkpoint: str | Path | None, fc: FinetuneConfig, out: str | Path, verbose: bool = True,
+             resume: bool = False, given: set[str] | None = None):
     """task classify: a FinetuneResult; task seq2seq: train/seq2seq.py's Seq2SeqResult (checkpoint may then
     also be a preset name or config file, to train from scratch); sft: train/sft.py's SFTResult; dpo:
-    train/dpo.py's DPOResult."""
+    train/dpo.py's DPOResult. resume: continue the run in `out` from its latest checkpoint, with its recorded
+    settings and starting checkpoint (`checkpoint` None, or the same one); `given` names the fields of fc set on
+    purpose (None: those that differ from the defaults), which may differ from the run's only in MAY_CHANGE."""
+    if resume:
+        checkpoint, fc = resumed(checkpoint, fc, Path(out), given)
+    elif checkpoint is None:
+        raise LlmarchError("a fresh fine-tuning run needs --checkpoint")
     fc.validate()
     if fc.task == "seq2seq":
         from .seq2seq import train_seq2seq
 
-        return train_seq2seq(checkpoint, fc, out, verbose)
+        return train_seq2seq(checkpoint, fc, out, verbose, resume)
     if fc.task == "sft":
         from .sft import train_sft
 
-        return train_sft(checkpoint, fc, out, verbose)
+        return train_sft(checkpoint, fc, out, verbose, resume)
     if fc.task == "dpo":
         from .dpo import train_dpo
 
-        return train_dpo(checkpoint, fc, out, verbose)
-    out = Path(out)
-    fc.check_out(out)
+        return train_dpo(checkpoint, fc, out, verbose, resume)
     task = Classification(checkpoint, fc)
-    done = run(task, fc.loop_config(), out, verbose=verbose)
+    done = run(task, fc.loop_config(), Path(out), resume, verbose)
     accuracy = {step: m["val_accuracy"] for step, m in done.evals.items()}
     return FinetuneResult(done.checkpoint, task.data.labels, accuracy[fc.steps], task.data.majority_baseline(),
                           accuracy)
+
+
+def resumed(checkpoint: str | Path | None, fc: FinetuneConfig, out: Path, given: set[str] | None
+            ) -> tuple[str, FinetuneConfig]:
+    """The starting checkpoint and settings of the fine-tuning run in `out`, checked against those asked now."""
+    saved = saved_train_config(out)
+    start = saved.get("checkpoint") if isinstance(saved, dict) else None
+    if start is None:  # a run written before fine-tuning runs recorded where they started
+        if checkpoint is None:
+            raise LlmarchError(f"the run in {out} does not record the checkpoint it started from; pass it as "
+                               "--checkpoint")
+        start = checkpoint
+    elif checkpoint is not None and not _same(checkpoint, start):
+        raise LlmarchError(f"--checkpoint {checkpoint} is not the run's starting checkpoint {start}; leave "
+                           "--checkpoint out to resume")
+    if given is None:
+        defaults = FinetuneConfig()
+        given = {f for f in vars(fc) if getattr(fc, f) != getattr(defaults, f)}
+    return start, resumed_config(fc, saved, given, MAY_CHANGE)
+
+
+def _same(a: str | Path, b: str | Path) -> bool:
+    pa, pb = Path(a), Path(b)
+    return pa.resolve() == pb.resolve() if pa.exists() and pb.exists() else str(a) == str(b)

@@ -30,6 +30,7 @@ from .distributed import all_sum, batch_mean, device_for, in_turns, process_grou
 from .metrics import FIELDS, ExpertLoadLog, MetricsLog, Progress
 from .objectives import IGNORE
 from .pretrain import Pretraining, TrainConfig, TrainResult
+from .resume import DIGEST, check_start, digest, load_trained, save_trained
 from .schedule import set_lr
 from .sharded import is_sharded, restore, save_sharded, seed_process
 from .state_files import read_trainer_state, save_optimizer, save_rng
@@ -162,9 +163,22 @@ def _resumed(out: Path, device: torch.device) -> tuple[tuple, Path, int]:
 def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bool, device: torch.device) -> Outcome:
     rank, world = rank_and_world()
 
+    rebuilds = getattr(task, "rebuilds", False)  # fine-tuning: resumed from its starting model (train/resume.py)
+    metadata = task.metadata()
+
     def setup():
-        if not resume:
-            return *task.setup(device), None, 0
+        if not resume or rebuilds:
+            model, tok = task.setup(device)
+            if not rebuilds:
+                return model, tok, None, 0
+            if not resume:  # recorded, so that a resumed run can tell it rebuilt the same starting model
+                metadata[DIGEST] = digest(model)
+                return model, tok, None, 0
+            ckpt = resolve_checkpoint(out)
+            state = read_trainer_state(ckpt)
+            check_start(model, state.get("train_config"), getattr(task, "source", "the starting checkpoint"))
+            metadata[DIGEST] = state["train_config"].get(DIGEST)
+            return model, tok, ckpt, state["step"]
         resumed, ckpt, step = _resumed(out, device)
         return *task.setup(device, resumed), ckpt, step
 
@@ -183,6 +197,8 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
                            lc.compile)
     opt = make_optimizer(model, lc, device)
     if ckpt is not None:
+        if rebuilds and not is_sharded(ckpt):  # a sharded checkpoint's weights are read by restore
+            load_trained(model, ckpt)
         restore(model, opt, ckpt, lc.seed, start)
     elif world > 1:  # the same initial weights everywhere, but dropout masks of each process' own
         seed_process(lc.seed, 0)
@@ -229,13 +245,12 @@ def _run(task: Task, lc: LoopConfig, out: Path | None, resume: bool, verbose: bo
                 log.write(**row)
             if out is not None and ((step + 1) % save_every == 0 or last or stopping):
                 save = save_sharded if world > 1 else save_checkpoint
-                done.checkpoint = save(model, tok, opt, out, step + 1, task.metadata(), lc.keep_checkpoints,
+                done.checkpoint = save(model, tok, opt, out, step + 1, metadata, lc.keep_checkpoints,
                                        task.files())
             if stopping and not last:
                 if log is not None:
                     log.plot(out / "loss.png", baseline=task.loss_baseline)
-                hint = getattr(task, "resume_hint", "continue with --resume")  # fine-tuning has no --resume
-                where = f"; saved {done.checkpoint}, {hint}" if out is not None else ""
+                where = f"; saved {done.checkpoint}, continue with --resume" if out is not None else ""
                 raise Interrupted(f"stopped by {stop.name} after step {step + 1}{where}", stop.exit_code, done)
     if log is not None:
         log.plot(out / "loss.png", baseline=task.loss_baseline)
@@ -329,6 +344,7 @@ def save_checkpoint(model, tok: Tokenizer, opt, out: Path, step: int, train_conf
         tok.save(tmp)
         for file, text in (files or {}).items():
             (tmp / file).write_text(text)
+        save_trained(model, tmp)
         save_optimizer(opt, tmp)
         save_rng(tmp)
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "train_config": train_config}, indent=2))

@@ -3,7 +3,7 @@ objective (train/objectives.py: causal LM, masked LM, span corruption or text in
 and perplexity on the held-out split, against the unigram entropy of the training split."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from .distributed import rank_and_world
 from .evaluate import evaluate, unigram_entropy
 from .metrics import perplexity
 from .objectives import OBJECTIVES, check_objective, loss_parts, model_kwargs, objective_for, training_loss
+from .resume import resumed_config
 from .task import Batch
 
 PARALLEL = ("ddp", "fsdp")
@@ -98,23 +99,7 @@ class TrainConfig:
         """This config checked against the run's saved one (`saved`, trainer_state.json's train_config): the
         fields named in `given` (set explicitly by the user) may differ only where MAY_CHANGE says; every other
         field takes the saved value, so a resumed run trains exactly as it started."""
-        if not isinstance(saved, dict):
-            raise LlmarchError("the run's trainer_state.json holds no training configuration")
-        saved = {k: v for k, v in saved.items() if k in {f.name for f in fields(self)}}
-        if saved.get("warmup_steps") is None and "steps" in saved:  # runs saved before warmup was recorded
-            saved["warmup_steps"] = min(100, int(saved["steps"]) // 10)
-        out = {}
-        for f in fields(self):
-            mine = getattr(self, f.name)
-            if f.name not in saved or f.name in MAY_CHANGE and f.name in given:
-                out[f.name] = mine
-            elif f.name in given and mine != saved[f.name]:
-                raise LlmarchError(
-                    f"--{f.name.replace('_', '-')} {mine} contradicts the resumed run's {f.name} {saved[f.name]!r}; "
-                    f"a resumed run keeps its settings (these may change: {', '.join(MAY_CHANGE)})")
-            else:
-                out[f.name] = saved[f.name]
-        return TrainConfig(**out)
+        return resumed_config(self, saved, given, MAY_CHANGE)
 
     def check_world(self, world: int) -> None:
         if self.batch_size % world:

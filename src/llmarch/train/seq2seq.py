@@ -6,7 +6,7 @@ with a tokenizer trained on the training texts. Reports validation loss and the 
 decoding against the trivial baseline (always answering the most common training target)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or 
 from .evaluate import evaluating, score
 from .loop import run
 from .objectives import loss_parts, training_loss
+from .resume import FineTuning
 from .schedule import batch_indices
 from .task import Batch
 
@@ -45,13 +46,10 @@ def _encode(tok, pairs: list[tuple[str, str]], max_length: int) -> list[tuple[li
     return [(ids(s), ids(t)) for s, t in pairs]
 
 
-class Seq2Seq:
+class Seq2Seq(FineTuning):
     """The task (train/task.py) of `train_seq2seq`; fc: a FinetuneConfig with task 'seq2seq'."""
-    loss_baseline = None
-    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
-
     def __init__(self, start: str | Path, fc):
-        self.start, self.fc = start, fc
+        super().__init__(start, fc)
         self.data = load_seq2seq(fc.data, fc.val_fraction)
 
     def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
@@ -69,12 +67,12 @@ class Seq2Seq:
 
     def _start(self, device: torch.device) -> tuple:
         """(model, tokenizer) from a checkpoint directory, or fresh from a preset or config file."""
-        if Path(self.start).is_dir():
+        if Path(self.checkpoint).is_dir():
             from .. import load as load_any  # llmarch or Hugging Face checkpoints
 
-            src = resolve_checkpoint(self.start)
+            src = resolve_checkpoint(self.checkpoint)
             return load_any(src, device), checkpoint_tokenizer(src)
-        cfg = resolve(self.start)
+        cfg = resolve(self.checkpoint)
         if not cfg.is_encoder_decoder:  # before training a tokenizer for it
             raise LlmarchError(f"{cfg.name} is not an encoder-decoder; --task seq2seq needs one (t5-tiny, ...)")
         texts = [Document(str(i), f"{s}\n{t}") for i, (s, t) in enumerate(self.data.train)]
@@ -119,19 +117,13 @@ class Seq2Seq:
                 predictions += [self.tok.decode(t for t in row if t != self.tok.eos_id) for row in rows]
         return {"val_loss": loss["loss"], "val_exact_match": exact_match(predictions, [t for _, t in self.data.val])}
 
-    def files(self) -> dict[str, str]:
-        return {}
-
-    def metadata(self) -> dict:
-        return asdict(self.fc)
 
 
-def train_seq2seq(start: str | Path, fc, out: str | Path, verbose: bool = True) -> Seq2SeqResult:
-    """fc: a FinetuneConfig with task 'seq2seq'."""
-    out = Path(out)
-    fc.check_out(out)
+def train_seq2seq(start: str | Path, fc, out: str | Path, verbose: bool = True, resume: bool = False
+                  ) -> Seq2SeqResult:
+    """fc: a FinetuneConfig with task 'seq2seq'; resume: continue the run in `out` (train/resume.py)."""
     task = Seq2Seq(start, fc)
-    done = run(task, fc.loop_config(), out, verbose=verbose)
+    done = run(task, fc.loop_config(), Path(out), resume, verbose)
     losses = {step: m["val_loss"] for step, m in done.evals.items()}
     matches = {step: m["val_exact_match"] for step, m in done.evals.items()}
     return Seq2SeqResult(done.checkpoint, matches[fc.steps], task.data.trivial_baseline, losses, matches)

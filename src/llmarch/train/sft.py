@@ -9,7 +9,7 @@ adapters unmerged beside them, which `llmarch.load` (so `generate`) rebuilds as 
 Scored on the held-out conversations: the assistant tokens' loss, before training (the base model) and after."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or 
 from .evaluate import score
 from .loop import Interrupted, run
 from .objectives import loss_parts, training_loss
+from .resume import FineTuning
 from .schedule import batch_indices
 from .task import Batch
 
@@ -91,12 +92,9 @@ def quantized_base(model, group_size: int, src) -> None:
                            f"int4 one in groups of {group_size} (--qlora-group-size)")
 
 
-class SFT:
-    loss_baseline = None
-    resume_hint = "which --checkpoint takes to fine-tune on from it"  # finetune has no --resume
-
+class SFT(FineTuning):
     def __init__(self, checkpoint: str | Path, fc):
-        self.checkpoint, self.fc = checkpoint, fc
+        super().__init__(checkpoint, fc)
         self.data = load_sft(fc.data, fc.val_fraction)
 
     def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
@@ -164,17 +162,12 @@ class SFT:
         result = score(model, ((batch.inputs, batch.labels) for batch in batches))
         return {"val_loss": result["loss"], "val_token_accuracy": result["accuracy"]}
 
-    def files(self) -> dict[str, str]:
-        return {}
-
-    def metadata(self) -> dict:
-        return asdict(self.fc)
 
 
-def run_with_adapter(task, fc, out: Path, base: str | Path, verbose: bool):
+def run_with_adapter(task, fc, out: Path, base: str | Path, verbose: bool, resume: bool = False):
     """The loop's run; a run stopped by a signal writes its checkpoint's PEFT adapter too before it stops."""
     try:
-        return run(task, fc.loop_config(), out, verbose=verbose)
+        return run(task, fc.loop_config(), out, resume, verbose)
     except Interrupted as stopped:
         if stopped.outcome is not None and stopped.outcome.checkpoint is not None:
             save_adapter(stopped.outcome.model, stopped.outcome.checkpoint, base)
@@ -197,12 +190,11 @@ def save_adapter(model, checkpoint: Path, base: str | Path) -> Path | None:
     return checkpoint / "adapter"
 
 
-def train_sft(checkpoint: str | Path, fc, out: str | Path, verbose: bool = True) -> SFTResult:
-    """fc: a FinetuneConfig with task 'sft'."""
-    out = Path(out)
-    fc.check_out(out)
+def train_sft(checkpoint: str | Path, fc, out: str | Path, verbose: bool = True, resume: bool = False
+              ) -> SFTResult:
+    """fc: a FinetuneConfig with task 'sft'; resume: continue the run in `out` (train/resume.py)."""
     task = SFT(checkpoint, fc)
-    done = run_with_adapter(task, fc, out, checkpoint, verbose)
+    done = run_with_adapter(task, fc, Path(out), checkpoint, verbose, resume)
     losses = {step: m["val_loss"] for step, m in done.evals.items()}
     adapter = save_adapter(done.model, done.checkpoint, checkpoint) if done.checkpoint is not None else None
     return SFTResult(done.checkpoint, task.base_val_loss, losses[fc.steps], losses, adapter)

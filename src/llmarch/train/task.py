@@ -23,6 +23,9 @@ class Batch:
 
 class Task(Protocol):
     loss_baseline: float | None  # a loss to beat, drawn on the loss plot (pretraining: the unigram entropy)
+    # optional, False if absent: a resumed run calls setup() for the starting model again and reads only the trained
+    # parameters from the checkpoint (fine-tuning, whose frozen base is also a reference: train/resume.py)
+    rebuilds: bool
 
     def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
         """(model, tokenizer or None) to train: `resumed`, the run's latest checkpoint's, or else fresh ones
