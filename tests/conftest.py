@@ -36,6 +36,19 @@ def tiny(base: str = "llama-tiny", **overrides):
     return llmarch.build(base, **{**TINY, **overrides}).eval()
 
 
+@torch.no_grad()
+def routed_apart(hf):
+    """A transformers MoE's routers made decisive: its 0.02-init router weights routed near-uniformly, so a wrong
+    choice of experts would hide; an expert bias (0 at init) moved, so that it changes the choice."""
+    for name, p in hf.named_parameters():
+        if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight")):
+            p.mul_(20.0)
+    for name, b in [*hf.named_buffers(), *hf.named_parameters()]:
+        if name.endswith("e_score_correction_bias"):
+            b.copy_(torch.randn_like(b) * 0.5)
+    return hf
+
+
 def perturbed_from_hf(hf, folder):
     """A random transformers model with its 1-D parameters (norm gains, biases) moved off their init by N(0, 0.1),
     saved to `folder` and read back by llmarch.from_hf: what the parity tests compare against."""

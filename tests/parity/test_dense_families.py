@@ -13,6 +13,7 @@ import torch
 
 from llmarch.interop import from_hf
 
+from conftest import routed_apart
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -128,6 +129,11 @@ CASES = {
                          dict(COMMON, intermediate_size=32, num_key_value_heads=2, num_local_experts=4,
                               num_experts_per_tok=2, shared_intermediate_size=48, embedding_multiplier=2.0,
                               residual_multiplier=0.5, logits_scaling=4.0, attention_multiplier=0.3)),
+    # MiniMax-M2: QK-norm over whole projections, RoPE on 8 of 16 dims (rotary_dim, as released), 4 experts, top 2
+    # by sigmoid score plus an expert bias, renormalised
+    "minimax_m2": ("MiniMaxM2Config", "MiniMaxM2ForCausalLM",
+                   dict(COMMON, intermediate_size=32, num_key_value_heads=2, head_dim=16, rotary_dim=8,
+                        num_local_experts=4, num_experts_per_tok=2)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
@@ -156,12 +162,7 @@ def build_hf(case, tmp_path):
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-            # a router: its 0.02 init routes near-uniformly
-            if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight")):
-                p.mul_(20.0)
-        for name, b in [*hf.named_buffers(), *hf.named_parameters()]:  # an expert bias (0 at init) moving the choice
-            if name.endswith("e_score_correction_bias"):
-                b.copy_(torch.randn_like(b) * 0.5)
+    routed_apart(hf)
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(tmp_path / "hf")
     return hf

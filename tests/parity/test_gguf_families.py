@@ -13,7 +13,7 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import gguf_reads_back, perturbed_from_hf
+from conftest import gguf_reads_back, perturbed_from_hf, routed_apart
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -84,6 +84,9 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # adjacent-pair RoPE over whole heads
     "ernie4_5": ("Ernie4_5Config", dict(SMALL, head_dim=16, pad_token_id=0), "ernie4_5"),
     # the projections' QK-norm, experts not renormalised; as many key heads as query heads, as llama.cpp needs
+    # QK-norm over whole projections, half of each head rotated, sigmoid routing with an expert bias
+    "minimax_m2": ("MiniMaxM2Config", dict(SMALL, head_dim=16, rotary_dim=8, num_local_experts=4, **MOE),
+                   "minimax-m2"),
     "olmoe": ("OlmoeConfig", dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2), "olmoe"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)
     "smollm3": ("SmolLM3Config", dict(SMALL, num_hidden_layers=4, no_rope_layer_interval=4, pad_token_id=0), "smollm3"),
@@ -109,7 +112,7 @@ def tiny(case, tmp_path, **changes):
     torch.manual_seed(0)
     conf = getattr(transformers, conf_cls)(**{**kwargs, **changes})
     hf = transformers.AutoModelForCausalLM.from_config(conf)
-    return perturbed_from_hf(hf, tmp_path / "hf")
+    return perturbed_from_hf(routed_apart(hf), tmp_path / "hf")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

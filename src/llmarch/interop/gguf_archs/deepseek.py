@@ -214,3 +214,25 @@ def _glm4moe_out(w, hf: dict) -> dict:
 
 ARCHS["glm4moe"] = Arch("glm4_moe", fields=_glm4moe, write=_glm4moe_out, mtp=True,
                         renamed=((".e_score_correction_bias", ".e_score_correction.bias"),))
+
+
+def _minimax_m2(hf: dict, meta: Meta) -> dict:
+    """MiniMax-M2 (minimax-m2, MiniMaxM2Model's converter): q/k norms over whole projections, rope.dimension_count of
+    each head rotated (its rotary_dim), every layer a mixture routed by sigmoid scores with exp_probs_b,
+    renormalised (llama.cpp's graph does so whatever the file says)."""
+    if meta.get("expert_gating_func", SIGMOID) != SIGMOID:
+        raise LlmarchError(f"{meta.path}: minimax-m2 routing other than sigmoid is not supported")
+    return {**hf, "num_local_experts": meta.get("expert_count"), "num_experts_per_tok": meta.get("expert_used_count"),
+            "rotary_dim": meta.get("rope.dimension_count", hf["head_dim"])}
+
+
+def _minimax_m2_out(w, hf: dict) -> dict:
+    w.add_expert_count(hf["num_local_experts"])
+    w.add_expert_used_count(hf["num_experts_per_tok"])
+    w.add_expert_feed_forward_length(hf["intermediate_size"])
+    w.add_uint32(f"{w.arch}.expert_gating_func", SIGMOID)
+    return {}
+
+
+ARCHS["minimax-m2"] = Arch("minimax_m2", fields=_minimax_m2, write=_minimax_m2_out,
+                           renamed=((".e_score_correction_bias", ".e_score_correction.bias"),))
