@@ -47,6 +47,9 @@ class ModelConfig:
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x))
     norm_placement: str = "pre"
+    # False: block 0 has no norm before its mixer, whose input is embed_norm's output already (ModernBERT,
+    # Warner et al. 2024, §2.1.1: the first LayerNorm is removed to avoid normalising twice); pre-norm only
+    first_mixer_norm: bool = True
     final_norm: bool | None = None  # norm after the last block; None: False for post-norm, else True
     block: str = "sequential"  # sequential: x + attn, then + ffn; parallel: x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
@@ -90,13 +93,19 @@ class ModelConfig:
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
+    head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
     head_bias: bool = False  # a bias on the output projection
+    # classify and tokens heads: the head transform (dense -> activation -> norm) on the pooled hidden state
+    # (classify, pooled by `pooling`) or on each token's (tokens) before the classifier, in place of the pooler
+    # (ModernBERT's ModernBertPredictionHead)
+    classifier_transform: bool = False
     # lm: vocabulary logits per token; classify: n_labels per sequence; tokens: n_labels per token; embed: no head,
     # the final hidden states pooled by `pooling` (an embedding model, as llama.cpp runs BERT)
     head: str = "lm"
     n_labels: int = 2  # classes of the classify and tokens heads
     # head embed: none (each token's final hidden state), cls (the first token's), mean (over real tokens), last
-    # (the last real token's); llama.cpp's pooling_type
+    # (the last real token's); llama.cpp's pooling_type. Also what a classify head with classifier_transform
+    # reads (none there: the first real token, or the last for a causal model)
     pooling: str = "none"
     # the classify head's pooler: dense, then this activation (tanh: BERT, RoBERTa; relu: DistilBERT's pre_classifier)
     pooler_act: str = "tanh"
@@ -284,6 +293,9 @@ class ModelConfig:
         if self.logit_divisor != 1.0 and (self.head != "lm" or self.n_decoder_layers):
             raise LlmarchError(f"logit_divisor={self.logit_divisor} divides the LM head's logits of a decoder-only or "
                                f"encoder-only model (head={self.head!r}, n_decoder_layers={self.n_decoder_layers})")
+        if not self.first_mixer_norm and self.norm_placement not in ("pre", "sandwich"):
+            raise LlmarchError(f"first_mixer_norm=False drops a pre-norm, which norm_placement="
+                               f"{self.norm_placement!r} does not have")
         if self.shared_norm and self.block != "parallel":
             raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
         if self.qk_norm not in QK_NORMS:

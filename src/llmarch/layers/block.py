@@ -48,7 +48,8 @@ class Block(nn.Module):
         super().__init__()
         self.placement = cfg.norm_placement
         self.parallel = cfg.block == "parallel"
-        self.ln1 = make_norm(cfg)
+        # ModernBERT's first block reads the embedding norm's output as it is (first_mixer_norm)
+        self.ln1 = make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
         mixer = MIXERS[cfg.layer_mixer(layer)]
         self.mixer_attr = mixer.attr
         self.add_module(mixer.attr, mixer(cfg, layer))

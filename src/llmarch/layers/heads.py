@@ -5,7 +5,9 @@
   state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
   pooled = tanh(C W + b) (DistilBERT: ReLU, pooler_act). RoBERTa's classification head has the same shape
   under other names. A causal model's first token sees nothing after it, so there the last real token is
-  pooled (as transformers' GPT-2 and LLaMA sequence classifiers do).
+  pooled (as transformers' GPT-2 and LLaMA sequence classifiers do). ModernBERT's classifiers (Warner et al.
+  2024) read through a HeadTransform instead (classifier_transform): LayerNorm(GELU(C W)) of the first token, or
+  of the mean over real tokens (pooling), and its token classifier the same on every token.
 - pool: an embedding model's output (head embed), the final hidden states as llama.cpp pools them (its
   pooling_type): each token's, the first token's ([CLS]), their mean over real tokens (Sentence-BERT's mean
   pooling, Reimers & Gurevych 2019, §3), or the last real token's."""
@@ -22,7 +24,7 @@ from .norms import make_norm
 class HeadTransform(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.dense = Linear(cfg.d_model, cfg.d_model)
+        self.dense = Linear(cfg.d_model, cfg.d_model, bias=cfg.head_transform_bias)
         self.act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
         self.norm = make_norm(cfg)
 
@@ -39,7 +41,15 @@ class Pooler(nn.Module):
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         """x (B, T, C), pad_mask (B, T) or None -> (B, C)."""
-        return self.act(self.dense(pool_token(x, pad_mask, "last" if self.causal else "first")))
+        return self.act(self.dense(summary(x, pad_mask, "none", self.causal)))
+
+
+def summary(x: torch.Tensor, pad_mask: torch.Tensor | None, pooling: str, causal: bool) -> torch.Tensor:
+    """x (B, T, C) -> (B, C), what a sequence classifier reads: pooled by `pooling`, or for none the first real
+    token (the last for a causal model, whose first token sees nothing after it)."""
+    if pooling == "none":
+        return pool_token(x, pad_mask, "last" if causal else "first")
+    return pool(x, pad_mask, pooling)
 
 
 def pool_token(x: torch.Tensor, pad_mask: torch.Tensor | None, which: str) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..layers.heads import HeadTransform, Pooler, pool
+from ..layers.heads import HeadTransform, Pooler, pool, summary
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from .stack import Stack, check_ids, init_weights
@@ -36,7 +36,9 @@ class TransformerLM(Stack):
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
         elif cfg.head != "embed":  # classify: a label per sequence from the pooled token; tokens: a label per token
-            self.pooler = Pooler(cfg) if cfg.head == "classify" else None
+            transform = cfg.classifier_transform  # ModernBERT: dense -> act -> norm, in place of the pooler
+            self.head_transform = HeadTransform(cfg) if transform else None
+            self.pooler = Pooler(cfg) if cfg.head == "classify" and not transform else None
             self.classifier = Linear(cfg.d_model, cfg.n_labels)
         if self.embed.weight.device.type != "meta":
             self.reset_parameters()
@@ -76,9 +78,15 @@ class TransformerLM(Stack):
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
 
     def _head(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
-        if self.config.head == "classify":
-            return self.classifier(self.drop(self.pooler(x, pad_mask)))  # (B, n_labels)
-        if self.config.head == "tokens":
+        cfg = self.config
+        if cfg.head == "classify":
+            if self.pooler is not None:
+                return self.classifier(self.drop(self.pooler(x, pad_mask)))  # (B, n_labels)
+            pooled = self.head_transform(summary(x, pad_mask, cfg.pooling, cfg.causal))  # (B, C)
+            return self.classifier(self.drop(pooled))  # (B, n_labels)
+        if cfg.head == "tokens":
+            if self.head_transform is not None:
+                x = self.head_transform(x)
             return self.classifier(self.drop(x))  # (B, T, n_labels)
         if self.config.head == "embed":
             return pool(x, pad_mask, self.config.pooling)  # (B, T, C) or (B, C)
