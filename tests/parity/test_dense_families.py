@@ -134,6 +134,13 @@ CASES = {
     "minimax_m2": ("MiniMaxM2Config", "MiniMaxM2ForCausalLM",
                    dict(COMMON, intermediate_size=32, num_key_value_heads=2, head_dim=16, rotary_dim=8,
                         num_local_experts=4, num_experts_per_tok=2)),
+    # dots.llm1: Qwen3's attention, layer 2 sliding over 8 keys; layer 0 dense, then 8 experts in 4 groups (2
+    # chosen), top 2 by sigmoid score plus bias, renormalised and scaled, one shared expert
+    "dots1": ("Dots1Config", "Dots1ForCausalLM",
+              dict(COMMON, num_hidden_layers=3, num_key_value_heads=2, head_dim=16, moe_intermediate_size=32,
+                   n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
+                   first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, sliding_window=8,
+                   layer_types=["full_attention", "full_attention", "sliding_attention"])),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

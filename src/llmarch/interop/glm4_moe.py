@@ -25,17 +25,23 @@ def to_config(hf: dict) -> ModelConfig:
         qk_norm="head" if hf.get("use_qk_norm") else "none", **moe_fields(hf, 1), **v3_router_fields(hf))
 
 
-def from_config(cfg: ModelConfig) -> dict:
+def check_v3_mixture(cfg: ModelConfig) -> None:
+    """What GLM-4.5's and dots.llm1's tensors and configs can hold: DeepSeek-V3's mixture on pre-norm blocks."""
+    kind = cfg.hf_model_type
     if not cfg.n_experts or cfg.router_scoring != "sigmoid" or not cfg.expert_bias or cfg.moe_period != 1 \
             or cfg.capacity_factor is not None or cfg.expert_capacity is not None or cfg.shared_expert_gate \
             or cfg.shared_hidden != cfg.n_shared_experts * cfg.expert_hidden:
-        raise LlmarchError("model_type glm4_moe routes by sigmoid scores with an expert bias (router_scoring "
+        raise LlmarchError(f"model_type {kind} routes by sigmoid scores with an expert bias (router_scoring "
                            "'sigmoid', expert_bias True) to uncapped experts after the first dense layers, with "
                            "ungated shared experts of the experts' width")
-    if cfg.bias or cfg.ffn != "swiglu" or cfg.norm != "rmsnorm" or cfg.norm_placement != "pre" \
-            or cfg.qk_norm not in ("none", "head") or cfg.sliding_window is not None or cfg.layer_types is not None:
-        raise LlmarchError("model_type glm4_moe has pre-norm RMSNorm, SwiGLU without o or MLP biases, a per-head "
-                           "QK-norm or none, and no windows or layer types")
+    if cfg.bias or cfg.ffn != "swiglu" or cfg.norm != "rmsnorm" or cfg.norm_placement != "pre":
+        raise LlmarchError(f"model_type {kind} has pre-norm RMSNorm and SwiGLU without o or MLP biases")
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    check_v3_mixture(cfg)
+    if cfg.qk_norm not in ("none", "head") or cfg.sliding_window is not None or cfg.layer_types is not None:
+        raise LlmarchError("model_type glm4_moe has a per-head QK-norm or none, and no windows or layer types")
     out = llama_like_hf(cfg, architectures=["Glm4MoeForCausalLM"],
                         rope_parameters=rope_parameters(cfg, partial=True),
                         use_qk_norm=cfg.qk_norm == "head", norm_topk_prob=cfg.router_renormalize,

@@ -177,28 +177,22 @@ ARCHS = {
 }
 
 
-def _glm4moe(hf: dict, meta: Meta) -> dict:
-    """GLM-4.5/4.6 (glm4moe, Glm4MoeModel's converter): LLaMA's attention with q, k, v biases where the file has
-    them, per-head q/k norms where it has those, half of each head rotated (rope.dimension_count); DeepSeek-V3's
-    router (sigmoid, exp_probs_b, groups, weights norm and scale) after leading_dense_block_count dense layers. The
-    multi-token-prediction layers (nextn_predict_layers, counted in block_count) are not read."""
+def _v3_mixture(meta: Meta) -> dict:
+    """DeepSeek-V3's mixture as GLM-4.5's and dots.llm1's converters write it: the experts, the router (sigmoid,
+    exp_probs_b, groups, weights norm and scale) after leading_dense_block_count dense layers."""
     if meta.get("expert_gating_func", SIGMOID) != SIGMOID:
-        raise LlmarchError(f"{meta.path}: glm4moe routing other than sigmoid is not supported")
-    n = hf["num_hidden_layers"] - meta.get("nextn_predict_layers", 0)
-    return {**hf, "num_hidden_layers": n, "n_routed_experts": meta.get("expert_count"),
-            "num_experts_per_tok": meta.get("expert_used_count"),
+        raise LlmarchError(f"{meta.path}: {meta.arch} routing other than sigmoid is not supported")
+    return {"n_routed_experts": meta.get("expert_count"), "num_experts_per_tok": meta.get("expert_used_count"),
             "moe_intermediate_size": meta.get("expert_feed_forward_length"),
             "n_shared_experts": meta.get("expert_shared_count", 0),
             "first_k_dense_replace": meta.get("leading_dense_block_count", 0),
             "routed_scaling_factor": meta.get("expert_weights_scale", 1.0) or 1.0,
             "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
-            "n_group": meta.get("expert_group_count", 1), "topk_group": meta.get("expert_group_used_count", 1),
-            "use_qk_norm": meta.has("blk.0.attn_q_norm.weight"),
-            "partial_rotary_factor": meta.get("rope.dimension_count", hf["head_dim"]) / hf["head_dim"]}
+            "n_group": meta.get("expert_group_count", 1), "topk_group": meta.get("expert_group_used_count", 1)}
 
 
-def _glm4moe_out(w, hf: dict) -> dict:
-    """Glm4MoeModel's converter: the experts, the router and the dense first layers (no NextN layers)."""
+def _v3_mixture_out(w, hf: dict) -> dict:
+    """_v3_mixture, written."""
     w.add_leading_dense_block_count(hf["first_k_dense_replace"])
     w.add_expert_count(hf["n_routed_experts"])
     w.add_expert_used_count(hf["num_experts_per_tok"])
@@ -212,8 +206,30 @@ def _glm4moe_out(w, hf: dict) -> dict:
     return {}
 
 
-ARCHS["glm4moe"] = Arch("glm4_moe", fields=_glm4moe, write=_glm4moe_out, mtp=True,
-                        renamed=((".e_score_correction_bias", ".e_score_correction.bias"),))
+def _glm4moe(hf: dict, meta: Meta) -> dict:
+    """GLM-4.5/4.6 (glm4moe, Glm4MoeModel's converter): LLaMA's attention with q, k, v biases where the file has
+    them, per-head q/k norms where it has those, half of each head rotated (rope.dimension_count); DeepSeek-V3's
+    mixture. The multi-token-prediction layers (nextn_predict_layers, counted in block_count) are not read."""
+    n = hf["num_hidden_layers"] - meta.get("nextn_predict_layers", 0)
+    return {**hf, "num_hidden_layers": n, **_v3_mixture(meta), "use_qk_norm": meta.has("blk.0.attn_q_norm.weight"),
+            "partial_rotary_factor": meta.get("rope.dimension_count", hf["head_dim"]) / hf["head_dim"]}
+
+
+def _dots1_out(w, hf: dict) -> dict:
+    """Dots1Model's converter; llama.cpp's dots1 graph has no sliding layers, and sizes k and v for as many heads
+    as q (dots.llm1's)."""
+    if "sliding_attention" in (hf.get("layer_types") or []):
+        raise LlmarchError("GGUF dots1 has no sliding layers (llama.cpp's dots1 graph attends to every key)")
+    if hf["num_key_value_heads"] != hf["num_attention_heads"]:
+        raise LlmarchError("GGUF dots1 needs as many key/value heads as query heads (llama.cpp sizes k and v so), "
+                           f"not {hf['num_key_value_heads']} of {hf['num_attention_heads']}")
+    return _v3_mixture_out(w, hf)
+
+
+_BIAS = ((".e_score_correction_bias", ".e_score_correction.bias"),)
+ARCHS["glm4moe"] = Arch("glm4_moe", fields=_glm4moe, write=_v3_mixture_out, mtp=True, renamed=_BIAS)
+# Qwen3's attention (per-head q/k norms, q and k as Hugging Face holds them)
+ARCHS["dots1"] = Arch("dots1", fields=lambda hf, meta: {**hf, **_v3_mixture(meta)}, write=_dots1_out, renamed=_BIAS)
 
 
 def _minimax_m2(hf: dict, meta: Meta) -> dict:
@@ -234,5 +250,4 @@ def _minimax_m2_out(w, hf: dict) -> dict:
     return {}
 
 
-ARCHS["minimax-m2"] = Arch("minimax_m2", fields=_minimax_m2, write=_minimax_m2_out,
-                           renamed=((".e_score_correction_bias", ".e_score_correction.bias"),))
+ARCHS["minimax-m2"] = Arch("minimax_m2", fields=_minimax_m2, write=_minimax_m2_out, renamed=_BIAS)
