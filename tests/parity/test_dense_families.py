@@ -141,6 +141,12 @@ CASES = {
                    n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
                    first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, sliding_window=8,
                    layer_types=["full_attention", "full_attention", "sliding_attention"])),
+    # LFM2-MoE: convolutions on layers 0 and 2, attention on 1 and 3; layer 0 dense (its width as given), then 4
+    # experts, top 2 by sigmoid score plus an expert bias, renormalised and times 1.5
+    "lfm2_moe": ("Lfm2MoeConfig", "Lfm2MoeForCausalLM",
+                 dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, moe_intermediate_size=32, num_experts=4,
+                      num_experts_per_tok=2, num_dense_layers=1, routed_scaling_factor=1.5,
+                      layer_types=["conv", "full_attention", "conv", "full_attention"])),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

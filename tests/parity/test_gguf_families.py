@@ -76,6 +76,11 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                                        routed_scaling_factor=2.5, pad_token_id=0), "glm4moe"),
     # gated short convolutions (layers 0, 2) beside attention with per-head q/k norms; the final norm as
     # token_embd_norm
+    # convolutions and attention; layer 0 dense, then 4 experts by sigmoid score plus an expert bias
+    "lfm2_moe": ("Lfm2MoeConfig", dict(SMALL, num_hidden_layers=4, moe_intermediate_size=32, num_experts=4,
+                                       num_dense_layers=1, tie_word_embeddings=True,
+                                       layer_types=["conv", "full_attention", "conv", "full_attention"], **MOE),
+                 "lfm2moe"),
     "lfm2": ("Lfm2Config", dict(SMALL, num_hidden_layers=4, full_attn_idxs=[1, 3], block_multiple_of=32,
                                 intermediate_size=144, tie_word_embeddings=True), "lfm2"),
     # experts (top 2, renormalised) and the ungated shared MLP on every layer
@@ -148,6 +153,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("exaone4", dict(num_hidden_layers=4, sliding_window=8, layer_types=None), "without a sliding window"),
     ("dots1", dict(num_key_value_heads=2), "key/value heads"),  # llama.cpp's dots1 sizes k and v for all heads
     ("dots1", dict(sliding_window=8, layer_types=["full_attention", "sliding_attention"]), "no sliding layers"),
+    ("lfm2_moe", dict(routed_scaling_factor=1.5), "routed_scaling_factor 1.5"),  # llama.cpp's lfm2moe scales not
+    ("lfm2_moe", dict(norm_topk_prob=False), "norm_topk_prob False"),
     ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing
     ("olmoe", dict(norm_topk_prob=True), "norm_topk_prob"),  # nor renormalises
     ("olmoe", dict(num_key_value_heads=2), "key/value heads"),  # and sizes k's norm for all heads

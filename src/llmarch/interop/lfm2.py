@@ -61,6 +61,13 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
+    if cfg.n_experts:
+        raise LlmarchError("model_type lfm2 has no experts (lfm2_moe has)")
+    return lfm2_hf(cfg, "Lfm2ForCausalLM")
+
+
+def lfm2_hf(cfg: ModelConfig, architecture: str) -> dict:
+    """LFM2's config.json (and LFM2-MoE's but its mixture): the layer types, the convolution, norms."""
     mixers = {cfg.layer_mixer(i) for i in range(cfg.n_layers)}
     if mixers - {"attention", "shortconv"} or cfg.qk_norm != "head" or cfg.ffn != "swiglu" or cfg.bias \
             or cfg.qkv_bias or cfg.norm != "rmsnorm" or cfg.sliding_window is not None or cfg.ssm_bias != \
@@ -68,7 +75,7 @@ def from_config(cfg: ModelConfig) -> dict:
         raise LlmarchError("model_type lfm2 needs attention (per-head QK-norm, no biases) and shortconv layers "
                            "(one conv_bias for the convolution and its projections), SwiGLU and RMSNorm")
     types = [CONV if cfg.layer_mixer(i) == "shortconv" else FULL for i in range(cfg.n_layers)]
-    out = llama_like_hf(cfg, architectures=["Lfm2ForCausalLM"], layer_types=types, norm_eps=cfg.norm_eps,
+    out = llama_like_hf(cfg, architectures=[architecture], layer_types=types, norm_eps=cfg.norm_eps,
                         conv_L_cache=cfg.ssm_conv, conv_bias=cfg.ssm_conv_bias, block_auto_adjust_ff_dim=False)
     for key in ("rms_norm_eps", "mlp_bias", "attention_bias", "hidden_act"):
         out.pop(key)
