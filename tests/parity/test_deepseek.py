@@ -1,4 +1,4 @@
-"""DeepSeek-V2 and V3 (`deepseek_v2`, `deepseek_v3`) against transformers: a tiny seeded random model of each
+"""DeepSeek-V2 and V3 (`deepseek_v2`, `deepseek_v3`, and GLM-4.7-Flash's `glm4_moe_lite`) against transformers: a tiny seeded random model of each
 (latent attention with and without query compression, interleaved RoPE, YaRN with DeepSeek's mscales, dense
 first layers, shared experts, softmax and sigmoid routers, greedy and group-limited choice, the expert bias) is
 saved, loaded with from_hf and compared on a left-padded batch (fp32, max |dlogit| <= 1e-4); greedy generation
@@ -27,6 +27,12 @@ CASES = {
     "deepseek_v3-biased-ungrouped": ("DeepseekV3Config", "DeepseekV3ForCausalLM",
                                      dict(MLA, q_lora_rank=48, n_group=1, topk_group=1, n_shared_experts=2,
                                           norm_topk_prob=False, attention_bias=True, first_k_dense_replace=0)),
+    # GLM-4.7-Flash: V3's layout under GLM's name, its dense layers named by mlp_layer_types (first_k_dense_replace
+    # is not a field of it); 2 of 4 groups as V3's router takes them
+    "glm4_moe_lite": ("Glm4MoeLiteConfig", "Glm4MoeLiteForCausalLM",
+                      dict({k: v for k, v in MLA.items() if k != "first_k_dense_replace"}, q_lora_rank=48, n_group=4,
+                           topk_group=2, n_shared_experts=1, routed_scaling_factor=1.8, norm_topk_prob=True,
+                           num_key_value_heads=4, mlp_layer_types=["dense", "sparse", "sparse"])),
     # V2-Lite's shape: no query compression, softmax greedy routing, two shared experts
     "deepseek_v2-lite": ("DeepseekV2Config", "DeepseekV2ForCausalLM",
                          dict(MLA, q_lora_rank=None, n_shared_experts=2, topk_method="greedy")),
