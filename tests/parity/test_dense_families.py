@@ -147,6 +147,12 @@ CASES = {
                  dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, moe_intermediate_size=32, num_experts=4,
                       num_experts_per_tok=2, num_dense_layers=1, routed_scaling_factor=1.5,
                       layer_types=["conv", "full_attention", "conv", "full_attention"])),
+    # EXAONE MoE: EXAONE 4.0's attention (layers 0-2 slide over 8 keys with RoPE, layer 3 full without positions)
+    # in pre-norm blocks; layer 0 dense, then 8 experts in 4 groups (2 chosen) by sigmoid score plus bias, one shared
+    "exaone_moe": ("ExaoneMoeConfig", "ExaoneMoeForCausalLM",
+                   dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                        moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2,
+                        eos_token_id=None)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
