@@ -43,15 +43,18 @@ def reference(layer, cfg, x):
                 e = routing.experts[b, t, j]
                 if routing.kept is not None and not routing.kept[b, t, j]:
                     continue
-                h = F.linear(x[b, t], ex.w_in[e], None if ex.in_bias is None else ex.in_bias[e])
-                h = ex._hidden(h)
-                out[b, t] += weights[b, t, j] * F.linear(h, ex.down[e], None if ex.down_bias is None else ex.down_bias[e])
+                w = weights[b, t, j]
+                x_in, w_out = (x[b, t] * w, 1.0) if ex.input_weighted else (x[b, t], w)  # Llama 4: E(w x)
+                h = ex._hidden(F.linear(x_in, ex.w_in[e], None if ex.in_bias is None else ex.in_bias[e]))
+                out[b, t] += w_out * F.linear(h, ex.down[e], None if ex.down_bias is None else ex.down_bias[e])
     return out
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(experts_per_token=1, router_renormalize=False, ffn="relu"),
                                 dict(experts_per_token=3, bias=True, ffn="gelu"),
-                                dict(experts_per_token=2, expert_capacity=2)])
+                                dict(experts_per_token=2, expert_capacity=2),
+                                dict(experts_per_token=1, router_scoring="sigmoid", router_renormalize=False,
+                                     expert_input_weighted=True)])
 def test_dispatch_equals_per_token_reference(kw):
     layer, cfg = moe(**kw)
     x = torch.randn(3, 7, cfg.d_model)
@@ -128,7 +131,8 @@ def test_grouped_gemm_path_equals_per_expert_loop(capacity, bias):
         assert counts.sum() < xs.shape[0] and grouped[counts.sum():].abs().max() == 0
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(expert_capacity=2, bias=True), dict(ffn="gelu", experts_per_token=1)])
+@pytest.mark.parametrize("kw", [dict(), dict(expert_capacity=2, bias=True), dict(ffn="gelu", experts_per_token=1),
+                                dict(expert_capacity=2, bias=True, expert_input_weighted=True)])
 def test_static_shape_paths_equal_sorted_dispatch(kw):
     """The paths torch.compile takes for few tokens (each token against its experts' gathered weights;
     every expert on every token) equal eager dispatch."""

@@ -21,13 +21,13 @@ POOLINGS = ("none", "cls", "mean", "last")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
             "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
-QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope")
+QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope")
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
-                "rope_mscale_all_dim", "rope_truncate")
+                "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale")
 
 
 @dataclass
@@ -55,7 +55,8 @@ class ModelConfig:
     shared_norm: bool = False  # parallel block: one norm feeds both, x + attn(n(x)) + ffn(n(x)) (PaLM, GPT-J, Falcon)
     qk_norm: str = "none"  # none; head: a norm over each head's queries and keys before RoPE (Qwen3); per_head:
     # the same with a gain per head (StableLM-2-12B); proj: over the whole query and key projections, before they
-    # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan)
+    # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan);
+    # rms_after_rope: the rotated queries and keys of each head divided by their RMS, with no gain (Llama 4)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0  # RoPE base frequency
@@ -77,6 +78,12 @@ class ModelConfig:
     alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
     alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
+    attention_chunk: int = 8192  # chunked: a query sees the earlier keys of its own chunk of this many positions
+    # Llama 4's attention temperature tuning (Meta 2025; Nakanishi 2025, "Scalable-Softmax Is Superior for
+    # Attention"): queries at position p times 1 + attn_temp_scale * ln(1 + floor((p + 1) / attn_temp_floor)), so
+    # attention stays sharp over long contexts; 0.0 leaves queries as they are (Llama 4: 0.1 on its NoPE layers)
+    attn_temp_scale: float = 0.0
+    attn_temp_floor: int = 8192  # attn_temp_scale's unit of positions (Llama 4's floor_scale)
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
@@ -142,6 +149,8 @@ class ModelConfig:
     moe_offset: int = 0  # the first mixture layer (see n_experts)
     moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
+    # a chosen expert's routing weight scales its input, E(w * x), instead of its output, w * E(x) (Llama 4)
+    expert_input_weighted: bool = False
     capacity_factor: float | None = None  # expert capacity per sequence = ceil(factor * T * k / n_experts)
     expert_capacity: int | None = None  # a fixed capacity per sequence instead (transformers' Switch)
     router_jitter: float = 0.0  # training: router inputs times U(1 - eps, 1 + eps) (Switch §2.4)
@@ -346,6 +355,9 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+        if self.attn_temp_scale < 0 or self.attn_temp_floor <= 0:
+            raise LlmarchError(f"attn_temp_scale must be >= 0 and attn_temp_floor positive, got "
+                               f"{self.attn_temp_scale} and {self.attn_temp_floor}")
 
     def _validate_longrope(self) -> None:
         factors = ("rope_short_factor", "rope_long_factor")

@@ -22,7 +22,7 @@ from .attention_kinds import ATTENTION_KINDS
 from .hooks import HookPoint
 from .linear import Linear
 from .mixer import MIXERS, Mixer
-from .norms import PerHeadNorm, make_norm
+from .norms import PerHeadNorm, PlainRMSNorm, make_norm
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
 from .softcap import soft_cap
@@ -40,6 +40,9 @@ class AttentionContext:
     causal: bool
     rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, T, D)
     input_pos: torch.Tensor  # (T,) cache slots of this call's tokens
+    # (B, T) each token's position in its row, counted from the row's first real token (what RoPE turns by);
+    # None: the slots input_pos
+    positions: torch.Tensor | None = None
     kv_len: int | None = None  # cache slots filled after this call: attend to these only (eager decoding)
     memory: torch.Tensor | None = None  # (B, S, C) encoder output that cross-attention reads (encoder-decoders)
     memory_mask: torch.Tensor | None = None  # bool (B, 1, 1, S): real source tokens; None: all real
@@ -85,6 +88,15 @@ def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, 
     pattern = pattern_hook(probs.to(q.dtype))
     pattern = F.dropout(pattern, p=dropout_p, training=dropout_p > 0)
     return pattern @ v
+
+
+def temperature(ctx: AttentionContext, scale: float, floor: int) -> torch.Tensor:
+    """(B|1, T) Llama 4's attention temperature tuning (Meta 2025; the log-length query scaling of Nakanishi 2025,
+    "Scalable-Softmax Is Superior for Attention", on its NoPE layers): 1 + scale * ln(1 + floor((p + 1) / floor)) at
+    position p, so a query's scores grow with the context it attends over. p is the row's position, as Meta's
+    code counts it; transformers counts the cache slot, which differs in a left-padded row."""
+    pos = ctx.input_pos[None] if ctx.positions is None else ctx.positions
+    return torch.log1p(torch.floor((pos.float() + 1.0) / floor)) * scale + 1.0
 
 
 def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -138,6 +150,9 @@ class Attention(Mixer):
         if self.qk_norm == "per_head":  # each head its own gain ('head' shares one across heads)
             self.q_norm = PerHeadNorm(cfg.norm, self.n_heads, self.head_dim, cfg.norm_eps)
             self.k_norm = PerHeadNorm(cfg.norm, self.n_kv_heads, self.head_dim, cfg.norm_eps)
+        if self.qk_norm == "rms_after_rope":  # Llama 4: no gain, so nothing to store
+            self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
+        self.temp_scale, self.temp_floor = cfg.attn_temp_scale, cfg.attn_temp_floor
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -153,7 +168,8 @@ class Attention(Mixer):
         if cfg.qk_norm in ("proj", "per_head") and ATTENTION_KINDS[cfg.attention].shares_qk:
             raise LlmarchError(f"qk_norm={cfg.qk_norm!r} needs a key projection, which attention={cfg.attention!r} "
                                "has not")
-        if cfg.clip_qkv is not None and (cfg.clip_qkv <= 0 or cfg.qk_norm in ("head", "per_head", "head_after_rope")):
+        if cfg.clip_qkv is not None and (cfg.clip_qkv <= 0 or cfg.qk_norm in ("head", "per_head", "head_after_rope",
+                                                                           "rms_after_rope")):
             raise LlmarchError(f"clip_qkv={cfg.clip_qkv} needs a positive bound and no per-head QK-norm (it clamps "
                                "the projections, after a 'proj' norm)")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
@@ -204,8 +220,10 @@ class Attention(Mixer):
             v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
         if ctx.rope is not None:
             q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
-        if self.qk_norm == "head_after_rope":  # Hunyuan: the rotated queries and keys normalised per head
+        if self.qk_norm in ("head_after_rope", "rms_after_rope"):  # Hunyuan, Llama 4: the rotated q and k, per head
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.temp_scale:
+            q = (q * temperature(ctx, self.temp_scale, self.temp_floor)[:, None, :, None]).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
         y = y.transpose(1, 2)  # (B, T, H, D)

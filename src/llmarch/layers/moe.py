@@ -42,6 +42,9 @@ class Experts(nn.Module):
         self.down = nn.Parameter(torch.empty(E, C, hidden))
         self.in_bias = nn.Parameter(torch.empty(E, rows)) if cfg.bias else None
         self.down_bias = nn.Parameter(torch.empty(E, C)) if cfg.bias else None
+        # Llama 4 (Meta 2025; transformers' Llama4TextMoe): the routing weight scales the expert's input, E(w x);
+        # the others scale its output, w E(x). The two differ, the expert being nonlinear
+        self.input_weighted = cfg.expert_input_weighted
 
     @property
     def w_in(self) -> torch.Tensor:
@@ -65,10 +68,11 @@ class Experts(nn.Module):
         flat = experts.reshape(-1)
         order = flat.argsort(stable=True)  # assignments grouped by expert, in token order
         tokens = order // k
-        xs = x[tokens]  # (N*k, C)
+        w = weights.reshape(-1)[order, None].to(x.dtype)
+        xs = x[tokens] * w if self.input_weighted else x[tokens]  # (N*k, C)
         counts = torch.bincount(flat, minlength=E + 1)[:E]
         ys = self.grouped(xs, counts, flat[order]) if self.use_grouped(x) else self.looped(xs, counts)
-        ys = ys * weights.reshape(-1)[order, None].to(ys.dtype)
+        ys = ys if self.input_weighted else ys * w
         return torch.zeros_like(x).index_add_(0, tokens, ys)
 
     def gathered(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -77,13 +81,15 @@ class Experts(nn.Module):
         per token, so it suits few tokens (decoding), not training batches."""
         E = self.down.shape[0]
         ids = experts.clamp(max=E - 1)  # a dropped assignment (id E) has weight 0
-        h = torch.einsum("nc,nkrc->nkr", x, self.w_in[ids])
+        w = weights[..., None].to(x.dtype)  # (N, k, 1)
+        xk = x[:, None, :].expand(-1, ids.shape[1], -1)  # (N, k, C)
+        h = torch.einsum("nkc,nkrc->nkr", xk * w if self.input_weighted else xk, self.w_in[ids])
         if self.in_bias is not None:
             h = h + self.in_bias[ids]
         y = torch.einsum("nki,nkci->nkc", self._hidden(h), self.down[ids])
         if self.down_bias is not None:
             y = y + self.down_bias[ids]
-        return (y * weights[..., None].to(y.dtype)).sum(dim=1)
+        return (y * ((experts < E)[..., None].to(y.dtype) if self.input_weighted else w)).sum(dim=1)
 
     def all_experts(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         """Every expert on every token, weighted by the token's routing weight for it (0 if not chosen):
@@ -91,11 +97,14 @@ class Experts(nn.Module):
         that already touch most experts (batched decoding)."""
         E = self.down.shape[0]
         combine = x.new_zeros(x.shape[0], E + 1).scatter_add_(1, experts, weights.to(x.dtype))  # (N, E + dropped)
+        chosen = x.new_zeros(x.shape[0], E + 1).scatter_(1, experts, 1.0)
         b_in = [None] * E if self.in_bias is None else self.in_bias.unbind(0)
         b_down = [None] * E if self.down_bias is None else self.down_bias.unbind(0)
         y = torch.zeros_like(x)
         for e, (w_in, down) in enumerate(zip(self.w_in.unbind(0), self.down.unbind(0))):
-            y = y + combine[:, e:e + 1] * F.linear(self._hidden(F.linear(x, w_in, b_in[e])), down, b_down[e])
+            w = combine[:, e:e + 1]
+            x_in, w_out = (x * w, chosen[:, e:e + 1]) if self.input_weighted else (x, w)
+            y = y + w_out * F.linear(self._hidden(F.linear(x_in, w_in, b_in[e])), down, b_down[e])
         return y
 
     @staticmethod

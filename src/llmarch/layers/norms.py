@@ -75,6 +75,21 @@ class PlainLayerNorm(nn.Module):
         return f"{self.dim}, eps={self.eps}"
 
 
+class PlainRMSNorm(nn.Module):
+    """RMSNorm without a gain, in fp32: x / sqrt(mean(x^2) + eps) (Llama 4's QK-norm, transformers'
+    Llama4TextL2Norm, which despite its name divides by the RMS, not the L2 norm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (self.dim,), None, self.eps).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
 class OffsetLayerNorm(LayerNorm):
     """Nemotron's LayerNorm1P: the gain stored as g - 1 (zero-centred, so weight decay pulls it towards 1),
     y = LN(x) * (1 + g) + b."""

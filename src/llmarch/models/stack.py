@@ -106,9 +106,8 @@ class Stack(nn.Module):
         key_len = kv_len or self.cache_len or T
         # slots past the mask are future tokens: real, hidden by causality
         pad_mask = _key_slots(attention_mask, key_len, True)
-        pos = position_ids(input_pos, B, pad_mask)  # (B, T)
-        if cfg.position_offset:
-            pos = pos + cfg.position_offset
+        row_pos = position_ids(input_pos, B, pad_mask)  # (B, T)
+        pos = row_pos + cfg.position_offset if cfg.position_offset else row_pos
         positions = self._modules["positions"]  # not nn.Module's attribute fallback: read at every decoded token
         bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S) or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
@@ -122,7 +121,7 @@ class Stack(nn.Module):
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=positions.rotary(pos),
-                               input_pos=input_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
+                               input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
         return self._layers(x, ctx, pos, token_type_ids, last_only)
@@ -135,13 +134,14 @@ class Stack(nn.Module):
             raise LlmarchError("packed documents (document_ids) need causal attention through the dense mask in "
                                "every layer (no recurrent mixers or sliding windows) and no KV cache")
         T = x.shape[1]
-        pos = document_positions(document_ids) + self._stack_cfg.position_offset  # (B, T)
+        row_pos = document_positions(document_ids)  # (B, T)
+        pos = row_pos + self._stack_cfg.position_offset
         mask = document_mask(document_ids)  # (B, 1, T, T)
         bias = self.positions.bias(torch.arange(T, device=x.device), T, None)
         if bias is not None:
             mask = torch.where(mask, bias, float("-inf"))
         ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
-                               input_pos=torch.arange(T, device=x.device))
+                               input_pos=torch.arange(T, device=x.device), positions=row_pos)
         return self._layers(x, ctx, pos, None, last_only)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool):

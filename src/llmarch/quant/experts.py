@@ -20,6 +20,7 @@ class QuantExperts(Experts):
         for the down projection]) (quant/gptq.py fit); None: round-to-nearest throughout."""
         nn.Module.__init__(self)
         self.gated, self.act, self.in_name = experts.gated, experts.act, experts.in_name
+        self.input_weighted = experts.input_weighted  # Llama 4's E(w x) (layers/moe.py)
         self.n_experts = experts.down.shape[0]
         fit_in, fit_down = fitted or ([None] * self.n_experts, [None] * self.n_experts)
         self.register_module(self.in_name, nn.ModuleList(make_linear(w, None, f, f"{self.in_name}.{e}")
@@ -38,8 +39,10 @@ class QuantExperts(Experts):
         order = flat.argsort(stable=True)
         tokens = order // k
         counts = torch.bincount(flat, minlength=self.n_experts + 1)[:self.n_experts]
-        ys = self.looped(x[tokens], counts) * weights.reshape(-1)[order, None].to(x.dtype)
-        return torch.zeros_like(x).index_add_(0, tokens, ys)
+        w = weights.reshape(-1)[order, None].to(x.dtype)
+        if self.input_weighted:
+            return torch.zeros_like(x).index_add_(0, tokens, self.looped(x[tokens] * w, counts))
+        return torch.zeros_like(x).index_add_(0, tokens, self.looped(x[tokens], counts) * w)
 
     def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         h = self.w_in[e](x)
@@ -59,7 +62,9 @@ class QuantExperts(Experts):
 
     def all_experts(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         combine = x.new_zeros(x.shape[0], self.n_experts + 1).scatter_add_(1, experts, weights.to(x.dtype))
+        chosen = x.new_zeros(x.shape[0], self.n_experts + 1).scatter_(1, experts, 1.0)
         y = torch.zeros_like(x)
         for e in range(self.n_experts):
-            y = y + combine[:, e:e + 1] * self._expert(e, x)
+            w = combine[:, e:e + 1]
+            y = y + (chosen[:, e:e + 1] * self._expert(e, x * w) if self.input_weighted else w * self._expert(e, x))
         return y

@@ -1,6 +1,6 @@
 """Attention kinds, chosen by `ModelConfig.attention` from ATTENTION_KINDS: which keys each query attends to
 and how (kind.py has the protocol). One file a kind; adding one is a new file and its import below."""
 from .kind import ATTENTION_KINDS, AttentionKind, cached_kv, windowed_kinds
-from . import full, sliding_window, strided, block_sparse, longformer, lsh, linear, performer  # noqa: F401
+from . import full, sliding_window, strided, block_sparse, longformer, lsh, linear, performer, chunked  # noqa: F401
 
 __all__ = ["ATTENTION_KINDS", "AttentionKind", "cached_kv", "windowed_kinds"]
