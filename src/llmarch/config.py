@@ -84,6 +84,9 @@ class ModelConfig:
     # attention stays sharp over long contexts; 0.0 leaves queries as they are (Llama 4: 0.1 on its NoPE layers)
     attn_temp_scale: float = 0.0
     attn_temp_floor: int = 8192  # attn_temp_scale's unit of positions (Llama 4's floor_scale)
+    # added to p before the floor: 1 (Llama 4), or 0 (Ministral 3 and Mistral 4's llama_4_scaling_beta, whose unit
+    # is original_max_position_embeddings: 1 + beta * ln(1 + floor(p / unit)))
+    attn_temp_shift: int = 1
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
@@ -355,9 +358,9 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
-        if self.attn_temp_scale < 0 or self.attn_temp_floor <= 0:
-            raise LlmarchError(f"attn_temp_scale must be >= 0 and attn_temp_floor positive, got "
-                               f"{self.attn_temp_scale} and {self.attn_temp_floor}")
+        if self.attn_temp_scale < 0 or self.attn_temp_floor <= 0 or self.attn_temp_shift < 0:
+            raise LlmarchError(f"attn_temp_scale and attn_temp_shift must be >= 0 and attn_temp_floor positive, got "
+                               f"{self.attn_temp_scale}, {self.attn_temp_shift} and {self.attn_temp_floor}")
 
     def _validate_longrope(self) -> None:
         factors = ("rope_short_factor", "rope_long_factor")

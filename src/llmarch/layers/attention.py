@@ -90,13 +90,14 @@ def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, 
     return pattern @ v
 
 
-def temperature(ctx: AttentionContext, scale: float, floor: int) -> torch.Tensor:
+def temperature(ctx: AttentionContext, scale: float, floor: int, shift: int = 1) -> torch.Tensor:
     """(B|1, T) Llama 4's attention temperature tuning (Meta 2025; the log-length query scaling of Nakanishi 2025,
-    "Scalable-Softmax Is Superior for Attention", on its NoPE layers): 1 + scale * ln(1 + floor((p + 1) / floor)) at
-    position p, so a query's scores grow with the context it attends over. p is the row's position, as Meta's
-    code counts it; transformers counts the cache slot, which differs in a left-padded row."""
+    "Scalable-Softmax Is Superior for Attention", on its NoPE layers): 1 + scale * ln(1 + floor((p + shift) / floor))
+    at position p, so a query's scores grow with the context it attends over (Ministral 3: shift 0, on every layer).
+    p is the row's position, as Meta's code counts it; transformers counts the cache slot, which differs in a
+    left-padded row."""
     pos = ctx.input_pos[None] if ctx.positions is None else ctx.positions
-    return torch.log1p(torch.floor((pos.float() + 1.0) / floor)) * scale + 1.0
+    return torch.log1p(torch.floor((pos.float() + shift) / floor)) * scale + 1.0
 
 
 def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -153,6 +154,7 @@ class Attention(Mixer):
         if self.qk_norm == "rms_after_rope":  # Llama 4: no gain, so nothing to store
             self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
         self.temp_scale, self.temp_floor = cfg.attn_temp_scale, cfg.attn_temp_floor
+        self.temp_shift = cfg.attn_temp_shift
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -223,7 +225,7 @@ class Attention(Mixer):
         if self.qk_norm in ("head_after_rope", "rms_after_rope"):  # Hunyuan, Llama 4: the rotated q and k, per head
             q, k = self.q_norm(q), self.k_norm(k)
         if self.temp_scale:
-            q = (q * temperature(ctx, self.temp_scale, self.temp_floor)[:, None, :, None]).to(q.dtype)
+            q = (q * temperature(ctx, self.temp_scale, self.temp_floor, self.temp_shift)[:, None, :, None]).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
         y = y.transpose(1, 2)  # (B, T, H, D)
