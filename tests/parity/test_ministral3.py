@@ -1,6 +1,6 @@
-"""Ministral 3 (interop/ministral3.py) against transformers, through files: tiny seeded Ministral3ForCausalLM models with
-YaRN RoPE and the log-length query scaling (llama_4_scaling_beta 0.5 over original_max_position_embeddings 4, so it
-binds within the 13-30-token prompts), with and without a sliding window; and the text model of a mistral3
+"""Ministral 3 (interop/ministral3.py) and Mistral Small 4 (mistral4.py) against transformers, through files: tiny
+seeded Ministral3ForCausalLM models with YaRN RoPE and the log-length query scaling (llama_4_scaling_beta 0.5 over
+original_max_position_embeddings 4, so it binds within the 13-30-token prompts), with and without a sliding window; and the text model of a mistral3
 vision-language checkpoint. As for Llama 4 (test_llama4.py), transformers scales by the cache slot and llmarch by
 the row's position, so a left-padded batch is compared with transformers' rows one at a time, unpadded."""
 import pytest
@@ -86,3 +86,42 @@ def test_mistral3_checkpoint_with_a_ministral3_text_model(tmp_path):
     ids = torch.randint(0, 128, (2, 21))
     with torch.no_grad():
         assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4
+
+
+MLA = dict(vocab_size=128, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
+           kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12, moe_intermediate_size=32,
+           n_routed_experts=8, num_experts_per_tok=2, first_k_dense_replace=1, max_position_embeddings=256,
+           q_lora_rank=48, n_shared_experts=1, routed_scaling_factor=2.0, pad_token_id=0,
+           rope_parameters=dict(YARN, mscale_all_dim=0.8))
+
+
+def test_mistral4_latent_attention_with_the_query_scaling(tmp_path):
+    """Mistral Small 4: DeepSeek-V3's latent attention and mixture with a softmax router (renormalised, scaled) and
+    the same query scaling; logits row by row, greedy tokens (decoded over the latent cache), a to_hf round trip."""
+    torch.manual_seed(0)
+    hf = transformers.Mistral4ForCausalLM(transformers.Mistral4Config(**MLA)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+            if name.endswith("mlp.gate.weight"):
+                p.mul_(20.0)
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    cfg = ours.config
+    assert (cfg.mixer, cfg.router_scoring, cfg.attn_temp_scale, cfg.attn_temp_shift) == ("mla", "softmax", 0.5, 0)
+    torch.manual_seed(1)
+    ids, mask = padded_batch(128)
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask).logits
+        assert max_diff_on_real(mine, rows_alone(hf, ids, mask), mask) <= 1e-4
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=16)
+    for r in range(ids.shape[0]):
+        prompt = ids[r:r + 1, mask[r].bool()]
+        theirs = hf.generate(prompt, max_new_tokens=16, do_sample=False, pad_token_id=0)
+        assert torch.equal(generated[r, ids.shape[1]:], theirs[0, prompt.shape[1]:])
+    to_hf(ours, tmp_path / "out")
+    again = transformers.Mistral4ForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        assert (again(ids[:1]).logits - hf(ids[:1]).logits).abs().max() <= 1e-4
