@@ -153,6 +153,10 @@ CASES = {
                    dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
                         moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2,
                         eos_token_id=None)),
+    # Ministral 8B: sliding (over 8 keys) and full layers interleaved
+    "ministral": ("MinistralConfig", "MinistralForCausalLM",
+                  dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                       layer_types=["sliding_attention", "full_attention"] * 2)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),
