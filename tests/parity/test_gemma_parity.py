@@ -32,6 +32,9 @@ CASES = {
     "gemma2-uncapped": ("Gemma2Config", "Gemma2ForCausalLM",
                         dict(TEXT, attn_logit_softcapping=None, final_logit_softcapping=None,
                              tie_word_embeddings=False)),
+    # VaultGemma: Gemma 2 with pre-norms only
+    "vaultgemma": ("VaultGemmaConfig", "VaultGemmaForCausalLM",
+                   dict(TEXT, attn_logit_softcapping=2.0, final_logit_softcapping=3.0)),
     # Gemma 3: QK-norm, local RoPE base on the sliding layers, linear scaling on the full one, a final cap
     "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(GEMMA3_TEXT, final_logit_softcapping=3.0)),
     "gemma3": ("Gemma3Config", "Gemma3ForConditionalGeneration",
