@@ -1,4 +1,5 @@
-"""DeepSeek-V2 and V3 (`deepseek_v2`, `deepseek_v3`, and GLM-4.7-Flash's `glm4_moe_lite`) against transformers: a tiny seeded random model of each
+"""DeepSeek-V2 and V3 (`deepseek_v2`, `deepseek_v3`, and GLM-4.7-Flash's `glm4_moe_lite`) against transformers: a
+tiny seeded random model of each
 (latent attention with and without query compression, interleaved RoPE, YaRN with DeepSeek's mscales, dense
 first layers, shared experts, softmax and sigmoid routers, greedy and group-limited choice, the expert bias) is
 saved, loaded with from_hf and compared on a left-padded batch (fp32, max |dlogit| <= 1e-4); greedy generation

@@ -93,9 +93,10 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "minimax_m2": ("MiniMaxM2Config", dict(SMALL, head_dim=16, rotary_dim=8, num_local_experts=4, **MOE),
                    "minimax-m2"),
     # Qwen3's attention with DeepSeek-V3's mixture: layer 0 dense, 8 experts in 4 groups (2 chosen), one shared
-    "dots1": ("Dots1Config", dict(SMALL, head_dim=16, num_key_value_heads=4, n_routed_experts=8, moe_intermediate_size=32, n_group=4,
-                                  topk_group=2, n_shared_experts=1, first_k_dense_replace=1, norm_topk_prob=True,
-                                  routed_scaling_factor=2.5, sliding_window=None, **MOE), "dots1"),
+    "dots1": ("Dots1Config", dict(SMALL, head_dim=16, num_key_value_heads=4, n_routed_experts=8,
+                                  moe_intermediate_size=32, n_group=4, topk_group=2, n_shared_experts=1,
+                                  first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+                                  sliding_window=None, **MOE), "dots1"),
     "olmoe": ("OlmoeConfig", dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2), "olmoe"),
     # layer 3 without RoPE (llama.cpp's NoPE step of 4)
     "smollm3": ("SmolLM3Config", dict(SMALL, num_hidden_layers=4, no_rope_layer_interval=4, pad_token_id=0), "smollm3"),

@@ -1,8 +1,9 @@
 """Ministral 3 (interop/ministral3.py) and Mistral Small 4 (mistral4.py) against transformers, through files: tiny
 seeded Ministral3ForCausalLM models with YaRN RoPE and the log-length query scaling (llama_4_scaling_beta 0.5 over
-original_max_position_embeddings 4, so it binds within the 13-30-token prompts), with and without a sliding window; and the text model of a mistral3
-vision-language checkpoint. As for Llama 4 (test_llama4.py), transformers scales by the cache slot and llmarch by
-the row's position, so a left-padded batch is compared with transformers' rows one at a time, unpadded."""
+original_max_position_embeddings 4, so it binds within the 13-30-token prompts), with and without a sliding
+window; the text model of a mistral3 vision-language checkpoint; and Mistral Small 4's latent attention with it.
+As for Llama 4 (test_llama4.py), transformers scales by the cache slot and llmarch by the row's position, so a
+left-padded batch is compared with transformers' rows one at a time, unpadded."""
 import pytest
 import torch
 
