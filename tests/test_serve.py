@@ -168,6 +168,8 @@ def test_models_health_metrics(srv):
     ({"prompt": 5}, "prompt"),
     ({"prompt": [1, 999]}, "prompt"),
     ({"prompt": "a", "stop": ["1", "2", "3", "4", "5"]}, "stop"),
+    ({"prompt": "a", "seed": 2**64}, "seed"),  # torch's generators take at most 2^64 - 1 (it was a 500)
+    ({"prompt": "a", "seed": -1}, "seed"),
 ])
 def test_bad_completion_requests(srv, body, param):
     r = httpx.post(srv.url + "/v1/completions", json=body)
@@ -215,6 +217,33 @@ def test_disconnect_frees_the_row(slow):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90}, timeout=0.3)
     wait_for(lambda: not scheduler.rows, 1.0)
+
+
+def test_a_request_that_fails_after_a_row_joined_frees_it():
+    """A request whose second choice fails to join the batch at prefill, after its first joined: it is answered
+    with an error and its first row leaves too (it kept decoding for nobody, and the next request waited)."""
+    running = Running(max_batch=2)
+    scheduler = running.server.scheduler
+    decode, join = scheduler.batch.decode, scheduler.batch.join
+    scheduler.batch.decode = lambda tokens: (time.sleep(0.02), decode(tokens))[1]  # 80 tokens: 1.6 s
+    joined = []
+
+    def failing(row, *args):
+        joined.append(row)
+        if len(joined) == 2:
+            raise RuntimeError("choice 1 failed")
+        return join(row, *args)
+
+    scheduler.batch.join = failing
+    try:
+        r = httpx.post(running.url + "/v1/completions", json={"prompt": "a", "max_tokens": 80, "n": 2})
+        assert r.status_code == 500 and "choice 1 failed" in r.json()["error"]["message"]
+        wait_for(lambda: not scheduler.rows, 0.5)
+        scheduler.batch.join = join
+        r = httpx.post(running.url + "/v1/completions", json={"prompt": "a", "max_tokens": 2, "n": 2}, timeout=10)
+        assert r.status_code == 200 and len(r.json()["choices"]) == 2
+    finally:
+        running.close()
 
 
 def test_full_queue_answers_503(slow):
@@ -278,9 +307,9 @@ def test_chat_page(srv):
         assert needle in r.text
 
 
-def test_hf_checkpoint_with_its_chat_template(tmp_path):
-    """A Hugging Face directory (written by to_hf, a ChatML template added to its tokenizer_config.json) is
-    served with its own template and tokenizer."""
+def hf_chat_checkpoint(tmp_path, template: str, bos_first: bool = False):
+    """A Hugging Face directory (written by to_hf) with `template` as its chat template; bos_first: its tokenizer
+    adds a BOS (here <|endoftext|>, named bos_token) before every text, as Llama's and Gemma's do."""
     from llmarch.checkpoint import save_model
     from llmarch.cli.options import load_with_tokenizer
     from llmarch.data import train_bpe
@@ -295,17 +324,43 @@ def test_hf_checkpoint_with_its_chat_template(tmp_path):
     to_hf(model, tmp_path / "hf", tokenizer_from=tmp_path / "ckpt")
     config_file = tmp_path / "hf" / "tokenizer_config.json"
     config = json.loads(config_file.read_text())
-    config["chat_template"] = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
-                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    config["chat_template"] = template
+    if bos_first:
+        tok_file = tmp_path / "hf" / "tokenizer.json"
+        spec = json.loads(tok_file.read_text())
+        bos = config["eos_token"]
+        bos_id = next(t["id"] for t in spec["added_tokens"] if t["content"] == bos)
+        spec["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                                  {"Sequence": {"id": "A", "type_id": 0}}], "pair": [],
+                                  "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}}
+        tok_file.write_text(json.dumps(spec))
+        config["bos_token"] = bos
     config_file.write_text(json.dumps(config))
-    served, tok = load_with_tokenizer(tmp_path / "hf")
-    ref_model, _ = load_with_tokenizer(tmp_path / "hf")
+    return load_with_tokenizer(tmp_path / "hf"), load_with_tokenizer(tmp_path / "hf")[0]
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.mark.parametrize("bos_first", [False, True])
+def test_hf_checkpoint_with_its_chat_template(tmp_path, bos_first):
+    """A Hugging Face directory (a ChatML template added to its tokenizer_config.json) is served with its own
+    template and tokenizer. With a tokenizer that adds BOS and a template that writes it, the prompt has one BOS,
+    as transformers tokenizes a rendered chat (it had two)."""
+    from llmarch.data.chat import encode_text
+
+    template = ("{{ bos_token }}" if bos_first else "") + CHATML
+    (served, tok), ref_model = hf_chat_checkpoint(tmp_path, template, bos_first)
     running = Running(2, model=served, tok=tok, name="hf")
     try:
         client = running.client
         r = client.chat.completions.create(model="hf", messages=[{"role": "user", "content": "hi"}], max_tokens=8,
                                            temperature=0)
-        prompt = tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+        text = ("<|endoftext|>" if bos_first else "") + "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        prompt = encode_text(tok, text)
+        assert (tok.encode("x")[0] == prompt[0]) == bos_first  # the tokenizer adds the BOS the template writes
+        assert prompt.count(prompt[0]) == 1 or not bos_first
         out = generate(ref_model, [prompt], 8, eos_id=tok.eos_id)[0][len(prompt):]
         assert r.choices[0].message.content == tok.decode(t for t in out if t not in tok.eos_ids)
         assert r.usage.prompt_tokens == len(prompt)

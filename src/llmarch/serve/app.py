@@ -12,6 +12,7 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from ..data.chat import encode_text
 from ..errors import LlmarchError
 from .chat_template import ChatTemplate
 from .outputs import ChoiceText
@@ -88,7 +89,7 @@ def build_app(server: Server):
             text = server.template.render(body.get("messages"))
         except LlmarchError as e:
             raise BadRequest(str(e), "messages") from None
-        ids = server.tokenizer.encode(text)
+        ids = encode_text(server.tokenizer, text)  # the template writes any BOS itself, as transformers tokenizes it
         return await run(request, [ids], [max_new(ids, s, server.context, "messages")], s, [""], chat=True)
 
     async def run(request, prompts, news, s, prefixes, chat: bool):

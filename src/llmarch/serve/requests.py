@@ -30,6 +30,10 @@ class Sampling:
     echo: bool
 
 
+# a seed and the n - 1 after it (choice c samples with seed + c) are torch generator seeds, at most 2^64 - 1; the
+# bound leaves room for any n
+MAX_SEED = 2**63 - 1
+
 def _number(body: dict, name: str, default, kind, low=None, high=None, low_open=False):
     value = body.get(name, default)
     if value is None or value is default:
@@ -72,7 +76,7 @@ def sampling(body: dict, chat: bool) -> Sampling:
         raise BadRequest("stream_options must be an object", "stream_options")
     return Sampling(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, float, 0, 2),
                     top_p=_number(body, "top_p", None, float, 0, 1, low_open=True),
-                    top_k=_number(body, "top_k", None, int, 1), seed=_number(body, "seed", None, int),
+                    top_k=_number(body, "top_k", None, int, 1), seed=_number(body, "seed", None, int, 0, MAX_SEED),
                     n=_number(body, "n", 1, int, 1), stop=stop, stream=_bool(body, "stream"),
                     include_usage=bool(options.get("include_usage")), logprobs=logprobs, echo=echo)
 

@@ -162,6 +162,9 @@ class Scheduler:
                 else:
                     self._prefill(job, free)
             except Exception as e:  # noqa: BLE001
+                for row, r in list(self.rows.items()):  # a failed request leaves no row decoding for nobody
+                    if r.job is job:
+                        self._leave(row)
                 job.emit("error", f"{type(e).__name__}: {e}")
 
     def _prefill(self, job: Job, free: list[int]) -> None:
@@ -179,8 +182,9 @@ class Scheduler:
                 job.emit("done", c, "length")
             return
         first = logits[None].expand(job.n, -1)
-        for c in range(job.n):
-            gen = None if job.seed is None else torch.Generator(device=first.device).manual_seed(job.seed + c)
+        gens = [None if job.seed is None else torch.Generator(device=first.device).manual_seed(job.seed + c)
+                for c in range(job.n)]  # before any row joins: a bad seed fails the request with nothing taken
+        for c, gen in enumerate(gens):
             row = free[c]
             self.batch.join(row, states, len(job.prompt))
             self.rows[row] = _Row(job, c, gen)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..data.chat import encode_text
 from ..errors import LlmarchError
 from ..generate.decode import generate
 from ..generate.text import text_pieces
@@ -32,7 +33,8 @@ class Conversation:
         """The conversation rendered and tokenized, the oldest turns dropped while it leaves no room to answer."""
         context = self.model.config.context_length
         while True:
-            ids = self.tok.encode(self.template.render(self.system + self.history))
+            # the template writes any BOS itself: no second one from the tokenizer (as transformers tokenizes it)
+            ids = encode_text(self.tok, self.template.render(self.system + self.history))
             if len(ids) < context or len(self.history) <= 1:
                 break
             self.history = self.history[2:] if len(self.history) > 2 else self.history[1:]
