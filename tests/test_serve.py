@@ -366,3 +366,25 @@ def test_hf_checkpoint_with_its_chat_template(tmp_path, bos_first):
         assert r.usage.prompt_tokens == len(prompt)
     finally:
         running.close()
+
+
+def test_serve_and_chat_refuse_bad_options_in_one_line(tmp_path, capsys):
+    """A busy port, a host that does not resolve, --max-queue 0 (every request was a 503) and chat's sampling
+    options out of range: one line each, exit 2, before any model loads (they were uvicorn's exit 3, or accepted)."""
+    import socket
+
+    from test_cli_trust import one_line_error
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for argv, message in [
+                (["serve", "--port", str(port)], f"cannot listen on 127.0.0.1:{port}"),
+                (["serve", "--host", "nonexistent.invalid"], "is not an address to listen on"),
+                (["serve", "--max-queue", "0"], "--max-queue: must be >= 1"),
+                (["chat", "--top-p", "0"], "top_p must be in (0, 1]"),
+                (["chat", "--temperature", "nan"], "--temperature"),
+                (["chat", "--top-k", "-5"], "top_k must be >= 0"),
+                (["chat", "--seed", "-1"], "--seed: must be >= 0")]:
+            one_line_error(capsys, message, *argv, "--checkpoint", tmp_path / "none")

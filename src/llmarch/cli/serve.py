@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .options import CHECKPOINT_HELP, load_with_tokenizer, speculation_options
+from .options import CHECKPOINT_HELP, at_least, finite, load_with_tokenizer, speculation_options
 
 
 def add_parsers(sub) -> None:
@@ -15,7 +15,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8,
                    help="sequences decoded together, the running batch's rows (default: %(default)s)")
-    p.add_argument("--max-queue", type=int, default=64,
+    p.add_argument("--max-queue", type=at_least(1), default=64,
                    help="requests that may wait for rows; more are answered 503 (default: %(default)s)")
     p.add_argument("--model-name", default=None,
                    help="the model's id in the API (default: the checkpoint directory's name)")
@@ -25,11 +25,11 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default: %(default)s)")
+    p.add_argument("--temperature", type=finite, default=0.7, help="0 is greedy (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=None,
                    help="sample from the k most likely tokens (default: %(default)s)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: %(default)s)")
+    p.add_argument("--top-p", type=finite, default=None, help="nucleus sampling mass (default: %(default)s)")
+    p.add_argument("--seed", type=at_least(0), default=None, help="sampling seed (default: %(default)s)")
     p.add_argument("--system", default=None, help="a system message to start with (default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="decode with the compiled step (as generate --compile): "
                    "the first reply waits for the compile, and one more each time the conversation outgrows a "
@@ -52,13 +52,13 @@ def cmd_serve(args) -> None:
     from ..serve.speculation import Speculation
     from .generate import load_draft
 
-    if args.max_batch < 1 or args.max_queue < 0 or not 0 <= args.port < 65536:
-        raise LlmarchError("--max-batch must be >= 1, --max-queue >= 0 and --port in 0..65535, got "
-                           f"{args.max_batch}, {args.max_queue} and {args.port}")
+    if args.max_batch < 1 or not 0 <= args.port < 65536:
+        raise LlmarchError(f"--max-batch must be >= 1 and --port in 0..65535, got {args.max_batch} and {args.port}")
     if args.draft is not None and args.prompt_lookup:
         raise LlmarchError("--draft and --prompt-lookup are two kinds of speculative decoding: give one")
     if args.num_draft is not None and args.draft is None:
         raise LlmarchError("--num-draft sets how many tokens a --draft checkpoint proposes: give --draft too")
+    check_address(args.host, args.port)  # before the model loads, and as one line rather than uvicorn's exit 3
     model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
     speculation = None
     if args.draft is not None:
@@ -74,14 +74,33 @@ def cmd_serve(args) -> None:
     uvicorn.run(build_app(server), host=args.host, port=args.port, log_level="warning")
 
 
+def check_address(host: str, port: int) -> None:
+    """The address can be listened on: the host resolves and the port is free (bound and released at once, as
+    uvicorn binds it, so a busy port is one line here rather than uvicorn's log line and exit 3)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise LlmarchError(f"--host {host!r} is not an address to listen on: {e}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise LlmarchError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def cmd_chat(args) -> None:
     import sys
 
+    from ..generate.sampling import check_sampling
     from ..serve.terminal import Conversation, chat_loop
 
-    if args.max_tokens < 1 or args.temperature < 0:
-        raise LlmarchError(f"--max-tokens must be >= 1 and --temperature >= 0, got {args.max_tokens} and "
-                           f"{args.temperature}")
+    if args.max_tokens < 1:
+        raise LlmarchError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    check_sampling(args.temperature, args.top_k, args.top_p)
     model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
     conversation = Conversation(model, tok, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
                                 args.system, args.compile)
