@@ -115,6 +115,24 @@ def test_generated_logprobs(srv):
     assert len(lp.token_logprobs) == 4 and "".join(lp.tokens) == r.choices[0].text
 
 
+def test_streamed_logprobs_equal_the_unstreamed(srv):
+    """Echo, logprobs and n=2, streamed: each choice's chunks joined give the unstreamed logprobs, the prompt's
+    rows included and text offsets running on across chunks (they restarted at 0 in every chunk, and only
+    choice 0 had the prompt's rows)."""
+    body = {"prompt": "ab", "max_tokens": 5, "logprobs": 1, "echo": True, "n": 2, "temperature": 0}
+    whole = httpx.post(srv.url + "/v1/completions", json=body).json()["choices"]
+    joined = {i: {"tokens": [], "token_logprobs": [], "text_offset": []} for i in range(2)}
+    with httpx.stream("POST", srv.url + "/v1/completions", json={**body, "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                for c in json.loads(line[6:])["choices"]:
+                    for key in joined[c["index"]]:
+                        joined[c["index"]][key] += (c["logprobs"] or {}).get(key, [])
+    for c in whole:
+        assert joined[c["index"]] == {k: c["logprobs"][k] for k in joined[c["index"]]}
+    assert joined[1]["text_offset"][:3] == [0, 1, 2]
+
+
 def test_stop_string(srv, reference):
     full = reference("def main(", 30)
     stop = full[8:10]

@@ -228,14 +228,20 @@ async def _stream(state: _Collect, meta: dict, s, chat: bool):
     choice's finish_reason, usage if asked (stream_options.include_usage), then [DONE]."""
     obj = "chat.completion.chunk" if chat else "text_completion"
     sent = [0] * len(state.outs)  # logprob rows sent per choice
+    offset = [0] * len(state.outs)  # text_offset of each choice's next row: offsets run on across chunks
+    echoed = [False] * len(state.outs)  # the echoed prompt's rows go with each choice's first chunk, as unstreamed
 
     def chunk(i, text, finish=None, role=False):
         out = state.outs[i]
         rows, sent[i] = out.logprobs[sent[i]:], len(out.logprobs)
         logprobs = None
         if state.jobs[i // state.n].logprobs is not None:
-            prompt = state.prompt_logprobs.pop(i // state.n, None) if i % state.n == 0 else None
-            logprobs = out.chat_logprobs(rows) if chat else _rows_only(out, prompt, rows)
+            prompt = None if echoed[i] else state.prompt_logprobs.get(i // state.n)
+            echoed[i] = echoed[i] or prompt is not None
+            if chat:
+                logprobs = out.chat_logprobs(rows)
+            else:
+                logprobs, offset[i] = _rows_only(out, prompt, rows, offset[i])
         if chat:
             delta = ({"role": "assistant"} if role else {}) | ({"content": text} if text or not role else {})
             c = {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
@@ -261,8 +267,10 @@ async def _stream(state: _Collect, meta: dict, s, chat: bool):
         state.cancel()
 
 
-def _rows_only(out: ChoiceText, prompt, rows) -> dict:
-    """Completions' logprobs for the rows of this chunk (and the echoed prompt's, with the first)."""
+def _rows_only(out: ChoiceText, prompt, rows, start: int) -> tuple[dict, int]:
+    """Completions' logprobs for the rows of this chunk (and the echoed prompt's, with the first), their text
+    offsets from `start`; and the offset after them."""
     view = ChoiceText(out.tok, [])
     view.logprobs = rows
-    return view.completion_logprobs(prompt)
+    return view.completion_logprobs(prompt, start), start + sum(len(out.tok.token_text(t)) for t, _, _ in
+                                                               (prompt or []) + rows)

@@ -49,11 +49,12 @@ class ChoiceText:
         return self.prefix + self.text
 
     # ---- log-probabilities --------------------------------------------------------------------
-    def completion_logprobs(self, prompt: list | None = None) -> dict:
-        """Completions' format; prompt: the echoed prompt's (token, logprob, top) rows first."""
+    def completion_logprobs(self, prompt: list | None = None, start: int = 0) -> dict:
+        """Completions' format; prompt: the echoed prompt's (token, logprob, top) rows first; start: the first
+        row's text_offset (a stream's later chunk)."""
         rows = (prompt or []) + self.logprobs
         out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-        offset = 0
+        offset = start
         for token, logprob, top in rows:
             text = self.tok.token_text(token)
             out["tokens"].append(text)
