@@ -130,6 +130,22 @@ def test_sweep_errors_are_one_line(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_sweep_run_again_with_other_settings_is_refused(tmp_path):
+    """Rows are matched by name: a sweep into a directory of another model or learning rate reported the other
+    sweep's rows as its own, training nothing. Now refused, naming the difference; a new size may be added."""
+    grid = ["sweep", "--sizes", "32x1", "--tokens", "2560", "--context-length", "32", "--batch-size", "8",
+            "--tokenizer", "byte", "--vocab-size", "260", "--eval-tokens", "1024", "--quiet", "--out",
+            str(tmp_path / "s")]
+    assert run(*grid, "--model", "gpt-tiny")[0] == 0
+    for extra, named in ((["--model", "llama-tiny"], "model.name"), (["--model", "gpt-tiny", "--lr", "1e-2"],
+                                                                      "training.lr")):
+        code, _, err = run(*grid, *extra)
+        assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(*grid[:1], "--sizes", "32x1,32x2", *grid[3:], "--model", "gpt-tiny")
+    assert code == 0, err
+    assert len(read_points(tmp_path / "s" / "sweep.csv")["loss"]) == 2
+
+
 def test_params_column_chooses_what_counts_as_n(tmp_path):
     csv_path = tmp_path / "s.csv"
     csv_path.write_text("params,total_params,tokens,loss\n10,30,100,3.0\n20,40,100,2.5\n")

@@ -10,16 +10,20 @@ and scale-independent share of the total, which bends the power law); `total_par
 the tokens); C = 6ND, which `scaling optimal` uses, is `6 * params * tokens`.
 
 The CSV is rewritten atomically after each run, and a sweep run again skips the rows it has and resumes a
-run that was interrupted, so stopping a long sweep loses at most the run in flight."""
+run that was interrupted, so stopping a long sweep loses at most the run in flight. The base config and the
+training settings that change a run's loss are kept in out/settings.json: a sweep run again with other ones is
+refused (its rows would be another sweep's), while sizes and budgets may be added."""
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..analysis.accounting import model_facts
 from ..rundir import write_text_atomic
+from ..trust import read_json
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..train.distributed import device_for, process_group, rank_and_world
@@ -124,6 +128,25 @@ def _run_point(cfg: ModelConfig, steps: int, per_step: int, tc, out: Path, done:
                 flops=facts["flops_per_token"] * tokens, loss=f"{loss:.6f}")
 
 
+def check_settings(out: Path, base: ModelConfig, tc, write: bool) -> None:
+    """The sweep in `out` was run with this base config and these training settings (those a resumed run may
+    not change, train/pretrain.MAY_CHANGE), else one line naming what differs; a new sweep records them."""
+    from ..train.pretrain import MAY_CHANGE
+
+    mine = {"model": base.to_dict(), "training": {k: v for k, v in asdict(tc).items() if k not in MAY_CHANGE}}
+    path = out / "settings.json"
+    if path.is_file():
+        theirs = read_json(path)
+        differ = sorted(f"{part}.{k}" for part in mine for k in set(mine[part]) | set(theirs.get(part, {}))
+                        if mine[part].get(k) != theirs.get(part, {}).get(k))
+        if differ:
+            raise LlmarchError(f"{out} holds a sweep with other settings ({', '.join(differ)}); run it again with "
+                               "the same ones (sizes and budgets may be added) or choose another --out")
+    elif write:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(mine, indent=2) + "\n")
+
+
 def sweep(base: ModelConfig, sizes: list[tuple[int, int]], budgets: list[int], tc, out: str | Path,
           verbose: bool = True, log=print) -> list[dict]:
     """Train every size at every budget (tc: the TrainConfig shared by all runs; its steps are set per
@@ -139,6 +162,7 @@ def sweep(base: ModelConfig, sizes: list[tuple[int, int]], budgets: list[int], t
             steps = max(1, round(budget / per_step))
             plan.append((cfg, steps))
     rank = rank_and_world()[0]
+    check_settings(out, base, tc, write=rank == 0)
     csv_path = out / CSV_NAME
     rows = read_rows(csv_path)
     out.mkdir(parents=True, exist_ok=True)
