@@ -99,6 +99,25 @@ def test_token_id_data_needs_the_tokenizer_that_made_them(tmp_path):
               tmp_path / "run", verbose=False)
 
 
+def test_a_held_out_split_shorter_than_a_window_is_one_shorter_window(tmp_path):
+    """200 bytes, context 32: 10 held-out tokens. The run evaluates one window of 9 with a warning, as `llmarch
+    eval` does (it trained to the first evaluation and then failed, leaving a run it could not resume); a split
+    of one token is refused before the first step."""
+    from llmarch.errors import LlmarchWarning
+
+    src = tmp_path / "short.txt"
+    src.write_text("def f(x):\n    return x + 1\n" * 8)
+    tc = TrainConfig(steps=2, batch_size=2, eval_every=2, tokenizer="byte", data=str(src))
+    with pytest.warns(LlmarchWarning, match="fewer than one 32-token window: evaluating one window of"):
+        result = train(llmarch.resolve("gpt-tiny", **SMALL), tc, tmp_path / "run", verbose=False)
+    assert result.val_losses[2] > 0
+    src.write_text("ab" * 20)
+    with pytest.raises(LlmarchError, match="too few to evaluate on"):
+        train(llmarch.resolve("gpt-tiny", **SMALL), TrainConfig(steps=2, tokenizer="byte", data=str(src),
+                                                                val_fraction=0.01), tmp_path / "run2", verbose=False)
+    assert not (tmp_path / "run2" / "latest").exists()
+
+
 def test_draft_for_a_gguf_model_trains_with_its_tokenizer(tmp_path, corpus, smollm2_gguf):  # noqa: F811
     """--tokenizer FILE.gguf: a draft for SmolLM2 (49,152 tokens) trains with the file's own tokenizer."""
     from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer

@@ -15,7 +15,7 @@ from ..data.corpus import read_documents
 from ..data.dataset import TokenData, split_documents, tokenizer_for
 from ..data.tokenizer import check_fits
 from ..device import parse_device
-from ..errors import LlmarchError, check_fields
+from ..errors import LlmarchError, check_fields, warn
 from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
 from ..rundir import resolve_checkpoint
 from .distributed import rank_and_world
@@ -138,8 +138,20 @@ class Pretraining:
         check_fits(tok, cfg.vocab_size)
         self.data.check_vocab(cfg.vocab_size)
         self.context = cfg.context_length
+        self.eval_context = self._eval_context(len(self.data.val))
         self.loss_baseline = unigram_entropy(self.data.train)
         return model, tok
+
+    def _eval_context(self, held_out: int) -> int:
+        """The validation windows' length: the context, or one shorter window where the held-out split is shorter
+        (as `llmarch eval` does), found before the first step rather than at the first evaluation."""
+        if held_out < 2:
+            raise LlmarchError(f"the held-out split has {held_out} tokens, too few to evaluate on: more --data or a "
+                               "larger --val-fraction")
+        if held_out < self.context + 1:
+            warn(f"the held-out split has {held_out} tokens, fewer than one {self.context}-token window: "
+                 f"evaluating one window of {held_out - 1}")
+        return min(self.context, held_out - 1)
 
     def _fresh(self, docs: list, device: torch.device) -> tuple:
         """A model and the tokenizer trained for it on the training split."""
@@ -187,7 +199,8 @@ class Pretraining:
 
     def evaluate(self, model) -> dict[str, float]:
         tc = self.tc
-        loss = evaluate(model, self.data, tc.batch_size, tc.eval_tokens, self.objective, tc.seed)["loss"]
+        loss = evaluate(model, self.data, tc.batch_size, tc.eval_tokens, self.objective, tc.seed,
+                        context=self.eval_context)["loss"]
         return {"val_loss": loss, "val_ppl": perplexity(loss)}
 
     def files(self) -> dict[str, str]:
