@@ -41,7 +41,7 @@ def done(tmp_path_factory, text):
     return out, result, logs
 
 
-def test_tiny_comparison_writes_the_table_csv_json_and_plots(done):
+def test_tiny_comparison_writes_the_table_csv_json_and_plots(done, text):
     out, result, logs = done
     run = out / "run"
     page = (run / "choosing-an-architecture.md").read_text()
@@ -64,6 +64,7 @@ def test_tiny_comparison_writes_the_table_csv_json_and_plots(done):
     assert float(by["gpt"]["state_mib_64"]) > float(by["gpt"]["state_mib_16"])
     assert by["gpt"]["decode_ms_per_1k_context"] != "" and by["bert"]["decode_ms_per_1k_context"] == ""
     assert "Decode state flat in context (the same bytes at 16 and 64 tokens): Mamba." in page
+    assert f"Every architecture trained on `{text}` with the same compute" in page  # said the embedded corpus
     # GPT trained again at seeds 1 and 2 (its loss only): the page states the seed noise
     assert sorted(p.name for p in (run / "results").iterdir()) == ["bert.json", "gpt-seed1.json", "gpt-seed2.json",
                                                                    "gpt.json", "mamba.json"]

@@ -20,6 +20,11 @@ from .entries import REFERENCE
 MIB = 2**20
 
 
+def data_phrase(data: str | None) -> str:
+    """What the models trained on, as the page says it: the embedded corpus, or the --data given."""
+    return "the embedded standard-library corpus" if data is None else f"`{data}`"
+
+
 def flat_row(result: dict, speed: dict, lengths: list[int]) -> dict:
     """One CSV row: the entry's settings, quality and speed figures (blank where it has none)."""
     row = {k: result.get(k) for k in ("key", "label", "objective", "d_model", "n_layers", "parameters",
@@ -183,7 +188,7 @@ def markdown(rows: list[dict], meta: dict, figures: dict[str, str], data: dict[s
         f"{meta['date']}, in {meta['minutes']:.0f} minutes. Regenerate it with the same command; every figure "
         "below comes from that run.",
         "",
-        f"Every architecture trained on the embedded standard-library corpus with the same compute: "
+        f"Every architecture trained on {data_phrase(meta.get('data'))} with the same compute: "
         f"{meta['budget']:.3g} training FLOPs (6N + attention, per token, times the tokens; the FLOPs of each "
         f"row are stated), a BPE vocabulary of {meta['vocab_size']:,}, {meta['context']}-token sequences, batch "
         f"{meta['batch_size']}, width d_model {meta['d_model']}, and the depth that brings its FLOPs per token "
