@@ -11,7 +11,8 @@ import llmarch
 from llmarch.interop import from_hf, to_hf
 
 from test_hf_families import padded_batch
-from test_llama4 import max_diff_on_real, rows_alone
+from test_deepseek import perturb
+from test_llama4 import cached_against_full, max_diff_on_real, rows_alone
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -52,15 +53,7 @@ def test_logits_greedy_tokens_and_cached_decoding(case, tmp_path):
         prompt = ids[r:r + 1, mask[r].bool()]
         theirs = hf.generate(prompt, max_new_tokens=32, do_sample=False, pad_token_id=0)
         assert torch.equal(generated[r, ids.shape[1]:], theirs[0, prompt.shape[1]:])
-    ids, mask = padded_batch(128, lengths=(30, 22))
-    with torch.no_grad():
-        full = ours(ids, attention_mask=mask).logits
-        ours.setup_cache(2, 30)
-        steps = [ours(ids[:, :20], attention_mask=mask, input_pos=torch.arange(20), kv_len=20).logits]
-        steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                  for t in range(20, 30)]
-        ours.clear_cache()
-    assert max_diff_on_real(torch.cat(steps, dim=1), full, mask) <= 1e-4
+    assert cached_against_full(ours) <= 1e-4
 
 
 def test_to_hf_round_trip(tmp_path):
@@ -100,13 +93,7 @@ def test_mistral4_latent_attention_with_the_query_scaling(tmp_path):
     """Mistral Small 4: DeepSeek-V3's latent attention and mixture with a softmax router (renormalised, scaled) and
     the same query scaling; logits row by row, greedy tokens (decoded over the latent cache), a to_hf round trip."""
     torch.manual_seed(0)
-    hf = transformers.Mistral4ForCausalLM(transformers.Mistral4Config(**MLA)).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-            if name.endswith("mlp.gate.weight"):
-                p.mul_(20.0)
+    hf = perturb(transformers.Mistral4ForCausalLM(transformers.Mistral4Config(**MLA)).eval())
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
