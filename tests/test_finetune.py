@@ -112,6 +112,11 @@ def test_embed_cli_writes_one_row_per_line(byte_checkpoint, tmp_path, capsys):
     vecs = np.load(out)
     assert vecs.shape == (4, 32) and vecs.dtype == np.float32
     capsys.readouterr()
+    long = tmp_path / "long.txt"  # a line past the context of 64 is cut to it: said, not silent
+    long.write_text("x" * 100 + "\nshort\n")
+    assert main(["embed", "--checkpoint", str(byte_checkpoint), "--input", str(long), "--out",
+                 str(tmp_path / "long.npy")]) == 0
+    assert "warning: 1 of 2 texts are longer than the model's context of 64 tokens" in capsys.readouterr().err
     before = out.read_bytes()
     for args, message in [(["--input", str(lines), "--out", str(out)], "exists"),
                           (["--input", str(tmp_path / "none.txt"), "--out", str(tmp_path / "n.npy")], "cannot read"),

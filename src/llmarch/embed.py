@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .data.batching import encode, pad
-from .errors import LlmarchError
+from .errors import LlmarchError, warn
 from .layers.heads import pool
 
 POOLINGS = ("cls", "mean")
@@ -16,7 +16,7 @@ POOLINGS = ("cls", "mean")
 @torch.inference_mode()
 def embed(model, tok, texts: list[str], pooling: str = "mean", batch_size: int = 32,
           normalize: bool = False) -> np.ndarray:
-    """(len(texts), d_model) float32; texts longer than the model's context are cut to it."""
+    """(len(texts), d_model) float32; texts longer than the model's context are cut to it, with a warning."""
     if pooling not in POOLINGS:
         raise LlmarchError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
     if pooling == "cls" and model.config.causal:
@@ -26,7 +26,13 @@ def embed(model, tok, texts: list[str], pooling: str = "mean", batch_size: int =
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    seqs = encode(tok, texts, model.config.context_length)
+    context = model.config.context_length
+    seqs = encode(tok, texts, 2**62)
+    cut = sum(len(s) > context for s in seqs)
+    if cut:  # said, as a vector of a text's beginning only may not be what was asked for
+        warn(f"{cut} of {len(texts)} texts are longer than the model's context of {context} tokens: each is "
+             f"embedded from its first {context} tokens")
+    seqs = [s[:context] for s in seqs]
     out = []
     try:
         for i in range(0, len(seqs), batch_size):
