@@ -92,6 +92,10 @@ CASES = {
                         dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_inner=96, n_positions=128,
                              multi_query=False, scale_attn_weights=False)),
     # OPT: learned positions from offset 2 counted from each row's first real token, a ReLU MLP, biases, tied
+    # GPT-Neo: unscaled attention scores, q k v without biases, global and local (8 keys) layers alternating
+    "gpt_neo": ("GPTNeoConfig", "GPTNeoForCausalLM",
+                dict(vocab_size=128, hidden_size=64, num_layers=4, num_heads=4, window_size=8,
+                     max_position_embeddings=128, attention_types=[[["global", "local"], 2]])),
     "opt": ("OPTConfig", "OPTForCausalLM", dict(vocab_size=128, hidden_size=64, num_hidden_layers=2,
                                                 num_attention_heads=4, ffn_dim=96, max_position_embeddings=128,
                                                 pad_token_id=0)),
