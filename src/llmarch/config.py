@@ -18,8 +18,8 @@ from .layers.positions import ROPE_SCALINGS
 
 HEADS = ("classify", "embed", "lm", "tokens")
 POOLINGS = ("none", "cls", "mean", "last")
-_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "expert_hidden", "attention",
-            "ssm_dt_rank", "shared_hidden")
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "expert_hidden",
+            "attention", "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope")
 # the share of the fields a config names from which it was written by llmarch, not by hand (ModelConfig.load)
@@ -97,6 +97,7 @@ class ModelConfig:
     logit_divisor: float = 1.0  # the LM head's logits divided by this, before final_softcap (Granite's logits_scaling)
     bias: bool = True  # biases of the attention and FFN projections
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
+    o_bias: bool | None = None  # a bias on attention's output projection; None: = bias (GPT-J: none, its MLP's yes)
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
     dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
@@ -240,6 +241,8 @@ class ModelConfig:
             self.final_norm = self.norm_placement != "post"
         if self.qkv_bias is None:
             self.qkv_bias = self.bias
+        if self.o_bias is None:
+            self.o_bias = self.bias
         if self.attention in _IMPLS:  # configs written before kinds existed named the kernel `attention`
             self.attn_impl, self.attention = self.attention, None
         if self.attention is None:

@@ -96,6 +96,10 @@ CASES = {
     "gpt_neo": ("GPTNeoConfig", "GPTNeoForCausalLM",
                 dict(vocab_size=128, hidden_size=64, num_layers=4, num_heads=4, window_size=8,
                      max_position_embeddings=128, attention_types=[[["global", "local"], 2]])),
+    # GPT-J: one LayerNorm before parallel attention and MLP, RoPE on 8 of 16 dims in adjacent pairs, no attention
+    # biases, an MLP and a head with them
+    "gptj": ("GPTJConfig", "GPTJForCausalLM",
+             dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=128)),
     "opt": ("OPTConfig", "OPTForCausalLM", dict(vocab_size=128, hidden_size=64, num_hidden_layers=2,
                                                 num_attention_heads=4, ffn_dim=96, max_position_embeddings=128,
                                                 pad_token_id=0)),

@@ -139,7 +139,7 @@ class Attention(Mixer):
         self.qkv_heads = [self.n_heads * (2 if self.gated else 1), 0 if self.kind.shares_qk else self.n_kv_heads,
                           self.n_kv_heads]
         self.qkv_proj = Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
-        self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.o_bias)
         # QK-norm (Dehghani et al. 2023), which bounds the attention logits: each head's queries and keys
         # normalised before RoPE (qk_norm 'head', Qwen3), or the whole query and key projections before they
         # split into heads ('proj', OLMo 2 §3.2), so one norm sees every head
