@@ -27,7 +27,7 @@ NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
-                "rope_mscale_all_dim", "rope_truncate")
+                "rope_mscale_all_dim", "rope_truncate", "head_dim", "n_kv_heads", "attn_k_eq_v")
 
 
 @dataclass
@@ -57,10 +57,22 @@ class ModelConfig:
     # the same with a gain per head (StableLM-2-12B); proj: over the whole query and key projections, before they
     # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
+    # no value projection: each head's values are its keys' projection, before the key norm and RoPE (Gemma 4's
+    # global layers, attention_k_eq_v)
+    attn_k_eq_v: bool = False
+    v_norm: bool = False  # each head's values through an RMSNorm without a gain (Gemma 4)
+    # the last this-many layers project no keys or values: each attends with its own queries over those of the last
+    # earlier layer of the same attention geometry (kind, window, heads, head_dim, RoPE), sharing its KV cache
+    # (Gemma 3n and Gemma 4's num_kv_shared_layers)
+    kv_shared_layers: int = 0
+    # each block's output (the residual stream) times a scalar stored with the weights (Gemma 4's layer_scalar)
+    layer_scalar: bool = False
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
-    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope
+    # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope, proportional (Gemma 4's p-RoPE: the
+    # first rope_fraction of each head's frequencies over the whole head_dim, the rest zero)
+    rope_scaling: str = "none"
     rope_factor: float = 1.0  # context-extension factor of the scaling
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
@@ -277,6 +289,8 @@ class ModelConfig:
                                f"choose one of: {', '.join(sorted(NORM_PLACEMENTS))}")
         if self.block not in ("sequential", "parallel"):
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
+        if self.layer_scalar and self.block != "sequential":
+            raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         if self.block == "parallel" and self.norm_placement != "pre":
             raise LlmarchError(f"block='parallel' needs norm_placement='pre', got {self.norm_placement!r}")
         if self.norm_placement == "sandwich" and self.n_decoder_layers:
@@ -301,6 +315,7 @@ class ModelConfig:
         if self.qk_norm not in QK_NORMS:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
         self._validate_layer_types()
+        self._validate_kv_sharing()
         self._validate_moe()
         self._validate_attention()
         self._validate_mixers()
@@ -408,6 +423,28 @@ class ModelConfig:
                                                                                                 "sliding_window"):
                 fields_ = {**fields_, "attention": None}  # a window alone: the kind follows it, as at the top level
             self._layer_cfgs[t] = self.replace(layer_types=None, layer_overrides=None, **fields_)
+
+    def _validate_kv_sharing(self) -> None:
+        if not self.kv_shared_layers:
+            self._kv_sources = None
+            return
+        if not 0 < self.kv_shared_layers < self.n_layers or self.n_decoder_layers:
+            raise LlmarchError(f"kv_shared_layers must be in [0, n_layers) of a decoder-only or encoder-only stack, "
+                               f"got {self.kv_shared_layers} of {self.n_layers} layers")
+        first = self.n_layers - self.kv_shared_layers
+        self._kv_sources = list(range(first))
+        for i in range(first, self.n_layers):
+            want = _kv_geometry(self, i)
+            source = next((j for j in reversed(range(first)) if _kv_geometry(self, j) == want), None)
+            if source is None or self.layer_mixer(i) != "attention":
+                raise LlmarchError(f"kv_shared_layers={self.kv_shared_layers}: layer {i} is not an attention layer "
+                                   f"with an earlier layer of the same attention geometry to take keys and values from")
+            self._kv_sources.append(source)
+
+    def kv_source(self, i: int) -> int:
+        """The layer whose keys and values block i attends over: itself, or for the last kv_shared_layers blocks
+        the last earlier layer of the same attention geometry."""
+        return i if self._kv_sources is None else self._kv_sources[i]
 
     def for_layer(self, i: int) -> "ModelConfig":
         """The config block i is built from: this one with its layer type's overrides."""
@@ -533,6 +570,14 @@ class ModelConfig:
             warn(f"config {path} leaves {len(left)} field(s) at their defaults: "
                  f"{', '.join(f'{n}={getattr(cfg, n)!r}' for n in left)} (write them out to make this explicit)")
         return cfg
+
+
+def _kv_geometry(cfg: ModelConfig, i: int) -> tuple:
+    """What makes layer i's keys and values (kv_shared_layers): its mixer, attention kind and window, heads and their
+    width, key norm, values, and every positions field."""
+    lc = cfg.for_layer(i)
+    return (cfg.layer_mixer(i), lc.attention, lc.sliding_window, lc.n_kv_heads, lc.head_dim, lc.qk_norm,
+            lc.attn_k_eq_v, *(getattr(lc, f.name) for f in fields(lc) if f.name.startswith(("rope_", "positions"))))
 
 
 def field_types() -> dict[str, type]:

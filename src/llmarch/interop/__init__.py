@@ -17,3 +17,4 @@ from .mapping import export_state
 
 __all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state"]
 from . import minimax_m2  # noqa: F401
+from . import gemma4  # noqa: F401

@@ -13,7 +13,8 @@ The first sublayer mixes across positions: the sequence mixer the config's per-l
 attention, held as `attn`, or Mamba, Mamba-2, Hyena, held as `mixer`). With ffn='none' the block is the mixer
 alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4).
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
-hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds."""
+hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
+Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant."""
 from __future__ import annotations
 
 import torch
@@ -69,6 +70,10 @@ class Block(nn.Module):
         # kept out of _modules, where the dropout is registered once, as `drop`
         m = cfg.residual_multiplier
         self.__dict__["branch"] = self.drop if m == 1.0 else Scaled(self.drop, m)
+        # Gemma 4's layer_scalar: the block's output, the whole residual stream, times a constant of the checkpoint
+        # (a buffer, as transformers keeps it: no optimizer moves it)
+        if cfg.layer_scalar:
+            self.register_buffer("scalar", torch.ones(1))
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
@@ -101,7 +106,9 @@ class Block(nn.Module):
                                                  post=sub.get("post_ln1")))
         if self.cross:
             x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
-        if mlp is None:
-            return sub["hook_resid_post"](x)
-        x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], post=sub.get("post_ln2"))
+        if mlp is not None:
+            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], post=sub.get("post_ln2"))
+        scalar = self._buffers.get("scalar")
+        if scalar is not None:
+            x = x * scalar
         return sub["hook_resid_post"](x)

@@ -15,6 +15,7 @@ from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
+from ..layers.kv_cache import SharedKV
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
 from .masks import causal_mask, document_mask, document_positions, position_ids
@@ -28,6 +29,9 @@ class Stack(nn.Module):
         self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
+        for i, block in enumerate(self.blocks):  # the last kv_shared_layers read an earlier layer's keys and values
+            if getattr(block.seq_mixer, "kv_shared", False):
+                block.seq_mixer.kv_from = cfg.kv_source(i)
         # a layer type whose rotary positions differ (Gemma 3's local RoPE base, SmolLM3's NoPE layers) gets
         # its own positions; the others share the stack's
         self._types = [cfg.layer_type(i) for i in range(cfg.n_layers)]
@@ -57,7 +61,10 @@ class Stack(nn.Module):
         if max_len > cfg.context_length:
             raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if cfg.kv_source(i) != i:  # its keys and values are an earlier layer's: so is its cache
+                block.seq_mixer.cache = SharedKV(self.blocks[cfg.kv_source(i)].seq_mixer.cache)
+                continue
             make = block.seq_mixer.bounded_state if bounded else block.seq_mixer.new_state
             block.seq_mixer.cache = make(batch, max_len, dtype or w.dtype, w.device)
         self._cache_max_len = max_len
@@ -124,7 +131,8 @@ class Stack(nn.Module):
         ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=positions.rotary(pos),
                                input_pos=input_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
-                               memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
+                               memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
+                               shared_kv={} if cfg.kv_shared_layers else None)
         return self._layers(x, ctx, pos, token_type_ids, last_only)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool) -> torch.Tensor:
@@ -141,7 +149,8 @@ class Stack(nn.Module):
         if bias is not None:
             mask = torch.where(mask, bias, float("-inf"))
         ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
-                               input_pos=torch.arange(T, device=x.device))
+                               input_pos=torch.arange(T, device=x.device),
+                               shared_kv={} if self._stack_cfg.kv_shared_layers else None)
         return self._layers(x, ctx, pos, None, last_only)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool):
@@ -174,9 +183,9 @@ class Stack(nn.Module):
 
 
 def _rotary_fields(cfg: ModelConfig) -> tuple:
-    """What a layer type's rotary tables depend on: its positions kind and every rope_* field."""
+    """What a layer type's rotary tables depend on: its positions kind, head width and every rope_* field."""
     return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                 if f.name == "positions" or f.name.startswith("rope_"))
+                 if f.name in ("positions", "head_dim") or f.name.startswith("rope_"))
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:
