@@ -11,7 +11,7 @@ from typing import Any
 from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
-from .layers.ffn import check_ffn
+from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 
@@ -67,6 +67,10 @@ class ModelConfig:
     kv_shared_layers: int = 0
     # each block's output (the residual stream) times a scalar stored with the weights (Gemma 4's layer_scalar)
     layer_scalar: bool = False
+    # > 0: per-layer input embeddings of this width (Gemma 3n / Gemma 4 PLE, layers/per_layer_inputs.py): each
+    # token's vector for each layer, gated into the residual stream after that layer's FFN
+    ple_dim: int = 0
+    ple_vocab: int | None = None  # rows of the per-layer embedding table, at least vocab_size; None: vocab_size
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -289,6 +293,11 @@ class ModelConfig:
                                f"choose one of: {', '.join(sorted(NORM_PLACEMENTS))}")
         if self.block not in ("sequential", "parallel"):
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
+        if self.ple_dim < 0 or (self.ple_dim and (self.block != "sequential" or self.n_decoder_layers
+                                                   or (self.ple_vocab or self.vocab_size) < self.vocab_size
+                                                   or self.ffn not in FFN_ACTIVATION)):
+            raise LlmarchError(f"ple_dim={self.ple_dim}: per-layer input embeddings need a sequential decoder-only "
+                               f"or encoder-only stack, ple_vocab >= vocab_size and an FFN with an activation")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         if self.block == "parallel" and self.norm_placement != "pre":

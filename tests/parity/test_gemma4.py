@@ -13,6 +13,7 @@ import llmarch
 from llmarch.analysis import model_facts
 from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
+from llmarch.interop.hf import hf_model_config
 
 from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
 
@@ -37,6 +38,10 @@ CASES = {
     "kv_shared": dict(SIX, attention_k_eq_v=True, num_global_key_value_heads=1, num_kv_shared_layers=3,
                       use_double_wide_mlp=True),
     "kv_shared_narrow": dict(SIX, num_kv_shared_layers=2),
+    # E2B/E4B-like: per-layer input embeddings of 8 dims per layer (a table larger than the vocabulary) with KV
+    # sharing and double-wide MLPs
+    "ple": dict(SIX, attention_k_eq_v=True, num_global_key_value_heads=1, num_kv_shared_layers=3,
+                use_double_wide_mlp=True, hidden_size_per_layer_input=8, vocab_size_per_layer_input=160),
 }
 
 
@@ -143,7 +148,7 @@ def test_published_config_without_per_layer_config(tmp_path):
 
 
 def test_multimodal_checkpoint_reads_its_text_model(tmp_path):
-    hf = build_hf(CASES["kv_shared"], tmp_path / "hf", multimodal=True)
+    hf = build_hf(CASES["ple"], tmp_path / "hf", multimodal=True)
     ours = from_hf(tmp_path / "hf")
     assert ours.config.hf_model_type == "gemma4_text" and ours.config.kv_shared_layers == 3
     ids, mask = padded_batch(128)
@@ -165,10 +170,15 @@ def test_p_rope_and_the_value_norm_matter(tmp_path):
             model = llmarch.build(other).eval()
             model.load_state_dict(ours.state_dict())
             assert (model(ids).logits - ours(ids).logits).abs().max() > 1e-2
+        build_hf(CASES["ple"], tmp_path / "ple")  # the per-layer inputs: zero their gates' weights
+        ple = from_hf(tmp_path / "ple")
+        before = ple(ids).logits
+        for block in ple.blocks:
+            block.ple_gate.weight.zero_()
+        assert (ple(ids).logits - before).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("change, field", [
-    (dict(hidden_size_per_layer_input=8), "hidden_size_per_layer_input"),
     (dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32), "enable_moe_block"),
     (dict(use_bidirectional_attention="all"), "use_bidirectional_attention"),
     (dict(attention_bias=True), "attention_bias"),
@@ -179,13 +189,14 @@ def test_unsupported_features_are_refused(change, field, tmp_path):
         from_hf(tmp_path / "hf")
 
 
-def test_hidden_size_per_layer_input_defaults_on(tmp_path):
-    """transformers' default is 256: a config.json that leaves it out has per-layer embeddings, and is refused."""
-    (tmp_path / "c").mkdir()
+def test_per_layer_inputs_default_on():
+    """transformers' defaults: a config.json that leaves them out has per-layer embeddings of 256 dims from a
+    table of 262,144 rows; they are counted as embedding parameters."""
     data = {k: v for k, v in TEXT.items() if k != "hidden_size_per_layer_input"}
-    (tmp_path / "c" / "config.json").write_text(json.dumps({**data, "model_type": "gemma4_text"}))
-    with pytest.raises(LlmarchError, match="hidden_size_per_layer_input"):
-        from_hf(tmp_path / "c")
+    cfg = hf_model_config({**data, "model_type": "gemma4_text"})
+    assert (cfg.ple_dim, cfg.ple_vocab) == (256, 262144)
+    facts = model_facts(cfg)
+    assert facts["parameters"] - facts["non_embedding_parameters"] == 128 * 64 + 262144 * 4 * 256
 
 
 @pytest.mark.parametrize("per_layer, message", [

@@ -11,11 +11,13 @@ sqrt(d_model), tanh-GELU GeGLU, tied head, a final soft-cap) with
 - attention_k_eq_v: the full layers project no values; the keys' projection is the values too (attn_k_eq_v);
 - num_kv_shared_layers (from Gemma 3n): the last layers project no keys or values and attend over those of the
   last earlier layer of their type (kv_shared_layers), whose cache they share; use_double_wide_mlp doubles those
-  layers' FFN width (a layer type of their own, '<type>+wide').
-Refused with an error naming the field: per-layer input embeddings (hidden_size_per_layer_input > 0, Gemma 3n's
-PLE: the E2B and E4B models), the mixture-of-experts block beside the MLP (enable_moe_block: 26B-A4B), bidirectional
-attention (use_bidirectional_attention 'all'), attention biases, and per_layer_config fields other than head_dim
-and num_key_value_heads.
+  layers' FFN width (a layer type of their own, '<type>+wide');
+- per-layer input embeddings (from Gemma 3n; hidden_size_per_layer_input, on by default: 256): ple_dim,
+  layers/per_layer_inputs.py.
+Refused with an error naming the field: the mixture-of-experts block beside the MLP (enable_moe_block: 26B-A4B),
+bidirectional attention (use_bidirectional_attention 'all'), attention biases, and per_layer_config fields other
+than head_dim and num_key_value_heads. Of a `gemma4` checkpoint's text model, ids of image, video or audio tokens
+(which Gemma4Model replaces by padding before both embeddings) are read as the text tokens they are.
 `gemma4` checkpoints (Gemma4ForConditionalGeneration): the config is text_config, the text model's weights under
 model.language_model.; the vision and audio towers and their embedders are not read."""
 from __future__ import annotations
@@ -45,6 +47,12 @@ RULES = [
     Rule.of((_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"), "blocks.{i}.mlp.gate_up.weight"),
     Rule.of(_L + "mlp.down_proj.weight", "blocks.{i}.mlp.down.weight"),
     Rule.of(_L + "layer_scalar", "blocks.{i}.scalar"),
+    Rule.of(_L + "per_layer_input_gate.weight", "blocks.{i}.ple_gate.weight"),
+    Rule.of(_L + "per_layer_projection.weight", "blocks.{i}.ple_proj.weight"),
+    Rule.of(_L + "post_per_layer_input_norm.weight", "blocks.{i}.ple_norm.weight"),
+    Rule.of("model.embed_tokens_per_layer.weight", "per_layer.embed.weight"),
+    Rule.of("model.per_layer_model_projection.weight", "per_layer.proj.weight"),
+    Rule.of("model.per_layer_projection_norm.weight", "per_layer.norm.weight"),
     Rule.of("model.norm.weight", "ln_final.weight"),
     Rule.of("lm_head.weight", "lm_head.weight"),
 ]
@@ -54,12 +62,12 @@ IGNORE_SHARED = IGNORE + (r"self_attn\.(k_proj|v_proj|k_norm)\.weight$",)
 DEFAULTS = dict(vocab_size=262144, hidden_size=2304, intermediate_size=9216, num_hidden_layers=30,
                 num_attention_heads=8, num_key_value_heads=4, head_dim=256, hidden_activation="gelu_pytorch_tanh",
                 max_position_embeddings=131072, rms_norm_eps=1e-6, tie_word_embeddings=True, sliding_window=512,
-                final_logit_softcapping=None, hidden_size_per_layer_input=256, attention_k_eq_v=False,
+                final_logit_softcapping=None, hidden_size_per_layer_input=256, vocab_size_per_layer_input=262144,
+                attention_k_eq_v=False,
                 num_kv_shared_layers=0, enable_moe_block=False, use_double_wide_mlp=False, attention_bias=False)
 ROPE_DEFAULTS = {SLIDING: {"rope_type": "default", "rope_theta": 10_000.0},
                  FULL: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0}}
-_REFUSED = (("hidden_size_per_layer_input", "per-layer input embeddings (PLE)"),
-            ("enable_moe_block", "the mixture-of-experts block"), ("attention_bias", "attention biases"))
+_REFUSED = (("enable_moe_block", "the mixture-of-experts block"), ("attention_bias", "attention biases"))
 
 
 def qkv_rules(cfg: ModelConfig) -> list[Rule]:
@@ -144,8 +152,10 @@ def to_config(hf: dict) -> ModelConfig:
         overrides[name] = fields_
     top = dict(overrides.get(SLIDING) or {**_rope(rope.get(SLIDING), hf), **base})
     top.pop("sliding_window", None)
+    ple = int(hf["hidden_size_per_layer_input"] or 0)
     fields_ = dict(norm="rmsnorm", embed_scale=True, norm_placement="sandwich", attn_scale=1.0, qk_norm="head",
-                   v_norm=True, layer_scalar=True, final_softcap=hf.get("final_logit_softcapping"),
+                   v_norm=True, layer_scalar=True, final_softcap=hf.get("final_logit_softcapping"), ple_dim=ple,
+                   ple_vocab=int(hf["vocab_size_per_layer_input"]) if ple else None,
                    sliding_window=int(hf["sliding_window"]), layer_types=names, layer_overrides=overrides,
                    kv_shared_layers=shared, hf_model_type="gemma4_text", **top)
     return llama_like_config({**hf, "hidden_act": hf["hidden_activation"], "model_type": "gemma4_text",
@@ -174,7 +184,8 @@ def from_config(cfg: ModelConfig) -> dict:
                         sliding_window=sliding.sliding_window or cfg.sliding_window, rope_parameters=rope,
                         final_logit_softcapping=cfg.final_softcap, per_layer_config=per_layer,
                         attention_k_eq_v=full.attn_k_eq_v, num_kv_shared_layers=cfg.kv_shared_layers,
-                        use_double_wide_mlp=wide, hidden_size_per_layer_input=0, enable_moe_block=False,
+                        use_double_wide_mlp=wide, hidden_size_per_layer_input=cfg.ple_dim,
+                        vocab_size_per_layer_input=cfg.ple_vocab or cfg.vocab_size, enable_moe_block=False,
                         tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.context_length)
     out["hidden_activation"] = out.pop("hidden_act")
     out.pop("mlp_bias")

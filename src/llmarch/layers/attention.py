@@ -47,6 +47,7 @@ class AttentionContext:
     global_mask: torch.Tensor | None = None  # bool (B, S): Longformer's global tokens (attention="longformer")
     # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
     shared_kv: dict | None = None
+    per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
 
 
 @ATTENTION.register("sdpa")
