@@ -165,6 +165,12 @@ class ModelConfig:
     router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
     router_bias: bool = False  # a bias on the router's logits (gpt-oss)
+    # the router reads RMSNorm(x) * s * d_model^-1/2, s a learned gain per channel, not x (Gemma 4's router)
+    router_input_norm: bool = False
+    router_expert_scale: bool = False  # each chosen expert's weight times a learned scale per expert (Gemma 4)
+    # a mixture layer's FFN is a dense FFN of ffn_hidden beside the experts, each between a norm of its own on its
+    # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
+    moe_beside_dense: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py),

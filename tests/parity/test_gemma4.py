@@ -42,6 +42,9 @@ CASES = {
     # sharing and double-wide MLPs
     "ple": dict(SIX, attention_k_eq_v=True, num_global_key_value_heads=1, num_kv_shared_layers=3,
                 use_double_wide_mlp=True, hidden_size_per_layer_input=8, vocab_size_per_layer_input=160),
+    # 26B-A4B-like: every layer's experts (4 of 24 dims, top 2) beside its MLP, routed apart (see build_hf)
+    "moe": dict(TEXT, attention_k_eq_v=True, num_global_key_value_heads=1, enable_moe_block=True, num_experts=4,
+                top_k_experts=2, moe_intermediate_size=24),
 }
 
 
@@ -56,8 +59,10 @@ def build_hf(kwargs, path, multimodal=False):
         for name, p in hf.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-            elif name.endswith(("embed_tokens.weight", "lm_head.weight")):
-                p.mul_(20.0)
+            elif name.endswith(("embed_tokens.weight", "lm_head.weight", "router.proj.weight")):
+                p.mul_(20.0)  # the router too: decisive choices, so a wrong one shows
+            elif ".experts." in name:
+                p.mul_(10.0)
         for name, b in hf.named_buffers():
             if name.endswith("layer_scalar"):
                 b.copy_(torch.rand(1) + 0.5)
@@ -176,10 +181,15 @@ def test_p_rope_and_the_value_norm_matter(tmp_path):
         for block in ple.blocks:
             block.ple_gate.weight.zero_()
         assert (ple(ids).logits - before).abs().max() > 1e-2
+        build_hf(CASES["moe"], tmp_path / "moe")  # the experts, and the router's per-expert scale
+        moe = from_hf(tmp_path / "moe")
+        before = moe(ids).logits
+        for block in moe.blocks:
+            block.mlp.router.expert_scale.fill_(1.0)
+        assert (moe(ids).logits - before).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("change, field", [
-    (dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32), "enable_moe_block"),
     (dict(use_bidirectional_attention="all"), "use_bidirectional_attention"),
     (dict(attention_bias=True), "attention_bias"),
 ])

@@ -13,9 +13,11 @@ sqrt(d_model), tanh-GELU GeGLU, tied head, a final soft-cap) with
   last earlier layer of their type (kv_shared_layers), whose cache they share; use_double_wide_mlp doubles those
   layers' FFN width (a layer type of their own, '<type>+wide');
 - per-layer input embeddings (from Gemma 3n; hidden_size_per_layer_input, on by default: 256): ple_dim,
-  layers/per_layer_inputs.py.
-Refused with an error naming the field: the mixture-of-experts block beside the MLP (enable_moe_block: 26B-A4B),
-bidirectional attention (use_bidirectional_attention 'all'), attention biases, and per_layer_config fields other
+  layers/per_layer_inputs.py;
+- enable_moe_block (26B-A4B): every layer's experts beside its MLP (moe_beside_dense), routed by a softmax over
+  RMSNorm(r) * scale * d^-1/2 of the residual stream r, top_k_experts renormalised and times per_expert_scale
+  (router_input_norm, router_expert_scale); the experts' gate_up_proj and down_proj are stacked as ours.
+Refused with an error naming the field: bidirectional attention (use_bidirectional_attention 'all'), attention biases, and per_layer_config fields other
 than head_dim and num_key_value_heads. Of a `gemma4` checkpoint's text model, ids of image, video or audio tokens
 (which Gemma4Model replaces by padding before both embeddings) are read as the text tokens they are.
 `gemma4` checkpoints (Gemma4ForConditionalGeneration): the config is text_config, the text model's weights under
@@ -46,6 +48,17 @@ RULES = [
     Rule.of(_L + "post_feedforward_layernorm.weight", "blocks.{i}.post_ln2.weight"),
     Rule.of((_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"), "blocks.{i}.mlp.gate_up.weight"),
     Rule.of(_L + "mlp.down_proj.weight", "blocks.{i}.mlp.down.weight"),
+    # the mixture layers (enable_moe_block): the dense MLP beside the experts, their norms, router and experts
+    Rule.of((_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"), "blocks.{i}.mlp.shared.gate_up.weight"),
+    Rule.of(_L + "mlp.down_proj.weight", "blocks.{i}.mlp.shared.down.weight"),
+    Rule.of(_L + "post_feedforward_layernorm_1.weight", "blocks.{i}.mlp.shared_post.weight"),
+    Rule.of(_L + "pre_feedforward_layernorm_2.weight", "blocks.{i}.mlp.experts_pre.weight"),
+    Rule.of(_L + "post_feedforward_layernorm_2.weight", "blocks.{i}.mlp.experts_post.weight"),
+    Rule.of(_L + "router.proj.weight", "blocks.{i}.mlp.router.weight"),
+    Rule.of(_L + "router.scale", "blocks.{i}.mlp.router.input_scale"),
+    Rule.of(_L + "router.per_expert_scale", "blocks.{i}.mlp.router.expert_scale"),
+    Rule.of(_L + "experts.gate_up_proj", "blocks.{i}.mlp.experts.gate_up"),
+    Rule.of(_L + "experts.down_proj", "blocks.{i}.mlp.experts.down"),
     Rule.of(_L + "layer_scalar", "blocks.{i}.scalar"),
     Rule.of(_L + "per_layer_input_gate.weight", "blocks.{i}.ple_gate.weight"),
     Rule.of(_L + "per_layer_projection.weight", "blocks.{i}.ple_proj.weight"),
@@ -67,7 +80,7 @@ DEFAULTS = dict(vocab_size=262144, hidden_size=2304, intermediate_size=9216, num
                 num_kv_shared_layers=0, enable_moe_block=False, use_double_wide_mlp=False, attention_bias=False)
 ROPE_DEFAULTS = {SLIDING: {"rope_type": "default", "rope_theta": 10_000.0},
                  FULL: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0}}
-_REFUSED = (("enable_moe_block", "the mixture-of-experts block"), ("attention_bias", "attention biases"))
+_REFUSED = (("attention_bias", "attention biases"),)
 
 
 def qkv_rules(cfg: ModelConfig) -> list[Rule]:
@@ -153,11 +166,16 @@ def to_config(hf: dict) -> ModelConfig:
     top = dict(overrides.get(SLIDING) or {**_rope(rope.get(SLIDING), hf), **base})
     top.pop("sliding_window", None)
     ple = int(hf["hidden_size_per_layer_input"] or 0)
+    moe = {}
+    if hf["enable_moe_block"]:  # every layer: the experts beside its MLP (26B-A4B)
+        moe = dict(n_experts=int(hf["num_experts"]), experts_per_token=int(hf["top_k_experts"]),
+                   expert_hidden=int(hf["moe_intermediate_size"]), router_input_norm=True, router_expert_scale=True,
+                   moe_beside_dense=True)
     fields_ = dict(norm="rmsnorm", embed_scale=True, norm_placement="sandwich", attn_scale=1.0, qk_norm="head",
                    v_norm=True, layer_scalar=True, final_softcap=hf.get("final_logit_softcapping"), ple_dim=ple,
                    ple_vocab=int(hf["vocab_size_per_layer_input"]) if ple else None,
                    sliding_window=int(hf["sliding_window"]), layer_types=names, layer_overrides=overrides,
-                   kv_shared_layers=shared, hf_model_type="gemma4_text", **top)
+                   kv_shared_layers=shared, hf_model_type="gemma4_text", **moe, **top)
     return llama_like_config({**hf, "hidden_act": hf["hidden_activation"], "model_type": "gemma4_text",
                               "rope_parameters": None}, **fields_)
 
@@ -185,7 +203,10 @@ def from_config(cfg: ModelConfig) -> dict:
                         final_logit_softcapping=cfg.final_softcap, per_layer_config=per_layer,
                         attention_k_eq_v=full.attn_k_eq_v, num_kv_shared_layers=cfg.kv_shared_layers,
                         use_double_wide_mlp=wide, hidden_size_per_layer_input=cfg.ple_dim,
-                        vocab_size_per_layer_input=cfg.ple_vocab or cfg.vocab_size, enable_moe_block=False,
+                        vocab_size_per_layer_input=cfg.ple_vocab or cfg.vocab_size,
+                        enable_moe_block=cfg.n_experts > 0, num_experts=cfg.n_experts or None,
+                        top_k_experts=cfg.experts_per_token if cfg.n_experts else None,
+                        moe_intermediate_size=cfg.expert_hidden if cfg.n_experts else None,
                         tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.context_length)
     out["hidden_activation"] = out.pop("hidden_act")
     out.pop("mlp_bias")

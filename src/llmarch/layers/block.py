@@ -63,6 +63,7 @@ class Block(nn.Module):
             self.hook_cross_out = HookPoint()
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
+        self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
@@ -117,7 +118,8 @@ class Block(nn.Module):
         if self.cross:
             x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
         if mlp is not None:
-            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], post=sub.get("post_ln2"))
+            args = (x,) if self.mlp_reads_residual else ()
+            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"))
         if ctx.per_layer is not None:
             p = ctx.per_layer[:, :, self.layer]  # (B, T, P)
             x = x + sub["ple_norm"](sub["ple_proj"](self.ple_act(sub["ple_gate"](x)) * p))
