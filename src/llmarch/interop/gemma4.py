@@ -17,11 +17,11 @@ sqrt(d_model), tanh-GELU GeGLU, tied head, a final soft-cap) with
 - enable_moe_block (26B-A4B): every layer's experts beside its MLP (moe_beside_dense), routed by a softmax over
   RMSNorm(r) * scale * d^-1/2 of the residual stream r, top_k_experts renormalised and times per_expert_scale
   (router_input_norm, router_expert_scale); the experts' gate_up_proj and down_proj are stacked as ours.
-Refused with an error naming the field: bidirectional attention (use_bidirectional_attention 'all'), attention biases, and per_layer_config fields other
-than head_dim and num_key_value_heads. Of a `gemma4` checkpoint's text model, ids of image, video or audio tokens
-(which Gemma4Model replaces by padding before both embeddings) are read as the text tokens they are.
+Refused with an error naming the field: bidirectional attention (use_bidirectional_attention 'all'), attention
+biases, and per_layer_config fields other than head_dim and num_key_value_heads.
 `gemma4` checkpoints (Gemma4ForConditionalGeneration): the config is text_config, the text model's weights under
-model.language_model.; the vision and audio towers and their embedders are not read."""
+model.language_model.; the vision and audio towers and their embedders are not read. Ids of image, video or audio
+tokens, which Gemma4Model replaces by padding before both embeddings, are read as the text tokens they are."""
 from __future__ import annotations
 
 import dataclasses
