@@ -228,3 +228,40 @@ def test_export_refuses_what_gemma4_cannot_hold(tmp_path):
         llmarch.interop.FAMILIES["gemma4_text"].from_config(cfg.replace(attn_scale=0.5))
     with pytest.raises(LlmarchError, match="kv_shared_layers"):
         cfg.replace(kv_shared_layers=4)  # layer 0 is the only sliding one: none earlier to read from
+
+
+def test_continuous_batching_moves_shared_caches_once(tmp_path):
+    """Requests joining and leaving a running batch (rows taken, caches moved left and right) decode as alone, the
+    KV-shared layers reading rings and caches they never move themselves."""
+    from test_continuous_batching import run_batch
+
+    build_hf(CASES["kv_shared"], tmp_path / "hf")
+    loaded = from_hf(tmp_path / "hf")
+    model = llmarch.build(loaded.config.replace(context_length=48)).eval()  # a short cache: the batch must move
+    model.load_state_dict(loaded.state_dict())
+    g = torch.Generator().manual_seed(1)
+    lengths, news = [3, 20, 5, 30, 1, 12], [20, 9, 25, 12, 30, 10]
+    prompts = [torch.randint(0, 128, (n,), generator=g).tolist() for n in lengths]
+    alone = [llmarch.generate(model, [p], n)[0][len(p):] for p, n in zip(prompts, news)]
+    outs, moves = run_batch(model, prompts, news, rows=3, join_every=3)
+    assert outs == alone
+    assert any(n > 0 for n in moves) and any(n < 0 for n in moves)
+
+
+def test_training_through_shared_keys_with_activation_checkpointing(tmp_path):
+    """Gradients reach the layers whose keys later layers share, with and without per-block checkpointing."""
+    from llmarch.transforms import checkpoint_activations
+
+    build_hf(CASES["ple"], tmp_path / "hf")
+    ids = torch.randint(0, 128, (2, 20))
+    grads = []
+    for checkpointing in (False, True):
+        model = from_hf(tmp_path / "hf").train()
+        if checkpointing:
+            checkpoint_activations(model)
+        model(ids).logits.logsumexp(-1).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert grads[0]["blocks.1.attn.qkv_proj.weight"].abs().sum() > 0  # layer 1's keys feed layers 4 and 5 too
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-5)
