@@ -26,8 +26,9 @@ TEXT = dict(vocab_size=128, hidden_size=64, num_hidden_layers=4, num_attention_h
 SIX = dict(TEXT, num_hidden_layers=6, layer_types=[S, F, S, S, F, F])
 CASES = {
     # wider global heads under p-RoPE (a quarter of the frequencies turn), their own KV heads gated off as
-    # transformers gates them without attention_k_eq_v, tied head, a final cap that does not saturate
-    "dense": dict(TEXT, num_global_key_value_heads=1),
+    # transformers gates them without attention_k_eq_v, tied head, a final cap that does not saturate; bidirectional
+    # attention over vision tokens only, which leaves text causal
+    "dense": dict(TEXT, num_global_key_value_heads=1, use_bidirectional_attention="vision"),
     # global layers with one KV head whose keys are the values; p-RoPE scaled by a factor; an untied head, a low cap
     "k_eq_v": dict(TEXT, attention_k_eq_v=True, num_global_key_value_heads=1, tie_word_embeddings=False,
                    final_logit_softcapping=3.0,
@@ -207,6 +208,15 @@ def test_per_layer_inputs_default_on():
     assert (cfg.ple_dim, cfg.ple_vocab) == (256, 262144)
     facts = model_facts(cfg)
     assert facts["parameters"] - facts["non_embedding_parameters"] == 128 * 64 + 262144 * 4 * 256
+
+
+def test_partial_rotary_factor_outside_p_rope_is_refused(tmp_path):
+    (tmp_path / "c").mkdir()
+    rope = {S: {"rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5}, F: {"rope_type": "default"}}
+    (tmp_path / "c" / "config.json").write_text(json.dumps({**TEXT, "model_type": "gemma4_text",
+                                                            "rope_parameters": rope}))
+    with pytest.raises(LlmarchError, match="partial_rotary_factor"):
+        from_hf(tmp_path / "c")
 
 
 @pytest.mark.parametrize("per_layer, message", [

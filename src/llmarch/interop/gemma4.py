@@ -108,6 +108,9 @@ def _rope(params: dict | None, hf: dict) -> dict:
     """One layer type's RoPE fields: p-RoPE ('proportional') here, the rest as every family reads them."""
     params = dict(params or {})
     if params.get("rope_type") != "proportional":
+        if float(params.get("partial_rotary_factor", 1.0)) != 1.0:  # the default kind ignores it, others may not
+            raise LlmarchError(f"rope_parameters: partial_rotary_factor with rope_type {params.get('rope_type')!r} "
+                               "is not supported (only with 'proportional')")
         return rope_fields({**hf, "rope_parameters": {"rope_theta": 10_000.0, **params}})
     return dict(rope_scaling="proportional", rope_theta=float(params.get("rope_theta", 10_000.0)),
                 rope_fraction=float(params.get("partial_rotary_factor", 1.0)),
