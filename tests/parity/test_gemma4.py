@@ -275,3 +275,16 @@ def test_training_through_shared_keys_with_activation_checkpointing(tmp_path):
     assert grads[0]["blocks.1.attn.qkv_proj.weight"].abs().sum() > 0  # layer 1's keys feed layers 4 and 5 too
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(moe_beside_dense=True), "need a router"),
+    (dict(router_input_norm=True), "need a router"),
+    (dict(n_experts=4, moe_beside_dense=True, n_shared_experts=1), "no shared experts besides"),
+    (dict(layer_scalar=True, block="parallel"), "layer_scalar"),
+    (dict(ple_dim=8, ple_vocab=100), "ple_vocab >= vocab_size"),
+    (dict(kv_shared_layers=2, qk_norm="proj"), "attn_k_eq_v and kv_shared_layers"),
+])
+def test_the_new_fields_check_themselves(fields, message):
+    with pytest.raises(LlmarchError, match=message):
+        llmarch.resolve("llama-tiny", n_layers=4, vocab_size=256, **fields)

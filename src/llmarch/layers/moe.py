@@ -142,10 +142,8 @@ def check_moe(cfg) -> None:
     """A mixture of experts' config fields (n_experts > 0: every other field here must fit it)."""
     if cfg.n_experts < 0 or cfg.n_shared_experts < 0:
         raise LlmarchError("n_experts and n_shared_experts must be >= 0")
-    if (cfg.router_bias or cfg.router_input_norm or cfg.router_expert_scale or cfg.moe_beside_dense) \
-            and not cfg.n_experts:
-        raise LlmarchError("router_bias, router_input_norm, router_expert_scale and moe_beside_dense need a router: "
-                           "n_experts > 0")
+    if (cfg.router_input_norm or cfg.router_expert_scale or cfg.moe_beside_dense) and not cfg.n_experts:
+        raise LlmarchError("router_input_norm, router_expert_scale and moe_beside_dense need a router: n_experts > 0")
     if cfg.moe_beside_dense and (cfg.n_shared_experts or cfg.shared_expert_gate or cfg.block != "sequential"
                                  or cfg.norm_placement not in ("pre", "sandwich")):
         raise LlmarchError("moe_beside_dense puts a dense FFN beside the experts in a sequential pre-norm or "
