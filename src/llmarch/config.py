@@ -11,7 +11,7 @@ from typing import Any
 from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
-from .layers.ffn import check_ffn
+from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 
@@ -29,7 +29,7 @@ NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
-                "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale")
+                "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v")
 
 
 @dataclass
@@ -60,10 +60,26 @@ class ModelConfig:
     # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan);
     # rms_after_rope: the rotated queries and keys of each head divided by their RMS, with no gain (Llama 4)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
+    # no value projection: each head's values are its keys' projection, before the key norm and RoPE (Gemma 4's
+    # global layers, attention_k_eq_v)
+    attn_k_eq_v: bool = False
+    v_norm: bool = False  # each head's values through an RMSNorm without a gain (Gemma 4)
+    # the last this-many layers project no keys or values: each attends with its own queries over those of the last
+    # earlier layer of the same attention geometry (kind, window, heads, head_dim, RoPE), sharing its KV cache
+    # (Gemma 3n and Gemma 4's num_kv_shared_layers)
+    kv_shared_layers: int = 0
+    # each block's output (the residual stream) times a scalar stored with the weights (Gemma 4's layer_scalar)
+    layer_scalar: bool = False
+    # > 0: per-layer input embeddings of this width (Gemma 3n / Gemma 4 PLE, layers/per_layer_inputs.py): each
+    # token's vector for each layer, gated into the residual stream after that layer's FFN
+    ple_dim: int = 0
+    ple_vocab: int | None = None  # rows of the per-layer embedding table, at least vocab_size; None: vocab_size
     positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
-    rope_scaling: str = "none"  # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope
+    # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope, proportional (Gemma 4's p-RoPE: the
+    # first rope_fraction of each head's frequencies over the whole head_dim, the rest zero)
+    rope_scaling: str = "none"
     rope_factor: float = 1.0  # context-extension factor of the scaling
     rope_low_freq_factor: float = 1.0  # llama3 scaling
     rope_high_freq_factor: float = 4.0  # llama3 scaling
@@ -164,6 +180,12 @@ class ModelConfig:
     router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
     router_bias: bool = False  # a bias on the router's logits (gpt-oss)
+    # the router reads RMSNorm(x) * s * d_model^-1/2, s a learned gain per channel, not x (Gemma 4's router)
+    router_input_norm: bool = False
+    router_expert_scale: bool = False  # each chosen expert's weight times a learned scale per expert (Gemma 4)
+    # a mixture layer's FFN is a dense FFN of ffn_hidden beside the experts, each between a norm of its own on its
+    # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
+    moe_beside_dense: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py),
@@ -294,6 +316,13 @@ class ModelConfig:
                                f"choose one of: {', '.join(sorted(NORM_PLACEMENTS))}")
         if self.block not in ("sequential", "parallel"):
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
+        if self.ple_dim < 0 or (self.ple_dim and (self.block != "sequential" or self.n_decoder_layers
+                                                   or (self.ple_vocab or self.vocab_size) < self.vocab_size
+                                                   or self.ffn not in FFN_ACTIVATION)):
+            raise LlmarchError(f"ple_dim={self.ple_dim}: per-layer input embeddings need a sequential decoder-only "
+                               f"or encoder-only stack, ple_vocab >= vocab_size and an FFN with an activation")
+        if self.layer_scalar and self.block != "sequential":
+            raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         if self.block == "parallel" and self.norm_placement != "pre":
             raise LlmarchError(f"block='parallel' needs norm_placement='pre', got {self.norm_placement!r}")
         if self.norm_placement == "sandwich" and self.n_decoder_layers:
@@ -318,6 +347,7 @@ class ModelConfig:
         if self.qk_norm not in QK_NORMS:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
         self._validate_layer_types()
+        self._validate_kv_sharing()
         self._validate_moe()
         self._validate_attention()
         self._validate_mixers()
@@ -428,6 +458,28 @@ class ModelConfig:
                                                                                                 "sliding_window"):
                 fields_ = {**fields_, "attention": None}  # a window alone: the kind follows it, as at the top level
             self._layer_cfgs[t] = self.replace(layer_types=None, layer_overrides=None, **fields_)
+
+    def _validate_kv_sharing(self) -> None:
+        if not self.kv_shared_layers:
+            self._kv_sources = None
+            return
+        if not 0 < self.kv_shared_layers < self.n_layers or self.n_decoder_layers:
+            raise LlmarchError(f"kv_shared_layers must be in [0, n_layers) of a decoder-only or encoder-only stack, "
+                               f"got {self.kv_shared_layers} of {self.n_layers} layers")
+        first = self.n_layers - self.kv_shared_layers
+        self._kv_sources = list(range(first))
+        for i in range(first, self.n_layers):
+            want = _kv_geometry(self, i)
+            source = next((j for j in reversed(range(first)) if _kv_geometry(self, j) == want), None)
+            if source is None or self.layer_mixer(i) != "attention":
+                raise LlmarchError(f"kv_shared_layers={self.kv_shared_layers}: layer {i} is not an attention layer "
+                                   f"with an earlier layer of the same attention geometry to take keys and values from")
+            self._kv_sources.append(source)
+
+    def kv_source(self, i: int) -> int:
+        """The layer whose keys and values block i attends over: itself, or for the last kv_shared_layers blocks
+        the last earlier layer of the same attention geometry."""
+        return i if self._kv_sources is None else self._kv_sources[i]
 
     def for_layer(self, i: int) -> "ModelConfig":
         """The config block i is built from: this one with its layer type's overrides."""
@@ -555,6 +607,14 @@ class ModelConfig:
             warn(f"config {path} leaves {len(left)} field(s) at their defaults: "
                  f"{', '.join(f'{n}={getattr(cfg, n)!r}' for n in left)} (write them out to make this explicit)")
         return cfg
+
+
+def _kv_geometry(cfg: ModelConfig, i: int) -> tuple:
+    """What makes layer i's keys and values (kv_shared_layers): its mixer, attention kind and window, heads and their
+    width, key norm, values, and every positions field."""
+    lc = cfg.for_layer(i)
+    return (cfg.layer_mixer(i), lc.attention, lc.sliding_window, lc.n_kv_heads, lc.head_dim, lc.qk_norm,
+            lc.attn_k_eq_v, *(getattr(lc, f.name) for f in fields(lc) if f.name.startswith(("rope_", "positions"))))
 
 
 def field_types() -> dict[str, type]:

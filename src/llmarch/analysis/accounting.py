@@ -3,7 +3,8 @@
 
 - parameters: every distinct parameter (a tied LM head counted once).
 - non_embedding_parameters: parameters less the token embedding and learned position table
-  (Kaplan et al. 2020, §2.1).
+  (Kaplan et al. 2020, §2.1), and the per-layer embedding table (ple_dim; Gemma 3n / Gemma 4's "effective"
+  parameters leave it out too).
 - flops_per_token (training, forward + backward) = 6·N + 12·L·d_attn·T  (PaLM, Chowdhery et al. 2022,
   appendix B), N = the parameters used in matrix multiplies per token: non-embedding parameters plus
   the LM head when it is tied (the head is a matmul even when it shares the embedding's weights);
@@ -43,7 +44,8 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     model = empty_model(cfg)  # shapes only: no initialiser runs (on meta they cost seconds and compute nothing)
     total = sum(p.numel() for p in model.parameters())
     positions = sum(p.numel() for stack, _ in stacks(model).values() for p in stack.positions.parameters())
-    embedding = model.embed.weight.numel() + positions
+    per_layer = getattr(model, "per_layer", None)  # Gemma 3n / 4's per-layer embedding table is an embedding too
+    embedding = model.embed.weight.numel() + positions + (per_layer.embed.weight.numel() if per_layer else 0)
     non_embedding = total - embedding
     idle = 0
     for stack, _ in stacks(model).values():

@@ -19,6 +19,7 @@ class Rule:
     # rows reordered, v's not)
     layout: str | tuple[str, ...] = "same"
     experts: int = 0  # once expanded: the experts stacked along dim 0 of ours (hf lists each expert's names)
+    layer: int | None = None  # the block the rule's tensor belongs to, once expanded (whose heads size its pieces)
 
     @classmethod
     def of(cls, hf: str | tuple[str, ...], ours: str, layout: str | tuple[str, ...] = "same") -> "Rule":
@@ -122,9 +123,14 @@ def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
     if rule.experts:
         per_expert = len(rule.hf) // rule.experts
         return [shape[1] // per_expert] * len(rule.hf)
+    if rule.layer is not None:  # a layer type may change the heads and their width (Gemma 4)
+        cfg = cfg.for_layer(rule.layer)
     kv = cfg.n_kv_heads * cfg.head_dim
-    if len(rule.hf) == 3:  # an output gate's rows ride with the queries' (q_proj emits both, Qwen3-Next)
-        return [cfg.n_heads * cfg.head_dim * (2 if cfg.attn_output_gate else 1), kv, kv]
+    if ".qkv_proj." in rule.ours:  # an output gate's rows ride with the queries' (q_proj emits both, Qwen3-Next);
+        # q|k where the keys are the values too (attn_k_eq_v)
+        return [cfg.n_heads * cfg.head_dim * (2 if cfg.attn_output_gate else 1), kv, kv][:len(rule.hf)]
+    if len(rule.hf) == 3:
+        return [cfg.n_heads * cfg.head_dim, kv, kv]
     if ".kv_proj." in rule.ours:
         return [kv, kv]
     return [shape[0] // len(rule.hf)] * len(rule.hf)  # gate|up: equal halves (a dense FFN's or shared experts')
@@ -137,7 +143,7 @@ def expand(rules: list[Rule], cfg) -> list[Rule]:
         E = cfg.n_experts if any("{e}" in h for h in r.hf) else 0
         for i in (range(n_layers) if "{i}" in r.ours else [None]):
             hf = tuple(h.format(i=i, e=e) for e in range(max(E, 1)) for h in r.hf)
-            out.append(Rule(hf, r.ours.format(i=i), r.layout, E))
+            out.append(Rule(hf, r.ours.format(i=i), r.layout, E, i if i is not None else r.layer))
     return out
 
 

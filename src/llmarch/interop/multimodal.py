@@ -6,6 +6,7 @@ back as that family. Whether the head is tied is read off the checkpoint (an lm_
 transformers does: the wrapper's and the text config's tie_word_embeddings may disagree."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from ..config import ModelConfig
@@ -16,7 +17,7 @@ from .mapping import Rule
 
 def text_rules(rules: list[Rule]) -> list[Rule]:
     """A text family's rules with model.* under model.language_model.*, the head as it is."""
-    return [Rule(tuple("model.language_model." + h.removeprefix("model.") for h in r.hf), r.ours, r.layout)
+    return [dataclasses.replace(r, hf=tuple("model.language_model." + h.removeprefix("model.") for h in r.hf))
             if r.hf[0].startswith("model.") else r for r in rules]
 
 
@@ -34,6 +35,8 @@ def register(wrapper: str, text: Family, to_config: Callable[[dict], ModelConfig
     def no_export(cfg: ModelConfig) -> dict:
         raise LlmarchError(f"llmarch holds {wrapper}'s text model only; export it with hf_model_type={text_type!r}")
 
+    more = text.more_rules
     FAMILIES.register(wrapper)(Family(text_rules(text.rules), to_config, no_export, text.ignore + ignore,
                                       canonical=text_name, stacked_experts=text.stacked_experts,
-                                      tied_by_checkpoint=True))
+                                      tied_by_checkpoint=True,
+                                      more_rules=None if more is None else lambda cfg: text_rules(more(cfg))))

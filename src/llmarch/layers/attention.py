@@ -22,7 +22,7 @@ from .attention_kinds import ATTENTION_KINDS
 from .hooks import HookPoint
 from .linear import Linear
 from .mixer import MIXERS, Mixer
-from .norms import PerHeadNorm, PlainRMSNorm, make_norm
+from .norms import PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
 from .softcap import soft_cap
@@ -48,6 +48,9 @@ class AttentionContext:
     memory_mask: torch.Tensor | None = None  # bool (B, 1, 1, S): real source tokens; None: all real
     pad_mask: torch.Tensor | None = None  # bool (B, S): real key slots, for kinds that build their own masks
     global_mask: torch.Tensor | None = None  # bool (B, S): Longformer's global tokens (attention="longformer")
+    # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
+    shared_kv: dict | None = None
+    per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
 
 
 @ATTENTION.register("sdpa")
@@ -136,8 +139,15 @@ class Attention(Mixer):
         # head before o_proj; its rows sit after each head's query rows, [q_0, g_0, q_1, g_1, ...], as Qwen3-Next
         # stores q_proj.
         self.gated = cfg.attn_output_gate
-        self.qkv_heads = [self.n_heads * (2 if self.gated else 1), 0 if self.kind.shares_qk else self.n_kv_heads,
-                          self.n_kv_heads]
+        # Gemma 4: a global layer with attn_k_eq_v projects no values (they are its keys' projection); one of the
+        # last kv_shared_layers projects neither keys nor values (it reads an earlier layer's: kv_from, set by the
+        # stack, models/stack.py), so its state is that layer's cache (kv_heads 0: it adds none)
+        self.kv_shared = layer >= cfg.n_layers - cfg.kv_shared_layers if cfg.kv_shared_layers else False
+        self.kv_from, self.k_eq_v = layer, cfg.attn_k_eq_v
+        self.kv_heads = 0 if self.kv_shared else self.n_kv_heads
+        self.qkv_heads = [self.n_heads * (2 if self.gated else 1),
+                          0 if self.kind.shares_qk or self.kv_shared else self.n_kv_heads,
+                          0 if self.k_eq_v or self.kv_shared else self.n_kv_heads]
         self.qkv_proj = Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.o_bias)
         # QK-norm (Dehghani et al. 2023), which bounds the attention logits: each head's queries and keys
@@ -147,7 +157,9 @@ class Attention(Mixer):
         widths = {"head": (self.head_dim, self.head_dim), "head_after_rope": (self.head_dim, self.head_dim),
                   "proj": (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim)}.get(self.qk_norm)
         self.q_norm = make_norm(cfg, widths[0]) if widths else None
-        self.k_norm = make_norm(cfg, widths[1]) if widths else None
+        self.k_norm = make_norm(cfg, widths[1]) if widths and not self.kv_shared else None
+        # Gemma 4's value norm: each head's values over their RMS, no gain
+        self.v_eps = cfg.norm_eps if cfg.v_norm and not self.kv_shared else None
         if self.qk_norm == "per_head":  # each head its own gain ('head' shares one across heads)
             self.q_norm = PerHeadNorm(cfg.norm, self.n_heads, self.head_dim, cfg.norm_eps)
             self.k_norm = PerHeadNorm(cfg.norm, self.n_kv_heads, self.head_dim, cfg.norm_eps)
@@ -176,6 +188,10 @@ class Attention(Mixer):
                                "the projections, after a 'proj' norm)")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
+        if (cfg.attn_k_eq_v or cfg.kv_shared_layers) and (cfg.qk_norm not in ("none", "head")
+                                                          or ATTENTION_KINDS[cfg.attention].shares_qk):
+            raise LlmarchError("attn_k_eq_v and kv_shared_layers need keys of their own projection and a QK-norm of "
+                               f"'none' or 'head' (got qk_norm={cfg.qk_norm!r}, attention={cfg.attention!r})")
 
     @classmethod
     def score_dims(cls, cfg) -> int:
@@ -212,19 +228,11 @@ class Attention(Mixer):
         q, k, v = qkv.view(shape).split_with_sizes(self.qkv_heads, heads)  # one split of the heads axis
         if self.gated:
             q, gate = q.unflatten(heads, (self.n_heads, 2)).unbind(heads + 1)
-        if self.qk_norm == "head":
-            q, k = self.q_norm(q), self.k_norm(k)
-        elif self.qk_norm == "per_head":
-            q, k = self.q_norm(q, heads), self.k_norm(k, heads)
-        if not one:
-            q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
-            k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)
-            v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
-        if ctx.rope is not None:
-            q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
-        if self.qk_norm in ("head_after_rope", "rms_after_rope"):  # Hunyuan, Llama 4: the rotated q and k, per head
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.temp_scale:
+        if self.kv_shared:
+            q, k, v = self._shared_kv(q, heads, one, ctx)
+        else:
+            q, k, v = self._own_kv(q, k, v, heads, one, ctx)
+        if self.temp_scale:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling (temperature)
             q = (q * temperature(ctx, self.temp_scale, self.temp_floor, self.temp_shift)[:, None, :, None]).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
@@ -233,3 +241,37 @@ class Attention(Mixer):
             y = y * torch.sigmoid(gate.reshape(B, T, self.n_heads, self.head_dim))
         y = sub["hook_z"](y)
         return sub["o_proj"](y.reshape(B, T, self.n_heads * self.head_dim))
+
+    def _own_kv(self, q, k, v, heads: int, one: bool, ctx: AttentionContext):
+        """This layer's queries, keys and values, normalised and rotated, (B, heads, T, D) each."""
+        if self.k_eq_v:  # Gemma 4: the values are the key projection, before the key norm and RoPE
+            v = k
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        elif self.qk_norm == "per_head":
+            q, k = self.q_norm(q, heads), self.k_norm(k, heads)
+        if self.v_eps is not None:
+            v = rms_normalize(v, self.v_eps)
+        if not one:
+            q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
+            k = self.hook_k(k).transpose(1, 2)  # (B, K, T, D)
+            v = self.hook_v(v).transpose(1, 2)  # (B, K, T, D)
+        if ctx.rope is not None:
+            q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
+        if self.qk_norm in ("head_after_rope", "rms_after_rope"):  # Hunyuan, Llama 4: the rotated q and k, per head
+            q, k = self.q_norm(q), self.k_norm(k)
+        if ctx.shared_kv is not None:  # later layers may attend over these (kv_shared_layers)
+            ctx.shared_kv[self.kv_from] = k, v
+        return q, k, v
+
+    def _shared_kv(self, q, heads: int, one: bool, ctx: AttentionContext):
+        """This layer's queries, and the keys and values of layer kv_from of this forward (Gemma 3n / Gemma 4's
+        KV sharing): that layer's cache is this one's state too, so a step reads every earlier position's."""
+        if self.qk_norm == "head":
+            q = self.q_norm(q)
+        if not one:
+            q = self.hook_q(q).transpose(1, 2)  # (B, H, T, D)
+        if ctx.rope is not None:
+            q = apply_rotary(q, *ctx.rope)
+        k, v = ctx.shared_kv[self.kv_from]  # (B, K, T, D) each
+        return q, k, v

@@ -13,7 +13,9 @@ The first sublayer mixes across positions: the sequence mixer the config's per-l
 attention, held as `attn`, or Mamba, Mamba-2, Hyena, held as `mixer`). With ffn='none' the block is the mixer
 alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4).
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
-hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds."""
+hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
+Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
+with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py)."""
 from __future__ import annotations
 
 import torch
@@ -21,7 +23,9 @@ from torch import nn
 
 from .attention import AttentionContext
 from .cross_attention import CrossAttention
+from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn
+from .linear import Linear
 from .hooks import HookPoint
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
@@ -59,6 +63,7 @@ class Block(nn.Module):
             self.hook_cross_out = HookPoint()
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
+        self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
@@ -69,6 +74,17 @@ class Block(nn.Module):
         # kept out of _modules, where the dropout is registered once, as `drop`
         m = cfg.residual_multiplier
         self.__dict__["branch"] = self.drop if m == 1.0 else Scaled(self.drop, m)
+        # Gemma 4's layer_scalar: the block's output, the whole residual stream, times a constant of the checkpoint
+        # (a buffer, as transformers keeps it: no optimizer moves it)
+        # per-layer inputs (ple_dim, Gemma 3n / Gemma 4): x += norm(act(x W_gate) * p_layer W_up) after the FFN
+        self.layer = layer
+        if cfg.ple_dim:
+            self.ple_gate = Linear(cfg.d_model, cfg.ple_dim, bias=False)
+            self.ple_proj = Linear(cfg.ple_dim, cfg.d_model, bias=False)
+            self.ple_norm = make_norm(cfg)
+            self.ple_act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
+        if cfg.layer_scalar:
+            self.register_buffer("scalar", torch.ones(1))
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
@@ -101,7 +117,13 @@ class Block(nn.Module):
                                                  post=sub.get("post_ln1")))
         if self.cross:
             x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
-        if mlp is None:
-            return sub["hook_resid_post"](x)
-        x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], post=sub.get("post_ln2"))
+        if mlp is not None:
+            args = (x,) if self.mlp_reads_residual else ()
+            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"))
+        if ctx.per_layer is not None:
+            p = ctx.per_layer[:, :, self.layer]  # (B, T, P)
+            x = x + sub["ple_norm"](sub["ple_proj"](self.ple_act(sub["ple_gate"](x)) * p))
+        scalar = self._buffers.get("scalar")
+        if scalar is not None:
+            x = x * scalar
         return sub["hook_resid_post"](x)

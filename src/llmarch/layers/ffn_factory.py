@@ -5,11 +5,11 @@ from __future__ import annotations
 from torch import nn
 
 from .ffn import dense_ffn
-from .moe import MoE
+from .moe import MoE, MoEBesideDense
 
 
 def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
     """Block `layer`'s FFN: dense, or a mixture of experts of the same kind where the config says."""
     if cfg.is_moe_layer(layer):
-        return MoE(cfg)
+        return MoEBesideDense(cfg) if cfg.moe_beside_dense else MoE(cfg)
     return dense_ffn(cfg, cfg.ffn_hidden)

@@ -8,6 +8,7 @@ from torch import nn
 
 class KVCache(nn.Module):
     by_slot = True  # all it holds is indexed by slot: decoding can rewind by moving back (speculative decoding)
+    is_ring = False  # a sliding window's ring of its last slots (ring_cache.py)
 
     def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device | str | None = None):
@@ -55,3 +56,36 @@ class KVCache(nn.Module):
         and masked as padding or as the future by whoever moves them."""
         for t in (self.k, self.v):
             t.copy_(t.roll(-n, dims=2))
+
+
+class SharedKV(nn.Module):
+    """The decode state of a layer that attends over an earlier layer's keys and values (kv_shared_layers; Gemma 3n
+    and Gemma 4): that layer's cache, read, never written (that layer wrote the same keys earlier in the step) nor
+    moved, so beam search, continuous batching and the byte count act on it once, through its owner."""
+
+    def __init__(self, src: KVCache):
+        super().__init__()
+        object.__setattr__(self, "src", src)  # not a submodule: the owner's layer holds it
+
+    by_slot = property(lambda self: self.src.by_slot)
+    is_ring = property(lambda self: self.src.is_ring)
+    max_len = property(lambda self: self.src.max_len)
+    nbytes = 0
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        return self.src.k, self.src.v
+
+    def key_mask(self, pad_mask: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+        return self.src.key_mask(pad_mask, kv_len)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        pass
+
+    def put_row(self, row: int, src, start: int, length: int) -> None:
+        pass
+
+    def shift(self, n: int) -> None:
+        pass
+
+    def rows(self, n: int) -> "SharedKV":
+        return SharedKV(self.src.rows(n))

@@ -21,6 +21,7 @@ from ..errors import LlmarchError
 from .ffn import ACTIVATIONS, FFN_ACTIVATION, GATED, dense_ffn, gate_function
 from .hooks import HookPoint
 from .linear import Linear
+from .norms import make_norm
 from .router import Router
 
 
@@ -150,6 +151,12 @@ def check_moe(cfg) -> None:
     """A mixture of experts' config fields (n_experts > 0: every other field here must fit it)."""
     if cfg.n_experts < 0 or cfg.n_shared_experts < 0:
         raise LlmarchError("n_experts and n_shared_experts must be >= 0")
+    if (cfg.router_input_norm or cfg.router_expert_scale or cfg.moe_beside_dense) and not cfg.n_experts:
+        raise LlmarchError("router_input_norm, router_expert_scale and moe_beside_dense need a router: n_experts > 0")
+    if cfg.moe_beside_dense and (cfg.n_shared_experts or cfg.shared_expert_gate or cfg.block != "sequential"
+                                 or cfg.norm_placement not in ("pre", "sandwich")):
+        raise LlmarchError("moe_beside_dense puts a dense FFN beside the experts in a sequential pre-norm or "
+                           "sandwich block: no shared experts besides")
     if cfg.router_bias and not cfg.n_experts:
         raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
     if cfg.shared_expert_gate and not (cfg.n_experts and cfg.n_shared_experts):
@@ -211,14 +218,36 @@ class MoE(nn.Module):
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
-        B, T, C = x.shape
-        weights, self.routing = self.router(x)
-        self.hook_router_logits(self.routing.logits)
-        experts = self.hook_experts(self.routing.experts)
-        if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)
-            experts = experts.masked_fill(~self.routing.kept, self.router.n_experts)
-        y = self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
+        y = self.routed(x, x)
         if self.shared is not None:
             shared = self.shared(x)
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
         return y
+
+    def routed(self, route: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C)."""
+        B, T, C = x.shape
+        weights, self.routing = self.router(route)
+        self.hook_router_logits(self.routing.logits)
+        experts = self.hook_experts(self.routing.experts)
+        if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)
+            experts = experts.masked_fill(~self.routing.kept, self.router.n_experts)
+        return self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
+
+
+class MoEBesideDense(MoE):
+    """Gemma 4's FFN of a mixture layer (moe_beside_dense): a dense FFN (`shared`, on the block's FFN-normed input
+    n(r)) and the experts (on their own norm of the residual stream r, routed by r itself) side by side, each output
+    through a norm of its own, summed: N_d(FFN(n(r))) + N_e(sum_k w_k E_k(N_i(r))). The block's post-FFN norm follows
+    (sandwich). It reads r beside n(r) (`reads_residual`)."""
+
+    reads_residual = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.shared = dense_ffn(cfg, cfg.ffn_hidden)
+        self.shared_post, self.experts_pre, self.experts_post = make_norm(cfg), make_norm(cfg), make_norm(cfg)
+
+    def forward(self, normed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) each
+        routed = self.experts_post(self.routed(x, self.experts_pre(x)))
+        return self.shared_post(self.shared(normed)) + routed

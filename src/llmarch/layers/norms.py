@@ -33,6 +33,12 @@ class RMSNorm(nn.Module):
         return w * h.to(x.dtype)
 
 
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) over the last dim in fp32, no gain (Gemma 4's value norm)."""
+    h = x.float()
+    return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
 class OffsetRMSNorm(RMSNorm):
     """Gemma's RMSNorm: the gain is stored as g - 1, y = x / rms(x) * (1 + g), all in fp32."""
 

@@ -13,7 +13,8 @@ from torch import nn
 from ..registry import Registry
 
 POSITIONS: Registry = Registry("positions")
-ROPE_SCALINGS = ("none", "linear", "dynamic", "llama3", "yarn", "longrope")  # RotaryPositions' context-extension scalings
+# RotaryPositions' context-extension scalings, and Gemma 4's p-RoPE
+ROPE_SCALINGS = ("none", "linear", "dynamic", "llama3", "yarn", "longrope", "proportional")
 
 
 class NoPositions(nn.Module):
@@ -72,7 +73,11 @@ class RotaryPositions(NoPositions):
         over the pretraining context, and cos, sin scaled by an attention factor (see _yarn_scale).
     longrope (Ding et al. 2024, LongRoPE; Phi-3): each frequency divided by its own searched factor, the short
         set while the sequence fits the pretraining context, the long set once it runs past it, and cos, sin
-        scaled by sqrt(1 + ln(factor) / ln(original context)) (or the given attention factor)."""
+        scaled by sqrt(1 + ln(factor) / ln(original context)) (or the given attention factor).
+    proportional (Gemma 4's p-RoPE, its global layers): the frequencies of RoPE over the whole head_dim D,
+        theta^(-2i/D), for the first rope_fraction of the D/2 pairs, and 0 for the rest, which so pass through
+        unrotated; all divided by factor. The rotated pairs are (i, i + D/2), so it is not the partial RoPE above
+        (whose pairs lie within the first r dims, at frequencies theta^(-2i/r)): cos and sin span all D dims."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -86,8 +91,12 @@ class RotaryPositions(NoPositions):
 
     def _inv_freq(self, base: float, longrope_factors: list | None = None) -> torch.Tensor:
         cfg, r = self.cfg, self.cfg.rotary_dim
+        if cfg.rope_scaling == "proportional":
+            r = cfg.head_dim
         if torch.get_default_device().type == "meta":  # a model to be filled from a checkpoint: assemble rebuilds
             return torch.empty(r // 2)  # this on the real device (arithmetic on meta first imports torch's refs, 0.6 s)
+        if cfg.rope_scaling == "proportional":
+            return _proportional(cfg, base)
         inv_freq = 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
         if cfg.rope_scaling == "longrope":
             inv_freq = inv_freq / torch.tensor(longrope_factors or cfg.rope_short_factor, dtype=torch.float32)
@@ -119,6 +128,15 @@ class RotaryPositions(NoPositions):
             return self.inv_freq
         base = cfg.rope_theta * ((cfg.rope_factor * length / original) - (cfg.rope_factor - 1)) ** (r / (r - 2))
         return self._inv_freq(base)
+
+
+def _proportional(cfg, base: float) -> torch.Tensor:
+    """p-RoPE's D/2 frequencies (transformers' _compute_proportional_rope_parameters): theta^(-2i/D) for the first
+    int(rope_fraction * D / 2) pairs, 0 after, over rope_factor."""
+    D = cfg.head_dim
+    turning = int(cfg.rope_fraction * D // 2)
+    inv_freq = 1.0 / (base ** (torch.arange(0, 2 * turning, 2, dtype=torch.int64).float() / D))
+    return torch.cat((inv_freq, torch.zeros(D // 2 - turning))) / cfg.rope_factor
 
 
 def _longrope_attn_factor(cfg) -> float:

@@ -22,6 +22,7 @@ class RingKVCache(KVCache):
     the same positions) are the KVCache's."""
 
     by_slot = False  # a position that left the ring cannot be returned to
+    is_ring = True
 
     def __init__(self, batch: int, n_kv_heads: int, size: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device | str | None = None):

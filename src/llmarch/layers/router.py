@@ -5,7 +5,9 @@ not decided by rounding; scores s = softmax(logits), or sigmoid(logits) per expe
 2024, eq. 15); the token goes to its k best-scoring experts. Mixtral (Jiang et al. 2024) weighs the k outputs by
 their scores renormalised to sum to 1 (the same as gpt-oss's softmax over the k chosen logits: exp(l_i) /
 sum_chosen exp(l_j) either way); Switch (Fedus et al. 2022) routes top-1 and weighs by the raw probability;
-DeepSeek multiplies the weights by routed_scaling_factor (router_scale).
+DeepSeek multiplies the weights by routed_scaling_factor (router_scale). Gemma 4 (router_input_norm,
+router_expert_scale) scores RMSNorm(h) * s * d^-1/2 without a gain of the norm's own, and multiplies the
+renormalised weights by a learned scale of each chosen expert.
 DeepSeek's refinements of the choice (not of the weights):
 - group-limited routing (V2 §2.2.2 device-limited, V3 §2.1.2 node-limited): the experts form router_groups
   equal groups, each scored by its best expert's score (softmax, V2) or the sum of its best two (sigmoid, V3);
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import HookPoint
+from .norms import rms_normalize
 
 
 @dataclass
@@ -59,6 +62,11 @@ class Router(nn.Module):
         self.n_experts, self.capacity_factor, self.fixed_capacity = cfg.n_experts, cfg.capacity_factor, cfg.expert_capacity
         self.weight = nn.Parameter(torch.empty(cfg.n_experts, cfg.d_model))
         self.bias = nn.Parameter(torch.empty(cfg.n_experts)) if cfg.router_bias else None  # gpt-oss
+        # Gemma 4: the router's input RMS-normalised, times a gain per channel and d^-1/2; the renormalised weights
+        # times a scale per expert
+        self.input_scale = nn.Parameter(torch.ones(cfg.d_model)) if cfg.router_input_norm else None
+        self.expert_scale = nn.Parameter(torch.ones(cfg.n_experts)) if cfg.router_expert_scale else None
+        self.eps = cfg.norm_eps
         self.sigmoid, self.scale = cfg.router_scoring == "sigmoid", cfg.router_scale
         self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
         self.bias_update = cfg.expert_bias_update
@@ -77,6 +85,8 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
         """x (B, T, C) -> weights (B, T, k) of the chosen experts (zero where dropped) and the Routing."""
         h = x.float()
+        if self.input_scale is not None:
+            h = rms_normalize(h, self.eps) * self.input_scale.float() * h.shape[-1] ** -0.5
         if self.training and self.jitter > 0:
             h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         bias = None if self.bias is None else self.bias.float()
@@ -92,6 +102,8 @@ class Router(nn.Module):
             weights = weights / weights.sum(dim=-1, keepdim=True)
         if self.scale != 1.0:
             weights = weights * self.scale
+        if self.expert_scale is not None:
+            weights = weights * self.expert_scale.float()[experts]
         capacity = self.capacity(x.shape[1])
         kept = None
         if capacity is not None and capacity < x.shape[1] * self.k:

@@ -15,8 +15,10 @@ from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
+from ..layers.kv_cache import SharedKV
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
+from ..layers.per_layer_inputs import PerLayerInputs
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
 
@@ -26,8 +28,12 @@ class Stack(nn.Module):
         self.positions = POSITIONS[cfg.positions](cfg)
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
+        self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
+        for i, block in enumerate(self.blocks):  # the last kv_shared_layers read an earlier layer's keys and values
+            if getattr(block.seq_mixer, "kv_shared", False):
+                block.seq_mixer.kv_from = cfg.kv_source(i)
         # a layer type whose rotary positions differ (Gemma 3's local RoPE base, SmolLM3's NoPE layers) gets
         # its own positions; the others share the stack's
         self._types = [cfg.layer_type(i) for i in range(cfg.n_layers)]
@@ -57,7 +63,10 @@ class Stack(nn.Module):
         if max_len > cfg.context_length:
             raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if cfg.kv_source(i) != i:  # its keys and values are an earlier layer's: so is its cache
+                block.seq_mixer.cache = SharedKV(self.blocks[cfg.kv_source(i)].seq_mixer.cache)
+                continue
             make = block.seq_mixer.bounded_state if bounded else block.seq_mixer.new_state
             block.seq_mixer.cache = make(batch, max_len, dtype or w.dtype, w.device)
         self._cache_max_len = max_len
@@ -93,12 +102,15 @@ class Stack(nn.Module):
             kv_len: int | None = None, token_type_ids: torch.Tensor | None = None, last_only: bool = False,
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
             global_attention_mask: torch.Tensor | None = None,
-            document_ids: torch.Tensor | None = None) -> torch.Tensor:
+            document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
-        (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack. Returns the final
-        hidden states (B, T, C), or (B, 1, C) with last_only."""
+        (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
+        of x, which per-layer inputs (ple_dim) look up. Returns the final hidden states (B, T, C), or (B, 1, C)
+        with last_only."""
+        if self.per_layer is not None and input_ids is None:
+            raise LlmarchError("per-layer input embeddings (ple_dim) need the token ids beside their embeddings")
         if document_ids is not None:
-            return self._run_packed(x, document_ids, last_only)
+            return self._run_packed(x, document_ids, last_only, input_ids)
         cfg = self._stack_cfg
         B, T = x.shape[:2]
         if input_pos is None:
@@ -123,10 +135,12 @@ class Stack(nn.Module):
         ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=positions.rotary(pos),
                                input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
-                               memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :])
-        return self._layers(x, ctx, pos, token_type_ids, last_only)
+                               memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
+                               shared_kv={} if cfg.kv_shared_layers else None)
+        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
 
-    def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool) -> torch.Tensor:
+    def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
+                    input_ids: torch.Tensor | None) -> torch.Tensor:
         """Several documents packed into each row (B, T), document_ids numbering them: each token attends
         causally within its own document and its positions restart at 0 there, so a packed row computes what
         its documents would alone (masks.document_mask). Full forwards only, with no cache."""
@@ -141,10 +155,12 @@ class Stack(nn.Module):
         if bias is not None:
             mask = torch.where(mask, bias, float("-inf"))
         ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
-                               input_pos=torch.arange(T, device=x.device), positions=row_pos)
-        return self._layers(x, ctx, pos, None, last_only)
+                               input_pos=torch.arange(T, device=x.device), positions=row_pos,
+                               shared_kv={} if self._stack_cfg.kv_shared_layers else None)
+        return self._layers(x, ctx, pos, None, last_only, input_ids)
 
-    def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool):
+    def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
+                input_ids: torch.Tensor | None = None):
         """Embedding-side additions and scaling, then the blocks and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
@@ -154,6 +170,8 @@ class Stack(nn.Module):
             x = x * self._embed_multiplier
         sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
+        if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
+            ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
         added = sub["positions"].embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
@@ -174,9 +192,9 @@ class Stack(nn.Module):
 
 
 def _rotary_fields(cfg: ModelConfig) -> tuple:
-    """What a layer type's rotary tables depend on: its positions kind and every rope_* field."""
+    """What a layer type's rotary tables depend on: its positions kind, head width and every rope_* field."""
     return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                 if f.name == "positions" or f.name.startswith("rope_"))
+                 if f.name in ("positions", "head_dim") or f.name.startswith("rope_"))
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:

@@ -68,7 +68,7 @@ class AttentionKind:
         return {}
 
     def new_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
-        return KVCache(batch, attn.qkv_heads[2], max_len, attn.head_dim, dtype, device)
+        return KVCache(batch, attn.kv_heads, max_len, attn.head_dim, dtype, device)
 
     def bounded_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
         """Mixer.bounded_state: new_state's, unless the kind reads a bounded part of the cache."""
@@ -76,7 +76,7 @@ class AttentionKind:
 
     def cache_bytes(self, attn, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         """(per token, per sequence): keys and values of every KV head, per token."""
-        return 2 * attn.qkv_heads[2] * attn.head_dim * torch.empty((), dtype=dtype).element_size(), 0
+        return 2 * attn.kv_heads * attn.head_dim * torch.empty((), dtype=dtype).element_size(), 0
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p: float) -> torch.Tensor:
         raise NotImplementedError

@@ -26,11 +26,11 @@ class SlidingWindowKind(PatternKind):
     def bounded_state(self, attn, batch, max_len, dtype, device):
         if not self.causal or max_len <= self.pattern.window:
             return self.new_state(attn, batch, max_len, dtype, device)
-        return RingKVCache(batch, attn.qkv_heads[2], self.pattern.window, attn.head_dim, dtype, device)
+        return RingKVCache(batch, attn.kv_heads, self.pattern.window, attn.head_dim, dtype, device)
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         ring = attn._modules.get("cache")
-        if not isinstance(ring, RingKVCache):
+        if not (ring is not None and ring.is_ring):  # a ring of its own, or an earlier layer's (SharedKV)
             return super().attend(attn, x, q, k, v, ctx, dropout_p)
         if q.shape[2] > 1:  # a prompt, from position 0: it attends over its own keys, as without a cache
             if ctx.kv_len != q.shape[2]:
