@@ -42,7 +42,8 @@ def test_run_directory_contents_and_refusals(tmp_path, corpus):
     out = tmp_path / "run"
     result = small_run(out, corpus, steps=3, grad_accum=2)
     assert result.checkpoint == out / "step-000003"
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "trainer_state.json"):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "optimizer.safetensors", "optimizer.json",
+                 "rng.safetensors", "trainer_state.json"):
         assert (result.checkpoint / name).is_file()
     assert (out / "loss.png").stat().st_size > 1000 and (out / "metrics.csv").is_file()
     assert not list(out.glob(".*tmp*"))

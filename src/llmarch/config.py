@@ -225,7 +225,8 @@ class ModelConfig:
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
     # from the forward's global_attention_mask), lsh, linear, performer; None: sliding_window if a window is set
     attention: str | None = None
-    attn_impl: str = "sdpa"  # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
+    # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
+    attn_impl: str = "sdpa"
     attention_block: int = 64  # strided: the stride l; block_sparse: the block; the blockwise kernels' query block
     strided_summary: int = 8  # strided: the last c positions of each block that every later query sees
     global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)

@@ -5,8 +5,8 @@ the figures; then the figures themselves and statements that follow from them.
 A measured advantage is a figure where the row beats the reference by more than noise at this scale: loss by
 0.05 nats or by the range of the reference's own losses over seeds (the run trains it at several: early in
 training a change of seed moves the loss by a few tenths of a nat), speed or memory by 10%, decode state by 1.5x,
-an accuracy by 5 points (on a task the row gets at least half right), parameters per active parameter by 1.5x. The two largest are shown, largest first
-(strength: the log of the ratio, or the loss difference in nats, which is the log of the perplexity ratio).
+an accuracy by 5 points (on a task the row gets at least half right), parameters per active parameter by 1.5x.
+The two largest are shown, largest first (strength: the log of the ratio, or the loss difference in nats, which is the log of the perplexity ratio).
 Encoders and encoder-decoders train on their own objectives, so their losses are reported apart and never
 ranked against next-token loss."""
 from __future__ import annotations

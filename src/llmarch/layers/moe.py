@@ -9,8 +9,8 @@ tokens are one contiguous slice, run through that expert at once, weighted, and 
 index_add. On CUDA in bf16 all experts run as one grouped GEMM (torch.nn.functional.grouped_mm); elsewhere
 one matmul per expert over its slice. Under torch.compile with few tokens (the compiled decode step) the
 shapes must not depend on the routing, so each token meets its own experts' gathered weights, or, for a few
-more tokens, every expert runs on every token weighted by 0 where not chosen; one graph either way. The expert weights are stacked: (E, rows, d_model) like the
-transformers layout, so the grouped GEMM reads them as they are."""
+more tokens, every expert runs on every token weighted by 0 where not chosen; one graph either way. The expert
+weights are stacked: (E, rows, d_model) like the transformers layout, so the grouped GEMM reads them as they are."""
 from __future__ import annotations
 
 import torch

@@ -59,7 +59,8 @@ class Router(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.k, self.renormalize, self.jitter = cfg.experts_per_token, cfg.router_renormalize, cfg.router_jitter
-        self.n_experts, self.capacity_factor, self.fixed_capacity = cfg.n_experts, cfg.capacity_factor, cfg.expert_capacity
+        self.n_experts, self.capacity_factor = cfg.n_experts, cfg.capacity_factor
+        self.fixed_capacity = cfg.expert_capacity
         self.weight = nn.Parameter(torch.empty(cfg.n_experts, cfg.d_model))
         self.bias = nn.Parameter(torch.empty(cfg.n_experts)) if cfg.router_bias else None  # gpt-oss
         # Gemma 4: the router's input RMS-normalised, times a gain per channel and d^-1/2; the renormalised weights
