@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 import llmarch
 from llmarch.checkpoint import save_model
 from llmarch.cli import main
-from llmarch.errors import LlmarchError
+from llmarch.errors import LlmarchError, LlmarchWarning
 from llmarch.train.finetune import FinetuneConfig, finetune
-from llmarch.train.resume import TRAINED
+from llmarch.train.resume import DIGEST, TRAINED
 
 from conftest import byte_checkpoint
 from test_dpo import pairs
@@ -129,3 +129,49 @@ def test_resume_extends_a_finished_run_and_checks_its_start(base, tmp_path, caps
 def test_resume_needs_a_run(tmp_path, capsys):
     assert main(["finetune", "--resume", "--out", str(tmp_path / "none")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_resume_from_elsewhere_with_relative_paths_and_a_moved_base(tmp_path, monkeypatch, capsys):
+    """The run records its data and base as absolute paths (a relative --data was read from the directory of the
+    resume, another file of that name there); a base moved since is given as --checkpoint and checked by its
+    digest; a checkpoint folder as --out is refused (a run was nested inside it)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    byte_checkpoint(work, context_length=128)
+    (work / "convs.jsonl").write_text("".join(json.dumps(c) + "\n" for c in conversations(40)))
+    common = ["--batch-size", "2", "--eval-every", "2", "--max-length", "64"]
+    assert main(["finetune", "--task", "sft", "--checkpoint", "ckpt", "--data", "convs.jsonl", "--steps", "2",
+                 "--out", "run", *common]) == 0
+    saved = json.loads((work / "run" / "step-000002" / "trainer_state.json").read_text())["train_config"]
+    assert saved["data"] == str(work / "convs.jsonl") and saved["checkpoint"] == str(work / "ckpt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "convs.jsonl").write_text("")  # a file of the same name that is not the run's
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["finetune", "--resume", "--out", str(work / "run"), "--steps", "4", "--data",
+                 str(work / "convs.jsonl"), *common]) == 0  # the same file by another name is no contradiction
+    shutil.move(str(work / "ckpt"), str(work / "moved"))
+    assert main(["finetune", "--resume", "--out", str(work / "run"), "--steps", "6", *common]) == 2
+    assert "is gone; give its new place as --checkpoint" in capsys.readouterr().err
+    assert main(["finetune", "--resume", "--out", str(work / "run"), "--steps", "6", "--checkpoint",
+                 str(work / "moved"), *common]) == 0
+    assert main(["finetune", "--resume", "--out", str(work / "run" / "step-000006"), "--steps", "8", *common]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
+    assert not (work / "run" / "step-000006" / "latest").exists()
+
+
+def test_an_older_run_without_its_record_resumes_on_the_checkpoint_given_with_a_warning(base, tmp_path):
+    fc = FinetuneConfig(task="sft", data=data_for("sft", tmp_path), steps=2, batch_size=2, eval_every=2,
+                        max_length=64)
+    finetune(base, fc, tmp_path / "run", verbose=False)
+    state_file = tmp_path / "run" / "step-000002" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    for key in ("checkpoint", DIGEST):
+        del state["train_config"][key]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(LlmarchError, match="does not record the checkpoint it started from"):
+        finetune(None, FinetuneConfig(steps=4), tmp_path / "run", verbose=False, resume=True, given={"steps"})
+    with pytest.warns(LlmarchWarning, match="taken as that model, unchecked"):
+        finetune(base, FinetuneConfig(steps=4), tmp_path / "run", verbose=False, resume=True, given={"steps"})

@@ -46,6 +46,9 @@ CASES = {
     # without positions
     "exaone4": ("Exaone4Config", "Exaone4ForCausalLM",
                 dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, sliding_window=8, sliding_window_pattern=4)),
+    # fewer layers than the pattern's period of 4: every layer slides, none is full (it was refused)
+    "exaone4-all-sliding": ("Exaone4Config", "Exaone4ForCausalLM",
+                            dict(COMMON, num_key_value_heads=2, sliding_window=8, sliding_window_pattern=4)),
     # without a window (EXAONE-4.0-1.2B): every layer full, with RoPE (transformers needs layer_types given then)
     "exaone4-full": ("Exaone4Config", "Exaone4ForCausalLM",
                      dict(COMMON, num_key_value_heads=2, sliding_window=None, layer_types=["full_attention"] * 2)),

@@ -64,7 +64,9 @@ def nope_window_fields(hf: dict) -> dict:
     types = hf.get("layer_types") or [SLIDING if (i + 1) % pattern else FULL for i in range(n)]
     if set(types) - {FULL, SLIDING}:
         raise LlmarchError(f"{kind}: layer types other than {FULL} and {SLIDING}: {sorted(set(types))}")
-    return dict(layer_types=list(types), layer_overrides={SLIDING: {"sliding_window": window}, **_NOPE_FULL})
+    # a model of fewer layers than the pattern's period may have no full layer at all
+    return dict(layer_types=list(types), layer_overrides={SLIDING: {"sliding_window": window},
+                                                          **(_NOPE_FULL if FULL in types else {})})
 
 
 def nope_window_hf(cfg: ModelConfig) -> dict:
@@ -72,7 +74,8 @@ def nope_window_hf(cfg: ModelConfig) -> dict:
     if cfg.layer_types is None:
         return dict(sliding_window=None, layer_types=[FULL] * cfg.n_layers)
     window = (cfg.layer_overrides or {}).get(SLIDING, {}).get("sliding_window")
-    if window is None or cfg.layer_overrides != {SLIDING: {"sliding_window": window}, **_NOPE_FULL} \
+    full = _NOPE_FULL if FULL in cfg.layer_types else {}
+    if window is None or cfg.layer_overrides != {SLIDING: {"sliding_window": window}, **full} \
             or set(cfg.layer_types) - {FULL, SLIDING}:
         raise LlmarchError(f"model_type {cfg.hf_model_type} takes layer types {SLIDING} (a window, RoPE) and {FULL} "
                            "(no positions) and no other layer_overrides")

@@ -5,7 +5,7 @@ corpus (data/labeled.py). Reports validation accuracy against the best constant 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from ..data.batching import encode, pad
 from ..data.labeled import load_labeled
 from ..data.tokenizer import check_fits
 from ..device import parse_device
-from ..errors import LlmarchError, check_fields
+from ..errors import LlmarchError, check_fields, warn
 from ..quant.scheme import Scheme
 from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint's, or a .gguf file's
 from .evaluate import score
@@ -215,14 +215,28 @@ def resumed(checkpoint: str | Path | None, fc: FinetuneConfig, out: Path, given:
         if checkpoint is None:
             raise LlmarchError(f"the run in {out} does not record the checkpoint it started from; pass it as "
                                "--checkpoint")
+        warn(f"the run in {out} does not record the model it started from: --checkpoint {checkpoint} is taken as "
+             "that model, unchecked")
         start = checkpoint
+    elif checkpoint is None and not Path(start).exists() and _is_path(start):
+        raise LlmarchError(f"the run's starting checkpoint {start} is gone; give its new place as --checkpoint (its "
+                           "weights are checked against the run's record)")
     elif checkpoint is not None and not _same(checkpoint, start):
-        raise LlmarchError(f"--checkpoint {checkpoint} is not the run's starting checkpoint {start}; leave "
-                           "--checkpoint out to resume")
+        if Path(start).exists() or not _is_path(start):
+            raise LlmarchError(f"--checkpoint {checkpoint} is not the run's starting checkpoint {start}; leave "
+                               "--checkpoint out to resume")
+        start = str(Path(checkpoint).resolve())  # moved: the digest of the model it builds is checked (resume.py)
     if given is None:
         defaults = FinetuneConfig()
         given = {f for f in vars(fc) if getattr(fc, f) != getattr(defaults, f)}
+    if "data" in given and fc.data and saved.get("data") and _same(fc.data, saved["data"]):
+        fc = replace(fc, data=saved["data"])  # the same file named another way (relative, absolute)
     return start, resumed_config(fc, saved, given, MAY_CHANGE)
+
+
+def _is_path(start: str) -> bool:
+    """A starting checkpoint recorded as a path (seq2seq may start from a preset name instead)."""
+    return Path(start).is_absolute()
 
 
 def _same(a: str | Path, b: str | Path) -> bool:

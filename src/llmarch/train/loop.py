@@ -139,6 +139,8 @@ def check_out(out: Path, resume: bool) -> None:
     """A fresh run must not write over another run's checkpoints."""
     if not resume and (out / "latest").exists():
         raise LlmarchError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (out / "latest").is_file():  # a checkpoint folder given as --out would get a run inside
+        raise LlmarchError(f"{out} holds no run to resume (no `latest` file): give the run's directory as --out")
 
 
 def run(task: Task, lc: LoopConfig, out: Path | None, resume: bool = False, verbose: bool = True) -> Outcome:

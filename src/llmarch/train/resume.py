@@ -96,6 +96,12 @@ def load_trained(model: torch.nn.Module, ckpt: Path) -> None:
         raise LlmarchError(f"cannot read {path} (missing, truncated or corrupt?): {str(e).splitlines()[0]}") from None
 
 
+def absolute(name: str | Path) -> str:
+    """A path that exists, made absolute; anything else (a preset name) as it is."""
+    path = Path(name)
+    return str(path.resolve()) if path.exists() else str(name)
+
+
 class FineTuning:
     """What the fine-tuning tasks (classify, seq2seq, sft, dpo) share about resuming: the loop rebuilds their
     starting model from `checkpoint` (`rebuilds`), which their recorded configuration names."""
@@ -109,11 +115,13 @@ class FineTuning:
     def source(self) -> str:
         """The starting checkpoint as a resumed run finds it from anywhere: a path made absolute (a preset name,
         which seq2seq also starts from, as it is)."""
-        path = Path(self.checkpoint)
-        return str(path.resolve()) if path.exists() else str(self.checkpoint)
+        return absolute(self.checkpoint)
 
     def metadata(self) -> dict:
-        return {**asdict(self.fc), "checkpoint": self.source}
+        """The settings, with the starting checkpoint's and the data's paths absolute: a run resumed from another
+        directory reads the same files (a relative --data read another directory's file of that name)."""
+        fc = asdict(self.fc)
+        return {**fc, "data": None if fc.get("data") is None else absolute(fc["data"]), "checkpoint": self.source}
 
     def files(self) -> dict[str, str]:
         return {}
