@@ -161,6 +161,9 @@ class ModelConfig:
     # and Qwen2-MoE's shared expert need not be a multiple of the experts' width)
     shared_hidden: int | None = None
     shared_expert_gate: bool = False  # the shared experts' output times sigmoid(x w) per token (Qwen3-Next)
+    # the routed and the shared experts' outputs averaged, (routed + shared) / 2, not summed (Cohere2-MoE's
+    # shared_expert_combination_strategy "average")
+    shared_average: bool = False
     router_scoring: str = "softmax"  # expert scores: softmax over experts (Mixtral, DeepSeek-V2) or sigmoid (V3)
     router_scale: float = 1.0  # routed experts' weights times this (DeepSeek routed_scaling_factor)
     router_groups: int = 1  # experts in this many equal groups; each token picks from its best router_topk_groups

@@ -168,6 +168,19 @@ CASES = {
     "ministral": ("MinistralConfig", "MinistralForCausalLM",
                   dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
                        layer_types=["sliding_attention", "full_attention"] * 2)),
+    # Cohere2-MoE: Command R7B's attention (layers 1-3 slide over 8 keys with RoPE, layer 0 full without), layer
+    # 0 a dense SwiGLU of 96, then 4 experts of 32 (top 2 by softmax) and a shared one, averaged; LayerNorm, or
+    # RMSNorm with sigmoid routing
+    "cohere2_moe": ("Cohere2MoeConfig", "Cohere2MoeForCausalLM",
+                    dict(COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=32,
+                         prefix_dense_intermediate_size=96, num_experts=4, num_experts_per_tok=2, num_shared_experts=1,
+                         sliding_window=8, first_k_dense_replace=1, pad_token_id=0)),
+    "cohere2_moe-sigmoid": ("Cohere2MoeConfig", "Cohere2MoeForCausalLM",
+                            dict(COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=32,
+                                 prefix_dense_intermediate_size=96, num_experts=4, num_experts_per_tok=2,
+                                 num_shared_experts=1, sliding_window=8, first_k_dense_replace=1, pad_token_id=0,
+                                 rms_norm_eps=1e-6, expert_selection_fn="sigmoid", norm_topk_prob=False,
+                                 shared_expert_combination_strategy="sum")),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

@@ -159,6 +159,9 @@ def check_moe(cfg) -> None:
                            "sandwich block: no shared experts besides")
     if cfg.router_bias and not cfg.n_experts:
         raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
+    if cfg.shared_average and not (cfg.n_experts and cfg.n_shared_experts):
+        raise LlmarchError("shared_average averages the routed and shared experts: it needs n_experts and "
+                           "n_shared_experts > 0")
     if cfg.shared_expert_gate and not (cfg.n_experts and cfg.n_shared_experts):
         raise LlmarchError("shared_expert_gate gates the shared experts: it needs n_experts and n_shared_experts > 0")
     if not cfg.n_experts:
@@ -213,6 +216,7 @@ class MoE(nn.Module):
         self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
         self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
+        self.average = cfg.shared_average
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
@@ -222,6 +226,8 @@ class MoE(nn.Module):
         if self.shared is not None:
             shared = self.shared(x)
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
+            if self.average:  # Cohere2-MoE: the two halves' mean
+                y = y * 0.5
         return y
 
     def routed(self, route: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
