@@ -181,6 +181,8 @@ CASES = {
                                  num_shared_experts=1, sliding_window=8, first_k_dense_replace=1, pad_token_id=0,
                                  rms_norm_eps=1e-6, expert_selection_fn="sigmoid", norm_topk_prob=False,
                                  shared_expert_combination_strategy="sum")),
+    # Apertus: per-head QK-norm, an ungated MLP with xIELU (its learned scalars perturbed with the other 1-D ones)
+    "apertus": ("ApertusConfig", "ApertusForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16)),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

@@ -3,6 +3,7 @@
 SwiGLU. A gated kind is its gate function (gate, up) -> hidden, which the experts of moe.py share."""
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Callable
 
@@ -114,9 +115,53 @@ def dense_ffn(cfg, hidden: int) -> nn.Module | None:
 
 
 def check_ffn(cfg) -> None:
+    if cfg.ffn == "xielu" and (cfg.n_experts or cfg.head_transform or cfg.ple_dim):
+        raise LlmarchError("ffn='xielu' holds its learned activation in each dense MLP: not for experts, a head "
+                           "transform or per-layer embeddings")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")
 
 
+class XIELU(nn.Module):
+    """xIELU (Huang 2024, "Deriving Activation Functions Using Integration", arXiv 2411.13010, eq. 7), Apertus's
+    activation: alpha_p x^2 + beta x for x > 0, alpha_n (expm1(min(x, eps)) - x) + beta x otherwise, with
+    alpha_p = softplus(a_p) and alpha_n = beta + softplus(a_n) learned per layer (init 0.8 each) and beta 0.5."""
+
+    def __init__(self, alpha_p: float = 0.8, alpha_n: float = 0.8, beta: float = 0.5, eps: float = -1e-6):
+        super().__init__()
+        self.inits = (alpha_p, alpha_n - beta)
+        self.alpha_p, self.alpha_n = nn.Parameter(torch.empty(1)), nn.Parameter(torch.empty(1))
+        self.register_buffer("beta", torch.tensor(beta))
+        self.register_buffer("eps", torch.tensor(eps))
+        self.init_ssm()
+
+    @torch.no_grad()
+    def init_ssm(self) -> None:
+        """The module's own initial values (the hook models/stack.init_weights calls after its generic pass,
+        which would make these 1-D parameters ones): softplus^-1 of alpha_p and of alpha_n - beta."""
+        for p, value in zip((self.alpha_p, self.alpha_n), self.inits):
+            if p.device.type != "meta":
+                p.fill_(math.log(math.expm1(value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha_p, alpha_n = F.softplus(self.alpha_p), self.beta + F.softplus(self.alpha_n)
+        return torch.where(x > 0, alpha_p * x * x + self.beta * x,
+                           (torch.expm1(torch.minimum(x, self.eps)) - x) * alpha_n + self.beta * x)
+
+
+class XIELUMLP(MLP):
+    """MLP with xIELU (Apertus): its learned scalars under `act_fn`, as transformers names them."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool):
+        super().__init__(dim, hidden, "relu", bias)
+        del self.act
+        self.act_fn = XIELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sub = self._modules
+        return sub["down"](sub["act_fn"](sub["up"](x)))
+
+
+FFNS.register("xielu")(XIELUMLP)
 FFNS.register("none")(lambda dim, hidden, bias: None)  # no FFN: the block is its mixer alone (Mamba)
