@@ -164,7 +164,10 @@ class ModelConfig:
     # the routed and the shared experts' outputs averaged, (routed + shared) / 2, not summed (Cohere2-MoE's
     # shared_expert_combination_strategy "average")
     shared_average: bool = False
-    router_scoring: str = "softmax"  # expert scores: softmax over experts (Mixtral, DeepSeek-V2) or sigmoid (V3)
+    # expert scores: softmax over experts (Mixtral, DeepSeek-V2), sigmoid (V3), or sparsemixer (Phi-3.5-MoE: each
+    # of the k choices weighted by a softmax over the logits within sparsemixer_eps of its own; layers/router.py)
+    router_scoring: str = "softmax"
+    sparsemixer_eps: float = 0.01  # sparsemixer: logits more than 2 eps below a choice's (relatively) are masked
     router_scale: float = 1.0  # routed experts' weights times this (DeepSeek routed_scaling_factor)
     router_groups: int = 1  # experts in this many equal groups; each token picks from its best router_topk_groups
     router_topk_groups: int = 1  # (DeepSeek-V2 device-limited, V3 node-limited routing)

@@ -183,6 +183,16 @@ CASES = {
                                  shared_expert_combination_strategy="sum")),
     # Apertus: per-head QK-norm, an ungated MLP with xIELU (its learned scalars perturbed with the other 1-D ones)
     "apertus": ("ApertusConfig", "ApertusForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=16)),
+    # Phi-3.5-MoE: LayerNorms with biases, q k v o biases, a head bias, 4 experts by SparseMixer (its eps 0.5, so
+    # the masks bind on these logits), LongRoPE with its mscale (the long factors as the short: transformers' phimoe
+    # never applies long ones, interop/phimoe.py)
+    "phimoe": ("PhimoeConfig", "PhimoeForCausalLM",
+               dict(COMMON, intermediate_size=32, num_key_value_heads=2, num_local_experts=4, attention_bias=True,
+                    lm_head_bias=True, router_jitter_noise=0.5, max_position_embeddings=96,
+                    rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "short_mscale": 1.2,
+                                     "long_mscale": 1.2, "original_max_position_embeddings": 24,
+                                     "short_factor": [1.0 + 0.1 * i for i in range(8)],
+                                     "long_factor": [1.0 + 0.1 * i for i in range(8)]})),
     "olmoe-renormalised": ("OlmoeConfig", "OlmoeForCausalLM",
                            dict(COMMON, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(COMMON, num_key_value_heads=2, pad_token_id=0)),

@@ -55,6 +55,17 @@ def to_config(hf: dict) -> ModelConfig:
 def from_config(cfg: ModelConfig) -> dict:
     if cfg.bias or cfg.qkv_bias or cfg.qk_norm != "none" or cfg.layer_types is not None:
         raise LlmarchError("model_type phi3 has no biases, QK-norm or layer types")
+    # pad_token_id: transformers' default, 32000, lies past a smaller vocabulary
+    out = llama_like_hf(cfg, architectures=["Phi3ForCausalLM"], rope_parameters=rope_params(cfg),
+                        sliding_window=cfg.sliding_window, pad_token_id=None,
+                        original_max_position_embeddings=cfg.rope_original_context or cfg.context_length)
+    for key in ("attention_bias", "mlp_bias"):
+        out.pop(key)
+    return out
+
+
+def rope_params(cfg: ModelConfig) -> dict:
+    """_rope inverted: rope_parameters, LongRoPE's factors among them (Phi-3, Phi-3.5-MoE)."""
     params = rope_parameters(cfg.replace(rope_scaling="none", rope_short_factor=None, rope_long_factor=None,
                                          rope_attn_factor=None))
     params["partial_rotary_factor"] = cfg.rope_fraction
@@ -65,14 +76,9 @@ def from_config(cfg: ModelConfig) -> dict:
         if cfg.rope_attn_factor is not None:
             params["attention_factor"] = cfg.rope_attn_factor
     elif cfg.rope_scaling != "none":
-        raise LlmarchError(f"model_type phi3 takes rope_scaling none or longrope, not {cfg.rope_scaling!r}")
-    # pad_token_id: transformers' default, 32000, lies past a smaller vocabulary
-    out = llama_like_hf(cfg, architectures=["Phi3ForCausalLM"], rope_parameters=params,
-                        sliding_window=cfg.sliding_window, pad_token_id=None,
-                        original_max_position_embeddings=cfg.rope_original_context or cfg.context_length)
-    for key in ("attention_bias", "mlp_bias"):
-        out.pop(key)
-    return out
+        raise LlmarchError(f"model_type {cfg.hf_model_type} takes rope_scaling none or longrope, not "
+                           f"{cfg.rope_scaling!r}")
+    return params
 
 
 FAMILIES.register("phi3")(Family(RULES, to_config, from_config, IGNORE))

@@ -144,7 +144,7 @@ class Experts(nn.Module):
 
 
 ROUTER_AUX_SCOPES = ("batch", "sequence")  # where the load-balancing loss averages: the whole batch or each row
-ROUTER_SCORINGS = ("softmax", "sigmoid")  # how the router scores experts (router.py)
+ROUTER_SCORINGS = ("softmax", "sigmoid", "sparsemixer")  # how the router scores experts (router.py)
 
 
 def check_moe(cfg) -> None:
@@ -190,6 +190,10 @@ def check_moe(cfg) -> None:
                            f"choose one of: {', '.join(ROUTER_SCORINGS)}")
     if cfg.router_scale <= 0:
         raise LlmarchError(f"router_scale must be positive, got {cfg.router_scale}")
+    if cfg.router_scoring == "sparsemixer" and (cfg.router_renormalize or cfg.expert_bias or cfg.router_groups > 1
+                                                or cfg.sparsemixer_eps < 0):
+        raise LlmarchError("router_scoring='sparsemixer' weighs each choice by its own masked softmax: no "
+                           "router_renormalize, expert_bias or router_groups, and sparsemixer_eps >= 0")
     groups, top = cfg.router_groups, cfg.router_topk_groups
     if groups < 1 or cfg.n_experts % groups or not 1 <= top <= groups:
         raise LlmarchError(f"router_groups={groups} must divide n_experts={cfg.n_experts}, and router_topk_groups="

@@ -5,7 +5,11 @@ not decided by rounding; scores s = softmax(logits), or sigmoid(logits) per expe
 2024, eq. 15); the token goes to its k best-scoring experts. Mixtral (Jiang et al. 2024) weighs the k outputs by
 their scores renormalised to sum to 1 (the same as gpt-oss's softmax over the k chosen logits: exp(l_i) /
 sum_chosen exp(l_j) either way); Switch (Fedus et al. 2022) routes top-1 and weighs by the raw probability;
-DeepSeek multiplies the weights by routed_scaling_factor (router_scale). Gemma 4 (router_input_norm,
+DeepSeek multiplies the weights by routed_scaling_factor (router_scale). Phi-3.5-MoE's SparseMixer (Liu et al.
+2024, "GRIN: GRadient-INformed MoE", arXiv 2409.12136) chooses the k experts in turn, each the best remaining
+logit, weighted by a softmax over the remaining logits within a relative 2 eps of it (the others masked):
+its inference form. Its training samples the choice (Gumbel) and estimates the routing gradient by Heun's
+third-order method; llmarch trains with the inference form's plain gradient, which that estimate refines. Gemma 4 (router_input_norm,
 router_expert_scale) scores RMSNorm(h) * s * d^-1/2 without a gain of the norm's own, and multiplies the
 renormalised weights by a learned scale of each chosen expert.
 DeepSeek's refinements of the choice (not of the weights):
@@ -69,6 +73,7 @@ class Router(nn.Module):
         self.expert_scale = nn.Parameter(torch.ones(cfg.n_experts)) if cfg.router_expert_scale else None
         self.eps = cfg.norm_eps
         self.sigmoid, self.scale = cfg.router_scoring == "sigmoid", cfg.router_scale
+        self.sparsemixer = cfg.sparsemixer_eps if cfg.router_scoring == "sparsemixer" else None
         self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
         self.bias_update = cfg.expert_bias_update
         # a buffer, not a parameter: no gradient moves it, only the balancing rule (V3 §2.1.2)
@@ -93,7 +98,9 @@ class Router(nn.Module):
         bias = None if self.bias is None else self.bias.float()
         logits = self.hook_router_logits(F.linear(h, self.weight.float(), bias))  # (B, T, E)
         scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
-        if self.expert_bias is None and self.groups == 1:
+        if self.sparsemixer is not None:
+            weights, experts = sparsemixer(logits, self.sparsemixer, self.k)
+        elif self.expert_bias is None and self.groups == 1:
             weights, experts = scores.topk(self.k, dim=-1)  # (B, T, k)
         else:
             experts = self.choose(scores)
@@ -124,6 +131,21 @@ class Router(nn.Module):
             allowed = torch.zeros_like(group_score, dtype=torch.bool).scatter_(-1, best, True)
             choice = grouped.masked_fill(~allowed[..., None], float("-inf")).flatten(-2)
         return choice.topk(self.k, dim=-1).indices
+
+
+def sparsemixer(logits: torch.Tensor, eps: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (B, T, E) -> (weights, experts) (B, T, k), SparseMixer's inference form (see the module docstring):
+    choice j is the best logit m_j not yet chosen; its weight the softmax, at it, over the logits not yet chosen
+    whose gap to it, (m_j - l) / max(|l|, m_j), is at most 2 eps."""
+    weights, experts = [], []
+    remaining = logits
+    for _ in range(k):
+        top, choice = remaining.max(dim=-1, keepdim=True)
+        far = (top - logits) / logits.abs().clamp(min=top) > 2 * eps
+        weights.append(remaining.masked_fill(far, float("-inf")).softmax(dim=-1).gather(-1, choice))
+        experts.append(choice)
+        remaining = remaining.scatter(-1, choice, float("-inf"))
+    return torch.cat(weights, dim=-1), torch.cat(experts, dim=-1)
 
 
 def within_capacity(experts: torch.Tensor, n_experts: int, capacity: int) -> torch.Tensor:
