@@ -22,6 +22,8 @@ SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_la
              num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=1,
              eos_token_id=2)
 MOE = dict(num_experts_per_tok=2, router_jitter_noise=0.0)
+LLAMA4 = dict(SMALL, num_hidden_layers=4, intermediate_size=32, intermediate_size_mlp=96, head_dim=16,
+              num_local_experts=4, attention_chunk_size=8192, floor_scale=8192, attn_scale=0.1, pad_token_id=0)
 CASES = {  # name: (transformers config class, its fields, the GGUF architecture)
     "mixtral": ("MixtralConfig", dict(SMALL, num_local_experts=4, **MOE), "llama"),
     "qwen3_moe": ("Qwen3MoeConfig", dict(SMALL, head_dim=16, num_experts=4, moe_intermediate_size=48,
@@ -110,6 +112,16 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                                   mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=8,
                                   use_mamba_kernels=False), "jamba"),
     # A and D as (heads, 1), the gated norm's weight per group of B and C, dt_bias as ssm_dt.bias
+    # Scout's shape: experts (top 1 by sigmoid score, scaling their input) and a shared expert on every layer,
+    # chunked attention with the QK-norm on layers 0-2, layer 3 NoPE with temperature tuning; llama.cpp's fixed
+    # chunk of 8192 positions and temperature floor of 8192, which bind on no prompt here
+    "llama4": ("Llama4TextConfig", LLAMA4, "llama4"),
+    # experts on layers 1 and 3 (Maverick's interleaving), dense SwiGLU on 0 and 2; top 2
+    "llama4_interleaved": ("Llama4TextConfig", dict(LLAMA4, interleave_moe_layer_step=2, num_experts_per_tok=2),
+                           "llama4"),
+    # Maverick's 128 experts, for which llama.cpp has no QK-norm (and no key says so): written and read without it
+    "llama4_maverick": ("Llama4TextConfig", dict(LLAMA4, interleave_moe_layer_step=2, num_local_experts=128,
+                                                  use_qk_norm=False), "llama4"),
     "mamba2": ("Mamba2Config", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
                                     num_heads=4, head_dim=32, n_groups=2, conv_kernel=4, chunk_size=8,
                                     bos_token_id=1, eos_token_id=2, tie_word_embeddings=False), "mamba2"),
@@ -122,6 +134,11 @@ def tiny(case, tmp_path, **changes):
     torch.manual_seed(0)
     conf = getattr(transformers, conf_cls)(**{**kwargs, **changes})
     hf = transformers.AutoModelForCausalLM.from_config(conf)
+    if case.startswith("llama4"):  # its router as routed_apart makes the others' decisive
+        with torch.no_grad():
+            for name, p in hf.named_parameters():
+                if name.endswith("feed_forward.router.weight"):
+                    p.mul_(20.0)
     return perturbed_from_hf(routed_apart(hf), tmp_path / "hf")
 
 
@@ -133,7 +150,8 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     reader = gguf.GGUFReader(str(path))
     assert reader.fields["general.architecture"].contents() == CASES[case][2]
     back = gguf_reads_back(path, model, exact=False, apart=1e-3)
-    assert back.config.hf_model_type == ("llama" if case == "mistral" else case)
+    want = "llama" if case == "mistral" else "llama4_text" if case.startswith("llama4") else case
+    assert back.config.hf_model_type == want
 
 
 @pytest.mark.parametrize("case,changes,problem", [
@@ -159,6 +177,16 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("olmoe", dict(clip_qkv=8.0), "clip_qkv"),  # llama.cpp's olmoe graph clamps nothing
     ("olmoe", dict(norm_topk_prob=True), "norm_topk_prob"),  # nor renormalises
     ("olmoe", dict(num_key_value_heads=2), "key/value heads"),  # and sizes k's norm for all heads
+    # llama.cpp's llama4 fixes the chunk at 8192 positions, NoPE on every 4th layer, the temperature tuning's
+    # scale 0.1 and floor 8192 (it reads no temperature keys), the QK-norm on unless 128 experts (measured: 0.27
+    # logits apart without it), and experts on the layers (i + 1) % step == 0
+    ("llama4", dict(attention_chunk_size=16), "attention_chunk_size 16"),
+    ("llama4", dict(no_rope_layer_interval=2), "no_rope_layers"),
+    ("llama4", dict(attn_temperature_tuning=False), "attn_temperature_tuning False"),
+    ("llama4", dict(floor_scale=4), "floor_scale 4"),
+    ("llama4", dict(attn_scale=0.5), "attn_scale 0.5"),
+    ("llama4", dict(use_qk_norm=False), "use_qk_norm False"),
+    ("llama4", dict(interleave_moe_layer_step=2, moe_layers=[0, 2]), "moe_layers"),
 ])
 def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
     from llmarch.errors import LlmarchError

@@ -11,6 +11,7 @@ from . import (bert, deepseek, gemma, gpt_oss, layer_norm, llama, mamba, phi2, p
 from . import stablelm
 from . import granite
 from . import cohere, lfm2
+from . import llama4
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -20,5 +21,6 @@ ARCHS.update(stablelm.ARCHS)
 ARCHS.update(granite.ARCHS)
 ARCHS.update(cohere.ARCHS)
 ARCHS.update(lfm2.ARCHS)
+ARCHS.update(llama4.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
