@@ -67,7 +67,7 @@ def hf_config(reader, path) -> dict:
     meta = Meta(reader, arch, path)
     get = meta.get
     names = meta.tensors
-    if "rope_freqs.weight" in names:
+    if "rope_freqs.weight" in names and "rope_freqs.weight" not in ARCHS[arch].consumed:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
     own = ARCHS[arch].rope_scalings  # read by the architecture's `fields` itself (DeepSeek's YaRN)

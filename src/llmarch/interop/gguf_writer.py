@@ -1,7 +1,8 @@
 """GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, phi as phi2, olmo2,
 smollm3, gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2,
-gpt_oss, t5, starcoder2, qwen2_moe as qwen2moe, stablelm, granite), as llama.cpp's convert_hf_to_gguf.py writes
+gpt_oss, t5, starcoder2, qwen2_moe as qwen2moe, stablelm, granite, llama4_text,
+gemma4_text as gemma4), as llama.cpp's convert_hf_to_gguf.py writes
 them from the same Hugging Face config.json and
 tensors: the
 family table's tensors named by the `gguf` package's name map (per-expert tensors stacked, (E, out, in)), q/k rows

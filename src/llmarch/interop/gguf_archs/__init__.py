@@ -12,6 +12,7 @@ from . import stablelm
 from . import granite
 from . import cohere, lfm2
 from . import llama4
+from . import gemma4
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -22,5 +23,6 @@ ARCHS.update(granite.ARCHS)
 ARCHS.update(cohere.ARCHS)
 ARCHS.update(lfm2.ARCHS)
 ARCHS.update(llama4.ARCHS)
+ARCHS.update(gemma4.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

@@ -1,0 +1,111 @@
+"""Gemma 4 (text; GGUF "gemma4"): sliding layers and full layers of their own head width and KV heads.
+
+What the file holds (as llama.cpp's loader reads it, found by loading files into it): norm gains as they are
+(Gemma 4's RMSNorm scales by g, not Gemma 1-3's 1 + g), the layer scalar as layer_output_scale;
+attention.key_length/value_length the full layers' head width and *_swa the sliding ones', head_count_kv one
+count per layer where the two kinds differ, attention.sliding_window_pattern one flag per layer,
+rope.freq_base the full layers' base and rope.freq_base_swa the sliding ones'; p-RoPE (transformers'
+'proportional': the first partial_rotary_factor of each full head's frequencies turn, over the whole head's
+exponents) as rope.dimension_count the whole head and a rope_freqs tensor of per-frequency divisors: the
+factor for the turning ones, 1e30 (no turn) for the rest."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import LlmarchError
+from .arch import FULL, SLIDING, Arch, Meta
+
+STILL = 1e30  # rope_freqs' divisor for a frequency that does not turn (llama.cpp's theta / 1e30 ~ 0)
+
+
+def _still(factors: list[float]) -> int:
+    return sum(f >= STILL / 10 for f in factors)
+
+
+def _gemma4(hf: dict, meta: Meta) -> dict:
+    """The Gemma4TextConfig fields of a gemma4 file: layer types from the flags, each kind's geometry and RoPE."""
+    n = hf["num_hidden_layers"]
+    types = meta.window_types(n, 6) or [FULL] * n
+    kv = hf["num_key_value_heads"]
+    kv = list(kv) if isinstance(kv, list) else [kv] * n
+    full_dim = hf["head_dim"]
+    local_dim = meta.get("attention.key_length_swa", full_dim)
+    if meta.get("attention.value_length", full_dim) != full_dim or \
+            meta.get("attention.value_length_swa", local_dim) != local_dim:
+        raise LlmarchError(f"{meta.path}: a gemma4 file whose value heads are not as wide as its key heads")
+    full_kv = {kv[i] for i, t in enumerate(types) if t == FULL}
+    local_kv = {kv[i] for i, t in enumerate(types) if t == SLIDING}
+    if len(full_kv) > 1 or len(local_kv) > 1:
+        raise LlmarchError(f"{meta.path}: gemma4 layers of one kind with different head_count_kv are not supported")
+    factors = meta.tensor("rope_freqs.weight")
+    full_rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta")}
+    if factors is not None:
+        turning = len(factors) - _still(factors)
+        full_rope.update(rope_type="proportional", partial_rotary_factor=2 * turning / full_dim,
+                         factor=factors[0] if turning else 1.0)
+    per_layer = {str(i): {"head_dim": full_dim, "num_key_value_heads": kv[i]} for i, t in enumerate(types) if t == FULL}
+    return {**hf, "model_type": "gemma4_text", "hidden_activation": "gelu_pytorch_tanh", "layer_types": types,
+            "head_dim": local_dim, "num_key_value_heads": next(iter(local_kv or full_kv)),
+            "per_layer_config": per_layer, "sliding_window": meta.get("attention.sliding_window", 512),
+            "final_logit_softcapping": meta.get("final_logit_softcapping", None),
+            "rope_parameters": {FULL: full_rope, SLIDING: {"rope_type": "default",
+                                                           "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}},
+            "hidden_size_per_layer_input": 0, "attention_k_eq_v": False, "num_kv_shared_layers": 0,
+            "enable_moe_block": False, "use_double_wide_mlp": False}
+
+
+def _full_dim(hf: dict) -> int:
+    dims = {c["head_dim"] for c in hf["per_layer_config"].values()}
+    return dims.pop() if dims else hf["head_dim"]
+
+
+def _gemma4_common(hf: dict) -> dict:
+    """As the converter reads config.json: head_count_kv per layer where the full layers' differ."""
+    types, local = hf["layer_types"], hf["num_key_value_heads"]
+    kv = [hf["per_layer_config"][str(i)]["num_key_value_heads"] if t == FULL else local for i, t in enumerate(types)]
+    return {**hf, "num_key_value_heads": kv if len(set(kv)) > 1 else local}
+
+
+def _gemma4_out(w, hf: dict) -> dict:
+    """The keys and the rope_freqs tensor; what llama.cpp's gemma4 reads otherwise refused first."""
+    for key, what in (("attention_k_eq_v", "attention_k_eq_v"), ("num_kv_shared_layers", "num_kv_shared_layers"),
+                      ("hidden_size_per_layer_input", "per-layer input embeddings (hidden_size_per_layer_input)"),
+                      ("enable_moe_block", "the mixture block (enable_moe_block)")):
+        if hf.get(key):
+            raise LlmarchError(f"GGUF gemma4 out does not write {what} yet ({key}={hf[key]!r})")
+    types = hf["layer_types"]
+    rope = hf["rope_parameters"]
+    local, full = rope.get(SLIDING, {}), rope.get(FULL, {})
+    if local.get("rope_type", "default") != "default":
+        raise LlmarchError(f"GGUF gemma4 has plain RoPE on the sliding layers, not rope_type {local['rope_type']!r}")
+    full_dim, local_dim = _full_dim(hf), hf["head_dim"]
+    w.add_key_length(full_dim)
+    w.add_value_length(full_dim)
+    w.add_key_length_swa(local_dim)
+    w.add_value_length_swa(local_dim)
+    w.add_rope_dimension_count(full_dim)
+    w.add_rope_dimension_count_swa(local_dim)
+    w.add_rope_freq_base_swa(local.get("rope_theta", 10000.0))
+    w.add_sliding_window(hf["sliding_window"])
+    w.add_embedding_length_per_layer_input(hf.get("hidden_size_per_layer_input") or 0)  # llama.cpp requires it
+    w.add_sliding_window_pattern([t == SLIDING for t in types])
+    if hf.get("final_logit_softcapping") is not None:
+        w.add_final_logit_softcapping(hf["final_logit_softcapping"])
+    extra = {}
+    if full.get("rope_type") == "proportional":
+        turning = int(full.get("partial_rotary_factor", 1.0) * full_dim // 2)
+        factors = np.full(full_dim // 2, STILL, np.float32)
+        factors[:turning] = full.get("factor") or 1.0
+        extra["rope_freqs.weight"] = factors
+    elif full.get("rope_type", "default") != "default":
+        raise LlmarchError(f"GGUF gemma4 out writes plain or proportional RoPE on the full layers, not rope_type "
+                           f"{full['rope_type']!r}")
+    return extra
+
+
+ARCHS = {
+    "gemma4": Arch("gemma4_text", fields=_gemma4, common=_gemma4_common, write=_gemma4_out, head_lengths=False,
+                   consumed=frozenset({"rope_freqs.weight"}),
+                   # the converter names the scalar `.weight` (llama.cpp loads blk.{i}.layer_output_scale.weight)
+                   renamed=((".layer_scalar", ".layer_scalar.weight"),)),
+}
