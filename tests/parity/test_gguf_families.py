@@ -136,6 +136,14 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                                                                F4: {"rope_type": "proportional", "rope_theta": 1e4,
                                                                     "partial_rotary_factor": 0.5, "factor": 2.0}}),
                     "gemma4"),
+    # the full layers' keys are their values (no attn_v), one KV head of their own (head_count_kv per layer)
+    "gemma4_k_eq_v": ("Gemma4TextConfig", dict(GEMMA4, attention_k_eq_v=True, num_global_key_value_heads=1),
+                      "gemma4"),
+    # the last three layers (sliding, sliding, full) read layers 1 and 2's keys and values (attention.shared_kv_layers)
+    # and their FFNs are double-wide (feed_forward_length per layer)
+    "gemma4_kv_shared": ("Gemma4TextConfig", dict(GEMMA4, num_hidden_layers=6, layer_types=[S4, S4, F4, S4, S4, F4],
+                                                  num_kv_shared_layers=3, use_double_wide_mlp=True,
+                                                  attention_k_eq_v=True, num_global_key_value_heads=1), "gemma4"),
     "mamba2": ("Mamba2Config", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
                                     num_heads=4, head_dim=32, n_groups=2, conv_kernel=4, chunk_size=8,
                                     bos_token_id=1, eos_token_id=2, tie_word_embeddings=False), "mamba2"),
@@ -216,8 +224,10 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
                                      F4: {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                           "rope_theta": 1e6}}),
      "plain RoPE on the sliding layers"),
-    ("gemma4", dict(attention_k_eq_v=True, num_global_key_value_heads=1), "attention_k_eq_v"),
-    ("gemma4", dict(num_kv_shared_layers=2), "num_kv_shared_layers"),
+    # llama.cpp's KV-shared layers read layer n - shared - 1 (full) or - 2 (sliding), and abort where that one is of
+    # the other kind (here layer 3, sliding, for the full layers 4 and 5)
+    ("gemma4", dict(num_hidden_layers=6, layer_types=[S4, F4, S4, S4, F4, F4], num_kv_shared_layers=2),
+     "num_kv_shared_layers 2"),
     ("gemma4", dict(hidden_size_per_layer_input=8), "hidden_size_per_layer_input"),
     ("gemma4", dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=24),
      "enable_moe_block"),

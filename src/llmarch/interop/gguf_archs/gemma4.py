@@ -7,7 +7,11 @@ count per layer where the two kinds differ, attention.sliding_window_pattern one
 rope.freq_base the full layers' base and rope.freq_base_swa the sliding ones'; p-RoPE (transformers'
 'proportional': the first partial_rotary_factor of each full head's frequencies turn, over the whole head's
 exponents) as rope.dimension_count the whole head and a rope_freqs tensor of per-frequency divisors: the
-factor for the turning ones, 1e30 (no turn) for the rest."""
+factor for the turning ones, 1e30 (no turn) for the rest; embedding_length_per_layer_input always (llama.cpp
+requires the key). attention_k_eq_v: the full layers hold no attn_v; num_kv_shared_layers:
+attention.shared_kv_layers, those layers without k and v; use_double_wide_mlp: feed_forward_length per layer.
+llama.cpp's gemma4 graph rounds the GeGLU's gate to F16 for ggml's GELU table: its logits are ~0.2% from
+transformers' (measured), which changes no greedy token in the tests."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +19,9 @@ import numpy as np
 from ...errors import LlmarchError
 from .arch import FULL, SLIDING, Arch, Meta
 
+# what GGUF gemma4 out does not write yet (config.json field, what it is)
+NOT_WRITTEN = (("hidden_size_per_layer_input", "per-layer input embeddings (hidden_size_per_layer_input)"),
+               ("enable_moe_block", "the mixture block (enable_moe_block)"))
 STILL = 1e30  # rope_freqs' divisor for a frequency that does not turn (llama.cpp's theta / 1e30 ~ 0)
 
 
@@ -26,6 +33,7 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
     """The Gemma4TextConfig fields of a gemma4 file: layer types from the flags, each kind's geometry and RoPE."""
     n = hf["num_hidden_layers"]
     types = meta.window_types(n, 6) or [FULL] * n
+    shared = meta.get("attention.shared_kv_layers", 0)
     kv = hf["num_key_value_heads"]
     kv = list(kv) if isinstance(kv, list) else [kv] * n
     full_dim = hf["head_dim"]
@@ -33,6 +41,12 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
     if meta.get("attention.value_length", full_dim) != full_dim or \
             meta.get("attention.value_length_swa", local_dim) != local_dim:
         raise LlmarchError(f"{meta.path}: a gemma4 file whose value heads are not as wide as its key heads")
+    ffn = hf["intermediate_size"]
+    ffn = list(ffn) if isinstance(ffn, list) else [ffn] * n
+    wide = [i for i in range(n) if ffn[i] != ffn[0]]
+    if wide and (wide != list(range(n - shared, n)) or {ffn[i] for i in wide} != {2 * ffn[0]}):
+        raise LlmarchError(f"{meta.path}: gemma4 feed_forward_length {ffn} is not a width doubled on the KV-shared "
+                           "layers (use_double_wide_mlp)")
     full_kv = {kv[i] for i, t in enumerate(types) if t == FULL}
     local_kv = {kv[i] for i, t in enumerate(types) if t == SLIDING}
     if len(full_kv) > 1 or len(local_kv) > 1:
@@ -43,6 +57,9 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
         turning = len(factors) - _still(factors)
         full_rope.update(rope_type="proportional", partial_rotary_factor=2 * turning / full_dim,
                          factor=factors[0] if turning else 1.0)
+    # attention_k_eq_v: the full layers hold no attn_v (their keys are the values); the KV-shared last layers
+    # hold no keys or values at all
+    k_eq_v = any(t == FULL and i < n - shared and not meta.has(f"blk.{i}.attn_v.weight") for i, t in enumerate(types))
     per_layer = {str(i): {"head_dim": full_dim, "num_key_value_heads": kv[i]} for i, t in enumerate(types) if t == FULL}
     return {**hf, "model_type": "gemma4_text", "hidden_activation": "gelu_pytorch_tanh", "layer_types": types,
             "head_dim": local_dim, "num_key_value_heads": next(iter(local_kv or full_kv)),
@@ -50,8 +67,8 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
             "final_logit_softcapping": meta.get("final_logit_softcapping", None),
             "rope_parameters": {FULL: full_rope, SLIDING: {"rope_type": "default",
                                                            "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}},
-            "hidden_size_per_layer_input": 0, "attention_k_eq_v": False, "num_kv_shared_layers": 0,
-            "enable_moe_block": False, "use_double_wide_mlp": False}
+            "hidden_size_per_layer_input": 0, "attention_k_eq_v": k_eq_v, "num_kv_shared_layers": shared,
+            "enable_moe_block": False, "use_double_wide_mlp": bool(wide), "intermediate_size": ffn[0]}
 
 
 def _full_dim(hf: dict) -> int:
@@ -63,14 +80,16 @@ def _gemma4_common(hf: dict) -> dict:
     """As the converter reads config.json: head_count_kv per layer where the full layers' differ."""
     types, local = hf["layer_types"], hf["num_key_value_heads"]
     kv = [hf["per_layer_config"][str(i)]["num_key_value_heads"] if t == FULL else local for i, t in enumerate(types)]
-    return {**hf, "num_key_value_heads": kv if len(set(kv)) > 1 else local}
+    ffn = hf["intermediate_size"]
+    if hf.get("use_double_wide_mlp") and hf.get("num_kv_shared_layers"):  # feed_forward_length per layer
+        first = len(types) - hf["num_kv_shared_layers"]
+        ffn = [ffn * (2 if i >= first else 1) for i in range(len(types))]
+    return {**hf, "num_key_value_heads": kv if len(set(kv)) > 1 else local, "intermediate_size": ffn}
 
 
 def _gemma4_out(w, hf: dict) -> dict:
     """The keys and the rope_freqs tensor; what llama.cpp's gemma4 reads otherwise refused first."""
-    for key, what in (("attention_k_eq_v", "attention_k_eq_v"), ("num_kv_shared_layers", "num_kv_shared_layers"),
-                      ("hidden_size_per_layer_input", "per-layer input embeddings (hidden_size_per_layer_input)"),
-                      ("enable_moe_block", "the mixture block (enable_moe_block)")):
+    for key, what in NOT_WRITTEN:
         if hf.get(key):
             raise LlmarchError(f"GGUF gemma4 out does not write {what} yet ({key}={hf[key]!r})")
     types = hf["layer_types"]
@@ -87,6 +106,17 @@ def _gemma4_out(w, hf: dict) -> dict:
     w.add_rope_dimension_count_swa(local_dim)
     w.add_rope_freq_base_swa(local.get("rope_theta", 10000.0))
     w.add_sliding_window(hf["sliding_window"])
+    shared = hf.get("num_kv_shared_layers") or 0
+    if shared:
+        # llama.cpp's KV-shared layers read the cache of layer n - shared - 1 (full ones) or n - shared - 2 (sliding
+        # ones), and abort the process (GGML_ASSERT in llama-kv-cache.cpp) where that layer is of the other kind:
+        # the same layers as transformers' (the last earlier one of each kind) only where those two are full, sliding
+        ns = len(types) - shared
+        kinds = set(types[ns:])
+        if ns < 1 or types[ns - 1] != FULL or (SLIDING in kinds and (ns < 2 or types[ns - 2] != SLIDING)):
+            raise LlmarchError(f"GGUF gemma4 (llama.cpp) shares the KV of the last layers before num_kv_shared_layers "
+                               f"{shared} only where they end sliding, full; not layer_types {types}")
+        w.add_shared_kv_layers(shared)
     w.add_embedding_length_per_layer_input(hf.get("hidden_size_per_layer_input") or 0)  # llama.cpp requires it
     w.add_sliding_window_pattern([t == SLIDING for t in types])
     if hf.get("final_logit_softcapping") is not None:
