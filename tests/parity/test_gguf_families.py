@@ -144,6 +144,10 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "gemma4_kv_shared": ("Gemma4TextConfig", dict(GEMMA4, num_hidden_layers=6, layer_types=[S4, S4, F4, S4, S4, F4],
                                                   num_kv_shared_layers=3, use_double_wide_mlp=True,
                                                   attention_k_eq_v=True, num_global_key_value_heads=1), "gemma4"),
+    # per-layer inputs of 8 dims per layer (E2B/E4B's, a table as long as the vocabulary) beside KV sharing
+    "gemma4_ple": ("Gemma4TextConfig", dict(GEMMA4, num_hidden_layers=6, layer_types=[S4, S4, F4, S4, S4, F4],
+                                            num_kv_shared_layers=3, hidden_size_per_layer_input=8,
+                                            vocab_size_per_layer_input=272), "gemma4"),
     "mamba2": ("Mamba2Config", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
                                     num_heads=4, head_dim=32, n_groups=2, conv_kernel=4, chunk_size=8,
                                     bos_token_id=1, eos_token_id=2, tie_word_embeddings=False), "mamba2"),
@@ -228,7 +232,7 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     # the other kind (here layer 3, sliding, for the full layers 4 and 5)
     ("gemma4", dict(num_hidden_layers=6, layer_types=[S4, F4, S4, S4, F4, F4], num_kv_shared_layers=2),
      "num_kv_shared_layers 2"),
-    ("gemma4", dict(hidden_size_per_layer_input=8), "hidden_size_per_layer_input"),
+    ("gemma4", dict(hidden_size_per_layer_input=8, vocab_size_per_layer_input=300), "vocab_size_per_layer_input 300"),
     ("gemma4", dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=24),
      "enable_moe_block"),
 ])

@@ -8,8 +8,10 @@ rope.freq_base the full layers' base and rope.freq_base_swa the sliding ones'; p
 'proportional': the first partial_rotary_factor of each full head's frequencies turn, over the whole head's
 exponents) as rope.dimension_count the whole head and a rope_freqs tensor of per-frequency divisors: the
 factor for the turning ones, 1e30 (no turn) for the rest; embedding_length_per_layer_input always (llama.cpp
-requires the key). attention_k_eq_v: the full layers hold no attn_v; num_kv_shared_layers:
-attention.shared_kv_layers, those layers without k and v; use_double_wide_mlp: feed_forward_length per layer.
+requires the key) the per-layer inputs' width, their tables per_layer_token_embd, per_layer_model_proj,
+per_layer_proj_norm and blk.{i}.inp_gate, proj, post_norm. attention_k_eq_v: the full layers hold no attn_v;
+num_kv_shared_layers: attention.shared_kv_layers, those layers without k and v; use_double_wide_mlp:
+feed_forward_length per layer.
 llama.cpp's gemma4 graph rounds the GeGLU's gate to F16 for ggml's GELU table: its logits are ~0.2% from
 transformers' (measured), which changes no greedy token in the tests."""
 from __future__ import annotations
@@ -20,8 +22,7 @@ from ...errors import LlmarchError
 from .arch import FULL, SLIDING, Arch, Meta
 
 # what GGUF gemma4 out does not write yet (config.json field, what it is)
-NOT_WRITTEN = (("hidden_size_per_layer_input", "per-layer input embeddings (hidden_size_per_layer_input)"),
-               ("enable_moe_block", "the mixture block (enable_moe_block)"))
+NOT_WRITTEN = (("enable_moe_block", "the mixture block (enable_moe_block)"),)
 STILL = 1e30  # rope_freqs' divisor for a frequency that does not turn (llama.cpp's theta / 1e30 ~ 0)
 
 
@@ -47,6 +48,8 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
     if wide and (wide != list(range(n - shared, n)) or {ffn[i] for i in wide} != {2 * ffn[0]}):
         raise LlmarchError(f"{meta.path}: gemma4 feed_forward_length {ffn} is not a width doubled on the KV-shared "
                            "layers (use_double_wide_mlp)")
+    ple = meta.get("embedding_length_per_layer_input", 0)
+    ple_vocab = int(meta.tensors["per_layer_token_embd.weight"].shape[-1]) if ple else hf["vocab_size"]
     full_kv = {kv[i] for i, t in enumerate(types) if t == FULL}
     local_kv = {kv[i] for i, t in enumerate(types) if t == SLIDING}
     if len(full_kv) > 1 or len(local_kv) > 1:
@@ -67,7 +70,8 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
             "final_logit_softcapping": meta.get("final_logit_softcapping", None),
             "rope_parameters": {FULL: full_rope, SLIDING: {"rope_type": "default",
                                                            "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}},
-            "hidden_size_per_layer_input": 0, "attention_k_eq_v": k_eq_v, "num_kv_shared_layers": shared,
+            "hidden_size_per_layer_input": ple, "vocab_size_per_layer_input": ple_vocab, "attention_k_eq_v": k_eq_v,
+            "num_kv_shared_layers": shared,
             "enable_moe_block": False, "use_double_wide_mlp": bool(wide), "intermediate_size": ffn[0]}
 
 
@@ -94,6 +98,11 @@ def _gemma4_out(w, hf: dict) -> dict:
             raise LlmarchError(f"GGUF gemma4 out does not write {what} yet ({key}={hf[key]!r})")
     types = hf["layer_types"]
     rope = hf["rope_parameters"]
+    ple = hf.get("hidden_size_per_layer_input") or 0
+    if ple and hf.get("vocab_size_per_layer_input", hf["vocab_size"]) != hf["vocab_size"]:
+        # the published models' tables are as long as the vocabulary; another length is unverified in llama.cpp
+        raise LlmarchError(f"GGUF gemma4 out writes per-layer embeddings for the whole vocabulary ({hf['vocab_size']}"
+                           f"), not vocab_size_per_layer_input {hf['vocab_size_per_layer_input']}")
     local, full = rope.get(SLIDING, {}), rope.get(FULL, {})
     if local.get("rope_type", "default") != "default":
         raise LlmarchError(f"GGUF gemma4 has plain RoPE on the sliding layers, not rope_type {local['rope_type']!r}")
@@ -117,7 +126,7 @@ def _gemma4_out(w, hf: dict) -> dict:
             raise LlmarchError(f"GGUF gemma4 (llama.cpp) shares the KV of the last layers before num_kv_shared_layers "
                                f"{shared} only where they end sliding, full; not layer_types {types}")
         w.add_shared_kv_layers(shared)
-    w.add_embedding_length_per_layer_input(hf.get("hidden_size_per_layer_input") or 0)  # llama.cpp requires it
+    w.add_embedding_length_per_layer_input(ple)  # llama.cpp requires the key, 0 without per-layer inputs
     w.add_sliding_window_pattern([t == SLIDING for t in types])
     if hf.get("final_logit_softcapping") is not None:
         w.add_final_logit_softcapping(hf["final_logit_softcapping"])
