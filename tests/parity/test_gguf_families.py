@@ -148,6 +148,11 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "gemma4_ple": ("Gemma4TextConfig", dict(GEMMA4, num_hidden_layers=6, layer_types=[S4, S4, F4, S4, S4, F4],
                                             num_kv_shared_layers=3, hidden_size_per_layer_input=8,
                                             vocab_size_per_layer_input=272), "gemma4"),
+    # 26B-A4B's block: every layer's 4 experts (top 2 of a softmax over the scaled, normed residual, renormalised,
+    # times per-expert scales) beside its MLP, each with its norms; the full layers' keys their values
+    "gemma4_moe": ("Gemma4TextConfig", dict(GEMMA4, attention_k_eq_v=True, num_global_key_value_heads=1,
+                                            enable_moe_block=True, num_experts=4, top_k_experts=2,
+                                            moe_intermediate_size=24), "gemma4"),
     "mamba2": ("Mamba2Config", dict(vocab_size=272, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
                                     num_heads=4, head_dim=32, n_groups=2, conv_kernel=4, chunk_size=8,
                                     bos_token_id=1, eos_token_id=2, tie_word_embeddings=False), "mamba2"),
@@ -170,6 +175,11 @@ def tiny(case, tmp_path, **changes):
             for name, b in hf.named_buffers():
                 if name.endswith("layer_scalar"):
                     b.copy_(torch.rand(1) + 0.5)
+            for name, p in hf.named_parameters():  # the router decisive and the experts apart, as in test_gemma4
+                if name.endswith("router.proj.weight"):
+                    p.mul_(20.0)
+                elif ".experts." in name:
+                    p.mul_(10.0)
     return perturbed_from_hf(routed_apart(hf), tmp_path / "hf")
 
 
@@ -233,8 +243,6 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("gemma4", dict(num_hidden_layers=6, layer_types=[S4, F4, S4, S4, F4, F4], num_kv_shared_layers=2),
      "num_kv_shared_layers 2"),
     ("gemma4", dict(hidden_size_per_layer_input=8, vocab_size_per_layer_input=300), "vocab_size_per_layer_input 300"),
-    ("gemma4", dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=24),
-     "enable_moe_block"),
 ])
 def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
     from llmarch.errors import LlmarchError

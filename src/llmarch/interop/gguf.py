@@ -125,11 +125,14 @@ def gguf_name_of(name_map, hf: str, renamed: tuple = (), stripped: tuple = ()) -
     """A Hugging Face tensor's GGUF name by the `gguf` package's map; BLOOM's converter strips `transformer.`
     first, and the map knows its names so; `renamed`: the architecture's (ending, the ending the map knows);
     `stripped`: its other prefixes the converter strips (BERT's `bert.`)."""
+    suffixes = (".weight", ".bias")
     for end, known in renamed:
         if hf.endswith(end):
             hf = hf[:-len(end)] + known
+            if known.endswith(".scale"):  # a renamed tensor stored beside a known one (gemma4's ffn_gate_inp.scale)
+                suffixes += (".scale",)
     for name in (hf, *(hf.removeprefix(p) for p in ("transformer.", *stripped))):
-        found = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        found = name_map.get_name(name, try_suffixes=suffixes)
         if found is not None:
             return found
     return None

@@ -11,7 +11,9 @@ factor for the turning ones, 1e30 (no turn) for the rest; embedding_length_per_l
 requires the key) the per-layer inputs' width, their tables per_layer_token_embd, per_layer_model_proj,
 per_layer_proj_norm and blk.{i}.inp_gate, proj, post_norm. attention_k_eq_v: the full layers hold no attn_v;
 num_kv_shared_layers: attention.shared_kv_layers, those layers without k and v; use_double_wide_mlp:
-feed_forward_length per layer.
+feed_forward_length per layer. enable_moe_block: expert_count, expert_used_count, expert_feed_forward_length;
+the router as ffn_gate_inp with its input scale ffn_gate_inp.scale, the experts fused as ffn_gate_up_exps (E, 2I,
+d), ffn_down_exps with the per-expert scale ffn_down_exps.scale, the norms pre_ffw_norm_2, post_ffw_norm_1/_2.
 llama.cpp's gemma4 graph rounds the GeGLU's gate to F16 for ggml's GELU table: its logits are ~0.2% from
 transformers' (measured), which changes no greedy token in the tests."""
 from __future__ import annotations
@@ -21,8 +23,6 @@ import numpy as np
 from ...errors import LlmarchError
 from .arch import FULL, SLIDING, Arch, Meta
 
-# what GGUF gemma4 out does not write yet (config.json field, what it is)
-NOT_WRITTEN = (("enable_moe_block", "the mixture block (enable_moe_block)"),)
 STILL = 1e30  # rope_freqs' divisor for a frequency that does not turn (llama.cpp's theta / 1e30 ~ 0)
 
 
@@ -50,6 +50,11 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
                            "layers (use_double_wide_mlp)")
     ple = meta.get("embedding_length_per_layer_input", 0)
     ple_vocab = int(meta.tensors["per_layer_token_embd.weight"].shape[-1]) if ple else hf["vocab_size"]
+    experts = meta.get("expert_count", 0)
+    moe = {"enable_moe_block": bool(experts)}
+    if experts:
+        moe.update(num_experts=experts, top_k_experts=meta.get("expert_used_count"),
+                   moe_intermediate_size=meta.get("expert_feed_forward_length"))
     full_kv = {kv[i] for i, t in enumerate(types) if t == FULL}
     local_kv = {kv[i] for i, t in enumerate(types) if t == SLIDING}
     if len(full_kv) > 1 or len(local_kv) > 1:
@@ -72,7 +77,7 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
                                                            "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}},
             "hidden_size_per_layer_input": ple, "vocab_size_per_layer_input": ple_vocab, "attention_k_eq_v": k_eq_v,
             "num_kv_shared_layers": shared,
-            "enable_moe_block": False, "use_double_wide_mlp": bool(wide), "intermediate_size": ffn[0]}
+            **moe, "use_double_wide_mlp": bool(wide), "intermediate_size": ffn[0]}
 
 
 def _full_dim(hf: dict) -> int:
@@ -93,9 +98,6 @@ def _gemma4_common(hf: dict) -> dict:
 
 def _gemma4_out(w, hf: dict) -> dict:
     """The keys and the rope_freqs tensor; what llama.cpp's gemma4 reads otherwise refused first."""
-    for key, what in NOT_WRITTEN:
-        if hf.get(key):
-            raise LlmarchError(f"GGUF gemma4 out does not write {what} yet ({key}={hf[key]!r})")
     types = hf["layer_types"]
     rope = hf["rope_parameters"]
     ple = hf.get("hidden_size_per_layer_input") or 0
@@ -115,6 +117,10 @@ def _gemma4_out(w, hf: dict) -> dict:
     w.add_rope_dimension_count_swa(local_dim)
     w.add_rope_freq_base_swa(local.get("rope_theta", 10000.0))
     w.add_sliding_window(hf["sliding_window"])
+    if hf.get("enable_moe_block"):
+        w.add_expert_count(hf["num_experts"])
+        w.add_expert_used_count(hf["top_k_experts"])
+        w.add_expert_feed_forward_length(hf["moe_intermediate_size"])
     shared = hf.get("num_kv_shared_layers") or 0
     if shared:
         # llama.cpp's KV-shared layers read the cache of layer n - shared - 1 (full ones) or n - shared - 2 (sliding
@@ -145,6 +151,11 @@ def _gemma4_out(w, hf: dict) -> dict:
 ARCHS = {
     "gemma4": Arch("gemma4_text", fields=_gemma4, common=_gemma4_common, write=_gemma4_out, head_lengths=False,
                    consumed=frozenset({"rope_freqs.weight"}),
-                   # the converter names the scalar `.weight` (llama.cpp loads blk.{i}.layer_output_scale.weight)
-                   renamed=((".layer_scalar", ".layer_scalar.weight"),)),
+                   # the names llama.cpp loads: the scalar and the experts' matrices with `.weight`
+                   # (blk.{i}.layer_output_scale.weight, ffn_gate_up_exps.weight, ffn_down_exps.weight), the
+                   # router's input scale as ffn_gate_inp.scale and its per-expert scale as ffn_down_exps.scale
+                   renamed=((".layer_scalar", ".layer_scalar.weight"), (".router.scale", ".router.proj.scale"),
+                            (".router.per_expert_scale", ".experts.down_proj.scale"),
+                            (".experts.gate_up_proj", ".experts.gate_up_proj.weight"),
+                            (".experts.down_proj", ".experts.down_proj.weight"))),
 }
