@@ -7,7 +7,8 @@ count per layer where the two kinds differ, attention.sliding_window_pattern one
 rope.freq_base the full layers' base and rope.freq_base_swa the sliding ones'; p-RoPE (transformers'
 'proportional': the first partial_rotary_factor of each full head's frequencies turn, over the whole head's
 exponents) as rope.dimension_count the whole head and a rope_freqs tensor of per-frequency divisors: the
-factor for the turning ones, 1e30 (no turn) for the rest; embedding_length_per_layer_input always (llama.cpp
+factor for the turning ones, 1e30 (no turn) for the rest (all ones for plain RoPE: llama.cpp requires the
+tensor); embedding_length_per_layer_input always (llama.cpp
 requires the key) the per-layer inputs' width, their tables per_layer_token_embd, per_layer_model_proj,
 per_layer_proj_norm and blk.{i}.inp_gate, proj, post_norm. attention_k_eq_v: the full layers hold no attn_v;
 num_kv_shared_layers: attention.shared_kv_layers, those layers without k and v; use_double_wide_mlp:
@@ -23,6 +24,7 @@ import numpy as np
 from ...errors import LlmarchError
 from .arch import FULL, SLIDING, Arch, Meta
 
+DEFAULT_CAP = 30.0  # llama.cpp's gemma4 final soft-cap where the file has no final_logit_softcapping (measured)
 STILL = 1e30  # rope_freqs' divisor for a frequency that does not turn (llama.cpp's theta / 1e30 ~ 0)
 
 
@@ -61,7 +63,7 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
         raise LlmarchError(f"{meta.path}: gemma4 layers of one kind with different head_count_kv are not supported")
     factors = meta.tensor("rope_freqs.weight")
     full_rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta")}
-    if factors is not None:
+    if factors is not None and any(f != 1.0 for f in factors):  # all ones: plain RoPE over the whole head
         turning = len(factors) - _still(factors)
         full_rope.update(rope_type="proportional", partial_rotary_factor=2 * turning / full_dim,
                          factor=factors[0] if turning else 1.0)
@@ -72,7 +74,7 @@ def _gemma4(hf: dict, meta: Meta) -> dict:
     return {**hf, "model_type": "gemma4_text", "hidden_activation": "gelu_pytorch_tanh", "layer_types": types,
             "head_dim": local_dim, "num_key_value_heads": next(iter(local_kv or full_kv)),
             "per_layer_config": per_layer, "sliding_window": meta.get("attention.sliding_window", 512),
-            "final_logit_softcapping": meta.get("final_logit_softcapping", None),
+            "final_logit_softcapping": meta.get("final_logit_softcapping", DEFAULT_CAP) or None,
             "rope_parameters": {FULL: full_rope, SLIDING: {"rope_type": "default",
                                                            "rope_theta": meta.get("rope.freq_base_swa", 10000.0)}},
             "hidden_size_per_layer_input": ple, "vocab_size_per_layer_input": ple_vocab, "attention_k_eq_v": k_eq_v,
@@ -134,15 +136,17 @@ def _gemma4_out(w, hf: dict) -> dict:
         w.add_shared_kv_layers(shared)
     w.add_embedding_length_per_layer_input(ple)  # llama.cpp requires the key, 0 without per-layer inputs
     w.add_sliding_window_pattern([t == SLIDING for t in types])
-    if hf.get("final_logit_softcapping") is not None:
-        w.add_final_logit_softcapping(hf["final_logit_softcapping"])
+    # always: llama.cpp's gemma4 caps at its default without the key (measured: 9.5 logits apart); 0 caps nothing
+    w.add_final_logit_softcapping(hf.get("final_logit_softcapping") or 0.0)
     extra = {}
     if full.get("rope_type") == "proportional":
         turning = int(full.get("partial_rotary_factor", 1.0) * full_dim // 2)
         factors = np.full(full_dim // 2, STILL, np.float32)
         factors[:turning] = full.get("factor") or 1.0
         extra["rope_freqs.weight"] = factors
-    elif full.get("rope_type", "default") != "default":
+    elif full.get("rope_type", "default") == "default":  # llama.cpp's gemma4 requires rope_freqs: all ones
+        extra["rope_freqs.weight"] = np.ones(full_dim // 2, np.float32)
+    else:
         raise LlmarchError(f"GGUF gemma4 out writes plain or proportional RoPE on the full layers, not rope_type "
                            f"{full['rope_type']!r}")
     return extra
