@@ -253,6 +253,7 @@ def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
     ("gemma4", dict(num_hidden_layers=6, layer_types=[S4, F4, S4, S4, F4, F4], num_kv_shared_layers=2),
      "num_kv_shared_layers 2"),
     ("gemma4", dict(hidden_size_per_layer_input=8, vocab_size_per_layer_input=300), "vocab_size_per_layer_input 300"),
+    ("gemma4", dict(hidden_activation="silu"), "ffn='swiglu'"),  # llama.cpp's gemma4 GeGLU is tanh-GELU's
 ])
 def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
     from llmarch.errors import LlmarchError

@@ -88,7 +88,8 @@ def _full_dim(hf: dict) -> int:
 
 
 def _gemma4_common(hf: dict) -> dict:
-    """As the converter reads config.json: head_count_kv per layer where the full layers' differ."""
+    """As the converter reads config.json: head_count_kv per layer where the full layers' differ, and
+    feed_forward_length per layer where the KV-shared layers' FFNs are double-wide."""
     types, local = hf["layer_types"], hf["num_key_value_heads"]
     kv = [hf["per_layer_config"][str(i)]["num_key_value_heads"] if t == FULL else local for i, t in enumerate(types)]
     ffn = hf["intermediate_size"]
