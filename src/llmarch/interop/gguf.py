@@ -67,7 +67,7 @@ def hf_config(reader, path) -> dict:
     meta = Meta(reader, arch, path)
     get = meta.get
     names = meta.tensors
-    if "rope_freqs.weight" in names:
+    if "rope_freqs.weight" in names and "rope_freqs.weight" not in ARCHS[arch].consumed:
         raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
     own = ARCHS[arch].rope_scalings  # read by the architecture's `fields` itself (DeepSeek's YaRN)
@@ -125,11 +125,14 @@ def gguf_name_of(name_map, hf: str, renamed: tuple = (), stripped: tuple = ()) -
     """A Hugging Face tensor's GGUF name by the `gguf` package's map; BLOOM's converter strips `transformer.`
     first, and the map knows its names so; `renamed`: the architecture's (ending, the ending the map knows);
     `stripped`: its other prefixes the converter strips (BERT's `bert.`)."""
+    suffixes = (".weight", ".bias")
     for end, known in renamed:
         if hf.endswith(end):
             hf = hf[:-len(end)] + known
+            if known.endswith(".scale"):  # a renamed tensor stored beside a known one (gemma4's ffn_gate_inp.scale)
+                suffixes += (".scale",)
     for name in (hf, *(hf.removeprefix(p) for p in ("transformer.", *stripped))):
-        found = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        found = name_map.get_name(name, try_suffixes=suffixes)
         if found is not None:
             return found
     return None
