@@ -55,13 +55,19 @@ def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = N
              objective: Objective = causal_lm, seed: int = 0, context: int | None = None,
              progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """Windows of `context` tokens (None: the model's context_length) of the validation split in order; a
-    masking objective draws its masks from (seed, batch index), so the figure is the same at every
-    evaluation of a run. progress, if given, is called with each batch's count of input tokens once it is
-    scored."""
+    masking objective draws each window's masks from (seed, window index), so the figure is the same at every
+    evaluation of a run and at any batch size (`llmarch eval` and the training log agree). progress, if given,
+    is called with each batch's count of input tokens once it is scored."""
     def batches():
         windows = data.sequential("val", batch_size, context or model.config.context_length, max_tokens)
-        for i, (x, y) in enumerate(windows):
-            inputs, y = objective(x, y, np.random.default_rng([seed, i]))
+        start = 0
+        for x, y in windows:
+            if objective is causal_lm:
+                inputs = x
+            else:
+                rngs = [np.random.default_rng([seed, start + r, 1]) for r in range(len(x))]
+                inputs, y = objective.rows(x, y, rngs)
+            start += len(x)
             yield model_kwargs(inputs), y
             if progress is not None:
                 progress(x.numel())

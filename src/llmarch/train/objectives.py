@@ -137,6 +137,11 @@ class MaskedLM:
         targets = np.where(chosen, ids, IGNORE)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
+    def rows(self, x: torch.Tensor, y: torch.Tensor, rngs: list[np.random.Generator]):
+        """Each row masked by its own generator: what evaluation draws, the same at any batch size."""
+        parts = [self(x[i:i + 1], y[i:i + 1], rng) for i, rng in enumerate(rngs)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
 
 class Denoising:
     """span (T5) or infill (BART) on each window: the corrupted window is the source, the target is what
@@ -159,9 +164,14 @@ class Denoising:
                                                            eos_id=tok.eos_id)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator):
+        return self.rows(x, y, [rng] * len(x))
+
+    def rows(self, x: torch.Tensor, y: torch.Tensor, rngs: list[np.random.Generator]):
+        """Each row corrupted by its generator (one shared: a training batch; one each: evaluation, the same at
+        any batch size)."""
         from ..data.seq2seq import seq2seq_batch
 
-        pairs = [self.corrupt(row[: self.context - 1].tolist(), rng) for row in x]
+        pairs = [self.corrupt(row[: self.context - 1].tolist(), rng) for row, rng in zip(x, rngs)]
         batch = seq2seq_batch(pairs, self.tok.eos_id, self.tok.eos_id, self.context, self.context)
         return {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids")}, batch["labels"]
 
