@@ -61,6 +61,9 @@ def test_bench_refuses_encoder_decoders():
     (["--new-tokens", "0"], "--new-tokens must be at least 1, got 0"),
     (["--decode-batches", "1,x"], "--decode-batches must be positive integers separated by commas, got '1,x'"),
     (["--decode-batches", "0"], "--decode-batches must be positive integers"),
+    # output paths are checked before the benchmark, whose results a bad one lost after the run
+    (["--out", "."], "--out . is a directory; it names a file"),
+    (["--markdown", f"{__file__}/t.md"], "is a file, not a directory"),
 ])
 def test_bench_bad_counts_are_one_line_exit_2(args, message, capsys):
     code = main(["bench", "--model", "gpt-tiny", *args])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .options import add_fields, at_least, collect, model_config, model_overrides
+from .options import add_fields, at_least, check_out_file, collect, model_config, model_overrides
 
 
 def add_parsers(sub) -> None:
@@ -42,6 +42,9 @@ def cmd_bench(args) -> None:
     from ..bench.model import BenchConfig, run_bench, to_markdown
     from ..rundir import write_text_atomic
 
+    for flag in ("out", "markdown", "plot"):  # before the benchmark, whose results a bad path would lose
+        if getattr(args, flag, None):
+            check_out_file(getattr(args, flag), f"--{flag}")
     if args.threads:
         torch.set_num_threads(args.threads)
     # the sub-benchmarks: (module, its config class, the prefix of its flags, its run function)
@@ -57,6 +60,7 @@ def cmd_bench(args) -> None:
         result = run(config_cls(**collect(args, config_cls, prefix)))
         table = module.to_markdown(result)
         if args.plot:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
             module.plot(result, Path(args.plot))
     elif args.checkpoint:
         from .options import load_for
@@ -69,7 +73,7 @@ def cmd_bench(args) -> None:
         result = run_bench(model_config(args), BenchConfig(**collect(args, BenchConfig)))
         table = to_markdown(result)
     print(table)
-    if args.out:
-        write_text_atomic(Path(args.out), json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        write_text_atomic(Path(args.markdown), table + "\n")
+    for path, text in ((args.out, json.dumps(result, indent=2) + "\n"), (args.markdown, table + "\n")):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(Path(path), text)

@@ -244,3 +244,16 @@ def check_out_dir(out, flag: str = "--out") -> None:
         raise LlmarchError(f"{flag} {out}: {ancestor} is a file, not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise LlmarchError(f"{flag} {out}: {ancestor} is not writable")
+
+
+def check_out_file(path, flag: str) -> None:
+    """An output file that can be written once the work is done: not a directory, its directory makeable and
+    writable (checked before the work, whose results a bad path would lose)."""
+    from pathlib import Path
+
+    from ..errors import LlmarchError
+
+    path = Path(path)
+    if path.is_dir():
+        raise LlmarchError(f"{flag} {path} is a directory; it names a file")
+    check_out_dir(path.parent, flag)
