@@ -256,4 +256,6 @@ def check_out_file(path, flag: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise LlmarchError(f"{flag} {path} is a directory; it names a file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise LlmarchError(f"{flag} {path}: {path.parent} is a file, not a directory")
     check_out_dir(path.parent, flag)
