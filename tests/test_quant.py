@@ -153,6 +153,11 @@ def test_cli_quantize_then_generate_and_eval(checkpoint, tmp_path, capsys, corpu
                  "--temperature", "0"]) == 0
     assert capsys.readouterr().out == full  # int8: the same greedy tokens
     assert main(["eval", "--checkpoint", str(tmp_path / "int8"), "--data", corpus, "--json"]) == 0
+    capsys.readouterr()
+    # to GGUF: the float parameters the file holds are counted, not the quantized model's norms and embeddings
+    float_count = sum(p.numel() for p in llmarch.load(checkpoint).parameters())
+    assert main(["convert", "--to-gguf", str(tmp_path / "int4-hqq"), "--out", str(tmp_path / "q.gguf")]) == 0
+    assert f"{float_count:,} parameters" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,text", [

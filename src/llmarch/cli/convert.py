@@ -78,11 +78,15 @@ def cmd_convert(args) -> None:
             to_hf(model, tmp, tokenizer_from=tokenizer_from, labels=labels)
 
     atomic_directory(out, write)
+    print(f"wrote {out} ({written_parameters(model):,} parameters)")
+
+
+def written_parameters(model) -> int:
+    """The model's parameters as its config builds them, on the meta device: a quantized model's float weights
+    (its own parameters are only its norms and embeddings), without dequantizing it a second time."""
     from ..models.build import empty_model
 
-    # the model's parameters as its config builds them, on the meta device: a quantized model's float weights
-    # (its own parameters are only its norms and embeddings), without dequantizing it a second time
-    print(f"wrote {out} ({sum(p.numel() for p in empty_model(model.config).parameters()):,} parameters)")
+    return sum(p.numel() for p in empty_model(model.config).parameters())
 
 
 def _terminated(signum, frame) -> None:
@@ -121,4 +125,4 @@ def write_gguf(args) -> None:
         tmp.unlink(missing_ok=True)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    print(f"wrote {out} ({args.gguf_type}, {sum(p.numel() for p in model.parameters()):,} parameters)")
+    print(f"wrote {out} ({args.gguf_type}, {written_parameters(model):,} parameters)")
