@@ -53,6 +53,9 @@ def test_info_json_keys_and_text():
     assert facts["active_parameters"] == facts["parameters"]  # dense: every parameter is active
     code, out, _ = run("info", "gpt2", "--n-layers", "1", "--json")
     assert json.loads(out)["parameters"] == 124_439_808 - 11 * 7_087_872
+    code, out, _ = run("info", "bert-tiny")  # an encoder keeps no decoding cache: no KV-cache line (it had one)
+    assert code == 0 and "KV-cache" not in out and "parameters:" in out
+    assert "KV-cache bytes per token" in run("info", "t5-tiny")[1]  # an encoder-decoder's decoder does
 
 
 def test_info_reports_state_bytes_for_ssm_and_hybrid_stacks():

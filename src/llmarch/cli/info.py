@@ -81,11 +81,12 @@ def cmd_info(args) -> None:
         print(f"in the GGUF file:         {gguf['file_weight_bytes'] / 2**20:,.1f} MiB, "
               f"{8 * gguf['file_weight_bytes'] / facts['parameters']:.3g} bits per parameter ({kinds} tensors)"
               + ("" if on_kernels else "; llmarch dequantizes them on load"))
-    if facts["kv_cache_bytes_per_token"]:
+    decodes = cfg.causal or cfg.is_encoder_decoder  # an encoder (BERT, ModernBERT) keeps no decoding cache
+    if facts["kv_cache_bytes_per_token"] and decodes:
         notes = _notes(cfg, lambda mixer: mixer.cache_note())
         notes = f"{args.dtype}; {notes}" if notes else args.dtype
         print(f"KV-cache bytes per token: {facts['kv_cache_bytes_per_token']:,} ({notes})")
-    if facts["state_bytes_per_sequence"]:
+    if facts["state_bytes_per_sequence"] and decodes:
         print(f"state bytes per sequence: {facts['state_bytes_per_sequence']:,} "
               f"({_notes(cfg, lambda mixer: mixer.state_note(args.dtype))})")
 
