@@ -252,3 +252,19 @@ def test_eval_analyze_and_the_first_tokenizer_build_show_progress(files, capsys,
     TokenData.prepare(docs, tokenizer_for(docs, "bpe", 300))
     err = capsys.readouterr().err
     assert "training the BPE tokenizer (once; cached) [####" in err and "tokenizing the data (once; cached) [" in err
+
+
+def test_a_signal_stop_is_reported_by_rank_0_only(monkeypatch, capsys):
+    """Under torchrun every process stops after the same step and raises the same Interrupted; only rank 0 prints
+    it (each printed it, the message two or more times), and every process exits with the signal's code."""
+    import llmarch.cli.train as train_cli
+    from llmarch.train.loop import Interrupted
+
+    def stopped(args):
+        raise Interrupted("stopped by SIGINT after step 3; saved run/step-000003, continue with --resume", 130)
+
+    monkeypatch.setattr(train_cli, "cmd_train", stopped)
+    for rank, shown in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        code, _, err = call(capsys, "train", "--model", "gpt-tiny", "--out", "run")
+        assert code == 130 and ("stopped by SIGINT" in err) == shown, (rank, err)

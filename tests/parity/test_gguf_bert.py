@@ -290,3 +290,18 @@ def test_bert_files_llmarch_cannot_read_are_refused(key, value, problem, hf_tok,
     gguf.GGUFReader(str(path), "r+").fields[key].parts[-1][0] = value  # edited in place
     with pytest.raises(LlmarchError, match=problem):
         llmarch.from_gguf(path)
+
+
+def test_a_bert_with_a_byte_vocabulary_is_refused_naming_no_temporary_file(tmp_path):
+    """llmarch's byte tokenizer is written as a 'gpt2' vocabulary, which GGUF bert does not take: refused when the
+    file is read back, and the message names the problem, not the file it was found in (convert writes to a
+    temporary file first, whose name the message carried)."""
+    torch.manual_seed(0)
+    model = llmarch.build("bert-tiny", vocab_size=258, n_layers=1, d_model=32, n_heads=2, context_length=32)
+    path = tmp_path / ".x.gguf.tmp-abc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LlmarchWarning)
+        with pytest.raises(LlmarchError) as e:
+            to_gguf(model, path, "f32", ByteTokenizer(mask=True))
+    assert "'gpt2' vocabulary" in str(e.value) and ".tmp" not in str(e.value)
+    assert not path.exists()

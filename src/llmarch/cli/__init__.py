@@ -2,6 +2,7 @@
 subparser, in the order --help lists them; main runs the chosen one. options.py holds what they share."""
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
         except LlmarchError as e:
             code = getattr(e, "exit_code", 2)  # training stopped by a signal reports it (130, 143), as a shell does
+            if code != 2 and os.environ.get("RANK", "0") != "0":  # every process stopped alike: rank 0 says so
+                return code
             print(f"llmarch {args.command}: {'error: ' if code == 2 else ''}{e}", file=sys.stderr)
             return code
         except OSError as e:  # the machine said no: a read-only or full disk, a path that is a file

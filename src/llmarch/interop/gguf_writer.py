@@ -108,7 +108,10 @@ def _check_reads_back(path: Path, cfg) -> None:
     """The written file, read as from_gguf reads it, must give `cfg` again (name, eos and training terms aside)."""
     from .gguf import gguf_model_config
 
-    back = gguf_model_config(open_gguf(path), path)
+    try:
+        back = gguf_model_config(open_gguf(path), path)
+    except LlmarchError as e:  # named as what it is, not by the temporary file it was found in
+        raise LlmarchError("the GGUF file would not read back: " + str(e).replace(f"{path}: ", "")) from None
     # a family written as another's architecture (Mistral as llama) reads back as that family; the router's
     # training terms (aux loss, jitter) and Mamba-2's scan chunk (a way of computing, the same values at any)
     # change no output, and GGUF has no key for them
