@@ -70,3 +70,7 @@ def test_generate_and_the_command(tmp_path):
                          "--max-new-tokens", "16", *extra]) == 0
         outs.append(buf.getvalue())
     assert outs[0] == outs[1] and outs[0].startswith("abcabcabc")
+    err = io.StringIO()  # without --temperature 0: the default 0.8 named, before the checkpoint loads
+    with contextlib.redirect_stderr(err):
+        assert main(["generate", "--checkpoint", str(tmp_path / "none"), "--prompt", "a", "--prompt-lookup", "4"]) == 2
+    assert "pass --temperature 0 (it is 0.8; the default is 0.8)" in err.getvalue()

@@ -119,6 +119,9 @@ def cmd_generate(args) -> None:
                            "--compile")
     if args.num_draft is not None and args.draft is None:
         raise LlmarchError("--num-draft sets how many tokens a --draft checkpoint proposes: give --draft too")
+    if args.prompt_lookup and (args.temperature != 0 or args.num_beams > 1 or args.compile):
+        raise LlmarchError(f"--prompt-lookup drafts for greedy decoding: pass --temperature 0 (it is "
+                           f"{args.temperature:g}; the default is 0.8), without --num-beams or --compile")
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
                      args.prompt_lookup, args.draft, args.num_draft or 4)
