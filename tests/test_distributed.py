@@ -46,9 +46,17 @@ def runs(tmp_path_factory, corpus):
     spec = root / "spec.json"
     spec.write_text(json.dumps({"root": str(root), "corpus": corpus, "single": str(root / "single")}))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(HERE / "distributed_worker.py"), str(spec)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(HERE / "distributed_worker.py"), str(spec)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # once, under the suite's load, a gloo worker aborted in C++ (std::terminate, SIGABRT) before any of
+        # llmarch's checks ran, and the job passed when run again: the job is run once more, from scratch, for
+        # that abort only; any other failure, and a second abort, fail the test
+        for made in root.iterdir():
+            if made.name not in ("single", "moe-single", "spec.json"):
+                shutil.rmtree(made) if made.is_dir() else made.unlink()
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((root / "results.json").read_text())
     results["single"] = [single.losses, single.val_losses]
