@@ -12,8 +12,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .cohere import RULES as COHERE_RULES, to_config as cohere_config
-from .deepseek_v2 import first_dense, moe_rules
-from .exaone_moe import dense_first
+from .deepseek_v2 import dense_first, first_dense, moe_rules
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_hf
 from .qwen3 import FULL, nope_window_hf

@@ -87,6 +87,19 @@ def rules(interleaved: bool) -> list[Rule]:
 IGNORE = (r"rotary_emb\.inv_freq$",)
 
 
+def dense_first(hf: dict) -> int:
+    """The dense layers before the mixtures: mlp_layer_types' leading `dense` (GLM-4.7-Flash, EXAONE MoE,
+    Cohere2-MoE), else first_k_dense_replace (default 1); first_dense inverted."""
+    types = hf.get("mlp_layer_types")
+    if not types:
+        return int(hf.get("first_k_dense_replace", 1))
+    k = types.index("sparse") if "sparse" in types else len(types)
+    if set(types) - {"dense", "sparse"} or "dense" in types[k:]:
+        raise LlmarchError(f"{hf['model_type']}: mlp_layer_types {types} are not some dense layers, then sparse "
+                           "ones")
+    return k
+
+
 def first_dense(cfg: ModelConfig) -> int:
     """first_k_dense_replace of a config, or an error if its MoE layers are not all the ones after the first k."""
     moe = [cfg.is_moe_layer(i) for i in range(cfg.n_layers)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .deepseek_v2 import first_dense, moe_fields, moe_hf, moe_rules, v3_router_fields
+from .deepseek_v2 import dense_first, first_dense, moe_fields, moe_hf, moe_rules, v3_router_fields
 from .glm4_moe import check_v3_mixture
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, llama_like_hf
@@ -16,17 +16,6 @@ from .qwen3 import RULES as QWEN3_RULES, nope_window_fields, nope_window_hf
 
 # published files hold the expert bias beside the router (transformers 5 renames it under mlp.gate on reading)
 RULES = QWEN3_RULES + moe_rules("e_score_correction_bias")
-
-
-def dense_first(hf: dict) -> int:
-    """The dense layers before the mixtures: mlp_layer_types' leading `dense`, else first_k_dense_replace."""
-    types = hf.get("mlp_layer_types")
-    if not types:
-        return int(hf.get("first_k_dense_replace", 1))
-    k = types.index("sparse") if "sparse" in types else len(types)
-    if set(types) - {"dense", "sparse"} or "dense" in types[k:]:
-        raise LlmarchError(f"{hf['model_type']}: mlp_layer_types {types} are not some dense layers, then sparse ones")
-    return k
 
 
 def to_config(hf: dict) -> ModelConfig:

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .deepseek_v2 import IGNORE, deepseek_config, deepseek_hf, first_dense, rules, v3_router_fields
+from .deepseek_v2 import IGNORE, deepseek_config, deepseek_hf, dense_first, first_dense, rules, v3_router_fields
 from .hf import FAMILIES, Family
 
 
 def to_config(hf: dict) -> ModelConfig:
     if hf.get("rope_interleave") is False:
         raise LlmarchError("glm4_moe_lite with rope_interleave false is not supported")
-    n = hf["num_hidden_layers"]
-    types = hf.get("mlp_layer_types") or ["dense"] + ["sparse"] * (n - 1)
-    k = types.index("sparse") if "sparse" in types else n
-    if set(types) - {"dense", "sparse"} or "dense" in types[k:]:
-        raise LlmarchError(f"glm4_moe_lite: mlp_layer_types {types} are not some dense layers, then sparse ones")
-    return deepseek_config({**hf, "first_k_dense_replace": k}, **v3_router_fields(hf))
+    # without mlp_layer_types: one dense layer first (the config class's default)
+    return deepseek_config({**hf, "first_k_dense_replace": dense_first(hf)}, **v3_router_fields(hf))
 
 
 def from_config(cfg: ModelConfig) -> dict:
