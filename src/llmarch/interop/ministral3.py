@@ -13,28 +13,42 @@ from .llama import IGNORE, RULES, llama_like_hf, rope_parameters
 from .mistral import to_config as mistral_config
 
 
-def to_config(hf: dict) -> ModelConfig:
-    params = hf.get("rope_parameters") or {}
+def query_scaling(hf: dict, params: dict) -> dict:
+    """The config fields of rope_parameters' llama_4_scaling_beta (Ministral 3, Mistral 4): its unit YaRN's
+    original_max_position_embeddings; none without it."""
     beta = params.get("llama_4_scaling_beta")
     if not beta:
-        return mistral_config(hf).replace(hf_model_type="ministral3")
+        return {}
     unit = params.get("original_max_position_embeddings")
     if not unit:
-        raise LlmarchError("ministral3: llama_4_scaling_beta needs original_max_position_embeddings in rope_parameters")
-    return mistral_config(hf).replace(hf_model_type="ministral3", attn_temp_scale=float(beta),
-                                      attn_temp_floor=int(unit), attn_temp_shift=0)
+        raise LlmarchError(f"{hf['model_type']}: llama_4_scaling_beta needs original_max_position_embeddings in "
+                           "rope_parameters")
+    return dict(attn_temp_scale=float(beta), attn_temp_floor=int(unit), attn_temp_shift=0)
+
+
+def query_scaling_hf(cfg: ModelConfig, params: dict) -> None:
+    """query_scaling inverted, into `params` (rope_parameters), or one line where the form cannot hold it."""
+    if not cfg.attn_temp_scale:
+        return
+    if cfg.attn_temp_shift != 0:
+        raise LlmarchError(f"model_type {cfg.hf_model_type} scales queries by 1 + beta ln(1 + floor(p / unit)) "
+                           "(attn_temp_shift 0)")
+    if cfg.attn_temp_floor != params.get("original_max_position_embeddings"):
+        raise LlmarchError(f"model_type {cfg.hf_model_type} takes the query scaling's unit from YaRN's "
+                           f"original_max_position_embeddings, not attn_temp_floor {cfg.attn_temp_floor}")
+    params["llama_4_scaling_beta"] = cfg.attn_temp_scale
+
+
+def to_config(hf: dict) -> ModelConfig:
+    fields = query_scaling(hf, hf.get("rope_parameters") or {})
+    return mistral_config(hf).replace(hf_model_type="ministral3", **fields)
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    if cfg.attn_temp_scale and cfg.attn_temp_shift != 0 or cfg.layer_types is not None:
-        raise LlmarchError("model_type ministral3 scales queries by 1 + beta ln(1 + floor(p / unit)) "
-                           "(attn_temp_shift 0) on every layer, with no layer types")
+    if cfg.layer_types is not None:
+        raise LlmarchError("model_type ministral3 scales queries alike on every layer, with no layer types")
     params = rope_parameters(cfg)
-    if cfg.attn_temp_scale:
-        if cfg.attn_temp_floor != params.get("original_max_position_embeddings"):
-            raise LlmarchError("model_type ministral3 takes the query scaling's unit from YaRN's "
-                               f"original_max_position_embeddings, not attn_temp_floor {cfg.attn_temp_floor}")
-        params["llama_4_scaling_beta"] = cfg.attn_temp_scale
+    query_scaling_hf(cfg, params)
     out = llama_like_hf(cfg, architectures=["Ministral3ForCausalLM"], sliding_window=cfg.sliding_window,
                         rope_parameters=params)
     for key in ("attention_bias", "mlp_bias"):

@@ -10,6 +10,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .deepseek_v2 import IGNORE, deepseek_config, deepseek_hf, rules
 from .hf import FAMILIES, Family
+from .ministral3 import query_scaling, query_scaling_hf
 from .mixtral import STACKED
 
 
@@ -22,27 +23,18 @@ def to_config(hf: dict) -> ModelConfig:
     params.pop("partial_rotary_factor", None)  # the rotated qk_rope_head_dim of each head, which MLA has apart
     cfg = deepseek_config({**hf, "rope_parameters": params}, router_scoring="softmax",
                           router_renormalize=bool(hf.get("norm_topk_prob", True)))
-    beta = params.get("llama_4_scaling_beta")
-    if not beta:
-        return cfg
-    return cfg.replace(attn_temp_scale=float(beta), attn_temp_floor=int(params["original_max_position_embeddings"]),
-                       attn_temp_shift=0)
+    scaling = query_scaling(hf, params)
+    return cfg.replace(**scaling) if scaling else cfg
 
 
 def from_config(cfg: ModelConfig) -> dict:
     if cfg.n_experts and (cfg.router_scoring != "softmax" or cfg.expert_bias or cfg.router_groups > 1):
         raise LlmarchError("model_type mistral4 routes by softmax scores, without an expert bias or groups")
-    if cfg.attn_temp_scale and cfg.attn_temp_shift != 0:
-        raise LlmarchError("model_type mistral4 scales queries by 1 + beta ln(1 + floor(p / unit)) (attn_temp_shift 0)")
     out = deepseek_hf(cfg, architectures=["Mistral4ForCausalLM"], norm_topk_prob=cfg.router_renormalize,
                       rope_interleave=True)
     params = out["rope_parameters"]
     params["partial_rotary_factor"] = cfg.head_dim / (cfg.head_dim + cfg.qk_nope_head_dim)
-    if cfg.attn_temp_scale:
-        if cfg.attn_temp_floor != params.get("original_max_position_embeddings"):
-            raise LlmarchError("model_type mistral4 takes the query scaling's unit from YaRN's "
-                               f"original_max_position_embeddings, not attn_temp_floor {cfg.attn_temp_floor}")
-        params["llama_4_scaling_beta"] = cfg.attn_temp_scale
+    query_scaling_hf(cfg, params)
     return out
 
 
