@@ -93,14 +93,19 @@ def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, 
     return pattern @ v
 
 
+def temperature_of(cfg) -> tuple[float, int, int] | None:
+    """A mixer's query temperature settings (scale, floor, shift) from its config; None: queries as they are."""
+    return (cfg.attn_temp_scale, cfg.attn_temp_floor, cfg.attn_temp_shift) if cfg.attn_temp_scale else None
+
+
 def temperature(ctx: AttentionContext, scale: float, floor: int, shift: int = 1) -> torch.Tensor:
-    """(B|1, T) Llama 4's attention temperature tuning (Meta 2025; the log-length query scaling of Nakanishi 2025,
+    """(B|1, 1, T, 1), to multiply (B, H, T, D) queries by: Llama 4's attention temperature tuning (Meta 2025; the log-length query scaling of Nakanishi 2025,
     "Scalable-Softmax Is Superior for Attention", on its NoPE layers): 1 + scale * ln(1 + floor((p + shift) / floor))
     at position p, so a query's scores grow with the context it attends over (Ministral 3: shift 0, on every layer).
     p is the row's position, as Meta's code counts it; transformers counts the cache slot, which differs in a
     left-padded row."""
     pos = ctx.input_pos[None] if ctx.positions is None else ctx.positions
-    return torch.log1p(torch.floor((pos.float() + shift) / floor)) * scale + 1.0
+    return (torch.log1p(torch.floor((pos.float() + shift) / floor)) * scale + 1.0)[:, None, :, None]
 
 
 def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -165,8 +170,7 @@ class Attention(Mixer):
             self.k_norm = PerHeadNorm(cfg.norm, self.n_kv_heads, self.head_dim, cfg.norm_eps)
         if self.qk_norm == "rms_after_rope":  # Llama 4: no gain, so nothing to store
             self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
-        self.temp_scale, self.temp_floor = cfg.attn_temp_scale, cfg.attn_temp_floor
-        self.temp_shift = cfg.attn_temp_shift
+        self.temperature = temperature_of(cfg)
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -232,8 +236,8 @@ class Attention(Mixer):
             q, k, v = self._shared_kv(q, heads, one, ctx)
         else:
             q, k, v = self._own_kv(q, k, v, heads, one, ctx)
-        if self.temp_scale:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling (temperature)
-            q = (q * temperature(ctx, self.temp_scale, self.temp_floor, self.temp_shift)[:, None, :, None]).to(q.dtype)
+        if self.temperature is not None:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling
+            q = (q * temperature(ctx, *self.temperature)).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
         y = y.transpose(1, 2)  # (B, T, H, D)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import LlmarchError
-from .attention import ATTENTION, temperature
+from .attention import ATTENTION, temperature, temperature_of
 from .hooks import HookPoint
 from .linear import Linear
 from .mixer import MIXERS, Mixer
@@ -68,8 +68,7 @@ class LatentAttention(Mixer):
         qk = self.nope + self.rope
         self.dropout, self.kernel, self.absorb = cfg.dropout, ATTENTION[cfg.attn_impl], cfg.mla_absorb
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else qk ** -0.5 * softmax_scale_factor(cfg)
-        self.temp_scale, self.temp_floor = cfg.attn_temp_scale, cfg.attn_temp_floor
-        self.temp_shift = cfg.attn_temp_shift
+        self.temperature = temperature_of(cfg)
         self.compressed_q = cfg.q_lora_rank is not None
         if not self.compressed_q:
             self.q_proj = Linear(C, H * qk, bias=False)
@@ -136,8 +135,8 @@ class LatentAttention(Mixer):
         if ctx.rope is not None:
             q_rope = apply_rotary(q_rope, *ctx.rope)
             k_rope = apply_rotary(k_rope[:, None], *ctx.rope)[:, 0]
-        if self.temp_scale:  # Mistral 4: the log-length query scaling (attention.temperature), on the whole query
-            t = temperature(ctx, self.temp_scale, self.temp_floor, self.temp_shift)[:, None, :, None]
+        if self.temperature is not None:  # Mistral 4: the log-length query scaling (attention.py), on the whole query
+            t = temperature(ctx, *self.temperature)
             q_nope, q_rope = (q_nope * t).to(q_nope.dtype), (q_rope * t).to(q_rope.dtype)
         latent = self.hook_latent(torch.cat((c, k_rope), dim=-1))  # (B, T, r + R): all a token leaves behind
         if self.cache is not None:
