@@ -272,5 +272,6 @@ def _rows_only(out: ChoiceText, prompt, rows, start: int) -> tuple[dict, int]:
     offsets from `start`; and the offset after them."""
     view = ChoiceText(out.tok, [])
     view.logprobs = rows
-    return view.completion_logprobs(prompt, start), start + sum(len(out.tok.token_text(t)) for t, _, _ in
-                                                               (prompt or []) + rows)
+    logprobs = view.completion_logprobs(prompt, start)
+    tokens = logprobs["tokens"]  # the offset after them: the last one's, plus its text
+    return logprobs, logprobs["text_offset"][-1] + len(tokens[-1]) if tokens else start
