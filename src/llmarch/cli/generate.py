@@ -6,7 +6,8 @@ import math
 import sys
 
 from ..errors import LlmarchError, warn
-from .options import CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer, speculation_options
+from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer, penalties_of,
+                      penalty_options, speculation_options)
 
 
 def add_parsers(sub) -> None:
@@ -35,6 +36,7 @@ def add_parsers(sub) -> None:
                    help="beam search: stop a row once it has num-beams finished hypotheses (true), when none "
                    "can improve at the current length (false) or at the longest (never) (choices: %(choices)s) "
                    "(default: %(default)s)")
+    penalty_options(p)
     speculation_options(p, "; the share of proposals kept goes to stderr")
     p.set_defaults(func=cmd_generate)
 
@@ -57,7 +59,7 @@ def add_parsers(sub) -> None:
 
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
-                     num_draft=4) -> None:
+                     num_draft=4, penalties=None) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
@@ -65,7 +67,7 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)  # generate lays it out for CPU decoding (generate/engine.py)
     stats: dict = {}
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-                   compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
+                   compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats, penalties=penalties,
                    draft=None if draft is None else load_draft(draft, model, tok))
     _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stream, options)
     if stats:
@@ -114,6 +116,10 @@ def cmd_generate(args) -> None:
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
     check_sampling(args.temperature, args.top_k, args.top_p)
+    penalties = penalties_of(args)
+    if penalties is not None and (args.num_beams > 1 or args.prompt_lookup or args.draft is not None):
+        raise LlmarchError("--repetition-penalty, --presence-penalty and --frequency-penalty are for greedy and "
+                           "sampled decoding, not --num-beams, --prompt-lookup or --draft")
     if args.draft is not None and (args.prompt_lookup or args.num_beams > 1 or args.compile):
         raise LlmarchError("--draft is for greedy or sampled decoding without --prompt-lookup, --num-beams or "
                            "--compile")
@@ -124,7 +130,7 @@ def cmd_generate(args) -> None:
                            f"{args.temperature:g}; the default is 0.8), without --num-beams or --compile")
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
-                     args.prompt_lookup, args.draft, args.num_draft or 4)
+                     args.prompt_lookup, args.draft, args.num_draft or 4, penalties)
 
 
 def cmd_eval(args) -> None:

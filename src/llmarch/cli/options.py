@@ -193,6 +193,28 @@ def speculation_options(parser, applies: str) -> None:
                         help="tokens the --draft proposes per forward of --checkpoint (default: 4)")
 
 
+def penalty_options(parser) -> None:
+    """--repetition-penalty, --presence-penalty and --frequency-penalty (generate/penalties.py)."""
+    parser.add_argument("--repetition-penalty", type=finite, default=1.0, metavar="THETA",
+                        help="> 0: the logits of tokens already in the prompt or output are divided by THETA "
+                        "(multiplied where negative; CTRL's penalty, as transformers' and llama.cpp's); 1: off "
+                        "(default: %(default)s)")
+    parser.add_argument("--presence-penalty", type=finite, default=0.0,
+                        help="subtracted from the logit of every token generated at least once (OpenAI's "
+                        "presence_penalty); 0: off (default: %(default)s)")
+    parser.add_argument("--frequency-penalty", type=finite, default=0.0,
+                        help="times how often a token was generated, subtracted from its logit (OpenAI's "
+                        "frequency_penalty); 0: off (default: %(default)s)")
+
+
+def penalties_of(args):
+    """The Penalties the penalty_options ask for (checked), or None where none is on."""
+    from ..generate.penalties import Penalties
+
+    p = Penalties(args.repetition_penalty, args.presence_penalty, args.frequency_penalty)
+    return p if p.active else None
+
+
 def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False):
     """A checkpoint's model (on `device`, cast to `dtype` if given; both checked before anything is read) and
     its tokenizer, which must fit the model's vocabulary. gguf_kernels: a .gguf file's Q4_0/Q4_1/Q8_0 matrices

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .options import CHECKPOINT_HELP, at_least, finite, load_with_tokenizer, speculation_options
+from .options import (CHECKPOINT_HELP, at_least, finite, load_with_tokenizer, penalties_of, penalty_options,
+                      speculation_options)
 
 
 def add_parsers(sub) -> None:
@@ -34,6 +35,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--compile", action="store_true", help="decode with the compiled step (as generate --compile): "
                    "the first reply waits for the compile, and one more each time the conversation outgrows a "
                    "power-of-two cache from 256 tokens; later replies are faster (default: %(default)s)")
+    penalty_options(p)
     p.set_defaults(func=cmd_chat)
 
 
@@ -101,9 +103,10 @@ def cmd_chat(args) -> None:
     if args.max_tokens < 1:
         raise LlmarchError(f"--max-tokens must be >= 1, got {args.max_tokens}")
     check_sampling(args.temperature, args.top_k, args.top_p)
+    penalties = penalties_of(args)
     model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
     conversation = Conversation(model, tok, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-                                args.system, args.compile)
+                                args.system, args.compile, penalties)
 
     def write(text: str) -> None:
         sys.stdout.write(text)

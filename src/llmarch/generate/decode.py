@@ -12,6 +12,7 @@ from ..errors import LlmarchError, warn
 from ..models.stack import check_ids
 from .beam import beam_search
 from .engine import Engine
+from .penalties import Penalties, Seen
 from .sampling import check_sampling, sample
 
 
@@ -43,7 +44,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None,
              num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
              compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0, draft=None,
-             num_draft: int = 4, stats: dict | None = None):
+             num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -62,9 +63,14 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     (speculative.py; the same tokens, fewer forwards where the output repeats its context), prompts as lists.
     draft: a smaller model with the same vocabulary proposing num_draft tokens per target forward (speculative
     decoding, draft_model.py): greedy output the same as without it, sampled output from the same distribution;
-    prompts as lists. stats (either kind of speculative decoding) receives drafted, accepted and steps."""
+    prompts as lists. stats (either kind of speculative decoding) receives drafted, accepted and steps.
+    penalties (penalties.py): repetition, presence and frequency penalties on each step's logits, before the
+    sampler (greedy and sampled decoding)."""
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     check_sampling(temperature, top_k, top_p)
+    if penalties is not None and penalties.active and (num_beams > 1 or prompt_lookup or draft is not None):
+        raise LlmarchError("repetition, presence and frequency penalties are for greedy and sampled decoding, "
+                           "not beam search or speculative decoding")
     if draft is not None:
         if prompt_lookup or num_beams > 1 or compile:
             raise LlmarchError("a draft model is for greedy or sampled decoding without prompt lookup, beams or "
@@ -112,16 +118,20 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             ended = _first_end(out, request.prompt.shape[1], [request.eos_id, *more]) if more else None
         else:
             generator = None if seed is None else torch.Generator(device=first.device).manual_seed(seed)
+            P = request.prompt.shape[1]
+            seen = (penalties.start(request.prompt, first.shape[-1], None if request.mask is None
+                                    else request.mask[:, :P]) if penalties is not None and penalties.active else None)
             out, ended = decode_loop(engine, first, request.prompt, request.max_new, temperature, top_k, top_p,
-                                     request.eos_id, request.fill_id, generator, on_tokens, stop)
+                                     request.eos_id, request.fill_id, generator, on_tokens, stop, seen)
     return request.finish(out, ended) if as_lists else out
 
 
 def decode_loop(engine: Engine, logits: torch.Tensor, prompt: torch.Tensor, max_new_tokens: int,
                 temperature: float, top_k: int | None, top_p: float | None, eos_id: int | None, fill_id: int,
                 generator: torch.Generator | None, on_tokens=None,
-                stop: Sequence[Sequence[int]] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy (temperature 0) or sampled decoding from the logits (B, V) after each row's prompt (B, P).
+                stop: Sequence[Sequence[int]] = (), seen: Seen | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy (temperature 0) or sampled decoding from the logits (B, V) after each row's prompt (B, P),
+    penalized first where `seen` (penalties.py) is given.
     Returns the ids (B, P + n) and each row's count of new tokens up to and including its end (B,). A row
     ends when it emits eos_id or its new tokens end with a stop sequence, and holds fill_id after that; the
     loop ends when every row has, or after max_new_tokens. Nothing is read back to the host but the
@@ -136,9 +146,13 @@ def decode_loop(engine: Engine, logits: torch.Tensor, prompt: torch.Tensor, max_
     can_end = eos_id is not None or bool(stops)
     n = 0
     for i in range(max_new_tokens):
+        if seen is not None:
+            logits = seen.apply(logits)
         tok = sample(logits, temperature, top_k, top_p, generator)
         if can_end:
             tok = tok.masked_fill(done, fill_id)
+        if seen is not None:
+            seen.add(tok)
         out[:, P + i] = tok
         n = i + 1
         if can_end:

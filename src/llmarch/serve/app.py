@@ -95,7 +95,7 @@ def build_app(server: Server):
     async def run(request, prompts, news, s, prefixes, chat: bool):
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = [Job(ids, new, s.n, s.temperature, s.top_k, s.top_p, s.seed, s.logprobs,
-                    s.echo and s.logprobs is not None, loop, events, index=i)
+                    s.echo and s.logprobs is not None, loop, events, index=i, penalties=s.penalties)
                 for i, (ids, new) in enumerate(zip(prompts, news))]
         try:
             for job in jobs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LlmarchError
+from ..generate.penalties import Penalties
 
 MAX_LOGPROBS = 20  # as OpenAI's API
 
@@ -28,6 +29,7 @@ class Sampling:
     include_usage: bool
     logprobs: int | None  # alternatives per token; None: no logprobs
     echo: bool
+    penalties: Penalties | None = None  # presence_penalty, frequency_penalty, repetition_penalty; None: none
 
 
 # a seed and the n - 1 after it (choice c samples with seed + c) are torch generator seeds, at most 2^64 - 1; the
@@ -74,11 +76,17 @@ def sampling(body: dict, chat: bool) -> Sampling:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise BadRequest("stream_options must be an object", "stream_options")
+    # OpenAI's presence and frequency penalties in its range [-2, 2]; repetition_penalty (CTRL's, not OpenAI's
+    # but vLLM's and llama.cpp's server's) any positive number
+    penalties = Penalties(_number(body, "repetition_penalty", 1.0, float, 0, low_open=True),
+                          _number(body, "presence_penalty", 0.0, float, -2, 2),
+                          _number(body, "frequency_penalty", 0.0, float, -2, 2))
     return Sampling(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, float, 0, 2),
                     top_p=_number(body, "top_p", None, float, 0, 1, low_open=True),
                     top_k=_number(body, "top_k", None, int, 1), seed=_number(body, "seed", None, int, 0, MAX_SEED),
                     n=_number(body, "n", 1, int, 1), stop=stop, stream=_bool(body, "stream"),
-                    include_usage=bool(options.get("include_usage")), logprobs=logprobs, echo=echo)
+                    include_usage=bool(options.get("include_usage")), logprobs=logprobs, echo=echo,
+                    penalties=penalties if penalties.active else None)
 
 
 def check_model(body: dict, served: str) -> None:

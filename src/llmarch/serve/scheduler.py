@@ -16,6 +16,7 @@ import torch
 
 from ..errors import LlmarchError
 from ..generate.batch import RunningBatch
+from ..generate.penalties import Penalties, Seen
 from ..generate.sampling import sample
 from ..generate.speculative import Speculator
 from .metrics import Metrics
@@ -49,6 +50,7 @@ class Job:
     index: int = 0
     cancelled: set = field(default_factory=set)  # choices whose client or stop string ended them
     submitted: float = field(default_factory=time.perf_counter)
+    penalties: Penalties | None = None  # generate/penalties.py, on each choice's own tokens (and its prompt's)
 
     def emit(self, *event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (self.index, *event))
@@ -64,6 +66,7 @@ class _Row:
     choice: int
     generator: torch.Generator | None
     tokens: list[int] = field(default_factory=list)  # the tokens emitted, in order
+    seen: Seen | None = None  # what the job's penalties read
 
 
 @dataclass
@@ -184,10 +187,12 @@ class Scheduler:
         first = logits[None].expand(job.n, -1)
         gens = [None if job.seed is None else torch.Generator(device=first.device).manual_seed(job.seed + c)
                 for c in range(job.n)]  # before any row joins: a bad seed fails the request with nothing taken
+        prompt = torch.tensor([job.prompt], device=first.device)
         for c, gen in enumerate(gens):
             row = free[c]
             self.batch.join(row, states, len(job.prompt))
-            self.rows[row] = _Row(job, c, gen)
+            seen = None if job.penalties is None else job.penalties.start(prompt, first.shape[-1])
+            self.rows[row] = _Row(job, c, gen, seen=seen)
             self._emit(row, first[c])
         self.metrics.ttft.observe(time.perf_counter() - job.submitted)
 
@@ -209,9 +214,12 @@ class Scheduler:
         """Choose row's next token from logits (V,), hand it to its job, and end the row if it is done."""
         r = self.rows[row]
         job = r.job
-        tok = int(sample(logits[None], job.temperature, job.top_k, job.top_p, r.generator)[0])
+        scores = logits[None] if r.seen is None else r.seen.apply(logits[None])
+        tok = int(sample(scores, job.temperature, job.top_k, job.top_p, r.generator)[0])
         self.next[row] = tok
-        logprob = top = None
+        if r.seen is not None:
+            r.seen.add(self.next[row:row + 1])
+        logprob = top = None  # the model's own log-probabilities, before any penalty (as vLLM's raw logprobs)
         if job.logprobs is not None and tok not in self.tokenizer.eos_ids:
             logp = logits.float().log_softmax(-1)
             logprob, top = float(logp[tok]), self._top(logp, job.logprobs)

@@ -1,13 +1,13 @@
-"""Speculative decoding in the server (generate/speculative.py's prompt lookup, or generate/draft_model.py's
-draft model): which requests it decodes, and their speculator. A request decodes speculatively when it starts
-alone: nothing else running or waiting, one choice, no log-probabilities (and temperature 0 for prompt lookup,
-which is greedy only). It then runs the generate path's rounds over engines of its own, one round per turn of
-the scheduler; when another request arrives, its decode state moves into the running batch (the target has
-read all its tokens but the last: Speculator) and it goes on with plain continuous batching, until it is alone
-again (the others done, nothing waiting) with more tokens to go than a round drafts: then it leaves the batch
-and speculates again, its speculator first reading the prompt and the tokens so far. Greedy output is
-the target's own either way, and sampled output keeps the target's distribution (Leviathan et al. 2023,
-Theorem 3.5), though with a seed it draws different tokens than plain decoding."""
+"""Speculative decoding in the server (generate/speculative.py's prompt lookup, or generate/draft_model.py's draft
+model): which requests it decodes, and their speculator. A request decodes speculatively when it starts alone:
+nothing else running or waiting, one choice, no log-probabilities, no penalties (and temperature 0 for prompt lookup,
+which is greedy only). It then runs the generate path's rounds over engines of its own, one round per turn of the
+scheduler; when another request arrives, its decode state moves into the running batch (the target has read all its
+tokens but the last: Speculator) and it goes on with plain continuous batching, until it is alone again (the others
+done, nothing waiting) with more tokens to go than a round drafts: then it leaves the batch and speculates again, its
+speculator first reading the prompt and the tokens so far. Greedy output is the target's own either way, and sampled
+output keeps the target's distribution (Leviathan et al. 2023, Theorem 3.5), though with a seed it draws different
+tokens than plain decoding."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +36,8 @@ class Speculation:
 
     def applies(self, job) -> bool:
         """Whether a request (scheduler.Job) alone in the server decodes speculatively."""
-        plain = job.n != 1 or job.logprobs is not None or job.echo_logprobs or job.max_new == 0
+        plain = (job.n != 1 or job.logprobs is not None or job.echo_logprobs or job.max_new == 0
+                 or job.penalties is not None)
         return not plain and (self.draft is not None or job.temperature == 0)
 
     def start(self, model, job, generator: torch.Generator | None) -> Speculator:

@@ -18,11 +18,12 @@ HELP = "/reset forgets the conversation, /exit ends it"
 class Conversation:
     def __init__(self, model, tokenizer, max_tokens: int = 256, temperature: float = 0.7, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, system: str | None = None,
-                 compile: bool = False):
+                 compile: bool = False, penalties=None):
         self.model, self.tok, self.template = model, tokenizer, ChatTemplate(tokenizer)
         self.max_tokens, self.temperature, self.top_k, self.top_p, self.seed = (max_tokens, temperature, top_k,
                                                                                 top_p, seed)
         self.compile = compile  # generate's compiled step, kept on the model from one reply to the next
+        self.penalties = penalties  # generate/penalties.py: each reply's own repeats (and the prompt's, theta)
         self.system = [{"role": "system", "content": system}] if system else []
         self.history: list[dict] = []
 
@@ -58,7 +59,7 @@ class Conversation:
             show(text)
         row = generate(self.model, [ids], self.max_tokens, self.temperature, self.top_k, self.top_p,
                        eos_id=self.tok.eos_id, seed=self.seed, on_tokens=text_pieces(self.tok, piece), stop=stop,
-                       compile=self.compile)[0]
+                       compile=self.compile, penalties=self.penalties)[0]
         answer = self.tok.decode(t for t in row[len(ids):] if t not in self.tok.eos_ids)
         show(answer[len("".join(shown)):])  # what streaming held back: an unfinished character at the end
         self.history.append({"role": "assistant", "content": answer})

@@ -1,0 +1,71 @@
+"""Penalties on tokens the text already holds, applied to a step's logits before any sampler sees them:
+- the repetition penalty (Keskar et al. 2019, CTRL §4.1): the logit of every token in the prompt or the output
+  so far divided by theta where it is positive and multiplied by it where it is negative (theta > 1 discourages
+  repeats), as transformers' RepetitionPenaltyLogitsProcessor and llama.cpp's `repeat_penalty`;
+- the presence and frequency penalties of OpenAI's API: logit_j - presence * [c_j > 0] - frequency * c_j, c_j the
+  times token j was generated so far (the output only, not the prompt: as the API's own description and vLLM).
+The counts live on the logits' device and are updated by a scatter: no host read in the decode loop."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import LlmarchError
+
+
+@dataclass(frozen=True)
+class Penalties:
+    repetition: float = 1.0  # 1: off
+    presence: float = 0.0  # 0: off
+    frequency: float = 0.0  # 0: off
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.repetition) and self.repetition > 0):
+            raise LlmarchError(f"repetition_penalty must be > 0 (1: none), got {self.repetition}")
+        for name in ("presence", "frequency"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise LlmarchError(f"{name}_penalty must be a finite number (0: none), got {value}")
+
+    @property
+    def active(self) -> bool:
+        return self.repetition != 1.0 or self.presence != 0.0 or self.frequency != 0.0
+
+    def start(self, prompt: torch.Tensor, vocab: int, mask: torch.Tensor | None = None) -> "Seen":
+        """The state for rows continuing prompt (B, P) (mask (B, P): 1 for real tokens, None: all real)."""
+        return Seen(self, prompt, vocab, mask)
+
+
+class Seen:
+    """What the penalties read, per row: which ids the prompt holds (for the repetition penalty) and how often
+    each id has been generated."""
+
+    def __init__(self, penalties: Penalties, prompt: torch.Tensor, vocab: int, mask: torch.Tensor | None):
+        self.p = penalties
+        B = prompt.shape[0]
+        self.counts = torch.zeros(B, vocab, device=prompt.device)  # (B, V)
+        self.in_prompt = None
+        if penalties.repetition != 1.0:  # a left-padded prompt's padding is no token of the text
+            real = torch.ones_like(prompt, dtype=torch.bool) if mask is None else mask.bool()
+            self.in_prompt = torch.zeros(B, vocab + 1, dtype=torch.bool, device=prompt.device)
+            self.in_prompt.scatter_(1, torch.where(real, prompt, vocab), True)  # padding lands in column V, cut
+            self.in_prompt = self.in_prompt[:, :vocab]
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (B, V) -> the penalized logits (float32, as the samplers compute)."""
+        p, logits = self.p, logits.float()
+        generated = self.counts > 0
+        if p.repetition != 1.0:
+            seen = generated | self.in_prompt
+            logits = torch.where(seen, torch.where(logits > 0, logits / p.repetition, logits * p.repetition), logits)
+        if p.presence:
+            logits = logits - p.presence * generated
+        if p.frequency:
+            logits = logits - p.frequency * self.counts
+        return logits
+
+    def add(self, tokens: torch.Tensor) -> None:
+        """tokens (B,): each row's newly generated id."""
+        self.counts.scatter_add_(1, tokens[:, None], torch.ones_like(self.counts[:, :1]))
