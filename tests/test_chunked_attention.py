@@ -38,3 +38,27 @@ def test_padded_rows_are_chunked_from_their_first_real_token():
     # row 1's slot 8 is position 5: its chunk holds positions 4, 5, at slots 7, 8
     assert rows[1, 8].tolist() == [False] * 7 + [True] * 2 + [False]
     assert rows[1, 1].tolist() == [False, True] + [False] * 8  # a padded query sees itself only
+
+
+@pytest.mark.parametrize("chunk", [4, 8])
+def test_decoding_keeps_one_chunk_of_slots(chunk):
+    """generate's eager decoding (bounded) keeps a ring of `chunk` slots on a chunked layer, and gives the same
+    logits at every step as the whole cache, left-padded rows included (their chunks count from their first real
+    token, so the two rows' chunk boundaries fall at different slots)."""
+    from test_ring_cache import step_logits
+
+    from conftest import tiny
+    from llmarch.layers.ring_cache import RingKVCache
+
+    model = tiny("llama-tiny", attention="chunked", attention_chunk=chunk, context_length=64).eval()
+    torch.manual_seed(1)
+    prompt = torch.randint(0, model.config.vocab_size, (2, 11))
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0
+    for m in (None, mask):
+        full, full_states = step_logits(model, prompt, m, 25, bounded=False)
+        ring, ring_states = step_logits(model, prompt, m, 25, bounded=True)
+        worst = max((a - b).abs().max().item() for a, b in zip(full, ring))
+        assert worst < 1e-5, worst
+    assert all(isinstance(s, RingKVCache) and s.k.shape[2] == chunk for s in ring_states)
+    assert ring_states[0].nbytes * (11 + 25) == full_states[0].nbytes * chunk

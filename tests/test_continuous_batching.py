@@ -21,13 +21,14 @@ MODELS = {
     "hybrid-tiny": {},
     "gated-deltanet-tiny": {},
     "performer": dict(attention="performer"),  # a linear-attention state
+    "chunked": dict(attention="chunked", attention_chunk=8),  # a ring of one chunk's slots
 }
 
 
 def tiny(name: str) -> TransformerLM:
     torch.manual_seed(0)
     over = dict(MODELS[name])
-    preset = "llama-tiny" if name == "performer" else name
+    preset = "llama-tiny" if name in ("performer", "chunked") else name
     return TransformerLM(resolve(preset, **{**SMALL, **over}))
 
 

@@ -3,12 +3,15 @@ chunks of c = attention_chunk, and a query at position p sees only the keys of i
 floor(j / c) = floor(p / c) (and j <= p when causal). Positions count from each row's first real token, so a
 left-padded row is chunked as it would be alone. A whole unpadded sequence runs blockwise (the pattern over slots,
 which then are the positions); a padded batch, or a few queries over a KV cache, take dense mask rows built from
-each row's positions."""
+each row's positions. Decoding that only moves forward keeps a ring of c slots (bounded_state, ring_cache.py): a
+query's chunk is at most its last c slots, so the ring holds it, and the slots of an earlier chunk still in the
+ring are masked by their positions."""
 from __future__ import annotations
 
 import torch
 
 from ...errors import LlmarchError
+from ..ring_cache import RingKVCache
 from ..sparse_attention import Pattern
 from .kind import ATTENTION_KINDS, cached_kv
 from .pattern import PatternKind
@@ -47,14 +50,45 @@ class ChunkedKind(PatternKind):
 
     @property
     def cache_note(self) -> str:
-        return f"chunked layers read the keys of their own chunk of {self.pattern.chunk} tokens"
+        c = self.pattern.chunk
+        return f"chunked layers read the keys of their own chunk of {c} tokens, and keep their last {c} when " \
+               "generate decodes"
+
+    def bounded_state(self, attn, batch, max_len, dtype, device):
+        if not self.causal or max_len <= self.pattern.chunk:
+            return self.new_state(attn, batch, max_len, dtype, device)
+        return RingKVCache(batch, attn.kv_heads, self.pattern.chunk, attn.head_dim, dtype, device)
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
-        k, v = cached_kv(attn, k, v, ctx)
+        ring = attn._modules.get("cache")
+        if ring is not None and ring.is_ring:
+            if q.shape[2] > 1:  # a prompt, from position 0: it attends over its own keys, as without a cache
+                if ctx.kv_len != q.shape[2]:
+                    raise LlmarchError("a chunked layer's ring cache takes one prompt from position 0, then one "
+                                       "token at a time")
+                ring.update(ctx.input_pos, k, v)
+            else:
+                keys, values = ring.update(ctx.input_pos, k, v)
+                return attn.kernel(q, keys, values, self.ring_rows(ring, ctx), False, dropout_p,
+                                   attn._modules["hook_pattern"], attn.scale, attn.sinks)
+        else:
+            k, v = cached_kv(attn, k, v, ctx)
         if q.shape[2] == k.shape[2] and ctx.pad_mask is None:  # slots are positions: the pattern, blockwise
             return self.attend_sequence(attn, q, k, v, ctx)
         mask = self.rows(ctx.input_pos, k.shape[2], ctx.pad_mask)
         return attn.kernel(q, k, v, mask, False, dropout_p, attn._modules["hook_pattern"], attn.scale, attn.sinks)
+
+    def ring_rows(self, ring: RingKVCache, ctx) -> torch.Tensor:
+        """bool (B|1, 1, 1, c): which of the ring's slots the one query (at slot kv_len - 1) reads: held, real, and
+        of the query's chunk by each row's positions."""
+        held = ring.key_mask(ctx.pad_mask, ctx.kv_len)
+        slot = ring.positions.clamp(min=0)  # empty slots are not held: any index serves them
+        if ctx.pad_mask is None:
+            pos, now = slot[None], ctx.kv_len - 1
+        else:
+            count = ctx.pad_mask[:, :ctx.kv_len].long().cumsum(-1)  # (B, S): each row's position + 1 at a slot
+            pos, now = count[:, slot] - 1, count[:, -1:] - 1
+        return held & self.pattern.allowed(pos, now)[:, None, None, :]
 
     def rows(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
         """bool (B|1, 1, T, S): queries at slots input_pos over key slots 0..key_len-1, chunked by each row's
