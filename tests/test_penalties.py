@@ -118,9 +118,9 @@ def test_cli_generate_takes_penalties(tmp_path, capsys):
 
 
 def test_server_takes_openai_penalties():
-    """presence_penalty and frequency_penalty (OpenAI's, in [-2, 2]) and repetition_penalty: a greedy answer
-    equals generate's with the same penalties, n choices and a batch of requests included; out of range is a 400
-    naming the parameter."""
+    """presence_penalty and frequency_penalty (OpenAI's, in [-2, 2]), repetition_penalty and logit_bias: a greedy
+    answer equals generate's with the same penalties, n choices included; out of range is a 400 naming the
+    parameter, and so is a parameter asking for what the server does not do (tools, JSON output)."""
     from test_serve import Running, tiny_model
 
     httpx = pytest.importorskip("httpx")
@@ -139,11 +139,32 @@ def test_server_takes_openai_penalties():
             r = srv.client.completions.create(model="tiny", prompt="ab ab ab", max_tokens=24, temperature=0, n=2,
                                               extra_body=dict(fields))
             assert [c.text for c in r.choices] == [tok.decode(want)] * 2
+        # OpenAI's logit_bias: +100 on "x" makes every greedy token "x"; -100 on the plain answer's first token
+        # moves it, and the logprobs stay the model's own
+        r = srv.client.completions.create(model="tiny", prompt="ab ab ab", max_tokens=5, temperature=0,
+                                          logit_bias={str(ord("x")): 100})
+        assert r.choices[0].text == "xxxxx"
+        r = srv.client.completions.create(model="tiny", prompt="ab ab ab", max_tokens=1, temperature=0, logprobs=1,
+                                          logit_bias={str(plain[0]): -100})
+        assert r.choices[0].text != tok.decode(plain[:1])
+        with torch.no_grad():
+            raw = float(model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)[plain[0]])
+        assert r.choices[0].logprobs.top_logprobs[0] == {tok.decode(plain[:1]): pytest.approx(raw, abs=1e-4)}
         for body, param in [({"presence_penalty": 2.5}, "presence_penalty"),
                             ({"frequency_penalty": "1"}, "frequency_penalty"),
-                            ({"repetition_penalty": 0}, "repetition_penalty")]:
+                            ({"repetition_penalty": 0}, "repetition_penalty"),
+                            ({"logit_bias": {"300": 1}}, "logit_bias"),  # beyond the 257 byte tokens
+                            ({"logit_bias": {"a": 1}}, "logit_bias"),
+                            ({"logit_bias": {"3": 101}}, "logit_bias"),
+                            ({"logit_bias": [1]}, "logit_bias"),
+                            ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+                            ({"response_format": {"type": "json_object"}}, "response_format"),
+                            ({"best_of": 3}, "best_of"),
+                            ({"suffix": "end"}, "suffix")]:
             r = httpx.post(srv.url + "/v1/completions", json={"prompt": "a", **body})
             assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        ok = {"tools": [], "response_format": {"type": "text"}, "best_of": 1, "user": "me"}  # what clients send
+        assert httpx.post(srv.url + "/v1/completions", json={"prompt": "a", **ok}).status_code == 200
     finally:
         srv.close()
 

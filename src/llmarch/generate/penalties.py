@@ -3,7 +3,8 @@
   so far divided by theta where it is positive and multiplied by it where it is negative (theta > 1 discourages
   repeats), as transformers' RepetitionPenaltyLogitsProcessor and llama.cpp's `repeat_penalty`;
 - the presence and frequency penalties of OpenAI's API: logit_j - presence * [c_j > 0] - frequency * c_j, c_j the
-  times token j was generated so far (the output only, not the prompt: as the API's own description and vLLM).
+  times token j was generated so far (the output only, not the prompt: as the API's own description and vLLM);
+- a fixed bias per token id (OpenAI's logit_bias), added last.
 The counts live on the logits' device and are updated by a scatter: no host read in the decode loop."""
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Penalties:
     repetition: float = 1.0  # 1: off
     presence: float = 0.0  # 0: off
     frequency: float = 0.0  # 0: off
+    bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit) pairs; (): none
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.repetition) and self.repetition > 0):
@@ -28,10 +30,12 @@ class Penalties:
             value = getattr(self, name)
             if not math.isfinite(value):
                 raise LlmarchError(f"{name}_penalty must be a finite number (0: none), got {value}")
+        if not all(isinstance(i, int) and i >= 0 and math.isfinite(b) for i, b in self.bias):
+            raise LlmarchError(f"a logit bias takes token ids >= 0 and finite numbers, got {self.bias}")
 
     @property
     def active(self) -> bool:
-        return self.repetition != 1.0 or self.presence != 0.0 or self.frequency != 0.0
+        return self.repetition != 1.0 or self.presence != 0.0 or self.frequency != 0.0 or bool(self.bias)
 
     def start(self, prompt: torch.Tensor, vocab: int, mask: torch.Tensor | None = None) -> "Seen":
         """The state for rows continuing prompt (B, P) (mask (B, P): 1 for real tokens, None: all real)."""
@@ -46,7 +50,13 @@ class Seen:
         self.p = penalties
         B = prompt.shape[0]
         self.counts = torch.zeros(B, vocab, device=prompt.device)  # (B, V)
-        self.in_prompt = None
+        self.in_prompt = self.bias = None
+        if penalties.bias:
+            if max(i for i, _ in penalties.bias) >= vocab:
+                raise LlmarchError(f"a logit bias names a token id beyond the vocabulary's {vocab}")
+            self.bias = torch.zeros(vocab, device=prompt.device)
+            for i, b in penalties.bias:
+                self.bias[i] = b
         if penalties.repetition != 1.0:  # a left-padded prompt's padding is no token of the text
             real = torch.ones_like(prompt, dtype=torch.bool) if mask is None else mask.bool()
             self.in_prompt = torch.zeros(B, vocab + 1, dtype=torch.bool, device=prompt.device)
@@ -64,6 +74,8 @@ class Seen:
             logits = logits - p.presence * generated
         if p.frequency:
             logits = logits - p.frequency * self.counts
+        if self.bias is not None:
+            logits = logits + self.bias
         return logits
 
     def add(self, tokens: torch.Tensor) -> None:

@@ -76,7 +76,7 @@ def build_app(server: Server):
 
     async def completions(request):
         body = await body_of(request)
-        s = sampling(body, chat=False)
+        s = sampling(body, chat=False, vocab=server.tokenizer.vocab_size)
         prompts = completion_prompts(body, server.tokenizer)
         news = [max_new(ids, s, server.context) for ids in prompts]
         prefixes = [server.tokenizer.decode(ids) if s.echo else "" for ids in prompts]
@@ -84,7 +84,7 @@ def build_app(server: Server):
 
     async def chat(request):
         body = await body_of(request)
-        s = sampling(body, chat=True)
+        s = sampling(body, chat=True, vocab=server.tokenizer.vocab_size)
         try:
             text = server.template.render(body.get("messages"))
         except LlmarchError as e:

@@ -58,9 +58,10 @@ def _bool(body: dict, name: str) -> bool:
     return bool(value)
 
 
-def sampling(body: dict, chat: bool) -> Sampling:
+def sampling(body: dict, chat: bool, vocab: int) -> Sampling:
     """The sampling parameters both endpoints share, plus completions' logprobs/echo or chat's
-    logprobs/top_logprobs."""
+    logprobs/top_logprobs; a parameter asking for what this server does not do is refused (unsupported)."""
+    unsupported(body)
     max_tokens = _number(body, "max_completion_tokens" if chat and "max_completion_tokens" in body
                          else "max_tokens", None if chat else 16, int, 0)
     stop = body.get("stop")
@@ -80,13 +81,56 @@ def sampling(body: dict, chat: bool) -> Sampling:
     # but vLLM's and llama.cpp's server's) any positive number
     penalties = Penalties(_number(body, "repetition_penalty", 1.0, float, 0, low_open=True),
                           _number(body, "presence_penalty", 0.0, float, -2, 2),
-                          _number(body, "frequency_penalty", 0.0, float, -2, 2))
+                          _number(body, "frequency_penalty", 0.0, float, -2, 2), _logit_bias(body, vocab))
     return Sampling(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, float, 0, 2),
                     top_p=_number(body, "top_p", None, float, 0, 1, low_open=True),
                     top_k=_number(body, "top_k", None, int, 1), seed=_number(body, "seed", None, int, 0, MAX_SEED),
                     n=_number(body, "n", 1, int, 1), stop=stop, stream=_bool(body, "stream"),
                     include_usage=bool(options.get("include_usage")), logprobs=logprobs, echo=echo,
                     penalties=penalties if penalties.active else None)
+
+
+def _logit_bias(body: dict, vocab: int) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias: {"token id": bias in [-100, 100]} -> (id, bias) pairs."""
+    bias = body.get("logit_bias") or {}
+    if not isinstance(bias, dict):
+        raise BadRequest("logit_bias must be an object of token ids and biases", "logit_bias")
+    pairs = []
+    for key, value in bias.items():
+        if not (key.isdigit() and int(key) < vocab):
+            raise BadRequest(f"logit_bias: {key!r} is not a token id of this model's vocabulary (0..{vocab - 1})",
+                             "logit_bias")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and -100 <= value <= 100
+        if not ok:
+            raise BadRequest(f"logit_bias: token {key}'s bias must be a number in [-100, 100], got {value!r}",
+                             "logit_bias")
+        pairs.append((int(key), float(value)))
+    return tuple(pairs)
+
+
+# what a request may ask for that changes its answer, and this server does not do: refused, not ignored
+UNSUPPORTED = {
+    "tools": "this server does not call tools",
+    "functions": "this server does not call functions",
+    "suffix": "this server does not insert text before a suffix",
+    "audio": "this server answers in text only",
+}
+
+
+def unsupported(body: dict) -> None:
+    for name, why in UNSUPPORTED.items():
+        if body.get(name):
+            raise BadRequest(f"{name}: {why}", name)
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise BadRequest("response_format: this server answers in free text only (type 'text'); it does not "
+                         "constrain output to JSON", "response_format")
+    best_of = body.get("best_of")
+    if best_of is not None and best_of != body.get("n", 1):
+        raise BadRequest("best_of: this server returns every choice it draws; ask for n instead", "best_of")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise BadRequest("modalities: this server answers in text only", "modalities")
 
 
 def check_model(body: dict, served: str) -> None:
