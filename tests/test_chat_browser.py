@@ -51,7 +51,7 @@ def wait_for(condition, seconds=5.0):
 
 
 def test_chat_page_streams_replies_with_history(browser, server):
-    browser.get(server.url + "/?temperature=0&max_tokens=12")
+    browser.get(server.url + "/?temperature=0&max_tokens=12&frequency_penalty=-2")  # -2: a reward for repeats
     wait_for(lambda: browser.execute_script("return document.getElementById('model').textContent") == "ckpt")
     history = []
     for turn, message in enumerate(("hi", "and then?"), 1):
@@ -64,8 +64,11 @@ def test_chat_page_streams_replies_with_history(browser, server):
                            and browser.find_element("id", "send").is_enabled()
                            and browser.execute_script(
                                "return [...document.querySelectorAll('#log .assistant')].map(d => d.textContent)"))
-        api = server.client.chat.completions.create(model="ckpt", messages=history, max_tokens=12, temperature=0)
+        api = server.client.chat.completions.create(model="ckpt", messages=history, max_tokens=12, temperature=0,
+                                                    frequency_penalty=-2)
         assert replies[-1] and replies[-1] == api.choices[0].message.content
+        plain = server.client.chat.completions.create(model="ckpt", messages=history, max_tokens=12, temperature=0)
+        assert replies[-1] != plain.choices[0].message.content  # the page passed the penalty on
         history.append({"role": "assistant", "content": replies[-1]})
     users = browser.execute_script("return [...document.querySelectorAll('#log .user')].map(d => d.textContent)")
     assert users == ["hi", "and then?"]
