@@ -97,3 +97,36 @@ def test_bad_conversations(tmp_path):
     path.write_text(json.dumps({"messages": "hi"}) + "\n")
     with pytest.raises(LlmarchError, match="non-empty list"):
         load_conversations(path)
+
+
+def test_sentencepiece_conversation_tokens_are_transformers(tmp_path):
+    """A SentencePiece-style tokenizer (Prepend and Replace to \u2581, as Llama 2's and Mistral's tokenizer.json):
+    the conversation's ids are transformers' apply_chat_template(tokenize=True) ids, the prompt the model reads
+    at inference is a prefix of them, and the assistant's tokens are its replies. Tokenized segment by segment
+    (before), every reply began with an extra \u2581 token."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    tk = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    tk.train_from_iterator(["the cat sat on the mat. what is 2+2? and 3+3? 4 6"] * 20, trainers.BpeTrainer(
+        vocab_size=160, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]))
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
+                                              unk_token="<unk>")
+    hf.chat_template = MISTRAL.replace("{{ message['content'] + eos_token}}", "{{ ' ' + message['content'] + ' ' "
+                                       "+ eos_token}}")  # Llama 2's spacing: "[/INST] reply </s>"
+    hf.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": hf.eos_token_id}))
+    tok = load_tokenizer(tmp_path)
+    template = template_for(tok)
+    messages = [{"role": "user", "content": "what is 2+2?"}, {"role": "assistant", "content": "the cat"},
+                {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "6"}]
+    ids, mask = encode_conversation(tok, template, messages)
+    assert ids == hf.apply_chat_template(messages, tokenize=True, return_dict=False)
+    prompt = hf.apply_chat_template(messages[:1], tokenize=True, add_generation_prompt=True, return_dict=False)
+    assert ids[:len(prompt)] == prompt and not any(mask[:len(prompt)])
+    replies = [tk.id_to_token(i) for i, m in zip(ids, mask) if m]
+    assert replies == ["\u2581", "t", "h", "e", "\u2581", "c", "a", "t", "\u2581", "</s>", "\u2581", "6", "\u2581",
+                       "</s>"]  # " the cat </s>", " 6 </s>": one space token before each reply, not two

@@ -10,6 +10,7 @@ assistant turn i is render(messages[:i+1]) minus render(messages[:i], add_genera
 can fall on exactly the tokens the model writes at inference (Ouyang et al. 2022 train on completions only)."""
 from __future__ import annotations
 
+import bisect
 import json
 from datetime import datetime
 from pathlib import Path
@@ -119,14 +120,27 @@ def encode_text(tok, text: str) -> list[int]:
 
 
 def encode_conversation(tok, template: ChatTemplate, messages: list[dict]) -> tuple[list[int], list[bool]]:
-    """(token ids, whether each is the assistant's): the segments (ChatTemplate.segments) tokenized apart, as a
-    prompt and the reply generated after it are."""
-    ids, mask = [], []
-    for text, assistant in template.segments(messages):
-        piece = encode_text(tok, text)
-        ids += piece
-        mask += [assistant] * len(piece)
-    return ids, mask
+    """(token ids, whether each is the assistant's): the rendered conversation tokenized whole, as transformers'
+    apply_chat_template(tokenize=True) tokenizes it and as the model reads it, each token the assistant's where
+    its first character lies in an assistant segment (ChatTemplate.segments). Segments tokenized apart are not
+    those tokens: a SentencePiece tokenizer prepends its "\u2581" to every piece, so Llama 2's "[/INST] The"
+    trained the reply on an extra space token."""
+    segments = template.segments(messages)
+    if isinstance(tok, ByteTokenizer):  # a token per byte (and EOS per its text): apart or whole, the same ids
+        ids, mask = [], []
+        for text, assistant in segments:
+            piece = encode_text(tok, text)
+            ids += piece
+            mask += [assistant] * len(piece)
+        return ids, mask
+    ends, owners, at = [], [], 0  # each segment's end (characters) and whether the assistant wrote it
+    for text, assistant in segments:
+        at += len(text)
+        ends.append(at)
+        owners.append(assistant)
+    encoding = tok.tk.encode("".join(text for text, _ in segments), add_special_tokens=False)
+    mask = [owners[min(bisect.bisect_right(ends, start), len(ends) - 1)] for start, _ in encoding.offsets]
+    return list(encoding.ids), mask
 
 
 def check_messages(messages, where: str) -> list[dict]:
