@@ -121,6 +121,10 @@ class DPO(FineTuning):
         loss = -F.logsigmoid(self._margins(logits, labels)).mean()
         return loss, loss, {}
 
+    def loss_items(self, labels: torch.Tensor) -> int:
+        """The loss is a mean over pairs (rows chosen, rejected), not over answer tokens."""
+        return len(labels) // 2
+
     def parts(self, model) -> list[str]:
         return []
 

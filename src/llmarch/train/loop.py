@@ -307,17 +307,20 @@ class StopSignal:
 def _accumulate(forward, model, task: Task, lc: LoopConfig, step: int, device: torch.device, world: int,
                 autocast) -> tuple[float, dict[str, float], int]:
     """Forward and backward over the step's micro-batches, on this process' rows of each; returns this
-    process' share of the batch's mean loss (and of the loss's other parts), which summed over the
-    processes is the mean over the whole batch, and the number of tokens the whole batch read."""
-    loss_sum, extra, tokens = 0.0, {}, 0
-    for micro in range(lc.grad_accum):
-        batch = task.batch(step, micro)
-        tokens += batch.tokens
+    process' share of the step's mean loss (and of the loss's other parts), which summed over the processes is
+    the mean over every item of every micro-batch (tokens; DPO: pairs), and the number of tokens the step read.
+    Each micro-batch counts by its items, not as 1/grad_accum: micro-batches of SFT or masked LM predict
+    different numbers of tokens, and a mean of their means weighted a short one's tokens more."""
+    batches = [task.batch(step, micro) for micro in range(lc.grad_accum)]
+    counts = [loss_items(task, batch.labels) for batch in batches]
+    step_items = max(sum(counts), 1)
+    loss_sum, extra = 0.0, {}
+    for batch, n_all in zip(batches, counts):
         rows = row_slice(len(batch.labels))
-        n_all = int((batch.labels != IGNORE).sum())
         inputs = {k: v[rows].to(device) for k, v in batch.inputs.items()}
         y = batch.labels[rows].to(device)
-        share = int((y != IGNORE).sum()) / max(n_all, 1)  # of the batch's predicted targets; 1.0 in one process
+        share = loss_items(task, y) / max(n_all, 1)  # of the micro-batch's items; 1.0 in one process
+        weight = share * n_all / step_items  # this process' rows' part of the step's mean
         mean = batch_mean if world > 1 else None  # an MoE's load-balancing loss over the whole batch
         with autocast:
             logits = forward(**inputs).logits
@@ -327,12 +330,19 @@ def _accumulate(forward, model, task: Task, lc: LoopConfig, step: int, device: t
                 # forward (router statistics) and of the backward run as in the other processes
                 total = logits.sum() * 0.0 + sum(v.sum() * 0.0 for v in router_losses(model, mean).values())
                 loss, parts = total, {}
-        # DDP and FSDP average the processes' gradients: so scaled, the average is the whole batch's mean loss's
-        (total * (world * share) / lc.grad_accum).backward()
-        loss_sum += loss.item() * share / lc.grad_accum
+        # DDP and FSDP average the processes' gradients: so scaled, the average is the step's mean loss's
+        (total * (world * weight)).backward()
+        loss_sum += loss.item() * weight
         for name, value in parts.items():
-            extra[name] = extra.get(name, 0.0) + value * share / lc.grad_accum
-    return loss_sum, extra, tokens
+            extra[name] = extra.get(name, 0.0) + value * weight
+    return loss_sum, extra, sum(batch.tokens for batch in batches)
+
+
+def loss_items(task: Task, labels: torch.Tensor) -> int:
+    """How many items a task's loss is the mean over, in these rows: its predicted targets (labels not IGNORE),
+    or the task's own count (Task.loss_items: DPO's pairs)."""
+    count = getattr(task, "loss_items", None)
+    return int(count(labels)) if count is not None else int((labels != IGNORE).sum())
 
 
 def save_checkpoint(model, tok: Tokenizer, opt, out: Path, step: int, train_config: dict, keep: int,

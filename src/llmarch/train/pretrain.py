@@ -44,7 +44,7 @@ class TrainConfig:
     noise_rate: float | None = None  # span: noise density (None: 0.15); infill: masked share (None: 0.3)
     whole_word_mask: bool = False  # mlm: select whole words (all of a word's tokens together)
     batch_size: int = 16  # sequences per step (the global batch under several processes)
-    grad_accum: int = 1  # micro-batches per step (each batch_size / grad_accum)
+    grad_accum: int = 1  # micro-batches of batch_size rows per step: a step trains on batch_size x grad_accum
     lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float = 1e-4  # learning rate at the end of the cosine decay
     warmup_steps: int | None = None  # linear warmup; None: min(100, steps // 10)

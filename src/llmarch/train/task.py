@@ -43,6 +43,10 @@ class Task(Protocol):
         """(the mean loss over `labels`' predicted targets, what to backpropagate, its other parts by name as
         `parts` lists them); batch_mean: the mean over the processes, for parts not linear in the rows."""
 
+    def loss_items(self, labels: torch.Tensor) -> int:
+        """Optional: how many items `loss` is the mean over in these rows (default: the labels that are not
+        IGNORE); micro-batches and processes count by it (loop._accumulate)."""
+
     def parts(self, model) -> list[str]:
         """The names of the loss's other parts, logged at every step."""
 
