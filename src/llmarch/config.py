@@ -226,6 +226,9 @@ class ModelConfig:
     delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
     delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim)
     delta_value_dim: int | None = None  # dims of each value head (linear_value_head_dim)
+    # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
+    # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
+    lru_width: int | None = None
     context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
