@@ -1,6 +1,7 @@
 """RecurrentGemma (`model_type: recurrent_gemma`, Griffin's recurrent block with the RG-LRU: layers/rglru.py)
 against transformers, through files: a tiny seeded RecurrentGemmaForCausalLM (1-D parameters perturbed; width 48,
-so sqrt(d) rounds differently in bfloat16; lru_width 64 != hidden_size; 4 gate blocks; block_types recurrent,
+so sqrt(d) rounds differently in bfloat16; w_init_variance_scale 1, so that logits are O(1) and a
+wrong activation shows; lru_width 64 != hidden_size; 4 gate blocks; block_types recurrent,
 recurrent, attention over 4 layers; a window of 8 with one KV head and half of each head rotated) read by from_hf:
 logits within 1e-4 (fp32), 32 greedy tokens equal to transformers' generate (20-token prompts: past the window in
 prefill and decoding), cached decoding equal to the whole forward, and a to_hf round trip that transformers loads
@@ -24,7 +25,8 @@ transformers.logging.set_verbosity_error()
 
 BASE = dict(vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=1, attention_window_size=8, lru_width=64, block_types=["recurrent", "recurrent",
-                                                                                      "attention"])
+                                                                                      "attention"],
+            w_init_variance_scale=1.0)  # 100x the default: gates, convolution and embeddings big enough to matter
 
 
 def tiny(tmp_path, **overrides):
