@@ -106,13 +106,16 @@ def test_what_llmarch_cannot_hold_is_named():
         to_hf(llmarch.build(cfg.replace(embed_multiplier=1.0)), "/nonexistent")
 
 
-def test_recurrentgemma_2b_shape_counts_as_transformers():
-    """RecurrentGemma-2B's shape (26 layers 2560 wide, 10 heads, one KV head, lru_width 2560, intermediate 15360,
-    256,000 tokens): llmarch's model (on the meta device) has transformers' parameter count."""
+def test_recurrentgemma_2b_preset_counts_as_transformers():
+    """google/recurrentgemma-2b's config.json (26 layers 2560 wide, 10 heads, one KV head, lru_width 2560,
+    intermediate_size 15360, 256,000 tokens): read by llmarch, it is the recurrentgemma-2b preset's shape, and
+    llmarch's model (on the meta device) has transformers' parameter count."""
     hf = transformers.RecurrentGemmaConfig(hidden_size=2560, intermediate_size=15360, num_hidden_layers=26,
                                            num_attention_heads=10, num_key_value_heads=1, vocab_size=256000)
     cfg = hf_model_config({**hf.to_dict(), "model_type": "recurrent_gemma"})
+    preset = llmarch.preset("recurrentgemma-2b")
+    assert cfg.replace(name=preset.name, lru_width=None, eos_id=None) == preset
     ours = sum(p.numel() for p in llmarch.build(cfg, device="meta").parameters())
     with torch.device("meta"):
         theirs = transformers.RecurrentGemmaForCausalLM(hf).num_parameters()
-    assert ours == theirs > 2.6e9
+    assert ours == theirs == 2_682_862_080
