@@ -46,8 +46,8 @@ def test_griffin_tiny_trains():
     """Every parameter gets a finite gradient (the gates, Lambda and the convolution included), and a few AdamW steps
     on one batch lower its loss."""
     torch.manual_seed(0)
-    model = llmarch.build("griffin-tiny", n_layers=3, layer_types=["recurrent", "recurrent", "attention"], vocab_size=97,
-                          context_length=64)
+    model = llmarch.build("griffin-tiny", n_layers=3, layer_types=["recurrent", "recurrent", "attention"],
+                          vocab_size=97, context_length=64)
     ids = torch.randint(0, 97, (2, 33))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
