@@ -10,7 +10,8 @@ from llmarch.analysis import model_facts
 PUBLISHED = {"bert-base": 109_514_298, "bert-large": 335_174_458, "roberta-base": 124_697_433,
              "gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
              "gpt2-xl": 1_557_611_200, "llama2-7b": 6_738_415_616, "llama3-8b": 8_030_261_248,
-             "deepseek-v3": 671_026_404_352, "deepseek-v2-lite": 15_706_484_224}
+             "deepseek-v3": 671_026_404_352, "deepseek-v2-lite": 15_706_484_224,
+             "recurrentgemma-2b": 2_682_862_080}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
@@ -31,7 +32,7 @@ def test_encoder_presets_equal_transformers_masked_lm():
         assert sum(p.numel() for p in hf.parameters()) == PUBLISHED[name]
 
 
-@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny", "bert-tiny"])
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny", "bert-tiny", "griffin-tiny"])
 def test_cpu_presets_are_about_10m(name):
     n = model_facts(llmarch.preset(name))["parameters"]
     assert 7e6 < n < 13e6

@@ -20,6 +20,7 @@ MODELS = {
     "hyena-tiny": {},  # a history indexed by slot
     "hybrid-tiny": {},
     "gated-deltanet-tiny": {},
+    "griffin-tiny": dict(n_layers=3, layer_types=["recurrent", "recurrent", "attention"], sliding_window=8),
     "performer": dict(attention="performer"),  # a linear-attention state
     "chunked": dict(attention="chunked", attention_chunk=8),  # a ring of one chunk's slots
 }

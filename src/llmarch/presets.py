@@ -103,6 +103,21 @@ def _local_global(n_layers: int, period: int, window: int, **local) -> dict:
     return dict(layer_types=types, layer_overrides={"sliding_attention": dict(sliding_window=window, **local)})
 
 
+
+# Griffin (De et al. 2024, §2) as RecurrentGemma (Botev et al. 2024): two recurrent blocks (RG-LRU, layers/rglru.py)
+# to one local multi-query attention layer (RoPE on half of each head), GeGLU MLPs (expansion 3) with biases, Gemma's
+# (1 + g) RMSNorms, embeddings times sqrt(d) as a bfloat16 (embed_multiplier: 50.5 for d = 2560), logits soft-capped
+# at 30, tied head.
+_GRIFFIN = dict(ffn="geglu_tanh", norm="rmsnorm_offset", norm_eps=1e-6, norm_bias=False, positions="rope",
+                rope_fraction=0.5, bias=True, qkv_bias=False, o_bias=True, ssm_bias=True, ssm_conv=4, n_kv_heads=1,
+                final_softcap=30.0, tie_embeddings=True, layer_overrides={"recurrent": {"mixer": "rglru"}},
+                hf_model_type="recurrent_gemma")
+
+
+def _griffin(n_layers: int, window: int, multiplier: float) -> dict:
+    types = [("recurrent", "recurrent", "attention")[i % 3] for i in range(n_layers)]
+    return dict(_GRIFFIN, layer_types=types, sliding_window=window, embed_multiplier=multiplier)
+
 # BLOOM (BigScience 2022, §3.2): ALiBi instead of position embeddings, a LayerNorm over the word embeddings
 # (more stable training, at a small cost in zero-shot quality, §3.2.3), pre-norm LayerNorm with biases,
 # tanh-GELU MLP of 4 x width, biases everywhere, the head tied to the embedding, a 250,880-token vocabulary.
@@ -231,6 +246,12 @@ PRESETS: dict[str, dict] = {
                         **_local_global(6, 6, 32, rope_theta=1e4)),
 
 
+    # google/recurrentgemma-2b (config.json): 26 layers of 2560, 10 heads, lru_width 2560, window 2048
+    "recurrentgemma-2b": dict(vocab_size=256000, d_model=2560, n_layers=26, n_heads=10, ffn_hidden=7680,
+                              context_length=8192, **_griffin(26, 2048, 50.5)),
+    # its parts at llama-tiny's width: 8 layers (6 recurrent, 2 local attention with a window of 64)
+    "griffin-tiny": dict(vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768, context_length=256,
+                         **_griffin(8, 64, 16.0)),
     # Gated DeltaNet in llama-tiny's block: the delta rule in every layer, 4 query/key heads and 8 value heads of 32
     "gated-deltanet-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768,
                                 context_length=256, mixer="gated_deltanet", delta_value_heads=8, delta_key_dim=32,
