@@ -64,3 +64,16 @@ def test_accumulated_micro_batches_count_by_their_targets():
     whole.backward()
     assert tokens == 32 and abs(loss - whole.item()) < 1e-6
     assert all(torch.allclose(a, p.grad, atol=1e-6, rtol=1e-5) for a, p in zip(accumulated, model.parameters()))
+
+
+def test_no_weight_decay_on_ssm_decay_rates():
+    """Mamba's A_log (2-D: inner x state) is no weight: AdamW's decay would pull A = -exp(A_log) toward -1."""
+    from types import SimpleNamespace
+
+    from llmarch.train.loop import make_optimizer
+
+    model = llmarch.build("mamba-tiny", n_layers=1, d_model=32, vocab_size=50)
+    lc = SimpleNamespace(weight_decay=0.1, lr=1e-3, beta1=0.9, beta2=0.95)
+    decayed = {id(p) for p in make_optimizer(model, lc, torch.device("cpu")).param_groups[0]["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert "blocks.0.mixer.A_log" not in names and "blocks.0.mixer.in_proj.weight" in names

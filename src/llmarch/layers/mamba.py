@@ -117,6 +117,7 @@ def selective_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
 
 @MIXERS.register("mamba")
 class Mamba(Mixer):
+    no_decay = ("A_log", "D")
     @classmethod
     def check(cls, cfg) -> None:
         check_recurrent(cfg, "mamba", ("ssm_state", "ssm_expand", "ssm_conv", "ssm_dt_rank"))

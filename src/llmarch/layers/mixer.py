@@ -19,6 +19,9 @@ it is; it calls this protocol:
   (`llmarch info`).
 - `residual_out`: the names of its projections that write to the residual stream, which GPT-2's init
   scales by 1/sqrt(2 * layers) (Radford et al. 2019, §2.3).
+- `no_decay`: the names of its parameters that training keeps out of weight decay whatever their shape (an
+  SSM's decay rates: decayed toward 0 they would drift toward forgetting nothing; state-spaces/mamba marks
+  A_log and D `_no_weight_decay`).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations
@@ -34,6 +37,7 @@ MIXERS: Registry = Registry("mixer")
 class Mixer(nn.Module):
     attr = "mixer"
     residual_out: tuple[str, ...] = ("out_proj.weight",)
+    no_decay: tuple[str, ...] = ()
 
     def __init__(self):
         super().__init__()

@@ -24,6 +24,7 @@ from ..rundir import CONFIG, atomic_directory, publish, resolve_checkpoint
 from ..config import ModelConfig
 from ..data.tokenizer import Tokenizer, load_tokenizer
 from ..errors import LlmarchError
+from ..layers.mixer import Mixer
 from ..models.routing import router_losses, routing_metric_names, routing_metrics
 from ..transforms import for_training
 from .distributed import all_sum, batch_mean, device_for, in_turns, process_group, rank_and_world, row_slice
@@ -126,9 +127,13 @@ def fp32_master_weights(model: torch.nn.Module) -> bool:
 
 
 def make_optimizer(model: torch.nn.Module, lc, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter 2019); no weight decay on gains and biases (1-D parameters)."""
+    """AdamW (Loshchilov & Hutter 2019); no weight decay on gains and biases (1-D parameters), nor on what a
+    mixer names in `no_decay` (Mamba's 2-D A_log)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decayed = [p for n, p in params if p.dim() >= 2 and not n.endswith("bias")]  # experts' biases are 2-D
+    kept = {id(p) for m in model.modules() if isinstance(m, Mixer) for n, p in m.named_parameters()
+            if n in m.no_decay}
+    decayed = [p for n, p in params if p.dim() >= 2 and not n.endswith("bias")  # experts' biases are 2-D
+               and id(p) not in kept]
     ids = {id(p) for p in decayed}
     groups = [{"params": decayed, "weight_decay": lc.weight_decay},
               {"params": [p for _, p in params if id(p) not in ids], "weight_decay": 0.0}]
