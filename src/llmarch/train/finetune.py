@@ -61,7 +61,7 @@ class FinetuneConfig:
     steps: int = 300  # optimizer steps
     batch_size: int = 16  # examples per step
     lr: float = 1e-4  # peak learning rate (AdamW)
-    min_lr: float = 0.0  # learning rate at the end of the cosine decay
+    min_lr: float = 0.0  # cosine decay's floor, at step `steps`: the last step trains just above it (as transformers')
     warmup_steps: int | None = None  # linear warmup; None: steps // 10
     weight_decay: float = 0.01  # AdamW decoupled weight decay of matrices
     beta1: float = 0.9  # AdamW beta1

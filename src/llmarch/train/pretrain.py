@@ -46,7 +46,7 @@ class TrainConfig:
     batch_size: int = 16  # sequences per step (the global batch under several processes)
     grad_accum: int = 1  # micro-batches of batch_size rows per step: a step trains on batch_size x grad_accum
     lr: float = 1e-3  # peak learning rate (AdamW)
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
+    min_lr: float = 1e-4  # cosine decay's floor, at step `steps`: the last step trains just above it (as transformers')
     warmup_steps: int | None = None  # linear warmup; None: min(100, steps // 10)
     weight_decay: float = 0.1  # AdamW decoupled weight decay of matrices
     beta1: float = 0.9  # AdamW beta1
