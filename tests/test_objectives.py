@@ -117,3 +117,27 @@ def test_masked_evaluation_is_the_same_at_any_batch_size(tmp_path):
         obj = objective_for(objective, tok, context=32)
         losses = {b: evaluate(model, data, b, 32 * 12, obj, seed=3)["loss"] for b in (1, 5, 12)}
         assert max(losses.values()) - min(losses.values()) < 1e-5, (preset, losses)
+
+
+def test_causal_evaluation_scores_every_target_once():
+    """The causal objective's evaluation scores every target of the split once: whole windows, then the targets
+    after the last one in a window ending at the last token (they were dropped: 62 targets at context 32 scored
+    32). Against a hand computation of the same windows."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from llmarch.data import TokenData
+    from llmarch.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = llmarch.build("gpt-tiny", vocab_size=50, n_layers=1, d_model=32, n_heads=2, context_length=32).eval()
+    val = np.random.default_rng(0).integers(0, 50, 63)
+    result = evaluate(model, TokenData(val, val), batch_size=8)
+    t = torch.from_numpy(val)
+    with torch.no_grad():
+        first = F.cross_entropy(model(t[None, :32]).logits[0], t[1:33], reduction="sum")
+        tail = F.cross_entropy(model(t[None, 30:62]).logits[0, 2:], t[33:63], reduction="sum")
+    assert result["tokens"] == 62
+    assert abs(result["loss"] - (first + tail).item() / 62) < 1e-5
+    assert evaluate(model, TokenData(val, val), batch_size=1, context=16)["tokens"] == 62
+    assert evaluate(model, TokenData(val, val), batch_size=1, max_tokens=32)["tokens"] == 32  # a cut: windows

@@ -48,7 +48,8 @@ def add_parsers(sub) -> None:
              "trained on (default: %(default)s)")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="windows per batch (default: %(default)s)")
     p.add_argument("--max-tokens", type=at_least(1), default=None,
-        help="evaluate at most this many tokens, in whole windows (default: %(default)s, all)")
+        help="evaluate at most this many tokens, in whole windows (default: %(default)s, all: every token, those "
+             "after the last whole window in one more window that ends at the split's end)")
     p.add_argument("--context", type=at_least(1), default=None,
         help="tokens per window, at most the model's context_length; a split shorter than one window is "
              "evaluated as one shorter window (default: the model's context_length)")

@@ -9,6 +9,8 @@ import torch
 
 from ..errors import LlmarchError
 
+IGNORE = -100  # cross-entropy's ignore_index: a target that is not scored (train.objectives.IGNORE is this one)
+
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """ids (B, T) and mask (B, T): 1 for real tokens, 0 for padding."""

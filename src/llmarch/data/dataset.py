@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError, warn
+from .batching import IGNORE
 from ..progress import Bar
 from ..rundir import atomic_directory, write_text_atomic
 from .corpus import Document, read_documents
@@ -160,15 +161,23 @@ class TokenData:
         starts = rng.integers(0, len(arr) - context, size=batch_size)
         return _stack(arr, starts, context)
 
-    def sequential(self, split: str, batch_size: int, context: int, max_tokens: int | None = None):
-        """Non-overlapping windows in order (for evaluation), in batches."""
+    def sequential(self, split: str, batch_size: int, context: int, max_tokens: int | None = None,
+                   tail: bool = False):
+        """Non-overlapping windows in order (for evaluation), in batches. tail (and no max_tokens cut short of the
+        split): the targets after the last whole window too, in one more window that ends at the split's last
+        token, its targets already scored IGNORE: each target is scored once, and the tail with a whole context."""
         arr = self._windows(split, context)
         n = (len(arr) - 1) // context
-        if max_tokens is not None:
-            n = max(1, min(n, max_tokens // context))
-        starts = np.arange(n) * context
-        for i in range(0, n, batch_size):
-            yield _stack(arr, starts[i:i + batch_size], context)
+        rest = len(arr) - 1 - n * context  # targets after the last whole window
+        if max_tokens is not None and max_tokens < len(arr) - 1:
+            n, rest = max(1, min(n, max_tokens // context)), 0
+        starts = list(np.arange(n) * context) + ([len(arr) - 1 - context] if tail and rest else [])
+        for i in range(0, len(starts), batch_size):
+            x, y = _stack(arr, np.asarray(starts[i:i + batch_size]), context)
+            if tail and rest and i + batch_size >= len(starts):
+                y = y.clone()  # a view of x's tensor
+                y[-1, :context - rest] = IGNORE
+            yield x, y
 
 
 def _stack(arr: np.ndarray, starts: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,12 +30,11 @@ from typing import Sequence
 import torch
 
 from ..errors import LlmarchError
-from .batching import pad
+from .batching import IGNORE, pad
 from .corpus import Document, jsonl_records, stdlib_documents
 from .split import check_task_source, val_groups
 
 MAX_SOURCE_CHARS = 300
-IGNORE = -100  # cross-entropy's ignore_index: the value of train.objectives.IGNORE (data does not import train)
 
 
 @dataclass(frozen=True)

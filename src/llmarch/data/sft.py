@@ -16,12 +16,11 @@ from functools import lru_cache
 import torch
 
 from ..errors import LlmarchError
-from .batching import pad
+from .batching import IGNORE, pad
 from .chat import load_conversations
 from .corpus import Document, stdlib_documents
 from .split import check_task_source, val_groups
 
-IGNORE = -100  # cross-entropy's ignore_index (train.objectives.IGNORE; data does not import train)
 MAX_CODE_CHARS = 600
 PROMPT = "Summarize this Python function in one line.\n\n"
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError, check_fields
+from .batching import IGNORE
 
-IGNORE = -100
 TASKS = ("recall", "copy")
 
 

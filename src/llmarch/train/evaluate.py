@@ -54,12 +54,15 @@ def score(model, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]
 def evaluate(model, data: TokenData, batch_size: int, max_tokens: int | None = None,
              objective: Objective = causal_lm, seed: int = 0, context: int | None = None,
              progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Windows of `context` tokens (None: the model's context_length) of the validation split in order; a
+    """Windows of `context` tokens (None: the model's context_length) of the validation split in order, the
+    causal objective's targets after the last whole window in one more window ending at the last token; a
     masking objective draws each window's masks from (seed, window index), so the figure is the same at every
     evaluation of a run and at any batch size (`llmarch eval` and the training log agree). progress, if given,
     is called with each batch's count of input tokens once it is scored."""
     def batches():
-        windows = data.sequential("val", batch_size, context or model.config.context_length, max_tokens)
+        # the causal tail after the last whole window in one more window; a masking objective's windows whole
+        windows = data.sequential("val", batch_size, context or model.config.context_length, max_tokens,
+                                  tail=objective is causal_lm)
         start = 0
         for x, y in windows:
             if objective is causal_lm:

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.batching import IGNORE
 from ..errors import LlmarchError
-
-IGNORE = -100
 
 # (x, y, rng) -> (inputs, targets): x (B, T) a window, y (B, T) the same window shifted by one token;
 # inputs: input_ids, or a dict of the model's keyword arguments
