@@ -193,3 +193,15 @@ def test_stop_sequences_end_a_row_and_eos_still_does():
     assert llmarch.generate(model, prompts, max_new_tokens=10, eos_id=eos)[1] == free[1][:free[1].index(eos, 2) + 1]
     with pytest.raises(LlmarchError, match="stop sequences"):
         llmarch.generate(model, prompts, max_new_tokens=4, stop=[[]])
+
+
+def test_a_seeded_row_samples_what_it_samples_alone():
+    """With a seed, each row draws from a generator of its own: a prompt's sampled tokens do not depend on the
+    other prompts of its batch, nor on its place (one generator for the batch gave three different answers)."""
+    torch.manual_seed(0)
+    model = llmarch.build("gpt-tiny", vocab_size=64, n_layers=1, d_model=32, n_heads=2, context_length=64).eval()
+    p, q = [5, 9, 13], [7, 7, 2, 30, 1]
+    alone = llmarch.generate(model, [p], 20, temperature=1.0, seed=3)[0]
+    assert llmarch.generate(model, [p, q], 20, temperature=1.0, seed=3)[0] == alone
+    assert llmarch.generate(model, [q, p], 20, temperature=1.0, seed=3)[1] == alone
+    assert llmarch.generate(model, [p], 20, temperature=1.0, seed=4)[0] != alone

@@ -117,7 +117,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                               request.eos_id, request.fill_id, length_penalty, early_stopping, more_ends=more)
             ended = _first_end(out, request.prompt.shape[1], [request.eos_id, *more]) if more else None
         else:
-            generator = None if seed is None else torch.Generator(device=first.device).manual_seed(seed)
+            # a generator per row, each from the seed: a row samples what it samples alone, whatever the batch
+            generator = None if seed is None else [torch.Generator(device=first.device).manual_seed(seed)
+                                                   for _ in range(first.shape[0])]
             P = request.prompt.shape[1]
             seen = (penalties.start(request.prompt, first.shape[-1], None if request.mask is None
                                     else request.mask[:, :P]) if penalties is not None and penalties.active else None)
@@ -128,7 +130,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
 
 def decode_loop(engine: Engine, logits: torch.Tensor, prompt: torch.Tensor, max_new_tokens: int,
                 temperature: float, top_k: int | None, top_p: float | None, eos_id: int | None, fill_id: int,
-                generator: torch.Generator | None, on_tokens=None,
+                generator: torch.Generator | list[torch.Generator] | None, on_tokens=None,
                 stop: Sequence[Sequence[int]] = (), seen: Seen | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy (temperature 0) or sampled decoding from the logits (B, V) after each row's prompt (B, P),
     penalized first where `seen` (penalties.py) is given.
