@@ -124,6 +124,15 @@ def test_logprob_bytes_are_the_tokens_own_bytes():
         assert b"".join(got) == " x 日 world".encode() and [b for b in got if b[0] >= 0x80] == [b"\xe6", b"\x97",
                                                                                                  b"\xa5"]
         assert spm.token_bytes(2) == b"</s>"
+        assert _entry(spm, spm.tk.token_to_id("▁world"), 0.0)["token"] == " world"  # not "world"
+    spm = _spm()
+    out = ChoiceText(spm, [], context=spm.encode("Hello"))
+    for i in spm.encode("x and more"):
+        out.add(i, -1.0, [(i, -1.0)])
+    out.end("length")
+    logprobs = out.completion_logprobs()  # the tokens and their offsets spell the text
+    assert "".join(logprobs["tokens"]) == out.text == " x and more"
+    assert logprobs["text_offset"][-1] + len(logprobs["tokens"][-1]) == len(out.text)
 
 
 def test_an_unfinished_last_character_is_flushed_at_the_end(monkeypatch):

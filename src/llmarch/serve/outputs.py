@@ -62,10 +62,10 @@ class ChoiceText:
         out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         offset = start
         for token, logprob, top in rows:
-            text = self.tok.token_text(token)
+            text = token_string(self.tok, token)
             out["tokens"].append(text)
             out["token_logprobs"].append(logprob)
-            out["top_logprobs"].append(None if top is None else {self.tok.token_text(t): p for t, p in top})
+            out["top_logprobs"].append(None if top is None else {token_string(self.tok, t): p for t, p in top})
             out["text_offset"].append(offset)
             offset += len(text)
         return out
@@ -77,6 +77,13 @@ class ChoiceText:
                             for token, logprob, top in rows]}
 
 
+def token_string(tok, token: int) -> str:
+    """A token as logprobs name it: its own bytes as text (U+FFFD for part of a multi-byte character), so that a
+    SentencePiece ▁world reads " world" as in the text (its decoding alone strips the space) and the completions'
+    text offsets add up; the token's text otherwise (tokenizer.token_text)."""
+    return tok.token_bytes(token).decode("utf-8", errors="replace")
+
+
 def _entry(tok, token: int, logprob: float) -> dict:
     # bytes: the token's own bytes (part of a multi-byte character's, where its text shows U+FFFD)
-    return {"token": tok.token_text(token), "logprob": logprob, "bytes": list(tok.token_bytes(token))}
+    return {"token": token_string(tok, token), "logprob": logprob, "bytes": list(tok.token_bytes(token))}
