@@ -11,6 +11,7 @@ HF -> llmarch -> HF (interop/hf.py's to_hf) gives them back. `save_hf` writes th
 `transformers` reads, the byte tokenizer included."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -45,6 +46,7 @@ class Tokenizer(Protocol):
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
     def decode(self, ids: Iterable[int]) -> str: ...
     def token_text(self, i: int) -> str: ...  # one token as text, for displays
+    def token_bytes(self, i: int) -> bytes: ...  # one token's own bytes (logprobs' `bytes`)
     def save(self, directory: Path) -> None: ...
     def save_hf(self, directory: Path) -> None: ...  # the files transformers' AutoTokenizer reads
     def hf_token_ids(self) -> dict: ...  # bos/eos/pad_token_id for a Hugging Face config.json
@@ -81,6 +83,9 @@ class ByteTokenizer:
         if i in self.sentinel_ids:
             return sentinel_name(self.sentinel_ids.index(i))
         return {self.eos_id: EOS, self.mask_id: MASK}.get(i, "")
+
+    def token_bytes(self, i: int) -> bytes:
+        return bytes([i]) if i < 256 else self.token_text(i).encode()
 
     def save(self, directory: Path) -> None:
         spec = {"llmarch": "byte", **({"mask": True} if self.mask_id is not None else {}),
@@ -153,6 +158,37 @@ class BPETokenizer:
         piece = self.tk.id_to_token(i) or ""
         return piece if piece.startswith("##") else self.tk.decode([i], skip_special_tokens=False)
 
+    def token_bytes(self, i: int) -> bytes:
+        """One token's own bytes, where its text may show U+FFFD for part of a multi-byte character: a byte-level
+        BPE piece through GPT-2's character -> byte map; a SentencePiece byte token <0xNN> is byte NN, ▁ a space
+        (the decoder's Strip of a first token's space left out: a token's bytes, not its place); an added
+        (special) token and any other tokenizer's (WordPiece): its text's bytes."""
+        piece = self.tk.id_to_token(i) or ""
+        if i in self._added:
+            return self.token_text(i).encode()
+        kind = self._decoder_kind
+        if kind == "byte_level":
+            inverse = _char_bytes()
+            if all(c in inverse for c in piece):
+                return bytes(inverse[c] for c in piece)
+        if kind == "sentencepiece":
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                return bytes([int(piece[3:5], 16)])
+            return piece.replace("\u2581", " ").encode()
+        return self.token_text(i).encode()
+
+    @functools.cached_property
+    def _added(self) -> set[int]:
+        return set(self.tk.get_added_tokens_decoder())
+
+    @functools.cached_property
+    def _decoder_kind(self) -> str | None:
+        """byte_level (GPT-2's ByteLevel decoder), sentencepiece (▁ for spaces: Metaspace or Replace) or None."""
+        decoder = json.dumps(json.loads(self.tk.to_str()).get("decoder"))
+        if '"ByteLevel"' in decoder:
+            return "byte_level"
+        return "sentencepiece" if '"Metaspace"' in decoder or "\\u2581" in decoder else None
+
     def save(self, directory: Path, hf: bool = False) -> None:
         """tokenizer.json and the side files; hf: without HF_TOKEN_IDS, whose ids go in config.json."""
         self.tk.save(str(Path(directory) / TOKENIZER_FILE))
@@ -200,6 +236,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int, mask: bool = False, sentine
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tk.train_from_iterator(texts, trainer=trainer)
     return BPETokenizer(tk)
+
+
+@functools.cache
+def _char_bytes() -> dict[str, int]:
+    return {c: b for b, c in _byte_chars().items()}
 
 
 def _byte_chars() -> dict[int, str]:

@@ -30,27 +30,62 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
         temperature = 0.0
     # a chat model may end a turn with any of several ids (generation_config.json's eos_token_id list)
     stop = [[i] for i in tokenizer.eos_ids if i != tokenizer.eos_id]
+    # a decoder-only row's text runs on from its prompt's: the new ids are decoded after the prompt's last ones
+    pieces = None if stream is None else text_pieces(tokenizer, stream,
+                                                     [] if model.config.is_encoder_decoder else encoded[0])
     rows = generate(model, encoded, max_new_tokens, temperature, top_k, top_p, eos_id=tokenizer.eos_id, seed=seed,
-                    on_tokens=None if stream is None else text_pieces(tokenizer, stream), num_beams=num_beams,
+                    on_tokens=pieces, num_beams=num_beams,
                     length_penalty=length_penalty, early_stopping=early_stopping, compile=compile, stop=stop,
                     prompt_lookup=prompt_lookup, draft=draft, num_draft=num_draft, stats=stats, penalties=penalties)
+    if pieces is not None:
+        pieces.end()
     return [tokenizer.decode(t for t in row if t not in tokenizer.eos_ids) for row in rows]
 
 
-def text_pieces(tokenizer, stream: Callable[[str], None]) -> Callable:
-    """An on_tokens callback for one row: decodes all its new ids so far and hands `stream` the text not yet
-    handed over, holding it back while it ends inside a multi-byte character."""
-    new: list[int] = []
-    shown = ""
+# tokens before the new ones decoded with them (vLLM's incremental detokenizer likewise starts 5 tokens back)
+CONTEXT = 5
 
-    def show(ids) -> None:
-        nonlocal shown
-        if int(ids[0]) in tokenizer.eos_ids:  # an end, not text (as in generate_text's result)
+
+class NewText:
+    """The text new ids add after `context` ids (a prompt), as the tokenizer decodes them together. A decoder reads
+    a token by its neighbours: SentencePiece's drops the first token's leading space (Strip), WordPiece's joins
+    words with spaces; decoding the new ids alone would drop the space before them. So the context's last ids are
+    decoded with them and the text after the context's own decoding kept: prompt text + new text is the text of
+    the whole row (as vLLM's incremental detokenizer does). No context: the new ids' own decoding (a chat
+    reply, as transformers decodes the generated ids)."""
+
+    def __init__(self, tokenizer, context=()):
+        self.tok, self.context = tokenizer, [int(i) for i in context][-CONTEXT:]
+        self.skip = len(tokenizer.decode(self.context)) if self.context else 0
+        self.ids: list[int] = []
+
+    def add(self, token: int) -> str:
+        """A new id -> all the new text so far (ending in U+FFFD while inside a multi-byte character)."""
+        self.ids.append(int(token))
+        return self.tok.decode(self.context + self.ids)[self.skip:]
+
+
+class text_pieces:
+    """An on_tokens callback for one row: decodes all its new ids so far (after `context`, NewText) and hands
+    `stream` the text not yet handed over, holding it back while it ends inside a multi-byte character; `end()`
+    (once generation is over) hands over what was held back, an unfinished character's U+FFFD included, so the
+    pieces add up to the row's decoded text."""
+
+    def __init__(self, tokenizer, stream: Callable[[str], None], context=()):
+        self.tok, self.stream, self.new = tokenizer, stream, NewText(tokenizer, context)
+        self.text = self.shown = ""
+
+    def __call__(self, ids) -> None:
+        if int(ids[0]) in self.tok.eos_ids:  # an end, not text (as in generate_text's result)
             return
-        new.append(int(ids[0]))
-        text = tokenizer.decode(new)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            stream(text[len(shown):])
-            shown = text
+        self.text = self.new.add(int(ids[0]))
+        if not self.text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            self._show()
 
-    return show
+    def end(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        if len(self.text) > len(self.shown):
+            self.stream(self.text[len(self.shown):])
+        self.shown = self.text

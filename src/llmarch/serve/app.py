@@ -104,7 +104,9 @@ def build_app(server: Server):
             for job in jobs:
                 job.cancel()
             raise
-        outs = [ChoiceText(server.tokenizer, s.stop, prefixes[i // s.n]) for i in range(len(jobs) * s.n)]
+        # a completion's text runs on from its prompt's; a chat reply is its own ids' text (outputs.py)
+        outs = [ChoiceText(server.tokenizer, s.stop, prefixes[i // s.n], () if chat else prompts[i // s.n])
+                for i in range(len(jobs) * s.n)]
         meta = dict(id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", created=int(time.time()),
                     model=server.name)
         state = _Collect(jobs, outs, events, s.n)

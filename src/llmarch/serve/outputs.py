@@ -3,11 +3,17 @@ stop string (text that may be the start of one is held back while streaming), an
 completions format (tokens, token_logprobs, top_logprobs, text_offset) or the chat format (content)."""
 from __future__ import annotations
 
+from ..generate.text import NewText
+
 
 class ChoiceText:
-    def __init__(self, tokenizer, stop: list[str], prefix: str = ""):
+    def __init__(self, tokenizer, stop: list[str], prefix: str = "", context=()):
         self.tok, self.stop = tokenizer, stop
         self.prefix = prefix  # echoed prompt text
+        # context: the prompt's ids (a completion), decoded before the new ones so that prompt text + this text is
+        # the whole row's text (generate/text.py's NewText); none for a chat reply (transformers' decode of the
+        # generated ids)
+        self.new = NewText(tokenizer, context)
         self.ids: list[int] = []
         self.text = ""  # the generated text so far, cut at a stop string
         self.shown = 0  # characters of prefix + text handed out
@@ -22,16 +28,16 @@ class ChoiceText:
         self.ids.append(token)
         if logprob is not None:
             self.logprobs.append((token, logprob, top))
-        text = self.tok.decode(self.ids)
+        text = self.new.add(token)
         hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         if hits:
             self.text, self.finish = text[:min(hits)], "stop"
             return self.pending()
         self.text = text
         # held back: what may start a stop string, and a trailing replacement character (the rest of a
-        # multi-byte character may still come)
+        # multi-byte character may still come); the stop strings' hold counted back from the whole characters
         whole = len(text.rstrip("\ufffd"))
-        return self.pending(len(self.prefix) + min(whole, len(text) - self.hold))
+        return self.pending(len(self.prefix) + max(0, whole - self.hold))
 
     def end(self, reason: str) -> str:
         """The choice ended (finish_reason) -> the text still held back."""
@@ -56,10 +62,10 @@ class ChoiceText:
         out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         offset = start
         for token, logprob, top in rows:
-            text = self.tok.token_text(token)
+            text = token_string(self.tok, token)
             out["tokens"].append(text)
             out["token_logprobs"].append(logprob)
-            out["top_logprobs"].append(None if top is None else {self.tok.token_text(t): p for t, p in top})
+            out["top_logprobs"].append(None if top is None else {token_string(self.tok, t): p for t, p in top})
             out["text_offset"].append(offset)
             offset += len(text)
         return out
@@ -71,6 +77,13 @@ class ChoiceText:
                             for token, logprob, top in rows]}
 
 
+def token_string(tok, token: int) -> str:
+    """A token as logprobs name it: its own bytes as text (U+FFFD for part of a multi-byte character), so that a
+    SentencePiece ▁world reads " world" as in the text (its decoding alone strips the space) and the completions'
+    text offsets add up; the token's text otherwise (tokenizer.token_text)."""
+    return tok.token_bytes(token).decode("utf-8", errors="replace")
+
+
 def _entry(tok, token: int, logprob: float) -> dict:
-    text = tok.token_text(token)
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+    # bytes: the token's own bytes (part of a multi-byte character's, where its text shows U+FFFD)
+    return {"token": token_string(tok, token), "logprob": logprob, "bytes": list(tok.token_bytes(token))}

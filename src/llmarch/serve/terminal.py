@@ -52,16 +52,13 @@ class Conversation:
             self.history.pop()
             raise
         stop = [[i] for i in self.tok.eos_ids if i != self.tok.eos_id]
-        shown = []
-
-        def piece(text: str) -> None:
-            shown.append(text)
-            show(text)
+        # the reply is its own ids' text, as transformers decodes the generated ids (no context before them)
+        pieces = text_pieces(self.tok, show)
         row = generate(self.model, [ids], self.max_tokens, self.temperature, self.top_k, self.top_p,
-                       eos_id=self.tok.eos_id, seed=self.seed, on_tokens=text_pieces(self.tok, piece), stop=stop,
+                       eos_id=self.tok.eos_id, seed=self.seed, on_tokens=pieces, stop=stop,
                        compile=self.compile, penalties=self.penalties)[0]
+        pieces.end()  # what streaming held back: an unfinished character at the end
         answer = self.tok.decode(t for t in row[len(ids):] if t not in self.tok.eos_ids)
-        show(answer[len("".join(shown)):])  # what streaming held back: an unfinished character at the end
         self.history.append({"role": "assistant", "content": answer})
         return answer
 
