@@ -133,8 +133,8 @@ class KimiDeltaAttention(Mixer):
         a = self.f_b_proj(self.f_a_proj(x)).float().view(b, T, H, dk) + self.dt_bias.float().view(H, dk)
         g = -self.A_log.float().exp()[:, None] * F.softplus(a)  # (b, T, H, dk): log alpha per channel
         beta = self.b_proj(x).float().sigmoid()  # (b, T, H)
-        if mask is not None:  # a padded token neither decays nor writes the state
-            beta, g = beta * mask, g * mask[..., None]
+        if mask is not None:  # a padded token's k = v = 0 writes nothing; g = 0 keeps it from decaying the state
+            g = g * mask[..., None]
         if state is not None and T == 1:
             o = delta_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0], state["delta"])[:, None]
         else:
