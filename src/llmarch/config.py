@@ -194,7 +194,7 @@ class ModelConfig:
     moe_beside_dense: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
-    # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py),
+    # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py, kda.py),
     # except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
     attn_period: int = 0  # > 0: every attn_period-th layer is attention whatever the mixer (see mixer)
@@ -220,11 +220,12 @@ class ModelConfig:
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
     hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
-    # Gated DeltaNet (layers/gated_deltanet.py; its convolution, biases and chunk are the ssm_conv, ssm_conv_bias,
-    # ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim, delta_key_dim
-    delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads)
+    # Gated DeltaNet and Kimi Delta Attention (layers/gated_deltanet.py, kda.py; their convolution, biases and chunk
+    # are the ssm_conv, ssm_conv_bias, ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim,
+    # delta_key_dim. kda: one count and width of heads (value heads and dims as the key ones)
+    delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads, Kimi's linear_num_heads)
     delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
-    delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim)
+    delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim; Kimi's linear_head_dim)
     delta_value_dim: int | None = None  # dims of each value head (linear_value_head_dim)
     context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
