@@ -195,8 +195,8 @@ class ModelConfig:
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py,
-    # rglru.py), except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba:
-    # mamba, 8, 4)
+    # rglru.py, kda.py), except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset
+    # (Jamba: mamba, 8, 4)
     mixer: str = "attention"
     attn_period: int = 0  # > 0: every attn_period-th layer is attention whatever the mixer (see mixer)
     attn_offset: int = 0  # the first such attention layer (see mixer)
@@ -221,11 +221,12 @@ class ModelConfig:
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
     hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
-    # Gated DeltaNet (layers/gated_deltanet.py; its convolution, biases and chunk are the ssm_conv, ssm_conv_bias,
-    # ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim, delta_key_dim
-    delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads)
+    # Gated DeltaNet and Kimi Delta Attention (layers/gated_deltanet.py, kda.py; their convolution, biases and chunk
+    # are the ssm_conv, ssm_conv_bias, ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim,
+    # delta_key_dim. kda: one count and width of heads (value heads and dims as the key ones)
+    delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads, Kimi's linear_num_heads)
     delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
-    delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim)
+    delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim; Kimi's linear_head_dim)
     delta_value_dim: int | None = None  # dims of each value head (linear_value_head_dim)
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)

@@ -252,6 +252,16 @@ PRESETS: dict[str, dict] = {
     # its parts at llama-tiny's width: 8 layers (6 recurrent, 2 local attention with a window of 64)
     "griffin-tiny": dict(vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768, context_length=256,
                          **_griffin(8, 64, 16.0)),
+    # Kimi Linear in deepseek-tiny's shape: three Kimi Delta Attention layers (4 heads of 32) to one latent attention
+    # layer without positions, the first FFN dense, then 16 experts of 128 (4 per token from 2 of 4 groups), 1 shared
+    "kimi-linear-tiny": dict(_LLAMA, mixer="mla", positions="none", vocab_size=8192, d_model=256, n_layers=8, n_heads=8,
+                             head_dim=16, qk_nope_head_dim=32, v_head_dim=32, kv_lora_rank=64, ffn_hidden=768,
+                             expert_hidden=128, n_experts=16, experts_per_token=4, n_shared_experts=1,
+                             router_scoring="sigmoid", expert_bias=True, router_groups=4, router_topk_groups=2,
+                             router_scale=2.5, moe_dense_first=1, norm_eps=1e-5, context_length=256,
+                             layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 2,
+                             layer_overrides={"linear_attention": {"mixer": "kda"}}, delta_heads=4, delta_key_dim=32,
+                             ssm_conv_bias=False, ssm_chunk=32, hf_model_type="kimi_linear"),
     # Gated DeltaNet in llama-tiny's block: the delta rule in every layer, 4 query/key heads and 8 value heads of 32
     "gated-deltanet-tiny": dict(_LLAMA, vocab_size=8192, d_model=256, n_layers=8, n_heads=4, ffn_hidden=768,
                                 context_length=256, mixer="gated_deltanet", delta_value_heads=8, delta_key_dim=32,

@@ -84,9 +84,11 @@ def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch
 
 def delta_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
                S: torch.Tensor) -> torch.Tensor:
-    """One token of the recurrence: q, k (b, H, dk), v (b, H, dv), g, beta (b, H); S (b, H, dk, dv) fp32, updated
-    in place. S <- alpha S; S <- S + k (beta (v - S^T k))^T; returns o = S^T q (b, H, dv)."""
-    S.mul_(g.float().exp()[..., None, None])
+    """One token of the recurrence: q, k (b, H, dk), v (b, H, dv), beta (b, H); g (log alpha) (b, H), one decay per
+    head, or (b, H, dk), one per key channel (Kimi Delta Attention, kda.py); S (b, H, dk, dv) fp32, updated in
+    place. S <- diag(alpha) S; S <- S + k (beta (v - S^T k))^T; returns o = S^T q (b, H, dv)."""
+    alpha = g.float().exp()
+    S.mul_(alpha.reshape(*alpha.shape[:2], -1, 1))  # (b, H, 1 or dk, 1): scales the state's key rows
     k = k.float()
     delta = beta.float()[..., None] * (v.float() - torch.einsum("bhkv,bhk->bhv", S, k))
     S.add_(k[..., None] * delta[..., None, :])
@@ -94,18 +96,18 @@ def delta_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tenso
 
 
 class NormThenGate(nn.Module):
-    """RMSNorm over each head's dv channels, then times SiLU(z): w * norm(o) * SiLU(z) (Qwen3-Next's
-    RMSNormGated; Mamba-2's norm gates first)."""
+    """RMSNorm over each head's dv channels, then times act(z): w * norm(o) * act(z), act SiLU (Qwen3-Next's
+    RMSNormGated; Mamba-2's norm gates first) or sigmoid (Kimi Linear's o_norm)."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, act=F.silu):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
+        self.eps, self.act = eps, act
 
     def forward(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # (..., dv) each
         h = o.float()
         h = self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(o.dtype)
-        return (h * F.silu(z.float())).to(o.dtype)
+        return (h * self.act(z.float())).to(o.dtype)
 
 
 @MIXERS.register("gated_deltanet")
