@@ -81,3 +81,51 @@ def test_roberta_layout_base_model_reads_as_embeddings(tmp_path, family):
         theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
     mine = ours(ids, attention_mask=mask, token_type_ids=types).hidden_states
     assert ours.config.head == "embed" and (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4
+
+
+ELECTRA_HEADS = {**ENCODER_HEADS, "ForPreTraining": "detect"}
+
+
+def electra_model(suffix, embedding_size):
+    torch.manual_seed(0)
+    conf = transformers.ElectraConfig(vocab_size=120, embedding_size=embedding_size, hidden_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+                                      max_position_embeddings=64, num_labels=3)
+    return perturbed(getattr(transformers, "Electra" + suffix)(conf)), conf
+
+
+@pytest.mark.parametrize("embedding_size", [32, 64])  # 32: projected into the 64-wide stack; 64: no projection
+@pytest.mark.parametrize("suffix", list(ELECTRA_HEADS))
+def test_electra_matches_transformers(tmp_path, suffix, embedding_size):
+    """The generator (masked LM, its head back at the embedding width, tied), the discriminator (a logit per token),
+    and the classification heads, with and without the embedding projection."""
+    hf, conf = electra_model(suffix, embedding_size)
+    ours, _ = check_encoder(tmp_path, hf, "Electra" + suffix, ELECTRA_HEADS[suffix], conf.pad_token_id)
+    assert ours.config.embed_width == embedding_size
+    assert (ours.embed_proj is None) == (embedding_size == 64)
+
+
+def test_electra_base_model_and_refusals(tmp_path):
+    """ElectraModel reads as an embedding model; BertForPreTraining (MLM + next sentence) and an ELECTRA with another
+    hidden_act are refused in one line."""
+    torch.manual_seed(0)
+    conf = transformers.ElectraConfig(vocab_size=120, embedding_size=32, hidden_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, intermediate_size=96, max_position_embeddings=64)
+    hf = perturbed(transformers.ElectraModel(conf))
+    hf.save_pretrained(tmp_path / "base")
+    ours = from_hf(tmp_path / "base")
+    ids, types, mask = encoder_batch(conf.pad_token_id)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    mine = ours(ids, attention_mask=mask, token_type_ids=types).hidden_states
+    assert ours.config.head == "embed" and (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4
+    transformers.BertForPreTraining(transformers.BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(llmarch.LlmarchError, match="BertForPreTraining checkpoints are not supported"):
+        from_hf(tmp_path / "bert")
+    transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        vocab_size=120, embedding_size=32, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=96, max_position_embeddings=64, hidden_act="relu")).save_pretrained(tmp_path / "relu")
+    with pytest.raises(llmarch.LlmarchError, match="hidden_act 'relu' is not supported"):
+        from_hf(tmp_path / "relu")

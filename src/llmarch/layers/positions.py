@@ -29,11 +29,11 @@ class NoPositions(nn.Module):
 
 
 class LearnedPositions(NoPositions):
-    """A trained vector per absolute position (GPT-2, BERT)."""
+    """A trained vector per absolute position (GPT-2, BERT), as wide as the token embeddings (embed_width)."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.d_model))
+        self.weight = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.embed_width))
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.weight)
