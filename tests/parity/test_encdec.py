@@ -10,6 +10,10 @@ import torch
 import llmarch
 from llmarch.interop import from_hf, to_hf
 from test_bert import padded_batch as encoder_batch, real_part
+# the encoder-decoder checks of test_seq2seq.py, collected here again over this module's `pair` fixture
+from test_seq2seq import _BARTLIKE, V, padded_batch
+from test_seq2seq import (test_cached_decode_equals_full_recomputation, test_export_round_trip,  # noqa: F401
+                          test_generation_matches, test_logits_match)
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -129,3 +133,43 @@ def test_electra_base_model_and_refusals(tmp_path):
         intermediate_size=96, max_position_embeddings=64, hidden_act="relu")).save_pretrained(tmp_path / "relu")
     with pytest.raises(llmarch.LlmarchError, match="hidden_act 'relu' is not supported"):
         from_hf(tmp_path / "relu")
+
+
+SEQ2SEQ = {
+    # mBART (cc25 / 50): pre-norm BART with final norms, layernorm_embedding and scaled embeddings
+    "mbart": lambda: transformers.MBartForConditionalGeneration(transformers.MBartConfig(
+        **_BARTLIKE, scale_embedding=True, decoder_start_token_id=2)),
+}
+
+
+@pytest.fixture(scope="module", params=list(SEQ2SEQ))
+def pair(request, tmp_path_factory):
+    """(name, transformers model, llmarch model read from its checkpoint directory), every norm gain, bias and the
+    logits bias moved off its initial value."""
+    torch.manual_seed(0)
+    ref = perturbed(SEQ2SEQ[request.param]())
+    if hasattr(ref, "final_logits_bias"):
+        ref.final_logits_bias.normal_()
+    path = tmp_path_factory.mktemp(request.param)
+    ref.save_pretrained(path)
+    return request.param, ref, llmarch.from_hf(path)
+
+
+@pytest.mark.parametrize("options", [dict(num_beams=1), dict(num_beams=4, length_penalty=0.6, early_stopping=True)])
+def test_language_codes_at_generation(pair, options):
+    """A target language chosen at generation: the decoder started from a language code (mBART-cc25's
+    decoder_start_token_id) or started from eos with the code forced as the first new token (mBART-50 and NLLB's
+    forced_bos_token_id), as transformers' generate does given the same settings."""
+    name, ref, ours = pair
+    src, mask, _ = padded_batch()
+    code = V - 3  # a "language code" the tiny model would not choose by itself
+    for start, forced in ((code, None), (ours.config.decoder_start_id, code)):
+        with torch.no_grad():
+            expected = ref.generate(input_ids=src, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                                    decoder_start_token_id=start, forced_bos_token_id=forced, forced_eos_token_id=None,
+                                    eos_token_id=None, pad_token_id=ours.config.pad_id, min_length=0,
+                                    no_repeat_ngram_size=0, **options)
+        got = llmarch.generate(ours, src, attention_mask=mask, max_new_tokens=8, decoder_start_id=start,
+                               forced_bos_id=forced, eos_id=None, **options)
+        assert got.tolist() == expected.tolist(), (name, start, forced)
+        assert got[:, 0].eq(start).all() and (forced is None or got[:, 1].eq(forced).all())
