@@ -139,6 +139,9 @@ SEQ2SEQ = {
     # mBART (cc25 / 50): pre-norm BART with final norms, layernorm_embedding and scaled embeddings
     "mbart": lambda: transformers.MBartForConditionalGeneration(transformers.MBartConfig(
         **_BARTLIKE, scale_embedding=True, decoder_start_token_id=2)),
+    # PEGASUS: pre-norm, final norms, Marian's sinusoids, scaled embeddings, pad 0 / eos 1
+    "pegasus": lambda: transformers.PegasusForConditionalGeneration(transformers.PegasusConfig(
+        **_BARTLIKE, scale_embedding=True, activation_function="relu")),
 }
 
 
