@@ -74,7 +74,9 @@ class ModelConfig:
     # token's vector for each layer, gated into the residual stream after that layer's FFN
     ple_dim: int = 0
     ple_vocab: int | None = None  # rows of the per-layer embedding table, at least vocab_size; None: vocab_size
-    positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
+    # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
+    # alibi, t5_relative, none
+    positions: str = "learned"
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
     # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope, proportional (Gemma 4's p-RoPE: the

@@ -142,6 +142,11 @@ SEQ2SEQ = {
     # PEGASUS: pre-norm, final norms, Marian's sinusoids, scaled embeddings, pad 0 / eos 1
     "pegasus": lambda: transformers.PegasusForConditionalGeneration(transformers.PegasusConfig(
         **_BARTLIKE, scale_embedding=True, activation_function="relu")),
+    # M2M-100: fairseq's sinusoids from padding_idx + 1, pre-norm, final norms, no logits bias
+    "m2m_100": lambda: transformers.M2M100ForConditionalGeneration(transformers.M2M100Config(**_BARTLIKE)),
+    # NLLB-200 (dense): M2M-100's model with ReLU; here padding id 0, so the position offset is 1, not 2
+    "nllb": lambda: transformers.M2M100ForConditionalGeneration(transformers.M2M100Config(
+        **_BARTLIKE, activation_function="relu", pad_token_id=0, decoder_start_token_id=2)),
 }
 
 
