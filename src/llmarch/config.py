@@ -409,6 +409,8 @@ class ModelConfig:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):
             raise LlmarchError(f"unknown pooler_act {self.pooler_act!r}; choose one of: tanh, relu, gelu")
+        if self.head == "detect" and self.classifier_transform:
+            raise LlmarchError("head 'detect' reads each token through the pooler, not classifier_transform")
         self._validate_embed_dim()
         if self.pooling not in POOLINGS:
             raise LlmarchError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLINGS)}")

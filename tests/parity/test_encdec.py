@@ -10,18 +10,17 @@ import torch
 import llmarch
 from llmarch.interop import from_hf, to_hf
 from test_bert import padded_batch as encoder_batch, real_part
-# the encoder-decoder checks of test_seq2seq.py, collected here again over this module's `pair` fixture
+import test_seq2seq
 from test_seq2seq import _BARTLIKE, V, padded_batch
-from test_seq2seq import (test_cached_decode_equals_full_recomputation, test_export_round_trip,  # noqa: F401
-                          test_generation_matches, test_logits_match)
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 ENCODER_HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
 # model_type -> (config class, architecture prefix, extra config fields)
-ENCODERS = {"camembert": ("CamembertConfig", "Camembert", dict(max_position_embeddings=66, type_vocab_size=2)),
-            "data2vec-text": ("Data2VecTextConfig", "Data2VecText", dict(max_position_embeddings=66, type_vocab_size=2))}
+_ROBERTA_LIKE = dict(max_position_embeddings=66, type_vocab_size=2)
+ENCODERS = {"camembert": ("CamembertConfig", "Camembert", _ROBERTA_LIKE),
+            "data2vec-text": ("Data2VecTextConfig", "Data2VecText", _ROBERTA_LIKE)}
 
 
 def perturbed(model):
@@ -150,6 +149,14 @@ SEQ2SEQ = {
 }
 
 
+# test_seq2seq.py's checks (logits on a padded batch, to_hf round trip, greedy and beam search against generate,
+# cached decoding against the whole forward), collected here again over this module's `pair` fixture
+test_logits_match = test_seq2seq.test_logits_match
+test_export_round_trip = test_seq2seq.test_export_round_trip
+test_generation_matches = test_seq2seq.test_generation_matches
+test_cached_decode_equals_full_recomputation = test_seq2seq.test_cached_decode_equals_full_recomputation
+
+
 @pytest.fixture(scope="module", params=list(SEQ2SEQ))
 def pair(request, tmp_path_factory):
     """(name, transformers model, llmarch model read from its checkpoint directory), every norm gain, bias and the
@@ -181,3 +188,21 @@ def test_language_codes_at_generation(pair, options):
                                forced_bos_id=forced, eos_id=None, **options)
         assert got.tolist() == expected.tolist(), (name, start, forced)
         assert got[:, 0].eq(start).all() and (forced is None or got[:, 1].eq(forced).all())
+
+
+def test_new_fields_refuse_what_they_cannot_build():
+    """embed_dim where the stack cannot project it, a detect head without the pooler, and generation settings for
+    encoder-decoders given to a decoder-only model or out of the vocabulary: one-line errors."""
+    bad = [dict(embed_dim=64, head_transform=False), dict(head="detect", classifier_transform=True),
+           dict(embed_dim=0, head_transform=True)]
+    for fields in bad:
+        with pytest.raises(llmarch.LlmarchError):
+            llmarch.build("bert-tiny", n_layers=1, **fields)
+    with pytest.raises(llmarch.LlmarchError, match="embed_dim=64"):
+        llmarch.build("bart-tiny", n_layers=1, n_decoder_layers=1, embed_dim=64)
+    gpt = llmarch.build("gpt-tiny", n_layers=1)
+    with pytest.raises(llmarch.LlmarchError, match="forced_bos_id is for encoder-decoders"):
+        llmarch.generate(gpt, [[1, 2]], max_new_tokens=2, forced_bos_id=3)
+    bart = llmarch.build("bart-tiny", n_layers=1, n_decoder_layers=1)
+    with pytest.raises(llmarch.LlmarchError, match="decoder_start_id=9000 is out of range"):
+        llmarch.generate(bart, [[5, 6]], max_new_tokens=2, decoder_start_id=9000)

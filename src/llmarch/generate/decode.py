@@ -245,7 +245,8 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
 
 
 def _check_start(cfg, decoder_start_id: int | None, forced_bos_id: int | None, speculative: bool) -> None:
-    given = {k: v for k, v in (("decoder_start_id", decoder_start_id), ("forced_bos_id", forced_bos_id)) if v is not None}
+    pairs = (("decoder_start_id", decoder_start_id), ("forced_bos_id", forced_bos_id))
+    given = {name: value for name, value in pairs if value is not None}
     if not given:
         return
     if not cfg.is_encoder_decoder or speculative:

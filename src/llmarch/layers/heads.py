@@ -5,9 +5,10 @@
   state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
   pooled = tanh(C W + b) (DistilBERT: ReLU, ELECTRA: GELU; pooler_act). RoBERTa's classification head has the same
   shape under other names. ELECTRA's discriminator (Clark et al. 2020, §2: replaced-token detection, head
-  `detect`) applies the same dense and activation to every token, then a 1-wide projection: one logit per token. A causal model's first token sees nothing after it, so there the last real token is
-  pooled (as transformers' GPT-2 and LLaMA sequence classifiers do). ModernBERT's classifiers (Warner et al.
-  2024) read through a HeadTransform instead (classifier_transform): LayerNorm(GELU(C W)) of the first token, or
+  `detect`) applies the same dense and activation to every token, then a 1-wide projection: one logit per token.
+  A causal model's first token sees nothing after it, so there the last real token is pooled (as transformers'
+  GPT-2 and LLaMA sequence classifiers do). ModernBERT's classifiers (Warner et al. 2024) read through a
+  HeadTransform instead (classifier_transform): LayerNorm(GELU(C W)) of the first token, or
   of the mean over real tokens (pooling), and its token classifier the same on every token.
 - pool: an embedding model's output (head embed), the final hidden states as llama.cpp pools them (its
   pooling_type): each token's, the first token's ([CLS]), their mean over real tokens (Sentence-BERT's mean

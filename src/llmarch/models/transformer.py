@@ -17,8 +17,8 @@ from .stack import Stack, check_ids, init_weights
 
 @dataclass
 class ModelOutput:
-    # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens; (B, T) detect; embed: (B, T, C) with pooling
-    # none, else (B, C)
+    # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens; (B, T) detect; embed: (B, T, C)
+    # with pooling none, else (B, C)
     logits: torch.Tensor
     hidden_states: torch.Tensor  # (B, T, C): the final hidden states the head reads (after ln_final)
     encoder_hidden_states: torch.Tensor | None = None  # encoder-decoders: the encoder output (B, S, C)
