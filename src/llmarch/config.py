@@ -16,7 +16,7 @@ from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 
 
-HEADS = ("classify", "embed", "lm", "tokens")
+HEADS = ("classify", "detect", "embed", "lm", "tokens")
 POOLINGS = ("none", "cls", "mean", "last")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "expert_hidden",
             "attention", "ssm_dt_rank", "shared_hidden")
@@ -74,7 +74,9 @@ class ModelConfig:
     # token's vector for each layer, gated into the residual stream after that layer's FFN
     ple_dim: int = 0
     ple_vocab: int | None = None  # rows of the per-layer embedding table, at least vocab_size; None: vocab_size
-    positions: str = "learned"  # layers/positions.py: learned, sinusoidal, rope, alibi, t5_relative, none
+    # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
+    # alibi, t5_relative, none
+    positions: str = "learned"
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
     # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope, proportional (Gemma 4's p-RoPE: the
@@ -120,6 +122,10 @@ class ModelConfig:
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
+    # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
+    # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
+    # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
+    embed_dim: int | None = None
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -128,7 +134,9 @@ class ModelConfig:
     # (classify, pooled by `pooling`) or on each token's (tokens) before the classifier, in place of the pooler
     # (ModernBERT's ModernBertPredictionHead)
     classifier_transform: bool = False
-    # lm: vocabulary logits per token; classify: n_labels per sequence; tokens: n_labels per token; embed: no head,
+    # lm: vocabulary logits per token; classify: n_labels per sequence; tokens: n_labels per token; detect: one
+    # logit per token, (B, T), each token's state through the pooler's dense and pooler_act then a 1-wide projection
+    # (ELECTRA's discriminator: was this token replaced? Clark et al. 2020, §2); embed: no head,
     # the final hidden states pooled by `pooling` (an embedding model, as llama.cpp runs BERT)
     head: str = "lm"
     n_labels: int = 2  # classes of the classify and tokens heads
@@ -136,7 +144,8 @@ class ModelConfig:
     # (the last real token's); llama.cpp's pooling_type. Also what a classify head with classifier_transform
     # reads (none there: the first real token, or the last for a causal model)
     pooling: str = "none"
-    # the classify head's pooler: dense, then this activation (tanh: BERT, RoBERTa; relu: DistilBERT's pre_classifier)
+    # the classify and detect heads' pooler: dense, then this activation (tanh: BERT, RoBERTa; relu: DistilBERT's
+    # pre_classifier; gelu: ELECTRA's classification head and discriminator)
     pooler_act: str = "tanh"
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
@@ -289,6 +298,23 @@ class ModelConfig:
             self.ssm_dt_rank = -(-self.d_model // 16)
         self.validate()
 
+    def _validate_embed_dim(self) -> None:
+        if self.embed_dim is None or self.embed_dim == self.d_model:
+            return
+        if self.embed_dim <= 0:
+            raise LlmarchError(f"embed_dim must be positive, got {self.embed_dim}")
+        if self.n_decoder_layers or self.ple_dim or self.embed_scale:
+            raise LlmarchError(f"embed_dim={self.embed_dim} (a projected embedding) is for encoder-only and "
+                               "decoder-only stacks without per-layer inputs or embed_scale")
+        if self.tied_head and not self.head_transform:
+            raise LlmarchError(f"embed_dim={self.embed_dim} with a tied LM head needs head_transform, which projects "
+                               "back to the embedding width")
+
+    @property
+    def embed_width(self) -> int:
+        """Width of the input embeddings: embed_dim, or d_model."""
+        return self.embed_dim or self.d_model
+
     def _check_types(self) -> None:
         optional = {f.name for f in fields(self) if "None" in str(f.type)}
         for name, kind in field_types().items():
@@ -386,8 +412,11 @@ class ModelConfig:
             raise LlmarchError("type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
-        if self.pooler_act not in ("tanh", "relu"):
-            raise LlmarchError(f"unknown pooler_act {self.pooler_act!r}; choose one of: tanh, relu")
+        if self.pooler_act not in ("tanh", "relu", "gelu"):
+            raise LlmarchError(f"unknown pooler_act {self.pooler_act!r}; choose one of: tanh, relu, gelu")
+        if self.head == "detect" and self.classifier_transform:
+            raise LlmarchError("head 'detect' reads each token through the pooler, not classifier_transform")
+        self._validate_embed_dim()
         if self.pooling not in POOLINGS:
             raise LlmarchError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLINGS)}")
         if self.n_labels <= 0:

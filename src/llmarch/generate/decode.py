@@ -44,7 +44,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              seed: int | None = None, on_tokens: Callable[[torch.Tensor], None] | None = None,
              num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
              compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0, draft=None,
-             num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None):
+             num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None,
+             decoder_start_id: int | None = None, forced_bos_id: int | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -65,8 +66,12 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     decoding, draft_model.py): greedy output the same as without it, sampled output from the same distribution;
     prompts as lists. stats (either kind of speculative decoding) receives drafted, accepted and steps.
     penalties (penalties.py): repetition, presence and frequency penalties on each step's logits, before the
-    sampler (greedy and sampled decoding)."""
+    sampler (greedy and sampled decoding).
+    Encoder-decoders only: decoder_start_id, the decoder's first input in place of the config's (mBART-cc25 starts
+    from the target language's code); forced_bos_id, the first new token whatever the model predicts, scored as
+    log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id)."""
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
+    _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup)
     check_sampling(temperature, top_k, top_p)
     if penalties is not None and penalties.active and (num_beams > 1 or prompt_lookup or draft is not None):
         raise LlmarchError("repetition, presence and frequency penalties are for greedy and sampled decoding, "
@@ -102,8 +107,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     if max_new_tokens < 0:
         raise LlmarchError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     as_lists = not isinstance(input_ids, torch.Tensor)
-    request = (_seq2seq_request if cfg.is_encoder_decoder else _decoder_request)(
-        model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, compile)
+    if cfg.is_encoder_decoder:
+        request = _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, decoder_start_id)
+    else:
+        request = _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, compile)
     repeat = num_beams if num_beams > 1 else 1
     # eager decoding only moves forward: a sliding window's layers keep their last w keys (ring_cache.py); the
     # compiled step reads a static cache whole
@@ -111,6 +118,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
                 bounded=not compile) as engine:
         first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0))
+        if forced_bos_id is not None:  # every other token barred: log-probability 0 for the forced one
+            first = torch.full_like(first, float("-inf")).index_fill_(
+                -1, torch.tensor([forced_bos_id], device=first.device), 0.0)
         if num_beams > 1:
             more = [s[0] for s in stop]
             out = beam_search(first, engine.decode, engine.reorder, request.prompt, num_beams, request.max_new,
@@ -250,7 +260,20 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     return _Request(input_ids, cache_len, max_new, eos_id, eos_id if eos_id is not None else pad_id, finish, mask)
 
 
-def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, compile) -> _Request:
+def _check_start(cfg, decoder_start_id: int | None, forced_bos_id: int | None, speculative: bool) -> None:
+    pairs = (("decoder_start_id", decoder_start_id), ("forced_bos_id", forced_bos_id))
+    given = {name: value for name, value in pairs if value is not None}
+    if not given:
+        return
+    if not cfg.is_encoder_decoder or speculative:
+        raise LlmarchError(f"{', '.join(given)} is for encoder-decoders, without draft models or prompt lookup")
+    for name, value in given.items():
+        if not 0 <= value < cfg.vocab_size:
+            raise LlmarchError(f"{name}={value} is out of range for vocab_size {cfg.vocab_size}")
+
+
+def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists,
+                     start_id: int | None) -> _Request:
     cfg = model.config
     eos_id = cfg.eos_id if eos_id is None else eos_id
     if as_lists:
@@ -260,7 +283,8 @@ def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
     source_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(device)
-    start = torch.full((input_ids.shape[0], 1), cfg.decoder_start_id, dtype=torch.long, device=device)
+    start_id = cfg.decoder_start_id if start_id is None else start_id
+    start = torch.full((input_ids.shape[0], 1), start_id, dtype=torch.long, device=device)
     max_new = min(max_new_tokens, cfg.context_length - 1)  # the start token takes one decoder position
     _say_capped(max_new, max_new_tokens, cfg.context_length, "after the decoder's start token")
 

@@ -35,6 +35,12 @@ def seq2seq_rules(learned_positions: bool) -> list[Rule]:
     return rules
 
 
+def final_norm_rules() -> list[Rule]:
+    """The LayerNorm after the last block of each stack (pre-norm layouts: mBART, PEGASUS, M2M-100)."""
+    return [Rule.of(f"model.{part}.layer_norm.{w}", f"{part}.ln_final.{w}") for part in ("encoder", "decoder")
+            for w in _W]
+
+
 def shared_fields(hf: dict) -> dict:
     """ModelConfig fields common to BART and Marian configs; both stacks must have the same shape."""
     for enc, dec in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
@@ -53,10 +59,15 @@ def shared_fields(hf: dict) -> dict:
                 eos_id=hf.get("eos_token_id", 2), decoder_start_id=hf.get("decoder_start_token_id", 2))
 
 
-def shared_hf(cfg: ModelConfig, model_type: str, architecture: str) -> dict:
+def shared_hf(cfg: ModelConfig, model_type: str, architecture: str, placement: str = "post") -> dict:
+    """config.json fields common to BART's relatives; placement: the norm placement the layout has (post: BART,
+    Marian; pre, with a final norm in each stack: mBART, PEGASUS, M2M-100)."""
     act = {v: k for k, v in reversed(_ACT.items())}.get(cfg.ffn)
-    if act is None or cfg.norm != "layernorm" or cfg.norm_placement != "post":
-        raise LlmarchError(f"model_type {model_type} needs layernorm, post-norm and an MLP FFN (gelu, relu, silu)")
+    if (act is None or cfg.norm != "layernorm" or cfg.norm_placement != placement
+            or cfg.final_norm != (placement == "pre")):
+        raise LlmarchError(f"model_type {model_type} needs layernorm, {placement}-norm "
+                           f"{'with' if placement == 'pre' else 'without'} a final norm and an MLP FFN "
+                           "(gelu, relu, silu)")
     return dict(model_type=model_type, architectures=[architecture], vocab_size=cfg.vocab_size,
                 d_model=cfg.d_model, encoder_layers=cfg.n_layers, decoder_layers=cfg.n_decoder_layers,
                 encoder_attention_heads=cfg.n_heads, decoder_attention_heads=cfg.n_heads,

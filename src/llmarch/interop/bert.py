@@ -16,6 +16,17 @@ _W = ("weight", "bias")
 
 def encoder_rules(root: str, head: str, dense: str, norm: str, bias: str) -> list[Rule]:
     """BERT-layout rules under `root` (bert / roberta) with the MLM head's module names."""
+    return [
+        *body_rules(root),
+        *[Rule.of(f"{head}.{dense}.{w}", f"head_transform.dense.{w}") for w in _W],
+        *[Rule.of(f"{head}.{norm}.{w}", f"head_transform.norm.{w}") for w in _W],
+        Rule.of(f"{head}.{bias}", "lm_head.bias"),
+        Rule.of(f"{head}.decoder.weight", "lm_head.weight"),
+    ]
+
+
+def body_rules(root: str) -> list[Rule]:
+    """The embeddings and blocks of a BERT-layout encoder under `root`, without a head."""
     e, layer = f"{root}.embeddings.", f"{root}.encoder.layer.{{i}}."
     return [
         Rule.of(e + "word_embeddings.weight", "embed.weight"),
@@ -25,10 +36,6 @@ def encoder_rules(root: str, head: str, dense: str, norm: str, bias: str) -> lis
         *[Rule.of(tuple(layer + f"attention.self.{p}.{w}" for p in ("query", "key", "value")),
                   f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
         *[Rule.of(layer + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
-        *[Rule.of(f"{head}.{dense}.{w}", f"head_transform.dense.{w}") for w in _W],
-        *[Rule.of(f"{head}.{norm}.{w}", f"head_transform.norm.{w}") for w in _W],
-        Rule.of(f"{head}.{bias}", "lm_head.bias"),
-        Rule.of(f"{head}.decoder.weight", "lm_head.weight"),
     ]
 
 

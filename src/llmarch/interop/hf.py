@@ -67,7 +67,8 @@ class Family:
 
 
 # the suffix of a transformers architecture name -> our head
-_ARCH_HEADS = {"ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
+_ARCH_HEADS = {"ForSequenceClassification": "classify", "ForTokenClassification": "tokens",
+               "ForPreTraining": "detect"}  # ELECTRA's discriminator (others' ForPreTraining heads are refused)
 
 
 def _head_fields(hf_cfg: dict, family: Family) -> dict:

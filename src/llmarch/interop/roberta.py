@@ -30,11 +30,13 @@ def from_config(cfg: ModelConfig, model_type: str = "roberta", prefix: str = "Ro
             "max_position_embeddings": cfg.context_length + cfg.position_offset}
 
 
-def family(model_type: str, prefix: str) -> Family:
-    """RoBERTa's layout under another model_type and architecture prefix (XLM-RoBERTa: the same classes)."""
-    return Family(RULES, to_config, partial(from_config, model_type=model_type, prefix=prefix), IGNORE, heads={
+def family(model_type: str, prefix: str, root: str = "roberta") -> Family:
+    """RoBERTa's layout under another model_type, architecture prefix and base-model name `root` (XLM-RoBERTa and
+    CamemBERT: the same classes under `roberta.`; data2vec-text: under `data2vec_text.`)."""
+    rules = RULES if root == "roberta" else encoder_rules(root, "lm_head", "dense", "layer_norm", "bias")
+    return Family(rules, to_config, partial(from_config, model_type=model_type, prefix=prefix), IGNORE, heads={
         "classify": (f"{prefix}ForSequenceClassification", HEADS["classify"]),
-        "tokens": (f"{prefix}ForTokenClassification", HEADS["tokens"])}, base_prefix="roberta.")
+        "tokens": (f"{prefix}ForTokenClassification", HEADS["tokens"])}, base_prefix=f"{root}.")
 
 
 FAMILIES.register("roberta")(family("roberta", "Roberta"))

@@ -3,10 +3,12 @@
   h -> LayerNorm(act(h W + b)), before the projection onto the vocabulary.
 - Pooler: the sequence summary a classifier reads (Devlin et al. 2019, §3 and Fig. 4a: the final hidden
   state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
-  pooled = tanh(C W + b) (DistilBERT: ReLU, pooler_act). RoBERTa's classification head has the same shape
-  under other names. A causal model's first token sees nothing after it, so there the last real token is
-  pooled (as transformers' GPT-2 and LLaMA sequence classifiers do). ModernBERT's classifiers (Warner et al.
-  2024) read through a HeadTransform instead (classifier_transform): LayerNorm(GELU(C W)) of the first token, or
+  pooled = tanh(C W + b) (DistilBERT: ReLU, ELECTRA: GELU; pooler_act). RoBERTa's classification head has the same
+  shape under other names. ELECTRA's discriminator (Clark et al. 2020, §2: replaced-token detection, head
+  `detect`) applies the same dense and activation to every token, then a 1-wide projection: one logit per token.
+  A causal model's first token sees nothing after it, so there the last real token is pooled (as transformers'
+  GPT-2 and LLaMA sequence classifiers do). ModernBERT's classifiers (Warner et al. 2024) read through a
+  HeadTransform instead (classifier_transform): LayerNorm(GELU(C W)) of the first token, or
   of the mean over real tokens (pooling), and its token classifier the same on every token.
 - pool: an embedding model's output (head embed), the final hidden states as llama.cpp pools them (its
   pooling_type): each token's, the first token's ([CLS]), their mean over real tokens (Sentence-BERT's mean
@@ -22,11 +24,14 @@ from .norms import make_norm
 
 
 class HeadTransform(nn.Module):
-    def __init__(self, cfg):
+    """width: its output's, d_model, or for an LM head the embedding width it projects back to (ELECTRA's
+    generator: d_model -> embedding_size, before the tied projection onto the vocabulary)."""
+
+    def __init__(self, cfg, width: int | None = None):
         super().__init__()
-        self.dense = Linear(cfg.d_model, cfg.d_model, bias=cfg.head_transform_bias)
+        self.dense = Linear(cfg.d_model, width or cfg.d_model, bias=cfg.head_transform_bias)
         self.act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
-        self.norm = make_norm(cfg)
+        self.norm = make_norm(cfg, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))
@@ -37,11 +42,16 @@ class Pooler(nn.Module):
         super().__init__()
         self.causal = cfg.causal
         self.dense = Linear(cfg.d_model, cfg.d_model)
-        self.act = torch.relu if cfg.pooler_act == "relu" else torch.tanh  # DistilBERT's pre_classifier: ReLU
+        # DistilBERT's pre_classifier: ReLU; ELECTRA's heads: exact GELU
+        self.act = {"relu": torch.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}[cfg.pooler_act]
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         """x (B, T, C), pad_mask (B, T) or None -> (B, C)."""
-        return self.act(self.dense(summary(x, pad_mask, "none", self.causal)))
+        return self.each(summary(x, pad_mask, "none", self.causal))
+
+    def each(self, x: torch.Tensor) -> torch.Tensor:
+        """act(x W + b) on every vector of x (..., C): the pooled one, or each token's (the detect head)."""
+        return self.act(self.dense(x))
 
 
 def summary(x: torch.Tensor, pad_mask: torch.Tensor | None, pooling: str, causal: bool) -> torch.Tensor:

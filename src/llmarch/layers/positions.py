@@ -29,11 +29,11 @@ class NoPositions(nn.Module):
 
 
 class LearnedPositions(NoPositions):
-    """A trained vector per absolute position (GPT-2, BERT)."""
+    """A trained vector per absolute position (GPT-2, BERT), as wide as the token embeddings (embed_width)."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.d_model))
+        self.weight = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.embed_width))
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.weight)
@@ -41,20 +41,29 @@ class LearnedPositions(NoPositions):
 
 class SinusoidalPositions(NoPositions):
     """PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))  (Vaswani et al. 2017, §3.5).
-    halves=True keeps the same values in another order, every sine first, then every cosine (tensor2tensor,
-    fairseq, Marian). Computed in float64, so long positions keep full fp32 precision."""
+    layout halves keeps the same values in another order, every sine first, then every cosine (Marian, PEGASUS).
+    Computed in float64, so long positions keep full fp32 precision. layout fairseq: tensor2tensor's timing
+    signal as fairseq and M2M-100 / NLLB compute it, sines then cosines at frequencies 10000^(-i/(d/2 - 1)),
+    i < d/2 (the last pair at exactly 1/10000, unlike §3.5), in float32 as those checkpoints were trained with.
+    The table holds context_length + position_offset rows (M2M-100 counts positions from padding_idx + 1)."""
 
-    def __init__(self, cfg, halves: bool = False):
+    def __init__(self, cfg, layout: str = "interleaved"):
         super().__init__()
-        d = cfg.d_model
-        p = torch.arange(cfg.context_length, dtype=torch.float64)[:, None]
-        angles = p / 10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)  # (P, ceil(d/2))
-        sin, cos = torch.sin(angles), torch.cos(angles)[:, : d // 2]
-        if halves:
-            table = torch.cat((sin, cos), dim=1)
+        d, n = cfg.embed_width, cfg.context_length + cfg.position_offset
+        if layout == "fairseq":
+            half = d // 2
+            freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
+            angles = torch.arange(n, dtype=torch.int64).float()[:, None] * freq[None]  # (P, d/2)
+            table = nn.functional.pad(torch.cat((torch.sin(angles), torch.cos(angles)), dim=1), (0, d % 2))
         else:
-            table = torch.zeros(cfg.context_length, d, dtype=torch.float64)
-            table[:, 0::2], table[:, 1::2] = sin, cos
+            p = torch.arange(n, dtype=torch.float64)[:, None]
+            angles = p / 10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)  # (P, ceil(d/2))
+            sin, cos = torch.sin(angles), torch.cos(angles)[:, : d // 2]
+            if layout == "halves":
+                table = torch.cat((sin, cos), dim=1)
+            else:
+                table = torch.zeros(n, d, dtype=torch.float64)
+                table[:, 0::2], table[:, 1::2] = sin, cos
         self.register_buffer("table", table.float(), persistent=False)
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
@@ -311,7 +320,8 @@ BIAS_POSITIONS = ("t5_relative", "alibi")
 POSITIONS.register("none")(lambda cfg: NoPositions())
 POSITIONS.register("learned")(LearnedPositions)
 POSITIONS.register("sinusoidal")(SinusoidalPositions)
-POSITIONS.register("sinusoidal_halves")(lambda cfg: SinusoidalPositions(cfg, halves=True))
+POSITIONS.register("sinusoidal_halves")(lambda cfg: SinusoidalPositions(cfg, "halves"))
+POSITIONS.register("sinusoidal_fairseq")(lambda cfg: SinusoidalPositions(cfg, "fairseq"))
 POSITIONS.register("t5_relative")(RelativeBias)
 POSITIONS.register("rope")(RotaryPositions)
 POSITIONS.register("alibi")(ALiBi)

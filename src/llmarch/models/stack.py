@@ -16,6 +16,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
 from ..layers.kv_cache import SharedKV
+from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
 from ..layers.per_layer_inputs import PerLayerInputs
@@ -26,8 +27,10 @@ class Stack(nn.Module):
     def __init__(self, cfg: ModelConfig, cross: bool = False):
         super().__init__()
         self.positions = POSITIONS[cfg.positions](cfg)
-        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
-        self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
+        # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim)
+        self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model else None
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
@@ -180,6 +183,8 @@ class Stack(nn.Module):
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
+        if self.embed_proj is not None:  # after the embeddings' dropout, as ELECTRA's
+            x = self.embed_proj(x)
         ctxs = {None: ctx}
         for t, positions in sub["layer_positions"].items():
             ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))

@@ -17,8 +17,8 @@ from .stack import Stack, check_ids, init_weights
 
 @dataclass
 class ModelOutput:
-    # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens; embed: (B, T, C) with pooling
-    # none, else (B, C)
+    # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens; (B, T) detect; embed: (B, T, C)
+    # with pooling none, else (B, C)
     logits: torch.Tensor
     hidden_states: torch.Tensor  # (B, T, C): the final hidden states the head reads (after ln_final)
     encoder_hidden_states: torch.Tensor | None = None  # encoder-decoders: the encoder output (B, S, C)
@@ -29,17 +29,18 @@ class TransformerLM(Stack):
         super().__init__(cfg)
         self.config = cfg
         self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        if cfg.head == "lm":
-            self.head_transform = HeadTransform(cfg) if cfg.head_transform else None
-            self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_width)
+        if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
+            self.head_transform = HeadTransform(cfg, cfg.embed_width) if cfg.head_transform else None
+            width = cfg.embed_width if cfg.head_transform else cfg.d_model
+            self.lm_head = Linear(width, cfg.vocab_size, bias=cfg.head_bias)
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
         elif cfg.head != "embed":  # classify: a label per sequence from the pooled token; tokens: a label per token
             transform = cfg.classifier_transform  # ModernBERT: dense -> act -> norm, in place of the pooler
             self.head_transform = HeadTransform(cfg) if transform else None
-            self.pooler = Pooler(cfg) if cfg.head == "classify" and not transform else None
-            self.classifier = Linear(cfg.d_model, cfg.n_labels)
+            self.pooler = Pooler(cfg) if cfg.head in ("classify", "detect") and not transform else None
+            self.classifier = Linear(cfg.d_model, 1 if cfg.head == "detect" else cfg.n_labels)
         if self.embed.weight.device.type != "meta":
             self.reset_parameters()
 
@@ -84,6 +85,8 @@ class TransformerLM(Stack):
                 return self.classifier(self.drop(self.pooler(x, pad_mask)))  # (B, n_labels)
             pooled = self.head_transform(summary(x, pad_mask, cfg.pooling, cfg.causal))  # (B, C)
             return self.classifier(self.drop(pooled))  # (B, n_labels)
+        if cfg.head == "detect":  # ELECTRA's discriminator: a replaced-or-not logit per token
+            return self.classifier(self.pooler.each(x)).squeeze(-1)  # (B, T)
         if cfg.head == "tokens":
             if self.head_transform is not None:
                 x = self.head_transform(x)
