@@ -43,7 +43,8 @@ class ModelConfig:
     head_dim: int | None = None  # None: d_model // n_heads
     ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss)
     ffn_hidden: int | None = None  # None: 4 * d_model
-    # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron)
+    # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron),
+    # rmsnorm_plain (RMSNorm without a gain: nanochat)
     norm: str = "layernorm"
     norm_eps: float = 1e-5  # epsilon of every norm
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
