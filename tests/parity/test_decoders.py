@@ -16,6 +16,9 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+DBRX = dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, rope_parameters={"rope_type": "default",
+                                                                                "rope_theta": 500.0})
+DBRX_FFN = dict(ffn_hidden_size=32, moe_num_experts=4)
 CASES = {
     # GQA, a soft-cap that binds (the random logits reach ~1), an untied head
     "nanochat": ("NanoChatConfig", "NanoChatForCausalLM",
@@ -24,6 +27,19 @@ CASES = {
     "nanochat-bias": ("NanoChatConfig", "NanoChatForCausalLM",
                       dict(COMMON, attention_bias=True, final_logit_softcapping=None, tie_word_embeddings=True,
                            rope_parameters={"rope_type": "default", "rope_theta": 500.0})),
+    # DBRX: 4 experts, top 2 renormalised (p = 1), q k v clamped at 0.1 (the projections reach ~0.3: it binds)
+    "dbrx": ("DbrxConfig", "DbrxForCausalLM", dict(DBRX, attn_config=dict(kv_n_heads=2, clip_qkv=0.1, rope_theta=500.0),
+                                                   ffn_config=dict(DBRX_FFN, moe_top_k=2))),
+    # top 3 divided by their 2-norm (weights summing to more than 1), multi-query, DBRX's clamp of 8 (transformers
+    # 5.25 fails without one: torch.clamp(min=None, max=None))
+    "dbrx-p2": ("DbrxConfig", "DbrxForCausalLM", dict(DBRX, attn_config=dict(kv_n_heads=1, clip_qkv=8, rope_theta=1e4),
+                                                      ffn_config=dict(DBRX_FFN, moe_top_k=3,
+                                                                      moe_normalize_expert_weights=2.0))),
+    # top 2 raw softmax probabilities (moe_normalize_expert_weights null), GeGLU experts
+    "dbrx-raw": ("DbrxConfig", "DbrxForCausalLM",
+                 dict(DBRX, attn_config=dict(kv_n_heads=4, clip_qkv=8, rope_theta=1e4),
+                      ffn_config=dict(DBRX_FFN, moe_top_k=2, ffn_act_fn={"name": "gelu"},
+                                      moe_normalize_expert_weights=None))),
 }
 
 
@@ -56,3 +72,16 @@ def test_logits_generation_and_round_trip(case, tmp_path):
 def test_nanochat_refuses_what_it_cannot_compute():
     with pytest.raises(LlmarchError, match="hidden_act 'silu' is not supported"):
         hf_model_config(dict(COMMON, model_type="nanochat", hidden_act="silu"))
+
+
+def test_dbrx_reads_the_published_rope_theta_and_refuses_what_it_cannot_compute():
+    published = dict(DBRX, model_type="dbrx", attn_config=dict(kv_n_heads=2, clip_qkv=8, rope_theta=500000),
+                     ffn_config=dict(DBRX_FFN, moe_top_k=2))
+    del published["rope_parameters"]  # as dbrx-base and dbrx-instruct's config.json: attn_config's theta only
+    assert hf_model_config(published).rope_theta == 500000.0
+    with pytest.raises(LlmarchError, match="ffn_act_fn"):
+        hf_model_config(dict(published, ffn_config=dict(DBRX_FFN, ffn_act_fn={"name": "silu", "alpha": 2})))
+    with pytest.raises(LlmarchError, match="tie_word_embeddings"):
+        hf_model_config(dict(published, tie_word_embeddings=True))
+    with pytest.raises(LlmarchError, match="router_renorm_p=2.0 must be positive, and other than 1 only"):
+        hf_model_config(published).replace(router_renormalize=False, router_renorm_p=2.0)

@@ -20,3 +20,4 @@ from .mapping import export_state
 __all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state"]
 from . import apertus, cohere2_moe, gemma4, phimoe  # noqa: F401
 from . import nanochat  # noqa: F401
+from . import dbrx  # noqa: F401
