@@ -19,6 +19,7 @@ COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention
 DBRX = dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, rope_parameters={"rope_type": "default",
                                                                                 "rope_theta": 500.0})
 DBRX_FFN = dict(ffn_hidden_size=32, moe_num_experts=4)
+MPT = dict(vocab_size=128, d_model=48, n_layers=2, n_heads=6, max_seq_len=128)
 CASES = {
     # GQA, a soft-cap that binds (the random logits reach ~1), an untied head
     "nanochat": ("NanoChatConfig", "NanoChatForCausalLM",
@@ -40,6 +41,11 @@ CASES = {
                  dict(DBRX, attn_config=dict(kv_n_heads=4, clip_qkv=8, rope_theta=1e4),
                       ffn_config=dict(DBRX_FFN, moe_top_k=2, ffn_act_fn={"name": "gelu"},
                                       moe_normalize_expert_weights=None))),
+    # MPT: ALiBi over 6 heads (a count that is not a power of two: MPT's interleaved slopes), q k v clamped at 0.1
+    # (it binds), the scores scaled by 0.2 rather than 1/sqrt(8), tied head
+    "mpt": ("MptConfig", "MptForCausalLM", dict(MPT, attn_config=dict(clip_qkv=0.1, softmax_scale=0.2))),
+    # 4 heads, no clamp, default scale, an untied head
+    "mpt-untied": ("MptConfig", "MptForCausalLM", dict(MPT, n_heads=4, tie_word_embeddings=False)),
 }
 
 
@@ -85,3 +91,13 @@ def test_dbrx_reads_the_published_rope_theta_and_refuses_what_it_cannot_compute(
         hf_model_config(dict(published, tie_word_embeddings=True))
     with pytest.raises(LlmarchError, match="router_renorm_p=2.0 must be positive, and other than 1 only"):
         hf_model_config(published).replace(router_renormalize=False, router_renorm_p=2.0)
+
+
+@pytest.mark.parametrize("attn, problem", [(dict(qk_ln=True), "qk_ln=True"), (dict(alibi=False), "alibi=False"),
+                                           (dict(alibi_bias_max=16), "alibi_bias_max=16"),
+                                           (dict(attn_type="multiquery_attention"), "attn_type")])
+def test_mpt_refuses_switches_transformers_ignores(attn, problem):
+    with pytest.raises(LlmarchError, match=f"mpt: attn_config.{problem}"):
+        hf_model_config(dict(MPT, model_type="mpt", attn_config=attn))
+    with pytest.raises(LlmarchError, match="no_bias=false"):
+        hf_model_config(dict(MPT, model_type="mpt", no_bias=False))

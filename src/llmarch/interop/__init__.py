@@ -21,3 +21,4 @@ __all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state"]
 from . import apertus, cohere2_moe, gemma4, phimoe  # noqa: F401
 from . import nanochat  # noqa: F401
 from . import dbrx  # noqa: F401
+from . import mpt  # noqa: F401
