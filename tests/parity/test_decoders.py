@@ -20,6 +20,7 @@ DBRX = dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, rope_parameters={
                                                                                 "rope_theta": 500.0})
 DBRX_FFN = dict(ffn_hidden_size=32, moe_num_experts=4)
 MPT = dict(vocab_size=128, d_model=48, n_layers=2, n_heads=6, max_seq_len=128)
+CODEGEN = dict(vocab_size=128, n_embd=64, n_layer=2, n_positions=128, n_ctx=128)
 CASES = {
     # GQA, a soft-cap that binds (the random logits reach ~1), an untied head
     "nanochat": ("NanoChatConfig", "NanoChatForCausalLM",
@@ -46,6 +47,13 @@ CASES = {
     "mpt": ("MptConfig", "MptForCausalLM", dict(MPT, attn_config=dict(clip_qkv=0.1, softmax_scale=0.2))),
     # 4 heads, no clamp, default scale, an untied head
     "mpt-untied": ("MptConfig", "MptForCausalLM", dict(MPT, n_heads=4, tie_word_embeddings=False)),
+    # CodeGen: 4 heads of 16 over d 64, so each of qkv_proj's 4 shards (16 rows of q, v, k) is one head; half of
+    # each head rotated, in adjacent pairs
+    "codegen": ("CodeGenConfig", "CodeGenForCausalLM", dict(CODEGEN, n_head=4, rotary_dim=8)),
+    # 8 heads of 12 over d 96: a shard of 24 rows holds two heads; 4 rotated dims of 12, a shard boundary inside no
+    # head; and 6 heads of 16, where a shard of 24 rows splits heads 1 and 4 in halves
+    "codegen-8heads": ("CodeGenConfig", "CodeGenForCausalLM", dict(CODEGEN, n_embd=96, n_head=8, rotary_dim=4)),
+    "codegen-6heads": ("CodeGenConfig", "CodeGenForCausalLM", dict(CODEGEN, n_embd=96, n_head=6, rotary_dim=16)),
 }
 
 
@@ -101,3 +109,26 @@ def test_mpt_refuses_switches_transformers_ignores(attn, problem):
         hf_model_config(dict(MPT, model_type="mpt", attn_config=attn))
     with pytest.raises(LlmarchError, match="no_bias=false"):
         hf_model_config(dict(MPT, model_type="mpt", no_bias=False))
+
+
+@pytest.mark.parametrize("case", ["nanochat-bias", "dbrx", "mpt-untied", "codegen-6heads"])
+def test_to_hf_writes_back_every_tensor_it_read_exactly(case, tmp_path):
+    """The layouts split and re-fuse exactly: CodeGen's sharded [q v k] rows, nanochat's swapped RoPE halves,
+    DBRX's experts fused across experts."""
+    from safetensors.torch import load_file
+
+    from llmarch.interop import to_hf
+
+    build_hf(case, tmp_path)
+    to_hf(from_hf(tmp_path / "hf"), tmp_path / "out")
+    read, written = load_file(tmp_path / "hf" / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    tied = "lm_head.weight" not in written
+    assert set(read) - ({"lm_head.weight"} if tied else set()) == set(written)
+    assert all(torch.equal(read[k], written[k]) for k in written)
+
+
+def test_codegen_refuses_a_config_transformers_cannot_run():
+    with pytest.raises(LlmarchError, match="rotary_dim must be given"):
+        hf_model_config(dict(CODEGEN, model_type="codegen", n_head=4, rotary_dim=None))
+    with pytest.raises(LlmarchError, match="multiple of 4"):
+        hf_model_config(dict(CODEGEN, model_type="codegen", n_embd=66, n_head=6, rotary_dim=4))

@@ -22,3 +22,4 @@ from . import apertus, cohere2_moe, gemma4, phimoe  # noqa: F401
 from . import nanochat  # noqa: F401
 from . import dbrx  # noqa: F401
 from . import mpt  # noqa: F401
+from . import codegen  # noqa: F401
