@@ -21,6 +21,8 @@ DBRX = dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, rope_parameters={
 DBRX_FFN = dict(ffn_hidden_size=32, moe_num_experts=4)
 MPT = dict(vocab_size=128, d_model=48, n_layers=2, n_heads=6, max_seq_len=128)
 CODEGEN = dict(vocab_size=128, n_embd=64, n_layer=2, n_positions=128, n_ctx=128)
+MINICPM3 = dict(COMMON, kv_lora_rank=24, q_lora_rank=32, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=12,
+                scale_emb=12, scale_depth=1.4, dim_model_base=16, max_position_embeddings=128)
 CASES = {
     # GQA, a soft-cap that binds (the random logits reach ~1), an untied head
     "nanochat": ("NanoChatConfig", "NanoChatForCausalLM",
@@ -54,6 +56,18 @@ CASES = {
     # head; and 6 heads of 16, where a shard of 24 rows splits heads 1 and 4 in halves
     "codegen-8heads": ("CodeGenConfig", "CodeGenForCausalLM", dict(CODEGEN, n_embd=96, n_head=8, rotary_dim=4)),
     "codegen-6heads": ("CodeGenConfig", "CodeGenForCausalLM", dict(CODEGEN, n_embd=96, n_head=6, rotary_dim=16)),
+    # MiniCPM3: latent attention with a compressed query, RoPE in halves; embeddings x 12, branches x 1.4 / sqrt(2),
+    # the head's input / (64 / 16)
+    "minicpm3": ("MiniCPM3Config", "MiniCPM3ForCausalLM", dict(MINICPM3)),
+    # one q_proj (q_lora_rank null), an untied head, and LongRoPE: 24 positions pretrained, stretched to 96: the
+    # 13-20-token prompts take the short factors, the decoding steps past position 24 the long ones (over keys cached
+    # with the short ones, as in transformers), cos and sin x sqrt(1 + ln 4 / ln 24)
+    "minicpm3-longrope": ("MiniCPM3Config", "MiniCPM3ForCausalLM",
+                          dict(MINICPM3, q_lora_rank=None, tie_word_embeddings=False, max_position_embeddings=96,
+                               rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                "original_max_position_embeddings": 24,
+                                                "short_factor": [1.0 + 0.1 * i for i in range(4)],
+                                                "long_factor": [1.0 + 0.5 * i for i in range(4)]})),
 }
 
 
@@ -76,10 +90,13 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     hf = build_hf(case, tmp_path)
     ours = from_hf(tmp_path / "hf")
     ids, mask, generated = assert_matches_transformers(hf, ours, CASES[case][1], tmp_path)
-    full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
-    with torch.no_grad():  # cached decoding equals the whole forward, recomputed without a cache
-        again = ours(generated, attention_mask=full_mask).logits
-    assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
+    # cached decoding equals the whole forward, recomputed without a cache (not for LongRoPE, whose frequencies
+    # follow the longest sequence of each call, so a cache holds keys rotated with the short set)
+    if ours.config.rope_scaling != "longrope":
+        full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
+        with torch.no_grad():
+            again = ours(generated, attention_mask=full_mask).logits
+        assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
     assert from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
 
 
@@ -132,3 +149,20 @@ def test_codegen_refuses_a_config_transformers_cannot_run():
         hf_model_config(dict(CODEGEN, model_type="codegen", n_head=4, rotary_dim=None))
     with pytest.raises(LlmarchError, match="multiple of 4"):
         hf_model_config(dict(CODEGEN, model_type="codegen", n_embd=66, n_head=6, rotary_dim=4))
+
+
+def test_minicpm3_longrope_past_the_pretraining_context(tmp_path):
+    """A 40-token sequence, past the 24 pretrained positions: the long factors, in one forward."""
+    hf = build_hf("minicpm3-longrope", tmp_path)
+    ours = from_hf(tmp_path / "hf")
+    ids = torch.randint(0, 128, (1, 40))
+    with torch.no_grad():
+        assert (ours(ids).logits - hf(ids).logits).abs().max() <= 1e-4
+
+
+def test_minicpm3_refuses_what_it_cannot_compute():
+    with pytest.raises(LlmarchError, match="minicpm3: rope type 'yarn' is not supported"):
+        hf_model_config(dict(MINICPM3, model_type="minicpm3",
+                             rope_parameters={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64}))
+    with pytest.raises(LlmarchError, match="attention_bias"):
+        hf_model_config(dict(MINICPM3, model_type="minicpm3", attention_bias=True))

@@ -23,3 +23,4 @@ from . import nanochat  # noqa: F401
 from . import dbrx  # noqa: F401
 from . import mpt  # noqa: F401
 from . import codegen  # noqa: F401
+from . import minicpm3  # noqa: F401
