@@ -161,8 +161,8 @@ def test_minicpm3_longrope_past_the_pretraining_context(tmp_path):
 
 
 def test_minicpm3_refuses_what_it_cannot_compute():
+    yarn = {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64}
     with pytest.raises(LlmarchError, match="minicpm3: rope type 'yarn' is not supported"):
-        hf_model_config(dict(MINICPM3, model_type="minicpm3",
-                             rope_parameters={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64}))
+        hf_model_config(dict(MINICPM3, model_type="minicpm3", rope_parameters=yarn))
     with pytest.raises(LlmarchError, match="attention_bias"):
         hf_model_config(dict(MINICPM3, model_type="minicpm3", attention_bias=True))
