@@ -1,7 +1,8 @@
 """GGUF in and out for DBRX and MiniCPM3, as test_gguf_families.py does for the others: each tiny random model (from a
 `transformers` config, through from_hf) is written by `to_gguf` with llmarch's byte tokenizer and read back by
 from_gguf to equal logits (F32, max |dlogit| <= 1e-4); llama.cpp (llama-cpp-python, where installed) decodes the
-file greedily to llmarch's tokens with llmarch's logits (F32 KV cache: within 1e-4). What llama.cpp would compute otherwise is refused."""
+file greedily to llmarch's tokens with llmarch's logits (F32 KV cache: within 1e-4). What llama.cpp would compute
+otherwise is refused."""
 import pytest
 import torch
 
