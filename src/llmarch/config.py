@@ -43,7 +43,8 @@ class ModelConfig:
     head_dim: int | None = None  # None: d_model // n_heads
     ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss)
     ffn_hidden: int | None = None  # None: 4 * d_model
-    # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron)
+    # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron),
+    # rmsnorm_plain (RMSNorm without a gain: nanochat)
     norm: str = "layernorm"
     norm_eps: float = 1e-5  # epsilon of every norm
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
@@ -186,6 +187,9 @@ class ModelConfig:
     moe_offset: int = 0  # the first mixture layer (see n_experts)
     moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
+    # router_renormalize divides the top-k weights by their p-norm with this p (DBRX's moe_normalize_expert_weights);
+    # 1: by their sum, as Mixtral
+    router_renorm_p: float = 1.0
     # a chosen expert's routing weight scales its input, E(w * x), instead of its output, w * E(x) (Llama 4)
     expert_input_weighted: bool = False
     capacity_factor: float | None = None  # expert capacity per sequence = ceil(factor * T * k / n_experts)

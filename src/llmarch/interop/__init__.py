@@ -22,3 +22,8 @@ from . import apertus, cohere2_moe, gemma4, phimoe  # noqa: F401
 from . import recurrent_gemma  # noqa: F401
 from . import kimi_linear  # noqa: F401
 from . import camembert, data2vec_text, electra, m2m_100, mbart, pegasus  # noqa: F401
+from . import nanochat  # noqa: F401
+from . import dbrx  # noqa: F401
+from . import mpt  # noqa: F401
+from . import codegen  # noqa: F401
+from . import minicpm3  # noqa: F401

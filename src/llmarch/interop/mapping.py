@@ -80,6 +80,17 @@ def _rope_pairs(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
     return heads[:, order].reshape(t.shape)
 
 
+def _rope_negated(t: torch.Tensor, cfg) -> torch.Tensor:
+    """Query or key rows (heads x head_dim, ...) that RoPE turns by -theta (nanochat's rotate_half, cat(x2, -x1)):
+    the two halves of each head's rotated dims swapped. Turning (a, b) by -theta is turning (b, a) by +theta with
+    the result swapped back, and q.k is unchanged by one permutation of both, so ours turn the swapped rows by
+    +theta (LLaMA's halves). Its own inverse; a norm over each head after RoPE (nanochat's QK-norm, gainless)
+    commutes with it."""
+    D, R = cfg.head_dim, cfg.rotary_dim
+    order = torch.cat((torch.arange(R // 2, R), torch.arange(0, R // 2), torch.arange(R, D)))
+    return t.reshape(-1, D, *t.shape[1:])[:, order].reshape(t.shape)
+
+
 def _swap12(s: tuple) -> tuple:
     return (s[0], s[2], s[1], *s[3:])
 
@@ -101,6 +112,8 @@ LAYOUTS = {
     "interleaved": (lambda t, cfg: _deinterleave(t), lambda t, cfg: _interleave(t), lambda s: s),
     # q or k rows whose RoPE turns adjacent dims (GLM, Cohere, ERNIE 4.5); v's rows go as "same"
     "rope_pairs": (lambda t, cfg: _rope_pairs(t, cfg, True), lambda t, cfg: _rope_pairs(t, cfg, False), lambda s: s),
+    # q or k rows that RoPE turns the other way (nanochat); v's rows go as "same"
+    "rope_negated": (_rope_negated, _rope_negated, lambda s: s),
 }
 # q, k and v of a family with interleaved RoPE, fused into qkv_proj: the q and k rows reordered
 ROPE_PAIRS_QKV = ("rope_pairs", "rope_pairs", "same")

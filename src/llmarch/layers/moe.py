@@ -164,6 +164,9 @@ def check_moe(cfg) -> None:
                            "n_shared_experts > 0")
     if cfg.shared_expert_gate and not (cfg.n_experts and cfg.n_shared_experts):
         raise LlmarchError("shared_expert_gate gates the shared experts: it needs n_experts and n_shared_experts > 0")
+    if cfg.router_renorm_p <= 0 or (cfg.router_renorm_p != 1.0 and not (cfg.router_renormalize and cfg.n_experts)):
+        raise LlmarchError(f"router_renorm_p={cfg.router_renorm_p} must be positive, and other than 1 only with a "
+                           f"router that renormalises (n_experts > 0, router_renormalize=True)")
     if not cfg.n_experts:
         return
     if not 1 <= cfg.experts_per_token <= cfg.n_experts:

@@ -119,6 +119,12 @@ def layernorm_plain(dim: int, eps: float, bias: bool) -> nn.Module:
     return PlainLayerNorm(dim, eps=eps)
 
 
+@NORMS.register("rmsnorm_plain")
+def rmsnorm_plain(dim: int, eps: float, bias: bool) -> nn.Module:
+    """RMSNorm with no gain (nanochat's F.rms_norm(x, (d,)) everywhere: its norms store nothing)."""
+    return PlainRMSNorm(dim, eps=eps)
+
+
 @NORMS.register("rmsnorm")
 def rmsnorm(dim: int, eps: float, bias: bool) -> nn.Module:
     return RMSNorm(dim, eps=eps)

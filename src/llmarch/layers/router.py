@@ -5,7 +5,8 @@ not decided by rounding; scores s = softmax(logits), or sigmoid(logits) per expe
 2024, eq. 15); the token goes to its k best-scoring experts. Mixtral (Jiang et al. 2024) weighs the k outputs by
 their scores renormalised to sum to 1 (the same as gpt-oss's softmax over the k chosen logits: exp(l_i) /
 sum_chosen exp(l_j) either way); Switch (Fedus et al. 2022) routes top-1 and weighs by the raw probability;
-DeepSeek multiplies the weights by routed_scaling_factor (router_scale). Phi-3.5-MoE's SparseMixer (Liu et al.
+DeepSeek multiplies the weights by routed_scaling_factor (router_scale); DBRX (Databricks 2024) divides them by
+their p-norm, which for its p = 1 is Mixtral's renormalisation (router_renorm_p). Phi-3.5-MoE's SparseMixer (Liu et al.
 2024, "GRIN: GRadient-INformed MoE", arXiv 2409.12136) chooses the k experts in turn, each the best remaining
 logit, weighted by a softmax over the remaining logits within a relative 2 eps of it (the others masked):
 its inference form. Its training samples the choice (Gumbel) and estimates the routing gradient by Heun's
@@ -73,6 +74,7 @@ class Router(nn.Module):
         self.expert_scale = nn.Parameter(torch.ones(cfg.n_experts)) if cfg.router_expert_scale else None
         self.eps = cfg.norm_eps
         self.sigmoid, self.scale = cfg.router_scoring == "sigmoid", cfg.router_scale
+        self.renorm_p = cfg.router_renorm_p
         self.sparsemixer = cfg.sparsemixer_eps if cfg.router_scoring == "sparsemixer" else None
         self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
         self.bias_update = cfg.expert_bias_update
@@ -106,7 +108,9 @@ class Router(nn.Module):
             experts = self.choose(scores)
             weights = scores.gather(-1, experts)
         experts = self.hook_experts(experts)
-        if self.renormalize:
+        if self.renormalize and self.renorm_p != 1.0:  # DBRX: w / ||w||_p
+            weights = weights / weights.norm(p=self.renorm_p, dim=-1, keepdim=True)
+        elif self.renormalize:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         if self.scale != 1.0:
             weights = weights * self.scale

@@ -15,6 +15,7 @@ from . import llama4
 from . import modernbert
 from . import gemma4
 from . import kimi_linear
+from . import dbrx, minicpm3
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -28,5 +29,7 @@ ARCHS.update(llama4.ARCHS)
 ARCHS.update(modernbert.ARCHS)
 ARCHS.update(gemma4.ARCHS)
 ARCHS.update(kimi_linear.ARCHS)
+ARCHS.update(dbrx.ARCHS)
+ARCHS.update(minicpm3.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
