@@ -94,3 +94,43 @@ def test_falcon_h1_sized_shape_counts_as_transformers():
     ours = sum(p.numel() for p in llmarch.build(cfg, device="meta").parameters())
     with torch.device("meta"):
         assert ours == transformers.FalconH1ForCausalLM(hf).num_parameters() > 4e8
+
+
+@pytest.mark.parametrize("norm", [True, False], ids=["gated-norm", "no-norm"])
+def test_gguf_round_trip_and_llama_cpp(norm, tmp_path):
+    """Falcon-H1 as llama.cpp's falcon-h1: every multiplier folded into the weights as the converter folds them (so
+    the file reads back with multipliers of 1 and the same logits), Mamba-2's own inner width in ssm.inner_size;
+    decoded by llama.cpp (where installed) to llmarch's greedy tokens with llmarch's logits within 1e-4."""
+    gguf = pytest.importorskip("gguf")
+    from conftest import gguf_reads_back
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    torch.manual_seed(0)
+    config = transformers.FalconH1Config(**{**BASE, "vocab_size": 272, "mamba_rms_norm": norm,
+                                            "mamba_norm_before_gate": False})
+    model = perturbed_from_hf(transformers.FalconH1ForCausalLM(config), tmp_path / "hf")
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(str(path)).fields.items()}
+    assert fields["general.architecture"] == "falcon-h1" and fields["falcon-h1.ssm.inner_size"] == 96
+    cfg = gguf_reads_back(path, model).config
+    assert (cfg.ssm_norm, cfg.parallel_out_multipliers, cfg.embed_multiplier) == ("gated" if norm else "none",
+                                                                                   [1.0, 1.0], 1.0)
+
+
+@pytest.mark.parametrize("change,problem", [
+    (dict(mamba_rms_norm=True), "ssm_norm 'gated' or 'none'"),  # the norm before the gate (the config's default)
+    (dict(tie_word_embeddings=True), "an untied head"),
+    (dict(attention_bias=True), "no attention or Mamba-2 projection biases"),
+])
+def test_to_gguf_refuses_what_llama_cpp_computes_otherwise(change, problem, tmp_path):
+    pytest.importorskip("gguf")
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    torch.manual_seed(0)
+    transformers.FalconH1ForCausalLM(transformers.FalconH1Config(**{**BASE, **change})).save_pretrained(tmp_path / "hf")
+    with pytest.raises(LlmarchError, match=problem):
+        to_gguf(from_hf(tmp_path / "hf"), tmp_path / "x.gguf", "f32", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
