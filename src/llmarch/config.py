@@ -150,6 +150,7 @@ class ModelConfig:
     pooler_act: str = "tanh"
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
+    attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
     # q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and a 'proj' QK-norm), before RoPE:
     # OLMo's guard against loss spikes (Groeneveld et al. 2024, "OLMo", §2.1; OLMo 1.7, OLMoE)
     clip_qkv: float | None = None
@@ -207,9 +208,13 @@ class ModelConfig:
     moe_beside_dense: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
+    # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
+    # mlp_multipliers[0])
+    ffn_gate_multiplier: float = 1.0
+    ffn_out_multiplier: float = 1.0  # gated dense FFNs: the output times this (Falcon-H1's mlp_multipliers[1])
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py,
-    # rglru.py, kda.py), except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset
-    # (Jamba: mamba, 8, 4)
+    # rglru.py, kda.py; parallel_mixer.py: several side by side), except that with attn_period > 0 layer i is
+    # attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
     attn_period: int = 0  # > 0: every attn_period-th layer is attention whatever the mixer (see mixer)
     attn_offset: int = 0  # the first such attention layer (see mixer)
@@ -223,6 +228,19 @@ class ModelConfig:
     ssm_bias: bool = False  # biases of the mixer's input and output projections
     ssm_conv_bias: bool = True  # a bias on that convolution
     ssm_inner_norm: bool = False  # RMSNorm over dt, B and C inside the mixer (Jamba)
+    ssm_inner_norm_gain: bool = True  # ssm_inner_norm's learned gains (Jamba); False: x / rms(x) alone (Falcon Mamba)
+    ssm_inner_norm_eps: float | None = None  # ssm_inner_norm's epsilon; None: norm_eps (Falcon Mamba: 1e-6)
+    ssm_inner: int | None = None  # Mamba-2: the inner width of x and z; None: ssm_expand * d_model (Falcon-H1's d_ssm)
+    # Mamba-2: in_proj's z, x, B, C and dt parts times these five constants (Falcon-H1's muP ssm_multipliers)
+    ssm_proj_multipliers: list | None = None
+    # Mamba-2's norm before out_proj: gated, norm(y * silu(z)) * g (Mamba-2); norm_gate, norm(y) * g * silu(z)
+    # (Falcon-H1's mamba_norm_before_gate); none, y * silu(z) with no norm (Falcon-H1 without mamba_rms_norm)
+    ssm_norm: str = "gated"
+    # mixer 'parallel' (layers/parallel_mixer.py): the mixers it runs side by side on the same normed input, their
+    # outputs summed (Falcon-H1: attention beside Mamba-2); None: attention and mamba2
+    parallel_mixers: list | None = None
+    parallel_in_multipliers: list | None = None  # mixer 'parallel': each part's input times this; None: 1 each
+    parallel_out_multipliers: list | None = None  # mixer 'parallel': each part's output times this; None: 1 each
     # Multi-head latent attention (mixer "mla", layers/mla.py; DeepSeek-V2 §2.1): head_dim is the decoupled
     # RoPE part d_h^R of each query and the key all heads share (as transformers sets head_dim = qk_rope_head_dim)
     q_lora_rank: int | None = None  # mla: rank d_c' of the query compression (V3: 1536); None: one q projection
@@ -375,7 +393,8 @@ class ModelConfig:
             raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on the LM head of a "
                                f"decoder-only or encoder-only model (head={self.head!r}, "
                                f"n_decoder_layers={self.n_decoder_layers})")
-        for name in ("embed_multiplier", "residual_multiplier", "logit_divisor"):
+        for name in ("embed_multiplier", "residual_multiplier", "logit_divisor", "attn_key_multiplier",
+                     "ffn_gate_multiplier", "ffn_out_multiplier"):
             if getattr(self, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
         if self.logit_divisor != 1.0 and (self.head != "lm" or self.n_decoder_layers):

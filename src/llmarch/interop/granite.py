@@ -16,12 +16,16 @@ from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES, llama_like_config, llama_like_hf
 
+# Falcon-H1's multipliers and Mamba-2 variants (falcon_h1.py), which Granite's families (and Bamba) do not have
+FALCON_H1_MUP = dict(attn_key_multiplier=1.0, ffn_gate_multiplier=1.0, ffn_out_multiplier=1.0, ssm_inner=None,
+                     ssm_proj_multipliers=None, ssm_norm="gated")
 # what transformers' GraniteForCausalLM computes, beyond the shape fields and the four scalars
 NEEDS = dict(norm="rmsnorm", norm_placement="pre", final_norm=True, block="sequential", positions="rope",
               rope_fraction=1.0, qk_norm="none", attn_output_gate=False, attn_sinks=False, embed_scale=False,
               embed_norm=False, head_scale=False, head_bias=False, head_transform=False, attn_softcap=None,
               final_softcap=None, sliding_window=None, attention="full", n_experts=0, mixer="attention",
-              layer_types=None, n_decoder_layers=0, type_vocab_size=0, causal=True, position_offset=0)
+              layer_types=None, n_decoder_layers=0, type_vocab_size=0, causal=True, position_offset=0,
+              **FALCON_H1_MUP)
 _FFNS = ("swiglu", "geglu", "geglu_tanh")  # gate_proj's activation silu, gelu, gelu_pytorch_tanh
 
 

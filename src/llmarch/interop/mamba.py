@@ -32,7 +32,7 @@ def _check_act(hf: dict) -> None:
         raise LlmarchError(f"{hf['model_type']}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
 
 
-def _common(hf: dict, mixer: str) -> dict:
+def common(hf: dict, mixer: str) -> dict:
     _check_act(hf)
     eos = hf.get("eos_token_id")
     return dict(name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"], mixer=mixer,
@@ -47,10 +47,18 @@ def _common(hf: dict, mixer: str) -> dict:
                 context_length=hf.get("max_position_embeddings", 1 << 20))
 
 
-def _common_hf(cfg: ModelConfig, arch: str) -> dict:
-    if cfg.mixer != {"MambaForCausalLM": "mamba", "Mamba2ForCausalLM": "mamba2"}[arch] or cfg.attn_period \
-            or cfg.ffn != "none" or cfg.norm != "rmsnorm" or cfg.positions != "none" or cfg.ssm_inner_norm:
-        raise LlmarchError(f"{arch} is a stack of RMSNorm + {cfg.mixer} blocks with no FFN, attention or positions")
+def common_hf(cfg: ModelConfig, arch: str, inner_norm: bool = False) -> dict:
+    """config.json's keys that Mamba, Mamba-2 and Falcon Mamba share; inner_norm: the arch has (gainless) dt, B and
+    C norms, as Falcon Mamba, which the others have not."""
+    mixer = {"MambaForCausalLM": "mamba", "Mamba2ForCausalLM": "mamba2", "FalconMambaForCausalLM": "mamba"}[arch]
+    if cfg.mixer != mixer or cfg.attn_period or cfg.ffn != "none" or cfg.norm != "rmsnorm" \
+            or cfg.positions != "none":
+        raise LlmarchError(f"{arch} is a stack of RMSNorm + {mixer} blocks with no FFN, attention or positions")
+    if cfg.ssm_inner_norm != inner_norm or (inner_norm and cfg.ssm_inner_norm_gain):
+        raise LlmarchError(f"{arch} needs ssm_inner_norm={inner_norm}" + (" with ssm_inner_norm_gain=False"
+                                                                          if inner_norm else ""))
+    if (cfg.ssm_inner, cfg.ssm_proj_multipliers, cfg.ssm_norm) != (None, None, "gated"):
+        raise LlmarchError(f"{arch} has no ssm_inner, ssm_proj_multipliers or ssm_norm other than 'gated'")
     return dict(architectures=[arch], model_type=cfg.hf_model_type, vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, state_size=cfg.ssm_state,
                 expand=cfg.ssm_expand, conv_kernel=cfg.ssm_conv, use_bias=cfg.ssm_bias,
@@ -63,11 +71,11 @@ def _common_hf(cfg: ModelConfig, arch: str) -> dict:
 def mamba_config(hf: dict) -> ModelConfig:
     rank = hf.get("time_step_rank", "auto")
     rank = math.ceil(hf["hidden_size"] / 16) if rank == "auto" else int(rank)
-    return ModelConfig(**_common(hf, "mamba"), ssm_dt_rank=rank)
+    return ModelConfig(**common(hf, "mamba"), ssm_dt_rank=rank)
 
 
 def mamba_hf(cfg: ModelConfig) -> dict:
-    return dict(_common_hf(cfg, "MambaForCausalLM"), time_step_rank=cfg.ssm_dt_rank)
+    return dict(common_hf(cfg, "MambaForCausalLM"), time_step_rank=cfg.ssm_dt_rank)
 
 
 def check_time_step_limit(hf: dict) -> None:
@@ -84,15 +92,16 @@ def mamba2_config(hf: dict) -> ModelConfig:
     heads, head_dim = hf["num_heads"], hf["head_dim"]
     if heads * head_dim != hf["hidden_size"] * int(hf.get("expand", 2)):
         raise LlmarchError(f"mamba2: num_heads * head_dim = {heads * head_dim} differs from hidden_size * expand")
-    return ModelConfig(**_common(hf, "mamba2"), ssm_head_dim=head_dim, ssm_groups=hf.get("n_groups", 1),
+    return ModelConfig(**common(hf, "mamba2"), ssm_head_dim=head_dim, ssm_groups=hf.get("n_groups", 1),
                        ssm_chunk=hf.get("chunk_size", 256))
 
 
 def mamba2_hf(cfg: ModelConfig) -> dict:
     inner = cfg.ssm_expand * cfg.d_model
-    return dict(_common_hf(cfg, "Mamba2ForCausalLM"), num_heads=inner // cfg.ssm_head_dim,
+    return dict(common_hf(cfg, "Mamba2ForCausalLM"), num_heads=inner // cfg.ssm_head_dim,
                 head_dim=cfg.ssm_head_dim, n_groups=cfg.ssm_groups, chunk_size=cfg.ssm_chunk)
 
 
-FAMILIES.register("mamba")(Family(_BASE + mixer_rules(_L + "mixer.", MAMBA_TENSORS), mamba_config, mamba_hf))
+MAMBA_RULES = _BASE + mixer_rules(_L + "mixer.", MAMBA_TENSORS)
+FAMILIES.register("mamba")(Family(MAMBA_RULES, mamba_config, mamba_hf))
 FAMILIES.register("mamba2")(Family(_BASE + mixer_rules(_L + "mixer.", MAMBA2_TENSORS), mamba2_config, mamba2_hf))

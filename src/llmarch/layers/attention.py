@@ -171,6 +171,7 @@ class Attention(Mixer):
         if self.qk_norm == "rms_after_rope":  # Llama 4: no gain, so nothing to store
             self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
         self.temperature = temperature_of(cfg)
+        self.key_scale = cfg.attn_key_multiplier if cfg.attn_key_multiplier != 1.0 else None  # Falcon-H1's muP
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -250,6 +251,8 @@ class Attention(Mixer):
         """This layer's queries, keys and values, normalised and rotated, (B, heads, T, D) each."""
         if self.k_eq_v:  # Gemma 4: the values are the key projection, before the key norm and RoPE
             v = k
+        if self.key_scale is not None:  # Falcon-H1's key_multiplier: the projected keys times a constant
+            k = k * self.key_scale
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         elif self.qk_norm == "per_head":

@@ -58,20 +58,28 @@ def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: fl
 
 class GLU(nn.Module):
     """FFN(x) = gate(x W_gate, x W_up) W_down: act(x W_gate) * x W_up, act = SiLU giving SwiGLU, GELU GeGLU, or
-    gpt-oss's clamped SwiGLU. W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up)."""
+    gpt-oss's clamped SwiGLU. W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up).
+    gate_scale and out_scale (Falcon-H1's muP mlp_multipliers; Yang et al. 2022, "Tensor Programs V"): constants
+    on the gate's pre-activation and on the output, m_out * gate(m_gate x W_gate, x W_up) W_down, kept out of the
+    weights so that training updates the weights as the checkpoint's authors did; None: no multiply at all."""
 
     residual_out = ("down.weight",)
 
-    def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 gate_scale: float | None = None, out_scale: float | None = None):
         super().__init__()
         self.gate = gate
         self.gate_up = Linear(dim, 2 * hidden, bias=bias)
         self.down = Linear(hidden, dim, bias=bias)
+        self.gate_scale, self.out_scale = gate_scale, out_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sub = self._modules
         gate, up = sub["gate_up"](x).chunk(2, dim=-1)
-        return sub["down"](self.gate(gate, up))
+        if self.gate_scale is not None:
+            gate = gate * self.gate_scale
+        y = sub["down"](self.gate(gate, up))
+        return y if self.out_scale is None else y * self.out_scale
 
 
 # the gated kinds: name -> (the config fields it reads, as keywords) -> its gate function (gate, up) -> hidden
@@ -91,8 +99,9 @@ for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
     FFN_ACTIVATION[_name] = _name
 
 
-def _glu(dim: int, hidden: int, bias: bool, kind: str, **options) -> GLU:
-    return GLU(dim, hidden, bias, GATES[kind](**options))
+def _glu(dim: int, hidden: int, bias: bool, kind: str, gate_scale: float | None = None,
+         out_scale: float | None = None, **options) -> GLU:
+    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale)
 
 
 for _name in GATES:
@@ -110,14 +119,19 @@ def gate_function(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 def dense_ffn(cfg, hidden: int) -> nn.Module | None:
-    """An FFN of the configured kind and this hidden width."""
-    return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg))
+    """An FFN of the configured kind and this hidden width (a gated one with its muP multipliers, where set)."""
+    scales = {name: value for name, value in (("gate_scale", cfg.ffn_gate_multiplier),
+                                              ("out_scale", cfg.ffn_out_multiplier)) if value != 1.0}
+    return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg), **scales)
 
 
 def check_ffn(cfg) -> None:
     if cfg.ffn == "xielu" and (cfg.n_experts or cfg.head_transform or cfg.ple_dim):
         raise LlmarchError("ffn='xielu' holds its learned activation in each dense MLP: not for experts, a head "
                            "transform or per-layer embeddings")
+    if (cfg.ffn_gate_multiplier, cfg.ffn_out_multiplier) != (1.0, 1.0) and (cfg.ffn not in GATES or cfg.n_experts):
+        raise LlmarchError(f"ffn_gate_multiplier and ffn_out_multiplier scale a gated dense FFN ({', '.join(GATES)}), "
+                           f"not ffn={cfg.ffn!r} with n_experts={cfg.n_experts}")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")

@@ -7,7 +7,9 @@ State Spaces", Algorithm 2 and §3.4's block). Per channel d of the inner width 
 A = -exp(A_log) (D_inner x N, diagonal, negative, so exp(dt A) < 1) is fixed; dt (softplus of a low-rank
 projection), B and C (N each) depend on the input: the "selection" that lets the model keep or forget
 per token. The block: in_proj to x and a gate z; x through a depthwise causal convolution (kernel 4) and
-SiLU; the SSM; y * SiLU(z); out_proj. Jamba adds RMSNorms over dt, B and C (ssm_inner_norm).
+SiLU; the SSM; y * SiLU(z); out_proj. Jamba adds RMSNorms over dt, B and C (ssm_inner_norm); Falcon Mamba
+(TII 2024, "Falcon Mamba: The First Competitive Attention-free 7B Language Model") the same norms without gains
+(ssm_inner_norm_gain=False), of their own epsilon (ssm_inner_norm_eps).
 
 The scan over the sequence has no Python loop over time steps: a work-efficient parallel scan (Blelloch)
 in 2 log2(T) vectorised steps over blocks that double in length (chunks of 2, 4, 8, ... steps whose totals
@@ -20,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LlmarchError
 from .linear import Linear
-from .norms import RMSNorm
+from .norms import PlainRMSNorm, RMSNorm
 from .hooks import HookPoint
 from .mixer import MIXERS, Mixer
 from .ssm import (MixerState, causal_conv, check_recurrent, conv_state, depthwise_conv, init_dt_bias, masked,
@@ -121,6 +124,10 @@ class Mamba(Mixer):
     @classmethod
     def check(cls, cfg) -> None:
         check_recurrent(cfg, "mamba", ("ssm_state", "ssm_expand", "ssm_conv", "ssm_dt_rank"))
+        if cfg.ssm_inner is not None:
+            raise LlmarchError("ssm_inner is Mamba-2's; mixer 'mamba' is ssm_expand * d_model wide")
+        if cfg.ssm_inner_norm_eps is not None and cfg.ssm_inner_norm_eps <= 0:
+            raise LlmarchError(f"ssm_inner_norm_eps must be positive, got {cfg.ssm_inner_norm_eps}")
 
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
@@ -133,9 +140,10 @@ class Mamba(Mixer):
         self.A_log = nn.Parameter(torch.zeros(inner, N))
         self.D = nn.Parameter(torch.ones(inner))
         self.out_proj = Linear(inner, d, bias=cfg.ssm_bias)
-        if cfg.ssm_inner_norm:
-            self.dt_norm, self.b_norm, self.c_norm = RMSNorm(R, cfg.norm_eps), RMSNorm(N, cfg.norm_eps), \
-                RMSNorm(N, cfg.norm_eps)
+        if cfg.ssm_inner_norm:  # Jamba's, with gains; Falcon Mamba's without (ssm_inner_norm_gain), so no weights
+            norm = RMSNorm if cfg.ssm_inner_norm_gain else PlainRMSNorm
+            eps = cfg.norm_eps if cfg.ssm_inner_norm_eps is None else cfg.ssm_inner_norm_eps
+            self.dt_norm, self.b_norm, self.c_norm = norm(R, eps), norm(N, eps), norm(N, eps)
         self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, D, N) after the call's last token
 
     @torch.no_grad()

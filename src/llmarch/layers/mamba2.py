@@ -9,6 +9,10 @@ matmul (quadratic in L, attention-like); across chunks, each chunk's final state
 chunks' total decays (a T/L x T/L decay matrix), and read out by C. All matmuls, no loop over time.
 The block: one in_proj to the gate z, x, B, C and dt; a depthwise causal convolution and SiLU over
 (x, B, C); the SSM plus D x; a gated RMSNorm, norm(y * SiLU(z)) per group; out_proj.
+Falcon-H1's variants (TII 2025, "Falcon-H1: A Family of Hybrid-Head Language Models"), each a config field: an inner
+width of its own (ssm_inner, not a multiple of d_model), its five muP multipliers on in_proj's z, x, B, C and dt
+parts (ssm_proj_multipliers, constants: no weight holds them), and the norm after the gate or before it, or none
+(ssm_norm).
 Generation runs the recurrence h_t = exp(dt a) h_{t-1} + dt x_t B_t^T, y_t = h_t C_t + D x_t per head
 (`step`), state (heads, P, N) per sequence."""
 from __future__ import annotations
@@ -77,18 +81,34 @@ def ssd_step(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, B: torch.Tensor
 
 
 class GatedRMSNorm(nn.Module):
-    """norm(y * SiLU(z)) over groups of channels, times a gain (Mamba-2's norm before out_proj)."""
+    """norm(y * SiLU(z)) over groups of channels, times a gain (Mamba-2's norm before out_proj); with
+    before_gate, norm(y) times the gain, then times SiLU(z) (Falcon-H1's mamba_norm_before_gate)."""
 
-    def __init__(self, dim: int, groups: int, eps: float):
+    def __init__(self, dim: int, groups: int, eps: float, before_gate: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
-        self.groups, self.eps = groups, eps
+        self.groups, self.eps, self.before_gate = groups, eps, before_gate
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        h = y.float() * F.silu(z.float())
+        h = y.float() if self.before_gate else y.float() * F.silu(z.float())
         h = h.unflatten(-1, (self.groups, -1))
         h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2)
+        if self.before_gate:
+            return (self.weight * h * F.silu(z.float())).to(y.dtype)
         return self.weight * h.to(y.dtype)
+
+
+def silu_gate(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """y * SiLU(z) with no norm (ssm_norm 'none': Falcon-H1 without mamba_rms_norm)."""
+    return (y.float() * F.silu(z.float())).to(y.dtype)
+
+
+SSM_NORMS = ("gated", "norm_gate", "none")
+
+
+def inner_width(cfg) -> int:
+    """Mamba-2's inner width: ssm_inner, or ssm_expand * d_model."""
+    return cfg.ssm_inner if cfg.ssm_inner is not None else cfg.ssm_expand * cfg.d_model
 
 
 @MIXERS.register("mamba2")
@@ -97,14 +117,19 @@ class Mamba2(Mixer):
     def check(cls, cfg) -> None:
         check_recurrent(cfg, "mamba2", ("ssm_state", "ssm_expand", "ssm_conv", "ssm_head_dim", "ssm_groups",
                                         "ssm_chunk"))
-        inner = cfg.ssm_expand * cfg.d_model
-        if inner % cfg.ssm_head_dim or (inner // cfg.ssm_head_dim) % cfg.ssm_groups:
+        inner = inner_width(cfg)
+        if inner <= 0 or inner % cfg.ssm_head_dim or (inner // cfg.ssm_head_dim) % cfg.ssm_groups:
             raise LlmarchError(f"mamba2: inner width {inner} must split into heads of ssm_head_dim="
                                f"{cfg.ssm_head_dim}, their number divisible by ssm_groups={cfg.ssm_groups}")
+        if cfg.ssm_norm not in SSM_NORMS:
+            raise LlmarchError(f"unknown ssm_norm {cfg.ssm_norm!r}; choose one of: {', '.join(SSM_NORMS)}")
+        m = cfg.ssm_proj_multipliers
+        if m is not None and (len(m) != 5 or not all(isinstance(v, (int, float)) and v > 0 for v in m)):
+            raise LlmarchError(f"ssm_proj_multipliers must be five positive numbers (z, x, B, C, dt), got {m!r}")
 
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
-        d, inner, N, G = cfg.d_model, cfg.ssm_expand * cfg.d_model, cfg.ssm_state, cfg.ssm_groups
+        d, inner, N, G = cfg.d_model, inner_width(cfg), cfg.ssm_state, cfg.ssm_groups
         self.inner, self.state_size, self.groups, self.chunk = inner, N, G, cfg.ssm_chunk
         self.head_dim, self.heads = cfg.ssm_head_dim, inner // cfg.ssm_head_dim
         self.conv_dim = inner + 2 * G * N
@@ -113,7 +138,12 @@ class Mamba2(Mixer):
         self.dt_bias = nn.Parameter(torch.zeros(self.heads))
         self.A_log = nn.Parameter(torch.zeros(self.heads))
         self.D = nn.Parameter(torch.ones(self.heads))
-        self.norm = GatedRMSNorm(inner, G, cfg.norm_eps)
+        # the gated norm, or (ssm_norm 'none') no module, so no norm.weight either, as transformers' nn.Identity
+        self.norm = None if cfg.ssm_norm == "none" else \
+            GatedRMSNorm(inner, G, cfg.norm_eps, before_gate=cfg.ssm_norm == "norm_gate")
+        m = cfg.ssm_proj_multipliers  # split sizes and constants of in_proj's z, x, B, C, dt; None: not multiplied
+        self.proj_scales = None if m is None or all(v == 1 for v in m) else \
+            ([inner, inner, G * N, G * N, self.heads], [float(v) for v in m])
         self.out_proj = Linear(inner, d, bias=cfg.ssm_bias)
         self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, H, P, N) after the call's last token
 
@@ -135,7 +165,7 @@ class Mamba2(Mixer):
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         b, T, _ = x.shape
         mask = token_mask(ctx, x)
-        z, xbc, dt = self.in_proj(masked(x, mask)).split([self.inner, self.conv_dim, self.heads], dim=-1)
+        z, xbc, dt = self._projected(masked(x, mask))
         state = self.cache
         xbc = masked(F.silu(causal_conv(xbc, self.conv1d.weight, self.conv1d.bias,
                                         None if state is None else state["conv"])), mask)
@@ -156,4 +186,13 @@ class Mamba2(Mixer):
                 state["ssm"].copy_(last)
             self.hook_ssm_state(last)
         y = y + xs.float() * self.D.float()[:, None]
-        return self.out_proj(self.norm(y.flatten(2).to(x.dtype), z))
+        norm = self._modules.get("norm")
+        return self.out_proj((silu_gate if norm is None else norm)(y.flatten(2).to(x.dtype), z))
+
+    def _projected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """in_proj's z, (x, B, C) and dt, each part times its multiplier where ssm_proj_multipliers are set."""
+        zxbcdt = self.in_proj(x)
+        if self.proj_scales is None:
+            return zxbcdt.split([self.inner, self.conv_dim, self.heads], dim=-1)
+        z, xs, B, C, dt = (t * m for t, m in zip(zxbcdt.split(self.proj_scales[0], dim=-1), self.proj_scales[1]))
+        return z, torch.cat((xs, B, C), dim=-1), dt

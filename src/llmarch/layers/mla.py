@@ -97,6 +97,8 @@ class LatentAttention(Mixer):
                                f"from the one latent, so n_kv_heads must equal n_heads={cfg.n_heads}")
         if cfg.qk_norm != "none":
             raise LlmarchError(f"mixer='mla' and qk_norm={cfg.qk_norm!r}: latent attention has no QK-norm")
+        if cfg.attn_key_multiplier != 1.0:
+            raise LlmarchError("mixer='mla' has no key projection for attn_key_multiplier to scale")
         for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
             if getattr(cfg, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(cfg, name)}")
