@@ -25,11 +25,13 @@ QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_ro
 # the share of the fields a config names from which it was written by llmarch, not by hand (ModelConfig.load)
 WRITTEN_SHARE = 0.75
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
-# the fields a layer type may change: which mixer and attention kind, its window, its positions
+# the fields a layer type may change: which mixer and attention kind, its window, its positions, its FFN kind (a
+# layer that is its mixer alone, ffn='none', beside one that is its FFN alone, mixer='none': Nemotron-H)
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
-                "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v")
+                "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
+                "ffn")
 
 
 @dataclass
@@ -41,7 +43,9 @@ class ModelConfig:
     n_heads: int = 12  # query heads of attention
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
-    ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss)
+    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss); none: no FFN, the
+    # block is its mixer alone (Mamba)
+    ffn: str = "gelu"
     ffn_hidden: int | None = None  # None: 4 * d_model
     # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron)
     norm: str = "layernorm"
@@ -194,7 +198,8 @@ class ModelConfig:
     moe_beside_dense: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
-    # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py),
+    # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py; none:
+    # no mixer, the block is its FFN alone, no_mixer.py),
     # except that with attn_period > 0 layer i is attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
     attn_period: int = 0  # > 0: every attn_period-th layer is attention whatever the mixer (see mixer)
@@ -204,6 +209,9 @@ class ModelConfig:
     ssm_conv: int = 4  # kernel of the depthwise causal convolution (Mamba, Mamba-2)
     ssm_dt_rank: int | None = None  # Mamba: rank of the step-size projection; None: ceil(d_model / 16)
     ssm_head_dim: int = 64  # Mamba-2: P, channels per head (heads = inner width / P)
+    # Mamba-2: heads H, so that the inner width is H * ssm_head_dim, not ssm_expand * d_model (Nemotron-H's
+    # mamba_num_heads: Nemotron Nano 2's 128 heads of 80 beside a width of 4480); None: inner width / ssm_head_dim
+    ssm_heads: int | None = None
     ssm_groups: int = 1  # Mamba-2: groups of heads that share B and C
     ssm_chunk: int = 64  # chunk length of the chunked scans
     ssm_bias: bool = False  # biases of the mixer's input and output projections

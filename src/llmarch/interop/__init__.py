@@ -18,4 +18,4 @@ from .hf import FAMILIES, from_hf, is_hf_dir, to_hf
 from .mapping import export_state
 
 __all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state"]
-from . import apertus, cohere2_moe, gemma4, phimoe  # noqa: F401
+from . import apertus, cohere2_moe, gemma4, nemotron_h, phimoe  # noqa: F401

@@ -6,6 +6,6 @@ from .hooks import HookPoint
 from .norms import NORMS
 from .positions import POSITIONS
 from .mixer import MIXERS, Mixer
-from . import mamba, mamba2, hyena, gated_deltanet, mla, shortconv  # noqa: F401  (register the mixers)
+from . import mamba, mamba2, hyena, gated_deltanet, mla, shortconv, no_mixer  # noqa: F401  (register the mixers)
 
 __all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

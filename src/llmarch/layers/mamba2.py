@@ -76,6 +76,12 @@ def ssd_step(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, B: torch.Tensor
     return torch.einsum("bhpn,bhn->bhp", h, C.float())
 
 
+def inner_width(cfg) -> int:
+    """The mixer's inner width: ssm_heads heads of ssm_head_dim where the heads are given (Nemotron-H), else
+    ssm_expand * d_model."""
+    return cfg.ssm_expand * cfg.d_model if cfg.ssm_heads is None else cfg.ssm_heads * cfg.ssm_head_dim
+
+
 class GatedRMSNorm(nn.Module):
     """norm(y * SiLU(z)) over groups of channels, times a gain (Mamba-2's norm before out_proj)."""
 
@@ -97,14 +103,16 @@ class Mamba2(Mixer):
     def check(cls, cfg) -> None:
         check_recurrent(cfg, "mamba2", ("ssm_state", "ssm_expand", "ssm_conv", "ssm_head_dim", "ssm_groups",
                                         "ssm_chunk"))
-        inner = cfg.ssm_expand * cfg.d_model
+        if cfg.ssm_heads is not None and cfg.ssm_heads <= 0:
+            raise LlmarchError(f"ssm_heads must be a positive integer, got {cfg.ssm_heads}")
+        inner = inner_width(cfg)
         if inner % cfg.ssm_head_dim or (inner // cfg.ssm_head_dim) % cfg.ssm_groups:
             raise LlmarchError(f"mamba2: inner width {inner} must split into heads of ssm_head_dim="
                                f"{cfg.ssm_head_dim}, their number divisible by ssm_groups={cfg.ssm_groups}")
 
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
-        d, inner, N, G = cfg.d_model, cfg.ssm_expand * cfg.d_model, cfg.ssm_state, cfg.ssm_groups
+        d, inner, N, G = cfg.d_model, inner_width(cfg), cfg.ssm_state, cfg.ssm_groups
         self.inner, self.state_size, self.groups, self.chunk = inner, N, G, cfg.ssm_chunk
         self.head_dim, self.heads = cfg.ssm_head_dim, inner // cfg.ssm_head_dim
         self.conv_dim = inner + 2 * G * N

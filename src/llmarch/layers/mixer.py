@@ -19,6 +19,8 @@ it is; it calls this protocol:
   (`llmarch info`).
 - `residual_out`: the names of its projections that write to the residual stream, which GPT-2's init
   scales by 1/sqrt(2 * layers) (Radford et al. 2019, §2.3).
+- `mixes`: False for mixer 'none' (no_mixer.py), whose block is its FFN alone: no norm, no sublayer, nothing
+  added (Nemotron-H's MLP and MoE layers).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations
@@ -33,6 +35,7 @@ MIXERS: Registry = Registry("mixer")
 
 class Mixer(nn.Module):
     attr = "mixer"
+    mixes = True  # the block runs it as its first sublayer (False: mixer 'none', a block that is its FFN alone)
     residual_out: tuple[str, ...] = ("out_proj.weight",)
 
     def __init__(self):
