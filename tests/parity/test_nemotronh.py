@@ -14,7 +14,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed_from_hf
+from conftest import gguf_reads_back, perturbed_from_hf
 from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
 
 transformers = pytest.importorskip("transformers")
@@ -40,9 +40,9 @@ MOE_FIRST = dict(layers_block_type=["moe", "linear_attention", "full_attention",
 KINDS = {"linear_attention": "Mamba2", "full_attention": "Attention", "mlp": "NoMixer", "moe": "NoMixer"}
 
 
-def build_hf(case: str):
+def build_hf(case: str | dict):
     torch.manual_seed(0)
-    change = MOE_FIRST if case == "moe-first" else CASES[case]
+    change = case if isinstance(case, dict) else MOE_FIRST if case == "moe-first" else CASES[case]
     hf = transformers.NemotronHForCausalLM(transformers.NemotronHConfig(**{**BASE, **change})).eval()
     with torch.no_grad():  # routers decisive and their correction bias off zero, so a wrong choice would show
         for name, p in [*hf.named_parameters(), *hf.named_buffers()]:
@@ -161,3 +161,43 @@ def test_full_size_shapes_count_as_transformers(case):
     ours = sum(p.numel() for p in llmarch.build(cfg, device="meta").parameters())
     with torch.device("meta"):
         assert ours == transformers.NemotronHForCausalLM(config).num_parameters()
+
+
+# GGUF (llama.cpp's nemotron_h, and nemotron_h_moe with experts): a vocabulary for llmarch's byte tokenizer; llama.cpp's
+# Mamba-2 has no projection biases, its nemotron_h_moe no router groups and no MLP layers beside the MoE ones
+GGUF = {"nemotron_h": dict(CASES["dense"], use_bias=False, vocab_size=272),
+        "nemotron_h_moe": dict(MOE, n_group=1, topk_group=1, vocab_size=272,
+                               layers_block_type=["linear_attention", "moe", "full_attention", "moe",
+                                                  "linear_attention"])}
+
+
+@pytest.mark.parametrize("case", sorted(GGUF))
+def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
+    """llmarch writes the file, reads it back to the same config and logits (1e-4), and llama.cpp decodes it to
+    llmarch's greedy tokens with logits within 1e-4 (an F32 KV cache: with llama.cpp's default F16 one, 1e-3)."""
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    gguf = pytest.importorskip("gguf")
+    model = perturbed_from_hf(build_hf(GGUF[case]), tmp_path / "hf")
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == case
+    back = gguf_reads_back(path, model, exact=True, apart=1e-4)
+    assert back.config.layer_types == model.config.layer_types and back.config.hf_model_type == "nemotron_h"
+
+
+@pytest.mark.parametrize("case,change,problem", [
+    ("nemotron_h", dict(use_bias=True), "ssm_bias=False"),
+    ("nemotron_h_moe", dict(n_group=2), "router without groups"),
+    ("nemotron_h_moe", dict(layers_block_type=["linear_attention", "moe", "full_attention", "mlp"]),
+     "no MLP layers beside MoE layers"),
+])
+def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, change, problem, tmp_path):
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    cfg = hf_model_config({**BASE, **GGUF[case], **change, "model_type": "nemotron_h"})
+    with pytest.raises(LlmarchError, match=problem):
+        to_gguf(llmarch.build(cfg), tmp_path / "x.gguf", "f32", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()

@@ -45,7 +45,15 @@ FALLBACK = {"Q4_K": "Q5_0", "Q6_K": "Q8_0"}
 K_QUANTIZERS = {"Q4_K": quantize_q4_k, "Q6_K": quantize_q6_k}
 LAYER = re.compile(r"^blk\.(\d+)\.")
 EXPERT_MATRIX = re.compile(r"_exps\.weight$")
-GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
+# hf_model_type -> GGUF arch (an architecture for a family's models with experts, Arch.experts_arch, aside)
+GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)
+             if name not in {b.experts_arch for b in ARCHS.values()}}
+
+
+def gguf_arch(cfg) -> str:
+    """The GGUF architecture a model is written as: its family's, or that family's for models with experts."""
+    name = GGUF_ARCH[cfg.hf_model_type]
+    return ARCHS[name].experts_arch if cfg.n_experts and ARCHS[name].experts_arch else name
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -233,15 +241,16 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     if cfg.hf_model_type not in GGUF_ARCH:
         raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(GGUF_ARCH)}; this model has "
                            f"{cfg.hf_model_type!r}")
-    arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
+    arch_name = gguf_arch(cfg)
+    arch = ARCHS[arch_name]
     rules = FAMILIES[cfg.hf_model_type].rules_for(cfg)  # first: it refuses what the family cannot hold (needs)
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
     tensors = _stack_rows(export_state(state, rules, cfg), arch.indexed)
-    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
+    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch_name],
                                      max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:
         raise LlmarchError("GGUF type mxfp4 holds a mixture's experts in MXFP4; this model has no experts")
-    w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
+    w = _writer_class()(str(path), arch_name)
     _metadata(w, cfg, hf, arch)
     extra = arch.write(w, hf)
     kept = arch.model_out(w, cfg)
