@@ -2,8 +2,9 @@
 llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, phi as phi2, olmo2,
 smollm3, gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2,
 gpt_oss, t5, starcoder2, qwen2_moe as qwen2moe, stablelm, granite, llama4_text, modernbert as modern-bert,
-gemma4_text as gemma4), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json
-and tensors: the family table's tensors named by the `gguf` package's name map (per-expert tensors stacked,
+gemma4_text as gemma4, nemotron_h as nemotron_h, or nemotron_h_moe with experts), as llama.cpp's
+convert_hf_to_gguf.py writes them from the same Hugging Face config.json and tensors: the family table's tensors
+named by the `gguf` package's name map (per-expert tensors stacked,
 (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights transposed, GPT-NeoX's, BLOOM's and
 Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter splits written as its parts
 (Arch.split: Qwen3-Next's in_proj_qkvz, DeepSeek's kv_b_proj into llama.cpp's k_b and v_b, gpt-oss's interleaved
