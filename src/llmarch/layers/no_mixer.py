@@ -39,7 +39,7 @@ class NoMixer(Mixer):
         return NoState()
 
     def state_note(self, dtype: str) -> str:
-        return "none"
+        return ""  # no state to describe (llmarch info lists the other mixers' notes)
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         """What it adds to the residual stream: nothing (its block does not call it)."""
