@@ -159,7 +159,6 @@ def test_mamba_130m_has_the_published_parameter_count():
     (dict(mixer="mamba", causal=False), "mixer='mamba' is causal"),
     (dict(mixer="mamba", attn_period=2, attn_offset=2), "attn_offset in [0, attn_period)"),
     (dict(mixer="mamba2", ssm_head_dim=24), "must split into heads of ssm_head_dim=24"),
-    (dict(ffn="none"), "ffn='none' leaves an attention-only model"),
     (dict(mixer="mamba", ffn="none", n_experts=4), "ffn='none' has no FFN"),
     (dict(mixer="mamba", ssm_state=0), "ssm_state must be a positive integer"),
 ])

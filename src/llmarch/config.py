@@ -25,11 +25,13 @@ QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_ro
 # the share of the fields a config names from which it was written by llmarch, not by hand (ModelConfig.load)
 WRITTEN_SHARE = 0.75
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
-# the fields a layer type may change: which mixer and attention kind, its window, its positions
+# the fields a layer type may change: which mixer and attention kind, its window, its positions, its FFN kind (a
+# layer that is its mixer alone, ffn='none', beside one that is its FFN alone, mixer='none': Nemotron-H)
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
-                "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v")
+                "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
+                "ffn")
 
 
 @dataclass
@@ -41,7 +43,9 @@ class ModelConfig:
     n_heads: int = 12  # query heads of attention
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
-    ffn: str = "gelu"  # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss)
+    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss); none: no FFN, the
+    # block is its mixer alone (Mamba)
+    ffn: str = "gelu"
     ffn_hidden: int | None = None  # None: 4 * d_model
     # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron),
     # rmsnorm_plain (RMSNorm without a gain: nanochat)
@@ -213,7 +217,8 @@ class ModelConfig:
     ffn_gate_multiplier: float = 1.0
     ffn_out_multiplier: float = 1.0  # gated dense FFNs: the output times this (Falcon-H1's mlp_multipliers[1])
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py,
-    # rglru.py, kda.py; parallel_mixer.py: several side by side), except that with attn_period > 0 layer i is
+    # rglru.py, kda.py; parallel_mixer.py: several side by side; none: no mixer, the block is its FFN alone,
+    # no_mixer.py), except that with attn_period > 0 layer i is
     # attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
     attn_period: int = 0  # > 0: every attn_period-th layer is attention whatever the mixer (see mixer)
@@ -230,7 +235,9 @@ class ModelConfig:
     ssm_inner_norm: bool = False  # RMSNorm over dt, B and C inside the mixer (Jamba)
     ssm_inner_norm_gain: bool = True  # ssm_inner_norm's learned gains (Jamba); False: x / rms(x) alone (Falcon Mamba)
     ssm_inner_norm_eps: float | None = None  # ssm_inner_norm's epsilon; None: norm_eps (Falcon Mamba: 1e-6)
-    ssm_inner: int | None = None  # Mamba-2: the inner width of x and z; None: ssm_expand * d_model (Falcon-H1's d_ssm)
+    # Mamba-2: the inner width of x and z; None: ssm_expand * d_model (Falcon-H1's d_ssm, Nemotron-H's mamba_num_heads
+    # x mamba_head_dim)
+    ssm_inner: int | None = None
     # Mamba-2: in_proj's z, x, B, C and dt parts times these five constants (Falcon-H1's muP ssm_multipliers)
     ssm_proj_multipliers: list | None = None
     # Mamba-2's norm before out_proj: gated, norm(y * silu(z)) * g (Mamba-2); norm_gate, norm(y) * g * silu(z)

@@ -27,3 +27,4 @@ from . import dbrx  # noqa: F401
 from . import mpt  # noqa: F401
 from . import codegen  # noqa: F401
 from . import minicpm3  # noqa: F401
+from . import nemotron_h  # noqa: F401

@@ -1,20 +1,18 @@
-"""GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs.py maps (hf_model_type
-llama, mistral and mixtral as llama, qwen2, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, phi as phi2, olmo2,
-smollm3, gpt_neox, bloom, falcon, gpt2, mamba, mamba2, jamba, qwen3_next, deepseek_v2 and deepseek_v3 as deepseek2,
-gpt_oss, t5, starcoder2, qwen2_moe as qwen2moe, stablelm, granite, llama4_text, modernbert as modern-bert, gemma4_text
-as gemma4, kimi_linear as kimi-linear), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face
-config.json and tensors: the family table's tensors named by the `gguf` package's name map (per-expert tensors stacked,
+"""GGUF files out (`llmarch convert --to-gguf`) for llmarch's models of the families gguf_archs/ maps (their table:
+docs/quantization.md), as llama.cpp's convert_hf_to_gguf.py writes them from the same Hugging Face config.json and
+tensors: the family table's tensors named by the `gguf` package's name map (per-expert tensors stacked,
 (E, out, in)), q/k rows permuted for llama and smollm3, 1 added to Gemma's norms, GPT-2's Conv1D weights transposed,
 GPT-NeoX's, BLOOM's and Falcon's qkv rows regrouped, Mamba's A as -exp(A_log), tensors the converter splits written as
 its parts (Arch.split: Qwen3-Next's in_proj_qkvz, DeepSeek's kv_b_proj into llama.cpp's k_b and v_b, gpt-oss's
-interleaved gate_up into gate and up), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by gguf.quants.quantize),
-Q4_K and Q6_K (gguf_kquants.py; rows not of whole 256-blocks in Q5_0 and Q8_0, as llama.cpp falls back), Q4_K_M
-(llama.cpp's mix: Q4_K, with Q6_K for the output matrix and for the attn_v and ffn_down of the layers its use_more_bits
-picks) or MXFP4 experts; norms, biases and 1-D tensors stay F32, as llama.cpp keeps them; with the metadata llama.cpp
-reads and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece, BERT's WordPiece, T5's unigram
-or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer pattern other than llama.cpp's, a missing
-Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without renormalised top-k) is refused: the file is read back
-and must give the model's config."""
+interleaved gate_up into gate and up), a family's mixture-of-experts models under an architecture of their own where
+llama.cpp has one (Arch.experts_arch: nemotron_h_moe), in F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (quantized by
+gguf.quants.quantize), Q4_K and Q6_K (gguf_kquants.py; rows not of whole 256-blocks in Q5_0 and Q8_0, as llama.cpp
+falls back), Q4_K_M (llama.cpp's mix: Q4_K, with Q6_K for the output matrix and for the attn_v and ffn_down of the
+layers its use_more_bits picks) or MXFP4 experts; norms, biases and 1-D tensors stay F32, as llama.cpp keeps them;
+with the metadata llama.cpp reads and the tokenizer (gguf_tokenizer.write_tokenizer: byte-level BPE, SentencePiece,
+BERT's WordPiece, T5's unigram or llmarch's bytes). A model that the metadata cannot express (a Gemma 3 layer pattern
+other than llama.cpp's, a missing Gemma 2 cap, RoPE scaling GGUF has no key for, a Qwen3-MoE without renormalised
+top-k) is refused: the file is read back and must give the model's config."""
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +42,15 @@ FALLBACK = {"Q4_K": "Q5_0", "Q6_K": "Q8_0"}
 K_QUANTIZERS = {"Q4_K": quantize_q4_k, "Q6_K": quantize_q6_k}
 LAYER = re.compile(r"^blk\.(\d+)\.")
 EXPERT_MATRIX = re.compile(r"_exps\.weight$")
-GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)}  # hf_model_type -> GGUF arch
+# hf_model_type -> GGUF arch (an architecture for a family's models with experts, Arch.experts_arch, aside)
+GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)
+             if name not in {b.experts_arch for b in ARCHS.values()}}
+
+
+def gguf_arch(cfg) -> str:
+    """The GGUF architecture a model is written as: its family's, or that family's for models with experts."""
+    name = GGUF_ARCH[cfg.hf_model_type]
+    return ARCHS[name].experts_arch if cfg.n_experts and ARCHS[name].experts_arch else name
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -232,15 +238,16 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     if cfg.hf_model_type not in GGUF_ARCH:
         raise LlmarchError(f"GGUF export supports hf_model_type {', '.join(GGUF_ARCH)}; this model has "
                            f"{cfg.hf_model_type!r}")
-    arch = ARCHS[GGUF_ARCH[cfg.hf_model_type]]
+    arch_name = gguf_arch(cfg)
+    arch = ARCHS[arch_name]
     rules = FAMILIES[cfg.hf_model_type].rules_for(cfg)  # first: it refuses what the family cannot hold (needs)
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
     tensors = _stack_rows(export_state(state, rules, cfg), arch.indexed)
-    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[GGUF_ARCH[cfg.hf_model_type]],
+    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch_name],
                                      max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:
         raise LlmarchError("GGUF type mxfp4 holds a mixture's experts in MXFP4; this model has no experts")
-    w = _writer_class()(str(path), GGUF_ARCH[cfg.hf_model_type])
+    w = _writer_class()(str(path), arch_name)
     _metadata(w, cfg, hf, arch)
     extra = arch.write(w, hf)
     kept = arch.model_out(w, cfg)

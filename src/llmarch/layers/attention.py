@@ -179,8 +179,6 @@ class Attention(Mixer):
 
     @classmethod
     def check(cls, cfg) -> None:
-        if cfg.mixer == "attention" and cfg.ffn == "none":
-            raise LlmarchError("ffn='none' leaves an attention-only model without an FFN; it goes with an SSM mixer")
         if cfg.qk_norm == "proj" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='proj' and attn_output_gate=True: the output gate's rows sit among the "
                                "query rows that the projection norm would normalise")

@@ -11,7 +11,8 @@ A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third s
 cross-attention over the encoder output, with its own norm (ln_cross) placed the same way.
 The first sublayer mixes across positions: the sequence mixer the config's per-layer pattern names (mixer.py:
 attention, held as `attn`, or Mamba, Mamba-2, Hyena, held as `mixer`). With ffn='none' the block is the mixer
-alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4).
+alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4); with mixer='none' the FFN alone, x += ffn(norm(x))
+(Nemotron-H's MLP and MoE layers: no_mixer.py).
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
 hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
 Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
@@ -52,9 +53,11 @@ class Block(nn.Module):
         super().__init__()
         self.placement = cfg.norm_placement
         self.parallel = cfg.block == "parallel"
-        # ModernBERT's first block reads the embedding norm's output as it is (first_mixer_norm)
-        self.ln1 = make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
         mixer = MIXERS[cfg.layer_mixer(layer)]
+        # ModernBERT's first block reads the embedding norm's output as it is (first_mixer_norm); a block without a
+        # mixer (mixer 'none', mixes False: Nemotron-H's MLP and MoE layers) has no norm for it and skips it
+        self.mixes = mixer.mixes
+        self.ln1 = None if not mixer.mixes else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
         self.mixer_attr = mixer.attr
         self.add_module(mixer.attr, mixer(cfg, layer))
         self.cross = cross
@@ -113,8 +116,9 @@ class Block(nn.Module):
             a = sub["hook_attn_out"](self.branch(mixer(h, ctx)))
             m = sub["hook_mlp_out"](self.branch(mlp(h if sub.get("ln2") is None else sub["ln2"](x))))
             return sub["hook_resid_post"](x + a + m)
-        x = sub["hook_resid_mid"](self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx,
-                                                 post=sub.get("post_ln1")))
+        if self.mixes:
+            x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"))
+        x = sub["hook_resid_mid"](x)
         if self.cross:
             x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
         if mlp is not None:

@@ -107,7 +107,8 @@ SSM_NORMS = ("gated", "norm_gate", "none")
 
 
 def inner_width(cfg) -> int:
-    """Mamba-2's inner width: ssm_inner, or ssm_expand * d_model."""
+    """Mamba-2's inner width: ssm_inner (Falcon-H1's d_ssm; Nemotron-H's heads x head width), or
+    ssm_expand * d_model."""
     return cfg.ssm_inner if cfg.ssm_inner is not None else cfg.ssm_expand * cfg.d_model
 
 

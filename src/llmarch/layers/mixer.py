@@ -22,6 +22,8 @@ it is; it calls this protocol:
 - `no_decay`: the names of its parameters that training keeps out of weight decay whatever their shape (an
   SSM's decay rates: decayed toward 0 they would drift toward forgetting nothing; state-spaces/mamba marks
   A_log and D `_no_weight_decay`).
+- `mixes`: False for mixer 'none' (no_mixer.py), whose block is its FFN alone: no norm, no sublayer, nothing
+  added (Nemotron-H's MLP and MoE layers).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations
@@ -36,6 +38,7 @@ MIXERS: Registry = Registry("mixer")
 
 class Mixer(nn.Module):
     attr = "mixer"
+    mixes = True  # the block runs it as its first sublayer (False: mixer 'none', a block that is its FFN alone)
     residual_out: tuple[str, ...] = ("out_proj.weight",)
     no_decay: tuple[str, ...] = ()
 

@@ -17,6 +17,7 @@ from . import gemma4
 from . import kimi_linear
 from . import dbrx, minicpm3
 from . import falcon_h1
+from . import nemotron_h
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -33,5 +34,6 @@ ARCHS.update(kimi_linear.ARCHS)
 ARCHS.update(dbrx.ARCHS)
 ARCHS.update(minicpm3.ARCHS)
 ARCHS.update(falcon_h1.ARCHS)
+ARCHS.update(nemotron_h.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

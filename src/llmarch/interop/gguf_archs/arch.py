@@ -93,6 +93,9 @@ class Arch:
     # more families written as this architecture (as convert_hf_to_gguf.py writes them); `fields` tells a file
     # of one from the others where llama.cpp can (Mixtral's experts), else it reads as model_type (Mistral)
     also: tuple[str, ...] = ()
+    # the GGUF architecture this family's models with experts are written as, where llama.cpp gives them one of their
+    # own (nemotron_h's nemotron_h_moe); that one reads as model_type too
+    experts_arch: str | None = None
     common: Callable[[dict], dict] = lambda hf: hf  # the family's config.json -> the names _metadata writes from
     rope: bool = True  # the rope.* keys apply (not to GPT-2's learned positions)
     layer_norm: bool = False  # LayerNorm's attention.layer_norm_epsilon, not RMSNorm's (GPT-2)
