@@ -1,0 +1,85 @@
+"""GGUF in and out for more of llmarch's Hugging Face families, as convert_hf_to_gguf.py writes them: each tiny
+random model (from a `transformers` config, its 1-D parameters perturbed and its routers made decisive, through
+from_hf) is written by `to_gguf` (F32, llmarch's byte tokenizer) and read back by from_gguf to equal logits (max
+|dlogit| <= 1e-4); llama.cpp (llama-cpp-python, where installed) decodes the file greedily to llmarch's tokens with
+logits within 1e-3 of llmarch's. Phi-3.5-MoE, which llama.cpp's phimoe graph computes otherwise (gguf_archs/phi3.py),
+is refused on the way out and read from a file written past the refusal."""
+import dataclasses
+
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.errors import LlmarchError
+from llmarch.interop.gguf_writer import to_gguf
+
+from conftest import gguf_reads_back, perturbed_from_hf, routed_apart
+
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+
+SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=1,
+             eos_token_id=2)
+LONGROPE = dict(rope_type="longrope", rope_theta=1e4, short_factor=[1.0 + i / 8 for i in range(8)],
+                long_factor=[2.0 + i / 4 for i in range(8)], original_max_position_embeddings=64,
+                short_mscale=1.2, long_mscale=1.2)
+PHIMOE = dict(SMALL, num_local_experts=4, attention_bias=True, lm_head_bias=True)
+CASES = {  # name: (transformers config class, its fields, the GGUF architecture, router weights to scale)
+    "phimoe": ("PhimoeConfig", PHIMOE, "phimoe", "block_sparse_moe.gate.weight"),
+    "phimoe_longrope": ("PhimoeConfig", dict(PHIMOE, rope_parameters=LONGROPE), "phimoe",
+                        "block_sparse_moe.gate.weight"),
+}
+
+
+def tiny(case, tmp_path, **changes):
+    """The case's random model as llmarch reads it from a Hugging Face directory: 1-D parameters perturbed, the
+    routers decisive (conftest.routed_apart, and the case's own router names scaled alike)."""
+    conf_cls, kwargs, _, routers = CASES[case]
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(getattr(transformers, conf_cls)(**{**kwargs, **changes}))
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if routers and name.endswith(routers):
+                p.mul_(20.0)
+    return perturbed_from_hf(routed_apart(hf), tmp_path / "hf")
+
+
+WRITTEN = [c for c in CASES if CASES[c][2] != "phimoe"]
+
+
+@pytest.mark.parametrize("case", sorted(WRITTEN))
+def test_gguf_round_trip_and_llama_cpp(case, tmp_path):
+    model = tiny(case, tmp_path)
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == CASES[case][2]
+    back = gguf_reads_back(path, model, exact=False, apart=1e-3)
+    assert back.config.hf_model_type == model.config.hf_model_type
+
+
+@pytest.mark.parametrize("case", ["phimoe", "phimoe_longrope"])
+def test_phimoe_is_refused_and_its_file_reads(case, tmp_path, monkeypatch):
+    """llama.cpp's phimoe normalises by RMSNorm and routes by softmax: writing refuses in one line; a file written
+    past the refusal (the keys and tensors convert_hf_to_gguf.py's PhiMoeModel writes) reads back to the model."""
+    from llmarch.interop import gguf_writer
+    from llmarch.interop.gguf_archs import ARCHS
+
+    model = tiny(case, tmp_path)
+    with pytest.raises(LlmarchError, match="norm='layernorm' and router_scoring='sparsemixer'"):
+        to_gguf(model, tmp_path / "x.gguf", "f32", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
+    archs = {**ARCHS, "phimoe": dataclasses.replace(ARCHS["phimoe"], model_out=lambda w, cfg: cfg)}
+    monkeypatch.setattr(gguf_writer, "ARCHS", archs)
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    names = {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert {"blk.0.ffn_gate_inp.weight", "blk.0.ffn_up_exps.weight", "blk.0.attn_norm.bias", "output.bias",
+            "output_norm.bias", "blk.0.attn_q.bias"} <= names
+    assert ("rope_factors_long.weight" in names) == (case == "phimoe_longrope")
+    back = llmarch.from_gguf(path)
+    gguf_writer._check_reads_back(path, model.config)  # every field, as to_gguf checks a file it writes
+    ids = torch.randint(0, 256, (1, 24))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
