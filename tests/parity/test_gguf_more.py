@@ -26,10 +26,14 @@ LONGROPE = dict(rope_type="longrope", rope_theta=1e4, short_factor=[1.0 + i / 8 
                 long_factor=[2.0 + i / 4 for i in range(8)], original_max_position_embeddings=64,
                 short_mscale=1.2, long_mscale=1.2)
 PHIMOE = dict(SMALL, num_local_experts=4, attention_bias=True, lm_head_bias=True)
+PLAIN_ROPE = dict(rope_type="default", rope_theta=1e4)
 CASES = {  # name: (transformers config class, its fields, the GGUF architecture, router weights to scale)
     "phimoe": ("PhimoeConfig", PHIMOE, "phimoe", "block_sparse_moe.gate.weight"),
     "phimoe_longrope": ("PhimoeConfig", dict(PHIMOE, rope_parameters=LONGROPE), "phimoe",
                         "block_sparse_moe.gate.weight"),
+    # xIELU's per-layer scalars as metadata arrays, per-head q/k norms; plain RoPE (Apertus's llama3 scaling would be
+    # rope_freqs, which llmarch does not read)
+    "apertus": ("ApertusConfig", dict(SMALL, head_dim=16, rope_parameters=PLAIN_ROPE, pad_token_id=0), "apertus", None),
 }
 
 
@@ -83,3 +87,17 @@ def test_phimoe_is_refused_and_its_file_reads(case, tmp_path, monkeypatch):
     ids = torch.randint(0, 256, (1, 24))
     with torch.no_grad():
         assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("case,changes,problem", [
+    # LLaMA 3's frequency scaling (Apertus's default) would be a rope_freqs tensor, which llmarch neither reads
+    # nor writes
+    ("apertus", dict(rope_parameters=dict(rope_type="llama3", rope_theta=1e4, factor=8.0, low_freq_factor=1.0,
+                                          high_freq_factor=4.0, original_max_position_embeddings=64)),
+     "rope_scaling='llama3'"),
+])
+def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
+    model = tiny(case, tmp_path, **changes)
+    with pytest.raises(LlmarchError, match=problem):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()

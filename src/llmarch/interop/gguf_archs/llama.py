@@ -1,6 +1,6 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
 OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS,
-Nemotron, EXAONE 4.0)."""
+Nemotron, EXAONE 4.0, Apertus)."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
@@ -191,5 +191,11 @@ ARCHS = {
                      write=_no_bias("ernie4_5")),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
+    # Apertus (convert_hf_to_gguf.py's ApertusModel: q and k unpermuted, per-head q/k norms): the xIELU MLP as
+    # ffn_up, ffn_down, its per-layer scalars as it holds them (softplus^-1 of alpha_p and of alpha_n - beta; ggml_xielu
+    # applies the softplus) in the arrays xielu.alpha_p, xielu.alpha_n, xielu.beta, xielu.eps, one value a layer
+    "apertus": Arch("apertus", keyed=tuple((rf"\.layers\.(?P<layer>\d+)\.mlp\.act_fn\.{p}$", f"xielu.{p}", shape)
+                                           for p, shape in (("alpha_p", (1,)), ("alpha_n", (1,)), ("beta", ()),
+                                                            ("eps", ())))),
     "qwen3": Arch("qwen3"),
 }
