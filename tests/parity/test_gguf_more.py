@@ -2,8 +2,8 @@
 random model (from a `transformers` config, its 1-D parameters perturbed and its routers made decisive, through
 from_hf) is written by `to_gguf` (F32, llmarch's byte tokenizer) and read back by from_gguf to equal logits (max
 |dlogit| <= 1e-4); llama.cpp (llama-cpp-python, where installed) decodes the file greedily to llmarch's tokens with
-logits within 1e-5 of llmarch's (F32 KV cache). Phi-3.5-MoE, which llama.cpp's phimoe graph computes otherwise (gguf_archs/phi3.py),
-is refused on the way out and read from a file written past the refusal."""
+logits within 1e-5 of llmarch's (F32 KV cache). Phi-3.5-MoE, which llama.cpp's phimoe graph computes otherwise
+(gguf_archs/phi3.py), is refused on the way out and read from a file written past the refusal."""
 import dataclasses
 
 import pytest
