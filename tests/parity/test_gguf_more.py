@@ -40,6 +40,10 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     # scaling by 1 + 0.3 ln(1 + floor(p / 4)): both bind from the fifth token
     "ministral3": ("Ministral3Config", dict(SMALL, head_dim=16, pad_token_id=0, rope_parameters=MINISTRAL3_ROPE),
                    "mistral3", None),
+    # layer 0 dense, then 4 experts (top 2 by softmax plus the expert bias, renormalised) and a shared one
+    "ernie4_5_moe": ("Ernie4_5_MoeConfig", dict(SMALL, num_hidden_layers=3, head_dim=16, moe_num_experts=4, moe_k=2,
+                                                moe_intermediate_size=32, moe_num_shared_experts=1,
+                                                moe_layer_start_index=1, pad_token_id=0), "ernie4_5-moe", None),
 }
 
 

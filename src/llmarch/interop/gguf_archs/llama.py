@@ -1,6 +1,6 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
 OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS,
-Nemotron, EXAONE 4.0, Apertus, Ministral 3)."""
+Nemotron, EXAONE 4.0, Apertus, Ministral 3, ERNIE 4.5's mixtures)."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
@@ -186,6 +186,36 @@ def _mistral3_out(w, hf: dict) -> dict:
     return {}
 
 
+def _ernie4_5_moe(hf: dict, meta: Meta) -> dict:
+    """ERNIE 4.5's mixtures (convert_hf_to_gguf.py's Ernie4_5MoeModel): leading_dense_block_count dense layers, then
+    every layer (interleave_moe_layer_step 1) experts of expert_feed_forward_length chosen by softmax score plus
+    the expert bias (exp_probs_b), renormalised (llama.cpp's graph always does), and expert_shared_count shared
+    experts of the experts' width."""
+    if meta.get("interleave_moe_layer_step", 1) != 1:
+        raise LlmarchError(f"{meta.path}: ernie4_5-moe with mixtures on every n-th layer is not supported")
+    n = hf["num_hidden_layers"]
+    return {**hf, "use_bias": hf["attention_bias"], "moe_num_experts": meta.get("expert_count"),
+            "moe_k": meta.get("expert_used_count"), "moe_intermediate_size": meta.get("expert_feed_forward_length"),
+            "moe_num_shared_experts": meta.get("expert_shared_count", 0),
+            "moe_layer_start_index": meta.get("leading_dense_block_count", 0), "moe_layer_end_index": n - 1,
+            "moe_layer_interval": 1}
+
+
+def _ernie4_5_moe_out(w, hf: dict) -> dict:
+    """Ernie4_5MoeModel's keys; the shared experts' width as llama.cpp reads it (n_ff_shexp: all of them together;
+    the converter derives it as intermediate_size / num_key_value_heads, which the released models make equal)."""
+    _no_bias("ernie4_5-moe")(w, hf)
+    w.add_expert_count(hf["moe_num_experts"])
+    w.add_expert_used_count(hf["moe_k"])
+    w.add_interleave_moe_layer_step(1)
+    w.add_leading_dense_block_count(hf["moe_layer_start_index"])
+    w.add_expert_feed_forward_length(hf["moe_intermediate_size"])
+    w.add_expert_shared_count(hf["moe_num_shared_experts"])
+    if hf["moe_num_shared_experts"]:
+        w.add_expert_shared_feed_forward_length(hf["moe_num_shared_experts"] * hf["moe_intermediate_size"])
+    return {}
+
+
 def _no_bias(arch: str):
     """A writer refusing biases, which llama.cpp's `arch` graph has no place for (it refuses such a file)."""
     def write(w, hf: dict) -> dict:
@@ -231,6 +261,11 @@ ARCHS = {
                      write=_no_bias("ernie4_5")),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
+    # the expert bias (1, E) in Hugging Face, (E,) as llama.cpp reads exp_probs_b
+    "ernie4_5-moe": Arch("ernie4_5_moe", fields=_ernie4_5_moe, write=_ernie4_5_moe_out,
+                         tensors=((r"moe_statics\.e_score_correction_bias$", lambda t, hf: t.reshape(-1),
+                                   lambda t, hf: t.reshape(1, -1)),),
+                         renamed=((".e_score_correction_bias", ".e_score_correction.bias"),)),
     "mistral3": Arch("ministral3", permuted_qk=True, fields=_mistral3, write=_mistral3_out, rope_scalings=("yarn",)),
     # Apertus (convert_hf_to_gguf.py's ApertusModel: q and k unpermuted, per-head q/k norms): the xIELU MLP as
     # ffn_up, ffn_down, its per-layer scalars as it holds them (softplus^-1 of alpha_p and of alpha_n - beta; ggml_xielu
