@@ -44,6 +44,13 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "ernie4_5_moe": ("Ernie4_5_MoeConfig", dict(SMALL, num_hidden_layers=3, head_dim=16, moe_num_experts=4, moe_k=2,
                                                 moe_intermediate_size=32, moe_num_shared_experts=1,
                                                 moe_layer_start_index=1, pad_token_id=0), "ernie4_5-moe", None),
+    # EXAONE 4.0's attention (per-head QK-norm; layers 0-2 slide over 8 keys with RoPE, layer 3 full without
+    # positions) and DeepSeek-V3's mixture after layer 0:
+    # 8 experts in 4 groups (2 chosen) by sigmoid score plus the expert bias, renormalised, scaled, one shared
+    "exaone_moe": ("ExaoneMoeConfig", dict(SMALL, num_hidden_layers=4, head_dim=16, sliding_window=8,
+                                           num_experts=8, num_experts_per_tok=2,
+                                           moe_intermediate_size=32, num_shared_experts=1, first_k_dense_replace=1,
+                                           n_group=4, topk_group=2, routed_scaling_factor=2.5), "exaone-moe", None),
 }
 
 
@@ -116,4 +123,13 @@ def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, prob
     model = tiny(case, tmp_path, **changes)
     with pytest.raises(LlmarchError, match=problem):
         to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_exaone_moe_without_a_shared_expert_is_refused(tmp_path):
+    """llama.cpp's exaone-moe graph adds a shared expert to every mixture (transformers' ExaoneMoe builds one
+    whatever num_shared_experts says, so the model here is llmarch's own)."""
+    cfg = tiny("exaone_moe", tmp_path).config.replace(n_shared_experts=0, shared_hidden=0)
+    with pytest.raises(LlmarchError, match="num_shared_experts 0"):
+        to_gguf(llmarch.build(cfg).eval(), tmp_path / "x.gguf", "f16", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()

@@ -18,6 +18,7 @@ import torch
 
 from ...errors import LlmarchError
 from .arch import Arch, Meta
+from .llama import _exaone4
 
 SOFTMAX, SIGMOID = 1, 2  # expert_gating_func's values (gguf.ExpertGatingFuncType)
 
@@ -250,4 +251,31 @@ def _minimax_m2_out(w, hf: dict) -> dict:
     return {}
 
 
+def _exaone_moe(hf: dict, meta: Meta) -> dict:
+    """EXAONE MoE (exaone-moe, ExaoneMoEModel's converter): EXAONE 4.0's attention (exaone4's keys) with
+    DeepSeek-V3's mixture after leading_dense_block_count dense layers; the multi-token-prediction layers
+    (nextn_predict_layers, counted in block_count) are not read."""
+    n = hf["num_hidden_layers"] - meta.get("nextn_predict_layers", 0)
+    mix = _v3_mixture(meta)
+    k = mix.pop("first_k_dense_replace")
+    return {**_exaone4({**hf, "num_hidden_layers": n}, meta), **mix, "num_experts": mix.pop("n_routed_experts"),
+            "num_shared_experts": mix.pop("n_shared_experts"), "mlp_layer_types": ["dense"] * k + ["sparse"] * (n - k)}
+
+
+def _exaone_moe_out(w, hf: dict) -> dict:
+    """ExaoneMoEModel's keys: exaone4's, _v3_mixture's, the shared experts' width (all together) and no NextN
+    layers; llama.cpp's graph adds a shared expert on every mixture layer, so a model without one is refused."""
+    if not hf["num_shared_experts"]:
+        raise LlmarchError("GGUF exaone-moe needs a shared expert (llama.cpp's graph adds one to every mixture); "
+                           "this model has num_shared_experts 0")
+    if hf.get("sliding_window") is not None:
+        w.add_sliding_window(hf["sliding_window"])
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in hf["layer_types"]])
+    _v3_mixture_out(w, {**hf, "n_routed_experts": hf["num_experts"], "n_shared_experts": hf["num_shared_experts"]})
+    w.add_expert_shared_feed_forward_length(hf["num_shared_experts"] * hf["moe_intermediate_size"])
+    w.add_nextn_predict_layers(0)
+    return {}
+
+
+ARCHS["exaone-moe"] = Arch("exaone_moe", fields=_exaone_moe, write=_exaone_moe_out, mtp=True, renamed=_BIAS)
 ARCHS["minimax-m2"] = Arch("minimax_m2", fields=_minimax_m2, write=_minimax_m2_out, renamed=_BIAS)
