@@ -29,6 +29,7 @@ PHIMOE = dict(SMALL, num_local_experts=4, attention_bias=True, lm_head_bias=True
 PLAIN_ROPE = dict(rope_type="default", rope_theta=1e4)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1e4, factor=16.0, original_max_position_embeddings=4,
                        beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=0.5, llama_4_scaling_beta=0.3)
+MISTRAL4_ROPE = dict(MINISTRAL3_ROPE, mscale_all_dim=1.0)
 CASES = {  # name: (transformers config class, its fields, the GGUF architecture, router weights to scale)
     "phimoe": ("PhimoeConfig", PHIMOE, "phimoe", "block_sparse_moe.gate.weight"),
     "phimoe_longrope": ("PhimoeConfig", dict(PHIMOE, rope_parameters=LONGROPE), "phimoe",
@@ -51,6 +52,15 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
                                            num_experts=8, num_experts_per_tok=2,
                                            moe_intermediate_size=32, num_shared_experts=1, first_k_dense_replace=1,
                                            n_group=4, topk_group=2, routed_scaling_factor=2.5), "exaone-moe", None),
+    # Mistral Small 4: DeepSeek-V3's latent attention (q compressed) and mixture after layer 0 with a softmax router
+    # (renormalised, times 2), a shared expert; YaRN and Llama 4's query scaling over 4 original positions
+    "mistral4": ("Mistral4Config", dict(vocab_size=272, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                        intermediate_size=96, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16,
+                                        v_head_dim=12, moe_intermediate_size=32, n_routed_experts=8,
+                                        num_experts_per_tok=2, first_k_dense_replace=1, max_position_embeddings=64,
+                                        q_lora_rank=48, n_shared_experts=1, routed_scaling_factor=2.0,
+                                        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                                        rope_parameters=MISTRAL4_ROPE), "mistral4", None),
 }
 
 
@@ -59,7 +69,8 @@ def tiny(case, tmp_path, **changes):
     routers decisive (conftest.routed_apart, and the case's own router names scaled alike)."""
     conf_cls, kwargs, _, routers = CASES[case]
     torch.manual_seed(0)
-    hf = transformers.AutoModelForCausalLM.from_config(getattr(transformers, conf_cls)(**{**kwargs, **changes}))
+    model_cls = getattr(transformers, conf_cls.replace("Config", "ForCausalLM"))  # Mistral 4 has no Auto entry
+    hf = model_cls(getattr(transformers, conf_cls)(**{**kwargs, **changes})).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if routers and name.endswith(routers):
@@ -113,6 +124,8 @@ def test_phimoe_is_refused_and_its_file_reads(case, tmp_path, monkeypatch):
     # nor writes
     # llama.cpp's mistral3 has no sliding window
     ("ministral3", dict(sliding_window=8), "sliding_window=8"),
+    # llama.cpp's mistral4 decoded YaRN with mscale = mscale_all_dim = 0.8 1.6e-3 logits apart
+    ("mistral4", dict(rope_parameters=dict(MISTRAL4_ROPE, mscale=0.8, mscale_all_dim=0.8)), "mscale 0.8"),
     # an attention factor of its own: llama.cpp's mistral3 reads mscale(s, 1) / mscale(s, m) only
     ("ministral3", dict(rope_parameters=dict(MINISTRAL3_ROPE, attention_factor=0.9)), "rope_attn_factor=0.9"),
     ("apertus", dict(rope_parameters=dict(rope_type="llama3", rope_theta=1e4, factor=8.0, low_freq_factor=1.0,
