@@ -14,6 +14,7 @@ from . import cohere, lfm2
 from . import llama4
 from . import modernbert
 from . import gemma4
+from . import mistral4
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -26,5 +27,6 @@ ARCHS.update(lfm2.ARCHS)
 ARCHS.update(llama4.ARCHS)
 ARCHS.update(modernbert.ARCHS)
 ARCHS.update(gemma4.ARCHS)
+ARCHS.update(mistral4.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
