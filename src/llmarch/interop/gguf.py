@@ -167,7 +167,15 @@ class GGUFTensors:
         name_map = gguf.get_tensor_name_map(arch_id, n_layers)
         self.to_gguf, self.row, self.parts = {}, {}, {}
         names = ARCHS[arch].renamed, ARCHS[arch].stripped
+        self.keyed = {}  # Arch.keyed: a per-layer scalar from its array key
         for hf_name in hf_names:  # the names the family's rules read
+            if found := next(((key, shape, m) for p, key, shape in ARCHS[arch].keyed if (m := re.search(p, hf_name))),
+                             None):
+                key, shape, m = found
+                values = field(reader, key)
+                if values is not None and int(m["layer"]) < len(values):
+                    self.keyed[hf_name] = torch.tensor(float(values[int(m["layer"])])).reshape(shape)
+                continue
             gguf_name = gguf_name_of(name_map, hf_name, *names)
             for pattern, stacked in (EXPERT_ROWS, *ARCHS[arch].indexed):  # one row of a stacked tensor
                 if gguf_name not in self.tensors and (m := re.search(pattern, hf_name)):
@@ -203,10 +211,12 @@ class GGUFTensors:
         return None
 
     def names(self) -> set[str]:
-        return set(self.to_gguf) | set(self.parts)
+        return set(self.to_gguf) | set(self.parts) | set(self.keyed)
 
     def types(self, name: str) -> list[str]:
         """The GGML type of each stored tensor that makes up `name` (one, or a split tensor's parts)."""
+        if name in self.keyed:
+            return ["F32"]
         stored = self.parts[name][0] if name in self.parts else [self.to_gguf[name]]
         return [self.tensors[g].tensor_type.name for g in stored]
 
@@ -217,6 +227,8 @@ class GGUFTensors:
         return tuple(int(n) for n in reversed(self.tensors[gguf_name].shape))  # GGUF lists ne0 first
 
     def shape(self, name: str) -> tuple[int, ...]:
+        if name in self.keyed:
+            return tuple(self.keyed[name].shape)
         if name in self.parts:  # the shape the join gives
             parts, join = self.parts[name]
             shape = tuple(join([torch.empty(self._shape(p), device="meta") for p in parts], self.hf).shape)
@@ -243,6 +255,8 @@ class GGUFTensors:
         return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
 
     def read(self, name: str) -> torch.Tensor:
+        if name in self.keyed:
+            return self.keyed[name].clone()
         if name in self.parts:  # a tensor the converter split: its parts joined
             parts, join = self.parts[name]
             w = join([self._values(self.tensors[p]) for p in parts], self.hf)

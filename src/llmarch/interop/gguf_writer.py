@@ -254,8 +254,12 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w.add_file_type(getattr(gguf.LlamaFileType, FILE_TYPES.get(dtype, f"MOSTLY_{dtype.upper()}")))
     if tokenizer is not None:
         write_tokenizer(w, tokenizer, cfg.vocab_size)
+    keyed: dict[str, dict[int, float]] = {}  # Arch.keyed: key -> layer -> value
     for name, t in tensors.items():
         if arch.dropped and re.search(arch.dropped, name):
+            continue
+        if found := next(((key, m) for p, key, _ in arch.keyed if (m := re.search(p, name))), None):
+            keyed.setdefault(found[0], {})[int(found[1]["layer"])] = float(t.reshape(-1)[0])
             continue
         if arch.permuted_qk and ".q_proj." in name:
             t = _permute(t, cfg.n_heads)
@@ -272,6 +276,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
                 w.add_tensor("output.weight", array, raw_dtype=raw)
+    for key, values in keyed.items():
+        w.add_array(key, [values[i] for i in sorted(values)])
     for name, array in extra.items():
         w.add_tensor(name, array)
     w.write_header_to_file()

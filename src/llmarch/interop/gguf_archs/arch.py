@@ -122,6 +122,10 @@ class Arch:
     # them in): tensors stored one per index in Hugging Face's layout and as rows of one in GGUF, as experts are
     # (StableLM-2-12B's q/k LayerNorm per head, `q_layernorm.norms.{h}` as attn_q_norm (heads, head_dim))
     indexed: tuple[tuple[str, str], ...] = ()
+    # (regex on Hugging Face names whose group `layer` is the layer index, the GGUF key, the tensor's shape in
+    # Hugging Face): per-layer scalars the converter writes as one array key over the layers, not as tensors
+    # (Apertus's xIELU alpha_p as `xielu.alpha_p`, a key without the architecture's prefix)
+    keyed: tuple[tuple[str, str, tuple], ...] = ()
     # RoPE scaling types beyond none and linear that `fields` reads itself (DeepSeek's YaRN)
     rope_scalings: tuple[str, ...] = ()
     # _metadata writes attention.key_length, value_length and rope.dimension_count from head_dim; False: `write`

@@ -18,6 +18,7 @@ import torch
 
 from ...errors import LlmarchError
 from .arch import Arch, Meta
+from .llama import _exaone4
 
 SOFTMAX, SIGMOID = 1, 2  # expert_gating_func's values (gguf.ExpertGatingFuncType)
 
@@ -37,9 +38,10 @@ def _router(meta: Meta, first_moe: int) -> dict:
     return {"model_type": "deepseek_v2", "topk_method": "greedy"}
 
 
-def _deepseek2(hf: dict, meta: Meta) -> dict:
+def _deepseek2(hf: dict, meta: Meta, router=_router) -> dict:
     """The latent attention's ranks and head lengths (key/value_length themselves in a file from before the
-    split k_b/v_b tensors), the dense first layers, the experts and their router."""
+    split k_b/v_b tensors), the dense first layers, the experts and their router (`router`: its config.json
+    fields, the model type among them)."""
     rope = meta.get("rope.dimension_count")
     key, value = meta.get("attention.key_length_mla", None), meta.get("attention.value_length_mla", None)
     if key is None:
@@ -55,7 +57,7 @@ def _deepseek2(hf: dict, meta: Meta) -> dict:
     out["rope_parameters"] = _rope(meta, out.pop("rope_theta"))
     if not experts:
         return {**out, "model_type": "deepseek_v2"}
-    return {**out, **_router(meta, dense), "num_experts_per_tok": meta.get("expert_used_count"),
+    return {**out, **router(meta, dense), "num_experts_per_tok": meta.get("expert_used_count"),
             "moe_intermediate_size": meta.get("expert_feed_forward_length"),
             "n_shared_experts": meta.get("expert_shared_count", 0),
             "routed_scaling_factor": meta.get("expert_weights_scale", 1.0) or 1.0}
@@ -250,4 +252,31 @@ def _minimax_m2_out(w, hf: dict) -> dict:
     return {}
 
 
+def _exaone_moe(hf: dict, meta: Meta) -> dict:
+    """EXAONE MoE (exaone-moe, ExaoneMoEModel's converter): EXAONE 4.0's attention (exaone4's keys) with
+    DeepSeek-V3's mixture after leading_dense_block_count dense layers; the multi-token-prediction layers
+    (nextn_predict_layers, counted in block_count) are not read."""
+    n = hf["num_hidden_layers"] - meta.get("nextn_predict_layers", 0)
+    mix = _v3_mixture(meta)
+    k = mix.pop("first_k_dense_replace")
+    return {**_exaone4({**hf, "num_hidden_layers": n}, meta), **mix, "num_experts": mix.pop("n_routed_experts"),
+            "num_shared_experts": mix.pop("n_shared_experts"), "mlp_layer_types": ["dense"] * k + ["sparse"] * (n - k)}
+
+
+def _exaone_moe_out(w, hf: dict) -> dict:
+    """ExaoneMoEModel's keys: exaone4's, _v3_mixture's, the shared experts' width (all together) and no NextN
+    layers; llama.cpp's graph adds a shared expert on every mixture layer, so a model without one is refused."""
+    if not hf["num_shared_experts"]:
+        raise LlmarchError("GGUF exaone-moe needs a shared expert (llama.cpp's graph adds one to every mixture); "
+                           "this model has num_shared_experts 0")
+    if hf.get("sliding_window") is not None:
+        w.add_sliding_window(hf["sliding_window"])
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in hf["layer_types"]])
+    _v3_mixture_out(w, {**hf, "n_routed_experts": hf["num_experts"], "n_shared_experts": hf["num_shared_experts"]})
+    w.add_expert_shared_feed_forward_length(hf["num_shared_experts"] * hf["moe_intermediate_size"])
+    w.add_nextn_predict_layers(0)
+    return {}
+
+
+ARCHS["exaone-moe"] = Arch("exaone_moe", fields=_exaone_moe, write=_exaone_moe_out, mtp=True, renamed=_BIAS)
 ARCHS["minimax-m2"] = Arch("minimax_m2", fields=_minimax_m2, write=_minimax_m2_out, renamed=_BIAS)

@@ -1,6 +1,6 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
 OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS,
-Nemotron, EXAONE 4.0)."""
+Nemotron, EXAONE 4.0, Apertus, Ministral 3, ERNIE 4.5's mixtures)."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
@@ -146,6 +146,76 @@ def _hunyuan_moe_out(w, hf: dict) -> dict:
     return {}
 
 
+def _mistral3(hf: dict, meta: Meta) -> dict:
+    """Ministral 3 (convert_hf_to_gguf.py's Ministral3Model, a LlamaModel: q and k permuted): YaRN from the
+    rope.scaling keys, with yarn_log_multiplier as mscale_all_dim beside an mscale of 1 (llama.cpp scales cos and
+    sin by mscale(s, 1) / mscale(s, m), as transformers does for those two), and Llama 4's query scaling, beta as
+    attention.temperature_scale, its unit YaRN's original context (llama.cpp's n_attn_temp_floor_scale)."""
+    rope = {"rope_type": "default", "rope_theta": hf.pop("rope_theta")}
+    if meta.get("rope.scaling.type", "none") == "yarn":
+        for knob in ("attn_factor", "yarn_attn_factor", "yarn_ext_factor"):
+            if meta.get(f"rope.scaling.{knob}", None) is not None:
+                raise LlmarchError(f"{meta.path}: mistral3 YaRN with rope.scaling.{knob} is not supported")
+        rope.update(rope_type="yarn", factor=meta.get("rope.scaling.factor"),
+                    original_max_position_embeddings=meta.get("rope.scaling.original_context_length",
+                                                              hf["max_position_embeddings"]),
+                    beta_fast=meta.get("rope.scaling.yarn_beta_fast", 32.0),
+                    beta_slow=meta.get("rope.scaling.yarn_beta_slow", 1.0), truncate=True)
+        if log_mul := meta.get("rope.scaling.yarn_log_multiplier", 0.0):
+            rope.update(mscale=1.0, mscale_all_dim=float(log_mul))
+    if beta := meta.get("attention.temperature_scale", 0.0):
+        unit = meta.get("attention.temperature_length", None)
+        if rope["rope_type"] != "yarn" or unit not in (None, rope["original_max_position_embeddings"]):
+            raise LlmarchError(f"{meta.path}: mistral3's query scaling is read with YaRN, its unit YaRN's original "
+                               "context")
+        rope["llama_4_scaling_beta"] = float(beta)
+    hf.pop("rope_scaling", None)
+    return {**hf, "rope_parameters": rope}
+
+
+def _mistral3_out(w, hf: dict) -> dict:
+    """Ministral3Model's keys beyond TextModel's YaRN ones (_metadata): yarn_log_multiplier (mscale_all_dim, with
+    an mscale of 1) and attention.temperature_scale (llama_4_scaling_beta) with its unit as temperature_length; what
+    llama.cpp would read otherwise the written file's reading back refuses (an attention factor, another mscale)."""
+    rope = hf["rope_parameters"]
+    if rope.get("rope_type") == "yarn" and rope.get("mscale") and rope.get("mscale_all_dim"):
+        w.add_rope_scaling_yarn_log_mul(rope["mscale_all_dim"])
+    if rope.get("llama_4_scaling_beta"):
+        w.add_attn_temperature_scale(rope["llama_4_scaling_beta"])
+        w.add_attn_temperature_length(rope["original_max_position_embeddings"])
+    return {}
+
+
+def _ernie4_5_moe(hf: dict, meta: Meta) -> dict:
+    """ERNIE 4.5's mixtures (convert_hf_to_gguf.py's Ernie4_5MoeModel): leading_dense_block_count dense layers, then
+    every layer (interleave_moe_layer_step 1) experts of expert_feed_forward_length chosen by softmax score plus
+    the expert bias (exp_probs_b), renormalised (llama.cpp's graph always does), and expert_shared_count shared
+    experts of the experts' width."""
+    if meta.get("interleave_moe_layer_step", 1) != 1:
+        raise LlmarchError(f"{meta.path}: ernie4_5-moe with mixtures on every n-th layer is not supported")
+    n = hf["num_hidden_layers"]
+    return {**hf, "use_bias": hf["attention_bias"], "moe_num_experts": meta.get("expert_count"),
+            "moe_k": meta.get("expert_used_count"), "moe_intermediate_size": meta.get("expert_feed_forward_length"),
+            "moe_num_shared_experts": meta.get("expert_shared_count", 0),
+            "moe_layer_start_index": meta.get("leading_dense_block_count", 0), "moe_layer_end_index": n - 1,
+            "moe_layer_interval": 1}
+
+
+def _ernie4_5_moe_out(w, hf: dict) -> dict:
+    """Ernie4_5MoeModel's keys; the shared experts' width as llama.cpp reads it (n_ff_shexp: all of them together;
+    the converter derives it as intermediate_size / num_key_value_heads, which the released models make equal)."""
+    _no_bias("ernie4_5-moe")(w, hf)
+    w.add_expert_count(hf["moe_num_experts"])
+    w.add_expert_used_count(hf["moe_k"])
+    w.add_interleave_moe_layer_step(1)
+    w.add_leading_dense_block_count(hf["moe_layer_start_index"])
+    w.add_expert_feed_forward_length(hf["moe_intermediate_size"])
+    w.add_expert_shared_count(hf["moe_num_shared_experts"])
+    if hf["moe_num_shared_experts"]:
+        w.add_expert_shared_feed_forward_length(hf["moe_num_shared_experts"] * hf["moe_intermediate_size"])
+    return {}
+
+
 def _no_bias(arch: str):
     """A writer refusing biases, which llama.cpp's `arch` graph has no place for (it refuses such a file)."""
     def write(w, hf: dict) -> dict:
@@ -191,5 +261,17 @@ ARCHS = {
                      write=_no_bias("ernie4_5")),
     "smollm3": Arch("smollm3", permuted_qk=True, fields=_smollm3),
     "qwen2": Arch("qwen2"),
+    # the expert bias (1, E) in Hugging Face, (E,) as llama.cpp reads exp_probs_b
+    "ernie4_5-moe": Arch("ernie4_5_moe", fields=_ernie4_5_moe, write=_ernie4_5_moe_out,
+                         tensors=((r"moe_statics\.e_score_correction_bias$", lambda t, hf: t.reshape(-1),
+                                   lambda t, hf: t.reshape(1, -1)),),
+                         renamed=((".e_score_correction_bias", ".e_score_correction.bias"),)),
+    "mistral3": Arch("ministral3", permuted_qk=True, fields=_mistral3, write=_mistral3_out, rope_scalings=("yarn",)),
+    # Apertus (convert_hf_to_gguf.py's ApertusModel: q and k unpermuted, per-head q/k norms): the xIELU MLP as
+    # ffn_up, ffn_down, its per-layer scalars as it holds them (softplus^-1 of alpha_p and of alpha_n - beta; ggml_xielu
+    # applies the softplus) in the arrays xielu.alpha_p, xielu.alpha_n, xielu.beta, xielu.eps, one value a layer
+    "apertus": Arch("apertus", keyed=tuple((rf"\.layers\.(?P<layer>\d+)\.mlp\.act_fn\.{p}$", f"xielu.{p}", shape)
+                                           for p, shape in (("alpha_p", (1,)), ("alpha_n", (1,)), ("beta", ()),
+                                                            ("eps", ())))),
     "qwen3": Arch("qwen3"),
 }
