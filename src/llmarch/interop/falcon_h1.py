@@ -99,8 +99,8 @@ def to_config(hf: dict) -> ModelConfig:
 # what transformers' FalconH1 computes beyond the fields to_config reads: Granite's plain LLaMA layout, none of the
 # scalars other than its own
 _NEEDS = {**{k: v for k, v in NEEDS.items() if k != "mixer" and k not in FALCON_H1_MUP}, "mixer": "parallel",
-          "ffn": "swiglu", "attn_period": 0, "attn_scale": None, "residual_multiplier": 1.0, "clip_qkv": None, "v_norm": False,
-          "attn_k_eq_v": False, "kv_shared_layers": 0, "layer_scalar": False, "ple_dim": 0, "attn_temp_scale": 0.0,
+          "ffn": "swiglu", "attn_period": 0, "attn_scale": None, "residual_multiplier": 1.0, "clip_qkv": None,
+          "v_norm": False, "attn_k_eq_v": False, "kv_shared_layers": 0, "layer_scalar": False, "ple_dim": 0, "attn_temp_scale": 0.0,
           "ssm_inner_norm": False, "first_mixer_norm": True}
 
 

@@ -1,13 +1,13 @@
 """NVIDIA Nemotron-H (`model_type: nemotron_h`, transformers' NemotronHForCausalLM): Nemotron-H 8B/47B/56B, Nemotron
 Nano 2 9B/12B and Nemotron 3 Nano 30B-A3B. Each layer is ONE part after its own RMSNorm, added to the residual
-stream: Mamba-2 ('M', `linear_attention`), attention without positions ('*', `full_attention`), an ungated
-squared-ReLU MLP ('-', `mlp`) or a mixture of experts ('E', `moe`), named by `layers_block_type` (older configs:
+stream: Mamba-2 ('M', `linear_attention`), attention without positions ('*', `full_attention`), an ungated squared-
+ReLU MLP ('-', `mlp`) or a mixture of experts ('E', `moe`), named by `layers_block_type` (older configs:
 `hybrid_override_pattern`). In llmarch that is a configuration: layer_types with overrides, the Mamba-2 and attention
 layers `ffn='none'` (their mixer alone) and the MLP and MoE layers `mixer='none'` (their FFN alone,
 layers/no_mixer.py). Mamba-2 has mamba_num_heads heads of mamba_head_dim (`ssm_inner`, heads x head width: it need
-not be expand * hidden_size) and a gated RMSNorm over n_groups groups; the mixture is DeepSeek-V3's router (sigmoid scores,
-`gate.e_score_correction_bias` for the choice only, n_group groups scored by their best two, the chosen scores
-renormalised where norm_topk_prob, times routed_scaling_factor) over ungated squared-ReLU experts, plus one
+not be expand * hidden_size) and a gated RMSNorm over n_groups groups; the mixture is DeepSeek-V3's router (sigmoid
+scores, `gate.e_score_correction_bias` for the choice only, n_group groups scored by their best two, the chosen
+scores renormalised where norm_topk_prob, times routed_scaling_factor) over ungated squared-ReLU experts, plus one
 ungated shared MLP of moe_shared_expert_intermediate_size. All tensors live under `backbone.layers.{i}.mixer.`
 whatever the layer's part; the one norm of a layer is our ln1 (a mixer's) or ln2 (an FFN's)."""
 from __future__ import annotations
@@ -117,7 +117,8 @@ def to_config(hf: dict) -> ModelConfig:
         context_length=hf.get("max_position_embeddings", 4096), eos_id=eos if isinstance(eos, int) else None,
         ssm_state=int(hf.get("ssm_state_size", 128)), ssm_conv=int(_get(hf, "conv_kernel", "mamba_d_conv", 4)),
         ssm_expand=int(_get(hf, "expand", "mamba_expand", 2)), ssm_head_dim=int(hf.get("mamba_head_dim", 64)),
-        ssm_inner=int(hf.get("mamba_num_heads", 128)) * int(hf.get("mamba_head_dim", 64)), ssm_groups=int(_get(hf, "n_groups", "mamba_n_groups", 8)),
+        ssm_inner=int(hf.get("mamba_num_heads", 128)) * int(hf.get("mamba_head_dim", 64)),
+        ssm_groups=int(_get(hf, "n_groups", "mamba_n_groups", 8)),
         ssm_chunk=int(_get(hf, "chunk_size", "mamba_chunk_size", 128)),
         ssm_conv_bias=bool(_get(hf, "use_conv_bias", "mamba_conv_bias", True)), ssm_bias=bool(hf.get("use_bias")),
         layer_types=types, layer_overrides={t: o for t, o in _OVERRIDES.items() if t in types},
