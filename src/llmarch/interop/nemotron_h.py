@@ -1,7 +1,7 @@
 """NVIDIA Nemotron-H (`model_type: nemotron_h`, transformers' NemotronHForCausalLM): Nemotron-H 8B/47B/56B, Nemotron
 Nano 2 9B/12B and Nemotron 3 Nano 30B-A3B. Each layer is ONE part after its own RMSNorm, added to the residual
-stream: Mamba-2 ('M', `linear_attention`), attention without positions ('*', `full_attention`), an ungated squared-
-ReLU MLP ('-', `mlp`) or a mixture of experts ('E', `moe`), named by `layers_block_type` (older configs:
+stream: Mamba-2 ('M', `linear_attention`), attention without positions ('*', `full_attention`), an ungated
+squared-ReLU MLP ('-', `mlp`) or a mixture of experts ('E', `moe`), named by `layers_block_type` (older configs:
 `hybrid_override_pattern`). In llmarch that is a configuration: layer_types with overrides, the Mamba-2 and attention
 layers `ffn='none'` (their mixer alone) and the MLP and MoE layers `mixer='none'` (their FFN alone,
 layers/no_mixer.py). Mamba-2 has mamba_num_heads heads of mamba_head_dim (`ssm_inner`, heads x head width: it need
