@@ -12,6 +12,7 @@ import llmarch
 from llmarch.interop import from_hf, to_hf
 from llmarch.interop.kimi_linear import to_config
 
+import test_qwen3_next
 from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
 
 transformers = pytest.importorskip("transformers")
@@ -68,33 +69,11 @@ def test_config_reads_both_layer_types_and_the_mixture(models):
             cfg.router_topk_groups, cfg.router_scale, cfg.norm_eps) == (8, 1, "sigmoid", True, 4, 2, 2.0, 1e-5)
 
 
-@pytest.mark.parametrize("lengths", [(20, 13), (80, 67)])  # the second: more than one 64-token chunk
-def test_logits_on_a_left_padded_batch(models, lengths):
-    hf, ours, _ = models
-    ids, mask = padded_batch(128, lengths)
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
-
-
-def test_greedy_generation(models):
-    hf, ours, _ = models
-    ids, mask = padded_batch(128)
-    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False, pad_token_id=0)
-    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32), theirs)
-
-
-def test_cached_decoding_equals_the_full_forward(models):
-    _, ours, _ = models
-    ids, mask = padded_batch(128, (24, 17))
-    with torch.no_grad():
-        full = ours(ids, attention_mask=mask).logits
-        ours.setup_cache(2, 24)
-        steps = [ours(ids[:, :16], attention_mask=mask, input_pos=torch.arange(16), kv_len=16).logits]
-        steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                  for t in range(16, 24)]
-        ours.clear_cache()
-    assert_close_on_real_tokens(torch.cat(steps, dim=1), full, mask)
+# Qwen3-Next's checks (left-padded logits, with prompts past one 64-token chunk; greedy generation; cached
+# decoding), run on this file's `models`
+test_logits_on_a_left_padded_batch = test_qwen3_next.test_logits_on_a_left_padded_batch
+test_greedy_generation = test_qwen3_next.test_greedy_generation
+test_cached_decoding_equals_the_full_forward = test_qwen3_next.test_cached_decoding_equals_the_full_forward
 
 
 def test_to_hf_round_trip_in_moonshots_layout(models):
