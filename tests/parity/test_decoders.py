@@ -9,8 +9,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import routed_apart
-from test_hf_families import assert_matches_transformers
+import test_dense_families
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -72,31 +71,12 @@ CASES = {
 
 
 def build_hf(case, tmp_path):
-    conf_cls, model_cls, kwargs = CASES[case]
-    torch.manual_seed(0)
-    hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval()
-    with torch.no_grad():  # random non-trivial norm gains and biases, so a swapped one cannot hide
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-    routed_apart(hf)
-    hf.generation_config.eos_token_id = None
-    hf.save_pretrained(tmp_path / "hf")
-    return hf
+    return test_dense_families.build_hf(case, tmp_path, CASES)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_logits_generation_and_round_trip(case, tmp_path):
-    hf = build_hf(case, tmp_path)
-    ours = from_hf(tmp_path / "hf")
-    ids, mask, generated = assert_matches_transformers(hf, ours, CASES[case][1], tmp_path)
-    # cached decoding equals the whole forward, recomputed without a cache (not for LongRoPE, whose frequencies
-    # follow the longest sequence of each call, so a cache holds keys rotated with the short set)
-    if ours.config.rope_scaling != "longrope":
-        full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
-        with torch.no_grad():
-            again = ours(generated, attention_mask=full_mask).logits
-        assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
+    ours = test_dense_families.check_case(case, tmp_path, CASES)
     assert from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
 
 

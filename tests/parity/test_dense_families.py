@@ -213,8 +213,9 @@ CASES = {
 }
 
 
-def build_hf(case, tmp_path):
-    conf_cls, model_cls, kwargs = CASES[case]
+def build_hf(case, tmp_path, cases=None):
+    """A seeded tiny transformers model of `case` in `cases` (default: this file's CASES), saved under tmp_path/hf."""
+    conf_cls, model_cls, kwargs = (cases or CASES)[case]
     torch.manual_seed(0)
     hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**kwargs)).eval()
     with torch.no_grad():  # random non-trivial norm gains and biases, so a swapped one cannot hide
@@ -227,11 +228,13 @@ def build_hf(case, tmp_path):
     return hf
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_logits_generation_and_round_trip(case, tmp_path):
-    hf = build_hf(case, tmp_path)
+def check_case(case, tmp_path, cases=None):
+    """The family's parity: logits, greedy generation and the to_hf round trip against transformers
+    (assert_matches_transformers), and cached decoding equal to the whole forward; -> llmarch's model."""
+    cases = cases or CASES
+    hf = build_hf(case, tmp_path, cases)
     ours = from_hf(tmp_path / "hf")
-    ids, mask, generated = assert_matches_transformers(hf, ours, CASES[case][1], tmp_path)
+    ids, mask, generated = assert_matches_transformers(hf, ours, cases[case][1], tmp_path)
     # cached decoding equals the whole forward, recomputed without a cache (not for LongRoPE, whose frequencies
     # follow the longest sequence of each call, so a cache holds keys rotated with the short set)
     if ours.config.rope_scaling != "longrope":
@@ -239,6 +242,12 @@ def test_logits_generation_and_round_trip(case, tmp_path):
         with torch.no_grad():
             again = ours(generated, attention_mask=full_mask).logits
         assert torch.equal(again[:, ids.shape[1] - 1:-1].argmax(-1), generated[:, ids.shape[1]:])
+    return ours
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_logits_generation_and_round_trip(case, tmp_path):
+    check_case(case, tmp_path)
 
 
 def test_glm4_moe_skips_its_multi_token_prediction_layer_and_nothing_past_it(tmp_path):
