@@ -18,18 +18,26 @@ from .mapping import Rule
 _L = "model.layers.{i}."
 _FF = _L + "feed_forward."
 _W = ("weight", "bias")
-RULES = [
-    Rule.of("model.embed_tokens.weight", "embed.weight"),
-    Rule.of(_L + "input_layernorm.weight", "blocks.{i}.ln1.weight"),
-    Rule.of(_L + "pre_ff_layernorm.weight", "blocks.{i}.ln2.weight"),
-    *[Rule.of(tuple(_L + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
-    *[Rule.of(_L + f"self_attn.o_proj.{w}", f"blocks.{{i}}.attn.o_proj.{w}") for w in _W],
-    *[Rule.of(_L + "mamba." + t, "blocks.{i}.mixer." + t) for t in MAMBA2_TENSORS],
-    *[Rule.of((_FF + f"gate_proj.{w}", _FF + f"up_proj.{w}"), f"blocks.{{i}}.mlp.gate_up.{w}") for w in _W],
-    *[Rule.of(_FF + f"down_proj.{w}", f"blocks.{{i}}.mlp.down.{w}") for w in _W],
-    Rule.of("model.final_layernorm.weight", "ln_final.weight"),
-    Rule.of("lm_head.weight", "lm_head.weight"),
-]
+
+
+def rules(attn: str = "blocks.{i}.attn.", mamba: str = "blocks.{i}.mixer.") -> list[Rule]:
+    """Bamba's tensor names, our attention's under `attn` and Mamba-2's under `mamba` (Falcon-H1 holds the same
+    names, both parts in every layer: its mixer 'parallel' keeps them as mixer.attention and mixer.mamba2)."""
+    return [
+        Rule.of("model.embed_tokens.weight", "embed.weight"),
+        Rule.of(_L + "input_layernorm.weight", "blocks.{i}.ln1.weight"),
+        Rule.of(_L + "pre_ff_layernorm.weight", "blocks.{i}.ln2.weight"),
+        *[Rule.of(tuple(_L + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"{attn}qkv_proj.{w}") for w in _W],
+        *[Rule.of(_L + f"self_attn.o_proj.{w}", f"{attn}o_proj.{w}") for w in _W],
+        *[Rule.of(_L + "mamba." + t, mamba + t) for t in MAMBA2_TENSORS],
+        *[Rule.of((_FF + f"gate_proj.{w}", _FF + f"up_proj.{w}"), f"blocks.{{i}}.mlp.gate_up.{w}") for w in _W],
+        *[Rule.of(_FF + f"down_proj.{w}", f"blocks.{{i}}.mlp.down.{w}") for w in _W],
+        Rule.of("model.final_layernorm.weight", "ln_final.weight"),
+        Rule.of("lm_head.weight", "lm_head.weight"),
+    ]
+
+
+RULES = rules()
 
 
 def to_config(hf: dict) -> ModelConfig:

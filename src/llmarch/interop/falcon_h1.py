@@ -19,28 +19,14 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.mamba2 import inner_width
 from ..layers.parallel_mixer import DEFAULT_PARTS
+from .bamba import rules as bamba_rules
 from .granite import FALCON_H1_MUP, NEEDS
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_parameters
-from .mamba import MAMBA2_TENSORS, check_time_step_limit
-from .mapping import Rule
+from .mamba import check_time_step_limit
 
-_L = "model.layers.{i}."
-_FF = _L + "feed_forward."
-_W = ("weight", "bias")
 _MIX = "blocks.{i}.mixer."
-RULES = [
-    Rule.of("model.embed_tokens.weight", "embed.weight"),
-    Rule.of(_L + "input_layernorm.weight", "blocks.{i}.ln1.weight"),
-    Rule.of(_L + "pre_ff_layernorm.weight", "blocks.{i}.ln2.weight"),
-    *[Rule.of(tuple(_L + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"{_MIX}attention.qkv_proj.{w}") for w in _W],
-    *[Rule.of(_L + f"self_attn.o_proj.{w}", f"{_MIX}attention.o_proj.{w}") for w in _W],
-    *[Rule.of(_L + "mamba." + t, _MIX + "mamba2." + t) for t in MAMBA2_TENSORS],
-    *[Rule.of((_FF + f"gate_proj.{w}", _FF + f"up_proj.{w}"), f"blocks.{{i}}.mlp.gate_up.{w}") for w in _W],
-    *[Rule.of(_FF + f"down_proj.{w}", f"blocks.{{i}}.mlp.down.{w}") for w in _W],
-    Rule.of("model.final_layernorm.weight", "ln_final.weight"),
-    Rule.of("lm_head.weight", "lm_head.weight"),
-]
+RULES = bamba_rules(_MIX + "attention.", _MIX + "mamba2.")  # Bamba's names, both parts in every layer
 _SSM_NORMS = {(False, True): "none", (False, False): "none", (True, True): "norm_gate", (True, False): "gated"}
 
 
