@@ -88,11 +88,22 @@ def test_bad_penalties(kwargs, message):
         Penalties(**kwargs)
 
 
-def test_penalties_refuse_beams_and_speculation(pair):
+def test_penalties_refuse_speculation(pair):
     _, model = pair
-    for kwargs in (dict(num_beams=2), dict(prompt_lookup=2)):
-        with pytest.raises(LlmarchError, match="not beam search or speculative decoding"):
-            generate(model, [PROMPT], 4, penalties=Penalties(presence=1.0), **kwargs)
+    with pytest.raises(LlmarchError, match="not speculative decoding"):
+        generate(model, [PROMPT], 4, penalties=Penalties(presence=1.0), prompt_lookup=2)
+
+
+def test_beam_search_with_a_repetition_penalty_equals_transformers(pair):
+    """transformers applies the penalty to each beam's log-probabilities over its own sequence: the same beams."""
+    hf, model = pair
+    ids = torch.tensor([PROMPT, [9, 9, 4, 30, 2, 11, 7]])
+    plain = generate(model, ids, 16, num_beams=3)
+    for theta in (1.5, 0.8):
+        ref = hf.generate(ids, max_new_tokens=16, do_sample=False, num_beams=3, repetition_penalty=theta)
+        ours = generate(model, ids, 16, num_beams=3, penalties=Penalties(repetition=theta))
+        assert torch.equal(ours, ref)
+        assert not torch.equal(ours, plain)
 
 
 def test_cli_generate_takes_penalties(tmp_path, capsys):
@@ -111,8 +122,10 @@ def test_cli_generate_takes_penalties(tmp_path, capsys):
     code2, penalized, _ = call(capsys, *base, "--frequency-penalty", "3", "--repetition-penalty", "1.5")
     assert code == code2 == 0 and penalized != plain
     one_line_error(capsys, "repetition_penalty must be > 0", *base, "--repetition-penalty", "0")
-    one_line_error(capsys, "not --num-beams, --prompt-lookup or --draft", *base, "--presence-penalty", "1",
-                   "--num-beams", "2")
+    one_line_error(capsys, "not --prompt-lookup or --draft", *base, "--presence-penalty", "1", "--prompt-lookup",
+                   "2")
+    code, beams, _ = call(capsys, *base, "--repetition-penalty", "1.5", "--num-beams", "2")
+    assert code == 0 and beams
     one_line_error(capsys, "repetition_penalty must be > 0", "chat", "--checkpoint", str(tmp_path / "none"),
                    "--repetition-penalty", "-1")
 

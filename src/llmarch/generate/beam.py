@@ -20,11 +20,15 @@ _NEG = -1.0e9  # a score no live hypothesis reaches
 def beam_search(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor],
                 reorder: Callable[[torch.Tensor], None], prompt: torch.Tensor, num_beams: int, max_new_tokens: int,
                 eos_id: int | None, fill_id: int, length_penalty: float = 1.0,
-                early_stopping: bool | str = False, more_ends: list[int] = ()) -> torch.Tensor:
+                early_stopping: bool | str = False, more_ends: list[int] = (),
+                penalize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """first_logits (B*nb, V): next-token logits after each row's prompt, the row repeated per beam.
     step(tokens (B*nb,)) -> logits (B*nb, V) for the next position; reorder(idx (B*nb,)) makes cache row r
     hold what row idx[r] held. prompt (B, P): each row's prompt (for an encoder-decoder, the start token).
     more_ends: ids that end a hypothesis as eos_id does (a chat model's several end-of-turn ids), kept in it.
+    penalize(logp (B*nb, V), sequences (B*nb, cur)) -> logp: adjusts each beam's next-token log-probabilities by
+    what its sequence holds (penalties.py), as transformers applies its logits processors to beam search's
+    log-probabilities.
     Returns (B, P + n): the best hypothesis of each row, rows shorter than the longest ending in fill_id."""
     B, P = prompt.shape
     if max_new_tokens <= 0:
@@ -46,7 +50,10 @@ def beam_search(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch
     logits, cur = first_logits, P
     while True:
         V = logits.shape[-1]
-        logp = torch.log_softmax(logits.float(), dim=-1).view(B, nb, V) + running_scores[..., None]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        if penalize is not None:
+            logp = penalize(logp, running[:, :, :cur].reshape(B * nb, cur))
+        logp = logp.view(B, nb, V) + running_scores[..., None]
         top_scores, top_index = logp.view(B, nb * V).topk(keep, dim=-1)  # (B, keep), best first
         source, token = top_index // V, top_index % V
         candidates = running[rows, source]  # (B, keep, max_len)

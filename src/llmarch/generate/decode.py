@@ -66,16 +66,16 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     decoding, draft_model.py): greedy output the same as without it, sampled output from the same distribution;
     prompts as lists. stats (either kind of speculative decoding) receives drafted, accepted and steps.
     penalties (penalties.py): repetition, presence and frequency penalties on each step's logits, before the
-    sampler (greedy and sampled decoding).
+    sampler (greedy and sampled decoding), or on each beam's log-probabilities (beam search, as transformers).
     Encoder-decoders only: decoder_start_id, the decoder's first input in place of the config's (mBART-cc25 starts
     from the target language's code); forced_bos_id, the first new token whatever the model predicts, scored as
     log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id)."""
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup)
     check_sampling(temperature, top_k, top_p)
-    if penalties is not None and penalties.active and (num_beams > 1 or prompt_lookup or draft is not None):
-        raise LlmarchError("repetition, presence and frequency penalties are for greedy and sampled decoding, "
-                           "not beam search or speculative decoding")
+    if penalties is not None and penalties.active and (prompt_lookup or draft is not None):
+        raise LlmarchError("repetition, presence and frequency penalties are for greedy, sampled and beam "
+                           "decoding, not speculative decoding")
     if draft is not None:
         if prompt_lookup or num_beams > 1 or compile:
             raise LlmarchError("a draft model is for greedy or sampled decoding without prompt lookup, beams or "
@@ -123,8 +123,12 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                 -1, torch.tensor([forced_bos_id], device=first.device), 0.0)
         if num_beams > 1:
             more = [s[0] for s in stop]
+            P = request.prompt.shape[1]
+            penalize = (penalties.for_beams(P, _rows(None if request.mask is None else request.mask[:, :P], repeat))
+                        if penalties is not None and penalties.active else None)
             out = beam_search(first, engine.decode, engine.reorder, request.prompt, num_beams, request.max_new,
-                              request.eos_id, request.fill_id, length_penalty, early_stopping, more_ends=more)
+                              request.eos_id, request.fill_id, length_penalty, early_stopping, more_ends=more,
+                              penalize=penalize)
             ended = _first_end(out, request.prompt.shape[1], [request.eos_id, *more]) if more else None
         else:
             # a generator per row, each from the seed: a row samples what it samples alone, whatever the batch

@@ -41,6 +41,16 @@ class Penalties:
         """The state for rows continuing prompt (B, P) (mask (B, P): 1 for real tokens, None: all real)."""
         return Seen(self, prompt, vocab, mask)
 
+    def for_beams(self, P: int, mask: torch.Tensor | None = None):
+        """beam_search's penalize: each beam's log-probabilities adjusted by its own sequence (B*nb, cur), its
+        first P tokens the prompt (mask (B*nb, P) as in start), the rest generated."""
+        def penalize(logp: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+            seen = self.start(sequences[:, :P], logp.shape[-1], mask)
+            if sequences.shape[1] > P:
+                seen.counts.scatter_add_(1, sequences[:, P:], torch.ones_like(sequences[:, P:], dtype=torch.float))
+            return seen.apply(logp)
+        return penalize
+
 
 class Seen:
     """What the penalties read, per row: which ids the prompt holds (for the repetition penalty) and how often
