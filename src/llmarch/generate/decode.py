@@ -73,7 +73,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup)
     check_sampling(temperature, top_k, top_p)
-    if penalties is not None and penalties.active and (prompt_lookup or draft is not None):
+    if penalties is not None and not penalties.active:
+        penalties = None
+    if penalties is not None and (prompt_lookup or draft is not None):
         raise LlmarchError("repetition, presence and frequency penalties are for greedy, sampled and beam "
                            "decoding, not speculative decoding")
     if draft is not None:
@@ -118,25 +120,23 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
                 bounded=not compile) as engine:
         first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0))
+        seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens
+        if penalties is not None:
+            prompt_mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
+            seen = penalties.start(_rows(request.prompt, repeat), first.shape[-1], _rows(prompt_mask, repeat))
         if forced_bos_id is not None:  # every other token barred: log-probability 0 for the forced one
             first = torch.full_like(first, float("-inf")).index_fill_(
                 -1, torch.tensor([forced_bos_id], device=first.device), 0.0)
         if num_beams > 1:
             more = [s[0] for s in stop]
-            P = request.prompt.shape[1]
-            penalize = (penalties.for_beams(P, _rows(None if request.mask is None else request.mask[:, :P], repeat))
-                        if penalties is not None and penalties.active else None)
             out = beam_search(first, engine.decode, engine.reorder, request.prompt, num_beams, request.max_new,
                               request.eos_id, request.fill_id, length_penalty, early_stopping, more_ends=more,
-                              penalize=penalize)
+                              penalize=None if seen is None else seen.rescored)
             ended = _first_end(out, request.prompt.shape[1], [request.eos_id, *more]) if more else None
         else:
             # a generator per row, each from the seed: a row samples what it samples alone, whatever the batch
             generator = None if seed is None else [torch.Generator(device=first.device).manual_seed(seed)
                                                    for _ in range(first.shape[0])]
-            P = request.prompt.shape[1]
-            seen = (penalties.start(request.prompt, first.shape[-1], None if request.mask is None
-                                    else request.mask[:, :P]) if penalties is not None and penalties.active else None)
             out, ended = decode_loop(engine, first, request.prompt, request.max_new, temperature, top_k, top_p,
                                      request.eos_id, request.fill_id, generator, on_tokens, stop, seen)
     return request.finish(out, ended) if as_lists else out

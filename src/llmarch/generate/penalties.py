@@ -41,16 +41,6 @@ class Penalties:
         """The state for rows continuing prompt (B, P) (mask (B, P): 1 for real tokens, None: all real)."""
         return Seen(self, prompt, vocab, mask)
 
-    def for_beams(self, P: int, mask: torch.Tensor | None = None):
-        """beam_search's penalize: each beam's log-probabilities adjusted by its own sequence (B*nb, cur), its
-        first P tokens the prompt (mask (B*nb, P) as in start), the rest generated."""
-        def penalize(logp: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
-            seen = self.start(sequences[:, :P], logp.shape[-1], mask)
-            if sequences.shape[1] > P:
-                seen.counts.scatter_add_(1, sequences[:, P:], torch.ones_like(sequences[:, P:], dtype=torch.float))
-            return seen.apply(logp)
-        return penalize
-
 
 class Seen:
     """What the penalties read, per row: which ids the prompt holds (for the repetition penalty) and how often
@@ -58,7 +48,7 @@ class Seen:
 
     def __init__(self, penalties: Penalties, prompt: torch.Tensor, vocab: int, mask: torch.Tensor | None):
         self.p = penalties
-        B = prompt.shape[0]
+        B, self.P = prompt.shape
         self.counts = torch.zeros(B, vocab, device=prompt.device)  # (B, V)
         self.in_prompt = self.bias = None
         if penalties.bias:
@@ -87,6 +77,14 @@ class Seen:
         if self.bias is not None:
             logits = logits + self.bias
         return logits
+
+    def rescored(self, logp: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+        """Beam search's penalize (beam.py): logp (B, V) adjusted by each row's sequence (B, cur), its prompt and
+        then its tokens so far. Beams swap histories at every step, so the counts are taken afresh from them; the
+        prompt's ids are each beam's row's, whichever beam continues it."""
+        generated = sequences[:, self.P:]
+        self.counts.zero_().scatter_add_(1, generated, torch.ones_like(generated, dtype=self.counts.dtype))
+        return self.apply(logp)
 
     def add(self, tokens: torch.Tensor) -> None:
         """tokens (B,): each row's newly generated id."""
