@@ -37,6 +37,22 @@ def tiny(base: str = "llama-tiny", **overrides):
 
 
 @torch.no_grad()
+def stepwise_logits(model, ids, prompt_len: int, mask=None) -> torch.Tensor:
+    """(B, T, V): the logits of ids' first prompt_len tokens in one call, then of one token per call over the
+    model's decode state (mask: the left-padded rows' real tokens), to compare with the whole forward's."""
+    T = ids.shape[1]
+    with torch.no_grad():
+        model.setup_cache(ids.shape[0], T)
+        try:
+            steps = [model(ids[:, :prompt_len], attention_mask=mask, input_pos=torch.arange(prompt_len),
+                           kv_len=prompt_len).logits]
+            steps += [model(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
+                      for t in range(prompt_len, T)]
+        finally:
+            model.clear_cache()
+    return torch.cat(steps, dim=1)
+
+
 def routed_apart(hf):
     """A transformers MoE's routers made decisive: its 0.02-init router weights routed near-uniformly, so a wrong
     choice of experts would hide; an expert bias (0 at init) moved, so that it changes the choice."""

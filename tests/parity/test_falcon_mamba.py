@@ -10,7 +10,7 @@ import torch
 from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf, to_hf
 
-from conftest import perturbed_from_hf
+from conftest import perturbed_from_hf, stepwise_logits
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -36,12 +36,8 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
     with torch.no_grad():  # a prompt, then one token per step, equals the whole left-padded forward
         full = ours(ids, attention_mask=mask).logits
-        ours.setup_cache(2, 20)
-        steps = [ours(ids[:, :14], attention_mask=mask, input_pos=torch.arange(14), kv_len=14).logits]
-        steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                  for t in range(14, 20)]
-        ours.clear_cache()
-    assert (torch.cat(steps, dim=1) - full)[mask.bool()].abs().max() < 1e-4
+    steps = stepwise_logits(ours, ids, 14, mask)
+    assert (steps - full)[mask.bool()].abs().max() < 1e-4
 
 
 def test_to_hf_refuses_norms_falcon_mamba_has_not(tmp_path):

@@ -14,6 +14,7 @@ import torch
 import llmarch
 from llmarch.interop import from_hf, to_hf
 
+from conftest import stepwise_logits
 from test_hf_families import padded_batch
 
 transformers = pytest.importorskip("transformers")
@@ -111,12 +112,7 @@ def cached_against_full(ours) -> float:
     ids, mask = padded_batch(128, lengths=(30, 22))
     with torch.no_grad():
         full = ours(ids, attention_mask=mask).logits
-        ours.setup_cache(2, 30)
-        steps = [ours(ids[:, :20], attention_mask=mask, input_pos=torch.arange(20), kv_len=20).logits]
-        steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                  for t in range(20, 30)]
-        ours.clear_cache()
-    return max_diff_on_real(torch.cat(steps, dim=1), full, mask)
+    return max_diff_on_real(stepwise_logits(ours, ids, 20, mask), full, mask)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

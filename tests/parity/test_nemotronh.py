@@ -14,7 +14,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import gguf_reads_back, perturbed_from_hf
+from conftest import gguf_reads_back, perturbed_from_hf, stepwise_logits
 from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
 
 transformers = pytest.importorskip("transformers")
@@ -79,11 +79,7 @@ def test_cached_decoding_equals_the_whole_forward(tmp_path):
     ids = torch.randint(0, 128, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = ours(ids).logits
-        ours.setup_cache(2, 24)
-        steps = [ours(ids[:, :11], input_pos=torch.arange(11), kv_len=11).logits]
-        steps += [ours(ids[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1).logits for t in range(11, 24)]
-        ours.clear_cache()
-    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-4
+    assert (stepwise_logits(ours, ids, 11) - full).abs().max() < 1e-4
 
 
 def test_continuous_batching_decodes_each_request_as_alone():

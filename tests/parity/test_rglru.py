@@ -18,7 +18,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf, to_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed_from_hf
+from conftest import perturbed_from_hf, stepwise_logits
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -57,13 +57,8 @@ def test_logits_generation_cache_and_round_trip(tied, tmp_path):
     assert torch.equal(llmarch.generate(ours, ids, max_new_tokens=32), theirs)
 
     full = logits(ours, theirs)
-    with torch.no_grad():  # a prompt, then one token per call: the whole forward's logits
-        ours.setup_cache(2, theirs.shape[1])
-        steps = [ours(theirs[:, :20], input_pos=torch.arange(20), kv_len=20).logits]
-        steps += [ours(theirs[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                  for t in range(20, theirs.shape[1])]
-        ours.clear_cache()
-    assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-4
+    # a prompt, then one token per call: the whole forward's logits
+    assert (stepwise_logits(ours, theirs, 20) - full).abs().max() <= 1e-4
 
     to_hf(ours, tmp_path / "out")
     again = transformers.RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "out").eval()
