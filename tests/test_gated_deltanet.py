@@ -12,6 +12,8 @@ from llmarch import LlmarchError, ModelConfig
 from llmarch.analysis import model_facts
 from llmarch.layers.gated_deltanet import chunk_delta_rule, delta_step
 
+from conftest import stepwise_logits
+
 SMALL = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, context_length=128)
 
 
@@ -57,16 +59,8 @@ def test_any_chunk_gives_the_same_model_and_decoding_continues_it(chunk):
     ids = torch.randint(0, 61, (2, 30))
     with torch.no_grad():
         full = model(ids).logits
-        model.setup_cache(2, 30)
-        stepped = torch.cat([model(ids[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                             for t in range(30)], dim=1)
-        model.clear_cache()
-        model.setup_cache(2, 30)
-        prompt = model(ids[:, :21], input_pos=torch.arange(21), kv_len=21).logits
-        rest = [model(ids[:, t:t + 1], input_pos=torch.tensor([t]), kv_len=t + 1).logits for t in range(21, 30)]
-        model.clear_cache()
-    assert (full - stepped).abs().max() < 1e-4
-    assert (torch.cat([prompt, *rest], dim=1) - full).abs().max() < 1e-4
+    assert (full - stepwise_logits(model, ids, 1)).abs().max() < 1e-4  # every token in a call of its own
+    assert (stepwise_logits(model, ids, 21) - full).abs().max() < 1e-4
 
 
 def test_left_padding_leaves_the_state_untouched():
