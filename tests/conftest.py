@@ -36,7 +36,6 @@ def tiny(base: str = "llama-tiny", **overrides):
     return llmarch.build(base, **{**TINY, **overrides}).eval()
 
 
-@torch.no_grad()
 def stepwise_logits(model, ids, prompt_len: int, mask=None) -> torch.Tensor:
     """(B, T, V): the logits of ids' first prompt_len tokens in one call, then of one token per call over the
     model's decode state (mask: the left-padded rows' real tokens), to compare with the whole forward's."""
@@ -53,6 +52,7 @@ def stepwise_logits(model, ids, prompt_len: int, mask=None) -> torch.Tensor:
     return torch.cat(steps, dim=1)
 
 
+@torch.no_grad()
 def routed_apart(hf):
     """A transformers MoE's routers made decisive: its 0.02-init router weights routed near-uniformly, so a wrong
     choice of experts would hide; an expert bias (0 at init) moved, so that it changes the choice."""
