@@ -34,8 +34,8 @@ CASES = {  # name: (transformers config class, its fields, the GGUF architecture
     "phimoe": ("PhimoeConfig", PHIMOE, "phimoe", "block_sparse_moe.gate.weight"),
     "phimoe_longrope": ("PhimoeConfig", dict(PHIMOE, rope_parameters=LONGROPE), "phimoe",
                         "block_sparse_moe.gate.weight"),
-    # xIELU's per-layer scalars as metadata arrays, per-head q/k norms; plain RoPE (Apertus's llama3 scaling would be
-    # rope_freqs, which llmarch does not read)
+    # xIELU's per-layer scalars as metadata arrays, per-head q/k norms; plain RoPE (Apertus's default llama3 scaling,
+    # a rope_freqs tensor: test_gguf_rope.py)
     "apertus": ("ApertusConfig", dict(SMALL, head_dim=16, rope_parameters=PLAIN_ROPE, pad_token_id=0), "apertus", None),
     # YaRN over 4 original positions (factor 16; cos, sin scaled by mscale(16, 1) / mscale(16, 0.5)), Llama 4's query
     # scaling by 1 + 0.3 ln(1 + floor(p / 4)): both bind from the fifth token
@@ -120,17 +120,12 @@ def test_phimoe_is_refused_and_its_file_reads(case, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case,changes,problem", [
-    # LLaMA 3's frequency scaling (Apertus's default) would be a rope_freqs tensor, which llmarch neither reads
-    # nor writes
     # llama.cpp's mistral3 has no sliding window
     ("ministral3", dict(sliding_window=8), "sliding_window=8"),
     # llama.cpp's mistral4 decoded YaRN with mscale = mscale_all_dim = 0.8 1.6e-3 logits apart
     ("mistral4", dict(rope_parameters=dict(MISTRAL4_ROPE, mscale=0.8, mscale_all_dim=0.8)), "mscale 0.8"),
     # an attention factor of its own: llama.cpp's mistral3 reads mscale(s, 1) / mscale(s, m) only
     ("ministral3", dict(rope_parameters=dict(MINISTRAL3_ROPE, attention_factor=0.9)), "rope_attn_factor=0.9"),
-    ("apertus", dict(rope_parameters=dict(rope_type="llama3", rope_theta=1e4, factor=8.0, low_freq_factor=1.0,
-                                          high_freq_factor=4.0, original_max_position_embeddings=64)),
-     "rope_scaling='llama3'"),
 ])
 def test_to_gguf_refuses_what_llama_cpp_would_read_otherwise(case, changes, problem, tmp_path):
     model = tiny(case, tmp_path, **changes)

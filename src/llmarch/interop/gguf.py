@@ -26,6 +26,7 @@ from ..errors import LlmarchError, first_and_count
 from .gguf_archs import ARCHS, Meta, field
 from . import gguf_blocks
 from .gguf_file import GGUFFile, GGUFFormatError
+from .gguf_rope import llama3_from_factors
 
 # Hugging Face's per-expert names, which GGUF stacks (E, out, in) under the name without the index: every
 # architecture's stacked rows (Arch.indexed adds its own), as (regex with the row's group, the stacked name's ending)
@@ -67,8 +68,6 @@ def hf_config(reader, path) -> dict:
     meta = Meta(reader, arch, path)
     get = meta.get
     names = meta.tensors
-    if "rope_freqs.weight" in names and "rope_freqs.weight" not in ARCHS[arch].consumed:
-        raise LlmarchError(f"{path}: per-frequency RoPE factors (rope_freqs, LLaMA 3.1 scaling) are not supported")
     scaling = get("rope.scaling.type", "none")
     own = ARCHS[arch].rope_scalings  # read by the architecture's `fields` itself (DeepSeek's YaRN)
     if scaling not in ("none", "linear", "yarn", *own):
@@ -85,6 +84,11 @@ def hf_config(reader, path) -> dict:
               rope_theta=get("rope.freq_base", 10000.0), max_position_embeddings=get("context_length"),
               tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names,
               eos_token_id=field(reader, "tokenizer.ggml.eos_token_id"))
+    if "rope_freqs.weight" in names and "rope_freqs.weight" not in ARCHS[arch].consumed:  # LLaMA 3.1's scaling
+        dim = get("rope.dimension_count", hf["head_dim"])
+        if llama3 := llama3_from_factors(meta.tensor("rope_freqs.weight"), hf["rope_theta"], dim,
+                                         hf["max_position_embeddings"], path):
+            hf["rope_scaling"] = llama3
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
     if scaling == "yarn" and "yarn" not in own:
@@ -186,7 +190,7 @@ class GGUFTensors:
             elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split, names):
                 self.parts[hf_name] = parts
         stored = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
-        unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed)
+        unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed - {"rope_freqs.weight"})
         if ARCHS[arch].mtp:  # the layers past the model's are multi-token prediction, not read
             unmatched = [u for u in unmatched if not ((m := re.match(r"blk\.(\d+)\.", u)) and int(m[1]) >= n_layers)]
         if unmatched:

@@ -29,6 +29,7 @@ from .gguf import ARCHS, EXPERT_ROWS, gguf_name_of, grouped_qkv, open_gguf
 from .gguf_archs import FULL
 from .gguf_kernels import KEPT_FLOAT
 from .gguf_kquants import QK_K, quantize_q4_k, quantize_q6_k
+from .gguf_rope import llama3_tensor
 from .gguf_tokenizer import write_tokenizer
 
 # what gguf.quants can quantize, Q4_K and Q6_K (gguf_kquants.py: the package has no K-quant quantizer), q4_k_m
@@ -250,6 +251,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     w = _writer_class()(str(path), arch_name)
     _metadata(w, cfg, hf, arch)
     extra = arch.write(w, hf)
+    if "rope_freqs.weight" not in extra and (freqs := llama3_tensor(hf, cfg.rotary_dim)) is not None:
+        extra["rope_freqs.weight"] = freqs  # LLaMA 3.1's scaling, as the converter writes it (gguf_rope.py)
     kept = arch.model_out(w, cfg)
     w.add_file_type(getattr(gguf.LlamaFileType, FILE_TYPES.get(dtype, f"MOSTLY_{dtype.upper()}")))
     if tokenizer is not None:
