@@ -88,10 +88,22 @@ def test_bad_penalties(kwargs, message):
         Penalties(**kwargs)
 
 
-def test_penalties_refuse_speculation(pair):
+def test_speculative_decoding_with_penalties_keeps_the_penalized_tokens(pair):
+    """Prompt lookup and a draft model check each drafted position with the penalties of the tokens before it
+    (Seen.along): greedy output equals plain penalized decoding. With the target as its own draft every draft is
+    kept, greedy or sampled, only if both models' logits are penalized alike at every drafted position."""
     _, model = pair
-    with pytest.raises(LlmarchError, match="not speculative decoding"):
-        generate(model, [PROMPT], 4, penalties=Penalties(presence=1.0), prompt_lookup=2)
+    for p in (Penalties(repetition=1.3), Penalties(presence=0.4, frequency=0.3), Penalties(repetition=0.8)):
+        want = generate(model, [PROMPT], 24, penalties=p)
+        assert want != generate(model, [PROMPT], 24)
+        looked, drafted = {}, {}
+        assert generate(model, [PROMPT], 24, penalties=p, prompt_lookup=3, stats=looked) == want
+        assert generate(model, [PROMPT], 24, penalties=p, draft=model, num_draft=3, stats=drafted) == want
+        assert drafted["accepted"] == drafted["drafted"] > 0
+        sampled = {}
+        generate(model, [PROMPT], 24, penalties=p, draft=model, num_draft=3, temperature=0.8, seed=1, stats=sampled)
+        assert sampled["accepted"] == sampled["drafted"] > 0
+    assert looked["accepted"] > 0  # lookup drafts were kept under the mild penalty: Seen.along's rows were read
 
 
 def test_beam_search_with_a_repetition_penalty_equals_transformers(pair):
@@ -122,8 +134,9 @@ def test_cli_generate_takes_penalties(tmp_path, capsys):
     code2, penalized, _ = call(capsys, *base, "--frequency-penalty", "3", "--repetition-penalty", "1.5")
     assert code == code2 == 0 and penalized != plain
     one_line_error(capsys, "repetition_penalty must be > 0", *base, "--repetition-penalty", "0")
-    one_line_error(capsys, "not --prompt-lookup or --draft", *base, "--presence-penalty", "1", "--prompt-lookup",
-                   "2")
+    code, looked, _ = call(capsys, *base, "--frequency-penalty", "3", "--repetition-penalty", "1.5",
+                           "--prompt-lookup", "2")
+    assert code == 0 and looked == penalized
     code, beams, _ = call(capsys, *base, "--repetition-penalty", "1.5", "--num-beams", "2")
     assert code == 0 and beams
     one_line_error(capsys, "repetition_penalty must be > 0", "chat", "--checkpoint", str(tmp_path / "none"),

@@ -118,9 +118,6 @@ def cmd_generate(args) -> None:
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
     check_sampling(args.temperature, args.top_k, args.top_p)
     penalties = penalties_of(args)
-    if penalties is not None and (args.prompt_lookup or args.draft is not None):
-        raise LlmarchError("--repetition-penalty, --presence-penalty and --frequency-penalty are for greedy, "
-                           "sampled and beam decoding, not --prompt-lookup or --draft")
     if args.draft is not None and (args.prompt_lookup or args.num_beams > 1 or args.compile):
         raise LlmarchError("--draft is for greedy or sampled decoding without --prompt-lookup, --num-beams or "
                            "--compile")

@@ -75,9 +75,6 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     check_sampling(temperature, top_k, top_p)
     if penalties is not None and not penalties.active:
         penalties = None
-    if penalties is not None and (prompt_lookup or draft is not None):
-        raise LlmarchError("repetition, presence and frequency penalties are for greedy, sampled and beam "
-                           "decoding, not speculative decoding")
     if draft is not None:
         if prompt_lookup or num_beams > 1 or compile:
             raise LlmarchError("a draft model is for greedy or sampled decoding without prompt lookup, beams or "
@@ -88,14 +85,15 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         device = next(model.parameters()).device
         generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
         return draft_rows(model, draft, input_ids, max_new_tokens, num_draft, temperature, top_k, top_p, eos_id,
-                          stop, generator, on_tokens, stats)
+                          stop, generator, on_tokens, stats, penalties)
     if prompt_lookup:
         if prompt_lookup < 0 or temperature > 0 or num_beams > 1 or compile:
             raise LlmarchError(f"prompt_lookup={prompt_lookup}: drafts of >= 1 tokens for greedy decoding "
                                "(temperature 0, no beams, not compiled)")
         from .speculative import prompt_lookup_rows
 
-        return prompt_lookup_rows(model, input_ids, max_new_tokens, prompt_lookup, eos_id, stop, on_tokens, stats)
+        return prompt_lookup_rows(model, input_ids, max_new_tokens, prompt_lookup, eos_id, stop, on_tokens, stats,
+                                  penalties)
     if any(len(s) == 0 for s in stop) or (num_beams > 1 and any(len(s) > 1 for s in stop)):
         raise LlmarchError("stop sequences need at least one token each; beam search takes one-token ones only "
                            "(more end ids)")

@@ -23,6 +23,7 @@ import torch
 from ..errors import LlmarchError
 from ..models.stack import check_ids
 from .engine import Engine
+from .penalties import Penalties
 from .sampling import draw, probabilities
 from .speculative import Speculator, add_counts, ending_ids, speculate
 
@@ -41,7 +42,8 @@ def check_draft(target, draft, num_draft: int) -> None:
 
 
 def draft_rows(target, draft, prompts, max_new_tokens: int, num_draft: int, temperature: float, top_k, top_p,
-               eos_id: int | None, stop, generator, on_tokens=None, stats: dict | None = None) -> list[list[int]]:
+               eos_id: int | None, stop, generator, on_tokens=None, stats: dict | None = None,
+               penalties: Penalties | None = None) -> list[list[int]]:
     """generate(..., draft=draft, num_draft=k) for prompts given as lists: each decoded alone; stats (if given)
     sums drafted, accepted and steps over them."""
     ends = ending_ids(prompts, eos_id, stop, on_tokens, "speculative decoding")
@@ -49,7 +51,7 @@ def draft_rows(target, draft, prompts, max_new_tokens: int, num_draft: int, temp
     for prompt in prompts:
         counts.append({})
         rows.append(draft_generate(target, draft, prompt, max_new_tokens, num_draft, temperature, top_k, top_p,
-                                   ends, generator, counts[-1], on_tokens))
+                                   ends, generator, counts[-1], on_tokens, penalties))
     if stats is not None:
         stats.update(add_counts(counts))
     return rows
@@ -58,11 +60,12 @@ def draft_rows(target, draft, prompts, max_new_tokens: int, num_draft: int, temp
 def draft_generate(target, draft, prompt: list[int], max_new_tokens: int, num_draft: int = 4,
                    temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                    eos_id: int | set[int] | None = None, generator: torch.Generator | None = None,
-                   stats: dict | None = None, on_tokens=None) -> list[int]:
+                   stats: dict | None = None, on_tokens=None, penalties: Penalties | None = None) -> list[int]:
     """Decoding of one prompt by `target`, with proposals of up to num_draft tokens from `draft` -> prompt + new
     ids (up to and including eos_id, an id or a set of ids that end it). temperature 0: greedy; else sampled
     with top_k / top_p, from `generator`. stats, if given, receives drafted, accepted and steps (target
-    forwards); on_tokens, each new id as a (1,) tensor (streaming)."""
+    forwards); on_tokens, each new id as a (1,) tensor (streaming); penalties (penalties.py) on both models'
+    logits, each position's by the tokens before it."""
     if not prompt:
         raise LlmarchError("every prompt needs at least one token")
     ctx = target.config.context_length
@@ -70,7 +73,8 @@ def draft_generate(target, draft, prompt: list[int], max_new_tokens: int, num_dr
         raise LlmarchError(f"prompt of {len(prompt)} tokens is longer than the model's context_length {ctx}")
     check_ids(torch.tensor([prompt]), target.config, None)
     total = len(prompt) + max(0, min(max_new_tokens, ctx - len(prompt)))
-    with DraftModel(target, draft, total, num_draft, Sampler(temperature, top_k, top_p, generator)) as spec:
+    with DraftModel(target, draft, total, num_draft, Sampler(temperature, top_k, top_p, generator),
+                    penalties) as spec:
         seq = speculate(spec, prompt, total, eos_id, on_tokens)
     if stats is not None:
         stats.update(spec.counts)
@@ -81,37 +85,44 @@ class DraftModel(Speculator):
     """Rounds in which `draft` proposes up to num_draft tokens and `target` checks them in one forward, for
     sequences of up to `total` tokens; the first round's target forward reads the prompt too."""
 
-    def __init__(self, target, draft, total: int, num_draft: int, sampler: "Sampler"):
+    def __init__(self, target, draft, total: int, num_draft: int, sampler: "Sampler",
+                 penalties: Penalties | None = None):
         check_draft(target, draft, num_draft)
         self.total, self.num_draft, self.sampler = total, num_draft, sampler
         self.room = min(total, draft.config.context_length)  # the draft's cache: past it the target decodes alone
         super().__init__([(Engine(target, 1, total), "speculative decoding"),
-                          (Engine(draft, 1, self.room), "speculative decoding with it as the draft")])
+                          (Engine(draft, 1, self.room), "speculative decoding with it as the draft")], penalties)
 
     @torch.inference_mode()
     def step(self, seq: list[int]) -> list[int]:
         big, small = self.engines
         # the draft reads up to len(seq) + k - 1 slots, the target len(seq) + k, and a round adds <= k + 1
         k = max(0, min(self.num_draft, self.total - len(seq) - 1, self.room - len(seq) + 1))
-        proposal, q = propose(small, seq, k, self.sampler)
+        proposal, q = propose(small, seq, k, self.sampler, lambda logits, drafted: self.penalized(seq, logits,
+                                                                                                  drafted))
         pending = torch.tensor([seq[big.length:] + proposal], device=big.slots.device)
-        p = self.sampler.distribution(big.extend(pending)[0, -(k + 1):])  # (k + 1, V): after seq[-1], each draft
+        logits = big.extend(pending)[0, -(k + 1):]  # (k + 1, V): after seq[-1], each draft
+        p = self.sampler.distribution(self.penalized(seq, logits, proposal))
         n, token = self.sampler.verify(p, q, proposal)
         big.rewind(len(seq) + n)  # it has read seq and the n kept drafts; `token` is read next round
         small.rewind(min(small.length, len(seq) + n))
         self.count(k, n)
-        return proposal[:n] + [token]
+        return self.took(proposal[:n] + [token])
 
 
-def propose(small: Engine, seq: list[int], k: int, sampler: "Sampler") -> tuple[list[int], torch.Tensor | None]:
+def propose(small: Engine, seq: list[int], k: int, sampler: "Sampler",
+            penalized=None) -> tuple[list[int], torch.Tensor | None]:
     """k tokens from the draft after seq, and q (k, V), the distribution each was drawn from (None: greedy).
-    The draft first reads what of seq it has not (the last one or two tokens, or the prompt)."""
+    The draft first reads what of seq it has not (the last one or two tokens, or the prompt). penalized(logits,
+    drafted): the penalties on the draft's logits after the tokens it drafted so far (the target's, so that the
+    draft proposes what the penalized target would)."""
     if k == 0:
         return [], None
     logits = small.prefill(torch.tensor([seq[small.length:]], device=small.slots.device))  # (1, V)
     tokens, dists = [], []
     for i in range(k):
-        q = sampler.distribution(logits)
+        q = sampler.distribution(logits if penalized is None else penalized(logits, torch.cat(tokens).tolist()
+                                                                            if tokens else []))
         token = q.argmax(-1) if sampler.greedy else draw(q, sampler.generator)  # (1,)
         tokens.append(token)
         dists.append(q)

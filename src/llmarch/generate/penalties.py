@@ -63,17 +63,19 @@ class Seen:
             self.in_prompt.scatter_(1, torch.where(real, prompt, vocab), True)  # padding lands in column V, cut
             self.in_prompt = self.in_prompt[:, :vocab]
 
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits (B, V) -> the penalized logits (float32, as the samplers compute)."""
+    def apply(self, logits: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+        """logits (B, V) -> the penalized logits (float32, as the samplers compute); counts: (B, V) generated
+        counts to read instead of this state's own."""
         p, logits = self.p, logits.float()
-        generated = self.counts > 0
+        counts = self.counts if counts is None else counts
+        generated = counts > 0
         if p.repetition != 1.0:
             seen = generated | self.in_prompt
             logits = torch.where(seen, torch.where(logits > 0, logits / p.repetition, logits * p.repetition), logits)
         if p.presence:
             logits = logits - p.presence * generated
         if p.frequency:
-            logits = logits - p.frequency * self.counts
+            logits = logits - p.frequency * counts
         if self.bias is not None:
             logits = logits + self.bias
         return logits
@@ -85,6 +87,19 @@ class Seen:
         generated = sequences[:, self.P:]
         self.counts.zero_().scatter_add_(1, generated, torch.ones_like(generated, dtype=self.counts.dtype))
         return self.apply(logp)
+
+    def along(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        """Speculative decoding, for one row: logits (T, V), the last T positions' after a drafted continuation
+        `tokens` (T - 1 <= len(tokens)), position j's after tokens[:len(tokens) - T + 1 + j] -> each penalized as if
+        those tokens had been generated. The target reads a position only where every drafted token before it
+        was kept, so this is what plain decoding would have applied there."""
+        T, V = logits.shape
+        device = self.counts.device
+        before = len(tokens) - T + 1
+        read = torch.arange(len(tokens), device=device) < before + torch.arange(T, device=device)[:, None]  # (T, L)
+        drafted = read.float() @ torch.nn.functional.one_hot(torch.tensor(tokens, dtype=torch.long, device=device),
+                                                             V).float()  # (T, V): row j counts tokens[:before + j]
+        return self.apply(logits, self.counts[:1] + drafted)
 
     def add(self, tokens: torch.Tensor) -> None:
         """tokens (B,): each row's newly generated id."""

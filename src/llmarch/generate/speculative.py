@@ -19,6 +19,7 @@ import torch
 from ..errors import LlmarchError
 from ..models.stack import check_ids
 from .engine import Engine
+from .penalties import Penalties
 
 
 def lookup(seq: list[int], num_draft: int, max_ngram: int = 3) -> list[int]:
@@ -32,7 +33,8 @@ def lookup(seq: list[int], num_draft: int, max_ngram: int = 3) -> list[int]:
 
 
 def prompt_lookup_rows(model, prompts, max_new_tokens: int, num_draft: int, eos_id: int | None, stop,
-                       on_tokens=None, stats: dict | None = None) -> list[list[int]]:
+                       on_tokens=None, stats: dict | None = None,
+                       penalties: Penalties | None = None) -> list[list[int]]:
     """generate(..., prompt_lookup=num_draft) for prompts given as lists: each decoded alone. Stop sequences
     of one token end a row as eos_id does. stats (if given) sums drafted, accepted and steps over them."""
     ends = ending_ids(prompts, eos_id, stop, on_tokens, "prompt lookup")
@@ -40,7 +42,7 @@ def prompt_lookup_rows(model, prompts, max_new_tokens: int, num_draft: int, eos_
     for p in prompts:
         counts.append({})
         rows.append(prompt_lookup_generate(model, p, max_new_tokens, num_draft, ends, stats=counts[-1],
-                                           on_tokens=on_tokens))
+                                           on_tokens=on_tokens, penalties=penalties))
     if stats is not None:
         stats.update(add_counts(counts))
     return rows
@@ -63,15 +65,16 @@ def ending_ids(prompts, eos_id: int | None, stop, on_tokens, what: str) -> set[i
 
 def prompt_lookup_generate(model, prompt: list[int], max_new_tokens: int, num_draft: int,
                            eos_id: int | set[int] | None = None, max_ngram: int = 3, stats: dict | None = None,
-                           on_tokens=None) -> list[int]:
+                           on_tokens=None, penalties: Penalties | None = None) -> list[int]:
     """Greedy decoding of one prompt with prompt-lookup drafts -> prompt + new ids (up to and including eos_id,
     an id or a set of ids that end it). stats, if given, receives drafted, accepted and steps (forwards after
-    the prompt's); on_tokens, each new id as a (1,) tensor (streaming)."""
+    the prompt's); on_tokens, each new id as a (1,) tensor (streaming); penalties (penalties.py), on the logits
+    of every position checked."""
     if not prompt:
         raise LlmarchError("every prompt needs at least one token")
     total = len(prompt) + min(max_new_tokens, model.config.context_length - len(prompt))
     check_ids(torch.tensor([prompt], dtype=torch.long), model.config, None)
-    with PromptLookup(model, total, num_draft, max_ngram) as spec:
+    with PromptLookup(model, total, num_draft, max_ngram, penalties) as spec:
         seq = speculate(spec, prompt, total, eos_id, on_tokens)
     if stats is not None:
         stats.update(spec.counts)
@@ -100,16 +103,32 @@ class Speculator:
     decode state can be handed on (the server moves a request into its running batch this way:
     serve/scheduler.py). counts: drafted, accepted, steps (target forwards)."""
 
-    def __init__(self, engines: list[tuple[Engine, str]]):
+    def __init__(self, engines: list[tuple[Engine, str]], penalties: Penalties | None = None):
         self.engines = [engine for engine, _ in engines]
         self.target = self.engines[0]
         self.counts = dict(drafted=0, accepted=0, steps=0)
+        self.penalties, self.seen = penalties, None  # seen: from the first round's sequence, its prompt
         try:
             for engine, what in engines:
                 engine.check_rewind(what)
         except LlmarchError:
             self.close()
             raise
+
+    def penalized(self, seq: list[int], logits: torch.Tensor, drafted: list[int] = ()) -> torch.Tensor:
+        """logits (T, V), the last T positions' after seq and the drafted tokens -> as the penalties
+        (penalties.py) leave them, each position's by the tokens before it (Seen.along); none: as they are."""
+        if self.penalties is None:
+            return logits
+        if self.seen is None:
+            self.seen = self.penalties.start(torch.tensor([seq], device=logits.device), logits.shape[-1])
+        return self.seen.along(logits, list(drafted))
+
+    def took(self, new: list[int]) -> list[int]:
+        """A round's new tokens, counted as generated for the penalties."""
+        for t in new if self.seen is not None else ():
+            self.seen.add(torch.tensor([t], device=self.seen.counts.device))
+        return new
 
     def count(self, drafted: int, accepted: int) -> None:
         self.counts = dict(drafted=self.counts["drafted"] + drafted, accepted=self.counts["accepted"] + accepted,
@@ -132,7 +151,7 @@ class PromptLookup(Speculator):
     draft of up to num_draft tokens in one forward (Engine.extend), keeps the drafted tokens that greedy
     decoding would have produced, and the model's own token after them."""
 
-    def __init__(self, model, total: int, num_draft: int, max_ngram: int = 3):
+    def __init__(self, model, total: int, num_draft: int, max_ngram: int = 3, penalties: Penalties | None = None):
         cfg = model.config
         if cfg.is_encoder_decoder or not cfg.causal:
             raise LlmarchError(f"{cfg.name}: prompt lookup decodes decoder-only models")
@@ -140,22 +159,24 @@ class PromptLookup(Speculator):
             raise LlmarchError(f"prompt lookup needs num_draft >= 1 and max_ngram >= 1, got {num_draft}, "
                                f"{max_ngram}")
         self.total, self.num_draft, self.max_ngram = total, num_draft, max_ngram
-        super().__init__([(Engine(model, 1, total), "prompt lookup")])
+        super().__init__([(Engine(model, 1, total), "prompt lookup")], penalties)
 
     @torch.inference_mode()
     def step(self, seq: list[int]) -> list[int]:
         engine, device = self.target, self.target.slots.device
         if engine.length == 0:
-            return [int(engine.prefill(torch.tensor([seq], device=device))[0].argmax())]
+            logits = engine.prefill(torch.tensor([seq], device=device))  # (1, V)
+            return self.took([int(self.penalized(seq, logits)[0].argmax())])
         draft = lookup(seq, min(self.num_draft, self.total - len(seq)), self.max_ngram)
         before = engine.length
-        greedy = engine.extend(torch.tensor([seq[-1:] + draft], device=device))[0].argmax(-1).tolist()  # (1 + d,)
+        logits = engine.extend(torch.tensor([seq[-1:] + draft], device=device))[0]  # (1 + d, V)
+        greedy = self.penalized(seq, logits, draft).argmax(-1).tolist()
         n = 0
         while n < len(draft) and draft[n] == greedy[n]:
             n += 1
         engine.rewind(before + 1 + n)
         self.count(len(draft), n)
-        return draft[:n] + [greedy[n]]
+        return self.took(draft[:n] + [greedy[n]])
 
 
 def show_tokens(on_tokens, new: list[int]) -> None:
