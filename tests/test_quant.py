@@ -75,6 +75,26 @@ def test_quantized_logits_close_to_full_precision(method, group, tol):
     assert weight_bytes(q) < weight_bytes(model)
 
 
+def test_every_tiny_preset_quantizes_and_decodes():
+    """Every family's linear layers (and experts) quantized, with fp32 activations too: Mamba's, Hyena's and
+    Griffin's transposed (B, C, T) inputs once reached the kernels, which refuse them, as they were."""
+    from llmarch.presets import PRESETS
+
+    for name in [k for k in PRESETS if k.endswith("-tiny")]:
+        torch.manual_seed(0)
+        model = llmarch.build(name, vocab_size=128).eval()
+        ids = torch.randint(0, 128, (1, 12))
+        extra = dict(decoder_input_ids=ids[:, :4]) if model.config.is_encoder_decoder else {}
+        for method in ("int8", "int4") if name in ("mamba-tiny", "hyena-tiny", "griffin-tiny") else ("int8",):
+            q = quantize(copy.deepcopy(model), method, 32, compute_dtype="float32")
+            assert not any(type(m) is torch.nn.Linear for m in q.modules()), name
+            with torch.no_grad():
+                ref, out = model(ids, **extra).logits, q(ids, **extra).logits
+            assert (out - ref).norm() / ref.norm() < (0.1 if method == "int8" else 0.3), (name, method)
+            if model.config.causal and not model.config.is_encoder_decoder:
+                assert llmarch.generate(q, ids[:, :4], max_new_tokens=3, temperature=0).shape == (1, 7)
+
+
 def test_int8_embeddings():
     model = tiny(vocab_size=128)
     ids = torch.randint(0, 128, (2, 24))

@@ -77,7 +77,9 @@ def int4_layout(shape: tuple[int, int], device: torch.device, group_size: int,
 
 
 def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return x.reshape(-1, x.shape[-1]).to(dtype, memory_format=torch.contiguous_format)  # cast and lay out: one op
+    # cast and lay out: one op; `to` returns x itself when the dtype is x's already, so then contiguous() lays
+    # out a transposed input (Mamba's and Hyena's (B, C, T) activations), which the kernels refuse
+    return x.reshape(-1, x.shape[-1]).to(dtype, memory_format=torch.contiguous_format).contiguous()
 
 
 class Int8Linear(nn.Module):
