@@ -12,6 +12,7 @@ import llmarch
 from llmarch import LlmarchError
 from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
+from llmarch.layers.attention import AttentionContext
 
 from conftest import stepwise_logits
 from test_deepseek import perturb
@@ -101,3 +102,41 @@ def test_config_errors():
     # GLM-5's pattern derived from index_topk_freq and index_skip_topk_offset when indexer_types is absent
     cfg = hf_model_config({**hf, "num_hidden_layers": 6, "index_topk_freq": 2, "index_skip_topk_offset": 2})
     assert [cfg.for_layer(i).dsa_shared for i in range(6)] == [False, False, True, False, True, False]
+
+
+def tiny_dsa(**overrides):
+    torch.manual_seed(0)
+    return llmarch.build("deepseek-tiny", n_layers=2, vocab_size=61, dsa_topk=4, dsa_heads=4, dsa_head_dim=24,
+                         **overrides).eval()
+
+
+def test_the_future_leaves_earlier_selections_unchanged():
+    model = tiny_dsa()
+    torch.manual_seed(1)
+    ids = torch.randint(0, 61, (2, 32))
+    changed = ids.clone()
+    changed[:, 20:] = torch.randint(0, 61, (2, 12))
+    with torch.no_grad():
+        a, b = model(ids).logits, model(changed).logits
+    assert (a[:, :20] - b[:, :20]).abs().max() < 1e-5 and (a[:, 20:] - b[:, 20:]).abs().max() > 1e-3
+
+
+def test_ties_go_to_the_earlier_key_whatever_the_length():
+    """With every index score 0 (weights_proj zero: all keys tie), each query keeps its first dsa_topk keys, in the
+    whole forward as in cached decoding (torch.topk's choice among ties changes with the number of keys)."""
+    model = tiny_dsa(layer_types=["full", "shared"], layer_overrides={"shared": {"dsa_shared": True}})
+    indexer = model.blocks[0].attn.indexer
+    with torch.no_grad():
+        indexer.weights_proj.weight.zero_()
+    T = 10
+    ctx = AttentionContext(mask=None, causal=True, rope=None, input_pos=torch.arange(T))
+    x, cq = torch.randn(1, T, 256), torch.randn(1, T, 128)
+    with torch.no_grad():
+        chosen = indexer.select(x, cq, indexer.keys(x, ctx), ctx)[0, 0]
+    first = torch.ones(T, T, dtype=torch.bool).tril() & (torch.arange(T) < 4)
+    assert torch.equal(chosen, first)
+    torch.manual_seed(2)
+    ids = torch.randint(0, 61, (2, 24))
+    with torch.no_grad():
+        full = model(ids).logits
+    assert (stepwise_logits(model, ids, 8) - full).abs().max() < 1e-4
