@@ -31,7 +31,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn")
+                "ffn", "dsa_shared")
 
 
 @dataclass
@@ -255,6 +255,14 @@ class ModelConfig:
     qk_nope_head_dim: int = 128  # mla: d_h, each head's query/key dims without RoPE
     v_head_dim: int = 128  # mla: each head's value dims
     mla_absorb: bool = True  # mla: decode steps attend in the latent (W_UK into q, W_UV into o, §2.1.2)
+    # mla: DeepSeek Sparse Attention (layers/dsa.py; DeepSeek-V3.2, arXiv 2512.02556, §2.1): a lightning indexer
+    # scores the earlier tokens and each query attends to its dsa_topk best only (V3.2, GLM-5: 2048); None: dense
+    dsa_topk: int | None = None
+    dsa_heads: int = 64  # dsa: the lightning indexer's heads H^I (V3.2: 64, GLM-5: 32)
+    dsa_head_dim: int = 128  # dsa: the indexer's query and key width d^I, whose first head_dim dims carry RoPE
+    # dsa: this layer has no indexer and reuses the selection of the last earlier layer that has one (GLM-5's
+    # indexer_types 'shared'); set per layer type (layer_overrides)
+    dsa_shared: bool = False
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -581,6 +589,8 @@ class ModelConfig:
         MIXERS[self.mixer].check(self)
         for (name, _), i in {(self.layer_mixer(i), self.layer_type(i)): i for i in range(self.n_layers)}.items():
             MIXERS[name].check(self.for_layer(i))
+        if self.dsa_topk is not None and "mla" not in map(self.layer_mixer, range(self.n_layers)):
+            raise LlmarchError("dsa_topk (DeepSeek Sparse Attention) needs some layer of mixer 'mla'")
 
     def layer_mixer(self, i: int) -> str:
         """Block i's sequence mixer: its layer type's (or `mixer`), or attention where the attention period says."""

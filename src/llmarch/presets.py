@@ -163,6 +163,12 @@ _MLA = dict(_LLAMA, mixer="mla", kv_lora_rank=512, head_dim=64, qk_nope_head_dim
 _DEEPSEEK_V3 = dict(_MLA, router_scoring="sigmoid", expert_bias=True, router_renormalize=True,
                     rope_mscale=1.0, rope_mscale_all_dim=1.0, hf_model_type="deepseek_v3")
 
+_DEEPSEEK_TINY = dict(_DEEPSEEK_V3, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=8, head_dim=16,
+                      qk_nope_head_dim=32, v_head_dim=32, kv_lora_rank=64, q_lora_rank=128, ffn_hidden=768,
+                      expert_hidden=128, n_experts=16, experts_per_token=4, n_shared_experts=1, router_groups=4,
+                      router_topk_groups=2, router_scale=2.5, expert_bias_update=1e-3, rope_scaling="none",
+                      context_length=256, moe_dense_first=1)
+
 PRESETS: dict[str, dict] = {
     **{name: dict(_GPT2, d_model=d, n_layers=n, n_heads=h)
        for name, d, n, h in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16),
@@ -284,11 +290,10 @@ PRESETS: dict[str, dict] = {
                      ffn_hidden=768, context_length=256, hf_model_type="deepseek_v3"),
     # and V3's mixture: the first FFN dense (768), then 16 routed experts of 128 (4 per token from 2 of 4
     # groups, sigmoid scores, aux-loss-free bias updates) and 1 shared: 5 x 128 active
-    "deepseek-tiny": dict(_DEEPSEEK_V3, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=8,
-                          head_dim=16, qk_nope_head_dim=32, v_head_dim=32, kv_lora_rank=64, q_lora_rank=128,
-                          ffn_hidden=768, expert_hidden=128, n_experts=16, experts_per_token=4, n_shared_experts=1,
-                          router_groups=4, router_topk_groups=2, router_scale=2.5, expert_bias_update=1e-3,
-                          rope_scaling="none", context_length=256, moe_dense_first=1),
+    "deepseek-tiny": _DEEPSEEK_TINY,
+    # and DeepSeek-V3.2's sparse attention (arXiv 2512.02556): a lightning indexer of 4 heads of 32 in every layer,
+    # each query attending to its 64 best keys (a quarter of the context)
+    "deepseek-v3.2-tiny": dict(_DEEPSEEK_TINY, dsa_topk=64, dsa_heads=4, dsa_head_dim=32, hf_model_type="deepseek_v32"),
     "t5-small": dict(_T5, d_model=512, n_layers=6, n_decoder_layers=6, n_heads=8, ffn_hidden=2048),
     "t5-base": dict(_T5, d_model=768, n_layers=12, n_decoder_layers=12, n_heads=12, ffn_hidden=3072),
     "bart-base": dict(_BART, d_model=768, n_layers=6, n_decoder_layers=6, n_heads=12),

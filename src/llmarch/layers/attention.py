@@ -9,7 +9,7 @@ Shapes: B batch, T query length, S key length, H query heads, K key/value heads,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -51,6 +51,9 @@ class AttentionContext:
     # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
     shared_kv: dict | None = None
     per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
+    # what a layer hands on to later layers of the same forward: DeepSeek Sparse Attention's selection (dsa.py),
+    # for the layers that reuse it (dsa_shared)
+    carry: dict = field(default_factory=dict)
 
 
 @ATTENTION.register("sdpa")

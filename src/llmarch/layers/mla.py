@@ -15,6 +15,8 @@ attention becomes multi-query attention whose one key is [c^KV, k^R] and whose v
 to the output per head after it. Whether a step does that (mla_absorb) or expands every cached latent into keys
 and values is a speed question (docs/architectures/mla.md has the measurements); both give the same outputs.
 The norms over the latents use eps 1e-6, as DeepSeek's code and transformers do, whatever norm_eps says.
+With dsa_topk (DeepSeek-V3.2's sparse attention, dsa.py) a lightning indexer picks the keys each query attends to,
+and each token's indexer key is cached after its [c^KV, k^R].
 Shapes: B batch, T queries, S keys, H heads, N = qk_nope_head_dim, R = head_dim (RoPE), V = v_head_dim,
 r = kv_lora_rank."""
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from ..errors import LlmarchError
 from .attention import ATTENTION, temperature, temperature_of
+from .dsa import LightningIndexer, check_dsa
 from .hooks import HookPoint
 from .linear import Linear
 from .mixer import MIXERS, Mixer
@@ -84,6 +87,12 @@ class LatentAttention(Mixer):
         # leaves it in float (quant/apply.py targets)
         self.kv_b_proj.quantize = False
         self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
+        # DeepSeek Sparse Attention (dsa.py): this layer's own indexer, or (dsa_shared) an earlier layer's selection
+        self.indexer = LightningIndexer(cfg) if cfg.dsa_topk is not None and not cfg.dsa_shared else None
+        self.dsa_shared = cfg.dsa_shared
+        if self.dsa_shared and layer == 0:
+            raise LlmarchError("dsa_shared on layer 0: a shared layer reuses an earlier layer's selection")
+        self.index_dim = self.indexer.dim if self.indexer is not None else 0
         self.hook_q, self.hook_latent = HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
 
@@ -104,17 +113,18 @@ class LatentAttention(Mixer):
                 raise LlmarchError(f"{name} must be positive, got {getattr(cfg, name)}")
         if cfg.q_lora_rank is not None and cfg.q_lora_rank <= 0:
             raise LlmarchError(f"q_lora_rank must be positive or None, got {cfg.q_lora_rank}")
+        check_dsa(cfg)
 
     @classmethod
     def score_dims(cls, cfg) -> int:
         return cfg.n_heads * (cfg.qk_nope_head_dim + cfg.head_dim + cfg.v_head_dim)
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
-        return LatentCache(batch, max_len, self.rank + self.rope, dtype, device)
+        return LatentCache(batch, max_len, self.rank + self.rope + self.index_dim, dtype, device)
 
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
-        """Per token c^KV and k^R: r + R numbers for all heads together."""
-        return (self.rank + self.rope) * torch.empty((), dtype=dtype).element_size(), 0
+        """Per token c^KV and k^R: r + R numbers for all heads together (and the indexer's key under DSA)."""
+        return (self.rank + self.rope + self.index_dim) * torch.empty((), dtype=dtype).element_size(), 0
 
     def state_note(self, dtype: str) -> str:
         return ""
@@ -122,14 +132,16 @@ class LatentAttention(Mixer):
     def cache_note(self) -> str:
         """The latent cache against the keys and values multi-head attention with these heads would cache."""
         mha, groups = self.n_heads * (self.nope + self.rope + self.v_dim), (self.rank + self.rope) / (2 * self.nope)
-        return (f"latent {self.rank} + rope key {self.rope} per token and layer: {(self.rank + self.rope) / mha:.1%} "
-                f"of multi-head attention's {mha} with these {self.n_heads} heads, as much as GQA's with {groups:g} "
-                f"KV heads of {self.nope} (DeepSeek-V2, Table 1)")
+        index = f" + indexer key {self.index_dim}" if self.index_dim else ""
+        return (f"latent {self.rank} + rope key {self.rope}{index} per token and layer: "
+                f"{(self.rank + self.rope) / mha:.1%} of multi-head attention's {mha} with these {self.n_heads} heads "
+                f"(indexer aside), as much as GQA's with {groups:g} KV heads of {self.nope} (DeepSeek-V2, Table 1)")
 
     def forward(self, x: torch.Tensor, ctx) -> torch.Tensor:
         B, T, _ = x.shape
         H = self.n_heads
-        q = self.q_b_proj(self.q_a_norm(self.q_a_proj(x))) if self.compressed_q else self.q_proj(x)
+        cq = self.q_a_norm(self.q_a_proj(x)) if self.compressed_q else None  # c^Q (B, T, q_lora_rank)
+        q = self.q_b_proj(cq) if self.compressed_q else self.q_proj(x)
         q = self.hook_q(q.view(B, T, H, self.nope + self.rope)).transpose(1, 2)  # (B, H, T, N + R)
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
         c, k_rope = self.kv_a_proj(x).split([self.rank, self.rope], dim=-1)  # (B, T, r), (B, T, R)
@@ -141,29 +153,40 @@ class LatentAttention(Mixer):
             t = temperature(ctx, *self.temperature)
             q_nope, q_rope = (q_nope * t).to(q_nope.dtype), (q_rope * t).to(q_rope.dtype)
         latent = self.hook_latent(torch.cat((c, k_rope), dim=-1))  # (B, T, r + R): all a token leaves behind
+        if self.indexer is not None:  # and its indexer key (B, T, D^I)
+            latent = torch.cat((latent, self.indexer.keys(x, ctx).to(latent.dtype)), dim=-1)
         if self.cache is not None:
-            latent = self.cache.update(ctx.input_pos, latent)  # (B, S, r + R)
+            latent = self.cache.update(ctx.input_pos, latent)  # (B, S, r + R [+ D^I])
             if ctx.kv_len is not None:
                 latent = latent[:, : ctx.kv_len]
+        mask, causal = ctx.mask, ctx.causal
+        if self.indexer is not None:  # eq. 2: the keys the indexer selects, among those the query may see
+            ctx.carry["dsa"] = self.indexer.select(x, cq, latent[..., self.rank + self.rope:], ctx)
+        elif self.dsa_shared and "dsa" not in ctx.carry:
+            raise LlmarchError("dsa_shared: no earlier layer of this forward ran a lightning indexer")
+        selected = ctx.carry["dsa"] if self.indexer is not None or self.dsa_shared else None
+        if selected is not None:  # None: no query sees more than dsa_topk keys, so all stay
+            mask, causal = selected, False
         dropout_p = self.dropout if self.training else 0.0
         if self.absorb and self.cache is not None and T == 1:
-            y = self.absorbed(q_nope, q_rope, latent, ctx, dropout_p)
+            y = self.absorbed(q_nope, q_rope, latent, mask, causal, dropout_p)
         else:
-            y = self.expanded(q_nope, q_rope, latent, ctx, dropout_p)
+            y = self.expanded(q_nope, q_rope, latent, mask, causal, dropout_p)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, H, V)
         return self.o_proj(y.reshape(B, T, H * self.v_dim))
 
-    def expanded(self, q_nope, q_rope, latent, ctx, dropout_p: float) -> torch.Tensor:
+    def expanded(self, q_nope, q_rope, latent, mask, causal: bool, dropout_p: float) -> torch.Tensor:
         """Keys and values up-projected from every latent (eqs. 10-11, 16-19), then ordinary attention."""
         B, S, _ = latent.shape
         H = self.n_heads
         kv = self.kv_b_proj(latent[..., : self.rank]).view(B, S, H, self.nope + self.v_dim).transpose(1, 2)
         k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)  # (B, H, S, N), (B, H, S, V)
-        k = torch.cat((k_nope, latent[:, None, :, self.rank:].expand(B, H, S, self.rope)), dim=-1)
+        k_rope = latent[:, None, :, self.rank:self.rank + self.rope].expand(B, H, S, self.rope)
+        k = torch.cat((k_nope, k_rope), dim=-1)
         q = torch.cat((q_nope, q_rope), dim=-1)  # (B, H, T, N + R)
-        return self.kernel(q, k, v, ctx.mask, ctx.causal, dropout_p, self.hook_pattern, self.scale)
+        return self.kernel(q, k, v, mask, causal, dropout_p, self.hook_pattern, self.scale)
 
-    def absorbed(self, q_nope, q_rope, latent, ctx, dropout_p: float) -> torch.Tensor:
+    def absorbed(self, q_nope, q_rope, latent, mask, causal: bool, dropout_p: float) -> torch.Tensor:
         """W^UK absorbed into the query and W^UV into the output (§2.1.2): multi-query attention over the cache
         itself, key [c^KV, k^R] and value c^KV, never expanding the cached latents. One key head for all, so
         the H·T queries are one head's rows: (B, 1, H·T, r + R) against (B, 1, S, r + R)."""
@@ -172,12 +195,11 @@ class LatentAttention(Mixer):
         w = self.kv_b_proj.weight.view(H, self.nope + self.v_dim, self.rank)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)  # (H, N, r), (H, V, r)
         q = torch.cat((q_nope @ w_uk, q_rope), dim=-1).reshape(B, 1, H * T, -1)  # (B, 1, H·T, r + R)
-        mask = ctx.mask
-        if mask is None and ctx.causal:
+        if mask is None and causal:
             mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)[None, None]
         if mask is not None:  # (B|1, 1|H, T, S) -> (B|1, 1, H·T, S), rows in q's order
             mask = mask.expand(mask.shape[0], H, T, S).reshape(mask.shape[0], 1, H * T, S)
-        kv = latent[:, None]  # (B, 1, S, r + R)
+        kv = latent[:, None, :, : self.rank + self.rope]  # (B, 1, S, r + R)
 
         def pattern(p: torch.Tensor) -> torch.Tensor:  # the hook sees (B, H, T, S), as for every attention
             return self.hook_pattern(p.view(B, H, T, S)).view(B, 1, H * T, S)
