@@ -70,6 +70,16 @@ def _per_layer(hf: dict, name: str, n: int, default) -> list:
     return value
 
 
+def _rope_parameters(hf: dict) -> dict[str, dict]:
+    """Each layer type's RoPE: transformers 5's rope_parameters keyed by type, or the published configs' rope_theta
+    and rope_scaling (full layers) and rope_local_base_freq (sliding ones); transformers' bases where left out."""
+    params = hf.get("rope_parameters") or {}
+    if not (FULL in params or SLIDING in params):
+        params = {FULL: {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 1e6)},
+                  SLIDING: {"rope_theta": hf.get("rope_local_base_freq", 1e4)}}
+    return {t: {**ROPE_DEFAULTS[t], **(params.get(t) or {})} for t in (FULL, SLIDING)}
+
+
 def _layers(hf: dict) -> tuple[list[str], dict[str, dict]]:
     """Each layer's type name and the fields each type changes: its attention (with its RoPE), FFN width and
     sparsity, named by what differs from the first layer's FFN."""
@@ -82,12 +92,11 @@ def _layers(hf: dict) -> tuple[list[str], dict[str, dict]]:
     sparsity = _per_layer(hf, "activation_sparsity_pattern", n, None)
     if sparsity[0] is None:  # transformers' default: the first 10 layers sparse (of more than 10)
         sparsity = [0.95 if i < 10 and n > 10 else 0.0 for i in range(n)]
-    rope = {**ROPE_DEFAULTS, **(hf.get("rope_parameters") or {})}
+    rope = _rope_parameters(hf)
     names, overrides = [], {}
     for t, width, s in zip(kinds, widths, sparsity):
         name = t + (f"+ffn{width}" if width != widths[0] else "") + (f"+sparse{s:g}".replace(".", "_") if s else "")
-        fields_ = dict(_rope({"rope_type": "default", **(rope.get(t) or {})}, hf), ffn_hidden=int(width),
-                       ffn_sparsity=float(s))
+        fields_ = dict(_rope(rope[t], hf), ffn_hidden=int(width), ffn_sparsity=float(s))
         if t == FULL:
             fields_["sliding_window"] = None
         names.append(name)
