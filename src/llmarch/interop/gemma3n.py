@@ -44,7 +44,8 @@ RULES = [r for r in GEMMA4_RULES if not any(k in r.ours for k in (".mlp.shared",
 # what transformers' Gemma3nTextConfig assumes for fields a config.json leaves out
 DEFAULTS = dict(model_type="gemma3n_text", vocab_size=262400, hidden_size=2048, intermediate_size=16384,
                 num_hidden_layers=35, num_attention_heads=8, num_key_value_heads=2, head_dim=256,
-                hidden_activation="gelu_pytorch_tanh", max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True, sliding_window=512,
+                hidden_activation="gelu_pytorch_tanh", max_position_embeddings=32768, rms_norm_eps=1e-6,
+                tie_word_embeddings=True, sliding_window=512,
                 final_logit_softcapping=30.0, vocab_size_per_layer_input=262144, hidden_size_per_layer_input=256,
                 altup_active_idx=0, altup_correct_scale=True, altup_num_inputs=4, num_kv_shared_layers=15,
                 laurel_rank=64, attention_bias=False)
