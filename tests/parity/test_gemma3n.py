@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
+from llmarch.interop.hf import hf_model_config
 
 from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
 from test_gemma4 import cached_steps
@@ -161,6 +162,41 @@ def test_multimodal_checkpoint_reads_its_text_model(tmp_path):
     ids, mask = padded_batch(160)
     with torch.no_grad():
         assert_close_on_real_tokens(ours(ids, attention_mask=mask).logits, hf_logits(hf, ids, mask), mask)
+
+
+# what llama.cpp's gemma3n fixes (interop/gguf_archs/gemma3n.py): per-layer inputs 256 wide, LAuReL of rank 64,
+# four streams, the first 10 layers (here all six) sparse at 0.95, a full layer every fifth, no KV sharing
+GGUF = dict(TEXT, vocab_size=272, vocab_size_per_layer_input=272, intermediate_size=96, layer_types=None,
+            hidden_size_per_layer_input=256, laurel_rank=64, num_kv_shared_layers=0,
+            activation_sparsity_pattern=[0.95] * 6)
+
+
+def test_gguf_round_trip_and_llama_cpp(tmp_path):
+    """An F32 .gguf file of the model: llmarch reads back the same logits, and llama.cpp decodes llmarch's greedy
+    tokens. Its logits (up to ~13 here) are 0.065 apart (measured): llama.cpp's Gaussian top-k divides the variance
+    by n - 1 where transformers divides by n, a cutoff 0.5% higher over these 96-wide FFNs (0.00009 apart once
+    llmarch's std is so too and its GELU reads and rounds to F16 as ggml's table does)."""
+    from conftest import gguf_reads_back
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    build_hf(GGUF, tmp_path / "hf")
+    model = from_hf(tmp_path / "hf")
+    to_gguf(model, tmp_path / "x.gguf", "f32", ByteTokenizer())
+    back = gguf_reads_back(tmp_path / "x.gguf", model, exact=True, apart=0.1)
+    assert back.config.hf_model_type == "gemma3n_text" and back.config.laurel_rank == 64
+
+
+@pytest.mark.parametrize("change, key", [(dict(laurel_rank=4), "laurel_rank"),
+                                         (dict(num_kv_shared_layers=1), "num_kv_shared_layers"),
+                                         (dict(activation_sparsity_pattern=[0.0] * 6), "activation_sparsity")])
+def test_to_gguf_refuses_what_llama_cpp_fixes(change, key, tmp_path):
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    model = llmarch.build(hf_model_config({**GGUF, **change, "model_type": "gemma3n_text"}))
+    with pytest.raises(LlmarchError, match=f"GGUF gemma3n .llama.cpp. fixes {key}"):
+        to_gguf(model, tmp_path / "x.gguf", "f32", ByteTokenizer())
 
 
 @pytest.mark.parametrize("change, field", [
