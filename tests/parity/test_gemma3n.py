@@ -32,9 +32,10 @@ TEXT = dict(vocab_size=160, vocab_size_per_layer_input=128, hidden_size=64, num_
 CASES = {
     # E2B/E4B-like, every mechanism on
     "all": TEXT,
-    # no KV sharing, two AltUp streams without the output scale, an untied head, RoPE bases of our choosing,
-    # transformers' default layer pattern (a full layer every fifth) and sparsity (none, for 10 layers or fewer)
-    "plain": dict(TEXT, num_kv_shared_layers=0, altup_num_inputs=2, altup_correct_scale=False,
+    # no KV sharing, two AltUp streams without the output scale, the second active, an untied head, RoPE bases of our
+    # choosing, transformers' default layer pattern (a full layer every fifth) and sparsity (none, for 10 layers or
+    # fewer)
+    "plain": dict(TEXT, num_kv_shared_layers=0, altup_num_inputs=2, altup_correct_scale=False, altup_active_idx=1,
                   tie_word_embeddings=False, intermediate_size=80, layer_types=None, activation_sparsity_pattern=None,
                   rope_parameters={S: {"rope_type": "default", "rope_theta": 100.0},
                                    F: {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}),
@@ -90,6 +91,7 @@ def test_the_config_is_read(case):
     else:
         assert [cfg.for_layer(i).attention for i in range(6)] == ["sliding_window"] * 4 + ["full", "sliding_window"]
         assert {cfg.for_layer(i).ffn_sparsity for i in range(6)} == {0.0}
+        assert (cfg.altup_streams, cfg.altup_active, cfg.altup_correct_scale) == (2, 1, False)
 
 
 def test_published_config_format(case, tmp_path):
@@ -201,7 +203,6 @@ def test_to_gguf_refuses_what_llama_cpp_fixes(change, key, tmp_path):
 
 @pytest.mark.parametrize("change, field", [
     (dict(attention_bias=True), "attention_bias"),
-    (dict(altup_active_idx=1), "altup_active_idx"),
     (dict(intermediate_size=[96, 96]), "intermediate_size has 2 entries"),
 ])
 def test_unsupported_features_are_refused(change, field, tmp_path):

@@ -13,7 +13,7 @@ a tied head with a final soft-cap of 30, four sliding layers of window 512 to on
   pre-activations through a Gaussian top-k (ffn_sparsity);
 - intermediate_size per layer (a list): each distinct width, and each sparsity, a layer type of its own.
 Not implemented, as transformers applies it in training only: altup_coef_clip (AltUp's coefficients clamped to
-+-120). Refused with an error naming the field: attention biases, an active AltUp stream other than 0.
++-120). Refused with an error naming the field: attention biases.
 `gemma3n` checkpoints (Gemma3nForConditionalGeneration): the config is text_config, the text model's weights under
 model.language_model.; the vision and audio towers and their embedders (embed_vision, embed_audio) are not read.
 Ids of image and audio tokens (262,144 and up), which Gemma3nModel embeds through those embedders, are read as the
@@ -109,9 +109,6 @@ def to_config(hf: dict) -> ModelConfig:
     hf = {**DEFAULTS, **hf}
     if hf.get("attention_bias"):
         raise LlmarchError(f"{hf['model_type']}: attention_bias=True (attention biases) is not supported")
-    if hf["altup_active_idx"]:
-        raise LlmarchError(f"{hf['model_type']}: altup_active_idx={hf['altup_active_idx']} is not supported "
-                           "(the per-layer inputs join streams 1..K-1 whichever is active)")
     names, overrides = _layers(hf)
     top = {k: v for k, v in overrides[names[0]].items() if k != "sliding_window"}
     ple = int(hf["hidden_size_per_layer_input"] or 0)
@@ -121,6 +118,7 @@ def to_config(hf: dict) -> ModelConfig:
                    ple_vocab=int(hf["vocab_size_per_layer_input"]) if ple else None,
                    sliding_window=int(hf["sliding_window"]), layer_types=names, layer_overrides=overrides,
                    kv_shared_layers=int(hf["num_kv_shared_layers"]), altup_streams=K,
+                   altup_active=int(hf["altup_active_idx"]),
                    altup_correct_scale=bool(hf["altup_correct_scale"]) and K > 1, laurel_rank=int(hf["laurel_rank"]),
                    hf_model_type="gemma3n_text", **top)
     return llama_like_config({**hf, "hidden_act": hf["hidden_activation"], "model_type": "gemma3n_text",
