@@ -11,6 +11,7 @@ from typing import Any
 from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.mixer import MIXERS
+from .layers.altup import check as check_altup
 from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
@@ -31,7 +32,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared")
+                "ffn", "dsa_shared", "ffn_sparsity")
 
 
 @dataclass
@@ -78,7 +79,21 @@ class ModelConfig:
     # > 0: per-layer input embeddings of this width (Gemma 3n / Gemma 4 PLE, layers/per_layer_inputs.py): each
     # token's vector for each layer, gated into the residual stream after that layer's FFN
     ple_dim: int = 0
-    ple_vocab: int | None = None  # rows of the per-layer embedding table, at least vocab_size; None: vocab_size
+    # rows of the per-layer embedding table; None: vocab_size. Fewer than vocab_size: the ids past the table read its
+    # row 0 (Gemma 3n, whose last 256 ids are image and audio tokens)
+    ple_vocab: int | None = None
+    # > 1: AltUp (Baykal et al. 2023, "Alternating Updates for Efficient Transformers"; layers/altup.py): the residual
+    # stream is this many copies of d_model; each block computes on one (altup_active), predicted from all by a
+    # learned mix, and corrects the others with what it computed (Gemma 3n: 4). 1: one residual stream
+    altup_streams: int = 1
+    altup_active: int = 0  # AltUp: the stream each block's sublayers compute on (Gemma 3n's altup_active_idx)
+    # AltUp: the corrected active stream times a learned gain per channel before it feeds the per-layer inputs'
+    # gate (Gemma 3n's altup_correct_scale)
+    altup_correct_scale: bool = False
+    # > 0: LAuReL (Menghani et al. 2024, "LAuReL: Learned Augmented Residual Layer", LAuReL-LR; layers/laurel.py):
+    # the attention sublayer's residual gains a low-rank learned term of this rank, x + attn + h + norm(h A B),
+    # h = norm(x), the sum divided by sqrt(2) (Gemma 3n's laurel_rank: 64)
+    laurel_rank: int = 0
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
     # alibi, t5_relative, none
     positions: str = "learned"
@@ -216,6 +231,10 @@ class ModelConfig:
     # mlp_multipliers[0])
     ffn_gate_multiplier: float = 1.0
     ffn_out_multiplier: float = 1.0  # gated dense FFNs: the output times this (Falcon-H1's mlp_multipliers[1])
+    # in (0, 1): a gated dense FFN's gate pre-activations g keep only what exceeds mean(g) + std(g) * Phi^-1(s), the
+    # rest zeroed (relu(g - cutoff)): a statistical top-k keeping about 1 - s of them, if g is Gaussian (Gemma 3n's
+    # activation_sparsity_pattern, 0.95 on its first 10 layers; Song et al. 2024, "ProSparse"). 0: dense
+    ffn_sparsity: float = 0.0
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py,
     # rglru.py, kda.py; parallel_mixer.py: several side by side; none: no mixer, the block is its FFN alone,
     # no_mixer.py), except that with attn_period > 0 layer i is
@@ -392,10 +411,10 @@ class ModelConfig:
         if self.block not in ("sequential", "parallel"):
             raise LlmarchError(f"unknown block {self.block!r}; choose one of: parallel, sequential")
         if self.ple_dim < 0 or (self.ple_dim and (self.block != "sequential" or self.n_decoder_layers
-                                                   or (self.ple_vocab or self.vocab_size) < self.vocab_size
+                                                   or (self.ple_vocab or self.vocab_size) <= 0
                                                    or self.ffn not in FFN_ACTIVATION)):
             raise LlmarchError(f"ple_dim={self.ple_dim}: per-layer input embeddings need a sequential decoder-only "
-                               f"or encoder-only stack, ple_vocab >= vocab_size and an FFN with an activation")
+                               f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         if self.block == "parallel" and self.norm_placement != "pre":
@@ -444,6 +463,7 @@ class ModelConfig:
             raise LlmarchError(f"rope_scaling='yarn' needs positive rope_factor, rope_beta_fast and rope_beta_slow, "
                                f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         check_ffn(self)
+        check_altup(self)
         self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0:

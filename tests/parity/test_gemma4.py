@@ -282,7 +282,7 @@ def test_training_through_shared_keys_with_activation_checkpointing(tmp_path):
     (dict(router_input_norm=True), "need a router"),
     (dict(n_experts=4, moe_beside_dense=True, n_shared_experts=1), "no shared experts besides"),
     (dict(layer_scalar=True, block="parallel"), "layer_scalar"),
-    (dict(ple_dim=8, ple_vocab=100), "ple_vocab >= vocab_size"),
+    (dict(ple_dim=8, ple_vocab=-1), "a positive ple_vocab"),
     (dict(kv_shared_layers=2, qk_norm="proj"), "attn_k_eq_v and kv_shared_layers"),
 ])
 def test_the_new_fields_check_themselves(fields, message):

@@ -19,7 +19,7 @@ from .mapping import export_state
 
 __all__ = ["FAMILIES", "from_hf", "to_hf", "is_hf_dir", "export_state"]
 from . import apertus, cohere2_moe, falcon_h1, falcon_mamba, gemma4, phimoe  # noqa: F401
-from . import recurrent_gemma  # noqa: F401
+from . import gemma3n, recurrent_gemma  # noqa: F401
 from . import kimi_linear  # noqa: F401
 from . import camembert, data2vec_text, electra, m2m_100, mbart, pegasus  # noqa: F401
 from . import nanochat  # noqa: F401

@@ -16,18 +16,26 @@ alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4); with mixer='none' the 
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
 hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
 Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
-with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py)."""
+with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py).
+Gemma 3n: with LAuReL (laurel_rank; layers/laurel.py) the attention sublayer's residual gains a learned low-rank
+term, x = (x + post_ln1(attn(h)) + laurel(h)) / sqrt(2), h = ln1(x); with AltUp (altup_streams; layers/altup.py)
+the block's input and output are K residual streams (K, B, T, C): the sublayers run on the active stream's
+prediction, the correction carries their result to every stream, and the per-layer input joins streams 1..K-1."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
+from .altup import AltUp
 from .attention import AttentionContext
 from .cross_attention import CrossAttention
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn
 from .linear import Linear
 from .hooks import HookPoint
+from .laurel import Laurel
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
 
@@ -88,6 +96,8 @@ class Block(nn.Module):
             self.ple_act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
         if cfg.layer_scalar:
             self.register_buffer("scalar", torch.ones(1))
+        self.laurel = Laurel(cfg) if cfg.laurel_rank else None  # Gemma 3n's learned augmented residual
+        self.altup = AltUp(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's alternating updates
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
@@ -107,16 +117,31 @@ class Block(nn.Module):
             return x + hook(self.branch(norm(sublayer(x, *args))))
         return norm(x + hook(self.branch(sublayer(x, *args))))
 
+    def _per_layer_input(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """norm(act(x W_gate) * p W_up), p this layer's per-layer input (B, T, P)."""
+        sub = self._modules
+        p = ctx.per_layer[:, :, self.layer]
+        return sub["ple_norm"](sub["ple_proj"](self.ple_act(sub["ple_gate"](x)) * p))
+
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
-        x = sub["hook_resid_pre"](x)
+        x = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
+        altup = sub.get("altup")
+        if altup is not None:
+            predicted = altup.predict(x)
+            x = predicted[altup.active]
         if self.parallel:
             h = sub["ln1"](x)
             a = sub["hook_attn_out"](self.branch(mixer(h, ctx)))
             m = sub["hook_mlp_out"](self.branch(mlp(h if sub.get("ln2") is None else sub["ln2"](x))))
             return sub["hook_resid_post"](x + a + m)
-        if self.mixes:
+        if sub.get("laurel") is not None:  # LAuReL: (x + post(attn(h)) + laurel(h)) / sqrt(2), h = ln1(x)
+            h, post = sub["ln1"](x), sub.get("post_ln1")
+            y = mixer(h, ctx)
+            a = sub["hook_attn_out"](self.branch(y if post is None else post(y)))
+            x = (x + a + sub["laurel"](h)) / math.sqrt(2)
+        elif self.mixes:
             x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"))
         x = sub["hook_resid_mid"](x)
         if self.cross:
@@ -124,9 +149,12 @@ class Block(nn.Module):
         if mlp is not None:
             args = (x,) if self.mlp_reads_residual else ()
             x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"))
-        if ctx.per_layer is not None:
-            p = ctx.per_layer[:, :, self.layer]  # (B, T, P)
-            x = x + sub["ple_norm"](sub["ple_proj"](self.ple_act(sub["ple_gate"](x)) * p))
+        if altup is not None:  # the K streams again, then the per-layer input into streams 1..K-1
+            x = altup.correct(predicted, x)
+            if ctx.per_layer is not None:
+                x = altup.add_to_rest(x, self._per_layer_input(altup.output(x), ctx))
+        elif ctx.per_layer is not None:
+            x = x + self._per_layer_input(x, ctx)
         scalar = self._buffers.get("scalar")
         if scalar is not None:
             x = x * scalar

@@ -61,14 +61,18 @@ class GLU(nn.Module):
     gpt-oss's clamped SwiGLU. W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up).
     gate_scale and out_scale (Falcon-H1's muP mlp_multipliers; Yang et al. 2022, "Tensor Programs V"): constants
     on the gate's pre-activation and on the output, m_out * gate(m_gate x W_gate, x W_up) W_down, kept out of the
-    weights so that training updates the weights as the checkpoint's authors did; None: no multiply at all."""
+    weights so that training updates the weights as the checkpoint's authors did; None: no multiply at all.
+    sparsity s (Gemma 3n's activation sparsity, ffn_sparsity): the gate's pre-activations through gaussian_top_k."""
 
     residual_out = ("down.weight",)
 
     def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 gate_scale: float | None = None, out_scale: float | None = None):
+                 gate_scale: float | None = None, out_scale: float | None = None, sparsity: float = 0.0):
         super().__init__()
         self.gate = gate
+        # Phi^-1(s) in fp32, as transformers takes it from torch.distributions' Normal(0, 1).icdf
+        s = torch.tensor(sparsity, dtype=torch.float32, device="cpu")  # a constant, whatever device builds it
+        self.cutoff = (torch.erfinv(2 * s - 1) * math.sqrt(2)).item() if sparsity else None
         self.gate_up = Linear(dim, 2 * hidden, bias=bias)
         self.down = Linear(hidden, dim, bias=bias)
         self.gate_scale, self.out_scale = gate_scale, out_scale
@@ -78,8 +82,18 @@ class GLU(nn.Module):
         gate, up = sub["gate_up"](x).chunk(2, dim=-1)
         if self.gate_scale is not None:
             gate = gate * self.gate_scale
+        if self.cutoff is not None:
+            gate = gaussian_top_k(gate, self.cutoff)
         y = sub["down"](self.gate(gate, up))
         return y if self.out_scale is None else y * self.out_scale
+
+
+def gaussian_top_k(g: torch.Tensor, z: float) -> torch.Tensor:
+    """relu(g - (mean(g) + std(g) * z)) over the last dim: what exceeds the z-quantile of a Gaussian fitted to each
+    token's gate pre-activations (Gemma 3n's _gaussian_topk; z = Phi^-1(s) keeps about 1 - s of them, a top-k
+    without the sort). std is the population one (unbiased=False), as transformers computes it."""
+    mean, std = g.mean(-1, keepdim=True), g.std(-1, keepdim=True, unbiased=False)
+    return F.relu(g - (mean + std * z))
 
 
 # the gated kinds: name -> (the config fields it reads, as keywords) -> its gate function (gate, up) -> hidden
@@ -100,8 +114,8 @@ for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
 
 
 def _glu(dim: int, hidden: int, bias: bool, kind: str, gate_scale: float | None = None,
-         out_scale: float | None = None, **options) -> GLU:
-    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale)
+         out_scale: float | None = None, sparsity: float = 0.0, **options) -> GLU:
+    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity)
 
 
 for _name in GATES:
@@ -122,6 +136,8 @@ def dense_ffn(cfg, hidden: int) -> nn.Module | None:
     """An FFN of the configured kind and this hidden width (a gated one with its muP multipliers, where set)."""
     scales = {name: value for name, value in (("gate_scale", cfg.ffn_gate_multiplier),
                                               ("out_scale", cfg.ffn_out_multiplier)) if value != 1.0}
+    if cfg.ffn_sparsity:
+        scales["sparsity"] = cfg.ffn_sparsity
     return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg), **scales)
 
 
@@ -132,6 +148,9 @@ def check_ffn(cfg) -> None:
     if (cfg.ffn_gate_multiplier, cfg.ffn_out_multiplier) != (1.0, 1.0) and (cfg.ffn not in GATES or cfg.n_experts):
         raise LlmarchError(f"ffn_gate_multiplier and ffn_out_multiplier scale a gated dense FFN ({', '.join(GATES)}), "
                            f"not ffn={cfg.ffn!r} with n_experts={cfg.n_experts}")
+    if cfg.ffn_sparsity and not (0.0 < cfg.ffn_sparsity < 1.0 and cfg.ffn in GATES and not cfg.n_experts):
+        raise LlmarchError(f"ffn_sparsity={cfg.ffn_sparsity} must be in [0, 1), on a gated dense FFN "
+                           f"({', '.join(GATES)}), not ffn={cfg.ffn!r} with n_experts={cfg.n_experts}")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")

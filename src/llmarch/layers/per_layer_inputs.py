@@ -5,6 +5,7 @@ project_per_layer_inputs):
     e_l = E_ple[id][l] · sqrt(P)                             a table of P dims per layer, L·P per token
     c_l = RMSNorm((x₀ W_proj)[l] · d^-1/2)                   x₀ the scaled token embedding (B, T, d)
     p_l = (c_l + e_l) · 2^-1/2
+ids past a table smaller than the vocabulary (ple_vocab) read its row 0, as Gemma 3n's get_per_layer_inputs does.
 and block l adds x ← x + RMSNorm(act(x W_gate) ⊙ p_l W_up) (layers/block.py), act the FFN's activation.
 Shapes: B batch, T tokens, L layers, P = ple_dim, d = d_model."""
 from __future__ import annotations
@@ -21,11 +22,14 @@ class PerLayerInputs(nn.Module):
         super().__init__()
         self.layers, self.dim = cfg.n_layers, cfg.ple_dim
         self.embed = nn.Embedding(cfg.ple_vocab or cfg.vocab_size, cfg.n_layers * cfg.ple_dim)
+        self.rows = cfg.ple_vocab if (cfg.ple_vocab or cfg.vocab_size) < cfg.vocab_size else None
         self.proj = Linear(cfg.d_model, cfg.n_layers * cfg.ple_dim, bias=False)
         self.norm = make_norm(cfg, cfg.ple_dim)
 
     def forward(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """ids (B, T), x (B, T, d) the scaled token embeddings -> p (B, T, L, P)."""
+        if self.rows is not None:
+            ids = torch.where(ids < self.rows, ids, 0)
         e = self.embed(ids)
         e = e * torch.tensor(self.dim ** 0.5, dtype=e.dtype)  # sqrt(P) rounded to the table's dtype, as HF does
         c = self.proj(x) * x.shape[-1] ** -0.5

@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
+from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
 from ..layers.kv_cache import SharedKV
@@ -32,6 +33,7 @@ class Stack(nn.Module):
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim)
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model else None
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
+        self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
         for i, block in enumerate(self.blocks):  # the last kv_shared_layers read an earlier layer's keys and values
@@ -188,8 +190,13 @@ class Stack(nn.Module):
         ctxs = {None: ctx}
         for t, positions in sub["layer_positions"].items():
             ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))
+        altup = sub.get("altup")
+        if altup is not None:  # AltUp: K streams through the blocks, (K, B, T, C), then one again
+            x = altup.split(x)
         for block, t in zip(sub["blocks"], self._types):
             x = block(x, ctxs.get(t, ctx))
+        if altup is not None:
+            x = altup.merge(x)
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]

@@ -13,7 +13,7 @@ from . import granite
 from . import cohere, lfm2
 from . import llama4
 from . import modernbert
-from . import gemma4
+from . import gemma3n, gemma4
 from . import kimi_linear
 from . import dbrx, minicpm3
 from . import falcon_h1
@@ -30,6 +30,7 @@ ARCHS.update(cohere.ARCHS)
 ARCHS.update(lfm2.ARCHS)
 ARCHS.update(llama4.ARCHS)
 ARCHS.update(modernbert.ARCHS)
+ARCHS.update(gemma3n.ARCHS)
 ARCHS.update(gemma4.ARCHS)
 ARCHS.update(kimi_linear.ARCHS)
 ARCHS.update(dbrx.ARCHS)
