@@ -51,6 +51,10 @@ class AttentionContext:
     # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
     shared_kv: dict | None = None
     per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
+    # mixer 'shared_block' (layers/shared_block.py): the stack's shared blocks, and the stream entering the first
+    # block (B, T, C), which they read beside each layer's own
+    shared_blocks: object = None
+    embeds: torch.Tensor | None = None
 
 
 @ATTENTION.register("sdpa")

@@ -16,7 +16,9 @@ alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4); with mixer='none' the 
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
 hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
 Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
-with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py)."""
+with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py).
+A mixer that takes the norm (Mixer.takes_norm; Zamba's shared block, layers/shared_block.py) gets x and ln1,
+x += mixer(x, ctx, ln1), and applies the norm where its computation needs it."""
 from __future__ import annotations
 
 import torch
@@ -59,6 +61,7 @@ class Block(nn.Module):
         self.mixes = mixer.mixes
         self.ln1 = None if not mixer.mixes else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
         self.mixer_attr = mixer.attr
+        self.mixer_takes_norm = mixer.takes_norm
         self.add_module(mixer.attr, mixer(cfg, layer))
         self.cross = cross
         if cross:
@@ -116,7 +119,9 @@ class Block(nn.Module):
             a = sub["hook_attn_out"](self.branch(mixer(h, ctx)))
             m = sub["hook_mlp_out"](self.branch(mlp(h if sub.get("ln2") is None else sub["ln2"](x))))
             return sub["hook_resid_post"](x + a + m)
-        if self.mixes:
+        if self.mixer_takes_norm:  # pre-norm only (the mixer's check): the norm is the mixer's to apply
+            x = x + sub["hook_attn_out"](self.branch(mixer(x, ctx, sub["ln1"])))
+        elif self.mixes:
             x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"))
         x = sub["hook_resid_mid"](x)
         if self.cross:
