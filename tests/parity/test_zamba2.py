@@ -102,3 +102,23 @@ def test_zamba2_sized_shape_counts_as_transformers():
     ours = sum(p.numel() for p in llmarch.build(cfg, device="meta").parameters())
     with torch.device("meta"):
         assert ours == transformers.Zamba2ForCausalLM(hf).num_parameters() > 2e9
+
+
+def test_step_sizes_clamped_at_time_step_min_as_transformers_clamps_them(tmp_path):
+    """A layer's dt_bias pushed to -12, so softplus gives steps near 6e-6, below time_step_min = 1e-3: transformers'
+    scan clamps them up to 1e-3 (its dt_limit), and so does llmarch (ssm_dt_floor), in the whole forward and in each
+    decoding step alike (transformers' own one-token step does not clamp: its generate is not compared here)."""
+    from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
+
+    torch.manual_seed(0)
+    hf = transformers.Zamba2ForCausalLM(transformers.Zamba2Config(**BASE)).eval()
+    with torch.no_grad():
+        hf.model.layers[0].mamba.dt_bias.fill_(-12.0)
+        hf.model.layers[1].mamba_decoder.mamba.dt_bias.fill_(-12.0)
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    assert ours.config.ssm_dt_floor == 1e-3
+    ids, mask = padded_batch(ours.config.vocab_size)
+    with torch.no_grad():
+        full = ours(ids, attention_mask=mask).logits
+    assert_close_on_real_tokens(full, hf_logits(hf, ids, mask), mask)
+    assert (stepwise_logits(ours, ids, 9, mask) - full)[mask.bool()].abs().max() < 1e-4
