@@ -63,6 +63,24 @@ def test_shared_weights_are_one_parameter_used_by_several_layers(tmp_path):
     assert len(calls) == 2
 
 
+def test_a_file_storing_every_layers_copy_of_its_shared_block_reads_the_same(tmp_path):
+    """A checkpoint that stores the shared block again under each later hybrid layer (layer 4's copy of layer 1's
+    block, as a file written without transformers' tie may): the copies are the same tensors, not read."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    hf = transformers.Zamba2ForCausalLM(transformers.Zamba2Config(**{**BASE, "num_mem_blocks": 2}))
+    hf.save_pretrained(tmp_path / "hf")
+    file = tmp_path / "hf" / "model.safetensors"
+    state = load_file(file)
+    state.update({k.replace("layers.1.", "layers.4."): v.clone() for k, v in state.items()
+                  if k.startswith("model.layers.1.shared_transformer.")})
+    save_file(state, file, metadata={"format": "pt"})
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        assert torch.allclose(from_hf(tmp_path / "hf")(ids).logits, hf(ids).logits, atol=1e-4)
+
+
 @pytest.mark.parametrize("change,problem", [
     (dict(use_long_context=True), "use_long_context"),
     (dict(tie_word_embeddings=False), "unties the shared blocks"),
