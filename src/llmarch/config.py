@@ -227,6 +227,9 @@ class ModelConfig:
     ssm_expand: int = 2  # the mixer's inner width is ssm_expand * d_model (Mamba, Mamba-2)
     ssm_conv: int = 4  # kernel of the depthwise causal convolution (Mamba, Mamba-2)
     ssm_dt_rank: int | None = None  # Mamba: rank of the step-size projection; None: ceil(d_model / 16)
+    # Mamba: independent Mamba scans over this many equal slices of the inner width, each with its own x_proj and
+    # dt_proj (Zamba's n_mamba_heads, Glorioso et al. 2024); 1: one scan (Mamba)
+    ssm_heads: int = 1
     ssm_head_dim: int = 64  # Mamba-2: P, channels per head (heads = inner width / P)
     ssm_groups: int = 1  # Mamba-2: groups of heads that share B and C
     ssm_chunk: int = 64  # chunk length of the chunked scans

@@ -24,7 +24,7 @@ from .mapping import Rule
 
 MAMBA, HYBRID = "mamba", "hybrid"
 _HF_TYPES = {"mamba": MAMBA, "linear_attention": MAMBA, "hybrid": HYBRID}
-_ACTS = {"gelu": "geglu", "gelu_pytorch_tanh": "geglu_tanh", "gelu_new": "geglu_tanh", "silu": "swiglu"}
+ACTS = {"gelu": "geglu", "gelu_pytorch_tanh": "geglu_tanh", "gelu_new": "geglu_tanh", "silu": "swiglu"}
 _W = ("weight", "bias")
 RULES = [
     Rule.of("model.embed_tokens.weight", "embed.weight"),
@@ -34,13 +34,13 @@ RULES = [
 IGNORE = (r"\.shared_transformer\.",)  # a later hybrid layer's copy of its shared block (the first one is read)
 
 
-def _hybrid_layers(cfg: ModelConfig) -> list[int]:
+def hybrid_layers(cfg: ModelConfig) -> list[int]:
     return [i for i in range(cfg.n_layers) if cfg.layer_mixer(i) == "shared_block"]
 
 
 def _shared_rules(cfg: ModelConfig) -> list[Rule]:
     """Each layer's tensors, by its type, and each shared block's under the first layer that uses it."""
-    hybrid, out = _hybrid_layers(cfg), []
+    hybrid, out = hybrid_layers(cfg), []
     for i in range(cfg.n_layers):
         L, B = f"model.layers.{i}.", f"blocks.{i}."
         if i not in hybrid:
@@ -67,20 +67,22 @@ def _shared_rules(cfg: ModelConfig) -> list[Rule]:
     return out
 
 
-def _layer_types(hf: dict) -> list[str]:
+def layer_types(hf: dict) -> list[str]:
+    """Our layer types (mamba, hybrid) from layers_block_type (Zamba and Zamba2 alike)."""
     types = hf.get("layers_block_type") or hf.get("layer_types")
     if types is None:
-        raise LlmarchError("zamba2: config.json lacks layers_block_type")
+        raise LlmarchError(f"{hf['model_type']}: config.json lacks layers_block_type")
     unknown = sorted({str(t) for t in types} - set(_HF_TYPES))
     if unknown:
-        raise LlmarchError(f"zamba2: unknown layer type {unknown[0]!r} (mamba or linear_attention, hybrid)")
+        raise LlmarchError(f"{hf['model_type']}: unknown layer type {unknown[0]!r} (mamba or linear_attention, "
+                           "hybrid)")
     return [_HF_TYPES[t] for t in types]
 
 
 def _refuse(hf: dict) -> None:
     """What transformers' Zamba2 computes otherwise than llmarch would."""
-    if hf.get("hidden_act", "gelu") not in _ACTS:
-        raise LlmarchError(f"zamba2: hidden_act {hf['hidden_act']!r} is not supported ({', '.join(_ACTS)})")
+    if hf.get("hidden_act", "gelu") not in ACTS:
+        raise LlmarchError(f"zamba2: hidden_act {hf['hidden_act']!r} is not supported ({', '.join(ACTS)})")
     if not hf.get("tie_word_embeddings", True):
         raise LlmarchError("zamba2: tie_word_embeddings=False, with which transformers unties the shared blocks too "
                            "(each hybrid layer its own copy): not supported")
@@ -100,7 +102,7 @@ def _refuse(hf: dict) -> None:
 
 def to_config(hf: dict) -> ModelConfig:
     _refuse(hf)
-    types = _layer_types(hf)
+    types = layer_types(hf)
     d, heads = hf["hidden_size"], hf.get("num_attention_heads", 32)
     head_dim = 2 * d // heads
     rope = rope_fields(hf) if hf.get("use_mem_rope") else {}
@@ -110,7 +112,7 @@ def to_config(hf: dict) -> ModelConfig:
     return ModelConfig(
         name=hf.get("_name_or_path") or "zamba2", hf_model_type="zamba2", vocab_size=hf["vocab_size"], d_model=d,
         n_layers=len(types), n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, head_dim=head_dim,
-        attn_scale=(head_dim / 2) ** -0.5, ffn=_ACTS[hf.get("hidden_act", "gelu")],
+        attn_scale=(head_dim / 2) ** -0.5, ffn=ACTS[hf.get("hidden_act", "gelu")],
         ffn_hidden=hf.get("intermediate_size") or 4 * d, norm="rmsnorm", norm_eps=1e-5,
         positions="rope" if hf.get("use_mem_rope") else "none", **rope, bias=bias, qkv_bias=False, o_bias=False,
         tie_embeddings=True, context_length=hf.get("max_position_embeddings", 4096),
@@ -135,7 +137,7 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
                 attn_scale=(cfg.head_dim / 2) ** -0.5, norm="rmsnorm", norm_eps=1e-5, qkv_bias=False, o_bias=False,
                 ssm_bias=cfg.bias, ssm_conv_bias=True, ssm_norm="gated", ssm_inner=None, ssm_proj_multipliers=None)
     bad = next((k for k, v in want.items() if getattr(cfg, k) != v), None)
-    if bad is not None or cfg.ffn not in _ACTS.values() or cfg.positions not in ("rope", "none"):
+    if bad is not None or cfg.ffn not in ACTS.values() or cfg.positions not in ("rope", "none"):
         return f"{bad or 'ffn or positions'} as transformers' Zamba2 computes it"
     return None
 
