@@ -246,6 +246,9 @@ class ModelConfig:
     ssm_expand: int = 2  # the mixer's inner width is ssm_expand * d_model (Mamba, Mamba-2)
     ssm_conv: int = 4  # kernel of the depthwise causal convolution (Mamba, Mamba-2)
     ssm_dt_rank: int | None = None  # Mamba: rank of the step-size projection; None: ceil(d_model / 16)
+    # Mamba: independent Mamba scans over this many equal slices of the inner width, each with its own x_proj and
+    # dt_proj (Zamba's n_mamba_heads, Glorioso et al. 2024); 1: one scan (Mamba)
+    ssm_heads: int = 1
     ssm_head_dim: int = 64  # Mamba-2: P, channels per head (heads = inner width / P)
     ssm_groups: int = 1  # Mamba-2: groups of heads that share B and C
     ssm_chunk: int = 64  # chunk length of the chunked scans
@@ -267,6 +270,19 @@ class ModelConfig:
     parallel_mixers: list | None = None
     parallel_in_multipliers: list | None = None  # mixer 'parallel': each part's input times this; None: 1 each
     parallel_out_multipliers: list | None = None  # mixer 'parallel': each part's output times this; None: 1 each
+    # Mamba-2: each step size dt clamped to at least this after its softplus (the lower end of the reference
+    # code's dt_limit; Zamba2's time_step_min); 0: no clamp
+    ssm_dt_floor: float = 0.0
+    # mixer 'shared_block' (layers/shared_block.py; Zamba, Glorioso et al. 2024): a transformer block whose weights
+    # all such layers share reads [x; embeddings], and its output, projected by the layer, joins the input of the
+    # layer's own mixer, shared_block_mixer. The layers cycle through shared_blocks distinct blocks (Zamba2's
+    # num_mem_blocks), built from this config's attention and FFN fields on a 2 * d_model wide input
+    shared_blocks: int = 1
+    shared_block_mixer: str = "mamba2"  # mixer 'shared_block': the layer's own mixer, after the shared block
+    # mixer 'shared_block': per-layer low-rank adapters (Zamba2 §2) added to the shared block's projections:
+    # any of qkv (each of q, k, v its own) and gate_up (the FFN's fused gate and up); None: none
+    shared_adapters: list | None = None
+    shared_adapter_rank: int = 128  # mixer 'shared_block': the rank r of those adapters, x W_down (r) W_up
     # Multi-head latent attention (mixer "mla", layers/mla.py; DeepSeek-V2 §2.1): head_dim is the decoupled
     # RoPE part d_h^R of each query and the key all heads share (as transformers sets head_dim = qk_rope_head_dim)
     q_lora_rank: int | None = None  # mla: rank d_c' of the query compression (V3: 1536); None: one q projection

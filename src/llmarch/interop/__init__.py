@@ -9,6 +9,7 @@ from . import deepseek_v2, deepseek_v3, deepseek_v32, glm_moe_dsa  # noqa: F401
 from . import phi, qwen2_moe, starcoder2  # noqa: F401
 from . import stablelm  # noqa: F401
 from . import bamba, granite, granite_hybrid, granite_moe  # noqa: F401
+from . import zamba, zamba2  # noqa: F401
 from . import cohere, distilbert, ernie, exaone4, glm, glm4_moe, gpt_bigcode, olmo, olmo3, olmoe, opt  # noqa: F401
 from . import arcee, helium, hunyuan, lfm2, nemotron, qwen3_5, seed_oss  # noqa: F401
 from . import llama4, modernbert  # noqa: F401

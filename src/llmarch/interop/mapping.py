@@ -112,6 +112,9 @@ LAYOUTS = {
     "interleaved": (lambda t, cfg: _deinterleave(t), lambda t, cfg: _interleave(t), lambda s: s),
     # q or k rows whose RoPE turns adjacent dims (GLM, Cohere, ERNIE 4.5); v's rows go as "same"
     "rope_pairs": (lambda t, cfg: _rope_pairs(t, cfg, True), lambda t, cfg: _rope_pairs(t, cfg, False), lambda s: s),
+    # rows of x and the gate z alternating (Zamba's Mamba in_proj: row 2c is x_c, 2c + 1 is z_c); ours x, then z
+    "rows_interleaved": (lambda t, cfg: torch.cat([t[0::2], t[1::2]]),
+                         lambda t, cfg: torch.stack(t.chunk(2), dim=1).flatten(0, 1), lambda s: s),
     # q or k rows that RoPE turns the other way (nanochat); v's rows go as "same"
     "rope_negated": (_rope_negated, _rope_negated, lambda s: s),
 }

@@ -54,6 +54,10 @@ class AttentionContext:
     # what a layer hands on to later layers of the same forward: DeepSeek Sparse Attention's selection (dsa.py),
     # for the layers that reuse it (dsa_shared)
     carry: dict = field(default_factory=dict)
+    # mixer 'shared_block' (layers/shared_block.py): the stack's shared blocks, and the stream entering the first
+    # block (B, T, C), which they read beside each layer's own
+    shared_blocks: object = None
+    embeds: torch.Tensor | None = None
 
 
 @ATTENTION.register("sdpa")

@@ -20,7 +20,9 @@ with per-layer inputs (ple_dim) the block first adds its layer's gated input (la
 Gemma 3n: with LAuReL (laurel_rank; layers/laurel.py) the attention sublayer's residual gains a learned low-rank
 term, x = (x + post_ln1(attn(h)) + laurel(h)) / sqrt(2), h = ln1(x); with AltUp (altup_streams; layers/altup.py)
 the block's input and output are K residual streams (K, B, T, C): the sublayers run on the active stream's
-prediction, the correction carries their result to every stream, and the per-layer input joins streams 1..K-1."""
+prediction, the correction carries their result to every stream, and the per-layer input joins streams 1..K-1.
+A mixer that takes the norm (Mixer.takes_norm; Zamba's shared block, layers/shared_block.py) gets x and ln1,
+x += mixer(x, ctx, ln1), and applies the norm where its computation needs it."""
 from __future__ import annotations
 
 import math
@@ -67,6 +69,7 @@ class Block(nn.Module):
         self.mixes = mixer.mixes
         self.ln1 = None if not mixer.mixes else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
         self.mixer_attr = mixer.attr
+        self.mixer_takes_norm = mixer.takes_norm
         self.add_module(mixer.attr, mixer(cfg, layer))
         self.cross = cross
         if cross:
@@ -141,6 +144,8 @@ class Block(nn.Module):
             y = mixer(h, ctx)
             a = sub["hook_attn_out"](self.branch(y if post is None else post(y)))
             x = (x + a + sub["laurel"](h)) / math.sqrt(2)
+        elif self.mixer_takes_norm:  # pre-norm only (the mixer's check): the norm is the mixer's to apply
+            x = x + sub["hook_attn_out"](self.branch(mixer(x, ctx, sub["ln1"])))
         elif self.mixes:
             x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"))
         x = sub["hook_resid_mid"](x)

@@ -77,9 +77,13 @@ class GLU(nn.Module):
         self.down = Linear(hidden, dim, bias=bias)
         self.gate_scale, self.out_scale = gate_scale, out_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate_up_delta: torch.Tensor | None = None) -> torch.Tensor:
+        """gate_up_delta: added to gate_up's output (a shared block's per-layer adapter: layers/shared_block.py)."""
         sub = self._modules
-        gate, up = sub["gate_up"](x).chunk(2, dim=-1)
+        gate_up = sub["gate_up"](x)
+        if gate_up_delta is not None:
+            gate_up = gate_up + gate_up_delta
+        gate, up = gate_up.chunk(2, dim=-1)
         if self.gate_scale is not None:
             gate = gate * self.gate_scale
         if self.cutoff is not None:

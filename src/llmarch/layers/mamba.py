@@ -9,7 +9,9 @@ projection), B and C (N each) depend on the input: the "selection" that lets the
 per token. The block: in_proj to x and a gate z; x through a depthwise causal convolution (kernel 4) and
 SiLU; the SSM; y * SiLU(z); out_proj. Jamba adds RMSNorms over dt, B and C (ssm_inner_norm); Falcon Mamba
 (TII 2024, "Falcon Mamba: The First Competitive Attention-free 7B Language Model") the same norms without gains
-(ssm_inner_norm_gain=False), of their own epsilon (ssm_inner_norm_eps).
+(ssm_inner_norm_gain=False), of their own epsilon (ssm_inner_norm_eps). Zamba (Glorioso et al. 2024) splits the
+inner width into ssm_heads slices, each its own Mamba with its own x_proj (H, R + 2N, P) and dt_proj (H, P, R), so
+B, C and dt's low-rank input differ per slice; A_log (H, P, N) and D (H, P) held per slice as Zamba stores them.
 
 The scan over the sequence has no Python loop over time steps: a work-efficient parallel scan (Blelloch)
 in 2 log2(T) vectorised steps over blocks that double in length (chunks of 2, 4, 8, ... steps whose totals
@@ -128,6 +130,10 @@ class Mamba(Mixer):
             raise LlmarchError("ssm_inner is Mamba-2's; mixer 'mamba' is ssm_expand * d_model wide")
         if cfg.ssm_inner_norm_eps is not None and cfg.ssm_inner_norm_eps <= 0:
             raise LlmarchError(f"ssm_inner_norm_eps must be positive, got {cfg.ssm_inner_norm_eps}")
+        inner = cfg.ssm_expand * cfg.d_model
+        if cfg.ssm_heads < 1 or inner % cfg.ssm_heads or (cfg.ssm_heads > 1 and cfg.ssm_inner_norm):
+            raise LlmarchError(f"ssm_heads={cfg.ssm_heads} must divide the inner width {inner} (and, above 1, goes "
+                               "without ssm_inner_norm)")
 
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
@@ -135,10 +141,18 @@ class Mamba(Mixer):
         self.inner, self.state_size, self.dt_rank = inner, N, R
         self.in_proj = Linear(d, 2 * inner, bias=cfg.ssm_bias)  # rows: x, then the gate z
         self.conv1d = depthwise_conv(inner, cfg.ssm_conv, cfg.ssm_conv_bias)
-        self.x_proj = Linear(inner, R + 2 * N, bias=False)  # dt (low rank), B, C
-        self.dt_proj = Linear(R, inner, bias=True)
-        self.A_log = nn.Parameter(torch.zeros(inner, N))
-        self.D = nn.Parameter(torch.ones(inner))
+        self.heads = H = cfg.ssm_heads
+        if H == 1:
+            self.x_proj = Linear(inner, R + 2 * N, bias=False)  # dt (low rank), B, C
+            self.dt_proj = Linear(R, inner, bias=True)
+        else:  # Zamba: one x_proj and dt_proj per slice of P = inner / H channels
+            P = inner // H
+            self.x_proj_weight = nn.Parameter(torch.zeros(H, R + 2 * N, P))
+            self.dt_proj_weight = nn.Parameter(torch.zeros(H, P, R))
+            self.dt_proj_bias = nn.Parameter(torch.zeros(H, P))
+        shape = (inner,) if H == 1 else (H, inner // H)
+        self.A_log = nn.Parameter(torch.zeros(*shape, N))
+        self.D = nn.Parameter(torch.ones(shape))
         self.out_proj = Linear(inner, d, bias=cfg.ssm_bias)
         if cfg.ssm_inner_norm:  # Jamba's, with gains; Falcon Mamba's without (ssm_inner_norm_gain), so no weights
             norm = RMSNorm if cfg.ssm_inner_norm_gain else PlainRMSNorm
@@ -151,8 +165,10 @@ class Mamba(Mixer):
         """S4D-real A_n = -(n + 1) per channel (Gu et al. 2022), D = 1, dt log-uniform in [1e-3, 0.1]."""
         self.A_log.copy_(torch.log(torch.arange(1, self.state_size + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.D.fill_(1.0)
-        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
-        init_dt_bias(self.dt_proj.bias)
+        w, b = (self.dt_proj.weight, self.dt_proj.bias) if self.heads == 1 else (self.dt_proj_weight,
+                                                                                 self.dt_proj_bias)
+        nn.init.uniform_(w, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        init_dt_bias(b)
         self.conv1d.reset_parameters()
 
     def state_note(self, dtype: str) -> str:
@@ -168,6 +184,8 @@ class Mamba(Mixer):
         state = self.cache
         xs = masked(F.silu(causal_conv(xs, self.conv1d.weight, self.conv1d.bias,
                                        None if state is None else state["conv"])), mask)
+        if self.heads > 1:
+            return self.out_proj(self._heads(xs, z, state).to(x.dtype))
         dt, B, C = self.x_proj(xs).split([self.dt_rank, self.state_size, self.state_size], dim=-1)
         if hasattr(self, "dt_norm"):
             dt, B, C = self.dt_norm(dt), self.b_norm(B), self.c_norm(C)
@@ -183,3 +201,27 @@ class Mamba(Mixer):
             self.hook_ssm_state(last)
         y = (y + xs.float() * self.D.float()) * F.silu(z.float())
         return self.out_proj(y.to(x.dtype))
+
+    def _heads(self, xs: torch.Tensor, z: torch.Tensor, state) -> torch.Tensor:
+        """Zamba's slices: each its own Mamba over its P channels (xs, z (b, T, H·P) after the convolution)."""
+        b, T, _ = xs.shape
+        H, N = self.heads, self.state_size
+        x = xs.view(b, T, H, -1)  # (b, T, H, P)
+        dt, B, C = torch.einsum("hrp,bthp->bthr", self.x_proj_weight, x).split([self.dt_rank, N, N], dim=-1)
+        dt = F.softplus(torch.einsum("hpr,bthr->bthp", self.dt_proj_weight, dt).float() + self.dt_proj_bias.float())
+        A = -torch.exp(self.A_log.float())  # (H, P, N)
+        h = None if state is None else state["ssm"].view(b, H, -1, N)
+        if state is not None and T == 1:
+            y = torch.stack([selective_step(x[:, 0, j], dt[:, 0, j], A[j], B[:, 0, j], C[:, 0, j], h[:, j])
+                             for j in range(H)], dim=1)[:, None]  # (b, 1, H, P)
+            self.hook_ssm_state(state["ssm"])
+        else:
+            parts = [selective_scan(x[:, :, j], dt[:, :, j], A[j], B[:, :, j], C[:, :, j],
+                                    None if h is None else h[:, j]) for j in range(H)]
+            y = torch.stack([p for p, _ in parts], dim=2)  # (b, T, H, P)
+            last = torch.stack([last for _, last in parts], dim=1)  # (b, H, P, N)
+            if h is not None:
+                h.copy_(last)
+            self.hook_ssm_state(last.flatten(1, 2))
+        y = (y + x.float() * self.D.float()).flatten(2)
+        return y * F.silu(z.float())

@@ -13,6 +13,8 @@ Falcon-H1's variants (TII 2025, "Falcon-H1: A Family of Hybrid-Head Language Mod
 width of its own (ssm_inner, not a multiple of d_model), its five muP multipliers on in_proj's z, x, B, C and dt
 parts (ssm_proj_multipliers, constants: no weight holds them), and the norm after the gate or before it, or none
 (ssm_norm).
+Zamba2's clamp (Glorioso et al. 2024; the reference code's dt_limit lower end, its time_step_min): each step
+dt >= ssm_dt_floor after the softplus, in the whole-sequence scan and in each decoding step alike.
 Generation runs the recurrence h_t = exp(dt a) h_{t-1} + dt x_t B_t^T, y_t = h_t C_t + D x_t per head
 (`step`), state (heads, P, N) per sequence."""
 from __future__ import annotations
@@ -124,6 +126,8 @@ class Mamba2(Mixer):
                                f"{cfg.ssm_head_dim}, their number divisible by ssm_groups={cfg.ssm_groups}")
         if cfg.ssm_norm not in SSM_NORMS:
             raise LlmarchError(f"unknown ssm_norm {cfg.ssm_norm!r}; choose one of: {', '.join(SSM_NORMS)}")
+        if cfg.ssm_dt_floor < 0:
+            raise LlmarchError(f"ssm_dt_floor must be >= 0, got {cfg.ssm_dt_floor}")
         m = cfg.ssm_proj_multipliers
         if m is not None and (len(m) != 5 or not all(isinstance(v, (int, float)) and v > 0 for v in m)):
             raise LlmarchError(f"ssm_proj_multipliers must be five positive numbers (z, x, B, C, dt), got {m!r}")
@@ -146,6 +150,7 @@ class Mamba2(Mixer):
         self.proj_scales = None if m is None or all(v == 1 for v in m) else \
             ([inner, inner, G * N, G * N, self.heads], [float(v) for v in m])
         self.out_proj = Linear(inner, d, bias=cfg.ssm_bias)
+        self.dt_floor = cfg.ssm_dt_floor or None  # None: no clamp at all
         self.hook_ssm_state = HookPoint()  # analysis: the SSM state (B, H, P, N) after the call's last token
 
     @torch.no_grad()
@@ -177,6 +182,8 @@ class Mamba2(Mixer):
         B = B.view(b, T, self.groups, -1).repeat_interleave(per_group, dim=2)
         C = C.view(b, T, self.groups, -1).repeat_interleave(per_group, dim=2)
         dt = F.softplus(dt.float() + self.dt_bias.float())
+        if self.dt_floor is not None:
+            dt = dt.clamp(min=self.dt_floor)
         a = -torch.exp(self.A_log.float())
         if state is not None and T == 1:
             y = ssd_step(xs[:, 0], dt[:, 0], a, B[:, 0], C[:, 0], state["ssm"])[:, None]

@@ -24,6 +24,11 @@ it is; it calls this protocol:
   A_log and D `_no_weight_decay`).
 - `mixes`: False for mixer 'none' (no_mixer.py), whose block is its FFN alone: no norm, no sublayer, nothing
   added (Nemotron-H's MLP and MoE layers).
+- `takes_norm`: True for a mixer that applies its block's input norm itself, where its computation needs it: the
+  block hands it the residual stream and the norm, mixer(x, ctx, norm) (Zamba's shared block reads x before the
+  norm: layers/shared_block.py); False: the block calls mixer(norm(x), ctx).
+- `reads_shared_blocks`: True for a mixer that runs one of the stack's shared blocks (ctx.shared_blocks), which
+  the stack then builds (cfg.shared_blocks of them) and hands over with the embeddings (ctx.embeds).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations
@@ -41,6 +46,8 @@ class Mixer(nn.Module):
     mixes = True  # the block runs it as its first sublayer (False: mixer 'none', a block that is its FFN alone)
     residual_out: tuple[str, ...] = ("out_proj.weight",)
     no_decay: tuple[str, ...] = ()
+    takes_norm = False  # the block hands it x and its norm, mixer(x, ctx, norm), instead of mixer(norm(x), ctx)
+    reads_shared_blocks = False  # it runs one of the stack's shared blocks (ctx.shared_blocks)
 
     def __init__(self):
         super().__init__()

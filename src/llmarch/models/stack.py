@@ -20,7 +20,9 @@ from ..layers.kv_cache import SharedKV
 from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
+from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
+from ..layers.shared_block import SharedBlock
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
 
@@ -36,6 +38,12 @@ class Stack(nn.Module):
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
+        # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
+        # reads them, each through ctx.shared_blocks; the j-th such layer runs block j mod shared_blocks
+        users = [b.seq_mixer for i, b in enumerate(self.blocks) if MIXERS[cfg.layer_mixer(i)].reads_shared_blocks]
+        self.shared_blocks = nn.ModuleList(SharedBlock(cfg) for _ in range(cfg.shared_blocks)) if users else None
+        for j, mixer in enumerate(users):
+            mixer.block_id = j % cfg.shared_blocks
         for i, block in enumerate(self.blocks):  # the last kv_shared_layers read an earlier layer's keys and values
             if getattr(block.seq_mixer, "kv_shared", False):
                 block.seq_mixer.kv_from = cfg.kv_source(i)
@@ -187,6 +195,8 @@ class Stack(nn.Module):
         x = self.drop(x)
         if self.embed_proj is not None:  # after the embeddings' dropout, as ELECTRA's
             x = self.embed_proj(x)
+        if self.shared_blocks is not None:  # they read the stream entering the first block beside their layer's
+            ctx = dataclasses.replace(ctx, shared_blocks=sub["shared_blocks"], embeds=x)
         ctxs = {None: ctx}
         for t, positions in sub["layer_positions"].items():
             ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))
