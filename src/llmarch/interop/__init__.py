@@ -28,3 +28,5 @@ from . import mpt  # noqa: F401
 from . import codegen  # noqa: F401
 from . import minicpm3  # noqa: F401
 from . import nemotron_h  # noqa: F401
+from . import deberta_v2  # noqa: F401
+from . import deberta  # noqa: F401

@@ -51,6 +51,9 @@ class AttentionContext:
     # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
     shared_kv: dict | None = None
     per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
+    # relative position embeddings (positions 'relative_embeddings', DeBERTa): the table (2k, C) and each query's
+    # row of it for each key (T, S), which disentangled attention projects with each layer's own weights
+    relative: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @ATTENTION.register("sdpa")

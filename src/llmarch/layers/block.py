@@ -16,7 +16,8 @@ alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4); with mixer='none' the 
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
 hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
 Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
-with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py)."""
+with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py).
+DeBERTa-v2 (side_conv) joins a convolution of block 0's input to its output (layers/side_conv.py)."""
 from __future__ import annotations
 
 import torch
@@ -30,6 +31,7 @@ from .linear import Linear
 from .hooks import HookPoint
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
+from .side_conv import SideConv
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +90,8 @@ class Block(nn.Module):
             self.ple_act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
         if cfg.layer_scalar:
             self.register_buffer("scalar", torch.ones(1))
+        if cfg.side_conv and layer == 0:
+            self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
@@ -110,7 +114,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
-        x = sub["hook_resid_pre"](x)
+        x = x_in = sub["hook_resid_pre"](x)
         if self.parallel:
             h = sub["ln1"](x)
             a = sub["hook_attn_out"](self.branch(mixer(h, ctx)))
@@ -130,4 +134,7 @@ class Block(nn.Module):
         scalar = self._buffers.get("scalar")
         if scalar is not None:
             x = x * scalar
+        side = sub.get("side_conv")
+        if side is not None:
+            x = side(x_in, x, ctx.pad_mask)
         return sub["hook_resid_post"](x)
