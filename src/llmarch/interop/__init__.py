@@ -30,3 +30,4 @@ from . import minicpm3  # noqa: F401
 from . import nemotron_h  # noqa: F401
 from . import deberta_v2  # noqa: F401
 from . import deberta  # noqa: F401
+from . import roformer  # noqa: F401
