@@ -11,7 +11,8 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .deberta_v2 import IGNORE, _L, from_config as v2_hf, heads, positions_rules, shared_rules, to_config as v2_config
+from .deberta_v2 import IGNORE, _L, from_config as v2_hf, heads, positions_rules, shared_rules
+from .deberta_v2 import needs as v2_needs, to_config as v2_config
 from .hf import FAMILIES, Family
 from .mapping import JOINS, Rule
 
@@ -49,17 +50,21 @@ def to_config(hf: dict) -> ModelConfig:
     return cfg.replace(name=hf.get("_name_or_path") or "deberta", hf_model_type="deberta", **extra)
 
 
-def from_config(cfg: ModelConfig) -> dict:
-    relative = cfg.positions == "relative_embeddings"
-    if relative and (cfg.relative_log_buckets or cfg.relative_norm or cfg.disentangled_shared_proj
-                     or cfg.disentangled_key_bias) or cfg.side_conv or not cfg.qkv_bias \
+def needs(cfg: ModelConfig) -> str | None:
+    """Family.needs: deberta-v2's, and what v1's layout lacks."""
+    own = not (cfg.relative_log_buckets or cfg.relative_norm or cfg.disentangled_shared_proj
+               or cfg.disentangled_key_bias)
+    if cfg.positions == "relative_embeddings" and not own or cfg.side_conv or not cfg.qkv_bias \
             or cfg.head_dim * cfg.n_heads != cfg.d_model:
-        raise LlmarchError("model_type deberta needs relative embeddings without buckets or a norm, projections of "
-                           "their own (pos_key_proj without a bias), q and v biases, no side_conv, and head_dim * "
-                           "n_heads = d_model")
+        return "relative embeddings without buckets or a norm, projections of their own (pos_key_proj without a " \
+            "bias), q and v biases, no side_conv, and head_dim * n_heads = d_model"
+    return v2_needs(cfg)
+
+
+def from_config(cfg: ModelConfig) -> dict:
     out = {k: v for k, v in v2_hf(cfg).items() if k not in _V2_ONLY}
     return {**out, "model_type": "deberta", "architectures": ["DebertaForMaskedLM"]}
 
 
 FAMILIES.register("deberta")(Family(RULES, to_config, from_config, IGNORE, heads=heads("Deberta"),
-                                    more_rules=positions_rules, base_prefix="deberta."))
+                                    more_rules=positions_rules, base_prefix="deberta.", needs=needs))

@@ -104,12 +104,17 @@ def to_config(hf: dict) -> ModelConfig:
         side_conv_act=hf.get("conv_act", "tanh"), side_conv_groups=hf.get("conv_groups", 1), **_relative_fields(hf))
 
 
-def from_config(cfg: ModelConfig) -> dict:
-    relative = cfg.positions == "relative_embeddings"
+def needs(cfg: ModelConfig) -> str | None:
+    """Family.needs: what DeBERTa's layout cannot hold, or None."""
     if cfg.positions not in ("relative_embeddings", "learned", "none") or cfg.position_offset or (
             cfg.norm_placement != "post" or cfg.embed_width != cfg.d_model or not cfg.embed_norm):
-        raise LlmarchError("model_type deberta-v2 needs post-norm blocks, an embedding norm at d_model width, and "
-                           "relative_embeddings, learned (from 0) or no positions")
+        return "post-norm blocks, an embedding norm at d_model width, and relative_embeddings, learned (from 0) or " \
+            "no positions"
+    return None
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    relative = cfg.positions == "relative_embeddings"
     out = dict(model_type="deberta-v2", architectures=["DebertaV2ForMaskedLM"], vocab_size=cfg.vocab_size,
                hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                attention_head_size=cfg.head_dim, intermediate_size=cfg.ffn_hidden,
@@ -128,4 +133,4 @@ def from_config(cfg: ModelConfig) -> dict:
 
 
 FAMILIES.register("deberta-v2")(Family(RULES, to_config, from_config, IGNORE, heads=heads("DebertaV2"),
-                                       more_rules=positions_rules, base_prefix="deberta."))
+                                       more_rules=positions_rules, base_prefix="deberta.", needs=needs))

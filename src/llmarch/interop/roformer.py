@@ -18,8 +18,9 @@ from .hf import FAMILIES, Family
 from .mapping import Rule, with_rope_pairs
 
 _W = ("weight", "bias")
-RULES = with_rope_pairs([*encoder_rules("roformer", "cls.predictions", "transform.dense", "transform.LayerNorm", "bias"),
-                         *[Rule.of(f"roformer.embeddings_project.{w}", f"embed_proj.{w}") for w in _W]])
+RULES = with_rope_pairs([
+    *encoder_rules("roformer", "cls.predictions", "transform.dense", "transform.LayerNorm", "bias"),
+    *[Rule.of(f"roformer.embeddings_project.{w}", f"embed_proj.{w}") for w in _W]])
 HEADS = head_rules("classifier.dense", "classifier.out_proj", "classifier")
 IGNORE = (r"^cls\.predictions\.decoder\.bias$", r"encoder\.embed_positions\.weight$")
 
@@ -36,15 +37,18 @@ def to_config(hf: dict) -> ModelConfig:
                        rope_theta=10000.0, pooler_act=act, embed_dim=hf.get("embedding_size") or cfg.d_model)
 
 
-def from_config(cfg: ModelConfig) -> dict:
+def needs(cfg: ModelConfig) -> str | None:
     if cfg.positions != "rope" or cfg.rope_theta != 10000.0 or cfg.rotary_dim != cfg.head_dim or \
             cfg.rope_scaling != "none" or cfg.ffn not in ("gelu", "relu") or cfg.pooler_act != cfg.ffn:
-        raise LlmarchError("model_type roformer needs RoPE over whole heads at base 10000, unscaled, and ffn and "
-                           "pooler_act both gelu or both relu")
+        return "RoPE over whole heads at base 10000, unscaled, and ffn and pooler_act both gelu or both relu"
+    return None
+
+
+def from_config(cfg: ModelConfig) -> dict:
     return {**bert_hf(cfg), "model_type": "roformer", "architectures": ["RoFormerForMaskedLM"],
             "embedding_size": cfg.embed_width, "rotary_value": False}
 
 
 FAMILIES.register("roformer")(Family(RULES, to_config, from_config, IGNORE, heads={
     "classify": ("RoFormerForSequenceClassification", HEADS["classify"]),
-    "tokens": ("RoFormerForTokenClassification", HEADS["tokens"])}, base_prefix="roformer."))
+    "tokens": ("RoFormerForTokenClassification", HEADS["tokens"])}, base_prefix="roformer.", needs=needs))
