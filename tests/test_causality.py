@@ -18,7 +18,9 @@ CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()] + \
 def build(mixer: str, kind: str):
     torch.manual_seed(0)
     window = dict(sliding_window=12) if kind in windowed_kinds() else {}
-    return llmarch.build("llama-tiny", **BASE, mixer=mixer, attention=kind, **window).eval()
+    needs = ATTENTION_KINDS[kind].needs_positions  # disentangled attention reads its relative embeddings
+    positions = dict(positions=needs) if needs else {}
+    return llmarch.build("llama-tiny", **BASE, mixer=mixer, attention=kind, **window, **positions).eval()
 
 
 @pytest.mark.parametrize("mixer, kind", CASES)

@@ -30,7 +30,9 @@ def test_every_attention_kind_loads_to_the_same_logits(tmp_path):
     x = torch.randint(0, 97, (1, 40))
     for kind in ATTENTION_KINDS.names():
         window = {"sliding_window": 16} if ATTENTION_KINDS[kind].windowed else {}
-        model = tiny("gpt-tiny", n_layers=2, context_length=64, attention=kind, **window)
+        needs = ATTENTION_KINDS[kind].needs_positions
+        model = tiny("gpt-tiny", n_layers=2, context_length=64, attention=kind, **window,
+                     **({"positions": needs} if needs else {}))
         save_model(model, tmp_path / kind)
         with torch.no_grad():
             assert torch.equal(model(x).logits, llmarch.load(tmp_path / kind).eval()(x).logits), kind

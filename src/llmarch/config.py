@@ -15,6 +15,7 @@ from .layers.altup import check as check_altup
 from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
+from .layers.side_conv import check_side_conv
 
 
 HEADS = ("classify", "detect", "embed", "lm", "tokens")
@@ -175,8 +176,28 @@ class ModelConfig:
     clip_qkv: float | None = None
     attn_softcap: float | None = None  # scores soft-capped, cap * tanh(s / cap), before the softmax (Gemma 2: 50)
     final_softcap: float | None = None  # the LM head's logits soft-capped the same way (Gemma 2: 30)
-    relative_buckets: int = 32  # t5_relative positions: buckets of the relative-position bias
-    relative_max_distance: int = 128  # t5_relative: distances past this share the last bucket
+    # t5_relative positions: buckets of the relative-position bias; relative_embeddings: rows of the embedding table,
+    # 2k for the offsets -k..k-1 (DeBERTa: 2 * position_buckets, or 2 * max_relative_positions without buckets)
+    relative_buckets: int = 32
+    # t5_relative, relative_embeddings with relative_log_buckets: distances past this share the last bucket
+    relative_max_distance: int = 128
+    # relative_embeddings: offsets past k/2 bucketed logarithmically up to relative_max_distance (DeBERTa-v2/v3's
+    # position_buckets); False: offsets as they are, clamped to [-k, k - 1] (DeBERTa v1)
+    relative_log_buckets: bool = True
+    relative_norm: bool = False  # relative_embeddings: a norm over the embedding table (DeBERTa's norm_rel_ebd)
+    # disentangled attention (He et al. 2021, eq. 4): the relative terms added to the content-to-content scores:
+    # c2p (content-to-position), p2c (position-to-content) or c2p+p2c (DeBERTa's pos_att_type)
+    disentangled_terms: str = "c2p+p2c"
+    # disentangled attention: the relative embeddings projected by the layer's own query and key projections
+    # (DeBERTa-v2/v3's share_att_key); False: by projections of their own (pos_key_proj, pos_query_proj)
+    disentangled_shared_proj: bool = True
+    # disentangled attention without shared projections: a bias on pos_key_proj (DeBERTa v1's pos_proj has none)
+    disentangled_key_bias: bool = True
+    # > 0: a 1-d convolution of this (odd) kernel over block 0's input, beside block 0: its output becomes
+    # norm(block(x) + act(conv(x))) (DeBERTa-v2's ConvLayer, nGiE); 0: none
+    side_conv: int = 0
+    side_conv_act: str = "tanh"  # side_conv's activation: tanh, gelu or relu (DeBERTa-v2's conv_act)
+    side_conv_groups: int = 1  # side_conv's groups of channels convolved apart (DeBERTa-v2's conv_groups)
     head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
     pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
     decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
@@ -480,6 +501,7 @@ class ModelConfig:
                                f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         check_ffn(self)
         check_altup(self)
+        check_side_conv(self)
         self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0:

@@ -29,3 +29,7 @@ from . import mpt  # noqa: F401
 from . import codegen  # noqa: F401
 from . import minicpm3  # noqa: F401
 from . import nemotron_h  # noqa: F401
+from . import deberta_v2  # noqa: F401
+from . import deberta  # noqa: F401
+from . import roformer  # noqa: F401
+from . import megatron_bert, roberta_prelayernorm, xlm_roberta_xl  # noqa: F401

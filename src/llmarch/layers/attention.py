@@ -58,6 +58,9 @@ class AttentionContext:
     # block (B, T, C), which they read beside each layer's own
     shared_blocks: object = None
     embeds: torch.Tensor | None = None
+    # relative position embeddings (positions 'relative_embeddings', DeBERTa): the table (2k, C) and each query's
+    # row of it for each key (T, S), which disentangled attention projects with each layer's own weights
+    relative: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @ATTENTION.register("sdpa")

@@ -22,7 +22,8 @@ term, x = (x + post_ln1(attn(h)) + laurel(h)) / sqrt(2), h = ln1(x); with AltUp 
 the block's input and output are K residual streams (K, B, T, C): the sublayers run on the active stream's
 prediction, the correction carries their result to every stream, and the per-layer input joins streams 1..K-1.
 A mixer that takes the norm (Mixer.takes_norm; Zamba's shared block, layers/shared_block.py) gets x and ln1,
-x += mixer(x, ctx, ln1), and applies the norm where its computation needs it."""
+x += mixer(x, ctx, ln1), and applies the norm where its computation needs it.
+DeBERTa-v2 (side_conv) joins a convolution of block 0's input to its output (layers/side_conv.py)."""
 from __future__ import annotations
 
 import math
@@ -40,6 +41,7 @@ from .hooks import HookPoint
 from .laurel import Laurel
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
+from .side_conv import SideConv
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +103,8 @@ class Block(nn.Module):
             self.register_buffer("scalar", torch.ones(1))
         self.laurel = Laurel(cfg) if cfg.laurel_rank else None  # Gemma 3n's learned augmented residual
         self.altup = AltUp(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's alternating updates
+        if cfg.side_conv and layer == 0:
+            self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
@@ -129,7 +133,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
-        x = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
+        x = x_in = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
         altup = sub.get("altup")
         if altup is not None:
             predicted = altup.predict(x)
@@ -163,4 +167,7 @@ class Block(nn.Module):
         scalar = self._buffers.get("scalar")
         if scalar is not None:
             x = x * scalar
+        side = sub.get("side_conv")
+        if side is not None:
+            x = side(x_in, x, ctx.pad_mask)
         return sub["hook_resid_post"](x)

@@ -1,8 +1,10 @@
 """Position information, one of four kinds (see docs/architectures): added to token embeddings (learned,
 sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias, ALiBi),
-or none. Each module answers `embed(pos)` (an additive (B, T, C) term or None), `rotary(pos)` ((cos, sin) or
-None) and `bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score bias or None; pad_mask
-(B, S) marks the real key slots, None: all real)."""
+embeddings of relative offsets that attention projects with its own queries and keys (DeBERTa), or none. Each
+module answers `embed(pos)` (an additive (B, T, C) term or None), `rotary(pos)` ((cos, sin) or None),
+`bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score bias or None; pad_mask (B, S) marks the
+real key slots, None: all real) and `relative(input_pos, key_len)` (an embedding table and each query-key pair's
+row in it, or None)."""
 from __future__ import annotations
 
 import math
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from .norms import make_norm
 
 POSITIONS: Registry = Registry("positions")
 # RotaryPositions' context-extension scalings, and Gemma 4's p-RoPE
@@ -25,6 +28,9 @@ class NoPositions(nn.Module):
         return None
 
     def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        return None
+
+    def relative(self, input_pos: torch.Tensor, key_len: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
 
@@ -314,6 +320,39 @@ class ALiBi(NoPositions):
         return bias * self.scale if self.scale != 1.0 else bias
 
 
+class RelativeEmbeddings(NoPositions):
+    """DeBERTa's relative position embeddings (He et al. 2021, §3.1): 2k learned vectors, one per relative
+    distance delta(i, j) = clamp(i - j, -k, k - 1) + k of query i and key j, shared by every layer (each projects
+    them with its own weights: attention_kinds/disentangled.py), after a norm (relative_norm). DeBERTa-v2/v3
+    bucket the distance first (relative_log_buckets; make_log_bucket_position): |i - j| up to k/2 as it is, beyond
+    it ceil(log(|i - j| / (k/2)) / log((m - 1) / (k/2)) * (k/2 - 1)) + k/2 with its sign, m = relative_max_distance,
+    so distances up to m fill the remaining buckets logarithmically. Positions are cache slots, padding or not."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.span, self.log_buckets, self.max_distance = cfg.relative_buckets // 2, cfg.relative_log_buckets, \
+            cfg.relative_max_distance
+        self.weight = nn.Parameter(torch.zeros(cfg.relative_buckets, cfg.d_model))  # (2k, C)
+        self.norm = make_norm(cfg) if cfg.relative_norm else None
+
+    def bucket(self, offset: torch.Tensor) -> torch.Tensor:
+        """offset = query slot - key slot (long, any shape) -> its log bucket, as transformers' DeBERTa-v2."""
+        mid = self.span // 2
+        sign = torch.sign(offset)
+        distance = torch.where(offset.abs() < mid, torch.full_like(offset, mid - 1), offset.abs())
+        log_pos = torch.ceil(torch.log(distance / mid) / torch.log(torch.tensor((self.max_distance - 1) / mid))
+                             * (mid - 1)) + mid
+        return torch.where(distance <= mid, offset.to(log_pos.dtype), log_pos * sign).long()
+
+    def relative(self, input_pos: torch.Tensor, key_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table (2k, C), normed, and delta (T, S): each query's row of it for each key."""
+        offset = input_pos[:, None] - torch.arange(key_len, device=input_pos.device)[None]  # (T, S)
+        if self.log_buckets:
+            offset = self.bucket(offset)
+        table = self.weight if self.norm is None else self.norm(self.weight)
+        return table, (offset + self.span).clamp(0, 2 * self.span - 1)
+
+
 # position kinds that add a bias to the attention scores: only attention kinds that read the mask take them
 BIAS_POSITIONS = ("t5_relative", "alibi")
 
@@ -325,3 +364,4 @@ POSITIONS.register("sinusoidal_fairseq")(lambda cfg: SinusoidalPositions(cfg, "f
 POSITIONS.register("t5_relative")(RelativeBias)
 POSITIONS.register("rope")(RotaryPositions)
 POSITIONS.register("alibi")(ALiBi)
+POSITIONS.register("relative_embeddings")(RelativeEmbeddings)

@@ -149,7 +149,8 @@ class Stack(nn.Module):
                                input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
-                               shared_kv={} if cfg.kv_shared_layers else None)
+                               shared_kv={} if cfg.kv_shared_layers else None,
+                               relative=positions.relative(input_pos, key_len))
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
@@ -169,7 +170,8 @@ class Stack(nn.Module):
             mask = torch.where(mask, bias, float("-inf"))
         ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
                                input_pos=torch.arange(T, device=x.device), positions=row_pos,
-                               shared_kv={} if self._stack_cfg.kv_shared_layers else None)
+                               shared_kv={} if self._stack_cfg.kv_shared_layers else None,
+                               relative=self.positions.relative(torch.arange(T, device=x.device), T))
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,

@@ -14,7 +14,8 @@ then hands them to its kind, which decides which keys each query sees and comput
   (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`; `takes_sinks`:
   it puts the layer's learned sinks (attn.sinks, attn_sinks) in its softmax's denominator (sinks.py); `softcaps`: it
   can soft-cap the scores before its softmax (attn_softcap, Gemma 2: the attention's eager kernel and the
-  blockwise engine take the cap; kinds with their own softmax arithmetic do not)."""
+  blockwise engine take the cap; kinds with their own softmax arithmetic do not); `needs_positions`: the positions
+  kind it reads (ctx.relative: disentangled attention's relative embeddings), which only it reads; None: any other."""
 from __future__ import annotations
 
 import torch
@@ -40,6 +41,7 @@ class AttentionKind:
     windowed = False
     takes_sinks = False
     softcaps = False
+    needs_positions: str | None = None
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal
@@ -61,6 +63,12 @@ class AttentionKind:
                                f"{cfg.attn_softcap}); these kinds can: {can}")
         if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
             raise LlmarchError(f"attn_softcap must be positive, got {cfg.attn_softcap}")
+        owned = {ATTENTION_KINDS[n].needs_positions: n for n in ATTENTION_KINDS.names()} if \
+            cls.needs_positions is None else {}
+        if cls.needs_positions not in (None, cfg.positions) or cfg.positions in owned:
+            raise LlmarchError(f"attention={cfg.attention!r} and positions={cfg.positions!r}: positions="
+                               f"{cls.needs_positions or cfg.positions!r} go with attention="
+                               f"{owned.get(cfg.positions, cfg.attention)!r}, and only with it")
         if cfg.attention_block <= 0:
             raise LlmarchError(f"attention_block must be positive, got {cfg.attention_block}")
 
