@@ -16,13 +16,15 @@ alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4); with mixer='none' the 
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
 hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
 Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
-with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py)."""
+with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py).
+BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear layers (bitlinear.py)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .attention import AttentionContext
+from .bitlinear import to_bitlinear
 from .cross_attention import CrossAttention
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn
@@ -67,6 +69,10 @@ class Block(nn.Module):
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
+        if cfg.bitlinear != "none":  # BitNet b1.58: the mixer's and the FFN's projections as BitLinear
+            to_bitlinear(self.seq_mixer)
+            if self.mlp is not None:
+                to_bitlinear(self.mlp)
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None

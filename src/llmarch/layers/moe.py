@@ -157,6 +157,9 @@ def check_moe(cfg) -> None:
                                  or cfg.norm_placement not in ("pre", "sandwich")):
         raise LlmarchError("moe_beside_dense puts a dense FFN beside the experts in a sequential pre-norm or "
                            "sandwich block: no shared experts besides")
+    if cfg.moe_out_bias and (not cfg.n_experts or cfg.moe_beside_dense):
+        raise LlmarchError("moe_out_bias adds a bias to a mixture's output: it needs n_experts > 0 (not "
+                           "moe_beside_dense)")
     if cfg.router_bias and not cfg.n_experts:
         raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
     if cfg.shared_average and not (cfg.n_experts and cfg.n_shared_experts):
@@ -224,6 +227,7 @@ class MoE(nn.Module):
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
         self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
         self.average = cfg.shared_average
+        self.bias = nn.Parameter(torch.empty(cfg.d_model)) if cfg.moe_out_bias else None  # JetMoE
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
@@ -235,7 +239,7 @@ class MoE(nn.Module):
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
             if self.average:  # Cohere2-MoE: the two halves' mean
                 y = y * 0.5
-        return y
+        return y if self.bias is None else y + self.bias
 
     def routed(self, route: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C)."""

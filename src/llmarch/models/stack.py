@@ -43,7 +43,8 @@ class Stack(nn.Module):
         self.layer_positions = nn.ModuleDict({
             t: POSITIONS[lc.positions](lc) for t in dict.fromkeys(self._types)
             if t is not None and _rotary_fields(lc := cfg.for_layer(self._types.index(t))) != _rotary_fields(cfg)})
-        self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
+        final = cfg if cfg.final_norm_eps is None else cfg.replace(norm_eps=cfg.final_norm_eps)
+        self.ln_final = make_norm(final) if cfg.final_norm else nn.Identity()
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
