@@ -223,6 +223,14 @@ class ModelConfig:
     # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
     moe_beside_dense: bool = False
     moe_out_bias: bool = False  # a bias (d_model) added to a mixture's summed output (JetMoE's MoE bias)
+    # this many more experts the router chooses among that compute nothing: a token routed to one passes through
+    # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
+    # fewer real experts
+    zero_experts: int = 0
+    # shortcut-connected MoE (LongCat-Flash, after Cai et al. 2024, "Shortcut-connected Expert Parallelism"): a
+    # mixture layer keeps its dense FFN and runs the experts beside it on the same normed input; their output joins
+    # the residual stream at the end of the next layer, so the experts overlap that layer's computation
+    moe_shortcut: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
@@ -268,6 +276,9 @@ class ModelConfig:
     qk_nope_head_dim: int = 128  # mla: d_h, each head's query/key dims without RoPE
     v_head_dim: int = 128  # mla: each head's value dims
     mla_absorb: bool = True  # mla: decode steps attend in the latent (W_UK into q, W_UV into o, §2.1.2)
+    # mla: queries times sqrt(d_model / q_lora_rank) and the normed KV latent times sqrt(d_model / kv_lora_rank)
+    # (LongCat-Flash's mla_scale_q_lora, mla_scale_kv_lora)
+    mla_lora_scale: bool = False
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies

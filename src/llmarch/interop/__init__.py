@@ -28,4 +28,4 @@ from . import mpt  # noqa: F401
 from . import codegen  # noqa: F401
 from . import minicpm3  # noqa: F401
 from . import nemotron_h  # noqa: F401
-from . import bitnet, jetmoe  # noqa: F401
+from . import bitnet, jetmoe, longcat_flash, persimmon  # noqa: F401

@@ -51,6 +51,8 @@ class AttentionContext:
     # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
     shared_kv: dict | None = None
     per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
+    # moe_shortcut: layer index -> its shortcut mixture's output (B, T, C), which the next block adds (block.py)
+    carry: dict | None = None
 
 
 @ATTENTION.register("sdpa")

@@ -17,7 +17,9 @@ Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds:
 hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
 Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
 with per-layer inputs (ple_dim) the block first adds its layer's gated input (layers/per_layer_inputs.py).
-BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear layers (bitlinear.py)."""
+BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear layers (bitlinear.py).
+LongCat-Flash (moe_shortcut): a mixture layer's experts read its FFN's normed input beside its dense FFN, and
+their output is added at the end of the next block: x += ffn(n2(x)), then in block i + 1 x += ... + moe_i."""
 from __future__ import annotations
 
 import torch
@@ -27,7 +29,7 @@ from .attention import AttentionContext
 from .bitlinear import to_bitlinear
 from .cross_attention import CrossAttention
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
-from .ffn_factory import make_ffn
+from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
 from .hooks import HookPoint
 from .mixer import MIXERS, Mixer
@@ -69,6 +71,10 @@ class Block(nn.Module):
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
+        # LongCat-Flash's shortcut-connected MoE (moe_shortcut): a mixture layer runs `moe` on its FFN's normed input
+        # beside `mlp`; the next block adds its output at its end (ctx.carry, written and read by index)
+        self.moe = shortcut_moe(cfg, layer)
+        self.adds_shortcut = cfg.moe_shortcut and layer > 0 and cfg.is_moe_layer(layer - 1)
         if cfg.bitlinear != "none":  # BitNet b1.58: the mixer's and the FFN's projections as BitLinear
             to_bitlinear(self.seq_mixer)
             if self.mlp is not None:
@@ -127,9 +133,16 @@ class Block(nn.Module):
         x = sub["hook_resid_mid"](x)
         if self.cross:
             x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
-        if mlp is not None:
+        moe = sub.get("moe")
+        if moe is not None:  # pre-norm only (moe_shortcut's check)
+            h = sub["ln2"](x)
+            ctx.carry[self.layer] = moe(h)
+            x = x + sub["hook_mlp_out"](self.branch(mlp(h)))
+        elif mlp is not None:
             args = (x,) if self.mlp_reads_residual else ()
             x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"))
+        if self.adds_shortcut:
+            x = x + ctx.carry.pop(self.layer - 1)
         if ctx.per_layer is not None:
             p = ctx.per_layer[:, :, self.layer]  # (B, T, P)
             x = x + sub["ple_norm"](sub["ple_proj"](self.ple_act(sub["ple_gate"](x)) * p))

@@ -84,6 +84,11 @@ class LatentAttention(Mixer):
         # leaves it in float (quant/apply.py targets)
         self.kv_b_proj.quantize = False
         self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
+        # LongCat-Flash (mla_lora_scale): the queries and the normed latent times sqrt(d_model / rank), the latent
+        # before it is cached (so the values are scaled too); None: no multiply
+        lora = cfg.mla_lora_scale
+        self.q_scale = (C / cfg.q_lora_rank) ** 0.5 if lora else None
+        self.kv_scale = (C / self.rank) ** 0.5 if lora else None
         self.hook_q, self.hook_latent = HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
 
@@ -104,6 +109,8 @@ class LatentAttention(Mixer):
                 raise LlmarchError(f"{name} must be positive, got {getattr(cfg, name)}")
         if cfg.q_lora_rank is not None and cfg.q_lora_rank <= 0:
             raise LlmarchError(f"q_lora_rank must be positive or None, got {cfg.q_lora_rank}")
+        if cfg.mla_lora_scale and cfg.q_lora_rank is None:
+            raise LlmarchError("mla_lora_scale scales the queries by sqrt(d_model / q_lora_rank): it needs q_lora_rank")
 
     @classmethod
     def score_dims(cls, cfg) -> int:
@@ -130,10 +137,14 @@ class LatentAttention(Mixer):
         B, T, _ = x.shape
         H = self.n_heads
         q = self.q_b_proj(self.q_a_norm(self.q_a_proj(x))) if self.compressed_q else self.q_proj(x)
+        if self.q_scale is not None:
+            q = q * self.q_scale
         q = self.hook_q(q.view(B, T, H, self.nope + self.rope)).transpose(1, 2)  # (B, H, T, N + R)
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
         c, k_rope = self.kv_a_proj(x).split([self.rank, self.rope], dim=-1)  # (B, T, r), (B, T, R)
         c = self.kv_a_norm(c)
+        if self.kv_scale is not None:
+            c = c * self.kv_scale
         if ctx.rope is not None:
             q_rope = apply_rotary(q_rope, *ctx.rope)
             k_rope = apply_rotary(k_rope[:, None], *ctx.rope)[:, 0]

@@ -186,6 +186,8 @@ class Stack(nn.Module):
         x = self.drop(x)
         if self.embed_proj is not None:  # after the embeddings' dropout, as ELECTRA's
             x = self.embed_proj(x)
+        if cfg.moe_shortcut:  # the shortcut mixtures' outputs, carried to the next block (layers/block.py)
+            ctx = dataclasses.replace(ctx, carry={})
         ctxs = {None: ctx}
         for t, positions in sub["layer_positions"].items():
             ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))
