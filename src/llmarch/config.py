@@ -443,9 +443,9 @@ class ModelConfig:
             raise LlmarchError(f"unknown bitlinear {self.bitlinear!r}; choose one of: {', '.join(BITLINEARS)}")
         if (self.sub_norm or self.bitlinear != "none") and (self.n_decoder_layers or self.block != "sequential"
                                                             or self.mixer != "attention" or self.attn_period
-                                                            or self.layer_types is not None):
+                                                            or self.layer_types is not None or self.n_experts):
             raise LlmarchError("sub_norm and bitlinear are for a sequential decoder-only or encoder-only stack of "
-                               "attention layers (BitNet b1.58)")
+                               "attention layers with dense FFNs (BitNet b1.58)")
         self._validate_layer_types()
         self._validate_kv_sharing()
         self._validate_moe()
