@@ -11,6 +11,8 @@ from llmarch.layers.attention_kinds import windowed_kinds
 L = 96  # with attention_block 8: 12 blocks, so sparse patterns and LSH's chunks really split the sequence
 BASE = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=4, context_length=128, attention_block=8,
             ssm_head_dim=16, performer_features=32, lsh_buckets=4, lsh_rounds=2, attention_chunk=20)
+# what a mixer needs beyond BASE: the mixture of attention heads routes among experts (n_heads = k x kv heads)
+NEEDS = {"moa": dict(n_experts=4, experts_per_token=2, n_kv_heads=2)}
 CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()] + \
         [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention"]
 
@@ -20,7 +22,8 @@ def build(mixer: str, kind: str):
     window = dict(sliding_window=12) if kind in windowed_kinds() else {}
     needs = ATTENTION_KINDS[kind].needs_positions  # disentangled attention reads its relative embeddings
     positions = dict(positions=needs) if needs else {}
-    return llmarch.build("llama-tiny", **BASE, mixer=mixer, attention=kind, **window, **positions).eval()
+    return llmarch.build("llama-tiny", **{**BASE, **NEEDS.get(mixer, {})}, mixer=mixer, attention=kind, **window,
+                         **positions).eval()
 
 
 @pytest.mark.parametrize("mixer, kind", CASES)

@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
+from .layers.bitlinear import BITLINEARS
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
 from .layers.ffn import FFN_ACTIVATION, check_ffn
@@ -53,6 +54,9 @@ class ModelConfig:
     # rmsnorm_plain (RMSNorm without a gain: nanochat)
     norm: str = "layernorm"
     norm_eps: float = 1e-5  # epsilon of every norm
+    # the final norm's epsilon; None: norm_eps (JetMoE: rms_norm_eps reaches only its final norm, its blocks' norms
+    # keep transformers' default 1e-6)
+    final_norm_eps: float | None = None
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x))
     norm_placement: str = "pre"
@@ -71,6 +75,14 @@ class ModelConfig:
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False
     v_norm: bool = False  # each head's values through an RMSNorm without a gain (Gemma 4)
+    # a norm (of the `norm` kind) over attention's concatenated heads before o_proj and over the FFN's hidden
+    # activations before its down projection: BitNet b1.58's attn_sub_norm and ffn_sub_norm (SubLN, Wang et al.
+    # 2022, "Foundation Transformers", §2)
+    sub_norm: bool = False
+    # none; online: every projection of the blocks' attention and FFN is BitNet b1.58's BitLinear (Ma et al. 2024,
+    # "The Era of 1-bit LLMs", §2: weights rounded to {-1, 0, 1} by their absmean, inputs to 8 bits per token by
+    # their absmax, quantized at every call from full-precision weights; layers/bitlinear.py)
+    bitlinear: str = "none"
     # the last this-many layers project no keys or values: each attends with its own queries over those of the last
     # earlier layer of the same attention geometry (kind, window, heads, head_dim, RoPE), sharing its KV cache
     # (Gemma 3n and Gemma 4's num_kv_shared_layers)
@@ -246,6 +258,15 @@ class ModelConfig:
     # a mixture layer's FFN is a dense FFN of ffn_hidden beside the experts, each between a norm of its own on its
     # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
     moe_beside_dense: bool = False
+    moe_out_bias: bool = False  # a bias (d_model) added to a mixture's summed output (JetMoE's MoE bias)
+    # this many more experts the router chooses among that compute nothing: a token routed to one passes through
+    # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
+    # fewer real experts
+    zero_experts: int = 0
+    # shortcut-connected MoE (LongCat-Flash, after Cai et al. 2024, "Shortcut-connected Expert Parallelism"): a
+    # mixture layer keeps its dense FFN and runs the experts beside it on the same normed input; their output joins
+    # the residual stream at the end of the next layer, so the experts overlap that layer's computation
+    moe_shortcut: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
@@ -319,6 +340,9 @@ class ModelConfig:
     # dsa: this layer has no indexer and reuses the selection of the last earlier layer that has one (GLM-5's
     # indexer_types 'shared'); set per layer type (layer_overrides)
     dsa_shared: bool = False
+    # mla: queries times sqrt(d_model / q_lora_rank) and the normed KV latent times sqrt(d_model / kv_lora_rank)
+    # (LongCat-Flash's mla_scale_q_lora, mla_scale_kv_lora)
+    mla_lora_scale: bool = False
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -440,8 +464,9 @@ class ModelConfig:
             raise LlmarchError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise LlmarchError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.norm_eps <= 0:
-            raise LlmarchError(f"norm_eps must be positive, got {self.norm_eps}")
+        if self.norm_eps <= 0 or (self.final_norm_eps is not None and self.final_norm_eps <= 0):
+            raise LlmarchError(f"norm_eps and final_norm_eps must be positive, got {self.norm_eps} and "
+                               f"{self.final_norm_eps}")
         if self.norm_placement not in NORM_PLACEMENTS:
             raise LlmarchError(f"unknown norm_placement {self.norm_placement!r}; "
                                f"choose one of: {', '.join(sorted(NORM_PLACEMENTS))}")
@@ -478,6 +503,13 @@ class ModelConfig:
             raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
         if self.qk_norm not in QK_NORMS:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
+        if self.bitlinear not in BITLINEARS:
+            raise LlmarchError(f"unknown bitlinear {self.bitlinear!r}; choose one of: {', '.join(BITLINEARS)}")
+        if (self.sub_norm or self.bitlinear != "none") and (self.n_decoder_layers or self.block != "sequential"
+                                                            or self.mixer != "attention" or self.attn_period
+                                                            or self.layer_types is not None or self.n_experts):
+            raise LlmarchError("sub_norm and bitlinear are for a sequential decoder-only or encoder-only stack of "
+                               "attention layers with dense FFNs (BitNet b1.58)")
         self._validate_layer_types()
         self._validate_kv_sharing()
         self._validate_moe()

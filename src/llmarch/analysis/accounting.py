@@ -51,7 +51,7 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     idle = 0
     for stack, _ in stacks(model).values():
         for block in stack.blocks:
-            experts = getattr(block.mlp, "experts", None)
+            experts = getattr(block.moe or block.mlp, "experts", None)  # moe: a shortcut-connected mixture
             if experts is not None:
                 idle += sum(p.numel() for p in experts.parameters()) * (cfg.n_experts - cfg.experts_per_token) \
                     // cfg.n_experts

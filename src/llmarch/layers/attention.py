@@ -51,8 +51,9 @@ class AttentionContext:
     # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
     shared_kv: dict | None = None
     per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
-    # what a layer hands on to later layers of the same forward: DeepSeek Sparse Attention's selection (dsa.py),
-    # for the layers that reuse it (dsa_shared)
+    # what a layer hands on to later layers of the same forward: DeepSeek Sparse Attention's selection (dsa.py,
+    # under "dsa"), for the layers that reuse it (dsa_shared); moe_shortcut's mixture output (B, T, C) under its
+    # layer's index, which the next block adds (block.py)
     carry: dict = field(default_factory=dict)
     # mixer 'shared_block' (layers/shared_block.py): the stack's shared blocks, and the stream entering the first
     # block (B, T, C), which they read beside each layer's own
@@ -165,6 +166,11 @@ class Attention(Mixer):
                           0 if self.k_eq_v or self.kv_shared else self.n_kv_heads]
         self.qkv_proj = Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.o_bias)
+        # BitNet's attn_sub_norm: a norm over the concatenated heads before o_proj (the SubLN of Wang et al. 2022,
+        # "Foundation Transformers", §2, which BitNet b1.58 keeps: Ma et al. 2024)
+        self.sub_norm = make_norm(cfg, self.n_heads * self.head_dim) if cfg.sub_norm else None
+        # the q, k, v blocks of qkv_proj, which a checkpoint stores as three matrices (BitLinear scales each)
+        self.fused_rows = {"qkv_proj": [n * self.head_dim for n in self.qkv_heads if n]}
         # QK-norm (Dehghani et al. 2023), which bounds the attention logits: each head's queries and keys
         # normalised before RoPE (qk_norm 'head', Qwen3), or the whole query and key projections before they
         # split into heads ('proj', OLMo 2 §3.2), so one norm sees every head
@@ -252,8 +258,8 @@ class Attention(Mixer):
         y = y.transpose(1, 2)  # (B, T, H, D)
         if self.gated:  # hook_z then sees the gated heads, what o_proj reads
             y = y * torch.sigmoid(gate.reshape(B, T, self.n_heads, self.head_dim))
-        y = sub["hook_z"](y)
-        return sub["o_proj"](y.reshape(B, T, self.n_heads * self.head_dim))
+        y = sub["hook_z"](y).reshape(B, T, self.n_heads * self.head_dim)
+        return sub["o_proj"](y if sub.get("sub_norm") is None else sub["sub_norm"](y))
 
     def _own_kv(self, q, k, v, heads: int, one: bool, ctx: AttentionContext):
         """This layer's queries, keys and values, normalised and rotated, (B, heads, T, D) each."""

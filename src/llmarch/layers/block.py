@@ -23,7 +23,10 @@ the block's input and output are K residual streams (K, B, T, C): the sublayers 
 prediction, the correction carries their result to every stream, and the per-layer input joins streams 1..K-1.
 A mixer that takes the norm (Mixer.takes_norm; Zamba's shared block, layers/shared_block.py) gets x and ln1,
 x += mixer(x, ctx, ln1), and applies the norm where its computation needs it.
-DeBERTa-v2 (side_conv) joins a convolution of block 0's input to its output (layers/side_conv.py)."""
+DeBERTa-v2 (side_conv) joins a convolution of block 0's input to its output (layers/side_conv.py).
+BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear layers (bitlinear.py).
+LongCat-Flash (moe_shortcut): a mixture layer's experts read its FFN's normed input beside its dense FFN, and
+their output is added at the end of the next block: x += ffn(n2(x)), then in block i + 1 x += ... + moe_i."""
 from __future__ import annotations
 
 import math
@@ -33,9 +36,10 @@ from torch import nn
 
 from .altup import AltUp
 from .attention import AttentionContext
+from .bitlinear import to_bitlinear
 from .cross_attention import CrossAttention
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
-from .ffn_factory import make_ffn
+from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
 from .hooks import HookPoint
 from .laurel import Laurel
@@ -80,6 +84,14 @@ class Block(nn.Module):
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
+        # LongCat-Flash's shortcut-connected MoE (moe_shortcut): a mixture layer runs `moe` on its FFN's normed input
+        # beside `mlp`; the next block adds its output at its end (ctx.carry, written and read by index)
+        self.moe = shortcut_moe(cfg, layer)
+        self.adds_shortcut = cfg.moe_shortcut and layer > 0 and cfg.is_moe_layer(layer - 1)
+        if cfg.bitlinear != "none":  # BitNet b1.58: the mixer's and the FFN's projections as BitLinear
+            to_bitlinear(self.seq_mixer)
+            if self.mlp is not None:
+                to_bitlinear(self.mlp)
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
@@ -155,9 +167,16 @@ class Block(nn.Module):
         x = sub["hook_resid_mid"](x)
         if self.cross:
             x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
-        if mlp is not None:
+        moe = sub.get("moe")
+        if moe is not None:  # pre-norm only (moe_shortcut's check)
+            h = sub["ln2"](x)
+            ctx.carry[self.layer] = moe(h)
+            x = x + sub["hook_mlp_out"](self.branch(mlp(h)))
+        elif mlp is not None:
             args = (x,) if self.mlp_reads_residual else ()
             x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"))
+        if self.adds_shortcut:
+            x = x + ctx.carry.pop(self.layer - 1)
         if altup is not None:  # the K streams again, then the per-layer input into streams 1..K-1
             x = altup.correct(predicted, x)
             if ctx.per_layer is not None:

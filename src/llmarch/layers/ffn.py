@@ -1,6 +1,8 @@
 """Position-wise feed-forward networks: MLP (Vaswani et al. 2017, eq. 2) and gated GLU variants
-(Shazeer 2020, "GLU Variants Improve Transformer": SwiGLU and GeGLU, eqs. 5-6), and gpt-oss's clamped
-SwiGLU. A gated kind is its gate function (gate, up) -> hidden, which the experts of moe.py share."""
+(Shazeer 2020, "GLU Variants Improve Transformer": SwiGLU and GeGLU, eqs. 5-6; BitNet b1.58's squared-ReLU
+gate), and gpt-oss's clamped SwiGLU. A gated kind is its gate function (gate, up) -> hidden, which the experts of
+moe.py share. With sub_norm an MLP or GLU normalises its hidden activations before the down projection (BitNet's
+ffn_sub_norm: the SubLN of Wang et al. 2022, "Foundation Transformers", §2)."""
 from __future__ import annotations
 
 import math
@@ -14,6 +16,7 @@ from torch import nn
 from ..errors import LlmarchError
 from ..registry import Registry
 from .linear import Linear
+from .norms import make_norm
 
 FFNS: Registry = Registry("ffn")
 
@@ -31,15 +34,17 @@ class MLP(nn.Module):
 
     residual_out = ("down.weight",)  # writes to the residual stream (GPT-2 scaled init, models/stack.py)
 
-    def __init__(self, dim: int, hidden: int, act: str, bias: bool):
+    def __init__(self, dim: int, hidden: int, act: str, bias: bool, sub_norm: nn.Module | None = None):
         super().__init__()
         self.act = ACTIVATIONS[act]
         self.up = Linear(dim, hidden, bias=bias)
         self.down = Linear(hidden, dim, bias=bias)
+        self.sub_norm = sub_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sub = self._modules  # not nn.Module's attribute fallback, at every layer of every decoded token
-        return sub["down"](self.act(sub["up"](x)))
+        h = self.act(sub["up"](x))
+        return sub["down"](h if sub.get("sub_norm") is None else sub["sub_norm"](h))
 
 
 def act_gate(gate: torch.Tensor, up: torch.Tensor, act: Callable) -> torch.Tensor:
@@ -67,7 +72,8 @@ class GLU(nn.Module):
     residual_out = ("down.weight",)
 
     def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 gate_scale: float | None = None, out_scale: float | None = None, sparsity: float = 0.0):
+                 gate_scale: float | None = None, out_scale: float | None = None, sparsity: float = 0.0,
+                 sub_norm: nn.Module | None = None):
         super().__init__()
         self.gate = gate
         # Phi^-1(s) in fp32, as transformers takes it from torch.distributions' Normal(0, 1).icdf
@@ -75,6 +81,8 @@ class GLU(nn.Module):
         self.cutoff = (torch.erfinv(2 * s - 1) * math.sqrt(2)).item() if sparsity else None
         self.gate_up = Linear(dim, 2 * hidden, bias=bias)
         self.down = Linear(hidden, dim, bias=bias)
+        self.sub_norm = sub_norm
+        self.fused_rows = {"gate_up": [hidden, hidden]}  # two matrices in a checkpoint (BitLinear scales each)
         self.gate_scale, self.out_scale = gate_scale, out_scale
 
     def forward(self, x: torch.Tensor, gate_up_delta: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,7 +96,8 @@ class GLU(nn.Module):
             gate = gate * self.gate_scale
         if self.cutoff is not None:
             gate = gaussian_top_k(gate, self.cutoff)
-        y = sub["down"](self.gate(gate, up))
+        h = self.gate(gate, up)
+        y = sub["down"](h if sub.get("sub_norm") is None else sub["sub_norm"](h))
         return y if self.out_scale is None else y * self.out_scale
 
 
@@ -105,21 +114,24 @@ GATES: dict[str, Callable[..., Callable]] = {
     "swiglu": lambda: partial(act_gate, act=ACTIVATIONS["silu"]),
     "geglu": lambda: partial(act_gate, act=ACTIVATIONS["gelu"]),
     "geglu_tanh": lambda: partial(act_gate, act=ACTIVATIONS["gelu_tanh"]),
+    # relu(x W_gate)^2 * x W_up: BitNet b1.58's FFN (Ma et al. 2024, "The Era of 1-bit LLMs"; hidden_act relu2)
+    "relu2_glu": lambda: partial(act_gate, act=ACTIVATIONS["relu2"]),
     "swiglu_clamped": lambda swiglu_alpha=1.702, swiglu_limit=7.0: partial(clamped_swiglu, alpha=swiglu_alpha,
                                                                             limit=swiglu_limit),
 }
 GATED = tuple(GATES)
 FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit")}  # the config fields a kind reads
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
-                                  "swiglu_clamped": "silu"}  # ffn name -> its activation's name
+                                  "relu2_glu": "relu2", "swiglu_clamped": "silu"}  # ffn name -> its activation's name
 for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
     FFNS.register(_name)(partial(MLP, act=_name))
     FFN_ACTIVATION[_name] = _name
 
 
 def _glu(dim: int, hidden: int, bias: bool, kind: str, gate_scale: float | None = None,
-         out_scale: float | None = None, sparsity: float = 0.0, **options) -> GLU:
-    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity)
+         out_scale: float | None = None, sparsity: float = 0.0, sub_norm: nn.Module | None = None,
+         **options) -> GLU:
+    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity, sub_norm)
 
 
 for _name in GATES:
@@ -142,6 +154,8 @@ def dense_ffn(cfg, hidden: int) -> nn.Module | None:
                                               ("out_scale", cfg.ffn_out_multiplier)) if value != 1.0}
     if cfg.ffn_sparsity:
         scales["sparsity"] = cfg.ffn_sparsity
+    if cfg.sub_norm:  # BitNet's ffn_sub_norm over the hidden activations
+        scales["sub_norm"] = make_norm(cfg, hidden)
     return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg), **scales)
 
 
@@ -155,6 +169,9 @@ def check_ffn(cfg) -> None:
     if cfg.ffn_sparsity and not (0.0 < cfg.ffn_sparsity < 1.0 and cfg.ffn in GATES and not cfg.n_experts):
         raise LlmarchError(f"ffn_sparsity={cfg.ffn_sparsity} must be in [0, 1), on a gated dense FFN "
                            f"({', '.join(GATES)}), not ffn={cfg.ffn!r} with n_experts={cfg.n_experts}")
+    if cfg.sub_norm and (cfg.n_experts or cfg.ffn not in (*GATES, "gelu", "gelu_tanh", "relu", "relu2", "silu")):
+        raise LlmarchError(f"sub_norm normalises a dense MLP's or GLU's hidden activations, not ffn={cfg.ffn!r} "
+                           f"with n_experts={cfg.n_experts}")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")

@@ -9,7 +9,13 @@ from .moe import MoE, MoEBesideDense
 
 
 def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
-    """Block `layer`'s FFN: dense, or a mixture of experts of the same kind where the config says."""
-    if cfg.is_moe_layer(layer):
+    """Block `layer`'s FFN: dense, or a mixture of experts of the same kind where the config says (with
+    moe_shortcut the mixture goes beside it: shortcut_moe)."""
+    if cfg.is_moe_layer(layer) and not cfg.moe_shortcut:
         return MoEBesideDense(cfg) if cfg.moe_beside_dense else MoE(cfg)
     return dense_ffn(cfg, cfg.ffn_hidden)
+
+
+def shortcut_moe(cfg, layer: int = 0) -> MoE | None:
+    """Block `layer`'s shortcut-connected mixture (moe_shortcut: LongCat-Flash), or None."""
+    return MoE(cfg) if cfg.moe_shortcut and cfg.is_moe_layer(layer) else None

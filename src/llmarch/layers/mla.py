@@ -93,6 +93,11 @@ class LatentAttention(Mixer):
         if self.dsa_shared and layer == 0:
             raise LlmarchError("dsa_shared on layer 0: a shared layer reuses an earlier layer's selection")
         self.index_dim = self.indexer.dim if self.indexer is not None else 0
+        # LongCat-Flash (mla_lora_scale): the queries and the normed latent times sqrt(d_model / rank), the latent
+        # before it is cached (so the values are scaled too); None: no multiply
+        lora = cfg.mla_lora_scale
+        self.q_scale = (C / cfg.q_lora_rank) ** 0.5 if lora else None
+        self.kv_scale = (C / self.rank) ** 0.5 if lora else None
         self.hook_q, self.hook_latent = HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
 
@@ -114,6 +119,8 @@ class LatentAttention(Mixer):
         if cfg.q_lora_rank is not None and cfg.q_lora_rank <= 0:
             raise LlmarchError(f"q_lora_rank must be positive or None, got {cfg.q_lora_rank}")
         check_dsa(cfg)
+        if cfg.mla_lora_scale and cfg.q_lora_rank is None:
+            raise LlmarchError("mla_lora_scale scales the queries by sqrt(d_model / q_lora_rank): it needs q_lora_rank")
 
     @classmethod
     def score_dims(cls, cfg) -> int:
@@ -142,10 +149,14 @@ class LatentAttention(Mixer):
         H = self.n_heads
         cq = self.q_a_norm(self.q_a_proj(x)) if self.compressed_q else None  # c^Q (B, T, q_lora_rank)
         q = self.q_b_proj(cq) if self.compressed_q else self.q_proj(x)
+        if self.q_scale is not None:
+            q = q * self.q_scale
         q = self.hook_q(q.view(B, T, H, self.nope + self.rope)).transpose(1, 2)  # (B, H, T, N + R)
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
         c, k_rope = self.kv_a_proj(x).split([self.rank, self.rope], dim=-1)  # (B, T, r), (B, T, R)
         c = self.kv_a_norm(c)
+        if self.kv_scale is not None:
+            c = c * self.kv_scale
         if ctx.rope is not None:
             q_rope = apply_rotary(q_rope, *ctx.rope)
             k_rope = apply_rotary(k_rope[:, None], *ctx.rope)[:, 0]

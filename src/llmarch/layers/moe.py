@@ -157,6 +157,20 @@ def check_moe(cfg) -> None:
                                  or cfg.norm_placement not in ("pre", "sandwich")):
         raise LlmarchError("moe_beside_dense puts a dense FFN beside the experts in a sequential pre-norm or "
                            "sandwich block: no shared experts besides")
+    if cfg.moe_out_bias and (not cfg.n_experts or cfg.moe_beside_dense):
+        raise LlmarchError("moe_out_bias adds a bias to a mixture's output: it needs n_experts > 0 (not "
+                           "moe_beside_dense)")
+    if cfg.zero_experts < 0 or (cfg.zero_experts and (not cfg.n_experts or cfg.router_groups > 1
+                                                      or cfg.capacity_factor is not None
+                                                      or cfg.expert_capacity is not None or cfg.expert_input_weighted
+                                                      or cfg.router_scoring == "sparsemixer")):
+        raise LlmarchError(f"zero_experts={cfg.zero_experts} must be >= 0, and > 0 only beside n_experts > 0 routed "
+                           "without groups, capacity, sparsemixer or expert_input_weighted")
+    if cfg.moe_shortcut and (cfg.block != "sequential" or cfg.norm_placement != "pre" or cfg.moe_beside_dense
+                             or cfg.n_decoder_layers or not cfg.n_experts or cfg.moe_period < 2
+                             or cfg.is_moe_layer(cfg.n_layers - 1)):
+        raise LlmarchError("moe_shortcut needs a sequential pre-norm decoder-only or encoder-only stack whose "
+                           "mixture layers (moe_period >= 2) each have a next layer to add their output to")
     if cfg.router_bias and not cfg.n_experts:
         raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
     if cfg.shared_average and not (cfg.n_experts and cfg.n_shared_experts):
@@ -224,6 +238,8 @@ class MoE(nn.Module):
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
         self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
         self.average = cfg.shared_average
+        self.bias = nn.Parameter(torch.empty(cfg.d_model)) if cfg.moe_out_bias else None  # JetMoE
+        self.zero_experts = cfg.zero_experts > 0  # LongCat-Flash: experts ids >= n_experts are the identity
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
@@ -235,7 +251,7 @@ class MoE(nn.Module):
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
             if self.average:  # Cohere2-MoE: the two halves' mean
                 y = y * 0.5
-        return y
+        return y if self.bias is None else y + self.bias
 
     def routed(self, route: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C)."""
@@ -245,7 +261,13 @@ class MoE(nn.Module):
         experts = self.hook_experts(self.routing.experts)
         if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)
             experts = experts.masked_fill(~self.routing.kept, self.router.n_experts)
-        return self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
+        identity = None
+        if self.zero_experts:  # a zero expert passes x times its weight; the real experts see it as dropped
+            zero = experts >= self.router.n_experts
+            identity = x * weights.masked_fill(~zero, 0.0).sum(dim=-1, keepdim=True).to(x.dtype)
+            experts, weights = experts.masked_fill(zero, self.router.n_experts), weights.masked_fill(zero, 0.0)
+        y = self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
+        return y if identity is None else y + identity
 
 
 class MoEBesideDense(MoE):

@@ -66,12 +66,13 @@ class Router(nn.Module):
         self.k, self.renormalize, self.jitter = cfg.experts_per_token, cfg.router_renormalize, cfg.router_jitter
         self.n_experts, self.capacity_factor = cfg.n_experts, cfg.capacity_factor
         self.fixed_capacity = cfg.expert_capacity
-        self.weight = nn.Parameter(torch.empty(cfg.n_experts, cfg.d_model))
-        self.bias = nn.Parameter(torch.empty(cfg.n_experts)) if cfg.router_bias else None  # gpt-oss
+        choices = cfg.n_experts + cfg.zero_experts  # LongCat-Flash's zero experts are chosen as the others
+        self.weight = nn.Parameter(torch.empty(choices, cfg.d_model))
+        self.bias = nn.Parameter(torch.empty(choices)) if cfg.router_bias else None  # gpt-oss
         # Gemma 4: the router's input RMS-normalised, times a gain per channel and d^-1/2; the renormalised weights
         # times a scale per expert
         self.input_scale = nn.Parameter(torch.ones(cfg.d_model)) if cfg.router_input_norm else None
-        self.expert_scale = nn.Parameter(torch.ones(cfg.n_experts)) if cfg.router_expert_scale else None
+        self.expert_scale = nn.Parameter(torch.ones(choices)) if cfg.router_expert_scale else None
         self.eps = cfg.norm_eps
         self.sigmoid, self.scale = cfg.router_scoring == "sigmoid", cfg.router_scale
         self.renorm_p = cfg.router_renorm_p
@@ -79,7 +80,7 @@ class Router(nn.Module):
         self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
         self.bias_update = cfg.expert_bias_update
         # a buffer, not a parameter: no gradient moves it, only the balancing rule (V3 §2.1.2)
-        self.register_buffer("expert_bias", torch.zeros(cfg.n_experts) if cfg.expert_bias else None)
+        self.register_buffer("expert_bias", torch.zeros(choices) if cfg.expert_bias else None)
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
     def capacity(self, T: int) -> int | None:

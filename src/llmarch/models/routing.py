@@ -11,8 +11,8 @@ from .build import stacks
 
 
 def moe_layers(stack) -> list[tuple[int, MoE]]:
-    """(block index, MoE) of each mixture-of-experts FFN in one stack."""
-    return [(i, b.mlp) for i, b in enumerate(stack.blocks) if isinstance(b.mlp, MoE)]
+    """(block index, MoE) of each mixture-of-experts FFN in one stack (a shortcut-connected one included)."""
+    return [(i, m) for i, b in enumerate(stack.blocks) for m in (b.mlp, b.moe) if isinstance(m, MoE)]
 
 
 def routings(model) -> dict[str, list[Routing]]:

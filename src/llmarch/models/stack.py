@@ -53,7 +53,8 @@ class Stack(nn.Module):
         self.layer_positions = nn.ModuleDict({
             t: POSITIONS[lc.positions](lc) for t in dict.fromkeys(self._types)
             if t is not None and _rotary_fields(lc := cfg.for_layer(self._types.index(t))) != _rotary_fields(cfg)})
-        self.ln_final = make_norm(cfg) if cfg.final_norm else nn.Identity()
+        final = cfg if cfg.final_norm_eps is None else cfg.replace(norm_eps=cfg.final_norm_eps)
+        self.ln_final = make_norm(final) if cfg.final_norm else nn.Identity()
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
@@ -199,6 +200,8 @@ class Stack(nn.Module):
             x = self.embed_proj(x)
         if self.shared_blocks is not None:  # they read the stream entering the first block beside their layer's
             ctx = dataclasses.replace(ctx, shared_blocks=sub["shared_blocks"], embeds=x)
+        if cfg.moe_shortcut:  # the shortcut mixtures' outputs, carried to the next block (layers/block.py)
+            ctx = dataclasses.replace(ctx, carry={})
         ctxs = {None: ctx}
         for t, positions in sub["layer_positions"].items():
             ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))
