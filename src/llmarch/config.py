@@ -162,6 +162,9 @@ class ModelConfig:
     final_softcap: float | None = None  # the LM head's logits soft-capped the same way (Gemma 2: 30)
     relative_buckets: int = 32  # t5_relative positions: buckets of the relative-position bias
     relative_max_distance: int = 128  # t5_relative: distances past this share the last bucket
+    # t5_relative: every layer learns its own bias table instead of all sharing the first layer's (UMT5, Chung et
+    # al. 2023, "UniMax", §4: the bias in each layer, as in T5X's per-layer relative attention)
+    relative_bias_per_layer: bool = False
     head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
     pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
     decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
@@ -462,6 +465,8 @@ class ModelConfig:
                                "(its decoder is causal; its encoder is always bidirectional)")
         if self.relative_buckets < 2 or self.relative_max_distance < 1:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
+        if self.relative_bias_per_layer and self.positions != "t5_relative":
+            raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
         if self.attn_temp_scale < 0 or self.attn_temp_floor <= 0 or self.attn_temp_shift < 0:

@@ -70,6 +70,13 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
+    if cfg.relative_bias_per_layer:
+        raise LlmarchError("model_type t5 shares one relative-bias table per stack (a table per layer: umt5)")
+    return t5_fields(cfg)
+
+
+def t5_fields(cfg: ModelConfig) -> dict:
+    """The T5Config fields of cfg (T5 and the families built on its layout)."""
     proj = {v: k for k, v in reversed(_FFN.items())}.get(cfg.ffn)
     if proj is None or cfg.norm != "rmsnorm" or cfg.positions != "t5_relative" or cfg.norm_placement != "pre":
         raise LlmarchError("model_type t5 needs rmsnorm, pre-norm, t5_relative positions and a relu/gelu/geglu/"

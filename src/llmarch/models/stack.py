@@ -124,7 +124,7 @@ class Stack(nn.Module):
         row_pos = position_ids(input_pos, B, pad_mask)  # (B, T)
         pos = row_pos + cfg.position_offset if cfg.position_offset else row_pos
         positions = self._modules["positions"]  # not nn.Module's attribute fallback: read at every decoded token
-        bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S) or None
+        bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S), (L, ...) per layer, or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
@@ -188,8 +188,10 @@ class Stack(nn.Module):
         ctxs = {None: ctx}
         for t, positions in sub["layer_positions"].items():
             ctxs[t] = dataclasses.replace(ctx, rope=positions.rotary(pos))
-        for block, t in zip(sub["blocks"], self._types):
-            x = block(x, ctxs.get(t, ctx))
+        per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
+        for i, (block, t) in enumerate(zip(sub["blocks"], self._types)):
+            c = ctxs.get(t, ctx)
+            x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]

@@ -1,0 +1,57 @@
+"""More encoder-decoders read from transformers' checkpoints: UMT5 (T5 v1.1 with a relative-bias table in every
+layer). fp32 logits on padded batches within 1e-4, to_hf round trips, greedy and beam search equal to transformers'
+generate and cached decoding equal to the whole forward (test_seq2seq.py's checks over this module's `pair`)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llmarch
+import test_seq2seq
+from test_encdec import perturbed
+from test_seq2seq import V
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+_T5LIKE = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+               relative_attention_max_distance=16, dropout_rate=0.0, decoder_start_token_id=0)
+SEQ2SEQ = {
+    # UMT5: gated-GELU T5 v1.1 blocks, a bias table per layer, tied head scaled by d_model^-0.5
+    "umt5": lambda: transformers.UMT5ForConditionalGeneration(transformers.UMT5Config(**_T5LIKE)),
+    # UMT5 asked for an untied head: transformers still ties it (forced) but no longer rescales; a ReLU MLP and a
+    # deeper decoder, whose extra layer's table only the decoder has
+    "umt5-unscaled": lambda: transformers.UMT5ForConditionalGeneration(transformers.UMT5Config(
+        **_T5LIKE | dict(num_decoder_layers=3), feed_forward_proj="relu", tie_word_embeddings=False)),
+}
+
+test_logits_match = test_seq2seq.test_logits_match
+test_export_round_trip = test_seq2seq.test_export_round_trip
+test_generation_matches = test_seq2seq.test_generation_matches
+test_cached_decode_equals_full_recomputation = test_seq2seq.test_cached_decode_equals_full_recomputation
+
+
+@pytest.fixture(scope="module", params=list(SEQ2SEQ))
+def pair(request, tmp_path_factory):
+    """(name, transformers model, llmarch model read from its checkpoint directory), every norm gain moved off 1."""
+    torch.manual_seed(0)
+    ref = perturbed(SEQ2SEQ[request.param]())
+    path = tmp_path_factory.mktemp(request.param)
+    ref.save_pretrained(path)
+    return request.param, ref, llmarch.from_hf(path)
+
+
+def test_umt5_reads_a_table_per_layer(pair):
+    name, ref, ours = pair
+    if not name.startswith("umt5"):
+        pytest.skip("UMT5 only")
+    cfg = ours.config
+    assert cfg.relative_bias_per_layer and cfg.head_scale == (name == "umt5")
+    assert len(ours.decoder.positions.layers) == cfg.n_decoder_layers
+    table = ref.decoder.block[cfg.n_decoder_layers - 1].layer[0].SelfAttention.relative_attention_bias.weight
+    assert torch.equal(ours.decoder.positions.layers[-1], table)
+
+
+def test_refusals():
+    with pytest.raises(llmarch.LlmarchError, match="relative_bias_per_layer needs positions='t5_relative'"):
+        llmarch.build("bart-tiny", relative_bias_per_layer=True)
