@@ -153,6 +153,9 @@ class ModelConfig:
     # pre_classifier; gelu: ELECTRA's classification head and discriminator)
     pooler_act: str = "tanh"
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
+    # an encoder-decoder whose encoder reads a token-embedding table of its own, the decoder (and a tied head) the
+    # other (T5Gemma: each stack keeps the embedding of the Gemma it was adapted from); False: one shared table
+    encoder_embed: bool = False
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
     # q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and a 'proj' QK-norm), before RoPE:
@@ -294,6 +297,7 @@ class ModelConfig:
     # Per-layer types (Gemma 2/3's sliding and full layers, SmolLM3's NoPE layers, Qwen3-Next's linear and full
     # attention): layer_types names each block's type, layer_overrides gives the fields a type changes (only the
     # LAYER_FIELDS below). A type without overrides is the config as it is. Block i is built from for_layer(i).
+    # An encoder-decoder lists n_layers + n_decoder_layers types: the encoder's blocks, then the decoder's.
     layer_types: list | None = None
     layer_overrides: dict | None = None  # layer type -> the fields it changes (see layer_types)
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
@@ -395,14 +399,12 @@ class ModelConfig:
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         if self.block == "parallel" and self.norm_placement != "pre":
             raise LlmarchError(f"block='parallel' needs norm_placement='pre', got {self.norm_placement!r}")
-        if self.norm_placement == "sandwich" and self.n_decoder_layers:
-            raise LlmarchError("norm_placement='sandwich' is for decoder-only and encoder-only stacks "
-                               "(n_decoder_layers is set)")
-        if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"
-                                               or self.n_decoder_layers):
-            raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on the LM head of a "
-                               f"decoder-only or encoder-only model (head={self.head!r}, "
-                               f"n_decoder_layers={self.n_decoder_layers})")
+        if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"):
+            raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on an LM head "
+                               f"(head={self.head!r})")
+        if self.encoder_embed and not self.n_decoder_layers:
+            raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
+                               "(n_decoder_layers > 0)")
         for name in ("embed_multiplier", "residual_multiplier", "logit_divisor", "attn_key_multiplier",
                      "ffn_gate_multiplier", "ffn_out_multiplier"):
             if getattr(self, name) <= 0:
@@ -511,10 +513,9 @@ class ModelConfig:
                 raise LlmarchError("layer_overrides needs layer_types (which type each layer is)")
             return
         self.layer_types = types = [str(t) for t in types]
-        if len(types) != self.n_layers:
-            raise LlmarchError(f"layer_types has {len(types)} entries for n_layers={self.n_layers}")
-        if self.n_decoder_layers:
-            raise LlmarchError("layer_types is for decoder-only and encoder-only stacks (n_decoder_layers is set)")
+        if len(types) != self.n_layers + self.n_decoder_layers:  # an encoder-decoder: the encoder's, the decoder's
+            raise LlmarchError(f"layer_types has {len(types)} entries for n_layers={self.n_layers}"
+                               + (f" + n_decoder_layers={self.n_decoder_layers}" if self.n_decoder_layers else ""))
         for t, fields_ in overrides.items():
             if t not in types:
                 raise LlmarchError(f"layer_overrides names type {t!r}, which no layer in layer_types has")
@@ -614,8 +615,14 @@ class ModelConfig:
         """The config one stack of an encoder-decoder is built from: part 'encoder' (bidirectional, n_layers
         blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
         if part == "encoder":
-            return self.replace(causal=False, n_decoder_layers=0)
-        return self.replace(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0)
+            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False)
+        else:
+            fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False)
+        if self.layer_types is not None:  # the encoder's entries come first, then the decoder's
+            own = self.layer_types[:self.n_layers] if part == "encoder" else self.layer_types[self.n_layers:]
+            kept = {t: f for t, f in (self.layer_overrides or {}).items() if t in own}
+            fields.update(layer_types=own, layer_overrides=kept or None)
+        return self.replace(**fields)
 
     @property
     def rotary_dim(self) -> int:

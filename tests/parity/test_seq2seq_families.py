@@ -1,6 +1,8 @@
-"""More encoder-decoders read from transformers' checkpoints: UMT5 (T5 v1.1 with a relative-bias table in every
-layer). fp32 logits on padded batches within 1e-4, to_hf round trips, greedy and beam search equal to transformers'
-generate and cached decoding equal to the whole forward (test_seq2seq.py's checks over this module's `pair`)."""
+"""More encoder-decoders read from transformers' checkpoints: UMT5 (T5 v1.1 with a relative-bias table in every layer)
+and T5Gemma (Gemma 2 stacks: soft-capping, sliding and full layers, sandwich norms around cross-attention too, an
+encoder embedding of its own). fp32
+logits on padded batches within 1e-4, to_hf round trips, greedy and beam search equal to transformers' generate and
+cached decoding equal to the whole forward (test_seq2seq.py's checks over this module's `pair`)."""
 from __future__ import annotations
 
 import pytest
@@ -16,6 +18,9 @@ transformers.logging.set_verbosity_error()
 
 _T5LIKE = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
                relative_attention_max_distance=16, dropout_rate=0.0, decoder_start_token_id=0)
+_GEMMA = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=16, sliding_window=4, max_position_embeddings=64,
+              final_logit_softcapping=3.0, attn_logit_softcapping=2.0, initializer_range=0.2)
 SEQ2SEQ = {
     # UMT5: gated-GELU T5 v1.1 blocks, a bias table per layer, tied head scaled by d_model^-0.5
     "umt5": lambda: transformers.UMT5ForConditionalGeneration(transformers.UMT5Config(**_T5LIKE)),
@@ -23,6 +28,15 @@ SEQ2SEQ = {
     # deeper decoder, whose extra layer's table only the decoder has
     "umt5-unscaled": lambda: transformers.UMT5ForConditionalGeneration(transformers.UMT5Config(
         **_T5LIKE | dict(num_decoder_layers=3), feed_forward_proj="relu", tie_word_embeddings=False)),
+    # T5Gemma: windows (4) shorter than the batch's sources (11) and targets (6), caps the scores and logits reach
+    # (initializer_range 0.2), GQA in self- and cross-attention, a deeper decoder, tied head
+    "t5gemma": lambda: transformers.T5GemmaForConditionalGeneration(transformers.T5GemmaConfig(
+        encoder=_GEMMA, decoder=_GEMMA | dict(num_hidden_layers=3), vocab_size=V)),
+    # untied head; layer types other than the default alternation, different in each stack
+    "t5gemma-untied": lambda: transformers.T5GemmaForConditionalGeneration(transformers.T5GemmaConfig(
+        encoder=_GEMMA | dict(layer_types=["full_attention", "sliding_attention"]),
+        decoder=_GEMMA | dict(layer_types=["sliding_attention", "sliding_attention"]), vocab_size=V,
+        tie_word_embeddings=False)),
 }
 
 test_logits_match = test_seq2seq.test_logits_match
@@ -52,6 +66,28 @@ def test_umt5_reads_a_table_per_layer(pair):
     assert torch.equal(ours.decoder.positions.layers[-1], table)
 
 
+def test_t5gemma_reads_both_embeddings(pair):
+    name, ref, ours = pair
+    if not name.startswith("t5gemma"):
+        pytest.skip("T5Gemma only")
+    assert torch.equal(ours.encoder_embed.weight, ref.model.encoder.embed_tokens.weight)
+    assert torch.equal(ours.embed.weight, ref.model.decoder.embed_tokens.weight)
+    assert (ours.lm_head.weight is ours.embed.weight) == (name == "t5gemma")
+    windows = [ours.config.stack_config(p).for_layer(i).sliding_window for p in ("encoder", "decoder") for i in (0, 1)]
+    assert windows == ([5, None, 4, None] if name == "t5gemma" else [None, 5, 4, 4])
+
+
 def test_refusals():
     with pytest.raises(llmarch.LlmarchError, match="relative_bias_per_layer needs positions='t5_relative'"):
         llmarch.build("bart-tiny", relative_bias_per_layer=True)
+    with pytest.raises(llmarch.LlmarchError, match="encoder_embed .* is for encoder-decoders"):
+        llmarch.build("gpt-tiny", encoder_embed=True)
+    with pytest.raises(llmarch.LlmarchError, match="layer_types has 2 entries for n_layers=2 \\+ n_decoder_layers=2"):
+        llmarch.build("t5-tiny", n_layers=2, n_decoder_layers=2, layer_types=["a", "b"])
+
+
+def test_t5gemma_refuses_stacks_it_cannot_build(tmp_path):
+    conf = transformers.T5GemmaConfig(encoder=_GEMMA, decoder=_GEMMA | dict(num_key_value_heads=4), vocab_size=V)
+    transformers.T5GemmaForConditionalGeneration(conf).save_pretrained(tmp_path)
+    with pytest.raises(llmarch.LlmarchError, match="encoder and decoder differ in n_kv_heads"):
+        llmarch.from_hf(tmp_path)
