@@ -1,6 +1,6 @@
 """More encoder-decoders read from transformers' checkpoints: UMT5 (T5 v1.1 with a relative-bias table in every layer)
 and T5Gemma (Gemma 2 stacks: soft-capping, sliding and full layers, sandwich norms around cross-attention too, an
-encoder embedding of its own). fp32
+encoder embedding of its own) and LongT5 with local attention (T5 whose encoder sees keys within a radius). fp32
 logits on padded batches within 1e-4, to_hf round trips, greedy and beam search equal to transformers' generate and
 cached decoding equal to the whole forward (test_seq2seq.py's checks over this module's `pair`)."""
 from __future__ import annotations
@@ -37,6 +37,11 @@ SEQ2SEQ = {
         encoder=_GEMMA | dict(layer_types=["full_attention", "sliding_attention"]),
         decoder=_GEMMA | dict(layer_types=["sliding_attention", "sliding_attention"]), vocab_size=V,
         tie_word_embeddings=False)),
+    # LongT5 (local): radius 2 (a window of 5 keys) over 11-token sources, tied head rescaled; gated-GELU, unscaled
+    "longt5": lambda: transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
+        **_T5LIKE, local_radius=2)),
+    "longt5-v1.1": lambda: transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
+        **_T5LIKE, local_radius=3, feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
 }
 
 test_logits_match = test_seq2seq.test_logits_match
@@ -77,6 +82,16 @@ def test_t5gemma_reads_both_embeddings(pair):
     assert windows == ([5, None, 4, None] if name == "t5gemma" else [None, 5, 4, 4])
 
 
+def test_longt5_encoder_attends_locally(pair):
+    name, ref, ours = pair
+    if not name.startswith("longt5"):
+        pytest.skip("LongT5 only")
+    enc = ours.config.stack_config("encoder")
+    assert type(ours.encoder.blocks[1].attn.kind).__name__ == "Local"
+    assert enc.for_layer(0).sliding_window == ref.config.local_radius + 1
+    assert type(ours.decoder.blocks[0].attn.kind).__name__ == "Full"
+
+
 def test_refusals():
     with pytest.raises(llmarch.LlmarchError, match="relative_bias_per_layer needs positions='t5_relative'"):
         llmarch.build("bart-tiny", relative_bias_per_layer=True)
@@ -84,6 +99,13 @@ def test_refusals():
         llmarch.build("gpt-tiny", encoder_embed=True)
     with pytest.raises(llmarch.LlmarchError, match="layer_types has 2 entries for n_layers=2 \\+ n_decoder_layers=2"):
         llmarch.build("t5-tiny", n_layers=2, n_decoder_layers=2, layer_types=["a", "b"])
+
+
+def test_longt5_refuses_transient_global(tmp_path):
+    transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
+        **_T5LIKE, encoder_attention_type="transient-global", global_block_size=4)).save_pretrained(tmp_path)
+    with pytest.raises(llmarch.LlmarchError, match="encoder_attention_type 'transient-global' is not supported"):
+        llmarch.from_hf(tmp_path)
 
 
 def test_t5gemma_refuses_stacks_it_cannot_build(tmp_path):

@@ -13,14 +13,15 @@ from .hf import FAMILIES, Family
 from .mapping import Rule
 
 
-def stack_rules(part: str, mlp: str = "DenseReluDense") -> list[Rule]:
-    """The rules of one stack; `mlp`: the name of the FFN module in each block's FFN layer."""
+def stack_rules(part: str, mlp: str = "DenseReluDense", attn: str = "SelfAttention") -> list[Rule]:
+    """The rules of one stack; `mlp`: the name of the FFN module in each block's FFN layer; `attn`: of the
+    self-attention module (LongT5's encoder: LocalSelfAttention)."""
     hf, ours = f"{part}.block.{{i}}.layer.", f"{part}.blocks.{{i}}."
     ff = ffn_layer(part)
     rules = [
-        Rule.of(f"{part}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", f"{part}.positions.weight"),
-        Rule.of(tuple(hf + f"0.SelfAttention.{p}.weight" for p in "qkv"), ours + "attn.qkv_proj.weight"),
-        Rule.of(hf + "0.SelfAttention.o.weight", ours + "attn.o_proj.weight"),
+        Rule.of(f"{part}.block.0.layer.0.{attn}.relative_attention_bias.weight", f"{part}.positions.weight"),
+        Rule.of(tuple(hf + f"0.{attn}.{p}.weight" for p in "qkv"), ours + "attn.qkv_proj.weight"),
+        Rule.of(hf + f"0.{attn}.o.weight", ours + "attn.o_proj.weight"),
         Rule.of(hf + "0.layer_norm.weight", ours + "ln1.weight"),
         Rule.of(hf + f"{ff}.{mlp}.wi.weight", ours + "mlp.up.weight"),
         Rule.of((hf + f"{ff}.{mlp}.wi_0.weight", hf + f"{ff}.{mlp}.wi_1.weight"), ours + "mlp.gate_up.weight"),
