@@ -11,7 +11,8 @@ from llmarch.layers.attention_kinds import windowed_kinds
 L = 96  # with attention_block 8: 12 blocks, so sparse patterns and LSH's chunks really split the sequence
 BASE = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=4, context_length=128, attention_block=8,
             ssm_head_dim=16, performer_features=32, lsh_buckets=4, lsh_rounds=2, attention_chunk=20)
-CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()] + \
+CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()
+         if not ATTENTION_KINDS[kind].bidirectional_only] + \
         [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention"]
 
 

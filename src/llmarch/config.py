@@ -168,6 +168,10 @@ class ModelConfig:
     # t5_relative: every layer learns its own bias table instead of all sharing the first layer's (UMT5, Chung et
     # al. 2023, "UniMax", §4: the bias in each layer, as in T5X's per-layer relative attention)
     relative_bias_per_layer: bool = False
+    # transient_global attention (LongT5, Guo et al. 2022, §3.1.2): tokens per fixed block summarised into one global
+    # token; with t5_relative positions a bidirectional stack also learns a bias table over (global block - the
+    # token's block) offsets (0: no global tokens)
+    global_block_size: int = 0
     head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
     pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
     decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
@@ -467,6 +471,8 @@ class ModelConfig:
                                "(its decoder is causal; its encoder is always bidirectional)")
         if self.relative_buckets < 2 or self.relative_max_distance < 1:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
+        if self.global_block_size < 0:
+            raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
         if self.relative_bias_per_layer and self.positions != "t5_relative":
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:

@@ -1,8 +1,9 @@
-"""More encoder-decoders read from transformers' checkpoints: UMT5 (T5 v1.1 with a relative-bias table in every layer)
-and T5Gemma (Gemma 2 stacks: soft-capping, sliding and full layers, sandwich norms around cross-attention too, an
-encoder embedding of its own) and LongT5 with local attention (T5 whose encoder sees keys within a radius). fp32
-logits on padded batches within 1e-4, to_hf round trips, greedy and beam search equal to transformers' generate and
-cached decoding equal to the whole forward (test_seq2seq.py's checks over this module's `pair`)."""
+"""More encoder-decoders read from transformers' checkpoints: UMT5 (T5 v1.1 with a relative-bias table in every layer);
+T5Gemma (Gemma 2 stacks: soft-capping, sliding and full layers, sandwich norms around cross-attention too, an
+encoder embedding of its own); LongT5 (T5 whose encoder sees keys within a radius, and with transient-global
+attention one summary per block). fp32 logits on padded batches within 1e-4, to_hf round trips, greedy and beam
+search equal to transformers' generate and cached decoding equal to the whole forward (test_seq2seq.py's checks over
+this module's `pair`)."""
 from __future__ import annotations
 
 import pytest
@@ -42,6 +43,10 @@ SEQ2SEQ = {
         **_T5LIKE, local_radius=2)),
     "longt5-v1.1": lambda: transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
         **_T5LIKE, local_radius=3, feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+    # LongT5 (transient-global): blocks of 3 over 11 slots, so the padded rows' trailing tokens join the last full
+    # block, and radius 2
+    "longt5-tglobal": lambda: transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
+        **_T5LIKE, local_radius=2, encoder_attention_type="transient-global", global_block_size=3)),
 }
 
 test_logits_match = test_seq2seq.test_logits_match
@@ -87,7 +92,7 @@ def test_longt5_encoder_attends_locally(pair):
     if not name.startswith("longt5"):
         pytest.skip("LongT5 only")
     enc = ours.config.stack_config("encoder")
-    assert type(ours.encoder.blocks[1].attn.kind).__name__ == "Local"
+    assert type(ours.encoder.blocks[1].attn.kind).__name__ == ("TransientGlobal" if "global" in name else "Local")
     assert enc.for_layer(0).sliding_window == ref.config.local_radius + 1
     assert type(ours.decoder.blocks[0].attn.kind).__name__ == "Full"
 
@@ -101,11 +106,10 @@ def test_refusals():
         llmarch.build("t5-tiny", n_layers=2, n_decoder_layers=2, layer_types=["a", "b"])
 
 
-def test_longt5_refuses_transient_global(tmp_path):
-    transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
-        **_T5LIKE, encoder_attention_type="transient-global", global_block_size=4)).save_pretrained(tmp_path)
-    with pytest.raises(llmarch.LlmarchError, match="encoder_attention_type 'transient-global' is not supported"):
-        llmarch.from_hf(tmp_path)
+def test_transient_global_refuses_a_causal_stack():
+    with pytest.raises(llmarch.LlmarchError, match="transient_global' is bidirectional"):
+        llmarch.build("t5-tiny", attention="transient_global", sliding_window=4, global_block_size=4, n_layers=1,
+                      n_decoder_layers=1)
 
 
 def test_t5gemma_refuses_stacks_it_cannot_build(tmp_path):

@@ -51,6 +51,8 @@ class AttentionContext:
     # kv_shared_layers: layer index -> its (k, v) (B, K, T, D) of this forward, for the layers that share them
     shared_kv: dict | None = None
     per_layer: torch.Tensor | None = None  # (B, T, L, P) per-layer inputs (ple_dim: layers/per_layer_inputs.py)
+    # (B|1, H, T, G) a position bias on the transient global tokens' scores (LongT5: global_blocks.py), or None
+    side_bias: torch.Tensor | None = None
 
 
 @ATTENTION.register("sdpa")

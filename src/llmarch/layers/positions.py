@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from .global_blocks import fixed_blocks
 
 POSITIONS: Registry = Registry("positions")
 # RotaryPositions' context-extension scalings, and Gemma 4's p-RoPE
@@ -27,6 +28,10 @@ class NoPositions(nn.Module):
         return None
 
     def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        return None
+
+    def side_bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(B|1, H, T, G): a bias on the scores of the transient global tokens (global_blocks.py), or None."""
         return None
 
 
@@ -261,6 +266,10 @@ class RelativeBias(NoPositions):
             self.layers = nn.ParameterList(torch.zeros(cfg.relative_buckets, cfg.n_heads) for _ in range(cfg.n_layers))
         else:
             self.weight = nn.Parameter(torch.zeros(cfg.relative_buckets, cfg.n_heads))  # (buckets, H)
+        # LongT5's transient-global layers (§3.1.2): a second table over (global block - the token's block) offsets
+        self.block = cfg.global_block_size if not cfg.causal else 0
+        if self.block:
+            self.global_weight = nn.Parameter(torch.zeros(cfg.relative_buckets, cfg.n_heads))  # (buckets, H)
 
     def bucket(self, offset: torch.Tensor) -> torch.Tensor:
         """offset = key slot - query slot (any shape) -> bucket index."""
@@ -282,6 +291,14 @@ class RelativeBias(NoPositions):
         if self.per_layer:
             return torch.stack(list(self.layers))[:, buckets].permute(0, 3, 1, 2)[:, None]  # (L, 1, H, T, S)
         return self.weight[buckets].permute(2, 0, 1)[None]  # (1, H, T, S)
+
+    def side_bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.block:
+            return None
+        real = pad_mask if pad_mask is not None else torch.ones(1, key_len, dtype=torch.bool, device=input_pos.device)
+        ids = fixed_blocks(real, self.block)[0][:, input_pos]  # (B, T)
+        offset = torch.arange(key_len // self.block, device=ids.device)[None, None, :] - ids[..., None]  # (B, T, G)
+        return self.global_weight[self.bucket(offset)].permute(0, 3, 1, 2)  # (B, H, T, G)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:

@@ -139,7 +139,8 @@ class Stack(nn.Module):
                                input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
-                               shared_kv={} if cfg.kv_shared_layers else None)
+                               shared_kv={} if cfg.kv_shared_layers else None,
+                               side_bias=positions.side_bias(input_pos, key_len, pad_mask))
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,

@@ -14,7 +14,8 @@ then hands them to its kind, which decides which keys each query sees and comput
   (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`; `takes_sinks`:
   it puts the layer's learned sinks (attn.sinks, attn_sinks) in its softmax's denominator (sinks.py); `softcaps`: it
   can soft-cap the scores before its softmax (attn_softcap, Gemma 2: the attention's eager kernel and the
-  blockwise engine take the cap; kinds with their own softmax arithmetic do not)."""
+  blockwise engine take the cap; kinds with their own softmax arithmetic do not); `bidirectional_only`: it has no
+  causal form (LongT5's transient global tokens sum later tokens), so it is refused in a causal stack."""
 from __future__ import annotations
 
 import torch
@@ -40,6 +41,7 @@ class AttentionKind:
     windowed = False
     takes_sinks = False
     softcaps = False
+    bidirectional_only = False
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal

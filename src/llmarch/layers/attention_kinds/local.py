@@ -23,16 +23,19 @@ class Local(AttentionKind):
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         k, v = cached_kv(attn, k, v, ctx)
-        keys = torch.arange(k.shape[2], device=q.device)
+        mask = self.window_mask(ctx, k.shape[2])
+        return attn.kernel(q, k, v, mask, False, dropout_p, attn._modules["hook_pattern"], attn.scale, attn.sinks)
+
+    def window_mask(self, ctx, key_len: int) -> torch.Tensor:
+        """The model's mask (bool, or float with the bias) limited to the window: (B|1, H|1, T, S)."""
+        keys = torch.arange(key_len, device=ctx.input_pos.device)
         offset = ctx.input_pos[:, None] - keys[None, :]  # (T, S): query slot - key slot
         near = offset.abs() < self.window
         if ctx.mask is None and ctx.causal:  # plain causal: the model left the triangle to the kernel
             near = near & (offset >= 0)
         if ctx.mask is None:
-            mask = near
-        elif ctx.mask.dtype == torch.bool:  # a padded query still sees itself: no row without keys (NaN)
-            mask = (ctx.mask & near) | (offset == 0)
-        else:
-            mask = ctx.mask.masked_fill(~near, float("-inf"))
-            mask = mask.masked_fill((offset == 0) & mask.isinf(), 0.0)
-        return attn.kernel(q, k, v, mask, False, dropout_p, attn._modules["hook_pattern"], attn.scale, attn.sinks)
+            return near
+        if ctx.mask.dtype == torch.bool:  # a padded query still sees itself: no row without keys (NaN)
+            return (ctx.mask & near) | (offset == 0)
+        mask = ctx.mask.masked_fill(~near, float("-inf"))
+        return mask.masked_fill((offset == 0) & mask.isinf(), 0.0)
