@@ -181,6 +181,9 @@ class ModelConfig:
     # pre_classifier; gelu: ELECTRA's classification head and discriminator)
     pooler_act: str = "tanh"
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
+    # an encoder-decoder whose encoder reads a token-embedding table of its own, the decoder (and a tied head) the
+    # other (T5Gemma: each stack keeps the embedding of the Gemma it was adapted from); False: one shared table
+    encoder_embed: bool = False
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
     # q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and a 'proj' QK-norm), before RoPE:
@@ -210,6 +213,13 @@ class ModelConfig:
     side_conv: int = 0
     side_conv_act: str = "tanh"  # side_conv's activation: tanh, gelu or relu (DeBERTa-v2's conv_act)
     side_conv_groups: int = 1  # side_conv's groups of channels convolved apart (DeBERTa-v2's conv_groups)
+    # t5_relative: every layer learns its own bias table instead of all sharing the first layer's (UMT5, Chung et
+    # al. 2023, "UniMax", §4: the bias in each layer, as in T5X's per-layer relative attention)
+    relative_bias_per_layer: bool = False
+    # transient_global attention (LongT5, Guo et al. 2022, §3.1.2): tokens per fixed block summarised into one global
+    # token; with t5_relative positions a bidirectional stack also learns a bias table over (global block - the
+    # token's block) offsets (0: no global tokens)
+    global_block_size: int = 0
     head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
     pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
     decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
@@ -379,6 +389,7 @@ class ModelConfig:
     # Per-layer types (Gemma 2/3's sliding and full layers, SmolLM3's NoPE layers, Qwen3-Next's linear and full
     # attention): layer_types names each block's type, layer_overrides gives the fields a type changes (only the
     # LAYER_FIELDS below). A type without overrides is the config as it is. Block i is built from for_layer(i).
+    # An encoder-decoder lists n_layers + n_decoder_layers types: the encoder's blocks, then the decoder's.
     layer_types: list | None = None
     layer_overrides: dict | None = None  # layer type -> the fields it changes (see layer_types)
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
@@ -481,14 +492,12 @@ class ModelConfig:
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         if self.block == "parallel" and self.norm_placement != "pre":
             raise LlmarchError(f"block='parallel' needs norm_placement='pre', got {self.norm_placement!r}")
-        if self.norm_placement == "sandwich" and self.n_decoder_layers:
-            raise LlmarchError("norm_placement='sandwich' is for decoder-only and encoder-only stacks "
-                               "(n_decoder_layers is set)")
-        if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"
-                                               or self.n_decoder_layers):
-            raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on the LM head of a "
-                               f"decoder-only or encoder-only model (head={self.head!r}, "
-                               f"n_decoder_layers={self.n_decoder_layers})")
+        if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"):
+            raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on an LM head "
+                               f"(head={self.head!r})")
+        if self.encoder_embed and not self.n_decoder_layers:
+            raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
+                               "(n_decoder_layers > 0)")
         for name in ("embed_multiplier", "residual_multiplier", "logit_divisor", "attn_key_multiplier",
                      "ffn_gate_multiplier", "ffn_out_multiplier"):
             if getattr(self, name) <= 0:
@@ -560,6 +569,10 @@ class ModelConfig:
                                "(its decoder is causal; its encoder is always bidirectional)")
         if self.relative_buckets < 2 or self.relative_max_distance < 1:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
+        if self.global_block_size < 0:
+            raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
+        if self.relative_bias_per_layer and self.positions != "t5_relative":
+            raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
         if self.attn_temp_scale < 0 or self.attn_temp_floor <= 0 or self.attn_temp_shift < 0:
@@ -604,10 +617,9 @@ class ModelConfig:
                 raise LlmarchError("layer_overrides needs layer_types (which type each layer is)")
             return
         self.layer_types = types = [str(t) for t in types]
-        if len(types) != self.n_layers:
-            raise LlmarchError(f"layer_types has {len(types)} entries for n_layers={self.n_layers}")
-        if self.n_decoder_layers:
-            raise LlmarchError("layer_types is for decoder-only and encoder-only stacks (n_decoder_layers is set)")
+        if len(types) != self.n_layers + self.n_decoder_layers:  # an encoder-decoder: the encoder's, the decoder's
+            raise LlmarchError(f"layer_types has {len(types)} entries for n_layers={self.n_layers}"
+                               + (f" + n_decoder_layers={self.n_decoder_layers}" if self.n_decoder_layers else ""))
         for t, fields_ in overrides.items():
             if t not in types:
                 raise LlmarchError(f"layer_overrides names type {t!r}, which no layer in layer_types has")
@@ -709,8 +721,14 @@ class ModelConfig:
         """The config one stack of an encoder-decoder is built from: part 'encoder' (bidirectional, n_layers
         blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
         if part == "encoder":
-            return self.replace(causal=False, n_decoder_layers=0)
-        return self.replace(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0)
+            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False)
+        else:
+            fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False)
+        if self.layer_types is not None:  # the encoder's entries come first, then the decoder's
+            own = self.layer_types[:self.n_layers] if part == "encoder" else self.layer_types[self.n_layers:]
+            kept = {t: f for t, f in (self.layer_overrides or {}).items() if t in own}
+            fields.update(layer_types=own, layer_overrides=kept or None)
+        return self.replace(**fields)
 
     @property
     def rotary_dim(self) -> int:

@@ -46,7 +46,9 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     positions = sum(p.numel() for stack, _ in stacks(model).values() for p in stack.positions.parameters())
     per_layer = getattr(model, "per_layer", None)  # Gemma 3n / 4's per-layer embedding table is an embedding too
+    encoder_embed = getattr(model, "encoder_embed", None)  # T5Gemma's encoder table
     embedding = model.embed.weight.numel() + positions + (per_layer.embed.weight.numel() if per_layer else 0)
+    embedding += encoder_embed.weight.numel() if encoder_embed is not None else 0
     non_embedding = total - embedding
     idle = 0
     for stack, _ in stacks(model).values():

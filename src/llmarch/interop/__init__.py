@@ -34,3 +34,4 @@ from . import deberta  # noqa: F401
 from . import roformer  # noqa: F401
 from . import megatron_bert, roberta_prelayernorm, xlm_roberta_xl  # noqa: F401
 from . import bitnet, jetmoe, longcat_flash, persimmon  # noqa: F401
+from . import longt5, t5gemma, umt5  # noqa: F401

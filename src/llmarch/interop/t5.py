@@ -13,14 +13,15 @@ from .hf import FAMILIES, Family
 from .mapping import Rule
 
 
-def stack_rules(part: str, mlp: str = "DenseReluDense") -> list[Rule]:
-    """The rules of one stack; `mlp`: the name of the FFN module in each block's FFN layer."""
+def stack_rules(part: str, mlp: str = "DenseReluDense", attn: str = "SelfAttention") -> list[Rule]:
+    """The rules of one stack; `mlp`: the name of the FFN module in each block's FFN layer; `attn`: of the
+    self-attention module (LongT5's encoder: LocalSelfAttention)."""
     hf, ours = f"{part}.block.{{i}}.layer.", f"{part}.blocks.{{i}}."
     ff = ffn_layer(part)
     rules = [
-        Rule.of(f"{part}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", f"{part}.positions.weight"),
-        Rule.of(tuple(hf + f"0.SelfAttention.{p}.weight" for p in "qkv"), ours + "attn.qkv_proj.weight"),
-        Rule.of(hf + "0.SelfAttention.o.weight", ours + "attn.o_proj.weight"),
+        Rule.of(f"{part}.block.0.layer.0.{attn}.relative_attention_bias.weight", f"{part}.positions.weight"),
+        Rule.of(tuple(hf + f"0.{attn}.{p}.weight" for p in "qkv"), ours + "attn.qkv_proj.weight"),
+        Rule.of(hf + f"0.{attn}.o.weight", ours + "attn.o_proj.weight"),
         Rule.of(hf + "0.layer_norm.weight", ours + "ln1.weight"),
         Rule.of(hf + f"{ff}.{mlp}.wi.weight", ours + "mlp.up.weight"),
         Rule.of((hf + f"{ff}.{mlp}.wi_0.weight", hf + f"{ff}.{mlp}.wi_1.weight"), ours + "mlp.gate_up.weight"),
@@ -70,6 +71,13 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
+    if cfg.relative_bias_per_layer:
+        raise LlmarchError("model_type t5 shares one relative-bias table per stack (a table per layer: umt5)")
+    return t5_fields(cfg)
+
+
+def t5_fields(cfg: ModelConfig) -> dict:
+    """The T5Config fields of cfg (T5 and the families built on its layout)."""
     proj = {v: k for k, v in reversed(_FFN.items())}.get(cfg.ffn)
     if proj is None or cfg.norm != "rmsnorm" or cfg.positions != "t5_relative" or cfg.norm_placement != "pre":
         raise LlmarchError("model_type t5 needs rmsnorm, pre-norm, t5_relative positions and a relu/gelu/geglu/"

@@ -62,6 +62,8 @@ class AttentionContext:
     # relative position embeddings (positions 'relative_embeddings', DeBERTa): the table (2k, C) and each query's
     # row of it for each key (T, S), which disentangled attention projects with each layer's own weights
     relative: tuple[torch.Tensor, torch.Tensor] | None = None
+    # (B|1, H, T, G) a position bias on the transient global tokens' scores (LongT5: global_blocks.py), or None
+    side_bias: torch.Tensor | None = None
 
 
 @ATTENTION.register("sdpa")

@@ -95,6 +95,7 @@ class Block(nn.Module):
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
+        self.post_ln_cross = make_norm(cfg) if sandwich and cross else None  # T5Gemma's post_cross_attn_layernorm
         # without dropout a plain function: no module dispatch per call, and no stray hook point named `drop`
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity
         # what each sublayer's output goes through before its residual add: the dropout, then times
@@ -166,7 +167,8 @@ class Block(nn.Module):
             x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"))
         x = sub["hook_resid_mid"](x)
         if self.cross:
-            x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx)
+            x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx,
+                               post=sub.get("post_ln_cross"))
         moe = sub.get("moe")
         if moe is not None:  # pre-norm only (moe_shortcut's check)
             h = sub["ln2"](x)

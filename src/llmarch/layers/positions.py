@@ -14,6 +14,7 @@ from torch import nn
 
 from ..registry import Registry
 from .norms import make_norm
+from .global_blocks import fixed_blocks
 
 POSITIONS: Registry = Registry("positions")
 # RotaryPositions' context-extension scalings, and Gemma 4's p-RoPE
@@ -21,6 +22,8 @@ ROPE_SCALINGS = ("none", "linear", "dynamic", "llama3", "yarn", "longrope", "pro
 
 
 class NoPositions(nn.Module):
+    per_layer = False  # bias() gives one bias per layer, (L, B|1, H, T, S), rather than one the stack shares
+
     def embed(self, pos: torch.Tensor) -> torch.Tensor | None:
         return None
 
@@ -31,6 +34,10 @@ class NoPositions(nn.Module):
         return None
 
     def relative(self, input_pos: torch.Tensor, key_len: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    def side_bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(B|1, H, T, G): a bias on the scores of the transient global tokens (global_blocks.py), or None."""
         return None
 
 
@@ -253,13 +260,22 @@ class RelativeBias(NoPositions):
     offset key - query, added to the attention scores of every layer of a stack (computed once, shared).
     Half the buckets hold exact small offsets, the rest grow logarithmically up to max_distance, beyond which
     offsets share the last bucket. An encoder (bidirectional) splits the buckets between keys before and
-    after the query; a decoder (causal) only sees keys before it. Positions are cache slots, padding or not."""
+    after the query; a decoder (causal) only sees keys before it. Positions are cache slots, padding or not.
+    relative_bias_per_layer (UMT5): each of the stack's layers has its own table (`layers.{i}`), the same buckets."""
 
     def __init__(self, cfg):
         super().__init__()
         self.bidirectional = not cfg.causal
         self.buckets, self.max_distance = cfg.relative_buckets, cfg.relative_max_distance
-        self.weight = nn.Parameter(torch.zeros(cfg.relative_buckets, cfg.n_heads))  # (buckets, H)
+        self.per_layer = cfg.relative_bias_per_layer
+        if self.per_layer:  # (buckets, H) each
+            self.layers = nn.ParameterList(torch.zeros(cfg.relative_buckets, cfg.n_heads) for _ in range(cfg.n_layers))
+        else:
+            self.weight = nn.Parameter(torch.zeros(cfg.relative_buckets, cfg.n_heads))  # (buckets, H)
+        # LongT5's transient-global layers (§3.1.2): a second table over (global block - the token's block) offsets
+        self.block = cfg.global_block_size if not cfg.causal else 0
+        if self.block:
+            self.global_weight = nn.Parameter(torch.zeros(cfg.relative_buckets, cfg.n_heads))  # (buckets, H)
 
     def bucket(self, offset: torch.Tensor) -> torch.Tensor:
         """offset = key slot - query slot (any shape) -> bucket index."""
@@ -277,8 +293,18 @@ class RelativeBias(NoPositions):
 
     def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         keys = torch.arange(key_len, device=input_pos.device)
-        values = self.weight[self.bucket(keys[None, :] - input_pos[:, None])]  # (T, S, H)
-        return values.permute(2, 0, 1)[None]  # (1, H, T, S)
+        buckets = self.bucket(keys[None, :] - input_pos[:, None])  # (T, S)
+        if self.per_layer:
+            return torch.stack(list(self.layers))[:, buckets].permute(0, 3, 1, 2)[:, None]  # (L, 1, H, T, S)
+        return self.weight[buckets].permute(2, 0, 1)[None]  # (1, H, T, S)
+
+    def side_bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.block:
+            return None
+        real = pad_mask if pad_mask is not None else torch.ones(1, key_len, dtype=torch.bool, device=input_pos.device)
+        ids = fixed_blocks(real, self.block)[0][:, input_pos]  # (B, T)
+        offset = torch.arange(key_len // self.block, device=ids.device)[None, None, :] - ids[..., None]  # (B, T, G)
+        return self.global_weight[self.bucket(offset)].permute(0, 3, 1, 2)  # (B, H, T, G)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:

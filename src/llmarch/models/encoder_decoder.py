@@ -1,7 +1,8 @@
 """The encoder-decoder (Vaswani et al. 2017, §3.1; T5, BART): a bidirectional encoder stack reads the source,
 a causal decoder stack reads the target so far and cross-attends to the encoder output, a head projects the
 decoder's final states onto the vocabulary. One token embedding is shared by both stacks (and by the head
-when tied). `encode` once, then `decode` step by step with the decoder's KV cache and the encoder's
+when tied), or with encoder_embed the encoder reads a table of its own (T5Gemma). `encode` once, then
+`decode` step by step with the decoder's KV cache and the encoder's
 keys/values projected once per generation (setup_cache(..., memory=...))."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.linear import Linear
+from ..layers.softcap import soft_cap
 from .stack import Stack, check_ids, init_weights
 from .transformer import ModelOutput
 
@@ -20,6 +22,8 @@ class EncoderDecoderLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # T5Gemma: the encoder reads a table of its own; otherwise both stacks read `embed`
+        self.encoder_embed = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.encoder_embed else None
         self.encoder = Stack(cfg.stack_config("encoder"))
         self.decoder = Stack(cfg.stack_config("decoder"), cross=True)
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
@@ -56,7 +60,8 @@ class EncoderDecoderLM(nn.Module):
         """input_ids (B, S), attention_mask (B, S) with 0 at padding -> encoder output (B, S, C)."""
         if not torch.compiler.is_compiling():
             check_ids(input_ids, self.config, None)
-        return self.encoder.run(self.embed(input_ids), attention_mask)
+        embed = self.embed if self.encoder_embed is None else self.encoder_embed
+        return self.encoder.run(embed(input_ids), attention_mask)
 
     def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor | None,
                attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
@@ -81,7 +86,8 @@ class EncoderDecoderLM(nn.Module):
         x = self.decoder.run(self.embed(decoder_input_ids), decoder_attention_mask, input_pos, kv_len,
                              last_only=last_only, memory=memory, memory_mask=attention_mask)
         h = x * self.config.d_model ** -0.5 if self.config.head_scale else x  # T5 v1.0: rescale before the tied head
-        return ModelOutput(logits=self.lm_head(h), hidden_states=x)
+        # T5Gemma caps the logits as Gemma 2 does (final_softcap; None leaves them)
+        return ModelOutput(logits=soft_cap(self.lm_head(h), self.config.final_softcap), hidden_states=x)
 
     def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,

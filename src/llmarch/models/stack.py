@@ -135,7 +135,7 @@ class Stack(nn.Module):
         row_pos = position_ids(input_pos, B, pad_mask)  # (B, T)
         pos = row_pos + cfg.position_offset if cfg.position_offset else row_pos
         positions = self._modules["positions"]  # not nn.Module's attribute fallback: read at every decoded token
-        bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S) or None
+        bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S), (L, ...) per layer, or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
@@ -151,7 +151,8 @@ class Stack(nn.Module):
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
                                shared_kv={} if cfg.kv_shared_layers else None,
-                               relative=positions.relative(input_pos, key_len))
+                               relative=positions.relative(input_pos, key_len),
+                               side_bias=positions.side_bias(input_pos, key_len, pad_mask))
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
@@ -208,8 +209,10 @@ class Stack(nn.Module):
         altup = sub.get("altup")
         if altup is not None:  # AltUp: K streams through the blocks, (K, B, T, C), then one again
             x = altup.split(x)
-        for block, t in zip(sub["blocks"], self._types):
-            x = block(x, ctxs.get(t, ctx))
+        per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
+        for i, (block, t) in enumerate(zip(sub["blocks"], self._types)):
+            c = ctxs.get(t, ctx)
+            x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
         if altup is not None:
             x = altup.merge(x)
         if last_only and T > 1:
