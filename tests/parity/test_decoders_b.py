@@ -1,0 +1,40 @@
+"""Decoder families that are configurations of parts llmarch has, against transformers through files (as
+test_dense_families.py's check_case: logits on a left-padded batch within 1e-4 in fp32, greedy generation equal to
+transformers', cached decoding equal to the whole forward, a to_hf round trip): FlexOlmo (OLMo 2's block with
+OLMoE's experts), InternLM3 and EXAONE 3 (LLaMA under other names), CWM (sliding and full layers), Solar Open
+(GLM-4.5's mixture on every layer)."""
+import pytest
+
+from test_dense_families import COMMON, check_case
+
+transformers = pytest.importorskip("transformers")
+
+CASES = {
+    # OLMo 2's norms after each sublayer and QK-norm over projections; 4 experts, top 2, not renormalised
+    "flex_olmo": ("FlexOlmoConfig", "FlexOlmoForCausalLM",
+                  dict(COMMON, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, pad_token_id=0,
+                       eos_token_id=None)),
+    # LLaMA as transformers runs it, biases on q k v o and the MLP (qkv_bias and bias)
+    "internlm3": ("InternLM3Config", "LlamaForCausalLM",
+                  dict(COMMON, num_key_value_heads=2, head_dim=16, qkv_bias=True, bias=True, pad_token_id=0)),
+    # LLaMA under GPT-2-like tensor names, which transformers writes too
+    "exaone": ("ExaoneConfig", "LlamaForCausalLM", dict(COMMON, num_key_value_heads=2, eos_token_id=None)),
+    # layers 0 and 4 full, 1-3 slide over 8 keys; LLaMA 3 RoPE scaling (its default) over 32 positions
+    "cwm": ("CwmConfig", "CwmForCausalLM",
+            dict(COMMON, num_hidden_layers=5, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                 eos_token_id=None, bos_token_id=1, max_position_embeddings=128,
+                 rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0,
+                                  "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                  "original_max_position_embeddings": 32})),
+    # every layer 8 experts in 4 groups (2 chosen), top 2 by sigmoid plus bias, renormalised and scaled, one shared;
+    # q k v biases
+    "solar_open": ("SolarOpenConfig", "SolarOpenForCausalLM",
+                   dict(COMMON, num_key_value_heads=2, head_dim=16, attention_bias=True, moe_intermediate_size=32,
+                        n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=4, topk_group=2,
+                        routed_scaling_factor=2.5)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_logits_generation_and_round_trip(case, tmp_path):
+    check_case(case, tmp_path, CASES)
