@@ -32,6 +32,13 @@ CASES = {
                    dict(COMMON, num_key_value_heads=2, head_dim=16, attention_bias=True, moe_intermediate_size=32,
                         n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=4, topk_group=2,
                         routed_scaling_factor=2.5)),
+    # AFMoE: gated attention with per-head QK-norm, layers 0-2 sliding over 8 keys with RoPE and layer 3 full
+    # without positions, sandwich norms, embeddings times sqrt(d); layer 0 dense, then 4 experts (top 2 by sigmoid
+    # plus an expert bias, renormalised, times 1.5) and a shared one
+    "afmoe": ("AfmoeConfig", "AfmoeForCausalLM",
+              dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                   moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, num_shared_experts=1,
+                   route_scale=1.5, mup_enabled=True)),
 }
 
 
