@@ -39,6 +39,11 @@ CASES = {
               dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
                    moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, num_shared_experts=1,
                    route_scale=1.5, mup_enabled=True)),
+    # HY V3: per-head QK-norm; layer 0 dense, then 4 experts (top 2 by sigmoid plus an expert bias, renormalised,
+    # times 2.826) and a shared one
+    "hy_v3": ("HYV3Config", "HYV3ForCausalLM",
+              dict(COMMON, num_hidden_layers=3, num_key_value_heads=2, head_dim=16, moe_intermediate_size=32,
+                   num_experts=4, num_experts_per_tok=2, num_shared_experts=1)),
 }
 
 

@@ -12,8 +12,6 @@
 - mup_enabled: token embeddings times sqrt(hidden_size) (embed_scale)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .deepseek_v2 import moe_rules
@@ -24,7 +22,6 @@ from .mixtral import STACKED
 from .qwen3 import nope_window_fields, nope_window_hf
 
 _A, _L = "model.layers.{i}.self_attn.", "model.layers.{i}."
-_ROUTER = "model.layers.{i}.mlp.router.gate.weight"
 RULES = [r for r in LLAMA_RULES if "layernorm" not in r.hf[0] and ".qkv_proj." not in r.ours] + [
     Rule.of(tuple(_A + f"{p}_proj.weight" for p in ("q", "gate", "k", "v")), "blocks.{i}.attn.qkv_proj.weight",
             "gated_q"),
@@ -33,8 +30,35 @@ RULES = [r for r in LLAMA_RULES if "layernorm" not in r.hf[0] and ".qkv_proj." n
     Rule.of(_L + "post_attention_layernorm.weight", "blocks.{i}.post_ln1.weight"),
     Rule.of(_L + "pre_mlp_layernorm.weight", "blocks.{i}.ln2.weight"),
     Rule.of(_L + "post_mlp_layernorm.weight", "blocks.{i}.post_ln2.weight"),
-    *[replace(r, hf=(_ROUTER,)) if r.ours.endswith("router.weight") else r for r in moe_rules("expert_bias")],
+    *moe_rules("expert_bias", router="router.gate.weight"),
 ]
+
+
+def sigmoid_moe_fields(hf: dict, scale: float, dense_first: int) -> dict:
+    """The mixture AFMoE and HY V3 share: `num_experts` routed experts of moe_intermediate_size after `dense_first`
+    dense layers, chosen by sigmoid score plus an expert bias (no groups), their scores renormalised and times
+    `scale`, plus shared experts of moe_intermediate_size x num_shared_experts; none without experts."""
+    experts = int(hf.get("num_experts") or 0)
+    if not experts:
+        return {}
+    return dict(n_experts=experts, experts_per_token=int(hf["num_experts_per_tok"]),
+                expert_hidden=int(hf["moe_intermediate_size"]), n_shared_experts=int(hf.get("num_shared_experts") or 0),
+                router_scoring="sigmoid", expert_bias=True, router_renormalize=True, router_scale=scale,
+                moe_dense_first=dense_first)
+
+
+def sigmoid_moe_hf(cfg: ModelConfig) -> dict:
+    """sigmoid_moe_fields inverted (the scale and dense layers each family names its own way), or an error naming
+    what of cfg's mixture it cannot hold."""
+    if cfg.n_experts and (cfg.router_scoring != "sigmoid" or not cfg.expert_bias or not cfg.router_renormalize
+                          or cfg.router_groups > 1 or cfg.moe_period != 1 or cfg.shared_expert_gate
+                          or cfg.shared_hidden != cfg.n_shared_experts * cfg.expert_hidden
+                          or cfg.capacity_factor is not None or cfg.expert_capacity is not None):
+        raise LlmarchError(f"model_type {cfg.hf_model_type} routes by renormalised sigmoid scores with an expert "
+                           "bias, no groups, to uncapped experts after the dense first layers, with ungated shared "
+                           "experts")
+    return dict(num_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
+                moe_intermediate_size=cfg.expert_hidden, num_shared_experts=cfg.n_shared_experts)
 
 
 def to_config(hf: dict) -> ModelConfig:
@@ -45,12 +69,7 @@ def to_config(hf: dict) -> ModelConfig:
     n = hf["num_hidden_layers"]
     every = hf.get("global_attn_every_n_layers") or 4
     types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(n)]
-    experts = int(hf.get("num_experts") or 0)
-    moe = dict(n_experts=experts, experts_per_token=int(hf["num_experts_per_tok"]),
-               expert_hidden=int(hf["moe_intermediate_size"]),
-               n_shared_experts=int(hf.get("num_shared_experts") or 0), router_scoring="sigmoid", expert_bias=True,
-               router_renormalize=True, router_scale=float(hf.get("route_scale") or 1.0),
-               moe_dense_first=int(hf.get("num_dense_layers") or 0)) if experts else {}
+    moe = sigmoid_moe_fields(hf, float(hf.get("route_scale") or 1.0), int(hf.get("num_dense_layers") or 0))
     return llama_like_config({"rms_norm_eps": 1e-5, "head_dim": 128, **hf}, qk_norm="head", attn_output_gate=True,
                              norm_placement="sandwich", embed_scale=bool(hf.get("mup_enabled", False)),
                              **nope_window_fields({**hf, "layer_types": types}), **moe)
@@ -61,20 +80,14 @@ def from_config(cfg: ModelConfig) -> dict:
             or cfg.qkv_bias or cfg.norm != "rmsnorm" or cfg.ffn != "swiglu":
         raise LlmarchError("model_type afmoe needs qk_norm='head', attn_output_gate, sandwich RMSNorms, SwiGLU and "
                            "no biases")
-    if cfg.n_experts and (cfg.router_scoring != "sigmoid" or not cfg.expert_bias or not cfg.router_renormalize
-                          or cfg.router_groups > 1 or cfg.moe_period != 1 or cfg.shared_expert_gate
-                          or cfg.shared_hidden != cfg.n_shared_experts * cfg.expert_hidden
-                          or cfg.capacity_factor is not None or cfg.expert_capacity is not None):
-        raise LlmarchError("model_type afmoe routes by renormalised sigmoid scores with an expert bias, no groups, "
-                           "to uncapped experts after the dense first layers, with ungated shared experts")
+    moe = sigmoid_moe_hf(cfg)
     window = nope_window_hf(cfg)
     if window["sliding_window"] is None:
         raise LlmarchError("model_type afmoe needs sliding_attention layers (a window, RoPE) and full_attention "
                            "ones (no positions)")
-    moe = dict(num_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,
-               moe_intermediate_size=cfg.expert_hidden, num_shared_experts=cfg.n_shared_experts,
-               route_scale=cfg.router_scale, num_dense_layers=cfg.moe_dense_first if cfg.n_experts else cfg.n_layers)
-    out = llama_like_hf(cfg, architectures=["AfmoeForCausalLM"], mup_enabled=cfg.embed_scale, **window, **moe)
+    out = llama_like_hf(cfg, architectures=["AfmoeForCausalLM"], mup_enabled=cfg.embed_scale, **window, **moe,
+                        route_scale=cfg.router_scale,
+                        num_dense_layers=cfg.moe_dense_first if cfg.n_experts else cfg.n_layers)
     out.pop("mlp_bias")
     return out
 
