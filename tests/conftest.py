@@ -59,7 +59,7 @@ def routed_apart(hf):
     to zeros (AFMoE's) is drawn first, as the others are."""
     for name, p in hf.named_parameters():
         if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight", "feed_forward.gate.weight",
-                          "mlp.router.gate.weight")):
+                          "mlp.router.gate.weight", "block_sparse_moe.router.weight")):
             if not p.any():
                 p.normal_(0.0, 0.02)
             p.mul_(20.0)

@@ -44,6 +44,19 @@ CASES = {
     "hy_v3": ("HYV3Config", "HYV3ForCausalLM",
               dict(COMMON, num_hidden_layers=3, num_key_value_heads=2, head_dim=16, moe_intermediate_size=32,
                    num_experts=4, num_experts_per_tok=2, num_shared_experts=1)),
+    # Granite SWA: Granite's scalars, a sink per head (moved off its zero init with the other 1-D parameters), layers
+    # 0 and 4 full, 1-3 sliding over 8 keys; RoPE bases per layer: layer 2 none, layer 3 another base
+    "granite_swa": ("GraniteSWAConfig", "GraniteSWAForCausalLM",
+                    dict(COMMON, num_hidden_layers=5, num_key_value_heads=2, sliding_window=8,
+                         layer_rope_theta=[10000.0, 10000.0, 0, 500.0, 10000.0], embedding_multiplier=2.0,
+                         residual_multiplier=0.5, logits_scaling=4.0, attention_multiplier=0.3, eos_token_id=None,
+                         bos_token_id=None)),
+    # its mixture: 4 experts, top 2, and a shared MLP of 48; layers 1-3 slide, layer 2 without positions
+    "granitemoe_swa": ("GraniteMoeSWAConfig", "GraniteMoeSWAForCausalLM",
+                       dict(COMMON, intermediate_size=32, num_hidden_layers=4, num_key_value_heads=2, sliding_window=8,
+                            layer_rope_theta=[10000.0, 10000.0, 0, 10000.0], num_local_experts=4,
+                            num_experts_per_tok=2, shared_intermediate_size=48, embedding_multiplier=2.0,
+                            residual_multiplier=0.5, logits_scaling=4.0, attention_multiplier=0.3)),
 }
 
 

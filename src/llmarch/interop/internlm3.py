@@ -11,7 +11,8 @@ HEAD_DIM = 128  # InternLM3Config's default
 
 
 def to_config(hf: dict) -> ModelConfig:
-    hf = {"head_dim": HEAD_DIM, "rms_norm_eps": 1e-5, **hf, "attention_bias": hf.get("attention_bias", hf.get("qkv_bias", False)),
+    hf = {"head_dim": HEAD_DIM, "rms_norm_eps": 1e-5, **hf,
+          "attention_bias": hf.get("attention_bias", hf.get("qkv_bias", False)),
           "mlp_bias": hf.get("mlp_bias", hf.get("bias", False))}
     return llama_like_config(hf)
 

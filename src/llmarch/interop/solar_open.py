@@ -17,7 +17,8 @@ THETA = 1_000_000.0  # SolarOpenConfig.default_theta
 
 
 def to_config(hf: dict) -> ModelConfig:
-    hf = {"rope_theta": THETA, "head_dim": 128, "rms_norm_eps": 1e-5, **hf, "intermediate_size": hf["moe_intermediate_size"],
+    hf = {"rope_theta": THETA, "head_dim": 128, "rms_norm_eps": 1e-5, **hf,
+          "intermediate_size": hf["moe_intermediate_size"],
           "first_k_dense_replace": 0, "mlp_bias": False}
     return llama_like_config({**hf, "attention_bias": False}, qkv_bias=bool(hf.get("attention_bias", False)),
                              rope_fraction=rope_fraction(hf, 1.0), **moe_fields(hf, 0), **v3_router_fields(hf))
