@@ -69,7 +69,8 @@ def to_config(hf: dict) -> ModelConfig:
     n = hf["num_hidden_layers"]
     every = hf.get("global_attn_every_n_layers") or 4
     types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(n)]
-    moe = sigmoid_moe_fields(hf, float(hf.get("route_scale") or 1.0), int(hf.get("num_dense_layers") or 0))
+    dense = int(hf.get("num_dense_layers", 1) or 0)  # AfmoeConfig defaults to 1
+    moe = sigmoid_moe_fields(hf, float(hf.get("route_scale") or 1.0), dense)
     return llama_like_config({"rms_norm_eps": 1e-5, "head_dim": 128, **hf}, qk_norm="head", attn_output_gate=True,
                              norm_placement="sandwich", embed_scale=bool(hf.get("mup_enabled", False)),
                              **nope_window_fields({**hf, "layer_types": types}), **moe)
