@@ -57,6 +57,12 @@ CASES = {
                             layer_rope_theta=[10000.0, 10000.0, 0, 10000.0], num_local_experts=4,
                             num_experts_per_tok=2, shared_intermediate_size=48, embedding_multiplier=2.0,
                             residual_multiplier=0.5, logits_scaling=4.0, attention_multiplier=0.3)),
+    # OLMo Hybrid: Gated DeltaNet layers 0-2 (pre-norm; 2 key heads serving 4 value heads; beta in [0, 2]) and OLMo
+    # 3's attention on layer 3 (norms after each sublayer, QK-norm over projections, RoPE)
+    "olmo_hybrid": ("OlmoHybridConfig", "OlmoHybridForCausalLM",
+                    dict(COMMON, num_hidden_layers=4, num_key_value_heads=2, linear_num_key_heads=2,
+                         linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=8, pad_token_id=0,
+                         eos_token_id=None)),
 }
 
 

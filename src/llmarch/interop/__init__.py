@@ -29,4 +29,4 @@ from . import codegen  # noqa: F401
 from . import minicpm3  # noqa: F401
 from . import nemotron_h  # noqa: F401
 from . import cwm, exaone, flex_olmo, internlm3, solar_open  # noqa: F401
-from . import afmoe, granite_swa, hy_v3  # noqa: F401
+from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
