@@ -61,17 +61,23 @@ def sigmoid_moe_hf(cfg: ModelConfig) -> dict:
                 moe_intermediate_size=cfg.expert_hidden, num_shared_experts=cfg.n_shared_experts)
 
 
+# AfmoeConfig's defaults for what a config.json may leave out
+DEFAULTS = dict(rms_norm_eps=1e-5, head_dim=128, num_experts=64, num_experts_per_tok=6, num_shared_experts=2,
+                moe_intermediate_size=1408, num_dense_layers=1, route_scale=1.0, global_attn_every_n_layers=4,
+                sliding_window=1024)
+
+
 def to_config(hf: dict) -> ModelConfig:
+    hf = {**DEFAULTS, **hf}
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise LlmarchError("afmoe: attention_bias or mlp_bias is not supported")
     if hf.get("sliding_window") is None:
         raise LlmarchError("afmoe: sliding_window null is not supported (its full layers have no positions)")
     n = hf["num_hidden_layers"]
-    every = hf.get("global_attn_every_n_layers") or 4
+    every = hf["global_attn_every_n_layers"] or 4
     types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(n)]
-    dense = int(hf.get("num_dense_layers", 1) or 0)  # AfmoeConfig defaults to 1
-    moe = sigmoid_moe_fields(hf, float(hf.get("route_scale") or 1.0), dense)
-    return llama_like_config({"rms_norm_eps": 1e-5, "head_dim": 128, **hf}, qk_norm="head", attn_output_gate=True,
+    moe = sigmoid_moe_fields(hf, float(hf["route_scale"] or 1.0), int(hf["num_dense_layers"] or 0))
+    return llama_like_config(hf, qk_norm="head", attn_output_gate=True,
                              norm_placement="sandwich", embed_scale=bool(hf.get("mup_enabled", False)),
                              **nope_window_fields({**hf, "layer_types": types}), **moe)
 

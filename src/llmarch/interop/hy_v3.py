@@ -17,16 +17,20 @@ from .qwen3 import RULES as QWEN3_RULES
 
 RULES = QWEN3_RULES + moe_rules("expert_bias", router="router.gate.weight", shared="shared_mlp")
 THETA = 11_158_840.0  # HYV3Config.default_theta
+# HYV3Config's defaults for what a config.json may leave out
+DEFAULTS = dict(rope_theta=THETA, rms_norm_eps=1e-5, head_dim=128, num_experts=192, num_experts_per_tok=8,
+                num_shared_experts=1, moe_intermediate_size=1536, router_scaling_factor=2.826)
 
 
 def to_config(hf: dict) -> ModelConfig:
+    hf = {**DEFAULTS, **hf}
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise LlmarchError("hy_v3: attention_bias or mlp_bias is not supported")
     n = hf["num_hidden_layers"]
     types = hf.get("mlp_layer_types") or ["dense"] * min(n, 1) + ["sparse"] * max(n - 1, 0)
-    moe = sigmoid_moe_fields(hf, float(hf.get("router_scaling_factor", 2.826)),
+    moe = sigmoid_moe_fields(hf, float(hf["router_scaling_factor"]),
                              dense_first({**hf, "mlp_layer_types": types}))
-    return llama_like_config({"rope_theta": THETA, "rms_norm_eps": 1e-5, "head_dim": 128, **hf}, qk_norm="head",
+    return llama_like_config(hf, qk_norm="head",
                              **moe)
 
 

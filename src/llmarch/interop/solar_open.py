@@ -14,12 +14,15 @@ from .mixtral import STACKED
 
 RULES = [r for r in LLAMA_RULES if ".mlp." not in r.ours] + moe_rules()
 THETA = 1_000_000.0  # SolarOpenConfig.default_theta
+# SolarOpenConfig's defaults for what a config.json may leave out
+DEFAULTS = dict(rope_theta=THETA, head_dim=128, rms_norm_eps=1e-5, moe_intermediate_size=1280, n_routed_experts=128,
+                num_experts_per_tok=8, n_shared_experts=1, routed_scaling_factor=1.0, n_group=1, topk_group=1,
+                norm_topk_prob=True)
 
 
 def to_config(hf: dict) -> ModelConfig:
-    hf = {"rope_theta": THETA, "head_dim": 128, "rms_norm_eps": 1e-5, **hf,
-          "intermediate_size": hf["moe_intermediate_size"],
-          "first_k_dense_replace": 0, "mlp_bias": False}
+    hf = {**DEFAULTS, **hf}
+    hf = {**hf, "intermediate_size": hf["moe_intermediate_size"], "first_k_dense_replace": 0, "mlp_bias": False}
     return llama_like_config({**hf, "attention_bias": False}, qkv_bias=bool(hf.get("attention_bias", False)),
                              rope_fraction=rope_fraction(hf, 1.0), **moe_fields(hf, 0), **v3_router_fields(hf))
 
