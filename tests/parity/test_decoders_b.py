@@ -2,7 +2,9 @@
 test_dense_families.py's check_case: logits on a left-padded batch within 1e-4 in fp32, greedy generation equal to
 transformers', cached decoding equal to the whole forward, a to_hf round trip): FlexOlmo (OLMo 2's block with
 OLMoE's experts), InternLM3 and EXAONE 3 (LLaMA under other names), CWM (sliding and full layers), Solar Open
-(GLM-4.5's mixture on every layer)."""
+(GLM-4.5's mixture on every layer), AFMoE and HY V3 (sigmoid-routed experts; AFMoE's gated attention and NoPE full
+layers), Granite SWA and Granite MoE SWA (attention sinks, a RoPE base per layer) and OLMo Hybrid (Gated DeltaNet
+and attention layers, each with its own norm placement)."""
 import pytest
 
 from test_dense_families import COMMON, check_case
