@@ -55,12 +55,16 @@ def stepwise_logits(model, ids, prompt_len: int, mask=None) -> torch.Tensor:
 @torch.no_grad()
 def routed_apart(hf):
     """A transformers MoE's routers made decisive: its 0.02-init router weights routed near-uniformly, so a wrong
-    choice of experts would hide; an expert bias (0 at init) moved, so that it changes the choice."""
+    choice of experts would hide; an expert bias (0 at init) moved, so that it changes the choice. A router initialised
+    to zeros (AFMoE's) is drawn first, as the others are."""
     for name, p in hf.named_parameters():
-        if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight", "feed_forward.gate.weight")):
+        if name.endswith(("mlp.gate.weight", "mlp.gate.wg.weight", "router.layer.weight", "feed_forward.gate.weight",
+                          "mlp.router.gate.weight", "block_sparse_moe.router.weight")):
+            if not p.any():
+                p.normal_(0.0, 0.02)
             p.mul_(20.0)
     for name, b in [*hf.named_buffers(), *hf.named_parameters()]:
-        if name.endswith(("e_score_correction_bias", "feed_forward.expert_bias")):
+        if name.endswith(("e_score_correction_bias", "feed_forward.expert_bias", "mlp.expert_bias")):
             b.copy_(torch.randn_like(b) * 0.5)
     return hf
 

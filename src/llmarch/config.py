@@ -34,7 +34,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement")
 
 
 @dataclass
@@ -364,6 +364,10 @@ class ModelConfig:
     delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
     delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim; Kimi's linear_head_dim)
     delta_value_dim: int | None = None  # dims of each value head (linear_value_head_dim)
+    # gated_deltanet: beta = 2 sigmoid(b) in [0, 2], so the transition I - beta k k^T may have negative eigenvalues
+    # (Grazzi et al. 2025, "Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues"; OLMo Hybrid)
+    delta_neg_eigval: bool = False
+    delta_norm_eps: float | None = None  # gated_deltanet: eps of its gated output RMSNorm; None: norm_eps
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None

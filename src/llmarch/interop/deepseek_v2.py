@@ -48,17 +48,18 @@ LAYOUTS["mla_kv_a"] = (lambda t, cfg: _kv_a_rows(t, cfg, True), lambda t, cfg: _
                        lambda s: s)
 
 
-def moe_rules(bias: str = "gate.e_score_correction_bias", bias_layout: str = "same") -> list[Rule]:
-    """DeepSeekMoE's mixture under `mlp.` (DeepSeek-V2/V3, GLM-4.5, ERNIE 4.5): the router `gate`, its expert
-    bias (`bias`, stored as `bias_layout`), each routed expert's SwiGLU stacked, the shared experts fused."""
+def moe_rules(bias: str = "gate.e_score_correction_bias", bias_layout: str = "same", router: str = "gate.weight",
+              shared: str = "shared_experts") -> list[Rule]:
+    """DeepSeekMoE's mixture under `mlp.` (DeepSeek-V2/V3, GLM-4.5, ERNIE 4.5; AFMoE and HY V3 under other names):
+    the router (`router`), its expert bias (`bias`, stored as `bias_layout`), each routed expert's SwiGLU stacked, the
+    shared experts (`shared`) fused."""
     return [
-        Rule.of(_M + "gate.weight", _B + "mlp.router.weight"),
+        Rule.of(_M + router, _B + "mlp.router.weight"),
         Rule.of(_M + bias, _B + "mlp.router.expert_bias", bias_layout),
         Rule.of((_M + "experts.{e}.gate_proj.weight", _M + "experts.{e}.up_proj.weight"), _B + "mlp.experts.gate_up"),
         Rule.of(_M + "experts.{e}.down_proj.weight", _B + "mlp.experts.down"),
-        Rule.of((_M + "shared_experts.gate_proj.weight", _M + "shared_experts.up_proj.weight"),
-                _B + "mlp.shared.gate_up.weight"),
-        Rule.of(_M + "shared_experts.down_proj.weight", _B + "mlp.shared.down.weight"),
+        Rule.of((_M + f"{shared}.gate_proj.weight", _M + f"{shared}.up_proj.weight"), _B + "mlp.shared.gate_up.weight"),
+        Rule.of(_M + f"{shared}.down_proj.weight", _B + "mlp.shared.down.weight"),
     ]
 
 

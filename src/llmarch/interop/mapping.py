@@ -131,6 +131,24 @@ def with_rope_pairs(rules: list[Rule]) -> list[Rule]:
 JOINS: dict = {}
 
 
+def _join_gated_q(parts: list[torch.Tensor], cfg) -> torch.Tensor:
+    """q_proj, a separately stored output gate (AFMoE's gate_proj), k_proj, v_proj -> our qkv_proj rows, each head's
+    gate rows after its query rows as layers/attention.py reads them ([q_0, g_0, q_1, g_1, ..., k, v])."""
+    q, gate, k, v = parts
+    heads = torch.stack([q.reshape(cfg.n_heads, cfg.head_dim, -1), gate.reshape(cfg.n_heads, cfg.head_dim, -1)], 1)
+    return torch.cat([heads.reshape(-1, q.shape[-1]), k, v])
+
+
+def _split_gated_q(t: torch.Tensor, cfg) -> list[torch.Tensor]:
+    H, D = cfg.n_heads, cfg.head_dim
+    heads, k, v = t.split([2 * H * D, cfg.n_kv_heads * D, cfg.n_kv_heads * D])
+    q, gate = heads.reshape(H, 2, D, -1).unbind(1)
+    return [q.reshape(H * D, -1), gate.reshape(H * D, -1), k, v]
+
+
+JOINS["gated_q"] = (_join_gated_q, _split_gated_q)
+
+
 def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
     """How one of our fused tensors (of `shape`) splits along dim 0 into the HF tensors of `rule`: q|k|v rows
     (layers/attention.py; q with its output gate's rows), k|v rows (layers/cross_attention.py), gate|up halves

@@ -119,6 +119,8 @@ class GatedDeltaNet(Mixer):
             value = getattr(cfg, name)
             if value is not None and value <= 0:
                 raise LlmarchError(f"{name} must be a positive integer, got {value}")
+        if cfg.delta_norm_eps is not None and not cfg.delta_norm_eps > 0:
+            raise LlmarchError(f"delta_norm_eps must be positive, got {cfg.delta_norm_eps}")
         K, H, _, _ = delta_shape(cfg)
         if H % K:
             raise LlmarchError(f"delta_value_heads={H} must be a multiple of delta_heads={K}")
@@ -134,7 +136,8 @@ class GatedDeltaNet(Mixer):
         self.conv1d = depthwise_conv(self.conv_dim, cfg.ssm_conv, cfg.ssm_conv_bias)  # channels: q, k, v
         self.dt_bias = nn.Parameter(torch.ones(H))
         self.A_log = nn.Parameter(torch.zeros(H))
-        self.norm = NormThenGate(dv, cfg.norm_eps)
+        self.norm = NormThenGate(dv, cfg.norm_eps if cfg.delta_norm_eps is None else cfg.delta_norm_eps)
+        self.beta_scale = 2.0 if cfg.delta_neg_eigval else 1.0  # delta_neg_eigval: beta in [0, 2]
         self.out_proj = Linear(H * dv, cfg.d_model, bias=cfg.ssm_bias)
 
     @torch.no_grad()
@@ -168,7 +171,7 @@ class GatedDeltaNet(Mixer):
         q = (l2norm(q.view(b, T, K, dk).float()) * dk ** -0.5).repeat_interleave(r, dim=2)
         k = l2norm(k.view(b, T, K, dk).float()).repeat_interleave(r, dim=2)
         v = v.reshape(b, T, H, dv)
-        beta = beta.reshape(b, T, H).sigmoid()
+        beta = beta.reshape(b, T, H).sigmoid() * self.beta_scale
         g = -self.A_log.float().exp() * F.softplus(a.reshape(b, T, H).float() + self.dt_bias.float())
         if mask is not None:  # a padded token neither decays nor writes the state
             beta, g = beta * mask, g * mask
