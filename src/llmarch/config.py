@@ -272,7 +272,8 @@ class ModelConfig:
     context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
-    # from the forward's global_attention_mask), lsh, linear, performer; None: sliding_window if a window is set
+    # from the forward's global_attention_mask), lsh, linear, performer, chunked, differential (two softmax maps
+    # subtracted, Differential Transformer: even n_kv_heads); None: sliding_window if a window is set
     attention: str | None = None
     # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
     attn_impl: str = "sdpa"

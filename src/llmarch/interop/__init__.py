@@ -28,3 +28,4 @@ from . import mpt  # noqa: F401
 from . import codegen  # noqa: F401
 from . import minicpm3  # noqa: F401
 from . import nemotron_h  # noqa: F401
+from . import diffllama  # noqa: F401
