@@ -29,3 +29,4 @@ from . import codegen  # noqa: F401
 from . import minicpm3  # noqa: F401
 from . import nemotron_h  # noqa: F401
 from . import diffllama  # noqa: F401
+from . import minimax  # noqa: F401

@@ -2,6 +2,6 @@
 and how (kind.py has the protocol). One file a kind; adding one is a new file and its import below."""
 from .kind import ATTENTION_KINDS, AttentionKind, cached_kv, windowed_kinds
 from . import full, sliding_window, strided, block_sparse, longformer, lsh, linear, performer, chunked  # noqa: F401
-from . import differential  # noqa: F401
+from . import differential, lightning  # noqa: F401
 
 __all__ = ["ATTENTION_KINDS", "AttentionKind", "cached_kv", "windowed_kinds"]
