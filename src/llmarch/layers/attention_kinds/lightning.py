@@ -16,7 +16,6 @@ Shapes: B batch, H heads, T positions, D head_dim."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ...errors import LlmarchError
 from ..ffn import ACTIVATIONS, FFN_ACTIVATION
