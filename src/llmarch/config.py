@@ -119,8 +119,8 @@ class ModelConfig:
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
     embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
     residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
-    # the residual stream's own multiplier in each sequential sublayer's add, x = alpha * x + f(...) (DeepNorm's alpha:
-    # Wang et al. 2022, "DeepNet", eq. 2; MiniMax-01's layernorm_*_alpha)
+    # the residual stream's own multiplier in each sequential sublayer's add, x = alpha * x + f(...) (DeepNorm's alpha,
+    # Wang et al. 2022, "DeepNet: Scaling Transformers to 1,000 Layers"; MiniMax-01's layernorm_*_alpha)
     residual_alpha: float = 1.0
     logit_divisor: float = 1.0  # the LM head's logits divided by this, before final_softcap (Granite's logits_scaling)
     bias: bool = True  # biases of the attention and FFN projections
