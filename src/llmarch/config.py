@@ -27,7 +27,7 @@ _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope")
 # the share of the fields a config names from which it was written by llmarch, not by hand (ModelConfig.load)
 WRITTEN_SHARE = 0.75
-NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post")
+NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post", "normed_residual")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions, its FFN kind (a
 # layer that is its mixer alone, ffn='none', beside one that is its FFN alone, mixer='none': Nemotron-H)
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
@@ -58,7 +58,9 @@ class ModelConfig:
     # keep transformers' default 1e-6)
     final_norm_eps: float | None = None
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
-    # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x))
+    # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x)),
+    # normed_residual: the residual add keeps the normed input, x = n(x) + f(n(x)) (MiniMax-01's DeepNorm post-norm,
+    # each norm moved before the sublayer it feeds)
     norm_placement: str = "pre"
     # False: block 0 has no norm before its mixer, whose input is embed_norm's output already (ModernBERT,
     # Warner et al. 2024, §2.1.1: the first LayerNorm is removed to avoid normalising twice); pre-norm only
@@ -145,6 +147,9 @@ class ModelConfig:
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
     embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
     residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
+    # the residual stream's own multiplier in each sequential sublayer's add, x = alpha * x + f(...) (DeepNorm's alpha,
+    # Wang et al. 2022, "DeepNet: Scaling Transformers to 1,000 Layers"; MiniMax-01's layernorm_*_alpha)
+    residual_alpha: float = 1.0
     logit_divisor: float = 1.0  # the LM head's logits divided by this, before final_softcap (Granite's logits_scaling)
     bias: bool = True  # biases of the attention and FFN projections
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
@@ -374,11 +379,14 @@ class ModelConfig:
     context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
-    # from the forward's global_attention_mask), lsh, linear, performer; None: sliding_window if a window is set
+    # from the forward's global_attention_mask), lsh, linear, performer, chunked, differential (two softmax maps
+    # subtracted, Differential Transformer: even n_kv_heads), lightning (MiniMax-01's linear attention with a decay
+    # per head, computed in blocks of attention_block; n_kv_heads = n_heads); None: sliding_window if a window is set
     attention: str | None = None
     # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
     attn_impl: str = "sdpa"
-    attention_block: int = 64  # strided: the stride l; block_sparse: the block; the blockwise kernels' query block
+    # strided: the stride l; block_sparse: the block; lightning: its blocks; the blockwise kernels' query block
+    attention_block: int = 64
     strided_summary: int = 8  # strided: the last c positions of each block that every later query sees
     global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)
     random_blocks: int = 3  # block_sparse: random key blocks per query block, drawn per layer from attention_seed
@@ -494,6 +502,9 @@ class ModelConfig:
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
+        if self.block == "parallel" and self.residual_alpha != 1.0:
+            raise LlmarchError(f"residual_alpha={self.residual_alpha} scales a sequential block's residual adds; "
+                               "block='parallel' has one add")
         if self.block == "parallel" and self.norm_placement != "pre":
             raise LlmarchError(f"block='parallel' needs norm_placement='pre', got {self.norm_placement!r}")
         if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"):
@@ -502,8 +513,8 @@ class ModelConfig:
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
-        for name in ("embed_multiplier", "residual_multiplier", "logit_divisor", "attn_key_multiplier",
-                     "ffn_gate_multiplier", "ffn_out_multiplier"):
+        for name in ("embed_multiplier", "residual_multiplier", "residual_alpha", "logit_divisor",
+                     "attn_key_multiplier", "ffn_gate_multiplier", "ffn_out_multiplier"):
             if getattr(self, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
         if self.logit_divisor != 1.0 and (self.head != "lm" or self.n_decoder_layers):

@@ -82,7 +82,7 @@ def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, s
         # enable_gqa's pairing
         y = F.scaled_dot_product_attention(q.reshape(B, k.shape[1], groups, D), k, v, attn_mask=mask,
                                            dropout_p=dropout_p, scale=scale)
-        return y.reshape(B, H, 1, D)
+        return y.reshape(B, H, 1, v.shape[-1])  # values may be wider than q and k (differential attention)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
                                           scale=scale, enable_gqa=groups > 1)
 

@@ -13,6 +13,11 @@ The first sublayer mixes across positions: the sequence mixer the config's per-l
 attention, held as `attn`, or Mamba, Mamba-2, Hyena, held as `mixer`). With ffn='none' the block is the mixer
 alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4); with mixer='none' the FFN alone, x += ffn(norm(x))
 (Nemotron-H's MLP and MoE layers: no_mixer.py).
+Normed-residual (MiniMax-01, arXiv 2501.08313, which uses DeepNorm, Wang et al. 2022): the residual add keeps the
+normed input, x = alpha * n1(x) + attn(n1(x)); x = alpha * n2(x) + ffn(n2(x)): DeepNorm's post-norm
+n(alpha * x + f(x)) with each norm moved before the sublayer it feeds (the first block's n1 normalises the
+embeddings, the final norm the last add). residual_alpha is DeepNorm's alpha on the residual stream in any
+sequential placement.
 Granite (IBM Granite 3.x; residual_multiplier m) scales what each sublayer adds: x += m * attn(n1(x)); the
 hook_attn_out / hook_mlp_out points see the scaled output, so resid_mid = resid_pre + attn_out still holds.
 Gemma 4 (layer_scalar) multiplies a sequential block's output, the residual stream itself, by a stored constant;
@@ -103,6 +108,7 @@ class Block(nn.Module):
         # kept out of _modules, where the dropout is registered once, as `drop`
         m = cfg.residual_multiplier
         self.__dict__["branch"] = self.drop if m == 1.0 else Scaled(self.drop, m)
+        self.alpha = cfg.residual_alpha  # DeepNorm's alpha: the residual stream's multiplier in each add
         # Gemma 4's layer_scalar: the block's output, the whole residual stream, times a constant of the checkpoint
         # (a buffer, as transformers keeps it: no optimizer moves it)
         # per-layer inputs (ple_dim, Gemma 3n / Gemma 4): x += norm(act(x W_gate) * p_layer W_up) after the FFN
@@ -129,13 +135,19 @@ class Block(nn.Module):
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module, hook: HookPoint, *args,
                   post: nn.Module | None = None) -> torch.Tensor:
         """Pre-norm x + sublayer(norm(x)), sandwich x + post(sublayer(norm(x))), res-post-norm
-        x + norm(sublayer(x)), post-norm norm(x + sublayer(x)); args: the sublayer's context."""
+        x + norm(sublayer(x)), post-norm norm(x + sublayer(x)), normed-residual norm(x) + sublayer(norm(x)) (x times
+        residual_alpha in each); args: the sublayer's context."""
+        a = self.alpha
+        if self.placement == "normed_residual":
+            x = norm(x)
+            return (x if a == 1.0 else a * x) + hook(self.branch(sublayer(x, *args)))
+        keep = x if a == 1.0 else a * x
         if self.placement in ("pre", "sandwich"):
             y = sublayer(norm(x), *args)
-            return x + hook(self.branch(y if post is None else post(y)))
+            return keep + hook(self.branch(y if post is None else post(y)))
         if self.placement == "res_post":
-            return x + hook(self.branch(norm(sublayer(x, *args))))
-        return norm(x + hook(self.branch(sublayer(x, *args))))
+            return keep + hook(self.branch(norm(sublayer(x, *args))))
+        return norm(keep + hook(self.branch(sublayer(x, *args))))
 
     def _per_layer_input(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """norm(act(x W_gate) * p W_up), p this layer's per-layer input (B, T, P)."""
