@@ -69,3 +69,17 @@ def test_mamba_state_is_independent_of_max_len_while_a_kv_cache_grows():
         assert min(short) > 0 and state_after_setup(model, 4096) == short
     llama = TransformerLM(resolve("llama-tiny", d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, context_length=4096))
     assert state_after_setup(llama, 4096) == [64 * n for n in state_after_setup(llama, 64)]
+
+
+def test_default_attention_kinds_are_those_that_run_as_one_layer(capsys):
+    """The default list ('all') leaves out kinds that read what a model's stack builds (DeBERTa's relative
+    embeddings, LongT5's global blocks) and, bidirectional, lightning (causal only); asked for by name, each is a
+    one-line error before any timing."""
+    from llmarch.bench.attention import standalone_kinds
+
+    causal, both = standalone_kinds(AttentionBenchConfig()), standalone_kinds(AttentionBenchConfig(causal=False))
+    assert {"full", "sliding_window", "local", "differential", "lightning"} <= set(causal)
+    assert not {"disentangled", "transient_global"} & set(causal) and set(causal) - set(both) == {"lightning"}
+    assert main(["bench", "attention", "--attn-kinds", "full,disentangled", "--attn-lengths", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disentangled" in err

@@ -31,7 +31,9 @@ def test_every_attention_kind_loads_to_the_same_logits(tmp_path):
     for kind in ATTENTION_KINDS.names():
         window = {"sliding_window": 16} if ATTENTION_KINDS[kind].windowed else {}
         needs = ATTENTION_KINDS[kind].needs_positions
-        model = tiny("gpt-tiny", n_layers=2, context_length=64, attention=kind, **window,
+        # LongT5's transient global tokens have no causal form: a bidirectional stack of blocks of 8
+        bidirectional = dict(causal=False, global_block_size=8) if ATTENTION_KINDS[kind].bidirectional_only else {}
+        model = tiny("gpt-tiny", n_layers=2, context_length=64, attention=kind, **window, **bidirectional,
                      **({"positions": needs} if needs else {}))
         save_model(model, tmp_path / kind)
         with torch.no_grad():

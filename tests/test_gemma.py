@@ -127,7 +127,7 @@ def test_sandwich_norms():
     (dict(final_softcap=0.0), "final_softcap=0.0 must be positive"),
     (dict(final_softcap=30.0, head="classify"), "head='classify'"),
     (dict(norm_placement="sandwich", block="parallel"), "block='parallel' needs norm_placement='pre'"),
-    (dict(norm_placement="between"), "choose one of: post, pre, res_post, sandwich"),
+    (dict(norm_placement="between"), "choose one of: normed_residual, post, pre, res_post, sandwich"),
 ])
 def test_bad_gemma_fields_are_one_line_errors(bad, message):
     with pytest.raises(LlmarchError, match=message):

@@ -33,8 +33,10 @@ MIXER_KINDS = tuple(m for m in MIXERS if m != "attention")  # mamba, mamba2, hye
 @dataclass
 class AttentionBenchConfig:
     lengths: str = "1024,2048,4096,8192,16384"  # comma-separated sequence lengths
-    # comma-separated attention kinds (full runs twice, with the sdpa and eager kernels) or mixers (MIXER_KINDS)
-    kinds: str = ",".join(ATTENTION_KINDS)
+    # comma-separated attention kinds (full runs twice, with the sdpa and eager kernels) or mixers (MIXER_KINDS);
+    # all: every attention kind that runs as one layer under this causality (not those that read what a model's
+    # stack builds, DeBERTa's relative embeddings or LongT5's global blocks, nor lightning when bidirectional)
+    kinds: str = "all"
     d_model: int = 256  # width of the benchmarked layer
     n_heads: int = 4  # its heads
     window: int = 256  # sliding_window's window
@@ -126,6 +128,18 @@ def check_kinds(kinds: list[str], causal: bool) -> None:
         raise LlmarchError(f"mixer {mixers[0]!r} is causal only; drop it or keep causal=True")
 
 
+def standalone_kinds(bc: AttentionBenchConfig) -> list[str]:
+    """The attention kinds whose layer this bench builds alone under bc's causality (the rest refuse it)."""
+    out = []
+    for kind in ATTENTION_KINDS:
+        try:
+            _layer(bc, kind, "sdpa", 16)
+        except LlmarchError:
+            continue
+        out.append(kind)
+    return out
+
+
 def _layer(bc: AttentionBenchConfig, kind: str, impl: str, context: int) -> torch.nn.Module:
     """One attention layer, or one mixer initialised as a model initialises it (its init_ssm)."""
     from ..layers.attention import Attention
@@ -151,8 +165,11 @@ def run_attention_bench(bc: AttentionBenchConfig) -> dict:
     device = parse_device(bc.device)
     if device.type == "cpu":
         _mmap_large_allocations()
-    kinds = [k.strip() for k in bc.kinds.split(",")]
+    kinds = standalone_kinds(bc) if bc.kinds.strip() == "all" else [k.strip() for k in bc.kinds.split(",")]
     check_kinds(kinds, bc.causal)
+    for kind in kinds:  # a kind this bench cannot run alone: one line naming it, before any timing
+        if kind not in MIXER_KINDS:
+            _layer(bc, kind, "sdpa", max(lengths))
     variants = [(k, "sdpa") for k in kinds] + ([("full", "eager")] if "full" in kinds else [])
     out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "d_model": bc.d_model, "heads": bc.n_heads, "causal": bc.causal, "lengths": lengths, "kinds": {}}

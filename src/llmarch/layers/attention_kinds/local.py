@@ -33,8 +33,8 @@ class Local(AttentionKind):
         near = offset.abs() < self.window
         if ctx.mask is None and ctx.causal:  # plain causal: the model left the triangle to the kernel
             near = near & (offset >= 0)
-        if ctx.mask is None:
-            return near
+        if ctx.mask is None:  # (1, 1, T, S), as a model's mask is (the sinks' extra key column expects four dims)
+            return near[None, None]
         if ctx.mask.dtype == torch.bool:  # a padded query still sees itself: no row without keys (NaN)
             return (ctx.mask & near) | (offset == 0)
         mask = ctx.mask.masked_fill(~near, float("-inf"))
