@@ -15,7 +15,8 @@ then hands them to its kind, which decides which keys each query sees and comput
   it puts the layer's learned sinks (attn.sinks, attn_sinks) in its softmax's denominator (sinks.py); `softcaps`: it
   can soft-cap the scores before its softmax (attn_softcap, Gemma 2: the attention's eager kernel and the
   blockwise engine take the cap; kinds with their own softmax arithmetic do not); `needs_positions`: the positions
-  kind it reads (ctx.relative: disentangled attention's relative embeddings), which only it reads; None: any other; `bidirectional_only`: it has no
+  kind it reads (ctx.relative: disentangled attention's relative embeddings), which only it reads; None: any
+  other; `bidirectional_only`: it has no
   causal form (LongT5's transient global tokens sum later tokens), so it is refused in a causal stack."""
 from __future__ import annotations
 
