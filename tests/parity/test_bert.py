@@ -31,10 +31,12 @@ def hf_model(family, suffix):
     return hf, conf
 
 
-def padded_batch(pad_id):
-    ids = torch.randint(2, 120, (2, 16))  # RoBERTa derives positions from ids != pad (1): keep 0, 1 out
+def padded_batch(pad_id, types_on: bool = True, low: int = 2):
+    """Two rows of 16 ids from `low` up, the second right-padded after 11 with pad_id; token type 1 on the second
+    half (types_on)."""
+    ids = torch.randint(low, 120, (2, 16))  # RoBERTa derives positions from ids != pad (1): keep 0, 1 out
     types = torch.zeros_like(ids)
-    types[:, 8:] = 1
+    types[:, 8:] = int(types_on)
     mask = torch.ones_like(ids)
     mask[1, 11:] = 0  # right padding, as encoders are fed
     ids[1, 11:] = pad_id

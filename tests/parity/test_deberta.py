@@ -10,6 +10,8 @@ import torch
 
 from llmarch.interop import from_hf, to_hf
 
+from test_bert import HEADS, padded_batch, real_part
+
 transformers = pytest.importorskip("transformers")
 
 BASE = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
@@ -29,7 +31,6 @@ VARIANTS = {
 }
 PREFIX = {v: "Deberta" if v.startswith("v1") and v != "v1_scheme" else "DebertaV2" for v in VARIANTS}
 MODEL_TYPE = {"Deberta": "deberta", "DebertaV2": "deberta-v2"}
-HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
 CASES = [(v, "ForMaskedLM") for v in VARIANTS] + [("v3", "ForSequenceClassification"),
                                                    ("xlarge", "ForTokenClassification"),
                                                    ("v1", "ForSequenceClassification")]
@@ -46,19 +47,10 @@ def hf_model(variant, suffix):
     return hf, conf
 
 
-def padded_batch(types_on):
+def batch(types_on):
     torch.manual_seed(1)
-    ids = torch.randint(2, 120, (2, 16))
-    types = torch.zeros_like(ids)
-    types[:, 8:] = int(types_on)
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0  # right padding, as encoders are fed
-    ids[1, 11:] = 0
-    return ids, types, mask
+    return padded_batch(0, types_on)
 
-
-def real_part(logits, mask, head):
-    return logits if head == "classify" else logits[mask.bool()]
 
 
 @pytest.mark.parametrize("variant, suffix", CASES)
@@ -69,7 +61,7 @@ def test_deberta_matches_transformers(tmp_path, variant, suffix):
     ours = from_hf(tmp_path / "hf")
     assert not ours.config.causal and ours.config.head == head
     assert ours.config.hf_model_type == MODEL_TYPE[PREFIX[variant]]
-    ids, types, mask = padded_batch(conf.type_vocab_size > 0)
+    ids, types, mask = batch(conf.type_vocab_size > 0)
     with torch.no_grad():
         theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
         mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
@@ -86,7 +78,7 @@ def test_bidirectional_and_padding_invariant(tmp_path):
     hf, conf = hf_model("xlarge", "ForMaskedLM")
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    ids, types, mask = padded_batch(True)
+    ids, types, mask = batch(True)
     with torch.no_grad():
         base = ours(ids, attention_mask=mask, token_type_ids=types).logits
         changed = ids.clone()
@@ -109,7 +101,7 @@ def test_a_base_model_reads_as_an_embedding_model(tmp_path, variant):
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
     assert ours.config.head == "embed"
-    ids, types, mask = padded_batch(conf.type_vocab_size > 0)
+    ids, types, mask = batch(conf.type_vocab_size > 0)
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         mine = ours(ids, attention_mask=mask, token_type_ids=types).hidden_states

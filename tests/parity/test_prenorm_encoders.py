@@ -6,12 +6,13 @@ import torch
 
 from llmarch.interop import from_hf, to_hf
 
+from test_bert import HEADS, padded_batch, real_part
+
 transformers = pytest.importorskip("transformers")
 
 FAMILIES = {"roberta-prelayernorm": ("RobertaPreLayerNorm", dict(max_position_embeddings=66, type_vocab_size=2)),
             "xlm-roberta-xl": ("XLMRobertaXL", dict(max_position_embeddings=66, type_vocab_size=2)),
             "megatron-bert": ("MegatronBert", dict(max_position_embeddings=64))}
-HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
 CASES = [(family, suffix) for family in FAMILIES for suffix in HEADS]
 
 
@@ -29,19 +30,10 @@ def hf_model(family, suffix):
     return hf, conf
 
 
-def padded_batch(pad_id):
+def batch(pad_id):
     torch.manual_seed(1)
-    ids = torch.randint(2, 120, (2, 16))  # RoBERTa derives positions from ids != pad (1): keep 0, 1 out
-    types = torch.zeros_like(ids)
-    types[:, 8:] = 1
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0  # right padding, as encoders are fed
-    ids[1, 11:] = pad_id
-    return ids, types, mask
+    return padded_batch(pad_id)
 
-
-def real_part(logits, mask, head):
-    return logits if head == "classify" else logits[mask.bool()]
 
 
 @pytest.mark.parametrize("family, suffix", CASES)
@@ -52,7 +44,7 @@ def test_prenorm_encoder_matches_transformers(tmp_path, family, suffix):
     ours = from_hf(tmp_path / "hf")
     assert ours.config.norm_placement == "pre" and ours.config.final_norm and not ours.config.causal
     assert ours.config.head == head and ours.config.hf_model_type == family
-    ids, types, mask = padded_batch(conf.pad_token_id)
+    ids, types, mask = batch(conf.pad_token_id)
     with torch.no_grad():
         theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
         mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
@@ -75,7 +67,7 @@ def test_a_base_model_reads_as_an_embedding_model(tmp_path, family):
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
     assert ours.config.head == "embed"
-    ids, types, mask = padded_batch(conf.pad_token_id)
+    ids, types, mask = batch(conf.pad_token_id)
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         mine = ours(ids, attention_mask=mask, token_type_ids=types).hidden_states

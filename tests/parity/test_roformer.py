@@ -6,11 +6,12 @@ import torch
 
 from llmarch.interop import from_hf, to_hf
 
+from test_bert import HEADS, padded_batch, real_part
+
 transformers = pytest.importorskip("transformers")
 
 BASE = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
             num_labels=3, max_position_embeddings=64, initializer_range=0.1)
-HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "ForTokenClassification": "tokens"}
 CASES = [(suffix, e) for suffix in HEADS for e in (None, 32)]
 
 
@@ -25,19 +26,10 @@ def hf_model(suffix, embedding_size):
     return hf, conf
 
 
-def padded_batch():
+def batch():
     torch.manual_seed(1)
-    ids = torch.randint(1, 120, (2, 16))
-    types = torch.zeros_like(ids)
-    types[:, 8:] = 1
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0  # right padding, as encoders are fed
-    ids[1, 11:] = 0
-    return ids, types, mask
+    return padded_batch(0, low=1)
 
-
-def real_part(logits, mask, head):
-    return logits if head == "classify" else logits[mask.bool()]
 
 
 @pytest.mark.parametrize("suffix, embedding_size", CASES)
@@ -47,7 +39,7 @@ def test_roformer_matches_transformers(tmp_path, suffix, embedding_size):
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
     assert ours.config.positions == "rope" and ours.config.head == head and not ours.config.causal
-    ids, types, mask = padded_batch()
+    ids, types, mask = batch()
     with torch.no_grad():
         theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
         mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
@@ -66,7 +58,7 @@ def test_a_base_model_reads_as_an_embedding_model(tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
     assert ours.config.head == "embed"
-    ids, types, mask = padded_batch()
+    ids, types, mask = batch()
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         mine = ours(ids, attention_mask=mask, token_type_ids=types).hidden_states
