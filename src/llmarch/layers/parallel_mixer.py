@@ -64,8 +64,27 @@ def _multipliers(cfg, name: str, n: int) -> list[float]:
     return [float(v) for v in values]
 
 
+class Composite(Mixer):
+    """A mixer made of mixers, whose decode state is theirs together (PartStates): the model sets the whole state,
+    and each part held (`state_parts`, in the order of the state's parts) is handed its own share."""
+
+    def state_parts(self) -> list[Mixer]:
+        """The parts that read the first len(...) of the state's parts ([] while the mixer is being built)."""
+        raise NotImplementedError
+
+    @property
+    def cache(self) -> PartStates | None:
+        return self.__dict__.get("_states")
+
+    @cache.setter
+    def cache(self, states: PartStates | None) -> None:
+        self.__dict__["_states"] = states
+        for j, part in enumerate(self.state_parts()):
+            part.cache = None if states is None else states.parts[j]
+
+
 @MIXERS.register("parallel")
-class Parallel(Mixer):
+class Parallel(Composite):
     residual_out = ()  # each part names its own (models/stack.residual_projections finds them under their prefix)
 
     @classmethod
@@ -95,35 +114,24 @@ class Parallel(Mixer):
         self._plan = [(n, None if a == 1.0 else a, None if b == 1.0 else b) for n, a, b in zip(names, ins, outs)]
         self.cache = None
 
-    @property
-    def cache(self) -> PartStates | None:
-        return self.__dict__.get("_states")
-
-    @cache.setter
-    def cache(self, states: PartStates | None) -> None:
-        """The model sets the whole state; each part reads its own share of it."""
-        self.__dict__["_states"] = states
-        for j, (name, _, _) in enumerate(self.__dict__.get("_plan", ())):
-            self._modules[name].cache = None if states is None else states.parts[j]
-
-    def _parts(self) -> list[Mixer]:
-        return [self._modules[name] for name, _, _ in self._plan]
+    def state_parts(self) -> list[Mixer]:
+        return [self._modules[name] for name, _, _ in self.__dict__.get("_plan", ())]
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> PartStates:
-        return PartStates([m.new_state(batch, max_len, dtype, device) for m in self._parts()])
+        return PartStates([m.new_state(batch, max_len, dtype, device) for m in self.state_parts()])
 
     def bounded_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> PartStates:
-        return PartStates([m.bounded_state(batch, max_len, dtype, device) for m in self._parts()])
+        return PartStates([m.bounded_state(batch, max_len, dtype, device) for m in self.state_parts()])
 
     def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
-        sizes = [m.cache_bytes(dtype, max_len) for m in self._parts()]
+        sizes = [m.cache_bytes(dtype, max_len) for m in self.state_parts()]
         return sum(t for t, _ in sizes), sum(s for _, s in sizes)
 
     def state_note(self, dtype: str) -> str:
-        return "; ".join(note for m in self._parts() if (note := m.state_note(dtype)))
+        return "; ".join(note for m in self.state_parts() if (note := m.state_note(dtype)))
 
     def cache_note(self) -> str:
-        return "; ".join(note for m in self._parts() if (note := m.cache_note()))
+        return "; ".join(note for m in self.state_parts() if (note := m.cache_note()))
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         sub = self._modules

@@ -30,7 +30,7 @@ from .kv_cache import KVCache
 from .linear import Linear
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
-from .parallel_mixer import PartStates
+from .parallel_mixer import Composite, PartStates
 from .positions import apply_rotary
 
 ADAPTED = ("qkv", "gate_up")
@@ -100,7 +100,7 @@ class SharedBlock(nn.Module):
 
 
 @MIXERS.register("shared_block")
-class SharedBlockMixer(Mixer):
+class SharedBlockMixer(Composite):
     takes_norm = True
     reads_shared_blocks = True
     residual_out = ()  # the inner mixer names its own (models/stack.residual_projections finds it by prefix)
@@ -148,16 +148,9 @@ class SharedBlockMixer(Mixer):
         self.proj = Linear(d, d, bias=False)  # W_proj: the shared block's output into this layer's stream
         self.cache = None
 
-    @property
-    def cache(self) -> PartStates | None:
-        return self.__dict__.get("_states")
-
-    @cache.setter
-    def cache(self, states: PartStates | None) -> None:
-        """The model sets the whole state: the inner mixer's, and this layer's keys and values."""
-        self.__dict__["_states"] = states
-        if "inner" in self.__dict__:
-            self._modules[self.inner].cache = None if states is None else states.parts[0]
+    def state_parts(self) -> list[Mixer]:
+        """The state: the inner mixer's, then this layer's keys and values (which this mixer reads itself)."""
+        return [self._modules[self.inner]] if "inner" in self.__dict__ else []
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> PartStates:
         inner = self._modules[self.inner].new_state(batch, max_len, dtype, device)
