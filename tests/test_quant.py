@@ -95,6 +95,14 @@ def test_every_tiny_preset_quantizes_and_decodes():
                 assert llmarch.generate(q, ids[:, :4], max_new_tokens=3, temperature=0).shape == (1, 7)
 
 
+def test_a_bitnet_model_is_refused():
+    """BitNet's online BitLinear rounds its weights and activations as it runs: int8 layers in its place gave logits
+    110% (relative) away, silently."""
+    model = llmarch.build("llama-tiny", n_layers=1, vocab_size=128, bitlinear="online", sub_norm=True, ffn="relu2_glu")
+    with pytest.raises(LlmarchError, match="BitLinear"):
+        quantize(model, "int8")
+
+
 def test_int8_embeddings():
     model = tiny(vocab_size=128)
     ids = torch.randint(0, 128, (2, 24))

@@ -113,6 +113,10 @@ def quantize(model: nn.Module, scheme: Scheme, calibration: torch.Tensor | None 
 
     if any(hasattr(module, "lora_A") for module in model.modules()):  # they would be dropped with their layers
         raise LlmarchError("the model has LoRA adapters: quantize before apply_lora (QLoRA's order), not after")
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "bitlinear", "none") != "none":  # its layers' own rounding would be replaced, not kept
+        raise LlmarchError(f"the model's projections are BitLinear (bitlinear={cfg.bitlinear!r}: ternary weights, "
+                           "8-bit activations, computed as it runs); weight-only quantization would drop that")
     check_widths(model, scheme)
     meta = next(model.parameters()).device.type == "meta"
     make_layer = layer_maker(scheme, meta)
