@@ -69,14 +69,20 @@ def routed_apart(hf):
     return hf
 
 
-def perturbed_from_hf(hf, folder):
-    """A random transformers model with its 1-D parameters (norm gains, biases) moved off their init by N(0, 0.1),
-    saved to `folder` and read back by llmarch.from_hf: what the parity tests compare against."""
+def perturbed(model):
+    """Every 1-D parameter (norm gains, biases) moved off its init by N(0, 0.1), so a missing or swapped one shows;
+    in eval mode."""
     with torch.no_grad():
-        for p in hf.parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-    hf.save_pretrained(folder)
+    return model.eval()
+
+
+def perturbed_from_hf(hf, folder):
+    """A random transformers model, perturbed, saved to `folder` and read back by llmarch.from_hf: what the parity
+    tests compare against."""
+    perturbed(hf).save_pretrained(folder)
     return llmarch.from_hf(folder)
 
 

@@ -6,6 +6,8 @@ import torch
 
 from llmarch.interop import from_hf, to_hf
 
+from conftest import perturbed
+
 transformers = pytest.importorskip("transformers")
 
 
@@ -23,11 +25,7 @@ def hf_model(family, suffix):
     torch.manual_seed(0)
     conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                            intermediate_size=96, num_labels=3, **extra)
-    hf = getattr(transformers, prefix + suffix)(conf).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
+    hf = perturbed(getattr(transformers, prefix + suffix)(conf))
     return hf, conf
 
 
@@ -118,11 +116,7 @@ def test_a_base_model_reads_as_an_embedding_model(tmp_path, family):
     torch.manual_seed(0)
     conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                            intermediate_size=96, **extra)
-    hf = getattr(transformers, prefix + "Model")(conf).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
+    hf = perturbed(getattr(transformers, prefix + "Model")(conf))
     hf.save_pretrained(tmp_path / "hf")
     (tmp_path / "hf" / "modules.json").write_text(json.dumps(
         [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

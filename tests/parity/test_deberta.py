@@ -10,6 +10,7 @@ import torch
 
 from llmarch.interop import from_hf, to_hf
 
+from conftest import perturbed
 from test_bert import HEADS, padded_batch, real_part
 
 transformers = pytest.importorskip("transformers")
@@ -39,18 +40,13 @@ CASES = [(v, "ForMaskedLM") for v in VARIANTS] + [("v3", "ForSequenceClassificat
 def hf_model(variant, suffix):
     torch.manual_seed(0)
     conf = getattr(transformers, PREFIX[variant] + "Config")(**BASE, **VARIANTS[variant])
-    hf = getattr(transformers, PREFIX[variant] + suffix)(conf).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
+    hf = perturbed(getattr(transformers, PREFIX[variant] + suffix)(conf))
     return hf, conf
 
 
 def batch(types_on):
     torch.manual_seed(1)
     return padded_batch(0, types_on)
-
 
 
 @pytest.mark.parametrize("variant, suffix", CASES)

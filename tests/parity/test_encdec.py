@@ -9,6 +9,7 @@ import torch
 
 import llmarch
 from llmarch.interop import from_hf, to_hf
+from conftest import perturbed
 from test_bert import padded_batch as encoder_batch, real_part
 import test_seq2seq
 from test_seq2seq import _BARTLIKE, V, padded_batch
@@ -21,15 +22,6 @@ ENCODER_HEADS = {"ForMaskedLM": "lm", "ForSequenceClassification": "classify", "
 _ROBERTA_LIKE = dict(max_position_embeddings=66, type_vocab_size=2)
 ENCODERS = {"camembert": ("CamembertConfig", "Camembert", _ROBERTA_LIKE),
             "data2vec-text": ("Data2VecTextConfig", "Data2VecText", _ROBERTA_LIKE)}
-
-
-def perturbed(model):
-    """Every 1-D parameter (norm gains, biases) moved off its initial 0 or 1, so a missing or swapped one shows."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
 
 
 def encoder_model(family, suffix, **extra):

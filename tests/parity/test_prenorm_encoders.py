@@ -6,6 +6,7 @@ import torch
 
 from llmarch.interop import from_hf, to_hf
 
+from conftest import perturbed
 from test_bert import HEADS, padded_batch, real_part
 
 transformers = pytest.importorskip("transformers")
@@ -22,18 +23,13 @@ def hf_model(family, suffix):
     conf = getattr(transformers, prefix + "Config")(vocab_size=120, hidden_size=64, num_hidden_layers=2,
                                                     num_attention_heads=4, intermediate_size=96, num_labels=3,
                                                     initializer_range=0.1, **extra)
-    hf = getattr(transformers, prefix + suffix)(conf).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
+    hf = perturbed(getattr(transformers, prefix + suffix)(conf))
     return hf, conf
 
 
 def batch(pad_id):
     torch.manual_seed(1)
     return padded_batch(pad_id)
-
 
 
 @pytest.mark.parametrize("family, suffix", CASES)

@@ -6,6 +6,7 @@ import torch
 
 from llmarch.interop import from_hf, to_hf
 
+from conftest import perturbed
 from test_bert import HEADS, padded_batch, real_part
 
 transformers = pytest.importorskip("transformers")
@@ -18,18 +19,13 @@ CASES = [(suffix, e) for suffix in HEADS for e in (None, 32)]
 def hf_model(suffix, embedding_size):
     torch.manual_seed(0)
     conf = transformers.RoFormerConfig(**BASE, embedding_size=embedding_size)
-    hf = getattr(transformers, "RoFormer" + suffix)(conf).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
+    hf = perturbed(getattr(transformers, "RoFormer" + suffix)(conf))
     return hf, conf
 
 
 def batch():
     torch.manual_seed(1)
     return padded_batch(0, low=1)
-
 
 
 @pytest.mark.parametrize("suffix, embedding_size", CASES)
