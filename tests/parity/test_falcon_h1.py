@@ -130,3 +130,13 @@ def test_to_gguf_refuses_what_llama_cpp_computes_otherwise(change, problem, tmp_
     with pytest.raises(LlmarchError, match=problem):
         to_gguf(from_hf(tmp_path / "hf"), tmp_path / "x.gguf", "f32", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_info_reports_the_attention_parts_kv_heads(tmp_path, capsys):
+    """`llmarch info` on a model whose layers run attention beside Mamba-2 names the attention's heads, KV heads
+    included: the parallel mixer's attention part holds the KV cache."""
+    from llmarch.cli import main
+
+    transformers.FalconH1Config(**BASE).save_pretrained(tmp_path)
+    assert main(["info", str(tmp_path)]) in (0, None)
+    assert ", 4 heads (2 kv)," in capsys.readouterr().out

@@ -52,7 +52,8 @@ def cmd_info(args) -> None:
         print(json.dumps(facts))
         return
     layers = f"{cfg.n_layers}+{cfg.n_decoder_layers} (encoder+decoder)" if cfg.is_encoder_decoder else cfg.n_layers
-    heads = f", {cfg.n_heads} heads ({cfg.n_kv_heads} kv)" if cfg.attention_layers else ""
+    kv = max(MIXERS[cfg.layer_mixer(i)].kv_heads(cfg) for i in range(cfg.n_layers))
+    heads = f", {cfg.n_heads} heads ({kv} kv)" if kv else ""
     if not heads and MIXERS[cfg.mixer].score_dims(cfg):  # another mixer with heads (latent attention)
         heads = f", {cfg.n_heads} heads"
     ffn = f"ffn {cfg.ffn} {cfg.ffn_hidden}" if cfg.ffn != "none" else "no ffn"

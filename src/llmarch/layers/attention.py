@@ -218,6 +218,10 @@ class Attention(Mixer):
     def score_dims(cls, cfg) -> int:
         return 2 * cfg.n_heads * cfg.head_dim
 
+    @classmethod
+    def kv_heads(cls, cfg) -> int:
+        return cfg.n_kv_heads
+
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return self.kind.new_state(self, batch, max_len, dtype, device)
 

@@ -14,6 +14,8 @@ it is; it calls this protocol:
 - `cache_bytes(dtype, max_len) -> (per token, per sequence)`: what that state costs (accounting).
 - `score_dims(cfg)`: per query, the widths of its q.k and pattern.v products over all heads (2·H·D for
   attention; 0 for a mixer without them), which the accounting counts as 6·T·that FLOPs per token;
+- `kv_heads(cfg)`: the key/value heads its per-token cache holds (attention's n_kv_heads, a composite's
+  attention part's; 0 for a mixer without a KV cache of heads), which `llmarch info` reports;
 - `check(cfg)`: the mixer's own config fields, validated where the config is built; `state_note(dtype)`: what
   its per-sequence state is, in words, and `cache_note()` its per-token cache where that is no KV cache
   (`llmarch info`).
@@ -59,6 +61,10 @@ class Mixer(nn.Module):
 
     @classmethod
     def score_dims(cls, cfg) -> int:
+        return 0
+
+    @classmethod
+    def kv_heads(cls, cfg) -> int:
         return 0
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):

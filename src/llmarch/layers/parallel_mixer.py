@@ -103,6 +103,10 @@ class Parallel(Composite):
     def score_dims(cls, cfg) -> int:
         return sum(MIXERS[name].score_dims(cfg) for name in parts_of(cfg))
 
+    @classmethod
+    def kv_heads(cls, cfg) -> int:
+        return max(MIXERS[name].kv_heads(cfg) for name in parts_of(cfg))
+
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         names = parts_of(cfg)

@@ -128,6 +128,10 @@ class SharedBlockMixer(Composite):
         MIXERS[inner].check(cfg)
 
     @classmethod
+    def kv_heads(cls, cfg) -> int:  # its shared transformer block's attention
+        return cfg.n_kv_heads
+
+    @classmethod
     def score_dims(cls, cfg) -> int:
         return 2 * cfg.n_heads * cfg.head_dim + MIXERS[cfg.shared_block_mixer].score_dims(cfg)
 
