@@ -19,11 +19,15 @@ from test_serve import Running, tiny_model  # noqa: E402
 
 from llmarch.data.tokenizer import ByteTokenizer  # noqa: E402
 from llmarch.generate import generate  # noqa: E402
+from llmarch.generate.penalties import Penalties  # noqa: E402
 from llmarch.models import TransformerLM  # noqa: E402
 from llmarch.presets import resolve  # noqa: E402
 from llmarch.serve.speculation import Speculation  # noqa: E402
 
 PROMPTS = ["def f(x):\n    return x\ndef f(", "abcabcabcab", "hello"]
+# a request's penalties (OpenAI's two, CTRL's repetition penalty) as plain decoding takes them, and as the API does
+PENALIZED = (Penalties(1.3, 0.4, 0.3), dict(presence_penalty=0.4, frequency_penalty=0.3,
+                                             extra_body={"repetition_penalty": 1.3}))
 
 
 def small_draft(**over) -> TransformerLM:
@@ -37,9 +41,10 @@ def plain():
     """Greedy text plain decoding gives a prompt alone (a model of its own: the servers' are busy)."""
     model, tok = tiny_model(), ByteTokenizer()
 
-    def answer(prompt: str, n: int) -> str:
+    def answer(prompt: str, n: int, penalties: Penalties | None = None) -> str:
         ids = tok.encode(prompt)
-        return tok.decode(t for t in generate(model, [ids], n, eos_id=tok.eos_id)[0][len(ids):] if t != tok.eos_id)
+        out = generate(model, [ids], n, eos_id=tok.eos_id, penalties=penalties)[0][len(ids):]
+        return tok.decode(t for t in out if t != tok.eos_id)
     return answer
 
 
@@ -73,6 +78,26 @@ def test_greedy_text_equals_plain_serving(kind, plain):
         running.close()
 
 
+@pytest.mark.parametrize("kind", ["prompt lookup", "draft = target"])
+def test_penalized_requests_speculate_to_plain_penalized_text(kind, plain):
+    """A request with penalties decodes speculatively, each drafted position penalized as plain decoding would
+    penalize it there: its text is plain penalized decoding's (which differs from unpenalized decoding's), and a
+    target drafting for itself keeps every draft, which holds only if the draft is penalized alike. (Penalized
+    text repeats little, so prompt lookup finds few drafts: its rounds are counted, not its drafts.)"""
+    penalties, api = PENALIZED
+    running = Running(speculation=Speculation(4, None if kind == "prompt lookup" else copy.deepcopy(tiny_model())))
+    rounds, speculate = [], running.server.scheduler._speculate
+    running.server.scheduler._speculate = lambda: (rounds.append(1), speculate())[1]
+    try:
+        for prompt in PROMPTS[:2]:
+            r = running.client.completions.create(model="tiny", prompt=prompt, max_tokens=30, temperature=0, **api)
+            assert r.choices[0].text == plain(prompt, 30, penalties) != plain(prompt, 30)
+        drafted, accepted = counters(running.url)
+        assert len(rounds) > 2 and (drafted > 0 and accepted == drafted if kind == "draft = target" else True)
+    finally:
+        running.close()
+
+
 def test_sampled_with_a_draft_and_requests_it_does_not_take(plain):
     running = Running(speculation=Speculation(3, small_draft()))
     try:
@@ -90,11 +115,15 @@ def test_sampled_with_a_draft_and_requests_it_does_not_take(plain):
         running.close()
 
 
-def test_a_second_request_moves_the_first_into_the_batch(plain):
+@pytest.mark.parametrize("penalized", [False, True], ids=["plain", "penalized"])
+def test_a_second_request_moves_the_first_into_the_batch(penalized, plain):
     """The first request decodes alone (slowed: 20 ms a round) until the second arrives; it then joins the
     running batch where it stands; once the second (shorter) is done it leaves the batch and speculates again
-    from where it stands; both answers are plain serving's."""
-    running = Running(speculation=Speculation(2))
+    from where it stands; both answers are plain serving's. Penalized, its penalty state moves with it both
+    ways: the counts of every token so far. (Penalized, the target drafts for itself: penalized text repeats too
+    little for prompt lookup to draft.)"""
+    penalties, api = PENALIZED if penalized else (None, {})
+    running = Running(speculation=Speculation(2, copy.deepcopy(tiny_model()) if penalized else None))
     scheduler = running.server.scheduler
     speculate = scheduler._speculate
     scheduler._speculate = lambda: (time.sleep(0.02), speculate())[1]
@@ -105,7 +134,7 @@ def test_a_second_request_moves_the_first_into_the_batch(plain):
     try:
         def ask(prompt, n=60):
             return running.client.completions.create(model="tiny", prompt=prompt, max_tokens=n,
-                                                     temperature=0).choices[0].text
+                                                     temperature=0, **api).choices[0].text
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(ask, PROMPTS[0])
             deadline = time.time() + 5
@@ -114,8 +143,8 @@ def test_a_second_request_moves_the_first_into_the_batch(plain):
                 time.sleep(0.005)
             drafted = counters(running.url)[0]
             second = pool.submit(ask, PROMPTS[1], 10)
-            assert second.result() == plain(PROMPTS[1], 10)
-            assert first.result() == plain(PROMPTS[0], 60)
+            assert second.result() == plain(PROMPTS[1], 10, penalties)
+            assert first.result() == plain(PROMPTS[0], 60, penalties)
         assert len(shares) == 1 and len(PROMPTS[0]) + 5 <= shares[0] < len(PROMPTS[0]) + 60  # mid-answer
         assert len(resumes) == 1 and shares[0] < resumes[0] < len(PROMPTS[0]) + 60  # alone again, mid-answer
         assert counters(running.url)[0] > drafted  # and drafting again

@@ -8,6 +8,7 @@
 The counts live on the logits' device and are updated by a scatter: no host read in the decode loop."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -100,6 +101,15 @@ class Seen:
         drafted = read.float() @ torch.nn.functional.one_hot(torch.tensor(tokens, dtype=torch.long, device=device),
                                                              V).float()  # (T, V): row j counts tokens[:before + j]
         return self.apply(logits, self.counts[:1] + drafted)
+
+    def copy(self) -> "Seen":
+        """This state with tensors of its own: ordinary tensors where its own were made under inference_mode (a
+        speculator's, which the server's batch then updates in place outside it)."""
+        other = copy.copy(self)
+        for name in ("counts", "in_prompt", "bias"):
+            value = getattr(self, name)
+            setattr(other, name, None if value is None else value.clone())
+        return other
 
     def add(self, tokens: torch.Tensor) -> None:
         """tokens (B,): each row's newly generated id."""

@@ -272,7 +272,7 @@ class Scheduler:
         if r.job.n != 1 or not spec.applies(r.job) or r.job.max_new - len(r.tokens) <= spec.num_draft + 1:
             return
         self._leave(row)
-        self.alone = _Alone(r, spec.start(self.model, r.job, r.generator))
+        self.alone = _Alone(r, spec.start(self.model, r.job, r.generator, r.seen))
         self.metrics.resumed += 1
 
     def _share(self) -> None:
@@ -282,6 +282,8 @@ class Scheduler:
         seq = a.seq
         self.batch.join(row, a.spec.target.model.caches(), len(seq) - 1)
         self.next[row] = seq[-1]
+        # the penalties' counts so far (None without penalties), which the batch goes on from
+        a.row.seen = None if a.spec.seen is None else a.spec.seen.copy()
         self.rows[row] = a.row
         self._end_alone()
 

@@ -1,7 +1,9 @@
 """Speculative decoding in the server (generate/speculative.py's prompt lookup, or generate/draft_model.py's draft
 model): which requests it decodes, and their speculator. A request decodes speculatively when it starts alone:
-nothing else running or waiting, one choice, no log-probabilities, no penalties (and temperature 0 for prompt lookup,
-which is greedy only). It then runs the generate path's rounds over engines of its own, one round per turn of the
+nothing else running or waiting, one choice, no log-probabilities (and temperature 0 for prompt lookup, which is
+greedy only); its penalties (presence, frequency, repetition, logit bias) apply to each drafted position as plain
+decoding would have applied them there (Speculator.penalized), and its penalty state travels with it between
+speculating alone and the batch. It then runs the generate path's rounds over engines of its own, one round per turn of the
 scheduler; when another request arrives, its decode state moves into the running batch (the target has read all its
 tokens but the last: Speculator) and it goes on with plain continuous batching, until it is alone again (the others
 done, nothing waiting) with more tokens to go than a round drafts: then it leaves the batch and speculates again, its
@@ -36,16 +38,18 @@ class Speculation:
 
     def applies(self, job) -> bool:
         """Whether a request (scheduler.Job) alone in the server decodes speculatively."""
-        plain = (job.n != 1 or job.logprobs is not None or job.echo_logprobs or job.max_new == 0
-                 or job.penalties is not None)
+        plain = job.n != 1 or job.logprobs is not None or job.echo_logprobs or job.max_new == 0
         return not plain and (self.draft is not None or job.temperature == 0)
 
-    def start(self, model, job, generator: torch.Generator | None) -> Speculator:
-        """The speculator for a request (its prompt and new tokens), sampling from `generator`."""
+    def start(self, model, job, generator: torch.Generator | None, seen=None) -> Speculator:
+        """The speculator for a request (its prompt and new tokens), sampling from `generator`; seen: its penalty
+        state so far (generate/penalties.Seen) where it resumes from the batch, None: taken from its prompt."""
         sampler = Sampler(job.temperature, job.top_k, job.top_p, generator)
-        return self._speculator(model, len(job.prompt) + job.max_new, sampler)
+        spec = self._speculator(model, len(job.prompt) + job.max_new, sampler, job.penalties)
+        spec.seen = seen
+        return spec
 
-    def _speculator(self, model, total: int, sampler: Sampler) -> Speculator:
+    def _speculator(self, model, total: int, sampler: Sampler, penalties=None) -> Speculator:
         if self.draft is None:
-            return PromptLookup(model, total, self.num_draft)
-        return DraftModel(model, self.draft, total, self.num_draft, sampler)
+            return PromptLookup(model, total, self.num_draft, penalties=penalties)
+        return DraftModel(model, self.draft, total, self.num_draft, sampler, penalties)
