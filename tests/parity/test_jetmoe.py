@@ -49,6 +49,24 @@ def test_logits_generation_and_round_trip(case, tmp_path):
     assert (steps - whole).abs().max() <= 1e-4
 
 
+def test_router_loss_is_transformers_over_both_kinds_of_expert(tmp_path):
+    """The load-balancing loss counts the attention experts' routing beside the FFN's, as transformers' aux_loss
+    does (within 1e-6); the FFN's alone is another number."""
+    from llmarch.models.routing import router_losses
+
+    torch.manual_seed(0)
+    hf = transformers.JetMoeForCausalLM(transformers.JetMoeConfig(**SMALL)).eval()
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    ids = torch.randint(1, 128, (2, 9))
+    with torch.no_grad():
+        expected = hf(input_ids=ids, output_router_logits=True).aux_loss
+        ours(ids)
+    aux = router_losses(ours)["aux"]
+    assert abs(float(aux) - float(expected)) <= 1e-6
+    ours.blocks[0].attn.routing = ours.blocks[1].attn.routing = None
+    assert abs(float(router_losses(ours)["aux"]) - float(expected)) > 1e-3
+
+
 def test_other_activations_are_refused():
     with pytest.raises(LlmarchError, match="activation_function"):
         hf_model_config(dict(SMALL, model_type="jetmoe", activation_function="gelu"))

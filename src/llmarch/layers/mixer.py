@@ -31,6 +31,8 @@ it is; it calls this protocol:
   norm: layers/shared_block.py); False: the block calls mixer(norm(x), ctx).
 - `reads_shared_blocks`: True for a mixer that runs one of the stack's shared blocks (ctx.shared_blocks), which
   the stack then builds (cfg.shared_blocks of them) and hands over with the embeddings (ctx.embeds).
+- `routing`: where a mixer routes tokens among experts of its own (MoA, layers/moa.py), the Routing of its last
+  forward, which the training's router losses count (models/routing.py); mixers without experts have none.
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations

@@ -10,7 +10,7 @@ experts give k groups of K query heads, H = k·K; query head j of group g attend
 Its heads are GQA's, ordered here so that query head g·k + j is choice j's head g (the k heads sharing a
 key/value head adjacent, as attention's repeat_interleave pairs them). Mixer "moa": n_heads = experts_per_token ·
 n_kv_heads; n_experts and experts_per_token are the mixture's (JetMoE uses one count for its MoA and its MoE FFN);
-o_bias adds b. Its routing is not in the training's router losses (models/routing.py counts the FFN's).
+o_bias adds b. Its routing is in the training's router losses beside the FFN's (models/routing.py), as JetMoE's.
 Shapes: B batch, T tokens, N = B·T, k choices, K key/value heads, D head dim, C d_model."""
 from __future__ import annotations
 

@@ -16,10 +16,13 @@ def moe_layers(stack) -> list[tuple[int, MoE]]:
 
 
 def routings(model) -> dict[str, list[Routing]]:
-    """Stack name ("" for a one-stack model, else "encoder"/"decoder") -> the last Routing of each MoE layer."""
+    """Stack name ("" for a one-stack model, else "encoder"/"decoder") -> the last Routing of each MoE layer, and of
+    each sequence mixer that routes (a mixture of attention heads, layers/moa.py: JetMoE's loss balances both
+    kinds of expert together, over the same number of experts)."""
     out = {}
     for name, (stack, _) in stacks(model).items():
-        found = [moe.routing for _, moe in moe_layers(stack) if moe.routing is not None]
+        found = [r for b in stack.blocks if (r := getattr(b.seq_mixer, "routing", None)) is not None]
+        found += [moe.routing for _, moe in moe_layers(stack) if moe.routing is not None]
         if found:
             out[name] = found
     return out
