@@ -35,7 +35,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk")
 
 
 @dataclass
@@ -371,6 +371,12 @@ class ModelConfig:
     # mla: queries times sqrt(d_model / q_lora_rank) and the normed KV latent times sqrt(d_model / kv_lora_rank)
     # (LongCat-Flash's mla_scale_q_lora, mla_scale_kv_lora)
     mla_lora_scale: bool = False
+    mla_latent_eps: float | None = None  # mla: eps of the latents' RMSNorms (and mla_rope_key_norm's); None: 1e-6
+    # mla: the shared RoPE key k^R through an RMSNorm of its own before RoPE (dots.llm3's k_rope_only_layernorm)
+    mla_rope_key_norm: bool = False
+    # mla: each head's output times sigmoid(x w_h), one gate per head and token from the layer's input, before o_proj
+    # (dots.llm3's g_proj)
+    mla_head_gate: bool = False
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies

@@ -63,3 +63,56 @@ def test_unsupported_configs_are_refused(change, words):
     hf = {**CONFIG, "model_type": "qwen4_exp_text", **change}
     with pytest.raises(LlmarchError, match=words):
         hf_model_config(hf, "config.json")
+
+
+# dots.llm3 Note's text model: an indexed, a full and a sliding-window latent-attention layer (window 5, its own RoPE
+# base), DeepSeek-V3's grouped sigmoid router (2 groups, 1 kept), a dense first FFN; no pad_token_id (its zero
+# embedding row would give the indexer all-zero scores, whose top-k ties transformers breaks its own way)
+DOTS = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=4, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16,
+            head_dim=24, v_head_dim=12, moe_intermediate_size=16, shared_experts_intermediate_size=16,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+            routed_scaling_factor=1.5, index_topk=6, index_head_dim=16, index_n_heads=8, sliding_window=5,
+            max_position_embeddings=128, pad_token_id=None, bos_token_id=1, eos_token_id=2, per_layer_config={},
+            layer_types=["indexed_attention", "full_attention", "sliding_attention", "indexed_attention"])
+
+
+@pytest.fixture(scope="module")
+def dots(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dots3_note")
+    torch.manual_seed(0)
+    hf = routed_apart(perturbed(transformers.Dots3NoteForCausalLM(transformers.Dots3NoteTextConfig(**DOTS)).eval()))
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp / "hf")
+    return hf, from_hf(tmp / "hf"), tmp
+
+
+def test_dots3_logits_generation_cached_decoding_and_round_trip(dots):
+    hf, ours, tmp = dots
+    cfg = ours.config
+    assert [b.attn.indexer is not None for b in ours.blocks] == [True, False, False, True]
+    assert [cfg.for_layer(i).sliding_window for i in range(4)] == [None, None, 5, None]
+    ids, mask, _ = assert_matches_transformers(hf, ours, "Dots3NoteForCausalLM", tmp)
+    with torch.no_grad():
+        full = ours(ids, attention_mask=mask).logits
+    assert_close_on_real_tokens(stepwise_logits(ours, ids, 12, mask), full, mask)
+
+
+def test_dots3_without_the_indexer_or_the_window_the_logits_differ(dots):
+    hf, ours, _ = dots
+    ids, mask = padded_batch(128)
+    theirs = hf_logits(hf, ids, mask)
+    for dense_cfg in (ours.config.replace(dsa_topk=None), ours.config.replace(layer_overrides={
+            k: {**v, "attention": "full", "sliding_window": None} for k, v in ours.config.layer_overrides.items()})):
+        dense = llmarch.build(dense_cfg).eval()
+        dense.load_state_dict({k: v for k, v in ours.state_dict().items() if k in dense.state_dict()})
+        with torch.no_grad():
+            assert (dense(ids, attention_mask=mask).logits - theirs)[mask.bool()].abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("change, words", [({"per_layer_config": {"2": {"kv_lora_rank": 8}}}, "swa_"),
+                                           ({"model_type": "dots3_note"}, "vision and audio"),
+                                           ({"rope_parameters": {"rope_type": "yarn", "factor": 2.0}}, "RoPE scaling")])
+def test_dots3_unsupported_configs_are_refused(change, words):
+    with pytest.raises(LlmarchError, match=words):
+        hf_model_config({**DOTS, "model_type": "dots3_note_text", **change}, "config.json")

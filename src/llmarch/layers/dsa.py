@@ -92,6 +92,9 @@ def visible_keys(ctx, T: int, S: int, device) -> torch.Tensor:
     """bool (B|1, 1, T, S): which keys each query may see before any selection."""
     if ctx.mask is not None:
         return ctx.mask if ctx.mask.dtype == torch.bool else ctx.mask[:, :1] > float("-inf")
-    if ctx.causal:
-        return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)[None, None]
-    return torch.ones(1, 1, T, S, dtype=torch.bool, device=device)
+    slots = torch.arange(S, device=device)
+    # without a mask: causality (a call over fewer queries than keys decodes from a cache, so it is causal too), and
+    # the real keys, a padded query keeping itself (no empty row)
+    seen = (slots <= ctx.input_pos[:, None] if ctx.causal or T < S else torch.ones(T, S, dtype=torch.bool,
+                                                                                     device=device))[None, None]
+    return seen if ctx.pad_mask is None else seen & (ctx.pad_mask[:, None, None, :] | (slots == ctx.input_pos[:, None]))
