@@ -116,3 +116,15 @@ def test_dots3_without_the_indexer_or_the_window_the_logits_differ(dots):
 def test_dots3_unsupported_configs_are_refused(change, words):
     with pytest.raises(LlmarchError, match=words):
         hf_model_config({**DOTS, "model_type": "dots3_note_text", **change}, "config.json")
+
+
+@pytest.mark.parametrize("kind, conf_cls, model_cls, config", [
+    ("qwen4_exp_text", "Qwen4ExpTextConfig", "Qwen4ExpForCausalLM", CONFIG),
+    ("dots3_note_text", "Dots3NoteTextConfig", "Dots3NoteForCausalLM", DOTS)])
+def test_parameter_count_equals_transformers(kind, conf_cls, model_cls, config):
+    from llmarch.analysis import model_facts
+
+    with torch.device("meta"):
+        hf = getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**config))
+    ours = model_facts(hf_model_config({**config, "model_type": kind}))["parameters"]
+    assert ours == sum(p.numel() for p in hf.parameters())
