@@ -66,15 +66,15 @@ def test_unsupported_configs_are_refused(change, words):
 
 
 # dots.llm3 Note's text model: an indexed, a full and a sliding-window latent-attention layer (window 5, its own RoPE
-# base), DeepSeek-V3's grouped sigmoid router (2 groups, 1 kept), a dense first FFN; no pad_token_id (its zero
+# base), DeepSeek-V3's grouped sigmoid router (4 experts in 2 groups, 1 kept), a dense first FFN; no pad_token_id (its zero
 # embedding row would give the indexer all-zero scores, whose top-k ties transformers breaks its own way)
-DOTS = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+DOTS = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=4, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16,
             head_dim=24, v_head_dim=12, moe_intermediate_size=16, shared_experts_intermediate_size=16,
-            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+            n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
             routed_scaling_factor=1.5, index_topk=6, index_head_dim=16, index_n_heads=8, sliding_window=5,
             max_position_embeddings=128, pad_token_id=None, bos_token_id=1, eos_token_id=2, per_layer_config={},
-            layer_types=["indexed_attention", "full_attention", "sliding_attention", "indexed_attention"])
+            layer_types=["indexed_attention", "full_attention", "sliding_attention"])
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def dots(tmp_path_factory):
 def test_dots3_logits_generation_cached_decoding_and_round_trip(dots):
     hf, ours, tmp = dots
     cfg = ours.config
-    assert [b.attn.indexer is not None for b in ours.blocks] == [True, False, False, True]
-    assert [cfg.for_layer(i).sliding_window for i in range(4)] == [None, None, 5, None]
+    assert [b.attn.indexer is not None for b in ours.blocks] == [True, False, False]
+    assert [cfg.for_layer(i).sliding_window for i in range(3)] == [None, None, 5]
     ids, mask, _ = assert_matches_transformers(hf, ours, "Dots3NoteForCausalLM", tmp)
     with torch.no_grad():
         full = ours(ids, attention_mask=mask).logits
