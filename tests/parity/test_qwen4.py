@@ -66,8 +66,8 @@ def test_unsupported_configs_are_refused(change, words):
 
 
 # dots.llm3 Note's text model: an indexed, a full and a sliding-window latent-attention layer (window 5, its own RoPE
-# base), DeepSeek-V3's grouped sigmoid router (4 experts in 2 groups, 1 kept), a dense first FFN; no pad_token_id (its zero
-# embedding row would give the indexer all-zero scores, whose top-k ties transformers breaks its own way)
+# base), DeepSeek-V3's grouped sigmoid router (4 experts in 2 groups, 1 kept), a dense first FFN; no pad_token_id
+# (its zero embedding row would give the indexer all-zero scores, whose top-k ties transformers breaks its own way)
 DOTS = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=4, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16,
             head_dim=24, v_head_dim=12, moe_intermediate_size=16, shared_experts_intermediate_size=16,
