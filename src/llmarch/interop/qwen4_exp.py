@@ -73,4 +73,5 @@ def multimodal_config(hf: dict) -> ModelConfig:
 
 
 FAMILIES.register("qwen4_exp_text")(Family(RULES, to_config, from_config, _IGNORE, stacked_experts=STACKED))
-multimodal.register("qwen4_exp", FAMILIES["qwen4_exp_text"], multimodal_config, "qwen4_exp_text", (r"^model\.visual\.",))
+multimodal.register("qwen4_exp", FAMILIES["qwen4_exp_text"], multimodal_config, "qwen4_exp_text",
+                    (r"^model\.visual\.",))
