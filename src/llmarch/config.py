@@ -13,6 +13,7 @@ from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.bitlinear import BITLINEARS
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
+from .layers.hyper_connections import check as check_hyper
 from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
@@ -34,7 +35,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk")
 
 
 @dataclass
@@ -105,6 +106,12 @@ class ModelConfig:
     # AltUp: the corrected active stream times a learned gain per channel before it feeds the per-layer inputs'
     # gate (Gemma 3n's altup_correct_scale)
     altup_correct_scale: bool = False
+    # > 1: gated hyper-connections (Qwen4-Exp's hc_count; layers/hyper_connections.py, after Zhu et al. 2025,
+    # "Hyper-Connections"): the residual stream is this many streams of d_model; each sublayer reads a gated mix of
+    # the normed streams (no input norm of its own) and adds its output to every stream with a learned weight per
+    # stream and token; the stack starts every stream at the embedding and ends with the mix (no final norm). 1: one
+    hc_streams: int = 1
+    hc_rank: int = 320  # hyper-connections: rank of the low-rank map from the normed streams to the mixing gates
     # > 0: LAuReL (Menghani et al. 2024, "LAuReL: Learned Augmented Residual Layer", LAuReL-LR; layers/laurel.py):
     # the attention sublayer's residual gains a low-rank learned term of this rank, x + attn + h + norm(h A B),
     # h = norm(x), the sum divided by sqrt(2) (Gemma 3n's laurel_rank: 64)
@@ -355,9 +362,21 @@ class ModelConfig:
     # dsa: this layer has no indexer and reuses the selection of the last earlier layer that has one (GLM-5's
     # indexer_types 'shared'); set per layer type (layer_overrides)
     dsa_shared: bool = False
+    # attention 'qsa' (Qwen4-Exp's QSA indexer; attention_kinds/qsa.py): each query attends to the qsa_budget tokens
+    # of its best-scored complete blocks of qsa_block tokens, plus the last incomplete block
+    qsa_heads: int = 8  # qsa: the indexer's query heads (its key has one head)
+    qsa_head_dim: int = 128  # qsa: the indexer's query and key width, whose first RoPE dims turn as the attention's
+    qsa_budget: int = 2048  # qsa: tokens of complete blocks each query may select (a multiple of qsa_block)
+    qsa_block: int = 64  # qsa: consecutive tokens whose indexer keys are averaged into one block key
     # mla: queries times sqrt(d_model / q_lora_rank) and the normed KV latent times sqrt(d_model / kv_lora_rank)
     # (LongCat-Flash's mla_scale_q_lora, mla_scale_kv_lora)
     mla_lora_scale: bool = False
+    mla_latent_eps: float | None = None  # mla: eps of the latents' RMSNorms (and mla_rope_key_norm's); None: 1e-6
+    # mla: the shared RoPE key k^R through an RMSNorm of its own before RoPE (dots.llm3's k_rope_only_layernorm)
+    mla_rope_key_norm: bool = False
+    # mla: each head's output times sigmoid(x w_h), one gate per head and token from the layer's input, before o_proj
+    # (dots.llm3's g_proj)
+    mla_head_gate: bool = False
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -557,6 +576,7 @@ class ModelConfig:
                                f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         check_ffn(self)
         check_altup(self)
+        check_hyper(self)
         check_side_conv(self)
         self._validate_longrope()
         self._validate_alibi()

@@ -5,13 +5,14 @@ from . import (bart, bert, falcon, gemma, gemma2, gemma3, gpt2, gpt_neox, jamba,
 from . import gpt_oss  # noqa: F401
 from . import bloom, olmo2, phi3, qwen3, smollm3  # noqa: F401
 from . import qwen3_next  # noqa: F401
-from . import deepseek_v2, deepseek_v3, deepseek_v32, glm_moe_dsa  # noqa: F401
+from . import deepseek_v2, deepseek_v3, deepseek_v32, glm_moe_dsa, dots3_note  # noqa: F401
 from . import phi, qwen2_moe, starcoder2  # noqa: F401
 from . import stablelm  # noqa: F401
 from . import bamba, granite, granite_hybrid, granite_moe  # noqa: F401
 from . import zamba, zamba2  # noqa: F401
 from . import cohere, distilbert, ernie, exaone4, glm, glm4_moe, gpt_bigcode, olmo, olmo3, olmoe, opt  # noqa: F401
 from . import arcee, helium, hunyuan, lfm2, nemotron, qwen3_5, seed_oss  # noqa: F401
+from . import qwen4_exp  # noqa: F401
 from . import llama4, modernbert  # noqa: F401
 from . import dots1, exaone_moe, glm4_moe_lite, lfm2_moe, minimax_m2  # noqa: F401
 from . import gpt_neo, gptj, ministral, ministral3, mistral4, vaultgemma  # noqa: F401

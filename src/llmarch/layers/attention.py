@@ -64,6 +64,9 @@ class AttentionContext:
     relative: tuple[torch.Tensor, torch.Tensor] | None = None
     # (B|1, H, T, G) a position bias on the transient global tokens' scores (LongT5: global_blocks.py), or None
     side_bias: torch.Tensor | None = None
+    # the rotary tables at any (B|1, S) positions (the positions' rotary), for a kind that turns keys other than this
+    # call's (QSA's block keys: attention_kinds/qsa.py); None where the forward gives none (packed documents)
+    rotary: object = None
 
 
 @ATTENTION.register("sdpa")

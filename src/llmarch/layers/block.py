@@ -47,6 +47,7 @@ from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
 from .hooks import HookPoint
+from .hyper_connections import GatedResidual
 from .laurel import Laurel
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
@@ -78,7 +79,9 @@ class Block(nn.Module):
         # ModernBERT's first block reads the embedding norm's output as it is (first_mixer_norm); a block without a
         # mixer (mixer 'none', mixes False: Nemotron-H's MLP and MoE layers) has no norm for it and skips it
         self.mixes = mixer.mixes
-        self.ln1 = None if not mixer.mixes else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
+        # with hyper-connections (hc_streams) each sublayer's gate norms its input: no ln1 or ln2
+        hc = cfg.hc_streams > 1
+        self.ln1 = None if not mixer.mixes or hc else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
         self.mixer_attr = mixer.attr
         self.mixer_takes_norm = mixer.takes_norm
         self.add_module(mixer.attr, mixer(cfg, layer))
@@ -86,7 +89,7 @@ class Block(nn.Module):
         if cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
-        self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" else make_norm(cfg)
+        self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         # LongCat-Flash's shortcut-connected MoE (moe_shortcut): a mixture layer runs `moe` on its FFN's normed input
@@ -122,6 +125,8 @@ class Block(nn.Module):
             self.register_buffer("scalar", torch.ones(1))
         self.laurel = Laurel(cfg) if cfg.laurel_rank else None  # Gemma 3n's learned augmented residual
         self.altup = AltUp(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's alternating updates
+        # Qwen4-Exp's gated hyper-connections: the K streams (B, T, K·d) through a gate before each sublayer
+        self.hc_attn, self.hc_mlp = (GatedResidual(cfg), GatedResidual(cfg)) if hc else (None, None)
         if cfg.side_conv and layer == 0:
             self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
@@ -155,10 +160,21 @@ class Block(nn.Module):
         p = ctx.per_layer[:, :, self.layer]
         return sub["ple_norm"](sub["ple_proj"](self.ple_act(sub["ple_gate"](x)) * p))
 
+    def _hyper(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """Hyper-connections (hyper_connections.py): x (B, T, K·C), each sublayer on its gate's mix, its output
+        added to every stream with the gate's weights."""
+        sub = self._modules
+        h, w = sub["hc_attn"].mix(x)
+        x = sub["hook_resid_mid"](GatedResidual.add(x, sub["hook_attn_out"](sub[self.mixer_attr](h, ctx)), w))
+        h, w = sub["hc_mlp"].mix(x)
+        return sub["hook_resid_post"](GatedResidual.add(x, sub["hook_mlp_out"](sub["mlp"](h)), w))
+
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
         x = x_in = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
+        if sub.get("hc_attn") is not None:
+            return self._hyper(x, ctx)
         altup = sub.get("altup")
         if altup is not None:
             predicted = altup.predict(x)

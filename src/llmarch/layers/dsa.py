@@ -70,7 +70,7 @@ class LightningIndexer(nn.Module):
         S = keys.shape[1]
         if S <= self.topk:
             return None
-        visible = _visible(ctx, T, S, x.device)  # (B|1, 1, T, S)
+        visible = visible_keys(ctx, T, S, x.device)  # (B|1, 1, T, S)
         with torch.no_grad():
             q = self.q_proj(cq).view(B, T, self.n_heads, self.dim).transpose(1, 2)  # (B, J, T, D)
             if ctx.rope is not None:
@@ -88,10 +88,13 @@ class LightningIndexer(nn.Module):
         return chosen & visible  # a query seeing fewer than top-k keys took some it cannot see: dropped here
 
 
-def _visible(ctx, T: int, S: int, device) -> torch.Tensor:
+def visible_keys(ctx, T: int, S: int, device) -> torch.Tensor:
     """bool (B|1, 1, T, S): which keys each query may see before any selection."""
     if ctx.mask is not None:
         return ctx.mask if ctx.mask.dtype == torch.bool else ctx.mask[:, :1] > float("-inf")
-    if ctx.causal:
-        return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)[None, None]
-    return torch.ones(1, 1, T, S, dtype=torch.bool, device=device)
+    slots = torch.arange(S, device=device)
+    # without a mask: causality (a call over fewer queries than keys decodes from a cache, so it is causal too), and
+    # the real keys, a padded query keeping itself (no empty row)
+    seen = (slots <= ctx.input_pos[:, None] if ctx.causal or T < S else torch.ones(T, S, dtype=torch.bool,
+                                                                                     device=device))[None, None]
+    return seen if ctx.pad_mask is None else seen & (ctx.pad_mask[:, None, None, :] | (slots == ctx.input_pos[:, None]))

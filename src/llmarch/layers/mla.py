@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import LlmarchError
 from .attention import ATTENTION, temperature, temperature_of
-from .dsa import LightningIndexer, check_dsa
+from .dsa import LightningIndexer, check_dsa, visible_keys
 from .hooks import HookPoint
 from .linear import Linear
 from .mixer import MIXERS, Mixer
@@ -73,20 +73,27 @@ class LatentAttention(Mixer):
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else qk ** -0.5 * softmax_scale_factor(cfg)
         self.temperature = temperature_of(cfg)
         self.compressed_q = cfg.q_lora_rank is not None
+        eps = LATENT_NORM_EPS if cfg.mla_latent_eps is None else cfg.mla_latent_eps  # the latents' RMSNorms
         if not self.compressed_q:
             self.q_proj = Linear(C, H * qk, bias=False)
         else:  # eqs. 12-13: c^Q = W^DQ h, then per head [q^C, q^R] = W^UQ, W^QR of norm(c^Q)
             self.q_a_proj = Linear(C, cfg.q_lora_rank, bias=cfg.qkv_bias)
-            self.q_a_norm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
+            self.q_a_norm = RMSNorm(cfg.q_lora_rank, eps)
             self.q_b_proj = Linear(cfg.q_lora_rank, H * qk, bias=False)
         # eqs. 9 and 17: rows [c^KV (r), k^R (R)] in one matmul
         self.kv_a_proj = Linear(C, self.rank + self.rope, bias=cfg.qkv_bias)
-        self.kv_a_norm = RMSNorm(self.rank, LATENT_NORM_EPS)
+        self.kv_a_norm = RMSNorm(self.rank, eps)
+        # dots.llm3 (mla_rope_key_norm): the shared RoPE key k^R through its own RMSNorm before RoPE
+        self.k_rope_norm = RMSNorm(self.rope, eps) if cfg.mla_rope_key_norm else None
         self.kv_b_proj = Linear(self.rank, H * (self.nope + self.v_dim), bias=False)  # per head: W^UK, W^UV
         # absorbed decoding (below) multiplies by its weight as a matrix, not through the layer: quantization
         # leaves it in float (quant/apply.py targets)
         self.kv_b_proj.quantize = False
         self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
+        # dots.llm3 (mla_head_gate): each head's output times sigmoid(x w_h), one scalar per head and token (the
+        # per-head form of the gated attention of Qiu et al. 2025), before o_proj
+        self.g_proj = Linear(C, H, bias=False) if cfg.mla_head_gate else None
+        self.window = cfg.sliding_window  # attention 'sliding_window': a query sees the keys < window slots back
         # DeepSeek Sparse Attention (dsa.py): this layer's own indexer, or (dsa_shared) an earlier layer's selection
         self.indexer = LightningIndexer(cfg) if cfg.dsa_topk is not None and not cfg.dsa_shared else None
         self.dsa_shared = cfg.dsa_shared
@@ -103,9 +110,11 @@ class LatentAttention(Mixer):
 
     @classmethod
     def check(cls, cfg) -> None:
-        if cfg.attention != "full":
-            raise LlmarchError(f"mixer='mla' and attention={cfg.attention!r}: latent attention has a latent form "
-                               "of full attention only")
+        if cfg.attention not in ("full", "sliding_window"):
+            raise LlmarchError(f"mixer='mla' and attention={cfg.attention!r}: latent attention has latent forms "
+                               "of full and sliding-window attention only")
+        if cfg.mla_latent_eps is not None and cfg.mla_latent_eps <= 0:
+            raise LlmarchError(f"mla_latent_eps must be positive, got {cfg.mla_latent_eps}")
         if cfg.n_kv_heads != cfg.n_heads:
             raise LlmarchError(f"mixer='mla' and n_kv_heads={cfg.n_kv_heads}: every head's keys and values come "
                                f"from the one latent, so n_kv_heads must equal n_heads={cfg.n_heads}")
@@ -155,6 +164,8 @@ class LatentAttention(Mixer):
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
         c, k_rope = self.kv_a_proj(x).split([self.rank, self.rope], dim=-1)  # (B, T, r), (B, T, R)
         c = self.kv_a_norm(c)
+        if self.k_rope_norm is not None:
+            k_rope = self.k_rope_norm(k_rope)
         if self.kv_scale is not None:
             c = c * self.kv_scale
         if ctx.rope is not None:
@@ -178,11 +189,17 @@ class LatentAttention(Mixer):
         selected = ctx.carry["dsa"] if self.indexer is not None or self.dsa_shared else None
         if selected is not None:  # None: no query sees more than dsa_topk keys, so all stay
             mask, causal = selected, False
+        if self.window is not None:  # the keys it may see, less than `window` slots back (as transformers counts)
+            seen = mask if selected is not None else visible_keys(ctx, T, latent.shape[1], x.device)
+            back = ctx.input_pos[:, None] - torch.arange(latent.shape[1], device=x.device)
+            mask, causal = seen & (back < self.window), False
         dropout_p = self.dropout if self.training else 0.0
         if self.absorb and self.cache is not None and T == 1:
             y = self.absorbed(q_nope, q_rope, latent, mask, causal, dropout_p)
         else:
             y = self.expanded(q_nope, q_rope, latent, mask, causal, dropout_p)
+        if self.g_proj is not None:
+            y = y * torch.sigmoid(self.g_proj(x)).transpose(1, 2)[..., None]  # (B, H, T, V) by (B, H, T, 1)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, H, V)
         return self.o_proj(y.reshape(B, T, H * self.v_dim))
 
