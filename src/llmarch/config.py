@@ -293,7 +293,7 @@ class ModelConfig:
     # activation_sparsity_pattern, 0.95 on its first 10 layers; Song et al. 2024, "ProSparse"). 0: dense
     ffn_sparsity: float = 0.0
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py,
-    # rglru.py, kda.py; parallel_mixer.py: several side by side; none: no mixer, the block is its FFN alone,
+    # rglru.py, kda.py, mlstm.py; parallel_mixer.py: several side by side; none: no mixer, the block is its FFN alone,
     # no_mixer.py), except that with attn_period > 0 layer i is
     # attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
@@ -364,7 +364,8 @@ class ModelConfig:
     hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
     # Gated DeltaNet and Kimi Delta Attention (layers/gated_deltanet.py, kda.py; their convolution, biases and chunk
     # are the ssm_conv, ssm_conv_bias, ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim,
-    # delta_key_dim. kda: one count and width of heads (value heads and dims as the key ones)
+    # delta_key_dim. kda: one count and width of heads (value heads and dims as the key ones); mlstm: heads, q/k and v
+    # head widths (its value heads as many as the key heads)
     delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads, Kimi's linear_num_heads)
     delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
     delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim; Kimi's linear_head_dim)
@@ -373,6 +374,11 @@ class ModelConfig:
     # (Grazzi et al. 2025, "Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues"; OLMo Hybrid)
     delta_neg_eigval: bool = False
     delta_norm_eps: float | None = None  # gated_deltanet: eps of its gated output RMSNorm; None: norm_eps
+    # the mLSTM (mixer "mlstm", layers/mlstm.py; xLSTM-7B): its input and forget gates' pre-activations soft-capped,
+    # cap * tanh(x / cap) (xLSTM-7B's gate_soft_cap: 15); None: uncapped. Its heads and their q/k and v widths are
+    # n_heads (or delta_heads), head_dim (or delta_key_dim) and delta_value_dim
+    mlstm_gate_softcap: float | None = None
+    mlstm_eps: float = 1e-6  # mlstm: eps added to its stabilised denominator, max(|n.q|, exp(-m)) + eps (xLSTM's eps)
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None
