@@ -6,8 +6,13 @@ so transformers runs two chunks then 5 recurrent steps) read by from_hf: logits 
 equal to transformers' generate, cached decoding equal to the whole forward, a to_hf round trip that transformers
 loads to the same logits and that reads back to the same config.
 
-Unpadded batches: transformers' xLSTM reads no attention mask (a left-padded row's pads enter its state); llmarch
-keeps padding out of the state, tested against its own unpadded rows."""
+RWKV-4 (`model_type: rwkv`, mixers "rwkv" and "rwkv_channel": layers/rwkv.py) the same way: a tiny seeded
+RwkvForCausalLM (1-D parameters perturbed: the decays, bonuses, norms; intermediate_size 80, layer_norm_epsilon
+1e-4, so the final norm's fixed 1e-5 shows), read by from_hf and compared with chunks of 8 (21-token prompts: three
+chunks, the last partial) as well as one: logits, greedy tokens, cached decoding, round trip.
+
+Unpadded batches: transformers' xLSTM and RWKV read no attention mask (a left-padded row's pads enter its state);
+llmarch keeps padding out of the state, tested against its own unpadded rows."""
 import pytest
 import torch
 
@@ -92,3 +97,81 @@ def test_xlstm_what_llmarch_cannot_hold_is_named():
         to_hf(llmarch.build(cfg.replace(tie_embeddings=True), device="meta"), "/nonexistent")
     with pytest.raises(LlmarchError, match="as many value heads"):
         cfg.replace(delta_value_heads=8)
+
+
+RWKV = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, intermediate_size=80, context_length=64,
+            layer_norm_epsilon=1e-4)
+
+
+@pytest.fixture(scope="module")
+def rwkv(tmp_path_factory):
+    torch.manual_seed(0)
+    hf = transformers.RwkvForCausalLM(transformers.RwkvConfig(**RWKV)).eval()
+    folder = tmp_path_factory.mktemp("rwkv")
+    ours = perturbed_from_hf(hf, folder / "hf").eval()
+    hf.generation_config.eos_token_id = None
+    return hf, ours, folder
+
+
+def test_rwkv_logits_generation_cache_and_round_trip(rwkv):
+    hf, ours, folder = rwkv
+    cfg = ours.config
+    assert [cfg.layer_mixer(i) for i in range(4)] == ["rwkv", "rwkv_channel"] * 2
+    assert (cfg.ffn, cfg.ffn_hidden, cfg.embed_norm, cfg.norm_eps, cfg.final_norm_eps) == ("none", 80, True, 1e-4,
+                                                                                             1e-5)
+    chunked = llmarch.build(cfg.replace(ssm_chunk=8)).eval()
+    chunked.load_state_dict(ours.state_dict())
+    torch.manual_seed(1)
+    ids = torch.randint(0, 128, (2, 21))
+    mine, theirs = logits(ours, ids), logits(hf, ids)
+    assert (mine - theirs).abs().max() <= 1e-4 and (logits(chunked, ids) - theirs).abs().max() <= 1e-4
+
+    generated = hf.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(llmarch.generate(ours, ids, max_new_tokens=12), generated)
+    assert (stepwise_logits(chunked, generated, 21) - logits(ours, generated)).abs().max() <= 1e-4
+
+    to_hf(ours, folder / "out")
+    again = transformers.RwkvForCausalLM.from_pretrained(folder / "out").eval()
+    assert (logits(again, ids) - mine).abs().max() <= 1e-4
+    assert from_hf(folder / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
+def test_rwkv_left_padding_is_kept_out(rwkv):
+    """A left-padded row's logits and greedy tokens are those of the row alone: pads write no key and their zeroed
+    inputs are what the first real token's shift reads, as a row alone reads zeros."""
+    _, ours, _ = rwkv
+    chunked = llmarch.build(ours.config.replace(ssm_chunk=4)).eval()
+    chunked.load_state_dict(ours.state_dict())
+    torch.manual_seed(1)
+    ids = torch.randint(1, 128, (2, 14))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    alone = ids[1:, 5:]
+    padded = logits(chunked, ids, attention_mask=mask)
+    assert (padded[1, 5:] - logits(ours, alone)[0]).abs().max() <= 1e-4
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=6)
+    assert torch.equal(generated[1, 5:], llmarch.generate(ours, alone, max_new_tokens=6)[0])
+
+
+def test_rwkv_what_llmarch_cannot_hold_is_named():
+    hf = {**RWKV, "model_type": "rwkv"}
+    with pytest.raises(LlmarchError, match="attention_hidden_size 64"):
+        hf_model_config({**hf, "attention_hidden_size": 64})
+    cfg = hf_model_config(hf)
+    with pytest.raises(LlmarchError, match="alternating mixers"):
+        to_hf(llmarch.build(cfg.replace(n_layers=3, layer_types=None, layer_overrides=None), device="meta"),
+              "/nonexistent")
+    with pytest.raises(LlmarchError, match="final norm epsilon"):
+        to_hf(llmarch.build(cfg.replace(final_norm_eps=None), device="meta"), "/nonexistent")
+
+
+def test_rwkv_4_169m_preset_counts_as_transformers():
+    """RWKV/rwkv-4-169m-pile's config.json (12 layers of 768, 50,277 tokens): read by llmarch, it is the
+    rwkv-4-169m preset's shape, with transformers' parameter count."""
+    hf = transformers.RwkvConfig(vocab_size=50277, hidden_size=768, num_hidden_layers=12, context_length=1024)
+    cfg = hf_model_config({**hf.to_dict(), "model_type": "rwkv"})
+    preset = llmarch.preset("rwkv-4-169m")
+    assert cfg.replace(name=preset.name, eos_id=None) == preset
+    with torch.device("meta"):
+        theirs = transformers.RwkvForCausalLM(hf).num_parameters()
+    assert sum(p.numel() for p in llmarch.build(cfg, device="meta").parameters()) == theirs == 169_342_464
