@@ -65,14 +65,26 @@ _XLSTM = dict(mixer="mlstm", ffn="swiglu", norm="rmsnorm", norm_eps=1e-6, norm_b
 # RWKV-4 (Peng et al. 2023, §3): each layer a time-mixing block (the WKV recurrence) and a channel-mixing block, both
 # pre-LayerNorm with token shift (layers/rwkv.py: two llmarch blocks a layer), a LayerNorm over the embeddings, no
 # positions, an untied head.
-_RWKV = dict(mixer="rwkv", ffn="none", norm="layernorm", norm_eps=1e-5, embed_norm=True, positions="none", bias=False,
+_RWKV = dict(mixer="rwkv", ffn="none", norm="layernorm", embed_norm=True, positions="none", bias=False,
              tie_embeddings=False, n_heads=1, hf_model_type="rwkv")
 
 
-def _rwkv_layers(n: int) -> dict:
-    """n RWKV layers: 2n blocks, time mixing then channel mixing."""
-    return dict(n_layers=2 * n, layer_types=["time_mix", "channel_mix"] * n,
-                layer_overrides={"channel_mix": {"mixer": "rwkv_channel"}})
+def rwkv_layers(n: int, eps: float = 1e-5, every: int = 6) -> dict:
+    """n RWKV layers: 2n blocks, time mixing then channel mixing, as transformers' Rwkv computes them at inference
+    with rescale_every = `every` (0: none): the residual stream halved after every `every` layers, and those
+    layers' output weights divided to match, which is exact in floating point except inside the LayerNorms, where
+    the stream at layer j is 2^-(j // every) times smaller: LN(x / s; eps) = LN(x; eps s^2). So layer j's norms
+    take eps * 4^(j // every) (layer types time_mix_k, channel_mix_k), and the final norm (eps 1e-5 in
+    transformers) 1e-5 * 4^(n // every)."""
+    depth = [j // every if every > 0 else 0 for j in range(n)]
+    names = [f"{kind}_{k}" if k else kind for k in depth for kind in ("time_mix", "channel_mix")]
+    overrides = {"channel_mix": {"mixer": "rwkv_channel"}}
+    for k in sorted(set(depth) - {0}):
+        overrides.update({f"time_mix_{k}": {"norm_eps": eps * 4 ** k},
+                          f"channel_mix_{k}": {"mixer": "rwkv_channel", "norm_eps": eps * 4 ** k}})
+    final = 1e-5 * 4 ** (n // every if every > 0 else 0)
+    return dict(n_layers=2 * n, norm_eps=eps, final_norm_eps=None if final == eps else final, layer_types=names,
+                layer_overrides=overrides)
 
 
 # Mamba-2 (Dao & Gu 2024): the same block with the SSD mixer, heads of 64 channels, a larger state.
@@ -211,7 +223,7 @@ PRESETS: dict[str, dict] = {
     "xlstm-7b": dict(_XLSTM, vocab_size=50304, d_model=4096, n_layers=32, n_heads=8, head_dim=256, delta_value_dim=512,
                      ffn_hidden=10944, ssm_chunk=64, context_length=1 << 20),
     # RWKV/rwkv-4-169m-pile (config.json): 12 layers of 768, FFN 3072, the GPT-NeoX vocabulary of 50,277
-    "rwkv-4-169m": dict(_RWKV, vocab_size=50277, d_model=768, ffn_hidden=3072, context_length=1024, **_rwkv_layers(12)),
+    "rwkv-4-169m": dict(_RWKV, vocab_size=50277, d_model=768, ffn_hidden=3072, context_length=1024, **rwkv_layers(12)),
     "gpt-oss-20b": dict(_GPT_OSS, **_alternating(24, 128)),
     "gpt-oss-120b": dict(_GPT_OSS, n_experts=128, **_alternating(36, 128)),
     # Qwen/Qwen3-0.6B and Qwen3-8B (config.json): 28 layers of 1024 (16 q, 8 kv heads) tied, 36 of 4096 untied
@@ -259,7 +271,7 @@ PRESETS: dict[str, dict] = {
                        ffn_hidden=704, ssm_chunk=32, context_length=256),
     # RWKV-4 at mamba-tiny's width: 6 layers (12 blocks), FFN 1024, WKV chunks of 16
     "rwkv-tiny": dict(_RWKV, vocab_size=8192, d_model=256, ffn_hidden=1024, context_length=256, ssm_chunk=16,
-                      **_rwkv_layers(6)),
+                      **rwkv_layers(6)),
     "hyena-tiny": dict(_HYENA, vocab_size=8192, d_model=256, n_layers=6, n_heads=4, context_length=256),
     # attention in layer 2 of every 4, Mamba elsewhere, every other FFN a top-2 mixture of 4 experts
     "hybrid-tiny": dict(_JAMBA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden=512,

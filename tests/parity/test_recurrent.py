@@ -8,7 +8,8 @@ loads to the same logits and that reads back to the same config.
 
 RWKV-4 (`model_type: rwkv`, mixers "rwkv" and "rwkv_channel": layers/rwkv.py) the same way: a tiny seeded
 RwkvForCausalLM (1-D parameters perturbed: the decays, bonuses, norms; intermediate_size 80, layer_norm_epsilon
-1e-4, so the final norm's fixed 1e-5 shows), read by from_hf and compared with chunks of 8 (21-token prompts: three
+1e-4, so the final norm's own 1e-5 shows; rescale_every 1, so transformers halves the stream after each layer and
+the norms' epsilons grow 4x a layer), read by from_hf and compared with chunks of 8 (21-token prompts: three
 chunks, the last partial) as well as one: logits, greedy tokens, cached decoding, round trip.
 
 Unpadded batches: transformers' xLSTM and RWKV read no attention mask (a left-padded row's pads enter its state);
@@ -100,7 +101,7 @@ def test_xlstm_what_llmarch_cannot_hold_is_named():
 
 
 RWKV = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, intermediate_size=80, context_length=64,
-            layer_norm_epsilon=1e-4)
+            layer_norm_epsilon=1e-4, rescale_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +118,8 @@ def test_rwkv_logits_generation_cache_and_round_trip(rwkv):
     hf, ours, folder = rwkv
     cfg = ours.config
     assert [cfg.layer_mixer(i) for i in range(4)] == ["rwkv", "rwkv_channel"] * 2
-    assert (cfg.ffn, cfg.ffn_hidden, cfg.embed_norm, cfg.norm_eps, cfg.final_norm_eps) == ("none", 80, True, 1e-4,
-                                                                                             1e-5)
+    assert [cfg.for_layer(i).norm_eps for i in range(4)] == [1e-4, 1e-4, 4e-4, 4e-4]  # the stream halved once
+    assert (cfg.ffn, cfg.ffn_hidden, cfg.embed_norm, cfg.final_norm_eps) == ("none", 80, True, 1.6e-4)
     chunked = llmarch.build(cfg.replace(ssm_chunk=8)).eval()
     chunked.load_state_dict(ours.state_dict())
     torch.manual_seed(1)
@@ -161,7 +162,7 @@ def test_rwkv_what_llmarch_cannot_hold_is_named():
     with pytest.raises(LlmarchError, match="alternating mixers"):
         to_hf(llmarch.build(cfg.replace(n_layers=3, layer_types=None, layer_overrides=None), device="meta"),
               "/nonexistent")
-    with pytest.raises(LlmarchError, match="final norm epsilon"):
+    with pytest.raises(LlmarchError, match="norm epsilons as transformers' rescale_every"):
         to_hf(llmarch.build(cfg.replace(final_norm_eps=None), device="meta"), "/nonexistent")
 
 
