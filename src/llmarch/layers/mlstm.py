@@ -7,15 +7,15 @@ stabiliser m (a scalar) follow, with q scaled by dk^-0.5:
     h_t = C_t^T q_t / max(|n_t^T q_t|, 1)                                                 (eq. 21)
     i_t = exp(i~_t),  f_t = sigmoid(f~_t)                 exponential input gate, sigmoid forget gate (eqs. 25-26)
 
-The exponential gate overflows, so the state is kept divided by exp(m_t) (the stabiliser, eqs. 15-17 of the sLSTM
-applied to the mLSTM, Appendix A.3):
+The exponential gate overflows, so the state is kept divided by exp(m_t) (the stabiliser of the sLSTM's eqs. 15-17,
+applied to the mLSTM):
 
     m_t = max(log f_t + m_{t-1}, i~_t),   f'_t = exp(log f_t + m_{t-1} - m_t),   i'_t = exp(i~_t - m_t)
     C_t = f'_t C_{t-1} + i'_t k_t v_t^T,   n_t = f'_t n_{t-1} + i'_t k_t
     h_t = C_t^T q_t / (max(|n_t^T q_t|, exp(-m_t)) + eps)
 
 from m_0 = 0 (eps, mlstm_eps, is added to the stabilised denominator, so m's path matters: it is the recurrence's
-own, whichever form computes it). Training and prefill run the chunkwise form (xLSTM 7B §3.2; Beck et al. 2025,
+own, whichever form computes it). Training and prefill run the chunkwise form (xLSTM 7B's kernels; Beck et al. 2025,
 "Tiled Flash Linear Attention"): with b_t the cumulative sum of log f_t within a chunk of L tokens that starts from
 (C_0, n_0, m_0),
 
@@ -102,7 +102,7 @@ def mlstm_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tenso
 
 class HeadLayerNorm(nn.Module):
     """A LayerNorm without bias over each head's dv channels, its gains one vector over all heads (H * dv):
-    xLSTM-7B's multihead_norm (the GroupNorm of the xLSTM paper, §2.4)."""
+    xLSTM-7B's multihead_norm (the head-wise norm of the xLSTM paper's mLSTM block)."""
 
     def __init__(self, heads: int, dim: int, eps: float):
         super().__init__()

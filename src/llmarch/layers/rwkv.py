@@ -1,21 +1,21 @@
-"""RWKV-4 (Peng et al. 2023, "RWKV: Reinventing RNNs for the Transformer Era", §3 and §4.1), as transformers' Rwkv:
+"""RWKV-4 (Peng et al. 2023, "RWKV: Reinventing RNNs for the Transformer Era", §3.1), as transformers' Rwkv:
 each RWKV layer is a time-mixing block and a channel-mixing block, each pre-norm and residual. Both read the token
-shift, x'_t = mu x_t + (1 - mu) x_{t-1} with a learned mu per channel and per use (eqs. 11-13, 17-18; x_{-1} = 0):
+shift, x'_t = mu x_t + (1 - mu) x_{t-1} with a learned mu per channel and per use (§3.1.1, "Token Shift"; x_{-1} = 0):
 a two-tap convolution over time, so each is a sequence mixer here (mixer "rwkv" and "rwkv_channel"), and an RWKV
 layer is two llmarch blocks with ffn 'none' (interop/rwkv.py lays them out).
 
-Time mixing (mixer "rwkv", eqs. 11-16): r, k, v = W_r x'_r, W_k x'_k, W_v x'_v, and per channel the WKV operator
-with a decay w = exp(time_decay) > 0 and a bonus u = time_first for the current token (eq. 14):
+Time mixing (mixer "rwkv"): r, k, v = W_r x'_r, W_k x'_k, W_v x'_v, and per channel the WKV operator (§3.1.2) with
+a decay w = exp(time_decay) > 0 and a bonus u = time_first for the current token:
 
     wkv_t = (sum_{i<t} e^{-(t-1-i) w + k_i} v_i + e^{u + k_t} v_t) / (sum_{i<t} e^{-(t-1-i) w + k_i} + e^{u + k_t})
-    o_t = W_o (sigmoid(r_t) * wkv_t)                                                                     (eq. 16)
+    o_t = W_o (sigmoid(r_t) * wkv_t)                                                  (§3.1.3, "Output Gating")
 
 The sums are kept as a state (a, b, p): numerator and denominator divided by e^p, p the largest exponent so far
 (the reference code's stabiliser; transformers' rwkv_linear_attention_cpu). Decoding is one step of it; training and
 prefill run it in chunks of ssm_chunk tokens: inside a chunk the exponents above form an L x L matrix per channel
 (with the chunk's starting state as one more term), stabilised by its row maxima, and the state moves once per chunk.
 
-Channel mixing (mixer "rwkv_channel", eqs. 17-19): r, k = W_r x'_r, W_k x'_k; o_t = sigmoid(r_t) * W_v max(k_t, 0)^2.
+Channel mixing (mixer "rwkv_channel", §3.1.3): r, k = W_r x'_r, W_k x'_k; o_t = sigmoid(r_t) * W_v max(k_t, 0)^2.
 
 A left-padded token's input is zeroed (so the first real token's shift reads 0, as a row alone does) and its key
 writes nothing to the state. Decode state: the last input (both mixers) and (a, b, p) in fp32 (time mixing).
@@ -44,13 +44,13 @@ def token_shift(x: torch.Tensor, state: MixerState | None) -> torch.Tensor:
 
 
 def mix(x: torch.Tensor, shifted: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """mu x_t + (1 - mu) x_{t-1} (eqs. 11-13, 17-18)."""
+    """mu x_t + (1 - mu) x_{t-1} (the token shift)."""
     return x * mu + shifted * (1 - mu)
 
 
 def wkv_chunked(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
                 state: tuple | None, chunk: int) -> tuple[torch.Tensor, tuple]:
-    """Eq. 14 over a sequence: w (A) the decay rates exp(time_decay), u (A); k, v (b, T, A) fp32; keep (b, T) bool,
+    """The WKV over a sequence: w (A) the decay rates exp(time_decay), u (A); k, v (b, T, A) fp32; keep (b, T) bool,
     False where a padded key writes nothing, or None; state (a, b, p) each (b, A), or None (empty). Returns wkv
     (b, T, A) and the state after the last token."""
     B, T, A = k.shape
@@ -84,7 +84,7 @@ def wkv_chunked(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 def wkv_step(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: MixerState) -> torch.Tensor:
-    """One token of eq. 14 (transformers' recurrence): k, v (b, A) fp32; the state's a, b, p updated in place."""
+    """One token of the WKV (transformers' recurrence): k, v (b, A) fp32; the state's a, b, p updated in place."""
     num, den, p = state["num"], state["den"], state["p"]
     top = torch.maximum(p, u + k)
     e1, e2 = torch.exp(p - top), torch.exp(u + k - top)
@@ -202,6 +202,9 @@ class RwkvChannelMix(Mixer):
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
         return MixerState(shift=torch.zeros(batch, self.receptance.in_features, dtype=dtype, device=device))
+
+    def state_note(self, dtype: str) -> str:
+        return "token-shift inputs: constant in the context"
 
     def cache_note(self) -> str:
         return "RWKV layers keep no per-token cache"
