@@ -11,7 +11,7 @@ PUBLISHED = {"bert-base": 109_514_298, "bert-large": 335_174_458, "roberta-base"
              "gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
              "gpt2-xl": 1_557_611_200, "llama2-7b": 6_738_415_616, "llama3-8b": 8_030_261_248,
              "deepseek-v3": 671_026_404_352, "deepseek-v2-lite": 15_706_484_224,
-             "recurrentgemma-2b": 2_682_862_080}
+             "recurrentgemma-2b": 2_682_862_080, "xlstm-7b": 6_865_424_896, "rwkv-4-169m": 169_342_464}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

@@ -30,12 +30,13 @@ QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_ro
 WRITTEN_SHARE = 0.75
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post", "normed_residual")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions, its FFN kind (a
-# layer that is its mixer alone, ffn='none', beside one that is its FFN alone, mixer='none': Nemotron-H)
+# layer that is its mixer alone, ffn='none', beside one that is its FFN alone, mixer='none': Nemotron-H), its norms'
+# epsilon (RWKV's inference rescaling: interop/rwkv.py)
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps")
 
 
 @dataclass
@@ -300,7 +301,7 @@ class ModelConfig:
     # activation_sparsity_pattern, 0.95 on its first 10 layers; Song et al. 2024, "ProSparse"). 0: dense
     ffn_sparsity: float = 0.0
     # The sequence mixer of every layer (layers/mamba.py, mamba2.py, hyena.py, gated_deltanet.py, shortconv.py,
-    # rglru.py, kda.py; parallel_mixer.py: several side by side; none: no mixer, the block is its FFN alone,
+    # rglru.py, kda.py, mlstm.py; parallel_mixer.py: several side by side; none: no mixer, the block is its FFN alone,
     # no_mixer.py), except that with attn_period > 0 layer i is
     # attention where i % attn_period == attn_offset (Jamba: mamba, 8, 4)
     mixer: str = "attention"
@@ -383,7 +384,8 @@ class ModelConfig:
     hyena_short_conv: int = 3  # kernel of the short depthwise convolution on the projections
     # Gated DeltaNet and Kimi Delta Attention (layers/gated_deltanet.py, kda.py; their convolution, biases and chunk
     # are the ssm_conv, ssm_conv_bias, ssm_bias and ssm_chunk above). None: n_heads, delta_heads, head_dim,
-    # delta_key_dim. kda: one count and width of heads (value heads and dims as the key ones)
+    # delta_key_dim. kda: one count and width of heads (value heads and dims as the key ones); mlstm: heads, q/k and v
+    # head widths (its value heads as many as the key heads)
     delta_heads: int | None = None  # query/key heads (Qwen3-Next's linear_num_key_heads, Kimi's linear_num_heads)
     delta_value_heads: int | None = None  # value heads, a multiple of delta_heads (linear_num_value_heads)
     delta_key_dim: int | None = None  # dims of each query/key head (linear_key_head_dim; Kimi's linear_head_dim)
@@ -392,6 +394,11 @@ class ModelConfig:
     # (Grazzi et al. 2025, "Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues"; OLMo Hybrid)
     delta_neg_eigval: bool = False
     delta_norm_eps: float | None = None  # gated_deltanet: eps of its gated output RMSNorm; None: norm_eps
+    # the mLSTM (mixer "mlstm", layers/mlstm.py; xLSTM-7B): its input and forget gates' pre-activations soft-capped,
+    # cap * tanh(x / cap) (xLSTM-7B's gate_soft_cap: 15); None: uncapped. Its heads and their q/k and v widths are
+    # n_heads (or delta_heads), head_dim (or delta_key_dim) and delta_value_dim
+    mlstm_gate_softcap: float | None = None
+    mlstm_eps: float = 1e-6  # mlstm: eps added to its stabilised denominator, max(|n.q|, exp(-m)) + eps (xLSTM's eps)
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None

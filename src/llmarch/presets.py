@@ -57,6 +57,36 @@ _PALM = dict(block="parallel", shared_norm=True, n_kv_heads=1, ffn="swiglu", pos
 # head; state 16, inner width 2 x d_model, conv kernel 4, step-size rank ceil(d / 16) (§E.2).
 _MAMBA = dict(mixer="mamba", ffn="none", norm="rmsnorm", norm_eps=1e-5, positions="none", bias=False,
               tie_embeddings=True, n_heads=1, hf_model_type="mamba")
+# xLSTM-7B (Beck et al. 2025, "xLSTM 7B", §3): pre-norm blocks of an mLSTM layer (layers/mlstm.py: q/k half the
+# width, v the whole width, gates soft-capped at 15) and a SwiGLU FFN of 2.667 x width rounded up to 64, RMSNorm,
+# no positions, an untied head soft-capped at 30.
+_XLSTM = dict(mixer="mlstm", ffn="swiglu", norm="rmsnorm", norm_eps=1e-6, norm_bias=False, positions="none", bias=False,
+              tie_embeddings=False, final_softcap=30.0, mlstm_gate_softcap=15.0, hf_model_type="xlstm")
+# RWKV-4 (Peng et al. 2023, §3): each layer a time-mixing block (the WKV recurrence) and a channel-mixing block, both
+# pre-LayerNorm with token shift (layers/rwkv.py: two llmarch blocks a layer), a LayerNorm over the embeddings, no
+# positions, an untied head.
+_RWKV = dict(mixer="rwkv", ffn="none", norm="layernorm", embed_norm=True, positions="none", bias=False,
+             tie_embeddings=False, n_heads=1, hf_model_type="rwkv")
+
+
+def rwkv_layers(n: int, eps: float = 1e-5, every: int = 6) -> dict:
+    """n RWKV layers: 2n blocks, time mixing then channel mixing, as transformers' Rwkv computes them at inference
+    with rescale_every = `every` (0: none): the residual stream halved after every `every` layers, and those
+    layers' output weights divided to match, which is exact in floating point except inside the LayerNorms, where
+    the stream at layer j is 2^-(j // every) times smaller: LN(x / s; eps) = LN(x; eps s^2). So layer j's norms
+    take eps * 4^(j // every) (layer types time_mix_k, channel_mix_k), and the final norm (eps 1e-5 in
+    transformers) 1e-5 * 4^(n // every)."""
+    depth = [j // every if every > 0 else 0 for j in range(n)]
+    names = [f"{kind}_{k}" if k else kind for k in depth for kind in ("time_mix", "channel_mix")]
+    overrides = {"channel_mix": {"mixer": "rwkv_channel"}}
+    for k in sorted(set(depth) - {0}):
+        overrides.update({f"time_mix_{k}": {"norm_eps": eps * 4 ** k},
+                          f"channel_mix_{k}": {"mixer": "rwkv_channel", "norm_eps": eps * 4 ** k}})
+    final = 1e-5 * 4 ** (n // every if every > 0 else 0)
+    return dict(n_layers=2 * n, norm_eps=eps, final_norm_eps=None if final == eps else final, layer_types=names,
+                layer_overrides=overrides)
+
+
 # Mamba-2 (Dao & Gu 2024): the same block with the SSD mixer, heads of 64 channels, a larger state.
 _MAMBA2 = dict(_MAMBA, mixer="mamba2", ssm_state=128, ssm_head_dim=64, hf_model_type="mamba2")
 # Hyena (Poli et al. 2023, §4.1): GPT's pre-norm block with attention replaced by an order-2 Hyena operator.
@@ -189,6 +219,11 @@ PRESETS: dict[str, dict] = {
     "palm-8b": dict(_PALM, d_model=4096, n_layers=32, n_heads=16, ffn_hidden=16384),
     # state-spaces/mamba-130m: 24 layers of width 768, the GPT-NeoX vocabulary padded to 50280
     "mamba-130m": dict(_MAMBA, vocab_size=50280, d_model=768, n_layers=24, context_length=2048),
+    # NX-AI/xLSTM-7b (config.json): 32 blocks of 4096, 8 heads (q/k 256 and v 512 wide), FFN 10944, 50,304 tokens
+    "xlstm-7b": dict(_XLSTM, vocab_size=50304, d_model=4096, n_layers=32, n_heads=8, head_dim=256, delta_value_dim=512,
+                     ffn_hidden=10944, ssm_chunk=64, context_length=1 << 20),
+    # RWKV/rwkv-4-169m-pile (config.json): 12 layers of 768, FFN 3072, the GPT-NeoX vocabulary of 50,277
+    "rwkv-4-169m": dict(_RWKV, vocab_size=50277, d_model=768, ffn_hidden=3072, context_length=1024, **rwkv_layers(12)),
     "gpt-oss-20b": dict(_GPT_OSS, **_alternating(24, 128)),
     "gpt-oss-120b": dict(_GPT_OSS, n_experts=128, **_alternating(36, 128)),
     # Qwen/Qwen3-0.6B and Qwen3-8B (config.json): 28 layers of 1024 (16 q, 8 kv heads) tied, 36 of 4096 untied
@@ -231,6 +266,12 @@ PRESETS: dict[str, dict] = {
     "mamba-tiny": dict(_MAMBA, vocab_size=8192, d_model=256, n_layers=6, context_length=256, ssm_chunk=32),
     "mamba2-tiny": dict(_MAMBA2, vocab_size=8192, d_model=256, n_layers=6, ssm_state=32, ssm_head_dim=32,
                         context_length=256, ssm_chunk=32),
+    # xLSTM-7B's block at mamba-tiny's width: 4 mLSTM heads (q/k 32 and v 64 wide), FFN 704
+    "xlstm-tiny": dict(_XLSTM, vocab_size=8192, d_model=256, n_layers=6, n_heads=4, head_dim=32, delta_value_dim=64,
+                       ffn_hidden=704, ssm_chunk=32, context_length=256),
+    # RWKV-4 at mamba-tiny's width: 6 layers (12 blocks), FFN 1024, WKV chunks of 16
+    "rwkv-tiny": dict(_RWKV, vocab_size=8192, d_model=256, ffn_hidden=1024, context_length=256, ssm_chunk=16,
+                      **rwkv_layers(6)),
     "hyena-tiny": dict(_HYENA, vocab_size=8192, d_model=256, n_layers=6, n_heads=4, context_length=256),
     # attention in layer 2 of every 4, Mamba elsewhere, every other FFN a top-2 mixture of 4 experts
     "hybrid-tiny": dict(_JAMBA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden=512,

@@ -40,3 +40,5 @@ from . import cwm, exaone, flex_olmo, internlm3, solar_open  # noqa: F401
 from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
 from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
+from . import xlstm  # noqa: F401
+from . import rwkv  # noqa: F401
