@@ -73,6 +73,10 @@ class ModelConfig:
     # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan);
     # rms_after_rope: the rotated queries and keys of each head divided by their RMS, with no gain (Llama 4)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
+    # each head's output times sigmoid(x w_h), one scalar per head from a projection of its own (g_proj: d_model to
+    # n_heads), before o_proj: the headwise gate of Qiu et al. 2025, "Gated Attention for LLMs", §3 (LFM3's
+    # use_attention_gate; Ling 3's latent attention)
+    attn_head_gate: bool = False
     # no value projection: each head's values are its keys' projection, before the key norm and RoPE (Gemma 4's
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False

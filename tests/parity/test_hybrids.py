@@ -1,0 +1,68 @@
+"""LFM3, Ling 3 (bailing_hybrid) against transformers, through files: tiny seeded random models with every layer
+type each family has, compared on a left-padded batch (fp32, max |dlogit| <= 1e-4), greedy generation of 12
+tokens, cached decoding (prompt, then one token per call) equal to the whole forward, and the to_hf round trip that
+transformers loads to the same logits. Every 1-D parameter and buffer is moved off its init (conftest.perturbed), so
+a missing norm, gate or bias shows."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.interop import from_hf, to_hf
+
+from conftest import perturbed
+from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
+
+transformers = pytest.importorskip("transformers")
+NEW = 12  # greedy tokens compared
+LFM3 = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, sliding_window=6, conv_L_cache=3, pad_token_id=0, bos_token_id=1,
+            eos_token_id=2, layer_types=["conv", "sliding_attention", "full_attention", "conv"])
+
+
+def build(config_cls, model_cls, kwargs, path, prep=perturbed):
+    torch.manual_seed(0)
+    hf = prep(getattr(transformers, model_cls)(getattr(transformers, config_cls)(**kwargs)).eval())
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(path)
+    return hf, from_hf(path)
+
+
+def check_parity(hf, ours, exported, tmp, lengths=(20, 13)):
+    """Left-padded logits, greedy tokens, cached decoding equal to the whole forward, and the round trip."""
+    ids, mask = padded_batch(ours.config.vocab_size, lengths)
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask).logits
+    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False, pad_token_id=0)
+    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=NEW), theirs)
+    T = ids.shape[1]
+    with torch.no_grad():
+        ours.setup_cache(2, T)
+        steps = [ours(ids[:, :T - 6], attention_mask=mask, input_pos=torch.arange(T - 6), kv_len=T - 6).logits]
+        steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
+                  for t in range(T - 6, T)]
+        ours.clear_cache()
+    assert_close_on_real_tokens(torch.cat(steps, dim=1), mine, mask)
+    to_hf(ours, tmp / "out")
+    again = getattr(transformers, exported).from_pretrained(tmp / "out").eval()
+    assert_close_on_real_tokens(hf_logits(again, ids, mask), mine, mask)
+
+
+def test_lfm3(tmp_path):
+    hf, ours = build("Lfm3Config", "Lfm3ForCausalLM", LFM3, tmp_path / "hf")
+    cfg = ours.config
+    assert [cfg.layer_mixer(i) for i in range(4)] == ["shortconv", "attention", "attention", "shortconv"]
+    assert [cfg.for_layer(i).attention for i in (1, 2)] == ["sliding_window", "full"]
+    assert (cfg.for_layer(2).rope_scaling, cfg.for_layer(2).rope_fraction, cfg.for_layer(1).rope_fraction) == \
+        ("proportional", 0.5, 1.0)
+    assert (cfg.attn_head_gate, cfg.norm_placement, cfg.qk_norm, cfg.ssm_conv) == (True, "sandwich", "head", 3)
+    check_parity(hf, ours, "Lfm3ForCausalLM", tmp_path)
+
+
+def test_lfm3_refusals():
+    from llmarch.interop.lfm3 import to_config
+
+    with pytest.raises(llmarch.LlmarchError, match="layer_types"):
+        to_config(dict(LFM3, model_type="lfm3", layer_types=["conv", "linear_attention", "conv", "conv"]))
+    with pytest.raises(llmarch.LlmarchError, match="rope_parameters"):
+        to_config(dict(LFM3, model_type="lfm3", rope_parameters={"rope_type": "default", "rope_theta": 1e4}))
