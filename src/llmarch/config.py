@@ -377,6 +377,13 @@ class ModelConfig:
     # (Grazzi et al. 2025, "Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues"; OLMo Hybrid)
     delta_neg_eigval: bool = False
     delta_norm_eps: float | None = None  # gated_deltanet: eps of its gated output RMSNorm; None: norm_eps
+    # kda: the decay's and the output gate's projections full-rank, f_proj and g_proj (d_model to heads x d_k: Ling
+    # 3's); False: low-rank through d_k, f_a_proj f_b_proj and g_a_proj g_b_proj (Kimi Linear)
+    kda_full_gates: bool = False
+    # kda: None, each step's log-decay g = -exp(A) softplus(f + dt_bias) (Kimi Linear, arXiv 2510.26692 §3); a
+    # negative bound b, g = b sigmoid(exp(A) (f + dt_bias)), so the decay exp(g) stays within [e^b, 1] however large
+    # f grows (Ling 3's safe gate: kda_safe_gate, kda_lower_bound)
+    kda_gate_bound: float | None = None
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None

@@ -59,10 +59,46 @@ def test_lfm3(tmp_path):
     check_parity(hf, ours, "Lfm3ForCausalLM", tmp_path)
 
 
-def test_lfm3_refusals():
-    from llmarch.interop.lfm3 import to_config
 
-    with pytest.raises(llmarch.LlmarchError, match="layer_types"):
-        to_config(dict(LFM3, model_type="lfm3", layer_types=["conv", "linear_attention", "conv", "conv"]))
-    with pytest.raises(llmarch.LlmarchError, match="rope_parameters"):
-        to_config(dict(LFM3, model_type="lfm3", rope_parameters={"rope_type": "default", "rope_theta": 1e4}))
+
+BAILING = dict(vocab_size=128, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
+               num_attention_heads=4, num_key_value_heads=4, head_dim=16, kv_lora_rank=32, q_lora_rank=None,
+               qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12, num_local_experts=8, num_experts_per_tok=2,
+               n_shared_experts=1, n_group=4, topk_group=2, first_k_dense_replace=1, layer_group_size=3,
+               short_conv_kernel_size=3, rope_theta=10000.0, pad_token_id=0, eos_token_id=2)
+
+
+def perturbed_moe(hf):
+    """conftest.perturbed, and the router far from uniform with a nonzero expert bias (a buffer)."""
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("mlp.gate.weight"):
+                p.normal_(0, 0.4)
+        for name, b in hf.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn_like(b) * 0.1)
+    return perturbed(hf)
+
+
+def test_bailing_hybrid(tmp_path):
+    hf, ours = build("BailingHybridConfig", "BailingHybridForCausalLM", BAILING, tmp_path / "hf", perturbed_moe)
+    cfg = ours.config
+    assert [cfg.layer_mixer(i) for i in range(3)] == ["kda", "kda", "mla"]
+    assert (cfg.positions, cfg.attn_head_gate, cfg.kda_full_gates, cfg.kda_gate_bound, cfg.delta_key_dim) == \
+        ("rope", True, True, -5.0, 16)
+    assert (cfg.moe_dense_first, cfg.n_experts, cfg.router_groups, cfg.router_scale) == (1, 8, 4, 2.5)
+    check_parity(hf, ours, "BailingHybridForCausalLM", tmp_path, lengths=(70, 57))  # past one 64-token chunk
+
+
+@pytest.mark.parametrize("model_type, change, message", [
+    ("lfm3", dict(layer_types=["conv", "linear_attention", "conv", "conv"]), "layer_types"),
+    ("lfm3", dict(rope_parameters={"rope_type": "default", "rope_theta": 1e4}), "rope_parameters"),
+    ("bailing_hybrid", dict(expert_swiglu_limit_list=[0, 7.0, 7.0]), "SwiGLU clipping"),
+    ("bailing_hybrid", dict(swiglu_limits_shared=[0, 0, 7.0]), "SwiGLU clipping"),
+])
+def test_unsupported_configs_are_refused(model_type, change, message):
+    from llmarch.interop import FAMILIES
+
+    base = {"lfm3": LFM3, "bailing_hybrid": BAILING}[model_type]
+    with pytest.raises(llmarch.LlmarchError, match=message):
+        FAMILIES[model_type].to_config(dict(base, model_type=model_type, **change))

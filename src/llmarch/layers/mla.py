@@ -87,6 +87,8 @@ class LatentAttention(Mixer):
         # leaves it in float (quant/apply.py targets)
         self.kv_b_proj.quantize = False
         self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
+        # attn_head_gate (Ling 3): each head's output times sigmoid(x w_h) before o_proj, as attention.py gates
+        self.g_proj = Linear(C, H, bias=False) if cfg.attn_head_gate else None
         # DeepSeek Sparse Attention (dsa.py): this layer's own indexer, or (dsa_shared) an earlier layer's selection
         self.indexer = LightningIndexer(cfg) if cfg.dsa_topk is not None and not cfg.dsa_shared else None
         self.dsa_shared = cfg.dsa_shared
@@ -183,7 +185,10 @@ class LatentAttention(Mixer):
             y = self.absorbed(q_nope, q_rope, latent, mask, causal, dropout_p)
         else:
             y = self.expanded(q_nope, q_rope, latent, mask, causal, dropout_p)
-        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, V)
+        y = y.transpose(1, 2)  # (B, T, H, V)
+        if self.g_proj is not None:
+            y = y * torch.sigmoid(self.g_proj(x))[..., None]
+        y = self.hook_z(y)
         return self.o_proj(y.reshape(B, T, H * self.v_dim))
 
     def expanded(self, q_nope, q_rope, latent, mask, causal: bool, dropout_p: float) -> torch.Tensor:
