@@ -10,8 +10,8 @@ g_t = b * sigmoid(exp(A_log_h) * (f(x_t) + dt_bias)), kda_gate_bound); beta_t = 
 q, k L2-normalised (q scaled by dk^-0.5) after a short causal convolution + SiLU on each of q, k, v (q_conv1d,
 k_conv1d, v_conv1d). The output is RMSNorm per head times sigmoid(g_b(g_a(x))), a low-rank output gate (paper eq.
 4's gated norm; Ling 3: a full-rank g_proj), then o_proj. A mixer of its own rather than a switch on
-GatedDeltaNet: the projections, both gates, the norm's activation and the chunked form all differ; what the two share (l2norm, the one-token step, the gated norm, the
-convolution and state) is imported from there.
+GatedDeltaNet: the projections, both gates, the norm's activation and the chunked form all differ; what the two
+share (l2norm, the one-token step, the gated norm, the convolution and state) is imported from there.
 
 Chunked form (prefill, training): as gated_deltanet.py's, with Gamma per channel. Inside a chunk of L tokens from
 state S_0, with G_t = g_1 + ... + g_t per channel and D[c, t, s] = exp(G_tc - G_sc) for s <= t,
