@@ -148,6 +148,12 @@ class ModelConfig:
     attn_temp_shift: int = 1
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
+    # the token embeddings as (e + b) * s, b and s learned vectors of d_model (ZAYA1's input_hidden_states_bias and
+    # _scale)
+    embed_affine: bool = False
+    # each sublayer's residual add as (y + b_y) * s_y + (x + b_x) * s_x, y the sublayer's output and x the stream,
+    # four learned vectors of d_model per sublayer (ZAYA1's ResidualScaling); pre-norm sequential blocks only
+    residual_affine: bool = False
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
     embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
     residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
@@ -278,6 +284,15 @@ class ModelConfig:
     # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
     moe_beside_dense: bool = False
     moe_out_bias: bool = False  # a bias (d_model) added to a mixture's summed output (JetMoE's MoE bias)
+    # > 0: the router is an MLP of this width (ZAYA1's router_hidden_size; layers/router.py): h = x W_down + b, then
+    # RMSNorm, two biased Linear + GELU layers of this width and a projection to the logits; 0: one projection of x
+    router_mlp: int = 0
+    # router_mlp: each mixture layer after the first adds to its h the previous mixture layer's h times a learned
+    # gain per channel, carried along the forward (ZAYA1's router states, EDA)
+    router_carry: bool = False
+    # this many more choices the router scores that compute nothing: a token routed to one gets no expert output
+    # for that choice (ZAYA1's skip expert); 0: none
+    skip_experts: int = 0
     # this many more experts the router chooses among that compute nothing: a token routed to one passes through
     # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
     # fewer real experts
@@ -384,6 +399,11 @@ class ModelConfig:
     # negative bound b, g = b sigmoid(exp(A) (f + dt_bias)), so the decay exp(g) stays within [e^b, 1] however large
     # f grows (Ling 3's safe gate: kda_safe_gate, kda_lower_bound)
     kda_gate_bound: float | None = None
+    # mixer 'cca' (layers/cca.py; ZAYA1's Compressed Convolutional Attention, arXiv 2510.04476): the taps of the
+    # depthwise causal convolution over the projected queries and keys (cca_time0), and of the causal convolution
+    # after it that mixes the channels of each head (cca_time1)
+    cca_conv: int = 2
+    cca_group_conv: int = 2
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None
@@ -513,6 +533,10 @@ class ModelConfig:
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
+        if self.residual_affine and (self.block != "sequential" or self.norm_placement != "pre"
+                                     or self.residual_alpha != 1.0 or self.laurel_rank or self.altup_streams > 1):
+            raise LlmarchError("residual_affine scales the residual adds of sequential pre-norm blocks (no "
+                               "residual_alpha, LAuReL or AltUp)")
         if self.block == "parallel" and self.residual_alpha != 1.0:
             raise LlmarchError(f"residual_alpha={self.residual_alpha} scales a sequential block's residual adds; "
                                "block='parallel' has one add")

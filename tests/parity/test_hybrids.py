@@ -102,3 +102,29 @@ def test_unsupported_configs_are_refused(model_type, change, message):
     base = {"lfm3": LFM3, "bailing_hybrid": BAILING}[model_type]
     with pytest.raises(llmarch.LlmarchError, match=message):
         FAMILIES[model_type].to_config(dict(base, model_type=model_type, **change))
+
+
+ZAYA = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, moe_intermediate_size=32, num_experts=4, router_hidden_size=16, cca_time0=2, cca_time1=3,
+            sliding_window=6, layer_types=["hybrid", "hybrid_sliding"], lm_head_bias=True, pad_token_id=0,
+            bos_token_id=1, eos_token_id=2)
+
+
+def perturbed_zaya(hf):
+    """conftest.perturbed (the residual scales, the key scale tau, biases, norms), and a balancing bias that lets
+    the skip expert win for some tokens."""
+    with torch.no_grad():
+        for name, b in hf.named_buffers():
+            if name.endswith("balancing_biases"):
+                b.copy_(torch.randn_like(b) * 0.2)
+    return perturbed(hf)
+
+
+def test_zaya(tmp_path):
+    hf, ours = build("ZayaConfig", "ZayaForCausalLM", ZAYA, tmp_path / "hf", perturbed_zaya)
+    cfg = ours.config
+    assert [cfg.layer_mixer(i) for i in range(2)] == ["cca", "cca"]
+    assert [cfg.for_layer(i).attention for i in range(2)] == ["full", "sliding_window"]
+    assert (cfg.router_mlp, cfg.skip_experts, cfg.residual_affine, cfg.embed_affine, cfg.head_bias) == \
+        (16, 1, True, True, True)
+    check_parity(hf, ours, "ZayaForCausalLM", tmp_path)

@@ -41,3 +41,4 @@ from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
 from . import lfm3  # noqa: F401
 from . import bailing_hybrid  # noqa: F401
+from . import zaya  # noqa: F401

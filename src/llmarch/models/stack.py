@@ -37,6 +37,9 @@ class Stack(nn.Module):
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
+        if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
+            d = cfg.d_model
+            self.input_bias, self.input_scale = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.ones(d))
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
         # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
         # reads them, each through ctx.shared_blocks; the j-th such layer runs block j mod shared_blocks
@@ -185,6 +188,8 @@ class Stack(nn.Module):
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
         if self._embed_multiplier is not None:  # Granite: a Python float, as transformers multiplies
             x = x * self._embed_multiplier
+        if cfg.embed_affine:
+            x = (x + self.input_bias) * self.input_scale
         sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
