@@ -73,7 +73,7 @@ def perturbed_moe(hf):
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if name.endswith("mlp.gate.weight"):
-                p.normal_(0, 0.4)
+                p.normal_(0, 0.5)
         for name, b in hf.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 b.copy_(torch.randn_like(b) * 0.1)
@@ -111,13 +111,21 @@ ZAYA = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_h
 
 
 def perturbed_zaya(hf):
-    """conftest.perturbed (the residual scales, the key scale tau, biases, norms), and a balancing bias that lets
-    the skip expert win for some tokens."""
+    """conftest.perturbed (the residual scales, the key scale tau, biases, norms); router weights large enough that
+    the carried router state moves the probabilities, and balancing biases that offset each choice's mean
+    probability, so that tokens spread over the experts and the skip expert."""
+    perturbed(hf)
     with torch.no_grad():
-        for name, b in hf.named_buffers():
-            if name.endswith("balancing_biases"):
-                b.copy_(torch.randn_like(b) * 0.2)
-    return perturbed(hf)
+        for name, p in hf.named_parameters():
+            if ".mlp.gate." in name and p.dim() == 2:
+                p.normal_(0, 0.3)
+        logits = hf(torch.randint(0, 128, (2, 16)), output_router_logits=True).router_logits
+        for layer, lg in zip(hf.model.layers, logits):
+            bias = -lg.softmax(-1).mean(0)
+            # shifted (the choice does not change) so that the skip expert's is -1: transformers' _init_weights sets
+            # it to -1 again on every from_pretrained, whatever the file holds
+            layer.mlp.gate.balancing_biases.copy_(bias - 1.0 - bias[-1])
+    return hf
 
 
 def test_zaya(tmp_path):
