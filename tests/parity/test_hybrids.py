@@ -1,4 +1,4 @@
-"""LFM3, Ling 3 (bailing_hybrid) against transformers, through files: tiny seeded random models with every layer
+"""LFM3, Ling 3 (bailing_hybrid) and ZAYA1 (zaya) against transformers, through files: tiny seeded random models with every layer
 type each family has, compared on a left-padded batch (fp32, max |dlogit| <= 1e-4), greedy generation of 12
 tokens, cached decoding (prompt, then one token per call) equal to the whole forward, and the to_hf round trip that
 transformers loads to the same logits. Every 1-D parameter and buffer is moved off its init (conftest.perturbed), so
@@ -95,11 +95,14 @@ def test_bailing_hybrid(tmp_path):
     ("lfm3", dict(rope_parameters={"rope_type": "default", "rope_theta": 1e4}), "rope_parameters"),
     ("bailing_hybrid", dict(expert_swiglu_limit_list=[0, 7.0, 7.0]), "SwiGLU clipping"),
     ("bailing_hybrid", dict(swiglu_limits_shared=[0, 0, 7.0]), "SwiGLU clipping"),
+    ("zaya", dict(num_experts_per_tok=2), "num_experts_per_tok 1"),
+    ("zaya", dict(rope_parameters={"hybrid": {"rope_type": "yarn", "factor": 2.0}}), "rope_type 'default'"),
+    ("zaya", dict(sliding_window=None), "need sliding_window"),
 ])
 def test_unsupported_configs_are_refused(model_type, change, message):
     from llmarch.interop import FAMILIES
 
-    base = {"lfm3": LFM3, "bailing_hybrid": BAILING}[model_type]
+    base = {"lfm3": LFM3, "bailing_hybrid": BAILING, "zaya": ZAYA}[model_type]
     with pytest.raises(llmarch.LlmarchError, match=message):
         FAMILIES[model_type].to_config(dict(base, model_type=model_type, **change))
 

@@ -256,7 +256,8 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
         if name.endswith(("bias", ".sinks")):  # experts' (E, rows) biases too; a sink of 0 scores as q . 0
             nn.init.zeros_(p)
         elif p.dim() == 1:
-            offset = isinstance(model.get_submodule(name.rsplit(".", 1)[0]), OffsetRMSNorm)
+            owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model  # embed_affine's: the model's
+            offset = isinstance(owner, OffsetRMSNorm)
             nn.init.ones_(p) if not offset else nn.init.zeros_(p)
         elif cfg.init in ("t5", "fan_in"):
             _fan_in_init(name, p, cfg)
