@@ -87,7 +87,7 @@ def test_bailing_hybrid(tmp_path):
     assert (cfg.positions, cfg.attn_head_gate, cfg.kda_full_gates, cfg.kda_gate_bound, cfg.delta_key_dim) == \
         ("rope", True, True, -5.0, 16)
     assert (cfg.moe_dense_first, cfg.n_experts, cfg.router_groups, cfg.router_scale) == (1, 8, 4, 2.5)
-    check_parity(hf, ours, "BailingHybridForCausalLM", tmp_path, lengths=(70, 57))  # past one 64-token chunk
+    check_parity(hf, ours, "BailingHybridForCausalLM", tmp_path)  # chunk crossing: test_kimi_linear (chunk_kda)
 
 
 @pytest.mark.parametrize("model_type, change, message", [
