@@ -1,8 +1,8 @@
-"""LFM3, Ling 3 (bailing_hybrid) and ZAYA1 (zaya) against transformers, through files: tiny seeded random models
-with every layer type each family has, compared on a left-padded batch (fp32, max |dlogit| <= 1e-4), greedy
-generation of 12 tokens, cached decoding (prompt, then one token per call) equal to the whole forward, and the to_hf round trip that
-transformers loads to the same logits. Every 1-D parameter and buffer is moved off its init (conftest.perturbed), so
-a missing norm, gate or bias shows."""
+"""LFM3, Ling 3 (bailing_hybrid) and ZAYA1 (zaya) against transformers, through files: tiny seeded random models with
+every layer type each family has, compared on a left-padded batch (fp32, max |dlogit| <= 1e-4), greedy generation of
+12 tokens, cached decoding (prompt, then one token per call) equal to the whole forward, and the to_hf round trip
+that transformers loads to the same logits. Every 1-D parameter and buffer is moved off its init
+(conftest.perturbed), so a missing norm, gate or bias shows."""
 import pytest
 import torch
 
