@@ -75,6 +75,10 @@ class ModelConfig:
     # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan);
     # rms_after_rope: the rotated queries and keys of each head divided by their RMS, with no gain (Llama 4)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
+    # each head's output times sigmoid(x w_h), one scalar per head from a projection of its own (g_proj: d_model to
+    # n_heads), before o_proj: the headwise gate of Qiu et al. 2025, "Gated Attention for LLMs", §3 (LFM3's
+    # use_attention_gate; Ling 3's latent attention)
+    attn_head_gate: bool = False
     # no value projection: each head's values are its keys' projection, before the key norm and RoPE (Gemma 4's
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False
@@ -152,6 +156,12 @@ class ModelConfig:
     attn_temp_shift: int = 1
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
+    # the token embeddings as (e + b) * s, b and s learned vectors of d_model (ZAYA1's input_hidden_states_bias and
+    # _scale)
+    embed_affine: bool = False
+    # each sublayer's residual add as (y + b_y) * s_y + (x + b_x) * s_x, y the sublayer's output and x the stream,
+    # four learned vectors of d_model per sublayer (ZAYA1's ResidualScaling); pre-norm sequential blocks only
+    residual_affine: bool = False
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
     embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
     residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
@@ -282,6 +292,15 @@ class ModelConfig:
     # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
     moe_beside_dense: bool = False
     moe_out_bias: bool = False  # a bias (d_model) added to a mixture's summed output (JetMoE's MoE bias)
+    # > 0: the router is an MLP of this width (ZAYA1's router_hidden_size; layers/router.py): h = x W_down + b, then
+    # RMSNorm, two biased Linear + GELU layers of this width and a projection to the logits; 0: one projection of x
+    router_mlp: int = 0
+    # router_mlp: each mixture layer after the first adds to its h the previous mixture layer's h times a learned
+    # gain per channel, carried along the forward (ZAYA1's router states, EDA)
+    router_carry: bool = False
+    # this many more choices the router scores that compute nothing: a token routed to one gets no expert output
+    # for that choice (ZAYA1's skip expert); 0: none
+    skip_experts: int = 0
     # this many more experts the router chooses among that compute nothing: a token routed to one passes through
     # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
     # fewer real experts
@@ -375,9 +394,6 @@ class ModelConfig:
     mla_latent_eps: float | None = None  # mla: eps of the latents' RMSNorms (and mla_rope_key_norm's); None: 1e-6
     # mla: the shared RoPE key k^R through an RMSNorm of its own before RoPE (dots.llm3's k_rope_only_layernorm)
     mla_rope_key_norm: bool = False
-    # mla: each head's output times sigmoid(x w_h), one gate per head and token from the layer's input, before o_proj
-    # (dots.llm3's g_proj)
-    mla_head_gate: bool = False
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -399,6 +415,18 @@ class ModelConfig:
     # n_heads (or delta_heads), head_dim (or delta_key_dim) and delta_value_dim
     mlstm_gate_softcap: float | None = None
     mlstm_eps: float = 1e-6  # mlstm: eps added to its stabilised denominator, max(|n.q|, exp(-m)) + eps (xLSTM's eps)
+    # kda: the decay's and the output gate's projections full-rank, f_proj and g_proj (d_model to heads x d_k: Ling
+    # 3's); False: low-rank through d_k, f_a_proj f_b_proj and g_a_proj g_b_proj (Kimi Linear)
+    kda_full_gates: bool = False
+    # kda: None, each step's log-decay g = -exp(A) softplus(f + dt_bias) (Kimi Linear, arXiv 2510.26692 §3); a
+    # negative bound b, g = b sigmoid(exp(A) (f + dt_bias)), so the decay exp(g) stays within [e^b, 1] however large
+    # f grows (Ling 3's safe gate: kda_safe_gate, kda_lower_bound)
+    kda_gate_bound: float | None = None
+    # mixer 'cca' (layers/cca.py; ZAYA1's Compressed Convolutional Attention, arXiv 2510.04476): the taps of the
+    # depthwise causal convolution over the projected queries and keys (cca_time0), and of the causal convolution
+    # after it that mixes the channels of each head (cca_time1)
+    cca_conv: int = 2
+    cca_group_conv: int = 2
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None
@@ -528,6 +556,10 @@ class ModelConfig:
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
+        if self.residual_affine and (self.block != "sequential" or self.norm_placement != "pre"
+                                     or self.residual_alpha != 1.0 or self.laurel_rank or self.altup_streams > 1):
+            raise LlmarchError("residual_affine scales the residual adds of sequential pre-norm blocks (no "
+                               "residual_alpha, LAuReL or AltUp)")
         if self.block == "parallel" and self.residual_alpha != 1.0:
             raise LlmarchError(f"residual_alpha={self.residual_alpha} scales a sequential block's residual adds; "
                                "block='parallel' has one add")

@@ -4,7 +4,7 @@ router with an expert bias, shared experts, dense first layers by mlp_layer_type
 interleaved pairs: layout `dsa_pairs`) on the `indexed_attention` layers, and in every latent attention: the normed
 query and KV latents times sqrt(d_model / rank) (mla_lora_scale), the shared RoPE key through its own RMSNorm
 (mla_rope_key_norm, `k_rope_only_layernorm`), a sigmoid gate per head from the layer's input before o_proj
-(mla_head_gate, `g_proj`), and the latents' norms at rms_norm_eps (mla_latent_eps). Layers of type
+(attn_head_gate, `g_proj`), and the latents' norms at rms_norm_eps (mla_latent_eps). Layers of type
 `sliding_attention` attend over a window of sliding_window slots (latent attention of kind `sliding_window`) with
 RoPE of their own base; `full_attention` layers (use_dsa false) have no indexer. The shared experts are one SwiGLU
 of n_shared_experts * shared_experts_intermediate_size. Sliding-window layers whose latent-attention shape differs
@@ -95,7 +95,7 @@ def to_config(hf: dict) -> ModelConfig:
                dsa_head_dim=int(hf.get("index_head_dim", 128))) if IDX in types else {}
     shared = int(hf.get("shared_experts_intermediate_size", hf.get("moe_shared_expert_intermediate_size", 1536)))
     return cfg.replace(layer_types=types, layer_overrides=overrides or None, mla_lora_scale=True,
-                       mla_rope_key_norm=True, mla_head_gate=True, mla_latent_eps=cfg.norm_eps,
+                       mla_rope_key_norm=True, attn_head_gate=True, mla_latent_eps=cfg.norm_eps,
                        shared_hidden=shared * n_shared, **dsa)
 
 
@@ -105,12 +105,12 @@ def _type(cfg: ModelConfig, i: int) -> str:
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    if not (cfg.mla_lora_scale and cfg.mla_rope_key_norm and cfg.mla_head_gate and cfg.mla_latent_eps == cfg.norm_eps
+    if not (cfg.mla_lora_scale and cfg.mla_rope_key_norm and cfg.attn_head_gate and cfg.mla_latent_eps == cfg.norm_eps
             and cfg.q_lora_rank is not None and cfg.n_experts and cfg.n_shared_experts
             and cfg.shared_hidden % cfg.n_shared_experts == 0 and cfg.router_scoring == "sigmoid"
             and cfg.expert_bias and cfg.rope_scaling == "none"):
         raise LlmarchError("model_type dots3_note_text needs latent attention with mla_lora_scale, mla_rope_key_norm, "
-                           "mla_head_gate and mla_latent_eps = norm_eps, compressed queries, plain RoPE, and "
+                           "attn_head_gate and mla_latent_eps = norm_eps, compressed queries, plain RoPE, and "
                            "DeepSeek-V3's sigmoid router with shared experts")
     types = [_type(cfg, i) for i in range(cfg.n_layers)]
     windows = {cfg.for_layer(i).sliding_window for i in range(cfg.n_layers) if types[i] == SWA}

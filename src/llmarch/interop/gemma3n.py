@@ -24,7 +24,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from . import multimodal
 from .gemma2 import FULL, SLIDING
-from .gemma4 import IGNORE_SHARED, RULES as GEMMA4_RULES, _rope, _rope_hf, qkv_rules
+from .gemma4 import IGNORE_SHARED, RULES as GEMMA4_RULES, rope_of_type, rope_of_type_hf, qkv_rules
 from .hf import FAMILIES, Family
 from .llama import llama_like_config, llama_like_hf
 from .mapping import Rule
@@ -97,7 +97,7 @@ def _layers(hf: dict) -> tuple[list[str], dict[str, dict]]:
     names, overrides = [], {}
     for t, width, s in zip(kinds, widths, sparsity):
         name = t + (f"+ffn{width}" if width != widths[0] else "") + (f"+sparse{s:g}".replace(".", "_") if s else "")
-        fields_ = dict(_rope(rope[t], hf), ffn_hidden=int(width), ffn_sparsity=float(s))
+        fields_ = dict(rope_of_type(rope[t], hf), ffn_hidden=int(width), ffn_sparsity=float(s))
         if t == FULL:
             fields_["sliding_window"] = None
         names.append(name)
@@ -130,7 +130,7 @@ def from_config(cfg: ModelConfig) -> dict:
     if any(lc.attention not in ("full", "sliding_window") for lc in layers):
         raise LlmarchError("model_type gemma3n_text has full and sliding-window layers only")
     types = [FULL if lc.attention == "full" else SLIDING for lc in layers]
-    rope = {t: _rope_hf(lc) for t, lc in zip(types, layers)}
+    rope = {t: rope_of_type_hf(lc) for t, lc in zip(types, layers)}
     sliding = next((lc for lc in layers if lc.attention != "full"), cfg)
     out = llama_like_hf(cfg, architectures=["Gemma3nForCausalLM"], model_type="gemma3n_text", layer_types=types,
                         intermediate_size=[lc.ffn_hidden for lc in layers],

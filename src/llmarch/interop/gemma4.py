@@ -104,7 +104,7 @@ def _types(hf: dict) -> list[str]:
     return types
 
 
-def _rope(params: dict | None, hf: dict) -> dict:
+def rope_of_type(params: dict | None, hf: dict) -> dict:
     """One layer type's RoPE fields: p-RoPE ('proportional') here, the rest as every family reads them."""
     params = dict(params or {})
     if params.get("rope_type") != "proportional":
@@ -160,13 +160,13 @@ def to_config(hf: dict) -> ModelConfig:
     overrides = {}
     for name in dict.fromkeys(names):
         t = name.removesuffix(WIDE)
-        fields_ = {**_rope(rope.get(t), hf), **geometry[t]}
+        fields_ = {**rope_of_type(rope.get(t), hf), **geometry[t]}
         if t == FULL:
             fields_.update(sliding_window=None, attn_k_eq_v=bool(hf["attention_k_eq_v"]))
         if name.endswith(WIDE):
             fields_["ffn_hidden"] = 2 * hf["intermediate_size"]
         overrides[name] = fields_
-    top = dict(overrides.get(SLIDING) or {**_rope(rope.get(SLIDING), hf), **base})
+    top = dict(overrides.get(SLIDING) or {**rope_of_type(rope.get(SLIDING), hf), **base})
     top.pop("sliding_window", None)
     ple = int(hf["hidden_size_per_layer_input"] or 0)
     moe = {}
@@ -194,7 +194,7 @@ def from_config(cfg: ModelConfig) -> dict:
         types.append(t)
         if t == FULL:
             per_layer[str(i)] = {"head_dim": lc.head_dim, "num_key_value_heads": lc.n_kv_heads}
-        rope[t] = _rope_hf(lc)
+        rope[t] = rope_of_type_hf(lc)
     sliding = next((cfg.for_layer(i) for i, t in enumerate(types) if t == SLIDING), cfg)
     full = next(cfg.for_layer(i) for i, t in enumerate(types) if t == FULL) if FULL in types else cfg
     wide = any((cfg.layer_type(i) or "").endswith(WIDE) for i in range(cfg.n_layers))
@@ -213,18 +213,18 @@ def from_config(cfg: ModelConfig) -> dict:
                         tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.context_length)
     out["hidden_activation"] = out.pop("hidden_act")
     out.pop("mlp_bias")
-    _check_expressible(cfg, to_config(out))
+    check_expressible(cfg, to_config(out), "gemma4_text")
     return out
 
 
-def _rope_hf(cfg: ModelConfig) -> dict:
+def rope_of_type_hf(cfg: ModelConfig) -> dict:
     if cfg.rope_scaling != "proportional":
         return rope_parameters(cfg)
     return {"rope_type": "proportional", "rope_theta": cfg.rope_theta, "partial_rotary_factor": cfg.rope_fraction,
             "factor": cfg.rope_factor}
 
 
-def _check_expressible(cfg: ModelConfig, back: ModelConfig) -> None:
+def check_expressible(cfg: ModelConfig, back: ModelConfig, model_type: str) -> None:
     """An error naming the first field (of the model, or of a layer) that config.json would load differently."""
     skip = {"name", "eos_id", "layer_types", "layer_overrides"}
     for i in [None, *range(cfg.n_layers)]:
@@ -232,7 +232,7 @@ def _check_expressible(cfg: ModelConfig, back: ModelConfig) -> None:
         for f in dataclasses.fields(ModelConfig):
             if f.name not in skip and getattr(ours, f.name) != getattr(theirs, f.name):
                 where = "" if i is None else f"layer {i}'s "
-                raise LlmarchError(f"model_type gemma4_text cannot express {where}{f.name}={getattr(ours, f.name)!r} "
+                raise LlmarchError(f"model_type {model_type} cannot express {where}{f.name}={getattr(ours, f.name)!r} "
                                    f"(it would load as {getattr(theirs, f.name)!r})")
 
 

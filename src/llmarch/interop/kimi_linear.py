@@ -116,9 +116,16 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def needs(cfg: ModelConfig) -> str | None:
+    if cfg.kda_full_gates or cfg.kda_gate_bound is not None or cfg.attn_head_gate:
+        return "KDA's low-rank gates and unbounded decay, and no head gate on the latent attention"
+    return hybrid_needs(cfg, "none")
+
+
+def hybrid_needs(cfg: ModelConfig, positions: str) -> str | None:
+    """What a latent attention + KDA hybrid with DeepSeek-V3's mixture (Kimi Linear, Ling 3) needs."""
     mixers = {cfg.layer_mixer(i) for i in range(cfg.n_layers)}
-    if cfg.mixer != "mla" or mixers - {"mla", "kda"} or cfg.attn_period or cfg.positions != "none":
-        return "latent attention without positions and kda layers only"
+    if cfg.mixer != "mla" or mixers - {"mla", "kda"} or cfg.attn_period or cfg.positions != positions:
+        return f"latent attention with positions {positions!r} and kda layers only"
     if cfg.ffn != "swiglu" or cfg.bias or cfg.norm != "rmsnorm" or cfg.ssm_conv_bias:
         return "RMSNorm, bias-free SwiGLU FFNs and kda convolutions without biases"
     if cfg.n_experts and (cfg.router_scoring != "sigmoid" or not cfg.expert_bias or cfg.capacity_factor is not None
@@ -132,9 +139,14 @@ def from_config(cfg: ModelConfig) -> dict:
     problem = needs(cfg)
     if problem:
         raise LlmarchError(f"model_type kimi_linear needs {problem}")
+    return hybrid_hf(cfg, "kimi_linear", "KimiLinearForCausalLM")
+
+
+def hybrid_hf(cfg: ModelConfig, model_type: str, architecture: str) -> dict:
+    """config.json of a latent attention + KDA hybrid (Kimi Linear's names, which Ling 3 reads too)."""
     _, H, dk, _ = delta_shape(cfg)
     k = first_dense(cfg) if cfg.n_experts else cfg.n_layers
-    out = dict(model_type="kimi_linear", architectures=["KimiLinearForCausalLM"], vocab_size=cfg.vocab_size,
+    out = dict(model_type=model_type, architectures=[architecture], vocab_size=cfg.vocab_size,
                hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
                num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads, hidden_act="silu",
                model_max_length=cfg.context_length, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,

@@ -160,6 +160,8 @@ class Attention(Mixer):
         # head before o_proj; its rows sit after each head's query rows, [q_0, g_0, q_1, g_1, ...], as Qwen3-Next
         # stores q_proj.
         self.gated = cfg.attn_output_gate
+        # the headwise gate (attn_head_gate, LFM3): one sigmoid per head from its own projection of x
+        self.g_proj = Linear(cfg.d_model, cfg.n_heads, bias=False) if cfg.attn_head_gate else None
         # Gemma 4: a global layer with attn_k_eq_v projects no values (they are its keys' projection); one of the
         # last kv_shared_layers projects neither keys nor values (it reads an earlier layer's: kv_from, set by the
         # stack, models/stack.py), so its state is that layer's cache (kv_heads 0: it adds none)
@@ -267,6 +269,8 @@ class Attention(Mixer):
         y = y.transpose(1, 2)  # (B, T, H, D)
         if self.gated:  # hook_z then sees the gated heads, what o_proj reads
             y = y * torch.sigmoid(gate.reshape(B, T, self.n_heads, self.head_dim))
+        if sub.get("g_proj") is not None:
+            y = y * torch.sigmoid(sub["g_proj"](x))[..., None]  # (B, T, H, 1): one gate per head
         y = sub["hook_z"](y).reshape(B, T, self.n_heads * self.head_dim)
         return sub["o_proj"](y if sub.get("sub_norm") is None else sub["sub_norm"](y))
 

@@ -70,6 +70,19 @@ class Scaled:
         return self.drop(y) * self.factor
 
 
+class ResidualAffine(nn.Module):
+    """residual_affine (ZAYA1's ResidualScaling): the sublayer's output y and the stream x each shifted and scaled
+    per channel before their sum, (y + b_y) * s_y + (x + b_x) * s_x; at init (zeros, ones) the plain x + y."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.hidden_scale, self.hidden_bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
+        self.residual_scale, self.residual_bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (y + self.hidden_bias) * self.hidden_scale + (x + self.residual_bias) * self.residual_scale
+
+
 class Block(nn.Module):
     def __init__(self, cfg, cross: bool = False, layer: int = 0):
         super().__init__()
@@ -92,6 +105,10 @@ class Block(nn.Module):
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc else make_norm(cfg)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
+        self.mlp_reads_ctx = getattr(self.mlp, "reads_ctx", False)  # ZAYA1's router state, carried in ctx.carry
+        # residual_affine (ZAYA1): each sublayer's add as (y + b_y) * s_y + (x + b_x) * s_x
+        self.res_attn = ResidualAffine(cfg.d_model) if cfg.residual_affine and mixer.mixes else None
+        self.res_mlp = ResidualAffine(cfg.d_model) if cfg.residual_affine and self.mlp is not None else None
         # LongCat-Flash's shortcut-connected MoE (moe_shortcut): a mixture layer runs `moe` on its FFN's normed input
         # beside `mlp`; the next block adds its output at its end (ctx.carry, written and read by index)
         self.moe = shortcut_moe(cfg, layer)
@@ -138,7 +155,7 @@ class Block(nn.Module):
         return self._modules[self.mixer_attr]
 
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module, hook: HookPoint, *args,
-                  post: nn.Module | None = None) -> torch.Tensor:
+                  post: nn.Module | None = None, affine: nn.Module | None = None) -> torch.Tensor:
         """Pre-norm x + sublayer(norm(x)), sandwich x + post(sublayer(norm(x))), res-post-norm
         x + norm(sublayer(x)), post-norm norm(x + sublayer(x)), normed-residual norm(x) + sublayer(norm(x)) (x times
         residual_alpha in each); args: the sublayer's context."""
@@ -149,7 +166,8 @@ class Block(nn.Module):
         keep = x if a == 1.0 else a * x
         if self.placement in ("pre", "sandwich"):
             y = sublayer(norm(x), *args)
-            return keep + hook(self.branch(y if post is None else post(y)))
+            y = hook(self.branch(y if post is None else post(y)))
+            return keep + y if affine is None else affine(y, x)
         if self.placement == "res_post":
             return keep + hook(self.branch(norm(sublayer(x, *args))))
         return norm(keep + hook(self.branch(sublayer(x, *args))))
@@ -192,7 +210,8 @@ class Block(nn.Module):
         elif self.mixer_takes_norm:  # pre-norm only (the mixer's check): the norm is the mixer's to apply
             x = x + sub["hook_attn_out"](self.branch(mixer(x, ctx, sub["ln1"])))
         elif self.mixes:
-            x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"))
+            x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"),
+                               affine=sub.get("res_attn"))
         x = sub["hook_resid_mid"](x)
         if self.cross:
             x = self._sublayer(x, sub["ln_cross"], sub["cross_attn"], sub["hook_cross_out"], ctx,
@@ -203,8 +222,9 @@ class Block(nn.Module):
             ctx.carry[self.layer] = moe(h)
             x = x + sub["hook_mlp_out"](self.branch(mlp(h)))
         elif mlp is not None:
-            args = (x,) if self.mlp_reads_residual else ()
-            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"))
+            args = (x,) if self.mlp_reads_residual else (ctx,) if self.mlp_reads_ctx else ()
+            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"),
+                               affine=sub.get("res_mlp"))
         if self.adds_shortcut:
             x = x + ctx.carry.pop(self.layer - 1)
         if altup is not None:  # the K streams again, then the per-layer input into streams 1..K-1

@@ -5,12 +5,13 @@ with a decay per key channel instead of one per head (paper eq. 1, our state key
     S_t = (I - beta_t k_t k_t^T) Diag(alpha_t) S_{t-1} + beta_t k_t v_t^T,        o_t = S_t^T q_t
 
 alpha_t in (0, 1)^dk, alpha_t = exp(g_t), g_t = -exp(A_log_h) * softplus(f_b(f_a(x_t)) + dt_bias), a low-rank
-projection per channel (rank dk) with one A per head; beta_t = sigmoid(b_proj x_t) per head; q, k L2-normalised
-(q scaled by dk^-0.5) after a short causal convolution + SiLU on each of q, k, v (q_conv1d, k_conv1d, v_conv1d).
-The output is RMSNorm per head times sigmoid(g_b(g_a(x))), a low-rank output gate (paper eq. 4's gated norm),
-then o_proj. A mixer of its own rather than a switch on GatedDeltaNet: the projections, both gates, the norm's
-activation and the chunked form all differ; what the two share (l2norm, the one-token step, the gated norm, the
-convolution and state) is imported from there.
+projection per channel (rank dk) with one A per head (Ling 3: a full-rank f_proj, kda_full_gates, and the bounded
+g_t = b * sigmoid(exp(A_log_h) * (f(x_t) + dt_bias)), kda_gate_bound); beta_t = sigmoid(b_proj x_t) per head;
+q, k L2-normalised (q scaled by dk^-0.5) after a short causal convolution + SiLU on each of q, k, v (q_conv1d,
+k_conv1d, v_conv1d). The output is RMSNorm per head times sigmoid(g_b(g_a(x))), a low-rank output gate (paper eq.
+4's gated norm; Ling 3: a full-rank g_proj), then o_proj. A mixer of its own rather than a switch on
+GatedDeltaNet: the projections, both gates, the norm's activation and the chunked form all differ; what the two
+share (l2norm, the one-token step, the gated norm, the convolution and state) is imported from there.
 
 Chunked form (prefill, training): as gated_deltanet.py's, with Gamma per channel. Inside a chunk of L tokens from
 state S_0, with G_t = g_1 + ... + g_t per channel and D[c, t, s] = exp(G_tc - G_sc) for s <= t,
@@ -80,6 +81,8 @@ class KimiDeltaAttention(Mixer):
                                f"delta_key_dim={dk}")
         if cfg.ssm_bias:
             raise LlmarchError("mixer='kda' has no projection biases (ssm_bias=True)")
+        if cfg.kda_gate_bound is not None and not cfg.kda_gate_bound < 0:
+            raise LlmarchError(f"kda_gate_bound must be negative (a log-decay's lower end), got {cfg.kda_gate_bound}")
 
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
@@ -89,11 +92,16 @@ class KimiDeltaAttention(Mixer):
         self.q_proj, self.k_proj, self.v_proj = (Linear(d, C, bias=False) for _ in range(3))
         self.q_conv1d, self.k_conv1d, self.v_conv1d = (depthwise_conv(C, cfg.ssm_conv, cfg.ssm_conv_bias)
                                                        for _ in range(3))
-        self.f_a_proj, self.f_b_proj = Linear(d, dk, bias=False), Linear(dk, C, bias=False)  # the decay's rank dk
+        # the decay's and the output gate's projections: full-rank (kda_full_gates, Ling 3) or through rank dk (Kimi)
+        if cfg.kda_full_gates:
+            self.f_proj, self.g_proj = Linear(d, C, bias=False), Linear(d, C, bias=False)
+        else:
+            self.f_a_proj, self.f_b_proj = Linear(d, dk, bias=False), Linear(dk, C, bias=False)
+            self.g_a_proj, self.g_b_proj = Linear(d, dk, bias=False), Linear(dk, C, bias=False)
+        self.bound = cfg.kda_gate_bound
         self.A_log = nn.Parameter(torch.zeros(H))
         self.dt_bias = nn.Parameter(torch.ones(C))
         self.b_proj = Linear(d, H, bias=False)
-        self.g_a_proj, self.g_b_proj = Linear(d, dk, bias=False), Linear(dk, C, bias=False)  # the output gate's
         self.o_norm = NormThenGate(dk, cfg.norm_eps, torch.sigmoid)
         self.o_proj = Linear(C, d, bias=False)
 
@@ -130,8 +138,11 @@ class KimiDeltaAttention(Mixer):
         qkv = masked(self._conv(torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1), state), mask)
         q, k, v = (t.reshape(b, T, H, dk) for t in qkv.chunk(3, dim=-1))
         q, k = l2norm(q.float()) * dk ** -0.5, l2norm(k.float())
-        a = self.f_b_proj(self.f_a_proj(x)).float().view(b, T, H, dk) + self.dt_bias.float().view(H, dk)
-        g = -self.A_log.float().exp()[:, None] * F.softplus(a)  # (b, T, H, dk): log alpha per channel
+        a = self._gate(x, "f").float().view(b, T, H, dk) + self.dt_bias.float().view(H, dk)
+        if self.bound is None:
+            g = -self.A_log.float().exp()[:, None] * F.softplus(a)  # (b, T, H, dk): log alpha per channel
+        else:  # kda_gate_bound: a bounded log-decay, in (bound, 0)
+            g = self.bound * torch.sigmoid(self.A_log.float().exp()[:, None] * a)
         beta = self.b_proj(x).float().sigmoid()  # (b, T, H)
         if mask is not None:  # a padded token's k = v = 0 writes nothing; g = 0 keeps it from decaying the state
             g = g * mask[..., None]
@@ -141,5 +152,11 @@ class KimiDeltaAttention(Mixer):
             o, last = chunk_kda(q, k, v, g, beta, None if state is None else state["delta"], self.chunk)
             if state is not None:
                 state["delta"].copy_(last)
-        o = self.o_norm(o.to(x.dtype), self.g_b_proj(self.g_a_proj(x)).view(b, T, H, dk))
+        o = self.o_norm(o.to(x.dtype), self._gate(x, "g").view(b, T, H, dk))
         return self.o_proj(o.flatten(2))
+
+    def _gate(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """The decay's (f) or the output gate's (g) projection of x, full-rank or low-rank."""
+        sub = self._modules
+        full = sub.get(f"{name}_proj")
+        return full(x) if full is not None else sub[f"{name}_b_proj"](sub[f"{name}_a_proj"](x))

@@ -90,9 +90,9 @@ class LatentAttention(Mixer):
         # leaves it in float (quant/apply.py targets)
         self.kv_b_proj.quantize = False
         self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
-        # dots.llm3 (mla_head_gate): each head's output times sigmoid(x w_h), one scalar per head and token (the
-        # per-head form of the gated attention of Qiu et al. 2025), before o_proj
-        self.g_proj = Linear(C, H, bias=False) if cfg.mla_head_gate else None
+        # attn_head_gate (dots.llm3, Ling 3): each head's output times sigmoid(x w_h), one scalar per head and
+        # token (the per-head form of the gated attention of Qiu et al. 2025), before o_proj, as attention.py gates
+        self.g_proj = Linear(C, H, bias=False) if cfg.attn_head_gate else None
         self.window = cfg.sliding_window  # attention 'sliding_window': a query sees the keys < window slots back
         # DeepSeek Sparse Attention (dsa.py): this layer's own indexer, or (dsa_shared) an earlier layer's selection
         self.indexer = LightningIndexer(cfg) if cfg.dsa_topk is not None and not cfg.dsa_shared else None

@@ -157,6 +157,12 @@ def check_moe(cfg) -> None:
                                  or cfg.norm_placement not in ("pre", "sandwich")):
         raise LlmarchError("moe_beside_dense puts a dense FFN beside the experts in a sequential pre-norm or "
                            "sandwich block: no shared experts besides")
+    if cfg.skip_experts < 0 or cfg.router_mlp < 0 or ((cfg.skip_experts or cfg.router_mlp or cfg.router_carry) and (
+            not cfg.n_experts or cfg.zero_experts or cfg.router_bias or cfg.router_input_norm or cfg.moe_shortcut
+            or cfg.moe_beside_dense)) or (cfg.router_carry and not cfg.router_mlp):
+        raise LlmarchError("skip_experts, router_mlp and router_carry (ZAYA1's router) need n_experts > 0 and no "
+                           "zero_experts, router_bias, router_input_norm, moe_shortcut or moe_beside_dense; "
+                           "router_carry needs router_mlp > 0")
     if cfg.moe_out_bias and (not cfg.n_experts or cfg.moe_beside_dense):
         raise LlmarchError("moe_out_bias adds a bias to a mixture's output: it needs n_experts > 0 (not "
                            "moe_beside_dense)")
@@ -230,9 +236,12 @@ def check_moe(cfg) -> None:
 
 
 class MoE(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer: int = 0):
         super().__init__()
-        self.router = Router(cfg)
+        # router_carry: every mixture layer after the first reads the router state the one before it leaves
+        self.router = Router(cfg, carries=cfg.router_carry and any(map(cfg.is_moe_layer, range(layer))))
+        self.reads_ctx = cfg.router_carry  # the block hands it the forward's context (ctx.carry)
+        self.skip = cfg.skip_experts > 0  # ZAYA1: the choices past the experts compute nothing
         self.experts = Experts(cfg)
         self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
@@ -244,8 +253,8 @@ class MoE(nn.Module):
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
-        y = self.routed(x, x)
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:  # (B, T, C)
+        y = self.routed(x, x, None if ctx is None else ctx.carry)
         if self.shared is not None:
             shared = self.shared(x)
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
@@ -253,14 +262,17 @@ class MoE(nn.Module):
                 y = y * 0.5
         return y if self.bias is None else y + self.bias
 
-    def routed(self, route: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C)."""
+    def routed(self, route: torch.Tensor, x: torch.Tensor, carry: dict | None = None) -> torch.Tensor:
+        """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C); carry: ctx.carry (router_carry)."""
         B, T, C = x.shape
-        weights, self.routing = self.router(route)
+        weights, self.routing = self.router(route, carry)
         self.hook_router_logits(self.routing.logits)
         experts = self.hook_experts(self.routing.experts)
         if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)
             experts = experts.masked_fill(~self.routing.kept, self.router.n_experts)
+        if self.skip:  # a skip expert: the choice adds nothing (no expert, weight 0)
+            skipped = experts >= self.router.n_experts
+            experts, weights = experts.masked_fill(skipped, self.router.n_experts), weights.masked_fill(skipped, 0.0)
         identity = None
         if self.zero_experts:  # a zero expert passes x times its weight; the real experts see it as dropped
             zero = experts >= self.router.n_experts

@@ -39,6 +39,7 @@ from torch import nn
 
 from .hooks import HookPoint
 from .norms import rms_normalize
+from .router_mlp import MLPLogits
 
 
 @dataclass
@@ -61,13 +62,18 @@ class Routing:
 
 
 class Router(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, carries: bool = False):
+        """carries: with router_carry, this layer adds the previous mixture layer's router state (router_mlp.py)."""
         super().__init__()
         self.k, self.renormalize, self.jitter = cfg.experts_per_token, cfg.router_renormalize, cfg.router_jitter
         self.n_experts, self.capacity_factor = cfg.n_experts, cfg.capacity_factor
         self.fixed_capacity = cfg.expert_capacity
-        choices = cfg.n_experts + cfg.zero_experts  # LongCat-Flash's zero experts are chosen as the others
-        self.weight = nn.Parameter(torch.empty(choices, cfg.d_model))
+        # LongCat-Flash's zero experts and ZAYA1's skip experts are chosen as the others
+        choices = cfg.n_experts + cfg.zero_experts + cfg.skip_experts
+        if cfg.router_mlp:  # ZAYA1: logits from an MLP (router_mlp.py)
+            self.mlp = MLPLogits(cfg, choices, carries)
+        else:
+            self.weight = nn.Parameter(torch.empty(choices, cfg.d_model))
         self.bias = nn.Parameter(torch.empty(choices)) if cfg.router_bias else None  # gpt-oss
         # Gemma 4: the router's input RMS-normalised, times a gain per channel and d^-1/2; the renormalised weights
         # times a scale per expert
@@ -91,15 +97,17 @@ class Router(nn.Module):
             return None
         return math.ceil(self.capacity_factor * T * self.k / self.n_experts)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
-        """x (B, T, C) -> weights (B, T, k) of the chosen experts (zero where dropped) and the Routing."""
-        h = x.float()
+    def forward(self, x: torch.Tensor, carry: dict | None = None) -> tuple[torch.Tensor, Routing]:
+        """x (B, T, C) -> weights (B, T, k) of the chosen experts (zero where dropped) and the Routing; carry: the
+        forward's ctx.carry, where router_carry keeps its state."""
+        mlp = self._modules.get("mlp")
+        h = x.float() if mlp is None else mlp(x, carry).float()  # an MLP router's logits, as h
         if self.input_scale is not None:
             h = rms_normalize(h, self.eps) * self.input_scale.float() * h.shape[-1] ** -0.5
         if self.training and self.jitter > 0:
             h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         bias = None if self.bias is None else self.bias.float()
-        logits = self.hook_router_logits(F.linear(h, self.weight.float(), bias))  # (B, T, E)
+        logits = self.hook_router_logits(h if mlp is not None else F.linear(h, self.weight.float(), bias))  # (B, T, E)
         scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
         if self.sparsemixer is not None:
             weights, experts = sparsemixer(logits, self.sparsemixer, self.k)

@@ -40,6 +40,9 @@ class Stack(nn.Module):
         # Qwen4-Exp's hyper-connections: K copies of the embedding in, their gated mix out (no final norm then)
         self.hc_mix = GatedResidual(cfg, inject=False) if cfg.hc_streams > 1 else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
+        if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
+            d = cfg.d_model
+            self.input_bias, self.input_scale = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.ones(d))
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
         # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
         # reads them, each through ctx.shared_blocks; the j-th such layer runs block j mod shared_blocks
@@ -188,6 +191,8 @@ class Stack(nn.Module):
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
         if self._embed_multiplier is not None:  # Granite: a Python float, as transformers multiplies
             x = x * self._embed_multiplier
+        if cfg.embed_affine:
+            x = (x + self.input_bias) * self.input_scale
         sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
@@ -260,7 +265,8 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
         if name.endswith(("bias", ".sinks")):  # experts' (E, rows) biases too; a sink of 0 scores as q . 0
             nn.init.zeros_(p)
         elif p.dim() == 1:
-            offset = isinstance(model.get_submodule(name.rsplit(".", 1)[0]), OffsetRMSNorm)
+            owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model  # embed_affine's: the model's
+            offset = isinstance(owner, OffsetRMSNorm)
             nn.init.ones_(p) if not offset else nn.init.zeros_(p)
         elif cfg.init in ("t5", "fan_in"):
             _fan_in_init(name, p, cfg)
