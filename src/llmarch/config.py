@@ -13,6 +13,7 @@ from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.bitlinear import BITLINEARS
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
+from .layers.hyper import check as check_hyper
 from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
@@ -46,8 +47,8 @@ class ModelConfig:
     n_heads: int = 12  # query heads of attention
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
-    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss); none: no FFN, the
-    # block is its mixer alone (Mamba)
+    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss), swiglu_limited
+    # (DeepSeek-V4); none: no FFN, the block is its mixer alone (Mamba)
     ffn: str = "gelu"
     ffn_hidden: int | None = None  # None: 4 * d_model
     # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron),
@@ -109,6 +110,15 @@ class ModelConfig:
     # the attention sublayer's residual gains a low-rank learned term of this rank, x + attn + h + norm(h A B),
     # h = norm(x), the sum divided by sqrt(2) (Gemma 3n's laurel_rank: 64)
     laurel_rank: int = 0
+    # hyper-connections (layers/hyper.py): the residual stream as hc_streams streams of d_model, each sublayer reading
+    # a learned per-token mix of them and writing its output back into each with a learned gain, the streams
+    # themselves mixed by a learned matrix: none (one plain residual stream) or mhc (DeepSeek-V4's manifold-
+    # constrained hyper-connections, the mixing matrix made doubly stochastic by Sinkhorn-Knopp)
+    hyper_connection: str = "none"
+    hc_streams: int = 4  # hyper_connection: the number of residual streams n_hc (DeepSeek-V4's hc_mult)
+    hc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations that make the stream-mixing matrix doubly stochastic
+    hc_eps: float = 1e-6  # hyper_connection: the floor added to its gates and to the Sinkhorn-Knopp divisors
+    hc_post_gain: float = 2.0  # hyper_connection: g, the largest gain of a sublayer's output into a stream
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
     # alibi, t5_relative, none
     positions: str = "learned"
@@ -243,7 +253,8 @@ class ModelConfig:
     # shared_expert_combination_strategy "average")
     shared_average: bool = False
     # expert scores: softmax over experts (Mixtral, DeepSeek-V2), sigmoid (V3), or sparsemixer (Phi-3.5-MoE: each
-    # of the k choices weighted by a softmax over the logits within sparsemixer_eps of its own; layers/router.py)
+    # of the k choices weighted by a softmax over the logits within sparsemixer_eps of its own; layers/router.py), or
+    # sqrtsoftplus, sqrt(softplus(logit)) per expert (DeepSeek-V4)
     router_scoring: str = "softmax"
     sparsemixer_eps: float = 0.01  # sparsemixer: logits more than 2 eps below a choice's (relatively) are masked
     router_scale: float = 1.0  # routed experts' weights times this (DeepSeek routed_scaling_factor)
@@ -254,6 +265,10 @@ class ModelConfig:
     moe_period: int = 1  # every moe_period-th layer's FFN is a mixture (see n_experts)
     moe_offset: int = 0  # the first mixture layer (see n_experts)
     moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
+    # the first k layers (mixture layers all) choose each token's experts by a fixed table of its id (tid2eid, vocab x
+    # experts_per_token, stored with the weights) instead of by score; the scores still weigh them (DeepSeek-V4's
+    # hash MoE layers)
+    router_hash_layers: int = 0
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
     # router_renormalize divides the top-k weights by their p-norm with this p (DBRX's moe_normalize_expert_weights);
     # 1: by their sum, as Mixtral
@@ -283,7 +298,8 @@ class ModelConfig:
     # the residual stream at the end of the next layer, so the experts overlap that layer's computation
     moe_shortcut: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
-    swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
+    # swiglu_clamped, swiglu_limited: gate clamped above, up clamped both sides, at this value (gpt-oss, DeepSeek-V4)
+    swiglu_limit: float = 7.0
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
     # mlp_multipliers[0])
     ffn_gate_multiplier: float = 1.0
@@ -358,6 +374,10 @@ class ModelConfig:
     # mla: queries times sqrt(d_model / q_lora_rank) and the normed KV latent times sqrt(d_model / kv_lora_rank)
     # (LongCat-Flash's mla_scale_q_lora, mla_scale_kv_lora)
     mla_lora_scale: bool = False
+    # mixer 'shared_kv' (layers/shared_kv.py, DeepSeek-V4): the heads' outputs in o_groups groups, each projected to
+    # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
+    o_groups: int = 1
+    o_lora_rank: int | None = None  # mixer 'shared_kv': each output group's width d_g; None: d_model // o_groups
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -557,6 +577,7 @@ class ModelConfig:
                                f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         check_ffn(self)
         check_altup(self)
+        check_hyper(self)
         check_side_conv(self)
         self._validate_longrope()
         self._validate_alibi()

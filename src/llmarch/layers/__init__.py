@@ -8,6 +8,6 @@ from .positions import POSITIONS
 from .mixer import MIXERS, Mixer
 from . import mamba, mamba2, hyena, gated_deltanet, mla, shortconv, rglru, kda, parallel_mixer  # noqa: F401
 from . import shared_block  # noqa: F401
-from . import moa, no_mixer  # noqa: F401  (register the mixers)
+from . import moa, no_mixer, shared_kv  # noqa: F401  (register the mixers)
 
 __all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

@@ -64,6 +64,7 @@ class AttentionContext:
     relative: tuple[torch.Tensor, torch.Tensor] | None = None
     # (B|1, H, T, G) a position bias on the transient global tokens' scores (LongT5: global_blocks.py), or None
     side_bias: torch.Tensor | None = None
+    input_ids: torch.Tensor | None = None  # (B, T) this call's tokens, which hash routing reads (router.py)
 
 
 @ATTENTION.register("sdpa")

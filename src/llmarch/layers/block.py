@@ -47,6 +47,7 @@ from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
 from .hooks import HookPoint
+from .hyper import HYPER_CONNECTIONS
 from .laurel import Laurel
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
@@ -122,6 +123,10 @@ class Block(nn.Module):
             self.register_buffer("scalar", torch.ones(1))
         self.laurel = Laurel(cfg) if cfg.laurel_rank else None  # Gemma 3n's learned augmented residual
         self.altup = AltUp(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's alternating updates
+        if cfg.hyper_connection != "none":  # hyper-connections (hyper.py): one around each sublayer
+            self.attn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
+            self.ffn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
+        self.mlp_reads_ids = getattr(self.mlp, "reads_ids", False)  # DeepSeek-V4's hash routing: the token ids
         if cfg.side_conv and layer == 0:
             self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
@@ -149,6 +154,17 @@ class Block(nn.Module):
             return keep + hook(self.branch(norm(sublayer(x, *args))))
         return norm(keep + hook(self.branch(sublayer(x, *args))))
 
+    def _hyper(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """The block between hyper-connections (hyper.py), x (B, T, n, C): each pre-norm sublayer reads its
+        connection's mix of the n streams and its output goes back into all n."""
+        sub = self._modules
+        x = sub["hook_resid_pre"](x)
+        h, expand = sub["attn_hc"](x)
+        x = sub["hook_resid_mid"](expand(sub["hook_attn_out"](sub[self.mixer_attr](sub["ln1"](h), ctx))))
+        h, expand = sub["ffn_hc"](x)
+        args = (ctx.input_ids,) if self.mlp_reads_ids else ()
+        return sub["hook_resid_post"](expand(sub["hook_mlp_out"](sub["mlp"](sub["ln2"](h), *args))))
+
     def _per_layer_input(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """norm(act(x W_gate) * p W_up), p this layer's per-layer input (B, T, P)."""
         sub = self._modules
@@ -158,6 +174,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
+        if sub.get("attn_hc") is not None:
+            return self._hyper(x, ctx)
         x = x_in = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
         altup = sub.get("altup")
         if altup is not None:
@@ -187,7 +205,7 @@ class Block(nn.Module):
             ctx.carry[self.layer] = moe(h)
             x = x + sub["hook_mlp_out"](self.branch(mlp(h)))
         elif mlp is not None:
-            args = (x,) if self.mlp_reads_residual else ()
+            args = (x,) if self.mlp_reads_residual else (ctx.input_ids,) if self.mlp_reads_ids else ()
             x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"))
         if self.adds_shortcut:
             x = x + ctx.carry.pop(self.layer - 1)

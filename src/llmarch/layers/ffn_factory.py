@@ -12,7 +12,7 @@ def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
     """Block `layer`'s FFN: dense, or a mixture of experts of the same kind where the config says (with
     moe_shortcut the mixture goes beside it: shortcut_moe)."""
     if cfg.is_moe_layer(layer) and not cfg.moe_shortcut:
-        return MoEBesideDense(cfg) if cfg.moe_beside_dense else MoE(cfg)
+        return MoEBesideDense(cfg) if cfg.moe_beside_dense else MoE(cfg, hashed=layer < cfg.router_hash_layers)
     return dense_ffn(cfg, cfg.ffn_hidden)
 
 

@@ -144,7 +144,7 @@ class Experts(nn.Module):
 
 
 ROUTER_AUX_SCOPES = ("batch", "sequence")  # where the load-balancing loss averages: the whole batch or each row
-ROUTER_SCORINGS = ("softmax", "sigmoid", "sparsemixer")  # how the router scores experts (router.py)
+ROUTER_SCORINGS = ("softmax", "sigmoid", "sparsemixer", "sqrtsoftplus")  # how the router scores experts (router.py)
 
 
 def check_moe(cfg) -> None:
@@ -178,6 +178,13 @@ def check_moe(cfg) -> None:
                            "n_shared_experts > 0")
     if cfg.shared_expert_gate and not (cfg.n_experts and cfg.n_shared_experts):
         raise LlmarchError("shared_expert_gate gates the shared experts: it needs n_experts and n_shared_experts > 0")
+    if cfg.router_hash_layers < 0 or (cfg.router_hash_layers and not (
+            cfg.n_experts and all(map(cfg.is_moe_layer, range(min(cfg.router_hash_layers, cfg.n_layers))))
+            and cfg.router_groups == 1 and cfg.capacity_factor is None and cfg.expert_capacity is None
+            and not cfg.zero_experts and not cfg.moe_beside_dense and not cfg.moe_shortcut
+            and cfg.router_scoring != "sparsemixer")):
+        raise LlmarchError(f"router_hash_layers={cfg.router_hash_layers} must be >= 0, and > 0 only where those "
+                           "layers are mixture layers routed without groups, capacity, zero experts or sparsemixer")
     if cfg.router_renorm_p <= 0 or (cfg.router_renorm_p != 1.0 and not (cfg.router_renormalize and cfg.n_experts)):
         raise LlmarchError(f"router_renorm_p={cfg.router_renorm_p} must be positive, and other than 1 only with a "
                            f"router that renormalises (n_experts > 0, router_renormalize=True)")
@@ -218,6 +225,8 @@ def check_moe(cfg) -> None:
     if cfg.experts_per_token > top * (cfg.n_experts // groups):
         raise LlmarchError(f"experts_per_token={cfg.experts_per_token} is more than the experts of "
                            f"router_topk_groups={top} groups ({top * (cfg.n_experts // groups)})")
+    if groups > 1 and cfg.router_scoring == "sqrtsoftplus":
+        raise LlmarchError("router_scoring='sqrtsoftplus' with router_groups > 1 is not implemented")
     if groups > 1 and cfg.router_scoring == "sigmoid" and cfg.n_experts // groups < 2:
         raise LlmarchError(f"router_scoring='sigmoid' and router_groups={groups}: a group is scored by its best two "
                            "experts, so each group needs two")
@@ -230,9 +239,10 @@ def check_moe(cfg) -> None:
 
 
 class MoE(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, hashed: bool = False):
         super().__init__()
-        self.router = Router(cfg)
+        self.router = Router(cfg, hashed)
+        self.reads_ids = hashed  # its router chooses by token id (router_hash_layers): the block passes the ids
         self.experts = Experts(cfg)
         self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
@@ -244,8 +254,8 @@ class MoE(nn.Module):
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
-        y = self.routed(x, x)
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, C), ids (B, T)
+        y = self.routed(x, x, ids)
         if self.shared is not None:
             shared = self.shared(x)
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
@@ -253,10 +263,11 @@ class MoE(nn.Module):
                 y = y * 0.5
         return y if self.bias is None else y + self.bias
 
-    def routed(self, route: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C)."""
+    def routed(self, route: torch.Tensor, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C) (and the tokens' ids (B, T) in a
+        hash-routed layer)."""
         B, T, C = x.shape
-        weights, self.routing = self.router(route)
+        weights, self.routing = self.router(route, ids)
         self.hook_router_logits(self.routing.logits)
         experts = self.hook_experts(self.routing.experts)
         if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)

@@ -16,6 +16,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
+from ..layers.hyper import HyperHead
 from ..layers.kv_cache import SharedKV
 from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
@@ -36,6 +37,8 @@ class Stack(nn.Module):
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model else None
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
+        # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks
+        self.hc_head = HyperHead(cfg) if cfg.hyper_connection != "none" else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
         # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
@@ -152,7 +155,7 @@ class Stack(nn.Module):
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
                                shared_kv={} if cfg.kv_shared_layers else None,
                                relative=positions.relative(input_pos, key_len),
-                               side_bias=positions.side_bias(input_pos, key_len, pad_mask))
+                               side_bias=positions.side_bias(input_pos, key_len, pad_mask), input_ids=input_ids)
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
@@ -173,7 +176,8 @@ class Stack(nn.Module):
         ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
                                input_pos=torch.arange(T, device=x.device), positions=row_pos,
                                shared_kv={} if self._stack_cfg.kv_shared_layers else None,
-                               relative=self.positions.relative(torch.arange(T, device=x.device), T))
+                               relative=self.positions.relative(torch.arange(T, device=x.device), T),
+                               input_ids=input_ids)
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
@@ -209,12 +213,17 @@ class Stack(nn.Module):
         altup = sub.get("altup")
         if altup is not None:  # AltUp: K streams through the blocks, (K, B, T, C), then one again
             x = altup.split(x)
+        hc_head = sub.get("hc_head")
+        if hc_head is not None:  # hyper-connections: n streams through the blocks, (B, T, n, C)
+            x = hc_head.expand(x)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         for i, (block, t) in enumerate(zip(sub["blocks"], self._types)):
             c = ctxs.get(t, ctx)
             x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
         if altup is not None:
             x = altup.merge(x)
+        if hc_head is not None:
+            x = hc_head(x)
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]
