@@ -265,6 +265,9 @@ class ModelConfig:
     moe_period: int = 1  # every moe_period-th layer's FFN is a mixture (see n_experts)
     moe_offset: int = 0  # the first mixture layer (see n_experts)
     moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
+    # the routed experts' gated kind where it differs from ffn, which the dense and shared FFNs keep (HY-V4: clamped
+    # swiglu_limited experts beside plain swiglu ones); None: ffn
+    expert_ffn: str | None = None
     # the first k layers (mixture layers all) choose each token's experts by a fixed table of its id (tid2eid, vocab x
     # experts_per_token, stored with the weights) instead of by score; the scores still weigh them (DeepSeek-V4's
     # hash MoE layers)
@@ -371,6 +374,7 @@ class ModelConfig:
     # dsa: this layer has no indexer and reuses the selection of the last earlier layer that has one (GLM-5's
     # indexer_types 'shared'); set per layer type (layer_overrides)
     dsa_shared: bool = False
+    dsa_key_norm_eps: float = 1e-6  # dsa: the epsilon of the indexer's key LayerNorm (HY-V4: rms_norm_eps)
     # mla: queries times sqrt(d_model / q_lora_rank) and the normed KV latent times sqrt(d_model / kv_lora_rank)
     # (LongCat-Flash's mla_scale_q_lora, mla_scale_kv_lora)
     mla_lora_scale: bool = False

@@ -147,14 +147,15 @@ for _name in GATES:
     FFNS.register(_name)(partial(_glu, kind=_name))
 
 
-def ffn_options(cfg) -> dict:
-    """The config fields the configured FFN kind reads, as keyword arguments of its constructor."""
-    return {name: getattr(cfg, name) for name in FFN_FIELDS.get(cfg.ffn, ())}
+def ffn_options(cfg, kind: str | None = None) -> dict:
+    """The config fields the FFN kind (default: the configured one) reads, as keyword arguments of its constructor."""
+    return {name: getattr(cfg, name) for name in FFN_FIELDS.get(kind or cfg.ffn, ())}
 
 
 def gate_function(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The configured gated kind's (gate, up) -> hidden, for stacked experts (moe.py)."""
-    return GATES[cfg.ffn](**ffn_options(cfg))
+    """The experts' gated kind's (gate, up) -> hidden (expert_ffn, else ffn), for stacked experts (moe.py)."""
+    kind = cfg.expert_ffn or cfg.ffn
+    return GATES[kind](**ffn_options(cfg, kind))
 
 
 def dense_ffn(cfg, hidden: int) -> nn.Module | None:

@@ -87,6 +87,11 @@ class LatentAttention(Mixer):
         # leaves it in float (quant/apply.py targets)
         self.kv_b_proj.quantize = False
         self.o_proj = Linear(H * self.v_dim, C, bias=cfg.qkv_bias)
+        # HY-V4: each head's output times sigmoid(x W_g) before o_proj (attn_output_gate; Qiu et al. 2025, "Gated
+        # Attention for LLMs"), and a learned sink per head in the softmax (attn_sinks; sinks.py), which the expanded
+        # path passes to the kernel (a step with sinks attends expanded: the absorbed path has one query head)
+        self.gate_proj = Linear(C, H * self.v_dim, bias=False) if cfg.attn_output_gate else None
+        self.sinks = nn.Parameter(torch.zeros(H)) if cfg.attn_sinks else None
         # DeepSeek Sparse Attention (dsa.py): this layer's own indexer, or (dsa_shared) an earlier layer's selection
         self.indexer = LightningIndexer(cfg) if cfg.dsa_topk is not None and not cfg.dsa_shared else None
         self.dsa_shared = cfg.dsa_shared
@@ -179,11 +184,14 @@ class LatentAttention(Mixer):
         if selected is not None:  # None: no query sees more than dsa_topk keys, so all stay
             mask, causal = selected, False
         dropout_p = self.dropout if self.training else 0.0
-        if self.absorb and self.cache is not None and T == 1:
+        if self.absorb and self.cache is not None and T == 1 and self.sinks is None:
             y = self.absorbed(q_nope, q_rope, latent, mask, causal, dropout_p)
         else:
             y = self.expanded(q_nope, q_rope, latent, mask, causal, dropout_p)
-        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, V)
+        y = y.transpose(1, 2)  # (B, T, H, V)
+        if self.gate_proj is not None:
+            y = y * torch.sigmoid(self.gate_proj(x).view(B, T, H, self.v_dim))
+        y = self.hook_z(y)
         return self.o_proj(y.reshape(B, T, H * self.v_dim))
 
     def expanded(self, q_nope, q_rope, latent, mask, causal: bool, dropout_p: float) -> torch.Tensor:
@@ -195,7 +203,7 @@ class LatentAttention(Mixer):
         k_rope = latent[:, None, :, self.rank:self.rank + self.rope].expand(B, H, S, self.rope)
         k = torch.cat((k_nope, k_rope), dim=-1)
         q = torch.cat((q_nope, q_rope), dim=-1)  # (B, H, T, N + R)
-        return self.kernel(q, k, v, mask, causal, dropout_p, self.hook_pattern, self.scale)
+        return self.kernel(q, k, v, mask, causal, dropout_p, self.hook_pattern, self.scale, self.sinks)
 
     def absorbed(self, q_nope, q_rope, latent, mask, causal: bool, dropout_p: float) -> torch.Tensor:
         """W^UK absorbed into the query and W^UV into the output (§2.1.2): multi-query attention over the cache

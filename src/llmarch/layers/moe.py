@@ -178,6 +178,9 @@ def check_moe(cfg) -> None:
                            "n_shared_experts > 0")
     if cfg.shared_expert_gate and not (cfg.n_experts and cfg.n_shared_experts):
         raise LlmarchError("shared_expert_gate gates the shared experts: it needs n_experts and n_shared_experts > 0")
+    if cfg.expert_ffn is not None and (cfg.expert_ffn not in GATED or cfg.ffn not in GATED or not cfg.n_experts):
+        raise LlmarchError(f"expert_ffn={cfg.expert_ffn!r} must be a gated kind ({', '.join(GATED)}) beside a gated "
+                           f"ffn (got {cfg.ffn!r}), for n_experts > 0")
     if cfg.router_hash_layers < 0 or (cfg.router_hash_layers and not (
             cfg.n_experts and all(map(cfg.is_moe_layer, range(min(cfg.router_hash_layers, cfg.n_layers))))
             and cfg.router_groups == 1 and cfg.capacity_factor is None and cfg.expert_capacity is None
