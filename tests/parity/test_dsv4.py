@@ -2,9 +2,9 @@
 of sliding-window layers (a window of 8 where the padded batch's rows hold 13 and 20 tokens and generation 32 more;
 3 hyper-connection streams; a hash-routed first layer with a random token table, a score-routed second one), its
 1-D parameters perturbed (norm gains, sinks, the hyper-connections' biases and scales), its router made decisive and
-its expert bias moved, its hyper-connection maps scaled up, read by from_hf: logits on a left-padded batch within 1e-4 (fp32), 32 greedy tokens equal to
-transformers', cached decoding equal to the whole forward, and a to_hf round trip that transformers loads to the same
-logits. Compressed layers (CSA, HCA) are refused."""
+its expert bias moved, its hyper-connection maps scaled up, read by from_hf: logits on a left-padded batch within
+1e-4 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole forward, and a to_hf round
+trip that transformers loads to the same logits. Compressed layers (CSA, HCA) are refused. HY-V4's case below."""
 import pytest
 import torch
 
@@ -89,7 +89,8 @@ def test_shape_counts_as_transformers():
 # HY-V4 (`model_type: hy_v4`): GLM-5's latent attention with DeepSeek Sparse Attention (index_topk 6 of up to 52 keys;
 # the indexer's RoPE on its last dims; 8 indexer heads, so ReLU's exact ties at 0 stay rare: the two sides break ties
 # differently), a shared-indexer middle layer, sinks and output gates, ihc hyper-connections with a post gain of 1.5,
-# a dense first layer, then clamped routed experts beside unclamped shared ones
+# a dense first layer, then clamped routed experts beside unclamped shared ones (their weights scaled up so that
+# the clamp bites)
 HY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
           num_attention_heads=4, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8,
           v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, index_topk=6,
@@ -105,6 +106,8 @@ def test_hy_v4_logits_generation_cache_and_round_trip(tmp_path):
         for name, p in hf.named_parameters():
             if name.endswith(("hc.fn", "hc_head.hc_fn")):
                 p.mul_(25.0)
+            if "mlp." in name and name.endswith(("gate_up_proj", "gate_proj.weight", "up_proj.weight")):
+                p.mul_(50.0)  # the 0.006 init's pre-activations would stay inside the clamp (swiglu_limit 0.5)
     hf.generation_config.eos_token_id = None
     ours = perturbed_from_hf(hf, tmp_path / "hf")
     cfg = ours.config
@@ -119,7 +122,8 @@ def test_hy_v4_logits_generation_cache_and_round_trip(tmp_path):
 
 def test_hy_v4_refusals():
     base = dict(HY, model_type="hy_v4")
-    for change, problem in ((dict(swiglu_limit=0.0), "swiglu_limit"), (dict(layer_types=["sliding"] * 3), "layer_types"),
+    for change, problem in ((dict(swiglu_limit=0.0), "swiglu_limit"),
+                            (dict(layer_types=["sliding"] * 3), "layer_types"),
                             (dict(indexer_types=["shared", "full", "full"]), "indexer_types")):
         with pytest.raises(LlmarchError, match=problem):
             hf_model_config({**base, **change})

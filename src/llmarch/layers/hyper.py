@@ -37,8 +37,9 @@ def check(cfg) -> None:
             or cfg.laurel_rank or cfg.moe_shortcut or cfg.ple_dim or cfg.layer_scalar or cfg.side_conv
             or cfg.residual_multiplier != 1.0 or cfg.residual_alpha != 1.0 or cfg.ffn == "none"
             or cfg.mixer == "none"):
-        raise LlmarchError("hyper_connection needs a sequential pre-norm decoder-only stack without AltUp, LAuReL, "
-                           "moe_shortcut, per-layer inputs, layer_scalar, side_conv or residual multipliers, with a mixer and an FFN")
+        raise LlmarchError("hyper_connection needs a sequential pre-norm decoder-only stack with a mixer and an FFN, "
+                           "without AltUp, LAuReL, moe_shortcut, per-layer inputs, layer_scalar, side_conv or "
+                           "residual multipliers")
 
 
 def _normed_flat(x: torch.Tensor, eps: float) -> torch.Tensor:
