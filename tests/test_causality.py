@@ -12,8 +12,11 @@ L = 96  # with attention_block 8: 12 blocks, so sparse patterns and LSH's chunks
 BASE = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=4, context_length=128, attention_block=8,
             ssm_head_dim=16, performer_features=32, lsh_buckets=4, lsh_rounds=2, attention_chunk=20)
 # what a mixer needs beyond BASE: the mixture of attention heads routes among experts (n_heads = k x kv heads);
-# CCA with grouped keys (its residual paths mix each key head with its group of queries)
-NEEDS = {"moa": dict(n_experts=4, experts_per_token=2, n_kv_heads=2), "cca": dict(n_kv_heads=2, cca_group_conv=3)}
+# CCA with grouped keys (its residual paths mix each key head with its group of queries); DeepSeek-V4's attention
+# (one key/value head, a compressed query), here with its mhc hyper-connections too
+NEEDS = {"moa": dict(n_experts=4, experts_per_token=2, n_kv_heads=2), "cca": dict(n_kv_heads=2, cca_group_conv=3),
+         "shared_kv": dict(n_kv_heads=1, q_lora_rank=16, o_groups=2, attn_sinks=True, hyper_connection="mhc",
+                           hc_streams=3)}
 CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()
          if not ATTENTION_KINDS[kind].bidirectional_only] + \
         [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention"]

@@ -13,7 +13,7 @@ from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.bitlinear import BITLINEARS
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
-from .layers.hyper_connections import check as check_hyper
+from .layers.hyper import check as check_hyper
 from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
@@ -48,8 +48,8 @@ class ModelConfig:
     n_heads: int = 12  # query heads of attention
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
-    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss); none: no FFN, the
-    # block is its mixer alone (Mamba)
+    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss), swiglu_limited
+    # (DeepSeek-V4); none: no FFN, the block is its mixer alone (Mamba)
     ffn: str = "gelu"
     ffn_hidden: int | None = None  # None: 4 * d_model
     # layers/norms.py: layernorm, rmsnorm, rmsnorm_offset (Gemma), layernorm_plain (OLMo), layernorm1p (Nemotron),
@@ -111,16 +111,21 @@ class ModelConfig:
     # AltUp: the corrected active stream times a learned gain per channel before it feeds the per-layer inputs'
     # gate (Gemma 3n's altup_correct_scale)
     altup_correct_scale: bool = False
-    # > 1: gated hyper-connections (Qwen4-Exp's hc_count; layers/hyper_connections.py, after Zhu et al. 2025,
-    # "Hyper-Connections"): the residual stream is this many streams of d_model; each sublayer reads a gated mix of
-    # the normed streams (no input norm of its own) and adds its output to every stream with a learned weight per
-    # stream and token; the stack starts every stream at the embedding and ends with the mix (no final norm). 1: one
-    hc_streams: int = 1
-    hc_rank: int = 320  # hyper-connections: rank of the low-rank map from the normed streams to the mixing gates
     # > 0: LAuReL (Menghani et al. 2024, "LAuReL: Learned Augmented Residual Layer", LAuReL-LR; layers/laurel.py):
     # the attention sublayer's residual gains a low-rank learned term of this rank, x + attn + h + norm(h A B),
     # h = norm(x), the sum divided by sqrt(2) (Gemma 3n's laurel_rank: 64)
     laurel_rank: int = 0
+    # hyper-connections (layers/hyper.py): the residual stream as hc_streams streams of d_model, each sublayer reading
+    # a learned per-token mix of them and writing its output back into each with a learned gain: none (one plain
+    # residual stream), mhc (DeepSeek-V4's manifold-constrained hyper-connections, the streams mixed by a matrix made
+    # doubly stochastic by Sinkhorn-Knopp), ihc (HY-V4's independent ones: no mixing) or gated (Qwen4-Exp's gated
+    # residual: the gate norms each sublayer's input, no ln1/ln2, and a gate without injection merges the streams)
+    hyper_connection: str = "none"
+    hc_rank: int = 320  # hyper_connection 'gated': rank of the low-rank map from the normed streams to the gates
+    hc_streams: int = 4  # hyper_connection: the number of residual streams n_hc (DeepSeek-V4's hc_mult)
+    hc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations that make the stream-mixing matrix doubly stochastic
+    hc_eps: float = 1e-6  # hyper_connection: the floor added to its gates and to the Sinkhorn-Knopp divisors
+    hc_post_gain: float = 2.0  # hyper_connection: g, the largest gain of a sublayer's output into a stream
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
     # alibi, t5_relative, none
     positions: str = "learned"
@@ -261,7 +266,8 @@ class ModelConfig:
     # shared_expert_combination_strategy "average")
     shared_average: bool = False
     # expert scores: softmax over experts (Mixtral, DeepSeek-V2), sigmoid (V3), or sparsemixer (Phi-3.5-MoE: each
-    # of the k choices weighted by a softmax over the logits within sparsemixer_eps of its own; layers/router.py)
+    # of the k choices weighted by a softmax over the logits within sparsemixer_eps of its own; layers/router.py), or
+    # sqrtsoftplus, sqrt(softplus(logit)) per expert (DeepSeek-V4)
     router_scoring: str = "softmax"
     sparsemixer_eps: float = 0.01  # sparsemixer: logits more than 2 eps below a choice's (relatively) are masked
     router_scale: float = 1.0  # routed experts' weights times this (DeepSeek routed_scaling_factor)
@@ -272,6 +278,13 @@ class ModelConfig:
     moe_period: int = 1  # every moe_period-th layer's FFN is a mixture (see n_experts)
     moe_offset: int = 0  # the first mixture layer (see n_experts)
     moe_dense_first: int = 0  # the first k layers' FFNs stay dense (DeepSeekMoE's first_k_dense_replace)
+    # the routed experts' gated kind where it differs from ffn, which the dense and shared FFNs keep (HY-V4: clamped
+    # swiglu_limited experts beside plain swiglu ones); None: ffn
+    expert_ffn: str | None = None
+    # the first k layers (mixture layers all) choose each token's experts by a fixed table of its id (tid2eid, vocab x
+    # experts_per_token, stored with the weights) instead of by score; the scores still weigh them (DeepSeek-V4's
+    # hash MoE layers)
+    router_hash_layers: int = 0
     router_renormalize: bool = True  # top-k weights rescaled to sum to 1 (Mixtral); False: softmax probs (Switch)
     # router_renormalize divides the top-k weights by their p-norm with this p (DBRX's moe_normalize_expert_weights);
     # 1: by their sum, as Mixtral
@@ -310,7 +323,8 @@ class ModelConfig:
     # the residual stream at the end of the next layer, so the experts overlap that layer's computation
     moe_shortcut: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
-    swiglu_limit: float = 7.0  # swiglu_clamped: gate clamped above, up clamped both sides, at this value (gpt-oss)
+    # swiglu_clamped, swiglu_limited: gate clamped above, up clamped both sides, at this value (gpt-oss, DeepSeek-V4)
+    swiglu_limit: float = 7.0
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
     # mlp_multipliers[0])
     ffn_gate_multiplier: float = 1.0
@@ -394,6 +408,11 @@ class ModelConfig:
     mla_latent_eps: float | None = None  # mla: eps of the latents' RMSNorms (and mla_rope_key_norm's); None: 1e-6
     # mla: the shared RoPE key k^R through an RMSNorm of its own before RoPE (dots.llm3's k_rope_only_layernorm)
     mla_rope_key_norm: bool = False
+    dsa_key_norm_eps: float = 1e-6  # dsa: the epsilon of the indexer's key LayerNorm (HY-V4: rms_norm_eps)
+    # mixer 'shared_kv' (layers/shared_kv.py, DeepSeek-V4): the heads' outputs in o_groups groups, each projected to
+    # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
+    o_groups: int = 1
+    o_lora_rank: int | None = None  # mixer 'shared_kv': each output group's width d_g; None: d_model // o_groups
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies

@@ -203,11 +203,14 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
     consumes a tensor as it is read (True), e.g. into a quantized layer (gguf_kernels.py), so the full-precision
     state is never all held at once; False leaves it to the state loaded at the end."""
     model = empty_model(cfg)
-    wanted = {k: v.shape for k, v in state_for_saving(model).items()}
+    saved = state_for_saving(model)
+    wanted = {k: v.shape for k, v in saved.items()}
     state, used, taken = {}, set(), set()
     for rule in expand(family.rules_for(cfg), cfg):
         if rule.ours in wanted:
-            tensor = _read(ckpt, rule, wanted[rule.ours], cfg, dtype, device)
+            kind = saved[rule.ours].dtype  # an integer buffer (DeepSeek-V4's tid2eid table) keeps its type
+            integer = not kind.is_floating_point
+            tensor = _read(ckpt, rule, wanted[rule.ours], cfg, kind if integer else dtype, device, integer)
             if take is not None and take(model, rule.ours, tensor):
                 check_finite({rule.ours: tensor}, source)  # assemble checks the rest
                 taken.add(rule.ours)
@@ -228,7 +231,7 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
     return assemble(model, state, device).eval()
 
 
-def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tensor:
+def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device, integer: bool = False) -> torch.Tensor:
     for name in rule.hf:
         if name not in ckpt.names():
             prefix, _, bare = name.partition(".")
@@ -252,7 +255,7 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device) -> torch.Tens
     for name, piece, layout in zip(rule.hf, pieces(out, cfg, rule), rule.layouts()):
         to_ours, _, hf_shape = LAYOUTS[layout]
         f, key = ckpt.file(name)
-        if not f.dtype(key).is_floating_point:
+        if not f.dtype(key).is_floating_point and not integer:
             raise LlmarchError(f"tensor {name} is stored as {f.dtype(key)}, not a floating-point type")
         expected = tuple(hf_shape(tuple(piece.shape)))
         if f.shape(key) != expected:

@@ -1,8 +1,8 @@
 """Qwen4-Exp (`model_type: qwen4_exp_text`, the text model of the `qwen4_exp` checkpoints): Qwen3.5-MoE's hybrid
 (qwen3_5.py: Gated DeltaNet layers and gated full attention with QK-norm, experts with a gated shared expert on every
 layer, zero-centred RMSNorms) with three changes. The residual stream is hc_count streams joined by gated
-hyper-connections (layers/hyper_connections.py: hc_streams, hc_rank), whose gates replace the blocks' input norms
-and, after the last block, the final norm. Its full-attention layers ("indexed_attention", or "full_attention" in
+hyper-connections (layers/hyper.py: hyper_connection 'gated', hc_streams, hc_rank), whose gates replace the input
+norms and, after the last block, the final norm. Its full-attention layers ("indexed_attention", or "full_attention" in
 the published config) select their keys with the QSA indexer (attention 'qsa', attention_kinds/qsa.py: indexer_n_heads,
 indexer_head_dim, indexer_budget, indexer_compress_ratio; one indexer key head). Its optional per-layer embeddings of
 hashed token n-grams (ple_layer_ids) are not supported: such a config is refused. Its text RoPE is multimodal RoPE
@@ -26,9 +26,10 @@ _GATE = {"hc_norm.weight": "norm", "input_mix_weight_down.weight": "down.weight"
          "input_mix_weight_up.weight": "up.weight"}
 _NORMS = ("blocks.{i}.ln1.weight", "blocks.{i}.ln2.weight", "ln_final.weight")
 RULES = [r for r in QWEN3_5_RULES if r.ours not in _NORMS] + [
-    *[Rule.of(f"{_L}{side}_hyper_connection.{t}", f"blocks.{{i}}.hc_{side}.{o}")
-      for side in ("attn", "mlp") for t, o in {**_GATE, "block_inject_weight.weight": "inject.weight"}.items()],
-    *[Rule.of(f"model.hyper_connection_mixer.{t}", f"hc_mix.{o}") for t, o in _GATE.items()],
+    *[Rule.of(f"{_L}{side}_hyper_connection.{t}", f"blocks.{{i}}.{ours}_hc.{o}")
+      for side, ours in (("attn", "attn"), ("mlp", "ffn"))
+      for t, o in {**_GATE, "block_inject_weight.weight": "inject.weight"}.items()],
+    *[Rule.of(f"model.hyper_connection_mixer.{t}", f"hc_head.{o}") for t, o in _GATE.items()],
     Rule.of(_L + "self_attn.indexer.index_qk_proj.weight", "blocks.{i}.attn.qsa_proj.weight"),
     Rule.of(_L + "self_attn.indexer.q_layernorm.weight", "blocks.{i}.attn.qsa_q_norm.weight"),
     Rule.of(_L + "self_attn.indexer.k_layernorm.weight", "blocks.{i}.attn.qsa_k_norm.weight"),
@@ -48,14 +49,14 @@ def to_config(hf: dict) -> ModelConfig:
     cfg = next_config({**hf, "layer_types": types, "decoder_sparse_step": 1, "mlp_only_layers": [],
                        "intermediate_size": hf.get("intermediate_size", hf["moe_intermediate_size"]),  # no dense FFN
                        "partial_rotary_factor": rope_fraction(hf, 1.0)})
-    return cfg.replace(attention="qsa", hc_streams=int(hf.get("hc_count", 4)), hc_rank=int(hf.get("hc_lowrank", 320)),
-                       final_norm=False, **{ours: int(hf[k]) for k, ours in _QSA.items()})
+    return cfg.replace(attention="qsa", hyper_connection="gated", hc_streams=int(hf.get("hc_count", 4)),
+                       hc_rank=int(hf.get("hc_lowrank", 320)), final_norm=False, **{ours: int(hf[k]) for k, ours in _QSA.items()})
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    if (cfg.hc_streams < 2 or cfg.attention != "qsa" or cfg.final_norm or not cfg.n_experts or cfg.moe_period != 1
-            or not cfg.router_renormalize or not cfg.n_shared_experts):
-        raise LlmarchError("model_type qwen4_exp_text needs hyper-connections (hc_streams > 1, no final norm), "
+    if (cfg.hyper_connection != "gated" or cfg.attention != "qsa" or cfg.final_norm or not cfg.n_experts
+            or cfg.moe_period != 1 or not cfg.router_renormalize or not cfg.n_shared_experts):
+        raise LlmarchError("model_type qwen4_exp_text needs gated hyper-connections (no final norm), "
                            "attention 'qsa', and experts on every layer with renormalised top-k and a shared expert")
     out = {**next_hf(cfg), "model_type": "qwen4_exp_text", "architectures": ["Qwen4ExpForCausalLM"],
            "hc_count": cfg.hc_streams, "hc_lowrank": cfg.hc_rank, "indexer_kv_heads": 1,

@@ -67,6 +67,7 @@ class AttentionContext:
     # the rotary tables at any (B|1, S) positions (the positions' rotary), for a kind that turns keys other than this
     # call's (QSA's block keys: attention_kinds/qsa.py); None where the forward gives none (packed documents)
     rotary: object = None
+    input_ids: torch.Tensor | None = None  # (B, T) this call's tokens, which hash routing reads (router.py)
 
 
 @ATTENTION.register("sdpa")

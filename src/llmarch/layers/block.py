@@ -47,7 +47,7 @@ from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
 from .hooks import HookPoint
-from .hyper_connections import GatedResidual
+from .hyper import HYPER_CONNECTIONS
 from .laurel import Laurel
 from .mixer import MIXERS, Mixer
 from .norms import make_norm
@@ -92,8 +92,8 @@ class Block(nn.Module):
         # ModernBERT's first block reads the embedding norm's output as it is (first_mixer_norm); a block without a
         # mixer (mixer 'none', mixes False: Nemotron-H's MLP and MoE layers) has no norm for it and skips it
         self.mixes = mixer.mixes
-        # with hyper-connections (hc_streams) each sublayer's gate norms its input: no ln1 or ln2
-        hc = cfg.hc_streams > 1
+        # hyper-connections whose gates norm each sublayer's input (Qwen4-Exp's): no ln1 or ln2
+        hc = cfg.hyper_connection != "none" and HYPER_CONNECTIONS[cfg.hyper_connection].norms_input
         self.ln1 = None if not mixer.mixes or hc else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
         self.mixer_attr = mixer.attr
         self.mixer_takes_norm = mixer.takes_norm
@@ -142,8 +142,9 @@ class Block(nn.Module):
             self.register_buffer("scalar", torch.ones(1))
         self.laurel = Laurel(cfg) if cfg.laurel_rank else None  # Gemma 3n's learned augmented residual
         self.altup = AltUp(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's alternating updates
-        # Qwen4-Exp's gated hyper-connections: the K streams (B, T, K·d) through a gate before each sublayer
-        self.hc_attn, self.hc_mlp = (GatedResidual(cfg), GatedResidual(cfg)) if hc else (None, None)
+        if cfg.hyper_connection != "none":  # hyper-connections (hyper.py): one around each sublayer
+            self.attn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
+            self.ffn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
         if cfg.side_conv and layer == 0:
             self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
@@ -172,27 +173,31 @@ class Block(nn.Module):
             return keep + hook(self.branch(norm(sublayer(x, *args))))
         return norm(keep + hook(self.branch(sublayer(x, *args))))
 
+    def _hyper(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """The block between hyper-connections (hyper.py), x (B, T, n, C): each pre-norm sublayer reads its
+        connection's mix of the n streams and its output goes back into all n. A connection that norms the mix
+        itself (norms_input) leaves the block without ln1 and ln2."""
+        sub = self._modules
+        norm1, norm2 = sub.get("ln1") or identity, sub.get("ln2") or identity
+        x = sub["hook_resid_pre"](x)
+        h, expand = sub["attn_hc"](x)
+        x = sub["hook_resid_mid"](expand(sub["hook_attn_out"](sub[self.mixer_attr](norm1(h), ctx))))
+        h, expand = sub["ffn_hc"](x)
+        args = (ctx,) if self.mlp_reads_ctx else ()
+        return sub["hook_resid_post"](expand(sub["hook_mlp_out"](sub["mlp"](norm2(h), *args))))
+
     def _per_layer_input(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """norm(act(x W_gate) * p W_up), p this layer's per-layer input (B, T, P)."""
         sub = self._modules
         p = ctx.per_layer[:, :, self.layer]
         return sub["ple_norm"](sub["ple_proj"](self.ple_act(sub["ple_gate"](x)) * p))
 
-    def _hyper(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        """Hyper-connections (hyper_connections.py): x (B, T, K·C), each sublayer on its gate's mix, its output
-        added to every stream with the gate's weights."""
-        sub = self._modules
-        h, w = sub["hc_attn"].mix(x)
-        x = sub["hook_resid_mid"](GatedResidual.add(x, sub["hook_attn_out"](sub[self.mixer_attr](h, ctx)), w))
-        h, w = sub["hc_mlp"].mix(x)
-        return sub["hook_resid_post"](GatedResidual.add(x, sub["hook_mlp_out"](sub["mlp"](h)), w))
-
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
-        x = x_in = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
-        if sub.get("hc_attn") is not None:
+        if sub.get("attn_hc") is not None:
             return self._hyper(x, ctx)
+        x = x_in = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
         altup = sub.get("altup")
         if altup is not None:
             predicted = altup.predict(x)

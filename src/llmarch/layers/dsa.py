@@ -30,7 +30,6 @@ from .linear import Linear
 from .norms import LayerNorm
 from .positions import apply_rotary
 
-KEY_NORM_EPS = 1e-6  # the indexer's key LayerNorm, as DeepSeek's code and transformers fix it
 
 
 def check_dsa(cfg) -> None:
@@ -39,6 +38,8 @@ def check_dsa(cfg) -> None:
         if cfg.dsa_shared:
             raise LlmarchError("dsa_shared reuses a DeepSeek Sparse Attention selection: it needs dsa_topk")
         return
+    if cfg.dsa_key_norm_eps <= 0:
+        raise LlmarchError(f"dsa_key_norm_eps must be positive, got {cfg.dsa_key_norm_eps}")
     if cfg.dsa_topk <= 0 or cfg.dsa_heads <= 0:
         raise LlmarchError(f"dsa_topk and dsa_heads must be positive, got {cfg.dsa_topk} and {cfg.dsa_heads}")
     if cfg.q_lora_rank is None:
@@ -54,7 +55,7 @@ class LightningIndexer(nn.Module):
         self.n_heads, self.dim, self.topk = cfg.dsa_heads, cfg.dsa_head_dim, cfg.dsa_topk
         self.q_proj = Linear(cfg.q_lora_rank, self.n_heads * self.dim, bias=False)
         self.k_proj = Linear(cfg.d_model, self.dim, bias=False)
-        self.k_norm = LayerNorm(self.dim, eps=KEY_NORM_EPS)
+        self.k_norm = LayerNorm(self.dim, eps=cfg.dsa_key_norm_eps)
         self.weights_proj = Linear(cfg.d_model, self.n_heads, bias=False)
 
     def keys(self, x: torch.Tensor, ctx) -> torch.Tensor:

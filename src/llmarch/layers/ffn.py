@@ -1,7 +1,7 @@
 """Position-wise feed-forward networks: MLP (Vaswani et al. 2017, eq. 2) and gated GLU variants
 (Shazeer 2020, "GLU Variants Improve Transformer": SwiGLU and GeGLU, eqs. 5-6; BitNet b1.58's squared-ReLU
-gate), and gpt-oss's clamped SwiGLU. A gated kind is its gate function (gate, up) -> hidden, which the experts of
-moe.py share. With sub_norm an MLP or GLU normalises its hidden activations before the down projection (BitNet's
+gate), gpt-oss's clamped SwiGLU and DeepSeek-V4's limited one. A gated kind is its gate function (gate, up) ->
+hidden, which the experts of moe.py share. With sub_norm an MLP or GLU normalises its hidden activations before the down projection (BitNet's
 ffn_sub_norm: the SubLN of Wang et al. 2022, "Foundation Transformers", §2)."""
 from __future__ import annotations
 
@@ -61,6 +61,13 @@ def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: fl
     return (up.clamp(-limit, limit) + 1) * gate * torch.sigmoid(alpha * gate)
 
 
+def limited_swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.Tensor:
+    """DeepSeek-V4's SwiGLU (DeepSeek-AI 2026, DeepSeek-V4 report; transformers' DeepseekV4MLP): the gate clamped
+    from above and the up projection on both sides at `limit`, then the plain SwiGLU, silu(min(gate, limit)) *
+    clamp(up, -limit, limit) (no sigmoid gain or +1 as gpt-oss's)."""
+    return F.silu(gate.clamp(max=limit)) * up.clamp(-limit, limit)
+
+
 class GLU(nn.Module):
     """FFN(x) = gate(x W_gate, x W_up) W_down: act(x W_gate) * x W_up, act = SiLU giving SwiGLU, GELU GeGLU, or
     gpt-oss's clamped SwiGLU. W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up).
@@ -118,11 +125,14 @@ GATES: dict[str, Callable[..., Callable]] = {
     "relu2_glu": lambda: partial(act_gate, act=ACTIVATIONS["relu2"]),
     "swiglu_clamped": lambda swiglu_alpha=1.702, swiglu_limit=7.0: partial(clamped_swiglu, alpha=swiglu_alpha,
                                                                             limit=swiglu_limit),
+    "swiglu_limited": lambda swiglu_limit=10.0: partial(limited_swiglu, limit=swiglu_limit),
 }
 GATED = tuple(GATES)
-FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit")}  # the config fields a kind reads
+# the config fields a kind reads
+FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limited": ("swiglu_limit",)}
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
-                                  "relu2_glu": "relu2", "swiglu_clamped": "silu"}  # ffn name -> its activation's name
+                                  "relu2_glu": "relu2", "swiglu_clamped": "silu",
+                                  "swiglu_limited": "silu"}  # ffn name -> its activation's name
 for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
     FFNS.register(_name)(partial(MLP, act=_name))
     FFN_ACTIVATION[_name] = _name
@@ -138,14 +148,15 @@ for _name in GATES:
     FFNS.register(_name)(partial(_glu, kind=_name))
 
 
-def ffn_options(cfg) -> dict:
-    """The config fields the configured FFN kind reads, as keyword arguments of its constructor."""
-    return {name: getattr(cfg, name) for name in FFN_FIELDS.get(cfg.ffn, ())}
+def ffn_options(cfg, kind: str | None = None) -> dict:
+    """The config fields the FFN kind (default: the configured one) reads, as keyword arguments of its constructor."""
+    return {name: getattr(cfg, name) for name in FFN_FIELDS.get(kind or cfg.ffn, ())}
 
 
 def gate_function(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The configured gated kind's (gate, up) -> hidden, for stacked experts (moe.py)."""
-    return GATES[cfg.ffn](**ffn_options(cfg))
+    """The experts' gated kind's (gate, up) -> hidden (expert_ffn, else ffn), for stacked experts (moe.py)."""
+    kind = cfg.expert_ffn or cfg.ffn
+    return GATES[kind](**ffn_options(cfg, kind))
 
 
 def dense_ffn(cfg, hidden: int) -> nn.Module | None:

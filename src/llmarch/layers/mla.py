@@ -94,6 +94,11 @@ class LatentAttention(Mixer):
         # token (the per-head form of the gated attention of Qiu et al. 2025), before o_proj, as attention.py gates
         self.g_proj = Linear(C, H, bias=False) if cfg.attn_head_gate else None
         self.window = cfg.sliding_window  # attention 'sliding_window': a query sees the keys < window slots back
+        # HY-V4: each head's output times sigmoid(x W_g) before o_proj (attn_output_gate; Qiu et al. 2025, "Gated
+        # Attention for LLMs"), and a learned sink per head in the softmax (attn_sinks; sinks.py), which the expanded
+        # path passes to the kernel (a step with sinks attends expanded: the absorbed path has one query head)
+        self.gate_proj = Linear(C, H * self.v_dim, bias=False) if cfg.attn_output_gate else None
+        self.sinks = nn.Parameter(torch.zeros(H)) if cfg.attn_sinks else None
         # DeepSeek Sparse Attention (dsa.py): this layer's own indexer, or (dsa_shared) an earlier layer's selection
         self.indexer = LightningIndexer(cfg) if cfg.dsa_topk is not None and not cfg.dsa_shared else None
         self.dsa_shared = cfg.dsa_shared
@@ -194,13 +199,16 @@ class LatentAttention(Mixer):
             back = ctx.input_pos[:, None] - torch.arange(latent.shape[1], device=x.device)
             mask, causal = seen & (back < self.window), False
         dropout_p = self.dropout if self.training else 0.0
-        if self.absorb and self.cache is not None and T == 1:
+        if self.absorb and self.cache is not None and T == 1 and self.sinks is None:
             y = self.absorbed(q_nope, q_rope, latent, mask, causal, dropout_p)
         else:
             y = self.expanded(q_nope, q_rope, latent, mask, causal, dropout_p)
+        y = y.transpose(1, 2)  # (B, T, H, V)
         if self.g_proj is not None:
-            y = y * torch.sigmoid(self.g_proj(x)).transpose(1, 2)[..., None]  # (B, H, T, V) by (B, H, T, 1)
-        y = self.hook_z(y.transpose(1, 2))  # (B, T, H, V)
+            y = y * torch.sigmoid(self.g_proj(x))[..., None]
+        if self.gate_proj is not None:
+            y = y * torch.sigmoid(self.gate_proj(x).view(B, T, H, self.v_dim))
+        y = self.hook_z(y)
         return self.o_proj(y.reshape(B, T, H * self.v_dim))
 
     def expanded(self, q_nope, q_rope, latent, mask, causal: bool, dropout_p: float) -> torch.Tensor:
@@ -212,7 +220,7 @@ class LatentAttention(Mixer):
         k_rope = latent[:, None, :, self.rank:self.rank + self.rope].expand(B, H, S, self.rope)
         k = torch.cat((k_nope, k_rope), dim=-1)
         q = torch.cat((q_nope, q_rope), dim=-1)  # (B, H, T, N + R)
-        return self.kernel(q, k, v, mask, causal, dropout_p, self.hook_pattern, self.scale)
+        return self.kernel(q, k, v, mask, causal, dropout_p, self.hook_pattern, self.scale, self.sinks)
 
     def absorbed(self, q_nope, q_rope, latent, mask, causal: bool, dropout_p: float) -> torch.Tensor:
         """W^UK absorbed into the query and W^UV into the output (§2.1.2): multi-query attention over the cache

@@ -144,7 +144,7 @@ class Experts(nn.Module):
 
 
 ROUTER_AUX_SCOPES = ("batch", "sequence")  # where the load-balancing loss averages: the whole batch or each row
-ROUTER_SCORINGS = ("softmax", "sigmoid", "sparsemixer")  # how the router scores experts (router.py)
+ROUTER_SCORINGS = ("softmax", "sigmoid", "sparsemixer", "sqrtsoftplus")  # how the router scores experts (router.py)
 
 
 def check_moe(cfg) -> None:
@@ -184,6 +184,16 @@ def check_moe(cfg) -> None:
                            "n_shared_experts > 0")
     if cfg.shared_expert_gate and not (cfg.n_experts and cfg.n_shared_experts):
         raise LlmarchError("shared_expert_gate gates the shared experts: it needs n_experts and n_shared_experts > 0")
+    if cfg.expert_ffn is not None and (cfg.expert_ffn not in GATED or cfg.ffn not in GATED or not cfg.n_experts):
+        raise LlmarchError(f"expert_ffn={cfg.expert_ffn!r} must be a gated kind ({', '.join(GATED)}) beside a gated "
+                           f"ffn (got {cfg.ffn!r}), for n_experts > 0")
+    if cfg.router_hash_layers < 0 or (cfg.router_hash_layers and not (
+            cfg.n_experts and all(map(cfg.is_moe_layer, range(min(cfg.router_hash_layers, cfg.n_layers))))
+            and cfg.router_groups == 1 and cfg.capacity_factor is None and cfg.expert_capacity is None
+            and not cfg.zero_experts and not cfg.moe_beside_dense and not cfg.moe_shortcut
+            and cfg.router_scoring != "sparsemixer")):
+        raise LlmarchError(f"router_hash_layers={cfg.router_hash_layers} must be >= 0, and > 0 only where those "
+                           "layers are mixture layers routed without groups, capacity, zero experts or sparsemixer")
     if cfg.router_renorm_p <= 0 or (cfg.router_renorm_p != 1.0 and not (cfg.router_renormalize and cfg.n_experts)):
         raise LlmarchError(f"router_renorm_p={cfg.router_renorm_p} must be positive, and other than 1 only with a "
                            f"router that renormalises (n_experts > 0, router_renormalize=True)")
@@ -224,6 +234,8 @@ def check_moe(cfg) -> None:
     if cfg.experts_per_token > top * (cfg.n_experts // groups):
         raise LlmarchError(f"experts_per_token={cfg.experts_per_token} is more than the experts of "
                            f"router_topk_groups={top} groups ({top * (cfg.n_experts // groups)})")
+    if groups > 1 and cfg.router_scoring == "sqrtsoftplus":
+        raise LlmarchError("router_scoring='sqrtsoftplus' with router_groups > 1 is not implemented")
     if groups > 1 and cfg.router_scoring == "sigmoid" and cfg.n_experts // groups < 2:
         raise LlmarchError(f"router_scoring='sigmoid' and router_groups={groups}: a group is scored by its best two "
                            "experts, so each group needs two")
@@ -238,9 +250,12 @@ def check_moe(cfg) -> None:
 class MoE(nn.Module):
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
-        # router_carry: every mixture layer after the first reads the router state the one before it leaves
-        self.router = Router(cfg, carries=cfg.router_carry and any(map(cfg.is_moe_layer, range(layer))))
-        self.reads_ctx = cfg.router_carry  # the block hands it the forward's context (ctx.carry)
+        # router_carry: every mixture layer after the first reads the router state the one before it leaves;
+        # router_hash_layers: the first layers choose by token id (DeepSeek-V4's hash layers)
+        hashed = layer < cfg.router_hash_layers
+        self.router = Router(cfg, carries=cfg.router_carry and any(map(cfg.is_moe_layer, range(layer))),
+                             hashed=hashed)
+        self.reads_ctx = cfg.router_carry or hashed  # the block hands it the forward's context (carry, input_ids)
         self.skip = cfg.skip_experts > 0  # ZAYA1: the choices past the experts compute nothing
         self.experts = Experts(cfg)
         self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
@@ -254,7 +269,7 @@ class MoE(nn.Module):
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:  # (B, T, C)
-        y = self.routed(x, x, None if ctx is None else ctx.carry)
+        y = self.routed(x, x, ctx)
         if self.shared is not None:
             shared = self.shared(x)
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
@@ -262,10 +277,11 @@ class MoE(nn.Module):
                 y = y * 0.5
         return y if self.bias is None else y + self.bias
 
-    def routed(self, route: torch.Tensor, x: torch.Tensor, carry: dict | None = None) -> torch.Tensor:
-        """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C); carry: ctx.carry (router_carry)."""
+    def routed(self, route: torch.Tensor, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C); ctx: the forward's context, where
+        router_carry keeps its state (ctx.carry) and a hash-routed layer reads the tokens (ctx.input_ids)."""
         B, T, C = x.shape
-        weights, self.routing = self.router(route, carry)
+        weights, self.routing = self.router(route, ctx)
         self.hook_router_logits(self.routing.logits)
         experts = self.hook_experts(self.routing.experts)
         if self.routing.kept is not None:  # a dropped assignment goes to no expert (id E)

@@ -13,6 +13,8 @@ its inference form. Its training samples the choice (Gumbel) and estimates the r
 third-order method; llmarch trains with the inference form's plain gradient, which that estimate refines. Gemma 4 (router_input_norm,
 router_expert_scale) scores RMSNorm(h) * s * d^-1/2 without a gain of the norm's own, and multiplies the
 renormalised weights by a learned scale of each chosen expert.
+DeepSeek-V4 scores by sqrt(softplus(logits)) (router_scoring sqrtsoftplus), and its first router_hash_layers layers
+choose each token's experts by a fixed table of its id (tid2eid, the checkpoint's), the scores only weighing them.
 DeepSeek's refinements of the choice (not of the weights):
 - group-limited routing (V2 §2.2.2 device-limited, V3 §2.1.2 node-limited): the experts form router_groups
   equal groups, each scored by its best expert's score (softmax, V2) or the sum of its best two (sigmoid, V3);
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LlmarchError
 from .hooks import HookPoint
 from .norms import rms_normalize
 from .router_mlp import MLPLogits
@@ -62,8 +65,9 @@ class Routing:
 
 
 class Router(nn.Module):
-    def __init__(self, cfg, carries: bool = False):
-        """carries: with router_carry, this layer adds the previous mixture layer's router state (router_mlp.py)."""
+    def __init__(self, cfg, carries: bool = False, hashed: bool = False):
+        """carries: with router_carry, this layer adds the previous mixture layer's router state (router_mlp.py);
+        hashed: it chooses experts by the token ids' table (router_hash_layers)."""
         super().__init__()
         self.k, self.renormalize, self.jitter = cfg.experts_per_token, cfg.router_renormalize, cfg.router_jitter
         self.n_experts, self.capacity_factor = cfg.n_experts, cfg.capacity_factor
@@ -81,12 +85,17 @@ class Router(nn.Module):
         self.expert_scale = nn.Parameter(torch.ones(choices)) if cfg.router_expert_scale else None
         self.eps = cfg.norm_eps
         self.sigmoid, self.scale = cfg.router_scoring == "sigmoid", cfg.router_scale
+        self.sqrtsoftplus = cfg.router_scoring == "sqrtsoftplus"
         self.renorm_p = cfg.router_renorm_p
         self.sparsemixer = cfg.sparsemixer_eps if cfg.router_scoring == "sparsemixer" else None
         self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
         self.bias_update = cfg.expert_bias_update
         # a buffer, not a parameter: no gradient moves it, only the balancing rule (V3 §2.1.2)
-        self.register_buffer("expert_bias", torch.zeros(choices) if cfg.expert_bias else None)
+        self.register_buffer("expert_bias", torch.zeros(choices) if cfg.expert_bias and not hashed else None)
+        # hash routing (router_hash_layers, DeepSeek-V4): token id -> its k experts, a table of the checkpoint (here
+        # at init a fixed spread, t * k + j mod E); a buffer, not a parameter: nothing trains it
+        table = (torch.arange(cfg.vocab_size)[:, None] * self.k + torch.arange(self.k)) % cfg.n_experts
+        self.register_buffer("tid2eid", table if hashed else None)
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
     def capacity(self, T: int) -> int | None:
@@ -97,19 +106,29 @@ class Router(nn.Module):
             return None
         return math.ceil(self.capacity_factor * T * self.k / self.n_experts)
 
-    def forward(self, x: torch.Tensor, carry: dict | None = None) -> tuple[torch.Tensor, Routing]:
-        """x (B, T, C) -> weights (B, T, k) of the chosen experts (zero where dropped) and the Routing; carry: the
-        forward's ctx.carry, where router_carry keeps its state."""
+    def forward(self, x: torch.Tensor, ctx=None) -> tuple[torch.Tensor, Routing]:
+        """x (B, T, C) -> weights (B, T, k) of the chosen experts (zero where dropped) and the Routing; ctx: the
+        forward's context (AttentionContext), where router_carry keeps its state (ctx.carry) and a hash-routed
+        layer's table reads the tokens (ctx.input_ids)."""
         mlp = self._modules.get("mlp")
-        h = x.float() if mlp is None else mlp(x, carry).float()  # an MLP router's logits, as h
+        h = x.float() if mlp is None else mlp(x, None if ctx is None else ctx.carry).float()  # an MLP router's logits
         if self.input_scale is not None:
             h = rms_normalize(h, self.eps) * self.input_scale.float() * h.shape[-1] ** -0.5
         if self.training and self.jitter > 0:
             h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         bias = None if self.bias is None else self.bias.float()
         logits = self.hook_router_logits(h if mlp is not None else F.linear(h, self.weight.float(), bias))  # (B, T, E)
-        scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
-        if self.sparsemixer is not None:
+        if self.sqrtsoftplus:  # DeepSeek-V4
+            scores = F.softplus(logits).sqrt()
+        else:
+            scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
+        if self.tid2eid is not None:
+            ids = None if ctx is None else ctx.input_ids
+            if ids is None:
+                raise LlmarchError("a hash-routed mixture layer (router_hash_layers) needs the token ids")
+            experts = self.tid2eid[ids]  # (B, T, k)
+            weights = scores.gather(-1, experts)
+        elif self.sparsemixer is not None:
             weights, experts = sparsemixer(logits, self.sparsemixer, self.k)
         elif self.expert_bias is None and self.groups == 1:
             weights, experts = scores.topk(self.k, dim=-1)  # (B, T, k)

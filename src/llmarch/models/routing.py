@@ -51,7 +51,7 @@ def update_expert_bias(model, batch_mean=None) -> None:
     the load over data-parallel processes first, so every process moves its copy of the bias alike."""
     for _, moe in _named_moe(model):
         router = moe.router
-        if router.bias_update and moe.routing is not None:
+        if router.bias_update and router.expert_bias is not None and moe.routing is not None:  # hash layers: none
             load = moe.routing.load()
             if batch_mean is not None:
                 load = batch_mean(load)

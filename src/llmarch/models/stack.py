@@ -15,8 +15,8 @@ from ..errors import LlmarchError
 from ..layers import POSITIONS, HookPoint
 from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
-from ..layers.hyper_connections import GatedResidual
 from ..layers.block import Block, identity
+from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
 from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
@@ -37,8 +37,8 @@ class Stack(nn.Module):
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model else None
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
-        # Qwen4-Exp's hyper-connections: K copies of the embedding in, their gated mix out (no final norm then)
-        self.hc_mix = GatedResidual(cfg, inject=False) if cfg.hc_streams > 1 else None
+        # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks
+        self.hc_head = HYPER_CONNECTIONS[cfg.hyper_connection].head(cfg) if cfg.hyper_connection != "none" else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
             d = cfg.d_model
@@ -158,7 +158,8 @@ class Stack(nn.Module):
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
                                shared_kv={} if cfg.kv_shared_layers else None,
                                relative=positions.relative(input_pos, key_len),
-                               side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary)
+                               side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
+                               input_ids=input_ids)
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
@@ -179,7 +180,8 @@ class Stack(nn.Module):
         ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
                                input_pos=torch.arange(T, device=x.device), positions=row_pos,
                                shared_kv={} if self._stack_cfg.kv_shared_layers else None,
-                               relative=self.positions.relative(torch.arange(T, device=x.device), T))
+                               relative=self.positions.relative(torch.arange(T, device=x.device), T),
+                               input_ids=input_ids)
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
@@ -218,17 +220,17 @@ class Stack(nn.Module):
         altup = sub.get("altup")
         if altup is not None:  # AltUp: K streams through the blocks, (K, B, T, C), then one again
             x = altup.split(x)
-        hc_mix = sub.get("hc_mix")
-        if hc_mix is not None:  # hyper-connections: K streams side by side, (B, T, K·C), then their mix
-            x = x.repeat(1, 1, self._stack_cfg.hc_streams)
+        hc_head = sub.get("hc_head")
+        if hc_head is not None:  # hyper-connections: n streams through the blocks, (B, T, n, C)
+            x = streams(x, self._stack_cfg.hc_streams)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         for i, (block, t) in enumerate(zip(sub["blocks"], self._types)):
             c = ctxs.get(t, ctx)
             x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
         if altup is not None:
             x = altup.merge(x)
-        if hc_mix is not None:
-            x = hc_mix.mix(x)[0]
+        if hc_head is not None:
+            x = hc_head(x)
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]
