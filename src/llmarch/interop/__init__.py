@@ -39,3 +39,7 @@ from . import cwm, exaone, flex_olmo, internlm3, solar_open  # noqa: F401
 from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
 from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
+from . import mimo_v2_flash  # noqa: F401
+from . import laguna  # noqa: F401
+from . import mellum  # noqa: F401
+from . import kolibri1  # noqa: F401

@@ -19,7 +19,9 @@ DeepSeek's refinements of the choice (not of the weights):
   a token chooses among the experts of its router_topk_groups best groups only;
 - auxiliary-loss-free balancing (V3 §2.1.2, Wang et al. 2024): a per-expert bias b_e added to the scores for
   the choice only, the weights staying s; training nudges b_e by gamma * sign(mean load - load_e) after each
-  batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less.
+  batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less; Kolibri-1 adds it to the
+  logits instead (router_bias_on_logits), which ranks the experts otherwise than scores + b.
+Laguna soft-caps the logits, cap * tanh(l / cap) (router_softcap), before anything reads them.
 An expert has a capacity per sequence; assignments past it are dropped in order (all first choices by
 position, then second choices), their token passing through the residual alone.
 
@@ -39,6 +41,7 @@ from torch import nn
 
 from .hooks import HookPoint
 from .norms import rms_normalize
+from .softcap import soft_cap
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Router(nn.Module):
         self.renorm_p = cfg.router_renorm_p
         self.sparsemixer = cfg.sparsemixer_eps if cfg.router_scoring == "sparsemixer" else None
         self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
+        self.softcap, self.bias_on_logits = cfg.router_softcap, cfg.router_bias_on_logits
         self.bias_update = cfg.expert_bias_update
         # a buffer, not a parameter: no gradient moves it, only the balancing rule (V3 §2.1.2)
         self.register_buffer("expert_bias", torch.zeros(choices) if cfg.expert_bias else None)
@@ -99,14 +103,14 @@ class Router(nn.Module):
         if self.training and self.jitter > 0:
             h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         bias = None if self.bias is None else self.bias.float()
-        logits = self.hook_router_logits(F.linear(h, self.weight.float(), bias))  # (B, T, E)
+        logits = self.hook_router_logits(soft_cap(F.linear(h, self.weight.float(), bias), self.softcap))  # (B, T, E)
         scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
         if self.sparsemixer is not None:
             weights, experts = sparsemixer(logits, self.sparsemixer, self.k)
         elif self.expert_bias is None and self.groups == 1:
             weights, experts = scores.topk(self.k, dim=-1)  # (B, T, k)
         else:
-            experts = self.choose(scores)
+            experts = self.choose(logits if self.bias_on_logits else scores)
             weights = scores.gather(-1, experts)
         experts = self.hook_experts(experts)
         if self.renormalize and self.renorm_p != 1.0:  # DBRX: w / ||w||_p
@@ -126,8 +130,8 @@ class Router(nn.Module):
 
 
     def choose(self, scores: torch.Tensor) -> torch.Tensor:
-        """scores (B, T, E) -> the k chosen experts (B, T, k): by score plus the balancing bias, among the
-        experts of the token's topk_groups best groups."""
+        """scores (B, T, E; the logits with router_bias_on_logits) -> the k chosen experts (B, T, k): by score plus
+        the balancing bias, among the experts of the token's topk_groups best groups."""
         choice = scores if self.expert_bias is None else scores + self.expert_bias.float()
         if self.groups > 1:
             grouped = choice.unflatten(-1, (self.groups, -1))  # (B, T, G, E / G)
