@@ -1,6 +1,6 @@
 """Kolibri-1 (`model_type: kolibri1`) against transformers, through files: a tiny seeded Kolibri1ForCausalLM (1-D
 parameters perturbed; its routers made decisive and their expert bias moved, which here shifts logits, not scores)
-with a sliding (RoPE), a full (no positions) and a sliding layer, QK-norms, sandwich norms, and on every layer
+with a sliding (RoPE) and a full (no positions) layer, QK-norms, sandwich norms, and on every layer
 experts chosen by logit plus bias beside a shared expert; read by from_hf: logits on a left-padded batch within 1e-4
 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole forward, a to_hf round trip that
 transformers loads to the same logits."""
@@ -16,8 +16,8 @@ from test_hf_families import assert_matches_transformers
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-KOLIBRI = dict(vocab_size=128, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-               head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+KOLIBRI = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
                moe_intermediate_size=32, shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
                norm_topk_prob=True, pad_token_id=0)
 

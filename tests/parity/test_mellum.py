@@ -1,6 +1,6 @@
 """Mellum 2 (`model_type: mellum`) against transformers, through files: a tiny seeded MellumForCausalLM (1-D
-parameters perturbed, its routers made decisive) with a sliding, a full and a sliding layer, each type its own RoPE
-base, QK-norms, biases on q, k, v and o, a dense first FFN then softmax-routed experts; read by from_hf: logits on a
+parameters perturbed, its routers made decisive) with a sliding and a full layer, each type its own RoPE base,
+QK-norms, biases on q, k, v and o, a dense first FFN then softmax-routed experts; read by from_hf: logits on a
 left-padded batch within 1e-4 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole
 forward, a to_hf round trip that transformers loads to the same logits."""
 import pytest
@@ -16,10 +16,9 @@ from test_hf_families import assert_matches_transformers
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-MELLUM = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+MELLUM = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, head_dim=16, sliding_window=6, attention_bias=True,
-              layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-              mlp_layer_types=["dense", "sparse", "sparse"], moe_intermediate_size=32, num_experts=4,
+              layer_types=["sliding_attention", "full_attention"], mlp_layer_types=["dense", "sparse"], moe_intermediate_size=32, num_experts=4,
               num_experts_per_tok=2, norm_topk_prob=True, pad_token_id=0,
               rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 50000.0},
                                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})
@@ -48,4 +47,4 @@ def test_defaults_and_refusals():
     cfg = hf_model_config(base)
     assert (cfg.moe_dense_first, cfg.rope_theta, cfg.for_layer(0).rope_theta) == (0, 500000.0, 10000.0)
     with pytest.raises(LlmarchError, match="mlp_layer_types"):
-        hf_model_config({**base, "mlp_layer_types": ["sparse", "dense", "sparse"]})
+        hf_model_config({**base, "mlp_layer_types": ["sparse", "dense"]})
