@@ -21,8 +21,8 @@ from .layers.side_conv import check_side_conv
 
 HEADS = ("classify", "detect", "embed", "lm", "tokens")
 POOLINGS = ("none", "cls", "mean", "last")
-_DERIVED = ("n_kv_heads", "head_dim", "value_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias",
-            "expert_hidden", "attention", "ssm_dt_rank", "shared_hidden")
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "expert_hidden",
+            "attention", "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope")
 # the share of the fields a config names from which it was written by llmarch, not by hand (ModelConfig.load)
@@ -47,7 +47,8 @@ class ModelConfig:
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
     # each attention head's value width, which attention's output, o_proj's input and every KV cache's values take;
-    # None: head_dim. Narrower than q and k (MiMo-V2-Flash: values of 128 beside queries and keys of 192)
+    # None: head_dim (also a layer type's own). Narrower than q and k: MiMo-V2-Flash's values of 128 beside queries and
+    # keys of 192. Read as value_width
     value_dim: int | None = None
     # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss); none: no FFN, the
     # block is its mixer alone (Mamba)
@@ -434,8 +435,6 @@ class ModelConfig:
                     f"d_model={self.d_model} is not divisible by n_heads={self.n_heads} (or give head_dim)"
                 )
             self.head_dim = self.d_model // max(self.n_heads, 1)
-        if self.value_dim is None:
-            self.value_dim = self.head_dim
         if self.ffn_hidden is None:
             self.ffn_hidden = 4 * self.d_model
         if self.final_norm is None:
@@ -496,11 +495,13 @@ class ModelConfig:
                 raise LlmarchError(f"{name} is out of range, got {value!r}")
 
     def validate(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "value_dim",
-                     "ffn_hidden", "context_length"):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden",
+                     "context_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise LlmarchError(f"{name} must be a positive integer, got {value!r}")
+        if self.value_dim is not None and self.value_dim <= 0:
+            raise LlmarchError(f"value_dim must be a positive integer (or None: head_dim), got {self.value_dim}")
         if self.n_heads % self.n_kv_heads:
             raise LlmarchError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -595,8 +596,8 @@ class ModelConfig:
             raise LlmarchError(f"unknown init {self.init!r}; choose one of: fan_in, normal, t5")
         if self.n_decoder_layers and self.block == "parallel":
             raise LlmarchError("encoder-decoders are built with block='sequential'")
-        if self.n_decoder_layers and self.value_dim != self.head_dim:
-            raise LlmarchError(f"value_dim={self.value_dim} (not head_dim) is for decoder-only and encoder-only "
+        if self.n_decoder_layers and self.value_width != self.head_dim:
+            raise LlmarchError(f"value_dim={self.value_width} (not head_dim) is for decoder-only and encoder-only "
                                "stacks: cross-attention's values are head_dim wide")
         if self.n_decoder_layers < 0:
             raise LlmarchError(f"n_decoder_layers must be >= 0, got {self.n_decoder_layers}")
@@ -767,6 +768,11 @@ class ModelConfig:
         return self.replace(**fields)
 
     @property
+    def value_width(self) -> int:
+        """Each attention head's value width: value_dim, or head_dim (the one place a part reads it from)."""
+        return self.head_dim if self.value_dim is None else self.value_dim
+
+    @property
     def rotary_dim(self) -> int:
         """Dims of each head that RoPE rotates (the first ones; the rest pass through)."""
         return int(self.head_dim * self.rope_fraction)
@@ -838,7 +844,7 @@ def _kv_geometry(cfg: ModelConfig, i: int) -> tuple:
     """What makes layer i's keys and values (kv_shared_layers): its mixer, attention kind and window, heads and their
     width, key norm, values, and every positions field."""
     lc = cfg.for_layer(i)
-    return (cfg.layer_mixer(i), lc.attention, lc.sliding_window, lc.n_kv_heads, lc.head_dim, lc.value_dim,
+    return (cfg.layer_mixer(i), lc.attention, lc.sliding_window, lc.n_kv_heads, lc.head_dim, lc.value_width,
             lc.qk_norm, lc.attn_k_eq_v,
             *(getattr(lc, f.name) for f in fields(lc) if f.name.startswith(("rope_", "positions"))))
 

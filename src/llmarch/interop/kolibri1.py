@@ -40,7 +40,7 @@ def to_config(hf: dict) -> ModelConfig:
 
 def _needs(cfg: ModelConfig) -> str | None:
     if cfg.qk_norm != "head" or cfg.norm_placement != "sandwich" or cfg.bias or cfg.qkv_bias or cfg.o_bias \
-            or cfg.value_dim != cfg.head_dim or cfg.attn_output_gate or cfg.sliding_window is not None:
+            or cfg.value_width != cfg.head_dim or cfg.attn_output_gate or cfg.sliding_window is not None:
         return "a per-head QK-norm, sandwich norms, no biases, values of head_dim, no gate and windows per layer type"
     if not cfg.n_experts or not cfg.router_bias_on_logits or cfg.router_scale != 1.0 or cfg.n_shared_experts != 1 \
             or cfg.shared_expert_gate or cfg.moe_period != 1 or cfg.moe_dense_first or cfg.router_softcap is not None:

@@ -108,7 +108,7 @@ def to_config(hf: dict) -> ModelConfig:
 def _needs(cfg: ModelConfig) -> str | None:
     if not (cfg.attn_output_gate and cfg.attn_gate_per_head and cfg.attn_gate_fn == "softplus"):
         return "a softplus output gate per head (attn_output_gate, attn_gate_per_head, attn_gate_fn='softplus')"
-    if cfg.qk_norm != "head" or cfg.qkv_bias != cfg.o_bias or cfg.bias or cfg.value_dim != cfg.head_dim:
+    if cfg.qk_norm != "head" or cfg.qkv_bias != cfg.o_bias or cfg.bias or cfg.value_width != cfg.head_dim:
         return "a per-head QK-norm, the same bias on q, k, v and o, none on the MLP, and values of head_dim"
     if any(set(f) - {"sliding_window", "rope_theta", "rope_fraction", "n_heads"}
            for f in (cfg.layer_overrides or {}).values()):

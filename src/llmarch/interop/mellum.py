@@ -30,7 +30,7 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def _needs(cfg: ModelConfig) -> str | None:
-    if cfg.qk_norm != "head" or cfg.qkv_bias != cfg.o_bias or cfg.bias or cfg.value_dim != cfg.head_dim \
+    if cfg.qk_norm != "head" or cfg.qkv_bias != cfg.o_bias or cfg.bias or cfg.value_width != cfg.head_dim \
             or cfg.attn_output_gate:
         return "a per-head QK-norm, the same bias on q, k, v and o, none on the MLP, values of head_dim and no gate"
     if any(set(f) - {"sliding_window", "rope_theta", "rope_fraction"} for f in (cfg.layer_overrides or {}).values()):

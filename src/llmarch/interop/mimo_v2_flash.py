@@ -78,7 +78,7 @@ def from_config(cfg: ModelConfig) -> dict:
               for kind, c in ((FULL, cfg), (SLIDING, sliding or cfg))}
     k = first_dense(cfg)
     out = llama_like_hf(cfg, architectures=["MiMoV2FlashForCausalLM"], rope_parameters=params,
-                        v_head_dim=cfg.value_dim, attention_value_scale=cfg.attn_value_multiplier,
+                        v_head_dim=cfg.value_width, attention_value_scale=cfg.attn_value_multiplier,
                         sliding_window=sliding.sliding_window if sliding else 129, layer_types=list(cfg.layer_types),
                         mlp_layer_types=["dense"] * k + ["sparse"] * (cfg.n_layers - k),
                         n_routed_experts=cfg.n_experts, num_experts_per_tok=cfg.experts_per_token,

@@ -132,7 +132,7 @@ def attention_setup(module: nn.Module, cfg) -> None:
     """What self- and cross-attention both take from the config: head counts and widths (v_dim: the values', which
     the output, o_proj and every KV cache follow), dropout, the score scale and soft-cap, and the kernel."""
     module.n_heads, module.n_kv_heads, module.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    module.v_dim = cfg.value_dim
+    module.v_dim = cfg.value_width
     module.dropout, module.scale, module.softcap = cfg.dropout, cfg.attn_scale, cfg.attn_softcap
     module.kernel = attention_kernel(cfg.attn_impl, cfg.attn_softcap)
 
@@ -215,8 +215,8 @@ class Attention(Mixer):
                                                                            "rms_after_rope")):
             raise LlmarchError(f"clip_qkv={cfg.clip_qkv} needs a positive bound and no per-head QK-norm (it clamps "
                                "the projections, after a 'proj' norm)")
-        if cfg.value_dim != cfg.head_dim and (cfg.attn_output_gate or cfg.attn_k_eq_v):
-            raise LlmarchError(f"value_dim={cfg.value_dim} (values narrower or wider than head_dim={cfg.head_dim}) "
+        if cfg.value_width != cfg.head_dim and (cfg.attn_output_gate or cfg.attn_k_eq_v):
+            raise LlmarchError(f"value_dim={cfg.value_width} (values narrower or wider than head_dim={cfg.head_dim}) "
                                "is not implemented with attn_output_gate or attn_k_eq_v")
         if cfg.attn_gate_fn not in GATE_FNS or (cfg.attn_gate_per_head or cfg.attn_gate_fn != "sigmoid") \
                 and not cfg.attn_output_gate:
@@ -231,7 +231,7 @@ class Attention(Mixer):
 
     @classmethod
     def score_dims(cls, cfg) -> int:
-        return cfg.n_heads * (cfg.head_dim + cfg.value_dim)
+        return cfg.n_heads * (cfg.head_dim + cfg.value_width)
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return self.kind.new_state(self, batch, max_len, dtype, device)

@@ -57,7 +57,7 @@ class MoA(Attention):
         if cfg.attention not in ("full", "sliding_window") or cfg.qk_norm != "none" or cfg.attn_output_gate \
                 or cfg.attn_sinks or cfg.attn_k_eq_v or cfg.v_norm or cfg.kv_shared_layers or cfg.clip_qkv \
                 or cfg.attn_temp_scale or cfg.attn_key_multiplier != 1.0 or cfg.attn_value_multiplier != 1.0 \
-                or cfg.value_dim != cfg.head_dim:
+                or cfg.value_width != cfg.head_dim:
             raise LlmarchError("mixer 'moa' attends as plain full or sliding-window attention: no QK-norm, output "
                                "gate, sinks, k_eq_v, v_norm, kv_shared_layers, clip_qkv, temperature, key or value "
                                "multiplier, or value_dim other than head_dim")

@@ -67,10 +67,10 @@ class AttentionKind:
             can = ", ".join(n for n in ATTENTION_KINDS.names() if ATTENTION_KINDS[n].softcaps)
             raise LlmarchError(f"attention={cfg.attention!r} cannot soft-cap its scores (attn_softcap="
                                f"{cfg.attn_softcap}); these kinds can: {can}")
-        if cfg.value_dim != cfg.head_dim and not cls.own_value_width:
+        if cfg.value_width != cfg.head_dim and not cls.own_value_width:
             can = ", ".join(n for n in ATTENTION_KINDS.names() if ATTENTION_KINDS[n].own_value_width)
             raise LlmarchError(f"attention={cfg.attention!r} needs values as wide as q and k (value_dim="
-                               f"{cfg.value_dim}, head_dim={cfg.head_dim}); these kinds take other widths: {can}")
+                               f"{cfg.value_width}, head_dim={cfg.head_dim}); these kinds take other widths: {can}")
         if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
             raise LlmarchError(f"attn_softcap must be positive, got {cfg.attn_softcap}")
         owned = {ATTENTION_KINDS[n].needs_positions: n for n in ATTENTION_KINDS.names()} if \
