@@ -36,7 +36,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads")
 
 
 @dataclass
@@ -48,6 +48,10 @@ class ModelConfig:
     n_heads: int = 12  # query heads of attention
     n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; in between: GQA
     head_dim: int | None = None  # None: d_model // n_heads
+    # each attention head's value width, which attention's output, o_proj's input and every KV cache's values take;
+    # None: head_dim (also a layer type's own). Narrower than q and k: MiMo-V2-Flash's values of 128 beside queries and
+    # keys of 192. Read as value_width
+    value_dim: int | None = None
     # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss), swiglu_limited
     # (DeepSeek-V4); none: no FFN, the block is its mixer alone (Mamba)
     ffn: str = "gelu"
@@ -77,8 +81,11 @@ class ModelConfig:
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
     # each head's output times sigmoid(x w_h), one scalar per head from a projection of its own (g_proj: d_model to
     # n_heads), before o_proj: the headwise gate of Qiu et al. 2025, "Gated Attention for LLMs", §3 (LFM3's
-    # use_attention_gate; Ling 3's latent attention)
+    # use_attention_gate; Ling 3's latent attention; Laguna's gating 'per-head', with softplus)
     attn_head_gate: bool = False
+    # the output gates' squashing of x W_g (attn_output_gate, attn_head_gate): sigmoid (Qwen3-Next, AFMoE) or
+    # softplus (Laguna)
+    attn_gate_fn: str = "sigmoid"
     # no value projection: each head's values are its keys' projection, before the key norm and RoPE (Gemma 4's
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False
@@ -214,6 +221,9 @@ class ModelConfig:
     encoder_embed: bool = False
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
+    # attention's values times this after their projection, before they are cached (MiMo-V2-Flash's
+    # attention_value_scale, about sqrt(d_model / (n_heads * value_dim)))
+    attn_value_multiplier: float = 1.0
     # q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and a 'proj' QK-norm), before RoPE:
     # OLMo's guard against loss spikes (Groeneveld et al. 2024, "OLMo", §2.1; OLMo 1.7, OLMoE)
     clip_qkv: float | None = None
@@ -274,6 +284,9 @@ class ModelConfig:
     router_groups: int = 1  # experts in this many equal groups; each token picks from its best router_topk_groups
     router_topk_groups: int = 1  # (DeepSeek-V2 device-limited, V3 node-limited routing)
     expert_bias: bool = False  # a per-expert bias on the scores, for choosing only (DeepSeek-V3 aux-loss-free)
+    # expert_bias added to the router's logits for the choice, not to their scores (Kolibri-1: top-k of l + b, the
+    # weights sigmoid(l) of the chosen)
+    router_bias_on_logits: bool = False
     expert_bias_update: float = 0.0  # gamma: training updates b_e += gamma * sign(mean load - load_e) (V3 §2.1.2)
     moe_period: int = 1  # every moe_period-th layer's FFN is a mixture (see n_experts)
     moe_offset: int = 0  # the first mixture layer (see n_experts)
@@ -298,6 +311,8 @@ class ModelConfig:
     router_z_loss_weight: float = 0.0  # weight of the router z-loss in training (ST-MoE eq. 5)
     router_aux_scope: str = "batch"  # batch: statistics over all tokens (Mixtral); sequence: per sequence (Switch)
     router_bias: bool = False  # a bias on the router's logits (gpt-oss)
+    # the router's logits soft-capped, cap * tanh(l / cap), before their scores (Laguna's moe_router_logit_softcapping)
+    router_softcap: float | None = None
     # the router reads RMSNorm(x) * s * d_model^-1/2, s a learned gain per channel, not x (Gemma 4's router)
     router_input_norm: bool = False
     router_expert_scale: bool = False  # each chosen expert's weight times a learned scale per expert (Gemma 4)
@@ -556,6 +571,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise LlmarchError(f"{name} must be a positive integer, got {value!r}")
+        if self.value_dim is not None and self.value_dim <= 0:
+            raise LlmarchError(f"value_dim must be a positive integer (or None: head_dim), got {self.value_dim}")
         if self.n_heads % self.n_kv_heads:
             raise LlmarchError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -591,7 +608,7 @@ class ModelConfig:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
         for name in ("embed_multiplier", "residual_multiplier", "residual_alpha", "logit_divisor",
-                     "attn_key_multiplier", "ffn_gate_multiplier", "ffn_out_multiplier"):
+                     "attn_key_multiplier", "attn_value_multiplier", "ffn_gate_multiplier", "ffn_out_multiplier"):
             if getattr(self, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(self, name)}")
         if self.logit_divisor != 1.0 and (self.head != "lm" or self.n_decoder_layers):
@@ -655,6 +672,9 @@ class ModelConfig:
             raise LlmarchError(f"unknown init {self.init!r}; choose one of: fan_in, normal, t5")
         if self.n_decoder_layers and self.block == "parallel":
             raise LlmarchError("encoder-decoders are built with block='sequential'")
+        if self.n_decoder_layers and self.value_width != self.head_dim:
+            raise LlmarchError(f"value_dim={self.value_width} (not head_dim) is for decoder-only and encoder-only "
+                               "stacks: cross-attention's values are head_dim wide")
         if self.n_decoder_layers < 0:
             raise LlmarchError(f"n_decoder_layers must be >= 0, got {self.n_decoder_layers}")
         if self.n_decoder_layers and (self.head != "lm" or not self.causal):
@@ -824,6 +844,11 @@ class ModelConfig:
         return self.replace(**fields)
 
     @property
+    def value_width(self) -> int:
+        """Each attention head's value width: value_dim, or head_dim (the one place a part reads it from)."""
+        return self.head_dim if self.value_dim is None else self.value_dim
+
+    @property
     def rotary_dim(self) -> int:
         """Dims of each head that RoPE rotates (the first ones; the rest pass through)."""
         return int(self.head_dim * self.rope_fraction)
@@ -895,8 +920,9 @@ def _kv_geometry(cfg: ModelConfig, i: int) -> tuple:
     """What makes layer i's keys and values (kv_shared_layers): its mixer, attention kind and window, heads and their
     width, key norm, values, and every positions field."""
     lc = cfg.for_layer(i)
-    return (cfg.layer_mixer(i), lc.attention, lc.sliding_window, lc.n_kv_heads, lc.head_dim, lc.qk_norm,
-            lc.attn_k_eq_v, *(getattr(lc, f.name) for f in fields(lc) if f.name.startswith(("rope_", "positions"))))
+    return (cfg.layer_mixer(i), lc.attention, lc.sliding_window, lc.n_kv_heads, lc.head_dim, lc.value_width,
+            lc.qk_norm, lc.attn_k_eq_v,
+            *(getattr(lc, f.name) for f in fields(lc) if f.name.startswith(("rope_", "positions"))))
 
 
 def field_types() -> dict[str, type]:

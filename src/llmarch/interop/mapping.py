@@ -161,8 +161,9 @@ def fused_sizes(cfg, rule: Rule, shape: tuple[int, ...]) -> list[int]:
         cfg = cfg.for_layer(rule.layer)
     kv = cfg.n_kv_heads * cfg.head_dim
     if ".qkv_proj." in rule.ours:  # an output gate's rows ride with the queries' (q_proj emits both, Qwen3-Next);
-        # q|k where the keys are the values too (attn_k_eq_v)
-        return [cfg.n_heads * cfg.head_dim * (2 if cfg.attn_output_gate else 1), kv, kv][:len(rule.hf)]
+        # q|k where the keys are the values too (attn_k_eq_v); values value_dim wide (MiMo-V2-Flash)
+        return [cfg.n_heads * cfg.head_dim * (2 if cfg.attn_output_gate else 1), kv,
+                cfg.n_kv_heads * cfg.value_width][:len(rule.hf)]
     if len(rule.hf) == 3:
         return [cfg.n_heads * cfg.head_dim, kv, kv]
     if ".kv_proj." in rule.ours:

@@ -5,7 +5,8 @@ materialises the attention pattern (hook_pattern) for analysis and serves as the
 attention (attn_softcap, Gemma 2) always takes the eager kernel, as sdpa cannot cap scores before its softmax.
 Which keys each query sees (full, sliding window, sparse patterns, LSH, linear ...) is the attention kind's
 (attention_kinds/); attention itself is one sequence mixer (mixer.py).
-Shapes: B batch, T query length, S key length, H query heads, K key/value heads, D head dim."""
+Shapes: B batch, T query length, S key length, H query heads, K key/value heads, D head dim (of q and k; values are
+value_dim wide, D unless a config narrows them)."""
 from __future__ import annotations
 
 import math
@@ -28,6 +29,7 @@ from .sinks import sink_softmax, with_sink_key
 from .softcap import soft_cap
 
 ATTENTION: Registry = Registry("attention implementation")
+GATE_FNS = {"sigmoid": torch.sigmoid, "softplus": F.softplus}  # attn_output_gate's squashing (attn_gate_fn)
 
 
 @dataclass
@@ -131,9 +133,10 @@ def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
 
 
 def attention_setup(module: nn.Module, cfg) -> None:
-    """What self- and cross-attention both take from the config: head counts and width, dropout, the score
-    scale and soft-cap, and the kernel."""
+    """What self- and cross-attention both take from the config: head counts and widths (v_dim: the values', which
+    the output, o_proj and every KV cache follow), dropout, the score scale and soft-cap, and the kernel."""
     module.n_heads, module.n_kv_heads, module.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    module.v_dim = cfg.value_width
     module.dropout, module.scale, module.softcap = cfg.dropout, cfg.attn_scale, cfg.attn_softcap
     module.kernel = attention_kernel(cfg.attn_impl, cfg.attn_softcap)
 
@@ -160,25 +163,28 @@ class Attention(Mixer):
         # An output gate (Qwen3-Next; Qiu et al. 2025, "Gated Attention for LLMs"): o = attn * sigmoid(x W_g) per
         # head before o_proj; its rows sit after each head's query rows, [q_0, g_0, q_1, g_1, ...], as Qwen3-Next
         # stores q_proj.
-        self.gated = cfg.attn_output_gate
-        # the headwise gate (attn_head_gate, LFM3): one sigmoid per head from its own projection of x
-        self.g_proj = Linear(cfg.d_model, cfg.n_heads, bias=False) if cfg.attn_head_gate else None
+        # the output gates: attn_output_gate's rows beside each head's query rows (one per head dim), and the headwise
+        # gate (attn_head_gate: LFM3, Laguna), one per head from its own projection of x; squashed by attn_gate_fn
+        self.gated, self.gate_fn = cfg.attn_output_gate, GATE_FNS.get(cfg.attn_gate_fn)
+        self.g_proj = Linear(cfg.d_model, self.n_heads, bias=False) if cfg.attn_head_gate else None
+        self.gate_rows = self.gated  # the gate's rows among q's
         # Gemma 4: a global layer with attn_k_eq_v projects no values (they are its keys' projection); one of the
         # last kv_shared_layers projects neither keys nor values (it reads an earlier layer's: kv_from, set by the
         # stack, models/stack.py), so its state is that layer's cache (kv_heads 0: it adds none)
         self.kv_shared = layer >= cfg.n_layers - cfg.kv_shared_layers if cfg.kv_shared_layers else False
         self.kv_from, self.k_eq_v = layer, cfg.attn_k_eq_v
         self.kv_heads = 0 if self.kv_shared else self.n_kv_heads
-        self.qkv_heads = [self.n_heads * (2 if self.gated else 1),
+        self.qkv_heads = [self.n_heads * (2 if self.gate_rows else 1),
                           0 if self.kind.shares_qk or self.kv_shared else self.n_kv_heads,
                           0 if self.k_eq_v or self.kv_shared else self.n_kv_heads]
-        self.qkv_proj = Linear(cfg.d_model, sum(self.qkv_heads) * self.head_dim, bias=cfg.qkv_bias)
-        self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.o_bias)
+        self.qkv_widths = [n * w for n, w in zip(self.qkv_heads, (self.head_dim, self.head_dim, self.v_dim))]
+        self.qkv_proj = Linear(cfg.d_model, sum(self.qkv_widths), bias=cfg.qkv_bias)
+        self.o_proj = Linear(self.n_heads * self.v_dim, cfg.d_model, bias=cfg.o_bias)
         # BitNet's attn_sub_norm: a norm over the concatenated heads before o_proj (the SubLN of Wang et al. 2022,
         # "Foundation Transformers", §2, which BitNet b1.58 keeps: Ma et al. 2024)
-        self.sub_norm = make_norm(cfg, self.n_heads * self.head_dim) if cfg.sub_norm else None
+        self.sub_norm = make_norm(cfg, self.n_heads * self.v_dim) if cfg.sub_norm else None
         # the q, k, v blocks of qkv_proj, which a checkpoint stores as three matrices (BitLinear scales each)
-        self.fused_rows = {"qkv_proj": [n * self.head_dim for n in self.qkv_heads if n]}
+        self.fused_rows = {"qkv_proj": [w for w in self.qkv_widths if w]}
         # QK-norm (Dehghani et al. 2023), which bounds the attention logits: each head's queries and keys
         # normalised before RoPE (qk_norm 'head', Qwen3), or the whole query and key projections before they
         # split into heads ('proj', OLMo 2 §3.2), so one norm sees every head
@@ -196,6 +202,7 @@ class Attention(Mixer):
             self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
         self.temperature = temperature_of(cfg)
         self.key_scale = cfg.attn_key_multiplier if cfg.attn_key_multiplier != 1.0 else None  # Falcon-H1's muP
+        self.value_scale = cfg.attn_value_multiplier if cfg.attn_value_multiplier != 1.0 else None  # MiMo-V2-Flash
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -213,6 +220,13 @@ class Attention(Mixer):
                                                                            "rms_after_rope")):
             raise LlmarchError(f"clip_qkv={cfg.clip_qkv} needs a positive bound and no per-head QK-norm (it clamps "
                                "the projections, after a 'proj' norm)")
+        if cfg.value_width != cfg.head_dim and (cfg.attn_output_gate or cfg.attn_k_eq_v):
+            raise LlmarchError(f"value_dim={cfg.value_width} (values narrower or wider than head_dim={cfg.head_dim}) "
+                               "is not implemented with attn_output_gate or attn_k_eq_v")
+        if cfg.attn_gate_fn not in GATE_FNS or cfg.attn_gate_fn != "sigmoid" \
+                and not (cfg.attn_output_gate or cfg.attn_head_gate):
+            raise LlmarchError(f"attn_gate_fn={cfg.attn_gate_fn!r} (one of {', '.join(GATE_FNS)}) shapes an output "
+                               "gate: attn_output_gate or attn_head_gate")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
         if (cfg.attn_k_eq_v or cfg.kv_shared_layers) and (cfg.qk_norm not in ("none", "head")
@@ -222,7 +236,7 @@ class Attention(Mixer):
 
     @classmethod
     def score_dims(cls, cfg) -> int:
-        return 2 * cfg.n_heads * cfg.head_dim
+        return cfg.n_heads * (cfg.head_dim + cfg.value_width)
 
     @classmethod
     def kv_heads(cls, cfg) -> int:
@@ -248,16 +262,21 @@ class Attention(Mixer):
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         qkv = sub["qkv_proj"](x)
         if self.qk_norm == "proj":
-            q, k, v = qkv.split([n * self.head_dim for n in self.qkv_heads], dim=-1)
+            q, k, v = qkv.split(self.qkv_widths, dim=-1)
             qkv = torch.cat((self.q_norm(q), self.k_norm(k), v), dim=-1)
         if self.clip is not None:  # OLMo's clip_qkv: every query, key and value entry bounded
             qkv = qkv.clamp(-self.clip, self.clip)
         # one token (decoding): (B, 1, heads, D) and (B, heads, 1, D) are the same memory, so a view, no
         # transposes; the hook points see (B, T, heads, D), so a watched step takes the general path
         one = T == 1 and not (sub["hook_q"].active or sub["hook_k"].active or sub["hook_v"].active)
-        shape, heads = ((B, -1, 1, self.head_dim), 1) if one else ((B, T, -1, self.head_dim), 2)
-        q, k, v = qkv.view(shape).split_with_sizes(self.qkv_heads, heads)  # one split of the heads axis
-        if self.gated:
+        heads = 1 if one else 2
+        if self.v_dim == self.head_dim:
+            shape = (B, -1, 1, self.head_dim) if one else (B, T, -1, self.head_dim)
+            q, k, v = qkv.view(shape).split_with_sizes(self.qkv_heads, heads)  # one split of the heads axis
+        else:  # values of their own width: split the features, then each part into its heads
+            q, k, v = (t.unflatten(-1, (-1, w)).transpose(1, 2) if one else t.unflatten(-1, (-1, w))
+                       for t, w in zip(qkv.split(self.qkv_widths, dim=-1), (self.head_dim, self.head_dim, self.v_dim)))
+        if self.gate_rows:
             q, gate = q.unflatten(heads, (self.n_heads, 2)).unbind(heads + 1)
         if self.kv_shared:
             q, k, v = self._shared_kv(q, heads, one, ctx)
@@ -266,13 +285,13 @@ class Attention(Mixer):
         if self.temperature is not None:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling
             q = (q * temperature(ctx, *self.temperature)).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
-        y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, D)
-        y = y.transpose(1, 2)  # (B, T, H, D)
+        y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, value_dim)
+        y = y.transpose(1, 2)  # (B, T, H, value_dim)
         if self.gated:  # hook_z then sees the gated heads, what o_proj reads
-            y = y * torch.sigmoid(gate.reshape(B, T, self.n_heads, self.head_dim))
+            y = y * self.gate_fn(gate.reshape(B, T, self.n_heads, self.head_dim))
         if sub.get("g_proj") is not None:
-            y = y * torch.sigmoid(sub["g_proj"](x))[..., None]  # (B, T, H, 1): one gate per head
-        y = sub["hook_z"](y).reshape(B, T, self.n_heads * self.head_dim)
+            y = y * self.gate_fn(sub["g_proj"](x))[..., None]  # (B, T, H, 1): one gate per head
+        y = sub["hook_z"](y).reshape(B, T, self.n_heads * self.v_dim)
         return sub["o_proj"](y if sub.get("sub_norm") is None else sub["sub_norm"](y))
 
     def _own_kv(self, q, k, v, heads: int, one: bool, ctx: AttentionContext):
@@ -281,6 +300,8 @@ class Attention(Mixer):
             v = k
         if self.key_scale is not None:  # Falcon-H1's key_multiplier: the projected keys times a constant
             k = k * self.key_scale
+        if self.value_scale is not None:  # MiMo-V2-Flash's attention_value_scale: the values times a constant
+            v = v * self.value_scale
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         elif self.qk_norm == "per_head":

@@ -11,11 +11,13 @@ class KVCache(nn.Module):
     is_ring = False  # a sliding window's ring of its last slots (ring_cache.py)
 
     def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, v_dim: int | None = None):
+        """v_dim: each value head's width (the layer's v_dim, attention.attention_setup); None: head_dim."""
         super().__init__()
         shape = (batch, n_kv_heads, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape[:3] + (v_dim or head_dim,), dtype=dtype, device=device),
+                             persistent=False)
 
     @property
     def max_len(self) -> int:
@@ -26,7 +28,7 @@ class KVCache(nn.Module):
         return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, Hkv, T, D) at slots input_pos (T,); return the whole cache (B, Hkv, S, D)."""
+        """Write k, v (B, Hkv, T, D and v_dim) at slots input_pos (T,); return the whole cache (B, Hkv, S, ...)."""
         cache_k, cache_v = self._buffers["k"], self._buffers["v"]  # not nn.Module's slower attribute fallback
         if k.dtype != cache_k.dtype:  # a no-op .to() still costs a dispatch, per layer and token
             k, v = k.to(cache_k.dtype), v.to(cache_v.dtype)

@@ -39,7 +39,7 @@ class MoA(Attention):
         # what Attention's own paths read, all off: MoA has no QK-norm, output gate, shared KV or sinks
         self.gated = self.kv_shared = self.k_eq_v = False
         self.kv_from, self.kv_heads, self.qk_norm, self.clip = layer, K, "none", None
-        self.v_eps = self.temperature = self.key_scale = self.sinks = self.sub_norm = None
+        self.v_eps = self.temperature = self.key_scale = self.value_scale = self.sinks = self.sub_norm = None
         self.router = Router(cfg)
         self.q_experts = nn.Parameter(torch.empty(E, K * D, cfg.d_model))  # (E, K·D, C)
         self.o_experts = nn.Parameter(torch.empty(E, cfg.d_model, K * D))  # (E, C, K·D)
@@ -56,9 +56,11 @@ class MoA(Attention):
                                f"{cfg.n_experts}, {cfg.n_heads} and {cfg.experts_per_token} x {cfg.n_kv_heads}")
         if cfg.attention not in ("full", "sliding_window") or cfg.qk_norm != "none" or cfg.attn_output_gate \
                 or cfg.attn_sinks or cfg.attn_k_eq_v or cfg.v_norm or cfg.kv_shared_layers or cfg.clip_qkv \
-                or cfg.attn_temp_scale or cfg.attn_key_multiplier != 1.0:
+                or cfg.attn_temp_scale or cfg.attn_key_multiplier != 1.0 or cfg.attn_value_multiplier != 1.0 \
+                or cfg.value_width != cfg.head_dim:
             raise LlmarchError("mixer 'moa' attends as plain full or sliding-window attention: no QK-norm, output "
-                               "gate, sinks, k_eq_v, v_norm, kv_shared_layers, clip_qkv, temperature or key multiplier")
+                               "gate, sinks, k_eq_v, v_norm, kv_shared_layers, clip_qkv, temperature, key or value "
+                               "multiplier, or value_dim other than head_dim")
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, C = x.shape

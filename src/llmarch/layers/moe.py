@@ -179,6 +179,11 @@ def check_moe(cfg) -> None:
                            "mixture layers (moe_period >= 2) each have a next layer to add their output to")
     if cfg.router_bias and not cfg.n_experts:
         raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
+    if cfg.router_softcap is not None and (cfg.router_softcap <= 0 or not cfg.n_experts):
+        raise LlmarchError(f"router_softcap={cfg.router_softcap} must be positive, with a router (n_experts > 0)")
+    if cfg.router_bias_on_logits and not (cfg.expert_bias and cfg.n_experts and cfg.router_groups == 1):
+        raise LlmarchError("router_bias_on_logits adds the expert bias to the logits: it needs n_experts > 0, "
+                           "expert_bias=True and router_groups=1")
     if cfg.shared_average and not (cfg.n_experts and cfg.n_shared_experts):
         raise LlmarchError("shared_average averages the routed and shared experts: it needs n_experts and "
                            "n_shared_experts > 0")

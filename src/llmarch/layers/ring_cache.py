@@ -25,8 +25,8 @@ class RingKVCache(KVCache):
     is_ring = True
 
     def __init__(self, batch: int, n_kv_heads: int, size: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device | str | None = None):
-        super().__init__(batch, n_kv_heads, size, head_dim, dtype, device)
+                 device: torch.device | str | None = None, v_dim: int | None = None):
+        super().__init__(batch, n_kv_heads, size, head_dim, dtype, device, v_dim)
         # the position each slot holds, -1 while empty (every row holds the same positions: they share one pointer)
         self.register_buffer("positions", torch.full((size,), -1, dtype=torch.long, device=device), persistent=False)
         # position p lives in slot (p + offset) mod size; shift moves positions, not the ring, and adds to it

@@ -21,7 +21,9 @@ DeepSeek's refinements of the choice (not of the weights):
   a token chooses among the experts of its router_topk_groups best groups only;
 - auxiliary-loss-free balancing (V3 §2.1.2, Wang et al. 2024): a per-expert bias b_e added to the scores for
   the choice only, the weights staying s; training nudges b_e by gamma * sign(mean load - load_e) after each
-  batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less.
+  batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less; Kolibri-1 adds it to the
+  logits instead (router_bias_on_logits), which ranks the experts otherwise than scores + b.
+Laguna soft-caps the logits, cap * tanh(l / cap) (router_softcap), before anything reads them.
 An expert has a capacity per sequence; assignments past it are dropped in order (all first choices by
 position, then second choices), their token passing through the residual alone.
 
@@ -43,6 +45,7 @@ from ..errors import LlmarchError
 from .hooks import HookPoint
 from .norms import rms_normalize
 from .router_mlp import MLPLogits
+from .softcap import soft_cap
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Router(nn.Module):
         self.renorm_p = cfg.router_renorm_p
         self.sparsemixer = cfg.sparsemixer_eps if cfg.router_scoring == "sparsemixer" else None
         self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
+        self.softcap, self.bias_on_logits = cfg.router_softcap, cfg.router_bias_on_logits
         self.bias_update = cfg.expert_bias_update
         # a buffer, not a parameter: no gradient moves it, only the balancing rule (V3 §2.1.2)
         self.register_buffer("expert_bias", torch.zeros(choices) if cfg.expert_bias and not hashed else None)
@@ -117,7 +121,9 @@ class Router(nn.Module):
         if self.training and self.jitter > 0:
             h = h * torch.empty_like(h).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         bias = None if self.bias is None else self.bias.float()
-        logits = self.hook_router_logits(h if mlp is not None else F.linear(h, self.weight.float(), bias))  # (B, T, E)
+        if mlp is None:
+            h = soft_cap(F.linear(h, self.weight.float(), bias), self.softcap)
+        logits = self.hook_router_logits(h)  # (B, T, E): an MLP router's are its output
         if self.sqrtsoftplus:  # DeepSeek-V4
             scores = F.softplus(logits).sqrt()
         else:
@@ -133,7 +139,7 @@ class Router(nn.Module):
         elif self.expert_bias is None and self.groups == 1:
             weights, experts = scores.topk(self.k, dim=-1)  # (B, T, k)
         else:
-            experts = self.choose(scores)
+            experts = self.choose(logits if self.bias_on_logits else scores)
             weights = scores.gather(-1, experts)
         experts = self.hook_experts(experts)
         if self.renormalize and self.renorm_p != 1.0:  # DBRX: w / ||w||_p
@@ -153,8 +159,8 @@ class Router(nn.Module):
 
 
     def choose(self, scores: torch.Tensor) -> torch.Tensor:
-        """scores (B, T, E) -> the k chosen experts (B, T, k): by score plus the balancing bias, among the
-        experts of the token's topk_groups best groups."""
+        """scores (B, T, E; the logits with router_bias_on_logits) -> the k chosen experts (B, T, k): by score plus
+        the balancing bias, among the experts of the token's topk_groups best groups."""
         choice = scores if self.expert_bias is None else scores + self.expert_bias.float()
         if self.groups > 1:
             grouped = choice.unflatten(-1, (self.groups, -1))  # (B, T, G, E / G)

@@ -116,6 +116,9 @@ class SharedBlockMixer(Composite):
         if cfg.norm_placement != "pre" or cfg.block != "sequential":
             raise LlmarchError("mixer 'shared_block' needs norm_placement='pre' and block='sequential' (it applies "
                                "the block's input norm itself)")
+        if cfg.value_width != cfg.head_dim:
+            raise LlmarchError(f"mixer 'shared_block': the shared block's values are head_dim wide, not value_dim="
+                               f"{cfg.value_width}")
         if cfg.attention != "full" or cfg.attn_softcap is not None or cfg.attn_sinks:
             raise LlmarchError("mixer 'shared_block': the shared block's attention is full causal attention, without "
                                "soft-capping or sinks")

@@ -42,8 +42,8 @@ def with_sink_key(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
     bias = bias.expand(bias.shape[0], H, T, S)
     column = sinks.to(q.dtype).view(1, H, 1, 1).expand(bias.shape[0], H, T, 1)
     zeros = k.new_zeros(k.shape[0], k.shape[1], 1, k.shape[3])
-    zeros_v = v.new_zeros(v.shape[0], v.shape[1], 1, v.shape[3])  # values may be narrower than keys (MLA)
-    return torch.cat([k, zeros], dim=2), torch.cat([v, zeros_v], dim=2), torch.cat([bias, column], dim=-1)
+    return torch.cat([k, zeros], dim=2), torch.cat([v, v.new_zeros(zeros.shape[:3] + v.shape[3:])], dim=2), \
+        torch.cat([bias, column], dim=-1)
 
 
 def rescale_by_sinks(out: torch.Tensor, lse: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:

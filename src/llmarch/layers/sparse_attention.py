@@ -160,7 +160,7 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     scores = soft_cap(torch.einsum("bhnqd,bhnkd->bhnqk", qp.view(B, H, n, bs, D), kg) * scale, softcap)
     scores = scores.masked_fill(~mask[:, None], float("-inf"))
     out = torch.einsum("bhnqk,bhnkd->bhnqd", scores.float().softmax(dim=-1).to(q.dtype), vg)
-    out = out.reshape(B, H, n * bs, D)[:, :, :L]
+    out = out.reshape(B, H, n * bs, v.shape[-1])[:, :, :L]  # values may be narrower than q, k (value_dim)
     if return_lse:
         if pattern.dense_rows:
             raise ValueError("return_lse is for patterns without dense rows")

@@ -57,7 +57,7 @@ class ChunkedKind(PatternKind):
     def bounded_state(self, attn, batch, max_len, dtype, device):
         if not self.causal or max_len <= self.pattern.chunk:
             return self.new_state(attn, batch, max_len, dtype, device)
-        return RingKVCache(batch, attn.kv_heads, self.pattern.chunk, attn.head_dim, dtype, device)
+        return RingKVCache(batch, attn.kv_heads, self.pattern.chunk, attn.head_dim, dtype, device, attn.v_dim)
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         ring = attn._modules.get("cache")

@@ -10,6 +10,7 @@ class Full(AttentionKind):
     uses_mask = True
     takes_sinks = True
     softcaps = True
+    own_value_width = True
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         k, v = cached_kv(attn, k, v, ctx)  # the hook point from _modules: not nn.Module's slower attribute fallback

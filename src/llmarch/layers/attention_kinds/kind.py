@@ -17,7 +17,9 @@ then hands them to its kind, which decides which keys each query sees and comput
   blockwise engine take the cap; kinds with their own softmax arithmetic do not); `needs_positions`: the positions
   kind it reads (ctx.relative: disentangled attention's relative embeddings), which only it reads; None: any
   other; `bidirectional_only`: it has no
-  causal form (LongT5's transient global tokens sum later tokens), so it is refused in a causal stack."""
+  causal form (LongT5's transient global tokens sum later tokens), so it is refused in a causal stack;
+  `own_value_width`: its kernels take values of another width than q and k (value_dim, MiMo-V2-Flash), the width
+  of its output and of its cache's values (attn.v_dim)."""
 from __future__ import annotations
 
 import torch
@@ -45,6 +47,7 @@ class AttentionKind:
     softcaps = False
     needs_positions: str | None = None
     bidirectional_only = False
+    own_value_width = False
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal
@@ -64,6 +67,10 @@ class AttentionKind:
             can = ", ".join(n for n in ATTENTION_KINDS.names() if ATTENTION_KINDS[n].softcaps)
             raise LlmarchError(f"attention={cfg.attention!r} cannot soft-cap its scores (attn_softcap="
                                f"{cfg.attn_softcap}); these kinds can: {can}")
+        if cfg.value_width != cfg.head_dim and not cls.own_value_width:
+            can = ", ".join(n for n in ATTENTION_KINDS.names() if ATTENTION_KINDS[n].own_value_width)
+            raise LlmarchError(f"attention={cfg.attention!r} needs values as wide as q and k (value_dim="
+                               f"{cfg.value_width}, head_dim={cfg.head_dim}); these kinds take other widths: {can}")
         if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
             raise LlmarchError(f"attn_softcap must be positive, got {cfg.attn_softcap}")
         owned = {ATTENTION_KINDS[n].needs_positions: n for n in ATTENTION_KINDS.names()} if \
@@ -79,7 +86,7 @@ class AttentionKind:
         return {}
 
     def new_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
-        return KVCache(batch, attn.kv_heads, max_len, attn.head_dim, dtype, device)
+        return KVCache(batch, attn.kv_heads, max_len, attn.head_dim, dtype, device, attn.v_dim)
 
     def bounded_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
         """Mixer.bounded_state: new_state's, unless the kind reads a bounded part of the cache."""
@@ -87,7 +94,7 @@ class AttentionKind:
 
     def cache_bytes(self, attn, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
         """(per token, per sequence): keys and values of every KV head, per token."""
-        return 2 * attn.kv_heads * attn.head_dim * torch.empty((), dtype=dtype).element_size(), 0
+        return attn.kv_heads * (attn.head_dim + attn.v_dim) * torch.empty((), dtype=dtype).element_size(), 0
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p: float) -> torch.Tensor:
         raise NotImplementedError

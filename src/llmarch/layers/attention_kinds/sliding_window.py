@@ -15,6 +15,7 @@ from .pattern import PatternKind
 class SlidingWindowKind(PatternKind):
     windowed = True
     takes_sinks = True
+    own_value_width = True
 
     def make_pattern(self, cfg, layer):
         return SlidingWindow(cfg.sliding_window, cfg.attention_block)
@@ -26,7 +27,7 @@ class SlidingWindowKind(PatternKind):
     def bounded_state(self, attn, batch, max_len, dtype, device):
         if not self.causal or max_len <= self.pattern.window:
             return self.new_state(attn, batch, max_len, dtype, device)
-        return RingKVCache(batch, attn.kv_heads, self.pattern.window, attn.head_dim, dtype, device)
+        return RingKVCache(batch, attn.kv_heads, self.pattern.window, attn.head_dim, dtype, device, attn.v_dim)
 
     def attend(self, attn, x, q, k, v, ctx, dropout_p):
         ring = attn._modules.get("cache")
