@@ -21,7 +21,7 @@ from .layers.side_conv import check_side_conv
 
 HEADS = ("classify", "detect", "embed", "lm", "tokens")
 POOLINGS = ("none", "cls", "mean", "last")
-_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "expert_hidden",
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "ffn_in_bias", "expert_hidden",
             "attention", "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope")
@@ -154,6 +154,8 @@ class ModelConfig:
     bias: bool = True  # biases of the attention and FFN projections
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
     o_bias: bool | None = None  # a bias on attention's output projection; None: = bias (GPT-J: none, its MLP's yes)
+    # biases of a dense FFN's input projections (up, or gate and up); None: = bias (GTE: none there, down's yes)
+    ffn_in_bias: bool | None = None
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
     dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
@@ -426,6 +428,8 @@ class ModelConfig:
             self.qkv_bias = self.bias
         if self.o_bias is None:
             self.o_bias = self.bias
+        if self.ffn_in_bias is None:
+            self.ffn_in_bias = self.bias
         if self.attention in _IMPLS:  # configs written before kinds existed named the kernel `attention`
             self.attn_impl, self.attention = self.attention, None
         if self.attention is None:

@@ -20,6 +20,9 @@ SMALL = dict(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_he
 FAMILIES = {
     "eurobert": ("EuroBert", dict(num_key_value_heads=2, mlp_bias=True, attention_bias=True, pad_token_id=0,
                                   bos_token_id=1, eos_token_id=2, mask_token_id=3, max_position_embeddings=64), True),
+    "gte": ("Gte", dict(type_vocab_size=2, pad_token_id=0, max_position_embeddings=64,
+                        rope_parameters={"rope_type": "default", "rope_theta": 500.0}), True),
+    "nomic_bert": ("NomicBert", dict(max_position_embeddings=64), True),
 }
 
 
@@ -36,12 +39,15 @@ def pair(request, tmp_path_factory):
     return family, hf, from_hf(folder / "hf"), folder
 
 
-def batches(family):
+def batches(family, cfg):
+    """(ids, mask, extra inputs): a right-padded batch, token types 1 on its second half where the family has
+    them, and where positions are RoPE's alone the same batch left-padded (the relative offsets are the same)."""
     torch.manual_seed(1)
-    ids, _, mask = padded_batch(0, low=4)
-    out = [(ids, mask)]
-    if FAMILIES[family][2]:  # left padding: position-free RoPE families see the same relative offsets
-        out.append((ids.flip(1), mask.flip(1)))
+    ids, types, mask = padded_batch(0, low=4)
+    extra = {"token_type_ids": types} if cfg.type_vocab_size > 1 else {}
+    out = [(ids, mask, extra)]
+    if FAMILIES[family][2]:
+        out.append((ids.flip(1), mask.flip(1), {k: v.flip(1) for k, v in extra.items()}))
     return out
 
 
@@ -55,11 +61,11 @@ def test_masked_lm_matches_transformers_and_round_trips(pair):
     to_hf(ours, folder / "out")
     again = getattr(transformers, FAMILIES[family][0] + "ForMaskedLM").from_pretrained(
         folder / "out", attn_implementation="eager").eval()
-    for ids, mask in batches(family):
+    for ids, mask, extra in batches(family, ours.config):
         with torch.no_grad():
-            theirs = hf(ids, attention_mask=mask).logits
-            mine = ours(ids, attention_mask=mask).logits
-            back = again(ids, attention_mask=mask).logits
+            theirs = hf(ids, attention_mask=mask, **extra).logits
+            mine = ours(ids, attention_mask=mask, **extra).logits
+            back = again(ids, attention_mask=mask, **extra).logits
         assert mine.shape == theirs.shape
         assert gap(mine, theirs, mask) <= 1e-4, family
         assert gap(back, theirs, mask) <= 1e-4, family
@@ -67,6 +73,7 @@ def test_masked_lm_matches_transformers_and_round_trips(pair):
 
 @pytest.mark.parametrize("model_type, change, message", [
     ("eurobert", dict(architectures=["EuroBertForSequenceClassification"]), "EuroBertForSequenceClassification"),
+    ("gte", dict(hidden_act="silu"), "hidden_act 'silu'"),
 ])
 def test_variants_it_cannot_compute_are_refused(model_type, change, message):
     with pytest.raises(LlmarchError, match=message):
