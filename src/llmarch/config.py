@@ -110,7 +110,7 @@ class ModelConfig:
     # h = norm(x), the sum divided by sqrt(2) (Gemma 3n's laurel_rank: 64)
     laurel_rank: int = 0
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
-    # alibi, t5_relative, none
+    # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), none
     positions: str = "learned"
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -590,7 +590,7 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.global_block_size < 0:
             raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
-        if self.relative_bias_per_layer and self.positions != "t5_relative":
+        if self.relative_bias_per_layer and self.positions != "t5_relative":  # learned_t5_relative: one table
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")

@@ -23,7 +23,10 @@ FAMILIES = {
     "gte": ("Gte", dict(type_vocab_size=2, pad_token_id=0, max_position_embeddings=64,
                         rope_parameters={"rope_type": "default", "rope_theta": 500.0}), True),
     "nomic_bert": ("NomicBert", dict(max_position_embeddings=64), True),
+    # absolute positions too: right padding only (transformers counts them from the first slot, padding or not)
+    "mpnet": ("MPNet", dict(max_position_embeddings=66), False),
 }
+PAD = {"mpnet": 1}  # MPNet numbers positions from the ids that are not 1
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -43,7 +46,7 @@ def batches(family, cfg):
     """(ids, mask, extra inputs): a right-padded batch, token types 1 on its second half where the family has
     them, and where positions are RoPE's alone the same batch left-padded (the relative offsets are the same)."""
     torch.manual_seed(1)
-    ids, types, mask = padded_batch(0, low=4)
+    ids, types, mask = padded_batch(PAD.get(family, 0), low=4)
     extra = {"token_type_ids": types} if cfg.type_vocab_size > 1 else {}
     out = [(ids, mask, extra)]
     if FAMILIES[family][2]:
