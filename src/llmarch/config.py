@@ -85,6 +85,9 @@ class ModelConfig:
     # "The Era of 1-bit LLMs", §2: weights rounded to {-1, 0, 1} by their absmean, inputs to 8 bits per token by
     # their absmax, quantized at every call from full-precision weights; layers/bitlinear.py)
     bitlinear: str = "none"
+    # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
+    # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
+    layer_groups: int = 0
     # the last this-many layers project no keys or values: each attends with its own queries over those of the last
     # earlier layer of the same attention geometry (kind, window, heads, head_dim, RoPE), sharing its KV cache
     # (Gemma 3n and Gemma 4's num_kv_shared_layers)
@@ -590,6 +593,10 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.global_block_size < 0:
             raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
+        if self.layer_groups and not (0 < self.layer_groups <= self.n_layers and not self.causal
+                                      and self.layer_types is None and not self.n_decoder_layers):
+            raise LlmarchError(f"layer_groups={self.layer_groups} needs 1..n_layers ({self.n_layers}) groups in an "
+                               "encoder (causal=False: a shared block holds one decode state) without layer_types")
         if self.relative_bias_per_layer and self.positions != "t5_relative":  # learned_t5_relative: one table
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:

@@ -25,6 +25,9 @@ FAMILIES = {
     "nomic_bert": ("NomicBert", dict(max_position_embeddings=64), True),
     # absolute positions too: right padding only (transformers counts them from the first slot, padding or not)
     "mpnet": ("MPNet", dict(max_position_embeddings=66), False),
+    # factorised embeddings (32 wide) and 3 layers sharing 2 groups of weights (layers 0 and 1 the first)
+    "albert": ("Albert", dict(embedding_size=32, num_hidden_layers=3, num_hidden_groups=2, max_position_embeddings=64),
+               False),
 }
 PAD = {"mpnet": 1}  # MPNet numbers positions from the ids that are not 1
 
@@ -61,6 +64,7 @@ def gap(a, b, mask):
 def test_masked_lm_matches_transformers_and_round_trips(pair):
     family, hf, ours, folder = pair
     assert not ours.config.causal and ours.config.hf_model_type == family
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
     to_hf(ours, folder / "out")
     again = getattr(transformers, FAMILIES[family][0] + "ForMaskedLM").from_pretrained(
         folder / "out", attn_implementation="eager").eval()

@@ -37,7 +37,10 @@ class Stack(nn.Module):
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
-        self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
+        # ALBERT's cross-layer sharing (layer_groups): G blocks, layer i runs block _order[i]; else one per layer
+        self._order = [i * cfg.layer_groups // cfg.n_layers for i in range(cfg.n_layers)] if cfg.layer_groups else None
+        self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i)
+                                    for i in range(cfg.layer_groups or cfg.n_layers))
         # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
         # reads them, each through ctx.shared_blocks; the j-th such layer runs block j mod shared_blocks
         users = [b.seq_mixer for i, b in enumerate(self.blocks) if MIXERS[cfg.layer_mixer(i)].reads_shared_blocks]
@@ -210,7 +213,8 @@ class Stack(nn.Module):
         if altup is not None:  # AltUp: K streams through the blocks, (K, B, T, C), then one again
             x = altup.split(x)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
-        for i, (block, t) in enumerate(zip(sub["blocks"], self._types)):
+        blocks = sub["blocks"] if self._order is None else [sub["blocks"][j] for j in self._order]
+        for i, (block, t) in enumerate(zip(blocks, self._types)):
             c = ctxs.get(t, ctx)
             x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
         if altup is not None:
