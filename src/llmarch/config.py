@@ -14,6 +14,7 @@ from .layers.bitlinear import BITLINEARS
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
 from .layers.ffn import FFN_ACTIVATION, check_ffn
+from .layers.heads import check_head
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 from .layers.side_conv import check_side_conv
@@ -172,6 +173,11 @@ class ModelConfig:
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
+    # > 0: the LM head's transform is a bottleneck MLP of this width instead, h -> act(act(h W_1) W_2), W_1 (d_model
+    # -> head_mlp) and W_2 (back) without biases and no norm (UltraBERT's prediction_head_size); needs head_transform
+    head_mlp: int = 0
+    # the head transform's activation (gelu, gelu_tanh, relu, silu, relu2); None: the FFN's (UltraBERT: gelu_tanh)
+    head_act: str | None = None
     head_bias: bool = False  # a bias on the output projection
     # classify and tokens heads: the head transform (dense -> activation -> norm) on the pooled hidden state
     # (classify, pooled by `pooling`) or on each token's (tokens) before the classifier, in place of the pooler
@@ -576,6 +582,7 @@ class ModelConfig:
         if self.head == "detect" and self.classifier_transform:
             raise LlmarchError("head 'detect' reads each token through the pooler, not classifier_transform")
         self._validate_embed_dim()
+        check_head(self)
         if self.pooling not in POOLINGS:
             raise LlmarchError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLINGS)}")
         if self.n_labels <= 0:
