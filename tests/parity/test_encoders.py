@@ -30,10 +30,9 @@ FAMILIES = {
                False),
     # 3 layers (sliding, sliding, full), windows of 3 either side over 16 tokens, RoPE bases apart, a 48-wide head
     "ultrabert": ("Ultrabert", dict(num_hidden_layers=3, num_key_value_heads=2, sliding_window=3,
-                                    prediction_head_size=48, max_position_embeddings=64,
-                                    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 5e4},
-                                                     "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}),
-                  True),
+                                    prediction_head_size=48, max_position_embeddings=64, rope_parameters={
+                                        "full_attention": {"rope_type": "default", "rope_theta": 5e4},
+                                        "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}), True),
 }
 PAD = {"mpnet": 1}  # MPNet numbers positions from the ids that are not 1
 

@@ -40,7 +40,8 @@ IGNORE = (r"rotary_emb\.inv_freq$",)
 
 
 def encoder_config(hf: dict, model_type: str, theta: float, biased: bool) -> ModelConfig:
-    """A GTE-layout config (NomicBERT's too): `theta` the config class's default RoPE base, `biased` its blocks' biases."""
+    """A GTE-layout config (NomicBERT's too): `theta` the config class's default RoPE base, `biased` its blocks'
+    biases."""
     act = hf.get("hidden_act", "gelu")
     if act not in _GLU:
         raise LlmarchError(f"{model_type}: hidden_act {act!r} is not supported ({', '.join(_GLU)})")
