@@ -33,6 +33,9 @@ FAMILIES = {
                                     prediction_head_size=48, max_position_embeddings=64, rope_parameters={
                                         "full_attention": {"rope_type": "default", "rope_theta": 5e4},
                                         "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}), True),
+    "jina_embeddings_v3": ("JinaEmbeddingsV3", dict(type_vocab_size=2, pad_token_id=0, max_position_embeddings=64,
+                                                    rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
+                           True),
 }
 PAD = {"mpnet": 1}  # MPNet numbers positions from the ids that are not 1
 
@@ -86,6 +89,11 @@ def test_masked_lm_matches_transformers_and_round_trips(pair):
 @pytest.mark.parametrize("model_type, change, message", [
     ("eurobert", dict(architectures=["EuroBertForSequenceClassification"]), "EuroBertForSequenceClassification"),
     ("gte", dict(hidden_act="silu"), "hidden_act 'silu'"),
+    ("mpnet", dict(relative_attention_num_buckets=64), "relative_attention_num_buckets 64"),
+    ("albert", dict(embedding_size=64), "embedding_size equal to hidden_size"),
+    ("albert", dict(inner_group_num=2), "inner_group_num 2"),
+    ("ultrabert", dict(architectures=["UltrabertForTokenClassification"]), "UltrabertForTokenClassification"),
+    ("jina_embeddings_v3", dict(lora_adaptations=["retrieval.query"]), "task LoRA adapters"),
 ])
 def test_variants_it_cannot_compute_are_refused(model_type, change, message):
     with pytest.raises(LlmarchError, match=message):

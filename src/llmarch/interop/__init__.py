@@ -39,4 +39,4 @@ from . import cwm, exaone, flex_olmo, internlm3, solar_open  # noqa: F401
 from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
 from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
-from . import albert, eurobert, gte, mpnet, nomic_bert, ultrabert  # noqa: F401
+from . import albert, eurobert, gte, jina_embeddings_v3, mpnet, nomic_bert, ultrabert  # noqa: F401
