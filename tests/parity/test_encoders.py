@@ -98,3 +98,22 @@ def test_masked_lm_matches_transformers_and_round_trips(pair):
 def test_variants_it_cannot_compute_are_refused(model_type, change, message):
     with pytest.raises(LlmarchError, match=message):
         hf_model_config({**SMALL, "model_type": model_type, **change})
+
+
+# the ModernBERT decoder: 4 layers (full 0 and 3, sliding 1 and 2 over 4 keys each), RoPE bases apart, biases on,
+# its norm gains and biases moved; left-padded logits, 32 greedy tokens, cached decoding, to_hf round trip
+DECODER = {"modernbert-decoder": ("ModernBertDecoderConfig", "ModernBertDecoderForCausalLM", dict(
+    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+    local_attention=8, pad_token_id=0, bos_token_id=1, eos_token_id=2, attention_bias=True, mlp_bias=True,
+    norm_bias=True, classifier_bias=True, max_position_embeddings=128, initializer_range=0.1,
+    layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}))}
+
+
+def test_modernbert_decoder_matches_transformers(tmp_path):
+    import test_dense_families
+
+    ours = test_dense_families.check_case("modernbert-decoder", tmp_path, DECODER)
+    assert ours.config.causal and not ours.config.first_mixer_norm
+    assert ours.config.for_layer(1).sliding_window == 4

@@ -40,3 +40,4 @@ from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
 from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
 from . import albert, eurobert, gte, jina_embeddings_v3, mpnet, nomic_bert, ultrabert  # noqa: F401
+from . import modernbert_decoder  # noqa: F401
