@@ -1,0 +1,61 @@
+"""Encoders llama.cpp runs as embedding models beside BERT (bert.py) and ModernBERT (modernbert.py), as
+convert_hf_to_gguf.py writes them: the body without its masked-LM head, attention.causal false, pooling_type where
+a sentence-transformers Pooling module says.
+- EuroBERT (architecture `eurobert`, EuroBertModel): LLaMA's tensors with `model.` stripped (q, k, v apart and
+  unpermuted: llama.cpp rotates EuroBERT's halves, NEOX), RMSNorm's epsilon, rope.freq_base, rope.scaling.type
+  none; a byte-level BPE vocabulary. llama.cpp's eurobert loads no biases: a model with them is refused.
+llmarch writes the encoder with its pooling (a masked-LM head left out with a warning, a classifier refused) and
+reads such a file as head `embed`."""
+from __future__ import annotations
+
+from ...errors import LlmarchError, warn
+from .arch import Arch, Meta
+from .bert import POOLING
+
+
+def _embedding_in(meta: Meta) -> dict:
+    pooling = POOLING[meta.get("pooling_type", 0)]
+    if pooling not in ("none", "mean", "cls", "last"):
+        raise LlmarchError(f"{meta.path}: a {meta.arch} file with pooling_type {pooling} is not supported")
+    return dict(head="embed", pooling=pooling, head_transform=False, head_bias=False)
+
+
+def _embedding_out(arch: str):
+    """The writer's model_out for `arch`: the encoder and its pooling, a masked-LM head left out with a warning."""
+    def out(w, cfg):
+        import gguf
+
+        if cfg.head in ("classify", "tokens"):
+            raise LlmarchError(f"GGUF {arch} (llama.cpp) is written as an embedding model; this model has a "
+                               f"{cfg.head} head")
+        if cfg.head == "lm":
+            warn(f"GGUF {arch} keeps no masked-LM head: the file holds the encoder, an embedding model")
+        pooling = cfg.pooling if cfg.head == "embed" else "none"
+        if pooling != "none":
+            w.add_pooling_type(gguf.PoolingType(POOLING.index(pooling)))
+        return cfg.replace(head="embed", pooling=pooling, head_transform=False, head_bias=False,
+                           tie_embeddings=True)
+    return out
+
+
+def _eurobert(hf: dict, meta: Meta) -> dict:
+    if meta.get("attention.causal", False):
+        raise LlmarchError(f"{meta.path}: a eurobert file with attention.causal true is not EuroBERT (bidirectional)")
+    return {**hf, "tie_word_embeddings": True, "attention_bias": False, "mlp_bias": False}
+
+
+def _eurobert_out(w, hf: dict) -> dict:
+    """EuroBertModel.set_gguf_parameters: bidirectional, no RoPE scaling (the rest is TextModel's)."""
+    import gguf
+
+    if hf["attention_bias"] or hf["mlp_bias"] or hf["rope_parameters"].get("rope_type", "default") != "default":
+        raise LlmarchError("GGUF eurobert (llama.cpp) has no biases and no RoPE scaling; this model has them")
+    w.add_causal_attention(False)
+    w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+    return {}
+
+
+ARCHS = {
+    "eurobert": Arch("eurobert", fields=_eurobert, write=_eurobert_out, stripped=("model.",), dropped=r"^lm_head\.",
+                     model_in=_embedding_in, model_out=_embedding_out("eurobert")),
+}
