@@ -24,6 +24,9 @@ SMALL = dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_
 CASES = {  # GGUF architecture -> (transformers prefix, config extras)
     "eurobert": ("EuroBert", dict(num_key_value_heads=2, bos_token_id=1, eos_token_id=2, mask_token_id=3,
                                   rope_parameters={"rope_type": "default", "rope_theta": 500.0})),
+    "nomic-bert": ("NomicBert", dict(rope_parameters={"rope_type": "default", "rope_theta": 500.0})),
+    "jina-bert-v3": ("JinaEmbeddingsV3", dict(type_vocab_size=2, rope_parameters={"rope_type": "default",
+                                                                                   "rope_theta": 500.0})),
 }
 TEXT = "Hello, world! The quick brown fox jumps over the lazy dog."
 
