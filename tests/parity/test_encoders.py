@@ -117,3 +117,17 @@ def test_modernbert_decoder_matches_transformers(tmp_path):
     ours = test_dense_families.check_case("modernbert-decoder", tmp_path, DECODER)
     assert ours.config.causal and not ours.config.first_mixer_norm
     assert ours.config.for_layer(1).sliding_window == 4
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(layer_groups=2), "layer_groups=2 needs .* an encoder"),
+    (dict(layer_groups=3, causal=False, n_layers=2), "layer_groups=3 needs 1..n_layers"),
+    (dict(head_mlp=16), "head_mlp=16 needs head_transform"),
+    (dict(head_act="tanh"), "unknown head_act 'tanh'"),
+    (dict(ffn_in_bias=False, ffn="swiglu", n_experts=4), "ffn_in_bias=False differing from bias=True"),
+])
+def test_the_new_fields_check_themselves(fields, message):
+    import llmarch
+
+    with pytest.raises(LlmarchError, match=message):
+        llmarch.ModelConfig(**fields)

@@ -57,8 +57,7 @@ def needs(cfg: ModelConfig) -> str | None:
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    out = {k: v for k, v in bert_hf(cfg).items() if k != "hidden_act"}
-    return {**out, "model_type": "jina_embeddings_v3", "architectures": ["JinaEmbeddingsV3ForMaskedLM"],
+    return {**bert_hf(cfg), "model_type": "jina_embeddings_v3", "architectures": ["JinaEmbeddingsV3ForMaskedLM"],
             "pad_token_id": cfg.pad_id, "rope_parameters": rope_parameters(cfg)}
 
 

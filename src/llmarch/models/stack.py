@@ -37,8 +37,9 @@ class Stack(nn.Module):
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
-        # ALBERT's cross-layer sharing (layer_groups): G blocks, layer i runs block _order[i]; else one per layer
-        self._order = [i * cfg.layer_groups // cfg.n_layers for i in range(cfg.n_layers)] if cfg.layer_groups else None
+        # ALBERT's cross-layer sharing (layer_groups): G blocks, layer i runs block block_order[i]; else one per layer
+        groups = cfg.layer_groups
+        self.block_order = [i * groups // cfg.n_layers for i in range(cfg.n_layers)] if groups else None
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i)
                                     for i in range(cfg.layer_groups or cfg.n_layers))
         # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
@@ -213,7 +214,7 @@ class Stack(nn.Module):
         if altup is not None:  # AltUp: K streams through the blocks, (K, B, T, C), then one again
             x = altup.split(x)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
-        blocks = sub["blocks"] if self._order is None else [sub["blocks"][j] for j in self._order]
+        blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
         for i, (block, t) in enumerate(zip(blocks, self._types)):
             c = ctxs.get(t, ctx)
             x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
