@@ -132,3 +132,26 @@ def test_the_new_fields_check_themselves(fields, message):
 
     with pytest.raises(LlmarchError, match=message):
         llmarch.ModelConfig(**fields)
+
+
+def test_eurobert_token_classifier_and_base_model(tmp_path):
+    """EuroBertForTokenClassification (head `tokens`, and its to_hf round trip) and EuroBertModel (head `embed`: the
+    final hidden states)."""
+    prefix, extra, _ = FAMILIES["eurobert"]
+    conf = transformers.EuroBertConfig(**SMALL, **extra, num_labels=3)
+    ids, _, mask = padded_batch(0, low=4)
+    for suffix, head in (("Model", "embed"), ("ForTokenClassification", "tokens")):
+        torch.manual_seed(0)
+        hf = perturbed(getattr(transformers, prefix + suffix)(conf))
+        hf.save_pretrained(tmp_path / suffix)
+        ours = from_hf(tmp_path / suffix)
+        assert ours.config.head == head
+        with torch.no_grad():
+            theirs = hf(ids, attention_mask=mask)
+            mine = ours(ids, attention_mask=mask)
+        theirs = theirs.logits if head == "tokens" else theirs.last_hidden_state
+        assert gap(mine.logits if head == "tokens" else mine.hidden_states, theirs, mask) <= 1e-4
+    to_hf(ours, tmp_path / "out", labels=["a", "b", "c"])
+    again = transformers.EuroBertForTokenClassification.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        assert gap(again(ids, attention_mask=mask).logits, theirs, mask) <= 1e-4

@@ -30,7 +30,8 @@ def to_config(hf: dict) -> ModelConfig:
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.causal or cfg.norm != "rmsnorm" or cfg.norm_placement != "pre" or not cfg.final_norm \
             or cfg.embed_norm or cfg.positions != "rope" or cfg.rope_fraction != 1.0 or cfg.type_vocab_size \
-            or cfg.head_transform or cfg.head_bias != cfg.bias or cfg.ffn not in ("swiglu", "geglu", "geglu_tanh"):
+            or cfg.head_transform or cfg.ffn not in ("swiglu", "geglu", "geglu_tanh") \
+            or cfg.head == "lm" and cfg.head_bias != cfg.bias:
         return ("a bidirectional pre-RMSNorm encoder with RoPE over whole heads, a final norm, a gated MLP and a "
                 "plain LM head whose bias follows the MLP's")
     return None
