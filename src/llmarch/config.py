@@ -15,6 +15,7 @@ from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
 from .layers.hyper import check as check_hyper
 from .layers.ffn import FFN_ACTIVATION, check_ffn
+from .layers.heads import check_head
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 from .layers.side_conv import check_side_conv
@@ -22,7 +23,7 @@ from .layers.side_conv import check_side_conv
 
 HEADS = ("classify", "detect", "embed", "lm", "tokens")
 POOLINGS = ("none", "cls", "mean", "last")
-_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "expert_hidden",
+_DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "ffn_in_bias", "expert_hidden",
             "attention", "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope")
@@ -98,6 +99,9 @@ class ModelConfig:
     # "The Era of 1-bit LLMs", §2: weights rounded to {-1, 0, 1} by their absmean, inputs to 8 bits per token by
     # their absmax, quantized at every call from full-precision weights; layers/bitlinear.py)
     bitlinear: str = "none"
+    # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
+    # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
+    layer_groups: int = 0
     # the last this-many layers project no keys or values: each attends with its own queries over those of the last
     # earlier layer of the same attention geometry (kind, window, heads, head_dim, RoPE), sharing its KV cache
     # (Gemma 3n and Gemma 4's num_kv_shared_layers)
@@ -134,7 +138,7 @@ class ModelConfig:
     hc_eps: float = 1e-6  # hyper_connection: the floor added to its gates and to the Sinkhorn-Knopp divisors
     hc_post_gain: float = 2.0  # hyper_connection: g, the largest gain of a sublayer's output into a stream
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
-    # alibi, t5_relative, none
+    # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), none
     positions: str = "learned"
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -184,6 +188,8 @@ class ModelConfig:
     bias: bool = True  # biases of the attention and FFN projections
     qkv_bias: bool | None = None  # biases of the q, k, v projections; None: = bias (Qwen2: True with bias False)
     o_bias: bool | None = None  # a bias on attention's output projection; None: = bias (GPT-J: none, its MLP's yes)
+    # biases of a dense FFN's input projections (up, or gate and up); None: = bias (GTE: none there, down's yes)
+    ffn_in_bias: bool | None = None
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
     dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
@@ -197,6 +203,11 @@ class ModelConfig:
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
+    # > 0: the LM head's transform is a bottleneck MLP of this width instead, h -> act(act(h W_1) W_2), W_1 (d_model
+    # -> head_mlp) and W_2 (back) without biases and no norm (UltraBERT's prediction_head_size); needs head_transform
+    head_mlp: int = 0
+    # the head transform's activation (gelu, gelu_tanh, relu, silu, relu2); None: the FFN's (UltraBERT: gelu_tanh)
+    head_act: str | None = None
     head_bias: bool = False  # a bias on the output projection
     # classify and tokens heads: the head transform (dense -> activation -> norm) on the pooled hidden state
     # (classify, pooled by `pooling`) or on each token's (tokens) before the classifier, in place of the pooler
@@ -514,6 +525,8 @@ class ModelConfig:
             self.qkv_bias = self.bias
         if self.o_bias is None:
             self.o_bias = self.bias
+        if self.ffn_in_bias is None:
+            self.ffn_in_bias = self.bias
         if self.attention in _IMPLS:  # configs written before kinds existed named the kernel `attention`
             self.attn_impl, self.attention = self.attention, None
         if self.attention is None:
@@ -664,6 +677,7 @@ class ModelConfig:
         if self.head == "detect" and self.classifier_transform:
             raise LlmarchError("head 'detect' reads each token through the pooler, not classifier_transform")
         self._validate_embed_dim()
+        check_head(self)
         if self.pooling not in POOLINGS:
             raise LlmarchError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLINGS)}")
         if self.n_labels <= 0:
@@ -684,7 +698,11 @@ class ModelConfig:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
         if self.global_block_size < 0:
             raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
-        if self.relative_bias_per_layer and self.positions != "t5_relative":
+        if self.layer_groups and not (0 < self.layer_groups <= self.n_layers and not self.causal
+                                      and self.layer_types is None and not self.n_decoder_layers):
+            raise LlmarchError(f"layer_groups={self.layer_groups} needs 1..n_layers ({self.n_layers}) groups in an "
+                               "encoder (causal=False: a shared block holds one decode state) without layer_types")
+        if self.relative_bias_per_layer and self.positions != "t5_relative":  # learned_t5_relative: one table
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")

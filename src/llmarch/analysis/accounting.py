@@ -10,7 +10,8 @@
   the LM head when it is tied (the head is a matmul even when it shares the embedding's weights);
   L layers, d_attn = heads·head_dim, T = context_length. Per layer 12·d_attn·T is 6·T times the widths of
   q.k and pattern.v (Mixer.score_dims): latent attention's are H·(d_h + d_h^R) and H·d_v.
-  A shared block's weights (Zamba's, layers/shared_block.py) count in N once per layer that runs it.
+  A shared block's weights (Zamba's, layers/shared_block.py; ALBERT's layer_groups) count in N once per layer
+  that runs it.
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
@@ -60,6 +61,9 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
     for stack, _ in stacks(model).values():  # a shared block's weights (Zamba) cost their FLOPs at each use
         uses = [b.seq_mixer.block_id for b in stack.blocks if b.seq_mixer.reads_shared_blocks]
+        order = stack.block_order or []  # ALBERT's layer_groups: block j runs in order.count(j) layers
+        matmul += sum(sum(p.numel() for p in b.parameters()) * (order.count(j) - 1)
+                      for j, b in enumerate(stack.blocks) if order)
         for k, shared in enumerate(getattr(stack, "shared_blocks", None) or ()):
             matmul += sum(p.numel() for p in shared.parameters()) * max(uses.count(k) - 1, 0)
     if cfg.is_encoder_decoder:

@@ -117,6 +117,9 @@ LAYOUTS = {
                          lambda t, cfg: torch.stack(t.chunk(2), dim=1).flatten(0, 1), lambda s: s),
     # q or k rows that RoPE turns the other way (nanochat); v's rows go as "same"
     "rope_negated": (_rope_negated, _rope_negated, lambda s: s),
+    # a fused up|gate tensor (GTE's up_gate_proj): our gate_up holds the gate first, so the halves swap (both ways)
+    "swapped_halves": (lambda t, cfg: torch.cat(t.chunk(2)[::-1]), lambda t, cfg: torch.cat(t.chunk(2)[::-1]),
+                       lambda s: s),
 }
 # q, k and v of a family with interleaved RoPE, fused into qkv_proj: the q and k rows reordered
 ROPE_PAIRS_QKV = ("rope_pairs", "rope_pairs", "same")

@@ -98,7 +98,7 @@ def to_config(hf: dict) -> ModelConfig:
     return cfg.replace(layer_types=types, layer_overrides={SLIDING: {"sliding_window": window, **sliding}})
 
 
-def _unexpressible(cfg: ModelConfig) -> str | None:
+def needs_layout(cfg: ModelConfig) -> str | None:
     """What of `cfg` transformers' ModernBERT cannot compute, or None."""
     overrides = cfg.layer_overrides or {}
     local = overrides.get(SLIDING, {})
@@ -152,7 +152,7 @@ def from_config(cfg: ModelConfig) -> dict:
     return out
 
 
-FAMILIES.register("modernbert")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible,
+FAMILIES.register("modernbert")(Family(RULES, to_config, from_config, IGNORE, needs=needs_layout,
                                        heads={"classify": ("ModernBertForSequenceClassification", _CLASSIFIER),
                                               "tokens": ("ModernBertForTokenClassification", _CLASSIFIER)},
                                        base_prefix="model."))

@@ -30,14 +30,15 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 class MLP(nn.Module):
-    """FFN(x) = act(x W_up + b) W_down + b."""
+    """FFN(x) = act(x W_up + b) W_down + b; in_bias: up's bias, where it differs from down's (None: = bias)."""
 
     residual_out = ("down.weight",)  # writes to the residual stream (GPT-2 scaled init, models/stack.py)
 
-    def __init__(self, dim: int, hidden: int, act: str, bias: bool, sub_norm: nn.Module | None = None):
+    def __init__(self, dim: int, hidden: int, act: str, bias: bool, sub_norm: nn.Module | None = None,
+                 in_bias: bool | None = None):
         super().__init__()
         self.act = ACTIVATIONS[act]
-        self.up = Linear(dim, hidden, bias=bias)
+        self.up = Linear(dim, hidden, bias=bias if in_bias is None else in_bias)
         self.down = Linear(hidden, dim, bias=bias)
         self.sub_norm = sub_norm
 
@@ -74,19 +75,20 @@ class GLU(nn.Module):
     gate_scale and out_scale (Falcon-H1's muP mlp_multipliers; Yang et al. 2022, "Tensor Programs V"): constants
     on the gate's pre-activation and on the output, m_out * gate(m_gate x W_gate, x W_up) W_down, kept out of the
     weights so that training updates the weights as the checkpoint's authors did; None: no multiply at all.
-    sparsity s (Gemma 3n's activation sparsity, ffn_sparsity): the gate's pre-activations through gaussian_top_k."""
+    sparsity s (Gemma 3n's activation sparsity, ffn_sparsity): the gate's pre-activations through gaussian_top_k.
+    in_bias: gate_up's bias, where it differs from down's (None: = bias; GTE: gate and up without, down with)."""
 
     residual_out = ("down.weight",)
 
     def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  gate_scale: float | None = None, out_scale: float | None = None, sparsity: float = 0.0,
-                 sub_norm: nn.Module | None = None):
+                 sub_norm: nn.Module | None = None, in_bias: bool | None = None):
         super().__init__()
         self.gate = gate
         # Phi^-1(s) in fp32, as transformers takes it from torch.distributions' Normal(0, 1).icdf
         s = torch.tensor(sparsity, dtype=torch.float32, device="cpu")  # a constant, whatever device builds it
         self.cutoff = (torch.erfinv(2 * s - 1) * math.sqrt(2)).item() if sparsity else None
-        self.gate_up = Linear(dim, 2 * hidden, bias=bias)
+        self.gate_up = Linear(dim, 2 * hidden, bias=bias if in_bias is None else in_bias)
         self.down = Linear(hidden, dim, bias=bias)
         self.sub_norm = sub_norm
         self.fused_rows = {"gate_up": [hidden, hidden]}  # two matrices in a checkpoint (BitLinear scales each)
@@ -140,8 +142,8 @@ for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
 
 def _glu(dim: int, hidden: int, bias: bool, kind: str, gate_scale: float | None = None,
          out_scale: float | None = None, sparsity: float = 0.0, sub_norm: nn.Module | None = None,
-         **options) -> GLU:
-    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity, sub_norm)
+         in_bias: bool | None = None, **options) -> GLU:
+    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity, sub_norm, in_bias)
 
 
 for _name in GATES:
@@ -167,10 +169,15 @@ def dense_ffn(cfg, hidden: int) -> nn.Module | None:
         scales["sparsity"] = cfg.ffn_sparsity
     if cfg.sub_norm:  # BitNet's ffn_sub_norm over the hidden activations
         scales["sub_norm"] = make_norm(cfg, hidden)
+    if cfg.ffn_in_bias != cfg.bias:  # the kinds that take it (MLP, GLU); others are refused by check_ffn
+        scales["in_bias"] = cfg.ffn_in_bias
     return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg), **scales)
 
 
 def check_ffn(cfg) -> None:
+    if cfg.ffn_in_bias != cfg.bias and (cfg.ffn not in FFN_ACTIVATION or cfg.n_experts):
+        raise LlmarchError(f"ffn_in_bias={cfg.ffn_in_bias} differing from bias={cfg.bias} needs a dense MLP or gated "
+                           f"FFN, not ffn={cfg.ffn!r} with n_experts={cfg.n_experts}")
     if cfg.ffn == "xielu" and (cfg.n_experts or cfg.head_transform or cfg.ple_dim):
         raise LlmarchError("ffn='xielu' holds its learned activation in each dense MLP: not for experts, a head "
                            "transform or per-layer embeddings")

@@ -1,6 +1,8 @@
 """Output heads on the final hidden states.
 - HeadTransform: BERT's masked-LM head transform (Devlin et al. 2019, appendix A.1 / the reference code):
   h -> LayerNorm(act(h W + b)), before the projection onto the vocabulary.
+- BottleneckTransform: UltraBERT's masked-LM head transform (head_mlp): h -> act(act(h W_1) W_2), a two-layer MLP
+  through a narrower width without biases or a norm, before the projection onto the vocabulary.
 - Pooler: the sequence summary a classifier reads (Devlin et al. 2019, §3 and Fig. 4a: the final hidden
   state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
   pooled = tanh(C W + b) (DistilBERT: ReLU, ELECTRA: GELU; pooler_act). RoBERTa's classification head has the same
@@ -18,9 +20,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import LlmarchError
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .linear import Linear
 from .norms import make_norm
+
+
+def head_activation(cfg):
+    """The head transform's activation: head_act, else the FFN's."""
+    return ACTIVATIONS[cfg.head_act or FFN_ACTIVATION[cfg.ffn]]
+
+
+def check_head(cfg) -> None:
+    if cfg.head_act is not None and cfg.head_act not in ACTIVATIONS:
+        raise LlmarchError(f"unknown head_act {cfg.head_act!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    if cfg.head_mlp < 0 or cfg.head_mlp and not (cfg.head_transform and cfg.head == "lm"
+                                                 and cfg.embed_width == cfg.d_model):
+        raise LlmarchError(f"head_mlp={cfg.head_mlp} needs head_transform on an LM head at the embedding width of "
+                           "d_model (it replaces BERT's transform)")
 
 
 class HeadTransform(nn.Module):
@@ -30,11 +47,24 @@ class HeadTransform(nn.Module):
     def __init__(self, cfg, width: int | None = None):
         super().__init__()
         self.dense = Linear(cfg.d_model, width or cfg.d_model, bias=cfg.head_transform_bias)
-        self.act = ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
+        self.act = head_activation(cfg)
         self.norm = make_norm(cfg, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))
+
+
+class BottleneckTransform(nn.Module):
+    """UltraBERT's prediction head before its decoder (head_mlp): act(act(x W_1) W_2), no biases, no norm."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.up = Linear(cfg.d_model, cfg.head_mlp, bias=False)
+        self.down = Linear(cfg.head_mlp, cfg.d_model, bias=False)
+        self.act = head_activation(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.down(self.act(self.up(x))))
 
 
 class Pooler(nn.Module):

@@ -307,6 +307,20 @@ class RelativeBias(NoPositions):
         return self.global_weight[self.bucket(offset)].permute(0, 3, 1, 2)  # (B, H, T, G)
 
 
+class LearnedAndRelativeBias(RelativeBias):
+    """MPNet's two position signals (Song et al. 2020, "MPNet: Masked and Permuted Pre-training for Language
+    Understanding", §2.3 and its code): a learned absolute vector per position added to the token embeddings (as
+    BERT's, position_offset as RoBERTa's) and T5's bucketed relative bias on the scores of every layer (one table
+    the layers share). The bias table is `weight`, the absolute one `table`."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.table = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.embed_width))
+
+    def embed(self, pos: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(pos, self.table)
+
+
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """ALiBi's head-specific slopes (Press et al. 2022, §3): for n a power of two the geometric sequence
     2^(-8/n), 2^(-16/n), ..., 2^(-8). Otherwise the slopes of the closest power of two below, n' = 2^floor(log2 n),
@@ -380,7 +394,7 @@ class RelativeEmbeddings(NoPositions):
 
 
 # position kinds that add a bias to the attention scores: only attention kinds that read the mask take them
-BIAS_POSITIONS = ("t5_relative", "alibi")
+BIAS_POSITIONS = ("t5_relative", "learned_t5_relative", "alibi")
 
 POSITIONS.register("none")(lambda cfg: NoPositions())
 POSITIONS.register("learned")(LearnedPositions)
@@ -388,6 +402,7 @@ POSITIONS.register("sinusoidal")(SinusoidalPositions)
 POSITIONS.register("sinusoidal_halves")(lambda cfg: SinusoidalPositions(cfg, "halves"))
 POSITIONS.register("sinusoidal_fairseq")(lambda cfg: SinusoidalPositions(cfg, "fairseq"))
 POSITIONS.register("t5_relative")(RelativeBias)
+POSITIONS.register("learned_t5_relative")(LearnedAndRelativeBias)
 POSITIONS.register("rope")(RotaryPositions)
 POSITIONS.register("alibi")(ALiBi)
 POSITIONS.register("relative_embeddings")(RelativeEmbeddings)

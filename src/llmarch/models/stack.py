@@ -43,7 +43,11 @@ class Stack(nn.Module):
         if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
             d = cfg.d_model
             self.input_bias, self.input_scale = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.ones(d))
-        self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i) for i in range(cfg.n_layers))
+        # ALBERT's cross-layer sharing (layer_groups): G blocks, layer i runs block block_order[i]; else one per layer
+        groups = cfg.layer_groups
+        self.block_order = [i * groups // cfg.n_layers for i in range(cfg.n_layers)] if groups else None
+        self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i)
+                                    for i in range(cfg.layer_groups or cfg.n_layers))
         # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
         # reads them, each through ctx.shared_blocks; the j-th such layer runs block j mod shared_blocks
         users = [b.seq_mixer for i, b in enumerate(self.blocks) if MIXERS[cfg.layer_mixer(i)].reads_shared_blocks]
@@ -224,7 +228,8 @@ class Stack(nn.Module):
         if hc_head is not None:  # hyper-connections: n streams through the blocks, (B, T, n, C)
             x = streams(x, self._stack_cfg.hc_streams)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
-        for i, (block, t) in enumerate(zip(sub["blocks"], self._types)):
+        blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
+        for i, (block, t) in enumerate(zip(blocks, self._types)):
             c = ctxs.get(t, ctx)
             x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
         if altup is not None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..layers.heads import HeadTransform, Pooler, pool, summary
+from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, pool, summary
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from .stack import Stack, check_ids, init_weights
@@ -31,7 +31,8 @@ class TransformerLM(Stack):
         self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_width)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
-            self.head_transform = HeadTransform(cfg, cfg.embed_width) if cfg.head_transform else None
+            self.head_transform = None if not cfg.head_transform else \
+                BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.embed_width)
             width = cfg.embed_width if cfg.head_transform else cfg.d_model
             self.lm_head = Linear(width, cfg.vocab_size, bias=cfg.head_bias)
             if cfg.tied_head:
