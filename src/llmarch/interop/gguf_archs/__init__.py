@@ -19,6 +19,7 @@ from . import dbrx, minicpm3
 from . import falcon_h1
 from . import nemotron_h
 from . import mistral4
+from . import dsa
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -38,5 +39,6 @@ ARCHS.update(minicpm3.ARCHS)
 ARCHS.update(falcon_h1.ARCHS)
 ARCHS.update(nemotron_h.ARCHS)
 ARCHS.update(mistral4.ARCHS)
+ARCHS.update(dsa.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

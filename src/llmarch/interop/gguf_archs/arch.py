@@ -147,3 +147,12 @@ class Arch:
     # config.json -> a regex of the family's Hugging Face names this variant has no tensors for, where the name map
     # gives another variant's tensor the same GGUF name (T5's ReLU `wi` and gated `wi_1` are both ffn_up)
     absent: Callable[[dict], str | None] = lambda hf: None
+    # the `gguf` package's architecture whose tensor-name map this one's files follow, where the package has no entry
+    # of its own (llama.cpp's deepseek32 names its tensors as glm-dsa does); None: its own
+    names: str | None = None
+
+    def name_map(self, arch: str, n_layers: int):
+        """The `gguf` package's TensorNameMap (Hugging Face name -> GGUF name) for files of architecture `arch`."""
+        import gguf
+
+        return gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[self.names or arch], n_layers)
