@@ -20,6 +20,7 @@ from . import falcon_h1
 from . import nemotron_h
 from . import mistral4
 from . import dsa
+from . import bitnet
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -40,5 +41,6 @@ ARCHS.update(falcon_h1.ARCHS)
 ARCHS.update(nemotron_h.ARCHS)
 ARCHS.update(mistral4.ARCHS)
 ARCHS.update(dsa.ARCHS)
+ARCHS.update(bitnet.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
