@@ -21,6 +21,7 @@ from . import nemotron_h
 from . import mistral4
 from . import dsa
 from . import bitnet
+from . import minimax01
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -42,5 +43,6 @@ ARCHS.update(nemotron_h.ARCHS)
 ARCHS.update(mistral4.ARCHS)
 ARCHS.update(dsa.ARCHS)
 ARCHS.update(bitnet.ARCHS)
+ARCHS.update(minimax01.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
