@@ -22,6 +22,7 @@ from . import mistral4
 from . import dsa
 from . import bitnet
 from . import minimax01
+from . import afmoe
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -44,5 +45,6 @@ ARCHS.update(mistral4.ARCHS)
 ARCHS.update(dsa.ARCHS)
 ARCHS.update(bitnet.ARCHS)
 ARCHS.update(minimax01.ARCHS)
+ARCHS.update(afmoe.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
