@@ -7,8 +7,9 @@ q, k, v rows together, as transformers stores qkv_proj) with SiLU, its decay slo
 mixture, renormalised. Its residual is MiniMax's over the normed input, scaled by `residual_scale` (transformers'
 alpha) and added to the sublayer's output unscaled. Refused both ways, in one line: an
 `attention.layer_norm_rms_epsilon` other than 1e-6, which llama.cpp's graph takes for attn_norm_2 too where
-transformers' lightning norm keeps its own 1e-6 (a tiny model with 1e-5 decoded 0.011 apart, with 1e-6 1.8e-7, measured); and on writing, a residual beta
-(residual_multiplier) other than 1, and layers all of one kind (llama.cpp's hybrid memory aborts without both)."""
+transformers' lightning norm keeps its own 1e-6 (a tiny model with 1e-5 decoded 0.011 apart, with 1e-6 1.8e-7,
+measured); and on writing, a residual beta (residual_multiplier) other than 1, and layers all of one kind (llama.cpp's
+hybrid memory aborts without both)."""
 from __future__ import annotations
 
 import math
