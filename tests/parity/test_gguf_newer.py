@@ -26,6 +26,8 @@ CASES = {  # name: (transformers config class, its fields, GGUF architecture)
     "afmoe": ("AfmoeConfig", dict(SMALL, num_hidden_layers=4, sliding_window=8, moe_intermediate_size=32,
                                   num_experts=4, num_experts_per_tok=2, num_shared_experts=1, route_scale=1.5,
                                   mup_enabled=True), "afmoe"),
+    # EXAONE 3.5: LLaMA under GPT-2-like names, read as Hugging Face holds them (no q/k permutation)
+    "exaone": ("ExaoneConfig", dict(SMALL, num_layers=2, head_dim=None), "exaone"),
 }
 REFUSED = [  # (case, config changes, what the error says)
     ("afmoe", dict(mup_enabled=False), "sqrt"),

@@ -23,6 +23,7 @@ from . import dsa
 from . import bitnet
 from . import minimax01
 from . import afmoe
+from . import exaone
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -46,5 +47,6 @@ ARCHS.update(dsa.ARCHS)
 ARCHS.update(bitnet.ARCHS)
 ARCHS.update(minimax01.ARCHS)
 ARCHS.update(afmoe.ARCHS)
+ARCHS.update(exaone.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
