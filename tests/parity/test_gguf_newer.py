@@ -28,6 +28,10 @@ CASES = {  # name: (transformers config class, its fields, GGUF architecture)
                                   mup_enabled=True), "afmoe"),
     # EXAONE 3.5: LLaMA under GPT-2-like names, read as Hugging Face holds them (no q/k permutation)
     "exaone": ("ExaoneConfig", dict(SMALL, num_layers=2, head_dim=None), "exaone"),
+    # HY V3: per-head QK-norm; layer 0 dense, then 4 experts (top 2 by sigmoid plus an expert bias, renormalised,
+    # times 2.826) and a shared one
+    "hy_v3": ("HYV3Config", dict(SMALL, num_hidden_layers=3, moe_intermediate_size=32, num_experts=4,
+                                 num_experts_per_tok=2, num_shared_experts=1), "hy_v3"),
 }
 REFUSED = [  # (case, config changes, what the error says)
     ("afmoe", dict(mup_enabled=False), "sqrt"),

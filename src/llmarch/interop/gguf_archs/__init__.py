@@ -24,6 +24,7 @@ from . import bitnet
 from . import minimax01
 from . import afmoe
 from . import exaone
+from . import hy_v3
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -48,5 +49,6 @@ ARCHS.update(bitnet.ARCHS)
 ARCHS.update(minimax01.ARCHS)
 ARCHS.update(afmoe.ARCHS)
 ARCHS.update(exaone.ARCHS)
+ARCHS.update(hy_v3.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
