@@ -3,8 +3,9 @@
 `expert_weights_norm`, times `expert_weights_scale`, beside an ungated shared expert of
 `expert_shared_feed_forward_length`; the others dense SwiGLUs. The gguf package (0.19) has no hy_v3: its tensors are
 named by afmoe's map (HY V3's `mlp.shared_mlp` as afmoe's `mlp.shared_experts`, its `post_attention_layernorm` as
-afmoe's `pre_mlp_layernorm`, `ffn_norm`), the expert bias `exp_probs_b` without `.bias`, as llama.cpp loads it. A file that does not renormalise is
-refused (llmarch's HY V3 always does); the multi-token-prediction layers (nextn_predict_layers) are not read."""
+afmoe's `pre_mlp_layernorm`, `ffn_norm`), the expert bias `exp_probs_b` without `.bias`, as llama.cpp loads it.
+A file that does not renormalise is refused (llmarch's HY V3 always does); the multi-token-prediction layers
+(nextn_predict_layers) are not read."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
