@@ -20,6 +20,9 @@ gguf = pytest.importorskip("gguf")
 
 SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
              head_dim=16)
+COHERE2_MOE = dict(SMALL, num_hidden_layers=4, intermediate_size=32, prefix_dense_intermediate_size=96, num_experts=4,
+                   num_experts_per_tok=2, num_shared_experts=1, sliding_window=8, first_k_dense_replace=1)
+COHERE2_TYPES = ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
 CASES = {  # name: (transformers config class, its fields, GGUF architecture)
     # layers 0-2 slide over 8 keys with RoPE, layer 3 sees all without; layer 0 dense, then 4 experts (top 2 by
     # sigmoid plus an expert bias, renormalised, times 1.5) and a shared one; embeddings times sqrt(d)
@@ -32,10 +35,18 @@ CASES = {  # name: (transformers config class, its fields, GGUF architecture)
     # times 2.826) and a shared one
     "hy_v3": ("HYV3Config", dict(SMALL, num_hidden_layers=3, moe_intermediate_size=32, num_experts=4,
                                  num_experts_per_tok=2, num_shared_experts=1), "hy_v3"),
+    # Cohere2-MoE: bias-free LayerNorm, layers 0-2 sliding over 8 keys with RoPE, layer 3 full without; layer 0 dense,
+    # then 4 experts (softmax top 2) and a shared one, averaged
+    "cohere2_moe": ("Cohere2MoeConfig", COHERE2_MOE, "cohere2moe"),
+    # RMSNorm, sigmoid routing not renormalised, the dense layer 0 full attention with RoPE (force_rope)
+    "cohere2_moe-sigmoid": ("Cohere2MoeConfig", dict(COHERE2_MOE, rms_norm_eps=1e-6, expert_selection_fn="sigmoid",
+                                                     norm_topk_prob=False, layer_types=COHERE2_TYPES), "cohere2moe"),
 }
 REFUSED = [  # (case, config changes, what the error says)
     ("afmoe", dict(mup_enabled=False), "sqrt"),
     ("afmoe", dict(global_attn_every_n_layers=2), "each 4th"),
+    ("cohere2_moe", dict(shared_expert_combination_strategy="sum"), "averages"),
+    ("cohere2_moe", dict(layer_types=COHERE2_TYPES, prefix_dense_sliding_window_pattern=4), "every dense first"),
 ]
 
 

@@ -25,6 +25,7 @@ from . import minimax01
 from . import afmoe
 from . import exaone
 from . import hy_v3
+from . import cohere2moe
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -50,5 +51,6 @@ ARCHS.update(minimax01.ARCHS)
 ARCHS.update(afmoe.ARCHS)
 ARCHS.update(exaone.ARCHS)
 ARCHS.update(hy_v3.ARCHS)
+ARCHS.update(cohere2moe.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
