@@ -163,12 +163,9 @@ class GGUFTensors:
 
     def __init__(self, reader, arch: str, hf_names: list[str], n_heads: int, n_kv_heads: int, n_layers: int,
                  path, hf: dict | None = None):
-        import gguf
-
         self.path, self.hf = path, hf  # hf: the file's config.json fields, which Arch.split's joins read
         self.tensors = {t.name: t for t in reader.tensors}
-        arch_id = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
-        name_map = gguf.get_tensor_name_map(arch_id, n_layers)
+        name_map = ARCHS[arch].name_map(arch, n_layers)
         self.to_gguf, self.row, self.parts = {}, {}, {}
         names = ARCHS[arch].renamed, ARCHS[arch].stripped
         self.keyed = {}  # Arch.keyed: a per-layer scalar from its array key

@@ -244,8 +244,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
     rules = FAMILIES[cfg.hf_model_type].rules_for(cfg)  # first: it refuses what the family cannot hold (needs)
     hf = arch.common(FAMILIES[cfg.hf_model_type].from_config(cfg))  # what convert_hf_to_gguf.py would read
     tensors = _stack_rows(export_state(state, rules, cfg), arch.indexed)
-    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch_name],
-                                     max(cfg.n_layers, cfg.n_decoder_layers))
+    names = arch.name_map(arch_name, max(cfg.n_layers, cfg.n_decoder_layers))
     if dtype == "mxfp4" and not cfg.n_experts:
         raise LlmarchError("GGUF type mxfp4 holds a mixture's experts in MXFP4; this model has no experts")
     w = _writer_class()(str(path), arch_name)

@@ -21,6 +21,13 @@ from . import nemotron_h
 from . import mistral4
 from . import mimo2
 from . import encoders
+from . import dsa
+from . import bitnet
+from . import minimax01
+from . import afmoe
+from . import exaone
+from . import hy_v3
+from . import cohere2moe
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -42,5 +49,12 @@ ARCHS.update(nemotron_h.ARCHS)
 ARCHS.update(mistral4.ARCHS)
 ARCHS.update(mimo2.ARCHS)
 ARCHS.update(encoders.ARCHS)
+ARCHS.update(dsa.ARCHS)
+ARCHS.update(bitnet.ARCHS)
+ARCHS.update(minimax01.ARCHS)
+ARCHS.update(afmoe.ARCHS)
+ARCHS.update(exaone.ARCHS)
+ARCHS.update(hy_v3.ARCHS)
+ARCHS.update(cohere2moe.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

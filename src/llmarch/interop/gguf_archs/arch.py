@@ -1,6 +1,7 @@
 """What one GGUF architecture is to llmarch (`Arch`), and the file's metadata as its functions read it (`Meta`)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field as dataclass_field
 from typing import Callable
 
@@ -147,3 +148,30 @@ class Arch:
     # config.json -> a regex of the family's Hugging Face names this variant has no tensors for, where the name map
     # gives another variant's tensor the same GGUF name (T5's ReLU `wi` and gated `wi_1` are both ffn_up)
     absent: Callable[[dict], str | None] = lambda hf: None
+    # the `gguf` package's architecture whose tensor-name map this one's files follow, where the package has no entry
+    # of its own (llama.cpp's deepseek32 names its tensors as glm-dsa does); None: its own
+    names: str | None = None
+    # (ending of a layer's Hugging Face tensor name, its GGUF name after `blk.N.`) for tensors that no name map of the
+    # package gives for this architecture (MiniMax-01's lightning attention under llama's map), tried first
+    own_names: tuple[tuple[str, str], ...] = ()
+
+    def name_map(self, arch: str, n_layers: int):
+        """The `gguf` package's TensorNameMap (Hugging Face name -> GGUF name) for files of architecture `arch`, with
+        own_names before it."""
+        import gguf
+
+        package = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[self.names or arch],
+                                           n_layers)
+        return _OwnNames(self.own_names, package) if self.own_names else package
+
+
+class _OwnNames:
+    """A name map that gives Arch.own_names' GGUF names first, else the package map's."""
+
+    def __init__(self, own: tuple, package):
+        self.own, self.package = own, package
+
+    def get_name(self, key: str, try_suffixes=()):
+        layer = re.match(r"model\.layers\.(\d+)\.", key)
+        found = next((gguf for hf, gguf in self.own if layer and key.endswith(hf)), None)
+        return f"blk.{layer[1]}.{found}" if found else self.package.get_name(key, try_suffixes=try_suffixes)
