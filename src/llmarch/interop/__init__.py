@@ -39,3 +39,4 @@ from . import cwm, exaone, flex_olmo, internlm3, solar_open  # noqa: F401
 from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
 from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
+from . import youtu  # noqa: F401

