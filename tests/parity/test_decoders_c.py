@@ -19,6 +19,8 @@ MLA = dict(kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=
 CASES = {
     # Youtu: DeepSeek-V3's latent attention (compressed query, interleaved RoPE rows) in dense LLaMA blocks, tied head
     "youtu": ("YoutuConfig", "YoutuForCausalLM", dict(COMMON, **MLA, q_lora_rank=24, bos_token_id=1, eos_token_id=2)),
+    # Jais-2: LayerNorms with biases, an ungated squared-ReLU MLP, biases on q k v o but none on the MLP
+    "jais2": ("Jais2Config", "Jais2ForCausalLM", dict(COMMON, num_key_value_heads=2, mlp_bias=False, eos_token_id=2)),
 }
 
 
@@ -32,3 +34,5 @@ def test_refusals():
     """Variants the families' tensors or parts cannot compute are refused in one line."""
     with pytest.raises(LlmarchError, match="rope_interleave false"):
         hf_model_config(dict(COMMON, **MLA, model_type="youtu", rope_interleave=False))
+    with pytest.raises(LlmarchError, match="jais2: hidden_act 'silu'"):
+        hf_model_config(dict(COMMON, model_type="jais2", hidden_act="silu"))

@@ -40,3 +40,4 @@ from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
 from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
 from . import youtu  # noqa: F401
+from . import jais2  # noqa: F401
