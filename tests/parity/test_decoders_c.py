@@ -21,6 +21,12 @@ CASES = {
     "youtu": ("YoutuConfig", "YoutuForCausalLM", dict(COMMON, **MLA, q_lora_rank=24, bos_token_id=1, eos_token_id=2)),
     # Jais-2: LayerNorms with biases, an ungated squared-ReLU MLP, biases on q k v o but none on the MLP
     "jais2": ("Jais2Config", "Jais2ForCausalLM", dict(COMMON, num_key_value_heads=2, mlp_bias=False, eos_token_id=2)),
+    # MiniCPM5-MoE: gated attention (q_gate_proj: each head's queries, then its gate); layer 0 dense, layer 1 4 experts
+    # in 2 groups (1 chosen), top 2 by sigmoid plus bias, renormalised and times 3.66, one shared MLP
+    "minicpm5_moe": ("MiniCPM5MoeConfig", "MiniCPM5MoeForCausalLM",
+                     dict(COMMON, num_key_value_heads=2, head_dim=16, n_routed_experts=4, num_experts_per_tok=2,
+                          moe_intermediate_size=32, n_group=2, topk_group=1, eos_token_id=2, pad_token_id=0,
+                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
 }
 
 

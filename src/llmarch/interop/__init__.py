@@ -41,3 +41,4 @@ from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
 from . import youtu  # noqa: F401
 from . import jais2  # noqa: F401
+from . import minicpm5_moe  # noqa: F401
