@@ -27,6 +27,15 @@ CASES = {
                      dict(COMMON, num_key_value_heads=2, head_dim=16, n_routed_experts=4, num_experts_per_tok=2,
                           moe_intermediate_size=32, n_group=2, topk_group=1, eos_token_id=2, pad_token_id=0,
                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    # HyperCLOVA X: Granite's scalars (the logits multiplied by 0.5) with Peri-LN (a norm on each sublayer's output
+    # before the residual multiplier); scores scaled by 1/sqrt(head_dim) (attention_multiplier null)
+    "hyperclovax": ("HyperCLOVAXConfig", "HyperCLOVAXForCausalLM",
+                    dict(COMMON, num_key_value_heads=2, embedding_multiplier=2.0, residual_multiplier=0.5,
+                         logits_scaling=0.5, attention_bias=True, mlp_bias=True, eos_token_id=None)),
+    # without the post norms, another scale on the scores
+    "hyperclovax-pre": ("HyperCLOVAXConfig", "HyperCLOVAXForCausalLM",
+                        dict(COMMON, num_key_value_heads=2, use_post_norm=False, attention_multiplier=0.2,
+                             logits_scaling=4.0, eos_token_id=None)),
 }
 
 
