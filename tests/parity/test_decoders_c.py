@@ -36,6 +36,8 @@ CASES = {
     "hyperclovax-pre": ("HyperCLOVAXConfig", "HyperCLOVAXForCausalLM",
                         dict(COMMON, num_key_value_heads=2, use_post_norm=False, attention_multiplier=0.2,
                              logits_scaling=4.0, eos_token_id=None)),
+    # IQuest-Coder: LLaMA as transformers runs it, head_dim 24 (not d / heads)
+    "iquestcoder": ("IQuestCoderConfig", "LlamaForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=24)),
 }
 
 

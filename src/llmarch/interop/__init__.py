@@ -43,3 +43,4 @@ from . import youtu  # noqa: F401
 from . import jais2  # noqa: F401
 from . import minicpm5_moe  # noqa: F401
 from . import hyperclovax  # noqa: F401
+from . import iquestcoder  # noqa: F401
