@@ -15,6 +15,8 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+GLM_MOE = dict(num_key_value_heads=2, head_dim=16, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+               n_group=2, topk_group=1, eos_token_id=None)
 MLA = dict(kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12)
 CASES = {
     # Youtu: DeepSeek-V3's latent attention (compressed query, interleaved RoPE rows) in dense LLaMA blocks, tied head
@@ -38,6 +40,16 @@ CASES = {
                              logits_scaling=4.0, eos_token_id=None)),
     # IQuest-Coder: LLaMA as transformers runs it, head_dim 24 (not d / heads)
     "iquestcoder": ("IQuestCoderConfig", "LlamaForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=24)),
+    # Param-2 and Sarvam MoE: GLM-4.5 as transformers runs them, RoPE over the whole head, per-head QK-norm; layer 0
+    # dense, layer 1 4 experts in 2 groups (1 chosen), top 2 by sigmoid plus bias, renormalised, times 2.5, shared
+    # experts (2 widths for Param-2); q k v biases for Sarvam; tied (Param-2) and untied heads
+    "param2moe": ("Param2MoeConfig", "Glm4MoeForCausalLM", dict(COMMON, **GLM_MOE)),
+    "sarvam_moe": ("SarvamMoEConfig", "Glm4MoeForCausalLM", dict(COMMON, **GLM_MOE, attention_bias=True)),
+    # Sarvam MLA: DeepSeek-V3 as transformers runs it: latent attention with one q_proj; layer 0 dense, layer 1 4
+    # experts in 2 groups (1 chosen), top 2 by sigmoid plus bias, renormalised, times 2.5, one shared expert
+    "sarvam_mla": ("SarvamMLAConfig", "DeepseekV3ForCausalLM",
+                   dict(COMMON, **MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2,
+                        topk_group=1, eos_token_id=None)),
 }
 
 
@@ -53,3 +65,25 @@ def test_refusals():
         hf_model_config(dict(COMMON, **MLA, model_type="youtu", rope_interleave=False))
     with pytest.raises(LlmarchError, match="jais2: hidden_act 'silu'"):
         hf_model_config(dict(COMMON, model_type="jais2", hidden_act="silu"))
+
+
+@pytest.mark.parametrize("kind, tied, theta", [("param2moe", True, 5e5), ("sarvam_moe", False, 8e6)])
+def test_glm4_moe_variants_read_original_configs_with_their_class_defaults(kind, tied, theta):
+    """Param-2's and Sarvam's original config.json: the remote code's names (num_experts, num_shared_experts,
+    use_qkv_bias), no rope_parameters: RoPE over the whole head (GLM-4.5's default is half), QK-norm on."""
+    cfg = hf_model_config(dict(COMMON, model_type=kind, num_key_value_heads=2, num_experts=8, num_shared_experts=2, use_qkv_bias=True,
+                               num_experts_per_tok=2, moe_intermediate_size=32))
+    assert (cfg.rope_fraction, cfg.qk_norm, cfg.qkv_bias, cfg.n_experts, cfg.n_shared_experts) == (1.0, "head", True,
+                                                                                                   8, 2)
+    assert (cfg.tie_embeddings, cfg.rope_theta, cfg.head_dim, cfg.router_scale) == (tied, theta, 64, 2.5)
+
+
+def test_sarvam_mla_reads_the_original_config_format():
+    """sarvam-105b's original config.json: head_dim = kv_lora_rank + qk_rope_head_dim (for vLLM, not read),
+    num_experts for n_routed_experts, RoPE scaling `deepseek_yarn` (YaRN), no q_lora_rank (one q_proj)."""
+    cfg = hf_model_config(dict(COMMON, **MLA, model_type="sarvam_mla", head_dim=24, num_experts=8,
+                               num_experts_per_tok=2, moe_intermediate_size=32, rope_theta=1e4,
+                               rope_scaling={"type": "deepseek_yarn", "factor": 4.0, "mscale": 1.0,
+                                             "mscale_all_dim": 1.0, "original_max_position_embeddings": 64}))
+    assert (cfg.head_dim, cfg.n_experts, cfg.q_lora_rank, cfg.moe_dense_first) == (8, 8, None, 1)
+    assert (cfg.rope_scaling, cfg.rope_factor, cfg.rope_original_context, cfg.rope_mscale) == ("yarn", 4.0, 64, 1.0)

@@ -44,3 +44,5 @@ from . import jais2  # noqa: F401
 from . import minicpm5_moe  # noqa: F401
 from . import hyperclovax  # noqa: F401
 from . import iquestcoder  # noqa: F401
+from . import param2moe, sarvam_moe  # noqa: F401
+from . import sarvam_mla  # noqa: F401
