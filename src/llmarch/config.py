@@ -168,6 +168,9 @@ class ModelConfig:
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
     head_bias: bool = False  # a bias on the output projection
+    # rows of an untied LM head: it scores ids 0..head_vocab - 1 only, the ids past it are input-only (Apertus 1.5's
+    # output_vocab_size: the head pruned of its image and audio codes); None: vocab_size
+    head_vocab: int | None = None
     # classify and tokens heads: the head transform (dense -> activation -> norm) on the pooled hidden state
     # (classify, pooled by `pooling`) or on each token's (tokens) before the classifier, in place of the pooler
     # (ModernBERT's ModernBertPredictionHead)
@@ -566,6 +569,10 @@ class ModelConfig:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):
             raise LlmarchError(f"unknown pooler_act {self.pooler_act!r}; choose one of: tanh, relu, gelu")
+        if self.head_vocab is not None and not (0 < self.head_vocab <= self.vocab_size and self.head == "lm"
+                                                and not self.tie_embeddings and not self.n_decoder_layers):
+            raise LlmarchError(f"head_vocab={self.head_vocab} needs an untied LM head of a decoder-only or "
+                               f"encoder-only model, and 1 <= head_vocab <= vocab_size={self.vocab_size}")
         if self.head == "detect" and self.classifier_transform:
             raise LlmarchError("head 'detect' reads each token through the pooler, not classifier_transform")
         self._validate_embed_dim()

@@ -50,6 +50,11 @@ CASES = {
     "sarvam_mla": ("SarvamMLAConfig", "DeepseekV3ForCausalLM",
                    dict(COMMON, **MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2,
                         topk_group=1, eos_token_id=None)),
+    # Apertus 1.5: Apertus (QK-norm, xIELU) whose untied head scores the first 100 of the 128 ids only
+    "apertus1p5_text": ("Apertus1p5TextConfig", "Apertus1p5TextForCausalLM",
+                        dict(COMMON, num_key_value_heads=2, head_dim=16, output_vocab_size=100, pad_token_id=3,
+                             eos_token_id=None, bos_token_id=1,
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
 }
 
 
@@ -65,6 +70,14 @@ def test_refusals():
         hf_model_config(dict(COMMON, **MLA, model_type="youtu", rope_interleave=False))
     with pytest.raises(LlmarchError, match="jais2: hidden_act 'silu'"):
         hf_model_config(dict(COMMON, model_type="jais2", hidden_act="silu"))
+    with pytest.raises(LlmarchError, match="minicpm5_moe: partial_rotary_factor"):
+        hf_model_config(dict(COMMON, model_type="minicpm5_moe", partial_rotary_factor=0.5))
+    with pytest.raises(LlmarchError, match="iquestcoder: clip_qkv and use_sliding_window"):
+        hf_model_config(dict(COMMON, model_type="iquestcoder", use_sliding_window=True))
+    with pytest.raises(LlmarchError, match="pruned head .* tied"):
+        hf_model_config(dict(COMMON, model_type="apertus1p5_text", output_vocab_size=100, tie_word_embeddings=True))
+    with pytest.raises(LlmarchError, match="head_vocab=200 needs"):
+        hf_model_config(dict(COMMON, model_type="apertus1p5_text", output_vocab_size=200))
 
 
 @pytest.mark.parametrize("kind, tied, theta", [("param2moe", True, 5e5), ("sarvam_moe", False, 8e6)])
