@@ -55,6 +55,13 @@ CASES = {
                         dict(COMMON, num_key_value_heads=2, head_dim=16, output_vocab_size=100, pad_token_id=3,
                              eos_token_id=None, bos_token_id=1,
                              rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    # Flint: per-head QK-norm, a sink per head (moved off its init with the other 1-D parameters); layer 0 sliding
+    # over 8 keys with RoPE and dense, layer 1 full without positions with 4 experts, top 2 by sigmoid, renormalised,
+    # beside a shared expert of 48
+    "flint": ("FlintConfig", "FlintForCausalLM",
+              dict(COMMON, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                   moe_intermediate_size=32, shared_expert_intermediate_size=48, sliding_window=8, mlp_only_layers=[0],
+                   layer_types=["sliding_attention", "full_attention"])),
 }
 
 

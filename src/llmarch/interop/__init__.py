@@ -47,3 +47,4 @@ from . import iquestcoder  # noqa: F401
 from . import param2moe, sarvam_moe  # noqa: F401
 from . import sarvam_mla  # noqa: F401
 from . import apertus1p5_text  # noqa: F401
+from . import flint  # noqa: F401
