@@ -277,6 +277,9 @@ class ModelConfig:
     # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
     moe_beside_dense: bool = False
     moe_out_bias: bool = False  # a bias (d_model) added to a mixture's summed output (JetMoE's MoE bias)
+    # a norm (of the `norm` kind) over a mixture's summed output, routed and shared experts together, before its
+    # residual add; dense FFN layers have none (A.X-K1's post_mlp_layernorm)
+    moe_out_norm: bool = False
     # this many more experts the router chooses among that compute nothing: a token routed to one passes through
     # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
     # fewer real experts

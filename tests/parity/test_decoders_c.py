@@ -62,6 +62,13 @@ CASES = {
               dict(COMMON, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
                    moe_intermediate_size=32, shared_expert_intermediate_size=48, sliding_window=8, mlp_only_layers=[0],
                    layer_types=["sliding_attention", "full_attention"])),
+    # A.X-K1: DeepSeek-V3 with an RMSNorm on each mixture's output; layers 0 and 1 dense, layer 2 4 experts in 2
+    # groups (1 chosen), top 2 by sigmoid plus bias, renormalised, times 2.5, a shared expert (older config keys:
+    # first_k_dense_replace 1 and moe_layer_freq 2)
+    "axk1": ("AXK1Config", "AXK1ForCausalLM",
+             dict(COMMON, **MLA, num_hidden_layers=3, q_lora_rank=24, n_routed_experts=4, num_experts_per_tok=2,
+                  moe_intermediate_size=32, n_group=2, topk_group=1, first_k_dense_replace=1, moe_layer_freq=2,
+                  bos_token_id=1, eos_token_id=None)),
 }
 
 
@@ -107,3 +114,20 @@ def test_sarvam_mla_reads_the_original_config_format():
                                              "mscale_all_dim": 1.0, "original_max_position_embeddings": 64}))
     assert (cfg.head_dim, cfg.n_experts, cfg.q_lora_rank, cfg.moe_dense_first) == (8, 8, None, 1)
     assert (cfg.rope_scaling, cfg.rope_factor, cfg.rope_original_context, cfg.rope_mscale) == ("yarn", 4.0, 64, 1.0)
+
+
+def test_axk1_as_published_without_the_expert_bias(tmp_path):
+    """A.X-K1's published checkpoints route without e_score_correction_bias (transformers keeps it at zero) and store
+    post_mlp_layernorm for the dense layers too (unused): read as transformers reads them."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    test_dense_families.build_hf("axk1", tmp_path, CASES)
+    file = next((tmp_path / "hf").glob("*.safetensors"))
+    state = {k: v for k, v in load_file(file).items() if "e_score_correction_bias" not in k}
+    save_file({**state, "model.layers.0.post_mlp_layernorm.weight": torch.full((64,), 3.0)}, file,
+              metadata={"format": "pt"})
+    hf = transformers.AXK1ForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(0, 128, (2, 11))
+    with torch.no_grad():
+        assert (from_hf(tmp_path / "hf")(ids).logits - hf(ids).logits).abs().max() <= 1e-4
