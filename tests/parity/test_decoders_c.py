@@ -34,10 +34,6 @@ CASES = {
     "hyperclovax": ("HyperCLOVAXConfig", "HyperCLOVAXForCausalLM",
                     dict(COMMON, num_key_value_heads=2, embedding_multiplier=2.0, residual_multiplier=0.5,
                          logits_scaling=0.5, attention_bias=True, mlp_bias=True, eos_token_id=None)),
-    # without the post norms, another scale on the scores
-    "hyperclovax-pre": ("HyperCLOVAXConfig", "HyperCLOVAXForCausalLM",
-                        dict(COMMON, num_key_value_heads=2, use_post_norm=False, attention_multiplier=0.2,
-                             logits_scaling=4.0, eos_token_id=None)),
     # IQuest-Coder: LLaMA as transformers runs it, head_dim 24 (not d / heads)
     "iquestcoder": ("IQuestCoderConfig", "LlamaForCausalLM", dict(COMMON, num_key_value_heads=2, head_dim=24)),
     # Param-2 and Sarvam MoE: GLM-4.5 as transformers runs them, RoPE over the whole head, per-head QK-norm; layer 0
@@ -76,6 +72,12 @@ CASES = {
 def test_logits_generation_and_round_trip(case, tmp_path):
     ours = test_dense_families.check_case(case, tmp_path, CASES)
     assert from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+def test_hyperclovax_without_post_norms_is_granite_with_logits_multiplied():
+    cfg = hf_model_config(dict(COMMON, model_type="hyperclovax", use_post_norm=False, logits_scaling=4.0))
+    assert (cfg.norm_placement, cfg.logit_divisor, cfg.attn_scale) == ("pre", 0.25, None)
+    assert hf_model_config(dict(COMMON, model_type="hyperclovax", attention_multiplier=0.2)).attn_scale == 0.2
 
 
 def test_refusals():
