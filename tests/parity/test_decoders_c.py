@@ -100,8 +100,8 @@ def test_refusals():
 def test_glm4_moe_variants_read_original_configs_with_their_class_defaults(kind, tied, theta):
     """Param-2's and Sarvam's original config.json: the remote code's names (num_experts, num_shared_experts,
     use_qkv_bias), no rope_parameters: RoPE over the whole head (GLM-4.5's default is half), QK-norm on."""
-    cfg = hf_model_config(dict(COMMON, model_type=kind, num_key_value_heads=2, num_experts=8, num_shared_experts=2, use_qkv_bias=True,
-                               num_experts_per_tok=2, moe_intermediate_size=32))
+    cfg = hf_model_config(dict(COMMON, model_type=kind, num_key_value_heads=2, num_experts=8, num_shared_experts=2,
+                               use_qkv_bias=True, num_experts_per_tok=2, moe_intermediate_size=32))
     assert (cfg.rope_fraction, cfg.qk_norm, cfg.qkv_bias, cfg.n_experts, cfg.n_shared_experts) == (1.0, "head", True,
                                                                                                    8, 2)
     assert (cfg.tie_embeddings, cfg.rope_theta, cfg.head_dim, cfg.router_scale) == (tied, theta, 64, 2.5)

@@ -1,7 +1,8 @@
 """Sarvam MoE (`model_type: sarvam_moe`; Sarvam AI 2026, sarvam-30b; transformers runs it as Glm4MoeForCausalLM):
 GLM-4.5 exactly (glm4_moe.py) under a config class of its own, read as Param-2's (param2moe.py): RoPE over the whole
-head, QK-norm on, the original tensor names, head_dim 64, 4 key-value heads, RoPE base 8e6, an untied head; the original config's names
-(`num_experts`, `num_shared_experts`, `use_qkv_bias`) read as transformers' attribute_map reads them."""
+head, QK-norm on, the original tensor names, head_dim 64, 4 key-value heads, RoPE base 8e6, an untied head; the
+original config's names (`num_experts`, `num_shared_experts`, `use_qkv_bias`) read as transformers' attribute_map
+reads them."""
 from __future__ import annotations
 
 from ..config import ModelConfig
