@@ -1,9 +1,9 @@
-"""MiniCPM5-MoE (`model_type: minicpm5_moe`; OpenBMB 2026, MiniCPM5-15B-A2.5B; transformers'
-MiniCPM5MoeForCausalLM): LLaMA's grouped-query attention with a sigmoid output gate per head (attn_output_gate, as
-Qwen3-Next's: `q_gate_proj`, stored as `q_proj`, emits each head's queries then its gate, [q_0, g_0, q_1, g_1,
-...], the rows our qkv_proj keeps; Qiu et al. 2025, "Gated Attention for Large Language Models", eq. 5, G1), no
-QK-norm, RoPE over the whole head, in pre-norm RMSNorm blocks; after the dense layers `mlp_layer_types` names first
-(default: one), DeepSeek-V3's mixture (GLM-4.5's tensors: sigmoid scores, `e_score_correction_bias` for the choice, groups, the
+"""MiniCPM5-MoE (`model_type: minicpm5_moe`; OpenBMB 2026, MiniCPM5-15B-A2.5B; transformers' MiniCPM5MoeForCausalLM):
+LLaMA's grouped-query attention with a sigmoid output gate per head (attn_output_gate, as Qwen3-Next's:
+`q_gate_proj`, stored as `q_proj`, emits each head's queries then its gate, [q_0, g_0, q_1, g_1, ...], the rows our
+qkv_proj keeps; Qiu et al. 2025, "Gated Attention for Large Language Models", eq. 5, G1), no QK-norm, RoPE over the
+whole head, in pre-norm RMSNorm blocks; after the dense layers `mlp_layer_types` names first (default: one),
+DeepSeek-V3's mixture (GLM-4.5's tensors: sigmoid scores, `e_score_correction_bias` for the choice, groups, the
 chosen scores renormalised and times routed_scaling_factor, a shared MLP of n_shared_experts expert widths). The
 router computes in fp32 whatever the model's dtype, as ours does."""
 from __future__ import annotations
