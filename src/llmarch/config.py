@@ -209,6 +209,9 @@ class ModelConfig:
     # the head transform's activation (gelu, gelu_tanh, relu, silu, relu2); None: the FFN's (UltraBERT: gelu_tanh)
     head_act: str | None = None
     head_bias: bool = False  # a bias on the output projection
+    # rows of an untied LM head: it scores ids 0..head_vocab - 1 only, the ids past it are input-only (Apertus 1.5's
+    # output_vocab_size: the head pruned of its image and audio codes); None: vocab_size
+    head_vocab: int | None = None
     # classify and tokens heads: the head transform (dense -> activation -> norm) on the pooled hidden state
     # (classify, pooled by `pooling`) or on each token's (tokens) before the classifier, in place of the pooler
     # (ModernBERT's ModernBertPredictionHead)
@@ -340,6 +343,9 @@ class ModelConfig:
     # this many more choices the router scores that compute nothing: a token routed to one gets no expert output
     # for that choice (ZAYA1's skip expert); 0: none
     skip_experts: int = 0
+    # a norm (of the `norm` kind) over a mixture's summed output, routed and shared experts together, before its
+    # residual add; dense FFN layers have none (A.X-K1's post_mlp_layernorm)
+    moe_out_norm: bool = False
     # this many more experts the router chooses among that compute nothing: a token routed to one passes through
     # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
     # fewer real experts
@@ -674,6 +680,10 @@ class ModelConfig:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):
             raise LlmarchError(f"unknown pooler_act {self.pooler_act!r}; choose one of: tanh, relu, gelu")
+        if self.head_vocab is not None and not (0 < self.head_vocab <= self.vocab_size and self.head == "lm"
+                                                and not self.tie_embeddings and not self.n_decoder_layers):
+            raise LlmarchError(f"head_vocab={self.head_vocab} needs an untied LM head of a decoder-only or "
+                               f"encoder-only model, and 1 <= head_vocab <= vocab_size={self.vocab_size}")
         if self.head == "detect" and self.classifier_transform:
             raise LlmarchError("head 'detect' reads each token through the pooler, not classifier_transform")
         self._validate_embed_dim()

@@ -52,3 +52,13 @@ from . import mellum  # noqa: F401
 from . import kolibri1  # noqa: F401
 from . import albert, eurobert, gte, jina_embeddings_v3, mpnet, nomic_bert, ultrabert  # noqa: F401
 from . import modernbert_decoder  # noqa: F401
+from . import youtu  # noqa: F401
+from . import jais2  # noqa: F401
+from . import minicpm5_moe  # noqa: F401
+from . import hyperclovax  # noqa: F401
+from . import iquestcoder  # noqa: F401
+from . import param2moe, sarvam_moe  # noqa: F401
+from . import sarvam_mla  # noqa: F401
+from . import apertus1p5_text  # noqa: F401
+from . import flint  # noqa: F401
+from . import axk1  # noqa: F401

@@ -57,6 +57,9 @@ class Family:
     # the head is tied exactly where the checkpoint stores no lm_head.weight (vision-language wrappers, whose outer
     # and text configs may disagree on tie_word_embeddings; transformers ties only a head it finds no tensor for)
     tied_by_checkpoint: bool = False
+    # regexes of stored names a checkpoint may leave out, read as zeros then: buffers transformers keeps at zero when
+    # they are missing (A.X-K1's published checkpoints route without e_score_correction_bias)
+    zero_if_absent: tuple[str, ...] = ()
 
     def rules_for(self, cfg: ModelConfig) -> list[Rule]:
         problem = self.needs(cfg) if self.needs is not None else None
@@ -206,8 +209,12 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
     saved = state_for_saving(model)
     wanted = {k: v.shape for k, v in saved.items()}
     state, used, taken = {}, set(), set()
+    absent = [re.compile(p) for p in family.zero_if_absent]
     for rule in expand(family.rules_for(cfg), cfg):
-        if rule.ours in wanted:
+        if rule.ours in wanted and absent and not set(rule.hf) & ckpt.names() \
+                and all(any(p.search(n) for p in absent) for n in rule.hf):
+            state[rule.ours] = torch.zeros(wanted[rule.ours], dtype=dtype or torch.float32, device=device)
+        elif rule.ours in wanted:
             kind = saved[rule.ours].dtype  # an integer buffer (DeepSeek-V4's tid2eid table) keeps its type
             integer = not kind.is_floating_point
             tensor = _read(ckpt, rule, wanted[rule.ours], cfg, kind if integer else dtype, device, integer)

@@ -163,9 +163,9 @@ def check_moe(cfg) -> None:
         raise LlmarchError("skip_experts, router_mlp and router_carry (ZAYA1's router) need n_experts > 0 and no "
                            "zero_experts, router_bias, router_input_norm, moe_shortcut or moe_beside_dense; "
                            "router_carry needs router_mlp > 0")
-    if cfg.moe_out_bias and (not cfg.n_experts or cfg.moe_beside_dense):
-        raise LlmarchError("moe_out_bias adds a bias to a mixture's output: it needs n_experts > 0 (not "
-                           "moe_beside_dense)")
+    if (cfg.moe_out_bias or cfg.moe_out_norm) and (not cfg.n_experts or cfg.moe_beside_dense):
+        raise LlmarchError("moe_out_bias and moe_out_norm add a bias or a norm to a mixture's output: they need "
+                           "n_experts > 0 (not moe_beside_dense)")
     if cfg.zero_experts < 0 or (cfg.zero_experts and (not cfg.n_experts or cfg.router_groups > 1
                                                       or cfg.capacity_factor is not None
                                                       or cfg.expert_capacity is not None or cfg.expert_input_weighted
@@ -268,6 +268,7 @@ class MoE(nn.Module):
         self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
         self.average = cfg.shared_average
         self.bias = nn.Parameter(torch.empty(cfg.d_model)) if cfg.moe_out_bias else None  # JetMoE
+        self.out_norm = make_norm(cfg) if cfg.moe_out_norm else None  # A.X-K1's post_mlp_layernorm
         self.zero_experts = cfg.zero_experts > 0  # LongCat-Flash: experts ids >= n_experts are the identity
         self.routing = None  # the Routing of the last forward (router.py), read by the training losses
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
@@ -280,7 +281,8 @@ class MoE(nn.Module):
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
             if self.average:  # Cohere2-MoE: the two halves' mean
                 y = y * 0.5
-        return y if self.bias is None else y + self.bias
+        y = y if self.bias is None else y + self.bias
+        return y if self.out_norm is None else self.out_norm(y)
 
     def routed(self, route: torch.Tensor, x: torch.Tensor, ctx=None) -> torch.Tensor:
         """The experts' weighted sum on x (B, T, C), routed by `route` (B, T, C); ctx: the forward's context, where

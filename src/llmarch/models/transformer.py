@@ -34,7 +34,7 @@ class TransformerLM(Stack):
             self.head_transform = None if not cfg.head_transform else \
                 BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.embed_width)
             width = cfg.embed_width if cfg.head_transform else cfg.d_model
-            self.lm_head = Linear(width, cfg.vocab_size, bias=cfg.head_bias)
+            self.lm_head = Linear(width, cfg.head_vocab or cfg.vocab_size, bias=cfg.head_bias)
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
         elif cfg.head != "embed":  # classify: a label per sequence from the pooled token; tokens: a label per token

@@ -88,6 +88,17 @@ def _nemotron_out(w, hf: dict) -> dict:
     return {}
 
 
+def _jais2(hf: dict, meta: Meta) -> dict:
+    """Jais-2: LayerNorm's epsilon; q, k, v, o biases where the file has attn_q.bias, MLP biases where ffn_up.bias."""
+    return {**hf, "layer_norm_eps": meta.get("attention.layer_norm_epsilon"),
+            "mlp_bias": meta.has("blk.0.ffn_up.bias")}
+
+
+def _jais2_out(w, hf: dict) -> dict:
+    w.add_layer_norm_eps(hf["layer_norm_eps"])
+    return {}
+
+
 def _exaone4(hf: dict, meta: Meta) -> dict:
     """EXAONE 4.0: with attention.sliding_window, the layers sliding_window_pattern flags (or a period, every
     that-many-th full) slide, with RoPE, and the others attend to everything without positions."""
@@ -256,6 +267,8 @@ ARCHS = {
     # LayerNorm1P's gains stored as 1 + g (the converter adds the 1, as for Gemma's norms)
     "nemotron": Arch("nemotron", fields=_nemotron, write=_nemotron_out, layer_norm=True,
                      tensors=((r"norm\.weight$", lambda t, hf: t + 1.0, lambda t, hf: t - 1.0),)),
+    # Jais-2 (convert_hf_to_gguf.py's Jais2Model): LayerNorms with biases, an ungated squared-ReLU MLP
+    "jais2": Arch("jais2", fields=_jais2, write=_jais2_out, layer_norm=True),
     # q and k as Hugging Face holds them: llama.cpp turns adjacent dims, as ERNIE does
     "ernie4_5": Arch("ernie4_5", fields=lambda hf, meta: {**hf, "use_bias": hf["attention_bias"]},
                      write=_no_bias("ernie4_5")),
