@@ -50,7 +50,8 @@ def to_config(hf: dict) -> ModelConfig:
                        "intermediate_size": hf.get("intermediate_size", hf["moe_intermediate_size"]),  # no dense FFN
                        "partial_rotary_factor": rope_fraction(hf, 1.0)})
     return cfg.replace(attention="qsa", hyper_connection="gated", hc_streams=int(hf.get("hc_count", 4)),
-                       hc_rank=int(hf.get("hc_lowrank", 320)), final_norm=False, **{ours: int(hf[k]) for k, ours in _QSA.items()})
+                       hc_rank=int(hf.get("hc_lowrank", 320)), final_norm=False,
+                       **{ours: int(hf[k]) for k, ours in _QSA.items()})
 
 
 def from_config(cfg: ModelConfig) -> dict:

@@ -1,7 +1,7 @@
-"""Position-wise feed-forward networks: MLP (Vaswani et al. 2017, eq. 2) and gated GLU variants
-(Shazeer 2020, "GLU Variants Improve Transformer": SwiGLU and GeGLU, eqs. 5-6; BitNet b1.58's squared-ReLU
-gate), gpt-oss's clamped SwiGLU and DeepSeek-V4's limited one. A gated kind is its gate function (gate, up) ->
-hidden, which the experts of moe.py share. With sub_norm an MLP or GLU normalises its hidden activations before the down projection (BitNet's
+"""Position-wise feed-forward networks: MLP (Vaswani et al. 2017, eq. 2) and gated GLU variants (Shazeer 2020, "GLU
+Variants Improve Transformer": SwiGLU and GeGLU, eqs. 5-6; BitNet b1.58's squared-ReLU gate), gpt-oss's clamped
+SwiGLU and DeepSeek-V4's limited one. A gated kind is its gate function (gate, up) -> hidden, which the experts of
+moe.py share. With sub_norm an MLP or GLU normalises its hidden activations before the down projection (BitNet's
 ffn_sub_norm: the SubLN of Wang et al. 2022, "Foundation Transformers", §2)."""
 from __future__ import annotations
 

@@ -3,13 +3,13 @@ model): which requests it decodes, and their speculator. A request decodes specu
 nothing else running or waiting, one choice, no log-probabilities (and temperature 0 for prompt lookup, which is
 greedy only); its penalties (presence, frequency, repetition, logit bias) apply to each drafted position as plain
 decoding would have applied them there (Speculator.penalized), and its penalty state travels with it between
-speculating alone and the batch. It then runs the generate path's rounds over engines of its own, one round per turn of the
-scheduler; when another request arrives, its decode state moves into the running batch (the target has read all its
-tokens but the last: Speculator) and it goes on with plain continuous batching, until it is alone again (the others
-done, nothing waiting) with more tokens to go than a round drafts: then it leaves the batch and speculates again, its
-speculator first reading the prompt and the tokens so far. Greedy output is the target's own either way, and sampled
-output keeps the target's distribution (Leviathan et al. 2023, Theorem 3.5), though with a seed it draws different
-tokens than plain decoding."""
+speculating alone and the batch. It then runs the generate path's rounds over engines of its own, one round per turn
+of the scheduler; when another request arrives, its decode state moves into the running batch (the target has read
+all its tokens but the last: Speculator) and it goes on with plain continuous batching, until it is alone again (the
+others done, nothing waiting) with more tokens to go than a round drafts: then it leaves the batch and speculates
+again, its speculator first reading the prompt and the tokens so far. Greedy output is the target's own either way,
+and sampled output keeps the target's distribution (Leviathan et al. 2023, Theorem 3.5), though with a seed it draws
+different tokens than plain decoding."""
 from __future__ import annotations
 
 from dataclasses import dataclass
