@@ -162,7 +162,7 @@ def test_nan_weights_are_refused_naming_the_tensor(files, tmp_path, capsys):
 def test_config_file_names_the_fields_it_leaves_at_defaults(tmp_path):
     partial = tmp_path / "mine.json"
     partial.write_text(json.dumps({"d_model": 64, "n_heads": 4, "n_layers": 2, "positions": "rope"}))
-    with pytest.warns(LlmarchWarning, match=r"leaves \d+ field\(s\) at their defaults: vocab_size=50257, ffn='gelu'"):
+    with pytest.warns(LlmarchWarning, match=r"leaves \d+ field\(s\) at their defaults: vocab_size=50257, value_dim=None, ffn='gelu'"):
         cfg = ModelConfig.load(partial)
     assert cfg.ffn == "gelu"
     full = tmp_path / "full.json"

@@ -154,7 +154,6 @@ def test_bias_update_rule_favours_underloaded_experts():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(mixer="mla", sliding_window=8), "mixer='mla' and attention='sliding_window'"),
     (dict(mixer="mla", attention="strided"), "mixer='mla' and attention='strided'"),
     (dict(mixer="mla", n_kv_heads=2), "mixer='mla' and n_kv_heads=2"),
     (dict(mixer="mla", qk_norm="head"), "mixer='mla' and qk_norm='head'"),

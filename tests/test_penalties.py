@@ -195,10 +195,13 @@ def test_server_takes_openai_penalties():
         srv.close()
 
 
-def test_speculation_leaves_penalized_requests_to_the_batch():
+def test_speculation_takes_penalized_requests():
+    """The server speculates a penalized request too (tests/test_serve_speculative.py: its text is plain
+    penalized decoding's); it still leaves those with several choices to the batch."""
     from llmarch.serve.scheduler import Job
     from llmarch.serve.speculation import Speculation
 
     spec = Speculation(num_draft=2)
     assert spec.applies(Job([1, 2], 8))
-    assert not spec.applies(Job([1, 2], 8, penalties=Penalties(presence=1.0)))
+    assert spec.applies(Job([1, 2], 8, penalties=Penalties(presence=1.0)))
+    assert not spec.applies(Job([1, 2], 8, n=2, penalties=Penalties(presence=1.0)))

@@ -476,8 +476,8 @@ class ModelConfig:
     # mixer 'cca' (layers/cca.py; ZAYA1's Compressed Convolutional Attention, arXiv 2510.04476): the taps of the
     # depthwise causal convolution over the projected queries and keys (cca_time0), and of the causal convolution
     # after it that mixes the channels of each head (cca_time1)
-    cca_conv: int = 2
-    cca_group_conv: int = 2
+    cca_conv: int = 2  # cca: taps of the depthwise causal convolution over the projected queries and keys
+    cca_group_conv: int = 2  # cca: taps of the causal convolution mixing the channels of each head after it
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None
