@@ -36,6 +36,22 @@ def tiny(base: str = "llama-tiny", **overrides):
     return llmarch.build(base, **{**TINY, **overrides}).eval()
 
 
+def assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, written) -> None:
+    """After a parity check (test_hf_families.assert_matches_transformers: ids, mask and the generated rows, the
+    model written by to_hf in `written`): decoding from the cache, the prompt then one token per call, gives the
+    whole forward's logits within 1e-4 on every real position, and the written model reads back to the same
+    config."""
+    from llmarch.interop import from_hf
+
+    full_mask = torch.cat([mask, torch.ones(mask.shape[0], generated.shape[1] - ids.shape[1], dtype=mask.dtype)], 1)
+    with torch.no_grad():
+        whole = ours(generated, attention_mask=full_mask).logits
+    step = stepwise_logits(ours, generated, ids.shape[1], full_mask)
+    assert (step - whole)[full_mask.bool()].abs().max() <= 1e-4
+    cfg = ours.config
+    assert from_hf(written).config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
 def stepwise_logits(model, ids, prompt_len: int, mask=None) -> torch.Tensor:
     """(B, T, V): the logits of ids' first prompt_len tokens in one call, then of one token per call over the
     model's decode state (mask: the left-padded rows' real tokens), to compare with the whole forward's."""

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import to_hf
 
-from conftest import perturbed_from_hf, routed_apart, stepwise_logits
+from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf, routed_apart
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -32,12 +32,7 @@ def test_logits_generation_cached_decoding_and_round_trip(tmp_path):
         ("sandwich", True, 1, 48)
     assert (cfg.for_layer(1).positions, cfg.for_layer(0).sliding_window) == ("none", 6)
     ids, mask, generated = assert_matches_transformers(hf, ours, "Kolibri1ForCausalLM", tmp_path)
-    full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
-    with torch.no_grad():
-        whole = ours(generated, attention_mask=full_mask).logits
-    step = stepwise_logits(ours, generated, ids.shape[1], full_mask)
-    assert (step - whole)[full_mask.bool()].abs().max() <= 1e-4
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
     ours.config = cfg.replace(router_bias_on_logits=False)
     with pytest.raises(LlmarchError, match="router_bias_on_logits"):
         to_hf(ours, tmp_path / "refused")

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed_from_hf, routed_apart, stepwise_logits
+from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf, routed_apart
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -40,12 +39,7 @@ def test_logits_generation_cached_decoding_and_round_trip(laguna, tmp_path):
     assert (cfg.for_layer(1).n_heads, cfg.for_layer(1).rotary_dim, cfg.rotary_dim) == (8, 16, 8)
     assert (cfg.attn_gate_fn, cfg.router_softcap, cfg.n_shared_experts, cfg.shared_hidden) == ("softplus", 0.5, 1, 48)
     ids, mask, generated = assert_matches_transformers(hf, ours, "LagunaForCausalLM", tmp_path)
-    full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
-    with torch.no_grad():
-        whole = ours(generated, attention_mask=full_mask).logits
-    step = stepwise_logits(ours, generated, ids.shape[1], full_mask)
-    assert (step - whole)[full_mask.bool()].abs().max() <= 1e-4
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
 
 
 def test_unsupported_configs_are_refused():

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed_from_hf, routed_apart, stepwise_logits
+from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf, routed_apart
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -34,12 +33,7 @@ def test_logits_generation_cached_decoding_and_round_trip(tmp_path):
     assert (cfg.rope_theta, cfg.for_layer(0).rope_theta, cfg.for_layer(0).sliding_window) == (50000.0, 100.0, 6)
     assert (cfg.moe_dense_first, cfg.qk_norm, cfg.o_bias) == (1, "head", True)
     ids, mask, generated = assert_matches_transformers(hf, ours, "MellumForCausalLM", tmp_path)
-    full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
-    with torch.no_grad():
-        whole = ours(generated, attention_mask=full_mask).logits
-    step = stepwise_logits(ours, generated, ids.shape[1], full_mask)
-    assert (step - whole)[full_mask.bool()].abs().max() <= 1e-4
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
 
 
 def test_defaults_and_refusals():

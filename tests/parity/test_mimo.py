@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed_from_hf, routed_apart, stepwise_logits
+from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf, routed_apart
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -46,12 +45,7 @@ def test_logits_generation_cached_decoding_and_round_trip(mimo, tmp_path):
     assert (sliding.n_kv_heads, sliding.attn_sinks, sliding.rotary_dim, cfg.rotary_dim) == (2, True, 12, 8)
     assert ours.blocks[0].attn.sinks is None and ours.blocks[1].attn.sinks is not None
     ids, mask, generated = assert_matches_transformers(hf, ours, "MiMoV2FlashForCausalLM", tmp_path)
-    full_mask = torch.cat([mask, torch.ones(mask.shape[0], 32, dtype=mask.dtype)], 1)
-    with torch.no_grad():
-        whole = ours(generated, attention_mask=full_mask).logits
-    step = stepwise_logits(ours, generated, ids.shape[1], full_mask)
-    assert (step - whole)[full_mask.bool()].abs().max() <= 1e-4
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
 
 
 def test_value_width_sizes_every_cache(mimo):
