@@ -44,12 +44,18 @@ def assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, wri
     from llmarch.interop import from_hf
 
     full_mask = torch.cat([mask, torch.ones(mask.shape[0], generated.shape[1] - ids.shape[1], dtype=mask.dtype)], 1)
-    with torch.no_grad():
-        whole = ours(generated, attention_mask=full_mask).logits
-    step = stepwise_logits(ours, generated, ids.shape[1], full_mask)
-    assert (step - whole)[full_mask.bool()].abs().max() <= 1e-4
+    assert_cached_equals_whole(ours, generated, ids.shape[1], full_mask)
     cfg = ours.config
     assert from_hf(written).config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
+def assert_cached_equals_whole(model, ids, prompt_len: int, mask) -> None:
+    """Decoding from the cache (stepwise_logits: the first prompt_len tokens, then one per call) gives the whole
+    forward's logits within 1e-4 on every real position of mask (fp32)."""
+    with torch.no_grad():
+        whole = model(ids, attention_mask=mask).logits
+    step = stepwise_logits(model, ids, prompt_len, mask)
+    assert (step - whole)[mask.bool()].abs().max() <= 1e-4
 
 
 def stepwise_logits(model, ids, prompt_len: int, mask=None) -> torch.Tensor:

@@ -9,7 +9,7 @@ import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
 
-from conftest import stepwise_logits
+from conftest import assert_cached_equals_whole
 from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
 
 transformers = pytest.importorskip("transformers")
@@ -56,9 +56,7 @@ def test_eager_kernel_too(models):
 def test_cached_decoding_equals_the_full_forward(models):
     _, ours, _ = models
     ids, mask = padded_batch(128, (24, 17))
-    with torch.no_grad():
-        full = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(stepwise_logits(ours, ids, 16, mask), full, mask)
+    assert_cached_equals_whole(ours, ids, 16, mask)
 
 
 def test_odd_kv_heads_are_refused():

@@ -10,7 +10,7 @@ import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop import FAMILIES, from_hf
 
-from conftest import routed_apart, stepwise_logits
+from conftest import assert_cached_equals_whole, routed_apart
 from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
 
 transformers = pytest.importorskip("transformers")
@@ -62,9 +62,7 @@ def test_longer_prompts_and_another_block(models):
 def test_cached_decoding_equals_the_full_forward(models):
     _, ours, _ = models
     ids, mask = padded_batch(128, (24, 17))
-    with torch.no_grad():
-        full = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(stepwise_logits(ours, ids, 16, mask), full, mask)
+    assert_cached_equals_whole(ours, ids, 16, mask)
 
 
 def test_unequal_residual_factors_are_refused():

@@ -12,8 +12,8 @@ from llmarch import LlmarchError
 from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed, routed_apart, stepwise_logits
-from test_hf_families import assert_close_on_real_tokens, assert_matches_transformers, hf_logits, padded_batch
+from conftest import assert_cached_equals_whole, perturbed, routed_apart
+from test_hf_families import assert_matches_transformers, hf_logits, padded_batch
 
 transformers = pytest.importorskip("transformers")
 CONFIG = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -41,9 +41,7 @@ def test_logits_generation_cached_decoding_and_round_trip(models):
     cfg = ours.config
     assert (cfg.attention, cfg.hc_streams, cfg.final_norm, cfg.rope_fraction) == ("qsa", 2, False, 0.5)
     ids, mask, _ = assert_matches_transformers(hf, ours, "Qwen4ExpForCausalLM", tmp)
-    with torch.no_grad():
-        full = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(stepwise_logits(ours, ids, 12, mask), full, mask)
+    assert_cached_equals_whole(ours, ids, 12, mask)
 
 
 def test_without_the_indexer_the_logits_differ(models):
@@ -93,9 +91,7 @@ def test_dots3_logits_generation_cached_decoding_and_round_trip(dots):
     assert [b.attn.indexer is not None for b in ours.blocks] == [True, False, False]
     assert [cfg.for_layer(i).sliding_window for i in range(3)] == [None, None, 5]
     ids, mask, _ = assert_matches_transformers(hf, ours, "Dots3NoteForCausalLM", tmp)
-    with torch.no_grad():
-        full = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(stepwise_logits(ours, ids, 12, mask), full, mask)
+    assert_cached_equals_whole(ours, ids, 12, mask)
 
 
 def test_dots3_without_the_indexer_or_the_window_the_logits_differ(dots):
