@@ -110,3 +110,22 @@ def test_released_shapes_count_as_transformers(case, shape):
         hf = getattr(transformers, model_cls)(conf)
     theirs = sum(p.numel() for p in hf.parameters())  # a tied head counted once
     assert model_facts(hf_model_config(conf.to_dict()))["parameters"] == theirs
+
+
+def test_openai_gpt_as_published_without_the_transformer_prefix(tmp_path):
+    """openai-community/openai-gpt is OpenAIGPTModel's: `h.*`, `tokens_embed`, `positions_embed` without
+    `transformer.`, no lm_head (tied), and each layer's causal-mask buffer `attn.bias`, which is not a weight."""
+    from safetensors.torch import load_file, save_file
+
+    from llmarch.interop import from_hf
+
+    torch.manual_seed(0)
+    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(**GPT)).eval()
+    hf.save_pretrained(tmp_path)
+    file = next(tmp_path.glob("*.safetensors"))
+    state = {k.removeprefix("transformer."): v for k, v in load_file(file).items() if k != "lm_head.weight"}
+    state.update({f"h.{i}.attn.bias": torch.ones(1, 1, 64, 64).tril() for i in range(2)})
+    save_file(state, file, metadata={"format": "pt"})
+    ids = torch.randint(0, 128, (1, 9))
+    with torch.no_grad():
+        assert (from_hf(tmp_path)(ids).logits - hf(ids).logits).abs().max() <= 1e-4

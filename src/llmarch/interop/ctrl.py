@@ -51,4 +51,4 @@ def canonical(name: str) -> str:
     return name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name
 
 
-FAMILIES.register("ctrl")(Family(RULES, to_config, from_config, canonical=canonical))
+FAMILIES.register("ctrl")(Family(RULES, to_config, from_config, ignore=(r"pos_encoding$",), canonical=canonical))
