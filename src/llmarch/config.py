@@ -32,12 +32,14 @@ WRITTEN_SHARE = 0.75
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post", "normed_residual")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions, its FFN kind (a
 # layer that is its mixer alone, ffn='none', beside one that is its FFN alone, mixer='none': Nemotron-H), its norms'
-# epsilon (RWKV's inference rescaling: interop/rwkv.py)
+# epsilon (RWKV's inference rescaling: interop/rwkv.py), its attention output's bias (GPT-NeoX-Japanese: the last
+# layer's alone)
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
+                "o_bias")
 
 
 @dataclass
