@@ -196,6 +196,9 @@ class ModelConfig:
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
+    # a decoder stack's embed_norm reads the token embeddings alone, before the positions are added: LN(e) + p, not
+    # LN(e + p) (BlenderbotSmall's decoder; its encoder, as BART's, normalises the sum); needs embed_norm, causal
+    decoder_embed_norm_first: bool = False
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -623,6 +626,9 @@ class ModelConfig:
         if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"):
             raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on an LM head "
                                f"(head={self.head!r})")
+        if self.decoder_embed_norm_first and not (self.embed_norm and self.causal):
+            raise LlmarchError("decoder_embed_norm_first moves a decoder's embed_norm before its positions: it needs "
+                               "embed_norm and a causal stack")
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
@@ -862,7 +868,7 @@ class ModelConfig:
         """The config one stack of an encoder-decoder is built from: part 'encoder' (bidirectional, n_layers
         blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
         if part == "encoder":
-            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False)
+            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False)
         else:
             fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False)
         if self.layer_types is not None:  # the encoder's entries come first, then the decoder's

@@ -17,14 +17,18 @@ _CROSS = [("encoder_attn.q_proj", "cross_attn.q_proj"), ("encoder_attn.out_proj"
 _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 
 
-def seq2seq_rules(learned_positions: bool) -> list[Rule]:
+def seq2seq_rules(learned_positions: bool, embed_norm: bool | None = None) -> list[Rule]:
+    """BART's names for both stacks: learned_positions stores each stack's position table, embed_norm (by default
+    where the positions are learned) its layernorm_embedding."""
+    embed_norm = learned_positions if embed_norm is None else embed_norm
     rules = [Rule.of("model.shared.weight", "embed.weight"), Rule.of("final_logits_bias", "lm_head.bias", "row"),
              Rule.of("lm_head.weight", "lm_head.weight")]
     for part in ("encoder", "decoder"):
         hf, ours = f"model.{part}.layers.{{i}}.", f"{part}.blocks.{{i}}."
         if learned_positions:
-            rules += [Rule.of(f"model.{part}.embed_positions.weight", f"{part}.positions.weight"),
-                      *[Rule.of(f"model.{part}.layernorm_embedding.{w}", f"{part}.embed_norm.{w}") for w in _W]]
+            rules.append(Rule.of(f"model.{part}.embed_positions.weight", f"{part}.positions.weight"))
+        if embed_norm:
+            rules += [Rule.of(f"model.{part}.layernorm_embedding.{w}", f"{part}.embed_norm.{w}") for w in _W]
         sublayers = _SUBLAYERS + (_CROSS if part == "decoder" else [])
         rules += [Rule.of(hf + f"{h}.{w}", ours + f"{o}.{w}") for h, o in sublayers for w in _W]
         rules += [Rule.of(tuple(hf + f"self_attn.{p}_proj.{w}" for p in "qkv"), ours + f"attn.qkv_proj.{w}")

@@ -203,12 +203,15 @@ class Stack(nn.Module):
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
+        norm_first = cfg.decoder_embed_norm_first  # BlenderbotSmall's decoder: LN(e) + p
+        if norm_first:
+            x = self.embed_norm(x)
         added = sub["positions"].embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
-        if self.embed_norm is not None:
+        if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)
         if self.embed_proj is not None:  # after the embeddings' dropout, as ELECTRA's
