@@ -236,6 +236,9 @@ class ModelConfig:
     # an encoder-decoder whose encoder reads a token-embedding table of its own, the decoder (and a tied head) the
     # other (T5Gemma: each stack keeps the embedding of the Gemma it was adapted from); False: one shared table
     encoder_embed: bool = False
+    # rows of encoder_embed's table, a source vocabulary apart from the target's (FSMT's src_vocab_size beside its
+    # tgt_vocab_size, the decoder's and head's vocab_size); None: vocab_size. Needs encoder_embed
+    encoder_vocab_size: int | None = None
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
     # attention's values times this after their projection, before they are cached (MiMo-V2-Flash's
@@ -629,6 +632,9 @@ class ModelConfig:
         if self.decoder_embed_norm_first and not (self.embed_norm and self.causal):
             raise LlmarchError("decoder_embed_norm_first moves a decoder's embed_norm before its positions: it needs "
                                "embed_norm and a causal stack")
+        if self.encoder_vocab_size is not None and (not self.encoder_embed or self.encoder_vocab_size < 1):
+            raise LlmarchError(f"encoder_vocab_size={self.encoder_vocab_size} sizes the encoder's own table: it needs "
+                               "encoder_embed and at least one row")
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
@@ -868,9 +874,11 @@ class ModelConfig:
         """The config one stack of an encoder-decoder is built from: part 'encoder' (bidirectional, n_layers
         blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
         if part == "encoder":
-            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False)
+            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False,
+                          encoder_vocab_size=None)
         else:
-            fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False)
+            fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False,
+                          encoder_vocab_size=None)
         if self.layer_types is not None:  # the encoder's entries come first, then the decoder's
             own = self.layer_types[:self.n_layers] if part == "encoder" else self.layer_types[self.n_layers:]
             kept = {t: f for t, f in (self.layer_overrides or {}).items() if t in own}

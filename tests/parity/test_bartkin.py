@@ -9,13 +9,15 @@ import pytest
 import torch
 
 import llmarch
+from llmarch.interop import FAMILIES, to_hf
 import test_seq2seq
 from conftest import perturbed
-from test_seq2seq import _BARTLIKE
+from test_seq2seq import _BARTLIKE, V
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+_FSMT = {k: v for k, v in _BARTLIKE.items() if k != "vocab_size"}
 SEQ2SEQ = {
     # Blenderbot: pre-norm with final norms, learned positions from 0, scaled embeddings, pad 0 / start 1
     "blenderbot": lambda: transformers.BlenderbotForConditionalGeneration(transformers.BlenderbotConfig(
@@ -27,10 +29,15 @@ SEQ2SEQ = {
     "plbart": lambda: transformers.PLBartForConditionalGeneration(transformers.PLBartConfig(**_BARTLIKE)),
     # MVP without prompts: BART-large's layout
     "mvp": lambda: transformers.MvpForConditionalGeneration(transformers.MvpConfig(**_BARTLIKE)),
+    # FSMT: a source vocabulary (V + 13 ids) apart from the target's, an untied output projection, fairseq's
+    # sinusoids from pad + 1, post-norm, ReLU
+    "fsmt": lambda: transformers.FSMTForConditionalGeneration(transformers.FSMTConfig(
+        **_FSMT, src_vocab_size=V + 13, tgt_vocab_size=V, langs=["en", "de"])),
+    # one vocabulary, every table tied to the decoder's
+    "fsmt-tied": lambda: transformers.FSMTForConditionalGeneration(transformers.FSMTConfig(
+        **_FSMT, src_vocab_size=V, tgt_vocab_size=V, langs=["en", "de"], tie_word_embeddings=True)),
 }
 
-test_logits_match = test_seq2seq.test_logits_match
-test_export_round_trip = test_seq2seq.test_export_round_trip
 test_cached_decode_equals_full_recomputation = test_seq2seq.test_cached_decode_equals_full_recomputation
 
 
@@ -47,28 +54,61 @@ def pair(request, tmp_path_factory):
     return request.param, ref, llmarch.from_hf(path)
 
 
-def test_greedy_and_beam_match(pair):
-    """Greedy decoding, then one beam search, return transformers' sequences (test_seq2seq's check)."""
+def test_logits_and_round_trip(pair, tmp_path):
+    """test_seq2seq's logits and to_hf checks, transformers' forward called with use_cache=False: FSMT's forward
+    with a cache (its default) builds no causal mask, so a whole target would see its future tokens there (its
+    generation feeds one token at a time and is causal)."""
+    name, ref, ours = pair
+    assert type(ours).__name__ == "EncoderDecoderLM"
+    src, mask, tgt = test_seq2seq.padded_batch()
+    got = ours(src, tgt, attention_mask=mask).logits
+    assert not mask.all()  # the batch is really padded
+    to_hf(ours, tmp_path)
+    back = type(ref).from_pretrained(tmp_path).eval()
+    for model in (ref, back):
+        with torch.no_grad():
+            expected = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, use_cache=False).logits
+        assert (expected - got).abs().max().item() <= 1e-4, name
+
+
+def test_greedy_matches(pair):
+    """Greedy decoding returns transformers' sequences, eos reached early in row 0 (test_seq2seq's check)."""
     test_seq2seq.test_generation_matches(pair, dict(num_beams=1))
-    test_seq2seq.test_generation_matches(pair, dict(num_beams=3, length_penalty=0.6, early_stopping=True))
+
+
+# model_type -> (norm_placement, embed_norm, decoder_embed_norm_first, position_offset) as from_hf reads it
+LAYOUTS = {"blenderbot": ("pre", False, False, 0), "blenderbot-small": ("post", True, True, 0),
+           "plbart": ("post", True, False, 2), "mvp": ("post", True, False, 2), "fsmt": ("post", False, False, 2)}
 
 
 def test_layouts_read_as_written(pair):
-    """The per-family switches from_hf sets: Blenderbot pre-norm without an embedding norm, BlenderbotSmall's decoder
-    (only) normalising before its positions, and each start token as transformers' generate picks it."""
+    """The per-family switches from_hf sets (Blenderbot pre-norm without an embedding norm, BlenderbotSmall's decoder
+    alone normalising before its positions, FSMT's positions from pad + 1), each start token as transformers'
+    generate picks it, and FSMT's tables: the source's own where untied, one where tied."""
     name, ref, ours = pair
     cfg = ours.config
-    assert cfg.hf_model_type == name
-    assert cfg.norm_placement == ("pre" if name == "blenderbot" else "post")
-    assert cfg.embed_norm == (name != "blenderbot") and cfg.decoder_embed_norm_first == (name == "blenderbot-small")
-    assert cfg.position_offset == (2 if name in ("plbart", "mvp") else 0)
+    family = name.removesuffix("-tied")
+    assert cfg.hf_model_type == family
+    assert (cfg.norm_placement, cfg.embed_norm, cfg.decoder_embed_norm_first, cfg.position_offset) == LAYOUTS[family]
     start = getattr(ref.config, "decoder_start_token_id", None)
     assert cfg.decoder_start_id == (ref.config.bos_token_id if start is None else start)
+    if family == "fsmt":
+        assert (ours.encoder_embed is None) == (name == "fsmt-tied") == cfg.tie_embeddings
+        table = ours.embed if ours.encoder_embed is None else ours.encoder_embed
+        assert torch.equal(table.weight, ref.model.encoder.embed_tokens.weight)
+        assert cfg.encoder_vocab_size == (None if cfg.tie_embeddings else V + 13)
 
 
 def test_refusals(tmp_path):
     with pytest.raises(llmarch.LlmarchError, match="decoder_embed_norm_first .* needs embed_norm"):
         llmarch.build("bart-tiny", embed_norm=False, decoder_embed_norm_first=True)
+    with pytest.raises(llmarch.LlmarchError, match="encoder_vocab_size=50 .* needs encoder_embed"):
+        llmarch.build("bart-tiny", n_layers=1, n_decoder_layers=1, encoder_vocab_size=50)
+    two = llmarch.build("bart-tiny", n_layers=1, n_decoder_layers=1, encoder_embed=True, encoder_vocab_size=50)
+    with pytest.raises(llmarch.LlmarchError, match="token id 60 out of range for vocab_size 50"):
+        two.encode(torch.tensor([[1, 60]]))
+    with pytest.raises(llmarch.LlmarchError, match="needs src_vocab_size = tgt_vocab_size, got 50 and 99"):
+        FAMILIES["fsmt"].to_config(dict(src_vocab_size=50, tgt_vocab_size=99, tie_word_embeddings=True))
     transformers.MvpForConditionalGeneration(transformers.MvpConfig(
         **_BARTLIKE, use_prompt=True, prompt_length=3, prompt_mid_dim=16)).save_pretrained(tmp_path)
     with pytest.raises(llmarch.LlmarchError, match="MVP checkpoints with use_prompt"):

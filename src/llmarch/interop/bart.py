@@ -18,11 +18,16 @@ _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu"
 
 
 def seq2seq_rules(learned_positions: bool, embed_norm: bool | None = None) -> list[Rule]:
-    """BART's names for both stacks: learned_positions stores each stack's position table, embed_norm (by default
-    where the positions are learned) its layernorm_embedding."""
+    """BART's names: the shared embedding, the head and its logits bias, then both stacks (stack_rules)."""
+    return [Rule.of("model.shared.weight", "embed.weight"), Rule.of("final_logits_bias", "lm_head.bias", "row"),
+            Rule.of("lm_head.weight", "lm_head.weight"), *stack_rules(learned_positions, embed_norm)]
+
+
+def stack_rules(learned_positions: bool, embed_norm: bool | None = None) -> list[Rule]:
+    """BART's names for both stacks' blocks: learned_positions stores each stack's position table, embed_norm (by
+    default where the positions are learned) its layernorm_embedding."""
     embed_norm = learned_positions if embed_norm is None else embed_norm
-    rules = [Rule.of("model.shared.weight", "embed.weight"), Rule.of("final_logits_bias", "lm_head.bias", "row"),
-             Rule.of("lm_head.weight", "lm_head.weight")]
+    rules = []
     for part in ("encoder", "decoder"):
         hf, ours = f"model.{part}.layers.{{i}}.", f"{part}.blocks.{{i}}."
         if learned_positions:

@@ -1,7 +1,7 @@
 """The encoder-decoder (Vaswani et al. 2017, §3.1; T5, BART): a bidirectional encoder stack reads the source,
 a causal decoder stack reads the target so far and cross-attends to the encoder output, a head projects the
 decoder's final states onto the vocabulary. One token embedding is shared by both stacks (and by the head
-when tied), or with encoder_embed the encoder reads a table of its own (T5Gemma). `encode` once, then
+when tied), or with encoder_embed the encoder reads a table of its own (T5Gemma; FSMT's of another vocabulary). `encode` once, then
 `decode` step by step with the decoder's KV cache and the encoder's
 keys/values projected once per generation (setup_cache(..., memory=...))."""
 from __future__ import annotations
@@ -23,7 +23,9 @@ class EncoderDecoderLM(nn.Module):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         # T5Gemma: the encoder reads a table of its own; otherwise both stacks read `embed`
-        self.encoder_embed = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.encoder_embed else None
+        # FSMT: of a source vocabulary of its own (encoder_vocab_size)
+        self.source_vocab = cfg.encoder_vocab_size or cfg.vocab_size
+        self.encoder_embed = nn.Embedding(self.source_vocab, cfg.d_model) if cfg.encoder_embed else None
         self.encoder = Stack(cfg.stack_config("encoder"))
         self.decoder = Stack(cfg.stack_config("decoder"), cross=True)
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
@@ -59,7 +61,7 @@ class EncoderDecoderLM(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, S), attention_mask (B, S) with 0 at padding -> encoder output (B, S, C)."""
         if not torch.compiler.is_compiling():
-            check_ids(input_ids, self.config, None)
+            check_ids(input_ids, self.config, None, vocab=self.source_vocab)
         embed = self.embed if self.encoder_embed is None else self.encoder_embed
         return self.encoder.run(embed(input_ids), attention_mask)
 

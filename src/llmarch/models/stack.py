@@ -314,7 +314,10 @@ def _fan_in_init(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:
         nn.init.normal_(p, std=p.shape[-1] ** -0.5)
 
 
-def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, what: str = "input_ids") -> None:
+def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, what: str = "input_ids",
+              vocab: int | None = None) -> None:
+    """vocab: the ids' vocabulary size, if not cfg.vocab_size (an encoder's own source vocabulary)."""
+    vocab = vocab or cfg.vocab_size
     if input_ids.dtype not in (torch.int64, torch.int32):
         raise LlmarchError(f"{what} must be an integer tensor, got {input_ids.dtype}")
     if input_ids.dim() != 2:
@@ -322,6 +325,6 @@ def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, 
     T = input_ids.shape[1]
     if cache_len is None and T > cfg.context_length:
         raise LlmarchError(f"sequence of {T} tokens is longer than context_length {cfg.context_length}")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= cfg.vocab_size):
-        bad = input_ids[(input_ids < 0) | (input_ids >= cfg.vocab_size)][0].item()
-        raise LlmarchError(f"token id {bad} out of range for vocab_size {cfg.vocab_size}")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
+        bad = input_ids[(input_ids < 0) | (input_ids >= vocab)][0].item()
+        raise LlmarchError(f"token id {bad} out of range for vocab_size {vocab}")
