@@ -239,6 +239,9 @@ class ModelConfig:
     # rows of encoder_embed's table, a source vocabulary apart from the target's (FSMT's src_vocab_size beside its
     # tgt_vocab_size, the decoder's and head's vocab_size); None: vocab_size. Needs encoder_embed
     encoder_vocab_size: int | None = None
+    # an encoder-decoder's decoder positions (its learned table's rows, its KV cache's bound), where the encoder's,
+    # context_length, differ (LED: 16384 source tokens, 1024 target tokens); None: context_length
+    decoder_context_length: int | None = None
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
     # attention's values times this after their projection, before they are cached (MiMo-V2-Flash's
@@ -635,6 +638,9 @@ class ModelConfig:
         if self.encoder_vocab_size is not None and (not self.encoder_embed or self.encoder_vocab_size < 1):
             raise LlmarchError(f"encoder_vocab_size={self.encoder_vocab_size} sizes the encoder's own table: it needs "
                                "encoder_embed and at least one row")
+        if self.decoder_context_length is not None and (not self.n_decoder_layers or self.decoder_context_length < 1):
+            raise LlmarchError(f"decoder_context_length={self.decoder_context_length} bounds an encoder-decoder's "
+                               "decoder (n_decoder_layers > 0): it must be positive")
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
@@ -875,10 +881,11 @@ class ModelConfig:
         blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
         if part == "encoder":
             fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False,
-                          encoder_vocab_size=None)
+                          encoder_vocab_size=None, decoder_context_length=None)
         else:
             fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False,
-                          encoder_vocab_size=None)
+                          encoder_vocab_size=None, decoder_context_length=None,
+                          context_length=self.decoder_context_length or self.context_length)
         if self.layer_types is not None:  # the encoder's entries come first, then the decoder's
             own = self.layer_types[:self.n_layers] if part == "encoder" else self.layer_types[self.n_layers:]
             kept = {t: f for t, f in (self.layer_overrides or {}).items() if t in own}

@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 _FSMT = {k: v for k, v in _BARTLIKE.items() if k != "vocab_size"}
+_LED = {k: v for k, v in _BARTLIKE.items() if k != "max_position_embeddings"}
 SEQ2SEQ = {
     # Blenderbot: pre-norm with final norms, learned positions from 0, scaled embeddings, pad 0 / start 1
     "blenderbot": lambda: transformers.BlenderbotForConditionalGeneration(transformers.BlenderbotConfig(
@@ -36,6 +37,12 @@ SEQ2SEQ = {
     # one vocabulary, every table tied to the decoder's
     "fsmt-tied": lambda: transformers.FSMTForConditionalGeneration(transformers.FSMTConfig(
         **_FSMT, src_vocab_size=V, tgt_vocab_size=V, langs=["en", "de"], tie_word_embeddings=True)),
+    # LED: Longformer windows of 4 (2 keys each side) over 11-token sources in the encoder, an encoder table of 64
+    # positions beside a decoder's of 32, positions from 0, post-norm, BART's embedding norm and logits bias; weights of
+    # std 0.2, so that attention is far from uniform and the global tokens show
+    "led": lambda: transformers.LEDForConditionalGeneration(transformers.LEDConfig(
+        **_LED, attention_window=4, max_encoder_position_embeddings=64, max_decoder_position_embeddings=32,
+        init_std=0.2)),
 }
 
 test_cached_decode_equals_full_recomputation = test_seq2seq.test_cached_decode_equals_full_recomputation
@@ -78,7 +85,8 @@ def test_greedy_matches(pair):
 
 # model_type -> (norm_placement, embed_norm, decoder_embed_norm_first, position_offset) as from_hf reads it
 LAYOUTS = {"blenderbot": ("pre", False, False, 0), "blenderbot-small": ("post", True, True, 0),
-           "plbart": ("post", True, False, 2), "mvp": ("post", True, False, 2), "fsmt": ("post", False, False, 2)}
+           "plbart": ("post", True, False, 2), "mvp": ("post", True, False, 2), "fsmt": ("post", False, False, 2),
+           "led": ("post", True, False, 0)}
 
 
 def test_layouts_read_as_written(pair):
@@ -99,6 +107,27 @@ def test_layouts_read_as_written(pair):
         assert cfg.encoder_vocab_size == (None if cfg.tie_embeddings else V + 13)
 
 
+def test_led_global_tokens(pair):
+    """LED's encoder with global tokens (the first of each source, and one more in row 0): logits as transformers',
+    and the encoder's Longformer windows and the decoder's full attention and shorter position table as read."""
+    name, ref, ours = pair
+    if name != "led":
+        pytest.skip("LED only")
+    enc, dec = ours.config.stack_config("encoder"), ours.config.stack_config("decoder")
+    assert {(enc.for_layer(i).attention, enc.for_layer(i).sliding_window) for i in range(2)} == {("longformer", 3)}
+    assert {dec.for_layer(i).attention for i in range(2)} == {"full"}
+    assert ours.decoder.positions.weight.shape[0] == dec.context_length == 32 < enc.context_length
+    src, mask, tgt = test_seq2seq.padded_batch()
+    glob = torch.zeros_like(src)
+    glob[:, 0], glob[0, 6] = 1, 1
+    with torch.no_grad():
+        expected = ref(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, global_attention_mask=glob).logits
+        local = ours(src, tgt, attention_mask=mask).logits
+    got = ours(src, tgt, attention_mask=mask, global_attention_mask=glob).logits
+    assert (expected - got).abs().max().item() <= 1e-4
+    assert (local - got).abs().max().item() > 1e-3  # the global tokens changed something
+
+
 def test_refusals(tmp_path):
     with pytest.raises(llmarch.LlmarchError, match="decoder_embed_norm_first .* needs embed_norm"):
         llmarch.build("bart-tiny", embed_norm=False, decoder_embed_norm_first=True)
@@ -109,6 +138,10 @@ def test_refusals(tmp_path):
         two.encode(torch.tensor([[1, 60]]))
     with pytest.raises(llmarch.LlmarchError, match="needs src_vocab_size = tgt_vocab_size, got 50 and 99"):
         FAMILIES["fsmt"].to_config(dict(src_vocab_size=50, tgt_vocab_size=99, tie_word_embeddings=True))
+    with pytest.raises(llmarch.LlmarchError, match="decoder_context_length=8 bounds an encoder-decoder's decoder"):
+        llmarch.build("gpt-tiny", decoder_context_length=8)
+    with pytest.raises(llmarch.LlmarchError, match=r"LED with different windows per layer \(\[4, 8\]\)"):
+        FAMILIES["led"].to_config(dict(attention_window=[4, 8]))
     transformers.MvpForConditionalGeneration(transformers.MvpConfig(
         **_BARTLIKE, use_prompt=True, prompt_length=3, prompt_mid_dim=16)).save_pretrained(tmp_path)
     with pytest.raises(llmarch.LlmarchError, match="MVP checkpoints with use_prompt"):
