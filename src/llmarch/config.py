@@ -37,7 +37,8 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
+                "local_block_offset")
 
 
 @dataclass
@@ -281,6 +282,16 @@ class ModelConfig:
     # token; with t5_relative positions a bidirectional stack also learns a bias table over (global block - the
     # token's block) offsets (0: no global tokens)
     global_block_size: int = 0
+    # learned global tokens of a bidirectional stack (PEGASUS-X's num_global_tokens, Phang et al. 2022, §3.1): G
+    # vectors put before the first token (no positions), normalised before attention by their own ln1_global, run
+    # through every block beside the tokens and dropped after the last; 0: none. Needs global_local attention
+    global_tokens: int = 0
+    # global_local attention (PEGASUS-X): each token sees the global tokens and the tokens of its block of this many
+    # (block (p + local_block_offset) // local_block_size); the global tokens see every token
+    local_block_size: int = 0
+    # global_local attention: slots its blocks start earlier, varying per layer (PEGASUS-X staggers every other
+    # layer's blocks by local_block_size // 2)
+    local_block_offset: int = 0
     head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
     pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
     decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
@@ -724,6 +735,9 @@ class ModelConfig:
                                "(its decoder is causal; its encoder is always bidirectional)")
         if self.relative_buckets < 2 or self.relative_max_distance < 1:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
+        if self.global_tokens < 0 or (self.global_tokens and self.causal and not self.n_decoder_layers):
+            raise LlmarchError(f"global_tokens={self.global_tokens}: global tokens see every token, so they are a "
+                               "bidirectional stack's (an encoder's), and their count must be >= 0")
         if self.global_block_size < 0:
             raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
         if self.layer_groups and not (0 < self.layer_groups <= self.n_layers and not self.causal
@@ -884,7 +898,7 @@ class ModelConfig:
                           encoder_vocab_size=None, decoder_context_length=None)
         else:
             fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False,
-                          encoder_vocab_size=None, decoder_context_length=None,
+                          encoder_vocab_size=None, decoder_context_length=None, global_tokens=0,
                           context_length=self.decoder_context_length or self.context_length)
         if self.layer_types is not None:  # the encoder's entries come first, then the decoder's
             own = self.layer_types[:self.n_layers] if part == "encoder" else self.layer_types[self.n_layers:]

@@ -43,6 +43,10 @@ SEQ2SEQ = {
     "led": lambda: transformers.LEDForConditionalGeneration(transformers.LEDConfig(
         **_LED, attention_window=4, max_encoder_position_embeddings=64, max_decoder_position_embeddings=32,
         init_std=0.2)),
+    # PEGASUS-X: 2 global tokens, blocks of 4 over 11-token sources, the second layer's staggered by 2; pre-norm,
+    # no attention biases, fairseq's sinusoids from 0; weights of std 0.2 so that the global tokens show
+    "pegasus_x": lambda: transformers.PegasusXForConditionalGeneration(transformers.PegasusXConfig(
+        **_BARTLIKE, num_global_tokens=2, block_size=4, init_std=0.2)),
 }
 
 test_cached_decode_equals_full_recomputation = test_seq2seq.test_cached_decode_equals_full_recomputation
@@ -86,7 +90,7 @@ def test_greedy_matches(pair):
 # model_type -> (norm_placement, embed_norm, decoder_embed_norm_first, position_offset) as from_hf reads it
 LAYOUTS = {"blenderbot": ("pre", False, False, 0), "blenderbot-small": ("post", True, True, 0),
            "plbart": ("post", True, False, 2), "mvp": ("post", True, False, 2), "fsmt": ("post", False, False, 2),
-           "led": ("post", True, False, 0)}
+           "led": ("post", True, False, 0), "pegasus_x": ("pre", False, False, 0)}
 
 
 def test_layouts_read_as_written(pair):
@@ -128,6 +132,31 @@ def test_led_global_tokens(pair):
     assert (local - got).abs().max().item() > 1e-3  # the global tokens changed something
 
 
+def test_pegasus_x_global_tokens_and_staggered_blocks(pair):
+    """PEGASUS-X's encoder as read: its global tokens (their table and own norms) and blocks, the odd layer's
+    staggered; without the global tokens' attention or the staggering the encoder output moves."""
+    name, ref, ours = pair
+    if name != "pegasus_x":
+        pytest.skip("PEGASUS-X only")
+    enc = ours.config.stack_config("encoder")
+    assert [(enc.for_layer(i).attention, enc.for_layer(i).local_block_offset) for i in range(2)] == [
+        ("global_local", 0), ("global_local", 2)]
+    assert torch.equal(ours.encoder.global_embed, ref.model.encoder.embed_global.weight)
+    theirs = ref.model.encoder.layers[1].global_self_attn_layer_norm
+    assert torch.equal(ours.encoder.blocks[1].ln1_global.bias, theirs.bias)
+    src, mask, _ = test_seq2seq.padded_batch()
+    with torch.no_grad():
+        expected = ref.model.encoder(src, attention_mask=mask).last_hidden_state
+        got = ours.encode(src, mask)
+        kind = ours.encoder.blocks[1].attn.kind
+        kind.offset = 0  # the staggered layer's blocks put back in line
+        unstaggered = ours.encode(src, mask)
+        kind.offset = 2
+    real = mask.bool()
+    assert (expected - got)[real].abs().max().item() <= 1e-4
+    assert (unstaggered - got)[real].abs().max().item() > 1e-3
+
+
 def test_refusals(tmp_path):
     with pytest.raises(llmarch.LlmarchError, match="decoder_embed_norm_first .* needs embed_norm"):
         llmarch.build("bart-tiny", embed_norm=False, decoder_embed_norm_first=True)
@@ -142,6 +171,12 @@ def test_refusals(tmp_path):
         llmarch.build("gpt-tiny", decoder_context_length=8)
     with pytest.raises(llmarch.LlmarchError, match=r"LED with different windows per layer \(\[4, 8\]\)"):
         FAMILIES["led"].to_config(dict(attention_window=[4, 8]))
+    with pytest.raises(llmarch.LlmarchError, match="global_tokens=2: global tokens see every token"):
+        llmarch.build("gpt-tiny", global_tokens=2)
+    with pytest.raises(llmarch.LlmarchError, match="global_tokens=2 needs global_local attention"):
+        llmarch.build("bert-tiny", global_tokens=2)
+    with pytest.raises(llmarch.LlmarchError, match="attention='global_local' needs global_tokens > 0"):
+        llmarch.build("bert-tiny", attention="global_local", local_block_size=4)
     transformers.MvpForConditionalGeneration(transformers.MvpConfig(
         **_BARTLIKE, use_prompt=True, prompt_length=3, prompt_mid_dim=16)).save_pretrained(tmp_path)
     with pytest.raises(llmarch.LlmarchError, match="MVP checkpoints with use_prompt"):

@@ -40,6 +40,11 @@ class Stack(nn.Module):
         # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks
         self.hc_head = HYPER_CONNECTIONS[cfg.hyper_connection].head(cfg) if cfg.hyper_connection != "none" else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
+        # PEGASUS-X's learned global tokens, put before the tokens after the embeddings and dropped after the blocks
+        self.global_embed = nn.Parameter(torch.zeros(cfg.global_tokens, cfg.d_model)) if cfg.global_tokens else None
+        if cfg.global_tokens and not any(cfg.for_layer(i).attention == "global_local" for i in range(cfg.n_layers)):
+            raise LlmarchError(f"global_tokens={cfg.global_tokens} needs global_local attention, which lets the "
+                               "tokens see them, in some layer of the stack")
         if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
             d = cfg.d_model
             self.input_bias, self.input_scale = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.ones(d))
@@ -216,6 +221,9 @@ class Stack(nn.Module):
         x = self.drop(x)
         if self.embed_proj is not None:  # after the embeddings' dropout, as ELECTRA's
             x = self.embed_proj(x)
+        glob = self._parameters.get("global_embed")
+        if glob is not None:  # (B, G + T, C): the global tokens first
+            x = torch.cat([glob.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         if self.shared_blocks is not None:  # they read the stream entering the first block beside their layer's
             ctx = dataclasses.replace(ctx, shared_blocks=sub["shared_blocks"], embeds=x)
         if cfg.moe_shortcut:  # the shortcut mixtures' outputs, carried to the next block (layers/block.py)
@@ -239,6 +247,8 @@ class Stack(nn.Module):
             x = altup.merge(x)
         if hc_head is not None:
             x = hc_head(x)
+        if glob is not None:
+            x = x[:, glob.shape[0]:]
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]
