@@ -35,7 +35,8 @@ def to_config(hf: dict) -> ModelConfig:
                   decoder_start_id=hf.get("decoder_start_token_id", 0))
     types = [ODD if i % 2 and stagger else EVEN for i in range(n)] + ["full_attention"] * n_dec
     return ModelConfig(**fields, positions="sinusoidal_fairseq",
-                       context_length=hf.get("max_position_embeddings", 16384), global_tokens=hf.get("num_global_tokens", 32), local_block_size=size, layer_types=types,
+                       context_length=hf.get("max_position_embeddings", 16384),
+                       global_tokens=hf.get("num_global_tokens", 32), local_block_size=size, layer_types=types,
                        layer_overrides={EVEN: {"attention": "global_local"},
                                         ODD: {"attention": "global_local", "local_block_offset": size // 2}})
 
