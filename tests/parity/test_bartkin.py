@@ -47,6 +47,11 @@ SEQ2SEQ = {
     # no attention biases, fairseq's sinusoids from 0; weights of std 0.2 so that the global tokens show
     "pegasus_x": lambda: transformers.PegasusXForConditionalGeneration(transformers.PegasusXConfig(
         **_BARTLIKE, num_global_tokens=2, block_size=4, init_std=0.2)),
+    # NLLB-MoE: M2M-100's layout, every second FFN a mixture of 4 ReLU experts routed top-2 (layer 1 of each stack),
+    # the experts' output scaled by 1 - moe_token_dropout; made with its experts equal (the `pair` fixture): see
+    # test_nllb_moe_routes_top2
+    "nllb-moe": lambda: transformers.NllbMoeForConditionalGeneration(transformers.NllbMoeConfig(
+        **_BARTLIKE, num_experts=4, encoder_sparse_step=2, decoder_sparse_step=2)),
 }
 
 test_cached_decode_equals_full_recomputation = test_seq2seq.test_cached_decode_equals_full_recomputation
@@ -60,9 +65,65 @@ def pair(request, tmp_path_factory):
     ref = perturbed(SEQ2SEQ[request.param]())
     if hasattr(ref, "final_logits_bias"):
         ref.final_logits_bias.normal_()
+    if request.param == "nllb-moe":
+        _same_experts(ref)
     path = tmp_path_factory.mktemp(request.param)
     ref.save_pretrained(path)
     return request.param, ref, llmarch.from_hf(path)
+
+
+def _experts(ffn) -> list:
+    return [ffn.experts[f"expert_{e}"] for e in range(ffn.num_experts)]
+
+
+def _sparse_layers(ref):
+    return [layer.ffn for stack in (ref.model.encoder, ref.model.decoder) for layer in stack.layers
+            if layer.is_sparse]
+
+
+@torch.no_grad()
+def _same_experts(ref) -> None:
+    """Every expert of each NLLB-MoE mixture a copy of its first: transformers 5.25's NllbMoeExperts reads the
+    router's one-hot top-1 mask as expert indices, so it runs experts 0 and 1 whatever the router chose (expert 1
+    weighted by the top-1 probability, expert 0 by the second's); with equal experts its output is the top-2 mixture
+    the router meant, which llmarch computes (test_nllb_moe_routes_top2 checks the routing itself)."""
+    for ffn in _sparse_layers(ref):
+        first = ffn.experts["expert_0"].state_dict()
+        for expert in _experts(ffn)[1:]:
+            expert.load_state_dict(first)
+
+
+def test_nllb_moe_routes_top2(pair):
+    """NLLB-MoE's mixtures as fairseq's Top2Gate means them, from transformers' own router and experts, each
+    expert different: softmax over the experts, the top two, their probabilities renormalised, each chosen expert's
+    output times its weight, the sum times 1 - moe_token_dropout. transformers' NllbMoeSparseMLP itself computes
+    otherwise (experts 0 and 1 only, see _same_experts): asserted, so that a fix there shows here."""
+    name, ref, ours = pair
+    if name != "nllb-moe":
+        pytest.skip("NLLB-MoE only")
+    assert [ours.config.stack_config(p).is_moe_layer(i) for p in ("encoder", "decoder") for i in range(2)] == [
+        False, True, False, True]
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))
+    for ffn, block in zip(_sparse_layers(ref), (ours.encoder.blocks[1], ours.decoder.blocks[1])):
+        with torch.no_grad():
+            for expert in _experts(ffn):  # experts apart, in transformers' model and in ours
+                for p in expert.parameters():
+                    p.add_(torch.randn_like(p) * 0.2)
+            block.mlp.experts.up.copy_(torch.stack([e.fc1.weight for e in _experts(ffn)]))
+            block.mlp.experts.in_bias.copy_(torch.stack([e.fc1.bias for e in _experts(ffn)]))
+            block.mlp.experts.down.copy_(torch.stack([e.fc2.weight for e in _experts(ffn)]))
+            block.mlp.experts.down_bias.copy_(torch.stack([e.fc2.bias for e in _experts(ffn)]))
+            h = x.view(-1, 32)
+            _, weights, _ = ffn.router(h)  # (N, E): the renormalised top-2 weights, 0 elsewhere
+            assert (weights > 0).sum(-1).eq(2).all()
+            meant = sum(expert(h) * weights[:, e, None] for e, expert in enumerate(_experts(ffn))) * 0.8
+            got = block.mlp(x).view(-1, 32)
+            assert (meant - got).abs().max().item() <= 1e-5
+            assert (ffn(x).view(-1, 32) - got).abs().max().item() > 1e-3  # transformers 5.25's dispatch
+            _same_experts(ref)  # put back as the module's other tests read them
+            for t in (block.mlp.experts.up, block.mlp.experts.in_bias, block.mlp.experts.down,
+                      block.mlp.experts.down_bias):
+                t.copy_(t[:1].clone().expand_as(t))
 
 
 def test_logits_and_round_trip(pair, tmp_path):
@@ -90,7 +151,8 @@ def test_greedy_matches(pair):
 # model_type -> (norm_placement, embed_norm, decoder_embed_norm_first, position_offset) as from_hf reads it
 LAYOUTS = {"blenderbot": ("pre", False, False, 0), "blenderbot-small": ("post", True, True, 0),
            "plbart": ("post", True, False, 2), "mvp": ("post", True, False, 2), "fsmt": ("post", False, False, 2),
-           "led": ("post", True, False, 0), "pegasus_x": ("pre", False, False, 0)}
+           "led": ("post", True, False, 0), "pegasus_x": ("pre", False, False, 0),
+           "nllb-moe": ("pre", False, False, 2)}
 
 
 def test_layouts_read_as_written(pair):
