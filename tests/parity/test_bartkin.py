@@ -239,6 +239,13 @@ def test_refusals(tmp_path):
         llmarch.build("bert-tiny", global_tokens=2)
     with pytest.raises(llmarch.LlmarchError, match="attention='global_local' needs global_tokens > 0"):
         llmarch.build("bert-tiny", attention="global_local", local_block_size=4)
+    nllb = FAMILIES["nllb-moe"].to_config
+    with pytest.raises(llmarch.LlmarchError, match="encoder_sparse_step=2 and decoder_sparse_step=4"):
+        nllb(dict(encoder_sparse_step=2, decoder_sparse_step=4))
+    with pytest.raises(llmarch.LlmarchError, match="random or sampled second expert"):
+        nllb(dict(second_expert_policy="random"))
+    with pytest.raises(llmarch.LlmarchError, match="moe_eval_capacity_token_fraction < 1"):
+        nllb(dict(moe_eval_capacity_token_fraction=0.5))
     transformers.MvpForConditionalGeneration(transformers.MvpConfig(
         **_BARTLIKE, use_prompt=True, prompt_length=3, prompt_mid_dim=16)).save_pretrained(tmp_path)
     with pytest.raises(llmarch.LlmarchError, match="MVP checkpoints with use_prompt"):
