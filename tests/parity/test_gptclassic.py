@@ -36,10 +36,11 @@ CASES = {
                                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                 "partial_rotary_factor": 0.5})),
 }
-# weights multiplied by 20 before saving, where a part would otherwise hide below 1e-4: GPT-1's MLP inputs, so that
-# its tanh-GELU (gelu_new, afn "gelu") and exact GELU differ (near-linear at 0.02-init inputs), and its tied
-# head, whose logits scale with the embeddings
-SHARPENED = {"openai-gpt": ("mlp.c_fc.weight", "tokens_embed.weight")}
+# weights multiplied by 20 before saving, where a part would otherwise hide below 1e-4: the MLPs' inputs, so that
+# tanh-GELU (GPT-1's gelu_new, its afn "gelu") and exact GELU (XGLM's, BioGPT's) differ (near-linear at 0.02-init
+# inputs), and the tied heads, whose logits scale with the embeddings
+SHARPENED = {"openai-gpt": ("mlp.c_fc.weight", "tokens_embed.weight"), "xglm": ("fc1.weight", "embed_tokens.weight"),
+             "biogpt": ("fc1.weight", "embed_tokens.weight")}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
