@@ -18,6 +18,7 @@ from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.heads import check_head
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
+from .layers.residual_mix import check_residual_mix
 from .layers.side_conv import check_side_conv
 
 
@@ -37,7 +38,8 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
+                "attn_temp_power")
 
 
 @dataclass
@@ -87,6 +89,8 @@ class ModelConfig:
     # the output gates' squashing of x W_g (attn_output_gate, attn_head_gate): sigmoid (Qwen3-Next, AFMoE) or
     # softplus (Laguna)
     attn_gate_fn: str = "sigmoid"
+    # a learned bias per head added to attn_output_gate's pre-activations, sigmoid(x W_g + b_h) (Beam's gate_bias)
+    attn_gate_bias: bool = False
     # no value projection: each head's values are its keys' projection, before the key norm and RoPE (Gemma 4's
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False
@@ -170,6 +174,10 @@ class ModelConfig:
     # added to p before the floor: 1 (Llama 4), or 0 (Ministral 3 and Mistral 4's llama_4_scaling_beta, whose unit
     # is original_max_position_embeddings: 1 + beta * ln(1 + floor(p / unit)))
     attn_temp_shift: int = 1
+    # > 0: the power form of that query scaling instead, queries at position p times
+    # (1 + (p + attn_temp_shift) / attn_temp_floor) ** attn_temp_power (Beam's NoPE layers: 0.1, floor 2048, shift 1:
+    # exp(0.1 ln(1 + (p + 1) / 2048))); 0.0: the log form of attn_temp_scale, or none
+    attn_temp_power: float = 0.0
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     # the token embeddings as (e + b) * s, b and s learned vectors of d_model (ZAYA1's input_hidden_states_bias and
@@ -178,6 +186,11 @@ class ModelConfig:
     # each sublayer's residual add as (y + b_y) * s_y + (x + b_x) * s_x, y the sublayer's output and x the stream,
     # four learned vectors of d_model per sublayer (ZAYA1's ResidualScaling); pre-norm sequential blocks only
     residual_affine: bool = False
+    # how each sublayer's output y joins the residual stream x (layers/residual_mix.py): none (x + y); depth_scaled,
+    # x sqrt((k - 1) / k) + y / sqrt(k) at the stack's k-th add (Beam); gated, sigmoid(w) y + sqrt(1 - sigmoid(w)^2) x
+    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge). Sequential pre-norm or
+    # sandwich blocks only
+    residual_mix: str = "none"
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
     embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
     residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
@@ -615,6 +628,7 @@ class ModelConfig:
                                      or self.residual_alpha != 1.0 or self.laurel_rank or self.altup_streams > 1):
             raise LlmarchError("residual_affine scales the residual adds of sequential pre-norm blocks (no "
                                "residual_alpha, LAuReL or AltUp)")
+        check_residual_mix(self)
         if self.block == "parallel" and self.residual_alpha != 1.0:
             raise LlmarchError(f"residual_alpha={self.residual_alpha} scales a sequential block's residual adds; "
                                "block='parallel' has one add")
@@ -716,6 +730,9 @@ class ModelConfig:
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+        if self.attn_temp_power < 0 or (self.attn_temp_power and self.attn_temp_scale):
+            raise LlmarchError(f"attn_temp_power={self.attn_temp_power} must be >= 0 and not beside attn_temp_scale="
+                               f"{self.attn_temp_scale} (one form of the query scaling)")
         if self.attn_temp_scale < 0 or self.attn_temp_floor <= 0 or self.attn_temp_shift < 0:
             raise LlmarchError(f"attn_temp_scale and attn_temp_shift must be >= 0 and attn_temp_floor positive, got "
                                f"{self.attn_temp_scale}, {self.attn_temp_shift} and {self.attn_temp_floor}")

@@ -127,6 +127,8 @@ class LatentAttention(Mixer):
             raise LlmarchError(f"mixer='mla' and qk_norm={cfg.qk_norm!r}: latent attention has no QK-norm")
         if cfg.attn_key_multiplier != 1.0:
             raise LlmarchError("mixer='mla' has no key projection for attn_key_multiplier to scale")
+        if cfg.attn_gate_bias:
+            raise LlmarchError("mixer='mla' and attn_gate_bias: latent attention's output gate has no bias")
         for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
             if getattr(cfg, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(cfg, name)}")

@@ -1,0 +1,51 @@
+"""Families that each needed several new shared parts, against transformers through files: a tiny seeded model
+(1-D parameters perturbed, routers made decisive), saved and read by from_hf: logits on a left-padded batch within
+1e-4 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole forward, and a to_hf round
+trip that transformers loads to the same logits.
+- Beam (`beam`): a sliding (RoPE) layer with a dense SwiGLU and a full layer (no positions, queries scaled by
+  (1 + (p + 1) / 2048) ** 0.1) with grouped sigmoid routing; a gated attention with a bias per head; sandwich norms
+  with depth-scaled residual adds; soft-capped logits."""
+import pytest
+import torch
+
+from llmarch.errors import LlmarchError
+from llmarch.interop import to_hf
+
+from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf, routed_apart
+from test_hf_families import assert_matches_transformers
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+BEAM = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, intermediate_size=96, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+            n_group=4, topk_group=2, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+            mlp_layer_types=["dense", "sparse"], final_logit_softcapping=30.0, pad_token_id=0)
+
+
+def assert_long_row_matches(hf, ours, length: int = 512):
+    """One unpadded row of `length` tokens gives transformers' logits within 1e-4: where a query scale that grows
+    with the position (Beam's, about 1.0014 at the padded batch's positions and 1.02 here) shows."""
+    ids = torch.randint(0, ours.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (ours(ids).logits - hf(ids).logits).abs().max() <= 1e-4
+
+
+def test_beam(tmp_path):
+    torch.manual_seed(0)
+    hf = routed_apart(transformers.BeamForCausalLM(transformers.BeamConfig(**BEAM))).eval()
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    hf.generation_config.eos_token_id = None
+    cfg = ours.config
+    assert (cfg.residual_mix, cfg.attn_gate_bias, cfg.router_groups, cfg.moe_dense_first) == \
+        ("depth_scaled", True, 4, 1)
+    assert (cfg.for_layer(1).positions, cfg.for_layer(1).attn_temp_power, cfg.for_layer(0).sliding_window) == \
+        ("none", 0.1, 6)
+    ids, mask, generated = assert_matches_transformers(hf, ours, "BeamForCausalLM", tmp_path)
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
+    assert_long_row_matches(hf, ours)
+    ours.config = cfg.replace(residual_mix="none")
+    with pytest.raises(LlmarchError, match="depth-scaled"):
+        to_hf(ours, tmp_path / "refused")
+    with pytest.raises(LlmarchError, match="attn_gate_bias"):
+        cfg.replace(attn_output_gate=False)
