@@ -39,7 +39,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
-                "attn_temp_power")
+                "attn_temp_power", "attn_scale")
 
 
 @dataclass
@@ -359,6 +359,9 @@ class ModelConfig:
     # a norm (of the `norm` kind) over a mixture's summed output, routed and shared experts together, before its
     # residual add; dense FFN layers have none (A.X-K1's post_mlp_layernorm)
     moe_out_norm: bool = False
+    # each expert's output through an RMSNorm before it is weighted and summed: a gain per routed expert (E x d_model,
+    # the checkpoint's), and a norm of its own over the shared experts' (Ergo's post_expert_norm, shared_experts.norm)
+    expert_out_norm: bool = False
     # this many more experts the router chooses among that compute nothing: a token routed to one passes through
     # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
     # fewer real experts

@@ -4,7 +4,11 @@
 trip that transformers loads to the same logits.
 - Beam (`beam`): a sliding (RoPE) layer with a dense SwiGLU and a full layer (no positions, queries scaled by
   (1 + (p + 1) / 2048) ** 0.1) with grouped sigmoid routing; a gated attention with a bias per head; sandwich norms
-  with depth-scaled residual adds; soft-capped logits."""
+  with depth-scaled residual adds; soft-capped logits.
+- Ergo (`ergo`, read in its checkpoints' own layout): a sliding (adjacent-pair RoPE) layer with a dense squared-ReLU
+  MLP and a full layer (no positions, scores times global_attention_scale) with sigmoid-routed squared-ReLU experts,
+  each expert's output RMS-normed with a gain of its own, beside a normed shared expert; sandwich norms with gated
+  residual adds."""
 import pytest
 import torch
 
@@ -21,6 +25,24 @@ BEAM = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_h
             head_dim=16, intermediate_size=96, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
             n_group=4, topk_group=2, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
             mlp_layer_types=["dense", "sparse"], final_logit_softcapping=30.0, pad_token_id=0)
+
+
+ERGO = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            first_dense_intermediate_size=96, moe_intermediate_size=32, shared_intermediate_size=48, num_experts=8,
+            num_experts_per_tok=2, sliding_window=6, global_attention_every_n_layers=2, global_attention_scale=1.5,
+            rms_norm_eps=1e-6, max_position_embeddings=256)
+
+
+@torch.no_grad()
+def ergo_apart(hf):
+    """What routed_apart and perturbed leave alone in Ergo: its router (`gate.linear`) made decisive, and its
+    experts' 2-D output-norm gains (ones at init) moved, so that a gain read for the wrong expert shows."""
+    for name, p in hf.named_parameters():
+        if name.endswith("mlp.gate.linear.weight"):
+            p.mul_(20.0)
+        if name.endswith("post_expert_norm.weight"):
+            p.add_(torch.randn_like(p) * 0.3)
+    return hf
 
 
 def assert_long_row_matches(hf, ours, length: int = 512):
@@ -49,3 +71,22 @@ def test_beam(tmp_path):
         to_hf(ours, tmp_path / "refused")
     with pytest.raises(LlmarchError, match="attn_gate_bias"):
         cfg.replace(attn_output_gate=False)
+
+
+def test_ergo(tmp_path):
+    torch.manual_seed(0)
+    hf = ergo_apart(routed_apart(transformers.ErgoForCausalLM(transformers.ErgoConfig(**ERGO)))).eval()
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    hf.generation_config.eos_token_id = None
+    cfg = ours.config
+    assert (cfg.residual_mix, cfg.expert_out_norm, cfg.ffn, cfg.moe_dense_first, cfg.tie_embeddings) == \
+        ("gated", True, "relu2", 1, False)
+    assert (cfg.for_layer(1).positions, cfg.for_layer(1).attn_scale, cfg.for_layer(0).sliding_window) == \
+        ("none", 1.5 / 4, 6)
+    ids, mask, generated = assert_matches_transformers(hf, ours, "ErgoForCausalLM", tmp_path)
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
+    ours.config = cfg.replace(expert_out_norm=False)
+    with pytest.raises(LlmarchError, match="expert_out_norm"):
+        to_hf(ours, tmp_path / "refused")
+    with pytest.raises(LlmarchError, match="expert_out_norm"):
+        cfg.replace(n_experts=0, n_shared_experts=0)
