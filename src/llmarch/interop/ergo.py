@@ -55,8 +55,8 @@ RULES = [
 ]
 # ErgoConfig's defaults for what a config.json may leave out
 DEFAULTS = dict(vocab_size=262144, hidden_size=8192, num_hidden_layers=64, num_attention_heads=64,
-                num_key_value_heads=8, first_dense_intermediate_size=32768, num_dense_blocks=1, moe_intermediate_size=4096,
-                shared_intermediate_size=8192, num_experts=256, num_experts_per_tok=8,
+                num_key_value_heads=8, first_dense_intermediate_size=32768, num_dense_blocks=1,
+                moe_intermediate_size=4096, shared_intermediate_size=8192, num_experts=256, num_experts_per_tok=8,
                 moe_routed_scaling_factor=8 ** 0.5, max_position_embeddings=524288, rms_norm_eps=1e-12,
                 sliding_window=512, global_attention_every_n_layers=4, global_attention_scale=None)
 
