@@ -508,6 +508,9 @@ class ModelConfig:
     attn_impl: str = "sdpa"
     # strided: the stride l; block_sparse: the block; lightning: its blocks; the blockwise kernels' query block
     attention_block: int = 64
+    # dynamic_mask (Doge's dynamic mask attention, attention_kinds/dynamic_mask.py): once more keys than this, each
+    # query keeps only this many, those of the highest learned bias (Doge's keep_window_size)
+    dma_keep: int = 2048
     strided_summary: int = 8  # strided: the last c positions of each block that every later query sees
     global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)
     random_blocks: int = 3  # block_sparse: random key blocks per query block, drawn per layer from attention_seed

@@ -8,18 +8,23 @@ trip that transformers loads to the same logits.
 - Ergo (`ergo`, read in its checkpoints' own layout): a sliding (adjacent-pair RoPE) layer with a dense squared-ReLU
   MLP and a full layer (no positions, scores times global_attention_scale) with sigmoid-routed squared-ReLU experts,
   each expert's output RMS-normed with a gain of its own, beside a normed shared expert; sandwich norms with gated
-  residual adds."""
+  residual adds.
+- Doge (`doge`): dynamic mask attention (a bias per key from its values; past keep_window_size keys each query keeps
+  its best), learned residual gains; the keeping of the best keys on a row of distinct tokens (repeated tokens tie in
+  the first layer, where transformers' choice among ties is its kernel's)."""
 import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import to_hf
+from llmarch.interop import FAMILIES, to_hf
 
-from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf, routed_apart
+from conftest import assert_cached_decoding_and_config_round_trip, assert_cached_equals_whole, perturbed_from_hf, \
+    routed_apart
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
+from_hf_config = FAMILIES["doge"].to_config
 
 BEAM = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, intermediate_size=96, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
@@ -31,6 +36,23 @@ ERGO = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_h
             first_dense_intermediate_size=96, moe_intermediate_size=32, shared_intermediate_size=48, num_experts=8,
             num_experts_per_tok=2, sliding_window=6, global_attention_every_n_layers=2, global_attention_scale=1.5,
             rms_norm_eps=1e-6, max_position_embeddings=256)
+
+
+DOGE = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, keep_window_size=64, max_position_embeddings=256)
+
+
+@torch.no_grad()
+def dma_apart(hf):
+    """Doge's dynamic masks made to matter: A (0 at init: every bias exp(0) = 1) drawn and W_dt (0.02-init) widened,
+    so the biases spread over about e^-2..e^2 and which keys a query keeps shows. Not wider: biases that underflow to
+    0 tie, and the keys kept among ties depend on how many keys the call holds (transformers' too)."""
+    for name, p in hf.named_parameters():
+        if name.endswith("self_attn.A"):
+            p.normal_(0.0, 0.5)
+        if name.endswith("dt_proj.weight"):
+            p.mul_(5.0)
+    return hf
 
 
 @torch.no_grad()
@@ -90,3 +112,32 @@ def test_ergo(tmp_path):
         to_hf(ours, tmp_path / "refused")
     with pytest.raises(LlmarchError, match="expert_out_norm"):
         cfg.replace(n_experts=0, n_shared_experts=0)
+
+
+def test_doge(tmp_path):
+    torch.manual_seed(0)
+    hf = dma_apart(transformers.DogeForCausalLM(transformers.DogeConfig(**DOGE))).eval()
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    cfg = ours.config
+    assert (cfg.attention, cfg.dma_keep, cfg.residual_mix, cfg.qk_norm) == ("dynamic_mask", 64, "scaled", "head")
+    ids, mask, generated = assert_matches_transformers(hf, ours, "DogeForCausalLM", tmp_path)
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
+    # each query keeps its 8 best keys of up to 40: both models' keep set in place, on a row of distinct tokens
+    row = torch.randperm(cfg.vocab_size, generator=torch.Generator().manual_seed(4))[None, :40]
+    with torch.no_grad():
+        every = ours(row).logits
+        for theirs, mine in zip(hf.model.layers, ours.blocks):
+            theirs.self_attn.keep_window_size = mine.attn.kind.keep = 8
+        logits = ours(row).logits
+        assert (logits - hf(row).logits).abs().max() <= 1e-4
+        assert (logits - every).abs().max() > 1e-2  # the keys left out matter
+    assert_cached_equals_whole(ours, row, 30, torch.ones_like(row))
+    # and where tokens repeat (the generated rows), keys of equal bias go to the earlier: decoding keeps what the
+    # whole forward keeps
+    grown = torch.cat([mask, torch.ones(mask.shape[0], generated.shape[1] - ids.shape[1], dtype=mask.dtype)], 1)
+    assert_cached_equals_whole(ours, generated, ids.shape[1], grown)
+    ours.config = cfg.replace(attention="full")
+    with pytest.raises(LlmarchError, match="dynamic mask"):
+        to_hf(ours, tmp_path / "refused")
+    with pytest.raises(LlmarchError, match="is_moe"):
+        from_hf_config({**hf.config.to_dict(), "is_moe": True})

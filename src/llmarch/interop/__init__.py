@@ -64,3 +64,4 @@ from . import flint  # noqa: F401
 from . import axk1  # noqa: F401
 from . import beam  # noqa: F401
 from . import ergo  # noqa: F401
+from . import doge  # noqa: F401
