@@ -191,6 +191,10 @@ class ModelConfig:
     # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge). Sequential pre-norm or
     # sandwich blocks only
     residual_mix: str = "none"
+    # > 0: the norm before each mixer, and before each mixture-of-experts FFN (a dense FFN's stays plain), followed by a
+    # low-rank gate on its own output, y * sigmoid(silu(y W_down) W_up), W_down of this rank (A.X-K2's GatedRMSNorm,
+    # Megatron's GatedNormWrapper: 16); pre-norm sequential blocks
+    norm_gate_rank: int = 0
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
     embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
     residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
@@ -456,6 +460,9 @@ class ModelConfig:
     mla_latent_eps: float | None = None  # mla: eps of the latents' RMSNorms (and mla_rope_key_norm's); None: 1e-6
     # mla: the shared RoPE key k^R through an RMSNorm of its own before RoPE (dots.llm3's k_rope_only_layernorm)
     mla_rope_key_norm: bool = False
+    # mla with q_lora_rank: no q_b_proj; one up-projection of [norm(c^Q), c^Q] (2 q_lora_rank) gives each head its query
+    # and an output gate g of v_head_dim, the head's output times sigmoid(g) before o_proj (A.X-K2's q_gate_proj)
+    mla_q_gate: bool = False
     dsa_key_norm_eps: float = 1e-6  # dsa: the epsilon of the indexer's key LayerNorm (HY-V4: rms_norm_eps)
     # mixer 'shared_kv' (layers/shared_kv.py, DeepSeek-V4): the heads' outputs in o_groups groups, each projected to
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
@@ -635,6 +642,11 @@ class ModelConfig:
             raise LlmarchError("residual_affine scales the residual adds of sequential pre-norm blocks (no "
                                "residual_alpha, LAuReL or AltUp)")
         check_residual_mix(self)
+        if self.norm_gate_rank < 0 or (self.norm_gate_rank and (
+                self.block != "sequential" or self.norm_placement != "pre" or self.hyper_connection != "none"
+                or self.laurel_rank or self.altup_streams > 1 or not self.first_mixer_norm)):
+            raise LlmarchError(f"norm_gate_rank={self.norm_gate_rank} must be >= 0, and > 0 only in sequential "
+                               "pre-norm blocks (no hyper-connections, LAuReL, AltUp, or first block without its norm)")
         if self.block == "parallel" and self.residual_alpha != 1.0:
             raise LlmarchError(f"residual_alpha={self.residual_alpha} scales a sequential block's residual adds; "
                                "block='parallel' has one add")

@@ -11,7 +11,9 @@ trip that transformers loads to the same logits.
   residual adds.
 - Doge (`doge`): dynamic mask attention (a bias per key from its values; past keep_window_size keys each query keeps
   its best), learned residual gains; the keeping of the best keys on a row of distinct tokens (repeated tokens tie in
-  the first layer, where transformers' choice among ties is its kernel's)."""
+  the first layer, where transformers' choice among ties is its kernel's).
+- A.X-K2 (`axk2`): DeepSeek-V3.2's sparse latent attention (8 keys of up to 52) whose query projection reads
+  [norm(c^Q), c^Q] and gates each head's output; gated norms before each mixer and the mixture."""
 import pytest
 import torch
 
@@ -40,6 +42,13 @@ ERGO = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_h
 
 DOGE = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, keep_window_size=64, max_position_embeddings=256)
+
+
+AXK2 = dict(vocab_size=128, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1, n_routed_experts=8, num_experts_per_tok=2,
+            kv_lora_rank=32, q_lora_rank=48, qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=16, index_topk=8,
+            index_head_dim=16, index_n_heads=8, gated_norm_rank=4, max_position_embeddings=256,
+            first_k_dense_replace=1, bos_token_id=None, eos_token_id=None)  # no pad id: its embedding row is 0
 
 
 @torch.no_grad()
@@ -141,3 +150,19 @@ def test_doge(tmp_path):
         to_hf(ours, tmp_path / "refused")
     with pytest.raises(LlmarchError, match="is_moe"):
         from_hf_config({**hf.config.to_dict(), "is_moe": True})
+
+
+def test_axk2(tmp_path):
+    torch.manual_seed(0)
+    hf = routed_apart(transformers.AXK2ForCausalLM(transformers.AXK2Config(**AXK2))).eval()
+    ours = perturbed_from_hf(hf, tmp_path / "hf")
+    cfg = ours.config
+    assert (cfg.mla_q_gate, cfg.norm_gate_rank, cfg.dsa_topk, cfg.router_groups, cfg.moe_dense_first) == \
+        (True, 4, 8, 1, 1)
+    ids, mask, generated = assert_matches_transformers(hf, ours, "AXK2ForCausalLM", tmp_path)
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
+    ours.config = cfg.replace(norm_gate_rank=0)
+    with pytest.raises(LlmarchError, match="gated norms"):
+        to_hf(ours, tmp_path / "refused")
+    with pytest.raises(LlmarchError, match="mla_q_gate"):
+        cfg.replace(q_lora_rank=None)

@@ -65,3 +65,4 @@ from . import axk1  # noqa: F401
 from . import beam  # noqa: F401
 from . import ergo  # noqa: F401
 from . import doge  # noqa: F401
+from . import axk2  # noqa: F401

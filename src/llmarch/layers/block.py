@@ -52,7 +52,7 @@ from .hooks import HookPoint
 from .hyper import HYPER_CONNECTIONS
 from .laurel import Laurel
 from .mixer import MIXERS, Mixer
-from .norms import make_norm
+from .norms import GatedNorm, make_norm
 from .residual_mix import make_residual_mix
 from .side_conv import SideConv
 
@@ -106,6 +106,10 @@ class Block(nn.Module):
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc else make_norm(cfg)
+        if cfg.norm_gate_rank:  # A.X-K2: the mixer's norm and a mixture FFN's with a low-rank gate (norms.py)
+            self.ln1 = None if self.ln1 is None else GatedNorm(self.ln1, cfg.d_model, cfg.norm_gate_rank)
+            if self.ln2 is not None and cfg.is_moe_layer(layer):
+                self.ln2 = GatedNorm(self.ln2, cfg.d_model, cfg.norm_gate_rank)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         self.mlp_reads_ctx = getattr(self.mlp, "reads_ctx", False)  # ZAYA1's router state, carried in ctx.carry
