@@ -1,15 +1,15 @@
 """How a sublayer's output y joins the residual stream x, where it is not the plain x + y (residual_mix; block.py
 calls mix(y, x) after the sublayer's post-norm, if any, and its dropout):
 - depth_scaled (Beam, reflection/Beam-1.0): the k-th residual add of the stack (k = 2(i + 1) for layer i's mixer,
-  2(i + 1) + 1 for its FFN) keeps the stream's scale, x sqrt((k - 1) / k) + y / sqrt(k): a running mean of the
-  sublayer outputs on the sphere of their common norm, so the stream neither grows with depth nor needs a learned
-  scale (the depth-scaled residuals of, e.g., Noci et al. 2022, "Signal propagation in transformers", §4);
+  2(i + 1) + 1 for its FFN) keeps the stream's scale, x sqrt((k - 1) / k) + y / sqrt(k): the stream after the k-th
+  add is (e + y_2 + ... + y_k) / sqrt(k), e the embeddings, so independent outputs of one scale sum to that scale
+  however deep the stack (transformers' depth_scaled_residual_add in modeling_beam.py);
 - gated (Ergo, Amazon-FMR/Ergo): a learned weight w per channel, sigmoid(w) y + sqrt(1 + sigmoid(w))
   exp(-softplus(w) / 2) x; at w = 0, y / 2 + sqrt(3 / 4) x. The second factor equals sqrt((1 + s) (1 - s)) =
   sqrt(1 - s^2) for s = sigmoid(w), since exp(-softplus(w)) = 1 - s: the weights of unit-variance y and x then sum to
   unit variance, s^2 + (1 - s^2) = 1;
-- scaled (Doge, SmallDoge; Shi et al. 2024, "Wonderful Matrices", §3.3): the stream times a learned gain per channel,
-  g * x + y (g at 1: the plain add)."""
+- scaled (Doge, SmallDoge; Shi et al. 2024, "Wonderful Matrices", arXiv 2412.11834): the stream times a learned gain
+  per channel, g * x + y (g at 1: the plain add)."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
 """Dynamic mask attention (Doge; Shi et al. 2024, "Wonderful Matrices: Combining for a More Efficient and Effective
-Foundation Model Architecture", arXiv 2412.11834, §3.1): each key position j gets a bias per KV head computed from its
+Foundation Model Architecture", arXiv 2412.11834): each key position j gets a bias per KV head computed from its
 value vector, which the softmax adds to every query's score for it, and once there are more than dma_keep keys each
 query keeps only its dma_keep keys of the highest bias (the others masked): a learned, content-dependent sparse mask
 in place of a fixed window.
