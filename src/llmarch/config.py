@@ -18,6 +18,7 @@ from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.heads import check_head
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
+from .layers.residual_mix import check_residual_mix
 from .layers.side_conv import check_side_conv
 
 
@@ -39,7 +40,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
-                "o_bias", "local_block_offset")
+                "o_bias", "local_block_offset", "attn_temp_power", "attn_scale")
 
 
 @dataclass
@@ -89,6 +90,8 @@ class ModelConfig:
     # the output gates' squashing of x W_g (attn_output_gate, attn_head_gate): sigmoid (Qwen3-Next, AFMoE) or
     # softplus (Laguna)
     attn_gate_fn: str = "sigmoid"
+    # a learned bias per head added to attn_output_gate's pre-activations, sigmoid(x W_g + b_h) (Beam's gate_bias)
+    attn_gate_bias: bool = False
     # no value projection: each head's values are its keys' projection, before the key norm and RoPE (Gemma 4's
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False
@@ -172,6 +175,10 @@ class ModelConfig:
     # added to p before the floor: 1 (Llama 4), or 0 (Ministral 3 and Mistral 4's llama_4_scaling_beta, whose unit
     # is original_max_position_embeddings: 1 + beta * ln(1 + floor(p / unit)))
     attn_temp_shift: int = 1
+    # > 0: the power form of that query scaling instead, queries at position p times
+    # (1 + (p + attn_temp_shift) / attn_temp_floor) ** attn_temp_power (Beam's NoPE layers: 0.1, floor 2048, shift 1:
+    # exp(0.1 ln(1 + (p + 1) / 2048))); 0.0: the log form of attn_temp_scale, or none
+    attn_temp_power: float = 0.0
     attn_sinks: bool = False  # a learned logit per head in the softmax denominator, no value (gpt-oss; layers/sinks.py)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Gemma)
     # the token embeddings as (e + b) * s, b and s learned vectors of d_model (ZAYA1's input_hidden_states_bias and
@@ -180,6 +187,15 @@ class ModelConfig:
     # each sublayer's residual add as (y + b_y) * s_y + (x + b_x) * s_x, y the sublayer's output and x the stream,
     # four learned vectors of d_model per sublayer (ZAYA1's ResidualScaling); pre-norm sequential blocks only
     residual_affine: bool = False
+    # how each sublayer's output y joins the residual stream x (layers/residual_mix.py): none (x + y); depth_scaled,
+    # x sqrt((k - 1) / k) + y / sqrt(k) at the stack's k-th add (Beam); gated, sigmoid(w) y + sqrt(1 - sigmoid(w)^2) x
+    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge). Sequential pre-norm or
+    # sandwich blocks only
+    residual_mix: str = "none"
+    # > 0: the norm before each mixer, and before each mixture-of-experts FFN (a dense FFN's stays plain), followed by a
+    # low-rank gate on its own output, y * sigmoid(silu(y W_down) W_up), W_down of this rank (A.X-K2's GatedRMSNorm,
+    # Megatron's GatedNormWrapper: 16); pre-norm sequential blocks
+    norm_gate_rank: int = 0
     # Granite's muP-style scalars (IBM Granite 3.x; 1.0 leaves a model as it is, at no cost)
     embed_multiplier: float = 1.0  # token embeddings times this, after embed_scale (Granite's embedding_multiplier)
     residual_multiplier: float = 1.0  # each sublayer's output times this before its residual add (residual_multiplier)
@@ -367,6 +383,9 @@ class ModelConfig:
     # a norm (of the `norm` kind) over a mixture's summed output, routed and shared experts together, before its
     # residual add; dense FFN layers have none (A.X-K1's post_mlp_layernorm)
     moe_out_norm: bool = False
+    # each expert's output through an RMSNorm before it is weighted and summed: a gain per routed expert (E x d_model,
+    # the checkpoint's), and a norm of its own over the shared experts' (Ergo's post_expert_norm, shared_experts.norm)
+    expert_out_norm: bool = False
     # this many more experts the router chooses among that compute nothing: a token routed to one passes through
     # times its weight, w * x (LongCat-Flash's zero-computation experts, Meituan 2025, §2.1), so a token may spend
     # fewer real experts
@@ -461,6 +480,9 @@ class ModelConfig:
     mla_latent_eps: float | None = None  # mla: eps of the latents' RMSNorms (and mla_rope_key_norm's); None: 1e-6
     # mla: the shared RoPE key k^R through an RMSNorm of its own before RoPE (dots.llm3's k_rope_only_layernorm)
     mla_rope_key_norm: bool = False
+    # mla with q_lora_rank: no q_b_proj; one up-projection of [norm(c^Q), c^Q] (2 q_lora_rank) gives each head its query
+    # and an output gate g of v_head_dim, the head's output times sigmoid(g) before o_proj (A.X-K2's q_gate_proj)
+    mla_q_gate: bool = False
     dsa_key_norm_eps: float = 1e-6  # dsa: the epsilon of the indexer's key LayerNorm (HY-V4: rms_norm_eps)
     # mixer 'shared_kv' (layers/shared_kv.py, DeepSeek-V4): the heads' outputs in o_groups groups, each projected to
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
@@ -513,6 +535,9 @@ class ModelConfig:
     attn_impl: str = "sdpa"
     # strided: the stride l; block_sparse: the block; lightning: its blocks; the blockwise kernels' query block
     attention_block: int = 64
+    # dynamic_mask (Doge's dynamic mask attention, attention_kinds/dynamic_mask.py): once more keys than this, each
+    # query keeps only this many, those of the highest learned bias (Doge's keep_window_size)
+    dma_keep: int = 2048
     strided_summary: int = 8  # strided: the last c positions of each block that every later query sees
     global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)
     random_blocks: int = 3  # block_sparse: random key blocks per query block, drawn per layer from attention_seed
@@ -636,6 +661,12 @@ class ModelConfig:
                                      or self.residual_alpha != 1.0 or self.laurel_rank or self.altup_streams > 1):
             raise LlmarchError("residual_affine scales the residual adds of sequential pre-norm blocks (no "
                                "residual_alpha, LAuReL or AltUp)")
+        check_residual_mix(self)
+        if self.norm_gate_rank < 0 or (self.norm_gate_rank and (
+                self.block != "sequential" or self.norm_placement != "pre" or self.hyper_connection != "none"
+                or self.laurel_rank or self.altup_streams > 1 or not self.first_mixer_norm)):
+            raise LlmarchError(f"norm_gate_rank={self.norm_gate_rank} must be >= 0, and > 0 only in sequential "
+                               "pre-norm blocks (no hyper-connections, LAuReL, AltUp, or first block without its norm)")
         if self.block == "parallel" and self.residual_alpha != 1.0:
             raise LlmarchError(f"residual_alpha={self.residual_alpha} scales a sequential block's residual adds; "
                                "block='parallel' has one add")
@@ -749,6 +780,9 @@ class ModelConfig:
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+        if self.attn_temp_power < 0 or (self.attn_temp_power and self.attn_temp_scale):
+            raise LlmarchError(f"attn_temp_power={self.attn_temp_power} must be >= 0 and not beside attn_temp_scale="
+                               f"{self.attn_temp_scale} (one form of the query scaling)")
         if self.attn_temp_scale < 0 or self.attn_temp_floor <= 0 or self.attn_temp_shift < 0:
             raise LlmarchError(f"attn_temp_scale and attn_temp_shift must be >= 0 and attn_temp_floor positive, got "
                                f"{self.attn_temp_scale}, {self.attn_temp_shift} and {self.attn_temp_floor}")

@@ -80,6 +80,14 @@ def _rope_pairs(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
     return heads[:, order].reshape(t.shape)
 
 
+def _rope_pairs_qkv(t: torch.Tensor, cfg, to_ours: bool) -> torch.Tensor:
+    """A fused q|k|v tensor (rows: heads x head_dim of q, then of k, then of v; Ergo's wqkv) whose q and k rows RoPE
+    turns in adjacent pairs: those reordered per head as _rope_pairs does, v's rows as they are."""
+    q, k = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    q, k, v = t.split([q, k, t.shape[0] - q - k])
+    return torch.cat([_rope_pairs(q, cfg, to_ours), _rope_pairs(k, cfg, to_ours), v])
+
+
 def _rope_negated(t: torch.Tensor, cfg) -> torch.Tensor:
     """Query or key rows (heads x head_dim, ...) that RoPE turns by -theta (nanochat's rotate_half, cat(x2, -x1)):
     the two halves of each head's rotated dims swapped. Turning (a, b) by -theta is turning (b, a) by +theta with
@@ -112,6 +120,9 @@ LAYOUTS = {
     "interleaved": (lambda t, cfg: _deinterleave(t), lambda t, cfg: _interleave(t), lambda s: s),
     # q or k rows whose RoPE turns adjacent dims (GLM, Cohere, ERNIE 4.5); v's rows go as "same"
     "rope_pairs": (lambda t, cfg: _rope_pairs(t, cfg, True), lambda t, cfg: _rope_pairs(t, cfg, False), lambda s: s),
+    # q|k|v fused into one stored tensor, q and k rows turning adjacent dims (Ergo's wqkv)
+    "rope_pairs_qkv": (lambda t, cfg: _rope_pairs_qkv(t, cfg, True), lambda t, cfg: _rope_pairs_qkv(t, cfg, False),
+                       lambda s: s),
     # rows of x and the gate z alternating (Zamba's Mamba in_proj: row 2c is x_c, 2c + 1 is z_c); ours x, then z
     "rows_interleaved": (lambda t, cfg: torch.cat([t[0::2], t[1::2]]),
                          lambda t, cfg: torch.stack(t.chunk(2), dim=1).flatten(0, 1), lambda s: s),

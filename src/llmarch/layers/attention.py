@@ -112,18 +112,24 @@ def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, 
     return pattern @ v
 
 
-def temperature_of(cfg) -> tuple[float, int, int] | None:
-    """A mixer's query temperature settings (scale, floor, shift) from its config; None: queries as they are."""
-    return (cfg.attn_temp_scale, cfg.attn_temp_floor, cfg.attn_temp_shift) if cfg.attn_temp_scale else None
+def temperature_of(cfg) -> tuple[float, int, int, float] | None:
+    """A mixer's query temperature settings (scale, floor, shift, power) from its config; None: queries as they
+    are."""
+    if not (cfg.attn_temp_scale or cfg.attn_temp_power):
+        return None
+    return cfg.attn_temp_scale, cfg.attn_temp_floor, cfg.attn_temp_shift, cfg.attn_temp_power
 
 
-def temperature(ctx: AttentionContext, scale: float, floor: int, shift: int = 1) -> torch.Tensor:
+def temperature(ctx: AttentionContext, scale: float, floor: int, shift: int = 1, power: float = 0.0) -> torch.Tensor:
     """(B|1, 1, T, 1), to multiply (B, H, T, D) queries by: Llama 4's attention temperature tuning (Meta 2025; the log-length query scaling of Nakanishi 2025,
     "Scalable-Softmax Is Superior for Attention", on its NoPE layers): 1 + scale * ln(1 + floor((p + shift) / floor))
     at position p, so a query's scores grow with the context it attends over (Ministral 3: shift 0, on every layer).
     p is the row's position, as Meta's code counts it; transformers counts the cache slot, which differs in a
-    left-padded row."""
+    left-padded row. With a power (attn_temp_power, Beam's NoPE layers), (1 + (p + shift) / floor) ** power
+    instead: the same growth with ln of the context, exp(power ln(1 + (p + shift) / floor)), without the floor."""
     pos = ctx.input_pos[None] if ctx.positions is None else ctx.positions
+    if power:
+        return torch.exp(power * torch.log1p((pos.float() + shift) / floor))[:, None, :, None]
     return (torch.log1p(torch.floor((pos.float() + shift) / floor)) * scale + 1.0)[:, None, :, None]
 
 
@@ -167,6 +173,8 @@ class Attention(Mixer):
         # gate (attn_head_gate: LFM3, Laguna), one per head from its own projection of x; squashed by attn_gate_fn
         self.gated, self.gate_fn = cfg.attn_output_gate, GATE_FNS.get(cfg.attn_gate_fn)
         self.g_proj = Linear(cfg.d_model, self.n_heads, bias=False) if cfg.attn_head_gate else None
+        # Beam's gate_bias: one learned bias per head on attn_output_gate's pre-activations
+        self.gate_bias = nn.Parameter(torch.zeros(self.n_heads)) if cfg.attn_gate_bias else None
         self.gate_rows = self.gated  # the gate's rows among q's
         # Gemma 4: a global layer with attn_k_eq_v projects no values (they are its keys' projection); one of the
         # last kv_shared_layers projects neither keys nor values (it reads an earlier layer's: kv_from, set by the
@@ -227,6 +235,8 @@ class Attention(Mixer):
                 and not (cfg.attn_output_gate or cfg.attn_head_gate):
             raise LlmarchError(f"attn_gate_fn={cfg.attn_gate_fn!r} (one of {', '.join(GATE_FNS)}) shapes an output "
                                "gate: attn_output_gate or attn_head_gate")
+        if cfg.attn_gate_bias and not cfg.attn_output_gate:
+            raise LlmarchError("attn_gate_bias biases the pre-activations of attn_output_gate, which is off")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
         if (cfg.attn_k_eq_v or cfg.kv_shared_layers) and (cfg.qk_norm not in ("none", "head")
@@ -288,7 +298,9 @@ class Attention(Mixer):
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, value_dim)
         y = y.transpose(1, 2)  # (B, T, H, value_dim)
         if self.gated:  # hook_z then sees the gated heads, what o_proj reads
-            y = y * self.gate_fn(gate.reshape(B, T, self.n_heads, self.head_dim))
+            gate = gate.reshape(B, T, self.n_heads, self.head_dim)
+            bias = self._parameters.get("gate_bias")
+            y = y * self.gate_fn(gate if bias is None else gate + bias[:, None])
         if sub.get("g_proj") is not None:
             y = y * self.gate_fn(sub["g_proj"](x))[..., None]  # (B, T, H, 1): one gate per head
         y = sub["hook_z"](y).reshape(B, T, self.n_heads * self.v_dim)

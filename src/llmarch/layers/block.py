@@ -31,7 +31,9 @@ x += mixer(x, ctx, ln1), and applies the norm where its computation needs it.
 DeBERTa-v2 (side_conv) joins a convolution of block 0's input to its output (layers/side_conv.py).
 BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear layers (bitlinear.py).
 LongCat-Flash (moe_shortcut): a mixture layer's experts read its FFN's normed input beside its dense FFN, and
-their output is added at the end of the next block: x += ffn(n2(x)), then in block i + 1 x += ... + moe_i."""
+their output is added at the end of the next block: x += ffn(n2(x)), then in block i + 1 x += ... + moe_i.
+Beam, Ergo and Doge join each sublayer's output to the stream otherwise than by x + y (residual_mix: depth-scaled,
+gated or scaled adds, residual_mix.py), in the slot of ZAYA1's residual_affine."""
 from __future__ import annotations
 
 import math
@@ -50,7 +52,8 @@ from .hooks import HookPoint
 from .hyper import HYPER_CONNECTIONS
 from .laurel import Laurel
 from .mixer import MIXERS, Mixer
-from .norms import make_norm
+from .norms import GatedNorm, make_norm
+from .residual_mix import make_residual_mix
 from .side_conv import SideConv
 
 
@@ -106,12 +109,19 @@ class Block(nn.Module):
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc else make_norm(cfg)
+        if cfg.norm_gate_rank:  # A.X-K2: the mixer's norm and a mixture FFN's with a low-rank gate (norms.py)
+            self.ln1 = None if self.ln1 is None else GatedNorm(self.ln1, cfg.d_model, cfg.norm_gate_rank)
+            if self.ln2 is not None and cfg.is_moe_layer(layer):
+                self.ln2 = GatedNorm(self.ln2, cfg.d_model, cfg.norm_gate_rank)
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         self.mlp_reads_ctx = getattr(self.mlp, "reads_ctx", False)  # ZAYA1's router state, carried in ctx.carry
         # residual_affine (ZAYA1): each sublayer's add as (y + b_y) * s_y + (x + b_x) * s_x
         self.res_attn = ResidualAffine(cfg.d_model) if cfg.residual_affine and mixer.mixes else None
         self.res_mlp = ResidualAffine(cfg.d_model) if cfg.residual_affine and self.mlp is not None else None
+        if cfg.residual_mix != "none":  # Beam's depth-scaled, Ergo's gated, Doge's scaled adds (residual_mix.py)
+            self.res_attn = make_residual_mix(cfg, layer, 0) if mixer.mixes else None
+            self.res_mlp = make_residual_mix(cfg, layer, 1) if self.mlp is not None else None
         # LongCat-Flash's shortcut-connected MoE (moe_shortcut): a mixture layer runs `moe` on its FFN's normed input
         # beside `mlp`; the next block adds its output at its end (ctx.carry, written and read by index)
         self.moe = shortcut_moe(cfg, layer)

@@ -72,14 +72,20 @@ class LatentAttention(Mixer):
         self.dropout, self.kernel, self.absorb = cfg.dropout, ATTENTION[cfg.attn_impl], cfg.mla_absorb
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else qk ** -0.5 * softmax_scale_factor(cfg)
         self.temperature = temperature_of(cfg)
-        self.compressed_q = cfg.q_lora_rank is not None
+        self.compressed_q, self.q_gate = cfg.q_lora_rank is not None, False
         eps = LATENT_NORM_EPS if cfg.mla_latent_eps is None else cfg.mla_latent_eps  # the latents' RMSNorms
         if not self.compressed_q:
             self.q_proj = Linear(C, H * qk, bias=False)
         else:  # eqs. 12-13: c^Q = W^DQ h, then per head [q^C, q^R] = W^UQ, W^QR of norm(c^Q)
             self.q_a_proj = Linear(C, cfg.q_lora_rank, bias=cfg.qkv_bias)
             self.q_a_norm = RMSNorm(cfg.q_lora_rank, eps)
-            self.q_b_proj = Linear(cfg.q_lora_rank, H * qk, bias=False)
+            # A.X-K2 (mla_q_gate): one up-projection of [norm(c^Q), c^Q] gives each head's query and an output
+            # gate of v_head_dim, rows per head [q^C, q^R, g]; the gate scales the head's output, sigmoid(g) o
+            self.q_gate = cfg.mla_q_gate
+            if self.q_gate:
+                self.q_gate_proj = Linear(2 * cfg.q_lora_rank, H * (qk + self.v_dim), bias=False)
+            else:
+                self.q_b_proj = Linear(cfg.q_lora_rank, H * qk, bias=False)
         # eqs. 9 and 17: rows [c^KV (r), k^R (R)] in one matmul
         self.kv_a_proj = Linear(C, self.rank + self.rope, bias=cfg.qkv_bias)
         self.kv_a_norm = RMSNorm(self.rank, eps)
@@ -127,6 +133,11 @@ class LatentAttention(Mixer):
             raise LlmarchError(f"mixer='mla' and qk_norm={cfg.qk_norm!r}: latent attention has no QK-norm")
         if cfg.attn_key_multiplier != 1.0:
             raise LlmarchError("mixer='mla' has no key projection for attn_key_multiplier to scale")
+        if cfg.mla_q_gate and (cfg.q_lora_rank is None or cfg.attn_output_gate or cfg.mla_lora_scale):
+            raise LlmarchError("mla_q_gate reads the compressed query (q_lora_rank) and is the layer's one output gate "
+                               "(no attn_output_gate, mla_lora_scale)")
+        if cfg.attn_gate_bias:
+            raise LlmarchError("mixer='mla' and attn_gate_bias: latent attention's output gate has no bias")
         for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
             if getattr(cfg, name) <= 0:
                 raise LlmarchError(f"{name} must be positive, got {getattr(cfg, name)}")
@@ -161,8 +172,15 @@ class LatentAttention(Mixer):
     def forward(self, x: torch.Tensor, ctx) -> torch.Tensor:
         B, T, _ = x.shape
         H = self.n_heads
-        cq = self.q_a_norm(self.q_a_proj(x)) if self.compressed_q else None  # c^Q (B, T, q_lora_rank)
-        q = self.q_b_proj(cq) if self.compressed_q else self.q_proj(x)
+        raw = self.q_a_proj(x) if self.compressed_q else None
+        cq = self.q_a_norm(raw) if self.compressed_q else None  # c^Q (B, T, q_lora_rank)
+        gate = None
+        if self.q_gate:  # A.X-K2: [q, g] per head from [norm(c^Q), c^Q]
+            qg = self.q_gate_proj(torch.cat((cq, raw), dim=-1)).view(B, T, H, -1)
+            q, gate = qg.split([self.nope + self.rope, self.v_dim], dim=-1)
+            q = q.reshape(B, T, -1)
+        else:
+            q = self.q_b_proj(cq) if self.compressed_q else self.q_proj(x)
         if self.q_scale is not None:
             q = q * self.q_scale
         q = self.hook_q(q.view(B, T, H, self.nope + self.rope)).transpose(1, 2)  # (B, H, T, N + R)
@@ -208,6 +226,8 @@ class LatentAttention(Mixer):
             y = y * torch.sigmoid(self.g_proj(x))[..., None]
         if self.gate_proj is not None:
             y = y * torch.sigmoid(self.gate_proj(x).view(B, T, H, self.v_dim))
+        if gate is not None:
+            y = y * torch.sigmoid(gate)
         y = self.hook_z(y)
         return self.o_proj(y.reshape(B, T, H * self.v_dim))
 

@@ -21,7 +21,7 @@ from ..errors import LlmarchError
 from .ffn import ACTIVATIONS, FFN_ACTIVATION, GATED, dense_ffn, gate_function
 from .hooks import HookPoint
 from .linear import Linear
-from .norms import make_norm
+from .norms import make_norm, rms_normalize
 from .router import Router
 
 
@@ -46,6 +46,20 @@ class Experts(nn.Module):
         # Llama 4 (Meta 2025; transformers' Llama4TextMoe): the routing weight scales the expert's input, E(w x);
         # the others scale its output, w E(x). The two differ, the expert being nonlinear
         self.input_weighted = cfg.expert_input_weighted
+        # Ergo (expert_out_norm): each expert's output through an RMSNorm with a gain of its own, (E, C), before its
+        # routing weight, so the experts add outputs of one scale whatever their weights' norms
+        self.out_gain = nn.Parameter(torch.ones(E, C)) if cfg.expert_out_norm else None
+        self.out_eps = cfg.norm_eps
+
+    def init_ssm(self) -> None:
+        """The stack's init hook (models/stack.init_weights, which draws every matrix): the output gains back to 1."""
+        if self.out_gain is not None:
+            nn.init.ones_(self.out_gain)
+
+    def _normed(self, y: torch.Tensor, ids) -> torch.Tensor:
+        """expert_out_norm: y (..., C), the output of expert(s) ids (a tensor of y's leading shape, or one int), over
+        its RMS times that expert's gain; y as it is without."""
+        return y if self.out_gain is None else rms_normalize(y, self.out_eps) * self.out_gain[ids]
 
     @property
     def w_in(self) -> torch.Tensor:
@@ -73,6 +87,7 @@ class Experts(nn.Module):
         xs = x[tokens] * w if self.input_weighted else x[tokens]  # (N*k, C)
         counts = torch.bincount(flat, minlength=E + 1)[:E]
         ys = self.grouped(xs, counts, flat[order]) if self.use_grouped(x) else self.looped(xs, counts)
+        ys = self._normed(ys, flat[order].clamp(max=E - 1))  # a dropped row is 0, and stays 0
         ys = ys if self.input_weighted else ys * w
         return torch.zeros_like(x).index_add_(0, tokens, ys)
 
@@ -90,6 +105,7 @@ class Experts(nn.Module):
         y = torch.einsum("nki,nkci->nkc", self._hidden(h), self.down[ids])
         if self.down_bias is not None:
             y = y + self.down_bias[ids]
+        y = self._normed(y, ids)
         return (y * ((experts < E)[..., None].to(y.dtype) if self.input_weighted else w)).sum(dim=1)
 
     def all_experts(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -105,7 +121,7 @@ class Experts(nn.Module):
         for e, (w_in, down) in enumerate(zip(self.w_in.unbind(0), self.down.unbind(0))):
             w = combine[:, e:e + 1]
             x_in, w_out = (x * w, chosen[:, e:e + 1]) if self.input_weighted else (x, w)
-            y = y + w_out * F.linear(self._hidden(F.linear(x_in, w_in, b_in[e])), down, b_down[e])
+            y = y + w_out * self._normed(F.linear(self._hidden(F.linear(x_in, w_in, b_in[e])), down, b_down[e]), e)
         return y
 
     @staticmethod
@@ -184,6 +200,10 @@ def check_moe(cfg) -> None:
     if cfg.router_bias_on_logits and not (cfg.expert_bias and cfg.n_experts and cfg.router_groups == 1):
         raise LlmarchError("router_bias_on_logits adds the expert bias to the logits: it needs n_experts > 0, "
                            "expert_bias=True and router_groups=1")
+    if cfg.expert_out_norm and (not cfg.n_experts or cfg.norm != "rmsnorm" or cfg.expert_input_weighted
+                                or cfg.moe_beside_dense):
+        raise LlmarchError("expert_out_norm RMS-normalises each expert's output: it needs n_experts > 0, "
+                           "norm='rmsnorm', and no expert_input_weighted or moe_beside_dense")
     if cfg.shared_average and not (cfg.n_experts and cfg.n_shared_experts):
         raise LlmarchError("shared_average averages the routed and shared experts: it needs n_experts and "
                            "n_shared_experts > 0")
@@ -266,6 +286,8 @@ class MoE(nn.Module):
         self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
         self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
+        # Ergo (expert_out_norm): the shared experts' output through a norm of its own too
+        self.shared_norm = make_norm(cfg) if cfg.expert_out_norm and self.shared is not None else None
         self.average = cfg.shared_average
         self.bias = nn.Parameter(torch.empty(cfg.d_model)) if cfg.moe_out_bias else None  # JetMoE
         self.out_norm = make_norm(cfg) if cfg.moe_out_norm else None  # A.X-K1's post_mlp_layernorm
@@ -277,7 +299,7 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:  # (B, T, C)
         y = self.routed(x, x, ctx)
         if self.shared is not None:
-            shared = self.shared(x)
+            shared = self.shared(x) if self.shared_norm is None else self.shared_norm(self.shared(x))
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
             if self.average:  # Cohere2-MoE: the two halves' mean
                 y = y * 0.5

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import Registry
+from .linear import Linear
 
 NORMS: Registry = Registry("norm")
 
@@ -160,3 +161,20 @@ class PerHeadNorm(nn.Module):
             h = F.rms_norm(x.float(), (self.dim,), None, self.eps).to(x.dtype)
         w = self._parameters["weight"].view(self.heads, *[1] * (x.dim() - 2 - axis), self.dim)
         return h * w
+
+
+class GatedNorm(nn.Module):
+    """A norm followed by a low-rank gate on its own output (norm_gate_rank: A.X-K2's GatedRMSNorm, Megatron's
+    GatedNormWrapper): y = norm(x), y * sigmoid(silu(y W_down) W_up), W_down (rank, d), W_up (d, rank); the gate
+    lets each token scale each channel of what its sublayer reads."""
+
+    def __init__(self, norm: nn.Module, dim: int, rank: int):
+        super().__init__()
+        self.norm = norm
+        self.gate_down = Linear(dim, rank, bias=False)
+        self.gate_up = Linear(rank, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x)
+        sub = self._modules
+        return (y * torch.sigmoid(sub["gate_up"](F.silu(sub["gate_down"](y))).float())).to(y.dtype)

@@ -1,0 +1,86 @@
+"""How a sublayer's output y joins the residual stream x, where it is not the plain x + y (residual_mix; block.py
+calls mix(y, x) after the sublayer's post-norm, if any, and its dropout):
+- depth_scaled (Beam, reflection/Beam-1.0): the k-th residual add of the stack (k = 2(i + 1) for layer i's mixer,
+  2(i + 1) + 1 for its FFN) keeps the stream's scale, x sqrt((k - 1) / k) + y / sqrt(k): the stream after the k-th
+  add is (e + y_2 + ... + y_k) / sqrt(k), e the embeddings, so independent outputs of one scale sum to that scale
+  however deep the stack (transformers' depth_scaled_residual_add in modeling_beam.py);
+- gated (Ergo, Amazon-FMR/Ergo): a learned weight w per channel, sigmoid(w) y + sqrt(1 + sigmoid(w))
+  exp(-softplus(w) / 2) x; at w = 0, y / 2 + sqrt(3 / 4) x. The second factor equals sqrt((1 + s) (1 - s)) =
+  sqrt(1 - s^2) for s = sigmoid(w), since exp(-softplus(w)) = 1 - s: the weights of unit-variance y and x then sum to
+  unit variance, s^2 + (1 - s^2) = 1;
+- scaled (Doge, SmallDoge; Shi et al. 2024, "Wonderful Matrices", arXiv 2412.11834): the stream times a learned gain
+  per channel, g * x + y (g at 1: the plain add)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import LlmarchError
+from ..registry import Registry
+
+RESIDUAL_MIXES: Registry = Registry("residual mix")
+
+
+@RESIDUAL_MIXES.register("depth_scaled")
+class DepthScaled(nn.Module):
+    """x sqrt((k - 1) / k) + y / sqrt(k), k the add's index in the stack (two per layer, from 2); no parameters."""
+
+    def __init__(self, cfg, layer: int, sublayer: int):
+        super().__init__()
+        k = 2 * (layer + 1) + sublayer
+        self.y_scale, self.x_scale = 1.0 / math.sqrt(k), math.sqrt((k - 1) / k)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return y * self.y_scale + x * self.x_scale
+
+
+@RESIDUAL_MIXES.register("gated")
+class GatedResidual(nn.Module):
+    """sigmoid(w) y + sqrt(1 + sigmoid(w)) exp(-softplus(w) / 2) x, w a learned vector of d_model (fp32)."""
+
+    def __init__(self, cfg, layer: int, sublayer: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(cfg.d_model))
+
+    def init_ssm(self) -> None:
+        """The stack's init hook (models/stack.init_weights), which sets 1-D weights to ones: w back to 0."""
+        nn.init.zeros_(self.weight)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float()
+        s = w.sigmoid()
+        return (s * y.float() + torch.sqrt(1.0 + s) * torch.exp(-0.5 * F.softplus(w)) * x.float()).to(x.dtype)
+
+
+@RESIDUAL_MIXES.register("scaled")
+class ScaledResidual(nn.Module):
+    """g * x + y, g a learned gain per channel (ones at init)."""
+
+    def __init__(self, cfg, layer: int, sublayer: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(cfg.d_model))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x + y
+
+
+def make_residual_mix(cfg, layer: int, sublayer: int) -> nn.Module | None:
+    """The residual mix of layer `layer`'s mixer (sublayer 0) or FFN (1); None: the plain add."""
+    return None if cfg.residual_mix == "none" else RESIDUAL_MIXES[cfg.residual_mix](cfg, layer, sublayer)
+
+
+def check_residual_mix(cfg) -> None:
+    if cfg.residual_mix == "none":
+        return
+    if cfg.residual_mix not in RESIDUAL_MIXES:
+        raise LlmarchError(f"unknown residual_mix {cfg.residual_mix!r}; choose one of: none, "
+                           f"{', '.join(RESIDUAL_MIXES.names())}")
+    if cfg.block != "sequential" or cfg.norm_placement not in ("pre", "sandwich") or cfg.residual_affine \
+            or cfg.residual_alpha != 1.0 or cfg.laurel_rank or cfg.altup_streams > 1 \
+            or cfg.hyper_connection != "none" or cfg.n_decoder_layers or cfg.moe_shortcut:
+        raise LlmarchError(f"residual_mix={cfg.residual_mix!r} mixes the residual adds of sequential pre-norm or "
+                           "sandwich blocks of a decoder-only or encoder-only stack (no residual_affine, "
+                           "residual_alpha, LAuReL, AltUp, hyper-connections or moe_shortcut)")
