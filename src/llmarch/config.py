@@ -196,6 +196,9 @@ class ModelConfig:
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
+    # a second segment-like table added to the input embeddings, indexed by task_type_ids (default 0): ERNIE 2.0/3.0's
+    # task embeddings (Sun et al. 2020, §4.2.1, transformers' use_task_id); 0: none
+    task_type_vocab_size: int = 0
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -674,8 +677,8 @@ class ModelConfig:
         check_side_conv(self)
         self._validate_longrope()
         self._validate_alibi()
-        if self.type_vocab_size < 0 or self.position_offset < 0:
-            raise LlmarchError("type_vocab_size and position_offset must be >= 0")
+        if self.type_vocab_size < 0 or self.position_offset < 0 or self.task_type_vocab_size < 0:
+            raise LlmarchError("type_vocab_size, task_type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):

@@ -32,6 +32,7 @@ class Stack(nn.Module):
         super().__init__()
         self.positions = POSITIONS[cfg.positions](cfg)
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
+        self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim)
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model else None
@@ -126,7 +127,8 @@ class Stack(nn.Module):
             kv_len: int | None = None, token_type_ids: torch.Tensor | None = None, last_only: bool = False,
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
             global_attention_mask: torch.Tensor | None = None,
-            document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+            document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+            task_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up. Returns the final hidden states (B, T, C), or (B, 1, C)
@@ -164,7 +166,7 @@ class Stack(nn.Module):
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids)
-        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
+        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
                     input_ids: torch.Tensor | None) -> torch.Tensor:
@@ -189,7 +191,7 @@ class Stack(nn.Module):
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
-                input_ids: torch.Tensor | None = None):
+                input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None):
         """Embedding-side additions and scaling, then the blocks and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
@@ -208,6 +210,8 @@ class Stack(nn.Module):
             x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
+        if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
+            x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)

