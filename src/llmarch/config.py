@@ -203,6 +203,11 @@ class ModelConfig:
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
     embed_dim: int | None = None
+    # width of the LM head transform's output, the vectors the output projection reads; None: the embedding width
+    # (embed_dim). RemBERT's output_embedding_size: output embeddings decoupled from, and wider than, the input ones
+    # (Chung et al. 2021, "Rethinking Embedding Coupling in Pre-trained Language Models", §3, §5); needs
+    # head_transform and, where it differs from the embedding width, an untied head
+    output_embed_dim: int | None = None
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -549,6 +554,10 @@ class ModelConfig:
         self.validate()
 
     def _validate_embed_dim(self) -> None:
+        if self.output_embed_dim is not None and self.output_embed_dim != self.embed_width and (
+                self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
+            raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs a positive width, head_transform "
+                               "(without head_mlp) and an untied head (tie_embeddings=False)")
         if self.embed_dim is None or self.embed_dim == self.d_model:
             return
         if self.embed_dim <= 0:
@@ -559,6 +568,11 @@ class ModelConfig:
         if self.tied_head and not self.head_transform:
             raise LlmarchError(f"embed_dim={self.embed_dim} with a tied LM head needs head_transform, which projects "
                                "back to the embedding width")
+
+    @property
+    def output_embed_width(self) -> int:
+        """Width of the LM head transform's output: output_embed_dim, or the embedding width."""
+        return self.output_embed_dim or self.embed_width
 
     @property
     def embed_width(self) -> int:

@@ -19,11 +19,15 @@ TINY = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_h
 ENCODERS = {
     "ernie": ("ErnieConfig", "ErnieForMaskedLM", dict(TINY, max_position_embeddings=64, use_task_id=True,
                                                       task_type_vocab_size=3), ("types", "tasks")),
+    "rembert": ("RemBertConfig", "RemBertForMaskedLM", dict(TINY, max_position_embeddings=64, input_embedding_size=24,
+                                                            output_embedding_size=80), ("types",)),
 }
 # case -> (config class, causal-LM class, config fields)
 DECODERS = {
     "ernie": ("ErnieConfig", "ErnieForCausalLM", dict(TINY, max_position_embeddings=64, is_decoder=True,
                                                       use_task_id=True)),
+    "rembert": ("RemBertConfig", "RemBertForCausalLM", dict(TINY, max_position_embeddings=64, input_embedding_size=24,
+                                                            output_embedding_size=80, is_decoder=True)),
 }
 
 

@@ -32,8 +32,8 @@ class TransformerLM(Stack):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_width)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else \
-                BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.embed_width)
-            width = cfg.embed_width if cfg.head_transform else cfg.d_model
+                BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.output_embed_width)
+            width = cfg.output_embed_width if cfg.head_transform else cfg.d_model  # RemBERT's output_embedding_size
             self.lm_head = Linear(width, cfg.head_vocab or cfg.vocab_size, bias=cfg.head_bias)
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
