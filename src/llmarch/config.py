@@ -208,6 +208,9 @@ class ModelConfig:
     # (Chung et al. 2021, "Rethinking Embedding Coupling in Pre-trained Language Models", §3, §5); needs
     # head_transform and, where it differs from the embedding width, an untied head
     output_embed_dim: int | None = None
+    # ESM-2's token dropout (layers/token_dropout.py): the embeddings of this token id (its mask) zeroed and each
+    # row's embeddings scaled by (1 - 0.12) / (1 - the row's share of mask tokens); None: off. Encoders only
+    token_dropout_id: int | None = None
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -554,6 +557,10 @@ class ModelConfig:
         self.validate()
 
     def _validate_embed_dim(self) -> None:
+        if self.token_dropout_id is not None and (self.causal or self.n_decoder_layers or not (
+                0 <= self.token_dropout_id < self.vocab_size)):
+            raise LlmarchError(f"token_dropout_id={self.token_dropout_id} needs an encoder-only model and a token id "
+                               "in the vocabulary")
         if self.output_embed_dim is not None and self.output_embed_dim != self.embed_width and (
                 self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
             raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs a positive width, head_transform "

@@ -21,6 +21,11 @@ ENCODERS = {
                                                       task_type_vocab_size=3), ("types", "tasks")),
     "rembert": ("RemBertConfig", "RemBertForMaskedLM", dict(TINY, max_position_embeddings=64, input_embedding_size=24,
                                                             output_embedding_size=80), ("types",)),
+    # ESM-2: rotary, token dropout (mask id 3, some in the batch); ESM-1b: positions from pad + 1, embedding norm
+    "esm2": ("EsmConfig", "EsmForMaskedLM", dict(TINY, max_position_embeddings=64, pad_token_id=1, mask_token_id=3,
+                                                 position_embedding_type="rotary", token_dropout=True), ("masked",)),
+    "esm1b": ("EsmConfig", "EsmForMaskedLM", dict(TINY, max_position_embeddings=66, pad_token_id=1, mask_token_id=3,
+                                                  emb_layer_norm_before=True), ("masked",)),
 }
 # case -> (config class, causal-LM class, config fields)
 DECODERS = {
@@ -33,16 +38,19 @@ DECODERS = {
 
 def right_padded(pad_id: int, extra: tuple):
     """Two rows of 16 ids in 4..119, the second right-padded after 11; token type 1 and task type 2 on the second
-    half, where the case takes them."""
+    half, where the case takes them; mask tokens (id 3) at 2 of the first row's positions and 1 of the second's
+    ("masked")."""
     torch.manual_seed(1)
     ids = torch.randint(4, 120, (2, 16))
     mask = torch.ones_like(ids)
     mask[1, 11:] = 0
     ids[1, 11:] = pad_id
+    if "masked" in extra:
+        ids[0, [2, 9]] = ids[1, 4] = 3
     half = torch.zeros_like(ids)
     half[:, 8:] = 1
     kw = {"types": {"token_type_ids": half}, "tasks": {"task_type_ids": 2 * half}}
-    return ids, mask, {k: v for name in extra for k, v in kw[name].items()}
+    return ids, mask, {k: v for name in extra for k, v in kw.get(name, {}).items()}
 
 
 @pytest.mark.parametrize("case", sorted(ENCODERS))
@@ -77,3 +85,19 @@ def test_causal_lm_matches_transformers(tmp_path, case):
     assert ours.config.causal
     ids, mask, generated = assert_matches_transformers(hf, ours, model_cls, tmp_path)
     assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
+
+
+def test_esm_base_model_reads_as_an_embedding_model(tmp_path):
+    """EsmModel saved by transformers 5 (its LayerNorms as `.gamma`/`.beta`, names without `esm.`) reads as head
+    embed: the final hidden states equal transformers' last_hidden_state on real tokens."""
+    conf_cls, _, fields, extra = ENCODERS["esm2"]
+    torch.manual_seed(0)
+    hf = perturbed(transformers.EsmModel(getattr(transformers, conf_cls)(**fields)))
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert ours.config.head == "embed"
+    ids, mask, _ = right_padded(1, extra)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        mine = ours(ids, attention_mask=mask).hidden_states
+    assert (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4

@@ -24,6 +24,7 @@ from ..layers.norms import OffsetRMSNorm, make_norm
 from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
 from ..layers.shared_block import SharedBlock
+from ..layers.token_dropout import drop_mask_tokens
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
 
@@ -205,6 +206,8 @@ class Stack(nn.Module):
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
+        if cfg.token_dropout_id is not None:  # ESM-2: mask tokens' embeddings zeroed, the rest rescaled
+            x = drop_mask_tokens(x, input_ids, ctx.pad_mask, cfg.token_dropout_id)
         added = sub["positions"].embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
