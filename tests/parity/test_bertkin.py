@@ -26,6 +26,8 @@ ENCODERS = {
                                                  position_embedding_type="rotary", token_dropout=True), ("masked",)),
     "esm1b": ("EsmConfig", "EsmForMaskedLM", dict(TINY, max_position_embeddings=66, pad_token_id=1, mask_token_id=3,
                                                   emb_layer_norm_before=True), ("masked",)),
+    # is_decoder False: the decoder class's LM head over bidirectional attention
+    "bert-generation": ("BertGenerationConfig", "BertGenerationDecoder", dict(TINY, max_position_embeddings=64), ()),
 }
 # case -> (config class, causal-LM class, config fields)
 DECODERS = {
@@ -33,6 +35,8 @@ DECODERS = {
                                                       use_task_id=True)),
     "rembert": ("RemBertConfig", "RemBertForCausalLM", dict(TINY, max_position_embeddings=64, input_embedding_size=24,
                                                             output_embedding_size=80, is_decoder=True)),
+    "bert-generation": ("BertGenerationConfig", "BertGenerationDecoder", dict(TINY, max_position_embeddings=64,
+                                                                              is_decoder=True)),
 }
 
 
@@ -60,7 +64,7 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     hf = perturbed(getattr(transformers, model_cls)(getattr(transformers, conf_cls)(**fields)))
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    assert not ours.config.causal and ours.config.head == "lm"
+    assert not ours.config.causal and ours.config.head == "lm" and ours.config.hf_model_type == hf.config.model_type
     ids, mask, kw = right_padded(hf.config.pad_token_id or 0, extra)
     real = mask.bool()
     with torch.no_grad():
@@ -87,16 +91,18 @@ def test_causal_lm_matches_transformers(tmp_path, case):
     assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
 
 
-def test_esm_base_model_reads_as_an_embedding_model(tmp_path):
-    """EsmModel saved by transformers 5 (its LayerNorms as `.gamma`/`.beta`, names without `esm.`) reads as head
-    embed: the final hidden states equal transformers' last_hidden_state on real tokens."""
-    conf_cls, _, fields, extra = ENCODERS["esm2"]
+@pytest.mark.parametrize("case, base", [("esm2", "EsmModel"), ("bert-generation", "BertGenerationEncoder")])
+def test_base_model_reads_as_an_embedding_model(tmp_path, case, base):
+    """The body alone, saved without its prefix (EsmModel saved by transformers 5, its LayerNorms as `.gamma` and
+    `.beta`; BertGenerationEncoder, BERT2BERT's encoder half) reads as head embed: the final hidden states equal
+    transformers' last_hidden_state on real tokens."""
+    conf_cls, _, fields, extra = ENCODERS[case]
     torch.manual_seed(0)
-    hf = perturbed(transformers.EsmModel(getattr(transformers, conf_cls)(**fields)))
+    hf = perturbed(getattr(transformers, base)(getattr(transformers, conf_cls)(**fields)))
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
     assert ours.config.head == "embed"
-    ids, mask, _ = right_padded(1, extra)
+    ids, mask, _ = right_padded(hf.config.pad_token_id, extra)
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
         mine = ours(ids, attention_mask=mask).hidden_states
