@@ -28,6 +28,7 @@ ENCODERS = {
                                                   emb_layer_norm_before=True), ("masked",)),
     # is_decoder False: the decoder class's LM head over bidirectional attention
     "bert-generation": ("BertGenerationConfig", "BertGenerationDecoder", dict(TINY, max_position_embeddings=64), ()),
+    "ibert": ("IBertConfig", "IBertForMaskedLM", dict(TINY, max_position_embeddings=66), ("types",)),
 }
 # case -> (config class, causal-LM class, config fields)
 DECODERS = {
@@ -76,6 +77,14 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     with torch.no_grad():
         back = again(ids, attention_mask=mask, **kw).logits
     assert (back - mine)[real].abs().max().item() <= 1e-4
+
+
+def test_ibert_quant_mode_is_refused(tmp_path):
+    from llmarch.interop.hf import hf_model_config
+    from llmarch.errors import LlmarchError
+
+    with pytest.raises(LlmarchError, match="quant_mode"):
+        hf_model_config({**transformers.IBertConfig(**TINY, quant_mode=True).to_dict(), "model_type": "ibert"})
 
 
 @pytest.mark.parametrize("case", sorted(DECODERS))
