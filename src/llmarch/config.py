@@ -18,6 +18,7 @@ from .layers.ffn import FFN_ACTIVATION, check_ffn
 from .layers.heads import check_head
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
+from .layers.lang_adapters import check_lang_adapters
 from .layers.side_conv import check_side_conv
 
 
@@ -208,6 +209,11 @@ class ModelConfig:
     # (Chung et al. 2021, "Rethinking Embedding Coupling in Pre-trained Language Models", §3, §5); needs
     # head_transform and, where it differs from the embedding width, an untied head
     output_embed_dim: int | None = None
+    # X-MOD's language adapters (layers/lang_adapters.py; Pfeiffer et al. 2022): one bottleneck adapter per language,
+    # named here in order (forward's lang_ids index them), after every block's FFN; None: none
+    languages: list | None = None
+    lang_adapter_dim: int = 0  # languages: the adapters' bottleneck width (X-MOD: hidden_size / reduction factor)
+    default_language: str | None = None  # languages: the adapter of inputs given no lang_ids; None: lang_ids needed
     # ESM-2's token dropout (layers/token_dropout.py): the embeddings of this token id (its mask) zeroed and each
     # row's embeddings scaled by (1 - 0.12) / (1 - the row's share of mask tokens); None: off. Encoders only
     token_dropout_id: int | None = None
@@ -696,6 +702,7 @@ class ModelConfig:
         check_altup(self)
         check_hyper(self)
         check_side_conv(self)
+        check_lang_adapters(self)
         self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0 or self.task_type_vocab_size < 0:

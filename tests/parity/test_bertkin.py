@@ -7,13 +7,15 @@ tokens equal to transformers' generate, cached decoding equal to the whole forwa
 import pytest
 import torch
 
+import llmarch
 from llmarch.interop import from_hf, to_hf
 
 from conftest import assert_cached_decoding_and_config_round_trip, perturbed
-from test_hf_families import assert_matches_transformers
+from test_hf_families import padded_batch
 
 transformers = pytest.importorskip("transformers")
 
+LANGS = ["en_XX", "de_DE", "fr_XX"]
 TINY = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
 # case -> (config class, masked-LM class, config fields, extra inputs by name: "types", "tasks")
 ENCODERS = {
@@ -29,6 +31,10 @@ ENCODERS = {
     # is_decoder False: the decoder class's LM head over bidirectional attention
     "bert-generation": ("BertGenerationConfig", "BertGenerationDecoder", dict(TINY, max_position_embeddings=64), ()),
     "ibert": ("IBertConfig", "IBertForMaskedLM", dict(TINY, max_position_embeddings=66), ("types",)),
+    # three languages, the rows in the third and the first; post-norm (as released) and pre-norm with a final norm
+    "xmod": ("XmodConfig", "XmodForMaskedLM", dict(TINY, max_position_embeddings=66, languages=LANGS), ("langs",)),
+    "xmod-prenorm": ("XmodConfig", "XmodForMaskedLM", dict(TINY, max_position_embeddings=66, languages=LANGS,
+                                                           pre_norm=True, adapter_reduction_factor=4), ("langs",)),
 }
 # case -> (config class, causal-LM class, config fields)
 DECODERS = {
@@ -38,12 +44,14 @@ DECODERS = {
                                                             output_embedding_size=80, is_decoder=True)),
     "bert-generation": ("BertGenerationConfig", "BertGenerationDecoder", dict(TINY, max_position_embeddings=64,
                                                                               is_decoder=True)),
+    "xmod": ("XmodConfig", "XmodForCausalLM", dict(TINY, max_position_embeddings=66, languages=LANGS,
+                                                   default_language="de_DE", is_decoder=True)),
 }
 
 
 def right_padded(pad_id: int, extra: tuple):
     """Two rows of 16 ids in 4..119, the second right-padded after 11; token type 1 and task type 2 on the second
-    half, where the case takes them; mask tokens (id 3) at 2 of the first row's positions and 1 of the second's
+    half, where the case takes them; languages 2 and 0 (lang_ids); mask tokens (id 3) at 2 of the first row's positions and 1 of the second's
     ("masked")."""
     torch.manual_seed(1)
     ids = torch.randint(4, 120, (2, 16))
@@ -54,7 +62,8 @@ def right_padded(pad_id: int, extra: tuple):
         ids[0, [2, 9]] = ids[1, 4] = 3
     half = torch.zeros_like(ids)
     half[:, 8:] = 1
-    kw = {"types": {"token_type_ids": half}, "tasks": {"task_type_ids": 2 * half}}
+    kw = {"types": {"token_type_ids": half}, "tasks": {"task_type_ids": 2 * half},
+          "langs": {"lang_ids": torch.tensor([2, 0])}}
     return ids, mask, {k: v for name in extra for k, v in kw.get(name, {}).items()}
 
 
@@ -87,6 +96,28 @@ def test_ibert_quant_mode_is_refused(tmp_path):
         hf_model_config({**transformers.IBertConfig(**TINY, quant_mode=True).to_dict(), "model_type": "ibert"})
 
 
+def assert_decoder_matches(hf, ours, model_cls: str, tmp_path):
+    """test_hf_families.assert_matches_transformers (left-padded logits, 32 greedy tokens, the to_hf round trip), with
+    transformers given each row's positions plus the config's position offset (X-MOD's, from padding_idx + 1: what
+    its forward derives from the ids, where generate would count from 0). Returns the batch, mask and tokens."""
+    ids, mask = padded_batch(ours.config.vocab_size)
+    pos = ((mask.cumsum(-1) - 1).clamp(min=0) + ours.config.position_offset) * mask
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask).logits
+        theirs = hf(ids, attention_mask=mask, position_ids=pos).logits
+    real = mask.bool()
+    assert (mine - theirs)[real].abs().max().item() <= 1e-4
+    generated = hf.generate(ids, attention_mask=mask, position_ids=pos, max_new_tokens=32, do_sample=False,
+                            pad_token_id=0)
+    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32), generated)
+    to_hf(ours, tmp_path / "out")
+    again = getattr(transformers, model_cls).from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        back = again(ids, attention_mask=mask, position_ids=pos).logits
+    assert (back - mine)[real].abs().max().item() <= 1e-4
+    return ids, mask, generated
+
+
 @pytest.mark.parametrize("case", sorted(DECODERS))
 def test_causal_lm_matches_transformers(tmp_path, case):
     conf_cls, model_cls, fields = DECODERS[case]
@@ -96,7 +127,7 @@ def test_causal_lm_matches_transformers(tmp_path, case):
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
     assert ours.config.causal
-    ids, mask, generated = assert_matches_transformers(hf, ours, model_cls, tmp_path)
+    ids, mask, generated = assert_decoder_matches(hf, ours, model_cls, tmp_path)
     assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
 
 

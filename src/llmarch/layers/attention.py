@@ -57,6 +57,7 @@ class AttentionContext:
     # under "dsa"), for the layers that reuse it (dsa_shared); moe_shortcut's mixture output (B, T, C) under its
     # layer's index, which the next block adds (block.py)
     carry: dict = field(default_factory=dict)
+    lang_ids: torch.Tensor | None = None  # (B,) or (B, T): each input's language, for language adapters (X-MOD)
     # mixer 'shared_block' (layers/shared_block.py): the stack's shared blocks, and the stream entering the first
     # block (B, T, C), which they read beside each layer's own
     shared_blocks: object = None

@@ -18,6 +18,7 @@ from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
 from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
+from ..layers.lang_adapters import default_lang_ids
 from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
@@ -129,7 +130,7 @@ class Stack(nn.Module):
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
             global_attention_mask: torch.Tensor | None = None,
             document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
-            task_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+            task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up. Returns the final hidden states (B, T, C), or (B, 1, C)
@@ -167,6 +168,8 @@ class Stack(nn.Module):
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids)
+        if cfg.languages is not None:  # X-MOD's language adapters: each input's language, or the default one
+            ctx.lang_ids = lang_ids if lang_ids is not None else default_lang_ids(cfg, B, x.device)
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,

@@ -52,7 +52,8 @@ class TransformerLM(Stack):
                 input_pos: torch.Tensor | None = None, last_only: bool = False,
                 kv_len: int | None = None, token_type_ids: torch.Tensor | None = None,
                 global_attention_mask: torch.Tensor | None = None,
-                document_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None) -> ModelOutput:
+                document_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
+                lang_ids: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -60,6 +61,8 @@ class TransformerLM(Stack):
         int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile).
         token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0).
         task_type_ids (B, T): task ids, for configs with task_type_vocab_size (ERNIE; default all 0).
+        lang_ids (B,) or (B, T): indices into `languages`, for configs with language adapters (X-MOD; default: the
+        config's default_language).
         global_attention_mask (B, S'): 1 for Longformer's global tokens (attention="longformer"), over key slots.
         document_ids (B, T): packed documents, numbered per token: attention and positions stay within each
         (training on packed sequences; stack.py), in place of attention_mask."""
@@ -67,7 +70,7 @@ class TransformerLM(Stack):
             check_ids(input_ids, self.config, self.cache_len)
         x = self.run(self.embed(input_ids), attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
-                     task_type_ids=task_type_ids)
+                     task_type_ids=task_type_ids, lang_ids=lang_ids)
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
