@@ -462,6 +462,9 @@ class ModelConfig:
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
     o_groups: int = 1
     o_lora_rank: int | None = None  # mixer 'shared_kv': each output group's width d_g; None: d_model // o_groups
+    span_conv_kernel: int = 9  # mixer 'mixed_attention': taps k of ConvBERT's span-based dynamic convolution (odd)
+    # mixer 'mixed_attention': n_heads / this heads, each half attention and half convolution (ConvBERT's head_ratio)
+    span_conv_head_ratio: int = 2
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies

@@ -35,6 +35,9 @@ ENCODERS = {
     "xmod": ("XmodConfig", "XmodForMaskedLM", dict(TINY, max_position_embeddings=66, languages=LANGS), ("langs",)),
     "xmod-prenorm": ("XmodConfig", "XmodForMaskedLM", dict(TINY, max_position_embeddings=66, languages=LANGS,
                                                            pre_norm=True, adapter_reduction_factor=4), ("langs",)),
+    # 4 heads / head_ratio 2: 2 attention and 2 convolution heads of 16; 5 taps; embeddings of 32 projected to 64
+    "convbert": ("ConvBertConfig", "ConvBertForMaskedLM", dict(TINY, max_position_embeddings=64, embedding_size=32,
+                                                               conv_kernel_size=5, initializer_range=0.1), ("types",)),
 }
 # case -> (config class, causal-LM class, config fields)
 DECODERS = {
@@ -50,9 +53,9 @@ DECODERS = {
 
 
 def right_padded(pad_id: int, extra: tuple):
-    """Two rows of 16 ids in 4..119, the second right-padded after 11; token type 1 and task type 2 on the second
-    half, where the case takes them; languages 2 and 0 (lang_ids); mask tokens (id 3) at 2 of the first row's positions and 1 of the second's
-    ("masked")."""
+    """Two rows of 16 ids in 4..119, the second right-padded after 11, and what the case takes of: token type 1 and
+    task type 2 on the second half, languages 2 and 0 (lang_ids), mask tokens (id 3) at 2 of the first row's positions
+    and 1 of the second's ("masked")."""
     torch.manual_seed(1)
     ids = torch.randint(4, 120, (2, 16))
     mask = torch.ones_like(ids)
@@ -147,3 +150,10 @@ def test_base_model_reads_as_an_embedding_model(tmp_path, case, base):
         theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
         mine = ours(ids, attention_mask=mask).hidden_states
     assert (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4
+
+
+def test_mixed_attention_refuses_a_causal_stack():
+    from llmarch.errors import LlmarchError
+
+    with pytest.raises(LlmarchError, match="bidirectional"):
+        llmarch.build("llama-tiny", n_layers=1, mixer="mixed_attention", device="meta")

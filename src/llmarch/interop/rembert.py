@@ -37,8 +37,9 @@ def to_config(hf: dict) -> ModelConfig:
 
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.norm_placement != "post" or cfg.final_norm or not cfg.embed_norm or cfg.position_offset \
-            or cfg.positions != "learned" or cfg.tied_head or cfg.embed_width == cfg.d_model or cfg.head == "lm" and not (
-                cfg.head_transform and cfg.head_bias and cfg.head_transform_bias and cfg.head_mlp == 0):
+            or cfg.positions != "learned" or cfg.tied_head or cfg.embed_width == cfg.d_model \
+            or cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias and cfg.head_transform_bias
+                                         and cfg.head_mlp == 0):
         return ("BERT's post-norm blocks, embeddings narrower than d_model with their LayerNorm, learned positions "
                 "from 0, and an untied LM head with its transform and biases")
     return None
