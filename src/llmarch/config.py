@@ -570,10 +570,10 @@ class ModelConfig:
                 0 <= self.token_dropout_id < self.vocab_size)):
             raise LlmarchError(f"token_dropout_id={self.token_dropout_id} needs an encoder-only model and a token id "
                                "in the vocabulary")
-        if self.output_embed_dim is not None and self.output_embed_dim != self.embed_width and (
+        if self.output_embed_dim is not None and self.output_embed_dim != self.embed_width and self.head == "lm" and (
                 self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
-            raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs a positive width, head_transform "
-                               "(without head_mlp) and an untied head (tie_embeddings=False)")
+            raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs, on an LM head, a positive width, "
+                               "head_transform (without head_mlp) and an untied head (tie_embeddings=False)")
         if self.embed_dim is None or self.embed_dim == self.d_model:
             return
         if self.embed_dim <= 0:

@@ -91,6 +91,30 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     assert (back - mine)[real].abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("case, prefix", [("ernie", "Ernie"), ("rembert", "RemBert"), ("esm2", "Esm"),
+                                          ("ibert", "IBert")])
+def test_classification_heads_match_transformers(tmp_path, case, prefix):
+    """Each family's sequence and token classifiers (pooler or classification head + classifier; a classifier on
+    every token) on the right-padded batch, and their to_hf round trips with the labels' names."""
+    conf_cls, _, fields, extra = ENCODERS[case]
+    ids, mask, kw = right_padded(1 if case in ("esm2", "ibert") else 0, extra)
+    for suffix, head in (("ForSequenceClassification", "classify"), ("ForTokenClassification", "tokens")):
+        torch.manual_seed(0)
+        hf = perturbed(getattr(transformers, prefix + suffix)(getattr(transformers, conf_cls)(**fields, num_labels=3)))
+        hf.save_pretrained(tmp_path / suffix)
+        ours = from_hf(tmp_path / suffix)
+        assert ours.config.head == head
+        real = slice(None) if head == "classify" else mask.bool()
+        with torch.no_grad():
+            mine = ours(ids, attention_mask=mask, **kw).logits
+            assert (mine - hf(ids, attention_mask=mask, **kw).logits)[real].abs().max().item() <= 1e-4
+        to_hf(ours, tmp_path / f"{suffix}-out", labels=["a", "b", "c"])
+        again = getattr(transformers, prefix + suffix).from_pretrained(tmp_path / f"{suffix}-out").eval()
+        with torch.no_grad():
+            assert (again(ids, attention_mask=mask, **kw).logits - mine)[real].abs().max().item() <= 1e-4
+        assert again.config.id2label == {0: "a", 1: "b", 2: "c"}
+
+
 def test_ibert_quant_mode_is_refused(tmp_path):
     from llmarch.interop.hf import hf_model_config
     from llmarch.errors import LlmarchError
@@ -134,7 +158,8 @@ def test_causal_lm_matches_transformers(tmp_path, case):
     assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
 
 
-@pytest.mark.parametrize("case, base", [("esm2", "EsmModel"), ("bert-generation", "BertGenerationEncoder")])
+@pytest.mark.parametrize("case, base", [("esm2", "EsmModel"), ("bert-generation", "BertGenerationEncoder"),
+                                        ("ernie", "ErnieModel"), ("rembert", "RemBertModel"), ("ibert", "IBertModel")])
 def test_base_model_reads_as_an_embedding_model(tmp_path, case, base):
     """The body alone, saved without its prefix (EsmModel saved by transformers 5, its LayerNorms as `.gamma` and
     `.beta`; BertGenerationEncoder, BERT2BERT's encoder half) reads as head embed: the final hidden states equal
@@ -145,10 +170,10 @@ def test_base_model_reads_as_an_embedding_model(tmp_path, case, base):
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
     assert ours.config.head == "embed"
-    ids, mask, _ = right_padded(hf.config.pad_token_id, extra)
+    ids, mask, kw = right_padded(hf.config.pad_token_id, extra)
     with torch.no_grad():
-        theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
-        mine = ours(ids, attention_mask=mask).hidden_states
+        theirs = hf(input_ids=ids, attention_mask=mask, **kw).last_hidden_state
+        mine = ours(ids, attention_mask=mask, **kw).hidden_states
     assert (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4
 
 

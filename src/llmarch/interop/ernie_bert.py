@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bert import HEADS, IGNORE, encoder_rules
+from .bert import IGNORE, encoder_rules
 from .bert import from_config as bert_hf
+from .bert import head_rules
 from .bert import to_config as bert_config
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -43,6 +44,8 @@ def from_config(cfg: ModelConfig) -> dict:
     return {**bert_hf(cfg), "model_type": "ernie", "architectures": [arch], "is_decoder": cfg.causal,
             "use_task_id": bool(cfg.task_type_vocab_size), "task_type_vocab_size": cfg.task_type_vocab_size or 3}
 
+
+HEADS = head_rules("ernie.pooler.dense", "classifier", "classifier")
 
 FAMILIES.register("ernie")(Family(RULES, to_config, from_config, IGNORE, heads={
     "classify": ("ErnieForSequenceClassification", HEADS["classify"]),

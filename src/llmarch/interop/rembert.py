@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bert import HEADS, _W, body_rules
+from .bert import _W, body_rules
 from .bert import from_config as bert_hf
+from .bert import head_rules
 from .bert import to_config as bert_config
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -50,6 +51,8 @@ def from_config(cfg: ModelConfig) -> dict:
             "architectures": ["RemBertForCausalLM" if cfg.causal else "RemBertForMaskedLM"],
             "input_embedding_size": cfg.embed_width, "output_embedding_size": cfg.output_embed_width}
 
+
+HEADS = head_rules("rembert.pooler.dense", "classifier", "classifier")
 
 FAMILIES.register("rembert")(Family(RULES, to_config, from_config, IGNORE, heads={
     "classify": ("RemBertForSequenceClassification", HEADS["classify"]),
