@@ -191,6 +191,10 @@ class ModelConfig:
     o_bias: bool | None = None  # a bias on attention's output projection; None: = bias (GPT-J: none, its MLP's yes)
     # biases of a dense FFN's input projections (up, or gate and up); None: = bias (GTE: none there, down's yes)
     ffn_in_bias: bool | None = None
+    # q, k and v (attention) each as this many groups of input channels mapped to their own outputs (block-diagonal
+    # weights; layers/grouped_linear.py): SqueezeBERT's grouped 1x1 convolutions (Iandola et al. 2020, §3.2); 1: dense
+    qkv_groups: int = 1
+    ffn_groups: int = 1  # the same for a dense MLP's up and down projections (SqueezeBERT's intermediate/output_groups)
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
     dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
@@ -702,6 +706,8 @@ class ModelConfig:
             raise LlmarchError(f"rope_scaling='yarn' needs positive rope_factor, rope_beta_fast and rope_beta_slow, "
                                f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         check_ffn(self)
+        if self.qkv_groups != 1 and self.mixer != "attention":
+            raise LlmarchError(f"qkv_groups={self.qkv_groups} groups attention's q, k and v: mixer 'attention' only")
         check_altup(self)
         check_hyper(self)
         check_side_conv(self)

@@ -38,6 +38,10 @@ ENCODERS = {
     # 4 heads / head_ratio 2: 2 attention and 2 convolution heads of 16; 5 taps; embeddings of 32 projected to 64
     "convbert": ("ConvBertConfig", "ConvBertForMaskedLM", dict(TINY, max_position_embeddings=64, embedding_size=32,
                                                                conv_kernel_size=5, initializer_range=0.1), ("types",)),
+    # q, k, v in 4 groups, the FFN in 2; post_attention dense
+    "squeezebert": ("SqueezeBertConfig", "SqueezeBertForMaskedLM", dict(TINY, max_position_embeddings=64,
+                                                                        embedding_size=64, intermediate_groups=2,
+                                                                        output_groups=2), ("types",)),
 }
 # case -> (config class, causal-LM class, config fields)
 DECODERS = {
@@ -92,7 +96,7 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
 
 
 @pytest.mark.parametrize("case, prefix", [("ernie", "Ernie"), ("rembert", "RemBert"), ("esm2", "Esm"),
-                                          ("ibert", "IBert")])
+                                          ("ibert", "IBert"), ("squeezebert", "SqueezeBert")])
 def test_classification_heads_match_transformers(tmp_path, case, prefix):
     """Each family's sequence and token classifiers (pooler or classification head + classifier; a classifier on
     every token) on the right-padded batch, and their to_hf round trips with the labels' names."""
