@@ -168,9 +168,7 @@ class Stack(nn.Module):
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids)
-        if cfg.languages is not None:  # X-MOD's language adapters: each input's language, or the default one
-            ctx.lang_ids = lang_ids if lang_ids is not None else default_lang_ids(cfg, B, x.device)
-        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids)
+        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
                     input_ids: torch.Tensor | None) -> torch.Tensor:
@@ -195,10 +193,13 @@ class Stack(nn.Module):
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
-                input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None):
+                input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
+                lang_ids: torch.Tensor | None = None):
         """Embedding-side additions and scaling, then the blocks and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
+        if cfg.languages is not None:  # X-MOD's language adapters: each input's language, or the default one
+            ctx.lang_ids = lang_ids if lang_ids is not None else default_lang_ids(cfg, x.shape[0], x.device)
         if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
         if self._embed_multiplier is not None:  # Granite: a Python float, as transformers multiplies
