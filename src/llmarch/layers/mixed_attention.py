@@ -71,6 +71,12 @@ class MixedAttention(Mixer):
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         raise LlmarchError("mixer 'mixed_attention' is bidirectional: an encoder has no decode state")
 
+    def cache_bytes(self, dtype: torch.dtype, max_len: int) -> tuple[int, int]:
+        return 0, 0  # no decode state
+
+    def state_note(self, dtype: str) -> str:
+        return "none (bidirectional: encoders only)"
+
     def forward(self, x: torch.Tensor, ctx) -> torch.Tensor:
         B, T, _ = x.shape
         H, D, k = self.heads, self.head_dim, self.k
