@@ -93,6 +93,8 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     with torch.no_grad():
         back = again(ids, attention_mask=mask, **kw).logits
     assert (back - mine)[real].abs().max().item() <= 1e-4
+    cfg = ours.config  # and the written config reads back to ours
+    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
 
 
 @pytest.mark.parametrize("case, prefix", [("ernie", "Ernie"), ("rembert", "RemBert"), ("esm2", "Esm"),
