@@ -130,19 +130,19 @@ def test_ibert_quant_mode_is_refused(tmp_path):
 
 
 def assert_decoder_matches(hf, ours, model_cls: str, tmp_path):
-    """test_hf_families.assert_matches_transformers (left-padded logits, 32 greedy tokens, the to_hf round trip), with
+    """test_hf_families.assert_matches_transformers (left-padded logits, 8 greedy tokens, the to_hf round trip), with
     transformers given each row's positions plus the config's position offset (X-MOD's, from padding_idx + 1: what
     its forward derives from the ids, where generate would count from 0). Returns the batch, mask and tokens."""
-    ids, mask = padded_batch(ours.config.vocab_size)
+    ids, mask = padded_batch(ours.config.vocab_size, lengths=(10, 6))
     pos = ((mask.cumsum(-1) - 1).clamp(min=0) + ours.config.position_offset) * mask
     with torch.no_grad():
         mine = ours(ids, attention_mask=mask).logits
         theirs = hf(ids, attention_mask=mask, position_ids=pos).logits
     real = mask.bool()
     assert (mine - theirs)[real].abs().max().item() <= 1e-4
-    generated = hf.generate(ids, attention_mask=mask, position_ids=pos, max_new_tokens=32, do_sample=False,
+    generated = hf.generate(ids, attention_mask=mask, position_ids=pos, max_new_tokens=8, do_sample=False,
                             pad_token_id=0)
-    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32), generated)
+    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=8), generated)
     to_hf(ours, tmp_path / "out")
     again = getattr(transformers, model_cls).from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
