@@ -34,7 +34,8 @@ ENCODERS = {
     # three languages, the rows in the third and the first; post-norm (as released) and pre-norm with a final norm
     "xmod": ("XmodConfig", "XmodForMaskedLM", dict(TINY, max_position_embeddings=66, languages=LANGS), ("langs",)),
     "xmod-prenorm": ("XmodConfig", "XmodForMaskedLM", dict(TINY, max_position_embeddings=66, languages=LANGS,
-                                                           pre_norm=True, adapter_reduction_factor=4), ("langs",)),
+                                                           pre_norm=True, adapter_reduction_factor=4),
+                     ("token_langs",)),
     # 4 heads / head_ratio 2: 2 attention and 2 convolution heads of 16; 5 taps; embeddings of 32 projected to 64
     "convbert": ("ConvBertConfig", "ConvBertForMaskedLM", dict(TINY, max_position_embeddings=64, embedding_size=32,
                                                                conv_kernel_size=5, initializer_range=0.1), ("types",)),
@@ -58,7 +59,7 @@ DECODERS = {
 
 def right_padded(pad_id: int, extra: tuple):
     """Two rows of 16 ids in 4..119, the second right-padded after 11, and what the case takes of: token type 1 and
-    task type 2 on the second half, languages 2 and 0 (lang_ids), mask tokens (id 3) at 2 of the first row's positions
+    task type 2 on the second half, languages 2 and 0 (lang_ids; token_langs: one per token), mask tokens (id 3) at 2 of the first row's positions
     and 1 of the second's ("masked")."""
     torch.manual_seed(1)
     ids = torch.randint(4, 120, (2, 16))
@@ -70,7 +71,8 @@ def right_padded(pad_id: int, extra: tuple):
     half = torch.zeros_like(ids)
     half[:, 8:] = 1
     kw = {"types": {"token_type_ids": half}, "tasks": {"task_type_ids": 2 * half},
-          "langs": {"lang_ids": torch.tensor([2, 0])}}
+          "langs": {"lang_ids": torch.tensor([2, 0])},
+          "token_langs": {"lang_ids": torch.randint(0, 3, (2, 16))}}
     return ids, mask, {k: v for name in extra for k, v in kw.get(name, {}).items()}
 
 
