@@ -59,8 +59,8 @@ DECODERS = {
 
 def right_padded(pad_id: int, extra: tuple):
     """Two rows of 16 ids in 4..119, the second right-padded after 11, and what the case takes of: token type 1 and
-    task type 2 on the second half, languages 2 and 0 (lang_ids; token_langs: one per token), mask tokens (id 3) at 2 of the first row's positions
-    and 1 of the second's ("masked")."""
+    task type 2 on the second half, languages 2 and 0 (lang_ids; token_langs: one per token), mask tokens (id 3) at
+    2 of the first row's positions and 1 of the second's ("masked")."""
     torch.manual_seed(1)
     ids = torch.randint(4, 120, (2, 16))
     mask = torch.ones_like(ids)
