@@ -19,6 +19,7 @@ from .layers.heads import check_head
 from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 from .layers.residual_mix import check_residual_mix
+from .layers.lang_adapters import check_lang_adapters
 from .layers.side_conv import check_side_conv
 
 
@@ -208,6 +209,10 @@ class ModelConfig:
     o_bias: bool | None = None  # a bias on attention's output projection; None: = bias (GPT-J: none, its MLP's yes)
     # biases of a dense FFN's input projections (up, or gate and up); None: = bias (GTE: none there, down's yes)
     ffn_in_bias: bool | None = None
+    # q, k and v (attention) each as this many groups of input channels mapped to their own outputs (block-diagonal
+    # weights; layers/grouped_linear.py): SqueezeBERT's grouped 1x1 convolutions (Iandola et al. 2020, §3.2); 1: dense
+    qkv_groups: int = 1
+    ffn_groups: int = 1  # the same for a dense MLP's up and down projections (SqueezeBERT's intermediate/output_groups)
     norm_bias: bool = True  # LayerNorm bias (RMSNorm has none)
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix
     dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
@@ -217,10 +222,26 @@ class ModelConfig:
     # a decoder stack's embed_norm reads the token embeddings alone, before the positions are added: LN(e) + p, not
     # LN(e + p) (BlenderbotSmall's decoder; its encoder, as BART's, normalises the sum); needs embed_norm, causal
     decoder_embed_norm_first: bool = False
+    # a second segment-like table added to the input embeddings, indexed by task_type_ids (default 0): ERNIE 2.0/3.0's
+    # task embeddings (Sun et al. 2020, §4.2.1, transformers' use_task_id); 0: none
+    task_type_vocab_size: int = 0
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
     embed_dim: int | None = None
+    # width of the LM head transform's output, the vectors the output projection reads; None: the embedding width
+    # (embed_dim). RemBERT's output_embedding_size: output embeddings decoupled from, and wider than, the input ones
+    # (Chung et al. 2021, "Rethinking Embedding Coupling in Pre-trained Language Models", §3, §5); needs
+    # head_transform and, where it differs from the embedding width, an untied head
+    output_embed_dim: int | None = None
+    # X-MOD's language adapters (layers/lang_adapters.py; Pfeiffer et al. 2022): one bottleneck adapter per language,
+    # named here in order (forward's lang_ids index them), after every block's FFN; None: none
+    languages: list | None = None
+    lang_adapter_dim: int = 0  # languages: the adapters' bottleneck width (X-MOD: hidden_size / reduction factor)
+    default_language: str | None = None  # languages: the adapter of inputs given no lang_ids; None: lang_ids needed
+    # ESM-2's token dropout (layers/token_dropout.py): the embeddings of this token id (its mask) zeroed and each
+    # row's embeddings scaled by (1 - 0.12) / (1 - the row's share of mask tokens); None: off. Encoders only
+    token_dropout_id: int | None = None
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -488,6 +509,9 @@ class ModelConfig:
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
     o_groups: int = 1
     o_lora_rank: int | None = None  # mixer 'shared_kv': each output group's width d_g; None: d_model // o_groups
+    span_conv_kernel: int = 9  # mixer 'mixed_attention': taps k of ConvBERT's span-based dynamic convolution (odd)
+    # mixer 'mixed_attention': n_heads / this heads, each half attention and half convolution (ConvBERT's head_ratio)
+    span_conv_head_ratio: int = 2
     hyena_order: int = 2  # N: long convolutions, each followed by a gate (Poli et al. 2023, Def. 3.1)
     hyena_filter_hidden: int = 64  # width of the implicit filter's FFN
     hyena_filter_features: int = 33  # positional features fed to it: t, and cos/sin of 16 frequencies
@@ -592,6 +616,14 @@ class ModelConfig:
         self.validate()
 
     def _validate_embed_dim(self) -> None:
+        if self.token_dropout_id is not None and (self.causal or self.n_decoder_layers or not (
+                0 <= self.token_dropout_id < self.vocab_size)):
+            raise LlmarchError(f"token_dropout_id={self.token_dropout_id} needs an encoder-only model and a token id "
+                               "in the vocabulary")
+        if self.output_embed_dim is not None and self.output_embed_dim != self.embed_width and self.head == "lm" and (
+                self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
+            raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs, on an LM head, a positive width, "
+                               "head_transform (without head_mlp) and an untied head (tie_embeddings=False)")
         if self.embed_dim is None or self.embed_dim == self.d_model:
             return
         if self.embed_dim <= 0:
@@ -602,6 +634,11 @@ class ModelConfig:
         if self.tied_head and not self.head_transform:
             raise LlmarchError(f"embed_dim={self.embed_dim} with a tied LM head needs head_transform, which projects "
                                "back to the embedding width")
+
+    @property
+    def output_embed_width(self) -> int:
+        """Width of the LM head transform's output: output_embed_dim, or the embedding width."""
+        return self.output_embed_dim or self.embed_width
 
     @property
     def embed_width(self) -> int:
@@ -730,13 +767,16 @@ class ModelConfig:
             raise LlmarchError(f"rope_scaling='yarn' needs positive rope_factor, rope_beta_fast and rope_beta_slow, "
                                f"got {self.rope_factor}, {self.rope_beta_fast} and {self.rope_beta_slow}")
         check_ffn(self)
+        if self.qkv_groups != 1 and self.mixer != "attention":
+            raise LlmarchError(f"qkv_groups={self.qkv_groups} groups attention's q, k and v: mixer 'attention' only")
         check_altup(self)
         check_hyper(self)
         check_side_conv(self)
+        check_lang_adapters(self)
         self._validate_longrope()
         self._validate_alibi()
-        if self.type_vocab_size < 0 or self.position_offset < 0:
-            raise LlmarchError("type_vocab_size and position_offset must be >= 0")
+        if self.type_vocab_size < 0 or self.position_offset < 0 or self.task_type_vocab_size < 0:
+            raise LlmarchError("type_vocab_size, task_type_vocab_size and position_offset must be >= 0")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):

@@ -161,9 +161,10 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
 def _as_base_model(family: Family, cfg: ModelConfig, path: Path) -> tuple[Family, ModelConfig]:
     """An encoder's base model: its names given the family's prefix, its pooler (a classifier's, unused) not
     read, and the pooling of the sentence-transformers Pooling module beside it (modules.json), if any."""
-    prefix = family.base_prefix
+    prefix, stored = family.base_prefix, family.canonical or str  # the family's own renaming first (ESM's)
 
     def canonical(name: str) -> str:
+        name = stored(name)
         return name if name.startswith(prefix) else prefix + name
 
     family = replace(family, canonical=canonical, ignore=family.ignore + (r"\.pooler\.",))

@@ -131,6 +131,8 @@ LAYOUTS = {
     # a fused up|gate tensor (GTE's up_gate_proj): our gate_up holds the gate first, so the halves swap (both ways)
     "swapped_halves": (lambda t, cfg: torch.cat(t.chunk(2)[::-1]), lambda t, cfg: torch.cat(t.chunk(2)[::-1]),
                        lambda s: s),
+    # a 1x1 convolution's weight (out, in / groups, 1) as a (grouped) linear one's (SqueezeBERT)
+    "conv1x1": (lambda t, cfg: t.squeeze(-1), lambda t, cfg: t[..., None], lambda s: (*s, 1)),
 }
 # q, k and v of a family with interleaved RoPE, fused into qkv_proj: the q and k rows reordered
 ROPE_PAIRS_QKV = ("rope_pairs", "rope_pairs", "same")

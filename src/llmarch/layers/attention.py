@@ -21,6 +21,7 @@ from ..errors import LlmarchError
 from ..registry import Registry
 from .attention_kinds import ATTENTION_KINDS
 from .hooks import HookPoint
+from .grouped_linear import linear
 from .linear import Linear
 from .mixer import MIXERS, Mixer
 from .norms import PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
@@ -57,6 +58,7 @@ class AttentionContext:
     # under "dsa"), for the layers that reuse it (dsa_shared); moe_shortcut's mixture output (B, T, C) under its
     # layer's index, which the next block adds (block.py)
     carry: dict = field(default_factory=dict)
+    lang_ids: torch.Tensor | None = None  # (B,) or (B, T): each input's language, for language adapters (X-MOD)
     # mixer 'shared_block' (layers/shared_block.py): the stack's shared blocks, and the stream entering the first
     # block (B, T, C), which they read beside each layer's own
     shared_blocks: object = None
@@ -186,7 +188,8 @@ class Attention(Mixer):
                           0 if self.kind.shares_qk or self.kv_shared else self.n_kv_heads,
                           0 if self.k_eq_v or self.kv_shared else self.n_kv_heads]
         self.qkv_widths = [n * w for n, w in zip(self.qkv_heads, (self.head_dim, self.head_dim, self.v_dim))]
-        self.qkv_proj = Linear(cfg.d_model, sum(self.qkv_widths), bias=cfg.qkv_bias)
+        # SqueezeBERT: q, k and v each a grouped projection (qkv_groups; layers/grouped_linear.py)
+        self.qkv_proj = linear(cfg.d_model, sum(self.qkv_widths), cfg.qkv_bias, cfg.qkv_groups, parts=3)
         self.o_proj = Linear(self.n_heads * self.v_dim, cfg.d_model, bias=cfg.o_bias)
         # BitNet's attn_sub_norm: a norm over the concatenated heads before o_proj (the SubLN of Wang et al. 2022,
         # "Foundation Transformers", §2, which BitNet b1.58 keeps: Ma et al. 2024)
@@ -243,6 +246,12 @@ class Attention(Mixer):
                                                           or ATTENTION_KINDS[cfg.attention].shares_qk):
             raise LlmarchError("attn_k_eq_v and kv_shared_layers need keys of their own projection and a QK-norm of "
                                f"'none' or 'head' (got qk_norm={cfg.qk_norm!r}, attention={cfg.attention!r})")
+        g = cfg.qkv_groups
+        if g != 1 and (g <= 0 or cfg.d_model % g or cfg.n_kv_heads != cfg.n_heads or cfg.head_dim * cfg.n_heads % g
+                       or cfg.value_width != cfg.head_dim or cfg.attn_output_gate or cfg.bitlinear != "none"
+                       or cfg.attn_k_eq_v or cfg.kv_shared_layers or ATTENTION_KINDS[cfg.attention].shares_qk):
+            raise LlmarchError(f"qkv_groups={g} groups multi-head attention's q, k and v projections alike: it must "
+                               "divide d_model and their width (no GQA, gates, shared keys or BitLinear)")
 
     @classmethod
     def score_dims(cls, cfg) -> int:

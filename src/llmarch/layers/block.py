@@ -50,6 +50,7 @@ from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
 from .hooks import HookPoint
 from .hyper import HYPER_CONNECTIONS
+from .lang_adapters import LanguageAdapters
 from .laurel import Laurel
 from .mixer import MIXERS, Mixer
 from .norms import GatedNorm, make_norm
@@ -158,6 +159,7 @@ class Block(nn.Module):
         if cfg.hyper_connection != "none":  # hyper-connections (hyper.py): one around each sublayer
             self.attn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
             self.ffn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
+        self.lang_adapters = LanguageAdapters(cfg) if cfg.languages else None  # X-MOD's, after the FFN
         if cfg.side_conv and layer == 0:
             self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
@@ -245,6 +247,11 @@ class Block(nn.Module):
             h = sub["ln2"](x)
             ctx.carry[self.layer] = moe(h)
             x = x + sub["hook_mlp_out"](self.branch(mlp(h)))
+        elif sub.get("lang_adapters") is not None:  # X-MOD: the FFN's residual sum through its language's adapter
+            post = self.placement == "post"
+            h = x + sub["hook_mlp_out"](self.branch(mlp(x if post else sub["ln2"](x))))
+            x = sub["lang_adapters"](h, ctx.lang_ids, sub["ln2"])
+            x = sub["ln2"](x) if post else x
         elif mlp is not None:
             args = (x,) if self.mlp_reads_residual else (ctx,) if self.mlp_reads_ctx else ()
             x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"),

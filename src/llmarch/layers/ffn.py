@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import LlmarchError
 from ..registry import Registry
+from .grouped_linear import linear
 from .linear import Linear
 from .norms import make_norm
 
@@ -35,11 +36,12 @@ class MLP(nn.Module):
     residual_out = ("down.weight",)  # writes to the residual stream (GPT-2 scaled init, models/stack.py)
 
     def __init__(self, dim: int, hidden: int, act: str, bias: bool, sub_norm: nn.Module | None = None,
-                 in_bias: bool | None = None):
+                 in_bias: bool | None = None, groups: int = 1):
         super().__init__()
         self.act = ACTIVATIONS[act]
-        self.up = Linear(dim, hidden, bias=bias if in_bias is None else in_bias)
-        self.down = Linear(hidden, dim, bias=bias)
+        # groups > 1: grouped projections (SqueezeBERT's ffn_groups; layers/grouped_linear.py)
+        self.up = linear(dim, hidden, bias if in_bias is None else in_bias, groups)
+        self.down = linear(hidden, dim, bias, groups)
         self.sub_norm = sub_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,6 +173,8 @@ def dense_ffn(cfg, hidden: int) -> nn.Module | None:
         scales["sub_norm"] = make_norm(cfg, hidden)
     if cfg.ffn_in_bias != cfg.bias:  # the kinds that take it (MLP, GLU); others are refused by check_ffn
         scales["in_bias"] = cfg.ffn_in_bias
+    if cfg.ffn_groups != 1:  # a plain MLP's (check_ffn)
+        scales["groups"] = cfg.ffn_groups
     return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg), **scales)
 
 
@@ -190,6 +194,12 @@ def check_ffn(cfg) -> None:
     if cfg.sub_norm and (cfg.n_experts or cfg.ffn not in (*GATES, "gelu", "gelu_tanh", "relu", "relu2", "silu")):
         raise LlmarchError(f"sub_norm normalises a dense MLP's or GLU's hidden activations, not ffn={cfg.ffn!r} "
                            f"with n_experts={cfg.n_experts}")
+    hidden = cfg.ffn_hidden or 4 * cfg.d_model
+    if cfg.ffn_groups != 1 and (cfg.ffn_groups <= 0 or cfg.ffn not in FFN_ACTIVATION or cfg.ffn in GATES
+                                or cfg.n_experts or cfg.sub_norm or cfg.d_model % cfg.ffn_groups
+                                or hidden % cfg.ffn_groups or cfg.bitlinear != "none"):
+        raise LlmarchError(f"ffn_groups={cfg.ffn_groups} groups a dense ungated MLP's projections: it must divide "
+                           "d_model and ffn_hidden (no experts, sub_norm or BitLinear)")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")

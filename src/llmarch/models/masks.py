@@ -5,10 +5,17 @@ import torch
 
 
 def position_ids(input_pos: torch.Tensor, batch: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, T) positions of this call's tokens. With left padding a row's first real token is position 0."""
+    """(B, T) positions of this call's tokens. With left padding a row's first real token is position 0; padding
+    after it counts on from there, as transformers numbers an encoder's right padding (no real token reads a padded
+    position, except through a mixer that convolves over padding as transformers' does: ConvBERT's)."""
     if pad_mask is None:
         return input_pos[None].expand(batch, -1)
-    return (pad_mask.long().cumsum(-1) - 1).clamp(min=0)[:, input_pos]
+    real = pad_mask.long()
+    pos = (real.cumsum(-1) - 1).clamp(min=0)
+    if input_pos.numel() > 1:  # a decoding step's one token is real: no padding to number
+        slots = torch.arange(real.shape[1], device=real.device)
+        pos = torch.where(pad_mask.bool(), pos, (slots - real.argmax(-1, keepdim=True)).clamp(min=0))
+    return pos[:, input_pos]
 
 
 def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor:

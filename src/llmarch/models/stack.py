@@ -18,12 +18,14 @@ from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
 from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
+from ..layers.lang_adapters import default_lang_ids
 from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
 from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
 from ..layers.shared_block import SharedBlock
+from ..layers.token_dropout import drop_mask_tokens
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
 
@@ -32,6 +34,7 @@ class Stack(nn.Module):
         super().__init__()
         self.positions = POSITIONS[cfg.positions](cfg)
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
+        self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim)
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model else None
@@ -131,7 +134,8 @@ class Stack(nn.Module):
             kv_len: int | None = None, token_type_ids: torch.Tensor | None = None, last_only: bool = False,
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
             global_attention_mask: torch.Tensor | None = None,
-            document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+            document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+            task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up. Returns the final hidden states (B, T, C), or (B, 1, C)
@@ -169,7 +173,7 @@ class Stack(nn.Module):
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids)
-        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids)
+        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
                     input_ids: torch.Tensor | None) -> torch.Tensor:
@@ -194,10 +198,13 @@ class Stack(nn.Module):
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
-                input_ids: torch.Tensor | None = None):
+                input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
+                lang_ids: torch.Tensor | None = None):
         """Embedding-side additions and scaling, then the blocks and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
+        if cfg.languages is not None:  # X-MOD's language adapters: each input's language, or the default one
+            ctx.lang_ids = lang_ids if lang_ids is not None else default_lang_ids(cfg, x.shape[0], x.device)
         if cfg.embed_scale:  # sqrt(d_model) (Vaswani et al. 2017, §3.4; Gemma), rounded to x's dtype as HF does
             x = x * torch.tensor(cfg.d_model ** 0.5, dtype=x.dtype)
         if self._embed_multiplier is not None:  # Granite: a Python float, as transformers multiplies
@@ -208,6 +215,8 @@ class Stack(nn.Module):
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
+        if cfg.token_dropout_id is not None:  # ESM-2: mask tokens' embeddings zeroed, the rest rescaled
+            x = drop_mask_tokens(x, input_ids, ctx.pad_mask, cfg.token_dropout_id)
         norm_first = cfg.decoder_embed_norm_first  # BlenderbotSmall's decoder: LN(e) + p
         if norm_first:
             x = self.embed_norm(x)
@@ -216,6 +225,8 @@ class Stack(nn.Module):
             x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
+        if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
+            x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
         if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)

@@ -32,8 +32,8 @@ class TransformerLM(Stack):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_width)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else \
-                BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.embed_width)
-            width = cfg.embed_width if cfg.head_transform else cfg.d_model
+                BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.output_embed_width)
+            width = cfg.output_embed_width if cfg.head_transform else cfg.d_model  # RemBERT's output_embedding_size
             self.lm_head = Linear(width, cfg.head_vocab or cfg.vocab_size, bias=cfg.head_bias)
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
@@ -52,20 +52,25 @@ class TransformerLM(Stack):
                 input_pos: torch.Tensor | None = None, last_only: bool = False,
                 kv_len: int | None = None, token_type_ids: torch.Tensor | None = None,
                 global_attention_mask: torch.Tensor | None = None,
-                document_ids: torch.Tensor | None = None) -> ModelOutput:
+                document_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
+                lang_ids: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
         slots filled once this call's tokens are written (its last slot + 1), known to the caller as a Python
         int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile).
         token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0).
+        task_type_ids (B, T): task ids, for configs with task_type_vocab_size (ERNIE; default all 0).
+        lang_ids (B,) or (B, T): indices into `languages`, for configs with language adapters (X-MOD; default: the
+        config's default_language).
         global_attention_mask (B, S'): 1 for Longformer's global tokens (attention="longformer"), over key slots.
         document_ids (B, T): packed documents, numbered per token: attention and positions stay within each
         (training on packed sequences; stack.py), in place of attention_mask."""
         if not torch.compiler.is_compiling():
             check_ids(input_ids, self.config, self.cache_len)
         x = self.run(self.embed(input_ids), attention_mask, input_pos, kv_len, token_type_ids, last_only,
-                     global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids)
+                     global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
+                     task_type_ids=task_type_ids, lang_ids=lang_ids)
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
