@@ -12,8 +12,26 @@ from llmarch.train import TrainConfig
 
 
 def run(*args, cwd=None):
+    """`llmarch args` as a user runs it, in a process of its own: (exit code, stdout, stderr)."""
     proc = subprocess.run([sys.executable, "-m", "llmarch", *args], capture_output=True, text=True, cwd=cwd)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """run's twin in this process (the same entry point, llmarch.cli.main): each process started torch again,
+    seconds apiece, so the tests run most commands here and keep `run` for one of each command, where the exit
+    code and the one-line error cross the process boundary."""
+    def call(*args, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # the option parser's errors
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return call
 
 
 def assert_one_line_error(code, err, text):
@@ -42,7 +60,7 @@ def run_dir(tmp_path_factory):
     return out, corpus
 
 
-def test_info_json_keys_and_text():
+def test_info_json_keys_and_text(cli):
     code, out, _ = run("info", "llama2-7b", "--json")
     facts = json.loads(out)
     assert code == 0 and facts["parameters"] == 6_738_415_616
@@ -51,27 +69,27 @@ def test_info_json_keys_and_text():
                           "bytes_per_parameter"}
     assert facts["state_bytes_per_sequence"] == 0  # attention only: a KV cache, no recurrent state
     assert facts["active_parameters"] == facts["parameters"]  # dense: every parameter is active
-    code, out, _ = run("info", "gpt2", "--n-layers", "1", "--json")
+    code, out, _ = cli("info", "gpt2", "--n-layers", "1", "--json")
     assert json.loads(out)["parameters"] == 124_439_808 - 11 * 7_087_872
-    code, out, _ = run("info", "bert-tiny")  # an encoder keeps no decoding cache: no KV-cache line (it had one)
+    code, out, _ = cli("info", "bert-tiny")  # an encoder keeps no decoding cache: no KV-cache line (it had one)
     assert code == 0 and "KV-cache" not in out and "parameters:" in out
-    assert "KV-cache bytes per token" in run("info", "t5-tiny")[1]  # an encoder-decoder's decoder does
+    assert "KV-cache bytes per token" in cli("info", "t5-tiny")[1]  # an encoder-decoder's decoder does
 
 
-def test_info_reports_state_bytes_for_ssm_and_hybrid_stacks():
+def test_info_reports_state_bytes_for_ssm_and_hybrid_stacks(cli):
     """Mamba's state per sequence: per layer the conv's last 3 inputs over 2 x 768 channels (bf16) and the
     (1536, 16) fp32 SSM state; no KV cache. hybrid-tiny: both, the KV cache of its 2 attention layers only."""
-    facts = json.loads(run("info", "mamba-130m", "--json")[1])
+    facts = json.loads(cli("info", "mamba-130m", "--json")[1])
     assert facts["state_bytes_per_sequence"] == 24 * (1536 * 3 * 2 + 1536 * 16 * 4)
     assert facts["kv_cache_bytes_per_token"] == 0
-    hybrid = json.loads(run("info", "hybrid-tiny", "--json")[1])
+    hybrid = json.loads(cli("info", "hybrid-tiny", "--json")[1])
     assert hybrid["kv_cache_bytes_per_token"] == 2 * 2 * 4 * 32 * 2
     assert hybrid["state_bytes_per_sequence"] == 6 * (512 * 3 * 2 + 512 * 16 * 4)
-    code, out, _ = run("info", "hybrid-tiny")
+    code, out, _ = cli("info", "hybrid-tiny")
     assert code == 0 and "mixer mamba (attention in layers 2, 6)" in out and "state bytes per sequence" in out
 
 
-def test_info_reports_weight_memory_as_loaded(tmp_path):
+def test_info_reports_weight_memory_as_loaded(tmp_path, cli):
     """Bytes per parameter from the config alone: 2 at bf16; under --quantize, what the quantized layers hold;
     for a quantized checkpoint, exactly the bytes of the model `llmarch.load` builds from it (fp32 elsewhere)."""
     import llmarch
@@ -80,10 +98,10 @@ def test_info_reports_weight_memory_as_loaded(tmp_path):
     from llmarch.quant import quantize, weight_bytes
     from llmarch.quant.checkpoint import save_quantized
 
-    facts = json.loads(run("info", "llama-tiny", "--json")[1])
+    facts = json.loads(cli("info", "llama-tiny", "--json")[1])
     assert facts["weight_bytes"] == 2 * facts["parameters"] and facts["bytes_per_parameter"] == 2
-    int8 = json.loads(run("info", "llama-tiny", "--quantize", "int8", "--json")[1])
-    int4 = json.loads(run("info", "llama-tiny", "--quantize", "int4", "--json")[1])
+    int8 = json.loads(cli("info", "llama-tiny", "--quantize", "int8", "--json")[1])
+    int4 = json.loads(cli("info", "llama-tiny", "--quantize", "int4", "--json")[1])
     embed = 8192 * 256 * 2  # the embedding table stays bf16; every linear (head included) is quantized
     assert int8["weight_bytes"] - embed == pytest.approx(facts["parameters"] - 8192 * 256, rel=0.02)
     assert 0.5 < (int4["weight_bytes"] - embed) / (facts["parameters"] - 8192 * 256) < 0.6  # + scales, zeros
@@ -91,22 +109,22 @@ def test_info_reports_weight_memory_as_loaded(tmp_path):
     for method in ("int8", "int4"):
         model = quantize(build_model(cfg, "cpu"), method, group_size=32)
         save_quantized(model, model.quantization, tmp_path / method)
-        facts = json.loads(run("info", str(tmp_path / method), "--dtype", "fp32", "--json")[1])
+        facts = json.loads(cli("info", str(tmp_path / method), "--dtype", "fp32", "--json")[1])
         assert facts["weight_bytes"] == weight_bytes(llmarch.load(tmp_path / method)), method
-    code, _, err = run("info", str(tmp_path / "int4"), "--quantize", "int8")
+    code, _, err = cli("info", str(tmp_path / "int4"), "--quantize", "int8")
     assert code == 2 and "is quantized already (int4)" in err
 
 
-def test_generate_and_eval(run_dir):
+def test_generate_and_eval(run_dir, cli):
     out, corpus = run_dir
-    code, stdout, err = run("generate", "--checkpoint", str(out), "--prompt", "import", "--max-new-tokens", "8",
+    code, stdout, err = cli("generate", "--checkpoint", str(out), "--prompt", "import", "--max-new-tokens", "8",
                             "--temperature", "0")
     assert code == 0, err
     assert stdout.startswith("import")
-    code, stdout, err = run("generate", "--checkpoint", str(out), "--prompt", "a", "--prompt", "class Foo",
+    code, stdout, err = cli("generate", "--checkpoint", str(out), "--prompt", "a", "--prompt", "class Foo",
                             "--max-new-tokens", "4", "--seed", "1")
     assert code == 0 and stdout.count("--- [") == 2
-    code, stdout, err = run("eval", "--checkpoint", str(out), "--data", str(corpus), "--json")
+    code, stdout, err = cli("eval", "--checkpoint", str(out), "--data", str(corpus), "--json")
     assert code == 0, err
     assert json.loads(stdout)["perplexity"] > 1
 
@@ -168,7 +186,7 @@ def test_help_lists_every_option_with_default():
         assert "--" + f.name.replace("_", "-") in train_help
 
 
-def test_tokenizer_checkpoint_mismatch_is_one_line_error(run_dir, tmp_path):
+def test_tokenizer_checkpoint_mismatch_is_one_line_error(run_dir, tmp_path, cli):
     """A tokenizer that can emit ids the model has no embedding for (vocab > 257)."""
     import shutil
 
@@ -178,8 +196,9 @@ def test_tokenizer_checkpoint_mismatch_is_one_line_error(run_dir, tmp_path):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(out / (out / "latest").read_text().strip(), ckpt)
     train_bpe(["def main():\n    return 0\n" * 50], vocab_size=300).save(ckpt)
-    for args in (("generate", "--checkpoint", str(ckpt), "--prompt", "def"), ("eval", "--checkpoint", str(ckpt))):
-        code, _, err = run(*args)
+    for runner, args in ((cli, ("generate", "--checkpoint", str(ckpt), "--prompt", "def")),
+                         (run, ("eval", "--checkpoint", str(ckpt)))):  # eval's one process of its own
+        code, _, err = runner(*args)
         assert_one_line_error(code, err, "tokens but the model's vocab_size is 257")
 
 
@@ -189,13 +208,14 @@ def test_tokenizer_checkpoint_mismatch_is_one_line_error(run_dir, tmp_path):
      "objective clm does not fit"),
     (["finetune", "--task", "seq2seq", "--checkpoint", "gpt-tiny", "--out", "unused"], "not an encoder-decoder"),
 ])
-def test_encoder_decoder_bad_input_is_one_line(args, text, tmp_path):
-    assert_one_line_error(*run(*args, cwd=tmp_path)[::2], text)
+def test_encoder_decoder_bad_input_is_one_line(args, text, tmp_path, cli):
+    runner = run if args[0] == "finetune" else cli  # finetune's one process of its own
+    assert_one_line_error(*runner(*args, cwd=tmp_path)[::2], text)
 
 
-def test_analyze_writes_attention_maps_logit_lens_and_patching(run_dir, tmp_path):
+def test_analyze_writes_attention_maps_logit_lens_and_patching(run_dir, tmp_path, cli):
     out, _ = run_dir
-    code, stdout, err = run("analyze", "--checkpoint", str(out), "--prompt", "def main():",
+    code, stdout, err = cli("analyze", "--checkpoint", str(out), "--prompt", "def main():",
                             "--corrupted", "class Foo:\n", "--out", str(tmp_path / "a"))
     assert code == 0, err
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -207,7 +227,7 @@ def test_analyze_writes_attention_maps_logit_lens_and_patching(run_dir, tmp_path
     assert code == 2 and "same length" in err and len(err.strip().splitlines()) == 1
 
 
-def test_analyze_reads_an_encoder_decoder_checkpoint(tmp_path):
+def test_analyze_reads_an_encoder_decoder_checkpoint(tmp_path, cli):
     import llmarch
     from llmarch.checkpoint import save_model
     from llmarch.data.tokenizer import ByteTokenizer
@@ -215,7 +235,7 @@ def test_analyze_reads_an_encoder_decoder_checkpoint(tmp_path):
     ckpt = tmp_path / "t5"
     save_model(llmarch.build("t5-tiny", vocab_size=300, n_layers=1, n_decoder_layers=1, d_model=32, n_heads=2), ckpt)
     ByteTokenizer().save(ckpt)
-    code, stdout, err = run("analyze", "--checkpoint", str(ckpt), "--prompt", "hi there", "--out", str(tmp_path / "a"))
+    code, stdout, err = cli("analyze", "--checkpoint", str(ckpt), "--prompt", "hi there", "--out", str(tmp_path / "a"))
     assert code == 0, err
     files = json.loads((tmp_path / "a" / "summary.json").read_text())["files"]
     assert "attention-decoder-0-cross.png" in files and "output" in stdout

@@ -4,7 +4,11 @@ by bash in a scratch directory. The README's `make` lines are the set-up command
 
 A python block runs in a process of its own, forked from a server that imported torch and llmarch once (as a
 fresh `python -c` would have them, and nothing else of the test session's): the imports took about 1.5 s of each
-of the 135 examples, a minute and more of the suite on two cores."""
+of the 135 examples, a minute and more of the suite on two cores. Likewise `llmarch` in a bash block is a
+stand-in on PATH (SHIM) that hands its arguments, directory, environment and its stdin, stdout and stderr (the
+descriptors themselves) to a server that imported torch and llmarch once (CLI_SERVER); a fork of it runs
+llmarch.cli.main as the installed `llmarch` script does, and the stand-in exits with its exit code, passing on
+the signals it gets (`kill $SERVER`). The 76 commands had started torch again each, two seconds of CPU apiece."""
 import json
 import os
 import re
@@ -45,6 +49,72 @@ while True:
     print(os.waitstatus_to_exitcode(status), flush=True)
 """
 
+# listens on the socket named by argv[1]; a connection brings [argv, cwd, environ] and the caller's descriptors
+# 0, 1 and 2; a fork takes them over, answers with its pid, runs `llmarch argv` and answers with its exit code
+CLI_SERVER = r"""
+import json, os, signal, socket, sys, traceback
+import torch, llmarch.cli  # noqa: F401
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(16)
+
+
+def reap(*_):  # waited for, so that their CPU time counts as this process' children's (SIG_IGN drops it)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+signal.signal(signal.SIGCHLD, reap)
+print("ready", flush=True)
+while True:
+    conn, _ = listener.accept()
+    if os.fork():
+        conn.close()
+        continue
+    listener.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    while not msg.endswith(b"\n"):
+        msg += conn.recv(1 << 16)
+    argv, cwd, env = json.loads(msg)
+    for i, fd in enumerate(fds):
+        os.dup2(fd, i)
+        os.close(fd)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["llmarch", *argv]
+    conn.sendall(b"%d\n" % os.getpid())
+    try:
+        code = llmarch.cli.main(argv)
+    except SystemExit as e:  # as the interpreter ends on sys.exit(e.code)
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else print(e.code, file=sys.stderr) or 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    conn.sendall(b"%d\n" % code)
+    os._exit(code)
+"""
+
+# `llmarch` on the bash blocks' PATH: a python without site-packages (milliseconds to start)
+SHIM = r"""
+import json, os, signal, socket, sys
+conn = socket.socket(socket.AF_UNIX)
+conn.connect(os.environ["LLMARCH_DOCS_CLI"])
+socket.send_fds(conn, [json.dumps([sys.argv[1:], os.getcwd(), dict(os.environ)]).encode() + b"\n"], [0, 1, 2])
+answers = conn.makefile()
+child = int(answers.readline())
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, lambda s, frame: os.kill(child, s))
+code = answers.readline()
+sys.exit(int(code) if code else 1)  # no code: the command was killed
+"""
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"```(python|bash)\n(.*?)```", re.S)
@@ -82,13 +152,30 @@ def forks():
     server.wait()
 
 
+@pytest.fixture(scope="module")
+def bash_env(tmp_path_factory):
+    """The environment of the bash blocks: `llmarch` is SHIM, served by CLI_SERVER."""
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "bin").mkdir()
+    shim = folder / "bin" / "llmarch"
+    shim.write_text(f"#!{sys.executable} -S\n{SHIM}")
+    shim.chmod(0o755)
+    server = subprocess.Popen([sys.executable, "-c", CLI_SERVER, str(folder / "sock")], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, env=_env(), text=True)
+    assert server.stdout.readline() == "ready\n"
+    env = _env()
+    yield {**env, "PATH": f"{folder / 'bin'}{os.pathsep}{env['PATH']}", "LLMARCH_DOCS_CLI": str(folder / "sock")}
+    server.kill()
+    server.wait()
+
+
 @pytest.mark.parametrize("lang, code", list(blocks()))
-def test_example_runs(lang, code, tmp_path, forks):
+def test_example_runs(lang, code, tmp_path, forks, bash_env):
     if lang == "python":
         returncode, output = forks(code, tmp_path)
         assert returncode == 0, output[-2000:]
         return
     script = "\n".join(line for line in code.splitlines() if not line.startswith("make "))
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=_env(),
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=bash_env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -81,35 +81,45 @@ def test_truncated_and_corrupt_files(tmp_path):
 
 
 def run(*args):
+    """`llmarch args` in a process of its own, as a user runs it: (exit code, stdout, stderr)."""
     proc = subprocess.run([sys.executable, "-m", "llmarch", *args], capture_output=True, text=True)
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def test_cli_convert_both_ways_and_generate_from_hf_dir(tmp_path):
+def test_cli_convert_both_ways_and_generate_from_hf_dir(tmp_path, capsys):
+    """The commands run in this process (llmarch.cli.main; a process of its own imports torch again, seconds
+    apiece) but for one, convert's one-line error, which crosses the process boundary."""
+    from llmarch.cli import main
+
+    def call(*args):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
     model = tiny(vocab_size=300)
     ckpt = tmp_path / "ckpt"
     from llmarch.checkpoint import save_model
 
     save_model(model, ckpt)
     train_bpe(["def main():\n    return 0\n" * 50, "import os, sys\n"], vocab_size=300).save(ckpt)
-    code, out, err = run("convert", "--to-hf", str(ckpt), "--out", str(tmp_path / "hf"))
+    code, out, err = call("convert", "--to-hf", str(ckpt), "--out", str(tmp_path / "hf"))
     assert code == 0, err
     assert (tmp_path / "hf" / "tokenizer.json").is_file()
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llama"
-    code, out, err = run("convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back"))
+    code, out, err = call("convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back"))
     assert code == 0, err
     assert same_state(llmarch.load(tmp_path / "back"), model)
-    code, out, err = run("generate", "--checkpoint", str(tmp_path / "hf"), "--prompt", "def", "--max-new-tokens", "5",
-                         "--temperature", "0")
+    code, out, err = call("generate", "--checkpoint", str(tmp_path / "hf"), "--prompt", "def", "--max-new-tokens", "5",
+                          "--temperature", "0")
     assert code == 0, err
     assert out.startswith("def")
     (tmp_path / "data.txt").write_text("def main():\n    return 0\n" * 300)
-    code, out, err = run("eval", "--checkpoint", str(tmp_path / "hf"), "--data", str(tmp_path / "data.txt"), "--json")
+    code, out, err = call("eval", "--checkpoint", str(tmp_path / "hf"), "--data", str(tmp_path / "data.txt"), "--json")
     assert code == 0, err
     assert json.loads(out)["perplexity"] > 1
     code, _, err = run("convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back"))
     assert code == 2 and "is not empty" in err and "Traceback" not in err
-    code, _, err = run("convert", "--from-hf", str(ckpt), "--out", str(tmp_path / "x"))
+    code, _, err = call("convert", "--from-hf", str(ckpt), "--out", str(tmp_path / "x"))
     assert code == 2 and "is not a Hugging Face checkpoint" in err
 
 
