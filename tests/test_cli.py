@@ -272,3 +272,20 @@ def test_convert_to_gguf_stopped_by_sigterm_leaves_nothing(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == [".x.gguf.tmp", "ckpt"]
     assert (tmp_path / ".x.gguf.tmp").read_text() == "mine"
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_installed_command_runs_and_errors_in_one_line():
+    """The `llmarch` script that installing the package writes (pyproject's [project.scripts]), beside this
+    interpreter: every other test runs `python -m llmarch` or main() itself, so only this one would see the entry
+    point renamed or gone."""
+    script = Path(sys.executable).with_name("llmarch")
+    if not script.exists():
+        pytest.skip(f"no installed llmarch script beside {sys.executable} (the package is not installed)")
+    ok = subprocess.run([str(script), "info", "gpt-tiny"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "parameters" in ok.stdout, ok.stderr
+    bad = subprocess.run([str(script), "info", "no-such-model"], capture_output=True, text=True)
+    assert_one_line_error(bad.returncode, bad.stderr, "unknown model 'no-such-model'")
+    # a reader that goes away before the output (`llmarch info ... | head`): no error message, 128 + SIGPIPE
+    piped = subprocess.Popen([str(script), "info", "gpt-tiny"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    piped.stdout.close()
+    assert piped.wait() == 141 and piped.stderr.read() == b""

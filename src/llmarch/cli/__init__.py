@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                 return code
             print(f"llmarch {args.command}: {'error: ' if code == 2 else ''}{e}", file=sys.stderr)
             return code
+        except BrokenPipeError:  # the reader went away (`llmarch info ... | head`): stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails no more
+            return 141  # 128 + SIGPIPE, what a shell reports for a tool the signal stopped
         except OSError as e:  # the machine said no: a read-only or full disk, a path that is a file
             where = f"{e.filename}: " if e.filename else ""
             print(f"llmarch {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
