@@ -1,7 +1,8 @@
 """BERT (`model_type: bert`): learned absolute positions plus token-type embeddings under a LayerNorm,
 post-norm blocks with bidirectional attention, exact-GELU MLP. Heads: the MLM head (BertForMaskedLM:
 dense -> GELU -> LayerNorm -> tied projection + bias), the pooler + classifier (BertForSequenceClassification)
-and a per-token classifier (BertForTokenClassification)."""
+and a per-token classifier (BertForTokenClassification). With `is_decoder` (BertLMHeadModel) the same stack has
+causal attention and the MLM head is the LM head."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -61,13 +62,14 @@ def to_config(hf: dict) -> ModelConfig:
                        d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
                        ffn=_ACT[hf.get("hidden_act", "gelu")], ffn_hidden=hf["intermediate_size"], norm="layernorm",
                        norm_eps=hf.get("layer_norm_eps", 1e-12), norm_placement="post", positions="learned",
-                       causal=False, type_vocab_size=hf.get("type_vocab_size", 2), embed_norm=True,
+                       causal=bool(hf.get("is_decoder", False)), type_vocab_size=hf.get("type_vocab_size", 2), embed_norm=True,
                        head_transform=True, head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
                        context_length=hf.get("max_position_embeddings", 512))
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    return dict(model_type="bert", architectures=["BertForMaskedLM"], vocab_size=cfg.vocab_size,
+    return dict(model_type="bert", architectures=["BertLMHeadModel" if cfg.causal else "BertForMaskedLM"],
+                is_decoder=cfg.causal, vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn],
                 layer_norm_eps=cfg.norm_eps, type_vocab_size=cfg.type_vocab_size,

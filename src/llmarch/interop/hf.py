@@ -77,8 +77,9 @@ _ARCH_HEADS = {"ForSequenceClassification": "classify", "ForTokenClassification"
 def _head_fields(hf_cfg: dict, family: Family) -> dict:
     """ModelConfig.head and n_labels from config.json's `architectures` and `id2label`."""
     arch = (hf_cfg.get("architectures") or [""])[0]
-    # a head is "For" + a capital (BertForMaskedLM); RoFormerModel's "For" is part of its name
-    if family.base_prefix is not None and arch.endswith("Model") and not re.search("For[A-Z]", arch):
+    # a head is "For" + a capital (BertForMaskedLM) or an LM head (BertLMHeadModel); RoFormerModel's "For" is part
+    # of its name
+    if family.base_prefix is not None and arch.endswith("Model") and not re.search("For[A-Z]|LMHead", arch):
         # each token's final hidden state, unless a sentence-transformers Pooling module says otherwise
         # (_as_base_model), whatever pooling a family's classifier reads (ModernBERT's classifier_pooling)
         return {"head": "embed", "head_transform": False, "head_bias": False, "pooling": "none"}
