@@ -19,7 +19,7 @@ NEEDS = {"moa": dict(n_experts=4, experts_per_token=2, n_kv_heads=2), "cca": dic
                            hc_streams=3)}
 CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()
          if not ATTENTION_KINDS[kind].bidirectional_only] + \
-        [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention"]
+        [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention" and not MIXERS[mixer].bidirectional_only]
 
 
 def build(mixer: str, kind: str):

@@ -200,6 +200,9 @@ class ModelConfig:
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
     embed_dim: int | None = None
+    # a linear projection (embed_proj) after embed_norm even where embed_dim = d_model (FNet's embeddings.projection,
+    # Lee-Thorp et al. 2021); False: a projection only between different widths
+    embed_proj: bool = False
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -546,6 +549,9 @@ class ModelConfig:
         self.validate()
 
     def _validate_embed_dim(self) -> None:
+        if self.embed_proj and (self.n_decoder_layers or self.ple_dim or self.embed_scale):
+            raise LlmarchError("embed_proj (a projected embedding) is for encoder-only and decoder-only stacks without "
+                               "per-layer inputs or embed_scale")
         if self.embed_dim is None or self.embed_dim == self.d_model:
             return
         if self.embed_dim <= 0:
