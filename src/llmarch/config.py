@@ -501,6 +501,11 @@ class ModelConfig:
     performer_features: int = 256  # performer: random features m per head
     lsh_buckets: int = 8  # lsh: hash buckets per round (even); the chunk is attention_block
     lsh_rounds: int = 4  # lsh: independent hashing rounds, merged into one softmax
+    # nystrom (Nystromformer, Xiong et al. 2021): m landmarks, the means of m equal segments of the queries and keys;
+    # m = nystrom_seq_len: exact softmax attention
+    nystrom_landmarks: int = 64
+    nystrom_seq_len: int = 64  # nystrom: the sequence length its landmark segments assume (inputs padded to it)
+    nystrom_conv: int = 0  # nystrom: kernel of the depthwise convolution over each head's values (odd); 0: none
     attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
     init_std: float = 0.02  # standard deviation of the normal init
     # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings N(0, 1)

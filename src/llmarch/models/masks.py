@@ -5,10 +5,15 @@ import torch
 
 
 def position_ids(input_pos: torch.Tensor, batch: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, T) positions of this call's tokens. With left padding a row's first real token is position 0."""
+    """(B, T) positions of this call's tokens. With left padding a row's first real token is position 0; the
+    padding after a row's last real token (right padding) goes on counting, as an encoder's 0..T-1 positions give
+    it, which mixers that read padding see (FNet's Fourier transform, Nystromformer's landmarks)."""
     if pad_mask is None:
         return input_pos[None].expand(batch, -1)
-    return (pad_mask.long().cumsum(-1) - 1).clamp(min=0)[:, input_pos]
+    real = pad_mask.long()
+    slots = torch.arange(real.shape[1], device=real.device)
+    last = (real * slots).amax(-1, keepdim=True)  # (B, 1): the last real slot
+    return ((real.cumsum(-1) - 1).clamp(min=0) + (slots - last).clamp(min=0))[:, input_pos]
 
 
 def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
