@@ -493,11 +493,13 @@ class ModelConfig:
     attention: str | None = None
     # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
     attn_impl: str = "sdpa"
-    # strided: the stride l; block_sparse: the block; lightning: its blocks; the blockwise kernels' query block
+    # strided: the stride l; block_sparse, bigbird: the block; lightning: its blocks; the blockwise kernels' query block
     attention_block: int = 64
     strided_summary: int = 8  # strided: the last c positions of each block that every later query sees
     global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)
-    random_blocks: int = 3  # block_sparse: random key blocks per query block, drawn per layer from attention_seed
+    # block_sparse: random key blocks per query block, drawn per layer from attention_seed; bigbird: r, each block 0
+    # again (transformers' eval), and full attention up to (5 + 2r) blocks
+    random_blocks: int = 3
     performer_features: int = 256  # performer: random features m per head
     lsh_buckets: int = 8  # lsh: hash buckets per round (even); the chunk is attention_block
     lsh_rounds: int = 4  # lsh: independent hashing rounds, merged into one softmax
@@ -505,7 +507,12 @@ class ModelConfig:
     # m = nystrom_seq_len: exact softmax attention
     nystrom_landmarks: int = 64
     nystrom_seq_len: int = 64  # nystrom: the sequence length its landmark segments assume (inputs padded to it)
-    nystrom_conv: int = 0  # nystrom: kernel of the depthwise convolution over each head's values (odd); 0: none
+    # yoso (YOSO, Zeng et al. 2021): tau, the bits of its hash; a query's weight on a key is their collision
+    # probability (1 - angle / pi)^tau
+    yoso_hash_len: int = 9
+    # nystrom, yoso: a depthwise convolution of this (odd) kernel over each head's values along the sequence, one
+    # kernel per head, added to the attention's output (Nystromformer's conv_kernel_size, YOSO's conv_window); 0: none
+    value_conv: int = 0
     attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
     init_std: float = 0.02  # standard deviation of the normal init
     # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings N(0, 1)

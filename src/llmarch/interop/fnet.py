@@ -53,9 +53,9 @@ def to_config(hf: dict) -> ModelConfig:
 
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.mixer != "fourier" or cfg.attn_period or cfg.layer_types is not None or cfg.norm_placement != "post" \
-            or not cfg.embed_proj or cfg.embed_width != cfg.d_model or not cfg.embed_norm or cfg.positions != "learned" \
-            or cfg.position_offset or not cfg.bias or cfg.ffn not in _ACT.values() or cfg.n_experts or \
-            cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias):
+            or not cfg.embed_proj or cfg.embed_width != cfg.d_model or not cfg.embed_norm \
+            or cfg.positions != "learned" or cfg.position_offset or not cfg.bias or cfg.ffn not in _ACT.values() \
+            or cfg.n_experts or cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias):
         return ("mixer='fourier' in every layer of a post-norm encoder with biases, learned positions from 0, an "
                 "embedding norm and projection (embed_proj) at d_model, and BERT's MLM head")
     return None

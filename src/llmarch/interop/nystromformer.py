@@ -32,7 +32,7 @@ def to_config(hf: dict) -> ModelConfig:
     cfg = bert_config({"hidden_act": "gelu_new", "layer_norm_eps": 1e-5, "max_position_embeddings": 510, **hf})
     return cfg.replace(name=hf.get("_name_or_path") or "nystromformer", hf_model_type="nystromformer",
                        attention="nystrom", nystrom_landmarks=hf.get("num_landmarks", 64),
-                       nystrom_seq_len=hf.get("segment_means_seq_len", 64), nystrom_conv=kernel or 0,
+                       nystrom_seq_len=hf.get("segment_means_seq_len", 64), value_conv=kernel or 0,
                        position_offset=_OFFSET, pad_id=hf.get("pad_token_id", 1) or 0)
 
 
@@ -53,11 +53,11 @@ def from_config(cfg: ModelConfig) -> dict:
                 layer_norm_eps=cfg.norm_eps, type_vocab_size=cfg.type_vocab_size,
                 max_position_embeddings=cfg.context_length, tie_word_embeddings=cfg.tie_embeddings,
                 num_landmarks=cfg.nystrom_landmarks, segment_means_seq_len=cfg.nystrom_seq_len,
-                conv_kernel_size=cfg.nystrom_conv or None, inv_coeff_init_option=False, pad_token_id=cfg.pad_id)
+                conv_kernel_size=cfg.value_conv or None, inv_coeff_init_option=False, pad_token_id=cfg.pad_id)
 
 
 def more_rules(cfg: ModelConfig) -> list[Rule]:
-    return CONV if cfg.nystrom_conv else []
+    return CONV if cfg.value_conv else []
 
 
 FAMILIES.register("nystromformer")(Family(RULES, to_config, from_config, IGNORE, needs=needs, more_rules=more_rules,

@@ -3,8 +3,8 @@ the mixer y = Re(F_seq(F_hidden(x))), a 2-D discrete Fourier transform over the 
 only the real part kept. It has no parameters; in a post-norm block it replaces self-attention, x = n(x + y).
 Every output position reads every input position, padding included: the transform runs over the sequence as
 given (FNet feeds fixed-length padded inputs, and transformers' FNet takes no attention mask), so a right-padded
-row's outputs depend on how much padding follows it; a mask that hides some tokens is refused. Bidirectional only: there is no causal form and no decode
-state (an encoder's mixer)."""
+row's outputs depend on how much padding follows it; a mask that hides some tokens is refused. Bidirectional only:
+there is no causal form and no decode state (an encoder's mixer)."""
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,6 @@ from . import full, sliding_window, strided, block_sparse, longformer, lsh, line
 from . import disentangled  # noqa: F401
 from . import local, transient_global  # noqa: F401
 from . import differential, lightning, qsa  # noqa: F401
-from . import nystrom  # noqa: F401
+from . import bigbird, nystrom, yoso  # noqa: F401
 
 __all__ = ["ATTENTION_KINDS", "AttentionKind", "cached_kv", "windowed_kinds"]

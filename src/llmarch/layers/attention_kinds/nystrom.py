@@ -5,7 +5,7 @@ B = softmax(Q~ K^T); Z ≈ A^+ by six steps of Razavi et al.'s iteration (eq. 16
 Z <- 1/4 Z (13 I - AZ (15 I - AZ (7 I - AZ))), from Z_0 = A^T / max_j Σ_i A_ij, that maximum taken over the
 whole batch and every head, as the reference code does (so rows of a batch are not independent). The sequence
 must be exactly nystrom_seq_len long (the segments are its, as the reference reshapes them); with
-nystrom_landmarks = nystrom_seq_len the layer is exact softmax attention over any length. nystrom_conv > 0 adds a
+nystrom_landmarks = nystrom_seq_len the layer is exact softmax attention over any length. value_conv > 0 adds a
 depthwise convolution of that (odd) kernel over each head's values along the sequence (§4's skip connection,
 `conv`, a kernel per head shared by its dims). Padding is kept out of B's keys and the exact softmax only: it still
 enters the landmarks, F, A and the convolution (transformers' Nystromformer). Bidirectional only: no causal form."""
@@ -16,6 +16,7 @@ from torch import nn
 
 from ...errors import LlmarchError
 from .kind import ATTENTION_KINDS, AttentionKind
+from .value_conv import check_value_conv, value_conv_modules
 
 PINV_STEPS = 6  # the reference code's iterations of the pseudo-inverse
 
@@ -34,18 +35,16 @@ class Nystrom(AttentionKind):
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
-        m, n, k = cfg.nystrom_landmarks, cfg.nystrom_seq_len, cfg.nystrom_conv
-        if m <= 0 or n <= 0 or n % m or k < 0 or k % 2 == 0 and k:
-            raise LlmarchError(f"attention='nystrom' needs nystrom_landmarks dividing nystrom_seq_len (got {m} and {n})"
-                               f" and an odd nystrom_conv or 0 (got {k})")
+        m, n = cfg.nystrom_landmarks, cfg.nystrom_seq_len
+        if m <= 0 or n <= 0 or n % m:
+            raise LlmarchError(f"attention='nystrom' needs nystrom_landmarks dividing nystrom_seq_len (got {m} and "
+                               f"{n})")
+        check_value_conv(cfg, "nystrom")
         if cfg.n_kv_heads != cfg.n_heads or cfg.positions == "rope":
             raise LlmarchError("attention='nystrom' needs n_kv_heads = n_heads and no RoPE")
 
     def modules(self, cfg, layer: int) -> dict[str, nn.Module]:
-        k, H = cfg.nystrom_conv, cfg.n_heads
-        if not k:
-            return {}
-        return {"conv": nn.Conv2d(H, H, (k, 1), padding=(k // 2, 0), bias=False, groups=H)}  # (H, 1, k, 1)
+        return value_conv_modules(cfg)
 
     def new_state(self, attn, batch: int, max_len: int, dtype: torch.dtype, device):
         raise LlmarchError("attention='nystrom' runs over whole sequences (an encoder's), not a cache")
