@@ -186,6 +186,8 @@ def yoso(tmp_path_factory):
 def test_yoso_expectation_matches_transformers_and_round_trips(yoso, tmp_path):
     hf, ours = yoso
     assert (ours.config.attention, ours.config.yoso_hash_len, ours.config.value_conv) == ("yoso", 5, 3)
+    with pytest.raises(LlmarchError, match="'full' has no value convolution"):  # a kind without one refuses it
+        ours.config.replace(attention="full")
     ids, mask, _ = right_padded(96, 16, 1, types=1)
     with torch.no_grad():
         mine = ours(ids).logits

@@ -24,6 +24,7 @@ PINV_STEPS = 6  # the reference code's iterations of the pseudo-inverse
 @ATTENTION_KINDS.register("nystrom")
 class Nystrom(AttentionKind):
     bidirectional_only = True
+    convolves_values = True
 
     def __init__(self, cfg, layer: int):
         super().__init__(cfg, layer)

@@ -23,6 +23,7 @@ from .value_conv import check_value_conv, value_conv_modules
 @ATTENTION_KINDS.register("yoso")
 class Yoso(AttentionKind):
     bidirectional_only = True
+    convolves_values = True
 
     def __init__(self, cfg, layer: int):
         super().__init__(cfg, layer)
