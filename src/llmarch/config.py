@@ -242,6 +242,9 @@ class ModelConfig:
     # ESM-2's token dropout (layers/token_dropout.py): the embeddings of this token id (its mask) zeroed and each
     # row's embeddings scaled by (1 - 0.12) / (1 - the row's share of mask tokens); None: off. Encoders only
     token_dropout_id: int | None = None
+    # a linear projection (embed_proj) after embed_norm even where embed_dim = d_model (FNet's embeddings.projection,
+    # Lee-Thorp et al. 2021); False: a projection only between different widths
+    embed_proj: bool = False
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -557,17 +560,29 @@ class ModelConfig:
     attention: str | None = None
     # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
     attn_impl: str = "sdpa"
-    # strided: the stride l; block_sparse: the block; lightning: its blocks; the blockwise kernels' query block
+    # strided: the stride l; block_sparse, bigbird: the block; lightning: its blocks; the blockwise kernels' query block
     attention_block: int = 64
     # dynamic_mask (Doge's dynamic mask attention, attention_kinds/dynamic_mask.py): once more keys than this, each
     # query keeps only this many, those of the highest learned bias (Doge's keep_window_size)
     dma_keep: int = 2048
     strided_summary: int = 8  # strided: the last c positions of each block that every later query sees
     global_blocks: int = 2  # block_sparse: leading blocks that see and are seen by everything (BigBird)
-    random_blocks: int = 3  # block_sparse: random key blocks per query block, drawn per layer from attention_seed
+    # block_sparse: random key blocks per query block, drawn per layer from attention_seed; bigbird: r, each block 0
+    # again (transformers' eval), and full attention up to (5 + 2r) blocks
+    random_blocks: int = 3
     performer_features: int = 256  # performer: random features m per head
     lsh_buckets: int = 8  # lsh: hash buckets per round (even); the chunk is attention_block
     lsh_rounds: int = 4  # lsh: independent hashing rounds, merged into one softmax
+    # nystrom (Nystromformer, Xiong et al. 2021): m landmarks, the means of m equal segments of the queries and keys;
+    # m = nystrom_seq_len: exact softmax attention
+    nystrom_landmarks: int = 64
+    nystrom_seq_len: int = 64  # nystrom: the sequence length its landmark segments assume (inputs padded to it)
+    # yoso (YOSO, Zeng et al. 2021): tau, the bits of its hash; a query's weight on a key is their collision
+    # probability (1 - angle / pi)^tau
+    yoso_hash_len: int = 9
+    # nystrom, yoso: a depthwise convolution of this (odd) kernel over each head's values along the sequence, one
+    # kernel per head, added to the attention's output (Nystromformer's conv_kernel_size, YOSO's conv_window); 0: none
+    value_conv: int = 0
     attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
     init_std: float = 0.02  # standard deviation of the normal init
     # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings N(0, 1)
@@ -624,6 +639,9 @@ class ModelConfig:
                 self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
             raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs, on an LM head, a positive width, "
                                "head_transform (without head_mlp) and an untied head (tie_embeddings=False)")
+        if self.embed_proj and (self.n_decoder_layers or self.ple_dim or self.embed_scale):
+            raise LlmarchError("embed_proj (a projected embedding) is for encoder-only and decoder-only stacks without "
+                               "per-layer inputs or embed_scale")
         if self.embed_dim is None or self.embed_dim == self.d_model:
             return
         if self.embed_dim <= 0:

@@ -69,3 +69,4 @@ from . import beam  # noqa: F401
 from . import ergo  # noqa: F401
 from . import doge  # noqa: F401
 from . import axk2  # noqa: F401
+from . import big_bird, fnet, nystromformer, yoso  # noqa: F401

@@ -12,5 +12,6 @@ from . import moa, no_mixer, mlstm, rwkv  # noqa: F401  (register the mixers)
 from . import cca  # noqa: F401
 from . import shared_kv  # noqa: F401
 from . import mixed_attention  # noqa: F401
+from . import fourier  # noqa: F401
 
 __all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

@@ -33,8 +33,9 @@ it is; it calls this protocol:
   the stack then builds (cfg.shared_blocks of them) and hands over with the embeddings (ctx.embeds).
 - `routing`: where a mixer routes tokens among experts of its own (MoA, layers/moa.py), the Routing of its last
   forward, which the training's router losses count (models/routing.py); mixers without experts have none.
-- `bidirectional_only`: True for a mixer that reads later tokens by construction (ConvBERT's span convolutions), which
-  refuses causal configs and has no decode state.
+- `bidirectional_only`: True for a mixer with no causal form and no decode state (FNet's Fourier transform,
+  fourier.py; ConvBERT's span convolutions, which read later tokens): refused in a causal stack, left out of the
+  causality checks.
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Mixer(nn.Module):
     no_decay: tuple[str, ...] = ()
     takes_norm = False  # the block hands it x and its norm, mixer(x, ctx, norm), instead of mixer(norm(x), ctx)
     reads_shared_blocks = False  # it runs one of the stack's shared blocks (ctx.shared_blocks)
-    bidirectional_only = False  # it reads later tokens (ConvBERT's mixed attention): encoders only, no decode state
+    bidirectional_only = False  # no causal form (FNet's Fourier transform, ConvBERT's mixed attention): encoders only
 
     def __init__(self):
         super().__init__()

@@ -5,16 +5,18 @@ import torch
 
 
 def position_ids(input_pos: torch.Tensor, batch: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, T) positions of this call's tokens. With left padding a row's first real token is position 0; padding
-    after it counts on from there, as transformers numbers an encoder's right padding (no real token reads a padded
-    position, except through a mixer that convolves over padding as transformers' does: ConvBERT's)."""
+    """(B, T) positions of this call's tokens. With left padding a row's first real token is position 0; the
+    padding after a row's last real token (right padding) goes on counting, as an encoder's 0..T-1 positions give
+    it, which mixers that read padding see (FNet's Fourier transform, Nystromformer's landmarks, ConvBERT's span
+    convolutions)."""
     if pad_mask is None:
         return input_pos[None].expand(batch, -1)
     real = pad_mask.long()
     pos = (real.cumsum(-1) - 1).clamp(min=0)
-    if input_pos.numel() > 1:  # a decoding step's one token is real: no padding to number
+    if input_pos.numel() > 1:  # a decoding step's one token is real: no padding after it to number
         slots = torch.arange(real.shape[1], device=real.device)
-        pos = torch.where(pad_mask.bool(), pos, (slots - real.argmax(-1, keepdim=True)).clamp(min=0))
+        last = (real * slots).amax(-1, keepdim=True)  # (B, 1): the last real slot
+        pos = pos + (slots - last).clamp(min=0)
     return pos[:, input_pos]
 
 

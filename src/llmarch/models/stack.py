@@ -36,8 +36,9 @@ class Stack(nn.Module):
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
-        # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim)
-        self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model else None
+        # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
+        self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model or cfg.embed_proj \
+            else None
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks

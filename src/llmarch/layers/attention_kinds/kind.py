@@ -19,7 +19,8 @@ then hands them to its kind, which decides which keys each query sees and comput
   other; `bidirectional_only`: it has no
   causal form (LongT5's transient global tokens sum later tokens), so it is refused in a causal stack;
   `own_value_width`: its kernels take values of another width than q and k (value_dim, MiMo-V2-Flash), the width
-  of its output and of its cache's values (attn.v_dim)."""
+  of its output and of its cache's values (attn.v_dim); `convolves_values`: it adds the value convolution of
+  value_conv (value_conv.py: Nystromformer, YOSO), which other kinds refuse."""
 from __future__ import annotations
 
 import torch
@@ -48,6 +49,7 @@ class AttentionKind:
     needs_positions: str | None = None
     bidirectional_only = False
     own_value_width = False
+    convolves_values = False
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal
@@ -79,6 +81,10 @@ class AttentionKind:
             raise LlmarchError(f"attention={cfg.attention!r} and positions={cfg.positions!r}: positions="
                                f"{cls.needs_positions or cfg.positions!r} go with attention="
                                f"{owned.get(cfg.positions, cfg.attention)!r}, and only with it")
+        if cfg.value_conv and not cls.convolves_values:
+            can = ", ".join(n for n in ATTENTION_KINDS.names() if ATTENTION_KINDS[n].convolves_values)
+            raise LlmarchError(f"attention={cfg.attention!r} has no value convolution (value_conv={cfg.value_conv}); "
+                               f"these kinds do: {can}")
         if cfg.attention_block <= 0:
             raise LlmarchError(f"attention_block must be positive, got {cfg.attention_block}")
 
