@@ -11,6 +11,7 @@ from typing import Any
 from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.bitlinear import BITLINEARS
+from .layers.canon import check_canon
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
 from .layers.hyper import check as check_hyper
@@ -37,7 +38,8 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
-                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads")
+                "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
+                "attn_scale", "rel_logits_extent")
 
 
 @dataclass
@@ -167,6 +169,9 @@ class ModelConfig:
     # attention stays sharp over long contexts; 0.0 leaves queries as they are (Llama 4: 0.1 on its NoPE layers)
     attn_temp_scale: float = 0.0
     attn_temp_floor: int = 8192  # attn_temp_scale's unit of positions (Llama 4's floor_scale)
+    # how the temperature grows with p: floor, 1 + s ln(1 + floor((p + shift) / unit)) (Llama 4); ratio,
+    # 1 + s ln(max((p + shift) / unit, 1)) (Inkling's log_scaling_alpha and log_scaling_n_floor)
+    attn_temp_form: str = "floor"
     # added to p before the floor: 1 (Llama 4), or 0 (Ministral 3 and Mistral 4's llama_4_scaling_beta, whose unit
     # is original_max_position_embeddings: 1 + beta * ln(1 + floor(p / unit)))
     attn_temp_shift: int = 1
@@ -260,6 +265,15 @@ class ModelConfig:
     disentangled_shared_proj: bool = True
     # disentangled attention without shared projections: a bias on pos_key_proj (DeBERTa v1's pos_proj has none)
     disentangled_key_bias: bool = True
+    # attention 'relative_logits' (attention_kinds/relative_logits.py; Inkling): each query's relative state (this
+    # wide per head, a projection of its token) mixes a learned bank of bias profiles over key distances 0..extent-1
+    rel_logits_dim: int = 16
+    rel_logits_extent: int = 1024  # relative_logits: distances the bias covers (0 beyond); may vary per layer type
+    # > 0: Canon layers (layers/canon.py; Allen-Zhu 2025, Physics of LMs 4.1), causal depthwise convolutions of this
+    # many taps with a residual: canon_kv on attention's projected keys and values (Inkling's k_sconv, v_sconv),
+    # canon_out on each sublayer's output before its residual add (attn_sconv, mlp_sconv); 0: none
+    canon_kv: int = 0
+    canon_out: int = 0  # see canon_kv
     # > 0: a 1-d convolution of this (odd) kernel over block 0's input, beside block 0: its output becomes
     # norm(block(x) + act(conv(x))) (DeBERTa-v2's ConvLayer, nGiE); 0: none
     side_conv: int = 0
@@ -354,6 +368,13 @@ class ModelConfig:
     # mixture layer keeps its dense FFN and runs the experts beside it on the same normed input; their output joins
     # the residual stream at the end of the next layer, so the experts overlap that layer's computation
     moe_shortcut: bool = False
+    # the router scores the shared experts too (its last n_shared_experts logits, never chosen) and renormalises their
+    # sigmoid scores with the chosen experts'; each shared expert's output times its weight (Inkling's
+    # shared_expert_sink)
+    router_shared_sink: bool = False
+    router_learned_scale: bool = False  # every routing weight times a learned scalar (Inkling's gate.global_scale)
+    # a dense gated FFN's output times a learned scalar (Inkling's mlp.global_scale); not the experts'
+    ffn_learned_scale: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     # swiglu_clamped, swiglu_limited: gate clamped above, up clamped both sides, at this value (gpt-oss, DeepSeek-V4)
     swiglu_limit: float = 7.0
@@ -672,6 +693,7 @@ class ModelConfig:
         check_altup(self)
         check_hyper(self)
         check_side_conv(self)
+        check_canon(self)
         self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0:

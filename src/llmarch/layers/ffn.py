@@ -76,15 +76,17 @@ class GLU(nn.Module):
     on the gate's pre-activation and on the output, m_out * gate(m_gate x W_gate, x W_up) W_down, kept out of the
     weights so that training updates the weights as the checkpoint's authors did; None: no multiply at all.
     sparsity s (Gemma 3n's activation sparsity, ffn_sparsity): the gate's pre-activations through gaussian_top_k.
-    in_bias: gate_up's bias, where it differs from down's (None: = bias; GTE: gate and up without, down with)."""
+    in_bias: gate_up's bias, where it differs from down's (None: = bias; GTE: gate and up without, down with).
+    learned_scale: the output times a learned scalar, `gain` (Inkling's global_scale: ffn_learned_scale)."""
 
     residual_out = ("down.weight",)
 
     def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  gate_scale: float | None = None, out_scale: float | None = None, sparsity: float = 0.0,
-                 sub_norm: nn.Module | None = None, in_bias: bool | None = None):
+                 sub_norm: nn.Module | None = None, in_bias: bool | None = None, learned_scale: bool = False):
         super().__init__()
         self.gate = gate
+        self.gain = nn.Parameter(torch.ones(1)) if learned_scale else None
         # Phi^-1(s) in fp32, as transformers takes it from torch.distributions' Normal(0, 1).icdf
         s = torch.tensor(sparsity, dtype=torch.float32, device="cpu")  # a constant, whatever device builds it
         self.cutoff = (torch.erfinv(2 * s - 1) * math.sqrt(2)).item() if sparsity else None
@@ -94,8 +96,10 @@ class GLU(nn.Module):
         self.fused_rows = {"gate_up": [hidden, hidden]}  # two matrices in a checkpoint (BitLinear scales each)
         self.gate_scale, self.out_scale = gate_scale, out_scale
 
-    def forward(self, x: torch.Tensor, gate_up_delta: torch.Tensor | None = None) -> torch.Tensor:
-        """gate_up_delta: added to gate_up's output (a shared block's per-layer adapter: layers/shared_block.py)."""
+    def forward(self, x: torch.Tensor, gate_up_delta: torch.Tensor | None = None,
+                hidden_gain: torch.Tensor | None = None) -> torch.Tensor:
+        """gate_up_delta: added to gate_up's output (a shared block's per-layer adapter: layers/shared_block.py);
+        hidden_gain (B, T, hidden): the hidden activations times it (shared experts weighted by the router: moe.py)."""
         sub = self._modules
         gate_up = sub["gate_up"](x)
         if gate_up_delta is not None:
@@ -106,8 +110,11 @@ class GLU(nn.Module):
         if self.cutoff is not None:
             gate = gaussian_top_k(gate, self.cutoff)
         h = self.gate(gate, up)
+        if hidden_gain is not None:
+            h = h * hidden_gain.to(h.dtype)
         y = sub["down"](h if sub.get("sub_norm") is None else sub["sub_norm"](h))
-        return y if self.out_scale is None else y * self.out_scale
+        y = y if self.out_scale is None else y * self.out_scale
+        return y if self.gain is None else y * self.gain
 
 
 def gaussian_top_k(g: torch.Tensor, z: float) -> torch.Tensor:
@@ -142,8 +149,9 @@ for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
 
 def _glu(dim: int, hidden: int, bias: bool, kind: str, gate_scale: float | None = None,
          out_scale: float | None = None, sparsity: float = 0.0, sub_norm: nn.Module | None = None,
-         in_bias: bool | None = None, **options) -> GLU:
-    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity, sub_norm, in_bias)
+         in_bias: bool | None = None, learned_scale: bool = False, **options) -> GLU:
+    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity, sub_norm, in_bias,
+               learned_scale)
 
 
 for _name in GATES:
@@ -161,8 +169,9 @@ def gate_function(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return GATES[kind](**ffn_options(cfg, kind))
 
 
-def dense_ffn(cfg, hidden: int) -> nn.Module | None:
-    """An FFN of the configured kind and this hidden width (a gated one with its muP multipliers, where set)."""
+def dense_ffn(cfg, hidden: int, learned_scale: bool = False) -> nn.Module | None:
+    """An FFN of the configured kind and this hidden width (a gated one with its muP multipliers, where set);
+    learned_scale: its output times a learned scalar (a block's dense FFN with ffn_learned_scale)."""
     scales = {name: value for name, value in (("gate_scale", cfg.ffn_gate_multiplier),
                                               ("out_scale", cfg.ffn_out_multiplier)) if value != 1.0}
     if cfg.ffn_sparsity:
@@ -171,6 +180,8 @@ def dense_ffn(cfg, hidden: int) -> nn.Module | None:
         scales["sub_norm"] = make_norm(cfg, hidden)
     if cfg.ffn_in_bias != cfg.bias:  # the kinds that take it (MLP, GLU); others are refused by check_ffn
         scales["in_bias"] = cfg.ffn_in_bias
+    if learned_scale:  # gated kinds only (check_ffn)
+        scales["learned_scale"] = True
     return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg), **scales)
 
 
@@ -190,6 +201,8 @@ def check_ffn(cfg) -> None:
     if cfg.sub_norm and (cfg.n_experts or cfg.ffn not in (*GATES, "gelu", "gelu_tanh", "relu", "relu2", "silu")):
         raise LlmarchError(f"sub_norm normalises a dense MLP's or GLU's hidden activations, not ffn={cfg.ffn!r} "
                            f"with n_experts={cfg.n_experts}")
+    if cfg.ffn_learned_scale and cfg.ffn not in GATES:
+        raise LlmarchError(f"ffn_learned_scale scales a gated dense FFN ({', '.join(GATES)}), not ffn={cfg.ffn!r}")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")

@@ -16,6 +16,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
+from ..layers.canon import BlockState, Canon
 from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
 from ..layers.linear import Linear
@@ -71,6 +72,8 @@ class Stack(nn.Module):
         # Granite's embedding_multiplier, read once here: None (1.0) costs a forward nothing
         self._embed_multiplier = cfg.embed_multiplier if cfg.embed_multiplier != 1.0 else None
         # whether some layer's attention reads ctx.mask
+        # each block's Canon layers (canon_kv, canon_out), whose histories join its mixer's decode state
+        self._canons = [[m for m in b.modules() if isinstance(m, Canon)] for b in self.blocks]
         self._uses_mask = any(ATTENTION_KINDS[cfg.for_layer(i).attention].uses_mask for i in range(cfg.n_layers))
         # whether every layer attends through ctx.mask, so packed documents can be kept apart (document_ids)
         self.packable = cfg.causal and all(
@@ -93,29 +96,40 @@ class Stack(nn.Module):
                 continue
             make = block.seq_mixer.bounded_state if bounded else block.seq_mixer.new_state
             block.seq_mixer.cache = make(batch, max_len, dtype or w.dtype, w.device)
+            for canon in self._canons[i]:
+                canon.cache = canon.new_state(batch, max_len, dtype or w.dtype, w.device)
         self._cache_max_len = max_len
 
     def clear_cache(self) -> None:
-        for block in self.blocks:
+        for block, canons in zip(self.blocks, self._canons):
             block.seq_mixer.cache = None
+            for canon in canons:
+                canon.cache = None
             if hasattr(block, "cross_attn"):
                 block.cross_attn.set_memory(None)
 
     def caches(self) -> list:
         """Each block's decode state (None where generation is not set up)."""
-        return [block.seq_mixer.cache for block in self.blocks]
+        return [BlockState(b.seq_mixer.cache, [c.cache for c in canons]) if canons else b.seq_mixer.cache
+                for b, canons in zip(self.blocks, self._canons)]
 
     def set_caches(self, states: list, max_len: int) -> None:
         """Every block's decode state, as caches() lists them, for sequences of up to max_len tokens
         (continuous batching swaps in a one-row state to prefill a request alone: generate/batch.py)."""
-        for block, state in zip(self.blocks, states):
+        for block, canons, state in zip(self.blocks, self._canons, states):
+            if isinstance(state, BlockState):
+                state, histories = state.mixer, state.canons
+                for canon, history in zip(canons, histories):
+                    canon.cache = history
             block.seq_mixer.cache = state
         self._cache_max_len = max_len
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
         """Batch row r of every mixer's state takes row rows[r]'s contents (beam search)."""
-        for block in self.blocks:
+        for block, canons in zip(self.blocks, self._canons):
             block.seq_mixer.cache.reorder(rows)
+            for canon in canons:
+                canon.cache.reorder(rows)
 
     @property
     def cache_len(self) -> int | None:

@@ -1,0 +1,102 @@
+"""Inkling's text model (`model_type: inkling_text`, InklingForCausalLM) against transformers, through files: a tiny
+seeded model with a sliding layer (its own heads and head width, a bias over its window) and a full layer (a bias
+over rel_extent and the log query temperature from position 3 on), Canon layers on keys, values and both sublayer
+outputs, a dense first layer with its learned scalar and a mixture layer whose router weighs two shared experts as a
+sink. 1-D parameters perturbed, the routers made decisive, and the bias bank, its projection and the convolutions
+enlarged so that each part moves the logits. transformers' log temperature counts cache slots (InklingAttention's
+q_positions), so its left-padded rows differ from the same rows alone; llmarch counts the row's positions, and its
+padded batch is compared with transformers' rows one at a time, unpadded (as Llama 4's, test_llama4.py)."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.errors import LlmarchError
+from llmarch.interop import from_hf, to_hf
+from llmarch.interop.hf import hf_model_config
+
+from conftest import assert_cached_equals_whole, perturbed, routed_apart
+from test_hf_families import padded_batch
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+INKLING = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=16, swa_num_attention_heads=2, swa_num_key_value_heads=1, swa_head_dim=32,
+               sliding_window_size=5, d_rel=4, rel_extent=8, log_scaling_n_floor=3, log_scaling_alpha=0.3,
+               layer_types=["hybrid_sliding", "hybrid"], conv_kernel_size=4, mlp_layer_types=["dense", "sparse"],
+               intermediate_size=96, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
+               n_shared_experts=2, route_scale=2.0, logits_mup_width_multiplier=3.0, pad_token_id=0,
+               max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module")
+def inkling(tmp_path_factory):
+    torch.manual_seed(0)
+    hf = routed_apart(transformers.InklingForCausalLM(transformers.InklingTextConfig(**INKLING)))
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(("rel_logits_proj.proj", "r_proj.weight")):
+                p.mul_(25.0 if name.endswith("proj") else 10.0)
+            if name.endswith("conv1d.weight"):
+                p.normal_(0.0, 0.3)
+    folder = tmp_path_factory.mktemp("inkling")
+    perturbed(hf).save_pretrained(folder / "hf")
+    hf.generation_config.eos_token_id = None
+    return hf, from_hf(folder / "hf"), folder
+
+
+def rows_alone(hf, ids, mask):
+    """transformers' logits of each row of a left-padded batch run alone, unpadded: (B, T, V), 0 at padding."""
+    out = torch.zeros(*ids.shape, hf.config.vocab_size)
+    with torch.no_grad():
+        for r in range(ids.shape[0]):
+            real = mask[r].bool()
+            out[r, real] = hf(ids[r:r + 1, real]).logits[0]
+    return out
+
+
+def test_inkling_config_reads_every_part(inkling):
+    _, ours, _ = inkling
+    cfg = ours.config
+    sliding, full = cfg.for_layer(0), cfg.for_layer(1)
+    assert (sliding.n_heads, sliding.head_dim, sliding.sliding_window, sliding.rel_logits_extent) == (2, 32, 5, 5)
+    assert (full.n_heads, full.sliding_window, full.rel_logits_extent, full.attn_temp_scale) == (4, None, 8, 0.3)
+    assert (sliding.attn_scale, full.attn_scale, sliding.attn_temp_scale) == (1 / 32, 1 / 16, 0.0)
+    assert (cfg.attention, cfg.positions, cfg.canon_kv, cfg.canon_out, cfg.attn_temp_form) == \
+        ("relative_logits", "none", 4, 4, "ratio")
+    assert (cfg.moe_dense_first, cfg.router_shared_sink, cfg.shared_hidden, cfg.logit_divisor) == (1, True, 64, 3.0)
+    with pytest.raises(LlmarchError, match="unpadded_vocab_size"):
+        hf_model_config({**INKLING, "model_type": "inkling_text", "unpadded_vocab_size": 100})
+    with pytest.raises(LlmarchError, match="interleave dense and sparse"):
+        hf_model_config({**INKLING, "model_type": "inkling_text", "mlp_layer_types": ["sparse", "dense"]})
+    with pytest.raises(LlmarchError, match="router_shared_sink weighs"):
+        cfg.replace(router_scoring="softmax")
+
+
+def test_inkling_left_padded_logits_greedy_and_cached_decoding(inkling):
+    hf, ours, _ = inkling
+    torch.manual_seed(1)
+    ids, mask = padded_batch(128, lengths=(14, 9))
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask).logits
+        assert (mine[0] - hf(ids, attention_mask=mask).logits[0]).abs().max() <= 1e-4  # the unpadded row
+    real = mask.bool()
+    assert (mine[real] - rows_alone(hf, ids, mask)[real]).abs().max() <= 1e-4
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=24)
+    T = ids.shape[1]
+    for r in range(ids.shape[0]):
+        prompt = ids[r:r + 1, real[r]]
+        theirs = hf.generate(prompt, max_new_tokens=24, do_sample=False, pad_token_id=0)
+        assert torch.equal(generated[r, T:], theirs[0, prompt.shape[1]:])
+    full_mask = torch.cat([mask, torch.ones(2, 24, dtype=mask.dtype)], 1)
+    assert_cached_equals_whole(ours, generated, T, full_mask)
+
+
+def test_inkling_to_hf_round_trip(inkling):
+    hf, ours, folder = inkling
+    to_hf(ours, folder / "out")
+    again = transformers.InklingForCausalLM.from_pretrained(folder / "out").eval()
+    ids = torch.randint(0, 128, (2, 13))
+    with torch.no_grad():
+        assert (again(ids).logits - hf(ids).logits).abs().max() <= 1e-4
+    assert from_hf(folder / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
