@@ -2,8 +2,8 @@
 seeded model with a sliding layer (its own heads and head width, a bias over its window) and a full layer (a bias
 over rel_extent and the log query temperature from position 3 on), Canon layers on keys, values and both sublayer
 outputs, a dense first layer with its learned scalar and a mixture layer whose router weighs two shared experts as a
-sink. 1-D parameters perturbed, the routers made decisive, and the bias bank, its projection and the convolutions
-enlarged so that each part moves the logits. transformers' log temperature counts cache slots (InklingAttention's
+sink. 1-D parameters perturbed, the routers made decisive, and the bias bank, its projection, the convolutions, the
+FFNs and the head enlarged so that each part moves the logits. transformers' log temperature counts cache slots (InklingAttention's
 q_positions), so its left-padded rows differ from the same rows alone; llmarch counts the row's positions, and its
 padded batch is compared with transformers' rows one at a time, unpadded (as Llama 4's, test_llama4.py)."""
 import pytest
@@ -39,6 +39,8 @@ def inkling(tmp_path_factory):
                 p.mul_(25.0 if name.endswith("proj") else 10.0)
             if name.endswith("conv1d.weight"):
                 p.normal_(0.0, 0.3)
+            if ".mlp." in name and p.dim() >= 2 and not name.endswith("gate.weight") or name == "lm_head.weight":
+                p.mul_(5.0)  # FFN outputs and logits of a size whose learned scalars show
     folder = tmp_path_factory.mktemp("inkling")
     perturbed(hf).save_pretrained(folder / "hf")
     hf.generation_config.eos_token_id = None
