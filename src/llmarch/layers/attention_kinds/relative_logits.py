@@ -1,7 +1,8 @@
-"""Softmax attention with a content-conditioned relative position bias and no other positions (Inkling's
-RelLogitsProj): each query token mixes a learned bank of bias-versus-distance profiles by its own relative
-state, r_t = x_t W_r per head (rel_logits_dim wide), so the bias of key j for query t is (r_t P)[t - j] for
-0 <= t - j < E (rel_logits_extent), 0 beyond, P (rel_logits_dim, E) learned per layer:
+"""Softmax attention with a content-conditioned relative position bias (Inkling's RelLogitsProj, its only
+positions; RoPE may turn q and k besides, a position bias may not join it): each query token mixes a learned bank of
+bias-versus-distance profiles by its own relative state, r_t = x_t W_r per head (rel_logits_dim wide), so the bias
+of key j for query t is (r_t P)[t - j] for 0 <= t - j < E (rel_logits_extent), 0 beyond, P (rel_logits_dim, E)
+learned per layer:
 
     s_tj = q_t . k_j * scale + b_tj,   b_tj = sum_d r_td P[d, t - j].
 
@@ -14,6 +15,7 @@ import torch
 
 from ...errors import LlmarchError
 from ..linear import Linear
+from ..positions import BIAS_POSITIONS
 from .kind import ATTENTION_KINDS, AttentionKind, cached_kv
 
 
@@ -32,9 +34,9 @@ class RelativeLogits(AttentionKind):
         if cfg.rel_logits_dim <= 0 or cfg.rel_logits_extent <= 0:
             raise LlmarchError(f"attention='relative_logits' needs positive rel_logits_dim and rel_logits_extent, "
                                f"got {cfg.rel_logits_dim} and {cfg.rel_logits_extent}")
-        if cfg.positions != "none" or not cfg.causal:
-            raise LlmarchError(f"attention='relative_logits' is causal and its bias is its only positions "
-                               f"(positions='none'), got positions={cfg.positions!r}, causal={cfg.causal}")
+        if cfg.positions in BIAS_POSITIONS or not cfg.causal:
+            raise LlmarchError(f"attention='relative_logits' is causal and adds its own bias, not another "
+                               f"(positions={cfg.positions!r}, causal={cfg.causal})")
 
     def modules(self, cfg, layer: int):
         table = torch.nn.Module()  # rel.weight (rel_logits_dim, E): the bank of bias profiles
