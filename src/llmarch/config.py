@@ -12,6 +12,7 @@ from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.bitlinear import BITLINEARS
 from .layers.canon import check_canon
+from .layers.recurrence import check_recurrence
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
 from .layers.hyper import check as check_hyper
@@ -101,6 +102,13 @@ class ModelConfig:
     # "The Era of 1-bit LLMs", §2: weights rounded to {-1, 0, 1} by their absmean, inputs to 8 bits per token by
     # their absmax, quantized at every call from full-precision weights; layers/bitlinear.py)
     bitlinear: str = "none"
+    # how the stack runs its blocks (layers/recurrence.py): none, each once in order; hrm, the Hierarchical Reasoning
+    # Model's two recurrent modules (Wang et al. 2025, §2): the first n_layers / 2 blocks the low-level module, the
+    # rest the high-level one, z_L = f_L(z_L + z_H) hrm_low_cycles times, then z_H = f_H(z_H + z_L), for
+    # hrm_high_cycles cycles
+    recurrence: str = "none"
+    hrm_high_cycles: int = 2  # recurrence 'hrm': N, the high-level module's cycles
+    hrm_low_cycles: int = 3  # recurrence 'hrm': T, the low-level module's cycles within each high-level one
     # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
     # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
     layer_groups: int = 0
@@ -694,6 +702,7 @@ class ModelConfig:
         check_hyper(self)
         check_side_conv(self)
         check_canon(self)
+        check_recurrence(self)
         self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0:

@@ -5,7 +5,10 @@ outputs, a dense first layer with its learned scalar and a mixture layer whose r
 sink. 1-D parameters perturbed, the routers made decisive, and the bias bank, its projection, the convolutions, the
 FFNs and the head enlarged so that each part moves the logits. transformers' log temperature counts cache slots (InklingAttention's
 q_positions), so its left-padded rows differ from the same rows alone; llmarch counts the row's positions, and its
-padded batch is compared with transformers' rows one at a time, unpadded (as Llama 4's, test_llama4.py)."""
+padded batch is compared with transformers' rows one at a time, unpadded (as Llama 4's, test_llama4.py).
+HRM-Text (`model_type: hrm_text`, HrmTextForCausalLM): the Hierarchical Reasoning Model's two recurrent modules
+(recurrence 'hrm'): logits on a left-padded batch, greedy tokens, cached decoding (each block invocation its own KV
+cache) and a round trip."""
 import pytest
 import torch
 
@@ -14,8 +17,8 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf, to_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import assert_cached_equals_whole, perturbed, routed_apart
-from test_hf_families import padded_batch
+from conftest import assert_cached_decoding_and_config_round_trip, assert_cached_equals_whole, perturbed, routed_apart
+from test_hf_families import assert_matches_transformers, padded_batch
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -102,3 +105,33 @@ def test_inkling_to_hf_round_trip(inkling):
     with torch.no_grad():
         assert (again(ids).logits - hf(ids).logits).abs().max() <= 1e-4
     assert from_hf(folder / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+HRM = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+           head_dim=16, H_cycles=2, L_cycles=2, max_position_embeddings=128, pad_token_id=0)
+
+
+@pytest.fixture(scope="module")
+def hrm(tmp_path_factory):
+    """HRM-Text: two modules of two blocks, 2 high cycles of 2 low ones (12 block invocations), z_L's start drawn."""
+    torch.manual_seed(0)
+    hf = transformers.HrmTextForCausalLM(transformers.HrmTextConfig(**HRM))
+    with torch.no_grad():
+        hf.model.z_L_init.normal_()
+    folder = tmp_path_factory.mktemp("hrm")
+    hf.eval().save_pretrained(folder / "hf")
+    hf.generation_config.eos_token_id = None
+    return hf, from_hf(folder / "hf"), folder
+
+
+def test_hrm_logits_greedy_cached_decoding_and_round_trip(hrm):
+    hf, ours, folder = hrm
+    cfg = ours.config
+    assert (cfg.recurrence, cfg.n_layers, cfg.hrm_high_cycles, cfg.hrm_low_cycles, cfg.norm, cfg.embed_multiplier) \
+        == ("hrm", 4, 2, 2, "rmsnorm_plain", 50.0)
+    assert ours.recurrence.order() == [0, 1, 0, 1, 2, 3] * 2
+    ids, mask, generated = assert_matches_transformers(hf, ours, "HrmTextForCausalLM", folder)
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, folder / "out")
+    assert len(ours.caches()) == 12
+    with pytest.raises(LlmarchError, match="even n_layers"):
+        cfg.replace(n_layers=3)
