@@ -3,12 +3,12 @@ seeded model with a sliding layer (its own heads and head width, a bias over its
 over rel_extent and the log query temperature from position 3 on), Canon layers on keys, values and both sublayer
 outputs, a dense first layer with its learned scalar and a mixture layer whose router weighs two shared experts as a
 sink. 1-D parameters perturbed, the routers made decisive, and the bias bank, its projection, the convolutions, the
-FFNs and the head enlarged so that each part moves the logits. transformers' log temperature counts cache slots (InklingAttention's
-q_positions), so its left-padded rows differ from the same rows alone; llmarch counts the row's positions, and its
-padded batch is compared with transformers' rows one at a time, unpadded (as Llama 4's, test_llama4.py).
-HRM-Text (`model_type: hrm_text`, HrmTextForCausalLM): the Hierarchical Reasoning Model's two recurrent modules
-(recurrence 'hrm'): logits on a left-padded batch, greedy tokens, cached decoding (each block invocation its own KV
-cache) and a round trip."""
+FFNs and the head enlarged so that each part moves the logits. transformers' log temperature counts cache slots
+(InklingAttention's q_positions), so its left-padded rows differ from the same rows alone; llmarch counts the row's
+positions, and its padded batch is compared with transformers' rows one at a time, unpadded (as Llama 4's,
+test_llama4.py). HRM-Text (`model_type: hrm_text`, HrmTextForCausalLM): the Hierarchical Reasoning Model's two
+recurrent modules (recurrence 'hrm'): logits on a left-padded batch, greedy tokens, cached decoding (each block
+invocation its own KV cache) and a round trip."""
 import pytest
 import torch
 

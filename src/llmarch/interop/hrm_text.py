@@ -1,12 +1,13 @@
-"""Sapient's HRM-Text (`model_type: hrm_text`, transformers' HrmTextForCausalLM): the Hierarchical Reasoning Model's
-two recurrent modules (recurrence 'hrm', layers/recurrence.py) over the token embeddings times embedding_scale, each
+"""Sapient's HRM-Text (`model_type: hrm_text`, transformers' HrmTextForCausalLM): the Hierarchical Reasoning Model's two
+recurrent modules (recurrence 'hrm', layers/recurrence.py) over the token embeddings times embedding_scale, each
 module num_layers_per_stack pre-norm blocks ending in a norm, every norm an RMSNorm without a gain (rmsnorm_plain):
 multi-head attention with RoPE and an output gate sigmoid(x W_g) per head dim (attn_output_gate; the checkpoint's
-fused gqkv_proj, rows gate | q | k | v, rejoined with each head's gate rows after its query rows), a SwiGLU MLP. Our blocks 0..N-1 are the low-level module
-(`model.L_module.layers.*`), N..2N-1 the high-level one (`model.H_module.layers.*`); `model.z_L_init` is z_L's start.
-transformers' config.json counts num_hidden_layers as one layer per invocation, N H_cycles (L_cycles + 1), beside
-num_layers_per_stack = N. Its prefix-LM mask (prefix_lm with token_type_ids) applies only where the caller passes
-token type ids, which llmarch's causal decoding does not; L_bp_cycles only routes training gradients."""
+fused gqkv_proj, rows gate | q | k | v, rejoined with each head's gate rows after its query rows), a SwiGLU MLP. Our
+blocks 0..N-1 are the low-level module (`model.L_module.layers.*`), N..2N-1 the high-level one
+(`model.H_module.layers.*`); `model.z_L_init` is z_L's start. transformers' config.json counts num_hidden_layers as
+one layer per invocation, N H_cycles (L_cycles + 1), beside num_layers_per_stack = N. Its prefix-LM mask (prefix_lm
+with token_type_ids) applies only where the caller passes token type ids, which llmarch's causal decoding does not;
+L_bp_cycles only routes training gradients."""
 from __future__ import annotations
 
 import torch
