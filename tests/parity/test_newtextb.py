@@ -135,3 +135,22 @@ def test_hrm_logits_greedy_cached_decoding_and_round_trip(hrm):
     assert len(ours.caches()) == 12
     with pytest.raises(LlmarchError, match="even n_layers"):
         cfg.replace(n_layers=3)
+
+
+def test_exaone4_5_text_model(tmp_path):
+    """EXAONE 4.5's text model (an EXAONE 4.0 under model.language_model.) read from a tiny
+    Exaone4_5_ForConditionalGeneration, its vision tower left unread; written back as exaone4."""
+    torch.manual_seed(0)
+    text = dict(model_type="exaone4", vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4,
+                layer_types=["sliding_attention", "full_attention"], pad_token_id=0, tie_word_embeddings=False)
+    vision = dict(depth=1, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64,
+                  num_key_value_heads=2)
+    config = transformers.Exaone4_5_Config(text_config=text, vision_config=vision, image_token_id=120,
+                                           video_token_id=121)
+    hf = transformers.Exaone4_5_ForConditionalGeneration(config)
+    perturbed(hf).save_pretrained(tmp_path / "hf")
+    hf.generation_config.eos_token_id = None
+    ours = from_hf(tmp_path / "hf")
+    assert (ours.config.hf_model_type, ours.config.for_layer(0).sliding_window) == ("exaone4", 4)
+    assert_matches_transformers(hf, ours, "Exaone4ForCausalLM", tmp_path)
