@@ -18,7 +18,7 @@ from llmarch.interop import from_hf, to_hf
 from llmarch.interop.hf import hf_model_config
 
 from conftest import assert_cached_decoding_and_config_round_trip, assert_cached_equals_whole, perturbed, routed_apart
-from test_hf_families import assert_matches_transformers, padded_batch
+from test_hf_families import assert_matches_transformers, hf_logits, padded_batch
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -154,3 +154,50 @@ def test_exaone4_5_text_model(tmp_path):
     ours = from_hf(tmp_path / "hf")
     assert (ours.config.hf_model_type, ours.config.for_layer(0).sliding_window) == ("exaone4", 4)
     assert_matches_transformers(hf, ours, "Exaone4ForCausalLM", tmp_path)
+
+
+STEP_TEXT = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, layer_types=["sliding_attention", "full_attention"],
+                 sliding_window=4, num_sliding_attention_heads=2, mlp_layer_types=["dense", "sparse"],
+                 moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2, share_expert_dim=48,
+                 moe_router_scaling_factor=2.0, query_pre_attn_scalar=32, rope_theta=[10000.0, 50000.0],
+                 partial_rotary_factors=[1.0, 0.5], pad_token_id=0, max_position_embeddings=128)
+STEP_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=56,
+                   patch_size=14)
+
+
+def test_step3p7_text_model(tmp_path):
+    """Step 3.7's text model (`step3p5`, which has no causal-LM class of its own) as transformers builds it, under
+    Step3p7ForConditionalGeneration's LM head: a sliding layer with its own query heads and RoPE, a full one rotating
+    half of each head, offset RMSNorms, per-head sigmoid gates, a dense layer then a mixture with a shared expert.
+    Logits on a left-padded batch, greedy tokens, cached decoding; the round trip writes `step3p5`, whose tensors
+    transformers' wrapper loads (beside the wrapper's config.json, its vision tower left at init) to the same text
+    logits."""
+    torch.manual_seed(0)
+    config = transformers.Step3p7Config(text_config=STEP_TEXT, vision_config=STEP_VISION, image_token_id=120)
+    hf = routed_apart(transformers.Step3p7ForConditionalGeneration(config))
+    perturbed(hf).save_pretrained(tmp_path / "hf")
+    hf.generation_config.eos_token_id = None
+    ours = from_hf(tmp_path / "hf")
+    cfg = ours.config
+    assert (cfg.norm, cfg.attn_scale, cfg.attn_head_gate, cfg.moe_dense_first, cfg.shared_hidden) == \
+        ("rmsnorm_offset", 32 ** -0.5, True, 1, 48)
+    sliding, full = cfg.for_layer(0), cfg.for_layer(1)
+    assert (sliding.n_heads, sliding.sliding_window, full.rope_theta, full.rope_fraction) == (2, 4, 50000.0, 0.5)
+    ids, mask = padded_batch(128, lengths=(14, 9))
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert (mine[real] - hf_logits(hf, ids, mask)[real]).abs().max() <= 1e-4
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=24)
+    assert torch.equal(generated, hf.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False,
+                                              pad_token_id=0))
+    full_mask = torch.cat([mask, torch.ones(2, 24, dtype=mask.dtype)], 1)
+    assert_cached_equals_whole(ours, generated, ids.shape[1], full_mask)
+    to_hf(ours, tmp_path / "out")
+    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    (tmp_path / "out" / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+    again = transformers.Step3p7ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    assert (hf_logits(again, ids, mask)[real] - mine[real]).abs().max() <= 1e-4
+    with pytest.raises(LlmarchError, match="swiglu_limits"):
+        hf_model_config({**STEP_TEXT, "model_type": "step3p5", "swiglu_limits": [0, 7.0]})
