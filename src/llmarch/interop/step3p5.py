@@ -34,7 +34,8 @@ RULES = QWEN3_RULES + [
     Rule.of((_L + "moe.gate_proj.weight", _L + "moe.up_proj.weight"), _B + "mlp.experts.gate_up",
             "experts_gate_up_dim1"),
     Rule.of(_L + "moe.down_proj.weight", _B + "mlp.experts.down"),
-    Rule.of((_L + "share_expert.gate_proj.weight", _L + "share_expert.up_proj.weight"), _B + "mlp.shared.gate_up.weight"),
+    Rule.of((_L + "share_expert.gate_proj.weight", _L + "share_expert.up_proj.weight"),
+            _B + "mlp.shared.gate_up.weight"),
     Rule.of(_L + "share_expert.down_proj.weight", _B + "mlp.shared.down.weight"),
 ]
 _ROPE = {FULL: {"rope_theta": 10000.0, "partial_rotary_factor": 1.0},
@@ -77,8 +78,8 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def _needs(cfg: ModelConfig) -> str | None:
-    if cfg.norm != "rmsnorm_offset" or cfg.qk_norm != "head" or not cfg.attn_head_gate or cfg.attn_gate_fn != "sigmoid" \
-            or cfg.attn_output_gate or cfg.bias or cfg.qkv_bias or cfg.o_bias or cfg.ffn != "swiglu":
+    if cfg.norm != "rmsnorm_offset" or cfg.qk_norm != "head" or not cfg.attn_head_gate \
+            or cfg.attn_gate_fn != "sigmoid" or cfg.attn_output_gate or cfg.bias or cfg.qkv_bias or cfg.o_bias or cfg.ffn != "swiglu":
         return "offset RMSNorms, a per-head QK-norm, a sigmoid gate per head, no biases and SwiGLU FFNs"
     if not cfg.n_experts or cfg.n_shared_experts != 1 or not cfg.expert_bias or cfg.router_scoring != "sigmoid" \
             or not cfg.router_renormalize or cfg.moe_period != 1 or cfg.shared_expert_gate:
