@@ -79,7 +79,8 @@ def to_config(hf: dict) -> ModelConfig:
 
 def _needs(cfg: ModelConfig) -> str | None:
     if cfg.norm != "rmsnorm_offset" or cfg.qk_norm != "head" or not cfg.attn_head_gate \
-            or cfg.attn_gate_fn != "sigmoid" or cfg.attn_output_gate or cfg.bias or cfg.qkv_bias or cfg.o_bias or cfg.ffn != "swiglu":
+            or cfg.attn_gate_fn != "sigmoid" or cfg.attn_output_gate or cfg.bias or cfg.qkv_bias or cfg.o_bias \
+            or cfg.ffn != "swiglu":
         return "offset RMSNorms, a per-head QK-norm, a sigmoid gate per head, no biases and SwiGLU FFNs"
     if not cfg.n_experts or cfg.n_shared_experts != 1 or not cfg.expert_bias or cfg.router_scoring != "sigmoid" \
             or not cfg.router_renormalize or cfg.moe_period != 1 or cfg.shared_expert_gate:
