@@ -40,7 +40,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
-                "attn_scale", "rel_logits_extent")
+                "attn_scale", "rel_logits_extent", "swiglu_limit", "expert_ffn", "expert_swiglu_limit")
 
 
 @dataclass
@@ -386,6 +386,9 @@ class ModelConfig:
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     # swiglu_clamped, swiglu_limited: gate clamped above, up clamped both sides, at this value (gpt-oss, DeepSeek-V4)
     swiglu_limit: float = 7.0
+    # the routed experts' swiglu_limit where it differs from the dense and shared FFNs' (Step 3.7's swiglu_limits beside
+    # swiglu_limits_shared); None: swiglu_limit
+    expert_swiglu_limit: float | None = None
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
     # mlp_multipliers[0])
     ffn_gate_multiplier: float = 1.0

@@ -161,7 +161,8 @@ STEP_TEXT = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidde
                  sliding_window=4, num_sliding_attention_heads=2, mlp_layer_types=["dense", "sparse"],
                  moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2, share_expert_dim=48,
                  moe_router_scaling_factor=2.0, query_pre_attn_scalar=32, rope_theta=[10000.0, 50000.0],
-                 partial_rotary_factors=[1.0, 0.5], pad_token_id=0, max_position_embeddings=128)
+                 partial_rotary_factors=[1.0, 0.5], pad_token_id=0, max_position_embeddings=128,
+                 swiglu_limits=[0, 0.05], swiglu_limits_shared=[0.04, 0.06])
 STEP_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=56,
                    patch_size=14)
 
@@ -169,7 +170,8 @@ STEP_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, nu
 def test_step3p7_text_model(tmp_path):
     """Step 3.7's text model (`step3p5`, which has no causal-LM class of its own) as transformers builds it, under
     Step3p7ForConditionalGeneration's LM head: a sliding layer with its own query heads and RoPE, a full one rotating
-    half of each head, offset RMSNorms, per-head sigmoid gates, a dense layer then a mixture with a shared expert.
+    half of each head, offset RMSNorms, per-head sigmoid gates, a dense layer then a mixture with a shared expert, the
+    SwiGLUs clamped after their activation at bounds that bind (the dense, shared and routed ones each their own).
     Logits on a left-padded batch, greedy tokens, cached decoding; the round trip writes `step3p5`, whose tensors
     transformers' wrapper loads (beside the wrapper's config.json, its vision tower left at init) to the same text
     logits."""
@@ -184,6 +186,9 @@ def test_step3p7_text_model(tmp_path):
         ("rmsnorm_offset", 32 ** -0.5, True, 1, 48)
     sliding, full = cfg.for_layer(0), cfg.for_layer(1)
     assert (sliding.n_heads, sliding.sliding_window, full.rope_theta, full.rope_fraction) == (2, 4, 50000.0, 0.5)
+    assert cfg.layer_types == ["sliding_attention_heads2_swiglu0p04_0", "full_attention_swiglu0p06_0p05"]
+    assert (sliding.ffn, sliding.swiglu_limit, full.expert_ffn, full.expert_swiglu_limit) == \
+        ("swiglu_clipped", 0.04, "swiglu_clipped", 0.05)
     ids, mask = padded_batch(128, lengths=(14, 9))
     with torch.no_grad():
         mine = ours(ids, attention_mask=mask).logits
@@ -199,5 +204,5 @@ def test_step3p7_text_model(tmp_path):
     (tmp_path / "out" / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
     again = transformers.Step3p7ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
     assert (hf_logits(again, ids, mask)[real] - mine[real]).abs().max() <= 1e-4
-    with pytest.raises(LlmarchError, match="swiglu_limits"):
-        hf_model_config({**STEP_TEXT, "model_type": "step3p5", "swiglu_limits": [0, 7.0]})
+    with pytest.raises(LlmarchError, match="bidirectional"):
+        hf_model_config({**STEP_TEXT, "model_type": "step3p5", "use_bidirectional_attention": True})

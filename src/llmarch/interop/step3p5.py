@@ -10,8 +10,9 @@ decoder whose every norm, the per-head q and k norms too, is Gemma's RMSNorm wit
   choose the experts, the chosen scores renormalised and times moe_router_scaling_factor, beside an ungated shared
   expert (`share_expert`, share_expert_dim wide); the experts stored stacked, `moe.gate_proj` and `moe.up_proj`
   (E, I, C) each.
-Refused: swiglu_limits and swiglu_limits_shared other than 0 (transformers clamps after the activation, which no
-gated kind here does), MiniMax-M3 sparse layers, bidirectional attention, biases. The multi-token-prediction layers
+swiglu_limits_shared and swiglu_limits bound a layer's dense or shared and its routed SwiGLUs after the activation
+(ffn and expert_ffn 'swiglu_clipped', swiglu_limit and expert_swiglu_limit, on a layer type of its own). Refused:
+MiniMax-M3 sparse layers, bidirectional attention, biases. The multi-token-prediction layers
 (model.layers.{n_layers}.* onward) are not read, as transformers does not read them."""
 from __future__ import annotations
 
@@ -50,19 +51,40 @@ def _dense_first(hf: dict, n: int) -> int:
     return k
 
 
+def _limits(hf: dict, n: int) -> list[tuple[float, float]]:
+    """Each layer's (dense and shared FFNs', routed experts') SwiGLU bound; 0: none."""
+    return [tuple(float((hf.get(k) or [0.0] * n)[i] or 0.0) for k in ("swiglu_limits_shared", "swiglu_limits"))
+            for i in range(n)]
+
+
+def _with_limits(hf: dict, fields: dict) -> dict:
+    """layer_fields' types, each layer whose SwiGLU is bounded a type of its own that clamps after the activation
+    (ffn and expert_ffn 'swiglu_clipped', swiglu_limit and expert_swiglu_limit), named `<type>_swiglu<s>_<e>`
+    (0.5 written 0p5)."""
+    types, overrides = [], dict(fields.pop("layer_overrides") or {})
+    for t, (shared, routed) in zip(fields.pop("layer_types"), _limits(hf, hf["num_hidden_layers"])):
+        if shared or routed:
+            name = f"{t}_swiglu{shared:g}_{routed:g}".replace(".", "p")  # a module name (its own RoPE's) has no dot
+            overrides[name] = {**overrides.get(t, {}), "ffn": "swiglu_clipped" if shared else "swiglu",
+                               "swiglu_limit": shared or 7.0, "expert_ffn": "swiglu_clipped" if routed else "swiglu",
+                               "expert_swiglu_limit": routed or None}
+            t = name
+        types.append(t)
+    overrides = {t: f for t, f in overrides.items() if t in types}
+    return dict(fields, layer_types=types, layer_overrides=overrides or None)
+
+
 def to_config(hf: dict) -> ModelConfig:
     n, heads = hf["num_hidden_layers"], hf["num_attention_heads"]
-    if any(hf.get(k) for k in ("attention_bias", "mlp_bias", "use_bidirectional_attention")) \
-            or any(x for k in ("swiglu_limits", "swiglu_limits_shared") for x in (hf.get(k) or [])[:n]):
-        raise LlmarchError("step3p5: biases, bidirectional attention and swiglu_limits (a clamp after the SwiGLU's "
-                           "activation) are not supported")
+    if any(hf.get(k) for k in ("attention_bias", "mlp_bias", "use_bidirectional_attention")):
+        raise LlmarchError("step3p5: biases and bidirectional attention are not supported")
     if hf.get("gating", True) not in (True, "per-head"):
         raise LlmarchError(f"step3p5: gating {hf['gating']!r} is not supported (a sigmoid gate per head)")
     swa = hf.get("num_sliding_attention_heads") or heads
     kinds = list(hf.get("layer_types") or [FULL] * n)
     width, qpas = hf.get("moe_intermediate_size", 1280), hf.get("query_pre_attn_scalar") or hf.get("head_dim", 128)
-    fields = layer_fields({**hf, "num_attention_heads_per_layer": [swa if k == SLIDING else heads for k in kinds]},
-                          _ROPE)
+    fields = _with_limits(hf, layer_fields(
+        {**hf, "num_attention_heads_per_layer": [swa if k == SLIDING else heads for k in kinds]}, _ROPE))
     return ModelConfig(
         name=hf.get("_name_or_path") or "step3p5", hf_model_type="step3p5", vocab_size=hf["vocab_size"],
         d_model=hf["hidden_size"], n_layers=n, n_heads=heads, n_kv_heads=hf.get("num_key_value_heads", 8),
@@ -78,9 +100,12 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def _needs(cfg: ModelConfig) -> str | None:
+    for i in range(cfg.n_layers):
+        lc = cfg.for_layer(i)
+        if lc.ffn not in ("swiglu", "swiglu_clipped") or (lc.expert_ffn or lc.ffn) not in ("swiglu", "swiglu_clipped"):
+            return "SwiGLU FFNs and experts, plain or clamped after the activation (swiglu_clipped)"
     if cfg.norm != "rmsnorm_offset" or cfg.qk_norm != "head" or not cfg.attn_head_gate \
-            or cfg.attn_gate_fn != "sigmoid" or cfg.attn_output_gate or cfg.bias or cfg.qkv_bias or cfg.o_bias \
-            or cfg.ffn != "swiglu":
+            or cfg.attn_gate_fn != "sigmoid" or cfg.attn_output_gate or cfg.bias or cfg.qkv_bias or cfg.o_bias:
         return "offset RMSNorms, a per-head QK-norm, a sigmoid gate per head, no biases and SwiGLU FFNs"
     if not cfg.n_experts or cfg.n_shared_experts != 1 or not cfg.expert_bias or cfg.router_scoring != "sigmoid" \
             or not cfg.router_renormalize or cfg.moe_period != 1 or cfg.shared_expert_gate:
@@ -88,7 +113,14 @@ def _needs(cfg: ModelConfig) -> str | None:
     return None
 
 
+def _bound(kind: str | None, limit: float | None) -> float:
+    return float(limit) if kind == "swiglu_clipped" else 0.0
+
+
 def from_config(cfg: ModelConfig) -> dict:
+    lcs = [cfg.for_layer(i) for i in range(cfg.n_layers)]
+    limits = dict(swiglu_limits_shared=[_bound(c.ffn, c.swiglu_limit) for c in lcs],
+                  swiglu_limits=[_bound(c.expert_ffn or c.ffn, c.expert_swiglu_limit or c.swiglu_limit) for c in lcs])
     layers = layer_hf(cfg)
     sliding = [h for h, k in zip(layers.pop("num_attention_heads_per_layer"), layers["layer_types"]) if k == SLIDING]
     return dict(model_type="step3p5", vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
@@ -100,7 +132,7 @@ def from_config(cfg: ModelConfig) -> dict:
                 num_experts_per_tok=cfg.experts_per_token, moe_intermediate_size=cfg.expert_hidden,
                 share_expert_dim=cfg.shared_hidden, moe_router_scaling_factor=cfg.router_scale,
                 mlp_layer_types=["dense" if i < cfg.moe_dense_first else "sparse" for i in range(cfg.n_layers)],
-                **layers)
+                **{k: v if any(v) else None for k, v in limits.items()}, **layers)
 
 
 def wrapper_config(hf: dict) -> ModelConfig:

@@ -69,6 +69,13 @@ def limited_swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.
     return F.silu(gate.clamp(max=limit)) * up.clamp(-limit, limit)
 
 
+def clipped_swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.Tensor:
+    """Step 3.7's SwiGLU (transformers' Step3p7MLP and Step3p7Experts, limit_after_act): the activated gate clamped
+    from above and the up projection on both sides at `limit`, min(silu(gate), limit) * clamp(up, -limit, limit); the
+    clamp after the activation, where DeepSeek-V4's (limited_swiglu) clamps before it."""
+    return F.silu(gate).clamp(max=limit) * up.clamp(-limit, limit)
+
+
 class GLU(nn.Module):
     """FFN(x) = gate(x W_gate, x W_up) W_down: act(x W_gate) * x W_up, act = SiLU giving SwiGLU, GELU GeGLU, or
     gpt-oss's clamped SwiGLU. W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up).
@@ -135,13 +142,15 @@ GATES: dict[str, Callable[..., Callable]] = {
     "swiglu_clamped": lambda swiglu_alpha=1.702, swiglu_limit=7.0: partial(clamped_swiglu, alpha=swiglu_alpha,
                                                                             limit=swiglu_limit),
     "swiglu_limited": lambda swiglu_limit=10.0: partial(limited_swiglu, limit=swiglu_limit),
+    "swiglu_clipped": lambda swiglu_limit=7.0: partial(clipped_swiglu, limit=swiglu_limit),
 }
 GATED = tuple(GATES)
 # the config fields a kind reads
-FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limited": ("swiglu_limit",)}
+FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limited": ("swiglu_limit",),
+              "swiglu_clipped": ("swiglu_limit",)}
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
                                   "relu2_glu": "relu2", "swiglu_clamped": "silu",
-                                  "swiglu_limited": "silu"}  # ffn name -> its activation's name
+                                  "swiglu_limited": "silu", "swiglu_clipped": "silu"}  # ffn name -> its activation
 for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
     FFNS.register(_name)(partial(MLP, act=_name))
     FFN_ACTIVATION[_name] = _name
@@ -166,7 +175,10 @@ def ffn_options(cfg, kind: str | None = None) -> dict:
 def gate_function(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The experts' gated kind's (gate, up) -> hidden (expert_ffn, else ffn), for stacked experts (moe.py)."""
     kind = cfg.expert_ffn or cfg.ffn
-    return GATES[kind](**ffn_options(cfg, kind))
+    options = ffn_options(cfg, kind)
+    if cfg.expert_swiglu_limit is not None and "swiglu_limit" in options:  # the experts' own bound (Step 3.7)
+        options["swiglu_limit"] = cfg.expert_swiglu_limit
+    return GATES[kind](**options)
 
 
 def dense_ffn(cfg, hidden: int, learned_scale: bool = False) -> nn.Module | None:
@@ -203,6 +215,10 @@ def check_ffn(cfg) -> None:
                            f"with n_experts={cfg.n_experts}")
     if cfg.ffn_learned_scale and cfg.ffn not in GATES:
         raise LlmarchError(f"ffn_learned_scale scales a gated dense FFN ({', '.join(GATES)}), not ffn={cfg.ffn!r}")
+    if cfg.expert_swiglu_limit is not None and (cfg.expert_swiglu_limit <= 0 or not cfg.n_experts
+                                                or "swiglu_limit" not in FFN_FIELDS.get(cfg.expert_ffn or cfg.ffn, ())):
+        raise LlmarchError(f"expert_swiglu_limit={cfg.expert_swiglu_limit} bounds the experts of a clamped kind "
+                           f"(expert_ffn or ffn reading swiglu_limit), for n_experts > 0, and must be positive")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")
