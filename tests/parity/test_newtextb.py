@@ -206,3 +206,18 @@ def test_step3p7_text_model(tmp_path):
     assert (hf_logits(again, ids, mask)[real] - mine[real]).abs().max() <= 1e-4
     with pytest.raises(LlmarchError, match="bidirectional"):
         hf_model_config({**STEP_TEXT, "model_type": "step3p5", "use_bidirectional_attention": True})
+
+
+def test_accounting_counts_every_invocation_and_canon_history():
+    """`llmarch info`'s numbers: HRM's cache holds keys and values per block invocation (16 of 4 blocks here), its
+    FLOPs run each block as often; Inkling's Canon layers add their fp32 inputs per token."""
+    from llmarch.analysis.accounting import model_facts
+    hrm = hf_model_config({**HRM, "model_type": "hrm_text", "L_cycles": 3})
+    once = model_facts(hrm.replace(recurrence="none"), "fp32")
+    facts = model_facts(hrm, "fp32")
+    assert facts["kv_cache_bytes_per_token"] == 4 * once["kv_cache_bytes_per_token"]  # 16 runs of 4 blocks
+    assert facts["flops_per_token"] > 3 * once["flops_per_token"]
+    ink = hf_model_config({**INKLING, "model_type": "inkling_text"})
+    plain = model_facts(ink.replace(canon_kv=0, canon_out=0), "fp32")["kv_cache_bytes_per_token"]
+    canon = 4 * (2 * 64 + 1 * 32 * 2 + 2 * 64 + 2 * 16 * 2)  # per layer: two outputs of d, keys and values
+    assert model_facts(ink, "fp32")["kv_cache_bytes_per_token"] == plain + canon
