@@ -33,6 +33,8 @@ def test_every_attention_kind_loads_to_the_same_logits(tmp_path):
         needs = ATTENTION_KINDS[kind].needs_positions
         # LongT5's transient global tokens have no causal form: a bidirectional stack of blocks of 8
         bidirectional = dict(causal=False, global_block_size=8) if ATTENTION_KINDS[kind].bidirectional_only else {}
+        if kind == "global_local":  # PEGASUS-X's: the stack's global tokens and the blocks the kind reads
+            bidirectional.update(global_tokens=2, local_block_size=8)
         # no positions but a kind's own (QSA's block keys take RoPE or none, LongT5's global keys no RoPE)
         model = tiny("gpt-tiny", n_layers=2, context_length=64, attention=kind, **window, **bidirectional,
                      positions=needs or "none")

@@ -34,13 +34,15 @@ WRITTEN_SHARE = 0.75
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post", "normed_residual")
 # the fields a layer type may change: which mixer and attention kind, its window, its positions, its FFN kind (a
 # layer that is its mixer alone, ffn='none', beside one that is its FFN alone, mixer='none': Nemotron-H), its norms'
-# epsilon (RWKV's inference rescaling: interop/rwkv.py)
+# epsilon (RWKV's inference rescaling: interop/rwkv.py), its attention output's bias (GPT-NeoX-Japanese: the last
+# layer's alone)
 LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta", "rope_fraction", "rope_scaling",
                 "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_experts",
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
-                "attn_scale", "rel_logits_extent", "swiglu_limit", "expert_ffn", "expert_swiglu_limit")
+                "o_bias", "local_block_offset", "attn_scale", "rel_logits_extent", "swiglu_limit", "expert_ffn",
+                "expert_swiglu_limit")
 
 
 @dataclass
@@ -209,6 +211,9 @@ class ModelConfig:
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
+    # a decoder stack's embed_norm reads the token embeddings alone, before the positions are added: LN(e) + p, not
+    # LN(e + p) (BlenderbotSmall's decoder; its encoder, as BART's, normalises the sum); needs embed_norm, causal
+    decoder_embed_norm_first: bool = False
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -246,6 +251,12 @@ class ModelConfig:
     # an encoder-decoder whose encoder reads a token-embedding table of its own, the decoder (and a tied head) the
     # other (T5Gemma: each stack keeps the embedding of the Gemma it was adapted from); False: one shared table
     encoder_embed: bool = False
+    # rows of encoder_embed's table, a source vocabulary apart from the target's (FSMT's src_vocab_size beside its
+    # tgt_vocab_size, the decoder's and head's vocab_size); None: vocab_size. Needs encoder_embed
+    encoder_vocab_size: int | None = None
+    # an encoder-decoder's decoder positions (its learned table's rows, its KV cache's bound), where the encoder's,
+    # context_length, differ (LED: 16384 source tokens, 1024 target tokens); None: context_length
+    decoder_context_length: int | None = None
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
     # attention's values times this after their projection, before they are cached (MiMo-V2-Flash's
@@ -294,6 +305,16 @@ class ModelConfig:
     # token; with t5_relative positions a bidirectional stack also learns a bias table over (global block - the
     # token's block) offsets (0: no global tokens)
     global_block_size: int = 0
+    # learned global tokens of a bidirectional stack (PEGASUS-X's num_global_tokens, Phang et al. 2022, §3.1): G
+    # vectors put before the first token (no positions), normalised before attention by their own ln1_global, run
+    # through every block beside the tokens and dropped after the last; 0: none. Needs global_local attention
+    global_tokens: int = 0
+    # global_local attention (PEGASUS-X): each token sees the global tokens and the tokens of its block of this many
+    # (block (p + local_block_offset) // local_block_size); the global tokens see every token
+    local_block_size: int = 0
+    # global_local attention: slots its blocks start earlier, varying per layer (PEGASUS-X staggers every other
+    # layer's blocks by local_block_size // 2)
+    local_block_offset: int = 0
     head_scale: bool = False  # multiply the final hidden states by d_model^-0.5 before the head (T5 v1.0, tied)
     pad_id: int = 0  # encoder-decoders: padding id (right padding of sources and targets)
     decoder_start_id: int = 0  # encoder-decoders: the first decoder input (T5: pad; BART: eos)
@@ -655,6 +676,15 @@ class ModelConfig:
         if self.final_softcap is not None and (self.final_softcap <= 0 or self.head != "lm"):
             raise LlmarchError(f"final_softcap={self.final_softcap} must be positive, on an LM head "
                                f"(head={self.head!r})")
+        if self.decoder_embed_norm_first and not (self.embed_norm and self.causal):
+            raise LlmarchError("decoder_embed_norm_first moves a decoder's embed_norm before its positions: it needs "
+                               "embed_norm and a causal stack")
+        if self.encoder_vocab_size is not None and (not self.encoder_embed or self.encoder_vocab_size < 1):
+            raise LlmarchError(f"encoder_vocab_size={self.encoder_vocab_size} sizes the encoder's own table: it needs "
+                               "encoder_embed and at least one row")
+        if self.decoder_context_length is not None and (not self.n_decoder_layers or self.decoder_context_length < 1):
+            raise LlmarchError(f"decoder_context_length={self.decoder_context_length} bounds an encoder-decoder's "
+                               "decoder (n_decoder_layers > 0): it must be positive")
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
@@ -740,6 +770,9 @@ class ModelConfig:
                                "(its decoder is causal; its encoder is always bidirectional)")
         if self.relative_buckets < 2 or self.relative_max_distance < 1:
             raise LlmarchError("relative_buckets must be >= 2 and relative_max_distance >= 1")
+        if self.global_tokens < 0 or (self.global_tokens and self.causal and not self.n_decoder_layers):
+            raise LlmarchError(f"global_tokens={self.global_tokens}: global tokens see every token, so they are a "
+                               "bidirectional stack's (an encoder's), and their count must be >= 0")
         if self.global_block_size < 0:
             raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
         if self.layer_groups and not (0 < self.layer_groups <= self.n_layers and not self.causal
@@ -896,9 +929,12 @@ class ModelConfig:
         """The config one stack of an encoder-decoder is built from: part 'encoder' (bidirectional, n_layers
         blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
         if part == "encoder":
-            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False)
+            fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False,
+                          encoder_vocab_size=None, decoder_context_length=None)
         else:
-            fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False)
+            fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False,
+                          encoder_vocab_size=None, decoder_context_length=None, global_tokens=0,
+                          context_length=self.decoder_context_length or self.context_length)
         if self.layer_types is not None:  # the encoder's entries come first, then the decoder's
             own = self.layer_types[:self.n_layers] if part == "encoder" else self.layer_types[self.n_layers:]
             kept = {t: f for t, f in (self.layer_overrides or {}).items() if t in own}

@@ -287,8 +287,9 @@ def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     source_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(device)
     start_id = cfg.decoder_start_id if start_id is None else start_id
     start = torch.full((input_ids.shape[0], 1), start_id, dtype=torch.long, device=device)
-    max_new = min(max_new_tokens, cfg.context_length - 1)  # the start token takes one decoder position
-    _say_capped(max_new, max_new_tokens, cfg.context_length, "after the decoder's start token")
+    ctx = cfg.decoder_context_length or cfg.context_length
+    max_new = min(max_new_tokens, ctx - 1)  # the start token takes one decoder position
+    _say_capped(max_new, max_new_tokens, ctx, "after the decoder's start token")
 
     def finish(out: torch.Tensor, ended: torch.Tensor | None) -> list[list[int]]:
         return [row[1:] for row in _cut(out, 1, ended, eos_id)]

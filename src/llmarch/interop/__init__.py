@@ -66,3 +66,5 @@ from . import sarvam_mla  # noqa: F401
 from . import apertus1p5_text  # noqa: F401
 from . import flint  # noqa: F401
 from . import axk1  # noqa: F401
+from . import biogpt, ctrl, gpt_neox_japanese, openai_gpt, xglm  # noqa: F401
+from . import blenderbot, blenderbot_small, fsmt, led, mvp, nllb_moe, pegasus_x, plbart  # noqa: F401

@@ -10,25 +10,36 @@ from .hf import FAMILIES, Family
 from .mapping import Rule
 
 _W = ("weight", "bias")
-_SUBLAYERS = [("self_attn.out_proj", "attn.o_proj"), ("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"),
-              ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
+_SUBLAYERS = [("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"), ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
+_SELF_ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
 _CROSS = [("encoder_attn.q_proj", "cross_attn.q_proj"), ("encoder_attn.out_proj", "cross_attn.o_proj"),
           ("encoder_attn_layer_norm", "ln_cross")]
 _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 
 
-def seq2seq_rules(learned_positions: bool) -> list[Rule]:
-    rules = [Rule.of("model.shared.weight", "embed.weight"), Rule.of("final_logits_bias", "lm_head.bias", "row"),
-             Rule.of("lm_head.weight", "lm_head.weight")]
+def seq2seq_rules(learned_positions: bool, embed_norm: bool | None = None) -> list[Rule]:
+    """BART's names: the shared embedding, the head and its logits bias, then both stacks (stack_rules)."""
+    return [Rule.of("model.shared.weight", "embed.weight"), Rule.of("final_logits_bias", "lm_head.bias", "row"),
+            Rule.of("lm_head.weight", "lm_head.weight"), *stack_rules(learned_positions, embed_norm)]
+
+
+def stack_rules(learned_positions: bool, embed_norm: bool | None = None, prefix: str = "model",
+                encoder_attn: tuple[str, ...] = _SELF_ATTN) -> list[Rule]:
+    """BART's names for both stacks' blocks under `prefix`: learned_positions stores each stack's position table,
+    embed_norm (by default where the positions are learned) its layernorm_embedding; encoder_attn: the encoder's
+    q, k, v and output projections, relative to its layer (LED's Longformer attention names them apart)."""
+    embed_norm = learned_positions if embed_norm is None else embed_norm
+    rules = []
     for part in ("encoder", "decoder"):
-        hf, ours = f"model.{part}.layers.{{i}}.", f"{part}.blocks.{{i}}."
+        hf, ours = f"{prefix}.{part}.layers.{{i}}.", f"{part}.blocks.{{i}}."
         if learned_positions:
-            rules += [Rule.of(f"model.{part}.embed_positions.weight", f"{part}.positions.weight"),
-                      *[Rule.of(f"model.{part}.layernorm_embedding.{w}", f"{part}.embed_norm.{w}") for w in _W]]
-        sublayers = _SUBLAYERS + (_CROSS if part == "decoder" else [])
+            rules.append(Rule.of(f"{prefix}.{part}.embed_positions.weight", f"{part}.positions.weight"))
+        if embed_norm:
+            rules += [Rule.of(f"{prefix}.{part}.layernorm_embedding.{w}", f"{part}.embed_norm.{w}") for w in _W]
+        *qkv, out = encoder_attn if part == "encoder" else _SELF_ATTN
+        sublayers = [(out, "attn.o_proj")] + _SUBLAYERS + (_CROSS if part == "decoder" else [])
         rules += [Rule.of(hf + f"{h}.{w}", ours + f"{o}.{w}") for h, o in sublayers for w in _W]
-        rules += [Rule.of(tuple(hf + f"self_attn.{p}_proj.{w}" for p in "qkv"), ours + f"attn.qkv_proj.{w}")
-                  for w in _W]
+        rules += [Rule.of(tuple(hf + f"{p}.{w}" for p in qkv), ours + f"attn.qkv_proj.{w}") for w in _W]
         if part == "decoder":
             rules += [Rule.of(tuple(hf + f"encoder_attn.{p}_proj.{w}" for p in "kv"), ours + f"cross_attn.kv_proj.{w}")
                       for w in _W]

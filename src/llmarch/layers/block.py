@@ -107,6 +107,9 @@ class Block(nn.Module):
         # hyper-connections whose gates norm each sublayer's input (Qwen4-Exp's): no ln1 or ln2
         hc = cfg.hyper_connection != "none" and HYPER_CONNECTIONS[cfg.hyper_connection].norms_input
         self.ln1 = None if not mixer.mixes or hc else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
+        # PEGASUS-X's global tokens (global_tokens: the first G rows) have a pre-attention norm of their own
+        self.ln1_global = make_norm(cfg) if cfg.global_tokens and self.ln1 is not None else None
+        self.global_tokens = cfg.global_tokens
         self.mixer_attr = mixer.attr
         self.mixer_takes_norm = mixer.takes_norm
         self.add_module(mixer.attr, mixer(cfg, layer))
@@ -189,6 +192,11 @@ class Block(nn.Module):
             return keep + hook(self.branch(norm(sublayer(x, *args))))
         return norm(keep + hook(self.branch(sublayer(x, *args))))
 
+    def _ln1_with_globals(self, x: torch.Tensor) -> torch.Tensor:
+        """ln1 over the tokens, ln1_global over the global tokens before them (x: (B, G + T, C))."""
+        G = self.global_tokens
+        return torch.cat([self._modules["ln1_global"](x[:, :G]), self._modules["ln1"](x[:, G:])], dim=1)
+
     def _hyper(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """The block between hyper-connections (hyper.py), x (B, T, n, C): each pre-norm sublayer reads its
         connection's mix of the n streams and its output goes back into all n. A connection that norms the mix
@@ -231,7 +239,8 @@ class Block(nn.Module):
         elif self.mixer_takes_norm:  # pre-norm only (the mixer's check): the norm is the mixer's to apply
             x = x + sub["hook_attn_out"](self.branch(mixer(x, ctx, sub["ln1"])))
         elif self.mixes:
-            x = self._sublayer(x, sub["ln1"], mixer, sub["hook_attn_out"], ctx, post=_post(sub, "attn", ctx),
+            ln1 = sub["ln1"] if sub.get("ln1_global") is None else self._ln1_with_globals
+            x = self._sublayer(x, ln1, mixer, sub["hook_attn_out"], ctx, post=_post(sub, "attn", ctx),
                                affine=sub.get("res_attn"))
         x = sub["hook_resid_mid"](x)
         if self.cross:

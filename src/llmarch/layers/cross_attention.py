@@ -21,7 +21,7 @@ class CrossAttention(nn.Module):
         kv = self.n_kv_heads * self.head_dim
         self.q_proj = Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
         self.kv_proj = Linear(cfg.d_model, 2 * kv, bias=cfg.qkv_bias)  # k and v fused (rows: k, then v)
-        self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+        self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.o_bias)
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
         self.memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 

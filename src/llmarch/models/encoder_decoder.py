@@ -1,8 +1,8 @@
 """The encoder-decoder (Vaswani et al. 2017, §3.1; T5, BART): a bidirectional encoder stack reads the source,
 a causal decoder stack reads the target so far and cross-attends to the encoder output, a head projects the
 decoder's final states onto the vocabulary. One token embedding is shared by both stacks (and by the head
-when tied), or with encoder_embed the encoder reads a table of its own (T5Gemma). `encode` once, then
-`decode` step by step with the decoder's KV cache and the encoder's
+when tied), or with encoder_embed the encoder reads a table of its own (T5Gemma; FSMT's, of another vocabulary:
+encoder_vocab_size). `encode` once, then `decode` step by step with the decoder's KV cache and the encoder's
 keys/values projected once per generation (setup_cache(..., memory=...))."""
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ class EncoderDecoderLM(nn.Module):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         # T5Gemma: the encoder reads a table of its own; otherwise both stacks read `embed`
-        self.encoder_embed = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.encoder_embed else None
+        # FSMT: of a source vocabulary of its own (encoder_vocab_size)
+        self.source_vocab = cfg.encoder_vocab_size or cfg.vocab_size
+        self.encoder_embed = nn.Embedding(self.source_vocab, cfg.d_model) if cfg.encoder_embed else None
         self.encoder = Stack(cfg.stack_config("encoder"))
         self.decoder = Stack(cfg.stack_config("decoder"), cross=True)
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
@@ -56,12 +58,14 @@ class EncoderDecoderLM(nn.Module):
         return self.decoder.cache_len
 
     # ---- forward -------------------------------------------------------------------------------
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, S), attention_mask (B, S) with 0 at padding -> encoder output (B, S, C)."""
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               global_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, S), attention_mask (B, S) with 0 at padding -> encoder output (B, S, C).
+        global_attention_mask (B, S): 1 at the tokens a Longformer encoder attends globally (LED)."""
         if not torch.compiler.is_compiling():
-            check_ids(input_ids, self.config, None)
+            check_ids(input_ids, self.config, None, vocab=self.source_vocab)
         embed = self.embed if self.encoder_embed is None else self.encoder_embed
-        return self.encoder.run(embed(input_ids), attention_mask)
+        return self.encoder.run(embed(input_ids), attention_mask, global_attention_mask=global_attention_mask)
 
     def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor | None,
                attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
@@ -70,7 +74,7 @@ class EncoderDecoderLM(nn.Module):
         """Decoder logits (B, T, V) and final states. memory: the encoder output, or None to use the one given to setup_cache.
         attention_mask (B, S): the source's padding. decoder_attention_mask (B, T'): the target's."""
         if not torch.compiler.is_compiling():
-            check_ids(decoder_input_ids, self.config, self.cache_len, "decoder_input_ids")
+            check_ids(decoder_input_ids, self.decoder._stack_cfg, self.cache_len, "decoder_input_ids")
         return self._decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask, input_pos, kv_len,
                             last_only)
 
@@ -91,15 +95,17 @@ class EncoderDecoderLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                encoder_hidden_states: torch.Tensor | None = None) -> ModelOutput:
+                encoder_hidden_states: torch.Tensor | None = None,
+                global_attention_mask: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, S): the source; decoder_input_ids (B, T): the target shifted right (starting with
         config.decoder_start_id); attention_mask (B, S): 1 for real source tokens, 0 for padding.
-        encoder_hidden_states: a precomputed encode(input_ids, attention_mask), to skip the encoder."""
+        encoder_hidden_states: a precomputed encode(input_ids, attention_mask), to skip the encoder.
+        global_attention_mask (B, S): the source tokens a Longformer encoder attends globally (LED)."""
         if decoder_input_ids is None:
             raise LlmarchError("an encoder-decoder needs decoder_input_ids (the target shifted right)")
         memory = encoder_hidden_states
         if memory is None:
-            memory = self.encode(input_ids, attention_mask)
+            memory = self.encode(input_ids, attention_mask, global_attention_mask)
         out = self.decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask)
         out.encoder_hidden_states = memory
         return out

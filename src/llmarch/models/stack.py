@@ -42,6 +42,11 @@ class Stack(nn.Module):
         # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks
         self.hc_head = HYPER_CONNECTIONS[cfg.hyper_connection].head(cfg) if cfg.hyper_connection != "none" else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
+        # PEGASUS-X's learned global tokens, put before the tokens after the embeddings and dropped after the blocks
+        self.global_embed = nn.Parameter(torch.zeros(cfg.global_tokens, cfg.d_model)) if cfg.global_tokens else None
+        if cfg.global_tokens and not any(cfg.for_layer(i).attention == "global_local" for i in range(cfg.n_layers)):
+            raise LlmarchError(f"global_tokens={cfg.global_tokens} needs global_local attention, which lets the "
+                               "tokens see them, in some layer of the stack")
         if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
             d = cfg.d_model
             self.input_bias, self.input_scale = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.ones(d))
@@ -247,16 +252,22 @@ class Stack(nn.Module):
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
+        norm_first = cfg.decoder_embed_norm_first  # BlenderbotSmall's decoder: LN(e) + p
+        if norm_first:
+            x = self.embed_norm(x)
         added = sub["positions"].embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
-        if self.embed_norm is not None:
+        if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)
         if self.embed_proj is not None:  # after the embeddings' dropout, as ELECTRA's
             x = self.embed_proj(x)
+        glob = self._parameters.get("global_embed")
+        if glob is not None:  # (B, G + T, C): the global tokens first
+            x = torch.cat([glob.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         if self.shared_blocks is not None:  # they read the stream entering the first block beside their layer's
             ctx = dataclasses.replace(ctx, shared_blocks=sub["shared_blocks"], embeds=x)
         if cfg.moe_shortcut:  # the shortcut mixtures' outputs, carried to the next block (layers/block.py)
@@ -283,6 +294,8 @@ class Stack(nn.Module):
             x = altup.merge(x)
         if hc_head is not None:
             x = hc_head(x)
+        if glob is not None:
+            x = x[:, glob.shape[0]:]
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]
@@ -358,7 +371,10 @@ def _fan_in_init(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:
         nn.init.normal_(p, std=p.shape[-1] ** -0.5)
 
 
-def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, what: str = "input_ids") -> None:
+def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, what: str = "input_ids",
+              vocab: int | None = None) -> None:
+    """vocab: the ids' vocabulary size, if not cfg.vocab_size (an encoder's own source vocabulary)."""
+    vocab = vocab or cfg.vocab_size
     if input_ids.dtype not in (torch.int64, torch.int32):
         raise LlmarchError(f"{what} must be an integer tensor, got {input_ids.dtype}")
     if input_ids.dim() != 2:
@@ -366,6 +382,6 @@ def check_ids(input_ids: torch.Tensor, cfg: ModelConfig, cache_len: int | None, 
     T = input_ids.shape[1]
     if cache_len is None and T > cfg.context_length:
         raise LlmarchError(f"sequence of {T} tokens is longer than context_length {cfg.context_length}")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= cfg.vocab_size):
-        bad = input_ids[(input_ids < 0) | (input_ids >= cfg.vocab_size)][0].item()
-        raise LlmarchError(f"token id {bad} out of range for vocab_size {cfg.vocab_size}")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
+        bad = input_ids[(input_ids < 0) | (input_ids >= vocab)][0].item()
+        raise LlmarchError(f"token id {bad} out of range for vocab_size {vocab}")

@@ -4,6 +4,8 @@ from .kind import ATTENTION_KINDS, AttentionKind, cached_kv, windowed_kinds
 from . import full, sliding_window, strided, block_sparse, longformer, lsh, linear, performer, chunked  # noqa: F401
 from . import disentangled  # noqa: F401
 from . import local, transient_global  # noqa: F401
-from . import differential, lightning, qsa, relative_logits  # noqa: F401
+from . import differential, lightning, qsa  # noqa: F401
+from . import global_local  # noqa: F401
+from . import relative_logits  # noqa: F401
 
 __all__ = ["ATTENTION_KINDS", "AttentionKind", "cached_kv", "windowed_kinds"]
