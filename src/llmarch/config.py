@@ -11,6 +11,8 @@ from typing import Any
 from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.bitlinear import BITLINEARS
+from .layers.canon import check_canon
+from .layers.recurrence import check_recurrence
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
 from .layers.hyper import check as check_hyper
@@ -41,7 +43,8 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "ffn_hidden", "qk_norm", "rope_beta_fast", "rope_beta_slow", "rope_attn_factor", "rope_mscale",
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
-                "o_bias", "local_block_offset", "attn_temp_power", "attn_scale")
+                "o_bias", "local_block_offset", "attn_temp_power", "attn_scale", "rel_logits_extent", "swiglu_limit",
+                "expert_ffn", "expert_swiglu_limit")
 
 
 @dataclass
@@ -105,6 +108,13 @@ class ModelConfig:
     # "The Era of 1-bit LLMs", §2: weights rounded to {-1, 0, 1} by their absmean, inputs to 8 bits per token by
     # their absmax, quantized at every call from full-precision weights; layers/bitlinear.py)
     bitlinear: str = "none"
+    # how the stack runs its blocks (layers/recurrence.py): none, each once in order; hrm, the Hierarchical Reasoning
+    # Model's two recurrent modules (Wang et al. 2025, §2): the first n_layers / 2 blocks the low-level module, the
+    # rest the high-level one, z_L = f_L(z_L + z_H) hrm_low_cycles times, then z_H = f_H(z_H + z_L), for
+    # hrm_high_cycles cycles
+    recurrence: str = "none"
+    hrm_high_cycles: int = 2  # recurrence 'hrm': N, the high-level module's cycles
+    hrm_low_cycles: int = 3  # recurrence 'hrm': T, the low-level module's cycles within each high-level one
     # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
     # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
     layer_groups: int = 0
@@ -173,6 +183,9 @@ class ModelConfig:
     # attention stays sharp over long contexts; 0.0 leaves queries as they are (Llama 4: 0.1 on its NoPE layers)
     attn_temp_scale: float = 0.0
     attn_temp_floor: int = 8192  # attn_temp_scale's unit of positions (Llama 4's floor_scale)
+    # how the temperature grows with p: floor, 1 + s ln(1 + floor((p + shift) / unit)) (Llama 4); ratio,
+    # 1 + s ln(max((p + shift) / unit, 1)) (Inkling's log_scaling_alpha and log_scaling_n_floor)
+    attn_temp_form: str = "floor"
     # added to p before the floor: 1 (Llama 4), or 0 (Ministral 3 and Mistral 4's llama_4_scaling_beta, whose unit
     # is original_max_position_embeddings: 1 + beta * ln(1 + floor(p / unit)))
     attn_temp_shift: int = 1
@@ -311,6 +324,15 @@ class ModelConfig:
     disentangled_shared_proj: bool = True
     # disentangled attention without shared projections: a bias on pos_key_proj (DeBERTa v1's pos_proj has none)
     disentangled_key_bias: bool = True
+    # attention 'relative_logits' (attention_kinds/relative_logits.py; Inkling): each query's relative state (this
+    # wide per head, a projection of its token) mixes a learned bank of bias profiles over key distances 0..extent-1
+    rel_logits_dim: int = 16
+    rel_logits_extent: int = 1024  # relative_logits: distances the bias covers (0 beyond); may vary per layer type
+    # > 0: Canon layers (layers/canon.py; Allen-Zhu 2025, Physics of LMs 4.1), causal depthwise convolutions of this
+    # many taps with a residual: canon_kv on attention's projected keys and values (Inkling's k_sconv, v_sconv),
+    # canon_out on each sublayer's output before its residual add (attn_sconv, mlp_sconv); 0: none
+    canon_kv: int = 0
+    canon_out: int = 0  # see canon_kv
     # > 0: a 1-d convolution of this (odd) kernel over block 0's input, beside block 0: its output becomes
     # norm(block(x) + act(conv(x))) (DeBERTa-v2's ConvLayer, nGiE); 0: none
     side_conv: int = 0
@@ -418,9 +440,19 @@ class ModelConfig:
     # mixture layer keeps its dense FFN and runs the experts beside it on the same normed input; their output joins
     # the residual stream at the end of the next layer, so the experts overlap that layer's computation
     moe_shortcut: bool = False
+    # the router scores the shared experts too (its last n_shared_experts logits, never chosen) and renormalises their
+    # sigmoid scores with the chosen experts'; each shared expert's output times its weight (Inkling's
+    # shared_expert_sink)
+    router_shared_sink: bool = False
+    router_learned_scale: bool = False  # every routing weight times a learned scalar (Inkling's gate.global_scale)
+    # a dense gated FFN's output times a learned scalar (Inkling's mlp.global_scale); not the experts'
+    ffn_learned_scale: bool = False
     swiglu_alpha: float = 1.702  # swiglu_clamped: the gate's sigmoid gain (gpt-oss)
     # swiglu_clamped, swiglu_limited: gate clamped above, up clamped both sides, at this value (gpt-oss, DeepSeek-V4)
     swiglu_limit: float = 7.0
+    # the routed experts' swiglu_limit where it differs from the dense and shared FFNs' (Step 3.7's swiglu_limits beside
+    # swiglu_limits_shared); None: swiglu_limit
+    expert_swiglu_limit: float | None = None
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
     # mlp_multipliers[0])
     ffn_gate_multiplier: float = 1.0
@@ -791,6 +823,8 @@ class ModelConfig:
         check_hyper(self)
         check_side_conv(self)
         check_lang_adapters(self)
+        check_canon(self)
+        check_recurrence(self)
         self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0 or self.task_type_vocab_size < 0:

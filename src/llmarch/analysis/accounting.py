@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..config import ModelConfig
+from ..layers.canon import Canon
 from ..layers.mixer import MIXERS
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int8": 1}
@@ -62,6 +63,8 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     for stack, _ in stacks(model).values():  # a shared block's weights (Zamba) cost their FLOPs at each use
         uses = [b.seq_mixer.block_id for b in stack.blocks if b.seq_mixer.reads_shared_blocks]
         order = stack.block_order or []  # ALBERT's layer_groups: block j runs in order.count(j) layers
+        recurrence = getattr(stack, "recurrence", None)  # HRM: block j runs order.count(j) times too
+        order = recurrence.order() if recurrence is not None else order
         matmul += sum(sum(p.numel() for p in b.parameters()) * (order.count(j) - 1)
                       for j, b in enumerate(stack.blocks) if order)
         for k, shared in enumerate(getattr(stack, "shared_blocks", None) or ()):
@@ -69,7 +72,8 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     if cfg.is_encoder_decoder:
         score_dims = (cfg.n_layers + cfg.n_decoder_layers) * 2 * cfg.n_heads * cfg.head_dim
     else:
-        score_dims = sum(MIXERS[cfg.layer_mixer(i)].score_dims(cfg.for_layer(i)) for i in range(cfg.n_layers))
+        runs = model.recurrence.order() if getattr(model, "recurrence", None) is not None else range(cfg.n_layers)
+        score_dims = sum(MIXERS[cfg.layer_mixer(i)].score_dims(cfg.for_layer(i)) for i in runs)
     flops = 6 * matmul + 6 * score_dims * cfg.context_length
     kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
@@ -83,8 +87,12 @@ def _cache_bytes(model: torch.nn.Module, cfg: ModelConfig, dtype: str) -> tuple[
     recurrent state is per sequence."""
     torch_dtype = {1: torch.int8, 2: torch.bfloat16, 4: torch.float32}[DTYPE_BYTES[dtype]]
     stack = model.decoder if cfg.is_encoder_decoder else model
-    sizes = [block.seq_mixer.cache_bytes(torch_dtype, cfg.context_length) for block in stack.blocks]
-    return sum(t for t, _ in sizes), sum(s for _, s in sizes)
+    recurrence = getattr(stack, "recurrence", None)  # HRM: each invocation of a block its own state
+    blocks = stack.blocks if recurrence is None else [stack.blocks[j] for j in recurrence.order()]
+    sizes = [block.seq_mixer.cache_bytes(torch_dtype, cfg.context_length) for block in blocks]
+    # Canon layers (canon_kv, canon_out) keep their inputs by slot, in fp32
+    canon = sum(4 * m.weight.shape[0] for m in stack.modules() if isinstance(m, Canon))
+    return sum(t for t, _ in sizes) + canon, sum(s for _, s in sizes)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -51,6 +51,10 @@ from . import mimo_v2_flash  # noqa: F401
 from . import laguna  # noqa: F401
 from . import mellum  # noqa: F401
 from . import kolibri1  # noqa: F401
+from . import inkling_text  # noqa: F401
+from . import hrm_text  # noqa: F401
+from . import exaone4_5  # noqa: F401
+from . import step3p5  # noqa: F401
 from . import albert, eurobert, gte, jina_embeddings_v3, mpnet, nomic_bert, ultrabert  # noqa: F401
 from . import modernbert_decoder  # noqa: F401
 from . import youtu  # noqa: F401

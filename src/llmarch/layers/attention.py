@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import LlmarchError
 from ..registry import Registry
 from .attention_kinds import ATTENTION_KINDS
+from .canon import Canon
 from .hooks import HookPoint
 from .grouped_linear import linear
 from .linear import Linear
@@ -114,25 +115,32 @@ def eager_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, 
     return pattern @ v
 
 
-def temperature_of(cfg) -> tuple[float, int, int, float] | None:
-    """A mixer's query temperature settings (scale, floor, shift, power) from its config; None: queries as they
-    are."""
+TEMP_FORMS = ("floor", "ratio")  # attn_temp_form: how the query temperature grows with the position
+
+
+def temperature_of(cfg) -> tuple[float, int, int, float, str] | None:
+    """A mixer's query temperature settings (scale, floor, shift, power, form) from its config; None: queries as
+    they are."""
     if not (cfg.attn_temp_scale or cfg.attn_temp_power):
         return None
-    return cfg.attn_temp_scale, cfg.attn_temp_floor, cfg.attn_temp_shift, cfg.attn_temp_power
+    return cfg.attn_temp_scale, cfg.attn_temp_floor, cfg.attn_temp_shift, cfg.attn_temp_power, cfg.attn_temp_form
 
 
-def temperature(ctx: AttentionContext, scale: float, floor: int, shift: int = 1, power: float = 0.0) -> torch.Tensor:
-    """(B|1, 1, T, 1), to multiply (B, H, T, D) queries by: Llama 4's attention temperature tuning (Meta 2025; the log-length query scaling of Nakanishi 2025,
-    "Scalable-Softmax Is Superior for Attention", on its NoPE layers): 1 + scale * ln(1 + floor((p + shift) / floor))
-    at position p, so a query's scores grow with the context it attends over (Ministral 3: shift 0, on every layer).
-    p is the row's position, as Meta's code counts it; transformers counts the cache slot, which differs in a
-    left-padded row. With a power (attn_temp_power, Beam's NoPE layers), (1 + (p + shift) / floor) ** power
-    instead: the same growth with ln of the context, exp(power ln(1 + (p + shift) / floor)), without the floor."""
-    pos = ctx.input_pos[None] if ctx.positions is None else ctx.positions
+def temperature(ctx: AttentionContext, scale: float, floor: int, shift: int = 1, power: float = 0.0,
+                form: str = "floor") -> torch.Tensor:
+    """(B|1, 1, T, 1), to multiply (B, H, T, D) queries by. Form 'floor': Llama 4's attention temperature tuning (Meta
+    2025; the log-length query scaling of Nakanishi 2025, "Scalable-Softmax Is Superior for Attention", on its NoPE
+    layers): 1 + scale * ln(1 + floor((p + shift) / floor)) at position p, so a query's scores grow with the context it
+    attends over (Ministral 3: shift 0, on every layer). Form 'ratio' (Inkling's log scaling): 1 + scale *
+    ln(max((p + shift) / floor, 1)), smooth past `floor` positions. p is the row's position, as Meta's code counts it;
+    transformers counts the cache slot, which differs in a left-padded row. With a power (attn_temp_power, Beam's
+    NoPE layers), (1 + (p + shift) / floor) ** power instead: the same growth with ln of the context,
+    exp(power ln(1 + (p + shift) / floor)), without the floor."""
+    pos = (ctx.input_pos[None] if ctx.positions is None else ctx.positions).float() + shift
     if power:
-        return torch.exp(power * torch.log1p((pos.float() + shift) / floor))[:, None, :, None]
-    return (torch.log1p(torch.floor((pos.float() + shift) / floor)) * scale + 1.0)[:, None, :, None]
+        return torch.exp(power * torch.log1p(pos / floor))[:, None, :, None]
+    grown = torch.log1p(torch.floor(pos / floor)) if form == "floor" else torch.log((pos / floor).clamp(min=1.0))
+    return (grown * scale + 1.0)[:, None, :, None]
 
 
 def split_heads(t: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -212,6 +220,9 @@ class Attention(Mixer):
         if self.qk_norm == "rms_after_rope":  # Llama 4: no gain, so nothing to store
             self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
         self.temperature = temperature_of(cfg)
+        # Canon layers on the projected keys and values (canon.py; Inkling's k_sconv and v_sconv), before the key norm
+        self.k_canon = Canon(self.n_kv_heads * self.head_dim, cfg.canon_kv) if cfg.canon_kv else None
+        self.v_canon = Canon(self.n_kv_heads * self.v_dim, cfg.canon_kv) if cfg.canon_kv else None
         self.key_scale = cfg.attn_key_multiplier if cfg.attn_key_multiplier != 1.0 else None  # Falcon-H1's muP
         self.value_scale = cfg.attn_value_multiplier if cfg.attn_value_multiplier != 1.0 else None  # MiMo-V2-Flash
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
@@ -240,6 +251,12 @@ class Attention(Mixer):
                                "gate: attn_output_gate or attn_head_gate")
         if cfg.attn_gate_bias and not cfg.attn_output_gate:
             raise LlmarchError("attn_gate_bias biases the pre-activations of attn_output_gate, which is off")
+        if cfg.canon_kv and (cfg.attn_k_eq_v or cfg.kv_shared_layers or cfg.qk_norm == "proj"
+                             or ATTENTION_KINDS[cfg.attention].shares_qk):
+            raise LlmarchError("canon_kv convolves the keys and values of the layer's own projections: not with "
+                               "attn_k_eq_v, kv_shared_layers, qk_norm='proj' or keys that are the queries")
+        if cfg.attn_temp_form not in TEMP_FORMS:
+            raise LlmarchError(f"attn_temp_form must be one of {', '.join(TEMP_FORMS)}, got {cfg.attn_temp_form!r}")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
         if (cfg.attn_k_eq_v or cfg.kv_shared_layers) and (cfg.qk_norm not in ("none", "head")
@@ -276,10 +293,17 @@ class Attention(Mixer):
     def cache_note(self) -> str:
         return self.kind.cache_note
 
+    def temperature_at(self, ctx: AttentionContext) -> torch.Tensor:
+        """(B|1, 1, T, 1): the query temperature of this call's tokens (attn_temp_scale)."""
+        return temperature(ctx, *self.temperature)
+
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         qkv = sub["qkv_proj"](x)
+        if sub.get("k_canon") is not None:
+            q, k, v = qkv.split(self.qkv_widths, dim=-1)
+            qkv = torch.cat((q, sub["k_canon"](k, ctx), sub["v_canon"](v, ctx)), dim=-1)
         if self.qk_norm == "proj":
             q, k, v = qkv.split(self.qkv_widths, dim=-1)
             qkv = torch.cat((self.q_norm(q), self.k_norm(k), v), dim=-1)
@@ -302,7 +326,7 @@ class Attention(Mixer):
         else:
             q, k, v = self._own_kv(q, k, v, heads, one, ctx)
         if self.temperature is not None:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling
-            q = (q * temperature(ctx, *self.temperature)).to(q.dtype)
+            q = (q * self.temperature_at(ctx)).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
         y = self.kind.attend(self, x, q, k, v, ctx, dropout_p)  # (B, H, T, value_dim)
         y = y.transpose(1, 2)  # (B, T, H, value_dim)

@@ -28,6 +28,8 @@ the block's input and output are K residual streams (K, B, T, C): the sublayers 
 prediction, the correction carries their result to every stream, and the per-layer input joins streams 1..K-1.
 A mixer that takes the norm (Mixer.takes_norm; Zamba's shared block, layers/shared_block.py) gets x and ln1,
 x += mixer(x, ctx, ln1), and applies the norm where its computation needs it.
+Inkling (canon_out) passes each sublayer's output through a Canon layer, a short causal convolution with a
+residual (layers/canon.py), before its residual add: x += canon(attn(n1(x))); x += canon(ffn(n2(x))).
 DeBERTa-v2 (side_conv) joins a convolution of block 0's input to its output (layers/side_conv.py).
 BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear layers (bitlinear.py).
 LongCat-Flash (moe_shortcut): a mixture layer's experts read its FFN's normed input beside its dense FFN, and
@@ -44,6 +46,7 @@ from torch import nn
 from .altup import AltUp
 from .attention import AttentionContext
 from .bitlinear import to_bitlinear
+from .canon import Canon
 from .cross_attention import CrossAttention
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn, shortcut_moe
@@ -61,6 +64,15 @@ from .side_conv import SideConv
 def identity(x: torch.Tensor) -> torch.Tensor:
     """A no-op dropout as a plain function: no module dispatch per call."""
     return x
+
+
+def _post(sub: dict, part: str, ctx: AttentionContext):
+    """What a pre-norm sublayer's output goes through before its residual add: the sandwich's norm (post_ln1,
+    post_ln2), or a Canon layer (attn_canon, mlp_canon), or nothing."""
+    canon = sub.get(f"{part}_canon")
+    if canon is not None:
+        return lambda y: canon(y, ctx)
+    return sub.get("post_ln1" if part == "attn" else "post_ln2")
 
 
 class Scaled:
@@ -131,6 +143,10 @@ class Block(nn.Module):
             to_bitlinear(self.seq_mixer)
             if self.mlp is not None:
                 to_bitlinear(self.mlp)
+        # Canon layers on each sublayer's output before its residual add (canon_out; canon.py: Inkling's attn_sconv and
+        # mlp_sconv), x += canon(f(n(x)))
+        self.attn_canon = Canon(cfg.d_model, cfg.canon_out) if cfg.canon_out and mixer.mixes else None
+        self.mlp_canon = Canon(cfg.d_model, cfg.canon_out) if cfg.canon_out and self.mlp is not None else None
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
@@ -236,7 +252,7 @@ class Block(nn.Module):
             x = x + sub["hook_attn_out"](self.branch(mixer(x, ctx, sub["ln1"])))
         elif self.mixes:
             ln1 = sub["ln1"] if sub.get("ln1_global") is None else self._ln1_with_globals
-            x = self._sublayer(x, ln1, mixer, sub["hook_attn_out"], ctx, post=sub.get("post_ln1"),
+            x = self._sublayer(x, ln1, mixer, sub["hook_attn_out"], ctx, post=_post(sub, "attn", ctx),
                                affine=sub.get("res_attn"))
         x = sub["hook_resid_mid"](x)
         if self.cross:
@@ -254,7 +270,7 @@ class Block(nn.Module):
             x = sub["ln2"](x) if post else x
         elif mlp is not None:
             args = (x,) if self.mlp_reads_residual else (ctx,) if self.mlp_reads_ctx else ()
-            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=sub.get("post_ln2"),
+            x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=_post(sub, "mlp", ctx),
                                affine=sub.get("res_mlp"))
         if self.adds_shortcut:
             x = x + ctx.carry.pop(self.layer - 1)

@@ -71,6 +71,13 @@ def limited_swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.
     return F.silu(gate.clamp(max=limit)) * up.clamp(-limit, limit)
 
 
+def clipped_swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.Tensor:
+    """Step 3.7's SwiGLU (transformers' Step3p7MLP and Step3p7Experts, limit_after_act): the activated gate clamped
+    from above and the up projection on both sides at `limit`, min(silu(gate), limit) * clamp(up, -limit, limit); the
+    clamp after the activation, where DeepSeek-V4's (limited_swiglu) clamps before it."""
+    return F.silu(gate).clamp(max=limit) * up.clamp(-limit, limit)
+
+
 class GLU(nn.Module):
     """FFN(x) = gate(x W_gate, x W_up) W_down: act(x W_gate) * x W_up, act = SiLU giving SwiGLU, GELU GeGLU, or
     gpt-oss's clamped SwiGLU. W_gate and W_up are one fused matmul, `gate_up` (rows: gate, then up).
@@ -78,15 +85,17 @@ class GLU(nn.Module):
     on the gate's pre-activation and on the output, m_out * gate(m_gate x W_gate, x W_up) W_down, kept out of the
     weights so that training updates the weights as the checkpoint's authors did; None: no multiply at all.
     sparsity s (Gemma 3n's activation sparsity, ffn_sparsity): the gate's pre-activations through gaussian_top_k.
-    in_bias: gate_up's bias, where it differs from down's (None: = bias; GTE: gate and up without, down with)."""
+    in_bias: gate_up's bias, where it differs from down's (None: = bias; GTE: gate and up without, down with).
+    learned_scale: the output times a learned scalar, `gain` (Inkling's global_scale: ffn_learned_scale)."""
 
     residual_out = ("down.weight",)
 
     def __init__(self, dim: int, hidden: int, bias: bool, gate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  gate_scale: float | None = None, out_scale: float | None = None, sparsity: float = 0.0,
-                 sub_norm: nn.Module | None = None, in_bias: bool | None = None):
+                 sub_norm: nn.Module | None = None, in_bias: bool | None = None, learned_scale: bool = False):
         super().__init__()
         self.gate = gate
+        self.gain = nn.Parameter(torch.ones(1)) if learned_scale else None
         # Phi^-1(s) in fp32, as transformers takes it from torch.distributions' Normal(0, 1).icdf
         s = torch.tensor(sparsity, dtype=torch.float32, device="cpu")  # a constant, whatever device builds it
         self.cutoff = (torch.erfinv(2 * s - 1) * math.sqrt(2)).item() if sparsity else None
@@ -96,8 +105,10 @@ class GLU(nn.Module):
         self.fused_rows = {"gate_up": [hidden, hidden]}  # two matrices in a checkpoint (BitLinear scales each)
         self.gate_scale, self.out_scale = gate_scale, out_scale
 
-    def forward(self, x: torch.Tensor, gate_up_delta: torch.Tensor | None = None) -> torch.Tensor:
-        """gate_up_delta: added to gate_up's output (a shared block's per-layer adapter: layers/shared_block.py)."""
+    def forward(self, x: torch.Tensor, gate_up_delta: torch.Tensor | None = None,
+                hidden_gain: torch.Tensor | None = None) -> torch.Tensor:
+        """gate_up_delta: added to gate_up's output (a shared block's per-layer adapter: layers/shared_block.py);
+        hidden_gain (B, T, hidden): the hidden activations times it (shared experts weighted by the router: moe.py)."""
         sub = self._modules
         gate_up = sub["gate_up"](x)
         if gate_up_delta is not None:
@@ -108,8 +119,11 @@ class GLU(nn.Module):
         if self.cutoff is not None:
             gate = gaussian_top_k(gate, self.cutoff)
         h = self.gate(gate, up)
+        if hidden_gain is not None:
+            h = h * hidden_gain.to(h.dtype)
         y = sub["down"](h if sub.get("sub_norm") is None else sub["sub_norm"](h))
-        return y if self.out_scale is None else y * self.out_scale
+        y = y if self.out_scale is None else y * self.out_scale
+        return y if self.gain is None else y * self.gain
 
 
 def gaussian_top_k(g: torch.Tensor, z: float) -> torch.Tensor:
@@ -130,13 +144,15 @@ GATES: dict[str, Callable[..., Callable]] = {
     "swiglu_clamped": lambda swiglu_alpha=1.702, swiglu_limit=7.0: partial(clamped_swiglu, alpha=swiglu_alpha,
                                                                             limit=swiglu_limit),
     "swiglu_limited": lambda swiglu_limit=10.0: partial(limited_swiglu, limit=swiglu_limit),
+    "swiglu_clipped": lambda swiglu_limit=7.0: partial(clipped_swiglu, limit=swiglu_limit),
 }
 GATED = tuple(GATES)
 # the config fields a kind reads
-FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limited": ("swiglu_limit",)}
+FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limited": ("swiglu_limit",),
+              "swiglu_clipped": ("swiglu_limit",)}
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
                                   "relu2_glu": "relu2", "swiglu_clamped": "silu",
-                                  "swiglu_limited": "silu"}  # ffn name -> its activation's name
+                                  "swiglu_limited": "silu", "swiglu_clipped": "silu"}  # ffn name -> its activation
 for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
     FFNS.register(_name)(partial(MLP, act=_name))
     FFN_ACTIVATION[_name] = _name
@@ -144,8 +160,9 @@ for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
 
 def _glu(dim: int, hidden: int, bias: bool, kind: str, gate_scale: float | None = None,
          out_scale: float | None = None, sparsity: float = 0.0, sub_norm: nn.Module | None = None,
-         in_bias: bool | None = None, **options) -> GLU:
-    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity, sub_norm, in_bias)
+         in_bias: bool | None = None, learned_scale: bool = False, **options) -> GLU:
+    return GLU(dim, hidden, bias, GATES[kind](**options), gate_scale, out_scale, sparsity, sub_norm, in_bias,
+               learned_scale)
 
 
 for _name in GATES:
@@ -160,11 +177,15 @@ def ffn_options(cfg, kind: str | None = None) -> dict:
 def gate_function(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The experts' gated kind's (gate, up) -> hidden (expert_ffn, else ffn), for stacked experts (moe.py)."""
     kind = cfg.expert_ffn or cfg.ffn
-    return GATES[kind](**ffn_options(cfg, kind))
+    options = ffn_options(cfg, kind)
+    if cfg.expert_swiglu_limit is not None and "swiglu_limit" in options:  # the experts' own bound (Step 3.7)
+        options["swiglu_limit"] = cfg.expert_swiglu_limit
+    return GATES[kind](**options)
 
 
-def dense_ffn(cfg, hidden: int) -> nn.Module | None:
-    """An FFN of the configured kind and this hidden width (a gated one with its muP multipliers, where set)."""
+def dense_ffn(cfg, hidden: int, learned_scale: bool = False) -> nn.Module | None:
+    """An FFN of the configured kind and this hidden width (a gated one with its muP multipliers, where set);
+    learned_scale: its output times a learned scalar (a block's dense FFN with ffn_learned_scale)."""
     scales = {name: value for name, value in (("gate_scale", cfg.ffn_gate_multiplier),
                                               ("out_scale", cfg.ffn_out_multiplier)) if value != 1.0}
     if cfg.ffn_sparsity:
@@ -175,6 +196,8 @@ def dense_ffn(cfg, hidden: int) -> nn.Module | None:
         scales["in_bias"] = cfg.ffn_in_bias
     if cfg.ffn_groups != 1:  # a plain MLP's (check_ffn)
         scales["groups"] = cfg.ffn_groups
+    if learned_scale:  # gated kinds only (check_ffn)
+        scales["learned_scale"] = True
     return FFNS[cfg.ffn](cfg.d_model, hidden, bias=cfg.bias, **ffn_options(cfg), **scales)
 
 
@@ -200,6 +223,12 @@ def check_ffn(cfg) -> None:
                                 or hidden % cfg.ffn_groups or cfg.bitlinear != "none"):
         raise LlmarchError(f"ffn_groups={cfg.ffn_groups} groups a dense ungated MLP's projections: it must divide "
                            "d_model and ffn_hidden (no experts, sub_norm or BitLinear)")
+    if cfg.ffn_learned_scale and cfg.ffn not in GATES:
+        raise LlmarchError(f"ffn_learned_scale scales a gated dense FFN ({', '.join(GATES)}), not ffn={cfg.ffn!r}")
+    if cfg.expert_swiglu_limit is not None and (cfg.expert_swiglu_limit <= 0 or not cfg.n_experts
+                                                or "swiglu_limit" not in FFN_FIELDS.get(cfg.expert_ffn or cfg.ffn, ())):
+        raise LlmarchError(f"expert_swiglu_limit={cfg.expert_swiglu_limit} bounds the experts of a clamped kind "
+                           f"(expert_ffn or ffn reading swiglu_limit), for n_experts > 0, and must be positive")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")

@@ -13,7 +13,7 @@ def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
     moe_shortcut the mixture goes beside it: shortcut_moe)."""
     if cfg.is_moe_layer(layer) and not cfg.moe_shortcut:
         return MoEBesideDense(cfg) if cfg.moe_beside_dense else MoE(cfg, layer)
-    return dense_ffn(cfg, cfg.ffn_hidden)
+    return dense_ffn(cfg, cfg.ffn_hidden, learned_scale=cfg.ffn_learned_scale)
 
 
 def shortcut_moe(cfg, layer: int = 0) -> MoE | None:

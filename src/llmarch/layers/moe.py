@@ -193,6 +193,17 @@ def check_moe(cfg) -> None:
                              or cfg.is_moe_layer(cfg.n_layers - 1)):
         raise LlmarchError("moe_shortcut needs a sequential pre-norm decoder-only or encoder-only stack whose "
                            "mixture layers (moe_period >= 2) each have a next layer to add their output to")
+    if (cfg.router_shared_sink or cfg.router_learned_scale) and not cfg.n_experts:
+        raise LlmarchError("router_shared_sink and router_learned_scale need a router: n_experts > 0")
+    if cfg.router_shared_sink and not (
+            cfg.n_shared_experts and cfg.shared_hidden == cfg.n_shared_experts * cfg.expert_hidden
+            and cfg.ffn in GATED and cfg.router_scoring == "sigmoid" and cfg.router_renormalize
+            and cfg.router_renorm_p == 1.0 and not (cfg.router_mlp or cfg.zero_experts or cfg.skip_experts
+                                                    or cfg.shared_expert_gate or cfg.moe_beside_dense)):
+        raise LlmarchError("router_shared_sink weighs gated shared experts of expert_hidden each by sigmoid scores "
+                           "renormalised with the chosen ones': it needs n_shared_experts > 0, shared_hidden = "
+                           "n_shared_experts * expert_hidden, router_scoring='sigmoid', router_renormalize, and no "
+                           "router_mlp, zero or skip experts, shared_expert_gate or moe_beside_dense")
     if cfg.router_bias and not cfg.n_experts:
         raise LlmarchError("router_bias=True and n_experts=0: there is no router to bias")
     if cfg.router_softcap is not None and (cfg.router_softcap <= 0 or not cfg.n_experts):
@@ -284,6 +295,7 @@ class MoE(nn.Module):
         self.skip = cfg.skip_experts > 0  # ZAYA1: the choices past the experts compute nothing
         self.experts = Experts(cfg)
         self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
+        self.shared_width = cfg.expert_hidden  # one shared expert's hidden units (router_shared_sink weighs each)
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
         self.shared_gate = Linear(cfg.d_model, 1, bias=False) if cfg.shared_expert_gate else None
         # Ergo (expert_out_norm): the shared experts' output through a norm of its own too
@@ -299,7 +311,11 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:  # (B, T, C)
         y = self.routed(x, x, ctx)
         if self.shared is not None:
-            shared = self.shared(x) if self.shared_norm is None else self.shared_norm(self.shared(x))
+            sink = self.routing.shared  # router_shared_sink: each shared expert's hidden units times its weight
+            shared = self.shared(x) if sink is None else \
+                self.shared(x, hidden_gain=sink.repeat_interleave(self.shared_width, dim=-1))
+            if self.shared_norm is not None:  # expert_out_norm: the shared expert's output normed too
+                shared = self.shared_norm(shared)
             y = y + (shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared)
             if self.average:  # Cohere2-MoE: the two halves' mean
                 y = y * 0.5

@@ -23,6 +23,9 @@ DeepSeek's refinements of the choice (not of the weights):
   the choice only, the weights staying s; training nudges b_e by gamma * sign(mean load - load_e) after each
   batch (models/routing.py, update_expert_bias), so overloaded experts are chosen less; Kolibri-1 adds it to the
   logits instead (router_bias_on_logits), which ranks the experts otherwise than scores + b.
+Inkling (router_shared_sink) scores its shared experts beside the routed ones, by sigmoid, and renormalises the chosen
+and the shared experts' scores together, so the shared experts act as a sink of the routing weight; each shared
+expert's output is weighted by its own; router_learned_scale multiplies every weight by a learned scalar.
 Laguna soft-caps the logits, cap * tanh(l / cap) (router_softcap), before anything reads them.
 An expert has a capacity per sequence; assignments past it are dropped in order (all first choices by
 position, then second choices), their token passing through the residual alone.
@@ -55,6 +58,7 @@ class Routing:
     logits: torch.Tensor  # (B, T, E) fp32 router logits
     experts: torch.Tensor  # (B, T, k) chosen experts, most probable first
     kept: torch.Tensor | None  # (B, T, k) bool: within capacity; None: no capacity limit (all kept)
+    shared: torch.Tensor | None = None  # (B, T, S) the shared experts' weights (router_shared_sink); None: unweighted
 
     def load(self) -> torch.Tensor:
         """(E,) share of the kept token-choices each expert received."""
@@ -77,10 +81,14 @@ class Router(nn.Module):
         self.fixed_capacity = cfg.expert_capacity
         # LongCat-Flash's zero experts and ZAYA1's skip experts are chosen as the others
         choices = cfg.n_experts + cfg.zero_experts + cfg.skip_experts
+        # Inkling: the shared experts' logits after the routed ones', never chosen, always weighed
+        self.sink = cfg.n_shared_experts if cfg.router_shared_sink else 0
         if cfg.router_mlp:  # ZAYA1: logits from an MLP (router_mlp.py)
             self.mlp = MLPLogits(cfg, choices, carries)
         else:
-            self.weight = nn.Parameter(torch.empty(choices, cfg.d_model))
+            self.weight = nn.Parameter(torch.empty(choices + self.sink, cfg.d_model))
+        # Inkling's gate.global_scale: every weight, routed and shared, times a learned scalar
+        self.gain = nn.Parameter(torch.ones(1)) if cfg.router_learned_scale else None
         self.bias = nn.Parameter(torch.empty(choices)) if cfg.router_bias else None  # gpt-oss
         # Gemma 4: the router's input RMS-normalised, times a gain per channel and d^-1/2; the renormalised weights
         # times a scale per expert
@@ -124,6 +132,9 @@ class Router(nn.Module):
         if mlp is None:
             h = soft_cap(F.linear(h, self.weight.float(), bias), self.softcap)
         logits = self.hook_router_logits(h)  # (B, T, E): an MLP router's are its output
+        sink = None
+        if self.sink:  # the shared experts' logits: weighed beside the chosen ones', not chosen (sigmoid scores)
+            logits, sink = logits[..., :-self.sink], logits[..., -self.sink:].sigmoid()
         if self.sqrtsoftplus:  # DeepSeek-V4
             scores = F.softplus(logits).sqrt()
         else:
@@ -144,10 +155,12 @@ class Router(nn.Module):
         experts = self.hook_experts(experts)
         if self.renormalize and self.renorm_p != 1.0:  # DBRX: w / ||w||_p
             weights = weights / weights.norm(p=self.renorm_p, dim=-1, keepdim=True)
-        elif self.renormalize:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        if self.scale != 1.0:
-            weights = weights * self.scale
+        elif self.renormalize:  # with a sink the chosen and the shared experts' scores sum to 1 together
+            total = weights.sum(dim=-1, keepdim=True) + (0.0 if sink is None else sink.sum(dim=-1, keepdim=True))
+            weights, sink = weights / total, None if sink is None else sink / total
+        gain = self.scale if self.gain is None else self.scale * self.gain.float()
+        if self.gain is not None or self.scale != 1.0:
+            weights, sink = weights * gain, None if sink is None else sink * gain
         if self.expert_scale is not None:
             weights = weights * self.expert_scale.float()[experts]
         capacity = self.capacity(x.shape[1])
@@ -155,7 +168,7 @@ class Router(nn.Module):
         if capacity is not None and capacity < x.shape[1] * self.k:
             kept = within_capacity(experts, self.n_experts, capacity)
             weights = weights * kept
-        return weights, Routing(logits, experts, kept)
+        return weights, Routing(logits, experts, kept, sink)
 
 
     def choose(self, scores: torch.Tensor) -> torch.Tensor:

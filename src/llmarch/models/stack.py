@@ -16,6 +16,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
+from ..layers.canon import BlockState, Canon
 from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
 from ..layers.lang_adapters import default_lang_ids
@@ -24,6 +25,7 @@ from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import OffsetRMSNorm, make_norm
 from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
+from ..layers.recurrence import RECURRENCES
 from ..layers.shared_block import SharedBlock
 from ..layers.token_dropout import drop_mask_tokens
 from .masks import causal_mask, document_mask, document_positions, position_ids
@@ -57,6 +59,10 @@ class Stack(nn.Module):
         self.block_order = [i * groups // cfg.n_layers for i in range(cfg.n_layers)] if groups else None
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i)
                                     for i in range(cfg.layer_groups or cfg.n_layers))
+        # a recurrence (layers/recurrence.py: HRM's two modules) runs the blocks in its own order, each invocation
+        # with a decode state of its own (_runs), set on the block's mixer before it runs
+        self.recurrence = RECURRENCES[cfg.recurrence](cfg) if cfg.recurrence != "none" else None
+        self._runs: list | None = None
         # Zamba's shared transformer blocks (layers/shared_block.py): held here once, run by the layers whose mixer
         # reads them, each through ctx.shared_blocks; the j-th such layer runs block j mod shared_blocks
         users = [b.seq_mixer for i, b in enumerate(self.blocks) if MIXERS[cfg.layer_mixer(i)].reads_shared_blocks]
@@ -80,6 +86,8 @@ class Stack(nn.Module):
         # Granite's embedding_multiplier, read once here: None (1.0) costs a forward nothing
         self._embed_multiplier = cfg.embed_multiplier if cfg.embed_multiplier != 1.0 else None
         # whether some layer's attention reads ctx.mask
+        # each block's Canon layers (canon_kv, canon_out), whose histories join its mixer's decode state
+        self._canons = [[m for m in b.modules() if isinstance(m, Canon)] for b in self.blocks]
         self._uses_mask = any(ATTENTION_KINDS[cfg.for_layer(i).attention].uses_mask for i in range(cfg.n_layers))
         # whether every layer attends through ctx.mask, so packed documents can be kept apart (document_ids)
         self.packable = cfg.causal and all(
@@ -96,35 +104,64 @@ class Stack(nn.Module):
         if max_len > cfg.context_length:
             raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
+        if self.recurrence is not None:
+            self._runs = [self.blocks[j].seq_mixer.new_state(batch, max_len, dtype or w.dtype, w.device)
+                          for j in self.recurrence.order()]
+            self.set_caches(self._runs, max_len)
+            return
         for i, block in enumerate(self.blocks):
             if cfg.kv_source(i) != i:  # its keys and values are an earlier layer's: so is its cache
                 block.seq_mixer.cache = SharedKV(self.blocks[cfg.kv_source(i)].seq_mixer.cache)
                 continue
             make = block.seq_mixer.bounded_state if bounded else block.seq_mixer.new_state
             block.seq_mixer.cache = make(batch, max_len, dtype or w.dtype, w.device)
+            for canon in self._canons[i]:
+                canon.cache = canon.new_state(batch, max_len, dtype or w.dtype, w.device)
         self._cache_max_len = max_len
 
     def clear_cache(self) -> None:
-        for block in self.blocks:
+        self._runs = None
+        for block, canons in zip(self.blocks, self._canons):
             block.seq_mixer.cache = None
+            for canon in canons:
+                canon.cache = None
             if hasattr(block, "cross_attn"):
                 block.cross_attn.set_memory(None)
 
     def caches(self) -> list:
-        """Each block's decode state (None where generation is not set up)."""
-        return [block.seq_mixer.cache for block in self.blocks]
+        """Each block's decode state (None where generation is not set up); with a recurrence, each invocation's."""
+        if self.recurrence is not None:
+            return list(self._runs) if self._runs is not None else [None] * len(self.recurrence.order())
+        return [BlockState(b.seq_mixer.cache, [c.cache for c in canons]) if canons else b.seq_mixer.cache
+                for b, canons in zip(self.blocks, self._canons)]
 
     def set_caches(self, states: list, max_len: int) -> None:
         """Every block's decode state, as caches() lists them, for sequences of up to max_len tokens
         (continuous batching swaps in a one-row state to prefill a request alone: generate/batch.py)."""
-        for block, state in zip(self.blocks, states):
+        if self.recurrence is not None:
+            self._runs = list(states)
+            for j, state in zip(self.recurrence.order(), states):  # each block holds some state: cache_len reads it
+                self.blocks[j].seq_mixer.cache = state
+            self._cache_max_len = max_len
+            return
+        for block, canons, state in zip(self.blocks, self._canons, states):
+            if isinstance(state, BlockState):
+                state, histories = state.mixer, state.canons
+                for canon, history in zip(canons, histories):
+                    canon.cache = history
             block.seq_mixer.cache = state
         self._cache_max_len = max_len
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
         """Batch row r of every mixer's state takes row rows[r]'s contents (beam search)."""
-        for block in self.blocks:
+        if self.recurrence is not None:
+            for state in self._runs:
+                state.reorder(rows)
+            return
+        for block, canons in zip(self.blocks, self._canons):
             block.seq_mixer.cache.reorder(rows)
+            for canon in canons:
+                canon.cache.reorder(rows)
 
     @property
     def cache_len(self) -> int | None:
@@ -198,6 +235,13 @@ class Stack(nn.Module):
                                input_ids=input_ids)
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
+    def _invoke(self, k: int, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """A recurrence's invocation k: its block on x, over the invocation's own decode state when decoding."""
+        block = self._modules["blocks"][self.recurrence.order()[k]]
+        if self._runs is not None:
+            block.seq_mixer.cache = self._runs[k]
+        return block(x, ctx)
+
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
                 lang_ids: torch.Tensor | None = None):
@@ -252,9 +296,12 @@ class Stack(nn.Module):
             x = streams(x, self._stack_cfg.hc_streams)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
-        for i, (block, t) in enumerate(zip(blocks, self._types)):
-            c = ctxs.get(t, ctx)
-            x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
+        if self.recurrence is not None:  # its own schedule (one layer type, no per-layer bias: its check)
+            x = sub["recurrence"](x, lambda k, h: self._invoke(k, h, ctx))
+        else:
+            for i, (block, t) in enumerate(zip(blocks, self._types)):
+                c = ctxs.get(t, ctx)
+                x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
         if altup is not None:
             x = altup.merge(x)
         if hc_head is not None:

@@ -11,7 +11,8 @@ then hands them to its kind, which decides which keys each query sees and comput
   (kept on the layer, so state-dict keys stay blocks.{i}.attn.<name>);
 - `uses_mask`: whether it reads ctx.mask, the dense causal/padding/bias mask the model builds once per forward
   (kinds that build their own from ctx.pad_mask leave it unbuilt); `shares_qk`: keys are the queries
-  (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window`; `takes_sinks`:
+  (Reformer), so the layer projects no keys; `windowed`: its window size is `sliding_window` (None: a window is
+  optional, relative_logits); `takes_sinks`:
   it puts the layer's learned sinks (attn.sinks, attn_sinks) in its softmax's denominator (sinks.py); `softcaps`: it
   can soft-cap the scores before its softmax (attn_softcap, Gemma 2: the attention's eager kernel and the
   blockwise engine take the cap; kinds with their own softmax arithmetic do not); `needs_positions`: the positions
@@ -56,7 +57,7 @@ class AttentionKind:
 
     @classmethod
     def check(cls, cfg) -> None:
-        if cls.windowed != (cfg.sliding_window is not None):
+        if cls.windowed is not None and cls.windowed != (cfg.sliding_window is not None):
             kinds = " or ".join(windowed_kinds())
             raise LlmarchError(f"attention={cfg.attention!r} and sliding_window={cfg.sliding_window}: "
                                f"a window size goes with {kinds} attention, and only with it")

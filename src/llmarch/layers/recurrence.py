@@ -1,0 +1,78 @@
+"""How a stack runs its blocks, chosen by `ModelConfig.recurrence` from RECURRENCES: 'none' runs each block once, in
+order; a recurrence runs them in a schedule of its own, a block possibly several times, each run (an invocation) with
+a decode state of its own, so cached decoding equals the whole forward as for any stack.
+
+'hrm': the Hierarchical Reasoning Model (Wang et al. 2025, "Hierarchical Reasoning Model", arXiv 2506.21734, §2): the
+blocks form two recurrent modules, a fast low-level one (the first n_layers / 2 blocks) and a slow high-level one (the
+rest), each ending in a norm of its own. From z_H = the embeddings and z_L = a learned start vector,
+
+    for each of hrm_high_cycles high cycles:
+        z_L = norm_L(f_L(z_L + z_H))    hrm_low_cycles times
+        z_H = norm_H(f_H(z_H + z_L))
+
+and z_H is the stack's output (the stack's own final norm off: final_norm=False)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import LlmarchError
+from .norms import make_norm
+from ..registry import Registry
+
+RECURRENCES: Registry = Registry("recurrence")
+
+
+def check_recurrence(cfg) -> None:
+    if cfg.recurrence not in RECURRENCES.names():
+        raise LlmarchError(f"unknown recurrence {cfg.recurrence!r}; choose one of: {', '.join(RECURRENCES.names())}")
+    if cfg.recurrence != "none":
+        RECURRENCES[cfg.recurrence].check(cfg)
+
+
+class HRM(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.high, self.low, self.half = cfg.hrm_high_cycles, cfg.hrm_low_cycles, cfg.n_layers // 2
+        # z_L's start (HRM's z_L_init: zeros, frozen, so a buffer: nothing trains it)
+        self.register_buffer("low_init", torch.zeros(cfg.d_model))
+        self.low_norm, self.high_norm = make_norm(cfg), make_norm(cfg)
+        low, high = list(range(self.half)), list(range(self.half, 2 * self.half))
+        self._order = (low * self.low + high) * self.high
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.hrm_high_cycles <= 0 or cfg.hrm_low_cycles <= 0 or cfg.n_layers % 2:
+            raise LlmarchError(f"recurrence='hrm' needs positive hrm_high_cycles and hrm_low_cycles and an even "
+                               f"n_layers (two modules), got {cfg.hrm_high_cycles}, {cfg.hrm_low_cycles} and "
+                               f"{cfg.n_layers}")
+        if not cfg.causal or cfg.n_decoder_layers or cfg.layer_types is not None or cfg.layer_groups \
+                or cfg.kv_shared_layers or cfg.final_norm or cfg.altup_streams > 1 \
+                or cfg.hyper_connection != "none" or cfg.canon_kv or cfg.canon_out or cfg.moe_shortcut \
+                or cfg.relative_bias_per_layer or cfg.ple_dim or cfg.mixer != "attention" or cfg.attn_period:
+            raise LlmarchError("recurrence='hrm' runs one kind of attention block in a decoder-only stack without "
+                               "final_norm, layer types, shared or per-layer parts, AltUp, hyper-connections, Canon "
+                               "layers or moe_shortcut")
+
+    def order(self) -> list[int]:
+        """The block of each invocation, in the order they run."""
+        return self._order
+
+    def forward(self, x: torch.Tensor, run) -> torch.Tensor:
+        """x (B, T, C): the embeddings; run(k, h): invocation k on h."""
+        z_high, z_low, k = x, self.low_init.to(x.dtype).expand_as(x), 0
+        for _ in range(self.high):
+            for _ in range(self.low):
+                h = z_low + z_high
+                for _ in range(self.half):
+                    h, k = run(k, h), k + 1
+                z_low = self.low_norm(h)
+            h = z_high + z_low
+            for _ in range(self.half):
+                h, k = run(k, h), k + 1
+            z_high = self.high_norm(h)
+        return z_high
+
+
+RECURRENCES.register("none")(None)
+RECURRENCES.register("hrm")(HRM)
