@@ -73,13 +73,14 @@ def test_mamba_state_is_independent_of_max_len_while_a_kv_cache_grows():
 
 def test_default_attention_kinds_are_those_that_run_as_one_layer(capsys):
     """The default list ('all') leaves out kinds that read what a model's stack builds (DeBERTa's relative
-    embeddings, LongT5's global blocks) and, bidirectional, lightning (causal only); asked for by name, each is a
-    one-line error before any timing."""
+    embeddings, LongT5's global blocks) and, bidirectional, the causal-only kinds (lightning, Doge's dynamic mask,
+    Inkling's relative logits); asked for by name, each is a one-line error before any timing."""
     from llmarch.bench.attention import standalone_kinds
 
     causal, both = standalone_kinds(AttentionBenchConfig()), standalone_kinds(AttentionBenchConfig(causal=False))
     assert {"full", "sliding_window", "local", "differential", "lightning"} <= set(causal)
-    assert not {"disentangled", "transient_global"} & set(causal) and set(causal) - set(both) == {"lightning"}
+    assert not {"disentangled", "transient_global"} & set(causal) and set(causal) - set(both) == {"lightning", "dynamic_mask",
+                                                                                        "relative_logits"}
     assert main(["bench", "attention", "--attn-kinds", "full,disentangled", "--attn-lengths", "64"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "disentangled" in err
