@@ -2,14 +2,17 @@
 of 64, 1-D parameters perturbed, routers made decisive) saved with save_pretrained and read by from_hf: logits on a
 left-padded batch within 1e-4 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole
 forward, and a to_hf round trip that transformers loads to the same logits and llmarch to the same config.
+Weights drawn with initializer_range 0.1, not 0.02, so that an activation or a RoPE base used wrongly shows.
 
 aria_text: Aria's MoE language model (AriaTextForCausalLM), its shared experts GELU-gated here (hidden_act) beside
-the routed experts, which are always SiLU-gated."""
+the routed experts, which are always SiLU-gated.
+cohere_compass_text: Cohere's North text model (CohereCompassForCausalLM): a NoPE sliding layer and a full layer with
+RoPE at base 5e5 (rope_parameters keyed by layer type), RoPE on halves, logit_scale 0.5."""
 import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import to_hf
+from llmarch.interop import FAMILIES, to_hf
 
 from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf, routed_apart
 from test_hf_families import assert_matches_transformers
@@ -53,3 +56,18 @@ def test_aria_text(tmp_path):
     with pytest.raises(LlmarchError, match="ungated shared experts"):
         to_hf(ours, tmp_path / "refused")
     ours.config = cfg
+
+
+def test_cohere_compass_text(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.CohereCompassTextConfig(
+        **SMALL, intermediate_size=96, sliding_window=6, logit_scale=0.5, initializer_range=0.1,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"sliding_attention": None, "full_attention": {"rope_type": "default", "rope_theta": 5e5}})
+    ours = parity(transformers.CohereCompassForCausalLM(config), "CohereCompassForCausalLM", tmp_path)
+    cfg = ours.config
+    assert (cfg.block, cfg.shared_norm, cfg.logit_divisor, cfg.rope_theta) == ("parallel", True, 2.0, 5e5)
+    assert (cfg.for_layer(0).positions, cfg.for_layer(0).sliding_window, cfg.for_layer(1).sliding_window) == \
+        ("none", 6, None)
+    with pytest.raises(LlmarchError, match="rope_parameters an entry"):
+        FAMILIES["cohere_compass_text"].to_config({**config.to_dict(), "rope_parameters": {"rope_theta": 1e4}})

@@ -63,3 +63,4 @@ from . import apertus1p5_text  # noqa: F401
 from . import flint  # noqa: F401
 from . import axk1  # noqa: F401
 from . import aria_text  # noqa: F401
+from . import cohere_compass_text  # noqa: F401
