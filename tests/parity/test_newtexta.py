@@ -71,3 +71,17 @@ def test_cohere_compass_text(tmp_path):
         ("none", 6, None)
     with pytest.raises(LlmarchError, match="rope_parameters an entry"):
         FAMILIES["cohere_compass_text"].to_config({**config.to_dict(), "rope_parameters": {"rope_theta": 1e4}})
+
+
+def test_lara_mini(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.LaraMiniConfig(
+        **{**SMALL, "num_hidden_layers": 3}, head_dim=16, sliding_window=6, initializer_range=0.1,
+        layer_types=["linear_attention", "sliding_attention", "full_attention"], linear_num_key_heads=2,
+        linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16, num_experts=4,
+        num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
+    ours = parity(routed_apart(transformers.LaraMiniForCausalLM(config)), "LaraMiniForCausalLM", tmp_path)
+    cfg = ours.config
+    assert [cfg.layer_mixer(i) for i in range(3)] == ["gated_deltanet", "attention", "attention"]
+    assert (cfg.for_layer(1).sliding_window, cfg.for_layer(2).positions, cfg.norm, cfg.shared_hidden) == \
+        (6, "none", "rmsnorm", 48)

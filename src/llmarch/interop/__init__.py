@@ -64,3 +64,4 @@ from . import flint  # noqa: F401
 from . import axk1  # noqa: F401
 from . import aria_text  # noqa: F401
 from . import cohere_compass_text  # noqa: F401
+from . import lara_mini  # noqa: F401
