@@ -85,3 +85,38 @@ def test_lara_mini(tmp_path):
     assert [cfg.layer_mixer(i) for i in range(3)] == ["gated_deltanet", "attention", "attention"]
     assert (cfg.for_layer(1).sliding_window, cfg.for_layer(2).positions, cfg.norm, cfg.shared_hidden) == \
         (6, "none", "rmsnorm", 48)
+
+
+def test_gemma4_unified_text(tmp_path):
+    torch.manual_seed(0)
+    S, F = "sliding_attention", "full_attention"
+    config = transformers.Gemma4UnifiedTextConfig(
+        **SMALL, head_dim=16, global_head_dim=32, intermediate_size=96, sliding_window=6, layer_types=[S, F],
+        attention_k_eq_v=True, num_global_key_value_heads=1, final_logit_softcapping=30.0, initializer_range=0.1)
+    hf = transformers.Gemma4UnifiedForCausalLM(config)
+    with torch.no_grad():
+        for name, b in hf.named_buffers():
+            if name.endswith("layer_scalar"):
+                b.copy_(torch.rand(1) + 0.5)
+    ours = parity(hf, "Gemma4UnifiedForCausalLM", tmp_path)
+    cfg = ours.config
+    assert (cfg.ple_dim, cfg.n_experts, cfg.for_layer(1).head_dim, cfg.for_layer(1).attn_k_eq_v) == (0, 0, 32, True)
+    ours.config = cfg.replace(ple_dim=8, ple_vocab=128)
+    with pytest.raises(LlmarchError, match="no per-layer input embeddings"):
+        to_hf(ours, tmp_path / "refused")
+    ours.config = cfg
+
+
+def test_minimax_m3_vl_text(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.MiniMaxM3VLTextConfig(
+        **SMALL, head_dim=16, rotary_dim=8, intermediate_size=32, dense_intermediate_size=96,
+        shared_intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, mlp_layer_types=["dense", "sparse"],
+        routed_scaling_factor=1.5, swiglu_alpha=1.5, swiglu_limit=0.5, initializer_range=0.1,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5})
+    ours = parity(routed_apart(transformers.MiniMaxM3VLForCausalLM(config)), "MiniMaxM3VLForCausalLM", tmp_path)
+    cfg = ours.config
+    assert (cfg.norm, cfg.ffn, cfg.moe_dense_first, cfg.rotary_dim, cfg.router_scale, cfg.shared_hidden) == \
+        ("rmsnorm_offset", "swiglu_clamped", 1, 8, 1.5, 48)
+    with pytest.raises(LlmarchError, match="minimax_m3_sparse"):
+        FAMILIES["minimax_m3_vl_text"].to_config({**config.to_dict(), "layer_types": ["minimax_m3_sparse"] * 2})

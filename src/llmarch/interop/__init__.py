@@ -65,3 +65,5 @@ from . import axk1  # noqa: F401
 from . import aria_text  # noqa: F401
 from . import cohere_compass_text  # noqa: F401
 from . import lara_mini  # noqa: F401
+from . import gemma4_unified_text  # noqa: F401
+from . import minimax_m3_vl_text  # noqa: F401
