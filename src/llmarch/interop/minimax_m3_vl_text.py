@@ -75,8 +75,9 @@ def _needs(cfg: ModelConfig) -> str | None:
 def from_config(cfg: ModelConfig) -> dict:
     k = first_dense(cfg)
     # hidden_act: silu, as the config class sets it whatever the file says (the clamped gate is computed inline)
-    out = llama_like_hf(cfg.replace(ffn="swiglu"), architectures=["MiniMaxM3VLForCausalLM"], intermediate_size=cfg.expert_hidden,
-                        dense_intermediate_size=cfg.ffn_hidden, shared_intermediate_size=cfg.shared_hidden,
+    out = llama_like_hf(cfg.replace(ffn="swiglu"), architectures=["MiniMaxM3VLForCausalLM"],
+                        intermediate_size=cfg.expert_hidden, dense_intermediate_size=cfg.ffn_hidden,
+                        shared_intermediate_size=cfg.shared_hidden,
                         mlp_layer_types=["dense"] * k + ["sparse"] * (cfg.n_layers - k),
                         layer_types=[FULL] * cfg.n_layers, num_local_experts=cfg.n_experts,
                         num_experts_per_tok=cfg.experts_per_token, routed_scaling_factor=cfg.router_scale,
