@@ -120,3 +120,21 @@ def test_minimax_m3_vl_text(tmp_path):
         ("rmsnorm_offset", "swiglu_clamped", 1, 8, 1.5, 48)
     with pytest.raises(LlmarchError, match="minimax_m3_sparse"):
         FAMILIES["minimax_m3_vl_text"].to_config({**config.to_dict(), "layer_types": ["minimax_m3_sparse"] * 2})
+
+
+def test_kolibri1_1(tmp_path):
+    torch.manual_seed(0)
+    S, X = "sliding_attention", "indexed_attention"
+    config = transformers.Kolibri1_1Config(
+        **{**SMALL, "num_hidden_layers": 4}, head_dim=16, sliding_window=6, layer_types=[S, X, S, X],
+        kv_source_layers=[0, 1, 2, 1], index_layers=[1], index_num_heads=2, mlp_only_layers=[0],
+        mlp_only_intermediate_size=80, moe_intermediate_size=32, shared_expert_intermediate_size=48, num_experts=4,
+        num_experts_per_tok=2, norm_topk_prob=True, initializer_range=0.1)
+    ours = parity(routed_apart(transformers.Kolibri1_1ForCausalLM(config)), "Kolibri1_1ForCausalLM", tmp_path)
+    cfg = ours.config
+    assert [cfg.kv_source(i) for i in range(4)] == [0, 1, 2, 1] and cfg.context_length == 2048 + 128 + 8
+    assert (cfg.for_layer(3).positions, cfg.for_layer(3).kv_fp4, cfg.moe_dense_first, cfg.ffn_hidden) == \
+        ("none", True, 1, 80)
+    assert ours.blocks[3].attn.qkv_proj.weight.shape[0] == 64  # queries only: its keys and values are layer 1's
+    with pytest.raises(LlmarchError, match="kv_source_layers: layer 3 reads layer 2"):
+        cfg.replace(kv_source_layers=[0, 1, 2, 2])

@@ -84,10 +84,11 @@ _REFUSED = (("attention_bias", "attention biases"),)
 
 
 def qkv_rules(cfg: ModelConfig) -> list[Rule]:
-    """Each layer's q, k, v into qkv_proj: q alone on a KV-shared layer, q and k where the keys are the values."""
+    """Each layer's q, k, v into qkv_proj: q alone on a KV-shared layer (kv_shared_layers or kv_source_layers), q and
+    k where the keys are the values."""
     rules = []
     for i in range(cfg.n_layers):
-        names = "q" if i >= cfg.n_layers - cfg.kv_shared_layers else "qk" if cfg.for_layer(i).attn_k_eq_v else "qkv"
+        names = "q" if cfg.kv_source(i) != i else "qk" if cfg.for_layer(i).attn_k_eq_v else "qkv"
         rules.append(Rule(tuple(_A.format(i=i) + f"{p}_proj.weight" for p in names),
                           f"blocks.{i}.attn.qkv_proj.weight", layer=i))
     return rules

@@ -24,6 +24,7 @@ from .hooks import HookPoint
 from .linear import Linear
 from .mixer import MIXERS, Mixer
 from .norms import PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
+from .nvfp4 import nvfp4_round
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
 from .softcap import soft_cap
@@ -171,7 +172,9 @@ class Attention(Mixer):
         # Gemma 4: a global layer with attn_k_eq_v projects no values (they are its keys' projection); one of the
         # last kv_shared_layers projects neither keys nor values (it reads an earlier layer's: kv_from, set by the
         # stack, models/stack.py), so its state is that layer's cache (kv_heads 0: it adds none)
-        self.kv_shared = layer >= cfg.n_layers - cfg.kv_shared_layers if cfg.kv_shared_layers else False
+        self.kv_shared = cfg.kv_source(layer) != layer  # kv_shared_layers, or kv_source_layers (Kolibri 1.1)
+        # Kolibri 1.1's sparse layers: keys and values rounded to NVFP4 before attending (layers/nvfp4.py)
+        self.kv_fp4 = cfg.kv_fp4
         self.kv_from, self.k_eq_v = layer, cfg.attn_k_eq_v
         self.kv_heads = 0 if self.kv_shared else self.n_kv_heads
         self.qkv_heads = [self.n_heads * (2 if self.gate_rows else 1),
@@ -229,9 +232,12 @@ class Attention(Mixer):
                                "gate: attn_output_gate or attn_head_gate")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
-        if (cfg.attn_k_eq_v or cfg.kv_shared_layers) and (cfg.qk_norm not in ("none", "head")
-                                                          or ATTENTION_KINDS[cfg.attention].shares_qk):
-            raise LlmarchError("attn_k_eq_v and kv_shared_layers need keys of their own projection and a QK-norm of "
+        if cfg.kv_fp4 and (cfg.head_dim % 16 or cfg.value_width % 16):
+            raise LlmarchError(f"kv_fp4 rounds runs of 16 dims: it needs head_dim and values multiples of 16, got "
+                               f"{cfg.head_dim} and {cfg.value_width}")
+        if (cfg.attn_k_eq_v or cfg.kv_shared_layers or cfg.kv_source_layers) and (
+                cfg.qk_norm not in ("none", "head") or ATTENTION_KINDS[cfg.attention].shares_qk):
+            raise LlmarchError("attn_k_eq_v and KV sharing need keys of their own projection and a QK-norm of "
                                f"'none' or 'head' (got qk_norm={cfg.qk_norm!r}, attention={cfg.attention!r})")
 
     @classmethod
@@ -282,6 +288,8 @@ class Attention(Mixer):
             q, k, v = self._shared_kv(q, heads, one, ctx)
         else:
             q, k, v = self._own_kv(q, k, v, heads, one, ctx)
+        if self.kv_fp4:  # after sharing: a layer reading these rounds them itself (rounding twice changes nothing)
+            k, v = nvfp4_round(k), nvfp4_round(v)
         if self.temperature is not None:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling
             q = (q * temperature(ctx, *self.temperature)).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
