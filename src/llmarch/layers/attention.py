@@ -237,8 +237,9 @@ class Attention(Mixer):
                                f"{cfg.head_dim} and {cfg.value_width}")
         if (cfg.attn_k_eq_v or cfg.kv_shared_layers or cfg.kv_source_layers) and (
                 cfg.qk_norm not in ("none", "head") or ATTENTION_KINDS[cfg.attention].shares_qk):
-            raise LlmarchError("attn_k_eq_v and KV sharing need keys of their own projection and a QK-norm of "
-                               f"'none' or 'head' (got qk_norm={cfg.qk_norm!r}, attention={cfg.attention!r})")
+            raise LlmarchError("attn_k_eq_v and kv_shared_layers (or kv_source_layers) need keys of their own "
+                               f"projection and a QK-norm of 'none' or 'head' (got qk_norm={cfg.qk_norm!r}, "
+                               f"attention={cfg.attention!r})")
 
     @classmethod
     def score_dims(cls, cfg) -> int:
