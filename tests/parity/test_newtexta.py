@@ -1,5 +1,5 @@
-"""Recent decoder families against transformers 5.25, through files: for each, a tiny seeded model (2 layers, widths
-of 64, 1-D parameters perturbed, routers made decisive) saved with save_pretrained and read by from_hf: logits on a
+"""Recent decoder families against transformers 5.25, through files: for each, a tiny seeded model (2 to 4 layers,
+widths of 64, 1-D parameters perturbed, routers made decisive) saved with save_pretrained and read by from_hf: logits on a
 left-padded batch within 1e-4 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole
 forward, and a to_hf round trip that transformers loads to the same logits and llmarch to the same config.
 Weights drawn with initializer_range 0.1, not 0.02, so that an activation or a RoPE base used wrongly shows.
@@ -7,7 +7,12 @@ Weights drawn with initializer_range 0.1, not 0.02, so that an activation or a R
 aria_text: Aria's MoE language model (AriaTextForCausalLM), its shared experts GELU-gated here (hidden_act) beside
 the routed experts, which are always SiLU-gated.
 cohere_compass_text: Cohere's North text model (CohereCompassForCausalLM): a NoPE sliding layer and a full layer with
-RoPE at base 5e5 (rope_parameters keyed by layer type), RoPE on halves, logit_scale 0.5."""
+RoPE at base 5e5 (rope_parameters keyed by layer type), RoPE on halves, logit_scale 0.5.
+lara_mini: a Gated DeltaNet, a sliding (RoPE) and a full (no positions) layer, its fused in_proj split (SPLITS).
+gemma4_unified_text: a sliding and a wider full layer whose keys are its values, layer scalars moved off 1.
+minimax_m3_vl_text: a dense then a mixture layer, clamped SwiGLUs at a limit that bites, half-head RoPE.
+kolibri1_1: sliding and indexed layers, the second indexed layer reading the first's keys and values (NVFP4-rounded),
+a dense first layer."""
 import pytest
 import torch
 
