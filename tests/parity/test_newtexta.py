@@ -1,6 +1,6 @@
 """Recent decoder families against transformers 5.25, through files: for each, a tiny seeded model (2 to 4 layers,
-widths of 64, 1-D parameters perturbed, routers made decisive) saved with save_pretrained and read by from_hf: logits on a
-left-padded batch within 1e-4 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole
+widths of 64, 1-D parameters perturbed, routers made decisive) saved with save_pretrained and read by from_hf: logits
+on a left-padded batch within 1e-4 (fp32), 32 greedy tokens equal to transformers', cached decoding equal to the whole
 forward, and a to_hf round trip that transformers loads to the same logits and llmarch to the same config.
 Weights drawn with initializer_range 0.1, not 0.02, so that an activation or a RoPE base used wrongly shows.
 
