@@ -44,7 +44,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
                 "o_bias", "local_block_offset", "attn_temp_power", "attn_scale", "rel_logits_extent", "swiglu_limit",
-                "expert_ffn", "expert_swiglu_limit")
+                "expert_ffn", "expert_swiglu_limit", "kv_fp4")
 
 
 @dataclass
@@ -122,6 +122,13 @@ class ModelConfig:
     # earlier layer of the same attention geometry (kind, window, heads, head_dim, RoPE), sharing its KV cache
     # (Gemma 3n and Gemma 4's num_kv_shared_layers)
     kv_shared_layers: int = 0
+    # for each layer, the layer whose keys and values it attends over with its own queries: its own index, or an
+    # earlier layer of the same attention geometry that keeps its own, whose KV cache it shares (Kolibri 1.1's
+    # kv_source_layers); None: kv_shared_layers's rule
+    kv_source_layers: list | None = None
+    # keys and values rounded to NVFP4 before attention (E2M1 values, one E4M3 scale per 16 dims; layers/nvfp4.py),
+    # as Kolibri 1.1's sparse layers were trained to attend
+    kv_fp4: bool = False
     # each block's output (the residual stream) times a scalar stored with the weights (Gemma 4's layer_scalar)
     layer_scalar: bool = False
     # > 0: per-layer input embeddings of this width (Gemma 3n / Gemma 4 PLE, layers/per_layer_inputs.py): each
@@ -941,6 +948,9 @@ class ModelConfig:
             self._layer_cfgs[t] = self.replace(layer_types=None, layer_overrides=None, **fields_)
 
     def _validate_kv_sharing(self) -> None:
+        if self.kv_source_layers is not None:
+            self._validate_kv_sources()
+            return
         if not self.kv_shared_layers:
             self._kv_sources = None
             return
@@ -956,6 +966,19 @@ class ModelConfig:
                 raise LlmarchError(f"kv_shared_layers={self.kv_shared_layers}: layer {i} is not an attention layer "
                                    f"with an earlier layer of the same attention geometry to take keys and values from")
             self._kv_sources.append(source)
+
+    def _validate_kv_sources(self) -> None:
+        """kv_source_layers: each layer's own index, or an earlier attention layer of its geometry keeping its own."""
+        sources = list(self.kv_source_layers)
+        if self.kv_shared_layers or self.n_decoder_layers or len(sources) != self.n_layers:
+            raise LlmarchError(f"kv_source_layers needs one entry per layer ({self.n_layers}) of a decoder-only or "
+                               f"encoder-only stack, and no kv_shared_layers; got {len(sources)} entries")
+        for i, j in enumerate(sources):
+            if j != i and not (isinstance(j, int) and 0 <= j < i and sources[j] == j and self.layer_mixer(i) ==
+                               "attention" and _kv_geometry(self, i) == _kv_geometry(self, j)):
+                raise LlmarchError(f"kv_source_layers: layer {i} reads layer {j}'s keys and values, which is not an "
+                                   "earlier attention layer of the same geometry that keeps its own")
+        self._kv_sources = sources
 
     def kv_source(self, i: int) -> int:
         """The layer whose keys and values block i attends over: itself, or for the last kv_shared_layers blocks

@@ -18,20 +18,27 @@ from .qwen3 import nope_window_fields, nope_window_hf
 RULES = with_rope_pairs([r for r in LLAMA_RULES if "post_attention_layernorm" not in r.hf[0]])
 
 
-def to_config(hf: dict) -> ModelConfig:
+def cohere_fields(hf: dict) -> dict:
+    """The ModelConfig fields of Cohere's parallel layout (refusing QK-norm and attention biases)."""
     if hf.get("use_qk_norm"):
         raise LlmarchError(f"{hf['model_type']}: use_qk_norm (Command R+'s per-head LayerNorm) is not supported")
     if hf.get("attention_bias", False):  # biased q, k, v, o with an unbiased MLP
         raise LlmarchError(f"{hf['model_type']}: attention_bias=true is not supported")
-    fields = dict(norm="layernorm", norm_bias=False, norm_eps=hf.get("layer_norm_eps", 1e-5), block="parallel",
-                  shared_norm=True, tie_embeddings=hf.get("tie_word_embeddings", True),
-                  logit_divisor=1.0 / float(hf.get("logit_scale") or 1.0))
+    return dict(norm="layernorm", norm_bias=False, norm_eps=hf.get("layer_norm_eps", 1e-5), block="parallel",
+                shared_norm=True, tie_embeddings=hf.get("tie_word_embeddings", True),
+                logit_divisor=1.0 / float(hf.get("logit_scale") or 1.0))
+
+
+def to_config(hf: dict) -> ModelConfig:
+    fields = cohere_fields(hf)
     if hf["model_type"] == "cohere2":
         fields.update(nope_window_fields(hf))
     return llama_like_config({**hf, "mlp_bias": False}, **fields)
 
 
-def from_config(cfg: ModelConfig) -> dict:
+def cohere_hf(cfg: ModelConfig, arch: str, **extra) -> dict:
+    """config.json of a Cohere-layout model (`arch` its class, `extra` its layer fields), refusing what the layout
+    cannot hold."""
     if cfg.norm != "layernorm" or cfg.norm_bias or cfg.block != "parallel" or not cfg.shared_norm \
             or cfg.norm_placement != "pre" or not cfg.final_norm:
         raise LlmarchError(f"model_type {cfg.hf_model_type} needs a parallel block with one shared LayerNorm "
@@ -39,17 +46,20 @@ def from_config(cfg: ModelConfig) -> dict:
     if cfg.bias or cfg.qkv_bias or cfg.qk_norm != "none" or cfg.ffn != "swiglu" or cfg.sliding_window is not None:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has a SwiGLU MLP, no biases, QK-norm or window on "
                            "every layer")
-    extra = {}
-    if cfg.hf_model_type == "cohere2":
-        extra = nope_window_hf(cfg)
-    elif cfg.layer_types is not None:
-        raise LlmarchError("model_type cohere has no layer types")
-    arch = "Cohere2ForCausalLM" if cfg.hf_model_type == "cohere2" else "CohereForCausalLM"
     out = llama_like_hf(cfg, architectures=[arch], layer_norm_eps=cfg.norm_eps, logit_scale=1.0 / cfg.logit_divisor,
                         use_qk_norm=False, **extra)
     for key in ("rms_norm_eps", "mlp_bias"):
         out.pop(key)
     return out
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    extra = {}
+    if cfg.hf_model_type == "cohere2":
+        extra = nope_window_hf(cfg)
+    elif cfg.layer_types is not None:
+        raise LlmarchError("model_type cohere has no layer types")
+    return cohere_hf(cfg, "Cohere2ForCausalLM" if cfg.hf_model_type == "cohere2" else "CohereForCausalLM", **extra)
 
 
 FAMILIES.register("cohere")(Family(RULES, to_config, from_config, IGNORE))

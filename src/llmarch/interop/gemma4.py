@@ -84,10 +84,11 @@ _REFUSED = (("attention_bias", "attention biases"),)
 
 
 def qkv_rules(cfg: ModelConfig) -> list[Rule]:
-    """Each layer's q, k, v into qkv_proj: q alone on a KV-shared layer, q and k where the keys are the values."""
+    """Each layer's q, k, v into qkv_proj: q alone on a KV-shared layer (kv_shared_layers or kv_source_layers), q and
+    k where the keys are the values."""
     rules = []
     for i in range(cfg.n_layers):
-        names = "q" if i >= cfg.n_layers - cfg.kv_shared_layers else "qk" if cfg.for_layer(i).attn_k_eq_v else "qkv"
+        names = "q" if cfg.kv_source(i) != i else "qk" if cfg.for_layer(i).attn_k_eq_v else "qkv"
         rules.append(Rule(tuple(_A.format(i=i) + f"{p}_proj.weight" for p in names),
                           f"blocks.{i}.attn.qkv_proj.weight", layer=i))
     return rules
@@ -142,8 +143,10 @@ def _geometry(hf: dict, types: list[str]) -> dict[str, dict]:
     return out
 
 
-def to_config(hf: dict) -> ModelConfig:
-    hf = {**DEFAULTS, **hf}
+def to_config(hf: dict, defaults: dict = DEFAULTS, model_type: str = "gemma4_text") -> ModelConfig:
+    """A Gemma 4 text config.json read with its config class's `defaults`, as `model_type` (gemma4's text model is
+    gemma4_text)."""
+    hf = {**defaults, **hf}
     for field, what in _REFUSED:
         if hf.get(field):
             raise LlmarchError(f"{hf['model_type']}: {field}={hf[field]!r} ({what}) is not supported")
@@ -178,17 +181,18 @@ def to_config(hf: dict) -> ModelConfig:
                    v_norm=True, layer_scalar=True, final_softcap=hf.get("final_logit_softcapping"), ple_dim=ple,
                    ple_vocab=int(hf["vocab_size_per_layer_input"]) if ple else None,
                    sliding_window=int(hf["sliding_window"]), layer_types=names, layer_overrides=overrides,
-                   kv_shared_layers=shared, hf_model_type="gemma4_text", **moe, **top)
-    return llama_like_config({**hf, "hidden_act": hf["hidden_activation"], "model_type": "gemma4_text",
+                   kv_shared_layers=shared, hf_model_type=model_type, **moe, **top)
+    return llama_like_config({**hf, "hidden_act": hf["hidden_activation"], "model_type": model_type,
                               "rope_parameters": None}, **fields_)
 
 
-def from_config(cfg: ModelConfig) -> dict:
+def from_config(cfg: ModelConfig, arch: str = "Gemma4ForCausalLM", read=to_config) -> dict:
+    """config.json of class `arch` for cfg, checked to `read` back (by that class's to_config) to cfg."""
     types, per_layer, rope = [], {}, {}
     for i in range(cfg.n_layers):
         lc = cfg.for_layer(i)
         if lc.attention not in ("full", "sliding_window"):
-            raise LlmarchError(f"model_type gemma4_text has full and sliding-window layers only; layer {i} has "
+            raise LlmarchError(f"model_type {cfg.hf_model_type} has full and sliding-window layers only; layer {i} has "
                                f"attention={lc.attention!r}")
         t = FULL if lc.attention == "full" else SLIDING
         types.append(t)
@@ -200,8 +204,8 @@ def from_config(cfg: ModelConfig) -> dict:
     wide = any((cfg.layer_type(i) or "").endswith(WIDE) for i in range(cfg.n_layers))
     narrow = next(cfg.for_layer(i).ffn_hidden for i in range(cfg.n_layers)
                   if not (cfg.layer_type(i) or "").endswith(WIDE))
-    out = llama_like_hf(sliding.replace(ffn_hidden=narrow), architectures=["Gemma4ForCausalLM"],
-                        model_type="gemma4_text", num_hidden_layers=cfg.n_layers, layer_types=types,
+    out = llama_like_hf(sliding.replace(ffn_hidden=narrow), architectures=[arch],
+                        model_type=cfg.hf_model_type, num_hidden_layers=cfg.n_layers, layer_types=types,
                         sliding_window=sliding.sliding_window or cfg.sliding_window, rope_parameters=rope,
                         final_logit_softcapping=cfg.final_softcap, per_layer_config=per_layer,
                         attention_k_eq_v=full.attn_k_eq_v, num_kv_shared_layers=cfg.kv_shared_layers,
@@ -213,7 +217,7 @@ def from_config(cfg: ModelConfig) -> dict:
                         tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.context_length)
     out["hidden_activation"] = out.pop("hidden_act")
     out.pop("mlp_bias")
-    check_expressible(cfg, to_config(out), "gemma4_text")
+    check_expressible(cfg, read(out), cfg.hf_model_type)
     return out
 
 

@@ -19,7 +19,7 @@ from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
 from ..models.build import empty_model
 from ..registry import Registry
-from .mapping import JOINS, LAYOUTS, Rule, expand, export_state, pieces
+from .mapping import JOINS, LAYOUTS, SPLITS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint
 
 FAMILIES: Registry = Registry("Hugging Face model_type")
@@ -250,6 +250,12 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device, integer: bool
                                    "BertForMaskedLM), which its config.json's architectures should name")
             raise LlmarchError(f"checkpoint is missing tensor {name}")
     first, key = ckpt.file(rule.hf[0])
+    if rule.layout in SPLITS:  # read whole, our share of its rows taken
+        out = SPLITS[rule.layout][0](first.read(key), cfg).to(dtype or first.dtype(key))
+        if tuple(out.shape) != tuple(shape):
+            raise LlmarchError(f"tensor {rule.hf[0]} has shape {first.shape(key)}, which does not hold the config's "
+                               f"{rule.ours} of {tuple(shape)}")
+        return out.to(device) if device is not None else out
     if rule.layout in JOINS:  # read whole, then joined into ours
         to_ours, to_hf = JOINS[rule.layout]
         parts = []

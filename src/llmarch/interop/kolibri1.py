@@ -27,25 +27,34 @@ RULES = [r for r in LLAMA_RULES if "layernorm" not in r.hf[0]] + [
 ]
 
 
+def kolibri_fields(hf: dict) -> dict:
+    """What Kolibri-1 and 1.1 share: the attention's QK-norm, sandwich norms and the router, experts and shared
+    expert of their mixtures."""
+    width = int(hf.get("moe_intermediate_size", 512))
+    return dict(qk_norm="head", norm_placement="sandwich", expert_hidden=width, router_scoring="sigmoid",
+                expert_bias=True, router_bias_on_logits=True,
+                router_renormalize=bool(hf.get("norm_topk_prob", False)), **moe_fields(hf),
+                **shared_fields(int(hf.get("shared_expert_intermediate_size", 512)), width))
+
+
 def to_config(hf: dict) -> ModelConfig:
     width, n = int(hf.get("moe_intermediate_size", 512)), hf["num_hidden_layers"]
     types = hf.get("layer_types") or [FULL if (i + 1) % 5 == 0 else SLIDING for i in range(n)]
-    return llama_like_config(
-        {**hf, "intermediate_size": width, "attention_bias": False, "mlp_bias": False}, qk_norm="head",
-        norm_placement="sandwich", expert_hidden=width, router_scoring="sigmoid", expert_bias=True,
-        router_bias_on_logits=True, router_renormalize=bool(hf.get("norm_topk_prob", False)),
-        **moe_fields(hf), **shared_fields(int(hf.get("shared_expert_intermediate_size", 512)), width),
-        **nope_window_fields({**hf, "layer_types": types}))
+    return llama_like_config({**hf, "intermediate_size": width, "attention_bias": False, "mlp_bias": False},
+                             **kolibri_fields(hf), **nope_window_fields({**hf, "layer_types": types}))
 
 
-def _needs(cfg: ModelConfig) -> str | None:
+def kolibri_needs(cfg: ModelConfig, dense_first: bool = False) -> str | None:
+    """What the layout of Kolibri-1 (and, with dense_first layers, 1.1) cannot hold, or None."""
     if cfg.qk_norm != "head" or cfg.norm_placement != "sandwich" or cfg.bias or cfg.qkv_bias or cfg.o_bias \
             or cfg.value_width != cfg.head_dim or cfg.attn_output_gate or cfg.sliding_window is not None:
         return "a per-head QK-norm, sandwich norms, no biases, values of head_dim, no gate and windows per layer type"
     if not cfg.n_experts or not cfg.router_bias_on_logits or cfg.router_scale != 1.0 or cfg.n_shared_experts != 1 \
-            or cfg.shared_expert_gate or cfg.moe_period != 1 or cfg.moe_dense_first or cfg.router_softcap is not None:
-        return ("a mixture on every layer, chosen by logits plus an expert bias (router_bias_on_logits), unscaled, "
-                "beside one ungated shared expert")
+            or cfg.shared_expert_gate or cfg.moe_period != 1 or (cfg.moe_dense_first and not dense_first) \
+            or cfg.router_softcap is not None:
+        where = " after the first dense ones" if dense_first else ""
+        return (f"a mixture on every layer{where}, chosen by logits plus an expert bias (router_bias_on_logits), "
+                "unscaled, beside one ungated shared expert")
     return None
 
 
@@ -59,4 +68,5 @@ def from_config(cfg: ModelConfig) -> dict:
     return out
 
 
-FAMILIES.register("kolibri1")(Family(RULES, to_config, from_config, IGNORE, stacked_experts=STACKED, needs=_needs))
+FAMILIES.register("kolibri1")(Family(RULES, to_config, from_config, IGNORE, stacked_experts=STACKED,
+                                     needs=kolibri_needs))

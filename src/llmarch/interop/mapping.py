@@ -27,7 +27,7 @@ class Rule:
 
     def layouts(self) -> tuple[str, ...]:
         """The layout of each HF name, in order."""
-        if self.layout in JOINS:
+        if self.layout in JOINS or self.layout in SPLITS:
             raise ValueError(f"rule {self.ours}: layout {self.layout!r} joins its tensors as a whole")
         if isinstance(self.layout, str):
             return (self.layout,) * len(self.hf)
@@ -145,6 +145,10 @@ def with_rope_pairs(rules: list[Rule]) -> list[Rule]:
 # name -> (HF tensors -> ours, ours -> HF tensors), each given the ModelConfig; families register their own
 # (Qwen3.5's split delta-rule projections, interop/qwen3_5.py)
 JOINS: dict = {}
+# layouts by which one HF tensor holds several of ours, its rows split among them (LaraMini's fused delta-rule in_proj,
+# rows q|k|v|z|b|a, is our in_proj_qkvz and in_proj_ba): name -> (the whole HF tensor -> our tensor of its share of
+# rows, our tensor -> that share); on export the rules naming one HF tensor fill its rows in the order of the rules
+SPLITS: dict = {}
 
 
 def _join_gated_q(parts: list[torch.Tensor], cfg) -> torch.Tensor:
@@ -214,6 +218,10 @@ def export_state(ours: dict[str, torch.Tensor], rules: list[Rule], cfg) -> dict[
             continue
         if r.layout in JOINS:
             hf.update(zip(r.hf, (t.contiguous() for t in JOINS[r.layout][1](ours[r.ours], cfg))))
+            continue
+        if r.layout in SPLITS:
+            rows, name = SPLITS[r.layout][1](ours[r.ours], cfg), r.hf[0]
+            hf[name] = torch.cat([hf[name], rows]) if name in hf else rows.contiguous()
             continue
         for name, piece, layout in zip(r.hf, pieces(ours[r.ours], cfg, r), r.layouts()):
             hf[name] = LAYOUTS[layout][1](piece, cfg).contiguous()

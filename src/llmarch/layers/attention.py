@@ -26,6 +26,7 @@ from .grouped_linear import linear
 from .linear import Linear
 from .mixer import MIXERS, Mixer
 from .norms import PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
+from .nvfp4 import nvfp4_round
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
 from .softcap import soft_cap
@@ -189,7 +190,9 @@ class Attention(Mixer):
         # Gemma 4: a global layer with attn_k_eq_v projects no values (they are its keys' projection); one of the
         # last kv_shared_layers projects neither keys nor values (it reads an earlier layer's: kv_from, set by the
         # stack, models/stack.py), so its state is that layer's cache (kv_heads 0: it adds none)
-        self.kv_shared = layer >= cfg.n_layers - cfg.kv_shared_layers if cfg.kv_shared_layers else False
+        self.kv_shared = cfg.kv_source(layer) != layer  # kv_shared_layers, or kv_source_layers (Kolibri 1.1)
+        # Kolibri 1.1's sparse layers: keys and values rounded to NVFP4 before attending (layers/nvfp4.py)
+        self.kv_fp4 = cfg.kv_fp4
         self.kv_from, self.k_eq_v = layer, cfg.attn_k_eq_v
         self.kv_heads = 0 if self.kv_shared else self.n_kv_heads
         self.qkv_heads = [self.n_heads * (2 if self.gate_rows else 1),
@@ -251,22 +254,28 @@ class Attention(Mixer):
                                "gate: attn_output_gate or attn_head_gate")
         if cfg.attn_gate_bias and not cfg.attn_output_gate:
             raise LlmarchError("attn_gate_bias biases the pre-activations of attn_output_gate, which is off")
-        if cfg.canon_kv and (cfg.attn_k_eq_v or cfg.kv_shared_layers or cfg.qk_norm == "proj"
+        if cfg.canon_kv and (cfg.attn_k_eq_v or cfg.kv_shared_layers or cfg.kv_source_layers or cfg.qk_norm == "proj"
                              or ATTENTION_KINDS[cfg.attention].shares_qk):
             raise LlmarchError("canon_kv convolves the keys and values of the layer's own projections: not with "
-                               "attn_k_eq_v, kv_shared_layers, qk_norm='proj' or keys that are the queries")
+                               "attn_k_eq_v, kv_shared_layers, kv_source_layers, qk_norm='proj' or keys that are the "
+                               "queries")
         if cfg.attn_temp_form not in TEMP_FORMS:
             raise LlmarchError(f"attn_temp_form must be one of {', '.join(TEMP_FORMS)}, got {cfg.attn_temp_form!r}")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='per_head' and attn_output_gate=True are not implemented together")
-        if (cfg.attn_k_eq_v or cfg.kv_shared_layers) and (cfg.qk_norm not in ("none", "head")
-                                                          or ATTENTION_KINDS[cfg.attention].shares_qk):
-            raise LlmarchError("attn_k_eq_v and kv_shared_layers need keys of their own projection and a QK-norm of "
-                               f"'none' or 'head' (got qk_norm={cfg.qk_norm!r}, attention={cfg.attention!r})")
+        if cfg.kv_fp4 and (cfg.head_dim % 16 or cfg.value_width % 16):
+            raise LlmarchError(f"kv_fp4 rounds runs of 16 dims: it needs head_dim and values multiples of 16, got "
+                               f"{cfg.head_dim} and {cfg.value_width}")
+        if (cfg.attn_k_eq_v or cfg.kv_shared_layers or cfg.kv_source_layers) and (
+                cfg.qk_norm not in ("none", "head") or ATTENTION_KINDS[cfg.attention].shares_qk):
+            raise LlmarchError("attn_k_eq_v and kv_shared_layers (or kv_source_layers) need keys of their own "
+                               f"projection and a QK-norm of 'none' or 'head' (got qk_norm={cfg.qk_norm!r}, "
+                               f"attention={cfg.attention!r})")
         g = cfg.qkv_groups
         if g != 1 and (g <= 0 or cfg.d_model % g or cfg.n_kv_heads != cfg.n_heads or cfg.head_dim * cfg.n_heads % g
                        or cfg.value_width != cfg.head_dim or cfg.attn_output_gate or cfg.bitlinear != "none"
-                       or cfg.attn_k_eq_v or cfg.kv_shared_layers or ATTENTION_KINDS[cfg.attention].shares_qk):
+                       or cfg.attn_k_eq_v or cfg.kv_shared_layers or cfg.kv_source_layers
+                       or ATTENTION_KINDS[cfg.attention].shares_qk):
             raise LlmarchError(f"qkv_groups={g} groups multi-head attention's q, k and v projections alike: it must "
                                "divide d_model and their width (no GQA, gates, shared keys or BitLinear)")
 
@@ -325,6 +334,8 @@ class Attention(Mixer):
             q, k, v = self._shared_kv(q, heads, one, ctx)
         else:
             q, k, v = self._own_kv(q, k, v, heads, one, ctx)
+        if self.kv_fp4:  # after sharing: a layer reading these rounds them itself (rounding twice changes nothing)
+            k, v = nvfp4_round(k), nvfp4_round(v)
         if self.temperature is not None:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling
             q = (q * self.temperature_at(ctx)).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0

@@ -207,7 +207,7 @@ class Stack(nn.Module):
                                input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
-                               shared_kv={} if cfg.kv_shared_layers else None,
+                               shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids)
@@ -228,9 +228,10 @@ class Stack(nn.Module):
         bias = self.positions.bias(torch.arange(T, device=x.device), T, None)
         if bias is not None:
             mask = torch.where(mask, bias, float("-inf"))
+        cfg = self._stack_cfg
         ctx = AttentionContext(mask=mask, causal=True, rope=self.positions.rotary(pos),
                                input_pos=torch.arange(T, device=x.device), positions=row_pos,
-                               shared_kv={} if self._stack_cfg.kv_shared_layers else None,
+                               shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=self.positions.relative(torch.arange(T, device=x.device), T),
                                input_ids=input_ids)
         return self._layers(x, ctx, pos, None, last_only, input_ids)
