@@ -101,6 +101,20 @@ def perturbed(model):
     return model.eval()
 
 
+def seq2seq_pair(name, ref, tmp_path_factory, prepare=None):
+    """A seq2seq `pair` fixture's value, (name, ref, llmarch's model read from ref's checkpoint): ref perturbed and
+    its logits bias (BART's final_logits_bias) drawn too, then `prepare(ref)`, if given, before it is saved."""
+    perturbed(ref)
+    if hasattr(ref, "final_logits_bias"):
+        with torch.no_grad():
+            ref.final_logits_bias.normal_()
+    if prepare is not None:
+        prepare(ref)
+    path = tmp_path_factory.mktemp(name)
+    ref.save_pretrained(path)
+    return name, ref, llmarch.from_hf(path)
+
+
 def perturbed_from_hf(hf, folder):
     """A random transformers model, perturbed, saved to `folder` and read back by llmarch.from_hf: what the parity
     tests compare against."""

@@ -11,7 +11,7 @@ import torch
 import llmarch
 from llmarch.interop import FAMILIES, to_hf
 import test_seq2seq
-from conftest import perturbed
+from conftest import seq2seq_pair
 from test_seq2seq import _BARTLIKE, V
 
 transformers = pytest.importorskip("transformers")
@@ -62,14 +62,8 @@ def pair(request, tmp_path_factory):
     """(name, transformers model, llmarch model read from its checkpoint directory), every norm gain, bias and the
     logits bias moved off its initial value."""
     torch.manual_seed(0)
-    ref = perturbed(SEQ2SEQ[request.param]())
-    if hasattr(ref, "final_logits_bias"):
-        ref.final_logits_bias.normal_()
-    if request.param == "nllb-moe":
-        _same_experts(ref)
-    path = tmp_path_factory.mktemp(request.param)
-    ref.save_pretrained(path)
-    return request.param, ref, llmarch.from_hf(path)
+    return seq2seq_pair(request.param, SEQ2SEQ[request.param](), tmp_path_factory,
+                        _same_experts if request.param == "nllb-moe" else None)
 
 
 def _experts(ffn) -> list:

@@ -9,7 +9,7 @@ import torch
 
 import llmarch
 from llmarch.interop import from_hf, to_hf
-from conftest import perturbed
+from conftest import perturbed, seq2seq_pair
 from test_bert import padded_batch as encoder_batch, real_part
 import test_seq2seq
 from test_seq2seq import _BARTLIKE, V, padded_batch
@@ -154,12 +154,7 @@ def pair(request, tmp_path_factory):
     """(name, transformers model, llmarch model read from its checkpoint directory), every norm gain, bias and the
     logits bias moved off its initial value."""
     torch.manual_seed(0)
-    ref = perturbed(SEQ2SEQ[request.param]())
-    if hasattr(ref, "final_logits_bias"):
-        ref.final_logits_bias.normal_()
-    path = tmp_path_factory.mktemp(request.param)
-    ref.save_pretrained(path)
-    return request.param, ref, llmarch.from_hf(path)
+    return seq2seq_pair(request.param, SEQ2SEQ[request.param](), tmp_path_factory)
 
 
 @pytest.mark.parametrize("options", [dict(num_beams=1), dict(num_beams=4, length_penalty=0.6, early_stopping=True)])

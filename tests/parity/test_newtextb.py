@@ -19,6 +19,7 @@ from llmarch.interop.hf import hf_model_config
 
 from conftest import assert_cached_decoding_and_config_round_trip, assert_cached_equals_whole, perturbed, routed_apart
 from test_hf_families import assert_matches_transformers, hf_logits, padded_batch
+from test_llama4 import rows_alone
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -48,16 +49,6 @@ def inkling(tmp_path_factory):
     perturbed(hf).save_pretrained(folder / "hf")
     hf.generation_config.eos_token_id = None
     return hf, from_hf(folder / "hf"), folder
-
-
-def rows_alone(hf, ids, mask):
-    """transformers' logits of each row of a left-padded batch run alone, unpadded: (B, T, V), 0 at padding."""
-    out = torch.zeros(*ids.shape, hf.config.vocab_size)
-    with torch.no_grad():
-        for r in range(ids.shape[0]):
-            real = mask[r].bool()
-            out[r, real] = hf(ids[r:r + 1, real]).logits[0]
-    return out
 
 
 def test_inkling_config_reads_every_part(inkling):

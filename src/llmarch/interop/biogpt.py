@@ -11,20 +11,9 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
-from .mapping import Rule
+from .opt import decoder_rules
 
-_D, _L = "biogpt.", "biogpt.layers.{i}."
-_W = ("weight", "bias")
-_LAYER = [("self_attn.out_proj", "attn.o_proj"), ("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"),
-          ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
-RULES = [
-    Rule.of(_D + "embed_tokens.weight", "embed.weight"),
-    Rule.of(_D + "embed_positions.weight", "positions.weight"),
-    *[Rule.of(tuple(_L + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
-    *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
-    *[Rule.of(_D + f"layer_norm.{w}", f"ln_final.{w}") for w in _W],
-    Rule.of("output_projection.weight", "lm_head.weight"),
-]
+RULES = decoder_rules("biogpt.", "layer_norm", "output_projection")
 _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu"}
 OFFSET = 2  # BioGptLearnedPositionalEmbedding.offset
 

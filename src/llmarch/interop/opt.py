@@ -11,18 +11,27 @@ from ..errors import LlmarchError
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
-_D, _L = "model.decoder.", "model.decoder.layers.{i}."
 _W = ("weight", "bias")
 _LAYER = [("self_attn.out_proj", "attn.o_proj"), ("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"),
           ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
-RULES = [
-    Rule.of(_D + "embed_tokens.weight", "embed.weight"),
-    Rule.of(_D + "embed_positions.weight", "positions.weight"),
-    *[Rule.of(tuple(_L + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
-    *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
-    *[Rule.of(_D + f"final_layer_norm.{w}", f"ln_final.{w}") for w in _W],
-    Rule.of("lm_head.weight", "lm_head.weight"),
-]
+
+
+def decoder_rules(root: str, final_norm: str, head: str) -> list[Rule]:
+    """OPT's decoder layout under `root`, its final LayerNorm named `final_norm` and its head `head` (BioGPT's is
+    the same decoder under other names)."""
+    layer = root + "layers.{i}."
+    return [
+        Rule.of(root + "embed_tokens.weight", "embed.weight"),
+        Rule.of(root + "embed_positions.weight", "positions.weight"),
+        *[Rule.of(tuple(layer + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}")
+          for w in _W],
+        *[Rule.of(layer + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
+        *[Rule.of(root + f"{final_norm}.{w}", f"ln_final.{w}") for w in _W],
+        Rule.of(f"{head}.weight", "lm_head.weight"),
+    ]
+
+
+RULES = decoder_rules("model.decoder.", "final_layer_norm", "lm_head")
 _ACT = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh"}
 OFFSET = 2  # OPTLearnedPositionalEmbedding.offset
 
