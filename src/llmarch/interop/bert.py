@@ -76,6 +76,18 @@ def from_config(cfg: ModelConfig) -> dict:
                 max_position_embeddings=cfg.context_length, tie_word_embeddings=cfg.tie_embeddings)
 
 
+def kind_encoder_needs(cfg: ModelConfig, attention: str, offset: int) -> str | None:
+    """Why cfg is not BERT's post-norm encoder with attention kind `attention` in every layer and learned positions
+    from `offset` (Nystromformer's and YOSO's layout), or None."""
+    if cfg.attention != attention or cfg.mixer != "attention" or cfg.layer_types is not None \
+            or cfg.norm_placement != "post" or cfg.position_offset != offset or cfg.positions != "learned" \
+            or not cfg.bias or cfg.ffn not in _ACT.values() or not cfg.embed_norm or cfg.embed_width != cfg.d_model \
+            or cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias):
+        return (f"attention={attention!r} in every layer of a post-norm encoder with biases, learned positions from "
+                f"{offset}, an embedding norm, and BERT's MLM head")
+    return None
+
+
 FAMILIES.register("bert")(Family(RULES, to_config, from_config, IGNORE, heads={
     "classify": ("BertForSequenceClassification", HEADS["classify"]),
     "tokens": ("BertForTokenClassification", HEADS["tokens"])}, base_prefix="bert."))

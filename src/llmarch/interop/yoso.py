@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bert import _ACT, encoder_rules
+from .bert import encoder_rules, kind_encoder_needs
+from .bert import from_config as bert_hf
 from .bert import to_config as bert_config
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -33,21 +34,11 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def needs(cfg: ModelConfig) -> str | None:
-    if cfg.attention != "yoso" or cfg.mixer != "attention" or cfg.layer_types is not None \
-            or cfg.norm_placement != "post" or cfg.position_offset != _OFFSET or cfg.positions != "learned" \
-            or not cfg.bias or cfg.ffn not in _ACT.values() or not cfg.embed_norm or cfg.embed_width != cfg.d_model \
-            or cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias):
-        return ("attention='yoso' in every layer of a post-norm encoder with biases, learned positions from 2, an "
-                "embedding norm, and BERT's MLM head")
-    return None
+    return kind_encoder_needs(cfg, "yoso", _OFFSET)
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    return dict(model_type="yoso", architectures=["YosoForMaskedLM"], vocab_size=cfg.vocab_size,
-                hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn],
-                layer_norm_eps=cfg.norm_eps, type_vocab_size=cfg.type_vocab_size,
-                max_position_embeddings=cfg.context_length, tie_word_embeddings=cfg.tie_embeddings,
+    return dict(bert_hf(cfg), model_type="yoso", architectures=["YosoForMaskedLM"], is_decoder=False,
                 use_expectation=True, hash_code_len=cfg.yoso_hash_len, conv_window=cfg.value_conv or None,
                 pad_token_id=cfg.pad_id)
 
