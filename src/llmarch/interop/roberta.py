@@ -1,7 +1,8 @@
 """RoBERTa (`model_type: roberta`): BERT's layout under `roberta.` with the MLM head in `lm_head`, one token
 type, and positions counted from padding_idx + 1 (so `position_offset` = pad + 1 and the position table
 holds context_length + offset rows). RobertaForSequenceClassification's head (dense -> tanh -> out_proj on
-the first token) is our pooler + classifier under other names. XLM-RoBERTa (`xlm-roberta`) is the same model."""
+the first token) is our pooler + classifier under other names. With `is_decoder` (RobertaForCausalLM) the
+stack's attention is causal and the MLM head is the LM head. XLM-RoBERTa (`xlm-roberta`) is the same model."""
 from __future__ import annotations
 
 from functools import partial
@@ -25,7 +26,8 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig, model_type: str = "roberta", prefix: str = "Roberta") -> dict:
-    return {**bert_hf(cfg), "model_type": model_type, "architectures": [f"{prefix}ForMaskedLM"],
+    head = "ForCausalLM" if cfg.causal else "ForMaskedLM"  # is_decoder (bert_hf writes it)
+    return {**bert_hf(cfg), "model_type": model_type, "architectures": [prefix + head],
             "pad_token_id": cfg.position_offset - 1,
             "max_position_embeddings": cfg.context_length + cfg.position_offset}
 
