@@ -249,7 +249,7 @@ class XIELU(nn.Module):
 
     @torch.no_grad()
     def init_ssm(self) -> None:
-        """The module's own initial values (the hook models/stack.init_weights calls after its generic pass,
+        """The module's own initial values (the hook models/init.init_weights calls after its generic pass,
         which would make these 1-D parameters ones): softplus^-1 of alpha_p and of alpha_n - beta."""
         for p, value in zip((self.alpha_p, self.alpha_n), self.inits):
             if p.device.type != "meta":

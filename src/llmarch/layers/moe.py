@@ -52,7 +52,7 @@ class Experts(nn.Module):
         self.out_eps = cfg.norm_eps
 
     def init_ssm(self) -> None:
-        """The stack's init hook (models/stack.init_weights, which draws every matrix): the output gains back to 1."""
+        """The stack's init hook (models/init.init_weights, which draws every matrix): the output gains back to 1."""
         if self.out_gain is not None:
             nn.init.ones_(self.out_gain)
 

@@ -85,7 +85,7 @@ class Composite(Mixer):
 
 @MIXERS.register("parallel")
 class Parallel(Composite):
-    residual_out = ()  # each part names its own (models/stack.residual_projections finds them under their prefix)
+    residual_out = ()  # each part names its own (models/init.residual_projections finds them under their prefix)
 
     @classmethod
     def check(cls, cfg) -> None:

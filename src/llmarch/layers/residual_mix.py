@@ -46,7 +46,7 @@ class GatedResidual(nn.Module):
         self.weight = nn.Parameter(torch.zeros(cfg.d_model))
 
     def init_ssm(self) -> None:
-        """The stack's init hook (models/stack.init_weights), which sets 1-D weights to ones: w back to 0."""
+        """The stack's init hook (models/init.init_weights), which sets 1-D weights to ones: w back to 0."""
         nn.init.zeros_(self.weight)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -103,7 +103,7 @@ class SharedBlock(nn.Module):
 class SharedBlockMixer(Composite):
     takes_norm = True
     reads_shared_blocks = True
-    residual_out = ()  # the inner mixer names its own (models/stack.residual_projections finds it by prefix)
+    residual_out = ()  # the inner mixer names its own (models/init.residual_projections finds it by prefix)
 
     @classmethod
     def check(cls, cfg) -> None:

@@ -13,7 +13,8 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
-from .stack import Stack, check_ids, init_weights
+from .init import init_weights
+from .stack import Stack, check_ids
 from .transformer import ModelOutput
 
 

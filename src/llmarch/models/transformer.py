@@ -12,7 +12,8 @@ from ..config import ModelConfig
 from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, pool, summary
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
-from .stack import Stack, check_ids, init_weights
+from .init import init_weights
+from .stack import Stack, check_ids
 
 
 @dataclass
