@@ -28,6 +28,7 @@ from . import afmoe
 from . import exaone
 from . import hy_v3
 from . import cohere2moe
+from . import mpt
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -56,5 +57,6 @@ ARCHS.update(afmoe.ARCHS)
 ARCHS.update(exaone.ARCHS)
 ARCHS.update(hy_v3.ARCHS)
 ARCHS.update(cohere2moe.ARCHS)
+ARCHS.update(mpt.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
