@@ -73,18 +73,22 @@ def tiny_step(tmp_path, **changes):
     from test_newtextb import STEP_TEXT, STEP_VISION
 
     torch.manual_seed(0)
+    tied = {"tie_word_embeddings": True} if changes.get("tie_word_embeddings") else {}  # the wrapper ties the head
     config = transformers.Step3p7Config(text_config={**STEP_TEXT, **changes}, vision_config=STEP_VISION,
-                                        image_token_id=120)
+                                        image_token_id=120, **tied)
     return perturbed_from_hf(routed_apart(transformers.Step3p7ForConditionalGeneration(config)), tmp_path / "hf")
 
 
-def test_step35_round_trip_and_llama_cpp(tmp_path):
+# tied: llama.cpp's step35 requires `output`, so the head goes out as a copy of the embedding and reads back tied
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_step35_round_trip_and_llama_cpp(tied, tmp_path):
     # the sliding layer's RoPE base 10 (the full one's 5e4), so a file without rope.freq_base_swa shows
-    model = tiny_step(tmp_path, **STEP)
+    model = tiny_step(tmp_path, **STEP, tie_word_embeddings=tied)
+    assert model.config.tie_embeddings == tied
     path, back = written(model, tmp_path, "step35")
-    assert back.config.layer_types == model.config.layer_types
-    # measured 1.8e-7 apart; without swiglu_clamp_exp 0.06, without swiglu_clamp_shexp 0.11, without
-    # rope.freq_base_swa 0.10
+    assert (back.config.layer_types, back.config.tie_embeddings) == (model.config.layer_types, tied)
+    # measured 1.8e-7 (untied) and 3.6e-7 apart; without swiglu_clamp_exp 0.06, without swiglu_clamp_shexp 0.11,
+    # without rope.freq_base_swa 0.10
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
     assert seq == ours and apart <= 1e-5
 
