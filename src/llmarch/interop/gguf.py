@@ -79,7 +79,8 @@ def hf_config(reader, path) -> dict:
               vocab_size=int(embed.shape[-1]) if embed is not None else get("vocab_size", None),
               hidden_size=d, intermediate_size=get("feed_forward_length"), num_hidden_layers=get("block_count"),
               num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv", heads),
-              head_dim=get("attention.key_length", d // heads if heads else None),  # Mamba: no heads
+              # Mamba: no heads; step35: a count per layer
+              head_dim=get("attention.key_length", d // heads if isinstance(heads, int) and heads else None),
               rms_norm_eps=None if ARCHS[arch].layer_norm else get("attention.layer_norm_rms_epsilon"),
               rope_theta=get("rope.freq_base", 10000.0), max_position_embeddings=get("context_length"),
               tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names,

@@ -28,6 +28,8 @@ from . import afmoe
 from . import exaone
 from . import hy_v3
 from . import cohere2moe
+from . import mpt
+from . import step35
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -56,5 +58,7 @@ ARCHS.update(afmoe.ARCHS)
 ARCHS.update(exaone.ARCHS)
 ARCHS.update(hy_v3.ARCHS)
 ARCHS.update(cohere2moe.ARCHS)
+ARCHS.update(mpt.ARCHS)
+ARCHS.update(step35.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
