@@ -48,6 +48,10 @@ ENCODERS = {
 DECODERS = {
     "bert": ("BertConfig", "BertLMHeadModel", dict(TINY, max_position_embeddings=64, is_decoder=True)),
     "roberta": ("RobertaConfig", "RobertaForCausalLM", dict(TINY, max_position_embeddings=66, is_decoder=True)),
+    "electra": ("ElectraConfig", "ElectraForCausalLM", dict(TINY, max_position_embeddings=64, embedding_size=32,
+                                                            is_decoder=True)),
+    "megatron-bert": ("MegatronBertConfig", "MegatronBertForCausalLM", dict(TINY, max_position_embeddings=64,
+                                                                            is_decoder=True)),
     "ernie": ("ErnieConfig", "ErnieForCausalLM", dict(TINY, max_position_embeddings=64, is_decoder=True,
                                                       use_task_id=True)),
     "rembert": ("RemBertConfig", "RemBertForCausalLM", dict(TINY, max_position_embeddings=64, input_embedding_size=24,

@@ -50,7 +50,8 @@ def from_config(cfg: ModelConfig) -> dict:
             cfg.head_transform and cfg.head_bias) and cfg.head == "lm":
         raise LlmarchError("model_type electra needs GELU throughout (ffn and pooler_act gelu) and, for the LM head, "
                            "head_transform with head_bias")
-    return {**bert_hf(cfg), "model_type": "electra", "architectures": ["ElectraForMaskedLM"],
+    arch = "ElectraForCausalLM" if cfg.causal else "ElectraForMaskedLM"  # is_decoder: the generator as a causal LM
+    return {**bert_hf(cfg), "model_type": "electra", "architectures": [arch],
             "embedding_size": cfg.embed_width}
 
 

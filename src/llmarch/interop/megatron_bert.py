@@ -32,7 +32,8 @@ def needs(cfg: ModelConfig) -> str | None:
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    return {**bert_hf(cfg), "model_type": "megatron-bert", "architectures": ["MegatronBertForMaskedLM"]}
+    return {**bert_hf(cfg), "model_type": "megatron-bert", "architectures": [
+        "MegatronBertForCausalLM" if cfg.causal else "MegatronBertForMaskedLM"]}
 
 
 FAMILIES.register("megatron-bert")(Family(RULES, to_config, from_config, IGNORE, heads={
