@@ -37,6 +37,29 @@ def logits(model, ids, **kw):
         return model(ids, **kw).logits
 
 
+def assert_round_trip(ours, hf_class, folder, ids, mine):
+    """to_hf, then transformers' hf_class loads the files to the same logits and llmarch reads back the config."""
+    to_hf(ours, folder / "out")
+    again = hf_class.from_pretrained(folder / "out").eval()
+    assert (logits(again, ids) - mine).abs().max() <= 1e-4
+    cfg = ours.config
+    assert from_hf(folder / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
+def assert_left_padding_kept_out(ours, padded_by=None):
+    """Row 1 of a batch, left-padded by 5, gives the logits (run through `padded_by`, default ours) and the greedy
+    tokens of that row alone."""
+    torch.manual_seed(1)
+    ids = torch.randint(1, 128, (2, 14))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    alone = ids[1:, 5:]
+    padded = logits(ours if padded_by is None else padded_by, ids, attention_mask=mask)
+    assert (padded[1, 5:] - logits(ours, alone)[0]).abs().max() <= 1e-4
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=6)
+    assert torch.equal(generated[1, 5:], llmarch.generate(ours, alone, max_new_tokens=6)[0])
+
+
 @pytest.fixture(scope="module")
 def xlstm(tmp_path_factory):
     torch.manual_seed(0)
@@ -66,25 +89,13 @@ def test_xlstm_logits_generation_cache_and_round_trip(xlstm):
     # a prompt, then one token per call: the whole forward's logits
     assert (stepwise_logits(ours, theirs, 21) - logits(ours, theirs)).abs().max() <= 1e-4
 
-    to_hf(ours, folder / "out")
-    again = transformers.xLSTMForCausalLM.from_pretrained(folder / "out").eval()
-    assert (logits(again, ids) - mine).abs().max() <= 1e-4
-    assert from_hf(folder / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_round_trip(ours, transformers.xLSTMForCausalLM, folder, ids, mine)
 
 
 def test_xlstm_left_padding_is_kept_out(xlstm):
     """A left-padded row's logits and greedy tokens are those of the row alone: its pads neither write nor decay
     the mLSTM's state."""
-    _, ours, _ = xlstm
-    torch.manual_seed(1)
-    ids = torch.randint(1, 128, (2, 14))
-    mask = torch.ones_like(ids)
-    mask[1, :5] = 0
-    alone = ids[1:, 5:]
-    padded = logits(ours, ids, attention_mask=mask)
-    assert (padded[1, 5:] - logits(ours, alone)[0]).abs().max() <= 1e-4
-    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=6)
-    assert torch.equal(generated[1, 5:], llmarch.generate(ours, alone, max_new_tokens=6)[0])
+    assert_left_padding_kept_out(xlstm[1])
 
 
 def test_xlstm_what_llmarch_cannot_hold_is_named():
@@ -131,27 +142,16 @@ def test_rwkv_logits_generation_cache_and_round_trip(rwkv):
     assert torch.equal(llmarch.generate(ours, ids, max_new_tokens=12), generated)
     assert (stepwise_logits(chunked, generated, 21) - logits(ours, generated)).abs().max() <= 1e-4
 
-    to_hf(ours, folder / "out")
-    again = transformers.RwkvForCausalLM.from_pretrained(folder / "out").eval()
-    assert (logits(again, ids) - mine).abs().max() <= 1e-4
-    assert from_hf(folder / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_round_trip(ours, transformers.RwkvForCausalLM, folder, ids, mine)
 
 
 def test_rwkv_left_padding_is_kept_out(rwkv):
     """A left-padded row's logits and greedy tokens are those of the row alone: pads write no key and their zeroed
     inputs are what the first real token's shift reads, as a row alone reads zeros."""
-    _, ours, _ = rwkv
+    ours = rwkv[1]
     chunked = llmarch.build(ours.config.replace(ssm_chunk=4)).eval()
     chunked.load_state_dict(ours.state_dict())
-    torch.manual_seed(1)
-    ids = torch.randint(1, 128, (2, 14))
-    mask = torch.ones_like(ids)
-    mask[1, :5] = 0
-    alone = ids[1:, 5:]
-    padded = logits(chunked, ids, attention_mask=mask)
-    assert (padded[1, 5:] - logits(ours, alone)[0]).abs().max() <= 1e-4
-    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=6)
-    assert torch.equal(generated[1, 5:], llmarch.generate(ours, alone, max_new_tokens=6)[0])
+    assert_left_padding_kept_out(ours, padded_by=chunked)
 
 
 def test_rwkv_what_llmarch_cannot_hold_is_named():
