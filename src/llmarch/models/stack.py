@@ -293,7 +293,7 @@ class Stack(nn.Module):
             x = altup.split(x)
         hc_head = sub.get("hc_head")
         if hc_head is not None:  # hyper-connections: n streams through the blocks, (B, T, n, C)
-            x = streams(x, self._stack_cfg.hc_streams)
+            x = streams(x, cfg.hc_streams)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
         if self.recurrence is not None:  # its own schedule (one layer type, no per-layer bias: its check)
