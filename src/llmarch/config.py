@@ -205,13 +205,11 @@ class ModelConfig:
     # the token embeddings as (e + b) * s, b and s learned vectors of d_model (ZAYA1's input_hidden_states_bias and
     # _scale)
     embed_affine: bool = False
-    # each sublayer's residual add as (y + b_y) * s_y + (x + b_x) * s_x, y the sublayer's output and x the stream,
-    # four learned vectors of d_model per sublayer (ZAYA1's ResidualScaling); pre-norm sequential blocks only
-    residual_affine: bool = False
     # how each sublayer's output y joins the residual stream x (layers/residual_mix.py): none (x + y); depth_scaled,
     # x sqrt((k - 1) / k) + y / sqrt(k) at the stack's k-th add (Beam); gated, sigmoid(w) y + sqrt(1 - sigmoid(w)^2) x
-    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge). Sequential pre-norm or
-    # sandwich blocks only
+    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge); affine,
+    # (y + b_y) * s_y + (x + b_x) * s_x with four vectors learned per sublayer (ZAYA1's ResidualScaling). Sequential
+    # pre-norm or sandwich blocks only
     residual_mix: str = "none"
     # > 0: the norm before each mixer, and before each mixture-of-experts FFN (a dense FFN's stays plain), followed by a
     # low-rank gate on its own output, y * sigmoid(silu(y W_down) W_up), W_down of this rank (A.X-K2's GatedRMSNorm,
@@ -751,10 +749,6 @@ class ModelConfig:
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
-        if self.residual_affine and (self.block != "sequential" or self.norm_placement != "pre"
-                                     or self.residual_alpha != 1.0 or self.laurel_rank or self.altup_streams > 1):
-            raise LlmarchError("residual_affine scales the residual adds of sequential pre-norm blocks (no "
-                               "residual_alpha, LAuReL or AltUp)")
         check_residual_mix(self)
         if self.norm_gate_rank < 0 or (self.norm_gate_rank and (
                 self.block != "sequential" or self.norm_placement != "pre" or self.hyper_connection != "none"
@@ -1072,6 +1066,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if "residual_affine" in data:  # saved before ZAYA1's affine adds became residual_mix "affine"
+            data = dict(data)
+            if data.pop("residual_affine"):
+                data["residual_mix"] = "affine"
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -9,7 +9,9 @@ calls mix(y, x) after the sublayer's post-norm, if any, and its dropout):
   sqrt(1 - s^2) for s = sigmoid(w), since exp(-softplus(w)) = 1 - s: the weights of unit-variance y and x then sum to
   unit variance, s^2 + (1 - s^2) = 1;
 - scaled (Doge, SmallDoge; Shi et al. 2024, "Wonderful Matrices", arXiv 2412.11834): the stream times a learned gain
-  per channel, g * x + y (g at 1: the plain add)."""
+  per channel, g * x + y (g at 1: the plain add);
+- affine (ZAYA1's ResidualScaling): the output and the stream each shifted and scaled per channel before their sum,
+  (y + b_y) * s_y + (x + b_x) * s_x (at init, zeros and ones, the plain add)."""
 from __future__ import annotations
 
 import math
@@ -67,6 +69,20 @@ class ScaledResidual(nn.Module):
         return self.weight * x + y
 
 
+@RESIDUAL_MIXES.register("affine")
+class ResidualAffine(nn.Module):
+    """(y + b_y) * s_y + (x + b_x) * s_x, four learned vectors of d_model."""
+
+    def __init__(self, cfg, layer: int, sublayer: int):
+        super().__init__()
+        d = cfg.d_model
+        self.hidden_scale, self.hidden_bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
+        self.residual_scale, self.residual_bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (y + self.hidden_bias) * self.hidden_scale + (x + self.residual_bias) * self.residual_scale
+
+
 def make_residual_mix(cfg, layer: int, sublayer: int) -> nn.Module | None:
     """The residual mix of layer `layer`'s mixer (sublayer 0) or FFN (1); None: the plain add."""
     return None if cfg.residual_mix == "none" else RESIDUAL_MIXES[cfg.residual_mix](cfg, layer, sublayer)
@@ -78,9 +94,9 @@ def check_residual_mix(cfg) -> None:
     if cfg.residual_mix not in RESIDUAL_MIXES:
         raise LlmarchError(f"unknown residual_mix {cfg.residual_mix!r}; choose one of: none, "
                            f"{', '.join(RESIDUAL_MIXES.names())}")
-    if cfg.block != "sequential" or cfg.norm_placement not in ("pre", "sandwich") or cfg.residual_affine \
+    if cfg.block != "sequential" or cfg.norm_placement not in ("pre", "sandwich") \
             or cfg.residual_alpha != 1.0 or cfg.laurel_rank or cfg.altup_streams > 1 \
             or cfg.hyper_connection != "none" or cfg.n_decoder_layers or cfg.moe_shortcut:
         raise LlmarchError(f"residual_mix={cfg.residual_mix!r} mixes the residual adds of sequential pre-norm or "
-                           "sandwich blocks of a decoder-only or encoder-only stack (no residual_affine, "
-                           "residual_alpha, LAuReL, AltUp, hyper-connections or moe_shortcut)")
+                           "sandwich blocks of a decoder-only or encoder-only stack (no residual_alpha,"
+                           " LAuReL, AltUp, hyper-connections or moe_shortcut)")
