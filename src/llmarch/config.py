@@ -805,10 +805,10 @@ class ModelConfig:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
         if self.bitlinear not in BITLINEARS:
             raise LlmarchError(f"unknown bitlinear {self.bitlinear!r}; choose one of: {', '.join(BITLINEARS)}")
+        typed = any({"mixer", "ffn", "n_experts", "expert_ffn"} & set(f) for f in (self.layer_overrides or {}).values())
         if (self.sub_norm or self.bitlinear != "none") and (self.n_decoder_layers or self.block != "sequential"
                                                             or self.mixer != "attention" or self.attn_period
-                                                            or self.n_experts or any(
-                    {"mixer", "ffn", "n_experts", "expert_ffn"} & set(f) for f in (self.layer_overrides or {}).values())):
+                                                            or self.n_experts or typed):
             raise LlmarchError("sub_norm and bitlinear are for a sequential decoder-only or encoder-only stack of "
                                "attention layers with dense FFNs (BitNet b1.58; layer types may change the "
                                "attention, not the mixer or FFN)")

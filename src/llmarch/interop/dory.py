@@ -38,7 +38,8 @@ _A, _L, _M, _B = "backbone.layers.{i}.self_attn.", "backbone.layers.{i}.", "back
 SECTIONS = ("num_hidden_layers", "n_input_layers", "n_recurrent_layers", "n_output_layers")
 # DoryConfig's defaults for what a config.json may leave out
 DEFAULTS = dict(head_dim=256, sliding_window=1024, initializer_range=0.0177, ngpt_alpha_init=0.05, n_input_layers=8,
-                n_output_layers=8, n_recurrent_loops=2, recurrent_kv_cache_mode="per_loop", max_position_embeddings=8192)
+                n_output_layers=8, n_recurrent_loops=2, recurrent_kv_cache_mode="per_loop",
+                max_position_embeddings=8192)
 
 
 def _gate_gain(s_gate: torch.Tensor, cfg) -> torch.Tensor:
