@@ -100,6 +100,9 @@ class ModelConfig:
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False
     v_norm: bool = False  # each head's values through an RMSNorm without a gain (Gemma 4)
+    # the rotated queries times a learned gain per channel (n_heads x head_dim) before the scores: nGPT's s_qk
+    # (Loshchilov et al. 2024, §2.3.2), which Dory puts, squared, on the queries alone
+    attn_q_gain: bool = False
     # a norm (of the `norm` kind) over attention's concatenated heads before o_proj and over the FFN's hidden
     # activations before its down projection: BitNet b1.58's attn_sub_norm and ffn_sub_norm (SubLN, Wang et al.
     # 2022, "Foundation Transformers", §2)
@@ -111,10 +114,14 @@ class ModelConfig:
     # how the stack runs its blocks (layers/recurrence.py): none, each once in order; hrm, the Hierarchical Reasoning
     # Model's two recurrent modules (Wang et al. 2025, §2): the first n_layers / 2 blocks the low-level module, the
     # rest the high-level one, z_L = f_L(z_L + z_H) hrm_low_cycles times, then z_H = f_H(z_H + z_L), for
-    # hrm_high_cycles cycles
+    # hrm_high_cycles cycles; loop, a recurrent-depth stack (Dory): loop_prelude blocks once, the middle blocks
+    # loop_count times, each pass from norm(h) + norm(h_prelude), then loop_coda blocks once
     recurrence: str = "none"
     hrm_high_cycles: int = 2  # recurrence 'hrm': N, the high-level module's cycles
     hrm_low_cycles: int = 3  # recurrence 'hrm': T, the low-level module's cycles within each high-level one
+    loop_prelude: int = 0  # recurrence 'loop': the first this-many blocks, run once before the looped ones
+    loop_coda: int = 0  # recurrence 'loop': the last this-many blocks, run once after the looped ones
+    loop_count: int = 2  # recurrence 'loop': passes through the looped (middle) blocks
     # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
     # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
     layer_groups: int = 0
@@ -208,9 +215,11 @@ class ModelConfig:
     # how each sublayer's output y joins the residual stream x (layers/residual_mix.py): none (x + y); depth_scaled,
     # x sqrt((k - 1) / k) + y / sqrt(k) at the stack's k-th add (Beam); gated, sigmoid(w) y + sqrt(1 - sigmoid(w)^2) x
     # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge); affine,
-    # (y + b_y) * s_y + (x + b_x) * s_x with four vectors learned per sublayer (ZAYA1's ResidualScaling). Sequential
-    # pre-norm or sandwich blocks only
+    # (y + b_y) * s_y + (x + b_x) * s_x with four vectors learned per sublayer (ZAYA1's ResidualScaling); ngpt,
+    # norm(x) + |a| (y - norm(x)) on the unit sphere (nGPT, Dory; norm 'l2'). Sequential pre-norm or sandwich blocks
+    # only
     residual_mix: str = "none"
+    residual_rate_init: float = 0.05  # residual_mix 'ngpt': the learned rates' start (nGPT's alpha_init)
     # > 0: the norm before each mixer, and before each mixture-of-experts FFN (a dense FFN's stays plain), followed by a
     # low-rank gate on its own output, y * sigmoid(silu(y W_down) W_up), W_down of this rank (A.X-K2's GatedRMSNorm,
     # Megatron's GatedNormWrapper: 16); pre-norm sequential blocks
@@ -791,11 +800,13 @@ class ModelConfig:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
         if self.bitlinear not in BITLINEARS:
             raise LlmarchError(f"unknown bitlinear {self.bitlinear!r}; choose one of: {', '.join(BITLINEARS)}")
+        typed = any({"mixer", "ffn", "n_experts", "expert_ffn"} & set(f) for f in (self.layer_overrides or {}).values())
         if (self.sub_norm or self.bitlinear != "none") and (self.n_decoder_layers or self.block != "sequential"
                                                             or self.mixer != "attention" or self.attn_period
-                                                            or self.layer_types is not None or self.n_experts):
+                                                            or self.n_experts or typed):
             raise LlmarchError("sub_norm and bitlinear are for a sequential decoder-only or encoder-only stack of "
-                               "attention layers with dense FFNs (BitNet b1.58)")
+                               "attention layers with dense FFNs (BitNet b1.58; layer types may change the "
+                               "attention, not the mixer or FFN)")
         self._validate_layer_types()
         self._validate_kv_sharing()
         self._validate_moe()
@@ -820,6 +831,8 @@ class ModelConfig:
         check_ffn(self)
         if self.qkv_groups != 1 and self.mixer != "attention":
             raise LlmarchError(f"qkv_groups={self.qkv_groups} groups attention's q, k and v: mixer 'attention' only")
+        if self.attn_q_gain and self.mixer != "attention":
+            raise LlmarchError("attn_q_gain scales attention's rotated queries: mixer 'attention' only")
         check_altup(self)
         check_hyper(self)
         check_side_conv(self)

@@ -72,6 +72,7 @@ from . import blenderbot, blenderbot_small, fsmt, led, mvp, nllb_moe, pegasus_x,
 from . import beam  # noqa: F401
 from . import ergo  # noqa: F401
 from . import doge  # noqa: F401
+from . import dory  # noqa: F401
 from . import axk2  # noqa: F401
 from . import big_bird, fnet, nystromformer, yoso  # noqa: F401
 from . import aria_text  # noqa: F401

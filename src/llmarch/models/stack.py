@@ -235,12 +235,14 @@ class Stack(nn.Module):
                                input_ids=input_ids)
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
-    def _invoke(self, k: int, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        """A recurrence's invocation k: its block on x, over the invocation's own decode state when decoding."""
-        block = self._modules["blocks"][self.recurrence.order()[k]]
+    def _invoke(self, k: int, x: torch.Tensor, ctxs: dict) -> torch.Tensor:
+        """A recurrence's invocation k: its block on x, with its layer type's context (ctxs: by type, None the
+        stack's), over the invocation's own decode state when decoding."""
+        j = self.recurrence.order()[k]
+        block = self._modules["blocks"][j]
         if self._runs is not None:
             block.seq_mixer.cache = self._runs[k]
-        return block(x, ctx)
+        return block(x, ctxs.get(self._types[j], ctxs[None]))
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
@@ -296,8 +298,8 @@ class Stack(nn.Module):
             x = streams(x, cfg.hc_streams)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
-        if self.recurrence is not None:  # its own schedule (one layer type, no per-layer bias: its check)
-            x = sub["recurrence"](x, lambda k, h: self._invoke(k, h, ctx))
+        if self.recurrence is not None:  # its own schedule (no per-layer bias: its check)
+            x = sub["recurrence"](x, lambda k, h: self._invoke(k, h, ctxs))
         else:
             for i, (block, t) in enumerate(zip(blocks, self._types)):
                 c = ctxs.get(t, ctx)
