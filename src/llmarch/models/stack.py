@@ -36,6 +36,7 @@ class Stack(nn.Module):
         self.positions = POSITIONS[cfg.positions](cfg)
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
+        self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.embed_width) if cfg.lang_vocab_size else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model or cfg.embed_proj \
@@ -272,6 +273,8 @@ class Stack(nn.Module):
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
         if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
+        if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids
+            x = x + self.lang_embed(lang_ids if lang_ids.dim() == 2 else lang_ids[:, None])
         if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)
