@@ -1,7 +1,8 @@
-"""XLM against transformers, through files: the masked LM (learned or sinusoidal positions, language embeddings per
-token or per input, GELU or ReLU), the sequence and token classifiers, the base model as an embedding model, each on
-a right-padded batch in fp32 (<= 1e-4 on real tokens) with a to_hf round trip that transformers loads to the same
-logits and whose config reads back to ours; and the variants refused in one line."""
+"""XLM and FlauBERT against transformers, through files: the masked LM (learned or sinusoidal positions, language
+embeddings per token or per input, GELU or ReLU; FlauBERT post- and pre-norm, with layerdrop, which eval skips), the
+sequence and token classifiers, the base model as an embedding model, each on a right-padded batch in fp32 (<= 1e-4
+on real tokens) with a to_hf round trip that transformers loads to the same logits and whose config reads back to
+ours; and the variants refused in one line."""
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from llmarch.interop.hf import hf_model_config
 from conftest import perturbed
 
 transformers = pytest.importorskip("transformers")
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache  # noqa: E402
 
 TINY = dict(vocab_size=120, emb_dim=64, n_layers=2, n_heads=4, max_position_embeddings=40)
 # case -> (prefix, config fields): prefix + "WithLMHeadModel", "ForSequenceClassification", ...
@@ -19,7 +21,21 @@ CASES = {
     "xlm": ("XLM", dict(TINY, n_langs=3)),
     "xlm-sinusoidal-relu": ("XLM", dict(TINY, n_langs=3, sinusoidal_embeddings=True, gelu_activation=False)),
     "xlm-monolingual": ("XLM", dict(TINY)),
+    "flaubert": ("Flaubert", dict(TINY, n_langs=2, layerdrop=0.3)),
+    "flaubert-prenorm": ("Flaubert", dict(TINY, pre_norm=True, layerdrop=0.3)),
 }
+
+
+class _Indexable(EncoderDecoderCache):
+    """transformers 5.25's pre_norm FlauBERT indexes its cache per layer (`cache[i]`), which EncoderDecoderCache does
+    not allow: every forward of a pre-norm FlauBERT fails unless given a cache whose layers read as None (no cache)."""
+
+    def __getitem__(self, i):
+        return None
+
+
+def cache_kw(case: str) -> dict:
+    return {"cache": _Indexable(DynamicCache(), DynamicCache())} if CASES[case][1].get("pre_norm") else {}
 
 
 def batch(n_langs: int, per_input: bool):
@@ -32,7 +48,7 @@ def batch(n_langs: int, per_input: bool):
     if n_langs < 2:
         return ids, mask, {}, {}
     if per_input:
-        langs = torch.tensor([2, 0])
+        langs = torch.tensor([n_langs - 1, 0])
         return ids, mask, {"langs": langs[:, None].expand(-1, 16)}, {"lang_ids": langs}
     langs = torch.randint(0, n_langs, (2, 16))
     return ids, mask, {"langs": langs}, {"lang_ids": langs}
@@ -66,6 +82,7 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case, per_inpu
     langs = CASES[case][1].get("n_langs", 1)
     assert not ours.config.causal and ours.config.lang_vocab_size == (langs if langs > 1 else 0)
     ids, mask, theirs_kw, ours_kw = batch(langs, per_input)
+    theirs_kw.update(cache_kw(case))
     real = mask.bool()
     with torch.no_grad():
         theirs = hf(ids, attention_mask=mask, **theirs_kw).logits
@@ -74,11 +91,12 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case, per_inpu
     assert_round_trip(ours, type(hf), tmp_path, ids, mask, theirs_kw, ours_kw, real)
 
 
-@pytest.mark.parametrize("case", ["xlm"])
+@pytest.mark.parametrize("case", ["xlm", "flaubert-prenorm"])
 def test_classifiers_match_transformers(tmp_path, case):
     """The sequence classifier (the first token's state through one linear layer: pooler=False) and the token
     classifier, and their round trips with the labels' names."""
-    ids, mask, theirs_kw, ours_kw = batch(3, False)
+    ids, mask, theirs_kw, ours_kw = batch(CASES[case][1].get("n_langs", 1), False)
+    theirs_kw.update(cache_kw(case))
     for suffix, head in (("ForSequenceClassification", "classify"), ("ForTokenClassification", "tokens")):
         hf, ours = saved(tmp_path / suffix, case, suffix, num_labels=3)
         assert ours.config.head == head and not ours.config.pooler
@@ -91,11 +109,12 @@ def test_classifiers_match_transformers(tmp_path, case):
         assert again.config.id2label == {0: "a", 1: "b", 2: "c"}
 
 
-@pytest.mark.parametrize("case", ["xlm"])
+@pytest.mark.parametrize("case", ["xlm", "flaubert-prenorm"])
 def test_base_model_reads_as_an_embedding_model(tmp_path, case):
     hf, ours = saved(tmp_path, case, "Model")
     assert ours.config.head == "embed"
-    ids, mask, theirs_kw, ours_kw = batch(3, False)
+    ids, mask, theirs_kw, ours_kw = batch(CASES[case][1].get("n_langs", 1), False)
+    theirs_kw.update(cache_kw(case))
     with torch.no_grad():
         theirs = hf(ids, attention_mask=mask, **theirs_kw).last_hidden_state
         mine = ours(ids, attention_mask=mask, **ours_kw).hidden_states
@@ -108,6 +127,16 @@ def test_base_model_reads_as_an_embedding_model(tmp_path, case):
     (dict(architectures=["XLMForSequenceClassification"], summary_type="mean"), "sequence summary"),
     (dict(architectures=["XLMForQuestionAnsweringSimple"]), "not supported"),
 ])
-def test_refused_variants(fields, match):
+@pytest.mark.parametrize("model_type", ["xlm", "flaubert"])
+def test_refused_variants(fields, match, model_type):
     with pytest.raises(LlmarchError, match=match):
-        hf_model_config({**transformers.XLMConfig(**TINY).to_dict(), **fields, "model_type": "xlm"})
+        hf_model_config({**transformers.XLMConfig(**TINY).to_dict(), **fields, "model_type": model_type})
+
+
+def test_pre_norm_is_flauberts():
+    from llmarch.interop.hf import FAMILIES
+
+    cfg = hf_model_config({**transformers.FlaubertConfig(**TINY, pre_norm=True).to_dict(), "model_type": "flaubert"})
+    assert cfg.norm_placement == "pre" and not cfg.final_norm
+    with pytest.raises(LlmarchError, match="post-norm"):
+        FAMILIES["xlm"].from_config(cfg.replace(hf_model_type="xlm"))
