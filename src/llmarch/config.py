@@ -269,6 +269,9 @@ class ModelConfig:
     # a linear projection (embed_proj) after embed_norm even where embed_dim = d_model (FNet's embeddings.projection,
     # Lee-Thorp et al. 2021); False: a projection only between different widths
     embed_proj: bool = False
+    # a linear map with a bias of the token embeddings alone, embed_width to embed_width, before the positions and
+    # token types are added (RoCBert's map_inputs_layer under concat_input, read on the word embeddings' columns)
+    token_proj: bool = False
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -685,6 +688,9 @@ class ModelConfig:
                 self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
             raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs, on an LM head, a positive width, "
                                "head_transform (without head_mlp) and an untied head (tie_embeddings=False)")
+        if self.token_proj and (self.n_decoder_layers or self.ple_dim or self.decoder_embed_norm_first):
+            raise LlmarchError("token_proj (a map of the token embeddings) is for encoder-only and decoder-only stacks "
+                               "without per-layer inputs or decoder_embed_norm_first")
         if self.embed_proj and (self.n_decoder_layers or self.ple_dim or self.embed_scale):
             raise LlmarchError("embed_proj (a projected embedding) is for encoder-only and decoder-only stacks without "
                                "per-layer inputs or embed_scale")

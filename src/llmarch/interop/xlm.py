@@ -69,8 +69,9 @@ def xlm_config(hf: dict) -> ModelConfig:
 
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.norm_placement not in ("post", "pre") or cfg.final_norm or not cfg.embed_norm or cfg.head_transform \
-            or cfg.head == "lm" and not cfg.head_bias or cfg.ffn not in ("gelu", "relu") or cfg.ffn_hidden != 4 * cfg.d_model \
-            or cfg.positions != "learned" or cfg.position_offset or cfg.type_vocab_size or cfg.pooler \
+            or cfg.head == "lm" and not cfg.head_bias or cfg.ffn not in ("gelu", "relu") \
+            or cfg.ffn_hidden != 4 * cfg.d_model or cfg.positions != "learned" or cfg.position_offset \
+            or cfg.type_vocab_size or cfg.head == "classify" and cfg.pooler or cfg.token_proj \
             or cfg.embed_width != cfg.d_model or not cfg.bias or cfg.n_kv_heads != cfg.n_heads:
         return ("post- or pre-norm blocks without a final norm, an embedding LayerNorm, a GELU or ReLU MLP of "
                 "4 x d_model, learned positions from 0, no token types, an LM head with a bias and no transform, "

@@ -37,6 +37,7 @@ class Stack(nn.Module):
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
         self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.embed_width) if cfg.lang_vocab_size else None
+        self.token_proj = Linear(cfg.embed_width, cfg.embed_width) if cfg.token_proj else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model or cfg.embed_proj \
@@ -258,6 +259,8 @@ class Stack(nn.Module):
         if cfg.embed_affine:
             x = (x + self.input_bias) * self.input_scale
         sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
+        if self.token_proj is not None:  # RoCBert: the token embeddings mapped before positions and types join them
+            x = self.token_proj(x)
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
