@@ -140,3 +140,19 @@ def test_pre_norm_is_flauberts():
     assert cfg.norm_placement == "pre" and not cfg.final_norm
     with pytest.raises(LlmarchError, match="post-norm"):
         FAMILIES["xlm"].from_config(cfg.replace(hf_model_type="xlm"))
+
+
+def test_a_tied_head_stored_again_is_read_past(tmp_path):
+    """Older XLM files store pred_layer.proj.weight beside the embedding it is tied to: read, not refused."""
+    from safetensors.torch import load_file, save_file
+
+    hf, _ = saved(tmp_path, "xlm", "WithLMHeadModel")
+    file = tmp_path / "WithLMHeadModel" / "model.safetensors"
+    state = load_file(file)
+    state["pred_layer.proj.weight"] = state["transformer.embeddings.weight"].clone()
+    save_file(state, file, metadata={"format": "pt"})
+    ours = from_hf(tmp_path / "WithLMHeadModel")
+    ids, mask, theirs_kw, ours_kw = batch(3, False)
+    with torch.no_grad():
+        diff = ours(ids, attention_mask=mask, **ours_kw).logits - hf(ids, attention_mask=mask, **theirs_kw).logits
+    assert diff[mask.bool()].abs().max().item() <= 1e-4

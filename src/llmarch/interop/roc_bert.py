@@ -22,7 +22,8 @@ from .mapping import SPLITS, Rule
 
 RULES = encoder_rules("roc_bert", "cls.predictions", "transform.dense", "transform.LayerNorm", "bias")
 HEADS = head_rules("roc_bert.pooler.dense", "classifier", "classifier")
-IGNORE = (r"^cls\.predictions\.decoder\.bias$", r"embeddings\.position_ids$",
+# the decoder's bias is cls.predictions.bias again, and its weight (older files store it tied) the embedding again
+IGNORE = (r"^cls\.predictions\.decoder\.(bias|weight)$", r"embeddings\.position_ids$",
           r"^(roc_bert\.)?embeddings\.(shape|pronunciation)_embed\.weight$")
 # map_inputs_layer.weight (d, d + shape + pronunciation widths): the word embeddings' columns, first in the concat
 SPLITS["word_columns"] = (lambda t, cfg: t[:, :cfg.embed_width], lambda t, cfg: t)

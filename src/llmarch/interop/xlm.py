@@ -32,7 +32,8 @@ RULES = [
     Rule.of("pred_layer.proj.weight", "lm_head.weight"),
     Rule.of("pred_layer.proj.bias", "lm_head.bias"),
 ]
-IGNORE = (r"position_ids$",)
+# older files store the tied head too, holding the embedding again (read where the head is untied)
+IGNORE = (r"position_ids$", r"^pred_layer\.proj\.weight$")
 _SUMMARY = dict(summary_type="first", summary_use_proj=True, summary_proj_to_labels=True, summary_activation=None)
 
 
