@@ -252,6 +252,10 @@ class ModelConfig:
     # a second segment-like table added to the input embeddings, indexed by task_type_ids (default 0): ERNIE 2.0/3.0's
     # task embeddings (Sun et al. 2020, §4.2.1, transformers' use_task_id); 0: none
     task_type_vocab_size: int = 0
+    # a table of language embeddings added to the input embeddings, indexed by lang_ids, one language per input or
+    # per token (XLM's lang_embeddings, Lample & Conneau 2019, §3.1 and Fig. 1: translation language modeling);
+    # nothing is added where a forward is given no lang_ids, as transformers does; 0: none
+    lang_vocab_size: int = 0
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -272,6 +276,9 @@ class ModelConfig:
     # a linear projection (embed_proj) after embed_norm even where embed_dim = d_model (FNet's embeddings.projection,
     # Lee-Thorp et al. 2021); False: a projection only between different widths
     embed_proj: bool = False
+    # a linear map with a bias of the token embeddings alone, embed_width to embed_width, before the positions and
+    # token types are added (RoCBert's map_inputs_layer under concat_input, read on the word embeddings' columns)
+    token_proj: bool = False
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -301,6 +308,9 @@ class ModelConfig:
     # the classify and detect heads' pooler: dense, then this activation (tanh: BERT, RoBERTa; relu: DistilBERT's
     # pre_classifier; gelu: ELECTRA's classification head and discriminator)
     pooler_act: str = "tanh"
+    # False: a classify head without classifier_transform reads the pooled token (by `pooling`) straight into the
+    # classifier, no dense + pooler_act before it (XLM's sequence summary: the first token's state projected)
+    pooler: bool = True
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     # an encoder-decoder whose encoder reads a token-embedding table of its own, the decoder (and a tied head) the
     # other (T5Gemma: each stack keeps the embedding of the Gemma it was adapted from); False: one shared table
@@ -685,6 +695,9 @@ class ModelConfig:
                 self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
             raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs, on an LM head, a positive width, "
                                "head_transform (without head_mlp) and an untied head (tie_embeddings=False)")
+        if self.token_proj and (self.n_decoder_layers or self.ple_dim or self.decoder_embed_norm_first):
+            raise LlmarchError("token_proj (a map of the token embeddings) is for encoder-only and decoder-only stacks "
+                               "without per-layer inputs or decoder_embed_norm_first")
         if self.embed_proj and (self.n_decoder_layers or self.ple_dim or self.embed_scale):
             raise LlmarchError("embed_proj (a projected embedding) is for encoder-only and decoder-only stacks without "
                                "per-layer inputs or embed_scale")
@@ -841,8 +854,11 @@ class ModelConfig:
         check_recurrence(self)
         self._validate_longrope()
         self._validate_alibi()
-        if self.type_vocab_size < 0 or self.position_offset < 0 or self.task_type_vocab_size < 0:
-            raise LlmarchError("type_vocab_size, task_type_vocab_size and position_offset must be >= 0")
+        if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size) < 0:
+            raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size and position_offset must be "
+                               ">= 0")
+        if not self.pooler and self.head == "detect":
+            raise LlmarchError("head 'detect' reads each token through the pooler: it needs pooler=True")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):

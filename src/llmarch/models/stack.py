@@ -36,6 +36,8 @@ class Stack(nn.Module):
         self.positions = POSITIONS[cfg.positions](cfg)
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
+        self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.embed_width) if cfg.lang_vocab_size else None
+        self.token_proj = Linear(cfg.embed_width, cfg.embed_width) if cfg.token_proj else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model or cfg.embed_proj \
@@ -259,6 +261,8 @@ class Stack(nn.Module):
         if cfg.embed_affine:
             x = (x + self.input_bias) * self.input_scale
         sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
+        if self.token_proj is not None:  # RoCBert: the token embeddings mapped before positions and types join them
+            x = self.token_proj(x)
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
@@ -274,6 +278,8 @@ class Stack(nn.Module):
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
         if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
+        if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids
+            x = x + self.lang_embed(lang_ids if lang_ids.dim() == 2 else lang_ids[:, None])
         if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)
