@@ -131,3 +131,24 @@ def test_a_base_model_reads_as_an_embedding_model(tmp_path, family):
         theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
         mine = ours(ids, attention_mask=mask).hidden_states
     assert (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("family, head", [("bert", "cls.predictions.decoder.weight"),
+                                          ("roberta", "lm_head.decoder.weight")])
+def test_a_tied_head_stored_beside_the_embeddings_is_read(tmp_path, family, head):
+    """Files converted from older pytorch_model.bin checkpoints store the tied MLM head a second time under its own
+    name (transformers' safetensors writer leaves it out); it holds the embeddings again and reads as the tie."""
+    from safetensors.torch import load_file, save_file
+
+    hf, conf = hf_model(family, "ForMaskedLM")
+    hf.eval().save_pretrained(tmp_path / "hf")
+    tensors = load_file(tmp_path / "hf" / "model.safetensors")
+    assert head not in tensors
+    tensors[head] = hf.get_input_embeddings().weight.detach().clone()
+    save_file(tensors, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    ours = from_hf(tmp_path / "hf")
+    ids, types, mask = padded_batch(conf.pad_token_id)
+    with torch.no_grad():
+        gap = (ours(ids, attention_mask=mask, token_type_ids=types).logits
+               - hf(ids, attention_mask=mask, token_type_ids=types).logits)[mask.bool()].abs().max()
+    assert ours.config.tied_head and gap <= 1e-4

@@ -212,7 +212,8 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
     wanted = {k: v.shape for k, v in saved.items()}
     state, used, taken = {}, set(), set()
     absent = [re.compile(p) for p in family.zero_if_absent]
-    for rule in expand(family.rules_for(cfg), cfg):
+    rules = expand(family.rules_for(cfg), cfg)
+    for rule in rules:
         if rule.ours in wanted and absent and not set(rule.hf) & ckpt.names() \
                 and all(any(p.search(n) for p in absent) for n in rule.hf):
             state[rule.ours] = torch.zeros(wanted[rule.ours], dtype=dtype or torch.float32, device=device)
@@ -230,8 +231,9 @@ def build_from(cfg: ModelConfig, family: Family, ckpt, source: Path, dtype: torc
     if missing:
         raise LlmarchError(f"no mapping fills {missing[0]} (model_type {cfg.hf_model_type})")
     ignore = [re.compile(p) for p in family.ignore]
-    if cfg.tied_head:  # a tied head may be stored too; it holds the embedding again
-        ignore.append(re.compile(r"^lm_head\.weight$"))
+    if cfg.tied_head:  # a tied head may be stored too (BERT's cls.predictions.decoder.weight); it holds the embedding
+        heads = {"lm_head.weight"} | {n for rule in rules if rule.ours == "lm_head.weight" for n in rule.hf}
+        ignore += [re.compile(f"^{re.escape(n)}$") for n in heads]
     if family.mtp:
         ignore.append(re.compile(rf"^model\.layers\.{cfg.n_layers}\."))
     extra = sorted(n for n in ckpt.names() - used if not any(p.search(n) for p in ignore))
