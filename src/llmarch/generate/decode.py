@@ -254,7 +254,8 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     ctx = model.config.context_length
     if T > ctx:
         raise LlmarchError(f"prompt of {T} tokens is longer than the model's context_length {ctx}")
-    check_ids(input_ids, model.config, None)
+    # an image token past the vocabulary (PaliGemma's may be) is looked up as 0: TransformerLM.embed_inputs
+    check_ids(input_ids if model.config.vision is None else model.vision.text_ids(input_ids), model.config, None)
     max_new = min(max_new_tokens, ctx - T)
     _say_capped(max_new, max_new_tokens, ctx, f"after the {T}-token prompt")
     total = T + max_new
