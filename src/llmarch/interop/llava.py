@@ -26,8 +26,8 @@ def to_config(hf: dict) -> ModelConfig:
     strategy, layer = hf.get("vision_feature_select_strategy", "default"), hf.get("vision_feature_layer", -2)
     act = hf.get("projector_hidden_act", "gelu")
     if strategy not in ("default", "full") or act not in ACTS:
-        raise LlmarchError(f"llava: vision_feature_select_strategy {strategy!r} (default, full) or projector_hidden_act "
-                           f"{act!r} ({', '.join(ACTS)}) is not supported")
+        raise LlmarchError(f"llava: vision_feature_select_strategy {strategy!r} (default, full) or "
+                           f"projector_hidden_act {act!r} ({', '.join(ACTS)}) is not supported")
     vision = dict(image_token_id=hf.get("image_token_index", 32000), **tower_fields(hf.get("vision_config") or {
         "model_type": "clip_vision_model"}), feature_layers=[layer] if isinstance(layer, int) else list(layer),
                   drop_first=strategy == "default", projector="mlp", projector_act=ACTS[act],
@@ -39,7 +39,8 @@ def to_config(hf: dict) -> ModelConfig:
 def from_config(cfg: ModelConfig) -> dict:
     v = vision_config(cfg.vision)
     if v.projector != "mlp" or v.feature_layers is None or v.post_norm:
-        raise LlmarchError("llava writes an MLP projector over the tower's hidden states (feature_layers, no post_norm)")
+        raise LlmarchError("llava writes an MLP projector over the tower's hidden states (feature_layers, no "
+                           "post_norm)")
     text = FAMILIES[TEXT].from_config(cfg.replace(vision=None, hf_model_type=TEXT))
     text.pop("architectures", None)
     layers = v.feature_layers
