@@ -96,6 +96,17 @@ def test_greedy_tokens_equal_transformers_generate(pair):
     assert torch.equal(mine, theirs)
 
 
+def test_beam_search_with_images_equals_transformers(pair):
+    """Each beam's copy of its row's image embeddings (generate repeats them with the prompt)."""
+    _, hf, ours = pair
+    ids, mask, pixels, _ = batch(ours)
+    extra = dict(token_type_ids=torch.zeros_like(ids)) if hf.config.model_type == "paligemma" else {}
+    theirs = hf.generate(input_ids=ids, pixel_values=pixels, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                         num_beams=3, pad_token_id=0, **extra)
+    mine = llmarch.generate(ours, ids, 6, attention_mask=mask, pixel_values=pixels, num_beams=3)
+    assert torch.equal(mine, theirs)
+
+
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     _, _, ours = pair
     ids, mask, pixels, _ = batch(ours)
