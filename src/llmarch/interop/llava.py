@@ -32,7 +32,7 @@ def to_config(hf: dict) -> ModelConfig:
         "model_type": "clip_vision_model"}), feature_layers=[layer] if isinstance(layer, int) else list(layer),
                   drop_first=strategy == "default", projector="mlp", projector_act=ACTS[act],
                   projector_bias=hf.get("multimodal_projector_bias", True))
-    cfg = FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path")})
+    cfg = FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path") or hf["model_type"]})
     return cfg.replace(vision=vision, hf_model_type="llava")
 
 

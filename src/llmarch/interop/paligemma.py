@@ -30,7 +30,7 @@ def to_config(hf: dict) -> ModelConfig:
     if text["model_type"] != TEXT or vision["model_type"] != "siglip_vision_model":
         raise LlmarchError(f"paligemma with a {text['model_type']!r} text model and a {vision['model_type']!r} tower "
                            f"is not supported; supported: {TEXT} with siglip_vision_model")
-    cfg = FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path")})
+    cfg = FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path") or hf["model_type"]})
     if hf.get("projection_dim", cfg.d_model) != cfg.d_model:
         raise LlmarchError(f"paligemma: projection_dim {hf['projection_dim']} differs from the text model's width "
                            f"{cfg.d_model}")
