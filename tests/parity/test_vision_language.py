@@ -163,6 +163,30 @@ def test_refusals(pair):
         llmarch.generate(ours, ids, 2, attention_mask=mask, pixel_values=pixels, compile=True)
 
 
+def test_published_names(pair, tmp_path):
+    """Checkpoints as published before transformers 5 (language_model.model.*, vision_tower.vision_model.*,
+    multi_modal_projector.*) read as transformers 5's names."""
+    from safetensors.torch import load_file, save_file
+
+    name, hf, ours = pair
+    hf.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    published = {}
+    for key, t in state.items():  # whichever layout transformers wrote, as the published one
+        key = key.removeprefix("model.")
+        key = "language_model.model." + key.removeprefix("language_model.") if key.startswith("language_model.") \
+            and not key.startswith(("language_model.model.", "language_model.lm_head.")) else key
+        key = "language_model." + key if key.startswith("lm_head.") else key
+        if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+            key = key.replace("vision_tower.", "vision_tower.vision_model.", 1)
+        published[key] = t
+    assert any(k.startswith("vision_tower.vision_model.") for k in published)
+    save_file(published, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    again = llmarch.from_hf(tmp_path)
+    ids, mask, pixels, types = batch(ours)
+    assert torch.equal(ours_logits(again, ids, mask, pixels, types), ours_logits(ours, ids, mask, pixels, types))
+
+
 def test_unsupported_text_model_and_registry(tmp_path):
     conf = transformers.LlavaConfig(text_config=dict(model_type="mistral", **TEXT),
                                     vision_config=dict(model_type="clip_vision_model", **TOWER))

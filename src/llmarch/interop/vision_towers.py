@@ -1,8 +1,9 @@
 """The vision towers of vision-language checkpoints (llava.py, paligemma.py): CLIP's (`clip_vision_model`) and
 SigLIP's (`siglip_vision_model`) configs as vision/config.py's fields and back, and their weights' names, layer by
-layer (the tower's blocks are not the text model's, so its rules name each block rather than `{i}`). transformers 5
-saves the tower's names under model.vision_tower.; published checkpoints' vision_tower.vision_model. are renamed to
-those (canonical)."""
+layer (the tower's blocks are not the text model's, so its rules name each block rather than `{i}`). The rules use
+transformers 5's module names (model.vision_tower.*, model.multi_modal_projector.*, model.language_model.*), which
+to_hf writes and transformers loads; what its save_pretrained stores (vision_tower.*, multi_modal_projector.*,
+language_model.model.*) and published checkpoints (vision_tower.vision_model.*) are renamed to those (canonical)."""
 from __future__ import annotations
 
 import torch
