@@ -23,6 +23,7 @@ from .layers.positions import ROPE_SCALINGS
 from .layers.residual_mix import check_residual_mix
 from .layers.lang_adapters import check_lang_adapters
 from .layers.side_conv import check_side_conv
+from .vision.config import check_vision
 
 
 HEADS = ("classify", "detect", "embed", "lm", "tokens")
@@ -651,6 +652,12 @@ class ModelConfig:
     layer_types: list | None = None
     layer_overrides: dict | None = None  # layer type -> the fields it changes (see layer_types)
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
+    # image inputs (LLaVA, PaliGemma): the vision tower, projector and image token, as vision/config.py's
+    # VisionConfig fields; None: text only
+    vision: dict | None = None
+    # prefix-LM (PaliGemma; Raffel et al. 2020, §3.2.1): the prompt, image and text, attends bidirectionally within
+    # itself when generating; what follows is causal. A forward gives its prefix as prefix_mask
+    prefix_lm: bool = False
 
     def __post_init__(self) -> None:
         # Remember which fields were derived, so replace(n_heads=...) derives them again.
@@ -772,6 +779,9 @@ class ModelConfig:
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         check_residual_mix(self)
+        check_vision(self)
+        if self.prefix_lm and (not self.causal or self.is_encoder_decoder):
+            raise LlmarchError("prefix_lm makes a causal decoder's prompt bidirectional; this config is not one")
         if self.norm_gate_rank < 0 or (self.norm_gate_rank and (
                 self.block != "sequential" or self.norm_placement != "pre" or self.hyper_connection != "none"
                 or self.laurel_rank or self.altup_streams > 1 or not self.first_mixer_norm)):

@@ -60,6 +60,8 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
                 idle += sum(p.numel() for p in experts.parameters()) * (cfg.n_experts - cfg.experts_per_token) \
                     // cfg.n_experts
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
+    vision = getattr(model, "vision", None)  # the image side runs once per image, not per token
+    matmul -= sum(p.numel() for p in vision.parameters()) if vision is not None else 0
     for stack, _ in stacks(model).values():  # a shared block's weights (Zamba) cost their FLOPs at each use
         uses = [b.seq_mixer.block_id for b in stack.blocks if b.seq_mixer.reads_shared_blocks]
         order = stack.block_order or []  # ALBERT's layer_groups: block j runs in order.count(j) layers

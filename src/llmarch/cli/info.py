@@ -10,6 +10,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .options import collect, model_overrides
 from ..layers.mixer import MIXERS
+from ..vision.config import vision_config
 
 
 def add_parsers(sub) -> None:
@@ -62,6 +63,10 @@ def cmd_info(args) -> None:
           + (f", block {cfg.block}" if cfg.block != "sequential" else "")
           + (f", mixer {_mixers(cfg)}" if len(cfg.attention_layers) < cfg.n_layers else "")
           + (f", {cfg.n_experts} experts (top-{cfg.experts_per_token})" if cfg.n_experts else ""))
+    if cfg.vision is not None:
+        v = vision_config(cfg.vision)
+        print(f"vision: {v.n_layers}-layer ViT, width {v.width}, {v.image_size}px in {v.patch_size}px patches, "
+              f"{v.projector} projector, {v.tokens_per_image} tokens per image (id {v.image_token_id})")
     print(f"parameters:               {facts['parameters']:,}")
     if facts["active_parameters"] != facts["parameters"]:
         print(f"active parameters:        {facts['active_parameters']:,} "

@@ -45,7 +45,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
              compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0, draft=None,
              num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None,
-             decoder_start_id: int | None = None, forced_bos_id: int | None = None):
+             decoder_start_id: int | None = None, forced_bos_id: int | None = None,
+             pixel_values: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -69,7 +70,13 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     sampler (greedy and sampled decoding), or on each beam's log-probabilities (beam search, as transformers).
     Encoder-decoders only: decoder_start_id, the decoder's first input in place of the config's (mBART-cc25 starts
     from the target language's code); forced_bos_id, the first new token whatever the model predicts, scored as
-    log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id)."""
+    log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id).
+    pixel_values (N, channels, H, W): preprocessed images for a model with a vision tower (config vision), their
+    features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
+    A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally."""
+    if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
+        raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
+                           "or beam decoding (no draft model, prompt lookup or compile)")
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup)
     check_sampling(temperature, top_k, top_p)
@@ -117,7 +124,14 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     with Engine(model, request.prompt.shape[0] * repeat, request.cache_len, _rows(request.mask, repeat),
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
                 bounded=not compile) as engine:
-        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0))
+        embeds = None if pixel_values is None else \
+            model.embed_inputs(request.prompt, pixel_values.to(request.prompt.device))
+        prefix = None
+        if cfg.prefix_lm:  # the prompt's real tokens are the prefix
+            P = request.prompt.shape[1]
+            prefix = torch.ones_like(request.prompt) if request.mask is None else request.mask[:, :P]
+        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), _rows(embeds, repeat),
+                               _rows(prefix, repeat))
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens
         if penalties is not None:
             prompt_mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
@@ -241,7 +255,8 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     ctx = model.config.context_length
     if T > ctx:
         raise LlmarchError(f"prompt of {T} tokens is longer than the model's context_length {ctx}")
-    check_ids(input_ids, model.config, None)
+    # an image token past the vocabulary (PaliGemma's may be) is looked up as 0: TransformerLM.embed_inputs
+    check_ids(input_ids if model.config.vision is None else model.vision.text_ids(input_ids), model.config, None)
     max_new = min(max_new_tokens, ctx - T)
     _say_capped(max_new, max_new_tokens, ctx, f"after the {T}-token prompt")
     total = T + max_new

@@ -55,9 +55,13 @@ class Engine:
         if self.set_eval:
             self.model.train(self.was_training)
 
-    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, T) written at the next T slots -> logits (B, V) after each row's last token."""
-        return self._step(ids)
+    def prefill(self, ids: torch.Tensor, embeds: torch.Tensor | None = None,
+                prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B, T) written at the next T slots -> logits (B, V) after each row's last token. embeds (B, T, C): their
+        embeddings where they are not embed(ids) (images: TransformerLM.embed_inputs); prefix_mask (B, T): a
+        prefix-LM's prefix among them (TransformerLM.forward)."""
+        extra = {k: v for k, v in (("embeds", embeds), ("prefix_mask", prefix_mask)) if v is not None}
+        return self._step(ids, extra)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B,), one per row, written at the next slot -> logits (B, V) for the token after it."""
@@ -92,12 +96,12 @@ class Engine:
         """Row r continues from what row rows[r] holds (beam search)."""
         self.model.reorder_cache(rows)
 
-    def _step(self, ids: torch.Tensor) -> torch.Tensor:
+    def _step(self, ids: torch.Tensor, extra: dict | None = None) -> torch.Tensor:
         start, self.length = self.length, self.length + ids.shape[1]
         if self.length > self.slots.shape[0]:
             raise LlmarchError(f"decoding past the cache's {self.slots.shape[0]} slots")
         pos = self.slots[start:self.length]
         if self.compiled is not None and ids.shape[1] == 1:
             return self.compiled(ids, pos, self.mask)[:, -1]
-        return self.model.step(ids, pos, self.length, self.mask, self.source_mask).logits[:, -1]
+        return self.model.step(ids, pos, self.length, self.mask, self.source_mask, **(extra or {})).logits[:, -1]
 

@@ -27,6 +27,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "silu": F.silu,
     "relu2": lambda x: F.relu(x).square(),  # squared ReLU (So et al. 2021, "Primer", §3.2): Arcee, Nemotron
+    # x * sigmoid(1.702 x), the sigmoid approximation of GELU (Hendrycks & Gimpel 2016, §2): CLIP's vision tower
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
 }
 
 
@@ -153,7 +155,7 @@ FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limite
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
                                   "relu2_glu": "relu2", "swiglu_clamped": "silu",
                                   "swiglu_limited": "silu", "swiglu_clipped": "silu"}  # ffn name -> its activation
-for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu"):
+for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu", "quick_gelu"):
     FFNS.register(_name)(partial(MLP, act=_name))
     FFN_ACTIVATION[_name] = _name
 

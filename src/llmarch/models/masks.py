@@ -20,17 +20,22 @@ def position_ids(input_pos: torch.Tensor, batch: int, pad_mask: torch.Tensor | N
     return pos[:, input_pos]
 
 
-def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
+def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None,
+                prefix: torch.Tensor | None = None) -> torch.Tensor:
     """bool (B|1, 1, T, S): query at slot p may attend to key slots <= p that are not padding (sliding windows
     and other patterns: layers/sparse_attention.py). A padded query still sees itself, so no row is fully
-    masked (a softmax over nothing is NaN)."""
+    masked (a softmax over nothing is NaN). prefix (B, T): this call's tokens of a prefix-LM's prefix, which also
+    see each other's later slots (PaliGemma; transformers' blockwise overlay: causal or same block, then padding)."""
     keys = torch.arange(key_len, device=input_pos.device)
-    mask = input_pos[:, None] >= keys[None, :]  # (T, S)
+    mask = (input_pos[:, None] >= keys[None, :])[None]  # (1, T, S)
+    if prefix is not None:
+        prefix = prefix.bool()
+        at_keys = torch.zeros(prefix.shape[0], key_len, dtype=torch.bool, device=prefix.device)
+        at_keys[:, input_pos] = prefix
+        mask = mask | (prefix[:, :, None] & at_keys[:, None, :])  # (B, T, S)
     if pad_mask is not None:
-        mask = mask[None] & pad_mask[:, None, :].bool()  # (B, T, S)
+        mask = mask & pad_mask[:, None, :].bool()  # (B, T, S)
         mask = mask | (input_pos[:, None] == keys[None, :])
-    else:
-        mask = mask[None]
     return mask[:, None]
 
 

@@ -174,15 +174,20 @@ class Stack(nn.Module):
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
             global_attention_mask: torch.Tensor | None = None,
             document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
-            task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None) -> torch.Tensor:
+            task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None,
+            prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
-        of x, which per-layer inputs (ple_dim) look up. Returns the final hidden states (B, T, C), or (B, 1, C)
-        with last_only."""
+        of x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose
+        tokens attend to each other both ways (masks.causal_mask). Returns the final hidden states (B, T, C), or
+        (B, 1, C) with last_only."""
         if self.per_layer is not None and input_ids is None:
             raise LlmarchError("per-layer input embeddings (ple_dim) need the token ids beside their embeddings")
         if document_ids is not None:
             return self._run_packed(x, document_ids, last_only, input_ids)
+        if prefix_mask is not None and not self.packable:
+            raise LlmarchError("a prefix-LM prefix (prefix_mask) needs causal attention through the dense mask in "
+                               "every layer")
         cfg = self._stack_cfg
         B, T = x.shape[:2]
         if input_pos is None:
@@ -197,9 +202,9 @@ class Stack(nn.Module):
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
-        plain = plain or not self._uses_mask
+        plain = (plain and prefix_mask is None) or not self._uses_mask
         if cfg.causal:
-            mask = None if plain else causal_mask(input_pos, key_len, pad_mask)
+            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, prefix_mask)
         else:  # bidirectional: every real token sees every real token
             mask = None if pad_mask is None else pad_mask[:, None, None, :]
         if bias is not None:  # the bias, with -inf where attention is barred

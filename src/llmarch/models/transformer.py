@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import LlmarchError
 from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, pool, summary
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
+from ..vision.inputs import ImageInputs
 from .init import init_weights
 from .stack import Stack, check_ids
 
@@ -31,6 +33,7 @@ class TransformerLM(Stack):
         self.config = cfg
         self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_width)
+        self.vision = ImageInputs(cfg) if cfg.vision is not None else None  # images as embeddings (vision/)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else \
                 BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.output_embed_width)
@@ -54,7 +57,8 @@ class TransformerLM(Stack):
                 kv_len: int | None = None, token_type_ids: torch.Tensor | None = None,
                 global_attention_mask: torch.Tensor | None = None,
                 document_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
-                lang_ids: torch.Tensor | None = None) -> ModelOutput:
+                lang_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
+                prefix_mask: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -67,24 +71,42 @@ class TransformerLM(Stack):
         none added).
         global_attention_mask (B, S'): 1 for Longformer's global tokens (attention="longformer"), over key slots.
         document_ids (B, T): packed documents, numbered per token: attention and positions stay within each
-        (training on packed sequences; stack.py), in place of attention_mask."""
-        if not torch.compiler.is_compiling():
-            check_ids(input_ids, self.config, self.cache_len)
-        x = self.run(self.embed(input_ids), attention_mask, input_pos, kv_len, token_type_ids, last_only,
+        (training on packed sequences; stack.py), in place of attention_mask.
+        pixel_values (N, channels, H, W): N preprocessed images, whose features take the positions of the config's
+        image token in input_ids (vision/inputs.py). prefix_mask (B, T): the tokens of a prefix-LM's prefix (PaliGemma:
+        the image and the prompt), which attend to each other both ways; None: all causal."""
+        embeds = self.embed_inputs(input_ids, pixel_values)
+        x = self.run(embeds, attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
-                     task_type_ids=task_type_ids, lang_ids=lang_ids)
+                     task_type_ids=task_type_ids, lang_ids=lang_ids, prefix_mask=prefix_mask)
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
         return ModelOutput(logits=self._head(x, pad_mask), hidden_states=x)
 
     def step(self, ids: torch.Tensor, input_pos: torch.Tensor, kv_len: int | None,
-             attention_mask: torch.Tensor | None, memory_mask: torch.Tensor | None = None) -> ModelOutput:
+             attention_mask: torch.Tensor | None, memory_mask: torch.Tensor | None = None,
+             embeds: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None) -> ModelOutput:
         """The decoding engine's step (generate/engine.py): forward(ids, attention_mask, input_pos, last_only=True,
         kv_len) without the input checks, which read ids back to the host (a GPU sync per token) for ids that
-        the model itself produced. memory_mask: unused (encoder-decoders' source padding)."""
-        x = self.run(self.embed(ids), attention_mask, input_pos, kv_len, last_only=True, input_ids=ids)
+        the model itself produced. memory_mask: unused (encoder-decoders' source padding). embeds (B, T, C): the
+        prompt's embeddings in place of embed(ids) (embed_inputs: with images); prefix_mask as in forward."""
+        x = self.run(self.embed(ids) if embeds is None else embeds, attention_mask, input_pos, kv_len, last_only=True,
+                     input_ids=ids, prefix_mask=prefix_mask)
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
+
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """The token embeddings (B, T, C) of input_ids (checked), with the images' features at the image-token
+        positions where pixel_values are given."""
+        if pixel_values is None:
+            if not torch.compiler.is_compiling():
+                check_ids(input_ids, self.config, self.cache_len)
+            return self.embed(input_ids)
+        if self.vision is None:
+            raise LlmarchError(f"{self.config.name} has no vision tower (config vision) to read pixel_values")
+        ids = self.vision.text_ids(input_ids)
+        check_ids(ids, self.config, self.cache_len)
+        return self.vision(self.embed(ids), input_ids, pixel_values)
 
     def _head(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         cfg = self.config

@@ -1,0 +1,102 @@
+"""The vision part of a ModelConfig (`ModelConfig.vision`, a dict of these fields, so configs stay plain JSON): a ViT
+(Dosovitskiy et al. 2021) as CLIP (Radford et al. 2021) and SigLIP (Zhai et al. 2023) build it, the projector into the
+text model's width and the token whose positions the image features take. Validated here, before anything is built;
+this module imports nothing of llmarch's config (which reads it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import LlmarchError
+from ..layers.ffn import ACTIVATIONS
+
+# projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
+# test_vision_language.py keeps the two the same)
+PROJECTOR_KINDS = ("mlp", "linear")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    image_token_id: int  # the text token each of whose positions takes one image feature (LLaVA's <image>)
+    width: int = 768  # the tower's residual width
+    n_layers: int = 12
+    n_heads: int = 12
+    ffn_hidden: int = 3072
+    act: str = "quick_gelu"  # the tower's MLP activation: CLIP's quick_gelu, SigLIP's gelu_tanh
+    image_size: int = 224  # the square input the learned positions were trained for (no interpolation)
+    patch_size: int = 16  # a patch_size x patch_size convolution of that stride embeds each patch
+    channels: int = 3
+    norm_eps: float = 1e-5
+    patch_bias: bool = False  # the patch convolution's bias (SigLIP's; CLIP has none)
+    class_token: bool = True  # a learned class embedding before the patches (CLIP; SigLIP has none)
+    pre_norm: bool = True  # a LayerNorm on the embeddings before the first block (CLIP's pre_layrnorm)
+    post_norm: bool = False  # a LayerNorm on the last block's output (SigLIP's post_layernorm)
+    # the tower's hidden states the features are, concatenated along channels (LLaVA's vision_feature_layer): index 0
+    # the embeddings (after pre_norm), k the output of block k, negative from the end; none post-normed. None: the
+    # tower's output (after post_norm, if any; PaliGemma's last_hidden_state)
+    feature_layers: list | None = None
+    # drop the first position's feature (LLaVA's vision_feature_select_strategy 'default': CLIP's class token; with a
+    # tower without one, as transformers does, the first patch's)
+    drop_first: bool = False
+    projector: str = "mlp"  # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection
+    projector_act: str = "gelu"  # the mlp projector's activation
+    projector_bias: bool = True
+
+    @property
+    def n_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def n_positions(self) -> int:
+        return self.n_patches + self.class_token
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Image-token positions one image fills: a feature per position of the tower, less a dropped first one."""
+        return self.n_positions - self.drop_first
+
+    @property
+    def feature_width(self) -> int:
+        return self.width * (1 if self.feature_layers is None else len(self.feature_layers))
+
+    def hidden_index(self, layer: int) -> int:
+        """A feature layer as a non-negative hidden-state index (0: the embeddings, k: after block k)."""
+        return layer % (self.n_layers + 1)
+
+
+def vision_config(data: dict) -> VisionConfig:
+    """ModelConfig.vision's dict as a VisionConfig, every field checked; an unknown field is an error."""
+    unknown = sorted(set(data) - {f.name for f in fields(VisionConfig)})
+    if unknown:
+        raise LlmarchError(f"unknown vision field(s): {', '.join(unknown)}")
+    if "image_token_id" not in data:
+        raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
+    v = VisionConfig(**{k: (list(x) if k == "feature_layers" and x is not None else x) for k, x in data.items()})
+    for name in ("width", "n_layers", "n_heads", "ffn_hidden", "image_size", "patch_size", "channels"):
+        value = getattr(v, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
+    if v.width % v.n_heads or v.image_size % v.patch_size:
+        raise LlmarchError(f"vision width {v.width} must divide by n_heads {v.n_heads} and image_size {v.image_size} "
+                           f"by patch_size {v.patch_size}")
+    if v.act not in ACTIVATIONS or v.projector_act not in ACTIVATIONS or v.projector not in PROJECTOR_KINDS:
+        raise LlmarchError(f"vision act {v.act!r}, projector_act {v.projector_act!r}, projector {v.projector!r}: "
+                           f"activations are {', '.join(ACTIVATIONS)}; projectors {', '.join(PROJECTOR_KINDS)}")
+    layers = v.feature_layers
+    if layers is not None and (not layers or any(not isinstance(i, int) or not -v.n_layers - 1 <= i <= v.n_layers
+                                                 for i in layers)):
+        raise LlmarchError(f"vision feature_layers {layers} must be hidden-state indices in "
+                           f"[{-v.n_layers - 1}, {v.n_layers}] (or None: the tower's output)")
+    if v.drop_first and layers is None:
+        raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
+    if not isinstance(v.image_token_id, int) or v.image_token_id < 0:
+        raise LlmarchError(f"vision image_token_id must be a token id, got {v.image_token_id!r}")
+    return v
+
+
+def check_vision(cfg) -> None:
+    """ModelConfig's check of its vision dict (None: a text-only model) and of the text side it joins."""
+    if cfg.vision is None:
+        return
+    vision_config(cfg.vision)
+    if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim:
+        raise LlmarchError("vision (image inputs) is for decoder-only language models without per-layer inputs")

@@ -1,0 +1,42 @@
+"""Images as text embeddings: the tower's features projected into the text model's width, each written at one
+image-token position of the text embeddings, in order (image n fills the n-th run of tokens_per_image image tokens,
+counting row by row, as transformers' masked_scatter does). After that the text model reads them as any embedding."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import LlmarchError
+from .config import vision_config
+from .projector import PROJECTORS
+from .tower import VisionTower
+
+
+class ImageInputs(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.v = vision_config(cfg.vision)
+        self.tower = VisionTower(self.v)
+        self.projector = PROJECTORS[self.v.projector](self.v, cfg.d_model)
+        # the text model scales its token embeddings by sqrt(d_model) (Gemma) after this; transformers scales them
+        # inside its embedding module, so its image features are never scaled: ours are divided by the same factor
+        self.embed_scale = cfg.d_model ** 0.5 if cfg.embed_scale else None
+
+    def text_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids with the image token as 0, which the embedding can look up (PaliGemma's image token is past the
+        vocabulary); its positions are overwritten."""
+        return ids.masked_fill(ids == self.v.image_token_id, 0)
+
+    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """embeds (B, T, C) of ids (B, T); pixel_values (N, channels, H, W) -> embeds with the N images' features
+        at the image-token positions."""
+        where = ids == self.v.image_token_id  # (B, T)
+        n, per = pixel_values.shape[0], self.v.tokens_per_image
+        count = int(where.sum())
+        if count != n * per:
+            raise LlmarchError(f"{n} image(s) of {per} features each need {n * per} image tokens (id "
+                               f"{self.v.image_token_id}) in input_ids, which hold {count}")
+        features = self.projector(self.tower(pixel_values)).to(embeds.dtype)  # (N, per, C)
+        if self.embed_scale is not None:
+            features = features / torch.tensor(self.embed_scale, dtype=features.dtype)
+        return embeds.masked_scatter(where[..., None], features)

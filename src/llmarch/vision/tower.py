@@ -1,0 +1,61 @@
+"""The ViT of CLIP and SigLIP (Dosovitskiy et al. 2021, eq. 1-4): each patch_size x patch_size patch embedded by a
+convolution of that stride, a learned class embedding before them (CLIP), learned positions added, a LayerNorm on
+the sum (CLIP's pre_layrnorm), then pre-norm transformer blocks with bidirectional attention (llmarch's own Block,
+built from a ModelConfig of the tower's shape) and, for SigLIP, a LayerNorm on the output. Shapes: (B, T, C) with
+T = patches (+ 1 class token)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from ..layers.attention import AttentionContext
+from ..layers.block import Block
+from ..layers.norms import make_norm
+from .config import VisionConfig
+
+
+def block_config(v: VisionConfig) -> ModelConfig:
+    """The tower's blocks as llmarch blocks: LayerNorms with bias, multi-head attention and an MLP with biases,
+    bidirectional, no rotary positions (the learned ones are added to the embeddings)."""
+    return ModelConfig(name="vision", vocab_size=1, d_model=v.width, n_layers=v.n_layers, n_heads=v.n_heads,
+                       ffn=v.act, ffn_hidden=v.ffn_hidden, norm="layernorm", norm_eps=v.norm_eps, bias=True,
+                       causal=False, positions="none", context_length=v.n_positions)
+
+
+class VisionTower(nn.Module):
+    def __init__(self, v: VisionConfig):
+        super().__init__()
+        self.v = v
+        cfg = block_config(v)
+        self.patch = nn.Conv2d(v.channels, v.width, v.patch_size, stride=v.patch_size, bias=v.patch_bias)
+        self.class_embed = nn.Parameter(torch.zeros(v.width)) if v.class_token else None
+        self.positions = nn.Embedding(v.n_positions, v.width)
+        self.pre_norm = make_norm(cfg) if v.pre_norm else None
+        self.blocks = nn.ModuleList(Block(cfg.for_layer(i), layer=i) for i in range(v.n_layers))
+        self.post_norm = make_norm(cfg) if v.post_norm else None
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values (N, channels, image_size, image_size), preprocessed as the checkpoint's image processor does
+        -> the features (N, T', feature_width): feature_layers' hidden states side by side, or the output."""
+        v = self.v
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (v.channels, v.image_size, v.image_size):
+            raise LlmarchError(f"pixel_values must have shape (images, {v.channels}, {v.image_size}, {v.image_size}), "
+                               f"got {tuple(pixel_values.shape)}")
+        x = self.patch(pixel_values.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)  # (N, P, C)
+        if self.class_embed is not None:
+            x = torch.cat([self.class_embed.expand(x.shape[0], 1, -1), x], dim=1)
+        x = x + self.positions.weight
+        if self.pre_norm is not None:
+            x = self.pre_norm(x)
+        wanted = None if v.feature_layers is None else [v.hidden_index(i) for i in v.feature_layers]
+        ctx = AttentionContext(mask=None, causal=False, rope=None, input_pos=torch.arange(x.shape[1], device=x.device))
+        hidden = [x]  # hidden[k]: the input of block k, transformers' hidden_states[k]
+        for block in self.blocks[:len(self.blocks) if wanted is None else max(wanted)]:
+            hidden.append(block(hidden[-1], ctx))
+        if wanted is None:
+            out = hidden[-1]
+            return out if self.post_norm is None else self.post_norm(out)
+        out = torch.cat([hidden[k] for k in wanted], dim=-1)
+        return out[:, 1:] if v.drop_first else out
