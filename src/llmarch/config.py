@@ -311,6 +311,10 @@ class ModelConfig:
     # GPT-2 decoder): the fields (of DECODER_FIELDS) the decoder stack sets apart from the encoder's, which the
     # rest of the config describes; the head is the decoder's
     decoder_overrides: dict | None = None
+    # ProphetNet's n-gram predicting streams (ngram): a decoder stack appends, after its T token rows, the first
+    # stream's T rows (the table's last row plus the position one ahead), runs both through attention 'ngram'
+    # and returns that stream, which predicts the next token; the table holds all n rows (the others train)
+    ngram_streams: int = 0
     # an encoder-decoder composed of two Hugging Face models (EncoderDecoderModel): their model_types, the
     # encoder's then the decoder's, which name each stack's tensors (interop/encoder_decoder.py)
     hf_stack_types: list | None = None
@@ -788,6 +792,8 @@ class ModelConfig:
         if self.decoder_context_length is not None and (not self.n_decoder_layers or self.decoder_context_length < 1):
             raise LlmarchError(f"decoder_context_length={self.decoder_context_length} bounds an encoder-decoder's "
                                "decoder (n_decoder_layers > 0): it must be positive")
+        if self.ngram_streams < 0:
+            raise LlmarchError(f"ngram_streams must be >= 0, got {self.ngram_streams}")
         bad = sorted(set(self.decoder_overrides or {}) - set(DECODER_FIELDS))
         if self.decoder_overrides is not None and (bad or not self.n_decoder_layers):
             raise LlmarchError("decoder_overrides sets an encoder-decoder's decoder stack apart (n_decoder_layers > 0) "
@@ -1059,7 +1065,8 @@ class ModelConfig:
         blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention, decoder_overrides applied)."""
         if part == "encoder":
             fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False,
-                          encoder_vocab_size=None, decoder_context_length=None, decoder_overrides=None)
+                          encoder_vocab_size=None, decoder_context_length=None, decoder_overrides=None,
+                          ngram_streams=0)
         else:
             fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False,
                           encoder_vocab_size=None, decoder_context_length=None, global_tokens=0,
