@@ -87,3 +87,9 @@ def test_refusals():
         llmarch.build("bart-tiny", ngram_streams=2)
     with pytest.raises(llmarch.LlmarchError, match="attention='ngram' is a decoder's"):
         llmarch.build("bert-tiny", attention="ngram")
+
+
+def test_beam_search_matches(pair):
+    """Beam search (4 beams, a length penalty, early stopping) returns transformers' sequences (test_seq2seq's
+    check), its beams reordering our main stream's cache."""
+    test_seq2seq.test_generation_matches(pair, dict(num_beams=4, length_penalty=0.6, early_stopping=True))

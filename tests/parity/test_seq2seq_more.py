@@ -117,3 +117,9 @@ def test_encoder_decoder_refusals():
         llmarch.build("bart-tiny", decoder_overrides={"n_heads": 2})
     with pytest.raises(llmarch.LlmarchError, match="decoder_overrides sets an encoder-decoder's decoder"):
         llmarch.build("bert-tiny", decoder_overrides={"ffn": "relu"})
+
+
+def test_beam_search_matches(pair):
+    """Beam search (4 beams, a length penalty, early stopping) returns transformers' sequences (test_seq2seq's
+    check)."""
+    test_seq2seq.test_generation_matches(pair, dict(num_beams=4, length_penalty=0.6, early_stopping=True))
