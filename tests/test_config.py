@@ -108,3 +108,12 @@ def test_mha_gqa_mqa_shapes():
         assert model.blocks[0].attn.qkv_proj.weight.shape == ((8 + 2 * kv) * 32, 256)
         out = model(torch.randint(0, 8192, (1, 5))).logits
         assert out.shape == (1, 5, 8192)
+
+
+def test_config_saved_with_residual_affine_loads_as_the_affine_residual_mix():
+    """ZAYA1's affine residual adds were a boolean field before they joined the residual_mix registry: a config
+    saved then still loads, to the same computation."""
+    data = llmarch.resolve("llama-tiny").to_dict()
+    data.pop("residual_mix")
+    assert ModelConfig.from_dict({**data, "residual_affine": True}).residual_mix == "affine"
+    assert ModelConfig.from_dict({**data, "residual_affine": False}).residual_mix == "none"

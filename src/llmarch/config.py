@@ -103,6 +103,9 @@ class ModelConfig:
     # global layers, attention_k_eq_v)
     attn_k_eq_v: bool = False
     v_norm: bool = False  # each head's values through an RMSNorm without a gain (Gemma 4)
+    # the rotated queries times a learned gain per channel (n_heads x head_dim) before the scores: nGPT's s_qk
+    # (Loshchilov et al. 2024, §2.3.2), which Dory puts, squared, on the queries alone
+    attn_q_gain: bool = False
     # a norm (of the `norm` kind) over attention's concatenated heads before o_proj and over the FFN's hidden
     # activations before its down projection: BitNet b1.58's attn_sub_norm and ffn_sub_norm (SubLN, Wang et al.
     # 2022, "Foundation Transformers", §2)
@@ -114,10 +117,14 @@ class ModelConfig:
     # how the stack runs its blocks (layers/recurrence.py): none, each once in order; hrm, the Hierarchical Reasoning
     # Model's two recurrent modules (Wang et al. 2025, §2): the first n_layers / 2 blocks the low-level module, the
     # rest the high-level one, z_L = f_L(z_L + z_H) hrm_low_cycles times, then z_H = f_H(z_H + z_L), for
-    # hrm_high_cycles cycles
+    # hrm_high_cycles cycles; loop, a recurrent-depth stack (Dory): loop_prelude blocks once, the middle blocks
+    # loop_count times, each pass from norm(h) + norm(h_prelude), then loop_coda blocks once
     recurrence: str = "none"
     hrm_high_cycles: int = 2  # recurrence 'hrm': N, the high-level module's cycles
     hrm_low_cycles: int = 3  # recurrence 'hrm': T, the low-level module's cycles within each high-level one
+    loop_prelude: int = 0  # recurrence 'loop': the first this-many blocks, run once before the looped ones
+    loop_coda: int = 0  # recurrence 'loop': the last this-many blocks, run once after the looped ones
+    loop_count: int = 2  # recurrence 'loop': passes through the looped (middle) blocks
     # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
     # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
     layer_groups: int = 0
@@ -208,14 +215,14 @@ class ModelConfig:
     # the token embeddings as (e + b) * s, b and s learned vectors of d_model (ZAYA1's input_hidden_states_bias and
     # _scale)
     embed_affine: bool = False
-    # each sublayer's residual add as (y + b_y) * s_y + (x + b_x) * s_x, y the sublayer's output and x the stream,
-    # four learned vectors of d_model per sublayer (ZAYA1's ResidualScaling); pre-norm sequential blocks only
-    residual_affine: bool = False
     # how each sublayer's output y joins the residual stream x (layers/residual_mix.py): none (x + y); depth_scaled,
     # x sqrt((k - 1) / k) + y / sqrt(k) at the stack's k-th add (Beam); gated, sigmoid(w) y + sqrt(1 - sigmoid(w)^2) x
-    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge). Sequential pre-norm or
-    # sandwich blocks only
+    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge); affine,
+    # (y + b_y) * s_y + (x + b_x) * s_x with four vectors learned per sublayer (ZAYA1's ResidualScaling); ngpt,
+    # norm(x) + |a| (y - norm(x)) on the unit sphere (nGPT, Dory; norm 'l2'). Sequential pre-norm or sandwich blocks
+    # only
     residual_mix: str = "none"
+    residual_rate_init: float = 0.05  # residual_mix 'ngpt': the learned rates' start (nGPT's alpha_init)
     # > 0: the norm before each mixer, and before each mixture-of-experts FFN (a dense FFN's stays plain), followed by a
     # low-rank gate on its own output, y * sigmoid(silu(y W_down) W_up), W_down of this rank (A.X-K2's GatedRMSNorm,
     # Megatron's GatedNormWrapper: 16); pre-norm sequential blocks
@@ -248,6 +255,10 @@ class ModelConfig:
     # a second segment-like table added to the input embeddings, indexed by task_type_ids (default 0): ERNIE 2.0/3.0's
     # task embeddings (Sun et al. 2020, §4.2.1, transformers' use_task_id); 0: none
     task_type_vocab_size: int = 0
+    # a table of language embeddings added to the input embeddings, indexed by lang_ids, one language per input or
+    # per token (XLM's lang_embeddings, Lample & Conneau 2019, §3.1 and Fig. 1: translation language modeling);
+    # nothing is added where a forward is given no lang_ids, as transformers does; 0: none
+    lang_vocab_size: int = 0
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -268,6 +279,9 @@ class ModelConfig:
     # a linear projection (embed_proj) after embed_norm even where embed_dim = d_model (FNet's embeddings.projection,
     # Lee-Thorp et al. 2021); False: a projection only between different widths
     embed_proj: bool = False
+    # a linear map with a bias of the token embeddings alone, embed_width to embed_width, before the positions and
+    # token types are added (RoCBert's map_inputs_layer under concat_input, read on the word embeddings' columns)
+    token_proj: bool = False
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -297,6 +311,9 @@ class ModelConfig:
     # the classify and detect heads' pooler: dense, then this activation (tanh: BERT, RoBERTa; relu: DistilBERT's
     # pre_classifier; gelu: ELECTRA's classification head and discriminator)
     pooler_act: str = "tanh"
+    # False: a classify head without classifier_transform reads the pooled token (by `pooling`) straight into the
+    # classifier, no dense + pooler_act before it (XLM's sequence summary: the first token's state projected)
+    pooler: bool = True
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
     # an encoder-decoder whose encoder reads a token-embedding table of its own, the decoder (and a tied head) the
     # other (T5Gemma: each stack keeps the embedding of the Gemma it was adapted from); False: one shared table
@@ -692,6 +709,9 @@ class ModelConfig:
                 self.output_embed_dim <= 0 or not self.head_transform or self.tied_head or self.head_mlp):
             raise LlmarchError(f"output_embed_dim={self.output_embed_dim} needs, on an LM head, a positive width, "
                                "head_transform (without head_mlp) and an untied head (tie_embeddings=False)")
+        if self.token_proj and (self.n_decoder_layers or self.ple_dim or self.decoder_embed_norm_first):
+            raise LlmarchError("token_proj (a map of the token embeddings) is for encoder-only and decoder-only stacks "
+                               "without per-layer inputs or decoder_embed_norm_first")
         if self.embed_proj and (self.n_decoder_layers or self.ple_dim or self.embed_scale):
             raise LlmarchError("embed_proj (a projected embedding) is for encoder-only and decoder-only stacks without "
                                "per-layer inputs or embed_scale")
@@ -765,10 +785,6 @@ class ModelConfig:
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
-        if self.residual_affine and (self.block != "sequential" or self.norm_placement != "pre"
-                                     or self.residual_alpha != 1.0 or self.laurel_rank or self.altup_streams > 1):
-            raise LlmarchError("residual_affine scales the residual adds of sequential pre-norm blocks (no "
-                               "residual_alpha, LAuReL or AltUp)")
         check_residual_mix(self)
         if self.norm_gate_rank < 0 or (self.norm_gate_rank and (
                 self.block != "sequential" or self.norm_placement != "pre" or self.hyper_connection != "none"
@@ -817,11 +833,13 @@ class ModelConfig:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
         if self.bitlinear not in BITLINEARS:
             raise LlmarchError(f"unknown bitlinear {self.bitlinear!r}; choose one of: {', '.join(BITLINEARS)}")
+        typed = any({"mixer", "ffn", "n_experts", "expert_ffn"} & set(f) for f in (self.layer_overrides or {}).values())
         if (self.sub_norm or self.bitlinear != "none") and (self.n_decoder_layers or self.block != "sequential"
                                                             or self.mixer != "attention" or self.attn_period
-                                                            or self.layer_types is not None or self.n_experts):
+                                                            or self.n_experts or typed):
             raise LlmarchError("sub_norm and bitlinear are for a sequential decoder-only or encoder-only stack of "
-                               "attention layers with dense FFNs (BitNet b1.58)")
+                               "attention layers with dense FFNs (BitNet b1.58; layer types may change the "
+                               "attention, not the mixer or FFN)")
         self._validate_layer_types()
         self._validate_kv_sharing()
         self._validate_moe()
@@ -846,6 +864,8 @@ class ModelConfig:
         check_ffn(self)
         if self.qkv_groups != 1 and self.mixer != "attention":
             raise LlmarchError(f"qkv_groups={self.qkv_groups} groups attention's q, k and v: mixer 'attention' only")
+        if self.attn_q_gain and self.mixer != "attention":
+            raise LlmarchError("attn_q_gain scales attention's rotated queries: mixer 'attention' only")
         check_altup(self)
         check_hyper(self)
         check_side_conv(self)
@@ -854,8 +874,11 @@ class ModelConfig:
         check_recurrence(self)
         self._validate_longrope()
         self._validate_alibi()
-        if self.type_vocab_size < 0 or self.position_offset < 0 or self.task_type_vocab_size < 0:
-            raise LlmarchError("type_vocab_size, task_type_vocab_size and position_offset must be >= 0")
+        if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size) < 0:
+            raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size and position_offset must be "
+                               ">= 0")
+        if not self.pooler and self.head == "detect":
+            raise LlmarchError("head 'detect' reads each token through the pooler: it needs pooler=True")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):
@@ -1094,6 +1117,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if "residual_affine" in data:  # saved before ZAYA1's affine adds became residual_mix "affine"
+            data = dict(data)
+            if data.pop("residual_affine"):
+                data["residual_mix"] = "affine"
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

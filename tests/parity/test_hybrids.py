@@ -136,6 +136,6 @@ def test_zaya(tmp_path):
     cfg = ours.config
     assert [cfg.layer_mixer(i) for i in range(2)] == ["cca", "cca"]
     assert [cfg.for_layer(i).attention for i in range(2)] == ["full", "sliding_window"]
-    assert (cfg.router_mlp, cfg.skip_experts, cfg.residual_affine, cfg.embed_affine, cfg.head_bias) == \
-        (16, 1, True, True, True)
+    assert (cfg.router_mlp, cfg.skip_experts, cfg.residual_mix, cfg.embed_affine, cfg.head_bias) == \
+        (16, 1, "affine", True, True)
     check_parity(hf, ours, "ZayaForCausalLM", tmp_path)

@@ -73,6 +73,7 @@ from . import bigbird_pegasus, encoder_decoder, prophetnet  # noqa: F401
 from . import beam  # noqa: F401
 from . import ergo  # noqa: F401
 from . import doge  # noqa: F401
+from . import dory  # noqa: F401
 from . import axk2  # noqa: F401
 from . import big_bird, fnet, nystromformer, yoso  # noqa: F401
 from . import aria_text  # noqa: F401
@@ -81,3 +82,4 @@ from . import lara_mini  # noqa: F401
 from . import gemma4_unified_text  # noqa: F401
 from . import minimax_m3_vl_text  # noqa: F401
 from . import kolibri1_1  # noqa: F401
+from . import flaubert, gpt_sw3, roc_bert, xlm  # noqa: F401

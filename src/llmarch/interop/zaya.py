@@ -5,7 +5,7 @@ key scale per head), RoPE on half of each head (partial_rotary_factor 0.5, a bas
 attend to every earlier key, `hybrid_sliding` ones over a window), and a mixture of SwiGLU experts, one chosen per
 token by an MLP router (router_mlp) that carries its state from layer to layer (router_carry), among the experts
 and a skip expert that computes nothing (skip_experts), by softmax probability plus a balancing bias (expert_bias),
-the weight not renormalised. Each residual add is (y + b_y) * s_y + (x + b_x) * s_x (residual_affine) and the
+the weight not renormalised. Each residual add is (y + b_y) * s_y + (x + b_x) * s_x (residual_mix 'affine') and the
 token embeddings enter as (e + b) * s (embed_affine); the head may have a bias (lm_head_bias)."""
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def to_config(hf: dict) -> ModelConfig:
         qkv_bias=bias, o_bias=bias, tie_embeddings=bool(hf["tie_word_embeddings"]), head_bias=bool(hf["lm_head_bias"]),
         context_length=int(hf["max_position_embeddings"]), n_experts=int(hf["num_experts"]), experts_per_token=1,
         router_scoring="softmax", router_renormalize=False, expert_bias=True, skip_experts=1,
-        router_mlp=int(hf["router_hidden_size"]), router_carry=True, residual_affine=True, embed_affine=True,
+        router_mlp=int(hf["router_hidden_size"]), router_carry=True, residual_mix="affine", embed_affine=True,
         eos_id=hf.get("eos_token_id") if isinstance(hf.get("eos_token_id"), int) else None,
         layer_types=types, layer_overrides=overrides, **overrides[types[0]])
 

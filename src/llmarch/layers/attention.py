@@ -230,6 +230,8 @@ class Attention(Mixer):
         self.value_scale = cfg.attn_value_multiplier if cfg.attn_value_multiplier != 1.0 else None  # MiMo-V2-Flash
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
+        # nGPT's s_qk on the rotated queries (attn_q_gain): a gain per channel of every head, (H * D,)
+        self.q_gain = nn.Parameter(torch.ones(cfg.n_heads * cfg.head_dim)) if cfg.attn_q_gain else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
 
@@ -334,6 +336,9 @@ class Attention(Mixer):
             q, k, v = self._shared_kv(q, heads, one, ctx)
         else:
             q, k, v = self._own_kv(q, k, v, heads, one, ctx)
+        gain = self._parameters.get("q_gain")
+        if gain is not None:  # (B, H, T, D) times (H, 1, D): after RoPE, so each rotated channel its own gain
+            q = q * gain.view(self.n_heads, 1, self.head_dim).to(q.dtype)
         if self.kv_fp4:  # after sharing: a layer reading these rounds them itself (rounding twice changes nothing)
             k, v = nvfp4_round(k), nvfp4_round(v)
         if self.temperature is not None:  # Llama 4, Ministral 3, Mistral 4: the log-length query scaling

@@ -34,8 +34,8 @@ DeBERTa-v2 (side_conv) joins a convolution of block 0's input to its output (lay
 BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear layers (bitlinear.py).
 LongCat-Flash (moe_shortcut): a mixture layer's experts read its FFN's normed input beside its dense FFN, and
 their output is added at the end of the next block: x += ffn(n2(x)), then in block i + 1 x += ... + moe_i.
-Beam, Ergo and Doge join each sublayer's output to the stream otherwise than by x + y (residual_mix: depth-scaled,
-gated or scaled adds, residual_mix.py), in the slot of ZAYA1's residual_affine."""
+Beam, Ergo, Doge and ZAYA1 join each sublayer's output to the stream otherwise than by x + y (residual_mix:
+depth-scaled, gated, scaled or affine adds, residual_mix.py)."""
 from __future__ import annotations
 
 import math
@@ -86,19 +86,6 @@ class Scaled:
         return self.drop(y) * self.factor
 
 
-class ResidualAffine(nn.Module):
-    """residual_affine (ZAYA1's ResidualScaling): the sublayer's output y and the stream x each shifted and scaled
-    per channel before their sum, (y + b_y) * s_y + (x + b_x) * s_x; at init (zeros, ones) the plain x + y."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.hidden_scale, self.hidden_bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
-        self.residual_scale, self.residual_bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
-
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (y + self.hidden_bias) * self.hidden_scale + (x + self.residual_bias) * self.residual_scale
-
-
 class Block(nn.Module):
     def __init__(self, cfg, cross: bool = False, layer: int = 0):
         super().__init__()
@@ -129,12 +116,9 @@ class Block(nn.Module):
         self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         self.mlp_reads_ctx = getattr(self.mlp, "reads_ctx", False)  # ZAYA1's router state, carried in ctx.carry
-        # residual_affine (ZAYA1): each sublayer's add as (y + b_y) * s_y + (x + b_x) * s_x
-        self.res_attn = ResidualAffine(cfg.d_model) if cfg.residual_affine and mixer.mixes else None
-        self.res_mlp = ResidualAffine(cfg.d_model) if cfg.residual_affine and self.mlp is not None else None
-        if cfg.residual_mix != "none":  # Beam's depth-scaled, Ergo's gated, Doge's scaled adds (residual_mix.py)
-            self.res_attn = make_residual_mix(cfg, layer, 0) if mixer.mixes else None
-            self.res_mlp = make_residual_mix(cfg, layer, 1) if self.mlp is not None else None
+        # Beam's depth-scaled, Ergo's gated, Doge's scaled, ZAYA1's affine residual adds (residual_mix.py)
+        self.res_attn = make_residual_mix(cfg, layer, 0) if mixer.mixes else None
+        self.res_mlp = make_residual_mix(cfg, layer, 1) if self.mlp is not None else None
         # LongCat-Flash's shortcut-connected MoE (moe_shortcut): a mixture layer runs `moe` on its FFN's normed input
         # beside `mlp`; the next block adds its output at its end (ctx.carry, written and read by index)
         self.moe = shortcut_moe(cfg, layer)

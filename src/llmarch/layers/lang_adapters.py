@@ -27,9 +27,9 @@ def check_lang_adapters(cfg) -> None:
     if cfg.default_language is not None and cfg.default_language not in cfg.languages:
         raise LlmarchError(f"default_language {cfg.default_language!r} is not one of languages {cfg.languages}")
     if cfg.norm_placement not in ("post", "pre") or cfg.block != "sequential" or cfg.shared_norm \
-            or cfg.ffn not in FFN_ACTIVATION or cfg.n_experts or cfg.residual_alpha != 1.0 or cfg.residual_affine:
+            or cfg.ffn not in FFN_ACTIVATION or cfg.n_experts or cfg.residual_alpha != 1.0 or cfg.residual_mix != "none":
         raise LlmarchError("language adapters follow the FFN of sequential post- or pre-norm blocks with a dense FFN "
-                           "that has an activation (no residual_alpha or residual_affine)")
+                           "that has an activation (no residual_alpha or residual_mix)")
 
 
 def default_lang_ids(cfg, batch: int, device) -> torch.Tensor:

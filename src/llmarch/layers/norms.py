@@ -135,6 +135,28 @@ def make_norm(cfg, dim: int | None = None) -> nn.Module:
     return NORMS[cfg.norm](dim or cfg.d_model, cfg.norm_eps, cfg.norm_bias)
 
 
+class L2Norm(nn.Module):
+    """x / sqrt(sum(x^2) + eps), no gain, in fp32: the projection onto the unit sphere of nGPT (Loshchilov et al. 2024,
+    "nGPT: Normalized Transformer with Representation Learning on the Hypersphere", §2), whose hidden states, queries,
+    keys and sublayer outputs all have norm 1 rather than RMS 1 (Dory's DoryL2Norm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        return (h * torch.rsqrt(h.pow(2).sum(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
+@NORMS.register("l2")
+def l2(dim: int, eps: float, bias: bool) -> nn.Module:
+    return L2Norm(dim, eps=eps)
+
+
 @NORMS.register("rmsnorm_offset")
 def rmsnorm_offset(dim: int, eps: float, bias: bool) -> nn.Module:
     return OffsetRMSNorm(dim, eps=eps)

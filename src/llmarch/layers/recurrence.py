@@ -10,7 +10,14 @@ rest), each ending in a norm of its own. From z_H = the embeddings and z_L = a l
         z_L = norm_L(f_L(z_L + z_H))    hrm_low_cycles times
         z_H = norm_H(f_H(z_H + z_L))
 
-and z_H is the stack's output (the stack's own final norm off: final_norm=False)."""
+and z_H is the stack's output (the stack's own final norm off: final_norm=False).
+
+'loop': a recurrent-depth stack (Geiping et al. 2025, "Scaling up Test-Time Compute with Latent Reasoning: A Recurrent
+Depth Approach", arXiv 2502.05171, §3: prelude, recurrent block, coda; Dory's input, recurrent and output sections):
+the first loop_prelude blocks run once, giving e = norm(h); the middle blocks then run loop_count times, each pass from
+h = norm(h) + e (the prelude's output injected again, as Dory adds it, where Huginn concatenates); the last loop_coda
+blocks run once on the last pass's output. Each pass over a middle block is an invocation of its own, with its own
+KV cache (Dory's recurrent_kv_cache_mode 'per_loop')."""
 from __future__ import annotations
 
 import torch
@@ -74,5 +81,50 @@ class HRM(nn.Module):
         return z_high
 
 
+class Loop(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.prelude, self.coda, self.count = cfg.loop_prelude, cfg.loop_coda, cfg.loop_count
+        self.looped = cfg.n_layers - self.prelude - self.coda
+        self.norm = make_norm(cfg)  # norm 'l2' (Dory): the sphere's projection, no parameters
+        middle = list(range(self.prelude, self.prelude + self.looped))
+        self._order = list(range(self.prelude)) + middle * self.count + list(range(cfg.n_layers - self.coda,
+                                                                                      cfg.n_layers))
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.loop_prelude < 0 or cfg.loop_coda < 0 or cfg.loop_count < 1 \
+                or cfg.loop_prelude + cfg.loop_coda >= cfg.n_layers:
+            raise LlmarchError(f"recurrence='loop' needs loop_prelude, loop_coda >= 0 leaving some of the n_layers "
+                               f"blocks to loop, and loop_count >= 1; got {cfg.loop_prelude}, {cfg.loop_coda}, "
+                               f"{cfg.n_layers} and {cfg.loop_count}")
+        if not cfg.causal or cfg.n_decoder_layers or cfg.layer_groups or cfg.kv_shared_layers \
+                or cfg.kv_source_layers or cfg.altup_streams > 1 or cfg.hyper_connection != "none" or cfg.canon_kv \
+                or cfg.canon_out or cfg.moe_shortcut or cfg.relative_bias_per_layer or cfg.ple_dim \
+                or any(True for _ in make_norm(cfg).parameters()):
+            raise LlmarchError("recurrence='loop' runs blocks of a decoder-only stack without shared or per-layer "
+                               "parts, AltUp, hyper-connections, Canon layers or moe_shortcut, and a norm without "
+                               "parameters (its injection's)")
+
+    def order(self) -> list[int]:
+        """The block of each invocation, in the order they run."""
+        return self._order
+
+    def forward(self, x: torch.Tensor, run) -> torch.Tensor:
+        """x (B, T, C): the embeddings; run(k, h): invocation k on h."""
+        k = 0
+        for _ in range(self.prelude):
+            x, k = run(k, x), k + 1
+        injected = self.norm(x)
+        for _ in range(self.count):
+            x = self.norm(x) + injected
+            for _ in range(self.looped):
+                x, k = run(k, x), k + 1
+        for _ in range(self.coda):
+            x, k = run(k, x), k + 1
+        return x
+
+
 RECURRENCES.register("none")(None)
 RECURRENCES.register("hrm")(HRM)
+RECURRENCES.register("loop")(Loop)

@@ -36,6 +36,8 @@ class Stack(nn.Module):
         self.positions = POSITIONS[cfg.positions](cfg)
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
+        self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.embed_width) if cfg.lang_vocab_size else None
+        self.token_proj = Linear(cfg.embed_width, cfg.embed_width) if cfg.token_proj else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
         self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model or cfg.embed_proj \
@@ -240,12 +242,14 @@ class Stack(nn.Module):
                                input_ids=input_ids)
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
-    def _invoke(self, k: int, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        """A recurrence's invocation k: its block on x, over the invocation's own decode state when decoding."""
-        block = self._modules["blocks"][self.recurrence.order()[k]]
+    def _invoke(self, k: int, x: torch.Tensor, ctxs: dict) -> torch.Tensor:
+        """A recurrence's invocation k: its block on x, with its layer type's context (ctxs: by type, None the
+        stack's), over the invocation's own decode state when decoding."""
+        j = self.recurrence.order()[k]
+        block = self._modules["blocks"][j]
         if self._runs is not None:
             block.seq_mixer.cache = self._runs[k]
-        return block(x, ctx)
+        return block(x, ctxs.get(self._types[j], ctxs[None]))
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
@@ -262,6 +266,8 @@ class Stack(nn.Module):
         if cfg.embed_affine:
             x = (x + self.input_bias) * self.input_scale
         sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
+        if self.token_proj is not None:  # RoCBert: the token embeddings mapped before positions and types join them
+            x = self.token_proj(x)
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
@@ -277,6 +283,8 @@ class Stack(nn.Module):
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
         if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
+        if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids
+            x = x + self.lang_embed(lang_ids if lang_ids.dim() == 2 else lang_ids[:, None])
         ngram = self._parameters.get("ngram_embed")
         if ngram is not None:  # (B, 2T, C): the first predicting stream's rows, one position ahead, after the tokens
             ahead = ngram[-1].to(x.dtype) + sub["positions"].embed(pos + 1)
@@ -305,8 +313,8 @@ class Stack(nn.Module):
             x = streams(x, cfg.hc_streams)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
-        if self.recurrence is not None:  # its own schedule (one layer type, no per-layer bias: its check)
-            x = sub["recurrence"](x, lambda k, h: self._invoke(k, h, ctx))
+        if self.recurrence is not None:  # its own schedule (no per-layer bias: its check)
+            x = sub["recurrence"](x, lambda k, h: self._invoke(k, h, ctxs))
         else:
             for i, (block, t) in enumerate(zip(blocks, self._types)):
                 c = ctxs.get(t, ctx)

@@ -41,7 +41,7 @@ class TransformerLM(Stack):
         elif cfg.head != "embed":  # classify: a label per sequence from the pooled token; tokens: a label per token
             transform = cfg.classifier_transform  # ModernBERT: dense -> act -> norm, in place of the pooler
             self.head_transform = HeadTransform(cfg) if transform else None
-            self.pooler = Pooler(cfg) if cfg.head in ("classify", "detect") and not transform else None
+            self.pooler = Pooler(cfg) if cfg.head in ("classify", "detect") and not transform and cfg.pooler else None
             self.classifier = Linear(cfg.d_model, 1 if cfg.head == "detect" else cfg.n_labels)
         if self.embed.weight.device.type != "meta":
             self.reset_parameters()
@@ -63,7 +63,8 @@ class TransformerLM(Stack):
         token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0).
         task_type_ids (B, T): task ids, for configs with task_type_vocab_size (ERNIE; default all 0).
         lang_ids (B,) or (B, T): indices into `languages`, for configs with language adapters (X-MOD; default: the
-        config's default_language).
+        config's default_language), and into the language embeddings of configs with lang_vocab_size (XLM; default:
+        none added).
         global_attention_mask (B, S'): 1 for Longformer's global tokens (attention="longformer"), over key slots.
         document_ids (B, T): packed documents, numbered per token: attention and positions stay within each
         (training on packed sequences; stack.py), in place of attention_mask."""
@@ -90,7 +91,9 @@ class TransformerLM(Stack):
         if cfg.head == "classify":
             if self.pooler is not None:
                 return self.classifier(self.drop(self.pooler(x, pad_mask)))  # (B, n_labels)
-            pooled = self.head_transform(summary(x, pad_mask, cfg.pooling, cfg.causal))  # (B, C)
+            pooled = summary(x, pad_mask, cfg.pooling, cfg.causal)  # (B, C)
+            if self.head_transform is not None:
+                pooled = self.head_transform(pooled)
             return self.classifier(self.drop(pooled))  # (B, n_labels)
         if cfg.head == "detect":  # ELECTRA's discriminator: a replaced-or-not logit per token
             return self.classifier(self.pooler.each(x)).squeeze(-1)  # (B, T)

@@ -10,8 +10,11 @@ in place of a fixed window.
 
 The bias reads the values, so it is recomputed from the cached values at each step: no state beyond the KV cache.
 Equal biases are common (in the first layer, a token's value vector is its embedding's, so a repeated token's keys
-tie): of equal ones the earliest key is kept, so a decoding step keeps what the whole forward keeps. transformers'
-torch.topk leaves the choice among ties to the kernel, which picks otherwise as the row's length changes.
+tie): of equal ones the earliest key is kept, so a decoding step keeps what the whole forward keeps where both
+compute a repeated token's value to the same bits. transformers' torch.topk leaves the choice among ties to the
+kernel, which picks otherwise as the row's length changes. Not every BLAS gives the same bits: on an AMD EPYC a value
+computed in a prefill of many rows and in a step of one differed in its last bit, and the step then kept another of
+the tied keys (logits 0.06 apart); no rounding of the biases separates that from real differences of 1e-5.
 Shapes: B batch, H query heads, K KV heads, T queries, S keys, D head_dim."""
 from __future__ import annotations
 
