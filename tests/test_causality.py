@@ -17,6 +17,9 @@ BASE = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=4, cont
 NEEDS = {"moa": dict(n_experts=4, experts_per_token=2, n_kv_heads=2), "cca": dict(n_kv_heads=2, cca_group_conv=3),
          "shared_kv": dict(n_kv_heads=1, q_lora_rank=16, o_groups=2, attn_sinks=True, hyper_connection="mhc",
                            hc_streams=3)}
+# what an attention kind needs beyond BASE: ProphetNet's n-gram attention runs over the predicting stream the stack
+# appends (ngram_streams), placed by absolute positions
+KIND_NEEDS = {"ngram": dict(ngram_streams=2, positions="learned")}
 CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()
          if not ATTENTION_KINDS[kind].bidirectional_only] + \
         [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention" and not MIXERS[mixer].bidirectional_only]
@@ -27,8 +30,8 @@ def build(mixer: str, kind: str):
     window = dict(sliding_window=12) if kind in windowed_kinds() else {}
     needs = ATTENTION_KINDS[kind].needs_positions  # disentangled attention reads its relative embeddings
     positions = dict(positions=needs) if needs else {}
-    return llmarch.build("llama-tiny", **{**BASE, **NEEDS.get(mixer, {})}, mixer=mixer, attention=kind, **window,
-                         **positions).eval()
+    return llmarch.build("llama-tiny", **{**BASE, **NEEDS.get(mixer, {}), **KIND_NEEDS.get(kind, {})}, mixer=mixer,
+                         attention=kind, **window, **positions).eval()
 
 
 @pytest.mark.parametrize("mixer, kind", CASES)

@@ -35,6 +35,9 @@ def test_every_attention_kind_loads_to_the_same_logits(tmp_path):
         bidirectional = dict(causal=False, global_block_size=8) if ATTENTION_KINDS[kind].bidirectional_only else {}
         if kind == "global_local":  # PEGASUS-X's: the stack's global tokens and the blocks the kind reads
             bidirectional.update(global_tokens=2, local_block_size=8)
+        if kind == "ngram":  # ProphetNet's: the predicting stream the stack appends, placed by absolute positions
+            needs = "learned"
+            bidirectional.update(ngram_streams=2)
         # no positions but a kind's own (QSA's block keys take RoPE or none, LongT5's global keys no RoPE)
         model = tiny("gpt-tiny", n_layers=2, context_length=64, attention=kind, **window, **bidirectional,
                      positions=needs or "none")

@@ -46,6 +46,9 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
                 "o_bias", "local_block_offset", "attn_temp_power", "attn_scale", "rel_logits_extent", "swiglu_limit",
                 "expert_ffn", "expert_swiglu_limit", "kv_fp4")
+# the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
+DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",
+                  "ffn_hidden", "norm_eps")
 
 
 @dataclass
@@ -322,6 +325,17 @@ class ModelConfig:
     # an encoder-decoder's decoder positions (its learned table's rows, its KV cache's bound), where the encoder's,
     # context_length, differ (LED: 16384 source tokens, 1024 target tokens); None: context_length
     decoder_context_length: int | None = None
+    # an encoder-decoder whose stacks differ in more than their depth (EncoderDecoderModel's BERT encoder beside a
+    # GPT-2 decoder): the fields (of DECODER_FIELDS) the decoder stack sets apart from the encoder's, which the
+    # rest of the config describes; the head is the decoder's
+    decoder_overrides: dict | None = None
+    # ProphetNet's n-gram predicting streams (ngram): a decoder stack appends, after its T token rows, the first
+    # stream's T rows (the table's last row plus the position one ahead), runs both through attention 'ngram'
+    # and returns that stream, which predicts the next token; the table holds all n rows (the others train)
+    ngram_streams: int = 0
+    # an encoder-decoder composed of two Hugging Face models (EncoderDecoderModel): their model_types, the
+    # encoder's then the decoder's, which name each stack's tensors (interop/encoder_decoder.py)
+    hf_stack_types: list | None = None
     attn_scale: float | None = None  # scores are q.k * attn_scale; None: 1/sqrt(head_dim) (T5: 1.0)
     attn_key_multiplier: float = 1.0  # attention's keys times this after their projection (Falcon-H1's key_multiplier)
     # attention's values times this after their projection, before they are cached (MiMo-V2-Flash's
@@ -804,6 +818,12 @@ class ModelConfig:
         if self.decoder_context_length is not None and (not self.n_decoder_layers or self.decoder_context_length < 1):
             raise LlmarchError(f"decoder_context_length={self.decoder_context_length} bounds an encoder-decoder's "
                                "decoder (n_decoder_layers > 0): it must be positive")
+        if self.ngram_streams < 0:
+            raise LlmarchError(f"ngram_streams must be >= 0, got {self.ngram_streams}")
+        bad = sorted(set(self.decoder_overrides or {}) - set(DECODER_FIELDS))
+        if self.decoder_overrides is not None and (bad or not self.n_decoder_layers):
+            raise LlmarchError("decoder_overrides sets an encoder-decoder's decoder stack apart (n_decoder_layers > 0) "
+                               f"in the fields {', '.join(DECODER_FIELDS)}" + (f", not {bad[0]}" if bad else ""))
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
@@ -1075,14 +1095,16 @@ class ModelConfig:
 
     def stack_config(self, part: str) -> "ModelConfig":
         """The config one stack of an encoder-decoder is built from: part 'encoder' (bidirectional, n_layers
-        blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention)."""
+        blocks) or 'decoder' (causal, n_decoder_layers blocks, with cross-attention, decoder_overrides applied)."""
         if part == "encoder":
             fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False,
-                          encoder_vocab_size=None, decoder_context_length=None)
+                          encoder_vocab_size=None, decoder_context_length=None, decoder_overrides=None,
+                          ngram_streams=0)
         else:
             fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False,
                           encoder_vocab_size=None, decoder_context_length=None, global_tokens=0,
-                          context_length=self.decoder_context_length or self.context_length)
+                          context_length=self.decoder_context_length or self.context_length,
+                          decoder_overrides=None, **(self.decoder_overrides or {}))
         if self.layer_types is not None:  # the encoder's entries come first, then the decoder's
             own = self.layer_types[:self.n_layers] if part == "encoder" else self.layer_types[self.n_layers:]
             kept = {t: f for t, f in (self.layer_overrides or {}).items() if t in own}

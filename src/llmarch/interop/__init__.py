@@ -69,6 +69,7 @@ from . import flint  # noqa: F401
 from . import axk1  # noqa: F401
 from . import biogpt, ctrl, gpt_neox_japanese, openai_gpt, xglm  # noqa: F401
 from . import blenderbot, blenderbot_small, fsmt, led, mvp, nllb_moe, pegasus_x, plbart  # noqa: F401
+from . import bigbird_pegasus, encoder_decoder, prophetnet  # noqa: F401
 from . import beam  # noqa: F401
 from . import ergo  # noqa: F401
 from . import doge  # noqa: F401

@@ -255,6 +255,22 @@ def _half_signs(r: int, like: torch.Tensor) -> torch.Tensor:
     return _SIGNS[key]
 
 
+def relative_bucket(offset: torch.Tensor, buckets: int, max_distance: int, bidirectional: bool) -> torch.Tensor:
+    """T5's bucket of each offset = key slot - query slot (any shape): half the buckets hold exact small distances,
+    the rest grow logarithmically up to max_distance, beyond which distances share the last bucket; bidirectional
+    splits the buckets between keys before and after the query, else keys after it fall in bucket 0."""
+    n, out = buckets, torch.zeros_like(offset)
+    if bidirectional:
+        n //= 2
+        out = out + (offset > 0).long() * n
+        distance = offset.abs()
+    else:
+        distance = (-offset).clamp(min=0)
+    exact = n // 2
+    log_part = exact + (torch.log(distance.float() / exact) / math.log(max_distance / exact) * (n - exact)).long()
+    return out + torch.where(distance < exact, distance, log_part.clamp(max=n - 1))
+
+
 class RelativeBias(NoPositions):
     """T5's relative position bias (Raffel et al. 2020, §2.1): a learned scalar per head and bucket of the
     offset key - query, added to the attention scores of every layer of a stack (computed once, shared).
@@ -279,17 +295,7 @@ class RelativeBias(NoPositions):
 
     def bucket(self, offset: torch.Tensor) -> torch.Tensor:
         """offset = key slot - query slot (any shape) -> bucket index."""
-        n, out = self.buckets, torch.zeros_like(offset)
-        if self.bidirectional:
-            n //= 2
-            out = out + (offset > 0).long() * n
-            distance = offset.abs()
-        else:
-            distance = (-offset).clamp(min=0)
-        exact = n // 2
-        log_part = exact + (torch.log(distance.float() / exact) / math.log(self.max_distance / exact)
-                            * (n - exact)).long()
-        return out + torch.where(distance < exact, distance, log_part.clamp(max=n - 1))
+        return relative_bucket(offset, self.buckets, self.max_distance, self.bidirectional)
 
     def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         keys = torch.arange(key_len, device=input_pos.device)

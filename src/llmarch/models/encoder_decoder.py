@@ -11,6 +11,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..layers.heads import HeadTransform
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from .init import init_weights
@@ -29,6 +30,8 @@ class EncoderDecoderLM(nn.Module):
         self.encoder_embed = nn.Embedding(self.source_vocab, cfg.d_model) if cfg.encoder_embed else None
         self.encoder = Stack(cfg.stack_config("encoder"))
         self.decoder = Stack(cfg.stack_config("decoder"), cross=True)
+        # BERT's MLM head as a decoder's (bert2bert): dense -> activation -> norm, by the decoder's own fields
+        self.head_transform = HeadTransform(cfg.stack_config("decoder")) if cfg.head_transform else None
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -91,6 +94,8 @@ class EncoderDecoderLM(nn.Module):
         x = self.decoder.run(self.embed(decoder_input_ids), decoder_attention_mask, input_pos, kv_len,
                              last_only=last_only, memory=memory, memory_mask=attention_mask)
         h = x * self.config.d_model ** -0.5 if self.config.head_scale else x  # T5 v1.0: rescale before the tied head
+        if self.head_transform is not None:
+            h = self.head_transform(h)
         # T5Gemma caps the logits as Gemma 2 does (final_softcap; None leaves them)
         return ModelOutput(logits=soft_cap(self.lm_head(h), self.config.final_softcap), hidden_states=x)
 

@@ -52,6 +52,11 @@ class Stack(nn.Module):
         if cfg.global_tokens and not any(cfg.for_layer(i).attention == "global_local" for i in range(cfg.n_layers)):
             raise LlmarchError(f"global_tokens={cfg.global_tokens} needs global_local attention, which lets the "
                                "tokens see them, in some layer of the stack")
+        # ProphetNet's predicting-stream table (ngram_streams rows); the first stream reads the last row
+        self.ngram_embed = nn.Parameter(torch.zeros(cfg.ngram_streams, cfg.d_model)) if cfg.ngram_streams else None
+        if cfg.ngram_streams and any(cfg.for_layer(i).attention != "ngram" for i in range(cfg.n_layers)):
+            raise LlmarchError(f"ngram_streams={cfg.ngram_streams} needs attention 'ngram' in every layer of the "
+                               "stack, which keeps the predicting stream apart from the tokens")
         if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
             d = cfg.d_model
             self.input_bias, self.input_scale = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.ones(d))
@@ -285,6 +290,10 @@ class Stack(nn.Module):
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
         if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids
             x = x + self.lang_embed(lang_ids if lang_ids.dim() == 2 else lang_ids[:, None])
+        ngram = self._parameters.get("ngram_embed")
+        if ngram is not None:  # (B, 2T, C): the first predicting stream's rows, one position ahead, after the tokens
+            ahead = ngram[-1].to(x.dtype) + sub["positions"].embed(pos + 1)
+            x = torch.cat([x, ahead.expand_as(x)], dim=1)
         if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)
@@ -321,6 +330,8 @@ class Stack(nn.Module):
             x = hc_head(x)
         if glob is not None:
             x = x[:, glob.shape[0]:]
+        if ngram is not None:  # the predicting stream: what the head reads
+            x = x[:, T:]
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]
