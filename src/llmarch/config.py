@@ -161,7 +161,8 @@ class ModelConfig:
     hc_eps: float = 1e-6  # hyper_connection: the floor added to its gates and to the Sinkhorn-Knopp divisors
     hc_post_gain: float = 2.0  # hyper_connection: g, the largest gain of a sublayer's output into a stream
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
-    # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), none
+    # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), relative_embeddings (DeBERTa),
+    # relative_sinusoidal (Transformer-XL's R_{i-j}, read by xl_relative attention: XLNet), none
     positions: str = "learned"
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -323,6 +324,7 @@ class ModelConfig:
     # position_buckets); False: offsets as they are, clamped to [-k, k - 1] (DeBERTa v1)
     relative_log_buckets: bool = True
     relative_norm: bool = False  # relative_embeddings: a norm over the embedding table (DeBERTa's norm_rel_ebd)
+    relative_clamp: int | None = None  # relative_sinusoidal: distances clamped to +-this (XLNet clamp_len); None: not
     # disentangled attention (He et al. 2021, eq. 4): the relative terms added to the content-to-content scores:
     # c2p (content-to-position), p2c (position-to-content) or c2p+p2c (DeBERTa's pos_att_type)
     disentangled_terms: str = "c2p+p2c"

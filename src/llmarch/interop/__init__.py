@@ -80,3 +80,4 @@ from . import lara_mini  # noqa: F401
 from . import gemma4_unified_text  # noqa: F401
 from . import minimax_m3_vl_text  # noqa: F401
 from . import kolibri1_1  # noqa: F401
+from . import xlnet  # noqa: F401
