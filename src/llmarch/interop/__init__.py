@@ -81,3 +81,4 @@ from . import gemma4_unified_text  # noqa: F401
 from . import minimax_m3_vl_text  # noqa: F401
 from . import kolibri1_1  # noqa: F401
 from . import xlnet  # noqa: F401
+from . import cpmant  # noqa: F401

@@ -308,6 +308,27 @@ class RelativeBias(NoPositions):
         return self.global_weight[self.bucket(offset)].permute(0, 3, 1, 2)  # (B, H, T, G)
 
 
+class SegmentRelativeBias(RelativeBias):
+    """CPM-Ant's segment relative bias (Zhang et al., CPM-Ant: transformers' CpmAntSegmentPositionEmbedding): between
+    tokens of one segment T5's bidirectional bucket of key - query (keys after the query apart, causal or not),
+    between segments the pair's own bucket, buckets + q_seg * S + k_seg (S = type_vocab_size): one table of
+    relative_buckets + S^2 rows per head, the distances' first.
+    A slot's segment: 0 for the prompt's (prompt_tokens), default_token_type for the rest (CPM-Ant's text)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.bidirectional = True
+        self.segments, self.prompt, self.text = cfg.type_vocab_size, cfg.prompt_tokens, cfg.default_token_type
+        self.weight = nn.Parameter(torch.zeros(cfg.type_vocab_size ** 2 + cfg.relative_buckets, cfg.n_heads))
+
+    def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        keys = torch.arange(key_len, device=input_pos.device)
+        seg_q, seg_k = (torch.where(slots < self.prompt, 0, self.text) for slots in (input_pos, keys))
+        pair = self.buckets + seg_q[:, None] * self.segments + seg_k[None, :]
+        buckets = torch.where(seg_q[:, None] == seg_k[None, :], self.bucket(keys[None, :] - input_pos[:, None]), pair)
+        return self.weight[buckets].permute(2, 0, 1)[None]  # (1, H, T, S)
+
+
 class LearnedAndRelativeBias(RelativeBias):
     """MPNet's two position signals (Song et al. 2020, "MPNet: Masked and Permuted Pre-training for Language
     Understanding", §2.3 and its code): a learned absolute vector per position added to the token embeddings (as
@@ -419,7 +440,7 @@ class RelativeSinusoidal(NoPositions):
 
 
 # position kinds that add a bias to the attention scores: only attention kinds that read the mask take them
-BIAS_POSITIONS = ("t5_relative", "learned_t5_relative", "alibi")
+BIAS_POSITIONS = ("t5_relative", "learned_t5_relative", "alibi", "segment_relative")
 
 POSITIONS.register("none")(lambda cfg: NoPositions())
 POSITIONS.register("learned")(LearnedPositions)
@@ -432,3 +453,4 @@ POSITIONS.register("rope")(RotaryPositions)
 POSITIONS.register("alibi")(ALiBi)
 POSITIONS.register("relative_embeddings")(RelativeEmbeddings)
 POSITIONS.register("relative_sinusoidal")(RelativeSinusoidal)
+POSITIONS.register("segment_relative")(SegmentRelativeBias)

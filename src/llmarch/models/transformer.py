@@ -71,7 +71,7 @@ class TransformerLM(Stack):
             check_ids(input_ids, self.config, self.cache_len)
         x = self.run(self.embed(input_ids), attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
-                     task_type_ids=task_type_ids, lang_ids=lang_ids)
+                     task_type_ids=task_type_ids, lang_ids=lang_ids, prompt=self._prompt())
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
@@ -82,8 +82,17 @@ class TransformerLM(Stack):
         """The decoding engine's step (generate/engine.py): forward(ids, attention_mask, input_pos, last_only=True,
         kv_len) without the input checks, which read ids back to the host (a GPU sync per token) for ids that
         the model itself produced. memory_mask: unused (encoder-decoders' source padding)."""
-        x = self.run(self.embed(ids), attention_mask, input_pos, kv_len, last_only=True, input_ids=ids)
+        x = self.run(self.embed(ids), attention_mask, input_pos, kv_len, last_only=True, input_ids=ids,
+                     prompt=self._prompt())
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
+
+    def _prompt(self) -> torch.Tensor | None:
+        """(P, C): the prompt tokens' input (prompt_tokens), their embedding rows and token type 0; None: none."""
+        cfg = self.config
+        if not cfg.prompt_tokens:
+            return None
+        rows = self.embed.weight[cfg.prompt_token_id: cfg.prompt_token_id + cfg.prompt_tokens]
+        return rows + self.token_types.weight[0]
 
     def _head(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         cfg = self.config
