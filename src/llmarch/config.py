@@ -240,11 +240,11 @@ class ModelConfig:
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     default_token_type: int = 0  # the token type of tokens given no token_type_ids (CPM-Ant's text: segment 2)
-    # > 0: this many learned tokens before every sequence (CPM-Ant's task prompt): embedding rows prompt_token_id ..
-    # prompt_token_id + P - 1 of token type 0 at cache slots 0..P-1, which the first call of a sequence puts before
+    # > 0: this many learned tokens before every sequence (CPM-Ant's task prompt): embedding rows task_prompt_id ..
+    # task_prompt_id + P - 1 of token type 0 at cache slots 0..P-1, which the first call of a sequence puts before
     # its tokens and no output shows; the caller's slots count from the first token after them
-    prompt_tokens: int = 0
-    prompt_token_id: int = 0  # prompt_tokens: the embedding row of the first prompt token
+    task_prompt: int = 0
+    task_prompt_id: int = 0  # task_prompt: the embedding row of the first prompt token
     # a causal stack whose every call's tokens also see each other: a whole forward is bidirectional and decoding a
     # token a time causal, a prefix LM over the prompt (CPM-Ant as transformers runs it: its forward and generate)
     prefix_bidirectional: bool = False
@@ -850,10 +850,10 @@ class ModelConfig:
         if not 0 <= self.default_token_type < max(self.type_vocab_size, 1):
             raise LlmarchError(f"default_token_type={self.default_token_type} is not a token type of type_vocab_size="
                                f"{self.type_vocab_size}")
-        if self.prompt_tokens < 0 or self.prompt_tokens and not (
-                0 <= self.prompt_token_id <= self.vocab_size - self.prompt_tokens and self.type_vocab_size
+        if self.task_prompt < 0 or self.task_prompt and not (
+                0 <= self.task_prompt_id <= self.vocab_size - self.task_prompt and self.type_vocab_size
                 and not self.n_decoder_layers and self.head == "lm"):
-            raise LlmarchError(f"prompt_tokens={self.prompt_tokens} needs prompt_token_id={self.prompt_token_id} .. + "
+            raise LlmarchError(f"task_prompt={self.task_prompt} needs task_prompt_id={self.task_prompt_id} .. + "
                                f"P - 1 within vocab_size={self.vocab_size}, token types, and a single-stack LM")
         if self.prefix_bidirectional and not self.causal:
             raise LlmarchError("prefix_bidirectional=True is a causal stack's (causal=True)")

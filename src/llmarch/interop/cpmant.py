@@ -1,8 +1,8 @@
 """CPM-Ant (`model_type: cpmant`; OpenBMB's CPM-Ant, `CpmAntForCausalLM`): pre-norm RMSNorm blocks without biases, a
 GELU-gated FFN (w_0 the gate, w_1 the up projection), a final norm, and an untied LM head over the vocabulary only.
 Before every sequence stand prompt_length learned prompt tokens, the embedding rows vocab + 2P .. vocab + 3P - 1
-(transformers' CpmAntModel takes the third of the prompt_types prompts) of segment 0 (`prompt_tokens`,
-`prompt_token_id`); the text is segment 2 (`default_token_type`); the embedding table holds vocab + P * prompt_types
+(transformers' CpmAntModel takes the third of the prompt_types prompts) of segment 0 (`task_prompt`,
+`task_prompt_id`); the text is segment 2 (`default_token_type`); the embedding table holds vocab + P * prompt_types
 rows (`vocab_size`, the head `head_vocab` = vocab). The attention scores take CPM-Ant's segment relative bias
 (positions 'segment_relative': T5's bidirectional buckets within a segment, a bucket per segment pair across).
 transformers' forward attends both ways over the whole input (its `context` is all ones), and its `generate`
@@ -46,17 +46,17 @@ def to_config(hf: dict) -> ModelConfig:
                        norm_bias=False, bias=False, positions="segment_relative",
                        relative_buckets=hf.get("position_bias_num_buckets", 512),
                        relative_max_distance=hf.get("position_bias_max_distance", 2048), type_vocab_size=segments,
-                       default_token_type=TEXT, prompt_tokens=P, prompt_token_id=vocab + 2 * P,
+                       default_token_type=TEXT, task_prompt=P, task_prompt_id=vocab + 2 * P,
                        prefix_bidirectional=True, tie_embeddings=False, dropout=hf.get("dropout_p") or 0.0,
                        context_length=CONTEXT)
 
 
 def needs(cfg: ModelConfig) -> str | None:
-    vocab, P = cfg.head_vocab, cfg.prompt_tokens
+    vocab, P = cfg.head_vocab, cfg.task_prompt
     if cfg.mixer != "attention" or cfg.attention != "full" or cfg.layer_types is not None or cfg.bias \
             or cfg.norm != "rmsnorm" or cfg.norm_placement != "pre" or cfg.ffn != "geglu" \
             or cfg.positions != "segment_relative" or cfg.default_token_type != TEXT or not cfg.prefix_bidirectional \
-            or vocab is None or not P or (cfg.vocab_size - vocab) % P or cfg.prompt_token_id != vocab + 2 * P \
+            or vocab is None or not P or (cfg.vocab_size - vocab) % P or cfg.task_prompt_id != vocab + 2 * P \
             or cfg.tie_embeddings or cfg.n_kv_heads != cfg.n_heads:
         return ("full attention in a pre-norm RMSNorm stack without biases, a GELU-gated FFN, segment_relative "
                 "positions, prompt tokens at rows head_vocab + 2P, text of token type 2, prefix_bidirectional and an "
@@ -65,7 +65,7 @@ def needs(cfg: ModelConfig) -> str | None:
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    vocab, P = cfg.head_vocab, cfg.prompt_tokens
+    vocab, P = cfg.head_vocab, cfg.task_prompt
     return dict(model_type="cpmant", architectures=["CpmAntForCausalLM"], vocab_size=vocab,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 dim_head=cfg.head_dim, dim_ff=cfg.ffn_hidden, eps=cfg.norm_eps, dropout_p=cfg.dropout,

@@ -313,12 +313,12 @@ class SegmentRelativeBias(RelativeBias):
     tokens of one segment T5's bidirectional bucket of key - query (keys after the query apart, causal or not),
     between segments the pair's own bucket, buckets + q_seg * S + k_seg (S = type_vocab_size): one table of
     relative_buckets + S^2 rows per head, the distances' first.
-    A slot's segment: 0 for the prompt's (prompt_tokens), default_token_type for the rest (CPM-Ant's text)."""
+    A slot's segment: 0 for the prompt's (task_prompt), default_token_type for the rest (CPM-Ant's text)."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.bidirectional = True
-        self.segments, self.prompt, self.text = cfg.type_vocab_size, cfg.prompt_tokens, cfg.default_token_type
+        self.segments, self.prompt, self.text = cfg.type_vocab_size, cfg.task_prompt, cfg.default_token_type
         self.weight = nn.Parameter(torch.zeros(cfg.type_vocab_size ** 2 + cfg.relative_buckets, cfg.n_heads))
 
     def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -100,7 +100,7 @@ class Stack(nn.Module):
         prompt and then one token at a time, where a state may hold only what later tokens read (a sliding
         window's ring: Mixer.bounded_state)."""
         cfg = self._stack_cfg
-        slots = max_len + cfg.prompt_tokens  # the prompt's slots first (prompt_tokens)
+        slots = max_len + cfg.task_prompt  # the prompt's slots first (task_prompt)
         if slots > cfg.context_length:
             raise LlmarchError(f"cache length {slots} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
@@ -138,7 +138,7 @@ class Stack(nn.Module):
     def set_caches(self, states: list, max_len: int) -> None:
         """Every block's decode state, as caches() lists them, for sequences of up to max_len tokens
         (continuous batching swaps in a one-row state to prefill a request alone: generate/batch.py)."""
-        max_len = max_len + self._stack_cfg.prompt_tokens  # the prompt's slots first (prompt_tokens)
+        max_len = max_len + self._stack_cfg.task_prompt  # the prompt's slots first (task_prompt)
         if self.recurrence is not None:
             self._runs = list(states)
             for j, state in zip(self.recurrence.order(), states):  # each block holds some state: cache_len reads it
@@ -178,7 +178,7 @@ class Stack(nn.Module):
             prompt: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
-        of x, which per-layer inputs (ple_dim) look up; prompt (P, C): the input of the prompt tokens (prompt_tokens),
+        of x, which per-layer inputs (ple_dim) look up; prompt (P, C): the input of the prompt tokens (task_prompt),
         put before x in a sequence's first call (slot 0). Returns the final hidden states (B, T, C), or (B, 1, C)
         with last_only."""
         if self.per_layer is not None and input_ids is None:
@@ -189,7 +189,7 @@ class Stack(nn.Module):
         B, T = x.shape[:2]
         if input_pos is None:
             input_pos = torch.arange(T, device=x.device)
-        P = cfg.prompt_tokens
+        P = cfg.task_prompt
         if P:  # the prompt holds slots 0..P-1: the caller's slots, masks and lengths move past it
             prompt = prompt if int(input_pos[0]) == 0 else None  # a sequence's first call brings it
             input_pos, kv_len = input_pos + P, kv_len and kv_len + P

@@ -87,11 +87,11 @@ class TransformerLM(Stack):
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
 
     def _prompt(self) -> torch.Tensor | None:
-        """(P, C): the prompt tokens' input (prompt_tokens), their embedding rows and token type 0; None: none."""
+        """(P, C): the prompt tokens' input (task_prompt), their embedding rows and token type 0; None: none."""
         cfg = self.config
-        if not cfg.prompt_tokens:
+        if not cfg.task_prompt:
             return None
-        rows = self.embed.weight[cfg.prompt_token_id: cfg.prompt_token_id + cfg.prompt_tokens]
+        rows = self.embed.weight[cfg.task_prompt_id: cfg.task_prompt_id + cfg.task_prompt]
         return rows + self.token_types.weight[0]
 
     def _head(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
