@@ -93,3 +93,11 @@ def test_round_trip(pair, tmp_path):
 def test_too_few_segment_types_are_refused():
     with pytest.raises(LlmarchError, match="segment_types=2"):
         hf_model_config({"model_type": "cpmant", **BASE, "segment_types": 2})
+
+
+def test_speculative_decoding_is_refused(pair):
+    """A draft verified in one call would see itself both ways: a prefix LM reads one token a call."""
+    from llmarch.generate.draft_model import check_draft
+
+    with pytest.raises(LlmarchError, match="prefix LM"):
+        check_draft(pair[1], pair[1], 2)
