@@ -1,11 +1,11 @@
 """Position information, one of four kinds (see docs/architectures): added to token embeddings (learned,
-sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias, ALiBi),
-embeddings of relative offsets that attention projects with its own queries and keys (DeBERTa; Transformer-XL's
-sinusoids of the distance), or none. Each
-module answers `embed(pos)` (an additive (B, T, C) term or None), `rotary(pos)` ((cos, sin) or None),
-`bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score bias or None; pad_mask (B, S) marks the
-real key slots, None: all real) and `relative(input_pos, key_len)` (an embedding table and each query-key pair's
-row in it, or None)."""
+sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias, CPM-Ant's
+segment bias, ALiBi), embeddings of relative offsets that attention projects with its own queries and keys (DeBERTa;
+Transformer-XL's sinusoids of the distance), or none. Each module answers `embed(pos)` (an additive (B, T, C) term or
+None), `rotary(pos)` ((cos, sin) or None), `bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score
+bias or None; pad_mask (B, S) marks the real key slots, None: all real) and `relative(input_pos, key_len)` (an
+embedding table and each query-key pair's row in it, or None)."""
+
 from __future__ import annotations
 
 import math
