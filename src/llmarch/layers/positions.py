@@ -5,7 +5,6 @@ Transformer-XL's sinusoids of the distance), or none. Each module answers `embed
 None), `rotary(pos)` ((cos, sin) or None), `bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score
 bias or None; pad_mask (B, S) marks the real key slots, None: all real) and `relative(input_pos, key_len)` (an
 embedding table and each query-key pair's row in it, or None)."""
-
 from __future__ import annotations
 
 import math
