@@ -172,7 +172,8 @@ class ModelConfig:
     hc_eps: float = 1e-6  # hyper_connection: the floor added to its gates and to the Sinkhorn-Knopp divisors
     hc_post_gain: float = 2.0  # hyper_connection: g, the largest gain of a sublayer's output into a stream
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
-    # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), none
+    # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), relative_embeddings (DeBERTa),
+    # relative_sinusoidal (Transformer-XL's R_{i-j}, read by xl_relative attention: XLNet), none
     positions: str = "learned"
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
@@ -249,6 +250,16 @@ class ModelConfig:
     dropout: float = 0.0  # dropout probability in training (attention, residual branches, embeddings)
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
+    default_token_type: int = 0  # the token type of tokens given no token_type_ids (CPM-Ant's text: segment 2)
+    # > 0: this many learned tokens before every sequence (CPM-Ant's task prompt): embedding rows task_prompt_id ..
+    # task_prompt_id + P - 1 of token type 0 at cache slots 0..P-1, which the first call of a sequence puts before
+    # its tokens and no output shows; the caller's slots count from the first token after them
+    task_prompt: int = 0
+    task_prompt_id: int = 0  # task_prompt: the embedding row of the first prompt token
+    # a causal stack whose every call's tokens also see each other: a whole forward is bidirectional and decoding a
+    # token a time causal, a prefix LM over the prompt (CPM-Ant as transformers runs it: its forward and generate).
+    # prefix_lm's prefix_mask with every token of a call given by default (Stack.run)
+    prefix_bidirectional: bool = False
     embed_norm: bool = False  # a norm over the summed input embeddings (BERT)
     # a decoder stack's embed_norm reads the token embeddings alone, before the positions are added: LN(e) + p, not
     # LN(e + p) (BlenderbotSmall's decoder; its encoder, as BART's, normalises the sum); needs embed_norm, causal
@@ -355,6 +366,7 @@ class ModelConfig:
     # position_buckets); False: offsets as they are, clamped to [-k, k - 1] (DeBERTa v1)
     relative_log_buckets: bool = True
     relative_norm: bool = False  # relative_embeddings: a norm over the embedding table (DeBERTa's norm_rel_ebd)
+    relative_clamp: int | None = None  # relative_sinusoidal: distances clamped to +-this (XLNet clamp_len); None: not
     # disentangled attention (He et al. 2021, eq. 4): the relative terms added to the content-to-content scores:
     # c2p (content-to-position), p2c (position-to-content) or c2p+p2c (DeBERTa's pos_att_type)
     disentangled_terms: str = "c2p+p2c"
@@ -670,7 +682,8 @@ class ModelConfig:
     # VisionConfig fields; None: text only
     vision: dict | None = None
     # prefix-LM (PaliGemma; Raffel et al. 2020, §3.2.1): the prompt, image and text, attends bidirectionally within
-    # itself when generating; what follows is causal. A forward gives its prefix as prefix_mask
+    # itself when generating; what follows is causal. A forward gives its prefix as prefix_mask (none given: causal;
+    # with prefix_bidirectional, CPM-Ant's, the whole call)
     prefix_lm: bool = False
 
     def __post_init__(self) -> None:
@@ -889,6 +902,18 @@ class ModelConfig:
                                ">= 0")
         if not self.pooler and self.head == "detect":
             raise LlmarchError("head 'detect' reads each token through the pooler: it needs pooler=True")
+        if not 0 <= self.default_token_type < max(self.type_vocab_size, 1):
+            raise LlmarchError(f"default_token_type={self.default_token_type} is not a token type of type_vocab_size="
+                               f"{self.type_vocab_size}")
+        if self.task_prompt < 0 or self.task_prompt and not (
+                0 <= self.task_prompt_id <= self.vocab_size - self.task_prompt and self.type_vocab_size
+                and not self.n_decoder_layers and self.head == "lm"):
+            raise LlmarchError(f"task_prompt={self.task_prompt} needs task_prompt_id={self.task_prompt_id} .. + "
+                               f"P - 1 within vocab_size={self.vocab_size}, token types, and a single-stack LM")
+        if self.prefix_bidirectional and not self.causal:
+            raise LlmarchError("prefix_bidirectional=True is a causal stack's (causal=True)")
+        if self.positions == "segment_relative" and not self.type_vocab_size:
+            raise LlmarchError("positions='segment_relative' needs token types (type_vocab_size), its segments")
         if self.head not in HEADS:
             raise LlmarchError(f"unknown head {self.head!r}; choose one of: {', '.join(HEADS)}")
         if self.pooler_act not in ("tanh", "relu", "gelu"):

@@ -34,6 +34,9 @@ def check_draft(target, draft, num_draft: int) -> None:
         if model.config.is_encoder_decoder or not model.config.causal or model.config.head != "lm":
             raise LlmarchError(f"speculative decoding: the {role} {model.config.name} is not a decoder-only "
                                "language model")
+        if model.config.prefix_bidirectional:  # a draft verified in one call would see itself both ways
+            raise LlmarchError(f"speculative decoding: the {role} {model.config.name} is a prefix LM "
+                               "(prefix_bidirectional), which reads several tokens of a call both ways")
     if draft.config.vocab_size != target.config.vocab_size:
         raise LlmarchError(f"the draft's vocabulary ({draft.config.vocab_size} tokens) is not the target's "
                            f"({target.config.vocab_size}): a draft must share the target's tokenizer")

@@ -155,6 +155,9 @@ class PromptLookup(Speculator):
         cfg = model.config
         if cfg.is_encoder_decoder or not cfg.causal:
             raise LlmarchError(f"{cfg.name}: prompt lookup decodes decoder-only models")
+        if cfg.prefix_bidirectional:  # a drafted run read in one call would see itself both ways
+            raise LlmarchError(f"{cfg.name}: prompt lookup reads drafts several tokens a call, which a prefix LM "
+                               "(prefix_bidirectional) reads both ways")
         if num_draft < 1 or max_ngram < 1:
             raise LlmarchError(f"prompt lookup needs num_draft >= 1 and max_ngram >= 1, got {num_draft}, "
                                f"{max_ngram}")

@@ -74,6 +74,8 @@ class AttentionContext:
     # call's (QSA's block keys: attention_kinds/qsa.py); None where the forward gives none (packed documents)
     rotary: object = None
     input_ids: torch.Tensor | None = None  # (B, T) this call's tokens, which hash routing reads (router.py)
+    # (B, T) this call's segment ids (token_type_ids), which XLNet's segment term reads (attention_kinds/xl_relative.py)
+    token_type_ids: torch.Tensor | None = None
 
 
 @ATTENTION.register("sdpa")

@@ -1,10 +1,10 @@
 """Position information, one of four kinds (see docs/architectures): added to token embeddings (learned,
-sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias, ALiBi),
-embeddings of relative offsets that attention projects with its own queries and keys (DeBERTa), or none. Each
-module answers `embed(pos)` (an additive (B, T, C) term or None), `rotary(pos)` ((cos, sin) or None),
-`bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score bias or None; pad_mask (B, S) marks the
-real key slots, None: all real) and `relative(input_pos, key_len)` (an embedding table and each query-key pair's
-row in it, or None)."""
+sinusoidal), rotated into queries and keys (RoPE), added to the attention scores (T5's relative bias, CPM-Ant's
+segment bias, ALiBi), embeddings of relative offsets that attention projects with its own queries and keys (DeBERTa;
+Transformer-XL's sinusoids of the distance), or none. Each module answers `embed(pos)` (an additive (B, T, C) term or
+None), `rotary(pos)` ((cos, sin) or None), `bias(input_pos, key_len, pad_mask)` (an additive (B|1, H, T|1, S) score
+bias or None; pad_mask (B, S) marks the real key slots, None: all real) and `relative(input_pos, key_len)` (an
+embedding table and each query-key pair's row in it, or None)."""
 from __future__ import annotations
 
 import math
@@ -313,6 +313,27 @@ class RelativeBias(NoPositions):
         return self.global_weight[self.bucket(offset)].permute(0, 3, 1, 2)  # (B, H, T, G)
 
 
+class SegmentRelativeBias(RelativeBias):
+    """CPM-Ant's segment relative bias (Zhang et al., CPM-Ant: transformers' CpmAntSegmentPositionEmbedding): between
+    tokens of one segment T5's bidirectional bucket of key - query (keys after the query apart, causal or not),
+    between segments the pair's own bucket, buckets + q_seg * S + k_seg (S = type_vocab_size): one table of
+    relative_buckets + S^2 rows per head, the distances' first.
+    A slot's segment: 0 for the prompt's (task_prompt), default_token_type for the rest (CPM-Ant's text)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.bidirectional = True
+        self.segments, self.prompt, self.text = cfg.type_vocab_size, cfg.task_prompt, cfg.default_token_type
+        self.weight = nn.Parameter(torch.zeros(cfg.type_vocab_size ** 2 + cfg.relative_buckets, cfg.n_heads))
+
+    def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        keys = torch.arange(key_len, device=input_pos.device)
+        seg_q, seg_k = (torch.where(slots < self.prompt, 0, self.text) for slots in (input_pos, keys))
+        pair = self.buckets + seg_q[:, None] * self.segments + seg_k[None, :]
+        buckets = torch.where(seg_q[:, None] == seg_k[None, :], self.bucket(keys[None, :] - input_pos[:, None]), pair)
+        return self.weight[buckets].permute(2, 0, 1)[None]  # (1, H, T, S)
+
+
 class LearnedAndRelativeBias(RelativeBias):
     """MPNet's two position signals (Song et al. 2020, "MPNet: Masked and Permuted Pre-training for Language
     Understanding", §2.3 and its code): a learned absolute vector per position added to the token embeddings (as
@@ -399,8 +420,32 @@ class RelativeEmbeddings(NoPositions):
         return table, (offset + self.span).clamp(0, 2 * self.span - 1)
 
 
+class RelativeSinusoidal(NoPositions):
+    """Transformer-XL's relative position encodings (Dai et al. 2019, §3.3: R_{i-j}, the sinusoid of the distance,
+    not learned), as XLNet computes them: for distance p, [sin(p f), cos(p f)] (the sines, then the cosines) at
+    f_k = 1 / 10000^(2k / d_model), in float32; distances clamped to +-relative_clamp (XLNet's clamp_len) where set.
+    Every layer projects the same table with its own W_r (attention_kinds/xl_relative.py). Distances count cache
+    slots, which within a left- or right-padded row equal distances between its tokens."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.clamp = cfg.relative_clamp
+        freq = torch.arange(0, cfg.d_model, 2.0, dtype=torch.int64).float()
+        self.register_buffer("inv_freq", 1 / torch.pow(10000, freq / cfg.d_model), persistent=False)
+
+    def relative(self, input_pos: torch.Tensor, key_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table (2S - 1, C) of distances S - 1 down to 1 - S, and each query's row of it for each key (T, S)."""
+        dist = torch.arange(key_len - 1, -key_len, -1, device=input_pos.device).float()
+        if self.clamp is not None:
+            dist = dist.clamp(-self.clamp, self.clamp)
+        angles = dist[:, None] * self.inv_freq
+        table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+        offset = input_pos[:, None] - torch.arange(key_len, device=input_pos.device)[None]  # (T, S): i - j
+        return table, key_len - 1 - offset
+
+
 # position kinds that add a bias to the attention scores: only attention kinds that read the mask take them
-BIAS_POSITIONS = ("t5_relative", "learned_t5_relative", "alibi")
+BIAS_POSITIONS = ("t5_relative", "learned_t5_relative", "alibi", "segment_relative")
 
 POSITIONS.register("none")(lambda cfg: NoPositions())
 POSITIONS.register("learned")(LearnedPositions)
@@ -412,3 +457,5 @@ POSITIONS.register("learned_t5_relative")(LearnedAndRelativeBias)
 POSITIONS.register("rope")(RotaryPositions)
 POSITIONS.register("alibi")(ALiBi)
 POSITIONS.register("relative_embeddings")(RelativeEmbeddings)
+POSITIONS.register("relative_sinusoidal")(RelativeSinusoidal)
+POSITIONS.register("segment_relative")(SegmentRelativeBias)

@@ -107,11 +107,12 @@ class Stack(nn.Module):
         prompt and then one token at a time, where a state may hold only what later tokens read (a sliding
         window's ring: Mixer.bounded_state)."""
         cfg = self._stack_cfg
-        if max_len > cfg.context_length:
-            raise LlmarchError(f"cache length {max_len} exceeds context_length {cfg.context_length}")
+        slots = max_len + cfg.task_prompt  # the prompt's slots first (task_prompt)
+        if slots > cfg.context_length:
+            raise LlmarchError(f"cache length {slots} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
         if self.recurrence is not None:
-            self._runs = [self.blocks[j].seq_mixer.new_state(batch, max_len, dtype or w.dtype, w.device)
+            self._runs = [self.blocks[j].seq_mixer.new_state(batch, slots, dtype or w.dtype, w.device)
                           for j in self.recurrence.order()]
             self.set_caches(self._runs, max_len)
             return
@@ -120,10 +121,10 @@ class Stack(nn.Module):
                 block.seq_mixer.cache = SharedKV(self.blocks[cfg.kv_source(i)].seq_mixer.cache)
                 continue
             make = block.seq_mixer.bounded_state if bounded else block.seq_mixer.new_state
-            block.seq_mixer.cache = make(batch, max_len, dtype or w.dtype, w.device)
+            block.seq_mixer.cache = make(batch, slots, dtype or w.dtype, w.device)
             for canon in self._canons[i]:
-                canon.cache = canon.new_state(batch, max_len, dtype or w.dtype, w.device)
-        self._cache_max_len = max_len
+                canon.cache = canon.new_state(batch, slots, dtype or w.dtype, w.device)
+        self._cache_max_len = slots
 
     def clear_cache(self) -> None:
         self._runs = None
@@ -144,6 +145,7 @@ class Stack(nn.Module):
     def set_caches(self, states: list, max_len: int) -> None:
         """Every block's decode state, as caches() lists them, for sequences of up to max_len tokens
         (continuous batching swaps in a one-row state to prefill a request alone: generate/batch.py)."""
+        max_len = max_len + self._stack_cfg.task_prompt  # the prompt's slots first (task_prompt)
         if self.recurrence is not None:
             self._runs = list(states)
             for j, state in zip(self.recurrence.order(), states):  # each block holds some state: cache_len reads it
@@ -180,12 +182,13 @@ class Stack(nn.Module):
             global_attention_mask: torch.Tensor | None = None,
             document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
             task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None,
-            prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
+            prefix_mask: torch.Tensor | None = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose
-        tokens attend to each other both ways (masks.causal_mask). Returns the final hidden states (B, T, C), or
-        (B, 1, C) with last_only."""
+        tokens attend to each other both ways (masks.causal_mask; None: none, or with prefix_bidirectional the whole
+        call); prompt (P, C): the input of the prompt tokens (task_prompt), put before x in a sequence's first call
+        (slot 0). Returns the final hidden states (B, T, C), or (B, 1, C) with last_only."""
         if self.per_layer is not None and input_ids is None:
             raise LlmarchError("per-layer input embeddings (ple_dim) need the token ids beside their embeddings")
         if document_ids is not None:
@@ -197,6 +200,19 @@ class Stack(nn.Module):
         B, T = x.shape[:2]
         if input_pos is None:
             input_pos = torch.arange(T, device=x.device)
+        P = cfg.task_prompt
+        if P:  # the prompt holds slots 0..P-1: the caller's slots, masks and lengths move past it
+            prompt = prompt if int(input_pos[0]) == 0 else None  # a sequence's first call brings it
+            input_pos, kv_len = input_pos + P, kv_len and kv_len + P
+            if attention_mask is not None:
+                attention_mask = nn.functional.pad(attention_mask, (P, 0), value=1)
+            if prompt is not None:
+                input_pos = torch.cat([torch.arange(P, device=x.device), input_pos])
+                T = T + P
+                if prefix_mask is not None:  # the prompt's slots are the prefix's too
+                    prefix_mask = nn.functional.pad(prefix_mask.bool(), (P, 0), value=True)
+        if prefix_mask is None and cfg.prefix_bidirectional and T > 1:  # CPM-Ant: a call's tokens see each other
+            prefix_mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
         key_len = kv_len or self.cache_len or T
         # slots past the mask are future tokens: real, hidden by causality
         pad_mask = _key_slots(attention_mask, key_len, True)
@@ -214,15 +230,15 @@ class Stack(nn.Module):
             mask = None if pad_mask is None else pad_mask[:, None, None, :]
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
-        ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1, rope=positions.rotary(pos),
+        ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1 and prefix_mask is None, rope=positions.rotary(pos),
                                input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
                                shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
-                               input_ids=input_ids)
-        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids)
+                               input_ids=input_ids, token_type_ids=token_type_ids)
+        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids, prompt)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
                     input_ids: torch.Tensor | None) -> torch.Tensor:
@@ -258,7 +274,7 @@ class Stack(nn.Module):
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
-                lang_ids: torch.Tensor | None = None):
+                lang_ids: torch.Tensor | None = None, prompt: torch.Tensor | None = None):
         """Embedding-side additions and scaling, then the blocks and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
@@ -281,11 +297,12 @@ class Stack(nn.Module):
         norm_first = cfg.decoder_embed_norm_first  # BlenderbotSmall's decoder: LN(e) + p
         if norm_first:
             x = self.embed_norm(x)
-        added = sub["positions"].embed(pos)
+        added = sub["positions"].embed(pos[:, pos.shape[1] - T:])  # the tokens' own (a prompt's slots come first)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
-            x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
+            types = self.token_types
+            x = x + (types(token_type_ids) if token_type_ids is not None else types.weight[cfg.default_token_type])
         if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
         if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids
@@ -299,6 +316,8 @@ class Stack(nn.Module):
         x = self.drop(x)
         if self.embed_proj is not None:  # after the embeddings' dropout, as ELECTRA's
             x = self.embed_proj(x)
+        if prompt is not None:  # (B, P + T, C): the prompt tokens first
+            x = torch.cat([prompt.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         glob = self._parameters.get("global_embed")
         if glob is not None:  # (B, G + T, C): the global tokens first
             x = torch.cat([glob.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
@@ -332,6 +351,8 @@ class Stack(nn.Module):
             x = x[:, glob.shape[0]:]
         if ngram is not None:  # the predicting stream: what the head reads
             x = x[:, T:]
+        if prompt is not None:
+            x = x[:, prompt.shape[0]:]
         if last_only and T > 1:
             x = x[:, -1:]
         ln_final = sub["ln_final"]

@@ -78,7 +78,8 @@ class TransformerLM(Stack):
         embeds = self.embed_inputs(input_ids, pixel_values)
         x = self.run(embeds, attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
-                     task_type_ids=task_type_ids, lang_ids=lang_ids, prefix_mask=prefix_mask)
+                     task_type_ids=task_type_ids, lang_ids=lang_ids, prefix_mask=prefix_mask,
+                     prompt=self._prompt())
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
@@ -92,7 +93,7 @@ class TransformerLM(Stack):
         the model itself produced. memory_mask: unused (encoder-decoders' source padding). embeds (B, T, C): the
         prompt's embeddings in place of embed(ids) (embed_inputs: with images); prefix_mask as in forward."""
         x = self.run(self.embed(ids) if embeds is None else embeds, attention_mask, input_pos, kv_len, last_only=True,
-                     input_ids=ids, prefix_mask=prefix_mask)
+                     input_ids=ids, prefix_mask=prefix_mask, prompt=self._prompt())
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,6 +108,14 @@ class TransformerLM(Stack):
         ids = self.vision.text_ids(input_ids)
         check_ids(ids, self.config, self.cache_len)
         return self.vision(self.embed(ids), input_ids, pixel_values)
+
+    def _prompt(self) -> torch.Tensor | None:
+        """(P, C): the prompt tokens' input (task_prompt), their embedding rows and token type 0; None: none."""
+        cfg = self.config
+        if not cfg.task_prompt:
+            return None
+        rows = self.embed.weight[cfg.task_prompt_id: cfg.task_prompt_id + cfg.task_prompt]
+        return rows + self.token_types.weight[0]
 
     def _head(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         cfg = self.config
