@@ -23,6 +23,7 @@ from .layers.positions import ROPE_SCALINGS
 from .layers.residual_mix import check_residual_mix
 from .layers.lang_adapters import check_lang_adapters
 from .layers.side_conv import check_side_conv
+from .layers.input_proj import check_input_proj
 
 
 HEADS = ("classify", "detect", "embed", "lm", "tokens")
@@ -265,6 +266,11 @@ class ModelConfig:
     # a linear projection (embed_proj) after embed_norm even where embed_dim = d_model (FNet's embeddings.projection,
     # Lee-Thorp et al. 2021); False: a projection only between different widths
     embed_proj: bool = False
+    # token embeddings (embed_dim wide) projected into d_model before positions and token types are added at d_model
+    # (layers/input_proj.py): token (no such projection: embed_dim, embed_proj), project (a linear projection), trigram
+    # (each token's embedding beside its next and previous tokens', [e_t+1; e_t; e_t-1], then the projection:
+    # MobileBERT's trigram_input, Sun et al. 2020, §4.1; bidirectional only)
+    embed_input: str = "token"
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -274,6 +280,12 @@ class ModelConfig:
     # the head transform's activation (gelu, gelu_tanh, relu, silu, relu2); None: the FFN's (UltraBERT: gelu_tanh)
     head_act: str | None = None
     head_bias: bool = False  # a bias on the output projection
+    # the LM head reads all d_model features of its transform while its tied embeddings are embed_dim wide: the first
+    # embed_dim project onto the embeddings (lm_head), the rest through a matrix of the head's own (lm_head_extra,
+    # no bias): MobileBERT's cls.predictions.dense
+    head_extra: bool = False
+    # the head transform's norm kind; None: norm (MobileBERT: layernorm beside its blocks' affine NoNorm)
+    head_norm: str | None = None
     # rows of an untied LM head: it scores ids 0..head_vocab - 1 only, the ids past it are input-only (Apertus 1.5's
     # output_vocab_size: the head pruned of its image and audio codes); None: vocab_size
     head_vocab: int | None = None
@@ -551,6 +563,13 @@ class ModelConfig:
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
     o_groups: int = 1
     o_lora_rank: int | None = None  # mixer 'shared_kv': each output group's width d_g; None: d_model // o_groups
+    # mixer 'bottleneck' (layers/bottleneck.py, MobileBERT's block): the width of its inner stream (intra_bottleneck_size)
+    bottleneck_dim: int = 0
+    # mixer 'bottleneck': what attention reads. shared_qk: queries and keys a second bottleneck of the block's input,
+    # values the input itself (key_query_shared_bottleneck); inner: q, k, v the inner stream (use_bottleneck_attention);
+    # input: q, k, v the block's input
+    bottleneck_qkv: str = "shared_qk"
+    bottleneck_ffns: int = 1  # mixer 'bottleneck': post-norm FFNs stacked on the inner stream (num_feedforward_networks)
     span_conv_kernel: int = 9  # mixer 'mixed_attention': taps k of ConvBERT's span-based dynamic convolution (odd)
     # mixer 'mixed_attention': n_heads / this heads, each half attention and half convolution (ConvBERT's head_ratio)
     span_conv_head_ratio: int = 2
@@ -702,6 +721,12 @@ class ModelConfig:
         """Width of the input embeddings: embed_dim, or d_model."""
         return self.embed_dim or self.d_model
 
+    @property
+    def sum_width(self) -> int:
+        """Width at which positions and token types join the token embeddings, and of embed_norm: d_model where
+        embed_input projects the token embeddings first, else the embedding width."""
+        return self.d_model if self.embed_input != "token" else self.embed_width
+
     def _check_types(self) -> None:
         optional = {f.name for f in fields(self) if "None" in str(f.type)}
         for name, kind in field_types().items():
@@ -832,6 +857,7 @@ class ModelConfig:
         check_lang_adapters(self)
         check_canon(self)
         check_recurrence(self)
+        check_input_proj(self)
         self._validate_longrope()
         self._validate_alibi()
         if self.type_vocab_size < 0 or self.position_offset < 0 or self.task_type_vocab_size < 0:

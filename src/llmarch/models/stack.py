@@ -21,6 +21,7 @@ from ..layers.kv_cache import SharedKV
 from ..layers.lang_adapters import default_lang_ids
 from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
+from ..layers.input_proj import InputProjection
 from ..layers.norms import make_norm
 from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
@@ -34,12 +35,14 @@ class Stack(nn.Module):
     def __init__(self, cfg: ModelConfig, cross: bool = False):
         super().__init__()
         self.positions = POSITIONS[cfg.positions](cfg)
-        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
-        self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
-        self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.sum_width) if cfg.type_vocab_size else None
+        self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.sum_width) if cfg.task_type_vocab_size else None
+        self.embed_norm = make_norm(cfg, cfg.sum_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
-        self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model or cfg.embed_proj \
+        self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.sum_width != cfg.d_model or cfg.embed_proj \
             else None
+        # MobileBERT: the token embeddings projected into d_model before the positions join them (embed_input)
+        self.input_proj = InputProjection(cfg) if cfg.embed_input != "token" else None
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks
@@ -258,6 +261,9 @@ class Stack(nn.Module):
             x = (x + self.input_bias) * self.input_scale
         sub = self._modules  # not nn.Module's attribute fallback: read at every decoded token
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
+        input_proj = sub.get("input_proj")
+        if input_proj is not None:
+            x = input_proj(x)
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
         if cfg.token_dropout_id is not None:  # ESM-2: mask tokens' embeddings zeroed, the rest rescaled
