@@ -72,6 +72,10 @@ class ModelConfig:
     # the final norm's epsilon; None: norm_eps (JetMoE: rms_norm_eps reaches only its final norm, its blocks' norms
     # keep transformers' default 1e-6)
     final_norm_eps: float | None = None
+    # whether the final norm, and the QK-norm, have a bias; None: norm_bias (ESM C: LayerNorms with biases in its
+    # blocks, without in its final norm and its QK-norm)
+    final_norm_bias: bool | None = None
+    qk_norm_bias: bool | None = None
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x)),
     # normed_residual: the residual add keeps the normed input, x = n(x) + f(n(x)) (MiniMax-01's DeepNorm post-norm,
