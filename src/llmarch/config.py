@@ -120,6 +120,18 @@ class ModelConfig:
     recurrence: str = "none"
     hrm_high_cycles: int = 2  # recurrence 'hrm': N, the high-level module's cycles
     hrm_low_cycles: int = 3  # recurrence 'hrm': T, the low-level module's cycles within each high-level one
+    # recurrence 'funnel' (layers/funnel.py, Funnel-Transformer): the encoder's blocks in groups of these sizes, the
+    # sequence pooled to about half before each group after the first (block_sizes); None: no funnel
+    funnel_blocks: list | None = None
+    funnel_decoder_layers: int = 0  # recurrence 'funnel': blocks after upsampling back to full length (MLM decoder)
+    funnel_pooling: str = "mean"  # recurrence 'funnel': mean or max over each pair of neighbours (pooling_type)
+    # recurrence 'funnel': the first token (<cls>) kept out of the pooling (separate_cls), and then the last token
+    # dropped so that the rest pairs up (truncate_seq)
+    funnel_separate_cls: bool = True
+    funnel_truncate: bool = True
+    # recurrence 'funnel': a pooled group's first block pools its queries only, attending over the unpooled keys and
+    # values (pool_q_only); False: all three pooled
+    funnel_pool_q_only: bool = True
     # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
     # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
     layer_groups: int = 0

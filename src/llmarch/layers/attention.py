@@ -74,6 +74,10 @@ class AttentionContext:
     # call's (QSA's block keys: attention_kinds/qsa.py); None where the forward gives none (packed documents)
     rotary: object = None
     input_ids: torch.Tensor | None = None  # (B, T) this call's tokens, which hash routing reads (router.py)
+    token_type_ids: torch.Tensor | None = None  # (B, T) segment ids, which Funnel's attention scores (funnel.py)
+    # Funnel's positions, token types and masks of the queries and keys, and the unpooled stream a pooled layer's keys
+    # read (funnel_attention.PoolingView), set by recurrence 'funnel' per block
+    pooling: object = None
 
 
 @ATTENTION.register("sdpa")

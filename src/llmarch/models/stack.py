@@ -213,7 +213,7 @@ class Stack(nn.Module):
                                shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
-                               input_ids=input_ids)
+                               input_ids=input_ids, token_type_ids=token_type_ids)
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
@@ -304,7 +304,7 @@ class Stack(nn.Module):
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
         if self.recurrence is not None:  # its own schedule (one layer type, no per-layer bias: its check)
-            x = sub["recurrence"](x, lambda k, h: self._invoke(k, h, ctx))
+            x = sub["recurrence"](x, lambda k, h, c=ctx: self._invoke(k, h, c), ctx)
         else:
             for i, (block, t) in enumerate(zip(blocks, self._types)):
                 c = ctxs.get(t, ctx)
