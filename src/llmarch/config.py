@@ -579,13 +579,15 @@ class ModelConfig:
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
     o_groups: int = 1
     o_lora_rank: int | None = None  # mixer 'shared_kv': each output group's width d_g; None: d_model // o_groups
-    # mixer 'bottleneck' (layers/bottleneck.py, MobileBERT's block): the width of its inner stream (intra_bottleneck_size)
+    # mixer 'bottleneck' (layers/bottleneck.py, MobileBERT's block): the width of its inner stream
+    # (intra_bottleneck_size)
     bottleneck_dim: int = 0
     # mixer 'bottleneck': what attention reads. shared_qk: queries and keys a second bottleneck of the block's input,
-    # values the input itself (key_query_shared_bottleneck); inner: q, k, v the inner stream (use_bottleneck_attention);
-    # input: q, k, v the block's input
+    # values the input itself (key_query_shared_bottleneck); inner: q, k, v the inner stream
+    # (use_bottleneck_attention); input: q, k, v the block's input
     bottleneck_qkv: str = "shared_qk"
-    bottleneck_ffns: int = 1  # mixer 'bottleneck': post-norm FFNs stacked on the inner stream (num_feedforward_networks)
+    # mixer 'bottleneck': post-norm FFNs stacked on the inner stream (num_feedforward_networks)
+    bottleneck_ffns: int = 1
     span_conv_kernel: int = 9  # mixer 'mixed_attention': taps k of ConvBERT's span-based dynamic convolution (odd)
     # mixer 'mixed_attention': n_heads / this heads, each half attention and half convolution (ConvBERT's head_ratio)
     span_conv_head_ratio: int = 2

@@ -57,7 +57,8 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
 
 
-@pytest.mark.parametrize("suffix, head", [("ForSequenceClassification", "classify"), ("ForTokenClassification", "tokens")])
+@pytest.mark.parametrize("suffix, head", [("ForSequenceClassification", "classify"),
+                                          ("ForTokenClassification", "tokens")])
 def test_classifiers_match_transformers(tmp_path, suffix, head):
     hf, ours = _pair(tmp_path, "Funnel" + suffix, dict(TINY, num_labels=3))
     assert ours.config.head == head and ours.config.funnel_decoder_layers == (2 if head == "tokens" else 0)

@@ -16,7 +16,8 @@ from test_bertkin import right_padded
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-            embedding_size=24, intra_bottleneck_size=32, max_position_embeddings=64, num_feedforward_networks=3, initializer_range=0.1)
+            embedding_size=24, intra_bottleneck_size=32, max_position_embeddings=64, num_feedforward_networks=3,
+            initializer_range=0.1)
 CASES = {
     "shared-qk": dict(TINY),  # the released layout: trigram input, NoNorm, q and k from their own bottleneck
     "inner": dict(TINY, use_bottleneck_attention=True, trigram_input=False, num_feedforward_networks=1),
@@ -51,7 +52,8 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
 
 
-@pytest.mark.parametrize("suffix, head", [("ForSequenceClassification", "classify"), ("ForTokenClassification", "tokens")])
+@pytest.mark.parametrize("suffix, head", [("ForSequenceClassification", "classify"),
+                                          ("ForTokenClassification", "tokens")])
 def test_classifiers_match_transformers(tmp_path, suffix, head):
     hf, ours = _pair(tmp_path, "MobileBert" + suffix, dict(TINY, num_labels=3))
     assert ours.config.head == head

@@ -97,8 +97,9 @@ def needs(cfg: ModelConfig) -> str | None:
             or cfg.bottleneck_qkv == "input" and cfg.bottleneck_dim != cfg.d_model \
             or cfg.head == "lm" and not (cfg.head_extra and cfg.head_bias and cfg.head_norm == "layernorm"):
         return ("the bottleneck mixer in every layer with NoNorm (or LayerNorm of eps 1e-5), learned positions from 0, "
-                "embeddings projected before them, biases, heads splitting bottleneck_dim (of d_model where attention reads "
-                "the block's input: transformers' queries and keys are bottleneck_dim wide), and MobileBERT's MLM head")
+                "embeddings projected before them, biases, heads splitting bottleneck_dim (of d_model where attention "
+                "reads the block's input: transformers' queries and keys are bottleneck_dim wide), and MobileBERT's "
+                "MLM head")
     return None
 
 
