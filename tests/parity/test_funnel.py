@@ -92,3 +92,11 @@ def test_base_models_read_as_embedding_models(tmp_path, base, length):
 def test_variants_it_cannot_hold_are_refused(fields):
     with pytest.raises(LlmarchError, match="Funnel"):
         hf_model_config({**transformers.FunnelConfig(**TINY).to_dict(), "model_type": "funnel", **fields})
+
+
+def test_funnel_refuses_a_causal_stack():
+    import llmarch
+
+    with pytest.raises(LlmarchError, match="bidirectional"):
+        llmarch.build("llama-tiny", n_layers=2, mixer="funnel_attention", recurrence="funnel", funnel_blocks=[1, 1],
+                      norm_placement="post", device="meta")

@@ -83,3 +83,11 @@ def test_base_model_reads_as_an_embedding_model(tmp_path):
 def test_variants_it_cannot_hold_are_refused(fields):
     with pytest.raises(LlmarchError, match="MobileBERT"):
         hf_model_config({**transformers.MobileBertConfig(**{**TINY, **fields}).to_dict(), "model_type": "mobilebert"})
+
+
+@pytest.mark.parametrize("fields", [dict(mixer="bottleneck", bottleneck_dim=32), dict(embed_dim=32, embed_input="trigram")])
+def test_parts_that_read_later_tokens_refuse_a_causal_stack(fields):
+    import llmarch
+
+    with pytest.raises(LlmarchError, match="bidirectional"):
+        llmarch.build("llama-tiny", n_layers=1, device="meta", **fields)
