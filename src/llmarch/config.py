@@ -23,6 +23,7 @@ from .layers.positions import ROPE_SCALINGS
 from .layers.residual_mix import check_residual_mix
 from .layers.lang_adapters import check_lang_adapters
 from .layers.side_conv import check_side_conv
+from .layers.input_proj import check_input_proj
 from .vision.config import check_vision
 
 
@@ -75,6 +76,10 @@ class ModelConfig:
     # the final norm's epsilon; None: norm_eps (JetMoE: rms_norm_eps reaches only its final norm, its blocks' norms
     # keep transformers' default 1e-6)
     final_norm_eps: float | None = None
+    # whether the final norm, and the QK-norm, have a bias; None: norm_bias (ESM C: LayerNorms with biases in its
+    # blocks, without in its final norm and its QK-norm)
+    final_norm_bias: bool | None = None
+    qk_norm_bias: bool | None = None
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x)),
     # normed_residual: the residual add keeps the normed input, x = n(x) + f(n(x)) (MiniMax-01's DeepNorm post-norm,
@@ -126,6 +131,18 @@ class ModelConfig:
     loop_prelude: int = 0  # recurrence 'loop': the first this-many blocks, run once before the looped ones
     loop_coda: int = 0  # recurrence 'loop': the last this-many blocks, run once after the looped ones
     loop_count: int = 2  # recurrence 'loop': passes through the looped (middle) blocks
+    # recurrence 'funnel' (layers/funnel.py, Funnel-Transformer): the encoder's blocks in groups of these sizes, the
+    # sequence pooled to about half before each group after the first (block_sizes); None: no funnel
+    funnel_blocks: list | None = None
+    funnel_decoder_layers: int = 0  # recurrence 'funnel': blocks after upsampling back to full length (MLM decoder)
+    funnel_pooling: str = "mean"  # recurrence 'funnel': mean or max over each pair of neighbours (pooling_type)
+    # recurrence 'funnel': the first token (<cls>) kept out of the pooling (separate_cls), and then the last token
+    # dropped so that the rest pairs up (truncate_seq)
+    funnel_separate_cls: bool = True
+    funnel_truncate: bool = True
+    # recurrence 'funnel': a pooled group's first block pools its queries only, attending over the unpooled keys and
+    # values (pool_q_only); False: all three pooled
+    funnel_pool_q_only: bool = True
     # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
     # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
     layer_groups: int = 0
@@ -294,6 +311,11 @@ class ModelConfig:
     # a linear map with a bias of the token embeddings alone, embed_width to embed_width, before the positions and
     # token types are added (RoCBert's map_inputs_layer under concat_input, read on the word embeddings' columns)
     token_proj: bool = False
+    # token embeddings (embed_dim wide) projected into d_model before positions and token types are added at d_model
+    # (layers/input_proj.py): token (no such projection: embed_dim, embed_proj), project (a linear projection), trigram
+    # (each token's embedding beside its next and previous tokens', [e_t+1; e_t; e_t-1], then the projection:
+    # MobileBERT's trigram_input, Sun et al. 2020, §4.1; bidirectional only)
+    embed_input: str = "token"
     position_offset: int = 0  # added to position ids (RoBERTa counts from padding_idx + 1 = 2)
     head_transform: bool = False  # dense -> activation -> norm before the output projection (BERT's MLM head)
     head_transform_bias: bool = True  # a bias on the head transform's dense layer (ModernBERT's classifier_bias)
@@ -303,6 +325,12 @@ class ModelConfig:
     # the head transform's activation (gelu, gelu_tanh, relu, silu, relu2); None: the FFN's (UltraBERT: gelu_tanh)
     head_act: str | None = None
     head_bias: bool = False  # a bias on the output projection
+    # the LM head reads all d_model features of its transform while its tied embeddings are embed_dim wide: the first
+    # embed_dim project onto the embeddings (lm_head), the rest through a matrix of the head's own (lm_head_extra,
+    # no bias): MobileBERT's cls.predictions.dense
+    head_extra: bool = False
+    # the head transform's norm kind; None: norm (MobileBERT: layernorm beside its blocks' affine NoNorm)
+    head_norm: str | None = None
     # rows of an untied LM head: it scores ids 0..head_vocab - 1 only, the ids past it are input-only (Apertus 1.5's
     # output_vocab_size: the head pruned of its image and audio codes); None: vocab_size
     head_vocab: int | None = None
@@ -595,6 +623,15 @@ class ModelConfig:
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
     o_groups: int = 1
     o_lora_rank: int | None = None  # mixer 'shared_kv': each output group's width d_g; None: d_model // o_groups
+    # mixer 'bottleneck' (layers/bottleneck.py, MobileBERT's block): the width of its inner stream
+    # (intra_bottleneck_size)
+    bottleneck_dim: int = 0
+    # mixer 'bottleneck': what attention reads. shared_qk: queries and keys a second bottleneck of the block's input,
+    # values the input itself (key_query_shared_bottleneck); inner: q, k, v the inner stream
+    # (use_bottleneck_attention); input: q, k, v the block's input
+    bottleneck_qkv: str = "shared_qk"
+    # mixer 'bottleneck': post-norm FFNs stacked on the inner stream (num_feedforward_networks)
+    bottleneck_ffns: int = 1
     span_conv_kernel: int = 9  # mixer 'mixed_attention': taps k of ConvBERT's span-based dynamic convolution (odd)
     # mixer 'mixed_attention': n_heads / this heads, each half attention and half convolution (ConvBERT's head_ratio)
     span_conv_head_ratio: int = 2
@@ -756,6 +793,12 @@ class ModelConfig:
         """Width of the input embeddings: embed_dim, or d_model."""
         return self.embed_dim or self.d_model
 
+    @property
+    def sum_width(self) -> int:
+        """Width at which positions and token types join the token embeddings, and of embed_norm: d_model where
+        embed_input projects the token embeddings first, else the embedding width."""
+        return self.d_model if self.embed_input != "token" else self.embed_width
+
     def _check_types(self) -> None:
         optional = {f.name for f in fields(self) if "None" in str(f.type)}
         for name, kind in field_types().items():
@@ -895,6 +938,7 @@ class ModelConfig:
         check_lang_adapters(self)
         check_canon(self)
         check_recurrence(self)
+        check_input_proj(self)
         self._validate_longrope()
         self._validate_alibi()
         if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size) < 0:

@@ -48,6 +48,9 @@ from . import lfm3  # noqa: F401
 from . import bailing_hybrid  # noqa: F401
 from . import zaya  # noqa: F401
 from . import mimo_v2_flash  # noqa: F401
+from . import mobilebert  # noqa: F401
+from . import esmc  # noqa: F401
+from . import funnel  # noqa: F401
 from . import laguna  # noqa: F401
 from . import mellum  # noqa: F401
 from . import kolibri1  # noqa: F401

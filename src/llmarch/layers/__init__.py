@@ -13,5 +13,7 @@ from . import cca  # noqa: F401
 from . import shared_kv  # noqa: F401
 from . import mixed_attention  # noqa: F401
 from . import fourier  # noqa: F401
+from . import bottleneck  # noqa: F401
+from . import funnel_attention, funnel  # noqa: F401
 
 __all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

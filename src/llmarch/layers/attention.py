@@ -74,8 +74,12 @@ class AttentionContext:
     # call's (QSA's block keys: attention_kinds/qsa.py); None where the forward gives none (packed documents)
     rotary: object = None
     input_ids: torch.Tensor | None = None  # (B, T) this call's tokens, which hash routing reads (router.py)
-    # (B, T) this call's segment ids (token_type_ids), which XLNet's segment term reads (attention_kinds/xl_relative.py)
+    # (B, T) this call's segment ids (token_type_ids), which XLNet's segment term (attention_kinds/xl_relative.py) and
+    # Funnel's attention (funnel_attention.py) score
     token_type_ids: torch.Tensor | None = None
+    # Funnel's positions, token types and masks of the queries and keys, and the unpooled stream a pooled layer's keys
+    # read (funnel_attention.PoolingView), set by recurrence 'funnel' per block
+    pooling: object = None
 
 
 @ATTENTION.register("sdpa")
@@ -215,8 +219,9 @@ class Attention(Mixer):
         self.qk_norm, self.clip = cfg.qk_norm, cfg.clip_qkv
         widths = {"head": (self.head_dim, self.head_dim), "head_after_rope": (self.head_dim, self.head_dim),
                   "proj": (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim)}.get(self.qk_norm)
-        self.q_norm = make_norm(cfg, widths[0]) if widths else None
-        self.k_norm = make_norm(cfg, widths[1]) if widths and not self.kv_shared else None
+        qk = cfg if cfg.qk_norm_bias is None else cfg.replace(norm_bias=cfg.qk_norm_bias)  # ESM C's: without bias
+        self.q_norm = make_norm(qk, widths[0]) if widths else None
+        self.k_norm = make_norm(qk, widths[1]) if widths and not self.kv_shared else None
         # Gemma 4's value norm: each head's values over their RMS, no gain
         self.v_eps = cfg.norm_eps if cfg.v_norm and not self.kv_shared else None
         if self.qk_norm == "per_head":  # each head its own gain ('head' shares one across heads)

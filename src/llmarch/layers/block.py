@@ -108,12 +108,13 @@ class Block(nn.Module):
         if cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
-        self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc else make_norm(cfg)
+        self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc or mixer.holds_ffn else make_norm(cfg)
         if cfg.norm_gate_rank:  # A.X-K2: the mixer's norm and a mixture FFN's with a low-rank gate (norms.py)
             self.ln1 = None if self.ln1 is None else GatedNorm(self.ln1, cfg.d_model, cfg.norm_gate_rank)
             if self.ln2 is not None and cfg.is_moe_layer(layer):
                 self.ln2 = GatedNorm(self.ln2, cfg.d_model, cfg.norm_gate_rank)
-        self.mlp = make_ffn(cfg, layer)  # None with ffn='none'
+        # None with ffn='none', or where the mixer runs the FFNs itself (MobileBERT's bottleneck block)
+        self.mlp = None if mixer.holds_ffn else make_ffn(cfg, layer)
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         self.mlp_reads_ctx = getattr(self.mlp, "reads_ctx", False)  # ZAYA1's router state, carried in ctx.carry
         # Beam's depth-scaled, Ergo's gated, Doge's scaled, ZAYA1's affine residual adds (residual_mix.py)

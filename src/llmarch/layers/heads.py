@@ -3,6 +3,8 @@
   h -> LayerNorm(act(h W + b)), before the projection onto the vocabulary.
 - BottleneckTransform: UltraBERT's masked-LM head transform (head_mlp): h -> act(act(h W_1) W_2), a two-layer MLP
   through a narrower width without biases or a norm, before the projection onto the vocabulary.
+  With head_extra (MobileBERT) the transform keeps d_model and the output projection is [E; D]: the first embed_dim
+  features project onto the tied embeddings E, the rest through a matrix D of the head's own (ExtraProjection).
 - Pooler: the sequence summary a classifier reads (Devlin et al. 2019, §3 and Fig. 4a: the final hidden
   state C of the first token, [CLS]), passed through a dense layer and tanh as in the reference code:
   pooled = tanh(C W + b) (DistilBERT: ReLU, ELECTRA: GELU; pooler_act). RoBERTa's classification head has the same
@@ -23,7 +25,7 @@ from torch import nn
 from ..errors import LlmarchError
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .linear import Linear
-from .norms import make_norm
+from .norms import NORMS
 
 
 def head_activation(cfg):
@@ -34,6 +36,12 @@ def head_activation(cfg):
 def check_head(cfg) -> None:
     if cfg.head_act is not None and cfg.head_act not in ACTIVATIONS:
         raise LlmarchError(f"unknown head_act {cfg.head_act!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    if cfg.head_norm is not None and cfg.head_norm not in NORMS:
+        raise LlmarchError(f"unknown head_norm {cfg.head_norm!r}; choose one of: {', '.join(NORMS.names())}")
+    if cfg.head_extra and cfg.head == "lm" and not (cfg.head_transform and not cfg.head_mlp
+                                                    and cfg.output_embed_dim is None and cfg.embed_width < cfg.d_model):
+        raise LlmarchError("head_extra on an LM head needs head_transform (no head_mlp or output_embed_dim) and "
+                           f"embeddings narrower than d_model, got embed_dim={cfg.embed_dim}")
     if cfg.head_mlp < 0 or cfg.head_mlp and not (cfg.head_transform and cfg.head == "lm"
                                                  and cfg.embed_width == cfg.d_model):
         raise LlmarchError(f"head_mlp={cfg.head_mlp} needs head_transform on an LM head at the embedding width of "
@@ -48,7 +56,7 @@ class HeadTransform(nn.Module):
         super().__init__()
         self.dense = Linear(cfg.d_model, width or cfg.d_model, bias=cfg.head_transform_bias)
         self.act = head_activation(cfg)
-        self.norm = make_norm(cfg, width)
+        self.norm = NORMS[cfg.head_norm or cfg.norm](width or cfg.d_model, cfg.norm_eps, cfg.norm_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))

@@ -36,6 +36,8 @@ it is; it calls this protocol:
 - `bidirectional_only`: True for a mixer with no causal form and no decode state (FNet's Fourier transform,
   fourier.py; ConvBERT's span convolutions, which read later tokens): refused in a causal stack, left out of the
   causality checks.
+- `holds_ffn`: True for a mixer that runs its block's FFNs itself (MobileBERT's bottleneck block, whose FFNs work at
+  its inner width: bottleneck.py); the block then builds no FFN and no norm for one.
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Mixer(nn.Module):
     no_decay: tuple[str, ...] = ()
     takes_norm = False  # the block hands it x and its norm, mixer(x, ctx, norm), instead of mixer(norm(x), ctx)
     reads_shared_blocks = False  # it runs one of the stack's shared blocks (ctx.shared_blocks)
+    holds_ffn = False  # it runs the block's FFNs itself (bottleneck.py): the block builds none
     bidirectional_only = False  # no causal form (FNet's Fourier transform, ConvBERT's mixed attention): encoders only
 
     def __init__(self):

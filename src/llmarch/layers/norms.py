@@ -1,4 +1,5 @@
-"""Normalisation layers: LayerNorm (Ba et al. 2016) and RMSNorm (Zhang & Sennrich 2019)."""
+"""Normalisation layers: LayerNorm (Ba et al. 2016) and RMSNorm (Zhang & Sennrich 2019), their variants, and
+MobileBERT's NoNorm (an affine map in a norm's place)."""
 from __future__ import annotations
 
 import torch
@@ -129,6 +130,24 @@ def rmsnorm_plain(dim: int, eps: float, bias: bool) -> nn.Module:
 @NORMS.register("rmsnorm")
 def rmsnorm(dim: int, eps: float, bias: bool) -> nn.Module:
     return RMSNorm(dim, eps=eps)
+
+
+class Affine(nn.Module):
+    """An elementwise affine map without normalisation, y = x * g + b (MobileBERT's NoNorm: Sun et al. 2020, §4.2,
+    "Operational Optimizations", which drops LayerNorm's mean and variance for speed)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self._parameters
+        return torch.addcmul(p["bias"], x, p["weight"])
+
+
+@NORMS.register("affine")
+def affine(dim: int, eps: float, bias: bool) -> nn.Module:
+    return Affine(dim)
 
 
 def make_norm(cfg, dim: int | None = None) -> nn.Module:

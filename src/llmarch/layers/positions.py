@@ -42,11 +42,12 @@ class NoPositions(nn.Module):
 
 
 class LearnedPositions(NoPositions):
-    """A trained vector per absolute position (GPT-2, BERT), as wide as the token embeddings (embed_width)."""
+    """A trained vector per absolute position (GPT-2, BERT), as wide as the token embeddings (embed_width), or
+    d_model where those are projected first (embed_input: sum_width)."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.embed_width))
+        self.weight = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.sum_width))
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.weight)
@@ -62,7 +63,7 @@ class SinusoidalPositions(NoPositions):
 
     def __init__(self, cfg, layout: str = "interleaved"):
         super().__init__()
-        d, n = cfg.embed_width, cfg.context_length + cfg.position_offset
+        d, n = cfg.sum_width, cfg.context_length + cfg.position_offset
         if layout == "fairseq":
             half = d // 2
             freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
@@ -342,7 +343,7 @@ class LearnedAndRelativeBias(RelativeBias):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.table = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.embed_width))
+        self.table = nn.Parameter(torch.zeros(cfg.context_length + cfg.position_offset, cfg.sum_width))
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.table)

@@ -1,6 +1,8 @@
 """How a stack runs its blocks, chosen by `ModelConfig.recurrence` from RECURRENCES: 'none' runs each block once, in
 order; a recurrence runs them in a schedule of its own, a block possibly several times, each run (an invocation) with
-a decode state of its own, so cached decoding equals the whole forward as for any stack.
+a decode state of its own, so cached decoding equals the whole forward as for any stack. forward(x, run, ctx):
+run(k, h, ctx) runs invocation k on h, in the stack's attention context or one the recurrence derives from it
+(Funnel-Transformer's pooled positions: funnel.py).
 
 'hrm': the Hierarchical Reasoning Model (Wang et al. 2025, "Hierarchical Reasoning Model", arXiv 2506.21734, §2): the
 blocks form two recurrent modules, a fast low-level one (the first n_layers / 2 blocks) and a slow high-level one (the
@@ -65,8 +67,8 @@ class HRM(nn.Module):
         """The block of each invocation, in the order they run."""
         return self._order
 
-    def forward(self, x: torch.Tensor, run) -> torch.Tensor:
-        """x (B, T, C): the embeddings; run(k, h): invocation k on h."""
+    def forward(self, x: torch.Tensor, run, ctx) -> torch.Tensor:
+        """x (B, T, C): the embeddings; run(k, h): invocation k on h (in the stack's context ctx)."""
         z_high, z_low, k = x, self.low_init.to(x.dtype).expand_as(x), 0
         for _ in range(self.high):
             for _ in range(self.low):
@@ -110,8 +112,8 @@ class Loop(nn.Module):
         """The block of each invocation, in the order they run."""
         return self._order
 
-    def forward(self, x: torch.Tensor, run) -> torch.Tensor:
-        """x (B, T, C): the embeddings; run(k, h): invocation k on h."""
+    def forward(self, x: torch.Tensor, run, ctx) -> torch.Tensor:
+        """x (B, T, C): the embeddings; run(k, h): invocation k on h (in the stack's context ctx)."""
         k = 0
         for _ in range(self.prelude):
             x, k = run(k, x), k + 1

@@ -21,6 +21,7 @@ from ..layers.kv_cache import SharedKV
 from ..layers.lang_adapters import default_lang_ids
 from ..layers.linear import Linear
 from ..layers.attention_kinds import ATTENTION_KINDS
+from ..layers.input_proj import InputProjection
 from ..layers.norms import make_norm
 from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
@@ -34,14 +35,16 @@ class Stack(nn.Module):
     def __init__(self, cfg: ModelConfig, cross: bool = False):
         super().__init__()
         self.positions = POSITIONS[cfg.positions](cfg)
-        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
-        self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
-        self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.embed_width) if cfg.lang_vocab_size else None
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.sum_width) if cfg.type_vocab_size else None
+        self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.sum_width) if cfg.task_type_vocab_size else None
+        self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.sum_width) if cfg.lang_vocab_size else None
         self.token_proj = Linear(cfg.embed_width, cfg.embed_width) if cfg.token_proj else None
-        self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
+        self.embed_norm = make_norm(cfg, cfg.sum_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
-        self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.embed_width != cfg.d_model or cfg.embed_proj \
+        self.embed_proj = Linear(cfg.embed_width, cfg.d_model) if cfg.sum_width != cfg.d_model or cfg.embed_proj \
             else None
+        # MobileBERT: the token embeddings projected into d_model before the positions join them (embed_input)
+        self.input_proj = InputProjection(cfg) if cfg.embed_input != "token" else None
         self.per_layer = PerLayerInputs(cfg) if cfg.ple_dim else None  # Gemma 3n / Gemma 4's per-layer inputs
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks
@@ -85,6 +88,7 @@ class Stack(nn.Module):
             t: POSITIONS[lc.positions](lc) for t in dict.fromkeys(self._types)
             if t is not None and _rotary_fields(lc := cfg.for_layer(self._types.index(t))) != _rotary_fields(cfg)})
         final = cfg if cfg.final_norm_eps is None else cfg.replace(norm_eps=cfg.final_norm_eps)
+        final = final if cfg.final_norm_bias is None else final.replace(norm_bias=cfg.final_norm_bias)
         self.ln_final = make_norm(final) if cfg.final_norm else nn.Identity()
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
@@ -290,6 +294,9 @@ class Stack(nn.Module):
         if self.token_proj is not None:  # RoCBert: the token embeddings mapped before positions and types join them
             x = self.token_proj(x)
         x = sub["hook_embed"](x)  # the token embeddings alone, as TransformerLens's hook_embed
+        input_proj = sub.get("input_proj")
+        if input_proj is not None:
+            x = input_proj(x)
         if self.per_layer is not None:  # from the scaled embeddings, as transformers projects them
             ctx = dataclasses.replace(ctx, per_layer=sub["per_layer"](input_ids, x))
         if cfg.token_dropout_id is not None:  # ESM-2: mask tokens' embeddings zeroed, the rest rescaled
@@ -337,8 +344,8 @@ class Stack(nn.Module):
             x = streams(x, cfg.hc_streams)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
-        if self.recurrence is not None:  # its own schedule (no per-layer bias: its check)
-            x = sub["recurrence"](x, lambda k, h: self._invoke(k, h, ctxs))
+        if self.recurrence is not None:  # its own schedule (no per-layer bias: its check); a context it derives (c)
+            x = sub["recurrence"](x, lambda k, h, c=None: self._invoke(k, h, ctxs if c is None else {None: c}), ctx)
         else:
             for i, (block, t) in enumerate(zip(blocks, self._types)):
                 c = ctxs.get(t, ctx)

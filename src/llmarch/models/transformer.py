@@ -35,10 +35,12 @@ class TransformerLM(Stack):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_width)
         self.vision = ImageInputs(cfg) if cfg.vision is not None else None  # images as embeddings (vision/)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
-            self.head_transform = None if not cfg.head_transform else \
-                BottleneckTransform(cfg) if cfg.head_mlp else HeadTransform(cfg, cfg.output_embed_width)
+            self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
+                else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
             width = cfg.output_embed_width if cfg.head_transform else cfg.d_model  # RemBERT's output_embedding_size
             self.lm_head = Linear(width, cfg.head_vocab or cfg.vocab_size, bias=cfg.head_bias)
+            # MobileBERT (head_extra): the transform's features past the embedding width, through a matrix of their own
+            self.lm_head_extra = Linear(cfg.d_model - width, cfg.vocab_size, bias=False) if cfg.head_extra else None
             if cfg.tied_head:
                 self.lm_head.weight = self.embed.weight
         elif cfg.head != "embed":  # classify: a label per sequence from the pooled token; tokens: a label per token
@@ -138,7 +140,12 @@ class TransformerLM(Stack):
             x = self.head_transform(x)
         if self.config.head_scale:  # T5 v1.0 (tied head): rescale before projecting onto the embedding matrix
             x = x * self.config.d_model ** -0.5
-        logits = self.lm_head(x)  # (B, T, V)
+        extra = self._modules.get("lm_head_extra")
+        if extra is None:
+            logits = self.lm_head(x)  # (B, T, V)
+        else:  # [x_:E, x_E:] [E; D]: the tied embeddings' part and the head's own
+            width = self.lm_head.in_features
+            logits = self.lm_head(x[..., :width]) + extra(x[..., width:])
         if self._logit_divisor is not None:  # Granite's logits_scaling: a division, as transformers computes it
             logits = logits / self._logit_divisor
         return soft_cap(logits, self.config.final_softcap)  # Gemma 2 caps the logits

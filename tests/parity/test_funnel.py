@@ -1,0 +1,102 @@
+"""Funnel-Transformer against transformers, through files: masked-LM logits (the encoder's pooled groups, then the
+decoder at full length) on a right-padded batch with token types, fp32, <= 1e-4 on real tokens, for both attention
+types, <cls> kept apart or not, truncated or not, mean and max pooling, queries-only or full pooling, and an odd
+length without token types; each with a to_hf round trip that transformers loads to the same logits and a config that
+reads back. The sequence classifier (over the pooled encoder, no decoder), the token classifier, the base models (the
+pooled encoder; the encoder and decoder) as embedding models; the variants it cannot hold refused."""
+import pytest
+import torch
+
+from llmarch.errors import LlmarchError
+from llmarch.interop import from_hf, to_hf
+from llmarch.interop.hf import hf_model_config
+
+from conftest import perturbed
+from test_bertkin import right_padded
+
+transformers = pytest.importorskip("transformers")
+
+# three groups of 1, 2 and 1 blocks: 16 tokens pooled to 8, then 4; two decoder blocks
+TINY = dict(vocab_size=120, d_model=64, n_head=4, d_head=16, d_inner=96, block_sizes=[1, 2, 1], num_decoder_layers=2)
+CASES = {
+    "relative-shift": {},
+    "factorized": dict(attention_type="factorized"),
+    "cls-pooled": dict(separate_cls=False),
+    "untruncated-max": dict(truncate_seq=False, pooling_type="max", hidden_act="gelu"),
+    "all-pooled": dict(pool_q_only=False),
+}
+
+
+def _pair(tmp_path, cls: str, fields: dict):
+    torch.manual_seed(0)
+    hf = perturbed(getattr(transformers, cls)(transformers.FunnelConfig(**fields)))
+    hf.save_pretrained(tmp_path / cls)
+    return hf, from_hf(tmp_path / cls)
+
+
+def _batch(odd: bool = False):
+    """right_padded's two rows with token types (1 on the second half), or 15 of their tokens without."""
+    ids, mask, kw = right_padded(0, ("types",))
+    return (ids[:, :15], mask[:, :15], {}) if odd else (ids, mask, kw)
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + ["odd-length"])
+def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
+    hf, ours = _pair(tmp_path, "FunnelForMaskedLM", dict(TINY, **CASES.get(case, {})))
+    assert ours.config.recurrence == "funnel" and ours.config.funnel_decoder_layers == 2
+    ids, mask, kw = _batch(case == "odd-length")
+    real = mask.bool()
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask, **kw).logits
+        assert (mine - hf(ids, attention_mask=mask, **kw).logits)[real].abs().max().item() <= 1e-4
+    to_hf(ours, tmp_path / "out")
+    again = transformers.FunnelForMaskedLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        assert (again(ids, attention_mask=mask, **kw).logits - mine)[real].abs().max().item() <= 1e-4
+    cfg = ours.config
+    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
+@pytest.mark.parametrize("suffix, head", [("ForSequenceClassification", "classify"),
+                                          ("ForTokenClassification", "tokens")])
+def test_classifiers_match_transformers(tmp_path, suffix, head):
+    hf, ours = _pair(tmp_path, "Funnel" + suffix, dict(TINY, num_labels=3))
+    assert ours.config.head == head and ours.config.funnel_decoder_layers == (2 if head == "tokens" else 0)
+    ids, mask, kw = _batch()
+    real = slice(None) if head == "classify" else mask.bool()
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask, **kw).logits
+        assert (mine - hf(ids, attention_mask=mask, **kw).logits)[real].abs().max().item() <= 1e-4
+    to_hf(ours, tmp_path / "out", labels=["a", "b", "c"])
+    again = getattr(transformers, "Funnel" + suffix).from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        assert (again(ids, attention_mask=mask, **kw).logits - mine)[real].abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("base, length", [("FunnelBaseModel", 4), ("FunnelModel", 16)])
+def test_base_models_read_as_embedding_models(tmp_path, base, length):
+    """FunnelBaseModel's output is the pooled sequence (16 tokens to 4): compared on the first row, unpadded, and on the
+    tokens of the second whose pooled pairs hold no padding; FunnelModel's is full length, compared on real tokens."""
+    hf, ours = _pair(tmp_path, base, TINY)
+    assert ours.config.head == "embed"
+    ids, mask, kw = _batch()
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, **kw).last_hidden_state
+        mine = ours(ids, attention_mask=mask, **kw).hidden_states
+    assert mine.shape == theirs.shape == (2, length, 64)
+    real = mask.bool() if length == 16 else torch.tensor([[True] * 4, [True, True, True, False]])
+    assert (mine - theirs)[real].abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("fields", [dict(block_repeats=[1, 2, 1]), dict(architectures=["FunnelForPreTraining"])])
+def test_variants_it_cannot_hold_are_refused(fields):
+    with pytest.raises(LlmarchError, match="Funnel"):
+        hf_model_config({**transformers.FunnelConfig(**TINY).to_dict(), "model_type": "funnel", **fields})
+
+
+def test_funnel_refuses_a_causal_stack():
+    import llmarch
+
+    with pytest.raises(LlmarchError, match="bidirectional"):
+        llmarch.build("llama-tiny", n_layers=2, mixer="funnel_attention", recurrence="funnel", funnel_blocks=[1, 1],
+                      norm_placement="post", device="meta")
