@@ -16,7 +16,9 @@ to the output per head after it. Whether a step does that (mla_absorb) or expand
 and values is a speed question (docs/architectures/mla.md has the measurements); both give the same outputs.
 The norms over the latents use eps 1e-6, as DeepSeek's code and transformers do, whatever norm_eps says.
 With dsa_topk (DeepSeek-V3.2's sparse attention, dsa.py) a lightning indexer picks the keys each query attends to,
-and each token's indexer key is cached after its [c^KV, k^R].
+and each token's indexer key is cached after its [c^KV, k^R]. Mistral Large 4: a layer of mla_no_rope has no
+decoupled RoPE dims (d_h^R = 0; its qk_nope_head_dim holds the whole q.k width), and attn_log_pos_gain multiplies
+each head's query by a learned a_h ln(1 + p) + b_h (log_gain.py).
 Shapes: B batch, T queries, S keys, H heads, N = qk_nope_head_dim, R = head_dim (RoPE), V = v_head_dim,
 r = kv_lora_rank."""
 from __future__ import annotations
