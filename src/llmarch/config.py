@@ -44,7 +44,8 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
                 "o_bias", "local_block_offset", "attn_temp_power", "attn_scale", "rel_logits_extent", "swiglu_limit",
-                "expert_ffn", "expert_swiglu_limit", "kv_fp4", "mla_no_rope", "qk_nope_head_dim")
+                "expert_ffn", "expert_swiglu_limit", "kv_fp4", "mla_no_rope", "qk_nope_head_dim",
+                "window_ahead")
 
 
 @dataclass
@@ -187,6 +188,10 @@ class ModelConfig:
     alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
     alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
+    # a bidirectional sliding window's reach ahead: query i sees keys j with i - j < sliding_window and
+    # j - i <= window_ahead (T5Gemma 2's encoder: sliding_window (w + 1) // 2, window_ahead w // 2); None: the
+    # window's own, sliding_window - 1 (|i - j| < sliding_window)
+    window_ahead: int | None = None
     attention_chunk: int = 8192  # chunked: a query sees the earlier keys of its own chunk of this many positions
     # Llama 4's attention temperature tuning (Meta 2025; Nakanishi 2025, "Scalable-Softmax Is Superior for
     # Attention"): queries at position p times 1 + attn_temp_scale * ln(1 + floor((p + 1) / attn_temp_floor)), so
@@ -891,6 +896,10 @@ class ModelConfig:
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+        if self.window_ahead is not None and (self.window_ahead < 0 or self.sliding_window is None
+                                              or self.attention != "sliding_window"):
+            raise LlmarchError(f"window_ahead={self.window_ahead} is a bidirectional sliding window's reach ahead: "
+                               "non-negative, with attention 'sliding_window' (a causal stack never reads it)")
         if self.attn_temp_power < 0 or (self.attn_temp_power and self.attn_temp_scale):
             raise LlmarchError(f"attn_temp_power={self.attn_temp_power} must be >= 0 and not beside attn_temp_scale="
                                f"{self.attn_temp_scale} (one form of the query scaling)")

@@ -77,6 +77,6 @@ from . import big_bird, fnet, nystromformer, yoso  # noqa: F401
 from . import aria_text  # noqa: F401
 from . import cohere_compass_text  # noqa: F401
 from . import lara_mini  # noqa: F401
-from . import gemma4_assistant, gemma4_unified_text  # noqa: F401
+from . import gemma4_assistant, gemma4_unified_text, t5gemma2  # noqa: F401
 from . import minimax_m3_vl_text  # noqa: F401
 from . import kolibri1_1  # noqa: F401

@@ -9,5 +9,6 @@ from . import global_local  # noqa: F401
 from . import dynamic_mask  # noqa: F401
 from . import bigbird, nystrom, yoso  # noqa: F401
 from . import relative_logits  # noqa: F401
+from . import merged  # noqa: F401
 
 __all__ = ["ATTENTION_KINDS", "AttentionKind", "cached_kv", "windowed_kinds"]
