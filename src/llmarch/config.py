@@ -46,7 +46,8 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "rope_mscale_all_dim", "rope_truncate", "attn_temp_scale", "head_dim", "n_kv_heads", "attn_k_eq_v",
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
                 "o_bias", "local_block_offset", "attn_temp_power", "attn_scale", "rel_logits_extent", "swiglu_limit",
-                "expert_ffn", "expert_swiglu_limit", "kv_fp4")
+                "expert_ffn", "expert_swiglu_limit", "kv_fp4", "mla_no_rope", "qk_nope_head_dim",
+                "window_ahead")
 # the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
 DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",
                   "ffn_hidden", "norm_eps")
@@ -210,9 +211,16 @@ class ModelConfig:
     rope_truncate: bool = True  # yarn: floor/ceil the ramp's ends to whole dims (gpt-oss: False)
     rope_short_factor: list | None = None  # longrope: a divisor per rotated pair's frequency, within that context
     rope_long_factor: list | None = None  # longrope: the divisors once a sequence runs past the original context
+    # rope: each frequency times exp(alpha_i), alpha learned per rotated pair (Mistral Large 4's LeRoPE,
+    # rotary_emb.alpha; zeros: RoPE as it is), on top of the scaling above
+    rope_learned_freqs: bool = False
     alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
     alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
+    # a bidirectional sliding window's reach ahead: query i sees keys j with i - j < sliding_window and
+    # j - i <= window_ahead (T5Gemma 2's encoder: sliding_window (w + 1) // 2, window_ahead w // 2); None: the
+    # window's own, sliding_window - 1 (|i - j| < sliding_window)
+    window_ahead: int | None = None
     attention_chunk: int = 8192  # chunked: a query sees the earlier keys of its own chunk of this many positions
     # Llama 4's attention temperature tuning (Meta 2025; Nakanishi 2025, "Scalable-Softmax Is Superior for
     # Attention"): queries at position p times 1 + attn_temp_scale * ln(1 + floor((p + 1) / attn_temp_floor)), so
@@ -619,6 +627,15 @@ class ModelConfig:
     # and an output gate g of v_head_dim, the head's output times sigmoid(g) before o_proj (A.X-K2's q_gate_proj)
     mla_q_gate: bool = False
     dsa_key_norm_eps: float = 1e-6  # dsa: the epsilon of the indexer's key LayerNorm (HY-V4: rms_norm_eps)
+    # mla: this layer's queries and shared key have no rotated dims (d_h^R = 0, no k^R in kv_a_proj; its indexer turns
+    # nothing either): Mistral Large 4's NoPE layers, whose qk_nope_head_dim then holds the whole q.k width
+    mla_no_rope: bool = False
+    # dsa: where the indexer's queries come from: compressed (the attention's normed c^Q: V3.2, GLM-5), or hidden
+    # (a LayerNorm of the hidden state, with bias, eps 1e-6: Mistral Large 4, whose attention has no q_lora_rank)
+    dsa_query: str = "compressed"
+    # mla: each head's queries (and its indexer's) at position p times a_h ln(1 + p) + b_h, a_h and b_h learned per
+    # head (Mistral Large 4's softmax_scaling, a learned form of the log-length scaling of attn_temp_scale)
+    attn_log_pos_gain: bool = False
     # mixer 'shared_kv' (layers/shared_kv.py, DeepSeek-V4): the heads' outputs in o_groups groups, each projected to
     # o_lora_rank dims by its own matrix, then all groups mixed into d_model by one more (grouped output projection)
     o_groups: int = 1
@@ -1001,6 +1018,10 @@ class ModelConfig:
             raise LlmarchError("relative_bias_per_layer needs positions='t5_relative'")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise LlmarchError(f"sliding_window must be positive, got {self.sliding_window}")
+        if self.window_ahead is not None and (self.window_ahead < 0 or self.sliding_window is None
+                                              or self.attention != "sliding_window"):
+            raise LlmarchError(f"window_ahead={self.window_ahead} is a bidirectional sliding window's reach ahead: "
+                               "non-negative, with attention 'sliding_window' (a causal stack never reads it)")
         if self.attn_temp_power < 0 or (self.attn_temp_power and self.attn_temp_scale):
             raise LlmarchError(f"attn_temp_power={self.attn_temp_power} must be >= 0 and not beside attn_temp_scale="
                                f"{self.attn_temp_scale} (one form of the query scaling)")
@@ -1010,6 +1031,11 @@ class ModelConfig:
 
     def _validate_longrope(self) -> None:
         factors = ("rope_short_factor", "rope_long_factor")
+        # a NoPE layer type of a model whose other layers turn (Mistral Large 4) keeps the field, unread
+        if self.rope_learned_freqs and (self.positions not in ("rope", "none")
+                                        or self.rope_scaling in ("dynamic", "longrope")):
+            raise LlmarchError("rope_learned_freqs scales fixed RoPE frequencies: positions 'rope' without dynamic "
+                               f"or longrope scaling, not {self.positions!r} with {self.rope_scaling!r}")
         if self.rope_attn_factor is not None and self.rope_scaling not in ("yarn", "longrope"):
             raise LlmarchError(f"rope_attn_factor goes with rope_scaling 'yarn' or 'longrope', not "
                                f"{self.rope_scaling!r}")

@@ -16,7 +16,7 @@ from . import arcee, helium, hunyuan, lfm2, nemotron, qwen3_5, seed_oss  # noqa:
 from . import qwen4_exp  # noqa: F401
 from . import llama4, modernbert  # noqa: F401
 from . import dots1, exaone_moe, glm4_moe_lite, lfm2_moe, minimax_m2  # noqa: F401
-from . import gpt_neo, gptj, ministral, ministral3, mistral4, vaultgemma  # noqa: F401
+from . import gpt_neo, gptj, ministral, ministral3, mistral4, mistral_large4, vaultgemma  # noqa: F401
 from .hf import FAMILIES, from_hf, is_hf_dir, to_hf
 from .mapping import export_state
 
@@ -82,7 +82,7 @@ from . import big_bird, fnet, nystromformer, yoso  # noqa: F401
 from . import aria_text  # noqa: F401
 from . import cohere_compass_text  # noqa: F401
 from . import lara_mini  # noqa: F401
-from . import gemma4_unified_text  # noqa: F401
+from . import gemma4_assistant, gemma4_unified_text, t5gemma2  # noqa: F401
 from . import minimax_m3_vl_text  # noqa: F401
 from . import kolibri1_1  # noqa: F401
 from . import flaubert, gpt_sw3, roc_bert, xlm  # noqa: F401

@@ -26,7 +26,8 @@ def indexer_types(hf: dict) -> list[str]:
         types = ["full" if max(i - offset + 1, 0) % freq == 0 else "shared" for i in range(hf["num_hidden_layers"])]
     types = list(types)
     if len(types) != hf["num_hidden_layers"] or set(types) - {"full", "shared"} or types[:1] != ["full"]:
-        raise LlmarchError(f"glm_moe_dsa: indexer_types {types} must name each layer full or shared, the first full")
+        raise LlmarchError(f"{hf['model_type']}: indexer_types {types} must name each layer full or shared, the "
+                           "first full")
     return types
 
 

@@ -45,6 +45,7 @@ from torch import nn
 
 from .altup import AltUp
 from .attention import AttentionContext
+from .attention_kinds import ATTENTION_KINDS
 from .bitlinear import to_bitlinear
 from .canon import Canon
 from .cross_attention import CrossAttention
@@ -104,8 +105,10 @@ class Block(nn.Module):
         self.mixer_attr = mixer.attr
         self.mixer_takes_norm = mixer.takes_norm
         self.add_module(mixer.attr, mixer(cfg, layer))
-        self.cross = cross
-        if cross:
+        # T5Gemma 2's merged attention (attention_kinds/merged.py): the self-attention reads the memory itself
+        self.merged = cross and cfg.layer_mixer(layer) == "attention" and ATTENTION_KINDS[cfg.attention].reads_memory
+        self.cross = cross and not self.merged
+        if self.cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc or mixer.holds_ffn else make_norm(cfg)
@@ -135,7 +138,7 @@ class Block(nn.Module):
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
-        self.post_ln_cross = make_norm(cfg) if sandwich and cross else None  # T5Gemma's post_cross_attn_layernorm
+        self.post_ln_cross = make_norm(cfg) if sandwich and self.cross else None  # T5Gemma's post_cross_attn_layernorm
         # without dropout a plain function: no module dispatch per call, and no stray hook point named `drop`
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity
         # what each sublayer's output goes through before its residual add: the dropout, then times
@@ -170,6 +173,14 @@ class Block(nn.Module):
     def seq_mixer(self) -> Mixer:
         """This block's sequence mixer, whichever it is."""
         return self._modules[self.mixer_attr]
+
+    def set_memory(self, memory: torch.Tensor | None) -> None:
+        """The encoder output decoding reads (None forgets it): projected by the cross-attention, or by a merged
+        self-attention (T5Gemma 2)."""
+        if self.cross:
+            self.cross_attn.set_memory(memory)
+        elif self.merged:
+            self.attn.kind.set_memory(self.attn, memory)
 
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module, hook: HookPoint, *args,
                   post: nn.Module | None = None, affine: nn.Module | None = None) -> torch.Tensor:

@@ -16,7 +16,9 @@ to the output per head after it. Whether a step does that (mla_absorb) or expand
 and values is a speed question (docs/architectures/mla.md has the measurements); both give the same outputs.
 The norms over the latents use eps 1e-6, as DeepSeek's code and transformers do, whatever norm_eps says.
 With dsa_topk (DeepSeek-V3.2's sparse attention, dsa.py) a lightning indexer picks the keys each query attends to,
-and each token's indexer key is cached after its [c^KV, k^R].
+and each token's indexer key is cached after its [c^KV, k^R]. Mistral Large 4: a layer of mla_no_rope has no
+decoupled RoPE dims (d_h^R = 0; its qk_nope_head_dim holds the whole q.k width), and attn_log_pos_gain multiplies
+each head's query by a learned a_h ln(1 + p) + b_h (log_gain.py).
 Shapes: B batch, T queries, S keys, H heads, N = qk_nope_head_dim, R = head_dim (RoPE), V = v_head_dim,
 r = kv_lora_rank."""
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .attention import ATTENTION, temperature, temperature_of
 from .dsa import LightningIndexer, check_dsa, visible_keys
 from .hooks import HookPoint
 from .linear import Linear
+from .log_gain import LogPositionGain
 from .mixer import MIXERS, Mixer
 from .norms import RMSNorm
 from .positions import apply_rotary, softmax_scale_factor
@@ -67,11 +70,13 @@ class LatentAttention(Mixer):
         super().__init__()
         H, C = cfg.n_heads, cfg.d_model
         self.n_heads, self.rank = H, cfg.kv_lora_rank
-        self.nope, self.rope, self.v_dim = cfg.qk_nope_head_dim, cfg.head_dim, cfg.v_head_dim
+        self.nope, self.v_dim = cfg.qk_nope_head_dim, cfg.v_head_dim
+        self.rope = 0 if cfg.mla_no_rope else cfg.head_dim  # d_h^R: none on Mistral Large 4's NoPE layers
         qk = self.nope + self.rope
         self.dropout, self.kernel, self.absorb = cfg.dropout, ATTENTION[cfg.attn_impl], cfg.mla_absorb
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else qk ** -0.5 * softmax_scale_factor(cfg)
         self.temperature = temperature_of(cfg)
+        self.gain = LogPositionGain(H) if cfg.attn_log_pos_gain else None  # Mistral Large 4: a_h ln(1 + p) + b_h
         self.compressed_q, self.q_gate = cfg.q_lora_rank is not None, False
         eps = LATENT_NORM_EPS if cfg.mla_latent_eps is None else cfg.mla_latent_eps  # the latents' RMSNorms
         if not self.compressed_q:
@@ -144,12 +149,15 @@ class LatentAttention(Mixer):
         if cfg.q_lora_rank is not None and cfg.q_lora_rank <= 0:
             raise LlmarchError(f"q_lora_rank must be positive or None, got {cfg.q_lora_rank}")
         check_dsa(cfg)
+        if cfg.mla_no_rope and (cfg.positions != "none" or cfg.mla_rope_key_norm):
+            raise LlmarchError("mla_no_rope: a layer without rotated dims takes positions 'none' and no "
+                               "mla_rope_key_norm")
         if cfg.mla_lora_scale and cfg.q_lora_rank is None:
             raise LlmarchError("mla_lora_scale scales the queries by sqrt(d_model / q_lora_rank): it needs q_lora_rank")
 
     @classmethod
     def score_dims(cls, cfg) -> int:
-        return cfg.n_heads * (cfg.qk_nope_head_dim + cfg.head_dim + cfg.v_head_dim)
+        return cfg.n_heads * (cfg.qk_nope_head_dim + (0 if cfg.mla_no_rope else cfg.head_dim) + cfg.v_head_dim)
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return LatentCache(batch, max_len, self.rank + self.rope + self.index_dim, dtype, device)
@@ -197,6 +205,9 @@ class LatentAttention(Mixer):
         if self.temperature is not None:  # Mistral 4: the log-length query scaling (attention.py), on the whole query
             t = temperature(ctx, *self.temperature)
             q_nope, q_rope = (q_nope * t).to(q_nope.dtype), (q_rope * t).to(q_rope.dtype)
+        if self.gain is not None:
+            g = self.gain(ctx)
+            q_nope, q_rope = (q_nope * g).to(q_nope.dtype), (q_rope * g).to(q_rope.dtype)
         latent = self.hook_latent(torch.cat((c, k_rope), dim=-1))  # (B, T, r + R): all a token leaves behind
         if self.indexer is not None:  # and its indexer key (B, T, D^I)
             latent = torch.cat((latent, self.indexer.keys(x, ctx).to(latent.dtype)), dim=-1)

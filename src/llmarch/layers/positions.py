@@ -97,6 +97,8 @@ class RotaryPositions(NoPositions):
     longrope (Ding et al. 2024, LongRoPE; Phi-3): each frequency divided by its own searched factor, the short
         set while the sequence fits the pretraining context, the long set once it runs past it, and cos, sin
         scaled by sqrt(1 + ln(factor) / ln(original context)) (or the given attention factor).
+    learned frequencies (rope_learned_freqs; Mistral Large 4's LeRoPE): after any of those, frequency i times
+        exp(alpha_i), alpha a parameter (`freq_log_scale`), zero at init.
     proportional (Gemma 4's p-RoPE, its global layers): the frequencies of RoPE over the whole head_dim D,
         theta^(-2i/D), for the first rope_fraction of the D/2 pairs, and 0 for the rest, which so pass through
         unrotated; all divided by factor. The rotated pairs are (i, i + D/2), so it is not the partial RoPE above
@@ -111,6 +113,11 @@ class RotaryPositions(NoPositions):
             self.register_buffer("long_inv_freq", self._inv_freq(cfg.rope_theta, cfg.rope_long_factor),
                                  persistent=False)
             self.attn_factor = _longrope_attn_factor(cfg)
+        self.freq_log_scale = nn.Parameter(torch.zeros(cfg.rotary_dim // 2)) if cfg.rope_learned_freqs else None
+
+    def init_ssm(self) -> None:  # LeRoPE's alpha starts at 0 (exp(0) = 1), not the generic 1-d weights' 1
+        if self.freq_log_scale is not None:
+            nn.init.zeros_(self.freq_log_scale)
 
     def _inv_freq(self, base: float, longrope_factors: list | None = None) -> torch.Tensor:
         cfg, r = self.cfg, self.cfg.rotary_dim
@@ -137,6 +144,8 @@ class RotaryPositions(NoPositions):
             inv_freq = self._dynamic(pos)
         elif self.cfg.rope_scaling == "longrope":  # the longest sequence of this call picks the set, as in HF
             inv_freq = torch.where(pos.max() >= self.cfg.rope_original_context, self.long_inv_freq, inv_freq)
+        if self.freq_log_scale is not None:
+            inv_freq = inv_freq.to(pos.device) * self.freq_log_scale.float().exp()
         angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
         if self.attn_factor != 1.0:  # YaRN's scale on q.k: sqrt(1/t) on each of q and k (eq. 22); LongRoPE's

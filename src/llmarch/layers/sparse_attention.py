@@ -47,14 +47,18 @@ def _blocks_to_positions(blocks: torch.Tensor, block: int) -> torch.Tensor:
 
 
 class SlidingWindow(Pattern):
-    def __init__(self, window: int, block: int):
+    """Keys j with i - j < window and j - i <= ahead (window - 1 unless given: T5Gemma 2's encoder reaches one
+    key further ahead than behind)."""
+
+    def __init__(self, window: int, block: int, ahead: int | None = None):
         self.window, self.block = window, block
+        self.ahead = window - 1 if ahead is None else ahead
 
     def allowed(self, q, k):
-        return (q - k < self.window) & (k - q < self.window)
+        return (q - k < self.window) & (k - q <= self.ahead)
 
     def key_positions(self, n_blocks, causal):
-        reach = math.ceil((self.window - 1) / self.block)  # neighbouring blocks a window can touch
+        reach = math.ceil(max(self.window - 1, self.ahead) / self.block)  # neighbouring blocks a window can touch
         offsets = torch.arange(-reach, 1 if causal else reach + 1)
         blocks = torch.arange(n_blocks)[:, None] + offsets
         return _blocks_to_positions(torch.where((blocks >= 0) & (blocks < n_blocks), blocks, -1), self.block)

@@ -49,7 +49,7 @@ class EncoderDecoderLM(nn.Module):
         self.decoder.setup_cache(batch, max_len, dtype)
         if memory is not None:
             for block in self.decoder.blocks:
-                block.cross_attn.set_memory(memory)
+                block.set_memory(memory)
 
     def clear_cache(self) -> None:
         self.decoder.clear_cache()

@@ -136,8 +136,8 @@ class Stack(nn.Module):
             block.seq_mixer.cache = None
             for canon in canons:
                 canon.cache = None
-            if hasattr(block, "cross_attn"):
-                block.cross_attn.set_memory(None)
+            if getattr(block, "cross", False) or getattr(block, "merged", False):
+                block.set_memory(None)
 
     def caches(self) -> list:
         """Each block's decode state (None where generation is not set up); with a recurrence, each invocation's."""

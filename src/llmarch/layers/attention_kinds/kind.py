@@ -21,7 +21,9 @@ then hands them to its kind, which decides which keys each query sees and comput
   causal form (LongT5's transient global tokens sum later tokens), so it is refused in a causal stack;
   `own_value_width`: its kernels take values of another width than q and k (value_dim, MiMo-V2-Flash), the width
   of its output and of its cache's values (attn.v_dim); `convolves_values`: it adds the value convolution of
-  value_conv (value_conv.py: Nystromformer, YOSO), which other kinds refuse."""
+  value_conv (value_conv.py: Nystromformer, YOSO), which other kinds refuse; `reads_memory`: in a decoder block it
+attends over the encoder output itself (set_memory(attn, memory) before decoding; merged.py, T5Gemma 2), so the
+block has no cross-attention."""
 from __future__ import annotations
 
 import torch
@@ -51,6 +53,7 @@ class AttentionKind:
     bidirectional_only = False
     own_value_width = False
     convolves_values = False
+    reads_memory = False
 
     def __init__(self, cfg, layer: int):
         self.causal = cfg.causal

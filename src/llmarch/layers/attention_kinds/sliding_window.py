@@ -18,7 +18,7 @@ class SlidingWindowKind(PatternKind):
     own_value_width = True
 
     def make_pattern(self, cfg, layer):
-        return SlidingWindow(cfg.sliding_window, cfg.attention_block)
+        return SlidingWindow(cfg.sliding_window, cfg.attention_block, cfg.window_ahead)
 
     @property
     def cache_note(self) -> str:
