@@ -30,6 +30,7 @@ from . import hy_v3
 from . import cohere2moe
 from . import mpt
 from . import step35
+from . import mellum
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -60,5 +61,6 @@ ARCHS.update(hy_v3.ARCHS)
 ARCHS.update(cohere2moe.ARCHS)
 ARCHS.update(mpt.ARCHS)
 ARCHS.update(step35.ARCHS)
+ARCHS.update(mellum.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

@@ -1,0 +1,71 @@
+"""GGUF in and out for architectures llama.cpp has that llmarch's families already compute: JetBrains Mellum 2
+(`mellum`, as convert_hf_to_gguf.py's MellumModel writes it: Qwen3-MoE's tensors, a sliding window over the
+layers it flags with their own RoPE base). Each tiny random model (from a transformers config, 1-D parameters
+perturbed, routers made decisive, through from_hf) is written by to_gguf with llmarch's byte tokenizer, read back by
+from_gguf to equal logits (F32, max |dlogit| <= 1e-5), and llama.cpp (llama-cpp-python 0.3.36, where installed)
+decodes the file greedily to llmarch's tokens with llmarch's logits; what llama.cpp would compute otherwise is
+refused before a file is left."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.errors import LlmarchError
+from llmarch.interop.gguf_writer import to_gguf
+
+from conftest import llama_cpp_against, perturbed_from_hf, routed_apart
+
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+transformers.logging.set_verbosity_error()
+
+
+def written(model, tmp_path, arch):
+    """model written as an F32 .gguf of GGUF architecture `arch`; read back by llmarch to logits within 1e-5."""
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == arch
+    back = llmarch.from_gguf(path)
+    torch.manual_seed(1)
+    ids = torch.randint(0, 256, (1, 24))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-5
+    return path, back
+
+
+MELLUM = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+              moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True, pad_token_id=0,
+              rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 50000.0},
+                               "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})
+
+
+def tiny_mellum(tmp_path, **changes):
+    torch.manual_seed(0)
+    hf = routed_apart(transformers.MellumForCausalLM(transformers.MellumConfig(**{**MELLUM, **changes})))
+    return perturbed_from_hf(hf, tmp_path / "hf")
+
+
+# tied: llama.cpp's mellum requires `output`, so the head goes out as a copy of the embedding and reads back tied
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_mellum_round_trip_and_llama_cpp(tied, tmp_path):
+    model = tiny_mellum(tmp_path, tie_word_embeddings=tied)
+    path, back = written(model, tmp_path, "mellum")
+    assert (back.config.layer_types, back.config.tie_embeddings) == (model.config.layer_types, tied)
+    fields = gguf.GGUFReader(str(path)).fields
+    assert fields["mellum.rope.freq_base_swa"].contents() == 100.0
+    # the 24-token prompt reaches past the window of 6
+    seq, ours, apart = llama_cpp_against(path, model, list(range(3, 27)), exact=True)
+    assert seq == ours and apart <= 1e-4
+
+
+@pytest.mark.parametrize("changes,problem", [
+    (dict(attention_bias=True), "attention_bias"),  # llama.cpp's mellum loads no o bias
+    (dict(mlp_layer_types=["dense", "sparse"]), "dense layers"),  # and makes every layer a mixture
+    (dict(norm_topk_prob=False), "norm_topk_prob"),  # and renormalises the top-k weights
+])
+def test_mellum_refuses_what_llama_cpp_computes_otherwise(changes, problem, tmp_path):
+    model = tiny_mellum(tmp_path, **changes)
+    with pytest.raises(LlmarchError, match=problem):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
