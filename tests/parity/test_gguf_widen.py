@@ -1,6 +1,7 @@
 """GGUF in and out for architectures llama.cpp has that llmarch's families already compute: JetBrains Mellum 2
 (`mellum`, as convert_hf_to_gguf.py's MellumModel writes it: Qwen3-MoE's tensors, a sliding window over the
-layers it flags with their own RoPE base). Each tiny random model (from a transformers config, 1-D parameters
+layers it flags with their own RoPE base) and IBM Granite with windows and sinks (`granite_swa`, GraniteSWAModel's: Granite's
+tensors and scalars, the sinks, the window's layers and the NoPE ones flagged). Each tiny random model (from a transformers config, 1-D parameters
 perturbed, routers made decisive, through from_hf) is written by to_gguf with llmarch's byte tokenizer, read back by
 from_gguf to equal logits (F32, max |dlogit| <= 1e-5), and llama.cpp (llama-cpp-python 0.3.36, where installed)
 decodes the file greedily to llmarch's tokens with llmarch's logits; what llama.cpp would compute otherwise is
@@ -67,5 +68,38 @@ def test_mellum_round_trip_and_llama_cpp(tied, tmp_path):
 def test_mellum_refuses_what_llama_cpp_computes_otherwise(changes, problem, tmp_path):
     model = tiny_mellum(tmp_path, **changes)
     with pytest.raises(LlmarchError, match=problem):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
+
+
+GRANITE_SWA = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                   num_key_value_heads=2, sliding_window=6,
+                   layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+                   layer_rope_theta=[10000.0, 0, 10000.0], attention_multiplier=0.2, embedding_multiplier=3.0,
+                   residual_multiplier=0.5, logits_scaling=2.0)
+
+
+def tiny_granite_swa(tmp_path, **changes):
+    torch.manual_seed(0)
+    hf = transformers.GraniteSWAForCausalLM(transformers.GraniteSWAConfig(**{**GRANITE_SWA, **changes}))
+    return perturbed_from_hf(hf, tmp_path / "hf")
+
+
+# a full layer, a sliding one without RoPE, a sliding one with it; each head's sink logit perturbed off 0
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_granite_swa_round_trip_and_llama_cpp(tied, tmp_path):
+    model = tiny_granite_swa(tmp_path, tie_word_embeddings=tied)
+    path, back = written(model, tmp_path, "granite_swa")
+    assert (back.config.layer_types, back.config.layer_overrides) == (model.config.layer_types,
+                                                                      model.config.layer_overrides)
+    names = {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert "blk.2.attn_sinks.weight" in names and ("output.weight" in names) != tied
+    seq, ours, apart = llama_cpp_against(path, model, list(range(3, 27)), exact=True)
+    assert seq == ours and apart <= 1e-4
+
+
+def test_granite_swa_refuses_a_second_rope_base(tmp_path):
+    model = tiny_granite_swa(tmp_path, layer_rope_theta=[10000.0, 0, 500.0])  # llama.cpp has one base
+    with pytest.raises(LlmarchError, match="one base"):
         to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()

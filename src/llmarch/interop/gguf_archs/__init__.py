@@ -31,6 +31,7 @@ from . import cohere2moe
 from . import mpt
 from . import step35
 from . import mellum
+from . import granite_swa
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -62,5 +63,6 @@ ARCHS.update(cohere2moe.ARCHS)
 ARCHS.update(mpt.ARCHS)
 ARCHS.update(step35.ARCHS)
 ARCHS.update(mellum.ARCHS)
+ARCHS.update(granite_swa.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
