@@ -1,7 +1,9 @@
 """GGUF in and out for architectures llama.cpp has that llmarch's families already compute: JetBrains Mellum 2
 (`mellum`, as convert_hf_to_gguf.py's MellumModel writes it: Qwen3-MoE's tensors, a sliding window over the
 layers it flags with their own RoPE base) and IBM Granite with windows and sinks (`granite_swa`, GraniteSWAModel's: Granite's
-tensors and scalars, the sinks, the window's layers and the NoPE ones flagged). Each tiny random model (from a transformers config, 1-D parameters
+tensors and scalars, the sinks, the window's layers and the NoPE ones flagged) and Poolside Laguna (`laguna`,
+LagunaModel's: query heads per layer, a softplus gate per head, each layer type's RoPE, sigmoid-routed experts with
+their bias beside a shared one). Each tiny random model (from a transformers config, 1-D parameters
 perturbed, routers made decisive, through from_hf) is written by to_gguf with llmarch's byte tokenizer, read back by
 from_gguf to equal logits (F32, max |dlogit| <= 1e-5), and llama.cpp (llama-cpp-python 0.3.36, where installed)
 decodes the file greedily to llmarch's tokens with llmarch's logits; what llama.cpp would compute otherwise is
@@ -101,5 +103,45 @@ def test_granite_swa_round_trip_and_llama_cpp(tied, tmp_path):
 def test_granite_swa_refuses_a_second_rope_base(tmp_path):
     model = tiny_granite_swa(tmp_path, layer_rope_theta=[10000.0, 0, 500.0])  # llama.cpp has one base
     with pytest.raises(LlmarchError, match="one base"):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
+
+
+LAGUNA = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, sliding_window=6, num_attention_heads_per_layer=[4, 8, 8],
+              layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+              mlp_layer_types=["dense", "sparse", "sparse"], moe_intermediate_size=32,
+              shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2, moe_routed_scaling_factor=1.5,
+              pad_token_id=0)
+
+
+def tiny_laguna(tmp_path, **changes):
+    torch.manual_seed(0)
+    hf = routed_apart(transformers.LagunaForCausalLM(transformers.LagunaConfig(**{**LAGUNA, **changes})))
+    return perturbed_from_hf(hf, tmp_path / "hf")
+
+
+# a full layer of 4 query heads rotating half of each (LagunaConfig's default RoPE: base 5e5 on half, 1e4 on all of
+# a sliding layer's), two sliding ones of 8 heads; a dense first layer, then experts with their bias and a shared one
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_laguna_round_trip_and_llama_cpp(tied, tmp_path):
+    model = tiny_laguna(tmp_path, tie_word_embeddings=tied)
+    assert model.config.layer_types == ["full_attention", "sliding_attention_heads8", "sliding_attention_heads8"]
+    path, back = written(model, tmp_path, "laguna")
+    assert (back.config.layer_overrides, back.config.tie_embeddings) == (model.config.layer_overrides, tied)
+    fields = gguf.GGUFReader(str(path)).fields
+    assert (fields["laguna.rope.dimension_count"].contents(), fields["laguna.rope.dimension_count_swa"].contents()) \
+        == (8, 16)
+    seq, ours, apart = llama_cpp_against(path, model, list(range(3, 27)), exact=True)
+    assert seq == ours and apart <= 1e-4
+
+
+@pytest.mark.parametrize("changes,problem", [
+    (dict(attention_bias=True), "attention_bias"),  # llama.cpp's laguna loads no o bias
+    (dict(moe_router_logit_softcapping=0.5), "soft-cap"),  # and caps no router logits
+])
+def test_laguna_refuses_what_llama_cpp_computes_otherwise(changes, problem, tmp_path):
+    model = tiny_laguna(tmp_path, **changes)
+    with pytest.raises(LlmarchError, match=problem):
         to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()

@@ -32,6 +32,7 @@ from . import mpt
 from . import step35
 from . import mellum
 from . import granite_swa
+from . import laguna
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -64,5 +65,6 @@ ARCHS.update(mpt.ARCHS)
 ARCHS.update(step35.ARCHS)
 ARCHS.update(mellum.ARCHS)
 ARCHS.update(granite_swa.ARCHS)
+ARCHS.update(laguna.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
