@@ -3,7 +3,8 @@
 layers it flags with their own RoPE base) and IBM Granite with windows and sinks (`granite_swa`, GraniteSWAModel's: Granite's
 tensors and scalars, the sinks, the window's layers and the NoPE ones flagged) and Poolside Laguna (`laguna`,
 LagunaModel's: query heads per layer, a softplus gate per head, each layer type's RoPE, sigmoid-routed experts with
-their bias beside a shared one). Each tiny random model (from a transformers config, 1-D parameters
+their bias beside a shared one) and GLM (`chatglm`, ChatGLMModel's for GlmForCausalLM: adjacent-pair RoPE on half
+of each head, the fused gate | up as ffn_up). Each tiny random model (from a transformers config, 1-D parameters
 perturbed, routers made decisive, through from_hf) is written by to_gguf with llmarch's byte tokenizer, read back by
 from_gguf to equal logits (F32, max |dlogit| <= 1e-5), and llama.cpp (llama-cpp-python 0.3.36, where installed)
 decodes the file greedily to llmarch's tokens with llmarch's logits; what llama.cpp would compute otherwise is
@@ -145,3 +146,17 @@ def test_laguna_refuses_what_llama_cpp_computes_otherwise(changes, problem, tmp_
     with pytest.raises(LlmarchError, match=problem):
         to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()
+
+
+# GLM (glm-4-9b-chat-hf): half of each head rotated in adjacent pairs, q, k, v biases, the fused gate | up
+@pytest.mark.parametrize("tied,bias", [(False, True), (True, False)], ids=["untied-biased", "tied-unbiased"])
+def test_chatglm_round_trip_and_llama_cpp(tied, bias, tmp_path):
+    torch.manual_seed(0)
+    config = transformers.GlmConfig(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, pad_token_id=0,
+                                    tie_word_embeddings=tied, attention_bias=bias)
+    model = perturbed_from_hf(transformers.GlmForCausalLM(config), tmp_path / "hf")
+    path, back = written(model, tmp_path, "chatglm")
+    assert (back.config.rope_fraction, back.config.qkv_bias, back.config.tie_embeddings) == (0.5, bias, tied)
+    seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
+    assert seq == ours and apart <= 1e-4

@@ -33,6 +33,7 @@ from . import step35
 from . import mellum
 from . import granite_swa
 from . import laguna
+from . import chatglm
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -66,5 +67,6 @@ ARCHS.update(step35.ARCHS)
 ARCHS.update(mellum.ARCHS)
 ARCHS.update(granite_swa.ARCHS)
 ARCHS.update(laguna.ARCHS)
+ARCHS.update(chatglm.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
