@@ -37,10 +37,11 @@ def written(model, tmp_path, arch):
     return path, back
 
 
+# one RoPE base for both layer types: llama.cpp 0.3.36's mellum graph rotates the sliding layers with the full ones'
 MELLUM = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
               moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True, pad_token_id=0,
-              rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 50000.0},
+              rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 100.0},
                                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})
 
 
@@ -56,17 +57,36 @@ def test_mellum_round_trip_and_llama_cpp(tied, tmp_path):
     model = tiny_mellum(tmp_path, tie_word_embeddings=tied)
     path, back = written(model, tmp_path, "mellum")
     assert (back.config.layer_types, back.config.tie_embeddings) == (model.config.layer_types, tied)
-    fields = gguf.GGUFReader(str(path)).fields
-    assert fields["mellum.rope.freq_base_swa"].contents() == 100.0
     # the 24-token prompt reaches past the window of 6
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 27)), exact=True)
     assert seq == ours and apart <= 1e-4
+
+
+def test_mellum_file_with_a_sliding_base_reads_as_the_converter_meant(tmp_path):
+    """A file as MellumModel writes a Mellum whose sliding layers have a base of their own (rope.freq_base_swa)
+    reads as transformers' model (llama.cpp 0.3.36 would rotate them with rope.freq_base)."""
+    from test_gguf_deepseek import FLOAT, rewrite
+
+    two = {"full_attention": {"rope_type": "default", "rope_theta": 50000.0},
+           "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}
+    path, _ = written(tiny_mellum(tmp_path / "one"), tmp_path, "mellum")
+    rewrite(path, tmp_path / "two.gguf", {"mellum.rope.freq_base": (50000.0, FLOAT),
+                                          "mellum.rope.freq_base_swa": (100.0, FLOAT)}, arch="mellum")
+    want = tiny_mellum(tmp_path / "two", rope_parameters=two)  # the same weights, each type its own base
+    back = llmarch.from_gguf(tmp_path / "two.gguf")
+    assert back.config.layer_overrides == want.config.layer_overrides
+    ids = torch.randint(0, 256, (1, 24))
+    with torch.no_grad():
+        assert (back(ids).logits - want(ids).logits).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("changes,problem", [
     (dict(attention_bias=True), "attention_bias"),  # llama.cpp's mellum loads no o bias
     (dict(mlp_layer_types=["dense", "sparse"]), "dense layers"),  # and makes every layer a mixture
     (dict(norm_topk_prob=False), "norm_topk_prob"),  # and renormalises the top-k weights
+    # and rotates every layer with rope.freq_base (measured: bases 5e4 and 100 decoded 0.17 apart, one base 2.4e-7)
+    (dict(rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 50000.0},
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}), "full layers' RoPE base"),
 ])
 def test_mellum_refuses_what_llama_cpp_computes_otherwise(changes, problem, tmp_path):
     model = tiny_mellum(tmp_path, **changes)

@@ -5,7 +5,10 @@ RoPE base as rope.freq_base_swa beside the full layers' rope.freq_base (llama.cp
 llama.cpp's mellum graph fixes what the config leaves free: every layer a mixture (no dense layers), softmax scores
 with the top-k renormalised, all of each head rotated, no attention biases (it loads q, k, v biases but no o bias)
 and an output matrix of its own (a tied head goes out as a copy of the embedding, head_copy, and reads back tied);
-GGUF out refuses a model otherwise."""
+GGUF out refuses a model otherwise. llama-cpp-python 0.3.36's mellum graph also rotates the sliding layers with
+rope.freq_base, not the rope.freq_base_swa it loads (measured: a tiny Mellum with bases 5e4 and 100 decodes 0.17
+apart from llmarch, 2.4e-7 with one base), so GGUF out refuses sliding layers with a base of their own; reading
+takes rope.freq_base_swa as the converter meant it (transformers' model)."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
@@ -35,6 +38,9 @@ def _mellum_out(w, hf: dict) -> dict:
                            "weights; this model has attention_bias, dense layers or norm_topk_prob false")
     if any(rope[t].get("partial_rotary_factor", 1.0) != 1.0 for t in rope):
         raise LlmarchError("GGUF mellum (llama.cpp) rotates all of each head; this model rotates a part")
+    if SLIDING in types and rope[SLIDING]["rope_theta"] != rope[FULL]["rope_theta"]:
+        raise LlmarchError(f"GGUF mellum: llama.cpp 0.3.36 rotates the sliding layers with the full layers' RoPE base "
+                           f"({rope[FULL]['rope_theta']:g}); this model's sliding layers use {rope[SLIDING]['rope_theta']:g}")
     w.add_expert_count(hf["num_local_experts"])
     w.add_expert_used_count(hf["num_experts_per_tok"])
     w.add_expert_feed_forward_length(hf["moe_intermediate_size"])
