@@ -57,9 +57,9 @@ def test_mellum_round_trip_and_llama_cpp(tied, tmp_path):
     model = tiny_mellum(tmp_path, tie_word_embeddings=tied)
     path, back = written(model, tmp_path, "mellum")
     assert (back.config.layer_types, back.config.tie_embeddings) == (model.config.layer_types, tied)
-    # the 24-token prompt reaches past the window of 6
+    # the 24-token prompt reaches past the window of 6; measured 2.4e-7 apart (tied and untied)
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 27)), exact=True)
-    assert seq == ours and apart <= 1e-4
+    assert seq == ours and apart <= 1e-5
 
 
 def test_mellum_file_with_a_sliding_base_reads_as_the_converter_meant(tmp_path):
@@ -117,8 +117,9 @@ def test_granite_swa_round_trip_and_llama_cpp(tied, tmp_path):
                                                                       model.config.layer_overrides)
     names = {t.name for t in gguf.GGUFReader(str(path)).tensors}
     assert "blk.2.attn_sinks.weight" in names and ("output.weight" in names) != tied
+    # measured 2.4e-7 (tied) and 8.9e-8 apart; q and k left unpermuted, llama.cpp decoded other tokens
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 27)), exact=True)
-    assert seq == ours and apart <= 1e-4
+    assert seq == ours and apart <= 1e-5
 
 
 def test_granite_swa_refuses_a_second_rope_base(tmp_path):
@@ -153,8 +154,9 @@ def test_laguna_round_trip_and_llama_cpp(tied, tmp_path):
     fields = gguf.GGUFReader(str(path)).fields
     assert (fields["laguna.rope.dimension_count"].contents(), fields["laguna.rope.dimension_count_swa"].contents()) \
         == (8, 16)
+    # measured 3.0e-7 (untied) and 3.6e-7 apart
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 27)), exact=True)
-    assert seq == ours and apart <= 1e-4
+    assert seq == ours and apart <= 1e-5
 
 
 @pytest.mark.parametrize("changes,problem", [
@@ -178,5 +180,6 @@ def test_chatglm_round_trip_and_llama_cpp(tied, bias, tmp_path):
     model = perturbed_from_hf(transformers.GlmForCausalLM(config), tmp_path / "hf")
     path, back = written(model, tmp_path, "chatglm")
     assert (back.config.rope_fraction, back.config.qkv_bias, back.config.tie_embeddings) == (0.5, bias, tied)
+    # measured 1.8e-7 and 3.0e-7 apart; with q and k permuted as LLaMA's, llama.cpp decoded other tokens
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
-    assert seq == ours and apart <= 1e-4
+    assert seq == ours and apart <= 1e-5
