@@ -4,7 +4,8 @@ layers it flags with their own RoPE base) and IBM Granite with windows and sinks
 tensors and scalars, the sinks, the window's layers and the NoPE ones flagged) and Poolside Laguna (`laguna`,
 LagunaModel's: query heads per layer, a softplus gate per head, each layer type's RoPE, sigmoid-routed experts with
 their bias beside a shared one) and GLM (`chatglm`, ChatGLMModel's for GlmForCausalLM: adjacent-pair RoPE on half
-of each head, the fused gate | up as ffn_up). Each tiny random model (from a transformers config, 1-D parameters
+of each head, the fused gate | up as ffn_up) and Sarvam MoE (`bailingmoe2`, SarvamMoEModel's: q, k, v fused, per-head
+q/k norms, dense layers then sigmoid-routed experts with their bias beside shared ones). Each tiny random model (from a transformers config, 1-D parameters
 perturbed, routers made decisive, through from_hf) is written by to_gguf with llmarch's byte tokenizer, read back by
 from_gguf to equal logits (F32, max |dlogit| <= 1e-5), and llama.cpp (llama-cpp-python 0.3.36, where installed)
 decodes the file greedily to llmarch's tokens with llmarch's logits; what llama.cpp would compute otherwise is
@@ -183,3 +184,40 @@ def test_chatglm_round_trip_and_llama_cpp(tied, bias, tmp_path):
     # measured 1.8e-7 and 3.0e-7 apart; with q and k permuted as LLaMA's, llama.cpp decoded other tokens
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
     assert seq == ours and apart <= 1e-5
+
+
+SARVAM = dict(vocab_size=272, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
+              num_key_value_heads=2, head_dim=16, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+              n_shared_experts=1, first_k_dense_replace=1, eos_token_id=None, pad_token_id=0)
+
+
+def tiny_sarvam(tmp_path, **changes):
+    """Sarvam MoE as transformers runs it (Glm4MoeForCausalLM over SarvamMoEConfig, the original tensor names):
+    RoPE over the whole head, per-head QK-norm, a dense layer, then sigmoid-routed experts with their bias beside a
+    shared one."""
+    torch.manual_seed(0)
+    hf = routed_apart(transformers.Glm4MoeForCausalLM(transformers.SarvamMoEConfig(**{**SARVAM, **changes})))
+    return perturbed_from_hf(hf, tmp_path / "hf")
+
+
+# tied: llama.cpp's bailingmoe2 requires `output`, so the head goes out as a copy of the embedding and reads back tied
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_bailingmoe2_round_trip_and_llama_cpp(tied, tmp_path):
+    model = tiny_sarvam(tmp_path, tie_word_embeddings=tied)
+    path, back = written(model, tmp_path, "bailingmoe2")
+    assert (back.config.hf_model_type, back.config.tie_embeddings) == ("sarvam_moe", tied)
+    assert "blk.1.attn_qkv.weight" in {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    # measured 7.5e-8 (untied) and 8.9e-8 apart
+    seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
+    assert seq == ours and apart <= 1e-5
+
+
+@pytest.mark.parametrize("changes,problem", [
+    (dict(attention_bias=True), "attention_bias"),  # llama.cpp's bailingmoe2 loads no attention biases
+    (dict(n_routed_experts=4, n_group=2, topk_group=1), "n_group"),  # nor router groups
+])
+def test_bailingmoe2_refuses_what_llama_cpp_computes_otherwise(changes, problem, tmp_path):
+    model = tiny_sarvam(tmp_path, **changes)
+    with pytest.raises(LlmarchError, match=problem):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()

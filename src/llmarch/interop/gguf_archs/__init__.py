@@ -34,6 +34,7 @@ from . import mellum
 from . import granite_swa
 from . import laguna
 from . import chatglm
+from . import bailingmoe2
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -68,5 +69,6 @@ ARCHS.update(mellum.ARCHS)
 ARCHS.update(granite_swa.ARCHS)
 ARCHS.update(laguna.ARCHS)
 ARCHS.update(chatglm.ARCHS)
+ARCHS.update(bailingmoe2.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
