@@ -1,9 +1,9 @@
-"""T5's encoder alone: transformers' T5EncoderModel and UMT5EncoderModel (`architectures` naming them) read by from_hf
-as llmarch's encoder-only T5 (head `embed`), their last_hidden_state on a right-padded batch (fp32, max |diff| <=
-1e-4), written back by to_hf to a directory transformers loads to the same states; then GGUF `t5encoder`
-(convert_hf_to_gguf.py's T5EncoderModel) out and in: the F32 file llmarch writes reads back to the same states
-(<= 1e-5), and llama.cpp (llama-cpp-python's C API: llama_encode with embeddings on) embeds each token of it as
-llmarch does. UMT5 (a bias table per layer) is written as GGUF t5 too, its encoder-decoder decoded by llama.cpp
+"""T5's encoder alone: transformers' T5EncoderModel, UMT5EncoderModel and MT5EncoderModel (`architectures` naming
+them) read by from_hf as llmarch's encoder-only T5 (head `embed`), their last_hidden_state on a right-padded batch
+(fp32, max |diff| <= 1e-4), written back by to_hf to a directory transformers loads to the same states; then GGUF
+`t5encoder` (convert_hf_to_gguf.py's T5EncoderModel) out and in: the F32 file llmarch writes reads back to the same
+states (<= 1e-5), and llama.cpp (llama-cpp-python's C API: llama_encode with embeddings on) embeds each token of it
+as llmarch does. UMT5 and mT5 are written as GGUF t5 too, as the converter writes them, and llama.cpp decodes them
 to llmarch's greedy tokens."""
 import json
 
@@ -27,7 +27,9 @@ CASES = {  # name: (transformers class, its config class, config fields)
     "t5-gated": ("T5EncoderModel", "T5Config", dict(feed_forward_proj="gated-gelu")),
     "t5-relu": ("T5EncoderModel", "T5Config", dict(feed_forward_proj="relu")),
     "umt5": ("UMT5EncoderModel", "UMT5Config", dict(feed_forward_proj="gated-gelu")),
+    "mt5": ("MT5EncoderModel", "MT5Config", dict(feed_forward_proj="gated-gelu")),
 }
+READ_AS = {"mt5": "t5"}  # GGUF holds mT5 as T5 (the same model), and it reads back so
 
 
 def right_padded():
@@ -101,7 +103,7 @@ def test_t5encoder_gguf_round_trip_and_llama_cpp(encoder):
     assert ("enc.blk.1.attn_rel_b.weight" in names) == (case == "umt5") and "enc.blk.0.attn_rel_b.weight" in names
     assert not any(n.startswith("dec.") for n in names) and "output.weight" not in names
     back = llmarch.from_gguf(path)
-    assert (back.config.hf_model_type, back.config.head) == (model.config.hf_model_type, "embed")
+    assert (back.config.hf_model_type, back.config.head) == (READ_AS.get(case, case.split("-")[0]), "embed")
     ids, mask = right_padded()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -112,7 +114,7 @@ def test_t5encoder_gguf_round_trip_and_llama_cpp(encoder):
     theirs = llama_cpp_encode(path, tokens)
     with torch.no_grad():
         ours = back(torch.tensor([tokens])).logits[0].numpy()
-    # measured 1.1e-3 (gated T5) and 7.8e-4 (UMT5) apart on states up to 3.2 and 4.6: llama.cpp's tanh-GELU goes
+    # measured 1.1e-3 (gated T5, mT5) and 7.8e-4 (UMT5) apart on states up to 3.2 and 4.6: llama.cpp's tanh-GELU goes
     # through ggml's F16 table; the ReLU T5 1.0e-6 apart
     assert np.abs(theirs - ours).max() <= 1e-3 * np.abs(ours).max(), np.abs(theirs - ours).max()
 
@@ -157,4 +159,32 @@ def test_umt5_written_as_t5_decodes_in_llama_cpp(tmp_path):
         ours = llmarch.generate(model, torch.tensor([source]), max_new_tokens=8, eos_id=-1)[0].tolist()
         logits = model(torch.tensor([source]), torch.tensor([seq[:-1]])).logits[0].numpy()
     assert ours == seq  # measured 1.3e-2 apart on logits up to 26 (the tanh-GELU's F16 table, as for T5)
+    assert np.abs(theirs - logits).max() <= 2e-3 * np.abs(logits).max(), np.abs(theirs - logits).max()
+
+
+def test_mt5_written_as_t5_decodes_in_llama_cpp(tmp_path):
+    """MT5ForConditionalGeneration (gated, untied, never rescaled): GGUF t5, read back as t5 (the same model);
+    llama.cpp decodes it greedily to llmarch's tokens."""
+    from test_gguf_t5 import llama_cpp_seq2seq
+
+    torch.manual_seed(0)
+    hf = perturbed(transformers.MT5ForConditionalGeneration(transformers.MT5Config(**SMALL)))
+    hf.save_pretrained(tmp_path / "hf")
+    model = llmarch.from_hf(tmp_path / "hf")
+    path = tmp_path / "mt5.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    back = llmarch.from_gguf(path)
+    assert back.config == model.config.replace(name=back.config.name, hf_model_type="t5",
+                                               norm_eps=back.config.norm_eps, eos_id=back.config.eos_id)
+    torch.manual_seed(1)
+    src, tgt = torch.randint(3, 256, (2, 13)), torch.randint(3, 256, (2, 7))
+    with torch.no_grad():
+        assert (back(src, tgt).logits - model(src, tgt).logits).abs().max() <= 1e-5
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    source = src[1].tolist()
+    seq, theirs = llama_cpp_seq2seq(path, source, 8)
+    with torch.no_grad():
+        ours = llmarch.generate(model, torch.tensor([source]), max_new_tokens=8, eos_id=-1)[0].tolist()
+        logits = model(torch.tensor([source]), torch.tensor([seq[:-1]])).logits[0].numpy()
+    assert ours == seq  # measured 1.4e-2 apart on logits up to 26
     assert np.abs(theirs - logits).max() <= 2e-3 * np.abs(logits).max(), np.abs(theirs - logits).max()

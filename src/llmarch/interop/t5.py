@@ -7,7 +7,7 @@ rescales, and its head is tied exactly where the checkpoint stores no lm_head.we
 tie_word_embeddings says true even where the published checkpoints store a head of their own).
 
 T5EncoderModel (`architectures: ["T5EncoderModel"]`, the encoder alone: sentence-T5, the text encoder of image
-models) reads as an encoder-only model (bidirectional, head `embed`): its output is the encoder's final hidden
+models; MT5EncoderModel for mT5) reads as an encoder-only model (bidirectional, head `embed`): its output is the encoder's final hidden
 states, T5EncoderModel's last_hidden_state, and its tensors are the encoder's, under the same names."""
 from __future__ import annotations
 
@@ -135,13 +135,19 @@ FAMILIES.register("t5")(Family(RULES + ENCODER_RULES, to_config, from_config, IG
 
 
 def mt5_config(hf: dict) -> ModelConfig:
-    return to_config(hf).replace(name=hf.get("_name_or_path") or "mt5", hf_model_type="mt5", head_scale=False)
+    cfg = encoder_decoder_config(hf).replace(name=hf.get("_name_or_path") or "mt5", hf_model_type="mt5",
+                                             head_scale=False)
+    return as_encoder(cfg) if encoder_only(hf, "MT5EncoderModel") else cfg
 
 
 def mt5_hf(cfg: ModelConfig) -> dict:
     if cfg.head_scale:
         raise LlmarchError("model_type mt5 never rescales the decoder output (head_scale=False)")
-    return {**from_config(cfg), "model_type": "mt5", "architectures": ["MT5ForConditionalGeneration"]}
+    if cfg.relative_bias_per_layer:
+        raise LlmarchError("model_type mt5 shares one relative-bias table per stack (a table per layer: umt5)")
+    fields = {**t5_fields(cfg), "model_type": "mt5", "architectures": ["MT5ForConditionalGeneration"]}
+    return fields if cfg.n_decoder_layers else encoder_fields(cfg, fields, "MT5EncoderModel")
 
 
-FAMILIES.register("mt5")(Family(RULES, mt5_config, mt5_hf, IGNORE, tied_by_checkpoint=True))
+FAMILIES.register("mt5")(Family(RULES + ENCODER_RULES, mt5_config, mt5_hf, IGNORE, tied_by_checkpoint=True,
+                                heads={"embed": ("MT5EncoderModel", [])}))

@@ -17,7 +17,9 @@ and v1.1's gated models do not (transformers 5 saves them tied, unscaled): llmar
 model it was converted from, scaled if its FFN is ReLU, so llama.cpp's logits for a tied v1.0 file are
 sqrt(d_model) times these, with the same greedy tokens.
 
-UMT5 is written as t5 too: its bias table in every layer (`attn_rel_b` in each block, which llama.cpp's graphs use
+mT5 and UMT5 are written as t5 too (convert_hf_to_gguf.py registers MT5ForConditionalGeneration and
+UMT5ForConditionalGeneration as T5Model). mT5 reads back as t5 (the same model: mT5 never rescales, as a gated T5
+read from GGUF does not); UMT5 has its bias table in every layer (`attn_rel_b` in each block, which llama.cpp's graphs use
 where present, else block 0's); a file with one in block 1 reads as umt5.
 
 "t5encoder" (convert_hf_to_gguf.py's T5EncoderModel: sentence-T5, the text encoder of image models) is the encoder
@@ -95,7 +97,7 @@ def _absent(hf: dict) -> str:
 ARCHS = {
     # the decoder's cross-attention bias table: some checkpoints carry one, which transformers and llama.cpp
     # load and never use
-    "t5": Arch("t5", fields=_t5, common=_t5_common, write=_t5_out, rope=False, also=("umt5",),
+    "t5": Arch("t5", fields=_t5, common=_t5_common, write=_t5_out, rope=False, also=("umt5", "mt5"),
                encoder_arch="t5encoder", consumed=frozenset({"dec.blk.0.cross_attn_rel_b.weight"}), absent=_absent),
     "t5encoder": Arch("t5", fields=_t5encoder, common=_t5_common, write=_t5encoder_out, rope=False,
                       absent=_absent, model_in=_embedding_in, model_out=_embedding_out("t5encoder")),
