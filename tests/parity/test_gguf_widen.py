@@ -1,15 +1,15 @@
 """GGUF in and out for architectures llama.cpp has that llmarch's families already compute: JetBrains Mellum 2
-(`mellum`, as convert_hf_to_gguf.py's MellumModel writes it: Qwen3-MoE's tensors, a sliding window over the
-layers it flags with their own RoPE base) and IBM Granite with windows and sinks (`granite_swa`, GraniteSWAModel's: Granite's
-tensors and scalars, the sinks, the window's layers and the NoPE ones flagged) and Poolside Laguna (`laguna`,
-LagunaModel's: query heads per layer, a softplus gate per head, each layer type's RoPE, sigmoid-routed experts with
-their bias beside a shared one) and GLM (`chatglm`, ChatGLMModel's for GlmForCausalLM: adjacent-pair RoPE on half
-of each head, the fused gate | up as ffn_up) and Sarvam MoE (`bailingmoe2`, SarvamMoEModel's: q, k, v fused, per-head
-q/k norms, dense layers then sigmoid-routed experts with their bias beside shared ones). Each tiny random model (from a transformers config, 1-D parameters
-perturbed, routers made decisive, through from_hf) is written by to_gguf with llmarch's byte tokenizer, read back by
-from_gguf to equal logits (F32, max |dlogit| <= 1e-5), and llama.cpp (llama-cpp-python 0.3.36, where installed)
-decodes the file greedily to llmarch's tokens with llmarch's logits; what llama.cpp would compute otherwise is
-refused before a file is left."""
+(`mellum`, as convert_hf_to_gguf.py's MellumModel writes it: Qwen3-MoE's tensors, a sliding window over the layers
+it flags with their own RoPE base) and IBM Granite with windows and sinks (`granite_swa`, GraniteSWAModel's:
+Granite's tensors and scalars, the sinks, the window's layers and the NoPE ones flagged) and Poolside Laguna
+(`laguna`, LagunaModel's: query heads per layer, a softplus gate per head, each layer type's RoPE, sigmoid-routed
+experts with their bias beside a shared one) and GLM (`chatglm`, ChatGLMModel's for GlmForCausalLM: adjacent-pair
+RoPE on half of each head, the fused gate | up as ffn_up) and Sarvam MoE (`bailingmoe2`, SarvamMoEModel's: q, k, v
+fused, per-head q/k norms, dense layers then sigmoid-routed experts with their bias beside shared ones). Each tiny
+random model (from a transformers config, 1-D parameters perturbed, routers made decisive, through from_hf) is
+written by to_gguf with llmarch's byte tokenizer, read back by from_gguf to equal logits (F32, max |dlogit| <=
+1e-5), and llama.cpp (llama-cpp-python 0.3.36, where installed) decodes the file greedily to llmarch's tokens with
+llmarch's logits; what llama.cpp would compute otherwise is refused before a file is left."""
 import pytest
 import torch
 
@@ -87,7 +87,8 @@ def test_mellum_file_with_a_sliding_base_reads_as_the_converter_meant(tmp_path):
     (dict(norm_topk_prob=False), "norm_topk_prob"),  # and renormalises the top-k weights
     # and rotates every layer with rope.freq_base (measured: bases 5e4 and 100 decoded 0.17 apart, one base 2.4e-7)
     (dict(rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 50000.0},
-                           "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}), "full layers' RoPE base"),
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+     "full layers' RoPE base"),
 ])
 def test_mellum_refuses_what_llama_cpp_computes_otherwise(changes, problem, tmp_path):
     model = tiny_mellum(tmp_path, **changes)

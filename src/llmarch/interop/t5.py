@@ -7,8 +7,9 @@ rescales, and its head is tied exactly where the checkpoint stores no lm_head.we
 tie_word_embeddings says true even where the published checkpoints store a head of their own).
 
 T5EncoderModel (`architectures: ["T5EncoderModel"]`, the encoder alone: sentence-T5, the text encoder of image
-models; MT5EncoderModel for mT5) reads as an encoder-only model (bidirectional, head `embed`): its output is the encoder's final hidden
-states, T5EncoderModel's last_hidden_state, and its tensors are the encoder's, under the same names."""
+models; MT5EncoderModel for mT5) reads as an encoder-only model (bidirectional, head `embed`): its output is the
+encoder's final hidden states, T5EncoderModel's last_hidden_state, and its tensors are the encoder's, under the same
+names."""
 from __future__ import annotations
 
 from ..config import ModelConfig

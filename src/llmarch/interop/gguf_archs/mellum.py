@@ -40,7 +40,8 @@ def _mellum_out(w, hf: dict) -> dict:
         raise LlmarchError("GGUF mellum (llama.cpp) rotates all of each head; this model rotates a part")
     if SLIDING in types and rope[SLIDING]["rope_theta"] != rope[FULL]["rope_theta"]:
         raise LlmarchError(f"GGUF mellum: llama.cpp 0.3.36 rotates the sliding layers with the full layers' RoPE base "
-                           f"({rope[FULL]['rope_theta']:g}); this model's sliding layers use {rope[SLIDING]['rope_theta']:g}")
+                           f"({rope[FULL]['rope_theta']:g}); this model's sliding layers use "
+                           f"{rope[SLIDING]['rope_theta']:g}")
     w.add_expert_count(hf["num_local_experts"])
     w.add_expert_used_count(hf["num_experts_per_tok"])
     w.add_expert_feed_forward_length(hf["moe_intermediate_size"])

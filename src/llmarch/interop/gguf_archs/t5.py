@@ -19,8 +19,8 @@ sqrt(d_model) times these, with the same greedy tokens.
 
 mT5 and UMT5 are written as t5 too (convert_hf_to_gguf.py registers MT5ForConditionalGeneration and
 UMT5ForConditionalGeneration as T5Model). mT5 reads back as t5 (the same model: mT5 never rescales, as a gated T5
-read from GGUF does not); UMT5 has its bias table in every layer (`attn_rel_b` in each block, which llama.cpp's graphs use
-where present, else block 0's); a file with one in block 1 reads as umt5.
+read from GGUF does not); UMT5 has its bias table in every layer (`attn_rel_b` in each block, which llama.cpp's
+graphs use where present, else block 0's); a file with one in block 1 reads as umt5.
 
 "t5encoder" (convert_hf_to_gguf.py's T5EncoderModel: sentence-T5, the text encoder of image models) is the encoder
 alone, with t5's keys but the decoder's; llama.cpp encodes it (llama_encode) to the final norm's output, each
@@ -39,7 +39,8 @@ def _t5(hf: dict, meta: Meta) -> dict:
     """config.json's T5 fields from the metadata; the FFN's kind from whether encoder block 0 has a gate."""
     tied, gated = hf["tie_word_embeddings"], meta.has("enc.blk.0.ffn_gate.weight")
     per_layer = meta.has("enc.blk.1.attn_rel_b.weight")  # UMT5's table in every layer
-    return dict(model_type="umt5" if per_layer else "t5", _name_or_path=hf["_name_or_path"], vocab_size=hf["vocab_size"],
+    return dict(model_type="umt5" if per_layer else "t5", _name_or_path=hf["_name_or_path"],
+                vocab_size=hf["vocab_size"],
                 d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], num_layers=hf["num_hidden_layers"],
                 num_decoder_layers=meta.get("decoder_block_count", hf["num_hidden_layers"]),
                 num_heads=hf["num_attention_heads"], d_kv=hf["head_dim"], layer_norm_epsilon=hf["rms_norm_eps"],
