@@ -18,7 +18,7 @@ from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import llama_cpp_against, perturbed_from_hf, routed_apart
+from conftest import llama_cpp_against, perturbed, perturbed_from_hf, routed_apart
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -222,3 +222,20 @@ def test_bailingmoe2_refuses_what_llama_cpp_computes_otherwise(changes, problem,
     with pytest.raises(LlmarchError, match=problem):
         to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
     assert not (tmp_path / "x.gguf").exists()
+
+
+# InternLM3 (LLaMA exactly; `qkv_bias` and `bias`): the converter's InternLM3Model writes it as llama, q and k permuted
+@pytest.mark.parametrize("bias", [True, False], ids=["biased", "unbiased"])
+def test_internlm3_written_as_llama(bias, tmp_path):
+    from llmarch.interop.internlm3 import to_config
+
+    torch.manual_seed(0)
+    model = perturbed(llmarch.build(to_config(dict(
+        model_type="internlm3", vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, qkv_bias=bias, bias=bias,
+        tie_word_embeddings=False))))
+    path, back = written(model, tmp_path, "llama")
+    assert (back.config.hf_model_type, back.config.qkv_bias, back.config.bias) == ("llama", bias, bias)
+    # measured 1.8e-7 apart, biased and not
+    seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
+    assert seq == ours and apart <= 1e-5
