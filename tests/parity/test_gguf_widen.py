@@ -239,3 +239,29 @@ def test_internlm3_written_as_llama(bias, tmp_path):
     # measured 1.8e-7 apart, biased and not
     seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
     assert seq == ours and apart <= 1e-5
+
+
+def tiny_falcon_mamba(tmp_path, **changes):
+    torch.manual_seed(0)
+    config = transformers.FalconMambaConfig(**{**dict(vocab_size=272, hidden_size=64, state_size=8, num_hidden_layers=2,
+                                                      expand=2, conv_kernel=4, layer_norm_epsilon=1e-5,
+                                                      mixer_rms_eps=1e-5, pad_token_id=0), **changes})
+    return perturbed_from_hf(transformers.FalconMambaForCausalLM(config), tmp_path / "hf")
+
+
+# Falcon Mamba: the converter's MambaModel with ssm.dt_b_c_rms, whose norms take the layers' epsilon in llama.cpp
+def test_falcon_mamba_written_as_mamba(tmp_path):
+    model = tiny_falcon_mamba(tmp_path)
+    path, back = written(model, tmp_path, "mamba")
+    assert gguf.GGUFReader(str(path)).fields["mamba.ssm.dt_b_c_rms"].contents() is True
+    assert (back.config.hf_model_type, back.config.ssm_inner_norm) == ("falcon_mamba", True)
+    # measured 1.9e-6 apart; written without dt_b_c_rms (llama.cpp then skips the norms), 0.44 apart
+    seq, ours, apart = llama_cpp_against(path, model, list(range(3, 11)), exact=True)
+    assert seq == ours and apart <= 1e-5
+
+
+def test_falcon_mamba_with_a_mixer_epsilon_of_its_own_is_refused(tmp_path):
+    model = tiny_falcon_mamba(tmp_path, mixer_rms_eps=1e-6)  # falcon-mamba-7b's; llama.cpp takes the layers' 1e-5
+    with pytest.raises(LlmarchError, match="ssm_inner_norm_eps"):
+        to_gguf(model, tmp_path / "x.gguf", "f16", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
