@@ -99,13 +99,13 @@ def test_to_gguf_refuses_what_llama_cpp_would_run_otherwise(case, changes, probl
     assert not (tmp_path / "x.gguf").exists()
 
 
-def rewrite(src, dst, keys: dict, drop=(), tensors=None) -> None:
-    """A copy of the GGUF file src with metadata `keys` set (name: (value, GGUFValueType)),
+def rewrite(src, dst, keys: dict, drop=(), tensors=None, arch: str = "deepseek2") -> None:
+    """A copy of the GGUF file src (of architecture `arch`) with metadata `keys` set (name: (value, GGUFValueType)),
     the keys `drop` left out, and its tensors, or `tensors` (name: array) where given."""
     from llmarch.interop.gguf_writer import _writer_class
 
     reader = gguf.GGUFReader(str(src))
-    w = _writer_class()(str(dst), "deepseek2")  # the one that packs the byte vocabulary's empty merges
+    w = _writer_class()(str(dst), arch)  # the one that packs the byte vocabulary's empty merges
     for name, f in reader.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture" or name in drop or name in keys:
             continue

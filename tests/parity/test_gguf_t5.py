@@ -275,14 +275,3 @@ def test_unigram_vocabulary_without_space_prefix_or_merging_tokenizes_as_llama_c
         assert vocab.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text), text
     assert "".join(map(tok.tk.id_to_token, tok.encode(" the  dog "))) == "▁the▁▁dog▁</s>"
 
-
-def test_encoder_only_t5_file_is_refused(tmp_path):
-    w = gguf.GGUFWriter(str(tmp_path / "enc.gguf"), "t5encoder")
-    w.add_block_count(1)
-    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    with pytest.raises(LlmarchError, match="'t5encoder' is not supported"):
-        llmarch.from_gguf(tmp_path / "enc.gguf")

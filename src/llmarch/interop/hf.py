@@ -334,7 +334,9 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         (path / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     hf_cfg = family.from_config(cfg)
-    if cfg.head != "lm":
+    if cfg.head == "embed":  # an encoder alone (T5EncoderModel): no labels
+        hf_cfg.update(architectures=[family.heads[cfg.head][0]])
+    elif cfg.head != "lm":
         names = labels or [f"LABEL_{i}" for i in range(cfg.n_labels)]
         if len(names) != cfg.n_labels:
             raise LlmarchError(f"{len(names)} label names for a head with n_labels={cfg.n_labels}")

@@ -4,7 +4,12 @@ bias table per stack stored in block 0, a ReLU MLP (v1.0) or a tanh-GELU-gated F
 v1.0 ties the head to the shared embedding and rescales the decoder output by d_model^-0.5 first; v1.1
 unties it and does not rescale. mT5 (`mt5`; Xue et al. 2021) is T5 v1.1's model over a 250k vocabulary: it never
 rescales, and its head is tied exactly where the checkpoint stores no lm_head.weight (MT5Config's
-tie_word_embeddings says true even where the published checkpoints store a head of their own)."""
+tie_word_embeddings says true even where the published checkpoints store a head of their own).
+
+T5EncoderModel (`architectures: ["T5EncoderModel"]`, the encoder alone: sentence-T5, the text encoder of image
+models; MT5EncoderModel for mT5) reads as an encoder-only model (bidirectional, head `embed`): its output is the
+encoder's final hidden states, T5EncoderModel's last_hidden_state, and its tensors are the encoder's, under the same
+names."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -43,8 +48,15 @@ def ffn_layer(part: str) -> int:
     return 2 if part == "decoder" else 1
 
 
+def encoder_only_rules(rules: list[Rule]) -> list[Rule]:
+    """An encoder-decoder's encoder rules for the encoder alone (T5EncoderModel): the same Hugging Face names,
+    ours without `encoder.` (an encoder-only model's blocks are the model's own)."""
+    return [Rule.of(r.hf, r.ours.removeprefix("encoder."), r.layout) for r in rules if r.ours.startswith("encoder.")]
+
+
 RULES = [Rule.of("shared.weight", "embed.weight"), *stack_rules("encoder"), *stack_rules("decoder"),
          Rule.of("lm_head.weight", "lm_head.weight")]
+ENCODER_RULES = encoder_only_rules(RULES)
 # copies of the shared embedding in older files; a cross-attention bias table transformers never uses
 IGNORE = (r"^(encoder|decoder)\.embed_tokens\.weight$", r"EncDecAttention\.relative_attention_bias\.weight$")
 # feed_forward_proj -> our ffn ("gated-gelu" means the tanh approximation, as transformers reads it)
@@ -52,7 +64,34 @@ _FFN = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gated-gelu": "
         "gated-gelu_new": "geglu_tanh", "gated-silu": "swiglu"}
 
 
+def encoder_only(hf: dict, arch: str) -> bool:
+    """Whether config.json names the encoder alone (`arch`: T5EncoderModel, UMT5EncoderModel)."""
+    return (hf.get("architectures") or [""])[0] == arch
+
+
+def as_encoder(cfg: ModelConfig) -> ModelConfig:
+    """The encoder of an encoder-decoder config alone: bidirectional, its final hidden states as the output."""
+    return cfg.replace(n_decoder_layers=0, causal=False, head="embed", pooling="none", head_transform=False,
+                       head_bias=False, tie_embeddings=True, head_scale=False)
+
+
+def encoder_fields(cfg: ModelConfig, fields: dict, arch: str) -> dict:
+    """config.json of the encoder alone from an encoder-decoder's `fields` (`arch`: its architecture name); the
+    encoder's hidden states unpooled, as T5EncoderModel gives them (a pooling has no config.json field)."""
+    if cfg.pooling != "none":
+        raise LlmarchError(f"{arch} gives each token's hidden state; this model pools them ({cfg.pooling})")
+    out = {**fields, "architectures": [arch], "is_encoder_decoder": False, "use_cache": False}
+    for name in ("num_decoder_layers", "scale_decoder_outputs", "decoder_start_token_id"):
+        out.pop(name)
+    return out
+
+
 def to_config(hf: dict) -> ModelConfig:
+    cfg = encoder_decoder_config(hf)
+    return as_encoder(cfg) if encoder_only(hf, "T5EncoderModel") else cfg
+
+
+def encoder_decoder_config(hf: dict) -> ModelConfig:
     proj = hf.get("feed_forward_proj", "relu")
     if proj not in _FFN:
         raise LlmarchError(f"unsupported T5 feed_forward_proj {proj!r}; supported: {', '.join(_FFN)}")
@@ -73,7 +112,7 @@ def to_config(hf: dict) -> ModelConfig:
 def from_config(cfg: ModelConfig) -> dict:
     if cfg.relative_bias_per_layer:
         raise LlmarchError("model_type t5 shares one relative-bias table per stack (a table per layer: umt5)")
-    return t5_fields(cfg)
+    return t5_fields(cfg) if cfg.n_decoder_layers else encoder_fields(cfg, t5_fields(cfg), "T5EncoderModel")
 
 
 def t5_fields(cfg: ModelConfig) -> dict:
@@ -92,17 +131,24 @@ def t5_fields(cfg: ModelConfig) -> dict:
                 eos_token_id=cfg.eos_id, decoder_start_token_id=cfg.decoder_start_id, n_positions=cfg.context_length)
 
 
-FAMILIES.register("t5")(Family(RULES, to_config, from_config, IGNORE))
+FAMILIES.register("t5")(Family(RULES + ENCODER_RULES, to_config, from_config, IGNORE,
+                               heads={"embed": ("T5EncoderModel", [])}))
 
 
 def mt5_config(hf: dict) -> ModelConfig:
-    return to_config(hf).replace(name=hf.get("_name_or_path") or "mt5", hf_model_type="mt5", head_scale=False)
+    cfg = encoder_decoder_config(hf).replace(name=hf.get("_name_or_path") or "mt5", hf_model_type="mt5",
+                                             head_scale=False)
+    return as_encoder(cfg) if encoder_only(hf, "MT5EncoderModel") else cfg
 
 
 def mt5_hf(cfg: ModelConfig) -> dict:
     if cfg.head_scale:
         raise LlmarchError("model_type mt5 never rescales the decoder output (head_scale=False)")
-    return {**from_config(cfg), "model_type": "mt5", "architectures": ["MT5ForConditionalGeneration"]}
+    if cfg.relative_bias_per_layer:
+        raise LlmarchError("model_type mt5 shares one relative-bias table per stack (a table per layer: umt5)")
+    fields = {**t5_fields(cfg), "model_type": "mt5", "architectures": ["MT5ForConditionalGeneration"]}
+    return fields if cfg.n_decoder_layers else encoder_fields(cfg, fields, "MT5EncoderModel")
 
 
-FAMILIES.register("mt5")(Family(RULES, mt5_config, mt5_hf, IGNORE, tied_by_checkpoint=True))
+FAMILIES.register("mt5")(Family(RULES + ENCODER_RULES, mt5_config, mt5_hf, IGNORE, tied_by_checkpoint=True,
+                                heads={"embed": ("MT5EncoderModel", [])}))

@@ -30,6 +30,11 @@ from . import hy_v3
 from . import cohere2moe
 from . import mpt
 from . import step35
+from . import mellum
+from . import granite_swa
+from . import laguna
+from . import chatglm
+from . import bailingmoe2
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -60,5 +65,10 @@ ARCHS.update(hy_v3.ARCHS)
 ARCHS.update(cohere2moe.ARCHS)
 ARCHS.update(mpt.ARCHS)
 ARCHS.update(step35.ARCHS)
+ARCHS.update(mellum.ARCHS)
+ARCHS.update(granite_swa.ARCHS)
+ARCHS.update(laguna.ARCHS)
+ARCHS.update(chatglm.ARCHS)
+ARCHS.update(bailingmoe2.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

@@ -1,5 +1,5 @@
 """LLaMA and the families written as it or as its close kin (Mixtral, Mistral, Qwen2/3, Qwen3-MoE, OLMo 1 and 2,
-OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS,
+OLMoE, SmolLM3, GLM-4, ERNIE 4.5, Arcee, Seed-OSS, InternLM3,
 Nemotron, EXAONE 4.0, Apertus, Ministral 3, ERNIE 4.5's mixtures)."""
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from .arch import FULL, SLIDING, Arch, Meta
 
 def _llama(hf: dict, meta: Meta) -> dict:
     """llama with experts (ffn_gate_inp, ffn_*_exps, expert_count) is Mixtral: convert_hf_to_gguf.py writes
-    MixtralForCausalLM as LlamaModel, and llama.cpp renormalises the top-k weights for it."""
+    MixtralForCausalLM as LlamaModel, and llama.cpp renormalises the top-k weights for it. MLP biases where the file
+    has them (llama.cpp's llama loads them where present: InternLM3's `bias`)."""
     experts = meta.get("expert_count", 0)
     if not experts:
-        return hf
+        return {**hf, "mlp_bias": meta.has("blk.0.ffn_down.bias")}
     return {**hf, "model_type": "mixtral", "num_local_experts": experts,
             "num_experts_per_tok": meta.get("expert_used_count")}
 
@@ -251,7 +252,9 @@ def _experts_out(w, hf: dict) -> dict:
 
 
 ARCHS = {
-    "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out, also=("mixtral", "mistral")),
+    # InternLM3 is LLaMA exactly (the converter's InternLM3Model writes it as llama), read back as llama
+    "llama": Arch("llama", permuted_qk=True, fields=_llama, write=_experts_out,
+                  also=("mixtral", "mistral", "internlm3")),
     "qwen3moe": Arch("qwen3_moe", fields=_qwen3moe, write=_experts_out),
     "olmo2": Arch("olmo2", fields=_olmo2, write=_olmo2_out, also=("olmo3",)),
     "olmo": Arch("olmo", permuted_qk=True, fields=_olmo, write=_olmo_out, layer_norm=True),

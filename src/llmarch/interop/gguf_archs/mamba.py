@@ -9,10 +9,14 @@ from .arch import Arch, Meta
 
 def _mamba(hf: dict, meta: Meta) -> dict:
     """Mamba (convert_hf_to_gguf.py's MambaModel): no attention or FFN keys of its own (head count and FFN
-    length 0), the SSM's in `ssm.*`; biases as the tensors present."""
+    length 0), the SSM's in `ssm.*`; biases as the tensors present. With ssm.dt_b_c_rms, Falcon Mamba (the converter
+    writes FalconMambaForCausalLM as MambaModel): RMS norms without gains over dt, B and C, whose epsilon llama.cpp
+    takes from the layers' (layer_norm_rms_epsilon; FalconMamba's own mixer_rms_eps is not in the file)."""
     d, inner = hf["hidden_size"], meta.get("ssm.inner_size")
     if inner % d:
         raise LlmarchError(f"{meta.path}: ssm.inner_size {inner} is not a multiple of embedding_length {d}")
+    if meta.get("ssm.dt_b_c_rms", False):
+        hf = {**hf, "model_type": "falcon_mamba", "mixer_rms_eps": hf["rms_norm_eps"]}
     return {**hf, "state_size": meta.get("ssm.state_size"), "conv_kernel": meta.get("ssm.conv_kernel"),
             "expand": inner // d, "time_step_rank": meta.get("ssm.time_step_rank"),
             "layer_norm_epsilon": hf["rms_norm_eps"], "use_bias": meta.has("blk.0.ssm_in.bias"),
@@ -33,7 +37,7 @@ def _mamba_out(w, hf: dict) -> dict:
     w.add_ssm_inner_size(hf["expand"] * hf["hidden_size"])
     w.add_ssm_state_size(hf["state_size"])
     w.add_ssm_time_step_rank(hf["time_step_rank"])
-    w.add_ssm_dt_b_c_rms(False)  # FalconMamba's norms on dt, B and C; Mamba has none
+    w.add_ssm_dt_b_c_rms(hf["model_type"] == "falcon_mamba")  # FalconMamba's norms on dt, B and C
     return {}
 
 
@@ -130,8 +134,9 @@ def mamba2_tensors(mixer: str, groups: str) -> tuple:
 
 
 ARCHS = {
+    # Falcon Mamba too; its mixer's epsilon must be the layers' (GGUF out's read-back refuses another)
     "mamba": Arch("mamba", fields=_mamba, common=_mamba_common, write=_mamba_out, rope=False,
-                  tensors=_MAMBA_TENSORS),
+                  tensors=_MAMBA_TENSORS, also=("falcon_mamba",)),
     "jamba": Arch("jamba", fields=_jamba, common=_jamba_common, write=_jamba_out, rope=False,
                   tensors=_MAMBA_TENSORS),
     "mamba2": Arch("mamba2", fields=_mamba2, common=_mamba2_common, write=_mamba2_out, rope=False,
