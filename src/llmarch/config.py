@@ -256,6 +256,10 @@ class ModelConfig:
     # per token (XLM's lang_embeddings, Lample & Conneau 2019, §3.1 and Fig. 1: translation language modeling);
     # nothing is added where a forward is given no lang_ids, as transformers does; 0: none
     lang_vocab_size: int = 0
+    # 2-D position embeddings of each token's bounding box (layers/box_positions.py; LayoutLM, Xu et al. 2020, §2.2):
+    # x, y, height and width tables of this many coordinates, added to the input embeddings, read by forward's bbox
+    # (B, T, 4); boxes (0, 0, 0, 0) where a forward is given none, as transformers fills them; 0: none
+    box_vocab_size: int = 0
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -854,9 +858,10 @@ class ModelConfig:
         check_recurrence(self)
         self._validate_longrope()
         self._validate_alibi()
-        if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size) < 0:
-            raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size and position_offset must be "
-                               ">= 0")
+        if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size,
+               self.box_vocab_size) < 0:
+            raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size, box_vocab_size and "
+                               "position_offset must be >= 0")
         if not self.pooler and self.head == "detect":
             raise LlmarchError("head 'detect' reads each token through the pooler: it needs pooler=True")
         if self.head not in HEADS:

@@ -15,6 +15,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
+from ..layers.box_positions import BoxEmbeddings
 from ..layers.canon import BlockState, Canon
 from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
@@ -37,6 +38,7 @@ class Stack(nn.Module):
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.embed_width) if cfg.type_vocab_size else None
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
         self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.embed_width) if cfg.lang_vocab_size else None
+        self.box_embed = BoxEmbeddings(cfg.box_vocab_size, cfg.embed_width) if cfg.box_vocab_size else None
         self.token_proj = Linear(cfg.embed_width, cfg.embed_width) if cfg.token_proj else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
@@ -174,7 +176,8 @@ class Stack(nn.Module):
             memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
             global_attention_mask: torch.Tensor | None = None,
             document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
-            task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None) -> torch.Tensor:
+            task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None,
+            bbox: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up. Returns the final hidden states (B, T, C), or (B, 1, C)
@@ -212,7 +215,7 @@ class Stack(nn.Module):
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids)
-        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids)
+        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids, bbox)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
                     input_ids: torch.Tensor | None) -> torch.Tensor:
@@ -248,7 +251,7 @@ class Stack(nn.Module):
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
-                lang_ids: torch.Tensor | None = None):
+                lang_ids: torch.Tensor | None = None, bbox: torch.Tensor | None = None):
         """Embedding-side additions and scaling, then the blocks and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
@@ -280,6 +283,8 @@ class Stack(nn.Module):
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
         if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids
             x = x + self.lang_embed(lang_ids if lang_ids.dim() == 2 else lang_ids[:, None])
+        if self.box_embed is not None:  # LayoutLM's 2-D positions: each token's box on the page, (0, 0, 0, 0) if none
+            x = x + (self.box_embed(bbox) if bbox is not None else self.box_embed.origin())
         if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)

@@ -54,7 +54,7 @@ class TransformerLM(Stack):
                 kv_len: int | None = None, token_type_ids: torch.Tensor | None = None,
                 global_attention_mask: torch.Tensor | None = None,
                 document_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
-                lang_ids: torch.Tensor | None = None) -> ModelOutput:
+                lang_ids: torch.Tensor | None = None, bbox: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -65,6 +65,8 @@ class TransformerLM(Stack):
         lang_ids (B,) or (B, T): indices into `languages`, for configs with language adapters (X-MOD; default: the
         config's default_language), and into the language embeddings of configs with lang_vocab_size (XLM; default:
         none added).
+        bbox (B, T, 4): each token's bounding box (x0, y0, x1, y1) on the page, for configs with box_vocab_size
+        (LayoutLM's 2-D positions; default all (0, 0, 0, 0)).
         global_attention_mask (B, S'): 1 for Longformer's global tokens (attention="longformer"), over key slots.
         document_ids (B, T): packed documents, numbered per token: attention and positions stay within each
         (training on packed sequences; stack.py), in place of attention_mask."""
@@ -72,7 +74,7 @@ class TransformerLM(Stack):
             check_ids(input_ids, self.config, self.cache_len)
         x = self.run(self.embed(input_ids), attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
-                     task_type_ids=task_type_ids, lang_ids=lang_ids)
+                     task_type_ids=task_type_ids, lang_ids=lang_ids, bbox=bbox)
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
