@@ -22,6 +22,7 @@ from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 from .layers.residual_mix import check_residual_mix
 from .layers.lang_adapters import check_lang_adapters
+from .layers.table_types import check_table_types
 from .layers.side_conv import check_side_conv
 
 
@@ -260,6 +261,12 @@ class ModelConfig:
     # x, y, height and width tables of this many coordinates, added to the input embeddings, read by forward's bbox
     # (B, T, 4); boxes (0, 0, 0, 0) where a forward is given none, as transformers fills them; 0: none
     box_vocab_size: int = 0
+    # several token-type tables in place of type_vocab_size's one (layers/table_types.py; TAPAS's seven, Herzig et
+    # al. 2020, §2), one column of forward's token_type_ids (B, T, K) each, all added; None: none
+    type_vocab_sizes: list | None = None
+    # positions restart at each table cell (TAPAS's reset_position_index_per_cell): the tokens whose token types in
+    # these columns of type_vocab_sizes agree count from their first token; None: absolute positions
+    position_reset_types: list | None = None
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -854,6 +861,7 @@ class ModelConfig:
         check_hyper(self)
         check_side_conv(self)
         check_lang_adapters(self)
+        check_table_types(self)
         check_canon(self)
         check_recurrence(self)
         self._validate_longrope()

@@ -27,6 +27,7 @@ from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
 from ..layers.recurrence import RECURRENCES
 from ..layers.shared_block import SharedBlock
+from ..layers.table_types import TypeTables, cell_positions
 from ..layers.token_dropout import drop_mask_tokens
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
@@ -39,6 +40,7 @@ class Stack(nn.Module):
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.embed_width) if cfg.task_type_vocab_size else None
         self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.embed_width) if cfg.lang_vocab_size else None
         self.box_embed = BoxEmbeddings(cfg.box_vocab_size, cfg.embed_width) if cfg.box_vocab_size else None
+        self.type_tables = TypeTables(cfg.type_vocab_sizes, cfg.embed_width) if cfg.type_vocab_sizes else None
         self.token_proj = Linear(cfg.embed_width, cfg.embed_width) if cfg.token_proj else None
         self.embed_norm = make_norm(cfg, cfg.embed_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
@@ -274,11 +276,15 @@ class Stack(nn.Module):
         norm_first = cfg.decoder_embed_norm_first  # BlenderbotSmall's decoder: LN(e) + p
         if norm_first:
             x = self.embed_norm(x)
+        if cfg.position_reset_types is not None and token_type_ids is not None:  # TAPAS: positions within a cell
+            pos = cell_positions(pos, token_type_ids, cfg.position_reset_types)
         added = sub["positions"].embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
             x = x + (self.token_types(token_type_ids) if token_type_ids is not None else self.token_types.weight[0])
+        if self.type_tables is not None:  # TAPAS's table structure: K token types per token
+            x = x + self.type_tables(token_type_ids)
         if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
         if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids

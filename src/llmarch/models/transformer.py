@@ -60,7 +60,8 @@ class TransformerLM(Stack):
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
         slots filled once this call's tokens are written (its last slot + 1), known to the caller as a Python
         int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile).
-        token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0).
+        token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0); (B, T, K) for configs
+        with type_vocab_sizes (TAPAS's table structure; default all 0).
         task_type_ids (B, T): task ids, for configs with task_type_vocab_size (ERNIE; default all 0).
         lang_ids (B,) or (B, T): indices into `languages`, for configs with language adapters (X-MOD; default: the
         config's default_language), and into the language embeddings of configs with lang_vocab_size (XLM; default:
