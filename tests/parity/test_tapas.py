@@ -90,6 +90,13 @@ def test_base_model_reads_as_an_embedding_model(tmp_path):
     assert (mine - theirs)[mask.bool()].abs().max().item() <= 1e-4
 
 
+def test_token_types_of_another_shape_are_refused(tmp_path):
+    _, ours = saved(tmp_path, "ForMaskedLM")
+    ids, types, _ = table_batch()
+    with pytest.raises(LlmarchError, match=r"token_type_ids must have shape \(batch, seq, 7\)"):
+        ours(ids, token_type_ids=types[..., 0])
+
+
 def test_question_answering_is_refused():
     conf = {**transformers.TapasConfig(**TINY).to_dict(), "architectures": ["TapasForQuestionAnswering"]}
     with pytest.raises(LlmarchError, match="TapasForQuestionAnswering checkpoints are not supported"):

@@ -23,16 +23,23 @@ class TypeTables(nn.Module):
         """token_type_ids (B, T, K) -> (B, T, C) the sum of the K tables' rows; None: every id 0, (C,)."""
         if token_type_ids is None:
             return sum(t.weight[0] for t in self.tables)
+        self._check(token_type_ids)
         return sum(t(token_type_ids[..., k]) for k, t in enumerate(self.tables))
 
+    def cell_positions(self, pos: torch.Tensor, token_type_ids: torch.Tensor, columns: list) -> torch.Tensor:
+        """pos (B, T) positions; the tokens of one cell (equal ids in each of `columns` of token_type_ids (B, T, K))
+        count from the cell's first position, as transformers' TapasEmbeddings: p - min_cell(p)."""
+        self._check(token_type_ids)
+        ids = token_type_ids[..., columns]  # (B, T, R)
+        same = (ids[:, :, None, :] == ids[:, None, :, :]).all(-1)  # (B, T, T): token t and t' in one cell
+        first = torch.where(same, pos[:, None, :], torch.iinfo(pos.dtype).max).amin(-1)  # (B, T)
+        return pos - first
 
-def cell_positions(pos: torch.Tensor, token_type_ids: torch.Tensor, columns: list) -> torch.Tensor:
-    """pos (B, T) positions; the tokens of one cell (equal ids in each of `columns` of token_type_ids (B, T, K))
-    count from the cell's first position, as transformers' TapasEmbeddings: p - min_cell(p)."""
-    ids = token_type_ids[..., columns]  # (B, T, R)
-    same = (ids[:, :, None, :] == ids[:, None, :, :]).all(-1)  # (B, T, T): token t and t' in one cell
-    first = torch.where(same, pos[:, None, :], torch.iinfo(pos.dtype).max).amin(-1)  # (B, T)
-    return pos - first
+    def _check(self, token_type_ids: torch.Tensor) -> None:
+        k = len(self.tables)
+        if token_type_ids.dim() != 3 or token_type_ids.shape[-1] != k:
+            raise LlmarchError(f"token_type_ids must have shape (batch, seq, {k}) for this model's {k} token-type "
+                               f"tables, got {tuple(token_type_ids.shape)}")
 
 
 def check_table_types(cfg) -> None:

@@ -27,7 +27,7 @@ from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
 from ..layers.recurrence import RECURRENCES
 from ..layers.shared_block import SharedBlock
-from ..layers.table_types import TypeTables, cell_positions
+from ..layers.table_types import TypeTables
 from ..layers.token_dropout import drop_mask_tokens
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
@@ -277,7 +277,7 @@ class Stack(nn.Module):
         if norm_first:
             x = self.embed_norm(x)
         if cfg.position_reset_types is not None and token_type_ids is not None:  # TAPAS: positions within a cell
-            pos = cell_positions(pos, token_type_ids, cfg.position_reset_types)
+            pos = self.type_tables.cell_positions(pos, token_type_ids, cfg.position_reset_types)
         added = sub["positions"].embed(pos)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
