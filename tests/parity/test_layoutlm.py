@@ -66,6 +66,13 @@ def test_boxes_change_the_logits(tmp_path):
     assert (with_boxes - without)[mask.bool()].abs().max().item() > 1e-2
 
 
+def test_boxes_of_another_shape_are_refused(tmp_path):
+    _, ours = saved(tmp_path, "ForMaskedLM")
+    ids, _, _ = padded_batch(0)
+    with pytest.raises(LlmarchError, match=r"bbox must have shape \(batch, seq, 4\)"):
+        ours(ids, bbox=boxes()[..., :2])
+
+
 def test_base_model_reads_as_an_embedding_model(tmp_path):
     hf, ours = saved(tmp_path, "Model")
     assert ours.config.head == "embed"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import LlmarchError
+
 
 class BoxEmbeddings(nn.Module):
     def __init__(self, n: int, width: int):
@@ -20,6 +22,9 @@ class BoxEmbeddings(nn.Module):
 
     def forward(self, bbox: torch.Tensor) -> torch.Tensor:
         """bbox (B, T, 4) as (x0, y0, x1, y1) -> (B, T, C)."""
+        if bbox.dim() != 3 or bbox.shape[-1] != 4:
+            raise LlmarchError(f"bbox must have shape (batch, seq, 4): (x0, y0, x1, y1) per token, got "
+                               f"{tuple(bbox.shape)}")
         x0, y0, x1, y1 = bbox.unbind(-1)  # (B, T) each
         return self.x(x0) + self.y(y0) + self.x(x1) + self.y(y1) + self.h(y1 - y0) + self.w(x1 - x0)
 
