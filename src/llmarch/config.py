@@ -22,6 +22,7 @@ from .layers.moe import check_moe
 from .layers.positions import ROPE_SCALINGS
 from .layers.residual_mix import check_residual_mix
 from .layers.lang_adapters import check_lang_adapters
+from .layers.table_types import check_table_types
 from .layers.side_conv import check_side_conv
 from .layers.input_proj import check_input_proj
 from .vision.config import check_vision
@@ -296,6 +297,16 @@ class ModelConfig:
     # per token (XLM's lang_embeddings, Lample & Conneau 2019, §3.1 and Fig. 1: translation language modeling);
     # nothing is added where a forward is given no lang_ids, as transformers does; 0: none
     lang_vocab_size: int = 0
+    # 2-D position embeddings of each token's bounding box (layers/box_positions.py; LayoutLM, Xu et al. 2020, §2.2):
+    # x, y, height and width tables of this many coordinates, added to the input embeddings, read by forward's bbox
+    # (B, T, 4); boxes (0, 0, 0, 0) where a forward is given none, as transformers fills them; 0: none
+    box_vocab_size: int = 0
+    # several token-type tables in place of type_vocab_size's one (layers/table_types.py; TAPAS's seven, Herzig et
+    # al. 2020, §2), one column of forward's token_type_ids (B, T, K) each, all added; None: none
+    type_vocab_sizes: list | None = None
+    # positions restart at each table cell (TAPAS's reset_position_index_per_cell): the tokens whose token types in
+    # these columns of type_vocab_sizes agree count from their first token; None: absolute positions
+    position_reset_types: list | None = None
     # width of the token, position and token-type embeddings and of embed_norm; None: d_model. Another width: a
     # linear projection (embed_proj) into the residual stream after embed_norm, and an LM head's transform projects
     # back to it before the tied output projection (ELECTRA's embedding_size, Clark et al. 2020, §3.2)
@@ -953,14 +964,16 @@ class ModelConfig:
         check_hyper(self)
         check_side_conv(self)
         check_lang_adapters(self)
+        check_table_types(self)
         check_canon(self)
         check_recurrence(self)
         check_input_proj(self)
         self._validate_longrope()
         self._validate_alibi()
-        if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size) < 0:
-            raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size and position_offset must be "
-                               ">= 0")
+        if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size,
+               self.box_vocab_size) < 0:
+            raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size, box_vocab_size and "
+                               "position_offset must be >= 0")
         if not self.pooler and self.head == "detect":
             raise LlmarchError("head 'detect' reads each token through the pooler: it needs pooler=True")
         if not 0 <= self.default_token_type < max(self.type_vocab_size, 1):

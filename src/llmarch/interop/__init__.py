@@ -39,6 +39,7 @@ from . import bitnet, jetmoe, longcat_flash, persimmon  # noqa: F401
 from . import longt5, t5gemma, umt5  # noqa: F401
 from . import cwm, exaone, flex_olmo, internlm3, solar_open  # noqa: F401
 from . import bert_generation, convbert, ernie_bert, esm, ibert, rembert, squeezebert, xmod  # noqa: F401
+from . import layoutlm, luke, tapas  # noqa: F401
 from . import afmoe, granite_swa, hy_v3, olmo_hybrid  # noqa: F401
 from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401

@@ -15,6 +15,7 @@ from ..layers import POSITIONS, HookPoint
 from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
+from ..layers.box_positions import BoxEmbeddings
 from ..layers.canon import BlockState, Canon
 from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
@@ -27,6 +28,7 @@ from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
 from ..layers.recurrence import RECURRENCES
 from ..layers.shared_block import SharedBlock
+from ..layers.table_types import TypeTables
 from ..layers.token_dropout import drop_mask_tokens
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
@@ -38,6 +40,8 @@ class Stack(nn.Module):
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.sum_width) if cfg.type_vocab_size else None
         self.task_types = nn.Embedding(cfg.task_type_vocab_size, cfg.sum_width) if cfg.task_type_vocab_size else None
         self.lang_embed = nn.Embedding(cfg.lang_vocab_size, cfg.sum_width) if cfg.lang_vocab_size else None
+        self.box_embed = BoxEmbeddings(cfg.box_vocab_size, cfg.sum_width) if cfg.box_vocab_size else None
+        self.type_tables = TypeTables(cfg.type_vocab_sizes, cfg.sum_width) if cfg.type_vocab_sizes else None
         self.token_proj = Linear(cfg.embed_width, cfg.embed_width) if cfg.token_proj else None
         self.embed_norm = make_norm(cfg, cfg.sum_width) if cfg.embed_norm else None
         # ELECTRA: embeddings narrower than the residual stream, projected into it (embed_dim); FNet: at equal widths
@@ -186,7 +190,8 @@ class Stack(nn.Module):
             global_attention_mask: torch.Tensor | None = None,
             document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
             task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None,
-            prefix_mask: torch.Tensor | None = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
+            prefix_mask: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
+            bbox: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose
@@ -234,15 +239,16 @@ class Stack(nn.Module):
             mask = None if pad_mask is None else pad_mask[:, None, None, :]
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
-        ctx = AttentionContext(mask=mask, causal=cfg.causal and T > 1 and prefix_mask is None, rope=positions.rotary(pos),
-                               input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
+        causal = cfg.causal and T > 1 and prefix_mask is None
+        ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos), input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
                                shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids, token_type_ids=token_type_ids)
-        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids, prompt)
+        return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids, prompt,
+                            bbox)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
                     input_ids: torch.Tensor | None) -> torch.Tensor:
@@ -278,7 +284,8 @@ class Stack(nn.Module):
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
-                lang_ids: torch.Tensor | None = None, prompt: torch.Tensor | None = None):
+                lang_ids: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
+                bbox: torch.Tensor | None = None):
         """Embedding-side additions and scaling, then the blocks and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
@@ -304,12 +311,16 @@ class Stack(nn.Module):
         norm_first = cfg.decoder_embed_norm_first  # BlenderbotSmall's decoder: LN(e) + p
         if norm_first:
             x = self.embed_norm(x)
+        if cfg.position_reset_types is not None and token_type_ids is not None:  # TAPAS: positions within a cell
+            pos = self.type_tables.cell_positions(pos, token_type_ids, cfg.position_reset_types)
         added = sub["positions"].embed(pos[:, pos.shape[1] - T:])  # the tokens' own (a prompt's slots come first)
         if added is not None:  # absolute positions (learned, sinusoidal), added to the token embeddings
             x = x + sub["hook_pos_embed"](added)
         if self.token_types is not None:
             types = self.token_types
             x = x + (types(token_type_ids) if token_type_ids is not None else types.weight[cfg.default_token_type])
+        if self.type_tables is not None:  # TAPAS's table structure: K token types per token
+            x = x + self.type_tables(token_type_ids)
         if self.task_types is not None:  # ERNIE's task embeddings, after the token types as transformers adds them
             x = x + (self.task_types(task_type_ids) if task_type_ids is not None else self.task_types.weight[0])
         if self.lang_embed is not None and lang_ids is not None:  # XLM's language embeddings, (B,) or (B, T) ids
@@ -318,6 +329,8 @@ class Stack(nn.Module):
         if ngram is not None:  # (B, 2T, C): the first predicting stream's rows, one position ahead, after the tokens
             ahead = ngram[-1].to(x.dtype) + sub["positions"].embed(pos + 1)
             x = torch.cat([x, ahead.expand_as(x)], dim=1)
+        if self.box_embed is not None:  # LayoutLM's 2-D positions: each token's box on the page, (0, 0, 0, 0) if none
+            x = x + (self.box_embed(bbox) if bbox is not None else self.box_embed.origin())
         if self.embed_norm is not None and not norm_first:
             x = self.embed_norm(x)
         x = self.drop(x)

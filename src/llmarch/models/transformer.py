@@ -60,17 +60,21 @@ class TransformerLM(Stack):
                 global_attention_mask: torch.Tensor | None = None,
                 document_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
                 lang_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
-                prefix_mask: torch.Tensor | None = None) -> ModelOutput:
+                prefix_mask: torch.Tensor | None = None,
+                bbox: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
         slots filled once this call's tokens are written (its last slot + 1), known to the caller as a Python
         int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile).
-        token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0).
+        token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0); (B, T, K) for configs
+        with type_vocab_sizes (TAPAS's table structure; default all 0).
         task_type_ids (B, T): task ids, for configs with task_type_vocab_size (ERNIE; default all 0).
         lang_ids (B,) or (B, T): indices into `languages`, for configs with language adapters (X-MOD; default: the
         config's default_language), and into the language embeddings of configs with lang_vocab_size (XLM; default:
         none added).
+        bbox (B, T, 4): each token's bounding box (x0, y0, x1, y1) on the page, for configs with box_vocab_size
+        (LayoutLM's 2-D positions; default all (0, 0, 0, 0)).
         global_attention_mask (B, S'): 1 for Longformer's global tokens (attention="longformer"), over key slots.
         document_ids (B, T): packed documents, numbered per token: attention and positions stay within each
         (training on packed sequences; stack.py), in place of attention_mask.
@@ -81,7 +85,7 @@ class TransformerLM(Stack):
         x = self.run(embeds, attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
                      task_type_ids=task_type_ids, lang_ids=lang_ids, prefix_mask=prefix_mask,
-                     prompt=self._prompt())
+                     prompt=self._prompt(), bbox=bbox)
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
