@@ -240,7 +240,8 @@ class Stack(nn.Module):
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         causal = cfg.causal and T > 1 and prefix_mask is None
-        ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos), input_pos=input_pos, positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
+        ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos), input_pos=input_pos,
+                               positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
                                shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
