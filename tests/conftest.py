@@ -155,3 +155,22 @@ def byte_checkpoint(folder, context_length: int = 64):
                              ffn_hidden=128, context_length=context_length), path)
     ByteTokenizer().save(path)
     return path
+
+
+def assert_encoder_round_trip(hf, ours, written, real, inputs: dict, labels: list[str] | None = None):
+    """An encoder's checks (fp32): our logits for `inputs` (forward's keywords, input_ids first) equal transformers'
+    within 1e-4 where `real` selects (a mask of real tokens, or a slice for a classifier's rows); to_hf into
+    `written` loads in transformers' class to the same logits and reads back to the same config. Returns our logits
+    and the reloaded transformers model."""
+    from llmarch.interop import from_hf, to_hf
+
+    with torch.no_grad():
+        mine = ours(**inputs).logits
+        assert (mine - hf(**inputs).logits)[real].abs().max().item() <= 1e-4
+    to_hf(ours, written, labels=labels)
+    again = type(hf).from_pretrained(written).eval()
+    with torch.no_grad():
+        assert (again(**inputs).logits - mine)[real].abs().max().item() <= 1e-4
+    cfg = ours.config
+    assert from_hf(written).config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    return mine, again

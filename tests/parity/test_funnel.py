@@ -11,7 +11,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf, to_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed
+from conftest import assert_encoder_round_trip, perturbed
 from test_bertkin import right_padded
 
 transformers = pytest.importorskip("transformers")
@@ -45,16 +45,7 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     hf, ours = _pair(tmp_path, "FunnelForMaskedLM", dict(TINY, **CASES.get(case, {})))
     assert ours.config.recurrence == "funnel" and ours.config.funnel_decoder_layers == 2
     ids, mask, kw = _batch(case == "odd-length")
-    real = mask.bool()
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask, **kw).logits
-        assert (mine - hf(ids, attention_mask=mask, **kw).logits)[real].abs().max().item() <= 1e-4
-    to_hf(ours, tmp_path / "out")
-    again = transformers.FunnelForMaskedLM.from_pretrained(tmp_path / "out").eval()
-    with torch.no_grad():
-        assert (again(ids, attention_mask=mask, **kw).logits - mine)[real].abs().max().item() <= 1e-4
-    cfg = ours.config
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_encoder_round_trip(hf, ours, tmp_path / "out", mask.bool(), dict(input_ids=ids, attention_mask=mask, **kw))
 
 
 @pytest.mark.parametrize("suffix, head", [("ForSequenceClassification", "classify"),

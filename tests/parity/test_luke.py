@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed
+from conftest import assert_encoder_round_trip, perturbed
 from test_bert import padded_batch
 
 transformers = pytest.importorskip("transformers")
@@ -35,17 +35,9 @@ def test_heads_match_transformers_and_round_trip(tmp_path, suffix, aware):
     assert ours.config.head == head and ours.config.position_offset == 2 and not ours.config.causal
     ids, types, mask = padded_batch(1)
     real = slice(None) if head == "classify" else mask.bool()
-    with torch.no_grad():
-        theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
-        mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
-    assert (mine - theirs)[real].abs().max().item() <= 1e-4
-    to_hf(ours, tmp_path / "out", labels=None if head == "lm" else ["a", "b", "c"])
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    with torch.no_grad():
-        back = again(ids, attention_mask=mask, token_type_ids=types).logits
-    assert (back - mine)[real].abs().max().item() <= 1e-4
-    cfg = ours.config
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_encoder_round_trip(hf, ours, tmp_path / "out", real,
+                              dict(input_ids=ids, attention_mask=mask, token_type_ids=types),
+                              labels=None if head == "lm" else ["a", "b", "c"])
 
 
 def test_base_model_reads_as_an_embedding_model(tmp_path):

@@ -10,7 +10,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf, to_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed
+from conftest import assert_encoder_round_trip, perturbed
 from test_bertkin import right_padded
 
 transformers = pytest.importorskip("transformers")
@@ -40,16 +40,7 @@ def test_masked_lm_matches_transformers_and_round_trips(tmp_path, case):
     hf, ours = _pair(tmp_path, "MobileBertForMaskedLM", CASES[case])
     assert ours.config.mixer == "bottleneck" and ours.config.head == "lm"
     ids, mask, kw = right_padded(0, ("types",))
-    real = mask.bool()
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask, **kw).logits
-        assert (mine - hf(ids, attention_mask=mask, **kw).logits)[real].abs().max().item() <= 1e-4
-    to_hf(ours, tmp_path / "out")
-    again = transformers.MobileBertForMaskedLM.from_pretrained(tmp_path / "out").eval()
-    with torch.no_grad():
-        assert (again(ids, attention_mask=mask, **kw).logits - mine)[real].abs().max().item() <= 1e-4
-    cfg = ours.config
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_encoder_round_trip(hf, ours, tmp_path / "out", mask.bool(), dict(input_ids=ids, attention_mask=mask, **kw))
 
 
 @pytest.mark.parametrize("suffix, head", [("ForSequenceClassification", "classify"),
@@ -85,7 +76,8 @@ def test_variants_it_cannot_hold_are_refused(fields):
         hf_model_config({**transformers.MobileBertConfig(**{**TINY, **fields}).to_dict(), "model_type": "mobilebert"})
 
 
-@pytest.mark.parametrize("fields", [dict(mixer="bottleneck", bottleneck_dim=32), dict(embed_dim=32, embed_input="trigram")])
+@pytest.mark.parametrize("fields", [dict(mixer="bottleneck", bottleneck_dim=32),
+                                    dict(embed_dim=32, embed_input="trigram")])
 def test_parts_that_read_later_tokens_refuse_a_causal_stack(fields):
     import llmarch
 

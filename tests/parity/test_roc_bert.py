@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed
+from conftest import assert_encoder_round_trip, perturbed
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,17 +46,8 @@ def saved(tmp_path, case: str, cls: str, **extra):
 
 def assert_matches_and_round_trips(hf, ours, tmp_path, real, **labels):
     ids, mask, types = batch()
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
-        theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
-    assert (mine - theirs)[real].abs().max().item() <= 1e-4
-    to_hf(ours, tmp_path / "out", **labels)
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    with torch.no_grad():
-        assert (again(ids, attention_mask=mask, token_type_ids=types).logits - mine)[real].abs().max() <= 1e-4
-    cfg = ours.config
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
-    return again
+    inputs = dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    return assert_encoder_round_trip(hf, ours, tmp_path / "out", real, inputs, **labels)[1]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

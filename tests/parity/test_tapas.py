@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf, to_hf
+from llmarch.interop import from_hf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import perturbed
+from conftest import assert_encoder_round_trip, perturbed
 
 transformers = pytest.importorskip("transformers")
 
@@ -55,16 +55,9 @@ def test_heads_match_transformers_and_round_trip(tmp_path, suffix, reset):
     assert cfg.position_reset_types == ([1, 2] if reset else None)
     ids, types, mask = table_batch()
     real = slice(None) if head == "classify" else mask.bool()
-    with torch.no_grad():
-        theirs = hf(ids, attention_mask=mask, token_type_ids=types).logits
-        mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
-    assert (mine - theirs)[real].abs().max().item() <= 1e-4
-    to_hf(ours, tmp_path / "out", labels=None if head == "lm" else ["a", "b", "c"])
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    with torch.no_grad():
-        back = again(ids, attention_mask=mask, token_type_ids=types).logits
-    assert (back - mine)[real].abs().max().item() <= 1e-4
-    assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    assert_encoder_round_trip(hf, ours, tmp_path / "out", real,
+                              dict(input_ids=ids, attention_mask=mask, token_type_ids=types),
+                              labels=None if head == "lm" else ["a", "b", "c"])
 
 
 def test_positions_reset_per_cell_change_the_logits(tmp_path):
