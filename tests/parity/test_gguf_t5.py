@@ -143,15 +143,8 @@ def test_t5_gguf_round_trip_and_llama_cpp(case, tmp_path, t5_tokenizer):
     src, tgt = torch.randint(3, 96, (2, 13)), torch.randint(3, 96, (2, 7))
     with torch.no_grad():
         assert (back(src, tgt).logits - model(src, tgt).logits).abs().max() <= 1e-4
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    source = src[1].tolist()
-    seq, theirs = llama_cpp_seq2seq(path, source, 8)
-    with torch.no_grad():
-        ours = llmarch.generate(model, torch.tensor([source]), max_new_tokens=8, eos_id=-1)[0].tolist()
-        logits = model(torch.tensor([source]), torch.tensor([seq[:-1]])).logits[0].numpy()
-    assert ours == seq
     # measured: 3.1e-4 to 4.3e-4 of the largest |logit| (about the same with llama.cpp's KV cache in F32)
-    assert np.abs(theirs / scale - logits).max() <= 2e-3 * np.abs(logits).max()
+    assert_llama_cpp_decodes_alike(path, model, src[1].tolist(), scale)
 
 
 @pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
@@ -275,3 +268,14 @@ def test_unigram_vocabulary_without_space_prefix_or_merging_tokenizes_as_llama_c
         assert vocab.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text), text
     assert "".join(map(tok.tk.id_to_token, tok.encode(" the  dog "))) == "▁the▁▁dog▁</s>"
 
+
+def assert_llama_cpp_decodes_alike(path, model, source: list[int], scale: float = 1.0) -> None:
+    """llama.cpp decodes the seq2seq file at `path` from `source` greedily to llmarch's 8 tokens, its logits (over
+    `scale`, what its head multiplies them by) within 2e-3 of the largest |logit| of llmarch's."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    seq, theirs = llama_cpp_seq2seq(path, source, 8)
+    with torch.no_grad():
+        ours = llmarch.generate(model, torch.tensor([source]), max_new_tokens=8, eos_id=-1)[0].tolist()
+        logits = model(torch.tensor([source]), torch.tensor([seq[:-1]])).logits[0].numpy()
+    assert ours == seq
+    assert np.abs(theirs / scale - logits).max() <= 2e-3 * np.abs(logits).max(), np.abs(theirs - logits).max()

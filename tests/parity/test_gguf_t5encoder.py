@@ -133,7 +133,7 @@ def test_umt5_written_as_t5_decodes_in_llama_cpp(tmp_path):
     records scale_decoder_outputs false; its default, tied and scaled, is refused as T5 v1.0's tied gated head is:
     llama.cpp does not scale): GGUF t5 with a table in every layer of both stacks, read back as umt5; llama.cpp
     decodes it greedily to llmarch's tokens."""
-    from test_gguf_t5 import llama_cpp_seq2seq
+    from test_gguf_t5 import assert_llama_cpp_decodes_alike
 
     torch.manual_seed(0)
     conf = transformers.UMT5Config(**SMALL, tie_word_embeddings=False)
@@ -152,20 +152,14 @@ def test_umt5_written_as_t5_decodes_in_llama_cpp(tmp_path):
     src, tgt = torch.randint(3, 256, (2, 13)), torch.randint(3, 256, (2, 7))
     with torch.no_grad():
         assert (back(src, tgt).logits - model(src, tgt).logits).abs().max() <= 1e-5
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    source = src[1].tolist()
-    seq, theirs = llama_cpp_seq2seq(path, source, 8)
-    with torch.no_grad():
-        ours = llmarch.generate(model, torch.tensor([source]), max_new_tokens=8, eos_id=-1)[0].tolist()
-        logits = model(torch.tensor([source]), torch.tensor([seq[:-1]])).logits[0].numpy()
-    assert ours == seq  # measured 1.3e-2 apart on logits up to 26 (the tanh-GELU's F16 table, as for T5)
-    assert np.abs(theirs - logits).max() <= 2e-3 * np.abs(logits).max(), np.abs(theirs - logits).max()
+    # measured 1.3e-2 apart on logits up to 26 (the tanh-GELU's F16 table, as for T5)
+    assert_llama_cpp_decodes_alike(path, model, src[1].tolist())
 
 
 def test_mt5_written_as_t5_decodes_in_llama_cpp(tmp_path):
     """MT5ForConditionalGeneration (gated, untied, never rescaled): GGUF t5, read back as t5 (the same model);
     llama.cpp decodes it greedily to llmarch's tokens."""
-    from test_gguf_t5 import llama_cpp_seq2seq
+    from test_gguf_t5 import assert_llama_cpp_decodes_alike
 
     torch.manual_seed(0)
     hf = perturbed(transformers.MT5ForConditionalGeneration(transformers.MT5Config(**SMALL)))
@@ -180,11 +174,5 @@ def test_mt5_written_as_t5_decodes_in_llama_cpp(tmp_path):
     src, tgt = torch.randint(3, 256, (2, 13)), torch.randint(3, 256, (2, 7))
     with torch.no_grad():
         assert (back(src, tgt).logits - model(src, tgt).logits).abs().max() <= 1e-5
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    source = src[1].tolist()
-    seq, theirs = llama_cpp_seq2seq(path, source, 8)
-    with torch.no_grad():
-        ours = llmarch.generate(model, torch.tensor([source]), max_new_tokens=8, eos_id=-1)[0].tolist()
-        logits = model(torch.tensor([source]), torch.tensor([seq[:-1]])).logits[0].numpy()
-    assert ours == seq  # measured 1.4e-2 apart on logits up to 26
-    assert np.abs(theirs - logits).max() <= 2e-3 * np.abs(logits).max(), np.abs(theirs - logits).max()
+    # measured 1.4e-2 apart on logits up to 26
+    assert_llama_cpp_decodes_alike(path, model, src[1].tolist())

@@ -19,23 +19,11 @@ from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 
 from conftest import llama_cpp_against, perturbed, perturbed_from_hf, routed_apart
+from test_gguf_ggufmore import written
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 transformers.logging.set_verbosity_error()
-
-
-def written(model, tmp_path, arch):
-    """model written as an F32 .gguf of GGUF architecture `arch`; read back by llmarch to logits within 1e-5."""
-    path = tmp_path / "x.gguf"
-    to_gguf(model, path, "f32", ByteTokenizer())
-    assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == arch
-    back = llmarch.from_gguf(path)
-    torch.manual_seed(1)
-    ids = torch.randint(0, 256, (1, 24))
-    with torch.no_grad():
-        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-5
-    return path, back
 
 
 # one RoPE base for both layer types: llama.cpp 0.3.36's mellum graph rotates the sliding layers with the full ones'
