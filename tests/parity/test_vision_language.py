@@ -194,3 +194,26 @@ def test_unsupported_text_model_and_registry(tmp_path):
     with pytest.raises(LlmarchError, match="mistral"):
         llmarch.from_hf(tmp_path)
     assert tuple(PROJECTORS.names()) == PROJECTOR_KINDS
+
+
+def test_a_paligemma_prompt_reads_both_ways_on_every_path(pair):
+    """A text prompt to PaliGemma (no image) is its prefix wherever it is prefilled: generate's engine, the server's
+    per-request prefill (generate/batch.py) and prompt lookup's engine give transformers' first logits with the
+    prompt as token type 0, not the causal reading's."""
+    from llmarch.generate.batch import RunningBatch
+    from llmarch.generate.engine import Engine
+
+    name, hf, ours = pair
+    if name != "paligemma":
+        pytest.skip("PaliGemma's prefix-LM")
+    ids = torch.randint(1, 99, (1, 9), generator=torch.Generator().manual_seed(3))
+    pos = torch.arange(9)[None] + 1
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, token_type_ids=torch.zeros_like(ids), position_ids=pos).logits[0, -1]
+        causal = ours(ids).logits[0, -1]
+        with Engine(ours, 1, 16) as engine:
+            first = engine.prefill(ids)[0]
+    _, served = RunningBatch(ours, rows=2, max_len=16).prefill(ids[0].tolist())
+    assert (causal - theirs).abs().max() > 1e-3  # the prefix matters on this prompt
+    for logits in (first, served):
+        assert (logits - theirs).abs().max() <= 1e-4

@@ -66,7 +66,9 @@ class RunningBatch:
         x = torch.tensor([ids], dtype=torch.long, device=self.mask.device)
         self.model.setup_cache(1, P)
         try:
-            out = self.model(x, input_pos=self.engine.slots[:P], kv_len=P, last_only=not all_logits)
+            # a prefix LM's prompt (PaliGemma's) is read both ways, as generate's engine reads it
+            extra = {"prefix_mask": torch.ones_like(x)} if getattr(self.model.config, "prefix_lm", False) else {}
+            out = self.model(x, input_pos=self.engine.slots[:P], kv_len=P, last_only=not all_logits, **extra)
             states = self.model.caches()
         finally:
             self.model.set_caches(self.states, self.max_len)

@@ -126,12 +126,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                 bounded=not compile) as engine:
         embeds = None if pixel_values is None else \
             model.embed_inputs(request.prompt, pixel_values.to(request.prompt.device))
-        prefix = None
-        if cfg.prefix_lm:  # the prompt's real tokens are the prefix
-            P = request.prompt.shape[1]
-            prefix = torch.ones_like(request.prompt) if request.mask is None else request.mask[:, :P]
-        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), _rows(embeds, repeat),
-                               _rows(prefix, repeat))
+        # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
+        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), _rows(embeds, repeat))
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens
         if penalties is not None:
             prompt_mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
