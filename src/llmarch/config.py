@@ -78,10 +78,10 @@ class ModelConfig:
     # the final norm's epsilon; None: norm_eps (JetMoE: rms_norm_eps reaches only its final norm, its blocks' norms
     # keep transformers' default 1e-6)
     final_norm_eps: float | None = None
-    # whether the final norm, and the QK-norm, have a bias; None: norm_bias (ESM C: LayerNorms with biases in its
-    # blocks, without in its final norm and its QK-norm)
+    # whether the final norm has a bias; None: norm_bias (ESM C: LayerNorms with biases in its blocks, without in its
+    # final norm and its QK-norm)
     final_norm_bias: bool | None = None
-    qk_norm_bias: bool | None = None
+    qk_norm_bias: bool | None = None  # whether the QK-norm has a bias; None: norm_bias (ESM C's has none)
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x)),
     # normed_residual: the residual add keeps the normed input, x = n(x) + f(n(x)) (MiniMax-01's DeepNorm post-norm,
@@ -138,9 +138,9 @@ class ModelConfig:
     funnel_blocks: list | None = None
     funnel_decoder_layers: int = 0  # recurrence 'funnel': blocks after upsampling back to full length (MLM decoder)
     funnel_pooling: str = "mean"  # recurrence 'funnel': mean or max over each pair of neighbours (pooling_type)
-    # recurrence 'funnel': the first token (<cls>) kept out of the pooling (separate_cls), and then the last token
-    # dropped so that the rest pairs up (truncate_seq)
-    funnel_separate_cls: bool = True
+    funnel_separate_cls: bool = True  # recurrence 'funnel': the first token (<cls>) kept out of the pooling
+    # recurrence 'funnel', with funnel_separate_cls: the last token dropped before pooling, so that the rest pairs up
+    # (truncate_seq)
     funnel_truncate: bool = True
     # recurrence 'funnel': a pooled group's first block pools its queries only, attending over the unpooled keys and
     # values (pool_q_only); False: all three pooled

@@ -44,11 +44,16 @@ class TypeTables(nn.Module):
 
 def check_table_types(cfg) -> None:
     if cfg.type_vocab_sizes is not None:
-        if not cfg.type_vocab_sizes or min(cfg.type_vocab_sizes) <= 0 or cfg.type_vocab_size:
+        if not cfg.type_vocab_sizes or not all(_whole(n) and n > 0 for n in cfg.type_vocab_sizes) \
+                or cfg.type_vocab_size:
             raise LlmarchError("type_vocab_sizes needs positive table sizes, and type_vocab_size 0 (one table)")
     if cfg.position_reset_types is not None:
         k = len(cfg.type_vocab_sizes or ())
-        if not cfg.position_reset_types or any(not 0 <= c < k for c in cfg.position_reset_types) \
+        if not cfg.position_reset_types or any(not _whole(c) or not 0 <= c < k for c in cfg.position_reset_types) \
                 or cfg.positions != "learned" or cfg.position_offset:
             raise LlmarchError("position_reset_types names columns of type_vocab_sizes' token types, and needs "
                                "learned positions from 0")
+
+
+def _whole(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool)
