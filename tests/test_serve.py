@@ -227,13 +227,15 @@ def slow():
 
 def test_disconnect_frees_the_row(slow):
     scheduler = slow.server.scheduler
-    with httpx.stream("POST", slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90,
+    # greedy: a sampled request ends at the tiny model's end-of-text token a quarter of the time, sometimes at once
+    with httpx.stream("POST", slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90, "temperature": 0,
                                                                  "stream": True}) as r:
         next(r.iter_lines())
         assert scheduler.rows
     wait_for(lambda: not scheduler.rows, 1.0)  # long before its 90 tokens (1.8 s)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90}, timeout=0.3)
+        httpx.post(slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90, "temperature": 0},
+                   timeout=0.3)
     wait_for(lambda: not scheduler.rows, 1.0)
 
 
@@ -266,7 +268,7 @@ def test_a_request_that_fails_after_a_row_joined_frees_it():
 
 def test_full_queue_answers_503(slow):
     scheduler = slow.server.scheduler
-    body = {"prompt": "a", "max_tokens": 60, "stream": True}
+    body = {"prompt": "a", "max_tokens": 60, "stream": True, "temperature": 0}  # greedy: it runs all 60
     with httpx.stream("POST", slow.url + "/v1/completions", json=body) as first:
         lines = first.iter_lines()  # kept: a collected line iterator closes the stream
         next(lines)  # running: the only row
