@@ -67,7 +67,7 @@ class RunningBatch:
         self.model.setup_cache(1, P)
         try:
             # a prefix LM's prompt (PaliGemma's) is read both ways, as generate's engine reads it
-            extra = {"prefix_mask": torch.ones_like(x)} if getattr(self.model.config, "prefix_lm", False) else {}
+            extra = {"prefix_mask": torch.ones_like(x)} if self.model.config.prefix_lm else {}
             out = self.model(x, input_pos=self.engine.slots[:P], kv_len=P, last_only=not all_logits, **extra)
             states = self.model.caches()
         finally:

@@ -61,7 +61,7 @@ class Engine:
         embeddings where they are not embed(ids) (images: TransformerLM.embed_inputs); prefix_mask (B, T): a
         prefix-LM's prefix among them (TransformerLM.forward); by default, for a prefix LM's first prefill (config
         prefix_lm: PaliGemma), its real tokens, so that every strategy over the engine reads a prompt alike."""
-        if prefix_mask is None and self.length == 0 and getattr(self.model.config, "prefix_lm", False):
+        if prefix_mask is None and self.length == 0 and self.model.config.prefix_lm:
             prefix_mask = torch.ones_like(ids) if self.mask is None else self.mask[:, :ids.shape[1]]
         extra = {k: v for k, v in (("embeds", embeds), ("prefix_mask", prefix_mask)) if v is not None}
         return self._step(ids, extra)
