@@ -114,3 +114,51 @@ def test_a_compiled_training_step_after_generate(monkeypatch):
     logits = torch.compile(lambda x: model(x).logits)(ids)
     F.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_one_query_attention_compiled_equals_sdpa():
+    """In a compiled graph on a CPU, one query per head is computed as products and sums inductor fuses
+    (attention._one_query), not torch's fused kernel: the same values as that kernel gives eagerly, for grouped
+    KV heads, each mask form SDPA reads (none, bool per row, float per head), and a scale of its own."""
+    from llmarch.layers.attention import sdpa_attention
+
+    torch.manual_seed(0)
+    B, H, G, S, D = 2, 6, 2, 9, 8
+    q, k, v = torch.randn(B, H, 1, D), torch.randn(B, G, S, D), torch.randn(B, G, S, D)
+    rows = torch.ones(B, 1, 1, S, dtype=torch.bool)
+    rows[0, ..., :3] = False  # a left-padded row
+    heads = torch.randn(B, H, 1, S)
+    for mask, scale in ((None, None), (rows, None), (heads, 0.3), (rows[:1], None)):
+        eager = sdpa_attention(q, k, v, mask, False, 0.0, None, scale=scale)
+        fn = torch.compile(lambda q, k, v: sdpa_attention(q, k, v, mask, False, 0.0, None, scale=scale),
+                           fullgraph=True, dynamic=False)
+        from torch._inductor.utils import run_and_get_code
+
+        compiled, code = run_and_get_code(fn, q, k, v)
+        assert "scaled_dot_product" not in "\n".join(code).replace("cpp_fused__scaled_dot_product", "")
+        assert (compiled - eager).abs().max() < 1e-5
+
+
+def test_compiled_decode_with_the_split_layers_matches_eager(monkeypatch):
+    """Where one-row products run split over two cores (forced here: split_pays measures the machine), the
+    compiled step reads every weight in nn.Linear's (out, in) layout with inductor's own dot products, and
+    eager decoding the transposed layout with the split product: a grouped-query model decodes a left-padded
+    batch to the same tokens either way, switching layouts between calls."""
+    import llmarch.transforms as transforms
+    from llmarch.layers.split_linear import SplitLinear
+
+    monkeypatch.setattr(transforms, "split_pays", lambda: True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = tiny("llama-tiny", n_kv_heads=2).eval()
+        prompts = [[5, 6, 7, 8, 9], [1, 2, 3]]
+        eager = llmarch.generate(model, prompts, max_new_tokens=6)
+        up = model.blocks[0].mlp.gate_up
+        assert isinstance(up, SplitLinear) and up.weight.t().is_contiguous()  # laid out for the eager split
+        assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == eager
+        assert up.weight.is_contiguous()  # and now for the compiled step's dot products
+        assert llmarch.generate(model, prompts, max_new_tokens=6) == eager
+        assert up.weight.t().is_contiguous()
+    finally:
+        torch.set_num_threads(threads)

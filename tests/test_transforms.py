@@ -72,19 +72,32 @@ def test_split_linear_computes_one_row_on_the_split_path_for_both_layouts():
 
 
 def test_split_linear_compiles_as_one_graph_on_two_threads():
-    """Under torch.compile a one-row call takes nn.Linear's path without tracing the thread check (dynamo
-    cannot trace torch.get_num_threads: `generate --compile` of one prompt on a multi-core CPU failed)."""
-    linear = nn.Linear(64, 32)
-    split = SplitLinear.from_linear(linear)
+    """Under torch.compile a one-row call never reaches the BLAS's one-core product (SmolLM2 fp32 compiled ran at
+    0.64x its eager speed that way on the AMD EPYC), nor traces the thread check (dynamo cannot trace
+    torch.get_num_threads: `generate --compile` of one prompt on a multi-core CPU once failed): over nn.Linear's
+    (out, in) layout it is inductor's own loop of dot products, no matmul call at all; over the transposed
+    layout, the split product as `baddbmm`, which inductor leaves to the BLAS."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with torch.no_grad():
-            x = torch.randn(1, 1, 64)
-            y = torch.compile(split, fullgraph=True, dynamic=False)(x)
+        for n_in, n_out, bias, transposed in ((64, 32, True, False), (64, 32, False, False),
+                                              (32, 96, False, True), (32, 96, True, True)):
+            linear = nn.Linear(n_in, n_out, bias=bias)
+            if transposed:
+                linear.weight.data = linear.weight.data.t().contiguous().t()
+            split = SplitLinear.from_linear(linear)
+            with torch.no_grad():
+                x = torch.randn(1, 1, n_in)
+                y, code = run_and_get_code(torch.compile(split, fullgraph=True, dynamic=False), x)
+            assert y.shape == (1, 1, n_out) and (y - linear(x)).abs().max() < 1e-5
+            code = "\n".join(code)
+            assert ("extern_kernels.baddbmm" in code) == transposed and "extern_kernels.mm" not in code, code
+            assert "extern_kernels.addmm" not in code and "extern_kernels.bmm" not in code, code
     finally:
         torch.set_num_threads(threads)
-    assert (y - linear(x)).abs().max() < 1e-5
 
 
 def test_for_cpu_decoding_keeps_weights_ties_and_greedy_tokens():

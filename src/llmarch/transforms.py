@@ -97,6 +97,15 @@ def transposed_weight_layout(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def row_major_layout(model: nn.Module) -> nn.Module:
+    """Undo transposed_weight_layout: every nn.Linear weight stored (out, in), contiguous. In place."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and not module.weight.is_contiguous():
+            module.weight.data = module.weight.data.contiguous()
+    return model
+
+
 # Float linear weights beyond which a decoded token streams them from memory rather than cache, and the
 # transposed layout of widening weights pays even where the BLAS threads one-row products itself. On the Intel
 # Xeon VM of docs/benchmarks.md (SmolLM2-shaped layers, 2 threads, in turns): 113-538 MB of weights ran 1.04-1.09x
@@ -105,18 +114,34 @@ def transposed_weight_layout(model: nn.Module) -> nn.Module:
 STREAMED_BYTES = 100 * 10**6
 
 
-def for_cpu_decoding(model: nn.Module, split: bool | None = None) -> nn.Module:
+def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool = False) -> nn.Module:
     """What `llmarch generate` and `llmarch bench` apply to a model that decodes on CPU. Where one-row products
     run faster split over two cores (split None: as `split_pays` measures on this machine; True/False: decided
-    by the caller): transposed_weight_layout, then every nn.Linear replaced by a SplitLinear sharing its
-    Parameters. Where the BLAS already spreads a one-row product over the cores (MKL on the Intel VM of
-    docs/benchmarks.md), the linear layers stay nn.Linear, and only a model whose float linear weights exceed
+    by the caller): every nn.Linear replaced by a SplitLinear sharing its Parameters, laid out for how the steps
+    will run: eager (compiled False), transposed_weight_layout, whose (in, out) widening weights the split reads
+    fastest; compiled, every weight (out, in), nn.Linear's own, which the compiled graph's dot products read
+    fastest (split_linear.py), so a model that switches between the two is laid out anew each time (a copy of
+    its widening weights). Where the BLAS already spreads a one-row product over the cores (MKL on the Intel VM
+    of docs/benchmarks.md), the linear layers stay nn.Linear, and only a model whose float linear weights exceed
     STREAMED_BYTES gets the transposed layout.
     Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take nn.Linear's
     path. A model on another device, or in a process group (its parameters are then DDP's replicas or FSDP's
     shards, laid out as those keep them), is returned untouched. In place; returns the model."""
     if next(model.parameters()).device.type != "cpu" or torch.distributed.is_initialized():
         return model
+    if not (split_pays() if split is None else split):
+        if linear_bytes(model) > STREAMED_BYTES:
+            transposed_weight_layout(model)
+        return model
+    if compiled:
+        row_major_layout(model)
+    else:
+        transposed_weight_layout(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) in (nn.Linear, Linear):
+                setattr(parent, name, SplitLinear.from_linear(child))
+    return model
     if not (split_pays() if split is None else split):
         if linear_bytes(model) > STREAMED_BYTES:
             transposed_weight_layout(model)

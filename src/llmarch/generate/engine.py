@@ -36,7 +36,7 @@ class Engine:
         if self.set_eval:
             model.eval()
         with torch.inference_mode(False):  # new weight layouts are parameters' data: never inference tensors
-            for_cpu_decoding(model)
+            for_cpu_decoding(model, compiled=compile)
         self.slots = torch.arange(max_len, device=next(model.parameters()).device)  # views, no allocation per step
         self.length = 0  # slots filled
         self.compiled = compiled_step(model) if compile else None

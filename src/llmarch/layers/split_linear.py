@@ -12,8 +12,15 @@ weight is stored, so that each half is one contiguous block of it:
 - (k, n), transposed_weight_layout's widening weights: the contraction split (split-K, as GEMM libraries do),
   y = x[:k/2] W[:, :k/2]^T + x[k/2:] W[:, k/2:]^T, the two partial sums then added;
 - (n, k), nn.Linear's own: the outputs split, y = [x W[:n/2]^T, x W[n/2:]^T], nothing to add.
-Every other input (training batches, prefill, several rows, autograd on, torch.compile) takes nn.Linear's own
-path."""
+Every other input (training batches, prefill, several rows, autograd on) takes nn.Linear's own path.
+Inside torch.compile (the compiled decode step) a one-row product over nn.Linear's (n, k) layout is written as
+what it is, (W * x).sum(-1), which inductor turns into a dot-product loop of its own, threaded over the outputs,
+each thread streaming its rows: on the AMD EPYC that read SmolLM2's weights at 24-28 GB/s against 18-27 for the
+split above, whose layouts suit the BLAS rather than this loop (`for_cpu_decoding(compiled=True)` keeps every
+weight (n, k)). Left to F.linear, inductor calls the BLAS's one-core product: SmolLM2 fp32 decoded compiled at
+21.9 tokens/s that way, against 34 eager (docs/benchmarks.md). A (k, n) weight in a compiled graph (a model laid
+out for eager decoding, then compiled by its user) takes the split as `baddbmm`, which inductor leaves to the
+BLAS (a one-row `bmm` it lowers to a loop of its own, slower for that layout)."""
 from __future__ import annotations
 
 import statistics
@@ -41,9 +48,11 @@ class SplitLinear(nn.Linear):
         # the Parameters straight from their dict: nn.Module's attribute fallback costs more than the rest of
         # this check, at every layer of every decoded token
         w, b = self._parameters["weight"], self._parameters["bias"]
-        if (torch.compiler.is_compiling()  # first: compiled graphs choose their own kernels, and dynamo cannot
-                # trace get_num_threads
-                or x.numel() != self.in_features or x.dim() != 3 or x.dtype != torch.float32
+        if torch.compiler.is_compiling():  # first: dynamo cannot trace get_num_threads or the cached plan
+            if x.numel() == self.in_features and x.dtype == torch.float32 and not torch.is_grad_enabled():
+                return _compiled_split(x, w, b)
+            return F.linear(x, w, b)
+        if (x.numel() != self.in_features or x.dim() != 3 or x.dtype != torch.float32
                 or torch.get_num_threads() < 2
                 or torch.is_grad_enabled()):  # inference only: the cached views below carry no autograd history
             return F.linear(x, w, b)
@@ -88,6 +97,21 @@ class SplitLinear(nn.Linear):
     def _apply(self, fn, recurse=True):
         self.__dict__.pop("_split", None)
         return super()._apply(fn, recurse)
+
+
+def _compiled_split(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """SplitLinear's product of one row as a compiled graph computes it, by the weight's layout, decided while
+    tracing (dynamo guards the strides). A SplitLinear exists only where split_pays held."""
+    n, k = w.shape
+    if w.is_contiguous():  # (n, k): inductor's own dot products, one per output row
+        y = (w * x.reshape(1, k)).sum(-1)
+        return (y if b is None else y + b).reshape(*x.shape[:-1], n)
+    row = x.reshape(1, 1, k)
+    if w.t().is_contiguous() and k % 2 == 0:  # (k, n) storage: split-K, the partial sums added
+        y = torch.baddbmm(row.new_zeros(()), row.view(2, 1, k // 2), w.t().view(2, k // 2, n), beta=0)
+        y = y[0] + y[1] if b is None else y[0] + y[1] + b
+        return y.reshape(*x.shape[:-1], n)
+    return F.linear(x, w, b)
 
 
 _PAYS: dict[int, bool] = {}  # thread count -> whether the split path beat F.linear in split_pays' probe
