@@ -162,3 +162,22 @@ def test_compiled_decode_with_the_split_layers_matches_eager(monkeypatch):
         assert up.weight.t().is_contiguous()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_model_changed_between_compiled_decodings_is_traced_anew():
+    """The steps after a decoding's first run under only the guards that tell the step's graphs apart (compiled.py);
+    the first runs under all of them, so a model changed between two calls (here its dtype, and a forward hook
+    that changes the logits) decodes as eager decoding does, not through the old graph."""
+    model = tiny(n_layers=1).eval()
+    ids = torch.randint(0, 97, (1, 5))
+    llmarch.generate(model, ids, max_new_tokens=4, compile=True)
+    model.double()
+    assert torch.equal(llmarch.generate(model, ids, max_new_tokens=8, compile=True),
+                       llmarch.generate(model, ids, max_new_tokens=8))
+    handle = model.blocks[0].register_forward_hook(lambda mod, args, out: out * -1.0)
+    try:
+        hooked = llmarch.generate(model, ids, max_new_tokens=8)
+        assert torch.equal(llmarch.generate(model, ids, max_new_tokens=8, compile=True), hooked)
+    finally:
+        handle.remove()
+    assert not torch.equal(hooked, llmarch.generate(model, ids, max_new_tokens=8))
