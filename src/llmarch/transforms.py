@@ -142,13 +142,3 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool
             if type(child) in (nn.Linear, Linear):
                 setattr(parent, name, SplitLinear.from_linear(child))
     return model
-    if not (split_pays() if split is None else split):
-        if linear_bytes(model) > STREAMED_BYTES:
-            transposed_weight_layout(model)
-        return model
-    transposed_weight_layout(model)
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if type(child) in (nn.Linear, Linear):
-                setattr(parent, name, SplitLinear.from_linear(child))
-    return model
