@@ -141,9 +141,9 @@ def test_one_query_attention_compiled_equals_sdpa():
 
 def test_compiled_decode_with_the_split_layers_matches_eager(monkeypatch):
     """Where one-row products run split over two cores (forced here: split_pays measures the machine), the
-    compiled step reads every weight in nn.Linear's (out, in) layout with inductor's own dot products, and
-    eager decoding the transposed layout with the split product: a grouped-query model decodes a left-padded
-    batch to the same tokens either way, switching layouts between calls."""
+    compiled step of one row reads every weight in nn.Linear's (out, in) layout with inductor's own dot
+    products, eager decoding and a compiled batch the transposed layout: a grouped-query model decodes a prompt
+    and a left-padded batch to the same tokens each way, switching layouts between calls."""
     import llmarch.transforms as transforms
     from llmarch.layers.split_linear import SplitLinear
 
@@ -152,14 +152,16 @@ def test_compiled_decode_with_the_split_layers_matches_eager(monkeypatch):
     torch.set_num_threads(2)
     try:
         model = tiny("llama-tiny", n_kv_heads=2).eval()
-        prompts = [[5, 6, 7, 8, 9], [1, 2, 3]]
-        eager = llmarch.generate(model, prompts, max_new_tokens=6)
+        prompts, prompt = [[5, 6, 7, 8, 9], [1, 2, 3]], [[4, 5, 6, 7]]
+        eager, alone = (llmarch.generate(model, p, max_new_tokens=6) for p in (prompts, prompt))
         up = model.blocks[0].mlp.gate_up
         assert isinstance(up, SplitLinear) and up.weight.t().is_contiguous()  # laid out for the eager split
-        assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == eager
+        assert llmarch.generate(model, prompt, max_new_tokens=6, compile=True) == alone
         assert up.weight.is_contiguous()  # and now for the compiled step's dot products
+        assert llmarch.generate(model, prompts, max_new_tokens=6, compile=True) == eager
+        assert up.weight.t().is_contiguous()  # a batch: the BLAS's product, on the eager layout
+        assert llmarch.generate(model, prompt, max_new_tokens=6, compile=True) == alone
         assert llmarch.generate(model, prompts, max_new_tokens=6) == eager
-        assert up.weight.t().is_contiguous()
     finally:
         torch.set_num_threads(threads)
 

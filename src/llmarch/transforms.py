@@ -119,8 +119,8 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool
     run faster split over two cores (split None: as `split_pays` measures on this machine; True/False: decided
     by the caller): every nn.Linear replaced by a SplitLinear sharing its Parameters, laid out for how the steps
     will run: eager (compiled False), transposed_weight_layout, whose (in, out) widening weights the split reads
-    fastest; compiled, every weight (out, in), nn.Linear's own, which the compiled graph's dot products read
-    fastest (split_linear.py), so a model that switches between the two is laid out anew each time (a copy of
+    fastest; a compiled step of one row, every weight (out, in), nn.Linear's own, which the compiled graph's dot
+    products read fastest (split_linear.py; several rows go to the BLAS, eager layout), so a model that switches between the two is laid out anew each time (a copy of
     its widening weights). Where the BLAS already spreads a one-row product over the cores (MKL on the Intel VM
     of docs/benchmarks.md), the linear layers stay nn.Linear, and only a model whose float linear weights exceed
     STREAMED_BYTES gets the transposed layout.

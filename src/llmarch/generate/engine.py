@@ -36,7 +36,8 @@ class Engine:
         if self.set_eval:
             model.eval()
         with torch.inference_mode(False):  # new weight layouts are parameters' data: never inference tensors
-            for_cpu_decoding(model, compiled=compile)
+            # compiled one-row steps read (out, in) weights; a compiled batch multiplies through the BLAS
+            for_cpu_decoding(model, compiled=compile and batch == 1)
         self.slots = torch.arange(max_len, device=next(model.parameters()).device)  # views, no allocation per step
         self.length = 0  # slots filled
         self.compiled = compiled_step(model) if compile else None
