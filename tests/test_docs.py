@@ -8,7 +8,9 @@ of the 135 examples, a minute and more of the suite on two cores. Likewise `llma
 stand-in on PATH (SHIM) that hands its arguments, directory, environment and its stdin, stdout and stderr (the
 descriptors themselves) to a server that imported torch and llmarch once (CLI_SERVER); a fork of it runs
 llmarch.cli.main as the installed `llmarch` script does, and the stand-in exits with its exit code, passing on
-the signals it gets (`kill $SERVER`). The 76 commands had started torch again each, two seconds of CPU apiece."""
+the signals it gets (`kill $SERVER`). The 76 commands had started torch again each, two seconds of CPU apiece.
+The server also imports torch._dynamo (torch's optimizers import it when the first is made) and matplotlib's
+pyplot (the loss plot), 1.5 s of CPU that each of the 30 or so training commands paid in its fork."""
 import json
 import os
 import re
@@ -54,6 +56,7 @@ while True:
 CLI_SERVER = r"""
 import json, os, signal, socket, sys, traceback
 import torch, llmarch.cli  # noqa: F401
+import torch._dynamo, matplotlib.pyplot  # noqa: F401 (what each `llmarch train` imports: its optimizer, its plot)
 listener = socket.socket(socket.AF_UNIX)
 listener.bind(sys.argv[1])
 listener.listen(16)
