@@ -108,7 +108,7 @@ def test_a_cache_entry_being_filled_is_waited_for_then_read(tmp_path, monkeypatc
     monkeypatch.setenv("LLMARCH_CACHE", str(tmp_path / "cache"))
     docs, tok = read_documents()[:25], ByteTokenizer()
     first = TokenData.prepare(docs, tok)
-    [folder] = [f for f in (cache_dir() / "tokens").iterdir() if f.is_dir()]
+    [folder] = (cache_dir() / "tokens").iterdir()
     written = (folder / "train.npy").stat().st_mtime_ns
     got = []
     with filling(folder):

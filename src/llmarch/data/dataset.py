@@ -31,14 +31,17 @@ def cache_dir() -> Path:
 def filling(folder: Path):
     """Held while this process fills the cache entry `folder`: another process that wants the same entry at the
     same time (two runs started together, a test suite's workers) waits, then reads what this one wrote, rather
-    than computing it again beside it and racing it on the files' names. Where there is no fcntl, no lock."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    than computing it again beside it and racing it on the files' names. The lock files are kept apart, in the
+    cache's `locks` folder (never removed: removing one races a process about to take it). Where there is no
+    fcntl, no lock."""
     try:
         import fcntl
     except ImportError:
         yield
         return
-    with open(folder.parent / f".{folder.name}.lock", "a") as lock:
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{folder.parent.name}-{folder.name}", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield
 
