@@ -14,7 +14,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(autouse=True, scope="session")
 def _cache(tmp_path_factory):
-    os.environ["LLMARCH_CACHE"] = str(tmp_path_factory.mktemp("llmarch-cache"))
+    """A fresh tokenizer and token cache for the session, shared by its xdist workers (the parent of a worker's
+    base temporary directory is the session's): the default BPE tokenizer and the corpus' tokens took about 45 s
+    to make, once in each worker. The library locks an entry while it fills it (data/dataset.py's `filling`)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "llmarch-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("llmarch-cache")
+    os.environ["LLMARCH_CACHE"] = str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -96,3 +96,27 @@ def test_jsonl_token_ids_are_taken_as_they_are(tmp_path, monkeypatch):
         src.write_text(json.dumps({"ids": [5, outside]}) + "\n")
         with pytest.raises(LlmarchError, match=f"ids.jsonl:1: token id {outside} is outside the tokenizer's"):
             TokenData.prepare(read_documents(str(src)), tok, val_fraction=0.05)
+
+
+def test_a_cache_entry_being_filled_is_waited_for_then_read(tmp_path, monkeypatch):
+    """While one process fills a cache entry (here this test holds its lock, as a process tokenizing it would),
+    another that wants the same entry waits, then reads the entry written rather than writing it again."""
+    import threading
+
+    from llmarch.data.dataset import cache_dir, filling
+
+    monkeypatch.setenv("LLMARCH_CACHE", str(tmp_path / "cache"))
+    docs, tok = read_documents()[:25], ByteTokenizer()
+    first = TokenData.prepare(docs, tok)
+    [folder] = (cache_dir() / "tokens").iterdir()
+    written = (folder / "train.npy").stat().st_mtime_ns
+    got = []
+    with filling(folder):
+        (folder / "meta.json").unlink()  # as if not yet there: the waiting one would write it again
+        waiter = threading.Thread(target=lambda: got.append(TokenData.prepare(docs, tok)))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not got  # waiting for the lock
+        (folder / "meta.json").write_text(json.dumps({"train": len(first.train), "val": len(first.val)}))
+    waiter.join()
+    assert np.array_equal(got[0].train, first.train) and (folder / "train.npy").stat().st_mtime_ns == written

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import llmarch
+from llmarch.cli import main
 from llmarch.layers.rglru import MAX_SQRT_GRADIENT, _BoundedSqrt, linear_scan
-
-from test_cli import run
 
 
 def loop_scan(a, x, h0):
@@ -64,12 +63,14 @@ def test_griffin_tiny_trains():
     assert losses[-1] < losses[0] - 0.5
 
 
-def test_info_reports_its_caches():
+def test_info_reports_its_caches(capsys):
     """griffin-tiny: the KV cache of its 2 window layers (1 KV head of 64, bf16) per token, and per sequence each
-    of its 6 recurrent layers' convolution tail (3 x 256, bf16) and fp32 state (256)."""
-    facts = json.loads(run("info", "griffin-tiny", "--json")[1])
+    of its 6 recurrent layers' convolution tail (3 x 256, bf16) and fp32 state (256). (`llmarch info` in this
+    process: test_cli.py runs it as a command of its own.)"""
+    assert main(["info", "griffin-tiny", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
     assert facts["kv_cache_bytes_per_token"] == 2 * 2 * 64 * 2
     assert facts["state_bytes_per_sequence"] == 6 * (3 * 256 * 2 + 256 * 4)
-    code, out, _ = run("info", "griffin-tiny")
+    code, out = main(["info", "griffin-tiny"]), capsys.readouterr().out
     assert code == 0 and "mixer rglru (attention in layers 2, 5)" in out
     assert "recurrent layers keep no per-token cache" in out and "RG-LRU states in fp32" in out

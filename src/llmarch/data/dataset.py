@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,25 @@ from .tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, t
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LLMARCH_CACHE", Path.home() / ".cache" / "llmarch"))
+
+
+@contextmanager
+def filling(folder: Path):
+    """Held while this process fills the cache entry `folder`: another process that wants the same entry at the
+    same time (two runs started together, a test suite's workers) waits, then reads what this one wrote, rather
+    than computing it again beside it and racing it on the files' names. The lock files are kept apart, in the
+    cache's `locks` folder (never removed: removing one races a process about to take it). Where there is no
+    fcntl, no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{folder.parent.name}-{folder.name}", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def corpus_hash(docs: list[Document]) -> str:
@@ -83,19 +103,20 @@ def tokenizer_for(docs: list[Document], kind: str, vocab_size: int, mask: bool =
         raise LlmarchError(f"unknown tokenizer {kind!r}; choose one of: bpe, byte")
     specials = ("-mask" if mask else "") + (f"-sentinels{sentinels}" if sentinels else "")
     folder = cache_dir() / "tokenizers" / f"{corpus_hash(docs)}-bpe{vocab_size}{specials}"
-    if (folder / "tokenizer.json").is_file():
-        try:
-            return load_tokenizer(folder)
-        except LlmarchError as e:  # truncated or corrupt (written by an older version without atomic saves)
-            warn(f"the cached tokenizer in {folder} is damaged ({e}); training it again")
-    with Bar(_chars(docs), "training the BPE tokenizer (once; cached)", "chars") as bar:
-        def texts():
-            for d in docs:
-                yield d.text
-                bar.advance(len(d.text))
+    with filling(folder):
+        if (folder / "tokenizer.json").is_file():
+            try:
+                return load_tokenizer(folder)
+            except LlmarchError as e:  # truncated or corrupt (written by an older version without atomic saves)
+                warn(f"the cached tokenizer in {folder} is damaged ({e}); training it again")
+        with Bar(_chars(docs), "training the BPE tokenizer (once; cached)", "chars") as bar:
+            def texts():
+                for d in docs:
+                    yield d.text
+                    bar.advance(len(d.text))
 
-        tok = train_bpe(texts(), vocab_size, mask=mask, sentinels=sentinels)
-    atomic_directory(folder, tok.save)  # a run killed while saving leaves no half-written cache
+            tok = train_bpe(texts(), vocab_size, mask=mask, sentinels=sentinels)
+        atomic_directory(folder, tok.save)  # a run killed while saving leaves no half-written cache
     return tok
 
 
@@ -108,6 +129,14 @@ class TokenData:
     def prepare(cls, docs: list[Document], tok: Tokenizer, val_fraction: float = 0.05) -> "TokenData":
         key = f"{corpus_hash(docs)}-{tok.fingerprint()}-v{int(val_fraction * 1000)}"
         folder = cache_dir() / "tokens" / key
+        with filling(folder):
+            data = cls._fill(folder, docs, tok, val_fraction)
+        data.check_vocab(tok.vocab_size)
+        return data
+
+    @classmethod
+    def _fill(cls, folder: Path, docs: list[Document], tok: Tokenizer, val_fraction: float) -> "TokenData":
+        """The cached arrays in folder, written first if they are not there (whole)."""
         data = cls._cached(folder)
         if data is None:
             train_docs, val_docs = split_documents(docs, val_fraction)
@@ -122,7 +151,6 @@ class TokenData:
                 os.replace(folder / f".{name}.npy", folder / f"{name}.npy")
             write_text_atomic(folder / "meta.json", json.dumps({"train": len(train), "val": len(val)}))
             data = cls(np.load(folder / "train.npy", mmap_mode="r"), np.load(folder / "val.npy", mmap_mode="r"))
-        data.check_vocab(tok.vocab_size)
         return data
 
     @classmethod
