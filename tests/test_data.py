@@ -120,3 +120,16 @@ def test_a_cache_entry_being_filled_is_waited_for_then_read(tmp_path, monkeypatc
         (folder / "meta.json").write_text(json.dumps({"train": len(first.train), "val": len(first.val)}))
     waiter.join()
     assert np.array_equal(got[0].train, first.train) and (folder / "train.npy").stat().st_mtime_ns == written
+
+
+def test_a_cache_without_room_for_locks_is_read_as_it_is(tmp_path, monkeypatch):
+    """Where the lock cannot be taken (a cache this process cannot write; here its `locks` is a file), the
+    entries already there are read without one, not refused."""
+    monkeypatch.setenv("LLMARCH_CACHE", str(tmp_path / "cache"))
+    docs, tok = read_documents()[:25], ByteTokenizer()
+    first = TokenData.prepare(docs, tok)
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache" / "locks")
+    (tmp_path / "cache" / "locks").write_text("")
+    assert np.array_equal(TokenData.prepare(docs, tok).train, first.train)

@@ -33,15 +33,20 @@ def filling(folder: Path):
     same time (two runs started together, a test suite's workers) waits, then reads what this one wrote, rather
     than computing it again beside it and racing it on the files' names. The lock files are kept apart, in the
     cache's `locks` folder (never removed: removing one races a process about to take it). Where there is no
-    fcntl, no lock."""
+    fcntl, or the cache cannot be written, no lock."""
     try:
         import fcntl
     except ImportError:
         yield
         return
-    locks = cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{folder.parent.name}-{folder.name}", "a") as lock:
+    try:
+        locks = cache_dir() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = open(locks / f"{folder.parent.name}-{folder.name}", "a")
+    except OSError:  # a cache this process cannot write (filled beforehand, read-only): read it as it is
+        yield
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield
 
