@@ -95,6 +95,18 @@ def test_bad_token_ids_and_lengths():
         model(torch.zeros(1, 3))
 
 
+def test_inputs_no_part_reads_are_refused():
+    """Boxes or language ids given to a model without tables for them were dropped without a word."""
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(LlmarchError, match="no box embeddings"):
+        tiny()(ids, bbox=torch.zeros(1, 3, 4, dtype=torch.long))
+    with pytest.raises(LlmarchError, match="neither language embeddings"):
+        tiny()(ids, lang_ids=torch.tensor([0]))
+    boxes = tiny(box_vocab_size=16)
+    assert boxes(ids, bbox=torch.ones(1, 3, 4, dtype=torch.long)).logits.shape == (1, 3, 97)
+    assert tiny(lang_vocab_size=3)(ids, lang_ids=torch.tensor([2])).logits.shape == (1, 3, 97)
+
+
 def test_hook_points_see_activations():
     model = tiny(attention="eager")
     seen = {}

@@ -81,6 +81,12 @@ class TransformerLM(Stack):
         pixel_values (N, channels, H, W): N preprocessed images, whose features take the positions of the config's
         image token in input_ids (vision/inputs.py). prefix_mask (B, T): the tokens of a prefix-LM's prefix (PaliGemma:
         the image and the prompt), which attend to each other both ways; None: all causal."""
+        cfg = self.config  # inputs no part reads would be dropped without a word: refused
+        if bbox is not None and self.box_embed is None:
+            raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
+        if lang_ids is not None and self.lang_embed is None and cfg.languages is None:
+            raise LlmarchError(f"{cfg.name} has neither language embeddings (config lang_vocab_size) nor language "
+                               "adapters (languages) to read lang_ids")
         embeds = self.embed_inputs(input_ids, pixel_values)
         x = self.run(embeds, attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
