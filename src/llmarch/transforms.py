@@ -121,9 +121,9 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool
     will run: eager (compiled False), transposed_weight_layout, whose (in, out) widening weights the split reads
     fastest; a compiled step of one row, every weight (out, in), nn.Linear's own, which the compiled graph's dot
     products read fastest (split_linear.py; a compiled batch goes to the BLAS on the eager layout). A model that
-    switches between the two is laid out anew each time (a copy of its widening weights). Where the BLAS already spreads a one-row product over the cores (MKL on the Intel VM
-    of docs/benchmarks.md), the linear layers stay nn.Linear, and only a model whose float linear weights exceed
-    STREAMED_BYTES gets the transposed layout.
+    switches between the two is laid out anew each time (a copy of its widening weights). Where the BLAS already
+    spreads a one-row product over the cores (MKL on the Intel VM of docs/benchmarks.md), the linear layers stay
+    nn.Linear, and only a model whose float linear weights exceed STREAMED_BYTES gets the transposed layout.
     Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take nn.Linear's
     path. A model on another device, or in a process group (its parameters are then DDP's replicas or FSDP's
     shards, laid out as those keep them), is returned untouched. In place; returns the model."""

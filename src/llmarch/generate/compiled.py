@@ -179,8 +179,11 @@ class CompiledStep:
 
 
 def _guards(skip: bool):
-    """A context under which dynamo runs only the guards that tell a function's graphs apart (skip) or all of
-    them; all of them before torch 2.7 (the package allows 2.4), whose set_stance lacks the choice."""
+    """A context under which dynamo runs only the guards that tell a function's graphs apart (skip), or the
+    caller's stance left as it is (all of them, unless the caller chose otherwise); all of them before torch 2.7
+    (the package allows 2.4), whose set_stance lacks the choice."""
+    if not skip:
+        return contextlib.nullcontext()
     try:
         return torch.compiler.set_stance("default", skip_guard_eval_unsafe=skip)
     except (AttributeError, TypeError):

@@ -91,7 +91,7 @@ def sdpa_attention(q, k, v, mask, causal, dropout_p, pattern_hook, scale=None, s
         mask = mask.to(q.dtype)
     B, H, T, D = q.shape
     groups = H // k.shape[1]
-    if T == 1 and q.device.type == "cpu" and not is_causal and dropout_p == 0 and torch.compiler.is_compiling():
+    if T == 1 and torch.compiler.is_compiling() and q.device.type == "cpu" and not is_causal and dropout_p == 0:
         return _one_query(q, k, v, mask, scale)
     if groups > 1 and T == 1 and not is_causal and (mask is None or mask.shape[1] == mask.shape[2] == 1):
         # one query per head (decoding) under GQA: a KV head's `groups` query heads as that many queries of it, so
