@@ -1,6 +1,6 @@
-"""The compiled decode step of a quantized model on CPU freezes its weights (generate/compiled.py): inductor's
-C++ GEMM template packs them once. What freezing must not change: the tokens, and what the graph sees when the
-weights or the cache change under it."""
+"""The compiled decode step on CPU freezes its weights (generate/compiled.py): a quantized model's, which
+inductor's C++ GEMM template packs once, and a float model's at one row. What freezing must not change: the
+tokens, and what the graph sees when the weights or the cache change under it."""
 import gc
 import importlib
 import weakref
@@ -54,12 +54,32 @@ def test_a_frozen_int4_step_decodes_the_eager_tokens():
     assert model.__dict__["_compiled_decode_step"].frozen
 
 
-def test_a_full_precision_step_is_not_frozen():
-    """fp32 layers gained nothing from the template and doubled their memory (compiled.py)."""
+def test_a_float_step_is_frozen_at_one_row_only_and_sees_its_weights_replaced():
+    """A float model's one-row graph freezes its weights (no packed copies: the wrapper just stops passing them on
+    every call); a batch's graph does not (its GEMMs would want packed copies). Eager's tokens at both. A weight
+    replaced under its Parameter (`.data =`), which no version counter sees: by the same values (as
+    for_cpu_decoding's layouts are, between eager and compiled decoding) compiles nothing; by others compiles the
+    step anew (the frozen graph of a GEMM held a view of the old tensor) and decodes as eager does."""
     model = tiny(vocab_size=128)
-    llmarch.generate(model, torch.ones(1, 3, dtype=torch.long), max_new_tokens=2, compile=True)
+    one = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(5))
+    two = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(6))
+    eager = llmarch.generate(model, one, max_new_tokens=8)
+    assert torch.equal(llmarch.generate(model, one, max_new_tokens=8, compile=True), eager)
     step = model.__dict__["_compiled_decode_step"]
-    assert not step.frozen and not step.states
+    assert step.frozen
+    assert torch.equal(llmarch.generate(model, two, max_new_tokens=8, compile=True),
+                       llmarch.generate(model, two, max_new_tokens=8))
+    assert not step.frozen
+
+    before = graphs()
+    model.lm_head.weight.data = model.lm_head.weight.data.clone()
+    assert torch.equal(llmarch.generate(model, one, max_new_tokens=8, compile=True), eager)
+    assert step.frozen and graphs() == before
+    model.lm_head.weight.data = model.lm_head.weight.data.flip(0).clone()  # another head: the logits move
+    eager_after = llmarch.generate(model, one, max_new_tokens=8)
+    assert not torch.equal(eager_after, eager)
+    assert torch.equal(llmarch.generate(model, one, max_new_tokens=8, compile=True), eager_after)
+    assert graphs() == before + 1
 
 
 def test_each_models_step_has_its_own_recompile_budget():

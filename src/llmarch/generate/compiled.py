@@ -10,20 +10,27 @@ every position reuses the same graph. Built once per model and kept on it; compi
   slot: the graph is compiled with its weights frozen (inductor's `freezing`: they become constants of the
   graph) and max-autotune's C++ GEMM template, which packs each int8/int4 weight once into its own blocked
   layout and beats torch's weight-only kernels on one row (SmolLM2's int8 layers, 2-core Xeon: 5.2-6.8 ms a
-  token against 10.9 for `_weight_int8pack_mm` in the same graph; fp32 layers gained nothing and the process's
-  peak memory went from 1.2 to 3.5 GB, so they are not frozen). The packed copies and autotuning cost memory
+  token against 10.9 for `_weight_int8pack_mm` in the same graph). The packed copies and autotuning cost memory
   and time: SmolLM2 int8's first compiled call took 55-58 s in a process without inductor's cache (12 s with
   it, as without freezing) and its resident memory grew by 200-210 MB (130 MB compiled without freezing);
   docs/benchmarks.md.
+- CPU, a float model whose states are caches indexed by slot: its one-row graphs are frozen too, with no packed
+  copies (`cpp.weight_prepack` off): the C++ wrapper then no longer passes ~300 weights on every call (SmolLM2
+  fp32 on the AMD EPYC: 1.11x in turns, no more resident memory). Its batches are not frozen: their GEMMs
+  would want packed copies (SmolLM2, a batch of two: 1.2 -> 2.5 GB), and without them gain nothing.
 
 Frozen weights bring three duties, all here:
 - dynamo guards a frozen graph's tensors by identity, so a decode state allocated anew for every call would
   recompile the step every call. The step keeps the states it decoded in, one set per shape, and the engine
   reuses them (zeroed) for the next call of that shape: they stay allocated after generation (SmolLM2, 512
   slots: 24 MB).
-- a frozen graph holds its own copies of the weights it packed, so a change of the weights in place (training,
-  load_state_dict) would go unseen. The engine reads the sum of the weights' version counters (which every
-  in-place write bumps) at each call; a change compiles the step anew.
+- a frozen graph holds the weights it was compiled with, or packed copies of them, or views of them (a float
+  graph's GEMM takes its weight transposed), so a change of the weights (training, load_state_dict, a weight
+  replaced under its Parameter) would go unseen. Before each decoding the step reads the sum of the weights'
+  version counters (which every in-place write bumps) and their addresses (which a replacement, `.data =`,
+  moves); where either changed, a digest of their values: new values compile the step anew. The same values
+  keep it (0.6 s for SmolLM2 fp32's digest, against 13 s to compile again from inductor's cache): for_cpu_decoding
+  lays a float model's weights out anew each time it passes between a compiled row and eager decoding or a batch.
 - inductor's on-disk graph cache keys frozen weights by shape only, yet stores the packed copies: a digest of the
   weights' bytes goes into its key (weights_key)."""
 from __future__ import annotations
@@ -47,23 +54,34 @@ def compiled_step(model) -> "CompiledStep":
     return step
 
 
-def freezes(model) -> bool:
-    """Whether the model's step is compiled with frozen weights: on CPU, with quantized layers (the kernels the
-    C++ GEMM template replaces)."""
+def quantized(model) -> bool:
+    """Whether the model runs on CPU with weight-only quantized layers (quant/linear.py), the kernels inductor's
+    C++ GEMM template replaces: their graphs compile with max-autotune and frozen weights at every batch size."""
     from ..quant.linear import Int4Linear, Int8Linear
 
     return (next(model.parameters()).device.type == "cpu"
             and any(isinstance(m, (Int8Linear, Int4Linear)) for m in model.modules()))
 
 
+def freezes(model, batch: int) -> bool:
+    """Whether the model's step for `batch` rows is compiled with frozen weights: on CPU, a quantized model's at
+    every batch, a float model's at one row. Frozen, the weights are constants of the graph rather than ~300
+    inputs that inductor's C++ wrapper passes on every call (SmolLM2 fp32 on the AMD EPYC: 1.06x, in turns);
+    with no GEMM in a one-row graph (SplitLinear's dot products) there is nothing to pack. A float batch would
+    be GEMMs on packed copies of every weight (SmolLM2: 1.2 -> 2.5 GB), so it is not frozen."""
+    return next(model.parameters()).device.type == "cpu" and (batch == 1 or quantized(model))
+
+
 class CompiledStep:
     def __init__(self, model):
         self.model = model
-        self.frozen = freezes(model)  # until setup_cache finds a state it cannot keep
+        self.freezable = next(model.parameters()).device.type == "cpu"  # until a state it cannot keep
+        self.quantized = quantized(model)
+        self.frozen = False  # whether the present shape's graph freezes the weights (freezes)
         self.fn = None
-        self.states: dict = {}  # frozen: (batch, max_len, dtype, device) -> the decode states kept for reuse
-        self.version = None  # frozen: the sum of the weights' version counters the step was compiled at
-        self.digest = ""  # frozen: the digest of the weights the step was compiled at (weights_key)
+        self.states: dict = {}  # freezable: (batch, max_len, dtype, device) -> the decode states kept for reuse
+        self.weights = None  # freezable: the weights' versions and addresses when last compared
+        self.digest = ""  # freezable: the digest of the weights the step was compiled at (weights_key)
         self.shapes: set = set()  # (batch, max_len, masked) the present copy of the step has had (setup_cache)
         self.shape = None  # the last of them
         self.checked = False  # whether this decoding's first step has run, under all of dynamo's guards
@@ -84,13 +102,14 @@ class CompiledStep:
         self._drop()
         cuda = next(self.model.parameters()).device.type == "cuda"
         options = None if cuda else {"cpp_wrapper": True}
-        if self.frozen:
+        if self.freezable:
             # inductor's graph cache keys frozen weights by their shapes alone, yet keeps the packed copies the
             # template made of them: a second model of the same shapes (or this one after a change of its
             # weights) got the first one's weights back (torch 2.13; tests/test_compiled_frozen.py). A pass
             # that changes nothing but whose uuid is a digest of the weights puts their values in the key.
-            options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN",
-                           post_grad_custom_post_pass=weights_key(digest))
+            options["post_grad_custom_post_pass"] = weights_key(digest)
+            if self.quantized:
+                options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
         step = types.FunctionType(_step.__code__.replace(), dict(_step.__globals__), _step.__name__)
         self.fn = torch.compile(step, fullgraph=True, dynamic=False, options=options,
                                 mode="reduce-overhead" if cuda else None)
@@ -120,31 +139,38 @@ class CompiledStep:
         if self.shape not in self.shapes and len(self.shapes) >= torch._dynamo.config.recompile_limit:
             self._drop()
             self.states.clear()  # kept for graphs that guard them: those go, and so would the memory they hold
-        kept = self.states.get(key) if self.frozen else None
+        kept = self.states.get(key) if self.freezable else None
         if kept is None:
             model.setup_cache(batch, max_len)
-            if self.frozen:
+            if self.freezable:
                 kept = model.caches()
                 if all(isinstance(s, nn.Module) and getattr(s, "by_slot", False) for s in kept):
                     self.states[key] = kept
                 else:
-                    self.frozen = False
+                    self.freezable = False
                     self._drop()
         else:
             for state in kept:
                 for t in state.buffers():
                     t.zero_()
             model.set_caches(kept, max_len)
-        if not self.frozen:
+        self.frozen = self.freezable and freezes(model, batch)
+        if not self.freezable:
             if self.fn is None:
                 self._compile()
         else:
             skip = {id(t) for s in kept for t in s.buffers()}
             weights = [t for t in (*model.parameters(), *model.buffers()) if id(t) not in skip]
-            version = sum(t._version for t in weights)
-            if self.fn is None or version != self.version:
-                self.version, self.digest = version, digest(weights)
-                self._compile(self.digest)
+            # in-place writes bump the version counters; a weight replaced under its Parameter (`.data =`: a
+            # cast, for_cpu_decoding's layouts) moves. Either way the values decide: the same ones (a layout that
+            # came back) keep the graphs
+            state = (sum(t._version for t in weights), tuple(t.data_ptr() for t in weights))
+            if self.fn is None or state != self.weights:
+                now = digest(weights)
+                if self.fn is None or now != self.digest:
+                    self.digest = now
+                    self._compile(now)
+                self.weights = state
         self.shapes.add(self.shape)
         self.checked = False
 
@@ -172,7 +198,10 @@ class CompiledStep:
         else:
             # freezing is read while dynamo traces (torch._dynamo.utils.is_parameter_freezing), so per call, not in
             # the compile options
-            with torch._inductor.config.patch(freezing=True), _guards(skip=self.checked):
+            # a float graph's GEMMs (a batch's, which is not frozen, or a BLAS's one-row product where no split
+            # pays) would run on packed copies of the weights: the weights stay as they are (weight_prepack)
+            with torch._inductor.config.patch(freezing=True, **{"cpp.weight_prepack": self.quantized}), \
+                    _guards(skip=self.checked):
                 out = self.fn(self.model, tok, slot, mask)
         self.checked = True
         return out
@@ -192,15 +221,16 @@ def _guards(skip: bool):
 
 def weights_key(digest: str):
     """A post-grad pass that leaves the graph as it is; its uuid, which inductor's cache key takes, is the digest
-    of the weights the graph freezes. (Built here: torch._inductor takes about a second to import.)"""
+    of the weights the graph freezes (none for a graph that does not). (Built here: torch._inductor takes about
+    a second to import.)"""
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
     class WeightsKey(CustomGraphPass):
         def __call__(self, graph) -> None:
             pass
 
-        def uuid(self) -> str:
-            return digest
+        def uuid(self) -> str:  # read while the graph compiles: an unfrozen graph's key needs no digest
+            return digest if torch._inductor.config.freezing else ""
 
     return WeightsKey()
 
