@@ -10,6 +10,7 @@ from torch import nn
 from .models.build import stacks
 from .layers.linear import Linear
 from .layers.split_linear import SplitLinear, split_pays
+from .huge_pages import huge_page_weights
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -124,6 +125,7 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool
     switches between the two is laid out anew each time (a copy of its widening weights). Where the BLAS already
     spreads a one-row product over the cores (MKL on the Intel VM of docs/benchmarks.md), the linear layers stay
     nn.Linear, and only a model whose float linear weights exceed STREAMED_BYTES gets the transposed layout.
+    Then every weight of 2 MiB or more is moved into huge pages (huge_pages.py: a decoded token streams them).
     Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take nn.Linear's
     path. A model on another device, or in a process group (its parameters are then DDP's replicas or FSDP's
     shards, laid out as those keep them), is returned untouched. In place; returns the model."""
@@ -132,11 +134,13 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool
     if not (split_pays() if split is None else split):
         if linear_bytes(model) > STREAMED_BYTES:
             transposed_weight_layout(model)
+        huge_page_weights(model)
         return model
     if compiled:
         row_major_layout(model)
     else:
         transposed_weight_layout(model)
+    huge_page_weights(model)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if type(child) in (nn.Linear, Linear):
