@@ -9,6 +9,7 @@ The kernel decides at each page fault: where THP is off (`never`), no 2 MiB page
 Linux, the memory is ordinary memory and nothing else changes."""
 from __future__ import annotations
 
+import functools
 import mmap
 
 import torch
@@ -18,8 +19,10 @@ PAGE = 2 << 20  # a huge page on x86-64 and arm64 (with 4 KiB base pages)
 MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
+@functools.cache
 def available() -> bool:
-    """Whether a mapping advised MADV_HUGEPAGE can get huge pages here: Linux, THP `always` or `madvise`."""
+    """Whether a mapping advised MADV_HUGEPAGE can get huge pages here: Linux, THP `always` or `madvise` (read
+    once per process: every decoding asks)."""
     if not hasattr(mmap, "MADV_HUGEPAGE"):
         return False
     try:
