@@ -16,7 +16,7 @@ every position reuses the same graph. Built once per model and kept on it; compi
   docs/benchmarks.md.
 - CPU, a float model whose states are caches indexed by slot: its one-row graphs are frozen too, with no packed
   copies (`cpp.weight_prepack` off): the C++ wrapper then no longer passes ~300 weights on every call (SmolLM2
-  fp32 on the AMD EPYC: 1.11x in turns, no more resident memory). Its batches are not frozen: their GEMMs
+  fp32 on the AMD EPYC: 1.07-1.11x in turns, no more resident memory). Its batches are not frozen: their GEMMs
   would want packed copies (SmolLM2, a batch of two: 1.2 -> 2.5 GB), and without them gain nothing.
 
 Frozen weights bring three duties, all here:
