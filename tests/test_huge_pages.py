@@ -68,3 +68,19 @@ def test_decoding_on_cpu_moves_the_large_weights_and_keeps_the_logits():
     assert small.data_ptr() == address
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, want, atol=1e-5)  # (the split head sums in another order)
+
+
+@needs_thp
+def test_a_large_kv_cache_is_zeroed_memory_in_huge_pages_and_a_small_one_ordinary():
+    """A compiled step reads its whole static cache every token: a cache of 2 MiB or more is allocated in huge
+    pages (huge_pages.zeros), zeroed like torch.zeros; a smaller one, which would fill no huge page, is not."""
+    from llmarch.layers.kv_cache import KVCache
+
+    big = KVCache(1, 4, 2048, 64, torch.float32)  # 2 MiB each for k and v
+    small = KVCache(1, 4, 64, 64, torch.float32)
+    for t in (big.k, big.v):
+        assert t.data_ptr() % PAGE == 0 and advised(t.data_ptr()) and not t.any()
+        assert t.shape[2] == 2048 and t.dtype == torch.float32
+    assert not advised(small.k.data_ptr()) and not small.k.any()
+    big.update(torch.tensor([5]), torch.ones(1, 4, 1, 64), torch.ones(1, 4, 1, 64))  # writable
+    assert big.k[0, :, 5].eq(1).all() and big.k.sum() == 4 * 64

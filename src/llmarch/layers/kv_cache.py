@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..huge_pages import zeros
+
 
 class KVCache(nn.Module):
     by_slot = True  # all it holds is indexed by slot: decoding can rewind by moving back (speculative decoding)
@@ -14,9 +16,9 @@ class KVCache(nn.Module):
                  device: torch.device | str | None = None, v_dim: int | None = None):
         """v_dim: each value head's width (the layer's v_dim, attention.attention_setup); None: head_dim."""
         super().__init__()
-        shape = (batch, n_kv_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape[:3] + (v_dim or head_dim,), dtype=dtype, device=device),
+        shape = (batch, n_kv_heads, max_len, head_dim)  # (on CPU, large ones in huge pages: huge_pages.zeros)
+        self.register_buffer("k", zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", zeros(shape[:3] + (v_dim or head_dim,), dtype=dtype, device=device),
                              persistent=False)
 
     @property
