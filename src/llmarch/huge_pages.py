@@ -1,7 +1,7 @@
 """Weights in 2 MiB pages (Linux's transparent huge pages). Decoding one token streams every weight from memory,
 and in 4 KiB pages that stream pays a TLB miss every 4 KiB, where the hardware prefetchers also stop: SmolLM2's
-fp32 weights moved into 2 MiB pages decoded 1.22x faster compiled and 1.08x eager on the 2-core AMD EPYC, in
-turns in one process (docs/benchmarks.md). llama.cpp reads its weights from the file's mapping; torch's CPU
+fp32 weights moved into 2 MiB pages decoded 1.11-1.26x faster compiled (five runs) and 1.08x eager on the 2-core
+AMD EPYC, in turns in one process (docs/benchmarks.md). llama.cpp reads its weights from the file's mapping; torch's CPU
 allocator asks for huge pages only when THP_MEM_ALLOC_ENABLE is set before its first allocation, which a library
 cannot count on, so `huge_page_weights` moves a built model's weights into mappings of its own.
 

@@ -66,7 +66,7 @@ def quantized(model) -> bool:
 def freezes(model, batch: int) -> bool:
     """Whether the model's step for `batch` rows is compiled with frozen weights: on CPU, a quantized model's at
     every batch, a float model's at one row. Frozen, the weights are constants of the graph rather than ~300
-    inputs that inductor's C++ wrapper passes on every call (SmolLM2 fp32 on the AMD EPYC: 1.06x, in turns);
+    inputs that inductor's C++ wrapper passes on every call (SmolLM2 fp32, AMD EPYC: 1.07-1.11x, in turns);
     with no GEMM in a one-row graph (SplitLinear's dot products) there is nothing to pack. A float batch would
     be GEMMs on packed copies of every weight (SmolLM2: 1.2 -> 2.5 GB), so it is not frozen."""
     return next(model.parameters()).device.type == "cpu" and (batch == 1 or quantized(model))
