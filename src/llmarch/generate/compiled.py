@@ -15,7 +15,7 @@ every position reuses the same graph. Built once per model and kept on it; compi
   it, as without freezing) and its resident memory grew by 200-210 MB (130 MB compiled without freezing);
   docs/benchmarks.md.
 - CPU, a float model whose states are caches indexed by slot: its one-row graphs are frozen too, with no packed
-  copies (`cpp.weight_prepack` off): the C++ wrapper then no longer passes ~300 weights on every call (SmolLM2
+  copies (`cpp.weight_prepack` off): the C++ wrapper then no longer passes ~180 weights on every call (SmolLM2
   fp32 on the AMD EPYC: 1.07-1.11x in turns, no more resident memory). Its batches are not frozen: their GEMMs
   would want packed copies (SmolLM2, a batch of two: 1.2 -> 2.5 GB), and without them gain nothing.
 
@@ -65,7 +65,7 @@ def quantized(model) -> bool:
 
 def freezes(model, batch: int) -> bool:
     """Whether the model's step for `batch` rows is compiled with frozen weights: on CPU, a quantized model's at
-    every batch, a float model's at one row. Frozen, the weights are constants of the graph rather than ~300
+    every batch, a float model's at one row. Frozen, the weights are constants of the graph rather than ~180
     inputs that inductor's C++ wrapper passes on every call (SmolLM2 fp32, AMD EPYC: 1.07-1.11x, in turns);
     with no GEMM in a one-row graph (SplitLinear's dot products) there is nothing to pack. A float batch would
     be GEMMs on packed copies of every weight (SmolLM2: 1.2 -> 2.5 GB), so it is not frozen."""
