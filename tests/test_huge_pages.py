@@ -33,7 +33,7 @@ def test_weights_move_into_advised_2mib_aligned_memory_and_nothing_else_changes(
     transposed_weight_layout(model)  # non-contiguous weights keep their strides
     params = dict(model.named_parameters())
     before = {k: (v.detach().clone(), v.stride()) for k, v in model.state_dict().items()}
-    assert not advised(model.embed.weight.data_ptr())
+    assert model.embed.weight.untyped_storage().data_ptr() % PAGE  # torch's allocator's memory
 
     moved = huge_page_weights(model, min_bytes=1)
     assert moved >= sum(p.numel() * p.element_size() for p in params.values())
@@ -81,6 +81,7 @@ def test_a_large_kv_cache_is_zeroed_memory_in_huge_pages_and_a_small_one_ordinar
     for t in (big.k, big.v):
         assert t.data_ptr() % PAGE == 0 and advised(t.data_ptr()) and not t.any()
         assert t.shape[2] == 2048 and t.dtype == torch.float32
-    assert not advised(small.k.data_ptr()) and not small.k.any()
+    # torch's allocator's memory (not `advised`: another library in the process may have advised its heap)
+    assert small.k.data_ptr() % PAGE and not small.k.any()
     big.update(torch.tensor([5]), torch.ones(1, 4, 1, 64), torch.ones(1, 4, 1, 64))  # writable
     assert big.k[0, :, 5].eq(1).all() and big.k.sum() == 4 * 64
