@@ -51,7 +51,7 @@ def zeros(shape: tuple, dtype: torch.dtype, device: torch.device | str | None = 
     a 2,048-token prompt ran 1.10x faster with them in huge pages, in turns (eager decoding, which reads the
     filled slots only, 1.00x; docs/benchmarks.md)."""
     device = torch.device(device) if device is not None else torch.get_default_device()
-    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     if device.type != "cpu" or nbytes < PAGE or not available():
         return torch.zeros(shape, dtype=dtype, device=device)
     return buffer(nbytes).view(dtype).view(shape)
@@ -68,12 +68,10 @@ def huge_page_weights(model: nn.Module, min_bytes: int = PAGE) -> int:
         return 0
     moved: dict[int, torch.UntypedStorage] = {}
     count = 0
-    seen = set()
     for t in (*model.parameters(), *model.buffers()):
-        if (id(t) in seen or t.device.type != "cpu" or t.layout != torch.strided or t.is_quantized
+        if (t.device.type != "cpu" or t.layout != torch.strided or t.is_quantized
                 or type(t) not in (torch.Tensor, nn.Parameter)):  # not a subclass's (DTensor) own storage
             continue
-        seen.add(id(t))
         storage = t.untyped_storage()
         key = storage.data_ptr()
         if storage.nbytes() < min_bytes or (key % PAGE == 0 and key not in moved):

@@ -131,16 +131,14 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool
     shards, laid out as those keep them), is returned untouched. In place; returns the model."""
     if next(model.parameters()).device.type != "cpu" or torch.distributed.is_initialized():
         return model
-    if not (split_pays() if split is None else split):
-        if linear_bytes(model) > STREAMED_BYTES:
-            transposed_weight_layout(model)
-        huge_page_weights(model)
-        return model
-    if compiled:
+    pays = split_pays() if split is None else split
+    if compiled and pays:
         row_major_layout(model)
-    else:
+    elif pays or linear_bytes(model) > STREAMED_BYTES:
         transposed_weight_layout(model)
     huge_page_weights(model)
+    if not pays:
+        return model
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if type(child) in (nn.Linear, Linear):

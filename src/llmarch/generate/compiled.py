@@ -63,21 +63,17 @@ def quantized(model) -> bool:
             and any(isinstance(m, (Int8Linear, Int4Linear)) for m in model.modules()))
 
 
-def freezes(model, batch: int) -> bool:
-    """Whether the model's step for `batch` rows is compiled with frozen weights: on CPU, a quantized model's at
-    every batch, a float model's at one row. Frozen, the weights are constants of the graph rather than ~180
-    inputs that inductor's C++ wrapper passes on every call (SmolLM2 fp32, AMD EPYC: 1.07-1.11x, in turns);
-    with no GEMM in a one-row graph (SplitLinear's dot products) there is nothing to pack. A float batch would
-    be GEMMs on packed copies of every weight (SmolLM2: 1.2 -> 2.5 GB), so it is not frozen."""
-    return next(model.parameters()).device.type == "cpu" and (batch == 1 or quantized(model))
-
-
 class CompiledStep:
     def __init__(self, model):
         self.model = model
         self.freezable = next(model.parameters()).device.type == "cpu"  # until a state it cannot keep
         self.quantized = quantized(model)
-        self.frozen = False  # whether the present shape's graph freezes the weights (freezes)
+        # whether the present shape's graph freezes the weights: a quantized model's at every batch, a float
+        # model's at one row. Frozen, the weights are constants of the graph rather than ~180 inputs that
+        # inductor's C++ wrapper passes on every call (SmolLM2 fp32, AMD EPYC: 1.07-1.11x, in turns); a one-row
+        # graph has no GEMM (SplitLinear's dot products), so nothing to pack. A float batch would be GEMMs on packed
+        # copies of every weight (SmolLM2: 1.2 -> 2.5 GB), so it is not frozen.
+        self.frozen = False
         self.fn = None
         self.states: dict = {}  # freezable: (batch, max_len, dtype, device) -> the decode states kept for reuse
         self.weights = None  # freezable: the weights' versions and addresses when last compared
@@ -154,7 +150,7 @@ class CompiledStep:
                 for t in state.buffers():
                     t.zero_()
             model.set_caches(kept, max_len)
-        self.frozen = self.freezable and freezes(model, batch)
+        self.frozen = self.freezable and (batch == 1 or self.quantized)
         if not self.freezable:
             if self.fn is None:
                 self._compile()
