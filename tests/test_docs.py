@@ -11,7 +11,12 @@ themselves) to a server that imported torch and llmarch once (CLI_SERVER); a for
 the installed `llmarch` script does, and the stand-in exits with its exit code, passing on the signals it gets
 (`kill $SERVER`). The 76 commands had started torch again each, two seconds of CPU apiece. That server also
 imports torch._dynamo (torch's optimizers import it when the first is made) and matplotlib's pyplot (the loss
-plot): 1.5 s of CPU that each of the 30 or so training commands paid in its fork."""
+plot): 1.5 s of CPU that each of the 30 or so training commands paid in its fork.
+
+Both servers import ahead what the forks would import alike: `import transformers` alone is lazy (the first model
+class brought modeling_utils, 2 s of CPU in each of the 38 examples that compare with it), a model built on the meta
+device brings torch._dynamo (through torch's normal_), and the commands' own modules and their parser (whose help
+reads the configs' source) cost a command about 0.9 s. The whole module: 172 s -> 92 s on two cores."""
 import json
 import os
 import re
@@ -26,7 +31,10 @@ import pytest
 SERVER = r"""
 import json, os, sys, traceback
 import torch, llmarch  # noqa: F401
-import transformers  # noqa: F401 (the 38 examples that compare with it imported it, 1.2 s of CPU each)
+import torch._dynamo  # noqa: F401 (torch's meta-device normal_ imports it: every llmarch.build(device="meta"))
+# transformers imports lazily: its package alone is cheap, the first model class brings modeling_utils and with it
+# torch.distributed.tensor, masking and generation (2 s of CPU, paid by each of the 38 examples that compare with it)
+import transformers, transformers.modeling_utils, transformers.generation  # noqa: F401
 while True:
     line = sys.stdin.readline()
     if not line:
@@ -59,6 +67,11 @@ CLI_SERVER = r"""
 import json, os, signal, socket, sys, traceback
 import torch, llmarch.cli  # noqa: F401
 import torch._dynamo, matplotlib.pyplot  # noqa: F401 (what each `llmarch train` imports: its optimizer, its plot)
+# what the commands import when they run (training, decoding, checkpoints, GGUF, analysis, scaling laws), and the
+# parser once: its options' help reads the configs' source (field_docs, cached), a third of a second each command
+import llmarch.train.finetune, llmarch.train.synthetic, llmarch.train.launch, llmarch.generate, llmarch.interop  # noqa
+import llmarch.analysis, llmarch.scaling.sweep, llmarch.scaling.plots, llmarch.quant  # noqa: F401
+llmarch.cli.build_parser()
 listener = socket.socket(socket.AF_UNIX)
 listener.bind(sys.argv[1])
 listener.listen(16)
