@@ -96,15 +96,28 @@ def test_bad_token_ids_and_lengths():
 
 
 def test_inputs_no_part_reads_are_refused():
-    """Boxes or language ids given to a model without tables for them were dropped without a word."""
+    """Boxes, language or task ids given to a model without tables for them were dropped without a word. (Token
+    types are not refused: transformers ignores them where nothing reads them, as tokenizers hand them to all.)"""
     ids = torch.tensor([[1, 2, 3]])
     with pytest.raises(LlmarchError, match="no box embeddings"):
         tiny()(ids, bbox=torch.zeros(1, 3, 4, dtype=torch.long))
     with pytest.raises(LlmarchError, match="neither language embeddings"):
         tiny()(ids, lang_ids=torch.tensor([0]))
+    with pytest.raises(LlmarchError, match="no task-type embeddings"):
+        tiny()(ids, task_type_ids=torch.zeros_like(ids))
     boxes = tiny(box_vocab_size=16)
     assert boxes(ids, bbox=torch.ones(1, 3, 4, dtype=torch.long)).logits.shape == (1, 3, 97)
     assert tiny(lang_vocab_size=3)(ids, lang_ids=torch.tensor([2])).logits.shape == (1, 3, 97)
+    assert tiny(task_type_vocab_size=2)(ids, task_type_ids=torch.ones_like(ids)).logits.shape == (1, 3, 97)
+    as_tokens = tiny(type_ids_from_tokens=True)  # GPT-2's family: a type is a token's row, added
+    with torch.no_grad():
+        assert torch.equal(as_tokens(ids, token_type_ids=torch.zeros_like(ids)).logits,
+                           as_tokens(ids, token_type_ids=torch.zeros_like(ids)).logits)
+        assert not torch.allclose(as_tokens(ids).logits, as_tokens(ids, token_type_ids=torch.ones_like(ids)).logits)
+    with pytest.raises(LlmarchError, match="token_type_ids .* must have input_ids' shape"):
+        as_tokens(ids, token_type_ids=torch.zeros(1, 2, dtype=torch.long))
+    with pytest.raises(LlmarchError, match="token id 97 out of range"):
+        as_tokens(ids, token_type_ids=torch.full_like(ids, 97))
 
 
 def test_hook_points_see_activations():

@@ -277,6 +277,10 @@ class ModelConfig:
     causal: bool = True  # False: bidirectional self-attention (encoders: BERT, RoBERTa)
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0: none
     default_token_type: int = 0  # the token type of tokens given no token_type_ids (CPM-Ant's text: segment 2)
+    # token_type_ids, where given, are embedded with the token table and added as a second token (scaled as the tokens
+    # are): transformers' GPT-2, GPT-Neo, GPT-J, CodeGen, GPT-BigCode, openai-gpt and CTRL, which have no table of
+    # types; their checkpoints load with it set
+    type_ids_from_tokens: bool = False
     # > 0: this many learned tokens before every sequence (CPM-Ant's task prompt): embedding rows task_prompt_id ..
     # task_prompt_id + P - 1 of token type 0 at cache slots 0..P-1, which the first call of a sequence puts before
     # its tokens and no output shows; the caller's slots count from the first token after them

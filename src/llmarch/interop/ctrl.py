@@ -4,7 +4,7 @@ after the last block), q, k, v (`Wq`, `Wk`, `Wv`) and `dense` with biases, a ReL
 `ffn.2`), token embeddings times sqrt(d_model), and fixed sinusoidal positions with every sine first, then every
 cosine, at frequencies 10000^(-2i/d) (positions sinusoidal_halves), not stored. The LM head has a bias, and is
 tied to the embeddings as config.json's tie_word_embeddings says. transformers embeds token_type_ids with the
-token table (scaled too); llmarch's forward takes none for this family."""
+token table (scaled too), as llmarch does here (type_ids_from_tokens)."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -35,6 +35,7 @@ def to_config(hf: dict) -> ModelConfig:
                        ffn_hidden=hf.get("dff", 8192), norm="layernorm", norm_eps=BLOCK_EPS,
                        final_norm_eps=None if eps == BLOCK_EPS else eps, positions="sinusoidal_halves",
                        embed_scale=True, head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
+                       type_ids_from_tokens=True,
                        context_length=hf.get("n_positions", 256))
 
 

@@ -32,7 +32,7 @@ def to_config(hf: dict) -> ModelConfig:
                           "d_model": d, "n_layers": hf.get("n_layer", 12), "n_heads": hf.get("n_head", 12),
                           "ffn_hidden": hf.get("n_inner") or 4 * d, "context_length": hf.get("n_positions", 1024),
                           "norm_eps": hf.get("layer_norm_epsilon", 1e-5), "ffn": _ACTIVATIONS.get(act, act),
-                          "tie_embeddings": hf.get("tie_word_embeddings", True)})
+                          "tie_embeddings": hf.get("tie_word_embeddings", True), "type_ids_from_tokens": True})
 
 
 def from_config(cfg: ModelConfig) -> dict:

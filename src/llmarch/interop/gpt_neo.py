@@ -46,6 +46,7 @@ def to_config(hf: dict) -> ModelConfig:
         "ffn_hidden": hf.get("intermediate_size") or 4 * d, "context_length": hf.get("max_position_embeddings", 2048),
         "norm_eps": hf.get("layer_norm_epsilon", 1e-5), "ffn": _ACTIVATIONS.get(act, act), "qkv_bias": False,
         "attn_scale": 1.0, "tie_embeddings": hf.get("tie_word_embeddings", True), "layer_types": types,
+        "type_ids_from_tokens": True,
         "layer_overrides": {LOCAL: {"sliding_window": int(hf.get("window_size", 256))}} if LOCAL in types else None})
 
 

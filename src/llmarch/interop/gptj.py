@@ -33,7 +33,7 @@ def to_config(hf: dict) -> ModelConfig:
         n_layers=hf["n_layer"], n_heads=heads, ffn=_ACTIVATIONS.get(act, act), ffn_hidden=hf.get("n_inner") or 4 * d,
         norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), block="parallel", shared_norm=True,
         positions="rope", rope_fraction=rotary / (d // heads), bias=True, qkv_bias=False, o_bias=False,
-        head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", False),
+        head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", False), type_ids_from_tokens=True,
         context_length=hf.get("n_positions", 2048))
 
 

@@ -3,7 +3,7 @@ Pre-Training", §3.1): the original Transformer's decoder alone, with post-norm 
 x = LN2(x + mlp(x)) (norm_placement post: no norm after the last block), learned positions, a tanh-GELU MLP of
 4 d_model (transformers' afn "gelu" is gelu_new), biases everywhere and a head tied to the token embeddings,
 without a bias. Conv1D weights stored (in, out), q, k, v fused in `c_attn` in our q|k|v order, as GPT-2's.
-transformers embeds token_type_ids with the token table; llmarch's forward takes none for this family."""
+transformers embeds token_type_ids with the token table, as llmarch does here (type_ids_from_tokens)."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -34,7 +34,8 @@ def to_config(hf: dict) -> ModelConfig:
                        vocab_size=hf.get("vocab_size", 40478), d_model=d, n_layers=hf.get("n_layer", 12),
                        n_heads=hf.get("n_head", 12), ffn=_ACT[act], ffn_hidden=4 * d, norm="layernorm",
                        norm_eps=hf.get("layer_norm_epsilon", 1e-5), norm_placement="post", positions="learned",
-                       tie_embeddings=hf.get("tie_word_embeddings", True), context_length=hf.get("n_positions", 512))
+                       tie_embeddings=hf.get("tie_word_embeddings", True), type_ids_from_tokens=True,
+                       context_length=hf.get("n_positions", 512))
 
 
 def from_config(cfg: ModelConfig) -> dict:

@@ -83,9 +83,9 @@ class Stack(StackInputs, nn.Module):
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)
         # Granite's embedding_multiplier, read once here: None (1.0) costs a forward nothing
         self._embed_multiplier = cfg.embed_multiplier if cfg.embed_multiplier != 1.0 else None
-        # whether some layer's attention reads ctx.mask
         # each block's Canon layers (canon_kv, canon_out), whose histories join its mixer's decode state
         self._canons = [[m for m in b.modules() if isinstance(m, Canon)] for b in self.blocks]
+        # whether some layer's attention reads ctx.mask
         self._uses_mask = any(ATTENTION_KINDS[cfg.for_layer(i).attention].uses_mask for i in range(cfg.n_layers))
         # whether every layer attends through ctx.mask, so packed documents can be kept apart (document_ids)
         self.packable = cfg.causal and all(

@@ -68,7 +68,9 @@ class TransformerLM(Stack):
         slots filled once this call's tokens are written (its last slot + 1), known to the caller as a Python
         int; attention then reads only those slots. Leave it None for a fixed-shape step (torch.compile).
         token_type_ids (B, T): segment ids, for configs with type_vocab_size (default all 0); (B, T, K) for configs
-        with type_vocab_sizes (TAPAS's table structure; default all 0).
+        with type_vocab_sizes (TAPAS's table structure; default all 0); with type_ids_from_tokens, token ids whose
+        embeddings are added (GPT-2's family). A model with none of these ignores them, as transformers' do (a
+        DeBERTa-v3 or a LLaMA given a tokenizer's pair segments), unless a layer reads them (XLNet's, Funnel's).
         task_type_ids (B, T): task ids, for configs with task_type_vocab_size (ERNIE; default all 0).
         lang_ids (B,) or (B, T): indices into `languages`, for configs with language adapters (X-MOD; default: the
         config's default_language), and into the language embeddings of configs with lang_vocab_size (XLM; default:
@@ -87,7 +89,17 @@ class TransformerLM(Stack):
         if lang_ids is not None and self.lang_embed is None and cfg.languages is None:
             raise LlmarchError(f"{cfg.name} has neither language embeddings (config lang_vocab_size) nor language "
                                "adapters (languages) to read lang_ids")
+        if task_type_ids is not None and self.task_types is None:
+            raise LlmarchError(f"{cfg.name} has no task-type embeddings (config task_type_vocab_size) to read "
+                               "task_type_ids")
         embeds = self.embed_inputs(input_ids, pixel_values)
+        if token_type_ids is not None and cfg.type_ids_from_tokens:  # GPT-2's family: types are token rows
+            if token_type_ids.shape != input_ids.shape:
+                raise LlmarchError(f"token_type_ids {tuple(token_type_ids.shape)} must have input_ids' shape "
+                                   f"{tuple(input_ids.shape)}")
+            check_ids(token_type_ids, cfg, self.cache_len, "token_type_ids")
+            embeds = embeds + self.embed(token_type_ids)
+            token_type_ids = None
         x = self.run(embeds, attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
                      task_type_ids=task_type_ids, lang_ids=lang_ids, prefix_mask=prefix_mask,
