@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..config import ModelConfig
 from ..presets import resolve
 
-CHECKPOINT_HELP = "llmarch checkpoint or run directory, or a Hugging Face directory (required)"
+CHECKPOINT_HELP = "llmarch checkpoint or run directory, a Hugging Face directory or a .gguf file (required)"
 
 
 class Parser(argparse.ArgumentParser):

@@ -25,7 +25,8 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default: %(default)s)")
+    p.add_argument("--max-tokens", "--max-new-tokens", type=int, default=256,
+                   help="longest reply in tokens (--max-new-tokens, as generate names it) (default: %(default)s)")
     p.add_argument("--temperature", type=finite, default=0.7, help="0 is greedy (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=None,
                    help="sample from the k most likely tokens (default: %(default)s)")
