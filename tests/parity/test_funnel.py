@@ -91,3 +91,26 @@ def test_funnel_refuses_a_causal_stack():
     with pytest.raises(LlmarchError, match="bidirectional"):
         llmarch.build("llama-tiny", n_layers=2, mixer="funnel_attention", recurrence="funnel", funnel_blocks=[1, 1],
                       norm_placement="post", device="meta")
+
+
+def test_flops_count_each_group_over_its_share_of_the_tokens(monkeypatch):
+    """`llmarch info`'s training FLOPs per token: group g's blocks run over 1/2^g of the tokens (a pooled group's
+    first block's keys over the group before's, where only queries pool), the decoder over all. Until 2026-12-07
+    every block counted at full length."""
+    from llmarch.analysis.accounting import model_facts
+    from llmarch.layers.funnel import Funnel
+    from llmarch.layers.mixer import MIXERS
+    from llmarch.models.build import empty_model
+
+    cfg = hf_model_config({**transformers.FunnelConfig(**TINY).to_dict(), "model_type": "funnel"})
+    shares = [(1.0, 1.0), (0.5, 1.0), (0.5, 0.5), (0.25, 0.5), (1.0, 1.0), (1.0, 1.0)]  # groups 1, 2, 1; 2 decoder
+    assert Funnel(cfg).token_shares() == shares
+    assert Funnel(cfg.replace(funnel_pool_q_only=False)).token_shares()[1] == (0.5, 0.5)
+    flops = model_facts(cfg)["flops_per_token"]
+    monkeypatch.setattr(Funnel, "token_shares", lambda self: [(1.0, 1.0)] * 6)
+    full = model_facts(cfg)["flops_per_token"]
+    sizes = [sum(p.numel() for p in b.parameters()) for b in empty_model(cfg).blocks]
+    scores = MIXERS["funnel_attention"].score_dims(cfg)
+    saved = 6 * sum(n * (1 - q) for n, (q, _) in zip(sizes, shares)) \
+        + 6 * cfg.context_length * scores * sum(1 - q * k for q, k in shares)
+    assert full - flops == round(saved) and flops < 0.8 * full

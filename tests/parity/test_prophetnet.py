@@ -93,3 +93,20 @@ def test_beam_search_matches(pair):
     """Beam search (4 beams, a length penalty, early stopping) returns transformers' sequences (test_seq2seq's
     check), its beams reordering our main stream's cache."""
     test_seq2seq.test_generation_matches(pair, dict(num_beams=4, length_penalty=0.6, early_stopping=True))
+
+
+def test_flops_count_the_decoders_predicting_stream():
+    """The decoder runs each target token's row and its predicting stream's row: its blocks count twice in the
+    training FLOPs per token (until 2026-12-07, once)."""
+    from llmarch.analysis.accounting import model_facts
+    from llmarch.interop.hf import hf_model_config
+    from llmarch.layers.mixer import MIXERS
+    from llmarch.models.build import empty_model
+
+    cfg = hf_model_config(transformers.ProphetNetConfig(**CONFIG).to_dict())
+    model, facts = empty_model(cfg), model_facts(cfg)
+    decoder = sum(p.numel() for b in model.decoder.blocks for p in b.parameters())
+    head = model.lm_head.weight.numel() if cfg.tied_head else 0
+    scores = MIXERS["attention"].score_dims(cfg)
+    assert facts["flops_per_token"] == 6 * (facts["non_embedding_parameters"] + head + decoder) \
+        + 6 * cfg.context_length * scores * (2 + 2 * 2)

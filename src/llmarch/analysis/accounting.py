@@ -11,7 +11,9 @@
   L layers, d_attn = heads·head_dim, T = context_length. Per layer 12·d_attn·T is 6·T times the widths of
   q.k and pattern.v (Mixer.score_dims): latent attention's are H·(d_h + d_h^R) and H·d_v.
   A shared block's weights (Zamba's, layers/shared_block.py; ALBERT's layer_groups) count in N once per layer
-  that runs it.
+  that runs it. A block that runs over a share of the tokens counts at that share (Funnel's pooled groups: 1/2,
+  1/4 ...; its attention term at the queries' times the keys' share), and a stack whose tokens each bring two
+  rows counts twice (ProphetNet's decoder, its predicting stream).
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
@@ -62,25 +64,39 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
     vision = getattr(model, "vision", None)  # the image side runs once per image, not per token
     matmul -= sum(p.numel() for p in vision.parameters()) if vision is not None else 0
-    for stack, _ in stacks(model).values():  # a shared block's weights (Zamba) cost their FLOPs at each use
+    score_dims = 0.0
+    for stack, stack_cfg in stacks(model).values():
+        # blocks counted once in non_embedding: each run of a block adds its weights again at the share of the
+        # tokens it runs over (ALBERT's layer_groups and HRM's cycles run blocks more than once, Funnel's pooled
+        # groups over fewer tokens), times the rows each token brings (ProphetNet's predicting stream: two)
+        runs, layers, shares = _runs(stack, stack_cfg)
+        rows = 2 if stack_cfg.ngram_streams else 1
+        sizes = [sum(p.numel() for p in b.parameters()) for b in stack.blocks]
+        matmul += round(sum(sizes[j] * q * rows for j, (q, _) in zip(runs, shares))) - sum(sizes)
         uses = [b.seq_mixer.block_id for b in stack.blocks if b.seq_mixer.reads_shared_blocks]
-        order = stack.block_order or []  # ALBERT's layer_groups: block j runs in order.count(j) layers
-        recurrence = getattr(stack, "recurrence", None)  # HRM: block j runs order.count(j) times too
-        order = recurrence.order() if recurrence is not None else order
-        matmul += sum(sum(p.numel() for p in b.parameters()) * (order.count(j) - 1)
-                      for j, b in enumerate(stack.blocks) if order)
-        for k, shared in enumerate(getattr(stack, "shared_blocks", None) or ()):
+        for k, shared in enumerate(getattr(stack, "shared_blocks", None) or ()):  # Zamba's, at each use
             matmul += sum(p.numel() for p in shared.parameters()) * max(uses.count(k) - 1, 0)
-    if cfg.is_encoder_decoder:
-        score_dims = (cfg.n_layers + cfg.n_decoder_layers) * 2 * cfg.n_heads * cfg.head_dim
-    else:
-        runs = model.recurrence.order() if getattr(model, "recurrence", None) is not None else range(cfg.n_layers)
-        score_dims = sum(MIXERS[cfg.layer_mixer(i)].score_dims(cfg.for_layer(i)) for i in runs)
-    flops = 6 * matmul + 6 * score_dims * cfg.context_length
+        score_dims += rows * sum(MIXERS[stack_cfg.layer_mixer(i)].score_dims(stack_cfg.for_layer(i)) * q * k
+                                 for i, (q, k) in zip(layers, shares))
+    flops = 6 * matmul + round(6 * score_dims * cfg.context_length)
     kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
             "flops_per_token": flops,
             "kv_cache_bytes_per_token": kv, "state_bytes_per_sequence": state}
+
+
+def _runs(stack, cfg: ModelConfig) -> tuple[list[int], list[int], list[tuple[float, float]]]:
+    """Each run of a block in a forward: its block, the layer whose config it runs (the same but for ALBERT's
+    shared groups) and its (query, key) share of the tokens (a recurrence's token_shares, where it pools)."""
+    recurrence = getattr(stack, "recurrence", None)
+    if recurrence is not None:  # HRM, loops: block j runs order.count(j) times
+        runs = recurrence.order()
+        layers = runs
+    else:  # ALBERT's layer_groups: layer i runs block block_order[i]
+        layers = list(range(cfg.n_layers))
+        runs = list(stack.block_order) if stack.block_order else layers
+    token_shares = getattr(recurrence, "token_shares", None)  # Funnel's pooled groups
+    return runs, layers, token_shares() if token_shares is not None else [(1.0, 1.0)] * len(runs)
 
 
 def _cache_bytes(model: torch.nn.Module, cfg: ModelConfig, dtype: str) -> tuple[int, int]:

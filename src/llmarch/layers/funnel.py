@@ -56,6 +56,16 @@ class Funnel(nn.Module):
         """The block of each invocation, in the order they run: each once."""
         return self._order
 
+    def token_shares(self) -> list[tuple[float, float]]:
+        """Each invocation's (query, key) share of the input's tokens, for FLOP counts (analysis/accounting.py):
+        group g runs over 1/2^g of them (as T grows: <cls> kept apart is one more), a pooled group's first block's
+        keys over the group before's where only queries pool; the decoder over all."""
+        shares = []
+        for g, size in enumerate(self.groups):
+            share = 0.5 ** g
+            shares += [(share, 2 * share if self.q_only and g and not layer else share) for layer in range(size)]
+        return shares + [(1.0, 1.0)] * self.decoder
+
     def _arrange(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) as its pairs are read: <cls> kept apart (and the last token dropped) where configured."""
         if not self.separate_cls:
