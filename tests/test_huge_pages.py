@@ -7,7 +7,8 @@ import llmarch
 from conftest import tiny
 from llmarch.checkpoint import save_model
 from llmarch.huge_pages import PAGE, available, huge_page_weights
-from llmarch.transforms import transposed_weight_layout
+from llmarch import transforms
+from llmarch.transforms import for_cpu_decoding, transposed_weight_layout
 
 needs_thp = pytest.mark.skipif(not available(), reason="no transparent huge pages here (not Linux, or THP `never`)")
 
@@ -33,10 +34,14 @@ def test_weights_move_into_advised_2mib_aligned_memory_and_nothing_else_changes(
     transposed_weight_layout(model)  # non-contiguous weights keep their strides
     params = dict(model.named_parameters())
     before = {k: (v.detach().clone(), v.stride()) for k, v in model.state_dict().items()}
-    assert model.embed.weight.untyped_storage().data_ptr() % PAGE  # torch's allocator's memory
+    # the layout's copy of the widening head (the embedding, tied) went into huge pages itself; the rest is torch's
+    # allocator's memory
+    assert model.embed.weight.untyped_storage().data_ptr() % PAGE == 0 and advised(model.embed.weight.data_ptr())
+    rest = [p for p in params.values() if p.untyped_storage().data_ptr() % PAGE]
+    assert len(rest) == len(params) - 1
 
     moved = huge_page_weights(model, min_bytes=1)
-    assert moved >= sum(p.numel() * p.element_size() for p in params.values())
+    assert moved >= sum(p.numel() * p.element_size() for p in rest)
     for name, p in model.named_parameters():
         assert p is params[name]  # the same Parameters: optimizers and hooks holding them still do
         assert p.untyped_storage().data_ptr() % PAGE == 0
@@ -54,7 +59,7 @@ def test_weights_move_into_advised_2mib_aligned_memory_and_nothing_else_changes(
 
 
 @needs_thp
-def test_decoding_on_cpu_moves_the_large_weights_and_keeps_the_logits():
+def test_decoding_on_cpu_moves_the_large_weights_and_keeps_the_logits(monkeypatch):
     """for_cpu_decoding (which generate applies) moves every weight of 2 MiB or more, which a decoded token
     streams; smaller ones, which fill no huge page, stay where they are."""
     model = tiny(vocab_size=8192)
@@ -68,6 +73,14 @@ def test_decoding_on_cpu_moves_the_large_weights_and_keeps_the_logits():
     assert small.data_ptr() == address
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, want, atol=1e-5)  # (the split head sums in another order)
+    # a switch of layout (eager <-> a compiled step's) copies a widening weight once, into huge pages already:
+    # for_cpu_decoding's own huge_page_weights then finds nothing to move (it moved the layout's copy again)
+    moved = []
+    monkeypatch.setattr(transforms, "huge_page_weights", lambda m: moved.append(huge_page_weights(m)))
+    for compiled in (True, False):
+        for_cpu_decoding(model, split=True, compiled=compiled)
+        assert model.lm_head.weight.untyped_storage().data_ptr() % PAGE == 0
+    assert moved == [0, 0]
 
 
 @needs_thp

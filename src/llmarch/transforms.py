@@ -10,7 +10,7 @@ from torch import nn
 from .models.build import stacks
 from .layers.linear import Linear
 from .layers.split_linear import SplitLinear, split_pays
-from .huge_pages import huge_page_weights
+from .huge_pages import huge_page_weights, zeros
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -94,7 +94,7 @@ def transposed_weight_layout(model: nn.Module) -> nn.Module:
     for module in model.modules():
         widening = isinstance(module, nn.Linear) and module.out_features > module.in_features
         if widening and module.weight.is_contiguous():
-            module.weight.data = module.weight.data.t().contiguous().t()
+            module.weight.data = _copy(module.weight.data.t()).t()
     return model
 
 
@@ -103,8 +103,15 @@ def row_major_layout(model: nn.Module) -> nn.Module:
     """Undo transposed_weight_layout: every nn.Linear weight stored (out, in), contiguous. In place."""
     for module in model.modules():
         if isinstance(module, nn.Linear) and not module.weight.is_contiguous():
-            module.weight.data = module.weight.data.contiguous()
+            module.weight.data = _copy(module.weight.data)
     return model
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """t contiguous, in huge pages where it fills one (huge_pages.zeros): for_cpu_decoding moves such weights there
+    after laying them out, which would otherwise copy each a second time at every switch of layout."""
+    out = zeros(tuple(t.shape), t.dtype, t.device)
+    return out.copy_(t)
 
 
 # Float linear weights beyond which a decoded token streams them from memory rather than cache, and the
@@ -122,13 +129,13 @@ def for_cpu_decoding(model: nn.Module, split: bool | None = None, compiled: bool
     will run: eager (compiled False), transposed_weight_layout, whose (in, out) widening weights the split reads
     fastest; a compiled step of one row, every weight (out, in), nn.Linear's own, which the compiled graph's dot
     products read fastest (split_linear.py; a compiled batch goes to the BLAS on the eager layout). A model that
-    switches between the two is laid out anew each time (a copy of its widening weights). Where the BLAS already
-    spreads a one-row product over the cores (MKL on the Intel VM of docs/benchmarks.md), the linear layers stay
-    nn.Linear, and only a model whose float linear weights exceed STREAMED_BYTES gets the transposed layout.
-    Then every weight of 2 MiB or more is moved into huge pages (huge_pages.py: a decoded token streams them).
-    Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take nn.Linear's
-    path. A model on another device, or in a process group (its parameters are then DDP's replicas or FSDP's
-    shards, laid out as those keep them), is returned untouched. In place; returns the model."""
+    switches between the two is laid out anew each time (one copy of its widening weights, made in huge pages).
+    Where the BLAS already spreads a one-row product over the cores (MKL on the Intel VM of docs/benchmarks.md),
+    the linear layers stay nn.Linear, and only a model whose float linear weights exceed STREAMED_BYTES gets the
+    transposed layout. Then every weight of 2 MiB or more is moved into huge pages (huge_pages.py: a decoded token
+    streams them). Values, state-dict names and ties are unchanged; batch-1 decoding is faster, other inputs take
+    nn.Linear's path. A model on another device, or in a process group (its parameters are then DDP's replicas or
+    FSDP's shards, laid out as those keep them), is returned untouched. In place; returns the model."""
     if next(model.parameters()).device.type != "cpu" or torch.distributed.is_initialized():
         return model
     pays = split_pays() if split is None else split
