@@ -90,3 +90,39 @@ def test_inkling2_to_hf_round_trip(inkling2):
     with torch.no_grad():
         assert (again(ids).logits - hf(ids).logits).abs().max() <= 1e-4
     assert from_hf(folder / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+def test_inkling2_parts_refuse_what_they_do_not_implement(inkling2):
+    _, ours, _ = inkling2
+    cfg = ours.config
+    with pytest.raises(LlmarchError, match="attn_sink_proj"):
+        llmarch.build("llama-tiny", attn_sink_proj=True)
+    with pytest.raises(LlmarchError, match="attn_split_inputs reads"):
+        llmarch.build("llama-tiny", attn_split_inputs=True)
+    with pytest.raises(LlmarchError, match="canon_kv_dynamic"):
+        cfg.replace(canon_kv=0, canon_out=0)
+    with pytest.raises(LlmarchError, match="qk_clip"):
+        cfg.replace(qk_clip=0.0)
+    with pytest.raises(LlmarchError, match="rel_logits_clip"):
+        cfg.replace(rel_logits_clip=-1.0)
+    with pytest.raises(LlmarchError, match="swiglu_gate_cap"):
+        cfg.replace(swiglu_up_cap=0.0)
+    with pytest.raises(LlmarchError, match="attn_residual_block needs"):
+        llmarch.build("llama-tiny", attn_residual_block=2, residual_mix="scaled")
+
+
+def test_block_attention_residuals_on_another_stack():
+    """attn_residual_block as a part of its own: a LLaMA stack (RoPE, no Canon layers) whose queries are drawn
+    decodes from its cache to its whole forward's logits, and a later token changes no earlier logit."""
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", n_layers=3, attn_residual_block=2).eval()
+    queries = [p for name, p in model.named_parameters() if name.endswith("depth.query")]
+    assert len(queries) == 6  # the mixers' of layers 1 and 2, the three FFNs', the final norm's
+    with torch.no_grad():
+        for p in queries:
+            p.normal_(0.0, 0.5)
+    ids, mask = padded_batch(model.config.vocab_size, lengths=(12, 7))
+    assert_cached_equals_whole(model, ids, 6, mask)
+    with torch.no_grad():
+        a, b = model(ids).logits, model(torch.cat([ids[:, :-1], ids[:, :1]], 1)).logits
+    assert (a[:, :-1] - b[:, :-1]).abs().max() == 0 and (a[:, -1] - b[:, -1]).abs().max() > 0

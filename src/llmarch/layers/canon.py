@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LlmarchError
+from .linear import Linear
 from .ssm import MixerState
 
 
@@ -86,7 +87,7 @@ class DynamicCanon(Canon):
     def __init__(self, channels: int, kernel: int, scaled: bool = False, *, d_model: int, heads: int):
         super().__init__(channels, kernel, scaled)
         self.heads = heads
-        self.proj = nn.Linear(d_model, heads * kernel, bias=False)
+        self.proj = Linear(d_model, heads * kernel, bias=False)
         self.divisor = math.sqrt(2 * kernel + 1) if scaled else 1.0
 
     def forward(self, h: torch.Tensor, ctx, src: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, C)
