@@ -1,5 +1,7 @@
-"""Thinking Machines' Inkling 2, its text model (`model_type: inkling2_text`, transformers' Inkling2ForCausalLM; the
-multimodal wrapper's vision tower is not read). A decoder without RoPE whose stream is a stack of block sums:
+"""Thinking Machines' Inkling 2, its text model (`model_type: inkling2_text`, transformers' Inkling2ForCausalLM; also
+read from the multimodal `inkling2`, Inkling2ForConditionalGeneration, whose vision tower is not read). A decoder
+without RoPE whose stream is a stack of block sums (transformers' module names below; the rules read the original
+checkpoint names, which transformers writes back):
 - the token embeddings through an RMSNorm (`embed_tokens.embed_norm`: embed_norm);
 - block attention residuals (attn_residual_block = n_layers_per_attn_res_block; layers/depth_attention.py): every
   sublayer and the final norm read a softmax attention over the normalised block sums with a learned query
@@ -196,5 +198,19 @@ def from_config(cfg: ModelConfig) -> dict:
         final_logit_softcapping=cfg.final_softcap, scoring_func="sigmoid", tie_word_embeddings=False)
 
 
+def wrapper_config(hf: dict) -> ModelConfig:
+    """The multimodal `inkling2` (Inkling2ForConditionalGeneration): its text_config, read as inkling2_text."""
+    return to_config({**(hf.get("text_config") or {}), "model_type": "inkling2_text",
+                      "_name_or_path": hf.get("_name_or_path")})
+
+
+def _wrapper_export(cfg: ModelConfig) -> dict:
+    raise LlmarchError("llmarch holds inkling2's text model only; export it with hf_model_type='inkling2_text'")
+
+
 FAMILIES.register("inkling2_text")(Family(RULES, to_config, from_config, stacked_experts=STACKED, needs=_needs,
                                           more_rules=_layer_rules))
+# the multimodal checkpoint stores its text model under the same names (model.llm.), its vision tower under
+# model.visual., which is not read
+FAMILIES.register("inkling2")(Family(RULES, wrapper_config, _wrapper_export, (r"^model\.visual\.",),
+                                     stacked_experts=STACKED, needs=_needs, more_rules=_layer_rules))
