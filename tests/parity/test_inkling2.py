@@ -61,6 +61,8 @@ def test_inkling2_config_reads_every_part(inkling2):
     assert (cfg.ffn, cfg.swiglu_gate_cap, cfg.swiglu_up_cap, cfg.final_softcap) == ("swiglu_softcapped", 0.8, 1.2, 3.0)
     with pytest.raises(LlmarchError, match="hidden_act 'silu'"):
         hf_model_config({**INKLING2, "model_type": "inkling2_text", "hidden_act": "gelu"})
+    with pytest.raises(LlmarchError, match="quantized checkpoints"):
+        hf_model_config({**INKLING2, "model_type": "inkling2_text", "quantization_config": {"quant_method": "fp8"}})
     with pytest.raises(LlmarchError, match="needs attn_residual_block"):
         cfg.replace(attn_residual_block=0)
     with pytest.raises(LlmarchError, match="relative_logits"):

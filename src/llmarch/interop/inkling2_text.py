@@ -118,6 +118,10 @@ def _layer_rules(cfg: ModelConfig) -> list[Rule]:
 
 
 def to_config(hf: dict) -> ModelConfig:
+    if hf.get("quantization_config"):  # the published MXFP8 experts (w13_weight_scale ...), kept quantized
+        raise LlmarchError(f"inkling2_text: quantized checkpoints (quantization_config "
+                           f"{hf['quantization_config'].get('quant_method', '?')!r}) are not supported; read a "
+                           "full-precision one")
     n = hf["num_hidden_layers"]
     types = hf.get("layer_types") or [FULL if (i + 1) % 6 == 0 else SLIDING for i in range(n)]
     if set(types) - {FULL, SLIDING}:
@@ -201,7 +205,7 @@ def from_config(cfg: ModelConfig) -> dict:
 def wrapper_config(hf: dict) -> ModelConfig:
     """The multimodal `inkling2` (Inkling2ForConditionalGeneration): its text_config, read as inkling2_text."""
     return to_config({**(hf.get("text_config") or {}), "model_type": "inkling2_text",
-                      "_name_or_path": hf.get("_name_or_path")})
+                      "_name_or_path": hf.get("_name_or_path"), "quantization_config": hf.get("quantization_config")})
 
 
 def _wrapper_export(cfg: ModelConfig) -> dict:
