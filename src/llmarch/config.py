@@ -12,6 +12,7 @@ from .errors import LlmarchError, warn
 from .layers.attention_kinds import ATTENTION_KINDS
 from .layers.bitlinear import BITLINEARS
 from .layers.canon import check_canon
+from .layers.depth_attention import check_depth_attention
 from .layers.recurrence import check_recurrence
 from .layers.mixer import MIXERS
 from .layers.altup import check as check_altup
@@ -33,7 +34,7 @@ POOLINGS = ("none", "cls", "mean", "last")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "ffn_in_bias", "expert_hidden",
             "attention", "ssm_dt_rank", "shared_hidden")
 _IMPLS = ("sdpa", "eager")
-QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope")
+QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope", "l2_clip")
 # the share of the fields a config names from which it was written by llmarch, not by hand (ModelConfig.load)
 WRITTEN_SHARE = 0.75
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "res_post", "normed_residual")
@@ -48,7 +49,7 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
                 "o_bias", "local_block_offset", "attn_temp_power", "attn_scale", "rel_logits_extent", "swiglu_limit",
                 "expert_ffn", "expert_swiglu_limit", "kv_fp4", "mla_no_rope", "qk_nope_head_dim",
-                "window_ahead")
+                "window_ahead", "canon_kv_dynamic", "attn_split_inputs")
 # the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
 DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",
                   "ffn_hidden", "norm_eps")
@@ -96,7 +97,9 @@ class ModelConfig:
     qk_norm: str = "none"  # none; head: a norm over each head's queries and keys before RoPE (Qwen3); per_head:
     # the same with a gain per head (StableLM-2-12B); proj: over the whole query and key projections, before they
     # split into heads (OLMo 2); head_after_rope: as head, on the rotated queries and keys (Hunyuan);
-    # rms_after_rope: the rotated queries and keys of each head divided by their RMS, with no gain (Llama 4)
+    # rms_after_rope: the rotated queries and keys of each head divided by their RMS, with no gain (Llama 4);
+    # l2_clip: each head's queries times a learned gain per head and channel, then queries and keys scaled down to an
+    # L2 norm of at most qk_clip (Inkling 2: layers/norms.py L2Clip)
     attn_output_gate: bool = False  # attention's output times sigmoid(x W_g) per head, before o_proj (Qwen3-Next)
     # each head's output times sigmoid(x w_h), one scalar per head from a projection of its own (g_proj: d_model to
     # n_heads), before o_proj: the headwise gate of Qiu et al. 2025, "Gated Attention for LLMs", §3 (LFM3's
@@ -435,6 +438,26 @@ class ModelConfig:
     # canon_out on each sublayer's output before its residual add (attn_sconv, mlp_sconv); 0: none
     canon_kv: int = 0
     canon_out: int = 0  # see canon_kv
+    # Canon layers' sums divided by sqrt(K + 1) (sqrt(2K + 1) for dynamic ones), which keeps their scale (Inkling 2)
+    canon_scaled: bool = False
+    # canon_kv's taps plus per-token taps, a projection of the attention's input per key/value head (Inkling 2's full
+    # layers: canon.DynamicCanon); a layer type may set it
+    canon_kv_dynamic: bool = False
+    # qk_norm 'l2_clip': the largest L2 norm of a query or key head (Inkling 2's qk_l2_clip_threshold)
+    qk_clip: float = 1.0
+    # relative_logits: each relative state through a learned gain per head and channel and an L2 clip at this norm
+    # (Inkling 2's rel_l2_clip_threshold); None: as projected
+    rel_logits_clip: float | None = None
+    # the sink logits per token, a projection of the attention's input to one per head (Inkling 2's sink_proj),
+    # instead of attn_sinks' one learned logit per head; attention 'relative_logits' only
+    attn_sink_proj: bool = False
+    # attention reads three inputs, stacked (B, T, 3, C): queries, keys and values each projected from its own (Inkling
+    # 2's full layers, each from a depth attention of its own: attn_residual_block); a layer type may set it
+    attn_split_inputs: bool = False
+    # > 0: block attention residuals (layers/depth_attention.py; Inkling 2's n_layers_per_attn_res_block): the stream is
+    # a stack of block sums, a new one started every this many layers, and each sublayer reads a softmax attention
+    # over them with a learned query instead of the plain residual stream; 0: none
+    attn_residual_block: int = 0
     # > 0: a 1-d convolution of this (odd) kernel over block 0's input, beside block 0: its output becomes
     # norm(block(x) + act(conv(x))) (DeBERTa-v2's ConvLayer, nGiE); 0: none
     side_conv: int = 0
@@ -555,6 +578,9 @@ class ModelConfig:
     # the routed experts' swiglu_limit where it differs from the dense and shared FFNs' (Step 3.7's swiglu_limits beside
     # swiglu_limits_shared); None: swiglu_limit
     expert_swiglu_limit: float | None = None
+    # swiglu_softcapped: the gated kind c_g tanh(g / c_g) sigmoid(g) * c_u tanh(u / c_u) (Inkling 2's experts)
+    swiglu_gate_cap: float = 4.0
+    swiglu_up_cap: float = 25.0
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
     # mlp_multipliers[0])
     ffn_gate_multiplier: float = 1.0
@@ -970,6 +996,7 @@ class ModelConfig:
         check_lang_adapters(self)
         check_table_types(self)
         check_canon(self)
+        check_depth_attention(self)
         check_recurrence(self)
         check_input_proj(self)
         self._validate_longrope()

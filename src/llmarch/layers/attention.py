@@ -20,12 +20,12 @@ from torch import nn
 from ..errors import LlmarchError
 from ..registry import Registry
 from .attention_kinds import ATTENTION_KINDS
-from .canon import Canon
+from .canon import Canon, DynamicCanon
 from .hooks import HookPoint
 from .grouped_linear import linear
 from .linear import Linear
 from .mixer import MIXERS, Mixer
-from .norms import PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
+from .norms import L2Clip, PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
 from .nvfp4 import nvfp4_round
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
@@ -253,14 +253,22 @@ class Attention(Mixer):
             self.k_norm = PerHeadNorm(cfg.norm, self.n_kv_heads, self.head_dim, cfg.norm_eps)
         if self.qk_norm == "rms_after_rope":  # Llama 4: no gain, so nothing to store
             self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
+        if self.qk_norm == "l2_clip":  # Inkling 2: queries through a gain and a clip, keys through the clip alone
+            self.q_norm, self.k_norm = L2Clip(cfg.qk_clip, self.n_heads, self.head_dim), L2Clip(cfg.qk_clip)
         self.temperature = temperature_of(cfg)
-        # Canon layers on the projected keys and values (canon.py; Inkling's k_sconv and v_sconv), before the key norm
-        self.k_canon = Canon(self.n_kv_heads * self.head_dim, cfg.canon_kv) if cfg.canon_kv else None
-        self.v_canon = Canon(self.n_kv_heads * self.v_dim, cfg.canon_kv) if cfg.canon_kv else None
+        # Canon layers on the projected keys and values (canon.py; Inkling's k_sconv and v_sconv), before the key norm;
+        # dynamic ones (Inkling 2's full layers) add per-token taps projected from the keys' and values' own input
+        canon = partial(DynamicCanon, d_model=cfg.d_model, heads=self.n_kv_heads) if cfg.canon_kv_dynamic else Canon
+        self.k_canon = canon(self.n_kv_heads * self.head_dim, cfg.canon_kv, cfg.canon_scaled) if cfg.canon_kv else None
+        self.v_canon = canon(self.n_kv_heads * self.v_dim, cfg.canon_kv, cfg.canon_scaled) if cfg.canon_kv else None
+        # queries, keys and values each projected from an input of its own, x (B, T, 3, C) (attn_split_inputs)
+        self.split_inputs = cfg.attn_split_inputs
         self.key_scale = cfg.attn_key_multiplier if cfg.attn_key_multiplier != 1.0 else None  # Falcon-H1's muP
         self.value_scale = cfg.attn_value_multiplier if cfg.attn_value_multiplier != 1.0 else None  # MiMo-V2-Flash
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
         self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.attn_sinks else None
+        # or one per head and token, projected from the queries' input (Inkling 2's sink_proj): sink_logits
+        self.sink_proj = Linear(cfg.d_model, cfg.n_heads, bias=False) if cfg.attn_sink_proj else None
         # nGPT's s_qk on the rotated queries (attn_q_gain): a gain per channel of every head, (H * D,)
         self.q_gain = nn.Parameter(torch.ones(cfg.n_heads * cfg.head_dim)) if cfg.attn_q_gain else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
@@ -292,6 +300,13 @@ class Attention(Mixer):
             raise LlmarchError("canon_kv convolves the keys and values of the layer's own projections: not with "
                                "attn_k_eq_v, kv_shared_layers, kv_source_layers, qk_norm='proj' or keys that are the "
                                "queries")
+        if cfg.attn_sink_proj and (cfg.attn_sinks or cfg.attention != "relative_logits"):
+            raise LlmarchError("attn_sink_proj (sink logits per token) is implemented for attention "
+                               "'relative_logits', without attn_sinks' learned ones")
+        if cfg.canon_kv_dynamic and not cfg.canon_kv:
+            raise LlmarchError("canon_kv_dynamic adds per-token taps to canon_kv's convolutions, which are off")
+        if cfg.qk_norm == "l2_clip" and cfg.qk_clip <= 0:
+            raise LlmarchError(f"qk_norm='l2_clip' bounds query and key norms at qk_clip: positive, got {cfg.qk_clip}")
         if cfg.attn_temp_form not in TEMP_FORMS:
             raise LlmarchError(f"attn_temp_form must be one of {', '.join(TEMP_FORMS)}, got {cfg.attn_temp_form!r}")
         if cfg.qk_norm == "per_head" and cfg.attn_output_gate:
@@ -335,17 +350,31 @@ class Attention(Mixer):
     def cache_note(self) -> str:
         return self.kind.cache_note
 
+    def sink_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The sink logits for the queries of x (B, T, C): (H,) learned (attn_sinks), (B, H, T) projected
+        (attn_sink_proj), or None."""
+        proj = self._modules.get("sink_proj")
+        return self.sinks if proj is None else proj(x).transpose(1, 2)
+
     def temperature_at(self, ctx: AttentionContext) -> torch.Tensor:
         """(B|1, 1, T, 1): the query temperature of this call's tokens (attn_temp_scale)."""
         return temperature(ctx, *self.temperature)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        B, T, _ = x.shape
+        B, T = x.shape[:2]
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
-        qkv = sub["qkv_proj"](x)
+        if self.split_inputs:  # x (B, T, 3, C): the queries' input, the keys', the values'; the rest reads the first
+            # the fused projection of all three inputs, each input's own rows kept: three times the projection's
+            # work in these layers, but one call of qkv_proj as it is (with its LoRA or quantization, if any)
+            inputs = x.unbind(2)
+            parts = sub["qkv_proj"](x).split(self.qkv_widths, dim=-1)  # each (B, T, 3, width)
+            qkv = torch.cat([p[:, :, j] for j, p in enumerate(parts)], dim=-1)
+            x = inputs[0]
+        else:
+            inputs, qkv = (x, x, x), sub["qkv_proj"](x)
         if sub.get("k_canon") is not None:
             q, k, v = qkv.split(self.qkv_widths, dim=-1)
-            qkv = torch.cat((q, sub["k_canon"](k, ctx), sub["v_canon"](v, ctx)), dim=-1)
+            qkv = torch.cat((q, sub["k_canon"](k, ctx, inputs[1]), sub["v_canon"](v, ctx, inputs[2])), dim=-1)
         if self.qk_norm == "proj":
             q, k, v = qkv.split(self.qkv_widths, dim=-1)
             qkv = torch.cat((self.q_norm(q), self.k_norm(k), v), dim=-1)
@@ -396,7 +425,7 @@ class Attention(Mixer):
             v = v * self.value_scale
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
-        elif self.qk_norm == "per_head":
+        elif self.qk_norm in ("per_head", "l2_clip"):
             q, k = self.q_norm(q, heads), self.k_norm(k, heads)
         if self.v_eps is not None:
             v = rms_normalize(v, self.v_eps)

@@ -35,7 +35,9 @@ BitNet b1.58 (bitlinear) makes the projections of its mixer and FFN BitLinear la
 LongCat-Flash (moe_shortcut): a mixture layer's experts read its FFN's normed input beside its dense FFN, and
 their output is added at the end of the next block: x += ffn(n2(x)), then in block i + 1 x += ... + moe_i.
 Beam, Ergo, Doge and ZAYA1 join each sublayer's output to the stream otherwise than by x + y (residual_mix:
-depth-scaled, gated, scaled or affine adds, residual_mix.py)."""
+depth-scaled, gated, scaled or affine adds, residual_mix.py).
+Inkling 2 (attn_residual_block) carries a stack of block sums instead of one stream, and each sublayer reads a
+softmax attention over it (block attention residuals: _depth, depth_attention.py)."""
 from __future__ import annotations
 
 import math
@@ -49,6 +51,7 @@ from .attention_kinds import ATTENTION_KINDS
 from .bitlinear import to_bitlinear
 from .canon import Canon
 from .cross_attention import CrossAttention
+from .depth_attention import DepthAttention
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
@@ -133,8 +136,9 @@ class Block(nn.Module):
                 to_bitlinear(self.mlp)
         # Canon layers on each sublayer's output before its residual add (canon_out; canon.py: Inkling's attn_sconv and
         # mlp_sconv), x += canon(f(n(x)))
-        self.attn_canon = Canon(cfg.d_model, cfg.canon_out) if cfg.canon_out and mixer.mixes else None
-        self.mlp_canon = Canon(cfg.d_model, cfg.canon_out) if cfg.canon_out and self.mlp is not None else None
+        self.attn_canon = Canon(cfg.d_model, cfg.canon_out, cfg.canon_scaled) if cfg.canon_out and mixer.mixes else None
+        self.mlp_canon = Canon(cfg.d_model, cfg.canon_out, cfg.canon_scaled) if cfg.canon_out and self.mlp is not None \
+            else None
         sandwich = cfg.norm_placement == "sandwich"  # Gemma 2's post_attention_ and post_feedforward_layernorm
         self.post_ln1 = make_norm(cfg) if sandwich else None
         self.post_ln2 = make_norm(cfg) if sandwich and self.mlp is not None else None
@@ -164,6 +168,12 @@ class Block(nn.Module):
             self.attn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
             self.ffn_hc = HYPER_CONNECTIONS[cfg.hyper_connection](cfg)
         self.lang_adapters = LanguageAdapters(cfg) if cfg.languages else None  # X-MOD's, after the FFN
+        if cfg.attn_residual_block:  # Inkling 2's block attention residuals (depth_attention.py): _depth
+            self.starts_block = layer % cfg.attn_residual_block == 0
+            split = cfg.attn_split_inputs  # the keys' and values' inputs each through a norm of its own
+            self.attn_depth = DepthAttention(cfg.d_model, 3 if split else 1) if layer else None
+            self.mlp_depth = DepthAttention(cfg.d_model)
+            self.ln1_k, self.ln1_v = (make_norm(cfg), make_norm(cfg)) if split else (None, None)
         if cfg.side_conv and layer == 0:
             self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
@@ -218,6 +228,30 @@ class Block(nn.Module):
         args = (ctx,) if self.mlp_reads_ctx else ()
         return sub["hook_resid_post"](expand(sub["hook_mlp_out"](sub["mlp"](norm2(h), *args))))
 
+    def _depth(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """The block over block attention residuals (depth_attention.py), x (B, T, m + 1, C): the finished blocks'
+        sums, then the partial one, h. Returns the stack after this layer (one row more where a block starts)."""
+        sub = self._modules
+        x = sub["hook_resid_pre"](x)
+        done, h = x[:, :, :-1], x[:, :, -1]
+        depth = sub.get("attn_depth")
+        inputs = h.unsqueeze(2).float() if depth is None else depth(x)  # (B, T, 1 or 3, C)
+        if sub.get("ln1_k") is not None:  # the queries', keys' and values' inputs
+            norms = (sub["ln1"], sub["ln1_k"], sub["ln1_v"])
+            a_in = torch.stack([n(inputs[:, :, min(j, inputs.shape[2] - 1)]) for j, n in enumerate(norms)], dim=2)
+        else:
+            a_in = sub["ln1"](inputs[:, :, 0])
+        post1, post2 = _post(sub, "attn", ctx) or identity, _post(sub, "mlp", ctx) or identity
+        a = sub["hook_attn_out"](post1(sub[self.mixer_attr](a_in.to(h.dtype), ctx)).float())
+        if self.starts_block:  # the layer's input closes a block; the partial sum restarts at a
+            done, h = torch.cat([done, h.unsqueeze(2)], dim=2), a
+        else:
+            h = h.float() + a
+        x = sub["hook_resid_mid"](torch.cat([done, h.unsqueeze(2).to(done.dtype)], dim=2))
+        m_in = sub["ln2"](sub["mlp_depth"](x)[:, :, 0])
+        m = sub["hook_mlp_out"](post2(sub["mlp"](m_in.to(h.dtype))).float())
+        return sub["hook_resid_post"](torch.cat([done, (h + m).unsqueeze(2).to(done.dtype)], dim=2))
+
     def _per_layer_input(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """norm(act(x W_gate) * p W_up), p this layer's per-layer input (B, T, P)."""
         sub = self._modules
@@ -229,6 +263,8 @@ class Block(nn.Module):
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
         if sub.get("attn_hc") is not None:
             return self._hyper(x, ctx)
+        if sub.get("mlp_depth") is not None:
+            return self._depth(x, ctx)
         x = x_in = sub["hook_resid_pre"](x)  # with AltUp: (K, B, T, C), the K streams
         altup = sub.get("altup")
         if altup is not None:

@@ -73,6 +73,13 @@ def limited_swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.
     return F.silu(gate.clamp(max=limit)) * up.clamp(-limit, limit)
 
 
+def softcapped_swiglu(gate: torch.Tensor, up: torch.Tensor, gate_cap: float, up_cap: float) -> torch.Tensor:
+    """Inkling 2's experts' SwiGLU (transformers' Inkling2SoftcappedSwiGLU): the sigmoid reads the raw gate, soft caps
+    bound the linear gate factor and up, c_g tanh(g / c_g) sigmoid(g) * c_u tanh(u / c_u), in fp32."""
+    g, u = gate.float(), up.float()
+    return (torch.tanh(g / gate_cap) * gate_cap * torch.sigmoid(g) * torch.tanh(u / up_cap) * up_cap).to(gate.dtype)
+
+
 def clipped_swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.Tensor:
     """Step 3.7's SwiGLU (transformers' Step3p7MLP and Step3p7Experts, limit_after_act): the activated gate clamped
     from above and the up projection on both sides at `limit`, min(silu(gate), limit) * clamp(up, -limit, limit); the
@@ -147,14 +154,17 @@ GATES: dict[str, Callable[..., Callable]] = {
                                                                             limit=swiglu_limit),
     "swiglu_limited": lambda swiglu_limit=10.0: partial(limited_swiglu, limit=swiglu_limit),
     "swiglu_clipped": lambda swiglu_limit=7.0: partial(clipped_swiglu, limit=swiglu_limit),
+    "swiglu_softcapped": lambda swiglu_gate_cap=4.0, swiglu_up_cap=25.0: partial(
+        softcapped_swiglu, gate_cap=swiglu_gate_cap, up_cap=swiglu_up_cap),
 }
 GATED = tuple(GATES)
 # the config fields a kind reads
 FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limited": ("swiglu_limit",),
-              "swiglu_clipped": ("swiglu_limit",)}
+              "swiglu_clipped": ("swiglu_limit",), "swiglu_softcapped": ("swiglu_gate_cap", "swiglu_up_cap")}
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
                                   "relu2_glu": "relu2", "swiglu_clamped": "silu",
-                                  "swiglu_limited": "silu", "swiglu_clipped": "silu"}  # ffn name -> its activation
+                                  "swiglu_limited": "silu", "swiglu_clipped": "silu",
+                                  "swiglu_softcapped": "silu"}  # ffn name -> its activation
 for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu", "quick_gelu"):
     FFNS.register(_name)(partial(MLP, act=_name))
     FFN_ACTIVATION[_name] = _name
@@ -231,6 +241,9 @@ def check_ffn(cfg) -> None:
                                                 or "swiglu_limit" not in FFN_FIELDS.get(cfg.expert_ffn or cfg.ffn, ())):
         raise LlmarchError(f"expert_swiglu_limit={cfg.expert_swiglu_limit} bounds the experts of a clamped kind "
                            f"(expert_ffn or ffn reading swiglu_limit), for n_experts > 0, and must be positive")
+    if cfg.swiglu_gate_cap <= 0 or cfg.swiglu_up_cap <= 0:
+        raise LlmarchError(f"swiglu_gate_cap and swiglu_up_cap must be positive, got {cfg.swiglu_gate_cap} and "
+                           f"{cfg.swiglu_up_cap}")
     if cfg.swiglu_limit <= 0 or cfg.swiglu_alpha <= 0:
         raise LlmarchError(f"swiglu_limit and swiglu_alpha must be positive, got {cfg.swiglu_limit} and "
                            f"{cfg.swiglu_alpha}")

@@ -219,3 +219,33 @@ class GatedNorm(nn.Module):
         y = self.norm(x)
         sub = self._modules
         return (y * torch.sigmoid(sub["gate_up"](F.silu(sub["gate_down"](y))).float())).to(y.dtype)
+
+
+def l2_clip(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """Each vector (last dim) scaled down to an L2 norm of at most `bound`, shorter ones unchanged, in fp32:
+    x * min(bound / (|x| + 1e-6), 1) (Inkling 2's L2Clip)."""
+    h = x.float()
+    return (h * (bound / (torch.linalg.vector_norm(h, dim=-1, keepdim=True) + 1e-6)).clamp(max=1.0)).to(x.dtype)
+
+
+class L2Clip(nn.Module):
+    """l2_clip of each head's vectors, optionally after a learned gain per head and channel, weight (H, D) (Inkling
+    2's ScaledL2Clip on queries and relative states; its keys have no gain). x (..., H, ...) with the heads on
+    `axis`, D last."""
+
+    def __init__(self, bound: float, heads: int = 0, dim: int = 0):
+        super().__init__()
+        self.bound = bound
+        self.weight = nn.Parameter(torch.ones(heads, dim)) if heads else None
+
+    def init_ssm(self) -> None:
+        """The stack's init hook: the gains back to ones."""
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor, axis: int = -2) -> torch.Tensor:
+        if self.weight is None:
+            return l2_clip(x, self.bound)
+        axis = axis % x.dim()
+        w = self.weight.float().view(self.weight.shape[0], *[1] * (x.dim() - 2 - axis), self.weight.shape[1])
+        return l2_clip(x.float() * w, self.bound).to(x.dtype)

@@ -17,10 +17,16 @@ from __future__ import annotations
 import torch
 
 
+def _column(sinks: torch.Tensor, H: int) -> torch.Tensor:
+    """The sink logits as a column of scores: (H,) learned per head -> (1, H, 1, 1); (B, H, T) per token (Inkling
+    2's sink_proj) -> (B, H, T, 1)."""
+    return sinks.view(1, H, 1, 1) if sinks.dim() == 1 else sinks[..., None]
+
+
 def sink_softmax(scores: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
     """scores (B, H, T, S), -inf where barred -> probabilities (B, H, T, S) that sum to less than 1 (fp32)."""
     B, H, T, _ = scores.shape
-    column = sinks.float().view(1, H, 1, 1).expand(B, H, T, 1)
+    column = _column(sinks.float(), H).expand(B, H, T, 1)
     return torch.cat([scores.float(), column], dim=-1).softmax(dim=-1)[..., :-1]
 
 
@@ -40,7 +46,9 @@ def with_sink_key(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
     else:
         bias = mask.to(q.dtype)
     bias = bias.expand(bias.shape[0], H, T, S)
-    column = sinks.to(q.dtype).view(1, H, 1, 1).expand(bias.shape[0], H, T, 1)
+    column = _column(sinks.to(q.dtype), H)
+    column = column.expand(max(bias.shape[0], column.shape[0]), H, T, 1)
+    bias = bias.expand(column.shape[0], H, T, S)
     zeros = k.new_zeros(k.shape[0], k.shape[1], 1, k.shape[3])
     return torch.cat([k, zeros], dim=2), torch.cat([v, v.new_zeros(zeros.shape[:3] + v.shape[3:])], dim=2), \
         torch.cat([bias, column], dim=-1)

@@ -16,6 +16,7 @@ from ..layers.altup import AltUpStreams
 from ..layers.attention import AttentionContext
 from ..layers.block import Block, identity
 from ..layers.canon import BlockState, Canon
+from ..layers.depth_attention import DepthAttention
 from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
 from ..layers.attention_kinds import ATTENTION_KINDS
@@ -37,6 +38,9 @@ class Stack(StackInputs, nn.Module):
         self.altup = AltUpStreams(cfg) if cfg.altup_streams > 1 else None  # Gemma 3n's K residual streams
         # hyper-connections' n residual streams (layers/hyper.py): made from the embedding, merged after the blocks
         self.hc_head = HYPER_CONNECTIONS[cfg.hyper_connection].head(cfg) if cfg.hyper_connection != "none" else None
+        # block attention residuals (layers/depth_attention.py): a stack of block sums through the blocks, (B, T, m, C),
+        # from which one more depth attention reads the final norm's input
+        self.final_depth = DepthAttention(cfg.d_model) if cfg.attn_residual_block else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else identity  # no module dispatch when off
         # PEGASUS-X's learned global tokens, put before the tokens after the embeddings and dropped after the blocks
         self.global_embed = nn.Parameter(torch.zeros(cfg.global_tokens, cfg.d_model)) if cfg.global_tokens else None
@@ -295,6 +299,9 @@ class Stack(StackInputs, nn.Module):
         hc_head = sub.get("hc_head")
         if hc_head is not None:  # hyper-connections: n streams through the blocks, (B, T, n, C)
             x = streams(x, cfg.hc_streams)
+        final_depth = sub.get("final_depth")
+        if final_depth is not None:  # the stack of block sums: none finished, the embeddings the partial one
+            x = x.unsqueeze(2)
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
         if self.recurrence is not None:  # its own schedule (no per-layer bias: its check); a context it derives (c)
@@ -307,6 +314,8 @@ class Stack(StackInputs, nn.Module):
             x = altup.merge(x)
         if hc_head is not None:
             x = hc_head(x)
+        if final_depth is not None:
+            x = final_depth(x)[:, :, 0].to(x.dtype)
         if glob is not None:
             x = x[:, glob.shape[0]:]
         if self.ngram_embed is not None:  # the predicting stream (inputs.py): what the head reads
