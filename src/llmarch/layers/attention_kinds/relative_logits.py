@@ -68,4 +68,5 @@ class RelativeLogits(AttentionKind):
         if self.window is not None:
             allowed = allowed & (dist < self.window)
         mask = bias.masked_fill(~allowed, float("-inf")).to(q.dtype)
-        return attn.kernel(q, k, v, mask, False, dropout_p, attn._modules["hook_pattern"], attn.scale, attn.sink_logits(x))
+        sinks = attn.sink_logits(x)
+        return attn.kernel(q, k, v, mask, False, dropout_p, attn._modules["hook_pattern"], attn.scale, sinks)
