@@ -136,6 +136,10 @@ class ModelConfig:
     loop_prelude: int = 0  # recurrence 'loop': the first this-many blocks, run once before the looped ones
     loop_coda: int = 0  # recurrence 'loop': the last this-many blocks, run once after the looped ones
     loop_count: int = 2  # recurrence 'loop': passes through the looped (middle) blocks
+    # recurrence 'loop', > 0: Inkling 2 Loop's passes (layers/loop_messages.py) instead of Dory's injection: each pass
+    # restarts from the prelude's output and, after the first, its looped blocks read messages from the previous
+    # pass through gates of this rank (loop_gate_rank); needs attn_residual_block. 0: Dory's
+    loop_message_rank: int = 0
     # recurrence 'funnel' (layers/funnel.py, Funnel-Transformer): the encoder's blocks in groups of these sizes, the
     # sequence pooled to about half before each group after the first (block_sizes); None: no funnel
     funnel_blocks: list | None = None

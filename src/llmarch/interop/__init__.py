@@ -57,6 +57,7 @@ from . import mellum  # noqa: F401
 from . import kolibri1  # noqa: F401
 from . import inkling_text  # noqa: F401
 from . import inkling2_text  # noqa: F401
+from . import inkling2_loop_text  # noqa: F401
 from . import hrm_text  # noqa: F401
 from . import exaone4_5  # noqa: F401
 from . import step3p5  # noqa: F401

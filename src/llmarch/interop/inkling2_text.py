@@ -160,6 +160,13 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def _needs(cfg: ModelConfig) -> str | None:
+    if cfg.recurrence != "none":  # inkling2_loop_text.py's loops
+        return "each layer run once (recurrence 'none')"
+    return text_needs(cfg)
+
+
+def text_needs(cfg: ModelConfig) -> str | None:
+    """What Inkling 2's layers need, looped or not."""
     if cfg.attention != "relative_logits" or not cfg.embed_norm or cfg.qk_norm != "l2_clip" or not cfg.v_norm \
             or cfg.bias or cfg.tie_embeddings or not cfg.canon_kv or cfg.canon_kv != cfg.canon_out \
             or not cfg.canon_scaled or cfg.layer_types is None or set(cfg.layer_types) - {FULL, SLIDING} \

@@ -80,6 +80,9 @@ class AttentionContext:
     # Funnel's positions, token types and masks of the queries and keys, and the unpooled stream a pooled layer's keys
     # read (funnel_attention.PoolingView), set by recurrence 'funnel' per block
     pooling: object = None
+    # (B, T, 4, C): the messages a looped block reads from the previous pass (recurrence 'loop' with
+    # loop_message_rank: loop_messages.py), its queries', keys', values' and FFN's inputs'; None in other calls
+    messages: torch.Tensor | None = None
 
 
 @ATTENTION.register("sdpa")
@@ -261,8 +264,6 @@ class Attention(Mixer):
         canon = partial(DynamicCanon, d_model=cfg.d_model, heads=self.n_kv_heads) if cfg.canon_kv_dynamic else Canon
         self.k_canon = canon(self.n_kv_heads * self.head_dim, cfg.canon_kv, cfg.canon_scaled) if cfg.canon_kv else None
         self.v_canon = canon(self.n_kv_heads * self.v_dim, cfg.canon_kv, cfg.canon_scaled) if cfg.canon_kv else None
-        # queries, keys and values each projected from an input of its own, x (B, T, 3, C) (attn_split_inputs)
-        self.split_inputs = cfg.attn_split_inputs
         self.key_scale = cfg.attn_key_multiplier if cfg.attn_key_multiplier != 1.0 else None  # Falcon-H1's muP
         self.value_scale = cfg.attn_value_multiplier if cfg.attn_value_multiplier != 1.0 else None  # MiMo-V2-Flash
         # a learned sink logit per head in every softmax's denominator (gpt-oss; sinks.py); kinds pass it on
@@ -363,7 +364,9 @@ class Attention(Mixer):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T = x.shape[:2]
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
-        if self.split_inputs:  # x (B, T, 3, C): the queries' input, the keys', the values'; the rest reads the first
+        # x (B, T, 3, C): the queries' input, the keys', the values' (attn_split_inputs, or a looped block's gated
+        # inputs: loop_messages.py); the rest reads the first
+        if x.dim() == 4:
             # the fused projection of all three inputs, each input's own rows kept: three times the projection's
             # work in these layers, but one call of qkv_proj as it is (with its LoRA or quantization, if any)
             inputs = x.unbind(2)

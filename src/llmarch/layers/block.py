@@ -52,6 +52,7 @@ from .bitlinear import to_bitlinear
 from .canon import Canon
 from .cross_attention import CrossAttention
 from .depth_attention import DepthAttention
+from .loop_messages import MessageGates
 from .ffn import ACTIVATIONS, FFN_ACTIVATION
 from .ffn_factory import make_ffn, shortcut_moe
 from .linear import Linear
@@ -174,6 +175,9 @@ class Block(nn.Module):
             self.attn_depth = DepthAttention(cfg.d_model, 3 if split else 1) if layer else None
             self.mlp_depth = DepthAttention(cfg.d_model)
             self.ln1_k, self.ln1_v = (make_norm(cfg), make_norm(cfg)) if split else (None, None)
+            # a looped block of Inkling 2 Loop (recurrence 'loop', loop_message_rank): gates for its messages
+            looped = cfg.recurrence == "loop" and cfg.loop_prelude <= layer < cfg.n_layers - cfg.loop_coda
+            self.message_gates = MessageGates(cfg) if looped and cfg.loop_message_rank else None
         if cfg.side_conv and layer == 0:
             self.side_conv = SideConv(cfg)
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
@@ -236,8 +240,12 @@ class Block(nn.Module):
         done, h = x[:, :, :-1], x[:, :, -1]
         depth = sub.get("attn_depth")
         inputs = h.unsqueeze(2).float() if depth is None else depth(x)  # (B, T, 1 or 3, C)
-        if sub.get("ln1_k") is not None:  # the queries', keys' and values' inputs
-            norms = (sub["ln1"], sub["ln1_k"], sub["ln1_v"])
+        gates, messages = sub.get("message_gates"), ctx.messages
+        if gates is not None and messages is not None:  # a looped block after the first pass: three gated inputs
+            inputs = gates.attention_inputs(inputs, messages)
+        split = sub.get("ln1_k") is not None
+        if split or inputs.shape[2] == 3:  # the queries', keys' and values' inputs, each through its norm (or ln1)
+            norms = (sub["ln1"], sub["ln1_k"], sub["ln1_v"]) if split else (sub["ln1"],) * 3
             a_in = torch.stack([n(inputs[:, :, min(j, inputs.shape[2] - 1)]) for j, n in enumerate(norms)], dim=2)
         else:
             a_in = sub["ln1"](inputs[:, :, 0])
@@ -248,7 +256,10 @@ class Block(nn.Module):
         else:
             h = h.float() + a
         x = sub["hook_resid_mid"](torch.cat([done, h.unsqueeze(2).to(done.dtype)], dim=2))
-        m_in = sub["ln2"](sub["mlp_depth"](x)[:, :, 0])
+        m_in = sub["mlp_depth"](x)[:, :, 0]
+        if gates is not None and messages is not None:
+            m_in = gates.mlp(m_in, messages[:, :, 3])
+        m_in = sub["ln2"](m_in)
         m = sub["hook_mlp_out"](post2(sub["mlp"](m_in.to(h.dtype))).float())
         return sub["hook_resid_post"](torch.cat([done, (h + m).unsqueeze(2).to(done.dtype)], dim=2))
 

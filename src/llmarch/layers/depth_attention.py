@@ -35,9 +35,14 @@ class DepthAttention(nn.Module):
         nn.init.zeros_(self.query)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attend(x, self.query)
+
+    @staticmethod
+    def attend(x: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """The queries (C,) or (n, C) over the normalised stack x (B, T, m, C) -> (B, T, n, C)."""
         h = rms_normalize(x.float(), EPS)  # (B, T, m, C)
         C = h.shape[-1]
-        scores = torch.einsum("btmc,nc->btnm", h, self.query.float().view(-1, C)) * C ** -0.5
+        scores = torch.einsum("btmc,nc->btnm", h, query.float().view(-1, C)) * C ** -0.5
         return torch.einsum("btnm,btmc->btnc", scores.softmax(-1), h)
 
 
@@ -48,6 +53,8 @@ def check_depth_attention(cfg) -> None:
     split = [i for i in range(cfg.n_layers) if cfg.for_layer(i).attn_split_inputs]
     if split and not cfg.attn_residual_block:
         raise LlmarchError("attn_split_inputs reads three depth attentions' outputs: it needs attn_residual_block")
+    if cfg.recurrence == "loop" and cfg.loop_message_rank:  # the looped blocks' gated inputs are split ones too
+        split += range(cfg.loop_prelude, cfg.n_layers - cfg.loop_coda)
     if any(cfg.layer_mixer(i) != "attention" or cfg.for_layer(i).qkv_groups != 1
            or cfg.for_layer(i).bitlinear != "none" for i in split):
         raise LlmarchError("attn_split_inputs projects queries, keys and values from inputs of their own: mixer "
@@ -57,9 +64,10 @@ def check_depth_attention(cfg) -> None:
                                     or cfg.residual_mix != "none" or cfg.moe_shortcut or cfg.laurel_rank
                                     or cfg.altup_streams > 1 or cfg.ple_dim or cfg.layer_scalar or cfg.side_conv
                                     or cfg.residual_multiplier != 1.0 or cfg.residual_alpha != 1.0
-                                    or cfg.ffn == "none" or cfg.layer_groups or cfg.recurrence != "none"
+                                    or cfg.ffn == "none" or cfg.layer_groups
+                                    or cfg.recurrence not in ("none", "loop" if cfg.loop_message_rank else "none")
                                     or cfg.global_tokens or cfg.task_prompt):
         raise LlmarchError("attn_residual_block needs a decoder-only stack of sequential pre-norm blocks, each with a "
                            "mixer and an FFN, without hyper-connections, residual mixes or multipliers, AltUp, "
                            "LAuReL, moe_shortcut, per-layer inputs, layer_scalar, side_conv, shared or recurrent "
-                           "layers, global tokens or a task prompt")
+                           "layers (but Inkling 2 Loop's: loop_message_rank), global tokens or a task prompt")

@@ -19,13 +19,16 @@ Depth Approach", arXiv 2502.05171, §3: prelude, recurrent block, coda; Dory's i
 the first loop_prelude blocks run once, giving e = norm(h); the middle blocks then run loop_count times, each pass from
 h = norm(h) + e (the prelude's output injected again, as Dory adds it, where Huginn concatenates); the last loop_coda
 blocks run once on the last pass's output. Each pass over a middle block is an invocation of its own, with its own
-KV cache (Dory's recurrent_kv_cache_mode 'per_loop')."""
+KV cache (Dory's recurrent_kv_cache_mode 'per_loop'). With loop_message_rank, Inkling 2 Loop's passes instead
+(loop_messages.py): over a stack of block sums (attn_residual_block), each pass restarts from the prelude's output,
+and the looped blocks of the passes after the first read messages retrieved from the previous pass's stack."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import LlmarchError
+from .loop_messages import MessageAttention
 from .norms import make_norm
 from ..registry import Registry
 
@@ -88,7 +91,10 @@ class Loop(nn.Module):
         super().__init__()
         self.prelude, self.coda, self.count = cfg.loop_prelude, cfg.loop_coda, cfg.loop_count
         self.looped = cfg.n_layers - self.prelude - self.coda
-        self.norm = make_norm(cfg)  # norm 'l2' (Dory): the sphere's projection, no parameters
+        if cfg.loop_message_rank:  # Inkling 2 Loop's messages between passes
+            self.messages = MessageAttention(cfg, self.looped)
+        else:
+            self.norm = make_norm(cfg)  # norm 'l2' (Dory): the sphere's projection, no parameters
         middle = list(range(self.prelude, self.prelude + self.looped))
         self._order = list(range(self.prelude)) + middle * self.count + list(range(cfg.n_layers - self.coda,
                                                                                       cfg.n_layers))
@@ -101,12 +107,22 @@ class Loop(nn.Module):
                                f"blocks to loop, and loop_count >= 1; got {cfg.loop_prelude}, {cfg.loop_coda}, "
                                f"{cfg.n_layers} and {cfg.loop_count}")
         if not cfg.causal or cfg.n_decoder_layers or cfg.layer_groups or cfg.kv_shared_layers \
-                or cfg.kv_source_layers or cfg.altup_streams > 1 or cfg.hyper_connection != "none" or cfg.canon_kv \
-                or cfg.canon_out or cfg.moe_shortcut or cfg.relative_bias_per_layer or cfg.ple_dim \
-                or any(True for _ in make_norm(cfg).parameters()):
+                or cfg.kv_source_layers or cfg.altup_streams > 1 or cfg.hyper_connection != "none" \
+                or cfg.moe_shortcut or cfg.relative_bias_per_layer or cfg.ple_dim:
             raise LlmarchError("recurrence='loop' runs blocks of a decoder-only stack without shared or per-layer "
-                               "parts, AltUp, hyper-connections, Canon layers or moe_shortcut, and a norm without "
-                               "parameters (its injection's)")
+                               "parts, AltUp, hyper-connections or moe_shortcut")
+        if cfg.loop_message_rank < 0:
+            raise LlmarchError(f"loop_message_rank is the message gates' rank, >= 0 (0: Dory's injection), got "
+                               f"{cfg.loop_message_rank}")
+        n = cfg.attn_residual_block
+        if cfg.loop_message_rank and (not n or not cfg.loop_prelude or cfg.loop_prelude % n
+                                      or (cfg.n_layers - cfg.loop_coda) % n):
+            raise LlmarchError("recurrence='loop' with loop_message_rank retrieves messages from block sums: it needs "
+                               "attn_residual_block, and a nonempty prelude and looped blocks that start and end at "
+                               "block boundaries")
+        if not cfg.loop_message_rank and (any(True for _ in make_norm(cfg).parameters()) or cfg.attn_residual_block):
+            raise LlmarchError("recurrence='loop' injects the prelude's output through a norm without parameters, into "
+                               "one residual stream (no attn_residual_block)")
 
     def order(self) -> list[int]:
         """The block of each invocation, in the order they run."""
@@ -117,11 +133,27 @@ class Loop(nn.Module):
         k = 0
         for _ in range(self.prelude):
             x, k = run(k, x), k + 1
+        if self._modules.get("messages") is not None:
+            return self._passes_with_messages(x, run, k)
         injected = self.norm(x)
         for _ in range(self.count):
             x = self.norm(x) + injected
             for _ in range(self.looped):
                 x, k = run(k, x), k + 1
+        for _ in range(self.coda):
+            x, k = run(k, x), k + 1
+        return x
+
+    def _passes_with_messages(self, x: torch.Tensor, run, k: int) -> torch.Tensor:
+        """x (B, T, m + 1, C): the prelude's stack of block sums. Each pass restarts from it; the first looped
+        block closes a block with the prelude's partial sum (row m), so the previous pass's own rows, the messages'
+        sources, are m + 1 on."""
+        start, m = x, x.shape[2] - 1
+        for p in range(self.count):
+            sources, x = x[:, :, m + 1:], start
+            for layer in range(self.looped):
+                messages = self.messages(sources, layer) if p else None
+                x, k = run(k, x, messages=messages), k + 1
         for _ in range(self.coda):
             x, k = run(k, x), k + 1
         return x

@@ -107,9 +107,8 @@ class Stack(StackInputs, nn.Module):
         if slots > cfg.context_length:
             raise LlmarchError(f"cache length {slots} exceeds context_length {cfg.context_length}")
         w = next(self.blocks[0].parameters())
-        if self.recurrence is not None:
-            self._runs = [self.blocks[j].seq_mixer.new_state(batch, slots, dtype or w.dtype, w.device)
-                          for j in self.recurrence.order()]
+        if self.recurrence is not None:  # each invocation's state, its block's Canon histories with it
+            self._runs = [self._new_state(j, batch, slots, dtype or w.dtype, w.device) for j in self.recurrence.order()]
             self.set_caches(self._runs, max_len)
             return
         for i, block in enumerate(self.blocks):
@@ -121,6 +120,20 @@ class Stack(StackInputs, nn.Module):
             for canon in self._canons[i]:
                 canon.cache = canon.new_state(batch, slots, dtype or w.dtype, w.device)
         self._cache_max_len = slots
+
+    def _new_state(self, j: int, batch: int, slots: int, dtype: torch.dtype, device) -> object:
+        """A new decode state of block j's: its mixer's, with its Canon layers' histories where it has some."""
+        state = self.blocks[j].seq_mixer.new_state(batch, slots, dtype, device)
+        canons = self._canons[j]
+        return BlockState(state, [c.new_state(batch, slots, dtype, device) for c in canons]) if canons else state
+
+    def _put_state(self, j: int, state) -> None:
+        """Block j (its mixer, its Canon layers) decodes over state."""
+        if isinstance(state, BlockState):
+            for canon, history in zip(self._canons[j], state.canons):
+                canon.cache = history
+            state = state.mixer
+        self.blocks[j].seq_mixer.cache = state
 
     def clear_cache(self) -> None:
         self._runs = None
@@ -145,7 +158,7 @@ class Stack(StackInputs, nn.Module):
         if self.recurrence is not None:
             self._runs = list(states)
             for j, state in zip(self.recurrence.order(), states):  # each block holds some state: cache_len reads it
-                self.blocks[j].seq_mixer.cache = state
+                self._put_state(j, state)
             self._cache_max_len = max_len
             return
         for block, canons, state in zip(self.blocks, self._canons, states):
@@ -262,14 +275,15 @@ class Stack(StackInputs, nn.Module):
                                input_ids=input_ids)
         return self._layers(x, ctx, pos, None, last_only, input_ids)
 
-    def _invoke(self, k: int, x: torch.Tensor, ctxs: dict) -> torch.Tensor:
+    def _invoke(self, k: int, x: torch.Tensor, ctxs: dict, messages: torch.Tensor | None = None) -> torch.Tensor:
         """A recurrence's invocation k: its block on x, with its layer type's context (ctxs: by type, None the
-        stack's), over the invocation's own decode state when decoding."""
+        stack's), over the invocation's own decode state when decoding; messages: what the recurrence hands the block
+        (Inkling 2 Loop's, loop_messages.py), or None."""
         j = self.recurrence.order()[k]
-        block = self._modules["blocks"][j]
         if self._runs is not None:
-            block.seq_mixer.cache = self._runs[k]
-        return block(x, ctxs.get(self._types[j], ctxs[None]))
+            self._put_state(j, self._runs[k])
+        ctx = ctxs.get(self._types[j], ctxs[None])
+        return self._modules["blocks"][j](x, ctx if messages is None else dataclasses.replace(ctx, messages=messages))
 
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
@@ -305,7 +319,8 @@ class Stack(StackInputs, nn.Module):
         per_layer = sub["positions"].per_layer  # a bias, hence a mask, per layer (L, B|1, H, T, S): UMT5
         blocks = sub["blocks"] if self.block_order is None else [sub["blocks"][j] for j in self.block_order]
         if self.recurrence is not None:  # its own schedule (no per-layer bias: its check); a context it derives (c)
-            x = sub["recurrence"](x, lambda k, h, c=None: self._invoke(k, h, ctxs if c is None else {None: c}), ctx)
+            x = sub["recurrence"](x, lambda k, h, c=None, messages=None: self._invoke(
+                k, h, ctxs if c is None else {None: c}, messages), ctx)
         else:
             for i, (block, t) in enumerate(zip(blocks, self._types)):
                 c = ctxs.get(t, ctx)

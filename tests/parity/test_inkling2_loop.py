@@ -1,0 +1,130 @@
+"""Inkling 2 Loop's text model (`model_type: inkling2_loop_text`, Inkling2LoopForCausalLM) against transformers,
+through files: test_inkling2.py's tiny Inkling 2 grown to six layers, layers 2 (sliding) and 3 (full) looped three
+times between block boundaries (blocks of two layers), layers 4 and 5 after them. Besides what test_inkling2.py
+perturbs, the message queries and gates are drawn (zero and small at init), so the messages move the logits; the
+left-padded batch is compared with position ids from its mask, as there."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.errors import LlmarchError
+from llmarch.interop import from_hf, to_hf
+from llmarch.interop.hf import hf_model_config
+
+from conftest import assert_cached_equals_whole, perturbed, routed_apart
+from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
+from test_inkling2 import INKLING2
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+LOOP = {**INKLING2, "num_hidden_layers": 6, "layer_types": ["hybrid", "hybrid_sliding", "hybrid_sliding", "hybrid",
+                                                            "hybrid_sliding", "hybrid"],
+        "loop_layer_index_start": 2, "loop_layer_index_end": 4, "loop_num_passes": 3, "loop_gate_rank": 8}
+
+
+def _drawn(hf):
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(("query", "static_weight", "norm.scale")):
+                p.normal_(0.0, 0.5)  # zeros and ones at init
+            if name.endswith(("conv1d.weight", "weight_proj.weight")):
+                p.normal_(0.0, 0.3)
+            if "message_gate" in name:
+                p.normal_(0.0, 0.5)
+            if name.endswith(("linear.weight", "relative_position_bias.proj")) or name == "lm_head.weight":
+                p.mul_(25.0 if name.endswith("proj") else 10.0)  # norms past the clips, logits past the cap
+    return perturbed(hf)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    torch.manual_seed(0)
+    hf = _drawn(routed_apart(transformers.Inkling2LoopForCausalLM(transformers.Inkling2LoopTextConfig(**LOOP))))
+    folder = tmp_path_factory.mktemp("inkling2_loop")
+    hf.save_pretrained(folder / "hf")
+    return hf, from_hf(folder / "hf"), folder
+
+
+def test_inkling2_loop_config_reads_the_loop(loop):
+    _, ours, _ = loop
+    cfg = ours.config
+    assert (cfg.recurrence, cfg.loop_prelude, cfg.loop_coda, cfg.loop_count, cfg.loop_message_rank) == \
+        ("loop", 2, 2, 3, 8)
+    gated = [i for i, b in enumerate(ours.blocks) if b.message_gates is not None]
+    assert gated == [2, 3]
+    original = {k: v for k, v in LOOP.items() if not k.startswith("loop_")}
+    read = hf_model_config({**original, "model_type": "inkling2_loop_text",
+                            "loop_config": {"core_start": 2, "core_end": 4, "num_passes": 2, "gate_rank": 4}})
+    assert (read.loop_prelude, read.loop_coda, read.loop_count, read.loop_message_rank) == (2, 2, 2, 4)
+    with pytest.raises(LlmarchError, match="block boundaries|multiples of n_layers_per_attn_res_block"):
+        hf_model_config({**LOOP, "model_type": "inkling2_loop_text", "loop_layer_index_start": 1})
+    with pytest.raises(LlmarchError, match="block boundaries"):
+        cfg.replace(loop_prelude=1)
+    with pytest.raises(LlmarchError, match="loop_message_rank"):
+        cfg.replace(loop_message_rank=-1)
+    with pytest.raises(LlmarchError, match="recurrence 'none'"):
+        to_hf(ours.__class__(cfg.replace(hf_model_type="inkling2_text")), "unused")
+
+
+def test_inkling2_loop_left_padded_logits_greedy_and_cached_decoding(loop):
+    hf, ours, _ = loop
+    torch.manual_seed(1)
+    ids, mask = padded_batch(120, lengths=(14, 9))
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask).logits
+    assert mine.shape[-1] == 120 and mine.abs().max() > 2.5
+    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=24)
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=0)
+    assert torch.equal(generated, theirs)
+    full_mask = torch.cat([mask, torch.ones(2, 24, dtype=mask.dtype)], 1)
+    assert_cached_equals_whole(ours, generated, ids.shape[1], full_mask)
+
+
+def test_inkling2_loop_messages_move_the_logits(loop):
+    """The messages matter: the gates' messages off (their gain rows zero, the forget rows too) change the logits,
+    so a pass that read none would fail the parity above."""
+    _, ours, _ = loop
+    ids = torch.randint(0, 120, (2, 11))
+    with torch.no_grad():
+        before = ours(ids).logits
+        saved = {n: p.clone() for n, p in ours.named_parameters() if ".message_gates." in n}
+        for n, p in ours.named_parameters():
+            if n.endswith(("gain.weight", "forget.weight")) and ".message_gates." in n:
+                p.zero_()
+        after = ours(ids).logits
+        for n, p in ours.named_parameters():
+            if n in saved:
+                p.copy_(saved[n])
+    assert (before - after).abs().max() > 1e-2
+
+
+def test_inkling2_loop_to_hf_round_trip(loop):
+    hf, ours, folder = loop
+    to_hf(ours, folder / "out")
+    again = transformers.Inkling2LoopForCausalLM.from_pretrained(folder / "out").eval()
+    ids = torch.randint(0, 120, (2, 13))
+    with torch.no_grad():
+        assert (again(ids).logits - hf(ids).logits).abs().max() <= 1e-4
+    assert from_hf(folder / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+def test_inkling2_loop_text_model_of_the_multimodal_checkpoint(loop, tmp_path):
+    """Inkling2LoopForConditionalGeneration's checkpoint: its text logits, the vision tower not read."""
+    hf, ours, _ = loop
+    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, patch_size=4, projection_hidden_dim=16,
+                  text_hidden_size=32, posemb_grid_size=4)
+    mm = transformers.Inkling2LoopForConditionalGeneration(transformers.Inkling2LoopConfig(
+        text_config=LOOP, vision_config=vision, image_token_id=5)).eval()
+    state = {k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else k: v
+             for k, v in hf.state_dict().items()}
+    assert not set(state) - set(mm.state_dict())
+    mm.load_state_dict(state, strict=False)
+    mm.save_pretrained(tmp_path / "mm")
+    read = from_hf(tmp_path / "mm")
+    assert read.config.hf_model_type == "inkling2_loop_text"
+    ids = torch.randint(0, 120, (2, 11))
+    with torch.no_grad():
+        assert (read(ids).logits - mm(input_ids=ids).logits).abs().max() <= 1e-4
+        assert (read(ids).logits - ours(ids).logits).abs().max() == 0
