@@ -1,8 +1,9 @@
 """Inkling 2 Loop's text model (`model_type: inkling2_loop_text`, Inkling2LoopForCausalLM) against transformers,
-through files: test_inkling2.py's tiny Inkling 2 grown to six layers, layers 2 (sliding) and 3 (full) looped three
-times between block boundaries (blocks of two layers), layers 4 and 5 after them. Besides what test_inkling2.py
-perturbs, the message queries and gates are drawn (zero and small at init), so the messages move the logits; the
-left-padded batch is compared with position ids from its mask, as there."""
+through files: test_inkling2.py's tiny Inkling 2 grown to eight layers, layers 2 to 5 (sliding and full ones) looped
+three times between block boundaries (blocks of two layers), so that a pass leaves two rows for the messages to
+attend over (a finished block and the partial sum) and the four message queries differ; layers 6 and 7 after them.
+Besides what test_inkling2.py perturbs, the message queries and gates are drawn (zero and small at init), so the
+messages move the logits; the left-padded batch is compared with position ids from its mask, as there."""
 import pytest
 import torch
 
@@ -18,9 +19,9 @@ from test_inkling2 import INKLING2
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-LOOP = {**INKLING2, "num_hidden_layers": 6, "layer_types": ["hybrid", "hybrid_sliding", "hybrid_sliding", "hybrid",
-                                                            "hybrid_sliding", "hybrid"],
-        "loop_layer_index_start": 2, "loop_layer_index_end": 4, "loop_num_passes": 3, "loop_gate_rank": 8}
+LOOP = {**INKLING2, "num_hidden_layers": 8,
+        "layer_types": ["hybrid", "hybrid_sliding"] * 2 + ["hybrid_sliding", "hybrid"] * 2,
+        "loop_layer_index_start": 2, "loop_layer_index_end": 6, "loop_num_passes": 3, "loop_gate_rank": 8}
 
 
 def _drawn(hf):
@@ -52,11 +53,11 @@ def test_inkling2_loop_config_reads_the_loop(loop):
     assert (cfg.recurrence, cfg.loop_prelude, cfg.loop_coda, cfg.loop_count, cfg.loop_message_rank) == \
         ("loop", 2, 2, 3, 8)
     gated = [i for i, b in enumerate(ours.blocks) if b.message_gates is not None]
-    assert gated == [2, 3]
+    assert gated == [2, 3, 4, 5]
     original = {k: v for k, v in LOOP.items() if not k.startswith("loop_")}
     read = hf_model_config({**original, "model_type": "inkling2_loop_text",
                             "loop_config": {"core_start": 2, "core_end": 4, "num_passes": 2, "gate_rank": 4}})
-    assert (read.loop_prelude, read.loop_coda, read.loop_count, read.loop_message_rank) == (2, 2, 2, 4)
+    assert (read.loop_prelude, read.loop_coda, read.loop_count, read.loop_message_rank) == (2, 4, 2, 4)
     with pytest.raises(LlmarchError, match="block boundaries|multiples of n_layers_per_attn_res_block"):
         hf_model_config({**LOOP, "model_type": "inkling2_loop_text", "loop_layer_index_start": 1})
     with pytest.raises(LlmarchError, match="block boundaries"):
