@@ -129,3 +129,13 @@ def test_inkling2_loop_text_model_of_the_multimodal_checkpoint(loop, tmp_path):
     with torch.no_grad():
         assert (read(ids).logits - mm(input_ids=ids).logits).abs().max() <= 1e-4
         assert (read(ids).logits - ours(ids).logits).abs().max() == 0
+
+
+def test_loop_recurrence_keeps_each_pass_canon_histories():
+    """A recurrence's invocations carry their blocks' Canon histories with their mixer state: Dory's loop over a
+    LLaMA stack with Canon layers decodes from its caches to its whole forward's logits."""
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", n_layers=3, recurrence="loop", loop_prelude=1, norm="l2", canon_kv=3,
+                          canon_out=3).eval()
+    ids, mask = padded_batch(model.config.vocab_size, lengths=(12, 7))
+    assert_cached_equals_whole(model, ids, 6, mask)
