@@ -18,8 +18,10 @@ NEEDS = {"moa": dict(n_experts=4, experts_per_token=2, n_kv_heads=2), "cca": dic
          "shared_kv": dict(n_kv_heads=1, q_lora_rank=16, o_groups=2, attn_sinks=True, hyper_connection="mhc",
                            hc_streams=3)}
 # what an attention kind needs beyond BASE: ProphetNet's n-gram attention runs over the predicting stream the stack
-# appends (ngram_streams), placed by absolute positions
-KIND_NEEDS = {"ngram": dict(ngram_streams=2, positions="learned")}
+# appends (ngram_streams), placed by absolute positions; Reformer's sorted LSH chunks are causal only within one chunk
+# (beyond it, where later tokens hash decides which earlier keys share a query's chunk: attention_kinds/reformer.py),
+# so its sequences here fit one chunk
+KIND_NEEDS = {"ngram": dict(ngram_streams=2, positions="learned"), "lsh_chunks": dict(attention_chunk=L)}
 CASES = [("attention", kind) for kind in ATTENTION_KINDS.names()
          if not ATTENTION_KINDS[kind].bidirectional_only] + \
         [(mixer, "full") for mixer in MIXERS.names() if mixer != "attention" and not MIXERS[mixer].bidirectional_only]

@@ -49,7 +49,8 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "ffn", "dsa_shared", "ffn_sparsity", "norm_placement", "dsa_topk", "norm_eps", "attn_sinks", "n_heads",
                 "o_bias", "local_block_offset", "attn_temp_power", "attn_scale", "rel_logits_extent", "swiglu_limit",
                 "expert_ffn", "expert_swiglu_limit", "kv_fp4", "mla_no_rope", "qk_nope_head_dim",
-                "window_ahead", "canon_kv_dynamic", "attn_split_inputs")
+                "window_ahead", "canon_kv_dynamic", "attn_split_inputs", "attention_chunk", "chunks_before",
+                "chunks_after")
 # the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
 DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",
                   "ffn_hidden", "norm_eps")
@@ -197,10 +198,17 @@ class ModelConfig:
     hc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations that make the stream-mixing matrix doubly stochastic
     hc_eps: float = 1e-6  # hyper_connection: the floor added to its gates and to the Sinkhorn-Knopp divisors
     hc_post_gain: float = 2.0  # hyper_connection: g, the largest gain of a sublayer's output into a stream
+    # hyper_connection 'reversible': the head sets the streams side by side, the last first (hc_streams * d_model
+    # wide: Reformer's [Y2; Y1]), and the final norm and the LM head read that width; False: they are merged
+    hc_side_by_side: bool = False
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
     # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), relative_embeddings (DeBERTa),
     # relative_sinusoidal (Transformer-XL's R_{i-j}, read by xl_relative attention: XLNet), none
     positions: str = "learned"
+    # axial (Reformer's axial position embeddings): position p = r * axial_shape[1] + c takes [E1[r]; E2[c]], E1 of
+    # axial_dims[0] features per row r < axial_shape[0], E2 of axial_dims[1] per column c (the dims sum to d_model)
+    axial_shape: list | None = None
+    axial_dims: list | None = None
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
     # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope, proportional (Gemma 4's p-RoPE: the
@@ -229,7 +237,16 @@ class ModelConfig:
     # j - i <= window_ahead (T5Gemma 2's encoder: sliding_window (w + 1) // 2, window_ahead w // 2); None: the
     # window's own, sliding_window - 1 (|i - j| < sliding_window)
     window_ahead: int | None = None
-    attention_chunk: int = 8192  # chunked: a query sees the earlier keys of its own chunk of this many positions
+    # chunked: a query sees the earlier keys of its own chunk of this many positions; lsh_chunks, local_chunks: the
+    # chunk length c of Reformer's sorted (LSH) or positional (local) chunks
+    attention_chunk: int = 8192
+    chunks_before: int = 1  # lsh_chunks, local_chunks: the chunks before its own that a query's chunk attends to
+    chunks_after: int = 0  # lsh_chunks, local_chunks: the chunks after its own (bidirectional only)
+    # lsh_chunks, local_chunks: a sequence longer than attention_pad_above positions is attended as if padded with
+    # masked keys to a multiple of attention_pad_multiple (Reformer pads its inputs to the least common multiple of
+    # its layers' chunk lengths when longer than the shortest); 0: never padded
+    attention_pad_multiple: int = 0
+    attention_pad_above: int = 0
     # Llama 4's attention temperature tuning (Meta 2025; Nakanishi 2025, "Scalable-Softmax Is Superior for
     # Attention"): queries at position p times 1 + attn_temp_scale * ln(1 + floor((p + 1) / attn_temp_floor)), so
     # attention stays sharp over long contexts; 0.0 leaves queries as they are (Llama 4: 0.1 on its NoPE layers)
@@ -753,8 +770,8 @@ class ModelConfig:
     # again (transformers' eval), and full attention up to (5 + 2r) blocks
     random_blocks: int = 3
     performer_features: int = 256  # performer: random features m per head
-    lsh_buckets: int = 8  # lsh: hash buckets per round (even); the chunk is attention_block
-    lsh_rounds: int = 4  # lsh: independent hashing rounds, merged into one softmax
+    lsh_buckets: int = 8  # lsh, lsh_chunks: hash buckets per round (even); lsh's chunk is attention_block
+    lsh_rounds: int = 4  # lsh, lsh_chunks: independent hashing rounds, merged into one softmax
     # nystrom (Nystromformer, Xiong et al. 2021): m landmarks, the means of m equal segments of the queries and keys;
     # m = nystrom_seq_len: exact softmax attention
     nystrom_landmarks: int = 64
@@ -765,7 +782,9 @@ class ModelConfig:
     # nystrom, yoso: a depthwise convolution of this (odd) kernel over each head's values along the sequence, one
     # kernel per head, added to the attention's output (Nystromformer's conv_kernel_size, YOSO's conv_window); 0: none
     value_conv: int = 0
-    attention_seed: int = 0  # block_sparse's random blocks and performer's features, + the layer index
+    # block_sparse's random blocks and performer's features, + the layer index; lsh_chunks: its rotations, the same in
+    # every layer (transformers' hash_seed)
+    attention_seed: int = 0
     init_std: float = 0.02  # standard deviation of the normal init
     # normal: N(0, init_std), residual outputs scaled (GPT-2); fan_in: N(0, 1/fan_in), embeddings N(0, 1)
     # (PaLM §5); t5: fan_in with queries also scaled by head_dim^-0.5 (Mesh TensorFlow)
@@ -854,6 +873,12 @@ class ModelConfig:
     def embed_width(self) -> int:
         """Width of the input embeddings: embed_dim, or d_model."""
         return self.embed_dim or self.d_model
+
+    @property
+    def final_width(self) -> int:
+        """Width of the final norm and of what the LM head reads: the streams side by side (hc_side_by_side) or
+        d_model."""
+        return self.d_model * self.hc_streams if self.hc_side_by_side else self.d_model
 
     @property
     def sum_width(self) -> int:

@@ -5,6 +5,7 @@ from . import (bart, bert, falcon, gemma, gemma2, gemma3, gpt2, gpt_neox, jamba,
 from . import gpt_oss  # noqa: F401
 from . import bloom, olmo2, phi3, qwen3, smollm3  # noqa: F401
 from . import qwen3_next  # noqa: F401
+from . import reformer  # noqa: F401
 from . import deepseek_v2, deepseek_v3, deepseek_v32, deepseek_v4, glm_moe_dsa, hy_v4  # noqa: F401
 from . import dots3_note  # noqa: F401
 from . import phi, qwen2_moe, starcoder2  # noqa: F401

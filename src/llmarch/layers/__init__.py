@@ -15,5 +15,6 @@ from . import mixed_attention  # noqa: F401
 from . import fourier  # noqa: F401
 from . import bottleneck  # noqa: F401
 from . import funnel_attention, funnel  # noqa: F401
+from . import reversible  # noqa: F401  (hyper_connection "reversible")
 
 __all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

@@ -31,6 +31,11 @@ HYPER_CONNECTIONS: Registry = Registry("hyper_connection")
 
 def check(cfg) -> None:
     """hyper_connection and its fields: a known kind, at least two streams, in a sequential pre-norm decoder."""
+    if cfg.hc_side_by_side != (cfg.hyper_connection == "reversible"):
+        raise LlmarchError(f"hc_side_by_side={cfg.hc_side_by_side} and hyper_connection={cfg.hyper_connection!r}: "
+                           "the reversible streams are read side by side, and only they")
+    if cfg.hyper_connection == "reversible" and cfg.hc_streams != 2:
+        raise LlmarchError(f"hyper_connection 'reversible' has two streams: hc_streams must be 2, got {cfg.hc_streams}")
     if cfg.hyper_connection == "none":
         return
     HYPER_CONNECTIONS[cfg.hyper_connection]  # a one-line error naming the kinds

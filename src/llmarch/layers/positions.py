@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import LlmarchError
 from ..registry import Registry
 from .norms import make_norm
 from .global_blocks import fixed_blocks
@@ -51,6 +52,25 @@ class LearnedPositions(NoPositions):
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.weight)
+
+
+class AxialPositions(NoPositions):
+    """Reformer's axial position embeddings (Kitaev et al. 2020; transformers' AxialPositionEmbeddings): positions
+    laid out as a grid of axial_shape (n1, n2), p = r * n2 + c embedded as [E1[r]; E2[c]], E1 (n1, 1, d1) and E2
+    (1, n2, d2), d1 + d2 = d_model: n1 d1 + n2 d2 parameters instead of n1 n2 d_model."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        (n1, n2), (d1, d2) = cfg.axial_shape or (0, 0), cfg.axial_dims or (0, 0)
+        if d1 + d2 != cfg.sum_width or n1 * n2 < cfg.context_length:
+            raise LlmarchError(f"axial positions need axial_dims summing to {cfg.sum_width} and an axial_shape of at "
+                               f"least context_length ({cfg.context_length}) positions, got {cfg.axial_dims} and "
+                               f"{cfg.axial_shape}")
+        self.rows, self.cols = nn.Parameter(torch.zeros(n1, 1, d1)), nn.Parameter(torch.zeros(1, n2, d2))
+
+    def embed(self, pos: torch.Tensor) -> torch.Tensor:
+        n2 = self.cols.shape[1]
+        return torch.cat([self.rows[pos // n2, 0], self.cols[0, pos % n2]], dim=-1)
 
 
 class SinusoidalPositions(NoPositions):
@@ -459,6 +479,7 @@ BIAS_POSITIONS = ("t5_relative", "learned_t5_relative", "alibi", "segment_relati
 
 POSITIONS.register("none")(lambda cfg: NoPositions())
 POSITIONS.register("learned")(LearnedPositions)
+POSITIONS.register("axial")(AxialPositions)
 POSITIONS.register("sinusoidal")(SinusoidalPositions)
 POSITIONS.register("sinusoidal_halves")(lambda cfg: SinusoidalPositions(cfg, "halves"))
 POSITIONS.register("sinusoidal_fairseq")(lambda cfg: SinusoidalPositions(cfg, "fairseq"))

@@ -81,7 +81,7 @@ class Stack(StackInputs, nn.Module):
             if t is not None and _rotary_fields(lc := cfg.for_layer(self._types.index(t))) != _rotary_fields(cfg)})
         final = cfg if cfg.final_norm_eps is None else cfg.replace(norm_eps=cfg.final_norm_eps)
         final = final if cfg.final_norm_bias is None else final.replace(norm_bias=cfg.final_norm_bias)
-        self.ln_final = make_norm(final) if cfg.final_norm else nn.Identity()
+        self.ln_final = make_norm(final, cfg.final_width) if cfg.final_norm else nn.Identity()
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.ln_final.hook_normalized = HookPoint()
         self._stack_cfg = cfg  # this stack's own config (an encoder-decoder's model config differs)

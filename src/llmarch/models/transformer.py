@@ -37,7 +37,7 @@ class TransformerLM(Stack):
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
-            width = cfg.output_embed_width if cfg.head_transform else cfg.d_model  # RemBERT's output_embedding_size
+            width = cfg.output_embed_width if cfg.head_transform else cfg.final_width  # RemBERT's output_embedding_size
             self.lm_head = Linear(width, cfg.head_vocab or cfg.vocab_size, bias=cfg.head_bias)
             # MobileBERT (head_extra): the transform's features past the embedding width, through a matrix of their own
             self.lm_head_extra = Linear(cfg.d_model - width, cfg.vocab_size, bias=False) if cfg.head_extra else None
