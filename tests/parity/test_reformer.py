@@ -77,9 +77,11 @@ def test_greedy_generation_and_cached_decoding(tmp_path):
     assert_cached_equals_whole(ours, ids, 7, mask)
 
 
-@pytest.mark.parametrize("L", [13, 24])
-def test_masked_lm_logits_and_round_trip(L, tmp_path):
-    hf, ours = pair(False, tmp_path / "hf")
+@pytest.mark.parametrize("L, lsh_chunk", [(13, 8), (24, 8), (13, 6)])
+def test_masked_lm_logits_and_round_trip(L, lsh_chunk, tmp_path):
+    """(13, 6): chunks of 4 and 6, so transformers pads to 24, the local layers' last chunk (which the first one
+    reads, around) all padding."""
+    hf, ours = pair(False, tmp_path / "hf", lsh_chunk)
     torch.manual_seed(3)
     ids = torch.randint(1, V, (2, L))
     mask = torch.ones(2, L, dtype=torch.long)

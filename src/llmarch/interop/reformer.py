@@ -87,7 +87,8 @@ def to_config(hf: dict) -> ModelConfig:
 
 def from_config(cfg: ModelConfig) -> dict:
     over = cfg.layer_overrides or {}
-    out = dict(model_type="reformer", architectures=["ReformerModelWithLMHead" if cfg.causal else "ReformerForMaskedLM"],
+    head = "ReformerModelWithLMHead" if cfg.causal else "ReformerForMaskedLM"
+    out = dict(model_type="reformer", architectures=[head],
                is_decoder=cfg.causal, vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
                num_attention_heads=cfg.n_heads, attention_head_size=cfg.head_dim, attn_layers=list(cfg.layer_types),
                hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn], feed_forward_size=cfg.ffn_hidden,

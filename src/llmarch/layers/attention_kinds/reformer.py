@@ -95,8 +95,9 @@ class LocalChunks(ReformerKind):
         and the chunks_before before it (the whole sequence when it fits one chunk, as the whole forward does)."""
         S = k.shape[2]
         slots = torch.arange(S, device=k.device)
-        near = (input_pos[:, None] // self.chunk - slots // self.chunk <= self.before) \
-            if padded_length(S, *self.pad, self.chunk) > self.chunk else torch.ones((), dtype=torch.bool, device=k.device)
+        near = torch.ones((), dtype=torch.bool, device=k.device)
+        if padded_length(S, *self.pad, self.chunk) > self.chunk:
+            near = input_pos[:, None] // self.chunk - slots // self.chunk <= self.before
         keys_real = near if real is None else near & real[:, None, None, :]
         out, _ = attend(q, k / k.shape[-1] ** 0.5, v, input_pos, slots, keys_real, True, False)
         return out
