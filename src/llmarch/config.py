@@ -755,7 +755,8 @@ class ModelConfig:
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens
     # from the forward's global_attention_mask), lsh, linear, performer, chunked, differential (two softmax maps
     # subtracted, Differential Transformer: even n_kv_heads), lightning (MiniMax-01's linear attention with a decay
-    # per head, computed in blocks of attention_block; n_kv_heads = n_heads); None: sliding_window if a window is set
+    # per head, computed in blocks of attention_block; n_kv_heads = n_heads), lsh_chunks and local_chunks
+    # (Reformer's, as transformers computes them); None: sliding_window if a window is set
     attention: str | None = None
     # full attention's kernel (layers/attention.py): sdpa (fused) or eager (materialises weights)
     attn_impl: str = "sdpa"
