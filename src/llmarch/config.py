@@ -51,6 +51,10 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
                 "expert_ffn", "expert_swiglu_limit", "kv_fp4", "mla_no_rope", "qk_nope_head_dim",
                 "window_ahead", "canon_kv_dynamic", "attn_split_inputs", "attention_chunk", "chunks_before",
                 "chunks_after")
+# the fields a byte-latent model's other stacks may set apart from its local decoder's (patch_stacks)
+PATCH_STACK_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden", "norm_eps",
+                      "rope_theta", "context_length", "sliding_window", "attention")
+PATCH_STACKS = ("patcher", "encoder", "global")
 # the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
 DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",
                   "ffn_hidden", "norm_eps")
@@ -419,6 +423,19 @@ class ModelConfig:
     # stream's T rows (the table's last row plus the position one ahead), runs both through attention 'ngram'
     # and returns that stream, which predicts the next token; the table holds all n rows (the others train)
     ngram_streams: int = 0
+    # BLT (Pagnoni et al. 2024, "Byte Latent Transformer"): a byte model whose middle runs over patches. This config
+    # describes its local decoder; patch_stacks holds the fields (of PATCH_STACK_FIELDS) in which its entropy model
+    # ("patcher"), local encoder ("encoder") and global transformer over patches ("global") differ from it
+    # (models/byte_latent.py); None: not a byte-latent model
+    patch_stacks: dict | None = None
+    # a patch begins after the first two bytes wherever the entropy model's next-byte entropy exceeds this (BLT §2.3)
+    patch_threshold: float = 1.335442066192627
+    patch_cross_k: int = 2  # each patch is this many vectors in the local stacks' cross-attention (BLT §3.2.2)
+    # the n-gram sizes whose hashed embeddings add to a byte's (BLT §3.2.1); the hash table's rows per size and
+    # function, and the number of hash functions
+    hash_ngram_sizes: list | None = None
+    hash_ngram_vocab: int = 0
+    hash_ngram_functions: int = 1
     # an encoder-decoder composed of two Hugging Face models (EncoderDecoderModel): their model_types, the
     # encoder's then the decoder's, which name each stack's tensors (interop/encoder_decoder.py)
     hf_stack_types: list | None = None
@@ -968,6 +985,8 @@ class ModelConfig:
         if self.decoder_overrides is not None and (bad or not self.n_decoder_layers):
             raise LlmarchError("decoder_overrides sets an encoder-decoder's decoder stack apart (n_decoder_layers > 0) "
                                f"in the fields {', '.join(DECODER_FIELDS)}" + (f", not {bad[0]}" if bad else ""))
+        if self.patch_stacks is not None:
+            self._check_patch_stacks()
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
@@ -1279,6 +1298,20 @@ class ModelConfig:
             kept = {t: f for t, f in (self.layer_overrides or {}).items() if t in own}
             fields.update(layer_types=own, layer_overrides=kept or None)
         return self.replace(**fields)
+
+    def _check_patch_stacks(self) -> None:
+        stacks = self.patch_stacks
+        if sorted(stacks) != sorted(PATCH_STACKS):
+            raise LlmarchError(f"patch_stacks needs exactly the stacks {', '.join(PATCH_STACKS)}, got {sorted(stacks)}")
+        bad = sorted({k for v in stacks.values() for k in v} - set(PATCH_STACK_FIELDS))
+        if bad:
+            raise LlmarchError(f"patch_stacks sets the fields {', '.join(PATCH_STACK_FIELDS)}, not {bad[0]}")
+        if self.n_decoder_layers or self.patch_cross_k < 1 or not self.hash_ngram_sizes or self.hash_ngram_vocab < 1 \
+                or self.hash_ngram_functions < 1 or min(self.hash_ngram_sizes) < 1:
+            raise LlmarchError("a byte-latent model (patch_stacks) is decoder-only, with patch_cross_k >= 1, "
+                               "hash_ngram_sizes of sizes >= 1, hash_ngram_vocab >= 1 and hash_ngram_functions >= 1")
+        if stacks["encoder"].get("d_model", self.d_model) != self.d_model:
+            raise LlmarchError("a byte-latent model's local encoder and decoder share their width (d_model)")
 
     @property
     def value_width(self) -> int:

@@ -8,11 +8,14 @@ from torch.overrides import TorchFunctionMode
 
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
+from .byte_latent import ByteLatentLM
 from .encoder_decoder import EncoderDecoderLM
 from .transformer import TransformerLM
 
 
 def model_class(cfg: ModelConfig) -> type:
+    if cfg.patch_stacks is not None:
+        return ByteLatentLM
     return EncoderDecoderLM if cfg.is_encoder_decoder else TransformerLM
 
 
@@ -50,6 +53,8 @@ def stacks(model) -> dict[str, tuple[nn.Module, ModelConfig]]:
     """Stack name ("" for a one-stack model, else "encoder" and "decoder") -> (the stack of blocks, the config
     it was built from)."""
     cfg = model.config
+    if cfg.patch_stacks is not None:  # a byte-latent model's four (models/byte_latent.py)
+        return model.stacks()
     if cfg.is_encoder_decoder:
         return {"encoder": (model.encoder, cfg.stack_config("encoder")),
                 "decoder": (model.decoder, cfg.stack_config("decoder"))}

@@ -1,0 +1,93 @@
+"""BLT (`model_type: blt`, Meta's Byte Latent Transformer) against transformers, through files: a tiny seeded
+BltForCausalLM (1-D parameters perturbed; its entropy model's head scaled so next-byte entropies spread, and the
+patching threshold set at their median so the batch splits into patches of several lengths, transformers' padded
+lengths 0 and -1 included) with two hash n-gram sizes, cross_attn_k 2 and a global transformer wider than the k
+pooled vectors (its input projection), with and without a local attention window; read by from_hf: logits on a
+left-padded batch within 1e-4 (fp32; transformers given the positions its generate gives), 16 greedy tokens equal to
+transformers' generate (which recomputes the whole forward each step: its cached path fails in BltModel), decoding
+over the decode state equal to the whole forward, a to_hf round trip that transformers loads to the same logits."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.errors import LlmarchError
+from llmarch.interop import to_hf
+from llmarch.interop.hf import hf_model_config
+
+from conftest import assert_cached_decoding_and_config_round_trip, perturbed
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+
+def blt_config(window):
+    local = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 hidden_size_global=48)
+    return transformers.BltConfig(
+        vocab_size=260, patch_size=4, local_attention_window_len=window, cross_attn_k=2,
+        encoder_hash_byte_group_size=[3, 4], encoder_hash_byte_group_vocab=50,
+        patcher_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                            sliding_window=None),
+        encoder_config=dict(local, cross_attn_all_layers=False), decoder_config=dict(local, cross_attn_all_layers=True),
+        global_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96),
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def batch():
+    torch.manual_seed(1)
+    ids = torch.randint(3, 260, (2, 14))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    return ids, mask
+
+
+def hf_logits(hf, ids, mask):
+    with torch.no_grad():  # the positions transformers' generate passes (its plain forward counts from the padding)
+        return hf(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=False).logits
+
+
+@pytest.fixture(scope="module", params=[None, 3], ids=["full", "window3"])
+def blt(request, tmp_path_factory):
+    torch.manual_seed(0)
+    hf = perturbed(transformers.BltForCausalLM(blt_config(request.param)))
+    ids, _ = batch()
+    with torch.no_grad():
+        hf.model.patcher.lm_head.weight.mul_(torch.rand(260, 1) * 20)
+        entropy = hf.model.patcher(ids, patch_size=None)[0]
+    hf.config.patching_threshold = float(entropy[:, 1:].median())
+    folder = tmp_path_factory.mktemp("blt") / "hf"
+    hf.save_pretrained(folder)
+    hf.generation_config.eos_token_id = None
+    return hf, llmarch.from_hf(folder)
+
+
+def test_logits_generation_cached_decoding_and_round_trip(blt, tmp_path):
+    hf, ours = blt
+    ids, mask = batch()
+    with torch.no_grad():
+        lengths = hf.model.patcher(ids, patch_size=4, threshold=hf.config.patching_threshold)[1]
+        mine = ours(ids, attention_mask=mask).logits
+    assert lengths.shape[1] > 4 and len(set(lengths.flatten().tolist())) > 3  # patches of several lengths
+    real = mask.bool()
+    assert (mine - hf_logits(hf, ids, mask))[real].abs().max() <= 1e-4
+
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=16, do_sample=False, use_cache=False)
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=16)
+    assert torch.equal(generated, theirs)
+
+    to_hf(ours, tmp_path / "out")
+    again = transformers.BltForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert (hf_logits(again, ids, mask) - mine)[real].abs().max() <= 1e-4
+    assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
+
+
+def test_unsupported_configs_are_refused():
+    base = {**blt_config(None).to_dict(), "model_type": "blt"}
+    for change, problem in ((dict(max_patch_length=8), "max_patch_length"),
+                            (dict(patching_mode="space"), "entropy patching"),
+                            (dict(encoder_config={**base["encoder_config"], "cross_attn_all_layers": True}),
+                             "cross-attention after"),
+                            (dict(decoder_config={**base["decoder_config"], "num_key_value_heads": 1}),
+                             "key/value heads")):
+        with pytest.raises(LlmarchError, match=problem):
+            hf_model_config({**base, **change})
