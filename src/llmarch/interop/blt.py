@@ -82,6 +82,22 @@ RULES = [
 IGNORE = (r"rotary_emb\.(original_)?inv_freq$",)
 
 
+# transformers' defaults of each stack's config class (hidden size, layers, heads, FFN width (None: 8/3 of the
+# width), context, RoPE base), for a config.json that leaves them out
+DEFAULTS = {"patcher": (768, 14, 12, 2048, 8192, 10000.0), "encoder": (1024, 1, 16, None, 24576, 500000.0),
+            "decoder": (1024, 9, 16, 2816, 24576, 500000.0), "global": (2048, 25, 16, 5632, 4096, 500000.0)}
+
+
+def _sub(hf: dict, part: str) -> dict:
+    """A stack's config from config.json over its class's defaults."""
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")
+    sub = {**dict(zip(keys, DEFAULTS[part])), "rms_norm_eps": 1e-5,
+           **{k: v for k, v in (hf.get(STACKS[part][1]) or {}).items() if v is not None}}
+    sub.setdefault("intermediate_size", int(8 * sub["hidden_size"] / 3))
+    sub["rope_theta"] = float((sub.get("rope_parameters") or {}).get("rope_theta", DEFAULTS[part][5]))
+    return sub
+
+
 def _stack_fields(sub: dict, window: int | None) -> dict:
     heads = sub["num_attention_heads"]
     params = sub.get("rope_parameters") or {}
@@ -89,14 +105,13 @@ def _stack_fields(sub: dict, window: int | None) -> dict:
         raise LlmarchError("blt: only SiLU stacks with default RoPE are supported")
     return dict(d_model=sub["hidden_size"], n_layers=sub["num_hidden_layers"], n_heads=heads,
                 n_kv_heads=sub.get("num_key_value_heads") or heads, head_dim=sub["hidden_size"] // heads,
-                ffn_hidden=sub["intermediate_size"], norm_eps=sub["rms_norm_eps"],
-                rope_theta=float(params.get("rope_theta", 500000.0)),
-                context_length=sub.get("max_position_embeddings", 4096), sliding_window=window,
+                ffn_hidden=sub["intermediate_size"], norm_eps=sub["rms_norm_eps"], rope_theta=sub["rope_theta"],
+                context_length=sub["max_position_embeddings"], sliding_window=window,
                 attention="full" if window is None else "sliding_window")
 
 
 def _refuse(hf: dict) -> None:
-    enc, dec = hf["encoder_config"], hf["decoder_config"]
+    enc, dec = _sub(hf, "encoder"), _sub(hf, "decoder")
     k = hf.get("cross_attn_k", 2)
     problems = [
         (not hf.get("patch_in_forward", True) or hf.get("patching_mode", "entropy") != "entropy"
@@ -109,7 +124,7 @@ def _refuse(hf: dict) -> None:
          "as many key/value heads as heads in the local encoder and decoder"),
         (enc["hidden_size"] != dec["hidden_size"], "a local encoder as wide as the local decoder"),
         (enc.get("cross_attn_k", k) != k or dec.get("cross_attn_k", k) != k, "one cross_attn_k for every part"),
-        (dec.get("hidden_size_global", hf["global_config"]["hidden_size"]) != hf["global_config"]["hidden_size"],
+        (dec.get("hidden_size_global", 2048) != _sub(hf, "global")["hidden_size"],
          "the local decoder's hidden_size_global equal to the global transformer's width"),
         (hf.get("tie_word_embeddings"), "an untied LM head"),
     ]
@@ -120,12 +135,12 @@ def _refuse(hf: dict) -> None:
 
 def to_config(hf: dict) -> ModelConfig:
     _refuse(hf)
-    window = hf.get("local_attention_window_len")
-    dec = _stack_fields(hf["decoder_config"], window)
-    patcher = hf["patcher_config"]
-    stacks = {"patcher": _stack_fields(patcher, patcher.get("sliding_window")),
-              "encoder": _stack_fields(hf["encoder_config"], window),
-              "global": _stack_fields(hf["global_config"], None)}
+    window = hf.get("local_attention_window_len", 512)
+    dec = _stack_fields(_sub(hf, "decoder"), window)
+    patcher = _sub(hf, "patcher")
+    patcher_window = (hf.get("patcher_config") or {}).get("sliding_window", 512)  # None: no window
+    stacks = {"patcher": _stack_fields(patcher, patcher_window),
+              "encoder": _stack_fields(_sub(hf, "encoder"), window), "global": _stack_fields(_sub(hf, "global"), None)}
     return ModelConfig(name=hf.get("_name_or_path") or "blt", hf_model_type="blt", vocab_size=hf["vocab_size"],
                        ffn="swiglu", norm="rmsnorm", positions="rope", bias=False, qkv_bias=False, norm_bias=False,
                        tie_embeddings=False, patch_stacks={p: {k: v for k, v in f.items() if dec.get(k) != v}
