@@ -1312,6 +1312,9 @@ class ModelConfig:
                                "hash_ngram_sizes of sizes >= 1, hash_ngram_vocab >= 1 and hash_ngram_functions >= 1")
         if stacks["encoder"].get("d_model", self.d_model) != self.d_model:
             raise LlmarchError("a byte-latent model's local encoder and decoder share their width (d_model)")
+        if (self.block, self.norm_placement, self.mixer, self.layer_types) != ("sequential", "pre", "attention", None):
+            raise LlmarchError("a byte-latent model's stacks are of pre-norm sequential attention blocks (a padded "
+                               "byte's encoder state is computed as such a block's: models/byte_latent.py)")
 
     @property
     def value_width(self) -> int:

@@ -91,3 +91,10 @@ def test_unsupported_configs_are_refused():
                              "key/value heads")):
         with pytest.raises(LlmarchError, match=problem):
             hf_model_config({**base, **change})
+
+
+def test_byte_latent_stacks_must_be_prenorm_attention_blocks():
+    cfg = hf_model_config({**blt_config(None).to_dict(), "model_type": "blt"})
+    for change in (dict(block="parallel"), dict(norm_placement="post")):
+        with pytest.raises(LlmarchError, match="pre-norm sequential attention blocks"):
+            cfg.replace(**change)

@@ -104,6 +104,9 @@ def _cache_bytes(model: torch.nn.Module, cfg: ModelConfig, dtype: str) -> tuple[
     encoder-decoder), each mixer reporting its own (Mixer.cache_bytes): a KV cache grows per token, a
     recurrent state is per sequence."""
     torch_dtype = {1: torch.int8, 2: torch.bfloat16, 4: torch.float32}[DTYPE_BYTES[dtype]]
+    own = getattr(model, "cache_bytes", None)  # a model whose decode state is not its blocks' (BLT's bytes so far)
+    if own is not None:
+        return own()
     stack = model.decoder if cfg.is_encoder_decoder else model
     recurrence = getattr(stack, "recurrence", None)  # HRM: each invocation of a block its own state
     blocks = stack.blocks if recurrence is None else [stack.blocks[j] for j in recurrence.order()]

@@ -79,6 +79,10 @@ class ByteLatentLM(nn.Module):
     def caches(self) -> list:
         return []  # no per-layer state: the bytes, indexed by slot, rewind as they are
 
+    def cache_bytes(self) -> tuple[int, int]:
+        """(bytes per token, bytes per sequence) of the decode state (analysis/accounting.py): one int64 per byte."""
+        return 8, 0
+
     def reorder_cache(self, rows: torch.Tensor) -> None:
         self._ids = self._ids[rows]
 
@@ -112,7 +116,7 @@ class ByteLatentLM(nn.Module):
         B, T = ids.shape
         k = self.config.patch_cross_k
         # the entropy model reads every byte, padding included, as transformers' BltPatcher does (no mask)
-        logits = self.patcher_head(self.patcher.run(self.patcher_embed(ids))).float()
+        logits = self.patcher_head(self.patcher.run(self.patcher_embed(ids)))  # in the model's dtype, as transformers
         entropy = torch.distributions.Categorical(logits=logits).entropy()
         lengths = entropy_patch_lengths(entropy, self.config.patch_threshold)
         P = lengths.shape[1]
