@@ -1,9 +1,10 @@
 """BLT (`model_type: blt`, Meta's Byte Latent Transformer) against transformers, through files: a tiny seeded
 BltForCausalLM (1-D parameters perturbed; its entropy model's head scaled so next-byte entropies spread, and the
-patching threshold set at their median so the batch splits into patches of several lengths, transformers' padded
-lengths 0 and -1 included) with two hash n-gram sizes, cross_attn_k 2 and a global transformer wider than the k
-pooled vectors (its input projection), with and without a local attention window; read by from_hf: logits on a
-left-padded batch within 1e-4 (fp32; transformers given the positions its generate gives), 16 greedy tokens equal to
+patching threshold set amid them, away from each, so the batch splits into patches of several lengths,
+transformers' padded lengths 0 and -1 included) with hash n-gram embeddings, cross_attn_k 2 and a global transformer
+wider than the k pooled vectors (its input projection), with and without a local attention window, and a case with
+grouped key/value heads, two hash functions and stacks of different depths; read by from_hf: logits on a left-padded
+batch within 1e-4 (fp32; transformers given the positions its generate gives), 16 greedy tokens equal to
 transformers' generate (which recomputes the whole forward each step: its cached path fails in BltModel), decoding
 over the decode state equal to the whole forward, a to_hf round trip that transformers loads to the same logits."""
 import pytest
@@ -20,16 +21,23 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 
-def blt_config(window):
+def blt_config(window, grouped=False):
+    """grouped: grouped key/value heads in the entropy model and the global transformer, the entropy model's own
+    window, two hash functions over six n-gram sizes, a one-layer local encoder beside a three-layer decoder."""
     local = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  hidden_size_global=48)
+    more = dict(kv=2, sizes=[3, 4, 5, 6, 7, 8], functions=2, window=4, enc=1, dec=3) if grouped else \
+        dict(kv=None, sizes=[3, 4], functions=1, window=None, enc=2, dec=2)
     return transformers.BltConfig(
         vocab_size=260, patch_size=4, local_attention_window_len=window, cross_attn_k=2,
-        encoder_hash_byte_group_size=[3, 4], encoder_hash_byte_group_vocab=50,
-        patcher_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                            sliding_window=None),
-        encoder_config=dict(local, cross_attn_all_layers=False), decoder_config=dict(local, cross_attn_all_layers=True),
-        global_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96),
+        encoder_hash_byte_group_size=more["sizes"], encoder_hash_byte_group_vocab=50,
+        encoder_hash_byte_group_nb_functions=more["functions"],
+        patcher_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=more["kv"],
+                            intermediate_size=48, sliding_window=more["window"]),
+        encoder_config=dict(local, num_hidden_layers=more["enc"], cross_attn_all_layers=False),
+        decoder_config=dict(local, num_hidden_layers=more["dec"], cross_attn_all_layers=True),
+        global_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=more["kv"],
+                           intermediate_size=96),
         pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
 
@@ -46,15 +54,24 @@ def hf_logits(hf, ids, mask):
         return hf(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=False).logits
 
 
-@pytest.fixture(scope="module", params=[None, 3], ids=["full", "window3"])
+def threshold_between(entropy):
+    """A threshold amid the entropies, halfway across the widest gap between two of them in the middle third: an
+    entropy at the threshold itself would flip its patch on a rounding difference (the patching is a step)."""
+    e = entropy[:, 1:].flatten().sort().values
+    n = len(e)
+    j = max(range(n // 3, 2 * n // 3), key=lambda i: e[i + 1] - e[i])
+    return float(e[j] + e[j + 1]) / 2
+
+
+@pytest.fixture(scope="module", params=[(None, False), (3, False), (5, True)], ids=["full", "window3", "grouped"])
 def blt(request, tmp_path_factory):
     torch.manual_seed(0)
-    hf = perturbed(transformers.BltForCausalLM(blt_config(request.param)))
+    hf = perturbed(transformers.BltForCausalLM(blt_config(*request.param)))
     ids, _ = batch()
     with torch.no_grad():
         hf.model.patcher.lm_head.weight.mul_(torch.rand(260, 1) * 20)
         entropy = hf.model.patcher(ids, patch_size=None)[0]
-    hf.config.patching_threshold = float(entropy[:, 1:].median())
+    hf.config.patching_threshold = threshold_between(entropy)
     folder = tmp_path_factory.mktemp("blt") / "hf"
     hf.save_pretrained(folder)
     hf.generation_config.eos_token_id = None
