@@ -115,3 +115,14 @@ def test_byte_latent_stacks_must_be_prenorm_attention_blocks():
     for change in (dict(block="parallel"), dict(norm_placement="post")):
         with pytest.raises(LlmarchError, match="pre-norm sequential attention blocks"):
             cfg.replace(**change)
+
+
+def test_compiled_decoding_reads_the_slots_it_wrote(blt):
+    """The compiled step runs over the whole static cache (kv_len None): the logits are those of the slot written,
+    not of the cache's last slot, and the tokens those of eager decoding."""
+    hf, ours = blt
+    if hf.config.local_attention_window_len is not None:
+        pytest.skip("one case is enough")
+    ids, mask = batch()
+    eager = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=4)
+    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=4, compile=True), eager)

@@ -103,13 +103,16 @@ class ByteLatentLM(nn.Module):
              attention_mask: torch.Tensor | None, memory_mask: torch.Tensor | None = None,
              last_only: bool = True) -> ModelOutput:
         """The decoding engine's step (generate/engine.py): the bytes written to their slots, then the whole forward
-        over the slots filled (kv_len), its last T positions returned (the last only, with last_only)."""
-        T = ids.shape[1]
+        over the first kv_len slots (None: all of them, as the compiled step reads the static cache: the model is
+        causal, so later slots change nothing before them), the written slots' positions returned (the last only,
+        with last_only)."""
         if self._ids is not None:
             self._ids[:, input_pos] = ids
             ids = self._ids[:, :kv_len]
             attention_mask = None if attention_mask is None else attention_mask[:, :kv_len]
-        h = self._run(ids, attention_mask)[:, -1:] if last_only else self._run(ids, attention_mask)[:, -T:]
+        h = self._run(ids, attention_mask)
+        h = h[:, input_pos] if self._ids is not None else h
+        h = h[:, -1:] if last_only else h
         return ModelOutput(logits=self.lm_head(h), hidden_states=h)
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
