@@ -250,7 +250,7 @@ class ModelConfig:
     # masked keys to a multiple of attention_pad_multiple (Reformer pads its inputs to the least common multiple of
     # its layers' chunk lengths when longer than the shortest); 0: never padded
     attention_pad_multiple: int = 0
-    attention_pad_above: int = 0
+    attention_pad_above: int = 0  # lsh_chunks, local_chunks: the length past which attention_pad_multiple applies
     # Llama 4's attention temperature tuning (Meta 2025; Nakanishi 2025, "Scalable-Softmax Is Superior for
     # Attention"): queries at position p times 1 + attn_temp_scale * ln(1 + floor((p + 1) / attn_temp_floor)), so
     # attention stays sharp over long contexts; 0.0 leaves queries as they are (Llama 4: 0.1 on its NoPE layers)

@@ -117,6 +117,26 @@ def test_byte_latent_stacks_must_be_prenorm_attention_blocks():
             cfg.replace(**change)
 
 
+def test_a_step_over_the_whole_static_cache_returns_the_slots_it_wrote(blt):
+    """The compiled step runs over the whole static cache (kv_len None): its logits are those of the slots written,
+    not the cache's last ones (the later, empty slots change nothing before them: the model is causal)."""
+    hf, ours = blt
+    if hf.config.local_attention_window_len is not None:
+        pytest.skip("one case is enough")
+    ids, mask = batch()
+    B, T = ids.shape
+    ours.setup_cache(B, T + 3)
+    try:
+        slots, full = torch.arange(T), torch.nn.functional.pad(mask, (0, 3), value=1)
+        with torch.no_grad():
+            want = ours.step(ids, slots, T, full, last_only=False).logits
+            got = ours.step(ids, slots, None, full, last_only=False).logits
+    finally:
+        ours.clear_cache()
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.slow  # 41 s on two cores; the test above covers the step it compiles
 def test_compiled_decoding_reads_the_slots_it_wrote(blt):
     """The compiled step runs over the whole static cache (kv_len None): the logits are those of the slot written,
     not of the cache's last slot, and the tokens those of eager decoding."""
