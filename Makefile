@@ -12,9 +12,12 @@ $(BIN)/llmarch: pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev: $(BIN)/llmarch
+# the dev extras in one pip run with the package (not after `-e .`: each editable install builds a wheel again)
+$(VENV)/.dev: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	touch $(BIN)/llmarch $@
 
 demo: $(BIN)/llmarch
 	$(BIN)/llmarch train --model llama-tiny --steps 300 --batch-size 8 --out runs/demo \
