@@ -212,7 +212,7 @@ class ModelConfig:
     # axial (Reformer's axial position embeddings): position p = r * axial_shape[1] + c takes [E1[r]; E2[c]], E1 of
     # axial_dims[0] features per row r < axial_shape[0], E2 of axial_dims[1] per column c (the dims sum to d_model)
     axial_shape: list | None = None
-    axial_dims: list | None = None
+    axial_dims: list | None = None  # axial: the features of each of the two tables (above), summing to d_model
     rope_theta: float = 10000.0  # RoPE base frequency
     rope_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX: 0.25)
     # layers/positions.py: none, linear, dynamic (NTK), llama3, yarn, longrope, proportional (Gemma 4's p-RoPE: the
@@ -431,11 +431,9 @@ class ModelConfig:
     # a patch begins after the first two bytes wherever the entropy model's next-byte entropy exceeds this (BLT §2.3)
     patch_threshold: float = 1.335442066192627
     patch_cross_k: int = 2  # each patch is this many vectors in the local stacks' cross-attention (BLT §3.2.2)
-    # the n-gram sizes whose hashed embeddings add to a byte's (BLT §3.2.1); the hash table's rows per size and
-    # function, and the number of hash functions
-    hash_ngram_sizes: list | None = None
-    hash_ngram_vocab: int = 0
-    hash_ngram_functions: int = 1
+    hash_ngram_sizes: list | None = None  # the n-gram sizes whose hashed embeddings add to a byte's (BLT §3.2.1)
+    hash_ngram_vocab: int = 0  # hash_ngram_sizes: the hash table's rows per size and function
+    hash_ngram_functions: int = 1  # hash_ngram_sizes: the number of hash functions
     # an encoder-decoder composed of two Hugging Face models (EncoderDecoderModel): their model_types, the
     # encoder's then the decoder's, which name each stack's tensors (interop/encoder_decoder.py)
     hf_stack_types: list | None = None
@@ -618,7 +616,7 @@ class ModelConfig:
     expert_swiglu_limit: float | None = None
     # swiglu_softcapped: the gated kind c_g tanh(g / c_g) sigmoid(g) * c_u tanh(u / c_u) (Inkling 2's experts)
     swiglu_gate_cap: float = 4.0
-    swiglu_up_cap: float = 25.0
+    swiglu_up_cap: float = 25.0  # swiglu_softcapped: c_u, the cap on the up projection (c_g above: the gate's)
     # gated dense FFNs: act(m * x W_gate) * x W_up, the gate's pre-activation times m (Falcon-H1's muP
     # mlp_multipliers[0])
     ffn_gate_multiplier: float = 1.0
