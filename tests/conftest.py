@@ -12,6 +12,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
+# The longest tests (9-48 s each on the 2-core VM), run first: xdist's worksteal scheduler hands each worker a
+# contiguous half of the collection and lets an idle one take from the other's end, so short tests left last fill
+# both workers to the finish; these sat at the collection's end (test_train, test_seq2seq_train ...), where one
+# worker ran a 40 s test alone while the other had nothing left.
+LONG_FIRST = ("tests/test_train.py::test_demo_recipe", "tests/test_seq2seq_train.py::test_seq2seq_default_task",
+              "tests/test_finetune.py::test_finetuning_beats", "tests/test_resume.py::test_killed_at_random",
+              "tests/test_distributed.py", "tests/test_scaling.py::test_sweep_under_torchrun",
+              "tests/test_gated_deltanet.py::test_gated_deltanet_tiny_learns", "tests/test_ssm.py::test_tiny_presets",
+              "tests/test_quant.py::test_every_tiny_preset", "tests/test_scaling.py::test_tiny_sweep")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache(tmp_path_factory):
     """A fresh tokenizer and token cache for the session, shared by its xdist workers (the parent of a worker's
