@@ -134,17 +134,23 @@ def test_inkling2_text_model_of_the_multimodal_checkpoint(inkling2, tmp_path):
     """Inkling2ForConditionalGeneration's checkpoint (the text model under the same names, a vision tower beside it,
     not read): its text logits, and the text model written back as inkling2_text."""
     hf, ours, folder = inkling2
+    assert_multimodal_reads_as_text(hf, ours, tmp_path, "Inkling2", INKLING2, "inkling2_text")
+
+
+def assert_multimodal_reads_as_text(hf, ours, tmp_path, prefix: str, text_config: dict, model_type: str) -> None:
+    """hf's weights in a `{prefix}ForConditionalGeneration` beside a tiny vision tower: read as its text model, with
+    transformers' text logits and exactly those of `ours` (hf read alone)."""
     vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, patch_size=4, projection_hidden_dim=16,
                   text_hidden_size=32, posemb_grid_size=4)
-    mm = transformers.Inkling2ForConditionalGeneration(transformers.Inkling2Config(
-        text_config=INKLING2, vision_config=vision, image_token_id=5)).eval()
+    mm = getattr(transformers, f"{prefix}ForConditionalGeneration")(getattr(transformers, f"{prefix}Config")(
+        text_config=text_config, vision_config=vision, image_token_id=5)).eval()
     state = {k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else k: v
              for k, v in hf.state_dict().items()}
     assert not set(state) - set(mm.state_dict())
     mm.load_state_dict(state, strict=False)
     mm.save_pretrained(tmp_path / "mm")
     read = from_hf(tmp_path / "mm")
-    assert read.config.hf_model_type == "inkling2_text"
+    assert read.config.hf_model_type == model_type
     ids = torch.randint(0, 120, (2, 11))
     with torch.no_grad():
         assert (read(ids).logits - mm(input_ids=ids).logits).abs().max() <= 1e-4

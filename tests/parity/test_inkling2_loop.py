@@ -14,7 +14,7 @@ from llmarch.interop.hf import hf_model_config
 
 from conftest import assert_cached_equals_whole, perturbed, routed_apart
 from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
-from test_inkling2 import INKLING2
+from test_inkling2 import INKLING2, assert_multimodal_reads_as_text
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -114,21 +114,7 @@ def test_inkling2_loop_to_hf_round_trip(loop):
 def test_inkling2_loop_text_model_of_the_multimodal_checkpoint(loop, tmp_path):
     """Inkling2LoopForConditionalGeneration's checkpoint: its text logits, the vision tower not read."""
     hf, ours, _ = loop
-    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, patch_size=4, projection_hidden_dim=16,
-                  text_hidden_size=32, posemb_grid_size=4)
-    mm = transformers.Inkling2LoopForConditionalGeneration(transformers.Inkling2LoopConfig(
-        text_config=LOOP, vision_config=vision, image_token_id=5)).eval()
-    state = {k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else k: v
-             for k, v in hf.state_dict().items()}
-    assert not set(state) - set(mm.state_dict())
-    mm.load_state_dict(state, strict=False)
-    mm.save_pretrained(tmp_path / "mm")
-    read = from_hf(tmp_path / "mm")
-    assert read.config.hf_model_type == "inkling2_loop_text"
-    ids = torch.randint(0, 120, (2, 11))
-    with torch.no_grad():
-        assert (read(ids).logits - mm(input_ids=ids).logits).abs().max() <= 1e-4
-        assert (read(ids).logits - ours(ids).logits).abs().max() == 0
+    assert_multimodal_reads_as_text(hf, ours, tmp_path, "Inkling2Loop", LOOP, "inkling2_loop_text")
 
 
 def test_loop_recurrence_keeps_each_pass_canon_histories():
