@@ -13,8 +13,8 @@ from llmarch.interop import from_hf, to_hf
 from llmarch.interop.hf import hf_model_config
 
 from conftest import assert_cached_equals_whole, perturbed, routed_apart
-from test_hf_families import assert_close_on_real_tokens, hf_logits, padded_batch
-from test_inkling2 import INKLING2, assert_multimodal_reads_as_text
+from test_hf_families import padded_batch
+from test_inkling2 import INKLING2, assert_left_padded_parity, assert_multimodal_reads_as_text
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -70,17 +70,7 @@ def test_inkling2_loop_config_reads_the_loop(loop):
 
 def test_inkling2_loop_left_padded_logits_greedy_and_cached_decoding(loop):
     hf, ours, _ = loop
-    torch.manual_seed(1)
-    ids, mask = padded_batch(120, lengths=(14, 9))
-    with torch.no_grad():
-        mine = ours(ids, attention_mask=mask).logits
-    assert mine.shape[-1] == 120 and mine.abs().max() > 2.5
-    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
-    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=24)
-    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=0)
-    assert torch.equal(generated, theirs)
-    full_mask = torch.cat([mask, torch.ones(2, 24, dtype=mask.dtype)], 1)
-    assert_cached_equals_whole(ours, generated, ids.shape[1], full_mask)
+    assert_left_padded_parity(hf, ours)
 
 
 def test_inkling2_loop_messages_move_the_logits(loop):
