@@ -92,12 +92,18 @@ def assert_left_padded_parity(hf, ours) -> None:
 
 def test_inkling2_to_hf_round_trip(inkling2):
     hf, ours, folder = inkling2
-    to_hf(ours, folder / "out")
-    again = transformers.Inkling2ForCausalLM.from_pretrained(folder / "out").eval()
+    assert_round_trip(hf, ours, folder / "out", "Inkling2ForCausalLM")
+
+
+def assert_round_trip(hf, ours, out, cls: str) -> None:
+    """ours written by to_hf into out: transformers' `cls` loads it to hf's logits, and it reads back to the same
+    config."""
+    to_hf(ours, out)
+    again = getattr(transformers, cls).from_pretrained(out).eval()
     ids = torch.randint(0, 120, (2, 13))
     with torch.no_grad():
         assert (again(ids).logits - hf(ids).logits).abs().max() <= 1e-4
-    assert from_hf(folder / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    assert from_hf(out).config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
 
 
 def test_inkling2_parts_refuse_what_they_do_not_implement(inkling2):

@@ -14,7 +14,7 @@ from llmarch.interop.hf import hf_model_config
 
 from conftest import assert_cached_equals_whole, perturbed, routed_apart
 from test_hf_families import padded_batch
-from test_inkling2 import INKLING2, assert_left_padded_parity, assert_multimodal_reads_as_text
+from test_inkling2 import INKLING2, assert_left_padded_parity, assert_multimodal_reads_as_text, assert_round_trip
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -93,12 +93,7 @@ def test_inkling2_loop_messages_move_the_logits(loop):
 
 def test_inkling2_loop_to_hf_round_trip(loop):
     hf, ours, folder = loop
-    to_hf(ours, folder / "out")
-    again = transformers.Inkling2LoopForCausalLM.from_pretrained(folder / "out").eval()
-    ids = torch.randint(0, 120, (2, 13))
-    with torch.no_grad():
-        assert (again(ids).logits - hf(ids).logits).abs().max() <= 1e-4
-    assert from_hf(folder / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    assert_round_trip(hf, ours, folder / "out", "Inkling2LoopForCausalLM")
 
 
 def test_inkling2_loop_text_model_of_the_multimodal_checkpoint(loop, tmp_path):
