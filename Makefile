@@ -5,18 +5,23 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test bench browser llama-cpp clean
 
+# --no-compile: pip byte-compiles every module of every package one after another (about 40 s on 2 cores, most of
+# it torch, transformers and sympy modules nothing imports); Python compiles the ones imported on first use instead.
+PIP_INSTALL := $(BIN)/pip install -q --no-compile
+# ... and keeps them: with PYTHONDONTWRITEBYTECODE set, every process (each test worker, each CLI test) would
+# compile torch's modules again.
+unexport PYTHONDONTWRITEBYTECODE
+
 # torch is pinned here (a local CPU build); the package itself only asks for torch>=2.4.
 $(BIN)/llmarch: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e .
+	$(PIP_INSTALL) torch==2.13.0 -e .
 	touch $@
 
 # the dev extras in one pip run with the package (not after `-e .`: each editable install builds a wheel again)
 $(VENV)/.dev: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(PIP_INSTALL) torch==2.13.0 -e '.[dev]'
 	touch $(BIN)/llmarch $@
 
 demo: $(BIN)/llmarch
