@@ -55,8 +55,9 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
 PATCH_STACK_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden", "norm_eps",
                       "rope_theta", "context_length", "sliding_window", "attention")
 PATCH_STACKS = ("patcher", "encoder", "global")
-# the fields a Perceiver IO model's latent stack and encoding cross-attention set apart from its top level (latent_parts)
-LATENT_PART_FIELDS = ("d_model", "n_heads", "head_dim", "value_dim", "ffn_hidden", "query_residual")
+# the fields a Perceiver IO model's latent stack and encoding cross-attention set apart (latent_parts)
+LATENT_PART_FIELDS = ("d_model", "n_heads", "n_kv_heads", "head_dim", "value_dim", "ffn_hidden",
+                      "query_residual")
 LATENT_PARTS = ("latents", "encode")
 # the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
 DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",

@@ -12,6 +12,7 @@ import torch
 
 import llmarch
 from llmarch.analysis.accounting import model_facts
+from llmarch.config import ModelConfig
 from llmarch.errors import LlmarchError
 from llmarch.interop.hf import FAMILIES
 
@@ -64,8 +65,13 @@ def test_masked_lm_logits_and_round_trip(pair):
         assert (ours(short, attention_mask=short_mask).logits - want).abs().max().item() <= 1e-4
 
 
-def test_accounting_runs(pair):
-    facts = model_facts(pair[1].config)
+def test_config_reloads_and_counts(pair):
+    """The config as saved (no field derived: the top level's n_kv_heads stored) builds the same parts; llmarch info's
+    accounting counts the parameters exactly (its FLOPs are approximate: docs/architectures/perceiver.md)."""
+    cfg = ModelConfig.from_dict(pair[1].config.to_dict())
+    shapes = {k: v.shape for k, v in pair[1].state_dict().items()}
+    assert {k: v.shape for k, v in llmarch.build(cfg).state_dict().items()} == shapes
+    facts = model_facts(cfg)
     assert facts["parameters"] == sum(p.numel() for p in pair[1].parameters())
     assert facts["kv_cache_bytes_per_token"] == 0 and facts["flops_per_token"] > 0
 

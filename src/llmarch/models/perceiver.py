@@ -29,10 +29,13 @@ from .transformer import ModelOutput
 
 def part_config(cfg: ModelConfig, part: str) -> ModelConfig:
     """The config of the latent stack ('latents': cfg with latent_parts['latents']) or of the encoding
-    cross-attention ('encode': latent_parts['encode'], as wide as the latents); the decoding one's is cfg."""
+    cross-attention ('encode': latent_parts['encode'], as wide as the latents); the decoding one's is cfg. A part that
+    sets n_heads and not n_kv_heads has one key/value head per head."""
     latents = cfg.latent_parts["latents"]
     own = dict(latents) if part == "latents" else {"d_model": latents.get("d_model", cfg.d_model),
                                                    **cfg.latent_parts["encode"]}
+    if "n_heads" in own:
+        own.setdefault("n_kv_heads", own["n_heads"])
     return cfg.replace(n_latents=0, latent_parts=None, positions="none", **own)
 
 
