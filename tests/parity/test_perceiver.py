@@ -4,7 +4,8 @@ than the inputs and two passes over two self-attention layers, once with transfo
 residual on, q.k of the cross-attention as wide as the inputs) and once with qk_channels / v_channels set, the
 cross-attention's widths taken from the queries ("q"), no query residual, wider FFNs and gelu_new; read by from_hf:
 masked-LM logits on a right-padded batch within 1e-4 (fp32; all max_position_embeddings positions, and the first T of
-a shorter batch), and a to_hf round trip that transformers loads to the same logits. Other Perceiver heads refused."""
+a shorter batch), and a to_hf round trip that transformers loads to the same logits; llmarch info on the checkpoint.
+Other Perceiver heads refused, and a model transformers' layout cannot hold refused by to_hf."""
 import json
 
 import pytest
@@ -12,8 +13,10 @@ import torch
 
 import llmarch
 from llmarch.analysis.accounting import model_facts
+from llmarch.cli import main
 from llmarch.config import ModelConfig
 from llmarch.errors import LlmarchError
+from llmarch.interop import to_hf
 from llmarch.interop.hf import FAMILIES
 
 from conftest import assert_encoder_round_trip, perturbed
@@ -57,7 +60,9 @@ def test_masked_lm_logits_and_round_trip(pair):
     hf, ours, folder = pair
     ids, mask = batch()
     inputs = dict(input_ids=ids, attention_mask=mask)
-    mine, _ = assert_encoder_round_trip(hf, ours, folder / "written", ..., inputs)
+    mine, again = assert_encoder_round_trip(hf, ours, folder / "written", ..., inputs)
+    with torch.no_grad():  # the round trip writes transformers' own weights back, bit for bit
+        assert torch.equal(again(**inputs).logits, hf(**inputs).logits)
     assert mine.abs().max() > 2  # logits spread, so that 1e-4 is a tight bound
     short, short_mask = batch(11)  # transformers answers all its positions; llmarch the inputs'
     with torch.no_grad():
@@ -65,9 +70,11 @@ def test_masked_lm_logits_and_round_trip(pair):
         assert (ours(short, attention_mask=short_mask).logits - want).abs().max().item() <= 1e-4
 
 
-def test_config_reloads_and_counts(pair):
+def test_config_reloads_and_counts(pair, capsys):
     """The config as saved (no field derived: the top level's n_kv_heads stored) builds the same parts; llmarch info's
     accounting counts the parameters exactly (its FLOPs are approximate: docs/architectures/perceiver.md)."""
+    assert main(["info", str(pair[2] / "hf")]) == 0
+    assert f"{sum(p.numel() for p in pair[1].parameters()):,}" in capsys.readouterr().out
     cfg = ModelConfig.from_dict(pair[1].config.to_dict())
     shapes = {k: v.shape for k, v in pair[1].state_dict().items()}
     assert {k: v.shape for k, v in llmarch.build(cfg).state_dict().items()} == shapes
@@ -86,3 +93,6 @@ def test_other_perceivers_refused(pair, tmp_path):
             llmarch.from_hf(tmp_path)
     with pytest.raises(LlmarchError, match="must be as wide"):
         FAMILIES["perceiver"].to_config({**hf_cfg, "qk_channels": 16, "v_channels": 16})
+    contiguous = llmarch.build(pair[1].config.replace(layer_groups_cyclic=False))  # ALBERT's sharing: not Perceiver's
+    with pytest.raises(LlmarchError, match="layer groups repeated in order"):
+        to_hf(contiguous, tmp_path / "out")

@@ -69,7 +69,8 @@ RULES = [
 
 
 def _widths(hf: dict) -> dict:
-    """The q.k and value widths of transformers' encoder layers: (cross q.k, cross v, self q.k, self v)."""
+    """The q.k and value widths of transformers' encoder layers (cross_qk, cross_v, self_qk, self_v), from a
+    config.json's channels."""
     qk, v, latents = hf.get("qk_channels"), hf.get("v_channels"), hf.get("d_latents", 1280)
     shape = hf.get("cross_attention_shape_for_attention", "kv")
     if shape not in ("kv", "q"):
@@ -115,6 +116,8 @@ def _channels(cfg: ModelConfig) -> dict | None:
     lc, ec = part_config(cfg, "latents"), part_config(cfg, "encode")
     want = dict(cross_qk=ec.n_heads * ec.head_dim, cross_v=ec.n_heads * ec.value_width,
                 self_qk=lc.n_heads * lc.head_dim, self_v=lc.n_heads * lc.value_width)
+    if want["self_v"] != lc.d_model:  # transformers adds the self-attention's values to the latents
+        return None
     for qk, v, shape in itertools.product((None, want["self_qk"]), (None, lc.d_model), ("kv", "q")):
         hf = dict(qk_channels=qk, v_channels=v, cross_attention_shape_for_attention=shape)
         if _widths({**hf, "d_model": cfg.d_model, "d_latents": lc.d_model}) == want:
@@ -127,17 +130,19 @@ def needs(cfg: ModelConfig) -> str | None:
         return "a Perceiver IO model (n_latents, latent_parts)"
     lc, ec = part_config(cfg, "latents"), part_config(cfg, "encode")
     groups = cfg.layer_groups or cfg.n_layers
-    plain = all((c.norm, c.norm_eps, c.norm_bias, c.qkv_bias, c.o_bias, c.ffn_in_bias, c.bias, c.n_kv_heads)
-                == ("layernorm", 1e-5, True, True, True, True, True, c.n_heads) for c in (cfg, lc, ec))
+    plain = all((c.norm, c.norm_eps, c.norm_bias, c.qkv_bias, c.o_bias, c.ffn_in_bias, c.bias, c.n_kv_heads,
+                 c.attention, c.qk_norm, c.attn_scale) == ("layernorm", 1e-5, True, True, True, True, True, c.n_heads,
+                                                           "full", "none", None) for c in (cfg, lc, ec))
     decoder = (cfg.n_heads, cfg.head_dim, cfg.n_heads * cfg.value_width, cfg.ffn_hidden, cfg.query_residual) == \
         (DECODER_HEADS, DECODER_QK // DECODER_HEADS, cfg.d_model, cfg.d_model, False)
     if not plain or not decoder or cfg.ffn not in _ACT.values() or not cfg.tied_head or not cfg.head_bias \
             or lc.ffn_hidden % lc.d_model or ec.ffn_hidden % lc.d_model or _channels(cfg) is None \
-            or not (cfg.layer_groups_cyclic or groups == cfg.n_layers) or cfg.attn_scale is not None:
-        return ("LayerNorms (eps 1e-5) and biases throughout, transformers' decoding cross-attention (8 heads, q.k "
-                "256, values and FFN d_model wide, no query residual), FFNs a whole multiple of the latents' width, "
-                "encoder channels one qk_channels / v_channels pair gives, layer groups repeated in order, and the "
-                "tied LM head with its bias")
+            or not (cfg.layer_groups_cyclic or groups == cfg.n_layers):
+        return ("LayerNorms (eps 1e-5), biases and plain full attention throughout, transformers' decoding "
+                "cross-attention (8 heads, q.k 256, values and FFN d_model wide, no query residual), FFNs a whole "
+                "multiple of the latents' width, encoder channels one qk_channels / v_channels pair gives (self-"
+                "attention values as wide as the latents), layer groups repeated in order, and the tied LM head with "
+                "its bias")
     return None
 
 
