@@ -55,6 +55,10 @@ LAYER_FIELDS = ("mixer", "attention", "sliding_window", "positions", "rope_theta
 PATCH_STACK_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden", "norm_eps",
                       "rope_theta", "context_length", "sliding_window", "attention")
 PATCH_STACKS = ("patcher", "encoder", "global")
+# the fields a Perceiver IO model's latent stack and encoding cross-attention set apart (latent_parts)
+LATENT_PART_FIELDS = ("d_model", "n_heads", "n_kv_heads", "head_dim", "value_dim", "ffn_hidden",
+                      "query_residual")
+LATENT_PARTS = ("latents", "encode")
 # the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
 DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",
                   "ffn_hidden", "norm_eps")
@@ -160,6 +164,9 @@ class ModelConfig:
     # 0: every block its own weights. G > 0: ALBERT's cross-layer parameter sharing (Lan et al. 2020, §3.1): G
     # blocks of weights, layer i running block i * G // n_layers (G = 1: every layer the same block); encoders only
     layer_groups: int = 0
+    # with layer_groups G: layer i runs block i mod G, the G blocks repeated in order (Perceiver IO's num_blocks passes
+    # over its self-attention layers, weights shared across passes), instead of ALBERT's block i * G // n_layers
+    layer_groups_cyclic: bool = False
     # the last this-many layers project no keys or values: each attends with its own queries over those of the last
     # earlier layer of the same attention geometry (kind, window, heads, head_dim, RoPE), sharing its KV cache
     # (Gemma 3n and Gemma 4's num_kv_shared_layers)
@@ -434,6 +441,17 @@ class ModelConfig:
     hash_ngram_sizes: list | None = None  # the n-gram sizes whose hashed embeddings add to a byte's (BLT §3.2.1)
     hash_ngram_vocab: int = 0  # hash_ngram_sizes: the hash table's rows per size and function
     hash_ngram_functions: int = 1  # hash_ngram_sizes: the number of hash functions
+    # Perceiver IO (Jaegle et al. 2021): this many learned latent vectors read the inputs by cross-attention, run
+    # through a stack of their own and are read back by one query per position (models/perceiver.py); 0: not one
+    n_latents: int = 0
+    # n_latents: the fields (of LATENT_PART_FIELDS) in which the latent stack ("latents": its width, heads, FFN; its
+    # depth is the top level's n_layers and layer_groups) and the cross-attention into it ("encode": heads, FFN,
+    # query_residual; as wide as the latents) differ from the top level, which describes the inputs and the decoding
+    # cross-attention over the latents
+    latent_parts: dict | None = None
+    # a cross-attention block (layers/cross_block.py) adds its queries back to its attention's output; False: the
+    # output alone (Perceiver IO's decoder, whose queries are positions)
+    query_residual: bool = True
     # an encoder-decoder composed of two Hugging Face models (EncoderDecoderModel): their model_types, the
     # encoder's then the decoder's, which name each stack's tensors (interop/encoder_decoder.py)
     hf_stack_types: list | None = None
@@ -985,6 +1003,8 @@ class ModelConfig:
                                f"in the fields {', '.join(DECODER_FIELDS)}" + (f", not {bad[0]}" if bad else ""))
         if self.patch_stacks is not None:
             self._check_patch_stacks()
+        if self.n_latents or self.latent_parts is not None:
+            self._check_latent_parts()
         if self.encoder_embed and not self.n_decoder_layers:
             raise LlmarchError("encoder_embed (an encoder's own embedding table) is for encoder-decoders "
                                "(n_decoder_layers > 0)")
@@ -1101,6 +1121,9 @@ class ModelConfig:
                                "bidirectional stack's (an encoder's), and their count must be >= 0")
         if self.global_block_size < 0:
             raise LlmarchError(f"global_block_size must be >= 0, got {self.global_block_size}")
+        if self.layer_groups_cyclic and (not self.layer_groups or self.n_layers % self.layer_groups):
+            raise LlmarchError(f"layer_groups_cyclic repeats the layer_groups blocks in order: it needs layer_groups "
+                               f"dividing n_layers, got {self.layer_groups} and {self.n_layers}")
         if self.layer_groups and not (0 < self.layer_groups <= self.n_layers and not self.causal
                                       and self.layer_types is None and not self.n_decoder_layers):
             raise LlmarchError(f"layer_groups={self.layer_groups} needs 1..n_layers ({self.n_layers}) groups in an "
@@ -1313,6 +1336,22 @@ class ModelConfig:
         if (self.block, self.norm_placement, self.mixer, self.layer_types) != ("sequential", "pre", "attention", None):
             raise LlmarchError("a byte-latent model's stacks are of pre-norm sequential attention blocks (a padded "
                                "byte's encoder state is computed as such a block's: models/byte_latent.py)")
+
+    def _check_latent_parts(self) -> None:
+        parts = self.latent_parts or {}
+        if self.n_latents < 1 or sorted(parts) != sorted(LATENT_PARTS):
+            raise LlmarchError(f"a Perceiver IO model needs n_latents >= 1 and latent_parts with exactly the parts "
+                               f"{', '.join(LATENT_PARTS)}, got {self.n_latents} and {sorted(parts)}")
+        bad = sorted({k for v in parts.values() for k in v} - set(LATENT_PART_FIELDS)) or \
+            (["d_model"] if "d_model" in parts["encode"] else [])
+        if bad:
+            raise LlmarchError(f"latent_parts sets the fields {', '.join(LATENT_PART_FIELDS)} (d_model: the latents' "
+                               f"only), not {bad[0]}")
+        if self.causal or self.n_decoder_layers or self.head != "lm" or self.positions != "learned" \
+                or self.mixer != "attention" or self.layer_types is not None or self.block != "sequential" \
+                or self.norm_placement != "pre" or self.final_norm or self.embed_dim is not None:
+            raise LlmarchError("a Perceiver IO model (n_latents) is a bidirectional masked LM of pre-norm sequential "
+                               "attention blocks with learned positions, no final norm and no embed_dim")
 
     @property
     def value_width(self) -> int:

@@ -15,6 +15,7 @@ from . import zamba, zamba2  # noqa: F401
 from . import cohere, distilbert, ernie, exaone4, glm, glm4_moe, gpt_bigcode, olmo, olmo3, olmoe, opt  # noqa: F401
 from . import arcee, helium, hunyuan, lfm2, nemotron, qwen3_5, seed_oss  # noqa: F401
 from . import blt  # noqa: F401
+from . import perceiver  # noqa: F401
 from . import qwen4_exp  # noqa: F401
 from . import llama4, modernbert  # noqa: F401
 from . import dots1, exaone_moe, glm4_moe_lite, lfm2_moe, minimax_m2  # noqa: F401

@@ -10,12 +10,15 @@ from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
 from .byte_latent import ByteLatentLM
 from .encoder_decoder import EncoderDecoderLM
+from .perceiver import PerceiverLM
 from .transformer import TransformerLM
 
 
 def model_class(cfg: ModelConfig) -> type:
     if cfg.patch_stacks is not None:
         return ByteLatentLM
+    if cfg.n_latents:
+        return PerceiverLM
     return EncoderDecoderLM if cfg.is_encoder_decoder else TransformerLM
 
 
@@ -53,7 +56,7 @@ def stacks(model) -> dict[str, tuple[nn.Module, ModelConfig]]:
     """Stack name ("" for a one-stack model, else "encoder" and "decoder") -> (the stack of blocks, the config
     it was built from)."""
     cfg = model.config
-    if cfg.patch_stacks is not None:  # a byte-latent model's four (models/byte_latent.py)
+    if cfg.patch_stacks is not None or cfg.n_latents:  # a byte-latent model's four, a Perceiver IO model's latent stack
         return model.stacks()
     if cfg.is_encoder_decoder:
         return {"encoder": (model.encoder, cfg.stack_config("encoder")),

@@ -55,9 +55,11 @@ class Stack(StackInputs, nn.Module):
         if cfg.embed_affine:  # ZAYA1: the token embeddings as (e + b) * s
             d = cfg.d_model
             self.input_bias, self.input_scale = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.ones(d))
-        # ALBERT's cross-layer sharing (layer_groups): G blocks, layer i runs block block_order[i]; else one per layer
+        # ALBERT's cross-layer sharing (layer_groups): G blocks, layer i runs block block_order[i] (i * G // n_layers;
+        # with layer_groups_cyclic, Perceiver IO's repeats of all G in order, i mod G); else one per layer
         groups = cfg.layer_groups
-        self.block_order = [i * groups // cfg.n_layers for i in range(cfg.n_layers)] if groups else None
+        self.block_order = [i % groups if cfg.layer_groups_cyclic else i * groups // cfg.n_layers
+                            for i in range(cfg.n_layers)] if groups else None
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), cross=cross, layer=i)
                                     for i in range(cfg.layer_groups or cfg.n_layers))
         # a recurrence (layers/recurrence.py: HRM's two modules) runs the blocks in its own order, each invocation
