@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..analysis import model_facts
 from ..config import ModelConfig
-from ..device import parse_device, parse_dtype
+from ..device import fused_adamw, parse_device, parse_dtype
 from ..errors import LlmarchError
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
@@ -99,7 +99,7 @@ def _peak_flops(device: torch.device) -> float | None:
 
 
 def _train_step(model, logits_of, x, y, compile_: bool):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=x.device.type == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_adamw(x.device))
     forward = torch.compile(logits_of) if compile_ else logits_of
 
     def step():

@@ -24,6 +24,7 @@ from ..rundir import CONFIG, atomic_directory, publish, resolve_checkpoint
 from ..config import ModelConfig
 from ..data.tokenizer import Tokenizer, load_tokenizer
 from ..errors import LlmarchError
+from ..device import fused_adamw
 from ..layers.mixer import Mixer
 from ..models.routing import router_losses, routing_metric_names, routing_metrics
 from ..transforms import for_training
@@ -137,7 +138,8 @@ def make_optimizer(model: torch.nn.Module, lc, device: torch.device) -> torch.op
     ids = {id(p) for p in decayed}
     groups = [{"params": decayed, "weight_decay": lc.weight_decay},
               {"params": [p for _, p in params if id(p) not in ids], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lc.lr, betas=(lc.beta1, lc.beta2), fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=lc.lr, betas=(lc.beta1, lc.beta2), fused=fused_adamw(device))
+
 
 
 def check_out(out: Path, resume: bool) -> None:
