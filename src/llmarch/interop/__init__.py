@@ -95,3 +95,4 @@ from . import llava, paligemma  # noqa: F401
 from . import xlnet  # noqa: F401
 from . import cpmant  # noqa: F401
 from . import trocr  # noqa: F401
+from . import emu3  # noqa: F401
