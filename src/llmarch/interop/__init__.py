@@ -96,3 +96,4 @@ from . import xlnet  # noqa: F401
 from . import cpmant  # noqa: F401
 from . import trocr  # noqa: F401
 from . import emu3  # noqa: F401
+from . import mllama  # noqa: F401
