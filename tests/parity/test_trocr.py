@@ -3,7 +3,8 @@ models (1-D parameters perturbed, the MLP's input and the tied embeddings sharpe
 the head's logits spread) with learned positions and an embedding LayerNorm, and with fairseq sinusoids from
 pad_token_id + 1, scaled embeddings, no embedding LayerNorm and an untied head. Logits on a left-padded batch within
 1e-4 (fp32), 32 greedy tokens per row, cached decoding equal to the whole forward, a to_hf round trip that
-transformers loads to the same logits and llmarch to the same config.
+transformers loads to the same logits and the same cross-attention weights (held, never run: held_cross_width), and
+llmarch to the same config.
 
 transformers' TrOCR takes no position ids (its left-padded rows' learned positions count the padding), so our
 padded batch is compared with its rows one at a time, unpadded (test_llama4.rows_alone). Token ids avoid
@@ -29,7 +30,8 @@ BASE = dict(vocab_size=128, d_model=64, decoder_layers=2, decoder_attention_head
 CASES = {
     "learned": BASE,
     "sinusoidal": dict(BASE, use_learned_position_embeddings=False, scale_embedding=True, layernorm_embedding=False,
-                       tie_word_embeddings=False, activation_function="relu", pad_token_id=3),
+                       tie_word_embeddings=False, activation_function="relu", pad_token_id=3,
+                       cross_attention_hidden_size=None),
 }
 
 
@@ -74,16 +76,19 @@ def test_logits_generation_cached_decoding_and_round_trip(case, tmp_path):
     assert max_diff_on_real(rows_alone(again, ids, mask), mine, mask) <= 1e-4
     cfg = ours.config
     assert from_hf(tmp_path / "out").config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+    theirs, back = hf.state_dict(), again.state_dict()  # the cross-attention, never run, written back as read
+    cross = [k for k in theirs if ".encoder_attn" in k]
+    assert len(cross) == 2 * 10 and all(torch.equal(theirs[k], back[k]) for k in cross)
 
 
 def test_config_reads_each_variant():
     learned = hf_model_config(dict(CASES["learned"], model_type="trocr"))
     assert (learned.positions, learned.position_offset, learned.embed_norm, learned.embed_scale,
-            learned.norm_placement, learned.final_norm, learned.tie_embeddings) == \
-        ("learned", 2, True, False, "post", False, True)
+            learned.norm_placement, learned.final_norm, learned.tie_embeddings, learned.held_cross_width) == \
+        ("learned", 2, True, False, "post", False, True, 48)
     sin = hf_model_config(dict(CASES["sinusoidal"], model_type="trocr"))
-    assert (sin.positions, sin.position_offset, sin.embed_norm, sin.embed_scale, sin.ffn, sin.tie_embeddings) == \
-        ("sinusoidal_fairseq", 4, False, True, "relu", False)
+    assert (sin.positions, sin.position_offset, sin.embed_norm, sin.embed_scale, sin.ffn, sin.tie_embeddings,
+            sin.held_cross_width) == ("sinusoidal_fairseq", 4, False, True, "relu", False, 64)
 
 
 @pytest.mark.parametrize("hf, match", [
@@ -95,3 +100,15 @@ def test_config_reads_each_variant():
 def test_unsupported_configs_are_refused(hf, match):
     with pytest.raises(LlmarchError, match=match):
         hf_model_config(hf)
+
+
+def test_released_shape_counts_as_transformers():
+    """microsoft/trocr-base-handwritten's decoder widths (its cross-attention over a ViT of 768), 2 of its 12 layers:
+    llmarch's parameter count, the held cross-attention included, is transformers'."""
+    from llmarch.analysis.accounting import model_facts
+
+    conf = transformers.TrOCRConfig(vocab_size=50265, d_model=1024, decoder_layers=2, decoder_attention_heads=16,
+                                    decoder_ffn_dim=4096, cross_attention_hidden_size=768)
+    with torch.device("meta"):
+        hf = transformers.TrOCRForCausalLM(conf)
+    assert model_facts(hf_model_config(conf.to_dict()))["parameters"] == sum(p.numel() for p in hf.parameters())

@@ -6,10 +6,11 @@ where `layernorm_embedding`, and a head `output_projection` without a bias, tied
 from offset 2 (`use_learned_position_embeddings`, BART's table) or fairseq's sinusoids (sines, then cosines; not
 stored) counted from padding_idx + 1, whose zeroed padding row no real token reads.
 
-Each layer's cross-attention (`encoder_attn.*`, `encoder_attn_layer_norm`) reads an image encoder's output, which
-only VisionEncoderDecoderModel gives it; TrOCRForCausalLM's text-only forward skips it, so it is not read, and to_hf
-writes none (transformers initialises it afresh: the written checkpoint is a text decoder, not one to pair with an
-image encoder). VisionEncoderDecoder checkpoints (`vision-encoder-decoder`) are refused in one line.
+Each layer's cross-attention (`encoder_attn.*`, `encoder_attn_layer_norm`, its keys and values over memory
+`cross_attention_hidden_size` wide) reads an image encoder's output, which only VisionEncoderDecoderModel gives it;
+TrOCRForCausalLM's text-only forward skips it. llmarch reads it under BART's decoder names (ln_cross, cross_attn) into
+blocks that hold it and never run it (`held_cross_width`), so the checkpoint writes back whole. VisionEncoderDecoder
+checkpoints (`vision-encoder-decoder`) are refused in one line.
 
 transformers' TrOCR takes no position ids: a left-padded row's learned positions count its padding slots, and its
 sinusoidal positions skip pad_token_id wherever it occurs. llmarch counts each row from its first real token, as the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .bart import CROSS_SUBLAYERS
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -32,13 +34,15 @@ RULES = [
     *[Rule.of(tuple(_L + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
     *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
     Rule.of("output_projection.weight", "lm_head.weight"),
+    # the cross-attention each block holds and never runs (held_cross_width): BART's decoder names
+    *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in CROSS_SUBLAYERS for w in _W],
+    *[Rule.of(tuple(_L + f"encoder_attn.{p}_proj.{w}" for p in "kv"), f"blocks.{{i}}.cross_attn.kv_proj.{w}")
+      for w in _W],
 ]
 LEARNED = [Rule.of(_D + "embed_positions.weight", "positions.weight")]
 EMBED_NORM = [Rule.of(_D + f"layernorm_embedding.{w}", f"embed_norm.{w}") for w in _W]
 _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 OFFSET = 2  # TrOCRLearnedPositionalEmbedding.offset
-# the cross-attention over an image encoder's output, which the text-only forward never runs
-IGNORE = (r"\.encoder_attn\.", r"\.encoder_attn_layer_norm\.")
 
 
 def to_config(hf: dict) -> ModelConfig:
@@ -57,6 +61,7 @@ def to_config(hf: dict) -> ModelConfig:
                        position_offset=OFFSET if learned else pad + 1,
                        embed_scale=bool(hf.get("scale_embedding", False)),
                        embed_norm=bool(hf.get("layernorm_embedding", True)),
+                       held_cross_width=hf.get("cross_attention_hidden_size") or hf["d_model"],
                        tie_embeddings=hf.get("tie_word_embeddings", True),
                        context_length=hf.get("max_position_embeddings", 512))
 
@@ -69,7 +74,8 @@ def from_config(cfg: ModelConfig) -> dict:
               max_position_embeddings=cfg.context_length, scale_embedding=cfg.embed_scale,
               use_learned_position_embeddings=learned, layernorm_embedding=cfg.embed_norm,
               tie_word_embeddings=cfg.tie_embeddings, is_decoder=True, dropout=cfg.dropout,
-              attention_dropout=cfg.dropout, pad_token_id=1 if learned else cfg.position_offset - 1)
+              attention_dropout=cfg.dropout, pad_token_id=1 if learned else cfg.position_offset - 1,
+              cross_attention_hidden_size=cfg.held_cross_width or None)
     return refuse_unless_read_back(cfg, hf, to_config)
 
 
@@ -83,6 +89,6 @@ def _refuse_vision_encoder_decoder(_: dict | ModelConfig) -> ModelConfig:
                        "Donut) is not supported; a TrOCRForCausalLM checkpoint of the decoder alone is")
 
 
-FAMILIES.register("trocr")(Family(RULES, to_config, from_config, IGNORE, more_rules=rules))
+FAMILIES.register("trocr")(Family(RULES, to_config, from_config, more_rules=rules))
 FAMILIES.register("vision-encoder-decoder")(Family([], _refuse_vision_encoder_decoder,
                                                    _refuse_vision_encoder_decoder, ()))
