@@ -13,7 +13,7 @@ _W = ("weight", "bias")
 _SUBLAYERS = [("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"), ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
 _SELF_ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
 CROSS_SUBLAYERS = [("encoder_attn.q_proj", "cross_attn.q_proj"), ("encoder_attn.out_proj", "cross_attn.o_proj"),
-          ("encoder_attn_layer_norm", "ln_cross")]
+                   ("encoder_attn_layer_norm", "ln_cross")]  # a decoder block's (TrOCR's decoder alone holds it too)
 _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 
 
