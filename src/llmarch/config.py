@@ -413,6 +413,10 @@ class ModelConfig:
     # classifier, no dense + pooler_act before it (XLM's sequence summary: the first token's state projected)
     pooler: bool = True
     n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART): n_layers encoder blocks, these decoder blocks
+    # a decoder-only model whose blocks also hold an encoder-decoder cross-attention sublayer (ln_cross, cross_attn)
+    # over memory this many wide, which they never run: TrOCR's decoder read alone (its encoder_attn reads an image
+    # encoder's output, which a text-only forward has none of), kept so the checkpoint writes back whole; 0: none
+    held_cross_width: int = 0
     # an encoder-decoder whose encoder reads a token-embedding table of its own, the decoder (and a tied head) the
     # other (T5Gemma: each stack keeps the embedding of the Gemma it was adapted from); False: one shared table
     encoder_embed: bool = False
@@ -1072,6 +1076,9 @@ class ModelConfig:
                self.box_vocab_size) < 0:
             raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size, box_vocab_size and "
                                "position_offset must be >= 0")
+        if self.held_cross_width < 0 or self.held_cross_width and (self.n_decoder_layers or not self.causal):
+            raise LlmarchError("held_cross_width (a cross-attention sublayer each block holds and never runs) needs a "
+                               "decoder-only model and a width >= 0")
         if not self.pooler and self.head == "detect":
             raise LlmarchError("head 'detect' reads each token through the pooler: it needs pooler=True")
         if not 0 <= self.default_token_type < max(self.type_vocab_size, 1):

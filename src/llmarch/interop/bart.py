@@ -12,8 +12,8 @@ from .mapping import Rule
 _W = ("weight", "bias")
 _SUBLAYERS = [("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"), ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
 _SELF_ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
-_CROSS = [("encoder_attn.q_proj", "cross_attn.q_proj"), ("encoder_attn.out_proj", "cross_attn.o_proj"),
-          ("encoder_attn_layer_norm", "ln_cross")]
+CROSS_SUBLAYERS = [("encoder_attn.q_proj", "cross_attn.q_proj"), ("encoder_attn.out_proj", "cross_attn.o_proj"),
+                   ("encoder_attn_layer_norm", "ln_cross")]  # a decoder block's (TrOCR's decoder alone holds it too)
 _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 
 
@@ -37,7 +37,7 @@ def stack_rules(learned_positions: bool, embed_norm: bool | None = None, prefix:
         if embed_norm:
             rules += [Rule.of(f"{prefix}.{part}.layernorm_embedding.{w}", f"{part}.embed_norm.{w}") for w in _W]
         *qkv, out = encoder_attn if part == "encoder" else _SELF_ATTN
-        sublayers = [(out, "attn.o_proj")] + _SUBLAYERS + (_CROSS if part == "decoder" else [])
+        sublayers = [(out, "attn.o_proj")] + _SUBLAYERS + (CROSS_SUBLAYERS if part == "decoder" else [])
         rules += [Rule.of(hf + f"{h}.{w}", ours + f"{o}.{w}") for h, o in sublayers for w in _W]
         rules += [Rule.of(tuple(hf + f"{p}.{w}" for p in qkv), ours + f"attn.qkv_proj.{w}") for w in _W]
         if part == "decoder":

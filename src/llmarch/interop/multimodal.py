@@ -15,28 +15,30 @@ from .hf import FAMILIES, Family
 from .mapping import Rule
 
 
-def text_rules(rules: list[Rule]) -> list[Rule]:
-    """A text family's rules with model.* under model.language_model.*, the head as it is."""
-    return [dataclasses.replace(r, hf=tuple("model.language_model." + h.removeprefix("model.") for h in r.hf))
+def text_rules(rules: list[Rule], under: str = "language_model") -> list[Rule]:
+    """A text family's rules with model.* under model.<under>.* (Emu3's text model is its text_model), the head as
+    it is."""
+    return [dataclasses.replace(r, hf=tuple(f"model.{under}." + h.removeprefix("model.") for h in r.hf))
             if r.hf[0].startswith("model.") else r for r in rules]
 
 
-def text_name(name: str) -> str:
-    """Published checkpoints' names (language_model.model.*, language_model.lm_head.*) as transformers 5's."""
-    if name.startswith("language_model.model."):
-        return "model.language_model." + name.removeprefix("language_model.model.")
-    return name.removeprefix("language_model.") if name.startswith("language_model.lm_head.") else name
+def text_name(name: str, under: str = "language_model") -> str:
+    """Published checkpoints' names (<under>.model.*, <under>.lm_head.*) as transformers 5's."""
+    if name.startswith(f"{under}.model."):
+        return f"model.{under}." + name.removeprefix(f"{under}.model.")
+    return name.removeprefix(f"{under}.") if name.startswith(f"{under}.lm_head.") else name
 
 
 def register(wrapper: str, text: Family, to_config: Callable[[dict], ModelConfig], text_type: str,
-             ignore: tuple[str, ...]) -> None:
+             ignore: tuple[str, ...], under: str = "language_model") -> None:
     """`wrapper` as the vision-language model_type whose text model is `text`'s; to_config reads the wrapper's
-    config.json; `ignore`: the regexes of what is not read (vision tower, projector ...)."""
+    config.json; `ignore`: the regexes of what is not read (vision tower, projector ...); `under`: the text model's
+    name in the wrapper."""
     def no_export(cfg: ModelConfig) -> dict:
         raise LlmarchError(f"llmarch holds {wrapper}'s text model only; export it with hf_model_type={text_type!r}")
 
     more = text.more_rules
-    FAMILIES.register(wrapper)(Family(text_rules(text.rules), to_config, no_export, text.ignore + ignore,
-                                      canonical=text_name, stacked_experts=text.stacked_experts,
-                                      tied_by_checkpoint=True,
-                                      more_rules=None if more is None else lambda cfg: text_rules(more(cfg))))
+    FAMILIES.register(wrapper)(Family(text_rules(text.rules, under), to_config, no_export, text.ignore + ignore,
+                                      canonical=lambda name: text_name(name, under),
+                                      stacked_experts=text.stacked_experts, tied_by_checkpoint=True,
+                                      more_rules=None if more is None else lambda cfg: text_rules(more(cfg), under)))

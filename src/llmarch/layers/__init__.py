@@ -16,5 +16,6 @@ from . import fourier  # noqa: F401
 from . import bottleneck  # noqa: F401
 from . import funnel_attention, funnel  # noqa: F401
 from . import reversible  # noqa: F401  (hyper_connection "reversible")
+from . import vision_cross  # noqa: F401
 
 __all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

@@ -8,7 +8,8 @@ sublayer's output before the residual add and none on its input, x += n1(attn(x)
 Parallel (GPT-NeoX): x += attn(n1(x)) + ffn(n2(x)); with shared_norm (PaLM §2, GPT-J, Falcon) one norm
 feeds both: x += attn(n(x)) + ffn(n(x)), so the two input projections could run as one matmul.
 A decoder block of an encoder-decoder (Vaswani et al. 2017, §3.1) has a third sublayer between the two,
-cross-attention over the encoder output, with its own norm (ln_cross) placed the same way.
+cross-attention over the encoder output, with its own norm (ln_cross) placed the same way. TrOCR's decoder read
+alone holds such a sublayer in each block and never runs it (held_cross_width: a text-only forward has no memory).
 The first sublayer mixes across positions: the sequence mixer the config's per-layer pattern names (mixer.py:
 attention, held as `attn`, or Mamba, Mamba-2, Hyena, held as `mixer`). With ffn='none' the block is the mixer
 alone (Mamba's x += mixer(norm(x)), Gu & Dao 2023 §3.4); with mixer='none' the FFN alone, x += ffn(norm(x))
@@ -115,6 +116,8 @@ class Block(nn.Module):
         if self.cross:
             self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg)
             self.hook_cross_out = HookPoint()
+        elif cfg.held_cross_width:  # held for the round trip and never run (self.cross False: TrOCR's decoder alone)
+            self.ln_cross, self.cross_attn = make_norm(cfg), CrossAttention(cfg, cfg.held_cross_width)
         self.ln2 = None if cfg.shared_norm or cfg.ffn == "none" or hc or mixer.holds_ffn else make_norm(cfg)
         if cfg.norm_gate_rank:  # A.X-K2: the mixer's norm and a mixture FFN's with a low-rank gate (norms.py)
             self.ln1 = None if self.ln1 is None else GatedNorm(self.ln1, cfg.d_model, cfg.norm_gate_rank)

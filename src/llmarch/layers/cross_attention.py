@@ -15,12 +15,13 @@ from .linear import Linear
 class CrossAttention(nn.Module):
     residual_out = ("o_proj.weight",)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, memory_width: int | None = None):
         super().__init__()
         attention_setup(self, cfg)
         kv = self.n_kv_heads * self.head_dim
         self.q_proj = Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
-        self.kv_proj = Linear(cfg.d_model, 2 * kv, bias=cfg.qkv_bias)  # k and v fused (rows: k, then v)
+        # k and v fused (rows: k, then v), over memory memory_width wide (None: d_model)
+        self.kv_proj = Linear(memory_width or cfg.d_model, 2 * kv, bias=cfg.qkv_bias)
         self.o_proj = Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.o_bias)
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
         self.memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
