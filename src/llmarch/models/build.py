@@ -9,6 +9,7 @@ from torch.overrides import TorchFunctionMode
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
 from .byte_latent import ByteLatentLM
+from .drafter import DrafterLM
 from .encoder_decoder import EncoderDecoderLM
 from .transformer import TransformerLM
 
@@ -16,6 +17,8 @@ from .transformer import TransformerLM
 def model_class(cfg: ModelConfig) -> type:
     if cfg.patch_stacks is not None:
         return ByteLatentLM
+    if cfg.draft_target_width:
+        return DrafterLM
     return EncoderDecoderLM if cfg.is_encoder_decoder else TransformerLM
 
 
