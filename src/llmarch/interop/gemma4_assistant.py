@@ -30,11 +30,12 @@ DEFAULTS = dict(backbone_hidden_size=1536, use_ordered_embeddings=False, num_cen
 def _reader(model_type: str, read_text, text_defaults: dict):
     def to_config(hf: dict) -> ModelConfig:
         hf = {**DEFAULTS, **hf}
-        text = {**text_defaults, **(hf.get("text_config") or {})}
+        given = hf.get("text_config") or {}
+        text = {**text_defaults, **given}
         n = int(text["num_hidden_layers"])
         for field in ("hidden_size_per_layer_input", "vocab_size_per_layer_input", "enable_moe_block",
                       "use_double_wide_mlp"):
-            if text.get(field):
+            if given.get(field):
                 raise LlmarchError(f"{model_type}: text_config {field}={text[field]!r} is not supported (an "
                                    "assistant has no per-layer inputs, experts or double-wide MLPs)")
         if (text.get("num_kv_shared_layers") or n) != n:
@@ -53,6 +54,7 @@ def _reader(model_type: str, read_text, text_defaults: dict):
 def _writer(model_type: str, arch: str, text_type: str, write_text):
     def from_config(cfg: ModelConfig) -> dict:
         text = write_text(cfg.replace(kv_shared_layers=0, draft_target_width=0, draft_centroids=0,
+                                      draft_centroid_top_k=DEFAULTS["centroid_intermediate_top_k"],
                                       hf_model_type=text_type))
         text.pop("architectures", None)
         text.update(num_kv_shared_layers=cfg.n_layers, hidden_size_per_layer_input=0, vocab_size_per_layer_input=0)

@@ -76,6 +76,10 @@ class DrafterLM(nn.Module):
         self.post_proj = Linear(cfg.d_model, cfg.draft_target_width, bias=False)
         self.centroid_head = CentroidHead(cfg) if cfg.draft_centroids else None
 
+    def setup_cache(self, *args, **kwargs) -> None:
+        raise LlmarchError(f"{self.config.name} is a drafter that reads its target's states: it decodes as "
+                           "generate(target, ..., draft=it), not on its own")
+
     def kinds(self) -> list[str]:
         """Each layer's attention kind ('full' or 'sliding_window'): whose keys and values of the target it reads."""
         return ["full" if w is None else "sliding_window" for w in self._windows]
