@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import llmarch
+from llmarch.analysis import model_facts
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.generate.assistant import Assisted
@@ -99,6 +100,8 @@ def test_drafter_matches_transformers(kind, centroids, tmp_path):
     cfg = ours.config
     assert (cfg.hf_model_type, cfg.draft_target_width, cfg.kv_shared_layers, cfg.draft_centroids) == \
         (kind, 64, 2, 4 if centroids else 0)
+    facts = model_facts(cfg)  # no decode state of its own: it reads the target's
+    assert (facts["parameters"], facts["kv_cache_bytes_per_token"]) == (sum(p.numel() for p in hf.parameters()), 0)
     inputs, kv, mask = target_states(target)
     assert_drafts_alike(ours, hf, inputs, kv, mask)
     to_hf(ours, tmp_path / "written")

@@ -62,6 +62,7 @@ class DrafterLM(nn.Module):
         # every layer's mask is the drafter's own (masks below): its attention the full kind, over a mask
         self.blocks = nn.ModuleList(
             Block(cfg.for_layer(i).replace(attention="full", sliding_window=None), layer=i) for i in range(cfg.n_layers))
+        self.block_order = None  # each layer its own block (as a Stack's, which analysis/accounting.py reads)
         self._types = [cfg.layer_type(i) for i in range(cfg.n_layers)]
         self._windows = [cfg.for_layer(i).sliding_window for i in range(cfg.n_layers)]
         self.positions = POSITIONS[cfg.positions](cfg)
@@ -79,6 +80,10 @@ class DrafterLM(nn.Module):
     def setup_cache(self, *args, **kwargs) -> None:
         raise LlmarchError(f"{self.config.name} is a drafter that reads its target's states: it decodes as "
                            "generate(target, ..., draft=it), not on its own")
+
+    def cache_bytes(self) -> tuple[int, int]:
+        """(per token, per sequence) of its own decode state: none, it reads its target's (model_facts)."""
+        return 0, 0
 
     def kinds(self) -> list[str]:
         """Each layer's attention kind ('full' or 'sliding_window'): whose keys and values of the target it reads."""
