@@ -7,8 +7,9 @@ perturbed, embeddings scaled so that logits are decisive) saved with save_pretra
 - Greedy speculative decoding with it (generate(target, ..., draft=assistant)) gives the target's own greedy tokens,
   and in every round the same drafts, hence the same kept tokens, as transformers' assisted generation, with its
   keys and values cut to the slots the target has read (transformers hands the drafter one slot more after a round
-  that rejects a draft: the rejected draft's; see generate/assistant.py). Windows there span the whole sequence, as
-  transformers' sliding caches keep fewer slots than the drafter's mask reads.
+  that rejects a draft: the rejected draft's; see generate/assistant.py), and in the first drafting round the same
+  drafts as transformers unpatched. Windows there span the whole sequence: past the window transformers' sliding
+  caches hand the drafter their last w - 1 slots and the whole verified block, rejected drafts included.
 - Sampled rounds verify with the drafter's own distribution q; drafters that do not fit a target are refused."""
 import contextlib
 import io
@@ -128,14 +129,14 @@ def rounds_of(spec, prompt, total):
 
 
 @torch.no_grad()
-def transformers_rounds(target, assistant, prompt, new, monkeypatch):
-    """transformers' assisted generation, each round's (sequence length, drafts), with the drafter reading the slots
-    the target has read (its keys, values and mask cut to them)."""
+def transformers_rounds(target, assistant, prompt, new, monkeypatch, cut=True):
+    """transformers' assisted generation, each round's (sequence length, drafts); cut: with the drafter reading the
+    slots the target has read (its keys, values and mask cut to them)."""
     drafts, get = [], SinglePositionMultiTokenCandidateGenerator.get_candidates
 
     def get_candidates(self, input_ids, model_outputs=None, model_kwargs=None, **kw):
         read = input_ids.shape[1] - 1
-        if model_outputs is not None:
+        if model_outputs is not None and cut:
             model_outputs.shared_kv_states = {k: (v[0][:, :, :read], v[1][:, :, :read])
                                               for k, v in model_outputs.shared_kv_states.items()}
             mask = model_kwargs.get("attention_mask")  # None here: no padding
@@ -164,6 +165,7 @@ def test_greedy_rounds_match_transformers_assisted_generation(kind, tmp_path, mo
     theirs, reference = transformers_rounds(target, hf, prompt, new, monkeypatch)
     assert seq == reference == llmarch.generate(ours, [prompt], new)[0]  # lossless: the target's greedy tokens
     assert drafts == theirs  # every round's drafts, so every round keeps as many
+    assert drafts[0] == transformers_rounds(target, hf, prompt, new, monkeypatch, cut=False)[0][0]
     assert counts["accepted"] >= 3 and counts["accepted"] < counts["drafted"]  # rounds keep some and reject some
     stats = {}
     assert llmarch.generate(ours, [prompt], new, draft=drafter, num_draft=3, stats=stats)[0] == seq
