@@ -181,7 +181,7 @@ class ModelConfig:
     # a drafter's logits through centroid-masked embeddings (Gemma 4 assistants' use_ordered_embeddings): the vocabulary
     # in this many clusters of tokens, only the tokens of the best draft_centroid_top_k clusters scored; 0: every token
     draft_centroids: int = 0
-    draft_centroid_top_k: int = 32  # draft_centroids: how many clusters' tokens get logits (the rest: their minimum - 1)
+    draft_centroid_top_k: int = 32  # draft_centroids: how many clusters' tokens get logits (the rest: their min - 1)
     # > 0: per-layer input embeddings of this width (Gemma 3n / Gemma 4 PLE, layers/per_layer_inputs.py): each
     # token's vector for each layer, gated into the residual stream after that layer's FFN
     ple_dim: int = 0
@@ -1219,14 +1219,15 @@ class ModelConfig:
             self._kv_sources.append(source)
 
     def _validate_drafter(self) -> None:
-        """draft_target_width: a causal stack of attention layers with no keys or values of their own (kv_shared_layers =
-        n_layers: each reads its target's, kv_source -1); draft_centroids: clusters of equal size, top_k of them."""
+        """draft_target_width: a causal stack of attention layers with no keys or values of their own
+        (kv_shared_layers = n_layers: each reads its target's, kv_source -1); draft_centroids: clusters of equal size,
+        top_k of them."""
         n = self.n_layers
         if self.draft_target_width <= 0 or self.kv_shared_layers != n or self.n_decoder_layers or not self.causal \
                 or any(self.layer_mixer(i) != "attention" for i in range(n)):
-            raise LlmarchError(f"draft_target_width={self.draft_target_width}: a drafter is a causal stack of attention "
-                               f"layers that all read their target's keys and values (kv_shared_layers = n_layers = "
-                               f"{n}, got {self.kv_shared_layers})")
+            raise LlmarchError(f"draft_target_width={self.draft_target_width}: a drafter is a causal stack of "
+                               "attention layers that all read their target's keys and values (kv_shared_layers = "
+                               f"n_layers = {n}, got {self.kv_shared_layers})")
         C, k = self.draft_centroids, self.draft_centroid_top_k
         if C and (C < 0 or self.vocab_size % C or not 0 < k <= C):
             raise LlmarchError(f"draft_centroids={C} must divide vocab_size {self.vocab_size} into equal clusters, "

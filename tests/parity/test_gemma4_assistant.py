@@ -238,3 +238,13 @@ def test_the_command_takes_an_assistant(tmp_path):
     with contextlib.redirect_stderr(err):
         assert main(base + ["--draft", str(tmp_path / "wide" / "assistant")]) == 2
     assert "reads a target of width 96" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(draft_target_width=64), "all read their target's keys and values"),
+    (dict(draft_target_width=64, kv_shared_layers=2, draft_centroids=5), "must divide vocab_size 32"),
+    (dict(draft_target_width=64, kv_shared_layers=2, draft_centroids=4, draft_centroid_top_k=5), "1 to 4"),
+])
+def test_the_drafter_fields_check_themselves(fields, message):
+    with pytest.raises(LlmarchError, match=message):
+        llmarch.resolve("llama-tiny", n_layers=2, vocab_size=32, **fields)

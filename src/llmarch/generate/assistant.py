@@ -43,7 +43,8 @@ def sources(target, drafter) -> dict[str, int]:
     if dcfg.draft_target_width != cfg.d_model or dcfg.vocab_size != cfg.vocab_size or not cfg.embed_scale:
         raise LlmarchError(f"the drafter {dcfg.name} reads a target of width {dcfg.draft_target_width} and "
                            f"{dcfg.vocab_size} tokens whose embeddings are scaled by sqrt(width) (Gemma 4); the target "
-                           f"{cfg.name} has width {cfg.d_model}, {cfg.vocab_size} tokens, embed_scale={cfg.embed_scale}")
+                           f"{cfg.name} has width {cfg.d_model}, {cfg.vocab_size} tokens, "
+                           f"embed_scale={cfg.embed_scale}")
     out = {}
     for i, kind in enumerate(drafter.kinds()):
         layers = [j for j in range(cfg.n_layers) if cfg.layer_mixer(j) == "attention"

@@ -60,8 +60,8 @@ class DrafterLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)  # the tied head's table (no input reads it)
         self.pre_proj = Linear(2 * cfg.draft_target_width, cfg.d_model, bias=False)
         # every layer's mask is the drafter's own (masks below): its attention the full kind, over a mask
-        self.blocks = nn.ModuleList(
-            Block(cfg.for_layer(i).replace(attention="full", sliding_window=None), layer=i) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg.for_layer(i).replace(attention="full", sliding_window=None), layer=i)
+                                    for i in range(cfg.n_layers))
         self.block_order = None  # each layer its own block (as a Stack's, which analysis/accounting.py reads)
         self._types = [cfg.layer_type(i) for i in range(cfg.n_layers)]
         self._windows = [cfg.for_layer(i).sliding_window for i in range(cfg.n_layers)]
