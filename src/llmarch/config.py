@@ -1224,10 +1224,12 @@ class ModelConfig:
         top_k of them."""
         n = self.n_layers
         if self.draft_target_width <= 0 or self.kv_shared_layers != n or self.n_decoder_layers or not self.causal \
-                or any(self.layer_mixer(i) != "attention" for i in range(n)):
-            raise LlmarchError(f"draft_target_width={self.draft_target_width}: a drafter is a causal stack of "
-                               "attention layers that all read their target's keys and values (kv_shared_layers = "
-                               f"n_layers = {n}, got {self.kv_shared_layers})")
+                or any(self.layer_mixer(i) != "attention" or self.for_layer(i).attention not in ("full",
+                                                                                              "sliding_window")
+                       for i in range(n)):
+            raise LlmarchError(f"draft_target_width={self.draft_target_width}: a drafter is a causal stack of full or "
+                               "sliding-window attention layers that all read their target's keys and values "
+                               f"(kv_shared_layers = n_layers = {n}, got {self.kv_shared_layers})")
         C, k = self.draft_centroids, self.draft_centroid_top_k
         if C and (C < 0 or self.vocab_size % C or not 0 < k <= C):
             raise LlmarchError(f"draft_centroids={C} must divide vocab_size {self.vocab_size} into equal clusters, "
