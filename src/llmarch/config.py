@@ -180,6 +180,15 @@ class ModelConfig:
     kv_fp4: bool = False
     # each block's output (the residual stream) times a scalar stored with the weights (Gemma 4's layer_scalar)
     layer_scalar: bool = False
+    # > 0: a drafter for a target of this width (Gemma 4's assistants; models/drafter.py), not a language model of its
+    # own: it reads [the target's embedding of the last token, the target's final hidden state] (2 x this width) through
+    # a projection, its layers (kv_shared_layers = n_layers) attend over the target's keys and values, and it returns
+    # the next token's logits and a state of this width for the next draft step
+    draft_target_width: int = 0
+    # a drafter's logits through centroid-masked embeddings (Gemma 4 assistants' use_ordered_embeddings): the vocabulary
+    # in this many clusters of tokens, only the tokens of the best draft_centroid_top_k clusters scored; 0: every token
+    draft_centroids: int = 0
+    draft_centroid_top_k: int = 32  # draft_centroids: how many clusters' tokens get logits (the rest: their min - 1)
     # > 0: per-layer input embeddings of this width (Gemma 3n / Gemma 4 PLE, layers/per_layer_inputs.py): each
     # token's vector for each layer, gated into the residual stream after that layer's FFN
     ple_dim: int = 0
@@ -1220,6 +1229,9 @@ class ModelConfig:
         if self.kv_source_layers is not None:
             self._validate_kv_sources()
             return
+        if self.draft_target_width or self.draft_centroids:
+            self._validate_drafter()
+            return
         if not self.kv_shared_layers:
             self._kv_sources = None
             return
@@ -1236,6 +1248,24 @@ class ModelConfig:
                                    f"with an earlier layer of the same attention geometry to take keys and values from")
             self._kv_sources.append(source)
 
+    def _validate_drafter(self) -> None:
+        """draft_target_width: a causal stack of attention layers with no keys or values of their own
+        (kv_shared_layers = n_layers: each reads its target's, kv_source -1); draft_centroids: clusters of equal size,
+        top_k of them."""
+        n = self.n_layers
+        if self.draft_target_width <= 0 or self.kv_shared_layers != n or self.n_decoder_layers or not self.causal \
+                or any(self.layer_mixer(i) != "attention" or self.for_layer(i).attention not in ("full",
+                                                                                              "sliding_window")
+                       for i in range(n)):
+            raise LlmarchError(f"draft_target_width={self.draft_target_width}: a drafter is a causal stack of full or "
+                               "sliding-window attention layers that all read their target's keys and values "
+                               f"(kv_shared_layers = n_layers = {n}, got {self.kv_shared_layers})")
+        C, k = self.draft_centroids, self.draft_centroid_top_k
+        if C and (C < 0 or self.vocab_size % C or not 0 < k <= C):
+            raise LlmarchError(f"draft_centroids={C} must divide vocab_size {self.vocab_size} into equal clusters, "
+                               f"of which draft_centroid_top_k={k} (1 to {C}) are scored")
+        self._kv_sources = [-1] * n
+
     def _validate_kv_sources(self) -> None:
         """kv_source_layers: each layer's own index, or an earlier attention layer of its geometry keeping its own."""
         sources = list(self.kv_source_layers)
@@ -1251,7 +1281,7 @@ class ModelConfig:
 
     def kv_source(self, i: int) -> int:
         """The layer whose keys and values block i attends over: itself, or for the last kv_shared_layers blocks
-        the last earlier layer of the same attention geometry."""
+        the last earlier layer of the same attention geometry; -1: none of this stack (a drafter reads its target's)."""
         return i if self._kv_sources is None else self._kv_sources[i]
 
     def for_layer(self, i: int) -> "ModelConfig":

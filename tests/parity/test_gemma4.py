@@ -288,15 +288,3 @@ def test_training_through_shared_keys_with_activation_checkpointing(tmp_path):
 def test_the_new_fields_check_themselves(fields, message):
     with pytest.raises(LlmarchError, match=message):
         llmarch.resolve("llama-tiny", n_layers=4, vocab_size=256, **fields)
-
-
-def test_the_assistant_drafter_is_refused_in_one_line(tmp_path):
-    """gemma4_assistant (Gemma4AssistantForCausalLM) has queries only and reads its target's keys, values and hidden
-    states: from_hf refuses it with one line rather than build a model it cannot run."""
-    text = dict(TEXT, num_hidden_layers=2, layer_types=[S, F], vocab_size_per_layer_input=0, model_type="gemma4_text")
-    hf = transformers.Gemma4AssistantForCausalLM(transformers.Gemma4AssistantConfig(text_config=text,
-                                                                                     backbone_hidden_size=48))
-    assert all(not n.endswith(("k_proj.weight", "v_proj.weight")) for n, _ in hf.named_parameters())
-    hf.save_pretrained(tmp_path)
-    with pytest.raises(LlmarchError, match="gemma4_assistant is a drafter .* not supported"):
-        from_hf(tmp_path)

@@ -6,8 +6,8 @@ import math
 import sys
 
 from ..errors import LlmarchError, warn
-from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_with_tokenizer, penalties_of,
-                      penalty_options, speculation_options)
+from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_for, load_with_tokenizer,
+                      penalties_of, penalty_options, speculation_options)
 
 
 def add_parsers(sub) -> None:
@@ -78,10 +78,22 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
 
 
 def load_draft(path, model, tok):
-    """The --draft checkpoint, whose tokenizer must be the target's (the same ids for the same text)."""
-    from ..generate.draft_model import check_draft
+    """The --draft checkpoint, whose tokenizer must be the target's (the same ids for the same text). A drafter that
+    reads the target's states (Gemma 4's assistants: generate/assistant.py) may come without one: it reads the
+    target's embeddings of the target's ids."""
+    from pathlib import Path
 
-    draft, draft_tok = load_with_tokenizer(path, gguf_kernels=True)
+    from ..data.tokenizer import check_fits
+    from ..generate.draft_model import check_draft
+    from ..interop.gguf_tokenizer import checkpoint_tokenizer
+    from ..rundir import resolve_checkpoint
+
+    draft, source = load_for(path, gguf_kernels=True), resolve_checkpoint(path)
+    if draft.config.draft_target_width and not (Path(source) / "tokenizer.json").is_file():
+        draft_tok = tok
+    else:
+        draft_tok = checkpoint_tokenizer(source)
+        check_fits(draft_tok, draft.config.vocab_size)
     if draft_tok.fingerprint() != tok.fingerprint():
         raise LlmarchError(f"--draft {path}'s tokenizer is not --checkpoint's ({draft_tok.fingerprint()[:40]} "
                            f"against {tok.fingerprint()[:40]}): a draft must share the target's tokenizer")

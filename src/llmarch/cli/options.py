@@ -187,7 +187,8 @@ def speculation_options(parser, applies: str) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--draft", default=None, metavar="CKPT",
                         help="speculative decoding: this smaller checkpoint, with the same tokenizer, proposes "
-                        "tokens that --checkpoint checks K at a time; greedy output unchanged, sampled output from "
+                        "tokens that --checkpoint checks K at a time (or a Gemma 4 assistant drafter, which reads "
+                        "--checkpoint's states); greedy output unchanged, sampled output from "
                         f"the same distribution{applies} (default: %(default)s, off)")
     parser.add_argument("--num-draft", type=at_least(1), default=None, metavar="K",
                         help="tokens the --draft proposes per forward of --checkpoint (default: 4)")

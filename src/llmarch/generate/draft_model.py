@@ -22,6 +22,7 @@ import torch
 
 from ..errors import LlmarchError
 from ..models.stack import check_ids
+from .assistant import Assisted, check_assistant
 from .engine import Engine
 from .penalties import Penalties
 from .sampling import draw, probabilities
@@ -29,7 +30,11 @@ from .speculative import Speculator, add_counts, ending_ids, speculate
 
 
 def check_draft(target, draft, num_draft: int) -> None:
-    """A draft that can propose for this target: decoder-only, the same vocabulary, num_draft >= 1."""
+    """A draft that can propose for this target: decoder-only, the same vocabulary, num_draft >= 1; a drafter that
+    reads the target's states (draft_target_width: assistant.py), one that fits the target."""
+    if draft.config.draft_target_width:
+        check_assistant(target, draft, num_draft)
+        return
     for role, model in (("target", target), ("draft", draft)):
         if model.config.is_encoder_decoder or not model.config.causal or model.config.head != "lm":
             raise LlmarchError(f"speculative decoding: the {role} {model.config.name} is not a decoder-only "
@@ -76,12 +81,20 @@ def draft_generate(target, draft, prompt: list[int], max_new_tokens: int, num_dr
         raise LlmarchError(f"prompt of {len(prompt)} tokens is longer than the model's context_length {ctx}")
     check_ids(torch.tensor([prompt]), target.config, None)
     total = len(prompt) + max(0, min(max_new_tokens, ctx - len(prompt)))
-    with DraftModel(target, draft, total, num_draft, Sampler(temperature, top_k, top_p, generator),
+    with speculator(target, draft, total, num_draft, Sampler(temperature, top_k, top_p, generator),
                     penalties) as spec:
         seq = speculate(spec, prompt, total, eos_id, on_tokens)
     if stats is not None:
         stats.update(spec.counts)
     return seq
+
+
+def speculator(target, draft, total: int, num_draft: int, sampler: "Sampler",
+               penalties: Penalties | None = None) -> Speculator:
+    """The rounds of speculative decoding with `draft`: a draft model's (DraftModel), or a drafter's that reads the
+    target's states (draft_target_width: assistant.Assisted)."""
+    kind = Assisted if draft.config.draft_target_width else DraftModel
+    return kind(target, draft, total, num_draft, sampler, penalties)
 
 
 class DraftModel(Speculator):

@@ -74,10 +74,15 @@ class Engine:
     def extend(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) written at the next T slots -> logits (B, T, V) after each of them (speculative decoding
         checks T - 1 drafted tokens at once)."""
+        return self.read(ids).logits
+
+    def read(self, ids: torch.Tensor, last_only: bool = False):
+        """ids (B, T) written at the next T slots -> the model's output (ModelOutput: logits and final hidden states)
+        after each of them, or after the last only (a drafter reads the target's hidden states: assistant.py)."""
         start, self.length = self.length, self.length + ids.shape[1]
         if self.length > self.slots.shape[0]:
             raise LlmarchError(f"decoding past the cache's {self.slots.shape[0]} slots")
-        return self.model(ids, self.mask, self.slots[start:self.length], kv_len=self.length).logits
+        return self.model(ids, self.mask, self.slots[start:self.length], last_only=last_only, kv_len=self.length)
 
     def rewind(self, length: int) -> None:
         """Forget the slots from `length` on (rejected drafts): later steps overwrite them. Only for decode

@@ -9,6 +9,7 @@ from torch.overrides import TorchFunctionMode
 from ..config import ModelConfig
 from ..errors import LlmarchError, first_and_count
 from .byte_latent import ByteLatentLM
+from .drafter import DrafterLM
 from .encoder_decoder import EncoderDecoderLM
 from .perceiver import PerceiverLM
 from .transformer import TransformerLM
@@ -19,6 +20,8 @@ def model_class(cfg: ModelConfig) -> type:
         return ByteLatentLM
     if cfg.n_latents:
         return PerceiverLM
+    if cfg.draft_target_width:
+        return DrafterLM
     return EncoderDecoderLM if cfg.is_encoder_decoder else TransformerLM
 
 

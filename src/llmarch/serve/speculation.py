@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import LlmarchError
-from ..generate.draft_model import DraftModel, Sampler, check_draft
+from ..generate.draft_model import Sampler, check_draft, speculator
 from ..generate.speculative import PromptLookup, Speculator
 
 
@@ -52,4 +52,4 @@ class Speculation:
     def _speculator(self, model, total: int, sampler: Sampler, penalties=None) -> Speculator:
         if self.draft is None:
             return PromptLookup(model, total, self.num_draft, penalties=penalties)
-        return DraftModel(model, self.draft, total, self.num_draft, sampler, penalties)
+        return speculator(model, self.draft, total, self.num_draft, sampler, penalties)
