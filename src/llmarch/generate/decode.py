@@ -46,7 +46,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0, draft=None,
              num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None,
              decoder_start_id: int | None = None, forced_bos_id: int | None = None,
-             pixel_values: torch.Tensor | None = None):
+             pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -73,10 +73,13 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id).
     pixel_values (N, channels, H, W): preprocessed images for a model with a vision tower (config vision), their
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
-    A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally."""
+    A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
+    input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
+    encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources."""
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")
+    _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup)
     check_sampling(temperature, top_k, top_p)
@@ -113,9 +116,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         raise LlmarchError(f"{cfg.name} has a {cfg.head} head, no language-model head, and cannot generate")
     if max_new_tokens < 0:
         raise LlmarchError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    as_lists = not isinstance(input_ids, torch.Tensor)
+    as_lists = input_features is None and not isinstance(input_ids, torch.Tensor)
     if cfg.is_encoder_decoder:
-        request = _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, decoder_start_id)
+        request = _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, decoder_start_id,
+                                   input_features)
     else:
         request = _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, compile)
     repeat = num_beams if num_beams > 1 else 1
@@ -123,7 +127,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     # compiled step reads a static cache whole
     with Engine(model, request.prompt.shape[0] * repeat, request.cache_len, _rows(request.mask, repeat),
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
-                bounded=not compile) as engine:
+                bounded=not compile, features=_rows(request.features, repeat)) as engine:
         embeds = None if pixel_values is None else \
             model.embed_inputs(request.prompt, pixel_values.to(request.prompt.device))
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
@@ -223,10 +227,10 @@ class _Request:
     """What generate hands the engine: the prompt (B, P), the cache length, masks, and how to finish a row."""
 
     def __init__(self, prompt, cache_len, max_new, eos_id, fill_id, finish, mask=None, source=None,
-                 source_mask=None):
+                 source_mask=None, features=None):
         self.prompt, self.cache_len, self.max_new = prompt, cache_len, max_new
         self.eos_id, self.fill_id, self.finish = eos_id, fill_id, finish
-        self.mask, self.source, self.source_mask = mask, source, source_mask
+        self.mask, self.source, self.source_mask, self.features = mask, source, source_mask, features
 
 
 MIN_COMPILED_CACHE = 256
@@ -273,6 +277,15 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     return _Request(input_ids, cache_len, max_new, eos_id, eos_id if eos_id is not None else pad_id, finish, mask)
 
 
+def _check_source(cfg, input_ids, input_features: torch.Tensor | None, speculative: bool) -> None:
+    """input_ids, or an encoder front end's input_features (config encoder_input) without them: one of the two."""
+    front = cfg.encoder_input != "tokens"
+    if (input_features is not None) != front or (input_ids is not None) == front or (front and speculative):
+        raise LlmarchError(f"{cfg.name} reads " + (f"input_features (encoder_input={cfg.encoder_input!r}) and no "
+                                                   "input_ids, without draft models, prompt lookup or compile"
+                                                   if front else "input_ids, not input_features"))
+
+
 def _check_start(cfg, decoder_start_id: int | None, forced_bos_id: int | None, speculative: bool) -> None:
     pairs = (("decoder_start_id", decoder_start_id), ("forced_bos_id", forced_bos_id))
     given = {name: value for name, value in pairs if value is not None}
@@ -286,7 +299,7 @@ def _check_start(cfg, decoder_start_id: int | None, forced_bos_id: int | None, s
 
 
 def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists,
-                     start_id: int | None) -> _Request:
+                     start_id: int | None, features: torch.Tensor | None = None) -> _Request:
     cfg = model.config
     eos_id = cfg.eos_id if eos_id is None else eos_id
     if as_lists:
@@ -294,10 +307,14 @@ def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
             raise LlmarchError("every source needs at least one token")
         input_ids, attention_mask = pad(input_ids, cfg.pad_id, left=False)
     device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
+    if features is not None:  # an encoder front end's (EncoderDecoderLM.encode): every frame read
+        features, attention_mask = features.to(device), None
+    else:
+        input_ids = input_ids.to(device)
     source_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(device)
     start_id = cfg.decoder_start_id if start_id is None else start_id
-    start = torch.full((input_ids.shape[0], 1), start_id, dtype=torch.long, device=device)
+    rows = (input_ids if features is None else features).shape[0]
+    start = torch.full((rows, 1), start_id, dtype=torch.long, device=device)
     ctx = cfg.decoder_context_length or cfg.context_length
     max_new = min(max_new_tokens, ctx - 1)  # the start token takes one decoder position
     _say_capped(max_new, max_new_tokens, ctx, "after the decoder's start token")
@@ -306,4 +323,4 @@ def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
         return [row[1:] for row in _cut(out, 1, ended, eos_id)]
 
     return _Request(start, 1 + max_new, max_new, eos_id, cfg.pad_id, finish, source=input_ids,
-                    source_mask=source_mask)
+                    source_mask=source_mask, features=features)

@@ -94,3 +94,4 @@ from . import flaubert, gpt_sw3, roc_bert, xlm  # noqa: F401
 from . import llava, paligemma  # noqa: F401
 from . import xlnet  # noqa: F401
 from . import cpmant  # noqa: F401
+from . import whisper  # noqa: F401

@@ -1,0 +1,127 @@
+"""Whisper (model_type whisper) read from a tiny random WhisperForConditionalGeneration's files: decoder logits for a
+batch of random log-mel input_features within 1e-4 of transformers' (fp32), greedy decoding equal to a plain greedy
+loop over transformers' forward (Whisper's own generate adds forced and suppressed tokens and timestamp rules from
+its generation config), cached decoding equal to the whole forward, and a to_hf round trip that transformers loads
+to the same logits. Every bias and norm gain is moved off its init, and the stored encoder sinusoids too, so that a
+table recomputed rather than read would show."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llmarch
+from llmarch.interop import FAMILIES, from_hf, to_hf
+from conftest import seq2seq_pair
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+V, MELS, SOURCE = 99, 8, 12  # SOURCE encoder positions: 2 * SOURCE frames
+START = 3
+_CONFIG = dict(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+               decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=MELS,
+               max_source_positions=SOURCE, max_target_positions=20, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+               decoder_start_token_id=START, init_std=0.2)  # weights of std 0.2: greedy tokens far from uniform
+
+
+def _moved_positions(ref) -> None:
+    with torch.no_grad():
+        ref.model.encoder.embed_positions.weight.add_(torch.randn_like(ref.model.encoder.embed_positions.weight) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    torch.manual_seed(0)
+    ref = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**_CONFIG))
+    return seq2seq_pair("whisper", ref, tmp_path_factory, _moved_positions)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(3, MELS, 2 * SOURCE, generator=g), torch.randint(4, V, (3, 6), generator=g)
+
+
+def test_logits_and_round_trip(pair, tmp_path):
+    _, ref, ours = pair
+    assert type(ours).__name__ == "EncoderDecoderLM" and ours.config.encoder_input == "conv_stem"
+    features, tgt = _batch()
+    with torch.no_grad():
+        expected = ref(input_features=features, decoder_input_ids=tgt).logits
+        got = ours(decoder_input_ids=tgt, input_features=features).logits
+    assert (expected - got).abs().max().item() <= 1e-4
+    to_hf(ours, tmp_path)
+    back = transformers.WhisperForConditionalGeneration.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        again = back(input_features=features, decoder_input_ids=tgt).logits
+    assert (again - got).abs().max().item() <= 1e-4
+    cfg = ours.config
+    assert from_hf(tmp_path).config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
+
+
+def test_stored_tables_read(pair):
+    """The encoder's sinusoids as stored (moved here, so not recomputable), the keys' bias zero where Whisper has
+    none, the head tied to the token embeddings."""
+    _, ref, ours = pair
+    assert torch.equal(ours.encoder_input.positions, ref.model.encoder.embed_positions.weight)
+    d = ours.config.d_model
+    assert not ours.encoder.blocks[0].attn.qkv_proj.bias[d:2 * d].any()
+    assert not ours.decoder.blocks[1].cross_attn.kv_proj.bias[:d].any()
+    assert ours.lm_head.weight is ours.embed.weight
+
+
+def test_greedy_matches_a_greedy_loop(pair):
+    """llmarch.generate from input_features returns the tokens of a plain greedy loop over transformers' forward
+    (argmax of the last position's logits, the whole target re-read each step), with eos a token that row 0 emits
+    early so that rows end at different steps."""
+    _, ref, ours = pair
+    features, _ = _batch()
+    ids = torch.full((3, 1), START)
+    with torch.no_grad():
+        for _ in range(10):
+            ids = torch.cat([ids, ref(input_features=features, decoder_input_ids=ids).logits[:, -1].argmax(-1, True)],
+                            dim=1)
+    eos = int(ids[0, 2])
+    got = llmarch.generate(ours, None, 10, eos_id=eos, input_features=features)
+    for row, expected in zip(got.tolist(), ids.tolist()):
+        end = expected.index(eos, 1) + 1 if eos in expected[1:] else len(expected)
+        assert row[:end] == expected[:end]
+    assert len(set(map(tuple, ids.tolist()))) == 3  # the rows differ: the features reach the decoder
+
+
+def test_cached_decoding_equals_the_whole_forward(pair):
+    _, _, ours = pair
+    features, tgt = _batch()
+    with torch.no_grad():
+        whole = ours(decoder_input_ids=tgt, input_features=features).logits
+        ours.setup_cache(3, tgt.shape[1], memory=ours.encode(input_features=features))
+        try:
+            steps = [ours.decode(tgt[:, i:i + 1], None, input_pos=torch.tensor([i]), kv_len=i + 1).logits
+                     for i in range(tgt.shape[1])]
+        finally:
+            ours.clear_cache()
+    assert (torch.cat(steps, dim=1) - whole).abs().max().item() <= 1e-5
+
+
+def test_refusals(pair):
+    _, _, ours = pair
+    features, tgt = _batch()
+    with pytest.raises(llmarch.LlmarchError, match=r"input_features must have shape \(batch, 8, 24\)"):
+        ours(decoder_input_ids=tgt, input_features=features[..., :20])
+    with pytest.raises(llmarch.LlmarchError, match="reads input_features alone"):
+        ours(tgt, tgt)
+    with pytest.raises(llmarch.LlmarchError, match="reads input_features"):
+        llmarch.generate(ours, tgt, 4)
+    bart = llmarch.build("bart-tiny", n_layers=1, n_decoder_layers=1)
+    with pytest.raises(llmarch.LlmarchError, match="input_features are for an encoder front end"):
+        bart(decoder_input_ids=tgt, input_features=features)
+    with pytest.raises(llmarch.LlmarchError, match="reads input_ids, not input_features"):
+        llmarch.generate(bart, None, 4, input_features=features)
+    whisper = FAMILIES["whisper"].to_config
+    with pytest.raises(llmarch.LlmarchError, match="unsupported activation_function 'tanh'"):
+        whisper({**_CONFIG, "model_type": "whisper", "activation_function": "tanh"})
+    with pytest.raises(llmarch.LlmarchError, match="tie_word_embeddings false"):
+        whisper({**_CONFIG, "model_type": "whisper", "tie_word_embeddings": False})
+    with pytest.raises(llmarch.LlmarchError, match="encoder_input='conv_stem' is an encoder-decoder's"):
+        llmarch.build("gpt-tiny", encoder_input="conv_stem", input_channels=8, positions="none")
+    with pytest.raises(llmarch.LlmarchError, match="unknown encoder_input 'fbank'; choose one of: tokens, conv_stem"):
+        llmarch.build("bart-tiny", encoder_input="fbank")
