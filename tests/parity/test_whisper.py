@@ -121,6 +121,8 @@ def test_refusals(pair):
         whisper({**_CONFIG, "model_type": "whisper", "activation_function": "tanh"})
     with pytest.raises(llmarch.LlmarchError, match="tie_word_embeddings false"):
         whisper({**_CONFIG, "model_type": "whisper", "tie_word_embeddings": False})
+    with pytest.raises(llmarch.LlmarchError, match="WhisperForCausalLM checkpoints are not supported"):
+        whisper({**_CONFIG, "model_type": "whisper", "architectures": ["WhisperForCausalLM"]})
     with pytest.raises(llmarch.LlmarchError, match="encoder_input='conv_stem' is an encoder-decoder's"):
         llmarch.build("gpt-tiny", encoder_input="conv_stem", input_channels=8, positions="none")
     with pytest.raises(llmarch.LlmarchError, match="unknown encoder_input 'fbank'; choose one of: tokens, conv_stem"):

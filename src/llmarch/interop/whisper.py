@@ -48,6 +48,10 @@ RULES = [Rule.of("model.decoder.embed_tokens.weight", "embed.weight"), Rule.of("
 def to_config(hf: dict) -> ModelConfig:
     """The encoder's frames and the decoder's tokens bound apart: max_source_positions (the encoder's positions,
     half its frames) and max_target_positions."""
+    arch = (hf.get("architectures") or ["WhisperForConditionalGeneration"])[0]
+    if arch in ("WhisperForCausalLM", "WhisperForAudioClassification"):
+        raise LlmarchError(f"{arch} checkpoints are not supported (model_type whisper: WhisperForConditionalGeneration "
+                           "only)")
     if hf.get("d_model", 0) % 2:
         raise LlmarchError(f"Whisper with an odd d_model ({hf['d_model']}) has no sinusoid table of its width")
     fields = shared_fields({**hf, "scale_embedding": False})
