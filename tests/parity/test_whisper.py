@@ -127,3 +127,32 @@ def test_refusals(pair):
         llmarch.build("gpt-tiny", encoder_input="conv_stem", input_channels=8, positions="none")
     with pytest.raises(llmarch.LlmarchError, match="unknown encoder_input 'fbank'; choose one of: tokens, conv_stem"):
         llmarch.build("bart-tiny", encoder_input="fbank")
+
+
+def test_cli_reads_input_features(pair, tmp_path, capsys):
+    """`llmarch generate --input-features` decodes a features file (.npy or .pt) as generate(input_features=...)
+    does, each row's new tokens up to its end printed as text; --prompt and --input-features are one or the other."""
+    import numpy as np
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from llmarch.cli import main
+
+    _, _, ours = pair
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(V)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    to_hf(ours, tmp_path / "ckpt")
+    tok.save(str(tmp_path / "ckpt" / "tokenizer.json"))
+    features, _ = _batch()
+    np.save(tmp_path / "f.npy", features.numpy())
+    torch.save(features[0], tmp_path / "f.pt")
+    eos = ours.config.eos_id
+    rows = llmarch.generate(ours, None, 5, input_features=features).tolist()
+    texts = [" ".join(f"w{t}" for t in r[1:r.index(eos, 1) if eos in r[1:] else None]) for r in rows]
+    args = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--temperature", "0", "--max-new-tokens", "5"]
+    assert main(args + ["--input-features", str(tmp_path / "f.npy")]) in (0, None)
+    out = capsys.readouterr().out.splitlines()
+    assert all(texts) and out == [line for i, text in enumerate(texts) for line in (f"--- [{i}]", text)]
+    assert main(args + ["--input-features", str(tmp_path / "f.pt")]) in (0, None)
+    assert capsys.readouterr().out.splitlines() == [texts[0]]
+    assert main(args + ["--input-features", str(tmp_path / "f.pt"), "--prompt", "w5"]) == 2
+    assert "one of the two" in capsys.readouterr().err
