@@ -69,21 +69,30 @@ def test_stored_tables_read(pair):
     assert ours.lm_head.weight is ours.embed.weight
 
 
-def test_greedy_matches_a_greedy_loop(pair):
-    """llmarch.generate from input_features returns the tokens of a plain greedy loop over transformers' forward
-    (argmax of the last position's logits, the whole target re-read each step), with eos a token that row 0 emits
-    early so that rows end at different steps."""
-    _, ref, ours = pair
-    features, _ = _batch()
-    ids = torch.full((3, 1), START)
+def _greedy_loop(ref, features, prompt: list[int], steps: int) -> torch.Tensor:
+    """transformers' forward, greedily: argmax of the last position's logits, the whole target re-read each step."""
+    ids = torch.tensor([prompt] * features.shape[0])
     with torch.no_grad():
-        for _ in range(10):
+        for _ in range(steps):
             ids = torch.cat([ids, ref(input_features=features, decoder_input_ids=ids).logits[:, -1].argmax(-1, True)],
                             dim=1)
-    eos = int(ids[0, 2])
-    got = llmarch.generate(ours, None, 10, eos_id=eos, input_features=features)
+    return ids
+
+
+@pytest.mark.parametrize("prompt", [[START], [START, 7, 9]])
+def test_greedy_matches_a_greedy_loop(pair, prompt):
+    """llmarch.generate from input_features returns the tokens of a plain greedy loop over transformers' forward,
+    from the start token or from a decoder prompt (Whisper's language and task tokens), with eos a token that row 0
+    emits early so that rows end at different steps."""
+    _, ref, ours = pair
+    features, _ = _batch()
+    ids = _greedy_loop(ref, features, prompt, 8)
+    P = len(prompt)
+    eos = int(ids[0, P + 1])
+    got = llmarch.generate(ours, None, 8, eos_id=eos, input_features=features,
+                           decoder_prompt=prompt if P > 1 else None)
     for row, expected in zip(got.tolist(), ids.tolist()):
-        end = expected.index(eos, 1) + 1 if eos in expected[1:] else len(expected)
+        end = expected.index(eos, P) + 1 if eos in expected[P:] else len(expected)
         assert row[:end] == expected[:end]
     assert len(set(map(tuple, ids.tolist()))) == 3  # the rows differ: the features reach the decoder
 
@@ -116,6 +125,12 @@ def test_refusals(pair):
         bart(decoder_input_ids=tgt, input_features=features)
     with pytest.raises(llmarch.LlmarchError, match="reads input_ids, not input_features"):
         llmarch.generate(bart, None, 4, input_features=features)
+    with pytest.raises(llmarch.LlmarchError, match="decoder_prompt is for encoder-decoders"):
+        llmarch.generate(llmarch.build("gpt-tiny", n_layers=1), [[1, 2]], 2, decoder_prompt=[1])
+    with pytest.raises(llmarch.LlmarchError, match="in place of decoder_start_id"):
+        llmarch.generate(ours, None, 2, input_features=features, decoder_prompt=[START], decoder_start_id=START)
+    with pytest.raises(llmarch.LlmarchError, match=r"decoder_prompt\[1\]=99 is out of range"):
+        llmarch.generate(ours, None, 2, input_features=features, decoder_prompt=[START, V])
     whisper = FAMILIES["whisper"].to_config
     with pytest.raises(llmarch.LlmarchError, match="unsupported activation_function 'tanh'"):
         whisper({**_CONFIG, "model_type": "whisper", "activation_function": "tanh"})
