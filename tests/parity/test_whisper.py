@@ -1,7 +1,7 @@
 """Whisper (model_type whisper) read from a tiny random WhisperForConditionalGeneration's files: decoder logits for a
 batch of random log-mel input_features within 1e-4 of transformers' (fp32), greedy decoding equal to a plain greedy
 loop over transformers' forward (Whisper's own generate adds forced and suppressed tokens and timestamp rules from
-its generation config), cached decoding equal to the whole forward, and a to_hf round trip that transformers loads
+its generation config), beam search equal to transformers' GenerationMixin.generate, cached decoding equal to the whole forward, and a to_hf round trip that transformers loads
 to the same logits. Every bias and norm gain is moved off its init, and the stored encoder sinusoids too, so that a
 table recomputed rather than read would show."""
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 import llmarch
 from llmarch.interop import FAMILIES, from_hf, to_hf
 from conftest import seq2seq_pair
+from test_seq2seq import _until_eos
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -95,6 +96,21 @@ def test_greedy_matches_a_greedy_loop(pair, prompt):
         end = expected.index(eos, P) + 1 if eos in expected[P:] else len(expected)
         assert row[:end] == expected[:end]
     assert len(set(map(tuple, ids.tolist()))) == 3  # the rows differ: the features reach the decoder
+
+
+def test_beam_search_matches_transformers(pair):
+    """Beam search from input_features returns transformers' sequences: its GenerationMixin.generate called on the
+    Whisper model directly, past WhisperGenerationMixin's forced, suppressed and timestamp tokens."""
+    _, ref, ours = pair
+    features, _ = _batch()
+    eos = int(_greedy_loop(ref, features, [START], 3)[1, 2])
+    kw = dict(do_sample=False, decoder_start_token_id=START, pad_token_id=0, forced_bos_token_id=None,
+              forced_eos_token_id=None, no_repeat_ngram_size=0, min_length=0, suppress_tokens=None,
+              begin_suppress_tokens=None, num_beams=4, max_new_tokens=8, eos_token_id=eos)
+    with torch.no_grad():
+        expected = transformers.GenerationMixin.generate(ref, input_features=features, **kw)
+    got = llmarch.generate(ours, None, 8, eos_id=eos, input_features=features, num_beams=4)
+    assert [_until_eos(r, eos) for r in got.tolist()] == [_until_eos(r, eos) for r in expected.tolist()]
 
 
 def test_cached_decoding_equals_the_whole_forward(pair):
