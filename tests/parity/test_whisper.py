@@ -1,9 +1,9 @@
 """Whisper (model_type whisper) read from a tiny random WhisperForConditionalGeneration's files: decoder logits for a
 batch of random log-mel input_features within 1e-4 of transformers' (fp32), greedy decoding equal to a plain greedy
 loop over transformers' forward (Whisper's own generate adds forced and suppressed tokens and timestamp rules from
-its generation config), beam search equal to transformers' GenerationMixin.generate, cached decoding equal to the whole forward, and a to_hf round trip that transformers loads
-to the same logits. Every bias and norm gain is moved off its init, and the stored encoder sinusoids too, so that a
-table recomputed rather than read would show."""
+its generation config), beam search equal to transformers' GenerationMixin.generate, cached decoding equal to the
+whole forward, and a to_hf round trip that transformers loads to the same logits. Every bias and norm gain is moved
+off its init, and the stored encoder sinusoids too, so that a table recomputed rather than read would show."""
 from __future__ import annotations
 
 import pytest
