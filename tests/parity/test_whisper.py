@@ -187,3 +187,21 @@ def test_cli_reads_input_features(pair, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [texts[0]]
     assert main(args + ["--input-features", str(tmp_path / "f.pt"), "--prompt", "w5"]) == 2
     assert "one of the two" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_log_mel_spectrogram_equals_the_feature_extractor(n_mels):
+    """llmarch's log-mel features equal WhisperFeatureExtractor's (its torch path) bit for bit: a 3 s clip padded to
+    30 s and a 40 s one cut, each row against its own maximum, 80 and 128 mel channels."""
+    import numpy as np
+
+    from llmarch.data.log_mel import log_mel_spectrogram
+
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(16000 * 3).astype(np.float32) * 0.1,
+             np.sin(np.arange(16000 * 40) / 7.0).astype(np.float32)]
+    extractor = transformers.WhisperFeatureExtractor(feature_size=n_mels)
+    expected = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    got = torch.cat([log_mel_spectrogram(a, n_mels) for a in audio])
+    assert got.shape == (2, n_mels, 3000) and torch.equal(got, expected)
+    assert torch.equal(log_mel_spectrogram(np.stack([audio[0], audio[0]]), n_mels), expected[:1].expand(2, -1, -1))

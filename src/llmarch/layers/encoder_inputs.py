@@ -10,7 +10,8 @@ two", after which "sinusoidal position embeddings are added":
     x = GELU(conv2(GELU(conv1(f)))) + PE,    conv1: M -> C, conv2: C -> C stride 2,    f (B, M, 2S) -> x (B, S, C)
 PE is the timing signal of positions.fairseq_sinusoids, fixed (a buffer, never trained) yet stored, as Whisper's
 checkpoints hold it. The encoder reads exactly 2 * context_length frames (30 s at 100 frames a second: 3000 frames,
-1500 positions), as Whisper's does; frames are never masked (silence is padding in the features)."""
+1500 positions), as Whisper's does; frames are never masked (silence is padding in the features). The features
+themselves: data/log_mel.py."""
 from __future__ import annotations
 
 import torch
