@@ -26,6 +26,7 @@ from .layers.lang_adapters import check_lang_adapters
 from .layers.table_types import check_table_types
 from .layers.side_conv import check_side_conv
 from .layers.input_proj import check_input_proj
+from .layers.encoder_inputs import check_encoder_input
 from .vision.config import check_vision
 
 
@@ -61,7 +62,7 @@ LATENT_PART_FIELDS = ("d_model", "n_heads", "n_kv_heads", "head_dim", "value_dim
 LATENT_PARTS = ("latents", "encode")
 # the stack-level fields an encoder-decoder's decoder may set apart from its encoder's (decoder_overrides)
 DECODER_FIELDS = ("norm_placement", "final_norm", "embed_norm", "type_vocab_size", "position_offset", "ffn",
-                  "ffn_hidden", "norm_eps")
+                  "ffn_hidden", "norm_eps", "positions")
 
 
 @dataclass
@@ -432,6 +433,11 @@ class ModelConfig:
     # rows of encoder_embed's table, a source vocabulary apart from the target's (FSMT's src_vocab_size beside its
     # tgt_vocab_size, the decoder's and head's vocab_size); None: vocab_size. Needs encoder_embed
     encoder_vocab_size: int | None = None
+    # what an encoder-decoder's encoder reads (layers/encoder_inputs.py): tokens (source ids through the token
+    # embedding) or a front end over float features, which adds its own positions: conv_stem (Whisper's log-mel
+    # frames through two convolutions, the second of stride 2, and fixed sinusoids; Radford et al. 2022, §2.2)
+    encoder_input: str = "tokens"
+    input_channels: int = 0  # the features' channels per frame that encoder_input reads (Whisper's num_mel_bins)
     # an encoder-decoder's decoder positions (its learned table's rows, its KV cache's bound), where the encoder's,
     # context_length, differ (LED: 16384 source tokens, 1024 target tokens); None: context_length
     decoder_context_length: int | None = None
@@ -1079,6 +1085,7 @@ class ModelConfig:
         check_depth_attention(self)
         check_recurrence(self)
         check_input_proj(self)
+        check_encoder_input(self)
         self._validate_longrope()
         self._validate_alibi()
         if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size,
@@ -1345,10 +1352,11 @@ class ModelConfig:
         if part == "encoder":
             fields = dict(causal=False, n_decoder_layers=0, encoder_embed=False, decoder_embed_norm_first=False,
                           encoder_vocab_size=None, decoder_context_length=None, decoder_overrides=None,
-                          ngram_streams=0)
+                          ngram_streams=0, encoder_input="tokens", input_channels=0)
         else:
             fields = dict(causal=True, n_layers=self.n_decoder_layers, n_decoder_layers=0, encoder_embed=False,
                           encoder_vocab_size=None, decoder_context_length=None, global_tokens=0,
+                          encoder_input="tokens", input_channels=0,
                           context_length=self.decoder_context_length or self.context_length,
                           decoder_overrides=None, **(self.decoder_overrides or {}))
         if self.layer_types is not None:  # the encoder's entries come first, then the decoder's

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 from ..errors import LlmarchError, warn
 from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_for, load_with_tokenizer,
@@ -13,7 +14,12 @@ from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_fo
 def add_parsers(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--prompt", required=True, action="append", help="prompt text; repeat for a batch (required)")
+    p.add_argument("--prompt", action="append",
+                   help="prompt text; repeat for a batch (required, unless --input-features)")
+    p.add_argument("--input-features", default=None, metavar="FILE",
+                   help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
+                   "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
+                   "WhisperFeatureExtractor makes them; llmarch extracts none from audio) (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=at_least(0), default=100,
         help="tokens to generate after each prompt, fewer where the context ends (default: %(default)s)")
     p.add_argument("--temperature", type=finite, default=0.8,
@@ -60,21 +66,62 @@ def add_parsers(sub) -> None:
 
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
-                     num_draft=4, penalties=None) -> None:
+                     num_draft=4, penalties=None, features=None) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
-    stderr."""
+    stderr. features: a file of an encoder front end's input_features (read_features), the sources in place of
+    prompts; each answer printed when done."""
     model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)  # generate lays it out for CPU decoding (generate/engine.py)
     stats: dict = {}
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
                    compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats, penalties=penalties,
                    draft=None if draft is None else load_draft(draft, model, tok))
-    _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stream, options)
+    if features is not None:
+        _print_answers(model, tok, read_features(features), max_new, temperature, top_k, top_p, options)
+    else:
+        _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stream, options)
     if stats:
         rate = f" ({stats['accepted'] / stats['drafted']:.1%})" if stats["drafted"] else ""
         print(f"llmarch generate: speculative decoding: {stats['accepted']} of {stats['drafted']} drafted tokens "
               f"accepted{rate}, in {stats['steps']} forwards of the checkpoint", file=sys.stderr)
+
+
+def read_features(path):
+    """(B, channels, frames) float32 features from a .npy file (numpy.save) or a .pt file (torch.save of a tensor);
+    a (channels, frames) array is one row."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    if path.suffix not in (".npy", ".pt"):
+        raise LlmarchError(f"--input-features {path}: a .npy or .pt file of features, (batch, channels, frames)")
+    try:
+        t = torch.from_numpy(np.load(path)) if path.suffix == ".npy" else torch.load(path, weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LlmarchError(f"cannot read --input-features {path}: {reason}") from None
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() not in (2, 3):
+        raise LlmarchError(f"--input-features {path} holds no float array of (batch, channels, frames) or "
+                           "(channels, frames)")
+    return (t[None] if t.dim() == 2 else t).float()
+
+
+def _print_answers(model, tok, features, max_new, temperature, top_k, top_p, options) -> None:
+    """Each row's new tokens from the features, up to its end, as text (no end-of-text tokens)."""
+    from ..generate import generate
+
+    cfg = model.config
+    rows = generate(model, None, max_new, temperature, top_k, top_p, input_features=features, **options)
+    ends = {cfg.eos_id, *tok.eos_ids}
+    for i, row in enumerate(rows.tolist()):
+        new = row[1:]  # after the decoder's start token
+        new = new[:next((j for j, t in enumerate(new) if t in ends), len(new))]
+        if len(rows) > 1:
+            print(f"--- [{i}]")
+        print(tok.decode(new))
 
 
 def load_draft(path, model, tok):
@@ -126,6 +173,9 @@ def cmd_generate(args) -> None:
     from ..generate.decode import check_beam_args
     from ..generate.sampling import check_sampling
 
+    if (args.prompt is None) == (args.input_features is None):
+        raise LlmarchError("give --prompt (text) or --input-features (a features file for a model whose encoder reads "
+                           "them), one of the two")
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
     check_sampling(args.temperature, args.top_k, args.top_p)
@@ -140,7 +190,7 @@ def cmd_generate(args) -> None:
                            f"{args.temperature:g}; the default is 0.8), without --num-beams or --compile")
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
-                     args.prompt_lookup, args.draft, args.num_draft or 4, penalties)
+                     args.prompt_lookup, args.draft, args.num_draft or 4, penalties, args.input_features)
 
 
 def cmd_eval(args) -> None:

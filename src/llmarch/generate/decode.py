@@ -46,7 +46,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              compile: bool = False, stop: Sequence[Sequence[int]] = (), prompt_lookup: int = 0, draft=None,
              num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None,
              decoder_start_id: int | None = None, forced_bos_id: int | None = None,
-             pixel_values: torch.Tensor | None = None):
+             pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
+             decoder_prompt: Sequence[int] | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -70,15 +71,20 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     sampler (greedy and sampled decoding), or on each beam's log-probabilities (beam search, as transformers).
     Encoder-decoders only: decoder_start_id, the decoder's first input in place of the config's (mBART-cc25 starts
     from the target language's code); forced_bos_id, the first new token whatever the model predicts, scored as
-    log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id).
+    log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id);
+    decoder_prompt, the decoder's first inputs for every row in place of the start token alone (Whisper's
+    <|startoftranscript|>, a language, a task, <|notimestamps|>), the result's rows then starting with all of it.
     pixel_values (N, channels, H, W): preprocessed images for a model with a vision tower (config vision), their
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
-    A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally."""
+    A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
+    input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
+    encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources."""
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")
+    _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
-    _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup)
+    _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup, decoder_prompt)
     check_sampling(temperature, top_k, top_p)
     if penalties is not None and not penalties.active:
         penalties = None
@@ -113,9 +119,11 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         raise LlmarchError(f"{cfg.name} has a {cfg.head} head, no language-model head, and cannot generate")
     if max_new_tokens < 0:
         raise LlmarchError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    as_lists = not isinstance(input_ids, torch.Tensor)
+    as_lists = input_features is None and not isinstance(input_ids, torch.Tensor)
     if cfg.is_encoder_decoder:
-        request = _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, decoder_start_id)
+        start = list(decoder_prompt or [cfg.decoder_start_id if decoder_start_id is None else decoder_start_id])
+        request = _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, start,
+                                   input_features)
     else:
         request = _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists, compile)
     repeat = num_beams if num_beams > 1 else 1
@@ -123,7 +131,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     # compiled step reads a static cache whole
     with Engine(model, request.prompt.shape[0] * repeat, request.cache_len, _rows(request.mask, repeat),
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
-                bounded=not compile) as engine:
+                bounded=not compile, features=_rows(request.features, repeat)) as engine:
         embeds = None if pixel_values is None else \
             model.embed_inputs(request.prompt, pixel_values.to(request.prompt.device))
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
@@ -223,10 +231,10 @@ class _Request:
     """What generate hands the engine: the prompt (B, P), the cache length, masks, and how to finish a row."""
 
     def __init__(self, prompt, cache_len, max_new, eos_id, fill_id, finish, mask=None, source=None,
-                 source_mask=None):
+                 source_mask=None, features=None):
         self.prompt, self.cache_len, self.max_new = prompt, cache_len, max_new
         self.eos_id, self.fill_id, self.finish = eos_id, fill_id, finish
-        self.mask, self.source, self.source_mask = mask, source, source_mask
+        self.mask, self.source, self.source_mask, self.features = mask, source, source_mask, features
 
 
 MIN_COMPILED_CACHE = 256
@@ -273,20 +281,35 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
     return _Request(input_ids, cache_len, max_new, eos_id, eos_id if eos_id is not None else pad_id, finish, mask)
 
 
-def _check_start(cfg, decoder_start_id: int | None, forced_bos_id: int | None, speculative: bool) -> None:
+def _check_source(cfg, input_ids, input_features: torch.Tensor | None, speculative: bool) -> None:
+    """input_ids, or an encoder front end's input_features (config encoder_input) without them: one of the two."""
+    front = cfg.encoder_input != "tokens"
+    if (input_features is not None) != front or (input_ids is not None) == front or (front and speculative):
+        raise LlmarchError(f"{cfg.name} reads " + (f"input_features (encoder_input={cfg.encoder_input!r}) and no "
+                                                   "input_ids, without draft models, prompt lookup or compile"
+                                                   if front else "input_ids, not input_features"))
+
+
+def _check_start(cfg, decoder_start_id: int | None, forced_bos_id: int | None, speculative: bool,
+                 decoder_prompt: Sequence[int] | None = None) -> None:
     pairs = (("decoder_start_id", decoder_start_id), ("forced_bos_id", forced_bos_id))
     given = {name: value for name, value in pairs if value is not None}
+    given.update((f"decoder_prompt[{i}]", int(t)) for i, t in enumerate(decoder_prompt or ()))
+    if decoder_prompt is not None and (not len(decoder_prompt) or decoder_start_id is not None):
+        raise LlmarchError("decoder_prompt: at least one token, in place of decoder_start_id (not beside it)")
     if not given:
         return
     if not cfg.is_encoder_decoder or speculative:
-        raise LlmarchError(f"{', '.join(given)} is for encoder-decoders, without draft models or prompt lookup")
+        names = ", ".join(dict.fromkeys(name.split("[")[0] for name in given))
+        raise LlmarchError(f"{names} is for encoder-decoders, without draft models or prompt lookup")
     for name, value in given.items():
         if not 0 <= value < cfg.vocab_size:
             raise LlmarchError(f"{name}={value} is out of range for vocab_size {cfg.vocab_size}")
 
 
 def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, as_lists,
-                     start_id: int | None) -> _Request:
+                     start_ids: list[int], features: torch.Tensor | None = None) -> _Request:
+    """start_ids: the decoder's first inputs, the same for every row (the start token, or a decoder prompt)."""
     cfg = model.config
     eos_id = cfg.eos_id if eos_id is None else eos_id
     if as_lists:
@@ -294,16 +317,21 @@ def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
             raise LlmarchError("every source needs at least one token")
         input_ids, attention_mask = pad(input_ids, cfg.pad_id, left=False)
     device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
+    if features is not None:  # an encoder front end's (EncoderDecoderLM.encode): every frame read
+        features, attention_mask = features.to(device), None
+    else:
+        input_ids = input_ids.to(device)
     source_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(device)
-    start_id = cfg.decoder_start_id if start_id is None else start_id
-    start = torch.full((input_ids.shape[0], 1), start_id, dtype=torch.long, device=device)
+    rows, P = (input_ids if features is None else features).shape[0], len(start_ids)
+    start = torch.tensor([start_ids], dtype=torch.long, device=device).repeat(rows, 1)
     ctx = cfg.decoder_context_length or cfg.context_length
-    max_new = min(max_new_tokens, ctx - 1)  # the start token takes one decoder position
-    _say_capped(max_new, max_new_tokens, ctx, "after the decoder's start token")
+    if P >= ctx:
+        raise LlmarchError(f"a decoder prompt of {P} tokens leaves no room in the decoder's {ctx} positions")
+    max_new = min(max_new_tokens, ctx - P)  # the start tokens take decoder positions
+    _say_capped(max_new, max_new_tokens, ctx, "after the decoder's start token" + ("s" if P > 1 else ""))
 
     def finish(out: torch.Tensor, ended: torch.Tensor | None) -> list[list[int]]:
-        return [row[1:] for row in _cut(out, 1, ended, eos_id)]
+        return [row[P:] for row in _cut(out, P, ended, eos_id)]
 
-    return _Request(start, 1 + max_new, max_new, eos_id, cfg.pad_id, finish, source=input_ids,
-                    source_mask=source_mask)
+    return _Request(start, P + max_new, max_new, eos_id, cfg.pad_id, finish, source=input_ids,
+                    source_mask=source_mask, features=features)

@@ -23,12 +23,13 @@ from .compiled import compiled_step
 class Engine:
     def __init__(self, model, batch: int, max_len: int, mask: torch.Tensor | None = None,
                  source: torch.Tensor | None = None, source_mask: torch.Tensor | None = None, compile: bool = False,
-                 bounded: bool = False):
+                 bounded: bool = False, features: torch.Tensor | None = None):
         """batch rows of up to max_len tokens (for compile, decode.compiled_cache_len: a few cache shapes per model).
         mask (batch, max_len): 1 for real slots, 0 for left padding; None: none padded. source (batch, S) and
         source_mask: an encoder-decoder's inputs, encoded here. bounded: the decoding only moves forward (prefill
         once, then decode; no extend, rewind or moved rows), so the model's states may hold only what later tokens
-        read (Stack.setup_cache: a sliding window's layers keep w slots, not max_len)."""
+        read (Stack.setup_cache: a sliding window's layers keep w slots, not max_len). features: an
+        encoder-decoder's float inputs in place of source (its encoder front end's: EncoderDecoderLM.encode)."""
         self.model, self.mask, self.source_mask = model, mask, source_mask
         self.was_training = model.training
         # eval() only where some module trains: setting the flag on every module costs more than looking
@@ -42,7 +43,7 @@ class Engine:
         self.length = 0  # slots filled
         self.compiled = compiled_step(model) if compile else None
         if model.config.is_encoder_decoder:
-            model.setup_cache(batch, max_len, memory=model.encode(source, source_mask))
+            model.setup_cache(batch, max_len, memory=model.encode(source, source_mask, input_features=features))
         elif self.compiled is not None:  # its states may be kept from an earlier call (compiled.py)
             self.compiled.setup_cache(batch, max_len, mask is not None)
         else:

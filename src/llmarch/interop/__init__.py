@@ -98,3 +98,4 @@ from . import cpmant  # noqa: F401
 from . import trocr  # noqa: F401
 from . import emu3  # noqa: F401
 from . import mllama  # noqa: F401
+from . import whisper  # noqa: F401

@@ -85,10 +85,7 @@ class SinusoidalPositions(NoPositions):
         super().__init__()
         d, n = cfg.sum_width, cfg.context_length + cfg.position_offset
         if layout == "fairseq":
-            half = d // 2
-            freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
-            angles = torch.arange(n, dtype=torch.int64).float()[:, None] * freq[None]  # (P, d/2)
-            table = nn.functional.pad(torch.cat((torch.sin(angles), torch.cos(angles)), dim=1), (0, d % 2))
+            table = fairseq_sinusoids(n, d)
         else:
             p = torch.arange(n, dtype=torch.float64)[:, None]
             angles = p / 10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)  # (P, ceil(d/2))
@@ -102,6 +99,15 @@ class SinusoidalPositions(NoPositions):
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(pos, self.table)
+
+
+def fairseq_sinusoids(n: int, d: int) -> torch.Tensor:
+    """(n, d): tensor2tensor's timing signal (SinusoidalPositions' fairseq layout; Whisper's encoder positions), sines
+    then cosines at frequencies 10000^(-i/(d/2 - 1)), i < d/2, in float32; a zero column more where d is odd."""
+    half = d // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
+    angles = torch.arange(n, dtype=torch.int64).float()[:, None] * freq[None]  # (P, d/2)
+    return nn.functional.pad(torch.cat((torch.sin(angles), torch.cos(angles)), dim=1), (0, d % 2))
 
 
 class RotaryPositions(NoPositions):

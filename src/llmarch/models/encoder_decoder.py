@@ -3,7 +3,9 @@ a causal decoder stack reads the target so far and cross-attends to the encoder 
 decoder's final states onto the vocabulary. One token embedding is shared by both stacks (and by the head
 when tied), or with encoder_embed the encoder reads a table of its own (T5Gemma; FSMT's, of another vocabulary:
 encoder_vocab_size). `encode` once, then `decode` step by step with the decoder's KV cache and the encoder's
-keys/values projected once per generation (setup_cache(..., memory=...))."""
+keys/values projected once per generation (setup_cache(..., memory=...)). With an encoder front end (config
+encoder_input, layers/encoder_inputs.py: Whisper's convolutions over log-mel frames) the encoder reads float
+input_features in place of source ids."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..layers.encoder_inputs import ENCODER_INPUTS
 from ..layers.heads import HeadTransform
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
@@ -28,6 +31,8 @@ class EncoderDecoderLM(nn.Module):
         # FSMT: of a source vocabulary of its own (encoder_vocab_size)
         self.source_vocab = cfg.encoder_vocab_size or cfg.vocab_size
         self.encoder_embed = nn.Embedding(self.source_vocab, cfg.d_model) if cfg.encoder_embed else None
+        # Whisper: float features through a front end of their own, in place of source ids and their table
+        self.encoder_input = ENCODER_INPUTS[cfg.encoder_input](cfg) if cfg.encoder_input != "tokens" else None
         self.encoder = Stack(cfg.stack_config("encoder"))
         self.decoder = Stack(cfg.stack_config("decoder"), cross=True)
         # BERT's MLM head as a decoder's (bert2bert): dense -> activation -> norm, by the decoder's own fields
@@ -62,10 +67,21 @@ class EncoderDecoderLM(nn.Module):
         return self.decoder.cache_len
 
     # ---- forward -------------------------------------------------------------------------------
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               global_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+               global_attention_mask: torch.Tensor | None = None,
+               input_features: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, S), attention_mask (B, S) with 0 at padding -> encoder output (B, S, C).
-        global_attention_mask (B, S): 1 at the tokens a Longformer encoder attends globally (LED)."""
+        global_attention_mask (B, S): 1 at the tokens a Longformer encoder attends globally (LED).
+        input_features (B, input_channels, frames): what an encoder front end reads in place of input_ids (config
+        encoder_input; Whisper's log-mel spectrogram, every frame read: no attention_mask)."""
+        front = self.encoder_input
+        if front is not None or input_features is not None:
+            if front is None or input_features is None or input_ids is not None or attention_mask is not None:
+                raise LlmarchError(f"{self.config.name}'s encoder reads " + (
+                    "input_ids (token ids): input_features are for an encoder front end (config encoder_input)"
+                    if front is None else f"input_features alone (encoder_input={self.config.encoder_input!r}), "
+                    "without input_ids or an attention_mask"))
+            return self.encoder.run(front(input_features), global_attention_mask=global_attention_mask)
         if not torch.compiler.is_compiling():
             check_ids(input_ids, self.config, None, vocab=self.source_vocab)
         embed = self.embed if self.encoder_embed is None else self.encoder_embed
@@ -99,19 +115,22 @@ class EncoderDecoderLM(nn.Module):
         # T5Gemma caps the logits as Gemma 2 does (final_softcap; None leaves them)
         return ModelOutput(logits=soft_cap(self.lm_head(h), self.config.final_softcap), hidden_states=x)
 
-    def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None = None, decoder_input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 encoder_hidden_states: torch.Tensor | None = None,
-                global_attention_mask: torch.Tensor | None = None) -> ModelOutput:
+                global_attention_mask: torch.Tensor | None = None,
+                input_features: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, S): the source; decoder_input_ids (B, T): the target shifted right (starting with
         config.decoder_start_id); attention_mask (B, S): 1 for real source tokens, 0 for padding.
         encoder_hidden_states: a precomputed encode(input_ids, attention_mask), to skip the encoder.
-        global_attention_mask (B, S): the source tokens a Longformer encoder attends globally (LED)."""
+        global_attention_mask (B, S): the source tokens a Longformer encoder attends globally (LED).
+        input_features (B, input_channels, frames): the source of a model with an encoder front end, in place of
+        input_ids (config encoder_input; Whisper's log-mel spectrogram)."""
         if decoder_input_ids is None:
             raise LlmarchError("an encoder-decoder needs decoder_input_ids (the target shifted right)")
         memory = encoder_hidden_states
         if memory is None:
-            memory = self.encode(input_ids, attention_mask, global_attention_mask)
+            memory = self.encode(input_ids, attention_mask, global_attention_mask, input_features)
         out = self.decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask)
         out.encoder_hidden_states = memory
         return out
