@@ -13,7 +13,9 @@
   A shared block's weights (Zamba's, layers/shared_block.py; ALBERT's layer_groups) count in N once per layer
   that runs it. A block that runs over a share of the tokens counts at that share (Funnel's pooled groups: 1/2,
   1/4 ...; its attention term at the queries' times the keys' share), and a stack whose tokens each bring two
-  rows counts twice (ProphetNet's decoder, its predicting stream).
+  rows counts twice (ProphetNet's decoder, its predicting stream). Weights a block holds and never runs
+  (Block.idle_parameters: TrOCR's held cross-attention, Llama 3.2 Vision's skipped cross-attention layers) count
+  as parameters, not FLOPs.
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
@@ -71,13 +73,14 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
         # groups over fewer tokens), times the rows each token brings (ProphetNet's predicting stream: two)
         runs, layers, shares = _runs(stack, stack_cfg)
         rows = 2 if stack_cfg.ngram_streams else 1
-        sizes = [sum(p.numel() for p in b.parameters()) for b in stack.blocks]
-        matmul += round(sum(sizes[j] * q * rows for j, (q, _) in zip(runs, shares))) - sum(sizes)
+        held = [sum(p.numel() for p in b.parameters()) for b in stack.blocks]
+        sizes = [n - b.idle_parameters() for n, b in zip(held, stack.blocks)]  # what a run multiplies by
+        matmul += round(sum(sizes[j] * q * rows for j, (q, _) in zip(runs, shares))) - sum(held)
         uses = [b.seq_mixer.block_id for b in stack.blocks if b.seq_mixer.reads_shared_blocks]
         for k, shared in enumerate(getattr(stack, "shared_blocks", None) or ()):  # Zamba's, at each use
             matmul += sum(p.numel() for p in shared.parameters()) * max(uses.count(k) - 1, 0)
         score_dims += rows * sum(MIXERS[stack_cfg.layer_mixer(i)].score_dims(stack_cfg.for_layer(i)) * q * k
-                                 for i, (q, k) in zip(layers, shares))
+                                 for j, i, (q, k) in zip(runs, layers, shares) if stack.blocks[j].seq_mixer.runs)
     flops = 6 * matmul + round(6 * score_dims * cfg.context_length)
     kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,

@@ -186,6 +186,14 @@ class Block(nn.Module):
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
+    def idle_parameters(self) -> int:
+        """Parameters this block holds and never runs, which cost no FLOPs (analysis/accounting.py): TrOCR's held
+        cross-attention (held_cross_width), a mixer that holds a layer its block skips (Mixer.runs False: Llama 3.2
+        Vision's cross-attention layers without image states)."""
+        held = [self.ln_cross, self.cross_attn] if not self.cross and hasattr(self, "cross_attn") else []
+        held += [] if self.seq_mixer.runs else [self.seq_mixer]
+        return sum(p.numel() for m in held for p in m.parameters())
+
     @property
     def seq_mixer(self) -> Mixer:
         """This block's sequence mixer, whichever it is."""
