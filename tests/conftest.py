@@ -209,6 +209,6 @@ def measured_flops_per_token(model, *inputs, tokens: int) -> float:
 
     sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
             lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=sdpa) as counter:
+    with FlopCounterMode(display=False, custom_mapping=sdpa) as counter:  # with grad: its module tracker needs it
         model(*inputs)
     return 3 * counter.get_total_flops() / tokens

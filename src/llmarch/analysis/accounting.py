@@ -15,7 +15,8 @@
   1/4 ...; its attention term at the queries' times the keys' share), and a stack whose tokens each bring two
   rows counts twice (ProphetNet's decoder, its predicting stream). Weights a block holds and never runs
   (Block.idle_parameters: TrOCR's held cross-attention, Llama 3.2 Vision's skipped cross-attention layers) count
-  as parameters, not FLOPs.
+  as parameters, not FLOPs. A model whose stacks run over other rows than its tokens gives each stack's rows per
+  token and what its parts outside the stacks cost (stack_rows, outside_macs: Perceiver IO's latents).
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
@@ -66,22 +67,30 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
     vision = getattr(model, "vision", None)  # the image side runs once per image, not per token
     matmul -= sum(p.numel() for p in vision.parameters()) if vision is not None else 0
+    T = cfg.context_length
+    # a model whose stacks run over other than one row per token says how many (BLT's global transformer over
+    # patches, Perceiver IO's latent stack over its latents), and what its parts outside the stacks cost
+    stack_rows = model.stack_rows(T) if hasattr(model, "stack_rows") else {}
+    if hasattr(model, "outside_macs"):
+        claimed, macs = model.outside_macs(T)
+        matmul += round(macs) - claimed
     score_dims = 0.0
-    for stack, stack_cfg in stacks(model).values():
+    for name, (stack, stack_cfg) in stacks(model).items():
         # blocks counted once in non_embedding: each run of a block adds its weights again at the share of the
         # tokens it runs over (ALBERT's layer_groups and HRM's cycles run blocks more than once, Funnel's pooled
         # groups over fewer tokens), times the rows each token brings (ProphetNet's predicting stream: two)
         runs, layers, shares = _runs(stack, stack_cfg)
-        rows = 2 if stack_cfg.ngram_streams else 1
+        rows = (2 if stack_cfg.ngram_streams else 1) * stack_rows.get(name, 1.0)
         held = [sum(p.numel() for p in b.parameters()) for b in stack.blocks]
         sizes = [n - b.idle_parameters() for n, b in zip(held, stack.blocks)]  # what a run multiplies by
         matmul += round(sum(sizes[j] * q * rows for j, (q, _) in zip(runs, shares))) - sum(held)
         uses = [b.seq_mixer.block_id for b in stack.blocks if b.seq_mixer.reads_shared_blocks]
         for k, shared in enumerate(getattr(stack, "shared_blocks", None) or ()):  # Zamba's, at each use
             matmul += sum(p.numel() for p in shared.parameters()) * max(uses.count(k) - 1, 0)
-        score_dims += rows * sum(MIXERS[stack_cfg.layer_mixer(i)].score_dims(stack_cfg.for_layer(i)) * q * k
-                                 for j, i, (q, k) in zip(runs, layers, shares) if stack.blocks[j].seq_mixer.runs)
-    flops = 6 * matmul + round(6 * score_dims * cfg.context_length)
+        keys = stack_rows.get(name, 1.0)  # each of the stack's rows attends over its rows, not the tokens
+        score_dims += rows * keys * sum(MIXERS[stack_cfg.layer_mixer(i)].score_dims(stack_cfg.for_layer(i)) * q * k
+                                        for j, i, (q, k) in zip(runs, layers, shares) if stack.blocks[j].seq_mixer.runs)
+    flops = 6 * matmul + round(6 * score_dims * T)
     kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
             "flops_per_token": flops,
