@@ -16,7 +16,8 @@
   rows counts twice (ProphetNet's decoder, its predicting stream). Weights a block holds and never runs
   (Block.idle_parameters: TrOCR's held cross-attention, Llama 3.2 Vision's skipped cross-attention layers) count
   as parameters, not FLOPs. A model whose stacks run over other rows than its tokens gives each stack's rows per
-  token and what its parts outside the stacks cost (stack_rows, outside_macs: Perceiver IO's latents).
+  token and what its parts outside the stacks cost (stack_rows, outside_macs: Perceiver IO's latents, BLT's
+  patches at mean_patch_length bytes each).
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
