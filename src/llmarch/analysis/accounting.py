@@ -17,7 +17,8 @@
   (Block.idle_parameters: TrOCR's held cross-attention, Llama 3.2 Vision's skipped cross-attention layers) count
   as parameters, not FLOPs. A model whose stacks run over other rows than its tokens gives each stack's rows per
   token and what its parts outside the stacks cost (stack_rows, outside_macs: Perceiver IO's latents, BLT's
-  patches at mean_patch_length bytes each).
+  patches at mean_patch_length bytes each). Block attention residuals (Inkling 2) add their depth attentions over
+  the stack of block sums as it then is, and Inkling 2 Loop's passes their messages (_depth_macs).
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
@@ -91,6 +92,7 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
         keys = stack_rows.get(name, 1.0)  # each of the stack's rows attends over its rows, not the tokens
         score_dims += rows * keys * sum(MIXERS[stack_cfg.layer_mixer(i)].score_dims(stack_cfg.for_layer(i)) * q * k
                                         for j, i, (q, k) in zip(runs, layers, shares) if stack.blocks[j].seq_mixer.runs)
+        matmul += _depth_macs(stack, runs)
     flops = 6 * matmul + round(6 * score_dims * T)
     kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
@@ -110,6 +112,26 @@ def _runs(stack, cfg: ModelConfig) -> tuple[list[int], list[int], list[tuple[flo
         runs = list(stack.block_order) if stack.block_order else layers
     token_shares = getattr(recurrence, "token_shares", None)  # Funnel's pooled groups
     return runs, layers, token_shares() if token_shares is not None else [(1.0, 1.0)] * len(runs)
+
+
+def _depth_macs(stack, runs: list[int]) -> int:
+    """Multiply-adds per token of block attention residuals (layers/depth_attention.py): each run's depth
+    attentions over the stack of block sums as it then is (Block.depth_macs; Inkling 2 Loop's passes, their message
+    retrievals and gates: Loop.depth_macs), then the final norm's input's; less the queries of the final one and of
+    the messages, which count in those and not as weights."""
+    final = getattr(stack, "final_depth", None)
+    if final is None:
+        return 0
+    messages = getattr(stack.recurrence, "messages", None)
+    if messages is not None:
+        macs, rows = stack.recurrence.depth_macs(stack.blocks, 1)
+    else:
+        macs, rows = 0, 1  # the embeddings, the partial sum
+        for j in runs:
+            m, rows = stack.blocks[j].depth_macs(rows, False)
+            macs += m
+    queries = final.query.numel() + (messages.query.numel() if messages is not None else 0)
+    return macs + final.macs(rows) - queries
 
 
 def _cache_bytes(model: torch.nn.Module, cfg: ModelConfig, dtype: str) -> tuple[int, int]:
