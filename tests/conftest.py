@@ -197,3 +197,18 @@ def assert_encoder_round_trip(hf, ours, written, real, inputs: dict, labels: lis
     cfg = ours.config
     assert from_hf(written).config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
     return mine, again
+
+
+def measured_flops_per_token(model, *inputs, tokens: int) -> float:
+    """The truth `llmarch info`'s training FLOPs per token are checked against: 3 times (forward, then a backward of
+    twice its cost) the FLOPs torch's FlopCounterMode counts in one forward of `model` over `inputs`, per token.
+    It counts matrix multiplies and attention only (no norms, biases or softmax), and on the CPU's SDPA kernel,
+    which it has no formula for, torch's own sdpa formula (full scores: causal masking saves nothing, as PaLM's count
+    assumes)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}
+    with FlopCounterMode(display=False, custom_mapping=sdpa) as counter:  # with grad: its module tracker needs it
+        model(*inputs)
+    return 3 * counter.get_total_flops() / tokens

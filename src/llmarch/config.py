@@ -460,6 +460,9 @@ class ModelConfig:
     hash_ngram_sizes: list | None = None  # the n-gram sizes whose hashed embeddings add to a byte's (BLT §3.2.1)
     hash_ngram_vocab: int = 0  # hash_ngram_sizes: the hash table's rows per size and function
     hash_ngram_functions: int = 1  # hash_ngram_sizes: the number of hash functions
+    # patch_stacks: the mean bytes a patch, which llmarch info's FLOPs per byte assume (entropy patching's patches vary
+    # with the text; BLT's main models average 4.5, Llama 3's BPE tokens 4.4 bytes); the model never reads it
+    mean_patch_length: float = 4.5
     # Perceiver IO (Jaegle et al. 2021): this many learned latent vectors read the inputs by cross-attention, run
     # through a stack of their own and are read back by one query per position (models/perceiver.py); 0: not one
     n_latents: int = 0
@@ -1373,9 +1376,10 @@ class ModelConfig:
         if bad:
             raise LlmarchError(f"patch_stacks sets the fields {', '.join(PATCH_STACK_FIELDS)}, not {bad[0]}")
         if self.n_decoder_layers or self.patch_cross_k < 1 or not self.hash_ngram_sizes or self.hash_ngram_vocab < 1 \
-                or self.hash_ngram_functions < 1 or min(self.hash_ngram_sizes) < 1:
+                or self.hash_ngram_functions < 1 or min(self.hash_ngram_sizes) < 1 or self.mean_patch_length < 1:
             raise LlmarchError("a byte-latent model (patch_stacks) is decoder-only, with patch_cross_k >= 1, "
-                               "hash_ngram_sizes of sizes >= 1, hash_ngram_vocab >= 1 and hash_ngram_functions >= 1")
+                               "hash_ngram_sizes of sizes >= 1, hash_ngram_vocab >= 1, hash_ngram_functions >= 1 "
+                               "and mean_patch_length >= 1")
         if stacks["encoder"].get("d_model", self.d_model) != self.d_model:
             raise LlmarchError("a byte-latent model's local encoder and decoder share their width (d_model)")
         if (self.block, self.norm_placement, self.mixer, self.layer_types) != ("sequential", "pre", "attention", None):

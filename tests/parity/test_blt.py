@@ -65,14 +65,18 @@ def threshold_between(entropy):
 
 @pytest.fixture(scope="module", params=[(None, False), (3, False), (5, True)], ids=["full", "window3", "grouped"])
 def blt(request, tmp_path_factory):
+    return seeded(request.param, tmp_path_factory.mktemp("blt") / "hf")
+
+
+def seeded(params, folder):
+    """(transformers' model, llmarch's read from its files in folder) for blt_config(*params)."""
     torch.manual_seed(0)
-    hf = perturbed(transformers.BltForCausalLM(blt_config(*request.param)))
+    hf = perturbed(transformers.BltForCausalLM(blt_config(*params)))
     ids, _ = batch()
     with torch.no_grad():
         hf.model.patcher.lm_head.weight.mul_(torch.rand(260, 1) * 20)
         entropy = hf.model.patcher(ids, patch_size=None)[0]
     hf.config.patching_threshold = threshold_between(entropy)
-    folder = tmp_path_factory.mktemp("blt") / "hf"
     hf.save_pretrained(folder)
     hf.generation_config.eos_token_id = None
     return hf, llmarch.from_hf(folder)
@@ -146,3 +150,29 @@ def test_compiled_decoding_reads_the_slots_it_wrote(blt):
     ids, mask = batch()
     eager = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=4)
     assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=4, compile=True), eager)
+
+
+def test_flops_run_the_global_transformer_over_patches(tmp_path, capsys):
+    """llmarch info's training FLOPs per byte are within 3% of a forward's counted FLOPs (conftest's
+    measured_flops_per_token) given the forward's own mean patch length (mean_patch_length = T / P, 14 bytes in 6
+    patches here): the global transformer and the patch projections once a patch, the cross-attentions over P*k x T
+    pairs, the byte tables read, not multiplied by. Until 2026-12-07 all ran once a byte: 37% over. Full attention
+    only: a local window runs through the blockwise CPU path, whose padded blocks cost more than T keys at T = 14.
+    `llmarch info` states the mean it assumes."""
+    from conftest import measured_flops_per_token
+    from llmarch.analysis.accounting import model_facts
+
+    _, ours = seeded((None, False), tmp_path)
+    ids = batch()[0][:1]
+    T = ids.shape[1]
+    patches = []
+    # the global transformer's output, (1, P, G), enters decoder_patches
+    ours.decoder_patches.register_forward_pre_hook(lambda module, args: patches.append(args[0].shape[1]))
+    measured = measured_flops_per_token(ours, ids, tokens=T)
+    assert patches == [6]
+    cfg = ours.config.replace(context_length=T, mean_patch_length=T / patches[0])
+    assert abs(model_facts(cfg)["flops_per_token"] / measured - 1) < 0.03
+    from llmarch.cli import main
+
+    assert main(["info", str(tmp_path), "--mean-patch-length", "6"]) == 0
+    assert "(per byte, at a mean patch of 6 bytes: --mean-patch-length)" in capsys.readouterr().out

@@ -118,3 +118,16 @@ def test_released_shape_counts_as_transformers():
     with torch.device("meta"):
         hf = transformers.MllamaForCausalLM(conf)
     assert model_facts(hf_model_config(conf.to_dict()))["parameters"] == sum(p.numel() for p in hf.parameters())
+
+
+def test_flops_leave_out_the_skipped_cross_attention_layers(tmp_path):
+    """`llmarch info`'s training FLOPs per token are within 3% of a forward's counted FLOPs (conftest's
+    measured_flops_per_token): a 'vision_cross' layer, skipped without image states, counts in the parameters and not
+    in the FLOPs. Until 2026-12-07 it counted in both, 43% over."""
+    from conftest import measured_flops_per_token
+    from llmarch.analysis.accounting import model_facts
+
+    _, ours = build("one-cross", tmp_path)
+    T = 16
+    measured = measured_flops_per_token(ours, torch.randint(3, 120, (1, T)), tokens=T)
+    assert abs(model_facts(ours.config.replace(context_length=T))["flops_per_token"] / measured - 1) < 0.03

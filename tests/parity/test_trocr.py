@@ -112,3 +112,17 @@ def test_released_shape_counts_as_transformers():
     with torch.device("meta"):
         hf = transformers.TrOCRForCausalLM(conf)
     assert model_facts(hf_model_config(conf.to_dict()))["parameters"] == sum(p.numel() for p in hf.parameters())
+
+
+def test_flops_leave_out_the_held_cross_attention(tmp_path):
+    """`llmarch info`'s training FLOPs per token are within 3% of a forward's counted FLOPs (conftest's
+    measured_flops_per_token; the gap is norms and biases, which the count takes at one multiply-add a parameter):
+    the held cross-attention, never run, counts in the parameters and not in the FLOPs. Until 2026-12-07 it counted
+    in both, 44% over."""
+    from conftest import measured_flops_per_token
+    from llmarch.analysis.accounting import model_facts
+
+    _, ours = build("learned", tmp_path)
+    T = 16
+    measured = measured_flops_per_token(ours, torch.randint(4, 128, (1, T)), tokens=T)
+    assert abs(model_facts(ours.config.replace(context_length=T))["flops_per_token"] / measured - 1) < 0.03

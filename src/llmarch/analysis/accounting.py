@@ -13,7 +13,12 @@
   A shared block's weights (Zamba's, layers/shared_block.py; ALBERT's layer_groups) count in N once per layer
   that runs it. A block that runs over a share of the tokens counts at that share (Funnel's pooled groups: 1/2,
   1/4 ...; its attention term at the queries' times the keys' share), and a stack whose tokens each bring two
-  rows counts twice (ProphetNet's decoder, its predicting stream).
+  rows counts twice (ProphetNet's decoder, its predicting stream). Weights a block holds and never runs
+  (Block.idle_parameters: TrOCR's held cross-attention, Llama 3.2 Vision's skipped cross-attention layers) count
+  as parameters, not FLOPs. A model whose stacks run over other rows than its tokens gives each stack's rows per
+  token and what its parts outside the stacks cost (stack_rows, outside_macs: Perceiver IO's latents, BLT's
+  patches at mean_patch_length bytes each). Block attention residuals (Inkling 2) add their depth attentions over
+  the stack of block sums as it then is, and Inkling 2 Loop's passes their messages (_depth_macs).
 - active_parameters: those one token uses. A mixture-of-experts layer holds E experts but runs k of them per
   token, so (E - k) / E of its expert weights sit idle (Mixtral 8x7B: 46.7B parameters, 12.9B active). The
   FLOPs count active parameters only.
@@ -64,21 +69,31 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
     vision = getattr(model, "vision", None)  # the image side runs once per image, not per token
     matmul -= sum(p.numel() for p in vision.parameters()) if vision is not None else 0
+    T = cfg.context_length
+    # a model whose stacks run over other than one row per token says how many (BLT's global transformer over
+    # patches, Perceiver IO's latent stack over its latents), and what its parts outside the stacks cost
+    stack_rows = model.stack_rows(T) if hasattr(model, "stack_rows") else {}
+    if hasattr(model, "outside_macs"):
+        claimed, macs = model.outside_macs(T)
+        matmul += round(macs) - claimed
     score_dims = 0.0
-    for stack, stack_cfg in stacks(model).values():
+    for name, (stack, stack_cfg) in stacks(model).items():
         # blocks counted once in non_embedding: each run of a block adds its weights again at the share of the
         # tokens it runs over (ALBERT's layer_groups and HRM's cycles run blocks more than once, Funnel's pooled
         # groups over fewer tokens), times the rows each token brings (ProphetNet's predicting stream: two)
         runs, layers, shares = _runs(stack, stack_cfg)
-        rows = 2 if stack_cfg.ngram_streams else 1
-        sizes = [sum(p.numel() for p in b.parameters()) for b in stack.blocks]
-        matmul += round(sum(sizes[j] * q * rows for j, (q, _) in zip(runs, shares))) - sum(sizes)
+        rows = (2 if stack_cfg.ngram_streams else 1) * stack_rows.get(name, 1.0)
+        held = [sum(p.numel() for p in b.parameters()) for b in stack.blocks]
+        sizes = [n - b.idle_parameters() for n, b in zip(held, stack.blocks)]  # what a run multiplies by
+        matmul += round(sum(sizes[j] * q * rows for j, (q, _) in zip(runs, shares))) - sum(held)
         uses = [b.seq_mixer.block_id for b in stack.blocks if b.seq_mixer.reads_shared_blocks]
         for k, shared in enumerate(getattr(stack, "shared_blocks", None) or ()):  # Zamba's, at each use
             matmul += sum(p.numel() for p in shared.parameters()) * max(uses.count(k) - 1, 0)
-        score_dims += rows * sum(MIXERS[stack_cfg.layer_mixer(i)].score_dims(stack_cfg.for_layer(i)) * q * k
-                                 for i, (q, k) in zip(layers, shares))
-    flops = 6 * matmul + round(6 * score_dims * cfg.context_length)
+        keys = stack_rows.get(name, 1.0)  # each of the stack's rows attends over its rows, not the tokens
+        score_dims += rows * keys * sum(MIXERS[stack_cfg.layer_mixer(i)].score_dims(stack_cfg.for_layer(i)) * q * k
+                                        for j, i, (q, k) in zip(runs, layers, shares) if stack.blocks[j].seq_mixer.runs)
+        matmul += _depth_macs(stack, runs)
+    flops = 6 * matmul + round(6 * score_dims * T)
     kv, state = _cache_bytes(model, cfg, dtype)
     return {"parameters": total, "active_parameters": total - idle, "non_embedding_parameters": non_embedding,
             "flops_per_token": flops,
@@ -97,6 +112,26 @@ def _runs(stack, cfg: ModelConfig) -> tuple[list[int], list[int], list[tuple[flo
         runs = list(stack.block_order) if stack.block_order else layers
     token_shares = getattr(recurrence, "token_shares", None)  # Funnel's pooled groups
     return runs, layers, token_shares() if token_shares is not None else [(1.0, 1.0)] * len(runs)
+
+
+def _depth_macs(stack, runs: list[int]) -> int:
+    """Multiply-adds per token of block attention residuals (layers/depth_attention.py): each run's depth
+    attentions over the stack of block sums as it then is (Block.depth_macs; Inkling 2 Loop's passes, their message
+    retrievals and gates: Loop.depth_macs), then the final norm's input's; less the queries of the final one and of
+    the messages, which count in those and not as weights."""
+    final = getattr(stack, "final_depth", None)
+    if final is None:
+        return 0
+    messages = getattr(stack.recurrence, "messages", None)
+    if messages is not None:
+        macs, rows = stack.recurrence.depth_macs(stack.blocks, 1)
+    else:
+        macs, rows = 0, 1  # the embeddings, the partial sum
+        for j in runs:
+            m, rows = stack.blocks[j].depth_macs(rows, False)
+            macs += m
+    queries = final.query.numel() + (messages.query.numel() if messages is not None else 0)
+    return macs + final.macs(rows) - queries
 
 
 def _cache_bytes(model: torch.nn.Module, cfg: ModelConfig, dtype: str) -> tuple[int, int]:

@@ -72,7 +72,10 @@ def cmd_info(args) -> None:
         print(f"active parameters:        {facts['active_parameters']:,} "
               f"({cfg.experts_per_token} of {cfg.n_experts} experts per token)")
     print(f"non-embedding parameters: {facts['non_embedding_parameters']:,}")
-    print(f"training FLOPs per token: {facts['flops_per_token']:,}")
+    # a byte-latent model's global transformer runs once a patch, whose mean length the count assumes
+    patches = f" (per byte, at a mean patch of {cfg.mean_patch_length:g} bytes: --mean-patch-length)" \
+        if cfg.patch_stacks is not None else ""
+    print(f"training FLOPs per token: {facts['flops_per_token']:,}{patches}")
     what = args.dtype
     if scheme is not None:
         groups = f", groups of {scheme.group_size}" if scheme.int4 else ""

@@ -336,6 +336,11 @@ class Attention(Mixer):
     def kv_heads(cls, cfg) -> int:
         return cfg.n_kv_heads
 
+    def split_inputs_macs(self) -> int:
+        """Multiply-adds per token that three inputs (forward's x (B, T, 3, C)) cost beyond one: the fused
+        projection runs over each of them (analysis/accounting.py)."""
+        return 2 * sum(p.numel() for p in self._modules["qkv_proj"].parameters())
+
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device):
         return self.kind.new_state(self, batch, max_len, dtype, device)
 

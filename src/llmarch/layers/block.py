@@ -186,6 +186,27 @@ class Block(nn.Module):
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
+    def idle_parameters(self) -> int:
+        """Parameters a run of this block does not multiply each token by once (analysis/accounting.py): those it
+        holds and never runs, TrOCR's held cross-attention (held_cross_width) and a mixer that holds a layer its block
+        skips (Mixer.runs False: Llama 3.2 Vision's cross-attention layers without image states), and those whose
+        cost depth_macs counts."""
+        held = [self.ln_cross, self.cross_attn] if not self.cross and hasattr(self, "cross_attn") else []
+        held += [] if self.seq_mixer.runs else [self.seq_mixer]
+        if hasattr(self, "mlp_depth"):
+            held += [self.mlp_depth] + [m for m in (self.attn_depth, self.message_gates) if m is not None]
+        return sum(p.numel() for m in held for p in m.parameters())
+
+    def depth_macs(self, rows: int, messages: bool) -> tuple[int, int]:
+        """Over block attention residuals (_depth), (multiply-adds per token of this block's depth attentions over a
+        stack of `rows` rows, and where it reads messages of its message gates; with three inputs for the mixer, its
+        projection over the two more; the rows it hands on)."""
+        after = rows + self.starts_block
+        macs = (self.attn_depth.macs(rows) if self.attn_depth is not None else 0) + self.mlp_depth.macs(after)
+        macs += sum(p.numel() for p in self.message_gates.parameters()) if messages else 0
+        three = self.ln1_k is not None or messages  # attn_split_inputs, or the gated inputs (loop_messages.py)
+        return macs + (self.seq_mixer.split_inputs_macs() if three else 0), after
+
     @property
     def seq_mixer(self) -> Mixer:
         """This block's sequence mixer, whichever it is."""

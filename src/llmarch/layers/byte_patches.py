@@ -79,6 +79,14 @@ class PatchCrossAttention(nn.Module):
         self.q_norm, self.k_norm = make_norm(cfg), make_norm(cfg)
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (Linear(C, C, bias=False) for _ in range(4))
 
+    def macs(self, queries: float, inputs: float) -> float:
+        """Multiply-adds of a forward of `queries` rows over `inputs` rows (analysis/accounting.py): q_proj, o_proj
+        and q_norm once a query, k_proj, v_proj and k_norm once an input, q.k and pattern.v (2C) once a pair, every
+        pair: the mask bars keys, it does not skip them."""
+        memory = sum(p.numel() for m in (self.k_norm, self.k_proj, self.v_proj) for p in m.parameters())
+        query = sum(p.numel() for p in self.parameters()) - memory
+        return query * queries + memory * inputs + queries * inputs * 2 * self.q_proj.weight.shape[0]
+
     def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """x (B, Tq, C), memory (B, Tk, C), allowed (B, Tq, Tk) bool -> (B, Tq, C)."""
         B, T, C = x.shape

@@ -38,6 +38,14 @@ class CrossBlock(nn.Module):
         self.ln2, self.mlp = make_norm(cfg), make_ffn(cfg)
         self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
 
+    def macs(self, queries: float, inputs: float) -> float:
+        """Multiply-adds of a forward of `queries` rows over `inputs` rows (analysis/accounting.py): the queries'
+        side (q_proj, o_proj, FFN, their norms) once a query, the keys' and values' once an input, and q.k and
+        pattern.v once a pair."""
+        memory = sum(p.numel() for m in (self.kv_norm, self.k_proj, self.v_proj) for p in m.parameters())
+        query = sum(p.numel() for p in self.parameters()) - memory
+        return query * queries + memory * inputs + queries * inputs * self.n_heads * (self.head_dim + self.v_dim)
+
     def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, N, C) queries, memory (B, M, C_m) inputs, memory_mask (B, M) 1 at real inputs -> (B, N, C)."""
         B, N, _ = x.shape

@@ -37,6 +37,11 @@ class DepthAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attend(x, self.query)
 
+    def macs(self, rows: int) -> int:
+        """Multiply-adds per token over a stack of `rows` rows (analysis/accounting.py): each query's scores and
+        weighted sum, 2 n rows C."""
+        return 2 * self.query.numel() * rows
+
     @staticmethod
     def attend(x: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """The queries (C,) or (n, C) over the normalised stack x (B, T, m, C) -> (B, T, n, C)."""

@@ -64,6 +64,11 @@ class MessageAttention(nn.Module):
         """The stack's init hook: the queries back to zero, a plain mean over the blocks."""
         nn.init.zeros_(self.query)
 
+    def macs(self, rows: int) -> int:
+        """Multiply-adds per token of one looped layer's retrieval over `rows` rows: its four queries' scores and
+        weighted sums (analysis/accounting.py)."""
+        return 2 * self.query[0].numel() * rows
+
     def forward(self, stack: torch.Tensor, layer: int) -> torch.Tensor:
         """stack (B, T, m, C) -> the looped layer's messages (B, T, 4, C)."""
         return DepthAttention.attend(stack, self.query[layer])

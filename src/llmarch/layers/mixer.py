@@ -59,6 +59,7 @@ class Mixer(nn.Module):
     reads_shared_blocks = False  # it runs one of the stack's shared blocks (ctx.shared_blocks)
     holds_ffn = False  # it runs the block's FFNs itself (bottleneck.py): the block builds none
     bidirectional_only = False  # no causal form (FNet's Fourier transform, ConvBERT's mixed attention): encoders only
+    runs = True  # False: it holds weights its block never runs (vision_cross): accounting counts no FLOPs for them
 
     def __init__(self):
         super().__init__()

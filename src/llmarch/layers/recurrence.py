@@ -144,6 +144,29 @@ class Loop(nn.Module):
             x, k = run(k, x), k + 1
         return x
 
+    def depth_macs(self, blocks, rows: int) -> tuple[int, int]:
+        """(multiply-adds per token of the depth attentions, message retrievals and gates of every invocation, the
+        rows of the stack of block sums after the last), from a stack of `rows` rows, on _passes_with_messages's
+        schedule, each block saying its own (Block.depth_macs)."""
+        macs = 0
+
+        def invoke(j: int, messages: bool = False) -> None:
+            nonlocal macs, rows
+            m, rows = blocks[j].depth_macs(rows, messages)
+            macs += m
+
+        for j in range(self.prelude):
+            invoke(j)
+        start = rows
+        for p in range(self.count):
+            sources, rows = rows - start, start  # the previous pass's own rows; each pass restarts
+            for layer in range(self.looped):
+                macs += self.messages.macs(sources) if p else 0
+                invoke(self.prelude + layer, p > 0)
+        for j in range(len(blocks) - self.coda, len(blocks)):
+            invoke(j)
+        return macs, rows
+
     def _passes_with_messages(self, x: torch.Tensor, run, k: int) -> torch.Tensor:
         """x (B, T, m + 1, C): the prelude's stack of block sums. Each pass restarts from it; the first looped
         block closes a block with the prelude's partial sum (row m), so the previous pass's own rows, the messages'

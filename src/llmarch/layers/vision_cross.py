@@ -22,6 +22,7 @@ from .norms import make_norm
 class VisionCross(Mixer):
     mixes = False
     holds_ffn = True
+    runs = False
     residual_out = ("o_proj.weight", "mlp.down.weight")
 
     @classmethod

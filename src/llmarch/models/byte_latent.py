@@ -69,6 +69,24 @@ class ByteLatentLM(nn.Module):
         dc = part_config(self.config, "decoder")
         return {**own, **{f"decoder.{i}": (layer, dc) for i, layer in enumerate(self.decoder_layers)}}
 
+    # ---- accounting (analysis/accounting.py), per byte at a context of T bytes in T / mean_patch_length patches ----
+    def stack_rows(self, context: int) -> dict[str, float]:
+        """Rows per byte of each stack: the global transformer's are patches (mean_patch_length, an assumption:
+        entropy patching's patch lengths vary with the text)."""
+        return {"global": 1 / self.config.mean_patch_length}
+
+    def outside_macs(self, context: int) -> tuple[int, float]:
+        """(the parameters between the stacks, their multiply-adds per byte): the byte tables are read, not
+        multiplied by; the pooled patches' projections run once a patch; the encoder's P*k patch queries attend over
+        the T bytes, the decoder's T bytes over the P*k patch vectors (dense, masked)."""
+        T, k = context, self.config.patch_cross_k
+        P = T / self.config.mean_patch_length
+        per_patch = [self.encoder_patches, self.decoder_patches] + ([self.global_in] if self.global_in else [])
+        cross = self.encoder_cross.macs(P * k, T) + sum(c.macs(T, P * k) for c in self.decoder_cross)
+        parts = [self.patcher_embed, self.hash_embed, self.encoder_cross, *self.decoder_cross, *per_patch]
+        held = sum(p.numel() for part in parts for p in part.parameters())
+        return held, sum(p.numel() for m in per_patch for p in m.parameters()) * P / T + cross / T
+
     # ---- decode state: the bytes so far ---------------------------------------------------------
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, bounded: bool = False) -> None:
         self._ids = torch.zeros(batch, max_len, dtype=torch.long, device=self.embed.weight.device)

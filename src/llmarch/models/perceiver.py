@@ -64,6 +64,21 @@ class PerceiverLM(nn.Module):
         """The stack of blocks (build.stacks) with the config it was built from."""
         return {"latents": (self.latent_stack, part_config(self.config, "latents"))}
 
+    def stack_rows(self, context: int) -> dict[str, float]:
+        """Rows per input token of each stack at `context` inputs (analysis/accounting.py): the latent stack runs
+        over n_latents rows whatever the input length."""
+        return {"latents": self.config.n_latents / context}
+
+    def outside_macs(self, context: int) -> tuple[int, float]:
+        """(the parameters outside the stacks, their multiply-adds per input token at `context` inputs): the
+        encoding cross-attention's N latents over the inputs, the decoding one's query per input over the N latents;
+        the latents and the position tables are read, not multiplied by."""
+        N = self.config.n_latents
+        parts = (self.latents, self.positions, self.query_positions, self.encoder_cross, self.decoder_cross)
+        held = sum(p.numel() for part in parts for p in ([part] if isinstance(part, nn.Parameter)
+                                                         else part.parameters()))
+        return held, (self.encoder_cross.macs(N, context) + self.decoder_cross.macs(context, N)) / context
+
     def cache_bytes(self) -> tuple[int, int]:
         """(bytes per token, bytes per sequence) of the decode state (analysis/accounting.py): none, a masked LM."""
         return 0, 0
