@@ -4,7 +4,7 @@ vision_embed_tokens beside the text model) on the text-only path: logits on a le
 32 greedy tokens equal to transformers', cached decoding equal to the whole forward, a to_hf round trip (written as
 persimmon) that PersimmonForCausalLM loads to the same logits and llmarch to the same config. transformers 5.25
 saves Fuyu under the published names (language_model.model.*, language_model.lm_head.*, vision_embed_tokens.*); the
-same weights under its module names (model.language_model.*, lm_head.*) read the same."""
+same weights under its module names (model.language_model.*, lm_head.*) read the same, tied or not."""
 import pytest
 import torch
 
@@ -24,9 +24,11 @@ TEXT = dict(model_type="persimmon", vocab_size=128, hidden_size=64, num_hidden_l
 VISION = dict(image_size=8, patch_size=4, num_channels=3, image_token_id=5)
 
 
-def build(folder):
+def build(folder, tied=False):
     torch.manual_seed(0)
-    hf = transformers.FuyuForCausalLM(transformers.FuyuConfig(text_config=TEXT, **VISION)).eval()
+    text = dict(TEXT, tie_word_embeddings=tied)
+    hf = transformers.FuyuForCausalLM(transformers.FuyuConfig(text_config=text, tie_word_embeddings=tied, **VISION))
+    hf.eval()
     ours = perturbed_from_hf(hf, folder)
     hf.generation_config.eos_token_id = None
     return hf, ours
@@ -40,17 +42,19 @@ def test_logits_generation_cached_decoding_and_round_trip(tmp_path):
     assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, tmp_path / "out")
 
 
-def test_module_names_read_the_same(tmp_path):
+@pytest.mark.parametrize("tied", [False, True])
+def test_module_names_read_the_same(tied, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    hf, ours = build(tmp_path / "hf")
+    hf, ours = build(tmp_path / "hf", tied)
+    assert ours.config.tie_embeddings == tied
     file = next((tmp_path / "hf").glob("*.safetensors"))
     saved = load_file(file)
     assert any(k.startswith("vision_embed_tokens.") for k in saved)
     modules = {k.replace("language_model.model.", "model.language_model.", 1)
                .replace("vision_embed_tokens.", "model.vision_embed_tokens.", 1)
                .replace("language_model.lm_head.", "lm_head.", 1): v for k, v in saved.items()}
-    assert set(modules) == set(hf.state_dict())
+    assert set(modules) == set(hf.state_dict()) - ({"lm_head.weight"} if tied else set())
     save_file(modules, file, metadata={"format": "pt"})
     ids, mask = padded_batch(128)
     with torch.no_grad():
