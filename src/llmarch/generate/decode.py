@@ -74,6 +74,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     pixel_values (N, channels, H, W): preprocessed images for a model with a vision tower (config vision), their
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally."""
+    if model.config.codebooks:
+        raise LlmarchError(f"{model.config.name} reads {model.config.codebooks} parallel token streams (config "
+                           "codebooks): decode it with llmarch.generate.greedy_streams")
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")
