@@ -86,7 +86,7 @@ def stepwise_logits(model, ids, prompt_len: int, mask=None) -> torch.Tensor:
     model's decode state (mask: the left-padded rows' real tokens), to compare with the whole forward's."""
     T = ids.shape[1]
     with torch.no_grad():
-        model.setup_cache(ids.shape[0], T)
+        model.setup_cache(ids.shape[0] // max(model.config.codebooks, 1), T)  # K codebook rows share a sequence
         try:
             steps = [model(ids[:, :prompt_len], attention_mask=mask, input_pos=torch.arange(prompt_len),
                            kv_len=prompt_len).logits]

@@ -222,9 +222,10 @@ class ModelConfig:
     # hyper_connection 'reversible': the head sets the streams side by side, the last first (hc_streams * d_model
     # wide: Reformer's [Y2; Y1]), and the final norm and the LM head read that width; False: they are merged
     hc_side_by_side: bool = False
-    # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
-    # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), relative_embeddings (DeBERTa),
-    # relative_sinusoidal (Transformer-XL's R_{i-j}, read by xl_relative attention: XLNet), none
+    # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100;
+    # sinusoidal_cos_sin: MusicGen), rope, alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias:
+    # MPNet), relative_embeddings (DeBERTa), relative_sinusoidal (Transformer-XL's R_{i-j}, read by xl_relative
+    # attention: XLNet), none
     positions: str = "learned"
     # axial (Reformer's axial position embeddings): position p = r * axial_shape[1] + c takes [E1[r]; E2[c]], E1 of
     # axial_dims[0] features per row r < axial_shape[0], E2 of axial_dims[1] per column c (the dims sum to d_model)
@@ -402,6 +403,10 @@ class ModelConfig:
     # rows of an untied LM head: it scores ids 0..head_vocab - 1 only, the ids past it are input-only (Apertus 1.5's
     # output_vocab_size: the head pruned of its image and audio codes); None: vocab_size
     head_vocab: int | None = None
+    # parallel token streams (MusicGen's audio codebooks, layers/codebooks.py): input ids (B * codebooks, T), stream
+    # k of each row looked up in its own table of vocab_size rows, the K embeddings summed, and its own head of
+    # head_vocab rows, logits (B * codebooks, T, head_vocab); 0: one stream of tokens
+    codebooks: int = 0
     # classify and tokens heads: the head transform (dense -> activation -> norm) on the pooled hidden state
     # (classify, pooled by `pooling`) or on each token's (tokens) before the classifier, in place of the pooler
     # (ModernBERT's ModernBertPredictionHead)
@@ -1095,6 +1100,10 @@ class ModelConfig:
                self.box_vocab_size) < 0:
             raise LlmarchError("type_vocab_size, task_type_vocab_size, lang_vocab_size, box_vocab_size and "
                                "position_offset must be >= 0")
+        if self.codebooks < 0 or self.codebooks and (self.head != "lm" or self.tie_embeddings or self.n_decoder_layers
+                                                     or not self.causal or self.vision is not None):
+            raise LlmarchError(f"codebooks={self.codebooks} (parallel token streams) needs a decoder-only model with "
+                               "an untied LM head and no vision tower, and codebooks >= 0")
         if self.held_cross_width < 0 or self.held_cross_width and (self.n_decoder_layers or not self.causal):
             raise LlmarchError("held_cross_width (a cross-attention sublayer each block holds and never runs) needs a "
                                "decoder-only model and a width >= 0")

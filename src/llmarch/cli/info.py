@@ -66,7 +66,8 @@ def cmd_info(args) -> None:
     if cfg.vision is not None:
         v = vision_config(cfg.vision)
         print(f"vision: {v.n_layers}-layer ViT, width {v.width}, {v.image_size}px in {v.patch_size}px patches, "
-              f"{v.projector} projector, {v.tokens_per_image} tokens per image (id {v.image_token_id})")
+              f"{v.projector} projector, " + ("held, never run" if v.held else
+                                              f"{v.tokens_per_image} tokens per image (id {v.image_token_id})"))
     print(f"parameters:               {facts['parameters']:,}")
     if facts["active_parameters"] != facts["parameters"]:
         print(f"active parameters:        {facts['active_parameters']:,} "

@@ -79,6 +79,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources."""
+    if model.config.codebooks:
+        raise LlmarchError(f"{model.config.name} reads {model.config.codebooks} parallel token streams (config "
+                           "codebooks): decode it with llmarch.generate.greedy_streams")
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")

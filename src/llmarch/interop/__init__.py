@@ -96,6 +96,8 @@ from . import llava, paligemma  # noqa: F401
 from . import xlnet  # noqa: F401
 from . import cpmant  # noqa: F401
 from . import trocr  # noqa: F401
+from . import git  # noqa: F401
+from . import musicgen  # noqa: F401
 from . import emu3  # noqa: F401
 from . import mllama  # noqa: F401
 from . import whisper  # noqa: F401

@@ -4,12 +4,19 @@ of LayerNorms with biases; a LayerNorm with bias over each head's queries and ke
 (`q_layernorm`, `k_layernorm`: our qk_norm "head", before RoPE), RoPE on the first `partial_rotary_factor` of each
 head's dims (default 0.5; halves), an ungated squared-ReLU MLP (`dense_h_to_4h`, `dense_4h_to_h`: So et al. 2021,
 "Primer"), a final LayerNorm (`final_layernorm`) and an untied head without bias. `hidden_dropout` and
-`attention_dropout` are llmarch's one `dropout` where they agree (training only reads it)."""
+`attention_dropout` are llmarch's one `dropout` where they agree (training only reads it).
+
+`fuyu` checkpoints (FuyuForCausalLM; Adept 2023, Fuyu-8B) read as their Persimmon language model: the config is
+text_config, the weights under model.language_model.* (transformers 5) or language_model.model.* (as published).
+Fuyu's image path, a linear patch embedding (`vision_embed_tokens`) whose outputs replace the embeddings of the
+image-placeholder tokens, is not read (llmarch takes token ids, not input embeddings); text-only, Fuyu is Persimmon.
+Written back as persimmon."""
 from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
+from . import multimodal
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_fraction, rope_parameters
 from .mapping import Rule
@@ -71,3 +78,14 @@ def from_config(cfg: ModelConfig) -> dict:
 
 
 FAMILIES.register("persimmon")(Family(RULES, to_config, from_config, IGNORE, needs=_unexpressible))
+
+
+def fuyu_config(hf: dict) -> ModelConfig:
+    """The multimodal `fuyu` (FuyuForCausalLM): its text_config, read as persimmon."""
+    text = {"model_type": "persimmon", **(hf.get("text_config") or {})}
+    if text["model_type"] != "persimmon":
+        raise LlmarchError(f"fuyu with a {text['model_type']!r} text model is not supported (persimmon)")
+    return to_config({**text, "_name_or_path": hf.get("_name_or_path")})
+
+
+multimodal.register("fuyu", FAMILIES["persimmon"], fuyu_config, "persimmon", (r"^(model\.)?vision_embed_tokens\.",))

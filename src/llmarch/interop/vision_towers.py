@@ -63,19 +63,19 @@ def hf_act(act: str) -> str:
     return {o: h for h, o in ACTS.items()}[act]
 
 
-def tower_rules(v: VisionConfig) -> list[Rule]:
-    """HF names of the tower's tensors and ours (under vision.tower.), each block's named."""
+def tower_rules(v: VisionConfig, tower: str = TOWER) -> list[Rule]:
+    """HF names of the tower's tensors under `tower` and ours (under vision.tower.), each block's named."""
     ours, wb = "vision.tower.", ("weight", "bias")
-    rules = [Rule.of(TOWER + "embeddings.patch_embedding.weight", ours + "patch.weight"),
-             Rule.of(TOWER + "embeddings.position_embedding.weight", ours + "positions.weight")]
+    rules = [Rule.of(tower + "embeddings.patch_embedding.weight", ours + "patch.weight"),
+             Rule.of(tower + "embeddings.position_embedding.weight", ours + "positions.weight")]
     if v.patch_bias:
-        rules.append(Rule.of(TOWER + "embeddings.patch_embedding.bias", ours + "patch.bias"))
+        rules.append(Rule.of(tower + "embeddings.patch_embedding.bias", ours + "patch.bias"))
     if v.class_token:
-        rules.append(Rule.of(TOWER + "embeddings.class_embedding", ours + "class_embed"))
+        rules.append(Rule.of(tower + "embeddings.class_embedding", ours + "class_embed"))
     for hf, mine, wanted in (("pre_layrnorm", "pre_norm", v.pre_norm), ("post_layernorm", "post_norm", v.post_norm)):
-        rules += [Rule.of(f"{TOWER}{hf}.{w}", f"{ours}{mine}.{w}") for w in wb] if wanted else []
+        rules += [Rule.of(f"{tower}{hf}.{w}", f"{ours}{mine}.{w}") for w in wb] if wanted else []
     for i in range(v.n_layers):
-        hf, block = f"{TOWER}encoder.layers.{i}.", f"{ours}blocks.{i}."
+        hf, block = f"{tower}encoder.layers.{i}.", f"{ours}blocks.{i}."
         for w in wb:
             rules += [Rule.of(tuple(f"{hf}self_attn.{p}_proj.{w}" for p in "qkv"), f"{block}attn.qkv_proj.{w}",
                               "vision_qkv"),

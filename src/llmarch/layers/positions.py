@@ -78,14 +78,15 @@ class SinusoidalPositions(NoPositions):
     layout halves keeps the same values in another order, every sine first, then every cosine (Marian, PEGASUS).
     Computed in float64, so long positions keep full fp32 precision. layout fairseq: tensor2tensor's timing
     signal as fairseq and M2M-100 / NLLB compute it, sines then cosines at frequencies 10000^(-i/(d/2 - 1)),
-    i < d/2 (the last pair at exactly 1/10000, unlike §3.5), in float32 as those checkpoints were trained with.
+    i < d/2 (the last pair at exactly 1/10000, unlike §3.5), in float32 as those checkpoints were trained with;
+    layout cos_sin the same with the cosines first (MusicGen, after audiocraft).
     The table holds context_length + position_offset rows (M2M-100 counts positions from padding_idx + 1)."""
 
     def __init__(self, cfg, layout: str = "interleaved"):
         super().__init__()
         d, n = cfg.sum_width, cfg.context_length + cfg.position_offset
-        if layout == "fairseq":
-            table = fairseq_sinusoids(n, d)
+        if layout in ("fairseq", "cos_sin"):
+            table = fairseq_sinusoids(n, d, cos_first=layout == "cos_sin")
         else:
             p = torch.arange(n, dtype=torch.float64)[:, None]
             angles = p / 10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)  # (P, ceil(d/2))
@@ -101,13 +102,15 @@ class SinusoidalPositions(NoPositions):
         return nn.functional.embedding(pos, self.table)
 
 
-def fairseq_sinusoids(n: int, d: int) -> torch.Tensor:
+def fairseq_sinusoids(n: int, d: int, cos_first: bool = False) -> torch.Tensor:
     """(n, d): tensor2tensor's timing signal (SinusoidalPositions' fairseq layout; Whisper's encoder positions), sines
-    then cosines at frequencies 10000^(-i/(d/2 - 1)), i < d/2, in float32; a zero column more where d is odd."""
+    then cosines (cos_first: cosines then sines, MusicGen's) at frequencies 10000^(-i/(d/2 - 1)), i < d/2, in
+    float32; a zero column more where d is odd."""
     half = d // 2
     freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
     angles = torch.arange(n, dtype=torch.int64).float()[:, None] * freq[None]  # (P, d/2)
-    return nn.functional.pad(torch.cat((torch.sin(angles), torch.cos(angles)), dim=1), (0, d % 2))
+    halves = (torch.cos(angles), torch.sin(angles)) if cos_first else (torch.sin(angles), torch.cos(angles))
+    return nn.functional.pad(torch.cat(halves, dim=1), (0, d % 2))
 
 
 class RotaryPositions(NoPositions):
@@ -489,6 +492,7 @@ POSITIONS.register("axial")(AxialPositions)
 POSITIONS.register("sinusoidal")(SinusoidalPositions)
 POSITIONS.register("sinusoidal_halves")(lambda cfg: SinusoidalPositions(cfg, "halves"))
 POSITIONS.register("sinusoidal_fairseq")(lambda cfg: SinusoidalPositions(cfg, "fairseq"))
+POSITIONS.register("sinusoidal_cos_sin")(lambda cfg: SinusoidalPositions(cfg, "cos_sin"))
 POSITIONS.register("t5_relative")(RelativeBias)
 POSITIONS.register("learned_t5_relative")(LearnedAndRelativeBias)
 POSITIONS.register("rope")(RotaryPositions)

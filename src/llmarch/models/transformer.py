@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..layers.codebooks import embed_streams, split_heads
 from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, pool, summary
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
@@ -20,8 +21,8 @@ from .stack import Stack, check_ids
 
 @dataclass
 class ModelOutput:
-    # (B, T, V) for the lm head; (B, n_labels) classify; (B, T, n_labels) tokens; (B, T) detect; embed: (B, T, C)
-    # with pooling none, else (B, C)
+    # (B, T, V) for the lm head ((B * K, T, V) with K codebooks); (B, n_labels) classify; (B, T, n_labels) tokens;
+    # (B, T) detect; embed: (B, T, C) with pooling none, else (B, C)
     logits: torch.Tensor
     hidden_states: torch.Tensor  # (B, T, C): the final hidden states the head reads (after ln_final)
     encoder_hidden_states: torch.Tensor | None = None  # encoder-decoders: the encoder output (B, S, C)
@@ -32,13 +33,14 @@ class TransformerLM(Stack):
         super().__init__(cfg)
         self.config = cfg
         self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_width)
+        streams = max(cfg.codebooks, 1)  # K codebooks: K tables and K heads side by side (layers/codebooks.py)
+        self.embed = nn.Embedding(cfg.vocab_size * streams, cfg.embed_width)
         self.vision = ImageInputs(cfg) if cfg.vision is not None else None  # images as embeddings (vision/)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
             width = cfg.output_embed_width if cfg.head_transform else cfg.final_width  # RemBERT's output_embedding_size
-            self.lm_head = Linear(width, cfg.head_vocab or cfg.vocab_size, bias=cfg.head_bias)
+            self.lm_head = Linear(width, (cfg.head_vocab or cfg.vocab_size) * streams, bias=cfg.head_bias)
             # MobileBERT (head_extra): the transform's features past the embedding width, through a matrix of their own
             self.lm_head_extra = Linear(cfg.d_model - width, cfg.vocab_size, bias=False) if cfg.head_extra else None
             if cfg.tied_head:
@@ -116,7 +118,7 @@ class TransformerLM(Stack):
         kv_len) without the input checks, which read ids back to the host (a GPU sync per token) for ids that
         the model itself produced. memory_mask: unused (encoder-decoders' source padding). embeds (B, T, C): the
         prompt's embeddings in place of embed(ids) (embed_inputs: with images); prefix_mask as in forward."""
-        x = self.run(self.embed(ids) if embeds is None else embeds, attention_mask, input_pos, kv_len, last_only=True,
+        x = self.run(self._embed(ids) if embeds is None else embeds, attention_mask, input_pos, kv_len, last_only=True,
                      input_ids=ids, prefix_mask=prefix_mask, prompt=self._prompt())
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
 
@@ -126,12 +128,16 @@ class TransformerLM(Stack):
         if pixel_values is None:
             if not torch.compiler.is_compiling():
                 check_ids(input_ids, self.config, self.cache_len)
-            return self.embed(input_ids)
+            return self._embed(input_ids)
         if self.vision is None:
             raise LlmarchError(f"{self.config.name} has no vision tower (config vision) to read pixel_values")
         ids = self.vision.text_ids(input_ids)
         check_ids(ids, self.config, self.cache_len)
         return self.vision(self.embed(ids), input_ids, pixel_values)
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        k = self.config.codebooks
+        return embed_streams(self.embed, ids, k) if k else self.embed(ids)
 
     def _prompt(self) -> torch.Tensor | None:
         """(P, C): the prompt tokens' input (task_prompt), their embedding rows and token type 0; None: none."""
@@ -170,4 +176,5 @@ class TransformerLM(Stack):
             logits = self.lm_head(x[..., :width]) + extra(x[..., width:])
         if self._logit_divisor is not None:  # Granite's logits_scaling: a division, as transformers computes it
             logits = logits / self._logit_divisor
-        return soft_cap(logits, self.config.final_softcap)  # Gemma 2 caps the logits
+        logits = soft_cap(logits, self.config.final_softcap)  # Gemma 2 caps the logits
+        return split_heads(logits, self.config.codebooks) if self.config.codebooks else logits

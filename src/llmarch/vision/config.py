@@ -11,12 +11,13 @@ from ..layers.ffn import ACTIVATIONS
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear")
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm")
 
 
 @dataclass(frozen=True)
 class VisionConfig:
-    image_token_id: int  # the text token each of whose positions takes one image feature (LLaVA's <image>)
+    # the text token each of whose positions takes one image feature (LLaVA's <image>); None only when held
+    image_token_id: int | None = None
     width: int = 768  # the tower's residual width
     n_layers: int = 12
     n_heads: int = 12
@@ -37,9 +38,13 @@ class VisionConfig:
     # drop the first position's feature (LLaVA's vision_feature_select_strategy 'default': CLIP's class token; with a
     # tower without one, as transformers does, the first patch's)
     drop_first: bool = False
-    projector: str = "mlp"  # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection
+    # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm
+    projector: str = "mlp"
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
+    # the tower and projector held for the round trip and never run, pixel_values refused: GIT's image encoder,
+    # whose features go before the text tokens (Wang et al. 2022, §2.1), not at image-token positions
+    held: bool = False
 
     @property
     def n_patches(self) -> int:
@@ -68,8 +73,6 @@ def vision_config(data: dict) -> VisionConfig:
     unknown = sorted(set(data) - {f.name for f in fields(VisionConfig)})
     if unknown:
         raise LlmarchError(f"unknown vision field(s): {', '.join(unknown)}")
-    if "image_token_id" not in data:
-        raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
     v = VisionConfig(**{k: (list(x) if k == "feature_layers" and x is not None else x) for k, x in data.items()})
     for name in ("width", "n_layers", "n_heads", "ffn_hidden", "image_size", "patch_size", "channels"):
         value = getattr(v, name)
@@ -88,7 +91,11 @@ def vision_config(data: dict) -> VisionConfig:
                            f"[{-v.n_layers - 1}, {v.n_layers}] (or None: the tower's output)")
     if v.drop_first and layers is None:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
-    if not isinstance(v.image_token_id, int) or v.image_token_id < 0:
+    if not isinstance(v.held, bool):
+        raise LlmarchError(f"vision held must be true or false, got {v.held!r}")
+    if v.image_token_id is None and not v.held:
+        raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
+    if v.image_token_id is not None and (not isinstance(v.image_token_id, int) or v.image_token_id < 0):
         raise LlmarchError(f"vision image_token_id must be a token id, got {v.image_token_id!r}")
     return v
 

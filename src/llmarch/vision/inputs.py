@@ -1,6 +1,7 @@
 """Images as text embeddings: the tower's features projected into the text model's width, each written at one
 image-token position of the text embeddings, in order (image n fills the n-th run of tokens_per_image image tokens,
-counting row by row, as transformers' masked_scatter does). After that the text model reads them as any embedding."""
+counting row by row, as transformers' masked_scatter does). After that the text model reads them as any embedding.
+A held tower (VisionConfig.held: GIT's image encoder) keeps its weights for the round trip and reads no images."""
 from __future__ import annotations
 
 import torch
@@ -25,11 +26,14 @@ class ImageInputs(nn.Module):
     def text_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """ids with the image token as 0, which the embedding can look up (PaliGemma's image token is past the
         vocabulary); its positions are overwritten."""
-        return ids.masked_fill(ids == self.v.image_token_id, 0)
+        return ids if self.v.held else ids.masked_fill(ids == self.v.image_token_id, 0)
 
     def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """embeds (B, T, C) of ids (B, T); pixel_values (N, channels, H, W) -> embeds with the N images' features
         at the image-token positions."""
+        if self.v.held:
+            raise LlmarchError("this model's vision tower is held for the round trip, never run (its image features "
+                               "do not go at image-token positions): it reads text only")
         where = ids == self.v.image_token_id  # (B, T)
         n, per = pixel_values.shape[0], self.v.tokens_per_image
         count = int(where.sum())

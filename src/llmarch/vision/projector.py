@@ -6,6 +6,7 @@ from torch import nn
 
 from ..layers.ffn import ACTIVATIONS
 from ..layers.linear import Linear
+from ..layers.norms import LayerNorm
 from ..registry import Registry
 from .config import VisionConfig
 
@@ -38,3 +39,16 @@ class LinearProjector(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.proj(f)
 
+
+@PROJECTORS.register("linear_norm")
+class LinearNormProjector(nn.Module):
+    """GIT's projection (Wang et al. 2022, §2.1: a linear layer and a LayerNorm): LN(W f + b), the LayerNorm of the
+    tower's eps."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__()
+        self.proj = Linear(v.feature_width, d_model, bias=v.projector_bias)
+        self.norm = LayerNorm(d_model, eps=v.norm_eps)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(f))
