@@ -212,6 +212,9 @@ class ModelConfig:
     # hyper_connection 'reversible': the head sets the streams side by side, the last first (hc_streams * d_model
     # wide: Reformer's [Y2; Y1]), and the final norm and the LM head read that width; False: they are merged
     hc_side_by_side: bool = False
+    # hyper_connection 'reversible', in training: each block's inputs recomputed from its outputs in the backward pass
+    # (RevNet; Reformer §3), activations O(1) in depth (layers/reversible_backward.py); Reformer checkpoints: True
+    reversible_backward: bool = False
     # layers/positions.py: learned, sinusoidal (sinusoidal_halves: Marian, PEGASUS; sinusoidal_fairseq: M2M-100), rope,
     # alibi, t5_relative, learned_t5_relative (a learned table and the T5 bias: MPNet), relative_embeddings (DeBERTa),
     # relative_sinusoidal (Transformer-XL's R_{i-j}, read by xl_relative attention: XLNet), none
