@@ -17,7 +17,9 @@ import llmarch
 from llmarch.interop.hf import FAMILIES
 from llmarch.interop.mapping import export_state
 from llmarch.models import stack
+from llmarch.errors import LlmarchError
 from llmarch.train import TrainConfig, train
+from llmarch.transforms import for_training
 
 V, L = 97, 32
 
@@ -100,7 +102,7 @@ def test_gradients_equal_transformers(pair):
     assert gap <= 1e-4, gap
 
 
-def saved_activation_bytes(model, x: torch.Tensor, ) -> int:
+def saved_activation_bytes(model, x: torch.Tensor) -> int:
     """Bytes of the tensors autograd saves for the backward in a training forward, counted once per storage,
     parameters left out."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -142,3 +144,9 @@ def test_training_runs_through_it(pair, tmp_path, corpus, monkeypatch):
     result = train(cfg, tc, tmp_path / "run", verbose=False)
     assert len(calls) >= 2 and all(torch.isfinite(torch.tensor(list(result.losses.values()))))
     assert llmarch.load(result.checkpoint).config.reversible_backward
+
+
+def test_fsdp_is_refused(pair):
+    """FSDP gathers a block's shards in hooks around its forward, which the reversible stack does not call."""
+    with pytest.raises(LlmarchError, match="reversible_backward"):
+        for_training(pair[1], "fsdp", torch.device("cpu"))
