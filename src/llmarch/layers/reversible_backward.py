@@ -16,7 +16,8 @@ every layer's buckets instead, memory that grows with depth). The gradients are 
 rather than accumulated into .grad inside it (transformers calls .backward() there), so torch.autograd.grad,
 gradient accumulation and data parallelism's gradient hooks see them as any other. Hook points around the streams
 (hook_resid_*) are not run on this path; the sublayers' own (hook_attn_out, hook_mlp_out) run in the forward and
-again in the recomputation."""
+again in the recomputation. Under torch.compile the stack runs eagerly (compiled dropout draws from the compiler's
+own generator, which the replay does not restore); what surrounds it is compiled."""
 from __future__ import annotations
 
 import contextlib
@@ -99,6 +100,7 @@ def _accumulate(grads: list, slot: dict, own: list, new: list) -> None:
             grads[j] = g if grads[j] is None else grads[j] + g
 
 
+@torch.compiler.disable  # eager under torch.compile: the replayed random state is the eager generators'
 def reversible_blocks(x: torch.Tensor, blocks: list[nn.Module], ctxs: list) -> torch.Tensor:
     """The reversible blocks over x (B, T, 2, C), each with its context, back-propagated reversibly."""
     params = list({id(p): p for block in blocks for p in block.parameters() if p.requires_grad}.values())
