@@ -102,6 +102,26 @@ def test_gradients_equal_transformers(pair):
     assert gap <= 1e-4, gap
 
 
+def test_recomputation_hashes_as_the_forward(pair):
+    """The buckets are kept from the forward: rotations changed between the forward and the backward (which would
+    sort every LSH layer otherwise in a recomputation that hashed again) leave the gradients as they were."""
+    _, ours = pair
+    x = ids()
+    _, want = grads(ours, x)
+    lsh = [b.attn.kind for b in ours.blocks if b.attn.kind.name == "lsh_chunks"]
+    kept = [kind.rotations for kind in lsh]
+    ours.zero_grad()
+    logits = ours(x).logits
+    for kind in lsh:
+        kind.rotations = torch.randn_like(kind.rotations)
+    try:
+        F.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten()).backward()
+    finally:
+        for kind, rot in zip(lsh, kept):
+            kind.rotations = rot
+    assert max((p.grad - want[n]).abs().max().item() for n, p in ours.named_parameters()) <= 1e-5
+
+
 def saved_activation_bytes(model, x: torch.Tensor) -> int:
     """Bytes of the tensors autograd saves for the backward in a training forward, counted once per storage,
     parameters left out."""

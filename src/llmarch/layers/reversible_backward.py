@@ -10,17 +10,20 @@ backward do not grow with depth (one block's graph at a time, as transformers' R
 
 Dropout is replayed: the random state before each sublayer is kept in the forward and restored for its
 recomputation (as torch.utils.checkpoint does, in a forked generator, where transformers reseeds the global one
-per sublayer). The LSH rotations are fixed per layer (attention_seed), so hashing needs no random state; the
-buckets are hashed again from the recovered inputs, which equal the forward's up to rounding (transformers keeps
-every layer's buckets instead, memory that grows with depth). The gradients are returned through the function
-rather than accumulated into .grad inside it (transformers calls .backward() there), so torch.autograd.grad,
-gradient accumulation and data parallelism's gradient hooks see them as any other. Hook points around the streams
+per sublayer). The LSH rotations are fixed per layer (attention_seed), so hashing needs no random state, but the
+inputs recovered equal the forward's only up to rounding, where a query near a bucket boundary could hash
+otherwise: as transformers does, each layer's buckets are kept from the forward (AttentionContext.hashes) and
+sorted by again (B * H * rounds * L integers a layer, against the B * L * d floats of each activation). The
+gradients are returned through the function rather than accumulated into .grad inside it (transformers calls
+.backward() there), so torch.autograd.grad, gradient accumulation and data parallelism's gradient hooks see them
+as any other. Hook points around the streams
 (hook_resid_*) are not run on this path; the sublayers' own (hook_attn_out, hook_mlp_out) run in the forward and
 again in the recomputation. Under torch.compile the stack runs eagerly (compiled dropout draws from the compiler's
 own generator, which the replay does not restore); what surrounds it is compiled."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 from torch import nn
@@ -104,4 +107,5 @@ def _accumulate(grads: list, slot: dict, own: list, new: list) -> None:
 def reversible_blocks(x: torch.Tensor, blocks: list[nn.Module], ctxs: list) -> torch.Tensor:
     """The reversible blocks over x (B, T, 2, C), each with its context, back-propagated reversibly."""
     params = list({id(p): p for block in blocks for p in block.parameters() if p.requires_grad}.values())
+    ctxs = [dataclasses.replace(ctx, hashes={}) for ctx in ctxs]  # each layer's LSH buckets, kept for the backward
     return _ReversibleStack.apply(x, (blocks, ctxs, params), *params)
