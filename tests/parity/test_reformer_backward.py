@@ -166,7 +166,10 @@ def test_training_runs_through_it(pair, tmp_path, corpus, monkeypatch):
     assert llmarch.load(result.checkpoint).config.reversible_backward
 
 
-def test_fsdp_is_refused(pair):
-    """FSDP gathers a block's shards in hooks around its forward, which the reversible stack does not call."""
+def test_refusals(pair):
+    """FSDP gathers a block's shards in hooks around its forward, which the reversible stack does not call; blocks
+    that are not reversible have no inputs to recompute."""
     with pytest.raises(LlmarchError, match="reversible_backward"):
         for_training(pair[1], "fsdp", torch.device("cpu"))
+    with pytest.raises(LlmarchError, match="reversible_backward"):
+        llmarch.resolve("llama-tiny", reversible_backward=True)
