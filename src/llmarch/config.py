@@ -219,6 +219,9 @@ class ModelConfig:
     hc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations that make the stream-mixing matrix doubly stochastic
     hc_eps: float = 1e-6  # hyper_connection: the floor added to its gates and to the Sinkhorn-Knopp divisors
     hc_post_gain: float = 2.0  # hyper_connection: g, the largest gain of a sublayer's output into a stream
+    # hyper_connection 'reversible', in training: each block's inputs recomputed from its outputs in the backward pass
+    # (RevNet; Reformer §3), activations O(1) in depth (layers/reversible_backward.py); Reformer checkpoints: True
+    reversible_backward: bool = False
     # hyper_connection 'reversible': the head sets the streams side by side, the last first (hc_streams * d_model
     # wide: Reformer's [Y2; Y1]), and the final norm and the LM head read that width; False: they are merged
     hc_side_by_side: bool = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import LlmarchError
 from .models.build import stacks
 from .layers.linear import Linear
 from .layers.split_linear import SplitLinear, split_pays
@@ -63,6 +64,9 @@ def for_training(model: nn.Module, parallel: str | None, device: torch.device, c
     wrapper (a full replica per process, gradients averaged by all-reduce during backward); "fsdp":
     `fully_shard_blocks`. compile: the whole model (the DDP wrapper, which splits its graph at the gradient
     buckets), or under FSDP each block before it is sharded, so the sharding hooks stay outside the graphs."""
+    if parallel == "fsdp" and getattr(getattr(model, "config", None), "reversible_backward", False):
+        raise LlmarchError("reversible_backward runs each block's sublayers itself, past the hooks FSDP gathers a "
+                           "block's shards with: train it with DDP, or without reversible_backward")
     if checkpointing:
         checkpoint_activations(model)
     if parallel == "fsdp":

@@ -79,10 +79,10 @@ def to_config(hf: dict) -> ModelConfig:
         context_length=hf.get("max_position_embeddings", 4096), causal=bool(hf.get("is_decoder", False)),
         qkv_bias=False, o_bias=False, bias=True, head_bias=True, tie_embeddings=False,
         dropout=hf.get("hidden_dropout_prob", 0.05), hyper_connection="reversible", hc_streams=2,
-        hc_side_by_side=True, layer_types=types, layer_overrides=overrides, **overrides[types[0]],
+        hc_side_by_side=True, reversible_backward=True, layer_types=types, layer_overrides=overrides,
         lsh_buckets=buckets if isinstance(buckets, int) else 8, lsh_rounds=hf.get("num_hashes", 1),
         attention_seed=hf.get("hash_seed") or 0, attention_pad_multiple=math.lcm(*lengths),
-        attention_pad_above=min(lengths))
+        attention_pad_above=min(lengths), **overrides[types[0]])
 
 
 def from_config(cfg: ModelConfig) -> dict:

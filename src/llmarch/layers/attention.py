@@ -83,6 +83,9 @@ class AttentionContext:
     # (B, T, 4, C): the messages a looped block reads from the previous pass (recurrence 'loop' with
     # loop_message_rank: loop_messages.py), its queries', keys', values' and FFN's inputs'; None in other calls
     messages: torch.Tensor | None = None
+    # this layer's LSH buckets (lsh_chunks), kept by a reversible forward and read again by its backward's
+    # recomputation (reversible_backward.py), so it hashes as the forward did; None: hashed afresh
+    hashes: dict | None = None
 
 
 @ATTENTION.register("sdpa")

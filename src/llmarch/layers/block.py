@@ -248,13 +248,23 @@ class Block(nn.Module):
         connection's mix of the n streams and its output goes back into all n. A connection that norms the mix
         itself (norms_input) leaves the block without ln1 and ln2."""
         sub = self._modules
-        norm1, norm2 = sub.get("ln1") or identity, sub.get("ln2") or identity
         x = sub["hook_resid_pre"](x)
         h, expand = sub["attn_hc"](x)
-        x = sub["hook_resid_mid"](expand(sub["hook_attn_out"](sub[self.mixer_attr](norm1(h), ctx))))
+        x = sub["hook_resid_mid"](expand(self.attn_branch(h, ctx)))
         h, expand = sub["ffn_hc"](x)
+        return sub["hook_resid_post"](expand(self.mlp_branch(h, ctx)))
+
+    def attn_branch(self, h: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """A hyper-connected block's first sublayer on its input h (B, T, C): dropout(mixer(ln1(h))), what its
+        connection adds to the streams (also the F of the reversible backward, reversible_backward.py)."""
+        sub = self._modules
+        return sub["hook_attn_out"](self.branch(sub[self.mixer_attr]((sub.get("ln1") or identity)(h), ctx)))
+
+    def mlp_branch(self, h: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """A hyper-connected block's second sublayer on its input h (B, T, C): dropout(mlp(ln2(h)))."""
+        sub = self._modules
         args = (ctx,) if self.mlp_reads_ctx else ()
-        return sub["hook_resid_post"](expand(sub["hook_mlp_out"](sub["mlp"](norm2(h), *args))))
+        return sub["hook_mlp_out"](self.branch(sub["mlp"]((sub.get("ln2") or identity)(h), *args)))
 
     def _depth(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """The block over block attention residuals (depth_attention.py), x (B, T, m + 1, C): the finished blocks'

@@ -36,6 +36,10 @@ def check(cfg) -> None:
                            "the reversible streams are read side by side, and only they")
     if cfg.hyper_connection == "reversible" and cfg.hc_streams != 2:
         raise LlmarchError(f"hyper_connection 'reversible' has two streams: hc_streams must be 2, got {cfg.hc_streams}")
+    if cfg.reversible_backward and (cfg.hyper_connection != "reversible" or cfg.recurrence != "none"):
+        raise LlmarchError(f"reversible_backward recomputes the inputs of reversible blocks run once each in order: it "
+                           f"needs hyper_connection 'reversible' and no recurrence, got {cfg.hyper_connection!r} and "
+                           f"{cfg.recurrence!r}")
     if cfg.hyper_connection == "none":
         return
     HYPER_CONNECTIONS[cfg.hyper_connection]  # a one-line error naming the kinds

@@ -95,9 +95,21 @@ def rotations(heads: int, head_dim: int, rounds: int, buckets: int, seed: int) -
     return torch.randn((heads, head_dim, rounds, buckets // 2), generator=gen, device="cpu")
 
 
-def lsh_chunks(qk, v, real, rot, buckets, chunk, before, after, causal, multiple=0, above=0):
+def _hash(qk, real, rot, buckets) -> torch.Tensor:
+    """(B, H, R * L): each round's bucket of each slot, offset by round (masked slots in a bucket of their own)."""
+    R = rot.shape[2]
+    rotated = torch.einsum("bhld,hdrn->bhrln", qk, rot.to(qk.device, qk.dtype))
+    bucket = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (B, H, R, L)
+    if real is not None:  # masked slots hash to a bucket of their own, sorted last in each round
+        bucket = torch.where(real[:, None, None], bucket, buckets)
+    return (bucket + torch.arange(R, device=qk.device)[:, None] * (buckets + 1)).flatten(2)
+
+
+def lsh_chunks(qk, v, real, rot, buckets, chunk, before, after, causal, multiple=0, above=0, hashes=None):
     """qk (B, H, S, D) the shared query-keys before normalising, v (B, H, S, D), real (B, S) or None, rot
-    (H, D, R, b/2) -> (B, H, S, D): transformers' LSHSelfAttention over a whole sequence."""
+    (H, D, R, b/2) -> (B, H, S, D): transformers' LSHSelfAttention over a whole sequence. hashes: a dict whose
+    "buckets" are used if there, else kept there (a reversible backward's recomputation hashes as its forward did,
+    as transformers' cached buckets), or None."""
     B, H, S, D = qk.shape
     L = padded_length(S, multiple, above, chunk)
     real = _real(real, L, S, qk.device)
@@ -108,11 +120,11 @@ def lsh_chunks(qk, v, real, rot, buckets, chunk, before, after, causal, multiple
         out, _ = attend(qk, keys, v, pos, pos, None if real is None else real[:, None, None, :], causal, True)
         return out[:, :, :S]
     R = rot.shape[2]
-    rotated = torch.einsum("bhld,hdrn->bhrln", qk, rot.to(qk.device, qk.dtype))
-    bucket = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (B, H, R, L)
-    if real is not None:  # masked slots hash to a bucket of their own, sorted last in each round
-        bucket = torch.where(real[:, None, None], bucket, buckets)
-    bucket = (bucket + torch.arange(R, device=qk.device)[:, None] * (buckets + 1)).flatten(2)  # (B, H, R * L)
+    bucket = None if hashes is None else hashes.get("buckets")
+    if bucket is None:
+        bucket = _hash(qk, real, rot, buckets)
+    if hashes is not None:
+        hashes["buckets"] = bucket
     N = R * L
     order = (bucket * N + torch.arange(N, device=qk.device)).argsort(dim=-1)  # by round, bucket, then slot
     spos = order % L  # (B, H, N): the slot at each sorted place

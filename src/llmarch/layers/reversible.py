@@ -5,8 +5,8 @@ first, and in each block
 (each sublayer pre-normed by the block's ln1, ln2). One connection serves both sublayers: it hands the sublayer
 stream 0 and returns (stream 1 + output, stream 0), so after the two sublayers of a block the streams are (Y1, Y2)
 again. The head sets them side by side as transformers does, [Y2; Y1] (hc_side_by_side), for the final norm and the
-LM head of 2 * d_model. Training recomputes nothing here: the memory saving of recomputing X from Y in the
-backward pass is activation checkpointing's business, not the forward's."""
+LM head of 2 * d_model. In training with reversible_backward the stack runs these blocks through
+reversible_backward.py instead, which recomputes each block's inputs from its outputs in the backward pass."""
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ from ..layers.hyper import HYPER_CONNECTIONS, streams
 from ..layers.kv_cache import SharedKV
 from ..layers.attention_kinds import ATTENTION_KINDS
 from ..layers.norms import make_norm
+from ..layers.reversible_backward import reversible_blocks
 from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
 from ..layers.recurrence import RECURRENCES
@@ -287,6 +288,11 @@ class Stack(StackInputs, nn.Module):
         ctx = ctxs.get(self._types[j], ctxs[None])
         return self._modules["blocks"][j](x, ctx if messages is None else dataclasses.replace(ctx, messages=messages))
 
+    def _layer_ctx(self, i: int, ctxs: dict, ctx: AttentionContext, per_layer: bool) -> AttentionContext:
+        """Layer i's context: its layer type's, with its own mask where the positions give one per layer."""
+        c = ctxs.get(self._types[i], ctx)
+        return dataclasses.replace(c, mask=c.mask[i]) if per_layer else c
+
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
                 lang_ids: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
@@ -323,10 +329,11 @@ class Stack(StackInputs, nn.Module):
         if self.recurrence is not None:  # its own schedule (no per-layer bias: its check); a context it derives (c)
             x = sub["recurrence"](x, lambda k, h, c=None, messages=None: self._invoke(
                 k, h, ctxs if c is None else {None: c}, messages), ctx)
+        elif cfg.reversible_backward and self.training and torch.is_grad_enabled():  # RevNet's backward
+            x = reversible_blocks(x, blocks, [self._layer_ctx(i, ctxs, ctx, per_layer) for i in range(len(blocks))])
         else:
-            for i, (block, t) in enumerate(zip(blocks, self._types)):
-                c = ctxs.get(t, ctx)
-                x = block(x, dataclasses.replace(c, mask=c.mask[i]) if per_layer else c)
+            for i, block in enumerate(blocks):
+                x = block(x, self._layer_ctx(i, ctxs, ctx, per_layer))
         if altup is not None:
             x = altup.merge(x)
         if hc_head is not None:

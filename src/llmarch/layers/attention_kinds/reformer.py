@@ -46,7 +46,7 @@ class ReformerKind(AttentionKind):
         S = keys.shape[2]
         real = None if ctx.pad_mask is None else ctx.pad_mask[:, :S]
         if q.shape[2] == S:
-            return self.whole(keys if self.shares_qk else q, keys, values, real)
+            return self.whole(keys if self.shares_qk else q, keys, values, real, ctx.hashes)
         return self.step(q, keys, values, real, ctx.input_pos)
 
     def keys(self, q, k):
@@ -73,9 +73,9 @@ class LSHChunks(ReformerKind):
     def keys(self, q, k):
         return q  # shared QK: the layer projects no keys
 
-    def whole(self, q, k, v, real):
+    def whole(self, q, k, v, real, hashes=None):
         return lsh_chunks(k, v, real, self.rotations, self.buckets, self.chunk, self.before, self.after, self.causal,
-                          *self.pad)
+                          *self.pad, hashes=hashes)
 
     def step(self, q, k, v, real, input_pos):
         """Queries at slots input_pos after the cached slots before them: the whole forward over the cache, those
@@ -87,7 +87,7 @@ class LSHChunks(ReformerKind):
 class LocalChunks(ReformerKind):
     name = "local_chunks"
 
-    def whole(self, q, k, v, real):
+    def whole(self, q, k, v, real, hashes=None):  # hashes: LSH's (AttentionContext.hashes); local chunks hash nothing
         return local_chunks(q, k, v, real, self.chunk, self.before, self.after, self.causal, *self.pad)
 
     def step(self, q, k, v, real, input_pos):
