@@ -86,8 +86,8 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
     stderr. suppress / begin_suppress: token ids in place of the generation config's (generate/rules.py).
     features: a file of an encoder front end's input_features (read_features), or 16 kHz samples (--audio's, made
-    the model's log-mel features: data/log_mel.py), the sources in place of prompts, transcribed (generate/transcribe.py) with `speech`'s language,
-    task and timestamps; each answer printed when done."""
+    the model's log-mel features: data/log_mel.py), the sources in place of prompts, transcribed
+    (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done."""
     from ..generate.generation_config import read_generation_config, token_rules
 
     model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)  # generate lays it out for CPU decoding (generate/engine.py)
@@ -138,14 +138,17 @@ def read_features(path):
 
 
 def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p, options) -> None:
-    """Each row's transcription (generate/transcribe.py) as text: no special tokens, timestamps in place where
-    asked for."""
+    """Each row's transcription (generate/transcribe.py): its new tokens up to its end as text, without special
+    tokens, timestamps in place where asked for."""
     from ..generate.transcribe import transcribe, transcription_text
 
-    rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p, **options)
+    rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p,
+                      with_prompt=False, **options)
+    ends = {model.config.eos_id, *tok.eos_ids}
     for i, row in enumerate(rows):
         if len(rows) > 1:
             print(f"--- [{i}]")
+        row = row[:next((j for j, t in enumerate(row) if t in ends), len(row))]
         print(transcription_text(tok, row, gen, options.get("timestamps", False)))
 
 

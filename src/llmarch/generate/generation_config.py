@@ -23,8 +23,8 @@ TASKS = ("transcribe", "translate")
 def read_generation_config(source) -> dict:
     """A directory's generation_config.json (a Hugging Face or llmarch checkpoint's), or a tokenizer's copy of it
     (data/tokenizer.py keeps it among its side files), as a dict; {} where there is none."""
-    if hasattr(source, "side_files"):
-        text = source.side_files.get(FILE)
+    if not isinstance(source, (str, Path)):  # a tokenizer: llmarch's byte tokenizer has no side files
+        text = getattr(source, "side_files", {}).get(FILE)
     else:
         path = Path(source) / FILE
         text = path.read_bytes() if path.is_file() else None

@@ -20,9 +20,10 @@ TIME_PRECISION = 0.02  # seconds per timestamp step (Whisper's 20 ms; transforme
 def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: dict, language: str | None = None,
                task: str | None = None, timestamps: bool = False, num_beams: int = 1,
                suppress: Sequence[int] | None = None, begin_suppress: Sequence[int] | None = None,
-               **options) -> list[list[int]]:
+               with_prompt: bool = True, **options) -> list[list[int]]:
     """input_features (B, channels, frames), gen a generation config (read_generation_config) -> each row's
-    decoder prompt and new tokens, up to and including the end of text, as transformers' generate returns them.
+    decoder prompt and new tokens, up to and including the end of text, as transformers' generate returns them
+    (with_prompt=False: the new tokens alone).
     suppress / begin_suppress replace gen's suppress_tokens / begin_suppress_tokens where given; options go to
     generate (temperature, top_k, top_p, seed, length_penalty, early_stopping, penalties)."""
     cfg = model.config
@@ -43,7 +44,7 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
                        decoder_prompt=list(prompt), rules=rules, num_beams=num_beams, **options)
         for i, row in zip(which, out.tolist()):
             new = row[len(prompt):]
-            rows[i] = list(prompt) + (new[:new.index(eos) + 1] if eos in new else new)
+            rows[i] = list(prompt) * with_prompt + (new[:new.index(eos) + 1] if eos in new else new)
     return rows
 
 
