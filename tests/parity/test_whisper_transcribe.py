@@ -170,9 +170,10 @@ def _wav(path, seconds: float, rate: int = 16000, channels: int = 1) -> None:
 
 def test_cli_transcribes_a_wav(tmp_path, capsys):
     """`llmarch generate --audio` on a 1 s 440 Hz sine: the features of a 30 s window (a checkpoint of 1500 encoder
-    positions), the transcription transformers' generate makes from WhisperFeatureExtractor's features, printed as its
-    tokenizer decodes it (special tokens and timestamps left out; --timestamps: in place). Other rates, channel counts
-    and audio past 30 s are refused."""
+    positions), with --language and --timestamps: the transcription transformers' generate makes from
+    WhisperFeatureExtractor's features, printed as its tokenizer decodes it (special tokens left out, timestamps in
+    place; without --timestamps they are left out too: transcription_text). Other rates, channel counts and audio
+    past 30 s are refused in one line."""
     from llmarch.cli import main
 
     ref, _ = _checkpoint(tmp_path, source=1500)
@@ -185,15 +186,16 @@ def test_cli_transcribes_a_wav(tmp_path, capsys):
     features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
     base = ["generate", "--checkpoint", str(tmp_path), "--audio", str(tmp_path / "a.wav"), "--temperature", "0",
             "--max-new-tokens", str(STEPS)]
-    for extra, kw in (([], {}), (["--language", "fr", "--timestamps"], dict(language="fr", return_timestamps=True))):
-        with torch.no_grad():
-            row = ref.generate(features, max_new_tokens=STEPS, force_unique_generate_call=True, **kw)[0].tolist()
-        text = [t for t in row if t < NOTS + 1 or kw.get("return_timestamps")]
-        assert main(base + extra) == 0
-        assert capsys.readouterr().out == hf_tok.decode(text, skip_special_tokens=True) + "\n"
+    with torch.no_grad():
+        row = ref.generate(features, max_new_tokens=STEPS, force_unique_generate_call=True, language="fr",
+                           return_timestamps=True)[0].tolist()
+    assert main(base + ["--language", "fr", "--timestamps"]) == 0
+    assert capsys.readouterr().out == hf_tok.decode(row, skip_special_tokens=True) + "\n"
+    assert any(t > NOTS for t in row) and any(t < EOS for t in row)  # timestamps and text
     gen = read_generation_config(tmp_path)
-    assert transcription_text(llmarch.data.tokenizer.load_tokenizer(tmp_path), [START, 3, NOTS + 3, 4, EOS], gen,
-                              True) == " w3<|0.04|> w4"
+    tok = llmarch.data.tokenizer.load_tokenizer(tmp_path)
+    assert transcription_text(tok, [START, 3, NOTS + 3, 4, EOS], gen, True) == " w3<|0.04|> w4"
+    assert transcription_text(tok, [START, 3, NOTS + 3, 4, EOS], gen) == " w3 w4"
     for args, reason in ((dict(seconds=1.0, rate=8000), "8000 Hz"), (dict(seconds=1.0, channels=2), "2 channel"),
                          (dict(seconds=30.5), "lasts 30.5 s")):
         _wav(tmp_path / "b.wav", **args)
