@@ -189,9 +189,11 @@ def test_cli_transcribes_a_wav(tmp_path, capsys):
     with torch.no_grad():
         row = ref.generate(features, max_new_tokens=STEPS, force_unique_generate_call=True, language="fr",
                            return_timestamps=True)[0].tolist()
-    assert main(base + ["--language", "fr", "--timestamps"]) == 0
+    assert main([*base, "--language", "fr", "--timestamps"]) == 0
     assert capsys.readouterr().out == hf_tok.decode(row, skip_special_tokens=True) + "\n"
     assert any(t > NOTS for t in row) and any(t < EOS for t in row)  # timestamps and text
+    assert main([*base[:5], "--max-new-tokens", "4", "--timestamps", "--num-beams", "2", "--temperature", "0.8"]) == 0
+    assert capsys.readouterr().out.startswith("<|0.")  # beam search, greedy whatever --temperature says
     gen = read_generation_config(tmp_path)
     tok = llmarch.data.tokenizer.load_tokenizer(tmp_path)
     assert transcription_text(tok, [START, 3, NOTS + 3, 4, EOS], gen, True) == " w3<|0.04|> w4"

@@ -98,6 +98,9 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     if features is not None:
         if isinstance(features, (str, Path)):
             features = read_features(features)
+        elif model.config.encoder_input != "conv_stem":
+            raise LlmarchError(f"--audio is for a model whose encoder reads log-mel features (Whisper's "
+                               f"encoder_input conv_stem); {checkpoint} reads {model.config.encoder_input}")
         else:
             from ..data.log_mel import log_mel_spectrogram
 
@@ -142,6 +145,8 @@ def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p
     tokens, timestamps in place where asked for."""
     from ..generate.transcribe import transcribe, transcription_text
 
+    if options["num_beams"] > 1:  # beam search is greedy, as for text
+        temperature = 0.0
     rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p,
                       with_prompt=False, **options)
     ends = {model.config.eos_id, *tok.eos_ids}
