@@ -186,7 +186,7 @@ def test_cli_reads_input_features(pair, tmp_path, capsys):
     assert main(args + ["--input-features", str(tmp_path / "f.pt")]) in (0, None)
     assert capsys.readouterr().out.splitlines() == [texts[0]]
     assert main(args + ["--input-features", str(tmp_path / "f.pt"), "--prompt", "w5"]) == 2
-    assert "one of the two" in capsys.readouterr().err
+    assert "one of the three" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])

@@ -8,18 +8,30 @@ from pathlib import Path
 
 from ..errors import LlmarchError, warn
 from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_for, load_with_tokenizer,
-                      penalties_of, penalty_options, speculation_options)
+                      penalties_of, penalty_options, rule_options, speculation_options)
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--prompt", action="append",
-                   help="prompt text; repeat for a batch (required, unless --input-features)")
+                   help="prompt text; repeat for a batch (required, unless --input-features or --audio)")
     p.add_argument("--input-features", default=None, metavar="FILE",
                    help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
-                   "WhisperFeatureExtractor makes them; llmarch extracts none from audio) (default: %(default)s)")
+                   "WhisperFeatureExtractor makes them, or --audio) (default: %(default)s)")
+    p.add_argument("--audio", default=None, metavar="FILE.wav",
+                   help="a 16 kHz mono PCM WAV file of up to 30 s, transcribed: its log-mel features "
+                   "(data/log_mel.py) in place of --prompt, decoded as --input-features (default: %(default)s)")
+    p.add_argument("--language", default=None,
+                   help="--audio / --input-features: the spoken language's code (en, fr, ...: the generation config's "
+                   "lang_to_id), the decoder prompt's language token (default: %(default)s, detected)")
+    p.add_argument("--task", choices=["transcribe", "translate"], default=None,
+                   help="--audio / --input-features: the decoder prompt's task token (choices: %(choices)s) "
+                   "(default: %(default)s: transcribe where --language is given, else none)")
+    p.add_argument("--timestamps", action="store_true",
+                   help="--audio / --input-features: predict segment timestamps under Whisper's timestamp rules and "
+                   "print them in place as <|seconds|> (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=at_least(0), default=100,
         help="tokens to generate after each prompt, fewer where the context ends (default: %(default)s)")
     p.add_argument("--temperature", type=finite, default=0.8,
@@ -43,6 +55,7 @@ def add_parsers(sub) -> None:
                    "can improve at the current length (false) or at the longest (never) (choices: %(choices)s) "
                    "(default: %(default)s)")
     penalty_options(p)
+    rule_options(p)
     speculation_options(p, "; the share of proposals kept goes to stderr")
     p.set_defaults(func=cmd_generate)
 
@@ -66,20 +79,38 @@ def add_parsers(sub) -> None:
 
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
-                     num_draft=4, penalties=None, features=None) -> None:
+                     num_draft=4, penalties=None, features=None, suppress=None, begin_suppress=None,
+                     speech: dict | None = None) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
-    stderr. features: a file of an encoder front end's input_features (read_features), the sources in place of
-    prompts; each answer printed when done."""
+    stderr. suppress / begin_suppress: token ids in place of the generation config's (generate/rules.py).
+    features: a file of an encoder front end's input_features (read_features), or 16 kHz samples (--audio's, made
+    the model's log-mel features: data/log_mel.py), the sources in place of prompts, transcribed
+    (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done."""
+    from ..generate.generation_config import read_generation_config, token_rules
+
     model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)  # generate lays it out for CPU decoding (generate/engine.py)
+    gen = read_generation_config(tok)
     stats: dict = {}
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-                   compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats, penalties=penalties,
-                   draft=None if draft is None else load_draft(draft, model, tok))
+                   penalties=penalties)
     if features is not None:
-        _print_answers(model, tok, read_features(features), max_new, temperature, top_k, top_p, options)
+        if isinstance(features, (str, Path)):
+            features = read_features(features)
+        elif model.config.encoder_input != "conv_stem":
+            raise LlmarchError(f"--audio is for a model whose encoder reads log-mel features (Whisper's "
+                               f"encoder_input conv_stem); {checkpoint} reads {model.config.encoder_input}")
+        else:
+            from ..data.log_mel import log_mel_spectrogram
+
+            features = log_mel_spectrogram(features, n_mels=model.config.input_channels)
+        _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
+                       dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
+        options.update(compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
+                       draft=None if draft is None else load_draft(draft, model, tok),
+                       rules=token_rules(gen, suppress, begin_suppress))
         _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stream, options)
     if stats:
         rate = f" ({stats['accepted'] / stats['drafted']:.1%})" if stats["drafted"] else ""
@@ -109,19 +140,21 @@ def read_features(path):
     return (t[None] if t.dim() == 2 else t).float()
 
 
-def _print_answers(model, tok, features, max_new, temperature, top_k, top_p, options) -> None:
-    """Each row's new tokens from the features, up to its end, as text (no end-of-text tokens)."""
-    from ..generate import generate
+def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p, options) -> None:
+    """Each row's transcription (generate/transcribe.py): its new tokens up to its end as text, without special
+    tokens, timestamps in place where asked for."""
+    from ..generate.transcribe import transcribe, transcription_text
 
-    cfg = model.config
-    rows = generate(model, None, max_new, temperature, top_k, top_p, input_features=features, **options)
-    ends = {cfg.eos_id, *tok.eos_ids}
-    for i, row in enumerate(rows.tolist()):
-        new = row[1:]  # after the decoder's start token
-        new = new[:next((j for j, t in enumerate(new) if t in ends), len(new))]
+    if options["num_beams"] > 1:  # beam search is greedy, as for text
+        temperature = 0.0
+    rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p,
+                      with_prompt=False, **options)
+    ends = {model.config.eos_id, *tok.eos_ids}
+    for i, row in enumerate(rows):
         if len(rows) > 1:
             print(f"--- [{i}]")
-        print(tok.decode(new))
+        row = row[:next((j for j, t in enumerate(row) if t in ends), len(row))]
+        print(transcription_text(tok, row, gen, options.get("timestamps", False)))
 
 
 def load_draft(path, model, tok):
@@ -170,12 +203,18 @@ def _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stre
 
 
 def cmd_generate(args) -> None:
+    from ..data.wav import read_wav
     from ..generate.decode import check_beam_args
     from ..generate.sampling import check_sampling
 
-    if (args.prompt is None) == (args.input_features is None):
-        raise LlmarchError("give --prompt (text) or --input-features (a features file for a model whose encoder reads "
-                           "them), one of the two")
+    if (args.prompt is not None) + (args.input_features is not None) + (args.audio is not None) != 1:
+        raise LlmarchError("give --prompt (text), --input-features (a features file for a model whose encoder reads "
+                           "them) or --audio (a WAV file to transcribe), one of the three")
+    speech = dict(language=args.language, task=args.task, timestamps=args.timestamps)
+    if args.prompt is not None and (args.language or args.task or args.timestamps):
+        raise LlmarchError("--language, --task and --timestamps are for transcription: --audio or --input-features")
+    if args.prompt is None and (args.draft is not None or args.prompt_lookup or args.compile):
+        raise LlmarchError("--audio and --input-features decode without --draft, --prompt-lookup or --compile")
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
     check_sampling(args.temperature, args.top_k, args.top_p)
@@ -190,7 +229,9 @@ def cmd_generate(args) -> None:
                            f"{args.temperature:g}; the default is 0.8), without --num-beams or --compile")
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
-                     args.prompt_lookup, args.draft, args.num_draft or 4, penalties, args.input_features)
+                     args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
+                     read_wav(args.audio) if args.audio else args.input_features, args.suppress_tokens,
+                     args.begin_suppress_tokens, speech)
 
 
 def cmd_eval(args) -> None:

@@ -208,6 +208,27 @@ def penalty_options(parser) -> None:
                         "frequency_penalty); 0: off (default: %(default)s)")
 
 
+def token_ids(text: str) -> tuple[int, ...]:
+    """A comma-separated list of token ids (argparse type); "" is none."""
+    try:
+        ids = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"token ids separated by commas, got {text!r}") from None
+    if any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"token ids are >= 0, got {text!r}")
+    return ids
+
+
+def rule_options(parser) -> None:
+    """--suppress-tokens and --begin-suppress-tokens (generate/rules.py), in place of the generation config's."""
+    parser.add_argument("--suppress-tokens", type=token_ids, default=None, metavar="IDS",
+                        help="token ids never generated, separated by commas (transformers' suppress_tokens); \"\": "
+                        "none (default: the checkpoint's generation_config.json's suppress_tokens)")
+    parser.add_argument("--begin-suppress-tokens", type=token_ids, default=None, metavar="IDS",
+                        help="token ids not generated as the first new token, separated by commas; \"\": none "
+                        "(default: the checkpoint's generation_config.json's begin_suppress_tokens)")
+
+
 def penalties_of(args):
     """The Penalties the penalty_options ask for (checked), or None where none is on."""
     from ..generate.penalties import Penalties

@@ -2,6 +2,7 @@
 loop for greedy and sampled decoding, or beam search (beam.py), for every model kind."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Sequence
 
@@ -13,6 +14,7 @@ from ..models.stack import check_ids
 from .beam import beam_search
 from .engine import Engine
 from .penalties import Penalties, Seen
+from .rules import TokenRules
 from .sampling import check_sampling, sample
 
 
@@ -47,7 +49,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None,
              decoder_start_id: int | None = None, forced_bos_id: int | None = None,
              pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
-             decoder_prompt: Sequence[int] | None = None):
+             decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -69,6 +71,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     prompts as lists. stats (either kind of speculative decoding) receives drafted, accepted and steps.
     penalties (penalties.py): repetition, presence and frequency penalties on each step's logits, before the
     sampler (greedy and sampled decoding), or on each beam's log-probabilities (beam search, as transformers).
+    rules (rules.py): token ids barred from each step, or from the first new token (suppress_tokens,
+    begin_suppress_tokens), and rules that read the new tokens (Whisper's timestamps), applied before the penalties
+    in greedy, sampled and beam decoding (generation_config.py builds them from a checkpoint's generation config).
     Encoder-decoders only: decoder_start_id, the decoder's first input in place of the config's (mBART-cc25 starts
     from the target language's code); forced_bos_id, the first new token whatever the model predicts, scored as
     log-probability 0 in beam search (mBART-50, NLLB: the target language's code; transformers' forced_bos_token_id);
@@ -91,6 +96,11 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     check_sampling(temperature, top_k, top_p)
     if penalties is not None and not penalties.active:
         penalties = None
+    if rules is not None and not rules.active:
+        rules = None
+    if rules is not None and (draft is not None or prompt_lookup):
+        raise LlmarchError("suppressed tokens and other token rules are for greedy, sampled or beam decoding (no draft "
+                           "model or prompt lookup)")
     if draft is not None:
         if prompt_lookup or num_beams > 1 or compile:
             raise LlmarchError("a draft model is for greedy or sampled decoding without prompt lookup, beams or "
@@ -143,6 +153,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         if penalties is not None:
             prompt_mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
             seen = penalties.start(_rows(request.prompt, repeat), first.shape[-1], _rows(prompt_mask, repeat))
+        if rules is not None:
+            rules.check(first.shape[-1])
+            if forced_bos_id is not None:  # transformers' begin index is after the forced token
+                rules = dataclasses.replace(rules, begin=rules.begin + 1)
         if forced_bos_id is not None:  # every other token barred: log-probability 0 for the forced one
             first = torch.full_like(first, float("-inf")).index_fill_(
                 -1, torch.tensor([forced_bos_id], device=first.device), 0.0)
@@ -150,23 +164,38 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             more = [s[0] for s in stop]
             out = beam_search(first, engine.decode, engine.reorder, request.prompt, num_beams, request.max_new,
                               request.eos_id, request.fill_id, length_penalty, early_stopping, more_ends=more,
-                              penalize=None if seen is None else seen.rescored)
+                              penalize=_beam_scoring(seen, rules, request.prompt.shape[1]))
             ended = _first_end(out, request.prompt.shape[1], [request.eos_id, *more]) if more else None
         else:
             # a generator per row, each from the seed: a row samples what it samples alone, whatever the batch
             generator = None if seed is None else [torch.Generator(device=first.device).manual_seed(seed)
                                                    for _ in range(first.shape[0])]
             out, ended = decode_loop(engine, first, request.prompt, request.max_new, temperature, top_k, top_p,
-                                     request.eos_id, request.fill_id, generator, on_tokens, stop, seen)
+                                     request.eos_id, request.fill_id, generator, on_tokens, stop, seen, rules)
     return request.finish(out, ended) if as_lists else out
+
+
+def _beam_scoring(seen: Seen | None, rules: TokenRules | None, P: int):
+    """beam_search's penalize: the rules on each beam's log-probabilities given its new tokens, then the penalties
+    (transformers' Whisper order: its suppression and timestamp processors first)."""
+    if seen is None and rules is None:
+        return None
+
+    def penalize(logp: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+        if rules is not None:
+            logp = rules.apply(logp, sequences[:, P:])
+        return logp if seen is None else seen.rescored(logp, sequences)
+
+    return penalize
 
 
 def decode_loop(engine: Engine, logits: torch.Tensor, prompt: torch.Tensor, max_new_tokens: int,
                 temperature: float, top_k: int | None, top_p: float | None, eos_id: int | None, fill_id: int,
                 generator: torch.Generator | list[torch.Generator] | None, on_tokens=None,
-                stop: Sequence[Sequence[int]] = (), seen: Seen | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy (temperature 0) or sampled decoding from the logits (B, V) after each row's prompt (B, P),
-    penalized first where `seen` (penalties.py) is given.
+                stop: Sequence[Sequence[int]] = (), seen: Seen | None = None,
+                rules: TokenRules | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy (temperature 0) or sampled decoding from the logits (B, V) after each row's prompt (B, P), its
+    barred tokens at -inf where `rules` (rules.py) are given, then penalized where `seen` (penalties.py) is.
     Returns the ids (B, P + n) and each row's count of new tokens up to and including its end (B,). A row
     ends when it emits eos_id or its new tokens end with a stop sequence, and holds fill_id after that; the
     loop ends when every row has, or after max_new_tokens. Nothing is read back to the host but the
@@ -181,6 +210,8 @@ def decode_loop(engine: Engine, logits: torch.Tensor, prompt: torch.Tensor, max_
     can_end = eos_id is not None or bool(stops)
     n = 0
     for i in range(max_new_tokens):
+        if rules is not None:
+            logits = rules.apply(logits, out[:, P:P + i])
         if seen is not None:
             logits = seen.apply(logits)
         tok = sample(logits, temperature, top_k, top_p, generator)

@@ -14,13 +14,14 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
                   num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
                   compile: bool = False, stream: Callable[[str], None] | None = None,
                   prompt_lookup: int = 0, draft=None, num_draft: int = 4, stats: dict | None = None,
-                  penalties=None) -> list[str]:
+                  penalties=None, rules=None) -> list[str]:
     """Per prompt, the prompt and its continuation (decoder-only) or the answer (encoder-decoder: the prompt is
     the source), without end-of-text tokens. num_beams > 1: beam search, which is greedy (temperature ignored).
     stream (one prompt, no beams): called with each piece of new text as soon as it is whole characters.
     prompt_lookup: greedy decoding with drafts from the context; draft, num_draft: a draft model proposing
     tokens (speculative decoding); stats: what they drafted and kept; penalties: repetition, presence and
-    frequency penalties (generate's arguments of these names)."""
+    frequency penalties; rules: suppressed tokens (generate's arguments of these names; generation_config.py's
+    token_rules reads a checkpoint's)."""
     if stream is not None and (len(prompts) != 1 or num_beams > 1):
         raise LlmarchError("streaming is for one prompt without beam search")
     encoded = [tokenizer.encode(p) for p in prompts]
@@ -36,7 +37,8 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
     rows = generate(model, encoded, max_new_tokens, temperature, top_k, top_p, eos_id=tokenizer.eos_id, seed=seed,
                     on_tokens=pieces, num_beams=num_beams,
                     length_penalty=length_penalty, early_stopping=early_stopping, compile=compile, stop=stop,
-                    prompt_lookup=prompt_lookup, draft=draft, num_draft=num_draft, stats=stats, penalties=penalties)
+                    prompt_lookup=prompt_lookup, draft=draft, num_draft=num_draft, stats=stats, penalties=penalties,
+                    rules=rules)
     if pieces is not None:
         pieces.end()
     return [tokenizer.decode(t for t in row if t not in tokenizer.eos_ids) for row in rows]

@@ -6,8 +6,8 @@ names), the decoder with learned positions from 0 (max_target_positions of them)
 token embeddings and without a bias. Keys have no bias (k_proj, in self- and cross-attention): ours is read as zero,
 and on export dropped, which changes nothing a model computes: a key bias b adds q.b to every score of a query, and
 softmax is unchanged by a shift. transformers' Whisper never applies scale_embedding (its embed_scale is unused), so
-neither does llmarch. Generation config (forced and suppressed tokens, timestamps, language detection) is no part
-of the model: llmarch's generate decodes from decoder_start_id, or from a given decoder prompt, without it."""
+neither does llmarch. The generation config (decoder prompt, suppressed tokens, timestamps, language detection) is no
+part of the model: generate/transcribe.py applies it."""
 from __future__ import annotations
 
 import torch
