@@ -1,0 +1,97 @@
+"""Older LLaMA-kin GGUF architectures read as llmarch's LLaMA or Qwen2 (gguf_archs/llama_kin.py): llmarch writes
+no model as them, so a tiny random model is written in F32 by `to_gguf` as llama (or qwen2) and that file rewritten
+as llama.cpp's converter lays the architecture out (its keys under the architecture's name; for qwen q, k, v fused
+as attn_qkv and feed_forward_length doubled). The file reads back by from_gguf to the model's logits (max |dlogit|
+<= 1e-4), and llama.cpp (llama-cpp-python, where installed) decodes it greedily to llmarch's tokens with llmarch's
+logits: what shows the reader undoes the converter's permuted q and k and fused attn_qkv as llama.cpp reads them."""
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.errors import LlmarchError
+from llmarch.interop.gguf_writer import _writer_class, to_gguf
+
+from conftest import gguf_reads_back, perturbed_from_hf
+
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+
+SMALL = dict(vocab_size=272, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=128, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+
+
+def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v) -> None:
+    """The file `src` written again as architecture `arch`: its `{old}.*` keys as `{arch}.*` (their values through
+    keys(key, value)), its tensors (name -> array) through tensors()."""
+    reader = gguf.GGUFReader(str(src))
+    old = reader.fields["general.architecture"].contents()
+    w = _writer_class()(str(dst), arch)  # the byte vocabulary's empty merges list: a writer that packs it
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        # an array's element type; the reader lists none for an empty one (the byte vocabulary's merges, strings)
+        sub = (f.types[1:] or [gguf.GGUFValueType.STRING])[0] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        key = arch + key[len(old):] if key.startswith(old + ".") else key
+        w.add_key_value(key, keys(key, f.contents()), f.types[0], sub_type=sub)
+    for name, array in tensors({t.name: np.array(t.data) for t in reader.tensors}).items():
+        w.add_tensor(name, array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _llama(tmp_path, **changes):
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SMALL, **changes}))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    to_gguf(model, tmp_path / "llama.gguf", "f32", ByteTokenizer())
+    return model
+
+
+@pytest.mark.parametrize("arch,changes", [
+    ("xverse", {}),  # XVERSE: multi-head attention (the converter's k permutation is LLaMA's only so)
+    ("internlm2", dict(num_key_value_heads=2, rope_theta=1e6)),  # InternLM2's grouped keys, a base of 1e6
+    ("baichuan", dict(num_hidden_layers=32)),  # Baichuan-7B's 32 layers, RoPE's only count in llama.cpp
+])
+def test_llama_layout(arch, changes, tmp_path):
+    model = _llama(tmp_path, **changes)
+    rewrite(tmp_path / "llama.gguf", tmp_path / "x.gguf", arch)
+    # llama.cpp: measured xverse 7.5e-8, internlm2 8.9e-8, baichuan 1.6e-7 apart
+    back = gguf_reads_back(tmp_path / "x.gguf", model)
+    assert back.config.hf_model_type == "llama" and back.config.n_kv_heads == model.config.n_kv_heads
+
+
+def test_baichuan_other_than_32_layers_is_refused(tmp_path):
+    _llama(tmp_path)
+    rewrite(tmp_path / "llama.gguf", tmp_path / "x.gguf", "baichuan")
+    with pytest.raises(LlmarchError, match="baichuan with RoPE at 32 layers only"):
+        llmarch.from_gguf(tmp_path / "x.gguf")
+
+
+def _fuse_qkv(tensors: dict) -> dict:
+    """Each layer's attn_q, attn_k, attn_v (weight and bias) as one attn_qkv, rows all q | all k | all v, where
+    Qwen's c_attn (whose rows are so) is kept whole by QwenModel."""
+    out = {}
+    for name, array in tensors.items():
+        if ".attn_q." in name:
+            parts = [tensors[name.replace(".attn_q.", f".attn_{p}.")] for p in "qkv"]
+            out[name.replace(".attn_q.", ".attn_qkv.")] = np.concatenate(parts, axis=0)
+        elif not (".attn_k." in name or ".attn_v." in name):
+            out[name] = array
+    return out
+
+
+def test_qwen(tmp_path):
+    torch.manual_seed(0)
+    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**SMALL, num_key_value_heads=4))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    to_gguf(model, tmp_path / "qwen2.gguf", "f32", ByteTokenizer())
+    rewrite(tmp_path / "qwen2.gguf", tmp_path / "x.gguf", "qwen", _fuse_qkv,
+            lambda k, v: 2 * v if k == "qwen.feed_forward_length" else v)
+    names = {t.name for t in gguf.GGUFReader(str(tmp_path / "x.gguf")).tensors}
+    assert {"blk.0.attn_qkv.weight", "blk.0.attn_qkv.bias"} <= names and "blk.0.attn_q.weight" not in names
+    back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 1.0e-7 apart
+    assert back.config.hf_model_type == "qwen2" and back.config.ffn_hidden == 64
