@@ -3,7 +3,8 @@ no model as them, so a tiny random model is written in F32 by `to_gguf` as llama
 as llama.cpp's converter lays the architecture out (its keys under the architecture's name; for qwen q, k, v fused
 as attn_qkv and feed_forward_length doubled). The file reads back by from_gguf to the model's logits (max |dlogit|
 <= 1e-4), and llama.cpp (llama-cpp-python, where installed) decodes it greedily to llmarch's tokens with llmarch's
-logits: what shows the reader undoes the converter's permuted q and k and fused attn_qkv as llama.cpp reads them."""
+logits: what shows the reader undoes the converter's permuted q and k and fused attn_qkv as llama.cpp reads them.
+MiniCPM is read as Granite (a Granite file rewritten), Orion as StableLM."""
 import numpy as np
 import pytest
 import torch
@@ -22,9 +23,10 @@ SMALL = dict(vocab_size=272, hidden_size=32, intermediate_size=64, num_hidden_la
              max_position_embeddings=128, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
 
 
-def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v) -> None:
+def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v, drop=()) -> None:
     """The file `src` written again as architecture `arch`: its `{old}.*` keys as `{arch}.*` (their values through
-    keys(key, value)), its tensors (name -> array) through tensors()."""
+    keys(key, value); those named in `drop` left out, as the architecture's converter writes none), its tensors
+    (name -> array) through tensors()."""
     reader = gguf.GGUFReader(str(src))
     old = reader.fields["general.architecture"].contents()
     w = _writer_class()(str(dst), arch)  # the byte vocabulary's empty merges list: a writer that packs it
@@ -34,6 +36,8 @@ def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v) -> No
         # an array's element type; the reader lists none for an empty one (the byte vocabulary's merges, strings)
         sub = (f.types[1:] or [gguf.GGUFValueType.STRING])[0] if f.types[0] == gguf.GGUFValueType.ARRAY else None
         key = arch + key[len(old):] if key.startswith(old + ".") else key
+        if key in drop:
+            continue
         w.add_key_value(key, keys(key, f.contents()), f.types[0], sub_type=sub)
     for name, array in tensors({t.name: np.array(t.data) for t in reader.tensors}).items():
         w.add_tensor(name, array)
@@ -95,3 +99,36 @@ def test_qwen(tmp_path):
     assert {"blk.0.attn_qkv.weight", "blk.0.attn_qkv.bias"} <= names and "blk.0.attn_q.weight" not in names
     back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 1.0e-7 apart
     assert back.config.hf_model_type == "qwen2" and back.config.ffn_hidden == 64
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_minicpm(written, tmp_path):
+    """MiniCPM's three scalars as MiniCPMModel writes them (scale_emb 12, scale_depth 1.4 over sqrt(2) layers,
+    hidden_size / dim_model_base with a base of 16), or (none written) llama.cpp's defaults, which are these."""
+    torch.manual_seed(0)
+    hf = transformers.GraniteForCausalLM(transformers.GraniteConfig(
+        **{**SMALL, "tie_word_embeddings": True}, num_key_value_heads=2, attention_multiplier=8 ** -0.5,
+        embedding_multiplier=12.0, residual_multiplier=1.4 / 2 ** 0.5, logits_scaling=(32 / 16 if written else 8.0)))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    to_gguf(model, tmp_path / "granite.gguf", "f32", ByteTokenizer())
+    scalars = ("embedding_scale", "residual_scale", "logit_scale")
+    rewrite(tmp_path / "granite.gguf", tmp_path / "x.gguf", "minicpm",
+            drop={"minicpm.attention.scale", *(() if written else (f"minicpm.{k}" for k in scalars))})
+    back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 6.0e-8 (written), 1.5e-8 apart
+    assert back.config.hf_model_type == "granite" and back.config.tie_embeddings
+
+
+def test_orion(tmp_path):
+    """Orion as OrionModel writes it: no RoPE keys (llama.cpp's base of 10000, every dim of each head), LayerNorm's
+    epsilon."""
+    torch.manual_seed(0)
+    hf = transformers.StableLmForCausalLM(transformers.StableLmConfig(
+        **SMALL, num_key_value_heads=2, partial_rotary_factor=1.0, layer_norm_eps=1e-5))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    to_gguf(model, tmp_path / "stablelm.gguf", "f32", ByteTokenizer())
+    rewrite(tmp_path / "stablelm.gguf", tmp_path / "x.gguf", "orion",
+            drop={"orion.use_parallel_residual", "orion.rope.dimension_count", "orion.rope.freq_base"})
+    names = {t.name for t in gguf.GGUFReader(str(tmp_path / "x.gguf")).tensors}
+    assert {"blk.0.attn_norm.bias", "blk.0.ffn_norm.bias", "output_norm.bias", "output.weight"} <= names
+    back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 1.2e-7 apart
+    assert back.config.hf_model_type == "stablelm" and back.config.norm == "layernorm"
