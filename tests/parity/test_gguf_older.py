@@ -23,10 +23,10 @@ SMALL = dict(vocab_size=272, hidden_size=32, intermediate_size=64, num_hidden_la
              max_position_embeddings=128, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
 
 
-def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v, drop=()) -> None:
+def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v, drop=(), extra=None) -> None:
     """The file `src` written again as architecture `arch`: its `{old}.*` keys as `{arch}.*` (their values through
     keys(key, value); those named in `drop` left out, as the architecture's converter writes none), its tensors
-    (name -> array) through tensors()."""
+    (name -> array) through tensors(); `extra` keys (key -> (value, GGUFValueType)) added."""
     reader = gguf.GGUFReader(str(src))
     old = reader.fields["general.architecture"].contents()
     w = _writer_class()(str(dst), arch)  # the byte vocabulary's empty merges list: a writer that packs it
@@ -39,6 +39,8 @@ def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v, drop=
         if key in drop:
             continue
         w.add_key_value(key, keys(key, f.contents()), f.types[0], sub_type=sub)
+    for key, (value, kind) in (extra or {}).items():
+        w.add_key_value(key, value, kind)
     for name, array in tensors({t.name: np.array(t.data) for t in reader.tensors}).items():
         w.add_tensor(name, array)
     w.write_header_to_file()
@@ -59,13 +61,35 @@ def _llama(tmp_path, **changes):
     ("xverse", {}),  # XVERSE: multi-head attention (the converter's k permutation is LLaMA's only so)
     ("internlm2", dict(num_key_value_heads=2, rope_theta=1e6)),  # InternLM2's grouped keys, a base of 1e6
     ("baichuan", dict(num_hidden_layers=32)),  # Baichuan-7B's 32 layers, RoPE's only count in llama.cpp
+    ("nanbeige", dict(num_key_value_heads=2, tie_word_embeddings=True)),  # its layers once (num_loops 1), tied
 ])
 def test_llama_layout(arch, changes, tmp_path):
     model = _llama(tmp_path, **changes)
     rewrite(tmp_path / "llama.gguf", tmp_path / "x.gguf", arch)
-    # llama.cpp: measured xverse 7.5e-8, internlm2 8.9e-8, baichuan 1.6e-7 apart
+    if arch == "nanbeige":  # NanbeigeModel's keys
+        _add_keys(tmp_path / "x.gguf", {"nanbeige.num_loops": 1, "nanbeige.skip_loop_final_norm": False})
+    # llama.cpp: measured xverse 7.5e-8, internlm2 8.9e-8, baichuan 1.6e-7, nanbeige 1.5e-7 apart
     back = gguf_reads_back(tmp_path / "x.gguf", model)
     assert back.config.hf_model_type == "llama" and back.config.n_kv_heads == model.config.n_kv_heads
+
+
+def _add_keys(path, keys: dict) -> None:
+    """`path` written again with `keys` (int as UINT32, bool) added."""
+    tmp = path.with_suffix(".tmp")
+    path.rename(tmp)
+    values = {k: (v, gguf.GGUFValueType.BOOL if isinstance(v, bool) else gguf.GGUFValueType.UINT32)
+              for k, v in keys.items()}
+    arch = gguf.GGUFReader(str(tmp)).fields["general.architecture"].contents()
+    rewrite(tmp, path, arch, extra=values)
+    tmp.unlink()
+
+
+def test_nanbeige_loops_are_refused(tmp_path):
+    _llama(tmp_path)
+    rewrite(tmp_path / "llama.gguf", tmp_path / "x.gguf", "nanbeige")
+    _add_keys(tmp_path / "x.gguf", {"nanbeige.num_loops": 2})
+    with pytest.raises(LlmarchError, match="num_loops > 1"):
+        llmarch.from_gguf(tmp_path / "x.gguf")
 
 
 def test_baichuan_other_than_32_layers_is_refused(tmp_path):

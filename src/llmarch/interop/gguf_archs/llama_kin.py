@@ -18,6 +18,8 @@ those families do:
   scale_emb as `embedding_scale`, scale_depth / sqrt(layers) as `residual_scale`, hidden_size / dim_model_base as
   `logit_scale` (the logits divided by it, as MiniCPM divides the hidden state before its head), attention by
   1/sqrt(head_dim); where a key is missing, llama.cpp's defaults (12, 1.4 / sqrt(layers), 256 / hidden_size).
+- nanbeige: Nanbeige (NanbeigeModel, a LlamaModel: q and k permuted) with its layers run once (num_loops 1); a file
+  looping them (num_loops > 1, llmarch has no looped stack for it) or with an attention.scale is refused.
 - orion: Orion as StableLM: LayerNorms with biases, RoPE on whole heads in half-split pairs (q and k unpermuted),
   SwiGLU without biases, no attention biases, the `output` head (llama.cpp requires it)."""
 from __future__ import annotations
@@ -59,6 +61,12 @@ def _minicpm(hf: dict, meta: Meta) -> dict:
             "logits_scaling": meta.get("logit_scale", 256.0 / d), "mlp_bias": meta.has("blk.0.ffn_down.bias")}
 
 
+def _nanbeige(hf: dict, meta: Meta) -> dict:
+    if meta.get("num_loops", 1) != 1 or meta.get("attention.scale", 0.0):
+        raise LlmarchError(f"{meta.path}: a GGUF nanbeige file with num_loops > 1 or attention.scale is not supported")
+    return _llama(hf, meta)
+
+
 def _orion(hf: dict, meta: Meta) -> dict:
     """Orion as StableLM: every dim of each head rotated (llama.cpp asserts it), the sequential residual (llama.cpp's
     orion graph has ffn_norm), no q, k, v biases."""
@@ -81,5 +89,6 @@ ARCHS = {
     "baichuan": Arch("llama", permuted_qk=True, fields=_baichuan, read_only=True),
     "qwen": Arch("qwen2", fields=_qwen, read_only=True, split=_FUSED),
     "minicpm": Arch("granite", permuted_qk=True, fields=_minicpm, read_only=True),
+    "nanbeige": Arch("llama", permuted_qk=True, fields=_nanbeige, read_only=True, names="llama"),  # no map of its own
     "orion": Arch("stablelm", fields=_orion, read_only=True, layer_norm=True),
 }
