@@ -4,7 +4,7 @@ as llama.cpp's converter lays the architecture out (its keys under the architect
 as attn_qkv and feed_forward_length doubled). The file reads back by from_gguf to the model's logits (max |dlogit|
 <= 1e-4), and llama.cpp (llama-cpp-python, where installed) decodes it greedily to llmarch's tokens with llmarch's
 logits: what shows the reader undoes the converter's permuted q and k and fused attn_qkv as llama.cpp reads them.
-MiniCPM is read as Granite (a Granite file rewritten), Orion as StableLM."""
+MiniCPM is read as Granite (a Granite file rewritten), Orion as StableLM, CodeShell as StarCoder2."""
 import numpy as np
 import pytest
 import torch
@@ -156,3 +156,21 @@ def test_orion(tmp_path):
     assert {"blk.0.attn_norm.bias", "blk.0.ffn_norm.bias", "output_norm.bias", "output.weight"} <= names
     back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 1.2e-7 apart
     assert back.config.hf_model_type == "stablelm" and back.config.norm == "layernorm"
+
+
+def test_codeshell(tmp_path):
+    """CodeShell as CodeShellModel writes it: c_attn whole as attn_qkv (with its bias), a linear RoPE scaling of
+    factor 1, no rope.dimension_count; grouped keys (num_query_groups)."""
+    torch.manual_seed(0)
+    hf = transformers.Starcoder2ForCausalLM(transformers.Starcoder2Config(
+        **{**SMALL, "intermediate_size": 128}, num_key_value_heads=2, use_bias=True, sliding_window=None))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    to_gguf(model, tmp_path / "starcoder2.gguf", "f32", ByteTokenizer())
+    linear = {"codeshell.rope.scaling.type": ("linear", gguf.GGUFValueType.STRING),
+              "codeshell.rope.scaling.factor": (1.0, gguf.GGUFValueType.FLOAT32)}
+    rewrite(tmp_path / "starcoder2.gguf", tmp_path / "x.gguf", "codeshell", _fuse_qkv,
+            drop={"codeshell.rope.dimension_count"}, extra=linear)
+    names = {t.name for t in gguf.GGUFReader(str(tmp_path / "x.gguf")).tensors}
+    assert {"blk.0.attn_qkv.weight", "blk.0.attn_qkv.bias", "blk.0.attn_output.bias"} <= names
+    back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 2.1e-5 apart (ggml's GELU)
+    assert back.config.hf_model_type == "starcoder2" and back.config.n_kv_heads == 2

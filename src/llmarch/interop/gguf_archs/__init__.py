@@ -36,6 +36,7 @@ from . import laguna
 from . import chatglm
 from . import bailingmoe2
 from . import llama_kin
+from . import codeshell
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -72,5 +73,6 @@ ARCHS.update(laguna.ARCHS)
 ARCHS.update(chatglm.ARCHS)
 ARCHS.update(bailingmoe2.ARCHS)
 ARCHS.update(llama_kin.ARCHS)
+ARCHS.update(codeshell.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
