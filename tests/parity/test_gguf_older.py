@@ -4,7 +4,8 @@ as llama.cpp's converter lays the architecture out (its keys under the architect
 as attn_qkv and feed_forward_length doubled). The file reads back by from_gguf to the model's logits (max |dlogit|
 <= 1e-4), and llama.cpp (llama-cpp-python, where installed) decodes it greedily to llmarch's tokens with llmarch's
 logits: what shows the reader undoes the converter's permuted q and k and fused attn_qkv as llama.cpp reads them.
-MiniCPM is read as Granite (a Granite file rewritten), Orion as StableLM, CodeShell as StarCoder2."""
+MiniCPM is read as Granite (a Granite file rewritten), Orion as StableLM, CodeShell as StarCoder2; llama-embed as a
+LLaMA with head `embed`, its pooled output compared with llama.cpp's embedding."""
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import _writer_class, to_gguf
+from llmarch.models.build import with_head
 
 from conftest import gguf_reads_back, perturbed_from_hf
 
@@ -174,3 +176,31 @@ def test_codeshell(tmp_path):
     assert {"blk.0.attn_qkv.weight", "blk.0.attn_qkv.bias", "blk.0.attn_output.bias"} <= names
     back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 2.1e-5 apart (ggml's GELU)
     assert back.config.hf_model_type == "starcoder2" and back.config.n_kv_heads == 2
+
+
+@pytest.mark.parametrize("causal,pooling", [(False, "mean"), (True, "last")])
+def test_llama_embed(causal, pooling, tmp_path):
+    """llama-embed as LlamaEmbedNemotronModel writes it (LLaMA's keys, q and k permuted, no head) with a
+    pooling_type, and attention.causal false (bidirectional) or (no key) llama.cpp's causal default: read as a
+    LLaMA with head `embed`, the same pooled embedding as llmarch's model given that head; llama.cpp embeds the
+    tokens it tokenized to it."""
+    model = _llama(tmp_path, num_key_value_heads=2, tie_word_embeddings=True)
+    extra = {"llama-embed.pooling_type": (["none", "mean", "cls", "last"].index(pooling), gguf.GGUFValueType.UINT32)}
+    if not causal:
+        extra["llama-embed.attention.causal"] = (False, gguf.GGUFValueType.BOOL)
+    rewrite(tmp_path / "llama.gguf", tmp_path / "x.gguf", "llama-embed", extra=extra)
+    back = llmarch.from_gguf(tmp_path / "x.gguf")
+    assert (back.config.head, back.config.pooling, back.config.causal) == ("embed", pooling, causal)
+    embedder = with_head(model, "embed", pooling=pooling, causal=causal).eval()
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    lc = llama_cpp.Llama(model_path=str(tmp_path / "x.gguf"), embedding=True, n_ctx=128, n_threads=1, verbose=False)
+    try:
+        tokens = lc.tokenize(b"Hello, world! The quick brown fox.", add_bos=True, special=True)
+        theirs = np.array(lc.embed(b"Hello, world! The quick brown fox.".decode(), normalize=False))
+    finally:
+        lc.close()
+    with torch.no_grad():
+        mine = back(torch.tensor([tokens])).logits[0]
+        assert (mine - embedder(torch.tensor([tokens])).logits[0]).abs().max() <= 1e-5
+    # llama.cpp: measured 1.7e-7 (bidirectional, mean), 3.6e-7 (causal, last) apart
+    assert len(tokens) == 34 and theirs.shape == (32,) and np.abs(theirs - mine.numpy()).max() <= 1e-4

@@ -20,6 +20,10 @@ those families do:
   1/sqrt(head_dim); where a key is missing, llama.cpp's defaults (12, 1.4 / sqrt(layers), 256 / hidden_size).
 - nanbeige: Nanbeige (NanbeigeModel, a LlamaModel: q and k permuted) with its layers run once (num_loops 1); a file
   looping them (num_loops > 1, llmarch has no looped stack for it) or with an attention.scale is refused.
+- llama-embed: a LLaMA embedding model (LlamaEmbedNemotronModel, a LlamaModel: q and k permuted; llama-embed-
+  nemotron): llama.cpp's llama graph without its head, the final norm's output pooled as pooling_type says (none where
+  absent), attention bidirectional where attention.causal is false (else causal, llama.cpp's default); read as a
+  LLaMA with head `embed`.
 - orion: Orion as StableLM: LayerNorms with biases, RoPE on whole heads in half-split pairs (q and k unpermuted),
   SwiGLU without biases, no attention biases, the `output` head (llama.cpp requires it)."""
 from __future__ import annotations
@@ -67,6 +71,12 @@ def _nanbeige(hf: dict, meta: Meta) -> dict:
     return _llama(hf, meta)
 
 
+def _llama_embed_in(meta: Meta) -> dict:
+    from .encoders import _embedding_in
+
+    return {**_embedding_in(meta), "causal": bool(meta.get("attention.causal", True))}
+
+
 def _orion(hf: dict, meta: Meta) -> dict:
     """Orion as StableLM: every dim of each head rotated (llama.cpp asserts it), the sequential residual (llama.cpp's
     orion graph has ffn_norm), no q, k, v biases."""
@@ -90,5 +100,8 @@ ARCHS = {
     "qwen": Arch("qwen2", fields=_qwen, read_only=True, split=_FUSED),
     "minicpm": Arch("granite", permuted_qk=True, fields=_minicpm, read_only=True),
     "nanbeige": Arch("llama", permuted_qk=True, fields=_nanbeige, read_only=True, names="llama"),  # no map of its own
+    "llama-embed": Arch("llama", permuted_qk=True, fields=lambda hf, meta: {**_llama(hf, meta),
+                                                                          "tie_word_embeddings": True},
+                        read_only=True, dropped=r"^lm_head\.", model_in=_llama_embed_in),
     "orion": Arch("stablelm", fields=_orion, read_only=True, layer_norm=True),
 }
