@@ -94,6 +94,13 @@ def test_nanbeige_loops_are_refused(tmp_path):
         llmarch.from_gguf(tmp_path / "x.gguf")
 
 
+def test_xverse_with_grouped_keys_is_refused(tmp_path):
+    _llama(tmp_path, num_key_value_heads=2)
+    rewrite(tmp_path / "llama.gguf", tmp_path / "x.gguf", "xverse")
+    with pytest.raises(LlmarchError, match="xverse file with grouped keys"):
+        llmarch.from_gguf(tmp_path / "x.gguf")
+
+
 def test_baichuan_other_than_32_layers_is_refused(tmp_path):
     _llama(tmp_path)
     rewrite(tmp_path / "llama.gguf", tmp_path / "x.gguf", "baichuan")

@@ -4,7 +4,8 @@ converters (convert_hf_to_gguf.py's XverseModel, InternLM2Model, BaichuanModel, 
 lay the tensors out as those families' are, and llama.cpp's graphs for them (src/models/<arch>.cpp) compute what
 those families do:
 
-- xverse: XVERSE's q and k permuted as LLaMA's (XverseModel._reverse_hf_permute), RoPE on whole heads.
+- xverse: XVERSE's q and k permuted as LLaMA's (XverseModel._reverse_hf_permute), RoPE on whole heads; multi-head
+  attention only (XVERSE's): with fewer key heads that converter permutes k by heads / kv_heads groups, not LLaMA's.
 - internlm2: InternLM2's fused wqkv (per key/value group: its query heads, then k, then v) split into attn_q, attn_k,
   attn_v, q and k permuted as LLaMA's (InternLM2Model.modify_tensors).
 - baichuan: Baichuan's fused W_pack (q | k | v) split into attn_q, attn_k, attn_v, q and k permuted as LLaMA's
@@ -36,6 +37,13 @@ from .phi2 import _fused_rows
 def _llama(hf: dict, meta: Meta) -> dict:
     """A LLaMA without MLP biases (these graphs have none)."""
     return {**hf, "mlp_bias": False}
+
+
+def _xverse(hf: dict, meta: Meta) -> dict:
+    if hf["num_key_value_heads"] != hf["num_attention_heads"]:
+        raise LlmarchError(f"{meta.path}: a GGUF xverse file with grouped keys is not supported (XverseModel "
+                           "permutes their k otherwise than LLaMA's)")
+    return _llama(hf, meta)
 
 
 def _baichuan(hf: dict, meta: Meta) -> dict:
@@ -94,7 +102,7 @@ def _orion(hf: dict, meta: Meta) -> dict:
 _FUSED = tuple((rf"\.{p}_proj\.(weight|bias)$", (r".qkv_proj.\1",), None, _fused_rows(i)) for i, p in enumerate("qkv"))
 
 ARCHS = {
-    "xverse": Arch("llama", permuted_qk=True, fields=_llama, read_only=True),
+    "xverse": Arch("llama", permuted_qk=True, fields=_xverse, read_only=True),
     "internlm2": Arch("llama", permuted_qk=True, fields=_llama, read_only=True),
     "baichuan": Arch("llama", permuted_qk=True, fields=_baichuan, read_only=True),
     "qwen": Arch("qwen2", fields=_qwen, read_only=True, split=_FUSED),
