@@ -44,9 +44,9 @@ K_QUANTIZERS = {"Q4_K": quantize_q4_k, "Q6_K": quantize_q6_k}
 LAYER = re.compile(r"^blk\.(\d+)\.")
 EXPERT_MATRIX = re.compile(r"_exps\.weight$")
 # hf_model_type -> GGUF arch (an architecture for a family's models with experts, Arch.experts_arch, or for its
-# encoders alone, Arch.encoder_arch, aside)
+# encoders alone, Arch.encoder_arch, and one only read, Arch.read_only, aside)
 GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)
-             if name not in {v for b in ARCHS.values() for v in (b.experts_arch, b.encoder_arch)}}
+             if not a.read_only and name not in {v for b in ARCHS.values() for v in (b.experts_arch, b.encoder_arch)}}
 
 
 def gguf_arch(cfg) -> str:

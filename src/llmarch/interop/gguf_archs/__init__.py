@@ -35,6 +35,8 @@ from . import granite_swa
 from . import laguna
 from . import chatglm
 from . import bailingmoe2
+from . import llama_kin
+from . import codeshell
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -70,5 +72,7 @@ ARCHS.update(granite_swa.ARCHS)
 ARCHS.update(laguna.ARCHS)
 ARCHS.update(chatglm.ARCHS)
 ARCHS.update(bailingmoe2.ARCHS)
+ARCHS.update(llama_kin.ARCHS)
+ARCHS.update(codeshell.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
