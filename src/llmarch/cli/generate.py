@@ -90,7 +90,8 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done."""
     from ..generate.generation_config import read_generation_config, token_rules
 
-    model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)  # generate lays it out for CPU decoding (generate/engine.py)
+    # generate lays it out for CPU decoding (generate/engine.py)
+    model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)
     gen = read_generation_config(tok)
     stats: dict = {}
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,

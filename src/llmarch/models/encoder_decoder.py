@@ -91,8 +91,8 @@ class EncoderDecoderLM(nn.Module):
                attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                input_pos: torch.Tensor | None = None, kv_len: int | None = None,
                last_only: bool = False) -> ModelOutput:
-        """Decoder logits (B, T, V) and final states. memory: the encoder output, or None to use the one given to setup_cache.
-        attention_mask (B, S): the source's padding. decoder_attention_mask (B, T'): the target's."""
+        """Decoder logits (B, T, V) and final states. memory: the encoder output, or None to use the one given to
+        setup_cache. attention_mask (B, S): the source's padding. decoder_attention_mask (B, T'): the target's."""
         if not torch.compiler.is_compiling():
             check_ids(decoder_input_ids, self.decoder._stack_cfg, self.cache_len, "decoder_input_ids")
         return self._decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask, input_pos, kv_len,
