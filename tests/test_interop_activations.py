@@ -1,0 +1,50 @@
+"""interop/activations.py: one table of transformers' activation names for the families that read them through
+ACT2FN; each family's export must keep writing the names it wrote before it used the table."""
+import pytest
+from transformers import CONFIG_MAPPING
+
+from llmarch.errors import LlmarchError
+from llmarch.interop.activations import HF_GATED_ACTIVATIONS, hf_activation, read_activation
+from llmarch.interop.hf import FAMILIES
+
+# model_type -> (its config's activation key, the name exported for transformers' default config,
+# {a name read: the name written back} where the family writes its own spelling)
+EXPORTS = {
+    "bart": ("activation_function", "gelu", {"silu": "swish"}),
+    "marian": ("activation_function", "gelu", {"silu": "swish"}),
+    "whisper": ("activation_function", "gelu", {"silu": "swish"}),
+    "trocr": ("activation_function", "gelu", {"silu": "swish"}),
+    "musicgen_decoder": ("activation_function", "gelu", {"silu": "swish"}),
+    "xglm": ("activation_function", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "opt": ("activation_function", "relu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "biogpt": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
+    "gpt_neox_japanese": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
+    "prophetnet": ("activation_function", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
+}
+
+
+def _round_trip(model_type: str, **changes) -> dict:
+    family = FAMILIES[model_type]
+    return family.from_config(family.to_config({**CONFIG_MAPPING[model_type]().to_dict(), **changes}))
+
+
+@pytest.mark.parametrize("model_type", sorted(EXPORTS))
+def test_export_writes_the_names_it_wrote_before(model_type):
+    key, default, spelled = EXPORTS[model_type]
+    assert _round_trip(model_type)[key] == default
+    for read, written in spelled.items():
+        assert _round_trip(model_type, **{key: read})[key] == written
+
+
+def test_read_names_the_family_key_and_choices():
+    assert read_activation({"act": "gelu_fast"}, "fam", "act", "gelu") == "gelu_tanh"
+    assert read_activation({}, "fam", "act", "swish") == "silu"
+    with pytest.raises(LlmarchError, match=r"fam: act 'tanh' is not supported \(gelu, .*swish\)"):
+        read_activation({"act": "tanh"}, "fam", "act", "gelu")
+    assert read_activation({"act": "gelu_new"}, "fam", "act", "gelu", HF_GATED_ACTIVATIONS) == "geglu_tanh"
+
+
+def test_export_spelling():
+    assert hf_activation("gelu_tanh") == "gelu_new"
+    assert hf_activation("gelu_tanh", {"gelu_tanh": "gelu_pytorch_tanh"}) == "gelu_pytorch_tanh"
+    assert hf_activation("swiglu") == "swiglu"  # no name: the family's read-back refuses it
