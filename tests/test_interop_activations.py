@@ -20,12 +20,19 @@ EXPORTS = {
     "biogpt": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
     "gpt_neox_japanese": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
     "prophetnet": ("activation_function", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "perceiver": ("hidden_act", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "funnel": ("hidden_act", "gelu_new", {"gelu_pytorch_tanh": "gelu_new"}),
+    "distilbert": ("activation", "gelu", {"relu": "relu"}),
+    "xlnet": ("ff_activation", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "reformer": ("hidden_act", "relu", {"gelu_pytorch_tanh": "gelu_new"}),
 }
+# what a default config lacks for llmarch to read it
+_COMPLETE = {"reformer": {"num_buckets": 32}}
 
 
 def _round_trip(model_type: str, **changes) -> dict:
-    family = FAMILIES[model_type]
-    return family.from_config(family.to_config({**CONFIG_MAPPING[model_type]().to_dict(), **changes}))
+    family, hf = FAMILIES[model_type], CONFIG_MAPPING[model_type]().to_dict()
+    return family.from_config(family.to_config({**hf, **_COMPLETE.get(model_type, {}), **changes}))
 
 
 @pytest.mark.parametrize("model_type", sorted(EXPORTS))
