@@ -25,6 +25,12 @@ EXPORTS = {
     "distilbert": ("activation", "gelu", {"relu": "relu"}),
     "xlnet": ("ff_activation", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
     "reformer": ("hidden_act", "relu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "gpt2": ("activation_function", "gelu_new", {"gelu_pytorch_tanh": "gelu_new"}),
+    "gptj": ("activation_function", "gelu_new", {"gelu_pytorch_tanh": "gelu_new"}),
+    "gpt_neo": ("activation_function", "gelu_new", {"gelu_pytorch_tanh": "gelu_new"}),
+    "phi": ("hidden_act", "gelu_new", {"gelu_pytorch_tanh": "gelu_new"}),
+    "starcoder2": ("hidden_act", "gelu_pytorch_tanh", {"gelu_new": "gelu_pytorch_tanh"}),
+    "falcon": ("activation", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
 }
 # what a default config lacks for llmarch to read it
 _COMPLETE = {"reformer": {"num_buckets": 32}}

@@ -7,7 +7,7 @@ transformers builds them. The classification heads (BioGptForSequenceClassificat
 are not read."""
 from __future__ import annotations
 
-from .activations import hf_activation, read_activation
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from ..config import ModelConfig
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
@@ -31,7 +31,7 @@ def to_config(hf: dict) -> ModelConfig:
 def from_config(cfg: ModelConfig) -> dict:
     hf = dict(model_type="biogpt", architectures=["BioGptForCausalLM"], vocab_size=cfg.vocab_size,
               hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-              intermediate_size=cfg.ffn_hidden, hidden_act=hf_activation(cfg.ffn, {"gelu_tanh": "gelu_pytorch_tanh"}),
+              intermediate_size=cfg.ffn_hidden, hidden_act=hf_activation(cfg.ffn, PYTORCH_TANH),
               max_position_embeddings=cfg.context_length, scale_embedding=cfg.embed_scale,
               tie_word_embeddings=cfg.tie_embeddings, hidden_dropout_prob=cfg.dropout,
               attention_probs_dropout_prob=cfg.dropout)

@@ -7,7 +7,7 @@ exact-GELU MLP of intermediate_multiple_size x hidden_size, RoPE on the first ro
 halves), and a head `embed_out` tied as tie_word_embeddings says."""
 from __future__ import annotations
 
-from .activations import hf_activation, read_activation
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .expressible import refuse_unless_read_back
@@ -62,7 +62,7 @@ def from_config(cfg: ModelConfig) -> dict:
     hf = dict(model_type="gpt_neox_japanese", architectures=["GPTNeoXJapaneseForCausalLM"],
               vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
               num_attention_heads=cfg.n_heads, intermediate_multiple_size=cfg.ffn_hidden // cfg.d_model,
-              hidden_act=hf_activation(cfg.ffn, {"gelu_tanh": "gelu_pytorch_tanh"}), layer_norm_eps=cfg.norm_eps,
+              hidden_act=hf_activation(cfg.ffn, PYTORCH_TANH), layer_norm_eps=cfg.norm_eps,
               max_position_embeddings=cfg.context_length, rope_parameters=params,
               tie_word_embeddings=cfg.tie_embeddings, attention_dropout=cfg.dropout, hidden_dropout=cfg.dropout)
     return refuse_unless_read_back(cfg, hf, to_config)
