@@ -31,6 +31,8 @@ EXPORTS = {
     "phi": ("hidden_act", "gelu_new", {"gelu_pytorch_tanh": "gelu_new"}),
     "starcoder2": ("hidden_act", "gelu_pytorch_tanh", {"gelu_new": "gelu_pytorch_tanh"}),
     "falcon": ("activation", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
+    "zamba2": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
+    "zamba": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
 }
 # what a default config lacks for llmarch to read it
 _COMPLETE = {"reformer": {"num_buckets": 32}}

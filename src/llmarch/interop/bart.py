@@ -4,9 +4,9 @@ to the head, and a logits bias (`final_logits_bias`, a buffer in transformers: o
 Marian (marian.py) is the same layout with sinusoidal positions and no embedding norm."""
 from __future__ import annotations
 
-from .activations import exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 

@@ -7,8 +7,8 @@ transformers builds them. The classification heads (BioGptForSequenceClassificat
 are not read."""
 from __future__ import annotations
 
-from .activations import PYTORCH_TANH, hf_activation, read_activation
 from ..config import ModelConfig
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .opt import decoder_rules

@@ -7,9 +7,9 @@ classifier) and the token classifier. Its position table is stored whether learn
 (sinusoidal_pos_embds fills it at initialisation), so both read as learned positions."""
 from __future__ import annotations
 
-from .activations import exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 

@@ -12,9 +12,9 @@ and slope * position rounded to bfloat16, then divided by sqrt(head_dim) (alibi_
 original RW code computes it."""
 from __future__ import annotations
 
-from .activations import HF_NAMES, PYTORCH_TANH, exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import HF_NAMES, PYTORCH_TANH, exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_parameters
 from .mapping import Rule

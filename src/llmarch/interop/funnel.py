@@ -13,9 +13,9 @@ first token: our pooler + classifier), a per-token classifier. Refused: block_re
 several times over), FunnelForPreTraining (ELECTRA's discriminator over the decoder), multiple choice and QA heads."""
 from __future__ import annotations
 
-from .activations import exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .bert import _W
 from .hf import FAMILIES, Family
 from .mapping import Rule

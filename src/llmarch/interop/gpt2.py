@@ -2,9 +2,9 @@
 `c_attn` in the same q|k|v order as our `qkv_proj`."""
 from __future__ import annotations
 
-from .activations import read_activation, require_hf_activation
 from ..config import ModelConfig
 from ..presets import PRESETS
+from .activations import read_activation, require_hf_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 

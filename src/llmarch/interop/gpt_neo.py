@@ -5,10 +5,10 @@ implementation trained them), and layers of two types, `attention_types` expande
 local (causal over the last window_size keys, the query's own included)."""
 from __future__ import annotations
 
-from .activations import read_activation, require_hf_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..presets import PRESETS
+from .activations import read_activation, require_hf_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 

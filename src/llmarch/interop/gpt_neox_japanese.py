@@ -7,9 +7,9 @@ exact-GELU MLP of intermediate_multiple_size x hidden_size, RoPE on the first ro
 halves), and a head `embed_out` tied as tie_word_embeddings says."""
 from __future__ import annotations
 
-from .activations import PYTORCH_TANH, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .llama import rope_fields

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from .activations import hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import hf_activation, read_activation
 from .bart import CROSS_SUBLAYERS, SWISH
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family

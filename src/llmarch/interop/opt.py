@@ -6,9 +6,9 @@ from its first real token. Published checkpoints (OPTModel) hold `decoder.*` wit
 projections in and out of a narrower embedding (word_embed_proj_dim) and its post-norm blocks are not read."""
 from __future__ import annotations
 
-from .activations import exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 

@@ -14,10 +14,10 @@ import itertools
 
 import torch
 
-from .activations import exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..models.perceiver import part_config
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import JOINS, Rule
 

@@ -8,9 +8,9 @@ tanh-GELU MLP (`fc1`, `fc2`; hidden_act gelu_new), a `final_layernorm`, and an u
 keys before RoPE: our qk_norm="head" with the model's LayerNorm (layers/attention.py)."""
 from __future__ import annotations
 
-from .activations import HF_NAMES, exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import HF_NAMES, exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_fraction, rope_parameters
 from .mapping import Rule

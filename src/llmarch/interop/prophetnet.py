@@ -9,9 +9,9 @@ predicting stream, as transformers' `logits` do. Refused: encoder and decoder of
 pad_token_id other than 0 (transformers' cached decoding then buckets its relative positions off by it)."""
 from __future__ import annotations
 
-from .activations import exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-from .activations import exportable, hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 

@@ -7,8 +7,8 @@ Its three dropouts (attention, residual, embedding) are llmarch's one `dropout` 
 reads it); where they differ no field holds them, and they are left out (dropout 0)."""
 from __future__ import annotations
 
-from .activations import HF_NAMES, PYTORCH_TANH, exportable, hf_activation, read_activation
 from ..config import ModelConfig
+from .activations import HF_NAMES, PYTORCH_TANH, exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_parameters
 from .mapping import Rule

@@ -17,9 +17,9 @@ sinusoidal positions skip pad_token_id wherever it occurs. llmarch counts each r
 row alone gives, the same in both cases."""
 from __future__ import annotations
 
-from .activations import hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import hf_activation, read_activation
 from .bart import CROSS_SUBLAYERS, SWISH
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family

@@ -7,9 +7,9 @@ counted from offset 2 and not stored; tied head without a bias. transformers zer
 larger one is refused. add_cross_attention (XGLM as a decoder of an encoder-decoder) is refused."""
 from __future__ import annotations
 
-from .activations import hf_activation, read_activation
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import hf_activation, read_activation
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import Rule
