@@ -33,6 +33,7 @@ EXPORTS = {
     "falcon": ("activation", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
     "zamba2": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
     "zamba": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
+    "openai-gpt": ("afn", "gelu", {"swish": "silu", "relu": "relu"}),  # its own ACT_FNS: "gelu" is tanh-GELU
 }
 # what a default config lacks for llmarch to read it
 _COMPLETE = {"reformer": {"num_buckets": 32}}
@@ -63,3 +64,11 @@ def test_export_spelling():
     assert hf_activation("gelu_tanh") == "gelu_new"
     assert hf_activation("gelu_tanh", {"gelu_tanh": "gelu_pytorch_tanh"}) == "gelu_pytorch_tanh"
     assert hf_activation("swiglu") == "swiglu"  # no name: the family's read-back refuses it
+
+
+def test_a_family_outside_act2fn_keeps_its_own_names():
+    # OpenAIGPTMLP looks afn up in its ACT_FNS (relu, silu, gelu = tanh-GELU, swish), which has no gelu_new
+    assert FAMILIES["openai-gpt"].to_config({**CONFIG_MAPPING["openai-gpt"]().to_dict(), "afn": "gelu"}).ffn \
+        == "gelu_tanh"
+    with pytest.raises(LlmarchError, match="openai-gpt: afn 'gelu_new' is not supported"):
+        _round_trip("openai-gpt", afn="gelu_new")
