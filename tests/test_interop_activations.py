@@ -72,3 +72,11 @@ def test_a_family_outside_act2fn_keeps_its_own_names():
         == "gelu_tanh"
     with pytest.raises(LlmarchError, match="openai-gpt: afn 'gelu_new' is not supported"):
         _round_trip("openai-gpt", afn="gelu_new")
+
+
+def test_vision_towers_and_the_llava_projector_write_the_names_they_wrote_before():
+    out = _round_trip("llava")
+    assert (out["vision_config"]["hidden_act"], out["projector_hidden_act"]) == ("quick_gelu", "gelu")
+    siglip = {**CONFIG_MAPPING["siglip_vision_model"]().to_dict(), "model_type": "siglip_vision_model"}
+    out = _round_trip("llava", vision_config=siglip, projector_hidden_act="gelu_new")
+    assert (out["vision_config"]["hidden_act"], out["projector_hidden_act"]) == ("gelu_pytorch_tanh",) * 2
