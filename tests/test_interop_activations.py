@@ -33,6 +33,7 @@ EXPORTS = {
     "falcon": ("activation", "gelu", {"gelu_new": "gelu_pytorch_tanh"}),
     "zamba2": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
     "zamba": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
+    "modernbert": ("hidden_activation", "gelu", {}),
     "openai-gpt": ("afn", "gelu", {"swish": "silu", "relu": "relu"}),  # its own ACT_FNS: "gelu" is tanh-GELU
 }
 # what a default config lacks for llmarch to read it
@@ -64,6 +65,13 @@ def test_export_spelling():
     assert hf_activation("gelu_tanh") == "gelu_new"
     assert hf_activation("gelu_tanh", {"gelu_tanh": "gelu_pytorch_tanh"}) == "gelu_pytorch_tanh"
     assert hf_activation("swiglu") == "swiglu"  # no name: the family's read-back refuses it
+
+
+def test_modernbert_writes_one_name_for_its_mlp_and_its_head():
+    out = _round_trip("modernbert", hidden_activation="gelu_new", classifier_activation="gelu_pytorch_tanh")
+    assert (out["hidden_activation"], out["classifier_activation"]) == ("gelu_pytorch_tanh",) * 2
+    with pytest.raises(LlmarchError, match="classifier_activation 'silu' differs"):
+        _round_trip("modernbert", classifier_activation="silu")
 
 
 def test_a_family_outside_act2fn_keeps_its_own_names():
