@@ -34,6 +34,13 @@ EXPORTS = {
     "zamba2": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
     "zamba": ("hidden_act", "gelu", {"gelu_new": "gelu_pytorch_tanh", "silu": "silu"}),
     "modernbert": ("hidden_activation", "gelu", {}),
+    "bert": ("hidden_act", "gelu", {"relu": "relu"}),
+    "roberta": ("hidden_act", "gelu", {"gelu_new": "gelu_new"}),
+    "big_bird": ("hidden_act", "gelu_new", {"relu": "relu"}),
+    "git": ("hidden_act", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "fnet": ("hidden_act", "gelu_new", {"gelu_pytorch_tanh": "gelu_new"}),
+    "deberta-v2": ("hidden_act", "gelu", {"gelu_pytorch_tanh": "gelu_new"}),
+    "mobilebert": ("hidden_act", "relu", {"gelu_pytorch_tanh": "gelu_new"}),
     "openai-gpt": ("afn", "gelu", {"swish": "silu", "relu": "relu"}),  # its own ACT_FNS: "gelu" is tanh-GELU
 }
 # what a default config lacks for llmarch to read it
@@ -72,6 +79,12 @@ def test_modernbert_writes_one_name_for_its_mlp_and_its_head():
     assert (out["hidden_activation"], out["classifier_activation"]) == ("gelu_pytorch_tanh",) * 2
     with pytest.raises(LlmarchError, match="classifier_activation 'silu' differs"):
         _round_trip("modernbert", classifier_activation="silu")
+
+
+def test_bert_keeps_the_names_roberta_reads():
+    # RobertaLMHead applies exact GELU whatever hidden_act, and RoBERTa's families read their configs through BERT's
+    with pytest.raises(LlmarchError, match="roberta: hidden_act 'silu' is not supported"):
+        _round_trip("roberta", hidden_act="silu")
 
 
 def test_a_family_outside_act2fn_keeps_its_own_names():
