@@ -10,8 +10,9 @@ from ..layers.ffn import FFN_ACTIVATION
 
 # ACT2FN name -> the ungated FFN kind computing the same function
 HF_ACTIVATIONS: dict[str, str] = {
-    "gelu": "gelu", "gelu_python": "gelu",  # erf GELU (Hendrycks & Gimpel 2016, eq. 1)
-    # 0.5 x (1 + tanh(sqrt(2/\u03c0) (x + 0.044715 x^3))), the tanh approximation (ibid., \u00a72), five spellings
+    "gelu": "gelu", "gelu_python": "gelu",  # x \u03a6(x), the erf GELU (Hendrycks & Gimpel 2016, \u00a72)
+    # 0.5 x (1 + tanh(sqrt(2/\u03c0) (x + 0.044715 x^3))), its tanh approximation (ibid.), five spellings (gelu_fast
+    # rounds sqrt(2/\u03c0) to 0.7978845608: equal to 1e-10)
     "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_python_tanh": "gelu_tanh",
     "gelu_fast": "gelu_tanh", "gelu_accurate": "gelu_tanh",
     "quick_gelu": "quick_gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swish": "silu",
