@@ -49,7 +49,7 @@ def test_logits_generation_cached_decoding_and_round_trip(case, tmp_path):
 
 def test_unsupported_configs_are_refused():
     with pytest.raises(LlmarchError, match="hidden_act"):
-        hf_model_config(dict(BASE, model_type="git", hidden_act="silu"))
+        hf_model_config(dict(BASE, model_type="git", hidden_act="tanh"))
     with pytest.raises(LlmarchError, match="num_image_with_embedding"):
         hf_model_config(dict(BASE, model_type="git", num_image_with_embedding=6))
 

@@ -148,7 +148,7 @@ def test_refusals(pair):
     with pytest.raises(llmarch.LlmarchError, match=r"decoder_prompt\[1\]=99 is out of range"):
         llmarch.generate(ours, None, 2, input_features=features, decoder_prompt=[START, V])
     whisper = FAMILIES["whisper"].to_config
-    with pytest.raises(llmarch.LlmarchError, match="unsupported activation_function 'tanh'"):
+    with pytest.raises(llmarch.LlmarchError, match="activation_function 'tanh' is not supported"):
         whisper({**_CONFIG, "model_type": "whisper", "activation_function": "tanh"})
     with pytest.raises(llmarch.LlmarchError, match="tie_word_embeddings false"):
         whisper({**_CONFIG, "model_type": "whisper", "tie_word_embeddings": False})

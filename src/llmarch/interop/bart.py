@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
 _W = ("weight", "bias")
+SWISH = {"silu": "swish"}  # the spelling BART-derived families write for SiLU
 _SUBLAYERS = [("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"), ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
 _SELF_ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
 CROSS_SUBLAYERS = [("encoder_attn.q_proj", "cross_attn.q_proj"), ("encoder_attn.out_proj", "cross_attn.o_proj"),
                    ("encoder_attn_layer_norm", "ln_cross")]  # a decoder block's (TrOCR's decoder alone holds it too)
-_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 
 
 def seq2seq_rules(learned_positions: bool, embed_norm: bool | None = None) -> list[Rule]:
@@ -58,12 +59,10 @@ def shared_fields(hf: dict) -> dict:
         if hf.get(enc) != hf.get(dec):
             raise LlmarchError(f"{enc}={hf.get(enc)} differs from {dec}={hf.get(dec)}; llmarch builds both stacks "
                                "with one shape")
-    act = hf.get("activation_function", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"unsupported activation_function {act!r}; supported: {', '.join(_ACT)}")
     return dict(name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"],
                 vocab_size=hf["vocab_size"], d_model=hf["d_model"], n_layers=hf["encoder_layers"],
-                n_decoder_layers=hf["decoder_layers"], n_heads=hf["encoder_attention_heads"], ffn=_ACT[act],
+                n_decoder_layers=hf["decoder_layers"], n_heads=hf["encoder_attention_heads"],
+                ffn=read_activation(hf, hf["model_type"], "activation_function", "gelu"),
                 ffn_hidden=hf["encoder_ffn_dim"], norm="layernorm", norm_eps=1e-5, norm_placement="post",
                 embed_scale=bool(hf.get("scale_embedding", False)), bias=True, head_bias=True,
                 tie_embeddings=hf.get("tie_word_embeddings", True), pad_id=hf.get("pad_token_id", 1),
@@ -73,7 +72,7 @@ def shared_fields(hf: dict) -> dict:
 def shared_hf(cfg: ModelConfig, model_type: str, architecture: str, placement: str = "post") -> dict:
     """config.json fields common to BART's relatives; placement: the norm placement the layout has (post: BART,
     Marian; pre, with a final norm in each stack: mBART, PEGASUS, M2M-100)."""
-    act = {v: k for k, v in reversed(_ACT.items())}.get(cfg.ffn)
+    act = hf_activation(cfg.ffn, SWISH) if exportable(cfg.ffn) else None
     if (act is None or cfg.norm != "layernorm" or cfg.norm_placement != placement
             or cfg.final_norm != (placement == "pre")):
         raise LlmarchError(f"model_type {model_type} needs layernorm, {placement}-norm "

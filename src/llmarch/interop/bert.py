@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import HF_ACTIVATIONS, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -51,7 +52,9 @@ RULES = encoder_rules("bert", "cls.predictions", "transform.dense", "transform.L
 HEADS = head_rules("bert.pooler.dense", "classifier", "classifier")
 # the decoder's bias is cls.predictions.bias again; position_ids is a stored buffer in older files
 IGNORE = (r"^cls\.predictions\.decoder\.bias$", r"embeddings\.position_ids$")
-_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
+# BERT computes any ACT2FN name, but RoBERTa's LM head (roberta.py and the families on it, which read their
+# configs here) applies exact GELU whatever hidden_act: the names read before the shared table, not all of it
+BERT_ACTIVATIONS = {name: HF_ACTIVATIONS[name] for name in ("gelu", "gelu_new", "relu")}
 
 
 def to_config(hf: dict) -> ModelConfig:
@@ -60,7 +63,8 @@ def to_config(hf: dict) -> ModelConfig:
         raise LlmarchError(f"BERT with position_embedding_type {positions!r} is not supported (absolute only)")
     return ModelConfig(name=hf.get("_name_or_path") or "bert", hf_model_type="bert", vocab_size=hf["vocab_size"],
                        d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
-                       ffn=_ACT[hf.get("hidden_act", "gelu")], ffn_hidden=hf["intermediate_size"], norm="layernorm",
+                       ffn=read_activation(hf, hf.get("model_type") or "bert", "hidden_act", "gelu", BERT_ACTIVATIONS),
+                       ffn_hidden=hf["intermediate_size"], norm="layernorm",
                        norm_eps=hf.get("layer_norm_eps", 1e-12), norm_placement="post", positions="learned",
                        causal=bool(hf.get("is_decoder", False)), type_vocab_size=hf.get("type_vocab_size", 2), embed_norm=True,
                        head_transform=True, head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -71,7 +75,7 @@ def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="bert", architectures=["BertLMHeadModel" if cfg.causal else "BertForMaskedLM"],
                 is_decoder=cfg.causal, vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn],
+                intermediate_size=cfg.ffn_hidden, hidden_act=hf_activation(cfg.ffn),
                 layer_norm_eps=cfg.norm_eps, type_vocab_size=cfg.type_vocab_size,
                 max_position_embeddings=cfg.context_length, tie_word_embeddings=cfg.tie_embeddings)
 
@@ -81,7 +85,8 @@ def kind_encoder_needs(cfg: ModelConfig, attention: str, offset: int) -> str | N
     from `offset` (Nystromformer's and YOSO's layout), or None."""
     if cfg.attention != attention or cfg.mixer != "attention" or cfg.layer_types is not None \
             or cfg.norm_placement != "post" or cfg.position_offset != offset or cfg.positions != "learned" \
-            or not cfg.bias or cfg.ffn not in _ACT.values() or not cfg.embed_norm or cfg.embed_width != cfg.d_model \
+            or not cfg.bias or cfg.ffn not in BERT_ACTIVATIONS.values() or not cfg.embed_norm \
+            or cfg.embed_width != cfg.d_model \
             or cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias):
         return (f"attention={attention!r} in every layer of a post-norm encoder with biases, learned positions from "
                 f"{offset}, an embedding norm, and BERT's MLM head")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bert import RULES, _ACT
+from .activations import hf_activation
+from .bert import BERT_ACTIVATIONS, RULES
 from .bert import to_config as bert_config
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -37,7 +38,7 @@ def to_config(hf: dict) -> ModelConfig:
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.attention not in _KINDS.values() or cfg.mixer != "attention" or cfg.layer_types is not None \
             or cfg.norm_placement != "post" or cfg.position_offset or cfg.positions != "learned" or not cfg.bias \
-            or cfg.ffn not in _ACT.values() or not cfg.embed_norm or cfg.embed_width != cfg.d_model \
+            or cfg.ffn not in BERT_ACTIVATIONS.values() or not cfg.embed_norm or cfg.embed_width != cfg.d_model \
             or cfg.n_kv_heads != cfg.n_heads or cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias):
         return ("attention 'bigbird' or 'full' in every layer of a post-norm encoder with biases (q, k, v's may be "
                 "off), learned positions from 0, an embedding norm, and BERT's MLM head")
@@ -48,7 +49,7 @@ def from_config(cfg: ModelConfig) -> dict:
     kind = {v: k for k, v in _KINDS.items()}[cfg.attention]
     return dict(model_type="big_bird", architectures=["BigBirdForMaskedLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn],
+                intermediate_size=cfg.ffn_hidden, hidden_act=hf_activation(cfg.ffn),
                 layer_norm_eps=cfg.norm_eps, type_vocab_size=cfg.type_vocab_size,
                 max_position_embeddings=cfg.context_length, tie_word_embeddings=cfg.tie_embeddings,
                 attention_type=kind, block_size=cfg.attention_block, num_random_blocks=cfg.random_blocks,

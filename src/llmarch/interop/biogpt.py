@@ -8,23 +8,20 @@ are not read."""
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..errors import LlmarchError
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .opt import decoder_rules
 
 RULES = decoder_rules("biogpt.", "layer_norm", "output_projection")
-_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu"}
 OFFSET = 2  # BioGptLearnedPositionalEmbedding.offset
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act = hf.get("hidden_act", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"biogpt: hidden_act {act!r} is not supported ({', '.join(_ACT)})")
     return ModelConfig(name=hf.get("_name_or_path") or "biogpt", hf_model_type="biogpt", vocab_size=hf["vocab_size"],
                        d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-                       n_heads=hf["num_attention_heads"], ffn=_ACT[act], ffn_hidden=hf["intermediate_size"],
+                       n_heads=hf["num_attention_heads"], ffn=read_activation(hf, "biogpt", "hidden_act", "gelu"),
+                       ffn_hidden=hf["intermediate_size"],
                        norm="layernorm", norm_eps=1e-5, positions="learned", position_offset=OFFSET,
                        embed_scale=bool(hf.get("scale_embedding", True)),
                        tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -34,7 +31,7 @@ def to_config(hf: dict) -> ModelConfig:
 def from_config(cfg: ModelConfig) -> dict:
     hf = dict(model_type="biogpt", architectures=["BioGptForCausalLM"], vocab_size=cfg.vocab_size,
               hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-              intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}.get(cfg.ffn, cfg.ffn),
+              intermediate_size=cfg.ffn_hidden, hidden_act=hf_activation(cfg.ffn, PYTORCH_TANH),
               max_position_embeddings=cfg.context_length, scale_embedding=cfg.embed_scale,
               tie_word_embeddings=cfg.tie_embeddings, hidden_dropout_prob=cfg.dropout,
               attention_probs_dropout_prob=cfg.dropout)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bert import _ACT, _LAYER, _W
+from .activations import read_activation, require_hf_activation
+from .bert import _LAYER, _W
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -90,13 +91,12 @@ def to_config(hf: dict) -> ModelConfig:
         raise LlmarchError("DeBERTa with legacy=False (the lm_predictions MLM head) is not supported")
     if hf.get("embedding_size", d) != d or hf.get("pooler_hidden_size", d) != d:
         raise LlmarchError("DeBERTa with embedding_size or pooler_hidden_size other than hidden_size is not supported")
-    act = hf.get("hidden_act", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"DeBERTa with hidden_act {act!r} is not supported ({', '.join(_ACT)})")
     return ModelConfig(
         name=hf.get("_name_or_path") or "deberta-v2", hf_model_type="deberta-v2", vocab_size=hf["vocab_size"],
         d_model=d, n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
-        head_dim=hf.get("attention_head_size"), ffn=_ACT[act], ffn_hidden=hf["intermediate_size"],
+        head_dim=hf.get("attention_head_size"),
+        ffn=read_activation(hf, hf.get("model_type") or "deberta-v2", "hidden_act", "gelu"),
+        ffn_hidden=hf["intermediate_size"],
         norm="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-7), norm_placement="post", causal=False,
         type_vocab_size=hf.get("type_vocab_size", 0), embed_norm=True, head_transform=True, head_bias=True,
         tie_embeddings=hf.get("tie_word_embeddings", True), context_length=hf.get("max_position_embeddings", 512),
@@ -118,7 +118,8 @@ def from_config(cfg: ModelConfig) -> dict:
     out = dict(model_type="deberta-v2", architectures=["DebertaV2ForMaskedLM"], vocab_size=cfg.vocab_size,
                hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                attention_head_size=cfg.head_dim, intermediate_size=cfg.ffn_hidden,
-               hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn], layer_norm_eps=cfg.norm_eps,
+               hidden_act=require_hf_activation(cfg.ffn, cfg.hf_model_type or "deberta-v2"),
+               layer_norm_eps=cfg.norm_eps,
                type_vocab_size=cfg.type_vocab_size, max_position_embeddings=cfg.context_length,
                tie_word_embeddings=cfg.tie_embeddings, pooler_hidden_act=cfg.pooler_act, legacy=True,
                relative_attention=relative, position_biased_input=cfg.positions == "learned",

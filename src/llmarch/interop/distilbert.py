@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -30,16 +31,13 @@ RULES = [
 HEADS = {"classify": [*[Rule.of(f"pre_classifier.{w}", f"pooler.dense.{w}") for w in _W],
                       *[Rule.of(f"classifier.{w}", f"classifier.{w}") for w in _W]],
          "tokens": [Rule.of(f"classifier.{w}", f"classifier.{w}") for w in _W]}
-_ACT = {"gelu": "gelu", "relu": "relu"}
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act = hf.get("activation", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"distilbert: activation {act!r} is not supported ({', '.join(_ACT)})")
     return ModelConfig(name=hf.get("_name_or_path") or "distilbert", hf_model_type="distilbert",
                        vocab_size=hf["vocab_size"], d_model=hf["dim"], n_layers=hf["n_layers"], n_heads=hf["n_heads"],
-                       ffn=_ACT[act], ffn_hidden=hf["hidden_dim"], norm="layernorm", norm_eps=1e-12,
+                       ffn=read_activation(hf, "distilbert", "activation", "gelu"), ffn_hidden=hf["hidden_dim"],
+                       norm="layernorm", norm_eps=1e-12,
                        norm_placement="post", positions="learned", causal=False, type_vocab_size=0, embed_norm=True,
                        head_transform=True, head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
                        pooler_act="relu", context_length=hf.get("max_position_embeddings", 512))
@@ -47,13 +45,13 @@ def to_config(hf: dict) -> ModelConfig:
 
 def from_config(cfg: ModelConfig) -> dict:
     if (cfg.norm, cfg.norm_eps, cfg.norm_placement, cfg.positions, cfg.causal, cfg.type_vocab_size) != (
-            "layernorm", 1e-12, "post", "learned", False, 0) or cfg.ffn not in _ACT or not cfg.bias \
+            "layernorm", 1e-12, "post", "learned", False, 0) or not exportable(cfg.ffn) or not cfg.bias \
             or cfg.head == "classify" and cfg.pooler_act != "relu" or cfg.n_kv_heads != cfg.n_heads:
         raise LlmarchError("model_type distilbert needs a bidirectional post-norm encoder (LayerNorm eps 1e-12, "
-                           "learned positions, no token types, biases, a gelu or relu MLP, MHA) and a ReLU pooler")
+                           "learned positions, no token types, biases, an ungated MLP, MHA) and a ReLU pooler")
     return dict(model_type="distilbert", architectures=["DistilBertForMaskedLM"], vocab_size=cfg.vocab_size,
                 dim=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, hidden_dim=cfg.ffn_hidden,
-                activation={v: k for k, v in _ACT.items()}[cfg.ffn], max_position_embeddings=cfg.context_length,
+                activation=hf_activation(cfg.ffn), max_position_embeddings=cfg.context_length,
                 sinusoidal_pos_embds=False, tie_word_embeddings=cfg.tie_embeddings)
 
 

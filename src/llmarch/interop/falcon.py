@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import HF_NAMES, PYTORCH_TANH, exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_parameters
 from .mapping import Rule
@@ -35,9 +36,6 @@ IGNORE = (r"rotary_emb\.inv_freq$",)  # a derived buffer that checkpoints of the
 # HF names of our ln1 (and ln2), by block: they depend on config fields, so the rules do (FalconFamily)
 _NORMS = {"sequential": ("input_layernorm", "post_attention_layernorm"), "shared": ("input_layernorm",),
           "parallel": ("ln_attn", "ln_mlp")}
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
-                "silu": "silu"}
-_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
 
 
 def _unexpressible(cfg: ModelConfig) -> str | None:
@@ -48,7 +46,7 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
               cfg.positions == "rope" and cfg.rope_fraction == 1 or cfg.positions == "alibi" and _rw_alibi(cfg)),
              ("head_dim = d_model / n_heads", cfg.head_dim * cfg.n_heads == cfg.d_model),
              ("qkv_bias equal to bias", cfg.qkv_bias == cfg.bias),
-             (f"an ungated ffn ({', '.join(_HF_ACTIVATIONS)})", cfg.ffn in _HF_ACTIVATIONS),
+             (f"an ungated ffn ({', '.join(HF_NAMES)})", exportable(cfg.ffn)),
              ("n_kv_heads 1 or n_heads in a sequential block",
               cfg.block == "parallel" or cfg.n_kv_heads in (1, cfg.n_heads)),
              ("no sliding_window", cfg.sliding_window is None),
@@ -83,10 +81,10 @@ def to_config(hf: dict) -> ModelConfig:
     # the old architecture ignores num_kv_heads: its fused weight holds 1 (multi_query) or all k, v heads
     kv = (hf.get("num_kv_heads") or heads) if new else 1 if hf.get("multi_query", True) else heads
     d = hf.get("n_embed") or hf["hidden_size"]  # n_embed: the older name, which transformers still honours
-    act = hf.get("activation") or "gelu"
     fields = dict(name=hf.get("_name_or_path") or "falcon", hf_model_type="falcon", vocab_size=hf["vocab_size"],
                   d_model=d, n_layers=hf["num_hidden_layers"], n_heads=heads, n_kv_heads=kv,
-                  ffn=_ACTIVATIONS.get(act, act), ffn_hidden=hf.get("ffn_hidden_size") or 4 * d, norm="layernorm",
+                  ffn=read_activation(hf, "falcon", "activation", "gelu"),
+                  ffn_hidden=hf.get("ffn_hidden_size") or 4 * d, norm="layernorm",
                   norm_eps=hf.get("layer_norm_epsilon") or 1e-5, block="parallel" if parallel else "sequential",
                   shared_norm=parallel and n_norms == 1, positions="rope", bias=hf.get("bias", False),
                   tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -107,7 +105,7 @@ def from_config(cfg: ModelConfig) -> dict:
                 num_kv_heads=kv, multi_query=kv == 1, new_decoder_architecture=new, parallel_attn=parallel,
                 num_ln_in_parallel_attn=(1 if cfg.shared_norm else 2) if parallel else None,
                 alibi=cfg.positions == "alibi",
-                bias=cfg.bias, ffn_hidden_size=cfg.ffn_hidden, activation=_HF_ACTIVATIONS[cfg.ffn],
+                bias=cfg.bias, ffn_hidden_size=cfg.ffn_hidden, activation=hf_activation(cfg.ffn, PYTORCH_TANH),
                 layer_norm_epsilon=cfg.norm_eps, rope_parameters=rope_parameters(cfg),
                 max_position_embeddings=(cfg.rope_original_context if cfg.rope_scaling == "dynamic"
                                          else cfg.context_length),

@@ -9,8 +9,8 @@ matrix products) is read as the FFT; exported as False."""
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..errors import LlmarchError
-from .bert import _ACT, head_rules
+from .activations import exportable, hf_activation, read_activation
+from .bert import head_rules
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -39,12 +39,10 @@ IGNORE = (r"^cls\.predictions\.decoder\.bias$", r"embeddings\.(position|token_ty
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act = hf.get("hidden_act", "gelu_new")
-    if act not in _ACT:
-        raise LlmarchError(f"fnet: hidden_act {act!r} is not supported (one of {', '.join(_ACT)})")
     return ModelConfig(name=hf.get("_name_or_path") or "fnet", hf_model_type="fnet", vocab_size=hf["vocab_size"],
                        d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=1, mixer="fourier",
-                       ffn=_ACT[act], ffn_hidden=hf["intermediate_size"], norm="layernorm",
+                       ffn=read_activation(hf, "fnet", "hidden_act", "gelu_new"), ffn_hidden=hf["intermediate_size"],
+                       norm="layernorm",
                        norm_eps=hf.get("layer_norm_eps", 1e-12), norm_placement="post", positions="learned",
                        causal=False, type_vocab_size=hf.get("type_vocab_size", 4), embed_norm=True, embed_proj=True,
                        head_transform=True, head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -54,7 +52,7 @@ def to_config(hf: dict) -> ModelConfig:
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.mixer != "fourier" or cfg.attn_period or cfg.layer_types is not None or cfg.norm_placement != "post" \
             or not cfg.embed_proj or cfg.embed_width != cfg.d_model or not cfg.embed_norm \
-            or cfg.positions != "learned" or cfg.position_offset or not cfg.bias or cfg.ffn not in _ACT.values() \
+            or cfg.positions != "learned" or cfg.position_offset or not cfg.bias or not exportable(cfg.ffn) \
             or cfg.n_experts or cfg.head == "lm" and not (cfg.head_transform and cfg.head_bias):
         return ("mixer='fourier' in every layer of a post-norm encoder with biases, learned positions from 0, an "
                 "embedding norm and projection (embed_proj) at d_model, and BERT's MLM head")
@@ -64,7 +62,7 @@ def needs(cfg: ModelConfig) -> str | None:
 def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="fnet", architectures=["FNetForMaskedLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, intermediate_size=cfg.ffn_hidden,
-                hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn], layer_norm_eps=cfg.norm_eps,
+                hidden_act=hf_activation(cfg.ffn), layer_norm_eps=cfg.norm_eps,
                 type_vocab_size=cfg.type_vocab_size, max_position_embeddings=cfg.context_length,
                 tie_word_embeddings=cfg.tie_embeddings, pad_token_id=cfg.pad_id, use_tpu_fourier_optimizations=False)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .bert import _W
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
-_ACT = {"gelu_new": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 _ATTN = [("q_head.weight", "q_proj.weight"), *[(f"{p}_head.{w}", f"{p}_proj.{w}") for p in "kv" for w in _W],
          *[(f"post_proj.{w}", f"o_proj.{w}") for w in _W], ("r_w_bias", "content_bias"), ("r_r_bias", "position_bias"),
          ("r_s_bias", "segment_bias"), ("r_kernel", "position_proj"), ("seg_embed", "segment_embed")]
@@ -55,7 +55,8 @@ def to_config(hf: dict) -> ModelConfig:
     return ModelConfig(
         name=hf.get("_name_or_path") or "funnel", hf_model_type="funnel", vocab_size=hf["vocab_size"],
         d_model=hf.get("d_model", 768), n_layers=sum(sizes) + decoder, n_heads=hf.get("n_head", 12),
-        head_dim=hf.get("d_head", 64), ffn=_ACT[hf.get("hidden_act", "gelu_new")], ffn_hidden=hf.get("d_inner", 3072),
+        head_dim=hf.get("d_head", 64), ffn=read_activation(hf, "funnel", "hidden_act", "gelu_new"),
+        ffn_hidden=hf.get("d_inner", 3072),
         norm="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-9), norm_placement="post", positions="none",
         causal=False, embed_norm=True, mixer="funnel_attention", recurrence="funnel", funnel_blocks=sizes,
         funnel_decoder_layers=decoder, funnel_pooling=hf.get("pooling_type", "mean"),
@@ -67,7 +68,7 @@ def to_config(hf: dict) -> ModelConfig:
 def needs(cfg: ModelConfig) -> str | None:
     decoder = cfg.head in ("lm", "tokens") or cfg.head == "embed" and cfg.funnel_decoder_layers
     if cfg.recurrence != "funnel" or cfg.norm != "layernorm" or not cfg.embed_norm or cfg.positions != "none" \
-            or cfg.type_vocab_size or cfg.ffn not in _ACT.values() or not cfg.bias or cfg.embed_width != cfg.d_model \
+            or cfg.type_vocab_size or not exportable(cfg.ffn) or not cfg.bias or cfg.embed_width != cfg.d_model \
             or bool(cfg.funnel_decoder_layers) != bool(decoder) or cfg.pooler_act != "tanh" \
             or cfg.head == "lm" and (cfg.head_transform or not cfg.head_bias):
         return ("recurrence 'funnel' over LayerNorm post-norm blocks with biases, an embedding norm and no absolute "
@@ -82,7 +83,7 @@ def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="funnel", architectures=[arch], vocab_size=cfg.vocab_size, block_sizes=cfg.funnel_blocks,
                 block_repeats=[1] * len(cfg.funnel_blocks), num_decoder_layers=cfg.funnel_decoder_layers or 2,
                 d_model=cfg.d_model, n_head=cfg.n_heads, d_head=cfg.head_dim, d_inner=cfg.ffn_hidden,
-                hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn], layer_norm_eps=cfg.norm_eps,
+                hidden_act=hf_activation(cfg.ffn), layer_norm_eps=cfg.norm_eps,
                 pooling_type=cfg.funnel_pooling, attention_type="relative_shift",
                 separate_cls=cfg.funnel_separate_cls, truncate_seq=cfg.funnel_truncate,
                 pool_q_only=cfg.funnel_pool_q_only, max_position_embeddings=cfg.context_length,

@@ -17,7 +17,8 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..vision.config import vision_config
-from .bert import _ACT, body_rules
+from .activations import read_activation, require_hf_activation
+from .bert import body_rules
 from .hf import FAMILIES, Family
 from .mapping import Rule
 from .vision_towers import tower_fields, tower_hf, tower_rules
@@ -36,9 +37,6 @@ VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layer
 
 def to_config(hf: dict) -> ModelConfig:
     hf = {**DEFAULTS, **hf}
-    act = hf["hidden_act"]
-    if act not in _ACT:
-        raise LlmarchError(f"git: hidden_act {act!r} is not supported ({', '.join(_ACT)})")
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
     if d % heads:
         raise LlmarchError(f"git: hidden_size {d} is not a multiple of num_attention_heads {heads}")
@@ -48,7 +46,8 @@ def to_config(hf: dict) -> ModelConfig:
     pad = hf["pad_token_id"]
     vision = {**VISION_DEFAULTS, **(hf.get("vision_config") or {}), "model_type": "clip_vision_model"}
     return ModelConfig(name=hf.get("_name_or_path") or "git", hf_model_type="git", vocab_size=hf["vocab_size"],
-                       d_model=d, n_layers=hf["num_hidden_layers"], n_heads=heads, ffn=_ACT[act],
+                       d_model=d, n_layers=hf["num_hidden_layers"], n_heads=heads,
+                       ffn=read_activation(hf, "git", "hidden_act", "gelu"),
                        ffn_hidden=hf["intermediate_size"], norm="layernorm", norm_eps=hf["layer_norm_eps"],
                        norm_placement="post", final_norm=False, positions="learned", causal=True, type_vocab_size=0,
                        embed_norm=True, head_transform=False, head_bias=True, bias=True,
@@ -72,7 +71,7 @@ def needs(cfg: ModelConfig) -> str | None:
 def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="git", architectures=["GitForCausalLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn],
+                intermediate_size=cfg.ffn_hidden, hidden_act=require_hf_activation(cfg.ffn, "git"),
                 layer_norm_eps=cfg.norm_eps, max_position_embeddings=cfg.context_length,
                 tie_word_embeddings=cfg.tie_embeddings, pad_token_id=cfg.pad_id,
                 hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..presets import PRESETS
+from .activations import read_activation, require_hf_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -22,21 +23,19 @@ RULES = [
     Rule.of("lm_head.weight", "lm_head.weight"),
 ]
 
-_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
-
 
 def to_config(hf: dict) -> ModelConfig:
     d = hf.get("n_embd", 768)
-    act = hf.get("activation_function", "gelu_new")
     return ModelConfig(**{**PRESETS["gpt2"], "name": hf.get("_name_or_path") or "gpt2", "vocab_size": hf["vocab_size"],
                           "d_model": d, "n_layers": hf.get("n_layer", 12), "n_heads": hf.get("n_head", 12),
                           "ffn_hidden": hf.get("n_inner") or 4 * d, "context_length": hf.get("n_positions", 1024),
-                          "norm_eps": hf.get("layer_norm_epsilon", 1e-5), "ffn": _ACTIVATIONS.get(act, act),
+                          "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
+                          "ffn": read_activation(hf, "gpt2", "activation_function", "gelu_new"),
                           "tie_embeddings": hf.get("tie_word_embeddings", True), "type_ids_from_tokens": True})
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[cfg.ffn]
+    act = require_hf_activation(cfg.ffn, "gpt2")
     return dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=cfg.vocab_size,
                 n_positions=cfg.context_length, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
                 n_inner=cfg.ffn_hidden, activation_function=act, layer_norm_epsilon=cfg.norm_eps,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..presets import PRESETS
-from .gpt2 import _ACTIVATIONS
+from .activations import read_activation, require_hf_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -38,13 +38,14 @@ def layer_types(hf: dict) -> list[str]:
 
 
 def to_config(hf: dict) -> ModelConfig:
-    d, act = hf["hidden_size"], hf.get("activation_function", "gelu_new")
+    d = hf["hidden_size"]
     types = layer_types(hf)
     return ModelConfig(**{
         **PRESETS["gpt2"], "name": hf.get("_name_or_path") or "gpt_neo", "hf_model_type": "gpt_neo",
         "vocab_size": hf["vocab_size"], "d_model": d, "n_layers": hf["num_layers"], "n_heads": hf["num_heads"],
         "ffn_hidden": hf.get("intermediate_size") or 4 * d, "context_length": hf.get("max_position_embeddings", 2048),
-        "norm_eps": hf.get("layer_norm_epsilon", 1e-5), "ffn": _ACTIVATIONS.get(act, act), "qkv_bias": False,
+        "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
+        "ffn": read_activation(hf, "gpt_neo", "activation_function", "gelu_new"), "qkv_bias": False,
         "attn_scale": 1.0, "tie_embeddings": hf.get("tie_word_embeddings", True), "layer_types": types,
         "type_ids_from_tokens": True,
         "layer_overrides": {LOCAL: {"sliding_window": int(hf.get("window_size", 256))}} if LOCAL in types else None})
@@ -59,7 +60,7 @@ def from_config(cfg: ModelConfig) -> dict:
         raise LlmarchError("model_type gpt_neo has unscaled attention scores (attn_scale 1.0), q, k, v without "
                            "biases, learned positions, and global or local (sliding) layers")
     # attention_types as runs of one layer each: [[["global"], 1], [["local"], 1], ...]
-    act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[cfg.ffn]
+    act = require_hf_activation(cfg.ffn, "gpt_neo")
     return dict(model_type="gpt_neo", architectures=["GPTNeoForCausalLM"], vocab_size=cfg.vocab_size,
                 max_position_embeddings=cfg.context_length, hidden_size=cfg.d_model, num_layers=cfg.n_layers,
                 num_heads=cfg.n_heads, intermediate_size=cfg.ffn_hidden, activation_function=act,

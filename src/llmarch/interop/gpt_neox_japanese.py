@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .llama import rope_fields
@@ -29,21 +30,19 @@ RULES = [
     Rule.of("embed_out.weight", "lm_head.weight"),
 ]
 IGNORE = (r"rotary_emb\.inv_freq$", r"attention\.(masked_)?bias$", r"^embed_out\.weight$")  # a tied head stored too
-_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu"}
 PLAIN, LAST = "attention", "attention_dense_bias"  # the layer types: the last layer's attention output has a bias
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act, d, n = hf.get("hidden_act", "gelu"), hf.get("hidden_size", 2560), hf.get("num_hidden_layers", 32)
-    if act not in _ACT:
-        raise LlmarchError(f"gpt_neox_japanese: hidden_act {act!r} is not supported ({', '.join(_ACT)})")
+    d, n = hf.get("hidden_size", 2560), hf.get("num_hidden_layers", 32)
     params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     params.setdefault("rope_theta", hf.get("rotary_emb_base", 10000.0))
     rope = rope_fields({**hf, "rope_parameters": params})
     context = rope.pop("context_length", hf.get("max_position_embeddings", 2048))  # dynamic NTK stretches it
     return ModelConfig(name=hf.get("_name_or_path") or "gpt_neox_japanese", hf_model_type="gpt_neox_japanese",
                        vocab_size=hf.get("vocab_size", 32000), d_model=d, n_layers=n,
-                       n_heads=hf.get("num_attention_heads", 32), ffn=_ACT[act],
+                       n_heads=hf.get("num_attention_heads", 32),
+                       ffn=read_activation(hf, "gpt_neox_japanese", "hidden_act", "gelu"),
                        ffn_hidden=int(d * hf.get("intermediate_multiple_size", 4)), norm="layernorm",
                        norm_eps=hf.get("layer_norm_eps", 1e-5), positions="rope",
                        rope_fraction=float(params.get("partial_rotary_factor", hf.get("rotary_pct", 1.0))),
@@ -63,7 +62,7 @@ def from_config(cfg: ModelConfig) -> dict:
     hf = dict(model_type="gpt_neox_japanese", architectures=["GPTNeoXJapaneseForCausalLM"],
               vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
               num_attention_heads=cfg.n_heads, intermediate_multiple_size=cfg.ffn_hidden // cfg.d_model,
-              hidden_act={v: k for k, v in _ACT.items()}.get(cfg.ffn, cfg.ffn), layer_norm_eps=cfg.norm_eps,
+              hidden_act=hf_activation(cfg.ffn, PYTORCH_TANH), layer_norm_eps=cfg.norm_eps,
               max_position_embeddings=cfg.context_length, rope_parameters=params,
               tie_word_embeddings=cfg.tie_embeddings, attention_dropout=cfg.dropout, hidden_dropout=cfg.dropout)
     return refuse_unless_read_back(cfg, hf, to_config)

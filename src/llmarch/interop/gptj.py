@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .gpt2 import _ACTIVATIONS
+from .activations import read_activation, require_hf_activation
 from .hf import FAMILIES, Family
 from .mapping import ROPE_PAIRS_QKV, Rule
 
@@ -26,11 +26,12 @@ RULES = [
 
 
 def to_config(hf: dict) -> ModelConfig:
-    d, heads, act = hf["n_embd"], hf["n_head"], hf.get("activation_function", "gelu_new")
+    d, heads = hf["n_embd"], hf["n_head"]
     rotary = hf.get("rotary_dim") or d // heads  # None: every dim rotated
     return ModelConfig(
         name=hf.get("_name_or_path") or "gptj", hf_model_type="gptj", vocab_size=hf["vocab_size"], d_model=d,
-        n_layers=hf["n_layer"], n_heads=heads, ffn=_ACTIVATIONS.get(act, act), ffn_hidden=hf.get("n_inner") or 4 * d,
+        n_layers=hf["n_layer"], n_heads=heads, ffn=read_activation(hf, "gptj", "activation_function", "gelu_new"),
+        ffn_hidden=hf.get("n_inner") or 4 * d,
         norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), block="parallel", shared_norm=True,
         positions="rope", rope_fraction=rotary / (d // heads), bias=True, qkv_bias=False, o_bias=False,
         head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", False), type_ids_from_tokens=True,
@@ -43,7 +44,7 @@ def from_config(cfg: ModelConfig) -> dict:
         raise LlmarchError("model_type gptj has one LayerNorm before parallel attention and MLP, RoPE, no q, k, v or "
                            "output-projection biases, an MLP and an LM head with biases, and as many key heads as "
                            "query heads")
-    act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[cfg.ffn]
+    act = require_hf_activation(cfg.ffn, "gptj")
     return dict(model_type="gptj", architectures=["GPTJForCausalLM"], vocab_size=cfg.vocab_size,
                 n_positions=cfg.context_length, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
                 rotary_dim=round(cfg.rope_fraction * cfg.head_dim), n_inner=cfg.ffn_hidden, activation_function=act,

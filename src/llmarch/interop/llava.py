@@ -9,10 +9,11 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..vision.config import vision_config
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 from .multimodal import text_rules
-from .vision_towers import ACTS, PROJECTOR, canonical_name, hf_act, tower_fields, tower_hf, tower_rules
+from .vision_towers import PROJECTOR, canonical_name, tower_fields, tower_hf, tower_rules
 
 TEXT = "llama"
 # what transformers' LlamaConfig assumes for fields a published text_config leaves out (llava-1.5's names none)
@@ -24,13 +25,12 @@ def to_config(hf: dict) -> ModelConfig:
     if text["model_type"] != TEXT:
         raise LlmarchError(f"llava with a {text['model_type']!r} text model is not supported; supported: {TEXT}")
     strategy, layer = hf.get("vision_feature_select_strategy", "default"), hf.get("vision_feature_layer", -2)
-    act = hf.get("projector_hidden_act", "gelu")
-    if strategy not in ("default", "full") or act not in ACTS:
-        raise LlmarchError(f"llava: vision_feature_select_strategy {strategy!r} (default, full) or "
-                           f"projector_hidden_act {act!r} ({', '.join(ACTS)}) is not supported")
+    if strategy not in ("default", "full"):
+        raise LlmarchError(f"llava: vision_feature_select_strategy {strategy!r} is not supported (default, full)")
     vision = dict(image_token_id=hf.get("image_token_index", 32000), **tower_fields(hf.get("vision_config") or {
         "model_type": "clip_vision_model"}), feature_layers=[layer] if isinstance(layer, int) else list(layer),
-                  drop_first=strategy == "default", projector="mlp", projector_act=ACTS[act],
+                  drop_first=strategy == "default", projector="mlp",
+                  projector_act=read_activation(hf, "llava", "projector_hidden_act", "gelu"),
                   projector_bias=hf.get("multimodal_projector_bias", True))
     cfg = FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path") or hf["model_type"]})
     return cfg.replace(vision=vision, hf_model_type="llava")
@@ -48,7 +48,8 @@ def from_config(cfg: ModelConfig) -> dict:
                 vision_config=tower_hf(v), image_token_index=v.image_token_id,
                 vision_feature_layer=layers[0] if len(layers) == 1 else layers,
                 vision_feature_select_strategy="default" if v.drop_first else "full",
-                projector_hidden_act=hf_act(v.projector_act), multimodal_projector_bias=v.projector_bias,
+                projector_hidden_act=hf_activation(v.projector_act, PYTORCH_TANH),
+                multimodal_projector_bias=v.projector_bias,
                 tie_word_embeddings=cfg.tie_embeddings)
 
 

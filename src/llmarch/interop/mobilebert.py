@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bert import _ACT, _W
+from .activations import exportable, hf_activation, read_activation
+from .bert import _W
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -79,7 +80,7 @@ def to_config(hf: dict) -> ModelConfig:
     return ModelConfig(
         name=hf.get("_name_or_path") or "mobilebert", hf_model_type="mobilebert", vocab_size=hf["vocab_size"],
         d_model=hidden, n_layers=hf.get("num_hidden_layers", 24), n_heads=heads, head_dim=inner // heads,
-        ffn=_ACT[hf.get("hidden_act", "relu")], ffn_hidden=hf.get("intermediate_size", 512),
+        ffn=read_activation(hf, "mobilebert", "hidden_act", "relu"), ffn_hidden=hf.get("intermediate_size", 512),
         norm="affine" if norm == "no_norm" else "layernorm", norm_eps=eps, head_norm="layernorm",
         norm_placement="post", positions="learned", causal=False, type_vocab_size=hf.get("type_vocab_size", 2),
         embed_dim=embed, embed_input="trigram" if hf.get("trigram_input", True) else "project", embed_norm=True,
@@ -92,7 +93,7 @@ def to_config(hf: dict) -> ModelConfig:
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.mixer != "bottleneck" or cfg.layer_types is not None or cfg.norm not in ("affine", "layernorm") \
             or cfg.norm == "layernorm" and cfg.norm_eps != 1e-5 or cfg.embed_input == "token" or not cfg.embed_norm \
-            or cfg.position_offset or cfg.positions != "learned" or not cfg.bias or cfg.ffn not in _ACT.values() \
+            or cfg.position_offset or cfg.positions != "learned" or not cfg.bias or not exportable(cfg.ffn) \
             or cfg.n_heads * cfg.head_dim != cfg.bottleneck_dim or cfg.pooler_act != "tanh" \
             or cfg.bottleneck_qkv == "input" and cfg.bottleneck_dim != cfg.d_model \
             or cfg.head == "lm" and not (cfg.head_extra and cfg.head_bias and cfg.head_norm == "layernorm"):
@@ -106,7 +107,7 @@ def needs(cfg: ModelConfig) -> str | None:
 def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="mobilebert", architectures=["MobileBertForMaskedLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                intermediate_size=cfg.ffn_hidden, hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn],
+                intermediate_size=cfg.ffn_hidden, hidden_act=hf_activation(cfg.ffn),
                 layer_norm_eps=cfg.norm_eps, normalization_type="no_norm" if cfg.norm == "affine" else "layer_norm",
                 type_vocab_size=cfg.type_vocab_size, max_position_embeddings=cfg.context_length,
                 embedding_size=cfg.embed_width, trigram_input=cfg.embed_input == "trigram", use_bottleneck=True,

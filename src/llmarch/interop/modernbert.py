@@ -17,6 +17,7 @@ from __future__ import annotations
 from ..config import LAYER_FIELDS, ModelConfig
 from ..errors import LlmarchError
 from ..layers.ffn import FFN_ACTIVATION
+from .activations import HF_GATED_ACTIVATIONS, PYTORCH_TANH, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_parameters
 from .mapping import Rule
@@ -38,9 +39,8 @@ RULES = [
 _CLASSIFIER = [Rule.of(f"classifier.{w}", f"classifier.{w}") for w in _W]
 # a tied decoder.weight, where a file stores it, is the embedding again (an untied one is read by its rule)
 IGNORE = (r"^decoder\.weight$",)
-# hidden_activation -> our gated FFN (ModernBertMLP: act(input) * gate); classifier_activation -> our activation
-_GLU = {"gelu": "geglu", "gelu_pytorch_tanh": "geglu_tanh", "gelu_new": "geglu_tanh", "silu": "swiglu"}
-_ACT = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "silu": "silu"}
+# hidden_activation names a gated FFN (ModernBertMLP: act(input) * gate), classifier_activation the head's
+_GATED = sorted(set(HF_GATED_ACTIVATIONS.values()))
 THETA = {FULL: 160_000.0, SLIDING: 10_000.0}  # ModernBertConfig.default_theta: global, local
 _LEGACY_THETA = {FULL: "global_rope_theta", SLIDING: "local_rope_theta"}  # config.json before transformers 5
 
@@ -66,10 +66,9 @@ def _layer_types(hf: dict) -> list[str]:
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act, head_act = hf.get("hidden_activation", "gelu"), hf.get("classifier_activation", "gelu")
-    if act not in _GLU:
-        raise LlmarchError(f"modernbert: hidden_activation {act!r} is not supported ({', '.join(_GLU)})")
-    if _ACT.get(head_act) != FFN_ACTIVATION[_GLU[act]]:
+    ffn = read_activation(hf, "modernbert", "hidden_activation", "gelu", HF_GATED_ACTIVATIONS)
+    if read_activation(hf, "modernbert", "classifier_activation", "gelu") != FFN_ACTIVATION[ffn]:
+        act, head_act = hf.get("hidden_activation", "gelu"), hf.get("classifier_activation", "gelu")
         raise LlmarchError(f"modernbert: classifier_activation {head_act!r} differs from hidden_activation {act!r}; "
                            "llmarch's head transform uses the MLP's activation")
     if hf.get("attention_bias", False) != hf.get("mlp_bias", False):
@@ -81,7 +80,7 @@ def to_config(hf: dict) -> ModelConfig:
     full, local = _rope(hf, FULL), _rope(hf, SLIDING)
     cfg = ModelConfig(name=hf.get("_name_or_path") or "modernbert", hf_model_type="modernbert",
                       vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-                      n_heads=hf["num_attention_heads"], ffn=_GLU[act], ffn_hidden=hf["intermediate_size"],
+                      n_heads=hf["num_attention_heads"], ffn=ffn, ffn_hidden=hf["intermediate_size"],
                       norm="layernorm", norm_eps=hf.get("norm_eps", 1e-5), norm_bias=hf.get("norm_bias", False),
                       norm_placement="pre", first_mixer_norm=False, final_norm=True, positions="rope",
                       causal=False, embed_norm=True, bias=hf.get("mlp_bias", False),
@@ -109,7 +108,7 @@ def needs_layout(cfg: ModelConfig) -> str | None:
              ("positions='rope' over whole heads of d_model / n_heads, multi-head attention",
               cfg.positions == "rope" and cfg.rope_fraction == 1.0 and cfg.head_dim * cfg.n_heads == cfg.d_model
               and cfg.n_kv_heads == cfg.n_heads),
-             (f"a gated ffn ({', '.join(sorted(set(_GLU.values())))})", cfg.ffn in _GLU.values()),
+             (f"a gated ffn ({', '.join(_GATED)})", cfg.ffn in _GATED),
              ("bias = qkv_bias", cfg.bias == cfg.qkv_bias),
              ("the head transform (lm) or the classifier transform (classify, tokens)",
               cfg.head_transform if cfg.head == "lm" else cfg.classifier_transform),
@@ -135,7 +134,7 @@ def _every(types: list[str]) -> int | None:
 def from_config(cfg: ModelConfig) -> dict:
     types = cfg.layer_types or [FULL] * cfg.n_layers
     local = cfg.for_layer(types.index(SLIDING)) if SLIDING in types else cfg
-    act = {v: k for k, v in _GLU.items() if k != "gelu_new"}[cfg.ffn]
+    act = hf_activation(FFN_ACTIVATION[cfg.ffn], PYTORCH_TANH)
     out = dict(model_type="modernbert", architectures=["ModernBertForMaskedLM"], vocab_size=cfg.vocab_size,
                hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
                num_attention_heads=cfg.n_heads, hidden_activation=act, classifier_activation=act,

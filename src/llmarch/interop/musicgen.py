@@ -20,7 +20,8 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bart import CROSS_SUBLAYERS
+from .activations import hf_activation, read_activation
+from .bart import CROSS_SUBLAYERS, SWISH
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import JOINS, Rule
@@ -41,7 +42,6 @@ RULES = [
 ]
 # the K codebooks' tables (heads), stacked into our one embedding (head) and split back
 JOINS["codebooks"] = (lambda parts, cfg: torch.cat(parts), lambda t, cfg: list(t.chunk(cfg.codebooks)))
-_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 # MusicgenDecoderConfig's defaults (musicgen-small's decoder is 24 layers of width 1024), for fields a config.json
 # leaves out
 DEFAULTS = dict(vocab_size=2048, max_position_embeddings=2048, num_hidden_layers=24, ffn_dim=4096,
@@ -53,16 +53,15 @@ _DROPOUTS = ("dropout", "attention_dropout", "activation_dropout")
 
 def to_config(hf: dict) -> ModelConfig:
     hf = {**DEFAULTS, **hf}
-    act = hf["activation_function"]
-    if act not in _ACT:
-        raise LlmarchError(f"musicgen_decoder: activation_function {act!r} is not supported ({', '.join(_ACT)})")
     if hf["tie_word_embeddings"] or hf["audio_channels"] != 1:
         raise LlmarchError("musicgen_decoder with tie_word_embeddings or audio_channels 2 (stereo) is not supported")
     d, heads, v = hf["hidden_size"], hf["num_attention_heads"], hf["vocab_size"]
     dropouts = {float(hf[k] or 0.0) for k in _DROPOUTS}
     return ModelConfig(name=hf.get("_name_or_path") or "musicgen_decoder", hf_model_type="musicgen_decoder",
                        vocab_size=v + 1, head_vocab=v, codebooks=hf["num_codebooks"], d_model=d,
-                       n_layers=hf["num_hidden_layers"], n_heads=heads, ffn=_ACT[act], ffn_hidden=hf["ffn_dim"],
+                       n_layers=hf["num_hidden_layers"], n_heads=heads,
+                       ffn=read_activation(hf, "musicgen_decoder", "activation_function", "gelu"),
+                       ffn_hidden=hf["ffn_dim"],
                        norm="layernorm", norm_eps=1e-5, norm_placement="pre", bias=False, head_bias=False,
                        positions="sinusoidal_cos_sin", held_cross_width=d, tie_embeddings=False,
                        context_length=hf["max_position_embeddings"],
@@ -73,7 +72,7 @@ def from_config(cfg: ModelConfig) -> dict:
     hf = dict(model_type="musicgen_decoder", architectures=["MusicgenForCausalLM"], vocab_size=cfg.head_vocab,
               num_codebooks=cfg.codebooks, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
               num_attention_heads=cfg.n_heads, ffn_dim=cfg.ffn_hidden,
-              activation_function={v: k for k, v in reversed(_ACT.items())}.get(cfg.ffn, cfg.ffn),
+              activation_function=hf_activation(cfg.ffn, SWISH),
               max_position_embeddings=cfg.context_length, tie_word_embeddings=False, audio_channels=1,
               pad_token_id=cfg.head_vocab, bos_token_id=cfg.head_vocab, **{k: cfg.dropout for k in _DROPOUTS})
     return refuse_unless_read_back(cfg, hf, to_config)

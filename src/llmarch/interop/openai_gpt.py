@@ -7,7 +7,7 @@ transformers embeds token_type_ids with the token table, as llmarch does here (t
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..errors import LlmarchError
+from .activations import hf_activation, read_activation
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -22,24 +22,23 @@ RULES = [
       for hf, ours, layout in _LAYER for w in ("weight", "bias")],
     Rule.of("lm_head.weight", "lm_head.weight"),
 ]
-_ACT = {"gelu": "gelu_tanh", "relu": "relu", "silu": "silu", "swish": "silu"}  # transformers' ACT_FNS
+# transformers' own ACT_FNS, not ACT2FN: its "gelu" is the tanh approximation (gelu_new)
+_ACT_FNS = {"gelu": "gelu_tanh", "relu": "relu", "silu": "silu", "swish": "silu"}
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act = hf.get("afn", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"openai-gpt: afn {act!r} is not supported ({', '.join(_ACT)})")
     d = hf.get("n_embd", 768)
     return ModelConfig(name=hf.get("_name_or_path") or "openai-gpt", hf_model_type="openai-gpt",
                        vocab_size=hf.get("vocab_size", 40478), d_model=d, n_layers=hf.get("n_layer", 12),
-                       n_heads=hf.get("n_head", 12), ffn=_ACT[act], ffn_hidden=4 * d, norm="layernorm",
+                       n_heads=hf.get("n_head", 12), ffn=read_activation(hf, "openai-gpt", "afn", "gelu", _ACT_FNS),
+                       ffn_hidden=4 * d, norm="layernorm",
                        norm_eps=hf.get("layer_norm_epsilon", 1e-5), norm_placement="post", positions="learned",
                        tie_embeddings=hf.get("tie_word_embeddings", True), type_ids_from_tokens=True,
                        context_length=hf.get("n_positions", 512))
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    act = {"gelu_tanh": "gelu", "relu": "relu", "silu": "silu"}.get(cfg.ffn, cfg.ffn)
+    act = hf_activation(cfg.ffn, {"gelu_tanh": "gelu"})
     hf = dict(model_type="openai-gpt", architectures=["OpenAIGPTLMHeadModel"], vocab_size=cfg.vocab_size,
               n_positions=cfg.context_length, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
               afn=act, layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -32,7 +33,6 @@ def decoder_rules(root: str, final_norm: str, head: str) -> list[Rule]:
 
 
 RULES = decoder_rules("model.decoder.", "final_layer_norm", "lm_head")
-_ACT = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh"}
 OFFSET = 2  # OPTLearnedPositionalEmbedding.offset
 
 
@@ -43,12 +43,10 @@ def to_config(hf: dict) -> ModelConfig:
                            "(word_embed_proj_dim, OPT-350m) are not supported")
     if hf.get("_remove_final_layer_norm") or not hf.get("layer_norm_elementwise_affine", True):
         raise LlmarchError("opt: a removed final LayerNorm or LayerNorms without gains are not supported")
-    act = hf.get("activation_function", "relu")
-    if act not in _ACT:
-        raise LlmarchError(f"opt: activation_function {act!r} is not supported ({', '.join(_ACT)})")
     return ModelConfig(name=hf.get("_name_or_path") or "opt", hf_model_type="opt", vocab_size=hf["vocab_size"],
                        d_model=d, n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
-                       ffn=_ACT[act], ffn_hidden=hf["ffn_dim"], norm="layernorm", norm_eps=1e-5,
+                       ffn=read_activation(hf, "opt", "activation_function", "relu"), ffn_hidden=hf["ffn_dim"],
+                       norm="layernorm", norm_eps=1e-5,
                        positions="learned", position_offset=OFFSET, bias=bool(hf.get("enable_bias", True)),
                        tie_embeddings=hf.get("tie_word_embeddings", True),
                        context_length=hf.get("max_position_embeddings", 2048))
@@ -56,14 +54,14 @@ def to_config(hf: dict) -> ModelConfig:
 
 def from_config(cfg: ModelConfig) -> dict:
     if (cfg.norm, cfg.norm_eps, cfg.norm_placement, cfg.positions, cfg.position_offset, cfg.block) != (
-            "layernorm", 1e-5, "pre", "learned", OFFSET, "sequential") or cfg.ffn not in _ACT.values() \
+            "layernorm", 1e-5, "pre", "learned", OFFSET, "sequential") or not exportable(cfg.ffn) \
             or cfg.qkv_bias != cfg.bias or not cfg.norm_bias or cfg.n_kv_heads != cfg.n_heads or not cfg.final_norm:
         raise LlmarchError("model_type opt needs pre-norm LayerNorms (eps 1e-5) with biases, learned positions "
                            "from offset 2, MHA, one enable_bias and a relu/gelu MLP")
     return dict(model_type="opt", architectures=["OPTForCausalLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, word_embed_proj_dim=cfg.d_model, num_hidden_layers=cfg.n_layers,
                 num_attention_heads=cfg.n_heads, ffn_dim=cfg.ffn_hidden,
-                activation_function={v: k for k, v in _ACT.items()}[cfg.ffn],
+                activation_function=hf_activation(cfg.ffn),
                 max_position_embeddings=cfg.context_length, do_layer_norm_before=True, enable_bias=cfg.bias,
                 tie_word_embeddings=cfg.tie_embeddings, dropout=cfg.dropout)
 

@@ -17,10 +17,10 @@ import torch
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..models.perceiver import part_config
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import JOINS, Rule
 
-_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
 _W = ("weight", "bias")
 _P = "perceiver."
 # transformers' PerceiverForMaskedLM decoder: 8 heads over q and k 256 wide, one FFN as wide as d_model
@@ -86,15 +86,14 @@ def to_config(hf: dict) -> ModelConfig:
         raise LlmarchError(f"perceiver: {arch} is not supported; llmarch reads the text masked LM "
                            "(PerceiverForMaskedLM) only")
     d, latents = hf.get("d_model", 768), hf.get("d_latents", 1280)
-    w, act = _widths(hf), hf.get("hidden_act", "gelu")
+    w, ffn = _widths(hf), read_activation(hf, "perceiver", "hidden_act", "gelu")
     sh, ch = hf.get("num_self_attention_heads", 8), hf.get("num_cross_attention_heads", 8)
     if w["self_v"] != latents:
         raise LlmarchError(f"perceiver: self-attention values {w['self_v']} wide (v_channels) beside latents "
                            f"{latents} wide: transformers adds them to the latents, so they must be as wide")
-    if act not in _ACT or any(w[k] % h for k, h in (("cross_qk", ch), ("cross_v", ch), ("self_qk", sh))) \
+    if any(w[k] % h for k, h in (("cross_qk", ch), ("cross_v", ch), ("self_qk", sh))) \
             or d % DECODER_HEADS:
-        raise LlmarchError(f"perceiver: hidden_act {act!r} (llmarch reads {', '.join(_ACT)}) or channels that the "
-                           "heads do not divide")
+        raise LlmarchError("perceiver: channels that the heads do not divide")
     parts = {"latents": dict(d_model=latents, n_heads=sh, head_dim=w["self_qk"] // sh, value_dim=latents // sh,
                              ffn_hidden=hf.get("self_attention_widening_factor", 1) * latents),
              "encode": dict(n_heads=ch, head_dim=w["cross_qk"] // ch, value_dim=w["cross_v"] // ch,
@@ -104,7 +103,7 @@ def to_config(hf: dict) -> ModelConfig:
     return ModelConfig(name=hf.get("_name_or_path") or "perceiver", hf_model_type="perceiver",
                        vocab_size=hf.get("vocab_size", 262), d_model=d, n_layers=hf.get("num_blocks", 1) * S,
                        layer_groups=S, layer_groups_cyclic=True, n_heads=DECODER_HEADS,
-                       head_dim=DECODER_QK // DECODER_HEADS, value_dim=d // DECODER_HEADS, ffn=_ACT[act], ffn_hidden=d,
+                       head_dim=DECODER_QK // DECODER_HEADS, value_dim=d // DECODER_HEADS, ffn=ffn, ffn_hidden=d,
                        norm="layernorm", norm_eps=1e-5, norm_placement="pre", positions="learned", causal=False,
                        final_norm=False, head_bias=True, tie_embeddings=True, bias=True, query_residual=False,
                        context_length=hf.get("max_position_embeddings", 2048), n_latents=hf.get("num_latents", 256),
@@ -135,7 +134,7 @@ def needs(cfg: ModelConfig) -> str | None:
                                                            "full", "none", None) for c in (cfg, lc, ec))
     decoder = (cfg.n_heads, cfg.head_dim, cfg.n_heads * cfg.value_width, cfg.ffn_hidden, cfg.query_residual) == \
         (DECODER_HEADS, DECODER_QK // DECODER_HEADS, cfg.d_model, cfg.d_model, False)
-    if not plain or not decoder or cfg.ffn not in _ACT.values() or not cfg.tied_head or not cfg.head_bias \
+    if not plain or not decoder or not exportable(cfg.ffn) or not cfg.tied_head or not cfg.head_bias \
             or lc.ffn_hidden % lc.d_model or ec.ffn_hidden % lc.d_model or _channels(cfg) is None \
             or not (cfg.layer_groups_cyclic or groups == cfg.n_layers):
         return ("LayerNorms (eps 1e-5), biases and plain full attention throughout, transformers' decoding "
@@ -155,7 +154,7 @@ def from_config(cfg: ModelConfig) -> dict:
                 num_cross_attention_heads=ec.n_heads, **_channels(cfg),
                 self_attention_widening_factor=lc.ffn_hidden // lc.d_model,
                 cross_attention_widening_factor=ec.ffn_hidden // lc.d_model,
-                hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn], use_query_residual=ec.query_residual,
+                hidden_act=hf_activation(cfg.ffn), use_query_residual=ec.query_residual,
                 max_position_embeddings=cfg.context_length, attention_probs_dropout_prob=cfg.dropout,
                 tie_word_embeddings=True)
 

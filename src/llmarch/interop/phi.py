@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import HF_NAMES, exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_fraction, rope_parameters
 from .mapping import Rule
@@ -31,9 +32,6 @@ RULES = [
     Rule.of("lm_head.bias", "lm_head.bias"),
 ]
 IGNORE = (r"rotary_emb\.inv_freq$",)
-_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
-                "silu": "silu"}
-_HF_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
 
 
 def _unexpressible(cfg: ModelConfig) -> str | None:
@@ -44,7 +42,7 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
              ("positions='rope'", cfg.positions == "rope"),
              ("head_dim = d_model / n_heads", cfg.head_dim * cfg.n_heads == cfg.d_model),
              ("bias, qkv_bias and head_bias", cfg.bias and cfg.qkv_bias and cfg.head_bias),
-             (f"an ungated ffn ({', '.join(_HF_ACTIVATIONS)})", cfg.ffn in _HF_ACTIVATIONS),
+             (f"an ungated ffn ({', '.join(HF_NAMES)})", exportable(cfg.ffn)),
              ("qk_norm 'none' or 'head'", cfg.qk_norm in ("none", "head")),
              ("no sliding_window, layer types or experts",
               cfg.sliding_window is None and cfg.layer_types is None and not cfg.n_experts),
@@ -59,10 +57,10 @@ def to_config(hf: dict) -> ModelConfig:
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, d // heads):  # qk_layernorm's width is d / heads whatever head_dim says
         raise LlmarchError(f"phi: head_dim={hf['head_dim']} is not hidden_size / num_attention_heads = {d // heads}")
-    act = hf.get("hidden_act", "gelu_new")
     fields = dict(name=hf.get("_name_or_path") or "phi", hf_model_type="phi", vocab_size=hf["vocab_size"],
                   d_model=d, n_layers=hf["num_hidden_layers"], n_heads=heads,
-                  n_kv_heads=hf.get("num_key_value_heads") or heads, ffn=_ACTIVATIONS.get(act, act),
+                  n_kv_heads=hf.get("num_key_value_heads") or heads,
+                  ffn=read_activation(hf, "phi", "hidden_act", "gelu_new"),
                   ffn_hidden=hf["intermediate_size"], norm="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-5),
                   block="parallel", shared_norm=True, positions="rope",
                   # transformers' PhiConfig: 0.5 where a config gives none (its older checkpoints)
@@ -78,7 +76,7 @@ def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="phi", architectures=["PhiForCausalLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
                 num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-                hidden_act=_HF_ACTIVATIONS[cfg.ffn], layer_norm_eps=cfg.norm_eps,
+                hidden_act=hf_activation(cfg.ffn), layer_norm_eps=cfg.norm_eps,
                 rope_parameters=rope_parameters(cfg, partial=True),
                 max_position_embeddings=(cfg.rope_original_context if cfg.rope_scaling == "dynamic"
                                          else cfg.context_length),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
@@ -39,7 +40,6 @@ def _stack(part: str) -> list[Rule]:
 RULES = [Rule.of("prophetnet.word_embeddings.weight", "embed.weight"), Rule.of("lm_head.weight", "lm_head.weight"),
          *_stack("encoder"), *_stack("decoder")]
 NGRAM = "ngram_attention"
-_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh"}
 
 
 def to_config(hf: dict) -> ModelConfig:
@@ -48,16 +48,15 @@ def to_config(hf: dict) -> ModelConfig:
         if hf.get(enc, 16 if "heads" in enc else 4096) != hf.get(dec, 16 if "heads" in dec else 4096):
             raise LlmarchError(f"prophetnet: {enc}={hf.get(enc)} differs from {dec}={hf.get(dec)}; llmarch builds "
                                "both stacks with one shape")
-    pad, act = hf.get("pad_token_id", 0), hf.get("activation_function", "gelu")
+    pad = hf.get("pad_token_id", 0)
     if pad != 0:
         raise LlmarchError(f"prophetnet with pad_token_id={pad}: transformers' cached decoding then shifts its "
                            "relative position buckets by it; only 0 is supported")
-    if act not in _ACT:
-        raise LlmarchError(f"prophetnet: unsupported activation_function {act!r}; supported: {', '.join(_ACT)}")
     n, n_dec = hf.get("num_encoder_layers", 12), hf.get("num_decoder_layers", 12)
     return ModelConfig(name=hf.get("_name_or_path") or "prophetnet", hf_model_type="prophetnet",
                        vocab_size=hf["vocab_size"], d_model=hf.get("hidden_size", 1024), n_layers=n,
-                       n_decoder_layers=n_dec, n_heads=hf.get("num_encoder_attention_heads", 16), ffn=_ACT[act],
+                       n_decoder_layers=n_dec, n_heads=hf.get("num_encoder_attention_heads", 16),
+                       ffn=read_activation(hf, "prophetnet", "activation_function", "gelu"),
                        ffn_hidden=hf.get("encoder_ffn_dim", 4096), norm="layernorm", norm_eps=1e-5,
                        norm_placement="post", positions="learned", position_offset=pad + 1, embed_norm=True,
                        context_length=hf.get("max_position_embeddings", 512) - pad - 1, bias=True, head_bias=False,
@@ -71,7 +70,7 @@ def to_config(hf: dict) -> ModelConfig:
 
 def from_config(cfg: ModelConfig) -> dict:
     enc, dec = cfg.stack_config("encoder"), cfg.stack_config("decoder")
-    act = {v: k for k, v in _ACT.items()}.get(cfg.ffn)
+    act = hf_activation(cfg.ffn) if exportable(cfg.ffn) else None
     if (any(enc.for_layer(i).attention != "full" for i in range(enc.n_layers)) or not cfg.ngram_streams
             or any(dec.for_layer(i).attention != "ngram" for i in range(dec.n_layers)) or act is None
             or cfg.norm != "layernorm" or cfg.norm_placement != "post" or cfg.positions != "learned"

@@ -14,13 +14,13 @@ import math
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
 
 _L = "reformer.encoder.layers.{i}."
 _W = ("weight", "bias")
 _KINDS = {"lsh": "lsh_chunks", "local": "local_chunks"}
-_ACT = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh"}
 RULES = [
     Rule.of("reformer.embeddings.word_embeddings.weight", "embed.weight"),
     *[Rule.of(f"{_L}attention.layer_norm.{w}", f"blocks.{{i}}.ln1.{w}") for w in _W],
@@ -54,9 +54,6 @@ def to_config(hf: dict) -> ModelConfig:
                            "sequence length are not supported)")
     if set(types) - set(_KINDS):
         raise LlmarchError(f"reformer: attn_layers may name 'lsh' and 'local' only, got {types}")
-    act = hf.get("hidden_act", "relu")
-    if act not in _ACT:
-        raise LlmarchError(f"reformer: hidden_act {act!r} is not supported ({', '.join(_ACT)})")
     if hf.get("tie_word_embeddings", False):
         raise LlmarchError("reformer: tie_word_embeddings needs a head as wide as the embeddings; Reformer's reads 2 * "
                            "hidden_size")
@@ -72,7 +69,8 @@ def to_config(hf: dict) -> ModelConfig:
         name=hf.get("_name_or_path") or "reformer", hf_model_type="reformer", vocab_size=hf.get("vocab_size", 320),
         d_model=hf.get("hidden_size", 256), n_layers=len(types), n_heads=hf.get("num_attention_heads", 12),
         n_kv_heads=hf.get("num_attention_heads", 12), head_dim=hf.get("attention_head_size", 64),
-        ffn=_ACT[act], ffn_hidden=hf.get("feed_forward_size", 512), norm="layernorm",
+        ffn=read_activation(hf, "reformer", "hidden_act", "relu"), ffn_hidden=hf.get("feed_forward_size", 512),
+        norm="layernorm",
         norm_eps=hf.get("layer_norm_eps", 1e-12), positions="axial" if axial else "learned",
         axial_shape=list(hf.get("axial_pos_shape", (64, 64))) if axial else None,
         axial_dims=list(hf.get("axial_pos_embds_dim", (64, 192))) if axial else None,
@@ -91,7 +89,7 @@ def from_config(cfg: ModelConfig) -> dict:
     out = dict(model_type="reformer", architectures=[head],
                is_decoder=cfg.causal, vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
                num_attention_heads=cfg.n_heads, attention_head_size=cfg.head_dim, attn_layers=list(cfg.layer_types),
-               hidden_act={v: k for k, v in _ACT.items()}[cfg.ffn], feed_forward_size=cfg.ffn_hidden,
+               hidden_act=hf_activation(cfg.ffn), feed_forward_size=cfg.ffn_hidden,
                layer_norm_eps=cfg.norm_eps, axial_pos_embds=cfg.positions == "axial",
                max_position_embeddings=cfg.context_length, hidden_dropout_prob=cfg.dropout,
                num_buckets=cfg.lsh_buckets, num_hashes=cfg.lsh_rounds, hash_seed=cfg.attention_seed,
@@ -109,7 +107,7 @@ def from_config(cfg: ModelConfig) -> dict:
 def needs(cfg: ModelConfig) -> str | None:
     kinds = {cfg.for_layer(i).attention for i in range(cfg.n_layers)}
     if cfg.hyper_connection != "reversible" or not cfg.layer_types or not kinds <= set(_KINDS.values()) \
-            or cfg.positions not in ("axial", "learned") or cfg.norm != "layernorm" or cfg.ffn not in _ACT.values():
+            or cfg.positions not in ("axial", "learned") or cfg.norm != "layernorm" or not exportable(cfg.ffn):
         return "Reformer's reversible layers of lsh_chunks / local_chunks attention named by layer_types, " \
                "LayerNorms, axial or learned positions"
     return None

@@ -8,6 +8,7 @@ reads it); where they differ no field holds them, and they are left out (dropout
 from __future__ import annotations
 
 from ..config import ModelConfig
+from .activations import HF_NAMES, PYTORCH_TANH, exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_parameters
 from .mapping import Rule
@@ -24,9 +25,6 @@ RULES = [
     *[Rule.of(f"model.norm.{w}", f"ln_final.{w}") for w in _W],
     Rule.of("lm_head.weight", "lm_head.weight"),
 ]
-_ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu": "gelu", "relu": "relu",
-                "silu": "silu"}
-_HF_ACTIVATIONS = {"gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu"}
 _DROPOUTS = ("attention_dropout", "residual_dropout", "embedding_dropout")
 # what transformers' Starcoder2ForCausalLM computes, beyond the shape fields
 _NEEDS = dict(norm="layernorm", norm_bias=True, norm_placement="pre", final_norm=True, block="sequential",
@@ -41,7 +39,7 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     wrong = next((k for k, v in _NEEDS.items() if getattr(cfg, k) != v), None)
     if wrong:
         return f"{wrong}={_NEEDS[wrong]!r}"
-    needs = [(f"an ungated ffn ({', '.join(_HF_ACTIVATIONS)})", cfg.ffn in _HF_ACTIVATIONS),
+    needs = [(f"an ungated ffn ({', '.join(HF_NAMES)})", exportable(cfg.ffn)),
              ("qkv_bias equal to bias (use_bias covers every linear)", cfg.qkv_bias == cfg.bias),
              ("attention 'full' or 'sliding_window'", cfg.attention in ("full", "sliding_window")),
              ("rope_scaling none, linear, dynamic, llama3 or yarn", cfg.rope_scaling != "longrope")]
@@ -50,13 +48,13 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
 
 def to_config(hf: dict) -> ModelConfig:
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
-    act = hf.get("hidden_act", "gelu_pytorch_tanh")
     rope = hf.get("rope_parameters") or {}
     dropouts = {float(hf.get(k) or 0.0) for k in _DROPOUTS}
     return ModelConfig(name=hf.get("_name_or_path") or "starcoder2", hf_model_type="starcoder2",
                        vocab_size=hf["vocab_size"], d_model=d, n_layers=hf["num_hidden_layers"], n_heads=heads,
                        n_kv_heads=hf.get("num_key_value_heads") or heads, head_dim=hf.get("head_dim") or d // heads,
-                       ffn=_ACTIVATIONS.get(act, act), ffn_hidden=hf["intermediate_size"], norm="layernorm",
+                       ffn=read_activation(hf, "starcoder2", "hidden_act", "gelu_pytorch_tanh"),
+                       ffn_hidden=hf["intermediate_size"], norm="layernorm",
                        norm_eps=hf.get("norm_epsilon", 1e-5), positions="rope",
                        rope_fraction=float(rope.get("partial_rotary_factor", 1.0)), bias=hf.get("use_bias", True),
                        qkv_bias=hf.get("use_bias", True), tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -72,7 +70,7 @@ def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="starcoder2", architectures=["Starcoder2ForCausalLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
                 num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
-                hidden_act=_HF_ACTIVATIONS[cfg.ffn], norm_epsilon=cfg.norm_eps, use_bias=cfg.bias,
+                hidden_act=hf_activation(cfg.ffn, PYTORCH_TANH), norm_epsilon=cfg.norm_eps, use_bias=cfg.bias,
                 max_position_embeddings=(cfg.rope_original_context if cfg.rope_scaling == "dynamic"
                                          else cfg.context_length),
                 rope_parameters=rope, sliding_window=cfg.sliding_window, tie_word_embeddings=cfg.tie_embeddings,

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .bart import CROSS_SUBLAYERS
+from .activations import hf_activation, read_activation
+from .bart import CROSS_SUBLAYERS, SWISH
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -41,21 +42,18 @@ RULES = [
 ]
 LEARNED = [Rule.of(_D + "embed_positions.weight", "positions.weight")]
 EMBED_NORM = [Rule.of(_D + f"layernorm_embedding.{w}", f"embed_norm.{w}") for w in _W]
-_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "swish": "silu", "silu": "silu"}
 OFFSET = 2  # TrOCRLearnedPositionalEmbedding.offset
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act = hf.get("activation_function", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"trocr: activation_function {act!r} is not supported ({', '.join(_ACT)})")
     learned, pad = hf.get("use_learned_position_embeddings", True), hf.get("pad_token_id", 1)
     if not learned and pad is None:
         raise LlmarchError("trocr: sinusoidal positions count from pad_token_id + 1; a config without one is not "
                            "supported (transformers cannot build it either)")
     return ModelConfig(name=hf.get("_name_or_path") or "trocr", hf_model_type="trocr", vocab_size=hf["vocab_size"],
                        d_model=hf["d_model"], n_layers=hf["decoder_layers"], n_heads=hf["decoder_attention_heads"],
-                       ffn=_ACT[act], ffn_hidden=hf["decoder_ffn_dim"], norm="layernorm", norm_eps=1e-5,
+                       ffn=read_activation(hf, "trocr", "activation_function", "gelu"),
+                       ffn_hidden=hf["decoder_ffn_dim"], norm="layernorm", norm_eps=1e-5,
                        norm_placement="post", final_norm=False, bias=True,
                        positions="learned" if learned else "sinusoidal_fairseq",
                        position_offset=OFFSET if learned else pad + 1,
@@ -70,7 +68,7 @@ def from_config(cfg: ModelConfig) -> dict:
     learned = cfg.positions == "learned"
     hf = dict(model_type="trocr", architectures=["TrOCRForCausalLM"], vocab_size=cfg.vocab_size, d_model=cfg.d_model,
               decoder_layers=cfg.n_layers, decoder_attention_heads=cfg.n_heads, decoder_ffn_dim=cfg.ffn_hidden,
-              activation_function={v: k for k, v in reversed(_ACT.items())}.get(cfg.ffn, cfg.ffn),
+              activation_function=hf_activation(cfg.ffn, SWISH),
               max_position_embeddings=cfg.context_length, scale_embedding=cfg.embed_scale,
               use_learned_position_embeddings=learned, layernorm_embedding=cfg.embed_norm,
               tie_word_embeddings=cfg.tie_embeddings, is_decoder=True, dropout=cfg.dropout,

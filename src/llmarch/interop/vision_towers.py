@@ -10,11 +10,10 @@ import torch
 
 from ..errors import LlmarchError
 from ..vision.config import VisionConfig
+from .activations import PYTORCH_TANH, hf_activation, read_activation
 from .mapping import JOINS, Rule
 from .multimodal import text_name
 
-# HF hidden_act -> ours (a tower's or a projector's)
-ACTS = {"quick_gelu": "quick_gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "silu": "silu", "relu": "relu"}
 # what transformers' config classes assume for fields a published vision_config leaves out
 _DEFAULTS = {"clip_vision_model": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                        num_attention_heads=12, image_size=224, patch_size=32, layer_norm_eps=1e-5,
@@ -38,11 +37,10 @@ def tower_fields(hf: dict) -> dict:
     if kind not in _LAYOUTS:
         raise LlmarchError(f"vision tower {kind!r} is not supported; supported: {', '.join(_LAYOUTS)}")
     hf = {**_DEFAULTS[kind], **hf}
-    act = hf["hidden_act"]
-    if act not in ACTS:
-        raise LlmarchError(f"vision tower hidden_act {act!r} is not supported; supported: {', '.join(ACTS)}")
     return dict(width=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
-                ffn_hidden=hf["intermediate_size"], act=ACTS[act], image_size=hf["image_size"],
+                ffn_hidden=hf["intermediate_size"],
+                act=read_activation(hf, "vision tower", "hidden_act", _DEFAULTS[kind]["hidden_act"]),
+                image_size=hf["image_size"],
                 patch_size=hf["patch_size"], channels=hf.get("num_channels", 3), norm_eps=float(hf["layer_norm_eps"]),
                 **_LAYOUTS[kind])
 
@@ -54,13 +52,9 @@ def tower_hf(v: VisionConfig) -> dict:
         raise LlmarchError("the vision tower is neither CLIP's (class token, pre-norm, no patch bias) nor SigLIP's "
                            "(none of them)")
     hf = dict(model_type=kind, hidden_size=v.width, num_hidden_layers=v.n_layers, num_attention_heads=v.n_heads,
-              intermediate_size=v.ffn_hidden, hidden_act=hf_act(v.act),
+              intermediate_size=v.ffn_hidden, hidden_act=hf_activation(v.act, PYTORCH_TANH),
               image_size=v.image_size, patch_size=v.patch_size, num_channels=v.channels, layer_norm_eps=v.norm_eps)
     return {**hf, "vision_use_head": False} if kind == "siglip_vision_model" else hf
-
-
-def hf_act(act: str) -> str:
-    return {o: h for h, o in ACTS.items()}[act]
 
 
 def tower_rules(v: VisionConfig, tower: str = TOWER) -> list[Rule]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import hf_activation, read_activation
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -24,14 +25,10 @@ RULES = [
     *[Rule.of(f"model.layer_norm.{w}", f"ln_final.{w}") for w in _W],
     Rule.of("lm_head.weight", "lm_head.weight"),
 ]
-_ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh"}
 OFFSET = 2  # XGLMSinusoidalPositionalEmbedding.offset
 
 
 def to_config(hf: dict) -> ModelConfig:
-    act = hf.get("activation_function", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"xglm: activation_function {act!r} is not supported ({', '.join(_ACT)})")
     if hf.get("add_cross_attention"):
         raise LlmarchError("xglm: add_cross_attention (a decoder with cross-attention) is not supported")
     pad = hf.get("pad_token_id", 1)
@@ -40,7 +37,8 @@ def to_config(hf: dict) -> ModelConfig:
                            "sinusoidal table; only pad_token_id < 2 (or none) is supported")
     return ModelConfig(name=hf.get("_name_or_path") or "xglm", hf_model_type="xglm", vocab_size=hf["vocab_size"],
                        d_model=hf["d_model"], n_layers=hf["num_layers"], n_heads=hf["attention_heads"],
-                       ffn=_ACT[act], ffn_hidden=hf["ffn_dim"], norm="layernorm", norm_eps=1e-5,
+                       ffn=read_activation(hf, "xglm", "activation_function", "gelu"), ffn_hidden=hf["ffn_dim"],
+                       norm="layernorm", norm_eps=1e-5,
                        positions="sinusoidal_fairseq", position_offset=OFFSET,
                        embed_scale=bool(hf.get("scale_embedding", True)),
                        tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -50,7 +48,7 @@ def to_config(hf: dict) -> ModelConfig:
 def from_config(cfg: ModelConfig) -> dict:
     hf = dict(model_type="xglm", architectures=["XGLMForCausalLM"], vocab_size=cfg.vocab_size, d_model=cfg.d_model,
               num_layers=cfg.n_layers, attention_heads=cfg.n_heads, ffn_dim=cfg.ffn_hidden,
-              activation_function={v: k for k, v in _ACT.items()}.get(cfg.ffn, cfg.ffn),
+              activation_function=hf_activation(cfg.ffn),
               max_position_embeddings=cfg.context_length, scale_embedding=cfg.embed_scale,
               tie_word_embeddings=cfg.tie_embeddings, dropout=cfg.dropout, attention_dropout=cfg.dropout,
               pad_token_id=1)

@@ -21,11 +21,11 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from .activations import exportable, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import JOINS, Rule
 
 _W = ("weight", "bias")
-_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
 CONTEXT = 512  # XLNet has no position table; the pretraining length
 
 
@@ -67,14 +67,12 @@ def to_config(hf: dict) -> ModelConfig:
         if hf.get(field, ok) != ok:
             raise LlmarchError(f"XLNet with {field}={hf[field]!r} is not supported ({why}; the query stream and "
                                "generate are not built either)")
-    act = hf.get("ff_activation", "gelu")
-    if act not in _ACT:
-        raise LlmarchError(f"XLNet with ff_activation {act!r} is not supported ({', '.join(_ACT)})")
     d, heads = hf["d_model"], hf["n_head"]
     clamp = hf.get("clamp_len", -1)
     return ModelConfig(name=hf.get("_name_or_path") or "xlnet", hf_model_type="xlnet", vocab_size=hf["vocab_size"],
                        d_model=d, n_layers=hf["n_layer"], n_heads=heads, head_dim=hf.get("d_head") or d // heads,
-                       ffn=_ACT[act], ffn_hidden=hf["d_inner"], norm="layernorm",
+                       ffn=read_activation(hf, "xlnet", "ff_activation", "gelu"), ffn_hidden=hf["d_inner"],
+                       norm="layernorm",
                        norm_eps=hf.get("layer_norm_eps", 1e-12), norm_placement="post", positions="relative_sinusoidal",
                        attention="xl_relative", relative_clamp=clamp if clamp > 0 else None, causal=False,
                        qkv_bias=False, o_bias=False, head_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -84,7 +82,7 @@ def to_config(hf: dict) -> ModelConfig:
 def needs(cfg: ModelConfig) -> str | None:
     if cfg.attention != "xl_relative" or cfg.positions != "relative_sinusoidal" or cfg.mixer != "attention" \
             or cfg.layer_types is not None or cfg.norm_placement != "post" or cfg.norm != "layernorm" \
-            or cfg.qkv_bias or cfg.o_bias or not cfg.bias or cfg.ffn not in _ACT.values() or cfg.causal \
+            or cfg.qkv_bias or cfg.o_bias or not cfg.bias or not exportable(cfg.ffn) or cfg.causal \
             or cfg.head_transform or cfg.head == "lm" and not cfg.head_bias or cfg.embed_width != cfg.d_model:
         return ("xl_relative attention over relative_sinusoidal positions in every layer of a bidirectional post-norm "
                 "stack, no q/k/v/o biases, an FFN with biases, and an LM head with a bias")
@@ -94,7 +92,7 @@ def needs(cfg: ModelConfig) -> str | None:
 def from_config(cfg: ModelConfig) -> dict:
     return dict(model_type="xlnet", architectures=["XLNetLMHeadModel"], vocab_size=cfg.vocab_size, d_model=cfg.d_model,
                 n_layer=cfg.n_layers, n_head=cfg.n_heads, d_head=cfg.head_dim, d_inner=cfg.ffn_hidden,
-                ff_activation={v: k for k, v in _ACT.items()}[cfg.ffn], attn_type="bi", bi_data=False,
+                ff_activation=hf_activation(cfg.ffn), attn_type="bi", bi_data=False,
                 same_length=False, clamp_len=cfg.relative_clamp or -1, layer_norm_eps=cfg.norm_eps,
                 dropout=cfg.dropout, tie_word_embeddings=cfg.tie_embeddings)
 

@@ -12,9 +12,11 @@ import math
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..layers.ffn import FFN_ACTIVATION
+from .activations import HF_GATED_ACTIVATIONS, PYTORCH_TANH, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .mapping import Rule
-from .zamba2 import ACTS, HYBRID, MAMBA, hybrid_layers, layer_types
+from .zamba2 import HYBRID, MAMBA, hybrid_layers, layer_types
 
 _W = ("weight", "bias")
 _MAMBA = ("conv1d.weight", "conv1d.bias", "x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A_log", "D",
@@ -55,8 +57,6 @@ def _refuse(hf: dict) -> None:
     if not hf.get("tie_word_embeddings", True):
         raise LlmarchError("zamba: tie_word_embeddings=False, with which transformers unties the shared block too "
                            "(each hybrid layer its own copy): not supported")
-    if hf.get("hidden_act", "gelu") not in ACTS:
-        raise LlmarchError(f"zamba: hidden_act {hf['hidden_act']!r} is not supported ({', '.join(ACTS)})")
     if hf.get("hidden_mamba_act", "silu") != "silu":
         raise LlmarchError(f"zamba: hidden_mamba_act {hf['hidden_mamba_act']!r} is not supported (silu only)")
     d = hf["hidden_size"]
@@ -76,7 +76,7 @@ def to_config(hf: dict) -> ModelConfig:
     return ModelConfig(
         name=hf.get("_name_or_path") or "zamba", hf_model_type="zamba", vocab_size=hf["vocab_size"], d_model=d,
         n_layers=len(types), n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, head_dim=head_dim,
-        attn_scale=(head_dim / 2) ** -0.5, ffn=ACTS[hf.get("hidden_act", "gelu")],
+        attn_scale=(head_dim / 2) ** -0.5, ffn=read_activation(hf, "zamba", "hidden_act", "gelu", HF_GATED_ACTIVATIONS),
         ffn_hidden=hf.get("intermediate_size", 14848), norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-5),
         positions="none", bias=False, qkv_bias=False, o_bias=False, tie_embeddings=True,
         context_length=hf.get("max_position_embeddings", 4096), eos_id=eos if isinstance(eos, int) else None,
@@ -96,19 +96,19 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
                 attn_scale=(cfg.head_dim / 2) ** -0.5, norm="rmsnorm", positions="none", qkv_bias=False,
                 o_bias=False, bias=False, ssm_inner_norm=False)
     bad = next((k for k, v in want.items() if getattr(cfg, k) != v), None)
-    if bad is not None or cfg.ffn not in ACTS.values():
+    if bad is not None or cfg.ffn not in HF_GATED_ACTIVATIONS.values():
         return f"{bad or 'ffn'} as transformers' Zamba computes it"
     return None
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    kinds = {"geglu": "gelu", "geglu_tanh": "gelu_pytorch_tanh", "swiglu": "silu"}
     out = dict(
         architectures=["ZambaForCausalLM"], model_type="zamba", vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
         num_hidden_layers=cfg.n_layers, layers_block_type=["hybrid" if t == HYBRID else "mamba"
                                                            for t in cfg.layer_types],
         num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, attention_head_dim=cfg.head_dim,
-        intermediate_size=cfg.ffn_hidden, hidden_act=kinds[cfg.ffn], hidden_mamba_act="silu",
+        intermediate_size=cfg.ffn_hidden, hidden_act=hf_activation(FFN_ACTIVATION[cfg.ffn], PYTORCH_TANH),
+        hidden_mamba_act="silu",
         rms_norm_eps=cfg.norm_eps, max_position_embeddings=cfg.context_length, tie_word_embeddings=True,
         mamba_d_state=cfg.ssm_state, mamba_d_conv=cfg.ssm_conv, mamba_expand=cfg.ssm_expand,
         mamba_dt_rank=cfg.ssm_dt_rank, n_mamba_heads=cfg.ssm_heads, mamba_proj_bias=cfg.ssm_bias,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..layers.ffn import FFN_ACTIVATION
+from .activations import HF_GATED_ACTIVATIONS, PYTORCH_TANH, hf_activation, read_activation
 from .hf import FAMILIES, Family
 from .llama import rope_fields, rope_parameters
 from .mamba import MAMBA2_TENSORS
@@ -24,7 +26,6 @@ from .mapping import Rule
 
 MAMBA, HYBRID = "mamba", "hybrid"
 _HF_TYPES = {"mamba": MAMBA, "linear_attention": MAMBA, "hybrid": HYBRID}
-ACTS = {"gelu": "geglu", "gelu_pytorch_tanh": "geglu_tanh", "gelu_new": "geglu_tanh", "silu": "swiglu"}
 _W = ("weight", "bias")
 RULES = [
     Rule.of("model.embed_tokens.weight", "embed.weight"),
@@ -81,8 +82,6 @@ def layer_types(hf: dict) -> list[str]:
 
 def _refuse(hf: dict) -> None:
     """What transformers' Zamba2 computes otherwise than llmarch would."""
-    if hf.get("hidden_act", "gelu") not in ACTS:
-        raise LlmarchError(f"zamba2: hidden_act {hf['hidden_act']!r} is not supported ({', '.join(ACTS)})")
     if not hf.get("tie_word_embeddings", True):
         raise LlmarchError("zamba2: tie_word_embeddings=False, with which transformers unties the shared blocks too "
                            "(each hybrid layer its own copy): not supported")
@@ -112,7 +111,8 @@ def to_config(hf: dict) -> ModelConfig:
     return ModelConfig(
         name=hf.get("_name_or_path") or "zamba2", hf_model_type="zamba2", vocab_size=hf["vocab_size"], d_model=d,
         n_layers=len(types), n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, head_dim=head_dim,
-        attn_scale=(head_dim / 2) ** -0.5, ffn=ACTS[hf.get("hidden_act", "gelu")],
+        attn_scale=(head_dim / 2) ** -0.5,
+        ffn=read_activation(hf, "zamba2", "hidden_act", "gelu", HF_GATED_ACTIVATIONS),
         ffn_hidden=hf.get("intermediate_size") or 4 * d, norm="rmsnorm", norm_eps=1e-5,
         positions="rope" if hf.get("use_mem_rope") else "none", **rope, bias=bias, qkv_bias=False, o_bias=False,
         tie_embeddings=True, context_length=hf.get("max_position_embeddings", 4096),
@@ -137,18 +137,18 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
                 attn_scale=(cfg.head_dim / 2) ** -0.5, norm="rmsnorm", norm_eps=1e-5, qkv_bias=False, o_bias=False,
                 ssm_bias=cfg.bias, ssm_conv_bias=True, ssm_norm="gated", ssm_inner=None, ssm_proj_multipliers=None)
     bad = next((k for k, v in want.items() if getattr(cfg, k) != v), None)
-    if bad is not None or cfg.ffn not in ACTS.values() or cfg.positions not in ("rope", "none"):
+    if bad is not None or cfg.ffn not in HF_GATED_ACTIVATIONS.values() or cfg.positions not in ("rope", "none"):
         return f"{bad or 'ffn or positions'} as transformers' Zamba2 computes it"
     return None
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    kinds = {"geglu": "gelu", "geglu_tanh": "gelu_pytorch_tanh", "swiglu": "silu"}
     out = dict(
         architectures=["Zamba2ForCausalLM"], model_type="zamba2", vocab_size=cfg.vocab_size,
         hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, layers_block_type=[
             "hybrid" if t == HYBRID else "mamba" for t in cfg.layer_types], num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_kv_heads, intermediate_size=cfg.ffn_hidden, hidden_act=kinds[cfg.ffn],
+        num_key_value_heads=cfg.n_kv_heads, intermediate_size=cfg.ffn_hidden,
+        hidden_act=hf_activation(FFN_ACTIVATION[cfg.ffn], PYTORCH_TANH),
         rms_norm_eps=cfg.norm_eps, max_position_embeddings=cfg.context_length, tie_word_embeddings=True,
         mamba_d_state=cfg.ssm_state, mamba_d_conv=cfg.ssm_conv, mamba_expand=cfg.ssm_expand,
         n_mamba_heads=cfg.ssm_expand * cfg.d_model // cfg.ssm_head_dim, mamba_ngroups=cfg.ssm_groups,
