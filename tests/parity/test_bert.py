@@ -4,6 +4,8 @@ batch with token types, and a to_hf round trip; and their base models read as em
 import pytest
 import torch
 
+import llmarch
+from llmarch import LlmarchError
 from llmarch.interop import from_hf, to_hf
 
 from conftest import perturbed
@@ -152,3 +154,29 @@ def test_a_tied_head_stored_beside_the_embeddings_is_read(tmp_path, family, head
         gap = (ours(ids, attention_mask=mask, token_type_ids=types).logits
                - hf(ids, attention_mask=mask, token_type_ids=types).logits)[mask.bool()].abs().max()
     assert ours.config.tied_head and gap <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
+def test_the_mlm_head_activation_with_a_relu_ffn(tmp_path, family):
+    """hidden_act relu: BERT's MLM head applies it too, RoBERTa's applies exact GELU whatever hidden_act says (read
+    as head_act gelu; it was read as the FFN's, 0.13 from transformers' logits). Both round trip; a RoBERTa head of
+    another activation cannot be written."""
+    conf_cls, prefix, extra = FAMILIES[family]
+    torch.manual_seed(0)
+    conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=96, hidden_act="relu", **extra)
+    hf = perturbed(getattr(transformers, prefix + "ForMaskedLM")(conf))
+    hf.save_pretrained(tmp_path / "hf")
+    ours = from_hf(tmp_path / "hf")
+    assert (ours.config.ffn, ours.config.head_act) == ("relu", None if family == "bert" else "gelu")
+    ids, types, mask = padded_batch(conf.pad_token_id)
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask, token_type_ids=types).logits[mask.bool()]
+        assert (mine - hf(ids, attention_mask=mask, token_type_ids=types).logits[mask.bool()]).abs().max() <= 1e-4
+    to_hf(ours, tmp_path / "out")
+    again = getattr(transformers, prefix + "ForMaskedLM").from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        assert (again(ids, attention_mask=mask, token_type_ids=types).logits[mask.bool()] - mine).abs().max() <= 1e-4
+    other = "gelu" if family == "bert" else "relu"
+    with pytest.raises(LlmarchError, match="cannot be written"):
+        to_hf(llmarch.build(ours.config.replace(head_act=other)), tmp_path / "bad")

@@ -72,6 +72,9 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
+    if cfg.head == "lm" and cfg.head_act not in (None, cfg.ffn):
+        raise LlmarchError(f"bert's MLM head applies hidden_act ({cfg.ffn}): a head activation {cfg.head_act!r} "
+                           "cannot be written")
     return dict(model_type="bert", architectures=["BertLMHeadModel" if cfg.causal else "BertForMaskedLM"],
                 is_decoder=cfg.causal, vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,

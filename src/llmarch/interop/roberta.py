@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import partial
 
 from ..config import ModelConfig
+from ..errors import LlmarchError
 from .bert import encoder_rules, head_rules
 from .bert import from_config as bert_hf
 from .bert import to_config as bert_config
@@ -21,13 +22,18 @@ IGNORE = (r"^lm_head\.decoder\.bias$", r"embeddings\.position_ids$")
 def to_config(hf: dict) -> ModelConfig:
     offset = hf.get("pad_token_id", 1) + 1
     cfg = bert_config({**hf, "type_vocab_size": hf.get("type_vocab_size", 1)})
+    # RobertaLMHead applies exact GELU whatever hidden_act the blocks use (BERT's head follows hidden_act)
     return cfg.replace(name=hf.get("_name_or_path") or hf["model_type"], hf_model_type=hf["model_type"],
-                       position_offset=offset, context_length=hf.get("max_position_embeddings", 514) - offset)
+                       position_offset=offset, context_length=hf.get("max_position_embeddings", 514) - offset,
+                       head_act=None if cfg.ffn == "gelu" else "gelu")
 
 
 def from_config(cfg: ModelConfig, model_type: str = "roberta", prefix: str = "Roberta") -> dict:
+    if cfg.head == "lm" and (cfg.head_act or cfg.ffn) != "gelu":
+        raise LlmarchError(f"{model_type}'s MLM head applies GELU whatever hidden_act says: a head activation "
+                           f"{cfg.head_act or cfg.ffn!r} cannot be written")
     head = "ForCausalLM" if cfg.causal else "ForMaskedLM"  # is_decoder (bert_hf writes it)
-    return {**bert_hf(cfg), "model_type": model_type, "architectures": [prefix + head],
+    return {**bert_hf(cfg.replace(head_act=None)), "model_type": model_type, "architectures": [prefix + head],
             "pad_token_id": cfg.position_offset - 1,
             "max_position_embeddings": cfg.context_length + cfg.position_offset}
 
