@@ -37,13 +37,21 @@ def stack_rules(learned_positions: bool, embed_norm: bool | None = None, prefix:
             rules.append(Rule.of(f"{prefix}.{part}.embed_positions.weight", f"{part}.positions.weight"))
         if embed_norm:
             rules += [Rule.of(f"{prefix}.{part}.layernorm_embedding.{w}", f"{part}.embed_norm.{w}") for w in _W]
-        *qkv, out = encoder_attn if part == "encoder" else _SELF_ATTN
-        sublayers = [(out, "attn.o_proj")] + _SUBLAYERS + (CROSS_SUBLAYERS if part == "decoder" else [])
-        rules += [Rule.of(hf + f"{h}.{w}", ours + f"{o}.{w}") for h, o in sublayers for w in _W]
-        rules += [Rule.of(tuple(hf + f"{p}.{w}" for p in qkv), ours + f"attn.qkv_proj.{w}") for w in _W]
-        if part == "decoder":
-            rules += [Rule.of(tuple(hf + f"encoder_attn.{p}_proj.{w}" for p in "kv"), ours + f"cross_attn.kv_proj.{w}")
-                      for w in _W]
+        rules += block_rules(hf, ours, encoder_attn if part == "encoder" else _SELF_ATTN, cross=part == "decoder")
+    return rules
+
+
+def block_rules(hf: str, ours: str, attn: tuple[str, ...] = _SELF_ATTN, cross: bool = True) -> list[Rule]:
+    """BART's names for one block's tensors, `hf` and `ours` its prefixes ("{i}" for the layer): attn, its q, k, v
+    and output projections; cross, a decoder block's cross-attention (TrOCR's and MusicGen's decoders alone hold
+    theirs and never run it: held_cross_width)."""
+    *qkv, out = attn
+    sublayers = [(out, "attn.o_proj")] + _SUBLAYERS + (CROSS_SUBLAYERS if cross else [])
+    rules = [Rule.of(hf + f"{h}.{w}", ours + f"{o}.{w}") for h, o in sublayers for w in _W]
+    rules += [Rule.of(tuple(hf + f"{p}.{w}" for p in qkv), ours + f"attn.qkv_proj.{w}") for w in _W]
+    if cross:
+        rules += [Rule.of(tuple(hf + f"encoder_attn.{p}_proj.{w}" for p in "kv"), ours + f"cross_attn.kv_proj.{w}")
+                  for w in _W]
     return rules
 
 

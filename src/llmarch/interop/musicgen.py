@@ -21,7 +21,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .activations import hf_activation, read_activation
-from .bart import CROSS_SUBLAYERS, SWISH
+from .bart import SWISH, block_rules
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import JOINS, Rule
@@ -29,16 +29,9 @@ from .mapping import JOINS, Rule
 _W = ("weight", "bias")
 _D = "model.decoder."
 _L = _D + "layers.{i}."
-_LAYER = [("self_attn.out_proj", "attn.o_proj"), ("self_attn_layer_norm", "ln1"), ("fc1", "mlp.up"),
-          ("fc2", "mlp.down"), ("final_layer_norm", "ln2")]
 RULES = [
-    *[Rule.of(tuple(_L + f"self_attn.{p}_proj.{w}" for p in "qkv"), f"blocks.{{i}}.attn.qkv_proj.{w}") for w in _W],
-    *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in _LAYER for w in _W],
     *[Rule.of(_D + f"layer_norm.{w}", f"ln_final.{w}") for w in _W],
-    # the cross-attention each layer holds and never runs without a text encoder (held_cross_width): BART's names
-    *[Rule.of(_L + f"{hf}.{w}", f"blocks.{{i}}.{ours}.{w}") for hf, ours in CROSS_SUBLAYERS for w in _W],
-    *[Rule.of(tuple(_L + f"encoder_attn.{p}_proj.{w}" for p in "kv"), f"blocks.{{i}}.cross_attn.kv_proj.{w}")
-      for w in _W],
+    *block_rules(_L, "blocks.{i}."),  # the cross-attention held (held_cross_width)
 ]
 # the K codebooks' tables (heads), stacked into our one embedding (head) and split back
 JOINS["codebooks"] = (lambda parts, cfg: torch.cat(parts), lambda t, cfg: list(t.chunk(cfg.codebooks)))
