@@ -180,6 +180,27 @@ def byte_checkpoint(folder, context_length: int = 64):
     return path
 
 
+def assert_multimodal_reads_as_text(folder, mm, ids, published, text_type: str, ours):
+    """mm (a transformers multimodal model holding the text model `ours` was read from) saved to `folder`, in
+    transformers' names and in the published ones (published: name -> name), each read by from_hf as its text model
+    `text_type`: logits on ids within 1e-4 of mm's, equal to ours'. Returns the model read."""
+    from safetensors.torch import load_file, save_file
+
+    mm.save_pretrained(folder)
+    with torch.no_grad():
+        theirs = mm(input_ids=ids).logits
+    file = next(folder.glob("*.safetensors"))
+    saved = load_file(file)
+    for names in (saved, {published(k): v for k, v in saved.items()}):
+        save_file(names, file, metadata={"format": "pt"})
+        read = llmarch.from_hf(folder)
+        assert read.config.hf_model_type == text_type
+        with torch.no_grad():
+            assert (read(ids).logits - theirs).abs().max() <= 1e-4
+            assert (read(ids).logits - ours(ids).logits).abs().max() == 0
+    return read
+
+
 def assert_encoder_round_trip(hf, ours, written, real, inputs: dict, labels: list[str] | None = None):
     """An encoder's checks (fp32): our logits for `inputs` (forward's keywords, input_ids first) equal transformers'
     within 1e-4 where `real` selects (a mask of real tokens, or a slice for a classifier's rows); to_hf into

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from llmarch.errors import LlmarchError
-from llmarch.interop import FAMILIES, from_hf
+from llmarch.interop import FAMILIES
 from llmarch.interop.hf import hf_model_config
 
-from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf
+from conftest import (assert_cached_decoding_and_config_round_trip, assert_multimodal_reads_as_text,
+                      perturbed_from_hf)
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -61,8 +62,6 @@ def test_logits_generation_cached_decoding_and_round_trip(case, tmp_path):
 
 
 def test_multimodal_checkpoint_reads_its_text_model(tmp_path):
-    from safetensors.torch import load_file, save_file
-
     hf, ours = build("one-cross", tmp_path / "text")
     torch.manual_seed(0)
     mm = transformers.MllamaForConditionalGeneration(transformers.MllamaConfig(
@@ -71,23 +70,15 @@ def test_multimodal_checkpoint_reads_its_text_model(tmp_path):
              for k, v in hf.state_dict().items()}
     assert not set(state) - set(mm.state_dict())
     mm.load_state_dict(state, strict=False)
-    mm.save_pretrained(tmp_path / "mm")
     ids = torch.randint(0, 119, (2, 11))
-    with torch.no_grad():
-        theirs = mm(input_ids=ids).logits
-    file = next((tmp_path / "mm").glob("*.safetensors"))
-    saved = load_file(file)
-    published = {k.replace("model.language_model.", "language_model.model.", 1).replace("model.vision_model.",
-                 "vision_model.", 1).replace("model.multi_modal_projector.", "multi_modal_projector.", 1)
-                 .replace("lm_head.", "language_model.lm_head.", 1) if not k.startswith("language_model.") else k: v
-                 for k, v in saved.items()}
-    for names in (saved, published):
-        save_file(names, file, metadata={"format": "pt"})
-        read = from_hf(tmp_path / "mm")
-        assert read.config.hf_model_type == "mllama_text_model"
-        with torch.no_grad():
-            assert (read(ids).logits - theirs).abs().max() <= 1e-4
-            assert (read(ids).logits - ours(ids).logits).abs().max() == 0
+    def published(k):
+        return k if k.startswith("language_model.") else (
+            k.replace("model.language_model.", "language_model.model.", 1).replace("model.vision_model.",
+                                                                                    "vision_model.", 1)
+            .replace("model.multi_modal_projector.", "multi_modal_projector.", 1)
+            .replace("lm_head.", "language_model.lm_head.", 1))
+
+    read = assert_multimodal_reads_as_text(tmp_path / "mm", mm, ids, published, "mllama_text_model", ours)
     with pytest.raises(LlmarchError, match="mllama_text_model"):
         FAMILIES["mllama"].from_config(read.config.replace(hf_model_type="mllama"))
 
