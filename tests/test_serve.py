@@ -227,12 +227,15 @@ def slow():
 
 def test_disconnect_frees_the_row(slow):
     scheduler = slow.server.scheduler
+    # 50 ms a step (4.5 s for 90 tokens): a client starved on a loaded machine still finds its row decoding
+    decode = scheduler.batch.decode
+    scheduler.batch.decode = lambda tokens: (time.sleep(0.03), decode(tokens))[1]
     # greedy: a sampled request ends at the tiny model's end-of-text token a quarter of the time, sometimes at once
     with httpx.stream("POST", slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90, "temperature": 0,
                                                                  "stream": True}) as r:
         next(r.iter_lines())
         assert scheduler.rows
-    wait_for(lambda: not scheduler.rows, 1.0)  # long before its 90 tokens (1.8 s)
+    wait_for(lambda: not scheduler.rows, 1.0)  # long before its 90 tokens
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90, "temperature": 0},
                    timeout=0.3)
