@@ -162,8 +162,6 @@ def load_draft(path, model, tok):
     """The --draft checkpoint, whose tokenizer must be the target's (the same ids for the same text). A drafter that
     reads the target's states (Gemma 4's assistants: generate/assistant.py) may come without one: it reads the
     target's embeddings of the target's ids."""
-    from pathlib import Path
-
     from ..data.tokenizer import check_fits
     from ..generate.draft_model import check_draft
     from ..interop.gguf_tokenizer import checkpoint_tokenizer
