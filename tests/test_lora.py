@@ -185,3 +185,14 @@ def test_moe_experts_stacked_weights(tmp_path):
 def test_moe_experts_refuse_dora():
     with pytest.raises(LlmarchError, match="DoRA on stacked expert"):
         apply_lora(moe(), LoRAConfig(rank=2, targets=("experts.down",), dora=True))
+
+
+def test_held_layers_are_left_out():
+    """TrOCR's decoder holds a cross-attention it never runs (held_cross_width): a pattern reaching it adapts the
+    self-attention's o_proj alone, and one naming only the held layers is refused (an adapter there trains nothing)."""
+    model = tiny(held_cross_width=24)
+    assert "blocks.0.cross_attn.o_proj" in dict(model.named_modules())
+    apply_lora(model, LoRAConfig(rank=2, targets=("o_proj",)))
+    assert sorted(lora_layers(model)) == ["blocks.0.attn.o_proj", "blocks.1.attn.o_proj"]
+    with pytest.raises(LlmarchError, match="never runs"):
+        apply_lora(tiny(held_cross_width=24), LoRAConfig(rank=2, targets=("cross_attn.q_proj",)))

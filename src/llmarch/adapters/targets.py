@@ -52,13 +52,24 @@ def linear_layers(model: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module
     return out
 
 
+def held(model: nn.Module) -> set[int]:
+    """ids of the modules inside a part the model holds and never runs (Block.held_modules: TrOCR's cross-attention,
+    Llama 3.2 Vision's skipped cross layers; ImageInputs.held_modules: GIT's tower): an adapter there would train
+    nothing, so a pattern that reaches them leaves them out."""
+    parts = [h for m in model.modules() if hasattr(m, "held_modules") for h in m.held_modules()]
+    return {id(sub) for part in parts for sub in part.modules()}
+
+
 def select(model: nn.Module, patterns: list[str]) -> tuple[dict[str, dict[str, tuple[int, int]]], list[str]]:
-    """(module name -> the slices to adapt, for every linear layer or slice some pattern names; the stacked
-    expert weights some pattern names, `blocks.1.mlp.experts.gate_up`); a pattern that names nothing is an
-    error (a typo would otherwise train nothing)."""
+    """(module name -> the slices to adapt, for every linear layer or slice some pattern names, outside the parts
+    the model holds and never runs; the stacked expert weights some pattern names, `blocks.1.mlp.experts.gate_up`);
+    a pattern that names nothing (or only never-run layers) is an error (it would otherwise train nothing)."""
     chosen: dict[str, dict[str, tuple[int, int]]] = {}
-    used = set()
+    used, idle, never_run = set(), held(model), set()
     for name, (parent, _, layer) in linear_layers(model).items():
+        if id(layer) in idle:
+            never_run.update(p for p in patterns if matches(p, name))
+            continue
         slices = fused_slices(name, layer, parent)
         stem, _, last = name.rpartition(".")
         stacked = stem if last.isdigit() else None  # expert e of quantized stacked experts (QLoRA): experts.gate_up.e
@@ -77,6 +88,9 @@ def select(model: nn.Module, patterns: list[str]) -> tuple[dict[str, dict[str, t
         used.update(hits)
         experts += [name] if hits else []
     unused = [p for p in patterns if p not in used]
+    if idle_only := [p for p in unused if p in never_run]:
+        raise LlmarchError(f"LoRA target {idle_only[0]!r} matches only layers this model holds for the round trip "
+                           "and never runs (an adapter there would train nothing)")
     if unused:
         some = ", ".join(sorted({".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.split(".")[-1]
                                  for n in [*linear_layers(model), *expert_weights(model)]}))

@@ -186,13 +186,17 @@ class Block(nn.Module):
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
+    def held_modules(self) -> list[nn.Module]:
+        """The parts this block holds and never runs: TrOCR's held cross-attention (held_cross_width) and a mixer
+        that holds a layer its block skips (Mixer.runs False: Llama 3.2 Vision's cross-attention layers without
+        image states). Read and written back whole; an adapter's targets leave them out (adapters/targets.py)."""
+        held = [self.ln_cross, self.cross_attn] if not self.cross and hasattr(self, "cross_attn") else []
+        return held + ([] if self.seq_mixer.runs else [self.seq_mixer])
+
     def idle_parameters(self) -> int:
         """Parameters a run of this block does not multiply each token by once (analysis/accounting.py): those it
-        holds and never runs, TrOCR's held cross-attention (held_cross_width) and a mixer that holds a layer its block
-        skips (Mixer.runs False: Llama 3.2 Vision's cross-attention layers without image states), and those whose
-        cost depth_macs counts."""
-        held = [self.ln_cross, self.cross_attn] if not self.cross and hasattr(self, "cross_attn") else []
-        held += [] if self.seq_mixer.runs else [self.seq_mixer]
+        holds and never runs (held_modules), and those whose cost depth_macs counts."""
+        held = self.held_modules()
         if hasattr(self, "mlp_depth"):
             held += [self.mlp_depth] + [m for m in (self.attn_depth, self.message_gates) if m is not None]
         return sum(p.numel() for m in held for p in m.parameters())

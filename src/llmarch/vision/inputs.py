@@ -23,6 +23,10 @@ class ImageInputs(nn.Module):
         # inside its embedding module, so its image features are never scaled: ours are divided by the same factor
         self.embed_scale = cfg.d_model ** 0.5 if cfg.embed_scale else None
 
+    def held_modules(self) -> list[nn.Module]:
+        """A held tower and its projector (never run; adapters/targets.py leaves them out of an adapter's targets)."""
+        return [self.tower, self.projector] if self.v.held else []
+
     def text_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """ids with the image token as 0, which the embedding can look up (PaliGemma's image token is past the
         vocabulary); its positions are overwritten."""
