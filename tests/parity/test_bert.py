@@ -156,12 +156,19 @@ def test_a_tied_head_stored_beside_the_embeddings_is_read(tmp_path, family, head
     assert ours.config.tied_head and gap <= 1e-4
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
+# RoBERTa's pre-norm kin (roberta_prelayernorm.py) share its MLM head
+PRENORM = {"roberta-prelayernorm": ("RobertaPreLayerNormConfig", "RobertaPreLayerNorm",
+                                    dict(max_position_embeddings=66)),
+           "xlm-roberta-xl": ("XLMRobertaXLConfig", "XLMRobertaXL",
+                              dict(max_position_embeddings=66, type_vocab_size=2))}
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", *PRENORM])
 def test_the_mlm_head_activation_with_a_relu_ffn(tmp_path, family):
-    """hidden_act relu: BERT's MLM head applies it too, RoBERTa's applies exact GELU whatever hidden_act says (read
-    as head_act gelu; it was read as the FFN's, 0.13 from transformers' logits). Both round trip; a RoBERTa head of
-    another activation cannot be written."""
-    conf_cls, prefix, extra = FAMILIES[family]
+    """hidden_act relu: BERT's MLM head applies it too, RoBERTa's (and its pre-norm kin's) applies exact GELU
+    whatever hidden_act says (read as head_act gelu; it was read as the FFN's, 0.13 from transformers' logits, and
+    the pre-norm kin refused it). Both round trip; a RoBERTa head of another activation cannot be written."""
+    conf_cls, prefix, extra = {**FAMILIES, **PRENORM}[family]
     torch.manual_seed(0)
     conf = getattr(transformers, conf_cls)(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                            intermediate_size=96, hidden_act="relu", **extra)

@@ -3,14 +3,13 @@ Wettig et al. 2023's efficient MLM checkpoints): RoBERTa (roberta.py: positions 
 its classification head) with pre-norm blocks, x += attn(LN1(x)); x += ffn(LN2(x)), a LayerNorm over the embeddings
 and one after the last block (`roberta_prelayernorm.LayerNorm`), under `roberta_prelayernorm.`. The rules of a
 pre-norm BERT-layout encoder (`prenorm_rules`) serve XLM-RoBERTa-XL and Megatron-BERT too. The MLM head applies
-GELU whatever hidden_act says: another hidden_act is refused."""
+GELU whatever hidden_act says: another hidden_act reads with head_act gelu, as RoBERTa's does."""
 from __future__ import annotations
 
 from functools import partial
 
 from ..config import ModelConfig
-from ..errors import LlmarchError
-from .bert import _W, head_rules
+from .bert import _W, BERT_ACTIVATIONS, head_rules
 from .hf import FAMILIES, Family
 from .mapping import Rule
 from .roberta import from_config as roberta_hf
@@ -43,17 +42,17 @@ def roberta_head_rules() -> list[Rule]:
 
 
 def prenorm_config(hf: dict, embed_norm: bool) -> ModelConfig:
-    """RoBERTa's config with pre-norm blocks, a final norm, and an embedding norm or none."""
-    if hf.get("hidden_act", "gelu") != "gelu":
-        raise LlmarchError(f"{hf['model_type']} with hidden_act {hf['hidden_act']!r} is not supported (its MLM head "
-                           "applies GELU beside it): gelu only")
+    """RoBERTa's config with pre-norm blocks, a final norm, and an embedding norm or none (the MLM head's exact GELU
+    read as RoBERTa's is, head_act gelu beside another hidden_act)."""
     return roberta_config(hf).replace(norm_placement="pre", final_norm=True, embed_norm=embed_norm)
 
 
 def prenorm_needs(cfg: ModelConfig, embed_norm: bool) -> str | None:
     """Family.needs: what a pre-norm family's layout cannot hold, or None."""
-    if cfg.norm_placement != "pre" or not cfg.final_norm or cfg.embed_norm != embed_norm or cfg.ffn != "gelu":
-        return f"pre-norm blocks, a final norm, {'an' if embed_norm else 'no'} embedding norm and ffn gelu"
+    if cfg.norm_placement != "pre" or not cfg.final_norm or cfg.embed_norm != embed_norm \
+            or cfg.ffn not in BERT_ACTIVATIONS.values():
+        return (f"pre-norm blocks, a final norm, {'an' if embed_norm else 'no'} embedding norm and an ffn of "
+                f"{', '.join(BERT_ACTIVATIONS.values())}")
     return None
 
 
