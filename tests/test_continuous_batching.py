@@ -81,6 +81,8 @@ def test_rows_are_checked():
     model = tiny("llama-tiny")
     with pytest.raises(LlmarchError, match="at least one row"):
         RunningBatch(model, 0)
+    with pytest.raises(LlmarchError, match="3 parallel token streams"):  # MusicGen's codebooks: not one text stream
+        RunningBatch(TransformerLM(resolve("llama-tiny", **{**SMALL, "codebooks": 3})), 1)
     batch = RunningBatch(model, 1)
     states, _ = batch.prefill([1, 2])
     batch.join(0, states, 2)

@@ -27,6 +27,9 @@ class RunningBatch:
         cfg = model.config
         if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm":
             raise LlmarchError(f"{cfg.name}: continuous batching serves decoder-only language models")
+        if cfg.codebooks:  # each row would be K streams of one sequence (generate/streams.py decodes them)
+            raise LlmarchError(f"{cfg.name} reads {cfg.codebooks} parallel token streams (config codebooks): "
+                               "continuous batching serves one stream of text tokens")
         if rows < 1:
             raise LlmarchError(f"a running batch needs at least one row, got {rows}")
         self.model, self.max_len = model, max_len or cfg.context_length
