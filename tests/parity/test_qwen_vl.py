@@ -3,7 +3,7 @@ through files: tiny seeded multimodal models (Qwen2VLForConditionalGeneration ..
 text model, 1-D parameters perturbed; Qwen3-VL with attention_bias and a tied head, Qwen3-VL-MoE with a dense layer
 before a MoE one and experts 2I != C wide, so the stacked experts' orientation shows), read by from_hf as their text
 models. Their M-RoPE over text equals plain RoPE: logits on a left-padded batch within 1e-4 (fp32, positions numbered
-over each row's real tokens, as transformers' generate numbers them), 32 greedy tokens equal to transformers',
+over each row's real tokens, as transformers' generate numbers them), 16 greedy tokens equal to transformers',
 cached decoding equal to the whole forward, a to_hf round trip (the text type) that the multimodal class loads, with
 the written config as its text_config, to the same logits and llmarch to the same config. Each checkpoint also reads
 in the other name layout (transformers 5's model.language_model.* or the published model.*, visual.*)."""
@@ -26,6 +26,7 @@ transformers.logging.set_verbosity_error()
 
 TEXT = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0)
+NEW = 16  # greedy tokens compared
 QWEN2_VISION = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2)
 QWEN2_5_VISION = dict(depth=1, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64,
                       fullatt_block_indexes=[0])
@@ -78,12 +79,12 @@ def test_logits_generation_cached_decoding_and_round_trip(pair):
         (case + "_text", text["rope_parameters"]["mrope_section"], case.startswith("qwen3"))
     assert (cfg.qkv_bias, cfg.o_bias, cfg.tie_embeddings) == \
         (case != "qwen3_vl_moe", case == "qwen3_vl", case == "qwen3_vl")
-    ids, mask = padded_batch(cfg.vocab_size)
+    ids, mask = padded_batch(cfg.vocab_size, lengths=(12, 7))
     with torch.no_grad():
         mine = ours(ids, attention_mask=mask).logits
     assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
-    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=32)
-    assert torch.equal(generated, hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False,
+    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=NEW)
+    assert torch.equal(generated, hf.generate(ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
                                               pad_token_id=0))
     to_hf(ours, folder / "out")
     written = json.loads((folder / "out" / "config.json").read_text())
@@ -136,3 +137,24 @@ def test_published_flat_config_and_what_is_refused():
         FAMILIES["qwen3_vl_moe_text"].from_config(moe.replace(router_renormalize=False))
     with pytest.raises(LlmarchError, match="qwen3_vl_text"):
         FAMILIES["qwen3_vl"].from_config(moe.replace(hf_model_type="qwen3_vl"))
+
+
+def test_published_moe_experts_transposed(pair, tmp_path):
+    """Qwen3-VL-MoE's published checkpoints store the stacked experts (E, in, out), transformers 5 saves them
+    (E, out, in): both read to the same model, as transformers reads both."""
+    from safetensors.torch import load_file, save_file
+
+    case, hf, ours, folder = pair
+    if case != "qwen3_vl_moe":
+        pytest.skip("stacked experts are Qwen3-VL-MoE's")
+    saved = load_file(folder / "hf" / "model.safetensors")
+    assert saved["model.language_model.layers.1.mlp.experts.gate_up_proj"].shape == (4, 48, 64)  # (E, 2I, C)
+    (tmp_path / "config.json").write_text((folder / "hf" / "config.json").read_text())
+    save_file({k: v.transpose(1, 2).contiguous() if ".experts." in k else v for k, v in saved.items()},
+              tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ids = torch.randint(0, 128, (2, 9))
+    again = type(hf).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        expected = hf(input_ids=ids).logits
+        assert (again(input_ids=ids).logits - expected).abs().max() <= 1e-4
+        assert (from_hf(tmp_path)(ids).logits - expected).abs().max() <= 1e-4
