@@ -79,7 +79,8 @@ def _rope(hf: dict, kind: _Kind) -> tuple[dict, list[int]]:
     params.pop("mrope_interleaved", None)  # Qwen3-VL's rotary embedding interleaves whatever it says
     rope = params.pop("rope_type", None) or params.get("type", "default")
     params.pop("type", None)
-    params.update(rope_type="default" if rope == "mrope" else rope, rope_theta=params.get("rope_theta", hf["rope_theta"]))
+    params.update(rope_type="default" if rope == "mrope" else rope,
+                  rope_theta=params.get("rope_theta", hf["rope_theta"]))
     return params, list(section)
 
 
