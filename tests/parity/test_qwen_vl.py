@@ -2,11 +2,12 @@
 through files: tiny seeded multimodal models (Qwen2VLForConditionalGeneration ..., a one-block vision tower beside the
 text model, 1-D parameters perturbed; Qwen3-VL with attention_bias and a tied head, Qwen3-VL-MoE with a dense layer
 before a MoE one and experts 2I != C wide, so the stacked experts' orientation shows), read by from_hf as their text
-models. Their M-RoPE over text equals plain RoPE: logits on a left-padded batch within 1e-4 (fp32, positions numbered
-over each row's real tokens, as transformers' generate numbers them), 16 greedy tokens equal to transformers',
-cached decoding equal to the whole forward, a to_hf round trip (the text type) that the multimodal class loads, with
-the written config as its text_config, to the same logits and llmarch to the same config. Each checkpoint also reads
-in the other name layout (transformers 5's model.language_model.* or the published model.*, visual.*)."""
+models. Their M-RoPE over text equals plain RoPE: transformers' get_rope_index numbers a left-padded row's text on
+all three axes as llmarch numbers it, and with those positions the logits agree within 1e-4 (fp32); 16 greedy tokens
+equal to transformers', cached decoding equal to the whole forward, a to_hf round trip (the text type) that the
+multimodal class loads, with the written config as its text_config, to the same logits and llmarch to the same
+config. Each checkpoint also reads in the other name layout (transformers 5's model.language_model.* or the published
+model.*, visual.*), and Qwen3-VL-MoE's experts in the published orientation."""
 import json
 
 import pytest
@@ -16,6 +17,7 @@ import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf, to_hf
 from llmarch.interop.hf import hf_model_config
+from llmarch.models.masks import position_ids
 
 from conftest import (assert_cached_decoding_and_config_round_trip, assert_multimodal_reads_as_text, perturbed,
                       routed_apart)
@@ -80,9 +82,13 @@ def test_logits_generation_cached_decoding_and_round_trip(pair):
     assert (cfg.qkv_bias, cfg.o_bias, cfg.tie_embeddings) == \
         (case != "qwen3_vl_moe", case == "qwen3_vl", case == "qwen3_vl")
     ids, mask = padded_batch(cfg.vocab_size, lengths=(12, 7))
+    # transformers' M-RoPE positions of text (get_rope_index: t, h, w), each axis llmarch's positions on real tokens
+    axes, _ = hf.model.get_rope_index(ids, mm_token_type_ids=torch.zeros_like(ids), attention_mask=mask)
+    real = mask.bool()
+    assert all(torch.equal(axis[real], position_ids(torch.arange(ids.shape[1]), 2, mask)[real]) for axis in axes)
     with torch.no_grad():
         mine = ours(ids, attention_mask=mask).logits
-    assert_close_on_real_tokens(mine, hf_logits(hf, ids, mask), mask)
+        assert_close_on_real_tokens(mine, hf(ids, attention_mask=mask, position_ids=axes).logits, mask)
     generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=NEW)
     assert torch.equal(generated, hf.generate(ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
                                               pad_token_id=0))
