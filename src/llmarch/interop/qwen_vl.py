@@ -18,7 +18,8 @@ hidden states at image tokens) only ever act with images.
 The multimodal checkpoints keep the text model under model.language_model. (transformers 5's names) or under
 model. (the published ones, with visual. and lm_head. beside it), and their config in text_config or, in the
 published Qwen2(.5)-VL ones, flat at the top. Written back as the text type, in the text model's names (model.*,
-lm_head.*, which the multimodal class loads with the text config as its text_config)."""
+lm_head.*); transformers has no causal-LM class for these types: the multimodal class loads them with the written
+config as its text_config (Qwen3-VL's with model.* mapped to model.language_model.*)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
