@@ -255,6 +255,13 @@ class ModelConfig:
     # rope: each frequency times exp(alpha_i), alpha learned per rotated pair (Mistral Large 4's LeRoPE,
     # rotary_emb.alpha; zeros: RoPE as it is), on top of the scaling above
     rope_learned_freqs: bool = False
+    # rope: multimodal RoPE's split of the rotated pairs' frequencies into temporal, height and width sections
+    # (Qwen2-VL, Wang et al. 2024, §2.1; three counts summing to rotary_dim / 2), each turned by its own axis of a
+    # visual token's position. llmarch's positions are a text token's, the same on all three axes, so RoPE turns as
+    # plain RoPE; kept to write the model back as read. None: plain RoPE
+    mrope_section: list | None = None
+    # mrope_section's frequencies taken T, H, W in turn rather than in three runs (Qwen3-VL); text turns the same
+    mrope_interleaved: bool = False
     alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
     alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
@@ -1098,6 +1105,7 @@ class ModelConfig:
         check_input_proj(self)
         check_encoder_input(self)
         self._validate_longrope()
+        self._validate_mrope()
         self._validate_alibi()
         if min(self.type_vocab_size, self.position_offset, self.task_type_vocab_size, self.lang_vocab_size,
                self.box_vocab_size) < 0:
@@ -1206,6 +1214,17 @@ class ModelConfig:
             raise LlmarchError("rope_scaling='longrope' needs rope_original_context (the pretraining context)")
         if self.rope_attn_factor is not None and self.rope_attn_factor <= 0:
             raise LlmarchError(f"rope_attn_factor must be positive, got {self.rope_attn_factor}")
+
+    def _validate_mrope(self) -> None:
+        section = self.mrope_section
+        if section is None:
+            if self.mrope_interleaved:
+                raise LlmarchError("mrope_interleaved orders mrope_section's frequencies; set mrope_section")
+            return
+        if self.positions != "rope" or not isinstance(section, (list, tuple)) or len(section) != 3 or not all(
+                isinstance(n, int) and n >= 0 for n in section) or sum(section) != self.rotary_dim // 2:
+            raise LlmarchError(f"mrope_section must be three counts (temporal, height, width) summing to the "
+                               f"{self.rotary_dim // 2} rotated pairs of each head (positions 'rope'), got {section!r}")
 
     def _validate_alibi(self) -> None:
         if self.alibi_scale <= 0:

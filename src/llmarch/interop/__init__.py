@@ -99,5 +99,6 @@ from . import trocr  # noqa: F401
 from . import git  # noqa: F401
 from . import musicgen  # noqa: F401
 from . import emu3  # noqa: F401
+from . import qwen_vl  # noqa: F401
 from . import mllama  # noqa: F401
 from . import whisper  # noqa: F401

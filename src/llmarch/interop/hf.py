@@ -19,7 +19,7 @@ from ..errors import LlmarchError, first_and_count
 from ..models import TransformerLM
 from ..models.build import empty_model
 from ..registry import Registry
-from .mapping import JOINS, LAYOUTS, SPLITS, Rule, expand, export_state, pieces
+from .mapping import JOINS, LAYOUTS, SHAPE_TOLD, SPLITS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint
 
 FAMILIES: Registry = Registry("Hugging Face model_type")
@@ -275,6 +275,10 @@ def _read(ckpt: Checkpoint, rule: Rule, shape, cfg, dtype, device, integer: bool
         if not f.dtype(key).is_floating_point and not integer:
             raise LlmarchError(f"tensor {name} is stored as {f.dtype(key)}, not a floating-point type")
         expected = tuple(hf_shape(tuple(piece.shape)))
+        if f.shape(key) != expected and layout in SHAPE_TOLD:
+            layout = SHAPE_TOLD[layout]
+            to_ours, _, hf_shape = LAYOUTS[layout]
+            expected = tuple(hf_shape(tuple(piece.shape)))
         if f.shape(key) != expected:
             raise LlmarchError(f"tensor {name} has shape {f.shape(key)}, the config expects {expected}")
         if layout == "same" and f.dtype(key) == piece.dtype:

@@ -134,6 +134,11 @@ LAYOUTS = {
     # a 1x1 convolution's weight (out, in / groups, 1) as a (grouped) linear one's (SqueezeBERT)
     "conv1x1": (lambda t, cfg: t.squeeze(-1), lambda t, cfg: t[..., None], lambda s: (*s, 1)),
 }
+# layouts a stored tensor may come in as well as its rule's own, told apart by the stored shape (the rule's own where
+# both fit), as transformers' Transpose(check_dims=True) reads them; written in the rule's own. Qwen3-VL-MoE's
+# stacked experts: transformers 5 saves them as ours (E, out, in), the published checkpoints (E, in, out)
+SHAPE_TOLD = {"experts_or_transposed": "experts_transposed"}
+LAYOUTS["experts_or_transposed"] = LAYOUTS["same"]
 # q, k and v of a family with interleaved RoPE, fused into qkv_proj: the q and k rows reordered
 ROPE_PAIRS_QKV = ("rope_pairs", "rope_pairs", "same")
 

@@ -30,15 +30,16 @@ def text_name(name: str, under: str = "language_model") -> str:
 
 
 def register(wrapper: str, text: Family, to_config: Callable[[dict], ModelConfig], text_type: str,
-             ignore: tuple[str, ...], under: str = "language_model") -> None:
+             ignore: tuple[str, ...], under: str = "language_model",
+             canonical: Callable[[str], str] | None = None) -> None:
     """`wrapper` as the vision-language model_type whose text model is `text`'s; to_config reads the wrapper's
     config.json; `ignore`: the regexes of what is not read (vision tower, projector ...); `under`: the text model's
-    name in the wrapper."""
+    name in the wrapper; canonical: the published names as transformers 5's, where they differ from text_name's."""
     def no_export(cfg: ModelConfig) -> dict:
         raise LlmarchError(f"llmarch holds {wrapper}'s text model only; export it with hf_model_type={text_type!r}")
 
     more = text.more_rules
     FAMILIES.register(wrapper)(Family(text_rules(text.rules, under), to_config, no_export, text.ignore + ignore,
-                                      canonical=lambda name: text_name(name, under),
+                                      canonical=canonical or (lambda name: text_name(name, under)),
                                       stacked_experts=text.stacked_experts, tied_by_checkpoint=True,
                                       more_rules=None if more is None else lambda cfg: text_rules(more(cfg), under)))
