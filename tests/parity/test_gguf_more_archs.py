@@ -1,0 +1,102 @@
+"""More GGUF architectures read as one of llmarch's families (Arch.read_only: llmarch writes that family under its
+own name): a tiny random model of the family is written in F32 by `to_gguf` and the file rewritten as the
+architecture's converter (convert_hf_to_gguf.py) lays it out (test_gguf_older.rewrite); it reads back by from_gguf
+to the model's logits (max |dlogit| <= 1e-4), and llama.cpp (llama-cpp-python, where installed) decodes it greedily
+to llmarch's tokens with llmarch's logits (gguf_reads_back).
+
+The vision-language models' text models (gguf_archs/qwen_vl.py): Qwen2-VL's and Qwen3-VL's files carry the M-RoPE
+sections, which change nothing on text, where every position axis is the same; that is transformers' Qwen2-VL and
+Qwen3-VL text models too, whose logits on text equal those of the file read back."""
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.errors import LlmarchError
+from llmarch.interop.gguf_writer import to_gguf
+
+from conftest import gguf_reads_back, llama_cpp_against, perturbed_from_hf
+from test_gguf_older import rewrite
+
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+T = gguf.GGUFValueType
+
+SMALL = dict(vocab_size=272, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+             tie_word_embeddings=False)
+QWEN3_MOE = dict(SMALL, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                 norm_topk_prob=True)
+
+
+def _written(tmp_path, family: str, fields: dict):
+    """A perturbed tiny transformers `family` model read by from_hf, and its F32 GGUF file as to_gguf writes it."""
+    torch.manual_seed(0)
+    hf = getattr(transformers, f"{family}ForCausalLM")(getattr(transformers, f"{family}Config")(**fields))
+    model = perturbed_from_hf(hf, tmp_path / "hf")
+    to_gguf(model, tmp_path / "family.gguf", "f32", ByteTokenizer())
+    return hf, model
+
+
+def _as_vl(tmp_path, arch: str, sections: list[int], deepstack: int | None = None):
+    """family.gguf rewritten as `arch` as Qwen2VLModel / Qwen3VLTextModel write it: mrope_section padded to four
+    as rope.dimension_sections and (Qwen3-VL) the count of DeepStack layers."""
+    extra = {f"{arch}.rope.dimension_sections": (sections, T.ARRAY, T.INT32)}
+    if deepstack is not None:
+        extra[f"{arch}.n_deepstack_layers"] = (deepstack, T.UINT32)
+    rewrite(tmp_path / "family.gguf", tmp_path / "x.gguf", arch, extra=extra)
+    return tmp_path / "x.gguf"
+
+
+# name: (transformers family, its fields, GGUF architecture, sections, DeepStack layers, the family read as). Head
+# pairs 8 (head_dim 16). Sections that give every pair one of the three text axes in llama.cpp: Qwen2-VL's runs
+# (any, the fourth 0), Qwen3-VL's interleaving where each pair j is below 3 x its section j mod 3 ([3, 3, 2]).
+# llama.cpp 0.3.36's qwen2vl reads no attention.layer_norm_rms_epsilon (its RMSNorms add ~0: measured 4.2e-4 apart
+# at Qwen2's 1e-6, 4.1e-3 at 1e-5, 1.6e-7 at 1e-12, on tiny random embeddings whose mean square is ~4e-4), so its
+# case takes an epsilon of 1e-12, where the two agree; the file reads the epsilon it holds, the converter's.
+VL = {
+    "qwen2vl": ("Qwen2", dict(SMALL, rms_norm_eps=1e-12), "qwen2vl", [2, 3, 3, 0], None, "qwen2"),
+    "qwen3vl": ("Qwen3", dict(SMALL, head_dim=16), "qwen3vl", [3, 3, 2, 0], 3, "qwen3"),
+    "qwen3vlmoe": ("Qwen3Moe", QWEN3_MOE, "qwen3vlmoe", [3, 3, 2, 0], 0, "qwen3_moe"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VL))
+def test_vl_text_model_reads_as_its_family(case, tmp_path):
+    family, fields, arch, sections, deepstack, read_as = VL[case]
+    _, model = _written(tmp_path, family, fields)
+    # llama.cpp, running its M-RoPE: measured 2.4e-7 apart each
+    back = gguf_reads_back(_as_vl(tmp_path, arch, sections, deepstack), model)
+    assert back.config.hf_model_type == read_as
+
+
+# the released models' sections scaled to 8 pairs: Qwen2-VL's [16, 24, 24] of 64, Qwen3-VL's [24, 20, 20] of 64 as
+# [4, 2, 2], which leaves the last pair to llama.cpp's fourth axis as [24, 20, 20] leaves pairs 61 and 62
+@pytest.mark.parametrize("family,scaled", [("Qwen2VL", [2, 3, 3]), ("Qwen3VL", [4, 2, 2])])
+def test_vl_text_model_is_transformers_on_text(family, scaled, tmp_path):
+    """The released models' sections in transformers' own text model: on text its logits are those of the file
+    read back as Qwen2 / Qwen3."""
+    base, head_dim = family[:-2], 16
+    fields = dict(SMALL, rms_norm_eps=1e-6, **(dict(head_dim=head_dim) if base == "Qwen3" else {}))
+    hf, model = _written(tmp_path, base, fields)
+    text_config = getattr(transformers, f"{family}TextConfig")(
+        **fields, rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=scaled))
+    text = getattr(transformers, f"{family}TextModel")(text_config).eval()
+    text.load_state_dict(hf.model.state_dict())
+    arch = family.lower()
+    back = llmarch.from_gguf(_as_vl(tmp_path, arch, scaled + [0], 3 if base == "Qwen3" else None))
+    ids = torch.randint(0, 272, (2, 16))
+    with torch.no_grad():
+        theirs = hf.lm_head(text(input_ids=ids).last_hidden_state)
+        assert (back(ids).logits - theirs).abs().max() <= 1e-4
+    if arch == "qwen3vl":
+        # llama.cpp leaves pair 7 (on its fourth axis: 7 % 3 == 1, not below 3 x 2) unrotated on text, as it does
+        # Qwen3-VL's pairs 61 and 62 of 64: same tokens, logits measured 2.0e-4 apart
+        seq, ours, diff = llama_cpp_against(tmp_path / "x.gguf", model, list(range(3, 11)), exact=True)
+        assert seq == ours and 1e-5 < diff < 1e-3
+
+
+def test_qwen2vl_with_a_fourth_section_is_refused(tmp_path):
+    _written(tmp_path, "Qwen2", SMALL)
+    with pytest.raises(LlmarchError, match="qwen2vl file with a fourth M-RoPE section"):
+        llmarch.from_gguf(_as_vl(tmp_path, "qwen2vl", [2, 2, 2, 2]))
