@@ -38,6 +38,7 @@ from . import bailingmoe2
 from . import llama_kin
 from . import codeshell
 from . import qwen_vl
+from . import deepseek_moe
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -76,5 +77,6 @@ ARCHS.update(bailingmoe2.ARCHS)
 ARCHS.update(llama_kin.ARCHS)
 ARCHS.update(codeshell.ARCHS)
 ARCHS.update(qwen_vl.ARCHS)
+ARCHS.update(deepseek_moe.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
