@@ -39,6 +39,7 @@ from . import llama_kin
 from . import codeshell
 from . import qwen_vl
 from . import deepseek_moe
+from . import diffusion
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -78,5 +79,6 @@ ARCHS.update(llama_kin.ARCHS)
 ARCHS.update(codeshell.ARCHS)
 ARCHS.update(qwen_vl.ARCHS)
 ARCHS.update(deepseek_moe.ARCHS)
+ARCHS.update(diffusion.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
