@@ -38,14 +38,27 @@ def _written(tmp_path, family: str, fields: dict):
     return hf, model
 
 
-def _as_vl(tmp_path, arch: str, sections: list[int], deepstack: int | None = None):
-    """family.gguf rewritten as `arch` as Qwen2VLModel / Qwen3VLTextModel write it: mrope_section padded to four
-    as rope.dimension_sections and (Qwen3-VL) the count of DeepStack layers."""
+def _as_vl(tmp_path, arch: str, sections: list[int], deepstack: int | None = None, halves: bool = False):
+    """family.gguf rewritten as `arch` as Qwen2VLModel / Qwen3VLTextModel (PaddleOCR-VL's converter) write it:
+    mrope_section padded to four as rope.dimension_sections and (Qwen3-VL) the count of DeepStack layers; with
+    `halves`, a LLaMA's q and k rows back in Hugging Face's order (llama.cpp's M-RoPE turns halves)."""
     extra = {f"{arch}.rope.dimension_sections": (sections, T.ARRAY, T.INT32)}
     if deepstack is not None:
         extra[f"{arch}.n_deepstack_layers"] = (deepstack, T.UINT32)
-    rewrite(tmp_path / "family.gguf", tmp_path / "x.gguf", arch, extra=extra)
+
+    def tensors(ts):
+        if not halves:
+            return ts
+        return {k: _unpermuted(v, 4 if ".attn_q." in k else 2) if ".attn_q." in k or ".attn_k." in k else v
+                for k, v in ts.items()}
+
+    rewrite(tmp_path / "family.gguf", tmp_path / "x.gguf", arch, tensors, extra=extra)
     return tmp_path / "x.gguf"
+
+
+def _unpermuted(rows, heads: int):
+    """LlamaModel.permute undone: each head's rows in Hugging Face's order (the rotated halves apart) again."""
+    return rows.reshape(heads, rows.shape[0] // heads // 2, 2, -1).swapaxes(1, 2).reshape(rows.shape)
 
 
 # name: (transformers family, its fields, GGUF architecture, sections, DeepStack layers, the family read as). Head
@@ -58,6 +71,7 @@ VL = {
     "qwen2vl": ("Qwen2", dict(SMALL, rms_norm_eps=1e-12), "qwen2vl", [2, 3, 3, 0], None, "qwen2"),
     "qwen3vl": ("Qwen3", dict(SMALL, head_dim=16), "qwen3vl", [3, 3, 2, 0], 3, "qwen3"),
     "qwen3vlmoe": ("Qwen3Moe", QWEN3_MOE, "qwen3vlmoe", [3, 3, 2, 0], 0, "qwen3_moe"),
+    "paddleocr": ("Llama", SMALL, "paddleocr", [2, 3, 3, 0], None, "llama"),  # PaddleOCR-VL's text model, a LLaMA
 }
 
 
@@ -65,29 +79,31 @@ VL = {
 def test_vl_text_model_reads_as_its_family(case, tmp_path):
     family, fields, arch, sections, deepstack, read_as = VL[case]
     _, model = _written(tmp_path, family, fields)
-    # llama.cpp, running its M-RoPE: measured 2.4e-7 apart each
-    back = gguf_reads_back(_as_vl(tmp_path, arch, sections, deepstack), model)
+    # llama.cpp, running its M-RoPE: measured 1.9e-7 (paddleocr) and 2.4e-7 apart
+    back = gguf_reads_back(_as_vl(tmp_path, arch, sections, deepstack, halves=family == "Llama"), model)
     assert back.config.hf_model_type == read_as
 
 
-# the released models' sections scaled to 8 pairs: Qwen2-VL's [16, 24, 24] of 64, Qwen3-VL's [24, 20, 20] of 64 as
-# [4, 2, 2], which leaves the last pair to llama.cpp's fourth axis as [24, 20, 20] leaves pairs 61 and 62
-@pytest.mark.parametrize("family,scaled", [("Qwen2VL", [2, 3, 3]), ("Qwen3VL", [4, 2, 2])])
-def test_vl_text_model_is_transformers_on_text(family, scaled, tmp_path):
+# the released models' sections scaled to 8 pairs: Qwen2-VL's (PaddleOCR-VL's) [16, 24, 24] of 64, Qwen3-VL's
+# [24, 20, 20] of 64 as [4, 2, 2], which leaves the last pair to llama.cpp's fourth axis as [24, 20, 20] leaves pairs
+# 61 and 62
+@pytest.mark.parametrize("text,family,scaled", [("Qwen2VL", "Qwen2", [2, 3, 3]), ("Qwen3VL", "Qwen3", [4, 2, 2]),
+                                                ("PaddleOCR", "Llama", [2, 3, 3])])
+def test_vl_text_model_is_transformers_on_text(text, family, scaled, tmp_path):
     """The released models' sections in transformers' own text model: on text its logits are those of the file
-    read back as Qwen2 / Qwen3."""
-    base, head_dim = family[:-2], 16
-    fields = dict(SMALL, rms_norm_eps=1e-6, **(dict(head_dim=head_dim) if base == "Qwen3" else {}))
-    hf, model = _written(tmp_path, base, fields)
-    text_config = getattr(transformers, f"{family}TextConfig")(
+    read back as its family."""
+    fields = dict(SMALL, rms_norm_eps=1e-6, **(dict(head_dim=16) if family != "Qwen2" else {}))
+    hf, model = _written(tmp_path, family, fields)
+    text_config = getattr(transformers, f"{text}TextConfig")(
         **fields, rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=scaled))
-    text = getattr(transformers, f"{family}TextModel")(text_config).eval()
-    text.load_state_dict(hf.model.state_dict())
-    arch = family.lower()
-    back = llmarch.from_gguf(_as_vl(tmp_path, arch, scaled + [0], 3 if base == "Qwen3" else None))
+    text_model = getattr(transformers, f"{text}TextModel")(text_config).eval()
+    text_model.load_state_dict(hf.model.state_dict())
+    arch = {"PaddleOCR": "paddleocr"}.get(text, text.lower())
+    back = llmarch.from_gguf(_as_vl(tmp_path, arch, scaled + [0], 3 if family == "Qwen3" else None,
+                                    halves=family == "Llama"))
     ids = torch.randint(0, 272, (2, 16))
     with torch.no_grad():
-        theirs = hf.lm_head(text(input_ids=ids).last_hidden_state)
+        theirs = hf.lm_head(text_model(input_ids=ids).last_hidden_state)
         assert (back(ids).logits - theirs).abs().max() <= 1e-4
     if arch == "qwen3vl":
         # llama.cpp leaves pair 7 (on its fourth axis: 7 % 3 == 1, not below 3 x 2) unrotated on text, as it does
@@ -96,10 +112,11 @@ def test_vl_text_model_is_transformers_on_text(family, scaled, tmp_path):
         assert seq == ours and 1e-5 < diff < 1e-3
 
 
-def test_qwen2vl_with_a_fourth_section_is_refused(tmp_path):
+@pytest.mark.parametrize("arch", ["qwen2vl", "paddleocr"])
+def test_a_fourth_mrope_section_is_refused(arch, tmp_path):
     _written(tmp_path, "Qwen2", SMALL)
-    with pytest.raises(LlmarchError, match="qwen2vl file with a fourth M-RoPE section"):
-        llmarch.from_gguf(_as_vl(tmp_path, "qwen2vl", [2, 2, 2, 2]))
+    with pytest.raises(LlmarchError, match=f"{arch} file with a fourth M-RoPE section"):
+        llmarch.from_gguf(_as_vl(tmp_path, arch, [2, 2, 2, 2]))
 
 
 def _permuted(rows, heads: int):

@@ -37,7 +37,7 @@ from . import chatglm
 from . import bailingmoe2
 from . import llama_kin
 from . import codeshell
-from . import qwen_vl
+from . import mrope
 from . import deepseek_moe
 from . import diffusion
 from .arch import FULL, SLIDING, Arch, Meta, field
@@ -77,7 +77,7 @@ ARCHS.update(chatglm.ARCHS)
 ARCHS.update(bailingmoe2.ARCHS)
 ARCHS.update(llama_kin.ARCHS)
 ARCHS.update(codeshell.ARCHS)
-ARCHS.update(qwen_vl.ARCHS)
+ARCHS.update(mrope.ARCHS)
 ARCHS.update(deepseek_moe.ARCHS)
 ARCHS.update(diffusion.ARCHS)
 
