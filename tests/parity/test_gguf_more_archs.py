@@ -126,36 +126,38 @@ def _permuted(rows, heads: int):
 
 
 def _as_deepseek_moe(tmp_path, arch: str, heads: int, kv_heads: int, norm: bool, keys=lambda k, v: v) -> None:
-    """family.gguf (GLM-4.5's glm4moe) rewritten as DeepseekModel / BailingMoeModel write `arch`: q and k permuted,
-    the FFN's norm as ffn_norm (glm4moe's post_attention_norm), no expert bias, no sigmoid gating, groups or MTP
-    keys; bailingmoe's expert_weights_norm."""
+    """family.gguf (GLM-4.5's glm4moe) rewritten as DeepseekModel / BailingMoeModel / DeepSeek-OCR's converter write
+    `arch`: q and k permuted (not deepseek2-ocr's), the FFN's norm as ffn_norm (glm4moe's post_attention_norm), no
+    expert bias, no sigmoid gating, groups or MTP keys; bailingmoe's and deepseek2-ocr's expert_weights_norm."""
     def tensors(ts):
         out = {k.replace(".post_attention_norm.", ".ffn_norm."): v for k, v in ts.items() if ".exp_probs_b" not in k}
-        for name in [k for k in out if ".attn_q." in k or ".attn_k." in k]:
+        for name in [k for k in out if arch != "deepseek2-ocr" and (".attn_q." in k or ".attn_k." in k)]:
             out[name] = _permuted(out[name], heads if ".attn_q." in name else kv_heads)
         return out
 
     drop = {f"{arch}.{k}" for k in ("expert_gating_func", "expert_group_count", "expert_group_used_count",
                                     "expert_weights_norm", "nextn_predict_layers")}
-    extra = {f"{arch}.expert_weights_norm": (norm, T.BOOL)} if arch == "bailingmoe" else {}
+    extra = {f"{arch}.expert_weights_norm": (norm, T.BOOL)} if arch != "deepseek" else {}
     rewrite(tmp_path / "family.gguf", tmp_path / "x.gguf", arch, tensors, keys, drop=drop, extra=extra)
 
 
-# layer 0 dense (DeepSeek-MoE's first_k_dense_replace 1; Ling has none), then 4 experts, top 2 by softmax, beside two
-# shared ones; llama.cpp's deepseek scales by expert_weights_scale (2 here), bailingmoe renormalises where the file
-# says
+# (arch, dense layers, routed scale, renormalised, key heads): layer 0 dense (DeepSeek-MoE's first_k_dense_replace 1;
+# Ling has none), then 4 experts, top 2 by softmax, beside two shared ones; llama.cpp's deepseek scales by
+# expert_weights_scale (2 here), bailingmoe and deepseek2-ocr (multi-head only) renormalise where the file says
 DEEPSEEK_MOE = {
-    "deepseek": ("deepseek", 1, 2.0, False),
-    "bailingmoe": ("bailingmoe", 0, 1.0, False),
-    "bailingmoe_norm": ("bailingmoe", 0, 1.0, True),
+    "deepseek": ("deepseek", 1, 2.0, False, 2),
+    "bailingmoe": ("bailingmoe", 0, 1.0, False, 2),
+    "bailingmoe_norm": ("bailingmoe", 0, 1.0, True, 2),
+    "deepseek2-ocr": ("deepseek2-ocr", 1, 2.0, False, 4),
+    "deepseek2-ocr_norm": ("deepseek2-ocr", 1, 1.0, True, 4),
 }
 
 
-def _glm4_moe(tmp_path, dense: int, scale: float, norm: bool):
+def _glm4_moe(tmp_path, dense: int, scale: float, norm: bool, kv_heads: int = 2):
     """A tiny GLM-4.5 (whole heads rotated, no QK-norm) with decisive routers, written to family.gguf."""
     from conftest import routed_apart
 
-    fields = dict(SMALL, num_hidden_layers=3, head_dim=16, partial_rotary_factor=1.0, n_routed_experts=4,
+    fields = dict(SMALL, num_key_value_heads=kv_heads, num_hidden_layers=3, head_dim=16, partial_rotary_factor=1.0, n_routed_experts=4,
                   num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=2, first_k_dense_replace=dense,
                   n_group=1, topk_group=1, norm_topk_prob=norm, routed_scaling_factor=scale, use_qk_norm=False)
     torch.manual_seed(0)
@@ -169,13 +171,13 @@ def _glm4_moe(tmp_path, dense: int, scale: float, norm: bool):
 def test_deepseek_moe_reads_as_glm4_moe_with_a_softmax_router(case, tmp_path):
     from llmarch.models.build import build_model
 
-    arch, dense, scale, norm = DEEPSEEK_MOE[case]
-    model = _glm4_moe(tmp_path, dense, scale, norm)
-    _as_deepseek_moe(tmp_path, arch, 4, 2, norm)
+    arch, dense, scale, norm, kv_heads = DEEPSEEK_MOE[case]
+    model = _glm4_moe(tmp_path, dense, scale, norm, kv_heads)
+    _as_deepseek_moe(tmp_path, arch, 4, kv_heads, norm)
     # the model the file means: the same weights routed by softmax scores, no expert bias
     twin = build_model(model.config.replace(router_scoring="softmax", expert_bias=False, router_renormalize=norm))
     twin.load_state_dict({k: v for k, v in model.state_dict().items() if "expert_bias" not in k})
-    # llama.cpp: measured bailingmoe 1.8e-7, bailingmoe_norm 2.1e-7, deepseek 1.5e-7 apart
+    # llama.cpp: measured 1.5e-7 to 2.1e-7 apart
     back = gguf_reads_back(tmp_path / "x.gguf", twin.eval())
     assert back.config.hf_model_type == "glm4_moe" and back.config.moe_dense_first == dense
     assert (back.config.router_scoring, back.config.router_renormalize, back.config.router_scale) == \
@@ -185,10 +187,15 @@ def test_deepseek_moe_reads_as_glm4_moe_with_a_softmax_router(case, tmp_path):
 @pytest.mark.parametrize("arch,key,value,problem", [
     ("bailingmoe", "leading_dense_block_count", 1, "bailingmoe file with dense layers"),
     ("deepseek", "rope.dimension_count", 8, "deepseek file rotating part of each head"),
+    ("deepseek2-ocr", "expert_group_count", 2, "deepseek2-ocr routing other than DeepSeek-V2's"),
 ])
 def test_deepseek_moe_refuses_what_llama_cpp_computes_otherwise(arch, key, value, problem, tmp_path):
     _glm4_moe(tmp_path, 0, 1.0, False)
+    extra = {f"{arch}.{key}": (value, T.UINT32)} if key == "expert_group_count" else {}
     _as_deepseek_moe(tmp_path, arch, 4, 2, False, keys=lambda k, v: value if k == f"{arch}.{key}" else v)
+    if extra:
+        rewrite(tmp_path / "x.gguf", tmp_path / "y.gguf", arch, extra=extra)
+        (tmp_path / "y.gguf").replace(tmp_path / "x.gguf")
     with pytest.raises(LlmarchError, match=problem):
         llmarch.from_gguf(tmp_path / "x.gguf")
 
