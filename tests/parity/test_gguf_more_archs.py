@@ -157,9 +157,10 @@ def _glm4_moe(tmp_path, dense: int, scale: float, norm: bool, kv_heads: int = 2)
     """A tiny GLM-4.5 (whole heads rotated, no QK-norm) with decisive routers, written to family.gguf."""
     from conftest import routed_apart
 
-    fields = dict(SMALL, num_key_value_heads=kv_heads, num_hidden_layers=3, head_dim=16, partial_rotary_factor=1.0, n_routed_experts=4,
-                  num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=2, first_k_dense_replace=dense,
-                  n_group=1, topk_group=1, norm_topk_prob=norm, routed_scaling_factor=scale, use_qk_norm=False)
+    fields = dict(SMALL, num_key_value_heads=kv_heads, num_hidden_layers=3, head_dim=16, partial_rotary_factor=1.0,
+                  n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=2,
+                  first_k_dense_replace=dense, n_group=1, topk_group=1, norm_topk_prob=norm,
+                  routed_scaling_factor=scale, use_qk_norm=False)
     torch.manual_seed(0)
     hf = routed_apart(transformers.Glm4MoeForCausalLM(transformers.Glm4MoeConfig(**fields)))
     model = perturbed_from_hf(hf, tmp_path / "hf")

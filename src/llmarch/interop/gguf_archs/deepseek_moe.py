@@ -1,16 +1,17 @@
 """DeepSeekMoE with LLaMA's attention: DeepSeek-MoE 16B / DeepSeek-V1 MoE (GGUF `deepseek`, convert_hf_to_gguf.py's
 DeepseekModel), Ling (`bailingmoe`, BailingMoeModel: Ling-lite, Ling-plus) and DeepSeek-OCR's language model
-(`deepseek2-ocr`: DeepSeek-V2's mixture under multi-head attention), read only as llmarch's GLM-4.5 family (glm4_moe: LLaMA's attention, dense first layers, routed experts stacked, ungated shared experts of their
-width fused) with its router set to theirs (Arch.model_in), which no config.json field of GLM-4.5's spells.
+(`deepseek2-ocr`: DeepSeek-V2's mixture under multi-head attention), read only as llmarch's GLM-4.5 family
+(glm4_moe: LLaMA's attention, dense first layers, routed experts stacked, ungated shared experts of their width
+fused) with its router set to theirs (Arch.model_in), which no config.json field of GLM-4.5's spells.
 
-Both converters permute q and k as LLaMA's (Ling's fused query_key_value split into attn_q, attn_k, attn_v first)
-and rotate them whole (rope.dimension_count the head). llama.cpp's graphs (src/models/deepseek.cpp,
-bailingmoe.cpp): leading_dense_block_count dense SwiGLUs (deepseek; bailingmoe has none: its loader wants experts
-in every layer), then the top expert_used_count experts by softmax score, their weights renormalised where the
-file says expert_weights_norm (bailingmoe; deepseek never), times expert_weights_scale, beside expert_shared_count
-shared SwiGLUs (width expert_shared_count x expert_feed_forward_length). DeepSeek-MoE's own config has no scale
-(the converter writes 1.0). bailingmoe scales attention by 1/sqrt(rope.dimension_count): a file rotating part of a
-head is refused, as one with dense layers.
+The deepseek and bailingmoe converters permute q and k as LLaMA's (Ling's fused query_key_value split into attn_q,
+attn_k, attn_v first) and rotate them whole (rope.dimension_count the head). llama.cpp's graphs
+(src/models/deepseek.cpp, bailingmoe.cpp): leading_dense_block_count dense SwiGLUs (deepseek; bailingmoe has none:
+its loader wants experts in every layer), then the top expert_used_count experts by softmax score, their weights
+renormalised where the file says expert_weights_norm (bailingmoe; deepseek never), times expert_weights_scale,
+beside expert_shared_count shared SwiGLUs (width expert_shared_count x expert_feed_forward_length). DeepSeek-MoE's
+own config has no scale (the converter writes 1.0). bailingmoe scales attention by 1/sqrt(rope.dimension_count): a
+file rotating part of a head is refused, as one with dense layers.
 
 deepseek2-ocr is the deepseek2 graph's multi-head branch: q and k unpermuted (llama.cpp turns halves there, as
 measured), as many key heads as query heads, leading_dense_block_count dense layers, then DeepSeek-V2's routing:
