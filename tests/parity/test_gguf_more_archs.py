@@ -7,6 +7,8 @@ to llmarch's tokens with llmarch's logits (gguf_reads_back).
 The vision-language models' text models (gguf_archs/qwen_vl.py): Qwen2-VL's and Qwen3-VL's files carry the M-RoPE
 sections, which change nothing on text, where every position axis is the same; that is transformers' Qwen2-VL and
 Qwen3-VL text models too, whose logits on text equal those of the file read back."""
+import re
+
 import pytest
 import torch
 
@@ -270,3 +272,32 @@ def test_diffusion_lm_reads_as_its_family_bidirectional(arch, tmp_path):
         assert (ours - twin.eval()(ids).logits[0]).abs().max() <= 1e-4
     # llama.cpp: measured 1.8e-7 (dream, llada), 2.1e-7 (llada-moe, rnd1) apart; causally 0.44 to 0.5 apart
     assert abs(_llama_cpp_forward(tmp_path / "x.gguf", ids[0].tolist()) - ours.numpy()).max() <= 1e-4
+
+
+def _as_cogvlm(ts: dict) -> dict:
+    """A LLaMA's tensors as CogVLM's converter lays its language model out: q, k, v (q and k unpermuted) fused in
+    attn_qkv, and beside each layer's attention and SwiGLU the vision expert's (random here: text never reads them)."""
+    import numpy as np
+
+    rng, out = np.random.default_rng(0), {}
+    for name, array in ts.items():
+        if ".attn_q." in name:
+            q, k, v = (ts[name.replace(".attn_q.", f".attn_{p}.")] for p in "qkv")
+            out[name.replace(".attn_q.", ".attn_qkv.")] = np.concatenate([_unpermuted(q, 4), _unpermuted(k, 4), v])
+        elif not (".attn_k." in name or ".attn_v." in name):
+            out[name] = array
+    for name in [n for n in out if re.search(r"\.(attn_qkv|attn_output|ffn_gate|ffn_up|ffn_down)\.", n)]:
+        vision = re.sub(r"\.(attn_qkv|attn_output|ffn_gate|ffn_up|ffn_down)\.",
+                        lambda m: {"attn_qkv": ".vis_attn_qkv.", "attn_output": ".vis_attn_output.", "ffn_gate":
+                                   ".vis_gate.", "ffn_up": ".vis_up.", "ffn_down": ".vis_down."}[m[1]], name)
+        out[vision] = rng.standard_normal(out[name].shape).astype(np.float32)
+    return out
+
+
+def test_cogvlm_reads_its_language_expert_as_llama(tmp_path):
+    _, model = _written(tmp_path, "Llama", dict(SMALL, num_key_value_heads=4))
+    rewrite(tmp_path / "family.gguf", tmp_path / "x.gguf", "cogvlm", _as_cogvlm)
+    names = {t.name for t in gguf.GGUFReader(str(tmp_path / "x.gguf")).tensors}
+    assert {"blk.0.attn_qkv.weight", "blk.0.vis_attn_qkv.weight", "blk.1.vis_down.weight"} <= names
+    back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 1.8e-7 apart (6.4e-3 with q, k permuted)
+    assert back.config.hf_model_type == "llama" and back.config.n_kv_heads == 4

@@ -157,6 +157,9 @@ class Arch:
     # (ending of a layer's Hugging Face tensor name, its GGUF name after `blk.N.`) for tensors that no name map of the
     # package gives for this architecture (MiniMax-01's lightning attention under llama's map), tried first
     own_names: tuple[tuple[str, str], ...] = ()
+    # GGUF tensor names (regex) the file holds that the model does not read (CogVLM's vision experts, which only image
+    # tokens pass through); None: every tensor is read
+    unread: str | None = None
     # read only: llama.cpp's name for checkpoints llmarch has no family of their own for (Baichuan, InternLM2), whose
     # files mean a model of model_type's (their converter's layout undone by the fields above); llmarch writes that
     # family as its own architecture, not this one
