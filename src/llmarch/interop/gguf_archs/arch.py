@@ -142,8 +142,9 @@ class Arch:
     stripped: tuple[str, ...] = ()
     # Hugging Face tensors (regex) the converter leaves out of the file (BERT's masked-LM head and pooler)
     dropped: str | None = None
-    # ModelConfig fields the file's metadata gives that no config.json field does (an embedding model's head and
-    # pooling), applied after the family's table
+    # ModelConfig fields the file's metadata gives that no config.json field of the family does (an embedding model's
+    # head and pooling; DeepSeek-MoE's softmax router read as GLM-4.5's family; a diffusion LM's bidirectional
+    # attention), applied after the family's table
     model_in: Callable[[Meta], dict] = _nothing_more
     # the same out: (GGUFWriter, the model's ModelConfig) -> the ModelConfig the file holds (what reading it back
     # gives: a BERT's masked-LM head dropped), writing what it needs and refusing what the file cannot hold
