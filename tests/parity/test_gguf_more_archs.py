@@ -277,6 +277,8 @@ def test_diffusion_lm_reads_as_its_family_bidirectional(arch, tmp_path):
         assert (ours - twin.eval()(ids).logits[0]).abs().max() <= 1e-4
     # llama.cpp: measured 1.8e-7 (dream, llada), 2.1e-7 (llada-moe, rnd1) apart; causally 0.44 to 0.5 apart
     assert abs(_llama_cpp_forward(tmp_path / "x.gguf", ids[0].tolist()) - ours.numpy()).max() <= 1e-4
+    with pytest.raises(LlmarchError, match="causal=False"):  # transformers' family would run it causally
+        llmarch.to_hf(back, tmp_path / "out")
 
 
 def _as_cogvlm(ts: dict) -> dict:
