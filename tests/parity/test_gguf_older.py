@@ -28,7 +28,8 @@ SMALL = dict(vocab_size=272, hidden_size=32, intermediate_size=64, num_hidden_la
 def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v, drop=(), extra=None) -> None:
     """The file `src` written again as architecture `arch`: its `{old}.*` keys as `{arch}.*` (their values through
     keys(key, value); those named in `drop` left out, as the architecture's converter writes none), its tensors
-    (name -> array) through tensors(); `extra` keys (key -> (value, GGUFValueType)) added."""
+    (name -> array) through tensors(); `extra` keys (key -> (value, GGUFValueType), an array's with its elements'
+    type third) added."""
     reader = gguf.GGUFReader(str(src))
     old = reader.fields["general.architecture"].contents()
     w = _writer_class()(str(dst), arch)  # the byte vocabulary's empty merges list: a writer that packs it
@@ -41,8 +42,8 @@ def rewrite(src, dst, arch: str, tensors=lambda t: t, keys=lambda k, v: v, drop=
         if key in drop:
             continue
         w.add_key_value(key, keys(key, f.contents()), f.types[0], sub_type=sub)
-    for key, (value, kind) in (extra or {}).items():
-        w.add_key_value(key, value, kind)
+    for key, (value, kind, *sub) in (extra or {}).items():
+        w.add_key_value(key, value, kind, sub_type=(sub or [None])[0])
     for name, array in tensors({t.name: np.array(t.data) for t in reader.tensors}).items():
         w.add_tensor(name, array)
     w.write_header_to_file()

@@ -189,6 +189,8 @@ class GGUFTensors:
                 self.parts[hf_name] = parts
         stored = set(self.to_gguf.values()) | {p for parts, _ in self.parts.values() for p in parts}
         unmatched = sorted(set(self.tensors) - stored - ARCHS[arch].consumed - {"rope_freqs.weight"})
+        if ARCHS[arch].unread:
+            unmatched = [u for u in unmatched if not re.search(ARCHS[arch].unread, u)]
         if ARCHS[arch].mtp:  # the layers past the model's are multi-token prediction, not read
             unmatched = [u for u in unmatched if not ((m := re.match(r"blk\.(\d+)\.", u)) and int(m[1]) >= n_layers)]
         if unmatched:

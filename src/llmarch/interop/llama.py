@@ -130,7 +130,15 @@ def to_config(hf: dict) -> ModelConfig:
     return llama_like_config(hf)
 
 
+def causal_only(cfg: ModelConfig) -> None:
+    """A causal decoder family's refusal of a bidirectional model (a diffusion LM read from GGUF, as Dream or LLaDA),
+    which its config.json cannot mark and transformers would run causally."""
+    if not cfg.causal:
+        raise LlmarchError(f"model_type {cfg.hf_model_type} is causal; this model attends both ways (causal=False)")
+
+
 def from_config(cfg: ModelConfig) -> dict:
+    causal_only(cfg)
     return llama_like_hf(cfg, architectures=["LlamaForCausalLM"])
 
 

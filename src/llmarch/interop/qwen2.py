@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
-from .llama import IGNORE, RULES, llama_like_config, llama_like_hf
+from .llama import IGNORE, RULES, causal_only, llama_like_config, llama_like_hf
 
 
 def to_config(hf: dict) -> ModelConfig:
@@ -20,6 +20,7 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
+    causal_only(cfg)
     out = llama_like_hf(cfg, architectures=["Qwen2ForCausalLM"], use_sliding_window=cfg.sliding_window is not None,
                         sliding_window=cfg.sliding_window)
     for key in ("attention_bias", "mlp_bias", "head_dim"):

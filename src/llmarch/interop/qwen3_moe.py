@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from .hf import FAMILIES, Family
-from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
+from .llama import IGNORE, RULES as LLAMA_RULES, causal_only, llama_like_config, llama_like_hf
 from .mapping import Rule
 from .mixtral import STACKED, check_exportable, moe_fields, moe_hf
 
@@ -33,6 +33,7 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
+    causal_only(cfg)
     check_exportable(cfg, "qwen3_moe")
     if cfg.qk_norm != "head" or cfg.moe_offset != cfg.moe_period - 1:
         raise LlmarchError("model_type qwen3_moe needs qk_norm 'head' and moe_offset = moe_period - 1")

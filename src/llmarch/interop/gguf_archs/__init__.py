@@ -37,6 +37,9 @@ from . import chatglm
 from . import bailingmoe2
 from . import llama_kin
 from . import codeshell
+from . import mrope
+from . import deepseek_moe
+from . import diffusion
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -74,5 +77,8 @@ ARCHS.update(chatglm.ARCHS)
 ARCHS.update(bailingmoe2.ARCHS)
 ARCHS.update(llama_kin.ARCHS)
 ARCHS.update(codeshell.ARCHS)
+ARCHS.update(mrope.ARCHS)
+ARCHS.update(deepseek_moe.ARCHS)
+ARCHS.update(diffusion.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

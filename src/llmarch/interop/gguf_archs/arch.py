@@ -142,8 +142,9 @@ class Arch:
     stripped: tuple[str, ...] = ()
     # Hugging Face tensors (regex) the converter leaves out of the file (BERT's masked-LM head and pooler)
     dropped: str | None = None
-    # ModelConfig fields the file's metadata gives that no config.json field does (an embedding model's head and
-    # pooling), applied after the family's table
+    # ModelConfig fields the file's metadata gives that no config.json field of the family does (an embedding model's
+    # head and pooling; DeepSeek-MoE's softmax router read as GLM-4.5's family; a diffusion LM's bidirectional
+    # attention), applied after the family's table
     model_in: Callable[[Meta], dict] = _nothing_more
     # the same out: (GGUFWriter, the model's ModelConfig) -> the ModelConfig the file holds (what reading it back
     # gives: a BERT's masked-LM head dropped), writing what it needs and refusing what the file cannot hold
@@ -157,6 +158,9 @@ class Arch:
     # (ending of a layer's Hugging Face tensor name, its GGUF name after `blk.N.`) for tensors that no name map of the
     # package gives for this architecture (MiniMax-01's lightning attention under llama's map), tried first
     own_names: tuple[tuple[str, str], ...] = ()
+    # GGUF tensor names (regex) the file holds that the model does not read (CogVLM's vision experts, which only image
+    # tokens pass through); None: every tensor is read
+    unread: str | None = None
     # read only: llama.cpp's name for checkpoints llmarch has no family of their own for (Baichuan, InternLM2), whose
     # files mean a model of model_type's (their converter's layout undone by the fields above); llmarch writes that
     # family as its own architecture, not this one

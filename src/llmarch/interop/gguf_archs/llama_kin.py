@@ -25,6 +25,10 @@ those families do:
   nemotron): llama.cpp's llama graph without its head, the final norm's output pooled as pooling_type says (none where
   absent), attention bidirectional where attention.causal is false (else causal, llama.cpp's default); read as a
   LLaMA with head `embed`.
+- cogvlm: CogVLM's language model (CogVLMModel) as LLaMA: the language expert's fused query_key_value as attn_qkv
+  (q | k | v, unpermuted: llama.cpp's cogvlm turns halves), its dense as attn_output, its SwiGLU; no biases (llama.cpp
+  loads none). The vision expert's tensors (vis_attn_qkv, vis_attn_output, vis_gate, vis_up, vis_down), which only
+  image tokens pass through, are not read: on text the model is the LLaMA.
 - orion: Orion as StableLM: LayerNorms with biases, RoPE on whole heads in half-split pairs (q and k unpermuted),
   SwiGLU without biases, no attention biases, the `output` head (llama.cpp requires it)."""
 from __future__ import annotations
@@ -112,4 +116,5 @@ ARCHS = {
                                                                           "tie_word_embeddings": True},
                         read_only=True, dropped=r"^lm_head\.", model_in=_llama_embed_in),
     "orion": Arch("stablelm", fields=_orion, read_only=True, layer_norm=True),
+    "cogvlm": Arch("llama", fields=_llama, read_only=True, split=_FUSED, unread=r"^blk\.\d+\.vis_"),
 }
