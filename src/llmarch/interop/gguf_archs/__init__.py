@@ -37,6 +37,7 @@ from . import chatglm
 from . import bailingmoe2
 from . import llama_kin
 from . import codeshell
+from . import rwkv7
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -74,5 +75,6 @@ ARCHS.update(chatglm.ARCHS)
 ARCHS.update(bailingmoe2.ARCHS)
 ARCHS.update(llama_kin.ARCHS)
 ARCHS.update(codeshell.ARCHS)
+ARCHS.update(rwkv7.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

@@ -1,0 +1,143 @@
+"""RWKV-7 (mixers "rwkv7" and "rwkv7_channel", layers/rwkv7.py; family rwkv7, GGUF rwkv7). transformers has no
+RWKV-7, so the reference is llama.cpp (llama-cpp-python 0.3.36): a tiny random llmarch RWKV-7 (every LoRA drawn,
+every 1-D parameter moved off its init) written by to_gguf in F32 decodes in llama.cpp to llmarch's greedy tokens,
+llama.cpp's logits within 1e-4 of llmarch's at every position, token by token and for the whole prompt in one batch
+(measured 4e-7); the file reads back to the same logits. Besides: cached decoding equals the whole forward, a
+left-padded row equals the row alone, the rwkv7 table's to_hf round trip, what the table cannot hold refused, and
+rwkv7-tiny trains. Heads of 64: llama.cpp's CPU WKV7 kernel steps through a head in SIMD strides of up to 64
+channels, and on this machine (AVX-512) gave wrong outputs for heads of 16 (measured: 0.05 logits apart)."""
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.interop.gguf_writer import to_gguf
+
+from conftest import assert_cached_equals_whole, gguf_reads_back, perturbed
+from test_recurrent import assert_left_padding_kept_out
+
+SHAPE = dict(vocab_size=272, d_model=128, n_heads=2, head_dim=64, ffn_hidden=256, n_layers=4,
+             layer_types=["time_mix", "channel_mix"] * 2, context_length=128)
+
+
+def tiny_rwkv7(**changes):
+    torch.manual_seed(0)
+    model = llmarch.build("rwkv7-tiny", **{**SHAPE, **changes})
+    with torch.no_grad():  # the LoRAs drawn large enough that decay, learning rate, value gate and gate vary
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and name.rsplit(".", 2)[-2] in ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2"):
+                p.normal_(0.0, 0.3)
+    return perturbed(model)
+
+
+@pytest.fixture(scope="module")
+def rwkv7(tmp_path_factory):
+    model = tiny_rwkv7()
+    path = tmp_path_factory.mktemp("rwkv7") / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    return model, path
+
+
+def test_layout(rwkv7):
+    cfg = rwkv7[0].config
+    assert [cfg.layer_mixer(i) for i in range(4)] == ["rwkv7", "rwkv7_channel"] * 2
+    blocks = rwkv7[0].blocks
+    assert not hasattr(blocks[0].mixer, "v0") and blocks[2].mixer.v1.weight.shape == (32, 128)  # v_first's layer
+
+
+def test_gguf_decodes_in_llama_cpp(rwkv7):
+    import gguf
+
+    model, path = rwkv7
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "rwkv7"
+    assert reader.fields["rwkv7.wkv.head_size"].contents() == 64
+    back = gguf_reads_back(path, model, vocab=272, exact=True)
+    assert back.config.hf_model_type == "rwkv7" and back.config.layer_types == model.config.layer_types
+
+
+def test_llama_cpp_whole_prompt_logits(rwkv7):
+    """llama.cpp's logits for every position of a 12-token prompt decoded in one batch (its multi-token WKV7 path)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    import llama_cpp._logger
+
+    model, path = rwkv7
+    llama_cpp._logger.set_verbose(False)
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = False  # as test_llama_cpp.LlamaCpp
+    lm = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    ctx_params = llama_cpp.llama_context_default_params()
+    ctx_params.n_ctx, ctx_params.n_threads, ctx_params.n_threads_batch = 64, 1, 1
+    ctx = llama_cpp.llama_init_from_model(lm, ctx_params)
+    prompt = [3, 141, 59, 26, 5, 35, 89, 79, 32, 38, 46, 26]
+    batch = llama_cpp.llama_batch_init(len(prompt), 0, 1)
+    try:
+        for i, token in enumerate(prompt):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, True
+            batch.seq_id[i][0] = 0
+        batch.n_tokens = len(prompt)
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        theirs = np.stack([np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(272,)).copy()
+                           for i in range(len(prompt))])
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+        llama_cpp.llama_model_free(lm)
+    with torch.no_grad():
+        ours = model(torch.tensor([prompt])).logits[0].numpy()
+    assert np.abs(theirs - ours).max() <= 1e-4
+
+
+def test_cached_decoding_and_left_padding(rwkv7):
+    model = rwkv7[0]
+    torch.manual_seed(2)
+    ids = torch.randint(1, 272, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    assert_cached_equals_whole(model, ids, 7, mask)
+    assert_left_padding_kept_out(model)
+
+
+def test_to_hf_round_trip(rwkv7, tmp_path):
+    model = rwkv7[0]
+    llmarch.to_hf(model, tmp_path)
+    back = llmarch.from_hf(tmp_path)
+    ids = torch.randint(0, 272, (1, 10))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-6
+    assert back.config.to_dict() == {**model.config.to_dict(), "name": back.config.name}
+
+
+@pytest.mark.parametrize("changes, problem", [
+    (dict(rwkv7_group_norm_eps=1e-5), "rwkv7_group_norm_eps=0.00064"),
+    (dict(layer_types=["time_mix", "time_mix", "channel_mix", "channel_mix"]), "alternating"),
+])
+def test_what_the_table_cannot_hold_is_refused(changes, problem, tmp_path):
+    with pytest.raises(llmarch.LlmarchError, match=problem):
+        to_gguf(tiny_rwkv7(**changes), tmp_path / "x.gguf", "f32")
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(llmarch.LlmarchError, match="n_heads x head_dim = d_model"):
+        llmarch.build("rwkv7-tiny", d_model=96)
+    with pytest.raises(llmarch.LlmarchError, match="rwkv7_gate_rank must be a positive"):
+        llmarch.build("rwkv7-tiny", rwkv7_gate_rank=0)
+
+
+def test_rwkv7_tiny_trains():
+    """rwkv7-tiny's parts (shrunk) learn a repeated sequence: the loss falls by half in 25 steps."""
+    torch.manual_seed(0)
+    model = llmarch.build("rwkv7-tiny", vocab_size=64, d_model=64, n_heads=1, ffn_hidden=128, n_layers=4,
+                          layer_types=["time_mix", "channel_mix"] * 2)
+    ids = torch.randint(0, 64, (4, 9)).repeat(1, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        logits = model(ids[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 2
