@@ -819,7 +819,7 @@ class ModelConfig:
     # (0.5, 1.3) for the value residual gate, (0.8, 0.6) for the output gate (the released models' and llama.cpp's
     # converter's rule)
     rwkv7_decay_rank: int | None = None  # rwkv7: rank of the decay's LoRA, w = w0 + W2 tanh(W1 x_w)
-    rwkv7_iclr_rank: int | None = None  # rwkv7: rank of the in-context learning rate's LoRA, a = sigmoid(a0 + A2 A1 x_a)
+    rwkv7_iclr_rank: int | None = None  # rwkv7: rank of the in-context learning rate's LoRA, sigmoid(a0 + A2 A1 x_a)
     rwkv7_value_rank: int | None = None  # rwkv7: rank of the value residual gate's LoRA, sigmoid(v0 + V2 V1 x_v)
     rwkv7_gate_rank: int | None = None  # rwkv7: rank of the output gate's LoRA, g = G2 sigmoid(G1 x_g)
     # rwkv7: eps of the per-head group norm on the WKV output (64e-5: RWKV-LM's GroupNorm and llama.cpp's, whatever

@@ -35,7 +35,8 @@ RULES = [
 GROUP_NORM_EPS = 64e-5
 # (config.json name, flash-linear-attention's name, exponent, multiplier) of each LoRA rank, in ranks() order
 _RANKS = (("lora_rank_decay", "decay_low_rank_dim", 0.5, 1.8), ("lora_rank_iclr", "a_low_rank_dim", 0.5, 1.8),
-          ("lora_rank_value_residual_mix", "v_low_rank_dim", 0.5, 1.3), ("lora_rank_gate", "gate_low_rank_dim", 0.8, 0.6))
+          ("lora_rank_value_residual_mix", "v_low_rank_dim", 0.5, 1.3),
+          ("lora_rank_gate", "gate_low_rank_dim", 0.8, 0.6))
 _FIELDS = ("rwkv7_decay_rank", "rwkv7_iclr_rank", "rwkv7_value_rank", "rwkv7_gate_rank")
 
 
