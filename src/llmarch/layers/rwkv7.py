@@ -24,8 +24,8 @@ W_o. The scan is sequential (one step per token, each a D x D update per head), 
 Channel mixing (mixer "rwkv7_channel"): k = W_k x^k, o = W_v max(k, 0)^2: one lerp, no receptance gate (RWKV-4's
 rwkv_channel has both).
 
-A left-padded token's input is zeroed (its shift reads 0, as a row alone does): its k, v and removal key are then 0
-and its decay is set to 1, so it leaves the state as it was. Decode state: the last input (both mixers) and S in
+A left-padded token's input is zeroed (its shift reads 0, as a row alone does): its k, v and removal key are then 0,
+so the state, empty before a row's first real token, stays empty. Decode state: the last input (both mixers) and S in
 fp32 (time mixing). Shapes: B batch, T length, H heads, D head_dim, C = H D."""
 from __future__ import annotations
 
@@ -149,8 +149,6 @@ class Rwkv7TimeMix(Mixer):
         xr, xw, xk, xv, xa, xg = x + (shifted - x) * self.x_x[:, None, None].to(x.dtype)
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         w = -DECAY_SCALE * torch.sigmoid(self.w0 + self.w2(torch.tanh(self.w1(xw)))).float()  # log decay
-        if mask is not None:  # a pad's decay is 1: it leaves the state as it was
-            w = w * mask
         if self.first:
             if ctx is not None:
                 ctx.carry[V_FIRST] = v
