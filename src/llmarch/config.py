@@ -825,6 +825,10 @@ class ModelConfig:
     # rwkv7: eps of the per-head group norm on the WKV output (64e-5: RWKV-LM's GroupNorm and llama.cpp's, whatever
     # the head width; flash-linear-attention's is head_dim x norm_eps)
     rwkv7_group_norm_eps: float = 64e-5
+    # rwkv7: the output gate g = G2 sigmoid(G1 x^g) and its token-shift lerp (RWKV-7's); False: none (ARWKV's
+    # wkv_has_gate: false)
+    rwkv7_gate: bool = True
+    rwkv7_group_norm: bool = True  # rwkv7: the per-head group norm on the WKV output (RWKV-7's ln_x); False: none
     context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens

@@ -40,6 +40,16 @@ _RANKS = (("lora_rank_decay", "decay_low_rank_dim", 0.5, 1.8), ("lora_rank_iclr"
 _FIELDS = ("rwkv7_decay_rank", "rwkv7_iclr_rank", "rwkv7_value_rank", "rwkv7_gate_rank")
 
 
+def time_rules(hf: str, ours: str, j: int) -> list[Rule]:
+    """HF layer j's time mixing (`{hf}attention.*`) as our mixer `{ours}mixer.*`: layer 0 without the value
+    residual's v0 v1 v2. Rules for what a model lacks (ARWKV's missing gate or group norm) are skipped."""
+    rules = [Rule.of(hf + f"attention.ln_x.{w}", ours + f"mixer.ln_x.{w}") for w in _W]
+    rules += [Rule.of(hf + f"attention.{p}.weight", ours + f"mixer.{p}") for p in _TIME if j or p != "v0"]
+    rules += [Rule.of(hf + f"attention.{p}.weight", ours + f"mixer.{p}.weight", "transposed")
+              for p in _LORAS if j or p[0] != "v"]
+    return rules + [Rule.of(hf + f"attention.{p}.weight", ours + f"mixer.{p}.weight") for p in _LINEAR]
+
+
 def block_rules(cfg: ModelConfig) -> list[Rule]:
     """HF layer j's time mixing is our block 2j, its channel mixing block 2j + 1."""
     rules = []
@@ -47,12 +57,7 @@ def block_rules(cfg: ModelConfig) -> list[Rule]:
         hf, time, chan = f"model.layers.{j}.", f"blocks.{2 * j}.", f"blocks.{2 * j + 1}."
         rules += [Rule.of(hf + f"ln1.{w}", time + f"ln1.{w}") for w in _W]
         rules += [Rule.of(hf + f"ln2.{w}", chan + f"ln1.{w}") for w in _W]
-        rules += [Rule.of(hf + f"attention.ln_x.{w}", time + f"mixer.ln_x.{w}") for w in _W]
-        own = [p for p in _TIME if j or p != "v0"]
-        rules += [Rule.of(hf + f"attention.{p}.weight", time + f"mixer.{p}") for p in own]
-        rules += [Rule.of(hf + f"attention.{p}.weight", time + f"mixer.{p}.weight", "transposed")
-                  for p in _LORAS if j or p[0] != "v"]
-        rules += [Rule.of(hf + f"attention.{p}.weight", time + f"mixer.{p}.weight") for p in _LINEAR]
+        rules += time_rules(hf, time, j)
         rules.append(Rule.of(hf + "feed_forward.x_k.weight", chan + "mixer.x_k"))
         rules += [Rule.of(hf + f"feed_forward.{p}.weight", chan + f"mixer.{p}.weight") for p in ("key", "value")]
     return rules
@@ -67,23 +72,33 @@ def to_config(hf: dict) -> ModelConfig:
     if hf.get("attention_hidden_size") not in (None, d):
         raise LlmarchError(f"rwkv7: attention_hidden_size {hf['attention_hidden_size']} other than hidden_size {d} "
                            "is not supported")
-    given = {}
-    for field, (name, fla, exponent, multiplier) in zip(_FIELDS, _RANKS):
-        r = hf.get(name) or hf.get(fla)
-        given[field] = None if r in (None, lora_rank(d, exponent, multiplier)) else r  # None: RWKV-7's own size
     eos = hf.get("eos_token_id")
     return ModelConfig(
         name=hf.get("_name_or_path") or "rwkv7", hf_model_type="rwkv7", vocab_size=hf["vocab_size"], d_model=d,
         n_heads=d // head, head_dim=head, mixer="rwkv7", ffn="none", ffn_hidden=hf.get("intermediate_size") or 4 * d,
         norm="layernorm", norm_eps=eps, embed_norm=True, positions="none", bias=False,
         tie_embeddings=hf.get("tie_word_embeddings", False), context_length=hf.get("max_position_embeddings", 4096),
-        eos_id=eos if isinstance(eos, int) else None, **given, **rwkv7_layers(hf["num_hidden_layers"]))
+        eos_id=eos if isinstance(eos, int) else None, **given_ranks(hf), **rwkv7_layers(hf["num_hidden_layers"]))
+
+
+def given_ranks(hf: dict) -> dict:
+    """The config's LoRA rank fields from config.json's (either naming); None where a rank is RWKV-7's own size."""
+    given, d = {}, hf["hidden_size"]
+    for field, (name, fla, exponent, multiplier) in zip(_FIELDS, _RANKS):
+        r = hf.get(name) or hf.get(fla)
+        given[field] = None if r in (None, lora_rank(d, exponent, multiplier)) else r
+    return given
+
+
+def written_ranks(cfg: ModelConfig) -> dict:
+    """config.json's LoRA ranks (RWKV-LM's names), each written out, RWKV-7's own sizes too."""
+    return {name: r for (name, *_), r in zip(_RANKS, ranks(cfg))}
 
 
 _NEEDS = dict(ffn="none", norm="layernorm", norm_placement="pre", block="sequential", positions="none",
               embed_norm=True, embed_scale=False, embed_multiplier=1.0, residual_multiplier=1.0, logit_divisor=1.0,
               head_bias=False, final_norm=True, norm_bias=True, final_softcap=None, final_norm_eps=None,
-              attn_period=0, rwkv7_group_norm_eps=GROUP_NORM_EPS)
+              attn_period=0, rwkv7_group_norm_eps=GROUP_NORM_EPS, rwkv7_gate=True, rwkv7_group_norm=True)
 
 
 def _unexpressible(cfg: ModelConfig) -> str | None:
@@ -101,7 +116,7 @@ def from_config(cfg: ModelConfig) -> dict:
                hidden_size=cfg.d_model, head_size=cfg.head_dim, intermediate_size=cfg.ffn_hidden,
                num_hidden_layers=cfg.n_layers // 2, layer_norm_epsilon=cfg.norm_eps,
                tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.context_length,
-               **{name: r for (name, *_), r in zip(_RANKS, ranks(cfg))})
+               **written_ranks(cfg))
     if cfg.eos_id is not None:
         out["eos_token_id"] = cfg.eos_id
     return out

@@ -18,8 +18,9 @@ and the generalized delta rule (§4.2), a state S (D x D, value rows, key column
 
     S_t = S_{t-1} (diag(w_t) - kk_t^T (a_t * kk_t)) + v_t^T k_t,        y_t = S_t r_t
 
-then a group norm per head (rwkv7_group_norm_eps), the bonus (r_t . (k_t * r_k)) v_t per head, times g, through
-W_o. The scan is sequential (one step per token, each a D x D update per head), in fp32.
+then a group norm per head (rwkv7_group_norm_eps; none with rwkv7_group_norm False), the bonus (r_t . (k_t * r_k)) v_t
+per head, times g (none with rwkv7_gate False: ARWKV's time mixing may have neither), through W_o. The scan is
+sequential (one step per token, each a D x D update per head), in fp32.
 
 Channel mixing (mixer "rwkv7_channel"): k = W_k x^k, o = W_v max(k, 0)^2: one lerp, no receptance gate (RWKV-4's
 rwkv_channel has both).
@@ -41,7 +42,8 @@ from .mixer import MIXERS, Mixer
 from .rwkv import token_shift
 from .ssm import MixerState, check_recurrent, masked, token_mask
 
-LERPS = ("r", "w", "k", "v", "a", "g")  # the order of x_x's rows (RWKV-LM's x_r ... x_g; llama.cpp's fused lerp)
+LERPS = ("r", "w", "k", "v", "a", "g")  # the order of x_x's rows (RWKV-LM's x_r ... x_g; llama.cpp's fused lerp;
+# without the gate, the first five)
 DECAY_SCALE = math.exp(-0.5)  # w = exp(-e^{-0.5} sigmoid(.)): the decay stays within [e^{-e^{-0.5}}, 1]
 V_FIRST = "rwkv7_v_first"  # ctx.carry's key for the first layer's values
 
@@ -97,7 +99,8 @@ class Rwkv7TimeMix(Mixer):
         self.heads, self.head_dim = H, cfg.head_dim
         self.depth = layer / max(cfg.n_layers - 1, 1)  # 0 to 1 over the blocks (the init's layer ratio)
         self.first = layer == 0  # block 0's values are v_first, the later layers' value residual
-        self.x_x = nn.Parameter(torch.zeros(len(LERPS), C))  # the token shift's mu per use, rows in LERPS order
+        self.gate = cfg.rwkv7_gate
+        self.x_x = nn.Parameter(torch.zeros(len(LERPS) - (not self.gate), C))  # the shift's mu per use, LERPS' order
         self.w0 = nn.Parameter(torch.zeros(C))
         self.w1, self.w2 = Linear(C, decay, bias=False), Linear(decay, C, bias=False)
         self.a0 = nn.Parameter(torch.zeros(C))
@@ -105,12 +108,13 @@ class Rwkv7TimeMix(Mixer):
         if not self.first:
             self.v0 = nn.Parameter(torch.ones(C))
             self.v1, self.v2 = Linear(C, value, bias=False), Linear(value, C, bias=False)
-        self.g1, self.g2 = Linear(C, gate, bias=False), Linear(gate, C, bias=False)
+        if self.gate:
+            self.g1, self.g2 = Linear(C, gate, bias=False), Linear(gate, C, bias=False)
         self.k_k, self.k_a = nn.Parameter(torch.full((C,), 0.85)), nn.Parameter(torch.ones(C))
         self.r_k = nn.Parameter(torch.zeros(C))  # the bonus's weights, per head and channel (H x D)
         self.receptance, self.key = Linear(C, C, bias=False), Linear(C, C, bias=False)
         self.value, self.output = Linear(C, C, bias=False), Linear(C, C, bias=False)
-        self.ln_x = nn.GroupNorm(H, C, eps=cfg.rwkv7_group_norm_eps)
+        self.ln_x = nn.GroupNorm(H, C, eps=cfg.rwkv7_group_norm_eps) if cfg.rwkv7_group_norm else None
 
     @torch.no_grad()
     def init_ssm(self) -> None:
@@ -118,7 +122,7 @@ class Rwkv7TimeMix(Mixer):
         over the channels (steeper deeper), the removal key's scale 0.85, no bonus, the value gate open."""
         C, r = self.w0.shape[0], self.depth
         c = torch.arange(C, dtype=torch.float32, device=self.w0.device) / C
-        powers = torch.tensor([0.2, 0.9, 0.7, 0.7, 0.9, 0.2], device=self.w0.device)[:, None]
+        powers = torch.tensor([0.2, 0.9, 0.7, 0.7, 0.9, 0.2][:self.x_x.shape[0]], device=self.w0.device)[:, None]
         self.x_x.copy_(1 - c[None].pow(powers * (1 - r)))
         self.w0.copy_(-7 + 5 * (torch.arange(C, device=c.device) / max(C - 1, 1)) ** (0.85 + r ** 0.5) + 0.5)
         self.a0.zero_()
@@ -146,7 +150,7 @@ class Rwkv7TimeMix(Mixer):
         x = masked(x, mask)
         state = self.cache
         shifted = token_shift(x, state)
-        xr, xw, xk, xv, xa, xg = x + (shifted - x) * self.x_x[:, None, None].to(x.dtype)
+        xr, xw, xk, xv, xa, *xg = x + (shifted - x) * self.x_x[:, None, None].to(x.dtype)
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         w = -DECAY_SCALE * torch.sigmoid(self.w0 + self.w2(torch.tanh(self.w1(xw)))).float()  # log decay
         if self.first:
@@ -158,7 +162,6 @@ class Rwkv7TimeMix(Mixer):
                                    "the forward's context")
             v = v + (ctx.carry[V_FIRST] - v) * torch.sigmoid(self.v0 + self.v2(self.v1(xv)))
         a = torch.sigmoid(self.a0 + self.a2(self.a1(xa)))
-        g = self.g2(torch.sigmoid(self.g1(xg)))
         kk = F.normalize((k * self.k_k).view(B, T, H, D).float(), dim=-1, eps=1e-12)
         k = k * (1 + (a - 1) * self.k_a)
         heads = [t.view(B, T, H, D).float() for t in (r, k, v, a)]
@@ -166,9 +169,12 @@ class Rwkv7TimeMix(Mixer):
                        None if state is None else state["wkv"])
         if state is not None:
             state["wkv"].copy_(last)
-        y = self.ln_x(y.reshape(B * T, C).to(x.dtype)).view(B, T, H, D)
+        y = y.to(x.dtype)
+        if self.ln_x is not None:
+            y = self.ln_x(y.reshape(B * T, C)).view(B, T, H, D)
         bonus = (heads[0] * heads[1] * self.r_k.view(H, D)).sum(-1, keepdim=True) * heads[2]  # (r . k r_k) v
-        return self.output((y + bonus.to(x.dtype)).reshape(B, T, C) * g)
+        o = (y + bonus.to(x.dtype)).reshape(B, T, C)
+        return self.output(o * self.g2(torch.sigmoid(self.g1(xg[0]))) if self.gate else o)
 
 
 @MIXERS.register("rwkv7_channel")

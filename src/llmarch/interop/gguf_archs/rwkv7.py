@@ -5,7 +5,12 @@
 The converter stores the six lerps as one `time_mix_lerp_fused` (6, 1, 1, d), the LoRA matrices transposed to
 (out, in), and layer 0's unused v0 v1 v2 as copies of its a0 a1 a2 (llama.cpp's loader requires them: written here as
 zeros of those shapes, never read). llama.cpp's group norm epsilon is 64e-5 whatever the head width (the table's
-refusal keeps any other out), its removal key's L2 norm eps 1e-12 (as layers/rwkv7.py's)."""
+refusal keeps any other out), its removal key's L2 norm eps 1e-12 (as layers/rwkv7.py's).
+
+ARWKV-7 (GGUF `arwkv7`, ARwkv7Model): the same time mixing in Qwen2.5's blocks (RMSNorm's epsilon, SwiGLU's
+feed_forward_length), one token shift a layer; without the output gate (`wkv_has_gate` false) the lerps are five
+and gate_lora_rank 0, and llama.cpp leaves out the group norm where the file has no time_mix_ln: which of the two a
+file has is read from its tensors."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,15 +33,33 @@ def _rwkv7_common(hf: dict) -> dict:
     return {**hf, "num_attention_heads": 0, "num_key_value_heads": 0}
 
 
+def _arwkv7(hf: dict, meta: Meta) -> dict:
+    get = meta.get
+    return {**hf, "head_size": get("wkv.head_size"), "lora_rank_decay": get("attention.decay_lora_rank"),
+            "lora_rank_iclr": get("attention.iclr_lora_rank"),
+            "lora_rank_value_residual_mix": get("attention.value_residual_mix_lora_rank"),
+            "lora_rank_gate": get("attention.gate_lora_rank", 0), "wkv_has_gate": meta.has("blk.0.time_mix_g1.weight"),
+            "wkv_has_group_norm": meta.has("blk.0.time_mix_ln.weight")}
+
+
 def _rwkv7_out(w, hf: dict) -> dict:
-    d, iclr = hf["hidden_size"], hf["lora_rank_iclr"]
     w.add_layer_norm_eps(hf["layer_norm_epsilon"])
+    return _time_mix_out(w, hf, 2)
+
+
+def _arwkv7_out(w, hf: dict) -> dict:
+    return _time_mix_out(w, hf, 1)
+
+
+def _time_mix_out(w, hf: dict, shifts: int) -> dict:
+    """The time mixing's keys (`shifts` token shifts a layer) and layer 0's unused v0 v1 v2."""
+    d, iclr = hf["hidden_size"], hf["lora_rank_iclr"]
     w.add_wkv_head_size(hf["head_size"])
     w.add_decay_lora_rank(hf["lora_rank_decay"])
     w.add_iclr_lora_rank(iclr)
     w.add_value_residual_mix_lora_rank(hf["lora_rank_value_residual_mix"])
     w.add_gate_lora_rank(hf["lora_rank_gate"])
-    w.add_token_shift_count(2)
+    w.add_token_shift_count(shifts)
     zeros = (np.zeros(d, np.float32), np.zeros((iclr, d), np.float32), np.zeros((d, iclr), np.float32))
     return dict(zip(_UNUSED, zeros))
 
@@ -46,8 +69,10 @@ _TENSORS = (
      lambda t, hf: t.reshape(t.shape[0], -1)),
     (r"\.attention\.[wavg][12]\.weight$", lambda t, hf: t.t(), lambda t, hf: t.t()),
 )
+_LERPS = ((".attention.x_x.weight", "time_mix_lerp_fused.weight"),)
 ARCHS = {
     "rwkv7": Arch("rwkv7", fields=_rwkv7, common=_rwkv7_common, write=_rwkv7_out, rope=False, layer_norm=True,
-                  head_copy=True, tensors=_TENSORS, consumed=frozenset(_UNUSED),
-                  own_names=((".attention.x_x.weight", "time_mix_lerp_fused.weight"),)),
+                  head_copy=True, tensors=_TENSORS, consumed=frozenset(_UNUSED), own_names=_LERPS),
+    "arwkv7": Arch("arwkv7", fields=_arwkv7, common=_rwkv7_common, write=_arwkv7_out, rope=False, head_copy=True,
+                   tensors=_TENSORS, consumed=frozenset(_UNUSED), own_names=_LERPS),
 }
