@@ -5,8 +5,9 @@ llama.cpp's logits within 1e-4 of llmarch's at every position, token by token an
 (measured 4e-7); the file reads back to the same logits. Besides: cached decoding equals the whole forward, a
 left-padded row equals the row alone, the rwkv7 table's to_hf round trip, what the table cannot hold refused, and
 rwkv7-tiny trains. ARWKV-7 (family arwkv7, GGUF arwkv7: the same time mixing in Qwen2.5's blocks), with and without
-its output gate and group norm, the same way through llama.cpp (measured 1.3e-6 and 4e-7). Heads of 64: llama.cpp's CPU WKV7 kernel steps through a head in SIMD strides of up to 64
-channels, and on this machine (AVX-512) gave wrong outputs for heads of 16 (measured: 0.05 logits apart)."""
+its output gate and group norm, the same way through llama.cpp (measured 1.3e-6 and 4e-7). Heads of 64: llama.cpp's
+CPU WKV7 kernel steps through a head in SIMD strides of up to 64 channels, and on this machine (AVX-512) gave wrong
+outputs for heads of 16 (measured: 0.05 logits apart)."""
 import numpy as np
 import pytest
 import torch
