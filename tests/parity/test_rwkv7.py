@@ -120,11 +120,29 @@ def test_what_the_table_cannot_hold_is_refused(changes, problem, tmp_path):
         to_gguf(tiny_rwkv7(**changes), tmp_path / "x.gguf", "f32")
 
 
+def test_chunked_form_equals_the_recurrence():
+    """wkv7_chunked (training, prefill) against wkv7 (decoding's one step at a time), from a nonzero state, for chunks
+    that split the sequence unevenly, one token each, and one chunk for all."""
+    from llmarch.layers.rwkv7 import wkv7, wkv7_chunked
+
+    torch.manual_seed(0)
+    r, k, v, kk = (torch.randn(2, 37, 2, 64) for _ in range(4))
+    kk = torch.nn.functional.normalize(kk, dim=-1)
+    logw, a = -0.6065 * torch.rand(2, 37, 2, 64), torch.rand(2, 37, 2, 64)
+    S0 = torch.randn(2, 2, 64, 64)
+    y, S = wkv7(r, logw.exp(), k, v, kk, a, S0)
+    for chunk in (1, 5, 16, 64):
+        y_c, S_c = wkv7_chunked(r, logw, k, v, kk, a, S0, chunk)
+        assert (y_c - y).abs().max() <= 1e-6 * y.abs().max() * 64 and (S_c - S).abs().max() <= 1e-4
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(llmarch.LlmarchError, match="n_heads x head_dim = d_model"):
         llmarch.build("rwkv7-tiny", d_model=96)
     with pytest.raises(llmarch.LlmarchError, match="rwkv7_gate_rank must be a positive"):
         llmarch.build("rwkv7-tiny", rwkv7_gate_rank=0)
+    with pytest.raises(llmarch.LlmarchError, match="at most 128"):
+        llmarch.build("rwkv7-tiny", ssm_chunk=256)
 
 
 def test_rwkv7_tiny_trains():

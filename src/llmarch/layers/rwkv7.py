@@ -19,8 +19,21 @@ and the generalized delta rule (§4.2), a state S (D x D, value rows, key column
     S_t = S_{t-1} (diag(w_t) - kk_t^T (a_t * kk_t)) + v_t^T k_t,        y_t = S_t r_t
 
 then a group norm per head (rwkv7_group_norm_eps; none with rwkv7_group_norm False), the bonus (r_t . (k_t * r_k)) v_t
-per head, times g (none with rwkv7_gate False: ARWKV's time mixing may have neither), through W_o. The scan is
-sequential (one step per token, each a D x D update per head), in fp32.
+per head, times g (none with rwkv7_gate False: ARWKV's time mixing may have neither), through W_o. In fp32.
+
+Decoding runs the recurrence one step at a time (`wkv7`). Training and prefill run it in chunks of L = ssm_chunk
+tokens (`wkv7_chunked`; the diagonal-plus-low-rank delta rule's chunked form, as flash-linear-attention chunks RWKV-7,
+DeltaNet's WY representation with a decay per channel): with x = -kk and y = kk * a the rule is
+S_t = S_{t-1} diag(w_t) + z_t y_t^T + v_t k_t^T, z_t = S_{t-1} x_t, so inside a chunk from state S_0, with
+Gamma_t = w_1 ... w_t per channel,
+
+    (I - A_xy) Z = (x Gamma_{t-1}) S_0^T + A_xk V,      A_xy[t, s] = sum_c x_tc y_sc Gamma_{t-1,c} / Gamma_sc   (s < t)
+    Y = (r Gamma) S_0^T + P_ry Z + P_rk V,              P_ry[t, s] = sum_c r_tc y_sc Gamma_tc / Gamma_sc        (s <= t)
+    S_L = S_0 diag(Gamma_L) + Z^T (y Gamma_L / Gamma) + V^T (k Gamma_L / Gamma)
+
+(A_xk, P_rk the same with k for y): matrix products and one triangular solve a chunk. RWKV-7's decay is at least
+e^{-e^{-0.5}} a step, so 1 / Gamma_t <= e^{L e^{-0.5}} and the products factor as (x Gamma_{t-1}) (y / Gamma_s)^T
+without overflow for L up to 128 (MAX_CHUNK).
 
 Channel mixing (mixer "rwkv7_channel"): k = W_k x^k, o = W_v max(k, 0)^2: one lerp, no receptance gate (RWKV-4's
 rwkv_channel has both).
@@ -45,6 +58,7 @@ from .ssm import MixerState, check_recurrent, masked, token_mask
 LERPS = ("r", "w", "k", "v", "a", "g")  # the order of x_x's rows (RWKV-LM's x_r ... x_g; llama.cpp's fused lerp;
 # without the gate, the first five)
 DECAY_SCALE = math.exp(-0.5)  # w = exp(-e^{-0.5} sigmoid(.)): the decay stays within [e^{-e^{-0.5}}, 1]
+MAX_CHUNK = 128  # the chunked form's 1 / Gamma reaches e^(L e^{-0.5}): e^78 at 128, fp32's range ends near e^88
 V_FIRST = "rwkv7_v_first"  # ctx.carry's key for the first layer's values
 
 
@@ -75,6 +89,40 @@ def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kk:
     return torch.stack(ys, dim=1), S
 
 
+def wkv7_chunked(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kk: torch.Tensor,
+                 a: torch.Tensor, S: torch.Tensor | None, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """wkv7 in chunks of `chunk` tokens (the module docstring's chunked form), logw the log decay; the same
+    arguments and results. Padded steps (r = k = v = kk = 0, logw = 0) leave the state as it was."""
+    B, T, H, D = k.shape
+    L = min(chunk, T)
+    pad = -T % L
+    n = (T + pad) // L
+    r, g, k, v, x, y = (F.pad(t.float(), (0, 0, 0, 0, 0, pad)).reshape(B, n, L, H, D).permute(0, 3, 1, 2, 4)
+                        for t in (r, logw, k, v, -kk, kk * a))  # (B, H, n, L, D); x, y: removal and write keys
+    G = g.cumsum(3)  # log Gamma_t within each chunk, >= -L e^{-0.5}: its exponentials stay finite
+    grow, shrink, prev = G.exp(), (-G).exp(), (G - g).exp()  # Gamma_t, 1 / Gamma_t, Gamma_{t-1}
+    below = torch.ones(L, L, dtype=torch.bool, device=k.device).tril(-1)
+    upto = torch.ones(L, L, dtype=torch.bool, device=k.device).tril()
+    ys, ks = y * shrink, k * shrink
+    A_xy = ((x * prev) @ ys.transpose(-1, -2)).masked_fill(~below, 0)  # x_t Gamma_{t-1} / Gamma_s y_s, s < t
+    A_xk = ((x * prev) @ ks.transpose(-1, -2)).masked_fill(~below, 0)
+    P_ry = ((r * grow) @ ys.transpose(-1, -2)).masked_fill(~upto, 0)  # r_t Gamma_t / Gamma_s y_s, s <= t
+    P_rk = ((r * grow) @ ks.transpose(-1, -2)).masked_fill(~upto, 0)
+    solve = torch.eye(L, device=k.device) - A_xy  # z = S_{t-1} x_t: (I - A_xy) Z = (x Gamma_{t-1}) S_0^T + A_xk V
+    W = torch.linalg.solve_triangular(solve, x * prev, upper=False, unitriangular=True)
+    U = torch.linalg.solve_triangular(solve, A_xk @ v, upper=False, unitriangular=True)
+    to_end = (G[..., -1:, :] - G).exp()  # Gamma_L / Gamma_s
+    S = k.new_zeros(B, H, D, D) if S is None else S.float()
+    out = []
+    for c in range(n):
+        St = S.transpose(-1, -2)  # (B, H, key, value)
+        z = W[:, :, c] @ St + U[:, :, c]
+        out.append((r[:, :, c] * grow[:, :, c]) @ St + P_ry[:, :, c] @ z + P_rk[:, :, c] @ v[:, :, c])
+        S = S * grow[:, :, c, -1:] + z.transpose(-1, -2) @ (y[:, :, c] * to_end[:, :, c]) \
+            + v[:, :, c].transpose(-1, -2) @ (k[:, :, c] * to_end[:, :, c])
+    return torch.stack(out, dim=2).reshape(B, H, n * L, D).transpose(1, 2)[:, :T], S
+
+
 @MIXERS.register("rwkv7")
 class Rwkv7TimeMix(Mixer):
     residual_out = ("output.weight",)
@@ -82,7 +130,10 @@ class Rwkv7TimeMix(Mixer):
 
     @classmethod
     def check(cls, cfg) -> None:
-        check_recurrent(cfg, "rwkv7", ())
+        check_recurrent(cfg, "rwkv7", ("ssm_chunk",))
+        if cfg.ssm_chunk > MAX_CHUNK:
+            raise LlmarchError(f"mixer 'rwkv7' chunks of ssm_chunk={cfg.ssm_chunk} tokens: at most {MAX_CHUNK}, "
+                               "whose decays' products e^(L e^-0.5) stay finite in fp32")
         if cfg.n_heads * cfg.head_dim != cfg.d_model:
             raise LlmarchError(f"mixer 'rwkv7' needs n_heads x head_dim = d_model, got {cfg.n_heads} x "
                                f"{cfg.head_dim} != {cfg.d_model}")
@@ -96,7 +147,7 @@ class Rwkv7TimeMix(Mixer):
         super().__init__()
         C, H = cfg.d_model, cfg.n_heads
         decay, iclr, value, gate = ranks(cfg)
-        self.heads, self.head_dim = H, cfg.head_dim
+        self.heads, self.head_dim, self.chunk = H, cfg.head_dim, cfg.ssm_chunk
         self.depth = layer / max(cfg.n_layers - 1, 1)  # 0 to 1 over the blocks (the init's layer ratio)
         self.first = layer == 0  # block 0's values are v_first, the later layers' value residual
         self.gate = cfg.rwkv7_gate
@@ -165,8 +216,11 @@ class Rwkv7TimeMix(Mixer):
         kk = F.normalize((k * self.k_k).view(B, T, H, D).float(), dim=-1, eps=1e-12)
         k = k * (1 + (a - 1) * self.k_a)
         heads = [t.view(B, T, H, D).float() for t in (r, k, v, a)]
-        y, last = wkv7(heads[0], w.view(B, T, H, D).exp(), heads[1], heads[2], kk, heads[3],
-                       None if state is None else state["wkv"])
+        S = None if state is None else state["wkv"]
+        if state is not None and T == 1:  # decoding: one step of the recurrence
+            y, last = wkv7(heads[0], w.view(B, T, H, D).exp(), heads[1], heads[2], kk, heads[3], S)
+        else:
+            y, last = wkv7_chunked(heads[0], w.view(B, T, H, D), heads[1], heads[2], kk, heads[3], S, self.chunk)
         if state is not None:
             state["wkv"].copy_(last)
         y = y.to(x.dtype)
