@@ -16,7 +16,7 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import assert_cached_equals_whole, gguf_reads_back, perturbed
+from conftest import assert_cached_equals_whole, gguf_reads_back, llama_cpp_against, perturbed
 from test_recurrent import assert_left_padding_kept_out
 
 SHAPE = dict(vocab_size=272, d_model=128, n_heads=2, head_dim=64, ffn_hidden=256, n_layers=4,
@@ -57,6 +57,19 @@ def test_gguf_decodes_in_llama_cpp(rwkv7):
     assert reader.fields["rwkv7.wkv.head_size"].contents() == 64
     back = gguf_reads_back(path, model, vocab=272, exact=True)
     assert back.config.hf_model_type == "rwkv7" and back.config.layer_types == model.config.layer_types
+
+
+def test_f16_file_keeps_the_lerps_f32(rwkv7, tmp_path):
+    """An F16 file (the token-shift lerps and decay LoRA kept F32, as the converter keeps them: llama.cpp's lerp
+    aborts on an F16 one, measured) decodes in llama.cpp to llmarch's tokens on the same file (measured 1.8e-4)."""
+    import gguf
+
+    path = tmp_path / "x.gguf"
+    to_gguf(rwkv7[0], path, "f16", ByteTokenizer())
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert (types["blk.0.time_mix_lerp_fused.weight"], types["blk.0.time_mix_key.weight"]) == ("F32", "F16")
+    seq, ours, diff = llama_cpp_against(path, llmarch.from_gguf(path), [3, 141, 59, 26, 5, 35], exact=True)
+    assert seq == ours and diff <= 1e-3
 
 
 def test_llama_cpp_whole_prompt_logits(rwkv7):
