@@ -2,7 +2,8 @@
 RWKV-7, so the reference is llama.cpp (llama-cpp-python 0.3.36): a tiny random llmarch RWKV-7 (every LoRA drawn,
 every 1-D parameter moved off its init) written by to_gguf in F32 decodes in llama.cpp to llmarch's greedy tokens,
 llama.cpp's logits within 1e-4 of llmarch's at every position, token by token and for the whole prompt in one batch
-(measured 4e-7); the file reads back to the same logits. Besides: cached decoding equals the whole forward, a
+(measured 3e-7); the file reads back to the same logits, and so does a file laid out as the converter writes one;
+an F16 file decodes too. Besides: cached decoding equals the whole forward, a
 left-padded row equals the row alone, the rwkv7 table's to_hf round trip, what the table cannot hold refused, and
 rwkv7-tiny trains. ARWKV-7 (family arwkv7, GGUF arwkv7: the same time mixing in Qwen2.5's blocks), with and without
 its output gate and group norm, the same way through llama.cpp (measured 1.3e-6 and 4e-7). Heads of 64: llama.cpp's
@@ -70,6 +71,60 @@ def test_f16_file_keeps_the_lerps_f32(rwkv7, tmp_path):
     assert (types["blk.0.time_mix_lerp_fused.weight"], types["blk.0.time_mix_key.weight"]) == ("F32", "F16")
     seq, ours, diff = llama_cpp_against(path, llmarch.from_gguf(path), [3, 141, 59, 26, 5, 35], exact=True)
     assert seq == ours and diff <= 1e-3
+
+
+def write_like_the_converter(folder, path) -> None:
+    """convert_hf_to_gguf.py's Rwkv7Model on the rwkv7 table's checkpoint in `folder`: its keys (no
+    token_shift_count, a context of 2^20), tensors squeezed and renamed by the name map, the lerps stacked, the
+    LoRAs transposed, layer 0's v0 v1 v2 copies of its a0 a1 a2; with llmarch's byte vocabulary."""
+    import json
+
+    import gguf
+    from safetensors.torch import load_file
+
+    from llmarch.interop.gguf_writer import _writer_class
+    from llmarch.interop.gguf_tokenizer import write_tokenizer
+
+    hf = json.loads((folder / "config.json").read_text())
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.RWKV7, hf["num_hidden_layers"])
+    w = _writer_class()(str(path), "rwkv7")
+    write_tokenizer(w, ByteTokenizer(), hf["vocab_size"])
+    w.add_context_length(1048576)
+    w.add_embedding_length(hf["hidden_size"])
+    w.add_block_count(hf["num_hidden_layers"])
+    w.add_layer_norm_eps(hf["layer_norm_epsilon"])
+    w.add_wkv_head_size(hf["head_size"])
+    w.add_decay_lora_rank(hf["lora_rank_decay"])
+    w.add_iclr_lora_rank(hf["lora_rank_iclr"])
+    w.add_value_residual_mix_lora_rank(hf["lora_rank_value_residual_mix"])
+    w.add_gate_lora_rank(hf["lora_rank_gate"])
+    w.add_feed_forward_length(hf["intermediate_size"])
+    w.add_head_count(0)
+    for name, t in load_file(str(folder / "model.safetensors")).items():
+        if name.endswith("attention.x_x.weight"):
+            w.add_tensor(f"blk.{name.split('.')[2]}.time_mix_lerp_fused.weight", t.reshape(6, 1, 1, -1).numpy())
+            continue
+        new = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        t = t.squeeze()
+        if any(new.endswith(f"time_mix_{p}.weight") for p in ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")):
+            t = t.t().contiguous()
+        if new.startswith("blk.0.time_mix_a"):
+            w.add_tensor(new.replace("time_mix_a", "time_mix_v"), t.numpy())
+        w.add_tensor(new, t.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_a_converter_style_file_reads(rwkv7, tmp_path):
+    """A file laid out as the converter writes one (layer 0's v0 v1 v2 copies of a0 a1 a2, which llmarch does not
+    read) reads to the model's logits, and llama.cpp decodes it to the same tokens."""
+    model = rwkv7[0]
+    llmarch.to_hf(model, tmp_path / "hf")
+    write_like_the_converter(tmp_path / "hf", tmp_path / "x.gguf")
+    back = gguf_reads_back(tmp_path / "x.gguf", model, vocab=272, exact=True)
+    assert back.config.context_length == 1048576
 
 
 def test_llama_cpp_whole_prompt_logits(rwkv7):
