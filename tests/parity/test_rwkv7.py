@@ -3,8 +3,8 @@ RWKV-7, so the reference is llama.cpp (llama-cpp-python 0.3.36): a tiny random l
 every 1-D parameter moved off its init) written by to_gguf in F32 decodes in llama.cpp to llmarch's greedy tokens,
 llama.cpp's logits within 1e-4 of llmarch's at every position, token by token and for the whole prompt in one batch
 (measured 3e-7); the file reads back to the same logits, and so does a file laid out as the converter writes one;
-an F16 file decodes too. Besides: cached decoding equals the whole forward, a
-left-padded row equals the row alone, the rwkv7 table's to_hf round trip, what the table cannot hold refused, and
+an F16 file decodes too. Besides: the chunked form equals the recurrence, cached decoding equals the whole forward,
+a left-padded row equals the row alone, the rwkv7 table's to_hf round trip, what the table cannot hold refused, and
 rwkv7-tiny trains. ARWKV-7 (family arwkv7, GGUF arwkv7: the same time mixing in Qwen2.5's blocks), with and without
 its output gate and group norm, the same way through llama.cpp (measured 1.3e-6 and 4e-7). Heads of 64: llama.cpp's
 CPU WKV7 kernel steps through a head in SIMD strides of up to 64 channels, and on this machine (AVX-512) gave wrong
