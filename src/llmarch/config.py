@@ -820,6 +820,22 @@ class ModelConfig:
     # Griffin's recurrent block (mixer "rglru", layers/rglru.py: its convolution and biases are ssm_conv,
     # ssm_conv_bias and ssm_bias, its gates n_heads blocks): the RG-LRU's width; None: d_model (RecurrentGemma)
     lru_width: int | None = None
+    # RWKV-7's time mixing (mixer "rwkv7", layers/rwkv7.py; Peng et al. 2025, arXiv 2503.14456 §4): heads of head_dim
+    # channels (n_heads x head_dim = d_model), and the ranks of its low-rank (LoRA) maps; None: RWKV-7's sizes from
+    # d_model, max(1, round(d^e m / 32)) 32 with (e, m) (0.5, 1.8) for the decay and the in-context learning rate,
+    # (0.5, 1.3) for the value residual gate, (0.8, 0.6) for the output gate (the released models' and llama.cpp's
+    # converter's rule)
+    rwkv7_decay_rank: int | None = None  # rwkv7: rank of the decay's LoRA, w = w0 + W2 tanh(W1 x_w)
+    rwkv7_iclr_rank: int | None = None  # rwkv7: rank of the in-context learning rate's LoRA, sigmoid(a0 + A2 A1 x_a)
+    rwkv7_value_rank: int | None = None  # rwkv7: rank of the value residual gate's LoRA, sigmoid(v0 + V2 V1 x_v)
+    rwkv7_gate_rank: int | None = None  # rwkv7: rank of the output gate's LoRA, g = G2 sigmoid(G1 x_g)
+    # rwkv7: eps of the per-head group norm on the WKV output (64e-5: RWKV-LM's GroupNorm and llama.cpp's, whatever
+    # the head width; flash-linear-attention's is head_dim x norm_eps)
+    rwkv7_group_norm_eps: float = 64e-5
+    # rwkv7: the output gate g = G2 sigmoid(G1 x^g) and its token-shift lerp (RWKV-7's); False: none (ARWKV's
+    # wkv_has_gate: false)
+    rwkv7_gate: bool = True
+    rwkv7_group_norm: bool = True  # rwkv7: the per-head group norm on the WKV output (RWKV-7's ln_x); False: none
     context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens

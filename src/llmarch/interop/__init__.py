@@ -48,6 +48,8 @@ from . import diffllama  # noqa: F401
 from . import minimax  # noqa: F401
 from . import xlstm  # noqa: F401
 from . import rwkv  # noqa: F401
+from . import rwkv7  # noqa: F401
+from . import arwkv7  # noqa: F401
 from . import lfm3  # noqa: F401
 from . import bailing_hybrid  # noqa: F401
 from . import zaya  # noqa: F401

@@ -58,8 +58,11 @@ EMBEDDING, HEAD = "token_embd.weight", "output.weight"
 # layer's), every bias (the converter keeps all but `.weight` tensors F32: gpt-oss's experts' biases are 2-D),
 # learned positions and token types (convert_hf_to_gguf.py keeps POS_EMBD and TOKEN_TYPES F32: llama.cpp adds
 # BERT's type row to the F32 activations, which its CPU add refuses in F16), and rows shorter than a block of 32
-# (Mamba's dt projection from a rank of 8 or 16); they do not decide the file's scheme
-KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm|\.bias$|^position_embd\.|^token_types\.")
+# (Mamba's dt projection from a rank of 8 or 16), RWKV-7's fused token-shift lerps and decay LoRA (the converter keeps
+# TIME_MIX_LERP_FUSED, W1 and W2 F32: llama.cpp's lerp refuses an F16 one, measured); they do not decide the file's
+# scheme
+KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm|\.bias$|^position_embd\.|^token_types\.|"
+                        r"\.time_mix_(lerp_fused|w1|w2)\.")
 
 
 def file_scheme(reader) -> Scheme | None:

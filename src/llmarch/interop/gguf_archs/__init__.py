@@ -40,6 +40,7 @@ from . import codeshell
 from . import mrope
 from . import deepseek_moe
 from . import diffusion
+from . import rwkv7
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -80,5 +81,6 @@ ARCHS.update(codeshell.ARCHS)
 ARCHS.update(mrope.ARCHS)
 ARCHS.update(deepseek_moe.ARCHS)
 ARCHS.update(diffusion.ARCHS)
+ARCHS.update(rwkv7.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
