@@ -4,15 +4,21 @@ per-head QK-norms' (H, D) ones included) with pre-norm blocks and biases on q, k
 each sublayer's output) and a biased MLP; both with image tokens in two ranges of the vocabulary map, whose logits
 transformers sets to the dtype's lowest. Logits on a left-padded batch within 1e-4 (fp32), 32 greedy tokens equal to
 transformers' (never an image token), cached decoding equal to the whole forward, a to_hf round trip that
-transformers loads to the same logits and llmarch to the same config."""
+transformers loads to the same logits and llmarch to the same config. GGUF `chameleon` (interop/gguf_archs/chameleon.py)
+out and in, its image ids 4-8195 (what llama.cpp's graph suppresses): read back to equal logits, and llama.cpp decodes
+the F32 file to llmarch's greedy tokens, logits within 1e-4; swin_norm refused both ways (llama.cpp computes it
+otherwise)."""
 import pytest
 import torch
 
 import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.errors import LlmarchError
 from llmarch.interop import FAMILIES
+from llmarch.interop.chameleon import vocabulary_map
+from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import assert_cached_decoding_and_config_round_trip, perturbed_from_hf
+from conftest import assert_cached_decoding_and_config_round_trip, gguf_reads_back, perturbed_from_hf
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -29,11 +35,14 @@ TEXT = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_lay
 CASES = {"pre": dict(TEXT, attention_bias=True),
          "swin": dict(TEXT, swin_norm=True, mlp_bias=True, rms_norm_eps=1e-6,
                       rope_parameters={"rope_type": "default", "rope_theta": 5000.0})}
+# llama.cpp's chameleon graph suppresses ids 4-8195 whatever the file says: a vocabulary past them, no biases
+GGUF = dict(TEXT, vocab_size=8320, vocabulary_map=vocabulary_map([[4, 8196]]))
 
 
-def build(case, folder):
+def build(case, folder, fields=None):
     torch.manual_seed(0)
-    hf = transformers.ChameleonForConditionalGeneration(transformers.ChameleonConfig(**CASES[case])).eval()
+    hf = transformers.ChameleonForConditionalGeneration(transformers.ChameleonConfig(**(fields or CASES[case])))
+    hf.eval()
     with torch.no_grad():  # the QK-norms' gains and biases are (H, D): perturbed() moves 1-D ones only
         for name, p in hf.named_parameters():
             if "_norm." in name and p.dim() == 2:
@@ -66,3 +75,30 @@ def test_defaults_and_what_cannot_be_written():
             family.from_config(cfg.replace(**change))
     with pytest.raises(LlmarchError, match="suppressed_logits"):
         llmarch.build("llama-tiny", vocab_size=64, suppressed_logits=[[60, 65]])
+
+
+def test_gguf_round_trip_and_llama_cpp(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    _, ours = build(None, tmp_path / "hf", GGUF)
+    path = tmp_path / "x.gguf"
+    to_gguf(ours, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path), "r+")
+    assert (reader.fields["general.architecture"].contents(), reader.fields["chameleon.swin_norm"].contents()) == (
+        "chameleon", False)
+    back = gguf_reads_back(path, ours)
+    fields = ("hf_model_type", "norm_placement", "qk_norm", "qk_norm_kind", "qk_norm_eps", "qk_norm_bias",
+              "suppressed_logits", "n_kv_heads")
+    assert [getattr(back.config, f) for f in fields] == [getattr(ours.config, f) for f in fields]
+    reader.fields["chameleon.swin_norm"].parts[-1][0] = True  # llama.cpp's swin_norm is not transformers'
+    del reader
+    with pytest.raises(LlmarchError, match="swin_norm is not read"):
+        llmarch.from_gguf(path)
+
+
+def test_gguf_refuses_what_llama_cpp_computes_otherwise(tmp_path):
+    cfg = FAMILIES["chameleon"].to_config(GGUF)
+    for change, problem in ((dict(suppressed_logits=[[4, 68]]), "suppresses the logits of ids"),  # llama.cpp: 4-8195
+                            (dict(qkv_bias=True, o_bias=True), "no attention or MLP biases"),
+                            (dict(norm_placement="res_post"), "swin_norm")):
+        with pytest.raises(LlmarchError, match=problem):
+            to_gguf(llmarch.build(cfg.replace(**change)), tmp_path / "x.gguf", "f32")
