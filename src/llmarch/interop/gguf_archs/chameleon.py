@@ -1,11 +1,12 @@
 """Chameleon's text model, as convert_hf_to_gguf.py's ChameleonModel writes it (the VQ-VAE left out): LLaMA's tensors
 with q and k permuted (LlamaModel.permute: llama.cpp turns adjacent dims), attn_q_norm and attn_k_norm with their
-biases (heads, head_dim), each head's channels in that same order (the converter's _reverse_hf_permute), and
+biases (heads, head_dim), each head's channels in that same order (the converter's _reverse_hf_permute, which also
+repeats head 0's norm for every head; llmarch writes each head's own, which llama.cpp applies per head), and
 `swin_norm`. That one is refused both ways: under it llama.cpp's graph (src/models/chameleon.cpp) feeds the FFN
-attn_norm(attn(x)) where transformers feeds it the residual stream x + attn_norm(attn(x)) (measured on a tiny model:
-logits 0.047 apart from llmarch's and transformers'). llama.cpp fixes the q/k LayerNorms' epsilon at 1e-5 and, in every graph, sets the
-logits of ids 4 to 8195 (chameleon-7b's and -30b's image tokens) to -FLT_MAX: a file means suppressed_logits
-[[4, 8196]], and a model is written only with those."""
+attn_norm(attn(x)) where transformers feeds it the residual stream x + attn_norm(attn(x)) (measured on a tiny
+model: logits 0.047 apart from llmarch's and transformers'). llama.cpp fixes the q/k LayerNorms' epsilon at 1e-5
+and, in every graph, sets the logits of ids 4 to 8195 (chameleon-7b's and -30b's image tokens) to -FLT_MAX: a file
+means suppressed_logits [[4, 8196]], and a model is written only with those."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
