@@ -92,7 +92,13 @@ class ModelConfig:
     # whether the final norm has a bias; None: norm_bias (ESM C: LayerNorms with biases in its blocks, without in its
     # final norm and its QK-norm)
     final_norm_bias: bool | None = None
-    qk_norm_bias: bool | None = None  # whether the QK-norm has a bias; None: norm_bias (ESM C's has none)
+    # whether the QK-norm has a bias; None: norm_bias (ESM C's has none), and none for qk_norm 'per_head' (a bias
+    # per head and channel only where True: Chameleon's)
+    qk_norm_bias: bool | None = None
+    # the QK-norm's own norm kind where it differs from the blocks' (Chameleon: LayerNorms over each head's queries
+    # and keys in a model of RMSNorms); None: norm
+    qk_norm_kind: str | None = None
+    qk_norm_eps: float | None = None  # the QK-norm's epsilon; None: norm_eps (Chameleon's: 1e-5, fixed)
     # pre (GPT-2, LLaMA), post (original Transformer, BERT), sandwich: pre and also a norm on each sublayer's
     # output before the residual add (Gemma 2/3: x += norm(attn(norm(x)))), res_post (OLMo 2): x += norm(f(x)),
     # normed_residual: the residual add keeps the normed input, x = n(x) + f(n(x)) (MiniMax-01's DeepNorm post-norm,
@@ -502,6 +508,9 @@ class ModelConfig:
     clip_qkv: float | None = None
     attn_softcap: float | None = None  # scores soft-capped, cap * tanh(s / cap), before the softmax (Gemma 2: 50)
     final_softcap: float | None = None  # the LM head's logits soft-capped the same way (Gemma 2: 30)
+    # [start, stop) ranges of ids whose logits the LM head sets to the dtype's lowest value, so they are never
+    # predicted (Chameleon's image tokens, suppressed when it writes text); None: none
+    suppressed_logits: list | None = None
     # t5_relative positions: buckets of the relative-position bias; relative_embeddings: rows of the embedding table,
     # 2k for the offsets -k..k-1 (DeBERTa: 2 * position_buckets, or 2 * max_relative_positions without buckets)
     relative_buckets: int = 32
@@ -1075,6 +1084,7 @@ class ModelConfig:
             raise LlmarchError("shared_norm needs block='parallel' (a sequential block normalises twice)")
         if self.qk_norm not in QK_NORMS:
             raise LlmarchError(f"unknown qk_norm {self.qk_norm!r}; choose one of: {', '.join(QK_NORMS)}")
+        self._validate_suppressed_logits()
         if self.bitlinear not in BITLINEARS:
             raise LlmarchError(f"unknown bitlinear {self.bitlinear!r}; choose one of: {', '.join(BITLINEARS)}")
         typed = any({"mixer", "ffn", "n_experts", "expert_ffn"} & set(f) for f in (self.layer_overrides or {}).values())
@@ -1251,6 +1261,15 @@ class ModelConfig:
             # the bias is added as m * pos(key), which equals -m * (i - j) up to a per-query constant only
             # when every key is at or before its query
             raise LlmarchError("positions='alibi' needs causal=True (bidirectional ALiBi is not implemented)")
+
+    def _validate_suppressed_logits(self) -> None:
+        if self.suppressed_logits is None:
+            return
+        ranges, ids = [[int(a), int(b)] for a, b in self.suppressed_logits], self.head_vocab or self.vocab_size
+        if self.head != "lm" or self.codebooks or any(not 0 <= a < b <= ids for a, b in ranges):
+            raise LlmarchError(f"suppressed_logits {self.suppressed_logits} needs an LM head of one stream and "
+                               f"[start, stop) ranges within its {ids} ids")
+        self.suppressed_logits = ranges
 
     def _validate_layer_types(self) -> None:
         types, overrides = self.layer_types, self.layer_overrides or {}

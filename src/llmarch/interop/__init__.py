@@ -100,6 +100,7 @@ from . import cpmant  # noqa: F401
 from . import trocr  # noqa: F401
 from . import git  # noqa: F401
 from . import musicgen  # noqa: F401
+from . import chameleon  # noqa: F401
 from . import emu3  # noqa: F401
 from . import qwen_vl  # noqa: F401
 from . import mllama  # noqa: F401

@@ -15,7 +15,8 @@ COMPUTED = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_
             "qkv_bias", "o_bias", "ffn_in_bias", "norm_bias", "tie_embeddings", "head_bias", "head", "causal",
             "mixer", "attention", "attn_scale", "qk_norm", "n_experts", "type_vocab_size", "layer_types",
             "layer_overrides", "embed_dim", "head_transform", "logit_divisor", "embed_multiplier",
-            "residual_multiplier", "sliding_window", "sub_norm", "parallel_mixers", "attn_period", "codebooks")
+            "residual_multiplier", "sliding_window", "sub_norm", "parallel_mixers", "attn_period", "codebooks",
+            "qk_norm_bias", "qk_norm_kind", "qk_norm_eps", "suppressed_logits")
 
 
 def refuse_unless_read_back(cfg: ModelConfig, hf: dict, to_config: Callable[[dict], ModelConfig]) -> dict:

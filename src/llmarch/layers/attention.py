@@ -25,7 +25,7 @@ from .hooks import HookPoint
 from .grouped_linear import linear
 from .linear import Linear
 from .mixer import MIXERS, Mixer
-from .norms import L2Clip, PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
+from .norms import NORMS, L2Clip, PerHeadNorm, PlainRMSNorm, make_norm, rms_normalize
 from .nvfp4 import nvfp4_round
 from .positions import apply_rotary
 from .sinks import sink_softmax, with_sink_key
@@ -249,14 +249,17 @@ class Attention(Mixer):
         self.qk_norm, self.clip = cfg.qk_norm, cfg.clip_qkv
         widths = {"head": (self.head_dim, self.head_dim), "head_after_rope": (self.head_dim, self.head_dim),
                   "proj": (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim)}.get(self.qk_norm)
-        qk = cfg if cfg.qk_norm_bias is None else cfg.replace(norm_bias=cfg.qk_norm_bias)  # ESM C's: without bias
+        qk = cfg.replace(**{k: v for k, v in (("norm_bias", cfg.qk_norm_bias), ("norm", cfg.qk_norm_kind),
+                                              ("norm_eps", cfg.qk_norm_eps)) if v is not None}) \
+            if (cfg.qk_norm_bias, cfg.qk_norm_kind, cfg.qk_norm_eps) != (None, None, None) else cfg  # ESM C, Chameleon
         self.q_norm = make_norm(qk, widths[0]) if widths else None
         self.k_norm = make_norm(qk, widths[1]) if widths and not self.kv_shared else None
         # Gemma 4's value norm: each head's values over their RMS, no gain
         self.v_eps = cfg.norm_eps if cfg.v_norm and not self.kv_shared else None
         if self.qk_norm == "per_head":  # each head its own gain ('head' shares one across heads)
-            self.q_norm = PerHeadNorm(cfg.norm, self.n_heads, self.head_dim, cfg.norm_eps)
-            self.k_norm = PerHeadNorm(cfg.norm, self.n_kv_heads, self.head_dim, cfg.norm_eps)
+            bias = cfg.qk_norm_bias is True  # Chameleon's; StableLM-2's have none
+            self.q_norm = PerHeadNorm(qk.norm, self.n_heads, self.head_dim, qk.norm_eps, bias)
+            self.k_norm = PerHeadNorm(qk.norm, self.n_kv_heads, self.head_dim, qk.norm_eps, bias)
         if self.qk_norm == "rms_after_rope":  # Llama 4: no gain, so nothing to store
             self.q_norm = self.k_norm = PlainRMSNorm(self.head_dim, cfg.norm_eps)
         if self.qk_norm == "l2_clip":  # Inkling 2: queries through a gain and a clip, keys through the clip alone
@@ -280,6 +283,12 @@ class Attention(Mixer):
 
     @classmethod
     def check(cls, cfg) -> None:
+        if (cfg.qk_norm_kind is not None or cfg.qk_norm_eps is not None) and cfg.qk_norm not in (
+                "head", "per_head", "proj", "head_after_rope"):
+            raise LlmarchError(f"qk_norm_kind and qk_norm_eps choose the norm of qk_norm 'head', 'per_head', 'proj' "
+                               f"or 'head_after_rope', not of qk_norm={cfg.qk_norm!r}")
+        if cfg.qk_norm_kind is not None and cfg.qk_norm_kind not in NORMS.names():
+            raise LlmarchError(f"unknown qk_norm_kind {cfg.qk_norm_kind!r}; choose one of: {', '.join(NORMS.names())}")
         if cfg.qk_norm == "proj" and cfg.attn_output_gate:
             raise LlmarchError("qk_norm='proj' and attn_output_gate=True: the output gate's rows sit among the "
                                "query rows that the projection norm would normalise")

@@ -184,9 +184,10 @@ def rmsnorm_offset(dim: int, eps: float, bias: bool) -> nn.Module:
 class PerHeadNorm(nn.Module):
     """A norm over each head's D channels with a gain of its own per head (StableLM-2-12B's qk_layernorm, a
     LayerNorm without bias for each head): `kind`'s normalisation without its gain, times weight (H, D), stored flat
-    (H * D,), the heads' gains one after another. x (..., H, ...) with the heads on `axis`, D last."""
+    (H * D,), the heads' gains one after another, plus a bias laid out the same where `bias` (Chameleon's
+    ChameleonLayerNorm). x (..., H, ...) with the heads on `axis`, D last."""
 
-    def __init__(self, kind: str, heads: int, dim: int, eps: float):
+    def __init__(self, kind: str, heads: int, dim: int, eps: float, bias: bool = False):
         super().__init__()
         if kind not in ("layernorm", "rmsnorm"):
             from ..errors import LlmarchError
@@ -194,14 +195,17 @@ class PerHeadNorm(nn.Module):
             raise LlmarchError(f"qk_norm='per_head' normalises as layernorm or rmsnorm, not norm={kind!r}")
         self.kind, self.heads, self.dim, self.eps = kind, heads, dim, eps
         self.weight = nn.Parameter(torch.ones(heads * dim))
+        self.register_parameter("bias", nn.Parameter(torch.zeros(heads * dim)) if bias else None)
 
     def forward(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         if self.kind == "layernorm":
             h = torch.layer_norm(x, (self.dim,), None, None, self.eps)
         else:
             h = F.rms_norm(x.float(), (self.dim,), None, self.eps).to(x.dtype)
-        w = self._parameters["weight"].view(self.heads, *[1] * (x.dim() - 2 - axis), self.dim)
-        return h * w
+        shape = (self.heads, *[1] * (x.dim() - 2 - axis), self.dim)
+        h = h * self._parameters["weight"].view(shape)
+        b = self._parameters["bias"]
+        return h if b is None else h + b.view(shape)
 
 
 class GatedNorm(nn.Module):

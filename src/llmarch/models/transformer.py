@@ -28,6 +28,15 @@ class ModelOutput:
     encoder_hidden_states: torch.Tensor | None = None  # encoder-decoders: the encoder output (B, S, C)
 
 
+def suppress(logits: torch.Tensor, ranges: list) -> torch.Tensor:
+    """logits (..., V) with the ids of each [start, stop) range set to the dtype's lowest value (a new tensor, so
+    autograd keeps what soft-capping saved)."""
+    mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    for start, stop in ranges:
+        mask[start:stop] = True
+    return logits.masked_fill(mask, torch.finfo(logits.dtype).min)
+
+
 class TransformerLM(Stack):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -177,4 +186,6 @@ class TransformerLM(Stack):
         if self._logit_divisor is not None:  # Granite's logits_scaling: a division, as transformers computes it
             logits = logits / self._logit_divisor
         logits = soft_cap(logits, self.config.final_softcap)  # Gemma 2 caps the logits
+        if self.config.suppressed_logits:  # never predicted: ChameleonForConditionalGeneration's image tokens
+            logits = suppress(logits, self.config.suppressed_logits)
         return split_heads(logits, self.config.codebooks) if self.config.codebooks else logits

@@ -41,12 +41,14 @@ from . import mrope
 from . import deepseek_moe
 from . import diffusion
 from . import rwkv7
+from . import chameleon
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
                           **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS,
                           **phi2.ARCHS, **starcoder2.ARCHS, **qwen2moe.ARCHS}
 ARCHS.update(stablelm.ARCHS)
+ARCHS.update(chameleon.ARCHS)
 ARCHS.update(granite.ARCHS)
 ARCHS.update(cohere.ARCHS)
 ARCHS.update(lfm2.ARCHS)
