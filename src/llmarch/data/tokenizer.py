@@ -328,6 +328,10 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         spec = json.loads(text)
         if spec.get("llmarch") == "byte":
             return ByteTokenizer(mask=bool(spec.get("mask")), sentinels=int(spec.get("sentinels", 0)))
+        if spec.get("llmarch") == "rwkv_world":
+            from .rwkv_tokenizer import RwkvWorldTokenizer
+
+            return RwkvWorldTokenizer.from_spec(spec, _side_files(Path(directory)))
         from tokenizers import Tokenizer as HFTokenizer
 
         tk = HFTokenizer.from_str(text)
