@@ -34,7 +34,7 @@ TEXTS = [
     "",
 ]
 GREEDY = "QZJXK QZJ JXK"  # greedy QZJ X K, where QZ JXK is fewer: not in the texts the common strings come from
-TRAPS = [b"ab", b"QZ", b"QZJ", b"JXK", b"'\"", b"\\x41", b"\n\n", "\u4f60".encode()[:2]]
+TRAPS = [b"ab", b"QZ", b"QZJ", b"JXK", b"'\"", b"\\x41", b"\n\n", "\u4f60".encode()[:2], b"<s>s"]
 
 
 def world_vocab() -> list[str]:
@@ -105,14 +105,25 @@ def test_generate_continues_as_llama_cpp(rwkv_file, capsys):
 
 
 def test_checkpoint_gguf_and_transformers_round_trips(rwkv_file, tmp_path):
+    """An llmarch checkpoint with the tokenizer, `convert --to-gguf` from it and from the .gguf file itself: the
+    same vocabulary (the [PAD{i}] rows the first file added kept as they are), and transformers' ids."""
     from transformers import PreTrainedTokenizerFast
 
-    tok, _, path = rwkv_file
-    tok.save(tmp_path)
-    back = load_tokenizer(tmp_path)
+    from llmarch.checkpoint import save_model
+
+    tok, model, path = rwkv_file
+    save_model(model, tmp_path / "ckpt")
+    tok.save(tmp_path / "ckpt")
+    back = load_tokenizer(tmp_path / "ckpt")
     assert isinstance(back, RwkvWorldTokenizer) and back.fingerprint() == tok.fingerprint()
     read = checkpoint_tokenizer(path)
     assert read.tokens[:tok.vocab_size] == tok.tokens and read.tokens[-1] == f"[PAD{read.vocab_size - 1}]"
+    for src in ("ckpt", path):
+        assert main(["convert", "--to-gguf", str(tmp_path / src), "--gguf-type", "f32", "--out",
+                     str(tmp_path / "again.gguf")]) in (0, None)
+        again = checkpoint_tokenizer(tmp_path / "again.gguf")
+        assert (again.tokens, again.types, again.eos_ids) == (read.tokens, read.types, read.eos_ids)
+        (tmp_path / "again.gguf").unlink()
     (tmp_path / "hf").mkdir()
     tok.save_hf(tmp_path / "hf")
     hf = PreTrainedTokenizerFast.from_pretrained(tmp_path / "hf")
