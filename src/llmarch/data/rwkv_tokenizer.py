@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import LlmarchError
-from .tokenizer import TOKENIZER_FILE, _byte_chars, _write_json
+from .byte_level import byte_chars
 
 KIND = "rwkv_world"
+TOKENIZER_FILE = "tokenizer.json"  # data/tokenizer.py's, which reads this kind by name (and so imports this module)
 NORMAL, CONTROL, USER_DEFINED = 1, 3, 4  # llama.cpp's token types (interop/gguf_vocab.py)
 _ESCAPES = {ord("t"): 9, ord("n"): 10, ord("r"): 13}
 
@@ -136,7 +137,7 @@ class RwkvWorldTokenizer:
             raise LlmarchError(f"an {KIND} tokenizer.json needs tokens, types and eos_ids lists ({e})") from None
 
     def save(self, directory: Path) -> None:
-        _write_json(Path(directory) / TOKENIZER_FILE, self.spec())
+        (Path(directory) / TOKENIZER_FILE).write_text(json.dumps(self.spec()) + "\n")
         for name, content in self.side_files.items():
             (Path(directory) / name).write_bytes(content)
 
@@ -144,7 +145,7 @@ class RwkvWorldTokenizer:
         """The `tokenizers` form of save_hf (module docstring)."""
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-        chars = _byte_chars()
+        chars = byte_chars()
         vocab = {"".join(chars[b] for b in p): i for i, p in enumerate(self.pieces)}  # later duplicates win
         tk = Tokenizer(models.WordPiece(vocab, unk_token=self.tokens[self.eos_id], continuing_subword_prefix="",
                                         max_input_chars_per_word=2**31 - 1))
@@ -159,8 +160,8 @@ class RwkvWorldTokenizer:
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": self.tokens[self.eos_id],
                   "clean_up_tokenization_spaces": False}
         template = json.loads(self.side_files.get("tokenizer_config.json", b"{}")).get("chat_template")
-        _write_json(Path(directory) / "tokenizer_config.json", {**config, **({"chat_template": template}
-                                                                            if template else {})})
+        config.update({"chat_template": template} if template else {})
+        (Path(directory) / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def hf_token_ids(self) -> dict:
         return {"eos_token_id": self.eos_ids if len(self.eos_ids) > 1 else self.eos_id}

@@ -195,8 +195,8 @@ def _types(tokens: list[str], spec: dict) -> list[int]:
 
 
 def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
-    """`tok` (BPETokenizer, ByteTokenizer or RwkvWorldTokenizer) into a gguf.GGUFWriter's tokenizer.ggml.* keys; the vocabulary
-    padded to the model's rows with unused [PAD{i}] entries, as llama.cpp's converter pads it. A merge-less
+    """`tok` (BPETokenizer, ByteTokenizer or RwkvWorldTokenizer) into a gguf.GGUFWriter's tokenizer.ggml.* keys; the
+    vocabulary padded to the model's rows with unused [PAD{i}] entries, as llama.cpp's converter pads it. A merge-less
     vocabulary needs gguf_writer.py's writer (the `gguf` package's refuses an empty array)."""
     import gguf
 
