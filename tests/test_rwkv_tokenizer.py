@@ -7,6 +7,7 @@ llama.cpp 0.3.36 (vocab_only, add_bos False, special True) gives our ids on ever
 back, `llmarch generate` on the file continues a prompt with llama.cpp's greedy tokens, and the tokenizer
 survives an llmarch checkpoint, `convert --to-gguf` and transformers (save_hf)."""
 import itertools
+import json
 from collections import Counter
 
 import pytest
@@ -129,6 +130,23 @@ def test_checkpoint_gguf_and_transformers_round_trips(rwkv_file, tmp_path):
     hf = PreTrainedTokenizerFast.from_pretrained(tmp_path / "hf")
     for text in TEXTS:
         assert hf(text)["input_ids"] == tok.encode(text), text
+
+
+def test_chat_template_and_assistant_mask(rwkv_file):
+    """The file's chat template (as the converter writes one) renders a conversation; its tokens are the text's,
+    and the assistant's mask covers exactly the tokens that start in the assistant's text."""
+    from llmarch.data.chat import encode_conversation, encode_text, template_for
+
+    tok, _, _ = rwkv_file
+    source = "{% for m in messages %}{{ m.role | capitalize }}: {{ m.content }}\n\n{% endfor %}"
+    chat = RwkvWorldTokenizer(tok.tokens, tok.types, tok.eos_ids,
+                              {"tokenizer_config.json": json.dumps({"chat_template": source}).encode()})
+    messages = [{"role": "user", "content": "\u4f60\u597d the quick"}, {"role": "assistant", "content": "abcde fox"}]
+    template = template_for(chat)
+    text = template.render(messages)
+    ids, mask = encode_conversation(chat, template, messages)
+    assert ids == encode_text(chat, text) == chat.encode(text)
+    assert chat.decode([i for i, m in zip(ids, mask) if m]) == "Assistant: abcde fox\n\n"
 
 
 def test_what_it_cannot_read_is_refused():

@@ -94,25 +94,35 @@ class RwkvWorldTokenizer:
         self._special = {t: i for i, t in enumerate(tokens) if types[i] in (CONTROL, USER_DEFINED)}
         self._split = re.compile("(" + "|".join(map(re.escape, special)) + ")") if special else None
 
-    def _greedy(self, data: bytes) -> list[int]:
-        """llm_tokenizer_rwkv_session::tokenize: at each position the longest token that starts there."""
-        ids, pos, n = [], 0, len(data)
+    def _greedy(self, data: bytes) -> list[tuple[int, int]]:
+        """llm_tokenizer_rwkv_session::tokenize: at each position the longest token that starts there; (id, the
+        byte it starts at) each."""
+        out, pos, n = [], 0, len(data)
         while pos < n:
             node, end, best, at = self._trie, pos, None, pos
             while end < n and (node := node.get(data[end])) is not None:
                 end += 1
                 if -1 in node:
                     best, at = node[-1], end
-            ids.append(best)
+            out.append((best, pos))
             pos = at
-        return ids
+        return out
+
+    def encode_offsets(self, text: str) -> list[tuple[int, int]]:
+        """(id, the character of `text` it starts at) per token: chat.py's mask of who wrote each token."""
+        parts = self._split.split(text) if self._split else [text]
+        out, chars = [], 0
+        for k, part in enumerate(parts):  # odd parts are special tokens' text
+            if k % 2:
+                out.append((self._special[part], chars))
+            else:
+                char_at = [c for c, ch in enumerate(part) for _ in range(len(ch.encode("utf-8")))]
+                out += [(i, chars + char_at[b]) for i, b in self._greedy(part.encode("utf-8"))]
+            chars += len(part)
+        return out
 
     def encode(self, text: str) -> list[int]:
-        parts = self._split.split(text) if self._split else [text]
-        ids = []
-        for k, part in enumerate(parts):  # odd parts are special tokens' text
-            ids += [self._special[part]] if k % 2 else self._greedy(part.encode("utf-8"))
-        return ids
+        return [i for i, _ in self.encode_offsets(text)]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
