@@ -80,6 +80,7 @@ def test_ids_equal_llama_cpps(rwkv_file):
         assert ours.decode(ids) == text.replace("<s>", "")  # control tokens dropped, as llmarch's tokenizers do
         assert b"".join(ours.token_bytes(i) for i in ids) == text.encode()
         assert theirs.detokenize(ids, special=True) == text.encode()
+    assert theirs.tokenize(TEXTS[0].encode(), add_bos=True, special=True) == ours.encode(TEXTS[0])  # no bos
     assert ours.encode("QZJXK") == [ours.tokens.index("QZJ"), ord("X") + 1, ord("K") + 1]
     assert ours.encode("ab") == [tok.vocab_size - 1]  # the later spelling of ab
     half, last = "\u4f60".encode()[:2], "\u4f60".encode()[2]
@@ -149,6 +150,21 @@ def test_chat_template_and_assistant_mask(rwkv_file):
     assert chat.decode([i for i, m in zip(ids, mask) if m]) == "Assistant: abcde fox\n\n"
 
 
-def test_what_it_cannot_read_is_refused():
+def test_add_bos_is_ignored_and_a_missing_byte_refused(rwkv_file, tmp_path):
+    """llama.cpp's tokenize adds no bos to an RWKV prompt even where the file says add_bos_token (its rwkv branch
+    reads neither flag): nor does llmarch. A vocabulary without some single byte is refused (llama.cpp would put
+    its unknown id, none in a World file, for that byte)."""
+    import gguf
+
+    tok, _, _ = rwkv_file
+    w = gguf.GGUFWriter(str(tmp_path / "bos.gguf"), "rwkv7")
+    w.add_tokenizer_model("rwkv")
+    w.add_token_list(tok.tokens)
+    w.add_token_types(tok.types)
+    w.add_bos_token_id(0)
+    w.add_add_bos_token(True)
+    for write in (w.write_header_to_file, w.write_kv_data_to_file, w.write_tensors_to_file, w.close):
+        write()
+    assert checkpoint_tokenizer(tmp_path / "bos.gguf").encode(TEXTS[0]) == tok.encode(TEXTS[0])
     with pytest.raises(LlmarchError, match="every single byte"):
         RwkvWorldTokenizer(["<s>", "a"], [CONTROL, NORMAL], [0])

@@ -2,22 +2,18 @@
 data/rwkv_tokenizer.py's RwkvWorldTokenizer and written from one, as convert_hf_to_gguf.py's _set_vocab_rwkv_world
 writes them: the escaped spellings as the token list, their types, token 0 as bos and eos, and `\\n\\n` (261 in
 the World vocabulary) as eot, which llama.cpp also ends a generation at. llama.cpp adds neither bos nor eos to a
-prompt of this vocabulary; a file that asks for one (add_bos_token / add_eos_token) is refused."""
+prompt of this vocabulary, whatever add_bos_token and add_eos_token say (llama_vocab's tokenize_impl: its rwkv
+branch reads neither), and neither does llmarch."""
 from __future__ import annotations
 
 import json
 
 from ..data.rwkv_tokenizer import RwkvWorldTokenizer
-from ..errors import LlmarchError
 from .gguf import field
 from .gguf_vocab import UNUSED
 
 
 def rwkv_tokenizer(reader, tokens: list[str], types: list[int], path) -> RwkvWorldTokenizer:
-    for end in ("bos", "eos"):
-        if field(reader, f"tokenizer.ggml.add_{end}_token", False):
-            raise LlmarchError(f"{path}: an rwkv vocabulary with add_{end}_token set is not supported (llama.cpp "
-                               "adds no bos or eos to RWKV World prompts, and llmarch reads only that)")
     ends = [field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot")]
     ends = [i for i in dict.fromkeys(ends) if i is not None] or [0]  # without one, the converter's <s>
     template = field(reader, "tokenizer.chat_template")
