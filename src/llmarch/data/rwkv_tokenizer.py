@@ -6,7 +6,7 @@ The vocabulary is kept as a GGUF file stores it (llama.cpp's converter, `_set_vo
 (control), then each entry's bytes spelled as Python's bytes repr without `b'` and `'` (`\\xe4\\xbd\\xa0`, `\\n`,
 `\\\\`, `\\'`), then unused `[PAD{i}]` rows; `unescape` reads a spelling back to bytes exactly as llama.cpp's
 llama_unescape_rwkv_token does (lower-case hex only; any other escaped character stands for itself), and the match
-is llm_tokenizer_rwkv_session's: a trie of every token's bytes (a later token with the same bytes replaces an
+is llm_tokenizer_rwkv_session's: over a trie of every token's bytes (a later token with the same bytes replaces an
 earlier one), the longest entry that starts at the position. Control and user-defined tokens' text is split out
 of the input first, as llama.cpp does with parse_special (and `tokenizers` with added tokens); decode drops
 control tokens and joins the others' bytes, a broken UTF-8 sequence becoming U+FFFD as ByteTokenizer's does.
@@ -79,13 +79,11 @@ class RwkvWorldTokenizer:
         self.eos_id, self.vocab_size = self.eos_ids[0], len(tokens)
         self.side_files = dict(side_files or {})
         self.pieces = [unescape(t) for t in tokens]
-        self._trie: dict = {}
-        for i, piece in enumerate(self.pieces):
-            node = self._trie
-            for b in piece:
-                node = node.setdefault(b, {})
-            node[-1] = i  # a later token with the same bytes replaces an earlier one, as llama.cpp's trie
-        missing = [b for b in range(256) if -1 not in self._trie.get(b, {})]
+        # llama.cpp's trie as two sets: the tokens (a later token with the same bytes replaces an earlier one, as
+        # in its trie) and their proper prefixes (the trie's inner nodes); a dict walk per byte took 3x longer
+        self._ids = {piece: i for i, piece in enumerate(self.pieces)}
+        self._prefixes = {piece[:k] for piece in self.pieces for k in range(1, len(piece))}
+        missing = [b for b in range(256) if bytes([b]) not in self._ids]
         if missing:  # llama.cpp would emit its unknown id (none in a World file) for such a byte
             raise LlmarchError(f"an RWKV World vocabulary needs every single byte as a token; byte {missing[0]:#04x} "
                                f"is not one ({len(missing)} missing)")
@@ -99,11 +97,14 @@ class RwkvWorldTokenizer:
         byte it starts at) each."""
         out, pos, n = [], 0, len(data)
         while pos < n:
-            node, end, best, at = self._trie, pos, None, pos
-            while end < n and (node := node.get(data[end])) is not None:
+            end, best, at = pos + 1, None, pos
+            while end <= n:
+                piece = data[pos:end]
+                if (i := self._ids.get(piece)) is not None:
+                    best, at = i, end
+                elif piece not in self._prefixes:  # the trie has no node here: no longer token either
+                    break
                 end += 1
-                if -1 in node:
-                    best, at = node[-1], end
             out.append((best, pos))
             pos = at
         return out
