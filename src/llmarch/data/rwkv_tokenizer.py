@@ -1,6 +1,7 @@
 """The RWKV World tokenizer (Peng et al. 2024, "Eagle and Finch", arXiv:2404.05892: RWKV's 65,536-token vocabulary
-`rwkv_vocab_v20230424`): no merges and no scores, a text's UTF-8 bytes cut greedily into the longest vocabulary entry at each position, left to right.
-Every single byte is an entry, so any text is covered and detokenizing gives it back.
+`rwkv_vocab_v20230424`): no merges and no scores, a text's UTF-8 bytes cut greedily into the longest vocabulary
+entry at each position, left to right. Every single byte is an entry, so any text is covered and detokenizing gives
+it back.
 
 The vocabulary is kept as a GGUF file stores it (llama.cpp's converter, `_set_vocab_rwkv_world`): token 0 `<s>`
 (control), then each entry's bytes spelled as Python's bytes repr without `b'` and `'` (`\\xe4\\xbd\\xa0`, `\\n`,
