@@ -8,7 +8,8 @@ A tokenizer read from a Hugging Face checkpoint keeps the files that come with i
 (tokenizer_config.json with the chat template, generation_config.json, ...) verbatim, and the special-token
 ids of its config.json, and writes them beside tokenizer.json wherever it is saved, so that a round trip
 HF -> llmarch -> HF (interop/hf.py's to_hf) gives them back. `save_hf` writes the tokenizer in the form
-`transformers` reads, the byte tokenizer included."""
+`transformers` reads, the byte tokenizer included. The RWKV World tokenizer (greedy longest match over byte
+strings) is rwkv_tokenizer.py's, a tokenizer.json of kind "rwkv_world" that load_tokenizer reads too."""
 from __future__ import annotations
 
 import functools
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Protocol
 
 from ..errors import LlmarchError
+from .byte_level import byte_chars as _byte_chars  # rwkv_tokenizer.py needs it too, without this module
 
 EOS = "<|endoftext|>"
 MASK = "<|mask|>"
@@ -243,15 +245,6 @@ def _char_bytes() -> dict[str, int]:
     return {c: b for b, c in _byte_chars().items()}
 
 
-def _byte_chars() -> dict[int, str]:
-    """GPT-2's byte -> character map of byte-level BPE (Radford et al. 2019; `tokenizers`' ByteLevel): printable
-    bytes stand for themselves, the others for characters from U+0100 on, in byte order."""
-    printable = {*range(33, 127), *range(161, 173), *range(174, 256)}
-    others = (b for b in range(256) if b not in printable)
-    shifted = {b: chr(256 + n) for n, b in enumerate(others)}
-    return {b: chr(b) if b in printable else shifted[b] for b in range(256)}
-
-
 def ends_in_eos(ids: list[int], eos_id: int) -> list[int]:
     """ids ending in one eos: a tokenizer whose post-processor appends </s> itself (T5's, BART's tokenizer.json)
     has ended them already, and a second one is a source the model never saw in training (transformers: one)."""
@@ -328,6 +321,10 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         spec = json.loads(text)
         if spec.get("llmarch") == "byte":
             return ByteTokenizer(mask=bool(spec.get("mask")), sentinels=int(spec.get("sentinels", 0)))
+        if spec.get("llmarch") == "rwkv_world":
+            from .rwkv_tokenizer import RwkvWorldTokenizer
+
+            return RwkvWorldTokenizer.from_spec(spec, _side_files(Path(directory)))
         from tokenizers import Tokenizer as HFTokenizer
 
         tk = HFTokenizer.from_str(text)

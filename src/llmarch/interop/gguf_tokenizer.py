@@ -14,10 +14,12 @@ add_eos and the chat template, and one of two models (`tokenizer.ggml.model`):
   BPE model with byte_fallback;
 - bert: BERT's WordPiece, spelled with a phantom space (gguf_wordpiece.py);
 - t5: SentencePiece unigram (T5, flan-t5), tokens with scores segmented by Viterbi after llama.cpp's own
-  normalization (gguf_unigram.py).
+  normalization (gguf_unigram.py);
+- rwkv: the RWKV World vocabulary, escaped byte strings matched greedily longest-first (gguf_rwkv.py; not a
+  `tokenizers` Tokenizer but llmarch's RwkvWorldTokenizer, data/rwkv_tokenizer.py).
 write_tokenizer does the reverse for GGUF out: a byte-level BPE as gpt2 (the split's llama.cpp name), a
 SentencePiece-style one (byte fallback, ▁ spaces) as llama, each token scored by the first merge that makes it,
-BERT's WordPiece as bert, a unigram one as t5.
+BERT's WordPiece as bert, a unigram one as t5, an RWKV World one as rwkv.
 llmarch's byte tokenizer (token i is byte i) is a gpt2 vocabulary too: its 256 bytes in GPT-2's byte-to-unicode
 spelling at ids 0-255, its special tokens after, and no merges, so that every piece of any split falls apart into
 its bytes (ByteTokenizer.hf_tokenizer; the split named gpt-2, which changes nothing without merges)."""
@@ -28,9 +30,11 @@ import re
 
 from pathlib import Path
 
+from ..data.rwkv_tokenizer import RwkvWorldTokenizer
 from ..data.tokenizer import HF_TOKEN_IDS, BPETokenizer, ByteTokenizer, Tokenizer, check_fits, load_tokenizer
 from ..errors import LlmarchError
 from .gguf import field, is_gguf, open_gguf
+from .gguf_rwkv import rwkv_tokenizer, write_rwkv
 from .gguf_splits import DIGITS_NAMES, GPT2_NAMES, IGNORE_MERGES, NAMES, SPLITS
 from .gguf_wordpiece import from_phantom, wordpiece_tokenizer, write_wordpiece
 from .gguf_vocab import BYTE, CONTROL, NORMAL, SPACE, UNKNOWN, UNUSED, USER_DEFINED
@@ -87,21 +91,23 @@ def _sentencepiece(reader, tokens: list[str], types: list[int]):
     return tk
 
 
-def gguf_tokenizer(reader, path) -> BPETokenizer:
+def gguf_tokenizer(reader, path) -> BPETokenizer | RwkvWorldTokenizer:
     from tokenizers import AddedToken, processors
 
     kind = field(reader, "tokenizer.ggml.model")
     if kind is None:
         raise LlmarchError(f"{path}: the GGUF file holds no tokenizer (no tokenizer.ggml.model in its metadata)")
-    if kind not in ("gpt2", "llama", "bert", "t5"):
+    if kind not in ("gpt2", "llama", "bert", "t5", "rwkv"):
         raise LlmarchError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: byte-level BPE, "
-                           "llama: SentencePiece, bert: WordPiece, t5: SentencePiece unigram)")
+                           "llama: SentencePiece, bert: WordPiece, t5: SentencePiece unigram, rwkv: RWKV World)")
     tokens = field(reader, "tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
         raise LlmarchError(f"{path}: GGUF tokenizer.ggml.tokens is missing or not a list of strings")
     types = field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens))
     if not isinstance(types, list) or len(types) != len(tokens):
         raise LlmarchError(f"{path}: GGUF tokenizer.ggml.token_type does not give one type per token")
+    if kind == "rwkv":
+        return rwkv_tokenizer(reader, tokens, types, path)
     try:
         if kind == "bert":  # its own template ([CLS] A [SEP] B [SEP]) and special ids
             tokens = from_phantom(tokens, types)
@@ -189,13 +195,16 @@ def _types(tokens: list[str], spec: dict) -> list[int]:
 
 
 def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
-    """`tok` (BPETokenizer or ByteTokenizer) into a gguf.GGUFWriter's tokenizer.ggml.* keys; the vocabulary
-    padded to the model's rows with unused [PAD{i}] entries, as llama.cpp's converter pads it. A merge-less
+    """`tok` (BPETokenizer, ByteTokenizer or RwkvWorldTokenizer) into a gguf.GGUFWriter's tokenizer.ggml.* keys; the
+    vocabulary padded to the model's rows with unused [PAD{i}] entries, as llama.cpp's converter pads it. A merge-less
     vocabulary needs gguf_writer.py's writer (the `gguf` package's refuses an empty array)."""
     import gguf
 
     if isinstance(tok, ByteTokenizer):
         tok = BPETokenizer(tok.hf_tokenizer(), eos_id=tok.eos_id)
+    if isinstance(tok, RwkvWorldTokenizer):
+        check_fits(tok, vocab_size)
+        return write_rwkv(w, tok, vocab_size)
     if not isinstance(tok, BPETokenizer):
         raise LlmarchError(f"GGUF export writes `tokenizers` or byte tokenizers; this one is a {type(tok).__name__}")
     check_fits(tok, vocab_size)
