@@ -76,6 +76,9 @@ def gemma_like_hf(cfg: ModelConfig, to_config, **extra) -> dict:
                                f"has attention={kind!r}")
         types.append(SLIDING if kind == "sliding_window" else FULL)
     window = next((cfg.for_layer(i).sliding_window for i, t in enumerate(types) if t == SLIDING), None)
+    if not cfg.causal:  # Gemma 3's use_bidirectional_attention: config.json keeps the window w as 2 (w - 1)
+        extra["use_bidirectional_attention"] = True
+        window = window and 2 * (window - 1)
     scale = cfg.attn_scale if cfg.attn_scale is not None else cfg.head_dim ** -0.5
     out = llama_like_hf(cfg, query_pre_attn_scalar=round(scale ** -2),
                         sliding_window=window, layer_types=types, final_logit_softcapping=cfg.final_softcap,
