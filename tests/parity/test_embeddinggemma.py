@@ -15,14 +15,18 @@ from safetensors.torch import save_file
 
 import llmarch
 from llmarch import from_hf, to_hf
-from llmarch.errors import LlmarchError
-from tests.conftest import perturbed
+from llmarch.data.batching import encode
+from llmarch.data.tokenizer import ByteTokenizer, load_tokenizer
+from llmarch.errors import LlmarchError, LlmarchWarning
+from llmarch.interop.gguf_writer import to_gguf
+from llmarch.layers import ffn
+from conftest import perturbed
 
 # a sliding window of 6 in config.json: each sliding layer's query sees 3 keys either side (|i - j| < 6 // 2 + 1)
-SMALL = dict(vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+# six layers: five sliding, then one full (EmbeddingGemma's pattern, the one llama.cpp assumes)
+SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
              num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=6,
-             layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
-             use_bidirectional_attention=True, pad_token_id=0)
+             max_position_embeddings=128, use_bidirectional_attention=True, pad_token_id=0)
 DENSE = (96, 64)  # EmbeddingGemma's 768 -> 3072 -> 768, shrunk
 ST = "sentence_transformers.models."
 
@@ -68,7 +72,7 @@ def _by_hand(hf, ids, mask, weights) -> torch.Tensor:
 
 def _batch(left: bool):
     torch.manual_seed(1)
-    ids = torch.randint(1, 160, (2, 14))
+    ids = torch.randint(1, 300, (2, 14))
     mask = torch.ones_like(ids)
     if left:
         mask[1, :5] = 0
@@ -94,7 +98,7 @@ def test_hidden_states_and_sentence_embeddings_equal_transformers(pair, left):
     cfg = ours.config
     assert (cfg.head, cfg.pooling, cfg.causal, cfg.embed_dense, cfg.embed_normalize) == (
         "embed", "mean", False, list(DENSE), True)
-    assert cfg.for_layer(0).sliding_window == 4 and cfg.for_layer(1).attention == "full"
+    assert cfg.for_layer(4).sliding_window == 4 and cfg.for_layer(5).attention == "full"
     ids, mask = _batch(left)
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -136,3 +140,71 @@ def test_a_dense_module_without_safetensors_is_refused(pair, tmp_path):
     (tmp_path / "2_Dense" / "model.safetensors").unlink()
     with pytest.raises(LlmarchError, match="no model.safetensors"):
         from_hf(tmp_path)
+
+
+def test_llmarch_embed_gives_the_sentence_embeddings(pair, tmp_path):
+    """`llmarch embed` on the written folder (with a tokenizer) pools, projects and normalizes as the folder says."""
+    from llmarch.cli import main
+
+    hf, _, weights, ours = pair
+    tok = ByteTokenizer()
+    to_hf(ours, tmp_path / "out", tokenizer_from=tok)
+    texts = ["a short one", "a somewhat longer text, padded on the right"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    assert main(["embed", "--checkpoint", str(tmp_path / "out"), "--input", str(tmp_path / "in.txt"),
+                 "--out", str(tmp_path / "e.npy")]) == 0
+    seqs = encode(load_tokenizer(tmp_path / "out"), texts, 128)  # each with its first token, as the CLI's
+    want = torch.cat([_by_hand(hf, torch.tensor([s]), torch.ones(1, len(s)), weights) for s in seqs])
+    got = np.load(tmp_path / "e.npy")
+    assert got.shape == (2, DENSE[-1]) and np.abs(got - want.numpy()).max() <= 1e-5
+    with pytest.raises(LlmarchError, match="Dense projections follow its own mean pooling"):
+        llmarch.embed.embed(ours, tok, texts, pooling="cls")
+
+
+TEXT = "Hello, world! The quick brown fox jumps over the lazy dog."
+
+
+def _f16_table_gelu(x: torch.Tensor) -> torch.Tensor:
+    """ggml's CPU tanh-GELU: its input rounded to F16 and looked up in a table of F16 values, x itself past 10."""
+    y = torch.nn.functional.gelu(x.half().float(), approximate="tanh").half().float()
+    return torch.where(x <= -10, torch.zeros_like(x), torch.where(x >= 10, x, y))
+
+
+def test_gguf_gemma_embedding_reads_back_and_equals_llama_cpp(pair, tmp_path, monkeypatch):
+    """Written as llama.cpp's gemma-embedding (the converter's dense_2 / dense_3, the window as config.json's),
+    read back to the same vectors before Normalize (which GGUF does not hold), and llama.cpp's embeddings equal:
+    within 1e-4 of llmarch's once llmarch's GELU goes through ggml's F16 table too (measured 2.5e-5; 2.1e-4 on
+    values up to 1.4 with the exact GELU)."""
+    gguf = pytest.importorskip("gguf")
+    _, _, _, ours = pair
+    path = tmp_path / "m.gguf"
+    with pytest.warns(LlmarchWarning, match="no Normalize"):
+        to_gguf(ours, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "gemma-embedding"
+    assert reader.fields["gemma-embedding.attention.sliding_window"].contents() == 6
+    assert reader.fields["gemma-embedding.dense_2_feat_out"].contents() == DENSE[0]
+    back = llmarch.from_gguf(path)
+    c = back.config
+    assert (c.head, c.pooling, c.causal, c.embed_dense, c.embed_normalize, c.layer_overrides, c.layer_types) == (
+        "embed", "mean", False, list(DENSE), False, ours.config.layer_overrides, ours.config.layer_types)
+    ids, mask = _batch(True)
+    with torch.no_grad():
+        want = ours(ids, attention_mask=mask).logits
+        got = back(ids, attention_mask=mask).logits
+    assert (torch.nn.functional.normalize(got, dim=-1) - want).abs().max() <= 1e-5
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    lc = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=128, n_threads=1, verbose=False)
+    try:
+        tokens = lc.tokenize(TEXT.encode(), add_bos=True, special=True)
+        theirs = np.array(lc.embed(TEXT, normalize=False))
+    finally:
+        lc.close()
+    with torch.no_grad():
+        mine = back(torch.tensor([tokens])).logits[0].numpy()
+    assert len(tokens) > 2 * 6 and theirs.shape == mine.shape == (DENSE[-1],)
+    assert np.abs(theirs - mine).max() <= 1e-3 * np.abs(mine).max(), np.abs(theirs - mine).max()
+    monkeypatch.setitem(ffn.ACTIVATIONS, "gelu_tanh", _f16_table_gelu)  # read by the FFN as it is built
+    with torch.no_grad():
+        mine = llmarch.from_gguf(path)(torch.tensor([tokens])).logits[0].numpy()
+    assert np.abs(theirs - mine).max() <= 1e-4, np.abs(theirs - mine).max()
