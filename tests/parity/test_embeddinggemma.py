@@ -208,3 +208,20 @@ def test_gguf_gemma_embedding_reads_back_and_equals_llama_cpp(pair, tmp_path, mo
     with torch.no_grad():
         mine = llmarch.from_gguf(path)(torch.tensor([tokens])).logits[0].numpy()
     assert np.abs(theirs - mine).max() <= 1e-4, np.abs(theirs - mine).max()
+
+
+def test_what_llama_cpp_or_the_folder_cannot_mean_is_refused(pair, tmp_path):
+    hf, _, _, ours = pair
+    other_scale = llmarch.TransformerLM(ours.config.replace(attn_scale=32 ** -0.5))
+    with pytest.raises(LlmarchError, match="query_pre_attn_scalar 32"):
+        to_gguf(other_scale, tmp_path / "x.gguf", "f32", ByteTokenizer())
+    _sentence_folder(tmp_path / "relu", hf)
+    conf = json.loads((tmp_path / "relu" / "3_Dense" / "config.json").read_text())
+    conf["activation_function"] = "torch.nn.modules.activation.ReLU"
+    (tmp_path / "relu" / "3_Dense" / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(LlmarchError, match="activation torch.nn.modules.activation.ReLU is not supported"):
+        from_hf(tmp_path / "relu")
+    gemma2 = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, model_type="gemma2", use_bidirectional_attention=True)
+    with pytest.raises(LlmarchError, match="gemma2 with use_bidirectional_attention is not supported"):
+        llmarch.interop.hf.hf_model_config(gemma2)

@@ -68,7 +68,8 @@ def read_modules(path: Path, d_model: int) -> tuple[dict, dict]:
         try:
             conf = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
-            raise LlmarchError(f"{folder}: a sentence-transformers Dense module without a readable config.json") from None
+            raise LlmarchError(f"{folder}: a sentence-transformers Dense module without a readable "
+                               "config.json") from None
         act = ACTS.get(conf.get("activation_function", "torch.nn.modules.activation.Tanh"))
         if act is None or conf.get("in_features") != (widths[-1] if widths else d_model):
             raise LlmarchError(f"{folder}: a Dense module of {conf.get('in_features')} inputs with activation "
