@@ -70,7 +70,7 @@ def text_config(hf: dict, final_softcap: bool = True) -> ModelConfig:
 
 def from_config(cfg: ModelConfig) -> dict:
     sliding = next((cfg.for_layer(i) for i in range(cfg.n_layers) if cfg.for_layer(i).attention != "full"), cfg)
-    return gemma_like_hf(cfg, text_config, architectures=["Gemma3ForCausalLM"],
+    return gemma_like_hf(cfg, text_config, bidirectional=not cfg.causal, architectures=["Gemma3ForCausalLM"],
                          rope_parameters={FULL: rope_parameters(cfg), SLIDING: rope_parameters(sliding)})
 
 
