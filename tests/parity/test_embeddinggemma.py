@@ -215,6 +215,10 @@ def test_what_llama_cpp_or_the_folder_cannot_mean_is_refused(pair, tmp_path):
     other_scale = llmarch.TransformerLM(ours.config.replace(attn_scale=32 ** -0.5))
     with pytest.raises(LlmarchError, match="query_pre_attn_scalar 32"):
         to_gguf(other_scale, tmp_path / "x.gguf", "f32", ByteTokenizer())
+    three = llmarch.TransformerLM(ours.config.replace(embed_dense=[96, 64, 64]))
+    with pytest.raises(LlmarchError, match="at most two Dense projections"):
+        to_gguf(three, tmp_path / "x.gguf", "f32", ByteTokenizer())
+    assert not (tmp_path / "x.gguf").exists()
     _sentence_folder(tmp_path / "relu", hf)
     conf = json.loads((tmp_path / "relu" / "3_Dense" / "config.json").read_text())
     conf["activation_function"] = "torch.nn.modules.activation.ReLU"

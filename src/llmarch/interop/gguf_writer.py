@@ -282,6 +282,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                 t = to(t.float(), hf)
         for name, t in _split(name, t, arch, hf):
             gguf_name = gguf_name_of(names, name, arch.renamed, arch.stripped)
+            if gguf_name is None:  # before the header: nothing is written yet
+                raise LlmarchError(f"GGUF {arch_name} (llama.cpp) has no tensor for {name}")
             array, raw = _array(t, gguf_name, _kind(dtype, gguf_name, cfg))
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:
