@@ -437,6 +437,14 @@ class ModelConfig:
     # (the last real token's); llama.cpp's pooling_type. Also what a classify head with classifier_transform
     # reads (none there: the first real token, or the last for a causal model)
     pooling: str = "none"
+    # head embed: the output widths of sentence-transformers Dense projections applied in order after the pooling
+    # (EmbeddingGemma's 2_Dense and 3_Dense: 3072, 768; Vera et al. 2025, §2); None: none
+    embed_dense: list | None = None
+    embed_dense_bias: bool = False  # the embed_dense projections have biases (sentence-transformers' Dense default)
+    # the embed_dense projections' activation: identity (EmbeddingGemma's) or tanh (sentence-transformers' default)
+    embed_dense_act: str = "identity"
+    # head embed: each output scaled to unit length last (sentence-transformers' Normalize module)
+    embed_normalize: bool = False
     # the classify and detect heads' pooler: dense, then this activation (tanh: BERT, RoBERTa; relu: DistilBERT's
     # pre_classifier; gelu: ELECTRA's classification head and discriminator)
     pooler_act: str = "tanh"

@@ -1,6 +1,7 @@
 """Sentence embeddings from any model's final hidden states: the mean over a text's real tokens (padding
 excluded), or the first token's state (BERT's [CLS], Devlin et al. 2019, §3), which only a bidirectional
-model fills with the whole text."""
+model fills with the whole text. An embedding model (head embed) that pools so gives its own output: the pooled state
+through its sentence-transformers Dense projections and Normalize where it has them (EmbeddingGemma)."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,11 +17,16 @@ POOLINGS = ("cls", "mean")
 @torch.inference_mode()
 def embed(model, tok, texts: list[str], pooling: str = "mean", batch_size: int = 32,
           normalize: bool = False) -> np.ndarray:
-    """(len(texts), d_model) float32; texts longer than the model's context are cut to it, with a warning."""
+    """(len(texts), width) float32 (d_model, or the model's last Dense width); texts longer than the model's
+    context are cut to it, with a warning."""
     if pooling not in POOLINGS:
         raise LlmarchError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
     if pooling == "cls" and model.config.causal:
         raise LlmarchError(f"{model.config.name} is causal: its first token sees nothing after it; use mean pooling")
+    cfg = model.config
+    own = cfg.head == "embed" and cfg.pooling == pooling
+    if cfg.embed_dense and not own:
+        raise LlmarchError(f"{cfg.name}'s Dense projections follow its own {cfg.pooling} pooling, not {pooling}")
     if not texts:
         raise LlmarchError("no text to embed")
     was_training = model.training
@@ -38,8 +44,8 @@ def embed(model, tok, texts: list[str], pooling: str = "mean", batch_size: int =
         for i in range(0, len(seqs), batch_size):
             ids, mask = pad(seqs[i:i + batch_size], tok.eos_id, left=False)
             ids, mask = ids.to(device), mask.to(device)
-            h = model(ids, attention_mask=mask).hidden_states.float()  # (B, T, C)
-            v = pool(h, mask.bool(), pooling)
+            result = model(ids, attention_mask=mask)
+            v = result.logits.float() if own else pool(result.hidden_states.float(), mask.bool(), pooling)  # (B, C)
             if normalize:
                 v = torch.nn.functional.normalize(v, dim=-1)
             out.append(v.cpu().numpy())

@@ -66,8 +66,9 @@ def gemma_like_config(hf: dict, defaults: dict, period: int, sliding_fields: dic
     return llama_like_config({**hf, "hidden_act": hf["hidden_activation"]}, **fields)
 
 
-def gemma_like_hf(cfg: ModelConfig, to_config, **extra) -> dict:
-    """config.json for a Gemma 2/3 config; an error where the HF config would load as a different model."""
+def gemma_like_hf(cfg: ModelConfig, to_config, bidirectional: bool = False, **extra) -> dict:
+    """config.json for a Gemma 2/3 config; an error where the HF config would load as a different model.
+    bidirectional: written as use_bidirectional_attention (Gemma 3's; T5Gemma's encoders say it otherwise)."""
     types = []
     for i in range(cfg.n_layers):
         kind = cfg.for_layer(i).attention
@@ -76,6 +77,9 @@ def gemma_like_hf(cfg: ModelConfig, to_config, **extra) -> dict:
                                f"has attention={kind!r}")
         types.append(SLIDING if kind == "sliding_window" else FULL)
     window = next((cfg.for_layer(i).sliding_window for i, t in enumerate(types) if t == SLIDING), None)
+    if bidirectional:  # Gemma 3's use_bidirectional_attention: config.json keeps the window w as 2 (w - 1)
+        extra["use_bidirectional_attention"] = True
+        window = window and 2 * (window - 1)
     scale = cfg.attn_scale if cfg.attn_scale is not None else cfg.head_dim ** -0.5
     out = llama_like_hf(cfg, query_pre_attn_scalar=round(scale ** -2),
                         sliding_window=window, layer_types=types, final_logit_softcapping=cfg.final_softcap,

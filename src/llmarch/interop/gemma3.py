@@ -12,7 +12,11 @@ transformers' Gemma 3 attention does not apply attn_logit_softcapping, and Gemma
 not apply final_logit_softcapping (both null in the published configs): we read the configs as it does.
 `gemma3` checkpoints (Gemma3ForConditionalGeneration, the 4B-27B models): the config is text_config, the text
 model's weights lie under model.language_model. (as transformers 5 saves them) or language_model.model. (as
-published); the vision tower and projector are not read. Such a model is written back as gemma3_text."""
+published); the vision tower and projector are not read. Such a model is written back as gemma3_text.
+use_bidirectional_attention (EmbeddingGemma, Vera et al. 2025: a gemma3_text Gemma3TextModel, read as head embed
+with the sentence-transformers modules beside it, sentence_transformers.py): causal False, and each sliding layer
+sees sliding_window // 2 keys on either side (transformers' Gemma3TextConfig and mask; llama.cpp's symmetric
+window)."""
 from __future__ import annotations
 
 from ..config import LAYER_FIELDS, ModelConfig
@@ -53,15 +57,20 @@ def _rope(hf: dict) -> tuple[dict, dict]:
 def text_config(hf: dict, final_softcap: bool = True) -> ModelConfig:
     hf = {**DEFAULTS, **hf}
     full, local = _rope(hf)
+    bidirectional = bool(hf.pop("use_bidirectional_attention", False))
+    if bidirectional and hf.get("sliding_window") is not None:
+        # Gemma3TextConfig turns config.json's window w into w // 2 + 1, and its mask lets query i see key j where
+        # |i - j| < w // 2 + 1: our bidirectional sliding_window (window_ahead None)
+        hf["sliding_window"] = int(hf["sliding_window"]) // 2 + 1
     return gemma_like_config(hf, DEFAULTS, period=int(hf.get("sliding_window_pattern", 6)),
                              sliding_fields={k: v for k, v in local.items() if k in LAYER_FIELDS}, qk_norm="head",
-                             attn_softcap=None, hf_model_type="gemma3_text",
+                             attn_softcap=None, hf_model_type="gemma3_text", causal=not bidirectional,
                              **({} if final_softcap else {"final_softcap": None}), **full)
 
 
 def from_config(cfg: ModelConfig) -> dict:
     sliding = next((cfg.for_layer(i) for i in range(cfg.n_layers) if cfg.for_layer(i).attention != "full"), cfg)
-    return gemma_like_hf(cfg, text_config, architectures=["Gemma3ForCausalLM"],
+    return gemma_like_hf(cfg, text_config, bidirectional=not cfg.causal, architectures=["Gemma3ForCausalLM"],
                          rope_parameters={FULL: rope_parameters(cfg), SLIDING: rope_parameters(sliding)})
 
 
@@ -71,5 +80,6 @@ def multimodal_config(hf: dict) -> ModelConfig:
                        final_softcap=False)
 
 
-FAMILIES.register("gemma3_text")(Family(RULES, text_config, from_config, IGNORE))
+FAMILIES.register("gemma3_text")(Family(RULES, text_config, from_config, IGNORE,
+                                        heads={"embed": ("Gemma3TextModel", [])}, base_prefix="model."))
 multimodal.register("gemma3", FAMILIES["gemma3_text"], multimodal_config, "gemma3_text", VISION)

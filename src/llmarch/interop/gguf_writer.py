@@ -43,16 +43,20 @@ FALLBACK = {"Q4_K": "Q5_0", "Q6_K": "Q8_0"}
 K_QUANTIZERS = {"Q4_K": quantize_q4_k, "Q6_K": quantize_q6_k}
 LAYER = re.compile(r"^blk\.(\d+)\.")
 EXPERT_MATRIX = re.compile(r"_exps\.weight$")
-# hf_model_type -> GGUF arch (an architecture for a family's models with experts, Arch.experts_arch, or for its
-# encoders alone, Arch.encoder_arch, and one only read, Arch.read_only, aside)
+# hf_model_type -> GGUF arch (an architecture for a family's models with experts, Arch.experts_arch, for its
+# encoders alone, Arch.encoder_arch, or for its bidirectional models, Arch.bidirectional_arch, and one only read,
+# Arch.read_only, aside)
 GGUF_ARCH = {t: name for name, a in ARCHS.items() for t in (a.model_type, *a.also)
-             if not a.read_only and name not in {v for b in ARCHS.values() for v in (b.experts_arch, b.encoder_arch)}}
+             if not a.read_only and name not in {v for b in ARCHS.values()
+                                                 for v in (b.experts_arch, b.encoder_arch, b.bidirectional_arch)}}
 
 
 def gguf_arch(cfg) -> str:
-    """The GGUF architecture a model is written as: its family's, or that family's for models with experts, or for
-    an encoder alone (no decoder stack)."""
+    """The GGUF architecture a model is written as: its family's, or that family's for models with experts, for
+    an encoder alone (no decoder stack), or for a bidirectional model."""
     name = GGUF_ARCH[cfg.hf_model_type]
+    if not cfg.causal and ARCHS[name].bidirectional_arch:
+        return ARCHS[name].bidirectional_arch
     if cfg.n_experts and ARCHS[name].experts_arch:
         return ARCHS[name].experts_arch
     return ARCHS[name].encoder_arch if not cfg.n_decoder_layers and ARCHS[name].encoder_arch else name
@@ -278,6 +282,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                 t = to(t.float(), hf)
         for name, t in _split(name, t, arch, hf):
             gguf_name = gguf_name_of(names, name, arch.renamed, arch.stripped)
+            if gguf_name is None:  # before the header: nothing is written yet
+                raise LlmarchError(f"GGUF {arch_name} (llama.cpp) has no tensor for {name}")
             array, raw = _array(t, gguf_name, _kind(dtype, gguf_name, cfg))
             w.add_tensor(gguf_name, array, raw_dtype=raw)
             if gguf_name == "token_embd.weight" and arch.head_copy and cfg.tie_embeddings:

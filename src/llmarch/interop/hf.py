@@ -21,6 +21,7 @@ from ..models.build import empty_model
 from ..registry import Registry
 from .mapping import JOINS, LAYOUTS, SHAPE_TOLD, SPLITS, Rule, expand, export_state, pieces
 from .safetensors_io import INDEX, SINGLE, Checkpoint
+from .sentence_transformers import dense_rules, read_modules, write_modules
 
 FAMILIES: Registry = Registry("Hugging Face model_type")
 GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
@@ -66,7 +67,7 @@ class Family:
         if problem:
             raise LlmarchError(f"model_type {cfg.hf_model_type} needs {problem}")
         more = self.more_rules(cfg) if self.more_rules is not None else []
-        return self.rules + more + (self.heads[cfg.head][1] if cfg.head in self.heads else [])
+        return self.rules + more + (self.heads[cfg.head][1] if cfg.head in self.heads else []) + dense_rules(cfg)
 
 
 # the suffix of a transformers architecture name -> our head
@@ -151,17 +152,21 @@ def from_hf(path: str | Path, dtype: torch.dtype | None = None,
     hf_cfg = read_hf_config(path)
     family = FAMILIES[str(hf_cfg.get("model_type"))]
     cfg = hf_model_config(hf_cfg, path / "config.json")
+    beside = {}
     if cfg.head == "embed" and family.base_prefix is not None:
-        family, cfg = _as_base_model(family, cfg, path)
+        family, cfg, beside = _as_base_model(family, cfg, path)
     ckpt = Checkpoint(path, family.canonical)
+    for name, (file, key) in beside.items():
+        ckpt.add(name, file, key)
     if family.tied_by_checkpoint and cfg.head == "lm":
         cfg = cfg.replace(tie_embeddings="lm_head.weight" not in ckpt.names())
     return build_from(cfg, family, ckpt, path, dtype or _one_dtype(ckpt, hf_cfg, path), device)
 
 
-def _as_base_model(family: Family, cfg: ModelConfig, path: Path) -> tuple[Family, ModelConfig]:
+def _as_base_model(family: Family, cfg: ModelConfig, path: Path) -> tuple[Family, ModelConfig, dict]:
     """An encoder's base model: its names given the family's prefix, its pooler (a classifier's, unused) not
-    read, and the pooling of the sentence-transformers Pooling module beside it (modules.json), if any."""
+    read, and the sentence-transformers modules beside it (modules.json), if any: its pooling, Dense projections
+    (their tensors, by name, returned) and Normalize (sentence_transformers.py)."""
     prefix, stored = family.base_prefix, family.canonical or str  # the family's own renaming first (ESM's)
 
     def canonical(name: str) -> str:
@@ -169,21 +174,8 @@ def _as_base_model(family: Family, cfg: ModelConfig, path: Path) -> tuple[Family
         return name if name.startswith(prefix) else prefix + name
 
     family = replace(family, canonical=canonical, ignore=family.ignore + (r"\.pooler\.",))
-    return family, cfg.replace(pooling=_sentence_pooling(path) or cfg.pooling)
-
-
-def _sentence_pooling(path: Path) -> str | None:
-    """cls, mean or last: what a sentence-transformers Pooling module (its modules.json entry's config.json) pools
-    by; None where there is none or it pools otherwise."""
-    try:
-        modules = json.loads((path / "modules.json").read_text())
-        folder = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
-        pooling = json.loads((path / folder / "config.json").read_text())
-    except (OSError, ValueError, StopIteration, KeyError, TypeError):
-        return None
-    modes = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "last"}
-    chosen = [ours for key, ours in modes.items() if pooling.get(key)]
-    return chosen[0] if len(chosen) == 1 else None
+    fields, tensors = read_modules(path, cfg.d_model)
+    return family, cfg.replace(**fields) if fields else cfg, tensors
 
 
 def _one_dtype(ckpt: Checkpoint, hf_cfg: dict, path: Path) -> torch.dtype | None:
@@ -315,6 +307,7 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face name for {first_and_count(unmapped)}")
     tok = _tokenizer_of(tokenizer_from)  # a damaged one fails before anything is written
     tensors = export_state(ours, rules, cfg)
+    beside = {name: tensors.pop(name) for name in [n for n in tensors if "/" in n]}  # sentence-transformers' Dense
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     shards, current, size = [], {}, 0
@@ -338,8 +331,10 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         (path / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     hf_cfg = family.from_config(cfg)
-    if cfg.head == "embed":  # an encoder alone (T5EncoderModel): no labels
+    if cfg.head == "embed":  # an encoder alone (T5EncoderModel): no labels; its pooling as sentence-transformers'
         hf_cfg.update(architectures=[family.heads[cfg.head][0]])
+        if cfg.pooling != "none":
+            write_modules(cfg, path, beside)
     elif cfg.head != "lm":
         names = labels or [f"LABEL_{i}" for i in range(cfg.n_labels)]
         if len(names) != cfg.n_labels:

@@ -148,11 +148,18 @@ class Checkpoint:
                 raise LlmarchError(f"{index} maps tensor {name} to {st.path.name}, which does not hold it")
         # canonical name -> stored name, for families whose older checkpoints name tensors differently
         self.stored = {(canonical(n) if canonical else n): n for n in self.where}
+        self.beside: dict[str, tuple[SafetensorsFile, str]] = {}
+
+    def add(self, name: str, file: SafetensorsFile, key: str) -> None:
+        """A tensor kept in a file beside the checkpoint's (a sentence-transformers Dense module's), as `name`."""
+        self.beside[name] = (file, key)
 
     def names(self) -> set[str]:
         """Canonical names of the stored tensors."""
-        return set(self.stored)
+        return set(self.stored) | set(self.beside)
 
     def file(self, name: str) -> tuple[SafetensorsFile, str]:
         """The file holding a (canonical) tensor, and the name it is stored under there."""
+        if name in self.beside:
+            return self.beside[name]
         return self.where[self.stored[name]], self.stored[name]

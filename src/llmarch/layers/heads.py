@@ -16,7 +16,9 @@
   of the mean over real tokens (pooling), and its token classifier the same on every token.
 - pool: an embedding model's output (head embed), the final hidden states as llama.cpp pools them (its
   pooling_type): each token's, the first token's ([CLS]), their mean over real tokens (Sentence-BERT's mean
-  pooling, Reimers & Gurevych 2019, §3), or the last real token's."""
+  pooling, Reimers & Gurevych 2019, §3), or the last real token's; then, where the config has them, the
+  sentence-transformers Dense projections (SentenceDense: EmbeddingGemma's 768 -> 3072 -> 768, Vera et al. 2025, §2)
+  and unit length (its Normalize module)."""
 from __future__ import annotations
 
 import torch
@@ -46,6 +48,33 @@ def check_head(cfg) -> None:
                                                  and cfg.embed_width == cfg.d_model):
         raise LlmarchError(f"head_mlp={cfg.head_mlp} needs head_transform on an LM head at the embedding width of "
                            "d_model (it replaces BERT's transform)")
+    if cfg.embed_dense is not None and (
+            cfg.head != "embed" or cfg.pooling == "none" or not cfg.embed_dense
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in cfg.embed_dense)):
+        raise LlmarchError(f"embed_dense={cfg.embed_dense!r}: the widths (positive integers) of projections after "
+                           "an embed head's pooling (not none)")
+    if cfg.embed_dense_act not in DENSE_ACTS:
+        raise LlmarchError(f"unknown embed_dense_act {cfg.embed_dense_act!r}; choose one of: {', '.join(DENSE_ACTS)}")
+    if cfg.embed_normalize and cfg.head != "embed":
+        raise LlmarchError("embed_normalize scales an embed head's output; this model's head is " + repr(cfg.head))
+
+
+DENSE_ACTS = {"identity": nn.Identity(), "tanh": torch.tanh}  # sentence-transformers' Dense activation_function
+
+
+class SentenceDense(nn.Module):
+    """Sentence-transformers' Dense modules on the pooled vector: x -> act(x W_k + b_k), k in order."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        widths = [cfg.d_model, *cfg.embed_dense]
+        self.layers = nn.ModuleList(Linear(a, b, bias=cfg.embed_dense_bias) for a, b in zip(widths, widths[1:]))
+        self.act = DENSE_ACTS[cfg.embed_dense_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = self.act(layer(x))
+        return x
 
 
 class HeadTransform(nn.Module):

@@ -11,7 +11,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.codebooks import embed_streams, split_heads
-from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, pool, summary
+from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceDense, pool, summary
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.inputs import ImageInputs
@@ -22,7 +22,7 @@ from .stack import Stack, check_ids
 @dataclass
 class ModelOutput:
     # (B, T, V) for the lm head ((B * K, T, V) with K codebooks); (B, n_labels) classify; (B, T, n_labels) tokens;
-    # (B, T) detect; embed: (B, T, C) with pooling none, else (B, C)
+    # (B, T) detect; embed: (B, T, C) with pooling none, else (B, C) (C: embed_dense's last width where it has one)
     logits: torch.Tensor
     hidden_states: torch.Tensor  # (B, T, C): the final hidden states the head reads (after ln_final)
     encoder_hidden_states: torch.Tensor | None = None  # encoder-decoders: the encoder output (B, S, C)
@@ -59,6 +59,8 @@ class TransformerLM(Stack):
             self.head_transform = HeadTransform(cfg) if transform else None
             self.pooler = Pooler(cfg) if cfg.head in ("classify", "detect") and not transform and cfg.pooler else None
             self.classifier = Linear(cfg.d_model, 1 if cfg.head == "detect" else cfg.n_labels)
+        else:  # embed: the pooled state, through sentence-transformers' Dense projections where there are any
+            self.sentence_dense = SentenceDense(cfg) if cfg.embed_dense else None
         if self.embed.weight.device.type != "meta":
             self.reset_parameters()
 
@@ -172,7 +174,10 @@ class TransformerLM(Stack):
                 x = self.head_transform(x)
             return self.classifier(self.drop(x))  # (B, T, n_labels)
         if self.config.head == "embed":
-            return pool(x, pad_mask, self.config.pooling)  # (B, T, C) or (B, C)
+            x = pool(x, pad_mask, self.config.pooling)  # (B, T, C) or (B, C)
+            if self.sentence_dense is not None:
+                x = self.sentence_dense(x)  # (B, embed_dense[-1])
+            return nn.functional.normalize(x, dim=-1) if self.config.embed_normalize else x
         if self.head_transform is not None:
             x = self.head_transform(x)
         if self.config.head_scale:  # T5 v1.0 (tied head): rescale before projecting onto the embedding matrix

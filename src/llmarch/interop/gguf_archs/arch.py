@@ -100,6 +100,9 @@ class Arch:
     # the GGUF architecture this family's encoder-only models (no decoder stack) are written as, where llama.cpp gives
     # them one of their own (T5EncoderModel's t5encoder); that one reads as model_type too
     encoder_arch: str | None = None
+    # the GGUF architecture this family's bidirectional models (causal False) are written as, where llama.cpp gives
+    # them one of their own (gemma3_text's gemma-embedding, EmbeddingGemma); that one reads as model_type too
+    bidirectional_arch: str | None = None
     common: Callable[[dict], dict] = lambda hf: hf  # the family's config.json -> the names _metadata writes from
     rope: bool = True  # the rope.* keys apply (not to GPT-2's learned positions)
     layer_norm: bool = False  # LayerNorm's attention.layer_norm_epsilon, not RMSNorm's (GPT-2)
