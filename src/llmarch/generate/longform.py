@@ -51,11 +51,13 @@ def transcribe_long(model, input_features: torch.Tensor, max_new_tokens: int, ge
                     prompt_ids: Sequence[int] | None = None, prompt_condition_type: str = "first-segment",
                     frames: Sequence[int] | None = None, num_beams: int = 1, seed: int | None = None,
                     suppress: Sequence[int] | None = None, begin_suppress: Sequence[int] | None = None,
-                    **options) -> list[list[Segment]]:
+                    timestamps: bool = True, **options) -> list[list[Segment]]:
     """input_features (B, channels, frames) of any length, gen a generation config -> each row's segments.
     frames: each row's count of real frames (the rest padding; transformers' attention_mask sums), else all.
+    timestamps=False: rows of one window at most, each decoded (under the fallback) to one segment without them.
     seed: the sampled retries draw from one generator seeded with it (None: torch's global generator, as
-    transformers draws). options go to generate (top_k, top_p, length_penalty, early_stopping)."""
+    transformers draws). options go to generate (top_k, top_p, length_penalty, early_stopping); top_k defaults to
+    the generation config's, else 50, as transformers samples."""
     B, _, total = input_features.shape
     frames = [total] * B if frames is None else [int(f) for f in frames]
     if len(frames) != B or not all(0 < f <= total for f in frames):
@@ -69,15 +71,19 @@ def transcribe_long(model, input_features: torch.Tensor, max_new_tokens: int, ge
     if "temperature" in options or "penalties" in options:
         raise LlmarchError("long-form transcription takes its temperatures from fallback (Fallback.temperatures), "
                            "and no repetition penalties")
+    options.setdefault("top_k", gen.get("top_k") or 50)
     window = STRIDE * model.config.context_length
+    if not timestamps and max(frames) > window:
+        raise LlmarchError(f"{max(frames)} feature frames are more than one window of {window}: long-form "
+                           "transcription needs timestamps (it seeks by them)")
     detected = detect_language(model, input_features[..., :window], gen) if needs_language(gen, language, task) \
         else [None] * B
     run = _Run(model, gen, max_new_tokens, fallback, condition_on_prev_tokens, prompt_ids,
                prompt_condition_type == "all-segments", num_beams,
                None if seed is None else torch.Generator().manual_seed(seed),
-               token_rules(gen, suppress, begin_suppress, timestamps=True), options)
+               token_rules(gen, suppress, begin_suppress, timestamps), options)
     start = gen.get("decoder_start_token_id", model.config.decoder_start_id)
-    return [run.row(input_features[i:i + 1], frames[i], decoder_prompt(gen, start, language, task, True, d))
+    return [run.row(input_features[i:i + 1], frames[i], decoder_prompt(gen, start, language, task, timestamps, d))
             for i, d in enumerate(detected)]
 
 
@@ -91,6 +97,9 @@ class _Run:
         self.all_segments, self.beams, self.generator, self.rules = all_segments, num_beams, generator, rules
         self.options, self.window = options, STRIDE * model.config.context_length
         eos = gen.get("eos_token_id", model.config.eos_id)
+        if "no_timestamps_token_id" not in gen:
+            raise LlmarchError("transcription in windows needs the generation config's no_timestamps_token_id (a "
+                               "Whisper checkpoint's)")
         self.begin, self.eos = gen["no_timestamps_token_id"] + 1, eos[0] if isinstance(eos, list) else eos
         self.no_speech_id = gen["no_timestamps_token_id"] - 1
         self.first_prompt = self.prompt_ids is not None and not all_segments  # kept as the first "segment"

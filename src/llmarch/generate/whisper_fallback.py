@@ -54,6 +54,7 @@ def compression_ratio(tokens: Sequence[int], vocab_size: int) -> float:
     return len(raw) / len(zlib.compress(raw))
 
 
+@torch.inference_mode()
 def _step_logits(model, features: torch.Tensor, prompt: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
     """(len(tokens), V): the logits each of `tokens` was decoded from, after prompt and the tokens before it."""
     device = next(model.parameters()).device
