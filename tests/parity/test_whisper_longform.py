@@ -3,10 +3,11 @@ WhisperForConditionalGeneration.generate on features several windows long, throu
 with max_source_positions 16 has a window of 32 feature frames (transformers' num_segment_frames: input stride 2 x
 16); its vocabulary: text 0-48, <|startofprev|> 49, <|endoftext|> 50, <|startoftranscript|> 51, languages 52-54,
 <|translate|> 55, <|transcribe|> 56, <|nospeech|> 57, <|notimestamps|> 58, and the 17 timestamps of one window
-(<|0.00|> to <|0.32|>). A random model seldom emits timestamps: the biased one has a direction added to the
-timestamps' embeddings (the head is tied to them) and to the decoder's final norm bias, so that its windows end on
-timestamp pairs and the next window starts at the last pair (the seek); the one biased away emits none but the first
-(the rules ask for it) and moves on by whole windows. Compared: each row's segments (start and end times, tokens) and sequences."""
+(<|0.00|> to <|0.32|>). A random model seldom ends a window on a timestamp pair: the biased one has a direction u
+added to the decoder's final norm bias and, weighted from 2 for <|0.00|> down to 0 for the last, to the timestamps'
+embeddings (the head is tied to them), so that early timestamps come often, windows end on pairs mid-window and the
+next window starts at the last pair (the seek); the one biased away emits only the timestamps the rules force and
+moves on by whole windows. Compared: each row's segments (start and end times, tokens) and its sequence."""
 from __future__ import annotations
 
 import importlib
