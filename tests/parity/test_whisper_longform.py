@@ -245,8 +245,8 @@ def _wav(path, seconds: float, rate: int = 16000) -> np.ndarray:
 def test_cli_transcribes_long_audio(tmp_path, capsys):
     """`llmarch generate --audio` on 65 s of a rising tone through a checkpoint of 30 s windows (1500 encoder
     positions): the features of the whole audio as WhisperFeatureExtractor makes them (truncation=False), three
-    windows; --timestamps prints each segment after its times, as transformers' long-form segments; a threshold out
-    of range is one line and exit code 2."""
+    windows; --timestamps prints each segment after its times, as transformers' long-form segments; a threshold or
+    temperature out of range, or a fallback asked of text generation, is one line and exit code 2."""
     from llmarch.cli import main
 
     ref, _ = _checkpoint(tmp_path, 2.0, source=1500, vocab=NOTS + 1502)
@@ -266,6 +266,11 @@ def test_cli_transcribes_long_audio(tmp_path, capsys):
     assert [line.split("]")[0] for line in lines] == [f"[{float(s['start']):.2f} -> {float(s['end']):.2f}"
                                                       for s in segments]
     assert len(segments) > 3 and float(segments[-1]["end"]) > 60
-    assert main([*base, "--logprob-threshold", "0.5"]) == 2
-    err = capsys.readouterr().err
-    assert "logprob_threshold" in err and len(err.strip().splitlines()) == 1
+    for args, reason in ((["--logprob-threshold", "0.5"], "logprob_threshold"),
+                         (["--no-speech-threshold", "0.5"], "give logprob_threshold"),
+                         (["--temperature", "0,-1"], ">= 0")):
+        assert main([*base, *args]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and len(err.strip().splitlines()) == 1
+    assert main(["generate", "--checkpoint", str(tmp_path), "--prompt", "w1", "--temperature", "0,0.5"]) == 2
+    assert "are for transcription" in capsys.readouterr().err

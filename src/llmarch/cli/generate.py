@@ -41,7 +41,7 @@ def add_parsers(sub) -> None:
                    "so far, while the last window was decoded at a temperature < 0.5 (default: %(default)s)")
     p.add_argument("--compression-ratio-threshold", type=finite, default=None,
                    help="--audio / --input-features, in windows: decode a window again at the next --temperature "
-                   "where its tokens' gzip compression ratio is above this (> 0; Whisper uses 2.4) "
+                   "where its tokens' zlib compression ratio is above this (> 0; Whisper uses 2.4) "
                    "(default: %(default)s, never)")
     p.add_argument("--logprob-threshold", type=finite, default=None,
                    help="--audio / --input-features, in windows: decode a window again at the next --temperature "
