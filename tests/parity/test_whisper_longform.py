@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import llmarch
+from llmarch.data.log_mel import log_mel_spectrogram
 from llmarch.errors import LlmarchError
 from llmarch.generate.longform import segment_tokens, split_segments, transcribe_long
 from llmarch.generate.whisper_fallback import Fallback, compression_ratio
@@ -183,6 +184,18 @@ def test_fallback_equals_transformers(biased, monkeypatch):
     assert min(tries) == 1 < max(tries), mine  # windows that pass at once, and ones retried
 
 
+def test_fallback_with_beams(biased):
+    """Beam search at temperature 0, sampled retries: once a retry has sampled, transformers decodes later windows
+    greedily (it leaves the generation config's num_beams at 1), and so does llmarch; keeping 2 beams there
+    changes these windows' tokens."""
+    ref, ours = biased
+    features = _features(6, frames=3 * WINDOW)
+    torch.manual_seed(7)
+    expected = _reference(ref, features, language="en", num_beams=2, temperature=TEMPS,
+                          compression_ratio_threshold=0.6, logprob_threshold=-1.45)
+    assert _ours(ours, features, language="en", num_beams=2, fallback=Fallback(TEMPS, 0.6, -1.45), seed=7) == expected
+
+
 def test_no_speech_skips_windows(biased, monkeypatch):
     """A window whose <|nospeech|> probability is above no_speech_threshold while its log-probability misses
     logprob_threshold is skipped whole (no segment from it), as transformers skips it."""
@@ -255,7 +268,7 @@ def test_cli_transcribes_long_audio(tmp_path, capsys):
     extractor = transformers.WhisperFeatureExtractor(feature_size=MELS)
     features = extractor(audio, sampling_rate=16000, truncation=False, padding="longest",
                          return_tensors="pt").input_features
-    assert features.shape[-1] == 6500
+    assert features.shape[-1] == 6500 and torch.equal(log_mel_spectrogram(audio, MELS, whole=True), features)
     base = ["generate", "--checkpoint", str(tmp_path), "--audio", str(tmp_path / "long.wav"), "--temperature", "0",
             "--max-new-tokens", "6", "--language", "en"]
     with torch.no_grad():
