@@ -11,9 +11,10 @@ input_features longer than one window (its sequential algorithm):
 - condition_on_prev_tokens: a window's decoder input starts with <|startofprev|> and the last
   max_target_positions // 2 - 1 tokens of the segments so far (each segment that ends on two timestamps without
   its last), while the last window was decoded at a temperature < 0.5; prompt_ids (<|startofprev|> and a prompt's
-  tokens) before the first window ("first-segment") or before every window ("all-segments").
-Each row is decoded as transformers decodes it alone (in a batch it pads the previous tokens of rows apart, and the
-batch's state couples rows: see docs/decoding.md). Like transformers, the first sampled retry leaves later windows
+  tokens) before the first window ("first-segment"; before every one without conditioning) or before every window
+  ("all-segments").
+Each row is decoded as transformers decodes it alone (in a batch its state couples rows: see
+docs/architectures/whisper.md). Like transformers, the first sampled retry leaves later windows
 greedy where beam search was asked for (it sets the generation config's num_beams to 1 for the rest of the call)."""
 from __future__ import annotations
 
