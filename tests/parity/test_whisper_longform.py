@@ -83,7 +83,7 @@ def _ours(model, features, **kw) -> list[list[tuple]]:
 
 
 PROMPT = [PREV, 3, 4, 5]
-CASES = {"detected": dict(), "translate": dict(language="de", task="translate"),
+CASES = {"detected-translate": dict(task="translate"),
          "condition": dict(language="en", condition_on_prev_tokens=True), "beams": dict(language="en", num_beams=2),
          "prompt-condition": dict(language="en", prompt_ids=PROMPT, condition_on_prev_tokens=True),
          "prompt-all-segments": dict(language="en", prompt_ids=PROMPT, condition_on_prev_tokens=True,
@@ -92,7 +92,8 @@ CASES = {"detected": dict(), "translate": dict(language="de", task="translate"),
 
 @pytest.mark.parametrize("case", CASES)
 def test_segments_equal_transformers(biased, case):
-    """Greedy and beam search, the language detected or given, conditioned on the previous text and a prompt."""
+    """Greedy and beam search, the language detected (with a task) or given, conditioned on the previous text and a
+    prompt."""
     ref, ours = biased
     kw = CASES[case]
     hf = {k: torch.tensor(v) if k == "prompt_ids" else v for k, v in kw.items()}
