@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 from ..errors import LlmarchError, warn
@@ -21,8 +22,10 @@ def add_parsers(sub) -> None:
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
                    "WhisperFeatureExtractor makes them, or --audio) (default: %(default)s)")
     p.add_argument("--audio", default=None, metavar="FILE.wav",
-                   help="a 16 kHz mono PCM WAV file of up to 30 s, transcribed: its log-mel features "
-                   "(data/log_mel.py) in place of --prompt, decoded as --input-features (default: %(default)s)")
+                   help="a 16 kHz mono PCM WAV file of any length, transcribed: its log-mel features "
+                   "(data/log_mel.py) in place of --prompt, decoded as --input-features; past one 30 s window, in "
+                   "windows one after another (long-form, with timestamps: generate/longform.py) "
+                   "(default: %(default)s)")
     p.add_argument("--language", default=None,
                    help="--audio / --input-features: the spoken language's code (en, fr, ...: the generation config's "
                    "lang_to_id), the decoder prompt's language token (default: %(default)s, detected)")
@@ -31,11 +34,29 @@ def add_parsers(sub) -> None:
                    "(default: %(default)s: transcribe where --language is given, else none)")
     p.add_argument("--timestamps", action="store_true",
                    help="--audio / --input-features: predict segment timestamps under Whisper's timestamp rules and "
-                   "print them in place as <|seconds|> (default: %(default)s)")
+                   "print them in place as <|seconds|>; in windows (long-form), each segment on a line after its "
+                   "[start -> end] seconds (default: %(default)s)")
+    p.add_argument("--condition-on-prev-tokens", action="store_true",
+                   help="--audio / --input-features, in windows: each window's decoder input starts with the text "
+                   "so far, while the last window was decoded at a temperature < 0.5 (default: %(default)s)")
+    p.add_argument("--compression-ratio-threshold", type=finite, default=None,
+                   help="--audio / --input-features, in windows: decode a window again at the next --temperature "
+                   "where its tokens' zlib compression ratio is above this (> 0; Whisper uses 2.4) "
+                   "(default: %(default)s, never)")
+    p.add_argument("--logprob-threshold", type=finite, default=None,
+                   help="--audio / --input-features, in windows: decode a window again at the next --temperature "
+                   "where its tokens' average log-probability is below this (<= 0; Whisper uses -1.0) "
+                   "(default: %(default)s, never)")
+    p.add_argument("--no-speech-threshold", type=finite, default=None,
+                   help="--audio / --input-features, in windows: skip a window whose <|nospeech|> probability is "
+                   "above this (in [0, 1]; Whisper uses 0.6) while its log-probability is below "
+                   "--logprob-threshold (default: %(default)s, never)")
     p.add_argument("--max-new-tokens", type=at_least(0), default=100,
         help="tokens to generate after each prompt, fewer where the context ends (default: %(default)s)")
-    p.add_argument("--temperature", type=finite, default=0.8,
-                   help=">= 0: logits are divided by it before sampling; 0 is greedy (default: %(default)s)")
+    p.add_argument("--temperature", type=_temperatures, default=(0.8,),
+                   help=">= 0: logits are divided by it before sampling; 0 is greedy. --audio / --input-features: "
+                   "a comma-separated list (e.g. 0,0.2,0.4,0.6,0.8,1) transcribes in windows, each decoded again at "
+                   "the next temperature while it misses a threshold (temperature fallback) (default: 0.8)")
     p.add_argument("--top-k", type=at_least(0), default=50,
                    help="sample from the k most likely tokens; 0: no top-k cut (default: %(default)s)")
     p.add_argument("--top-p", type=finite, default=None,
@@ -77,6 +98,11 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def _temperatures(text: str) -> tuple[float, ...]:
+    """--temperature's type: one value, or a comma-separated list of them (the temperature fallback's)."""
+    return tuple(finite(t) for t in text.split(","))
+
+
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
                      num_draft=4, penalties=None, features=None, suppress=None, begin_suppress=None,
@@ -103,9 +129,9 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
             raise LlmarchError(f"--audio is for a model whose encoder reads log-mel features (Whisper's "
                                f"encoder_input conv_stem); {checkpoint} reads {model.config.encoder_input}")
         else:
-            from ..data.log_mel import log_mel_spectrogram
+            from ..data.log_mel import SAMPLE_RATE, SECONDS, log_mel_spectrogram
 
-            features = log_mel_spectrogram(features, n_mels=model.config.input_channels)
+            features = log_mel_spectrogram(features, model.config.input_channels, len(features) > SAMPLE_RATE * SECONDS)
         _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
@@ -143,11 +169,20 @@ def read_features(path):
 
 def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p, options) -> None:
     """Each row's transcription (generate/transcribe.py): its new tokens up to its end as text, without special
-    tokens, timestamps in place where asked for."""
+    tokens, timestamps in place where asked for. Features past one window, or a fallback asked for (options'
+    fallback), are transcribed in windows (_print_segments)."""
     from ..generate.transcribe import transcribe, transcription_text
 
     if options["num_beams"] > 1:  # beam search is greedy, as for text
         temperature = 0.0
+    fallback, condition = options.pop("fallback", None), options.pop("condition_on_prev_tokens", False)
+    if features.shape[-1] > 2 * model.config.context_length or fallback is not None or condition:
+        from ..generate.whisper_fallback import Fallback
+
+        fallback = fallback or Fallback((temperature,))
+        if options["num_beams"] > 1 and len(fallback.temperatures) == 1:
+            fallback = Fallback((0.0,), *astuple(fallback)[1:])
+        return _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options)
     rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p,
                       with_prompt=False, **options)
     ends = {model.config.eos_id, *tok.eos_ids}
@@ -156,6 +191,27 @@ def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p
             print(f"--- [{i}]")
         row = row[:next((j for j, t in enumerate(row) if t in ends), len(row))]
         print(transcription_text(tok, row, gen, options.get("timestamps", False)))
+
+
+def _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options) -> None:
+    """Each row's long-form transcription (generate/longform.py): its text, or with timestamps its segments, one a
+    line after their times."""
+    from ..generate.longform import segment_tokens, transcribe_long
+    from ..generate.transcribe import transcription_text
+
+    if options.pop("penalties") is not None:
+        raise LlmarchError("transcription in windows takes no repetition, presence or frequency penalties")
+    timestamps = options["timestamps"] or features.shape[-1] > 2 * model.config.context_length
+    rows = transcribe_long(model, features, max_new, gen, fallback=fallback, condition_on_prev_tokens=condition,
+                           top_k=top_k, top_p=top_p, **dict(options, timestamps=timestamps))
+    for i, segments in enumerate(rows):
+        if len(rows) > 1:
+            print(f"--- [{i}]")
+        if options["timestamps"]:
+            for s in segments:
+                print(f"[{s.start:.2f} -> {s.end:.2f}]{transcription_text(tok, s.tokens, gen)}")
+        else:
+            print(transcription_text(tok, segment_tokens(segments), gen))
 
 
 def load_draft(path, model, tok):
@@ -209,28 +265,43 @@ def cmd_generate(args) -> None:
     if (args.prompt is not None) + (args.input_features is not None) + (args.audio is not None) != 1:
         raise LlmarchError("give --prompt (text), --input-features (a features file for a model whose encoder reads "
                            "them) or --audio (a WAV file to transcribe), one of the three")
-    speech = dict(language=args.language, task=args.task, timestamps=args.timestamps)
-    if args.prompt is not None and (args.language or args.task or args.timestamps):
-        raise LlmarchError("--language, --task and --timestamps are for transcription: --audio or --input-features")
+    temperature, fallback = _fallback_of(args)
+    speech = dict(language=args.language, task=args.task, timestamps=args.timestamps, fallback=fallback,
+                  condition_on_prev_tokens=args.condition_on_prev_tokens)
+    if args.prompt is not None and (args.language or args.task or args.timestamps or fallback is not None
+                                    or args.condition_on_prev_tokens):
+        raise LlmarchError("--language, --task, --timestamps, --condition-on-prev-tokens, the thresholds and more than "
+                           "one --temperature are for transcription: --audio or --input-features")
     if args.prompt is None and (args.draft is not None or args.prompt_lookup or args.compile):
         raise LlmarchError("--audio and --input-features decode without --draft, --prompt-lookup or --compile")
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     check_beam_args(args.num_beams, 0.0, args.length_penalty, early)  # before loading the checkpoint
-    check_sampling(args.temperature, args.top_k, args.top_p)
+    check_sampling(temperature, args.top_k, args.top_p)
     penalties = penalties_of(args)
     if args.draft is not None and (args.prompt_lookup or args.num_beams > 1 or args.compile):
         raise LlmarchError("--draft is for greedy or sampled decoding without --prompt-lookup, --num-beams or "
                            "--compile")
     if args.num_draft is not None and args.draft is None:
         raise LlmarchError("--num-draft sets how many tokens a --draft checkpoint proposes: give --draft too")
-    if args.prompt_lookup and (args.temperature != 0 or args.num_beams > 1 or args.compile):
+    if args.prompt_lookup and (temperature != 0 or args.num_beams > 1 or args.compile):
         raise LlmarchError(f"--prompt-lookup drafts for greedy decoding: pass --temperature 0 (it is "
-                           f"{args.temperature:g}; the default is 0.8), without --num-beams or --compile")
-    print_generation(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                           f"{temperature:g}; the default is 0.8), without --num-beams or --compile")
+    print_generation(args.checkpoint, args.prompt, args.max_new_tokens, temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
                      args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
                      read_wav(args.audio) if args.audio else args.input_features, args.suppress_tokens,
                      args.begin_suppress_tokens, speech)
+
+
+def _fallback_of(args):
+    """--temperature's first value, and the temperature fallback that --temperature's list and the thresholds ask
+    for (checked before the checkpoint is read), or None where they ask for none."""
+    from ..generate.whisper_fallback import Fallback
+
+    temps = args.temperature
+    thresholds = (args.compression_ratio_threshold, args.logprob_threshold, args.no_speech_threshold)
+    fallback = Fallback(temps, *thresholds)
+    return temps[0], fallback if len(temps) > 1 or any(t is not None for t in thresholds) else None
 
 
 def cmd_eval(args) -> None:

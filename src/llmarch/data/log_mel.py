@@ -33,14 +33,17 @@ def mel_filters(n_mels: int) -> torch.Tensor:
     return torch.from_numpy(tri * (2.0 / (edges[2:] - edges[:-2]))[None, :]).float()
 
 
-def log_mel_spectrogram(audio, n_mels: int = 80) -> torch.Tensor:
-    """audio: (N,) or (B, N) samples at 16 kHz (a numpy array or tensor) -> (B, n_mels, 3000) float32 features."""
+def log_mel_spectrogram(audio, n_mels: int = 80, whole: bool = False) -> torch.Tensor:
+    """audio: (N,) or (B, N) samples at 16 kHz (a numpy array or tensor) -> (B, n_mels, 3000) float32 features.
+    whole: all of the audio, (B, n_mels, N // 160), neither cut nor padded (WhisperFeatureExtractor with
+    truncation=False, padding="longest": long-form transcription's input), each row against its own maximum."""
     wave = torch.as_tensor(np.asarray(audio, dtype=np.float32))
     wave = wave[None] if wave.dim() == 1 else wave
-    n = SAMPLE_RATE * SECONDS
-    wave = torch.nn.functional.pad(wave[:, :n], (0, max(0, n - wave.shape[1])))
+    if not whole:
+        n = SAMPLE_RATE * SECONDS
+        wave = torch.nn.functional.pad(wave[:, :n], (0, max(0, n - wave.shape[1])))
     stft = torch.stft(wave, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
-    power = (stft[..., :-1].abs() ** 2).contiguous()  # (B, F, 3000): the last frame dropped, as Whisper's
+    power = (stft[..., :-1].abs() ** 2).contiguous()  # (B, F, frames): the last frame dropped, as Whisper's
     log = torch.clamp(mel_filters(n_mels).T @ power, min=1e-10).log10()
     log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
     return (log + 4.0) / 4.0

@@ -1,7 +1,7 @@
 """16 kHz mono PCM WAV files read with the standard library's `wave` module, as the samples Whisper's log-mel
 features (log_mel.py) take: floats in [-1, 1) (16-bit samples / 32768, as soundfile reads them). No resampling or
-down-mixing: a file at another rate or with other than one channel is refused, and so is audio past one 30 s window
-(short-form transcription only)."""
+down-mixing: a file at another rate or with other than one channel is refused. Any length: audio past one 30 s window
+is transcribed in windows (generate/longform.py)."""
 from __future__ import annotations
 
 import wave
@@ -9,13 +9,13 @@ import wave
 import numpy as np
 
 from ..errors import LlmarchError
-from .log_mel import SAMPLE_RATE, SECONDS
+from .log_mel import SAMPLE_RATE
 
 _FORMATS = {1: (np.uint8, 128, 128.0), 2: ("<i2", 0, 32768.0), 4: ("<i4", 0, 2.0 ** 31)}  # width: dtype, zero, scale
 
 
 def read_wav(path) -> np.ndarray:
-    """(N,) float32 samples of a 16 kHz mono PCM WAV file of at most 30 s."""
+    """(N,) float32 samples of a 16 kHz mono PCM WAV file."""
     try:
         with wave.open(str(path), "rb") as w:
             rate, channels, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
@@ -25,8 +25,5 @@ def read_wav(path) -> np.ndarray:
     if rate != SAMPLE_RATE or channels != 1 or width not in _FORMATS:
         raise LlmarchError(f"{path}: {rate} Hz, {channels} channel(s), {8 * width}-bit: llmarch reads 16 kHz mono PCM "
                            "(8, 16 or 32-bit) and resamples nothing (convert it first, e.g. ffmpeg -ar 16000 -ac 1)")
-    if n > SAMPLE_RATE * SECONDS:
-        raise LlmarchError(f"{path} lasts {n / SAMPLE_RATE:.1f} s: llmarch transcribes one window of up to {SECONDS} s "
-                           "(long-form transcription is not implemented)")
     dtype, zero, scale = _FORMATS[width]
     return ((np.frombuffer(raw, dtype=dtype).astype(np.float32) - zero) / scale).astype(np.float32)

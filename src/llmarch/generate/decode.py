@@ -49,7 +49,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              num_draft: int = 4, stats: dict | None = None, penalties: Penalties | None = None,
              decoder_start_id: int | None = None, forced_bos_id: int | None = None,
              pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
-             decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None):
+             decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None,
+             generator: torch.Generator | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -83,7 +84,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
-    encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources."""
+    encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources.
+    generator: one torch.Generator that sampled decoding draws the whole batch from, in place of seed's
+    generator per row: a caller that carries one stream of draws over several calls (long-form transcription's
+    retries, drawn as transformers draws from torch's global generator)."""
     if model.config.codebooks:
         raise LlmarchError(f"{model.config.name} reads {model.config.codebooks} parallel token streams (config "
                            "codebooks): decode it with llmarch.generate.greedy_streams")
@@ -109,7 +113,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
 
         check_draft(model, draft, num_draft)
         device = next(model.parameters()).device
-        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
         return draft_rows(model, draft, input_ids, max_new_tokens, num_draft, temperature, top_k, top_p, eos_id,
                           stop, generator, on_tokens, stats, penalties)
     if prompt_lookup:
@@ -168,8 +173,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             ended = _first_end(out, request.prompt.shape[1], [request.eos_id, *more]) if more else None
         else:
             # a generator per row, each from the seed: a row samples what it samples alone, whatever the batch
-            generator = None if seed is None else [torch.Generator(device=first.device).manual_seed(seed)
-                                                   for _ in range(first.shape[0])]
+            if generator is None and seed is not None:
+                generator = [torch.Generator(device=first.device).manual_seed(seed) for _ in range(first.shape[0])]
             out, ended = decode_loop(engine, first, request.prompt, request.max_new, temperature, top_k, top_p,
                                      request.eos_id, request.fill_id, generator, on_tokens, stop, seen, rules)
     return request.finish(out, ended) if as_lists else out

@@ -34,6 +34,14 @@ def probabilities(logits: torch.Tensor, temperature: float, top_k: int | None = 
     """logits (..., V) -> the distribution sampling draws from (float32, (..., V)) at temperature > 0: the
     logits divided by the temperature, cut to the top k and then to the nucleus, softmaxed (speculative
     sampling applies it to the target's and the draft's logits alike)."""
+    return restricted(logits, temperature, top_k, top_p).softmax(dim=-1)
+
+
+def restricted(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+               ) -> torch.Tensor:
+    """logits (..., V) -> the logits sampling draws from, before the softmax: divided by the temperature (> 0),
+    those outside the top k and then outside the nucleus at -inf (float32). Long-form transcription scores a
+    sampled token against them (generate/whisper_fallback.py), as transformers' output scores hold them."""
     logits = logits.float() / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -44,7 +52,7 @@ def probabilities(logits: torch.Tensor, temperature: float, top_k: int | None = 
         drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already reaches p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits.softmax(dim=-1)
+    return logits
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:

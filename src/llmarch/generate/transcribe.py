@@ -1,8 +1,7 @@
 """Short-form transcription: one window of up to 30 s of speech features through an encoder-decoder whose encoder
 reads them (Whisper), decoded as transformers' WhisperForConditionalGeneration.generate decodes one window: the
 decoder prompt and token rules from the checkpoint's generation config (generation_config.py), the language
-detected first where a multilingual checkpoint is given none. Long-form transcription (sequential windows over
-longer audio, temperature fallback) is not implemented."""
+detected first where a multilingual checkpoint is given none. Longer audio: long-form transcription (longform.py)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -30,11 +29,11 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
     frames = 2 * cfg.context_length  # the encoder's stride-2 stem: two frames per position
     if input_features.shape[-1] > frames:
         raise LlmarchError(f"{input_features.shape[-1]} feature frames are more than one window of {frames} (30 s for "
-                           "Whisper): long-form transcription is not implemented")
+                           "Whisper): transcribe them with generate.longform.transcribe_long")
     rules = token_rules(gen, suppress, begin_suppress, timestamps)
     eos = gen.get("eos_token_id", cfg.eos_id)
     eos = eos[0] if isinstance(eos, list) else eos
-    detected = _detect(model, input_features, gen) if needs_language(gen, language, task) else \
+    detected = detect_language(model, input_features, gen) if needs_language(gen, language, task) else \
         [None] * len(input_features)
     prompts = [decoder_prompt(gen, cfg.decoder_start_id, language, task, timestamps, d) for d in detected]
     rows: list[list[int]] = [[] for _ in prompts]
@@ -48,7 +47,7 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
     return rows
 
 
-def _detect(model, features: torch.Tensor, gen: dict) -> list[int]:
+def detect_language(model, features: torch.Tensor, gen: dict) -> list[int]:
     """Each row's most likely language token after the start token alone (transformers' detect_language)."""
     start = gen.get("decoder_start_token_id", model.config.decoder_start_id)
     device = next(model.parameters()).device
