@@ -33,7 +33,7 @@ class Fallback:
     def __post_init__(self) -> None:
         temps = tuple(self.temperatures)
         if not temps or not all(math.isfinite(t) and t >= 0 for t in temps):
-            raise LlmarchError(f"temperatures: one or more finite values >= 0 (0 is greedy), got {list(temps)}")
+            raise LlmarchError(f"temperature must be >= 0 (0 is greedy): one or more finite values, got {list(temps)}")
         object.__setattr__(self, "temperatures", temps)
         c, lp, ns = self.compression_ratio_threshold, self.logprob_threshold, self.no_speech_threshold
         if c is not None and not (math.isfinite(c) and c > 0):
