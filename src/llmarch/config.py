@@ -1273,8 +1273,12 @@ class ModelConfig:
     def _validate_suppressed_logits(self) -> None:
         if self.suppressed_logits is None:
             return
-        ranges, ids = [[int(a), int(b)] for a, b in self.suppressed_logits], self.head_vocab or self.vocab_size
-        if self.head != "lm" or self.codebooks or any(not 0 <= a < b <= ids for a, b in ranges):
+        ids = self.head_vocab or self.vocab_size
+        try:
+            ranges = [[int(a), int(b)] for a, b in self.suppressed_logits]
+        except (TypeError, ValueError):  # not pairs of integers
+            ranges = None
+        if ranges is None or self.head != "lm" or self.codebooks or any(not 0 <= a < b <= ids for a, b in ranges):
             raise LlmarchError(f"suppressed_logits {self.suppressed_logits} needs an LM head of one stream and "
                                f"[start, stop) ranges within its {ids} ids")
         self.suppressed_logits = ranges
