@@ -176,21 +176,40 @@ class RwkvTimeMix(Mixer):
         return self.output(r * wkv.to(x.dtype))
 
 
-@MIXERS.register("rwkv_channel")
-class RwkvChannelMix(Mixer):
+class ChannelMix(Mixer):
+    """An RWKV channel mix (RWKV-4's, RWKV-7's): a feed-forward layer over a token-shifted input, whose only state
+    when decoding is the last token's input (`width` channels)."""
     residual_out = ("value.weight",)
+    width: int
+
+    @staticmethod
+    def check_hidden(cfg, kind: str) -> None:
+        if cfg.ffn_hidden <= 0:
+            raise LlmarchError(f"mixer {kind!r} needs a positive ffn_hidden, got {cfg.ffn_hidden}")
+
+    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
+        return MixerState(shift=torch.zeros(batch, self.width, dtype=dtype, device=device))
+
+    def state_note(self, dtype: str) -> str:
+        return "token-shift inputs: constant in the context"
+
+    def cache_note(self) -> str:
+        return "RWKV layers keep no per-token cache"
+
+
+@MIXERS.register("rwkv_channel")
+class RwkvChannelMix(ChannelMix):
     no_decay = ("time_mix_key", "time_mix_receptance")
 
     @classmethod
     def check(cls, cfg) -> None:
         _check(cfg, "rwkv_channel")
-        if cfg.ffn_hidden <= 0:
-            raise LlmarchError(f"mixer 'rwkv_channel' needs a positive ffn_hidden, got {cfg.ffn_hidden}")
+        cls.check_hidden(cfg, "rwkv_channel")
 
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         d, hidden = cfg.d_model, cfg.ffn_hidden
-        self.depth = layer / max(cfg.n_layers, 1)
+        self.width, self.depth = d, layer / max(cfg.n_layers, 1)
         self.time_mix_key, self.time_mix_receptance = _mu(d), _mu(d)
         self.key, self.receptance = Linear(d, hidden, bias=False), Linear(d, d, bias=False)
         self.value = Linear(hidden, d, bias=False)
@@ -199,15 +218,6 @@ class RwkvChannelMix(Mixer):
     def init_ssm(self) -> None:
         _mu_init(self.time_mix_key, 1 - self.depth)
         _mu_init(self.time_mix_receptance, 1 - self.depth)
-
-    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
-        return MixerState(shift=torch.zeros(batch, self.receptance.in_features, dtype=dtype, device=device))
-
-    def state_note(self, dtype: str) -> str:
-        return "token-shift inputs: constant in the context"
-
-    def cache_note(self) -> str:
-        return "RWKV layers keep no per-token cache"
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         x = masked(x, token_mask(ctx, x))

@@ -52,7 +52,7 @@ from torch import nn
 from ..errors import LlmarchError
 from .linear import Linear
 from .mixer import MIXERS, Mixer
-from .rwkv import token_shift
+from .rwkv import ChannelMix, token_shift
 from .ssm import MixerState, check_recurrent, masked, token_mask
 
 LERPS = ("r", "w", "k", "v", "a", "g")  # the order of x_x's rows (RWKV-LM's x_r ... x_g; llama.cpp's fused lerp;
@@ -232,20 +232,18 @@ class Rwkv7TimeMix(Mixer):
 
 
 @MIXERS.register("rwkv7_channel")
-class Rwkv7ChannelMix(Mixer):
-    residual_out = ("value.weight",)
+class Rwkv7ChannelMix(ChannelMix):
     no_decay = ("x_k",)
 
     @classmethod
     def check(cls, cfg) -> None:
         check_recurrent(cfg, "rwkv7_channel", ())
-        if cfg.ffn_hidden <= 0:
-            raise LlmarchError(f"mixer 'rwkv7_channel' needs a positive ffn_hidden, got {cfg.ffn_hidden}")
+        cls.check_hidden(cfg, "rwkv7_channel")
 
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         d = cfg.d_model
-        self.depth = layer / max(cfg.n_layers, 1)
+        self.width, self.depth = d, layer / max(cfg.n_layers, 1)
         self.x_k = nn.Parameter(torch.zeros(d))
         self.key, self.value = Linear(d, cfg.ffn_hidden, bias=False), Linear(cfg.ffn_hidden, d, bias=False)
 
@@ -255,15 +253,6 @@ class Rwkv7ChannelMix(Mixer):
         C = self.x_k.shape[0]
         c = torch.arange(C, dtype=torch.float32, device=self.x_k.device) / C
         self.x_k.copy_(1 - c.pow((1 - self.depth) ** 4))
-
-    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
-        return MixerState(shift=torch.zeros(batch, self.x_k.shape[0], dtype=dtype, device=device))
-
-    def state_note(self, dtype: str) -> str:
-        return "token-shift inputs: constant in the context"
-
-    def cache_note(self) -> str:
-        return "RWKV layers keep no per-token cache"
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         x = masked(x, token_mask(ctx, x))
