@@ -103,9 +103,16 @@ def _accumulate(grads: list, slot: dict, own: list, new: list) -> None:
             grads[j] = g if grads[j] is None else grads[j] + g
 
 
-@torch.compiler.disable  # eager under torch.compile: the replayed random state is the eager generators'
 def reversible_blocks(x: torch.Tensor, blocks: list[nn.Module], ctxs: list) -> torch.Tensor:
     """The reversible blocks over x (B, T, 2, C), each with its context, back-propagated reversibly."""
+    if torch.compiler.is_compiling():  # eager under torch.compile: the replayed random state is the eager generators'
+        # disabled here, where dynamo traces (once a graph), not by a decorator: torch.compiler.disable imports
+        # torch._dynamo, which had added 1.1 s of CPU to every `import llmarch`
+        return torch.compiler.disable(_reversible_blocks)(x, blocks, ctxs)
+    return _reversible_blocks(x, blocks, ctxs)
+
+
+def _reversible_blocks(x: torch.Tensor, blocks: list[nn.Module], ctxs: list) -> torch.Tensor:
     params = list({id(p): p for block in blocks for p in block.parameters() if p.requires_grad}.values())
     ctxs = [dataclasses.replace(ctx, hashes={}) for ctx in ctxs]  # each layer's LSH buckets, kept for the backward
     return _ReversibleStack.apply(x, (blocks, ctxs, params), *params)

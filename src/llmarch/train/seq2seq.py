@@ -7,6 +7,7 @@ decoding against the trivial baseline (always answering the most common training
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -48,9 +49,11 @@ def _encode(tok, pairs: list[tuple[str, str]], max_length: int) -> list[tuple[li
 
 class Seq2Seq(FineTuning):
     """The task (train/task.py) of `train_seq2seq`; fc: a FinetuneConfig with task 'seq2seq'."""
-    def __init__(self, start: str | Path, fc):
-        super().__init__(start, fc)
-        self.data = load_seq2seq(fc.data, fc.val_fraction)
+    @cached_property
+    def data(self):
+        """The pairs, read when first needed: the default task parses the whole standard library (4 s of CPU),
+        after which a model that is not an encoder-decoder was refused."""
+        return load_seq2seq(self.fc.data, self.fc.val_fraction)
 
     def setup(self, device: torch.device, resumed: tuple | None = None) -> tuple:
         model, tok = resumed if resumed is not None else self._start(device)
