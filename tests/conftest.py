@@ -166,6 +166,19 @@ def llama_cpp_against(path, model, prompt: list[int], exact: bool = False):
     return llama_cpp_test.greedy_against_llmarch(path, model, prompt, exact=exact)
 
 
+def llama_cpp_embedding(path, text: str) -> tuple:
+    """llama.cpp's token ids for `text` (with bos, special tokens as such) and its unnormalised sentence embedding of
+    it, from the GGUF file at `path`; the test skips where llama-cpp-python is not installed."""
+    import numpy as np
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    lc = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=128, n_threads=1, verbose=False)
+    try:
+        return lc.tokenize(text.encode(), add_bos=True, special=True), np.array(lc.embed(text, normalize=False))
+    finally:
+        lc.close()
+
+
 def byte_checkpoint(folder, context_length: int = 64):
     """A tiny random LLaMA (2 layers of 64, byte vocabulary) saved with its byte tokenizer: the base the
     fine-tuning tests (SFT, DPO, QLoRA) load from disk. Returns the checkpoint's path."""

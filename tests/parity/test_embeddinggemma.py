@@ -20,7 +20,7 @@ from llmarch.data.tokenizer import ByteTokenizer, load_tokenizer
 from llmarch.errors import LlmarchError, LlmarchWarning
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.layers import ffn
-from conftest import perturbed
+from conftest import llama_cpp_embedding, perturbed
 
 # a sliding window of 6 in config.json: each sliding layer's query sees 3 keys either side (|i - j| < 6 // 2 + 1)
 # six layers: five sliding, then one full (EmbeddingGemma's pattern, the one llama.cpp assumes)
@@ -193,13 +193,7 @@ def test_gguf_gemma_embedding_reads_back_and_equals_llama_cpp(pair, tmp_path, mo
         want = ours(ids, attention_mask=mask).logits
         got = back(ids, attention_mask=mask).logits
     assert (torch.nn.functional.normalize(got, dim=-1) - want).abs().max() <= 1e-5
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    lc = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=128, n_threads=1, verbose=False)
-    try:
-        tokens = lc.tokenize(TEXT.encode(), add_bos=True, special=True)
-        theirs = np.array(lc.embed(TEXT, normalize=False))
-    finally:
-        lc.close()
+    tokens, theirs = llama_cpp_embedding(path, TEXT)
     with torch.no_grad():
         mine = back(torch.tensor([tokens])).logits[0].numpy()
     assert len(tokens) > 2 * 6 and theirs.shape == mine.shape == (DENSE[-1],)

@@ -14,7 +14,7 @@ from llmarch.interop import from_hf
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.models.build import with_head
 
-from conftest import perturbed
+from conftest import llama_cpp_embedding, perturbed
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -58,13 +58,7 @@ def test_round_trip_and_llama_cpp_embed_as_llmarch(written):
     mask[1, 15:] = 0
     with torch.no_grad():
         assert (back(ids, attention_mask=mask).logits - model(ids, attention_mask=mask).logits).abs().max() <= 1e-5
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    lc = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=128, n_threads=1, verbose=False)
-    try:
-        tokens = lc.tokenize(TEXT.encode(), add_bos=True, special=True)
-        theirs = np.array(lc.embed(TEXT, normalize=False))
-    finally:
-        lc.close()
+    tokens, theirs = llama_cpp_embedding(path, TEXT)
     with torch.no_grad():
         mine = back(torch.tensor([tokens])).logits[0].numpy()
     assert len(tokens) == 58 and theirs.shape == mine.shape == (64,)

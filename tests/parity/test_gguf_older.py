@@ -16,7 +16,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import _writer_class, to_gguf
 from llmarch.models.build import with_head
 
-from conftest import gguf_reads_back, perturbed_from_hf
+from conftest import gguf_reads_back, llama_cpp_embedding, perturbed_from_hf
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -200,13 +200,7 @@ def test_llama_embed(causal, pooling, tmp_path):
     back = llmarch.from_gguf(tmp_path / "x.gguf")
     assert (back.config.head, back.config.pooling, back.config.causal) == ("embed", pooling, causal)
     embedder = with_head(model, "embed", pooling=pooling, causal=causal).eval()
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    lc = llama_cpp.Llama(model_path=str(tmp_path / "x.gguf"), embedding=True, n_ctx=128, n_threads=1, verbose=False)
-    try:
-        tokens = lc.tokenize(b"Hello, world! The quick brown fox.", add_bos=True, special=True)
-        theirs = np.array(lc.embed(b"Hello, world! The quick brown fox.".decode(), normalize=False))
-    finally:
-        lc.close()
+    tokens, theirs = llama_cpp_embedding(tmp_path / "x.gguf", "Hello, world! The quick brown fox.")
     with torch.no_grad():
         mine = back(torch.tensor([tokens])).logits[0]
         assert (mine - embedder(torch.tensor([tokens])).logits[0]).abs().max() <= 1e-5
