@@ -161,6 +161,42 @@ def test_llmarch_embed_gives_the_sentence_embeddings(pair, tmp_path):
         llmarch.embed.embed(ours, tok, texts, pooling="cls")
 
 
+def test_the_checkpoints_prompts_go_before_each_text(pair, tmp_path):
+    """config_sentence_transformers.json's prompts (EmbeddingGemma's task prefixes) travel with the tokenizer:
+    `--prompt-name` puts the named one before each text, its default prompt goes there unasked, `--prompt` puts any
+    text; an unknown name, or both options, are one-line errors that write nothing."""
+    from llmarch.cli import main
+
+    hf, _, weights, ours = pair
+    to_hf(ours, tmp_path / "hf", tokenizer_from=ByteTokenizer())
+    named = {"query": "task: search result | query: ", "document": "title: none | text: "}
+    (tmp_path / "hf" / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": named, "default_prompt_name": "document"}))
+    convert = main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "out")])
+    assert convert == 0 and (tmp_path / "out" / "config_sentence_transformers.json").is_file()  # it travelled
+    text = "a short one"
+    (tmp_path / "in.txt").write_text(text + "\n")
+    tok = load_tokenizer(tmp_path / "out")
+
+    def by_hand(prefix):
+        seq = encode(tok, [prefix + text], 128)[0]
+        return _by_hand(hf, torch.tensor([seq]), torch.ones(1, len(seq)), weights).numpy()
+
+    def cli(*extra):
+        out = tmp_path / f"e{len(list(tmp_path.glob('e*.npy')))}.npy"
+        code = main(["embed", "--checkpoint", str(tmp_path / "out"), "--input", str(tmp_path / "in.txt"),
+                     "--out", str(out), *extra])
+        return code, np.load(out) if out.exists() else None
+
+    for extra, prefix in ((("--prompt-name", "query"), named["query"]), ((), named["document"]),
+                          (("--prompt", "query: "), "query: ")):
+        code, got = cli(*extra)
+        assert code == 0 and np.abs(got - by_hand(prefix)).max() <= 1e-5, extra
+    assert np.abs(by_hand(named["query"]) - by_hand("")).max() > 1e-3  # the prompt changes the vector
+    for extra in (("--prompt-name", "nope"), ("--prompt", "x", "--prompt-name", "query")):
+        assert cli(*extra) == (2, None)
+
+
 TEXT = "Hello, world! The quick brown fox jumps over the lazy dog."
 
 
