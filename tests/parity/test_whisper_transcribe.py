@@ -101,6 +101,9 @@ def test_the_rules_bind(pair):
 
 def test_decoder_prompt_and_refusals():
     assert decoder_prompt(GEN, 0, "FR") == [START, 53, 56, NOTS]
+    # by name, as transformers' generate takes it: English names and their aliases, any case
+    assert decoder_prompt(GEN, 0, "French") == decoder_prompt(GEN, 0, "fr")
+    assert decoder_prompt(GEN, 0, "GERMAN") == decoder_prompt(GEN, 0, "de") != decoder_prompt(GEN, 0, "english")
     assert decoder_prompt(GEN, 0, "<|de|>", "translate", timestamps=True) == [START, 54, 55]
     old = {**GEN, "forced_decoder_ids": [[1, None], [2, 55]]}
     assert decoder_prompt(old, 0, detected=52) == [START, 52, 55, NOTS]
@@ -113,6 +116,15 @@ def test_decoder_prompt_and_refusals():
     with pytest.raises(LlmarchError, match="beyond the vocabulary"):
         llmarch.generate(llmarch.build("llama-tiny", vocab_size=64, n_layers=1), [[1, 2]], 2,
                          rules=TokenRules(suppress=(64,)))
+
+
+def test_language_names_are_transformers():
+    """Whisper's language names and aliases map to the codes transformers' tokenizer maps them to."""
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    from llmarch.generate.whisper_languages import LANGUAGES
+
+    assert LANGUAGES == TO_LANGUAGE_CODE
 
 
 def test_long_audio_refused(pair):

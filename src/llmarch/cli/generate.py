@@ -27,8 +27,9 @@ def add_parsers(sub) -> None:
                    "windows one after another (long-form, with timestamps: generate/longform.py) "
                    "(default: %(default)s)")
     p.add_argument("--language", default=None,
-                   help="--audio / --input-features: the spoken language's code (en, fr, ...: the generation config's "
-                   "lang_to_id), the decoder prompt's language token (default: %(default)s, detected)")
+                   help="--audio / --input-features: the spoken language's code or English name (en, fr, French, "
+                   "...: the generation config's lang_to_id), the decoder prompt's language token (default: "
+                   "%(default)s, detected)")
     p.add_argument("--task", choices=["transcribe", "translate"], default=None,
                    help="--audio / --input-features: the decoder prompt's task token (choices: %(choices)s) "
                    "(default: %(default)s: transcribe where --language is given, else none)")

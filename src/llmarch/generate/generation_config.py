@@ -14,6 +14,7 @@ from typing import Sequence
 
 from ..errors import LlmarchError
 from .rules import TokenRules
+from .whisper_languages import language_token
 from .whisper_timestamps import WhisperTimestamps
 
 FILE = "generation_config.json"
@@ -55,8 +56,9 @@ def decoder_prompt(gen: dict, start_id: int, language: str | None = None, task: 
                    timestamps: bool = False, detected: int | None = None) -> list[int]:
     """The decoder's first tokens, as transformers' _retrieve_init_tokens: the start token (gen's
     decoder_start_token_id, else start_id), then the old forced_decoder_ids where neither language nor task is given,
-    the language's id (`language` a code such as "en" or its token "<|en|>"; else `detected`, where needs_language),
-    the task's (transcribe where a language is given without one) and <|notimestamps|> unless timestamps."""
+    the language's id (`language` a code such as "en", its token "<|en|>" or its name, "English"; else `detected`,
+    where needs_language), the task's (transcribe where a language is given without one) and <|notimestamps|>
+    unless timestamps."""
     if gen.get("is_multilingual") is False and (language is not None or task is not None):
         raise LlmarchError("this checkpoint is English-only (generation_config is_multilingual false): no language "
                            "or task to give")
@@ -109,10 +111,11 @@ def _language_id(gen: dict, language: str) -> int:
     table = gen.get("lang_to_id")
     if not table:
         raise LlmarchError("a language needs the generation config's lang_to_id (a multilingual checkpoint's)")
-    token = language.lower() if language.startswith("<|") else f"<|{language.lower()}|>"
+    token = language_token(language)
     if token not in table:
         codes = ", ".join(k[2:-2] for k in table)
-        raise LlmarchError(f"language {language!r} is not in the generation config's lang_to_id: a code of {codes}")
+        raise LlmarchError(f"language {language!r} is not in the generation config's lang_to_id: a code of {codes}, "
+                           "or its English name")
     return table[token]
 
 
