@@ -30,16 +30,22 @@ RULES = [
 TYPES = {"time_mix": "rwkv", "channel_mix": "rwkv_channel"}
 
 
-def block_rules(cfg: ModelConfig) -> list[Rule]:
-    """HF layer j's time mixing is our block 2j, its channel mixing block 2j + 1."""
+def paired_block_rules(cfg: ModelConfig, layers: str, mixers) -> list[Rule]:
+    """HF layer j (under `layers`, "rwkv.blocks.") is our blocks 2j (time mixing, its norm ln1) and 2j + 1 (channel
+    mixing, its norm ln2): the two norms' rules, then mixers(hf layer j's prefix, block 2j's, block 2j + 1's, j)."""
     rules = []
     for j in range(cfg.n_layers // 2):
-        hf, time, chan = f"rwkv.blocks.{j}.", f"blocks.{2 * j}.", f"blocks.{2 * j + 1}."
+        hf, time, chan = f"{layers}{j}.", f"blocks.{2 * j}.", f"blocks.{2 * j + 1}."
         rules += [Rule.of(hf + f"ln1.{w}", time + f"ln1.{w}") for w in _W]
         rules += [Rule.of(hf + f"ln2.{w}", chan + f"ln1.{w}") for w in _W]
-        rules += [Rule.of(hf + "attention." + t, time + "mixer." + t) for t in _TIME]
-        rules += [Rule.of(hf + "feed_forward." + t, chan + "mixer." + t) for t in _CHANNEL]
+        rules += mixers(hf, time, chan, j)
     return rules
+
+
+def block_rules(cfg: ModelConfig) -> list[Rule]:
+    return paired_block_rules(cfg, "rwkv.blocks.", lambda hf, time, chan, j: [
+        *[Rule.of(hf + "attention." + t, time + "mixer." + t) for t in _TIME],
+        *[Rule.of(hf + "feed_forward." + t, chan + "mixer." + t) for t in _CHANNEL]])
 
 
 def to_config(hf: dict) -> ModelConfig:

@@ -21,6 +21,7 @@ from ..layers.rwkv7 import lora_rank, ranks
 from ..presets import rwkv7_layers
 from .hf import FAMILIES, Family
 from .mapping import Rule
+from .rwkv import paired_block_rules
 
 _W = ("weight", "bias")
 _LORAS = ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")
@@ -51,16 +52,9 @@ def time_rules(hf: str, ours: str, j: int) -> list[Rule]:
 
 
 def block_rules(cfg: ModelConfig) -> list[Rule]:
-    """HF layer j's time mixing is our block 2j, its channel mixing block 2j + 1."""
-    rules = []
-    for j in range(cfg.n_layers // 2):
-        hf, time, chan = f"model.layers.{j}.", f"blocks.{2 * j}.", f"blocks.{2 * j + 1}."
-        rules += [Rule.of(hf + f"ln1.{w}", time + f"ln1.{w}") for w in _W]
-        rules += [Rule.of(hf + f"ln2.{w}", chan + f"ln1.{w}") for w in _W]
-        rules += time_rules(hf, time, j)
-        rules.append(Rule.of(hf + "feed_forward.x_k.weight", chan + "mixer.x_k"))
-        rules += [Rule.of(hf + f"feed_forward.{p}.weight", chan + f"mixer.{p}.weight") for p in ("key", "value")]
-    return rules
+    return paired_block_rules(cfg, "model.layers.", lambda hf, time, chan, j: [
+        *time_rules(hf, time, j), Rule.of(hf + "feed_forward.x_k.weight", chan + "mixer.x_k"),
+        *[Rule.of(hf + f"feed_forward.{p}.weight", chan + f"mixer.{p}.weight") for p in ("key", "value")]])
 
 
 def to_config(hf: dict) -> ModelConfig:
