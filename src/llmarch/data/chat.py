@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .rwkv_tokenizer import RwkvWorldTokenizer
 from .tokenizer import EOS, ByteTokenizer
 
 # the default for llmarch's own models: role headers, each turn closed by end-of-text, so generation stops there
@@ -117,9 +116,7 @@ def encode_text(tok, text: str) -> list[int]:
         for i, piece in enumerate(pieces):
             ids += tok.encode(piece) + ([tok.eos_id] if i < len(pieces) - 1 else [])
         return ids
-    if isinstance(tok, RwkvWorldTokenizer):  # adds nothing around the text, splits its control tokens' text out
-        return tok.encode(text)
-    return tok.tk.encode(text, add_special_tokens=False).ids
+    return [i for i, _ in tok.encode_offsets(text)]
 
 
 def encode_conversation(tok, template: ChatTemplate, messages: list[dict]) -> tuple[list[int], list[bool]]:
@@ -142,13 +139,8 @@ def encode_conversation(tok, template: ChatTemplate, messages: list[dict]) -> tu
         ends.append(at)
         owners.append(assistant)
     text = "".join(text for text, _ in segments)
-    if isinstance(tok, RwkvWorldTokenizer):
-        ids, starts = map(list, zip(*tok.encode_offsets(text))) if text else ([], [])
-    else:
-        encoding = tok.tk.encode(text, add_special_tokens=False)
-        ids, starts = list(encoding.ids), [start for start, _ in encoding.offsets]
-    mask = [owners[min(bisect.bisect_right(ends, start), len(ends) - 1)] for start in starts]
-    return ids, mask
+    pairs = tok.encode_offsets(text)  # (id, its first character), nothing added around the text
+    return [i for i, _ in pairs], [owners[min(bisect.bisect_right(ends, start), len(ends) - 1)] for _, start in pairs]
 
 
 def check_messages(messages, where: str) -> list[dict]:

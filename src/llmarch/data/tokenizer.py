@@ -149,6 +149,12 @@ class BPETokenizer:
     def encode(self, text: str) -> list[int]:
         return self.tk.encode(text).ids
 
+    def encode_offsets(self, text: str) -> list[tuple[int, int]]:
+        """(id, the character of `text` it starts at) per token, nothing added around the text (no BOS/EOS): how
+        transformers tokenizes a rendered chat (chat.py)."""
+        encoding = self.tk.encode(text, add_special_tokens=False)
+        return [(i, start) for i, (start, _) in zip(encoding.ids, encoding.offsets)]
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tk.encode_batch(texts)]
 
