@@ -46,7 +46,7 @@ def token_rules(gen: dict, suppress: Sequence[int] | None = None, begin_suppress
     begin_suppress_tokens. timestamps: Whisper's timestamp rules, which need gen's no_timestamps_token_id."""
     processors = ()
     if timestamps:
-        processors = (WhisperTimestamps(_timestamps_id(gen), _eos(gen), gen.get("max_initial_timestamp_index")),)
+        processors = (WhisperTimestamps(timestamps_id(gen), _eos(gen), gen.get("max_initial_timestamp_index")),)
     return TokenRules(tuple(gen.get("suppress_tokens") or () if suppress is None else suppress),
                       tuple(gen.get("begin_suppress_tokens") or () if begin_suppress is None else begin_suppress),
                       processors)
@@ -76,7 +76,7 @@ def decoder_prompt(gen: dict, start_id: int, language: str | None = None, task: 
         prompt.append(tasks["transcribe"])
     no_timestamps = gen.get("no_timestamps_token_id")
     if timestamps:
-        _timestamps_id(gen)
+        timestamps_id(gen)
         if prompt[-1] == no_timestamps:
             prompt.pop()
     elif no_timestamps is not None and prompt[-1] != no_timestamps:
@@ -119,7 +119,7 @@ def _language_id(gen: dict, language: str) -> int:
     return table[token]
 
 
-def _timestamps_id(gen: dict) -> int:
+def timestamps_id(gen: dict) -> int:
     if "no_timestamps_token_id" not in gen:
         raise LlmarchError("timestamps need the generation config's no_timestamps_token_id (a Whisper checkpoint's)")
     return gen["no_timestamps_token_id"]

@@ -25,11 +25,10 @@ import torch
 
 from ..errors import LlmarchError
 from .decode import generate
-from .generation_config import decoder_prompt, needs_language, token_rules
-from .transcribe import TIME_PRECISION, detect_language
+from .generation_config import decoder_prompt, needs_language, timestamps_id, token_rules
+from .transcribe import STRIDE, TIME_PRECISION, detect_language, end_of_text
 from .whisper_fallback import Fallback, average_logprob, judge, no_speech_probability
 
-STRIDE = 2  # feature frames per encoder position (the stride-2 convolution stem)
 FEATURE_PRECISION = 0.01  # seconds per feature frame (a hop of 160 samples at 16 kHz)
 CONDITIONS = ("first-segment", "all-segments")
 
@@ -97,12 +96,9 @@ class _Run:
         self.prompt_ids = None if prompt_ids is None else list(prompt_ids)
         self.all_segments, self.beams, self.generator, self.rules = all_segments, num_beams, generator, rules
         self.options, self.window = options, STRIDE * model.config.context_length
-        eos = gen.get("eos_token_id", model.config.eos_id)
-        if "no_timestamps_token_id" not in gen:
-            raise LlmarchError("transcription in windows needs the generation config's no_timestamps_token_id (a "
-                               "Whisper checkpoint's)")
-        self.begin, self.eos = gen["no_timestamps_token_id"] + 1, eos[0] if isinstance(eos, list) else eos
-        self.no_speech_id = gen["no_timestamps_token_id"] - 1
+        no_timestamps = timestamps_id(gen)  # windows are cut at timestamps
+        self.begin, self.eos = no_timestamps + 1, end_of_text(gen, model.config)
+        self.no_speech_id = no_timestamps - 1
         self.first_prompt = self.prompt_ids is not None and not all_segments  # kept as the first "segment"
         self.named_prev_sot = gen.get("prev_sot_token_id")  # <|startofprev|>
         # where the generation config names none, transformers takes the suppressed ids' last but one

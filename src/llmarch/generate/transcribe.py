@@ -13,6 +13,7 @@ from .decode import generate
 from .generation_config import decoder_prompt, language_ids, needs_language, token_rules
 
 TIME_PRECISION = 0.02  # seconds per timestamp step (Whisper's 20 ms; transformers' time_precision)
+STRIDE = 2  # feature frames per encoder position (the stride-2 convolution stem)
 
 
 @torch.inference_mode()
@@ -26,13 +27,12 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
     suppress / begin_suppress replace gen's suppress_tokens / begin_suppress_tokens where given; options go to
     generate (temperature, top_k, top_p, seed, length_penalty, early_stopping, penalties)."""
     cfg = model.config
-    frames = 2 * cfg.context_length  # the encoder's stride-2 stem: two frames per position
+    frames = STRIDE * cfg.context_length
     if input_features.shape[-1] > frames:
         raise LlmarchError(f"{input_features.shape[-1]} feature frames are more than one window of {frames} (30 s for "
                            "Whisper): transcribe them with generate.longform.transcribe_long")
     rules = token_rules(gen, suppress, begin_suppress, timestamps)
-    eos = gen.get("eos_token_id", cfg.eos_id)
-    eos = eos[0] if isinstance(eos, list) else eos
+    eos = end_of_text(gen, cfg)
     detected = detect_language(model, input_features, gen) if needs_language(gen, language, task) else \
         [None] * len(input_features)
     prompts = [decoder_prompt(gen, cfg.decoder_start_id, language, task, timestamps, d) for d in detected]
@@ -45,6 +45,13 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
             new = row[len(prompt):]
             rows[i] = list(prompt) * with_prompt + (new[:new.index(eos) + 1] if eos in new else new)
     return rows
+
+
+def end_of_text(gen: dict, cfg) -> int:
+    """The token that ends a transcription: the generation config's eos_token_id (its first, where a list), else the
+    model's."""
+    eos = gen.get("eos_token_id", cfg.eos_id)
+    return eos[0] if isinstance(eos, list) else eos
 
 
 def detect_language(model, features: torch.Tensor, gen: dict) -> list[int]:
