@@ -172,12 +172,12 @@ def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p
     """Each row's transcription (generate/transcribe.py): its new tokens up to its end as text, without special
     tokens, timestamps in place where asked for. Features past one window, or a fallback asked for (options'
     fallback), are transcribed in windows (_print_segments)."""
-    from ..generate.transcribe import transcribe, transcription_text
+    from ..generate.transcribe import transcribe, transcription_text, window_frames
 
     if options["num_beams"] > 1:  # beam search is greedy, as for text
         temperature = 0.0
     fallback, condition = options.pop("fallback", None), options.pop("condition_on_prev_tokens", False)
-    if features.shape[-1] > 2 * model.config.context_length or fallback is not None or condition:
+    if features.shape[-1] > window_frames(model.config) or fallback is not None or condition:
         from ..generate.whisper_fallback import Fallback
 
         fallback = fallback or Fallback((temperature,))
@@ -198,11 +198,11 @@ def _print_segments(model, tok, gen, features, max_new, fallback, condition, top
     """Each row's long-form transcription (generate/longform.py): its text, or with timestamps its segments, one a
     line after their times."""
     from ..generate.longform import segment_tokens, transcribe_long
-    from ..generate.transcribe import transcription_text
+    from ..generate.transcribe import transcription_text, window_frames
 
     if options.pop("penalties") is not None:
         raise LlmarchError("transcription in windows takes no repetition, presence or frequency penalties")
-    timestamps = options["timestamps"] or features.shape[-1] > 2 * model.config.context_length
+    timestamps = options["timestamps"] or features.shape[-1] > window_frames(model.config)
     rows = transcribe_long(model, features, max_new, gen, fallback=fallback, condition_on_prev_tokens=condition,
                            top_k=top_k, top_p=top_p, **dict(options, timestamps=timestamps))
     for i, segments in enumerate(rows):

@@ -26,7 +26,7 @@ import torch
 from ..errors import LlmarchError
 from .decode import generate
 from .generation_config import decoder_prompt, needs_language, timestamps_id, token_rules
-from .transcribe import STRIDE, TIME_PRECISION, detect_language, end_of_text
+from .transcribe import STRIDE, TIME_PRECISION, detect_language, end_of_text, window_frames
 from .whisper_fallback import Fallback, average_logprob, judge, no_speech_probability
 
 FEATURE_PRECISION = 0.01  # seconds per feature frame (a hop of 160 samples at 16 kHz)
@@ -72,7 +72,7 @@ def transcribe_long(model, input_features: torch.Tensor, max_new_tokens: int, ge
         raise LlmarchError("long-form transcription takes its temperatures from fallback (Fallback.temperatures), "
                            "and no repetition penalties")
     options.setdefault("top_k", gen.get("top_k") or 50)
-    window = STRIDE * model.config.context_length
+    window = window_frames(model.config)
     if not timestamps and max(frames) > window:
         raise LlmarchError(f"{max(frames)} feature frames are more than one window of {window}: long-form "
                            "transcription needs timestamps (it seeks by them)")
@@ -95,7 +95,7 @@ class _Run:
         self.model, self.max_new, self.fallback, self.condition = model, max_new, fallback, condition
         self.prompt_ids = None if prompt_ids is None else list(prompt_ids)
         self.all_segments, self.beams, self.generator, self.rules = all_segments, num_beams, generator, rules
-        self.options, self.window = options, STRIDE * model.config.context_length
+        self.options, self.window = options, window_frames(model.config)
         no_timestamps = timestamps_id(gen)  # windows are cut at timestamps
         self.begin, self.eos = no_timestamps + 1, end_of_text(gen, model.config)
         self.no_speech_id = no_timestamps - 1

@@ -27,7 +27,7 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
     suppress / begin_suppress replace gen's suppress_tokens / begin_suppress_tokens where given; options go to
     generate (temperature, top_k, top_p, seed, length_penalty, early_stopping, penalties)."""
     cfg = model.config
-    frames = STRIDE * cfg.context_length
+    frames = window_frames(cfg)
     if input_features.shape[-1] > frames:
         raise LlmarchError(f"{input_features.shape[-1]} feature frames are more than one window of {frames} (30 s for "
                            "Whisper): transcribe them with generate.longform.transcribe_long")
@@ -45,6 +45,11 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
             new = row[len(prompt):]
             rows[i] = list(prompt) * with_prompt + (new[:new.index(eos) + 1] if eos in new else new)
     return rows
+
+
+def window_frames(cfg) -> int:
+    """Feature frames one encoder window reads (3,000 for Whisper: 30 s)."""
+    return STRIDE * cfg.context_length
 
 
 def end_of_text(gen: dict, cfg) -> int:
