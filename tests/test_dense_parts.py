@@ -45,6 +45,17 @@ def test_alibi_bias_is_minus_slope_times_distance_up_to_a_row_constant():
             assert torch.allclose(got, want)
 
 
+def test_symmetric_alibi_is_minus_slope_times_distance_both_ways():
+    """alibi_symmetric (JinaBERT-v2's): -m_h |i - j| for keys before and after the query, distances counted among
+    a row's real tokens, so a right- or left-padded row gets what it would alone."""
+    model = build(causal=False, alibi_symmetric=True)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1]]).bool()
+    bias = model.positions.bias(torch.arange(6), 6, mask)  # (B, H, T, S)
+    want = -alibi_slopes(6)[:, None, None] * (torch.arange(4)[:, None] - torch.arange(4)[None]).abs()
+    assert bias.shape == (2, 6, 6, 6)
+    assert torch.equal(bias[0, :, :4, :4], want) and torch.equal(bias[1, :, 2:, 2:], want)
+
+
 @pytest.mark.parametrize("family", ["bloom", "falcon"])
 def test_alibi_bias_equals_transformers_on_padded_rows(family):
     """transformers' build_alibi_tensor over a left-padded mask, positions up to 600 (where Falcon's bfloat16
@@ -173,6 +184,8 @@ def test_longrope_picks_the_factor_set_by_the_longest_sequence():
     (dict(positions="alibi", attention="sliding_window", sliding_window=4),
      "does not take a position bias .alibi."),
     (dict(positions="alibi", causal=False), "positions='alibi' needs causal=True"),
+    (dict(positions="alibi", alibi_symmetric=True), "causal=False with alibi_symmetric=True"),
+    (dict(positions="rope", alibi_symmetric=True), "alibi_symmetric goes with positions='alibi'"),
     (dict(positions="rope", alibi_scale=0.5), "alibi_scale and alibi_bf16 go with positions='alibi'"),
     (dict(positions="alibi", alibi_scale=0.0), "alibi_scale must be positive"),
     (dict(qk_norm="rms"), "unknown qk_norm 'rms'; choose one of: none, head, per_head, proj"),

@@ -270,6 +270,9 @@ class ModelConfig:
     mrope_interleaved: bool = False
     alibi_scale: float = 1.0  # alibi: slopes multiplied by this (Falcon-RW: 1/sqrt(head_dim), scaled with the scores)
     alibi_bf16: bool = False  # alibi: slopes and slope * position rounded to bfloat16, as Falcon-RW computes them
+    # alibi in a bidirectional encoder: head h adds -m_h |i - j| to the score of query i on key j, before or after it
+    # (JinaBERT-v2: Günther et al. 2023, arXiv 2310.19923; llama.cpp's jina-bert-v2); needs causal=False
+    alibi_symmetric: bool = False
     sliding_window: int | None = None  # each query sees itself and the window - 1 keys before it (Mistral)
     # a bidirectional sliding window's reach ahead: query i sees keys j with i - j < sliding_window and
     # j - i <= window_ahead (T5Gemma 2's encoder: sliding_window (w + 1) // 2, window_ahead w // 2); None: the
@@ -1265,10 +1268,13 @@ class ModelConfig:
             raise LlmarchError(f"alibi_scale must be positive, got {self.alibi_scale}")
         if self.positions != "alibi" and (self.alibi_scale != 1.0 or self.alibi_bf16):
             raise LlmarchError(f"alibi_scale and alibi_bf16 go with positions='alibi', not {self.positions!r}")
-        if self.positions == "alibi" and not self.causal:
-            # the bias is added as m * pos(key), which equals -m * (i - j) up to a per-query constant only
-            # when every key is at or before its query
-            raise LlmarchError("positions='alibi' needs causal=True (bidirectional ALiBi is not implemented)")
+        if self.positions != "alibi" and self.alibi_symmetric:
+            raise LlmarchError(f"alibi_symmetric goes with positions='alibi', not {self.positions!r}")
+        if self.positions == "alibi" and self.alibi_symmetric == self.causal:
+            # the causal bias is added as m * pos(key), which equals -m * (i - j) up to a per-query constant only
+            # when every key is at or before its query; a bidirectional encoder takes -m |i - j| instead
+            raise LlmarchError("positions='alibi' needs causal=True, or causal=False with alibi_symmetric=True "
+                               f"(-m |i - j|, JinaBERT-v2's); got causal={self.causal}")
 
     def _validate_suppressed_logits(self) -> None:
         if self.suppressed_logits is None:

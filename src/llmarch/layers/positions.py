@@ -405,12 +405,14 @@ class ALiBi(NoPositions):
     mask, as BLOOM computes it), so a left-padded row gets what it would get alone, and a slot's bias never
     changes as later tokens arrive (cached decoding equals the whole forward). alibi_scale multiplies the
     slopes (Falcon-RW: 1/sqrt(head_dim), its bias scaled with the scores); alibi_bf16 rounds the slopes and
-    m_h * pos(j) to bfloat16, as Falcon-RW computes them."""
+    m_h * pos(j) to bfloat16, as Falcon-RW computes them.
+    alibi_symmetric (a bidirectional encoder, JinaBERT-v2: Günther et al. 2023): -m_h |pos(i) - pos(j)| for every
+    key, before or after the query, positions among the row's real tokens as above: (B|1, H, T, S)."""
 
     def __init__(self, cfg):
         super().__init__()
         slopes = alibi_slopes(cfg.n_heads)
-        self.bf16, self.scale = cfg.alibi_bf16, cfg.alibi_scale
+        self.bf16, self.scale, self.symmetric = cfg.alibi_bf16, cfg.alibi_scale, cfg.alibi_symmetric
         self.register_buffer("slopes", slopes.bfloat16().float() if self.bf16 else slopes, persistent=False)
 
     def bias(self, input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -418,6 +420,10 @@ class ALiBi(NoPositions):
             pos = torch.arange(key_len, device=input_pos.device)[None]  # (1, S)
         else:
             pos = (pad_mask.long().cumsum(-1) - 1) * pad_mask  # (B, S), 0 at padding (masked anyway)
+        if self.symmetric:
+            distance = (pos[:, input_pos, None] - pos[:, None, :]).abs()  # (B|1, T, S)
+            bias = -self.slopes[None, :, None, None] * distance[:, None]  # (B|1, H, T, S)
+            return bias * self.scale if self.scale != 1.0 else bias
         if self.bf16:  # torch multiplies a bf16 tensor by an integer one in bf16: both operands rounded
             pos = pos.bfloat16().float()
         bias = self.slopes[None, :, None, None] * pos[:, None, None, :]  # (B|1, H, 1, S)

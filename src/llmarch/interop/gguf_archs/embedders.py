@@ -1,0 +1,56 @@
+"""Embedding models llama.cpp runs beside BERT (bert.py) and the encoders of encoders.py, as convert_hf_to_gguf.py
+writes them (the body without its masked-LM head, attention.causal false, pooling_type where a sentence-transformers
+Pooling module says), each onto a table of llmarch's (transformers has none of them: interop/<family>.py gives the
+original code's layout, which the converter reads):
+- JinaBERT-v2 (`jina-bert-v2`, JinaBertV2Model; interop/jina_bert_v2.py): BertModel's keys (LayerNorm's epsilon,
+  the token-type count) and no position table: llama.cpp adds ALiBi with max bias 8 (the slopes of Press et al.
+  2022) to the scores, -m_h |i - j| both ways (llama-graph.cpp's mask for a model without a cache), which is
+  llmarch's alibi_symmetric. `mlp.gated_layers` is ffn_up whole (gate | up rows; llama.cpp's GEGLU), `mlp.wo`
+  ffn_down, `mlp.layernorm` layer_output_norm. The file names no activation: llama.cpp runs GELU, and reads a
+  WordPiece (`bert`) or a byte-level BPE vocabulary (jina-embeddings-v2-base-de/-es/-zh). Refused: the variants
+  with LayerNorms on q and k (attn_q_norm, attn_k_norm), a second norm after attention (attn_norm_2:
+  jina-embeddings-v2-base-code's layer_norm_1, which llama.cpp adds the block's input to twice) and older files
+  with the gate apart (ffn_gate), whose layouts llmarch's table does not hold."""
+from __future__ import annotations
+
+from ...errors import LlmarchError
+from .arch import Arch, Meta
+from .encoders import _embedding_in, _embedding_out
+
+_JINA_REFUSED = {"attn_q_norm": "LayerNorms on q and k", "attn_norm_2": "a second LayerNorm after attention "
+                 "(jina-embeddings-v2-base-code's layout)", "ffn_gate": "the GEGLU gate apart from ffn_up (an older "
+                 "converter's split)"}
+
+
+def _jina(hf: dict, meta: Meta) -> dict:
+    """JinaBERT-v2's config.json from the metadata: LayerNorm's epsilon, bidirectional, token types, ALiBi, GEGLU."""
+    if meta.get("attention.causal", False):
+        raise LlmarchError(f"{meta.path}: a jina-bert-v2 file with attention.causal true is not bidirectional")
+    for name, what in _JINA_REFUSED.items():
+        if meta.has(f"blk.0.{name}.weight"):
+            raise LlmarchError(f"{meta.path}: a jina-bert-v2 file with {what} ({name}) is not supported")
+    return dict(model_type="jina_bert_v2", _name_or_path=hf["_name_or_path"], vocab_size=hf["vocab_size"],
+                hidden_size=hf["hidden_size"], num_hidden_layers=hf["num_hidden_layers"],
+                num_attention_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+                layer_norm_eps=meta.get("attention.layer_norm_epsilon"),
+                type_vocab_size=meta.rows("token_types.weight") or 0,
+                max_position_embeddings=hf["max_position_embeddings"], tie_word_embeddings=True)
+
+
+def _jina_common(hf: dict) -> dict:
+    return {**hf, "num_key_value_heads": hf["num_attention_heads"]}
+
+
+def _jina_out(w, hf: dict) -> dict:
+    """BertModel.set_gguf_parameters and set_vocab: LayerNorm's epsilon, bidirectional attention, token types."""
+    w.add_layer_norm_eps(hf["layer_norm_eps"])
+    w.add_causal_attention(False)
+    w.add_token_type_count(hf["type_vocab_size"])
+    return {}
+
+
+ARCHS = {
+    "jina-bert-v2": Arch("jina_bert_v2", fields=_jina, common=_jina_common, write=_jina_out, rope=False,
+                         layer_norm=True, stripped=("bert.",), dropped=r"^cls\.", model_in=_embedding_in,
+                         model_out=_embedding_out("jina-bert-v2")),
+}

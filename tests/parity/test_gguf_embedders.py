@@ -1,0 +1,101 @@
+"""GGUF embedding models of gguf_archs/embedders.py, checked against llama.cpp (llama-cpp-python, where installed):
+a tiny random llmarch model of each (1-D parameters perturbed) written as F32 with mean pooling and its vocabulary,
+read back to the same pooled embeddings on a right-padded batch, tokenized by llama.cpp as by llmarch (accents,
+punctuation, out-of-vocabulary words) and embedded by llama.cpp to llmarch's pooled, normalised embeddings of two
+texts of different lengths (llmarch pads the shorter) within 1e-4; `llmarch embed --checkpoint FILE.gguf` writes
+the same. No transformers reference exists for these models (remote code only): llama.cpp is the reference."""
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from llmarch.embed import embed
+from llmarch.errors import LlmarchError
+from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
+from llmarch.interop.gguf_writer import to_gguf
+from llmarch.interop.hf import hf_model_config
+from llmarch.models.build import with_head
+
+from conftest import perturbed
+from test_gguf_bert import ours, vocabulary
+from test_gguf_older import rewrite
+
+gguf = pytest.importorskip("gguf")
+
+TEXTS = ["Hello, world! Héllo café naïve résumé.", "The quick brown fox jumps over the lazy dog's 4567 words."]
+STRINGS = ["Hello, world!", "Héllo café naïve résumé.", "UNBELIEVABLE xyzzy (x) piece-words; ok?", "Ünknöwn Éé"]
+SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+             max_position_embeddings=128)
+CASES = {  # GGUF architecture -> llmarch's config.json-like fields of its family
+    "jina-bert-v2": dict(model_type="jina_bert_v2", type_vocab_size=2, **SMALL),
+}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return ours(vocabulary(tmp_path_factory.mktemp("vocab")))
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def written(request, tok, tmp_path_factory):
+    """(arch, llmarch's model with mean pooling, the F32 file written from it)."""
+    arch = request.param
+    torch.manual_seed(0)
+    cfg = hf_model_config({**CASES[arch], "vocab_size": tok.vocab_size})
+    model = perturbed(llmarch.build(with_head_cfg(cfg)))
+    path = tmp_path_factory.mktemp(arch) / "m.gguf"
+    to_gguf(model, path, "f32", tok)
+    return arch, model, path
+
+
+def with_head_cfg(cfg):
+    return cfg.replace(head="embed", pooling="mean", head_transform=False, head_bias=False)
+
+
+def llama_cpp(path):
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    return llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=128, n_batch=128, n_threads=1, verbose=False)
+
+
+def test_read_back_tokenize_and_embed_as_llama_cpp(written, tok, tmp_path):
+    arch, model, path = written
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == arch
+    back = llmarch.from_gguf(path)
+    assert (back.config.head, back.config.pooling, back.config.causal) == ("embed", "mean", False)
+    torch.manual_seed(1)
+    ids = torch.randint(5, tok.vocab_size, (2, 20))
+    mask = torch.ones_like(ids)
+    mask[1, 13:] = 0
+    with torch.no_grad():
+        assert (back(ids, attention_mask=mask).logits - model(ids, attention_mask=mask).logits).abs().max() <= 1e-5
+    file_tok = checkpoint_tokenizer(path)
+    mine = embed(back, file_tok, TEXTS, normalize=True)
+    lc = llama_cpp(path)
+    try:
+        for s in STRINGS:
+            assert lc.tokenize(s.encode(), add_bos=True, special=True) == file_tok.encode(s) == tok.encode(s), s
+        theirs = np.array(lc.embed(TEXTS, normalize=True))
+    finally:
+        lc.close()
+    assert len(file_tok.encode(TEXTS[0])) != len(file_tok.encode(TEXTS[1]))  # the batch is padded
+    assert theirs.shape == mine.shape == (2, 64)
+    assert np.abs(theirs - mine).max() <= 1e-5, (arch, np.abs(theirs - mine).max())
+    from llmarch.cli import main
+
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
+    assert main(["embed", "--checkpoint", str(path), "--input", str(tmp_path / "in.txt"), "--normalize",
+                 "--out", str(tmp_path / "e.npy")]) == 0
+    assert np.abs(np.load(tmp_path / "e.npy") - mine).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["attn_q_norm", "attn_norm_2", "ffn_gate"])
+def test_jina_bert_v2_variants_llmarch_cannot_hold_are_refused(name, written, tmp_path):
+    """jina-embeddings-v2's q/k-norm and -code layouts and an older converter's split gate: one line each."""
+    arch, _, path = written
+    if arch != "jina-bert-v2":
+        pytest.skip("jina-bert-v2 only")
+    d = 64 if name != "ffn_gate" else 96
+    rewrite(path, tmp_path / "v.gguf", arch, lambda t: {**t, f"blk.0.{name}.weight": np.ones(d, np.float32)})
+    with pytest.raises(LlmarchError, match=f"jina-bert-v2 file with .*{name}.* is not supported"):
+        llmarch.from_gguf(tmp_path / "v.gguf")
