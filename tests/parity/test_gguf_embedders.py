@@ -42,14 +42,10 @@ def written(request, tok, tmp_path_factory):
     arch = request.param
     torch.manual_seed(0)
     cfg = hf_model_config({**CASES[arch], "vocab_size": tok.vocab_size})
-    model = perturbed(llmarch.build(with_head_cfg(cfg)))
+    model = perturbed(with_head(llmarch.build(cfg), "embed", pooling="mean"))
     path = tmp_path_factory.mktemp(arch) / "m.gguf"
     to_gguf(model, path, "f32", tok)
     return arch, model, path
-
-
-def with_head_cfg(cfg):
-    return cfg.replace(head="embed", pooling="mean", head_transform=False, head_bias=False)
 
 
 def llama_cpp(path):
