@@ -33,7 +33,7 @@ from .vision.config import check_vision
 HEADS = ("classify", "detect", "embed", "lm", "tokens")
 POOLINGS = ("none", "cls", "mean", "last")
 _DERIVED = ("n_kv_heads", "head_dim", "ffn_hidden", "final_norm", "qkv_bias", "o_bias", "ffn_in_bias", "expert_hidden",
-            "attention", "ssm_dt_rank", "shared_hidden")
+            "attention", "ssm_dt_rank", "shared_hidden", "expert_proj_bias")
 _IMPLS = ("sdpa", "eager")
 QK_NORMS = ("none", "head", "per_head", "proj", "head_after_rope", "rms_after_rope", "l2_clip")
 # the share of the fields a config names from which it was written by llmarch, not by hand (ModelConfig.load)
@@ -617,6 +617,9 @@ class ModelConfig:
     router_groups: int = 1  # experts in this many equal groups; each token picks from its best router_topk_groups
     router_topk_groups: int = 1  # (DeepSeek-V2 device-limited, V3 node-limited routing)
     expert_bias: bool = False  # a per-expert bias on the scores, for choosing only (DeepSeek-V3 aux-loss-free)
+    # biases on the routed experts' own projections, (E, rows) and (E, C); None: = bias (nomic-bert-moe as llama.cpp
+    # runs it: biased attention and dense MLPs beside experts without)
+    expert_proj_bias: bool | None = None
     # expert_bias added to the router's logits for the choice, not to their scores (Kolibri-1: top-k of l + b, the
     # weights sigmoid(l) of the chosen)
     router_bias_on_logits: bool = False
@@ -933,6 +936,8 @@ class ModelConfig:
             self.o_bias = self.bias
         if self.ffn_in_bias is None:
             self.ffn_in_bias = self.bias
+        if self.expert_proj_bias is None:
+            self.expert_proj_bias = self.bias
         if self.attention in _IMPLS:  # configs written before kinds existed named the kernel `attention`
             self.attn_impl, self.attention = self.attention, None
         if self.attention is None:

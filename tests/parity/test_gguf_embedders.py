@@ -4,11 +4,14 @@ read back to the same pooled embeddings on a right-padded batch, tokenized by ll
 punctuation, out-of-vocabulary words) and embedded by llama.cpp to llmarch's pooled, normalised embeddings of two
 texts of different lengths (llmarch pads the shorter) within 1e-4; `llmarch embed --checkpoint FILE.gguf` writes
 the same. No transformers reference exists for these models (remote code only): llama.cpp is the reference."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import llmarch
+from llmarch.data.tokenizer import HF_TOKEN_IDS, BPETokenizer
 from llmarch.embed import embed
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
@@ -17,7 +20,7 @@ from llmarch.interop.hf import hf_model_config
 from llmarch.models.build import with_head
 
 from conftest import perturbed
-from test_gguf_bert import ours, vocabulary
+from test_gguf_bert import CORPUS, ours, vocabulary
 from test_gguf_older import rewrite
 
 gguf = pytest.importorskip("gguf")
@@ -26,26 +29,47 @@ TEXTS = ["Hello, world! Héllo café naïve résumé.", "The quick brown fox jum
 STRINGS = ["Hello, world!", "Héllo café naïve résumé.", "UNBELIEVABLE xyzzy (x) piece-words; ok?", "Ünknöwn Éé"]
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
              max_position_embeddings=128)
-CASES = {  # GGUF architecture -> llmarch's config.json-like fields of its family
-    "jina-bert-v2": dict(model_type="jina_bert_v2", type_vocab_size=2, **SMALL),
+ROPE = {"rope_type": "default", "rope_theta": 500.0}
+CASES = {  # GGUF architecture -> (llmarch's config.json-like fields of its family, its vocabulary's fixture)
+    "jina-bert-v2": (dict(model_type="jina_bert_v2", type_vocab_size=2, **SMALL), "wordpiece"),
+    "nomic-bert-moe": (dict(model_type="nomic_bert_moe", type_vocab_size=1, num_experts=4, moe_top_k=2,
+                            moe_every_n_layers=2, pad_token_id=1, rope_parameters=ROPE, **SMALL), "unigram"),
 }
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
+def wordpiece(tmp_path_factory):
     return ours(vocabulary(tmp_path_factory.mktemp("vocab")))
 
 
+@pytest.fixture(scope="module")
+def unigram():
+    """XLM-R's kind of vocabulary: a SentencePiece unigram model (<s> <pad> </s> <unk> first, ▁ for spaces) whose
+    texts go as <s> A </s>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    tk = Tokenizer(models.Unigram())
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=150, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                      unk_token="<unk>", show_progress=False)
+    tk.train_from_iterator([t + " " for t in CORPUS + TEXTS for _ in range(3)], trainer)
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    ids = {"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+    return BPETokenizer(tk, eos_id=2, side_files={HF_TOKEN_IDS: json.dumps(ids).encode()})
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
-def written(request, tok, tmp_path_factory):
-    """(arch, llmarch's model with mean pooling, the F32 file written from it)."""
+def written(request, tmp_path_factory):
+    """(arch, llmarch's model with mean pooling, the F32 file written from it, the tokenizer written with it)."""
     arch = request.param
+    fields, vocabulary_kind = CASES[arch]
+    tok = request.getfixturevalue(vocabulary_kind)
     torch.manual_seed(0)
-    cfg = hf_model_config({**CASES[arch], "vocab_size": tok.vocab_size})
+    cfg = hf_model_config({**fields, "vocab_size": tok.vocab_size})
     model = perturbed(with_head(llmarch.build(cfg), "embed", pooling="mean"))
     path = tmp_path_factory.mktemp(arch) / "m.gguf"
     to_gguf(model, path, "f32", tok)
-    return arch, model, path
+    return arch, model, path, tok
 
 
 def llama_cpp(path):
@@ -53,8 +77,8 @@ def llama_cpp(path):
     return llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=128, n_batch=128, n_threads=1, verbose=False)
 
 
-def test_read_back_tokenize_and_embed_as_llama_cpp(written, tok, tmp_path):
-    arch, model, path = written
+def test_read_back_tokenize_and_embed_as_llama_cpp(written, tmp_path):
+    arch, model, path, tok = written
     reader = gguf.GGUFReader(str(path))
     assert reader.fields["general.architecture"].contents() == arch
     back = llmarch.from_gguf(path)
@@ -88,7 +112,7 @@ def test_read_back_tokenize_and_embed_as_llama_cpp(written, tok, tmp_path):
 @pytest.mark.parametrize("name", ["attn_q_norm", "attn_norm_2", "ffn_gate"])
 def test_jina_bert_v2_variants_llmarch_cannot_hold_are_refused(name, written, tmp_path):
     """jina-embeddings-v2's q/k-norm and -code layouts and an older converter's split gate: one line each."""
-    arch, _, path = written
+    arch, _, path, _ = written
     if arch != "jina-bert-v2":
         pytest.skip("jina-bert-v2 only")
     d = 64 if name != "ffn_gate" else 96

@@ -131,6 +131,12 @@ LAYOUTS = {
     # a fused up|gate tensor (GTE's up_gate_proj): our gate_up holds the gate first, so the halves swap (both ways)
     "swapped_halves": (lambda t, cfg: torch.cat(t.chunk(2)[::-1]), lambda t, cfg: torch.cat(t.chunk(2)[::-1]),
                        lambda s: s),
+    # stacked experts stored as one matrix of their rows (E * I, C) (NomicBERT-MoE's w1); ours (E, I, C)
+    "experts_rows": (lambda t, cfg: t.reshape(cfg.n_experts, -1, t.shape[-1]), lambda t, cfg: t.flatten(0, 1),
+                     lambda s: (s[0] * s[1], *s[2:])),
+    # the same of down projections, each expert's (I, C) as x @ w uses it (NomicBERT-MoE's w2); ours (E, C, I)
+    "experts_rows_transposed": (lambda t, cfg: t.reshape(cfg.n_experts, -1, t.shape[-1]).transpose(1, 2),
+                                lambda t, cfg: t.transpose(1, 2).flatten(0, 1), lambda s: (s[0] * s[2], s[1])),
     # a 1x1 convolution's weight (out, in / groups, 1) as a (grouped) linear one's (SqueezeBERT)
     "conv1x1": (lambda t, cfg: t.squeeze(-1), lambda t, cfg: t[..., None], lambda s: (*s, 1)),
 }

@@ -27,7 +27,7 @@ from .router import Router
 
 class Experts(nn.Module):
     """E FFNs with stacked weights: gate_up (E, 2I, C) for gated kinds (rows: gate, then up) or up (E, I, C),
-    and down (E, C, I); biases (E, rows) and (E, C) when cfg.bias."""
+    and down (E, C, I); biases (E, rows) and (E, C) when cfg.expert_proj_bias (by default cfg.bias)."""
 
     residual_out = ("down",)  # the experts' stacked down projections
 
@@ -41,8 +41,8 @@ class Experts(nn.Module):
         self.in_name = "gate_up" if self.gated else "up"
         self.register_parameter(self.in_name, nn.Parameter(torch.empty(E, rows, C)))
         self.down = nn.Parameter(torch.empty(E, C, hidden))
-        self.in_bias = nn.Parameter(torch.empty(E, rows)) if cfg.bias else None
-        self.down_bias = nn.Parameter(torch.empty(E, C)) if cfg.bias else None
+        self.in_bias = nn.Parameter(torch.empty(E, rows)) if cfg.expert_proj_bias else None
+        self.down_bias = nn.Parameter(torch.empty(E, C)) if cfg.expert_proj_bias else None
         # Llama 4 (Meta 2025; transformers' Llama4TextMoe): the routing weight scales the expert's input, E(w x);
         # the others scale its output, w E(x). The two differ, the expert being nonlinear
         self.input_weighted = cfg.expert_input_weighted

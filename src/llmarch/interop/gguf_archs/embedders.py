@@ -10,12 +10,19 @@ original code's layout, which the converter reads):
   WordPiece (`bert`) or a byte-level BPE vocabulary (jina-embeddings-v2-base-de/-es/-zh). Refused: the variants
   with LayerNorms on q and k (attn_q_norm, attn_k_norm), a second norm after attention (attn_norm_2:
   jina-embeddings-v2-base-code's layer_norm_1, which llama.cpp adds the block's input to twice) and older files
-  with the gate apart (ffn_gate), whose layouts llmarch's table does not hold."""
+  with the gate apart (ffn_gate), whose layouts llmarch's table does not hold.
+- NomicBERT-MoE (`nomic-bert-moe`, NomicBertModel with moe_every_n_layers; interop/nomic_bert_moe.py): nomic-bert's
+  keys (encoders.py) and `moe_every_n_layers`, `expert_count`, `expert_used_count`; layer i's MLP is a mixture where
+  i % n == 1 (llama.cpp's graph), `mlp.router.layer` as ffn_gate_inp, the experts' stacked rows `mlp.experts.mlp.w1`
+  (E * I, d) as ffn_up_exps (E, I, d) and `w2` as ffn_down_exps (E, d, I), each expert's rows transposed (the
+  converter's view and transpose), biases on q | k | v (`attn_qkv.bias`), the output and the dense GELU MLP
+  (`ffn_up`, `ffn_down`), none on the experts; softmax top-k weights not renormalised. The vocabulary is XLM-R's
+  SentencePiece unigram (`t5`)."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
 from .arch import Arch, Meta
-from .encoders import _embedding_in, _embedding_out
+from .encoders import _bert_like, _bert_like_out, _common, _embedding_in, _embedding_out
 
 _JINA_REFUSED = {"attn_q_norm": "LayerNorms on q and k", "attn_norm_2": "a second LayerNorm after attention "
                  "(jina-embeddings-v2-base-code's layout)", "ffn_gate": "the GEGLU gate apart from ffn_up (an older "
@@ -49,8 +56,38 @@ def _jina_out(w, hf: dict) -> dict:
     return {}
 
 
+def _nomic_moe(hf: dict, meta: Meta) -> dict:
+    """NomicBERT-MoE's config.json: nomic-bert's, with its experts and where they sit."""
+    return {**_bert_like("nomic_bert")(hf, meta), "model_type": "nomic_bert_moe", "hidden_act": "gelu",
+            "num_experts": meta.get("expert_count"), "moe_top_k": meta.get("expert_used_count"),
+            "moe_every_n_layers": meta.get("moe_every_n_layers")}
+
+
+def _nomic_moe_out(w, hf: dict) -> dict:
+    """NomicBertModel.set_gguf_parameters with experts (TextModel's writes expert_count)."""
+    w.add_expert_count(hf["num_experts"])
+    w.add_moe_every_n_layers(hf["moe_every_n_layers"])
+    w.add_expert_used_count(hf["moe_top_k"])
+    return _bert_like_out(w, hf)
+
+
+def _expert_rows(t, hf: dict):
+    """(E * I, d) -> (E, I, d): the converter's view of w1 (and, transposed after, of w2)."""
+    return t.reshape(hf["num_experts"], -1, t.shape[-1])
+
+
+_W1, _W2 = r"mlp\.experts\.mlp\.w1$", r"mlp\.experts\.mlp\.w2$"
+
 ARCHS = {
     "jina-bert-v2": Arch("jina_bert_v2", fields=_jina, common=_jina_common, write=_jina_out, rope=False,
                          layer_norm=True, stripped=("bert.",), dropped=r"^cls\.", model_in=_embedding_in,
                          model_out=_embedding_out("jina-bert-v2")),
+    "nomic-bert-moe": Arch("nomic_bert_moe", fields=_nomic_moe, common=_common, write=_nomic_moe_out,
+                           layer_norm=True, stripped=("nomic_bert.",), dropped=r"^cls\.", model_in=_embedding_in,
+                           model_out=_embedding_out("nomic-bert-moe"),
+                           renamed=(("mlp.experts.mlp.w1", "mlp.experts.mlp.w1.weight"),
+                                    ("mlp.experts.mlp.w2", "mlp.experts.mlp.w2.weight")),
+                           tensors=((_W1, _expert_rows, lambda t, hf: t.flatten(0, 1)),
+                                    (_W2, lambda t, hf: _expert_rows(t, hf).transpose(1, 2),
+                                     lambda t, hf: t.transpose(1, 2).flatten(0, 1)))),
 }
