@@ -34,6 +34,8 @@ CASES = {  # GGUF architecture -> (llmarch's config.json-like fields of its fami
     "jina-bert-v2": (dict(model_type="jina_bert_v2", type_vocab_size=2, **SMALL), "wordpiece"),
     "nomic-bert-moe": (dict(model_type="nomic_bert_moe", type_vocab_size=1, num_experts=4, moe_top_k=2,
                             moe_every_n_layers=2, pad_token_id=1, rope_parameters=ROPE, **SMALL), "unigram"),
+    "neo-bert": (dict(model_type="neobert", norm_eps=1e-5, rope_theta=500.0, max_length=128,
+                      **{**SMALL, "intermediate_size": 144}), "wordpiece"),
 }
 
 

@@ -67,7 +67,7 @@ from . import hrm_text  # noqa: F401
 from . import exaone4_5  # noqa: F401
 from . import step3p5  # noqa: F401
 from . import albert, eurobert, gte, jina_embeddings_v3, mpnet, nomic_bert, ultrabert  # noqa: F401
-from . import jina_bert_v2, nomic_bert_moe  # noqa: F401
+from . import jina_bert_v2, neobert, nomic_bert_moe  # noqa: F401
 from . import modernbert_decoder  # noqa: F401
 from . import youtu  # noqa: F401
 from . import jais2  # noqa: F401

@@ -17,7 +17,14 @@ original code's layout, which the converter reads):
   (E * I, d) as ffn_up_exps (E, I, d) and `w2` as ffn_down_exps (E, d, I), each expert's rows transposed (the
   converter's view and transpose), biases on q | k | v (`attn_qkv.bias`), the output and the dense GELU MLP
   (`ffn_up`, `ffn_down`), none on the experts; softmax top-k weights not renormalised. The vocabulary is XLM-R's
-  SentencePiece unigram (`t5`)."""
+  SentencePiece unigram (`t5`).
+- NeoBERT (`neo-bert`, NeoBert; interop/neobert.py): pre-RMSNorm blocks (`attention.layer_norm_rms_epsilon`), one
+  fused `attn_qkv` (all q | all k | all v) without biases, RoPE on adjacent pairs (llama.cpp's normal rotation,
+  rope.freq_base, the converter's 10000), the SwiGLU's fused `ffn.w12` as ffn_up (2 n_ff rows, gate first) and
+  `ffn.w3` as ffn_down, the final norm `layer_norm` as enc.output_norm; no token types, no embedding norm;
+  `feed_forward_length` the SwiGLU's width, 2/3 of NeoBERT's intermediate_size (NeoBert.set_gguf_parameters);
+  names without `model.`, the MLM head `decoder` dropped. The converter writes pooling_type cls; a WordPiece
+  vocabulary. A classifier's `cls`/`cls_out` (NeoBERTForSequenceClassification) has no place in llmarch's table."""
 from __future__ import annotations
 
 from ...errors import LlmarchError
@@ -76,6 +83,33 @@ def _expert_rows(t, hf: dict):
     return t.reshape(hf["num_experts"], -1, t.shape[-1])
 
 
+def _neo(hf: dict, meta: Meta) -> dict:
+    """NeoBERT's config.json: RMSNorm's epsilon, RoPE's base, the intermediate_size whose 2/3 is the file's width."""
+    if meta.get("attention.causal", False):
+        raise LlmarchError(f"{meta.path}: a neo-bert file with attention.causal true is not bidirectional")
+    return dict(model_type="neobert", _name_or_path=hf["_name_or_path"], vocab_size=hf["vocab_size"],
+                hidden_size=hf["hidden_size"], num_hidden_layers=hf["num_hidden_layers"],
+                num_attention_heads=hf["num_attention_heads"], intermediate_size=(3 * hf["intermediate_size"] + 1) // 2,
+                norm_eps=hf["rms_norm_eps"], rope_theta=hf["rope_theta"], max_length=hf["max_position_embeddings"],
+                tie_word_embeddings=True)  # no head: the embedding model's convention (encoders.py)
+
+
+def _neo_common(hf: dict) -> dict:
+    """The names _metadata writes from: the SwiGLU's width as the converter writes it, RMSNorm's epsilon, RoPE."""
+    return {**hf, "num_key_value_heads": hf["num_attention_heads"], "intermediate_size": int(2 * hf[
+        "intermediate_size"] / 3), "rms_norm_eps": hf["norm_eps"], "max_position_embeddings": hf["max_length"],
+            "rope_parameters": {"rope_type": "default", "rope_theta": hf["rope_theta"]}}
+
+
+def _neo_out(w, hf: dict) -> dict:
+    """NeoBert.set_gguf_parameters beyond the common keys: bidirectional, no RoPE scaling."""
+    import gguf
+
+    w.add_causal_attention(False)
+    w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+    return {}
+
+
 _W1, _W2 = r"mlp\.experts\.mlp\.w1$", r"mlp\.experts\.mlp\.w2$"
 
 ARCHS = {
@@ -90,4 +124,6 @@ ARCHS = {
                            tensors=((_W1, _expert_rows, lambda t, hf: t.flatten(0, 1)),
                                     (_W2, lambda t, hf: _expert_rows(t, hf).transpose(1, 2),
                                      lambda t, hf: t.transpose(1, 2).flatten(0, 1)))),
+    "neo-bert": Arch("neobert", fields=_neo, common=_neo_common, write=_neo_out, stripped=("model.",),
+                     dropped=r"^decoder\.", model_in=_embedding_in, model_out=_embedding_out("neo-bert")),
 }
