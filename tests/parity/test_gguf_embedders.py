@@ -123,3 +123,27 @@ def test_jina_bert_v2_variants_llmarch_cannot_hold_are_refused(name, written, tm
     rewrite(path, tmp_path / "v.gguf", arch, lambda t: {**t, f"blk.0.{name}.weight": np.ones(d, np.float32)})
     with pytest.raises(LlmarchError, match=f"jina-bert-v2 file with .*{name}.* is not supported"):
         llmarch.from_gguf(tmp_path / "v.gguf")
+
+
+def test_llmarch_tables_round_trip_through_their_hf_layout(written, tmp_path):
+    """to_hf writes each family's masked LM in the layout its table gives (the converter's input), from_hf reads it
+    back to the same model; nomic-bert-moe's stacked expert rows (E * I, d) both ways. The original's bias after the experts,
+    which llama.cpp drops, has no place in nomic_bert_moe's table: such a checkpoint is refused."""
+    from safetensors.torch import load_file, save_file
+
+    arch, embedder, _, _ = written
+    torch.manual_seed(0)
+    model = perturbed(llmarch.build(embedder.config.replace(head="lm", head_transform=arch != "neo-bert",
+                                                            head_bias=True, tie_embeddings=arch != "neo-bert")))
+    llmarch.to_hf(model, tmp_path / "hf")
+    back = llmarch.from_hf(tmp_path / "hf")
+    ids = torch.randint(5, model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-6
+    if arch == "nomic-bert-moe":
+        stored = load_file(tmp_path / "hf" / "model.safetensors")
+        assert stored["nomic_bert.encoder.layers.1.mlp.experts.mlp.w1"].shape == (4 * 96, 64)
+        save_file({**stored, "nomic_bert.encoder.layers.1.mlp.experts.bias": torch.zeros(64)},
+                  str(tmp_path / "hf" / "model.safetensors"))
+        with pytest.raises(LlmarchError, match="experts.bias"):
+            llmarch.from_hf(tmp_path / "hf")

@@ -6,8 +6,8 @@ embedding `encoder`, `transformer_encoder.{i}.attention_norm`, one fused `qkv` w
 (as llama.cpp's graph splits it; the converter copies the rows as they are: NeoBERT's own code may group them per
 head, which is not checked here), `wo`, `ffn_norm`, `ffn.w12` (gate rows, then up) and `ffn.w3`, the final norm
 `layer_norm`; q and k's rows reordered per head to llmarch's halves (layout `rope_pairs_qkv`). The SwiGLU is
-int(2 intermediate_size / 3) wide, as the converter writes it. The masked-LM head `decoder` (a biased projection, not
-tied); the base model (NeoBERT) reads as head `embed`."""
+int(2 intermediate_size / 3) wide, as the converter writes it. Heads: the masked LM (NeoBERTLMHead: `decoder`, a
+biased projection, not tied); a GGUF file's encoder reads as head `embed`."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -58,5 +58,4 @@ def needs(cfg: ModelConfig) -> str | None:
     return None
 
 
-FAMILIES.register("neobert")(Family(RULES, to_config, from_config, needs=needs,
-                                    heads={"embed": ("NeoBERT", [])}, base_prefix="model."))
+FAMILIES.register("neobert")(Family(RULES, to_config, from_config, needs=needs))

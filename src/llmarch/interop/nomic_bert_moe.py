@@ -60,7 +60,7 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def from_config(cfg: ModelConfig) -> dict:
-    return dict(model_type="nomic_bert_moe", architectures=["NomicBertForPreTraining"], vocab_size=cfg.vocab_size,
+    return dict(model_type="nomic_bert_moe", architectures=["NomicBertForMaskedLM"], vocab_size=cfg.vocab_size,
                 hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 intermediate_size=cfg.ffn_hidden, hidden_act="gelu", layer_norm_eps=cfg.norm_eps,
                 type_vocab_size=cfg.type_vocab_size, max_position_embeddings=cfg.context_length,
@@ -83,4 +83,4 @@ def needs(cfg: ModelConfig) -> str | None:
 
 
 FAMILIES.register("nomic_bert_moe")(Family(RULES, to_config, from_config, IGNORE, needs=needs,
-                                           base_prefix="nomic_bert."))
+                                           heads={"embed": ("NomicBertModel", [])}, base_prefix="nomic_bert."))
