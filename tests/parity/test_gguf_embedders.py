@@ -125,10 +125,19 @@ def test_jina_bert_v2_variants_llmarch_cannot_hold_are_refused(name, written, tm
         llmarch.from_gguf(tmp_path / "v.gguf")
 
 
+@pytest.mark.parametrize("written", ["neo-bert"], indirect=True)
+def test_neo_bert_classifier_is_refused(written, tmp_path):
+    """NeoBERTForSequenceClassification's file (cls, cls_out: a reranker's head) in one line."""
+    arch, _, path, _ = written
+    rewrite(path, tmp_path / "c.gguf", arch, lambda t: {**t, "cls.weight": np.ones((64, 64), np.float32)})
+    with pytest.raises(LlmarchError, match="cls.weight has no place in a neo-bert model"):
+        llmarch.from_gguf(tmp_path / "c.gguf")
+
+
 def test_llmarch_tables_round_trip_through_their_hf_layout(written, tmp_path):
     """to_hf writes each family's masked LM in the layout its table gives (the converter's input), from_hf reads it
-    back to the same model; nomic-bert-moe's stacked expert rows (E * I, d) both ways. The original's bias after the experts,
-    which llama.cpp drops, has no place in nomic_bert_moe's table: such a checkpoint is refused."""
+    back to the same model; nomic-bert-moe's stacked expert rows (E * I, d) both ways. The original's bias after the
+    experts, which llama.cpp drops, has no place in nomic_bert_moe's table: such a checkpoint is refused."""
     from safetensors.torch import load_file, save_file
 
     arch, embedder, _, _ = written
