@@ -156,3 +156,45 @@ def test_llmarch_tables_round_trip_through_their_hf_layout(written, tmp_path):
                   str(tmp_path / "hf" / "model.safetensors"))
         with pytest.raises(LlmarchError, match="experts.bias"):
             llmarch.from_hf(tmp_path / "hf")
+
+
+def _as_published(arch: str, hf: dict) -> dict:
+    """config.json as the published checkpoints of the family have it: JinaBERT-v2 names model_type `bert`;
+    nomic-embed-text-v2-moe names `nomic_bert` with the original code's GPT-2 names."""
+    if arch == "jina-bert-v2":
+        return {**hf, "model_type": "bert"}
+    renamed = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
+               "intermediate_size": "n_inner", "layer_norm_eps": "layer_norm_epsilon", "hidden_act":
+               "activation_function", "max_position_embeddings": "n_positions"}
+    out = {renamed.get(k, k): v for k, v in hf.items() if k != "rope_parameters"}
+    return {**out, "model_type": "nomic_bert", "rotary_emb_base": hf["rope_parameters"]["rope_theta"],
+            "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": False}
+
+
+def test_published_configs_reach_their_tables(written, tmp_path):
+    """A JinaBERT-v2 config.json says model_type `bert` (with ALiBi, which transformers' BERT has not), a
+    NomicBERT-MoE one `nomic_bert` (with experts, and GPT-2's field names): from_hf reads each with its own table,
+    to the same logits; without the tell-tale field the model_type is read as itself."""
+    arch = written[0]
+    if arch == "neo-bert":
+        pytest.skip("NeoBERT's config names model_type neobert, its own")
+    torch.manual_seed(0)
+    model = perturbed(llmarch.build(written[1].config.replace(head="lm", head_transform=True, head_bias=True)))
+    llmarch.to_hf(model, tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(_as_published(arch, json.loads(config.read_text()))))
+    back = llmarch.from_hf(tmp_path)
+    assert back.config.hf_model_type == model.config.hf_model_type
+    ids = torch.randint(5, model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-6
+    if arch == "nomic-bert-moe":
+        hf = json.loads(config.read_text())
+        config.write_text(json.dumps({**hf, "rotary_emb_fraction": 0.5}))
+        with pytest.raises(LlmarchError, match="fraction 0.5"):
+            llmarch.from_hf(tmp_path)
+        config.write_text(json.dumps({k: v for k, v in hf.items() if k != "moe_every_n_layers"}))
+    else:
+        config.write_text(json.dumps({**json.loads(config.read_text()), "position_embedding_type": "absolute"}))
+    with pytest.raises(LlmarchError):  # read as transformers' BERT / NomicBERT, whose tables these names miss
+        llmarch.from_hf(tmp_path)

@@ -24,6 +24,10 @@ from .safetensors_io import INDEX, SINGLE, Checkpoint
 from .sentence_transformers import dense_rules, read_modules, write_modules
 
 FAMILIES: Registry = Registry("Hugging Face model_type")
+# remote-code checkpoints that name a transformers model_type whose layout they do not have, told apart by their
+# config: (the model_type they name, a test of config.json's contents, the llmarch family that reads them); see
+# read_hf_config
+RETYPED: list[tuple[str, Callable[[dict], bool], str]] = []
 GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
@@ -105,6 +109,9 @@ def read_hf_config(path: Path) -> dict:
         raise LlmarchError(f"cannot parse {file}: {e}") from None
     if not isinstance(hf_cfg, dict):
         raise LlmarchError(f"{file} holds a JSON {type(hf_cfg).__name__}, not an object")
+    for theirs, test, ours in RETYPED:
+        if hf_cfg.get("model_type") == theirs and test(hf_cfg):
+            return {**hf_cfg, "model_type": ours}
     return hf_cfg
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .hf import FAMILIES, Family
+from .hf import FAMILIES, RETYPED, Family
 from .mapping import Rule
 
 _W = ("weight", "bias")
@@ -69,3 +69,6 @@ def needs(cfg: ModelConfig) -> str | None:
 
 FAMILIES.register("jina_bert_v2")(Family(RULES, to_config, from_config, IGNORE, needs=needs,
                                          heads={"embed": ("JinaBertModel", [])}, base_prefix="bert."))
+# a published JinaBERT-v2 config says model_type `bert` (transformers' BertConfig has no ALiBi: its
+# position_embedding_type is absolute or relative_key(_query)), so position_embedding_type `alibi` tells it apart
+RETYPED.append(("bert", lambda hf: hf.get("position_embedding_type") == "alibi", "jina_bert_v2"))

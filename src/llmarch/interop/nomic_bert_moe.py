@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from .hf import FAMILIES, Family
+from .hf import FAMILIES, RETYPED, Family
 from .llama import rope_fields, rope_parameters
 from .mapping import Rule
 from .nomic_bert import IGNORE
@@ -38,7 +38,29 @@ RULES = [
 ]
 
 
+# the original code's config is a GPT2Config (its checkpoints' config.json): those names are read where
+# transformers' are absent
+_GPT2_NAMES = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads",
+               "n_inner": "intermediate_size", "layer_norm_epsilon": "layer_norm_eps",
+               "activation_function": "hidden_act", "n_positions": "max_position_embeddings"}
+
+
+def _transformers_names(hf: dict) -> dict:
+    """config.json with the original code's names as transformers' (RoPE's base `rotary_emb_base`); its RoPE
+    variants that llama.cpp does not run (a fraction of each head, interleaved pairs) refused."""
+    out = {ours: hf[theirs] for theirs, ours in _GPT2_NAMES.items() if hf.get(theirs) is not None and ours not in hf}
+    if "n_embd" in hf and "intermediate_size" not in hf and hf.get("n_inner") is None:
+        out["intermediate_size"] = 4 * hf["n_embd"]  # GPT2Config's n_inner None
+    if hf.get("rotary_emb_base") is not None and not hf.get("rope_parameters"):
+        out["rope_parameters"] = {"rope_theta": float(hf["rotary_emb_base"])}
+    if hf.get("rotary_emb_fraction", 1.0) != 1.0 or hf.get("rotary_emb_interleaved"):
+        raise LlmarchError(f"nomic_bert_moe: RoPE over a fraction {hf.get('rotary_emb_fraction')} of each head or "
+                           "on interleaved pairs is not supported (whole heads, halves rotated)")
+    return {**hf, **out}
+
+
 def to_config(hf: dict) -> ModelConfig:
+    hf = _transformers_names(hf)
     act, every = hf.get("hidden_act", "gelu"), hf["moe_every_n_layers"]
     if act != "gelu":
         raise LlmarchError(f"nomic_bert_moe: hidden_act {act!r} is not supported (gelu, as llama.cpp runs it)")
@@ -84,3 +106,6 @@ def needs(cfg: ModelConfig) -> str | None:
 
 FAMILIES.register("nomic_bert_moe")(Family(RULES, to_config, from_config, IGNORE, needs=needs,
                                            heads={"embed": ("NomicBertModel", [])}, base_prefix="nomic_bert."))
+# nomic-embed-text-v2-moe's config says model_type `nomic_bert`, which transformers reads without experts: its
+# moe_every_n_layers tells it apart
+RETYPED.append(("nomic_bert", lambda hf: bool(hf.get("moe_every_n_layers")), "nomic_bert_moe"))
