@@ -50,7 +50,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              decoder_start_id: int | None = None, forced_bos_id: int | None = None,
              pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
              decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None,
-             generator: torch.Generator | None = None):
+             generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -82,6 +82,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     <|startoftranscript|>, a language, a task, <|notimestamps|>), the result's rows then starting with all of it.
     pixel_values (N, channels, H, W): preprocessed images for a model with a vision tower (config vision), their
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
+    image_grid_thw (N, 3): Qwen2-VL's and Qwen2.5-VL's images, pixel_values then (patches, patch_dim)
+    (vision/qwen_pixels.py): the prompt's M-RoPE positions come from them, and the new tokens' from its delta.
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources.
@@ -94,6 +96,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")
+    if image_grid_thw is not None and pixel_values is None:
+        raise LlmarchError("image_grid_thw describes pixel_values: give both")
     _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup, decoder_prompt)
@@ -150,10 +154,17 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     with Engine(model, request.prompt.shape[0] * repeat, request.cache_len, _rows(request.mask, repeat),
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
                 bounded=not compile, features=_rows(request.features, repeat)) as engine:
-        embeds = None if pixel_values is None else \
-            model.embed_inputs(request.prompt, pixel_values.to(request.prompt.device))
+        embeds = None if pixel_values is None else model.embed_inputs(
+            request.prompt, pixel_values.to(request.prompt.device),
+            None if image_grid_thw is None else image_grid_thw.to(request.prompt.device))
+        rope_pos = rope_delta = None
+        if image_grid_thw is not None:  # M-RoPE positions (vision/qwen_inputs.py), each beam its row's
+            mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
+            rope_pos, rope_delta = model.vision.rope_index(request.prompt, mask, image_grid_thw)
+            rope_pos, rope_delta = _rows(rope_pos.transpose(0, 1), repeat).transpose(0, 1), _rows(rope_delta, repeat)
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
-        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), _rows(embeds, repeat))
+        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), _rows(embeds, repeat),
+                               rope_pos=rope_pos, rope_delta=rope_delta)
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens
         if penalties is not None:
             prompt_mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]

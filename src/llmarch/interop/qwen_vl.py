@@ -26,12 +26,14 @@ from dataclasses import dataclass
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..vision.qwen_config import is_qwen, qwen_vision_config
 from . import multimodal
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import Rule
 from .mixtral import STACKED
 from .qwen3_moe import RULES as QWEN3_MOE_RULES
+from .qwen_vl_vision import TOWERS, canonical_name, vision_fields, vision_hf, vision_rules
 
 _QWEN2_SIZES = dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
                     num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=32768, rms_norm_eps=1e-5,
@@ -133,10 +135,40 @@ def _wrapper_reader(text_type: str):
     return to_config
 
 
+def _vision_reader(text_type: str):
+    """The multimodal config with its vision tower (Qwen2-VL's, Qwen2.5-VL's: interop/qwen_vl_vision.py)."""
+    wrapper, text = KINDS[text_type].wrapper, _wrapper_reader(text_type)
+
+    def to_config(hf: dict) -> ModelConfig:
+        return text(hf).replace(vision=vision_fields(hf, wrapper), hf_model_type=wrapper)
+    return to_config
+
+
+def _vision_writer(text_type: str):
+    kind = KINDS[text_type]
+
+    def from_config(cfg: ModelConfig) -> dict:
+        if not is_qwen(cfg.vision):
+            raise LlmarchError(f"model_type {kind.wrapper} writes its vision tower: this model has none (export it "
+                               f"with hf_model_type={text_type!r})")
+        text = FAMILIES[text_type].from_config(cfg.replace(vision=None, hf_model_type=text_type))
+        text.pop("architectures", None)
+        v = qwen_vision_config(cfg.vision)
+        return dict(model_type=kind.wrapper, architectures=[kind.architecture], text_config=text,
+                    vision_config=vision_hf(v, kind.wrapper), image_token_id=v.image_token_id,
+                    tie_word_embeddings=cfg.tie_embeddings)
+    return from_config
+
+
 for _type, _kind in KINDS.items():
     _base = FAMILIES[_kind.base]
     _rules = MOE_RULES if _kind.base == "qwen3_moe" else _base.rules
     FAMILIES.register(_type)(Family(_rules, _reader(_type), _writer(_type), _base.ignore,
                                     stacked_experts=STACKED if _kind.base == "qwen3_moe" else []))
-    multimodal.register(_kind.wrapper, FAMILIES[_type], _wrapper_reader(_type), _type, (r"^(model\.)?visual\.",),
-                        canonical=_published)
+    if _kind.wrapper in TOWERS:  # the text model in its published names beside the tower's (visual.*)
+        FAMILIES.register(_kind.wrapper)(Family(
+            _rules, _vision_reader(_type), _vision_writer(_type), _base.ignore, canonical=canonical_name,
+            tied_by_checkpoint=True, more_rules=lambda cfg: vision_rules(qwen_vision_config(cfg.vision))))
+    else:  # Qwen3-VL's tower (DeepStack) is not read
+        multimodal.register(_kind.wrapper, FAMILIES[_type], _wrapper_reader(_type), _type,
+                            (r"^(model\.)?visual\.",), canonical=_published)

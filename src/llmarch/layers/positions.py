@@ -115,7 +115,8 @@ def fairseq_sinusoids(n: int, d: int, cos_first: bool = False) -> torch.Tensor:
 
 class RotaryPositions(NoPositions):
     """RoPE (Su et al. 2021, eq. 34): rotate each pair (x_i, x_{i+r/2}) of the first r = rotary_dim dims of q and
-    k by angle p * theta^(-2i/r). Half-split pairing (GPT-NeoX / Hugging Face layout), so HF weights load without
+    k by angle p * theta^(-2i/r). M-RoPE (Qwen2-VL, \u00a72.1): positions (3, B, T) of a temporal, a height and a
+    width axis, pair i turned by the axis of its run of mrope_section (images' tokens; text's axes are equal). Half-split pairing (GPT-NeoX / Hugging Face layout), so HF weights load without
     permutation. Context-extension scalings of the frequencies:
     linear (Chen et al. 2023, position interpolation): theta_i / factor;
     dynamic NTK (bloc97/emozilla): theta grows with the sequence once it passes the pretraining context,
@@ -175,7 +176,11 @@ class RotaryPositions(NoPositions):
             inv_freq = torch.where(pos.max() >= self.cfg.rope_original_context, self.long_inv_freq, inv_freq)
         if self.freq_log_scale is not None:
             inv_freq = inv_freq.to(pos.device) * self.freq_log_scale.float().exp()
-        angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
+        angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2); M-RoPE's (3, B, T, r/2)
+        if pos.dim() == 3:  # M-RoPE: frequency j turns by the axis mrope_section gives it (t, h, w runs)
+            axis = torch.repeat_interleave(torch.arange(3, device=pos.device),
+                                           torch.tensor(self.cfg.mrope_section, device=pos.device))
+            angles = angles.gather(0, axis.expand(1, *angles.shape[1:]))[0]
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
         if self.attn_factor != 1.0:  # YaRN's scale on q.k: sqrt(1/t) on each of q and k (eq. 22); LongRoPE's
             return angles.cos() * self.attn_factor, angles.sin() * self.attn_factor

@@ -195,13 +195,21 @@ class Stack(StackInputs, nn.Module):
             document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
             task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None,
             prefix_mask: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
-            bbox: torch.Tensor | None = None) -> torch.Tensor:
+            bbox: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None,
+            rope_delta: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose
         tokens attend to each other both ways (masks.causal_mask; None: none, or with prefix_bidirectional the whole
         call); prompt (P, C): the input of the prompt tokens (task_prompt), put before x in a sequence's first call
-        (slot 0). Returns the final hidden states (B, T, C), or (B, 1, C) with last_only."""
+        (slot 0). rope_pos (3, B, T): M-RoPE positions of this call's tokens (config mrope_section; images'
+        tokens: vision/qwen_inputs.py) that RoPE turns by in place of their row positions; rope_delta (B,): added to
+        the row positions of tokens after such a prompt (cached decoding). Returns the final hidden states (B, T, C),
+        or (B, 1, C) with last_only."""
+        if (rope_pos is not None or rope_delta is not None) and (self._stack_cfg.mrope_section is None
+                                                                 or self._stack_cfg.mrope_interleaved):
+            raise LlmarchError("rope_pos and rope_delta are M-RoPE positions, for a config with mrope_section in "
+                               "runs (not mrope_interleaved)")
         if self.per_layer is not None and input_ids is None:
             raise LlmarchError("per-layer input embeddings (ple_dim) need the token ids beside their embeddings")
         if document_ids is not None:
@@ -231,6 +239,8 @@ class Stack(StackInputs, nn.Module):
         pad_mask = _key_slots(attention_mask, key_len, True)
         row_pos = position_ids(input_pos, B, pad_mask)  # (B, T)
         pos = row_pos + cfg.position_offset if cfg.position_offset else row_pos
+        if rope_delta is not None:
+            pos = pos + rope_delta[:, None]
         positions = self._modules["positions"]  # not nn.Module's attribute fallback: read at every decoded token
         bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S), (L, ...) per layer, or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
@@ -244,7 +254,8 @@ class Stack(StackInputs, nn.Module):
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         causal = cfg.causal and T > 1 and prefix_mask is None
-        ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos), input_pos=input_pos,
+        ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos if rope_pos is None else rope_pos),
+                               input_pos=input_pos,
                                positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],

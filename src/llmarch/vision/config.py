@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
+from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
@@ -104,6 +105,9 @@ def check_vision(cfg) -> None:
     """ModelConfig's check of its vision dict (None: a text-only model) and of the text side it joins."""
     if cfg.vision is None:
         return
-    vision_config(cfg.vision)
+    if is_qwen(cfg.vision):
+        qwen_vision_config(cfg.vision)
+    else:
+        vision_config(cfg.vision)
     if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim:
         raise LlmarchError("vision (image inputs) is for decoder-only language models without per-layer inputs")
