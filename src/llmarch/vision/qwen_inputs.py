@@ -19,10 +19,7 @@ from .qwen_tower import QwenVisionTower
 class QwenImageInputs(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.v = qwen_vision_config(cfg.vision)
-        if self.v.out_width != cfg.d_model:
-            raise LlmarchError(f"the vision merger's out_width {self.v.out_width} must be the text width "
-                               f"{cfg.d_model}")
+        self.v = qwen_vision_config(cfg.vision)  # its out_width checked against d_model: config.check_vision
         self.tower = QwenVisionTower(self.v)
 
     def held_modules(self) -> list[nn.Module]:
