@@ -115,9 +115,10 @@ def fairseq_sinusoids(n: int, d: int, cos_first: bool = False) -> torch.Tensor:
 
 class RotaryPositions(NoPositions):
     """RoPE (Su et al. 2021, eq. 34): rotate each pair (x_i, x_{i+r/2}) of the first r = rotary_dim dims of q and
-    k by angle p * theta^(-2i/r). M-RoPE (Qwen2-VL, \u00a72.1): positions (3, B, T) of a temporal, a height and a
-    width axis, pair i turned by the axis of its run of mrope_section (images' tokens; text's axes are equal). Half-split pairing (GPT-NeoX / Hugging Face layout), so HF weights load without
-    permutation. Context-extension scalings of the frequencies:
+    k by angle p * theta^(-2i/r). M-RoPE (Qwen2-VL, §2.1): positions (3, B, T) of a temporal, a height and a
+    width axis, pair i turned by the axis of its run of mrope_section (images' tokens; text's axes are equal).
+    Half-split pairing (GPT-NeoX / Hugging Face layout), so HF weights load without permutation. Context-extension
+    scalings of the frequencies:
     linear (Chen et al. 2023, position interpolation): theta_i / factor;
     dynamic NTK (bloc97/emozilla): theta grows with the sequence once it passes the pretraining context,
         base' = base * (factor * len / ctx - (factor - 1))^(r / (r - 2));
