@@ -4,7 +4,7 @@ windows of 2 x 2 merged groups and one full-attention block, its images' groups 
 last windows are partial), 1-D parameters perturbed and the tower's matrices drawn N(0, 0.1) so that it moves the
 logits, read by from_hf. On a left-padded batch of one row with one image and one with two images of other sizes
 (preprocessed by qwen_pixels.py, which must equal transformers' PIL image processor), the logits agree within 1e-4
-(fp32) on real tokens; 8 greedy tokens equal transformers' generate with the images; decoding from the cache after
+(fp32) on real tokens; 8 greedy tokens and 6 of a 3-beam search equal transformers' generate with the images; decoding from the cache after
 the image prompt (its M-RoPE delta) equals the whole forward; a to_hf round trip keeps the tower (transformers loads
 it to the same logits, llmarch to the same config)."""
 import numpy as np
@@ -102,6 +102,10 @@ def test_images_logits_generation_cached_decoding_and_round_trip(pair):
     expected = hf.generate(input_ids=ids, attention_mask=mask, mm_token_type_ids=(ids == IMAGE).int(),
                            max_new_tokens=8, do_sample=False, pad_token_id=0, **images_kw)
     assert torch.equal(generated, expected)
+    beams = dict(max_new_tokens=6, num_beams=3)  # each beam its row's positions and delta, reordered with it
+    assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, **beams, **images_kw),
+                       hf.generate(input_ids=ids, attention_mask=mask, mm_token_type_ids=(ids == IMAGE).int(),
+                                   do_sample=False, pad_token_id=0, **beams, **images_kw))
     assert_cached_after_images_equals_whole(ours, ids, mask, images_kw)
     to_hf(ours, folder / "out")
     again = type(hf).from_pretrained(folder / "out").eval()
