@@ -1,7 +1,8 @@
-"""Qwen2-VL's and Qwen2.5-VL's images (vision/qwen_*.py) against transformers, through files: tiny seeded
-Qwen2VLForConditionalGeneration and Qwen2_5_VLForConditionalGeneration (a 2- and 3-block tower; Qwen2.5-VL's with
-windows of 2 x 2 merged groups and one full-attention block, its images' groups not a multiple of the window, so the
-last windows are partial), 1-D parameters perturbed and the tower's matrices drawn N(0, 0.1) so that it moves the
+"""Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images (vision/qwen_*.py) against transformers, through files: tiny seeded
+Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration and Qwen3VLForConditionalGeneration (a 2- or
+3-block tower; Qwen2.5-VL's with windows of 2 x 2 merged groups and one full-attention block, its images' groups not
+a multiple of the window, so the last windows are partial; Qwen3-VL's with a 4 x 4 table of learned positions resampled
+to each image and DeepStack features from two blocks, its text M-RoPE interleaved), 1-D parameters perturbed and the tower's matrices drawn N(0, 0.1) so that it moves the
 logits, read by from_hf. On a left-padded batch of one row with one image and one with two images of other sizes
 (preprocessed by qwen_pixels.py, which must equal transformers' PIL image processor), the logits agree within 1e-4
 (fp32) on real tokens; 8 greedy tokens and 6 of a 3-beam search equal transformers' generate with the images; decoding from the cache after
@@ -27,10 +28,14 @@ TEXT = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_lay
             num_key_value_heads=2, rope_parameters=dict(rope_type="default", rope_theta=10000.0,
                                                           mrope_section=[2, 3, 3]))
 VISION = dict(patch_size=4, temporal_patch_size=2, spatial_merge_size=2, num_heads=2)
-CASES = {
-    "qwen2_vl": ("Qwen2VL", dict(VISION, depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2)),
-    "qwen2_5_vl": ("Qwen2_5_VL", dict(VISION, depth=3, hidden_size=32, out_hidden_size=64, intermediate_size=40,
-                                      window_size=16, fullatt_block_indexes=[1])),
+QWEN3_TEXT = dict(TEXT, head_dim=16, rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                          mrope_section=[3, 3, 2], mrope_interleaved=True))
+CASES = {  # model_type: (class prefix, text config, vision config)
+    "qwen2_vl": ("Qwen2VL", TEXT, dict(VISION, depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2)),
+    "qwen2_5_vl": ("Qwen2_5_VL", TEXT, dict(VISION, depth=3, hidden_size=32, out_hidden_size=64, intermediate_size=40,
+                                            window_size=16, fullatt_block_indexes=[1])),
+    "qwen3_vl": ("Qwen3VL", QWEN3_TEXT, dict(VISION, depth=3, hidden_size=32, out_hidden_size=64, intermediate_size=40,
+                                             num_position_embeddings=16, deepstack_visual_indexes=[0, 2])),
 }
 PIXELS = dict(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=48 * 48)
 SIZES = ((45, 37), (23, 61), (30, 30))  # (height, width): odd sizes that smart_resize rounds to multiples of 8
@@ -44,8 +49,8 @@ def images():
 @pytest.fixture(scope="module", params=sorted(CASES))
 def pair(request, tmp_path_factory):
     case = request.param
-    prefix, vision = CASES[request.param]
-    config = getattr(transformers, prefix + "Config")(text_config=TEXT, vision_config=vision, image_token_id=IMAGE,
+    prefix, text, vision = CASES[request.param]
+    config = getattr(transformers, prefix + "Config")(text_config=text, vision_config=vision, image_token_id=IMAGE,
                                                       vision_start_token_id=START)
     torch.manual_seed(0)
     hf = getattr(transformers, prefix + "ForConditionalGeneration")(config)

@@ -82,7 +82,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     <|startoftranscript|>, a language, a task, <|notimestamps|>), the result's rows then starting with all of it.
     pixel_values (N, channels, H, W): preprocessed images for a model with a vision tower (config vision), their
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
-    image_grid_thw (N, 3): Qwen2-VL's and Qwen2.5-VL's images, pixel_values then (patches, patch_dim)
+    image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, pixel_values then (patches, patch_dim)
     (vision/qwen_pixels.py): the prompt's M-RoPE positions come from them, and the new tokens' from its delta.
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
@@ -96,8 +96,6 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")
-    if image_grid_thw is not None and pixel_values is None:
-        raise LlmarchError("image_grid_thw describes pixel_values: give both")
     _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup, decoder_prompt)
@@ -154,17 +152,18 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     with Engine(model, request.prompt.shape[0] * repeat, request.cache_len, _rows(request.mask, repeat),
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
                 bounded=not compile, features=_rows(request.features, repeat)) as engine:
-        embeds = None if pixel_values is None else model.embed_inputs(
-            request.prompt, pixel_values.to(request.prompt.device),
-            None if image_grid_thw is None else image_grid_thw.to(request.prompt.device))
-        rope_pos = rope_delta = None
-        if image_grid_thw is not None:  # M-RoPE positions (vision/qwen_inputs.py), each beam its row's
+        device = request.prompt.device
+        if image_grid_thw is not None:  # Qwen-VL: embeddings, M-RoPE positions, DeepStack, each beam its row's
             mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
-            rope_pos, rope_delta = model.vision.rope_index(request.prompt, mask, image_grid_thw)
-            rope_pos, rope_delta = _rows(rope_pos.transpose(0, 1), repeat).transpose(0, 1), _rows(rope_delta, repeat)
+            image = model.image_prompt(request.prompt, mask, None if pixel_values is None else pixel_values.to(device),
+                                       image_grid_thw.to(device)).rows(repeat)
+            extra = dict(embeds=image.embeds, rope_pos=image.rope_pos, rope_delta=image.rope_delta,
+                         deepstack=image.deepstack)
+        else:
+            extra = dict(embeds=None if pixel_values is None else
+                         _rows(model.embed_inputs(request.prompt, pixel_values.to(device)), repeat))
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
-        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), _rows(embeds, repeat),
-                               rope_pos=rope_pos, rope_delta=rope_delta)
+        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), **extra)
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens
         if penalties is not None:
             prompt_mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]

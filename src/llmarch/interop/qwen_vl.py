@@ -121,7 +121,10 @@ def _writer(text_type: str):
 
 
 def _published(name: str) -> str:
-    """The published names (model.layers.*, model.embed_tokens.*, model.norm.*) as transformers 5's."""
+    """Qwen3-VL: the other layout's names (model.layers.*, model.embed_tokens.*, model.norm.*, visual.*) as
+    transformers 5's."""
+    if name.startswith("visual."):
+        return "model." + name
     if name.startswith("model.") and not name.startswith(("model.language_model.", "model.visual.")):
         return "model.language_model." + name.removeprefix("model.")
     return name
@@ -136,7 +139,7 @@ def _wrapper_reader(text_type: str):
 
 
 def _vision_reader(text_type: str):
-    """The multimodal config with its vision tower (Qwen2-VL's, Qwen2.5-VL's: interop/qwen_vl_vision.py)."""
+    """The multimodal config with its vision tower (interop/qwen_vl_vision.py)."""
     wrapper, text = KINDS[text_type].wrapper, _wrapper_reader(text_type)
 
     def to_config(hf: dict) -> ModelConfig:
@@ -165,10 +168,11 @@ for _type, _kind in KINDS.items():
     _rules = MOE_RULES if _kind.base == "qwen3_moe" else _base.rules
     FAMILIES.register(_type)(Family(_rules, _reader(_type), _writer(_type), _base.ignore,
                                     stacked_experts=STACKED if _kind.base == "qwen3_moe" else []))
-    if _kind.wrapper in TOWERS:  # the text model in its published names beside the tower's (visual.*)
-        FAMILIES.register(_kind.wrapper)(Family(
-            _rules, _vision_reader(_type), _vision_writer(_type), _base.ignore, canonical=canonical_name,
-            tied_by_checkpoint=True, more_rules=lambda cfg: vision_rules(qwen_vision_config(cfg.vision))))
-    else:  # Qwen3-VL's tower (DeepStack) is not read
-        multimodal.register(_kind.wrapper, FAMILIES[_type], _wrapper_reader(_type), _type,
-                            (r"^(model\.)?visual\.",), canonical=_published)
+    # the text model as transformers saves it beside the tower: Qwen2(.5)-VL's model.*, visual.*; Qwen3-VL's
+    # model.language_model.*, model.visual.*
+    _qwen2 = TOWERS[_kind.wrapper].prefix == "visual."
+    FAMILIES.register(_kind.wrapper)(Family(
+        _rules if _qwen2 else multimodal.text_rules(_rules), _vision_reader(_type), _vision_writer(_type),
+        _base.ignore, canonical=canonical_name if _qwen2 else _published, tied_by_checkpoint=True,
+        stacked_experts=FAMILIES[_type].stacked_experts,
+        more_rules=lambda cfg, w=_kind.wrapper: vision_rules(qwen_vision_config(cfg.vision), w)))

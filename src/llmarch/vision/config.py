@@ -109,8 +109,8 @@ def check_vision(cfg) -> None:
         if qwen_vision_config(cfg.vision).out_width != cfg.d_model:
             raise LlmarchError(f"the vision merger's out_width {cfg.vision['out_width']} must be the text width "
                                f"{cfg.d_model}")
-        if cfg.mrope_section is None or cfg.mrope_interleaved:  # images' tokens are placed by M-RoPE's three axes
-            raise LlmarchError("a qwen_vl vision tower needs M-RoPE: mrope_section in runs (not interleaved)")
+        if cfg.mrope_section is None:  # images' tokens are placed by M-RoPE's three axes
+            raise LlmarchError("a qwen_vl vision tower needs M-RoPE (mrope_section)")
     else:
         vision_config(cfg.vision)
     if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim:

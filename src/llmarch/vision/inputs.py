@@ -32,12 +32,9 @@ class ImageInputs(nn.Module):
         vocabulary); its positions are overwritten."""
         return ids if self.v.held else ids.masked_fill(ids == self.v.image_token_id, 0)
 
-    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor,
-                image_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """embeds (B, T, C) of ids (B, T); pixel_values (N, channels, H, W) -> embeds with the N images' features
-        at the image-token positions. image_grid_thw: Qwen-VL's (qwen_inputs.py), refused here."""
-        if image_grid_thw is not None:
-            raise LlmarchError("image_grid_thw is for Qwen-VL's vision tower; this one reads fixed-size images")
+        at the image-token positions."""
         if self.v.held:
             raise LlmarchError("this model's vision tower is held for the round trip, never run (its image features "
                                "do not go at image-token positions): it reads text only")

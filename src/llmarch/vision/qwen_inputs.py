@@ -1,12 +1,15 @@
-"""Images into a Qwen2-VL or Qwen2.5-VL text model: the tower's merged features written at the <|image_pad|>
+"""Images into a Qwen2-VL, Qwen2.5-VL or Qwen3-VL text model: the tower's merged features written at the <|image_pad|>
 positions (image n fills the n-th run of its t (h / m) (w / m) image tokens, counting row by row, as transformers'
 masked_scatter does), and the M-RoPE positions (Wang et al. 2024, "Qwen2-VL", \u00a72.1) of text and image tokens
 that transformers' get_rope_index computes: text tokens count on, all three axes equal; an image's token at merged
 (frame, row, column) (f, r, c) takes (s + f, s + r, s + c) from the position s where it starts, and the text after it
 continues from s + max(h, w) / m, its largest position + 1. A later token (cached decoding) then sits at its row
 position (its count of real tokens before it) plus the prompt's delta: the largest position + 1 less the prompt's
-real-token count."""
+real-token count. Qwen3-VL's DeepStack features go to the same positions of the hidden states after the text
+model's first blocks (Stack.run's deepstack)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,6 +17,24 @@ from torch import nn
 from ..errors import LlmarchError
 from .qwen_config import qwen_vision_config
 from .qwen_tower import QwenVisionTower
+
+
+@dataclass
+class ImagePrompt:
+    """What a prompt with images gives Stack.run: its embeddings (B, T, C), M-RoPE positions (3, B, T), the later
+    tokens' shift (B,), and the DeepStack features, each (B, T, C) zero off the image tokens (None: none)."""
+    embeds: torch.Tensor
+    rope_pos: torch.Tensor
+    rope_delta: torch.Tensor
+    deepstack: list | None
+
+    def rows(self, repeat: int) -> "ImagePrompt":
+        """Each row repeated `repeat` times in place (beam search's beams)."""
+        if repeat == 1:
+            return self
+        r = lambda t: t.repeat_interleave(repeat, dim=0)  # noqa: E731
+        return ImagePrompt(r(self.embeds), self.rope_pos.repeat_interleave(repeat, dim=1), r(self.rope_delta),
+                           None if self.deepstack is None else [r(d) for d in self.deepstack])
 
 
 class QwenImageInputs(nn.Module):
@@ -40,18 +61,27 @@ class QwenImageInputs(nn.Module):
             raise LlmarchError(f"pixel_values must be (patches, {v.patch_dim}) for image_grid_thw {grid.tolist()}, "
                                f"got {tuple(pixel_values.shape)}")
 
-    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor,
-                image_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
-        """embeds (B, T, C) of ids (B, T); pixel_values (P, patch_dim) of the images image_grid_thw (N, 3) gives
-        -> embeds with the images' merged features at the image-token positions."""
+    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """TransformerLM.embed_inputs' hook, for fixed-size images: these need their grid (prompt)."""
+        raise LlmarchError("Qwen-VL's images need image_grid_thw beside pixel_values (vision/qwen_pixels.py gives "
+                           "both)")
+
+    def prompt(self, embeds: torch.Tensor, ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None) -> ImagePrompt:
+        """embeds (B, T, C) of a prompt's ids (B, T) from slot 0, attention_mask (B, T) its real tokens (None: all);
+        pixel_values (P, patch_dim) of the images image_grid_thw (N, 3) gives -> the ImagePrompt: the images' merged
+        features at the image-token positions, the prompt's positions."""
         self._check(pixel_values, image_grid_thw)
         where = ids == self.v.image_token_id  # (B, T)
         need, count = int(pixel_values.shape[0]) // self.v.merge_size ** 2, int(where.sum())
         if count != need:
             raise LlmarchError(f"{image_grid_thw.shape[0]} image(s) of {need} merged features need {need} image "
                                f"tokens (id {self.v.image_token_id}) in input_ids, which hold {count}")
-        features = self.tower(pixel_values, image_grid_thw).to(embeds.dtype)  # (need, C)
-        return embeds.masked_scatter(where[..., None], features)
+        features, deep = self.tower(pixel_values, image_grid_thw)  # (need, C), each of deep too
+        zeros = torch.zeros_like(embeds)
+        deepstack = [zeros.masked_scatter(where[..., None], d.to(embeds.dtype)) for d in deep] or None
+        pos, delta = self.rope_index(ids, attention_mask, image_grid_thw)
+        return ImagePrompt(embeds.masked_scatter(where[..., None], features.to(embeds.dtype)), pos, delta, deepstack)
 
     def rope_index(self, ids: torch.Tensor, attention_mask: torch.Tensor | None,
                    image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

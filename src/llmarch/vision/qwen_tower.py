@@ -5,7 +5,9 @@ over each image's patches alone and 2-D RoPE: a quarter of each head's pairs tur
 its column, the other half repeating them (transformers' half-split layout). Qwen2.5-VL's blocks outside full_layers
 attend within windows of window_size pixels; the patches are first reordered window by window (in units of the
 merger's merge_size x merge_size groups), so each window is a contiguous run, and the merged tokens put back in
-image order at the end. The merger (qwen_merger.py) turns each group into one text-width feature.
+image order at the end. The merger (qwen_merger.py) turns each group into one text-width feature. Qwen3-VL adds to
+the patch embeddings learned positions resampled to each image's grid, and its DeepStack mergers turn the hidden states
+after some blocks into features of their own, which the text model adds after its first blocks.
 Shapes: (P, C) over all images' patches P, packed; images are kept apart by the attention mask."""
 from __future__ import annotations
 
@@ -74,9 +76,12 @@ class QwenVisionTower(nn.Module):
         self.v = v
         cfg = block_config(v)
         kernel = (v.temporal_patch_size, v.patch_size, v.patch_size)
-        self.patch = nn.Conv3d(v.channels, v.width, kernel, stride=kernel, bias=False)
+        self.patch = nn.Conv3d(v.channels, v.width, kernel, stride=kernel, bias=v.patch_bias)
+        self.positions = nn.Embedding(v.grid_positions, v.width) if v.grid_positions else None
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), layer=i) for i in range(v.n_layers))
         self.merger = PatchMerger(v.width, v.out_width, v.merge_size, v.norm, NORM_EPS)
+        self.deepstack = nn.ModuleList(PatchMerger(v.width, v.out_width, v.merge_size, v.norm, NORM_EPS, True)
+                                       for _ in v.deepstack_layers or ())
 
     def rotary(self, rc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, 2) rows and columns -> cos, sin (1, P, D): angles [row theta_j, col theta_j] repeated for the halves."""
@@ -86,13 +91,31 @@ class QwenVisionTower(nn.Module):
         angles = torch.cat((angles, angles), dim=-1)[None]
         return angles.cos(), angles.sin()
 
-    def forward(self, pixel_values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    def grid_positions(self, rc: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """(P, 2) rows and columns -> (P, width): the square table resampled to each image's grid, bilinear with
+        corners aligned (F.interpolate's, as transformers' get_vision_interpolation_indices_and_weights gathers it)."""
+        side = int(round(self.v.grid_positions ** 0.5))
+        counts = grid.prod(-1)
+        size = torch.stack([torch.repeat_interleave(grid[:, k], counts) for k in (1, 2)], dim=-1)  # (P, 2)
+        src = rc.to(torch.float32) * (side - 1) / torch.clamp(size - 1, min=1)  # (P, 2) in table coordinates
+        floor = torch.floor(src)
+        offsets = torch.arange(2, device=rc.device)
+        taps = (floor.long()[..., None] + offsets).clamp(0, side - 1)  # (P, 2, 2): each axis' two neighbours
+        weights = (1 - (src[..., None] - floor[..., None] - offsets).abs()).clamp(min=0)
+        index = (taps[:, 0, :, None] * side + taps[:, 1, None, :]).flatten(1)  # (P, 4)
+        w = (weights[:, 0, :, None] * weights[:, 1, None, :]).flatten(1)
+        return (self.positions(index) * w[..., None]).sum(1)
+
+    def forward(self, pixel_values: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """pixel_values (P, patch_dim), grid (N, 3) each image's (frames, rows, columns) of patches -> the merged
-        features (P / merge_size^2, out_width), image after image."""
+        features (P / merge_size^2, out_width), image after image, and the DeepStack features, each of that shape."""
         v, m = self.v, self.v.merge_size
         x = self.patch(pixel_values.to(self.patch.weight.dtype).view(-1, v.channels, v.temporal_patch_size,
                                                                       v.patch_size, v.patch_size)).view(-1, v.width)
-        cos, sin = self.rotary(patch_positions(grid, m))
+        rc = patch_positions(grid, m)
+        if self.positions is not None:
+            x = x + self.grid_positions(rc, grid).to(x.dtype)
+        cos, sin = self.rotary(rc)
         frames = torch.repeat_interleave(grid[:, 1] * grid[:, 2], grid[:, 0]).tolist()
         full = segment_mask(frames, x.device)
         masks = [full] * v.n_layers
@@ -104,9 +127,12 @@ class QwenVisionTower(nn.Module):
             windowed = segment_mask(lengths, x.device)
             masks = [full if i in v.full_layers else windowed for i in range(v.n_layers)]
         x = x[None]  # (1, P, C): one packed sequence
-        for block, mask in zip(self.blocks, masks):
+        deep = []
+        for i, (block, mask) in enumerate(zip(self.blocks, masks)):
             ctx = AttentionContext(mask=mask, causal=False, rope=(cos, sin),
                                    input_pos=torch.arange(x.shape[1], device=x.device))
             x = block(x, ctx)
+            if v.deepstack_layers is not None and i in v.deepstack_layers:
+                deep.append(self.deepstack[v.deepstack_layers.index(i)](x[0]))
         merged = self.merger(x[0])  # (G, out_width)
-        return merged if order is None else merged[torch.argsort(order)]
+        return (merged, deep) if order is None else (merged[torch.argsort(order)], deep)
