@@ -1,13 +1,14 @@
 """Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images (vision/qwen_*.py) against transformers, through files: tiny seeded
-Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration and Qwen3VLForConditionalGeneration (a 2- or
-3-block tower; Qwen2.5-VL's with windows of 2 x 2 merged groups and one full-attention block, its images' groups not
-a multiple of the window, so the last windows are partial; Qwen3-VL's with a 4 x 4 table of learned positions resampled
-to each image and DeepStack features from two blocks, its text M-RoPE interleaved), 1-D parameters perturbed and the tower's matrices drawn N(0, 0.1) so that it moves the
-logits, read by from_hf. On a left-padded batch of one row with one image and one with two images of other sizes
-(preprocessed by qwen_pixels.py, which must equal transformers' PIL image processor), the logits agree within 1e-4
-(fp32) on real tokens; 8 greedy tokens and 6 of a 3-beam search equal transformers' generate with the images; decoding from the cache after
-the image prompt (its M-RoPE delta) equals the whole forward; a to_hf round trip keeps the tower (transformers loads
-it to the same logits, llmarch to the same config)."""
+Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration and Qwen3VLForConditionalGeneration (a 2- or 3-block
+tower; Qwen2.5-VL's with windows of 2 x 2 merged groups and one full-attention block, its images' groups not a multiple
+of the window, so the last windows are partial; Qwen3-VL's with a 4 x 4 table of learned positions resampled to each
+image and DeepStack features from two blocks, its text M-RoPE interleaved), 1-D parameters perturbed and the tower's
+matrices drawn N(0, 0.1) so that it moves the logits, read by from_hf. On a left-padded batch of one row with one image
+and one with two images of other sizes (preprocessed by qwen_pixels.py, which must equal transformers' PIL image
+processor), the logits agree within 1e-4 (fp32) on real tokens; 8 greedy tokens and 6 of a 3-beam search equal
+transformers' generate with the images; decoding from the cache after the image prompt (its M-RoPE delta) equals the
+whole forward; a to_hf round trip keeps the tower (transformers loads it to the same logits, llmarch to the same
+config)."""
 import numpy as np
 import pytest
 import torch

@@ -11,15 +11,14 @@ width position, and the rotated pairs' frequencies are split into `mrope_section
 takes them T, H, W in turn, `mrope_interleaved`). A text token's three positions are equal (transformers'
 get_rope_index numbers text 0, 1, ... over the real tokens of a left-padded row, as llmarch numbers them), so every
 frequency turns by the same position: plain RoPE, which is what llmarch computes; the section is validated against
-the head width and kept to write the model back. Images and videos are not run: the vision tower (model.visual. or
-visual.) is not read, `pixel_values` are refused, and Qwen3-VL's deepstack features (added to the first layers'
-hidden states at image tokens) only ever act with images.
+the head width and kept to write the model back. Images' tokens take positions of their own (vision/qwen_inputs.py).
 
 The multimodal checkpoints keep the text model under model.language_model. (transformers 5's names) or under
 model. (the published ones, with visual. and lm_head. beside it), and their config in text_config or, in the
-published Qwen2(.5)-VL ones, flat at the top. Written back as the text type, in the text model's names (model.*,
-lm_head.*); transformers has no causal-LM class for these types: the multimodal class loads them with the written
-config as its text_config (Qwen3-VL's with model.* mapped to model.language_model.*)."""
+published Qwen2(.5)-VL ones, flat at the top; their vision tower is read too (qwen_vl_vision.py), and they are written
+back whole, as transformers saves them. A text type is written in the text model's names (model.*, lm_head.*);
+transformers has no causal-LM class for these types: the multimodal class loads them with the written config as its
+text_config (Qwen3-VL's with model.* mapped to model.language_model.*). Videos are not run."""
 from __future__ import annotations
 
 from dataclasses import dataclass

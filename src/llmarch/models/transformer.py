@@ -102,8 +102,8 @@ class TransformerLM(Stack):
         the image and the prompt), which attend to each other both ways; None: all causal.
         image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, with pixel_values (P, patch_dim) their
         patches (vision/qwen_pixels.py makes both), for a prompt from slot 0: their features at the image tokens, the
-        prompt's M-RoPE positions from them and any DeepStack features (image_prompt). rope_delta (B,): the later tokens' position shift
-        after such a prompt (its rope_index's delta), for cached decoding."""
+        prompt's M-RoPE positions from them and any DeepStack features (image_prompt). rope_delta (B,): the later
+        tokens' position shift after such a prompt (its rope_index's delta), for cached decoding."""
         cfg = self.config  # inputs no part reads would be dropped without a word: refused
         if bbox is not None and self.box_embed is None:
             raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
