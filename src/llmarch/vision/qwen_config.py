@@ -2,9 +2,10 @@
 'qwen_vl'): a ViT over images of any size, each cut into temporal_patch_size x patch_size x patch_size patches rotated
 by their (row, column) and merged merge_size x merge_size into one text token (Wang et al. 2024, "Qwen2-VL", \u00a72.1;
 Bai et al. 2025, "Qwen2.5-VL", \u00a72.1; Qwen3-VL adds learned positions and DeepStack). A sibling of config.py's
-VisionConfig rather than more fields of it: that one is a fixed-size ViT (image_size, positions of that size, a class token,
-hidden-state selection, a projector kind), none of which this tower has, and what this one has (merging, windows, gated
-MLPs) none of those towers use. Validated here, before anything is built; nothing of llmarch's config is imported."""
+VisionConfig rather than more fields of it: that one is a fixed-size ViT (image_size, positions of that size, a class
+token, hidden-state selection, a projector kind), none of which this tower has, and what this one has (merging, windows,
+gated MLPs) none of those towers use. Validated here, before anything is built; nothing of llmarch's config is
+imported."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
