@@ -150,3 +150,22 @@ def test_what_is_refused(pair):
         ours(ids, pixel_values=pixel_values)
     with pytest.raises(LlmarchError, match="pixel_values must be"):
         ours(ids, pixel_values=pixel_values[1:], image_grid_thw=grid)
+
+
+def test_vision_configs_refused_in_one_line():
+    """What the tower cannot be, refused before anything is built: another hidden_act, windows with DeepStack, a
+    merger that does not reach the text width, a text model without M-RoPE."""
+    from llmarch.interop.hf import hf_model_config
+
+    base = dict(model_type="qwen2_vl", text_config=TEXT, vision_config=CASES["qwen2_vl"][2])
+    assert hf_model_config(base).vision["ffn"] == "quick_gelu"
+    for vision, match in ((dict(CASES["qwen2_vl"][2], hidden_act="gelu"), "hidden_act"),
+                          (dict(CASES["qwen2_vl"][2], hidden_size=48), "out_width")):
+        with pytest.raises(LlmarchError, match=match):
+            hf_model_config({**base, "vision_config": vision})
+    cfg = hf_model_config(base)
+    v = dict(cfg.vision, window_size=16, full_layers=[0], deepstack_layers=[1])
+    with pytest.raises(LlmarchError, match="deepstack_layers with windows"):
+        cfg.replace(vision=v)
+    with pytest.raises(LlmarchError, match="M-RoPE"):
+        cfg.replace(mrope_section=None)
