@@ -907,7 +907,7 @@ class ModelConfig:
     layer_overrides: dict | None = None  # layer type -> the fields it changes (see layer_types)
     hf_model_type: str | None = None  # the Hugging Face `model_type` this config exports to (interop/)
     # image inputs (LLaVA, PaliGemma): the vision tower, projector and image token, as vision/config.py's
-    # VisionConfig fields; None: text only
+    # VisionConfig fields, or with tower 'qwen_vl' vision/qwen_config.py's (Qwen2-VL to Qwen3-VL); None: text only
     vision: dict | None = None
     # prefix-LM (PaliGemma; Raffel et al. 2020, §3.2.1): the prompt, image and text, attends bidirectionally within
     # itself when generating; what follows is causal. A forward gives its prefix as prefix_mask (none given: causal;

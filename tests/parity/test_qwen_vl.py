@@ -1,11 +1,11 @@
 """The language models of Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE (interop/qwen_vl.py) against transformers,
 through files: tiny seeded multimodal models (Qwen2VLForConditionalGeneration ..., a one-block vision tower beside the
 text model, 1-D parameters perturbed; Qwen3-VL with attention_bias and a tied head, Qwen3-VL-MoE with a dense layer
-before a MoE one and experts 2I != C wide, so the stacked experts' orientation shows), read by from_hf as their text
-models. Their M-RoPE over text equals plain RoPE: transformers' get_rope_index numbers a left-padded row's text on
-all three axes as llmarch numbers it, and with those positions the logits agree within 1e-4 (fp32); 16 greedy tokens
-equal to transformers', cached decoding equal to the whole forward, a to_hf round trip (the text type) that the
-multimodal class loads, with the written config as its text_config, to the same logits and llmarch to the same
+before a MoE one and experts 2I != C wide, so the stacked experts' orientation shows), read by from_hf with their
+vision towers (their images: test_qwen_vl_vision.py). Their M-RoPE over text equals plain RoPE: transformers'
+get_rope_index numbers a left-padded row's text on all three axes as llmarch numbers it, and with those positions the
+logits agree within 1e-4 (fp32); 16 greedy tokens equal to transformers', cached decoding equal to the whole forward,
+a to_hf round trip (the whole multimodal model) that transformers loads to the same logits and llmarch to the same
 config. Each checkpoint also reads in the other name layout (transformers 5's model.language_model.* or the published
 model.*, visual.*), and Qwen3-VL-MoE's experts in the published orientation."""
 import json
@@ -52,7 +52,6 @@ CASES = {
 }
 
 
-TEXT_UNDER_WRAPPER = {r"^model\.(?!language_model\.|visual\.)": "model.language_model."}
 
 
 def wrapper(case, text):
@@ -78,7 +77,7 @@ def test_logits_generation_cached_decoding_and_round_trip(pair):
     cfg = ours.config
     text = CASES[case][1]
     assert (cfg.hf_model_type, cfg.mrope_section, cfg.mrope_interleaved) == \
-        (case + "_text", text["rope_parameters"]["mrope_section"], case.startswith("qwen3"))
+        (case, text["rope_parameters"]["mrope_section"], case.startswith("qwen3"))
     assert (cfg.qkv_bias, cfg.o_bias, cfg.tie_embeddings) == \
         (case != "qwen3_vl_moe", case == "qwen3_vl", case == "qwen3_vl")
     ids, mask = padded_batch(cfg.vocab_size, lengths=(12, 7))
@@ -94,14 +93,10 @@ def test_logits_generation_cached_decoding_and_round_trip(pair):
                                               pad_token_id=0))
     to_hf(ours, folder / "out")
     written = json.loads((folder / "out" / "config.json").read_text())
-    assert written["model_type"] == case + "_text"
-    cls, config = wrapper(case, written)
-    # the text model's names (model.*) where the multimodal class keeps it (model.language_model.*)
-    again = cls.from_pretrained(folder / "out", config=config, key_mapping=TEXT_UNDER_WRAPPER).eval()
+    assert written["model_type"] == case  # written whole, its tower too
+    again = type(hf).from_pretrained(folder / "out").eval()
     assert_close_on_real_tokens(hf_logits(again, ids, mask), mine, mask)
     assert_cached_decoding_and_config_round_trip(ours, ids, mask, generated, folder / "out")
-    with pytest.raises(LlmarchError, match="pixel_values"):
-        ours(ids, pixel_values=torch.randn(4, 3 * 2 * 14 * 14))
 
 
 def other_layout(name: str) -> str:
@@ -117,14 +112,15 @@ def other_layout(name: str) -> str:
 def test_multimodal_checkpoint_reads_in_both_layouts(pair, tmp_path):
     case, hf, ours, _ = pair
     ids = torch.randint(0, 128, (2, 11))
-    assert_multimodal_reads_as_text(tmp_path, hf, ids, other_layout, case + "_text", ours)
+    assert_multimodal_reads_as_text(tmp_path, hf, ids, other_layout, case, ours)
 
 
 def test_published_flat_config_and_what_is_refused():
     """Published Qwen2(.5)-VL configs are flat (the text fields beside vision_config) with rope_scaling of type
     'mrope'; an mrope_section that does not cover the head's rotated pairs, and a Qwen3-VL-MoE model that does not
     renormalise its top-k weights, are refused in one line."""
-    nested = hf_model_config({"model_type": "qwen2_vl", "text_config": dict(CASES["qwen2_vl"][1])})
+    nested = hf_model_config({"model_type": "qwen2_vl", "text_config": dict(CASES["qwen2_vl"][1]),
+                              "vision_config": QWEN2_VISION})
     flat = {k: v for k, v in TEXT.items()}
     flat.update(model_type="qwen2_vl", rope_theta=10000.0, vision_config=QWEN2_VISION,
                 rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
@@ -143,6 +139,8 @@ def test_published_flat_config_and_what_is_refused():
         FAMILIES["qwen3_vl_moe_text"].from_config(moe.replace(router_renormalize=False))
     with pytest.raises(LlmarchError, match="qwen3_vl_text"):
         FAMILIES["qwen3_vl"].from_config(moe.replace(hf_model_type="qwen3_vl"))
+    with pytest.raises(LlmarchError, match="qwen2_vl_text"):  # a text model has no tower to write
+        FAMILIES["qwen2_vl"].from_config(defaults.replace(hf_model_type="qwen2_vl"))
 
 
 @pytest.mark.parametrize("pair", ["qwen3_vl_moe"], indirect=True)

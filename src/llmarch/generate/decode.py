@@ -50,7 +50,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              decoder_start_id: int | None = None, forced_bos_id: int | None = None,
              pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
              decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None,
-             generator: torch.Generator | None = None):
+             generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -82,6 +82,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     <|startoftranscript|>, a language, a task, <|notimestamps|>), the result's rows then starting with all of it.
     pixel_values (N, channels, H, W): preprocessed images for a model with a vision tower (config vision), their
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
+    image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, pixel_values then (patches, patch_dim)
+    (vision/qwen_pixels.py): the prompt's M-RoPE positions come from them, and the new tokens' from its delta.
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources.
@@ -150,10 +152,18 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     with Engine(model, request.prompt.shape[0] * repeat, request.cache_len, _rows(request.mask, repeat),
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
                 bounded=not compile, features=_rows(request.features, repeat)) as engine:
-        embeds = None if pixel_values is None else \
-            model.embed_inputs(request.prompt, pixel_values.to(request.prompt.device))
+        device = request.prompt.device
+        if image_grid_thw is not None:  # Qwen-VL: embeddings, M-RoPE positions, DeepStack, each beam its row's
+            mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
+            image = model.image_prompt(request.prompt, mask, None if pixel_values is None else pixel_values.to(device),
+                                       image_grid_thw.to(device)).rows(repeat)
+            extra = dict(embeds=image.embeds, rope_pos=image.rope_pos, rope_delta=image.rope_delta,
+                         deepstack=image.deepstack)
+        else:
+            extra = dict(embeds=None if pixel_values is None else
+                         _rows(model.embed_inputs(request.prompt, pixel_values.to(device)), repeat))
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
-        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), _rows(embeds, repeat))
+        first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), **extra)
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens
         if penalties is not None:
             prompt_mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]

@@ -41,6 +41,7 @@ class Engine:
             for_cpu_decoding(model, compiled=compile and batch == 1)
         self.slots = torch.arange(max_len, device=next(model.parameters()).device)  # views, no allocation per step
         self.length = 0  # slots filled
+        self.rope_delta = None  # (batch,): M-RoPE's shift of every token after an image prompt (prefill's)
         self.compiled = compiled_step(model) if compile else None
         if model.config.is_encoder_decoder:
             model.setup_cache(batch, max_len, memory=model.encode(source, source_mask, input_features=features))
@@ -58,14 +59,20 @@ class Engine:
             self.model.train(self.was_training)
 
     def prefill(self, ids: torch.Tensor, embeds: torch.Tensor | None = None,
-                prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
+                prefix_mask: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None,
+                rope_delta: torch.Tensor | None = None, deepstack: list | None = None) -> torch.Tensor:
         """ids (B, T) written at the next T slots -> logits (B, V) after each row's last token. embeds (B, T, C): their
         embeddings where they are not embed(ids) (images: TransformerLM.embed_inputs); prefix_mask (B, T): a
         prefix-LM's prefix among them (TransformerLM.forward); by default, for a prefix LM's first prefill (config
-        prefix_lm: PaliGemma), its real tokens, so that every strategy over the engine reads a prompt alike."""
+        prefix_lm: PaliGemma), its real tokens, so that every strategy over the engine reads a prompt alike.
+        rope_pos (3, B, T), rope_delta (B,), deepstack: an image prompt's M-RoPE positions, the shift of every later
+        token's (kept for the steps after it) and its DeepStack features (vision/qwen_inputs.py ImagePrompt)."""
         if prefix_mask is None and self.length == 0 and self.model.config.prefix_lm:
             prefix_mask = torch.ones_like(ids) if self.mask is None else self.mask[:, :ids.shape[1]]
-        extra = {k: v for k, v in (("embeds", embeds), ("prefix_mask", prefix_mask)) if v is not None}
+        extra = {k: v for k, v in (("embeds", embeds), ("prefix_mask", prefix_mask), ("rope_pos", rope_pos),
+                                   ("deepstack", deepstack)) if v is not None}
+        if rope_delta is not None:
+            self.rope_delta = rope_delta
         return self._step(ids, extra)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -83,7 +90,9 @@ class Engine:
         start, self.length = self.length, self.length + ids.shape[1]
         if self.length > self.slots.shape[0]:
             raise LlmarchError(f"decoding past the cache's {self.slots.shape[0]} slots")
-        return self.model(ids, self.mask, self.slots[start:self.length], last_only=last_only, kv_len=self.length)
+        extra = {} if self.rope_delta is None else {"rope_delta": self.rope_delta}
+        return self.model(ids, self.mask, self.slots[start:self.length], last_only=last_only, kv_len=self.length,
+                          **extra)
 
     def rewind(self, length: int) -> None:
         """Forget the slots from `length` on (rejected drafts): later steps overwrite them. Only for decode
@@ -105,6 +114,8 @@ class Engine:
     def reorder(self, rows: torch.Tensor) -> None:
         """Row r continues from what row rows[r] holds (beam search)."""
         self.model.reorder_cache(rows)
+        if self.rope_delta is not None:
+            self.rope_delta = self.rope_delta[rows]
 
     def _step(self, ids: torch.Tensor, extra: dict | None = None) -> torch.Tensor:
         start, self.length = self.length, self.length + ids.shape[1]
@@ -113,5 +124,7 @@ class Engine:
         pos = self.slots[start:self.length]
         if self.compiled is not None and ids.shape[1] == 1:
             return self.compiled(ids, pos, self.mask)[:, -1]
+        if self.rope_delta is not None and "rope_pos" not in (extra or {}):
+            extra = {**(extra or {}), "rope_delta": self.rope_delta}
         return self.model.step(ids, pos, self.length, self.mask, self.source_mask, **(extra or {})).logits[:, -1]
 

@@ -11,27 +11,28 @@ width position, and the rotated pairs' frequencies are split into `mrope_section
 takes them T, H, W in turn, `mrope_interleaved`). A text token's three positions are equal (transformers'
 get_rope_index numbers text 0, 1, ... over the real tokens of a left-padded row, as llmarch numbers them), so every
 frequency turns by the same position: plain RoPE, which is what llmarch computes; the section is validated against
-the head width and kept to write the model back. Images and videos are not run: the vision tower (model.visual. or
-visual.) is not read, `pixel_values` are refused, and Qwen3-VL's deepstack features (added to the first layers'
-hidden states at image tokens) only ever act with images.
+the head width and kept to write the model back. Images' tokens take positions of their own (vision/qwen_inputs.py).
 
 The multimodal checkpoints keep the text model under model.language_model. (transformers 5's names) or under
 model. (the published ones, with visual. and lm_head. beside it), and their config in text_config or, in the
-published Qwen2(.5)-VL ones, flat at the top. Written back as the text type, in the text model's names (model.*,
-lm_head.*); transformers has no causal-LM class for these types: the multimodal class loads them with the written
-config as its text_config (Qwen3-VL's with model.* mapped to model.language_model.*)."""
+published Qwen2(.5)-VL ones, flat at the top; their vision tower is read too (qwen_vl_vision.py), and they are written
+back whole, as transformers saves them. A text type is written in the text model's names (model.*, lm_head.*);
+transformers has no causal-LM class for these types: the multimodal class loads them with the written config as its
+text_config (Qwen3-VL's with model.* mapped to model.language_model.*). Videos are not run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..vision.qwen_config import is_qwen, qwen_vision_config
 from . import multimodal
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .mapping import Rule
 from .mixtral import STACKED
 from .qwen3_moe import RULES as QWEN3_MOE_RULES
+from .qwen_vl_vision import TOWERS, canonical_name, vision_fields, vision_hf, vision_rules
 
 _QWEN2_SIZES = dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
                     num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=32768, rms_norm_eps=1e-5,
@@ -119,7 +120,10 @@ def _writer(text_type: str):
 
 
 def _published(name: str) -> str:
-    """The published names (model.layers.*, model.embed_tokens.*, model.norm.*) as transformers 5's."""
+    """Qwen3-VL: the other layout's names (model.layers.*, model.embed_tokens.*, model.norm.*, visual.*) as
+    transformers 5's."""
+    if name.startswith("visual."):
+        return "model." + name
     if name.startswith("model.") and not name.startswith(("model.language_model.", "model.visual.")):
         return "model.language_model." + name.removeprefix("model.")
     return name
@@ -133,10 +137,41 @@ def _wrapper_reader(text_type: str):
     return to_config
 
 
+def _vision_reader(text_type: str):
+    """The multimodal config with its vision tower (interop/qwen_vl_vision.py)."""
+    wrapper, text = KINDS[text_type].wrapper, _wrapper_reader(text_type)
+
+    def to_config(hf: dict) -> ModelConfig:
+        return text(hf).replace(vision=vision_fields(hf, wrapper), hf_model_type=wrapper)
+    return to_config
+
+
+def _vision_writer(text_type: str):
+    kind = KINDS[text_type]
+
+    def from_config(cfg: ModelConfig) -> dict:
+        if not is_qwen(cfg.vision):
+            raise LlmarchError(f"model_type {kind.wrapper} writes its vision tower: this model has none (export it "
+                               f"with hf_model_type={text_type!r})")
+        text = FAMILIES[text_type].from_config(cfg.replace(vision=None, hf_model_type=text_type))
+        text.pop("architectures", None)
+        v = qwen_vision_config(cfg.vision)
+        return dict(model_type=kind.wrapper, architectures=[kind.architecture], text_config=text,
+                    vision_config=vision_hf(v, kind.wrapper), image_token_id=v.image_token_id,
+                    tie_word_embeddings=cfg.tie_embeddings)
+    return from_config
+
+
 for _type, _kind in KINDS.items():
     _base = FAMILIES[_kind.base]
     _rules = MOE_RULES if _kind.base == "qwen3_moe" else _base.rules
     FAMILIES.register(_type)(Family(_rules, _reader(_type), _writer(_type), _base.ignore,
                                     stacked_experts=STACKED if _kind.base == "qwen3_moe" else []))
-    multimodal.register(_kind.wrapper, FAMILIES[_type], _wrapper_reader(_type), _type, (r"^(model\.)?visual\.",),
-                        canonical=_published)
+    # the text model as transformers saves it beside the tower: Qwen2(.5)-VL's model.*, visual.*; Qwen3-VL's
+    # model.language_model.*, model.visual.*
+    _qwen2 = TOWERS[_kind.wrapper].prefix == "visual."
+    FAMILIES.register(_kind.wrapper)(Family(
+        _rules if _qwen2 else multimodal.text_rules(_rules), _vision_reader(_type), _vision_writer(_type),
+        _base.ignore, canonical=canonical_name if _qwen2 else _published, tied_by_checkpoint=True,
+        stacked_experts=FAMILIES[_type].stacked_experts,
+        more_rules=lambda cfg, w=_kind.wrapper: vision_rules(qwen_vision_config(cfg.vision), w)))

@@ -115,8 +115,10 @@ def fairseq_sinusoids(n: int, d: int, cos_first: bool = False) -> torch.Tensor:
 
 class RotaryPositions(NoPositions):
     """RoPE (Su et al. 2021, eq. 34): rotate each pair (x_i, x_{i+r/2}) of the first r = rotary_dim dims of q and
-    k by angle p * theta^(-2i/r). Half-split pairing (GPT-NeoX / Hugging Face layout), so HF weights load without
-    permutation. Context-extension scalings of the frequencies:
+    k by angle p * theta^(-2i/r). M-RoPE (Qwen2-VL, §2.1): positions (3, B, T) of a temporal, a height and a
+    width axis, pair i turned by its axis of mrope_section (mrope_axes; images' tokens; text's axes are equal).
+    Half-split pairing (GPT-NeoX / Hugging Face layout), so HF weights load without permutation. Context-extension
+    scalings of the frequencies:
     linear (Chen et al. 2023, position interpolation): theta_i / factor;
     dynamic NTK (bloc97/emozilla): theta grows with the sequence once it passes the pretraining context,
         base' = base * (factor * len / ctx - (factor - 1))^(r / (r - 2));
@@ -175,7 +177,9 @@ class RotaryPositions(NoPositions):
             inv_freq = torch.where(pos.max() >= self.cfg.rope_original_context, self.long_inv_freq, inv_freq)
         if self.freq_log_scale is not None:
             inv_freq = inv_freq.to(pos.device) * self.freq_log_scale.float().exp()
-        angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2)
+        angles = pos.float()[..., None] * inv_freq.to(pos.device)  # (B, T, r/2); M-RoPE's (3, B, T, r/2)
+        if pos.dim() == 3:  # M-RoPE: frequency j turns by the axis mrope_section gives it
+            angles = angles.gather(0, mrope_axes(self.cfg, pos.device).expand(1, *angles.shape[1:]))[0]
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, r)
         if self.attn_factor != 1.0:  # YaRN's scale on q.k: sqrt(1/t) on each of q and k (eq. 22); LongRoPE's
             return angles.cos() * self.attn_factor, angles.sin() * self.attn_factor
@@ -189,6 +193,16 @@ class RotaryPositions(NoPositions):
             return self.inv_freq
         base = cfg.rope_theta * ((cfg.rope_factor * length / original) - (cfg.rope_factor - 1)) ** (r / (r - 2))
         return self._inv_freq(base)
+
+
+def mrope_axes(cfg, device) -> torch.Tensor:
+    """(r/2,) the axis (0: t, 1: h, 2: w) each rotated pair turns by: runs of mrope_section's counts (Qwen2-VL), or
+    (mrope_interleaved, Qwen3-VL) h at pairs 1, 4, ... below 3 s_h, w at pairs 2, 5, ... below 3 s_w, t elsewhere."""
+    s_t, s_h, s_w = cfg.mrope_section
+    if not cfg.mrope_interleaved:
+        return torch.repeat_interleave(torch.arange(3, device=device), torch.tensor([s_t, s_h, s_w], device=device))
+    j = torch.arange(s_t + s_h + s_w, device=device)
+    return torch.where((j % 3 == 1) & (j < 3 * s_h), 1, torch.where((j % 3 == 2) & (j < 3 * s_w), 2, 0))
 
 
 def _proportional(cfg, base: float) -> torch.Tensor:

@@ -195,13 +195,23 @@ class Stack(StackInputs, nn.Module):
             document_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
             task_type_ids: torch.Tensor | None = None, lang_ids: torch.Tensor | None = None,
             prefix_mask: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
-            bbox: torch.Tensor | None = None) -> torch.Tensor:
+            bbox: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None,
+            rope_delta: torch.Tensor | None = None, deepstack: list | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
         (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose
         tokens attend to each other both ways (masks.causal_mask; None: none, or with prefix_bidirectional the whole
         call); prompt (P, C): the input of the prompt tokens (task_prompt), put before x in a sequence's first call
-        (slot 0). Returns the final hidden states (B, T, C), or (B, 1, C) with last_only."""
+        (slot 0). rope_pos (3, B, T): M-RoPE positions of this call's tokens (config mrope_section; images'
+        tokens: vision/qwen_inputs.py) that RoPE turns by in place of their row positions; rope_delta (B,): added to
+        the row positions of tokens after such a prompt (cached decoding). deepstack: (B, T, C) tensors added to the
+        hidden states after blocks 0, 1, ... (Qwen3-VL's DeepStack image features, zero off the image tokens).
+        Returns the final hidden states (B, T, C), or (B, 1, C) with last_only."""
+        if (rope_pos is not None or rope_delta is not None) and self._stack_cfg.mrope_section is None:
+            raise LlmarchError("rope_pos and rope_delta are M-RoPE positions, for a config with mrope_section")
+        if deepstack is not None and (self.recurrence is not None or self._stack_cfg.reversible_backward):
+            raise LlmarchError("DeepStack features are added after the first blocks of a plain stack (no recurrence "
+                               "or reversible blocks)")
         if self.per_layer is not None and input_ids is None:
             raise LlmarchError("per-layer input embeddings (ple_dim) need the token ids beside their embeddings")
         if document_ids is not None:
@@ -231,6 +241,8 @@ class Stack(StackInputs, nn.Module):
         pad_mask = _key_slots(attention_mask, key_len, True)
         row_pos = position_ids(input_pos, B, pad_mask)  # (B, T)
         pos = row_pos + cfg.position_offset if cfg.position_offset else row_pos
+        if rope_delta is not None:
+            pos = pos + rope_delta[:, None]
         positions = self._modules["positions"]  # not nn.Module's attribute fallback: read at every decoded token
         bias = positions.bias(input_pos, key_len, pad_mask)  # (B|1, H, T|1, S), (L, ...) per layer, or None
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
@@ -244,7 +256,8 @@ class Stack(StackInputs, nn.Module):
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         causal = cfg.causal and T > 1 and prefix_mask is None
-        ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos), input_pos=input_pos,
+        ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos if rope_pos is None else rope_pos),
+                               input_pos=input_pos,
                                positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
                                memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
@@ -253,7 +266,7 @@ class Stack(StackInputs, nn.Module):
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
                                input_ids=input_ids, token_type_ids=token_type_ids)
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids, prompt,
-                            bbox)
+                            bbox, deepstack)
 
     def _run_packed(self, x: torch.Tensor, document_ids: torch.Tensor, last_only: bool,
                     input_ids: torch.Tensor | None) -> torch.Tensor:
@@ -296,8 +309,8 @@ class Stack(StackInputs, nn.Module):
     def _layers(self, x: torch.Tensor, ctx: AttentionContext, pos: torch.Tensor, token_type_ids, last_only: bool,
                 input_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
                 lang_ids: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
-                bbox: torch.Tensor | None = None):
-        """What joins the embeddings (inputs.py), then the blocks and the final norm."""
+                bbox: torch.Tensor | None = None, deepstack: list | None = None):
+        """What joins the embeddings (inputs.py), then the blocks (deepstack: Stack.run's) and the final norm."""
         cfg = self._stack_cfg
         T = x.shape[1]
         x, ctx, pos = self._add_inputs(x, ctx, pos, T, token_type_ids, input_ids, task_type_ids, lang_ids, bbox)
@@ -334,6 +347,8 @@ class Stack(StackInputs, nn.Module):
         else:
             for i, block in enumerate(blocks):
                 x = block(x, self._layer_ctx(i, ctxs, ctx, per_layer))
+                if deepstack is not None and i < len(deepstack):
+                    x = x + deepstack[i]
         if altup is not None:
             x = altup.merge(x)
         if hc_head is not None:

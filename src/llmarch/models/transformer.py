@@ -15,6 +15,8 @@ from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceD
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.inputs import ImageInputs
+from ..vision.qwen_config import is_qwen
+from ..vision.qwen_inputs import QwenImageInputs
 from .init import init_weights
 from .stack import Stack, check_ids
 
@@ -44,7 +46,8 @@ class TransformerLM(Stack):
         self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
         streams = max(cfg.codebooks, 1)  # K codebooks: K tables and K heads side by side (layers/codebooks.py)
         self.embed = nn.Embedding(cfg.vocab_size * streams, cfg.embed_width)
-        self.vision = ImageInputs(cfg) if cfg.vision is not None else None  # images as embeddings (vision/)
+        # images as embeddings (vision/): a ViT and projector (LLaVA's), or Qwen2-VL's tower of merged patches
+        self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else ImageInputs(cfg)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
@@ -74,7 +77,8 @@ class TransformerLM(Stack):
                 document_ids: torch.Tensor | None = None, task_type_ids: torch.Tensor | None = None,
                 lang_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 prefix_mask: torch.Tensor | None = None,
-                bbox: torch.Tensor | None = None) -> ModelOutput:
+                bbox: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
+                rope_delta: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -95,7 +99,11 @@ class TransformerLM(Stack):
         (training on packed sequences; stack.py), in place of attention_mask.
         pixel_values (N, channels, H, W): N preprocessed images, whose features take the positions of the config's
         image token in input_ids (vision/inputs.py). prefix_mask (B, T): the tokens of a prefix-LM's prefix (PaliGemma:
-        the image and the prompt), which attend to each other both ways; None: all causal."""
+        the image and the prompt), which attend to each other both ways; None: all causal.
+        image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, with pixel_values (P, patch_dim) their
+        patches (vision/qwen_pixels.py makes both), for a prompt from slot 0: their features at the image tokens, the
+        prompt's M-RoPE positions from them and any DeepStack features (image_prompt). rope_delta (B,): the later
+        tokens' position shift after such a prompt (its rope_index's delta), for cached decoding."""
         cfg = self.config  # inputs no part reads would be dropped without a word: refused
         if bbox is not None and self.box_embed is None:
             raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
@@ -105,7 +113,13 @@ class TransformerLM(Stack):
         if task_type_ids is not None and self.task_types is None:
             raise LlmarchError(f"{cfg.name} has no task-type embeddings (config task_type_vocab_size) to read "
                                "task_type_ids")
-        embeds = self.embed_inputs(input_ids, pixel_values)
+        rope_pos = deepstack = None
+        if image_grid_thw is None:
+            embeds = self.embed_inputs(input_ids, pixel_values)
+        else:
+            mask = None if attention_mask is None else attention_mask[:, :input_ids.shape[1]]
+            image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw)
+            embeds, rope_pos, deepstack = image.embeds, image.rope_pos, image.deepstack
         if token_type_ids is not None and cfg.type_ids_from_tokens:  # GPT-2's family: types are token rows
             if token_type_ids.shape != input_ids.shape:
                 raise LlmarchError(f"token_type_ids {tuple(token_type_ids.shape)} must have input_ids' shape "
@@ -116,7 +130,7 @@ class TransformerLM(Stack):
         x = self.run(embeds, attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
                      task_type_ids=task_type_ids, lang_ids=lang_ids, prefix_mask=prefix_mask,
-                     prompt=self._prompt(), bbox=bbox)
+                     prompt=self._prompt(), bbox=bbox, rope_pos=rope_pos, rope_delta=rope_delta, deepstack=deepstack)
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
@@ -124,14 +138,28 @@ class TransformerLM(Stack):
 
     def step(self, ids: torch.Tensor, input_pos: torch.Tensor, kv_len: int | None,
              attention_mask: torch.Tensor | None, memory_mask: torch.Tensor | None = None,
-             embeds: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None) -> ModelOutput:
+             embeds: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None,
+             rope_pos: torch.Tensor | None = None, rope_delta: torch.Tensor | None = None,
+             deepstack: list | None = None) -> ModelOutput:
         """The decoding engine's step (generate/engine.py): forward(ids, attention_mask, input_pos, last_only=True,
         kv_len) without the input checks, which read ids back to the host (a GPU sync per token) for ids that
         the model itself produced. memory_mask: unused (encoder-decoders' source padding). embeds (B, T, C): the
-        prompt's embeddings in place of embed(ids) (embed_inputs: with images); prefix_mask as in forward."""
+        prompt's embeddings in place of embed(ids) (embed_inputs: with images); prefix_mask as in forward; rope_pos,
+        rope_delta, deepstack: an image prompt's (image_prompt), as Stack.run takes them."""
         x = self.run(self._embed(ids) if embeds is None else embeds, attention_mask, input_pos, kv_len, last_only=True,
-                     input_ids=ids, prefix_mask=prefix_mask, prompt=self._prompt())
+                     input_ids=ids, prefix_mask=prefix_mask, prompt=self._prompt(), rope_pos=rope_pos,
+                     rope_delta=rope_delta, deepstack=deepstack)
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
+
+    def image_prompt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor):
+        """A Qwen-VL prompt (B, T) from slot 0 with images (attention_mask (B, T): its real tokens; None: all) ->
+        vision/qwen_inputs.py's ImagePrompt: embeddings, M-RoPE positions and delta, DeepStack features."""
+        if pixel_values is None or not isinstance(self.vision, QwenImageInputs):
+            raise LlmarchError(f"image_grid_thw describes pixel_values for a Qwen-VL vision tower: {self.config.name} "
+                               + ("has none" if pixel_values is not None else "needs pixel_values beside it"))
+        check_ids(input_ids, self.config, self.cache_len)
+        return self.vision.prompt(self.embed(input_ids), input_ids, attention_mask, pixel_values, image_grid_thw)
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """The token embeddings (B, T, C) of input_ids (checked), with the images' features at the image-token

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
+from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
@@ -104,6 +105,13 @@ def check_vision(cfg) -> None:
     """ModelConfig's check of its vision dict (None: a text-only model) and of the text side it joins."""
     if cfg.vision is None:
         return
-    vision_config(cfg.vision)
+    if is_qwen(cfg.vision):
+        if qwen_vision_config(cfg.vision).out_width != cfg.d_model:
+            raise LlmarchError(f"the vision merger's out_width {cfg.vision['out_width']} must be the text width "
+                               f"{cfg.d_model}")
+        if cfg.mrope_section is None:  # images' tokens are placed by M-RoPE's three axes
+            raise LlmarchError("a qwen_vl vision tower needs M-RoPE (mrope_section)")
+    else:
+        vision_config(cfg.vision)
     if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim:
         raise LlmarchError("vision (image inputs) is for decoder-only language models without per-layer inputs")

@@ -1,0 +1,129 @@
+"""The vision towers of Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE checkpoints (vision/qwen_tower.py): their
+vision_config as vision/qwen_config.py's fields and back, and their tensors' names, block by block (the tower's depth
+is not the text model's, so its rules name each block rather than `{i}`). Names as transformers saves and the models
+were published: Qwen2(.5)-VL's visual.* beside the text model's model.* and lm_head.* (transformers 5's module names,
+model.visual.* and model.language_model.*, read as those: canonical_name); Qwen3-VL's model.visual.* beside
+model.language_model.*."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import LlmarchError
+from ..vision.qwen_config import TOWER, QwenVisionConfig
+from .mapping import Rule
+
+IMAGE_TOKEN_ID = 151655  # <|image_pad|>, the wrapper configs' default
+
+
+@dataclass(frozen=True)
+class _Tower:
+    defaults: dict  # what transformers' vision config class assumes for fields config.json leaves out
+    width: str  # the field holding the tower's own width (the other width field is the merger's output)
+    out_width: str
+    ffn: str
+    norm: str
+    windowed: bool
+    prefix: str = "visual."  # where the tower's tensors are stored
+    deepstack: bool = False  # Qwen3-VL's: learned grid positions, a patch bias, DeepStack mergers, fc names
+
+
+TOWERS = {
+    "qwen2_vl": _Tower(dict(depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4,
+                            num_heads=16), "embed_dim", "hidden_size", "quick_gelu", "layernorm", False),
+    "qwen2_5_vl": _Tower(dict(depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16,
+                              window_size=112, out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31]),
+                         "hidden_size", "out_hidden_size", "swiglu", "rmsnorm", True),
+}
+TOWERS["qwen3_vl"] = TOWERS["qwen3_vl_moe"] = _Tower(
+    dict(depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
+         patch_size=16, out_hidden_size=3584, num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
+    "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True)
+# each tower's one supported hidden_act
+_ACT = {"quick_gelu": "quick_gelu", "swiglu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}
+
+
+def vision_fields(hf: dict, wrapper: str) -> dict:
+    """ModelConfig.vision of a wrapper config (its vision_config and image_token_id)."""
+    tower = TOWERS[wrapper]
+    vc = {**tower.defaults, **(hf.get("vision_config") or {})}
+    if vc["hidden_act"] != _ACT[tower.ffn]:
+        raise LlmarchError(f"{wrapper}: vision hidden_act {vc['hidden_act']!r} is not supported; supported: "
+                           f"{_ACT[tower.ffn]}")
+    width = vc[tower.width]
+    fields = dict(tower=TOWER, image_token_id=hf.get("image_token_id", IMAGE_TOKEN_ID), width=width,
+                  n_layers=vc["depth"], n_heads=vc["num_heads"],
+                  ffn_hidden=int(width * vc["mlp_ratio"]) if tower.ffn == "quick_gelu" else vc["intermediate_size"],
+                  out_width=vc[tower.out_width], ffn=tower.ffn, norm=tower.norm,
+                  channels=vc.get("in_channels", vc.get("in_chans", 3)), patch_size=vc.get("patch_size", 14),
+                  temporal_patch_size=vc.get("temporal_patch_size", 2), merge_size=vc.get("spatial_merge_size", 2),
+                  rope_theta=float((vc.get("rope_parameters") or {}).get("rope_theta", 10000.0)))
+    if tower.windowed:
+        fields.update(window_size=vc["window_size"], full_layers=list(vc["fullatt_block_indexes"]))
+    if tower.deepstack:
+        fields.update(patch_bias=True, grid_positions=vc["num_position_embeddings"],
+                      deepstack_layers=list(vc["deepstack_visual_indexes"]))
+    return fields
+
+
+def vision_hf(v: QwenVisionConfig, wrapper: str) -> dict:
+    """The vision_config transformers builds `v`'s tower from."""
+    tower = TOWERS[wrapper]
+    if (v.ffn, v.norm, v.window_size is not None, v.patch_bias, v.grid_positions is not None,
+            v.deepstack_layers is not None) != (tower.ffn, tower.norm, tower.windowed, *(tower.deepstack,) * 3):
+        raise LlmarchError(f"{wrapper}'s tower has a {tower.ffn} MLP and {tower.norm} "
+                           f"{'with' if tower.windowed else 'without'} windows, "
+                           f"{'with' if tower.deepstack else 'without'} a patch bias, grid positions and DeepStack")
+    hf = {tower.width: v.width, tower.out_width: v.out_width, "depth": v.n_layers, "num_heads": v.n_heads,
+          "hidden_act": _ACT[v.ffn], "in_channels": v.channels, "patch_size": v.patch_size,
+          "temporal_patch_size": v.temporal_patch_size, "spatial_merge_size": v.merge_size,
+          "rope_parameters": {"rope_type": "axial", "rope_theta": v.rope_theta}}
+    if tower.windowed:
+        return {**hf, "intermediate_size": v.ffn_hidden, "window_size": v.window_size,
+                "fullatt_block_indexes": list(v.full_layers)}
+    if tower.deepstack:
+        return {**hf, "intermediate_size": v.ffn_hidden, "num_position_embeddings": v.grid_positions,
+                "deepstack_visual_indexes": list(v.deepstack_layers)}
+    if v.ffn_hidden % v.width:
+        raise LlmarchError(f"qwen2_vl's tower MLP is mlp_ratio x width: {v.ffn_hidden} is no multiple of {v.width}")
+    return {**hf, "mlp_ratio": v.ffn_hidden // v.width}
+
+
+def _merger(hf: str, ours: str, norm: tuple, deepstack: bool) -> list[Rule]:
+    """A merger's rules: Qwen2(.5)-VL's ln_q and mlp.0, mlp.2; Qwen3-VL's norm, linear_fc1, linear_fc2."""
+    names = ("norm", "linear_fc1", "linear_fc2") if deepstack else ("ln_q", "mlp.0", "mlp.2")
+    return [Rule.of(f"{hf}{names[0]}.{w}", f"{ours}norm.{w}") for w in norm] + \
+        [Rule.of(f"{hf}{names[k]}.{w}", f"{ours}fc{k}.{w}") for k in (1, 2) for w in ("weight", "bias")]
+
+
+def vision_rules(v: QwenVisionConfig, wrapper: str) -> list[Rule]:
+    """HF names of the tower's tensors and ours (under vision.tower.), each block's named."""
+    ours, wb, visual, deep = "vision.tower.", ("weight", "bias"), TOWERS[wrapper].prefix, TOWERS[wrapper].deepstack
+    norm = wb if v.norm == "layernorm" else ("weight",)
+    rules = [Rule.of(f"{visual}patch_embed.proj.{w}", f"{ours}patch.{w}") for w in (wb if v.patch_bias else wb[:1])]
+    if v.grid_positions:
+        rules.append(Rule.of(visual + "pos_embed.weight", ours + "positions.weight"))
+    rules += _merger(visual + "merger.", ours + "merger.", norm, deep)
+    for k in range(len(v.deepstack_layers or ())):
+        rules += _merger(f"{visual}deepstack_merger_list.{k}.", f"{ours}deepstack.{k}.", norm, deep)
+    fc = ("linear_fc1", "linear_fc2") if deep else ("fc1", "fc2")
+    for i in range(v.n_layers):
+        hf, block = f"{visual}blocks.{i}.", f"{ours}blocks.{i}."
+        rules += [Rule.of(f"{hf}norm{k}.{w}", f"{block}ln{k}.{w}") for k in (1, 2) for w in norm]
+        for w in wb:
+            rules += [Rule.of(f"{hf}attn.qkv.{w}", f"{block}attn.qkv_proj.{w}"),
+                      Rule.of(f"{hf}attn.proj.{w}", f"{block}attn.o_proj.{w}")]
+            if v.ffn == "swiglu":
+                rules += [Rule.of((f"{hf}mlp.gate_proj.{w}", f"{hf}mlp.up_proj.{w}"), f"{block}mlp.gate_up.{w}"),
+                          Rule.of(f"{hf}mlp.down_proj.{w}", f"{block}mlp.down.{w}")]
+            else:
+                rules += [Rule.of(f"{hf}mlp.{fc[0]}.{w}", f"{block}mlp.up.{w}"),
+                          Rule.of(f"{hf}mlp.{fc[1]}.{w}", f"{block}mlp.down.{w}")]
+    return rules
+
+
+def canonical_name(name: str) -> str:
+    """Qwen2(.5)-VL: transformers 5's module names (model.language_model.*, model.visual.*) as saved and published
+    (model.*, visual.*)."""
+    if name.startswith("model.visual."):
+        return name.removeprefix("model.")
+    return "model." + name.removeprefix("model.language_model.") if name.startswith("model.language_model.") else name

@@ -1,0 +1,104 @@
+"""The vision part of a ModelConfig for Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's towers (`ModelConfig.vision` with tower
+'qwen_vl'): a ViT over images of any size, each cut into temporal_patch_size x patch_size x patch_size patches rotated
+by their (row, column) and merged merge_size x merge_size into one text token (Wang et al. 2024, "Qwen2-VL", \u00a72.1;
+Bai et al. 2025, "Qwen2.5-VL", \u00a72.1; Qwen3-VL adds learned positions and DeepStack). A sibling of config.py's
+VisionConfig rather than more fields of it: that one is a fixed-size ViT (image_size, positions of that size, a class
+token, hidden-state selection, a projector kind), none of which this tower has, and what this one has (merging, windows,
+gated MLPs) none of those towers use. Validated here, before anything is built; nothing of llmarch's config is
+imported."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import LlmarchError
+
+TOWER = "qwen_vl"  # ModelConfig.vision's `tower` for this config
+# Qwen2-VL's fc1, QuickGELU, fc2; Qwen2.5-VL's gated SwiGLU; Qwen3-VL's fc1, tanh-GELU, fc2; all with biases
+FFNS = ("quick_gelu", "swiglu", "gelu_tanh")
+NORMS = ("layernorm", "rmsnorm")  # Qwen2-VL's LayerNorms (with biases), Qwen2.5-VL's RMSNorms
+
+
+@dataclass(frozen=True)
+class QwenVisionConfig:
+    tower: str  # TOWER
+    image_token_id: int  # <|image_pad|>: each of its positions takes one merged feature
+    width: int  # the tower's residual width (Qwen2-VL's embed_dim, Qwen2.5-VL's hidden_size)
+    n_layers: int
+    n_heads: int
+    ffn_hidden: int
+    out_width: int  # the merger's output, the text model's width
+    ffn: str = "quick_gelu"
+    norm: str = "layernorm"  # the blocks' and the merger's norm, eps 1e-6 (transformers hard-codes it)
+    channels: int = 3
+    patch_size: int = 14
+    temporal_patch_size: int = 2  # frames per patch: an image is its one frame repeated
+    merge_size: int = 2  # merge_size x merge_size neighbouring patches -> one text token
+    rope_theta: float = 10000.0  # the tower's 2-D RoPE base
+    # Qwen2.5-VL: blocks not in full_layers attend within windows of window_size pixels square; None: every block
+    # attends over its whole image (Qwen2-VL)
+    window_size: int | None = None
+    full_layers: list | None = None
+    patch_bias: bool = False  # the patch convolution's bias (Qwen3-VL's)
+    # Qwen3-VL: a learned square table of grid_positions position embeddings, resampled (bilinear, corners aligned) to
+    # each image's rows x columns of patches and added to the patch embeddings; None: none (Qwen2-VL, Qwen2.5-VL)
+    grid_positions: int | None = None
+    # Qwen3-VL's DeepStack (Meng et al. 2024): the hidden states after each of these blocks merged by a merger of their
+    # own (norm after the merge) and added to the image tokens' hidden states after the text model's first blocks,
+    # the k-th after block k; None: none
+    deepstack_layers: list | None = None
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.n_heads
+
+    @property
+    def patch_dim(self) -> int:
+        """The length of one flattened patch in pixel_values: channels x frames x patch x patch."""
+        return self.channels * self.temporal_patch_size * self.patch_size ** 2
+
+
+def is_qwen(data: dict | None) -> bool:
+    return data is not None and data.get("tower") == TOWER
+
+
+def qwen_vision_config(data: dict) -> QwenVisionConfig:
+    """ModelConfig.vision's dict as a QwenVisionConfig, every field checked; an unknown field is an error."""
+    unknown = sorted(set(data) - {f.name for f in fields(QwenVisionConfig)})
+    if unknown:
+        raise LlmarchError(f"unknown qwen_vl vision field(s): {', '.join(unknown)}")
+    v = QwenVisionConfig(**{k: (list(x) if k in ("full_layers", "deepstack_layers") and x is not None else x)
+                            for k, x in data.items()})
+    if not isinstance(v.image_token_id, int) or v.image_token_id < 0:
+        raise LlmarchError(f"vision image_token_id must be a token id, got {v.image_token_id!r}")
+    for name in ("width", "n_layers", "n_heads", "ffn_hidden", "out_width", "channels", "patch_size",
+                 "temporal_patch_size", "merge_size"):
+        value = getattr(v, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
+    if v.width % v.n_heads or v.head_dim % 4:
+        raise LlmarchError(f"vision width {v.width} must split into {v.n_heads} heads of a multiple of 4 dims "
+                           "(a quarter of each head turns by the row, a quarter by the column)")
+    if v.ffn not in FFNS or v.norm not in NORMS:
+        raise LlmarchError(f"vision ffn {v.ffn!r}, norm {v.norm!r}: ffns are {', '.join(FFNS)}; norms "
+                           f"{', '.join(NORMS)}")
+    windowed = v.window_size is not None
+    if windowed != (v.full_layers is not None):
+        raise LlmarchError("vision window_size and full_layers go together (Qwen2.5-VL's window attention)")
+    if windowed and (not isinstance(v.window_size, int) or v.window_size % (v.patch_size * v.merge_size)
+                     or v.window_size <= 0):
+        raise LlmarchError(f"vision window_size {v.window_size} must be a positive multiple of patch_size x "
+                           f"merge_size ({v.patch_size * v.merge_size})")
+    for name in ("full_layers", "deepstack_layers"):
+        layers = getattr(v, name)
+        if layers is not None and any(not isinstance(i, int) or not 0 <= i < v.n_layers for i in layers):
+            raise LlmarchError(f"vision {name} {layers} must be block indices in [0, {v.n_layers})")
+    side = int(round((v.grid_positions or 0) ** 0.5))
+    if v.grid_positions is not None and (not isinstance(v.grid_positions, int) or side * side != v.grid_positions
+                                         or side < 2):
+        raise LlmarchError(f"vision grid_positions {v.grid_positions} must be a square table (side >= 2)")
+    if windowed and v.deepstack_layers is not None:
+        raise LlmarchError("vision deepstack_layers with windows: no checkpoint has both (their features would need "
+                           "the windows' order undone)")
+    if not isinstance(v.patch_bias, bool):
+        raise LlmarchError(f"vision patch_bias must be true or false, got {v.patch_bias!r}")
+    return v

@@ -1,0 +1,87 @@
+"""Qwen2-VL's and Qwen2.5-VL's image preprocessing, as transformers' Qwen2VLImageProcessor (its PIL backend) does it:
+each image (RGB) resized so that both sides are multiples of patch_size x merge_size and its area lies within
+[min_pixels, max_pixels], keeping its aspect ratio as closely as that allows (smart_resize), with PIL's resampling;
+scaled to [0, 1] and normalized per channel; then cut into patch_size x patch_size patches, repeated over
+temporal_patch_size frames (an image is a one-frame video), each merge_size x merge_size group of patches in a run
+(the merger's input), every patch flattened (channels, frames, rows, columns). The images' patches are concatenated:
+pixel_values (P, patch_dim) and image_grid_thw (N, 3), each image's (1, rows, columns) of patches, which is how
+TransformerLM.forward and generate take them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import LlmarchError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the processor's defaults (OpenAI CLIP's statistics)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BICUBIC = 3  # PIL's Resampling.BICUBIC, the processor's default
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The (height, width) an image is resized to: each side a multiple of factor, nearest to its own, then scaled
+    down (floor) or up (ceil) by one common ratio where the area leaves [min_pixels, max_pixels]."""
+    if max(height, width) / min(height, width) > 200:
+        raise LlmarchError(f"an image's aspect ratio must be at most 200, got {height} x {width}")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def _settings(config: dict) -> dict:
+    """preprocessor_config.json's fields (min_pixels and max_pixels, else size's shortest_edge and longest_edge, as
+    transformers reads them), with the processor's defaults."""
+    size = config.get("size") or {}
+    return dict(patch=config.get("patch_size", 14), frames=config.get("temporal_patch_size", 2),
+                merge=config.get("merge_size", 2),
+                min_pixels=config.get("min_pixels") or size.get("shortest_edge", 56 * 56),
+                max_pixels=config.get("max_pixels") or size.get("longest_edge", 28 * 28 * 1280),
+                resize=config.get("do_resize", True), resample=config.get("resample", BICUBIC),
+                rescale=config.get("do_rescale", True), scale=config.get("rescale_factor", 1 / 255),
+                normalize=config.get("do_normalize", True), mean=config.get("image_mean", CLIP_MEAN),
+                std=config.get("image_std", CLIP_STD))
+
+
+def _patchify(image: np.ndarray, patch: int, merge: int, frames: int) -> np.ndarray:
+    """(C, H, W) -> (H/p * W/p, C * frames * p * p): merge groups row by row, their patches row by row."""
+    C, H, W = image.shape
+    gh, gw = H // patch, W // patch
+    x = image.reshape(C, gh // merge, merge, patch, gw // merge, merge, patch).transpose(1, 4, 2, 5, 0, 3, 6)
+    x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], frames, *x.shape[5:]))
+    return x.reshape(gh * gw, C * frames * patch * patch)
+
+
+def qwen_vl_pixels(images: list, preprocessor_config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL images and a Qwen2-VL or Qwen2.5-VL checkpoint's preprocessor_config.json (as a dict) -> pixel_values
+    (P, patch_dim) float32 and image_grid_thw (N, 3) int64."""
+    s = _settings(preprocessor_config)
+    factor = s["patch"] * s["merge"]
+    patches, grids = [], []
+    for image in images:
+        image = image.convert("RGB")
+        if s["resize"]:
+            h, w = smart_resize(image.height, image.width, factor, s["min_pixels"], s["max_pixels"])
+            image = image.resize((w, h), resample=s["resample"])
+        if image.height % factor or image.width % factor:
+            raise LlmarchError(f"an image of {image.height} x {image.width} pixels must have sides that are "
+                               f"multiples of {factor} (patch_size x merge_size) when do_resize is off")
+        x = np.moveaxis(np.asarray(image), -1, 0)  # (C, H, W) uint8
+        if s["rescale"]:
+            x = (x.astype(np.float64) * s["scale"]).astype(np.float32)
+        x = x.astype(np.float32)
+        if s["normalize"]:
+            mean, std = np.array(s["mean"], dtype=np.float32), np.array(s["std"], dtype=np.float32)
+            x = ((x.T - mean) / std).T
+        patches.append(_patchify(x, s["patch"], s["merge"], s["frames"]))
+        grids.append([1, x.shape[1] // s["patch"], x.shape[2] // s["patch"]])
+    if not patches:
+        raise LlmarchError("qwen_vl_pixels needs at least one image")
+    return torch.from_numpy(np.concatenate(patches)), torch.tensor(grids, dtype=torch.int64)
