@@ -169,3 +169,14 @@ def test_vision_configs_refused_in_one_line():
         cfg.replace(vision=v)
     with pytest.raises(LlmarchError, match="M-RoPE"):
         cfg.replace(mrope_section=None)
+
+
+def test_info_describes_the_tower(pair, capsys):
+    """`llmarch info` on a Qwen-VL checkpoint describes its tower (not the fixed-size ViT's fields it lacks)."""
+    from llmarch.cli import main
+
+    case, hf, _, folder = pair
+    assert main(["info", str(folder / "hf")]) in (0, None)
+    vision = hf.config.vision_config
+    layers = getattr(vision, "depth", None) or vision.num_hidden_layers
+    assert f"vision: {layers}-layer ViT" in capsys.readouterr().out

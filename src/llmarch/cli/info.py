@@ -11,6 +11,7 @@ from ..errors import LlmarchError
 from .options import collect, model_overrides
 from ..layers.mixer import MIXERS
 from ..vision.config import vision_config
+from ..vision.qwen_config import is_qwen, qwen_vision_config
 
 
 def add_parsers(sub) -> None:
@@ -63,7 +64,11 @@ def cmd_info(args) -> None:
           + (f", block {cfg.block}" if cfg.block != "sequential" else "")
           + (f", mixer {_mixers(cfg)}" if len(cfg.attention_layers) < cfg.n_layers else "")
           + (f", {cfg.n_experts} experts (top-{cfg.experts_per_token})" if cfg.n_experts else ""))
-    if cfg.vision is not None:
+    if is_qwen(cfg.vision):
+        q = qwen_vision_config(cfg.vision)
+        print(f"vision: {q.n_layers}-layer ViT, width {q.width}, images of any size in {q.patch_size}px patches, "
+              f"{q.merge_size}x{q.merge_size} merged into each image token (id {q.image_token_id})")
+    elif cfg.vision is not None:
         v = vision_config(cfg.vision)
         print(f"vision: {v.n_layers}-layer ViT, width {v.width}, {v.image_size}px in {v.patch_size}px patches, "
               f"{v.projector} projector, " + ("held, never run" if v.held else
