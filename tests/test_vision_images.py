@@ -1,0 +1,167 @@
+"""Images from files (src/llmarch/vision/image_files.py, preprocess.py, prompts.py) against transformers: pixel_values
+equal to its PIL image processors' (CLIP, SigLIP, Gemma 3) on images of odd sizes and modes written with Pillow,
+input_ids equal to LlavaProcessor's and PaliGemmaProcessor's, and `llmarch generate --image` on a tiny random LLaVA
+checkpoint giving transformers' greedy tokens; unreadable inputs refused in one line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from conftest import perturbed
+from llmarch.data.tokenizer import load_tokenizer
+from llmarch.errors import LlmarchError
+from llmarch.vision.config import vision_config
+from llmarch.vision.image_files import read_image
+from llmarch.vision.preprocess import PROCESSORS, image_processor_config, processor_for
+from llmarch.vision.prompts import PROMPTS, image_request
+
+transformers = pytest.importorskip("transformers")
+Image = pytest.importorskip("PIL.Image")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Paths of five images of odd sizes: RGB noise (PNG), RGBA with graded alpha, grayscale, a palette image with a
+    transparent colour, and a JPEG."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (41, 19, 4), dtype=np.uint8)
+    palette = Image.fromarray(rng.integers(0, 256, (23, 30, 3), dtype=np.uint8)).quantize(8)
+    palette.info["transparency"] = 3
+    made = {"rgb.png": Image.fromarray(rng.integers(0, 256, (23, 37, 3), dtype=np.uint8)),
+            "rgba.png": Image.fromarray(rgba, "RGBA"), "gray.png": Image.fromarray(rng.integers(0, 256, (13, 29),
+                                                                                            dtype=np.uint8)),
+            "palette.png": palette, "photo.jpg": Image.fromarray(rng.integers(0, 256, (31, 17, 3), dtype=np.uint8))}
+    for name, image in made.items():
+        image.save(root / name, transparency=3) if name == "palette.png" else image.save(root / name)
+    return [root / name for name in made]
+
+
+# transformers class -> kwargs: shortest edge then a crop (one wider than the resized image: zero padding), a fixed
+# size with another filter, Gemma 3's square
+PROCESSOR_CASES = {
+    "clip": ("CLIPImageProcessorPil", dict(size={"shortest_edge": 20}, crop_size={"height": 18, "width": 14})),
+    "clip-padded": ("CLIPImageProcessorPil", dict(size={"shortest_edge": 10}, crop_size={"height": 9, "width": 21},
+                                                  resample=2, image_mean=[0.3, 0.4, 0.5], image_std=0.25)),
+    "siglip": ("SiglipImageProcessorPil", dict(size={"height": 24, "width": 20})),
+    "siglip-lanczos": ("SiglipImageProcessorPil", dict(size={"height": 15, "width": 15}, resample=1)),
+    "gemma3": ("Gemma3ImageProcessorPil", dict(size={"height": 16, "width": 16})),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROCESSOR_CASES))
+def test_pixel_values_are_the_image_processors(case, images, tmp_path):
+    cls, kwargs = PROCESSOR_CASES[case]
+    hf = getattr(transformers, cls)(**kwargs)
+    hf.save_pretrained(tmp_path)
+    config = image_processor_config({"preprocessor_config.json": (tmp_path / "preprocessor_config.json")
+                                    .read_bytes()}, str(tmp_path))
+    pil = [read_image(p) for p in images]
+    ours = processor_for(config)(pil)
+    want = hf(pil, return_tensors="pt")["pixel_values"]
+    assert ours.dtype == want.dtype == torch.float32 and ours.shape == want.shape
+    assert (ours - want).abs().max() <= 1e-5  # measured 0
+
+
+def test_processor_choice_and_refusals():
+    assert {"CLIPImageProcessor", "SiglipImageProcessor", "Gemma3ImageProcessor"} <= set(PROCESSORS.names())
+    # transformers 5 saves a processor's image processor inside processor_config.json; fast classes share configs
+    nested = {"processor_config.json": json.dumps({"image_processor": {"image_processor_type": "X"}}).encode()}
+    assert image_processor_config(nested, "d") == {"image_processor_type": "X"}
+    processor_for({"image_processor_type": "SiglipImageProcessorFast"})
+    with pytest.raises(LlmarchError, match="'Qwen2VLImageProcessor' is not supported"):
+        processor_for({"image_processor_type": "Qwen2VLImageProcessor"})
+    with pytest.raises(LlmarchError, match="do_pan_and_scan is not supported"):
+        processor_for({"image_processor_type": "Gemma3ImageProcessor", "do_pan_and_scan": True})
+    with pytest.raises(LlmarchError, match="no preprocessor_config.json"):
+        image_processor_config({}, "d")
+
+
+def tokenizer(special):
+    """A small byte-level BPE with `special` tokens first and BOS added in front of every encoding (as LLaMA's)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.train_from_iterator(["the cat sat on the mat. what is in the picture? USER: ASSISTANT:"] * 20,
+                           trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
+                                                unk_token="<unk>")
+
+
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8)
+TOWER = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=8,
+             patch_size=4)
+CLIP = dict(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8})
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    """A tiny random LLaVA checkpoint saved by transformers with its LlavaProcessor (4 features per image), and
+    the processor."""
+    path = tmp_path_factory.mktemp("llava")
+    tok = tokenizer(["<unk>", "<s>", "</s>", "<image>"])
+    processor = transformers.LlavaProcessor(image_processor=transformers.CLIPImageProcessorPil(**CLIP), tokenizer=tok,
+                                            patch_size=4, vision_feature_select_strategy="default",
+                                            num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    config = transformers.LlavaConfig(text_config=dict(model_type="llama", vocab_size=len(tok), **TEXT),
+                                      vision_config=dict(model_type="clip_vision_model", **TOWER),
+                                      image_token_index=tok.convert_tokens_to_ids("<image>"))
+    hf = perturbed(transformers.LlavaForConditionalGeneration(config)).eval()
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(path)
+    processor.save_pretrained(path)
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    return path, hf, processor
+
+
+PROMPT = "USER: <image>\nwhat is in the picture? ASSISTANT:"
+
+
+def test_llava_image_prompt_generates_transformers_tokens(llava, images):
+    """input_ids and pixel_values as LlavaProcessor gives them, the greedy tokens of transformers' generate."""
+    path, hf, processor = llava
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    pil = [read_image(images[1])]
+    ids, pixels = image_request(model, tok, PROMPT, pil)
+    want = processor(images=pil, text=PROMPT, return_tensors="pt")
+    assert ids == want["input_ids"][0].tolist() and ids.count(3) == 4
+    assert (pixels - want["pixel_values"]).abs().max() <= 1e-5
+    expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 6, pixel_values=pixels)[0] == expected
+    # without an image token, the image goes first on its own line
+    assert image_request(model, tok, "what?", pil)[0] == tok.encode("<image>" * 4 + "\nwhat?")
+
+
+def test_paligemma_prompt_is_the_processors(tmp_path):
+    """PaliGemmaProcessor's input_ids: image tokens, BOS, the prompt, a newline, no BOS added in front; with the
+    image token in the prompt or without it, for two images."""
+    processor = transformers.PaliGemmaProcessor(
+        image_processor=transformers.SiglipImageProcessorPil(size={"height": 8, "width": 8}, image_seq_length=4),
+        tokenizer=tokenizer(["<unk>", "<s>", "</s>"]))
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2}))
+    tok = load_tokenizer(tmp_path)
+    v = vision_config(dict(image_token_id=processor.image_token_id, width=32, n_layers=1, n_heads=4, ffn_hidden=32,
+                           image_size=8, patch_size=4, class_token=False))
+    pil = [Image.new("RGB", (9, 7), "red")] * 2
+    for prompt in ("caption en", "<image><image>answer the cat"):
+        want = processor(images=[pil], text=[prompt], return_tensors="pt")["input_ids"][0].tolist()
+        assert PROMPTS["paligemma"](v, tok, prompt, 2) == want
+    with pytest.raises(LlmarchError, match="holds 1 <image> token"):
+        PROMPTS["paligemma"](v, tok, "<image> one", 2)
+
+
+def test_unreadable_images_are_one_line_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    for name, text in [("missing.png", "no such file"), ("notes.txt", "is not an image file"),
+                       ("cut.png", "image")]:
+        with pytest.raises(LlmarchError, match=text):
+            read_image(tmp_path / name)
