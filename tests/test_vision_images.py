@@ -165,3 +165,48 @@ def test_unreadable_images_are_one_line_errors(tmp_path):
                        ("cut.png", "image")]:
         with pytest.raises(LlmarchError, match=text):
             read_image(tmp_path / name)
+
+
+def call(capsys, *argv):
+    """(exit code, stdout, stderr) of `llmarch argv` in this process, nothing but SystemExit let out."""
+    from llmarch.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_cli_generate_with_an_image(llava, images, capsys):
+    """`llmarch generate --image`: the prompt and transformers' greedy continuation as text, streamed or not."""
+    path, hf, processor = llava
+    inputs = processor(images=[read_image(images[4])], text=PROMPT, return_tensors="pt")
+    expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=6, do_sample=False)[0],
+                                          skip_special_tokens=True)
+    argv = ["generate", "--checkpoint", path, "--image", images[4], "--prompt", PROMPT, "--temperature", "0",
+            "--max-new-tokens", "6"]
+    for extra in ([], ["--no-stream"]):
+        code, out, err = call(capsys, *argv, *extra)
+        assert code == 0, err
+        assert out == expected + "\n"
+
+
+def test_cli_image_refusals_are_one_line(llava, images, tmp_path, capsys):
+    from llmarch.checkpoint import save_model
+    from llmarch.data.tokenizer import ByteTokenizer
+
+    save_model(llmarch.build("gpt-tiny", vocab_size=257, n_layers=1, d_model=32, n_heads=2, context_length=32),
+               tmp_path / "text")
+    ByteTokenizer().save(tmp_path / "text")
+    (tmp_path / "notes.txt").write_text("not an image")
+    generate = ["generate", "--max-new-tokens", "2", "--prompt", "hi"]
+    for argv, text in [((tmp_path / "text", images[0]), "reads no images"),
+                       ((llava[0], tmp_path / "missing.png"), "no such file"),
+                       ((llava[0], tmp_path / "notes.txt"), "is not an image file")]:
+        code, _, err = call(capsys, *generate, "--checkpoint", argv[0], "--image", argv[1])
+        assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
+    code, _, err = call(capsys, "generate", "--checkpoint", llava[0], "--image", images[0], "--audio", "a.wav")
+    assert code == 2 and "--image goes with --prompt" in err, err
