@@ -12,10 +12,9 @@ import llmarch
 from conftest import perturbed
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
-from llmarch.vision.config import vision_config
 from llmarch.vision.image_files import read_image
 from llmarch.vision.preprocess import PROCESSORS, image_processor_config, processor_for
-from llmarch.vision.prompts import PROMPTS, image_request
+from llmarch.vision.prompts import image_request
 
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
@@ -140,23 +139,33 @@ def test_llava_image_prompt_generates_transformers_tokens(llava, images):
     assert image_request(model, tok, "what?", pil)[0] == tok.encode("<image>" * 4 + "\nwhat?")
 
 
-def test_paligemma_prompt_is_the_processors(tmp_path):
-    """PaliGemmaProcessor's input_ids: image tokens, BOS, the prompt, a newline, no BOS added in front; with the
-    image token in the prompt or without it, for two images."""
+def test_paligemma_prompt_is_the_processors(tmp_path, images):
+    """PaliGemmaProcessor's input_ids (image tokens, BOS, the prompt, a newline, no BOS added in front; with the image
+    tokens in the prompt or without them, for two images) and pixel_values; on a tiny random PaliGemma saved by
+    transformers, the greedy tokens of its generate (a prefix-LM over the processor's prompt)."""
     processor = transformers.PaliGemmaProcessor(
         image_processor=transformers.SiglipImageProcessorPil(size={"height": 8, "width": 8}, image_seq_length=4),
         tokenizer=tokenizer(["<unk>", "<s>", "</s>"]))
+    torch.manual_seed(0)
+    config = transformers.PaliGemmaConfig(
+        text_config=dict(model_type="gemma", vocab_size=len(processor.tokenizer), **TEXT),
+        vision_config=dict(model_type="siglip_vision_model", **TOWER), image_token_index=processor.image_token_id,
+        projection_dim=32, hidden_size=32)
+    hf = perturbed(transformers.PaliGemmaForConditionalGeneration(config)).eval()
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2}))
-    tok = load_tokenizer(tmp_path)
-    v = vision_config(dict(image_token_id=processor.image_token_id, width=32, n_layers=1, n_heads=4, ffn_hidden=32,
-                           image_size=8, patch_size=4, class_token=False))
-    pil = [Image.new("RGB", (9, 7), "red")] * 2
+    model, tok = llmarch.load(tmp_path), load_tokenizer(tmp_path)
+    pil = [read_image(images[0]), read_image(images[2])]
     for prompt in ("caption en", "<image><image>answer the cat"):
-        want = processor(images=[pil], text=[prompt], return_tensors="pt")["input_ids"][0].tolist()
-        assert PROMPTS["paligemma"](v, tok, prompt, 2) == want
+        want = processor(images=[pil], text=[prompt], return_tensors="pt")
+        ids, pixels = image_request(model, tok, prompt, pil)
+        assert ids == want["input_ids"][0].tolist() and torch.equal(pixels, want["pixel_values"])
+    expected = hf.generate(**want, max_new_tokens=5, do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 5, pixel_values=pixels)[0] == expected
     with pytest.raises(LlmarchError, match="holds 1 <image> token"):
-        PROMPTS["paligemma"](v, tok, "<image> one", 2)
+        image_request(model, tok, "<image> one", pil)
 
 
 def test_unreadable_images_are_one_line_errors(tmp_path):
