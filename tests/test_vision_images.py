@@ -10,7 +10,7 @@ import torch
 
 import llmarch
 from conftest import perturbed
-from llmarch.data.tokenizer import load_tokenizer
+from llmarch.data.tokenizer import ByteTokenizer, load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
 from llmarch.vision.preprocess import PROCESSORS, image_processor_config, processor_for
@@ -100,6 +100,14 @@ TOWER = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_atte
 CLIP = dict(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8})
 
 
+# llava-1.5's chat template (its images first, each an <image> line, then the text), string content allowed
+TEMPLATE = ("{% for message in messages %}{{ message['role'].upper() + ': ' }}"
+            "{% for c in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+            "{% if message['content'] is string %}{{ message['content'] + ' ' }}{% else %}"
+            "{% for c in message['content'] | selectattr('type', 'equalto', 'text') %}{{ c['text'] + ' ' }}{% endfor %}"
+            "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
     """A tiny random LLaVA checkpoint saved by transformers with its LlavaProcessor (4 features per image), and
@@ -108,7 +116,7 @@ def llava(tmp_path_factory):
     tok = tokenizer(["<unk>", "<s>", "</s>", "<image>"])
     processor = transformers.LlavaProcessor(image_processor=transformers.CLIPImageProcessorPil(**CLIP), tokenizer=tok,
                                             patch_size=4, vision_feature_select_strategy="default",
-                                            num_additional_image_tokens=1)
+                                            num_additional_image_tokens=1, chat_template=TEMPLATE)
     torch.manual_seed(0)
     config = transformers.LlavaConfig(text_config=dict(model_type="llama", vocab_size=len(tok), **TEXT),
                                       vision_config=dict(model_type="clip_vision_model", **TOWER),
@@ -206,7 +214,6 @@ def test_cli_generate_with_an_image(llava, images, capsys):
 
 def test_cli_image_refusals_are_one_line(llava, images, tmp_path, capsys):
     from llmarch.checkpoint import save_model
-    from llmarch.data.tokenizer import ByteTokenizer
 
     save_model(llmarch.build("gpt-tiny", vocab_size=257, n_layers=1, d_model=32, n_heads=2, context_length=32),
                tmp_path / "text")
@@ -220,3 +227,40 @@ def test_cli_image_refusals_are_one_line(llava, images, tmp_path, capsys):
         assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
     code, _, err = call(capsys, "generate", "--checkpoint", llava[0], "--image", images[0], "--audio", "a.wav")
     assert code == 2 and "--image goes with --prompt" in err, err
+
+
+def test_server_chat_with_an_image(llava, images):
+    """POST /v1/chat/completions with an image_url part (a base64 data URL): the reply is transformers' greedy
+    continuation of its processor's chat prompt; an http URL, bad base64 and a text-only model refused (400)."""
+    import base64
+
+    from starlette.testclient import TestClient
+
+    from llmarch.serve.app import Server, build_app
+
+    path, hf, processor = llava
+    pil = read_image(images[3])
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is in the picture?"}]}]
+    inputs = processor(images=[pil], text=processor.apply_chat_template(messages, add_generation_prompt=True),
+                       return_tensors="pt")
+    new = hf.generate(**inputs, max_new_tokens=5, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    url = "data:image/png;base64," + base64.b64encode(images[3].read_bytes()).decode()
+    asked = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                          {"type": "text", "text": "what is in the picture?"}]}]
+    server = Server(llmarch.load(path), load_tokenizer(path), "llava", max_batch=2)
+    with TestClient(build_app(server)) as client:
+        reply = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=5, temperature=0)).json()
+        assert len(new) == 5 and reply["choices"][0]["message"]["content"] == processor.decode(
+            new, skip_special_tokens=True)
+        assert reply["usage"]["prompt_tokens"] == inputs["input_ids"].shape[1]
+        for bad, text in [("https://example.org/cat.png", "fetches no URLs"),
+                          ("data:image/png;base64,@@", "does not decode"), ("cat.png", "must be a data:image")]:
+            asked[0]["content"][0]["image_url"]["url"] = bad
+            answer = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=2))
+            assert answer.status_code == 400 and text in answer.json()["error"]["message"]
+    text_only = Server(llmarch.build("gpt-tiny", vocab_size=257, n_layers=1, d_model=32, n_heads=2), ByteTokenizer(),
+                       "text")
+    with TestClient(build_app(text_only)) as client:
+        asked[0]["content"][0]["image_url"]["url"] = url
+        answer = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=2))
+        assert answer.status_code == 400 and "reads no images" in answer.json()["error"]["message"]
