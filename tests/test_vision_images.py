@@ -176,13 +176,17 @@ def test_paligemma_prompt_is_the_processors(tmp_path, images):
         image_request(model, tok, "<image> one", pil)
 
 
-def test_unreadable_images_are_one_line_errors(tmp_path):
+def test_unreadable_images_are_one_line_errors(tmp_path, images, monkeypatch):
     (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    whole = images[0].read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])
     for name, text in [("missing.png", "no such file"), ("notes.txt", "is not an image file"),
-                       ("cut.png", "image")]:
+                       ("cut.png", "cannot be decoded")]:
         with pytest.raises(LlmarchError, match=text):
             read_image(tmp_path / name)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's bomb check: an error past twice the limit
+    with pytest.raises(LlmarchError, match="too large to decode"):
+        read_image(images[0])
 
 
 def call(capsys, *argv):
@@ -227,6 +231,25 @@ def test_cli_image_refusals_are_one_line(llava, images, tmp_path, capsys):
         assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
     code, _, err = call(capsys, "generate", "--checkpoint", llava[0], "--image", images[0], "--audio", "a.wav")
     assert code == 2 and "--image goes with --prompt" in err, err
+
+
+def test_terminal_chat_with_an_image(llava, images):
+    """`llmarch chat`'s conversation with /image: the reply is transformers' greedy continuation of its processor's
+    chat prompt; the image stays with its message on the next turn."""
+    from llmarch.serve.terminal import Conversation, chat_loop
+
+    path, hf, processor = llava
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is in the picture?"}]}]
+    inputs = processor(images=[read_image(images[3])], return_tensors="pt",
+                       text=processor.apply_chat_template(messages, add_generation_prompt=True))
+    new = hf.generate(**inputs, max_new_tokens=5, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=5, temperature=0)
+    lines = iter([f"/image {images[3]}", "what is in the picture?", "/image nowhere.png", "and now?", "/exit"])
+    shown = []
+    chat_loop(conversation, lambda _: next(lines), shown.append)
+    assert conversation.history[1]["content"] == processor.decode(new, skip_special_tokens=True)
+    assert "(error: image nowhere.png: no such file)\n" in shown
+    assert conversation.prompt()[1].shape == (1, 3, 8, 8)  # the first message's image, the second with none
 
 
 def test_server_chat_with_an_image(llava, images):

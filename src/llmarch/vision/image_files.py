@@ -24,6 +24,8 @@ def read_image(source: str | Path | bytes, name: str | None = None):
         image = Image.open(io.BytesIO(data))
         image.load()
         return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as e:  # Pillow's limit on pixels, against a small file of huge size
+        raise LlmarchError(f"image {name} is too large to decode: {e}") from None
     except UnidentifiedImageError:
         raise LlmarchError(f"image {name} is not an image file Pillow reads (PNG, JPEG, ...)") from None
     except (OSError, ValueError, SyntaxError) as e:
