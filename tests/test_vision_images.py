@@ -202,7 +202,7 @@ def call(capsys, *argv):
     return code, out, err
 
 
-def test_cli_generate_with_an_image(llava, images, capsys):
+def test_cli_generate_with_an_image(llava, images, capsys, tmp_path):
     """`llmarch generate --image`: the prompt and transformers' greedy continuation as text, streamed or not."""
     path, hf, processor = llava
     inputs = processor(images=[read_image(images[4])], text=PROMPT, return_tensors="pt")
@@ -214,6 +214,10 @@ def test_cli_generate_with_an_image(llava, images, capsys):
         code, out, err = call(capsys, *argv, *extra)
         assert code == 0, err
         assert out == expected + "\n"
+    # converted to an llmarch checkpoint, the image processor's config travels with the tokenizer
+    assert call(capsys, "convert", "--from-hf", path, "--out", tmp_path / "ours")[0] == 0
+    code, out, err = call(capsys, *argv[:2], tmp_path / "ours", *argv[3:])
+    assert code == 0 and out == expected + "\n", err
 
 
 def test_cli_image_refusals_are_one_line(llava, images, tmp_path, capsys):
