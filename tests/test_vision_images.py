@@ -71,6 +71,7 @@ def test_processor_choice_and_refusals():
     nested = {"processor_config.json": json.dumps({"image_processor": {"image_processor_type": "X"}}).encode()}
     assert image_processor_config(nested, "d") == {"image_processor_type": "X"}
     processor_for({"image_processor_type": "SiglipImageProcessorFast"})
+    assert processor_for({"feature_extractor_type": "CLIPFeatureExtractor"}).crop == (224, 224)
     with pytest.raises(LlmarchError, match="'Qwen2VLImageProcessor' is not supported"):
         processor_for({"image_processor_type": "Qwen2VLImageProcessor"})
     with pytest.raises(LlmarchError, match="do_pan_and_scan is not supported"):

@@ -38,12 +38,14 @@ def image_processor_config(side_files: dict[str, bytes], where: str) -> dict:
 
 def processor_for(config: dict):
     """The callable images -> pixel_values that config's image_processor_type names. transformers' fast
-    (torchvision) and PIL classes of one processor read the same config: the suffix is dropped."""
-    kind = str(config.get("image_processor_type", ""))
+    (torchvision) and PIL classes of one processor read the same config: the suffix is dropped. An older config
+    names a feature extractor (CLIPFeatureExtractor), which AutoImageProcessor reads as the image processor."""
+    kind = str(config.get("image_processor_type")
+               or str(config.get("feature_extractor_type", "")).replace("FeatureExtractor", "ImageProcessor"))
     for suffix in ("Fast", "Pil"):
         kind = kind.removesuffix(suffix)
     if kind not in PROCESSORS:
-        raise LlmarchError(f"image processor {config.get('image_processor_type')!r} is not supported; supported: "
+        raise LlmarchError(f"image processor {kind or '(no image_processor_type)'!r} is not supported; supported: "
                            f"{', '.join(PROCESSORS.names())}")
     return PROCESSORS[kind](config)
 
