@@ -17,6 +17,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--prompt", action="append",
                    help="prompt text; repeat for a batch (required, unless --input-features or --audio)")
+    p.add_argument("--image", action="append", default=None, metavar="FILE",
+                   help="an image file (PNG, JPEG, ...) for a vision-language checkpoint (LLaVA, PaliGemma), "
+                   "preprocessed as its preprocessor_config.json says; repeat for several images, each read at one "
+                   "image token of --prompt (<image>), or at its start where it has none (default: %(default)s)")
     p.add_argument("--input-features", default=None, metavar="FILE",
                    help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
@@ -107,14 +111,15 @@ def _temperatures(text: str) -> tuple[float, ...]:
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
                      num_draft=4, penalties=None, features=None, suppress=None, begin_suppress=None,
-                     speech: dict | None = None) -> None:
+                     speech: dict | None = None, images: list | None = None) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
     stderr. suppress / begin_suppress: token ids in place of the generation config's (generate/rules.py).
     features: a file of an encoder front end's input_features (read_features), or 16 kHz samples (--audio's, made
     the model's log-mel features: data/log_mel.py), the sources in place of prompts, transcribed
-    (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done."""
+    (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done.
+    images: PIL images (vision/image_files.py) that each prompt asks about (vision/prompts.py image_request)."""
     from ..generate.generation_config import read_generation_config, token_rules
 
     # generate lays it out for CPU decoding (generate/engine.py)
@@ -136,6 +141,9 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
         _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
+        if images:
+            prompts, pixels = _image_prompts(model, tok, prompts, images)
+            options.update(pixel_values=pixels)
         options.update(compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
                        draft=None if draft is None else load_draft(draft, model, tok),
                        rules=token_rules(gen, suppress, begin_suppress))
@@ -144,6 +152,16 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
         rate = f" ({stats['accepted'] / stats['drafted']:.1%})" if stats["drafted"] else ""
         print(f"llmarch generate: speculative decoding: {stats['accepted']} of {stats['drafted']} drafted tokens "
               f"accepted{rate}, in {stats['steps']} forwards of the checkpoint", file=sys.stderr)
+
+
+def _image_prompts(model, tok, prompts, images):
+    """Each prompt as ids with the images' tokens, and the images' pixel_values once per prompt."""
+    import torch
+
+    from ..vision.prompts import image_request
+
+    requests = [image_request(model, tok, p, images) for p in prompts]
+    return [ids for ids, _ in requests], torch.cat([pixels for _, pixels in requests])
 
 
 def read_features(path):
@@ -239,11 +257,12 @@ def load_draft(path, model, tok):
 
 def _print_outputs(model, tok, prompts, max_new, temperature, top_k, top_p, stream, options) -> None:
     from ..generate import generate_text
+    from ..generate.text import prompt_ids
 
     if stream and len(prompts) == 1 and options["num_beams"] == 1:
         # the prompt is printed with the first new text, after any warning or error about the request; as the
         # tokenizer decodes it, as --no-stream prints it (a chat prompt's special tokens not spelled out)
-        head = [] if model.config.is_encoder_decoder else [tok.decode(tok.encode(prompts[0]))]
+        head = [] if model.config.is_encoder_decoder else [tok.decode(prompt_ids(tok, prompts[0]))]
 
         def show(piece: str) -> None:
             print(*head, piece, sep="", end="", flush=True)
@@ -262,6 +281,7 @@ def cmd_generate(args) -> None:
     from ..data.wav import read_wav
     from ..generate.decode import check_beam_args
     from ..generate.sampling import check_sampling
+    from ..vision.image_files import read_image
 
     if (args.prompt is not None) + (args.input_features is not None) + (args.audio is not None) != 1:
         raise LlmarchError("give --prompt (text), --input-features (a features file for a model whose encoder reads "
@@ -273,6 +293,9 @@ def cmd_generate(args) -> None:
                                     or args.condition_on_prev_tokens):
         raise LlmarchError("--language, --task, --timestamps, --condition-on-prev-tokens, the thresholds and more than "
                            "one --temperature are for transcription: --audio or --input-features")
+    if args.image and args.prompt is None:
+        raise LlmarchError("--image goes with --prompt (the text asking about the image)")
+    images = [read_image(path) for path in args.image or ()]
     if args.prompt is None and (args.draft is not None or args.prompt_lookup or args.compile):
         raise LlmarchError("--audio and --input-features decode without --draft, --prompt-lookup or --compile")
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
@@ -291,7 +314,7 @@ def cmd_generate(args) -> None:
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
                      args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
                      read_wav(args.audio) if args.audio else args.input_features, args.suppress_tokens,
-                     args.begin_suppress_tokens, speech)
+                     args.begin_suppress_tokens, speech, images)
 
 
 def _fallback_of(args):

@@ -26,9 +26,11 @@ MASK = "<|mask|>"
 MASK_NAMES = (MASK, "[MASK]", "<mask>")  # ours, BERT's, RoBERTa's
 TOKENIZER_FILE = "tokenizer.json"
 # the files a Hugging Face tokenizer.json comes with, kept verbatim (transformers 5 writes the chat template to
-# chat_template.jinja, earlier versions into tokenizer_config.json; sentence-transformers' prompts, embed.py)
+# chat_template.jinja, earlier versions into tokenizer_config.json; sentence-transformers' prompts, embed.py; a
+# vision-language checkpoint's image processor, vision/preprocess.py)
 HF_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
-                 "chat_template.json", "generation_config.json", "config_sentence_transformers.json")
+                 "chat_template.json", "generation_config.json", "config_sentence_transformers.json",
+                 "preprocessor_config.json", "processor_config.json")
 HF_TOKEN_IDS = "hf_token_ids.json"  # in an llmarch checkpoint: the special-token ids of the HF config.json
 ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 

@@ -60,9 +60,11 @@ class RunningBatch:
         return [r for r, s in enumerate(self.start) if s is not None]
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int], all_logits: bool = False) -> tuple[list, torch.Tensor]:
+    def prefill(self, ids: list[int], all_logits: bool = False,
+                pixel_values: torch.Tensor | None = None) -> tuple[list, torch.Tensor]:
         """A prompt alone in a one-row cache of its length -> (its decode states, logits (V,) after its last
-        token, or (P, V) after each of its tokens with all_logits). The running batch's cache is untouched."""
+        token, or (P, V) after each of its tokens with all_logits). The running batch's cache is untouched.
+        pixel_values: the images whose features take the prompt's image tokens (TransformerLM.forward's)."""
         P = len(ids)
         if not 0 < P <= self.max_len:
             raise LlmarchError(f"a prompt needs 1 to {self.max_len} tokens, got {P}")
@@ -71,6 +73,8 @@ class RunningBatch:
         try:
             # a prefix LM's prompt (PaliGemma's) is read both ways, as generate's engine reads it
             extra = {"prefix_mask": torch.ones_like(x)} if self.model.config.prefix_lm else {}
+            if pixel_values is not None:
+                extra["pixel_values"] = pixel_values.to(x.device)
             out = self.model(x, input_pos=self.engine.slots[:P], kv_len=P, last_only=not all_logits, **extra)
             states = self.model.caches()
         finally:

@@ -9,22 +9,23 @@ from ..errors import LlmarchError
 from .decode import generate
 
 
-def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
+def generate_text(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: int, temperature: float = 0.0,
                   top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                   num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
                   compile: bool = False, stream: Callable[[str], None] | None = None,
                   prompt_lookup: int = 0, draft=None, num_draft: int = 4, stats: dict | None = None,
-                  penalties=None, rules=None) -> list[str]:
+                  penalties=None, rules=None, pixel_values=None) -> list[str]:
     """Per prompt, the prompt and its continuation (decoder-only) or the answer (encoder-decoder: the prompt is
     the source), without end-of-text tokens. num_beams > 1: beam search, which is greedy (temperature ignored).
     stream (one prompt, no beams): called with each piece of new text as soon as it is whole characters.
     prompt_lookup: greedy decoding with drafts from the context; draft, num_draft: a draft model proposing
     tokens (speculative decoding); stats: what they drafted and kept; penalties: repetition, presence and
     frequency penalties; rules: suppressed tokens (generate's arguments of these names; generation_config.py's
-    token_rules reads a checkpoint's)."""
+    token_rules reads a checkpoint's). A prompt may be given as its ids (a prompt about images:
+    vision/prompts.py), pixel_values then the images (generate's)."""
     if stream is not None and (len(prompts) != 1 or num_beams > 1):
         raise LlmarchError("streaming is for one prompt without beam search")
-    encoded = [tokenizer.encode(p) for p in prompts]
+    encoded = [prompt_ids(tokenizer, p) for p in prompts]
     if model.config.is_encoder_decoder:
         encoded = [ends_in_eos(ids, tokenizer.eos_id) for ids in encoded]  # sources end in eos, as in training
     if num_beams > 1:
@@ -38,10 +39,15 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
                     on_tokens=pieces, num_beams=num_beams,
                     length_penalty=length_penalty, early_stopping=early_stopping, compile=compile, stop=stop,
                     prompt_lookup=prompt_lookup, draft=draft, num_draft=num_draft, stats=stats, penalties=penalties,
-                    rules=rules)
+                    rules=rules, pixel_values=pixel_values)
     if pieces is not None:
         pieces.end()
     return [tokenizer.decode(t for t in row if t not in tokenizer.eos_ids) for row in rows]
+
+
+def prompt_ids(tokenizer, prompt: str | list[int]) -> list[int]:
+    """A prompt's ids: its text encoded, or the ids given."""
+    return tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
 
 
 # tokens before the new ones decoded with them (vLLM's incremental detokenizer likewise starts 5 tokens back)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..data.chat import encode_text
 from ..errors import LlmarchError
 from .chat_template import ChatTemplate
+from .images import chat_images
 from .outputs import ChoiceText
 from .requests import BadRequest, check_model, completion_prompts, max_new, sampling
 from .scheduler import Job, QueueFull, Scheduler, StepFailed
@@ -24,12 +25,12 @@ PAGE = Path(__file__).with_name("chat.html")
 
 
 class Server:
-    """What the routes share: the model's name, tokenizer, chat template and scheduler."""
+    """What the routes share: the model, its name, tokenizer, chat template and scheduler."""
 
     def __init__(self, model, tokenizer, name: str, max_batch: int = 8, max_queue: int = 64,
                  speculation: Speculation | None = None):
         """speculation: decode requests that start alone speculatively (speculation.py); checked here."""
-        self.name, self.tokenizer = name, tokenizer
+        self.name, self.tokenizer, self.model = name, tokenizer, model
         self.context = model.config.context_length
         self.template = ChatTemplate(tokenizer)
         if speculation is not None:
@@ -85,17 +86,28 @@ def build_app(server: Server):
     async def chat(request):
         body = await body_of(request)
         s = sampling(body, chat=True, vocab=server.tokenizer.vocab_size)
+        messages, images = chat_images(body.get("messages"))
         try:
-            text = server.template.render(body.get("messages"))
+            text = server.template.render(messages)
+            pixels = None
+            if images:  # the images read and preprocessed, their tokens expanded (vision/prompts.py)
+                from ..vision.image_files import read_image
+                from ..vision.prompts import chat_request
+
+                pictures = [read_image(b, f"{i} of the request") for i, b in enumerate(images)]
+                ids, pixels = chat_request(server.model, server.tokenizer, text, pictures)
+            else:  # the template writes any BOS itself, as transformers tokenizes it
+                ids = encode_text(server.tokenizer, text)
         except LlmarchError as e:
             raise BadRequest(str(e), "messages") from None
-        ids = encode_text(server.tokenizer, text)  # the template writes any BOS itself, as transformers tokenizes it
-        return await run(request, [ids], [max_new(ids, s, server.context, "messages")], s, [""], chat=True)
+        return await run(request, [ids], [max_new(ids, s, server.context, "messages")], s, [""], chat=True,
+                         pixel_values=pixels)
 
-    async def run(request, prompts, news, s, prefixes, chat: bool):
+    async def run(request, prompts, news, s, prefixes, chat: bool, pixel_values=None):
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = [Job(ids, new, s.n, s.temperature, s.top_k, s.top_p, s.seed, s.logprobs,
-                    s.echo and s.logprobs is not None, loop, events, index=i, penalties=s.penalties)
+                    s.echo and s.logprobs is not None, loop, events, index=i, penalties=s.penalties,
+                    pixel_values=pixel_values)
                 for i, (ids, new) in enumerate(zip(prompts, news))]
         try:
             for job in jobs:

@@ -60,7 +60,8 @@ class ChatTemplate:
 
 def check_messages(messages) -> list[dict]:
     """OpenAI chat messages ({"role", "content"}: a string, or a list of {"type": "text", "text"} parts) ->
-    plain {"role", "content"} dicts; LlmarchError naming what is wrong."""
+    plain {"role", "content"} dicts; LlmarchError naming what is wrong. Content with {"type": "image"} parts
+    (images.py makes them of image_url parts) stays a list of parts, as transformers gives it to the template."""
     if not isinstance(messages, list) or not messages:
         raise LlmarchError("messages must be a non-empty list")
     out = []
@@ -69,11 +70,12 @@ def check_messages(messages) -> list[dict]:
             raise LlmarchError(f"messages[{i}] needs a role, one of {', '.join(ROLES)}")
         content = m.get("content")
         if isinstance(content, list):
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                       for p in content):
-                raise LlmarchError(f"messages[{i}].content parts must be text parts")
-            content = "".join(p["text"] for p in content)
-        if not isinstance(content, str):
+            if not all(isinstance(p, dict) and (p.get("type") == "text" and isinstance(p.get("text"), str)
+                                                or p.get("type") == "image") for p in content):
+                raise LlmarchError(f"messages[{i}].content parts must be text or image_url parts")
+            if all(p["type"] == "text" for p in content):
+                content = "".join(p["text"] for p in content)
+        elif not isinstance(content, str):
             raise LlmarchError(f"messages[{i}].content must be a string or a list of text parts")
         out.append({**m, "content": content})
     return out

@@ -51,6 +51,7 @@ class Job:
     cancelled: set = field(default_factory=set)  # choices whose client or stop string ended them
     submitted: float = field(default_factory=time.perf_counter)
     penalties: Penalties | None = None  # generate/penalties.py, on each choice's own tokens (and its prompt's)
+    pixel_values: torch.Tensor | None = None  # the images at the prompt's image tokens (vision/prompts.py)
 
     def emit(self, *event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (self.index, *event))
@@ -171,7 +172,7 @@ class Scheduler:
                 job.emit("error", f"{type(e).__name__}: {e}")
 
     def _prefill(self, job: Job, free: list[int]) -> None:
-        states, logits = self.batch.prefill(job.prompt, all_logits=job.echo_logprobs)
+        states, logits = self.batch.prefill(job.prompt, all_logits=job.echo_logprobs, pixel_values=job.pixel_values)
         self.metrics.prompt_tokens += len(job.prompt)
         if job.echo_logprobs:
             logp = logits.float().log_softmax(-1)

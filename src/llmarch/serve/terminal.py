@@ -1,7 +1,8 @@
 """A chat in the terminal (`llmarch chat`): each turn the whole conversation is rendered with the checkpoint's chat
 template (chat_template.py) and the reply streamed as it is generated (generate/decode.py); `/reset` forgets the
-conversation, `/exit` (or end of input) ends it. The oldest turns are dropped when the conversation outgrows the
-context."""
+conversation, `/exit` (or end of input) ends it, `/image FILE` shows the next message an image (a vision-language
+checkpoint's: vision/prompts.py chat_request). The oldest turns are dropped when the conversation outgrows the
+context, with their images."""
 from __future__ import annotations
 
 from typing import Callable
@@ -12,7 +13,7 @@ from ..generate.decode import generate
 from ..generate.text import text_pieces
 from .chat_template import ChatTemplate
 
-HELP = "/reset forgets the conversation, /exit ends it"
+HELP = "/reset forgets the conversation, /image FILE adds an image to the next message, /exit ends it"
 
 
 class Conversation:
@@ -26,37 +27,59 @@ class Conversation:
         self.penalties = penalties  # generate/penalties.py: each reply's own repeats (and the prompt's, theta)
         self.system = [{"role": "system", "content": system}] if system else []
         self.history: list[dict] = []
+        self.pending: list = []  # images (PIL) for the next user message
 
     def reset(self) -> None:
-        self.history = []
+        self.history, self.pending = [], []
 
-    def prompt(self) -> list[int]:
-        """The conversation rendered and tokenized, the oldest turns dropped while it leaves no room to answer."""
+    def attach(self, path) -> None:
+        """An image file for the next message: read now, so that a bad file is named before anything is asked."""
+        from ..vision.image_files import read_image
+
+        self.pending.append(read_image(path))
+
+    def prompt(self) -> tuple[list[int], object]:
+        """The conversation rendered and tokenized, the oldest turns dropped while it leaves no room to answer, and
+        the pixel_values of the images left in it (None: none)."""
         context = self.model.config.context_length
         while True:
-            # the template writes any BOS itself: no second one from the tokenizer (as transformers tokenizes it)
-            ids = encode_text(self.tok, self.template.render(self.system + self.history))
+            ids, pixels = self._encode()
             if len(ids) < context or len(self.history) <= 1:
                 break
             self.history = self.history[2:] if len(self.history) > 2 else self.history[1:]
         if len(ids) >= context:
             raise LlmarchError(f"the message is {len(ids)} tokens with the template; the context is {context}")
-        return ids
+        return ids, pixels
+
+    def _encode(self):
+        """prompt's ids and pixel_values. An image is a {"type": "image"} part of its message, as transformers
+        gives it to the template, holding the image."""
+        text = self.template.render(self.system + self.history)
+        images = [p["image"] for m in self.history if isinstance(m["content"], list)
+                  for p in m["content"] if p["type"] == "image"]
+        if images:
+            from ..vision.prompts import chat_request
+
+            return chat_request(self.model, self.tok, text, images)
+        # the template writes any BOS itself: no second one from the tokenizer (as transformers tokenizes it)
+        return encode_text(self.tok, text), None
 
     def reply(self, text: str, show: Callable[[str], None]) -> str:
         """The user's message -> the model's reply, handed to `show` a piece at a time as it is generated."""
-        self.history.append({"role": "user", "content": text})
+        images = [{"type": "image", "image": image} for image in self.pending]
+        self.history.append({"role": "user", "content": images + [{"type": "text", "text": text}] if images else text})
         try:
-            ids = self.prompt()
+            ids, pixels = self.prompt()
         except LlmarchError:
             self.history.pop()
             raise
+        self.pending = []
         stop = [[i] for i in self.tok.eos_ids if i != self.tok.eos_id]
         # the reply is its own ids' text, as transformers decodes the generated ids (no context before them)
         pieces = text_pieces(self.tok, show)
         row = generate(self.model, [ids], self.max_tokens, self.temperature, self.top_k, self.top_p,
                        eos_id=self.tok.eos_id, seed=self.seed, on_tokens=pieces, stop=stop,
-                       compile=self.compile, penalties=self.penalties)[0]
+                       compile=self.compile, penalties=self.penalties, pixel_values=pixels)[0]
         pieces.end()  # what streaming held back: an unfinished character at the end
         answer = self.tok.decode(t for t in row[len(ids):] if t not in self.tok.eos_ids)
         self.history.append({"role": "assistant", "content": answer})
@@ -77,6 +100,13 @@ def chat_loop(conversation: Conversation, read: Callable[[str], str], write: Cal
         if text == "/reset":
             conversation.reset()
             write("(conversation reset)\n")
+            continue
+        if text.startswith("/image "):
+            try:
+                conversation.attach(text.removeprefix("/image ").strip())
+                write("(image added to the next message)\n")
+            except LlmarchError as e:
+                write(f"(error: {e})\n")
             continue
         if not text:
             continue
