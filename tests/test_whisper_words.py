@@ -16,7 +16,9 @@ import torch
 import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.generate.transcribe import transcribe
+from llmarch.generate.longform import transcribe_long
 from llmarch.generate.whisper_alignment import cross_attention_weights, dtw, token_timestamps
+from llmarch.generate.whisper_words import segment_words
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -94,3 +96,44 @@ def test_token_timestamps_equal_transformers(ckpt):
         got = token_timestamps(ours, features, rows, len(rows[0]) - STEPS, gen, frames)
         print(got, out["token_timestamps"])
         assert np.array(got) == pytest.approx(out["token_timestamps"].numpy(), abs=1e-6)
+
+
+def _pipeline_words(ckpt, audio, language: str, written: str | None = None, num_beams: int = 1):
+    path, ref, ours, tok, gen, extractor = ckpt
+    pipe = transformers.pipeline("automatic-speech-recognition", model=ref, tokenizer=tok, feature_extractor=extractor)
+    tok.language = written
+    try:
+        out = pipe(audio, return_timestamps="word", generate_kwargs=dict(max_new_tokens=STEPS, language=language,
+                                                                        num_beams=num_beams))
+    finally:
+        tok.language = None
+    return [(c["text"], *c["timestamp"]) for c in out["chunks"]]
+
+
+def _our_words(ckpt, audio, language: str, split_as: str | None = None, num_beams: int = 1):
+    path, ref, ours, _, gen, extractor = ckpt
+    inputs = extractor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+    segments = transcribe_long(ours, inputs.input_features, STEPS, gen, language=language, word_timestamps=True,
+                               audio_frames=inputs.attention_mask.sum(-1).tolist(), num_beams=num_beams)[0]
+    tok = llmarch.data.tokenizer.load_tokenizer(path)
+    return [(w.text, w.start, w.end) for w in segment_words(tok, segments, gen, SOURCE, split_as)]
+
+
+@pytest.mark.parametrize("language,written", [("en", None), ("zh", "chinese")])
+def test_words_equal_the_pipeline(ckpt, language, written):
+    """Words with their times as transformers' pipeline gives them for return_timestamps="word" (its decoding is
+    the long-form loop, windows after a segment's last timestamp included: longform.py), split at spaces or, for
+    a language written without them, at whole characters."""
+    audio = _audio(2.0)
+    expected = _pipeline_words(ckpt, audio, language, written)
+    got = _our_words(ckpt, audio, language, language if written else None)
+    print(expected, got, sep="\n")
+    assert got == expected
+
+
+def test_words_beams(ckpt):
+    audio = _audio(2.0)
+    expected = _pipeline_words(ckpt, audio, "en", None, 5)
+    got = _our_words(ckpt, audio, "en", None, 5)
+    print(expected, got, sep="\n")
+    assert got == expected
