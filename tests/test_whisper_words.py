@@ -18,7 +18,7 @@ from llmarch.errors import LlmarchError
 from llmarch.generate.transcribe import transcribe
 from llmarch.generate.longform import transcribe_long
 from llmarch.generate.whisper_alignment import cross_attention_weights, dtw, token_timestamps
-from llmarch.generate.whisper_words import segment_words
+from llmarch.generate.whisper_words import segment_words, words
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -79,9 +79,41 @@ def _audio(seconds: float, hz: float = 440.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * hz * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
+def test_cross_attention_weights_equal_transformers(ckpt):
+    """The alignment heads' weights read through hook_pattern equal transformers' cross_attentions; with no hook
+    attached the configured kernel (SDPA) runs and the logits are the same."""
+    path, _, ours, _, gen, extractor = ckpt
+    ref = transformers.WhisperForConditionalGeneration.from_pretrained(path, attn_implementation="eager").eval()
+    features = extractor(_audio(1.0), sampling_rate=16000, return_tensors="pt").input_features
+    ids = torch.tensor([[gen["decoder_start_token_id"], 261, 265, 40, 33, 120]])
+    with torch.no_grad():
+        out = ref(input_features=features, decoder_input_ids=ids, output_attentions=True)
+    expected = torch.stack([out.cross_attentions[layer][:, head] for layer, head in HEADS], dim=1)
+    got = cross_attention_weights(ours, features, ids, [tuple(h) for h in HEADS])
+    assert got.shape == expected.shape and (got - expected).abs().max() < 1e-6
+    assert not any(b.cross_attn.hook_pattern.active for b in ours.decoder.blocks)  # the hooks removed
+    with torch.no_grad():
+        plain = ours(decoder_input_ids=ids, input_features=features).logits
+    assert (plain - out.logits).abs().max() < 1e-4
+
+
+def test_dtw_equals_transformers():
+    """The path through cost matrices with ties (small integers) and without, as transformers' loop finds it."""
+    from transformers.models.whisper.generation_whisper import _dynamic_time_warping
+
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.randn(7, 40, generator=g), torch.randint(0, 3, (9, 30), generator=g).float(),
+              torch.randn(1, 5, generator=g), torch.randn(6, 2, generator=g)):
+        m = x.double().numpy()
+        text, time = dtw(m)
+        ref_text, ref_time = _dynamic_time_warping(m)
+        assert text.tolist() == ref_text.tolist() and time.tolist() == ref_time.tolist()
+
+
 def test_token_timestamps_equal_transformers(ckpt):
-    """A batch of two waveforms of 0.6 s and 1.5 s (their real frames crop the weights), greedy, with and without
-    timestamp tokens: each token's time equals transformers' token_timestamps."""
+    """A batch of two waveforms of 0.6 s and 1.5 s (their real frames crop the weights; the shorter row padded as
+    generate pads it), greedy, with and without timestamp tokens: each token's time equals transformers'
+    token_timestamps exactly. Other heads than the alignment heads give other times."""
     _, ref, ours, _, gen, extractor = ckpt
     inputs = extractor([_audio(0.6), _audio(1.5, 300.0)], sampling_rate=16000, return_tensors="pt",
                        return_attention_mask=True)
@@ -94,46 +126,76 @@ def test_token_timestamps_equal_transformers(ckpt):
         rows = transcribe(ours, features, STEPS, gen, language="en", timestamps=timestamps)
         assert rows == out["sequences"].tolist()
         got = token_timestamps(ours, features, rows, len(rows[0]) - STEPS, gen, frames)
-        print(got, out["token_timestamps"])
-        assert np.array(got) == pytest.approx(out["token_timestamps"].numpy(), abs=1e-6)
+        assert np.array(got) == pytest.approx(out["token_timestamps"].numpy(), abs=1e-7)
+    other = token_timestamps(ours, features, rows, len(rows[0]) - STEPS, {**gen, "alignment_heads": [[0, 0]]}, frames)
+    assert other != got
 
 
-def _pipeline_words(ckpt, audio, language: str, written: str | None = None, num_beams: int = 1):
-    path, ref, ours, tok, gen, extractor = ckpt
+def _pipeline_words(ckpt, audio, language: str, written: str | None, num_beams: int):
+    _, ref, _, tok, _, extractor = ckpt
     pipe = transformers.pipeline("automatic-speech-recognition", model=ref, tokenizer=tok, feature_extractor=extractor)
-    tok.language = written
+    tok.language = written  # what the pipeline splits by (it never reads the decoded language)
     try:
-        out = pipe(audio, return_timestamps="word", generate_kwargs=dict(max_new_tokens=STEPS, language=language,
-                                                                        num_beams=num_beams))
+        out = pipe(audio, return_timestamps="word",
+                   generate_kwargs=dict(max_new_tokens=STEPS, language=language, num_beams=num_beams))
     finally:
         tok.language = None
     return [(c["text"], *c["timestamp"]) for c in out["chunks"]]
 
 
-def _our_words(ckpt, audio, language: str, split_as: str | None = None, num_beams: int = 1):
-    path, ref, ours, _, gen, extractor = ckpt
-    inputs = extractor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
-    segments = transcribe_long(ours, inputs.input_features, STEPS, gen, language=language, word_timestamps=True,
-                               audio_frames=inputs.attention_mask.sum(-1).tolist(), num_beams=num_beams)[0]
+def _our_segments(ckpt, audio, language: str, num_beams: int):
+    """The pipeline's features: one window's, cut or padded to it, or past one window all of them."""
+    _, _, ours, _, gen, extractor = ckpt
+    long = len(audio) > extractor.n_samples
+    inputs = extractor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True,
+                       **(dict(truncation=False, padding="longest") if long else {}))
+    return transcribe_long(ours, inputs.input_features, STEPS, gen, language=language, num_beams=num_beams,
+                           word_timestamps=True, audio_frames=inputs.attention_mask.sum(-1).tolist())[0]
+
+
+def _words(ckpt, segments, split_as: str | None):
+    path, _, _, _, gen, _ = ckpt
     tok = llmarch.data.tokenizer.load_tokenizer(path)
     return [(w.text, w.start, w.end) for w in segment_words(tok, segments, gen, SOURCE, split_as)]
 
 
-@pytest.mark.parametrize("language,written", [("en", None), ("zh", "chinese")])
-def test_words_equal_the_pipeline(ckpt, language, written):
+CASES = [("en", None, 1, 2.0), ("zh", "chinese", 1, 2.0), ("en", None, 5, 2.0), ("fr", None, 1, 4.5)]
+
+
+@pytest.mark.parametrize("language,written,num_beams,seconds", CASES,
+                         ids=["en", "zh-characters", "beams-5", "windows"])
+def test_words_equal_the_pipeline(ckpt, language, written, num_beams, seconds):
     """Words with their times as transformers' pipeline gives them for return_timestamps="word" (its decoding is
-    the long-form loop, windows after a segment's last timestamp included: longform.py), split at spaces or, for
-    a language written without them, at whole characters."""
-    audio = _audio(2.0)
-    expected = _pipeline_words(ckpt, audio, language, written)
-    got = _our_words(ckpt, audio, language, language if written else None)
-    print(expected, got, sep="\n")
-    assert got == expected
+    the long-form loop, windows after a segment's last timestamp included: longform.py): split at spaces, or at
+    whole characters for a language written without them; with the
+    pipeline's default of 5 beams; and over audio of more than one window, each window's times after its start."""
+    audio = _audio(seconds)
+    expected = _pipeline_words(ckpt, audio, language, written, num_beams)
+    segments = _our_segments(ckpt, audio, language, num_beams)
+    assert _words(ckpt, segments, language if written else None) == expected
+    if seconds > 2:
+        assert max(s.start for s in segments) >= 1.0
 
 
-def test_words_beams(ckpt):
-    audio = _audio(2.0)
-    expected = _pipeline_words(ckpt, audio, "en", None, 5)
-    got = _our_words(ckpt, audio, "en", None, 5)
-    print(expected, got, sep="\n")
-    assert got == expected
+def test_joining_equals_transformers(ckpt):
+    """Crafted text through both tokenizers: UTF-8 characters cut across byte tokens, words with and without their
+    space, opening and closing punctuation, and a byte sequence that is no character; joined as transformers'
+    _collate_word_timestamps joins them, at spaces and at whole characters (which give other words here)."""
+    from transformers.models.whisper.tokenization_whisper import _collate_word_timestamps
+
+    path, _, _, hf_tok, gen, _ = ckpt
+    tok = llmarch.data.tokenizer.load_tokenizer(path)
+    text = "\u4f60\u597d, (the) \u00bfworld?  \"ok\"\u3002x-y"
+    tokens = hf_tok.encode(text, add_special_tokens=False) + [0xE4, 0xBD, 32, 0x80]
+    assert tok.decode(tokens) == hf_tok.decode(tokens)
+    begin, eos = gen["no_timestamps_token_id"] + 1, gen["eos_token_id"]
+    times = [0.02 * (i + 1) for i in range(len(tokens) + 2)]
+    stream = [begin, *tokens, begin + 60]
+    spans = [(round(times[i - 1], 2), round(times[i], 2)) for i in range(1, len(tokens) + 1)]
+    joined = {}
+    for language, written in (("en", "english"), ("zh", "chinese"), ("yue", "cantonese")):
+        expected = [(w["text"], *w["timestamp"]) for w in
+                    _collate_word_timestamps(hf_tok, tokens, spans, written, False)]
+        joined[language] = [(w.text, w.start, w.end) for w in words(tok, stream, times, eos, begin, language)]
+        assert joined[language] == expected
+    assert joined["zh"] != joined["en"]
