@@ -65,7 +65,12 @@ def ckpt(tmp_path_factory):
                                      decoder_ffn_dim=64, num_mel_bins=MELS, max_source_positions=SOURCE,
                                      max_target_positions=64, pad_token_id=eos, bos_token_id=eos, eos_token_id=eos,
                                      decoder_start_token_id=gen["decoder_start_token_id"], init_std=0.2)
-    transformers.WhisperForConditionalGeneration(cfg).save_pretrained(path)
+    model = transformers.WhisperForConditionalGeneration(cfg)
+    with torch.no_grad():  # the final norm's bias off its zeros, along u; <|endoftext|> given 4u, so rows end apart
+        u = torch.nn.functional.normalize(torch.randn(32), dim=0)
+        model.model.decoder.layer_norm.bias += u
+        model.model.decoder.embed_tokens.weight[eos] += 4 * u
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     (path / "generation_config.json").write_text(json.dumps(gen))
     extractor = transformers.WhisperFeatureExtractor(feature_size=MELS, chunk_length=2)
@@ -111,8 +116,8 @@ def test_dtw_equals_transformers():
 
 
 def test_token_timestamps_equal_transformers(ckpt):
-    """A batch of two waveforms of 0.6 s and 1.5 s (their real frames crop the weights; the shorter row padded as
-    generate pads it), greedy, with and without timestamp tokens: each token's time equals transformers'
+    """A batch of two waveforms of 0.6 s and 1.5 s (their real frames crop the weights; with timestamps the rows end
+    apart, the shorter padded as generate pads it), greedy, with and without timestamp tokens: each token's time equals transformers'
     token_timestamps exactly. Other heads than the alignment heads give other times."""
     _, ref, ours, _, gen, extractor = ckpt
     inputs = extractor([_audio(0.6), _audio(1.5, 300.0)], sampling_rate=16000, return_tensors="pt",
@@ -124,10 +129,12 @@ def test_token_timestamps_equal_transformers(ckpt):
                                return_timestamps=timestamps, return_token_timestamps=True,
                                force_unique_generate_call=True)
         rows = transcribe(ours, features, STEPS, gen, language="en", timestamps=timestamps)
-        assert rows == out["sequences"].tolist()
-        got = token_timestamps(ours, features, rows, len(rows[0]) - STEPS, gen, frames)
-        assert np.array(got) == pytest.approx(out["token_timestamps"].numpy(), abs=1e-7)
-    other = token_timestamps(ours, features, rows, len(rows[0]) - STEPS, {**gen, "alignment_heads": [[0, 0]]}, frames)
+        assert rows == [row[:len(ours_row)] for row, ours_row in zip(out["sequences"].tolist(), rows)]
+        assert not timestamps or len(rows[0]) != len(rows[1])
+        got = token_timestamps(ours, features, rows, 4 - timestamps, gen, frames)
+        for mine, theirs in zip(got, out["token_timestamps"].tolist()):
+            assert mine == pytest.approx(theirs[:len(mine)], abs=1e-7)
+    other = token_timestamps(ours, features, rows, 3, {**gen, "alignment_heads": [[0, 0]]}, frames)
     assert other != got
 
 
@@ -199,3 +206,28 @@ def test_joining_equals_transformers(ckpt):
         joined[language] = [(w.text, w.start, w.end) for w in words(tok, stream, times, eos, begin, language)]
         assert joined[language] == expected
     assert joined["zh"] != joined["en"]
+
+
+def test_cli_prints_the_words(ckpt, tmp_path, capsys):
+    """`llmarch generate --word-timestamps` on a features file: each word on a line after its times, the pipeline's
+    words; a checkpoint without alignment_heads is refused in one line, as are heads past the decoder's."""
+    import shutil
+
+    from llmarch.cli import main
+
+    path, _, ours, _, gen, extractor = ckpt
+    audio = _audio(2.0)
+    np.save(tmp_path / "f.npy", extractor(audio, sampling_rate=16000, return_tensors="np").input_features)
+    args = ["generate", "--checkpoint", str(path), "--input-features", str(tmp_path / "f.npy"), "--language", "en",
+            "--temperature", "0", "--max-new-tokens", str(STEPS), "--word-timestamps"]
+    assert main(args) == 0
+    expected = _pipeline_words(ckpt, audio, "en", None, 1)
+    assert capsys.readouterr().out == "".join(f"[{s:.2f} -> {e:.2f}]{w}\n" for w, s, e in expected)
+    bare = tmp_path / "bare"
+    shutil.copytree(path, bare)
+    (bare / "generation_config.json").write_text(json.dumps({k: v for k, v in gen.items() if k != "alignment_heads"}))
+    assert main([args[0], "--checkpoint", str(bare), *args[3:]]) != 0
+    err = capsys.readouterr().err
+    assert "alignment_heads" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(LlmarchError, match="alignment head \\(2, 0\\) is not in this decoder"):
+        token_timestamps(ours, torch.zeros(1, MELS, 2 * SOURCE), [[1, 2, 3]], 1, {**gen, "alignment_heads": [[2, 0]]})
