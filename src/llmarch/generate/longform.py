@@ -160,9 +160,9 @@ class _Run:
         return prompt
 
     def _decode(self, x: torch.Tensor, prompt: list[int], start_at: int) -> tuple[list[int], bool, bool]:
-        """One window under the fallback -> its new tokens (without the end of text), whether it is skipped, and
-        whether its last decoding was at a temperature < 0.5 (what condition_on_prev_tokens asks for). The new
-        tokens keep their end of text: the alignment's weights are read up to it."""
+        """One window under the fallback -> its new tokens (their end of text kept where reached: word timestamps
+        read the alignment's weights up to it), whether it is skipped, and whether its last decoding was at a
+        temperature < 0.5 (what condition_on_prev_tokens asks for)."""
         fb = self.fallback
         no_speech = None if fb.no_speech_threshold is None else \
             no_speech_probability(self.model, x, prompt, start_at, self.no_speech_id)
