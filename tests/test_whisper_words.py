@@ -1,10 +1,12 @@
 """Word timestamps for Whisper (generate/whisper_alignment.py, whisper_words.py) against transformers, through files:
 a tiny random Whisper of 100 encoder positions (a window of 2 s, WhisperFeatureExtractor's chunk_length 2, so that
-the 20 ms steps stay) whose generation_config.json names alignment heads, a byte-level BPE WhisperTokenizer (the 256
+the 20 ms steps stay) whose generation_config.json names alignment heads, its decoder's final norm bias moved off
+zero and <|endoftext|> made likelier (so that rows of a batch end apart), a byte-level BPE WhisperTokenizer (the 256
 bytes, three merges, then the special tokens and the 101 timestamps <|0.00|> to <|2.00|>), and the extractor's
-features of a synthetic waveform (a 440 Hz tone, amplitude-modulated). Compared:
-token timestamps with transformers' generate(return_token_timestamps=True), and words with the pipeline's
-return_timestamps="word" chunks (the words of a random model are gibberish, bytes included)."""
+features of a synthetic waveform (a tone, amplitude-modulated). Compared: the alignment heads' weights, the warping
+path, token timestamps with transformers' generate(return_token_timestamps=True), words with the pipeline's
+return_timestamps="word" chunks (the words of a random model are gibberish, bytes included) and through
+`llmarch generate --word-timestamps`, and the joining of crafted text with transformers' helper."""
 from __future__ import annotations
 
 import json
@@ -15,8 +17,8 @@ import torch
 
 import llmarch
 from llmarch.errors import LlmarchError
-from llmarch.generate.transcribe import transcribe
 from llmarch.generate.longform import transcribe_long
+from llmarch.generate.transcribe import transcribe
 from llmarch.generate.whisper_alignment import cross_attention_weights, dtw, token_timestamps
 from llmarch.generate.whisper_words import segment_words, words
 
