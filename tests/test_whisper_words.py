@@ -30,7 +30,7 @@ SPECIALS = ["<|startoftranscript|>", "<|en|>", "<|zh|>", "<|fr|>", "<|translate|
             "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
 
 
-def _tokenizer():
+def _tokenizer(positions: int = SOURCE):
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     b2u = bytes_to_unicode()
@@ -40,7 +40,7 @@ def _tokenizer():
         vocab[a + b] = len(vocab)
     tok = transformers.WhisperTokenizer(vocab=vocab, merges=merges)
     tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    tok.add_tokens([transformers.AddedToken(f"<|{0.02 * i:.2f}|>", special=False) for i in range(SOURCE + 1)])
+    tok.add_tokens([transformers.AddedToken(f"<|{0.02 * i:.2f}|>", special=False) for i in range(positions + 1)])
     return tok
 
 
@@ -55,31 +55,34 @@ def _gen(tok) -> dict:
                 max_length=64, alignment_heads=HEADS)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("whisper-words")
-    tok = _tokenizer()
+def _checkpoint(path, positions: int = SOURCE, eos_boost: float = 4.0):
+    tok = _tokenizer(positions)
     gen = _gen(tok)
     eos = tok.eos_token_id
     torch.manual_seed(0)
     cfg = transformers.WhisperConfig(vocab_size=len(tok), d_model=32, encoder_layers=2, decoder_layers=2,
                                      encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                                     decoder_ffn_dim=64, num_mel_bins=MELS, max_source_positions=SOURCE,
+                                     decoder_ffn_dim=64, num_mel_bins=MELS, max_source_positions=positions,
                                      max_target_positions=64, pad_token_id=eos, bos_token_id=eos, eos_token_id=eos,
                                      decoder_start_token_id=gen["decoder_start_token_id"], init_std=0.2)
     model = transformers.WhisperForConditionalGeneration(cfg)
     with torch.no_grad():  # the final norm's bias off its zeros, along u; <|endoftext|> given 4u, so rows end apart
         u = torch.nn.functional.normalize(torch.randn(32), dim=0)
         model.model.decoder.layer_norm.bias += u
-        model.model.decoder.embed_tokens.weight[eos] += 4 * u
+        model.model.decoder.embed_tokens.weight[eos] += eos_boost * u
     model.save_pretrained(path)
     tok.save_pretrained(path)
     (path / "generation_config.json").write_text(json.dumps(gen))
-    extractor = transformers.WhisperFeatureExtractor(feature_size=MELS, chunk_length=2)
+    extractor = transformers.WhisperFeatureExtractor(feature_size=MELS, chunk_length=positions // 50)
     extractor.save_pretrained(path)
     model.generation_config = transformers.GenerationConfig.from_pretrained(path)  # the file's, as a load reads it
     ref = model.eval()
     return path, ref, llmarch.from_hf(path), tok, gen, extractor
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("whisper-words"))
 
 
 def _audio(seconds: float, hz: float = 440.0) -> np.ndarray:
@@ -233,3 +236,26 @@ def test_cli_prints_the_words(ckpt, tmp_path, capsys):
     assert "alignment_heads" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(LlmarchError, match="alignment head \\(2, 0\\) is not in this decoder"):
         token_timestamps(ours, torch.zeros(1, MELS, 2 * SOURCE), [[1, 2, 3]], 1, {**gen, "alignment_heads": [[2, 0]]})
+
+
+def test_cli_words_of_a_wav(tmp_path, capsys):
+    """`llmarch generate --audio a.wav --word-timestamps` on a checkpoint of Whisper's 30 s window (1,500 positions)
+    and 29.5 s of audio: the WAV's features padded to the window, the weights cropped to its 2,950 frames (less each
+    window's start), as the pipeline's."""
+    import wave
+
+    from llmarch.cli import main
+
+    ckpt30 = _checkpoint(tmp_path, 1500, eos_boost=0.0)  # (with the boost it ends before any text)
+    audio = _audio(29.5, 500.0)
+    pcm = (audio * 32767).astype("<i2")
+    with wave.open(str(tmp_path / "a.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    assert main(["generate", "--checkpoint", str(tmp_path), "--audio", str(tmp_path / "a.wav"), "--language", "en",
+                 "--temperature", "0", "--max-new-tokens", str(STEPS), "--word-timestamps"]) == 0
+    expected = _pipeline_words(ckpt30, pcm / 32768.0, "en", None, 1)
+    assert len(expected) > 2
+    assert capsys.readouterr().out == "".join(f"[{s:.2f} -> {e:.2f}]{w}\n" for w, s, e in expected)
