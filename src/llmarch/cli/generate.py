@@ -41,6 +41,11 @@ def add_parsers(sub) -> None:
                    help="--audio / --input-features: predict segment timestamps under Whisper's timestamp rules and "
                    "print them in place as <|seconds|>; in windows (long-form), each segment on a line after its "
                    "[start -> end] seconds (default: %(default)s)")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="--audio / --input-features: each word on a line after its [start -> end] seconds, timed by "
+                   "the cross-attention of the generation config's alignment_heads (generate/whisper_alignment.py); "
+                   "decoded with timestamps in windows, as transformers' speech-recognition pipeline does for "
+                   "return_timestamps='word' (default: %(default)s)")
     p.add_argument("--condition-on-prev-tokens", action="store_true",
                    help="--audio / --input-features, in windows: each window's decoder input starts with the text "
                    "so far, while the last window was decoded at a temperature < 0.5 (default: %(default)s)")
@@ -135,9 +140,12 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
             raise LlmarchError(f"--audio is for a model whose encoder reads log-mel features (Whisper's "
                                f"encoder_input conv_stem); {checkpoint} reads {model.config.encoder_input}")
         else:
-            from ..data.log_mel import SAMPLE_RATE, SECONDS, log_mel_spectrogram
+            from ..data.log_mel import HOP, SAMPLE_RATE, SECONDS, log_mel_spectrogram
 
-            features = log_mel_spectrogram(features, model.config.input_channels, len(features) > SAMPLE_RATE * SECONDS)
+            whole = len(features) > SAMPLE_RATE * SECONDS
+            if speech and speech.get("word_timestamps") and not whole:  # the frames of audio, not of padding
+                speech = dict(speech, audio_frames=[-(-len(features) // HOP)])
+            features = log_mel_spectrogram(features, model.config.input_channels, whole)
         _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
@@ -195,13 +203,14 @@ def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p
     if options["num_beams"] > 1:  # beam search is greedy, as for text
         temperature = 0.0
     fallback, condition = options.pop("fallback", None), options.pop("condition_on_prev_tokens", False)
-    if features.shape[-1] > window_frames(model.config) or fallback is not None or condition:
+    words = options.pop("word_timestamps", False)
+    if features.shape[-1] > window_frames(model.config) or fallback is not None or condition or words:
         from ..generate.whisper_fallback import Fallback
 
         fallback = fallback or Fallback((temperature,))
         if options["num_beams"] > 1 and len(fallback.temperatures) == 1:
             fallback = Fallback((0.0,), *astuple(fallback)[1:])
-        return _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options)
+        return _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options, words)
     rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p,
                       with_prompt=False, **options)
     ends = {model.config.eos_id, *tok.eos_ids}
@@ -212,21 +221,27 @@ def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p
         print(transcription_text(tok, row, gen, options.get("timestamps", False)))
 
 
-def _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options) -> None:
+def _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options,
+                    words: bool = False) -> None:
     """Each row's long-form transcription (generate/longform.py): its text, or with timestamps its segments, one a
-    line after their times."""
+    line after their times, or with words each word so (generate/whisper_words.py: split at whole characters for
+    --language zh, ja, th, lo, my or yue, else at spaces, as the pipeline splits a detected language)."""
     from ..generate.longform import segment_tokens, transcribe_long
     from ..generate.transcribe import transcription_text, window_frames
+    from ..generate.whisper_words import segment_words
 
     if options.pop("penalties") is not None:
         raise LlmarchError("transcription in windows takes no repetition, presence or frequency penalties")
-    timestamps = options["timestamps"] or features.shape[-1] > window_frames(model.config)
+    timestamps = options["timestamps"] or words or features.shape[-1] > window_frames(model.config)
     rows = transcribe_long(model, features, max_new, gen, fallback=fallback, condition_on_prev_tokens=condition,
-                           top_k=top_k, top_p=top_p, **dict(options, timestamps=timestamps))
+                           top_k=top_k, top_p=top_p, word_timestamps=words, **dict(options, timestamps=timestamps))
     for i, segments in enumerate(rows):
         if len(rows) > 1:
             print(f"--- [{i}]")
-        if options["timestamps"]:
+        if words:
+            for w in segment_words(tok, segments, gen, model.config.context_length, options.get("language")):
+                print(f"[{w.start:.2f} -> {w.end:.2f}]{w.text}")
+        elif options["timestamps"]:
             for s in segments:
                 print(f"[{s.start:.2f} -> {s.end:.2f}]{transcription_text(tok, s.tokens, gen)}")
         else:
@@ -288,11 +303,12 @@ def cmd_generate(args) -> None:
                            "them) or --audio (a WAV file to transcribe), one of the three")
     temperature, fallback = _fallback_of(args)
     speech = dict(language=args.language, task=args.task, timestamps=args.timestamps, fallback=fallback,
-                  condition_on_prev_tokens=args.condition_on_prev_tokens)
+                  condition_on_prev_tokens=args.condition_on_prev_tokens, word_timestamps=args.word_timestamps)
     if args.prompt is not None and (args.language or args.task or args.timestamps or fallback is not None
-                                    or args.condition_on_prev_tokens):
-        raise LlmarchError("--language, --task, --timestamps, --condition-on-prev-tokens, the thresholds and more than "
-                           "one --temperature are for transcription: --audio or --input-features")
+                                    or args.condition_on_prev_tokens or args.word_timestamps):
+        raise LlmarchError("--language, --task, --timestamps, --word-timestamps, --condition-on-prev-tokens, the "
+                           "thresholds and more than one --temperature are for transcription: --audio or "
+                           "--input-features")
     if args.image and args.prompt is None:
         raise LlmarchError("--image goes with --prompt (the text asking about the image)")
     images = [read_image(path) for path in args.image or ()]

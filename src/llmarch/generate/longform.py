@@ -27,6 +27,7 @@ from ..errors import LlmarchError
 from .decode import generate
 from .generation_config import decoder_prompt, needs_language, timestamps_id, token_rules
 from .transcribe import STRIDE, TIME_PRECISION, detect_language, end_of_text, window_frames
+from .whisper_alignment import alignment_heads, token_timestamps
 from .whisper_fallback import Fallback, average_logprob, judge, no_speech_probability
 
 FEATURE_PRECISION = 0.01  # seconds per feature frame (a hop of 160 samples at 16 kHz)
@@ -38,6 +39,7 @@ class Segment:
     start: float  # seconds from the start of the audio
     end: float
     tokens: tuple[int, ...]  # its tokens, timestamps included (no decoder prompt, no end of text)
+    token_times: tuple[float, ...] | None = None  # each token's time in seconds (word_timestamps), else None
 
 
 def segment_tokens(segments: Sequence[Segment]) -> list[int]:
@@ -51,15 +53,23 @@ def transcribe_long(model, input_features: torch.Tensor, max_new_tokens: int, ge
                     prompt_ids: Sequence[int] | None = None, prompt_condition_type: str = "first-segment",
                     frames: Sequence[int] | None = None, num_beams: int = 1, seed: int | None = None,
                     suppress: Sequence[int] | None = None, begin_suppress: Sequence[int] | None = None,
-                    timestamps: bool = True, **options) -> list[list[Segment]]:
+                    timestamps: bool = True, word_timestamps: bool = False,
+                    audio_frames: Sequence[int] | None = None, **options) -> list[list[Segment]]:
     """input_features (B, channels, frames) of any length, gen a generation config -> each row's segments.
     frames: each row's count of real frames (the rest padding; transformers' attention_mask sums), else all.
     timestamps=False: rows of one window at most, each decoded (under the fallback) to one segment without them.
     seed: the sampled retries draw from one generator seeded with it (None: torch's global generator, as
     transformers draws). options go to generate (top_k, top_p, length_penalty, early_stopping); top_k defaults to
-    the generation config's, else 50, as transformers samples."""
+    the generation config's, else 50, as transformers samples.
+    word_timestamps: each segment's token_times (whisper_alignment.py: the generation config's alignment_heads), each
+    window's weights cropped to the row's audio_frames (its real feature frames, where `frames` counts padding too,
+    as transformers' generate counts them for one row: it seeks through the padded window and crops the weights to
+    the attention mask's frames) less the window's start; default: frames."""
     B, _, total = input_features.shape
     frames = [total] * B if frames is None else [int(f) for f in frames]
+    audio_frames = frames if audio_frames is None else [int(f) for f in audio_frames]
+    if word_timestamps:
+        alignment_heads(gen)
     if len(frames) != B or not all(0 < f <= total for f in frames):
         raise LlmarchError(f"frames: one count in 1..{total} per row of input_features, got {frames}")
     if max_new_tokens < 1:
@@ -81,18 +91,19 @@ def transcribe_long(model, input_features: torch.Tensor, max_new_tokens: int, ge
     run = _Run(model, gen, max_new_tokens, fallback, condition_on_prev_tokens, prompt_ids,
                prompt_condition_type == "all-segments", num_beams,
                None if seed is None else torch.Generator().manual_seed(seed),
-               token_rules(gen, suppress, begin_suppress, timestamps), options)
+               token_rules(gen, suppress, begin_suppress, timestamps), word_timestamps, options)
     start = gen.get("decoder_start_token_id", model.config.decoder_start_id)
-    return [run.row(input_features[i:i + 1], frames[i], decoder_prompt(gen, start, language, task, timestamps, d))
-            for i, d in enumerate(detected)]
+    return [run.row(input_features[i:i + 1], frames[i], audio_frames[i],
+                    decoder_prompt(gen, start, language, task, timestamps, d)) for i, d in enumerate(detected)]
 
 
 class _Run:
     """One call's settings, and the state transformers keeps across its windows (num_beams, once a retry samples)."""
 
     def __init__(self, model, gen, max_new, fallback, condition, prompt_ids, all_segments, num_beams, generator,
-                 rules, options):
-        self.model, self.max_new, self.fallback, self.condition = model, max_new, fallback, condition
+                 rules, word_timestamps, options):
+        self.model, self.gen, self.word_timestamps, self.max_new = model, gen, word_timestamps, max_new
+        self.fallback, self.condition = fallback, condition
         self.prompt_ids = None if prompt_ids is None else list(prompt_ids)
         self.all_segments, self.beams, self.generator, self.rules = all_segments, num_beams, generator, rules
         self.options, self.window = options, window_frames(model.config)
@@ -106,8 +117,9 @@ class _Run:
             rules.suppress[-2]
         self.ctx = model.config.decoder_context_length or model.config.context_length
 
-    def row(self, features: torch.Tensor, frames: int, init: list[int]) -> list[Segment]:
-        """features (1, channels, any) with `frames` real ones -> the row's segments."""
+    def row(self, features: torch.Tensor, frames: int, audio_frames: int, init: list[int]) -> list[Segment]:
+        """features (1, channels, any) with `frames` real ones (audio_frames for word timestamps) -> the row's
+        segments."""
         history: list[tuple[int, ...]] = []  # what conditions the next window: the prompt entry, then segments
         if self.first_prompt:
             named = self.prompt_ids[:1] == [self.named_prev_sot]
@@ -123,7 +135,10 @@ class _Run:
             if skip:
                 seek += n
                 continue
-            new, offset = split_segments(tokens, seek, n, self.begin)
+            times = token_timestamps(self.model, x, [prompt + tokens], len(prompt), self.gen,
+                                     [audio_frames - seek])[0][len(prompt):] if self.word_timestamps else None
+            tokens = tokens[:-1] if tokens[-1:] == [self.eos] else tokens
+            new, offset = split_segments(tokens, seek, n, self.begin, times)
             segments += new
             history += [s.tokens for s in new]
             seek += offset
@@ -145,8 +160,9 @@ class _Run:
         return prompt
 
     def _decode(self, x: torch.Tensor, prompt: list[int], start_at: int) -> tuple[list[int], bool, bool]:
-        """One window under the fallback -> its new tokens (without the end of text), whether it is skipped, and
-        whether its last decoding was at a temperature < 0.5 (what condition_on_prev_tokens asks for)."""
+        """One window under the fallback -> its new tokens (their end of text kept where reached: word timestamps
+        read the alignment's weights up to it), whether it is skipped, and whether its last decoding was at a
+        temperature < 0.5 (what condition_on_prev_tokens asks for)."""
         fb = self.fallback
         no_speech = None if fb.no_speech_threshold is None else \
             no_speech_probability(self.model, x, prompt, start_at, self.no_speech_id)
@@ -164,13 +180,19 @@ class _Run:
                 self.options.get("top_p")), no_speech)
             if not retry:
                 break
-        return new[:-1] if new[-1:] == [self.eos] else new, skip, temperature < 0.5
+        return new, skip, temperature < 0.5
 
 
-def split_segments(tokens: Sequence[int], seek: int, n: int, begin: int) -> tuple[list[Segment], int]:
+def split_segments(tokens: Sequence[int], seek: int, n: int, begin: int,
+                   token_times: Sequence[float] | None = None) -> tuple[list[Segment], int]:
     """A window's new tokens (from feature frame `seek`, `n` real frames; timestamps from id `begin`) -> its
-    segments, and how many frames the next window starts after (transformers' _retrieve_segment)."""
+    segments, and how many frames the next window starts after (transformers' _retrieve_segment). token_times: each
+    token's time in the window (whisper_alignment.py), kept in its segment's token_times after the window's start."""
     offset = seek * TIME_PRECISION / STRIDE
+
+    def timed(at: int, cut: int) -> tuple[float, ...] | None:
+        return None if token_times is None else tuple(float(t) + offset for t in token_times[at:cut])
+
     stamp = [t >= begin for t in tokens]
     single = stamp[-2:] == [False, True]  # one timestamp after text at the end: no speech after it
     cuts = [i + 1 for i in range(len(stamp) - 1) if stamp[i] and stamp[i + 1]]
@@ -179,7 +201,7 @@ def split_segments(tokens: Sequence[int], seek: int, n: int, begin: int) -> tupl
         last = int(torch.tensor(n) * FEATURE_PRECISION / TIME_PRECISION)  # float32, as transformers computes it
         if times and times[-1] != begin:
             last = times[-1] - begin
-        return [Segment(offset, offset + last * TIME_PRECISION, tuple(tokens))], n
+        return [Segment(offset, offset + last * TIME_PRECISION, tuple(tokens), timed(0, len(tokens)))], n
     if single:
         cuts.append(len(tokens))
     else:
@@ -189,6 +211,6 @@ def split_segments(tokens: Sequence[int], seek: int, n: int, begin: int) -> tupl
         piece = tokens[at:cut]
         end = piece[-1 if j < len(cuts) - 1 or single else -2]
         segments.append(Segment(offset + (piece[0] - begin) * TIME_PRECISION, offset + (end - begin) * TIME_PRECISION,
-                                tuple(piece)))
+                                tuple(piece), timed(at, cut)))
         at = cut
     return segments, n if single else (tokens[at - 2] - begin) * STRIDE

@@ -1,13 +1,16 @@
 """Encoder-decoder ("cross") attention (Vaswani et al. 2017, §3.2.3): queries come from the decoder, keys and
 values from the encoder output ("memory"). The memory is fixed for a whole generation, so its keys and values
 are projected once (`set_memory`) and every decode step reuses them; without that, they are projected from
-ctx.memory on each call (training, full forward). Same kernels, scale and hooks as self-attention."""
+ctx.memory on each call (training, full forward). Same kernels, scale and hooks as self-attention, except that a
+hook on hook_pattern is always served: the explicit softmax(QK^T) kernel runs while one is attached (SDPA returns no
+weights), as word timestamps read the alignment heads' weights (generate/whisper_alignment.py); none attached, the
+configured kernel runs."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .attention import AttentionContext, attention_setup, split_heads
+from .attention import AttentionContext, attention_setup, eager_attention, split_heads
 from .hooks import HookPoint
 from .linear import Linear
 
@@ -45,6 +48,7 @@ class CrossAttention(nn.Module):
         else:
             raise RuntimeError("cross-attention needs ctx.memory or a set_memory() call")
         dropout_p = self.dropout if self.training else 0.0
-        y = self.kernel(q, k, v, ctx.memory_mask, False, dropout_p, self.hook_pattern, self.scale)
+        kernel = eager_attention if self.hook_pattern.active and self.softcap is None else self.kernel
+        y = kernel(q, k, v, ctx.memory_mask, False, dropout_p, self.hook_pattern, self.scale)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, H, D)
         return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))
