@@ -42,6 +42,7 @@ from . import deepseek_moe
 from . import diffusion
 from . import rwkv7
 from . import chameleon
+from . import deci
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -84,5 +85,6 @@ ARCHS.update(mrope.ARCHS)
 ARCHS.update(deepseek_moe.ARCHS)
 ARCHS.update(diffusion.ARCHS)
 ARCHS.update(rwkv7.ARCHS)
+ARCHS.update(deci.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
