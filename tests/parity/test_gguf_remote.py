@@ -7,7 +7,9 @@ cached decoding over a left-padded batch equals the whole forward; the config.js
 same model.
 
 - deci (NVIDIA's Llama-3.x-Nemotron NAS models, llmarch's nemotron-nas): layers of grouped-query attention with their
-  own key/value heads, a single matrix in place of attention, no attention, FFNs of their own widths."""
+  own key/value heads, a single matrix in place of attention, no attention, FFNs of their own widths;
+- openelm (Apple OpenELM): query heads, key/value heads and FFN widths per layer (layer-wise scaling), per-head
+  q/k RMSNorms, q, k, v fused and gate|up fused (split for llama.cpp), a tied head."""
 import json
 
 import pytest
@@ -101,3 +103,33 @@ def test_deci_refusals(change, problem, tmp_path):
         to_gguf(llmarch.build(hf_model_config({**NAS, "num_hidden_layers": 2, **change}), device="meta"),
                 tmp_path / "x.gguf", "f32")
     assert not (tmp_path / "x.gguf").exists()
+
+
+# layer-wise scaling: query heads 4, 4, 6 with 1, 2, 3 key/value heads; FFN multipliers 0.5 to 4 over the layers (0.5,
+# 2.25, 4 x 64 made divisible by 64: widths 64, 192, 256)
+ELM = dict(model_type="openelm", architectures=["OpenELMForCausalLM"], vocab_size=272, model_dim=64,
+           num_transformer_layers=3, head_dim=16, num_query_heads=[4, 4, 6], num_kv_heads=[1, 2, 3],
+           ffn_multipliers=[0.5, 4.0], ffn_dim_divisor=64, rope_freq_constant=10000, max_context_length=128,
+           eos_token_id=2)
+
+
+def test_openelm_gguf_and_llama_cpp(tmp_path):
+    cfg = hf_model_config(ELM)
+    assert cfg.layer_types == ["q4.kv1.ffn64", "q4.kv2.ffn192", "q6.kv3.ffn256"] and cfg.qk_norm == "head"
+    model = scaled(cfg)
+    # llama.cpp: measured 2.4e-6 apart on logits up to 3.2; with gate and up swapped in the file (both ways, so it
+    # still reads back), 2.3 apart
+    reader, hf = assert_written_and_decoded(model, tmp_path)
+    keys = {k: reader.fields[f"openelm.{k}"].contents() for k in ("attention.head_count", "attention.head_count_kv",
+                                                                 "feed_forward_length")}
+    assert keys == {"attention.head_count": [4, 4, 6], "attention.head_count_kv": [1, 2, 3],
+                    "feed_forward_length": [64, 192, 256]}
+    names = {t.name for t in reader.tensors}
+    assert {"blk.2.attn_qkv.weight", "blk.2.attn_q_norm.weight", "blk.2.ffn_gate.weight"} <= names
+    assert "output.weight" not in names
+    assert hf["num_query_heads"] == [4, 4, 6] and hf["ffn_dim_divisor"] == 64
+
+
+def test_openelm_untied_is_refused(tmp_path):
+    with pytest.raises(LlmarchError, match="share_input_output_layers"):
+        hf_model_config({**ELM, "share_input_output_layers": False})
