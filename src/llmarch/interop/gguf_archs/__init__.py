@@ -44,6 +44,7 @@ from . import rwkv7
 from . import chameleon
 from . import deci
 from . import openelm
+from . import pangu_embedded
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -88,5 +89,6 @@ ARCHS.update(diffusion.ARCHS)
 ARCHS.update(rwkv7.ARCHS)
 ARCHS.update(deci.ARCHS)
 ARCHS.update(openelm.ARCHS)
+ARCHS.update(pangu_embedded.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
