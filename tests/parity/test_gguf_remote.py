@@ -101,7 +101,7 @@ def test_deci_refusals(change, problem, tmp_path):
     """What llama.cpp's deci graph computes otherwise (it drops a lone attention's output) is refused by GGUF out and
     in; what llmarch does not build, when config.json asks for it."""
     with pytest.raises(LlmarchError, match=problem):
-        to_gguf(llmarch.build(hf_model_config({**NAS, "num_hidden_layers": 2, **change}), device="meta"),
+        to_gguf(llmarch.build(hf_model_config({**NAS, "num_hidden_layers": 2, **change})),
                 tmp_path / "x.gguf", "f32")
     assert not (tmp_path / "x.gguf").exists()
 
@@ -156,4 +156,4 @@ def test_pangu_embedded_gguf_and_llama_cpp(tmp_path):
 
 def test_pangu_embedded_without_biases_is_refused(tmp_path):
     with pytest.raises(LlmarchError, match="adds q, k, v and o biases"):
-        to_gguf(llmarch.build(hf_model_config({**PANGU, "bias": False}), device="meta"), tmp_path / "x.gguf", "f32")
+        to_gguf(llmarch.build(hf_model_config({**PANGU, "bias": False})), tmp_path / "x.gguf", "f32")
