@@ -7,8 +7,9 @@ layer is its FFN alone); its SwiGLU FFN is ffn_mult wide, int(2 ffn_mult d / 3) 
 (the remote code's _ffn_mult_to_intermediate_size), or nothing (`no_op`: ffn 'none'). In llmarch that is a
 configuration: one layer type per kind of layer, named after what it holds (`kv8.ffn5376`, `linear.ffn2560`,
 `none.ffn512`), its layer_overrides the fields that differ from the model's (mixer, n_kv_heads, ffn, ffn_hidden).
-Tensors are LLaMA's; a projection's is `self_attn.linear_attn`. Refused in one line: the remote code's sliding
-windows, sink tokens and sparsity, linear FFNs, biases, and a layer with neither attention nor FFN."""
+A layer with neither (Ultra-253B's) is an empty block, the identity. Tensors are LLaMA's; a projection's is
+`self_attn.linear_attn`. Refused in one line: the remote code's sliding windows, sink tokens and sparsity, linear FFNs,
+biases."""
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -39,10 +40,7 @@ def _layer(block: dict, heads: int, d: int, i: int) -> tuple[str, int | None, in
         if (attn if part == "attention" else ffn).get(key):
             raise LlmarchError(f"nemotron-nas: block_configs[{i}].{part}.{key} is not supported")
     width = None if ffn.get("no_op") or ffn.get("ffn_mult") is None else ffn_width(ffn["ffn_mult"], d)
-    if attn.get("no_op"):
-        if width is None:
-            raise LlmarchError(f"nemotron-nas: block_configs[{i}] has neither attention nor an FFN, which llmarch "
-                               "does not build")
+    if attn.get("no_op"):  # with no FFN either, the identity (Ultra-253B's empty layers)
         return "none", None, width
     if attn.get("replace_with_linear"):
         return "projection", None, width
