@@ -94,6 +94,23 @@ def test_deci_gguf_and_llama_cpp(tmp_path):
     assert [b["attention"]["n_heads_in_group"] for b in hf["block_configs"]] == [2, None, None, None, 4]
 
 
+def test_deci_file_with_one_head_count_and_width(tmp_path):
+    """DeciLM-7B's file: one attention.head_count and one feed_forward_length for every layer (its key/value heads per
+    layer): it reads as the same model, and llama.cpp decodes it as llmarch does."""
+    from test_gguf_older import rewrite
+
+    T = gguf.GGUFValueType
+    model = scaled(hf_model_config({**NAS, "num_hidden_layers": 2, "block_configs": [_block(group=2), _block(group=4)]}))
+    to_gguf(model, tmp_path / "arrays.gguf", "f32", ByteTokenizer())
+    rewrite(tmp_path / "arrays.gguf", tmp_path / "x.gguf", "deci", drop={"deci.attention.head_count",
+                                                                         "deci.feed_forward_length"},
+            extra={"deci.attention.head_count": (4, T.UINT32), "deci.feed_forward_length": (256, T.UINT32)})
+    assert gguf.GGUFReader(str(tmp_path / "x.gguf")).fields["deci.attention.head_count"].contents() == 4
+    back = gguf_reads_back(tmp_path / "x.gguf", model)  # llama.cpp: measured 1.7e-6 apart
+    assert (back.config.layer_types, back.config.layer_overrides) == (["kv2.ffn256", "kv1.ffn256"],
+                                                                      {"kv1.ffn256": {"n_kv_heads": 1}})
+
+
 @pytest.mark.parametrize("change,problem", [
     (dict(block_configs=[_block(group=2), _block(group=2, no_ffn=True)]), "has attention and no FFN"),
     (dict(block_configs=[_block(group=2), {"attention": {"n_heads_in_group": 2, "window_length": 64},
