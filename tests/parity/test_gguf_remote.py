@@ -100,7 +100,8 @@ def test_deci_file_with_one_head_count_and_width(tmp_path):
     from test_gguf_older import rewrite
 
     T = gguf.GGUFValueType
-    model = scaled(hf_model_config({**NAS, "num_hidden_layers": 2, "block_configs": [_block(group=2), _block(group=4)]}))
+    blocks = [_block(group=2), _block(group=4)]
+    model = scaled(hf_model_config({**NAS, "num_hidden_layers": 2, "block_configs": blocks}))
     to_gguf(model, tmp_path / "arrays.gguf", "f32", ByteTokenizer())
     rewrite(tmp_path / "arrays.gguf", tmp_path / "x.gguf", "deci", drop={"deci.attention.head_count",
                                                                          "deci.feed_forward_length"},
