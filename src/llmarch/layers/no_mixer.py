@@ -3,7 +3,8 @@ norm before a mixer. Nemotron-H (NVIDIA 2025, "Nemotron-H: A Family of Accurate 
 Models", §2.1) gives each layer ONE sublayer: Mamba-2, attention, an MLP or a mixture of experts; its MLP and MoE
 layers are blocks with mixer='none' (and its Mamba-2 and attention layers blocks with ffn='none': layer_overrides).
 The block skips the mixer's sublayer entirely (`mixes` False), so it costs nothing and holds no parameters; its
-decode state is empty."""
+decode state is empty. With ffn='none' too the block is the identity: the empty layers a NAS search leaves
+(Llama-3.1-Nemotron-Ultra-253B's, whose block_configs give a layer neither attention nor an FFN)."""
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,6 @@ class NoMixer(Mixer):
 
     @classmethod
     def check(cls, cfg) -> None:
-        if cfg.ffn == "none":
-            raise LlmarchError("mixer='none' with ffn='none' leaves a block with nothing in it")
         if cfg.block != "sequential" or cfg.norm_placement != "pre" or cfg.n_decoder_layers:
             raise LlmarchError("mixer='none' (a block that is its FFN alone) needs a sequential pre-norm block of a "
                                "decoder-only or encoder-only stack")
