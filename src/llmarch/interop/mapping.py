@@ -133,6 +133,8 @@ LAYOUTS = {
                        lambda s: s),
     # a 1x1 convolution's weight (out, in / groups, 1) as a (grouped) linear one's (SqueezeBERT)
     "conv1x1": (lambda t, cfg: t.squeeze(-1), lambda t, cfg: t[..., None], lambda s: (*s, 1)),
+    # a token shift's lerp stored as its complement: RWKV-6's x + (x_{t-1} - x) mu' as RWKV-4's x mu + x_{t-1} (1 - mu)
+    "complement": (lambda t, cfg: 1 - t, lambda t, cfg: 1 - t, lambda s: s),
 }
 # layouts a stored tensor may come in as well as its rule's own, told apart by the stored shape (the rule's own where
 # both fit), as transformers' Transpose(check_dims=True) reads them; written in the rule's own. Qwen3-VL-MoE's

@@ -41,6 +41,7 @@ from . import mrope
 from . import deepseek_moe
 from . import diffusion
 from . import rwkv7
+from . import rwkv6
 from . import chameleon
 from .arch import FULL, SLIDING, Arch, Meta, field
 
@@ -84,5 +85,6 @@ ARCHS.update(mrope.ARCHS)
 ARCHS.update(deepseek_moe.ARCHS)
 ARCHS.update(diffusion.ARCHS)
 ARCHS.update(rwkv7.ARCHS)
+ARCHS.update(rwkv6.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

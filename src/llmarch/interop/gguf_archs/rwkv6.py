@@ -1,0 +1,71 @@
+"""RWKV-6 (GGUF `rwkv6`, convert_hf_to_gguf.py's Rwkv6Model; llama.cpp's rwkv6 graph): no attention heads (head_count
+0, as the converter writes), the heads' width in `wkv.head_size`, the LoRA ranks in `time_mix_extra_dim` (the token
+shift's) and `time_decay_extra_dim`, LayerNorm's epsilon in `attention.layer_norm_epsilon` (llama.cpp's output norm
+takes it too: a file's model has it in every norm), two token shifts a layer (llama.cpp's default
+token_shift_count). The converter transposes time_maa_w1 and the decay LoRA, stores time_maa_w2 as (5, d, R), and the
+(1, 1, d) lerps and decay as vectors; the HF names without `.weight` get it. `rescale_every_n_layers` is written 0; a
+file with another (the converter's of the released models: its layers' output weights divided by powers of 2, which
+llmarch would have to undo per layer) is refused. llmarch writes the five lerps as time_mix_lerp_w ... g (llama.cpp's
+unfused form, which it reads as it reads the fused one)."""
+from __future__ import annotations
+
+import math
+
+from ...errors import LlmarchError
+from ...layers.rwkv6 import FINAL_NORM_EPS, default_ranks
+from .arch import Arch, Meta
+
+_NO_SUFFIX = ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g", "time_maa_w1",
+              "time_maa_w2", "time_decay", "time_decay_w1", "time_decay_w2", "time_faaaa")
+
+
+def _rwkv6(hf: dict, meta: Meta) -> dict:
+    get = meta.get
+    if every := get("rescale_every_n_layers", 0):
+        raise LlmarchError(f"{meta.path}: rwkv6 rescale_every_n_layers {every} is not supported (0 only)")
+    if get("token_shift_count", 2) != 2:
+        raise LlmarchError(f"{meta.path}: rwkv6 token_shift_count {get('token_shift_count')} is not supported (2)")
+    return {**hf, "head_size": get("wkv.head_size"), "layer_norm_epsilon": get("attention.layer_norm_epsilon"),
+            "lora_rank_tokenshift": get("time_mix_extra_dim"), "lora_rank_decay": get("time_decay_extra_dim")}
+
+
+def _rwkv6_common(hf: dict) -> dict:
+    """No attention heads, as Rwkv6Model writes them; the HF config's context_length as the common keys' name."""
+    return {**hf, "num_attention_heads": 0, "num_key_value_heads": 0, "max_position_embeddings": hf["context_length"]}
+
+
+def _rwkv6_out(w, hf: dict) -> dict:
+    mix, decay = default_ranks(hf["hidden_size"])
+    w.add_layer_norm_eps(hf["layer_norm_epsilon"])
+    w.add_rescale_every_n_layers(0)
+    w.add_wkv_head_size(hf["head_size"])
+    w.add_time_mix_extra_dim(hf.get("lora_rank_tokenshift", mix))
+    w.add_time_decay_extra_dim(hf.get("lora_rank_decay", decay))
+    return {}
+
+
+def _final_norm(meta: Meta) -> dict:
+    """llama.cpp's output norm takes the layers' epsilon, not the HF code's 1e-5."""
+    eps = meta.get("attention.layer_norm_epsilon")
+    return {} if math.isclose(eps, FINAL_NORM_EPS, rel_tol=1e-6) else {"final_norm_eps": None}
+
+
+def _flat(t, hf):
+    return t.reshape(-1)
+
+
+def _row(t, hf):
+    return t.reshape(1, 1, -1)
+
+
+_TENSORS = (
+    (r"\.attention\.(time_maa_w1|time_decay_w1|time_decay_w2)$", lambda t, hf: t.t(), lambda t, hf: t.t()),
+    (r"\.attention\.time_maa_w2$", lambda t, hf: t.permute(0, 2, 1), lambda t, hf: t.permute(0, 2, 1)),
+    (r"\.(attention\.time_maa_[xwkvrg]|attention\.time_decay|feed_forward\.time_maa_[kr])$", _flat, _row),
+)
+_RENAMED = tuple((f"attention.{p}", f"attention.{p}.weight") for p in _NO_SUFFIX) + \
+    tuple((f"feed_forward.{p}", f"feed_forward.{p}.weight") for p in ("time_maa_k", "time_maa_r"))
+ARCHS = {
+    "rwkv6": Arch("rwkv6", fields=_rwkv6, common=_rwkv6_common, write=_rwkv6_out, rope=False, layer_norm=True,
+                  head_copy=True, tensors=_TENSORS, renamed=_RENAMED, model_in=_final_norm),
+}

@@ -1,0 +1,148 @@
+"""RWKV-6 "Finch" (mixer "rwkv6", layers/rwkv6.py, with RWKV-4's channel mix "rwkv_channel"; family rwkv6, GGUF
+rwkv6). transformers has no RWKV-6 (the HF checkpoints run remote code), so the reference is llama.cpp
+(llama-cpp-python 0.3.36): a tiny random llmarch RWKV-6 (every LoRA drawn, every token shift, decay and bonus moved
+off its init, every 1-D parameter perturbed) written by to_gguf in F32 decodes in llama.cpp to llmarch's greedy
+tokens, llama.cpp's logits within 1e-4 of llmarch's at every position, token by token and for the whole prompt in one
+batch (measured 4.2e-7); the file reads back to the same logits. Besides: the chunked WKV equals the recurrence,
+cached decoding equals the whole forward, a left-padded row equals the row alone, the rwkv6 table's to_hf round
+trip, what the table and the GGUF reader cannot hold refused, and rwkv6-tiny trains. Heads of 64, as test_rwkv7.py
+(llama.cpp's CPU WKV kernels step through a head in SIMD strides)."""
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from llmarch.data.tokenizer import ByteTokenizer
+from llmarch.interop.gguf_writer import to_gguf
+
+from conftest import assert_cached_equals_whole, gguf_reads_back, llama_cpp_prompt_logits, perturbed
+from test_gguf_older import rewrite
+from test_recurrent import assert_left_padding_kept_out
+
+SHAPE = dict(vocab_size=272, d_model=128, n_heads=2, head_dim=64, ffn_hidden=256, n_layers=4,
+             layer_types=["time_mix", "channel_mix"] * 2, context_length=128)
+LORAS = ("time_maa_w1", "time_maa_w2", "time_decay_w1", "time_decay_w2")
+
+
+def tiny_rwkv6(**changes):
+    torch.manual_seed(0)
+    model = llmarch.build("rwkv6-tiny", **{**SHAPE, **changes})
+    with torch.no_grad():  # the LoRAs drawn large enough that the token shifts and decays vary with the input
+        for name, p in model.named_parameters():
+            last = name.rsplit(".", 1)[-1]
+            if last in LORAS:
+                p.normal_(0.0, 0.3)
+            elif last.startswith("time_"):  # token shifts (both mixers), decay biases, bonuses
+                p.add_(torch.randn_like(p) * 0.3)
+    return perturbed(model)
+
+
+@pytest.fixture(scope="module")
+def rwkv6(tmp_path_factory):
+    model = tiny_rwkv6()
+    path = tmp_path_factory.mktemp("rwkv6") / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    return model, path
+
+
+def test_gguf_decodes_in_llama_cpp(rwkv6):
+    import gguf
+
+    model, path = rwkv6
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "rwkv6"
+    assert [reader.fields[f"rwkv6.{k}"].contents() for k in ("wkv.head_size", "time_mix_extra_dim",
+                                                             "time_decay_extra_dim")] == [64, 32, 64]
+    back = gguf_reads_back(path, model, vocab=272, exact=True)
+    assert back.config.hf_model_type == "rwkv6" and back.config.layer_types == model.config.layer_types
+
+
+def test_llama_cpp_whole_prompt_logits(rwkv6):
+    """llama.cpp's logits for every position of a 12-token prompt decoded in one batch (its multi-token WKV6 path)."""
+    model, path = rwkv6
+    prompt = [3, 141, 59, 26, 5, 35, 89, 79, 32, 38, 46, 26]
+    theirs = llama_cpp_prompt_logits(path, prompt, 272)
+    with torch.no_grad():
+        ours = model(torch.tensor([prompt])).logits[0].numpy()
+    assert np.abs(theirs - ours).max() <= 1e-4
+
+
+def test_cached_decoding_and_left_padding(rwkv6):
+    model = rwkv6[0]
+    torch.manual_seed(2)
+    ids = torch.randint(1, 272, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    assert_cached_equals_whole(model, ids, 7, mask)
+    assert_left_padding_kept_out(model)
+
+
+def test_to_hf_round_trip(rwkv6, tmp_path):
+    """The table's layout: HF's (1, 1, d) token shifts, the channel mix's as 1 - RWKV-4's mu."""
+    from safetensors.torch import load_file
+
+    model = rwkv6[0]
+    llmarch.to_hf(model, tmp_path)
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    assert stored["rwkv.blocks.1.attention.time_maa_w2"].shape == (5, 32, 128)
+    assert torch.equal(stored["rwkv.blocks.0.feed_forward.time_maa_k"], 1 - model.blocks[1].mixer.time_mix_key)
+    back = llmarch.from_hf(tmp_path)
+    ids = torch.randint(0, 272, (1, 10))
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() <= 1e-6
+    assert back.config.to_dict() == {**model.config.to_dict(), "name": back.config.name}
+
+
+def test_chunked_form_equals_the_recurrence():
+    """wkv6_chunked against the recurrence y_t = r_t (diag(u) k_t^T v_t + S_{t-1}), S_t = diag(w_t) S_{t-1} + k_t^T v_t,
+    from a nonzero state, with decays down to e^{-e^4} a step, for chunks that split the sequence unevenly, one
+    token each, and one chunk for all."""
+    from llmarch.layers.rwkv6 import wkv6_chunked
+
+    torch.manual_seed(0)
+    r, k, v = (torch.randn(2, 37, 2, 16) for _ in range(3))
+    logw, u, S = -torch.exp(2 * torch.randn(2, 37, 2, 16)), torch.randn(2, 16), torch.randn(2, 2, 16, 16)
+    S0, ys = S, []
+    for t in range(37):
+        kv = k[:, t, :, :, None] * v[:, t, :, None, :]
+        ys.append((r[:, t, :, :, None] * (u[:, :, None] * kv + S)).sum(-2))
+        S = S * logw[:, t].exp()[..., None] + kv
+    y = torch.stack(ys, dim=1)
+    for chunk in (1, 5, 16, 64):
+        y_c, S_c = wkv6_chunked(r, logw, k, v, u, S0, chunk)
+        assert (y_c - y).abs().max() <= 1e-5 * y.abs().max() and (S_c - S).abs().max() <= 1e-4
+
+
+def test_refusals(rwkv6, tmp_path):
+    with pytest.raises(llmarch.LlmarchError, match="n_heads x head_dim = d_model"):
+        llmarch.build("rwkv6-tiny", d_model=96)
+    with pytest.raises(llmarch.LlmarchError, match="rwkv6_mix_rank must be a positive"):
+        llmarch.build("rwkv6-tiny", rwkv6_mix_rank=0)
+    with pytest.raises(llmarch.LlmarchError, match="final norm eps of 1e-05"):
+        llmarch.to_hf(llmarch.build("rwkv6-tiny", **SHAPE, norm_eps=1e-6), tmp_path / "eps")
+    with pytest.raises(llmarch.LlmarchError, match="alternating"):
+        llmarch.to_hf(llmarch.build("rwkv6-tiny", **{**SHAPE, "layer_types": ["time_mix"] * 2 + ["channel_mix"] * 2}),
+                      tmp_path / "order")
+    # the file again with the converter's rescaling of the released models (their later layers' weights divided)
+    rewrite(rwkv6[1], tmp_path / "rescaled.gguf", "rwkv6",
+            keys=lambda k, v: 6 if k == "rwkv6.rescale_every_n_layers" else v)
+    with pytest.raises(llmarch.LlmarchError, match="rescale_every_n_layers 6 is not supported"):
+        llmarch.from_gguf(tmp_path / "rescaled.gguf")
+
+
+def test_rwkv6_tiny_trains():
+    """rwkv6-tiny's parts (shrunk to one layer of 32) learn a repeated sequence: the loss halves in 20 steps."""
+    torch.manual_seed(0)
+    model = llmarch.build("rwkv6-tiny", vocab_size=32, d_model=32, n_heads=1, head_dim=32, ffn_hidden=64, n_layers=2,
+                          layer_types=["time_mix", "channel_mix"])
+    ids = torch.randint(0, 32, (2, 6)).repeat(1, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        logits = model(ids[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 32), ids[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 2
