@@ -15,7 +15,8 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import assert_cached_equals_whole, gguf_reads_back, llama_cpp_prompt_logits, perturbed
+from conftest import (assert_cached_equals_whole, gguf_reads_back, llama_cpp_against, llama_cpp_prompt_logits,
+                      perturbed)
 from test_gguf_older import rewrite
 from test_recurrent import assert_left_padding_kept_out
 
@@ -55,6 +56,48 @@ def test_gguf_decodes_in_llama_cpp(rwkv6):
                                                              "time_decay_extra_dim")] == [64, 32, 64]
     back = gguf_reads_back(path, model, vocab=272, exact=True)
     assert back.config.hf_model_type == "rwkv6" and back.config.layer_types == model.config.layer_types
+
+
+def test_the_file_is_laid_out_as_the_converter_writes_it(rwkv6):
+    """Rwkv6Model's layout: the five lerps as time_mix_lerp_fused (5, 1, 1, d) in the order w k v r g, time_maa_w1
+    and the decay LoRA transposed, time_maa_w2 as (5, d, R), vectors squeezed; the HF names without .weight given it."""
+    import gguf
+
+    model, path = rwkv6
+    tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    shapes = {n[6:]: tuple(int(d) for d in reversed(t.shape)) for n, t in tensors.items() if n.startswith("blk.1.")}
+    assert {k: shapes[k] for k in ("time_mix_lerp_fused.weight", "time_mix_w1.weight", "time_mix_w2.weight",
+                                   "time_mix_decay_w1.weight", "time_mix_lerp_x.weight", "channel_mix_lerp_k.weight",
+                                   "time_mix_first.weight")} == {
+        "time_mix_lerp_fused.weight": (5, 1, 1, 128), "time_mix_w1.weight": (160, 128),
+        "time_mix_w2.weight": (5, 128, 32), "time_mix_decay_w1.weight": (64, 128), "time_mix_lerp_x.weight": (128,),
+        "channel_mix_lerp_k.weight": (128,), "time_mix_first.weight": (2, 64)}
+    mixer = model.blocks[2].mixer
+    fused = np.array(tensors["blk.1.time_mix_lerp_fused.weight"].data).reshape(5, 128)
+    assert np.array_equal(fused[3], mixer.time_maa_r.detach().reshape(-1).numpy())
+
+
+def test_unfused_lerps_and_f16_read(rwkv6, tmp_path):
+    """A file with the lerps unfused (time_mix_lerp_w ... g: llama.cpp's older form, which it still reads) reads to
+    the model's logits and decodes in llama.cpp to its tokens; an F16 file (lerps, w1, w2, bonus and decay LoRA kept
+    F32, as the converter keeps them) decodes in llama.cpp to llmarch's tokens on the same file (measured 2.2e-4)."""
+    def unfused(tensors):
+        out = {}
+        for name, array in tensors.items():
+            if name.endswith("time_mix_lerp_fused.weight"):
+                for letter, row in zip("wkvrg", array.reshape(5, -1)):
+                    out[name.replace("lerp_fused", f"lerp_{letter}")] = row.copy()
+            else:
+                out[name] = array
+        return out
+
+    model, path = rwkv6
+    rewrite(path, tmp_path / "unfused.gguf", "rwkv6", tensors=unfused)
+    gguf_reads_back(tmp_path / "unfused.gguf", model, vocab=272, exact=True)
+    to_gguf(model, tmp_path / "f16.gguf", "f16", ByteTokenizer())
+    seq, ours, diff = llama_cpp_against(tmp_path / "f16.gguf", llmarch.from_gguf(tmp_path / "f16.gguf"),
+                                        [3, 141, 59, 26, 5, 35], exact=True)
+    assert seq == ours and diff <= 1e-3
 
 
 def test_llama_cpp_whole_prompt_logits(rwkv6):

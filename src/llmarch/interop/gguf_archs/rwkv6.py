@@ -65,7 +65,10 @@ _TENSORS = (
 )
 _RENAMED = tuple((f"attention.{p}", f"attention.{p}.weight") for p in _NO_SUFFIX) + \
     tuple((f"feed_forward.{p}", f"feed_forward.{p}.weight") for p in ("time_maa_k", "time_maa_r"))
+# the five lerps as rows of time_mix_lerp_fused (5, 1, 1, d), in the ddlerp's order (the converter's fusion)
+_FUSED = ((r"\.attention\.time_maa_(?P<row>[wkvrg])$", ".attention.time_maa_fused", "wkvrg"),)
 ARCHS = {
     "rwkv6": Arch("rwkv6", fields=_rwkv6, common=_rwkv6_common, write=_rwkv6_out, rope=False, layer_norm=True,
-                  head_copy=True, tensors=_TENSORS, renamed=_RENAMED, model_in=_final_norm),
+                  head_copy=True, tensors=_TENSORS, renamed=_RENAMED, model_in=_final_norm, indexed=_FUSED,
+                  own_names=(("attention.time_maa_fused", "time_mix_lerp_fused.weight"),)),
 }
