@@ -189,3 +189,45 @@ def test_rwkv6_tiny_trains():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 2
+
+
+QRWKV = dict(vocab_size=272, head_dim=64, ffn_hidden=256, n_layers=2, mixer="rwkv6",
+             rwkv6_qrwkv=True, positions="none", bias=False, hf_model_type="rwkv6qwen2", context_length=128,
+             ssm_chunk=16)
+
+
+@pytest.mark.parametrize("heads, kv_heads, qkv_bias", [(4, 2, True), (2, 2, False)])
+def test_qrwkv6_gguf_and_round_trip(heads, kv_heads, qkv_bias, tmp_path):
+    """QRWKV6 (family rwkv6qwen2, GGUF rwkv6qwen2: RWKV-6's time mixing without bonus or group norm in Qwen2.5's
+    blocks), four heads sharing two key/value heads (so that repeating them in the wrong order shows) with q/k/v
+    biases, and two heads of their own without: llama.cpp decodes the F32 file to llmarch's greedy tokens, its logits
+    at every position of a prompt within 1e-4; the to_hf round trip (the token-shift LoRA's slices stored r k v w g).
+    That order only the converter's code tells (its reordering undone here and in the GGUF table alike)."""
+    import gguf
+
+    torch.manual_seed(0)
+    model = llmarch.build("llama-tiny", **QRWKV, d_model=64 * heads, n_heads=heads, n_kv_heads=kv_heads,
+                          qkv_bias=qkv_bias)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            last = name.rsplit(".", 1)[-1]
+            if last in LORAS:
+                p.normal_(0.0, 0.3)
+            elif last.startswith("time_"):
+                p.add_(torch.randn_like(p) * 0.3)
+    perturbed(model)
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "rwkv6qwen2"
+    assert reader.fields["rwkv6qwen2.attention.head_count_kv"].contents() == kv_heads
+    back = gguf_reads_back(path, model, vocab=272, exact=True)
+    assert (back.config.n_kv_heads, back.config.qkv_bias) == (kv_heads, qkv_bias)
+    prompt = [3, 141, 59, 26, 5, 35, 89, 79, 32, 38, 46, 26]
+    with torch.no_grad():
+        ours = model(torch.tensor([prompt])).logits[0].numpy()
+    assert np.abs(llama_cpp_prompt_logits(path, prompt, 272) - ours).max() <= 1e-4
+    llmarch.to_hf(model, tmp_path / "hf")
+    ids = torch.randint(0, 272, (1, 10))
+    with torch.no_grad():
+        assert (llmarch.from_hf(tmp_path / "hf")(ids).logits - model(ids).logits).abs().max() <= 1e-6

@@ -20,6 +20,11 @@ and per head h of D channels a state S (D x D, key rows, value columns), with th
 then a group norm per head (eps 64e-5: the HF code's 1e-5 head_size_divisor^2 and llama.cpp's), times g, through
 W_o. In fp32.
 
+QRWKV6 (rwkv6_qrwkv; llama.cpp's rwkv6qwen2 graph where a file has no time_mix_first): the same token shifts and
+decay, keys scaled k (1 - w), no bonus, y_t = D^-1/2 r_t S_t (the state read after the current token's update: a
+gated linear attention), no group norm, g = sigmoid(W_g x^g); keys and values of n_kv_heads heads, each serving
+n_heads / n_kv_heads heads; biases on r, k, v by qkv_bias.
+
 Chunked form (`wkv6_chunked`, training, prefill and decoding alike): in a chunk of L = ssm_chunk tokens from state
 S_0, with G_t = sum_{s<=t} log w_s per channel (G_{t-1} = 0 at the chunk's start),
 
@@ -54,11 +59,13 @@ def default_ranks(d: int) -> tuple[int, int]:
     return (64, 128) if d == 4096 else (32, 64)
 
 
-def wkv6_chunked(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.Tensor, u: torch.Tensor,
+def wkv6_chunked(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.Tensor, u: torch.Tensor | None,
                  S: torch.Tensor | None, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The WKV over a sequence in chunks of `chunk` tokens (the module docstring's form): r, logw (log w <= 0), k, v
-    (B, T, H, D); u (H, D); S (B, H, D, D) (key rows, value columns) or None (zeros). Returns y (B, T, H, D) fp32 and
-    the state after the last token. Padded steps (k = 0, logw = 0) leave the state as it was."""
+    (B, T, H, D); u (H, D), or None for QRWKV's gated linear attention (y_t = r_t S_t: the current token's decay
+    applies to the state before it is read, its own key and value enter as with u = 1); S (B, H, D, D) (key rows,
+    value columns) or None (zeros). Returns y (B, T, H, D) fp32 and the state after the last token. Padded steps
+    (k = 0, logw = 0) leave the state as it was."""
     B, T, H, D = k.shape
     L = min(chunk, T)
     pad = -T % L
@@ -66,11 +73,11 @@ def wkv6_chunked(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.
     r, g, k, v = (F.pad(t.float(), (0, 0, 0, 0, 0, pad)).reshape(B, n, L, H, D).permute(0, 3, 1, 2, 4)
                   for t in (r, logw, k, v))  # (B, H, n, L, D)
     G = g.cumsum(3)
-    prev = G - g  # G_{t-1}
+    prev = G if u is None else G - g  # the decay through the token before t (RWKV-6), through t (QRWKV)
     below = torch.ones(L, L, dtype=torch.bool, device=k.device).tril(-1)[..., None]  # s < t
     decays = torch.where(below, prev[..., :, None, :] - G[..., None, :, :], float("-inf")).exp()  # (B, H, n, L, L, D)
     A = torch.einsum("bhntc,bhnsc,bhntsc->bhnts", r, k, decays)
-    A = A + torch.diag_embed((r * u.float()[:, None, None] * k).sum(-1))  # the bonus on the diagonal
+    A = A + torch.diag_embed((r * k if u is None else r * u.float()[:, None, None] * k).sum(-1))  # the current token
     y = A @ v  # within each chunk
     to_end = (G[..., -1:, :] - G).exp()  # e^{G_L - G_s}
     S = k.new_zeros(B, H, D, D) if S is None else S.float()
@@ -101,7 +108,9 @@ class Rwkv6TimeMix(Mixer):
     def __init__(self, cfg, layer: int = 0):
         super().__init__()
         C, H, M, R = cfg.d_model, cfg.n_heads, cfg.rwkv6_mix_rank, cfg.rwkv6_decay_rank
-        self.heads, self.head_dim, self.chunk = H, cfg.head_dim, cfg.ssm_chunk
+        self.heads, self.kv_heads, self.head_dim, self.chunk = H, cfg.n_kv_heads, cfg.head_dim, cfg.ssm_chunk
+        self.qrwkv = cfg.rwkv6_qrwkv
+        kv = cfg.n_kv_heads * cfg.head_dim
         self.depth = layer / max(cfg.n_layers - 1, 1)  # 0 to 1 over the blocks (the init's layer ratio)
         self.time_maa_x = _row(C)
         self.time_maa_w, self.time_maa_k, self.time_maa_v, self.time_maa_r, self.time_maa_g = (_row(C) for _ in LERPS)
@@ -109,11 +118,12 @@ class Rwkv6TimeMix(Mixer):
         self.time_maa_w2 = nn.Parameter(torch.zeros(len(LERPS), M, C))
         self.time_decay = _row(C)
         self.time_decay_w1, self.time_decay_w2 = nn.Parameter(torch.zeros(C, R)), nn.Parameter(torch.zeros(R, C))
-        self.time_faaaa = nn.Parameter(torch.zeros(H, cfg.head_dim))  # the bonus u per head
-        self.receptance, self.key = Linear(C, C, bias=False), Linear(C, C, bias=False)
-        self.value, self.gate = Linear(C, C, bias=False), Linear(C, C, bias=False)
-        self.output = Linear(C, C, bias=False)
-        self.ln_x = nn.GroupNorm(H, C, eps=GROUP_NORM_EPS)
+        if not self.qrwkv:
+            self.time_faaaa = nn.Parameter(torch.zeros(H, cfg.head_dim))  # the bonus u per head
+            self.ln_x = nn.GroupNorm(H, C, eps=GROUP_NORM_EPS)
+        self.receptance = Linear(C, C, bias=cfg.qkv_bias)
+        self.key, self.value = Linear(C, kv, bias=cfg.qkv_bias), Linear(C, kv, bias=cfg.qkv_bias)
+        self.gate, self.output = Linear(C, C, bias=False), Linear(C, C, bias=False)
 
     @torch.no_grad()
     def init_ssm(self) -> None:
@@ -130,7 +140,8 @@ class Rwkv6TimeMix(Mixer):
         for p in (self.time_maa_w1, self.time_maa_w2, self.time_decay_w1, self.time_decay_w2):
             p.uniform_(-1e-4, 1e-4)
         self.time_decay.copy_((-6 + 5 * (c / max(C - 1, 1)) ** (0.7 + 1.3 * r)).view(1, 1, C))
-        self.time_faaaa.copy_(((1 - c / max(C - 1, 1)) * r + 0.1 * ((c + 1) % 3 - 1)).view_as(self.time_faaaa))
+        if not self.qrwkv:
+            self.time_faaaa.copy_(((1 - c / max(C - 1, 1)) * r + 0.1 * ((c + 1) % 3 - 1)).view_as(self.time_faaaa))
 
     def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
         C, H, D = self.time_decay.shape[-1], self.heads, self.head_dim
@@ -155,9 +166,16 @@ class Rwkv6TimeMix(Mixer):
         xw, xk, xv, xr, xg = x + xx * (mu + m)
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         logw = -(self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2).float().exp()
-        heads = [t.reshape(B, T, H, D) for t in (r, logw, k, v)]
-        y, last = wkv6_chunked(*heads, self.time_faaaa, None if state is None else state["wkv"], self.chunk)
+        r, logw, k, v = (t.reshape(B, T, -1, D) for t in (r, logw, k, v))
+        if self.kv_heads != H:  # grouped keys and values: each serves H / kv_heads heads, as llama.cpp repeats them
+            k, v = (t.repeat_interleave(H // self.kv_heads, dim=2) for t in (k, v))
+        if self.qrwkv:  # QRWKV6: keys scaled by 1 - w, receptances by D^-1/2 (llama.cpp's gated linear attention)
+            k, r = k * (1 - logw.exp()).to(k.dtype), r * D ** -0.5
+        u = None if self.qrwkv else self.time_faaaa
+        y, last = wkv6_chunked(r, logw, k, v, u, None if state is None else state["wkv"], self.chunk)
         if state is not None:
             state["wkv"].copy_(last)
-        y = self.ln_x(y.to(x.dtype).reshape(B * T, C)).view(B, T, C)
-        return self.output(y * F.silu(self.gate(xg)))
+        y = y.to(x.dtype).reshape(B, T, C)
+        if self.qrwkv:
+            return self.output(y * torch.sigmoid(self.gate(xg)))
+        return self.output(self.ln_x(y.reshape(B * T, C)).view(B, T, C) * F.silu(self.gate(xg)))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ...errors import LlmarchError
 from ...layers.rwkv6 import FINAL_NORM_EPS, default_ranks
 from .arch import Arch, Meta
@@ -65,10 +67,61 @@ _TENSORS = (
 )
 _RENAMED = tuple((f"attention.{p}", f"attention.{p}.weight") for p in _NO_SUFFIX) + \
     tuple((f"feed_forward.{p}", f"feed_forward.{p}.weight") for p in ("time_maa_k", "time_maa_r"))
+def _rwkv6qwen2(hf: dict, meta: Meta) -> dict:
+    get = meta.get
+    heads = hf["hidden_size"] // get("wkv.head_size")
+    if get("rescale_every_n_layers", 0):
+        raise LlmarchError(f"{meta.path}: rwkv6qwen2 rescale_every_n_layers {get('rescale_every_n_layers')} is not "
+                           "supported (0 only)")
+    if meta.has("blk.0.time_mix_first.weight"):
+        raise LlmarchError(f"{meta.path}: rwkv6qwen2 with time_mix_first (RWKV-6's bonus in Qwen2's blocks) is not "
+                           "supported")
+    return {**hf, "num_attention_heads": heads, "num_key_value_heads": get("attention.head_count_kv", heads),
+            "lora_rank_tokenshift": get("time_mix_extra_dim"), "lora_rank_decay": get("time_decay_extra_dim"),
+            "attention_bias": meta.has("blk.0.time_mix_receptance.bias")}
+
+
+def _rwkv6qwen2_common(hf: dict) -> dict:
+    return {**hf, "head_size": hf["hidden_size"] // hf["num_attention_heads"], "num_attention_heads": 0}
+
+
+def _rwkv6qwen2_out(w, hf: dict) -> dict:
+    w.add_wkv_head_size(hf["head_size"])
+    w.add_time_mix_extra_dim(hf["lora_rank_tokenshift"])
+    w.add_time_decay_extra_dim(hf["lora_rank_decay"])
+    w.add_token_shift_count(1)
+    w.add_head_count_kv(hf["num_key_value_heads"])
+    return {}
+
+
+def _rkvwg_columns(t, hf):
+    """QRWKV6's W1 (d, 5 R), slices r k v w g, as the converter stores it: (5 R, d), slices w k v r g."""
+    return _swap(t.t(), 0)
+
+
+def _swap(t, dim: int):
+    blocks = list(t.chunk(5, dim=dim))
+    return torch.cat([blocks[3], blocks[1], blocks[2], blocks[0], blocks[4]], dim=dim)
+
+
+_QWEN2_TENSORS = (
+    (r"\.self_attn\.time_maa_w1$", _rkvwg_columns, lambda t, hf: _swap(t, 0).t()),
+    (r"\.self_attn\.time_maa_w2$", lambda t, hf: _swap(t, 0).permute(0, 2, 1),
+     lambda t, hf: _swap(t.permute(0, 2, 1), 0)),
+    (r"\.self_attn\.time_decay_w[12]$", lambda t, hf: t.t(), lambda t, hf: t.t()),
+    (r"\.self_attn\.(time_maa_[xwkvrg]|time_decay)$", _flat, _row),
+)
+_QWEN2_RENAMED = tuple((f"self_attn.{p}", f"self_attn.{p}.weight") for p in _NO_SUFFIX[:-1])
+
+
 # the five lerps as rows of time_mix_lerp_fused (5, 1, 1, d), in the ddlerp's order (the converter's fusion)
 _FUSED = ((r"\.attention\.time_maa_(?P<row>[wkvrg])$", ".attention.time_maa_fused", "wkvrg"),)
 ARCHS = {
     "rwkv6": Arch("rwkv6", fields=_rwkv6, common=_rwkv6_common, write=_rwkv6_out, rope=False, layer_norm=True,
                   head_copy=True, tensors=_TENSORS, renamed=_RENAMED, model_in=_final_norm, indexed=_FUSED,
                   own_names=(("attention.time_maa_fused", "time_mix_lerp_fused.weight"),)),
+    "rwkv6qwen2": Arch("rwkv6qwen2", fields=_rwkv6qwen2, common=_rwkv6qwen2_common, write=_rwkv6qwen2_out,
+                       rope=False, head_copy=True, tensors=_QWEN2_TENSORS, renamed=_QWEN2_RENAMED,
+                       indexed=((r"\.self_attn\.time_maa_(?P<row>[wkvrg])$", ".self_attn.time_maa_fused", "wkvrg"),),
+                       own_names=(("self_attn.time_maa_fused", "time_mix_lerp_fused.weight"),)),
 }
