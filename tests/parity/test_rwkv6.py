@@ -3,10 +3,11 @@ rwkv6). transformers has no RWKV-6 (the HF checkpoints run remote code), so the 
 (llama-cpp-python 0.3.36): a tiny random llmarch RWKV-6 (every LoRA drawn, every token shift, decay and bonus moved
 off its init, every 1-D parameter perturbed) written by to_gguf in F32 decodes in llama.cpp to llmarch's greedy
 tokens, llama.cpp's logits within 1e-4 of llmarch's at every position, token by token and for the whole prompt in one
-batch (measured 4.2e-7); the file reads back to the same logits. Besides: the chunked WKV equals the recurrence,
+batch (measured 3e-7); the file reads back to the same logits. Besides: the chunked WKV equals the recurrence,
 cached decoding equals the whole forward, a left-padded row equals the row alone, the rwkv6 table's to_hf round
-trip, what the table and the GGUF reader cannot hold refused, and rwkv6-tiny trains. Heads of 64, as test_rwkv7.py
-(llama.cpp's CPU WKV kernels step through a head in SIMD strides)."""
+trip, what the table and the GGUF reader cannot hold refused, and rwkv6-tiny trains. QRWKV6 (family and GGUF
+rwkv6qwen2: the time mixing without bonus or group norm in Qwen2.5's blocks) the same way through llama.cpp. Heads of
+64, as test_rwkv7.py (llama.cpp's CPU WKV kernels step through a head in SIMD strides)."""
 import numpy as np
 import pytest
 import torch
