@@ -137,6 +137,24 @@ def test_to_hf_round_trip(rwkv6, tmp_path):
     assert back.config.to_dict() == {**model.config.to_dict(), "name": back.config.name}
 
 
+def test_a_finch_checkpoint_reads_and_decodes_in_llama_cpp(rwkv6, tmp_path):
+    """HF -> llmarch -> GGUF -> llama.cpp, the only check the HF layout has (no transformers reference): the
+    checkpoint's config.json as the RWKV/v6-Finch-*-HF ones have it (remote code, rescale_every 6, which the HF code
+    applies only in fp16 and bf16, so not in fp32), read to the model's logits and written as GGUF that llama.cpp
+    decodes to llmarch's greedy tokens."""
+    import json
+
+    model = rwkv6[0]
+    llmarch.to_hf(model, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config.update(rescale_every=6, bos_token_id=0, eos_token_id=0, use_cache=True, auto_map={
+        "AutoConfig": "configuration_rwkv6.Rwkv6Config", "AutoModelForCausalLM": "modeling_rwkv6.Rwkv6ForCausalLM"})
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    read = llmarch.from_hf(tmp_path / "hf")
+    to_gguf(read, tmp_path / "x.gguf", "f32", ByteTokenizer())
+    gguf_reads_back(tmp_path / "x.gguf", model, vocab=272, exact=True)
+
+
 def test_chunked_form_equals_the_recurrence():
     """wkv6_chunked against the recurrence y_t = r_t (diag(u) k_t^T v_t + S_{t-1}), S_t = diag(w_t) S_{t-1} + k_t^T v_t,
     from a nonzero state, with decays down to e^{-e^4} a step, for chunks that split the sequence unevenly, one
