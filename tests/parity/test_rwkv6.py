@@ -250,3 +250,4 @@ def test_qrwkv6_gguf_and_round_trip(heads, kv_heads, qkv_bias, tmp_path):
     ids = torch.randint(0, 272, (1, 10))
     with torch.no_grad():
         assert (llmarch.from_hf(tmp_path / "hf")(ids).logits - model(ids).logits).abs().max() <= 1e-6
+    assert_left_padding_kept_out(model)  # with key biases too: a pad's key is zeroed

@@ -34,8 +34,8 @@ S_0, with G_t = sum_{s<=t} log w_s per channel (G_{t-1} = 0 at the chunk's start
 every exponent <= 0 (RWKV-6's decay may reach 0 in one step, so the factored Gamma_t / Gamma_s of rwkv7.py would
 overflow): the L x L x D decays are formed whole, memory B H T L D a chunk's worth at a time.
 
-A left-padded token's input is zeroed (its shift reads 0, as a row alone does): its k and v are then 0, so the state,
-empty before a row's first real token, stays empty (its decay scales zeros). Decode state: the last input and S in
+A left-padded token's input is zeroed (its shift reads 0, as a row alone does) and its key too (a key bias would
+write it): the state, empty before a row's first real token, stays empty (its decay scales zeros). Decode state: the last input and S in
 fp32. Shapes: B batch, T length, H heads, D head_dim, C = H D, n chunks of L."""
 from __future__ import annotations
 
@@ -157,14 +157,15 @@ class Rwkv6TimeMix(Mixer):
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         B, T, C = x.shape
         H, D = self.heads, self.head_dim
-        x = masked(x, token_mask(ctx, x))
+        mask = token_mask(ctx, x)
+        x = masked(x, mask)
         state = self.cache
         xx = token_shift(x, state) - x
         m = torch.tanh((x + xx * self.time_maa_x) @ self.time_maa_w1).view(B, T, len(LERPS), -1)
         m = torch.einsum("btfm,fmc->fbtc", m, self.time_maa_w2)  # the five LoRA outputs m_w ... m_g
         mu = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v, self.time_maa_r, self.time_maa_g])
         xw, xk, xv, xr, xg = x + xx * (mu + m)
-        r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
+        r, k, v = self.receptance(xr), masked(self.key(xk), mask), self.value(xv)  # a pad's key 0 despite a bias
         logw = -(self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2).float().exp()
         r, logw, k, v = (t.reshape(B, T, -1, D) for t in (r, logw, k, v))
         if self.kv_heads != H:  # grouped keys and values: each serves H / kv_heads heads, as llama.cpp repeats them
