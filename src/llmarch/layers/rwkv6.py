@@ -35,8 +35,8 @@ every exponent <= 0 (RWKV-6's decay may reach 0 in one step, so the factored Gam
 overflow): the L x L x D decays are formed whole, memory B H T L D a chunk's worth at a time.
 
 A left-padded token's input is zeroed (its shift reads 0, as a row alone does) and its key too (a key bias would
-write it): the state, empty before a row's first real token, stays empty (its decay scales zeros). Decode state: the last input and S in
-fp32. Shapes: B batch, T length, H heads, D head_dim, C = H D, n chunks of L."""
+write it): the state, empty before a row's first real token, stays empty (its decay scales zeros). Decode state: the
+last input and S in fp32. Shapes: B batch, T length, H heads, D head_dim, C = H D, n chunks of L."""
 from __future__ import annotations
 
 import torch
