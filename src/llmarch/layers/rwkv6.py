@@ -1,19 +1,20 @@
 """RWKV-6 "Finch" (Peng et al. 2024, "Eagle and Finch: RWKV with Matrix-Valued States and Dynamic Recurrence",
-arXiv 2404.05892, §4), as RWKV-LM, the RWKV/v6-Finch-*-HF remote code and llama.cpp's rwkv6 graph compute it. Each
+arXiv 2404.05892, §4-5), as RWKV-LM, the RWKV/v6-Finch-*-HF remote code and llama.cpp's rwkv6 graph compute it. Each
 RWKV-6 layer is a time-mixing block (mixer "rwkv6") and a channel-mixing block (mixer "rwkv_channel", layers/rwkv.py:
 RWKV-6's channel mix is RWKV-4's, ReLU^2 with a receptance gate, its lerps stored as 1 - mu; interop/rwkv6.py), each
 pre-LayerNorm and residual.
 
-Time mixing, per token (§4.1), with xx_t = x_{t-1} - x_t the token shift's difference:
+Time mixing, per token, with xx_t = x_{t-1} - x_t the token shift's difference (Finch's data dependence, §5):
 
-    ddlerp: m_* = (tanh((x + xx mu_x) W1) W2)_*,  x^* = x + xx (mu_* + m_*)     for * in w, k, v, r, g (Eq. 6-7:
-                                                  the data-dependent token shift, one LoRA of rank rwkv6_mix_rank
+    ddlerp: m_* = (tanh((x + xx mu_x) W1) W2)_*,  x^* = x + xx (mu_* + m_*)     for * in w, k, v, r, g (the
+                                                  data-dependent token shift, one LoRA of rank rwkv6_mix_rank
                                                   whose five outputs are W2's five slices)
     r = W_r x^r,  k = W_k x^k,  v = W_v x^v,  g = SiLU(W_g x^g)
-    d = d0 + tanh(x^w D1) D2,  w = exp(-exp(d))                                 (Eq. 8-9: the decay, per channel, a LoRA
-                                                                                of rank rwkv6_decay_rank)
+    d = d0 + tanh(x^w D1) D2,  w = exp(-exp(d))                                 (the decay, per channel, a LoRA of
+                                                                                rank rwkv6_decay_rank)
 
-and per head h of D channels a state S (D x D, key rows, value columns), with the bonus u = time_faaaa (Eq. 10-11):
+and per head h of D channels a state S (D x D, key rows, value columns), with the bonus u = time_faaaa (Eagle's
+matrix-valued state, §4):
 
     y_t = r_t (diag(u) k_t^T v_t + S_{t-1}),     S_t = diag(w_t) S_{t-1} + k_t^T v_t
 
