@@ -190,6 +190,10 @@ def test_refusals(rwkv6, tmp_path):
             keys=lambda k, v: 6 if k == "rwkv6.rescale_every_n_layers" else v)
     with pytest.raises(llmarch.LlmarchError, match="rescale_every_n_layers 6 is not supported"):
         llmarch.from_gguf(tmp_path / "rescaled.gguf")
+    rewrite(rwkv6[1], tmp_path / "eps.gguf", "rwkv6",
+            keys=lambda k, v: 1e-6 if k == "rwkv6.attention.layer_norm_epsilon" else v)
+    with pytest.raises(llmarch.LlmarchError, match="layer_norm_epsilon 9.99.*e-07 is not supported"):
+        llmarch.from_gguf(tmp_path / "eps.gguf")
 
 
 def test_rwkv6_tiny_trains():

@@ -1,12 +1,18 @@
 """RWKV-6 (GGUF `rwkv6`, convert_hf_to_gguf.py's Rwkv6Model; llama.cpp's rwkv6 graph): no attention heads (head_count
 0, as the converter writes), the heads' width in `wkv.head_size`, the LoRA ranks in `time_mix_extra_dim` (the token
 shift's) and `time_decay_extra_dim`, LayerNorm's epsilon in `attention.layer_norm_epsilon` (llama.cpp's output norm
-takes it too: a file's model has it in every norm), two token shifts a layer (llama.cpp's default
-token_shift_count). The converter transposes time_maa_w1 and the decay LoRA, stores time_maa_w2 as (5, d, R), and the
-(1, 1, d) lerps and decay as vectors; the HF names without `.weight` get it. `rescale_every_n_layers` is written 0; a
-file with another (the converter's of the released models: its layers' output weights divided by powers of 2, which
-llmarch would have to undo per layer) is refused. llmarch writes the five lerps as time_mix_lerp_w ... g (llama.cpp's
-unfused form, which it reads as it reads the fused one)."""
+takes it too, where the HF layout's ln_out has 1e-5: another is refused), two token shifts a layer (llama.cpp's
+default token_shift_count). The converter transposes time_maa_w1 and the decay LoRA, stores time_maa_w2 as (5, d, R),
+the (1, 1, d) lerps and decay as vectors, and the five lerps w k v r g as one time_mix_lerp_fused (5, 1, 1, d);
+llama.cpp's older unfused time_mix_lerp_w ... g read too; the HF names without `.weight` get it.
+`rescale_every_n_layers` is written 0; a file with another (the converter's of the released models: its layers' output
+weights divided by powers of 2, which llmarch would have to undo per layer, and the norms' epsilons with them) is
+refused.
+
+QRWKV6 (GGUF `rwkv6qwen2`, RWKV6Qwen2Model): the same time mixing keys and tensors under Qwen2's `self_attn.` names,
+`attention.head_count_kv` (the keys' and values' heads), RMSNorm's epsilon, one token shift a layer; the converter
+reorders the token-shift LoRA's slices from Hugging Face's r k v w g to w k v r g. A file with time_mix_first (RWKV-6's
+bonus in these blocks, which llama.cpp would run as RWKV-6's time mixing) is refused."""
 from __future__ import annotations
 
 import math
@@ -27,6 +33,9 @@ def _rwkv6(hf: dict, meta: Meta) -> dict:
         raise LlmarchError(f"{meta.path}: rwkv6 rescale_every_n_layers {every} is not supported (0 only)")
     if get("token_shift_count", 2) != 2:
         raise LlmarchError(f"{meta.path}: rwkv6 token_shift_count {get('token_shift_count')} is not supported (2)")
+    if not math.isclose(eps := get("attention.layer_norm_epsilon"), FINAL_NORM_EPS, rel_tol=1e-6):
+        raise LlmarchError(f"{meta.path}: rwkv6 layer_norm_epsilon {eps} is not supported (1e-5: llama.cpp's output "
+                           "norm takes it, the HF layout's ln_out has 1e-5)")
     return {**hf, "head_size": get("wkv.head_size"), "layer_norm_epsilon": get("attention.layer_norm_epsilon"),
             "lora_rank_tokenshift": get("time_mix_extra_dim"), "lora_rank_decay": get("time_decay_extra_dim")}
 
@@ -44,12 +53,6 @@ def _rwkv6_out(w, hf: dict) -> dict:
     w.add_time_mix_extra_dim(hf.get("lora_rank_tokenshift", mix))
     w.add_time_decay_extra_dim(hf.get("lora_rank_decay", decay))
     return {}
-
-
-def _final_norm(meta: Meta) -> dict:
-    """llama.cpp's output norm takes the layers' epsilon, not the HF code's 1e-5."""
-    eps = meta.get("attention.layer_norm_epsilon")
-    return {} if math.isclose(eps, FINAL_NORM_EPS, rel_tol=1e-6) else {"final_norm_eps": None}
 
 
 def _flat(t, hf):
@@ -118,7 +121,7 @@ _QWEN2_RENAMED = tuple((f"self_attn.{p}", f"self_attn.{p}.weight") for p in _NO_
 _FUSED = ((r"\.attention\.time_maa_(?P<row>[wkvrg])$", ".attention.time_maa_fused", "wkvrg"),)
 ARCHS = {
     "rwkv6": Arch("rwkv6", fields=_rwkv6, common=_rwkv6_common, write=_rwkv6_out, rope=False, layer_norm=True,
-                  head_copy=True, tensors=_TENSORS, renamed=_RENAMED, model_in=_final_norm, indexed=_FUSED,
+                  head_copy=True, tensors=_TENSORS, renamed=_RENAMED, indexed=_FUSED,
                   own_names=(("attention.time_maa_fused", "time_mix_lerp_fused.weight"),)),
     "rwkv6qwen2": Arch("rwkv6qwen2", fields=_rwkv6qwen2, common=_rwkv6qwen2_common, write=_rwkv6qwen2_out,
                        rope=False, head_copy=True, tensors=_QWEN2_TENSORS, renamed=_QWEN2_RENAMED,
