@@ -166,6 +166,36 @@ def llama_cpp_against(path, model, prompt: list[int], exact: bool = False):
     return llama_cpp_test.greedy_against_llmarch(path, model, prompt, exact=exact)
 
 
+def llama_cpp_prompt_logits(path, prompt: list[int], vocab: int):
+    """llama.cpp's logits (len(prompt), vocab) for every position of `prompt` decoded in one batch (one thread, its
+    multi-token path); the test skips where llama-cpp-python is not installed."""
+    import numpy as np
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    import llama_cpp._logger
+
+    llama_cpp._logger.set_verbose(False)
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = False  # as test_llama_cpp.LlamaCpp
+    lm = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    ctx_params = llama_cpp.llama_context_default_params()
+    ctx_params.n_ctx, ctx_params.n_threads, ctx_params.n_threads_batch = 64, 1, 1
+    ctx = llama_cpp.llama_init_from_model(lm, ctx_params)
+    batch = llama_cpp.llama_batch_init(len(prompt), 0, 1)
+    try:
+        for i, token in enumerate(prompt):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, True
+            batch.seq_id[i][0] = 0
+        batch.n_tokens = len(prompt)
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        return np.stack([np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(vocab,)).copy()
+                         for i in range(len(prompt))])
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+        llama_cpp.llama_model_free(lm)
+
+
 def llama_cpp_embedding(path, text: str) -> tuple:
     """llama.cpp's token ids for `text` (with bos, special tokens as such) and its unnormalised sentence embedding of
     it, from the GGUF file at `path`; the test skips where llama-cpp-python is not installed."""

@@ -859,6 +859,15 @@ class ModelConfig:
     # wkv_has_gate: false)
     rwkv7_gate: bool = True
     rwkv7_group_norm: bool = True  # rwkv7: the per-head group norm on the WKV output (RWKV-7's ln_x); False: none
+    # RWKV-6's time mixing (mixer "rwkv6", layers/rwkv6.py; Peng et al. 2024, arXiv 2404.05892 §4): heads of head_dim
+    # channels (n_heads x head_dim = d_model) and the ranks of its two LoRAs (32 and 64 in the released models below
+    # 4096 wide, 64 and 128 at 4096: llama.cpp's time_mix_extra_dim and time_decay_extra_dim)
+    rwkv6_mix_rank: int = 32  # rwkv6: rank of the data-dependent token shift's LoRA (ddlerp), tanh(x W1) W2
+    rwkv6_decay_rank: int = 64  # rwkv6: rank of the decay's LoRA, d = d0 + tanh(x_w D1) D2
+    # rwkv6: QRWKV6's time mixing (llama.cpp's rwkv6qwen2 without time_mix_first): no bonus, keys scaled by 1 - w, the
+    # state read after the current token's update at D^-1/2, a sigmoid gate, no group norm; keys and values of
+    # n_kv_heads heads, biases on r, k, v by qkv_bias (rwkv6's own too)
+    rwkv6_qrwkv: bool = False
     context_length: int = 1024  # longest sequence: positions, caches and training windows
     # which keys each query sees and how (layers/sparse_attention.py, layers/linear_attention.py): full,
     # sliding_window (needs sliding_window), strided, block_sparse, longformer (sliding_window + global tokens

@@ -99,6 +99,18 @@ def rwkv7_layers(n: int) -> dict:
                 layer_overrides={"channel_mix": {"mixer": "rwkv7_channel"}})
 
 
+# RWKV-6 "Finch" (Peng et al. 2024, arXiv 2404.05892, §4): RWKV-4's layout with a matrix-valued state per head, a
+# data-dependent decay and token shift (layers/rwkv6.py: heads of 64), and RWKV-4's channel mixing (ReLU^2, gated).
+_RWKV6 = dict(mixer="rwkv6", ffn="none", norm="layernorm", embed_norm=True, positions="none", bias=False,
+              tie_embeddings=False, head_dim=64, hf_model_type="rwkv6")
+
+
+def rwkv6_layers(n: int) -> dict:
+    """n RWKV-6 layers: 2n blocks, time mixing (layer type time_mix) then channel mixing (channel_mix)."""
+    return dict(n_layers=2 * n, layer_types=["time_mix", "channel_mix"] * n,
+                layer_overrides={"channel_mix": {"mixer": "rwkv_channel"}})
+
+
 # Mamba-2 (Dao & Gu 2024): the same block with the SSD mixer, heads of 64 channels, a larger state.
 _MAMBA2 = dict(_MAMBA, mixer="mamba2", ssm_state=128, ssm_head_dim=64, hf_model_type="mamba2")
 # Hyena (Poli et al. 2023, §4.1): GPT's pre-norm block with attention replaced by an order-2 Hyena operator.
@@ -287,6 +299,9 @@ PRESETS: dict[str, dict] = {
     # RWKV-7 at mamba-tiny's width: 6 layers (12 blocks) of 4 heads of 64, FFN 1024 (RWKV-7's 4 d)
     "rwkv7-tiny": dict(_RWKV7, vocab_size=8192, d_model=256, n_heads=4, ffn_hidden=1024, context_length=256,
                        **rwkv7_layers(6)),
+    # RWKV-6 at mamba-tiny's width: 6 layers (12 blocks) of 4 heads of 64, FFN 896 (RWKV-6's 3.5 d), WKV chunks of 16
+    "rwkv6-tiny": dict(_RWKV6, vocab_size=8192, d_model=256, n_heads=4, ffn_hidden=896, context_length=256,
+                       ssm_chunk=16, **rwkv6_layers(6)),
     "hyena-tiny": dict(_HYENA, vocab_size=8192, d_model=256, n_layers=6, n_heads=4, context_length=256),
     # attention in layer 2 of every 4, Mamba elsewhere, every other FFN a top-2 mixture of 4 experts
     "hybrid-tiny": dict(_JAMBA, vocab_size=8192, d_model=256, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden=512,

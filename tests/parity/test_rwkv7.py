@@ -17,7 +17,8 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import assert_cached_equals_whole, gguf_reads_back, llama_cpp_against, perturbed
+from conftest import (assert_cached_equals_whole, gguf_reads_back, llama_cpp_against, llama_cpp_prompt_logits,
+                      perturbed)
 from test_recurrent import assert_left_padding_kept_out
 
 SHAPE = dict(vocab_size=272, d_model=128, n_heads=2, head_dim=64, ffn_hidden=256, n_layers=4,
@@ -129,31 +130,9 @@ def test_a_converter_style_file_reads(rwkv7, tmp_path):
 
 def test_llama_cpp_whole_prompt_logits(rwkv7):
     """llama.cpp's logits for every position of a 12-token prompt decoded in one batch (its multi-token WKV7 path)."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    import llama_cpp._logger
-
     model, path = rwkv7
-    llama_cpp._logger.set_verbose(False)
-    params = llama_cpp.llama_model_default_params()
-    params.use_extra_bufts = False  # as test_llama_cpp.LlamaCpp
-    lm = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
-    ctx_params = llama_cpp.llama_context_default_params()
-    ctx_params.n_ctx, ctx_params.n_threads, ctx_params.n_threads_batch = 64, 1, 1
-    ctx = llama_cpp.llama_init_from_model(lm, ctx_params)
     prompt = [3, 141, 59, 26, 5, 35, 89, 79, 32, 38, 46, 26]
-    batch = llama_cpp.llama_batch_init(len(prompt), 0, 1)
-    try:
-        for i, token in enumerate(prompt):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, True
-            batch.seq_id[i][0] = 0
-        batch.n_tokens = len(prompt)
-        assert llama_cpp.llama_decode(ctx, batch) == 0
-        theirs = np.stack([np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(272,)).copy()
-                           for i in range(len(prompt))])
-    finally:
-        llama_cpp.llama_batch_free(batch)
-        llama_cpp.llama_free(ctx)
-        llama_cpp.llama_model_free(lm)
+    theirs = llama_cpp_prompt_logits(path, prompt, 272)
     with torch.no_grad():
         ours = model(torch.tensor([prompt])).logits[0].numpy()
     assert np.abs(theirs - ours).max() <= 1e-4

@@ -50,6 +50,8 @@ from . import xlstm  # noqa: F401
 from . import rwkv  # noqa: F401
 from . import rwkv7  # noqa: F401
 from . import arwkv7  # noqa: F401
+from . import rwkv6  # noqa: F401
+from . import rwkv6qwen2  # noqa: F401
 from . import lfm3  # noqa: F401
 from . import bailing_hybrid  # noqa: F401
 from . import zaya  # noqa: F401

@@ -179,10 +179,10 @@ class GGUFTensors:
                     self.keyed[hf_name] = torch.tensor(float(values[int(m["layer"])])).reshape(shape)
                 continue
             gguf_name = gguf_name_of(name_map, hf_name, *names)
-            for pattern, stacked in (EXPERT_ROWS, *ARCHS[arch].indexed):  # one row of a stacked tensor
+            for pattern, stacked, *rows in (EXPERT_ROWS, *ARCHS[arch].indexed):  # one row of a stacked tensor
                 if gguf_name not in self.tensors and (m := re.search(pattern, hf_name)):
                     gguf_name = gguf_name_of(name_map, re.sub(pattern, stacked, hf_name), *names)
-                    self.row[hf_name] = int(m.group("row"))
+                    self.row[hf_name] = rows[0].index(m["row"]) if rows else int(m["row"])
             if gguf_name in self.tensors:
                 self.to_gguf[hf_name] = gguf_name
             elif parts := self._stored_split(name_map, hf_name, ARCHS[arch].split, names):
@@ -238,9 +238,11 @@ class GGUFTensors:
             shape = tuple(join([torch.empty(self._shape(p), device="meta") for p in parts], self.hf).shape)
         else:
             shape = self._shape(self.to_gguf[name])
+        if name in self.row:  # one row, as read takes it before the inverse
+            shape = shape[1:]
         if name in self.transforms:  # the shape the inverse gives (GPT-2's transposed, Mamba's conv weight's 1)
             return tuple(self.transforms[name][1](torch.empty(shape, device="meta"), self.hf).shape)
-        return shape[1:] if name in self.row else shape
+        return shape
 
     def dtype(self, name: str) -> torch.dtype:
         return torch.float32

@@ -59,10 +59,10 @@ EMBEDDING, HEAD = "token_embd.weight", "output.weight"
 # learned positions and token types (convert_hf_to_gguf.py keeps POS_EMBD and TOKEN_TYPES F32: llama.cpp adds
 # BERT's type row to the F32 activations, which its CPU add refuses in F16), and rows shorter than a block of 32
 # (Mamba's dt projection from a rank of 8 or 16), RWKV-7's fused token-shift lerps and decay LoRA (the converter keeps
-# TIME_MIX_LERP_FUSED, W1 and W2 F32: llama.cpp's lerp refuses an F16 one, measured); they do not decide the file's
-# scheme
+# TIME_MIX_LERP_FUSED, W1 and W2 F32: llama.cpp's lerp refuses an F16 one, measured), and RWKV-6's bonus and decay LoRA
+# (TIME_MIX_FIRST, DECAY_W1, DECAY_W2: the converter's list too); they do not decide the file's scheme
 KEPT_FLOAT = re.compile(r"ffn_gate_inp|\.ssm_(a|d|conv1d)\b|ssm_norm|\.bias$|^position_embd\.|^token_types\.|"
-                        r"\.time_mix_(lerp_fused|w1|w2)\.")
+                        r"\.time_mix_(lerp_fused|w1|w2|first|decay_w1|decay_w2)\.")
 
 
 def file_scheme(reader) -> Scheme | None:

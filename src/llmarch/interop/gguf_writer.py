@@ -144,7 +144,7 @@ def _stack_rows(tensors: dict[str, torch.Tensor], indexed: tuple = ()) -> dict[s
     too the architecture's other per-index tensors (Arch.indexed: StableLM-2-12B's norm per head)."""
     out: dict[str, list[torch.Tensor] | torch.Tensor] = {}
     for name, t in tensors.items():  # export_state gives the experts (and heads) in order
-        stacked = next((re.sub(p, to, name) for p, to in (EXPERT_ROWS, *indexed) if re.search(p, name)), None)
+        stacked = next((re.sub(p, to, name) for p, to, *_ in (EXPERT_ROWS, *indexed) if re.search(p, name)), None)
         if stacked is None:
             out[name] = t
         else:

@@ -99,6 +99,12 @@ def _rope_negated(t: torch.Tensor, cfg) -> torch.Tensor:
     return t.reshape(-1, D, *t.shape[1:])[:, order].reshape(t.shape)
 
 
+def _rkvwg(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """t's five blocks along `dim` with the first and the fourth swapped (r k v w g <-> w k v r g)."""
+    blocks = list(t.chunk(5, dim=dim))
+    return torch.cat([blocks[3], blocks[1], blocks[2], blocks[0], blocks[4]], dim=dim)
+
+
 def _swap12(s: tuple) -> tuple:
     return (s[0], s[2], s[1], *s[3:])
 
@@ -139,6 +145,12 @@ LAYOUTS = {
                                 lambda t, cfg: t.transpose(1, 2).flatten(0, 1), lambda s: (s[0] * s[2], s[1])),
     # a 1x1 convolution's weight (out, in / groups, 1) as a (grouped) linear one's (SqueezeBERT)
     "conv1x1": (lambda t, cfg: t.squeeze(-1), lambda t, cfg: t[..., None], lambda s: (*s, 1)),
+    # a token shift's lerp stored as its complement: RWKV-6's x + (x_{t-1} - x) mu' as RWKV-4's x mu + x_{t-1} (1 - mu)
+    "complement": (lambda t, cfg: 1 - t, lambda t, cfg: 1 - t, lambda s: s),
+    # QRWKV6's token-shift LoRA, its five slices r k v w g where ours are w k v r g (one swap, its own inverse): W1
+    # (d, 5 R) by column blocks, W2 (5, R, d) by rows
+    "rkvwg_columns": (lambda t, cfg: _rkvwg(t, 1), lambda t, cfg: _rkvwg(t, 1), lambda s: s),
+    "rkvwg_rows": (lambda t, cfg: _rkvwg(t, 0), lambda t, cfg: _rkvwg(t, 0), lambda s: s),
 }
 # layouts a stored tensor may come in as well as its rule's own, told apart by the stored shape (the rule's own where
 # both fit), as transformers' Transpose(check_dims=True) reads them; written in the rule's own. Qwen3-VL-MoE's

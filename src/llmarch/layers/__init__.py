@@ -19,5 +19,6 @@ from . import reversible  # noqa: F401  (hyper_connection "reversible")
 from . import vision_cross  # noqa: F401
 from . import rwkv7  # noqa: F401
 from . import projection  # noqa: F401
+from . import rwkv6  # noqa: F401
 
 __all__ = ["ATTENTION", "ATTENTION_KINDS", "Attention", "Mixer", "FFNS", "HookPoint", "MIXERS", "NORMS", "POSITIONS"]

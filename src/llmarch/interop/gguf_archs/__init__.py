@@ -41,6 +41,7 @@ from . import mrope
 from . import deepseek_moe
 from . import diffusion
 from . import rwkv7
+from . import rwkv6
 from . import chameleon
 from . import embedders
 from . import deci
@@ -92,5 +93,6 @@ ARCHS.update(embedders.ARCHS)
 ARCHS.update(deci.ARCHS)
 ARCHS.update(openelm.ARCHS)
 ARCHS.update(pangu_embedded.ARCHS)
+ARCHS.update(rwkv6.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]

@@ -127,8 +127,10 @@ class Arch:
     split: tuple = ()
     # (regex on Hugging Face names whose group `row` is an index, the name of the one tensor the converter stacks
     # them in): tensors stored one per index in Hugging Face's layout and as rows of one in GGUF, as experts are
-    # (StableLM-2-12B's q/k LayerNorm per head, `q_layernorm.norms.{h}` as attn_q_norm (heads, head_dim))
-    indexed: tuple[tuple[str, str], ...] = ()
+    # (StableLM-2-12B's q/k LayerNorm per head, `q_layernorm.norms.{h}` as attn_q_norm (heads, head_dim)); a third
+    # item, the rows' names in order, where the group is a name, not a number (RWKV-6's lerps w k v r g as one
+    # time_mix_lerp_fused: the writer stacks them in the rules' order, which must be that one)
+    indexed: tuple[tuple[str, ...], ...] = ()
     # (regex on Hugging Face names whose group `layer` is the layer index, the GGUF key, the tensor's shape in
     # Hugging Face): per-layer scalars the converter writes as one array key over the layers, not as tensors
     # (Apertus's xIELU alpha_p as `xielu.alpha_p`, a key without the architecture's prefix)
@@ -186,6 +188,6 @@ class _OwnNames:
         self.own, self.package = own, package
 
     def get_name(self, key: str, try_suffixes=()):
-        layer = re.match(r"model\.layers\.(\d+)\.", key)
+        layer = re.match(r"(?:model\.layers|rwkv\.blocks)\.(\d+)\.", key)
         found = next((gguf for hf, gguf in self.own if layer and key.endswith(hf)), None)
         return f"blk.{layer[1]}.{found}" if found else self.package.get_name(key, try_suffixes=try_suffixes)
