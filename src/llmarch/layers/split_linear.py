@@ -42,6 +42,8 @@ class SplitLinear(nn.Linear):
         new.weight, new.bias = linear.weight, linear.bias
         new.train(linear.training)
         new._forward_pre_hooks, new._forward_hooks = linear._forward_pre_hooks, linear._forward_hooks
+        if hasattr(linear, "quantize"):  # a layer that must stay in float (latent attention's kv_b_proj: quant/apply)
+            new.quantize = linear.quantize
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
