@@ -1,7 +1,10 @@
 """What an encoder-decoder's encoder reads in place of source token ids (config encoder_input): a front end maps float
-features to the stream that enters the encoder's first block, its own positions added (the encoder stack then adds
-none: positions 'none' with the decoder's in decoder_overrides). 'tokens', the default, is no part of this registry:
-the source ids through the token embedding (models/encoder_decoder.py).
+features to the stream that enters the encoder's first block (Whisper's adds its own positions: the encoder stack
+then adds none, positions 'none' with the decoder's in decoder_overrides). 'tokens', the default, is no part of this
+registry: the source ids through the token embedding (models/encoder_decoder.py). Each front end also says what it
+needs of the config (check), whether it reads a padded batch's mask (reads_mask, frame_mask: the mask over its
+output frames), how many input frames make one encoder position (frames_per_position: one transcription window is
+context_length positions) and what it reads of 16 kHz audio (audio_features: `llmarch generate --audio`).
 
 'conv_stem' (Whisper; Radford et al. 2022, "Robust Speech Recognition via Large-Scale Weak Supervision", §2.2): a
 log-mel spectrogram of M channels (80 or 128) and 2S frames, through "a small stem consisting of two convolution
