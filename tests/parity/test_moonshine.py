@@ -63,18 +63,22 @@ def test_logits_over_a_padded_batch_and_round_trip(pair, tmp_path):
     assert from_hf(tmp_path).config.to_dict() == {**cfg.to_dict(), "name": cfg.name}
 
 
-def test_greedy_matches_transformers_generate(pair):
-    """llmarch.generate from a padded batch of waveforms returns transformers' generate's tokens, eos a token that
-    row 0 emits early so that the rows end at different steps."""
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_matches_transformers(pair, num_beams):
+    """llmarch.generate from a padded batch of waveforms returns transformers' generate's tokens, greedy with eos a
+    token that row 0 emits early, and beam search with the config's eos (2), which row 1 emits at its last step, so
+    that the rows end at different steps."""
     _, ref, ours = pair
     wav, mask, _ = _batch()
     kw = dict(attention_mask=mask, do_sample=False, max_new_tokens=8, decoder_start_token_id=START, pad_token_id=0)
     with torch.no_grad():
-        eos = int(ref.generate(wav, eos_token_id=-1, **kw)[0, 2])
-        expected = ref.generate(wav, eos_token_id=eos, **kw)
-    got = llmarch.generate(ours, None, 8, eos_id=eos, input_features=wav[:, None], attention_mask=mask)
-    assert [_until_eos(r, eos) for r in got.tolist()] == [_until_eos(r, eos) for r in expected.tolist()]
-    assert len(_until_eos(got[0].tolist(), eos)) == 3 and got[0].tolist() != got[1].tolist()
+        eos = int(ref.generate(wav, eos_token_id=-1, **kw)[0, 2]) if num_beams == 1 else 2
+        expected = ref.generate(wav, eos_token_id=eos, num_beams=num_beams, **kw)
+    got = llmarch.generate(ours, None, 8, eos_id=eos, input_features=wav[:, None], attention_mask=mask,
+                           num_beams=num_beams)
+    rows = [_until_eos(r, eos) for r in got.tolist()]
+    assert rows == [_until_eos(r, eos) for r in expected.tolist()]
+    assert [len(r) for r in rows] == [3, 9] if num_beams == 1 else rows[1][-1] == eos != rows[0][-1]
 
 
 def test_cached_decoding_equals_the_whole_forward(pair):
