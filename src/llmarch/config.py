@@ -466,10 +466,12 @@ class ModelConfig:
     # tgt_vocab_size, the decoder's and head's vocab_size); None: vocab_size. Needs encoder_embed
     encoder_vocab_size: int | None = None
     # what an encoder-decoder's encoder reads (layers/encoder_inputs.py): tokens (source ids through the token
-    # embedding) or a front end over float features, which adds its own positions: conv_stem (Whisper's log-mel
-    # frames through two convolutions, the second of stride 2, and fixed sinusoids; Radford et al. 2022, §2.2)
+    # embedding) or a front end over float features: conv_stem (Whisper's log-mel frames through two convolutions,
+    # the second of stride 2, and fixed sinusoids; Radford et al. 2022, §2.2), waveform_stem (Moonshine's raw
+    # waveform through three strided convolutions, no positions: its encoder's blocks rotate theirs)
     encoder_input: str = "tokens"
-    input_channels: int = 0  # the features' channels per frame that encoder_input reads (Whisper's num_mel_bins)
+    # the features' channels per frame that encoder_input reads (Whisper's num_mel_bins; 1: Moonshine's samples)
+    input_channels: int = 0
     # an encoder-decoder's decoder positions (its learned table's rows, its KV cache's bound), where the encoder's,
     # context_length, differ (LED: 16384 source tokens, 1024 target tokens); None: context_length
     decoder_context_length: int | None = None

@@ -26,10 +26,10 @@ def add_parsers(sub) -> None:
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
                    "WhisperFeatureExtractor makes them, or --audio) (default: %(default)s)")
     p.add_argument("--audio", default=None, metavar="FILE.wav",
-                   help="a 16 kHz mono PCM WAV file of any length, transcribed: its log-mel features "
-                   "(data/log_mel.py) in place of --prompt, decoded as --input-features; past one 30 s window, in "
-                   "windows one after another (long-form, with timestamps: generate/longform.py) "
-                   "(default: %(default)s)")
+                   help="a 16 kHz mono PCM WAV file, transcribed: the features its model's encoder front end reads "
+                   "(Whisper: log-mel, data/log_mel.py, of any length, past one 30 s window in windows one after "
+                   "another, long-form with timestamps: generate/longform.py; Moonshine: the waveform, up to 30 s) "
+                   "in place of --prompt, decoded as --input-features (default: %(default)s)")
     p.add_argument("--language", default=None,
                    help="--audio / --input-features: the spoken language's code or English name (en, fr, French, "
                    "...: the generation config's lang_to_id), the decoder prompt's language token (default: "
@@ -122,7 +122,7 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
     stderr. suppress / begin_suppress: token ids in place of the generation config's (generate/rules.py).
     features: a file of an encoder front end's input_features (read_features), or 16 kHz samples (--audio's, made
-    the model's log-mel features: data/log_mel.py), the sources in place of prompts, transcribed
+    the features the model's front end reads: audio_features), the sources in place of prompts, transcribed
     (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done.
     images: PIL images (vision/image_files.py) that each prompt asks about (vision/prompts.py image_request)."""
     from ..generate.generation_config import read_generation_config, token_rules
@@ -136,16 +136,12 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     if features is not None:
         if isinstance(features, (str, Path)):
             features = read_features(features)
-        elif model.config.encoder_input != "conv_stem":
-            raise LlmarchError(f"--audio is for a model whose encoder reads log-mel features (Whisper's "
-                               f"encoder_input conv_stem); {checkpoint} reads {model.config.encoder_input}")
-        else:
-            from ..data.log_mel import HOP, SAMPLE_RATE, SECONDS, log_mel_spectrogram
+        else:  # --audio's samples, as the checkpoint's encoder front end reads them (log-mel, or the waveform)
+            from ..data.log_mel import HOP, SAMPLE_RATE, SECONDS
 
-            whole = len(features) > SAMPLE_RATE * SECONDS
-            if speech and speech.get("word_timestamps") and not whole:  # the frames of audio, not of padding
-                speech = dict(speech, audio_frames=[-(-len(features) // HOP)])
-            features = log_mel_spectrogram(features, model.config.input_channels, whole)
+            if speech and speech.get("word_timestamps") and len(features) <= SAMPLE_RATE * SECONDS:
+                speech = dict(speech, audio_frames=[-(-len(features) // HOP)])  # the frames of audio, not of padding
+            features = audio_features(model.config, features, checkpoint)
         _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
@@ -170,6 +166,19 @@ def _image_prompts(model, tok, prompts, images):
 
     requests = [image_request(model, tok, p, images) for p in prompts]
     return [ids for ids, _ in requests], torch.cat([pixels for _, pixels in requests])
+
+
+def audio_features(cfg, samples, checkpoint):
+    """16 kHz samples -> the input_features of the model's encoder front end (config encoder_input: Whisper's log-mel
+    spectrogram, Moonshine's waveform), by the checkpoint's preprocessor_config.json where it has one."""
+    from ..layers.encoder_inputs import ENCODER_INPUTS
+
+    if cfg.encoder_input == "tokens":
+        raise LlmarchError(f"--audio is for a model whose encoder reads audio (config encoder_input); {checkpoint} "
+                           "reads tokens")
+    path = Path(checkpoint) / "preprocessor_config.json"
+    preprocessor = json.loads(path.read_text()) if path.is_file() else {}
+    return ENCODER_INPUTS[cfg.encoder_input].audio_features(samples, cfg, preprocessor)
 
 
 def read_features(path):

@@ -86,7 +86,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     (vision/qwen_pixels.py): the prompt's M-RoPE positions come from them, and the new tokens' from its delta.
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
-    encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources.
+    encoder_input; Whisper's log-mel spectrograms; Moonshine's waveforms (B, 1, samples), right-padded with
+    attention_mask), with input_ids None; the result as for a tensor of sources.
     generator: one torch.Generator that sampled decoding draws the whole batch from, in place of seed's
     generator per row: a caller that carries one stream of draws over several calls (long-form transcription's
     retries, drawn as transformers draws from torch's global generator)."""
@@ -366,8 +367,8 @@ def _seq2seq_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
             raise LlmarchError("every source needs at least one token")
         input_ids, attention_mask = pad(input_ids, cfg.pad_id, left=False)
     device = next(model.parameters()).device
-    if features is not None:  # an encoder front end's (EncoderDecoderLM.encode): every frame read
-        features, attention_mask = features.to(device), None
+    if features is not None:  # an encoder front end's (EncoderDecoderLM.encode), masked where it reads a mask
+        features = features.to(device)
     else:
         input_ids = input_ids.to(device)
     source_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(device)

@@ -45,6 +45,7 @@ class Engine:
         self.compiled = compiled_step(model) if compile else None
         if model.config.is_encoder_decoder:
             model.setup_cache(batch, max_len, memory=model.encode(source, source_mask, input_features=features))
+            self.source_mask = model.memory_mask(source_mask)  # over the encoder output (a front end's frames)
         elif self.compiled is not None:  # its states may be kept from an earlier call (compiled.py)
             self.compiled.setup_cache(batch, max_len, mask is not None)
         else:

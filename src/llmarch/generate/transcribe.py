@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 
 from ..errors import LlmarchError
+from ..layers.encoder_inputs import ENCODER_INPUTS
 from .decode import generate
 from .generation_config import decoder_prompt, language_ids, needs_language, token_rules
 
@@ -48,8 +49,8 @@ def transcribe(model, input_features: torch.Tensor, max_new_tokens: int, gen: di
 
 
 def window_frames(cfg) -> int:
-    """Feature frames one encoder window reads (3,000 for Whisper: 30 s)."""
-    return STRIDE * cfg.context_length
+    """Feature frames one encoder window reads (3,000 for Whisper: 30 s; Moonshine's samples, 480,000)."""
+    return ENCODER_INPUTS[cfg.encoder_input].frames_per_position * cfg.context_length
 
 
 def end_of_text(gen: dict, cfg) -> int:

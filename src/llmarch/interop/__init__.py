@@ -111,3 +111,4 @@ from . import whisper  # noqa: F401
 from . import nemotron_nas  # noqa: F401
 from . import openelm  # noqa: F401
 from . import pangu_embedded  # noqa: F401
+from . import moonshine  # noqa: F401

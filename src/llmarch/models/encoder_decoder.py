@@ -4,8 +4,8 @@ decoder's final states onto the vocabulary. One token embedding is shared by bot
 when tied), or with encoder_embed the encoder reads a table of its own (T5Gemma; FSMT's, of another vocabulary:
 encoder_vocab_size). `encode` once, then `decode` step by step with the decoder's KV cache and the encoder's
 keys/values projected once per generation (setup_cache(..., memory=...)). With an encoder front end (config
-encoder_input, layers/encoder_inputs.py: Whisper's convolutions over log-mel frames) the encoder reads float
-input_features in place of source ids."""
+encoder_input, layers/encoder_inputs.py: Whisper's convolutions over log-mel frames, Moonshine's over the waveform)
+the encoder reads float input_features in place of source ids."""
 from __future__ import annotations
 
 import torch
@@ -73,19 +73,32 @@ class EncoderDecoderLM(nn.Module):
         """input_ids (B, S), attention_mask (B, S) with 0 at padding -> encoder output (B, S, C).
         global_attention_mask (B, S): 1 at the tokens a Longformer encoder attends globally (LED).
         input_features (B, input_channels, frames): what an encoder front end reads in place of input_ids (config
-        encoder_input; Whisper's log-mel spectrogram, every frame read: no attention_mask)."""
+        encoder_input; Whisper's log-mel spectrogram, every frame read: no attention_mask; Moonshine's waveform,
+        attention_mask (B, samples) over a right-padded batch's samples)."""
         front = self.encoder_input
         if front is not None or input_features is not None:
-            if front is None or input_features is None or input_ids is not None or attention_mask is not None:
+            if front is None or input_features is None or input_ids is not None:
                 raise LlmarchError(f"{self.config.name}'s encoder reads " + (
                     "input_ids (token ids): input_features are for an encoder front end (config encoder_input)"
-                    if front is None else f"input_features alone (encoder_input={self.config.encoder_input!r}), "
-                    "without input_ids or an attention_mask"))
-            return self.encoder.run(front(input_features), global_attention_mask=global_attention_mask)
+                    if front is None else f"input_features (encoder_input={self.config.encoder_input!r}), "
+                    "without input_ids"))
+            return self.encoder.run(front(input_features), self.memory_mask(attention_mask),
+                                    global_attention_mask=global_attention_mask)
         if not torch.compiler.is_compiling():
             check_ids(input_ids, self.config, None, vocab=self.source_vocab)
         embed = self.embed if self.encoder_embed is None else self.encoder_embed
         return self.encoder.run(embed(input_ids), attention_mask, global_attention_mask=global_attention_mask)
+
+    def memory_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The source's padding (B, S) over the encoder output: the source tokens' attention_mask as given, or an
+        encoder front end's over its frames, made from the one over its input (Moonshine's samples)."""
+        front = self.encoder_input
+        if attention_mask is None or front is None:
+            return attention_mask
+        if not front.reads_mask:
+            raise LlmarchError(f"encoder_input={self.config.encoder_input!r} reads every frame of its input_features: "
+                               "no attention_mask")
+        return front.frame_mask(attention_mask)
 
     def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor | None,
                attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
@@ -125,12 +138,13 @@ class EncoderDecoderLM(nn.Module):
         encoder_hidden_states: a precomputed encode(input_ids, attention_mask), to skip the encoder.
         global_attention_mask (B, S): the source tokens a Longformer encoder attends globally (LED).
         input_features (B, input_channels, frames): the source of a model with an encoder front end, in place of
-        input_ids (config encoder_input; Whisper's log-mel spectrogram)."""
+        input_ids (config encoder_input; Whisper's log-mel spectrogram; Moonshine's waveform, attention_mask then
+        over its samples)."""
         if decoder_input_ids is None:
             raise LlmarchError("an encoder-decoder needs decoder_input_ids (the target shifted right)")
         memory = encoder_hidden_states
         if memory is None:
             memory = self.encode(input_ids, attention_mask, global_attention_mask, input_features)
-        out = self.decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask)
+        out = self.decode(decoder_input_ids, memory, self.memory_mask(attention_mask), decoder_attention_mask)
         out.encoder_hidden_states = memory
         return out
