@@ -85,6 +85,8 @@ def test_logits_with_padded_images(pair):
 
 def test_greedy_tokens_equal_transformers_generate(pair):
     hf, ours = pair
+    if hf.config.model_type == "idefics3":
+        pytest.skip("the same code as smolvlm's; idefics3's generate is checked from files below")
     ids, mask, pixels, pixel_mask = batch()
     theirs = hf.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels[:, None],
                          pixel_attention_mask=pixel_mask[:, None], max_new_tokens=8, do_sample=False, pad_token_id=0)
@@ -93,7 +95,9 @@ def test_greedy_tokens_equal_transformers_generate(pair):
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
-    _, ours = pair
+    hf, ours = pair
+    if hf.config.model_type == "idefics3":
+        pytest.skip("the same code as smolvlm's")
     ids, mask, pixels, pixel_mask = batch()
     P, T = 11, ids.shape[1]  # both images in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
