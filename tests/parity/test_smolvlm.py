@@ -136,6 +136,13 @@ def test_refusals(pair):
         llmarch.build("llama-tiny", n_layers=1, vision={**ours.config.vision, "shuffle_factor": 3})
 
 
+def test_a_text_model_other_than_llama_is_refused(tmp_path):
+    conf = transformers.SmolVLMConfig(text_config={**TEXT, "model_type": "mistral"}, vision_config=TOWER)
+    (tmp_path / "config.json").write_text(conf.to_json_string())
+    with pytest.raises(LlmarchError, match="'mistral' text model"):
+        llmarch.from_hf(tmp_path)
+
+
 # images from files: the image processors' pixel_values and Idefics3Processor's input_ids (SmolVLMProcessor lays
 # images out with the same code, but needs torchvision and num2words for its video processor, which are not here)
 Image = pytest.importorskip("PIL.Image")
