@@ -112,3 +112,4 @@ from . import nemotron_nas  # noqa: F401
 from . import openelm  # noqa: F401
 from . import pangu_embedded  # noqa: F401
 from . import moonshine  # noqa: F401
+from . import smolvlm  # noqa: F401

@@ -78,7 +78,8 @@ class TransformerLM(Stack):
                 lang_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 prefix_mask: torch.Tensor | None = None,
                 bbox: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
-                rope_delta: torch.Tensor | None = None) -> ModelOutput:
+                rope_delta: torch.Tensor | None = None,
+                pixel_attention_mask: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -98,8 +99,10 @@ class TransformerLM(Stack):
         document_ids (B, T): packed documents, numbered per token: attention and positions stay within each
         (training on packed sequences; stack.py), in place of attention_mask.
         pixel_values (N, channels, H, W): N preprocessed images, whose features take the positions of the config's
-        image token in input_ids (vision/inputs.py). prefix_mask (B, T): the tokens of a prefix-LM's prefix (PaliGemma:
-        the image and the prompt), which attend to each other both ways; None: all causal.
+        image token in input_ids (vision/inputs.py); pixel_attention_mask (N, H, W): their real pixels, for a tower
+        with position_buckets (Idefics3's padded images; None: all real). prefix_mask (B, T): the tokens of a
+        prefix-LM's prefix (PaliGemma: the image and the prompt), which attend to each other both ways; None: all
+        causal.
         image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, with pixel_values (P, patch_dim) their
         patches (vision/qwen_pixels.py makes both), for a prompt from slot 0: their features at the image tokens, the
         prompt's M-RoPE positions from them and any DeepStack features (image_prompt). rope_delta (B,): the later
@@ -115,7 +118,7 @@ class TransformerLM(Stack):
                                "task_type_ids")
         rope_pos = deepstack = None
         if image_grid_thw is None:
-            embeds = self.embed_inputs(input_ids, pixel_values)
+            embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask)
         else:
             mask = None if attention_mask is None else attention_mask[:, :input_ids.shape[1]]
             image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw)
@@ -161,9 +164,10 @@ class TransformerLM(Stack):
         check_ids(input_ids, self.config, self.cache_len)
         return self.vision.prompt(self.embed(input_ids), input_ids, attention_mask, pixel_values, image_grid_thw)
 
-    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                     pixel_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The token embeddings (B, T, C) of input_ids (checked), with the images' features at the image-token
-        positions where pixel_values are given."""
+        positions where pixel_values are given (pixel_attention_mask: forward's)."""
         if pixel_values is None:
             if not torch.compiler.is_compiling():
                 check_ids(input_ids, self.config, self.cache_len)
@@ -172,7 +176,7 @@ class TransformerLM(Stack):
             raise LlmarchError(f"{self.config.name} has no vision tower (config vision) to read pixel_values")
         ids = self.vision.text_ids(input_ids)
         check_ids(ids, self.config, self.cache_len)
-        return self.vision(self.embed(ids), input_ids, pixel_values)
+        return self.vision(self.embed(ids), input_ids, pixel_values, pixel_attention_mask)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         k = self.config.codebooks

@@ -12,7 +12,7 @@ from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear", "linear_norm")
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle")
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,14 @@ class VisionConfig:
     # drop the first position's feature (LLaVA's vision_feature_select_strategy 'default': CLIP's class token; with a
     # tower without one, as transformers does, the first patch's)
     drop_first: bool = False
-    # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm
+    # Idefics2/3's and SmolVLM's images of any size up to image_size (NaViT, Dehghani et al. 2023): each patch's
+    # fractional coordinates bucketed into the learned positions' grid, padded patches (pixel_attention_mask) masked
+    # out of attention (vision/buckets.py); needs post_norm and no class token
+    position_buckets: bool = False
+    # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm;
+    # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map
     projector: str = "mlp"
+    shuffle_factor: int = 1  # pixel_shuffle's: each shuffle_factor x shuffle_factor block of patches one feature
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
     # the tower and projector held for the round trip and never run, pixel_values refused: GIT's image encoder,
@@ -57,12 +63,14 @@ class VisionConfig:
 
     @property
     def tokens_per_image(self) -> int:
-        """Image-token positions one image fills: a feature per position of the tower, less a dropped first one."""
-        return self.n_positions - self.drop_first
+        """Image-token positions one image fills: a feature per position of the tower, less a dropped first one,
+        or per shuffle_factor x shuffle_factor block of them (pixel_shuffle)."""
+        return (self.n_positions - self.drop_first) // self.shuffle_factor ** 2
 
     @property
     def feature_width(self) -> int:
-        return self.width * (1 if self.feature_layers is None else len(self.feature_layers))
+        """The width of what the projector reads: the tower's features, side by side, shuffle_factor^2 of them."""
+        return self.width * (1 if self.feature_layers is None else len(self.feature_layers)) * self.shuffle_factor ** 2
 
     def hidden_index(self, layer: int) -> int:
         """A feature layer as a non-negative hidden-state index (0: the embeddings, k: after block k)."""
@@ -75,7 +83,8 @@ def vision_config(data: dict) -> VisionConfig:
     if unknown:
         raise LlmarchError(f"unknown vision field(s): {', '.join(unknown)}")
     v = VisionConfig(**{k: (list(x) if k == "feature_layers" and x is not None else x) for k, x in data.items()})
-    for name in ("width", "n_layers", "n_heads", "ffn_hidden", "image_size", "patch_size", "channels"):
+    for name in ("width", "n_layers", "n_heads", "ffn_hidden", "image_size", "patch_size", "channels",
+                 "shuffle_factor"):
         value = getattr(v, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
@@ -92,8 +101,16 @@ def vision_config(data: dict) -> VisionConfig:
                            f"[{-v.n_layers - 1}, {v.n_layers}] (or None: the tower's output)")
     if v.drop_first and layers is None:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
-    if not isinstance(v.held, bool):
-        raise LlmarchError(f"vision held must be true or false, got {v.held!r}")
+    for name in ("held", "position_buckets"):
+        if not isinstance(getattr(v, name), bool):
+            raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
+    side = v.image_size // v.patch_size
+    if (v.projector == "pixel_shuffle") != (v.shuffle_factor > 1) or side % v.shuffle_factor:
+        raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with the pixel_shuffle "
+                           f"projector (got {v.projector!r}) and divide the {side} patches of a side")
+    if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
+        raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
+                           "feature_layers")
     if v.image_token_id is None and not v.held:
         raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
     if v.image_token_id is not None and (not isinstance(v.image_token_id, int) or v.image_token_id < 0):

@@ -32,19 +32,20 @@ class ImageInputs(nn.Module):
         vocabulary); its positions are overwritten."""
         return ids if self.v.held else ids.masked_fill(ids == self.v.image_token_id, 0)
 
-    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        """embeds (B, T, C) of ids (B, T); pixel_values (N, channels, H, W) -> embeds with the N images' features
-        at the image-token positions."""
+    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor,
+                pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """embeds (B, T, C) of ids (B, T); pixel_values (N, channels, H, W) (pixel_mask (N, H, W): their real
+        pixels, for a tower with position_buckets) -> embeds with the N images' features at the image-token
+        positions."""
         if self.v.held:
             raise LlmarchError("this model's vision tower is held for the round trip, never run (its image features "
                                "do not go at image-token positions): it reads text only")
         where = ids == self.v.image_token_id  # (B, T)
-        n, per = pixel_values.shape[0], self.v.tokens_per_image
-        count = int(where.sum())
+        features = self.projector(self.tower(pixel_values, pixel_mask)).to(embeds.dtype)  # (N, per, C)
+        (n, per), count = features.shape[:2], int(where.sum())  # per varies with the image size (position_buckets)
         if count != n * per:
             raise LlmarchError(f"{n} image(s) of {per} features each need {n * per} image tokens (id "
                                f"{self.v.image_token_id}) in input_ids, which hold {count}")
-        features = self.projector(self.tower(pixel_values)).to(embeds.dtype)  # (N, per, C)
         if self.embed_scale is not None:
             features = features / torch.tensor(self.embed_scale, dtype=features.dtype)
         return embeds.masked_scatter(where[..., None], features)

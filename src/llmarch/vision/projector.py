@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
 from ..layers.linear import Linear
 from ..layers.norms import LayerNorm
@@ -52,3 +53,25 @@ class LinearNormProjector(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(f))
+
+
+@PROJECTORS.register("pixel_shuffle")
+class PixelShuffleProjector(nn.Module):
+    """Idefics3's connector (Lauren\u00e7on et al. 2024, "Building and better understanding vision-language models",
+    \u00a72.2): the square grid of patch features space-to-depth by s = shuffle_factor, each s x s block one feature of
+    s^2 times the width (in transformers' order: a row's s neighbours side by side, then the block's s rows), then
+    W f without bias."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__()
+        self.s = v.shuffle_factor
+        self.proj = Linear(v.feature_width, d_model, bias=v.projector_bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        n, t, c = f.shape  # (N, side^2, C)
+        side, s = int(t ** 0.5), self.s
+        if side * side != t or side % s:
+            raise LlmarchError(f"pixel_shuffle needs a square grid of patches whose side divides by {s}, got {t}")
+        x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
+        x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
+        return self.proj(x.reshape(n, t // (s * s), s * s * c))

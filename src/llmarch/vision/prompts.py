@@ -1,7 +1,7 @@
 """A text prompt about images as the input_ids the family's transformers processor builds: each image's token
 repeated once per feature the model writes there (VisionConfig.tokens_per_image). PROMPTS is keyed by the
-checkpoint's HF model type (config hf_model_type), as interop's families are; an entry maps (model config, tokenizer,
-prompt, images) to ids. `image_request` is the one call a command makes: images and a prompt to the ids and the
+checkpoint's HF model type (config hf_model_type), as interop's families are; an entry maps (vision config, tokenizer,
+prompt, PIL images) to ids. `image_request` is the one call a command makes: images and a prompt to the ids and the
 pixel_values for generate; `chat_request` the server's, for a conversation its chat template rendered."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
+from .idefics3_images import image_text
 
 PROMPTS: Registry = Registry("image prompt layout")
 
@@ -18,7 +19,7 @@ def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], obj
     """(ids, pixel_values (N, 3, H, W)) for one prompt about `images` (PIL images, image_files.read_image's), with
     the checkpoint's image processor (preprocess.py, from the tokenizer's side files) and prompt layout."""
     v, pixels = _pixels(model, tok, images)
-    return PROMPTS[model.config.hf_model_type](v, tok, prompt, len(images)), pixels
+    return PROMPTS[model.config.hf_model_type](v, tok, prompt, images), pixels
 
 
 def chat_request(model, tok, text: str, images: list) -> tuple[list[int], object]:
@@ -26,6 +27,8 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], object
     vision-language template writes one for each {"type": "image"} part): each token expanded, then tokenized as
     transformers' processor apply_chat_template does, BOS added unless the text starts with it."""
     v, pixels = _pixels(model, tok, images)
+    if v.position_buckets:  # each image's text depends on its tiles (image_request's layout), not yet joined here
+        raise LlmarchError(f"chat with images is not supported for {model.config.hf_model_type}: use generate --image")
     token = _image_token(v, tok)
     if text.count(token) != len(images):
         raise LlmarchError(f"the chat template wrote {text.count(token)} {token} token(s) for {len(images)} "
@@ -77,23 +80,40 @@ def _bos_text(tok, required: bool = True) -> str | None:
 
 
 @PROMPTS.register("llava")
-def llava(v, tok, prompt: str, n: int) -> list[int]:
+def llava(v, tok, prompt: str, images: list) -> list[int]:
     """LlavaProcessor: each image token in the text becomes tokens_per_image of them, then the text is tokenized
     as usual (BOS first). A prompt without image tokens gets them at its start, each on its own line (LLaVA-1.5's
     "<image>\\n" layout)."""
-    token = _image_token(v, tok)
+    token, n = _image_token(v, tok), len(images)
     if not _count(prompt, token, n):
         prompt = f"{token}\n" * n + prompt
     return tok.encode(prompt.replace(token, token * v.tokens_per_image))
 
 
 @PROMPTS.register("paligemma")
-def paligemma(v, tok, prompt: str, n: int) -> list[int]:
+def paligemma(v, tok, prompt: str, images: list) -> list[int]:
     """PaliGemmaProcessor: the image tokens (at the start where the prompt has none), BOS after the last of them,
     the prompt, a newline; each image token then tokens_per_image of them; tokenized with no BOS or EOS added."""
-    token = _image_token(v, tok)
+    token, n = _image_token(v, tok), len(images)
     if not _count(prompt, token, n):
         prompt = token * n + prompt
     end = prompt.rfind(token) + len(token)
     text = (prompt[:end] + _bos_text(tok) + prompt[end:] + "\n").replace(token, token * v.tokens_per_image)
     return [i for i, _ in tok.encode_offsets(text)]
+
+
+@PROMPTS.register("idefics3")
+@PROMPTS.register("smolvlm")
+def idefics3(v, tok, prompt: str, images: list) -> list[int]:
+    """Idefics3Processor, SmolVLMProcessor: each image token becomes the image's tiles' and global image's tokens
+    (idefics3_images.py; the image tokens at the start where the prompt has none), then the text is tokenized as
+    usual."""
+    from .preprocess import image_processor_config, processor_for
+
+    token = _image_token(v, tok)
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    split = processor_for(image_processor_config(getattr(tok, "side_files", {}), "the tokenizer"))
+    first, *rest = prompt.split(token)
+    return tok.encode(first + "".join(image_text(*split.grid(image), token, v.tokens_per_image) + text
+                                      for image, text in zip(images, rest)))

@@ -61,7 +61,8 @@ class QwenImageInputs(nn.Module):
             raise LlmarchError(f"pixel_values must be (patches, {v.patch_dim}) for image_grid_thw {grid.tolist()}, "
                                f"got {tuple(pixel_values.shape)}")
 
-    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor,
+                pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
         """TransformerLM.embed_inputs' hook, for fixed-size images: these need their grid (prompt)."""
         raise LlmarchError("Qwen-VL's images need image_grid_thw beside pixel_values (vision/qwen_pixels.py gives "
                            "both)")

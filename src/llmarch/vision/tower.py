@@ -13,6 +13,7 @@ from ..errors import LlmarchError
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
 from ..layers.norms import make_norm
+from .buckets import bucket_positions, patch_mask
 from .config import VisionConfig
 
 
@@ -36,21 +37,31 @@ class VisionTower(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), layer=i) for i in range(v.n_layers))
         self.post_norm = make_norm(cfg) if v.post_norm else None
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
         """pixel_values (N, channels, image_size, image_size), preprocessed as the checkpoint's image processor does
+        (with position_buckets (N, channels, H, W), and pixel_mask (N, H, W) its real pixels, None: all)
         -> the features (N, T', feature_width): feature_layers' hidden states side by side, or the output."""
         v = self.v
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (v.channels, v.image_size, v.image_size):
-            raise LlmarchError(f"pixel_values must have shape (images, {v.channels}, {v.image_size}, {v.image_size}), "
+        size = pixel_values.shape[2:] if v.position_buckets else (v.image_size, v.image_size)
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (v.channels, *size):
+            raise LlmarchError(f"pixel_values must have shape (images, {v.channels}, {size[0]}, {size[1]}), "
                                f"got {tuple(pixel_values.shape)}")
+        if pixel_mask is not None and not v.position_buckets:
+            raise LlmarchError("a pixel mask is for a tower with position_buckets (Idefics3's)")
         x = self.patch(pixel_values.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)  # (N, P, C)
         if self.class_embed is not None:
             x = torch.cat([self.class_embed.expand(x.shape[0], 1, -1), x], dim=1)
-        x = x + self.positions.weight
+        mask = None
+        if v.position_buckets:
+            real = patch_mask(pixel_mask, pixel_values.shape, v.patch_size).to(x.device)  # (N, h', w')
+            x = x + self.positions(bucket_positions(real, v.image_size // v.patch_size))
+            mask = None if bool(real.all()) else real.reshape(x.shape[0], 1, 1, -1)  # padded patches as keys
+        else:
+            x = x + self.positions.weight
         if self.pre_norm is not None:
             x = self.pre_norm(x)
         wanted = None if v.feature_layers is None else [v.hidden_index(i) for i in v.feature_layers]
-        ctx = AttentionContext(mask=None, causal=False, rope=None, input_pos=torch.arange(x.shape[1], device=x.device))
+        ctx = AttentionContext(mask=mask, causal=False, rope=None, input_pos=torch.arange(x.shape[1], device=x.device))
         hidden = [x]  # hidden[k]: the input of block k, transformers' hidden_states[k]
         for block in self.blocks[:len(self.blocks) if wanted is None else max(wanted)]:
             hidden.append(block(hidden[-1], ctx))
