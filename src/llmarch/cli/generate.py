@@ -142,8 +142,8 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
         if images:
-            prompts, pixels = _image_prompts(model, tok, prompts, images)
-            options.update(pixel_values=pixels)
+            prompts, arguments = _image_prompts(model, tok, prompts, images)
+            options.update(images=arguments)
         options.update(compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
                        draft=None if draft is None else load_draft(draft, model, tok),
                        rules=token_rules(gen, suppress, begin_suppress))
@@ -155,13 +155,14 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
 
 
 def _image_prompts(model, tok, prompts, images):
-    """Each prompt as ids with the images' tokens, and the images' pixel_values once per prompt."""
+    """Each prompt as ids with the images' tokens, and the model's image arguments (vision/preprocess.py) for the
+    images once per prompt, in the prompts' order (each argument's tensors concatenated)."""
     import torch
 
     from ..vision.prompts import image_request
 
     requests = [image_request(model, tok, p, images) for p in prompts]
-    return [ids for ids, _ in requests], torch.cat([pixels for _, pixels in requests])
+    return [ids for ids, _ in requests], {k: torch.cat([a[k] for _, a in requests]) for k in requests[0][1]}
 
 
 def read_features(path):
