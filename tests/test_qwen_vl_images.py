@@ -1,4 +1,4 @@
-"""Qwen2-VL's and Qwen2.5-VL's images from files (vision/preprocess.py's Qwen2VLImageProcessor entry, vision/prompts.py's
+"""Qwen2-VL and Qwen2.5-VL images from files (vision/preprocess.py's Qwen2VLImageProcessor entry, vision/prompts.py's
 Qwen layout) against transformers, on tiny random checkpoints it saved with their tokenizer and image processor:
 pixel_values, image_grid_thw and input_ids equal to Qwen2VLProcessor's (Qwen2.5-VL's and Qwen3-VL's give the same ids);
 `llmarch generate --image` prints transformers' greedy continuation; `llmarch chat`'s /image and the server's image_url

@@ -255,7 +255,8 @@ def test_terminal_chat_with_an_image(llava, images):
     chat_loop(conversation, lambda _: next(lines), shown.append)
     assert conversation.history[1]["content"] == processor.decode(new, skip_special_tokens=True)
     assert "(error: image nowhere.png: no such file)\n" in shown
-    assert conversation.prompt()[1]["pixel_values"].shape == (1, 3, 8, 8)  # the first message's image, the second with none
+    # the first message's image, the second with none
+    assert conversation.prompt()[1]["pixel_values"].shape == (1, 3, 8, 8)
 
 
 def test_server_chat_with_an_image(llava, images):

@@ -1,6 +1,7 @@
-"""Qwen2-VL's and Qwen2.5-VL's image preprocessing, as transformers' Qwen2VLImageProcessor (its PIL backend) does it:
-each image converted to RGB (transparency composited onto white) and resized so that both sides are multiples of patch_size x merge_size and its area lies within
-[min_pixels, max_pixels], keeping its aspect ratio as closely as that allows (smart_resize), with PIL's resampling;
+"""Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's image preprocessing, as transformers' Qwen2VLImageProcessor (its PIL backend)
+does it: each image converted to RGB (transparency composited onto white), resized so that both sides are multiples
+of patch_size x merge_size and its area lies within [min_pixels, max_pixels], keeping its aspect ratio as closely as
+that allows (smart_resize), with PIL's resampling;
 scaled to [0, 1] and normalized per channel; then cut into patch_size x patch_size patches, repeated over
 temporal_patch_size frames (an image is a one-frame video), each merge_size x merge_size group of patches in a run
 (the merger's input), every patch flattened (channels, frames, rows, columns). The images' patches are concatenated:
