@@ -226,9 +226,13 @@ def test_running_batch_keeps_each_rows_delta(checkpoint, images):
         assert (torch.stack(logits[row]) - torch.cat(theirs.logits)).abs().max() <= 1e-4
 
 
-def test_images_refused_in_one_line(checkpoint, images, tmp_path):
-    """A LLaVA-style image processor (fixed-size pixel_values, no grid) for a Qwen tower refused before anything
-    runs."""
+def test_processor_names_and_refusals(checkpoint, images):
+    """The processor's torchvision class reads the same config; a LLaVA-style image processor (fixed-size
+    pixel_values, no grid) for a Qwen tower refused before anything runs."""
+    from llmarch.vision.preprocess import processor_for
+
+    fast = processor_for({"image_processor_type": "Qwen2VLImageProcessorFast", **PIXELS})([read_image(images[0])])
+    assert fast["image_grid_thw"].tolist() == [[1, 6, 10]]
     path, _, _ = checkpoint
     model, tok = llmarch.load(path), load_tokenizer(path)
     tok.side_files = {**tok.side_files, "preprocessor_config.json": json.dumps(
