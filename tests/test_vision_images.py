@@ -58,7 +58,7 @@ def test_pixel_values_are_the_image_processors(case, images, tmp_path):
     config = image_processor_config({"preprocessor_config.json": (tmp_path / "preprocessor_config.json")
                                     .read_bytes()}, str(tmp_path))
     pil = [read_image(p) for p in images]
-    ours = processor_for(config)(pil)
+    ours = processor_for(config)(pil)["pixel_values"]
     want = hf(pil, return_tensors="pt")["pixel_values"]
     assert ours.dtype == want.dtype == torch.float32 and ours.shape == want.shape
     # equal, not only within 1e-5: the same operations in the same order (a float32 rescale is 5e-7 off)
@@ -66,14 +66,15 @@ def test_pixel_values_are_the_image_processors(case, images, tmp_path):
 
 
 def test_processor_choice_and_refusals():
-    assert {"CLIPImageProcessor", "SiglipImageProcessor", "Gemma3ImageProcessor"} <= set(PROCESSORS.names())
+    assert {"CLIPImageProcessor", "SiglipImageProcessor", "Gemma3ImageProcessor",
+            "Qwen2VLImageProcessor"} <= set(PROCESSORS.names())
     # transformers 5 saves a processor's image processor inside processor_config.json; fast classes share configs
     nested = {"processor_config.json": json.dumps({"image_processor": {"image_processor_type": "X"}}).encode()}
     assert image_processor_config(nested, "d") == {"image_processor_type": "X"}
     processor_for({"image_processor_type": "SiglipImageProcessorFast"})
     assert processor_for({"feature_extractor_type": "CLIPFeatureExtractor"}).crop == (224, 224)
-    with pytest.raises(LlmarchError, match="'Qwen2VLImageProcessor' is not supported"):
-        processor_for({"image_processor_type": "Qwen2VLImageProcessor"})
+    with pytest.raises(LlmarchError, match="'LlavaNextImageProcessor' is not supported"):
+        processor_for({"image_processor_type": "LlavaNextImageProcessor"})
     with pytest.raises(LlmarchError, match="do_pan_and_scan is not supported"):
         processor_for({"image_processor_type": "Gemma3ImageProcessor", "do_pan_and_scan": True})
     with pytest.raises(LlmarchError, match="no preprocessor_config.json"):
@@ -138,12 +139,12 @@ def test_llava_image_prompt_generates_transformers_tokens(llava, images):
     path, hf, processor = llava
     model, tok = llmarch.load(path), load_tokenizer(path)
     pil = [read_image(images[1])]
-    ids, pixels = image_request(model, tok, PROMPT, pil)
+    ids, arguments = image_request(model, tok, PROMPT, pil)
     want = processor(images=pil, text=PROMPT, return_tensors="pt")
-    assert ids == want["input_ids"][0].tolist() and ids.count(3) == 4
-    assert (pixels - want["pixel_values"]).abs().max() <= 1e-5
+    assert ids == want["input_ids"][0].tolist() and ids.count(3) == 4 and list(arguments) == ["pixel_values"]
+    assert (arguments["pixel_values"] - want["pixel_values"]).abs().max() <= 1e-5
     expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
-    assert llmarch.generate(model, [ids], 6, pixel_values=pixels)[0] == expected
+    assert llmarch.generate(model, [ids], 6, **arguments)[0] == expected
     # without an image token, the image goes first on its own line
     assert image_request(model, tok, "what?", pil)[0] == tok.encode("<image>" * 4 + "\nwhat?")
 
@@ -169,10 +170,10 @@ def test_paligemma_prompt_is_the_processors(tmp_path, images):
     pil = [read_image(images[0]), read_image(images[2])]
     for prompt in ("caption en", "<image><image>answer the cat"):
         want = processor(images=[pil], text=[prompt], return_tensors="pt")
-        ids, pixels = image_request(model, tok, prompt, pil)
-        assert ids == want["input_ids"][0].tolist() and torch.equal(pixels, want["pixel_values"])
+        ids, arguments = image_request(model, tok, prompt, pil)
+        assert ids == want["input_ids"][0].tolist() and torch.equal(arguments["pixel_values"], want["pixel_values"])
     expected = hf.generate(**want, max_new_tokens=5, do_sample=False)[0].tolist()
-    assert llmarch.generate(model, [ids], 5, pixel_values=pixels)[0] == expected
+    assert llmarch.generate(model, [ids], 5, **arguments)[0] == expected
     with pytest.raises(LlmarchError, match="holds 1 <image> token"):
         image_request(model, tok, "<image> one", pil)
 
@@ -254,7 +255,8 @@ def test_terminal_chat_with_an_image(llava, images):
     chat_loop(conversation, lambda _: next(lines), shown.append)
     assert conversation.history[1]["content"] == processor.decode(new, skip_special_tokens=True)
     assert "(error: image nowhere.png: no such file)\n" in shown
-    assert conversation.prompt()[1].shape == (1, 3, 8, 8)  # the first message's image, the second with none
+    # the first message's image, the second with none
+    assert conversation.prompt()[1]["pixel_values"].shape == (1, 3, 8, 8)
 
 
 def test_server_chat_with_an_image(llava, images):

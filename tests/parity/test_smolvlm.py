@@ -166,7 +166,7 @@ def test_pixel_values_are_the_image_processors(cls, kwargs):
     hf = getattr(transformers, cls)(**kwargs)
     config = {**hf.to_dict(), "image_processor_type": cls}
     pil = pil_images()
-    ours = processor_for(config)(pil)
+    ours = processor_for(config)(pil)["pixel_values"]
     want = hf(pil, return_tensors="pt")
     assert want["pixel_attention_mask"].all()  # one prompt's tiles are all tile x tile
     assert torch.equal(ours, want["pixel_values"][0])
@@ -213,7 +213,8 @@ def test_image_prompt_is_the_processors_and_generates_its_tokens(idefics3):
     model, tok = llmarch.load(path), load_tokenizer(path)
     pil = pil_images()[:2]
     for prompt in ("User:<image>what is in the picture?<image>", "what?"):
-        ids, pixels = image_request(model, tok, prompt, pil)
+        ids, arguments = image_request(model, tok, prompt, pil)
+        pixels = arguments["pixel_values"]
         if "<image>" in prompt:
             want = processor(images=[pil], text=[prompt], return_tensors="pt")
             assert ids == want["input_ids"][0].tolist() and torch.equal(pixels, want["pixel_values"][0])

@@ -18,9 +18,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt", action="append",
                    help="prompt text; repeat for a batch (required, unless --input-features or --audio)")
     p.add_argument("--image", action="append", default=None, metavar="FILE",
-                   help="an image file (PNG, JPEG, ...) for a vision-language checkpoint (LLaVA, PaliGemma), "
-                   "preprocessed as its preprocessor_config.json says; repeat for several images, each read at one "
-                   "image token of --prompt (<image>), or at its start where it has none (default: %(default)s)")
+                   help="an image file (PNG, JPEG, ...) for a vision-language checkpoint (LLaVA, PaliGemma, Qwen2-VL, "
+                   "Qwen2.5-VL, Qwen3-VL), preprocessed as its preprocessor_config.json says; repeat for several "
+                   "images, each read at one image token of --prompt (<image>, <|image_pad|>), or at its start where "
+                   "it has none (default: %(default)s)")
     p.add_argument("--input-features", default=None, metavar="FILE",
                    help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
@@ -146,8 +147,8 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
         if images:
-            prompts, pixels = _image_prompts(model, tok, prompts, images)
-            options.update(pixel_values=pixels)
+            prompts, arguments = _image_prompts(model, tok, prompts, images)
+            options.update(images=arguments)
         options.update(compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
                        draft=None if draft is None else load_draft(draft, model, tok),
                        rules=token_rules(gen, suppress, begin_suppress))
@@ -159,13 +160,14 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
 
 
 def _image_prompts(model, tok, prompts, images):
-    """Each prompt as ids with the images' tokens, and the images' pixel_values once per prompt."""
+    """Each prompt as ids with the images' tokens, and the model's image arguments (vision/preprocess.py) for the
+    images once per prompt, in the prompts' order (each argument's tensors concatenated)."""
     import torch
 
     from ..vision.prompts import image_request
 
     requests = [image_request(model, tok, p, images) for p in prompts]
-    return [ids for ids, _ in requests], torch.cat([pixels for _, pixels in requests])
+    return [ids for ids, _ in requests], {k: torch.cat([a[k] for _, a in requests]) for k in requests[0][1]}
 
 
 def audio_features(cfg, samples, checkpoint):

@@ -10,7 +10,9 @@ pointer reaches the end of the cache, every row moves left by the smallest leadi
 which is at least one slot: a request's prompt and new tokens never exceed the context, so no row fills the
 whole cache. A prompt longer than the pointer moves the rows right instead, to make room before it.
 A step decodes the rows up to the last one in use (`state.rows`: views of the first rows; requests take the
-lowest free rows), free rows among them masked, their tokens unused."""
+lowest free rows), free rows among them masked, their tokens unused.
+A model with M-RoPE (config mrope_section: Qwen-VL) keeps each row's delta beside its states: the shift of every
+token after a prompt with images (vision/qwen_inputs.py), 0 for a text prompt; a decode step adds each row's own."""
 from __future__ import annotations
 
 import torch
@@ -44,6 +46,8 @@ class RunningBatch:
                 raise LlmarchError(f"{cfg.name}: a {type(state).__name__} decode state cannot join a running "
                                    f"batch (it has no {', '.join(missing)}); serve it one request at a time")
         self.start: list[int | None] = [None] * rows  # each row's first real slot; None: a free row
+        # each row's M-RoPE delta (rows,); None: a model without M-RoPE, whose positions take no shift
+        self.delta = None if cfg.mrope_section is None else torch.zeros(rows, dtype=torch.long, device=device)
         self.views: dict[int, list] = {}
 
     def close(self) -> None:
@@ -61,10 +65,11 @@ class RunningBatch:
 
     @torch.inference_mode()
     def prefill(self, ids: list[int], all_logits: bool = False,
-                pixel_values: torch.Tensor | None = None) -> tuple[list, torch.Tensor]:
+                images: dict | None = None) -> tuple[list, torch.Tensor]:
         """A prompt alone in a one-row cache of its length -> (its decode states, logits (V,) after its last
         token, or (P, V) after each of its tokens with all_logits). The running batch's cache is untouched.
-        pixel_values: the images whose features take the prompt's image tokens (TransformerLM.forward's)."""
+        images: the model's image arguments (vision/preprocess.py: pixel_values, and image_grid_thw for Qwen-VL),
+        whose features take the prompt's image tokens (TransformerLM.forward's keyword arguments)."""
         P = len(ids)
         if not 0 < P <= self.max_len:
             raise LlmarchError(f"a prompt needs 1 to {self.max_len} tokens, got {P}")
@@ -73,20 +78,30 @@ class RunningBatch:
         try:
             # a prefix LM's prompt (PaliGemma's) is read both ways, as generate's engine reads it
             extra = {"prefix_mask": torch.ones_like(x)} if self.model.config.prefix_lm else {}
-            if pixel_values is not None:
-                extra["pixel_values"] = pixel_values.to(x.device)
+            extra.update({k: v.to(x.device) for k, v in (images or {}).items()})
             out = self.model(x, input_pos=self.engine.slots[:P], kv_len=P, last_only=not all_logits, **extra)
             states = self.model.caches()
         finally:
             self.model.set_caches(self.states, self.max_len)
         return states, out.logits[0] if all_logits else out.logits[0, -1]
 
+    def rope_delta(self, ids: list[int], images: dict | None = None) -> int:
+        """The M-RoPE delta of the tokens after a prompt (join's): Qwen-VL's images' (the prompt's largest position
+        + 1 less its length; vision/qwen_inputs.py rope_index, the grid alone, no tower), 0 without a grid."""
+        grid = (images or {}).get("image_grid_thw")
+        if grid is None:
+            return 0
+        x = torch.tensor([ids], dtype=torch.long, device=self.mask.device)
+        return int(self.model.vision.rope_index(x, None, grid.to(x.device))[1][0])
+
     @torch.inference_mode()
-    def join(self, row: int, states: list, P: int) -> None:
+    def join(self, row: int, states: list, P: int, rope_delta: int = 0) -> None:
         """A prefilled prompt of P tokens (prefill's states) takes free row `row`, right-aligned to the pointer;
-        the next decode step writes its next token."""
+        the next decode step writes its next token. rope_delta: its M-RoPE delta (rope_delta(prompt, images))."""
         if self.start[row] is not None:
             raise LlmarchError(f"row {row} is taken")
+        if rope_delta and self.delta is None:
+            raise LlmarchError(f"{self.model.config.name} has no M-RoPE (config mrope_section) to shift by a delta")
         if not self.active():
             self.engine.length = P
         elif self.length < P:
@@ -97,6 +112,8 @@ class RunningBatch:
         self.mask[row] = 0
         self.mask[row, start:self.length] = 1
         self.start[row] = start
+        if self.delta is not None:
+            self.delta[row] = rope_delta
 
     def leave(self, row: int) -> None:
         """Row `row` is free from the next step on (its slots masked as padding)."""
@@ -117,6 +134,8 @@ class RunningBatch:
             self.views[k] = [state.rows(k) for state in self.states]
         self.model.set_caches(self.views[k], self.max_len)
         self.engine.mask = self.mask[:k]
+        if self.delta is not None:
+            self.engine.rope_delta = self.delta[:k]
         try:
             return self.engine.decode(tokens[:k])
         finally:

@@ -14,7 +14,7 @@ def generate_text(model, tokenizer, prompts: list[str | list[int]], max_new_toke
                   num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
                   compile: bool = False, stream: Callable[[str], None] | None = None,
                   prompt_lookup: int = 0, draft=None, num_draft: int = 4, stats: dict | None = None,
-                  penalties=None, rules=None, pixel_values=None) -> list[str]:
+                  penalties=None, rules=None, images: dict | None = None) -> list[str]:
     """Per prompt, the prompt and its continuation (decoder-only) or the answer (encoder-decoder: the prompt is
     the source), without end-of-text tokens. num_beams > 1: beam search, which is greedy (temperature ignored).
     stream (one prompt, no beams): called with each piece of new text as soon as it is whole characters.
@@ -22,7 +22,8 @@ def generate_text(model, tokenizer, prompts: list[str | list[int]], max_new_toke
     tokens (speculative decoding); stats: what they drafted and kept; penalties: repetition, presence and
     frequency penalties; rules: suppressed tokens (generate's arguments of these names; generation_config.py's
     token_rules reads a checkpoint's). A prompt may be given as its ids (a prompt about images:
-    vision/prompts.py), pixel_values then the images (generate's)."""
+    vision/prompts.py), images then the model's image arguments (generate's pixel_values, and image_grid_thw where the
+    image processor gives one: vision/preprocess.py)."""
     if stream is not None and (len(prompts) != 1 or num_beams > 1):
         raise LlmarchError("streaming is for one prompt without beam search")
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
@@ -39,7 +40,7 @@ def generate_text(model, tokenizer, prompts: list[str | list[int]], max_new_toke
                     on_tokens=pieces, num_beams=num_beams,
                     length_penalty=length_penalty, early_stopping=early_stopping, compile=compile, stop=stop,
                     prompt_lookup=prompt_lookup, draft=draft, num_draft=num_draft, stats=stats, penalties=penalties,
-                    rules=rules, pixel_values=pixel_values)
+                    rules=rules, **(images or {}))
     if pieces is not None:
         pieces.end()
     return [tokenizer.decode(t for t in row if t not in tokenizer.eos_ids) for row in rows]

@@ -89,25 +89,25 @@ def build_app(server: Server):
         messages, images = chat_images(body.get("messages"))
         try:
             text = server.template.render(messages)
-            pixels = None
+            arguments = None
             if images:  # the images read and preprocessed, their tokens expanded (vision/prompts.py)
                 from ..vision.image_files import read_image
                 from ..vision.prompts import chat_request
 
                 pictures = [read_image(b, f"{i} of the request") for i, b in enumerate(images)]
-                ids, pixels = chat_request(server.model, server.tokenizer, text, pictures)
+                ids, arguments = chat_request(server.model, server.tokenizer, text, pictures)
             else:  # the template writes any BOS itself, as transformers tokenizes it
                 ids = encode_text(server.tokenizer, text)
         except LlmarchError as e:
             raise BadRequest(str(e), "messages") from None
         return await run(request, [ids], [max_new(ids, s, server.context, "messages")], s, [""], chat=True,
-                         pixel_values=pixels)
+                         images=arguments)
 
-    async def run(request, prompts, news, s, prefixes, chat: bool, pixel_values=None):
+    async def run(request, prompts, news, s, prefixes, chat: bool, images: dict | None = None):
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = [Job(ids, new, s.n, s.temperature, s.top_k, s.top_p, s.seed, s.logprobs,
                     s.echo and s.logprobs is not None, loop, events, index=i, penalties=s.penalties,
-                    pixel_values=pixel_values)
+                    images=images)
                 for i, (ids, new) in enumerate(zip(prompts, news))]
         try:
             for job in jobs:

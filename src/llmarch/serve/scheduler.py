@@ -51,7 +51,9 @@ class Job:
     cancelled: set = field(default_factory=set)  # choices whose client or stop string ended them
     submitted: float = field(default_factory=time.perf_counter)
     penalties: Penalties | None = None  # generate/penalties.py, on each choice's own tokens (and its prompt's)
-    pixel_values: torch.Tensor | None = None  # the images at the prompt's image tokens (vision/prompts.py)
+    # the model's image arguments for the prompt's image tokens (vision/prompts.py: pixel_values, and image_grid_thw
+    # for Qwen-VL); None: a text prompt
+    images: dict | None = None
 
     def emit(self, *event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (self.index, *event))
@@ -172,7 +174,8 @@ class Scheduler:
                 job.emit("error", f"{type(e).__name__}: {e}")
 
     def _prefill(self, job: Job, free: list[int]) -> None:
-        states, logits = self.batch.prefill(job.prompt, all_logits=job.echo_logprobs, pixel_values=job.pixel_values)
+        states, logits = self.batch.prefill(job.prompt, all_logits=job.echo_logprobs, images=job.images)
+        delta = self.batch.rope_delta(job.prompt, job.images)  # Qwen-VL's images shift every later position
         self.metrics.prompt_tokens += len(job.prompt)
         if job.echo_logprobs:
             logp = logits.float().log_softmax(-1)
@@ -191,7 +194,7 @@ class Scheduler:
         prompt = torch.tensor([job.prompt], device=first.device)
         for c, gen in enumerate(gens):
             row = free[c]
-            self.batch.join(row, states, len(job.prompt))
+            self.batch.join(row, states, len(job.prompt), delta)
             seen = None if job.penalties is None else job.penalties.start(prompt, first.shape[-1])
             self.rows[row] = _Row(job, c, gen, seen=seen)
             self._emit(row, first[c])

@@ -39,7 +39,7 @@ class Speculation:
     def applies(self, job) -> bool:
         """Whether a request (scheduler.Job) alone in the server decodes speculatively."""
         plain = (job.n != 1 or job.logprobs is not None or job.echo_logprobs or job.max_new == 0
-                 or job.pixel_values is not None)  # a speculator reads token ids, never images
+                 or job.images is not None)  # a speculator reads token ids, never images
         return not plain and (self.draft is not None or job.temperature == 0)
 
     def start(self, model, job, generator: torch.Generator | None, seen=None) -> Speculator:

@@ -38,21 +38,21 @@ class Conversation:
 
         self.pending.append(read_image(path))
 
-    def prompt(self) -> tuple[list[int], object]:
+    def prompt(self) -> tuple[list[int], dict | None]:
         """The conversation rendered and tokenized, the oldest turns dropped while it leaves no room to answer, and
-        the pixel_values of the images left in it (None: none)."""
+        the model's image arguments for the images left in it (vision/prompts.py chat_request; None: none)."""
         context = self.model.config.context_length
         while True:
-            ids, pixels = self._encode()
+            ids, images = self._encode()
             if len(ids) < context or len(self.history) <= 1:
                 break
             self.history = self.history[2:] if len(self.history) > 2 else self.history[1:]
         if len(ids) >= context:
             raise LlmarchError(f"the message is {len(ids)} tokens with the template; the context is {context}")
-        return ids, pixels
+        return ids, images
 
     def _encode(self):
-        """prompt's ids and pixel_values. An image is a {"type": "image"} part of its message, as transformers
+        """prompt's ids and image arguments. An image is a {"type": "image"} part of its message, as transformers
         gives it to the template, holding the image."""
         text = self.template.render(self.system + self.history)
         images = [p["image"] for m in self.history if isinstance(m["content"], list)
@@ -69,7 +69,7 @@ class Conversation:
         images = [{"type": "image", "image": image} for image in self.pending]
         self.history.append({"role": "user", "content": images + [{"type": "text", "text": text}] if images else text})
         try:
-            ids, pixels = self.prompt()
+            ids, images = self.prompt()
         except LlmarchError:
             self.history.pop()
             raise
@@ -79,7 +79,7 @@ class Conversation:
         pieces = text_pieces(self.tok, show)
         row = generate(self.model, [ids], self.max_tokens, self.temperature, self.top_k, self.top_p,
                        eos_id=self.tok.eos_id, seed=self.seed, on_tokens=pieces, stop=stop,
-                       compile=self.compile, penalties=self.penalties, pixel_values=pixels)[0]
+                       compile=self.compile, penalties=self.penalties, **(images or {}))[0]
         pieces.end()  # what streaming held back: an unfinished character at the end
         answer = self.tok.decode(t for t in row[len(ids):] if t not in self.tok.eos_ids)
         self.history.append({"role": "assistant", "content": answer})

@@ -72,6 +72,15 @@ class VisionConfig:
         """The width of what the projector reads: the tower's features, side by side, shuffle_factor^2 of them."""
         return self.width * (1 if self.feature_layers is None else len(self.feature_layers)) * self.shuffle_factor ** 2
 
+    def image_tokens(self, images: dict) -> list[int]:
+        """The image-token positions each image fills, of an image processor's output (preprocess.py: the model's
+        image arguments), checked against the tower: image_size squares."""
+        pixels = images["pixel_values"]
+        if pixels.dim() != 4 or tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
+            raise LlmarchError(f"the image processor makes pixel_values {tuple(pixels.shape)}; the tower reads "
+                               f"{self.image_size}x{self.image_size} images")
+        return [self.tokens_per_image] * pixels.shape[0]
+
     def hidden_index(self, layer: int) -> int:
         """A feature layer as a non-negative hidden-state index (0: the embeddings, k: after block k)."""
         return layer % (self.n_layers + 1)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError
-from .preprocess import HALF, PROCESSORS, ResizeCropNormalize, _channels, _rgb
+from .image_files import to_rgb
+from .preprocess import HALF, PROCESSORS, ResizeCropNormalize, _channels
 
 FAKE, GLOBAL = "<fake_token_around_image>", "<global-img>"
 LANCZOS = 1  # PIL.Image.Resampling.LANCZOS, the classes' default resample
@@ -57,7 +58,7 @@ class SplitImages:
 
     def tiles(self, image) -> list:
         """One image's tiles, row by row, then the global image (PIL images)."""
-        image = _rgb(image) if self.steps.rgb else image
+        image = to_rgb(image) if self.steps.rgb else image
         if self.longest is not None:
             image = self._resize(image, *_longest_edge(image.height, image.width, self.longest))
         t = self.tile
@@ -68,9 +69,11 @@ class SplitImages:
         return [image.crop((c * t, r * t, c * t + t, r * t + t)) for r in range(rows) for c in range(cols)] + (
             [self._resize(image, t, t)] if rows else [image])
 
-    def __call__(self, images) -> torch.Tensor:
-        """PIL images -> (tiles, 3, tile, tile) float32: each image's tiles then its global image."""
-        return torch.from_numpy(np.stack([self.steps.one(t) for image in images for t in self.tiles(image)]))
+    def __call__(self, images) -> dict:
+        """PIL images -> the model's image arguments (preprocess.py): pixel_values (tiles, 3, tile, tile) float32,
+        each image's tiles then its global image."""
+        return {"pixel_values": torch.from_numpy(np.stack([self.steps.one(t) for image in images
+                                                            for t in self.tiles(image)]))}
 
     def _split_size(self, height: int, width: int) -> tuple[int, int]:
         """resize_for_vision_encoder's size: the longer edge up to whole tiles, the other scaled, then up too."""

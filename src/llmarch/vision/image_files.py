@@ -30,3 +30,13 @@ def read_image(source: str | Path | bytes, name: str | None = None):
         raise LlmarchError(f"image {name} is not an image file Pillow reads (PNG, JPEG, ...)") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise LlmarchError(f"image {name} cannot be decoded: {str(e).splitlines()[0] if str(e) else e!r}") from None
+
+
+def to_rgb(image):
+    """transformers' convert_to_rgb: an image with transparency is composited onto white, others converted."""
+    from PIL import Image
+
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    return image.convert("RGB")

@@ -1,10 +1,14 @@
 """Images to pixel_values as a checkpoint's own image processor makes them, read from its preprocessor_config.json
 (or, as transformers 5 saves a processor, processor_config.json's `image_processor`). PROCESSORS is keyed by the
-config's image_processor_type; an entry builds, from that config, a callable from PIL images to (N, 3, H, W)
-float32 pixel_values. Registered here: the resize-crop-normalize pipeline of transformers' PIL image processors
+config's image_processor_type; an entry builds, from that config, a callable from PIL images to the model's image
+arguments: a dict of llmarch.generate's (and TransformerLM.forward's) keyword arguments, which every caller passes on
+whole. Registered here: the resize-crop-normalize pipeline of transformers' PIL image processors
 (image_processing_backends.PilBackend) for CLIP (LLaVA-1.5), SigLIP (PaliGemma) and Gemma 3 without pan-and-scan:
 RGB conversion (transparency composited onto white), resize with the named Pillow filter to a fixed size or the
-shortest edge, a center crop, rescale (in float64, then float32) and normalization by the mean and std."""
+shortest edge, a center crop, rescale (in float64, then float32) and normalization by the mean and std, giving
+pixel_values (N, 3, H, W) float32; and Qwen2VLImageProcessor (Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's, whose
+processors name no other), images of any size as qwen_pixels.py cuts them, giving pixel_values (patches, patch_dim)
+and image_grid_thw (N, 3)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +20,8 @@ import torch
 
 from ..errors import LlmarchError
 from ..registry import Registry
+from .image_files import to_rgb
+from .qwen_pixels import qwen_vl_pixels
 
 PREPROCESSOR_FILE, PROCESSOR_FILE = "preprocessor_config.json", "processor_config.json"
 PROCESSORS: Registry = Registry("image processor")
@@ -73,16 +79,16 @@ class ResizeCropNormalize:
                    mean_std=(tuple(_channels(c["image_mean"])), tuple(_channels(c["image_std"])))
                    if c["do_normalize"] else None)
 
-    def __call__(self, images) -> torch.Tensor:
-        """PIL images -> (N, 3, H, W) float32 (every image must come out the same size)."""
+    def __call__(self, images) -> dict[str, torch.Tensor]:
+        """PIL images -> {"pixel_values": (N, 3, H, W) float32} (every image must come out the same size)."""
         out = [self.one(image) for image in images]
         if len({a.shape for a in out}) > 1:
             raise LlmarchError(f"the images preprocess to different sizes {sorted({a.shape for a in out})}")
-        return torch.from_numpy(np.stack(out))
+        return {"pixel_values": torch.from_numpy(np.stack(out))}
 
     def one(self, image) -> np.ndarray:
         if self.rgb:
-            image = _rgb(image)
+            image = to_rgb(image)
         elif image.mode != "RGB":
             raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
         if self.size is not None:
@@ -98,16 +104,6 @@ class ResizeCropNormalize:
             mean, std = (np.asarray(m, dtype=np.float32)[:, None, None] for m in self.mean_std)
             x = (x - mean) / std
         return x
-
-
-def _rgb(image):
-    """transformers' convert_to_rgb: an image with transparency is composited onto white, others converted."""
-    from PIL import Image
-
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        image = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
-    return image.convert("RGB")
 
 
 def _size(size, default_to_square: bool) -> dict:
@@ -166,3 +162,13 @@ PROCESSORS.register("SiglipImageProcessor")(partial(ResizeCropNormalize.from_con
 PROCESSORS.register("Gemma3ImageProcessor")(partial(ResizeCropNormalize.from_config, dict(
     _BASE, size={"height": 224, "width": 224}, default_to_square=True, resample=BILINEAR, image_mean=HALF,
     image_std=HALF), refused=("do_pan_and_scan",)))
+
+
+@PROCESSORS.register("Qwen2VLImageProcessor")
+def qwen_vl(config: dict):
+    """Qwen2VLImageProcessor (qwen_pixels.py): images of any size, each its own grid of patches."""
+    def images_to_arguments(images) -> dict[str, torch.Tensor]:
+        pixel_values, grid = qwen_vl_pixels(images, config)
+        return {"pixel_values": pixel_values, "image_grid_thw": grid}
+
+    return images_to_arguments

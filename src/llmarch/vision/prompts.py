@@ -1,8 +1,11 @@
 """A text prompt about images as the input_ids the family's transformers processor builds: each image's token
-repeated once per feature the model writes there (VisionConfig.tokens_per_image). PROMPTS is keyed by the
-checkpoint's HF model type (config hf_model_type), as interop's families are; an entry maps (vision config, tokenizer,
-prompt, PIL images) to ids. `image_request` is the one call a command makes: images and a prompt to the ids and the
-pixel_values for generate; `chat_request` the server's, for a conversation its chat template rendered."""
+repeated once per feature the model writes there (the vision config's image_tokens: LLaVA's tokens_per_image for
+every image, Qwen-VL's count from each image's grid; Idefics3's tiles and global image from each image's size).
+PROMPTS is keyed by the checkpoint's HF model type (config hf_model_type), as interop's families are; an entry maps
+(vision config, tokenizer, prompt, PIL images, their image arguments) to ids. `image_request` is the one call a
+command makes: images and a prompt to the ids and the model's image arguments (the image processor's dict of
+generate's keyword arguments: pixel_values, and image_grid_thw where the processor gives one), which the caller
+passes on whole; `chat_request` the server's, for a conversation its chat template rendered."""
 from __future__ import annotations
 
 import json
@@ -11,49 +14,46 @@ from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
 from .idefics3_images import image_text
+from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
 
 
-def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], object]:
-    """(ids, pixel_values (N, 3, H, W)) for one prompt about `images` (PIL images, image_files.read_image's), with
-    the checkpoint's image processor (preprocess.py, from the tokenizer's side files) and prompt layout."""
-    v, pixels = _pixels(model, tok, images)
-    return PROMPTS[model.config.hf_model_type](v, tok, prompt, images), pixels
+def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], dict]:
+    """(ids, image arguments) for one prompt about `images` (PIL images, image_files.read_image's), with the
+    checkpoint's image processor (preprocess.py, from the tokenizer's side files) and prompt layout."""
+    v, arguments = _preprocess(model, tok, images)
+    return PROMPTS[model.config.hf_model_type](v, tok, prompt, images, arguments), arguments
 
 
-def chat_request(model, tok, text: str, images: list) -> tuple[list[int], object]:
+def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
     """image_request for a conversation its chat template rendered to `text`, with one image token per image (a
     vision-language template writes one for each {"type": "image"} part): each token expanded, then tokenized as
     transformers' processor apply_chat_template does, BOS added unless the text starts with it."""
-    v, pixels = _pixels(model, tok, images)
-    if v.position_buckets:  # each image's text depends on its tiles (image_request's layout), not yet joined here
+    v, arguments = _preprocess(model, tok, images)
+    if getattr(v, "position_buckets", False):  # each image's text depends on its tiles: image_request's layout
         raise LlmarchError(f"chat with images is not supported for {model.config.hf_model_type}: use generate --image")
     token = _image_token(v, tok)
     if text.count(token) != len(images):
         raise LlmarchError(f"the chat template wrote {text.count(token)} {token} token(s) for {len(images)} "
                            "image(s): it does not place images")
-    text, bos = text.replace(token, token * v.tokens_per_image), _bos_text(tok, required=False)
+    text, bos = _expand(text, token, v.image_tokens(arguments)), _bos_text(tok, required=False)
     ids = [i for i, _ in tok.encode_offsets(text)] if bos and text.startswith(bos) else tok.encode(text)
-    return ids, pixels
+    return ids, arguments
 
 
-def _pixels(model, tok, images: list):
-    """The vision config and the images' pixel_values, checked against the tower."""
+def _preprocess(model, tok, images: list):
+    """The vision config and the images preprocessed to the model's image arguments."""
     from .preprocess import image_processor_config, processor_for
 
     cfg = model.config
-    if cfg.vision is None or vision_config(cfg.vision).held:
+    if cfg.vision is None or (not is_qwen(cfg.vision) and vision_config(cfg.vision).held):
         raise LlmarchError(f"{cfg.name} reads no images (it has no vision tower that runs: config vision)")
     if cfg.hf_model_type not in PROMPTS:
         raise LlmarchError(f"images for a {cfg.hf_model_type!r} checkpoint are not supported; supported: "
                            f"{', '.join(PROMPTS.names())}")
-    v = vision_config(cfg.vision)
-    pixels = processor_for(image_processor_config(getattr(tok, "side_files", {}), cfg.name))(images)
-    if tuple(pixels.shape[-2:]) != (v.image_size, v.image_size):
-        raise LlmarchError(f"the image processor makes {tuple(pixels.shape[-2:])} images; the tower reads "
-                           f"{v.image_size}x{v.image_size}")
-    return v, pixels
+    v = qwen_vision_config(cfg.vision) if is_qwen(cfg.vision) else vision_config(cfg.vision)
+    return v, processor_for(image_processor_config(getattr(tok, "side_files", {}), cfg.name))(images)
 
 
 def _image_token(v, tok) -> str:
@@ -70,6 +70,12 @@ def _count(prompt: str, token: str, n: int) -> int:
     return found
 
 
+def _expand(text: str, token: str, counts: list[int]) -> str:
+    """The k-th `token` in text repeated counts[k] times (text holds len(counts) of them)."""
+    pieces = text.split(token)
+    return pieces[0] + "".join(token * n + piece for n, piece in zip(counts, pieces[1:]))
+
+
 def _bos_text(tok, required: bool = True) -> str | None:
     """tokenizer_config.json's bos_token (a string, or an AddedToken's content)."""
     bos = json.loads(getattr(tok, "side_files", {}).get("tokenizer_config.json", b"{}")).get("bos_token")
@@ -80,31 +86,51 @@ def _bos_text(tok, required: bool = True) -> str | None:
 
 
 @PROMPTS.register("llava")
-def llava(v, tok, prompt: str, images: list) -> list[int]:
-    """LlavaProcessor: each image token in the text becomes tokens_per_image of them, then the text is tokenized
+def llava(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """LlavaProcessor: each image token in the text becomes its image's count of them, then the text is tokenized
     as usual (BOS first). A prompt without image tokens gets them at its start, each on its own line (LLaVA-1.5's
     "<image>\\n" layout)."""
-    token, n = _image_token(v, tok), len(images)
-    if not _count(prompt, token, n):
-        prompt = f"{token}\n" * n + prompt
-    return tok.encode(prompt.replace(token, token * v.tokens_per_image))
+    token, counts = _image_token(v, tok), v.image_tokens(arguments)
+    if not _count(prompt, token, len(counts)):
+        prompt = f"{token}\n" * len(counts) + prompt
+    return tok.encode(_expand(prompt, token, counts))
 
 
 @PROMPTS.register("paligemma")
-def paligemma(v, tok, prompt: str, images: list) -> list[int]:
+def paligemma(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     """PaliGemmaProcessor: the image tokens (at the start where the prompt has none), BOS after the last of them,
-    the prompt, a newline; each image token then tokens_per_image of them; tokenized with no BOS or EOS added."""
-    token, n = _image_token(v, tok), len(images)
-    if not _count(prompt, token, n):
-        prompt = token * n + prompt
+    the prompt, a newline; each image token then its image's count of them; tokenized with no BOS or EOS added."""
+    token, counts = _image_token(v, tok), v.image_tokens(arguments)
+    if not _count(prompt, token, len(counts)):
+        prompt = token * len(counts) + prompt
     end = prompt.rfind(token) + len(token)
-    text = (prompt[:end] + _bos_text(tok) + prompt[end:] + "\n").replace(token, token * v.tokens_per_image)
-    return [i for i, _ in tok.encode_offsets(text)]
+    return [i for i, _ in tok.encode_offsets(_expand(prompt[:end] + _bos_text(tok) + prompt[end:] + "\n", token,
+                                                     counts))]
+
+
+# Qwen2VLProcessor's (Qwen2_5_VLProcessor's, Qwen3VLProcessor's) default vision markers, which their chat templates
+# write around each image's <|image_pad|>
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
+
+
+def qwen_vl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Qwen2VLProcessor (and Qwen2.5-VL's, Qwen3-VL's): the k-th <|image_pad|> becomes counts[k] of them (its
+    image's t (h / m) (w / m) merged features), the text tokenized as usual. A prompt without one gets each image at
+    its start as the chat templates write it, <|vision_start|><|image_pad|><|vision_end|> (the processor itself
+    refuses a prompt without image tokens)."""
+    token, counts = _image_token(v, tok), v.image_tokens(arguments)
+    if not _count(prompt, token, len(counts)):
+        prompt = (VISION_START + token + VISION_END) * len(counts) + prompt
+    return tok.encode(_expand(prompt, token, counts))
+
+
+for _type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
+    PROMPTS.register(_type)(qwen_vl)
 
 
 @PROMPTS.register("idefics3")
 @PROMPTS.register("smolvlm")
-def idefics3(v, tok, prompt: str, images: list) -> list[int]:
+def idefics3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     """Idefics3Processor, SmolVLMProcessor: each image token becomes the image's tiles' and global image's tokens
     (idefics3_images.py; the image tokens at the start where the prompt has none), then the text is tokenized as
     usual."""

@@ -56,6 +56,16 @@ class QwenVisionConfig:
         """The length of one flattened patch in pixel_values: channels x frames x patch x patch."""
         return self.channels * self.temporal_patch_size * self.patch_size ** 2
 
+    def image_tokens(self, images: dict) -> list[int]:
+        """The <|image_pad|> positions each image fills, of an image processor's output (preprocess.py: the model's
+        image arguments): its t (h / merge_size) (w / merge_size) merged features, from its image_grid_thw row."""
+        pixels, grid = images["pixel_values"], images.get("image_grid_thw")
+        if grid is None or pixels.dim() != 2 or pixels.shape[1] != self.patch_dim:
+            raise LlmarchError(f"the image processor makes pixel_values {tuple(pixels.shape)}"
+                               f"{'' if grid is not None else ' without image_grid_thw'}; the tower reads (patches, "
+                               f"{self.patch_dim}) with each image's grid (a Qwen2VLImageProcessor's)")
+        return [t * h * w // self.merge_size ** 2 for t, h, w in grid.tolist()]
+
 
 def is_qwen(data: dict | None) -> bool:
     return data is not None and data.get("tower") == TOWER

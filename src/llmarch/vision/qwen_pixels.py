@@ -1,6 +1,7 @@
-"""Qwen2-VL's and Qwen2.5-VL's image preprocessing, as transformers' Qwen2VLImageProcessor (its PIL backend) does it:
-each image (RGB) resized so that both sides are multiples of patch_size x merge_size and its area lies within
-[min_pixels, max_pixels], keeping its aspect ratio as closely as that allows (smart_resize), with PIL's resampling;
+"""Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's image preprocessing, as transformers' Qwen2VLImageProcessor (its PIL backend)
+does it: each image converted to RGB (transparency composited onto white), resized so that both sides are multiples
+of patch_size x merge_size and its area lies within [min_pixels, max_pixels], keeping its aspect ratio as closely as
+that allows (smart_resize), with PIL's resampling;
 scaled to [0, 1] and normalized per channel; then cut into patch_size x patch_size patches, repeated over
 temporal_patch_size frames (an image is a one-frame video), each merge_size x merge_size group of patches in a run
 (the merger's input), every patch flattened (channels, frames, rows, columns). The images' patches are concatenated:
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError
+from .image_files import to_rgb
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the processor's defaults (OpenAI CLIP's statistics)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -44,7 +46,8 @@ def _settings(config: dict) -> dict:
                 merge=config.get("merge_size", 2),
                 min_pixels=config.get("min_pixels") or size.get("shortest_edge", 56 * 56),
                 max_pixels=config.get("max_pixels") or size.get("longest_edge", 28 * 28 * 1280),
-                resize=config.get("do_resize", True), resample=config.get("resample", BICUBIC),
+                rgb=config.get("do_convert_rgb", True), resize=config.get("do_resize", True),
+                resample=config.get("resample", BICUBIC),
                 rescale=config.get("do_rescale", True), scale=config.get("rescale_factor", 1 / 255),
                 normalize=config.get("do_normalize", True), mean=config.get("image_mean", CLIP_MEAN),
                 std=config.get("image_std", CLIP_STD))
@@ -66,7 +69,10 @@ def qwen_vl_pixels(images: list, preprocessor_config: dict) -> tuple[torch.Tenso
     factor = s["patch"] * s["merge"]
     patches, grids = [], []
     for image in images:
-        image = image.convert("RGB")
+        if s["rgb"]:
+            image = to_rgb(image)
+        elif image.mode != "RGB":
+            raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
         if s["resize"]:
             h, w = smart_resize(image.height, image.width, factor, s["min_pixels"], s["max_pixels"])
             image = image.resize((w, h), resample=s["resample"])
