@@ -106,3 +106,4 @@ from . import emu3  # noqa: F401
 from . import qwen_vl  # noqa: F401
 from . import mllama  # noqa: F401
 from . import whisper  # noqa: F401
+from . import pangu_embedded  # noqa: F401

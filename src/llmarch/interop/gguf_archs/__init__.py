@@ -43,6 +43,7 @@ from . import diffusion
 from . import rwkv7
 from . import chameleon
 from . import embedders
+from . import pangu_embedded
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -86,5 +87,6 @@ ARCHS.update(deepseek_moe.ARCHS)
 ARCHS.update(diffusion.ARCHS)
 ARCHS.update(rwkv7.ARCHS)
 ARCHS.update(embedders.ARCHS)
+ARCHS.update(pangu_embedded.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
