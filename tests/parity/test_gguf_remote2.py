@@ -7,7 +7,10 @@ cached decoding over a left-padded batch equals the whole forward; the config.js
 same model.
 
 - pangu-embedded (openPangu-Embedded, llmarch's PanguEmbedded): LLaMA with biases on q, k, v and o_proj, none on the
-  MLP."""
+  MLP;
+- smallthinker (PowerInfer's SmallThinker): every FFN a mixture of ReGLU experts whose router reads the block's input
+  (before attention), softmax or renormalised sigmoid weights; llama.cpp's two layer layouts (RoPE everywhere, or
+  every fourth layer full without positions and the rest sliding with RoPE)."""
 import json
 
 import pytest
@@ -79,3 +82,41 @@ def test_pangu_embedded_refusals(tmp_path):
     model = llmarch.build(hf_model_config(PANGU).replace(bias=True))
     with pytest.raises(LlmarchError, match="cannot express bias"):
         llmarch.to_hf(model, tmp_path / "hf")
+
+
+def _thinker(n, sliding, softmax):
+    flags = [int(i % 4 != 0) for i in range(n)] if sliding else [0] * n
+    return dict(model_type="smallthinker", architectures=["SmallThinkerForCausalLM"], vocab_size=272, hidden_size=64,
+                num_hidden_layers=n, num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                rope_theta=1e6, max_position_embeddings=128,
+                rope_layout=flags if sliding else [1] * n, sliding_window_layout=flags, sliding_window_size=4096,
+                moe_num_primary_experts=4, moe_ffn_hidden_size=48, moe_num_active_primary_experts=2,
+                moe_primary_router_apply_softmax=softmax, tie_word_embeddings=not softmax, eos_token_id=2)
+
+
+@pytest.mark.parametrize("n, sliding, softmax", [(5, True, False), (2, False, True)], ids=["21b-like", "4b-like"])
+def test_smallthinker_gguf_and_llama_cpp(n, sliding, softmax, tmp_path):
+    cfg = hf_model_config(_thinker(n, sliding, softmax))
+    assert (cfg.ffn, cfg.router_early, cfg.router_scoring) == ("reglu", True, "softmax" if softmax else "sigmoid")
+    if sliding:
+        assert cfg.layer_types[:2] == ["full_attention_nope", "sliding_attention"]
+    # llama.cpp: measured 1.3e-6 apart on logits up to 2.7 (both layouts); with the router reading the FFN's normed
+    # input in llmarch (router_early ignored), 0.013 and 0.015 apart; with the NoPE layer moved (0 -> 4), 0.22
+    reader, hf = assert_written_and_decoded(scaled(cfg), tmp_path)
+    assert reader.fields["smallthinker.expert_gating_func"].contents() == (1 if softmax else 2)
+    assert ("smallthinker.attention.sliding_window" in reader.fields) == sliding
+    assert {"blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_exps.weight", "blk.0.ffn_down_exps.weight"} <= \
+        {t.name for t in reader.tensors}
+    assert hf["rope_layout"] == _thinker(n, sliding, softmax)["rope_layout"]
+
+
+def test_smallthinker_refusals(tmp_path):
+    with pytest.raises(LlmarchError, match="rope_scaling"):
+        hf_model_config({**_thinker(2, False, True), "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
+    odd = {**_thinker(2, False, True), "rope_layout": [0, 1]}  # a NoPE layer without a window: not llama.cpp's
+    model = llmarch.build(hf_model_config(odd), device="meta")
+    with pytest.raises(LlmarchError, match="llama.cpp's two layouts"):
+        to_gguf(model, tmp_path / "x.gguf", "f32")
+    assert not (tmp_path / "x.gguf").exists()
+    with pytest.raises(LlmarchError, match="router_early"):
+        llmarch.build("llama-tiny", router_early=True, device="meta")  # no experts to route

@@ -107,3 +107,4 @@ from . import qwen_vl  # noqa: F401
 from . import mllama  # noqa: F401
 from . import whisper  # noqa: F401
 from . import pangu_embedded  # noqa: F401
+from . import smallthinker  # noqa: F401

@@ -193,6 +193,12 @@ def check_moe(cfg) -> None:
                              or cfg.is_moe_layer(cfg.n_layers - 1)):
         raise LlmarchError("moe_shortcut needs a sequential pre-norm decoder-only or encoder-only stack whose "
                            "mixture layers (moe_period >= 2) each have a next layer to add their output to")
+    if cfg.router_early and (not cfg.n_experts or cfg.block != "sequential" or cfg.norm_placement != "pre"
+                             or cfg.moe_beside_dense or cfg.moe_shortcut or cfg.router_carry or cfg.router_hash_layers
+                             or cfg.altup_streams > 1 or cfg.hyper_connection != "none" or cfg.attn_residual_block):
+        raise LlmarchError("router_early (the router reads the block's input) needs n_experts > 0 in a sequential "
+                           "pre-norm block of one residual stream, without moe_beside_dense, moe_shortcut, "
+                           "router_carry or hash routing")
     if (cfg.router_shared_sink or cfg.router_learned_scale) and not cfg.n_experts:
         raise LlmarchError("router_shared_sink and router_learned_scale need a router: n_experts > 0")
     if cfg.router_shared_sink and not (
@@ -308,8 +314,9 @@ class MoE(nn.Module):
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:  # (B, T, C)
-        y = self.routed(x, x, ctx)
+    def forward(self, x: torch.Tensor, ctx=None, route: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, C)
+        """The mixture on x, routed by x itself, or by `route` (EarlyRoutedMoE: the block's input)."""
+        y = self.routed(x if route is None else route, x, ctx)
         if self.shared is not None:
             sink = self.routing.shared  # router_shared_sink: each shared expert's hidden units times its weight
             shared = self.shared(x) if sink is None else \
@@ -341,6 +348,16 @@ class MoE(nn.Module):
             experts, weights = experts.masked_fill(zero, self.router.n_experts), weights.masked_fill(zero, 0.0)
         y = self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
         return y if identity is None else y + identity
+
+
+class EarlyRoutedMoE(MoE):
+    """SmallThinker's mixture (router_early): the router reads the block's input r, before the attention sublayer and
+    its norm, the experts the FFN's normed input h: sum_k w_k(r) E_k(h). The block hands it r (`reads_block_input`)."""
+
+    reads_block_input = True
+
+    def forward(self, x: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:  # (B, T, C) each
+        return super().forward(x, route=block_input)
 
 
 class MoEBesideDense(MoE):
