@@ -82,6 +82,9 @@ def test_pangu_embedded_refusals(tmp_path):
     model = llmarch.build(hf_model_config(PANGU).replace(bias=True))
     with pytest.raises(LlmarchError, match="cannot express bias"):
         llmarch.to_hf(model, tmp_path / "hf")
+    unbiased = llmarch.build(hf_model_config({**PANGU, "bias": False}), device="meta")
+    with pytest.raises(LlmarchError, match="adds q, k, v and o biases"):
+        to_gguf(unbiased, tmp_path / "x.gguf", "f32")
 
 
 def _thinker(n, sliding, softmax):
