@@ -10,7 +10,9 @@ same model.
   MLP;
 - smallthinker (PowerInfer's SmallThinker): every FFN a mixture of ReGLU experts whose router reads the block's input
   (before attention), softmax or renormalised sigmoid weights; llama.cpp's two layer layouts (RoPE everywhere, or
-  every fourth layer full without positions and the rest sliding with RoPE)."""
+  every fourth layer full without positions and the rest sliding with RoPE);
+- plm (PLM-1.8B): DeepSeek-V2's latent attention without a compressed query, RoPE dims interleaved, beside an ungated
+  squared-ReLU MLP, the head tied."""
 import json
 
 import pytest
@@ -123,3 +125,31 @@ def test_smallthinker_refusals(tmp_path):
     assert not (tmp_path / "x.gguf").exists()
     with pytest.raises(LlmarchError, match="router_early"):
         llmarch.build("llama-tiny", router_early=True, device="meta")  # no experts to route
+
+
+PLM = dict(model_type="plm", architectures=["PLMForCausalLM"], vocab_size=272, hidden_size=64, intermediate_size=128,
+           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=32, q_lora_rank=None,
+           qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, hidden_act="relu2", rms_norm_eps=1e-6,
+           rope_theta=100000.0, max_position_embeddings=128, tie_word_embeddings=True, rope_interleave=True,
+           eos_token_id=2)
+
+
+def test_plm_gguf_and_llama_cpp(tmp_path):
+    cfg = hf_model_config(PLM)
+    assert (cfg.mixer, cfg.ffn, cfg.q_lora_rank, cfg.tie_embeddings) == ("mla", "relu2", None, True)
+    # llama.cpp: measured 1.8e-6 apart on logits up to 2.6; with the RoPE rows left in our half-split order (no
+    # interleave permutation), 0.94 apart; with ReLU in place of its square, 1.7
+    reader, hf = assert_written_and_decoded(scaled(cfg), tmp_path)
+    names = {t.name for t in reader.tensors}
+    assert {"blk.0.attn_kv_a_mqa.weight", "blk.0.attn_kv_b.weight", "blk.1.ffn_up.weight"} <= names
+    assert "output.weight" not in names and "blk.0.ffn_gate.weight" not in names
+    assert reader.fields["plm.attention.key_length"].contents() == 24 and hf["hidden_act"] == "relu2"
+
+
+def test_plm_refusals(tmp_path):
+    with pytest.raises(LlmarchError, match="rope_interleave"):
+        hf_model_config({**PLM, "hidden_act": "silu"})
+    untied = llmarch.build(hf_model_config({**PLM, "tie_word_embeddings": False}), device="meta")
+    with pytest.raises(LlmarchError, match="takes the embedding as the head"):
+        to_gguf(untied, tmp_path / "x.gguf", "f32")
+    assert not (tmp_path / "x.gguf").exists()

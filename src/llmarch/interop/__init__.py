@@ -108,3 +108,4 @@ from . import mllama  # noqa: F401
 from . import whisper  # noqa: F401
 from . import pangu_embedded  # noqa: F401
 from . import smallthinker  # noqa: F401
+from . import plm  # noqa: F401
