@@ -12,7 +12,9 @@ same model.
   (before attention), softmax or renormalised sigmoid weights; llama.cpp's two layer layouts (RoPE everywhere, or
   every fourth layer full without positions and the rest sliding with RoPE);
 - plm (PLM-1.8B): DeepSeek-V2's latent attention without a compressed query, RoPE dims interleaved, beside an ungated
-  squared-ReLU MLP, the head tied."""
+  squared-ReLU MLP, the head tied;
+- grok (xAI's Grok-1): GELU-gated experts in Gemma 2's sandwich norms, attention scores scaled and soft-capped,
+  embeddings and logits multiplied."""
 import json
 
 import pytest
@@ -40,13 +42,13 @@ def scaled(cfg):
     return model
 
 
-def assert_written_and_decoded(model, tmp_path):
+def assert_written_and_decoded(model, tmp_path, apart: float = 1e-4):
     """model's F32 GGUF read back and decoded by llama.cpp as llmarch decodes it; its cached decoding over a
     left-padded batch equal to the whole forward; its config.json read back to the same model. Returns the GGUF reader
     and the config.json."""
     path = tmp_path / "x.gguf"
     to_gguf(model, path, "f32", ByteTokenizer())
-    gguf_reads_back(path, model)
+    gguf_reads_back(path, model, apart=apart)
     torch.manual_seed(2)
     ids = torch.randint(0, 256, (2, 12))
     mask = torch.ones_like(ids)
@@ -152,4 +154,35 @@ def test_plm_refusals(tmp_path):
     untied = llmarch.build(hf_model_config({**PLM, "tie_word_embeddings": False}), device="meta")
     with pytest.raises(LlmarchError, match="takes the embedding as the head"):
         to_gguf(untied, tmp_path / "x.gguf", "f32")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+GROK = dict(model_type="grok-1", architectures=["Grok1ForCausalLM"], vocab_size=272, hidden_size=64,
+            intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            hidden_act="gelu_pytorch_tanh", rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=128,
+            tie_word_embeddings=True, attn_output_multiplier=0.125, attn_logit_softcapping=2.0,
+            embedding_multiplier_scale=8.0, output_multiplier_scale=3 ** -0.5, final_logit_softcapping=5.0,
+            num_local_experts=4, num_experts_per_tok=2, eos_token_id=2)
+
+
+def test_grok_gguf_and_llama_cpp(tmp_path):
+    cfg = hf_model_config(GROK)
+    assert (cfg.norm_placement, cfg.ffn, cfg.attn_scale, cfg.attn_softcap, cfg.embed_multiplier, cfg.router_softcap) \
+        == ("sandwich", "geglu_tanh", 0.125, 2.0, 8.0, None)
+    # llama.cpp: measured 1.2e-4 apart on logits up to 2.3 (its experts' GELU is ggml's F16 table; 1.8e-6 once
+    # llmarch's gate and GELU result are rounded to F16 too); in llmarch only: the router's logits soft-capped at 30
+    # (router 10x) 3e-3 apart (1.9e-4 uncapped), no attention cap 0.13, no final cap 0.16, no logit scale 1.2
+    reader, hf = assert_written_and_decoded(scaled(cfg), tmp_path, apart=3e-4)
+    names = {t.name for t in reader.tensors}
+    assert {"blk.0.attn_output_norm.weight", "blk.0.post_ffw_norm.weight", "blk.0.ffn_gate_exps.weight"} <= names
+    assert reader.fields["grok.attention.output_scale"].contents() == 0.125
+    assert hf["output_multiplier_scale"] == pytest.approx(3 ** -0.5)
+
+
+def test_grok_refusals(tmp_path):
+    with pytest.raises(LlmarchError, match="hidden_act 'silu'"):
+        hf_model_config({**GROK, "hidden_act": "silu"})
+    capped = llmarch.build(hf_model_config({**GROK, "router_logit_softcapping": 30.0}), device="meta")
+    with pytest.raises(LlmarchError, match="does not soft-cap the router"):
+        to_gguf(capped, tmp_path / "x.gguf", "f32")
     assert not (tmp_path / "x.gguf").exists()

@@ -109,3 +109,4 @@ from . import whisper  # noqa: F401
 from . import pangu_embedded  # noqa: F401
 from . import smallthinker  # noqa: F401
 from . import plm  # noqa: F401
+from . import grok  # noqa: F401
