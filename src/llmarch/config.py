@@ -658,6 +658,12 @@ class ModelConfig:
     # the router reads the block's input, before the attention sublayer and its norm, while the experts read the FFN's
     # normed input (SmallThinker's early router, Song et al. 2025, so experts can be fetched while attention runs)
     router_early: bool = False
+    # > 0: each group of this many routed experts (ids g*k .. g*k + k - 1) shares an adjugate expert of width
+    # moe_adjugate_hidden, run for every chosen expert of its group with that expert's weight, its output times
+    # moe_adjugate_scale added to the routed experts' (GroveMoE's chunk_experts, Wu et al. 2025); 0: none
+    moe_adjugate_group: int = 0
+    moe_adjugate_hidden: int = 128  # moe_adjugate_group: the adjugate experts' hidden width (GroveMoE: 128)
+    moe_adjugate_scale: float = 0.05  # moe_adjugate_group: their output's multiplier (GroveMoE: 0.05)
     moe_out_bias: bool = False  # a bias (d_model) added to a mixture's summed output (JetMoE's MoE bias)
     # > 0: the router is an MLP of this width (ZAYA1's router_hidden_size; layers/router.py): h = x W_down + b, then
     # RMSNorm, two biased Linear + GELU layers of this width and a projection to the logits; 0: one projection of x

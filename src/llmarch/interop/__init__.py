@@ -110,3 +110,4 @@ from . import pangu_embedded  # noqa: F401
 from . import smallthinker  # noqa: F401
 from . import plm  # noqa: F401
 from . import grok  # noqa: F401
+from . import grovemoe  # noqa: F401

@@ -43,7 +43,7 @@ from . import diffusion
 from . import rwkv7
 from . import chameleon
 from . import embedders
-from . import grok, pangu_embedded, plm, smallthinker
+from . import grok, grovemoe, pangu_embedded, plm, smallthinker
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -91,5 +91,6 @@ ARCHS.update(pangu_embedded.ARCHS)
 ARCHS.update(smallthinker.ARCHS)
 ARCHS.update(plm.ARCHS)
 ARCHS.update(grok.ARCHS)
+ARCHS.update(grovemoe.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
