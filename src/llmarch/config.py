@@ -78,7 +78,7 @@ class ModelConfig:
     # None: head_dim (also a layer type's own). Narrower than q and k: MiMo-V2-Flash's values of 128 beside queries and
     # keys of 192. Read as value_width
     value_dim: int | None = None
-    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, swiglu_clamped (gpt-oss), swiglu_limited
+    # layers/ffn.py: gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu, reglu, swiglu_clamped (gpt-oss), swiglu_limited
     # (DeepSeek-V4); none: no FFN, the block is its mixer alone (Mamba)
     ffn: str = "gelu"
     ffn_hidden: int | None = None  # None: 4 * d_model
@@ -657,6 +657,15 @@ class ModelConfig:
     # a mixture layer's FFN is a dense FFN of ffn_hidden beside the experts, each between a norm of its own on its
     # input and one on its output, summed; the router reads the residual stream (Gemma 4's enable_moe_block)
     moe_beside_dense: bool = False
+    # the router reads the block's input, before the attention sublayer and its norm, while the experts read the FFN's
+    # normed input (SmallThinker's early router, Song et al. 2025, so experts can be fetched while attention runs)
+    router_early: bool = False
+    # > 0: each group of this many routed experts (ids g*k .. g*k + k - 1) shares an adjugate expert of width
+    # moe_adjugate_hidden, run for every chosen expert of its group with that expert's weight, its output times
+    # moe_adjugate_scale added to the routed experts' (GroveMoE's chunk_experts, Wu et al. 2025); 0: none
+    moe_adjugate_group: int = 0
+    moe_adjugate_hidden: int = 128  # moe_adjugate_group: the adjugate experts' hidden width (GroveMoE: 128)
+    moe_adjugate_scale: float = 0.05  # moe_adjugate_group: their output's multiplier (GroveMoE: 0.05)
     moe_out_bias: bool = False  # a bias (d_model) added to a mixture's summed output (JetMoE's MoE bias)
     # > 0: the router is an MLP of this width (ZAYA1's router_hidden_size; layers/router.py): h = x W_down + b, then
     # RMSNorm, two biased Linear + GELU layers of this width and a projection to the logits; 0: one projection of x

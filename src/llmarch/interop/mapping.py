@@ -2,7 +2,8 @@
 index) and a layout; the same rules convert in both directions. Several HF names are concatenated along
 dim 0 into one of ours (q, k, v -> qkv_proj; k, v -> kv_proj; gate, up -> gate_up). In an encoder-decoder
 `{i}` counts the encoder's blocks in names under `encoder.` and the decoder's under `decoder.`. `{e}` in the
-HF names counts experts: expert e's tensors (fused as above) are row e of our stacked (E, ...) tensor."""
+HF names counts experts: expert e's tensors (fused as above) are row e of our stacked (E, ...) tensor; `{g}` counts
+expert groups the same way (moe_adjugate_group: GroveMoE's adjugate experts, one a group)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -218,9 +219,11 @@ def expand(rules: list[Rule], cfg) -> list[Rule]:
     out = []
     for r in rules:
         n_layers = cfg.n_decoder_layers if r.ours.startswith("decoder.") else cfg.n_layers
-        E = cfg.n_experts if any("{e}" in h for h in r.hf) else 0
+        grouped = any("{g}" in h for h in r.hf)
+        E = cfg.n_experts // cfg.moe_adjugate_group if grouped else cfg.n_experts if any("{e}" in h for h in r.hf) \
+            else 0
         for i in (range(n_layers) if "{i}" in r.ours else [None]):
-            hf = tuple(h.format(i=i, e=e) for e in range(max(E, 1)) for h in r.hf)
+            hf = tuple(h.format(i=i, e=e, g=e) for e in range(max(E, 1)) for h in r.hf)
             out.append(Rule(hf, r.ours.format(i=i), r.layout, E, i if i is not None else r.layer))
     return out
 

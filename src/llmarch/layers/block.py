@@ -127,6 +127,7 @@ class Block(nn.Module):
         self.mlp = None if mixer.holds_ffn else make_ffn(cfg, layer)
         self.mlp_reads_residual = getattr(self.mlp, "reads_residual", False)  # Gemma 4's experts beside its FFN
         self.mlp_reads_ctx = getattr(self.mlp, "reads_ctx", False)  # ZAYA1's router state, carried in ctx.carry
+        self.mlp_reads_block_input = getattr(self.mlp, "reads_block_input", False)  # SmallThinker's early router
         # Beam's depth-scaled, Ergo's gated, Doge's scaled, ZAYA1's affine residual adds (residual_mix.py)
         self.res_attn = make_residual_mix(cfg, layer, 0) if mixer.mixes else None
         self.res_mlp = make_residual_mix(cfg, layer, 1) if self.mlp is not None else None
@@ -350,7 +351,8 @@ class Block(nn.Module):
             x = sub["lang_adapters"](h, ctx.lang_ids, sub["ln2"])
             x = sub["ln2"](x) if post else x
         elif mlp is not None:
-            args = (x,) if self.mlp_reads_residual else (ctx,) if self.mlp_reads_ctx else ()
+            args = (x,) if self.mlp_reads_residual else (x_in,) if self.mlp_reads_block_input else \
+                (ctx,) if self.mlp_reads_ctx else ()
             x = self._sublayer(x, sub.get("ln2"), mlp, sub["hook_mlp_out"], *args, post=_post(sub, "mlp", ctx),
                                affine=sub.get("res_mlp"))
         if self.adds_shortcut:

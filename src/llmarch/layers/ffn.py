@@ -150,6 +150,8 @@ GATES: dict[str, Callable[..., Callable]] = {
     "geglu_tanh": lambda: partial(act_gate, act=ACTIVATIONS["gelu_tanh"]),
     # relu(x W_gate)^2 * x W_up: BitNet b1.58's FFN (Ma et al. 2024, "The Era of 1-bit LLMs"; hidden_act relu2)
     "relu2_glu": lambda: partial(act_gate, act=ACTIVATIONS["relu2"]),
+    # relu(x W_gate) * x W_up: ReGLU (Shazeer 2020, "GLU Variants Improve Transformer", eq. 5; SmallThinker's experts)
+    "reglu": lambda: partial(act_gate, act=ACTIVATIONS["relu"]),
     "swiglu_clamped": lambda swiglu_alpha=1.702, swiglu_limit=7.0: partial(clamped_swiglu, alpha=swiglu_alpha,
                                                                             limit=swiglu_limit),
     "swiglu_limited": lambda swiglu_limit=10.0: partial(limited_swiglu, limit=swiglu_limit),
@@ -162,7 +164,7 @@ GATED = tuple(GATES)
 FFN_FIELDS = {"swiglu_clamped": ("swiglu_alpha", "swiglu_limit"), "swiglu_limited": ("swiglu_limit",),
               "swiglu_clipped": ("swiglu_limit",), "swiglu_softcapped": ("swiglu_gate_cap", "swiglu_up_cap")}
 FFN_ACTIVATION: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh",
-                                  "relu2_glu": "relu2", "swiglu_clamped": "silu",
+                                  "relu2_glu": "relu2", "reglu": "relu", "swiglu_clamped": "silu",
                                   "swiglu_limited": "silu", "swiglu_clipped": "silu",
                                   "swiglu_softcapped": "silu"}  # ffn name -> its activation
 for _name in ("gelu", "gelu_tanh", "relu", "relu2", "silu", "quick_gelu"):

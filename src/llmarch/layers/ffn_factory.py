@@ -5,14 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 from .ffn import dense_ffn
-from .moe import MoE, MoEBesideDense
+from .moe import EarlyRoutedMoE, MoE, MoEBesideDense
 
 
 def make_ffn(cfg, layer: int = 0) -> nn.Module | None:
     """Block `layer`'s FFN: dense, or a mixture of experts of the same kind where the config says (with
     moe_shortcut the mixture goes beside it: shortcut_moe)."""
     if cfg.is_moe_layer(layer) and not cfg.moe_shortcut:
-        return MoEBesideDense(cfg) if cfg.moe_beside_dense else MoE(cfg, layer)
+        if cfg.moe_beside_dense:
+            return MoEBesideDense(cfg)
+        return EarlyRoutedMoE(cfg, layer) if cfg.router_early else MoE(cfg, layer)
     return dense_ffn(cfg, cfg.ffn_hidden, learned_scale=cfg.ffn_learned_scale)
 
 

@@ -31,9 +31,10 @@ class Experts(nn.Module):
 
     residual_out = ("down",)  # the experts' stacked down projections
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, n_experts: int | None = None, hidden: int | None = None):
         super().__init__()
-        E, C, hidden = cfg.n_experts, cfg.d_model, cfg.expert_hidden
+        # n_experts, hidden: other than the routed experts' (the adjugate experts, moe_adjugate_group)
+        E, C, hidden = n_experts or cfg.n_experts, cfg.d_model, hidden or cfg.expert_hidden
         self.gated = cfg.ffn in GATED
         # the gated kind's (gate, up) -> hidden, as its dense FFN applies it (ffn.py), else the activation
         self.act = gate_function(cfg) if self.gated else ACTIVATIONS[FFN_ACTIVATION[cfg.ffn]]
@@ -193,6 +194,18 @@ def check_moe(cfg) -> None:
                              or cfg.is_moe_layer(cfg.n_layers - 1)):
         raise LlmarchError("moe_shortcut needs a sequential pre-norm decoder-only or encoder-only stack whose "
                            "mixture layers (moe_period >= 2) each have a next layer to add their output to")
+    if cfg.moe_adjugate_group < 0 or cfg.moe_adjugate_group and (
+            not cfg.n_experts or cfg.n_experts % cfg.moe_adjugate_group or cfg.moe_adjugate_hidden <= 0
+            or cfg.zero_experts or cfg.skip_experts or cfg.capacity_factor is not None
+            or cfg.expert_capacity is not None or cfg.expert_out_norm):
+        raise LlmarchError(f"moe_adjugate_group={cfg.moe_adjugate_group} needs n_experts > 0 a multiple of it, "
+                           "moe_adjugate_hidden > 0, and no zero or skip experts, capacity or expert_out_norm")
+    if cfg.router_early and (not cfg.n_experts or cfg.block != "sequential" or cfg.norm_placement != "pre"
+                             or cfg.moe_beside_dense or cfg.moe_shortcut or cfg.router_carry or cfg.router_hash_layers
+                             or cfg.altup_streams > 1 or cfg.hyper_connection != "none" or cfg.attn_residual_block):
+        raise LlmarchError("router_early (the router reads the block's input) needs n_experts > 0 in a sequential "
+                           "pre-norm block of one residual stream, without moe_beside_dense, moe_shortcut, "
+                           "router_carry or hash routing")
     if (cfg.router_shared_sink or cfg.router_learned_scale) and not cfg.n_experts:
         raise LlmarchError("router_shared_sink and router_learned_scale need a router: n_experts > 0")
     if cfg.router_shared_sink and not (
@@ -294,6 +307,10 @@ class MoE(nn.Module):
         self.reads_ctx = cfg.router_carry or hashed  # the block hands it the forward's context (carry, input_ids)
         self.skip = cfg.skip_experts > 0  # ZAYA1: the choices past the experts compute nothing
         self.experts = Experts(cfg)
+        # GroveMoE: an adjugate expert per group of moe_adjugate_group experts, run on the group's chosen experts
+        self.group = cfg.moe_adjugate_group
+        self.adjugate = Experts(cfg, cfg.n_experts // self.group, cfg.moe_adjugate_hidden) if self.group else None
+        self.adjugate_scale = cfg.moe_adjugate_scale
         self.shared = dense_ffn(cfg, cfg.shared_hidden) if cfg.n_shared_experts else None
         self.shared_width = cfg.expert_hidden  # one shared expert's hidden units (router_shared_sink weighs each)
         # Qwen2-MoE / Qwen3-Next: the shared experts' output scaled per token by sigmoid(x w), w (1, C)
@@ -308,8 +325,9 @@ class MoE(nn.Module):
         # analysis: the router logits (B, T, E) as seen, and the chosen experts (B, T, k), which a hook may replace
         self.hook_router_logits, self.hook_experts = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:  # (B, T, C)
-        y = self.routed(x, x, ctx)
+    def forward(self, x: torch.Tensor, ctx=None, route: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, C)
+        """The mixture on x, routed by x itself, or by `route` (EarlyRoutedMoE: the block's input)."""
+        y = self.routed(x if route is None else route, x, ctx)
         if self.shared is not None:
             sink = self.routing.shared  # router_shared_sink: each shared expert's hidden units times its weight
             shared = self.shared(x) if sink is None else \
@@ -340,7 +358,21 @@ class MoE(nn.Module):
             identity = x * weights.masked_fill(~zero, 0.0).sum(dim=-1, keepdim=True).to(x.dtype)
             experts, weights = experts.masked_fill(zero, self.router.n_experts), weights.masked_fill(zero, 0.0)
         y = self.experts(x.reshape(-1, C), weights.reshape(B * T, -1), experts.reshape(B * T, -1)).view(B, T, C)
+        if self.adjugate is not None:  # each choice also runs its group's adjugate expert, with the same weight
+            groups = (experts // self.group).reshape(B * T, -1)
+            adj = self.adjugate(x.reshape(-1, C), weights.reshape(B * T, -1), groups)
+            y = y + self.adjugate_scale * adj.view(B, T, C)
         return y if identity is None else y + identity
+
+
+class EarlyRoutedMoE(MoE):
+    """SmallThinker's mixture (router_early): the router reads the block's input r, before the attention sublayer and
+    its norm, the experts the FFN's normed input h: sum_k w_k(r) E_k(h). The block hands it r (`reads_block_input`)."""
+
+    reads_block_input = True
+
+    def forward(self, x: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:  # (B, T, C) each
+        return super().forward(x, route=block_input)
 
 
 class MoEBesideDense(MoE):

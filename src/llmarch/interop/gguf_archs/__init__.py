@@ -47,6 +47,7 @@ from . import embedders
 from . import deci
 from . import openelm
 from . import pangu_embedded
+from . import grok, grovemoe, plm, smallthinker
 from .arch import FULL, SLIDING, Arch, Meta, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
@@ -94,5 +95,9 @@ ARCHS.update(deci.ARCHS)
 ARCHS.update(openelm.ARCHS)
 ARCHS.update(pangu_embedded.ARCHS)
 ARCHS.update(rwkv6.ARCHS)
+ARCHS.update(smallthinker.ARCHS)
+ARCHS.update(plm.ARCHS)
+ARCHS.update(grok.ARCHS)
+ARCHS.update(grovemoe.ARCHS)
 
 __all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
