@@ -24,7 +24,7 @@ from ..layers.rwkv6 import FINAL_NORM_EPS, default_ranks
 from ..presets import rwkv6_layers
 from .hf import FAMILIES, Family
 from .mapping import Rule
-from .rwkv import paired_block_rules
+from .rwkv import paired_block_rules, rescale_every
 
 _W = ("weight", "bias")
 CHUNK = 16  # the chunked WKV's length: its decays take B H T L D floats (rwkv6-tiny's too)
@@ -93,6 +93,8 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     mixers = [cfg.layer_mixer(i) for i in range(cfg.n_layers)]
     if wrong is None and mixers != ["rwkv6", "rwkv_channel"] * (cfg.n_layers // 2):
         wrong = "blocks alternating mixers rwkv6 and rwkv_channel (an even n_layers)"
+    if wrong is None and _rescaled(cfg):  # read (gguf_archs/rwkv6.py), not written (from_config)
+        return None
     if wrong is None and any(cfg.for_layer(i).norm_eps != cfg.norm_eps for i in range(cfg.n_layers)):
         wrong = "one norm_eps in every block"
     if wrong is None and not _is_final(cfg.final_norm_eps or cfg.norm_eps):
@@ -100,7 +102,17 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     return wrong
 
 
+def _rescaled(cfg: ModelConfig) -> bool:
+    """Whether cfg's norms have the epsilons a GGUF file's rescale_every_n_layers n > 0 gives them (presets.rwkv_layers:
+    eps 4^(j // n) in layer j, 1e-5 4^(layers // n) in the output norm)."""
+    return bool(rescale_every(cfg))
+
+
 def from_config(cfg: ModelConfig) -> dict:
+    if _rescaled(cfg):
+        raise LlmarchError(f"rwkv6 with norm epsilons growing with depth (a GGUF file's rescale_every_n_layers "
+                           f"{rescale_every(cfg)}) cannot be written: the HF code rescales only in fp16 and bf16, "
+                           "and llmarch writes GGUF files unrescaled")
     out = dict(architectures=["Rwkv6ForCausalLM"], model_type="rwkv6", vocab_size=cfg.vocab_size,
                hidden_size=cfg.d_model, attention_hidden_size=cfg.d_model, head_size=cfg.head_dim,
                head_size_divisor=8, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers // 2,

@@ -47,7 +47,7 @@ from . import embedders
 from . import deci
 from . import openelm
 from . import pangu_embedded
-from .arch import FULL, SLIDING, Arch, Meta, field
+from .arch import FULL, SLIDING, Arch, Meta, by_layer, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
                           **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS,
@@ -95,4 +95,4 @@ ARCHS.update(openelm.ARCHS)
 ARCHS.update(pangu_embedded.ARCHS)
 ARCHS.update(rwkv6.ARCHS)
 
-__all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
+__all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "by_layer", "field"]
