@@ -88,6 +88,7 @@ def test_cached_decoding_and_what_is_not_written(rescaled, tmp_path):
         to_gguf(read, tmp_path / "x.gguf", "f32", ByteTokenizer())
     with pytest.raises(llmarch.LlmarchError, match="rescale_every_n_layers 3\\) cannot be written"):
         llmarch.to_hf(read, tmp_path / "hf")
+    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "hf").exists()  # refused before writing
 
 
 def test_the_released_files_every_6_layers(rescaled):
