@@ -185,11 +185,6 @@ def test_refusals(rwkv6, tmp_path):
     with pytest.raises(llmarch.LlmarchError, match="alternating"):
         llmarch.to_hf(llmarch.build("rwkv6-tiny", **{**SHAPE, "layer_types": ["time_mix"] * 2 + ["channel_mix"] * 2}),
                       tmp_path / "order")
-    # the file again with the converter's rescaling of the released models (their later layers' weights divided)
-    rewrite(rwkv6[1], tmp_path / "rescaled.gguf", "rwkv6",
-            keys=lambda k, v: 6 if k == "rwkv6.rescale_every_n_layers" else v)
-    with pytest.raises(llmarch.LlmarchError, match="rescale_every_n_layers 6 is not supported"):
-        llmarch.from_gguf(tmp_path / "rescaled.gguf")
     rewrite(rwkv6[1], tmp_path / "eps.gguf", "rwkv6",
             keys=lambda k, v: 1e-6 if k == "rwkv6.attention.layer_norm_epsilon" else v)
     with pytest.raises(llmarch.LlmarchError, match="layer_norm_epsilon 9.99.*e-07 is not supported"):

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LlmarchError, first_and_count
-from .gguf_archs import ARCHS, Meta, field
+from .gguf_archs import ARCHS, Meta, by_layer, field
 from . import gguf_blocks
 from .gguf_file import GGUFFile, GGUFFormatError
 from .gguf_rope import llama3_from_factors
@@ -200,8 +200,8 @@ class GGUFTensors:
         pattern = ARCHS[arch].qkv_per_head
         self.per_head = {hf for hf in self.to_gguf if pattern and re.search(pattern, hf)}
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
-        self.transforms = {hf: (to, back) for hf in self.names() for pattern, to, back in ARCHS[arch].tensors
-                           if re.search(pattern, hf)}
+        self.transforms = {hf: (by_layer(to, m), by_layer(back, m)) for hf in self.names()
+                           for pattern, to, back in ARCHS[arch].tensors if (m := re.search(pattern, hf))}
         self.stacked = {}  # the last two stacked expert tensors dequantized: a rule reads gate, up, gate, up ...
 
     def _stored_split(self, name_map, hf: str, split: tuple, names: tuple):

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import LlmarchError
 from .gguf import ARCHS, EXPERT_ROWS, gguf_name_of, grouped_qkv, open_gguf
-from .gguf_archs import FULL
+from .gguf_archs import FULL, by_layer
 from .gguf_kernels import KEPT_FLOAT
 from .gguf_kquants import QK_K, quantize_q4_k, quantize_q6_k
 from .gguf_rope import llama3_tensor
@@ -278,8 +278,8 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
         if arch.qkv_per_head and re.search(arch.qkv_per_head, name):
             t = grouped_qkv(t, cfg.n_heads, cfg.n_kv_heads, to_gguf=True)
         for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
-            if re.search(pattern, name):
-                t = to(t.float(), hf)
+            if m := re.search(pattern, name):
+                t = by_layer(to, m)(t.float(), hf)
         for name, t in _split(name, t, arch, hf):
             gguf_name = gguf_name_of(names, name, arch.renamed, arch.stripped)
             if gguf_name is None:  # before the header: nothing is written yet

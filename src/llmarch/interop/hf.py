@@ -313,6 +313,7 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
     if unmapped:
         raise LlmarchError(f"model_type {cfg.hf_model_type} has no Hugging Face name for {first_and_count(unmapped)}")
     tok = _tokenizer_of(tokenizer_from)  # a damaged one fails before anything is written
+    hf_cfg = family.from_config(cfg)  # so does a config the family refuses to write (a rescaled RWKV-6's)
     tensors = export_state(ours, rules, cfg)
     beside = {name: tensors.pop(name) for name in [n for n in tensors if "/" in n]}  # sentence-transformers' Dense
     path = Path(path)
@@ -337,7 +338,6 @@ def to_hf(model: TransformerLM, path: str | Path, tokenizer_from: str | Path | N
             weight_map.update({name: fname for name in shard})
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         (path / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    hf_cfg = family.from_config(cfg)
     if cfg.head == "embed":  # an encoder alone (T5EncoderModel): no labels; its pooling as sentence-transformers'
         hf_cfg.update(architectures=[family.heads[cfg.head][0]])
         if cfg.pooling != "none":

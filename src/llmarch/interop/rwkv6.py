@@ -13,7 +13,9 @@ head_size), ln_x); the channel mix's time_maa_k and time_maa_r are 1 - RWKV-4's 
 HF code's (32 and 64, or 64 and 128 at hidden_size 4096), or `lora_rank_tokenshift` and `lora_rank_decay` where given
 (the converter's names for QRWKV6), written where they differ. head_size_divisor other than 8 (the group norm's eps
 1e-5 x 8^2) and attention_hidden_size other than hidden_size are refused. `rescale_every`: the HF code halves the
-stream only in fp16 and bf16, so it is read as nothing and written 0."""
+stream only in fp16 and bf16, so it is read as nothing and written 0. A model read from a GGUF file with
+rescale_every_n_layers n > 0 (gguf_archs/rwkv6.py) has norm epsilons growing by 4^(j // n) (interop/rwkv.py's
+rescale_every finds n), which this layout cannot hold: it is read, and refused when written."""
 from __future__ import annotations
 
 import math
@@ -24,7 +26,7 @@ from ..layers.rwkv6 import FINAL_NORM_EPS, default_ranks
 from ..presets import rwkv6_layers
 from .hf import FAMILIES, Family
 from .mapping import Rule
-from .rwkv import paired_block_rules
+from .rwkv import paired_block_rules, rescale_every
 
 _W = ("weight", "bias")
 CHUNK = 16  # the chunked WKV's length: its decays take B H T L D floats (rwkv6-tiny's too)
@@ -93,6 +95,8 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
     mixers = [cfg.layer_mixer(i) for i in range(cfg.n_layers)]
     if wrong is None and mixers != ["rwkv6", "rwkv_channel"] * (cfg.n_layers // 2):
         wrong = "blocks alternating mixers rwkv6 and rwkv_channel (an even n_layers)"
+    if wrong is None and rescale_every(cfg):  # a rescaled GGUF file's (gguf_archs/rwkv6.py): read, not written
+        return None
     if wrong is None and any(cfg.for_layer(i).norm_eps != cfg.norm_eps for i in range(cfg.n_layers)):
         wrong = "one norm_eps in every block"
     if wrong is None and not _is_final(cfg.final_norm_eps or cfg.norm_eps):
@@ -101,6 +105,10 @@ def _unexpressible(cfg: ModelConfig) -> str | None:
 
 
 def from_config(cfg: ModelConfig) -> dict:
+    if every := rescale_every(cfg):  # eps 4^(j // n) in layer j, 1e-5 4^(layers // n) in the output norm
+        raise LlmarchError(f"rwkv6 with norm epsilons growing with depth (a GGUF file's rescale_every_n_layers "
+                           f"{every}) cannot be written: the HF code rescales only in fp16 and bf16, and llmarch "
+                           "writes GGUF files unrescaled")
     out = dict(architectures=["Rwkv6ForCausalLM"], model_type="rwkv6", vocab_size=cfg.vocab_size,
                hidden_size=cfg.d_model, attention_hidden_size=cfg.d_model, head_size=cfg.head_dim,
                head_size_divisor=8, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers // 2,

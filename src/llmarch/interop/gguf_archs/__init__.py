@@ -48,7 +48,7 @@ from . import deci
 from . import openelm
 from . import pangu_embedded
 from . import grok, grovemoe, plm, smallthinker
-from .arch import FULL, SLIDING, Arch, Meta, field
+from .arch import FULL, SLIDING, Arch, Meta, by_layer, field
 
 ARCHS: dict[str, Arch] = {**llama.ARCHS, **gemma.ARCHS, **layer_norm.ARCHS, **mamba.ARCHS, **phi3.ARCHS,
                           **qwen3_next.ARCHS, **deepseek.ARCHS, **gpt_oss.ARCHS, **bert.ARCHS, **t5.ARCHS,
@@ -100,4 +100,4 @@ ARCHS.update(plm.ARCHS)
 ARCHS.update(grok.ARCHS)
 ARCHS.update(grovemoe.ARCHS)
 
-__all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "field"]
+__all__ = ["ARCHS", "Arch", "FULL", "Meta", "SLIDING", "by_layer", "field"]

@@ -1,6 +1,7 @@
 """What one GGUF architecture is to llmarch (`Arch`), and the file's metadata as its functions read it (`Meta`)."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field as dataclass_field
 from typing import Callable
@@ -68,6 +69,13 @@ class Meta:
         return [float(x) for x in gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)]
 
 
+def by_layer(fn, match: re.Match):
+    """An Arch.tensors function for the name `match` matched: given the layer index where the regex has a group
+    `layer`."""
+    layer = match.groupdict().get("layer")
+    return fn if layer is None else functools.partial(fn, layer=int(layer))
+
+
 def _same(hf: dict, meta: Meta) -> dict:
     return hf
 
@@ -112,7 +120,8 @@ class Arch:
     qkv_per_head: str | None = None
     # (regex on Hugging Face names, the converter's transform (tensor, config.json), its inverse (tensor,
     # config.json)): values, shapes and row orders stored otherwise
-    # (Gemma's norms as 1 + g, GPT-2's Conv1D weights transposed, Mamba's A as -exp(A_log) ...)
+    # (Gemma's norms as 1 + g, GPT-2's Conv1D weights transposed, Mamba's A as -exp(A_log) ...); a regex with a
+    # group `layer` gives both the layer index third (RWKV-6's output weights divided by 2^(layer // n): by_layer)
     tensors: tuple = ()
     # Hugging Face name endings the converter renames before the name map (Mamba-2's dt_bias as dt_proj.bias)
     renamed: tuple[tuple[str, str], ...] = ()

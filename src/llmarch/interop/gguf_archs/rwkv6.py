@@ -5,9 +5,14 @@ takes it too, where the HF layout's ln_out has 1e-5: another is refused), two to
 default token_shift_count). The converter transposes time_maa_w1 and the decay LoRA, stores time_maa_w2 as (5, d, R),
 the (1, 1, d) lerps and decay as vectors, and the five lerps w k v r g as one time_mix_lerp_fused (5, 1, 1, d);
 llama.cpp's older unfused time_mix_lerp_w ... g read too; the HF names without `.weight` get it.
-`rescale_every_n_layers` is written 0; a file with another (the converter's of the released models: its layers' output
-weights divided by powers of 2, which llmarch would have to undo per layer, and the norms' epsilons with them) is
-refused.
+`rescale_every_n_layers` n (6 in the released models' files): the converter divides layer j's time_mix_output and
+channel_mix_value by 2^(j // n), and llama.cpp halves the residual stream after every n-th layer (an fp16 range guard
+of the RWKV code). The two cancel in floating point (powers of 2) except in the LayerNorms, where layer j sees the
+stream 2^-(j // n) times smaller: LN(x / s; eps) = LN(x; eps s^2). llmarch reads such a file as RWKV-4's family reads
+rescale_every (presets.rwkv_layers): the two weights multiplied back, layer j's norms with eps 4^(j // n) (layer
+types time_mix_k, channel_mix_k) and the output norm with eps 4^(layers // n), what llama.cpp computes. The HF layout
+cannot hold those epsilons (its code rescales only in fp16 and bf16), so such a model is written neither to_hf nor
+to_gguf; llmarch writes `rescale_every_n_layers` 0.
 
 QRWKV6 (GGUF `rwkv6qwen2`, RWKV6Qwen2Model): the same time mixing keys and tensors under Qwen2's `self_attn.` names,
 `attention.head_count_kv` (the keys' and values' heads), RMSNorm's epsilon, one token shift a layer; the converter
@@ -21,6 +26,7 @@ import torch
 
 from ...errors import LlmarchError
 from ...layers.rwkv6 import FINAL_NORM_EPS, default_ranks
+from ...presets import rwkv_layers
 from .arch import Arch, Meta
 
 _NO_SUFFIX = ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g", "time_maa_w1",
@@ -29,15 +35,33 @@ _NO_SUFFIX = ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_
 
 def _rwkv6(hf: dict, meta: Meta) -> dict:
     get = meta.get
-    if every := get("rescale_every_n_layers", 0):
-        raise LlmarchError(f"{meta.path}: rwkv6 rescale_every_n_layers {every} is not supported (0 only)")
     if get("token_shift_count", 2) != 2:
         raise LlmarchError(f"{meta.path}: rwkv6 token_shift_count {get('token_shift_count')} is not supported (2)")
     if not math.isclose(eps := get("attention.layer_norm_epsilon"), FINAL_NORM_EPS, rel_tol=1e-6):
         raise LlmarchError(f"{meta.path}: rwkv6 layer_norm_epsilon {eps} is not supported (1e-5: llama.cpp's output "
                            "norm takes it, the HF layout's ln_out has 1e-5)")
+    # rescale_every: not the HF code's (which the family reads as nothing) but the converter's division, undone per
+    # layer (_rescaled)
     return {**hf, "head_size": get("wkv.head_size"), "layer_norm_epsilon": get("attention.layer_norm_epsilon"),
-            "lora_rank_tokenshift": get("time_mix_extra_dim"), "lora_rank_decay": get("time_decay_extra_dim")}
+            "lora_rank_tokenshift": get("time_mix_extra_dim"), "lora_rank_decay": get("time_decay_extra_dim"),
+            "rescale_every": get("rescale_every_n_layers", 0)}
+
+
+def _rwkv6_in(meta: Meta) -> dict:
+    """A rescaled file's norm epsilons, as llama.cpp's halved stream meets them (presets.rwkv_layers)."""
+    every = meta.get("rescale_every_n_layers", 0)
+    return rwkv_layers(meta.get("block_count"), meta.get("attention.layer_norm_epsilon"), every) if every else {}
+
+
+def _rescaled(t, hf: dict, layer: int):
+    """Layer `layer`'s time_mix_output or channel_mix_value as the converter stores it: divided by 2^(layer // n)."""
+    every = hf.get("rescale_every", 0)
+    return t / 2 ** (layer // every) if every else t
+
+
+def _unscaled(t, hf: dict, layer: int):
+    every = hf.get("rescale_every", 0)
+    return t * 2 ** (layer // every) if every else t
 
 
 def _rwkv6_common(hf: dict) -> dict:
@@ -67,6 +91,7 @@ _TENSORS = (
     (r"\.attention\.(time_maa_w1|time_decay_w1|time_decay_w2)$", lambda t, hf: t.t(), lambda t, hf: t.t()),
     (r"\.attention\.time_maa_w2$", lambda t, hf: t.permute(0, 2, 1), lambda t, hf: t.permute(0, 2, 1)),
     (r"\.(attention\.time_maa_[xwkvrg]|attention\.time_decay|feed_forward\.time_maa_[kr])$", _flat, _row),
+    (r"^rwkv\.blocks\.(?P<layer>\d+)\.(attention\.output|feed_forward\.value)\.weight$", _rescaled, _unscaled),
 )
 _RENAMED = tuple((f"attention.{p}", f"attention.{p}.weight") for p in _NO_SUFFIX) + \
     tuple((f"feed_forward.{p}", f"feed_forward.{p}.weight") for p in ("time_maa_k", "time_maa_r"))
@@ -120,8 +145,8 @@ _QWEN2_RENAMED = tuple((f"self_attn.{p}", f"self_attn.{p}.weight") for p in _NO_
 # the five lerps as rows of time_mix_lerp_fused (5, 1, 1, d), in the ddlerp's order (the converter's fusion)
 _FUSED = ((r"\.attention\.time_maa_(?P<row>[wkvrg])$", ".attention.time_maa_fused", "wkvrg"),)
 ARCHS = {
-    "rwkv6": Arch("rwkv6", fields=_rwkv6, common=_rwkv6_common, write=_rwkv6_out, rope=False, layer_norm=True,
-                  head_copy=True, tensors=_TENSORS, renamed=_RENAMED, indexed=_FUSED,
+    "rwkv6": Arch("rwkv6", fields=_rwkv6, model_in=_rwkv6_in, common=_rwkv6_common, write=_rwkv6_out, rope=False,
+                  layer_norm=True, head_copy=True, tensors=_TENSORS, renamed=_RENAMED, indexed=_FUSED,
                   own_names=(("attention.time_maa_fused", "time_mix_lerp_fused.weight"),)),
     "rwkv6qwen2": Arch("rwkv6qwen2", fields=_rwkv6qwen2, common=_rwkv6qwen2_common, write=_rwkv6qwen2_out,
                        rope=False, head_copy=True, tensors=_QWEN2_TENSORS, renamed=_QWEN2_RENAMED,
