@@ -12,7 +12,7 @@ from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear", "linear_norm")
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pool_norm_linear")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class VisionConfig:
     projector: str = "mlp"
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
+    # the patch grid average-pooled to this many features (a square, whose side divides the grid's) before the
+    # projector (Gemma 3's mm_tokens_per_image); None: a feature per position
+    pool_tokens: int | None = None
     # the tower and projector held for the round trip and never run, pixel_values refused: GIT's image encoder,
     # whose features go before the text tokens (Wang et al. 2022, §2.1), not at image-token positions
     held: bool = False
@@ -57,8 +60,9 @@ class VisionConfig:
 
     @property
     def tokens_per_image(self) -> int:
-        """Image-token positions one image fills: a feature per position of the tower, less a dropped first one."""
-        return self.n_positions - self.drop_first
+        """Image-token positions one image fills: a feature per position of the tower, less a dropped first one, or
+        pool_tokens."""
+        return self.pool_tokens or self.n_positions - self.drop_first
 
     @property
     def feature_width(self) -> int:
@@ -92,6 +96,13 @@ def vision_config(data: dict) -> VisionConfig:
                            f"[{-v.n_layers - 1}, {v.n_layers}] (or None: the tower's output)")
     if v.drop_first and layers is None:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
+    side, grid = round((v.pool_tokens or 0) ** 0.5), v.image_size // v.patch_size
+    if v.pool_tokens is not None and (not isinstance(v.pool_tokens, int) or side < 1 or side * side != v.pool_tokens
+                                      or grid % side or v.class_token or layers is not None):
+        raise LlmarchError(f"vision pool_tokens {v.pool_tokens!r} must be a square whose side divides the patch grid's "
+                           f"{grid}, over a tower's output without a class token")
+    if (v.projector == "pool_norm_linear") != (v.pool_tokens is not None):
+        raise LlmarchError("vision pool_tokens goes with the pool_norm_linear projector, which pools")
     if not isinstance(v.held, bool):
         raise LlmarchError(f"vision held must be true or false, got {v.held!r}")
     if v.image_token_id is None and not v.held:
