@@ -97,3 +97,26 @@ def paligemma(v, tok, prompt: str, n: int) -> list[int]:
     end = prompt.rfind(token) + len(token)
     text = (prompt[:end] + _bos_text(tok) + prompt[end:] + "\n").replace(token, token * v.tokens_per_image)
     return [i for i, _ in tok.encode_offsets(text)]
+
+
+def _named_token(tok, key: str) -> str:
+    """tokenizer_config.json's `key` token (Gemma 3's boi_token, eoi_token), at its top level or among
+    extra_special_tokens."""
+    config = json.loads(getattr(tok, "side_files", {}).get("tokenizer_config.json", b"{}"))
+    extra = config.get("extra_special_tokens")
+    text = config.get(key) or (extra.get(key) if isinstance(extra, dict) else None)
+    text = text.get("content") if isinstance(text, dict) else text
+    if not text:
+        raise LlmarchError(f"the tokenizer names no {key} (tokenizer_config.json), which the image prompt needs")
+    return text
+
+
+@PROMPTS.register("gemma3")
+def gemma3(v, tok, prompt: str, n: int) -> list[int]:
+    """Gemma3Processor: each <start_of_image> (the tokenizer's boi_token) in the text becomes "\\n\\n", itself, the
+    image token tokens_per_image times, <end_of_image> (eoi_token) and "\\n\\n"; then the text is tokenized as usual
+    (BOS first). A prompt without them gets them at its start, one per image."""
+    boi, eoi = _named_token(tok, "boi_token"), _named_token(tok, "eoi_token")
+    if not _count(prompt, boi, n):
+        prompt = boi * n + prompt
+    return tok.encode(prompt.replace(boi, f"\n\n{boi}{_image_token(v, tok) * v.tokens_per_image}{eoi}\n\n"))
