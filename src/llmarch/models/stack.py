@@ -237,8 +237,9 @@ class Stack(StackInputs, nn.Module):
                     prefix_mask = nn.functional.pad(prefix_mask.bool(), (P, 0), value=True)
         if prefix_mask is None and cfg.prefix_bidirectional and T > 1:  # CPM-Ant: a call's tokens see each other
             prefix_mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
-        blocks = None
-        if cfg.bidirectional_token is not None and T > 1 and input_ids is not None:
+        blocks = None  # a call without the token keeps the causal kernels and the sliding layers' blockwise engine
+        if cfg.bidirectional_token is not None and T > 1 and input_ids is not None \
+                and bool((input_ids == cfg.bidirectional_token).any()):
             blocks = token_blocks(input_ids, cfg.bidirectional_token)
         key_len = kv_len or self.cache_len or T
         # slots past the mask are future tokens: real, hidden by causality
