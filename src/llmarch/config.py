@@ -1054,10 +1054,9 @@ class ModelConfig:
         check_vision(self)
         if self.prefix_lm and (not self.causal or self.is_encoder_decoder):
             raise LlmarchError("prefix_lm makes a causal decoder's prompt bidirectional; this config is not one")
-        kinds = [{"mixer": self.mixer, "attention": self.attention, **o}
-                 for o in [{}, *(self.layer_overrides or {}).values()]]
         if self.bidirectional_token is not None and (not self.causal or self.is_encoder_decoder or not all(
-                k["mixer"] == "attention" and k["attention"] in ("full", "sliding_window") for k in kinds)):
+                k.get("mixer", self.mixer) == "attention" and k.get("attention", self.attention) in (
+                    "full", "sliding_window") for k in [{}, *(self.layer_overrides or {}).values()])):
             raise LlmarchError("bidirectional_token needs a causal decoder whose layers all attend by 'full' or "
                                "'sliding_window' attention")
         if self.norm_gate_rank < 0 or (self.norm_gate_rank and (

@@ -96,9 +96,9 @@ def vision_config(data: dict) -> VisionConfig:
                            f"[{-v.n_layers - 1}, {v.n_layers}] (or None: the tower's output)")
     if v.drop_first and layers is None:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
-    side, grid = round((v.pool_tokens or 0) ** 0.5), v.image_size // v.patch_size
-    if v.pool_tokens is not None and (not isinstance(v.pool_tokens, int) or side < 1 or side * side != v.pool_tokens
-                                      or grid % side or v.class_token or layers is not None):
+    grid, pool = v.image_size // v.patch_size, v.pool_tokens
+    side = round(pool ** 0.5) if isinstance(pool, int) and pool > 0 else 0
+    if pool is not None and (not side or side * side != pool or grid % side or v.class_token or layers is not None):
         raise LlmarchError(f"vision pool_tokens {v.pool_tokens!r} must be a square whose side divides the patch grid's "
                            f"{grid}, over a tower's output without a class token")
     if (v.projector == "pool_norm_linear") != (v.pool_tokens is not None):
