@@ -1054,11 +1054,13 @@ class ModelConfig:
         check_vision(self)
         if self.prefix_lm and (not self.causal or self.is_encoder_decoder):
             raise LlmarchError("prefix_lm makes a causal decoder's prompt bidirectional; this config is not one")
-        if self.bidirectional_token is not None and (not self.causal or self.is_encoder_decoder or not all(
-                k.get("mixer", self.mixer) == "attention" and k.get("attention", self.attention) in (
-                    "full", "sliding_window") for k in [{}, *(self.layer_overrides or {}).values()])):
-            raise LlmarchError("bidirectional_token needs a causal decoder whose layers all attend by 'full' or "
-                               "'sliding_window' attention")
+        if self.bidirectional_token is not None:
+            kinds = {(o.get("mixer", self.mixer), o.get("attention", self.attention))
+                     for o in [{}, *(self.layer_overrides or {}).values()]}
+            if not self.causal or self.is_encoder_decoder or self.task_prompt or not kinds <= {
+                    ("attention", "full"), ("attention", "sliding_window")}:
+                raise LlmarchError("bidirectional_token needs a causal decoder without prompt tokens (task_prompt) "
+                                   "whose layers all attend by 'full' or 'sliding_window' attention")
         if self.norm_gate_rank < 0 or (self.norm_gate_rank and (
                 self.block != "sequential" or self.norm_placement != "pre" or self.hyper_connection != "none"
                 or self.laurel_rank or self.altup_streams > 1 or not self.first_mixer_norm)):
