@@ -1,12 +1,13 @@
 """Sliding-window attention (Longformer's local attention, Beltagy et al. 2020; Mistral 7B): query i sees
 keys j with |i - j| < w (causal: j in (i - w, i]). A decoded token reads only the window's slots of the
 cache, so its cost is bounded by w, not by the context; decoding that only moves forward keeps just those w
-slots (bounded_state: a ring, ring_cache.py)."""
+slots (bounded_state: a ring, ring_cache.py). A call with bidirectional blocks (config bidirectional_token: Gemma
+3's images, token_blocks.py) attends through a dense mask of its queries' rows."""
 from __future__ import annotations
 
-from ...errors import LlmarchError
 import torch
 
+from ...errors import LlmarchError
 from ..ring_cache import RingKVCache
 from ..sparse_attention import SlidingWindow
 from ..token_blocks import same_block
