@@ -933,6 +933,9 @@ class ModelConfig:
     # itself when generating; what follows is causal. A forward gives its prefix as prefix_mask (none given: causal;
     # with prefix_bidirectional, CPM-Ant's, the whole call)
     prefix_lm: bool = False
+    # the token whose runs in one call each attend to themselves both ways, the rest causal (Gemma 3's image tokens:
+    # transformers' token_type_ids blocks, on full and sliding layers alike); None: none
+    bidirectional_token: int | None = None
 
     def __post_init__(self) -> None:
         # Remember which fields were derived, so replace(n_heads=...) derives them again.
@@ -1071,6 +1074,13 @@ class ModelConfig:
         check_vision(self)
         if self.prefix_lm and (not self.causal or self.is_encoder_decoder):
             raise LlmarchError("prefix_lm makes a causal decoder's prompt bidirectional; this config is not one")
+        if self.bidirectional_token is not None:
+            kinds = {(o.get("mixer", self.mixer), o.get("attention", self.attention))
+                     for o in [{}, *(self.layer_overrides or {}).values()]}
+            if not self.causal or self.is_encoder_decoder or self.task_prompt or not kinds <= {
+                    ("attention", "full"), ("attention", "sliding_window")}:
+                raise LlmarchError("bidirectional_token needs a causal decoder without prompt tokens (task_prompt) "
+                                   "whose layers all attend by 'full' or 'sliding_window' attention")
         if self.norm_gate_rank < 0 or (self.norm_gate_rank and (
                 self.block != "sequential" or self.norm_placement != "pre" or self.hyper_connection != "none"
                 or self.laurel_rank or self.altup_streams > 1 or not self.first_mixer_norm)):

@@ -59,15 +59,11 @@ def build_hf(case, path):
     return hf
 
 
-def exported_class(case):
-    return "Gemma3ForCausalLM" if case == "gemma3" else CASES[case][1]
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_logits_generation_and_round_trip(case, tmp_path):
     hf = build_hf(case, tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    assert_matches_transformers(hf, ours, exported_class(case), tmp_path)
+    assert_matches_transformers(hf, ours, CASES[case][1], tmp_path)
 
 
 @pytest.mark.parametrize("case", ["gemma2", "gemma3_text"])
@@ -122,6 +118,7 @@ def test_multimodal_names_and_published_config(tmp_path):
                 rope_scaling={"rope_type": "linear", "factor": 8.0}, sliding_window_pattern=3)
     (tmp_path / "pub" / "config.json").write_text(json.dumps(
         {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "text_config": text,
+         "mm_tokens_per_image": 4,
          "vision_config": dict(VISION, model_type="siglip_vision_model")}))
     ours = from_hf(tmp_path / "pub")
     assert ours.config.layer_types == GEMMA3_TEXT["layer_types"]

@@ -12,7 +12,7 @@ transformers' Gemma 3 attention does not apply attn_logit_softcapping, and Gemma
 not apply final_logit_softcapping (both null in the published configs): we read the configs as it does.
 `gemma3` checkpoints (Gemma3ForConditionalGeneration, the 4B-27B models): the config is text_config, the text
 model's weights lie under model.language_model. (as transformers 5 saves them) or language_model.model. (as
-published); the vision tower and projector are not read. Such a model is written back as gemma3_text.
+published); gemma3_vision.py reads them with their SigLIP tower and projector.
 use_bidirectional_attention (EmbeddingGemma, Vera et al. 2025: a gemma3_text Gemma3TextModel, read as head embed
 with the sentence-transformers modules beside it, sentence_transformers.py): causal False, and each sliding layer
 sees sliding_window // 2 keys on either side (transformers' Gemma3TextConfig and mask; llama.cpp's symmetric
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from ..config import LAYER_FIELDS, ModelConfig
 from .gemma2 import FULL, RULES as GEMMA2_RULES, SLIDING, gemma_like_config, gemma_like_hf
-from . import multimodal
 from .hf import FAMILIES, Family
 from .llama import IGNORE, rope_fields, rope_parameters
 from .mapping import Rule
@@ -82,4 +81,3 @@ def multimodal_config(hf: dict) -> ModelConfig:
 
 FAMILIES.register("gemma3_text")(Family(RULES, text_config, from_config, IGNORE,
                                         heads={"embed": ("Gemma3TextModel", [])}, base_prefix="model."))
-multimodal.register("gemma3", FAMILIES["gemma3_text"], multimodal_config, "gemma3_text", VISION)

@@ -77,6 +77,9 @@ class AttentionContext:
     # (B, T) this call's segment ids (token_type_ids), which XLNet's segment term (attention_kinds/xl_relative.py) and
     # Funnel's attention (funnel_attention.py) score
     token_type_ids: torch.Tensor | None = None
+    # (B, T) this call's bidirectional blocks (token_blocks.py: config bidirectional_token), which ctx.mask holds
+    # for full attention and the sliding window's own mask reads; None: none
+    blocks: torch.Tensor | None = None
     # Funnel's positions, token types and masks of the queries and keys, and the unpooled stream a pooled layer's keys
     # read (funnel_attention.PoolingView), set by recurrence 'funnel' per block
     pooling: object = None

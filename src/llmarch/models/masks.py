@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..layers.token_blocks import same_block
+
 
 def position_ids(input_pos: torch.Tensor, batch: int, pad_mask: torch.Tensor | None) -> torch.Tensor:
     """(B, T) positions of this call's tokens. With left padding a row's first real token is position 0; the
@@ -21,11 +23,12 @@ def position_ids(input_pos: torch.Tensor, batch: int, pad_mask: torch.Tensor | N
 
 
 def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | None,
-                prefix: torch.Tensor | None = None) -> torch.Tensor:
+                prefix: torch.Tensor | None = None, blocks: torch.Tensor | None = None) -> torch.Tensor:
     """bool (B|1, 1, T, S): query at slot p may attend to key slots <= p that are not padding (sliding windows
     and other patterns: layers/sparse_attention.py). A padded query still sees itself, so no row is fully
     masked (a softmax over nothing is NaN). prefix (B, T): this call's tokens of a prefix-LM's prefix, which also
-    see each other's later slots (PaliGemma; transformers' blockwise overlay: causal or same block, then padding)."""
+    see each other's later slots (PaliGemma; transformers' blockwise overlay: causal or same block, then padding);
+    blocks (B, T): token_blocks', each block's tokens seeing each other's (Gemma 3's images) in the same way."""
     keys = torch.arange(key_len, device=input_pos.device)
     mask = (input_pos[:, None] >= keys[None, :])[None]  # (1, T, S)
     if prefix is not None:
@@ -33,6 +36,8 @@ def causal_mask(input_pos: torch.Tensor, key_len: int, pad_mask: torch.Tensor | 
         at_keys = torch.zeros(prefix.shape[0], key_len, dtype=torch.bool, device=prefix.device)
         at_keys[:, input_pos] = prefix
         mask = mask | (prefix[:, :, None] & at_keys[:, None, :])  # (B, T, S)
+    if blocks is not None:
+        mask = mask | same_block(blocks, input_pos, key_len)  # (B, T, S)
     if pad_mask is not None:
         mask = mask & pad_mask[:, None, :].bool()  # (B, T, S)
         mask = mask | (input_pos[:, None] == keys[None, :])

@@ -26,6 +26,7 @@ from ..layers.mixer import MIXERS
 from ..layers.per_layer_inputs import PerLayerInputs
 from ..layers.recurrence import RECURRENCES
 from ..layers.shared_block import SharedBlock
+from ..layers.token_blocks import token_blocks
 from .inputs import StackInputs
 from .masks import causal_mask, document_mask, document_positions, position_ids
 
@@ -236,6 +237,10 @@ class Stack(StackInputs, nn.Module):
                     prefix_mask = nn.functional.pad(prefix_mask.bool(), (P, 0), value=True)
         if prefix_mask is None and cfg.prefix_bidirectional and T > 1:  # CPM-Ant: a call's tokens see each other
             prefix_mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        blocks = None  # a call without the token keeps the causal kernels and the sliding layers' blockwise engine
+        if cfg.bidirectional_token is not None and T > 1 and input_ids is not None \
+                and bool((input_ids == cfg.bidirectional_token).any()):
+            blocks = token_blocks(input_ids, cfg.bidirectional_token)
         key_len = kv_len or self.cache_len or T
         # slots past the mask are future tokens: real, hidden by causality
         pad_mask = _key_slots(attention_mask, key_len, True)
@@ -248,14 +253,14 @@ class Stack(StackInputs, nn.Module):
         # Without padding, a lone query over exactly the filled slots, or T queries over T keys, needs no mask
         # (unless a position bias enters the scores). Other attention kinds build their own from pad_mask.
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
-        plain = (plain and prefix_mask is None) or not self._uses_mask
+        plain = (plain and prefix_mask is None and blocks is None) or not self._uses_mask
         if cfg.causal:
-            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, prefix_mask)
+            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, prefix_mask, blocks)
         else:  # bidirectional: every real token sees every real token
             mask = None if pad_mask is None else pad_mask[:, None, None, :]
         if bias is not None:  # the bias, with -inf where attention is barred
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
-        causal = cfg.causal and T > 1 and prefix_mask is None
+        causal = cfg.causal and T > 1 and prefix_mask is None and blocks is None
         ctx = AttentionContext(mask=mask, causal=causal, rope=positions.rotary(pos if rope_pos is None else rope_pos),
                                input_pos=input_pos,
                                positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
@@ -264,7 +269,7 @@ class Stack(StackInputs, nn.Module):
                                shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
-                               input_ids=input_ids, token_type_ids=token_type_ids)
+                               input_ids=input_ids, token_type_ids=token_type_ids, blocks=blocks)
         return self._layers(x, ctx, pos, token_type_ids, last_only, input_ids, task_type_ids, lang_ids, prompt,
                             bbox, deepstack)
 

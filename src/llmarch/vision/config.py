@@ -12,7 +12,7 @@ from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle")
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class VisionConfig:
     shuffle_factor: int = 1  # pixel_shuffle's: each shuffle_factor x shuffle_factor block of patches one feature
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
+    # the patch grid average-pooled to this many features (a square, whose side divides the grid's) before the
+    # projector (Gemma 3's mm_tokens_per_image); None: a feature per position
+    pool_tokens: int | None = None
     # the tower and projector held for the round trip and never run, pixel_values refused: GIT's image encoder,
     # whose features go before the text tokens (Wang et al. 2022, §2.1), not at image-token positions
     held: bool = False
@@ -64,8 +67,8 @@ class VisionConfig:
     @property
     def tokens_per_image(self) -> int:
         """Image-token positions one image fills: a feature per position of the tower, less a dropped first one,
-        or per shuffle_factor x shuffle_factor block of them (pixel_shuffle)."""
-        return (self.n_positions - self.drop_first) // self.shuffle_factor ** 2
+        or per shuffle_factor x shuffle_factor block of them (pixel_shuffle), or pool_tokens."""
+        return self.pool_tokens or (self.n_positions - self.drop_first) // self.shuffle_factor ** 2
 
     @property
     def feature_width(self) -> int:
@@ -120,6 +123,14 @@ def vision_config(data: dict) -> VisionConfig:
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")
+    grid, pool = v.image_size // v.patch_size, v.pool_tokens
+    pool_side = round(pool ** 0.5) if isinstance(pool, int) and pool > 0 else 0
+    if pool is not None and (not pool_side or pool_side * pool_side != pool or grid % pool_side or v.class_token
+                             or layers is not None):
+        raise LlmarchError(f"vision pool_tokens {v.pool_tokens!r} must be a square whose side divides the patch grid's "
+                           f"{grid}, over a tower's output without a class token")
+    if (v.projector == "pool_norm_linear") != (v.pool_tokens is not None):
+        raise LlmarchError("vision pool_tokens goes with the pool_norm_linear projector, which pools")
     if v.image_token_id is None and not v.held:
         raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
     if v.image_token_id is not None and (not isinstance(v.image_token_id, int) or v.image_token_id < 0):

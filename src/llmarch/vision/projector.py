@@ -7,7 +7,7 @@ from torch import nn
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
 from ..layers.linear import Linear
-from ..layers.norms import LayerNorm
+from ..layers.norms import LayerNorm, OffsetRMSNorm
 from ..registry import Registry
 from .config import VisionConfig
 
@@ -75,3 +75,23 @@ class PixelShuffleProjector(nn.Module):
         x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
         x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
         return self.proj(x.reshape(n, t // (s * s), s * s * c))
+
+
+@PROJECTORS.register("pool_norm_linear")
+class PoolNormLinearProjector(nn.Module):
+    """Gemma 3's projector (Gemma Team 2025, "Gemma 3 Technical Report", §2.1: the image embeddings condensed into
+    256 vectors; transformers' Gemma3MultiModalProjector): the tower's patch grid average-pooled to pool_tokens
+    features, an RMSNorm with Gemma's (1 + g) gain at the tower's eps, then W f without bias."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__()
+        self.grid = v.image_size // v.patch_size
+        self.kernel = self.grid // round(v.pool_tokens ** 0.5)
+        self.norm = OffsetRMSNorm(v.feature_width, eps=v.norm_eps)
+        self.proj = Linear(v.feature_width, d_model, bias=v.projector_bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        N, P, C = f.shape
+        grid = f.transpose(1, 2).reshape(N, C, self.grid, self.grid)  # row-major patches, as the tower lays them
+        pooled = nn.functional.avg_pool2d(grid, self.kernel).flatten(2).transpose(1, 2)  # (N, pool_tokens, C)
+        return self.proj(self.norm(pooled))

@@ -143,3 +143,26 @@ def idefics3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     first, *rest = prompt.split(token)
     return tok.encode(first + "".join(image_text(*split.grid(image), token, v.tokens_per_image) + text
                                       for image, text in zip(images, rest)))
+
+
+def _named_token(tok, key: str) -> str:
+    """tokenizer_config.json's `key` token (Gemma 3's boi_token, eoi_token), at its top level or among
+    extra_special_tokens."""
+    config = json.loads(getattr(tok, "side_files", {}).get("tokenizer_config.json", b"{}"))
+    extra = config.get("extra_special_tokens")
+    text = config.get(key) or (extra.get(key) if isinstance(extra, dict) else None)
+    text = text.get("content") if isinstance(text, dict) else text
+    if not text:
+        raise LlmarchError(f"the tokenizer names no {key} (tokenizer_config.json), which the image prompt needs")
+    return text
+
+
+@PROMPTS.register("gemma3")
+def gemma3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Gemma3Processor: each <start_of_image> (the tokenizer's boi_token) in the text becomes "\\n\\n", itself, the
+    image token tokens_per_image times, <end_of_image> (eoi_token) and "\\n\\n"; then the text is tokenized as usual
+    (BOS first). A prompt without them gets them at its start, one per image."""
+    boi, eoi, n = _named_token(tok, "boi_token"), _named_token(tok, "eoi_token"), len(images)
+    if not _count(prompt, boi, n):
+        prompt = boi * n + prompt
+    return tok.encode(prompt.replace(boi, f"\n\n{boi}{_image_token(v, tok) * v.tokens_per_image}{eoi}\n\n"))
