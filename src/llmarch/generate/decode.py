@@ -50,7 +50,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              decoder_start_id: int | None = None, forced_bos_id: int | None = None,
              pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
              decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None,
-             generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None):
+             generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None,
+             image_sizes: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -84,6 +85,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     features in place of the prompts' image tokens (TransformerLM.embed_inputs); greedy, sampled or beam decoding.
     image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, pixel_values then (patches, patch_dim)
     (vision/qwen_pixels.py): the prompt's M-RoPE positions come from them, and the new tokens' from its delta.
+    image_sizes (N, 2): AnyRes images' (height, width) (LLaVA-NeXT), pixel_values then (N, tiles, channels, H, W).
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms), with input_ids None; the result as for a tensor of sources.
@@ -161,7 +163,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                          deepstack=image.deepstack)
         else:
             extra = dict(embeds=None if pixel_values is None else
-                         _rows(model.embed_inputs(request.prompt, pixel_values.to(device)), repeat))
+                         _rows(model.embed_inputs(request.prompt, pixel_values.to(device), image_sizes), repeat))
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
         first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), **extra)
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens

@@ -1,0 +1,65 @@
+"""LLaVA-NeXT (`model_type: llava_next`, LlavaNextForConditionalGeneration; LLaVA-1.6, Liu et al. 2024): LLaVA-1.5's
+CLIP tower, hidden states and MLP projector (llava.py) over AnyRes tiles (vision/anyres.py: image_grid_pinpoints,
+a learned image_newline after each row of the unpadded tile grid), into a LLaMA (Vicuna) or Mistral text model under
+model.language_model. The text model is written back as the family it was read as (mistral where it has a sliding
+window, else llama, whose weights and config Mistral's are otherwise)."""
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..errors import LlmarchError
+from ..vision.config import vision_config
+from . import llava
+from .hf import FAMILIES, Family
+from .mapping import Rule
+from .multimodal import text_rules
+from .vision_towers import canonical_name
+
+TEXTS = ("llama", "mistral")
+# LlavaNextConfig's vision_config where a config gives none (llava-v1.6's CLIP ViT-L/14 at 336)
+_TOWER = dict(model_type="clip_vision_model", intermediate_size=4096, hidden_size=1024, patch_size=14, image_size=336,
+              num_hidden_layers=24, num_attention_heads=16)
+_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # LlavaNextConfig's default
+
+
+def to_config(hf: dict) -> ModelConfig:
+    text = (hf.get("text_config") or {}).get("model_type", "llama")
+    if text not in TEXTS:
+        raise LlmarchError(f"llava_next with a {text!r} text model is not supported; supported: {', '.join(TEXTS)}")
+    strategy = hf.get("vision_feature_select_strategy", "default")
+    cfg = llava.to_config({**hf, "text_config": {**hf.get("text_config", {}), "model_type": "llama"},
+                           "vision_config": hf.get("vision_config") or _TOWER})
+    if text == "mistral":  # Mistral's own reading: its sliding window, its defaults
+        cfg = FAMILIES[text].to_config({**hf["text_config"], "_name_or_path": cfg.name}).replace(vision=cfg.vision)
+    points = hf.get("image_grid_pinpoints") or _PINPOINTS
+    vision = dict(cfg.vision, grid_pinpoints=[list(p) for p in points])
+    if strategy == "full" and vision["class_token"]:  # transformers' tile grid view fails on the class token too
+        raise LlmarchError("llava_next: vision_feature_select_strategy 'full' keeps CLIP's class token, which the "
+                           "AnyRes tile grid has no place for")
+    return cfg.replace(vision=vision, hf_model_type="llava_next")
+
+
+def from_config(cfg: ModelConfig) -> dict:
+    v = vision_config(cfg.vision)
+    if v.grid_pinpoints is None:
+        raise LlmarchError("llava_next writes AnyRes images (vision grid_pinpoints); without them write llava")
+    text = "mistral" if cfg.sliding_window else "llama"
+    out = llava.from_config(cfg.replace(vision={**cfg.vision, "grid_pinpoints": None}))
+    out["text_config"] = {**FAMILIES[text].from_config(cfg.replace(vision=None, hf_model_type=text))}
+    out["text_config"].pop("architectures", None)
+    return dict(out, model_type="llava_next", architectures=["LlavaNextForConditionalGeneration"],
+                image_grid_pinpoints=v.grid_pinpoints)
+
+
+def vision_rules(cfg: ModelConfig) -> list[Rule]:
+    return llava.vision_rules(cfg) + [Rule.of("model.image_newline", "vision.newline")]
+
+
+def _canonical(name: str) -> str:
+    """Published checkpoints' names (image_newline at the top, llava.py's others) as transformers 5's."""
+    return "model.image_newline" if name == "image_newline" else canonical_name(name)
+
+
+_text = FAMILIES["llama"]
+FAMILIES.register("llava_next")(Family(text_rules(_text.rules), to_config, from_config,
+                                       _text.ignore + (r"^model\.vision_tower\.post_layernorm\.",),
+                                       canonical=_canonical, tied_by_checkpoint=True, more_rules=vision_rules))
