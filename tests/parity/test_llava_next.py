@@ -1,0 +1,130 @@
+"""LLaVA-NeXT (llava_next; src/llmarch/vision/anyres.py, interop/llava_next.py) against transformers in fp32: two
+images of different aspect ratios (one cut into 1 x 2 tiles whose feature rows are unpadded, one into 2 x 1 whose
+columns are) in a left-padded batch: logits, greedy tokens equal to its generate, cached decoding after the image
+prefill equal to the whole forward, and the to_hf round trip. A tiny random checkpoint, its tower's matrices drawn
+N(0, 0.1) and every norm gain and bias (and image_newline) moved off its init."""
+import pytest
+import torch
+import transformers
+
+import llmarch
+from conftest import perturbed
+from llmarch.errors import LlmarchError
+from llmarch.vision.anyres import image_tokens
+
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, vocab_size=100)
+TOWER = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=8,
+             patch_size=2)
+PINPOINTS = [[8, 16], [16, 8], [16, 16]]
+SIZES = [(10, 40), (40, 12)]  # (height, width): 1 x 2 tiles, rows cut; 2 x 1 tiles, columns cut
+TILES = 3  # the most tiles of an image, with its downscaled whole
+
+
+def hf_config(text: str = "llama", **more):
+    return transformers.LlavaNextConfig(text_config=dict(model_type=text, **TEXT), image_token_index=99,
+                                        vision_config=dict(model_type="clip_vision_model", **TOWER),
+                                        image_grid_pinpoints=PINPOINTS, **more)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    torch.manual_seed(0)
+    hf = transformers.LlavaNextForConditionalGeneration(hf_config())
+    with torch.no_grad():
+        for p in hf.model.vision_tower.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.1)
+    hf = perturbed(hf)
+    hf.generation_config.eos_token_id = None
+    path = tmp_path_factory.mktemp("llava_next")
+    hf.save_pretrained(path)
+    return hf, llmarch.from_hf(path)
+
+
+def batch(ours):
+    """ids (2, T) left-padded, each row text, one image's tokens, at least 4 text tokens; its mask; the images (2,
+    TILES, 3, 8, 8) and their sizes."""
+    v = ours.vision.v
+    g = torch.Generator().manual_seed(1)
+    counts = [image_tokens(v, *s) for s in SIZES]
+    lengths = [counts[0] + 8, counts[1] + 6]
+    T = max(lengths)
+    ids, mask = torch.randint(0, 99, (2, T), generator=g), torch.zeros(2, T, dtype=torch.long)
+    for row, (n, k) in enumerate(zip(lengths, counts)):
+        mask[row, T - n:] = 1
+        ids[row, T - n + 2:T - n + 2 + k] = v.image_token_id
+    return ids, mask, torch.randn(2, TILES, 3, 8, 8, generator=g), torch.tensor(SIZES)
+
+
+def hf_logits(hf, ids, mask, pixels, sizes):
+    with torch.no_grad():
+        return hf(input_ids=ids, pixel_values=pixels, image_sizes=sizes, attention_mask=mask,
+                  position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+
+
+def gap(a, b, mask) -> float:
+    return (a - b)[mask.bool()].abs().max().item()
+
+
+def test_token_counts_follow_the_image_sizes(pair):
+    """16 features of the downscaled image, then the unpadded grid's rows, each with its newline."""
+    v = pair[1].vision.v
+    assert [image_tokens(v, *s) for s in SIZES] == [16 + 2 * 9, 16 + 8 * 3]
+
+
+def test_logits_with_two_images_of_different_aspect_ratios(pair):
+    hf, ours = pair
+    ids, mask, pixels, sizes = batch(ours)
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
+    assert gap(mine, hf_logits(hf, ids, mask, pixels, sizes), mask) <= 1e-4
+
+
+def test_greedy_tokens_equal_transformers_generate(pair):
+    hf, ours = pair
+    ids, mask, pixels, sizes = batch(ours)
+    theirs = hf.generate(input_ids=ids, pixel_values=pixels, image_sizes=sizes, attention_mask=mask,
+                         max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, pixel_values=pixels, image_sizes=sizes),
+                       theirs)
+
+
+def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
+    _, ours = pair
+    ids, mask, pixels, sizes = batch(ours)
+    T = ids.shape[1]
+    P = T - 3  # both images in the prompt, the last 3 tokens one at a time
+    with torch.no_grad():
+        whole = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
+        ours.setup_cache(2, T)
+        try:
+            embeds = ours.embed_inputs(ids[:, :P], pixels, sizes)
+            steps = [ours.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds).logits]
+            steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
+                      for t in range(P, T)]
+        finally:
+            ours.clear_cache()
+    assert gap(torch.cat(steps, 1), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+
+
+def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
+    hf, ours = pair
+    llmarch.to_hf(ours, tmp_path / "out")
+    again = type(hf).from_pretrained(tmp_path / "out").eval()
+    ids, mask, pixels, sizes = batch(ours)
+    assert gap(hf_logits(again, ids, mask, pixels, sizes), hf_logits(hf, ids, mask, pixels, sizes), mask) <= 1e-4
+    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+def test_wrong_sizes_or_pinpoints_are_refused(pair):
+    _, ours = pair
+    ids, mask, pixels, sizes = batch(ours)
+    with pytest.raises(LlmarchError, match="image_sizes"):
+        ours(ids, attention_mask=mask, pixel_values=pixels)
+    with pytest.raises(LlmarchError, match="image tokens"):
+        ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes[[0, 0]])
+    with pytest.raises(LlmarchError, match="multiples of image_size"):
+        ours.config.replace(vision={**ours.config.vision, "grid_pinpoints": [[8, 12]]})
+    with pytest.raises(LlmarchError, match="class token"):
+        llmarch.interop.llava_next.to_config(hf_config(vision_feature_select_strategy="full").to_dict())
