@@ -3,6 +3,8 @@ images of different aspect ratios (one cut into 1 x 2 tiles whose feature rows a
 columns are) in a left-padded batch: logits, greedy tokens equal to its generate, cached decoding after the image
 prefill equal to the whole forward, and the to_hf round trip. A tiny random checkpoint, its tower's matrices drawn
 N(0, 0.1) and every norm gain and bias (and image_newline) moved off its init."""
+import json
+
 import pytest
 import torch
 import transformers
@@ -19,6 +21,7 @@ TOWER = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_atte
 PINPOINTS = [[8, 16], [16, 8], [16, 16]]
 SIZES = [(10, 40), (40, 12)]  # (height, width): 1 x 2 tiles, rows cut; 2 x 1 tiles, columns cut
 TILES = 3  # the most tiles of an image, with its downscaled whole
+PROCESSOR = dict(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8}, image_grid_pinpoints=PINPOINTS)
 
 
 def hf_config(text: str = "llama", **more):
@@ -128,3 +131,63 @@ def test_wrong_sizes_or_pinpoints_are_refused(pair):
         ours.config.replace(vision={**ours.config.vision, "grid_pinpoints": [[8, 12]]})
     with pytest.raises(LlmarchError, match="class token"):
         llmarch.interop.llava_next.to_config(hf_config(vision_feature_select_strategy="full").to_dict())
+
+
+def test_pixel_values_and_image_sizes_are_the_image_processors(tmp_path):
+    """LlavaNextImageProcessorPil (its tiles, padding, per-tile CLIP pipeline) on images of three aspect ratios and
+    modes (RGB, RGBA composited onto white, grayscale): pixel_values equal, image_sizes the same."""
+    import numpy as np
+    from PIL import Image
+
+    from llmarch.vision.anyres_pixels import image_sizes
+    from llmarch.vision.preprocess import image_processor_config, processor_for
+
+    hf = transformers.LlavaNextImageProcessorPil(**PROCESSOR)
+    hf.save_pretrained(tmp_path)
+    config = image_processor_config({"preprocessor_config.json": (tmp_path / "preprocessor_config.json")
+                                    .read_bytes()}, str(tmp_path))
+    rng = np.random.default_rng(0)
+    pil = [Image.fromarray(rng.integers(0, 256, (10, 40, 3), dtype=np.uint8)),
+           Image.fromarray(rng.integers(0, 256, (41, 13, 4), dtype=np.uint8), "RGBA"),
+           Image.fromarray(rng.integers(0, 256, (17, 19), dtype=np.uint8))]
+    want = hf(pil, return_tensors="pt")
+    ours = processor_for(config)(pil)
+    assert ours.shape == want["pixel_values"].shape and torch.equal(ours, want["pixel_values"])
+    assert torch.equal(image_sizes(pil), want["image_sizes"])
+
+
+def test_prompt_from_files_is_the_processors_and_generates_its_tokens(tmp_path):
+    """LlavaNextProcessor's input_ids for a prompt with two images of different sizes (each <image> expanded to its
+    own count) and, on a tiny random checkpoint saved with it, the greedy tokens of transformers' generate from the
+    processor's output, through llmarch's image processor, prompt and generate."""
+    import numpy as np
+    from PIL import Image
+    from test_vision_images import tokenizer
+
+    from llmarch.data.tokenizer import load_tokenizer
+    from llmarch.vision.anyres_pixels import image_sizes, prompt_ids
+    from llmarch.vision.preprocess import image_processor_config, processor_for
+
+    tok = tokenizer(["<unk>", "<s>", "</s>", "<image>"])
+    processor = transformers.LlavaNextProcessor(
+        image_processor=transformers.LlavaNextImageProcessorPil(**PROCESSOR),
+        tokenizer=tok, patch_size=2, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    config = hf_config()
+    config.text_config.vocab_size, config.image_token_id = len(tok), tok.convert_tokens_to_ids("<image>")
+    hf = perturbed(transformers.LlavaNextForConditionalGeneration(config))
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    model, ours_tok = llmarch.load(tmp_path), load_tokenizer(tmp_path)
+    rng = np.random.default_rng(1)
+    pil = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SIZES]
+    prompt = "USER: <image>\nwhat is in the picture? <image> ASSISTANT:"
+    want = processor(images=pil, text=prompt, return_tensors="pt")
+    ids = prompt_ids(model.vision.v, ours_tok, prompt, image_sizes(pil).tolist())
+    config = image_processor_config(ours_tok.side_files, str(tmp_path))
+    pixels = processor_for(config)(pil)
+    assert ids == want["input_ids"][0].tolist() and torch.equal(pixels, want["pixel_values"])
+    expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 6, pixel_values=pixels, image_sizes=image_sizes(pil))[0] == expected

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
+from ..vision.anyres_pixels import AnyResPreprocess
 from ..vision.config import vision_config
+from ..vision.preprocess import PROCESSORS
 from . import llava
 from .hf import FAMILIES, Family
 from .mapping import Rule
@@ -63,3 +65,5 @@ _text = FAMILIES["llama"]
 FAMILIES.register("llava_next")(Family(text_rules(_text.rules), to_config, from_config,
                                        _text.ignore + (r"^model\.vision_tower\.post_layernorm\.",),
                                        canonical=_canonical, tied_by_checkpoint=True, more_rules=vision_rules))
+# images from files (vision/anyres_pixels.py), registered with the family that reads them
+PROCESSORS.register("LlavaNextImageProcessor")(AnyResPreprocess.from_config)
