@@ -191,3 +191,21 @@ def test_prompt_from_files_is_the_processors_and_generates_its_tokens(tmp_path):
     assert ids == want["input_ids"][0].tolist() and torch.equal(pixels, want["pixel_values"])
     expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
     assert llmarch.generate(model, [ids], 6, pixel_values=pixels, image_sizes=image_sizes(pil))[0] == expected
+
+
+def test_a_mistral_text_model_with_its_sliding_window(tmp_path):
+    """llava-v1.6-mistral's layout: a Mistral text model whose window (16) is shorter than the prompts, read with it
+    and written back as mistral."""
+    torch.manual_seed(0)
+    hf = perturbed(transformers.LlavaNextForConditionalGeneration(hf_config("mistral")))
+    hf.config.text_config.sliding_window = 16
+    hf.save_pretrained(tmp_path)
+    ours = llmarch.from_hf(tmp_path)
+    ids, mask, pixels, sizes = batch(ours)
+    assert ours.config.sliding_window == 16 and ids.shape[1] > 16
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
+    assert gap(mine, hf_logits(hf, ids, mask, pixels, sizes), mask) <= 1e-4
+    llmarch.to_hf(ours, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["text_config"]["model_type"] == "mistral"
+    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
