@@ -165,8 +165,7 @@ def test_prompt_from_files_is_the_processors_and_generates_its_tokens(tmp_path):
     from test_vision_images import tokenizer
 
     from llmarch.data.tokenizer import load_tokenizer
-    from llmarch.vision.anyres_pixels import image_sizes, prompt_ids
-    from llmarch.vision.preprocess import image_processor_config, processor_for
+    from llmarch.vision.anyres_pixels import anyres_request
 
     tok = tokenizer(["<unk>", "<s>", "</s>", "<image>"])
     processor = transformers.LlavaNextProcessor(
@@ -185,12 +184,11 @@ def test_prompt_from_files_is_the_processors_and_generates_its_tokens(tmp_path):
     pil = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SIZES]
     prompt = "USER: <image>\nwhat is in the picture? <image> ASSISTANT:"
     want = processor(images=pil, text=prompt, return_tensors="pt")
-    ids = prompt_ids(model.vision.v, ours_tok, prompt, image_sizes(pil).tolist())
-    config = image_processor_config(ours_tok.side_files, str(tmp_path))
-    pixels = processor_for(config)(pil)
+    ids, pixels, sizes = anyres_request(model, ours_tok, prompt, pil)
     assert ids == want["input_ids"][0].tolist() and torch.equal(pixels, want["pixel_values"])
+    assert torch.equal(sizes, want["image_sizes"])
     expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
-    assert llmarch.generate(model, [ids], 6, pixel_values=pixels, image_sizes=image_sizes(pil))[0] == expected
+    assert llmarch.generate(model, [ids], 6, pixel_values=pixels, image_sizes=sizes)[0] == expected
 
 
 def test_a_mistral_text_model_with_its_sliding_window(tmp_path):

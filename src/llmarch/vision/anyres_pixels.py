@@ -85,3 +85,20 @@ def prompt_ids(v, tok, prompt: str, sizes) -> list[int]:
     return tok.encode(parts[0] + "".join(token * image_tokens(v, int(h), int(w)) + part
                                          for (h, w), part in zip(sizes, parts[1:])))
 
+
+def anyres_request(model, tok, prompt: str, images: list) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """prompts.image_request for an AnyRes checkpoint: (ids, pixel_values, image_sizes) for one prompt about
+    `images` (PIL), with the checkpoint's image processor (from the tokenizer's side files) and LlavaNextProcessor's
+    prompt, what llmarch.generate(model, [ids], n, pixel_values=, image_sizes=) takes."""
+    from .config import vision_config
+    from .preprocess import image_processor_config, processor_for
+
+    v = vision_config(model.config.vision or {})
+    if v.grid_pinpoints is None:
+        raise LlmarchError(f"{model.config.name} reads no AnyRes images (config vision grid_pinpoints)")
+    pixels = processor_for(image_processor_config(getattr(tok, "side_files", {}), model.config.name))(images)
+    if tuple(pixels.shape[-2:]) != (v.image_size, v.image_size):
+        raise LlmarchError(f"the image processor makes {tuple(pixels.shape[-2:])} tiles; the tower reads "
+                           f"{v.image_size}x{v.image_size}")
+    sizes = image_sizes(images)
+    return prompt_ids(v, tok, prompt, sizes.tolist()), pixels, sizes
