@@ -16,7 +16,13 @@ from .mapping import Rule
 from .multimodal import text_rules
 from .vision_towers import canonical_name
 
-TEXTS = ("llama", "mistral")
+# what transformers' LlamaConfig and MistralConfig assume for fields a published text_config leaves out
+# (llava-v1.6-mistral names neither its width nor its depth; Mistral's window is 4096 unless set)
+_TEXT_DEFAULTS = {"llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                num_attention_heads=32),
+                  "mistral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                  num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096 * 32,
+                                  sliding_window=4096)}
 # LlavaNextConfig's vision_config where a config gives none (llava-v1.6's CLIP ViT-L/14 at 336)
 _TOWER = dict(model_type="clip_vision_model", intermediate_size=4096, hidden_size=1024, patch_size=14, image_size=336,
               num_hidden_layers=24, num_attention_heads=16)
@@ -24,20 +30,20 @@ _PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # L
 
 
 def to_config(hf: dict) -> ModelConfig:
-    text = (hf.get("text_config") or {}).get("model_type", "llama")
-    if text not in TEXTS:
-        raise LlmarchError(f"llava_next with a {text!r} text model is not supported; supported: {', '.join(TEXTS)}")
-    strategy = hf.get("vision_feature_select_strategy", "default")
-    cfg = llava.to_config({**hf, "text_config": {**hf.get("text_config", {}), "model_type": "llama"},
-                           "vision_config": hf.get("vision_config") or _TOWER})
-    if text == "mistral":  # Mistral's own reading: its sliding window, its defaults
-        cfg = FAMILIES[text].to_config({**hf["text_config"], "_name_or_path": cfg.name}).replace(vision=cfg.vision)
-    points = hf.get("image_grid_pinpoints") or _PINPOINTS
-    vision = dict(cfg.vision, grid_pinpoints=[list(p) for p in points])
-    if strategy == "full" and vision["class_token"]:  # transformers' tile grid view fails on the class token too
+    text = {"model_type": "llama", **(hf.get("text_config") or {})}
+    kind = text["model_type"]
+    if kind not in _TEXT_DEFAULTS:
+        raise LlmarchError(f"llava_next with a {kind!r} text model is not supported; supported: "
+                           f"{', '.join(_TEXT_DEFAULTS)}")
+    text = {**_TEXT_DEFAULTS[kind], **text, "_name_or_path": hf.get("_name_or_path") or hf["model_type"]}
+    # the tower and projector as LLaVA's (its text model, read as LLaMA's, left aside)
+    vision = llava.to_config({**hf, "text_config": {**text, "model_type": "llama"},
+                              "vision_config": hf.get("vision_config") or _TOWER}).vision
+    if hf.get("vision_feature_select_strategy") == "full" and vision["class_token"]:
         raise LlmarchError("llava_next: vision_feature_select_strategy 'full' keeps CLIP's class token, which the "
-                           "AnyRes tile grid has no place for")
-    return cfg.replace(vision=vision, hf_model_type="llava_next")
+                           "AnyRes tile grid has no place for (transformers' view of the grid fails on it too)")
+    vision["grid_pinpoints"] = [list(p) for p in hf.get("image_grid_pinpoints") or _PINPOINTS]
+    return FAMILIES[kind].to_config(text).replace(vision=vision, hf_model_type="llava_next")
 
 
 def from_config(cfg: ModelConfig) -> dict:
