@@ -166,6 +166,7 @@ def test_prompt_from_files_is_the_processors_and_generates_its_tokens(tmp_path):
 
     from llmarch.data.tokenizer import load_tokenizer
     from llmarch.vision.anyres_pixels import anyres_request
+    from llmarch.vision.prompts import image_request
 
     tok = tokenizer(["<unk>", "<s>", "</s>", "<image>"])
     processor = transformers.LlavaNextProcessor(
@@ -189,6 +190,8 @@ def test_prompt_from_files_is_the_processors_and_generates_its_tokens(tmp_path):
     assert torch.equal(sizes, want["image_sizes"])
     expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
     assert llmarch.generate(model, [ids], 6, pixel_values=pixels, image_sizes=sizes)[0] == expected
+    with pytest.raises(LlmarchError, match="'llava_next' checkpoint are not supported"):  # no image_sizes there yet
+        image_request(model, ours_tok, prompt, pil)
 
 
 def test_a_mistral_text_model_with_its_sliding_window(tmp_path):
@@ -207,3 +210,17 @@ def test_a_mistral_text_model_with_its_sliding_window(tmp_path):
     llmarch.to_hf(ours, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "config.json").read_text())["text_config"]["model_type"] == "mistral"
     assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+def test_a_published_config_reads_with_transformers_defaults():
+    """llava-v1.6-mistral's config names neither the text model's width nor its depth, nor the pinpoints or the tower
+    (LlavaNextConfig's CLIP ViT-L/14 at 336): MistralConfig's and LlavaNextConfig's defaults fill them."""
+    cfg = llmarch.interop.llava_next.to_config(dict(model_type="llava_next", text_config=dict(
+        model_type="mistral", intermediate_size=14336, vocab_size=32064, sliding_window=None)))
+    v = cfg.vision
+    assert (cfg.d_model, cfg.n_layers, cfg.n_kv_heads, cfg.sliding_window, cfg.vocab_size) == (4096, 32, 8, None, 32064)
+    assert (v["width"], v["n_layers"], v["image_size"], v["patch_size"]) == (1024, 24, 336, 14)
+    assert v["feature_layers"] == [-2] and v["drop_first"]
+    assert v["grid_pinpoints"][-1] == [336, 1008]
+    assert llmarch.interop.llava_next.to_config(dict(model_type="llava_next", text_config=dict(
+        model_type="mistral"))).sliding_window == 4096
