@@ -12,6 +12,7 @@ import transformers
 import llmarch
 from conftest import perturbed
 from llmarch.errors import LlmarchError
+from llmarch.interop.llava_next import to_config as read_config
 from llmarch.vision.anyres import image_tokens
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -130,7 +131,7 @@ def test_wrong_sizes_or_pinpoints_are_refused(pair):
     with pytest.raises(LlmarchError, match="multiples of image_size"):
         ours.config.replace(vision={**ours.config.vision, "grid_pinpoints": [[8, 12]]})
     with pytest.raises(LlmarchError, match="class token"):
-        llmarch.interop.llava_next.to_config(hf_config(vision_feature_select_strategy="full").to_dict())
+        read_config(hf_config(vision_feature_select_strategy="full").to_dict())
 
 
 def test_pixel_values_and_image_sizes_are_the_image_processors(tmp_path):
@@ -215,12 +216,12 @@ def test_a_mistral_text_model_with_its_sliding_window(tmp_path):
 def test_a_published_config_reads_with_transformers_defaults():
     """llava-v1.6-mistral's config names neither the text model's width nor its depth, nor the pinpoints or the tower
     (LlavaNextConfig's CLIP ViT-L/14 at 336): MistralConfig's and LlavaNextConfig's defaults fill them."""
-    cfg = llmarch.interop.llava_next.to_config(dict(model_type="llava_next", text_config=dict(
+    cfg = read_config(dict(model_type="llava_next", text_config=dict(
         model_type="mistral", intermediate_size=14336, vocab_size=32064, sliding_window=None)))
     v = cfg.vision
     assert (cfg.d_model, cfg.n_layers, cfg.n_kv_heads, cfg.sliding_window, cfg.vocab_size) == (4096, 32, 8, None, 32064)
     assert (v["width"], v["n_layers"], v["image_size"], v["patch_size"]) == (1024, 24, 336, 14)
     assert v["feature_layers"] == [-2] and v["drop_first"]
     assert v["grid_pinpoints"][-1] == [336, 1008]
-    assert llmarch.interop.llava_next.to_config(dict(model_type="llava_next", text_config=dict(
+    assert read_config(dict(model_type="llava_next", text_config=dict(
         model_type="mistral"))).sliding_window == 4096
