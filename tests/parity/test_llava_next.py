@@ -124,8 +124,10 @@ def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
 def test_wrong_sizes_or_pinpoints_are_refused(pair):
     _, ours = pair
     ids, mask, pixels, sizes = batch(ours)
-    with pytest.raises(LlmarchError, match="image_sizes"):
+    with pytest.raises(LlmarchError, match="need image_sizes"):
         ours(ids, attention_mask=mask, pixel_values=pixels)
+    with pytest.raises(LlmarchError, match="given without them"):
+        llmarch.generate(ours, ids, 2, attention_mask=mask, image_sizes=sizes)
     with pytest.raises(LlmarchError, match="image tokens"):
         ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes[[0, 0]])
     with pytest.raises(LlmarchError, match="multiples of image_size"):

@@ -117,6 +117,8 @@ class TransformerLM(Stack):
         if task_type_ids is not None and self.task_types is None:
             raise LlmarchError(f"{cfg.name} has no task-type embeddings (config task_type_vocab_size) to read "
                                "task_type_ids")
+        if image_sizes is not None and (pixel_values is None or image_grid_thw is not None):
+            raise LlmarchError("image_sizes describe AnyRes pixel_values (vision grid_pinpoints), given without them")
         rope_pos = deepstack = None
         if image_grid_thw is None:
             embeds = self.embed_inputs(input_ids, pixel_values, image_sizes)
