@@ -85,13 +85,17 @@ def test_logits_with_two_images_of_different_aspect_ratios(pair):
     assert gap(mine, hf_logits(hf, ids, mask, pixels, sizes), mask) <= 1e-4
 
 
-def test_greedy_tokens_equal_transformers_generate(pair):
+def test_greedy_and_beam_tokens_equal_transformers_generate(pair):
     hf, ours = pair
     ids, mask, pixels, sizes = batch(ours)
     theirs = hf.generate(input_ids=ids, pixel_values=pixels, image_sizes=sizes, attention_mask=mask,
                          max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, pixel_values=pixels, image_sizes=sizes),
                        theirs)
+    beams = hf.generate(input_ids=ids, pixel_values=pixels, image_sizes=sizes, attention_mask=mask, max_new_tokens=4,
+                        do_sample=False, num_beams=3, pad_token_id=0)  # each beam its row's image embeddings
+    assert torch.equal(llmarch.generate(ours, ids, 4, attention_mask=mask, pixel_values=pixels, image_sizes=sizes,
+                                        num_beams=3), beams)
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
