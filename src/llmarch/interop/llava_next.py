@@ -42,7 +42,7 @@ def to_config(hf: dict) -> ModelConfig:
     if hf.get("vision_feature_select_strategy") == "full" and vision["class_token"]:
         raise LlmarchError("llava_next: vision_feature_select_strategy 'full' keeps CLIP's class token, which the "
                            "AnyRes tile grid has no place for (transformers' view of the grid fails on it too)")
-    vision["grid_pinpoints"] = [list(p) for p in hf.get("image_grid_pinpoints") or _PINPOINTS]
+    vision = {**vision, "grid_pinpoints": [list(p) for p in hf.get("image_grid_pinpoints") or _PINPOINTS]}
     return FAMILIES[kind].to_config(text).replace(vision=vision, hf_model_type="llava_next")
 
 
@@ -52,7 +52,7 @@ def from_config(cfg: ModelConfig) -> dict:
         raise LlmarchError("llava_next writes AnyRes images (vision grid_pinpoints); without them write llava")
     text = "mistral" if cfg.sliding_window else "llama"
     out = llava.from_config(cfg.replace(vision={**cfg.vision, "grid_pinpoints": None}))
-    out["text_config"] = {**FAMILIES[text].from_config(cfg.replace(vision=None, hf_model_type=text))}
+    out["text_config"] = FAMILIES[text].from_config(cfg.replace(vision=None, hf_model_type=text))
     out["text_config"].pop("architectures", None)
     return dict(out, model_type="llava_next", architectures=["LlavaNextForConditionalGeneration"],
                 image_grid_pinpoints=v.grid_pinpoints)
