@@ -70,9 +70,10 @@ def cmd_info(args) -> None:
               f"{q.merge_size}x{q.merge_size} merged into each image token (id {q.image_token_id})")
     elif cfg.vision is not None:
         v = vision_config(cfg.vision)
+        per = f"AnyRes tiles ({len(v.grid_pinpoints)} grids), tokens by image size" if v.grid_pinpoints else \
+            f"{v.tokens_per_image} tokens per image"
         print(f"vision: {v.n_layers}-layer ViT, width {v.width}, {v.image_size}px in {v.patch_size}px patches, "
-              f"{v.projector} projector, " + ("held, never run" if v.held else
-                                              f"{v.tokens_per_image} tokens per image (id {v.image_token_id})"))
+              f"{v.projector} projector, " + ("held, never run" if v.held else f"{per} (id {v.image_token_id})"))
     print(f"parameters:               {facts['parameters']:,}")
     if facts["active_parameters"] != facts["parameters"]:
         print(f"active parameters:        {facts['active_parameters']:,} "

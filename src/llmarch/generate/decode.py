@@ -51,7 +51,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
              decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None,
              generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None,
-             pixel_attention_mask: torch.Tensor | None = None):
+             pixel_attention_mask: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -86,6 +86,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     pixel_attention_mask (N, H, W): their real pixels (Idefics3's padded images).
     image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, pixel_values then (patches, patch_dim)
     (vision/qwen_pixels.py): the prompt's M-RoPE positions come from them, and the new tokens' from its delta.
+    image_sizes (N, 2): AnyRes images' (height, width) (LLaVA-NeXT), pixel_values then (N, tiles, channels, H, W).
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms; Moonshine's waveforms (B, 1, samples), right-padded with
@@ -99,6 +100,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")
+    if image_sizes is not None and (pixel_values is None or image_grid_thw is not None):
+        raise LlmarchError("image_sizes describe AnyRes pixel_values (vision grid_pinpoints), given without them")
     _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup, decoder_prompt)
@@ -165,7 +168,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         else:
             extra = dict(embeds=None if pixel_values is None else
                          _rows(model.embed_inputs(request.prompt, pixel_values.to(device), None if pixel_attention_mask
-                                                  is None else pixel_attention_mask.to(device)), repeat))
+                                                  is None else pixel_attention_mask.to(device), image_sizes), repeat))
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
         first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), **extra)
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens

@@ -14,6 +14,7 @@ from ..layers.codebooks import embed_streams, split_heads
 from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceDense, pool, summary
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
+from ..vision.anyres import AnyResImageInputs
 from ..vision.inputs import ImageInputs
 from ..vision.qwen_config import is_qwen
 from ..vision.qwen_inputs import QwenImageInputs
@@ -47,7 +48,8 @@ class TransformerLM(Stack):
         streams = max(cfg.codebooks, 1)  # K codebooks: K tables and K heads side by side (layers/codebooks.py)
         self.embed = nn.Embedding(cfg.vocab_size * streams, cfg.embed_width)
         # images as embeddings (vision/): a ViT and projector (LLaVA's), or Qwen2-VL's tower of merged patches
-        self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else ImageInputs(cfg)
+        self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else \
+            AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else ImageInputs(cfg)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
@@ -78,8 +80,8 @@ class TransformerLM(Stack):
                 lang_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 prefix_mask: torch.Tensor | None = None,
                 bbox: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
-                rope_delta: torch.Tensor | None = None,
-                pixel_attention_mask: torch.Tensor | None = None) -> ModelOutput:
+                rope_delta: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
+                image_sizes: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -106,7 +108,9 @@ class TransformerLM(Stack):
         image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, with pixel_values (P, patch_dim) their
         patches (vision/qwen_pixels.py makes both), for a prompt from slot 0: their features at the image tokens, the
         prompt's M-RoPE positions from them and any DeepStack features (image_prompt). rope_delta (B,): the later
-        tokens' position shift after such a prompt (its rope_index's delta), for cached decoding."""
+        tokens' position shift after such a prompt (its rope_index's delta), for cached decoding.
+        image_sizes (N, 2): each image's (height, width), for AnyRes images (LLaVA-NeXT: vision/anyres.py), whose
+        pixel_values are (N, tiles, channels, H, W)."""
         cfg = self.config  # inputs no part reads would be dropped without a word: refused
         if bbox is not None and self.box_embed is None:
             raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
@@ -116,9 +120,11 @@ class TransformerLM(Stack):
         if task_type_ids is not None and self.task_types is None:
             raise LlmarchError(f"{cfg.name} has no task-type embeddings (config task_type_vocab_size) to read "
                                "task_type_ids")
+        if image_sizes is not None and (pixel_values is None or image_grid_thw is not None):
+            raise LlmarchError("image_sizes describe AnyRes pixel_values (vision grid_pinpoints), given without them")
         rope_pos = deepstack = None
         if image_grid_thw is None:
-            embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask)
+            embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes)
         else:
             mask = None if attention_mask is None else attention_mask[:, :input_ids.shape[1]]
             image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw)
@@ -165,9 +171,10 @@ class TransformerLM(Stack):
         return self.vision.prompt(self.embed(input_ids), input_ids, attention_mask, pixel_values, image_grid_thw)
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                     pixel_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                     pixel_attention_mask: torch.Tensor | None = None,
+                     image_sizes: torch.Tensor | None = None) -> torch.Tensor:
         """The token embeddings (B, T, C) of input_ids (checked), with the images' features at the image-token
-        positions where pixel_values are given (pixel_attention_mask: forward's)."""
+        positions where pixel_values are given (pixel_attention_mask, image_sizes: forward's)."""
         if pixel_values is None:
             if not torch.compiler.is_compiling():
                 check_ids(input_ids, self.config, self.cache_len)
@@ -176,7 +183,8 @@ class TransformerLM(Stack):
             raise LlmarchError(f"{self.config.name} has no vision tower (config vision) to read pixel_values")
         ids = self.vision.text_ids(input_ids)
         check_ids(ids, self.config, self.cache_len)
-        return self.vision(self.embed(ids), input_ids, pixel_values, pixel_attention_mask)
+        extra = {k: v for k, v in (("pixel_mask", pixel_attention_mask), ("image_sizes", image_sizes)) if v is not None}
+        return self.vision(self.embed(ids), input_ids, pixel_values, **extra)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         k = self.config.codebooks

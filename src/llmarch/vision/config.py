@@ -55,6 +55,10 @@ class VisionConfig:
     # the tower and projector held for the round trip and never run, pixel_values refused: GIT's image encoder,
     # whose features go before the text tokens (Wang et al. 2022, §2.1), not at image-token positions
     held: bool = False
+    # LLaVA-NeXT's AnyRes (vision/anyres.py): the resolutions (height, width), multiples of image_size, an image is
+    # resized to the best of and cut into tiles; a learned newline vector ends each row of its unpadded tile
+    # features. None: one image_size x image_size image, tokens_per_image features
+    grid_pinpoints: list | None = None
 
     @property
     def n_patches(self) -> int:
@@ -79,6 +83,10 @@ class VisionConfig:
         """The image-token positions each image fills, of an image processor's output (preprocess.py: the model's
         image arguments), checked against the tower: image_size squares."""
         pixels = images["pixel_values"]
+        if self.grid_pinpoints is not None and "image_sizes" in images:  # AnyRes: each image's own count
+            from .anyres import image_sizes_list, image_tokens
+
+            return [image_tokens(self, h, w) for h, w in image_sizes_list(images["image_sizes"], pixels.shape[0])]
         if pixels.dim() != 4 or tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
             raise LlmarchError(f"the image processor makes pixel_values {tuple(pixels.shape)}; the tower reads "
                                f"{self.image_size}x{self.image_size} images")
@@ -131,11 +139,27 @@ def vision_config(data: dict) -> VisionConfig:
                            f"{grid}, over a tower's output without a class token")
     if (v.projector == "pool_norm_linear") != (v.pool_tokens is not None):
         raise LlmarchError("vision pool_tokens goes with the pool_norm_linear projector, which pools")
+    if v.grid_pinpoints is not None:
+        _check_pinpoints(v)
     if v.image_token_id is None and not v.held:
         raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
     if v.image_token_id is not None and (not isinstance(v.image_token_id, int) or v.image_token_id < 0):
         raise LlmarchError(f"vision image_token_id must be a token id, got {v.image_token_id!r}")
     return v
+
+
+def _check_pinpoints(v: VisionConfig) -> None:
+    """AnyRes's resolutions are whole tiles, and a tile's features a square grid of its patches."""
+    points = v.grid_pinpoints
+    if not isinstance(points, list) or not points or any(
+            not isinstance(p, list) or len(p) != 2 or any(
+                not isinstance(x, int) or isinstance(x, bool) or x <= 0 or x % v.image_size for x in p)
+            for p in points):
+        raise LlmarchError(f"vision grid_pinpoints must be [height, width] pairs, positive multiples of image_size "
+                           f"{v.image_size}; got {points!r}")
+    if v.feature_layers is None or v.tokens_per_image != v.n_patches or v.held:
+        raise LlmarchError("vision grid_pinpoints (AnyRes) packs one feature per patch of each tile: feature_layers "
+                           "given, the class token dropped (drop_first) where the tower has one")
 
 
 def check_vision(cfg) -> None:

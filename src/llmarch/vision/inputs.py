@@ -33,10 +33,13 @@ class ImageInputs(nn.Module):
         return ids if self.v.held else ids.masked_fill(ids == self.v.image_token_id, 0)
 
     def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor,
-                pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
+                pixel_mask: torch.Tensor | None = None, image_sizes=None) -> torch.Tensor:
         """embeds (B, T, C) of ids (B, T); pixel_values (N, channels, H, W) (pixel_mask (N, H, W): their real
         pixels, for a tower with position_buckets) -> embeds with the N images' features at the image-token
-        positions."""
+        positions. image_sizes: AnyRes's (anyres.py), refused here."""
+        if image_sizes is not None:
+            raise LlmarchError("image_sizes are for AnyRes images (vision grid_pinpoints); this tower reads "
+                               f"{self.v.image_size}x{self.v.image_size} images whatever their size")
         if self.v.held:
             raise LlmarchError("this model's vision tower is held for the round trip, never run (its image features "
                                "do not go at image-token positions): it reads text only")

@@ -62,7 +62,7 @@ class QwenImageInputs(nn.Module):
                                f"got {tuple(pixel_values.shape)}")
 
     def forward(self, embeds: torch.Tensor, ids: torch.Tensor, pixel_values: torch.Tensor,
-                pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
+                pixel_mask: torch.Tensor | None = None, image_sizes=None) -> torch.Tensor:
         """TransformerLM.embed_inputs' hook, for fixed-size images: these need their grid (prompt)."""
         raise LlmarchError("Qwen-VL's images need image_grid_thw beside pixel_values (vision/qwen_pixels.py gives "
                            "both)")

@@ -1,0 +1,88 @@
+"""AnyRes images from files (anyres.py): transformers' LlavaNextImageProcessor (its PIL class) and LlavaNextProcessor's
+prompt. Each image, converted to RGB, is resized to fit the best of image_grid_pinpoints (the side that limits the
+scale exact, the other rounded up), centred on a black canvas of that size, cut into tiles of the crop size row by
+row, and the whole image resized to one tile goes first; every tile then through CLIP's resize, crop, rescale and
+normalize (preprocess.py). pixel_values (N, most tiles, 3, S, S), zeros after an image's own tiles; image_sizes
+(N, 2) the images' (height, width). The prompt's <image> becomes as many image tokens as its image has features."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import LlmarchError
+from .anyres import best_resolution
+from .image_files import to_rgb
+from .preprocess import _BASE, BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ResizeCropNormalize, _size
+
+_DEFAULTS = dict(_BASE, size={"shortest_edge": 224}, default_to_square=False, resample=BICUBIC, do_center_crop=True,
+                 crop_size={"height": 224, "width": 224}, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
+                 image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])
+
+
+@dataclass(frozen=True)
+class AnyResPreprocess:
+    each: ResizeCropNormalize  # what every tile goes through
+    pinpoints: list
+    tile: int  # the tiles' side: the crop's height (else the size's)
+    whole: tuple[int, int]  # (height, width) the whole image is resized to
+
+    @classmethod
+    def from_config(cls, config: dict) -> AnyResPreprocess:
+        c = {**_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        size = _size(c["size"], c["default_to_square"])
+        whole = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+        crop = c.get("crop_size")
+        tile = int(crop if isinstance(crop, int) else crop["height"]) if crop else whole[0]
+        points = [list(p) for p in c["image_grid_pinpoints"]]
+        if any(x % tile for p in points for x in p):
+            raise LlmarchError(f"LlavaNextImageProcessor: image_grid_pinpoints {points} must be whole tiles of {tile}")
+        return cls(ResizeCropNormalize.from_config(_DEFAULTS, config), points, tile, whole)
+
+    def __call__(self, images) -> dict:
+        """PIL images -> the model's image arguments (preprocess.py): pixel_values (N, most tiles, 3, H, W) float32
+        and image_sizes (N, 2)."""
+        out = [np.stack([self.each.one(t) for t in self.tiles(image)]) for image in images]
+        most = max(len(a) for a in out)
+        return {"pixel_values": torch.from_numpy(np.stack([np.pad(a, ((0, most - len(a)),) + ((0, 0),) * 3)
+                                                           for a in out])),
+                "image_sizes": image_sizes(images)}
+
+    def tiles(self, image) -> list:
+        """The whole image at the tile size, then the tiles of it resized and padded to its best resolution."""
+        from PIL import Image
+
+        image = to_rgb(image) if self.each.rgb else image
+        h, w = best_resolution(image.height, image.width, self.pinpoints)
+        nh, nw = fitted(image.height, image.width, h, w)
+        canvas = Image.new(image.mode, (w, h))  # black: transformers pads with zeros
+        canvas.paste(image.resize((nw, nh), resample=self.each.resample), ((w - nw) // 2, (h - nh) // 2))
+        t = self.tile
+        return [image.resize(self.whole[::-1], resample=self.each.resample)] + [
+            canvas.crop((x, y, x + t, y + t)) for y in range(0, h, t) for x in range(0, w, t)]
+
+
+def fitted(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int]:
+    """get_patch_output_size: (height, width) scaled to fit (target_h, target_w), the limiting side exact."""
+    scale_w, scale_h = target_w / width, target_h / height
+    if scale_w < scale_h:
+        return min(math.ceil(height * scale_w), target_h), target_w
+    return target_h, min(math.ceil(width * scale_h), target_w)
+
+
+def image_sizes(images) -> torch.Tensor:
+    """(N, 2): each PIL image's (height, width), what the model unpads to."""
+    return torch.tensor([[image.height, image.width] for image in images])
+
+
+def anyres_request(model, tok, prompt: str, images: list) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """prompts.image_request for an AnyRes checkpoint, its arguments unpacked: (ids, pixel_values, image_sizes) for
+    one prompt about `images` (PIL), with the checkpoint's image processor (from the tokenizer's side files) and
+    LlavaNextProcessor's prompt (LLaVA's layout, each <image> as its image's count: VisionConfig.image_tokens), what
+    llmarch.generate(model, [ids], n, pixel_values=, image_sizes=) takes."""
+    from .prompts import image_request
+
+    ids, arguments = image_request(model, tok, prompt, images)
+    return ids, arguments["pixel_values"], arguments["image_sizes"]
