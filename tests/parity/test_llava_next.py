@@ -132,6 +132,11 @@ def test_wrong_sizes_or_pinpoints_are_refused(pair):
         ours(ids, attention_mask=mask, pixel_values=pixels)
     with pytest.raises(LlmarchError, match="given without them"):
         llmarch.generate(ours, ids, 2, attention_mask=mask, image_sizes=sizes)
+    blank = torch.ones(pixels.shape[0], *pixels.shape[-2:])  # a pixel mask, which only Idefics3's tower reads
+    with pytest.raises(LlmarchError, match="pixel_attention_mask describes"):
+        ours(ids, attention_mask=mask, pixel_attention_mask=blank)
+    with pytest.raises(LlmarchError, match="pixel_attention_mask describes"):
+        llmarch.generate(ours, ids, 2, attention_mask=mask, pixel_attention_mask=blank)
     with pytest.raises(LlmarchError, match="image tokens"):
         ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes[[0, 0]])
     with pytest.raises(LlmarchError, match="multiples of image_size"):
