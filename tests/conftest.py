@@ -159,6 +159,44 @@ def gguf_reads_back(path, model, vocab: int = 256, exact: bool = True, apart: fl
     return back
 
 
+def scaled(cfg):
+    """A random model of `cfg`, 1-D parameters perturbed, matrices x5 (logits up to ~3, where a wrong layer shows)."""
+    torch.manual_seed(0)
+    model = perturbed(llmarch.build(cfg))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(5.0)
+    return model
+
+
+def gguf_written_and_decoded(model, tmp_path, apart: float = 1e-4):
+    """model's F32 GGUF read back and decoded by llama.cpp as llmarch decodes it (gguf_reads_back, within `apart`);
+    its cached decoding over a left-padded batch equal to the whole forward; its config.json read back to the same
+    model. Returns the GGUF reader and the config.json."""
+    import json
+
+    import gguf
+
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    gguf_reads_back(path, model, apart=apart)
+    torch.manual_seed(2)
+    ids = torch.randint(0, 256, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    assert_cached_equals_whole(model, ids, 7, mask)
+    llmarch.to_hf(model, tmp_path / "hf")
+    back = llmarch.from_hf(tmp_path / "hf")
+    assert back.config.to_dict() == model.config.to_dict()
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, model(ids).logits)
+    return gguf.GGUFReader(str(path)), json.loads((tmp_path / "hf" / "config.json").read_text())
+
+
 def llama_cpp_against(path, model, prompt: list[int], exact: bool = False):
     """test_llama_cpp.greedy_against_llmarch (llama.cpp's greedy tokens on the file, llmarch's by `model`, their
     largest logit difference); the test skips where llama-cpp-python is not installed."""
