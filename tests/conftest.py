@@ -114,6 +114,22 @@ def routed_apart(hf):
     return hf
 
 
+def prefilled_then_stepped(model, ids, mask, P: int, embeds, **step_args) -> torch.Tensor:
+    """Logits (B, T - P + 1, V) of ids (B, T): the first P tokens prefilled in one step from `embeds` (B, P, C) (the
+    images' embed_inputs; step_args: the step's others, e.g. prefix_mask), then each later token decoded alone over
+    the cache; what a test compares with the whole forward's logits from position P - 1 on."""
+    B, T = ids.shape
+    with torch.no_grad():
+        model.setup_cache(B, T)
+        try:
+            steps = [model.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds, **step_args).logits]
+            steps += [model(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
+                      for t in range(P, T)]
+        finally:
+            model.clear_cache()
+    return torch.cat(steps, 1)
+
+
 def perturbed(model):
     """Every 1-D parameter (norm gains, biases) moved off its init by N(0, 0.1), so a missing or swapped one shows;
     in eval mode."""
