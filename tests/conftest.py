@@ -114,6 +114,22 @@ def routed_apart(hf):
     return hf
 
 
+def prefilled_then_stepped(model, ids, mask, P: int, embeds, **step_args) -> torch.Tensor:
+    """Logits (B, T - P + 1, V) of ids (B, T): the first P tokens prefilled in one step from `embeds` (B, P, C) (the
+    images' embed_inputs; step_args: the step's others, e.g. prefix_mask), then each later token decoded alone over
+    the cache; what a test compares with the whole forward's logits from position P - 1 on."""
+    B, T = ids.shape
+    with torch.no_grad():
+        model.setup_cache(B, T)
+        try:
+            steps = [model.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds, **step_args).logits]
+            steps += [model(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
+                      for t in range(P, T)]
+        finally:
+            model.clear_cache()
+    return torch.cat(steps, 1)
+
+
 def perturbed(model):
     """Every 1-D parameter (norm gains, biases) moved off its init by N(0, 0.1), so a missing or swapped one shows;
     in eval mode."""
@@ -157,6 +173,44 @@ def gguf_reads_back(path, model, vocab: int = 256, exact: bool = True, apart: fl
     seq, ours, diff = llama_cpp_against(path, model, ids[0, :8].tolist(), exact=exact)
     assert diff <= apart and ours == seq
     return back
+
+
+def scaled(cfg):
+    """A random model of `cfg`, 1-D parameters perturbed, matrices x5 (logits up to ~3, where a wrong layer shows)."""
+    torch.manual_seed(0)
+    model = perturbed(llmarch.build(cfg))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(5.0)
+    return model
+
+
+def gguf_written_and_decoded(model, tmp_path, apart: float = 1e-4):
+    """model's F32 GGUF read back and decoded by llama.cpp as llmarch decodes it (gguf_reads_back, within `apart`);
+    its cached decoding over a left-padded batch equal to the whole forward; its config.json read back to the same
+    model. Returns the GGUF reader and the config.json."""
+    import json
+
+    import gguf
+
+    from llmarch.data.tokenizer import ByteTokenizer
+    from llmarch.interop.gguf_writer import to_gguf
+
+    path = tmp_path / "x.gguf"
+    to_gguf(model, path, "f32", ByteTokenizer())
+    gguf_reads_back(path, model, apart=apart)
+    torch.manual_seed(2)
+    ids = torch.randint(0, 256, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    assert_cached_equals_whole(model, ids, 7, mask)
+    llmarch.to_hf(model, tmp_path / "hf")
+    back = llmarch.from_hf(tmp_path / "hf")
+    assert back.config.to_dict() == model.config.to_dict()
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, model(ids).logits)
+    return gguf.GGUFReader(str(path)), json.loads((tmp_path / "hf" / "config.json").read_text())
 
 
 def llama_cpp_against(path, model, prompt: list[int], exact: bool = False):

@@ -17,6 +17,7 @@ from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import PROMPTS, image_request
+from test_cli_trust import call
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -126,19 +127,6 @@ def test_prompt_and_pixels_are_the_processors(checkpoint, images):
     assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"} <= set(PROMPTS.names())
     with pytest.raises(LlmarchError, match="holds 1 <|image_pad|> token"):
         image_request(model, tok, "<|image_pad|> one", pil)
-
-
-def call(capsys, *argv):
-    """(exit code, stdout, stderr) of `llmarch argv` in this process."""
-    from llmarch.cli import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def test_cli_generate_with_images(checkpoint, images, capsys):

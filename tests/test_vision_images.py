@@ -15,6 +15,7 @@ from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
 from llmarch.vision.preprocess import PROCESSORS, image_processor_config, processor_for
 from llmarch.vision.prompts import image_request
+from test_cli_trust import call
 
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
@@ -189,19 +190,6 @@ def test_unreadable_images_are_one_line_errors(tmp_path, images, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's bomb check: an error past twice the limit
     with pytest.raises(LlmarchError, match="too large to decode"):
         read_image(images[0])
-
-
-def call(capsys, *argv):
-    """(exit code, stdout, stderr) of `llmarch argv` in this process, nothing but SystemExit let out."""
-    from llmarch.cli import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def test_cli_generate_with_an_image(llava, images, capsys, tmp_path):

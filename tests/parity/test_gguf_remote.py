@@ -11,10 +11,8 @@ same model.
 - openelm (Apple OpenELM): query heads, key/value heads and FFN widths per layer (layer-wise scaling), per-head
   q/k RMSNorms, q, k, v fused and gate|up fused (split for llama.cpp), a tied head;
 - pangu-embedded (Huawei openPangu-Embedded): LLaMA with biases on q, k, v and o."""
-import json
 
 import pytest
-import torch
 
 import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
@@ -22,39 +20,9 @@ from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import assert_cached_equals_whole, gguf_reads_back, perturbed
+from conftest import gguf_reads_back, gguf_written_and_decoded, scaled
 
 gguf = pytest.importorskip("gguf")
-
-
-def scaled(cfg):
-    """A random model of `cfg`, 1-D parameters perturbed, matrices x5 (logits up to ~3, where a wrong layer shows)."""
-    torch.manual_seed(0)
-    model = perturbed(llmarch.build(cfg))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(5.0)
-    return model
-
-
-def assert_written_and_decoded(model, tmp_path):
-    """model's F32 GGUF read back and decoded by llama.cpp as llmarch decodes it; its cached decoding over a
-    left-padded batch equal to the whole forward; its config.json read back to the same model. Returns the reader."""
-    path = tmp_path / "x.gguf"
-    to_gguf(model, path, "f32", ByteTokenizer())
-    gguf_reads_back(path, model)
-    torch.manual_seed(2)
-    ids = torch.randint(0, 256, (2, 12))
-    mask = torch.ones_like(ids)
-    mask[1, :4] = 0
-    assert_cached_equals_whole(model, ids, 7, mask)
-    llmarch.to_hf(model, tmp_path / "hf")
-    back = llmarch.from_hf(tmp_path / "hf")
-    assert back.config.to_dict() == model.config.to_dict()
-    with torch.no_grad():
-        assert torch.equal(back(ids).logits, model(ids).logits)
-    return gguf.GGUFReader(str(path)), json.loads((tmp_path / "hf" / "config.json").read_text())
 
 
 def _block(group=None, linear=False, no_op=False, ffn_mult=1.0, no_ffn=False):
@@ -82,7 +50,7 @@ def test_deci_gguf_and_llama_cpp(tmp_path):
     model = scaled(cfg)
     # llama.cpp: measured 2.5e-6 apart on logits up to 4; with the projection's matrix zeroed in llmarch's model (the
     # file's kept), 3.3 apart
-    reader, hf = assert_written_and_decoded(model, tmp_path)
+    reader, hf = gguf_written_and_decoded(model, tmp_path)
     keys = {k: reader.fields[f"deci.{k}"].contents() for k in ("attention.head_count", "attention.head_count_kv",
                                                               "feed_forward_length")}
     assert keys == {"attention.head_count": [4, 4, 0, 0, 4], "attention.head_count_kv": [2, 0, 0, 0, 1],
@@ -140,7 +108,7 @@ def test_openelm_gguf_and_llama_cpp(tmp_path):
     model = scaled(cfg)
     # llama.cpp: measured 2.4e-6 apart on logits up to 3.2; with gate and up swapped in the file (both ways, so it
     # still reads back), 2.3 apart
-    reader, hf = assert_written_and_decoded(model, tmp_path)
+    reader, hf = gguf_written_and_decoded(model, tmp_path)
     keys = {k: reader.fields[f"openelm.{k}"].contents() for k in ("attention.head_count", "attention.head_count_kv",
                                                                  "feed_forward_length")}
     assert keys == {"attention.head_count": [4, 4, 6], "attention.head_count_kv": [1, 2, 3],
@@ -168,7 +136,7 @@ def test_pangu_embedded_gguf_and_llama_cpp(tmp_path):
     model = scaled(cfg)
     # llama.cpp: measured 1.5e-6 apart on logits up to 3.5 (1.2e-6 tied); with o_proj's bias zeroed in llmarch's
     # model (the file's kept), 2.7 apart
-    reader, hf = assert_written_and_decoded(model, tmp_path)
+    reader, hf = gguf_written_and_decoded(model, tmp_path)
     names = {t.name for t in reader.tensors}
     assert {"blk.1.attn_q.bias", "blk.1.attn_output.bias", "output.weight"} <= names
     assert "blk.1.ffn_down.bias" not in names and hf["bias"] is True and "attention_bias" not in hf

@@ -16,7 +16,6 @@ same model.
 - grovemoe (inclusionAI's GroveMoE): Qwen3-MoE whose experts in groups of two share an adjugate expert (llama.cpp
   0.3.36 hands those the routed experts' output, not the layer's: checked against llama.cpp with them zeroed, and by
   llmarch's own round trip with them)."""
-import json
 
 import pytest
 import torch
@@ -27,40 +26,9 @@ from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.interop.hf import hf_model_config
 
-from conftest import assert_cached_equals_whole, gguf_reads_back, perturbed
+from conftest import gguf_written_and_decoded, scaled
 
 gguf = pytest.importorskip("gguf")
-
-
-def scaled(cfg):
-    """A random model of `cfg`, 1-D parameters perturbed, matrices x5 (logits up to ~3, where a wrong layer shows)."""
-    torch.manual_seed(0)
-    model = perturbed(llmarch.build(cfg))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(5.0)
-    return model
-
-
-def assert_written_and_decoded(model, tmp_path, apart: float = 1e-4):
-    """model's F32 GGUF read back and decoded by llama.cpp as llmarch decodes it; its cached decoding over a
-    left-padded batch equal to the whole forward; its config.json read back to the same model. Returns the GGUF reader
-    and the config.json."""
-    path = tmp_path / "x.gguf"
-    to_gguf(model, path, "f32", ByteTokenizer())
-    gguf_reads_back(path, model, apart=apart)
-    torch.manual_seed(2)
-    ids = torch.randint(0, 256, (2, 12))
-    mask = torch.ones_like(ids)
-    mask[1, :4] = 0
-    assert_cached_equals_whole(model, ids, 7, mask)
-    llmarch.to_hf(model, tmp_path / "hf")
-    back = llmarch.from_hf(tmp_path / "hf")
-    assert back.config.to_dict() == model.config.to_dict()
-    with torch.no_grad():
-        assert torch.equal(back(ids).logits, model(ids).logits)
-    return gguf.GGUFReader(str(path)), json.loads((tmp_path / "hf" / "config.json").read_text())
 
 
 def _thinker(n, sliding, softmax):
@@ -81,7 +49,7 @@ def test_smallthinker_gguf_and_llama_cpp(n, sliding, softmax, tmp_path):
         assert cfg.layer_types[:2] == ["full_attention_nope", "sliding_attention"]
     # llama.cpp: measured 1.3e-6 and 1.4e-6 apart on logits up to 3.7; with the router reading the FFN's normed input
     # in llmarch (router_early ignored), 0.010 and 0.015 apart; five layers with the NoPE layer moved (0 -> 4), 0.22
-    reader, hf = assert_written_and_decoded(scaled(cfg), tmp_path)
+    reader, hf = gguf_written_and_decoded(scaled(cfg), tmp_path)
     assert reader.fields["smallthinker.expert_gating_func"].contents() == (1 if softmax else 2)
     assert ("smallthinker.attention.sliding_window" in reader.fields) == sliding
     assert {"blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_exps.weight", "blk.0.ffn_down_exps.weight"} <= \
@@ -113,7 +81,7 @@ def test_plm_gguf_and_llama_cpp(tmp_path):
     assert (cfg.mixer, cfg.ffn, cfg.q_lora_rank, cfg.tie_embeddings) == ("mla", "relu2", None, True)
     # llama.cpp: measured 1.8e-6 apart on logits up to 2.6; with the RoPE rows left in our half-split order (no
     # interleave permutation), 0.94 apart; with ReLU in place of its square, 1.7
-    reader, hf = assert_written_and_decoded(scaled(cfg), tmp_path)
+    reader, hf = gguf_written_and_decoded(scaled(cfg), tmp_path)
     names = {t.name for t in reader.tensors}
     assert {"blk.0.attn_kv_a_mqa.weight", "blk.0.attn_kv_b.weight", "blk.1.ffn_up.weight"} <= names
     assert "output.weight" not in names and "blk.0.ffn_gate.weight" not in names
@@ -144,7 +112,7 @@ def test_grok_gguf_and_llama_cpp(tmp_path):
     # llama.cpp: measured 1.2e-4 apart on logits up to 2.3 (its experts' GELU is ggml's F16 table; 1.8e-6 once
     # llmarch's gate and GELU result are rounded to F16 too); in llmarch only: the router's logits soft-capped at 30
     # (router 10x) 3e-3 apart (1.9e-4 uncapped), no attention cap 0.13, no final cap 0.16, no logit scale 1.2
-    reader, hf = assert_written_and_decoded(scaled(cfg), tmp_path, apart=3e-4)
+    reader, hf = gguf_written_and_decoded(scaled(cfg), tmp_path, apart=3e-4)
     names = {t.name for t in reader.tensors}
     assert {"blk.0.attn_output_norm.weight", "blk.0.post_ffw_norm.weight", "blk.0.ffn_gate_exps.weight"} <= names
     assert reader.fields["grok.attention.output_scale"].contents() == 0.125
@@ -183,7 +151,7 @@ def test_grovemoe_gguf_and_llama_cpp(tmp_path):
     with torch.no_grad():
         for block in model.blocks:
             block.mlp.adjugate.down.zero_()
-    reader, hf = assert_written_and_decoded(model, tmp_path)
+    reader, hf = gguf_written_and_decoded(model, tmp_path)
     assert reader.fields["grovemoe.expert_chunk_feed_forward_length"].contents() == 128
     assert hf["model_type"] == "grove_moe" and hf["num_experts"] == 4
 

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed
+from conftest import perturbed, prefilled_then_stepped
 from llmarch.errors import LlmarchError
 from llmarch.interop.llava_next import to_config as read_config
 from llmarch.vision.anyres_grid import image_tokens
@@ -101,19 +101,11 @@ def test_greedy_and_beam_tokens_equal_transformers_generate(pair):
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     _, ours = pair
     ids, mask, pixels, sizes = batch(ours)
-    T = ids.shape[1]
-    P = T - 3  # both images in the prompt, the last 3 tokens one at a time
+    P = ids.shape[1] - 3  # both images in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
         whole = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
-        ours.setup_cache(2, T)
-        try:
-            embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
-            steps = [ours.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds).logits]
-            steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                      for t in range(P, T)]
-        finally:
-            ours.clear_cache()
-    assert gap(torch.cat(steps, 1), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+        embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
+    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
@@ -132,6 +124,11 @@ def test_wrong_sizes_or_pinpoints_are_refused(pair):
         ours(ids, attention_mask=mask, pixel_values=pixels)
     with pytest.raises(LlmarchError, match="given without them"):
         llmarch.generate(ours, ids, 2, attention_mask=mask, image_sizes=sizes)
+    blank = torch.ones(pixels.shape[0], *pixels.shape[-2:])  # a pixel mask, which only Idefics3's tower reads
+    with pytest.raises(LlmarchError, match="pixel_attention_mask describes"):
+        ours(ids, attention_mask=mask, pixel_attention_mask=blank)
+    with pytest.raises(LlmarchError, match="pixel_attention_mask describes"):
+        llmarch.generate(ours, ids, 2, attention_mask=mask, pixel_attention_mask=blank)
     with pytest.raises(LlmarchError, match="image tokens"):
         ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes[[0, 0]])
     with pytest.raises(LlmarchError, match="multiples of image_size"):

@@ -11,7 +11,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed
+from conftest import perturbed, prefilled_then_stepped
 from llmarch.errors import LlmarchError
 from llmarch.vision.preprocess import processor_for
 from llmarch.vision.prompts import image_request
@@ -99,18 +99,11 @@ def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     if hf.config.model_type == "idefics3":
         pytest.skip("the same code as smolvlm's")
     ids, mask, pixels, pixel_mask = batch()
-    P, T = 11, ids.shape[1]  # both images in the prompt, the last 3 tokens one at a time
+    P = 11  # both images in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
         whole = ours_logits(ours, ids, mask, pixels, pixel_mask)
-        ours.setup_cache(2, T)
-        try:
-            embeds = ours.embed_inputs(ids[:, :P], pixels, pixel_mask)
-            steps = [ours.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds).logits]
-            steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                      for t in range(P, T)]
-        finally:
-            ours.clear_cache()
-    assert gap(torch.cat(steps, 1), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+        embeds = ours.embed_inputs(ids[:, :P], pixels, pixel_mask)
+    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):

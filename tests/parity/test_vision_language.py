@@ -8,7 +8,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed
+from conftest import perturbed, prefilled_then_stepped
 from llmarch.errors import LlmarchError
 from llmarch.vision.config import PROJECTOR_KINDS
 from llmarch.vision.projector import PROJECTORS
@@ -110,22 +110,16 @@ def test_beam_search_with_images_equals_transformers(pair):
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     _, _, ours = pair
     ids, mask, pixels, _ = batch(ours)
-    P, T = 16, ids.shape[1]  # the image in the prompt, the last 4 tokens one at a time
+    P = 16  # the image in the prompt, the last 4 tokens one at a time
     prompt_prefix = torch.zeros_like(ids, dtype=torch.bool)
     prompt_prefix[:, :P] = mask[:, :P].bool()
     with torch.no_grad():
         whole = ours(ids, attention_mask=mask, pixel_values=pixels,
                      prefix_mask=prompt_prefix if ours.config.prefix_lm else None).logits
-        ours.setup_cache(2, T)
-        try:
-            embeds = ours.embed_inputs(ids[:, :P], pixels)
-            steps = [ours.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds,
-                               prefix_mask=prompt_prefix[:, :P] if ours.config.prefix_lm else None).logits]
-            steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                      for t in range(P, T)]
-        finally:
-            ours.clear_cache()
-    assert gap(torch.cat([steps[0], *steps[1:]], 1), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+        embeds = ours.embed_inputs(ids[:, :P], pixels)
+    steps = prefilled_then_stepped(ours, ids, mask, P, embeds,
+                                   prefix_mask=prompt_prefix[:, :P] if ours.config.prefix_lm else None)
+    assert gap(steps, whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):

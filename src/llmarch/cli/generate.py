@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import astuple
 from pathlib import Path
 
 from ..errors import LlmarchError, warn
+from .generate_inputs import (audio_features, fallback_of, image_prompts, input_options, print_answers,
+                              read_features, temperatures)
 from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_for, load_with_tokenizer,
                       penalties_of, penalty_options, rule_options, speculation_options)
 
@@ -17,54 +18,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--prompt", action="append",
                    help="prompt text; repeat for a batch (required, unless --input-features or --audio)")
-    p.add_argument("--image", action="append", default=None, metavar="FILE",
-                   help="an image file (PNG, JPEG, ...) for a vision-language checkpoint (LLaVA, PaliGemma, Qwen2-VL, "
-                   "Qwen2.5-VL, Qwen3-VL), preprocessed as its preprocessor_config.json says; repeat for several "
-                   "images, each read at one image token of --prompt (<image>, <|image_pad|>), or at its start where "
-                   "it has none (default: %(default)s)")
-    p.add_argument("--input-features", default=None, metavar="FILE",
-                   help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
-                   "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
-                   "WhisperFeatureExtractor makes them, or --audio) (default: %(default)s)")
-    p.add_argument("--audio", default=None, metavar="FILE.wav",
-                   help="a 16 kHz mono PCM WAV file, transcribed: the features its model's encoder front end reads "
-                   "(Whisper: log-mel, data/log_mel.py, of any length, past one 30 s window in windows one after "
-                   "another, long-form with timestamps: generate/longform.py; Moonshine: the waveform, up to 30 s) "
-                   "in place of --prompt, decoded as --input-features (default: %(default)s)")
-    p.add_argument("--language", default=None,
-                   help="--audio / --input-features: the spoken language's code or English name (en, fr, French, "
-                   "...: the generation config's lang_to_id), the decoder prompt's language token (default: "
-                   "%(default)s, detected)")
-    p.add_argument("--task", choices=["transcribe", "translate"], default=None,
-                   help="--audio / --input-features: the decoder prompt's task token (choices: %(choices)s) "
-                   "(default: %(default)s: transcribe where --language is given, else none)")
-    p.add_argument("--timestamps", action="store_true",
-                   help="--audio / --input-features: predict segment timestamps under Whisper's timestamp rules and "
-                   "print them in place as <|seconds|>; in windows (long-form), each segment on a line after its "
-                   "[start -> end] seconds (default: %(default)s)")
-    p.add_argument("--word-timestamps", action="store_true",
-                   help="--audio / --input-features: each word on a line after its [start -> end] seconds, timed by "
-                   "the cross-attention of the generation config's alignment_heads (generate/whisper_alignment.py); "
-                   "decoded with timestamps in windows, as transformers' speech-recognition pipeline does for "
-                   "return_timestamps='word' (default: %(default)s)")
-    p.add_argument("--condition-on-prev-tokens", action="store_true",
-                   help="--audio / --input-features, in windows: each window's decoder input starts with the text "
-                   "so far, while the last window was decoded at a temperature < 0.5 (default: %(default)s)")
-    p.add_argument("--compression-ratio-threshold", type=finite, default=None,
-                   help="--audio / --input-features, in windows: decode a window again at the next --temperature "
-                   "where its tokens' zlib compression ratio is above this (> 0; Whisper uses 2.4) "
-                   "(default: %(default)s, never)")
-    p.add_argument("--logprob-threshold", type=finite, default=None,
-                   help="--audio / --input-features, in windows: decode a window again at the next --temperature "
-                   "where its tokens' average log-probability is below this (<= 0; Whisper uses -1.0) "
-                   "(default: %(default)s, never)")
-    p.add_argument("--no-speech-threshold", type=finite, default=None,
-                   help="--audio / --input-features, in windows: skip a window whose <|nospeech|> probability is "
-                   "above this (in [0, 1]; Whisper uses 0.6) while its log-probability is below "
-                   "--logprob-threshold (default: %(default)s, never)")
+    input_options(p)
     p.add_argument("--max-new-tokens", type=at_least(0), default=100,
         help="tokens to generate after each prompt, fewer where the context ends (default: %(default)s)")
-    p.add_argument("--temperature", type=_temperatures, default=(0.8,),
+    p.add_argument("--temperature", type=temperatures, default=(0.8,),
                    help=">= 0: logits are divided by it before sampling; 0 is greedy. --audio / --input-features: "
                    "a comma-separated list (e.g. 0,0.2,0.4,0.6,0.8,1) transcribes in windows, each decoded again at "
                    "the next temperature while it misses a threshold (temperature fallback) (default: 0.8)")
@@ -109,11 +66,6 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _temperatures(text: str) -> tuple[float, ...]:
-    """--temperature's type: one value, or a comma-separated list of them (the temperature fallback's)."""
-    return tuple(finite(t) for t in text.split(","))
-
-
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
                      num_draft=4, penalties=None, features=None, suppress=None, begin_suppress=None,
@@ -143,11 +95,11 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
             if speech and speech.get("word_timestamps") and len(features) <= SAMPLE_RATE * SECONDS:
                 speech = dict(speech, audio_frames=[-(-len(features) // HOP)])  # the frames of audio, not of padding
             features = audio_features(model.config, features, checkpoint)
-        _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
+        print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
         if images:
-            prompts, arguments = _image_prompts(model, tok, prompts, images)
+            prompts, arguments = image_prompts(model, tok, prompts, images)
             options.update(images=arguments)
         options.update(compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
                        draft=None if draft is None else load_draft(draft, model, tok),
@@ -157,106 +109,6 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
         rate = f" ({stats['accepted'] / stats['drafted']:.1%})" if stats["drafted"] else ""
         print(f"llmarch generate: speculative decoding: {stats['accepted']} of {stats['drafted']} drafted tokens "
               f"accepted{rate}, in {stats['steps']} forwards of the checkpoint", file=sys.stderr)
-
-
-def _image_prompts(model, tok, prompts, images):
-    """Each prompt as ids with the images' tokens, and the model's image arguments (vision/preprocess.py) for the
-    images once per prompt, in the prompts' order (each argument's tensors concatenated)."""
-    import torch
-
-    from ..vision.prompts import image_request
-
-    requests = [image_request(model, tok, p, images) for p in prompts]
-    return [ids for ids, _ in requests], {k: torch.cat([a[k] for _, a in requests]) for k in requests[0][1]}
-
-
-def audio_features(cfg, samples, checkpoint):
-    """16 kHz samples -> the input_features of the model's encoder front end (config encoder_input: Whisper's log-mel
-    spectrogram, Moonshine's waveform), by the checkpoint's preprocessor_config.json where it has one."""
-    from ..layers.encoder_inputs import ENCODER_INPUTS
-
-    if cfg.encoder_input == "tokens":
-        raise LlmarchError(f"--audio is for a model whose encoder reads audio (config encoder_input); {checkpoint} "
-                           "reads tokens")
-    path = Path(checkpoint) / "preprocessor_config.json"
-    preprocessor = json.loads(path.read_text()) if path.is_file() else {}
-    return ENCODER_INPUTS[cfg.encoder_input].audio_features(samples, cfg, preprocessor)
-
-
-def read_features(path):
-    """(B, channels, frames) float32 features from a .npy file (numpy.save) or a .pt file (torch.save of a tensor);
-    a (channels, frames) array is one row."""
-    import pickle
-
-    import numpy as np
-    import torch
-
-    path = Path(path)
-    if path.suffix not in (".npy", ".pt"):
-        raise LlmarchError(f"--input-features {path}: a .npy or .pt file of features, (batch, channels, frames)")
-    try:
-        t = torch.from_numpy(np.load(path)) if path.suffix == ".npy" else torch.load(path, weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LlmarchError(f"cannot read --input-features {path}: {reason}") from None
-    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() not in (2, 3):
-        raise LlmarchError(f"--input-features {path} holds no float array of (batch, channels, frames) or "
-                           "(channels, frames)")
-    return (t[None] if t.dim() == 2 else t).float()
-
-
-def _print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p, options) -> None:
-    """Each row's transcription (generate/transcribe.py): its new tokens up to its end as text, without special
-    tokens, timestamps in place where asked for. Features past one window, or a fallback asked for (options'
-    fallback), are transcribed in windows (_print_segments)."""
-    from ..generate.transcribe import transcribe, transcription_text, window_frames
-
-    if options["num_beams"] > 1:  # beam search is greedy, as for text
-        temperature = 0.0
-    fallback, condition = options.pop("fallback", None), options.pop("condition_on_prev_tokens", False)
-    words = options.pop("word_timestamps", False)
-    if features.shape[-1] > window_frames(model.config) or fallback is not None or condition or words:
-        from ..generate.whisper_fallback import Fallback
-
-        fallback = fallback or Fallback((temperature,))
-        if options["num_beams"] > 1 and len(fallback.temperatures) == 1:
-            fallback = Fallback((0.0,), *astuple(fallback)[1:])
-        return _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options, words)
-    rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p,
-                      with_prompt=False, **options)
-    ends = {model.config.eos_id, *tok.eos_ids}
-    for i, row in enumerate(rows):
-        if len(rows) > 1:
-            print(f"--- [{i}]")
-        row = row[:next((j for j, t in enumerate(row) if t in ends), len(row))]
-        print(transcription_text(tok, row, gen, options.get("timestamps", False)))
-
-
-def _print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options,
-                    words: bool = False) -> None:
-    """Each row's long-form transcription (generate/longform.py): its text, or with timestamps its segments, one a
-    line after their times, or with words each word so (generate/whisper_words.py: split at whole characters for
-    --language zh, ja, th, lo, my or yue, else at spaces, as the pipeline splits a detected language)."""
-    from ..generate.longform import segment_tokens, transcribe_long
-    from ..generate.transcribe import transcription_text, window_frames
-    from ..generate.whisper_words import segment_words
-
-    if options.pop("penalties") is not None:
-        raise LlmarchError("transcription in windows takes no repetition, presence or frequency penalties")
-    timestamps = options["timestamps"] or words or features.shape[-1] > window_frames(model.config)
-    rows = transcribe_long(model, features, max_new, gen, fallback=fallback, condition_on_prev_tokens=condition,
-                           top_k=top_k, top_p=top_p, word_timestamps=words, **dict(options, timestamps=timestamps))
-    for i, segments in enumerate(rows):
-        if len(rows) > 1:
-            print(f"--- [{i}]")
-        if words:
-            for w in segment_words(tok, segments, gen, model.config.context_length, options.get("language")):
-                print(f"[{w.start:.2f} -> {w.end:.2f}]{w.text}")
-        elif options["timestamps"]:
-            for s in segments:
-                print(f"[{s.start:.2f} -> {s.end:.2f}]{transcription_text(tok, s.tokens, gen)}")
-        else:
-            print(transcription_text(tok, segment_tokens(segments), gen))
 
 
 def load_draft(path, model, tok):
@@ -312,7 +164,7 @@ def cmd_generate(args) -> None:
     if (args.prompt is not None) + (args.input_features is not None) + (args.audio is not None) != 1:
         raise LlmarchError("give --prompt (text), --input-features (a features file for a model whose encoder reads "
                            "them) or --audio (a WAV file to transcribe), one of the three")
-    temperature, fallback = _fallback_of(args)
+    temperature, fallback = fallback_of(args)
     speech = dict(language=args.language, task=args.task, timestamps=args.timestamps, fallback=fallback,
                   condition_on_prev_tokens=args.condition_on_prev_tokens, word_timestamps=args.word_timestamps)
     if args.prompt is not None and (args.language or args.task or args.timestamps or fallback is not None
@@ -342,17 +194,6 @@ def cmd_generate(args) -> None:
                      args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
                      read_wav(args.audio) if args.audio else args.input_features, args.suppress_tokens,
                      args.begin_suppress_tokens, speech, images)
-
-
-def _fallback_of(args):
-    """--temperature's first value, and the temperature fallback that --temperature's list and the thresholds ask
-    for (checked before the checkpoint is read), or None where they ask for none."""
-    from ..generate.whisper_fallback import Fallback
-
-    temps = args.temperature
-    thresholds = (args.compression_ratio_threshold, args.logprob_threshold, args.no_speech_threshold)
-    fallback = Fallback(temps, *thresholds)
-    return temps[0], fallback if len(temps) > 1 or any(t is not None for t in thresholds) else None
 
 
 def cmd_eval(args) -> None:

@@ -11,6 +11,7 @@ import torch
 from ..data.batching import pad
 from ..errors import LlmarchError, warn
 from ..models.stack import check_ids
+from ..vision.inputs import check_image_arguments
 from .beam import beam_search
 from .engine import Engine
 from .penalties import Penalties, Seen
@@ -100,8 +101,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
         raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
                            "or beam decoding (no draft model, prompt lookup or compile)")
-    if image_sizes is not None and (pixel_values is None or image_grid_thw is not None):
-        raise LlmarchError("image_sizes describe AnyRes pixel_values (vision grid_pinpoints), given without them")
+    check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup, decoder_prompt)

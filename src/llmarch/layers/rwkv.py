@@ -111,6 +111,22 @@ def _mu_init(mu: nn.Parameter, power: float) -> None:
     mu.copy_((torch.arange(d, dtype=torch.float32, device=mu.device) / d).pow(power).view(1, 1, d))
 
 
+class MatrixStateTimeMix(Mixer):
+    """RWKV-6's and RWKV-7's time mixing (rwkv6.py, rwkv7.py): their decode state, the last token's input (B, C) for
+    the token shift and a (D, D) WKV matrix per head (B, H, D, D) in fp32, with C = H D (their checks)."""
+
+    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
+        H, D = self.heads, self.head_dim
+        return MixerState(shift=torch.zeros(batch, H * D, dtype=dtype, device=device),
+                          wkv=torch.zeros(batch, H, D, D, device=device))
+
+    def state_note(self, dtype: str) -> str:
+        return "constant in the context; WKV states in fp32"
+
+    def cache_note(self) -> str:
+        return "RWKV layers keep no per-token cache"
+
+
 @MIXERS.register("rwkv")
 class RwkvTimeMix(Mixer):
     residual_out = ("output.weight",)

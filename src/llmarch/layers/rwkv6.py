@@ -46,9 +46,9 @@ from torch import nn
 
 from ..errors import LlmarchError
 from .linear import Linear
-from .mixer import MIXERS, Mixer
-from .rwkv import token_shift
-from .ssm import MixerState, check_recurrent, masked, token_mask
+from .mixer import MIXERS
+from .rwkv import MatrixStateTimeMix, token_shift
+from .ssm import check_recurrent, masked, token_mask
 
 LERPS = ("w", "k", "v", "r", "g")  # the ddlerp's uses in W2's order (the HF code's mw, mk, mv, mr, mg; llama.cpp's)
 GROUP_NORM_EPS = 64e-5
@@ -94,7 +94,7 @@ def _row(C: int) -> nn.Parameter:
 
 
 @MIXERS.register("rwkv6")
-class Rwkv6TimeMix(Mixer):
+class Rwkv6TimeMix(MatrixStateTimeMix):
     residual_out = ("output.weight",)
     no_decay = ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g", "time_decay",
                 "time_faaaa")
@@ -143,17 +143,6 @@ class Rwkv6TimeMix(Mixer):
         self.time_decay.copy_((-6 + 5 * (c / max(C - 1, 1)) ** (0.7 + 1.3 * r)).view(1, 1, C))
         if not self.qrwkv:
             self.time_faaaa.copy_(((1 - c / max(C - 1, 1)) * r + 0.1 * ((c + 1) % 3 - 1)).view_as(self.time_faaaa))
-
-    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
-        C, H, D = self.time_decay.shape[-1], self.heads, self.head_dim
-        return MixerState(shift=torch.zeros(batch, C, dtype=dtype, device=device),
-                          wkv=torch.zeros(batch, H, D, D, device=device))
-
-    def state_note(self, dtype: str) -> str:
-        return "constant in the context; WKV states in fp32"
-
-    def cache_note(self) -> str:
-        return "RWKV layers keep no per-token cache"
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         B, T, C = x.shape

@@ -51,9 +51,9 @@ from torch import nn
 
 from ..errors import LlmarchError
 from .linear import Linear
-from .mixer import MIXERS, Mixer
-from .rwkv import ChannelMix, token_shift
-from .ssm import MixerState, check_recurrent, masked, token_mask
+from .mixer import MIXERS
+from .rwkv import ChannelMix, MatrixStateTimeMix, token_shift
+from .ssm import check_recurrent, masked, token_mask
 
 LERPS = ("r", "w", "k", "v", "a", "g")  # the order of x_x's rows (RWKV-LM's x_r ... x_g; llama.cpp's fused lerp;
 # without the gate, the first five)
@@ -124,7 +124,7 @@ def wkv7_chunked(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.
 
 
 @MIXERS.register("rwkv7")
-class Rwkv7TimeMix(Mixer):
+class Rwkv7TimeMix(MatrixStateTimeMix):
     residual_out = ("output.weight",)
     no_decay = ("x_x", "w0", "a0", "v0", "k_k", "k_a", "r_k")
 
@@ -182,17 +182,6 @@ class Rwkv7TimeMix(Mixer):
         self.k_a.fill_(1.0)
         if not self.first:
             self.v0.fill_(1.0)
-
-    def new_state(self, batch: int, max_len: int, dtype: torch.dtype, device) -> MixerState:
-        C, H, D = self.w0.shape[0], self.heads, self.head_dim
-        return MixerState(shift=torch.zeros(batch, C, dtype=dtype, device=device),
-                          wkv=torch.zeros(batch, H, D, D, device=device))
-
-    def state_note(self, dtype: str) -> str:
-        return "constant in the context; WKV states in fp32"
-
-    def cache_note(self) -> str:
-        return "RWKV layers keep no per-token cache"
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         B, T, C = x.shape

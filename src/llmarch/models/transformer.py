@@ -15,7 +15,7 @@ from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceD
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.anyres import AnyResImageInputs
-from ..vision.inputs import ImageInputs
+from ..vision.inputs import ImageInputs, check_image_arguments
 from ..vision.qwen_config import is_qwen
 from ..vision.qwen_inputs import QwenImageInputs
 from .init import init_weights
@@ -120,8 +120,7 @@ class TransformerLM(Stack):
         if task_type_ids is not None and self.task_types is None:
             raise LlmarchError(f"{cfg.name} has no task-type embeddings (config task_type_vocab_size) to read "
                                "task_type_ids")
-        if image_sizes is not None and (pixel_values is None or image_grid_thw is not None):
-            raise LlmarchError("image_sizes describe AnyRes pixel_values (vision grid_pinpoints), given without them")
+        check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
         rope_pos = deepstack = None
         if image_grid_thw is None:
             embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes)

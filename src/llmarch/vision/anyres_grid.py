@@ -1,7 +1,6 @@
-"""AnyRes's geometry (anyres.py): which of VisionConfig.grid_pinpoints an image of (height, width) is fitted to, the
-tiles it is cut into, the rows or columns of padding its feature grid loses, and so the features it takes
-(image_tokens). Pure functions of a vision config `v` (VisionConfig: config.py, which counts an image's tokens with
-them) and the images' sizes; nothing of the model."""
+"""AnyRes geometry (LLaVA-NeXT; anyres.py): which pinpoint resolution an image of (height, width) is scaled to, the
+tiles it is cut into, and how many features it gives. v: a VisionConfig (vision/config.py, which counts an image's
+tokens with these, so this module imports nothing of it)."""
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
+from . import anyres_grid
 from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
@@ -84,9 +85,8 @@ class VisionConfig:
         image arguments), checked against the tower: image_size squares."""
         pixels = images["pixel_values"]
         if self.grid_pinpoints is not None and "image_sizes" in images:  # AnyRes: each image's own count
-            from .anyres_grid import image_sizes_list, image_tokens
-
-            return [image_tokens(self, h, w) for h, w in image_sizes_list(images["image_sizes"], pixels.shape[0])]
+            sizes = anyres_grid.image_sizes_list(images["image_sizes"], pixels.shape[0])
+            return [anyres_grid.image_tokens(self, h, w) for h, w in sizes]
         if pixels.dim() != 4 or tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
             raise LlmarchError(f"the image processor makes pixel_values {tuple(pixels.shape)}; the tower reads "
                                f"{self.image_size}x{self.image_size} images")

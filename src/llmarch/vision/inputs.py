@@ -13,6 +13,16 @@ from .projector import PROJECTORS
 from .tower import VisionTower
 
 
+def check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes) -> None:
+    """forward's and generate's arguments that describe pixel_values (Idefics3's pixel mask, AnyRes image sizes):
+    refused without them, or beside Qwen-VL's image_grid_thw, whose tower reads neither (never dropped unread)."""
+    for name, value, what in (("image_sizes", image_sizes, "AnyRes pixel_values (vision grid_pinpoints)"),
+                              ("pixel_attention_mask", pixel_attention_mask,
+                               "the real pixels of padded pixel_values (vision position_buckets)")):
+        if value is not None and (pixel_values is None or image_grid_thw is not None):
+            raise LlmarchError(f"{name} describes {what}: given without them")
+
+
 class ImageInputs(nn.Module):
     def __init__(self, cfg):
         super().__init__()

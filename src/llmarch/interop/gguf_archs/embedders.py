@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from ...errors import LlmarchError
 from .arch import Arch, Meta
+from .bert import _bert_out
 from .encoders import _bert_like, _bert_like_out, _common, _embedding_in, _embedding_out
 
 _JINA_REFUSED = {"attn_q_norm": "LayerNorms on q and k", "attn_norm_2": "a second LayerNorm after attention "
@@ -49,18 +50,6 @@ def _jina(hf: dict, meta: Meta) -> dict:
                 layer_norm_eps=meta.get("attention.layer_norm_epsilon"),
                 type_vocab_size=meta.rows("token_types.weight") or 0,
                 max_position_embeddings=hf["max_position_embeddings"], tie_word_embeddings=True)
-
-
-def _jina_common(hf: dict) -> dict:
-    return {**hf, "num_key_value_heads": hf["num_attention_heads"]}
-
-
-def _jina_out(w, hf: dict) -> dict:
-    """BertModel.set_gguf_parameters and set_vocab: LayerNorm's epsilon, bidirectional attention, token types."""
-    w.add_layer_norm_eps(hf["layer_norm_eps"])
-    w.add_causal_attention(False)
-    w.add_token_type_count(hf["type_vocab_size"])
-    return {}
 
 
 def _nomic_moe(hf: dict, meta: Meta) -> dict:
@@ -113,7 +102,7 @@ def _neo_out(w, hf: dict) -> dict:
 _W1, _W2 = r"mlp\.experts\.mlp\.w1$", r"mlp\.experts\.mlp\.w2$"
 
 ARCHS = {
-    "jina-bert-v2": Arch("jina_bert_v2", fields=_jina, common=_jina_common, write=_jina_out, rope=False,
+    "jina-bert-v2": Arch("jina_bert_v2", fields=_jina, common=_common, write=_bert_out, rope=False,
                          layer_norm=True, stripped=("bert.",), dropped=r"^cls\.", model_in=_embedding_in,
                          model_out=_embedding_out("jina-bert-v2")),
     "nomic-bert-moe": Arch("nomic_bert_moe", fields=_nomic_moe, common=_common, write=_nomic_moe_out,
