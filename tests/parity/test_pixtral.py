@@ -3,7 +3,7 @@ transformers in fp32: two images of different sizes (one whose patch rows are od
 transformers' unfold drops it) padded into one pixel_values, in a left-padded batch laid out as the processor lays
 them ([IMG] per merged patch, [IMG_BREAK] after each row, [IMG_END] after the last): logits, greedy tokens equal to
 its generate, cached decoding after the image prefill equal to the whole forward, the to_hf round trip. A tiny
-random checkpoint, its tower's matrices drawn N(0, 0.1) and every norm gain and bias moved off its init."""
+random checkpoint, its tower's matrices drawn N(0, 0.1) (queries' and keys' N(0, 0.4)) and every norm gain and bias moved off its init."""
 import pytest
 import torch
 import transformers
@@ -27,9 +27,9 @@ def pair(tmp_path_factory):
                                        multimodal_projector_bias=True, tie_word_embeddings=False)
     hf = transformers.Mistral3ForConditionalGeneration(conf)
     with torch.no_grad():
-        for p in hf.model.vision_tower.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
+        for name, p in hf.model.vision_tower.named_parameters():
+            if p.dim() > 1:  # queries and keys larger, so that attention is far from uniform and a wrong rotation shows
+                p.normal_(0, 0.4 if any(k in name for k in ("q_proj", "k_proj")) else 0.1)
     hf = perturbed(hf)
     hf.generation_config.eos_token_id = None
     path = tmp_path_factory.mktemp("pixtral")
@@ -71,6 +71,17 @@ def test_the_tower_and_projector_are_read(pair):
     v = pair[1].vision.v
     assert (pair[1].config.hf_model_type, v.tower, v.ffn, v.n_layers, v.merge_size) == ("mistral3", "pixtral",
                                                                                           "swiglu", 2, 2)
+
+
+def test_image_features_equal_transformers(pair):
+    """The merged features themselves, before the text model dilutes a wrong rotation or merge order."""
+    hf, ours = pair
+    _, _, pixels, sizes = batch()
+    with torch.no_grad():
+        theirs = torch.cat(hf.model.get_image_features(pixels, sizes).pooler_output)
+        grids = [(h // 2, w // 2) for h, w in SIZES]
+        mine = ours.vision.projector(ours.vision.tower(pixels, grids), grids)
+    assert mine.shape == theirs.shape == (6 + 2, 32) and (mine - theirs).abs().max() <= 1e-4
 
 
 def test_logits_with_two_images_of_different_sizes(pair):
