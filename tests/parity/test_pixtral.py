@@ -3,7 +3,8 @@ transformers in fp32: two images of different sizes (one whose patch rows are od
 transformers' unfold drops it) padded into one pixel_values, in a left-padded batch laid out as the processor lays
 them ([IMG] per merged patch, [IMG_BREAK] after each row, [IMG_END] after the last): logits, greedy tokens equal to
 its generate, cached decoding after the image prefill equal to the whole forward, the to_hf round trip. A tiny
-random checkpoint, its tower's matrices drawn N(0, 0.1) (queries' and keys' N(0, 0.4)) and every norm gain and bias moved off its init."""
+random checkpoint, its tower's matrices drawn N(0, 0.1) (queries' and keys' N(0, 0.4)) and every norm gain and bias
+moved off its init."""
 import pytest
 import torch
 import transformers
