@@ -296,7 +296,7 @@ def test_mistral3_vision_language_checkpoint_reads_its_text_model(tmp_path, tied
     hf = transformers.Mistral3ForConditionalGeneration(conf).eval()
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    assert ours.config.hf_model_type == "mistral" and ours.config.tie_embeddings == tied
+    assert ours.config.hf_model_type == "mistral3" and ours.config.tie_embeddings == tied
     ids = torch.randint(0, 128, (2, 11))
     with torch.no_grad():
         assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4

@@ -76,10 +76,15 @@ def test_mistral3_checkpoint_with_a_ministral3_text_model(tmp_path):
     hf = transformers.Mistral3ForConditionalGeneration(conf).eval()
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    assert ours.config.hf_model_type == "ministral3" and ours.config.attn_temp_scale == 0.5
+    assert ours.config.hf_model_type == "mistral3" and ours.config.attn_temp_scale == 0.5
     ids = torch.randint(0, 128, (2, 21))
     with torch.no_grad():
         assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4
+    to_hf(ours, tmp_path / "out")  # written back whole, the text model as a Ministral 3 (its query scaling)
+    again = transformers.Mistral3ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    assert again.config.text_config.model_type == "ministral3"
+    with torch.no_grad():
+        assert (again(input_ids=ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4
 
 
 MLA = dict(vocab_size=128, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,

@@ -11,6 +11,7 @@ from ..errors import LlmarchError
 from .options import collect, model_overrides
 from ..layers.mixer import MIXERS
 from ..vision.config import vision_config
+from ..vision.pixtral_config import is_pixtral, pixtral_vision_config
 from ..vision.qwen_config import is_qwen, qwen_vision_config
 
 
@@ -68,6 +69,10 @@ def cmd_info(args) -> None:
         q = qwen_vision_config(cfg.vision)
         print(f"vision: {q.n_layers}-layer ViT, width {q.width}, images of any size in {q.patch_size}px patches, "
               f"{q.merge_size}x{q.merge_size} merged into each image token (id {q.image_token_id})")
+    elif is_pixtral(cfg.vision):
+        p = pixtral_vision_config(cfg.vision)
+        print(f"vision: {p.n_layers}-layer Pixtral ViT, width {p.width}, images of any size in {p.patch_size}px "
+              f"patches, {p.merge_size}x{p.merge_size} merged into each image token (id {p.image_token_id})")
     elif cfg.vision is not None:
         v = vision_config(cfg.vision)
         per = f"AnyRes tiles ({len(v.grid_pinpoints)} grids), tokens by image size" if v.grid_pinpoints else \

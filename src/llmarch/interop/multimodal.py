@@ -1,4 +1,4 @@
-"""The text model of a vision-language checkpoint (Gemma 3 4B-27B, Qwen3.5, Mistral Small 3.1/3.2): a wrapper
+"""The text model of a vision-language checkpoint (Gemma 3 4B-27B, Qwen3.5, Llama 4 ...): a wrapper
 config whose text_config is a text family's, the text model's weights under model.language_model. (as
 transformers 5 saves them) or language_model.model. (as many are published), its head as it is, and a vision tower
 and projector that are not read. llmarch reads the text model through the text family's own rules and writes it

@@ -16,6 +16,8 @@ from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.anyres import AnyResImageInputs
 from ..vision.inputs import ImageInputs, check_image_arguments
+from ..vision.pixtral_config import is_pixtral
+from ..vision.pixtral_tower import PixtralImageInputs
 from ..vision.qwen_config import is_qwen
 from ..vision.qwen_inputs import QwenImageInputs
 from .init import init_weights
@@ -47,8 +49,10 @@ class TransformerLM(Stack):
         self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
         streams = max(cfg.codebooks, 1)  # K codebooks: K tables and K heads side by side (layers/codebooks.py)
         self.embed = nn.Embedding(cfg.vocab_size * streams, cfg.embed_width)
-        # images as embeddings (vision/): a ViT and projector (LLaVA's), or Qwen2-VL's tower of merged patches
+        # images as embeddings (vision/): a ViT and projector (LLaVA's), or Qwen2-VL's or Pixtral's tower of merged
+        # patches
         self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else \
+            PixtralImageInputs(cfg) if is_pixtral(cfg.vision) else \
             AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else ImageInputs(cfg)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
 from . import anyres_grid
+from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
@@ -172,6 +173,10 @@ def check_vision(cfg) -> None:
                                f"{cfg.d_model}")
         if cfg.mrope_section is None:  # images' tokens are placed by M-RoPE's three axes
             raise LlmarchError("a qwen_vl vision tower needs M-RoPE (mrope_section)")
+    elif is_pixtral(cfg.vision):
+        if pixtral_vision_config(cfg.vision).out_width != cfg.d_model:
+            raise LlmarchError(f"the vision projector's out_width {cfg.vision['out_width']} must be the text width "
+                               f"{cfg.d_model}")
     else:
         vision_config(cfg.vision)
     if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim:
