@@ -74,8 +74,8 @@ def test_processor_choice_and_refusals():
     assert image_processor_config(nested, "d") == {"image_processor_type": "X"}
     processor_for({"image_processor_type": "SiglipImageProcessorFast"})
     assert processor_for({"feature_extractor_type": "CLIPFeatureExtractor"}).crop == (224, 224)
-    with pytest.raises(LlmarchError, match="'LlavaNextImageProcessor' is not supported"):
-        processor_for({"image_processor_type": "LlavaNextImageProcessor"})
+    with pytest.raises(LlmarchError, match="'BlipImageProcessor' is not supported"):
+        processor_for({"image_processor_type": "BlipImageProcessor"})
     with pytest.raises(LlmarchError, match="do_pan_and_scan is not supported"):
         processor_for({"image_processor_type": "Gemma3ImageProcessor", "do_pan_and_scan": True})
     with pytest.raises(LlmarchError, match="no preprocessor_config.json"):

@@ -83,14 +83,14 @@ def test_bad_gguf_is_one_line_exit_2(tmp_path, capsys):
     data = (tmp_path / "ok.gguf").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[:len(data) // 2])
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\xff" * 64)
-    w = gguf.GGUFWriter(str(tmp_path / "arch.gguf"), "rwkv6")
+    w = gguf.GGUFWriter(str(tmp_path / "arch.gguf"), "arctic")
     w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     for name, text in (("cut.gguf", "truncated or corrupt GGUF"), ("junk.gguf", "truncated or corrupt GGUF"),
-                       ("arch.gguf", "GGUF architecture 'rwkv6' is not supported")):
+                       ("arch.gguf", "GGUF architecture 'arctic' is not supported")):
         code = main(["generate", "--checkpoint", str(tmp_path / name), "--prompt", "x"])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
