@@ -4,9 +4,12 @@ size (H, W) is resized to the best of VisionConfig.grid_pinpoints (best_resoluti
 rows x cols tiles of the tower's size, plus the whole image downscaled to one tile first. Every tile goes through the
 tower and projector; the downscaled image's features come first as they are, then the tiles' feature grids joined
 into one (rows * h, cols * w) grid, the padding's rows or columns cut off (unpad), and a learned newline vector after
-each row. The number of features of an image thus depends on its size (image_tokens). Shapes: a tile's features
-(P, C) with P = h * w patches."""
+each row. LLaVA-OneVision (VisionConfig.max_tiles, its anyres_max_N) first downscales an unpadded grid larger than N
+tiles' (downscaled). The number of features of an image thus depends on its size (image_tokens). Shapes: a tile's
+features (P, C) with P = h * w patches."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -44,13 +47,24 @@ def unpadded(height: int, width: int, rows: int, cols: int) -> tuple[slice, slic
     return slice(0, rows), slice(pad, cols - pad)
 
 
+def downscaled(v: VisionConfig, rows: int, cols: int) -> tuple[int, int] | None:
+    """The (rows, cols) an unpadded (rows, cols) feature grid is bilinearly resized to under max_tiles: scaled by
+    1 / ratio, ratio the square root of its area over max_tiles tiles' patches, once ratio > 1.1 (LLaVA-OneVision's
+    pack_image_features, floors as it takes them); None: kept as it is."""
+    if v.max_tiles is None:
+        return None
+    ratio = math.sqrt(rows * cols / (v.max_tiles * v.n_patches))
+    return (int(rows // ratio), int(cols // ratio)) if ratio > 1.1 else None
+
+
 def image_tokens(v: VisionConfig, height: int, width: int) -> int:
-    """Features of an image of (height, width): the downscaled image's, then the unpadded grid's with a newline
-    after each row."""
+    """Features of an image of (height, width): the downscaled image's, then the unpadded grid's (downscaled under
+    max_tiles) with a newline after each row."""
     side = v.image_size // v.patch_size
     rows, cols = grid(v, height, width)
     r, c = unpadded(height, width, rows * side, cols * side)
-    return v.n_patches + (r.stop - r.start) * (c.stop - c.start + 1)
+    h, w = downscaled(v, r.stop - r.start, c.stop - c.start) or (r.stop - r.start, c.stop - c.start)
+    return v.n_patches + h * (w + 1)
 
 
 def image_sizes_list(image_sizes, n: int) -> list[tuple[int, int]]:
@@ -99,5 +113,8 @@ class AnyResImageInputs(ImageInputs):
         g = f[1:].view(rows, cols, side, side, c).permute(0, 2, 1, 3, 4).reshape(rows * side, cols * side, c)
         r, k = unpadded(*size, rows * side, cols * side)
         g = g[r, k]  # (H', W', C)
+        small = downscaled(self.v, *g.shape[:2])
+        if small is not None:  # bilinear, half-pixel centres (align_corners=False), as transformers' interpolate
+            g = nn.functional.interpolate(g.permute(2, 0, 1)[None], list(small), mode="bilinear")[0].permute(1, 2, 0)
         g = torch.cat([g, self.newline.to(g.dtype).expand(g.shape[0], 1, c)], dim=1)  # (H', W' + 1, C)
         return torch.cat([f[0], g.reshape(-1, c)])

@@ -97,6 +97,16 @@ def llava(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     return tok.encode(_expand(prompt, token, counts))
 
 
+@PROMPTS.register("llava_onevision")
+def llava_onevision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """LlavaOnevisionProcessor with one image to the prompt (every image's tiles, anyres.py): LLaVA's layout. Several
+    images to one prompt take transformers' multi-image mode (one square-padded tile each), which is refused."""
+    if len(images) > 1:
+        raise LlmarchError("llava_onevision: several images in one prompt (transformers' multi-image mode, one "
+                           "square-padded tile each) are not supported; give one image")
+    return llava(v, tok, prompt, images, arguments)
+
+
 @PROMPTS.register("paligemma")
 def paligemma(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     """PaliGemmaProcessor: the image tokens (at the start where the prompt has none), BOS after the last of them,
