@@ -13,7 +13,7 @@ import llmarch
 from conftest import perturbed
 from llmarch.errors import LlmarchError
 from llmarch.interop.llava_next import to_config as read_config
-from llmarch.vision.anyres import image_tokens
+from llmarch.vision.anyres_grid import image_tokens
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=8, vocab_size=100)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError
-from .anyres import best_resolution
+from .anyres_grid import best_resolution
 from .image_files import to_rgb
 from .preprocess import _BASE, BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ResizeCropNormalize, _size
 

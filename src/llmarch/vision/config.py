@@ -88,7 +88,7 @@ class VisionConfig:
         image arguments), checked against the tower: image_size squares."""
         pixels = images["pixel_values"]
         if self.grid_pinpoints is not None and "image_sizes" in images:  # AnyRes: each image's own count
-            from .anyres import image_sizes_list, image_tokens
+            from .anyres_grid import image_sizes_list, image_tokens
 
             return [image_tokens(self, h, w) for h, w in image_sizes_list(images["image_sizes"], pixels.shape[0])]
         if pixels.dim() != 4 or tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
