@@ -14,6 +14,7 @@ import transformers
 import llmarch
 from conftest import perturbed
 from llmarch.errors import LlmarchError
+from llmarch.interop.llava_next import from_config as write_llava_next
 from llmarch.interop.llava_onevision import to_config as read_config
 from llmarch.vision.anyres_grid import image_tokens
 
@@ -139,6 +140,8 @@ def test_unsupported_variants_are_refused(pair):
         ours.config.replace(vision={**ours.config.vision, "max_tiles": 0})
     with pytest.raises(LlmarchError, match="max_tiles"):
         ours.config.replace(vision={**ours.config.vision, "grid_pinpoints": None})
+    with pytest.raises(LlmarchError, match="write llava_onevision"):
+        write_llava_next(ours.config)  # which would drop the budget
 
 
 def test_images_from_files_match_the_processors_and_generate(tmp_path, capsys):
