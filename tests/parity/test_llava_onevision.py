@@ -157,7 +157,7 @@ def test_images_from_files_match_the_processors_and_generate(tmp_path, capsys):
     from llmarch.data.tokenizer import load_tokenizer
     from llmarch.vision.anyres_pixels import image_sizes
     from llmarch.vision.preprocess import processor_for
-    from llmarch.vision.prompts import image_request
+    from llmarch.vision.prompts import chat_request, image_request
 
     rng = np.random.default_rng(0)
     images = transformers.LlavaOnevisionImageProcessorPil(**PROCESSOR)
@@ -193,6 +193,8 @@ def test_images_from_files_match_the_processors_and_generate(tmp_path, capsys):
     assert llmarch.generate(model, [ids], 6, **arguments)[0] == expected
     with pytest.raises(LlmarchError, match="several images in one prompt"):
         image_request(model, ours_tok, prompt + "<image>", pil[:2])
+    with pytest.raises(LlmarchError, match="several images in one prompt"):
+        chat_request(model, ours_tok, "<image><image>", pil[:2])  # the chat command's and the server's
     pil[2].save(tmp_path / "image.png")
     code = main(["generate", "--checkpoint", str(tmp_path), "--image", str(tmp_path / "image.png"), "--prompt",
                  prompt, "--temperature", "0", "--max-new-tokens", "6", "--no-stream"])
