@@ -24,16 +24,25 @@ def to_config(hf: dict) -> ModelConfig:
     text = {"model_type": TEXT, **_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
     if text["model_type"] != TEXT:
         raise LlmarchError(f"llava with a {text['model_type']!r} text model is not supported; supported: {TEXT}")
-    strategy, layer = hf.get("vision_feature_select_strategy", "default"), hf.get("vision_feature_layer", -2)
-    if strategy not in ("default", "full"):
-        raise LlmarchError(f"llava: vision_feature_select_strategy {strategy!r} is not supported (default, full)")
-    vision = dict(image_token_id=hf.get("image_token_index", 32000), **tower_fields(hf.get("vision_config") or {
-        "model_type": "clip_vision_model"}), feature_layers=[layer] if isinstance(layer, int) else list(layer),
-                  drop_first=strategy == "default", projector="mlp",
-                  projector_act=read_activation(hf, "llava", "projector_hidden_act", "gelu"),
-                  projector_bias=hf.get("multimodal_projector_bias", True))
     cfg = FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path") or hf["model_type"]})
-    return cfg.replace(vision=vision, hf_model_type="llava")
+    return cfg.replace(vision=vision_fields(hf), hf_model_type="llava")
+
+
+def vision_fields(hf: dict, strategy: str = "default", layer: int = -2, image_token: int = 32000,
+                  tower: str = "clip_vision_model") -> dict:
+    """The vision dict of a LLaVA-style config (its tower, feature layers, MLP projector); the arguments are the
+    family's config class defaults (LlavaConfig's here)."""
+    strategy = hf.get("vision_feature_select_strategy", strategy)
+    layer = hf.get("vision_feature_layer", layer)
+    if strategy not in ("default", "full"):
+        raise LlmarchError(f"{hf['model_type']}: vision_feature_select_strategy {strategy!r} is not supported "
+                           "(default, full)")
+    return dict(image_token_id=hf.get("image_token_index", image_token),
+                **tower_fields(hf.get("vision_config") or {"model_type": tower}),
+                feature_layers=[layer] if isinstance(layer, int) else list(layer),
+                drop_first=strategy == "default", projector="mlp",
+                projector_act=read_activation(hf, hf["model_type"], "projector_hidden_act", "gelu"),
+                projector_bias=hf.get("multimodal_projector_bias", True))
 
 
 def from_config(cfg: ModelConfig) -> dict:
@@ -43,14 +52,18 @@ def from_config(cfg: ModelConfig) -> dict:
                            "post_norm)")
     text = FAMILIES[TEXT].from_config(cfg.replace(vision=None, hf_model_type=TEXT))
     text.pop("architectures", None)
-    layers = v.feature_layers
     return dict(model_type="llava", architectures=["LlavaForConditionalGeneration"], text_config=text,
-                vision_config=tower_hf(v), image_token_index=v.image_token_id,
+                **vision_hf(v), tie_word_embeddings=cfg.tie_embeddings)
+
+
+def vision_hf(v) -> dict:
+    """vision_fields' inverse: the config keys of the tower, feature layers and projector."""
+    layers = v.feature_layers
+    return dict(vision_config=tower_hf(v), image_token_index=v.image_token_id,
                 vision_feature_layer=layers[0] if len(layers) == 1 else layers,
                 vision_feature_select_strategy="default" if v.drop_first else "full",
                 projector_hidden_act=hf_activation(v.projector_act, PYTORCH_TANH),
-                multimodal_projector_bias=v.projector_bias,
-                tie_word_embeddings=cfg.tie_embeddings)
+                multimodal_projector_bias=v.projector_bias)
 
 
 def vision_rules(cfg: ModelConfig) -> list[Rule]:

@@ -50,6 +50,8 @@ def from_config(cfg: ModelConfig) -> dict:
     v = vision_config(cfg.vision)
     if v.grid_pinpoints is None:
         raise LlmarchError("llava_next writes AnyRes images (vision grid_pinpoints); without them write llava")
+    if v.max_tiles is not None:
+        raise LlmarchError("llava_next has no budget of tiles (vision max_tiles): write llava_onevision")
     text = "mistral" if cfg.sliding_window else "llama"
     out = llava.from_config(cfg.replace(vision={**cfg.vision, "grid_pinpoints": None}))
     out["text_config"] = FAMILIES[text].from_config(cfg.replace(vision=None, hf_model_type=text))

@@ -4,15 +4,16 @@ size (H, W) is resized to the best of VisionConfig.grid_pinpoints (best_resoluti
 rows x cols tiles of the tower's size, plus the whole image downscaled to one tile first. Every tile goes through the
 tower and projector; the downscaled image's features come first as they are, then the tiles' feature grids joined
 into one (rows * h, cols * w) grid, the padding's rows or columns cut off (unpad), and a learned newline vector after
-each row. The number of features of an image thus depends on its size (image_tokens). Shapes: a tile's features
-(P, C) with P = h * w patches."""
+each row. LLaVA-OneVision (VisionConfig.max_tiles, its anyres_max_N) first downscales an unpadded grid larger than N
+tiles' (downscaled). The number of features of an image thus depends on its size (image_tokens; the counting
+in anyres_grid.py). Shapes: a tile's features (P, C) with P = h * w patches."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import LlmarchError
-from .anyres_grid import grid, image_sizes_list, unpadded
+from .anyres_grid import downscaled, grid, image_sizes_list, unpadded
 from .inputs import ImageInputs
 
 
@@ -54,5 +55,8 @@ class AnyResImageInputs(ImageInputs):
         g = f[1:].view(rows, cols, side, side, c).permute(0, 2, 1, 3, 4).reshape(rows * side, cols * side, c)
         r, k = unpadded(*size, rows * side, cols * side)
         g = g[r, k]  # (H', W', C)
+        small = downscaled(self.v, *g.shape[:2])
+        if small is not None:  # bilinear, half-pixel centres (align_corners=False), as transformers' interpolate
+            g = nn.functional.interpolate(g.permute(2, 0, 1)[None], list(small), mode="bilinear")[0].permute(1, 2, 0)
         g = torch.cat([g, self.newline.to(g.dtype).expand(g.shape[0], 1, c)], dim=1)  # (H', W' + 1, C)
         return torch.cat([f[0], g.reshape(-1, c)])

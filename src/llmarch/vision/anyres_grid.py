@@ -1,7 +1,10 @@
-"""AnyRes geometry (LLaVA-NeXT; anyres.py): which pinpoint resolution an image of (height, width) is scaled to, the
-tiles it is cut into, and how many features it gives. v: a VisionConfig (vision/config.py, which counts an image's
-tokens with these, so this module imports nothing of it)."""
+"""AnyRes's arithmetic (anyres.py): which grid of tiles an image of a given size is cut into, which of its features
+the unpadding keeps, LLaVA-OneVision's downscaling under a budget of tiles, and so how many features an image gives.
+Apart from anyres.py's module because config.py counts image tokens with it, and anyres.py imports the modules that
+import config.py. `v` is a VisionConfig."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -36,13 +39,24 @@ def unpadded(height: int, width: int, rows: int, cols: int) -> tuple[slice, slic
     return slice(0, rows), slice(pad, cols - pad)
 
 
+def downscaled(v, rows: int, cols: int) -> tuple[int, int] | None:
+    """The (rows, cols) an unpadded (rows, cols) feature grid is bilinearly resized to under max_tiles: scaled by
+    1 / ratio, ratio the square root of its area over max_tiles tiles' patches, once ratio > 1.1 (LLaVA-OneVision's
+    pack_image_features, floors as it takes them); None: kept as it is."""
+    if v.max_tiles is None:
+        return None
+    ratio = math.sqrt(rows * cols / (v.max_tiles * v.n_patches))
+    return (int(rows // ratio), int(cols // ratio)) if ratio > 1.1 else None
+
+
 def image_tokens(v, height: int, width: int) -> int:
-    """Features of an image of (height, width): the downscaled image's, then the unpadded grid's with a newline
-    after each row."""
+    """Features of an image of (height, width): the downscaled image's, then the unpadded grid's (downscaled under
+    max_tiles) with a newline after each row."""
     side = v.image_size // v.patch_size
     rows, cols = grid(v, height, width)
     r, c = unpadded(height, width, rows * side, cols * side)
-    return v.n_patches + (r.stop - r.start) * (c.stop - c.start + 1)
+    h, w = downscaled(v, r.stop - r.start, c.stop - c.start) or (r.stop - r.start, c.stop - c.start)
+    return v.n_patches + h * (w + 1)
 
 
 def image_sizes_list(image_sizes, n: int) -> list[tuple[int, int]]:

@@ -3,11 +3,13 @@ prompt. Each image, converted to RGB, is resized to fit the best of image_grid_p
 scale exact, the other rounded up), centred on a black canvas of that size, cut into tiles of the crop size row by
 row, and the whole image resized to one tile goes first; every tile then through CLIP's resize, crop, rescale and
 normalize (preprocess.py). pixel_values (N, most tiles, 3, S, S), zeros after an image's own tiles; image_sizes
-(N, 2) the images' (height, width). The prompt's <image> becomes as many image tokens as its image has features."""
+(N, 2) the images' (height, width). The prompt's <image> becomes as many image tokens as its image has features.
+LlavaOnevisionImageProcessor (OneVisionPreprocess) is the same with SigLIP's square resize and no crop by default."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +22,10 @@ from .preprocess import _BASE, BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Resiz
 _DEFAULTS = dict(_BASE, size={"shortest_edge": 224}, default_to_square=False, resample=BICUBIC, do_center_crop=True,
                  crop_size={"height": 224, "width": 224}, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
                  image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])
+# LlavaOnevisionImageProcessor's: 384 squares, no crop, and every grid of 1 to 6 tiles a side
+_ONEVISION = dict(_BASE, size={"height": 384, "width": 384}, default_to_square=False, resample=BICUBIC,
+                  do_center_crop=False, crop_size=None, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
+                  image_grid_pinpoints=[[384 * r, 384 * c] for r in range(1, 7) for c in range(1, 7)])
 
 
 @dataclass(frozen=True)
@@ -28,18 +34,20 @@ class AnyResPreprocess:
     pinpoints: list
     tile: int  # the tiles' side: the crop's height (else the size's)
     whole: tuple[int, int]  # (height, width) the whole image is resized to
+    defaults: ClassVar[dict] = _DEFAULTS  # the transformers class's, for what a config leaves out
 
     @classmethod
     def from_config(cls, config: dict) -> AnyResPreprocess:
-        c = {**_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        c = {**cls.defaults, **{k: v for k, v in config.items() if v is not None}}
         size = _size(c["size"], c["default_to_square"])
         whole = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
         crop = c.get("crop_size")
         tile = int(crop if isinstance(crop, int) else crop["height"]) if crop else whole[0]
         points = [list(p) for p in c["image_grid_pinpoints"]]
         if any(x % tile for p in points for x in p):
-            raise LlmarchError(f"LlavaNextImageProcessor: image_grid_pinpoints {points} must be whole tiles of {tile}")
-        return cls(ResizeCropNormalize.from_config(_DEFAULTS, config), points, tile, whole)
+            raise LlmarchError(f"{config.get('image_processor_type')}: image_grid_pinpoints {points} must be whole "
+                               f"tiles of {tile}")
+        return cls(ResizeCropNormalize.from_config(cls.defaults, config), points, tile, whole)
 
     def __call__(self, images) -> dict:
         """PIL images -> the model's image arguments (preprocess.py): pixel_values (N, most tiles, 3, H, W) float32
@@ -62,6 +70,11 @@ class AnyResPreprocess:
         t = self.tile
         return [image.resize(self.whole[::-1], resample=self.each.resample)] + [
             canvas.crop((x, y, x + t, y + t)) for y in range(0, h, t) for x in range(0, w, t)]
+
+
+class OneVisionPreprocess(AnyResPreprocess):
+    """LlavaOnevisionImageProcessor for one image a prompt (its batch_num_images all ones: every image tiled)."""
+    defaults: ClassVar[dict] = _ONEVISION
 
 
 def fitted(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int]:

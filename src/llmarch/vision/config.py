@@ -61,6 +61,10 @@ class VisionConfig:
     # resized to the best of and cut into tiles; a learned newline vector ends each row of its unpadded tile
     # features. None: one image_size x image_size image, tokens_per_image features
     grid_pinpoints: list | None = None
+    # LLaVA-OneVision's anyres_max_N (Li et al. 2024, "LLaVA-OneVision", §3.2 Higher AnyRes): the unpadded tile
+    # features bilinearly downscaled, aspect kept, when their area exceeds N tiles' by a factor over 1.1^2.
+    # None: never (LLaVA-NeXT)
+    max_tiles: int | None = None
 
     @property
     def n_patches(self) -> int:
@@ -142,6 +146,9 @@ def vision_config(data: dict) -> VisionConfig:
         raise LlmarchError("vision pool_tokens goes with the pool_norm_linear projector, which pools")
     if v.grid_pinpoints is not None:
         _check_pinpoints(v)
+    if v.max_tiles is not None and (v.grid_pinpoints is None or not isinstance(v.max_tiles, int)
+                                    or isinstance(v.max_tiles, bool) or v.max_tiles <= 0):
+        raise LlmarchError(f"vision max_tiles {v.max_tiles!r} must be a positive integer, with grid_pinpoints (AnyRes)")
     if v.image_token_id is None and not v.held:
         raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
     if v.image_token_id is not None and (not isinstance(v.image_token_id, int) or v.image_token_id < 0):

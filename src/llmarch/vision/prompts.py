@@ -17,6 +17,9 @@ from .idefics3_images import image_text
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
+# model types whose transformers processor reads several images to a prompt in another mode (LLaVA-OneVision's
+# multi-image mode: one square-padded tile each), which is not read: one image a prompt
+ONE_IMAGE = ("llava_onevision",)
 
 
 def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], dict]:
@@ -30,6 +33,7 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
     """image_request for a conversation its chat template rendered to `text`, with one image token per image (a
     vision-language template writes one for each {"type": "image"} part): each token expanded, then tokenized as
     transformers' processor apply_chat_template does, BOS added unless the text starts with it."""
+    _one_image(model.config.hf_model_type, images)
     v, arguments = _preprocess(model, tok, images)
     if getattr(v, "position_buckets", False):  # each image's text depends on its tiles: image_request's layout
         raise LlmarchError(f"chat with images is not supported for {model.config.hf_model_type}: use generate --image")
@@ -54,6 +58,12 @@ def _preprocess(model, tok, images: list):
                            f"{', '.join(PROMPTS.names())}")
     v = qwen_vision_config(cfg.vision) if is_qwen(cfg.vision) else vision_config(cfg.vision)
     return v, processor_for(image_processor_config(getattr(tok, "side_files", {}), cfg.name))(images)
+
+
+def _one_image(kind: str, images: list) -> None:
+    if kind in ONE_IMAGE and len(images) > 1:
+        raise LlmarchError(f"{kind}: several images in one prompt (transformers' multi-image mode, one square-padded "
+                           "tile each) are not supported; give one image")
 
 
 def _image_token(v, tok) -> str:
@@ -95,6 +105,14 @@ def llava(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     if not _count(prompt, token, len(counts)):
         prompt = f"{token}\n" * len(counts) + prompt
     return tok.encode(_expand(prompt, token, counts))
+
+
+@PROMPTS.register("llava_onevision")
+def llava_onevision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """LlavaOnevisionProcessor with one image to the prompt (every image's tiles, anyres.py): LLaVA's layout. Several
+    images to one prompt take transformers' multi-image mode (one square-padded tile each), which is refused."""
+    _one_image("llava_onevision", images)
+    return llava(v, tok, prompt, images, arguments)
 
 
 @PROMPTS.register("paligemma")
