@@ -13,11 +13,11 @@ from .options import finite
 def input_options(p) -> None:
     """generate's --image, --input-features, --audio and the transcription options."""
     p.add_argument("--image", action="append", default=None, metavar="FILE",
-                   help="an image file (PNG, JPEG, ...) for a vision-language checkpoint (LLaVA, LLaVA-NeXT, PaliGemma, "
-                   "Gemma 3, SmolVLM, Idefics3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL), preprocessed as its "
-                   "preprocessor_config.json says; repeat for several "
-                   "images, each read at one image token of --prompt (<image>, <|image_pad|>), or at its start where "
-                   "it has none (default: %(default)s)")
+                   help="an image file (PNG, JPEG, ...) for a vision-language checkpoint (LLaVA, LLaVA-NeXT, "
+                   "LLaVA-OneVision, PaliGemma, Gemma 3, SmolVLM, Idefics3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL), "
+                   "preprocessed as its preprocessor_config.json says; repeat for several images, each read at one "
+                   "image token of --prompt (<image>, <|image_pad|>), or at its start where it has none (default: "
+                   "%(default)s)")
     p.add_argument("--input-features", default=None, metavar="FILE",
                    help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
