@@ -148,3 +148,19 @@ def test_unsupported_gemma3_configs_are_refused(gemma3):
         cfg.replace(vision={**cfg.vision, "pool_tokens": 9})
     with pytest.raises(LlmarchError, match="'clip_vision_model' vision tower is not supported"):
         FAMILIES["gemma3"].to_config({"model_type": "gemma3", "vision_config": {"model_type": "clip_vision_model"}})
+
+
+def test_chat_prompt_is_the_processors(gemma3):
+    """`llmarch chat` and the server: a rendered conversation holds <start_of_image> (what Gemma 3's chat template
+    writes per image part), expanded as the processor expands it; BOS once, whether the template wrote it or not."""
+    from llmarch.vision.prompts import chat_request
+
+    path, hf, processor, _, images = gemma3
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    pil = [read_image(images[0])]
+    for text, special in (("<s>user: <start_of_image> what is it?", False), ("user: <start_of_image> what?", True)):
+        ids, arguments = chat_request(model, tok, text, pil)
+        want = processor(images=[pil], text=[text], add_special_tokens=special, return_tensors="pt")
+        assert ids == want["input_ids"][0].tolist() and torch.equal(arguments["pixel_values"], want["pixel_values"])
+    with pytest.raises(LlmarchError, match="wrote 0 <start_of_image>"):
+        chat_request(model, tok, "<s>user: what?", pil)

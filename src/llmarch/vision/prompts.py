@@ -30,20 +30,25 @@ def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], dic
 
 
 def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
-    """image_request for a conversation its chat template rendered to `text`, with one image token per image (a
-    vision-language template writes one for each {"type": "image"} part): each token expanded, then tokenized as
-    transformers' processor apply_chat_template does, BOS added unless the text starts with it."""
+    """image_request for a conversation its chat template rendered to `text`, which holds the family's image
+    placeholder once per image (a vision-language template writes one for each {"type": "image"} part: the image
+    token, Gemma 3's <start_of_image>): the family's layout on it, tokenized as transformers' processor
+    apply_chat_template does, BOS added unless the text starts with it (then the text's own, once)."""
     _one_image(model.config.hf_model_type, images)
     v, arguments = _preprocess(model, tok, images)
-    if getattr(v, "position_buckets", False):  # each image's text depends on its tiles: image_request's layout
+    if getattr(v, "position_buckets", False):  # its chat layout (tiles per image) is not checked against transformers
         raise LlmarchError(f"chat with images is not supported for {model.config.hf_model_type}: use generate --image")
-    token = _image_token(v, tok)
+    layout = PROMPTS[model.config.hf_model_type]
+    token = getattr(layout, "placeholder", _image_token)(v, tok)
     if text.count(token) != len(images):
         raise LlmarchError(f"the chat template wrote {text.count(token)} {token} token(s) for {len(images)} "
                            "image(s): it does not place images")
-    text, bos = _expand(text, token, v.image_tokens(arguments)), _bos_text(tok, required=False)
-    ids = [i for i, _ in tok.encode_offsets(text)] if bos and text.startswith(bos) else tok.encode(text)
-    return ids, arguments
+    bos = _bos_text(tok, required=False)
+    if not (bos and text.startswith(bos)):
+        return layout(v, tok, text, images, arguments), arguments
+    bos_id = tok.encode_offsets(bos)[0][0]
+    ids = layout(v, tok, text[len(bos):], images, arguments)  # the tokenizer's own BOS, where it adds one
+    return (ids if ids[:1] == [bos_id] else [bos_id] + ids), arguments
 
 
 def _preprocess(model, tok, images: list):
@@ -185,3 +190,6 @@ def gemma3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     if not _count(prompt, boi, n):
         prompt = boi * n + prompt
     return tok.encode(prompt.replace(boi, f"\n\n{boi}{_image_token(v, tok) * v.tokens_per_image}{eoi}\n\n"))
+
+
+gemma3.placeholder = lambda v, tok: _named_token(tok, "boi_token")  # what its chat template writes per image
