@@ -227,9 +227,10 @@ def slow():
 
 def test_disconnect_frees_the_row(slow):
     scheduler = slow.server.scheduler
-    # 50 ms a step (4.5 s for 90 tokens): a client starved on a loaded machine still finds its row decoding
+    # 100 ms a step (9 s for 90 tokens): a client starved on a loaded machine still finds its row decoding (at 30 ms
+    # a step, the whole suite on two cores once found the row already done when the first line arrived)
     decode = scheduler.batch.decode
-    scheduler.batch.decode = lambda tokens: (time.sleep(0.03), decode(tokens))[1]
+    scheduler.batch.decode = lambda tokens: (time.sleep(0.1), decode(tokens))[1]
     # greedy: a sampled request ends at the tiny model's end-of-text token a quarter of the time, sometimes at once
     with httpx.stream("POST", slow.url + "/v1/completions", json={"prompt": "a", "max_tokens": 90, "temperature": 0,
                                                                  "stream": True}) as r:
