@@ -13,6 +13,7 @@ import transformers
 
 import llmarch
 from conftest import perturbed
+from test_llava_next import batch as anyres_batch, gap, hf_logits
 from llmarch.errors import LlmarchError
 from llmarch.interop.llava_next import from_config as write_llava_next
 from llmarch.interop.llava_onevision import to_config as read_config
@@ -55,28 +56,7 @@ def pair(tmp_path_factory):
 
 
 def batch(ours):
-    """ids (2, T) left-padded, each row text, one image's tokens, at least 4 text tokens; its mask; the images (2,
-    TILES, 3, 8, 8) and their sizes."""
-    v = ours.vision.v
-    g = torch.Generator().manual_seed(1)
-    counts = [image_tokens(v, *s) for s in SIZES]
-    lengths = [counts[0] + 8, counts[1] + 6]
-    T = max(lengths)
-    ids, mask = torch.randint(0, 99, (2, T), generator=g), torch.zeros(2, T, dtype=torch.long)
-    for row, (n, k) in enumerate(zip(lengths, counts)):
-        mask[row, T - n:] = 1
-        ids[row, T - n + 2:T - n + 2 + k] = v.image_token_id
-    return ids, mask, torch.randn(2, TILES, 3, 8, 8, generator=g), torch.tensor(SIZES)
-
-
-def hf_logits(hf, ids, mask, pixels, sizes):
-    with torch.no_grad():
-        return hf(input_ids=ids, pixel_values=pixels, image_sizes=sizes, attention_mask=mask,
-                  position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
-
-
-def gap(a, b, mask) -> float:
-    return (a - b)[mask.bool()].abs().max().item()
+    return anyres_batch(ours, SIZES, TILES)
 
 
 def test_token_counts_follow_the_budget(pair):
