@@ -12,7 +12,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed
+from conftest import perturbed, prefilled_then_stepped
 from test_llava_next import batch as anyres_batch, gap, hf_logits
 from llmarch.errors import LlmarchError
 from llmarch.interop.llava_next import from_config as write_llava_next
@@ -90,15 +90,8 @@ def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     P = T - 3  # both images in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
         whole = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
-        ours.setup_cache(2, T)
-        try:
-            embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
-            steps = [ours.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds).logits]
-            steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                      for t in range(P, T)]
-        finally:
-            ours.clear_cache()
-    assert gap(torch.cat(steps, 1), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+        embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
+    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):

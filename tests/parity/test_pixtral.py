@@ -10,7 +10,8 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed
+from conftest import perturbed, prefilled_then_stepped
+from test_llava_next import gap, hf_logits
 from llmarch.errors import LlmarchError
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -58,16 +59,6 @@ def batch():
     return ids, mask, pixels, torch.tensor(SIZES)
 
 
-def hf_logits(hf, ids, mask, pixels, sizes):
-    with torch.no_grad():
-        return hf(input_ids=ids, pixel_values=pixels, image_sizes=sizes, attention_mask=mask,
-                  position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
-
-
-def gap(a, b, mask) -> float:
-    return (a - b)[mask.bool()].abs().max().item()
-
-
 def test_the_tower_and_projector_are_read(pair):
     v = pair[1].vision.v
     assert (pair[1].config.hf_model_type, v.tower, v.ffn, v.n_layers, v.merge_size) == ("mistral3", "pixtral",
@@ -109,15 +100,8 @@ def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     P = T - 3  # both images in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
         whole = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
-        ours.setup_cache(2, T)
-        try:
-            embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
-            steps = [ours.step(ids[:, :P], torch.arange(P), P, mask, embeds=embeds).logits]
-            steps += [ours(ids[:, t:t + 1], attention_mask=mask, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                      for t in range(P, T)]
-        finally:
-            ours.clear_cache()
-    assert gap(torch.cat(steps, 1), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+        embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
+    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
