@@ -4,9 +4,10 @@ text model's width and the token whose positions the image features take. Valida
 this module imports nothing of llmarch's config (which reads it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ..errors import LlmarchError
+from .fields import check_positive, check_token_id, read_fields
 from ..layers.ffn import ACTIVATIONS
 from . import anyres_grid
 from .pixtral_config import is_pixtral, pixtral_vision_config
@@ -104,15 +105,9 @@ class VisionConfig:
 
 def vision_config(data: dict) -> VisionConfig:
     """ModelConfig.vision's dict as a VisionConfig, every field checked; an unknown field is an error."""
-    unknown = sorted(set(data) - {f.name for f in fields(VisionConfig)})
-    if unknown:
-        raise LlmarchError(f"unknown vision field(s): {', '.join(unknown)}")
-    v = VisionConfig(**{k: (list(x) if k == "feature_layers" and x is not None else x) for k, x in data.items()})
-    for name in ("width", "n_layers", "n_heads", "ffn_hidden", "image_size", "patch_size", "channels",
-                 "shuffle_factor"):
-        value = getattr(v, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
+    v = read_fields(VisionConfig, data, "vision", lists=("feature_layers",))
+    check_positive(v, ("width", "n_layers", "n_heads", "ffn_hidden", "image_size", "patch_size", "channels",
+                       "shuffle_factor"))
     if v.width % v.n_heads or v.image_size % v.patch_size:
         raise LlmarchError(f"vision width {v.width} must divide by n_heads {v.n_heads} and image_size {v.image_size} "
                            f"by patch_size {v.patch_size}")
@@ -151,8 +146,8 @@ def vision_config(data: dict) -> VisionConfig:
         raise LlmarchError(f"vision max_tiles {v.max_tiles!r} must be a positive integer, with grid_pinpoints (AnyRes)")
     if v.image_token_id is None and not v.held:
         raise LlmarchError("vision needs image_token_id, the token whose positions take the image features")
-    if v.image_token_id is not None and (not isinstance(v.image_token_id, int) or v.image_token_id < 0):
-        raise LlmarchError(f"vision image_token_id must be a token id, got {v.image_token_id!r}")
+    if v.image_token_id is not None:
+        check_token_id(v.image_token_id)
     return v
 
 

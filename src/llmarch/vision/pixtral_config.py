@@ -6,9 +6,10 @@ rather than more fields of it: its RoPE frequencies, merge order and projector a
 Qwen-VL's frames, windows, biases or M-RoPE. Validated here, before anything is built."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ..errors import LlmarchError
+from .fields import check_positive, check_token_id, read_fields
 
 TOWER = "pixtral"  # ModelConfig.vision's `tower` for this config
 FFNS = ("swiglu", "geglu")  # the blocks' gated MLP: act(gate) * up with hidden_act silu or (exact) gelu
@@ -45,17 +46,10 @@ def is_pixtral(data: dict | None) -> bool:
 
 def pixtral_vision_config(data: dict) -> PixtralVisionConfig:
     """ModelConfig.vision's dict as a PixtralVisionConfig, every field checked; an unknown field is an error."""
-    unknown = sorted(set(data) - {f.name for f in fields(PixtralVisionConfig)})
-    if unknown:
-        raise LlmarchError(f"unknown pixtral vision field(s): {', '.join(unknown)}")
-    v = PixtralVisionConfig(**data)
-    if not isinstance(v.image_token_id, int) or v.image_token_id < 0:
-        raise LlmarchError(f"vision image_token_id must be a token id, got {v.image_token_id!r}")
-    for name in ("width", "n_layers", "n_heads", "ffn_hidden", "out_width", "channels", "patch_size", "image_size",
-                 "merge_size"):
-        value = getattr(v, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
+    v = read_fields(PixtralVisionConfig, data, "pixtral vision")
+    check_token_id(v.image_token_id)
+    check_positive(v, ("width", "n_layers", "n_heads", "ffn_hidden", "out_width", "channels", "patch_size",
+                       "image_size", "merge_size"))
     if v.width % v.n_heads or v.head_dim % 4:
         raise LlmarchError(f"vision width {v.width} must split into {v.n_heads} heads of a multiple of 4 dims "
                            "(a quarter of each head's pairs turns by the row, a quarter by the column)")

@@ -8,9 +8,10 @@ gated MLPs) none of those towers use. Validated here, before anything is built; 
 imported."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ..errors import LlmarchError
+from .fields import check_positive, check_token_id, read_fields
 
 TOWER = "qwen_vl"  # ModelConfig.vision's `tower` for this config
 # Qwen2-VL's fc1, QuickGELU, fc2; Qwen2.5-VL's gated SwiGLU; Qwen3-VL's fc1, tanh-GELU, fc2; all with biases
@@ -73,18 +74,10 @@ def is_qwen(data: dict | None) -> bool:
 
 def qwen_vision_config(data: dict) -> QwenVisionConfig:
     """ModelConfig.vision's dict as a QwenVisionConfig, every field checked; an unknown field is an error."""
-    unknown = sorted(set(data) - {f.name for f in fields(QwenVisionConfig)})
-    if unknown:
-        raise LlmarchError(f"unknown qwen_vl vision field(s): {', '.join(unknown)}")
-    v = QwenVisionConfig(**{k: (list(x) if k in ("full_layers", "deepstack_layers") and x is not None else x)
-                            for k, x in data.items()})
-    if not isinstance(v.image_token_id, int) or v.image_token_id < 0:
-        raise LlmarchError(f"vision image_token_id must be a token id, got {v.image_token_id!r}")
-    for name in ("width", "n_layers", "n_heads", "ffn_hidden", "out_width", "channels", "patch_size",
-                 "temporal_patch_size", "merge_size"):
-        value = getattr(v, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
+    v = read_fields(QwenVisionConfig, data, "qwen_vl vision", lists=("full_layers", "deepstack_layers"))
+    check_token_id(v.image_token_id)
+    check_positive(v, ("width", "n_layers", "n_heads", "ffn_hidden", "out_width", "channels", "patch_size",
+                       "temporal_patch_size", "merge_size"))
     if v.width % v.n_heads or v.head_dim % 4:
         raise LlmarchError(f"vision width {v.width} must split into {v.n_heads} heads of a multiple of 4 dims "
                            "(a quarter of each head turns by the row, a quarter by the column)")

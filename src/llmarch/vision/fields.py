@@ -1,0 +1,28 @@
+"""What the vision configs (config.py's ViT, qwen_config.py's and pixtral_config.py's towers) check alike when a
+ModelConfig.vision dict is read: no unknown field, JSON's lists kept as lists, positive integer sizes, a token id.
+Imports nothing of llmarch's but its errors, so every vision config may use it."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from ..errors import LlmarchError
+
+
+def read_fields(cls, data: dict, kind: str, lists: tuple[str, ...] = ()):
+    """data as a `cls` dataclass; a field cls lacks is an error naming the `kind` of vision config."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise LlmarchError(f"unknown {kind} field(s): {', '.join(unknown)}")
+    return cls(**{k: (list(x) if k in lists and x is not None else x) for k, x in data.items()})
+
+
+def check_positive(v, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(v, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
+
+
+def check_token_id(value) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise LlmarchError(f"vision image_token_id must be a token id, got {value!r}")
