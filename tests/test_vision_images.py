@@ -72,6 +72,9 @@ def test_processor_choice_and_refusals():
     # transformers 5 saves a processor's image processor inside processor_config.json; fast classes share configs
     nested = {"processor_config.json": json.dumps({"image_processor": {"image_processor_type": "X"}}).encode()}
     assert image_processor_config(nested, "d") == {"image_processor_type": "X"}
+    for bad, message in ((b"{x", "cannot read the checkpoint's preprocessor_config.json"), (b"[1]", "JSON list")):
+        with pytest.raises(LlmarchError, match=message):  # json's own error escaped the CLI
+            image_processor_config({"preprocessor_config.json": bad}, "d")
     processor_for({"image_processor_type": "SiglipImageProcessorFast"})
     assert processor_for({"feature_extractor_type": "CLIPFeatureExtractor"}).crop == (224, 224)
     with pytest.raises(LlmarchError, match="'BlipImageProcessor' is not supported"):

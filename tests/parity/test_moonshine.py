@@ -170,3 +170,18 @@ def test_cli_transcribes_audio(pair, tmp_path, capsys):
     args = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--temperature", "0", "--max-new-tokens", "6"]
     assert main(args + ["--audio", str(tmp_path / "x.wav")]) in (0, None)
     assert text and capsys.readouterr().out.splitlines() == [text]
+    # the checkpoint's preprocessor_config.json (among its tokenizer's side files, which conversion keeps) asks for
+    # normalisation: an llmarch checkpoint converted from the directory transcribes the normalised waveform
+    (tmp_path / "ckpt" / "preprocessor_config.json").write_text('{"do_normalize": true}')
+    assert main(["convert", "--from-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "conv")]) in (0, None)
+    normalised = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
+    row = llmarch.generate(ours, None, 6, input_features=normalised)[0].tolist()
+    text = " ".join(f"w{t}" for t in row[1:row.index(eos, 1) if eos in row[1:] else None])
+    capsys.readouterr()
+    args[2] = str(tmp_path / "conv")
+    assert main(args + ["--audio", str(tmp_path / "x.wav")]) in (0, None)
+    assert capsys.readouterr().out.splitlines() == [text]
+    (tmp_path / "ckpt" / "preprocessor_config.json").write_text("{not json")  # one line, exit 2
+    args[2] = str(tmp_path / "ckpt")
+    assert main(args + ["--audio", str(tmp_path / "x.wav")]) == 2  # it raised json's traceback
+    assert "cannot read the checkpoint's preprocessor_config.json" in capsys.readouterr().err

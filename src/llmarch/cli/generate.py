@@ -94,7 +94,7 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
 
             if speech and speech.get("word_timestamps") and len(features) <= SAMPLE_RATE * SECONDS:
                 speech = dict(speech, audio_frames=[-(-len(features) // HOP)])  # the frames of audio, not of padding
-            features = audio_features(model.config, features, checkpoint)
+            features = audio_features(model.config, features, checkpoint, getattr(tok, "side_files", {}))
         print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:

@@ -2,7 +2,6 @@
 front end's features, transcribed (generate/transcribe.py, generate/longform.py) and printed."""
 from __future__ import annotations
 
-import json
 from dataclasses import astuple
 from pathlib import Path
 
@@ -87,16 +86,17 @@ def image_prompts(model, tok, prompts, images):
     return [ids for ids, _ in requests], {k: torch.cat([a[k] for _, a in requests]) for k in requests[0][1]}
 
 
-def audio_features(cfg, samples, checkpoint):
+def audio_features(cfg, samples, checkpoint, side_files: dict):
     """16 kHz samples -> the input_features of the model's encoder front end (config encoder_input: Whisper's log-mel
-    spectrogram, Moonshine's waveform), by the checkpoint's preprocessor_config.json where it has one."""
+    spectrogram, Moonshine's waveform), by the checkpoint's preprocessor_config.json where it has one (among its
+    tokenizer's side files, which conversion keeps: not only beside an HF directory's config.json)."""
     from ..layers.encoder_inputs import ENCODER_INPUTS
+    from ..vision.preprocess import PREPROCESSOR_FILE, side_config
 
     if cfg.encoder_input == "tokens":
         raise LlmarchError(f"--audio is for a model whose encoder reads audio (config encoder_input); {checkpoint} "
                            "reads tokens")
-    path = Path(checkpoint) / "preprocessor_config.json"
-    preprocessor = json.loads(path.read_text()) if path.is_file() else {}
+    preprocessor = side_config(side_files, PREPROCESSOR_FILE)
     return ENCODER_INPUTS[cfg.encoder_input].audio_features(samples, cfg, preprocessor)
 
 

@@ -31,11 +31,23 @@ HALF = (0.5, 0.5, 0.5)  # IMAGENET_STANDARD_MEAN and _STD
 BILINEAR, BICUBIC = 2, 3  # PIL.Image.Resampling values, as the configs write `resample`
 
 
+def side_config(side_files: dict[str, bytes], name: str) -> dict:
+    """The JSON object a checkpoint's HF side file `name` holds (data/tokenizer.py HF_SIDE_FILES), {} where it has
+    none; a file that is not one is a one-line error."""
+    try:
+        config = json.loads(side_files.get(name, b"{}"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LlmarchError(f"cannot read the checkpoint's {name}: {e}") from None
+    if not isinstance(config, dict):
+        raise LlmarchError(f"the checkpoint's {name} holds a JSON {type(config).__name__}, not an object")
+    return config
+
+
 def image_processor_config(side_files: dict[str, bytes], where: str) -> dict:
     """The image processor's config among a checkpoint's HF side files (data/tokenizer.py HF_SIDE_FILES)."""
     if PREPROCESSOR_FILE in side_files:
-        return json.loads(side_files[PREPROCESSOR_FILE])
-    nested = json.loads(side_files.get(PROCESSOR_FILE, b"{}")).get("image_processor")
+        return side_config(side_files, PREPROCESSOR_FILE)
+    nested = side_config(side_files, PROCESSOR_FILE).get("image_processor")
     if not isinstance(nested, dict):
         raise LlmarchError(f"{where} has no {PREPROCESSOR_FILE} (nor an image_processor in {PROCESSOR_FILE}): "
                            "how its images are preprocessed is unknown")
