@@ -2,7 +2,7 @@
 against transformers in fp32 through files: logits on a left-padded batch whose rows hold one and two images, greedy
 and beam tokens equal to its generate, cached decoding after an image prefill equal to the whole forward, and the
 to_hf round trip loaded by transformers; for Qwen2, Qwen3 and LLaMA text models. The tower's matrices drawn
-N(0, 0.1) and every norm gain, bias and layer scale moved off its init."""
+N(0, 0.1), its layer scales N(1, 0.1) and every norm gain and bias moved off its init."""
 import pytest
 import torch
 import transformers
@@ -36,6 +36,8 @@ def hf_model(case: str):
         for key, p in hf.named_parameters():
             if key.startswith("model.vision_tower.") and p.dim() > 1:
                 p.normal_(0, 0.1)
+            if "lambda_" in key:  # layer scales near 1 (their init is 0.1), so the blocks' outputs show
+                p.normal_(1, 0.1)
     hf.generation_config.eos_token_id = None
     return hf
 
