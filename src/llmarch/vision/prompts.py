@@ -14,7 +14,7 @@ from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
 from .idefics3_images import image_text
-from . import tiled_images  # noqa: F401  (registers GotOcr2ImageProcessor)
+from .tiled_images import TiledImages
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
@@ -201,3 +201,24 @@ def gemma3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 
 gemma3.placeholder = lambda v, tok: _named_token(tok, "boi_token")  # what its chat template writes per image
 
+
+@PROMPTS.register("internvl")
+def internvl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """InternVLProcessor: the k-th <IMG_CONTEXT> (the image token) becomes <img> (the tokenizer's start_image_token),
+    the image token tokens_per_image times for each of its image's tiles (tiled_images.py: the grid and a thumbnail),
+    and </img> (end_image_token); then the text is tokenized as usual. A prompt without image tokens gets them at its
+    start, each on its own line, as InternVL's chat template writes an image."""
+    token, n = _image_token(v, tok), len(images)
+    start, end = _named_token(tok, "start_image_token"), _named_token(tok, "end_image_token")
+    if not _count(prompt, token, n):
+        prompt = f"{token}\n" * n + prompt
+    split = _processor(tok, "internvl")
+    if not isinstance(split, TiledImages):  # the tile counts below are its
+        raise LlmarchError("internvl's image prompt follows GotOcr2ImageProcessor's tiles; the checkpoint names "
+                           f"another image processor ({type(split).__name__})")
+    first, *rest = prompt.split(token)
+    return tok.encode(first + "".join(start + token * (split.count(image) * v.tokens_per_image) + end + text
+                                      for image, text in zip(images, rest)))
+
+
+internvl.images_kwargs = {"crop_to_patches": True}  # InternVLProcessor's, over the image processor's config
