@@ -11,17 +11,18 @@ import pytest
 import torch
 
 import llmarch
-from conftest import perturbed
+from conftest import saved_with_processor
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import image_request
 from test_cli_trust import call
+from test_vision_images import tokenizer
 
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
 
-SPECIAL = ["<unk>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 NAMED = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
          "video_token": "<video>"}
 # InternVL 3's chat template, shortened: each image part an <IMG_CONTEXT> line before the text
@@ -40,21 +41,6 @@ class Processor(transformers.InternVLProcessor):
         return None if argument is None else super().check_argument_for_proper_class(name, argument)
 
 
-def tokenizer():
-    """A small byte-level BPE with InternVL's image tokens named as its tokenizer names them; no BOS (as Qwen's)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["user: what is in the picture?\nassistant: a cat on a mat."] * 20,
-                           trainers.BpeTrainer(vocab_size=200, special_tokens=SPECIAL,
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", unk_token="<unk>",
-                                               extra_special_tokens=NAMED)
-    tok.chat_template = TEMPLATE
-    return tok
-
-
 def pil_images():
     """A wide RGB image (2 x 1 tiles and a thumbnail), a tall RGBA one (1 x 4 and a thumbnail), a small square one
     (one tile)."""
@@ -69,7 +55,8 @@ def internvl(tmp_path_factory):
     """A tiny random InternVL checkpoint saved by transformers with its tokenizer and GotOcr2ImageProcessor (the
     processor's own config keeps crop_to_patches off, as published ones do), and the processor."""
     path = tmp_path_factory.mktemp("internvl")
-    tok = tokenizer()
+    tok = tokenizer(SPECIAL, extra_special_tokens=NAMED)  # BOS too, which InternVL's Qwen tokenizer has not
+    tok.chat_template = TEMPLATE
     image_processor = transformers.GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, max_patches=4)
     processor = Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=PER,
                           chat_template=TEMPLATE)
@@ -79,12 +66,8 @@ def internvl(tmp_path_factory):
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
         vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                            image_size=16, patch_size=4), image_token_id=tok.context_image_token_id)
-    hf = perturbed(transformers.InternVLForConditionalGeneration(conf))
-    hf.generation_config.eos_token_id = None
-    hf.save_pretrained(path)
-    tok.save_pretrained(path)
-    image_processor.save_pretrained(path)
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    hf = saved_with_processor(transformers.InternVLForConditionalGeneration(conf), path, tok.eos_token_id, tok,
+                              image_processor)
     return path, hf, processor
 
 

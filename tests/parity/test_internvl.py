@@ -8,7 +8,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed, prefilled_then_stepped
+from conftest import image_token_batch, perturbed, prefilled_then_stepped
 from llmarch.errors import LlmarchError
 from test_llava_next import gap
 
@@ -53,15 +53,7 @@ def pair(request, tmp_path_factory):
 def batch():
     """ids (2, 16) left-padded: row 0 text, an image, text, an image, text; row 1 text, an image, text; three
     images (3, 3, 16, 16)."""
-    g = torch.Generator().manual_seed(1)
-    T = max(LENGTHS)
-    ids = torch.randint(0, 99, (2, T), generator=g)
-    mask = torch.zeros(2, T, dtype=torch.long)
-    for row, n in enumerate(LENGTHS):
-        mask[row, T - n:] = 1
-        starts = (T - n + 1, T - n + 7) if row == 0 else (T - n + 2,)
-        for s in starts:
-            ids[row, s:s + PER] = 99
+    ids, mask, g = image_token_batch(LENGTHS, [[(1, PER), (7, PER)], [(2, PER)]], 99)
     return ids, mask, torch.randn(3, 3, 16, 16, generator=g)
 
 

@@ -91,6 +91,15 @@ class ResizeCropNormalize:
                    mean_std=(tuple(_channels(c["image_mean"])), tuple(_channels(c["image_std"])))
                    if c["do_normalize"] else None)
 
+    @classmethod
+    def without_resize(cls, c: dict) -> ResizeCropNormalize:
+        """The RGB conversion, rescale and normalization of a config `c` (the class's defaults merged in), no resize
+        or crop: the per-tile steps of a processor that resizes and cuts its tiles itself."""
+        return cls(rgb=bool(c["do_convert_rgb"]), size=None, resample=int(c["resample"]), crop=None,
+                   rescale=float(c["rescale_factor"]) if c["do_rescale"] else None,
+                   mean_std=(tuple(_channels(c["image_mean"])), tuple(_channels(c["image_std"])))
+                   if c["do_normalize"] else None)
+
     def __call__(self, images) -> dict[str, torch.Tensor]:
         """PIL images -> {"pixel_values": (N, 3, H, W) float32} (every image must come out the same size)."""
         out = [self.one(image) for image in images]

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import LlmarchError
 from .image_files import to_rgb
-from .preprocess import BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROCESSORS, ResizeCropNormalize, _channels
+from .preprocess import BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROCESSORS, ResizeCropNormalize
 
 
 @lru_cache(maxsize=16)
@@ -60,10 +60,7 @@ class TiledImages:
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (lo, hi)) or not 1 <= lo <= hi:
             raise LlmarchError(f"{config.get('image_processor_type')}: min_patches {lo!r} and max_patches {hi!r} must "
                                "be integers, 1 <= min_patches <= max_patches")
-        steps = ResizeCropNormalize(rgb=bool(c["do_convert_rgb"]), size=None, resample=int(c["resample"]), crop=None,
-                                    rescale=float(c["rescale_factor"]) if c["do_rescale"] else None,
-                                    mean_std=(tuple(_channels(c["image_mean"])), tuple(_channels(c["image_std"])))
-                                    if c["do_normalize"] else None)
+        steps = ResizeCropNormalize.without_resize(c)
         return cls(tile=(size["height"], size["width"]), crop=bool(c["crop_to_patches"]) and hi > 1, min_tiles=lo,
                    max_tiles=hi, resize=bool(c["do_resize"]), resample=int(c["resample"]), steps=steps)
 
