@@ -3,8 +3,8 @@
 learned positions, a biased patch convolution, no pre- or post-norm, layer scale, optionally QK-norm and RMSNorms),
 whose hidden state at vision_feature_layer (-1: the last block's output), without the class token, is pixel-shuffled
 by 1 / downsample_ratio and mapped by a LayerNorm and a two-layer MLP (the pixel_shuffle_mlp projector) into a Qwen2
-(InternVL 3), Qwen3 (InternVL 3.5) or LLaMA text model under model.language_model, at the positions of the image
-token <IMG_CONTEXT>. Each 448 x 448 tile of an image is one image of the tower (vision/tiled_images.py cuts them).
+(InternVL 3), Qwen3, Qwen3-MoE or gpt-oss (InternVL 3.5) or LLaMA text model under model.language_model, at the
+positions of the image token <IMG_CONTEXT>. Each 448 x 448 tile of an image is one image of the tower (vision/tiled_images.py cuts them).
 Export writes the text model as the family its fields tell apart (_text_type)."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .mapping import Rule
 from .multimodal import text_rules
 from .vision_towers import PROJECTOR, TOWER, canonical_name
 
-TEXTS = ("qwen2", "qwen3", "llama")
+TEXTS = ("qwen2", "qwen3", "qwen3_moe", "gpt_oss", "llama")
 # InternVLVisionConfig's defaults (InternViT-300M at 448, patch 14), for fields a config.json leaves out
 _VISION = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                hidden_act="gelu", layer_norm_eps=1e-6, image_size=448, patch_size=14, num_channels=3,
@@ -71,10 +71,13 @@ def to_config(hf: dict) -> ModelConfig:
 
 
 def _text_type(cfg: ModelConfig) -> str:
-    """The text family to write: Qwen3's per-head QK-norm, Qwen2's q, k, v biases without an output bias, or
-    LLaMA's layout (the three InternVL 3 / 3.5 are published with)."""
+    """The text family to write, told apart by its fields: gpt-oss's attention sinks, Qwen3's per-head QK-norm (with
+    experts: Qwen3-MoE's), Qwen2's q, k, v biases without an output bias, or LLaMA's layout (those InternVL 3 / 3.5
+    are published with)."""
+    if cfg.attn_sinks:
+        return "gpt_oss"
     if cfg.qk_norm == "head":
-        return "qwen3"
+        return "qwen3_moe" if cfg.n_experts else "qwen3"
     return "qwen2" if cfg.qkv_bias and not cfg.o_bias else "llama"
 
 
