@@ -10,6 +10,8 @@ import transformers
 import llmarch
 from conftest import image_token_batch, perturbed, prefilled_then_stepped
 from llmarch.errors import LlmarchError
+from llmarch.interop.hf import FAMILIES
+from llmarch.vision.config import vision_config
 from test_llava_next import gap
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -133,3 +135,17 @@ def test_refusals(pair, tmp_path):
         (tmp_path / "config.json").write_text(transformers.InternVLConfig(**conf).to_json_string())
         with pytest.raises(LlmarchError, match=message):
             llmarch.from_hf(tmp_path)
+
+
+def test_the_default_config_reads_as_internvl3():
+    """InternVLConfig's defaults (InternVL3-1B-hf's shape: InternViT-300M at 448, patch 14, a Qwen2 text model): 256
+    image tokens a tile, and back to the same config.json fields."""
+    family = FAMILIES["internvl"]
+    hf = transformers.InternVLConfig().to_dict()
+    cfg = family.to_config(hf)
+    v = vision_config(cfg.vision)
+    assert (v.image_size, v.patch_size, v.width, v.shuffle_factor, v.tokens_per_image) == (448, 14, 1024, 2, 256)
+    assert (v.qkv_bias, v.qk_norm, v.norm, v.image_token_id) == (False, False, "layernorm", 151667)
+    written = family.from_config(cfg)
+    assert written["text_config"]["model_type"] == "qwen2" and written["image_seq_length"] == hf["image_seq_length"]
+    assert family.to_config(written) == cfg
