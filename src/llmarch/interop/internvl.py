@@ -4,8 +4,8 @@ learned positions, a biased patch convolution, no pre- or post-norm, layer scale
 whose hidden state at vision_feature_layer (-1: the last block's output), without the class token, is pixel-shuffled
 by 1 / downsample_ratio and mapped by a LayerNorm and a two-layer MLP (the pixel_shuffle_mlp projector) into a Qwen2
 (InternVL 3), Qwen3, Qwen3-MoE or gpt-oss (InternVL 3.5) or LLaMA text model under model.language_model, at the
-positions of the image token <IMG_CONTEXT>. Each 448 x 448 tile of an image is one image of the tower (vision/tiled_images.py cuts them).
-Export writes the text model as the family its fields tell apart (_text_type)."""
+positions of the image token <IMG_CONTEXT>. Each 448 x 448 tile of an image is one image of the tower
+(vision/tiled_images.py cuts them). Export writes the text model as the family its fields tell apart (_text_type)."""
 from __future__ import annotations
 
 from ..config import ModelConfig

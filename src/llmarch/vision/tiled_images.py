@@ -22,7 +22,8 @@ from .preprocess import BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROCESSORS, 
 @lru_cache(maxsize=16)
 def grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:
     """get_all_supported_aspect_ratios: every (cols, rows) of min..max tiles, by tile count (a stable sort)."""
-    found = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if min_tiles <= c * r <= max_tiles]
+    sides = range(1, max_tiles + 1)
+    found = [(c, r) for c in sides for r in sides if min_tiles <= c * r <= max_tiles]
     return sorted(found, key=lambda g: g[0] * g[1])
 
 
