@@ -1,4 +1,6 @@
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,6 +116,20 @@ def routed_apart(hf):
     return hf
 
 
+def image_token_batch(lengths, runs, token: int, seed: int = 1):
+    """ids (B, T) of random tokens below 99 left-padded to the longest of `lengths` (real tokens per row), row r
+    holding `token` in runs[r]'s (start, count) runs, start counted from its first real token; its mask; and the
+    generator, to draw the images from next (the vision parity tests' batches)."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids, mask = torch.randint(0, 99, (len(lengths), T), generator=g), torch.zeros(len(lengths), T, dtype=torch.long)
+    for row, (n, spans) in enumerate(zip(lengths, runs)):
+        mask[row, T - n:] = 1
+        for start, count in spans:
+            ids[row, T - n + start:T - n + start + count] = token
+    return ids, mask, g
+
+
 def prefilled_then_stepped(model, ids, mask, P: int, embeds, **step_args) -> torch.Tensor:
     """Logits (B, T - P + 1, V) of ids (B, T): the first P tokens prefilled in one step from `embeds` (B, P, C) (the
     images' embed_inputs; step_args: the step's others, e.g. prefix_mask), then each later token decoded alone over
@@ -152,6 +168,17 @@ def seq2seq_pair(name, ref, tmp_path_factory, prepare=None):
     path = tmp_path_factory.mktemp(name)
     ref.save_pretrained(path)
     return name, ref, llmarch.from_hf(path)
+
+
+def saved_with_processor(hf, folder, eos_token_id: int, *parts):
+    """A random transformers model perturbed, its generation config stopping at no EOS (greedy runs as long as
+    asked), saved to `folder` with its processor's `parts` (a processor, or its tokenizer and image processor) and a
+    generation_config.json naming eos_token_id for llmarch; the model (the image-file tests' checkpoints)."""
+    perturbed(hf).generation_config.eos_token_id = None
+    for part in (hf, *parts):
+        part.save_pretrained(folder)
+    (Path(folder) / "generation_config.json").write_text(json.dumps({"eos_token_id": eos_token_id}))
+    return hf
 
 
 def perturbed_from_hf(hf, folder):

@@ -85,8 +85,9 @@ def test_processor_choice_and_refusals():
         image_processor_config({}, "d")
 
 
-def tokenizer(special):
-    """A small byte-level BPE with `special` tokens first and BOS added in front of every encoding (as LLaMA's)."""
+def tokenizer(special, **more):
+    """A small byte-level BPE with `special` tokens first and BOS added in front of every encoding (as LLaMA's);
+    `more`: PreTrainedTokenizerFast's other arguments (InternVL's named image tokens)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -96,7 +97,7 @@ def tokenizer(special):
                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
-                                                unk_token="<unk>")
+                                                unk_token="<unk>", **more)
 
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

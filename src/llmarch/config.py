@@ -310,7 +310,8 @@ class ModelConfig:
     embed_affine: bool = False
     # how each sublayer's output y joins the residual stream x (layers/residual_mix.py): none (x + y); depth_scaled,
     # x sqrt((k - 1) / k) + y / sqrt(k) at the stack's k-th add (Beam); gated, sigmoid(w) y + sqrt(1 - sigmoid(w)^2) x
-    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge); affine,
+    # with w learned per channel (Ergo); scaled, g x + y with g learned per channel (Doge); layer_scale, x + g y with
+    # g learned per channel (CaiT's LayerScale, InternViT's); affine,
     # (y + b_y) * s_y + (x + b_x) * s_x with four vectors learned per sublayer (ZAYA1's ResidualScaling); ngpt,
     # norm(x) + |a| (y - norm(x)) on the unit sphere (nGPT, Dory; norm 'l2'). Sequential pre-norm or sandwich blocks
     # only

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed, prefilled_then_stepped
+from conftest import image_token_batch, perturbed, prefilled_then_stepped
 from llmarch.errors import LlmarchError
 from llmarch.interop.llava_next import to_config as read_config
 from llmarch.vision.anyres_grid import image_tokens
@@ -50,14 +50,8 @@ def batch(ours, sizes=SIZES, tiles=TILES):
     """ids (2, T) left-padded, each row text, one image's tokens, at least 4 text tokens; its mask; the images (2,
     tiles, 3, 8, 8) and their sizes (AnyRes models: test_llava_onevision.py's too)."""
     v = ours.vision.v
-    g = torch.Generator().manual_seed(1)
     counts = [image_tokens(v, *s) for s in sizes]
-    lengths = [counts[0] + 8, counts[1] + 6]
-    T = max(lengths)
-    ids, mask = torch.randint(0, 99, (2, T), generator=g), torch.zeros(2, T, dtype=torch.long)
-    for row, (n, k) in enumerate(zip(lengths, counts)):
-        mask[row, T - n:] = 1
-        ids[row, T - n + 2:T - n + 2 + k] = v.image_token_id
+    ids, mask, g = image_token_batch([counts[0] + 8, counts[1] + 6], [[(2, k)] for k in counts], v.image_token_id)
     return ids, mask, torch.randn(2, tiles, 3, 8, 8, generator=g), torch.tensor(sizes)
 
 

@@ -3,7 +3,6 @@ transformers in fp32 through files: logits on a left-padded batch whose second i
 with padded patches, so bucketed positions and masked keys are both at work), greedy tokens equal to its generate,
 cached decoding after an image prefill equal to the whole forward, and the to_hf round trip. The tower's matrices
 drawn N(0, 0.1) and every norm gain and bias moved off its init."""
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed, prefilled_then_stepped
+from conftest import image_token_batch, perturbed, prefilled_then_stepped, saved_with_processor
 from llmarch.errors import LlmarchError
 from llmarch.vision.preprocess import processor_for
 from llmarch.vision.prompts import image_request
@@ -46,13 +45,7 @@ def batch():
     """ids (2, 14) left-padded, each row text, one image's 4 tokens, text; its mask; two images (2, 3, 16, 16), the
     second real on its top-left 12 x 8 pixels only (3 x 2 of its 4 x 4 patches), zero elsewhere as the processor pads;
     the pixel mask (2, 16, 16)."""
-    g = torch.Generator().manual_seed(1)
-    T = max(LENGTHS)
-    ids = torch.randint(0, 99, (2, T), generator=g)
-    mask = torch.zeros(2, T, dtype=torch.long)
-    for row, n in enumerate(LENGTHS):
-        mask[row, T - n:] = 1
-        ids[row, T - n + 2:T - n + 2 + PER] = 99
+    ids, mask, g = image_token_batch(LENGTHS, [[(2, PER)]] * 2, 99)
     pixels, pixel_mask = torch.randn(2, 3, 16, 16, generator=g), torch.ones(2, 16, 16, dtype=torch.long)
     pixel_mask[1, 12:], pixel_mask[1, :, 8:] = 0, 0
     return ids, mask, pixels * pixel_mask[:, None], pixel_mask
@@ -191,11 +184,7 @@ def idefics3(tmp_path_factory):
     torch.manual_seed(0)
     conf = transformers.Idefics3Config(text_config={**TEXT, "vocab_size": len(tok)}, vision_config=TOWER,
                                        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2)
-    hf = perturbed(transformers.Idefics3ForConditionalGeneration(conf))
-    hf.generation_config.eos_token_id = None
-    hf.save_pretrained(path)
-    processor.save_pretrained(path)
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    hf = saved_with_processor(transformers.Idefics3ForConditionalGeneration(conf), path, tok.eos_token_id, processor)
     return path, hf, processor
 
 

@@ -98,6 +98,7 @@ from . import minimax_m3_vl_text  # noqa: F401
 from . import kolibri1_1  # noqa: F401
 from . import flaubert, gpt_sw3, roc_bert, xlm  # noqa: F401
 from . import llava, llava_next, llava_onevision, paligemma  # noqa: F401
+from . import internvl  # noqa: F401
 from . import gemma3_vision  # noqa: F401
 from . import xlnet  # noqa: F401
 from . import cpmant  # noqa: F401

@@ -118,6 +118,9 @@ LAYOUTS = {
     "grouped_qkv": (lambda t, cfg: _grouped_qkv(t, cfg, True), lambda t, cfg: _grouped_qkv(t, cfg, False),
                     lambda s: s),
     "row": (lambda t, cfg: t.reshape(-1), lambda t, cfg: t[None], lambda s: (1, *s)),  # BART's (1, V) logits bias
+    # a leading batch dim of 1 stored (InternViT's position_embeddings (1, P, C), its cls_token (1, 1, C))
+    "batch1": (lambda t, cfg: t[0], lambda t, cfg: t[None], lambda s: (1, *s)),
+    "batch1_row": (lambda t, cfg: t.reshape(-1), lambda t, cfg: t[None, None], lambda s: (1, 1, *s)),
     # stacked experts stored (E, in, out) (gpt-oss's down_proj); ours are (E, out, in) as nn.Linear's
     "experts_transposed": (lambda t, cfg: t.transpose(1, 2), lambda t, cfg: t.transpose(1, 2), _swap12),
     # gpt-oss's gate_up_proj (E, C, 2I), gate and up interleaved along the last dim; ours (E, 2I, C), gates first

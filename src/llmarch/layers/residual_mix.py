@@ -10,6 +10,8 @@ calls mix(y, x) after the sublayer's post-norm, if any, and its dropout):
   unit variance, s^2 + (1 - s^2) = 1;
 - scaled (Doge, SmallDoge; Shi et al. 2024, "Wonderful Matrices", arXiv 2412.11834): the stream times a learned gain
   per channel, g * x + y (g at 1: the plain add);
+- layer_scale (CaiT's LayerScale, Touvron et al. 2021; InternViT's): the output times a learned gain per channel,
+  x + g * y;
 - affine (ZAYA1's ResidualScaling): the output and the stream each shifted and scaled per channel before their sum,
   (y + b_y) * s_y + (x + b_x) * s_x (at init, zeros and ones, the plain add);
 - ngpt (Dory, nvidia/NVIDIA-Nemotron-Labs-Dory1.0; Loshchilov et al. 2024, "nGPT", §2.2.2, eq. 10-11): the stream on
@@ -72,6 +74,19 @@ class ScaledResidual(nn.Module):
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.weight * x + y
+
+
+@RESIDUAL_MIXES.register("layer_scale")
+class LayerScale(nn.Module):
+    """x + g * y, g a learned gain per channel of the sublayer's output (CaiT's LayerScale, Touvron et al. 2021,
+    "Going deeper with Image Transformers", §2.1; InternViT's lambda_1 and lambda_2; ones at init: the plain add)."""
+
+    def __init__(self, cfg, layer: int, sublayer: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(cfg.d_model))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight * y
 
 
 @RESIDUAL_MIXES.register("affine")

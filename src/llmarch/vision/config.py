@@ -15,7 +15,9 @@ from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear")
+PROJECTOR_KINDS = ("mlp", "pixel_shuffle_mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear")
+# the projectors that space-to-depth the patch grid by shuffle_factor first
+SHUFFLING = ("pixel_shuffle", "pixel_shuffle_mlp")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,14 @@ class VisionConfig:
     patch_size: int = 16  # a patch_size x patch_size convolution of that stride embeds each patch
     channels: int = 3
     norm_eps: float = 1e-5
+    # InternViT's (InternVL; Chen et al. 2024, "InternVL", §3.2): the blocks' norms (layernorm, or rmsnorm, its 6B
+    # tower's), biases on q, k and v (the output projection always has one), an RMSNorm over the whole query and key
+    # projections before they split into heads (qk_norm; eps 1e-6), each sublayer's output times a learned gain per
+    # channel before its residual add (layer_scale: CaiT's LayerScale, lambda_1 and lambda_2)
+    norm: str = "layernorm"
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    layer_scale: bool = False
     patch_bias: bool = False  # the patch convolution's bias (SigLIP's; CLIP has none)
     class_token: bool = True  # a learned class embedding before the patches (CLIP; SigLIP has none)
     pre_norm: bool = True  # a LayerNorm on the embeddings before the first block (CLIP's pre_layrnorm)
@@ -47,7 +57,8 @@ class VisionConfig:
     # out of attention (vision/buckets.py); needs post_norm and no class token
     position_buckets: bool = False
     # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm;
-    # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map
+    # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map; pixel_shuffle_mlp: InternVL's
+    # space-to-depth, LayerNorm, then mlp
     projector: str = "mlp"
     shuffle_factor: int = 1  # pixel_shuffle's: each shuffle_factor x shuffle_factor block of patches one feature
     projector_act: str = "gelu"  # the mlp projector's activation
@@ -121,13 +132,15 @@ def vision_config(data: dict) -> VisionConfig:
                            f"[{-v.n_layers - 1}, {v.n_layers}] (or None: the tower's output)")
     if v.drop_first and layers is None:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
-    for name in ("held", "position_buckets"):
+    if v.norm not in ("layernorm", "rmsnorm"):
+        raise LlmarchError(f"vision norm {v.norm!r} must be layernorm or rmsnorm")
+    for name in ("held", "position_buckets", "qkv_bias", "qk_norm", "layer_scale"):
         if not isinstance(getattr(v, name), bool):
             raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
     side = v.image_size // v.patch_size
-    if (v.projector == "pixel_shuffle") != (v.shuffle_factor > 1) or side % v.shuffle_factor:
-        raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with the pixel_shuffle "
-                           f"projector (got {v.projector!r}) and divide the {side} patches of a side")
+    if (v.projector in SHUFFLING) != (v.shuffle_factor > 1) or side % v.shuffle_factor:
+        raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with a shuffling projector "
+                           f"({', '.join(SHUFFLING)}; got {v.projector!r}) and divide the {side} patches of a side")
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")

@@ -29,6 +29,22 @@ class MLPProjector(nn.Module):
         return self.fc2(self.act(self.fc1(f)))
 
 
+@PROJECTORS.register("pixel_shuffle_mlp")
+class PixelShuffleMLPProjector(MLPProjector):
+    """InternVL's projector (Chen et al. 2024, "How Far Are We to GPT-4V?", §3.1: pixel shuffle to a quarter of
+    the visual tokens, then an MLP; transformers' InternVLModel.pixel_shuffle and InternVLMultiModalProjector): the
+    patch grid space-to-depth by shuffle_factor in the same order as Idefics3's (downsample_ratio 0.5 is factor 2),
+    a LayerNorm of nn.LayerNorm's eps 1e-5, then LLaVA's MLP, W2 act(W1 LN(f) + b1) + b2."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__(v, d_model)
+        self.s = v.shuffle_factor
+        self.norm = LayerNorm(v.feature_width, eps=1e-5)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.norm(pixel_shuffle(f, self.s)))
+
+
 @PROJECTORS.register("linear")
 class LinearProjector(nn.Module):
     """PaliGemma's one linear map W f + b (Beyer et al. 2024, "PaliGemma", §3.1)."""
@@ -68,13 +84,19 @@ class PixelShuffleProjector(nn.Module):
         self.proj = Linear(v.feature_width, d_model, bias=v.projector_bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        n, t, c = f.shape  # (N, side^2, C)
-        side, s = int(t ** 0.5), self.s
-        if side * side != t or side % s:
-            raise LlmarchError(f"pixel_shuffle needs a square grid of patches whose side divides by {s}, got {t}")
-        x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
-        x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
-        return self.proj(x.reshape(n, t // (s * s), s * s * c))
+        return self.proj(pixel_shuffle(f, self.s))
+
+
+def pixel_shuffle(f: torch.Tensor, s: int) -> torch.Tensor:
+    """(N, side^2, C) -> (N, side^2 / s^2, s^2 C): each s x s block of the square grid one feature, in transformers'
+    order (Idefics3's and Aya Vision's pixel_shuffle: a row's s neighbours side by side, then the block's s rows)."""
+    n, t, c = f.shape
+    side = int(t ** 0.5)
+    if side * side != t or side % s:
+        raise LlmarchError(f"pixel_shuffle needs a square grid of patches whose side divides by {s}, got {t}")
+    x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
+    x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
+    return x.reshape(n, t // (s * s), s * s * c)
 
 
 @PROJECTORS.register("pool_norm_linear")

@@ -14,6 +14,7 @@ from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
 from .idefics3_images import image_text
+from .tiled_images import TiledImages
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
@@ -53,8 +54,6 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
 
 def _preprocess(model, tok, images: list):
     """The vision config and the images preprocessed to the model's image arguments."""
-    from .preprocess import image_processor_config, processor_for
-
     cfg = model.config
     if cfg.vision is None or (not is_qwen(cfg.vision) and vision_config(cfg.vision).held):
         raise LlmarchError(f"{cfg.name} reads no images (it has no vision tower that runs: config vision)")
@@ -62,7 +61,17 @@ def _preprocess(model, tok, images: list):
         raise LlmarchError(f"images for a {cfg.hf_model_type!r} checkpoint are not supported; supported: "
                            f"{', '.join(PROMPTS.names())}")
     v = qwen_vision_config(cfg.vision) if is_qwen(cfg.vision) else vision_config(cfg.vision)
-    return v, processor_for(image_processor_config(getattr(tok, "side_files", {}), cfg.name))(images)
+    return v, _processor(tok, cfg.hf_model_type, cfg.name)(images)
+
+
+def _processor(tok, kind: str, where: str = "the tokenizer"):
+    """The checkpoint's image processor (from the tokenizer's side files), with what the family's transformers
+    processor passes it on every call over its config (the layout's images_kwargs: InternVLProcessor's
+    crop_to_patches)."""
+    from .preprocess import image_processor_config, processor_for
+
+    config = image_processor_config(getattr(tok, "side_files", {}), where)
+    return processor_for({**config, **getattr(PROMPTS[kind], "images_kwargs", {})})
 
 
 def _one_image(kind: str, images: list) -> None:
@@ -158,12 +167,10 @@ def idefics3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     """Idefics3Processor, SmolVLMProcessor: each image token becomes the image's tiles' and global image's tokens
     (idefics3_images.py; the image tokens at the start where the prompt has none), then the text is tokenized as
     usual."""
-    from .preprocess import image_processor_config, processor_for
-
     token = _image_token(v, tok)
     if not _count(prompt, token, len(images)):
         prompt = token * len(images) + prompt
-    split = processor_for(image_processor_config(getattr(tok, "side_files", {}), "the tokenizer"))
+    split = _processor(tok, "idefics3")
     first, *rest = prompt.split(token)
     return tok.encode(first + "".join(image_text(*split.grid(image), token, v.tokens_per_image) + text
                                       for image, text in zip(images, rest)))
@@ -193,3 +200,25 @@ def gemma3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 
 
 gemma3.placeholder = lambda v, tok: _named_token(tok, "boi_token")  # what its chat template writes per image
+
+
+@PROMPTS.register("internvl")
+def internvl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """InternVLProcessor: the k-th <IMG_CONTEXT> (the image token) becomes <img> (the tokenizer's start_image_token),
+    the image token tokens_per_image times for each of its image's tiles (tiled_images.py: the grid and a thumbnail),
+    and </img> (end_image_token); then the text is tokenized as usual. A prompt without image tokens gets them at its
+    start, each on its own line, as InternVL's chat template writes an image."""
+    token, n = _image_token(v, tok), len(images)
+    start, end = _named_token(tok, "start_image_token"), _named_token(tok, "end_image_token")
+    if not _count(prompt, token, n):
+        prompt = f"{token}\n" * n + prompt
+    split = _processor(tok, "internvl")
+    if not isinstance(split, TiledImages):  # the tile counts below are its
+        raise LlmarchError("internvl's image prompt follows GotOcr2ImageProcessor's tiles; the checkpoint names "
+                           f"another image processor ({type(split).__name__})")
+    first, *rest = prompt.split(token)
+    return tok.encode(first + "".join(start + token * (split.count(image) * v.tokens_per_image) + end + text
+                                      for image, text in zip(images, rest)))
+
+
+internvl.images_kwargs = {"crop_to_patches": True}  # InternVLProcessor's, over the image processor's config

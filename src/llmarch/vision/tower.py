@@ -18,11 +18,15 @@ from .config import VisionConfig
 
 
 def block_config(v: VisionConfig) -> ModelConfig:
-    """The tower's blocks as llmarch blocks: LayerNorms with bias, multi-head attention and an MLP with biases,
-    bidirectional, no rotary positions (the learned ones are added to the embeddings)."""
+    """The tower's blocks as llmarch blocks: LayerNorms with bias (or InternViT's RMSNorms), multi-head attention and
+    an MLP with biases (InternViT's q, k, v may have none), bidirectional, no rotary positions (the learned ones are
+    added to the embeddings); InternViT's QK-norm over the whole projections (OLMo 2's 'proj', an RMSNorm of eps 1e-6
+    whatever the tower's: InternVLVisionRMSNorm's default) and layer scale (layers/residual_mix.py)."""
+    qk = dict(qk_norm="proj", qk_norm_kind="rmsnorm", qk_norm_eps=1e-6) if v.qk_norm else {}
     return ModelConfig(name="vision", vocab_size=1, d_model=v.width, n_layers=v.n_layers, n_heads=v.n_heads,
-                       ffn=v.act, ffn_hidden=v.ffn_hidden, norm="layernorm", norm_eps=v.norm_eps, bias=True,
-                       causal=False, positions="none", context_length=v.n_positions)
+                       ffn=v.act, ffn_hidden=v.ffn_hidden, norm=v.norm, norm_eps=v.norm_eps, bias=True,
+                       qkv_bias=v.qkv_bias, residual_mix="layer_scale" if v.layer_scale else "none", causal=False,
+                       positions="none", context_length=v.n_positions, **qk)
 
 
 class VisionTower(nn.Module):
