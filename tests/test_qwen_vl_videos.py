@@ -23,9 +23,8 @@ from llmarch.interop import FAMILIES
 from llmarch.vision.qwen_video import _size_qwen3, video_processor_for, video_request
 from llmarch.vision.video_files import read_video
 
-from conftest import perturbed
 from test_cli_trust import call, one_line_error
-from test_qwen_vl_images import TEXT, VISION, tokenizer
+from test_qwen_vl_images import TEXT, VISION, random_model, tokenizer
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -170,21 +169,12 @@ def test_prompt_ids_are_the_processors(case, kind, frames, tmp_path):
 def checkpoint(tmp_path_factory):
     """A tiny random Qwen2.5-VL saved by transformers beside its tokenizer and video processor config."""
     tok = tokenizer()
-    prefix = "Qwen2_5_VL"
-    config = getattr(transformers, prefix + "Config")(
-        text_config=dict(TEXT, vocab_size=len(tok)),
-        vision_config=dict(VISION, depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=40,
-                           window_size=16, fullatt_block_indexes=[1], tokens_per_second=3),
-        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
-    torch.manual_seed(0)
-    hf = getattr(transformers, prefix + "ForConditionalGeneration")(config)
-    with torch.no_grad():
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf)
+    hf = random_model("Qwen2_5_VL", text_config=dict(TEXT, vocab_size=len(tok)),
+                      vision_config=dict(VISION, depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=40,
+                                         window_size=16, fullatt_block_indexes=[1], tokens_per_second=3),
+                      image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                      video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+                      vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
     hf.generation_config.eos_token_id = tok.eos_token_id
     path = tmp_path_factory.mktemp("qwen2_5_vl_video")
     hf.save_pretrained(path)

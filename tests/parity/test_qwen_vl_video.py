@@ -12,8 +12,8 @@ import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
 
-from conftest import perturbed
-from test_qwen_vl_vision import CASES, IMAGE, START
+from test_qwen_vl_images import random_model
+from test_qwen_vl_vision import CASES, IMAGE, START, assert_cached_after_images_equals_whole
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -29,15 +29,8 @@ def pair(request, tmp_path_factory):
     prefix, text, vision = CASES[case]
     if case == "qwen2_5_vl":
         vision = dict(vision, tokens_per_second=2)
-    config = getattr(transformers, prefix + "Config")(text_config=text, vision_config=vision, image_token_id=IMAGE,
-                                                      video_token_id=VIDEO, vision_start_token_id=START)
-    torch.manual_seed(0)
-    hf = getattr(transformers, prefix + "ForConditionalGeneration")(config)
-    with torch.no_grad():
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf)
+    hf = random_model(prefix, text_config=text, vision_config=vision, image_token_id=IMAGE, video_token_id=VIDEO,
+                      vision_start_token_id=START)
     folder = tmp_path_factory.mktemp(case)
     hf.save_pretrained(folder)
     hf.generation_config.eos_token_id = None
@@ -112,7 +105,7 @@ def test_video_logits_greedy_and_cached_decoding(pair):
                           do_sample=False, pad_token_id=0, output_logits=True, return_dict_in_generate=True, **kw)
         assert torch.equal(llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=6, **kw), out.sequences)
         assert_cached_equals_transformers(ours, ids, mask, kw, out)
-        assert_cached_equals_whole(ours, ids, mask, kw)
+        assert_cached_after_images_equals_whole(ours, ids, mask, kw, new=3)
 
 
 def assert_cached_equals_transformers(ours, ids, mask, kw, out):
@@ -132,27 +125,6 @@ def assert_cached_equals_transformers(ours, ids, mask, kw, out):
         finally:
             ours.clear_cache()
     assert (torch.cat(steps, 1) - torch.stack(out.logits, 1)).abs().max() <= 1e-4
-
-
-def assert_cached_equals_whole(ours, ids, mask, kw, new: int = 3):
-    """The prompt in one call, then `new` text tokens one per call shifted by the prompt's M-RoPE delta: the whole
-    forward's logits."""
-    more = torch.randint(0, IMAGE, (ids.shape[0], new))
-    full, full_mask = torch.cat([ids, more], 1), torch.cat([mask, torch.ones_like(more)], 1)
-    T = ids.shape[1]
-    with torch.no_grad():
-        whole = ours(full, attention_mask=full_mask, **kw).logits
-        _, delta = ours.vision.rope_index(ids, mask, kw["image_grid_thw"], kw["video_grid_thw"],
-                                          kw.get("second_per_grid_ts"))
-        assert int(delta.abs().max()) > 0
-        ours.setup_cache(ids.shape[0], T + new)
-        try:
-            steps = [ours(ids, attention_mask=full_mask, input_pos=torch.arange(T), kv_len=T, **kw).logits]
-            steps += [ours(full[:, t:t + 1], attention_mask=full_mask, input_pos=torch.tensor([t]), kv_len=t + 1,
-                           rope_delta=delta).logits for t in range(T, T + new)]
-        finally:
-            ours.clear_cache()
-    assert (torch.cat(steps, 1) - whole)[full_mask.bool()].abs().max() <= 1e-4
 
 
 def test_videos_refused_in_one_line(pair):
