@@ -86,8 +86,9 @@ class RunningBatch:
         return states, out.logits[0] if all_logits else out.logits[0, -1]
 
     def rope_delta(self, ids: list[int], images: dict | None = None) -> int:
-        """The M-RoPE delta of the tokens after a prompt (join's): Qwen-VL's images' (the prompt's largest position
-        + 1 less its length; vision/qwen_inputs.py rope_index, the grid alone, no tower), 0 without a grid."""
+        """The M-RoPE delta of the tokens after a prompt (join's): Qwen-VL's images' and videos' (the prompt's last
+        position + 1 less its length; vision/qwen_inputs.py rope_index, the grids alone, no tower), 0 without a
+        grid."""
         names = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")  # videos: a video processor's
         grids = [(images or {}).get(name) for name in names]
         if grids[0] is None and grids[1] is None:

@@ -107,8 +107,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         ("second_per_grid_ts", second_per_grid_ts)) if v is not None}
     if (pixel_values is not None or videos) and (draft is not None or prompt_lookup or compile
                                                  or model.config.vision is None):
-        raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
-                           "or beam decoding (no draft model, prompt lookup or compile)")
+        raise LlmarchError("pixel_values (and videos) are for a model with a vision tower (config vision), in eager "
+                           "greedy, sampled or beam decoding (no draft model, prompt lookup or compile)")
     check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)

@@ -1,12 +1,14 @@
-"""Images into a Qwen2-VL, Qwen2.5-VL or Qwen3-VL text model: the tower's merged features written at the <|image_pad|>
-positions (image n fills the n-th run of its t (h / m) (w / m) image tokens, counting row by row, as transformers'
-masked_scatter does), and the M-RoPE positions (Wang et al. 2024, "Qwen2-VL", \u00a72.1) of text and image tokens
-that transformers' get_rope_index computes: text tokens count on, all three axes equal; an image's token at merged
-(frame, row, column) (f, r, c) takes (s + f, s + r, s + c) from the position s where it starts, and the text after it
-continues from s + max(h, w) / m, its largest position + 1. A later token (cached decoding) then sits at its row
-position (its count of real tokens before it) plus the prompt's delta: the largest position + 1 less the prompt's
-real-token count. Qwen3-VL's DeepStack features go to the same positions of the hidden states after the text
-model's first blocks (Stack.run's deepstack)."""
+"""Images and videos into a Qwen2-VL, Qwen2.5-VL or Qwen3-VL text model: the tower's merged features written at the
+<|image_pad|> and <|video_pad|> positions (image n fills the n-th run of its t (h / m) (w / m) image tokens, counting
+row by row, as transformers' masked_scatter does; videos alike), and the M-RoPE positions (Wang et al. 2024,
+"Qwen2-VL", \u00a72.1) of text, image and video tokens that transformers' get_rope_index computes: text tokens count
+on, all three axes equal; an image's token at merged (frame, row, column) (f, r, c) takes (s + f, s + r, s + c) from
+the position s where it starts, and the text after it continues from s + max(h, w) / m (an image's largest position
++ 1). A video's frames step by 1, or by Qwen2.5-VL's tokens_per_second x second_per_grid_ts (floored); Qwen3-VL's
+frames are one-frame videos each. A later token (cached decoding) then sits at its row position (its count of real
+tokens before it) plus the prompt's delta: the last position + 1 less the prompt's real-token count. Qwen3-VL's
+DeepStack features go to the same positions of the hidden states after the text model's first blocks (Stack.run's
+deepstack)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
