@@ -173,4 +173,5 @@ def test_info_describes_the_tower(pair, capsys):
     assert main(["info", str(folder / "hf")]) in (0, None)
     vision = hf.config.vision_config
     layers = getattr(vision, "depth", None) or vision.num_hidden_layers
-    assert f"vision: {layers}-layer ViT" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"vision: {layers}-layer ViT" in out and "videos in 2-frame patches" in out
