@@ -7,6 +7,7 @@ Qwen2VLProcessor, Qwen2_5_VLProcessor and Qwen3VLProcessor (their replace_video_
 included) over a video processor that hands them our pixels, grid and frame metadata; Qwen2.5-VL's second_per_grid_ts
 is its processor's. `llmarch generate --video DIR` prints transformers' greedy continuation; bad input is one line."""
 import ast
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -210,6 +211,8 @@ def test_bad_videos_are_one_line(checkpoint, frames, capsys, tmp_path):
     one_line_error(capsys, "is not an image file", *base, "--video", tmp_path / "mixed")
     one_line_error(capsys, "no such file or directory", *base, "--video", tmp_path / "none")
     one_line_error(capsys, "frame rate must be positive", *base, "--video", frames, "--video-fps", 0)
+    refused = "cannot be decoded" if importlib.util.find_spec("av") else "needs PyAV"  # a file that is no video
+    one_line_error(capsys, refused, *base, "--video", tmp_path / "mixed" / "b.txt")
     one_line_error(capsys, "--video goes with --prompt", "generate", "--checkpoint", path, "--audio", "x.wav",
                    "--video", frames)
     save_model(llmarch.build("gpt-tiny", vocab_size=257, n_layers=1, d_model=32, n_heads=2, context_length=32),
