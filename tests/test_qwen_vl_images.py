@@ -65,6 +65,18 @@ def processor(kind: str, tok, image_processor):
     return ImagesOnly(image_processor=image_processor, tokenizer=tok, video_processor=None, chat_template=TEMPLATE)
 
 
+def random_model(prefix: str, **config):
+    """transformers' `prefix`ForConditionalGeneration of that config, seeded, its tower's matrices drawn N(0, 0.1) so
+    that it moves the logits, every 1-D parameter perturbed."""
+    torch.manual_seed(0)
+    hf = getattr(transformers, prefix + "ForConditionalGeneration")(getattr(transformers, prefix + "Config")(**config))
+    with torch.no_grad():
+        for p in hf.model.visual.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.1)
+    return perturbed(hf)
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Paths of three images of odd sizes: RGB noise, RGBA with graded alpha (composited onto white), a JPEG."""
@@ -84,17 +96,9 @@ def checkpoint(request, tmp_path_factory):
     tokenizer and image processor (preprocessor_config.json, as the published checkpoints have it)."""
     prefix, vision = CASES[request.param]
     tok = tokenizer()
-    config = getattr(transformers, prefix + "Config")(
-        text_config=dict(TEXT, vocab_size=len(tok)), vision_config=vision,
-        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
-    torch.manual_seed(0)
-    hf = getattr(transformers, prefix + "ForConditionalGeneration")(config)
-    with torch.no_grad():  # a tower that moves the logits
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf)
+    hf = random_model(prefix, text_config=dict(TEXT, vocab_size=len(tok)), vision_config=vision,
+                      image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                      vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
     hf.generation_config.eos_token_id = tok.eos_token_id
     path = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(path)

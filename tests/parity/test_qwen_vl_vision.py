@@ -18,7 +18,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf, to_hf
 from llmarch.vision.qwen_pixels import qwen_vl_pixels, smart_resize
 
-from conftest import perturbed
+from test_qwen_vl_images import random_model
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -51,15 +51,8 @@ def images():
 def pair(request, tmp_path_factory):
     case = request.param
     prefix, text, vision = CASES[request.param]
-    config = getattr(transformers, prefix + "Config")(text_config=text, vision_config=vision, image_token_id=IMAGE,
-                                                      vision_start_token_id=START)
-    torch.manual_seed(0)
-    hf = getattr(transformers, prefix + "ForConditionalGeneration")(config)
-    with torch.no_grad():
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf)
+    hf = random_model(prefix, text_config=text, vision_config=vision, image_token_id=IMAGE,
+                      vision_start_token_id=START)
     folder = tmp_path_factory.mktemp(case)
     hf.save_pretrained(folder / "hf")
     hf.generation_config.eos_token_id = None
@@ -122,14 +115,15 @@ def test_images_logits_generation_cached_decoding_and_round_trip(pair):
 
 
 def assert_cached_after_images_equals_whole(ours, ids, mask, images_kw, new: int = 4):
-    """The image prompt in one call, then `new` text tokens one per call shifted by the prompt's M-RoPE delta: the
-    whole forward's logits within 1e-4 on every real position."""
+    """The image (or video) prompt in one call, then `new` text tokens one per call shifted by the prompt's M-RoPE
+    delta: the whole forward's logits within 1e-4 on every real position."""
     more = torch.randint(0, IMAGE, (ids.shape[0], new))
     full, full_mask = torch.cat([ids, more], 1), torch.cat([mask, torch.ones_like(more)], 1)
     T = ids.shape[1]
     with torch.no_grad():
         whole = ours(full, attention_mask=full_mask, **images_kw).logits
-        _, delta = ours.vision.rope_index(ids, mask, images_kw["image_grid_thw"])
+        _, delta = ours.vision.rope_index(ids, mask, *(images_kw.get(k) for k in (
+            "image_grid_thw", "video_grid_thw", "second_per_grid_ts")))
         ours.setup_cache(ids.shape[0], T + new)
         try:
             steps = [ours(ids, attention_mask=full_mask, input_pos=torch.arange(T), kv_len=T, **images_kw).logits]
@@ -179,4 +173,5 @@ def test_info_describes_the_tower(pair, capsys):
     assert main(["info", str(folder / "hf")]) in (0, None)
     vision = hf.config.vision_config
     layers = getattr(vision, "depth", None) or vision.num_hidden_layers
-    assert f"vision: {layers}-layer ViT" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"vision: {layers}-layer ViT" in out and "videos in 2-frame patches" in out

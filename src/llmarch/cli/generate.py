@@ -69,7 +69,7 @@ def add_parsers(sub) -> None:
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
                      num_draft=4, penalties=None, features=None, suppress=None, begin_suppress=None,
-                     speech: dict | None = None, images: list | None = None) -> None:
+                     speech: dict | None = None, images: list | None = None, videos: list | None = None) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
@@ -77,7 +77,8 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     features: a file of an encoder front end's input_features (read_features), or 16 kHz samples (--audio's, made
     the features the model's front end reads: audio_features), the sources in place of prompts, transcribed
     (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done.
-    images: PIL images (vision/image_files.py) that each prompt asks about (vision/prompts.py image_request)."""
+    images: PIL images (vision/image_files.py) that each prompt asks about (vision/prompts.py image_request);
+    videos: vision/video_files.py's Videos, alike (vision/qwen_video.py video_request)."""
     from ..generate.generation_config import read_generation_config, token_rules
 
     # generate lays it out for CPU decoding (generate/engine.py)
@@ -98,8 +99,8 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
         print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
                        dict(options, suppress=suppress, begin_suppress=begin_suppress, **(speech or {})))
     else:
-        if images:
-            prompts, arguments = image_prompts(model, tok, prompts, images)
+        if images or videos:
+            prompts, arguments = image_prompts(model, tok, prompts, images, videos or ())
             options.update(images=arguments)
         options.update(compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
                        draft=None if draft is None else load_draft(draft, model, tok),
@@ -160,6 +161,7 @@ def cmd_generate(args) -> None:
     from ..generate.decode import check_beam_args
     from ..generate.sampling import check_sampling
     from ..vision.image_files import read_image
+    from ..vision.video_files import read_video
 
     if (args.prompt is not None) + (args.input_features is not None) + (args.audio is not None) != 1:
         raise LlmarchError("give --prompt (text), --input-features (a features file for a model whose encoder reads "
@@ -172,9 +174,11 @@ def cmd_generate(args) -> None:
         raise LlmarchError("--language, --task, --timestamps, --word-timestamps, --condition-on-prev-tokens, the "
                            "thresholds and more than one --temperature are for transcription: --audio or "
                            "--input-features")
-    if args.image and args.prompt is None:
-        raise LlmarchError("--image goes with --prompt (the text asking about the image)")
+    for flag, given in (("--image", args.image), ("--video", args.video)):
+        if given and args.prompt is None:
+            raise LlmarchError(f"{flag} goes with --prompt (the text asking about the {flag[2:]})")
     images = [read_image(path) for path in args.image or ()]
+    videos = [read_video(path, args.video_fps) for path in args.video or ()]
     if args.prompt is None and (args.draft is not None or args.prompt_lookup or args.compile):
         raise LlmarchError("--audio and --input-features decode without --draft, --prompt-lookup or --compile")
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
@@ -193,7 +197,7 @@ def cmd_generate(args) -> None:
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
                      args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
                      read_wav(args.audio) if args.audio else args.input_features, args.suppress_tokens,
-                     args.begin_suppress_tokens, speech, images)
+                     args.begin_suppress_tokens, speech, images, videos)
 
 
 def cmd_eval(args) -> None:

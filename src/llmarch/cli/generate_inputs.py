@@ -17,6 +17,15 @@ def input_options(p) -> None:
                    "preprocessed as its preprocessor_config.json says; repeat for several images, each read at one "
                    "image token of --prompt (<image>, <|image_pad|>), or at its start where it has none (default: "
                    "%(default)s)")
+    p.add_argument("--video", action="append", default=None, metavar="PATH",
+                   help="a video for a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint: a directory of frame images (in "
+                   "the order of their names, at --video-fps), or a video file where PyAV is installed; sampled and "
+                   "preprocessed as its video processor config says; repeat for several, each read at one "
+                   "<|video_pad|> of --prompt, or at its start (after any --image) where it has none "
+                   "(default: %(default)s)")
+    p.add_argument("--video-fps", type=finite, default=2.0, metavar="FPS",
+                   help="--video directories: the frames' rate, frames a second, which the video processor's "
+                   "sampling and timestamps read (default: %(default)s)")
     p.add_argument("--input-features", default=None, metavar="FILE",
                    help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
@@ -75,14 +84,17 @@ def fallback_of(args):
     return temps[0], fallback if len(temps) > 1 or any(t is not None for t in thresholds) else None
 
 
-def image_prompts(model, tok, prompts, images):
-    """Each prompt as ids with the images' tokens, and the model's image arguments (vision/preprocess.py) for the
-    images once per prompt, in the prompts' order (each argument's tensors concatenated)."""
+def image_prompts(model, tok, prompts, images, videos=()):
+    """Each prompt as ids with the images' and videos' tokens, and the model's image arguments (vision/preprocess.py;
+    vision/qwen_video.py: the videos') for them once per prompt, in the prompts' order (each argument's tensors
+    concatenated)."""
     import torch
 
     from ..vision.prompts import image_request
+    from ..vision.qwen_video import video_request
 
-    requests = [image_request(model, tok, p, images) for p in prompts]
+    requests = [video_request(model, tok, p, images, videos) if videos else image_request(model, tok, p, images)
+                for p in prompts]
     return [ids for ids, _ in requests], {k: torch.cat([a[k] for _, a in requests]) for k in requests[0][1]}
 
 

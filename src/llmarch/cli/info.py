@@ -68,7 +68,9 @@ def cmd_info(args) -> None:
     if is_qwen(cfg.vision):
         q = qwen_vision_config(cfg.vision)
         print(f"vision: {q.n_layers}-layer ViT, width {q.width}, images of any size in {q.patch_size}px patches, "
-              f"{q.merge_size}x{q.merge_size} merged into each image token (id {q.image_token_id})")
+              f"{q.merge_size}x{q.merge_size} merged into each image token (id {q.image_token_id})"
+              + ("" if q.video_token_id is None else f"; videos in {q.temporal_patch_size}-frame patches, each "
+                 f"merged group a video token (id {q.video_token_id})"))
     elif is_pixtral(cfg.vision):
         p = pixtral_vision_config(cfg.vision)
         print(f"vision: {p.n_layers}-layer Pixtral ViT, width {p.width}, images of any size in {p.patch_size}px "

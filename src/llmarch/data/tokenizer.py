@@ -30,7 +30,7 @@ TOKENIZER_FILE = "tokenizer.json"
 # vision-language checkpoint's image processor, vision/preprocess.py)
 HF_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
                  "chat_template.json", "generation_config.json", "config_sentence_transformers.json",
-                 "preprocessor_config.json", "processor_config.json")
+                 "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
 HF_TOKEN_IDS = "hf_token_ids.json"  # in an llmarch checkpoint: the special-token ids of the HF config.json
 ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 

@@ -86,13 +86,15 @@ class RunningBatch:
         return states, out.logits[0] if all_logits else out.logits[0, -1]
 
     def rope_delta(self, ids: list[int], images: dict | None = None) -> int:
-        """The M-RoPE delta of the tokens after a prompt (join's): Qwen-VL's images' (the prompt's largest position
-        + 1 less its length; vision/qwen_inputs.py rope_index, the grid alone, no tower), 0 without a grid."""
-        grid = (images or {}).get("image_grid_thw")
-        if grid is None:
+        """The M-RoPE delta of the tokens after a prompt (join's): Qwen-VL's images' and videos' (the prompt's last
+        position + 1 less its length; vision/qwen_inputs.py rope_index, the grids alone, no tower), 0 without a
+        grid."""
+        names = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")  # videos: a video processor's
+        grids = [(images or {}).get(name) for name in names]
+        if grids[0] is None and grids[1] is None:
             return 0
         x = torch.tensor([ids], dtype=torch.long, device=self.mask.device)
-        return int(self.model.vision.rope_index(x, None, grid.to(x.device))[1][0])
+        return int(self.model.vision.rope_index(x, None, *(None if g is None else g.to(x.device) for g in grids))[1][0])
 
     @torch.inference_mode()
     def join(self, row: int, states: list, P: int, rope_delta: int = 0) -> None:

@@ -52,7 +52,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
              decoder_prompt: Sequence[int] | None = None, rules: TokenRules | None = None,
              generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None,
-             pixel_attention_mask: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None):
+             pixel_attention_mask: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
+             pixel_values_videos: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
+             second_per_grid_ts: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -88,6 +90,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     image_grid_thw (N, 3): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's images, pixel_values then (patches, patch_dim)
     (vision/qwen_pixels.py): the prompt's M-RoPE positions come from them, and the new tokens' from its delta.
     image_sizes (N, 2): AnyRes images' (height, width) (LLaVA-NeXT), pixel_values then (N, tiles, channels, H, W).
+    pixel_values_videos, video_grid_thw, second_per_grid_ts: Qwen-VL's videos (TransformerLM.forward's; a video
+    processor's dict, vision/qwen_video.py), beside the images or alone.
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms; Moonshine's waveforms (B, 1, samples), right-padded with
@@ -98,9 +102,13 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     if model.config.codebooks:
         raise LlmarchError(f"{model.config.name} reads {model.config.codebooks} parallel token streams (config "
                            "codebooks): decode it with llmarch.generate.greedy_streams")
-    if pixel_values is not None and (draft is not None or prompt_lookup or compile or model.config.vision is None):
-        raise LlmarchError("pixel_values are for a model with a vision tower (config vision), in eager greedy, sampled "
-                           "or beam decoding (no draft model, prompt lookup or compile)")
+    videos = {k: torch.as_tensor(v, device=next(model.parameters()).device) for k, v in (
+        ("pixel_values_videos", pixel_values_videos), ("video_grid_thw", video_grid_thw),
+        ("second_per_grid_ts", second_per_grid_ts)) if v is not None}
+    if (pixel_values is not None or videos) and (draft is not None or prompt_lookup or compile
+                                                 or model.config.vision is None):
+        raise LlmarchError("pixel_values (and videos) are for a model with a vision tower (config vision), in eager "
+                           "greedy, sampled or beam decoding (no draft model, prompt lookup or compile)")
     check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
@@ -159,10 +167,11 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                 _rows(request.source, repeat), _rows(request.source_mask, repeat), compile,
                 bounded=not compile, features=_rows(request.features, repeat)) as engine:
         device = request.prompt.device
-        if image_grid_thw is not None:  # Qwen-VL: embeddings, M-RoPE positions, DeepStack, each beam its row's
+        if image_grid_thw is not None or videos:  # Qwen-VL: embeddings, M-RoPE positions, DeepStack, each beam its
             mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
             image = model.image_prompt(request.prompt, mask, None if pixel_values is None else pixel_values.to(device),
-                                       image_grid_thw.to(device)).rows(repeat)
+                                       None if image_grid_thw is None else image_grid_thw.to(device),
+                                       **videos).rows(repeat)
             extra = dict(embeds=image.embeds, rope_pos=image.rope_pos, rope_delta=image.rope_delta,
                          deepstack=image.deepstack)
         else:

@@ -156,8 +156,9 @@ def _vision_writer(text_type: str):
         text = FAMILIES[text_type].from_config(cfg.replace(vision=None, hf_model_type=text_type))
         text.pop("architectures", None)
         v = qwen_vision_config(cfg.vision)
+        videos = {} if v.video_token_id is None else {"video_token_id": v.video_token_id}
         return dict(model_type=kind.wrapper, architectures=[kind.architecture], text_config=text,
-                    vision_config=vision_hf(v, kind.wrapper), image_token_id=v.image_token_id,
+                    vision_config=vision_hf(v, kind.wrapper), image_token_id=v.image_token_id, **videos,
                     tie_word_embeddings=cfg.tie_embeddings)
     return from_config
 

@@ -12,7 +12,7 @@ from ..errors import LlmarchError
 from ..vision.qwen_config import TOWER, QwenVisionConfig
 from .mapping import Rule
 
-IMAGE_TOKEN_ID = 151655  # <|image_pad|>, the wrapper configs' default
+IMAGE_TOKEN_ID, VIDEO_TOKEN_ID = 151655, 151656  # <|image_pad|>, <|video_pad|>: the wrapper configs' defaults
 
 
 @dataclass(frozen=True)
@@ -25,32 +25,36 @@ class _Tower:
     windowed: bool
     prefix: str = "visual."  # where the tower's tensors are stored
     deepstack: bool = False  # Qwen3-VL's: learned grid positions, a patch bias, DeepStack mergers, fc names
+    timed: bool = False  # Qwen2.5-VL's: videos' temporal positions in tokens_per_second (vision_config's)
+    frames_apart: bool = False  # Qwen3-VL's: a video's frames placed one by one, between timestamps
 
 
 TOWERS = {
     "qwen2_vl": _Tower(dict(depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4,
                             num_heads=16), "embed_dim", "hidden_size", "quick_gelu", "layernorm", False),
     "qwen2_5_vl": _Tower(dict(depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16,
-                              window_size=112, out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31]),
-                         "hidden_size", "out_hidden_size", "swiglu", "rmsnorm", True),
+                              window_size=112, out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31],
+                              tokens_per_second=4),
+                         "hidden_size", "out_hidden_size", "swiglu", "rmsnorm", True, timed=True),
 }
 TOWERS["qwen3_vl"] = TOWERS["qwen3_vl_moe"] = _Tower(
     dict(depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
          patch_size=16, out_hidden_size=3584, num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
-    "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True)
+    "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True, frames_apart=True)
 # each tower's one supported hidden_act
 _ACT = {"quick_gelu": "quick_gelu", "swiglu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}
 
 
 def vision_fields(hf: dict, wrapper: str) -> dict:
-    """ModelConfig.vision of a wrapper config (its vision_config and image_token_id)."""
+    """ModelConfig.vision of a wrapper config (its vision_config, image_token_id and video_token_id)."""
     tower = TOWERS[wrapper]
     vc = {**tower.defaults, **(hf.get("vision_config") or {})}
     if vc["hidden_act"] != _ACT[tower.ffn]:
         raise LlmarchError(f"{wrapper}: vision hidden_act {vc['hidden_act']!r} is not supported; supported: "
                            f"{_ACT[tower.ffn]}")
     width = vc[tower.width]
-    fields = dict(tower=TOWER, image_token_id=hf.get("image_token_id", IMAGE_TOKEN_ID), width=width,
+    fields = dict(tower=TOWER, image_token_id=hf.get("image_token_id", IMAGE_TOKEN_ID),
+                  video_token_id=hf.get("video_token_id", VIDEO_TOKEN_ID), width=width,
                   n_layers=vc["depth"], n_heads=vc["num_heads"],
                   ffn_hidden=int(width * vc["mlp_ratio"]) if tower.ffn == "quick_gelu" else vc["intermediate_size"],
                   out_width=vc[tower.out_width], ffn=tower.ffn, norm=tower.norm,
@@ -59,9 +63,12 @@ def vision_fields(hf: dict, wrapper: str) -> dict:
                   rope_theta=float((vc.get("rope_parameters") or {}).get("rope_theta", 10000.0)))
     if tower.windowed:
         fields.update(window_size=vc["window_size"], full_layers=list(vc["fullatt_block_indexes"]))
+    if tower.timed:
+        fields.update(tokens_per_second=vc["tokens_per_second"])
     if tower.deepstack:
         fields.update(patch_bias=True, grid_positions=vc["num_position_embeddings"],
                       deepstack_layers=list(vc["deepstack_visual_indexes"]))
+    fields.update(frames_apart=tower.frames_apart)
     return fields
 
 
@@ -77,6 +84,8 @@ def vision_hf(v: QwenVisionConfig, wrapper: str) -> dict:
           "hidden_act": _ACT[v.ffn], "in_channels": v.channels, "patch_size": v.patch_size,
           "temporal_patch_size": v.temporal_patch_size, "spatial_merge_size": v.merge_size,
           "rope_parameters": {"rope_type": "axial", "rope_theta": v.rope_theta}}
+    if tower.timed and v.tokens_per_second is not None:
+        hf["tokens_per_second"] = v.tokens_per_second
     if tower.windowed:
         return {**hf, "intermediate_size": v.ffn_hidden, "window_size": v.window_size,
                 "fullatt_block_indexes": list(v.full_layers)}

@@ -85,7 +85,9 @@ class TransformerLM(Stack):
                 prefix_mask: torch.Tensor | None = None,
                 bbox: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
                 rope_delta: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
-                image_sizes: torch.Tensor | None = None) -> ModelOutput:
+                image_sizes: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+                video_grid_thw: torch.Tensor | None = None,
+                second_per_grid_ts: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -114,7 +116,10 @@ class TransformerLM(Stack):
         prompt's M-RoPE positions from them and any DeepStack features (image_prompt). rope_delta (B,): the later
         tokens' position shift after such a prompt (its rope_index's delta), for cached decoding.
         image_sizes (N, 2): each image's (height, width), for AnyRes images (LLaVA-NeXT: vision/anyres.py), whose
-        pixel_values are (N, tiles, channels, H, W)."""
+        pixel_values are (N, tiles, channels, H, W).
+        pixel_values_videos (P', patch_dim), video_grid_thw (N', 3): Qwen-VL's videos (vision/qwen_video.py makes
+        both), beside images or alone, at the video tokens; second_per_grid_ts (N',): Qwen2.5-VL's seconds per
+        temporal patch of each video, which its temporal positions follow (vision/qwen_inputs.py)."""
         cfg = self.config  # inputs no part reads would be dropped without a word: refused
         if bbox is not None and self.box_embed is None:
             raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
@@ -126,11 +131,13 @@ class TransformerLM(Stack):
                                "task_type_ids")
         check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
         rope_pos = deepstack = None
-        if image_grid_thw is None:
+        videos = {k: v for k, v in (("pixel_values_videos", pixel_values_videos), ("video_grid_thw", video_grid_thw),
+                                    ("second_per_grid_ts", second_per_grid_ts)) if v is not None}
+        if image_grid_thw is None and not videos:
             embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes)
         else:
             mask = None if attention_mask is None else attention_mask[:, :input_ids.shape[1]]
-            image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw)
+            image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw, **videos)
             embeds, rope_pos, deepstack = image.embeds, image.rope_pos, image.deepstack
         if token_type_ids is not None and cfg.type_ids_from_tokens:  # GPT-2's family: types are token rows
             if token_type_ids.shape != input_ids.shape:
@@ -164,14 +171,19 @@ class TransformerLM(Stack):
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
 
     def image_prompt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                     pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor):
-        """A Qwen-VL prompt (B, T) from slot 0 with images (attention_mask (B, T): its real tokens; None: all) ->
-        vision/qwen_inputs.py's ImagePrompt: embeddings, M-RoPE positions and delta, DeepStack features."""
-        if pixel_values is None or not isinstance(self.vision, QwenImageInputs):
-            raise LlmarchError(f"image_grid_thw describes pixel_values for a Qwen-VL vision tower: {self.config.name} "
-                               + ("has none" if pixel_values is not None else "needs pixel_values beside it"))
+                     pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None, **videos):
+        """A Qwen-VL prompt (B, T) from slot 0 with images, videos or both (attention_mask (B, T): its real tokens;
+        None: all; videos: forward's pixel_values_videos, video_grid_thw, second_per_grid_ts) -> vision/qwen_inputs.py's
+        ImagePrompt: embeddings, M-RoPE positions and delta, DeepStack features."""
+        if not isinstance(self.vision, QwenImageInputs):
+            name = "image_grid_thw" if image_grid_thw is not None else "video_grid_thw"
+            raise LlmarchError(f"{name} describes pixels for a Qwen-VL vision tower: {self.config.name} has none")
+        if pixel_values is None and image_grid_thw is not None:
+            raise LlmarchError("image_grid_thw describes pixel_values for a Qwen-VL vision tower: needs pixel_values "
+                               "beside it")
         check_ids(input_ids, self.config, self.cache_len)
-        return self.vision.prompt(self.embed(input_ids), input_ids, attention_mask, pixel_values, image_grid_thw)
+        return self.vision.prompt(self.embed(input_ids), input_ids, attention_mask, pixel_values, image_grid_thw,
+                                  **videos)
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                      pixel_attention_mask: torch.Tensor | None = None,

@@ -23,6 +23,6 @@ def check_positive(v, names: tuple[str, ...]) -> None:
             raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
 
 
-def check_token_id(value) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise LlmarchError(f"vision image_token_id must be a token id, got {value!r}")
+def check_token_id(value, name: str = "image_token_id") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise LlmarchError(f"vision {name} must be a token id, got {value!r}")

@@ -47,6 +47,14 @@ class QwenVisionConfig:
     # own (norm after the merge) and added to the image tokens' hidden states after the text model's first blocks,
     # the k-th after block k; None: none
     deepstack_layers: list | None = None
+    # videos (qwen_inputs.py): <|video_pad|>, each of its positions one merged feature of a video; None: no videos
+    video_token_id: int | None = None
+    # Qwen2.5-VL (Bai et al. 2025, \u00a72.1, absolute time encoding): a video's temporal positions step by
+    # tokens_per_second x its second_per_grid_ts per temporal patch (floored), not by 1; None: by 1
+    tokens_per_second: float | None = None
+    # Qwen3-VL: each temporal patch of a video is a run of its own, after its timestamp text ("<1.0 seconds>"), and
+    # is placed as a one-frame video (transformers' get_rope_index splits video_grid_thw by frames)
+    frames_apart: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -76,6 +84,12 @@ def qwen_vision_config(data: dict) -> QwenVisionConfig:
     """ModelConfig.vision's dict as a QwenVisionConfig, every field checked; an unknown field is an error."""
     v = read_fields(QwenVisionConfig, data, "qwen_vl vision", lists=("full_layers", "deepstack_layers"))
     check_token_id(v.image_token_id)
+    if v.video_token_id is not None:
+        check_token_id(v.video_token_id, "video_token_id")
+    if v.tokens_per_second is not None and (isinstance(v.tokens_per_second, bool)
+                                            or not isinstance(v.tokens_per_second, (int, float))
+                                            or v.tokens_per_second <= 0):
+        raise LlmarchError(f"vision tokens_per_second must be a positive number, got {v.tokens_per_second!r}")
     check_positive(v, ("width", "n_layers", "n_heads", "ffn_hidden", "out_width", "channels", "patch_size",
                        "temporal_patch_size", "merge_size"))
     if v.width % v.n_heads or v.head_dim % 4:
@@ -102,6 +116,7 @@ def qwen_vision_config(data: dict) -> QwenVisionConfig:
     if windowed and v.deepstack_layers is not None:
         raise LlmarchError("vision deepstack_layers with windows: no checkpoint has both (their features would need "
                            "the windows' order undone)")
-    if not isinstance(v.patch_bias, bool):
-        raise LlmarchError(f"vision patch_bias must be true or false, got {v.patch_bias!r}")
+    for name in ("patch_bias", "frames_apart"):
+        if not isinstance(getattr(v, name), bool):
+            raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
     return v

@@ -38,9 +38,11 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h, w
 
 
-def _settings(config: dict) -> dict:
+def settings(config: dict, defaults: dict | None = None) -> dict:
     """preprocessor_config.json's fields (min_pixels and max_pixels, else size's shortest_edge and longest_edge, as
-    transformers reads them), with the processor's defaults."""
+    transformers reads them), over `defaults` (a video processor's, in the same names), with the image processor's
+    defaults."""
+    config = {**(defaults or {}), **config}
     size = config.get("size") or {}
     return dict(patch=config.get("patch_size", 14), frames=config.get("temporal_patch_size", 2),
                 merge=config.get("merge_size", 2),
@@ -53,40 +55,49 @@ def _settings(config: dict) -> dict:
                 std=config.get("image_std", CLIP_STD))
 
 
-def _patchify(image: np.ndarray, patch: int, merge: int, frames: int) -> np.ndarray:
-    """(C, H, W) -> (H/p * W/p, C * frames * p * p): merge groups row by row, their patches row by row."""
-    C, H, W = image.shape
+def patchify(x: np.ndarray, patch: int, merge: int, frames: int) -> np.ndarray:
+    """(T, C, H, W), T a multiple of frames -> (T/frames * H/p * W/p, C * frames * p * p): temporal patches one
+    after another, each one's merge groups row by row, their patches row by row (the video processors' patchify)."""
+    T, C, H, W = x.shape
     gh, gw = H // patch, W // patch
-    x = image.reshape(C, gh // merge, merge, patch, gw // merge, merge, patch).transpose(1, 4, 2, 5, 0, 3, 6)
-    x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], frames, *x.shape[5:]))
-    return x.reshape(gh * gw, C * frames * patch * patch)
+    x = x.reshape(T // frames, frames, C, gh // merge, merge, patch, gw // merge, merge, patch)
+    return x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(T // frames * gh * gw, C * frames * patch * patch)
+
+
+def frame_array(image, s: dict, size: tuple[int, int] | None) -> np.ndarray:
+    """A PIL image -> (C, H, W) float32: made RGB, resized to size (height, width) unless None, rescaled and
+    normalized as settings `s` say."""
+    if s["rgb"]:
+        image = to_rgb(image)
+    elif image.mode != "RGB":
+        raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
+    if size is not None:
+        image = image.resize((size[1], size[0]), resample=s["resample"])
+    factor = s["patch"] * s["merge"]
+    if image.height % factor or image.width % factor:
+        raise LlmarchError(f"an image of {image.height} x {image.width} pixels must have sides that are "
+                           f"multiples of {factor} (patch_size x merge_size) when do_resize is off")
+    x = np.moveaxis(np.asarray(image), -1, 0)  # (C, H, W) uint8
+    if s["rescale"]:
+        x = (x.astype(np.float64) * s["scale"]).astype(np.float32)
+    x = x.astype(np.float32)
+    if s["normalize"]:
+        mean, std = np.array(s["mean"], dtype=np.float32), np.array(s["std"], dtype=np.float32)
+        x = ((x.T - mean) / std).T
+    return x
 
 
 def qwen_vl_pixels(images: list, preprocessor_config: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """PIL images and a Qwen2-VL or Qwen2.5-VL checkpoint's preprocessor_config.json (as a dict) -> pixel_values
     (P, patch_dim) float32 and image_grid_thw (N, 3) int64."""
-    s = _settings(preprocessor_config)
+    s = settings(preprocessor_config)
     factor = s["patch"] * s["merge"]
     patches, grids = [], []
     for image in images:
-        if s["rgb"]:
-            image = to_rgb(image)
-        elif image.mode != "RGB":
-            raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
-        if s["resize"]:
-            h, w = smart_resize(image.height, image.width, factor, s["min_pixels"], s["max_pixels"])
-            image = image.resize((w, h), resample=s["resample"])
-        if image.height % factor or image.width % factor:
-            raise LlmarchError(f"an image of {image.height} x {image.width} pixels must have sides that are "
-                               f"multiples of {factor} (patch_size x merge_size) when do_resize is off")
-        x = np.moveaxis(np.asarray(image), -1, 0)  # (C, H, W) uint8
-        if s["rescale"]:
-            x = (x.astype(np.float64) * s["scale"]).astype(np.float32)
-        x = x.astype(np.float32)
-        if s["normalize"]:
-            mean, std = np.array(s["mean"], dtype=np.float32), np.array(s["std"], dtype=np.float32)
-            x = ((x.T - mean) / std).T
-        patches.append(_patchify(x, s["patch"], s["merge"], s["frames"]))
+        size = smart_resize(image.height, image.width, factor, s["min_pixels"], s["max_pixels"]) \
+            if s["resize"] else None
+        x = frame_array(image, s, size)
+        patches.append(patchify(np.broadcast_to(x, (s["frames"], *x.shape)), s["patch"], s["merge"], s["frames"]))
         grids.append([1, x.shape[1] // s["patch"], x.shape[2] // s["patch"]])
     if not patches:
         raise LlmarchError("qwen_vl_pixels needs at least one image")
