@@ -15,7 +15,9 @@ from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear")
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear", "norm_mlp")
+# the projectors that space-to-depth the patch grid by shuffle_factor first
+SHUFFLING = ("pixel_shuffle", "pixel_shuffle_swiglu")
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,15 @@ class VisionConfig:
     # out of attention (vision/buckets.py); needs post_norm and no class token
     position_buckets: bool = False
     # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm;
-    # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map
+    # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map; norm_mlp: VipLLaVA's LayerNorm,
+    # then mlp; pixel_shuffle_swiglu: Aya Vision's space-to-depth, LayerNorm, SwiGLU of width projector_hidden / 2
     projector: str = "mlp"
     shuffle_factor: int = 1  # pixel_shuffle's: each shuffle_factor x shuffle_factor block of patches one feature
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
+    projector_eps: float = 1e-5  # the LayerNorm of norm_mlp and pixel_shuffle_swiglu (VipLLaVA's, Aya Vision's)
+    # pixel_shuffle_swiglu's first linear map's width, both halves of the SwiGLU (Aya's alignment_intermediate_size)
+    projector_hidden: int | None = None
     # the patch grid average-pooled to this many features (a square, whose side divides the grid's) before the
     # projector (Gemma 3's mm_tokens_per_image); None: a feature per position
     pool_tokens: int | None = None
@@ -125,9 +131,14 @@ def vision_config(data: dict) -> VisionConfig:
         if not isinstance(getattr(v, name), bool):
             raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
     side = v.image_size // v.patch_size
-    if (v.projector == "pixel_shuffle") != (v.shuffle_factor > 1) or side % v.shuffle_factor:
-        raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with the pixel_shuffle "
-                           f"projector (got {v.projector!r}) and divide the {side} patches of a side")
+    if (v.projector in SHUFFLING) != (v.shuffle_factor > 1) or side % v.shuffle_factor:
+        raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with a shuffling "
+                           f"projector ({', '.join(SHUFFLING)}; got {v.projector!r}) and divide the {side} patches of a side")
+    hidden = v.projector_hidden
+    if (v.projector == "pixel_shuffle_swiglu") != (hidden is not None) or hidden is not None and (
+            not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0 or hidden % 2):
+        raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive even integer exactly with the "
+                           f"pixel_shuffle_swiglu projector (got {v.projector!r})")
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")

@@ -68,13 +68,19 @@ class PixelShuffleProjector(nn.Module):
         self.proj = Linear(v.feature_width, d_model, bias=v.projector_bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        n, t, c = f.shape  # (N, side^2, C)
-        side, s = int(t ** 0.5), self.s
-        if side * side != t or side % s:
-            raise LlmarchError(f"pixel_shuffle needs a square grid of patches whose side divides by {s}, got {t}")
-        x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
-        x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
-        return self.proj(x.reshape(n, t // (s * s), s * s * c))
+        return self.proj(pixel_shuffle(f, self.s))
+
+
+def pixel_shuffle(f: torch.Tensor, s: int) -> torch.Tensor:
+    """(N, side^2, C) -> (N, side^2 / s^2, s^2 C): each s x s block of the square grid one feature, in transformers'
+    order (Idefics3's and Aya Vision's pixel_shuffle: a row's s neighbours side by side, then the block's s rows)."""
+    n, t, c = f.shape
+    side = int(t ** 0.5)
+    if side * side != t or side % s:
+        raise LlmarchError(f"pixel_shuffle needs a square grid of patches whose side divides by {s}, got {t}")
+    x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
+    x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
+    return x.reshape(n, t // (s * s), s * s * c)
 
 
 @PROJECTORS.register("pool_norm_linear")
@@ -95,3 +101,16 @@ class PoolNormLinearProjector(nn.Module):
         grid = f.transpose(1, 2).reshape(N, C, self.grid, self.grid)  # row-major patches, as the tower lays them
         pooled = nn.functional.avg_pool2d(grid, self.kernel).flatten(2).transpose(1, 2)  # (N, pool_tokens, C)
         return self.proj(self.norm(pooled))
+
+
+@PROJECTORS.register("norm_mlp")
+class NormMLPProjector(MLPProjector):
+    """VipLLaVA's projector (Cai et al. 2024, "ViP-LLaVA", \u00a73.2; transformers' VipLlavaMultiModalProjector): a
+    LayerNorm over the concatenated feature layers, then LLaVA's MLP, W2 act(W1 LN(f) + b1) + b2."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__(v, d_model)
+        self.norm = LayerNorm(v.feature_width, eps=v.projector_eps)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.norm(f))

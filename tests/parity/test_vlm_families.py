@@ -1,0 +1,104 @@
+"""VipLLaVA, Aya Vision, Idefics2 and LFM2-VL with their images against transformers in fp32 through files: logits
+on a left-padded batch whose first row holds two images and whose second holds one, greedy tokens equal to its
+generate, cached decoding after an image prefill equal to the whole forward, and the to_hf round trip loaded by
+transformers. Every tower matrix drawn N(0, 0.1) and every 1-D parameter moved off its init."""
+import pytest
+import torch
+import transformers
+
+import llmarch
+from conftest import perturbed, prefilled_then_stepped
+
+LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=8, vocab_size=100)
+CLIP = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+            num_attention_heads=4, image_size=8, patch_size=4)
+SIGLIP = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+              num_attention_heads=4, image_size=16, patch_size=4)
+# case -> (model class, config class, config kwargs, image side, image tokens per image)
+CASES = {
+    "vipllava": ("VipLlavaForConditionalGeneration", "VipLlavaConfig", dict(
+        text_config=LLAMA, vision_config=CLIP, image_token_index=99, vision_feature_layer=[-2, 0, 1],
+        projector_layernorm_eps=1e-4), 8, 4),
+}
+T = 22
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def pair(request, tmp_path_factory):
+    cls, conf, kwargs, _, _ = CASES[request.param]
+    torch.manual_seed(0)
+    hf = getattr(transformers, cls)(getattr(transformers, conf)(**kwargs))
+    with torch.no_grad():
+        for key, p in hf.named_parameters():
+            if "vision" in key and p.dim() > 1:
+                p.normal_(0, 0.1)
+    hf = perturbed(hf)
+    hf.generation_config.eos_token_id = None
+    path = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(path)
+    return request.param, hf, llmarch.from_hf(path)
+
+
+def batch(name, ours):
+    """ids (2, T) left-padded: row 0 text, an image, text, an image, text; row 1 shorter, one image; its mask; the
+    three images' pixels (3, 3, side, side), in the order their tokens come."""
+    _, _, _, side, per = CASES[name]
+    token = ours.vision.v.image_token_id
+    g = torch.Generator().manual_seed(1)
+    ids, mask = torch.randint(1, 90, (2, T), generator=g), torch.ones(2, T, dtype=torch.long)
+    ids[0, 2:2 + per] = ids[0, 4 + per:4 + 2 * per] = token
+    start = T - (per + 6)
+    mask[1, :start] = 0
+    ids[1, start + 2:start + 2 + per] = token
+    return ids, mask, torch.randn(3, 3, side, side, generator=g)
+
+
+def hf_logits(hf, ids, mask, pixels):
+    with torch.no_grad():
+        return hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                  pixel_values=pixels).logits
+
+
+def ours_logits(ours, ids, mask, pixels):
+    with torch.no_grad():
+        return ours(ids, attention_mask=mask, pixel_values=pixels).logits
+
+
+def gap(a, b, mask) -> float:
+    return (a - b)[mask.bool()].abs().max().item()
+
+
+def test_logits_with_one_and_two_images(pair):
+    name, hf, ours = pair
+    ids, mask, pixels = batch(name, ours)
+    diff = gap(ours_logits(ours, ids, mask, pixels), hf_logits(hf, ids, mask, pixels), mask)
+    print(f"{name}: max abs logit difference {diff:.1e}")
+    assert diff <= 1e-4
+
+
+def test_greedy_tokens_equal_transformers_generate(pair):
+    name, hf, ours = pair
+    ids, mask, pixels = batch(name, ours)
+    theirs = hf.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=8, do_sample=False,
+                         pad_token_id=0)
+    assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, pixel_values=pixels), theirs)
+
+
+def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
+    name, _, ours = pair
+    ids, mask, pixels = batch(name, ours)
+    P = T - 3  # every image in the prompt, the last 3 tokens one at a time
+    with torch.no_grad():
+        whole = ours_logits(ours, ids, mask, pixels)
+        embeds = ours.embed_inputs(ids[:, :P], pixels)
+    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+
+
+def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
+    name, hf, ours = pair
+    llmarch.to_hf(ours, tmp_path / "out")
+    again = type(hf).from_pretrained(tmp_path / "out").eval()
+    ids, mask, pixels = batch(name, ours)
+    assert gap(hf_logits(again, ids, mask, pixels), hf_logits(hf, ids, mask, pixels), mask) <= 1e-4
+    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
