@@ -14,12 +14,20 @@ LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidde
 CLIP = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
             num_attention_heads=4, image_size=8, patch_size=4)
 SIGLIP = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-              num_attention_heads=4, image_size=16, patch_size=4)
+              num_attention_heads=4, image_size=16, patch_size=4, vision_use_head=False)
+COHERE2 = dict(model_type="cohere2", hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=8, vocab_size=100, sliding_window=6, logit_scale=0.5)
 # case -> (model class, config class, config kwargs, image side, image tokens per image)
 CASES = {
     "vipllava": ("VipLlavaForConditionalGeneration", "VipLlavaConfig", dict(
         text_config=LLAMA, vision_config=CLIP, image_token_index=99, vision_feature_layer=[-2, 0, 1],
         projector_layernorm_eps=1e-4), 8, 4),
+    "aya_vision": ("AyaVisionForConditionalGeneration", "AyaVisionConfig", dict(
+        text_config=COHERE2, vision_config=SIGLIP, image_token_index=99, adapter_layer_norm_eps=1e-4,
+        alignment_intermediate_size=48), 16, 4),
+    "cohere2_vision": ("Cohere2VisionForConditionalGeneration", "Cohere2VisionConfig", dict(
+        text_config=COHERE2, vision_config=dict(SIGLIP, image_size=24), image_token_id=99, downsample_factor=3,
+        alignment_intermediate_size=48), 24, 4),
 }
 T = 22
 

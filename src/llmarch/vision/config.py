@@ -15,9 +15,10 @@ from .qwen_config import is_qwen, qwen_vision_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear", "norm_mlp")
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear", "norm_mlp",
+                   "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu")
 # the projectors that space-to-depth the patch grid by shuffle_factor first
-SHUFFLING = ("pixel_shuffle", "pixel_shuffle_swiglu")
+SHUFFLING = ("pixel_shuffle", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu")
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,14 @@ class VisionConfig:
     position_buckets: bool = False
     # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm;
     # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map; norm_mlp: VipLLaVA's LayerNorm,
-    # then mlp; pixel_shuffle_swiglu: Aya Vision's space-to-depth, LayerNorm, SwiGLU of width projector_hidden / 2
+    # then mlp; pixel_shuffle_swiglu: Cohere2 Vision's space-to-depth, then a SwiGLU of width projector_hidden / 2;
+    # pixel_shuffle_norm_swiglu: Aya Vision's, a LayerNorm before the SwiGLU
     projector: str = "mlp"
     shuffle_factor: int = 1  # pixel_shuffle's: each shuffle_factor x shuffle_factor block of patches one feature
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
-    projector_eps: float = 1e-5  # the LayerNorm of norm_mlp and pixel_shuffle_swiglu (VipLLaVA's, Aya Vision's)
-    # pixel_shuffle_swiglu's first linear map's width, both halves of the SwiGLU (Aya's alignment_intermediate_size)
+    projector_eps: float = 1e-5  # the LayerNorm of norm_mlp and pixel_shuffle_norm_swiglu (VipLLaVA's, Aya Vision's)
+    # the *_swiglu projectors' first linear map's width, both halves of the SwiGLU (alignment_intermediate_size)
     projector_hidden: int | None = None
     # the patch grid average-pooled to this many features (a square, whose side divides the grid's) before the
     # projector (Gemma 3's mm_tokens_per_image); None: a feature per position
@@ -135,10 +137,10 @@ def vision_config(data: dict) -> VisionConfig:
         raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with a shuffling "
                            f"projector ({', '.join(SHUFFLING)}; got {v.projector!r}) and divide the {side} patches of a side")
     hidden = v.projector_hidden
-    if (v.projector == "pixel_shuffle_swiglu") != (hidden is not None) or hidden is not None and (
+    if v.projector.endswith("_swiglu") != (hidden is not None) or hidden is not None and (
             not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0 or hidden % 2):
-        raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive even integer exactly with the "
-                           f"pixel_shuffle_swiglu projector (got {v.projector!r})")
+        raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive even integer exactly with a "
+                           f"*_swiglu projector (got {v.projector!r})")
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")

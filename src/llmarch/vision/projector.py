@@ -114,3 +114,36 @@ class NormMLPProjector(MLPProjector):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return super().forward(self.norm(f))
+
+
+@PROJECTORS.register("pixel_shuffle_swiglu")
+class PixelShuffleSwiGLUProjector(nn.Module):
+    """Cohere2 Vision's projector (transformers' Cohere2VisionMultiModalProjector): the patch grid pixel-shuffled by
+    s = shuffle_factor (as Idefics3's), then a SwiGLU (Shazeer 2020) whose first map W1 f + b1 is split in halves
+    [x, g], W2 (x \u00b7 silu(g)) + b2."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__()
+        self.s = v.shuffle_factor
+        self.fc1 = Linear(v.feature_width, v.projector_hidden, bias=v.projector_bias)
+        self.fc2 = Linear(v.projector_hidden // 2, d_model, bias=v.projector_bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        x, gate = self.fc1(self.normed(pixel_shuffle(f, self.s))).chunk(2, dim=-1)
+        return self.fc2(nn.functional.silu(gate) * x)
+
+    def normed(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+
+@PROJECTORS.register("pixel_shuffle_norm_swiglu")
+class PixelShuffleNormSwiGLUProjector(PixelShuffleSwiGLUProjector):
+    """Aya Vision's projector (Dash et al. 2025, "Aya Vision"; transformers' AyaVisionMultiModalProjector): Cohere2
+    Vision's with a LayerNorm (projector_eps) on the shuffled features before the SwiGLU."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__(v, d_model)
+        self.norm = LayerNorm(v.feature_width, eps=v.projector_eps)
+
+    def normed(self, f: torch.Tensor) -> torch.Tensor:
+        return self.norm(f)
