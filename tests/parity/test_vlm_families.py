@@ -17,6 +17,7 @@ SIGLIP = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_siz
               num_attention_heads=4, image_size=16, patch_size=4, vision_use_head=False)
 COHERE2 = dict(model_type="cohere2", hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2, head_dim=8, vocab_size=100, sliding_window=6, logit_scale=0.5)
+MISTRAL = dict(LLAMA, model_type="mistral", sliding_window=8)
 # case -> (model class, config class, config kwargs, image side, image tokens per image)
 CASES = {
     "vipllava": ("VipLlavaForConditionalGeneration", "VipLlavaConfig", dict(
@@ -28,7 +29,17 @@ CASES = {
     "cohere2_vision": ("Cohere2VisionForConditionalGeneration", "Cohere2VisionConfig", dict(
         text_config=COHERE2, vision_config=dict(SIGLIP, image_size=24), image_token_id=99, downsample_factor=3,
         alignment_intermediate_size=48), 24, 4),
+    "idefics2": ("Idefics2ForConditionalGeneration", "Idefics2Config", dict(
+        text_config=MISTRAL, vision_config={k: x for k, x in SIGLIP.items() if k not in ("model_type",
+                                                                                         "vision_use_head")},
+        perceiver_config=dict(hidden_size=32, resampler_n_latents=3, resampler_depth=2, resampler_n_heads=4,
+                              resampler_head_dim=6, num_key_value_heads=2, rms_norm_eps=1e-4), image_token_id=99),
+        16, 3),
 }
+# the cases whose processor pads images (pixel_attention_mask) and whose model takes them batched, (rows, images,
+# ...), all-zero images padding a row's; the third image is padded to PADDED of its pixels, its third row of
+# patches half real
+PADDED = {"idefics2": (10, 14)}
 T = 22
 
 
@@ -39,7 +50,7 @@ def pair(request, tmp_path_factory):
     hf = getattr(transformers, cls)(getattr(transformers, conf)(**kwargs))
     with torch.no_grad():
         for key, p in hf.named_parameters():
-            if "vision" in key and p.dim() > 1:
+            if ("vision" in key or "connector" in key) and p.dim() > 1:
                 p.normal_(0, 0.1)
     hf = perturbed(hf)
     hf.generation_config.eos_token_id = None
@@ -59,18 +70,30 @@ def batch(name, ours):
     start = T - (per + 6)
     mask[1, :start] = 0
     ids[1, start + 2:start + 2 + per] = token
-    return ids, mask, torch.randn(3, 3, side, side, generator=g)
+    pixels = torch.randn(3, 3, side, side, generator=g)
+    if name not in PADDED:
+        return ids, mask, dict(pixel_values=pixels)
+    pixel_mask = torch.ones(3, side, side, dtype=torch.long)
+    pixel_mask[2, PADDED[name][0]:], pixel_mask[2, :, PADDED[name][1]:] = 0, 0
+    return ids, mask, dict(pixel_values=pixels * pixel_mask[:, None], pixel_attention_mask=pixel_mask)
 
 
-def hf_logits(hf, ids, mask, pixels):
+def hf_images(images: dict) -> dict:
+    """Our image arguments as transformers takes them: batched (rows, images, ...) where they are padded."""
+    if "pixel_attention_mask" not in images:
+        return images
+    return {k: torch.stack([x[:2], torch.cat([x[2:], torch.zeros_like(x[2:])])]) for k, x in images.items()}
+
+
+def hf_logits(hf, ids, mask, images):
     with torch.no_grad():
         return hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                  pixel_values=pixels).logits
+                  **hf_images(images)).logits
 
 
-def ours_logits(ours, ids, mask, pixels):
+def ours_logits(ours, ids, mask, images):
     with torch.no_grad():
-        return ours(ids, attention_mask=mask, pixel_values=pixels).logits
+        return ours(ids, attention_mask=mask, **images).logits
 
 
 def gap(a, b, mask) -> float:
@@ -79,27 +102,27 @@ def gap(a, b, mask) -> float:
 
 def test_logits_with_one_and_two_images(pair):
     name, hf, ours = pair
-    ids, mask, pixels = batch(name, ours)
-    diff = gap(ours_logits(ours, ids, mask, pixels), hf_logits(hf, ids, mask, pixels), mask)
+    ids, mask, images = batch(name, ours)
+    diff = gap(ours_logits(ours, ids, mask, images), hf_logits(hf, ids, mask, images), mask)
     print(f"{name}: max abs logit difference {diff:.1e}")
     assert diff <= 1e-4
 
 
 def test_greedy_tokens_equal_transformers_generate(pair):
     name, hf, ours = pair
-    ids, mask, pixels = batch(name, ours)
-    theirs = hf.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=8, do_sample=False,
+    ids, mask, images = batch(name, ours)
+    theirs = hf.generate(input_ids=ids, attention_mask=mask, **hf_images(images), max_new_tokens=8, do_sample=False,
                          pad_token_id=0)
-    assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, pixel_values=pixels), theirs)
+    assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, **images), theirs)
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     name, _, ours = pair
-    ids, mask, pixels = batch(name, ours)
+    ids, mask, images = batch(name, ours)
     P = T - 3  # every image in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
-        whole = ours_logits(ours, ids, mask, pixels)
-        embeds = ours.embed_inputs(ids[:, :P], pixels)
+        whole = ours_logits(ours, ids, mask, images)
+        embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"], images.get("pixel_attention_mask"))
     assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 
@@ -107,6 +130,6 @@ def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
     name, hf, ours = pair
     llmarch.to_hf(ours, tmp_path / "out")
     again = type(hf).from_pretrained(tmp_path / "out").eval()
-    ids, mask, pixels = batch(name, ours)
-    assert gap(hf_logits(again, ids, mask, pixels), hf_logits(hf, ids, mask, pixels), mask) <= 1e-4
+    ids, mask, images = batch(name, ours)
+    assert gap(hf_logits(again, ids, mask, images), hf_logits(hf, ids, mask, images), mask) <= 1e-4
     assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}

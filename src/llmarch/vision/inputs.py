@@ -54,7 +54,12 @@ class ImageInputs(nn.Module):
             raise LlmarchError("this model's vision tower is held for the round trip, never run (its image features "
                                "do not go at image-token positions): it reads text only")
         where = ids == self.v.image_token_id  # (B, T)
-        features = self.projector(self.tower(pixel_values, pixel_mask)).to(embeds.dtype)  # (N, per, C)
+        features = self.tower(pixel_values, pixel_mask)
+        if getattr(self.projector, "reads_patch_mask", False):  # Idefics2's resampler attends to real patches only
+            features = self.projector(features, self.tower.real_patches(pixel_values, pixel_mask))
+        else:
+            features = self.projector(features)
+        features = features.to(embeds.dtype)  # (N, per, C)
         (n, per), count = features.shape[:2], int(where.sum())  # per varies with the image size (position_buckets)
         if count != n * per:
             raise LlmarchError(f"{n} image(s) of {per} features each need {n * per} image tokens (id "

@@ -10,6 +10,7 @@ from ..layers.linear import Linear
 from ..layers.norms import LayerNorm, OffsetRMSNorm
 from ..registry import Registry
 from .config import VisionConfig
+from .perceiver import PerceiverProjector
 
 PROJECTORS: Registry = Registry("vision projector")
 
@@ -147,3 +148,6 @@ class PixelShuffleNormSwiGLUProjector(PixelShuffleSwiGLUProjector):
 
     def normed(self, f: torch.Tensor) -> torch.Tensor:
         return self.norm(f)
+
+
+PROJECTORS.register("perceiver")(PerceiverProjector)  # Idefics2's (perceiver.py)

@@ -105,8 +105,8 @@ def _bos_text(tok, required: bool = True) -> str | None:
 @PROMPTS.register("llava")
 def llava(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     """LlavaProcessor (VipLLaVA's too, and LlavaNextProcessor, whose counts follow each image's size): each image
-    token in the text becomes its image's count of them, then the text is tokenized as usual (BOS first). A prompt without image
-    tokens gets them at its start, each on its own line (LLaVA-1.5's "<image>\\n" layout)."""
+    token in the text becomes its image's count of them, then the text is tokenized as usual (BOS first). A prompt
+    without image tokens gets them at its start, each on its own line (LLaVA-1.5's "<image>\\n" layout)."""
     token, counts = _image_token(v, tok), v.image_tokens(arguments)
     if not _count(prompt, token, len(counts)):
         prompt = f"{token}\n" * len(counts) + prompt

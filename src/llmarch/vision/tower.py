@@ -53,7 +53,8 @@ class VisionTower(nn.Module):
             x = torch.cat([self.class_embed.expand(x.shape[0], 1, -1), x], dim=1)
         mask = None
         if v.position_buckets:
-            real = patch_mask(pixel_mask, pixel_values.shape, v.patch_size).to(x.device)  # (N, h', w')
+            real = patch_mask(pixel_mask, pixel_values.shape, v.patch_size, v.whole_patches)  # (N, h', w')
+            real = real.to(x.device)
             x = x + self.positions(bucket_positions(real, v.image_size // v.patch_size))
             mask = None if bool(real.all()) else real.reshape(x.shape[0], 1, 1, -1)  # padded patches as keys
         else:
@@ -70,3 +71,10 @@ class VisionTower(nn.Module):
             return out if self.post_norm is None else self.post_norm(out)
         out = torch.cat([hidden[k] for k in wanted], dim=-1)
         return out[:, 1:] if v.drop_first else out
+
+    def real_patches(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """bool (N, P): the patches forward reads as real, None where all are (no pixel mask)."""
+        if pixel_mask is None:
+            return None
+        return patch_mask(pixel_mask, pixel_values.shape, self.v.patch_size, self.v.whole_patches).flatten(1).to(
+            pixel_values.device)
