@@ -18,7 +18,12 @@ SIGLIP = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_siz
 COHERE2 = dict(model_type="cohere2", hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2, head_dim=8, vocab_size=100, sliding_window=6, logit_scale=0.5)
 MISTRAL = dict(LLAMA, model_type="mistral", sliding_window=8)
-# case -> (model class, config class, config kwargs, image side, image tokens per image)
+LFM2 = dict(model_type="lfm2", hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=100, full_attn_idxs=[1], block_multiple_of=16)
+SIGLIP2 = dict(SIGLIP, model_type="siglip2_vision_model")
+del SIGLIP2["image_size"]
+# case -> (model class, config class, config kwargs, image side (NaFlex: patch side), image tokens per image (or
+# each image's))
 CASES = {
     "vipllava": ("VipLlavaForConditionalGeneration", "VipLlavaConfig", dict(
         text_config=LLAMA, vision_config=CLIP, image_token_index=99, vision_feature_layer=[-2, 0, 1],
@@ -35,7 +40,12 @@ CASES = {
         perceiver_config=dict(hidden_size=32, resampler_n_latents=3, resampler_depth=2, resampler_n_heads=4,
                               resampler_head_dim=6, num_key_value_heads=2, rms_norm_eps=1e-4), image_token_id=99),
         16, 3),
+    "lfm2_vl": ("Lfm2VlForConditionalGeneration", "Lfm2VlConfig", dict(
+        text_config=LFM2, vision_config=dict(SIGLIP2, num_patches=16), image_token_id=99, projector_hidden_size=40,
+        projector_hidden_act="gelu"), 4, (4, 3, 6)),
 }
+# NaFlex cases: each image's (rows, columns) of 4 x 4 patches, padded to the most patches (transformers' inputs)
+GRIDS = {"lfm2_vl": [(4, 4), (2, 6), (4, 6)]}
 # the cases whose processor pads images (pixel_attention_mask) and whose model takes them batched, (rows, images,
 # ...), all-zero images padding a row's; the third image is padded to PADDED of its pixels, its third row of
 # patches half real
@@ -61,15 +71,22 @@ def pair(request, tmp_path_factory):
 
 def batch(name, ours):
     """ids (2, T) left-padded: row 0 text, an image, text, an image, text; row 1 shorter, one image; its mask; the
-    three images' pixels (3, 3, side, side), in the order their tokens come."""
+    three images' arguments (pixel_values (3, 3, side, side) or NaFlex patches), in the order their tokens come."""
     _, _, _, side, per = CASES[name]
+    per = per if isinstance(per, tuple) else (per,) * 3
     token = ours.vision.v.image_token_id
     g = torch.Generator().manual_seed(1)
     ids, mask = torch.randint(1, 90, (2, T), generator=g), torch.ones(2, T, dtype=torch.long)
-    ids[0, 2:2 + per] = ids[0, 4 + per:4 + 2 * per] = token
-    start = T - (per + 6)
+    ids[0, 2:2 + per[0]] = ids[0, 4 + per[0]:4 + per[0] + per[1]] = token
+    start = T - (per[2] + 6)
     mask[1, :start] = 0
-    ids[1, start + 2:start + 2 + per] = token
+    ids[1, start + 2:start + 2 + per[2]] = token
+    if name in GRIDS:
+        shapes = torch.tensor(GRIDS[name])
+        most = int(shapes.prod(-1).max())
+        real = (torch.arange(most)[None] < shapes.prod(-1)[:, None]).long()
+        patches = torch.randn(3, most, 3 * side * side, generator=g) * real[..., None]
+        return ids, mask, dict(pixel_values=patches, image_sizes=shapes * side, pixel_attention_mask=real)
     pixels = torch.randn(3, 3, side, side, generator=g)
     if name not in PADDED:
         return ids, mask, dict(pixel_values=pixels)
@@ -80,6 +97,10 @@ def batch(name, ours):
 
 def hf_images(images: dict) -> dict:
     """Our image arguments as transformers takes them: batched (rows, images, ...) where they are padded."""
+    if "image_sizes" in images:  # NaFlex: the grids in patches (spatial_shapes)
+        patch = round((images["pixel_values"].shape[-1] // 3) ** 0.5)
+        return dict({k: x for k, x in images.items() if k != "image_sizes"},
+                    spatial_shapes=images["image_sizes"] // patch)
     if "pixel_attention_mask" not in images:
         return images
     return {k: torch.stack([x[:2], torch.cat([x[2:], torch.zeros_like(x[2:])])]) for k, x in images.items()}
@@ -122,7 +143,8 @@ def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     P = T - 3  # every image in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
         whole = ours_logits(ours, ids, mask, images)
-        embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"], images.get("pixel_attention_mask"))
+        embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"], images.get("pixel_attention_mask"),
+                                   images.get("image_sizes"))
     assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 

@@ -52,6 +52,10 @@ class VisionConfig:
     position_buckets: bool = False
     # with position_buckets: a patch is real only when all its pixels are (Idefics2's), not when any is (Idefics3's)
     whole_patches: bool = False
+    # SigLIP 2's NaFlex tower (naflex.py, LFM2-VL's): patchified pixel_values of any aspect ratio with image_sizes,
+    # a linear patch embedding, the positions' grid resized to each image's; each image's grid pixel-shuffled by
+    # shuffle_factor on its own before an mlp or norm_mlp projector; needs post_norm and no class token
+    naflex: bool = False
     # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm;
     # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map; norm_mlp: VipLLaVA's LayerNorm,
     # then mlp; pixel_shuffle_swiglu: Cohere2 Vision's space-to-depth, then a SwiGLU of width projector_hidden / 2;
@@ -62,7 +66,8 @@ class VisionConfig:
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
     projector_eps: float = 1e-5  # the LayerNorm of norm_mlp and pixel_shuffle_norm_swiglu (VipLLaVA's, Aya Vision's)
-    # the *_swiglu projectors' first linear map's width, both halves of the SwiGLU (alignment_intermediate_size)
+    # the *_swiglu projectors' first linear map's width, both halves of the SwiGLU (alignment_intermediate_size);
+    # the mlp and norm_mlp projectors' hidden width (LFM2-VL's projector_hidden_size; None: the text width)
     projector_hidden: int | None = None
     resampler: dict | None = None  # the perceiver projector's fields, ResamplerConfig's
     # the patch grid average-pooled to this many features (a square, whose side divides the grid's) before the
@@ -137,19 +142,24 @@ def vision_config(data: dict) -> VisionConfig:
                            f"[{-v.n_layers - 1}, {v.n_layers}] (or None: the tower's output)")
     if v.drop_first and layers is None:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
-    for name in ("held", "position_buckets", "whole_patches"):
+    for name in ("held", "position_buckets", "whole_patches", "naflex"):
         if not isinstance(getattr(v, name), bool):
             raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
     side = v.image_size // v.patch_size
-    if (v.projector in SHUFFLING) != (v.shuffle_factor > 1) or side % v.shuffle_factor:
+    if v.naflex and (v.projector not in ("mlp", "norm_mlp") or v.class_token or not v.post_norm or layers is not None
+                     or v.position_buckets):
+        raise LlmarchError("vision naflex (SigLIP 2's tower) has no class token, a post_norm, no feature_layers or "
+                           "position_buckets, and an mlp or norm_mlp projector")
+    if not v.naflex and ((v.projector in SHUFFLING) != (v.shuffle_factor > 1) or side % v.shuffle_factor):
         raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with a "
                            f"shuffling projector ({', '.join(SHUFFLING)}; got {v.projector!r}) and divide the {side} "
                            "patches of a side")
-    hidden = v.projector_hidden
-    if v.projector.endswith("_swiglu") != (hidden is not None) or hidden is not None and (
-            not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0 or hidden % 2):
-        raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive even integer exactly with a "
-                           f"*_swiglu projector (got {v.projector!r})")
+    hidden, swiglu = v.projector_hidden, v.projector.endswith("_swiglu")
+    if swiglu and hidden is None or hidden is not None and (
+            v.projector not in ("mlp", "norm_mlp") and not swiglu or not isinstance(hidden, int)
+            or isinstance(hidden, bool) or hidden <= 0 or swiglu and hidden % 2):
+        raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive integer (even for a *_swiglu "
+                           f"projector, which needs it), for a *_swiglu, mlp or norm_mlp projector (got {v.projector!r})")
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")

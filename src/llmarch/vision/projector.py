@@ -18,13 +18,14 @@ PROJECTORS: Registry = Registry("vision projector")
 @PROJECTORS.register("mlp")
 class MLPProjector(nn.Module):
     """LLaVA-1.5's two-layer MLP (Liu et al. 2023, "Improved Baselines with Visual Instruction Tuning", §3.2):
-    W2 act(W1 f + b1) + b2."""
+    W2 act(W1 f + b1) + b2, W1 projector_hidden wide (None: the text width)."""
 
     def __init__(self, v: VisionConfig, d_model: int):
         super().__init__()
-        self.fc1 = Linear(v.feature_width, d_model, bias=v.projector_bias)
+        hidden = v.projector_hidden or d_model  # LFM2-VL's projector_hidden_size; LLaVA's is the text width
+        self.fc1 = Linear(v.feature_width, hidden, bias=v.projector_bias)
         self.act = ACTIVATIONS[v.projector_act]
-        self.fc2 = Linear(d_model, d_model, bias=v.projector_bias)
+        self.fc2 = Linear(hidden, d_model, bias=v.projector_bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(f)))
@@ -72,15 +73,18 @@ class PixelShuffleProjector(nn.Module):
         return self.proj(pixel_shuffle(f, self.s))
 
 
-def pixel_shuffle(f: torch.Tensor, s: int) -> torch.Tensor:
-    """(N, side^2, C) -> (N, side^2 / s^2, s^2 C): each s x s block of the square grid one feature, in transformers'
-    order (Idefics3's and Aya Vision's pixel_shuffle: a row's s neighbours side by side, then the block's s rows)."""
+def pixel_shuffle(f: torch.Tensor, s: int, rows: int | None = None) -> torch.Tensor:
+    """(N, rows cols, C) -> (N, rows cols / s^2, s^2 C): each s x s block of the grid (rows x cols, row-major; rows
+    None: a square) one feature, in transformers' order (Idefics3's, Aya Vision's pixel_shuffle and LFM2-VL's
+    pixel_unshuffle: a row's s neighbours side by side, then the block's s rows)."""
     n, t, c = f.shape
-    side = int(t ** 0.5)
-    if side * side != t or side % s:
-        raise LlmarchError(f"pixel_shuffle needs a square grid of patches whose side divides by {s}, got {t}")
-    x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
-    x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
+    rows = int(t ** 0.5) if rows is None else rows
+    cols = t // rows
+    if rows * cols != t or rows % s or cols % s:
+        raise LlmarchError(f"pixel_shuffle needs a grid of patches whose sides divide by {s}, got {t} patches in "
+                           f"{rows} rows")
+    x = f.reshape(n, rows, cols // s, s * c).transpose(1, 2)  # (N, cols/s, rows, s C)
+    x = x.reshape(n, cols // s, rows // s, s * s * c).transpose(1, 2)  # (N, rows/s, cols/s, s^2 C)
     return x.reshape(n, t // (s * s), s * s * c)
 
 

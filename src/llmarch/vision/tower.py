@@ -59,6 +59,12 @@ class VisionTower(nn.Module):
             mask = None if bool(real.all()) else real.reshape(x.shape[0], 1, 1, -1)  # padded patches as keys
         else:
             x = x + self.positions.weight
+        return self.encode(x, mask)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The embedded patches x (N, T, C), mask bool (N, 1, 1, T) the keys attended to (None: all) -> the
+        features: through the pre-norm, the blocks, and the post-norm or feature_layers' selection."""
+        v = self.v
         if self.pre_norm is not None:
             x = self.pre_norm(x)
         wanted = None if v.feature_layers is None else [v.hidden_index(i) for i in v.feature_layers]
