@@ -8,6 +8,7 @@ import transformers
 
 import llmarch
 from conftest import perturbed, prefilled_then_stepped
+from llmarch.errors import LlmarchError
 
 LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=8, vocab_size=100)
@@ -155,3 +156,35 @@ def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
     ids, mask, images = batch(name, ours)
     assert gap(hf_logits(again, ids, mask, images), hf_logits(hf, ids, mask, images), mask) <= 1e-4
     assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+@pytest.mark.parametrize("name,changes,match", [
+    ("vipllava", dict(text_config=dict(LLAMA, model_type="mistral")), "vipllava with a 'mistral' text model"),
+    ("aya_vision", dict(text_config=LLAMA), "aya_vision with a 'llama' text model"),
+    ("aya_vision", dict(vision_feature_layer=[-1, -2]), "vision_feature_layer .* one layer"),
+    ("idefics2", dict(text_config=LLAMA), "idefics2 with a 'llama' text model"),
+    ("lfm2_vl", dict(vision_config=dict(SIGLIP2, vision_use_head=True)), "vision_use_head"),
+])
+def test_unsupported_configs_are_refused(name, changes, match, tmp_path):
+    _, conf, kwargs, _, _ = CASES[name]
+    (tmp_path / "config.json").write_text(getattr(transformers, conf)(**{**kwargs, **changes}).to_json_string())
+    with pytest.raises(LlmarchError, match=match):
+        llmarch.from_hf(tmp_path)
+
+
+def test_bad_image_arguments_are_refused(pair):
+    name, _, ours = pair
+    ids, mask, images = batch(name, ours)
+    with pytest.raises(LlmarchError, match="image tokens|image_sizes"):
+        ours(ids, attention_mask=mask, **{k: x[:1] for k, x in images.items()})
+    if name in GRIDS:
+        with pytest.raises(LlmarchError, match="without image_sizes"):
+            ours(ids, attention_mask=mask, pixel_values=images["pixel_values"])
+        with pytest.raises(LlmarchError, match="multiples of patch_size x shuffle_factor"):
+            ours(ids, attention_mask=mask, **dict(images, image_sizes=images["image_sizes"] + 4))
+        with pytest.raises(LlmarchError, match="pixel_attention_mask must be"):
+            ours(ids, attention_mask=mask, **dict(images, pixel_attention_mask=images["pixel_attention_mask"] * 0))
+        from llmarch.interop.vision_towers import tower_hf
+
+        with pytest.raises(LlmarchError, match="write it as lfm2_vl"):  # as a CLIP or SigLIP tower (llava ...)
+            tower_hf(ours.vision.v)

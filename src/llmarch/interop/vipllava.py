@@ -19,6 +19,9 @@ _LAYERS = [-2, -5, -8, -11, 6]  # VipLlavaConfig's vision_feature_layer
 
 
 def to_config(hf: dict) -> ModelConfig:
+    kind = (hf.get("text_config") or {}).get("model_type", llava.TEXT)
+    if kind != llava.TEXT:
+        raise LlmarchError(f"vipllava with a {kind!r} text model is not supported; supported: {llava.TEXT}")
     # LLaVA's reading, every layer's class token dropped (VipLLaVA has no select strategy)
     cfg = llava.to_config({**hf, "vision_feature_layer": hf.get("vision_feature_layer", _LAYERS),
                            "vision_feature_select_strategy": "default", "multimodal_projector_bias": True,

@@ -159,7 +159,8 @@ def vision_config(data: dict) -> VisionConfig:
             v.projector not in ("mlp", "norm_mlp") and not swiglu or not isinstance(hidden, int)
             or isinstance(hidden, bool) or hidden <= 0 or swiglu and hidden % 2):
         raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive integer (even for a *_swiglu "
-                           f"projector, which needs it), for a *_swiglu, mlp or norm_mlp projector (got {v.projector!r})")
+                           "projector, which needs it), for a *_swiglu, mlp or norm_mlp projector (got "
+                           f"{v.projector!r})")
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")
