@@ -1,7 +1,11 @@
-"""VipLLaVA, Aya Vision, Idefics2 and LFM2-VL with their images against transformers in fp32 through files: logits
+"""VipLLaVA, Aya Vision, Cohere2 Vision, Idefics2 and LFM2-VL with their images against transformers in fp32 through files: logits
 on a left-padded batch whose first row holds two images and whose second holds one, greedy tokens equal to its
 generate, cached decoding after an image prefill equal to the whole forward, and the to_hf round trip loaded by
-transformers. Every tower matrix drawn N(0, 0.1) and every 1-D parameter moved off its init."""
+transformers. Every tower and connector matrix drawn N(0, 0.1) and every 1-D parameter moved off its init. Then
+refusals, and VipLLaVA's prompt from image files as LlavaProcessor builds it."""
+import json
+
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -188,3 +192,34 @@ def test_bad_image_arguments_are_refused(pair):
 
         with pytest.raises(LlmarchError, match="write it as lfm2_vl"):  # as a CLIP or SigLIP tower (llava ...)
             tower_hf(ours.vision.v)
+
+
+def test_vipllava_image_prompt_is_llava_processors(tmp_path):
+    """VipLLaVA's checkpoints name LlavaProcessor and CLIPImageProcessor: image_request gives its input_ids and
+    pixel_values, and generate the greedy tokens of transformers' on them."""
+    from PIL import Image
+    from test_vision_images import CLIP, TEXT, TOWER, tokenizer
+
+    from llmarch.data.tokenizer import load_tokenizer
+    from llmarch.vision.prompts import image_request
+
+    tok = tokenizer(["<unk>", "<s>", "</s>", "<image>"])
+    processor = transformers.LlavaProcessor(image_processor=transformers.CLIPImageProcessorPil(**CLIP), tokenizer=tok,
+                                            patch_size=4, vision_feature_select_strategy="default",
+                                            num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    hf = perturbed(transformers.VipLlavaForConditionalGeneration(transformers.VipLlavaConfig(
+        text_config=dict(model_type="llama", vocab_size=len(tok), **TEXT), vision_config=dict(
+            model_type="clip_vision_model", **TOWER), image_token_index=3, vision_feature_layer=[-2, 1])))
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    pil = [Image.fromarray(np.random.default_rng(0).integers(0, 256, (23, 37, 3), dtype=np.uint8))] * 2
+    prompt = "USER: <image>\nwhat is in the picture? <image> ASSISTANT:"
+    ids, arguments = image_request(llmarch.load(tmp_path), load_tokenizer(tmp_path), prompt, pil)
+    want = processor(images=pil, text=prompt, return_tensors="pt")
+    assert ids == want["input_ids"][0].tolist() and ids.count(3) == 8
+    assert torch.equal(arguments["pixel_values"], want["pixel_values"])
+    expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
+    assert llmarch.generate(llmarch.load(tmp_path), [ids], 6, **arguments)[0] == expected
