@@ -176,6 +176,22 @@ def test_unsupported_configs_are_refused(name, changes, match, tmp_path):
         llmarch.from_hf(tmp_path)
 
 
+@pytest.mark.parametrize("changes,match", [
+    (dict(projector_eps=0), "projector_eps must be a positive number"),
+    (dict(projector_hidden=7, projector="pixel_shuffle_swiglu", shuffle_factor=2), "projector_hidden 7"),
+    (dict(projector="perceiver"), "resampler goes with the perceiver"),
+    (dict(resampler=dict(latents=2, depth=1, n_heads=3, head_dim=4, kv_heads=2, proj_hidden=8), projector="perceiver"),
+     "n_heads 3 must divide by kv_heads 2"),
+    (dict(whole_patches=True), "whole_patches .* needs position_buckets"),
+    (dict(naflex=True), "naflex .* no class token"),
+])
+def test_bad_vision_fields_are_refused(changes, match):
+    vision = dict(image_token_id=96, width=32, n_layers=2, n_heads=4, ffn_hidden=64, image_size=8, patch_size=4,
+                  feature_layers=[-2], drop_first=True)
+    with pytest.raises(LlmarchError, match=match):
+        llmarch.build("llama-tiny", n_layers=1, vision={**vision, **changes})
+
+
 def test_bad_image_arguments_are_refused(pair):
     name, _, ours = pair
     ids, mask, images = batch(name, ours)

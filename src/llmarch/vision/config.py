@@ -164,6 +164,8 @@ def vision_config(data: dict) -> VisionConfig:
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")
+    if not isinstance(v.projector_eps, (int, float)) or isinstance(v.projector_eps, bool) or v.projector_eps <= 0:
+        raise LlmarchError(f"vision projector_eps must be a positive number, got {v.projector_eps!r}")
     if v.whole_patches and not v.position_buckets:
         raise LlmarchError("vision whole_patches says which patches of a padded image are real: it needs "
                            "position_buckets")
