@@ -1,8 +1,8 @@
 """VipLLaVA, Aya Vision, Cohere2 Vision, Idefics2 and LFM2-VL with their images against transformers in fp32
 through files: logits on a left-padded batch whose first row holds two images and whose second holds one, greedy
 tokens equal to its generate, cached decoding after an image prefill equal to the whole forward, and the to_hf round
-trip loaded by transformers. Every tower and connector matrix drawn N(0, 0.1) and every 1-D parameter moved off its init. Then
-refusals, and VipLLaVA's prompt from image files as LlavaProcessor builds it."""
+trip loaded by transformers. Every tower and connector matrix drawn N(0, 0.1) and every 1-D parameter moved off its
+init. Then refusals, and VipLLaVA's prompt from image files as LlavaProcessor builds it."""
 import json
 
 import numpy as np
