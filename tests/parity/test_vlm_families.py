@@ -239,3 +239,40 @@ def test_vipllava_image_prompt_is_llava_processors(tmp_path):
     assert torch.equal(arguments["pixel_values"], want["pixel_values"])
     expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
     assert llmarch.generate(llmarch.load(tmp_path), [ids], 6, **arguments)[0] == expected
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_idefics2_images_and_prompt_are_its_processors(split, tmp_path):
+    """Idefics2ImageProcessorPil's pixel_values and pixel_attention_mask (two images of other sizes, resized within
+    8..20 pixels, sizes not multiples of the patch, padded to the larger; split into quarters and the whole) and
+    Idefics2Processor's input_ids from image_request; generate gives transformers' greedy tokens on them."""
+    from PIL import Image
+    from test_vision_images import tokenizer
+
+    from llmarch.data.tokenizer import load_tokenizer
+    from llmarch.vision.prompts import image_request
+
+    tok = tokenizer(["<unk>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<end_of_utterance>"])
+    processor = transformers.Idefics2Processor(image_processor=transformers.Idefics2ImageProcessorPil(
+        size={"shortest_edge": 8, "longest_edge": 22}, do_image_splitting=split), tokenizer=tok, image_seq_len=3)
+    _, _, kwargs, _, _ = CASES["idefics2"]
+    torch.manual_seed(0)
+    hf = perturbed(transformers.Idefics2ForConditionalGeneration(transformers.Idefics2Config(**dict(
+        kwargs, text_config=dict(MISTRAL, vocab_size=len(tok)), image_token_id=3))))
+    hf.generation_config.eos_token_id = None
+    hf.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    rng = np.random.default_rng(0)
+    pil = [Image.fromarray(rng.integers(0, 256, (23, 37, 3), dtype=np.uint8)),
+           Image.fromarray(rng.integers(0, 256, (41, 19, 4), dtype=np.uint8), "RGBA")]
+    prompt = "User:<image>what is in the picture?<image>the cat"
+    model = llmarch.load(tmp_path)
+    ids, arguments = image_request(model, load_tokenizer(tmp_path), prompt, pil)
+    want = processor(images=[pil], text=[prompt], return_tensors="pt")
+    assert ids == want["input_ids"][0].tolist()
+    assert torch.equal(arguments["pixel_values"], want["pixel_values"][0])
+    assert torch.equal(arguments["pixel_attention_mask"], want["pixel_attention_mask"][0])
+    assert not arguments["pixel_attention_mask"].all()  # the images were padded
+    expected = hf.generate(**want, max_new_tokens=5, do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 5, **arguments)[0] == expected

@@ -15,7 +15,7 @@ def patch_mask(pixel_mask: torch.Tensor | None, shape: tuple, patch_size: int, w
     """pixel_mask (N, H, W), 1 on real pixels (None: all real) -> bool (N, h', w'): patches with any real pixel
     (Idefics3's), or with `whole` only those whose every pixel is real (Idefics2's)."""
     n, _, height, width = shape
-    if height % patch_size or width % patch_size:
+    if (height % patch_size or width % patch_size) and not whole:  # Idefics2's sizes: the remainder dropped
         raise LlmarchError(f"pixel_values' height and width {height} x {width} must divide by patch_size {patch_size}")
     if pixel_mask is None:
         return torch.ones(n, height // patch_size, width // patch_size, dtype=torch.bool)

@@ -13,6 +13,7 @@ import json
 from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
+from . import idefics2_images
 from .idefics3_images import image_text
 from .qwen_config import is_qwen, qwen_vision_config
 
@@ -194,3 +195,19 @@ def gemma3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 
 
 gemma3.placeholder = lambda v, tok: _named_token(tok, "boi_token")  # what its chat template writes per image
+
+
+@PROMPTS.register("idefics2")
+def idefics2(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Idefics2Processor: each image token becomes <fake_token_around_image>, tokens_per_image of it and
+    <fake_token_around_image> (five times when the processor splits images), the fake tokens tidied
+    (idefics2_images.py; the image tokens at the start where the prompt has none), then the text is tokenized as
+    usual."""
+    from .preprocess import image_processor_config, processor_for
+
+    token = _image_token(v, tok)
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    split = processor_for(image_processor_config(getattr(tok, "side_files", {}), "the tokenizer")).split
+    return tok.encode(idefics2_images.tidy(prompt.replace(token, idefics2_images.image_text(
+        token, v.tokens_per_image, split))))
