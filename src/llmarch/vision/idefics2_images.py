@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import LlmarchError
-from .preprocess import BILINEAR, HALF, PROCESSORS, ResizeCropNormalize, _channels
+from .preprocess import BILINEAR, HALF, PROCESSORS, ResizeCropNormalize
 
 FAKE = "<fake_token_around_image>"
 
@@ -28,8 +28,7 @@ class Idefics2Images:
     longest: int | None
     split: bool  # do_image_splitting
     pad: bool  # do_pad
-    resample: int
-    steps: ResizeCropNormalize  # RGB conversion, rescale and normalization (no resize or crop)
+    steps: ResizeCropNormalize  # the Pillow filter, rescale and normalization (no resize or crop)
 
     @classmethod
     def from_config(cls, config: dict) -> Idefics2Images:
@@ -39,14 +38,9 @@ class Idefics2Images:
                 and all(isinstance(x, int) and x > 0 for x in size.values())):
             raise LlmarchError(f"{config.get('image_processor_type')}: size {size!r} must be a positive shortest_edge "
                                "and longest_edge")
-        steps = ResizeCropNormalize(rgb=bool(c["do_convert_rgb"]), size=None, resample=int(c["resample"]), crop=None,
-                                    rescale=float(c["rescale_factor"]) if c["do_rescale"] else None,
-                                    mean_std=(tuple(_channels(c["image_mean"])), tuple(_channels(c["image_std"])))
-                                    if c["do_normalize"] else None)
-        resize = bool(c["do_resize"])
+        steps, resize = ResizeCropNormalize.without_resize(c), bool(c["do_resize"])
         return cls(shortest=size["shortest_edge"] if resize else None, longest=size["longest_edge"] if resize else None,
-                   split=bool(c["do_image_splitting"]), pad=bool(c["do_pad"]), resample=int(c["resample"]),
-                   steps=steps)
+                   split=bool(c["do_image_splitting"]), pad=bool(c["do_pad"]), steps=steps)
 
     def pieces(self, image) -> list:
         """One image's pieces (PIL images): its quarters and itself when split, else itself; resized."""
@@ -81,7 +75,7 @@ class Idefics2Images:
         elif height > width and height > self.longest:
             height, width = self.longest, int(self.longest * aspect)
         height, width = max(height, self.shortest), max(width, self.shortest)
-        return image.resize((width, height), resample=self.resample)
+        return image.resize((width, height), resample=self.steps.resample)
 
 
 def image_text(image: str, per: int, split: bool) -> str:

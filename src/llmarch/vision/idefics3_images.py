@@ -18,7 +18,7 @@ import torch
 
 from ..errors import LlmarchError
 from .image_files import to_rgb
-from .preprocess import HALF, PROCESSORS, ResizeCropNormalize, _channels
+from .preprocess import HALF, PROCESSORS, ResizeCropNormalize
 
 FAKE, GLOBAL = "<fake_token_around_image>", "<global-img>"
 LANCZOS = 1  # PIL.Image.Resampling.LANCZOS, the classes' default resample
@@ -40,10 +40,7 @@ class SplitImages:
                 and set(tile) == {"longest_edge"}) or size["longest_edge"] >= 4096:
             raise LlmarchError(f"{config.get('image_processor_type')}: size {size!r} and max_image_size {tile!r} must "
                                "each be a longest_edge (the first under 4096)")
-        steps = ResizeCropNormalize(rgb=bool(c["do_convert_rgb"]), size=None, resample=int(c["resample"]), crop=None,
-                                    rescale=float(c["rescale_factor"]) if c["do_rescale"] else None,
-                                    mean_std=(tuple(_channels(c["image_mean"])), tuple(_channels(c["image_std"])))
-                                    if c["do_normalize"] else None)
+        steps = ResizeCropNormalize.without_resize(c)
         return cls(longest=int(size["longest_edge"]) if c["do_resize"] else None, tile=int(tile["longest_edge"]),
                    split=bool(c["do_image_splitting"]), resample=int(c["resample"]), steps=steps)
 

@@ -12,7 +12,7 @@ and image_grid_thw (N, 3)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -83,10 +83,14 @@ class ResizeCropNormalize:
         c = {**defaults, **{k: v for k, v in config.items() if v is not None}}
         if on := [k for k in refused if c.get(k)]:
             raise LlmarchError(f"{config.get('image_processor_type')}: {', '.join(on)} is not supported")
-        return cls(rgb=bool(c["do_convert_rgb"]),
-                   size=_size(c["size"], c["default_to_square"]) if c["do_resize"] else None,
-                   resample=int(c["resample"]),
-                   crop=_crop(c.get("crop_size")) if c.get("do_center_crop") else None,
+        return replace(cls.without_resize(c), size=_size(c["size"], c["default_to_square"]) if c["do_resize"] else None,
+                       crop=_crop(c.get("crop_size")) if c.get("do_center_crop") else None)
+
+    @classmethod
+    def without_resize(cls, c: dict) -> ResizeCropNormalize:
+        """The RGB conversion, rescale and normalization of a config `c` (the class's defaults merged in), no resize
+        or crop: the per-tile steps of a processor that resizes and cuts its tiles itself."""
+        return cls(rgb=bool(c["do_convert_rgb"]), size=None, resample=int(c["resample"]), crop=None,
                    rescale=float(c["rescale_factor"]) if c["do_rescale"] else None,
                    mean_std=(tuple(_channels(c["image_mean"])), tuple(_channels(c["image_std"])))
                    if c["do_normalize"] else None)
