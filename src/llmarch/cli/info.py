@@ -78,6 +78,7 @@ def cmd_info(args) -> None:
     elif cfg.vision is not None:
         v = vision_config(cfg.vision)
         per = f"AnyRes tiles ({len(v.grid_pinpoints)} grids), tokens by image size" if v.grid_pinpoints else \
+            "NaFlex images of any aspect ratio, tokens by image size" if v.naflex else \
             f"{v.tokens_per_image} tokens per image"
         print(f"vision: {v.n_layers}-layer ViT, width {v.width}, {v.image_size}px in {v.patch_size}px patches, "
               f"{v.projector} projector, " + ("held, never run" if v.held else f"{per} (id {v.image_token_id})"))

@@ -47,9 +47,9 @@ def vision_fields(hf: dict, strategy: str = "default", layer: int = -2, image_to
 
 def from_config(cfg: ModelConfig) -> dict:
     v = vision_config(cfg.vision)
-    if v.projector != "mlp" or v.feature_layers is None or v.post_norm:
-        raise LlmarchError("llava writes an MLP projector over the tower's hidden states (feature_layers, no "
-                           "post_norm)")
+    if v.projector != "mlp" or v.feature_layers is None or v.post_norm or v.projector_hidden is not None:
+        raise LlmarchError("llava writes an MLP projector of the text width over the tower's hidden states "
+                           "(feature_layers, no post_norm)")
     text = FAMILIES[TEXT].from_config(cfg.replace(vision=None, hf_model_type=TEXT))
     text.pop("architectures", None)
     return dict(model_type="llava", architectures=["LlavaForConditionalGeneration"], text_config=text,

@@ -47,6 +47,8 @@ def tower_fields(hf: dict) -> dict:
 
 def tower_hf(v: VisionConfig) -> dict:
     """The vision_config transformers builds `v`'s tower from."""
+    if v.naflex:  # lfm2_vl.py writes its own
+        raise LlmarchError("a NaFlex tower (vision naflex) is SigLIP 2's: write it as lfm2_vl")
     kind = next((k for k, layout in _LAYOUTS.items() if all(getattr(v, f) == x for f, x in layout.items())), None)
     if kind is None:
         raise LlmarchError("the vision tower is neither CLIP's (class token, pre-norm, no patch bias) nor SigLIP's "

@@ -16,6 +16,7 @@ from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.anyres import AnyResImageInputs
 from ..vision.inputs import ImageInputs, check_image_arguments
+from ..vision.naflex import NaFlexImageInputs
 from ..vision.pixtral_config import is_pixtral
 from ..vision.pixtral_tower import PixtralImageInputs
 from ..vision.qwen_config import is_qwen
@@ -53,7 +54,8 @@ class TransformerLM(Stack):
         # patches
         self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else \
             PixtralImageInputs(cfg) if is_pixtral(cfg.vision) else \
-            AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else ImageInputs(cfg)
+            AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else \
+            NaFlexImageInputs(cfg) if cfg.vision.get("naflex") else ImageInputs(cfg)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)

@@ -11,17 +11,19 @@ import torch
 from ..errors import LlmarchError
 
 
-def patch_mask(pixel_mask: torch.Tensor | None, shape: tuple, patch_size: int) -> torch.Tensor:
-    """pixel_mask (N, H, W), 1 on real pixels (None: all real) -> bool (N, h', w'): patches with any real pixel."""
+def patch_mask(pixel_mask: torch.Tensor | None, shape: tuple, patch_size: int, whole: bool = False) -> torch.Tensor:
+    """pixel_mask (N, H, W), 1 on real pixels (None: all real) -> bool (N, h', w'): patches with any real pixel
+    (Idefics3's), or with `whole` only those whose every pixel is real (Idefics2's)."""
     n, _, height, width = shape
-    if height % patch_size or width % patch_size:
+    if (height % patch_size or width % patch_size) and not whole:  # Idefics2's sizes: the remainder dropped
         raise LlmarchError(f"pixel_values' height and width {height} x {width} must divide by patch_size {patch_size}")
     if pixel_mask is None:
         return torch.ones(n, height // patch_size, width // patch_size, dtype=torch.bool)
     if tuple(pixel_mask.shape) != (n, height, width):
         raise LlmarchError(f"pixel_attention_mask must have shape {(n, height, width)}, got {tuple(pixel_mask.shape)}")
     blocks = pixel_mask.unfold(1, patch_size, patch_size).unfold(2, patch_size, patch_size)  # (N, h', w', p, p)
-    return blocks.sum(dim=(-1, -2)) > 0
+    real = blocks.sum(dim=(-1, -2))
+    return real == patch_size * patch_size if whole else real > 0
 
 
 def bucket_positions(mask: torch.Tensor, side: int) -> torch.Tensor:

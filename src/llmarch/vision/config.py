@@ -12,12 +12,14 @@ from ..layers.ffn import ACTIVATIONS
 from . import anyres_grid
 from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
+from .resampler_config import resampler_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "pixel_shuffle_mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear")
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear", "norm_mlp",
+                   "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu", "perceiver")
 # the projectors that space-to-depth the patch grid by shuffle_factor first
-SHUFFLING = ("pixel_shuffle", "pixel_shuffle_mlp")
+SHUFFLING = ("pixel_shuffle", "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu")
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,27 @@ class VisionConfig:
     # fractional coordinates bucketed into the learned positions' grid, padded patches (pixel_attention_mask) masked
     # out of attention (vision/buckets.py); needs post_norm and no class token
     position_buckets: bool = False
+    # with position_buckets: a patch is real only when all its pixels are (Idefics2's), not when any is (Idefics3's)
+    whole_patches: bool = False
+    # SigLIP 2's NaFlex tower (naflex.py, LFM2-VL's): patchified pixel_values of any aspect ratio with image_sizes,
+    # a linear patch embedding, the positions' grid resized to each image's; each image's grid pixel-shuffled by
+    # shuffle_factor on its own before an mlp or norm_mlp projector; needs post_norm and no class token
+    naflex: bool = False
     # mlp: LLaVA's linear, act, linear; linear: PaliGemma's one projection; linear_norm: GIT's linear, LayerNorm;
     # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map; pixel_shuffle_mlp: InternVL's
-    # space-to-depth, LayerNorm, then mlp
+    # space-to-depth, LayerNorm, then mlp; norm_mlp: VipLLaVA's LayerNorm, then mlp; pixel_shuffle_swiglu: Cohere2
+    # Vision's space-to-depth, then a SwiGLU of width projector_hidden / 2; pixel_shuffle_norm_swiglu: Aya Vision's,
+    # a LayerNorm before the SwiGLU; perceiver: Idefics2's gated MLP and perceiver resampler (perceiver.py),
+    # `resampler` its fields (resampler_config.py)
     projector: str = "mlp"
     shuffle_factor: int = 1  # pixel_shuffle's: each shuffle_factor x shuffle_factor block of patches one feature
     projector_act: str = "gelu"  # the mlp projector's activation
     projector_bias: bool = True
+    projector_eps: float = 1e-5  # the LayerNorm of norm_mlp, pixel_shuffle_mlp, pixel_shuffle_norm_swiglu
+    # the *_swiglu projectors' first linear map's width, both halves of the SwiGLU (alignment_intermediate_size);
+    # the mlp and norm_mlp projectors' hidden width (LFM2-VL's projector_hidden_size; None: the text width)
+    projector_hidden: int | None = None
+    resampler: dict | None = None  # the perceiver projector's fields, ResamplerConfig's
     # the patch grid average-pooled to this many features (a square, whose side divides the grid's) before the
     # projector (Gemma 3's mm_tokens_per_image); None: a feature per position
     pool_tokens: int | None = None
@@ -89,7 +105,10 @@ class VisionConfig:
     @property
     def tokens_per_image(self) -> int:
         """Image-token positions one image fills: a feature per position of the tower, less a dropped first one,
-        or per shuffle_factor x shuffle_factor block of them (pixel_shuffle), or pool_tokens."""
+        or per shuffle_factor x shuffle_factor block of them (pixel_shuffle), or pool_tokens, or the resampler's
+        latents."""
+        if self.resampler is not None:
+            return self.resampler["latents"]
         return self.pool_tokens or (self.n_positions - self.drop_first) // self.shuffle_factor ** 2
 
     @property
@@ -134,16 +153,37 @@ def vision_config(data: dict) -> VisionConfig:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
     if v.norm not in ("layernorm", "rmsnorm"):
         raise LlmarchError(f"vision norm {v.norm!r} must be layernorm or rmsnorm")
-    for name in ("held", "position_buckets", "qkv_bias", "qk_norm", "layer_scale"):
+    for name in ("held", "position_buckets", "whole_patches", "naflex", "qkv_bias", "qk_norm", "layer_scale"):
         if not isinstance(getattr(v, name), bool):
             raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
     side = v.image_size // v.patch_size
-    if (v.projector in SHUFFLING) != (v.shuffle_factor > 1) or side % v.shuffle_factor:
-        raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with a shuffling projector "
-                           f"({', '.join(SHUFFLING)}; got {v.projector!r}) and divide the {side} patches of a side")
+    if v.naflex and (v.projector not in ("mlp", "norm_mlp") or v.class_token or not v.post_norm or layers is not None
+                     or v.position_buckets):
+        raise LlmarchError("vision naflex (SigLIP 2's tower) has no class token, a post_norm, no feature_layers or "
+                           "position_buckets, and an mlp or norm_mlp projector")
+    if not v.naflex and ((v.projector in SHUFFLING) != (v.shuffle_factor > 1) or side % v.shuffle_factor):
+        raise LlmarchError(f"vision shuffle_factor {v.shuffle_factor} must be > 1 exactly with a "
+                           f"shuffling projector ({', '.join(SHUFFLING)}; got {v.projector!r}) and divide the {side} "
+                           "patches of a side")
+    hidden, swiglu = v.projector_hidden, v.projector.endswith("_swiglu")
+    if swiglu and hidden is None or hidden is not None and (
+            v.projector not in ("mlp", "norm_mlp") and not swiglu or not isinstance(hidden, int)
+            or isinstance(hidden, bool) or hidden <= 0 or swiglu and hidden % 2):
+        raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive integer (even for a *_swiglu "
+                           "projector, which needs it), for a *_swiglu, mlp or norm_mlp projector (got "
+                           f"{v.projector!r})")
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")
+    if not isinstance(v.projector_eps, (int, float)) or isinstance(v.projector_eps, bool) or v.projector_eps <= 0:
+        raise LlmarchError(f"vision projector_eps must be a positive number, got {v.projector_eps!r}")
+    if v.whole_patches and not v.position_buckets:
+        raise LlmarchError("vision whole_patches says which patches of a padded image are real: it needs "
+                           "position_buckets")
+    if (v.projector == "perceiver") != (v.resampler is not None):
+        raise LlmarchError("vision resampler goes with the perceiver projector, which needs it")
+    if v.resampler is not None:
+        resampler_config(v.resampler, ACTIVATIONS)
     grid, pool = v.image_size // v.patch_size, v.pool_tokens
     pool_side = round(pool ** 0.5) if isinstance(pool, int) and pool > 0 else 0
     if pool is not None and (not pool_side or pool_side * pool_side != pool or grid % pool_side or v.class_token

@@ -53,8 +53,17 @@ class ImageInputs(nn.Module):
         if self.v.held:
             raise LlmarchError("this model's vision tower is held for the round trip, never run (its image features "
                                "do not go at image-token positions): it reads text only")
+        features = self.tower(pixel_values, pixel_mask)
+        if getattr(self.projector, "reads_patch_mask", False):  # Idefics2's resampler attends to real patches only
+            features = self.projector(features, self.tower.real_patches(pixel_values, pixel_mask))
+        else:
+            features = self.projector(features)
+        return self.scatter(embeds, ids, features)
+
+    def scatter(self, embeds: torch.Tensor, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """embeds (B, T, C) with features (N, per, C) written at ids' image-token positions, in order."""
         where = ids == self.v.image_token_id  # (B, T)
-        features = self.projector(self.tower(pixel_values, pixel_mask)).to(embeds.dtype)  # (N, per, C)
+        features = features.to(embeds.dtype)  # (N, per, C)
         (n, per), count = features.shape[:2], int(where.sum())  # per varies with the image size (position_buckets)
         if count != n * per:
             raise LlmarchError(f"{n} image(s) of {per} features each need {n * per} image tokens (id "

@@ -10,6 +10,7 @@ from ..layers.linear import Linear
 from ..layers.norms import LayerNorm, OffsetRMSNorm
 from ..registry import Registry
 from .config import VisionConfig
+from .perceiver import PerceiverProjector
 
 PROJECTORS: Registry = Registry("vision projector")
 
@@ -17,32 +18,17 @@ PROJECTORS: Registry = Registry("vision projector")
 @PROJECTORS.register("mlp")
 class MLPProjector(nn.Module):
     """LLaVA-1.5's two-layer MLP (Liu et al. 2023, "Improved Baselines with Visual Instruction Tuning", §3.2):
-    W2 act(W1 f + b1) + b2."""
+    W2 act(W1 f + b1) + b2, W1 projector_hidden wide (None: the text width)."""
 
     def __init__(self, v: VisionConfig, d_model: int):
         super().__init__()
-        self.fc1 = Linear(v.feature_width, d_model, bias=v.projector_bias)
+        hidden = v.projector_hidden or d_model  # LFM2-VL's projector_hidden_size; LLaVA's is the text width
+        self.fc1 = Linear(v.feature_width, hidden, bias=v.projector_bias)
         self.act = ACTIVATIONS[v.projector_act]
-        self.fc2 = Linear(d_model, d_model, bias=v.projector_bias)
+        self.fc2 = Linear(hidden, d_model, bias=v.projector_bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(f)))
-
-
-@PROJECTORS.register("pixel_shuffle_mlp")
-class PixelShuffleMLPProjector(MLPProjector):
-    """InternVL's projector (Chen et al. 2024, "How Far Are We to GPT-4V?", §3.1: pixel shuffle to a quarter of
-    the visual tokens, then an MLP; transformers' InternVLModel.pixel_shuffle and InternVLMultiModalProjector): the
-    patch grid space-to-depth by shuffle_factor in the same order as Idefics3's (downsample_ratio 0.5 is factor 2),
-    a LayerNorm of nn.LayerNorm's eps 1e-5, then LLaVA's MLP, W2 act(W1 LN(f) + b1) + b2."""
-
-    def __init__(self, v: VisionConfig, d_model: int):
-        super().__init__(v, d_model)
-        self.s = v.shuffle_factor
-        self.norm = LayerNorm(v.feature_width, eps=1e-5)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.norm(pixel_shuffle(f, self.s)))
 
 
 @PROJECTORS.register("linear")
@@ -87,15 +73,18 @@ class PixelShuffleProjector(nn.Module):
         return self.proj(pixel_shuffle(f, self.s))
 
 
-def pixel_shuffle(f: torch.Tensor, s: int) -> torch.Tensor:
-    """(N, side^2, C) -> (N, side^2 / s^2, s^2 C): each s x s block of the square grid one feature, in transformers'
-    order (Idefics3's and Aya Vision's pixel_shuffle: a row's s neighbours side by side, then the block's s rows)."""
+def pixel_shuffle(f: torch.Tensor, s: int, rows: int | None = None) -> torch.Tensor:
+    """(N, rows cols, C) -> (N, rows cols / s^2, s^2 C): each s x s block of the grid (rows x cols, row-major; rows
+    None: a square) one feature, in transformers' order (Idefics3's, Aya Vision's pixel_shuffle and LFM2-VL's
+    pixel_unshuffle: a row's s neighbours side by side, then the block's s rows)."""
     n, t, c = f.shape
-    side = int(t ** 0.5)
-    if side * side != t or side % s:
-        raise LlmarchError(f"pixel_shuffle needs a square grid of patches whose side divides by {s}, got {t}")
-    x = f.reshape(n, side, side // s, s * c).transpose(1, 2)  # (N, side/s, side, s C)
-    x = x.reshape(n, side // s, side // s, s * s * c).transpose(1, 2)  # (N, side/s, side/s, s^2 C)
+    rows = int(t ** 0.5) if rows is None else rows
+    cols = t // rows
+    if rows * cols != t or rows % s or cols % s:
+        raise LlmarchError(f"pixel_shuffle needs a grid of patches whose sides divide by {s}, got {t} patches in "
+                           f"{rows} rows")
+    x = f.reshape(n, rows, cols // s, s * c).transpose(1, 2)  # (N, cols/s, rows, s C)
+    x = x.reshape(n, cols // s, rows // s, s * s * c).transpose(1, 2)  # (N, rows/s, cols/s, s^2 C)
     return x.reshape(n, t // (s * s), s * s * c)
 
 
@@ -117,3 +106,67 @@ class PoolNormLinearProjector(nn.Module):
         grid = f.transpose(1, 2).reshape(N, C, self.grid, self.grid)  # row-major patches, as the tower lays them
         pooled = nn.functional.avg_pool2d(grid, self.kernel).flatten(2).transpose(1, 2)  # (N, pool_tokens, C)
         return self.proj(self.norm(pooled))
+
+
+@PROJECTORS.register("norm_mlp")
+class NormMLPProjector(MLPProjector):
+    """VipLLaVA's projector (Cai et al. 2024, "ViP-LLaVA", \u00a73.2; transformers' VipLlavaMultiModalProjector): a
+    LayerNorm over the concatenated feature layers, then LLaVA's MLP, W2 act(W1 LN(f) + b1) + b2."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__(v, d_model)
+        self.norm = LayerNorm(v.feature_width, eps=v.projector_eps)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.norm(f))
+
+
+@PROJECTORS.register("pixel_shuffle_mlp")
+class PixelShuffleMLPProjector(NormMLPProjector):
+    """InternVL's projector (Chen et al. 2024, "How Far Are We to GPT-4V?", \u00a73.1: pixel shuffle to a quarter of
+    the visual tokens, then an MLP; transformers' InternVLModel.pixel_shuffle and InternVLMultiModalProjector): the
+    patch grid space-to-depth by shuffle_factor in the same order as Idefics3's (downsample_ratio 0.5 is factor 2),
+    then norm_mlp's LayerNorm (nn.LayerNorm's eps 1e-5, projector_eps's default) and LLaVA's MLP."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__(v, d_model)
+        self.s = v.shuffle_factor
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return super().forward(pixel_shuffle(f, self.s))
+
+
+@PROJECTORS.register("pixel_shuffle_swiglu")
+class PixelShuffleSwiGLUProjector(nn.Module):
+    """Cohere2 Vision's projector (transformers' Cohere2VisionMultiModalProjector): the patch grid pixel-shuffled by
+    s = shuffle_factor (as Idefics3's), then a SwiGLU (Shazeer 2020) whose first map W1 f + b1 is split in halves
+    [x, g], W2 (x \u00b7 silu(g)) + b2."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__()
+        self.s = v.shuffle_factor
+        self.fc1 = Linear(v.feature_width, v.projector_hidden, bias=v.projector_bias)
+        self.fc2 = Linear(v.projector_hidden // 2, d_model, bias=v.projector_bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        x, gate = self.fc1(self.normed(pixel_shuffle(f, self.s))).chunk(2, dim=-1)
+        return self.fc2(nn.functional.silu(gate) * x)
+
+    def normed(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+
+@PROJECTORS.register("pixel_shuffle_norm_swiglu")
+class PixelShuffleNormSwiGLUProjector(PixelShuffleSwiGLUProjector):
+    """Aya Vision's projector (Dash et al. 2025, "Aya Vision"; transformers' AyaVisionMultiModalProjector): Cohere2
+    Vision's with a LayerNorm (projector_eps) on the shuffled features before the SwiGLU."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__(v, d_model)
+        self.norm = LayerNorm(v.feature_width, eps=v.projector_eps)
+
+    def normed(self, f: torch.Tensor) -> torch.Tensor:
+        return self.norm(f)
+
+
+PROJECTORS.register("perceiver")(PerceiverProjector)  # Idefics2's (perceiver.py)

@@ -13,6 +13,7 @@ import json
 from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
+from . import idefics2_images
 from .idefics3_images import image_text
 from .tiled_images import TiledImages
 from .qwen_config import is_qwen, qwen_vision_config
@@ -109,12 +110,13 @@ def _bos_text(tok, required: bool = True) -> str | None:
     return bos
 
 
+@PROMPTS.register("vipllava")
 @PROMPTS.register("llava_next")
 @PROMPTS.register("llava")
 def llava(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
-    """LlavaProcessor (and LlavaNextProcessor, whose counts follow each image's size): each image token in the text
-    becomes its image's count of them, then the text is tokenized as usual (BOS first). A prompt without image
-    tokens gets them at its start, each on its own line (LLaVA-1.5's "<image>\\n" layout)."""
+    """LlavaProcessor (VipLLaVA's too, and LlavaNextProcessor, whose counts follow each image's size): each image
+    token in the text becomes its image's count of them, then the text is tokenized as usual (BOS first). A prompt
+    without image tokens gets them at its start, each on its own line (LLaVA-1.5's "<image>\\n" layout)."""
     token, counts = _image_token(v, tok), v.image_tokens(arguments)
     if not _count(prompt, token, len(counts)):
         prompt = f"{token}\n" * len(counts) + prompt
@@ -222,3 +224,17 @@ def internvl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 
 
 internvl.images_kwargs = {"crop_to_patches": True}  # InternVLProcessor's, over the image processor's config
+
+
+@PROMPTS.register("idefics2")
+def idefics2(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Idefics2Processor: each image token becomes <fake_token_around_image>, tokens_per_image of it and
+    <fake_token_around_image> (five times when the processor splits images), the fake tokens tidied
+    (idefics2_images.py; the image tokens at the start where the prompt has none), then the text is tokenized as
+    usual."""
+    token = _image_token(v, tok)
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    split = _processor(tok, "idefics2").split
+    return tok.encode(idefics2_images.tidy(prompt.replace(token, idefics2_images.image_text(
+        token, v.tokens_per_image, split))))

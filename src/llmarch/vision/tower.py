@@ -57,11 +57,18 @@ class VisionTower(nn.Module):
             x = torch.cat([self.class_embed.expand(x.shape[0], 1, -1), x], dim=1)
         mask = None
         if v.position_buckets:
-            real = patch_mask(pixel_mask, pixel_values.shape, v.patch_size).to(x.device)  # (N, h', w')
+            real = patch_mask(pixel_mask, pixel_values.shape, v.patch_size, v.whole_patches)  # (N, h', w')
+            real = real.to(x.device)
             x = x + self.positions(bucket_positions(real, v.image_size // v.patch_size))
             mask = None if bool(real.all()) else real.reshape(x.shape[0], 1, 1, -1)  # padded patches as keys
         else:
             x = x + self.positions.weight
+        return self.encode(x, mask)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The embedded patches x (N, T, C), mask bool (N, 1, 1, T) the keys attended to (None: all) -> the
+        features: through the pre-norm, the blocks, and the post-norm or feature_layers' selection."""
+        v = self.v
         if self.pre_norm is not None:
             x = self.pre_norm(x)
         wanted = None if v.feature_layers is None else [v.hidden_index(i) for i in v.feature_layers]
@@ -74,3 +81,10 @@ class VisionTower(nn.Module):
             return out if self.post_norm is None else self.post_norm(out)
         out = torch.cat([hidden[k] for k in wanted], dim=-1)
         return out[:, 1:] if v.drop_first else out
+
+    def real_patches(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """bool (N, P): the patches forward reads as real, None where all are (no pixel mask)."""
+        if pixel_mask is None:
+            return None
+        return patch_mask(pixel_mask, pixel_values.shape, self.v.patch_size, self.v.whole_patches).flatten(1).to(
+            pixel_values.device)
