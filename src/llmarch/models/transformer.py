@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..audio.inputs import AudioInputs
 from ..errors import LlmarchError
 from ..layers.codebooks import embed_streams, split_heads
 from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceDense, pool, summary
@@ -54,6 +55,7 @@ class TransformerLM(Stack):
         self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else \
             PixtralImageInputs(cfg) if is_pixtral(cfg.vision) else \
             AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else ImageInputs(cfg)
+        self.audio = None if cfg.audio is None else AudioInputs(cfg)  # audio as embeddings (audio/): Qwen2-Audio's
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
@@ -85,7 +87,8 @@ class TransformerLM(Stack):
                 prefix_mask: torch.Tensor | None = None,
                 bbox: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
                 rope_delta: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
-                image_sizes: torch.Tensor | None = None) -> ModelOutput:
+                image_sizes: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
+                feature_attention_mask: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -114,7 +117,10 @@ class TransformerLM(Stack):
         prompt's M-RoPE positions from them and any DeepStack features (image_prompt). rope_delta (B,): the later
         tokens' position shift after such a prompt (its rope_index's delta), for cached decoding.
         image_sizes (N, 2): each image's (height, width), for AnyRes images (LLaVA-NeXT: vision/anyres.py), whose
-        pixel_values are (N, tiles, channels, H, W)."""
+        pixel_values are (N, tiles, channels, H, W).
+        input_features (N, n_mels, frames): N audio clips' log-mel spectrograms, whose features take the positions of
+        the config's audio token (audio/inputs.py); feature_attention_mask (N, frames): their real frames, for a tower
+        that masks padding (Qwen2-Audio's; None: all real)."""
         cfg = self.config  # inputs no part reads would be dropped without a word: refused
         if bbox is not None and self.box_embed is None:
             raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
@@ -127,7 +133,8 @@ class TransformerLM(Stack):
         check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
         rope_pos = deepstack = None
         if image_grid_thw is None:
-            embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes)
+            embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes, input_features,
+                                       feature_attention_mask)
         else:
             mask = None if attention_mask is None else attention_mask[:, :input_ids.shape[1]]
             image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw)
@@ -175,9 +182,18 @@ class TransformerLM(Stack):
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                      pixel_attention_mask: torch.Tensor | None = None,
-                     image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+                     image_sizes: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
+                     feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The token embeddings (B, T, C) of input_ids (checked), with the images' features at the image-token
-        positions where pixel_values are given (pixel_attention_mask, image_sizes: forward's)."""
+        positions where pixel_values are given (pixel_attention_mask, image_sizes: forward's), or the audio clips'
+        at the audio-token positions where input_features are (feature_attention_mask: forward's)."""
+        if feature_attention_mask is not None and input_features is None:
+            raise LlmarchError("feature_attention_mask describes input_features (audio clips): given without them")
+        if input_features is not None:
+            if self.audio is None:
+                raise LlmarchError(f"{self.config.name} has no audio tower (config audio) to read input_features")
+            check_ids(input_ids, self.config, self.cache_len)
+            return self.audio(self.embed(input_ids), input_ids, input_features, feature_attention_mask)
         if pixel_values is None:
             if not torch.compiler.is_compiling():
                 check_ids(input_ids, self.config, self.cache_len)
