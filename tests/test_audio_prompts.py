@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import llmarch
-from conftest import perturbed
+from conftest import perturbed, trained_bpe
 from llmarch.audio.prompts import audio_request
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.data.wav import read_wav
@@ -32,13 +32,7 @@ PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>what is the sound?"
 
 
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["what is the sound? a dog barks in the rain"] * 20,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk = trained_bpe(SPECIAL, "what is the sound? a dog barks in the rain")
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", bos_token="<s>",
                                                 pad_token="<|endoftext|>", unk_token="<unk>")
 
@@ -68,6 +62,7 @@ def qwen2_audio(tmp_path_factory):
     hf = perturbed(transformers.Qwen2AudioForConditionalGeneration(conf))
     hf.generation_config.eos_token_id = None
     processor = transformers.Qwen2AudioProcessor(transformers.WhisperFeatureExtractor(feature_size=MELS), tokenizer())
+    processor.tokenizer.chat_template = processor.chat_template  # its default template, for `llmarch chat`
     hf.save_pretrained(root)
     processor.save_pretrained(root)
     return root, hf, processor, clips(root)
@@ -96,6 +91,34 @@ def test_cli_generate_with_audio_prints_transformers_continuation(qwen2_audio, c
     code, out, err = call(capsys, "generate", "--checkpoint", path, "--audio", wavs[0], "--prompt", PROMPT,
                           "--temperature", "0", "--max-new-tokens", "5", "--no-stream")
     assert code == 0 and out == expected + "\n", err
+
+
+def test_terminal_chat_with_a_clip(qwen2_audio):
+    """`llmarch chat`'s /audio: the reply is transformers' greedy continuation of its processor's chat prompt (the
+    template's <|audio_bos|><|AUDIO|><|audio_eos|> expanded); a missing file is named without ending the chat."""
+    from llmarch.serve.terminal import Conversation, chat_loop
+
+    path, hf, processor, wavs = qwen2_audio
+    messages = [{"role": "user", "content": [{"type": "audio", "audio_url": str(wavs[1])},
+                                             {"type": "text", "text": "what is the sound?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=text, audio=[read_wav(wavs[1])], return_tensors="pt")
+    new = hf.generate(**inputs, max_new_tokens=5, do_sample=False,
+                      eos_token_id=processor.tokenizer.eos_token_id)[0, inputs["input_ids"].shape[1]:]
+    conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=5, temperature=0)
+    lines = iter([f"/audio {wavs[1]}", "what is the sound?", "/audio nowhere.wav", "/exit"])
+    shown = []
+    chat_loop(conversation, lambda _: next(lines), shown.append)
+    assert conversation.history[1]["content"] == processor.decode(new, skip_special_tokens=True)
+    assert "(audio added to the next message)\n" in shown
+    # the next turn's prompt, the clip with its message: the processor's ids and features of the same conversation
+    messages.append({"role": "assistant", "content": conversation.history[1]["content"]})
+    want = processor(text=processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+                     audio=[read_wav(wavs[1])], return_tensors="pt")
+    ids, arguments = conversation.prompt()
+    assert ids == want["input_ids"][0].tolist()
+    assert torch.equal(arguments["input_features"], want["input_features"])
+    assert any(s.startswith("(error:") and "nowhere.wav" in s for s in shown), shown
 
 
 def test_audio_refusals_are_one_line(qwen2_audio, tmp_path, capsys):

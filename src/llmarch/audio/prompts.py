@@ -38,6 +38,20 @@ def audio_request(model, tok, prompt: str, clips: list) -> tuple[list[int], dict
     return PROMPTS[cfg.hf_model_type](a, tok, prompt, [np.asarray(c, dtype=np.float32) for c in clips])
 
 
+def chat_audio_request(model, tok, text: str, clips: list) -> tuple[list[int], dict]:
+    """audio_request for a conversation its chat template rendered to `text`, which holds the audio token once per
+    clip (Qwen2-Audio's template writes <|audio_bos|><|AUDIO|><|audio_eos|> for each {"type": "audio"} part), as
+    transformers' processor reads the rendered text. Voxtral's chat is mistral-common's own, not a template: refused."""
+    if model.config.hf_model_type == "voxtral":
+        raise LlmarchError("chat with audio for voxtral is mistral-common's chat layout, not a chat template: use "
+                           "generate --audio")
+    token = _audio_token(audio_config(model.config.audio), tok) if model.config.audio is not None else ""
+    if token and text.count(token) != len(clips):
+        raise LlmarchError(f"the chat template wrote {text.count(token)} {token} token(s) for {len(clips)} clip(s): "
+                           "it does not place audio")
+    return audio_request(model, tok, text, clips)
+
+
 def _token_id(tok, text: str) -> int:
     """The id of the special token spelled `text`."""
     ids = [i for i, _ in tok.encode_offsets(text)] if hasattr(tok, "encode_offsets") else []

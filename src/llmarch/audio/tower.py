@@ -12,28 +12,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
 from ..layers.encoder_inputs import ConvStem
 from ..layers.norms import make_norm
+from ..vision.tower import block_config
 from .config import AudioConfig
-
-
-def block_config(a: AudioConfig) -> ModelConfig:
-    """The encoder's blocks as llmarch blocks: Whisper's pre-norm LayerNorms, multi-head attention and an MLP with
-    biases, bidirectional, positions added by the stem."""
-    return ModelConfig(name="audio", vocab_size=1, d_model=a.width, n_layers=a.n_layers, n_heads=a.n_heads,
-                       ffn=a.act, ffn_hidden=a.ffn_hidden, norm="layernorm", norm_eps=a.norm_eps, bias=True,
-                       causal=False, positions="none", context_length=a.n_positions)
 
 
 class AudioTower(nn.Module):
     def __init__(self, a: AudioConfig):
         super().__init__()
         self.a = a
-        cfg = block_config(a)
+        cfg = block_config(a)  # a ViT's blocks are Whisper's: pre-norm LayerNorms, biases, bidirectional, no RoPE
         self.stem = ConvStem(a)  # reads a's d_model, input_channels and context_length
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), layer=i) for i in range(a.n_layers))
         self.norm = make_norm(cfg)

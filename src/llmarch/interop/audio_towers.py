@@ -30,6 +30,9 @@ _SIZES = {"width": ("d_model", "hidden_size"), "n_layers": ("encoder_layers", "n
 _DEFAULTS = dict(width=1280, n_layers=32, n_heads=20, ffn_hidden=5120)
 # q, k and v of the tower's attention, equal thirds of our qkv_proj; their biases q and v only, the keys' zero
 JOINS["audio_qkv"] = (lambda parts, cfg: torch.cat(parts), lambda t, cfg: list(t.chunk(3)))
+# a block's other tensors, weight and bias each: Whisper's names and ours
+_BLOCK = {"self_attn.out_proj": "attn.o_proj", "self_attn_layer_norm": "ln1", "final_layer_norm": "ln2",
+          "fc1": "mlp.up", "fc2": "mlp.down"}
 JOINS["audio_qv_bias"] = (lambda parts, cfg: torch.cat([parts[0], torch.zeros_like(parts[0]), parts[1]]),
                           lambda t, cfg: list(t.chunk(3))[::2])
 
@@ -59,12 +62,7 @@ def tower_rules(a: AudioConfig) -> list[Rule]:
                           "audio_qkv"),
                   Rule.of((f"{hf}self_attn.q_proj.bias", f"{hf}self_attn.v_proj.bias"), f"{block}attn.qkv_proj.bias",
                           "audio_qv_bias")]
-        for w in wb:
-            rules += [Rule.of(f"{hf}self_attn.out_proj.{w}", f"{block}attn.o_proj.{w}"),
-                      Rule.of(f"{hf}self_attn_layer_norm.{w}", f"{block}ln1.{w}"),
-                      Rule.of(f"{hf}final_layer_norm.{w}", f"{block}ln2.{w}"),
-                      Rule.of(f"{hf}fc1.{w}", f"{block}mlp.up.{w}"),
-                      Rule.of(f"{hf}fc2.{w}", f"{block}mlp.down.{w}")]
+        rules += [Rule.of(f"{hf}{name}.{w}", f"{block}{mine}.{w}") for name, mine in _BLOCK.items() for w in wb]
     return rules
 
 
