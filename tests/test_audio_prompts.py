@@ -158,3 +158,9 @@ def test_voxtral_features_are_the_processors_and_ids_its_layout(tmp_path):
                    special["[BEGIN_AUDIO]"], *[VOX_AUDIO] * 750, *text, special["[/INST]"]]
     with torch.no_grad():  # the model reads them: as many features as audio tokens
         assert model(torch.tensor([ids]), **arguments).logits.shape == (1, len(ids), 300)
+
+
+def test_info_names_the_audio_tower(qwen2_audio, capsys):
+    code, out, err = call(capsys, "info", qwen2_audio[0])
+    assert code == 0, err
+    assert "audio: 1-layer Whisper encoder, width 16, 8 mel bins, clips of 3000 frames, up to 750 tokens each" in out

@@ -99,6 +99,7 @@ def check_audio(cfg) -> None:
     if cfg.audio is None:
         return
     audio_config(cfg.audio)
-    if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim or cfg.vision is not None:
-        raise LlmarchError("audio (audio inputs) is for decoder-only language models without per-layer inputs or a "
-                           "vision tower")
+    if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim or cfg.codebooks \
+            or cfg.vision is not None:
+        raise LlmarchError("audio (audio inputs) is for decoder-only language models without per-layer inputs, "
+                           "codebooks or a vision tower")
