@@ -133,6 +133,8 @@ def test_audio_refusals_are_one_line(qwen2_audio, tmp_path, capsys):
                        ((path, wavs[0], "--audio", wavs[1]), "holds 1 <|AUDIO|> token(s) for 2")]:
         code, _, err = call(capsys, *generate, argv[0], "--audio", *argv[1:])
         assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
+    code, _, err = call(capsys, "generate", "--checkpoint", path, "--audio", wavs[0])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "beside a --prompt" in err, err
 
 
 def test_voxtral_features_are_the_processors_and_ids_its_layout(tmp_path):

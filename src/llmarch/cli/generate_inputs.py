@@ -106,6 +106,9 @@ def audio_features(cfg, samples, checkpoint, side_files: dict):
     from ..layers.encoder_inputs import ENCODER_INPUTS
     from ..vision.preprocess import PREPROCESSOR_FILE, side_config
 
+    if cfg.audio is not None:
+        raise LlmarchError(f"{checkpoint} is an audio-language checkpoint: it hears --audio clips beside a --prompt "
+                           "(the question about them), and transcribes nothing alone")
     if cfg.encoder_input == "tokens":
         raise LlmarchError(f"--audio is for a model whose encoder reads audio (config encoder_input); {checkpoint} "
                            "reads tokens")
