@@ -137,13 +137,14 @@ def test_audio_refusals_are_one_line(qwen2_audio, tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "beside a --prompt" in err, err
 
 
-def test_voxtral_features_are_the_processors_and_ids_its_layout(tmp_path):
+def test_voxtral_features_are_the_processors_and_ids_its_layout(tmp_path, capsys):
     torch.manual_seed(0)
     conf = transformers.VoxtralConfig(
         text_config={"model_type": "llama", **TEXT, "head_dim": 8},
         audio_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                           num_mel_bins=MELS), audio_token_id=VOX_AUDIO)
-    transformers.VoxtralForConditionalGeneration(conf).save_pretrained(tmp_path)
+    hf = perturbed(transformers.VoxtralForConditionalGeneration(conf))
+    hf.save_pretrained(tmp_path)
     tokenizer().save_pretrained(tmp_path)
     model, tok = llmarch.load(tmp_path), load_tokenizer(tmp_path)
     samples = [read_wav(w) for w in clips(tmp_path)]
@@ -158,8 +159,12 @@ def test_voxtral_features_are_the_processors_and_ids_its_layout(tmp_path):
     text = [i for i, _ in tok.encode_offsets("what is the sound?")]
     assert ids == [special["<s>"], special["[INST]"], special["[BEGIN_AUDIO]"], *[VOX_AUDIO] * 375,
                    special["[BEGIN_AUDIO]"], *[VOX_AUDIO] * 750, *text, special["[/INST]"]]
-    with torch.no_grad():  # the model reads them: as many features as audio tokens
-        assert model(torch.tensor([ids]), **arguments).logits.shape == (1, len(ids), 300)
+    # `llmarch generate` prints the prompt and transformers' greedy continuation of those ids and features
+    sequence = hf.generate(input_ids=torch.tensor([ids]), max_new_tokens=4, do_sample=False, **arguments)[0]
+    code, out, err = call(capsys, "generate", "--checkpoint", tmp_path, "--audio", clips(tmp_path)[0], "--audio",
+                          clips(tmp_path)[2], "--prompt", "what is the sound?", "--temperature", "0",
+                          "--max-new-tokens", "4", "--no-stream")
+    assert code == 0 and out == tok.decode(t for t in sequence.tolist() if t not in tok.eos_ids) + "\n", err
 
 
 def test_info_names_the_audio_tower(qwen2_audio, capsys):
