@@ -29,7 +29,8 @@ def to_config(hf: dict) -> ModelConfig:
     if rest or not stack:
         raise LlmarchError(f"voxtral stacks its encoder's frames to intermediate_size {tower['ffn_hidden']}, which "
                            f"must be a multiple of its hidden_size {tower['width']}")
-    audio = dict(audio_token_id=hf.get("audio_token_id", 24), **tower, stack=stack, projector="mlp",
+    token = hf.get("audio_token_id")  # VoxtralConfig's default is None; VoxtralProcessor's id is 24
+    audio = dict(audio_token_id=24 if token is None else token, **tower, stack=stack, projector="mlp",
                  projector_bias=False,
                  projector_act=read_activation(hf, "voxtral", "projector_hidden_act", "gelu"))
     return text_config(hf, TEXT, _TEXT_DEFAULTS).replace(audio=audio, hf_model_type="voxtral")
