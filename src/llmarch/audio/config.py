@@ -37,7 +37,7 @@ class AudioConfig:
 
     @property
     def feature_width(self) -> int:
-        """What the projector reads: `stack` frames side by side (vision/projector.py's name)."""
+        """What the projector reads: `stack` frames side by side."""
         return self.width * self.stack
 
     # the conv stem's config (layers/encoder_inputs.ConvStem reads these three)

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from ..errors import LlmarchError
+from ..vision.config import VisionConfig
 from ..vision.projector import PROJECTORS
-from .config import audio_config
+from .config import AudioConfig, audio_config
 from .tower import AudioTower
 
 
@@ -24,12 +25,19 @@ def clip_frames(feature_attention_mask: torch.Tensor | None, clips: int) -> torc
     return feature_attention_mask.long().sum(-1)
 
 
+def projector_config(a: AudioConfig) -> VisionConfig:
+    """The vision projectors' config for the audio features: their width, the projector's kind, activation and
+    biases; every other field a projector may read at its default (a plain linear map or LLaVA's MLP)."""
+    return VisionConfig(width=a.feature_width, projector=a.projector, projector_act=a.projector_act,
+                        projector_bias=a.projector_bias)
+
+
 class AudioInputs(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.a = audio_config(cfg.audio)
         self.tower = AudioTower(self.a)
-        self.projector = PROJECTORS[self.a.projector](self.a, cfg.d_model)
+        self.projector = PROJECTORS[self.a.projector](projector_config(self.a), cfg.d_model)
 
     def features(self, input_features: torch.Tensor,
                  feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:

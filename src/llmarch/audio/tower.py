@@ -12,20 +12,28 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
 from ..layers.encoder_inputs import ConvStem
 from ..layers.norms import make_norm
-from ..vision.tower import block_config
 from .config import AudioConfig
+
+
+def block_config(a: AudioConfig) -> ModelConfig:
+    """Whisper's encoder blocks as llmarch blocks (a ViT's are alike, vision/tower.py, but their config is the
+    vision tower's own): pre-norm LayerNorms, biases, multi-head attention, bidirectional, the stem's positions."""
+    return ModelConfig(name="audio", vocab_size=1, d_model=a.width, n_layers=a.n_layers, n_heads=a.n_heads,
+                       ffn=a.act, ffn_hidden=a.ffn_hidden, norm="layernorm", norm_eps=a.norm_eps, bias=True,
+                       causal=False, positions="none", context_length=a.n_positions)
 
 
 class AudioTower(nn.Module):
     def __init__(self, a: AudioConfig):
         super().__init__()
         self.a = a
-        cfg = block_config(a)  # a ViT's blocks are Whisper's: pre-norm LayerNorms, biases, bidirectional, no RoPE
+        cfg = block_config(a)
         self.stem = ConvStem(a)  # reads a's d_model, input_channels and context_length
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), layer=i) for i in range(a.n_layers))
         self.norm = make_norm(cfg)
