@@ -357,3 +357,15 @@ def measured_flops_per_token(model, *inputs, tokens: int) -> float:
     with FlopCounterMode(display=False, custom_mapping=sdpa) as counter:  # with grad: its module tracker needs it
         model(*inputs)
     return 3 * counter.get_total_flops() / tokens
+
+
+def trained_bpe(special: list[str], text: str, vocab_size: int = 300):
+    """A small byte-level BPE (a `tokenizers.Tokenizer`) trained on `text`, with `special` tokens first (ids 0..):
+    what the multimodal prompt tests wrap in transformers' PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.train_from_iterator([text] * 20, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tk

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import llmarch
-from conftest import perturbed
+from conftest import perturbed, trained_bpe
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
@@ -44,13 +44,7 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['conten
 
 def tokenizer():
     """A small byte-level BPE with Qwen's special tokens, no BOS (as Qwen's), its chat template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["the cat sat on the mat. what is in the picture? describe it"] * 20,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk = trained_bpe(SPECIAL, "the cat sat on the mat. what is in the picture? describe it")
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                                 unk_token="<unk>", chat_template=TEMPLATE)
 

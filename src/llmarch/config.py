@@ -27,6 +27,7 @@ from .layers.table_types import check_table_types
 from .layers.side_conv import check_side_conv
 from .layers.input_proj import check_input_proj
 from .layers.encoder_inputs import check_encoder_input
+from .audio.config import check_audio
 from .vision.config import check_vision
 
 
@@ -930,6 +931,9 @@ class ModelConfig:
     # image inputs (LLaVA, PaliGemma): the vision tower, projector and image token, as vision/config.py's
     # VisionConfig fields, or with tower 'qwen_vl' vision/qwen_config.py's (Qwen2-VL to Qwen3-VL); None: text only
     vision: dict | None = None
+    # audio inputs (Qwen2-Audio, Voxtral): the Whisper-style encoder, projector and audio token, as audio/config.py's
+    # AudioConfig fields; None: no audio
+    audio: dict | None = None
     # prefix-LM (PaliGemma; Raffel et al. 2020, §3.2.1): the prompt, image and text, attends bidirectionally within
     # itself when generating; what follows is causal. A forward gives its prefix as prefix_mask (none given: causal;
     # with prefix_bidirectional, CPM-Ant's, the whole call)
@@ -1073,6 +1077,7 @@ class ModelConfig:
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         check_residual_mix(self)
         check_vision(self)
+        check_audio(self)
         if self.prefix_lm and (not self.causal or self.is_encoder_decoder):
             raise LlmarchError("prefix_lm makes a causal decoder's prompt bidirectional; this config is not one")
         if self.bidirectional_token is not None:

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import llmarch
-from conftest import image_token_batch, perturbed, prefilled_then_stepped, saved_with_processor
+from conftest import image_token_batch, perturbed, prefilled_then_stepped, saved_with_processor, trained_bpe
 from llmarch.errors import LlmarchError
 from llmarch.vision.preprocess import processor_for
 from llmarch.vision.prompts import image_request
@@ -162,13 +162,9 @@ def test_pixel_values_are_the_image_processors(cls, kwargs):
 
 def tokenizer():
     """A small byte-level BPE with Idefics3's image tokens, BOS added in front of every encoding (as LLaMA's)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
 
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["User: what is in the picture?\nAssistant: a cat on a mat."] * 20,
-                           trainers.BpeTrainer(vocab_size=200, special_tokens=SPECIAL,
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk = trained_bpe(SPECIAL, "User: what is in the picture?\nAssistant: a cat on a mat.", vocab_size=200)
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
                                                 unk_token="<unk>")

@@ -67,8 +67,9 @@ def model_facts(cfg: ModelConfig, dtype: str = "bf16") -> dict[str, int]:
                 idle += sum(p.numel() for p in experts.parameters()) * (cfg.n_experts - cfg.experts_per_token) \
                     // cfg.n_experts
     matmul = non_embedding - idle + (model.lm_head.weight.numel() if cfg.tied_head else 0)
-    vision = getattr(model, "vision", None)  # the image side runs once per image, not per token
-    matmul -= sum(p.numel() for p in vision.parameters()) if vision is not None else 0
+    for side in ("vision", "audio"):  # the image and audio sides run once per image or clip, not per token
+        part = getattr(model, side, None)
+        matmul -= sum(p.numel() for p in part.parameters()) if part is not None else 0
     T = cfg.context_length
     # a model whose stacks run over other than one row per token says how many (BLT's global transformer over
     # patches, Perceiver IO's latent stack over its latents), and what its parts outside the stacks cost

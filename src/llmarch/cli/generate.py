@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LlmarchError, warn
-from .generate_inputs import (audio_features, fallback_of, image_prompts, input_options, print_answers,
+from .generate_inputs import (audio_features, audio_prompts, fallback_of, image_prompts, input_options, print_answers,
                               read_features, temperatures)
 from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_for, load_with_tokenizer,
                       penalties_of, penalty_options, rule_options, speculation_options)
@@ -69,7 +69,8 @@ def add_parsers(sub) -> None:
 def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, seed, stream, num_beams=1,
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
                      num_draft=4, penalties=None, features=None, suppress=None, begin_suppress=None,
-                     speech: dict | None = None, images: list | None = None, videos: list | None = None) -> None:
+                     speech: dict | None = None, images: list | None = None, videos: list | None = None,
+                     clips: list | None = None) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
@@ -78,7 +79,8 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     the features the model's front end reads: audio_features), the sources in place of prompts, transcribed
     (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done.
     images: PIL images (vision/image_files.py) that each prompt asks about (vision/prompts.py image_request);
-    videos: vision/video_files.py's Videos, alike (vision/qwen_video.py video_request)."""
+    videos: vision/video_files.py's Videos, alike (vision/qwen_video.py video_request); clips: 16 kHz audio
+    clips that each prompt asks about (audio/prompts.py audio_request)."""
     from ..generate.generation_config import read_generation_config, token_rules
 
     # generate lays it out for CPU decoding (generate/engine.py)
@@ -101,6 +103,9 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     else:
         if images or videos:
             prompts, arguments = image_prompts(model, tok, prompts, images, videos or ())
+            options.update(images=arguments)
+        if clips:  # generate_text hands its `images` arguments to generate whole: the audio arguments alike
+            prompts, arguments = audio_prompts(model, tok, prompts, clips)
             options.update(images=arguments)
         options.update(compile=compile, prompt_lookup=prompt_lookup, num_draft=num_draft, stats=stats,
                        draft=None if draft is None else load_draft(draft, model, tok),
@@ -163,9 +168,17 @@ def cmd_generate(args) -> None:
     from ..vision.image_files import read_image
     from ..vision.video_files import read_video
 
-    if (args.prompt is not None) + (args.input_features is not None) + (args.audio is not None) != 1:
-        raise LlmarchError("give --prompt (text), --input-features (a features file for a model whose encoder reads "
-                           "them) or --audio (a WAV file to transcribe), one of the three")
+    clips = [read_wav(path) for path in args.audio] if args.prompt is not None and args.audio else None
+    audio = None if clips is not None or not args.audio else args.audio
+    if (args.prompt is not None) + (args.input_features is not None) + (audio is not None) != 1:
+        raise LlmarchError("give --prompt (text, with --audio for an audio-language checkpoint), --input-features (a "
+                           "features file for a model whose encoder reads them) or --audio (a WAV file to "
+                           "transcribe), one of the three")
+    if audio is not None and len(audio) > 1:
+        raise LlmarchError("--audio without --prompt transcribes one WAV file; several are clips of a --prompt")
+    if clips and (args.image or args.video):
+        raise LlmarchError("--image/--video and --audio clips go to different checkpoints (vision- or "
+                           "audio-language): give one kind")
     temperature, fallback = fallback_of(args)
     speech = dict(language=args.language, task=args.task, timestamps=args.timestamps, fallback=fallback,
                   condition_on_prev_tokens=args.condition_on_prev_tokens, word_timestamps=args.word_timestamps)
@@ -196,8 +209,8 @@ def cmd_generate(args) -> None:
     print_generation(args.checkpoint, args.prompt, args.max_new_tokens, temperature, args.top_k, args.top_p,
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
                      args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
-                     read_wav(args.audio) if args.audio else args.input_features, args.suppress_tokens,
-                     args.begin_suppress_tokens, speech, images, videos)
+                     read_wav(audio[0]) if audio else args.input_features, args.suppress_tokens,
+                     args.begin_suppress_tokens, speech, images, videos, clips)
 
 
 def cmd_eval(args) -> None:

@@ -30,11 +30,13 @@ def input_options(p) -> None:
                    help="a .npy or .pt file of float features, (batch, channels, frames) or one (channels, frames), "
                    "that the model's encoder front end reads in place of --prompt (Whisper: log-mel spectrograms as "
                    "WhisperFeatureExtractor makes them, or --audio) (default: %(default)s)")
-    p.add_argument("--audio", default=None, metavar="FILE.wav",
+    p.add_argument("--audio", action="append", default=None, metavar="FILE.wav",
                    help="a 16 kHz mono PCM WAV file, transcribed: the features its model's encoder front end reads "
                    "(Whisper: log-mel, data/log_mel.py, of any length, past one 30 s window in windows one after "
                    "another, long-form with timestamps: generate/longform.py; Moonshine: the waveform, up to 30 s) "
-                   "in place of --prompt, decoded as --input-features (default: %(default)s)")
+                   "in place of --prompt, decoded as --input-features. With --prompt, a clip that an audio-language "
+                   "checkpoint (Qwen2-Audio, Voxtral) hears before answering: repeat for several clips, each read at "
+                   "one audio token of --prompt (<|AUDIO|>), or at its start where it has none (default: %(default)s)")
     p.add_argument("--language", default=None,
                    help="--audio / --input-features: the spoken language's code or English name (en, fr, French, "
                    "...: the generation config's lang_to_id), the decoder prompt's language token (default: "
@@ -98,6 +100,17 @@ def image_prompts(model, tok, prompts, images, videos=()):
     return [ids for ids, _ in requests], {k: torch.cat([a[k] for _, a in requests]) for k in requests[0][1]}
 
 
+def audio_prompts(model, tok, prompts, clips):
+    """Each prompt as ids with the clips' audio tokens, and the model's audio arguments (audio/prompts.py) for the
+    clips once per prompt, in the prompts' order (each argument's tensors concatenated)."""
+    import torch
+
+    from ..audio.prompts import audio_request
+
+    requests = [audio_request(model, tok, p, clips) for p in prompts]
+    return [ids for ids, _ in requests], {k: torch.cat([a[k] for _, a in requests]) for k in requests[0][1]}
+
+
 def audio_features(cfg, samples, checkpoint, side_files: dict):
     """16 kHz samples -> the input_features of the model's encoder front end (config encoder_input: Whisper's log-mel
     spectrogram, Moonshine's waveform), by the checkpoint's preprocessor_config.json where it has one (among its
@@ -105,6 +118,9 @@ def audio_features(cfg, samples, checkpoint, side_files: dict):
     from ..layers.encoder_inputs import ENCODER_INPUTS
     from ..vision.preprocess import PREPROCESSOR_FILE, side_config
 
+    if cfg.audio is not None:
+        raise LlmarchError(f"{checkpoint} is an audio-language checkpoint: it hears --audio clips beside a --prompt "
+                           "(the question about them), and transcribes nothing alone")
     if cfg.encoder_input == "tokens":
         raise LlmarchError(f"--audio is for a model whose encoder reads audio (config encoder_input); {checkpoint} "
                            "reads tokens")

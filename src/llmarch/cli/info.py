@@ -10,6 +10,7 @@ from ..config import ModelConfig
 from ..errors import LlmarchError
 from .options import collect, model_overrides
 from ..layers.mixer import MIXERS
+from ..audio.config import audio_config
 from ..vision.config import vision_config
 from ..vision.pixtral_config import is_pixtral, pixtral_vision_config
 from ..vision.qwen_config import is_qwen, qwen_vision_config
@@ -82,6 +83,10 @@ def cmd_info(args) -> None:
             f"{v.tokens_per_image} tokens per image"
         print(f"vision: {v.n_layers}-layer ViT, width {v.width}, {v.image_size}px in {v.patch_size}px patches, "
               f"{v.projector} projector, " + ("held, never run" if v.held else f"{per} (id {v.image_token_id})"))
+    if cfg.audio is not None:
+        a = audio_config(cfg.audio)
+        print(f"audio: {a.n_layers}-layer Whisper encoder, width {a.width}, {a.n_mels} mel bins, clips of {a.frames} "
+              f"frames, up to {a.tokens_per_clip} tokens each (id {a.audio_token_id}), {a.projector} projector")
     print(f"parameters:               {facts['parameters']:,}")
     if facts["active_parameters"] != facts["parameters"]:
         print(f"active parameters:        {facts['active_parameters']:,} "

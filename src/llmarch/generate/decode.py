@@ -54,7 +54,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None,
              pixel_attention_mask: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
              pixel_values_videos: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
-             second_per_grid_ts: torch.Tensor | None = None):
+             second_per_grid_ts: torch.Tensor | None = None, feature_attention_mask: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -95,7 +95,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms; Moonshine's waveforms (B, 1, samples), right-padded with
-    attention_mask), with input_ids None; the result as for a tensor of sources.
+    attention_mask), with input_ids None; the result as for a tensor of sources. For a decoder with an audio tower
+    (config audio: Qwen2-Audio, Voxtral), input_features (N, n_mels, frames) are N audio clips beside input_ids, their
+    features in place of the prompts' audio tokens, and feature_attention_mask (N, frames) their real frames (Qwen2-
+    Audio's); greedy, sampled or beam decoding.
     generator: one torch.Generator that sampled decoding draws the whole batch from, in place of seed's
     generator per row: a caller that carries one stream of draws over several calls (long-form transcription's
     retries, drawn as transformers draws from torch's global generator)."""
@@ -110,6 +113,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         raise LlmarchError("pixel_values (and videos) are for a model with a vision tower (config vision), in eager "
                            "greedy, sampled or beam decoding (no draft model, prompt lookup or compile)")
     check_image_arguments(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
+    audio = _audio_arguments(model.config, input_features, feature_attention_mask,
+                             draft is not None or prompt_lookup or compile)
+    if audio:  # the clips go into the prompt's embeddings, not to an encoder
+        input_features = None
     _check_source(model.config, input_ids, input_features, draft is not None or prompt_lookup or compile)
     check_beam_args(num_beams, temperature, length_penalty, early_stopping)
     _check_start(model.config, decoder_start_id, forced_bos_id, draft is not None or prompt_lookup, decoder_prompt)
@@ -175,9 +182,11 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             extra = dict(embeds=image.embeds, rope_pos=image.rope_pos, rope_delta=image.rope_delta,
                          deepstack=image.deepstack)
         else:
-            extra = dict(embeds=None if pixel_values is None else
-                         _rows(model.embed_inputs(request.prompt, pixel_values.to(device), None if pixel_attention_mask
-                                                  is None else pixel_attention_mask.to(device), image_sizes), repeat))
+            media = {k: v.to(device) for k, v in (("pixel_values", pixel_values), ("pixel_attention_mask",
+                     pixel_attention_mask), *audio.items()) if v is not None}
+            if image_sizes is not None:
+                media["image_sizes"] = image_sizes
+            extra = dict(embeds=_rows(model.embed_inputs(request.prompt, **media), repeat) if media else None)
         # a prefix LM's prompt (config prefix_lm) is read both ways: the engine's first prefill
         first = engine.prefill(request.prompt.repeat_interleave(repeat, dim=0), **extra)
         seen = None  # what penalties read: each row's prompt (every beam its row's), then its new tokens
@@ -344,6 +353,21 @@ def _decoder_request(model, input_ids, attention_mask, eos_id, max_new_tokens, a
         return rows
 
     return _Request(input_ids, cache_len, max_new, eos_id, eos_id if eos_id is not None else pad_id, finish, mask)
+
+
+def _audio_arguments(cfg, input_features: torch.Tensor | None, feature_attention_mask: torch.Tensor | None,
+                     speculative: bool) -> dict:
+    """An audio-language model's clips (config audio) as embed_inputs' arguments; {} for any other model, whose
+    input_features (an encoder's) _check_source judges."""
+    if cfg.audio is None or input_features is None:
+        if feature_attention_mask is not None:
+            raise LlmarchError("feature_attention_mask describes the audio clips (input_features) of a model with an "
+                               "audio tower (config audio)")
+        return {}
+    if speculative:
+        raise LlmarchError("input_features (audio clips) are for eager greedy, sampled or beam decoding (no draft "
+                           "model, prompt lookup or compile)")
+    return dict(input_features=input_features, feature_attention_mask=feature_attention_mask)
 
 
 def _check_source(cfg, input_ids, input_features: torch.Tensor | None, speculative: bool) -> None:

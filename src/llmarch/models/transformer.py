@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..audio.inputs import AudioInputs
 from ..errors import LlmarchError
 from ..layers.codebooks import embed_streams, split_heads
 from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceDense, pool, summary
@@ -56,6 +57,7 @@ class TransformerLM(Stack):
             PixtralImageInputs(cfg) if is_pixtral(cfg.vision) else \
             AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else \
             NaFlexImageInputs(cfg) if cfg.vision.get("naflex") else ImageInputs(cfg)
+        self.audio = None if cfg.audio is None else AudioInputs(cfg)  # audio as embeddings (audio/): Qwen2-Audio's
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
@@ -88,8 +90,9 @@ class TransformerLM(Stack):
                 bbox: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
                 rope_delta: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
                 image_sizes: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
-                video_grid_thw: torch.Tensor | None = None,
-                second_per_grid_ts: torch.Tensor | None = None) -> ModelOutput:
+                video_grid_thw: torch.Tensor | None = None, second_per_grid_ts: torch.Tensor | None = None,
+                input_features: torch.Tensor | None = None,
+                feature_attention_mask: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -121,7 +124,10 @@ class TransformerLM(Stack):
         pixel_values are (N, tiles, channels, H, W).
         pixel_values_videos (P', patch_dim), video_grid_thw (N', 3): Qwen-VL's videos (vision/qwen_video.py makes
         both), beside images or alone, at the video tokens; second_per_grid_ts (N',): Qwen2.5-VL's seconds per
-        temporal patch of each video, which its temporal positions follow (vision/qwen_inputs.py)."""
+        temporal patch of each video, which its temporal positions follow (vision/qwen_inputs.py).
+        input_features (N, n_mels, frames): N audio clips' log-mel spectrograms, whose features take the positions of
+        the config's audio token (audio/inputs.py); feature_attention_mask (N, frames): their real frames, for a tower
+        that masks padding (Qwen2-Audio's; None: all real)."""
         cfg = self.config  # inputs no part reads would be dropped without a word: refused
         if bbox is not None and self.box_embed is None:
             raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
@@ -136,7 +142,8 @@ class TransformerLM(Stack):
         videos = {k: v for k, v in (("pixel_values_videos", pixel_values_videos), ("video_grid_thw", video_grid_thw),
                                     ("second_per_grid_ts", second_per_grid_ts)) if v is not None}
         if image_grid_thw is None and not videos:
-            embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes)
+            embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes, input_features,
+                                       feature_attention_mask)
         else:
             mask = None if attention_mask is None else attention_mask[:, :input_ids.shape[1]]
             image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw, **videos)
@@ -189,9 +196,18 @@ class TransformerLM(Stack):
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                      pixel_attention_mask: torch.Tensor | None = None,
-                     image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+                     image_sizes: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
+                     feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The token embeddings (B, T, C) of input_ids (checked), with the images' features at the image-token
-        positions where pixel_values are given (pixel_attention_mask, image_sizes: forward's)."""
+        positions where pixel_values are given (pixel_attention_mask, image_sizes: forward's), or the audio clips'
+        at the audio-token positions where input_features are (feature_attention_mask: forward's)."""
+        if feature_attention_mask is not None and input_features is None:
+            raise LlmarchError("feature_attention_mask describes input_features (audio clips): given without them")
+        if input_features is not None:
+            if self.audio is None:
+                raise LlmarchError(f"{self.config.name} has no audio tower (config audio) to read input_features")
+            check_ids(input_ids, self.config, self.cache_len)
+            return self.audio(self.embed(input_ids), input_ids, input_features, feature_attention_mask)
         if pixel_values is None:
             if not torch.compiler.is_compiling():
                 check_ids(input_ids, self.config, self.cache_len)

@@ -47,10 +47,12 @@ class ChatTemplate:
             raise LlmarchError(f"the checkpoint's chat template does not parse: {e}") from None
         self.is_default = source == DEFAULT_TEMPLATE
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def render(self, messages: list[dict], add_generation_prompt: bool = True,
+               media: tuple[str, ...] = ("image",)) -> str:
+        """media: the kinds of non-text parts the caller has made (check_messages)."""
         from jinja2.exceptions import TemplateError
 
-        messages = check_messages(messages)
+        messages = check_messages(messages, media)
         try:
             return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                         **self.tokens)
@@ -58,10 +60,11 @@ class ChatTemplate:
             raise LlmarchError(f"the chat template refuses these messages: {e}") from None
 
 
-def check_messages(messages) -> list[dict]:
+def check_messages(messages, media: tuple[str, ...] = ("image",)) -> list[dict]:
     """OpenAI chat messages ({"role", "content"}: a string, or a list of {"type": "text", "text"} parts) ->
     plain {"role", "content"} dicts; LlmarchError naming what is wrong. Content with {"type": "image"} parts
-    (images.py makes them of image_url parts) stays a list of parts, as transformers gives it to the template."""
+    (images.py makes them of image_url parts) stays a list of parts, as transformers gives it to the template; so
+    does {"type": "audio"} where `media` names it (`llmarch chat`'s clips, which the server never makes)."""
     if not isinstance(messages, list) or not messages:
         raise LlmarchError("messages must be a non-empty list")
     out = []
@@ -71,7 +74,7 @@ def check_messages(messages) -> list[dict]:
         content = m.get("content")
         if isinstance(content, list):
             if not all(isinstance(p, dict) and (p.get("type") == "text" and isinstance(p.get("text"), str)
-                                                or p.get("type") == "image") for p in content):
+                                                or p.get("type") in media) for p in content):
                 raise LlmarchError(f"messages[{i}].content parts must be text or image_url parts")
             if all(p["type"] == "text" for p in content):
                 content = "".join(p["text"] for p in content)

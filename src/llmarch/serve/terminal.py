@@ -1,8 +1,9 @@
 """A chat in the terminal (`llmarch chat`): each turn the whole conversation is rendered with the checkpoint's chat
 template (chat_template.py) and the reply streamed as it is generated (generate/decode.py); `/reset` forgets the
 conversation, `/exit` (or end of input) ends it, `/image FILE` shows the next message an image (a vision-language
-checkpoint's: vision/prompts.py chat_request). The oldest turns are dropped when the conversation outgrows the
-context, with their images."""
+checkpoint's: vision/prompts.py chat_request), `/audio FILE` hears the next message a WAV clip (an audio-language
+checkpoint's: audio/prompts.py chat_audio_request). The oldest turns are dropped when the conversation outgrows the
+context, with their images and clips."""
 from __future__ import annotations
 
 from typing import Callable
@@ -13,7 +14,8 @@ from ..generate.decode import generate
 from ..generate.text import text_pieces
 from .chat_template import ChatTemplate
 
-HELP = "/reset forgets the conversation, /image FILE adds an image to the next message, /exit ends it"
+HELP = ("/reset forgets the conversation, /image FILE adds an image to the next message, /audio FILE.wav a clip, "
+        "/exit ends it")
 
 
 class Conversation:
@@ -27,7 +29,7 @@ class Conversation:
         self.penalties = penalties  # generate/penalties.py: each reply's own repeats (and the prompt's, theta)
         self.system = [{"role": "system", "content": system}] if system else []
         self.history: list[dict] = []
-        self.pending: list = []  # images (PIL) for the next user message
+        self.pending: list = []  # the next user message's image and audio parts ({"type": "image", "image": PIL})
 
     def reset(self) -> None:
         self.history, self.pending = [], []
@@ -36,7 +38,13 @@ class Conversation:
         """An image file for the next message: read now, so that a bad file is named before anything is asked."""
         from ..vision.image_files import read_image
 
-        self.pending.append(read_image(path))
+        self.pending.append({"type": "image", "image": read_image(path)})
+
+    def attach_audio(self, path) -> None:
+        """A 16 kHz WAV clip for the next message, read now as attach reads an image."""
+        from ..data.wav import read_wav
+
+        self.pending.append({"type": "audio", "audio": read_wav(path)})
 
     def prompt(self) -> tuple[list[int], dict | None]:
         """The conversation rendered and tokenized, the oldest turns dropped while it leaves no room to answer, and
@@ -52,11 +60,17 @@ class Conversation:
         return ids, images
 
     def _encode(self):
-        """prompt's ids and image arguments. An image is a {"type": "image"} part of its message, as transformers
-        gives it to the template, holding the image."""
-        text = self.template.render(self.system + self.history)
-        images = [p["image"] for m in self.history if isinstance(m["content"], list)
-                  for p in m["content"] if p["type"] == "image"]
+        """prompt's ids and image (or audio) arguments. An image is a {"type": "image"} part of its message, as
+        transformers gives it to the template, holding the image; a clip an {"type": "audio"} part."""
+        text = self.template.render(self.system + self.history, media=("image", "audio"))
+        parts = [p for m in self.history if isinstance(m["content"], list) for p in m["content"]]
+        images, clips = ([p[kind] for p in parts if p["type"] == kind] for kind in ("image", "audio"))
+        if clips:
+            from ..audio.prompts import chat_audio_request
+
+            if images:
+                raise LlmarchError("a conversation hears audio clips or sees images, not both")
+            return chat_audio_request(self.model, self.tok, text, clips)
         if images:
             from ..vision.prompts import chat_request
 
@@ -66,8 +80,8 @@ class Conversation:
 
     def reply(self, text: str, show: Callable[[str], None]) -> str:
         """The user's message -> the model's reply, handed to `show` a piece at a time as it is generated."""
-        images = [{"type": "image", "image": image} for image in self.pending]
-        self.history.append({"role": "user", "content": images + [{"type": "text", "text": text}] if images else text})
+        parts = self.pending
+        self.history.append({"role": "user", "content": parts + [{"type": "text", "text": text}] if parts else text})
         try:
             ids, images = self.prompt()
         except LlmarchError:
@@ -101,10 +115,11 @@ def chat_loop(conversation: Conversation, read: Callable[[str], str], write: Cal
             conversation.reset()
             write("(conversation reset)\n")
             continue
-        if text.startswith("/image "):
+        if text.startswith(("/image ", "/audio ")):
+            kind, path = text[1:].split(" ", 1)
             try:
-                conversation.attach(text.removeprefix("/image ").strip())
-                write("(image added to the next message)\n")
+                (conversation.attach if kind == "image" else conversation.attach_audio)(path.strip())
+                write(f"({kind} added to the next message)\n")
             except LlmarchError as e:
                 write(f"(error: {e})\n")
             continue

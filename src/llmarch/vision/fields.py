@@ -16,11 +16,11 @@ def read_fields(cls, data: dict, kind: str, lists: tuple[str, ...] = ()):
     return cls(**{k: (list(x) if k in lists and x is not None else x) for k, x in data.items()})
 
 
-def check_positive(v, names: tuple[str, ...]) -> None:
+def check_positive(v, names: tuple[str, ...], kind: str = "vision") -> None:
     for name in names:
         value = getattr(v, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise LlmarchError(f"vision {name} must be a positive integer, got {value!r}")
+            raise LlmarchError(f"{kind} {name} must be a positive integer, got {value!r}")
 
 
 def check_token_id(value, name: str = "image_token_id") -> None:

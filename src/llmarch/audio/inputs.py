@@ -1,0 +1,66 @@
+"""Audio as text embeddings (Qwen2-Audio, Voxtral): each clip's encoder frames (tower.py), Voxtral's stacked in
+fours, projected into the text model's width (vision/projector.py's linear or MLP projector) and written at the
+audio-token positions of the text embeddings, in order: clip n fills the n-th run of its tokens, counting row by row,
+as transformers' masked_scatter does. A masked tower (Qwen2-Audio) gives each clip as many features as its real
+frames make (feature_attention_mask), the rest dropped, as transformers' Qwen2AudioModel drops them."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import LlmarchError
+from ..vision.config import VisionConfig
+from ..vision.projector import PROJECTORS
+from .config import AudioConfig, audio_config
+from .tower import AudioTower
+
+
+def clip_frames(feature_attention_mask: torch.Tensor | None, clips: int) -> torch.Tensor | None:
+    """feature_attention_mask (N, frames) -> each clip's real frames (N,); None stays None."""
+    if feature_attention_mask is None:
+        return None
+    if feature_attention_mask.dim() != 2 or feature_attention_mask.shape[0] != clips:
+        raise LlmarchError(f"feature_attention_mask must be (clips, frames), one row per clip of input_features "
+                           f"({clips}), got {tuple(feature_attention_mask.shape)}")
+    return feature_attention_mask.long().sum(-1)
+
+
+def projector_config(a: AudioConfig) -> VisionConfig:
+    """The vision projectors' config for the audio features: their width, the projector's kind, activation and
+    biases; every other field a projector may read at its default (a plain linear map or LLaVA's MLP)."""
+    return VisionConfig(width=a.feature_width, projector=a.projector, projector_act=a.projector_act,
+                        projector_bias=a.projector_bias)
+
+
+class AudioInputs(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.a = audio_config(cfg.audio)
+        self.tower = AudioTower(self.a)
+        self.projector = PROJECTORS[self.a.projector](projector_config(self.a), cfg.d_model)
+
+    def features(self, input_features: torch.Tensor,
+                 feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_features (N, n_mels, frames), feature_attention_mask (N, frames) -> the clips' projected features,
+        one after another (F, C), as transformers' get_audio_features gives them (Qwen2-Audio's masked)."""
+        a = self.a
+        frames = clip_frames(feature_attention_mask, input_features.shape[0])
+        x = self.tower(input_features, frames)  # (N, S', width)
+        n, s, c = x.shape
+        x = self.projector(x.reshape(n, s // a.stack, a.stack * c))  # (N, S' / stack, C)
+        if frames is None:
+            return x.flatten(0, 1)
+        counts = torch.tensor([a.clip_tokens(int(f)) for f in frames], device=x.device)
+        return x[torch.arange(x.shape[1], device=x.device)[None] < counts[:, None]]
+
+    def forward(self, embeds: torch.Tensor, ids: torch.Tensor, input_features: torch.Tensor,
+                feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """embeds (B, T, C) of ids (B, T) -> embeds with the clips' features at the audio-token positions."""
+        where = ids == self.a.audio_token_id  # (B, T)
+        features = self.features(input_features, feature_attention_mask).to(embeds.dtype)
+        count = int(where.sum())
+        if count != features.shape[0]:
+            raise LlmarchError(f"{input_features.shape[0]} audio clip(s) make {features.shape[0]} audio features, "
+                               f"which need as many audio tokens (id {self.a.audio_token_id}) in input_ids, which "
+                               f"hold {count}")
+        return embeds.masked_scatter(where[..., None], features)
