@@ -279,3 +279,29 @@ def test_bad_mmproj_is_one_line(files, tmp_path, capsys, change, problem):
     code, _, stderr = call(capsys, "generate", "--checkpoint", text, "--mmproj", bad, "--image", image, "--prompt",
                            "x", "--max-new-tokens", "1")
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and problem.split("'")[0] in stderr
+
+
+def test_convert_writes_an_mmproj_llama_cpp_reads(files, tmp_path, capsys):
+    text, _, hf, image = files
+    out, mmproj = tmp_path / "text.gguf", tmp_path / "mmproj.gguf"
+    code, _, err = call(capsys, "convert", "--to-gguf", Path(text).parent / "hf", "--gguf-type", "f32", "--out", out,
+                        "--mmproj-out", mmproj)
+    assert code == 0, err
+    model = llmarch.from_gguf(out, mmproj=mmproj)
+    tok = checkpoint_tokenizer(out, mmproj=mmproj)
+    ids, arguments = image_request(model, tok, "the cat <start_of_image> sat", [read_image(image)])
+    with torch.no_grad():  # the round trip keeps transformers' logits
+        got = model(torch.tensor([ids]), **arguments).logits
+        ref = hf(input_ids=torch.tensor([ids]), pixel_values=arguments["pixel_values"],
+                 token_type_ids=(torch.tensor([ids]) == model.config.vision["image_token_id"]).long()).logits
+        ours = model.vision.projector(model.vision.tower(arguments["pixel_values"]))[0]
+    assert (got - ref).abs().max() <= 1e-4
+    ref = mtmd((out, mmproj, hf, image), "<__media__>")
+    try:
+        theirs = ref.embeddings(next(p for p in ref.parts() if not isinstance(p, list)))
+    finally:
+        ref.close()
+    assert (ours - theirs).abs().max() <= 5e-4 * theirs.abs().max()
+    code, _, err = call(capsys, "convert", "--to-gguf", Path(text).parent / "hf", "--out", tmp_path / "again.gguf",
+                        "--mmproj-out", mmproj)  # an existing file is never overwritten
+    assert code == 2 and "--mmproj-out must be a new .gguf file" in err and not (tmp_path / "again.gguf").exists()

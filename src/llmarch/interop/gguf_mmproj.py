@@ -35,8 +35,10 @@ class Projector:
     processor: dict  # the preprocessor_config.json fields the metadata does not give (type, resampling filter)
     tokens: dict = dataclass_field(default_factory=dict)  # tokenizer_config.json's tokens the prompt layout names
     config: Callable[[int], dict] = lambda image_token_id: {}  # more text-config fields, from the image token's id
-    # (GGUF name regex, GGUF -> Hugging Face values): what llama.cpp's converter changed (Gemma's 1 + g gains)
+    # (GGUF name regex, GGUF -> Hugging Face values, back): what llama.cpp's converter changed (Gemma's 1 + g gains)
     fixes: tuple = ()
+    text_type: str = ""  # the text model's own family, which to_gguf writes (gguf_mmproj_out.py)
+    metadata: Callable[[object], dict] = lambda v: {}  # the clip.vision.* keys of the projector beside _vit's
 
 
 def _vit(meta: Meta) -> dict:
@@ -63,7 +65,9 @@ PROJECTORS.register("gemma3")(Projector(
     "gemma3", _gemma3, "<image_soft_token>", dict(image_processor_type="Gemma3ImageProcessor", resample=2),
     tokens=dict(boi_token="<start_of_image>", eoi_token="<end_of_image>"),  # mtmd.cpp's img_beg, img_end
     config=lambda token: dict(bidirectional_token=token),  # mtmd decodes an image's tokens non-causally
-    fixes=((r"^mm\.soft_emb_norm\.weight$", lambda t: t - 1),)))  # Gemma3VisionModel.modify_tensors adds 1
+    # Gemma3VisionModel.modify_tensors adds 1 to the projector's norm gain
+    fixes=((r"^mm\.soft_emb_norm\.weight$", lambda t: t - 1, lambda t: t + 1),), text_type="gemma3_text",
+    metadata=lambda v: {"projector.scale_factor": v.image_size // v.patch_size // round(v.pool_tokens ** 0.5)}))
 
 
 def _projector(meta: Meta) -> Projector:
@@ -102,7 +106,7 @@ class MMProjTensors:
         name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get("vision.block_count"))
         self.to_gguf = {}
         for hf in hf_names:
-            if hf not in text and (found := next(filter(meta.has, _gguf_names(name_map, hf)), None)):
+            if hf not in text and (found := next(filter(meta.has, gguf_names(name_map, hf)), None)):
                 self.to_gguf[hf] = found
         unread = sorted(set(meta.tensors) - set(self.to_gguf.values()))
         if unread:
@@ -128,7 +132,7 @@ class MMProjTensors:
             return self.text[name]
         gguf_name = self.to_gguf[name]
         w = dequantized(self.meta.tensors[gguf_name], self.meta.path)
-        for pattern, fix in self.fixes:
+        for pattern, fix, _ in self.fixes:
             if re.search(pattern, gguf_name):
                 w = fix(w)
         return w
@@ -137,7 +141,7 @@ class MMProjTensors:
         out.copy_(self.read(name))
 
 
-def _gguf_names(name_map, hf: str):
+def gguf_names(name_map, hf: str):
     """llama.cpp's names for a Hugging Face tensor name of transformers 5's layout (model.vision_tower.*), tried as
     the converter reads the published layouts (vision_tower.vision_model.*; Gemma 3's mm_input_projection_weight)."""
     bare = hf.removeprefix("model.")
