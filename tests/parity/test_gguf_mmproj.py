@@ -22,7 +22,7 @@ import torch
 import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
-from llmarch.interop.gguf_writer import to_gguf
+from llmarch.interop.gguf_writer import to_gguf, write_out
 from llmarch.vision.config import vision_config
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import image_request
@@ -31,9 +31,8 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
-from test_gemma3_vision import SPECIAL, TEXT, VISION  # noqa: E402
+from test_gemma3_vision import TEXT, VISION, saved_gemma3  # noqa: E402
 from test_cli_trust import call  # noqa: E402
-from test_vision_images import tokenizer  # noqa: E402
 
 LLAMA_CPP_SRC = Path(os.environ.get("LLAMA_CPP_SRC", "/work/llama-cpp-src"))
 # llama.cpp's gemma3 reads every layer but each sixth as sliding: two sliding layers, a window past the prompts
@@ -66,15 +65,13 @@ def rewrite(src: Path, dst: Path, tensors: dict | None = None, drop: tuple = (),
             w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1])
         else:
             w.add_key_value(key, f.contents(), f.types[0])
+    arrays = {}
     for t in r.tensors:
         if t.name not in drop:
             shape = tuple(int(n) for n in reversed(t.shape))
             values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
-            w.add_tensor(t.name, np.ascontiguousarray((tensors or {}).get(t.name, values), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+            arrays[t.name] = np.ascontiguousarray((tensors or {}).get(t.name, values), dtype=np.float32)
+    write_out(w, arrays)
 
 
 @pytest.fixture(scope="module")
@@ -83,26 +80,8 @@ def files(tmp_path_factory):
     from safetensors.torch import load_file, save_file
 
     path = tmp_path_factory.mktemp("gemma3-gguf")
-    tok = tokenizer(["<unk>", "<s>", "</s>", *SPECIAL.values()])
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, bos_token="<s>", eos_token="</s>",
-                                               unk_token="<unk>", pad_token="<unk>", extra_special_tokens=SPECIAL)
-    processor = transformers.Gemma3Processor(tokenizer=tok, image_seq_length=4,
-                                             image_processor=transformers.Gemma3ImageProcessorPil(
-                                                 size={"height": 16, "width": 16}))
-    torch.manual_seed(0)
-    config = transformers.Gemma3Config(text_config=dict(GEMMA3_TEXT, vocab_size=len(tok)),
-                                       vision_config=dict(VISION, hidden_size=24), mm_tokens_per_image=4,
-                                       image_token_index=tok.image_token_id, boi_token_index=tok.boi_token_id,
-                                       eoi_token_index=tok.convert_tokens_to_ids(SPECIAL["eoi_token"]))
-    hf = transformers.Gemma3ForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-            elif "vision_tower" in name or "multi_modal_projector" in name:
-                p.normal_(0, 0.1)
-    hf.save_pretrained(path / "hf")
-    processor.save_pretrained(path / "hf")
+    hf, _, _ = saved_gemma3(path / "hf", GEMMA3_TEXT, dict(VISION, hidden_size=24))
+    (path / "hf" / "generation_config.json").write_text(json.dumps({"eos_token_id": 2}))
     weights = path / "hf" / "model.safetensors"  # the published layout, which llama.cpp's converter reads
     save_file({k.replace("vision_tower.", "vision_tower.vision_model.", 1): v for k, v in load_file(weights).items()},
               weights, metadata={"format": "pt"})

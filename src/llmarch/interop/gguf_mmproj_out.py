@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import LlmarchError
 from .gguf_mmproj import GELU, PROJECTORS, Projector, gguf_names
+from .gguf_writer import write_out
 
 
 def projector_of(cfg) -> tuple[str, Projector]:
@@ -72,9 +73,4 @@ def to_mmproj(model, path: str | Path, side_files: dict[str, bytes]) -> None:
     w.add_float32("clip.vision.attention.layer_norm_epsilon", v.norm_eps)
     w.add_array("clip.vision.image_mean", list(mean))
     w.add_array("clip.vision.image_std", list(std))
-    for name, array in tensors.items():
-        w.add_tensor(name, array)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_out(w, tensors)
