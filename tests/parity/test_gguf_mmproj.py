@@ -6,7 +6,9 @@ model by llmarch's to_gguf. llmarch's image embeddings equal llama.cpp's (llama-
 encode an image chunk, read its embeddings) on an image at the tower's size; its logits with the image equal
 transformers' (fp32, 1e-4); its greedy tokens after a prompt with the image equal llama.cpp's (mtmd_helper_eval_chunks,
 then one token a decode), cached decoding equal to the whole forward; `llmarch generate --mmproj` answers as the
-Python API does; bad files refused in one line. Skipped without llama.cpp's sources (the converter) or, for the
+Python API does; bad files refused in one line; `convert --to-gguf --mmproj-out` files llama.cpp reads to the same
+embeddings. A tiny Idefics3 likewise: its vision config and logits from_hf's, llama.cpp's embeddings and greedy
+tokens ours. Skipped without llama.cpp's sources (the converter) or, for the
 llama.cpp comparisons, without llama-cpp-python."""
 import ctypes
 import json
@@ -32,7 +34,9 @@ gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
 from test_gemma3_vision import TEXT, VISION, saved_gemma3  # noqa: E402
+from conftest import perturbed  # noqa: E402
 from test_cli_trust import call  # noqa: E402
+from test_vision_images import tokenizer  # noqa: E402
 
 LLAMA_CPP_SRC = Path(os.environ.get("LLAMA_CPP_SRC", "/work/llama-cpp-src"))
 # llama.cpp's gemma3 reads every layer but each sixth as sliding: two sliding layers, a window past the prompts
@@ -284,3 +288,62 @@ def test_convert_writes_an_mmproj_llama_cpp_reads(files, tmp_path, capsys):
     code, _, err = call(capsys, "convert", "--to-gguf", Path(text).parent / "hf", "--out", tmp_path / "again.gguf",
                         "--mmproj-out", mmproj)  # an existing file is never overwritten
     assert code == 2 and "--mmproj-out must be a new .gguf file" in err and not (tmp_path / "again.gguf").exists()
+
+
+@pytest.fixture(scope="module")
+def idefics3_files(tmp_path_factory):
+    """Idefics3's (SmolVLM's layout: a tower 24 wide, a LLaMA 48 wide) text model, mmproj, image, transformers
+    folder."""
+    from test_smolvlm import TEXT as I3_TEXT, TOWER
+
+    path = tmp_path_factory.mktemp("idefics3-gguf")
+    # mtmd looks up "\n\n" and "\n" as single tokens around the image (MTMD_SLICE_TMPL_IDEFICS3)
+    tok = tokenizer(["<unk>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<global-img>", "\n\n", "\n"])
+    tok.save_pretrained(path / "hf")
+    torch.manual_seed(0)
+    config = transformers.Idefics3Config(text_config=dict(I3_TEXT, hidden_size=48, head_dim=12, vocab_size=len(tok)),
+                                         vision_config=dict(TOWER, hidden_size=24), scale_factor=2,
+                                         image_token_id=tok.convert_tokens_to_ids("<image>"))
+    hf = perturbed(transformers.Idefics3ForConditionalGeneration(config))
+    with torch.no_grad():
+        for key, p in hf.named_parameters():
+            if key.startswith("model.vision_model.") and p.dim() > 1:
+                p.normal_(0, 0.1)
+    hf.save_pretrained(path / "hf")
+    transformers.Idefics3ImageProcessor(size={"longest_edge": 16}, max_image_size={"longest_edge": 16},
+                                        image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path / "hf")
+    convert_mmproj(path / "hf", path / "mmproj.gguf")
+    ours = llmarch.from_hf(path / "hf")
+    text = llmarch.build(ours.config.replace(vision=None, hf_model_type="llama"))
+    text.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("vision.")})
+    to_gguf(text, path / "text.gguf", "f32", checkpoint_tokenizer(path / "hf"))
+    image = path / "image.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(image)
+    return path / "text.gguf", path / "mmproj.gguf", ours, image
+
+
+def test_idefics3_reads_as_transformers_and_decodes_as_llama_cpp(idefics3_files):
+    """The tower and connector read as from_hf reads them (the same logits); llama.cpp's mtmd cuts an image of the
+    tower's size into one tile and the overview (transformers reads it whole, once): each chunk's embeddings ours,
+    and its greedy tokens after the prompt ours on the same ids."""
+    text, mmproj, want, image = idefics3_files
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    assert vision_config(model.config.vision) == vision_config(want.config.vision)
+    tok = checkpoint_tokenizer(text, mmproj=mmproj)
+    ids, arguments = image_request(model, tok, "the cat <image> sat", [read_image(image)])
+    with torch.no_grad():
+        assert torch.equal(model(torch.tensor([ids]), **arguments).logits,
+                           want(torch.tensor([ids]), **arguments).logits)
+        ours = model.vision.projector(model.vision.tower(arguments["pixel_values"]))[0]
+    ref = mtmd(idefics3_files, "the cat <__media__> sat")
+    try:
+        parts = ref.parts()
+        chunks = [p for p in parts if not isinstance(p, list)]
+        tokens = ref.greedy(6)
+        theirs = [ref.embeddings(c) for c in chunks]
+    finally:
+        ref.close()
+    assert len(chunks) == 2 and all((ours - t).abs().max() <= 5e-4 * t.abs().max() for t in theirs)
+    ids = ids_of(parts, model.config.vision["image_token_id"], ours.shape[0])
+    pixels = arguments["pixel_values"].expand(len(chunks), -1, -1, -1)
+    assert llmarch.generate(model, ids, 6, temperature=0.0, pixel_values=pixels)[0, ids.shape[1]:].tolist() == tokens

@@ -241,8 +241,8 @@ def mmproj_option(p) -> None:
     """--mmproj: llama.cpp's vision projector file beside a .gguf --checkpoint (interop/gguf_mmproj.py)."""
     p.add_argument("--mmproj", default=None, metavar="FILE",
                    help="llama.cpp's vision projector file (mmproj-*.gguf) for a .gguf --checkpoint: its tower and "
-                   "projector read as the family's (gemma3), so the model reads --image / image parts; the text "
-                   "model is then read dequantized (default: %(default)s)")
+                   "projector read as the family's (gemma3, idefics3), so the model reads --image / image parts; the "
+                   "text model is then read dequantized (default: %(default)s)")
 
 
 def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False,

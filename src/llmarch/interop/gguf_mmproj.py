@@ -32,7 +32,7 @@ class Projector:
     hf_model_type: str
     vision: Callable[[Meta], dict]  # VisionConfig fields from the clip.* metadata (image_token_id is added)
     image_token: str  # the text token whose positions take the image features (its id from the text vocabulary)
-    processor: dict  # the preprocessor_config.json fields the metadata does not give (type, resampling filter)
+    processor: Callable[[Meta], dict]  # preprocessor_config.json but the mean and std: its type, filter, sizes
     tokens: dict = dataclass_field(default_factory=dict)  # tokenizer_config.json's tokens the prompt layout names
     config: Callable[[int], dict] = lambda image_token_id: {}  # more text-config fields, from the image token's id
     # (GGUF name regex, GGUF -> Hugging Face values, back): what llama.cpp's converter changed (Gemma's 1 + g gains)
@@ -61,13 +61,36 @@ def _gemma3(meta: Meta) -> dict:
     return dict(v, projector="pool_norm_linear", projector_bias=False, pool_tokens=side * side)
 
 
+def _square(meta: Meta) -> dict:
+    """The size of an image processor that resizes every image to the tower's square (mtmd's fixed-size one)."""
+    return {"height": meta.get("vision.image_size"), "width": meta.get("vision.image_size")}
+
+
 PROJECTORS.register("gemma3")(Projector(
-    "gemma3", _gemma3, "<image_soft_token>", dict(image_processor_type="Gemma3ImageProcessor", resample=2),
+    "gemma3", _gemma3, "<image_soft_token>",
+    lambda meta: dict(image_processor_type="Gemma3ImageProcessor", resample=2, size=_square(meta)),
     tokens=dict(boi_token="<start_of_image>", eoi_token="<end_of_image>"),  # mtmd.cpp's img_beg, img_end
     config=lambda token: dict(bidirectional_token=token),  # mtmd decodes an image's tokens non-causally
     # Gemma3VisionModel.modify_tensors adds 1 to the projector's norm gain
     fixes=((r"^mm\.soft_emb_norm\.weight$", lambda t: t - 1, lambda t: t + 1),), text_type="gemma3_text",
     metadata=lambda v: {"projector.scale_factor": v.image_size // v.patch_size // round(v.pool_tokens ** 0.5)}))
+
+
+def _idefics3(meta: Meta) -> dict:
+    """Idefics3's and SmolVLM's (clip.cpp build_siglip with the IDEFICS3 projector): a tower of images up to its size,
+    positions bucketed (NaViT's), post-normed, the patch grid pixel-shuffled by projector.scale_factor, one matrix."""
+    return dict(_vit(meta), position_buckets=True, projector="pixel_shuffle", projector_bias=False,
+                shuffle_factor=meta.get("vision.projector.scale_factor", 2))
+
+
+PROJECTORS.register("idefics3")(Projector(
+    "idefics3", _idefics3, "<image>",
+    # Idefics3ImageProcessor: the longest edge to preproc_image_size, then tiles of the tower's size and a global
+    # image (SmolVLMModel.set_gguf_parameters writes size.longest_edge as preproc_image_size)
+    lambda meta: dict(image_processor_type="Idefics3ImageProcessor", resample=1, do_image_splitting=True,
+                      size={"longest_edge": meta.get("vision.preproc_image_size", meta.get("vision.image_size"))},
+                      max_image_size={"longest_edge": meta.get("vision.image_size")}),
+    text_type="llama"))
 
 
 def _projector(meta: Meta) -> Projector:
@@ -181,9 +204,7 @@ def mmproj_side_files(mmproj_path, side_files: dict[str, bytes]) -> dict[str, by
     image size, mean and std) and the tokens its prompt layout names (in tokenizer_config.json)."""
     meta = _clip_meta(mmproj_path)
     projector = _projector(meta)
-    size = meta.get("vision.image_size")
-    processor = dict(projector.processor, size={"height": size, "width": size},
-                     image_mean=[float(x) for x in meta.get("vision.image_mean")],
+    processor = dict(projector.processor(meta), image_mean=[float(x) for x in meta.get("vision.image_mean")],
                      image_std=[float(x) for x in meta.get("vision.image_std")])
     config = json.loads(side_files.get("tokenizer_config.json", b"{}"))
     return {**side_files, "preprocessor_config.json": json.dumps(processor).encode(),
