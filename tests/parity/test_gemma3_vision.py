@@ -30,10 +30,9 @@ VISION = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_siz
               num_attention_heads=4, image_size=16, patch_size=4)  # a 4 x 4 patch grid, pooled to 2 x 2
 
 
-@pytest.fixture(scope="module")
-def gemma3(tmp_path_factory):
-    """(folder, transformers model, processor, image token id, paths of three images)."""
-    path = tmp_path_factory.mktemp("gemma3")
+def saved_gemma3(path, text: dict = TEXT, vision: dict = VISION):
+    """A tiny random Gemma3ForConditionalGeneration (norm gains perturbed, the tower's and projector's matrices drawn
+    N(0, 0.1)) saved at `path` with its Gemma3Processor: (transformers model, processor, tokenizer)."""
     tok = tokenizer(["<unk>", "<s>", "</s>", *SPECIAL.values()])
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, bos_token="<s>", eos_token="</s>",
                                                unk_token="<unk>", pad_token="<unk>", extra_special_tokens=SPECIAL)
@@ -41,7 +40,7 @@ def gemma3(tmp_path_factory):
                                              image_processor=transformers.Gemma3ImageProcessorPil(
                                                  size={"height": 16, "width": 16}))
     torch.manual_seed(0)
-    config = transformers.Gemma3Config(text_config=dict(TEXT, vocab_size=len(tok)), vision_config=VISION,
+    config = transformers.Gemma3Config(text_config=dict(text, vocab_size=len(tok)), vision_config=vision,
                                        mm_tokens_per_image=4, image_token_index=tok.image_token_id,
                                        boi_token_index=tok.boi_token_id, eoi_token_index=tok.convert_tokens_to_ids(
                                            SPECIAL["eoi_token"]))
@@ -55,6 +54,14 @@ def gemma3(tmp_path_factory):
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(path)
     processor.save_pretrained(path)
+    return hf, processor, tok
+
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory):
+    """(folder, transformers model, processor, image token id, paths of three images)."""
+    path = tmp_path_factory.mktemp("gemma3")
+    hf, processor, tok = saved_gemma3(path)
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2}))
     images = []
     for i, size in enumerate([(23, 37), (30, 17), (16, 16)]):

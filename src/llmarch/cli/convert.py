@@ -34,6 +34,10 @@ def add_parsers(sub) -> None:
                         "that is not a multiple of 32 stays F16; q4_k: blocks of 256, a row that is not a multiple "
                         "of 256 in q5_0; q4_0, q4_1 and q4_k load onto llmarch's int4 kernel exactly; mxfp4: a "
                         "mixture's expert matrices in MXFP4, the rest F16); norms stay F32 (default: %(default)s)")
+    p.add_argument("--mmproj-out", default=None, metavar="FILE",
+                   help="--to-gguf of a vision-language checkpoint (gemma3): its tower and projector as llama.cpp's "
+                        "vision projector file FILE (mmproj, F32; interop/gguf_mmproj_out.py), its text model as "
+                        "--out (default: %(default)s)")
     p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")
     p.set_defaults(func=cmd_convert)
 
@@ -49,6 +53,8 @@ def cmd_convert(args) -> None:
     out = Path(args.out)
     if args.to_gguf:
         return write_gguf(args)
+    if args.mmproj_out:
+        raise LlmarchError("--mmproj-out writes a vision projector file beside --to-gguf's text model: give --to-gguf")
     if out.exists() and any(out.iterdir()):
         raise LlmarchError(f"{out} exists and is not empty; choose a new --out")
     if args.from_hf:
@@ -100,17 +106,32 @@ def write_gguf(args) -> None:
     from ..interop.gguf_writer import to_gguf
     from ..rundir import resolve_checkpoint
 
-    out = Path(args.out)
-    if out.suffix != ".gguf" or out.exists():
-        raise LlmarchError(f"--out must be a new .gguf file for --to-gguf, got {out}")
+    out, mmproj = Path(args.out), args.mmproj_out and Path(args.mmproj_out)
+    for flag, path in (("--out", out), ("--mmproj-out", mmproj)):
+        if path and (path.suffix != ".gguf" or path.exists()):
+            raise LlmarchError(f"{flag} must be a new .gguf file for --to-gguf, got {path}")
     src = resolve_checkpoint(args.to_gguf)
     model = load(src)
+    vision = model
+    if mmproj:
+        from ..interop.gguf_mmproj_out import text_model, to_mmproj
+
+        model = text_model(vision)
     # the vocabulary goes in the file's metadata (a .gguf source has its own there): llama.cpp loads no file
     # without one, so a checkpoint without a tokenizer is refused rather than written half-usable
     if src.suffix != ".gguf" and not (src / "tokenizer.json").is_file():
         raise LlmarchError(f"{src} has no tokenizer.json; a GGUF file carries its vocabulary (llama.cpp loads none "
                            "without it): save the tokenizer with the checkpoint")
     tok = checkpoint_tokenizer(src)
+    _write_new(out, lambda tmp: to_gguf(model, tmp, args.gguf_type, tok))
+    if mmproj:
+        _write_new(mmproj, lambda tmp: to_mmproj(vision, tmp, tok.side_files))
+    print(f"wrote {out} ({args.gguf_type}, {written_parameters(model):,} parameters)"
+          + (f" and {mmproj} (f32)" if mmproj else ""))
+
+
+def _write_new(out: Path, write) -> None:
+    """write(path) to a temporary name beside `out`, renamed into place when done, removed after any error."""
     # a fresh name of its own beside --out (a fixed one could be a file of the user's); SIGTERM ends the process
     # as an exception here, so the half-written file is removed as after any error
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
@@ -119,10 +140,9 @@ def write_gguf(args) -> None:
     previous = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
         else None
     try:
-        to_gguf(model, tmp, args.gguf_type, tok)
+        write(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    print(f"wrote {out} ({args.gguf_type}, {written_parameters(model):,} parameters)")

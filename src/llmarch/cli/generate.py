@@ -10,7 +10,7 @@ from ..errors import LlmarchError, warn
 from .generate_inputs import (audio_features, audio_prompts, fallback_of, image_prompts, input_options, print_answers,
                               read_features, temperatures)
 from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_for, load_with_tokenizer,
-                      penalties_of, penalty_options, rule_options, speculation_options)
+                      mmproj_option, penalties_of, penalty_options, rule_options, speculation_options)
 
 
 def add_parsers(sub) -> None:
@@ -19,6 +19,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt", action="append",
                    help="prompt text; repeat for a batch (required, unless --input-features or --audio)")
     input_options(p)
+    mmproj_option(p)
     p.add_argument("--max-new-tokens", type=at_least(0), default=100,
         help="tokens to generate after each prompt, fewer where the context ends (default: %(default)s)")
     p.add_argument("--temperature", type=temperatures, default=(0.8,),
@@ -70,7 +71,7 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
                      length_penalty=1.0, early_stopping=False, compile=False, prompt_lookup=0, draft=None,
                      num_draft=4, penalties=None, features=None, suppress=None, begin_suppress=None,
                      speech: dict | None = None, images: list | None = None, videos: list | None = None,
-                     clips: list | None = None) -> None:
+                     clips: list | None = None, mmproj=None) -> None:
     """Decoder-only models continue each prompt; encoder-decoders answer it (the prompt is the source). One
     prompt without beams is printed token by token where `stream` is set, else each output when done. With
     speculative decoding (prompt_lookup, or a draft checkpoint), the share of drafted tokens kept goes to
@@ -80,11 +81,12 @@ def print_generation(checkpoint, prompts, max_new, temperature, top_k, top_p, se
     (generate/transcribe.py) with `speech`'s language, task and timestamps; each answer printed when done.
     images: PIL images (vision/image_files.py) that each prompt asks about (vision/prompts.py image_request);
     videos: vision/video_files.py's Videos, alike (vision/qwen_video.py video_request); clips: 16 kHz audio
-    clips that each prompt asks about (audio/prompts.py audio_request)."""
+    clips that each prompt asks about (audio/prompts.py audio_request). mmproj: a .gguf checkpoint's vision
+    projector file (--mmproj)."""
     from ..generate.generation_config import read_generation_config, token_rules
 
     # generate lays it out for CPU decoding (generate/engine.py)
-    model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True)
+    model, tok = load_with_tokenizer(checkpoint, gguf_kernels=True, mmproj=mmproj)
     gen = read_generation_config(tok)
     stats: dict = {}
     options = dict(seed=seed, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
@@ -210,7 +212,7 @@ def cmd_generate(args) -> None:
                      args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
                      args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
                      read_wav(audio[0]) if audio else args.input_features, args.suppress_tokens,
-                     args.begin_suppress_tokens, speech, images, videos, clips)
+                     args.begin_suppress_tokens, speech, images, videos, clips, args.mmproj)
 
 
 def cmd_eval(args) -> None:

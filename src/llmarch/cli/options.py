@@ -237,33 +237,48 @@ def penalties_of(args):
     return p if p.active else None
 
 
-def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False):
+def mmproj_option(p) -> None:
+    """--mmproj: llama.cpp's vision projector file beside a .gguf --checkpoint (interop/gguf_mmproj.py)."""
+    p.add_argument("--mmproj", default=None, metavar="FILE",
+                   help="llama.cpp's vision projector file (mmproj-*.gguf) for a .gguf --checkpoint: its tower and "
+                   "projector read as the family's (gemma3, idefics3), so the model reads --image / image parts; the "
+                   "text model is then read dequantized (default: %(default)s)")
+
+
+def load_with_tokenizer(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False,
+                        mmproj=None):
     """A checkpoint's model (on `device`, cast to `dtype` if given; both checked before anything is read) and
     its tokenizer, which must fit the model's vocabulary. gguf_kernels: a .gguf file's Q4_0/Q4_1/Q8_0 matrices
     stay quantized on llmarch's kernels (interop/gguf_kernels.py) unless a dtype is asked for or the device is
     not the CPU (whose int4 tiles the kernels are); commands that decode ask for it, those that train or
-    re-quantize do not."""
+    re-quantize do not. mmproj: a .gguf checkpoint's vision projector file (--mmproj), read with it."""
     from ..data.tokenizer import check_fits
     from ..interop.gguf_tokenizer import checkpoint_tokenizer  # a checkpoint directory's, or a .gguf file's
     from ..rundir import resolve_checkpoint
 
-    model = load_for(checkpoint, device, dtype, gguf_kernels)
-    tok = checkpoint_tokenizer(resolve_checkpoint(checkpoint))
+    model = load_for(checkpoint, device, dtype, gguf_kernels, mmproj)
+    tok = checkpoint_tokenizer(resolve_checkpoint(checkpoint), mmproj)
     check_fits(tok, model.config.vocab_size)
     return model, tok
 
 
-def load_for(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False):
+def load_for(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bool = False, mmproj=None):
     """load_with_tokenizer's model alone (`llmarch bench --checkpoint` needs no tokenizer)."""
-    from .. import load
+    from .. import from_gguf, load
     from ..device import DTYPES, parse_device
+    from ..errors import LlmarchError
     from ..interop.gguf import is_gguf
     from ..interop.gguf_kernels import from_gguf_kernels
     from ..rundir import resolve_checkpoint
 
     device = parse_device(device) if device is not None else None
     path = resolve_checkpoint(checkpoint)
-    if gguf_kernels and dtype is None and (device is None or device.type == "cpu") and is_gguf(path):
+    if mmproj is not None:
+        if not is_gguf(path):
+            raise LlmarchError(f"--mmproj is a .gguf text model's vision projector; --checkpoint {checkpoint} is "
+                               "not a .gguf file")
+        model = from_gguf(path, device=device, mmproj=mmproj)
+    elif gguf_kernels and dtype is None and (device is None or device.type == "cpu") and is_gguf(path):
         model = from_gguf_kernels(path, device)
     else:
         model = load(path, device)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LlmarchError
-from .options import (CHECKPOINT_HELP, at_least, finite, load_with_tokenizer, penalties_of, penalty_options,
-                      speculation_options)
+from .options import (CHECKPOINT_HELP, at_least, finite, load_with_tokenizer, mmproj_option, penalties_of,
+                      penalty_options, speculation_options)
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    mmproj_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8,
@@ -25,6 +26,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    mmproj_option(p)
     p.add_argument("--max-tokens", "--max-new-tokens", type=int, default=256,
                    help="longest reply in tokens (--max-new-tokens, as generate names it) (default: %(default)s)")
     p.add_argument("--temperature", type=finite, default=0.7, help="0 is greedy (default: %(default)s)")
@@ -62,7 +64,7 @@ def cmd_serve(args) -> None:
     if args.num_draft is not None and args.draft is None:
         raise LlmarchError("--num-draft sets how many tokens a --draft checkpoint proposes: give --draft too")
     check_address(args.host, args.port)  # before the model loads, and as one line rather than uvicorn's exit 3
-    model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
+    model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True, mmproj=args.mmproj)
     speculation = None
     if args.draft is not None:
         speculation = Speculation(args.num_draft or 4, load_draft(args.draft, model, tok))
@@ -105,7 +107,7 @@ def cmd_chat(args) -> None:
         raise LlmarchError(f"--max-tokens must be >= 1, got {args.max_tokens}")
     check_sampling(args.temperature, args.top_k, args.top_p)
     penalties = penalties_of(args)
-    model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True)
+    model, tok = load_with_tokenizer(args.checkpoint, gguf_kernels=True, mmproj=args.mmproj)
     conversation = Conversation(model, tok, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
                                 args.system, args.compile, penalties)
 

@@ -248,17 +248,7 @@ class GGUFTensors:
         return torch.float32
 
     def _values(self, t):
-        import gguf
-
-        fast = gguf_blocks.dequantize(t.data, t.tensor_type.name)
-        if fast is not None:
-            return fast.reshape(tuple(map(int, reversed(t.shape))))
-        try:
-            values = gguf.quants.dequantize(t.data, t.tensor_type)
-        except NotImplementedError:
-            raise LlmarchError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which the gguf "
-                               "package cannot dequantize") from None
-        return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
+        return dequantized(t, self.path)
 
     def read(self, name: str) -> torch.Tensor:
         if name in self.keyed:
@@ -284,6 +274,21 @@ class GGUFTensors:
 
     def read_into(self, name: str, out: torch.Tensor) -> None:
         out.copy_(self.read(name))
+
+
+def dequantized(t, path) -> torch.Tensor:
+    """A GGUF tensor of file `path` as fp32, in Hugging Face's dimension order (GGUF lists ne0 first)."""
+    import gguf
+
+    fast = gguf_blocks.dequantize(t.data, t.tensor_type.name)
+    if fast is not None:
+        return fast.reshape(tuple(map(int, reversed(t.shape))))
+    try:
+        values = gguf.quants.dequantize(t.data, t.tensor_type)
+    except NotImplementedError:
+        raise LlmarchError(f"{path}: tensor {t.name} has type {t.tensor_type.name}, which the gguf "
+                           "package cannot dequantize") from None
+    return torch.from_numpy(values.astype("float32", copy=False).reshape(tuple(map(int, reversed(t.shape)))).copy())
 
 
 def from_gguf(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,

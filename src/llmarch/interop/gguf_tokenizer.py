@@ -253,6 +253,12 @@ def write_tokenizer(w, tok: Tokenizer, vocab_size: int) -> None:
         w.add_chat_template(config["chat_template"])
 
 
-def checkpoint_tokenizer(path: str | Path) -> Tokenizer:
-    """The tokenizer of a checkpoint directory (data/tokenizer.py's load_tokenizer) or of a .gguf file."""
-    return gguf_tokenizer(open_gguf(path), path) if is_gguf(path) else load_tokenizer(path)
+def checkpoint_tokenizer(path: str | Path, mmproj: str | Path | None = None) -> Tokenizer:
+    """The tokenizer of a checkpoint directory (data/tokenizer.py's load_tokenizer) or of a .gguf file; mmproj:
+    the vision projector file read with it (gguf_mmproj.py), whose image processor and image tokens it carries."""
+    tok = gguf_tokenizer(open_gguf(path), path) if is_gguf(path) else load_tokenizer(path)
+    if mmproj is not None:
+        from .gguf_mmproj import mmproj_side_files
+
+        tok.side_files = mmproj_side_files(mmproj, tok.side_files)
+    return tok

@@ -228,6 +228,16 @@ def _writer_class():
     return Writer
 
 
+def write_out(w, tensors: dict) -> None:
+    """The writer's last tensors (name -> array) added, then its header, metadata and tensors written, closed."""
+    for name, array in tensors.items():
+        w.add_tensor(name, array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None:
     """Write `model` as a GGUF file of tensor type `dtype` (TYPES: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k,
     q6_k, q4_k_m;
@@ -290,12 +300,7 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
                 w.add_tensor("output.weight", array, raw_dtype=raw)
     for key, values in keyed.items():
         w.add_array(key, [values[i] for i in sorted(values)])
-    for name, array in extra.items():
-        w.add_tensor(name, array)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_out(w, extra)
     try:
         _check_reads_back(Path(path), kept)
     except LlmarchError:

@@ -1,0 +1,211 @@
+"""llama.cpp's vision projector files (`mmproj-*.gguf`, written by its convert_hf_to_gguf.py --mmproj and read by
+its mtmd library, tools/mtmd/clip.cpp): a CLIP-style tower and a projector, `clip.*` metadata (clip-impl.h's KEY_*)
+and `v.*` / `mm.*` tensors, beside a text model's GGUF file. Read here onto the text model as the vision part of the
+Hugging Face family the projector type names (`clip.projector_type`: PROJECTORS), so the model is the one from_hf
+builds from that family's checkpoint: the same vision config, modules and rules (their tensor names mapped to
+llama.cpp's by the `gguf` package's own table, TensorNameMap for MODEL_ARCH.MMPROJ), no second tower. The text model
+keeps its config; the tower's and projector's tensors are read through the family's rules. The image processor's
+settings (size, mean, std) come from the metadata as a preprocessor_config.json the tokenizer carries, with the
+tokens the family's prompt layout names (vision/prompts.py)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import LlmarchError, first_and_count
+from ..registry import Registry
+from .gguf import dequantized, open_gguf
+from .gguf_archs import Meta, field
+
+PROJECTORS: Registry = Registry("mmproj projector type")
+GELU = {True: "gelu_tanh", False: "quick_gelu"}  # clip.use_gelu: ggml_gelu (tanh form) or CLIP's quick GELU
+
+
+@dataclass(frozen=True)
+class Projector:
+    """One clip.projector_type: the Hugging Face family it is read as, and what the metadata and text model give."""
+    hf_model_type: str
+    vision: Callable[[Meta], dict]  # VisionConfig fields from the clip.* metadata (image_token_id is added)
+    image_token: str  # the text token whose positions take the image features (its id from the text vocabulary)
+    processor: Callable[[Meta], dict]  # preprocessor_config.json but the mean and std: its type, filter, sizes
+    tokens: dict = dataclass_field(default_factory=dict)  # tokenizer_config.json's tokens the prompt layout names
+    config: Callable[[int], dict] = lambda image_token_id: {}  # more text-config fields, from the image token's id
+    # (GGUF name regex, GGUF -> Hugging Face values, back): what llama.cpp's converter changed (Gemma's 1 + g gains)
+    fixes: tuple = ()
+    text_type: str = ""  # the text model's own family, which to_gguf writes (gguf_mmproj_out.py)
+    metadata: Callable[[object], dict] = lambda v: {}  # the clip.vision.* keys of the projector beside _vit's
+
+
+def _vit(meta: Meta) -> dict:
+    """The ViT fields every CLIP-style tower writes (clip.vision.*), its parts from which tensors are there."""
+    get = meta.get
+    return dict(width=get("vision.embedding_length"), n_layers=get("vision.block_count"),
+                n_heads=get("vision.attention.head_count"), ffn_hidden=get("vision.feed_forward_length"),
+                act=GELU[bool(field(meta.reader, "clip.use_gelu", False))], image_size=get("vision.image_size"),
+                patch_size=get("vision.patch_size"),
+                norm_eps=float(f"{get('vision.attention.layer_norm_epsilon'):.6g}"),  # float32 as written
+                patch_bias=meta.has("v.patch_embd.bias"), class_token=meta.has("v.class_embd"),
+                pre_norm=meta.has("v.pre_ln.weight"), post_norm=meta.has("v.post_ln.weight"))
+
+
+def _gemma3(meta: Meta) -> dict:
+    """Gemma 3's (clip.cpp build_siglip with the GEMMA3 projector): the patch grid average-pooled by
+    projector.scale_factor (llama.cpp's default 4: 64 x 64 patches to 16 x 16 features)."""
+    v = _vit(meta)
+    side = v["image_size"] // v["patch_size"] // meta.get("vision.projector.scale_factor", 4)
+    return dict(v, projector="pool_norm_linear", projector_bias=False, pool_tokens=side * side)
+
+
+def _square(meta: Meta) -> dict:
+    """The size of an image processor that resizes every image to the tower's square (mtmd's fixed-size one)."""
+    return {"height": meta.get("vision.image_size"), "width": meta.get("vision.image_size")}
+
+
+PROJECTORS.register("gemma3")(Projector(
+    "gemma3", _gemma3, "<image_soft_token>",
+    lambda meta: dict(image_processor_type="Gemma3ImageProcessor", resample=2, size=_square(meta)),
+    tokens=dict(boi_token="<start_of_image>", eoi_token="<end_of_image>"),  # mtmd.cpp's img_beg, img_end
+    config=lambda token: dict(bidirectional_token=token),  # mtmd decodes an image's tokens non-causally
+    # Gemma3VisionModel.modify_tensors adds 1 to the projector's norm gain
+    fixes=((r"^mm\.soft_emb_norm\.weight$", lambda t: t - 1, lambda t: t + 1),), text_type="gemma3_text",
+    metadata=lambda v: {"projector.scale_factor": v.image_size // v.patch_size // round(v.pool_tokens ** 0.5)}))
+
+
+def _idefics3(meta: Meta) -> dict:
+    """Idefics3's and SmolVLM's (clip.cpp build_siglip with the IDEFICS3 projector): a tower of images up to its size,
+    positions bucketed (NaViT's), post-normed, the patch grid pixel-shuffled by projector.scale_factor, one matrix."""
+    return dict(_vit(meta), position_buckets=True, projector="pixel_shuffle", projector_bias=False,
+                shuffle_factor=meta.get("vision.projector.scale_factor", 2))
+
+
+PROJECTORS.register("idefics3")(Projector(
+    "idefics3", _idefics3, "<image>",
+    # Idefics3ImageProcessor: the longest edge to preproc_image_size, then tiles of the tower's size and a global
+    # image (SmolVLMModel.set_gguf_parameters writes size.longest_edge as preproc_image_size)
+    lambda meta: dict(image_processor_type="Idefics3ImageProcessor", resample=1, do_image_splitting=True,
+                      size={"longest_edge": meta.get("vision.preproc_image_size", meta.get("vision.image_size"))},
+                      max_image_size={"longest_edge": meta.get("vision.image_size")}),
+    text_type="llama"))
+
+
+def _projector(meta: Meta) -> Projector:
+    kind = field(meta.reader, "clip.vision.projector_type") or field(meta.reader, "clip.projector_type")
+    if kind not in PROJECTORS:
+        raise LlmarchError(f"{meta.path}: mmproj projector type {kind!r} is not supported; supported: "
+                           f"{', '.join(PROJECTORS.names())}")
+    return PROJECTORS[kind]
+
+
+def _clip_meta(path) -> Meta:
+    reader = open_gguf(path)
+    if field(reader, "general.architecture") != "clip" or not field(reader, "clip.has_vision_encoder", False):
+        raise LlmarchError(f"{path} is not a vision projector file (general.architecture clip with a vision "
+                           f"encoder: llama.cpp's mmproj); it is {field(reader, 'general.architecture')!r}")
+    return Meta(reader, "clip", path)
+
+
+def _token_id(text_path, token: str) -> int:
+    """The id of `token` in the text model's GGUF vocabulary."""
+    tokens = field(open_gguf(text_path), "tokenizer.ggml.tokens") or []
+    if token not in tokens:
+        raise LlmarchError(f"{text_path}: the vocabulary has no {token} token, whose positions take the images of "
+                           "this projector (is the mmproj for another model?)")
+    return tokens.index(token)
+
+
+class MMProjTensors:
+    """The text model's tensors (by the family's Hugging Face names) and the mmproj file's, the interface
+    hf.build_from reads: names(), file(name), shape/dtype/read/read_into."""
+
+    def __init__(self, text: dict[str, torch.Tensor], meta: Meta, hf_names: list[str], projector: Projector):
+        import gguf
+
+        self.text, self.meta, self.fixes = text, meta, projector.fixes
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get("vision.block_count"))
+        self.to_gguf = {}
+        for hf in hf_names:
+            if hf not in text and (found := next(filter(meta.has, gguf_names(name_map, hf)), None)):
+                self.to_gguf[hf] = found
+        unread = sorted(set(meta.tensors) - set(self.to_gguf.values()))
+        if unread:
+            raise LlmarchError(f"{meta.path}: mmproj tensor {first_and_count(unread)} has no place in a "
+                               f"{projector.hf_model_type} model")
+
+    def names(self) -> set[str]:
+        return set(self.text) | set(self.to_gguf)
+
+    def file(self, name: str):
+        return self, name
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self.text:
+            return tuple(self.text[name].shape)
+        return tuple(int(n) for n in reversed(self.meta.tensors[self.to_gguf[name]].shape))
+
+    def dtype(self, name: str) -> torch.dtype:
+        return self.text[name].dtype if name in self.text else torch.float32
+
+    def read(self, name: str) -> torch.Tensor:
+        if name in self.text:
+            return self.text[name]
+        gguf_name = self.to_gguf[name]
+        w = dequantized(self.meta.tensors[gguf_name], self.meta.path)
+        for pattern, fix, _ in self.fixes:
+            if re.search(pattern, gguf_name):
+                w = fix(w)
+        return w
+
+    def read_into(self, name: str, out: torch.Tensor) -> None:
+        out.copy_(self.read(name))
+
+
+def gguf_names(name_map, hf: str):
+    """llama.cpp's names for a Hugging Face tensor name of transformers 5's layout (model.vision_tower.*), tried as
+    the converter reads the published layouts (vision_tower.vision_model.*; Gemma 3's mm_input_projection_weight)."""
+    bare = hf.removeprefix("model.")
+    for name in (hf, bare, bare.replace("vision_tower.", "vision_tower.vision_model.", 1)):
+        name = re.sub(r"_weight$", ".weight", name)
+        if (found := name_map.get_name(name, try_suffixes=(".weight", ".bias"))) is not None:
+            yield found
+
+
+def with_mmproj(text_model, text_path, mmproj_path, device=None):
+    """The text model read from text_path with the tower and projector of mmproj_path: a model of the projector's
+    Hugging Face family (its config the text model's with `vision` added)."""
+    from .hf import FAMILIES, build_from
+    from .mapping import expand, export_state
+    from ..vision.config import vision_config
+
+    meta = _clip_meta(mmproj_path)
+    projector = _projector(meta)
+    token = _token_id(text_path, projector.image_token)
+    text_cfg = text_model.config
+    cfg = text_cfg.replace(vision=dict(projector.vision(meta), image_token_id=token),
+                           hf_model_type=projector.hf_model_type, **projector.config(token))
+    width = meta.get("vision.projection_dim", None)
+    if width is not None and width != cfg.d_model:
+        raise LlmarchError(f"{mmproj_path} projects images to width {width}; the text model {text_path} is "
+                           f"{cfg.d_model} wide (the mmproj is for another model)")
+    vision_config(cfg.vision)
+    family = FAMILIES[cfg.hf_model_type]
+    rules = family.rules_for(cfg)
+    text = export_state(text_model.state_dict(), rules, cfg)
+    hf_names = [name for rule in expand(rules, cfg) for name in rule.hf]
+    return build_from(cfg, family, MMProjTensors(text, meta, hf_names, projector), Path(mmproj_path), None, device)
+
+
+def mmproj_side_files(mmproj_path, side_files: dict[str, bytes]) -> dict[str, bytes]:
+    """A GGUF tokenizer's side files with the image processor the mmproj describes (preprocessor_config.json: its
+    image size, mean and std) and the tokens its prompt layout names (in tokenizer_config.json)."""
+    meta = _clip_meta(mmproj_path)
+    projector = _projector(meta)
+    processor = dict(projector.processor(meta), image_mean=[float(x) for x in meta.get("vision.image_mean")],
+                     image_std=[float(x) for x in meta.get("vision.image_std")])
+    config = json.loads(side_files.get("tokenizer_config.json", b"{}"))
+    return {**side_files, "preprocessor_config.json": json.dumps(processor).encode(),
+            "tokenizer_config.json": json.dumps({**config, **projector.tokens}).encode()}
