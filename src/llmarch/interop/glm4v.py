@@ -20,7 +20,7 @@ from ..errors import LlmarchError
 from ..vision.qwen_config import qwen_vision_config
 from . import multimodal
 from .hf import FAMILIES, Family
-from .qwen_vl import TextKind, published_name, register, vision_reader, vision_writer
+from .qwen_vl import TextKind, published_name, register, stacked_rules, vision_reader, vision_writer
 from .qwen_vl_vision import vision_rules
 
 _ROPE = dict(rope_theta=10000.0)
@@ -65,8 +65,11 @@ def _write(cfg: ModelConfig) -> dict:
 
 
 def _rules(cfg: ModelConfig):
-    return multimodal.text_rules(FAMILIES[_text_type(cfg)].rules) + vision_rules(qwen_vision_config(cfg.vision),
-                                                                                  GLM46V)
+    """GLM-4.6V's MoE experts stacked: transformers converts GLM-4.5V's per-expert tensors (glm4v_moe) on load and
+    back on save, not glm46v's, which it saves as its modules hold them."""
+    text = FAMILIES[_text_type(cfg)].rules
+    return multimodal.text_rules(stacked_rules(text) if cfg.n_experts else text) + \
+        vision_rules(qwen_vision_config(cfg.vision), GLM46V)
 
 
 FAMILIES.register(GLM46V)(Family([], _read, _write, FAMILIES["glm4_moe"].ignore, canonical=published_name,

@@ -69,10 +69,16 @@ KINDS = {
                                (24, 20, 20), True, {"attention_bias": False, "norm_topk_prob": True}),
 }
 _L = "model.layers.{i}."
-# Qwen3-MoE's rules with its experts stored stacked, as llama4.py's are, in either orientation
-MOE_RULES = [r for r in QWEN3_MOE_RULES if "{e}" not in r.hf[0]] + [
-    Rule.of(_L + "mlp.experts.gate_up_proj", "blocks.{i}.mlp.experts.gate_up", "experts_or_transposed"),
-    Rule.of(_L + "mlp.experts.down_proj", "blocks.{i}.mlp.experts.down", "experts_or_transposed")]
+
+
+def stacked_rules(rules: list[Rule]) -> list[Rule]:
+    """A MoE family's rules with its experts stored stacked, as llama4.py's are, in either orientation."""
+    return [r for r in rules if "{e}" not in r.hf[0]] + [
+        Rule.of(_L + "mlp.experts.gate_up_proj", "blocks.{i}.mlp.experts.gate_up", "experts_or_transposed"),
+        Rule.of(_L + "mlp.experts.down_proj", "blocks.{i}.mlp.experts.down", "experts_or_transposed")]
+
+
+MOE_RULES = stacked_rules(QWEN3_MOE_RULES)  # Qwen3-VL-MoE's
 
 
 def _rope(hf: dict, kind: TextKind) -> tuple[dict, list[int]]:

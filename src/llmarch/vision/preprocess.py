@@ -8,7 +8,8 @@ RGB conversion (transparency composited onto white), resize with the named Pillo
 shortest edge, a center crop, rescale (in float64, then float32) and normalization by the mean and std, giving
 pixel_values (N, 3, H, W) float32; and Qwen2VLImageProcessor (Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's, whose
 processors name no other), images of any size as qwen_pixels.py cuts them, giving pixel_values (patches, patch_dim)
-and image_grid_thw (N, 3)."""
+and image_grid_thw (N, 3); Glm4vImageProcessor (GLM-4.1V's, GLM-4.5V's; Glm46VImageProcessor is the same class
+renamed) the same, sized as GLM-4V sizes them."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ import torch
 from ..errors import LlmarchError
 from ..registry import Registry
 from .image_files import to_rgb
-from .qwen_pixels import qwen_vl_pixels
+from .qwen_pixels import GLM4V_SIZING, QWEN_SIZING, qwen_vl_pixels
 
 PREPROCESSOR_FILE, PROCESSOR_FILE = "preprocessor_config.json", "processor_config.json"
 PROCESSORS: Registry = Registry("image processor")
@@ -177,10 +178,14 @@ PROCESSORS.register("Gemma3ImageProcessor")(partial(ResizeCropNormalize.from_con
 
 
 @PROCESSORS.register("Qwen2VLImageProcessor")
-def qwen_vl(config: dict):
+def qwen_vl(config: dict, sizing=QWEN_SIZING):
     """Qwen2VLImageProcessor (qwen_pixels.py): images of any size, each its own grid of patches."""
     def images_to_arguments(images) -> dict[str, torch.Tensor]:
-        pixel_values, grid = qwen_vl_pixels(images, config)
+        pixel_values, grid = qwen_vl_pixels(images, config, sizing)
         return {"pixel_values": pixel_values, "image_grid_thw": grid}
 
     return images_to_arguments
+
+
+PROCESSORS.register("Glm4vImageProcessor")(partial(qwen_vl, sizing=GLM4V_SIZING))
+PROCESSORS.register("Glm46VImageProcessor")(partial(qwen_vl, sizing=GLM4V_SIZING))
