@@ -99,7 +99,8 @@ def _reader(text_type: str):
     def to_config(hf: dict) -> ModelConfig:
         hf = {**kind.defaults, **hf, "model_type": text_type}
         params, section = _rope(hf, kind)
-        cfg = FAMILIES[kind.base].to_config({**hf, "rope_parameters": params, "rope_scaling": None, **kind.forced})
+        cfg = FAMILIES[kind.base].to_config({**hf, "rope_parameters": params, "rope_scaling": None, **kind.forced,
+                                             "_name_or_path": hf.get("_name_or_path") or text_type})
         cfg = cfg.replace(hf_model_type=text_type)
         biases = {}
         if kind.forced.get("attention_bias") is False:  # Qwen3-VL's attention_bias: q, k, v and o, none on the MLP
