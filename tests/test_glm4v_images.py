@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import llmarch
-from conftest import perturbed
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import PROMPTS, image_request
 from test_cli_trust import call
-from test_qwen_vl_images import chat_reference, images, processor  # noqa: F401 (images: a fixture)
+import test_qwen_vl_images as qwen_images
+from test_qwen_vl_images import chat_reference, processor, random_model
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -35,35 +35,16 @@ TEMPLATE = ("[gMASK]<sop>{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['co
             "<|image|><|end_of_image|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
             "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 PROMPT = "what is in the picture?"
-
-
-def tokenizer():
-    """A small byte-level BPE with GLM-4V's special tokens, no BOS, its chat template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["the cat sat on the mat. what is in the picture? describe it"] * 20,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|user|>", pad_token="<|endoftext|>",
-                                                unk_token="<unk>", chat_template=TEMPLATE)
+images = qwen_images.images  # the image files fixture: RGB, RGBA and JPEG of odd sizes
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """(path, transformers model, Glm4vProcessor) of a tiny random checkpoint saved by transformers beside its
     tokenizer and image processor."""
-    tok = tokenizer()
-    config = transformers.Glm4vConfig(text_config=dict(TEXT, vocab_size=len(tok)), vision_config=VISION,
-                                      image_token_id=IMAGE)
-    torch.manual_seed(0)
-    hf = transformers.Glm4vForConditionalGeneration(config)
-    with torch.no_grad():  # a tower that moves the logits
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf)
+    tok = qwen_images.tokenizer(SPECIAL, "<|user|>", TEMPLATE)  # GLM-4V's special tokens, no BOS
+    hf = random_model("Glm4v", text_config=dict(TEXT, vocab_size=len(tok)), vision_config=VISION,
+                      image_token_id=IMAGE)
     hf.generation_config.eos_token_id = tok.eos_token_id
     path = tmp_path_factory.mktemp("glm4v")
     hf.save_pretrained(path)
@@ -75,7 +56,7 @@ def checkpoint(tmp_path_factory):
     return path, hf, glm
 
 
-def test_prompt_and_pixels_are_the_processors(checkpoint, images):  # noqa: F811
+def test_prompt_and_pixels_are_the_processors(checkpoint, images):
     """Two images of other sizes: each <|image|> expanded to its image's count, as Glm4vProcessor and
     Glm46VProcessor expand it; a prompt without one gets the chat template's markers first; pixel_values and
     image_grid_thw equal; one <|image|> for two images refused."""
@@ -97,7 +78,7 @@ def test_prompt_and_pixels_are_the_processors(checkpoint, images):  # noqa: F811
         image_request(model, tok, "<|image|> one", pil)
 
 
-def test_cli_generate_with_images(checkpoint, images, capsys):  # noqa: F811
+def test_cli_generate_with_images(checkpoint, images, capsys):
     """`llmarch generate --image A --image B`: transformers' greedy continuation of its processor's inputs."""
     path, hf, glm = checkpoint
     pil = [read_image(images[1]), read_image(images[2])]
@@ -110,7 +91,7 @@ def test_cli_generate_with_images(checkpoint, images, capsys):  # noqa: F811
     assert out == expected + "\n"
 
 
-def test_terminal_and_server_chat_with_an_image(checkpoint, images):  # noqa: F811
+def test_terminal_and_server_chat_with_an_image(checkpoint, images):
     """`llmarch chat`'s /image, and POST /v1/chat/completions with an image_url part: transformers' greedy reply
     (and prompt length)."""
     from starlette.testclient import TestClient

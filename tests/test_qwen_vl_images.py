@@ -42,17 +42,17 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['conten
             "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def tokenizer():
-    """A small byte-level BPE with Qwen's special tokens, no BOS (as Qwen's), its chat template."""
+def tokenizer(special=SPECIAL, eos="<|im_end|>", template=TEMPLATE):
+    """A small byte-level BPE with Qwen's special tokens (or others), no BOS (as Qwen's), its chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.train_from_iterator(["the cat sat on the mat. what is in the picture? describe it"] * 20,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
+                           trainers.BpeTrainer(vocab_size=300, special_tokens=special,
                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                                unk_token="<unk>", chat_template=TEMPLATE)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=eos, pad_token="<|endoftext|>",
+                                                unk_token="<unk>", chat_template=template)
 
 
 def processor(kind: str, tok, image_processor):
@@ -63,6 +63,18 @@ def processor(kind: str, tok, image_processor):
             return None if argument is None else super().check_argument_for_proper_class(name, argument)
 
     return ImagesOnly(image_processor=image_processor, tokenizer=tok, video_processor=None, chat_template=TEMPLATE)
+
+
+def random_model(prefix: str, **config):
+    """transformers' `prefix`ForConditionalGeneration of that config, seeded, its tower's matrices drawn N(0, 0.1) so
+    that it moves the logits, every 1-D parameter perturbed."""
+    torch.manual_seed(0)
+    hf = getattr(transformers, prefix + "ForConditionalGeneration")(getattr(transformers, prefix + "Config")(**config))
+    with torch.no_grad():
+        for p in hf.model.visual.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.1)
+    return perturbed(hf)
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +96,9 @@ def checkpoint(request, tmp_path_factory):
     tokenizer and image processor (preprocessor_config.json, as the published checkpoints have it)."""
     prefix, vision = CASES[request.param]
     tok = tokenizer()
-    config = getattr(transformers, prefix + "Config")(
-        text_config=dict(TEXT, vocab_size=len(tok)), vision_config=vision,
-        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
-    torch.manual_seed(0)
-    hf = getattr(transformers, prefix + "ForConditionalGeneration")(config)
-    with torch.no_grad():  # a tower that moves the logits
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf)
+    hf = random_model(prefix, text_config=dict(TEXT, vocab_size=len(tok)), vision_config=vision,
+                      image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                      vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
     hf.generation_config.eos_token_id = tok.eos_token_id
     path = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(path)

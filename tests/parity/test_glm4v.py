@@ -4,20 +4,21 @@ Glm46VForConditionalGeneration (a 2-block tower with qkv biases, a 4 x 4 table o
 bicubically to each image, the downsample convolution and gated merger; the text M-RoPE over the whole head in
 GLM-4.1V's adjacent pairs, over half of it in GLM-4.5V's halves), 1-D parameters perturbed and the tower's matrices
 drawn N(0, 0.1), read by from_hf. On a left-padded batch of one row with one image and one with two images of other
-sizes (preprocessed as transformers' Glm4vImageProcessorPil does, which qwen_pixels.py must equal exactly), the
-logits agree within 1e-4 (fp32) on real tokens; 8 greedy tokens equal transformers' generate; decoding from the cache
-after the image prompt (its M-RoPE delta) equals the whole forward; a to_hf round trip loads in transformers to the
-same logits and in llmarch to the same config."""
+sizes (preprocessed as transformers' Glm4vImageProcessorPil does, which glm4v_pixels.py must equal exactly), the
+logits agree within 1e-4 (fp32) on real tokens; 8 greedy tokens (and GLM-4.1V's 6 of a 3-beam search) equal
+transformers' generate; decoding from the cache after the image prompt (its M-RoPE delta) equals the whole forward;
+a to_hf round trip loads in transformers to the same logits and in llmarch to the same config (test_qwen_vl_vision's
+checks)."""
 import pytest
 import torch
 
-import llmarch
 from llmarch.errors import LlmarchError
-from llmarch.interop import from_hf, to_hf
-from llmarch.vision.qwen_pixels import GLM4V_SIZING, qwen_vl_pixels, smart_resize
+from llmarch.interop import from_hf
+from llmarch.vision.glm4v_pixels import glm4v_pixels
+from llmarch.vision.qwen_pixels import smart_resize
 
-from conftest import perturbed
-from test_qwen_vl_vision import IMAGE, assert_cached_after_images_equals_whole, images, prompt_batch
+from test_qwen_vl_images import random_model
+from test_qwen_vl_vision import IMAGE, assert_images_match, images
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -41,14 +42,7 @@ PIXELS = dict(patch_size=4, merge_size=2, temporal_patch_size=2, size=dict(short
 @pytest.fixture(scope="module", params=sorted(CASES))
 def pair(request, tmp_path_factory):
     prefix, text = CASES[request.param]
-    config = getattr(transformers, prefix + "Config")(text_config=text, vision_config=VISION, image_token_id=IMAGE)
-    torch.manual_seed(0)
-    hf = getattr(transformers, prefix + "ForConditionalGeneration")(config)
-    with torch.no_grad():
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf)
+    hf = random_model(prefix, text_config=text, vision_config=VISION, image_token_id=IMAGE)
     folder = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(folder / "hf")
     hf.generation_config.eos_token_id = None
@@ -61,7 +55,7 @@ def test_pixels_equal_transformers_image_processor():
 
     processor = Glm4vImageProcessorPil(**PIXELS)
     theirs = processor(images=images(), return_tensors="pt")
-    pixel_values, grid = qwen_vl_pixels(images(), processor.to_dict(), GLM4V_SIZING)
+    pixel_values, grid = glm4v_pixels(images(), processor.to_dict())
     assert torch.equal(grid, theirs["image_grid_thw"]) and grid[:, 1:].tolist() == [[10, 8], [6, 16], [8, 8]]
     assert torch.equal(pixel_values, theirs["pixel_values"])
     # scaled up (a side under one merge group first grown to it), down to max_pixels, rounded
@@ -75,25 +69,9 @@ def test_pixels_equal_transformers_image_processor():
 def test_images_logits_generation_cached_decoding_and_round_trip(pair):
     case, hf, ours, folder = pair
     assert (ours.config.hf_model_type, ours.config.vision["merger"]) == (case, "gated")
-    pixel_values, grid = qwen_vl_pixels(images(), PIXELS, GLM4V_SIZING)
-    ids, mask = prompt_batch(grid)
-    images_kw = dict(pixel_values=pixel_values, image_grid_thw=grid)
-    real, types = mask.bool(), (ids == IMAGE).int()
-    with torch.no_grad():
-        theirs = hf(input_ids=ids, attention_mask=mask, mm_token_type_ids=types, **images_kw).logits
-        mine = ours(ids, attention_mask=mask, **images_kw).logits
-    assert (mine - theirs)[real].abs().max() <= 1e-4
-    generated = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=8, **images_kw)
-    expected = hf.generate(input_ids=ids, attention_mask=mask, mm_token_type_ids=types, max_new_tokens=8,
-                           do_sample=False, pad_token_id=0, **images_kw)
-    assert torch.equal(generated, expected)
-    assert_cached_after_images_equals_whole(ours, ids, mask, images_kw)
-    to_hf(ours, folder / "out")
-    again = type(hf).from_pretrained(folder / "out").eval()
-    with torch.no_grad():
-        back = again(input_ids=ids, attention_mask=mask, mm_token_type_ids=types, **images_kw).logits
-    assert (back - mine)[real].abs().max() <= 1e-4
-    assert from_hf(folder / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    # beams for GLM-4.1V only: GLM-4.5V's tiny MoE picks another beam than transformers' on the image rows (text
+    # alone their beams agree, and greedy tokens do), which is not resolved
+    assert_images_match(hf, ours, folder, *glm4v_pixels(images(), PIXELS), beams=case == "glm4v")
 
 
 def test_text_defaults_and_refusals():

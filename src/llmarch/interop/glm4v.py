@@ -20,7 +20,7 @@ from ..errors import LlmarchError
 from ..vision.qwen_config import qwen_vision_config
 from . import multimodal
 from .hf import FAMILIES, Family
-from .qwen_vl import TextKind, published_name, register, stacked_rules, vision_reader, vision_writer
+from .qwen_vl import KINDS, TextKind, published_name, register, stacked_rules
 from .qwen_vl_vision import vision_rules
 
 _ROPE = dict(rope_theta=10000.0)
@@ -57,11 +57,14 @@ def _text_type(cfg: ModelConfig) -> str:
 
 
 def _read(hf: dict) -> ModelConfig:
-    return vision_reader(_glm46v_text(hf), GLM46V)(hf)
+    """The wrapper config as its text model's own wrapper (glm4v or glm4v_moe) reads it: the same fields."""
+    return FAMILIES[KINDS[_glm46v_text(hf)].wrapper].to_config(hf).replace(hf_model_type=GLM46V)
 
 
 def _write(cfg: ModelConfig) -> dict:
-    return vision_writer(_text_type(cfg), GLM46V, "Glm46VForConditionalGeneration")(cfg)
+    wrapper = KINDS[_text_type(cfg)].wrapper
+    return dict(FAMILIES[wrapper].from_config(cfg.replace(hf_model_type=wrapper)), model_type=GLM46V,
+                architectures=["Glm46VForConditionalGeneration"])
 
 
 def _rules(cfg: ModelConfig):

@@ -54,19 +54,19 @@ class TextKind:
 
 KINDS = {
     "qwen2_vl_text": TextKind("qwen2", "qwen2_vl", "Qwen2VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24), False,
-                           {"head_dim": None}),
+                              {"head_dim": None}),
     "qwen2_5_vl_text": TextKind("qwen2", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24),
-                             False, {"head_dim": None}),
+                                False, {"head_dim": None}),
     "qwen3_vl_text": TextKind("qwen3", "qwen3_vl", "Qwen3VLForConditionalGeneration",
-                           dict(_QWEN3_SIZES, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
-                                num_attention_heads=32, num_key_value_heads=32, head_dim=128),
-                           (24, 20, 20), True, {"attention_bias": False}),
+                              dict(_QWEN3_SIZES, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+                                   num_attention_heads=32, num_key_value_heads=32, head_dim=128),
+                              (24, 20, 20), True, {"attention_bias": False}),
     "qwen3_vl_moe_text": TextKind("qwen3_moe", "qwen3_vl_moe", "Qwen3VLMoeForConditionalGeneration",
-                               dict(_QWEN3_SIZES, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
-                                    num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=True,
-                                    moe_intermediate_size=1408, num_experts_per_tok=4, num_experts=60,
-                                    router_aux_loss_coef=0.001),
-                               (24, 20, 20), True, {"attention_bias": False, "norm_topk_prob": True}),
+                                  dict(_QWEN3_SIZES, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
+                                       num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=True,
+                                       moe_intermediate_size=1408, num_experts_per_tok=4, num_experts=60,
+                                       router_aux_loss_coef=0.001),
+                                  (24, 20, 20), True, {"attention_bias": False, "norm_topk_prob": True}),
 }
 _L = "model.layers.{i}."
 
@@ -147,30 +147,27 @@ def _wrapper_reader(text_type: str):
     return to_config
 
 
-def vision_reader(text_type: str, wrapper: str | None = None):
-    """The multimodal config (model_type `wrapper`, by default text_type's) with its vision tower
-    (interop/qwen_vl_vision.py)."""
-    wrapper, text = wrapper or KINDS[text_type].wrapper, _wrapper_reader(text_type)
+def _vision_reader(text_type: str):
+    """The multimodal config with its vision tower (interop/qwen_vl_vision.py)."""
+    wrapper, text = KINDS[text_type].wrapper, _wrapper_reader(text_type)
 
     def to_config(hf: dict) -> ModelConfig:
         return text(hf).replace(vision=vision_fields(hf, wrapper), hf_model_type=wrapper)
     return to_config
 
 
-def vision_writer(text_type: str, wrapper: str | None = None, architecture: str | None = None):
-    """The multimodal config of a model with its tower: text_type's wrapper and class unless named."""
+def _vision_writer(text_type: str):
     kind = KINDS[text_type]
-    wrapper, architecture = wrapper or kind.wrapper, architecture or kind.architecture
 
     def from_config(cfg: ModelConfig) -> dict:
         if not is_qwen(cfg.vision):
-            raise LlmarchError(f"model_type {wrapper} writes its vision tower: this model has none (export it "
+            raise LlmarchError(f"model_type {kind.wrapper} writes its vision tower: this model has none (export it "
                                f"with hf_model_type={text_type!r})")
         text = FAMILIES[text_type].from_config(cfg.replace(vision=None, hf_model_type=text_type))
         text.pop("architectures", None)
         v = qwen_vision_config(cfg.vision)
-        return dict(model_type=wrapper, architectures=[architecture], text_config=text,
-                    vision_config=vision_hf(v, wrapper), image_token_id=v.image_token_id,
+        return dict(model_type=kind.wrapper, architectures=[kind.architecture], text_config=text,
+                    vision_config=vision_hf(v, kind.wrapper), image_token_id=v.image_token_id,
                     tie_word_embeddings=cfg.tie_embeddings)
     return from_config
 
@@ -185,7 +182,7 @@ def register(text_type: str, kind: TextKind, rules: list[Rule], stacked: list[Ru
     # model.language_model.*, model.visual.*
     qwen2 = TOWERS[kind.wrapper].prefix == "visual."
     FAMILIES.register(kind.wrapper)(Family(
-        rules if qwen2 else multimodal.text_rules(rules), vision_reader(text_type), vision_writer(text_type),
+        rules if qwen2 else multimodal.text_rules(rules), _vision_reader(text_type), _vision_writer(text_type),
         base.ignore, canonical=canonical_name if qwen2 else published_name, tied_by_checkpoint=True,
         stacked_experts=stacked, more_rules=lambda cfg: vision_rules(qwen_vision_config(cfg.vision), kind.wrapper)))
 

@@ -9,7 +9,7 @@ shortest edge, a center crop, rescale (in float64, then float32) and normalizati
 pixel_values (N, 3, H, W) float32; and Qwen2VLImageProcessor (Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's, whose
 processors name no other), images of any size as qwen_pixels.py cuts them, giving pixel_values (patches, patch_dim)
 and image_grid_thw (N, 3); Glm4vImageProcessor (GLM-4.1V's, GLM-4.5V's; Glm46VImageProcessor is the same class
-renamed) the same, sized as GLM-4V sizes them."""
+renamed) the same, sized as glm4v_pixels.py sizes them."""
 from __future__ import annotations
 
 import json
@@ -21,8 +21,9 @@ import torch
 
 from ..errors import LlmarchError
 from ..registry import Registry
+from .glm4v_pixels import glm4v_pixels
 from .image_files import to_rgb
-from .qwen_pixels import GLM4V_SIZING, QWEN_SIZING, qwen_vl_pixels
+from .qwen_pixels import qwen_vl_pixels
 
 PREPROCESSOR_FILE, PROCESSOR_FILE = "preprocessor_config.json", "processor_config.json"
 PROCESSORS: Registry = Registry("image processor")
@@ -178,14 +179,15 @@ PROCESSORS.register("Gemma3ImageProcessor")(partial(ResizeCropNormalize.from_con
 
 
 @PROCESSORS.register("Qwen2VLImageProcessor")
-def qwen_vl(config: dict, sizing=QWEN_SIZING):
-    """Qwen2VLImageProcessor (qwen_pixels.py): images of any size, each its own grid of patches."""
+def qwen_vl(config: dict, pixels=qwen_vl_pixels):
+    """Qwen2VLImageProcessor (qwen_pixels.py), Glm4vImageProcessor (glm4v_pixels.py): images of any size, each its
+    own grid of patches."""
     def images_to_arguments(images) -> dict[str, torch.Tensor]:
-        pixel_values, grid = qwen_vl_pixels(images, config, sizing)
+        pixel_values, grid = pixels(images, config)
         return {"pixel_values": pixel_values, "image_grid_thw": grid}
 
     return images_to_arguments
 
 
-PROCESSORS.register("Glm4vImageProcessor")(partial(qwen_vl, sizing=GLM4V_SIZING))
-PROCESSORS.register("Glm46VImageProcessor")(partial(qwen_vl, sizing=GLM4V_SIZING))
+for _name in ("Glm4vImageProcessor", "Glm46VImageProcessor"):
+    PROCESSORS.register(_name)(partial(qwen_vl, pixels=glm4v_pixels))

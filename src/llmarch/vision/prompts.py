@@ -1,6 +1,7 @@
 """A text prompt about images as the input_ids the family's transformers processor builds: each image's token
 repeated once per feature the model writes there (the vision config's image_tokens: LLaVA's tokens_per_image for
-every image, Qwen-VL's and GLM-4V's count from each image's grid; Idefics3's tiles and global image from each image's size).
+every image, Qwen-VL's and GLM-4V's count from each image's grid; Idefics3's tiles and global image from each
+image's size).
 PROMPTS is keyed by the checkpoint's HF model type (config hf_model_type), as interop's families are; an entry maps
 (vision config, tokenizer, prompt, PIL images, their image arguments) to ids. `image_request` is the one call a
 command makes: images and a prompt to the ids and the model's image arguments (the image processor's dict of

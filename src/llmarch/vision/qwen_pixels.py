@@ -6,13 +6,10 @@ scaled to [0, 1] and normalized per channel; then cut into patch_size x patch_si
 temporal_patch_size frames (an image is a one-frame video), each merge_size x merge_size group of patches in a run
 (the merger's input), every patch flattened (channels, frames, rows, columns). The images' patches are concatenated:
 pixel_values (P, patch_dim) and image_grid_thw (N, 3), each image's (1, rows, columns) of patches, which is how
-TransformerLM.forward and generate take them. GLM-4V's Glm4vImageProcessor (GLM-4.1V's, GLM-4.5V's, GLM-4.6V's) is the
-same but for its sizing (GLM4V_SIZING): its area bounds in size's shortest_edge and longest_edge, counted over
-temporal_patch_size frames, and an image narrower than one merge group first scaled up to it."""
+TransformerLM.forward and generate take them."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,26 +22,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BICUBIC = 3  # PIL's Resampling.BICUBIC, the processor's default
 
 
-@dataclass(frozen=True)
-class Sizing:
-    """How a processor's smart_resize bounds an image: its default area bounds where the config gives none;
-    frames: the area is counted over temporal_patch_size frames (GLM-4V's: an image is two frames of a video);
-    grow_small: a side shorter than one merge group first scales the image up to it (GLM-4V's)."""
-    min_pixels: int
-    max_pixels: int
-    frames: bool = False
-    grow_small: bool = False
-
-
-QWEN_SIZING = Sizing(56 * 56, 28 * 28 * 1280)
-GLM4V_SIZING = Sizing(112 * 112, 28 * 28 * 15000, frames=True, grow_small=True)
-
-
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int, frames: int = 1,
                  grow_small: bool = False) -> tuple[int, int]:
     """The (height, width) an image is resized to: each side a multiple of factor, nearest to its own, then scaled
-    down (floor) or up (ceil) by one common ratio where the area over `frames` frames leaves [min_pixels,
-    max_pixels]. grow_small: a side under factor first scales the image up to it, truncated (GLM-4V's)."""
+    down (floor) or up (ceil) by one common ratio where the area, over `frames` frames, leaves [min_pixels,
+    max_pixels]. GLM-4V's (glm4v_pixels.py) counts two frames and, grow_small, first scales an image with a side under
+    factor up to it, truncating."""
     if grow_small and (height < factor or width < factor):
         scale = max(factor / height, factor / width)
         height, width = int(height * scale), int(width * scale)
@@ -61,16 +44,14 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h, w
 
 
-def _settings(config: dict, sizing: Sizing) -> dict:
+def _settings(config: dict) -> dict:
     """preprocessor_config.json's fields (min_pixels and max_pixels, else size's shortest_edge and longest_edge, as
     transformers reads them), with the processor's defaults."""
     size = config.get("size") or {}
-    if not isinstance(size, dict):
-        raise LlmarchError(f"image processor size {size!r}: only shortest_edge and longest_edge are read")
     return dict(patch=config.get("patch_size", 14), frames=config.get("temporal_patch_size", 2),
                 merge=config.get("merge_size", 2),
-                min_pixels=config.get("min_pixels") or size.get("shortest_edge", sizing.min_pixels),
-                max_pixels=config.get("max_pixels") or size.get("longest_edge", sizing.max_pixels),
+                min_pixels=config.get("min_pixels") or size.get("shortest_edge", 56 * 56),
+                max_pixels=config.get("max_pixels") or size.get("longest_edge", 28 * 28 * 1280),
                 rgb=config.get("do_convert_rgb", True), resize=config.get("do_resize", True),
                 resample=config.get("resample", BICUBIC),
                 rescale=config.get("do_rescale", True), scale=config.get("rescale_factor", 1 / 255),
@@ -87,11 +68,10 @@ def _patchify(image: np.ndarray, patch: int, merge: int, frames: int) -> np.ndar
     return x.reshape(gh * gw, C * frames * patch * patch)
 
 
-def qwen_vl_pixels(images: list, preprocessor_config: dict,
-                   sizing: Sizing = QWEN_SIZING) -> tuple[torch.Tensor, torch.Tensor]:
-    """PIL images and a Qwen2-VL or Qwen2.5-VL checkpoint's preprocessor_config.json (as a dict; GLM-4V's with
-    GLM4V_SIZING) -> pixel_values (P, patch_dim) float32 and image_grid_thw (N, 3) int64."""
-    s = _settings(preprocessor_config, sizing)
+def qwen_vl_pixels(images: list, preprocessor_config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL images and a Qwen2-VL or Qwen2.5-VL checkpoint's preprocessor_config.json (as a dict) -> pixel_values
+    (P, patch_dim) float32 and image_grid_thw (N, 3) int64."""
+    s = _settings(preprocessor_config)
     factor = s["patch"] * s["merge"]
     patches, grids = [], []
     for image in images:
@@ -100,8 +80,7 @@ def qwen_vl_pixels(images: list, preprocessor_config: dict,
         elif image.mode != "RGB":
             raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
         if s["resize"]:
-            h, w = smart_resize(image.height, image.width, factor, s["min_pixels"], s["max_pixels"],
-                                s["frames"] if sizing.frames else 1, sizing.grow_small)
+            h, w = smart_resize(image.height, image.width, factor, s["min_pixels"], s["max_pixels"])
             image = image.resize((w, h), resample=s["resample"])
         if image.height % factor or image.width % factor:
             raise LlmarchError(f"an image of {image.height} x {image.width} pixels must have sides that are "
