@@ -12,13 +12,14 @@ checks)."""
 import pytest
 import torch
 
+import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop import from_hf
 from llmarch.vision.glm4v_pixels import glm4v_pixels
 from llmarch.vision.qwen_pixels import smart_resize
 
 from test_qwen_vl_images import random_model
-from test_qwen_vl_vision import IMAGE, assert_images_match, images
+from test_qwen_vl_vision import IMAGE, assert_images_match, images, prompt_batch
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -73,6 +74,32 @@ def test_images_logits_generation_cached_decoding_and_round_trip(pair):
     # ends on a sequence whose first two tokens a beam search over whole forwards (its logits or ours) never keeps,
     # where llmarch's ends on that search's; text alone, their beams agree
     assert_images_match(hf, ours, folder, *glm4v_pixels(images(), PIXELS), beams=case == "glm4v")
+
+
+def test_moe_beams_are_a_beam_search_over_whole_forwards(pair):
+    """GLM-4.5V's image rows, where transformers' beams are not compared: llmarch's 3-beam search ends where a beam
+    search over whole forwards ends (each step every beam's 3 best tokens, the 3 best sums kept; no end token)."""
+    case, _, ours, _ = pair
+    if case != "glm4v_moe":
+        pytest.skip("transformers' beams are compared")
+    pixel_values, grid = glm4v_pixels(images(), PIXELS)
+    ids, mask = prompt_batch(grid)
+    images_kw = dict(pixel_values=pixel_values, image_grid_thw=grid)
+    beams = [[(0.0, [])], [(0.0, [])]]  # each row's (log-probability, new tokens)
+    for _ in range(6):
+        grown = [[], []]
+        for k in range(len(beams[0])):
+            tails = torch.tensor([beams[r][k][1] for r in (0, 1)], dtype=torch.long).view(2, -1)
+            with torch.no_grad():
+                logp = ours(torch.cat([ids, tails], 1), attention_mask=torch.cat([mask, torch.ones_like(tails)], 1),
+                            **images_kw).logits[:, -1].log_softmax(-1)
+            for r in (0, 1):
+                top = logp[r].topk(3)
+                grown[r] += [(beams[r][k][0] + v, beams[r][k][1] + [t])
+                             for v, t in zip(top.values.tolist(), top.indices.tolist())]
+        beams = [sorted(g, key=lambda b: -b[0])[:3] for g in grown]
+    found = llmarch.generate(ours, ids, attention_mask=mask, max_new_tokens=6, num_beams=3, **images_kw)
+    assert found[:, ids.shape[1]:].tolist() == [beams[0][0][1], beams[1][0][1]]
 
 
 def test_text_defaults_and_refusals():
