@@ -26,8 +26,8 @@ class _Tower:
     norm: str
     windowed: bool
     prefix: str = "visual."  # where the tower's tensors are stored
-    deepstack: bool = False  # Qwen3-VL's: learned grid positions, a patch bias, DeepStack mergers, fc names
     gated: bool = False  # GLM-4V's: its norms, bicubic positions, a patch bias, the gated merger (see vision_fields)
+    deepstack: bool = False  # Qwen3-VL's: learned grid positions, a patch bias, DeepStack mergers, fc names
 
 
 TOWERS = {
@@ -41,12 +41,13 @@ TOWERS["qwen3_vl"] = TOWERS["qwen3_vl_moe"] = _Tower(
     dict(depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
          patch_size=16, out_hidden_size=3584, num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
     "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True)
+# each tower's one supported hidden_act
+_ACT = {"quick_gelu": "quick_gelu", "swiglu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}
+# GLM-4.1V's, GLM-4.5V's and GLM-4.6V's (transformers' Glm4vVisionConfig)
 TOWERS["glm4v"] = TOWERS["glm4v_moe"] = TOWERS["glm46v"] = _Tower(
     dict(depth=24, hidden_size=1536, hidden_act="silu", attention_bias=False, num_heads=12, image_size=336,
          patch_size=14, rms_norm_eps=1e-5, out_hidden_size=4096, intermediate_size=13696),
     "hidden_size", "out_hidden_size", "swiglu", "rmsnorm", False, "model.visual.", gated=True)
-# each tower's one supported hidden_act
-_ACT = {"quick_gelu": "quick_gelu", "swiglu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}
 
 
 def vision_fields(hf: dict, wrapper: str) -> dict:
@@ -64,16 +65,16 @@ def vision_fields(hf: dict, wrapper: str) -> dict:
                   channels=vc.get("in_channels", vc.get("in_chans", 3)), patch_size=vc.get("patch_size", 14),
                   temporal_patch_size=vc.get("temporal_patch_size", 2), merge_size=vc.get("spatial_merge_size", 2),
                   rope_theta=float((vc.get("rope_parameters") or {}).get("rope_theta", 10000.0)))
-    if tower.windowed:
-        fields.update(window_size=vc["window_size"], full_layers=list(vc["fullatt_block_indexes"]))
-    if tower.deepstack:
-        fields.update(patch_bias=True, grid_positions=vc["num_position_embeddings"],
-                      deepstack_layers=list(vc["deepstack_visual_indexes"]))
     if tower.gated:  # transformers' Glm4vVisionModel
         fields.update(ffn_hidden=vc["out_hidden_size"], norm_eps=float(vc["rms_norm_eps"]), bias=False,
                       qkv_bias=bool(vc["attention_bias"]), patch_bias=True, positions_resample="bicubic",
                       grid_positions=(vc["image_size"] // fields["patch_size"]) ** 2, patch_norm=True,
                       post_norm=True, merger="gated", merger_hidden=vc["intermediate_size"])
+    if tower.windowed:
+        fields.update(window_size=vc["window_size"], full_layers=list(vc["fullatt_block_indexes"]))
+    if tower.deepstack:
+        fields.update(patch_bias=True, grid_positions=vc["num_position_embeddings"],
+                      deepstack_layers=list(vc["deepstack_visual_indexes"]))
     return fields
 
 
@@ -105,11 +106,11 @@ def vision_hf(v: QwenVisionConfig, wrapper: str) -> dict:
           "hidden_act": _ACT[v.ffn], "in_channels": v.channels, "patch_size": v.patch_size,
           "temporal_patch_size": v.temporal_patch_size, "spatial_merge_size": v.merge_size,
           "rope_parameters": {"rope_type": "axial", "rope_theta": v.rope_theta}}
-    if tower.gated:
-        return _gated_hf(v, hf)
     if tower.windowed:
         return {**hf, "intermediate_size": v.ffn_hidden, "window_size": v.window_size,
                 "fullatt_block_indexes": list(v.full_layers)}
+    if tower.gated:
+        return _gated_hf(v, hf)
     if tower.deepstack:
         return {**hf, "intermediate_size": v.ffn_hidden, "num_position_embeddings": v.grid_positions,
                 "deepstack_visual_indexes": list(v.deepstack_layers)}

@@ -45,13 +45,6 @@ class QwenVisionConfig:
     window_size: int | None = None
     full_layers: list | None = None
     patch_bias: bool = False  # the patch convolution's bias (Qwen3-VL's)
-    # Qwen3-VL: a learned square table of grid_positions position embeddings, resampled (bilinear, corners aligned) to
-    # each image's rows x columns of patches and added to the patch embeddings; None: none (Qwen2-VL, Qwen2.5-VL)
-    grid_positions: int | None = None
-    # Qwen3-VL's DeepStack (Meng et al. 2024): the hidden states after each of these blocks merged by a merger of their
-    # own (norm after the merge) and added to the image tokens' hidden states after the text model's first blocks,
-    # the k-th after block k; None: none
-    deepstack_layers: list | None = None
     norm_eps: float = 1e-6  # the blocks' norms' (transformers hard-codes Qwen's; GLM-4V's config gives rms_norm_eps)
     bias: bool = True  # biases on the blocks' attention output and MLP (GLM-4V's have none)
     qkv_bias: bool = True  # biases on q, k, v (GLM-4V's attention_bias)
@@ -64,6 +57,13 @@ class QwenVisionConfig:
     # then proj, LayerNorm, GELU and a SwiGLU MLP of merger_hidden
     merger: str = "mlp"
     merger_hidden: int | None = None
+    # Qwen3-VL: a learned square table of grid_positions position embeddings, resampled (bilinear, corners aligned) to
+    # each image's rows x columns of patches and added to the patch embeddings; None: none (Qwen2-VL, Qwen2.5-VL)
+    grid_positions: int | None = None
+    # Qwen3-VL's DeepStack (Meng et al. 2024): the hidden states after each of these blocks merged by a merger of their
+    # own (norm after the merge) and added to the image tokens' hidden states after the text model's first blocks,
+    # the k-th after block k; None: none
+    deepstack_layers: list | None = None
 
     @property
     def head_dim(self) -> int:
@@ -110,6 +110,9 @@ def qwen_vision_config(data: dict) -> QwenVisionConfig:
         check_positive(v, ("merger_hidden",))
     if isinstance(v.norm_eps, bool) or not isinstance(v.norm_eps, (int, float)) or v.norm_eps <= 0:
         raise LlmarchError(f"vision norm_eps must be a positive number, got {v.norm_eps!r}")
+    for name in ("bias", "qkv_bias", "patch_norm", "post_norm"):  # GLM-4V's switches
+        if not isinstance(getattr(v, name), bool):
+            raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
     windowed = v.window_size is not None
     if windowed != (v.full_layers is not None):
         raise LlmarchError("vision window_size and full_layers go together (Qwen2.5-VL's window attention)")
@@ -128,7 +131,6 @@ def qwen_vision_config(data: dict) -> QwenVisionConfig:
     if windowed and v.deepstack_layers is not None:
         raise LlmarchError("vision deepstack_layers with windows: no checkpoint has both (their features would need "
                            "the windows' order undone)")
-    for name in ("patch_bias", "bias", "qkv_bias", "patch_norm", "post_norm"):
-        if not isinstance(getattr(v, name), bool):
-            raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
+    if not isinstance(v.patch_bias, bool):
+        raise LlmarchError(f"vision patch_bias must be true or false, got {v.patch_bias!r}")
     return v
