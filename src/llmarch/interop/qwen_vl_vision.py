@@ -26,8 +26,8 @@ class _Tower:
     norm: str
     windowed: bool
     prefix: str = "visual."  # where the tower's tensors are stored
-    gated: bool = False  # GLM-4V's: its norms, bicubic positions, a patch bias, the gated merger (see vision_fields)
     deepstack: bool = False  # Qwen3-VL's: learned grid positions, a patch bias, DeepStack mergers, fc names
+    gated: bool = False  # GLM-4V's: its norms, bicubic positions, a patch bias, the gated merger (see vision_fields)
 
 
 TOWERS = {
