@@ -13,9 +13,9 @@ from test_qwen_vl_images import assert_cli_generates, assert_processors_agree, p
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-SPECIAL = ["<unk>", "<|endoftext|>", "[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|begin_of_image|>",
-           "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>", "<|video|>"]
-IMAGE = SPECIAL.index("<|image|>")
+# GLM-4V's special tokens, added to Qwen's test tokenizer
+SPECIAL = ["[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|begin_of_image|>", "<|end_of_image|>", "<|image|>",
+           "<|begin_of_video|>", "<|end_of_video|>", "<|video|>"]
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[1, 1, 2]))
 VISION = dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=40, num_heads=2, patch_size=4,
@@ -27,7 +27,6 @@ TEMPLATE = ("[gMASK]<sop>{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['co
             "{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<|begin_of_image|>"
             "<|image|><|end_of_image|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
             "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
-PROMPT = "what is in the picture?"
 images = qwen_images.images  # the image files fixture: RGB, RGBA and JPEG of odd sizes
 # `llmarch chat`'s /image and the server's image_url part against transformers' greedy reply, on this checkpoint
 test_terminal_chat_with_an_image = qwen_images.test_terminal_chat_with_an_image
@@ -38,9 +37,11 @@ test_server_chat_with_an_image = qwen_images.test_server_chat_with_an_image
 def checkpoint(tmp_path_factory):
     """(path, transformers model, Glm4vProcessor) of a tiny random checkpoint saved by transformers beside its
     tokenizer and image processor."""
-    tok = qwen_images.tokenizer(SPECIAL, "<|user|>", TEMPLATE)  # GLM-4V's special tokens, no BOS
+    tok = qwen_images.tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL})
+    tok.eos_token, tok.chat_template = "<|user|>", TEMPLATE
     hf = random_model("Glm4v", text_config=dict(TEXT, vocab_size=len(tok)), vision_config=VISION,
-                      image_token_id=IMAGE)
+                      image_token_id=tok.convert_tokens_to_ids("<|image|>"))
     hf.generation_config.eos_token_id = tok.eos_token_id
     path = tmp_path_factory.mktemp("glm4v")
     hf.save_pretrained(path)
@@ -54,7 +55,8 @@ def checkpoint(tmp_path_factory):
 
 def test_prompt_and_pixels_are_the_processors(checkpoint, images):
     """Glm4vProcessor's and Glm46VProcessor's ids, pixel_values and image_grid_thw."""
-    assert_processors_agree(checkpoint, images, ("<|begin_of_image|>", "<|image|>", "<|end_of_image|>"), IMAGE,
+    image = checkpoint[1].config.image_token_id
+    assert_processors_agree(checkpoint, images, ("<|begin_of_image|>", "<|image|>", "<|end_of_image|>"), image,
                             ("Glm4vProcessor", "Glm46VProcessor"))
     assert {"glm4v", "glm4v_moe", "glm46v"} <= set(PROMPTS.names())
 

@@ -43,17 +43,17 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['conten
             "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def tokenizer(special=SPECIAL, eos="<|im_end|>", template=TEMPLATE):
-    """A small byte-level BPE with Qwen's special tokens (or others), no BOS (as Qwen's), its chat template."""
+def tokenizer():
+    """A small byte-level BPE with Qwen's special tokens, no BOS (as Qwen's), its chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.train_from_iterator(["the cat sat on the mat. what is in the picture? describe it"] * 20,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                           trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=eos, pad_token="<|endoftext|>",
-                                                unk_token="<unk>", chat_template=template)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                                unk_token="<unk>", chat_template=TEMPLATE)
 
 
 def processor(kind: str, tok, image_processor):
