@@ -133,6 +133,11 @@ def paligemma(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
                                                      counts))]
 
 
+# Qwen2VLProcessor's (Qwen2_5_VLProcessor's, Qwen3VLProcessor's) default vision markers, which their chat templates
+# write around each image's <|image_pad|>
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
+
+
 def qwen_vl(start: str, end: str):
     """Qwen2VLProcessor (and Qwen2.5-VL's, Qwen3-VL's; GLM-4V's Glm4vProcessor, its subclass): the k-th image token
     becomes counts[k] of them (its image's t (h / m) (w / m) merged features), the text tokenized as usual. A prompt
@@ -146,10 +151,9 @@ def qwen_vl(start: str, end: str):
     return layout
 
 
-# the markers the chat templates write around each image's token: Qwen-VL's around <|image_pad|>, GLM-4V's around
-# <|image|>
 for _type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
-    PROMPTS.register(_type)(qwen_vl("<|vision_start|>", "<|vision_end|>"))
+    PROMPTS.register(_type)(qwen_vl(VISION_START, VISION_END))
+# GLM-4V's chat template writes these around each <|image|>
 for _type in ("glm4v", "glm4v_moe", "glm46v"):
     PROMPTS.register(_type)(qwen_vl("<|begin_of_image|>", "<|end_of_image|>"))
 
