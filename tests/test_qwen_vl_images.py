@@ -6,6 +6,7 @@ parts answer as transformers does; a running batch decodes an image prompt besid
 its own M-RoPE delta, with transformers' logits."""
 import base64
 import json
+import re
 
 import numpy as np
 import pytest
@@ -106,33 +107,45 @@ PROMPT = "what is in the picture?"
 
 
 def test_prompt_and_pixels_are_the_processors(checkpoint, images):
-    """Two images of other sizes: each <|image_pad|> expanded to its image's count, as Qwen2VLProcessor,
-    Qwen2_5_VLProcessor and Qwen3VLProcessor expand it; a prompt without one gets the chat template's markers first;
-    pixel_values and image_grid_thw equal; one pad for two images refused."""
-    path, _, qwen2 = checkpoint
+    """Qwen2VLProcessor's, Qwen2_5_VLProcessor's and Qwen3VLProcessor's ids, pixel_values and image_grid_thw."""
+    assert_processors_agree(checkpoint, images, ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>"), IMAGE,
+                            ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor"))
+    assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"} <= set(PROMPTS.names())
+
+
+def assert_processors_agree(checkpoint, images, markers: tuple[str, str, str], image_id: int, kinds: tuple):
+    """Two images of other sizes: each image token expanded to its image's count, as the processor classes `kinds`
+    expand it; a prompt without one gets the chat template's markers (start, image token, end) first; pixel_values
+    and image_grid_thw equal; one image token for two images refused."""
+    path, _, reference = checkpoint
+    start, token, end = markers
     model, tok = llmarch.load(path), load_tokenizer(path)
     pil = [read_image(p) for p in images[:2]]
-    explicit = "the <|vision_start|><|image_pad|><|vision_end|> and <|image_pad|> " + PROMPT
-    for kind in ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor"):
-        want = processor(kind, qwen2.tokenizer, qwen2.image_processor)(images=pil, text=explicit, return_tensors="pt")
+    explicit = f"the {start}{token}{end} and {token} " + PROMPT
+    for kind in kinds:
+        want = processor(kind, reference.tokenizer, reference.image_processor)(images=pil, text=explicit,
+                                                                               return_tensors="pt")
         ids, arguments = image_request(model, tok, explicit, pil)
         assert ids == want["input_ids"][0].tolist()
         assert torch.equal(arguments["image_grid_thw"], want["image_grid_thw"])
         assert torch.equal(arguments["pixel_values"], want["pixel_values"])  # RGBA composited onto white, as theirs
-    assert arguments["image_grid_thw"][:, 1:].tolist() == [[6, 10], [10, 4]] and ids.count(IMAGE) == 15 + 10
-    layout = "<|vision_start|><|image_pad|><|vision_end|>" * 2 + PROMPT
-    assert image_request(model, tok, PROMPT, pil)[0] == qwen2(images=pil, text=layout)["input_ids"][0]
-    assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"} <= set(PROMPTS.names())
-    with pytest.raises(LlmarchError, match="holds 1 <|image_pad|> token"):
-        image_request(model, tok, "<|image_pad|> one", pil)
+    assert arguments["image_grid_thw"][:, 1:].tolist() == [[6, 10], [10, 4]] and ids.count(image_id) == 15 + 10
+    layout = (start + token + end) * 2 + PROMPT
+    assert image_request(model, tok, PROMPT, pil)[0] == reference(images=pil, text=layout)["input_ids"][0]
+    with pytest.raises(LlmarchError, match=re.escape(f"holds 1 {token} token")):
+        image_request(model, tok, f"{token} one", pil)
 
 
 def test_cli_generate_with_images(checkpoint, images, capsys):
+    assert_cli_generates(checkpoint, images, capsys, "<|vision_start|><|image_pad|><|vision_end|>")
+
+
+def assert_cli_generates(checkpoint, images, capsys, image_text: str):
     """`llmarch generate --image A --image B`: the prompt and transformers' greedy continuation of its processor's
-    inputs, as text."""
+    inputs (each image as `image_text`, the chat template's markers around the image token), as text."""
     path, hf, qwen2 = checkpoint
     pil = [read_image(images[1]), read_image(images[2])]
-    inputs = qwen2(images=pil, text="<|vision_start|><|image_pad|><|vision_end|>" * 2 + PROMPT, return_tensors="pt")
+    inputs = qwen2(images=pil, text=image_text * 2 + PROMPT, return_tensors="pt")
     expected = qwen2.tokenizer.decode(hf.generate(**inputs, max_new_tokens=6, do_sample=False)[0],
                                       skip_special_tokens=True)
     code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", images[1], "--image", images[2],

@@ -108,6 +108,7 @@ from . import musicgen  # noqa: F401
 from . import chameleon  # noqa: F401
 from . import emu3  # noqa: F401
 from . import qwen_vl  # noqa: F401
+from . import glm4v  # noqa: F401
 from . import mllama  # noqa: F401
 from . import whisper  # noqa: F401
 from . import nemotron_nas  # noqa: F401

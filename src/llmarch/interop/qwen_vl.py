@@ -41,40 +41,47 @@ _QWEN3_SIZES = dict(vocab_size=151936, max_position_embeddings=128000, rms_norm_
 
 
 @dataclass(frozen=True)
-class _Kind:
+class TextKind:
     base: str  # the text family whose computation it is
     wrapper: str  # the multimodal model_type
     architecture: str  # the transformers class whose text model it is
     defaults: dict  # the text config class's defaults, for fields config.json leaves out
     section: tuple[int, int, int]  # mrope_section where config.json gives none (the rotary embedding's default)
     interleaved: bool
-    forced: dict  # what the base family's reader must see
+    forced: dict  # what the base family's reader must see (its model_type too, where it is not text_type)
+    unread: tuple[str, ...] = ()  # what the base family writes that the text config has no field for
 
 
 KINDS = {
-    "qwen2_vl_text": _Kind("qwen2", "qwen2_vl", "Qwen2VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24), False,
-                           {"head_dim": None}),
-    "qwen2_5_vl_text": _Kind("qwen2", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24),
-                             False, {"head_dim": None}),
-    "qwen3_vl_text": _Kind("qwen3", "qwen3_vl", "Qwen3VLForConditionalGeneration",
-                           dict(_QWEN3_SIZES, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
-                                num_attention_heads=32, num_key_value_heads=32, head_dim=128),
-                           (24, 20, 20), True, {"attention_bias": False}),
-    "qwen3_vl_moe_text": _Kind("qwen3_moe", "qwen3_vl_moe", "Qwen3VLMoeForConditionalGeneration",
-                               dict(_QWEN3_SIZES, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
-                                    num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=True,
-                                    moe_intermediate_size=1408, num_experts_per_tok=4, num_experts=60,
-                                    router_aux_loss_coef=0.001),
-                               (24, 20, 20), True, {"attention_bias": False, "norm_topk_prob": True}),
+    "qwen2_vl_text": TextKind("qwen2", "qwen2_vl", "Qwen2VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24), False,
+                              {"head_dim": None}),
+    "qwen2_5_vl_text": TextKind("qwen2", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24),
+                                False, {"head_dim": None}),
+    "qwen3_vl_text": TextKind("qwen3", "qwen3_vl", "Qwen3VLForConditionalGeneration",
+                              dict(_QWEN3_SIZES, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+                                   num_attention_heads=32, num_key_value_heads=32, head_dim=128),
+                              (24, 20, 20), True, {"attention_bias": False}),
+    "qwen3_vl_moe_text": TextKind("qwen3_moe", "qwen3_vl_moe", "Qwen3VLMoeForConditionalGeneration",
+                                  dict(_QWEN3_SIZES, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
+                                       num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=True,
+                                       moe_intermediate_size=1408, num_experts_per_tok=4, num_experts=60,
+                                       router_aux_loss_coef=0.001),
+                                  (24, 20, 20), True, {"attention_bias": False, "norm_topk_prob": True}),
 }
 _L = "model.layers.{i}."
-# Qwen3-MoE's rules with its experts stored stacked, as llama4.py's are, in either orientation
-MOE_RULES = [r for r in QWEN3_MOE_RULES if "{e}" not in r.hf[0]] + [
-    Rule.of(_L + "mlp.experts.gate_up_proj", "blocks.{i}.mlp.experts.gate_up", "experts_or_transposed"),
-    Rule.of(_L + "mlp.experts.down_proj", "blocks.{i}.mlp.experts.down", "experts_or_transposed")]
 
 
-def _rope(hf: dict, kind: _Kind) -> tuple[dict, list[int]]:
+def stacked_rules(rules: list[Rule]) -> list[Rule]:
+    """A MoE family's rules with its experts stored stacked, as llama4.py's are, in either orientation."""
+    return [r for r in rules if "{e}" not in r.hf[0]] + [
+        Rule.of(_L + "mlp.experts.gate_up_proj", "blocks.{i}.mlp.experts.gate_up", "experts_or_transposed"),
+        Rule.of(_L + "mlp.experts.down_proj", "blocks.{i}.mlp.experts.down", "experts_or_transposed")]
+
+
+MOE_RULES = stacked_rules(QWEN3_MOE_RULES)  # Qwen3-VL-MoE's
+
+
+def _rope(hf: dict, kind: TextKind) -> tuple[dict, list[int]]:
     """rope_parameters (or the published rope_scaling of type 'mrope') as plain RoPE's, and the mrope_section."""
     params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     section = params.pop("mrope_section", kind.section)
@@ -92,9 +99,11 @@ def _reader(text_type: str):
     def to_config(hf: dict) -> ModelConfig:
         hf = {**kind.defaults, **hf, "model_type": text_type}
         params, section = _rope(hf, kind)
-        cfg = FAMILIES[kind.base].to_config({**hf, "rope_parameters": params, "rope_scaling": None, **kind.forced})
+        cfg = FAMILIES[kind.base].to_config({**hf, "rope_parameters": params, "rope_scaling": None, **kind.forced,
+                                             "_name_or_path": hf.get("_name_or_path") or text_type})
+        cfg = cfg.replace(hf_model_type=text_type)
         biases = {}
-        if "attention_bias" in kind.forced:  # Qwen3-VL's attention_bias: q, k, v and o, none on the MLP
+        if kind.forced.get("attention_bias") is False:  # Qwen3-VL's attention_bias: q, k, v and o, none on the MLP
             attn = bool(hf.get("attention_bias", False))
             biases = dict(qkv_bias=attn, o_bias=attn)
         return cfg.replace(mrope_section=section, mrope_interleaved=kind.interleaved, **biases)
@@ -109,18 +118,19 @@ def _writer(text_type: str):
             raise LlmarchError(f"model_type {text_type} needs mrope_section with mrope_interleaved={kind.interleaved}")
         if kind.base == "qwen3_moe" and not cfg.router_renormalize:
             raise LlmarchError(f"model_type {text_type} always renormalises its top-k weights (router_renormalize)")
-        hf = FAMILIES[kind.base].from_config(cfg)
+        hf = FAMILIES[kind.base].from_config(cfg.replace(hf_model_type=kind.forced.get("model_type", text_type)))
         rope = dict(hf["rope_parameters"], mrope_section=list(cfg.mrope_section),
                     **({"mrope_interleaved": True} if kind.interleaved else {}))
-        hf.update(architectures=[kind.architecture], rope_parameters=rope)
-        for unread in ("mlp_bias", "norm_topk_prob", "router_jitter_noise"):  # not the text configs' fields
+        hf.update(model_type=text_type, architectures=[kind.architecture], rope_parameters=rope)
+        # not the text configs' fields
+        for unread in ("mlp_bias", "norm_topk_prob", "router_jitter_noise") + kind.unread:
             hf.pop(unread, None)
         return refuse_unless_read_back(cfg, hf, to_config)
     return from_config
 
 
-def _published(name: str) -> str:
-    """Qwen3-VL: the other layout's names (model.layers.*, model.embed_tokens.*, model.norm.*, visual.*) as
+def published_name(name: str) -> str:
+    """Qwen3-VL, GLM-4V: the other layout's names (model.layers.*, model.embed_tokens.*, model.norm.*, visual.*) as
     transformers 5's."""
     if name.startswith("visual."):
         return "model." + name
@@ -163,16 +173,21 @@ def _vision_writer(text_type: str):
     return from_config
 
 
-for _type, _kind in KINDS.items():
-    _base = FAMILIES[_kind.base]
-    _rules = MOE_RULES if _kind.base == "qwen3_moe" else _base.rules
-    FAMILIES.register(_type)(Family(_rules, _reader(_type), _writer(_type), _base.ignore,
-                                    stacked_experts=STACKED if _kind.base == "qwen3_moe" else []))
+def register(text_type: str, kind: TextKind, rules: list[Rule], stacked: list[Rule]) -> None:
+    """text_type (its blocks' rules and stacked experts) and kind.wrapper, the text model beside its tower."""
+    KINDS[text_type] = kind
+    base = FAMILIES[kind.base]
+    FAMILIES.register(text_type)(Family(rules, _reader(text_type), _writer(text_type), base.ignore,
+                                        stacked_experts=stacked))
     # the text model as transformers saves it beside the tower: Qwen2(.5)-VL's model.*, visual.*; Qwen3-VL's
     # model.language_model.*, model.visual.*
-    _qwen2 = TOWERS[_kind.wrapper].prefix == "visual."
-    FAMILIES.register(_kind.wrapper)(Family(
-        _rules if _qwen2 else multimodal.text_rules(_rules), _vision_reader(_type), _vision_writer(_type),
-        _base.ignore, canonical=canonical_name if _qwen2 else _published, tied_by_checkpoint=True,
-        stacked_experts=FAMILIES[_type].stacked_experts,
-        more_rules=lambda cfg, w=_kind.wrapper: vision_rules(qwen_vision_config(cfg.vision), w)))
+    qwen2 = TOWERS[kind.wrapper].prefix == "visual."
+    FAMILIES.register(kind.wrapper)(Family(
+        rules if qwen2 else multimodal.text_rules(rules), _vision_reader(text_type), _vision_writer(text_type),
+        base.ignore, canonical=canonical_name if qwen2 else published_name, tied_by_checkpoint=True,
+        stacked_experts=stacked, more_rules=lambda cfg: vision_rules(qwen_vision_config(cfg.vision), kind.wrapper)))
+
+
+for _type, _kind in list(KINDS.items()):
+    _moe = _kind.base == "qwen3_moe"
+    register(_type, _kind, MOE_RULES if _moe else FAMILIES[_kind.base].rules, STACKED if _moe else [])

@@ -2,8 +2,10 @@
 vision_config as vision/qwen_config.py's fields and back, and their tensors' names, block by block (the tower's depth
 is not the text model's, so its rules name each block rather than `{i}`). Names as transformers saves and the models
 were published: Qwen2(.5)-VL's visual.* beside the text model's model.* and lm_head.* (transformers 5's module names,
-model.visual.* and model.language_model.*, read as those: canonical_name); Qwen3-VL's model.visual.* beside
-model.language_model.*."""
+model.visual.* and model.language_model.*, read as those: canonical_name); Qwen3-VL's and GLM-4V's model.visual.*
+beside model.language_model.*. GLM-4V's tower (GLM-4.1V's, GLM-4.5V's, GLM-4.6V's) is read into the same fields:
+no biases in its blocks but qkv's attention_bias, its MLP out_hidden_size wide, positions from image_size /
+patch_size squared, and the gated merger."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ class _Tower:
     deepstack: bool = False  # Qwen3-VL's: learned grid positions, a patch bias, DeepStack mergers, fc names
     timed: bool = False  # Qwen2.5-VL's: videos' temporal positions in tokens_per_second (vision_config's)
     frames_apart: bool = False  # Qwen3-VL's: a video's frames placed one by one, between timestamps
+    gated: bool = False  # GLM-4V's: its norms, bicubic positions, a patch bias, the gated merger (see vision_fields)
 
 
 TOWERS = {
@@ -43,6 +46,11 @@ TOWERS["qwen3_vl"] = TOWERS["qwen3_vl_moe"] = _Tower(
     "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True, frames_apart=True)
 # each tower's one supported hidden_act
 _ACT = {"quick_gelu": "quick_gelu", "swiglu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}
+# GLM-4.1V's, GLM-4.5V's and GLM-4.6V's (transformers' Glm4vVisionConfig)
+TOWERS["glm4v"] = TOWERS["glm4v_moe"] = TOWERS["glm46v"] = _Tower(
+    dict(depth=24, hidden_size=1536, hidden_act="silu", attention_bias=False, num_heads=12, image_size=336,
+         patch_size=14, rms_norm_eps=1e-5, out_hidden_size=4096, intermediate_size=13696),
+    "hidden_size", "out_hidden_size", "swiglu", "rmsnorm", False, "model.visual.", gated=True)
 
 
 def vision_fields(hf: dict, wrapper: str) -> dict:
@@ -61,6 +69,11 @@ def vision_fields(hf: dict, wrapper: str) -> dict:
                   channels=vc.get("in_channels", vc.get("in_chans", 3)), patch_size=vc.get("patch_size", 14),
                   temporal_patch_size=vc.get("temporal_patch_size", 2), merge_size=vc.get("spatial_merge_size", 2),
                   rope_theta=float((vc.get("rope_parameters") or {}).get("rope_theta", 10000.0)))
+    if tower.gated:  # transformers' Glm4vVisionModel
+        fields.update(ffn_hidden=vc["out_hidden_size"], norm_eps=float(vc["rms_norm_eps"]), bias=False,
+                      qkv_bias=bool(vc["attention_bias"]), patch_bias=True, positions_resample="bicubic",
+                      grid_positions=(vc["image_size"] // fields["patch_size"]) ** 2, patch_norm=True,
+                      post_norm=True, merger="gated", merger_hidden=vc["intermediate_size"])
     if tower.windowed:
         fields.update(window_size=vc["window_size"], full_layers=list(vc["fullatt_block_indexes"]))
     if tower.timed:
@@ -72,11 +85,27 @@ def vision_fields(hf: dict, wrapper: str) -> dict:
     return fields
 
 
+def _gated_hf(v: QwenVisionConfig, hf: dict) -> dict:
+    """GLM-4V's vision_config of `v`, which must be its tower's shape."""
+    side = int(round(v.grid_positions ** 0.5)) if v.grid_positions else 0
+    if (v.bias, v.patch_norm, v.post_norm, v.merger, v.positions_resample, v.ffn_hidden) != (
+            False, True, True, "gated", "bicubic", v.out_width) or side * v.patch_size == 0:
+        raise LlmarchError("GLM-4V's tower has no block biases but qkv's, RMSNorms after the patches and the blocks, "
+                           "bicubic grid positions, a block MLP out_width wide and the gated merger")
+    return {**hf, "intermediate_size": v.merger_hidden, "attention_bias": v.qkv_bias, "rms_norm_eps": v.norm_eps,
+            "image_size": side * v.patch_size}
+
+
 def vision_hf(v: QwenVisionConfig, wrapper: str) -> dict:
     """The vision_config transformers builds `v`'s tower from."""
     tower = TOWERS[wrapper]
+    if not tower.gated and (v.merger, v.patch_norm, v.post_norm, v.positions_resample, v.bias, v.qkv_bias,
+                            v.norm_eps) != ("mlp", False, False, "bilinear", True, True, 1e-6):
+        raise LlmarchError(f"{wrapper}'s tower has biases, eps 1e-6, its merger and no norms around the blocks (those "
+                           "are GLM-4V's)")
     if (v.ffn, v.norm, v.window_size is not None, v.patch_bias, v.grid_positions is not None,
-            v.deepstack_layers is not None) != (tower.ffn, tower.norm, tower.windowed, *(tower.deepstack,) * 3):
+            v.deepstack_layers is not None) != (tower.ffn, tower.norm, tower.windowed, tower.deepstack or tower.gated,
+                                                tower.deepstack or tower.gated, tower.deepstack):
         raise LlmarchError(f"{wrapper}'s tower has a {tower.ffn} MLP and {tower.norm} "
                            f"{'with' if tower.windowed else 'without'} windows, "
                            f"{'with' if tower.deepstack else 'without'} a patch bias, grid positions and DeepStack")
@@ -89,6 +118,8 @@ def vision_hf(v: QwenVisionConfig, wrapper: str) -> dict:
     if tower.windowed:
         return {**hf, "intermediate_size": v.ffn_hidden, "window_size": v.window_size,
                 "fullatt_block_indexes": list(v.full_layers)}
+    if tower.gated:
+        return _gated_hf(v, hf)
     if tower.deepstack:
         return {**hf, "intermediate_size": v.ffn_hidden, "num_position_embeddings": v.grid_positions,
                 "deepstack_visual_indexes": list(v.deepstack_layers)}
@@ -104,23 +135,39 @@ def _merger(hf: str, ours: str, norm: tuple, deepstack: bool) -> list[Rule]:
         [Rule.of(f"{hf}{names[k]}.{w}", f"{ours}fc{k}.{w}") for k in (1, 2) for w in ("weight", "bias")]
 
 
+def _gated_merger(visual: str, ours: str) -> list[Rule]:
+    """GLM-4V's: its RMSNorms around the blocks, its positions, the downsample convolution and the gated merger."""
+    m = visual + "merger."
+    return [Rule.of(visual + "post_conv_layernorm.weight", ours + "patch_norm.weight"),
+            Rule.of(visual + "post_layernorm.weight", ours + "post_norm.weight"),
+            Rule.of(visual + "embeddings.position_embedding.weight", ours + "positions.weight"),
+            Rule.of(m + "proj.weight", ours + "merger.proj.weight"),
+            Rule.of((m + "gate_proj.weight", m + "up_proj.weight"), ours + "merger.mlp.gate_up.weight"),
+            Rule.of(m + "down_proj.weight", ours + "merger.mlp.down.weight")] + \
+        [Rule.of(f"{visual}downsample.{w}", f"{ours}merger.downsample.{w}") for w in ("weight", "bias")] + \
+        [Rule.of(f"{m}post_projection_norm.{w}", f"{ours}merger.norm.{w}") for w in ("weight", "bias")]
+
+
 def vision_rules(v: QwenVisionConfig, wrapper: str) -> list[Rule]:
     """HF names of the tower's tensors and ours (under vision.tower.), each block's named."""
     ours, wb, visual, deep = "vision.tower.", ("weight", "bias"), TOWERS[wrapper].prefix, TOWERS[wrapper].deepstack
     norm = wb if v.norm == "layernorm" else ("weight",)
     rules = [Rule.of(f"{visual}patch_embed.proj.{w}", f"{ours}patch.{w}") for w in (wb if v.patch_bias else wb[:1])]
-    if v.grid_positions:
-        rules.append(Rule.of(visual + "pos_embed.weight", ours + "positions.weight"))
-    rules += _merger(visual + "merger.", ours + "merger.", norm, deep)
+    if TOWERS[wrapper].gated:
+        rules += _gated_merger(visual, ours)
+    else:
+        if v.grid_positions:
+            rules.append(Rule.of(visual + "pos_embed.weight", ours + "positions.weight"))
+        rules += _merger(visual + "merger.", ours + "merger.", norm, deep)
     for k in range(len(v.deepstack_layers or ())):
         rules += _merger(f"{visual}deepstack_merger_list.{k}.", f"{ours}deepstack.{k}.", norm, deep)
     fc = ("linear_fc1", "linear_fc2") if deep else ("fc1", "fc2")
     for i in range(v.n_layers):
         hf, block = f"{visual}blocks.{i}.", f"{ours}blocks.{i}."
         rules += [Rule.of(f"{hf}norm{k}.{w}", f"{block}ln{k}.{w}") for k in (1, 2) for w in norm]
-        for w in wb:
-            rules += [Rule.of(f"{hf}attn.qkv.{w}", f"{block}attn.qkv_proj.{w}"),
-                      Rule.of(f"{hf}attn.proj.{w}", f"{block}attn.o_proj.{w}")]
+        rules += [Rule.of(f"{hf}attn.qkv.{w}", f"{block}attn.qkv_proj.{w}") for w in (wb if v.qkv_bias else wb[:1])]
+        for w in wb if v.bias else wb[:1]:
+            rules.append(Rule.of(f"{hf}attn.proj.{w}", f"{block}attn.o_proj.{w}"))
             if v.ffn == "swiglu":
                 rules += [Rule.of((f"{hf}mlp.gate_proj.{w}", f"{hf}mlp.up_proj.{w}"), f"{block}mlp.gate_up.{w}"),
                           Rule.of(f"{hf}mlp.down_proj.{w}", f"{block}mlp.down.{w}")]

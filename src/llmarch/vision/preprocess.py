@@ -8,7 +8,8 @@ RGB conversion (transparency composited onto white), resize with the named Pillo
 shortest edge, a center crop, rescale (in float64, then float32) and normalization by the mean and std, giving
 pixel_values (N, 3, H, W) float32; and Qwen2VLImageProcessor (Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's, whose
 processors name no other), images of any size as qwen_pixels.py cuts them, giving pixel_values (patches, patch_dim)
-and image_grid_thw (N, 3)."""
+and image_grid_thw (N, 3); Glm4vImageProcessor (GLM-4.1V's, GLM-4.5V's; Glm46VImageProcessor is the same class
+renamed) the same, sized as glm4v_pixels.py sizes them."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ import torch
 
 from ..errors import LlmarchError
 from ..registry import Registry
+from .glm4v_pixels import glm4v_pixels
 from .image_files import to_rgb
 from .qwen_pixels import qwen_vl_pixels
 
@@ -181,10 +183,15 @@ PROCESSORS.register("Gemma3ImageProcessor")(partial(ResizeCropNormalize.from_con
 
 
 @PROCESSORS.register("Qwen2VLImageProcessor")
-def qwen_vl(config: dict):
-    """Qwen2VLImageProcessor (qwen_pixels.py): images of any size, each its own grid of patches."""
+def qwen_vl(config: dict, pixels=qwen_vl_pixels):
+    """Qwen2VLImageProcessor (qwen_pixels.py), Glm4vImageProcessor (glm4v_pixels.py): images of any size, each its
+    own grid of patches."""
     def images_to_arguments(images) -> dict[str, torch.Tensor]:
-        pixel_values, grid = qwen_vl_pixels(images, config)
+        pixel_values, grid = pixels(images, config)
         return {"pixel_values": pixel_values, "image_grid_thw": grid}
 
     return images_to_arguments
+
+
+for _name in ("Glm4vImageProcessor", "Glm46VImageProcessor"):
+    PROCESSORS.register(_name)(partial(qwen_vl, pixels=glm4v_pixels))

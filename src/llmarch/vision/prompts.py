@@ -1,6 +1,7 @@
 """A text prompt about images as the input_ids the family's transformers processor builds: each image's token
 repeated once per feature the model writes there (the vision config's image_tokens: LLaVA's tokens_per_image for
-every image, Qwen-VL's count from each image's grid; Idefics3's tiles and global image from each image's size).
+every image, Qwen-VL's and GLM-4V's count from each image's grid; Idefics3's tiles and global image from each
+image's size).
 PROMPTS is keyed by the checkpoint's HF model type (config hf_model_type), as interop's families are; an entry maps
 (vision config, tokenizer, prompt, PIL images, their image arguments) to ids. `image_request` is the one call a
 command makes: images and a prompt to the ids and the model's image arguments (the image processor's dict of
@@ -148,19 +149,24 @@ def paligemma(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 
 
-def qwen_vl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
-    """Qwen2VLProcessor (and Qwen2.5-VL's, Qwen3-VL's): the k-th <|image_pad|> becomes counts[k] of them (its
-    image's t (h / m) (w / m) merged features), the text tokenized as usual. A prompt without one gets each image at
-    its start as the chat templates write it, <|vision_start|><|image_pad|><|vision_end|> (the processor itself
-    refuses a prompt without image tokens)."""
-    token, counts = _image_token(v, tok), v.image_tokens(arguments)
-    if not _count(prompt, token, len(counts)):
-        prompt = (VISION_START + token + VISION_END) * len(counts) + prompt
-    return tok.encode(_expand(prompt, token, counts))
+def qwen_vl(start: str, end: str):
+    """Qwen2VLProcessor (and Qwen2.5-VL's, Qwen3-VL's; GLM-4V's Glm4vProcessor, its subclass): the k-th image token
+    becomes counts[k] of them (its image's t (h / m) (w / m) merged features), the text tokenized as usual. A prompt
+    without one gets each image at its start as the chat templates write it, between the markers `start` and `end`
+    (the processor itself refuses a prompt without image tokens)."""
+    def layout(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+        token, counts = _image_token(v, tok), v.image_tokens(arguments)
+        if not _count(prompt, token, len(counts)):
+            prompt = (start + token + end) * len(counts) + prompt
+        return tok.encode(_expand(prompt, token, counts))
+    return layout
 
 
 for _type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
-    PROMPTS.register(_type)(qwen_vl)
+    PROMPTS.register(_type)(qwen_vl(VISION_START, VISION_END))
+# GLM-4V's chat template writes these around each <|image|>
+for _type in ("glm4v", "glm4v_moe", "glm46v"):
+    PROMPTS.register(_type)(qwen_vl("<|begin_of_image|>", "<|end_of_image|>"))
 
 
 @PROMPTS.register("idefics3")

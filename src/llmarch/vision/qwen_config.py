@@ -1,7 +1,10 @@
 """The vision part of a ModelConfig for Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's towers (`ModelConfig.vision` with tower
 'qwen_vl'): a ViT over images of any size, each cut into temporal_patch_size x patch_size x patch_size patches rotated
 by their (row, column) and merged merge_size x merge_size into one text token (Wang et al. 2024, "Qwen2-VL", \u00a72.1;
-Bai et al. 2025, "Qwen2.5-VL", \u00a72.1; Qwen3-VL adds learned positions and DeepStack). A sibling of config.py's
+Bai et al. 2025, "Qwen2.5-VL", \u00a72.1; Qwen3-VL adds learned positions and DeepStack; GLM-4.1V's, GLM-4.5V's
+and GLM-4.6V's (Hong et al. 2025, "GLM-4.1V-Thinking", \u00a72) add an RMSNorm after the patch embedding, learned
+positions resampled bicubically, an RMSNorm after the blocks and a downsampling convolution before a gated merger,
+their blocks without biases but perhaps on qkv). A sibling of config.py's
 VisionConfig rather than more fields of it: that one is a fixed-size ViT (image_size, positions of that size, a class
 token, hidden-state selection, a projector kind), none of which this tower has, and what this one has (merging, windows,
 gated MLPs) none of those towers use. Validated here, before anything is built; nothing of llmarch's config is
@@ -14,6 +17,8 @@ from ..errors import LlmarchError
 from .fields import check_positive, check_token_id, read_fields
 
 TOWER = "qwen_vl"  # ModelConfig.vision's `tower` for this config
+RESAMPLES = ("bilinear", "bicubic")  # grid_positions' resampling: Qwen3-VL's, GLM-4V's
+MERGERS = ("mlp", "gated")  # Qwen-VL's norm, fc1, GELU, fc2; GLM-4V's downsample convolution and gated MLP
 # Qwen2-VL's fc1, QuickGELU, fc2; Qwen2.5-VL's gated SwiGLU; Qwen3-VL's fc1, tanh-GELU, fc2; all with biases
 FFNS = ("quick_gelu", "swiglu", "gelu_tanh")
 NORMS = ("layernorm", "rmsnorm")  # Qwen2-VL's LayerNorms (with biases), Qwen2.5-VL's RMSNorms
@@ -40,6 +45,18 @@ class QwenVisionConfig:
     window_size: int | None = None
     full_layers: list | None = None
     patch_bias: bool = False  # the patch convolution's bias (Qwen3-VL's)
+    norm_eps: float = 1e-6  # the blocks' norms' (transformers hard-codes Qwen's; GLM-4V's config gives rms_norm_eps)
+    bias: bool = True  # biases on the blocks' attention output and MLP (GLM-4V's have none)
+    qkv_bias: bool = True  # biases on q, k, v (GLM-4V's attention_bias)
+    # how grid_positions' table is resampled to each image's grid: 'bilinear' with corners aligned (Qwen3-VL's
+    # gather), 'bicubic' at the patches' centres with the border repeated (GLM-4V's F.grid_sample)
+    positions_resample: str = "bilinear"
+    patch_norm: bool = False  # an RMSNorm on the patch embeddings, before the positions (GLM-4V's post_conv_layernorm)
+    post_norm: bool = False  # an RMSNorm after the last block (GLM-4V's post_layernorm)
+    # 'mlp': Qwen-VL's PatchMerger (qwen_merger.py); 'gated': GLM-4V's, each merge group convolved to out_width,
+    # then proj, LayerNorm, GELU and a SwiGLU MLP of merger_hidden
+    merger: str = "mlp"
+    merger_hidden: int | None = None
     # Qwen3-VL: a learned square table of grid_positions position embeddings, resampled (bilinear, corners aligned) to
     # each image's rows x columns of patches and added to the patch embeddings; None: none (Qwen2-VL, Qwen2.5-VL)
     grid_positions: int | None = None
@@ -98,6 +115,18 @@ def qwen_vision_config(data: dict) -> QwenVisionConfig:
     if v.ffn not in FFNS or v.norm not in NORMS:
         raise LlmarchError(f"vision ffn {v.ffn!r}, norm {v.norm!r}: ffns are {', '.join(FFNS)}; norms "
                            f"{', '.join(NORMS)}")
+    if v.positions_resample not in RESAMPLES or v.merger not in MERGERS:
+        raise LlmarchError(f"vision positions_resample {v.positions_resample!r}, merger {v.merger!r}: resamplings are "
+                           f"{', '.join(RESAMPLES)}; mergers {', '.join(MERGERS)}")
+    if (v.merger == "gated") != (v.merger_hidden is not None):
+        raise LlmarchError("vision merger 'gated' and merger_hidden go together (GLM-4V's gated merger)")
+    if v.merger_hidden is not None:
+        check_positive(v, ("merger_hidden",))
+    if isinstance(v.norm_eps, bool) or not isinstance(v.norm_eps, (int, float)) or v.norm_eps <= 0:
+        raise LlmarchError(f"vision norm_eps must be a positive number, got {v.norm_eps!r}")
+    for name in ("bias", "qkv_bias", "patch_norm", "post_norm"):  # GLM-4V's switches
+        if not isinstance(getattr(v, name), bool):
+            raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
     windowed = v.window_size is not None
     if windowed != (v.full_layers is not None):
         raise LlmarchError("vision window_size and full_layers go together (Qwen2.5-VL's window attention)")

@@ -22,18 +22,24 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BICUBIC = 3  # PIL's Resampling.BICUBIC, the processor's default
 
 
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int, frames: int = 1,
+                 grow_small: bool = False) -> tuple[int, int]:
     """The (height, width) an image is resized to: each side a multiple of factor, nearest to its own, then scaled
-    down (floor) or up (ceil) by one common ratio where the area leaves [min_pixels, max_pixels]."""
+    down (floor) or up (ceil) by one common ratio where the area, over `frames` frames, leaves [min_pixels,
+    max_pixels]. GLM-4V's (glm4v_pixels.py) counts two frames and, grow_small, first scales an image with a side under
+    factor up to it, truncating."""
+    if grow_small and (height < factor or width < factor):
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
     if max(height, width) / min(height, width) > 200:
         raise LlmarchError(f"an image's aspect ratio must be at most 200, got {height} x {width}")
     h, w = round(height / factor) * factor, round(width / factor) * factor
-    if h * w > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
+    if frames * h * w > max_pixels:
+        beta = math.sqrt(frames * height * width / max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)
         w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
+    elif frames * h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (frames * height * width))
         h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
     return h, w
 

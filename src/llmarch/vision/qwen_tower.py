@@ -7,28 +7,34 @@ attend within windows of window_size pixels; the patches are first reordered win
 merger's merge_size x merge_size groups), so each window is a contiguous run, and the merged tokens put back in
 image order at the end. The merger (qwen_merger.py) turns each group into one text-width feature. Qwen3-VL adds to
 the patch embeddings learned positions resampled to each image's grid, and its DeepStack mergers turn the hidden states
-after some blocks into features of their own, which the text model adds after its first blocks.
+after some blocks into features of their own, which the text model adds after its first blocks. GLM-4V's tower
+(Hong et al. 2025, "GLM-4.1V-Thinking", \u00a72) is Qwen2.5-VL's without windows plus an RMSNorm on the patch
+embeddings, its learned positions resampled bicubically (F.grid_sample at each patch's centre, as transformers'
+Glm4vVisionEmbeddings), an RMSNorm after the blocks and the gated merger (qwen_merger.GatedMerger).
 Shapes: (P, C) over all images' patches P, packed; images are kept apart by the attention mask."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..layers.attention import AttentionContext
 from ..layers.block import Block
+from ..layers.norms import RMSNorm
 from .qwen_config import QwenVisionConfig
-from .qwen_merger import PatchMerger
+from .qwen_merger import GatedMerger, PatchMerger
 
 NORM_EPS = 1e-6  # transformers' vision blocks and merger hard-code it
 
 
 def block_config(v: QwenVisionConfig) -> ModelConfig:
     """The tower's blocks as llmarch blocks: biases on every projection, the norms' per the config, bidirectional,
-    rotary positions given by the tower (none of the stack's)."""
+    rotary positions given by the tower (none of the stack's); GLM-4V's without biases but perhaps on q, k, v."""
     return ModelConfig(name="qwen_vision", vocab_size=1, d_model=v.width, n_layers=v.n_layers, n_heads=v.n_heads,
-                       ffn=v.ffn, ffn_hidden=v.ffn_hidden, norm=v.norm, norm_eps=NORM_EPS,
-                       norm_bias=v.norm == "layernorm", bias=True, causal=False, positions="none",
+                       ffn=v.ffn, ffn_hidden=v.ffn_hidden, norm=v.norm, norm_eps=v.norm_eps,
+                       norm_bias=v.norm == "layernorm", bias=v.bias, qkv_bias=v.qkv_bias, causal=False,
+                       positions="none",
                        context_length=2 ** 20)
 
 
@@ -77,9 +83,12 @@ class QwenVisionTower(nn.Module):
         cfg = block_config(v)
         kernel = (v.temporal_patch_size, v.patch_size, v.patch_size)
         self.patch = nn.Conv3d(v.channels, v.width, kernel, stride=kernel, bias=v.patch_bias)
+        self.patch_norm = RMSNorm(v.width, v.norm_eps) if v.patch_norm else None
         self.positions = nn.Embedding(v.grid_positions, v.width) if v.grid_positions else None
         self.blocks = nn.ModuleList(Block(cfg.for_layer(i), layer=i) for i in range(v.n_layers))
-        self.merger = PatchMerger(v.width, v.out_width, v.merge_size, v.norm, NORM_EPS)
+        self.post_norm = RMSNorm(v.width, v.norm_eps) if v.post_norm else None
+        self.merger = GatedMerger(v.width, v.out_width, v.merge_size, v.merger_hidden) if v.merger == "gated" else \
+            PatchMerger(v.width, v.out_width, v.merge_size, v.norm, NORM_EPS)
         self.deepstack = nn.ModuleList(PatchMerger(v.width, v.out_width, v.merge_size, v.norm, NORM_EPS, True)
                                        for _ in v.deepstack_layers or ())
 
@@ -92,11 +101,28 @@ class QwenVisionTower(nn.Module):
         return angles.cos(), angles.sin()
 
     def grid_positions(self, rc: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """(P, 2) rows and columns -> (P, width): the square table resampled to each image's grid, bilinear with
-        corners aligned (F.interpolate's, as transformers' get_vision_interpolation_indices_and_weights gathers it)."""
+        """(P, 2) rows and columns -> (P, width): the square table resampled to each image's grid, by the config's
+        positions_resample."""
         side = int(round(self.v.grid_positions ** 0.5))
         counts = grid.prod(-1)
         size = torch.stack([torch.repeat_interleave(grid[:, k], counts) for k in (1, 2)], dim=-1)  # (P, 2)
+        if self.v.positions_resample == "bicubic":
+            return self.bicubic_positions(rc, size, side)
+        return self.bilinear_positions(rc, size, side)
+
+    def bicubic_positions(self, rc: torch.Tensor, size: torch.Tensor, side: int) -> torch.Tensor:
+        """GLM-4V: the table as a side x side image sampled bicubically at each patch's centre, ((r + 0.5) / rows,
+        (c + 0.5) / columns) of its image, corners not aligned, the border repeated (transformers'
+        Glm4vVisionEmbeddings), in fp32."""
+        table = self.positions.weight.float().view(side, side, -1).permute(2, 0, 1)[None]  # (1, width, side, side)
+        at = (rc.float() + 0.5) / size.float() * 2 - 1  # (P, 2) rows, columns in [-1, 1]
+        sampled = F.grid_sample(table, at.flip(-1)[None, :, None], mode="bicubic", align_corners=False,
+                                padding_mode="border")  # (1, width, P, 1): grid_sample takes (x, y)
+        return sampled[0, :, :, 0].T.to(self.positions.weight.dtype)
+
+    def bilinear_positions(self, rc: torch.Tensor, size: torch.Tensor, side: int) -> torch.Tensor:
+        """Qwen3-VL: bilinear with corners aligned (F.interpolate's, as transformers'
+        get_vision_interpolation_indices_and_weights gathers it)."""
         src = rc.to(torch.float32) * (side - 1) / torch.clamp(size - 1, min=1)  # (P, 2) in table coordinates
         floor = torch.floor(src)
         offsets = torch.arange(2, device=rc.device)
@@ -112,6 +138,8 @@ class QwenVisionTower(nn.Module):
         v, m = self.v, self.v.merge_size
         x = self.patch(pixel_values.to(self.patch.weight.dtype).view(-1, v.channels, v.temporal_patch_size,
                                                                       v.patch_size, v.patch_size)).view(-1, v.width)
+        if self.patch_norm is not None:
+            x = self.patch_norm(x)
         rc = patch_positions(grid, m)
         if self.positions is not None:
             x = x + self.grid_positions(rc, grid).to(x.dtype)
@@ -134,5 +162,6 @@ class QwenVisionTower(nn.Module):
             x = block(x, ctx)
             if v.deepstack_layers is not None and i in v.deepstack_layers:
                 deep.append(self.deepstack[v.deepstack_layers.index(i)](x[0]))
-        merged = self.merger(x[0])  # (G, out_width)
+        x = x[0] if self.post_norm is None else self.post_norm(x[0])
+        merged = self.merger(x)  # (G, out_width)
         return (merged, deep) if order is None else (merged[torch.argsort(order)], deep)
