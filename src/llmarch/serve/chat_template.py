@@ -75,7 +75,8 @@ def check_messages(messages, media: tuple[str, ...] = ("image",)) -> list[dict]:
         if isinstance(content, list):
             if not all(isinstance(p, dict) and (p.get("type") == "text" and isinstance(p.get("text"), str)
                                                 or p.get("type") in media) for p in content):
-                raise LlmarchError(f"messages[{i}].content parts must be text, image_url, video_url or input_audio parts")
+                raise LlmarchError(f"messages[{i}].content parts must be text, image_url, video_url or input_audio "
+                                   "parts")
             if all(p["type"] == "text" for p in content):
                 content = "".join(p["text"] for p in content)
         elif not isinstance(content, str):

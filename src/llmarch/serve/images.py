@@ -1,8 +1,8 @@
 """Images, videos and audio in chat requests: OpenAI's `image_url` content parts whose URL is the image itself
-(`data:image/png;base64,...`), for a checkpoint that reads images (vision/prompts.py chat_request), `video_url` parts
-alike (`data:video/mp4;base64,...`, vLLM's part; decoded by PyAV) for a Qwen-VL checkpoint, and `input_audio` parts
-(`{"data": base64 WAV, "format": "wav"}`) for one that hears clips (audio/prompts.py chat_audio_request). The server fetches nothing: an http(s) URL is refused in one line, so no request makes it
-download at run time."""
+(`data:image/png;base64,...`), for a checkpoint that reads images (vision/prompts.py chat_request), `video_url`
+parts alike (`data:video/mp4;base64,...`, vLLM's part; decoded by PyAV) for a Qwen-VL checkpoint, and `input_audio`
+parts (`{"data": base64 WAV, "format": "wav"}`) for one that hears clips (audio/prompts.py chat_audio_request).
+The server fetches nothing: an http(s) URL is refused in one line, so no request makes it download at run time."""
 from __future__ import annotations
 
 import base64

@@ -34,8 +34,8 @@ def read_parts(messages: list[dict]) -> list[dict]:
     def read(p):
         kind = p["type"]
         if not isinstance(p.get(kind), bytes):  # a client's own {"type": "image"} part: the server reads no paths
-            raise LlmarchError(f"a {kind} part is sent as OpenAI's {'input_audio' if kind == 'audio' else kind + '_url'}"
-                               " part")
+            openai = "input_audio" if kind == "audio" else f"{kind}_url"
+            raise LlmarchError(f"a {kind} part is sent as OpenAI's {openai} part")
         seen[kind] += 1
         name = f"{seen[kind] - 1} of the request"
         return {**p, kind: read_media(kind, p[kind], f"audio {name}" if kind == "audio" else name)}
