@@ -4,6 +4,7 @@ as transformers' greedy reply to its processor's chat prompt; an audio prompt de
 text prompt has each one's logits alone; `llmarch chat`'s /video and the server's video_url parts lay a conversation
 out as the processor does its apply_chat_template text; refusals are one line (HTTP 400, OpenAI's error shape)."""
 import base64
+import json
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from llmarch.audio.prompts import audio_request
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.data.wav import read_wav
 import test_audio_prompts
+import test_qwen_vl_images
+import test_qwen_vl_videos
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("starlette")
@@ -101,3 +104,106 @@ def test_server_audio_refusals_are_one_line(qwen2_audio, tmp_path):
         message = reply["error"]["message"]
         assert status == 400 and said in message and "\n" not in message, message
         assert reply["error"]["type"] == "invalid_request_error" and reply["error"]["param"] == "messages"
+
+
+VIDEO_TEMPLATE = test_qwen_vl_images.TEMPLATE.replace(  # Qwen2-VL's template writes a video part so
+    "{% elif c['type'] == 'text' %}", "{% elif c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}")
+frames = test_qwen_vl_videos.frames
+
+
+@pytest.fixture(scope="module")
+def qwen_video(tmp_path_factory):
+    """(path, transformers model, tokenizer): test_qwen_vl_videos' tiny Qwen2.5-VL, its template placing videos."""
+    tok = test_qwen_vl_images.tokenizer()
+    tok.chat_template = VIDEO_TEMPLATE
+    hf = test_qwen_vl_images.random_model(
+        "Qwen2_5_VL", text_config=dict(test_qwen_vl_images.TEXT, vocab_size=len(tok)),
+        vision_config=dict(test_qwen_vl_images.VISION, depth=1, hidden_size=32, out_hidden_size=32,
+                           intermediate_size=40, window_size=16, fullatt_block_indexes=[0], tokens_per_second=3),
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
+    path = tmp_path_factory.mktemp("qwen_video_chat")
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "video_preprocessor_config.json").write_text(json.dumps(test_qwen_vl_videos.VIDEOS["qwen2_5_vl"]))
+    (path / "preprocessor_config.json").write_text(json.dumps(
+        dict(test_qwen_vl_videos.PIXELS, image_processor_type="Qwen2VLImageProcessor")))
+    return path, hf, tok
+
+
+def mp4(frames_dir) -> bytes:
+    """The frames (cropped to even sizes) as an MPEG-4 file at 4 frames a second, written by PyAV."""
+    av = pytest.importorskip("av")
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 36, 20, "yuv420p"
+        for f in sorted(frames_dir.iterdir()):
+            frame = av.VideoFrame.from_image(Image.open(f).convert("RGB").crop((0, 0, 36, 20)))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
+def test_terminal_chat_with_a_video(qwen_video, frames):
+    """`llmarch chat`'s /video DIR: the prompt is the ids of transformers' processor on its apply_chat_template text
+    with a video part (the frames at 2 a second, /video's rate), and the reply transformers' greedy continuation."""
+    from transformers.video_utils import VideoMetadata
+
+    from llmarch.serve.terminal import Conversation, chat_loop
+    from llmarch.vision.video_files import read_video
+
+    path, hf, hf_tok = qwen_video
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    conversation = Conversation(model, tok, max_tokens=5, temperature=0)
+    lines, shown = iter([f"/video {frames}", "what happens?", f"/video {frames / 'none'}", "/exit"]), []
+    chat_loop(conversation, lambda _: next(lines), shown.append)
+    assert "(video added to the next message)\n" in shown
+    assert any(s.startswith("(error:") and "none" in s for s in shown), shown
+    video = read_video(frames)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what happens?"}]}]
+    conversation.history.pop()  # the reply, asked again of transformers
+    ids, arguments = conversation.prompt()
+    metadata = [VideoMetadata(total_num_frames=7, fps=2.0, frames_indices=list(range(7)))]
+    proc = test_qwen_vl_videos.processor("Qwen2_5_VLProcessor", hf_tok, test_qwen_vl_videos.FakeVideos(arguments,
+                                                                                                       metadata))
+    text = proc.apply_chat_template(messages, chat_template=VIDEO_TEMPLATE, add_generation_prompt=True,
+                                    tokenize=False)
+    theirs = proc(text=text, videos=[video.frames], return_tensors="pt")
+    assert ids == theirs["input_ids"][0].tolist()
+    assert arguments["second_per_grid_ts"].tolist() == list(theirs["second_per_grid_ts"]) == [1.0]
+    x = torch.tensor([ids])
+    out = hf.generate(input_ids=x, mm_token_type_ids=2 * (x == hf.config.video_token_id).int(), max_new_tokens=5,
+                      do_sample=False, **arguments)[0, len(ids):]
+    reply = Conversation(model, tok, max_tokens=5, temperature=0)
+    reply.attach(frames, "video")
+    assert reply.reply("what happens?", lambda _: None) == hf_tok.decode(out, skip_special_tokens=True)
+
+
+def test_server_chat_with_a_video_file(qwen_video, frames, tmp_path):
+    """A video_url part with an MP4 data URL: the reply `llmarch chat` gives the same file (/video FILE)."""
+    from llmarch.serve.terminal import Conversation
+
+    path, _, _ = qwen_video
+    (tmp_path / "clip.mp4").write_bytes(data := mp4(frames))
+    conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=5, temperature=0)
+    conversation.attach(tmp_path / "clip.mp4", "video")
+    expected = conversation.reply("what happens?", lambda _: None)
+    url = "data:video/mp4;base64," + base64.b64encode(data).decode()
+    asked = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                          {"type": "text", "text": "what happens?"}]}]
+    status, reply = post(path, load_tokenizer(path), asked)
+    assert status == 200 and reply["choices"][0]["message"]["content"] == expected, reply
+    for bad, said in [("data:video/mp4;base64,AAAA", "video 0 of the request cannot be decoded"),
+                      ("https://example.com/v.mp4", "fetches no URLs")]:
+        asked[0]["content"][0]["video_url"]["url"] = bad
+        status, reply = post(path, load_tokenizer(path), asked)
+        assert status == 400 and said in reply["error"]["message"], reply
