@@ -64,7 +64,8 @@ def check_messages(messages, media: tuple[str, ...] = ("image",)) -> list[dict]:
     """OpenAI chat messages ({"role", "content"}: a string, or a list of {"type": "text", "text"} parts) ->
     plain {"role", "content"} dicts; LlmarchError naming what is wrong. Content with {"type": "image"} parts
     (images.py makes them of image_url parts) stays a list of parts, as transformers gives it to the template; so
-    does {"type": "audio"} where `media` names it (`llmarch chat`'s clips, which the server never makes)."""
+    does {"type": "audio"} and {"type": "video"} where `media` names them (media.py's KINDS: `llmarch chat`'s and
+    the server's clips and videos)."""
     if not isinstance(messages, list) or not messages:
         raise LlmarchError("messages must be a non-empty list")
     out = []
