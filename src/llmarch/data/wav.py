@@ -4,6 +4,7 @@ down-mixing: a file at another rate or with other than one channel is refused. A
 is transcribed in windows (generate/longform.py)."""
 from __future__ import annotations
 
+import io
 import wave
 
 import numpy as np
@@ -14,10 +15,13 @@ from .log_mel import SAMPLE_RATE
 _FORMATS = {1: (np.uint8, 128, 128.0), 2: ("<i2", 0, 32768.0), 4: ("<i4", 0, 2.0 ** 31)}  # width: dtype, zero, scale
 
 
-def read_wav(path) -> np.ndarray:
-    """(N,) float32 samples of a 16 kHz mono PCM WAV file."""
+def read_wav(path, name: str | None = None) -> np.ndarray:
+    """(N,) float32 samples of a 16 kHz mono PCM WAV file, from its path or its bytes (name: how errors call it,
+    default the path)."""
+    data = isinstance(path, bytes)
+    path, source = name or ("the WAV data" if data else path), io.BytesIO(path) if data else str(path)
     try:
-        with wave.open(str(path), "rb") as w:
+        with wave.open(source, "rb") as w:
             rate, channels, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
             raw = w.readframes(n)
     except (OSError, EOFError, wave.Error) as e:

@@ -12,10 +12,10 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from ..data.chat import encode_text
 from ..errors import LlmarchError
-from .chat_template import ChatTemplate
+from .chat_template import ChatTemplate, check_messages
 from .images import chat_images
+from .media import KINDS, chat_media_request, read_parts
 from .outputs import ChoiceText
 from .requests import BadRequest, check_model, completion_prompts, max_new, sampling
 from .scheduler import Job, QueueFull, Scheduler, StepFailed
@@ -86,18 +86,10 @@ def build_app(server: Server):
     async def chat(request):
         body = await body_of(request)
         s = sampling(body, chat=True, vocab=server.tokenizer.vocab_size)
-        messages, images = chat_images(body.get("messages"))
-        try:
-            text = server.template.render(messages)
-            arguments = None
-            if images:  # the images read and preprocessed, their tokens expanded (vision/prompts.py)
-                from ..vision.image_files import read_image
-                from ..vision.prompts import chat_request
-
-                pictures = [read_image(b, f"{i} of the request") for i, b in enumerate(images)]
-                ids, arguments = chat_request(server.model, server.tokenizer, text, pictures)
-            else:  # the template writes any BOS itself, as transformers tokenizes it
-                ids = encode_text(server.tokenizer, text)
+        try:  # the parts read, then laid out as the family's processor lays out the rendered text (media.py)
+            messages = read_parts(check_messages(chat_images(body.get("messages")), KINDS))
+            text = server.template.render(messages, media=KINDS)
+            ids, arguments = chat_media_request(server.model, server.tokenizer, text, messages)
         except LlmarchError as e:
             raise BadRequest(str(e), "messages") from None
         return await run(request, [ids], [max_new(ids, s, server.context, "messages")], s, [""], chat=True,

@@ -64,7 +64,8 @@ def check_messages(messages, media: tuple[str, ...] = ("image",)) -> list[dict]:
     """OpenAI chat messages ({"role", "content"}: a string, or a list of {"type": "text", "text"} parts) ->
     plain {"role", "content"} dicts; LlmarchError naming what is wrong. Content with {"type": "image"} parts
     (images.py makes them of image_url parts) stays a list of parts, as transformers gives it to the template; so
-    does {"type": "audio"} where `media` names it (`llmarch chat`'s clips, which the server never makes)."""
+    does {"type": "audio"} and {"type": "video"} where `media` names them (media.py's KINDS: `llmarch chat`'s and
+    the server's clips and videos)."""
     if not isinstance(messages, list) or not messages:
         raise LlmarchError("messages must be a non-empty list")
     out = []
@@ -75,7 +76,8 @@ def check_messages(messages, media: tuple[str, ...] = ("image",)) -> list[dict]:
         if isinstance(content, list):
             if not all(isinstance(p, dict) and (p.get("type") == "text" and isinstance(p.get("text"), str)
                                                 or p.get("type") in media) for p in content):
-                raise LlmarchError(f"messages[{i}].content parts must be text or image_url parts")
+                raise LlmarchError(f"messages[{i}].content parts must be text, image_url, video_url or input_audio "
+                                   "parts")
             if all(p["type"] == "text" for p in content):
                 content = "".join(p["text"] for p in content)
         elif not isinstance(content, str):

@@ -2,20 +2,21 @@
 template (chat_template.py) and the reply streamed as it is generated (generate/decode.py); `/reset` forgets the
 conversation, `/exit` (or end of input) ends it, `/image FILE` shows the next message an image (a vision-language
 checkpoint's: vision/prompts.py chat_request), `/audio FILE` hears the next message a WAV clip (an audio-language
-checkpoint's: audio/prompts.py chat_audio_request). The oldest turns are dropped when the conversation outgrows the
-context, with their images and clips."""
+checkpoint's: audio/prompts.py chat_audio_request), `/video PATH` shows it a video (a directory of frames, or a
+file with PyAV: a Qwen-VL checkpoint's, vision/qwen_video.py chat_video_request); media.py reads them. The oldest
+turns are dropped when the conversation outgrows the context, with their images, clips and videos."""
 from __future__ import annotations
 
 from typing import Callable
 
-from ..data.chat import encode_text
 from ..errors import LlmarchError
 from ..generate.decode import generate
 from ..generate.text import text_pieces
 from .chat_template import ChatTemplate
+from .media import KINDS, chat_media_request, read_media
 
 HELP = ("/reset forgets the conversation, /image FILE adds an image to the next message, /audio FILE.wav a clip, "
-        "/exit ends it")
+        "/video PATH a video (frames directory or file), /exit ends it")
 
 
 class Conversation:
@@ -29,22 +30,15 @@ class Conversation:
         self.penalties = penalties  # generate/penalties.py: each reply's own repeats (and the prompt's, theta)
         self.system = [{"role": "system", "content": system}] if system else []
         self.history: list[dict] = []
-        self.pending: list = []  # the next user message's image and audio parts ({"type": "image", "image": PIL})
+        self.pending: list = []  # the next user message's media parts ({"type": "image", "image": PIL}: media.py)
 
     def reset(self) -> None:
         self.history, self.pending = [], []
 
-    def attach(self, path) -> None:
-        """An image file for the next message: read now, so that a bad file is named before anything is asked."""
-        from ..vision.image_files import read_image
-
-        self.pending.append({"type": "image", "image": read_image(path)})
-
-    def attach_audio(self, path) -> None:
-        """A 16 kHz WAV clip for the next message, read now as attach reads an image."""
-        from ..data.wav import read_wav
-
-        self.pending.append({"type": "audio", "audio": read_wav(path)})
+    def attach(self, path, kind: str = "image") -> None:
+        """An image file, a 16 kHz WAV clip or a video (a frames directory or a file) for the next message: read now,
+        so that a bad file is named before anything is asked."""
+        self.pending.append({"type": kind, kind: read_media(kind, path)})
 
     def prompt(self) -> tuple[list[int], dict | None]:
         """The conversation rendered and tokenized, the oldest turns dropped while it leaves no room to answer, and
@@ -60,23 +54,11 @@ class Conversation:
         return ids, images
 
     def _encode(self):
-        """prompt's ids and image (or audio) arguments. An image is a {"type": "image"} part of its message, as
-        transformers gives it to the template, holding the image; a clip an {"type": "audio"} part."""
-        text = self.template.render(self.system + self.history, media=("image", "audio"))
-        parts = [p for m in self.history if isinstance(m["content"], list) for p in m["content"]]
-        images, clips = ([p[kind] for p in parts if p["type"] == kind] for kind in ("image", "audio"))
-        if clips:
-            from ..audio.prompts import chat_audio_request
-
-            if images:
-                raise LlmarchError("a conversation hears audio clips or sees images, not both")
-            return chat_audio_request(self.model, self.tok, text, clips)
-        if images:
-            from ..vision.prompts import chat_request
-
-            return chat_request(self.model, self.tok, text, images)
-        # the template writes any BOS itself: no second one from the tokenizer (as transformers tokenizes it)
-        return encode_text(self.tok, text), None
+        """prompt's ids and image, video or audio arguments. An image is a {"type": "image"} part of its message, as
+        transformers gives it to the template, holding the image; a clip an {"type": "audio"} part, a video a
+        {"type": "video"} part (media.py)."""
+        text = self.template.render(self.system + self.history, media=KINDS)
+        return chat_media_request(self.model, self.tok, text, self.history)
 
     def reply(self, text: str, show: Callable[[str], None]) -> str:
         """The user's message -> the model's reply, handed to `show` a piece at a time as it is generated."""
@@ -115,10 +97,10 @@ def chat_loop(conversation: Conversation, read: Callable[[str], str], write: Cal
             conversation.reset()
             write("(conversation reset)\n")
             continue
-        if text.startswith(("/image ", "/audio ")):
+        if text.startswith(tuple(f"/{kind} " for kind in KINDS)):
             kind, path = text[1:].split(" ", 1)
             try:
-                (conversation.attach if kind == "image" else conversation.attach_audio)(path.strip())
+                conversation.attach(path.strip(), kind)
                 write(f"({kind} added to the next message)\n")
             except LlmarchError as e:
                 write(f"(error: {e})\n")

@@ -39,8 +39,6 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
     apply_chat_template does, BOS added unless the text starts with it (then the text's own, once)."""
     _one_image(model.config.hf_model_type, images)
     v, arguments = _preprocess(model, tok, images)
-    if getattr(v, "position_buckets", False):  # its chat layout (tiles per image) is not checked against transformers
-        raise LlmarchError(f"chat with images is not supported for {model.config.hf_model_type}: use generate --image")
     layout = PROMPTS[model.config.hf_model_type]
     token = getattr(layout, "placeholder", _image_token)(v, tok)
     if text.count(token) != len(images):

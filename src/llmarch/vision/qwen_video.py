@@ -188,3 +188,16 @@ def video_request(model, tok, prompt: str, images: list, videos: list) -> tuple[
         return tok.encode(text), arguments
     ids, image_arguments = image_request(model, tok, text, images)
     return ids, {**image_arguments, **arguments}
+
+
+def chat_video_request(model, tok, text: str, images: list, videos: list) -> tuple[list[int], dict]:
+    """video_request for a conversation its chat template rendered to `text`, which holds one <|video_pad|> per video
+    (Qwen-VL's templates write <|vision_start|><|video_pad|><|vision_end|> for each {"type": "video"} part), as
+    transformers' processor reads the rendered text."""
+    v = qwen_vision_config(model.config.vision) if is_qwen(model.config.vision) else None
+    if v is not None and v.video_token_id is not None and v.video_token_id < tok.vocab_size:
+        pad = tok.token_text(v.video_token_id)
+        if text.count(pad) != len(videos):
+            raise LlmarchError(f"the chat template wrote {text.count(pad)} {pad} token(s) for {len(videos)} video(s): "
+                               "it does not place videos")
+    return video_request(model, tok, text, images, videos)
