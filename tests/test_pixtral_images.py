@@ -1,0 +1,162 @@
+"""Mistral 3's images from files (vision/pixtral_images.py, prompts.py's mistral3 layout) against transformers:
+pixel_values and image_sizes equal to PixtralImageProcessorPil's under PixtralProcessor's merged patch (patch_size x
+spatial_merge_size from processor_config.json), input_ids equal to PixtralProcessor's ([IMG] per merged patch,
+[IMG_BREAK] after each row, [IMG_END] after the last) for prompts with and without image tokens; on a tiny random
+Mistral3ForConditionalGeneration saved by transformers: the greedy tokens of its generate, `llmarch generate --image`,
+`llmarch chat`'s /image and the server's image_url parts giving transformers' continuation."""
+import base64
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from conftest import saved_with_processor
+from llmarch.data.tokenizer import load_tokenizer
+from llmarch.errors import LlmarchError
+from llmarch.vision.image_files import read_image
+from llmarch.vision.pixtral_images import PixtralImages
+from llmarch.vision.prompts import image_request
+from test_cli_trust import call
+from test_vision_images import tokenizer
+
+transformers = pytest.importorskip("transformers")
+Image = pytest.importorskip("PIL.Image")
+
+SPECIAL = ["<unk>", "<s>", "</s>", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
+# Mistral Small 3.1's chat template, shortened: an image part is [IMG] where it stands
+TEMPLATE = ("{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST]' }}"
+            "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
+            "{% if c['type'] == 'image' %}{{ '[IMG]' }}{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+            "{% endfor %}{% endif %}{{ '[/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}"
+            "{% endfor %}")
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, sliding_window=None)
+TOWER = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, head_dim=16,
+             patch_size=2, image_size=24, hidden_act="silu")
+
+
+def pixtral_processor():
+    """transformers' PixtralProcessor class: its module imports the torchvision image processor (not installed here)
+    for get_resize_output_image_size alone, which the PIL module defines too; the stand-in is removed after."""
+    from transformers.models.pixtral import image_processing_pil_pixtral as pil
+
+    name = "transformers.models.pixtral.image_processing_pixtral"
+    stand_in = name not in sys.modules
+    sys.modules.setdefault(name, pil)
+    try:
+        from transformers.models.pixtral.processing_pixtral import PixtralProcessor
+    finally:
+        if stand_in:
+            del sys.modules[name]
+    return PixtralProcessor
+
+
+def pil_images():
+    """A wide RGB image scaled down to 12 x 24 (3 x 6 merged patches), a tall RGBA one to 24 x 8 (6 x 2), a small
+    grayscale one rounded up to 12 x 12 (3 x 3)."""
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (23, 57, 3), dtype=np.uint8)),
+            Image.fromarray(rng.integers(0, 256, (50, 13, 4), dtype=np.uint8), "RGBA"),
+            Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8))]
+
+
+@pytest.fixture(scope="module")
+def mistral3(tmp_path_factory):
+    """A tiny random Mistral 3 saved by transformers with its PixtralProcessor (patches of 2, merged 2 x 2, images to
+    a longest edge of 24), and the processor."""
+    path = tmp_path_factory.mktemp("mistral3")
+    tok = tokenizer(SPECIAL)
+    tok.chat_template = TEMPLATE
+    images = transformers.PixtralImageProcessorPil(size={"longest_edge": 24}, patch_size={"height": 2, "width": 2})
+    processor = pixtral_processor()(image_processor=images, tokenizer=tok, patch_size=2, spatial_merge_size=2,
+                                    chat_template=TEMPLATE)
+    torch.manual_seed(0)
+    conf = transformers.Mistral3Config(text_config=dict(TEXT, vocab_size=len(tok)), vision_config=TOWER,
+                                       image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+                                       multimodal_projector_bias=True)
+    hf = saved_with_processor(transformers.Mistral3ForConditionalGeneration(conf), path, tok.eos_token_id,
+                              processor)
+    return path, hf.eval(), processor
+
+
+def test_image_prompt_is_the_processors_and_generates_its_tokens(mistral3):
+    path, hf, processor = mistral3
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    pil = pil_images()
+    prompt = "[INST][IMG]what is in [IMG] and [IMG]?[/INST]"
+    ids, arguments = image_request(model, tok, prompt, pil)
+    want = processor(images=pil, text=prompt, return_tensors="pt")
+    assert want["image_sizes"].tolist() == [[12, 24], [24, 8], [12, 12]]
+    assert ids == want["input_ids"][0].tolist() and ids.count(3) == 18 + 12 + 9 and ids.count(4) == 2 + 5 + 2
+    assert torch.equal(arguments["pixel_values"], want["pixel_values"])  # exactly: the same steps, the same padding
+    assert torch.equal(arguments["image_sizes"], want["image_sizes"]) and list(arguments) == ["pixel_values",
+                                                                                              "image_sizes"]
+    expected = hf.generate(**want, max_new_tokens=5, do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 5, **arguments)[0] == expected
+    # without image tokens, the images go first, as the chat template writes an image part before the text
+    assert image_request(model, tok, "what?", pil[:2])[0] == image_request(model, tok, "[IMG][IMG]what?", pil[:2])[0]
+    with pytest.raises(LlmarchError, match="holds 1 \\[IMG\\] token"):
+        image_request(model, tok, "[IMG] one", pil[:2])
+
+
+def test_processor_config_as_published_and_refusals(mistral3):
+    """Published checkpoints keep the image processor in preprocessor_config.json and PixtralProcessor's fields in
+    processor_config.json: read alike. A merged patch the model does not merge to, a crop: one line each."""
+    path, _, processor = mistral3
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    pil = pil_images()[:1]
+    nested = json.loads(tok.side_files["processor_config.json"])
+    image_processor = nested.pop("image_processor")
+    want = image_request(model, tok, "[IMG]hi", pil)
+    tok.side_files = {**tok.side_files, "processor_config.json": json.dumps(nested).encode(),
+                      "preprocessor_config.json": json.dumps(image_processor).encode()}
+    again = image_request(model, tok, "[IMG]hi", pil)
+    assert again[0] == want[0] and torch.equal(again[1]["pixel_values"], want[1]["pixel_values"])
+    tok.side_files["processor_config.json"] = json.dumps(dict(nested, spatial_merge_size=1)).encode()
+    with pytest.raises(LlmarchError, match="spatial_merge_size 1; the model merges 2 x 2 patches of 2"):
+        image_request(model, tok, "[IMG]hi", pil)
+    with pytest.raises(LlmarchError, match="do_center_crop is not supported"):
+        PixtralImages.from_config(dict(image_processor, do_center_crop=True))
+    with pytest.raises(LlmarchError, match="longest_edge, or height and width"):
+        PixtralImages.from_config(dict(image_processor, size={"shortest_edge": 8}))
+
+
+def test_cli_generate_chat_and_server_with_an_image(mistral3, tmp_path, capsys):
+    """`llmarch generate --image`, `llmarch chat`'s /image and the server's image_url part: transformers' greedy
+    continuation of its processor's prompt."""
+    from starlette.testclient import TestClient
+
+    from llmarch.serve.app import Server, build_app
+    from llmarch.serve.terminal import Conversation, chat_loop
+
+    path, hf, processor = mistral3
+    pil_images()[1].save(tmp_path / "cat.png")
+    prompt = "[INST][IMG]what is in the picture?[/INST]"
+    inputs = processor(images=[read_image(tmp_path / "cat.png")], text=prompt, return_tensors="pt")
+    expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=4, do_sample=False)[0],
+                                          skip_special_tokens=True)
+    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", tmp_path / "cat.png", "--prompt",
+                          prompt, "--temperature", "0", "--max-new-tokens", "4", "--no-stream")
+    assert code == 0 and out == expected + "\n", err
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is in the picture?"}]}]
+    inputs = processor(images=[read_image(tmp_path / "cat.png")], return_tensors="pt",
+                       text=processor.apply_chat_template(messages, add_generation_prompt=True))
+    new = hf.generate(**inputs, max_new_tokens=5, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    reply = processor.decode(new, skip_special_tokens=True)
+    conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=5, temperature=0)
+    lines = iter([f"/image {tmp_path / 'cat.png'}", "what is in the picture?", "/exit"])
+    chat_loop(conversation, lambda _: next(lines), lambda _: None)
+    assert conversation.history[1]["content"] == reply
+
+    url = "data:image/png;base64," + base64.b64encode((tmp_path / "cat.png").read_bytes()).decode()
+    asked = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                          {"type": "text", "text": "what is in the picture?"}]}]
+    server = Server(llmarch.load(path), load_tokenizer(path), "mistral3", max_batch=2)
+    with TestClient(build_app(server)) as client:
+        answer = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=5, temperature=0)).json()
+    assert answer["choices"][0]["message"]["content"] == reply
+    assert answer["usage"]["prompt_tokens"] == inputs["input_ids"].shape[1]
