@@ -55,10 +55,10 @@ def pixtral_processor():
 
 
 def pil_images():
-    """A wide RGB image scaled down to 12 x 24 (3 x 6 merged patches), a tall RGBA one to 24 x 8 (6 x 2), a small
+    """A wide RGB image scaled down to 8 x 24 (2 x 6 merged patches; its 8.8 rows of pixels floored, not rounded), a tall RGBA one to 24 x 8 (6 x 2), a small
     grayscale one rounded up to 12 x 12 (3 x 3)."""
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (23, 57, 3), dtype=np.uint8)),
+    return [Image.fromarray(rng.integers(0, 256, (22, 60, 3), dtype=np.uint8)),
             Image.fromarray(rng.integers(0, 256, (50, 13, 4), dtype=np.uint8), "RGBA"),
             Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8))]
 
@@ -89,8 +89,8 @@ def test_image_prompt_is_the_processors_and_generates_its_tokens(mistral3):
     prompt = "[INST][IMG]what is in [IMG] and [IMG]?[/INST]"
     ids, arguments = image_request(model, tok, prompt, pil)
     want = processor(images=pil, text=prompt, return_tensors="pt")
-    assert want["image_sizes"].tolist() == [[12, 24], [24, 8], [12, 12]]
-    assert ids == want["input_ids"][0].tolist() and ids.count(3) == 18 + 12 + 9 and ids.count(4) == 2 + 5 + 2
+    assert want["image_sizes"].tolist() == [[8, 24], [24, 8], [12, 12]]
+    assert ids == want["input_ids"][0].tolist() and ids.count(3) == 12 + 12 + 9 and ids.count(4) == 1 + 5 + 2
     assert torch.equal(arguments["pixel_values"], want["pixel_values"])  # exactly: the same steps, the same padding
     assert torch.equal(arguments["image_sizes"], want["image_sizes"]) and list(arguments) == ["pixel_values",
                                                                                               "image_sizes"]
