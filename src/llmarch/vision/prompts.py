@@ -20,9 +20,6 @@ from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
-# model types whose transformers processor reads several images to a prompt in another mode (LLaVA-OneVision's
-# multi-image mode: one square-padded tile each), which is not read: one image a prompt
-ONE_IMAGE = ("llava_onevision",)
 
 
 def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], dict]:
@@ -37,7 +34,6 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
     placeholder once per image (a vision-language template writes one for each {"type": "image"} part: the image
     token, Gemma 3's <start_of_image>): the family's layout on it, tokenized as transformers' processor
     apply_chat_template does, BOS added unless the text starts with it (then the text's own, once)."""
-    _one_image(model.config.hf_model_type, images)
     v, arguments = _preprocess(model, tok, images)
     if getattr(v, "position_buckets", False):  # its chat layout (tiles per image) is not checked against transformers
         raise LlmarchError(f"chat with images is not supported for {model.config.hf_model_type}: use generate --image")
@@ -84,12 +80,6 @@ def _processor(tok, kind: str, where: str = "the tokenizer", v=None):
     return processor_for({**config, **(kwargs(v, tok) if callable(kwargs) else kwargs)})
 
 
-def _one_image(kind: str, images: list) -> None:
-    if kind in ONE_IMAGE and len(images) > 1:
-        raise LlmarchError(f"{kind}: several images in one prompt (transformers' multi-image mode, one square-padded "
-                           "tile each) are not supported; give one image")
-
-
 def _image_token(v, tok) -> str:
     text = tok.token_text(v.image_token_id) if v.image_token_id < tok.vocab_size else ""
     if not text:
@@ -119,25 +109,19 @@ def _bos_text(tok, required: bool = True) -> str | None:
     return bos
 
 
+@PROMPTS.register("llava_onevision")
 @PROMPTS.register("vipllava")
 @PROMPTS.register("llava_next")
 @PROMPTS.register("llava")
 def llava(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
-    """LlavaProcessor (VipLLaVA's too, and LlavaNextProcessor, whose counts follow each image's size): each image
+    """LlavaProcessor (VipLLaVA's too; LlavaNextProcessor's and LlavaOnevisionProcessor's, whose counts follow each
+    image's size, or with several images to a OneVision prompt are one tile's and a newline): each image
     token in the text becomes its image's count of them, then the text is tokenized as usual (BOS first). A prompt
     without image tokens gets them at its start, each on its own line (LLaVA-1.5's "<image>\\n" layout)."""
     token, counts = _image_token(v, tok), v.image_tokens(arguments)
     if not _count(prompt, token, len(counts)):
         prompt = f"{token}\n" * len(counts) + prompt
     return tok.encode(_expand(prompt, token, counts))
-
-
-@PROMPTS.register("llava_onevision")
-def llava_onevision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
-    """LlavaOnevisionProcessor with one image to the prompt (every image's tiles, anyres.py): LLaVA's layout. Several
-    images to one prompt take transformers' multi-image mode (one square-padded tile each), which is refused."""
-    _one_image("llava_onevision", images)
-    return llava(v, tok, prompt, images, arguments)
 
 
 @PROMPTS.register("paligemma")
