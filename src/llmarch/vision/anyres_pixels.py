@@ -53,8 +53,11 @@ class AnyResPreprocess:
                    tuple(int(m * 255) for m in _channels(c["image_mean"])))
 
     def __call__(self, images) -> dict:
-        """PIL images -> the model's image arguments (preprocess.py): pixel_values (N, most tiles, 3, H, W) float32
-        and image_sizes (N, 2)."""
+        return self.tiled(images)
+
+    def tiled(self, images) -> dict:
+        """PIL images, every one tiled -> the model's image arguments (preprocess.py): pixel_values (N, most tiles,
+        3, H, W) float32 and image_sizes (N, 2)."""
         out = [np.stack([self.each.one(t) for t in self.tiles(image)]) for image in images]
         most = max(len(a) for a in out)
         return {"pixel_values": torch.from_numpy(np.stack([np.pad(a, ((0, most - len(a)),) + ((0, 0),) * 3)
@@ -76,14 +79,18 @@ class AnyResPreprocess:
 
 
 class OneVisionPreprocess(AnyResPreprocess):
-    """LlavaOnevisionImageProcessor: one prompt's images. One image is tiled (AnyRes); several (transformers' multi-
-    image mode, batch_num_images > 1) are each padded to a square with the mean colour, centred, and taken whole as
-    one tile: pixel_values (N, 1, 3, S, S), image_sizes their own (height, width)."""
+    """LlavaOnevisionImageProcessor, called with one prompt's images (prompts.image_request). One image is tiled
+    (AnyRes); several (transformers' multi-image mode: images nested per prompt, batch_num_images > 1) are each
+    padded to a square with the mean colour, centred, and taken whole as one tile: pixel_values (N, 1, 3, S, S),
+    image_sizes their own (height, width). `tiled` tiles every image, as transformers does a flat list of images
+    (one a prompt)."""
     defaults: ClassVar[dict] = _ONEVISION
 
     def __call__(self, images) -> dict:
-        if len(images) < 2:
-            return super().__call__(images)
+        return self.tiled(images) if len(images) < 2 else self.single_tiles(images)
+
+    def single_tiles(self, images) -> dict:
+        """Several images of one prompt, each one square-padded tile: pixel_values (N, 1, 3, S, S), image_sizes."""
         return {"pixel_values": torch.from_numpy(np.stack([self.each.one(self.square(image))[None]
                                                            for image in images])),
                 "image_sizes": image_sizes(images)}
