@@ -189,14 +189,15 @@ def test_images_from_files_match_the_processors_and_generate(saved, capsys):
     assert code in (0, None) and out == processor.tokenizer.decode(expected, skip_special_tokens=True) + "\n", err
 
 
-def test_several_images_in_one_prompt_are_the_multi_image_mode(saved):
+def test_several_images_in_one_prompt_are_the_multi_image_mode(saved, capsys):
     """Two images to one prompt: transformers' multi-image mode (images nested per prompt, batch_num_images [2]):
     each padded to a square with the mean colour and taken as one tile, 16 features and a newline each; pixel_values
     and input_ids equal to the processor's, logits within 1e-4 of transformers', its greedy tokens, and the chat
-    layout's ids."""
+    layout's ids; `llmarch generate` with two --image files."""
+    from llmarch.cli import main
     from llmarch.vision.prompts import chat_request, image_request
 
-    _, hf, processor, model, tok = saved
+    path, hf, processor, model, tok = saved
     pil = pil_images()[:2]
     prompt = "USER: <image>\n<image>\nwhat differs? ASSISTANT:"
     want = processor(images=[pil], text=prompt, return_tensors="pt")
@@ -213,3 +214,9 @@ def test_several_images_in_one_prompt_are_the_multi_image_mode(saved):
     expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
     assert llmarch.generate(model, [ids], 6, **arguments)[0] == expected
     assert chat_request(model, tok, prompt, pil)[0] == ids  # the chat command's and the server's
+    for k, image in enumerate(pil):  # PNG keeps the pixels (the RGBA one too)
+        image.save(path / f"{k}.png")
+    code = main(["generate", "--checkpoint", str(path), "--image", str(path / "0.png"), "--image",
+                 str(path / "1.png"), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "6", "--no-stream"])
+    out, err = capsys.readouterr()
+    assert code in (0, None) and out == processor.tokenizer.decode(expected, skip_special_tokens=True) + "\n", err
