@@ -4,11 +4,9 @@ spatial_merge_size from processor_config.json), input_ids equal to PixtralProces
 [IMG_BREAK] after each row, [IMG_END] after the last) for prompts with and without image tokens; on a tiny random
 Mistral3ForConditionalGeneration saved by transformers: the greedy tokens of its generate, `llmarch generate --image`,
 `llmarch chat`'s /image and the server's image_url parts giving transformers' continuation."""
-import base64
 import json
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,11 +14,10 @@ import llmarch
 from conftest import saved_with_processor
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
-from llmarch.vision.image_files import read_image
 from llmarch.vision.pixtral_images import PixtralImages
 from llmarch.vision.prompts import image_request
-from test_cli_trust import call
-from test_vision_images import tokenizer
+from test_internvl_images import cli_chat_and_server_match
+from test_vision_images import noise_images, tokenizer
 
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
@@ -55,12 +52,9 @@ def pixtral_processor():
 
 
 def pil_images():
-    """A wide RGB image scaled down to 8 x 24 (2 x 6 merged patches; its 8.8 rows of pixels floored, not rounded), a tall RGBA one to 24 x 8 (6 x 2), a small
-    grayscale one rounded up to 12 x 12 (3 x 3)."""
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (22, 60, 3), dtype=np.uint8)),
-            Image.fromarray(rng.integers(0, 256, (50, 13, 4), dtype=np.uint8), "RGBA"),
-            Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8))]
+    """A wide RGB image scaled down to 8 x 24 (2 x 6 merged patches; its 8.8 rows of pixels floored, not rounded), a
+    tall RGBA one to 24 x 8 (6 x 2), a small grayscale one rounded up to 12 x 12 (3 x 3)."""
+    return noise_images((22, 60, 3), (50, 13, 4), (9, 11))
 
 
 @pytest.fixture(scope="module")
@@ -127,36 +121,7 @@ def test_processor_config_as_published_and_refusals(mistral3):
 def test_cli_generate_chat_and_server_with_an_image(mistral3, tmp_path, capsys):
     """`llmarch generate --image`, `llmarch chat`'s /image and the server's image_url part: transformers' greedy
     continuation of its processor's prompt."""
-    from starlette.testclient import TestClient
-
-    from llmarch.serve.app import Server, build_app
-    from llmarch.serve.terminal import Conversation, chat_loop
-
     path, hf, processor = mistral3
     pil_images()[1].save(tmp_path / "cat.png")
     prompt = "[INST][IMG]what is in the picture?[/INST]"
-    inputs = processor(images=[read_image(tmp_path / "cat.png")], text=prompt, return_tensors="pt")
-    expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=4, do_sample=False)[0],
-                                          skip_special_tokens=True)
-    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", tmp_path / "cat.png", "--prompt",
-                          prompt, "--temperature", "0", "--max-new-tokens", "4", "--no-stream")
-    assert code == 0 and out == expected + "\n", err
-
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is in the picture?"}]}]
-    inputs = processor(images=[read_image(tmp_path / "cat.png")], return_tensors="pt",
-                       text=processor.apply_chat_template(messages, add_generation_prompt=True))
-    new = hf.generate(**inputs, max_new_tokens=5, do_sample=False)[0, inputs["input_ids"].shape[1]:]
-    reply = processor.decode(new, skip_special_tokens=True)
-    conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=5, temperature=0)
-    lines = iter([f"/image {tmp_path / 'cat.png'}", "what is in the picture?", "/exit"])
-    chat_loop(conversation, lambda _: next(lines), lambda _: None)
-    assert conversation.history[1]["content"] == reply
-
-    url = "data:image/png;base64," + base64.b64encode((tmp_path / "cat.png").read_bytes()).decode()
-    asked = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                          {"type": "text", "text": "what is in the picture?"}]}]
-    server = Server(llmarch.load(path), load_tokenizer(path), "mistral3", max_batch=2)
-    with TestClient(build_app(server)) as client:
-        answer = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=5, temperature=0)).json()
-    assert answer["choices"][0]["message"]["content"] == reply
-    assert answer["usage"]["prompt_tokens"] == inputs["input_ids"].shape[1]
+    cli_chat_and_server_match(path, hf, processor, tmp_path / "cat.png", prompt, capsys)

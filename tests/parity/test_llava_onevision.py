@@ -120,13 +120,9 @@ def test_unsupported_variants_are_refused(pair):
 
 def pil_images():
     """Three aspect ratios and modes: wide RGB, tall RGBA, a grayscale one nearly square."""
-    import numpy as np
-    from PIL import Image
+    from test_vision_images import noise_images
 
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (10, 40, 3), dtype=np.uint8)),
-            Image.fromarray(rng.integers(0, 256, (41, 13, 4), dtype=np.uint8), "RGBA"),
-            Image.fromarray(rng.integers(0, 256, (30, 32), dtype=np.uint8))]
+    return noise_images((10, 40, 3), (41, 13, 4), (30, 32))
 
 
 @pytest.fixture(scope="module")
