@@ -118,32 +118,38 @@ def chat_expected(processor, hf, pil, n=5):
 def test_cli_generate_chat_and_server_with_an_image(internvl, tmp_path, capsys):
     """`llmarch generate --image`, `llmarch chat`'s /image and the server's image_url part: transformers' greedy
     continuation of its processor's prompt."""
+    path, hf, processor = internvl
+    pil_images()[0].save(tmp_path / "cat.png")
+    cli_chat_and_server_match(path, hf, processor, tmp_path / "cat.png", "user: <IMG_CONTEXT>\nwhat is in the picture?",
+                              capsys)
+
+
+def cli_chat_and_server_match(path, hf, processor, image_file, prompt: str, capsys) -> None:
+    """On a checkpoint saved with its processor: `llmarch generate --image` on `prompt`, `llmarch chat`'s /image and
+    the server's image_url part asking "what is in the picture?" each give transformers' greedy continuation of its
+    processor's prompt (the chat template's, for the chat and the server)."""
     from starlette.testclient import TestClient
 
     from llmarch.serve.app import Server, build_app
     from llmarch.serve.terminal import Conversation, chat_loop
 
-    path, hf, processor = internvl
-    image = pil_images()[0]
-    image.save(tmp_path / "cat.png")
-    prompt = "user: <IMG_CONTEXT>\nwhat is in the picture?"
-    inputs = processor(images=[read_image(tmp_path / "cat.png")], text=prompt, return_tensors="pt")
+    inputs = processor(images=[read_image(image_file)], text=prompt, return_tensors="pt")
     expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=4, do_sample=False)[0],
                                           skip_special_tokens=True)
-    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", tmp_path / "cat.png", "--prompt",
+    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", image_file, "--prompt",
                           prompt, "--temperature", "0", "--max-new-tokens", "4", "--no-stream")
     assert code == 0 and out == expected + "\n", err
 
-    inputs, reply = chat_expected(processor, hf, read_image(tmp_path / "cat.png"))
+    inputs, reply = chat_expected(processor, hf, read_image(image_file))
     conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=5, temperature=0)
-    lines = iter([f"/image {tmp_path / 'cat.png'}", "what is in the picture?", "/exit"])
+    lines = iter([f"/image {image_file}", "what is in the picture?", "/exit"])
     chat_loop(conversation, lambda _: next(lines), lambda _: None)
     assert conversation.history[1]["content"] == reply
 
-    url = "data:image/png;base64," + base64.b64encode((tmp_path / "cat.png").read_bytes()).decode()
+    url = "data:image/png;base64," + base64.b64encode(image_file.read_bytes()).decode()
     asked = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                           {"type": "text", "text": "what is in the picture?"}]}]
-    server = Server(llmarch.load(path), load_tokenizer(path), "internvl", max_batch=2)
+    server = Server(llmarch.load(path), load_tokenizer(path), "vlm", max_batch=2)
     with TestClient(build_app(server)) as client:
         answer = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=5, temperature=0)).json()
     assert answer["choices"][0]["message"]["content"] == reply

@@ -85,6 +85,14 @@ def test_processor_choice_and_refusals():
         image_processor_config({}, "d")
 
 
+def noise_images(*shapes):
+    """PIL images of uniform noise from one generator (seed 0), one per shape: (H, W) grayscale, (H, W, 3) RGB,
+    (H, W, 4) RGBA."""
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), "RGBA" if shape[2:] == (4,) else None)
+            for shape in shapes]
+
+
 def tokenizer(special, **more):
     """A small byte-level BPE with `special` tokens first and BOS added in front of every encoding (as LLaMA's);
     `more`: PreTrainedTokenizerFast's other arguments (InternVL's named image tokens)."""

@@ -18,6 +18,7 @@ from llmarch.errors import LlmarchError
 from llmarch.interop.llava_next import from_config as write_llava_next
 from llmarch.interop.llava_onevision import to_config as read_config
 from llmarch.vision.anyres_grid import image_tokens
+from llmarch.vision.preprocess import processor_for
 
 TEXT = dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=100)
@@ -117,33 +118,26 @@ def test_unsupported_variants_are_refused(pair):
         write_llava_next(ours.config)  # which would drop the budget
 
 
-def test_images_from_files_match_the_processors_and_generate(tmp_path, capsys):
-    """LlavaOnevisionImageProcessorPil on images of three aspect ratios and modes: pixel_values and image_sizes
-    equal; then, on a tiny random checkpoint saved with LlavaOnevisionProcessor, its input_ids for a prompt about
-    one image (downscaled under the budget) and the greedy tokens of transformers' generate, through llmarch's
-    image processor, prompt and generate, and `llmarch generate --image`."""
-    import numpy as np
-    from PIL import Image
+def pil_images():
+    """Three aspect ratios and modes: wide RGB, tall RGBA, a grayscale one nearly square."""
+    from test_vision_images import noise_images
+
+    return noise_images((10, 40, 3), (41, 13, 4), (30, 32))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny random checkpoint saved with LlavaOnevisionImageProcessorPil and a tokenizer, LlavaOnevisionProcessor
+    over them (without its video processor, whose check needs torchvision), transformers' model and ours."""
     from test_vision_images import tokenizer
 
-    from llmarch.cli import main
     from llmarch.data.tokenizer import load_tokenizer
-    from llmarch.vision.anyres_pixels import image_sizes
-    from llmarch.vision.preprocess import processor_for
-    from llmarch.vision.prompts import chat_request, image_request
 
-    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("onevision_files")
     images = transformers.LlavaOnevisionImageProcessorPil(**PROCESSOR)
-    pil = [Image.fromarray(rng.integers(0, 256, (10, 40, 3), dtype=np.uint8)),
-           Image.fromarray(rng.integers(0, 256, (41, 13, 4), dtype=np.uint8), "RGBA"),
-           Image.fromarray(rng.integers(0, 256, (30, 32), dtype=np.uint8))]
-    want = images(pil, return_tensors="pt")
-    mine = processor_for({**images.to_dict(), "image_processor_type": "LlavaOnevisionImageProcessor"})(pil)
-    assert mine["pixel_values"].shape == want["pixel_values"].shape
-    assert torch.equal(mine["pixel_values"], want["pixel_values"]) and torch.equal(image_sizes(pil),
-                                                                                   want["image_sizes"])
     tok = tokenizer(["<unk>", "<s>", "</s>", "<image>"])
-    class ImagesOnly(transformers.LlavaOnevisionProcessor):  # its check of a video processor needs torchvision
+
+    class ImagesOnly(transformers.LlavaOnevisionProcessor):
         def check_argument_for_proper_class(self, name, argument):
             return None if argument is None else super().check_argument_for_proper_class(name, argument)
 
@@ -152,24 +146,73 @@ def test_images_from_files_match_the_processors_and_generate(tmp_path, capsys):
     config = hf_config()
     config.text_config.vocab_size, config.image_token_id = len(tok), tok.convert_tokens_to_ids("<image>")
     hf = random_model(config)
-    hf.save_pretrained(tmp_path)
-    images.save_pretrained(tmp_path)  # the processor's own save needs its video processor
-    tok.save_pretrained(tmp_path)
-    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
-    model, ours_tok = llmarch.load(tmp_path), load_tokenizer(tmp_path)
+    hf.save_pretrained(path)
+    images.save_pretrained(path)  # the processor's own save needs its video processor
+    tok.save_pretrained(path)
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    return path, hf, processor, llmarch.load(path), load_tokenizer(path)
+
+
+def test_images_from_files_match_the_processors_and_generate(saved, capsys):
+    """LlavaOnevisionImageProcessorPil on images of three aspect ratios and modes: pixel_values and image_sizes
+    equal; then LlavaOnevisionProcessor's input_ids for a prompt about one image (downscaled under the budget) and
+    the greedy tokens of transformers' generate, through llmarch's image processor, prompt and generate, and
+    `llmarch generate --image`."""
+    from llmarch.cli import main
+    from llmarch.vision.anyres_pixels import image_sizes
+    from llmarch.vision.prompts import image_request
+
+    path, hf, processor, model, tok = saved
+    pil = pil_images()
+    images = processor.image_processor
+    want = images(pil, return_tensors="pt")
+    mine = processor_for({**images.to_dict(), "image_processor_type": "LlavaOnevisionImageProcessor"})
+    mine = mine.tiled(pil)  # every image tiled, as a flat list is
+    assert torch.equal(mine["pixel_values"], want["pixel_values"]) and torch.equal(mine["image_sizes"],
+                                                                                   want["image_sizes"])
+    assert torch.equal(image_sizes(pil), want["image_sizes"])
     prompt = "USER: <image>\nwhat is in the picture? ASSISTANT:"
     want = processor(images=pil[2:], text=prompt, return_tensors="pt")
-    ids, arguments = image_request(model, ours_tok, prompt, pil[2:])
-    assert ids == want["input_ids"][0].tolist() and ids.count(config.image_token_id) == 16 + 5 * 6
+    ids, arguments = image_request(model, tok, prompt, pil[2:])
+    assert ids == want["input_ids"][0].tolist() and ids.count(model.vision.v.image_token_id) == 16 + 5 * 6
     assert torch.equal(arguments["pixel_values"], want["pixel_values"])
     expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
     assert llmarch.generate(model, [ids], 6, **arguments)[0] == expected
-    with pytest.raises(LlmarchError, match="several images in one prompt"):
-        image_request(model, ours_tok, prompt + "<image>", pil[:2])
-    with pytest.raises(LlmarchError, match="several images in one prompt"):
-        chat_request(model, ours_tok, "<image><image>", pil[:2])  # the chat command's and the server's
-    pil[2].save(tmp_path / "image.png")
-    code = main(["generate", "--checkpoint", str(tmp_path), "--image", str(tmp_path / "image.png"), "--prompt",
+    pil[2].save(path / "image.png")
+    code = main(["generate", "--checkpoint", str(path), "--image", str(path / "image.png"), "--prompt",
                  prompt, "--temperature", "0", "--max-new-tokens", "6", "--no-stream"])
+    out, err = capsys.readouterr()
+    assert code in (0, None) and out == processor.tokenizer.decode(expected, skip_special_tokens=True) + "\n", err
+
+
+def test_several_images_in_one_prompt_are_the_multi_image_mode(saved, capsys):
+    """Two images to one prompt: transformers' multi-image mode (images nested per prompt, batch_num_images [2]):
+    each padded to a square with the mean colour and taken as one tile, 16 features and a newline each; pixel_values
+    and input_ids equal to the processor's, logits within 1e-4 of transformers', its greedy tokens, and the chat
+    layout's ids; `llmarch generate` with two --image files."""
+    from llmarch.cli import main
+    from llmarch.vision.prompts import chat_request, image_request
+
+    path, hf, processor, model, tok = saved
+    pil = pil_images()[:2]
+    prompt = "USER: <image>\n<image>\nwhat differs? ASSISTANT:"
+    want = processor(images=[pil], text=prompt, return_tensors="pt")
+    assert want["batch_num_images"].tolist() == [2] and want["pixel_values"].shape == (2, 1, 3, 8, 8)
+    ids, arguments = image_request(model, tok, prompt, pil)
+    assert ids == want["input_ids"][0].tolist() and ids.count(model.vision.v.image_token_id) == 2 * (16 + 1)
+    assert torch.equal(arguments["pixel_values"], want["pixel_values"])
+    assert torch.equal(arguments["image_sizes"], want["image_sizes"])
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        theirs = hf(**want).logits
+        mine = model(x, **arguments).logits
+    assert (mine - theirs).abs().max() <= 1e-4, (mine - theirs).abs().max()
+    expected = hf.generate(**want, max_new_tokens=6, do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 6, **arguments)[0] == expected
+    assert chat_request(model, tok, prompt, pil)[0] == ids  # the chat command's and the server's
+    for k, image in enumerate(pil):  # PNG keeps the pixels (the RGBA one too)
+        image.save(path / f"{k}.png")
+    code = main(["generate", "--checkpoint", str(path), "--image", str(path / "0.png"), "--image",
+                 str(path / "1.png"), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "6", "--no-stream"])
     out, err = capsys.readouterr()
     assert code in (0, None) and out == processor.tokenizer.decode(expected, skip_special_tokens=True) + "\n", err

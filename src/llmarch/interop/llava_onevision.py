@@ -2,8 +2,8 @@
 "LLaVA-OneVision: Easy Visual Task Transfer"): LLaVA-NeXT's AnyRes tiles, unpadding and image_newline (llava_next.py,
 vision/anyres.py) over a SigLIP tower's last hidden state (all patches: SigLIP has no class token), into a Qwen2 text
 model under model.language_model; an unpadded grid larger than anyres_max_N's N tiles is bilinearly downscaled
-(vision max_tiles). Only images: several images in one prompt (transformers' multi-image mode, one square-padded
-tile each) and videos are not read."""
+(vision max_tiles). Only images (several to a prompt in transformers' multi-image mode, one square-padded tile each:
+vision/anyres_pixels.py, vision/anyres.py); videos are not read."""
 from __future__ import annotations
 
 import re

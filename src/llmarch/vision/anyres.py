@@ -36,18 +36,31 @@ class AnyResImageInputs(ImageInputs):
             raise LlmarchError(f"AnyRes pixel_values must have shape (images, tiles, {v.channels}, {v.image_size}, "
                                f"{v.image_size}), got {tuple(pixel_values.shape)}")
         sizes = image_sizes_list(image_sizes, pixel_values.shape[0])
-        grids = [grid(v, h, w) for h, w in sizes]
-        counts = [rows * cols + 1 for rows, cols in grids]
-        if max(counts) > pixel_values.shape[1]:
-            raise LlmarchError(f"image_sizes {sizes} need {counts} tiles; pixel_values hold {pixel_values.shape[1]}")
-        tiles = torch.cat([p[:n] for p, n in zip(pixel_values, counts)])  # (sum tiles, channels, S, S)
-        features = self.projector(self.tower(tiles)).to(embeds.dtype).split(counts)  # each (tiles, P, C)
-        packed = torch.cat([self.pack(f, rows, cols, size) for f, (rows, cols), size in zip(features, grids, sizes)])
+        packed = self.single_tiles(pixel_values[:, 0]) if pixel_values.shape[1] == 1 else \
+            self.tiled(pixel_values, sizes)
+        packed = packed.to(embeds.dtype)
         where = ids == v.image_token_id  # (B, T)
         if int(where.sum()) != packed.shape[0]:
             raise LlmarchError(f"images of sizes {sizes} give {packed.shape[0]} features; input_ids hold "
                                f"{int(where.sum())} image tokens (id {v.image_token_id})")
         return embeds.masked_scatter(where[..., None], packed)
+
+    def tiled(self, pixel_values: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """Each image's tiles (the downscaled whole, then its grid) -> all images' packed features (sum, C)."""
+        grids = [grid(self.v, h, w) for h, w in sizes]
+        counts = [rows * cols + 1 for rows, cols in grids]
+        if max(counts) > pixel_values.shape[1]:
+            raise LlmarchError(f"image_sizes {sizes} need {counts} tiles; pixel_values hold {pixel_values.shape[1]}")
+        tiles = torch.cat([p[:n] for p, n in zip(pixel_values, counts)])  # (sum tiles, channels, S, S)
+        features = self.projector(self.tower(tiles)).split(counts)  # each (tiles, P, C)
+        return torch.cat([self.pack(f, rows, cols, size) for f, (rows, cols), size in zip(features, grids, sizes)])
+
+    def single_tiles(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """LLaVA-OneVision's several images to a prompt: each one square-padded tile (N, channels, S, S), its P
+        features then the newline, (N (P + 1), C). An AnyRes image has two tiles or more, so one tile an image marks
+        this mode, as transformers' pack_image_features tells them apart."""
+        f = self.projector(self.tower(pixel_values))  # (N, P, C)
+        return torch.cat([f, self.newline.to(f.dtype).expand(f.shape[0], 1, f.shape[-1])], dim=1).flatten(0, 1)
 
     def pack(self, f: torch.Tensor, rows: int, cols: int, size: tuple[int, int]) -> torch.Tensor:
         """One image's tile features f (1 + rows * cols, P, C) -> its (image_tokens, C) features."""

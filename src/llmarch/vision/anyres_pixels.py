@@ -17,7 +17,8 @@ import torch
 from ..errors import LlmarchError
 from .anyres_grid import best_resolution
 from .image_files import to_rgb
-from .preprocess import _BASE, BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ResizeCropNormalize, _size
+from .preprocess import (_BASE, BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ResizeCropNormalize, _channels,
+                         _size)
 
 _DEFAULTS = dict(_BASE, size={"shortest_edge": 224}, default_to_square=False, resample=BICUBIC, do_center_crop=True,
                  crop_size={"height": 224, "width": 224}, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
@@ -34,6 +35,7 @@ class AnyResPreprocess:
     pinpoints: list
     tile: int  # the tiles' side: the crop's height (else the size's)
     whole: tuple[int, int]  # (height, width) the whole image is resized to
+    fill: tuple[int, ...]  # OneVision's square padding colour: int(image_mean * 255) per channel
     defaults: ClassVar[dict] = _DEFAULTS  # the transformers class's, for what a config leaves out
 
     @classmethod
@@ -47,11 +49,15 @@ class AnyResPreprocess:
         if any(x % tile for p in points for x in p):
             raise LlmarchError(f"{config.get('image_processor_type')}: image_grid_pinpoints {points} must be whole "
                                f"tiles of {tile}")
-        return cls(ResizeCropNormalize.from_config(cls.defaults, config), points, tile, whole)
+        return cls(ResizeCropNormalize.from_config(cls.defaults, config), points, tile, whole,
+                   tuple(int(m * 255) for m in _channels(c["image_mean"])))
 
     def __call__(self, images) -> dict:
-        """PIL images -> the model's image arguments (preprocess.py): pixel_values (N, most tiles, 3, H, W) float32
-        and image_sizes (N, 2)."""
+        return self.tiled(images)
+
+    def tiled(self, images) -> dict:
+        """PIL images, every one tiled -> the model's image arguments (preprocess.py): pixel_values (N, most tiles,
+        3, H, W) float32 and image_sizes (N, 2)."""
         out = [np.stack([self.each.one(t) for t in self.tiles(image)]) for image in images]
         most = max(len(a) for a in out)
         return {"pixel_values": torch.from_numpy(np.stack([np.pad(a, ((0, most - len(a)),) + ((0, 0),) * 3)
@@ -73,8 +79,32 @@ class AnyResPreprocess:
 
 
 class OneVisionPreprocess(AnyResPreprocess):
-    """LlavaOnevisionImageProcessor for one image a prompt (its batch_num_images all ones: every image tiled)."""
+    """LlavaOnevisionImageProcessor, called with one prompt's images (prompts.image_request). One image is tiled
+    (AnyRes); several (transformers' multi-image mode: images nested per prompt, batch_num_images > 1) are each
+    padded to a square with the mean colour, centred, and taken whole as one tile: pixel_values (N, 1, 3, S, S),
+    image_sizes their own (height, width). `tiled` tiles every image, as transformers does a flat list of images
+    (one a prompt)."""
     defaults: ClassVar[dict] = _ONEVISION
+
+    def __call__(self, images) -> dict:
+        return self.tiled(images) if len(images) < 2 else self.single_tiles(images)
+
+    def single_tiles(self, images) -> dict:
+        """Several images of one prompt, each one square-padded tile: pixel_values (N, 1, 3, S, S), image_sizes."""
+        return {"pixel_values": torch.from_numpy(np.stack([self.each.one(self.square(image))[None]
+                                                           for image in images])),
+                "image_sizes": image_sizes(images)}
+
+    def square(self, image):
+        """pad_to_square: the image centred on a square of its longest side, filled with the mean colour as
+        int(mean * 255) per channel (the class's image_mean: the config's)."""
+        from PIL import Image
+
+        image = to_rgb(image) if self.each.rgb else image
+        side = max(image.size)
+        canvas = Image.new(image.mode, (side, side), self.fill)
+        canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        return canvas
 
 
 def fitted(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int]:

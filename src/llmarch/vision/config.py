@@ -122,6 +122,8 @@ class VisionConfig:
         pixels = images["pixel_values"]
         if self.grid_pinpoints is not None and "image_sizes" in images:  # AnyRes: each image's own count
             sizes = anyres_grid.image_sizes_list(images["image_sizes"], pixels.shape[0])
+            if pixels.dim() == 5 and pixels.shape[1] == 1:  # one tile an image: its features and a newline
+                return [self.tokens_per_image + 1] * len(sizes)
             return [anyres_grid.image_tokens(self, h, w) for h, w in sizes]
         if pixels.dim() != 4 or tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
             raise LlmarchError(f"the image processor makes pixel_values {tuple(pixels.shape)}; the tower reads "

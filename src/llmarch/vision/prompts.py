@@ -14,15 +14,13 @@ import json
 from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
-from . import idefics2_images
+from . import idefics2_images, pixtral_images
 from .idefics3_images import image_text
 from .tiled_images import TiledImages
+from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
-# model types whose transformers processor reads several images to a prompt in another mode (LLaVA-OneVision's
-# multi-image mode: one square-padded tile each), which is not read: one image a prompt
-ONE_IMAGE = ("llava_onevision",)
 
 
 def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], dict]:
@@ -37,7 +35,6 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
     placeholder once per image (a vision-language template writes one for each {"type": "image"} part: the image
     token, Gemma 3's <start_of_image>): the family's layout on it, tokenized as transformers' processor
     apply_chat_template does, BOS added unless the text starts with it (then the text's own, once)."""
-    _one_image(model.config.hf_model_type, images)
     v, arguments = _preprocess(model, tok, images)
     layout = PROMPTS[model.config.hf_model_type]
     token = getattr(layout, "placeholder", _image_token)(v, tok)
@@ -55,29 +52,31 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
 def _preprocess(model, tok, images: list):
     """The vision config and the images preprocessed to the model's image arguments."""
     cfg = model.config
-    if cfg.vision is None or (not is_qwen(cfg.vision) and vision_config(cfg.vision).held):
+    v = None if cfg.vision is None else _vision(cfg.vision)
+    if v is None or getattr(v, "held", False):
         raise LlmarchError(f"{cfg.name} reads no images (it has no vision tower that runs: config vision)")
     if cfg.hf_model_type not in PROMPTS:
         raise LlmarchError(f"images for a {cfg.hf_model_type!r} checkpoint are not supported; supported: "
                            f"{', '.join(PROMPTS.names())}")
-    v = qwen_vision_config(cfg.vision) if is_qwen(cfg.vision) else vision_config(cfg.vision)
-    return v, _processor(tok, cfg.hf_model_type, cfg.name)(images)
+    return v, _processor(tok, cfg.hf_model_type, cfg.name, v)(images)
 
 
-def _processor(tok, kind: str, where: str = "the tokenizer"):
+def _vision(data: dict):
+    """ModelConfig.vision as its tower's config: Qwen-VL's, Pixtral's or the others'."""
+    return qwen_vision_config(data) if is_qwen(data) else pixtral_vision_config(data) if is_pixtral(data) else \
+        vision_config(data)
+
+
+def _processor(tok, kind: str, where: str = "the tokenizer", v=None):
     """The checkpoint's image processor (from the tokenizer's side files), with what the family's transformers
     processor passes it on every call over its config (the layout's images_kwargs: InternVLProcessor's
-    crop_to_patches)."""
+    crop_to_patches; a callable of (vision config, tokenizer) where the processor's own config sets them, as
+    PixtralProcessor's patch_size)."""
     from .preprocess import image_processor_config, processor_for
 
     config = image_processor_config(getattr(tok, "side_files", {}), where)
-    return processor_for({**config, **getattr(PROMPTS[kind], "images_kwargs", {})})
-
-
-def _one_image(kind: str, images: list) -> None:
-    if kind in ONE_IMAGE and len(images) > 1:
-        raise LlmarchError(f"{kind}: several images in one prompt (transformers' multi-image mode, one square-padded "
-                           "tile each) are not supported; give one image")
+    kwargs = getattr(PROMPTS[kind], "images_kwargs", {})
+    return processor_for({**config, **(kwargs(v, tok) if callable(kwargs) else kwargs)})
 
 
 def _image_token(v, tok) -> str:
@@ -109,25 +108,19 @@ def _bos_text(tok, required: bool = True) -> str | None:
     return bos
 
 
+@PROMPTS.register("llava_onevision")
 @PROMPTS.register("vipllava")
 @PROMPTS.register("llava_next")
 @PROMPTS.register("llava")
 def llava(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
-    """LlavaProcessor (VipLLaVA's too, and LlavaNextProcessor, whose counts follow each image's size): each image
+    """LlavaProcessor (VipLLaVA's too; LlavaNextProcessor's and LlavaOnevisionProcessor's, whose counts follow each
+    image's size, or with several images to a OneVision prompt are one tile's and a newline): each image
     token in the text becomes its image's count of them, then the text is tokenized as usual (BOS first). A prompt
     without image tokens gets them at its start, each on its own line (LLaVA-1.5's "<image>\\n" layout)."""
     token, counts = _image_token(v, tok), v.image_tokens(arguments)
     if not _count(prompt, token, len(counts)):
         prompt = f"{token}\n" * len(counts) + prompt
     return tok.encode(_expand(prompt, token, counts))
-
-
-@PROMPTS.register("llava_onevision")
-def llava_onevision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
-    """LlavaOnevisionProcessor with one image to the prompt (every image's tiles, anyres.py): LLaVA's layout. Several
-    images to one prompt take transformers' multi-image mode (one square-padded tile each), which is refused."""
-    _one_image("llava_onevision", images)
-    return llava(v, tok, prompt, images, arguments)
 
 
 @PROMPTS.register("paligemma")
@@ -242,3 +235,21 @@ def idefics2(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     split = _processor(tok, "idefics2").split
     return tok.encode(idefics2_images.tidy(prompt.replace(token, idefics2_images.image_text(
         token, v.tokens_per_image, split))))
+
+
+@PROMPTS.register("mistral3")
+def mistral3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """PixtralProcessor (Mistral 3's): the k-th [IMG] becomes its image's rows of [IMG] per merged patch, each row
+    ended by [IMG_BREAK], the last by [IMG_END] (pixtral_images.py, from its resized image_sizes); then the text is
+    tokenized as usual. A prompt without image tokens gets them at its start, as the chat template writes an image
+    part before the text."""
+    token, fields = _image_token(v, tok), pixtral_images.processor_fields(v, tok)
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    first, *rest = prompt.split(token)
+    sizes = arguments["image_sizes"].tolist()
+    return tok.encode(first + "".join(pixtral_images.image_text(h, w, fields["merged"], fields) + text
+                                      for (h, w), text in zip(sizes, rest)))
+
+
+mistral3.images_kwargs = lambda v, tok: {"patch_size": pixtral_images.processor_fields(v, tok)["merged"]}
