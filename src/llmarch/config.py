@@ -911,6 +911,14 @@ class ModelConfig:
     # yoso (YOSO, Zeng et al. 2021): tau, the bits of its hash; a query's weight on a key is their collision
     # probability (1 - angle / pi)^tau
     yoso_hash_len: int = 9
+    # mra (MRA-2, Zeng et al. 2022): the (query block, key block) pairs of attention_block tokens each head computes
+    # at full resolution (those of the highest block-mean scores), the rest in 'full' mode at block resolution, in
+    # 'sparse' mode not at all; and the priors that pick the first mra_first_blocks block rows and columns and a band
+    # of mra_diagonal_blocks around the diagonal before the scores (transformers' initial_prior_*_n_blocks)
+    mra_blocks: int = 64
+    mra_approx: str = "full"
+    mra_first_blocks: int = 0
+    mra_diagonal_blocks: int = 0
     # nystrom, yoso: a depthwise convolution of this (odd) kernel over each head's values along the sequence, one
     # kernel per head, added to the attention's output (Nystromformer's conv_kernel_size, YOSO's conv_window); 0: none
     value_conv: int = 0
