@@ -94,7 +94,8 @@ def test_mra_matches_transformers_and_round_trips(case, kernels, tmp_path):
     hf, ours = build(case, tmp_path / "hf")
     cfg = ours.config
     assert (cfg.attention, cfg.attention_block, cfg.attn_scale) == ("mra", 32, 32 ** -0.5)
-    assert (cfg.mra_blocks, cfg.mra_approx) == (4 * CASES[case]["block_per_row"], CASES[case].get("approx_mode", "full"))
+    per_row, mode = CASES[case]["block_per_row"], CASES[case].get("approx_mode", "full")
+    assert (cfg.mra_blocks, cfg.mra_approx) == (4 * per_row, mode)
     ids, mask = right_padded()
     real = mask.bool()
     with torch.no_grad():
@@ -111,7 +112,7 @@ def test_mra_matches_transformers_and_round_trips(case, kernels, tmp_path):
         assert (inside - rows_alone(hf, ids[1:, :96], mask[1:, :96])[:, :70]).abs().max() <= 1e-4
     to_hf(ours, tmp_path / "out")
     back = transformers.MraForMaskedLM.from_pretrained(tmp_path / "out").eval()
-    assert back.config.block_per_row == CASES[case]["block_per_row"]
+    assert back.config.block_per_row == per_row
     with torch.no_grad():
         assert (rows_alone(back, ids, mask) - mine)[real].abs().max() <= 1e-4
 
@@ -120,8 +121,8 @@ def test_mra_token_classifier_base_model_and_wide_heads(kernels, tmp_path):
     """MraForTokenClassification with heads of 32 (no warp padding: scores at 32^-1/2 as head_dim^-1/2), and its body
     (MraModel) read as head 'embed'."""
     torch.manual_seed(0)
-    hf = transformers.MraForTokenClassification(transformers.MraConfig(**{**MRA, "hidden_size": 64,
-                                                                          "num_attention_heads": 2}, num_labels=3)).eval()
+    config = transformers.MraConfig(**{**MRA, "hidden_size": 64, "num_attention_heads": 2}, num_labels=3)
+    hf = transformers.MraForTokenClassification(config).eval()
     ours = perturbed_from_hf(hf, tmp_path / "tokens")
     assert (ours.config.head, ours.config.attn_scale, ours.config.mra_blocks) == ("tokens", None, 16)
     ids, mask = right_padded()

@@ -1,15 +1,16 @@
 """MRA attention (Zeng et al. 2022, "Multi Resolution Analysis (MRA) for Approximate Self-Attention", §4-5, MRA-2):
 softmax attention approximated at two resolutions over blocks of b = attention_block tokens. The coarse scale scores
-block pairs by their means, L = q\u0304 k\u0304^T s (q\u0304, k\u0304, v\u0304: each block's mean over its real tokens); the
-mra_blocks pairs of the highest L, after priors (+5e3 on the first mra_first_blocks block rows and columns and on a
+block pairs by their means, L = Q_b K_b^T s (Q_b, K_b, V_b: each block's mean over its real tokens); the mra_blocks
+pairs of the highest L, after priors (+5e3 on the first mra_first_blocks block rows and columns and on a
 band of mra_diagonal_blocks around the diagonal), are computed at full resolution, exp(q_i k_j s - m_i); in 'full'
-mode every other pair adds exp(L - max_j L) times its key block's count of real tokens, on v\u0304 of the key block, and
+mode every other pair adds exp(L - max_j L) times its key block's count of real tokens, on V_b of the key block, and
 the two scales are rescaled to one maximum; each query divides by its sum of weights (+1e-6). 'sparse' keeps the
 full resolution alone. This is transformers' mra2_attention (models/mra/modeling_mra.py) and its CUDA kernels
 (kernels-community/mra: mm_to_sparse, sparse_dense_mm, index_max, whose per-query maximum m_i is kept as an integer
 of thousandths, -1e5 where no pair is chosen), gathered blocks in PyTorch: transformers has no CPU path (its
 attention returns zeros without the kernels). Padded keys and fully padded blocks weigh nothing, padded queries give
-zeros, and a length that is no multiple of b is padded inside (as padding tokens would be); a sequence of fewer than
+zeros (max_j L runs over padded key blocks too, at 0, so more padding can change the choice, as in the reference);
+a length that is no multiple of b is padded inside (as padding tokens would be); a sequence of fewer than
 mra_blocks pairs computes them all. The reference applies no attention dropout. Bidirectional only: no causal form."""
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def mra2(q, k, v, real, scale: float, block: int, budget: int, full: bool, first
         low_out, low_norm = (low_w @ v_bar)[..., None, :], low_w.sum(-1)[..., None]  # (B, H, n, 1, D), (B, H, n, 1)
         shift = (row_max - best) * m  # log of the coarse scale's weights over the fine one's
         low_c, high_c = torch.exp(shift.clamp(max=0)), torch.exp(-shift.clamp(min=0))
-        y = (out * high_c[..., None] + low_out * low_c[..., None]) / (norm * high_c + low_norm * low_c + 1e-6)[..., None]
+        total = norm * high_c + low_norm * low_c + 1e-6  # (B, H, n, b)
+        y = (out * high_c[..., None] + low_out * low_c[..., None]) / total[..., None]
     else:
         y = out / (norm + 1e-6)[..., None]
     return (y * m[..., None]).reshape(B, H, n * block, D)[:, :, :T]
