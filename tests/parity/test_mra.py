@@ -84,8 +84,8 @@ def build(case, tmp_path, **more):
 
 def rows_alone(hf, ids, mask):
     """transformers' logits, each row run alone: in a batch its MraSelfAttention interleaves the rows' masks
-    (`attention_mask.squeeze().repeat(1, heads, 1)` on a (B, T) mask puts row h % B's mask on head h of every row),
-    so its padded batch attends by other rows' padding; one row at a time it masks its own."""
+    (`attention_mask.squeeze().repeat(1, H, 1).reshape(B * H, T)` gives head h of row b the mask of row (b H + h) mod
+    B), so its padded batch attends by other rows' padding; one row at a time it masks its own."""
     return torch.cat([hf(ids[r:r + 1], attention_mask=mask[r:r + 1]).logits for r in range(len(ids))])
 
 
