@@ -911,6 +911,12 @@ class ModelConfig:
     # yoso (YOSO, Zeng et al. 2021): tau, the bits of its hash; a query's weight on a key is their collision
     # probability (1 - angle / pi)^tau
     yoso_hash_len: int = 9
+    # mra (MRA-2, Zeng et al. 2022): the (query block, key block) pairs of attention_block tokens each head computes
+    # at full resolution, those of the highest block-mean scores after the priors below
+    mra_blocks: int = 64
+    mra_approx: str = "full"  # mra: full (the other pairs at block resolution) or sparse (the chosen pairs alone)
+    mra_first_blocks: int = 0  # mra: the first block rows and columns chosen before the scores (a prior)
+    mra_diagonal_blocks: int = 0  # mra: a band this wide around the diagonal chosen before the scores (a prior)
     # nystrom, yoso: a depthwise convolution of this (odd) kernel over each head's values along the sequence, one
     # kernel per head, added to the attention's output (Nystromformer's conv_kernel_size, YOSO's conv_window); 0: none
     value_conv: int = 0

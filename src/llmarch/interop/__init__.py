@@ -90,6 +90,7 @@ from . import doge  # noqa: F401
 from . import dory  # noqa: F401
 from . import axk2  # noqa: F401
 from . import big_bird, fnet, nystromformer, yoso  # noqa: F401
+from . import mra  # noqa: F401
 from . import aria_text  # noqa: F401
 from . import cohere_compass_text  # noqa: F401
 from . import lara_mini  # noqa: F401

@@ -13,5 +13,6 @@ from . import ngram  # noqa: F401
 from . import xl_relative  # noqa: F401
 from . import merged  # noqa: F401
 from . import reformer  # noqa: F401
+from . import mra  # noqa: F401
 
 __all__ = ["ATTENTION_KINDS", "AttentionKind", "cached_kv", "windowed_kinds"]
