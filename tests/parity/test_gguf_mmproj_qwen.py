@@ -10,6 +10,7 @@ test_gguf_more_archs.py). The model read equals from_hf's (vision config; logits
 and its logits after them (the image tokens' M-RoPE positions, each its (row, column), the text after them past the
 larger side); cached decoding the whole forward's; a text model without M-RoPE refused in one line."""
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -29,7 +30,6 @@ gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
 from test_gguf_mmproj import convert_mmproj, ids_of, mtmd  # noqa: E402
-from test_gguf_older import rewrite as rewrite_arch  # noqa: E402
 from test_cli_trust import call  # noqa: E402
 from test_qwen_vl_images import random_model  # noqa: E402
 from test_vision_images import tokenizer  # noqa: E402
@@ -44,6 +44,25 @@ CASES = {  # model_type: (class prefix, vision config)
     "qwen2_5_vl": ("Qwen2_5_VL", dict(VISION, hidden_size=32, out_hidden_size=64, intermediate_size=40,
                                       window_size=112, fullatt_block_indexes=[2])),
 }
+
+
+def as_qwen2vl(src, dst) -> None:
+    """A qwen2 GGUF file written again as llama.cpp's qwen2vl (Qwen2VLModel's converter): its keys renamed, the
+    M-RoPE sections added (padded to four), its tensors' bytes as they are (quantized ones too)."""
+    T = gguf.GGUFValueType
+    r = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), "qwen2vl")
+    for key, f in r.fields.items():
+        if not key.startswith("GGUF.") and key != "general.architecture":
+            w.add_key_value(re.sub(r"^qwen2\.", "qwen2vl.", key), f.contents(), f.types[0],
+                            sub_type=f.types[-1] if f.types[0] == T.ARRAY else None)
+    w.add_key_value("qwen2vl.rope.dimension_sections", SECTION + [0], T.ARRAY, sub_type=T.INT32)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -72,9 +91,7 @@ def files(request, tmp_path_factory):
     text = llmarch.build(ours.config.replace(vision=None, hf_model_type="qwen2", mrope_section=None))
     text.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("vision.")})
     to_gguf(text, path / "qwen2.gguf", "f32", checkpoint_tokenizer(path / "hf"))
-    rewrite_arch(path / "qwen2.gguf", path / "text.gguf", "qwen2vl",
-                 extra={"qwen2vl.rope.dimension_sections": (SECTION + [0], gguf.GGUFValueType.ARRAY,
-                                                            gguf.GGUFValueType.INT32)})
+    as_qwen2vl(path / "qwen2.gguf", path / "text.gguf")
     image = path / "image.png"  # 128 x 32: 16 x 4 merged patches, within clip.cpp's bounds, no resize
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 128, 3), dtype=np.uint8)).save(image)
     return path / "text.gguf", path / "mmproj.gguf", hf, ours, image
@@ -150,3 +167,32 @@ def test_convert_refuses_to_write_a_qwen_mmproj(files, tmp_path, capsys):
                         "--mmproj-out", tmp_path / "m.gguf")
     assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.parametrize("kind, method", [("q8_0", "int8"), ("q4_0", "int4")])
+def test_quantized_text_model_stays_on_the_kernels(files, kind, method, tmp_path):
+    """A Q8_0 / Q4_0 text model read with an mmproj keeps its matrices on llmarch's int8 / int4 kernels (the tower
+    in float), its greedy tokens with the image those of the same file read dequantized."""
+    from torch import nn
+
+    from llmarch.quant.linear import Int4Linear, Int8Linear
+
+    text, mmproj, _, _, image = files
+    if "qwen2_5" in str(text):
+        pytest.skip("one tower is enough")
+    to_gguf(llmarch.from_gguf(text.parent / "qwen2.gguf"), tmp_path / "q.gguf", kind,
+            checkpoint_tokenizer(text.parent / "hf"))
+    as_qwen2vl(tmp_path / "q.gguf", tmp_path / "text.gguf")
+    model = llmarch.from_gguf(tmp_path / "text.gguf", mmproj=mmproj, kernels=True)
+    plain = llmarch.from_gguf(tmp_path / "text.gguf", mmproj=mmproj)
+    assert model.quantization.method == method and getattr(plain, "quantization", None) is None
+    quantized = (Int8Linear, Int4Linear)
+    assert isinstance(model.blocks[0].attn.o_proj, quantized)
+    assert not any(isinstance(m, quantized) for m in model.vision.modules())
+    assert isinstance(model.vision.tower.merger.fc2, nn.Linear)
+    tok = checkpoint_tokenizer(tmp_path / "text.gguf", mmproj=mmproj)
+    ids, arguments = image_request(model, tok, "the cat <|vision_start|><|image_pad|><|vision_end|> sat",
+                                   [read_image(image)])
+    ids = torch.tensor([ids])
+    assert torch.equal(llmarch.generate(model, ids, 4, temperature=0.0, **arguments),
+                       llmarch.generate(plain, ids, 4, temperature=0.0, **arguments))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +20,7 @@ import torch
 from ..errors import LlmarchError, first_and_count
 from ..registry import Registry
 from .gguf import dequantized, open_gguf
+from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
 from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_processor, qwen_vision
 
@@ -198,9 +199,12 @@ def gguf_names(name_map, hf: str):
             yield found
 
 
-def with_mmproj(text_model, text_path, mmproj_path, device=None):
+def with_mmproj(text_model, text_path, mmproj_path, device=None, kernels: bool = False):
     """The text model read from text_path with the tower and projector of mmproj_path: a model of the projector's
-    Hugging Face family (its config the text model's with `vision` added)."""
+    Hugging Face family (its config the text model's with `vision` added). kernels: the text model's matrices,
+    where the file's types allow, on llmarch's int4/int8 kernels as from_gguf_kernels puts them (the dequantized
+    values give the file's codes back: gguf_kernels.file_codes), the tower and projector (llama.cpp's F32/F16) in
+    float."""
     from .hf import FAMILIES, build_from
     from .mapping import expand, export_state
     from ..vision.config import check_vision
@@ -221,7 +225,13 @@ def with_mmproj(text_model, text_path, mmproj_path, device=None):
     rules = family.rules_for(cfg)
     text = export_state(text_model.state_dict(), rules, cfg)
     hf_names = [name for rule in expand(rules, cfg) for name in rule.hf]
-    return build_from(cfg, family, MMProjTensors(text, meta, hf_names, projector), Path(mmproj_path), None, device)
+    scheme = file_scheme(open_gguf(text_path)) if kernels else None
+    take = None if scheme is None else QuantizeAsRead(scheme, text_path)
+    model = build_from(cfg, family, MMProjTensors(text, meta, hf_names, projector), Path(mmproj_path), None, device,
+                       None if take is None else lambda m, name, t: not name.startswith("vision.") and take(m, name, t))
+    if take is not None:
+        model.quantization = replace(scheme, int8_layers=tuple(take.int8_layers)) if take.int8_layers else scheme
+    return model
 
 
 def mmproj_side_files(mmproj_path, side_files: dict[str, bytes]) -> dict[str, bytes]:
