@@ -29,7 +29,7 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
-from test_gguf_mmproj import convert_mmproj, ids_of, mtmd  # noqa: E402
+from test_gguf_mmproj import convert_mmproj, ids_of, reference  # noqa: E402
 from test_cli_trust import call  # noqa: E402
 from test_qwen_vl_images import random_model  # noqa: E402
 from test_vision_images import tokenizer  # noqa: E402
@@ -118,17 +118,7 @@ def test_reads_as_from_hf_with_transformers_logits(files):
 
 def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
     text, mmproj, _, _, image = files
-    ref = mtmd(files[:2] + (None, image), "the cat <__media__> sat on")
-    try:
-        parts = ref.parts()
-        chunk = next(p for p in parts if not isinstance(p, list))
-        theirs = ref.embeddings(chunk)
-        want = ref.greedy(6)
-        lc = ref.llama_cpp
-        vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(ref.model))
-        last = torch.from_numpy(np.ctypeslib.as_array(lc.llama_get_logits_ith(ref.ctx, -1), shape=(vocab,)).copy())
-    finally:
-        ref.close()
+    parts, theirs, want, last = reference(files[:2] + (None, image), "the cat <__media__> sat on")
     model = llmarch.from_gguf(text, mmproj=mmproj)
     tok = checkpoint_tokenizer(text, mmproj=mmproj)
     _, arguments = image_request(model, tok, "<|image_pad|>", [read_image(image)])
