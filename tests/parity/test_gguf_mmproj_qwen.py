@@ -156,7 +156,7 @@ def test_convert_refuses_to_write_a_qwen_mmproj(files, tmp_path, capsys):
     code, _, err = call(capsys, "convert", "--to-gguf", text.parent / "hf", "--out", tmp_path / "t.gguf",
                         "--mmproj-out", tmp_path / "m.gguf")
     assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "m.gguf").exists()
+    assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
 
 
 @pytest.mark.parametrize("kind, method", [("q8_0", "int8"), ("q4_0", "int4")])
