@@ -62,15 +62,14 @@ def from_gguf(path: str | Path, dtype: torch.dtype | None = None,
     its Q4_0/Q4_1/Q8_0 matrices kept quantized on llmarch's int4/int8 kernels instead
     (interop/gguf_kernels.py). Its tokenizer: `llmarch.interop.gguf_tokenizer.checkpoint_tokenizer(path)`.
     mmproj: llama.cpp's vision projector file for the text model (interop/gguf_mmproj.py), which then reads images
-    (its tokenizer: checkpoint_tokenizer(path, mmproj=mmproj))."""
+    (its tokenizer: checkpoint_tokenizer(path, mmproj=mmproj)); with kernels, the text model's matrices on the
+    kernels and the tower's in float."""
     from .interop.gguf import from_gguf as _from_gguf
 
     if mmproj is not None:
         from .interop.gguf_mmproj import with_mmproj
 
-        if kernels:
-            raise LlmarchError("a GGUF model with an mmproj is read dequantized: kernels=True is not supported")
-        model = with_mmproj(_from_gguf(path, device=device), path, mmproj, device)
+        model = with_mmproj(_from_gguf(path, device=device), path, mmproj, device, kernels)
         return model.to(dtype) if dtype is not None else model
     if kernels:
         from .interop.gguf_kernels import from_gguf_kernels

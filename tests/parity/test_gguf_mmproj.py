@@ -186,6 +186,22 @@ def mtmd(files, prompt: str) -> Mtmd:
     return Mtmd(text, mmproj, prompt, image)
 
 
+def reference(files, prompt: str, n: int = 6) -> tuple[list, torch.Tensor, list[int], torch.Tensor]:
+    """llama.cpp on a prompt holding one image: its chunks, the image chunk's embeddings, n greedy tokens after the
+    prompt and the logits after the last of them."""
+    ref = mtmd(files, prompt)
+    try:
+        parts = ref.parts()
+        theirs = ref.embeddings(next(p for p in parts if not isinstance(p, list)))
+        tokens = ref.greedy(n)
+        lc = ref.llama_cpp
+        vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(ref.model))
+        last = torch.from_numpy(np.ctypeslib.as_array(lc.llama_get_logits_ith(ref.ctx, -1), shape=(vocab,)).copy())
+    finally:
+        ref.close()
+    return parts, theirs, tokens, last
+
+
 def ids_of(parts: list, image_token: int, per_image: int) -> torch.Tensor:
     """llama.cpp's prompt as llmarch's input_ids: the image chunk as its count of image tokens."""
     return torch.tensor([sum((p if isinstance(p, list) else [image_token] * per_image for p in parts), [])])
@@ -212,14 +228,7 @@ def test_reads_the_family_model_and_its_image_processor(files):
 
 def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
     text, mmproj, _, image = files
-    ref = mtmd(files, "the cat <__media__> sat on")
-    try:
-        parts = ref.parts()
-        chunk = next(p for p in parts if not isinstance(p, list))
-        theirs = ref.embeddings(chunk)
-        want = ref.greedy(6)
-    finally:
-        ref.close()
+    parts, theirs, want, _ = reference(files, "the cat <__media__> sat on")
     model = llmarch.from_gguf(text, mmproj=mmproj)
     tok = checkpoint_tokenizer(text, mmproj=mmproj)
     _, arguments = image_request(model, tok, "<start_of_image>", [read_image(image)])

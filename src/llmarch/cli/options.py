@@ -277,7 +277,8 @@ def load_for(checkpoint, device=None, dtype: str | None = None, gguf_kernels: bo
         if not is_gguf(path):
             raise LlmarchError(f"--mmproj is a .gguf text model's vision projector; --checkpoint {checkpoint} is "
                                "not a .gguf file")
-        model = from_gguf(path, device=device, mmproj=mmproj)
+        kernels = gguf_kernels and dtype is None and (device is None or device.type == "cpu")
+        model = from_gguf(path, device=device, mmproj=mmproj, kernels=kernels)
     elif gguf_kernels and dtype is None and (device is None or device.type == "cpu") and is_gguf(path):
         model = from_gguf_kernels(path, device)
     else:

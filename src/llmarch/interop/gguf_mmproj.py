@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,9 @@ import torch
 from ..errors import LlmarchError, first_and_count
 from ..registry import Registry
 from .gguf import dequantized, open_gguf
+from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
+from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_processor, qwen_vision
 
 PROJECTORS: Registry = Registry("mmproj projector type")
 GELU = {True: "gelu_tanh", False: "quick_gelu"}  # clip.use_gelu: ggml_gelu (tanh form) or CLIP's quick GELU
@@ -39,6 +41,10 @@ class Projector:
     fixes: tuple = ()
     text_type: str = ""  # the text model's own family, which to_gguf writes (gguf_mmproj_out.py)
     metadata: Callable[[object], dict] = lambda v: {}  # the clip.vision.* keys of the projector beside _vit's
+    # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's), how they join): a tensor the
+    # converter wrote in pieces (Qwen2-VL's qkv as q, k, v; its Conv3d patch kernel as one Conv2d per frame)
+    joins: tuple = ()
+    text_config: Callable[[object], dict] = lambda reader: {}  # text-config fields from the text model's GGUF file
 
 
 def _vit(meta: Meta) -> dict:
@@ -93,6 +99,12 @@ PROJECTORS.register("idefics3")(Projector(
     text_type="llama"))
 
 
+for _kind, _family, _windowed in (("qwen2vl_merger", "qwen2_vl", False), ("qwen2.5vl_merger", "qwen2_5_vl", True)):
+    PROJECTORS.register(_kind)(Projector(
+        _family, qwen_vision(_windowed), "<|image_pad|>", qwen_processor, joins=JOINS, text_config=mrope_section,
+        text_type=_family + "_text"))
+
+
 def _projector(meta: Meta) -> Projector:
     kind = field(meta.reader, "clip.vision.projector_type") or field(meta.reader, "clip.projector_type")
     if kind not in PROJECTORS:
@@ -127,11 +139,19 @@ class MMProjTensors:
 
         self.text, self.meta, self.fixes = text, meta, projector.fixes
         name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get("vision.block_count"))
-        self.to_gguf = {}
-        for hf in hf_names:
-            if hf not in text and (found := next(filter(meta.has, gguf_names(name_map, hf)), None)):
-                self.to_gguf[hf] = found
-        unread = sorted(set(meta.tensors) - set(self.to_gguf.values()))
+        self.to_gguf, self.joined = {}, {}  # Hugging Face name -> its GGUF tensors' names; -> how they join
+
+        def found(name: str):
+            return name if meta.has(name) else next(filter(meta.has, gguf_names(name_map, name)), None)
+
+        for hf in (name for name in hf_names if name not in text):
+            join = next((j for j in projector.joins if re.search(j[0], hf)), None)
+            parts = [found(part) for part in (join[1](hf) if join else [hf])]
+            if all(parts):
+                self.to_gguf[hf] = tuple(parts)
+                if join:
+                    self.joined[hf] = join[2]
+        unread = sorted(set(meta.tensors) - {name for parts in self.to_gguf.values() for name in parts})
         if unread:
             raise LlmarchError(f"{meta.path}: mmproj tensor {first_and_count(unread)} has no place in a "
                                f"{projector.hf_model_type} model")
@@ -145,7 +165,9 @@ class MMProjTensors:
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self.text:
             return tuple(self.text[name].shape)
-        return tuple(int(n) for n in reversed(self.meta.tensors[self.to_gguf[name]].shape))
+        if name in self.joined:
+            return tuple(self.read(name).shape)
+        return tuple(int(n) for n in reversed(self.meta.tensors[self.to_gguf[name][0]].shape))
 
     def dtype(self, name: str) -> torch.dtype:
         return self.text[name].dtype if name in self.text else torch.float32
@@ -153,7 +175,10 @@ class MMProjTensors:
     def read(self, name: str) -> torch.Tensor:
         if name in self.text:
             return self.text[name]
-        gguf_name = self.to_gguf[name]
+        parts = [self._part(gguf_name) for gguf_name in self.to_gguf[name]]
+        return self.joined[name](parts) if name in self.joined else parts[0]
+
+    def _part(self, gguf_name: str) -> torch.Tensor:
         w = dequantized(self.meta.tensors[gguf_name], self.meta.path)
         for pattern, fix, _ in self.fixes:
             if re.search(pattern, gguf_name):
@@ -174,29 +199,39 @@ def gguf_names(name_map, hf: str):
             yield found
 
 
-def with_mmproj(text_model, text_path, mmproj_path, device=None):
+def with_mmproj(text_model, text_path, mmproj_path, device=None, kernels: bool = False):
     """The text model read from text_path with the tower and projector of mmproj_path: a model of the projector's
-    Hugging Face family (its config the text model's with `vision` added)."""
+    Hugging Face family (its config the text model's with `vision` added). kernels: the text model's matrices,
+    where the file's types allow, on llmarch's int4/int8 kernels as from_gguf_kernels puts them (the dequantized
+    values give the file's codes back: gguf_kernels.file_codes), the tower and projector (llama.cpp's F32/F16) in
+    float."""
     from .hf import FAMILIES, build_from
     from .mapping import expand, export_state
-    from ..vision.config import vision_config
+    from ..vision.config import check_vision
 
     meta = _clip_meta(mmproj_path)
     projector = _projector(meta)
     token = _token_id(text_path, projector.image_token)
     text_cfg = text_model.config
     cfg = text_cfg.replace(vision=dict(projector.vision(meta), image_token_id=token),
-                           hf_model_type=projector.hf_model_type, **projector.config(token))
+                           hf_model_type=projector.hf_model_type, **projector.config(token),
+                           **projector.text_config(open_gguf(text_path)))
     width = meta.get("vision.projection_dim", None)
     if width is not None and width != cfg.d_model:
         raise LlmarchError(f"{mmproj_path} projects images to width {width}; the text model {text_path} is "
                            f"{cfg.d_model} wide (the mmproj is for another model)")
-    vision_config(cfg.vision)
+    check_vision(cfg)
     family = FAMILIES[cfg.hf_model_type]
     rules = family.rules_for(cfg)
     text = export_state(text_model.state_dict(), rules, cfg)
     hf_names = [name for rule in expand(rules, cfg) for name in rule.hf]
-    return build_from(cfg, family, MMProjTensors(text, meta, hf_names, projector), Path(mmproj_path), None, device)
+    scheme = file_scheme(open_gguf(text_path)) if kernels else None
+    take = None if scheme is None else QuantizeAsRead(scheme, text_path)
+    model = build_from(cfg, family, MMProjTensors(text, meta, hf_names, projector), Path(mmproj_path), None, device,
+                       None if take is None else lambda m, name, t: not name.startswith("vision.") and take(m, name, t))
+    if take is not None:
+        model.quantization = replace(scheme, int8_layers=tuple(take.int8_layers)) if take.int8_layers else scheme
+    return model
 
 
 def mmproj_side_files(mmproj_path, side_files: dict[str, bytes]) -> dict[str, bytes]:

@@ -1,0 +1,65 @@
+"""Qwen2-VL's and Qwen2.5-VL's mmproj files (`qwen2vl_merger`, `qwen2.5vl_merger`) as llama.cpp writes them
+(convert_hf_to_gguf.py's conversion/qwenvl.py, Qwen2VLVisionModel) and reads them (tools/mtmd/models/qwen2vl.cpp,
+clip.cpp): the tower of vision/qwen_tower.py with its qkv split into q, k, v and its Conv3d patch kernel into one Conv2d
+per frame (v.patch_embd.weight, .weight.1), read back joined; the merger as mm.0, mm.2; Qwen2.5-VL's full-attention
+blocks as n_wa_pattern (each pattern-th block), its window llama.cpp's 112 pixels where the file names none; the
+text model's M-RoPE sections from its own file (qwen2vl's rope.dimension_sections). Images as clip.cpp takes them:
+any size, rounded to whole merged patches, between 8 and 4096 merged tokens (set_limit_image_tokens)."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import LlmarchError
+from ..vision.qwen_config import TOWER
+from .gguf_archs import Meta, field
+
+MIN_TOKENS, MAX_TOKENS = 8, 4096  # clip.cpp's set_limit_image_tokens for Qwen2(.5)-VL
+WINDOW = 112  # clip.cpp's attn_window_size where clip.vision.window_size is absent (Qwen2.5-VL's window_size)
+
+
+def _rows(meta: Meta, name: str) -> int:
+    return int(meta.tensors[name].shape[-1])
+
+
+def qwen_vision(windowed: bool):
+    """The tower's fields: Qwen2-VL's LayerNorm and QuickGELU MLP, or (windowed) Qwen2.5-VL's RMSNorm, SwiGLU and
+    windows. Widths from the tensors (the converter writes Qwen2-VL's merger width as feed_forward_length)."""
+
+    def vision(meta: Meta) -> dict:
+        get, n_layers = meta.get, meta.get("vision.block_count")
+        fields = dict(tower=TOWER, width=get("vision.embedding_length"), n_layers=n_layers,
+                      n_heads=get("vision.attention.head_count"), ffn_hidden=_rows(meta, "v.blk.0.ffn_up.weight"),
+                      out_width=_rows(meta, "mm.2.weight"), ffn="swiglu" if windowed else "quick_gelu",
+                      norm="rmsnorm" if windowed else "layernorm", patch_size=get("vision.patch_size"),
+                      merge_size=get("vision.spatial_merge_size", 2))
+        if windowed:
+            pattern = get("vision.n_wa_pattern")
+            fields.update(window_size=get("vision.window_size", WINDOW),
+                          full_layers=[i for i in range(n_layers) if (i + 1) % pattern == 0])
+        return fields
+    return vision
+
+
+def qwen_processor(meta: Meta) -> dict:
+    """Qwen2VLImageProcessor with clip.cpp's bounds on merged tokens (bicubic, as clip.cpp resizes)."""
+    side = meta.get("vision.patch_size") * meta.get("vision.spatial_merge_size", 2)
+    return dict(image_processor_type="Qwen2VLImageProcessor", resample=3, patch_size=meta.get("vision.patch_size"),
+                merge_size=meta.get("vision.spatial_merge_size", 2), temporal_patch_size=2,
+                min_pixels=MIN_TOKENS * side * side, max_pixels=MAX_TOKENS * side * side)
+
+
+def mrope_section(reader) -> dict:
+    """The text model's M-RoPE sections (its file's rope.dimension_sections, the first three)."""
+    arch = field(reader, "general.architecture")
+    sections = field(reader, f"{arch}.rope.dimension_sections")
+    if sections is None:
+        raise LlmarchError(f"a Qwen2-VL projector needs a text model with M-RoPE (a qwen2vl GGUF file); this text "
+                           f"model is {arch!r}, without rope.dimension_sections")
+    return dict(mrope_section=[int(s) for s in list(sections)[:3]], mrope_interleaved=False)
+
+
+# the converter's splits (Qwen2VLVisionModel.modify_tensors), joined back
+JOINS = ((r"\.attn\.qkv\.(weight|bias)$", lambda hf: [hf.replace(".qkv.", f".{p}.") for p in "qkv"],
+          lambda parts: torch.cat(parts)),
+         (r"patch_embed\.proj\.weight$", lambda hf: ["v.patch_embd.weight", "v.patch_embd.weight.1"],
+          lambda frames: torch.stack(frames, dim=2)))
