@@ -16,6 +16,7 @@ from .config import vision_config
 from . import idefics2_images
 from .idefics3_images import image_text
 from .tiled_images import TiledImages
+from .tile_prompts import aya_image_text, aya_settings
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
@@ -214,16 +215,42 @@ def internvl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     start, end = _named_token(tok, "start_image_token"), _named_token(tok, "end_image_token")
     if not _count(prompt, token, n):
         prompt = f"{token}\n" * n + prompt
-    split = _processor(tok, "internvl")
-    if not isinstance(split, TiledImages):  # the tile counts below are its
-        raise LlmarchError("internvl's image prompt follows GotOcr2ImageProcessor's tiles; the checkpoint names "
-                           f"another image processor ({type(split).__name__})")
+    split = _tiled(tok, "internvl")
     first, *rest = prompt.split(token)
     return tok.encode(first + "".join(start + token * (split.count(image) * v.tokens_per_image) + end + text
                                       for image, text in zip(images, rest)))
 
 
 internvl.images_kwargs = {"crop_to_patches": True}  # InternVLProcessor's, over the image processor's config
+
+
+def _tiled(tok, kind: str) -> TiledImages:
+    """The checkpoint's image processor, which must be GotOcr2ImageProcessor's tiles (the layout counts them)."""
+    split = _processor(tok, kind)
+    if not isinstance(split, TiledImages):
+        raise LlmarchError(f"{kind}'s image prompt follows GotOcr2ImageProcessor's tiles; the checkpoint names "
+                           f"another image processor ({type(split).__name__})")
+    return split
+
+
+@PROMPTS.register("aya_vision")
+def aya_vision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """AyaVisionProcessor: each <image> (processor_config.json's image_token) becomes its image's tiles' tokens
+    (tile_prompts.py; the images at the start where the prompt has none), then the text is tokenized as usual."""
+    s = aya_settings(tok)
+    if s["img_patch_token"] != _image_token(v, tok):
+        raise LlmarchError(f"aya_vision: the processor's img_patch_token {s['img_patch_token']} is not the model's "
+                           f"image token {_image_token(v, tok)}")
+    split, token = _tiled(tok, "aya_vision"), s["image_token"]
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    first, *rest = prompt.split(token)
+    return tok.encode(first + "".join(aya_image_text(split.count(image), s) + text
+                                      for image, text in zip(images, rest)))
+
+
+aya_vision.images_kwargs = {"crop_to_patches": True}  # AyaVisionProcessor's
+aya_vision.placeholder = lambda v, tok: aya_settings(tok)["image_token"]
 
 
 @PROMPTS.register("idefics2")
