@@ -16,7 +16,8 @@ from .config import vision_config
 from . import idefics2_images
 from .idefics3_images import image_text
 from .tiled_images import TiledImages
-from .tile_prompts import aya_image_text, aya_settings
+from .cohere2_images import Cohere2Images
+from .tile_prompts import aya_image_text, aya_settings, cohere2_image_text
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
@@ -224,11 +225,12 @@ def internvl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 internvl.images_kwargs = {"crop_to_patches": True}  # InternVLProcessor's, over the image processor's config
 
 
-def _tiled(tok, kind: str) -> TiledImages:
-    """The checkpoint's image processor, which must be GotOcr2ImageProcessor's tiles (the layout counts them)."""
+def _tiled(tok, kind: str, tiles: type = TiledImages):
+    """The checkpoint's image processor, which must be `tiles` (GotOcr2ImageProcessor's by default): the layout
+    counts its tiles."""
     split = _processor(tok, kind)
-    if not isinstance(split, TiledImages):
-        raise LlmarchError(f"{kind}'s image prompt follows GotOcr2ImageProcessor's tiles; the checkpoint names "
+    if not isinstance(split, tiles):
+        raise LlmarchError(f"{kind}'s image prompt follows the tiles of {tiles.__name__}; the checkpoint names "
                            f"another image processor ({type(split).__name__})")
     return split
 
@@ -265,3 +267,17 @@ def idefics2(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     split = _processor(tok, "idefics2").split
     return tok.encode(idefics2_images.tidy(prompt.replace(token, idefics2_images.image_text(
         token, v.tokens_per_image, split))))
+
+
+@PROMPTS.register("cohere2_vision")
+def cohere2_vision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Cohere2VisionProcessor: each image token becomes its image's tiles' tokens between the tokenizer's boi_token
+    and eoi_token (tile_prompts.py; the image tokens at the start where the prompt has none), then the text is
+    tokenized as usual."""
+    token, split = _image_token(v, tok), _tiled(tok, "cohere2_vision", Cohere2Images)
+    marks = [_named_token(tok, k) for k in ("boi_token", "eoi_token", "img_line_break_token")]
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    first, *rest = prompt.split(token)
+    return tok.encode(first + "".join(cohere2_image_text(split.count(image), split.patch_size ** 2, token, *marks) +
+                                      text for image, text in zip(images, rest)))

@@ -2,7 +2,9 @@
 replace each image placeholder of the prompt by their tokens around those tiles. AyaVisionProcessor (transformers'
 processing_aya_vision.py; Dash et al. 2025, "Aya Vision"): `<image>` becomes <|START_OF_IMG|>, then for the k-th of
 the grid's tiles the text TILE_k and the image token per tile, then TILE_GLOBAL and the thumbnail's, and
-<|END_OF_IMG|>; its settings are processor_config.json's, with the class's defaults."""
+<|END_OF_IMG|>; its settings are processor_config.json's, with the class's defaults. Cohere2VisionProcessor
+(processing_cohere2_vision.py): the image token becomes the tokenizer's boi_token, for each tile (the thumbnail
+last) the image token patch_size^2 times and img_line_break_token, then eoi_token."""
 from __future__ import annotations
 
 from ..errors import LlmarchError
@@ -31,3 +33,8 @@ def aya_image_text(tiles: int, s: dict) -> str:
     patches = s["img_patch_token"] * s["per_tile"]
     grid = "".join(f"{s['tile_token']}_{k}{patches}" for k in range(1, tiles))
     return f"{s['start_of_img_token']}{grid}{s['tile_global_token']}{patches}{s['end_of_img_token']}"
+
+
+def cohere2_image_text(tiles: int, per_tile: int, token: str, boi: str, eoi: str, line_break: str) -> str:
+    """Cohere2VisionProcessor.replace_image_token for an image of `tiles` tiles of `per_tile` tokens."""
+    return boi + (token * per_tile + line_break) * tiles + eoi
