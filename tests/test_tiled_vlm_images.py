@@ -101,7 +101,8 @@ NAMED = {"boi_token": "<|START_OF_IMG|>", "eoi_token": "<|END_OF_IMG|>", "image_
 # Cohere2VisionImageProcessor as its processor saves it: 24-pixel tiles of 6 x 6 patches shuffled by 3 (patch_size
 # 2: 4 tokens a tile), at most 4 tiles
 COHERE2_IMAGES = dict(image_processor_type="Cohere2VisionImageProcessor", crop_to_patches=True, do_convert_rgb=True,
-                      do_normalize=True, do_rescale=True, do_resize=True, image_mean=[0.48145466, 0.4578275, 0.40821073],
+                      do_normalize=True, do_rescale=True, do_resize=True,
+                      image_mean=[0.48145466, 0.4578275, 0.40821073],
                       image_std=[0.26862954, 0.26130258, 0.27577711], max_patches=4, min_patches=1, patch_size=2,
                       resample=3, rescale_factor=1 / 255, size={"height": 24, "width": 24})
 PROMPT = "what is in <|IMG_PATCH|>, <|IMG_PATCH|> and <|IMG_PATCH|>?"
