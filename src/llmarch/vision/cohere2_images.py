@@ -9,6 +9,7 @@ Resizing is torch's antialiased bicubic interpolation on the uint8 pixels, as to
 rescale and normalization fused as transformers fuses them: (x - mean / r) / (std / r) in float32."""
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,12 +33,17 @@ def canvas_grid(height: int, width: int, tile: int, max_tiles: int) -> tuple[int
     return grids[up.index(min(up))]
 
 
-def resized(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """torchvision's resize_image of a uint8 (3, H, W) image, bicubic and antialiased, on the CPU: torch's own
-    uint8 interpolation (the same image when the size does not change)."""
+def resized(x: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
+    """torchvision's resize_image of uint8 (..., 3, H, W) images, antialiased, on the CPU (the same images when the
+    size does not change): torch's own uint8 interpolation where torchvision uses it (bicubic; bilinear on AVX2,
+    AVX-512 and ARM CPUs), else in float32, rounded back to uint8."""
     if tuple(x.shape[-2:]) == (height, width):
         return x
-    return F.interpolate(x[None], size=[height, width], mode="bicubic", align_corners=False, antialias=True)[0]
+    native = mode == "bicubic" or (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+                                   or platform.machine() in ("aarch64", "arm64"))
+    y = F.interpolate((x if native else x.float()).reshape(-1, *x.shape[-3:]), size=[height, width], mode=mode,
+                      align_corners=False, antialias=True)
+    return (y if native else y.round_().to(torch.uint8)).reshape(*x.shape[:-2], height, width)
 
 
 @dataclass(frozen=True)
@@ -90,17 +96,19 @@ class Cohere2Images:
         out = [t for image in images for t in self.tiles(image)]
         if len({t.shape for t in out}) > 1:
             raise LlmarchError(f"the images preprocess to different sizes {sorted({tuple(t.shape) for t in out})}")
-        return {"pixel_values": self.normalized(torch.stack(out))}
+        return {"pixel_values": normalized(torch.stack(out), self.steps)}
 
-    def normalized(self, x: torch.Tensor) -> torch.Tensor:
-        """TorchvisionBackend.rescale_and_normalize: the rescale folded into the mean and std."""
-        rescale = self.steps.rescale
-        if self.steps.mean_std is None:
-            return x * rescale if rescale is not None else x.float()
-        mean, std = (torch.tensor(m) for m in self.steps.mean_std)
-        if rescale is not None:
-            mean, std = mean * (1.0 / rescale), std * (1.0 / rescale)
-        return x.to(torch.float32).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+
+def normalized(x: torch.Tensor, steps: ResizeCropNormalize) -> torch.Tensor:
+    """TorchvisionBackend.rescale_and_normalize of uint8 (..., 3, H, W) images: the rescale folded into the mean
+    and std, (x - mean / r) / (std / r) in float32."""
+    rescale = steps.rescale
+    if steps.mean_std is None:
+        return x * rescale if rescale is not None else x.float()
+    mean, std = (torch.tensor(m) for m in steps.mean_std)
+    if rescale is not None:
+        mean, std = mean * (1.0 / rescale), std * (1.0 / rescale)
+    return x.to(torch.float32).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
 
 
 # the class's defaults (transformers' Cohere2VisionImageProcessor)

@@ -17,7 +17,8 @@ from . import idefics2_images
 from .idefics3_images import image_text
 from .tiled_images import TiledImages
 from .cohere2_images import Cohere2Images
-from .tile_prompts import aya_image_text, aya_settings, cohere2_image_text
+from .lfm2_images import Lfm2Images
+from .tile_prompts import aya_image_text, aya_settings, cohere2_image_text, lfm2_image_text, lfm2_tokens
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
@@ -281,3 +282,17 @@ def cohere2_vision(v, tok, prompt: str, images: list, arguments: dict) -> list[i
     first, *rest = prompt.split(token)
     return tok.encode(first + "".join(cohere2_image_text(split.count(image), split.patch_size ** 2, token, *marks) +
                                       text for image, text in zip(images, rest)))
+
+
+
+@PROMPTS.register("lfm2_vl")
+def lfm2_vl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Lfm2VlProcessor: each image token becomes its image's tiles' and thumbnail's tokens (tile_prompts.py; the
+    image tokens at the start where the prompt has none), then the text is tokenized with no BOS or EOS added."""
+    token, split = _image_token(v, tok), _tiled(tok, "lfm2_vl", Lfm2Images)
+    marks = lfm2_tokens(json.loads(getattr(tok, "side_files", {}).get("tokenizer_config.json", b"{}")))
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    first, *rest = prompt.split(token)
+    text = first + "".join(lfm2_image_text(image, split, token, *marks) + t for image, t in zip(images, rest))
+    return [i for i, _ in tok.encode_offsets(text)]

@@ -4,8 +4,12 @@ processing_aya_vision.py; Dash et al. 2025, "Aya Vision"): `<image>` becomes <|S
 the grid's tiles the text TILE_k and the image token per tile, then TILE_GLOBAL and the thumbnail's, and
 <|END_OF_IMG|>; its settings are processor_config.json's, with the class's defaults. Cohere2VisionProcessor
 (processing_cohere2_vision.py): the image token becomes the tokenizer's boi_token, for each tile (the thumbnail
-last) the image token patch_size^2 times and img_line_break_token, then eoi_token."""
+last) the image token patch_size^2 times and img_line_break_token, then eoi_token. Lfm2VlProcessor
+(processing_lfm2_vl.py): <|image_start|>, for a split image each tile's <|img_row_r_col_c|> and its tokens, then
+<|img_thumbnail|> and the thumbnail's, or for one piece its tokens alone, and <|image_end|>."""
 from __future__ import annotations
+
+import math
 
 from ..errors import LlmarchError
 from .preprocess import PROCESSOR_FILE, side_config
@@ -38,3 +42,30 @@ def aya_image_text(tiles: int, s: dict) -> str:
 def cohere2_image_text(tiles: int, per_tile: int, token: str, boi: str, eoi: str, line_break: str) -> str:
     """Cohere2VisionProcessor.replace_image_token for an image of `tiles` tiles of `per_tile` tokens."""
     return boi + (token * per_tile + line_break) * tiles + eoi
+
+
+def lfm2_image_text(image, split, token: str, start: str, end: str, thumbnail: str) -> str:
+    """Lfm2VlProcessor._build_image_tokens (with use_image_special_tokens) for one PIL image and the checkpoint's
+    Lfm2VlImageProcessor (lfm2_images.py): ceil(n / downsample_factor) tokens a side of n patches."""
+    c = split.c
+    rows, cols, (h, w) = split.layout(image.height, image.width)
+
+    def side(pixels: int) -> int:
+        return math.ceil(pixels // c["encoder_patch_size"] / c["downsample_factor"])
+
+    whole = token * (side(h) * side(w))
+    if rows * cols == 1:
+        return start + whole + end
+    tile = token * side(c["tile_size"]) ** 2
+    grid = "".join(f"<|img_row_{r + 1}_col_{k + 1}|>{tile}" for r in range(rows) for k in range(cols))
+    return start + grid + (thumbnail + whole if c["use_thumbnail"] else "") + end
+
+
+# Lfm2VlProcessor's tokens where the tokenizer names none
+LFM2_TOKENS = {"image_start_token": "<|image_start|>", "image_end_token": "<|image_end|>",
+               "image_thumbnail_token": "<|img_thumbnail|>"}
+
+
+def lfm2_tokens(tokenizer_config: dict) -> list[str]:
+    """The image start, end and thumbnail tokens Lfm2VlProcessor reads from the tokenizer, or its defaults."""
+    return [tokenizer_config.get(k) or default for k, default in LFM2_TOKENS.items()]
