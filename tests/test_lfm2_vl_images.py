@@ -15,8 +15,7 @@ from conftest import saved_with_processor
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import image_request
-from test_cli_trust import call
-from test_tiled_vlm_images import sha
+from test_tiled_vlm_images import generate_prints, ours_and_theirs, sha
 from test_vision_images import tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -86,8 +85,7 @@ def test_lfm2_against_transformers_processor(lfm2):
     path, _, tok = lfm2
     processor = transformers.Lfm2VlProcessor(image_processor=transformers.Lfm2VlImageProcessor(**IMAGES),
                                              tokenizer=tok)
-    ids, arguments = image_request(llmarch.load(path), load_tokenizer(path), PROMPT, rgb_images())
-    want = processor(images=rgb_images(), text=PROMPT, return_tensors="pt")
+    _, _, (ids, arguments), want = ours_and_theirs(path, processor, PROMPT, rgb_images())
     assert ids == want["input_ids"][0].tolist() and torch.equal(arguments["pixel_values"], want["pixel_values"])
     assert torch.equal(arguments["image_sizes"], want["spatial_shapes"] * 4)
 
@@ -101,6 +99,4 @@ def test_cli_generate_with_an_lfm2_image(lfm2, tmp_path, capsys):
     mask = (torch.arange(32)[None] < (spatial[:, 0] * spatial[:, 1])[:, None]).long()
     out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=arguments["pixel_values"], spatial_shapes=spatial,
                       pixel_attention_mask=mask, max_new_tokens=4, do_sample=False)[0]
-    code, got, err = call(capsys, "generate", "--checkpoint", path, "--image", tmp_path / "big.png", "--prompt",
-                          prompt, "--temperature", "0", "--max-new-tokens", "4", "--no-stream")
-    assert code == 0 and got == tok.decode(out, skip_special_tokens=True) + "\n", err
+    generate_prints(capsys, path, tmp_path / "big.png", prompt, tok.decode(out, skip_special_tokens=True))

@@ -50,13 +50,17 @@ def aya(tmp_path_factory):
     return path, hf, processor
 
 
+def ours_and_theirs(path, processor, prompt: str, pil: list):
+    """llmarch's checkpoint at `path` and tokenizer, its (ids, image arguments) and transformers' processor's
+    inputs for one prompt about the images."""
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    return model, tok, image_request(model, tok, prompt, pil), processor(images=pil, text=prompt, return_tensors="pt")
+
+
 def test_aya_prompt_and_pixels_are_the_processors_and_generate_its_tokens(aya):
     path, hf, processor = aya
-    model, tok = llmarch.load(path), load_tokenizer(path)
-    pil = pil_images()
-    prompt = "what is in <image>, <image> and <image>?"
-    ids, arguments = image_request(model, tok, prompt, pil)
-    want = processor(images=pil, text=prompt, return_tensors="pt")
+    model, tok, (ids, arguments), want = ours_and_theirs(path, processor, "what is in <image>, <image> and <image>?",
+                                                         pil := pil_images())
     assert want["pixel_values"].shape[0] == 3 + 5 + 1  # the tiles and thumbnails: crop_to_patches is on
     assert list(arguments) == ["pixel_values"] and torch.equal(arguments["pixel_values"], want["pixel_values"])
     assert ids == want["input_ids"][0].tolist()
@@ -83,16 +87,21 @@ def test_aya_settings_must_agree_with_the_model(aya):
         image_request(model, tok, "what?", pil_images()[:1])
 
 
+def generate_prints(capsys, path, image, prompt: str, expected: str) -> None:
+    """`llmarch generate --image` greedy for 4 tokens prints `expected` (transformers' continuation, decoded)."""
+    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", image, "--prompt", prompt,
+                          "--temperature", "0", "--max-new-tokens", "4", "--no-stream")
+    assert code == 0 and out == expected + "\n", err
+
+
 def test_cli_generate_with_an_aya_image(aya, tmp_path, capsys):
     path, hf, processor = aya
     pil_images()[1].save(tmp_path / "tall.png")
     prompt = "<image>what is in the picture?"
     inputs = processor(images=[read_image(tmp_path / "tall.png")], text=prompt, return_tensors="pt")
-    expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=4, do_sample=False)[0],
-                                          skip_special_tokens=True)
-    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", tmp_path / "tall.png", "--prompt",
-                          prompt, "--temperature", "0", "--max-new-tokens", "4", "--no-stream")
-    assert code == 0 and out == expected + "\n", err
+    out = hf.generate(**inputs, max_new_tokens=4, do_sample=False)[0]
+    generate_prints(capsys, path, tmp_path / "tall.png", prompt, processor.tokenizer.decode(out,
+                                                                                            skip_special_tokens=True))
 
 
 COHERE2_SPECIAL = AYA_SPECIAL
@@ -163,9 +172,7 @@ def test_cohere2_against_transformers_processor(cohere2):
     path, _, tok = cohere2
     processor = transformers.Cohere2VisionProcessor(
         image_processor=transformers.Cohere2VisionImageProcessor(**COHERE2_IMAGES), tokenizer=tok)
-    model, ours = llmarch.load(path), load_tokenizer(path)
-    ids, arguments = image_request(model, ours, PROMPT, pil_images())
-    want = processor(images=pil_images(), text=PROMPT, return_tensors="pt")
+    _, _, (ids, arguments), want = ours_and_theirs(path, processor, PROMPT, pil_images())
     assert ids == want["input_ids"][0].tolist() and torch.equal(arguments["pixel_values"], want["pixel_values"])
 
 
@@ -176,7 +183,5 @@ def test_cli_generate_with_a_cohere2_image(cohere2, tmp_path, capsys):
                                    [read_image(tmp_path / "wide.png")])
     out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=arguments["pixel_values"], max_new_tokens=4,
                       do_sample=False)[0]
-    code, got, err = call(capsys, "generate", "--checkpoint", path, "--image", tmp_path / "wide.png", "--prompt",
-                          "<|IMG_PATCH|>what is in the picture?", "--temperature", "0", "--max-new-tokens", "4",
-                          "--no-stream")
-    assert code == 0 and got == tok.decode(out, skip_special_tokens=True) + "\n", err
+    generate_prints(capsys, path, tmp_path / "wide.png", "<|IMG_PATCH|>what is in the picture?",
+                    tok.decode(out, skip_special_tokens=True))
