@@ -18,7 +18,7 @@ from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.cohere2_images import canvas_grid
 from llmarch.vision.image_files import read_image
-from llmarch.vision.prompts import image_request
+from llmarch.vision.prompts import chat_request, image_request
 from test_cli_trust import call
 from test_internvl_images import pil_images
 from test_vision_images import tokenizer
@@ -69,6 +69,15 @@ def test_aya_prompt_and_pixels_are_the_processors_and_generate_its_tokens(aya):
     assert llmarch.generate(model, [ids], 5, **arguments)[0] == expected
     with pytest.raises(LlmarchError, match="holds 1 <image> token"):
         image_request(model, tok, "<image> one", pil[:2])
+
+
+def test_aya_chat_places_images_at_its_placeholder(aya):
+    """A rendered chat holds processor_config.json's <image> once per image (the server's chat_request): the ids
+    are the processor's on that text."""
+    path, _, processor = aya
+    text = "USER: <image>what is in the picture? ASSISTANT:"
+    model, tok, _, want = ours_and_theirs(path, processor, text, pil_images()[:1])
+    assert chat_request(model, tok, text, pil_images()[:1])[0] == want["input_ids"][0].tolist()
 
 
 def test_aya_settings_must_agree_with_the_model(aya):
