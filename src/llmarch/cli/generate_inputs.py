@@ -13,10 +13,10 @@ def input_options(p) -> None:
     """generate's --image, --input-features, --audio and the transcription options."""
     p.add_argument("--image", action="append", default=None, metavar="FILE",
                    help="an image file (PNG, JPEG, ...) for a vision-language checkpoint (LLaVA, LLaVA-NeXT, "
-                   "LLaVA-OneVision, PaliGemma, Gemma 3, SmolVLM, Idefics3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL), "
-                   "preprocessed as its preprocessor_config.json says; repeat for several images, each read at one "
-                   "image token of --prompt (<image>, <|image_pad|>), or at its start where it has none (default: "
-                   "%(default)s)")
+                   "LLaVA-OneVision, PaliGemma, Gemma 3, SmolVLM, Idefics3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, "
+                   "Aya Vision, Cohere2 Vision, LFM2-VL), preprocessed as its preprocessor_config.json says; repeat "
+                   "for several images, each read at one image token of --prompt (<image>, <|image_pad|>), or at its "
+                   "start where it has none (default: %(default)s)")
     p.add_argument("--video", action="append", default=None, metavar="PATH",
                    help="a video for a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint: a directory of frame images (in "
                    "the order of their names, at --video-fps), or a video file where PyAV is installed; sampled and "

@@ -18,6 +18,9 @@ from . import idefics2_images, pixtral_images
 from .idefics3_images import image_text
 from .tiled_images import TiledImages
 from .pixtral_config import is_pixtral, pixtral_vision_config
+from .cohere2_images import Cohere2Images
+from .lfm2_images import Lfm2Images
+from .tile_prompts import aya_image_text, aya_settings, cohere2_image_text, lfm2_image_text, lfm2_tokens
 from .qwen_config import is_qwen, qwen_vision_config
 
 PROMPTS: Registry = Registry("image prompt layout")
@@ -211,16 +214,43 @@ def internvl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     start, end = _named_token(tok, "start_image_token"), _named_token(tok, "end_image_token")
     if not _count(prompt, token, n):
         prompt = f"{token}\n" * n + prompt
-    split = _processor(tok, "internvl")
-    if not isinstance(split, TiledImages):  # the tile counts below are its
-        raise LlmarchError("internvl's image prompt follows GotOcr2ImageProcessor's tiles; the checkpoint names "
-                           f"another image processor ({type(split).__name__})")
+    split = _tiled(tok, "internvl")
     first, *rest = prompt.split(token)
     return tok.encode(first + "".join(start + token * (split.count(image) * v.tokens_per_image) + end + text
                                       for image, text in zip(images, rest)))
 
 
 internvl.images_kwargs = {"crop_to_patches": True}  # InternVLProcessor's, over the image processor's config
+
+
+def _tiled(tok, kind: str, tiles: type = TiledImages):
+    """The checkpoint's image processor, which must be `tiles` (GotOcr2ImageProcessor's by default): the layout
+    counts its tiles."""
+    split = _processor(tok, kind)
+    if not isinstance(split, tiles):
+        raise LlmarchError(f"{kind}'s image prompt follows the tiles of {tiles.__name__}; the checkpoint names "
+                           f"another image processor ({type(split).__name__})")
+    return split
+
+
+@PROMPTS.register("aya_vision")
+def aya_vision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """AyaVisionProcessor: each <image> (processor_config.json's image_token) becomes its image's tiles' tokens
+    (tile_prompts.py; the images at the start where the prompt has none), then the text is tokenized as usual."""
+    s = aya_settings(tok)
+    if s["img_patch_token"] != _image_token(v, tok):
+        raise LlmarchError(f"aya_vision: the processor's img_patch_token {s['img_patch_token']} is not the model's "
+                           f"image token {_image_token(v, tok)}")
+    split, token = _tiled(tok, "aya_vision"), s["image_token"]
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    first, *rest = prompt.split(token)
+    return tok.encode(first + "".join(aya_image_text(split.count(image), s) + text
+                                      for image, text in zip(images, rest)))
+
+
+aya_vision.images_kwargs = {"crop_to_patches": True}  # AyaVisionProcessor's
+aya_vision.placeholder = lambda v, tok: aya_settings(tok)["image_token"]
 
 
 @PROMPTS.register("idefics2")
@@ -253,3 +283,30 @@ def mistral3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 
 
 mistral3.images_kwargs = lambda v, tok: {"patch_size": pixtral_images.processor_fields(v, tok)["merged"]}
+
+
+@PROMPTS.register("cohere2_vision")
+def cohere2_vision(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Cohere2VisionProcessor: each image token becomes its image's tiles' tokens between the tokenizer's boi_token
+    and eoi_token (tile_prompts.py; the image tokens at the start where the prompt has none), then the text is
+    tokenized as usual."""
+    token, split = _image_token(v, tok), _tiled(tok, "cohere2_vision", Cohere2Images)
+    marks = [_named_token(tok, k) for k in ("boi_token", "eoi_token", "img_line_break_token")]
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    first, *rest = prompt.split(token)
+    return tok.encode(first + "".join(cohere2_image_text(split.count(image), split.patch_size ** 2, token, *marks) +
+                                      text for image, text in zip(images, rest)))
+
+
+@PROMPTS.register("lfm2_vl")
+def lfm2_vl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Lfm2VlProcessor: each image token becomes its image's tiles' and thumbnail's tokens (tile_prompts.py; the
+    image tokens at the start where the prompt has none), then the text is tokenized with no BOS or EOS added."""
+    token, split = _image_token(v, tok), _tiled(tok, "lfm2_vl", Lfm2Images)
+    marks = lfm2_tokens(json.loads(getattr(tok, "side_files", {}).get("tokenizer_config.json", b"{}")))
+    if not _count(prompt, token, len(images)):
+        prompt = token * len(images) + prompt
+    first, *rest = prompt.split(token)
+    text = first + "".join(lfm2_image_text(image, split, token, *marks) + t for image, t in zip(images, rest))
+    return [i for i, _ in tok.encode_offsets(text)]

@@ -27,11 +27,12 @@ def grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:
     return sorted(found, key=lambda g: g[0] * g[1])
 
 
-def best_grid(height: int, width: int, tile: tuple[int, int], min_tiles: int, max_tiles: int) -> tuple[int, int]:
+def best_grid(height: int, width: int, tile: tuple[int, int], min_tiles: int, max_tiles: int,
+              candidates: list[tuple[int, int]] | None = None) -> tuple[int, int]:
     """get_optimal_tiled_canvas: the (cols, rows) whose aspect ratio is closest to width / height; on a tie the later
-    (larger) grid where the image's area exceeds half of it."""
+    (larger) grid where the image's area exceeds half of it. `candidates`: the grids in another order than grids'."""
     aspect, area, best, best_diff = width / height, width * height, (1, 1), float("inf")
-    for cols, rows in grids(min_tiles, max_tiles):
+    for cols, rows in candidates or grids(min_tiles, max_tiles):
         diff = abs(aspect - cols / rows)
         if diff < best_diff:
             best, best_diff = (cols, rows), diff
