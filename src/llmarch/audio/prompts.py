@@ -12,7 +12,7 @@ from ..data.log_mel import HOP, SAMPLE_RATE, SECONDS, log_mel_spectrogram
 from ..errors import LlmarchError
 from ..registry import Registry
 from ..vision.preprocess import PREPROCESSOR_FILE, side_config
-from ..vision.prompts import _bos_text, _count, _expand
+from ..vision.prompt_parts import bos_text, count, expand
 from .config import AudioConfig, audio_config
 
 PROMPTS: Registry = Registry("audio prompt layout")
@@ -82,9 +82,9 @@ def qwen2_audio(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int
     features = torch.cat([log_mel_spectrogram(c, a.n_mels) for c in clips])  # (N, M, 3000)
     real = [-(-min(len(c), WINDOW) // HOP) for c in clips]  # frames whose first sample is audio, not padding
     mask = (torch.arange(features.shape[-1])[None] < torch.tensor(real)[:, None]).long()
-    if not _count(prompt, token, len(clips)):
+    if not count(prompt, token, len(clips)):
         prompt = (AUDIO_BOS + token + AUDIO_EOS) * len(clips) + prompt
-    ids = tok.encode(_expand(prompt, token, [a.clip_tokens(r) for r in real]))
+    ids = tok.encode(expand(prompt, token, [a.clip_tokens(r) for r in real]))
     return ids, dict(input_features=features, feature_attention_mask=mask)
 
 
@@ -105,5 +105,5 @@ def voxtral(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int], d
     audio = [i for c in clips for i in [_token_id(tok, "[BEGIN_AUDIO]")]
              + [a.audio_token_id] * (a.tokens_per_clip * max(1, -(-len(c) // WINDOW)))]
     text = [i for i, _ in tok.encode_offsets(prompt)]
-    ids = [_token_id(tok, _bos_text(tok)), _token_id(tok, "[INST]"), *audio, *text, _token_id(tok, "[/INST]")]
+    ids = [_token_id(tok, bos_text(tok)), _token_id(tok, "[INST]"), *audio, *text, _token_id(tok, "[/INST]")]
     return ids, dict(input_features=torch.stack(chunks))
