@@ -145,8 +145,8 @@ def add_fields(group, cls, prefix: str = "", keep_defaults: bool = True, skip: t
         listed += {"list": " (a JSON list, or names separated by commas)", "dict": " (a JSON object)"}.get(
             str(f.type).split("|")[0].strip(), "")
         text = f"{docs.get(f.name, '')}{listed} (default: {shown})".replace("%", "%%")
-        group.add_argument(flag, dest=prefix + f.name, action=_Given, type=_parse_value(str(f.type), f.name), default=default,
-                           metavar=str(f.type).split("|")[0].strip().upper(), help=text)
+        group.add_argument(flag, dest=prefix + f.name, action=_Given, type=_parse_value(str(f.type), f.name),
+                           default=default, metavar=str(f.type).split("|")[0].strip().upper(), help=text)
 
 
 def collect(args: argparse.Namespace, cls, prefix: str = "", only_set: bool = False) -> dict[str, Any]:
