@@ -136,7 +136,7 @@ def test_bad_input_keeps_the_file(ckpt, tmp_path, capsys):
              (["--output", str(tmp_path)], "is a directory"),
              (["--output-format", "srt", "--output", str(keep), "--input-features", str(two)], "2 rows")]
     for extra, said in cases:  # (the last fails after the checkpoint is read)
-        with pytest.raises(SystemExit) if "docx" in extra else nullcontext():
+        with pytest.raises(SystemExit, match="2") if "docx" in extra else nullcontext():
             assert _cli(ckpt, *extra) == 2
         err = capsys.readouterr().err
         assert said in err and len(err.strip().splitlines()) == 1, err
@@ -144,3 +144,26 @@ def test_bad_input_keeps_the_file(ckpt, tmp_path, capsys):
     assert "--output" in capsys.readouterr().err
     assert keep.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "keep.srt",
                                                                                            "two.npy"]
+
+
+def test_text_output_and_a_failed_write(ckpt, tmp_path, capsys, monkeypatch):
+    """--output of the text format holds what is printed without it; a write that fails at the rename leaves the
+    file already there and no temporary file."""
+    import os
+
+    from llmarch.rundir import write_text_atomic
+
+    assert _cli(ckpt, "--timestamps") == 0
+    printed = capsys.readouterr().out
+    assert _cli(ckpt, "--timestamps", "--output", str(tmp_path / "sub" / "t.txt")) == 0
+    assert (tmp_path / "sub" / "t.txt").read_text() == printed and capsys.readouterr().out == ""
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine\n")
+
+    def refuse(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="No space"):
+        write_text_atomic(keep, "new\n")
+    assert keep.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "sub"]
