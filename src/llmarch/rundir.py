@@ -68,6 +68,12 @@ def publish(run: Path, name: str, keep: int) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 text under a temporary name beside `path`, then rename it into place: a failed write (a full
+    disk) leaves any file already at `path` as it was, and no temporary file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

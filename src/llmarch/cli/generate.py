@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..errors import LlmarchError, warn
 from .generate_inputs import (audio_features, audio_prompts, fallback_of, image_prompts, input_options, print_answers,
-                              read_features, temperatures)
-from .options import (CHECKPOINT_HELP, at_least, device_options, finite, load_for, load_with_tokenizer,
+                              printed_to, read_features, temperatures)
+from .options import (CHECKPOINT_HELP, at_least, check_out_file, device_options, finite, load_for, load_with_tokenizer,
                       mmproj_option, penalties_of, penalty_options, rule_options, speculation_options)
 
 
@@ -183,12 +183,16 @@ def cmd_generate(args) -> None:
                            "audio-language): give one kind")
     temperature, fallback = fallback_of(args)
     speech = dict(language=args.language, task=args.task, timestamps=args.timestamps, fallback=fallback,
-                  condition_on_prev_tokens=args.condition_on_prev_tokens, word_timestamps=args.word_timestamps)
+                  condition_on_prev_tokens=args.condition_on_prev_tokens, word_timestamps=args.word_timestamps,
+                  output_format=args.output_format)
     if args.prompt is not None and (args.language or args.task or args.timestamps or fallback is not None
-                                    or args.condition_on_prev_tokens or args.word_timestamps):
+                                    or args.condition_on_prev_tokens or args.word_timestamps
+                                    or args.output_format != "text" or args.output is not None):
         raise LlmarchError("--language, --task, --timestamps, --word-timestamps, --condition-on-prev-tokens, the "
-                           "thresholds and more than one --temperature are for transcription: --audio or "
-                           "--input-features")
+                           "thresholds, more than one --temperature, --output-format and --output are for "
+                           "transcription: --audio or --input-features")
+    if args.output is not None:
+        check_out_file(args.output, "--output")  # before the work, which a bad path would lose
     for flag, given in (("--image", args.image), ("--video", args.video)):
         if given and args.prompt is None:
             raise LlmarchError(f"{flag} goes with --prompt (the text asking about the {flag[2:]})")
@@ -208,11 +212,12 @@ def cmd_generate(args) -> None:
     if args.prompt_lookup and (temperature != 0 or args.num_beams > 1 or args.compile):
         raise LlmarchError(f"--prompt-lookup drafts for greedy decoding: pass --temperature 0 (it is "
                            f"{temperature:g}; the default is 0.8), without --num-beams or --compile")
-    print_generation(args.checkpoint, args.prompt, args.max_new_tokens, temperature, args.top_k, args.top_p,
-                     args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
-                     args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
-                     read_wav(audio[0]) if audio else args.input_features, args.suppress_tokens,
-                     args.begin_suppress_tokens, speech, images, videos, clips, args.mmproj)
+    with printed_to(args.output):
+        print_generation(args.checkpoint, args.prompt, args.max_new_tokens, temperature, args.top_k, args.top_p,
+                         args.seed, not args.no_stream, args.num_beams, args.length_penalty, early, args.compile,
+                         args.prompt_lookup, args.draft, args.num_draft or 4, penalties,
+                         read_wav(audio[0]) if audio else args.input_features, args.suppress_tokens,
+                         args.begin_suppress_tokens, speech, images, videos, clips, args.mmproj)
 
 
 def cmd_eval(args) -> None:

@@ -2,10 +2,13 @@
 front end's features, transcribed (generate/transcribe.py, generate/longform.py) and printed."""
 from __future__ import annotations
 
+import io
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import astuple
 from pathlib import Path
 
 from ..errors import LlmarchError
+from ..audio.transcript_files import OUTPUT_FORMATS
 from .options import finite
 
 
@@ -53,6 +56,15 @@ def input_options(p) -> None:
                    "the cross-attention of the generation config's alignment_heads (generate/whisper_alignment.py); "
                    "decoded with timestamps in windows, as transformers' speech-recognition pipeline does for "
                    "return_timestamps='word' (default: %(default)s)")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="text",
+                   help="--audio / --input-features: the transcription as text (as printed without it), or as "
+                   "openai-whisper's srt, vtt and json writers lay it out (audio/transcript_files.py): cues of "
+                   "segments, or with --word-timestamps of their words; srt, vtt and json turn on --timestamps "
+                   "(choices: %(choices)s) (default: %(default)s)")
+    p.add_argument("--output", default=None, metavar="FILE",
+                   help="--audio / --input-features: write the transcription to FILE in place of printing it, in "
+                   "whole (a temporary file renamed), so a run that fails leaves an existing FILE as it was "
+                   "(default: %(default)s, print it)")
     p.add_argument("--condition-on-prev-tokens", action="store_true",
                    help="--audio / --input-features, in windows: each window's decoder input starts with the text "
                    "so far, while the last window was decoded at a temperature < 0.5 (default: %(default)s)")
@@ -68,6 +80,21 @@ def input_options(p) -> None:
                    help="--audio / --input-features, in windows: skip a window whose <|nospeech|> probability is "
                    "above this (in [0, 1]; Whisper uses 0.6) while its log-probability is below "
                    "--logprob-threshold (default: %(default)s, never)")
+
+
+@contextmanager
+def printed_to(path):
+    """What is printed inside, written to `path` in whole once all is done (a temporary file renamed: rundir.py's
+    write_text_atomic, so that a run that fails leaves a file already there as it was), where a path is given."""
+    from ..rundir import write_text_atomic
+
+    if path is None:
+        yield
+        return
+    with redirect_stdout(io.StringIO()) as buffer:
+        yield
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(path), buffer.getvalue())
 
 
 def temperatures(text: str) -> tuple[float, ...]:
@@ -159,14 +186,18 @@ def print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
     if options["num_beams"] > 1:  # beam search is greedy, as for text
         temperature = 0.0
     fallback, condition = options.pop("fallback", None), options.pop("condition_on_prev_tokens", False)
-    words = options.pop("word_timestamps", False)
-    if features.shape[-1] > window_frames(model.config) or fallback is not None or condition or words:
+    words, form = options.pop("word_timestamps", False), options.pop("output_format", "text")
+    if form != "text" and len(features) > 1:
+        raise LlmarchError(f"--output-format {form} writes one transcription; the features hold {len(features)} rows")
+    if form != "text" or features.shape[-1] > window_frames(model.config) or fallback is not None or condition \
+            or words:
         from ..generate.whisper_fallback import Fallback
 
         fallback = fallback or Fallback((temperature,))
         if options["num_beams"] > 1 and len(fallback.temperatures) == 1:
             fallback = Fallback((0.0,), *astuple(fallback)[1:])
-        return print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options, words)
+        return print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options, words,
+                              form)
     rows = transcribe(model, features, max_new, gen, temperature=temperature, top_k=top_k, top_p=top_p,
                       with_prompt=False, **options)
     ends = {model.config.eos_id, *tok.eos_ids}
@@ -178,24 +209,34 @@ def print_answers(model, tok, gen, features, max_new, temperature, top_k, top_p,
 
 
 def print_segments(model, tok, gen, features, max_new, fallback, condition, top_k, top_p, options,
-                    words: bool = False) -> None:
+                    words: bool = False, form: str = "text") -> None:
     """Each row's long-form transcription (generate/longform.py): its text, or with timestamps its segments, one a
     line after their times, or with words each word so (generate/whisper_words.py: split at whole characters for
-    --language zh, ja, th, lo, my or yue, else at spaces, as the pipeline splits a detected language)."""
+    --language zh, ja, th, lo, my or yue, else at spaces, as the pipeline splits a detected language); or in a
+    subtitle or JSON form (audio/transcript_files.py), whose segments are timed as whisper's are, always."""
+    from ..audio.transcript_files import WRITERS, transcript_result
     from ..generate.longform import segment_tokens, transcribe_long
     from ..generate.transcribe import transcription_text, window_frames
     from ..generate.whisper_words import segment_words
 
     if options.pop("penalties") is not None:
         raise LlmarchError("transcription in windows takes no repetition, presence or frequency penalties")
-    timestamps = options["timestamps"] or words or features.shape[-1] > window_frames(model.config)
+    timestamps = options["timestamps"] or words or form != "text" or features.shape[-1] > window_frames(model.config)
     rows = transcribe_long(model, features, max_new, gen, fallback=fallback, condition_on_prev_tokens=condition,
                            top_k=top_k, top_p=top_p, word_timestamps=words, **dict(options, timestamps=timestamps))
+
+    def words_of(segments):
+        return segment_words(tok, segments, gen, model.config.context_length, options.get("language"))
+
     for i, segments in enumerate(rows):
         if len(rows) > 1:
             print(f"--- [{i}]")
-        if words:
-            for w in segment_words(tok, segments, gen, model.config.context_length, options.get("language")):
+        if form != "text":
+            result = transcript_result(segments, lambda ids: transcription_text(tok, ids, gen),
+                                       (lambda s: words_of([s])) if words else None)
+            print(WRITERS[form](result), end="")
+        elif words:
+            for w in words_of(segments):
                 print(f"[{w.start:.2f} -> {w.end:.2f}]{w.text}")
         elif options["timestamps"]:
             for s in segments:
