@@ -130,7 +130,7 @@ def test_audio_refusals_are_one_line(qwen2_audio, tmp_path, capsys):
     generate = ["generate", "--max-new-tokens", "2", "--prompt", PROMPT, "--checkpoint"]
     for argv, text in [((tmp_path / "text", wavs[0]), "reads no audio clips"),
                        ((path, tmp_path / "notes.wav"), "notes.wav"),
-                       ((path, wavs[0], "--audio", wavs[1]), "holds 1 <|AUDIO|> token(s) for 2")]:
+                       ((path, wavs[0], "--audio", wavs[1]), "holds 1 <|AUDIO|> token(s) for 2 clip(s)")]:
         code, _, err = call(capsys, *generate, argv[0], "--audio", *argv[1:])
         assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
     code, _, err = call(capsys, "generate", "--checkpoint", path, "--audio", wavs[0])
