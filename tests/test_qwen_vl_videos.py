@@ -199,6 +199,13 @@ def test_cli_generate_with_a_video(checkpoint, frames, capsys):
     assert printed == hf_tok.decode(out[0], skip_special_tokens=True) + "\n"
 
 
+def test_seconds_without_videos_are_refused(checkpoint):
+    """second_per_grid_ts times videos: alone it would be read by nothing, so it is refused, not dropped."""
+    model = llmarch.from_hf(checkpoint[0])
+    with pytest.raises(LlmarchError, match="second_per_grid_ts times videos"):
+        model(torch.tensor([[1, 2, 3]]), second_per_grid_ts=torch.tensor([0.5]))
+
+
 def test_bad_videos_are_one_line(checkpoint, frames, capsys, tmp_path):
     path, _, _ = checkpoint
     empty = tmp_path / "empty"
