@@ -19,18 +19,18 @@ from torch.nn import functional as F
 from ..errors import LlmarchError
 from .image_files import to_rgb
 from .preprocess import BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROCESSORS, ResizeCropNormalize
+from .tiled_images import grids
 
 
 def canvas_grid(height: int, width: int, tile: int, max_tiles: int) -> tuple[int, int]:
     """get_optimal_tiled_canvas (Cohere2's): the (cols, rows) of at most max_tiles tiles of side `tile` whose
     smaller scale to hold the image is the least at or above 1, or where all are below 1, the largest."""
-    grids = sorted(((c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if c * r <= max_tiles),
-                   key=lambda g: g[0] * g[1])
-    scales = [min(c * tile / width, r * tile / height) for c, r in grids]
+    candidates = grids(1, max_tiles)  # get_all_supported_aspect_ratios by tile count, as GotOcr2's
+    scales = [min(c * tile / width, r * tile / height) for c, r in candidates]
     if all(s < 1 for s in scales):
-        return grids[scales.index(max(scales))]
+        return candidates[scales.index(max(scales))]
     up = [s if s >= 1 else 10e9 for s in scales]
-    return grids[up.index(min(up))]
+    return candidates[up.index(min(up))]
 
 
 def resized(x: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
