@@ -33,6 +33,15 @@ def canvas_grid(height: int, width: int, tile: int, max_tiles: int) -> tuple[int
     return candidates[up.index(min(up))]
 
 
+def rgb_tensor(image, convert: bool) -> torch.Tensor:
+    """A PIL image as the torchvision processors read it: uint8 (3, H, W), converted to RGB where `convert`
+    (do_convert_rgb), else refused unless already RGB."""
+    image = to_rgb(image) if convert else image
+    if image.mode != "RGB":
+        raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
+
+
 def resized(x: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
     """torchvision's resize_image of uint8 (..., 3, H, W) images, antialiased, on the CPU (the same images when the
     size does not change): torch's own uint8 interpolation where torchvision uses it (bicubic; bilinear on AVX2,
@@ -79,10 +88,7 @@ class Cohere2Images:
 
     def tiles(self, image) -> list[torch.Tensor]:
         """One image's tiles, uint8 (3, h, w), row by row, then the thumbnail where there are several."""
-        image = to_rgb(image) if self.steps.rgb else image
-        if image.mode != "RGB":
-            raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
-        x, (h, w) = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous(), self.tile
+        x, (h, w) = rgb_tensor(image, self.steps.rgb), self.tile
         if not self.crop:
             return [resized(x, h, w) if self.resize else x]
         cols, rows = canvas_grid(*x.shape[1:], h, self.max_tiles)
