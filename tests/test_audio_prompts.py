@@ -16,6 +16,7 @@ from conftest import perturbed, trained_bpe
 from llmarch.audio.prompts import audio_request
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.data.wav import read_wav
+from llmarch.errors import LlmarchError
 from test_cli_trust import call
 
 transformers = pytest.importorskip("transformers")
@@ -130,11 +131,18 @@ def test_audio_refusals_are_one_line(qwen2_audio, tmp_path, capsys):
     generate = ["generate", "--max-new-tokens", "2", "--prompt", PROMPT, "--checkpoint"]
     for argv, text in [((tmp_path / "text", wavs[0]), "reads no audio clips"),
                        ((path, tmp_path / "notes.wav"), "notes.wav"),
-                       ((path, wavs[0], "--audio", wavs[1]), "holds 1 <|AUDIO|> token(s) for 2")]:
+                       ((path, wavs[0], "--audio", wavs[1]), "holds 1 <|AUDIO|> token(s) for 2 clip(s)")]:
         code, _, err = call(capsys, *generate, argv[0], "--audio", *argv[1:])
         assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
     code, _, err = call(capsys, "generate", "--checkpoint", path, "--audio", wavs[0])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "beside a --prompt" in err, err
+
+
+def test_a_truncated_wav_is_named_as_such(tmp_path):
+    """wave raises a bare EOFError for a file cut short: the one-line refusal still says why."""
+    (tmp_path / "cut.wav").write_bytes(b"RIFF\x24\x00")
+    with pytest.raises(LlmarchError, match=r"cut.wav as a PCM WAV file: it ends too soon \(truncated\)$"):
+        read_wav(tmp_path / "cut.wav")
 
 
 def test_voxtral_features_are_the_processors_and_ids_its_layout(tmp_path, capsys):

@@ -162,7 +162,7 @@ def test_prompt_ids_are_the_processors(case, kind, frames, tmp_path):
     if case == "qwen3_vl":  # frames 0, 2 and 4, 6 at 4 a second: 0.25 s and 1.25 s, as "%.1f" writes them
         stamp = tok.encode("<0.2 seconds>")  # the last prompt's: it starts with the video's first frame
         assert ids[:len(stamp)] == stamp and ids[len(stamp)] == tok.encode("<|vision_start|>")[0]
-    with pytest.raises(LlmarchError, match="2 <|video_pad|> token"):
+    with pytest.raises(LlmarchError, match=r"2 <\|video_pad\|> token\(s\) for 1 video\(s\)"):
         video_request(model, tok, "<|video_pad|><|video_pad|>", [], [video])
 
 
@@ -197,6 +197,13 @@ def test_cli_generate_with_a_video(checkpoint, frames, capsys):
                               "--prompt", PROMPT, "--temperature", 0, "--max-new-tokens", 5)
     assert code == 0, err
     assert printed == hf_tok.decode(out[0], skip_special_tokens=True) + "\n"
+
+
+def test_seconds_without_videos_are_refused(checkpoint):
+    """second_per_grid_ts times videos: alone it would be read by nothing, so it is refused, not dropped."""
+    model = llmarch.from_hf(checkpoint[0])
+    with pytest.raises(LlmarchError, match="second_per_grid_ts times videos"):
+        model(torch.tensor([[1, 2, 3]]), second_per_grid_ts=torch.tensor([0.5]))
 
 
 def test_bad_videos_are_one_line(checkpoint, frames, capsys, tmp_path):

@@ -207,3 +207,12 @@ def test_server_chat_with_a_video_file(qwen_video, frames, tmp_path):
         asked[0]["content"][0]["video_url"]["url"] = bad
         status, reply = post(path, load_tokenizer(path), asked)
         assert status == 400 and said in reply["error"]["message"], reply
+
+
+def test_a_url_part_without_its_url_is_named():
+    from llmarch.serve.images import chat_images
+    from llmarch.serve.requests import BadRequest
+
+    for kind in ("image", "video"):
+        with pytest.raises(BadRequest, match=f"^messages\\[0\\]: the {kind}_url part needs {kind}_url.url$"):
+            chat_images([{"role": "user", "content": [{"type": f"{kind}_url", f"{kind}_url": {}}]}])

@@ -145,3 +145,5 @@ def test_wrong_audio_inputs_are_refused(pair):
         ours(ids, attention_mask=mask, input_features=features[..., :30])
     with pytest.raises(LlmarchError, match="feature_attention_mask"):
         ours(ids, attention_mask=mask, feature_attention_mask=torch.ones(3, 40))
+    with pytest.raises(LlmarchError, match="pixel_values"):  # read by no part: refused, not dropped
+        ours(ids, attention_mask=mask, pixel_values=torch.zeros(3, 3, 8, 8), **audio_args(features, frames))

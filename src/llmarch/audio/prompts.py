@@ -82,7 +82,7 @@ def qwen2_audio(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int
     features = torch.cat([log_mel_spectrogram(c, a.n_mels) for c in clips])  # (N, M, 3000)
     real = [-(-min(len(c), WINDOW) // HOP) for c in clips]  # frames whose first sample is audio, not padding
     mask = (torch.arange(features.shape[-1])[None] < torch.tensor(real)[:, None]).long()
-    if not count(prompt, token, len(clips)):
+    if not count(prompt, token, len(clips), "clip"):
         prompt = (AUDIO_BOS + token + AUDIO_EOS) * len(clips) + prompt
     ids = tok.encode(expand(prompt, token, [a.clip_tokens(r) for r in real]))
     return ids, dict(input_features=features, feature_attention_mask=mask)

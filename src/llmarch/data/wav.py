@@ -24,8 +24,8 @@ def read_wav(path, name: str | None = None) -> np.ndarray:
         with wave.open(source, "rb") as w:
             rate, channels, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
             raw = w.readframes(n)
-    except (OSError, EOFError, wave.Error) as e:
-        raise LlmarchError(f"cannot read {path} as a PCM WAV file: {e}") from None
+    except (OSError, EOFError, wave.Error) as e:  # wave's EOFError has no message: a file cut short
+        raise LlmarchError(f"cannot read {path} as a PCM WAV file: {str(e) or 'it ends too soon (truncated)'}") from None
     if rate != SAMPLE_RATE or channels != 1 or width not in _FORMATS:
         raise LlmarchError(f"{path}: {rate} Hz, {channels} channel(s), {8 * width}-bit: llmarch reads 16 kHz mono PCM "
                            "(8, 16 or 32-bit) and resamples nothing (convert it first, e.g. ffmpeg -ar 16000 -ac 1)")

@@ -206,6 +206,9 @@ class TransformerLM(Stack):
         if input_features is not None:
             if self.audio is None:
                 raise LlmarchError(f"{self.config.name} has no audio tower (config audio) to read input_features")
+            if pixel_values is not None:  # the audio path reads no pixels: refused rather than dropped unread
+                raise LlmarchError("input_features (audio clips) and pixel_values (images) in one call: no model here "
+                                   "reads both")
             check_ids(input_ids, self.config, self.cache_len)
             return self.audio(self.embed(input_ids), input_ids, input_features, feature_attention_mask)
         if pixel_values is None:

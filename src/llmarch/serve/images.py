@@ -38,7 +38,7 @@ def _data_url(kind: str):
     def read(part, where: str) -> bytes:
         url = part.get("url") if isinstance(part, dict) else part
         if not isinstance(url, str):
-            raise BadRequest(f"{where}: an {kind}_url part needs {kind}_url.url", "messages")
+            raise BadRequest(f"{where}: the {kind}_url part needs {kind}_url.url", "messages")
         if url.startswith(("http://", "https://")):
             raise BadRequest(f"{where}: this server fetches no URLs; send the {kind} in the request, as a "
                              f"data:{kind}/...;base64,... URL", "messages")

@@ -19,18 +19,27 @@ from torch.nn import functional as F
 from ..errors import LlmarchError
 from .image_files import to_rgb
 from .preprocess import BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROCESSORS, ResizeCropNormalize
+from .tiled_images import grids
 
 
 def canvas_grid(height: int, width: int, tile: int, max_tiles: int) -> tuple[int, int]:
     """get_optimal_tiled_canvas (Cohere2's): the (cols, rows) of at most max_tiles tiles of side `tile` whose
     smaller scale to hold the image is the least at or above 1, or where all are below 1, the largest."""
-    grids = sorted(((c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if c * r <= max_tiles),
-                   key=lambda g: g[0] * g[1])
-    scales = [min(c * tile / width, r * tile / height) for c, r in grids]
+    candidates = grids(1, max_tiles)  # get_all_supported_aspect_ratios by tile count, as GotOcr2's
+    scales = [min(c * tile / width, r * tile / height) for c, r in candidates]
     if all(s < 1 for s in scales):
-        return grids[scales.index(max(scales))]
+        return candidates[scales.index(max(scales))]
     up = [s if s >= 1 else 10e9 for s in scales]
-    return grids[up.index(min(up))]
+    return candidates[up.index(min(up))]
+
+
+def rgb_tensor(image, convert: bool) -> torch.Tensor:
+    """A PIL image as the torchvision processors read it: uint8 (3, H, W), converted to RGB where `convert`
+    (do_convert_rgb), else refused unless already RGB."""
+    image = to_rgb(image) if convert else image
+    if image.mode != "RGB":
+        raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
 
 
 def resized(x: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
@@ -79,10 +88,7 @@ class Cohere2Images:
 
     def tiles(self, image) -> list[torch.Tensor]:
         """One image's tiles, uint8 (3, h, w), row by row, then the thumbnail where there are several."""
-        image = to_rgb(image) if self.steps.rgb else image
-        if image.mode != "RGB":
-            raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
-        x, (h, w) = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous(), self.tile
+        x, (h, w) = rgb_tensor(image, self.steps.rgb), self.tile
         if not self.crop:
             return [resized(x, h, w) if self.resize else x]
         cols, rows = canvas_grid(*x.shape[1:], h, self.max_tiles)

@@ -14,12 +14,10 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import torch
 
 from ..errors import LlmarchError
-from .cohere2_images import normalized, resized
-from .image_files import to_rgb
+from .cohere2_images import normalized, resized, rgb_tensor
 from .preprocess import BILINEAR, HALF, PROCESSORS, ResizeCropNormalize
 from .tiled_images import best_grid
 
@@ -80,10 +78,7 @@ class Lfm2Images:
 
     def pieces(self, image) -> list[torch.Tensor]:
         """One image's uint8 (3, h, w) pieces: its tiles row by row and the thumbnail, or the image resized."""
-        image = to_rgb(image) if self.steps.rgb else image
-        if image.mode != "RGB":
-            raise LlmarchError(f"an image of mode {image.mode}, and the image processor does not convert to RGB")
-        x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
+        x = rgb_tensor(image, self.steps.rgb)
         rows, cols, (h, w) = self.layout(*x.shape[1:])
         mode, t = MODES[self.c["resample"]], self.c["tile_size"]
         if rows * cols == 1:

@@ -41,10 +41,11 @@ def image_token(v, tok) -> str:
     return text
 
 
-def count(prompt: str, token: str, n: int) -> int:
+def count(prompt: str, token: str, n: int, item: str = "image") -> int:
+    """How many `token`s the prompt holds: none, or one per item (image, audio clip, video)."""
     found = prompt.count(token)
     if found not in (0, n):
-        raise LlmarchError(f"the prompt holds {found} {token} token(s) for {n} image(s): one per image, or none")
+        raise LlmarchError(f"the prompt holds {found} {token} token(s) for {n} {item}(s): one per {item}, or none")
     return found
 
 

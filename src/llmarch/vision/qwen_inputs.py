@@ -127,6 +127,8 @@ class QwenImageInputs(nn.Module):
             if v.frames_apart:
                 grids, steps = [(1, h, w) for t, h, w in grids for _ in range(t)], [1] * sum(g[0] for g in grids)
             media[v.video_token_id] = iter([(*g, step) for g, step in zip(grids, steps)])
+        elif second_per_grid_ts is not None:  # it times videos only: refused rather than dropped unread
+            raise LlmarchError("second_per_grid_ts times videos (video_grid_thw): given without them")
         return media
 
     def rope_index(self, ids: torch.Tensor, attention_mask: torch.Tensor | None,

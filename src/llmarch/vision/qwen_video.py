@@ -19,6 +19,7 @@ import torch
 
 from ..errors import LlmarchError
 from ..registry import Registry
+from .prompt_parts import count
 from .prompts import VISION_END, VISION_START, image_request
 from .qwen_config import is_qwen, qwen_vision_config
 from .qwen_pixels import frame_array, patchify, settings, smart_resize
@@ -153,10 +154,7 @@ def video_text(v, tok, prompt: str, grids: list, stamps: list, frames_apart: boo
     if not pad:
         raise LlmarchError(f"the tokenizer has no text for the video token (id {v.video_token_id})")
     wrapped = VISION_START + pad + VISION_END
-    found = prompt.count(pad)
-    if found not in (0, len(grids)):
-        raise LlmarchError(f"the prompt holds {found} {pad} token(s) for {len(grids)} video(s): one per video, or none")
-    if not found:
+    if not count(prompt, pad, len(grids), "video"):
         prompt = wrapped * len(grids) + prompt
     if frames_apart:  # Qwen3VLProcessor: each frame wraps itself, so the template's wrapper goes
         prompt = prompt.replace(wrapped, pad)
