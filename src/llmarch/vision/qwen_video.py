@@ -23,6 +23,7 @@ from .prompt_parts import count
 from .prompts import VISION_END, VISION_START, image_request
 from .qwen_config import is_qwen, qwen_vision_config
 from .qwen_pixels import frame_array, patchify, settings, smart_resize
+from .video_files import pick
 
 VIDEO_PROCESSORS: Registry = Registry("video processor")
 VIDEO_PREPROCESSOR_FILE = "video_preprocessor_config.json"
@@ -108,7 +109,7 @@ class QwenVideos:
         seconds = []
         for video in videos:
             index = self.sample(self.c, len(video.frames), video.fps)
-            frames = [video.frames[i] for i in index]
+            frames = pick(video.frames, index)
             size = None
             if s["resize"]:
                 h, w = frames[0].height, frames[0].width

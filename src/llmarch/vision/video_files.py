@@ -1,7 +1,9 @@
 """Videos read into their frames (PIL images) and frame rate: a directory of frame images, in the order of their file
-names, at a rate the caller gives; or, where PyAV is installed (`import av`), a video file, every frame decoded at the
-file's own rate (the video processor then samples them: qwen_video.py). Errors are one line: an empty directory, a
-file that is not an image, frames of different sizes, a video file without PyAV."""
+names, at a rate the caller gives; or, where PyAV is installed (`import av`), a video file at its own rate, whose
+frames are decoded only when the video processor has chosen them (qwen_video.py samples by the count, `pick` decodes
+the chosen ones in one pass, as transformers' PyAV loader keeps only its sampled frames: a long video sent to the
+server never sits in memory whole). Errors are one line: an empty directory, a file that is not an image, frames of
+different sizes, a video file without PyAV."""
 from __future__ import annotations
 
 import io
@@ -14,7 +16,7 @@ from .image_files import read_image
 
 @dataclass(frozen=True)
 class Video:
-    frames: list  # PIL images, all of one size
+    frames: list  # PIL images, all of one size (a file's: FileFrames, decoded when picked)
     fps: float  # the frames' rate: timestamps (frame index / fps) and fps-based sampling read it
     name: str
 
@@ -37,27 +39,76 @@ def read_video(path: str | Path | bytes, fps: float = 2.0, name: str | None = No
         frames, fps = _decoded(path, name or path)
     else:
         raise LlmarchError(f"video {path}: no such file or directory")
-    sizes = sorted({frame.size for frame in frames})
+    sizes = [] if isinstance(frames, FileFrames) else sorted({frame.size for frame in frames})  # a stream's: one
     if len(sizes) > 1:
         raise LlmarchError(f"video {path}: its frames have different sizes {sizes} (width x height)")
     return Video(frames, float(fps), str(path))
 
 
-def _decoded(path, name) -> tuple[list, float]:
-    """Every frame of a video file (a path or a file object) and its average frame rate, decoded by PyAV
-    (transformers' 'pyav' backend)."""
+class FileFrames:
+    """A video file's frames, counted (its stream's frame count, transformers' total_num_frames; decoded and counted
+    where the header has none) but not kept: `pick` decodes the chosen ones."""
+
+    def __init__(self, source, name):
+        self.source, self.name = source, name
+        with self._open() as container:
+            stream = container.streams.video[0]
+            self.fps = float(stream.average_rate or 0) or 24.0
+            self.count = int(stream.frames or 0) or sum(1 for _ in container.decode(stream))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def pick(self, index) -> list:
+        """The frames at `index` (ascending frame numbers, repeats allowed) as PIL images, in one decoding pass."""
+        import av
+
+        wanted, got = {int(i) for i in index}, {}
+        try:
+            with self._open() as container:
+                for i, frame in enumerate(container.decode(container.streams.video[0])):
+                    if i in wanted:
+                        got[i] = frame.to_image()
+                    if len(got) == len(wanted):
+                        break
+        except av.error.FFmpegError as e:
+            raise LlmarchError(f"video {self.name} cannot be decoded: {_first_line(e)}") from None
+        if len(got) < len(wanted):
+            raise LlmarchError(f"video {self.name} decodes to fewer frames than the {self.count} its header counts")
+        return [got[int(i)] for i in index]
+
+    def _open(self):
+        import av
+
+        if hasattr(self.source, "seek"):
+            self.source.seek(0)
+        try:
+            return av.open(self.source if hasattr(self.source, "read") else str(self.source))
+        except (av.error.FFmpegError, ValueError) as e:
+            raise LlmarchError(f"video {self.name} cannot be decoded: {_first_line(e)}") from None
+
+
+def pick(frames, index) -> list:
+    """frames[i] for i in index: a list's, or a FileFrames' decoded in one pass."""
+    return frames.pick(index) if isinstance(frames, FileFrames) else [frames[int(i)] for i in index]
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else repr(e)
+
+
+def _decoded(path, name) -> tuple[FileFrames, float]:
+    """A video file's (a path or a file object) frames, counted, not decoded (FileFrames), and its average frame
+    rate, read by PyAV (transformers' 'pyav' backend)."""
     try:
         import av
     except ImportError:
         raise LlmarchError(f"video {name} is a file: reading video files needs PyAV (pip install av); give a "
                            "directory of frame images instead") from None
     try:
-        with av.open(path if hasattr(path, "read") else str(path)) as container:
-            stream = container.streams.video[0]
-            frames = [frame.to_image() for frame in container.decode(stream)]
-            fps = float(stream.average_rate or 0) or 24.0
+        frames = FileFrames(path, name)
     except (av.error.FFmpegError, IndexError, ValueError) as e:
-        raise LlmarchError(f"video {name} cannot be decoded: {str(e).splitlines()[0] if str(e) else e!r}") from None
-    if not frames:
+        raise LlmarchError(f"video {name} cannot be decoded: {_first_line(e)}") from None
+    if not len(frames):
         raise LlmarchError(f"video {name} holds no frames")
-    return frames, fps
+    return frames, frames.fps
