@@ -55,7 +55,7 @@ def convert_mmproj(folder: Path, out: Path) -> None:
 
 
 def rewrite(src: Path, dst: Path, tensors: dict | None = None, drop: tuple = (), meta: dict | None = None) -> None:
-    """A GGUF file copied with every tensor F32, `tensors` (name -> array) in place of the file's, `drop`ped
+    """A GGUF file copied with every tensor F32, `tensors` (name -> array) in place of the file's or added, `drop`ped
     tensors left out and `meta` keys set to other strings or integers."""
     r = gguf.GGUFReader(str(src))
     w = gguf.GGUFWriter(str(dst), arch=r.fields["general.architecture"].contents())
@@ -75,6 +75,7 @@ def rewrite(src: Path, dst: Path, tensors: dict | None = None, drop: tuple = (),
             shape = tuple(int(n) for n in reversed(t.shape))
             values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
             arrays[t.name] = np.ascontiguousarray((tensors or {}).get(t.name, values), dtype=np.float32)
+    arrays.update({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (tensors or {}).items() if k not in arrays})
     write_out(w, arrays)
 
 
