@@ -22,6 +22,7 @@ from ..registry import Registry
 from .gguf import dequantized, open_gguf, unpermuted
 from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
+from . import gguf_mmproj_internvl as internvl
 from .gguf_mmproj_pixtral import HELD, pixtral_processor, pixtral_vision
 from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_processor, qwen_vision
 
@@ -110,6 +111,11 @@ for _kind, _family, _windowed in (("qwen2vl_merger", "qwen2_vl", False), ("qwen2
 
 PROJECTORS.register("pixtral")(Projector("mistral3", pixtral_vision, "[IMG]", pixtral_processor, text_type="mistral",
                                          held=HELD, permuted_qk=True, written=False))
+
+
+PROJECTORS.register("internvl")(Projector("internvl", internvl.vision, "<IMG_CONTEXT>", internvl.processor,
+                                          tokens=internvl.TOKENS, joins=internvl.JOINS, text_type="qwen2",
+                                          written=False))
 
 
 def _projector(meta: Meta) -> Projector:
