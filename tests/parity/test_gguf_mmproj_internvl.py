@@ -8,17 +8,11 @@ transformers' within 1e-4); llama.cpp's image embeddings (an image of the tower'
 tokens after the image ours on its own ids, cached decoding the whole forward's; bad files refused in one line."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
 import llmarch
 from llmarch.errors import LlmarchError
-from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
-from llmarch.interop.gguf_writer import to_gguf
-from llmarch.vision.config import vision_config
-from llmarch.vision.image_files import read_image
-from llmarch.vision.prompts import image_request
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -26,7 +20,8 @@ Image = pytest.importorskip("PIL.Image")
 
 from conftest import perturbed, saved_with_processor  # noqa: E402
 from test_cli_trust import call  # noqa: E402
-from test_gguf_mmproj import convert_mmproj, ids_of, reference, rewrite  # noqa: E402
+from test_gguf_mmproj import (assert_greedy, assert_mmproj_out_refused, convert_mmproj, ids_of,  # noqa: E402
+                              logits_gap, rewrite, text_and_image, with_llama_cpp)
 from test_vision_images import tokenizer  # noqa: E402
 
 SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
@@ -59,49 +54,24 @@ def files(tmp_path_factory):
     save_file({"model." + k if k.startswith(("vision_tower.", "multi_modal_projector.")) else k: v
                for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
     convert_mmproj(path / "hf", path / "mmproj.gguf")
-    ours = llmarch.from_hf(path / "hf").eval()
-    text = llmarch.build(ours.config.replace(vision=None, hf_model_type="qwen2"))
-    text.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("vision.")})
-    to_gguf(text, path / "text.gguf", "f32", checkpoint_tokenizer(path / "hf"))
-    image = path / "image.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(image)
-    return path / "text.gguf", path / "mmproj.gguf", hf, image
+    text, image = text_and_image(path, "qwen2")
+    return text, path / "mmproj.gguf", hf, image
 
 
 def test_reads_as_from_hf_with_transformers_logits(files):
-    text, mmproj, hf, image = files
-    model = llmarch.from_gguf(text, mmproj=mmproj)
-    want = llmarch.from_hf(text.parent / "hf")
-    assert model.config.hf_model_type == "internvl"
-    assert vision_config(model.config.vision) == vision_config(want.config.vision)
-    tok = checkpoint_tokenizer(text, mmproj=mmproj)
-    ids, arguments = image_request(model, tok, "the cat <IMG_CONTEXT> sat", [read_image(image)])
-    ids = torch.tensor([ids])
-    with torch.no_grad():
-        got = model(ids, **arguments).logits
-        ref = hf(input_ids=ids, **arguments).logits
-    diff = (got - ref).abs().max()
+    diff = logits_gap(files, "the cat <IMG_CONTEXT> sat")
     assert diff <= 1e-4, diff  # seen: 1.2e-7
 
 
 def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
-    text, mmproj, _, image = files
-    parts, theirs, want, _ = reference(files, "the cat <__media__> sat on")
-    model = llmarch.from_gguf(text, mmproj=mmproj)
-    tok = checkpoint_tokenizer(text, mmproj=mmproj)
-    _, arguments = image_request(model, tok, "<IMG_CONTEXT>", [read_image(image)])
+    parts, theirs, want, model, arguments = with_llama_cpp(files, "<IMG_CONTEXT>")
     with torch.no_grad():
         ours = model.vision.projector(model.vision.tower(arguments["pixel_values"]))[0]
     diff = (ours - theirs).abs().max()
     # mtmd cuts a one-tile image into that tile alone (no overview): one chunk of 4 tokens
     assert theirs.shape == ours.shape == (4, 48)
     assert diff <= 5e-4 * theirs.abs().max(), (diff, theirs.abs().max())  # seen: 2.2e-5 of 0.33
-    ids = ids_of(parts, model.config.vision["image_token_id"], ours.shape[0])
-    got = llmarch.generate(model, ids, 6, temperature=0.0, **arguments)
-    assert got[0, ids.shape[1]:].tolist() == want
-    with torch.no_grad():  # cached decoding (generate's) is the whole forward's argmax
-        whole = model(got, **arguments).logits[0, ids.shape[1] - 1:-1].argmax(-1)
-    assert whole.tolist() == want
+    assert_greedy(model, ids_of(parts, model.config.vision["image_token_id"], ours.shape[0]), arguments, want)
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -120,8 +90,4 @@ def test_bad_internvl_mmproj_is_one_line(files, tmp_path, capsys, change, proble
 
 
 def test_convert_refuses_to_write_an_internvl_mmproj(files, tmp_path, capsys):
-    text, _, _, _ = files
-    code, _, err = call(capsys, "convert", "--to-gguf", text.parent / "hf", "--out", tmp_path / "t.gguf",
-                        "--mmproj-out", tmp_path / "m.gguf")
-    assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
+    assert_mmproj_out_refused(files[0].parent / "hf", tmp_path, capsys)

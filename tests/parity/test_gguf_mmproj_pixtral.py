@@ -8,14 +8,12 @@ tokens after the image ours on its own ids (mtmd's image chunk, then [IMG_END]: 
 does not write from a Hugging Face checkpoint), cached decoding the whole forward's; bad files refused in one line."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
 import llmarch
 from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
-from llmarch.interop.gguf_writer import to_gguf
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import image_request
 
@@ -25,7 +23,8 @@ Image = pytest.importorskip("PIL.Image")
 
 from conftest import perturbed  # noqa: E402
 from test_cli_trust import call  # noqa: E402
-from test_gguf_mmproj import convert_mmproj, reference, rewrite  # noqa: E402
+from test_gguf_mmproj import (assert_greedy, assert_mmproj_out_refused, convert_mmproj,  # noqa: E402
+                              logits_gap, rewrite, text_and_image, with_llama_cpp)
 from test_vision_images import tokenizer  # noqa: E402
 
 TEXT = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -60,45 +59,27 @@ def files(tmp_path_factory):
     # in a Hugging Face checkpoint (MmprojModel.filter_tensors drops language_model.*): added as it would write it
     row = hf.get_input_embeddings().weight[tok.convert_tokens_to_ids("[IMG_BREAK]")].detach().numpy()
     rewrite(path / "mmproj-converted.gguf", path / "mmproj.gguf", {"v.token_embd.img_break": row})
-    ours = llmarch.from_hf(path / "hf").eval()
-    text = llmarch.build(ours.config.replace(vision=None, hf_model_type="mistral"))
-    text.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("vision.")})
-    to_gguf(text, path / "text.gguf", "f32", checkpoint_tokenizer(path / "hf"))
-    image = path / "image.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 12, 3), dtype=np.uint8)).save(image)
-    return path / "text.gguf", path / "mmproj.gguf", hf, image
+    text, image = text_and_image(path, "mistral", (16, 12))
+    return text, path / "mmproj.gguf", hf, image
 
 
 def test_reads_as_from_hf_with_transformers_logits(files):
-    text, mmproj, hf, image = files
-    model = llmarch.from_gguf(text, mmproj=mmproj)
-    want = llmarch.from_hf(text.parent / "hf")
-    assert model.config.hf_model_type == "mistral3"
-    assert {**want.config.vision, "projector_act": "gelu", "channels": 3} == dict(model.config.vision,
-                                                                                  projector_act="gelu", channels=3)
+    text, mmproj, _, image = files
     tok = checkpoint_tokenizer(text, mmproj=mmproj)
-    ids, arguments = image_request(model, tok, "the cat [IMG] sat", [read_image(image)])
+    ids, _ = image_request(llmarch.from_gguf(text, mmproj=mmproj), tok, "[IMG]", [read_image(image)])
     assert ids.count(tok.encode("[IMG_BREAK]")[-1]) == 3  # PixtralProcessor's rows: 4 rows of 3, ended by breaks
-    ids = torch.tensor([ids])
-    with torch.no_grad():
-        got = model(ids, **arguments).logits
-        ref = hf(input_ids=ids, **arguments).logits
-    diff = (got - ref).abs().max()
+    diff = logits_gap(files, "the cat [IMG] sat")
     assert diff <= 1e-4, diff  # seen: 1.2e-7
 
 
 def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
-    text, mmproj, _, image = files
-    parts, theirs, want, _ = reference(files, "the cat <__media__> sat on")
-    model = llmarch.from_gguf(text, mmproj=mmproj)
-    tok = checkpoint_tokenizer(text, mmproj=mmproj)
-    _, arguments = image_request(model, tok, "[IMG]", [read_image(image)])
+    parts, theirs, want, model, arguments = with_llama_cpp(files, "[IMG]")
     img = model.config.vision["image_token_id"]
     grids = [(h // 2, w // 2) for h, w in arguments["image_sizes"].tolist()]
     with torch.no_grad():
         ours = model.vision.projector(model.vision.tower(arguments["pixel_values"], grids), grids)
     # mtmd's chunk: 4 rows of 3 merged features, each row but the last ended by the [IMG_BREAK] embedding
-    brk = tok.encode("[IMG_BREAK]")[-1]
+    brk = checkpoint_tokenizer(files[0], mmproj=files[1]).encode("[IMG_BREAK]")[-1]
     assert theirs.shape == (4 * 4 - 1, 48) and ours.shape == (12, 48)
     features = torch.cat([theirs[r * 4:r * 4 + 3] for r in range(4)])
     diff = (ours - features).abs().max()
@@ -106,11 +87,7 @@ def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
     assert torch.equal(theirs[3::4], model.embed.weight[brk].detach().expand(3, -1))
     image_ids = sum(([img] * 3 + [brk] for _ in range(4)), [])[:-1]
     ids = torch.tensor([sum((p if isinstance(p, list) else image_ids for p in parts), [])])
-    got = llmarch.generate(model, ids, 6, temperature=0.0, **arguments)
-    assert got[0, ids.shape[1]:].tolist() == want
-    with torch.no_grad():  # cached decoding (generate's) is the whole forward's argmax
-        whole = model(got, **arguments).logits[0, ids.shape[1] - 1:-1].argmax(-1)
-    assert whole.tolist() == want
+    assert_greedy(model, ids, arguments, want)
 
 
 def test_mmproj_without_the_towers_activation_is_refused_in_one_line(files, tmp_path, capsys):
@@ -125,8 +102,4 @@ def test_mmproj_without_the_towers_activation_is_refused_in_one_line(files, tmp_
 
 
 def test_convert_refuses_to_write_a_pixtral_mmproj(files, tmp_path, capsys):
-    text, _, _, _ = files
-    code, _, err = call(capsys, "convert", "--to-gguf", text.parent / "hf", "--out", tmp_path / "t.gguf",
-                        "--mmproj-out", tmp_path / "m.gguf")
-    assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
+    assert_mmproj_out_refused(files[0].parent / "hf", tmp_path, capsys)
