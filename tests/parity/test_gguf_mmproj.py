@@ -258,6 +258,18 @@ def assert_mmproj_out_refused(folder: Path, tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
 
 
+def assert_bad_mmproj_refused(files, tmp_path: Path, capsys, change: dict, problem: str) -> None:
+    """The mmproj rewritten with `change` (rewrite's arguments) is refused by from_gguf naming `problem`, and by
+    `llmarch generate` in one line, exit 2."""
+    text, mmproj, _, image = files
+    rewrite(mmproj, tmp_path / "bad.gguf", **change)
+    with pytest.raises(LlmarchError, match=problem):
+        llmarch.from_gguf(text, mmproj=tmp_path / "bad.gguf")
+    code, _, stderr = call(capsys, "generate", "--checkpoint", text, "--mmproj", tmp_path / "bad.gguf", "--image",
+                           image, "--prompt", "x", "--max-new-tokens", "1")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and problem in stderr
+
+
 def ids_of(parts: list, image_token: int, per_image: int) -> torch.Tensor:
     """llama.cpp's prompt as llmarch's input_ids: the image chunk as its count of image tokens."""
     return torch.tensor([sum((p if isinstance(p, list) else [image_token] * per_image for p in parts), [])])

@@ -11,17 +11,15 @@ import json
 import pytest
 import torch
 
-import llmarch
-from llmarch.errors import LlmarchError
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
 from conftest import perturbed, saved_with_processor  # noqa: E402
-from test_cli_trust import call  # noqa: E402
-from test_gguf_mmproj import (assert_greedy, assert_mmproj_out_refused, convert_mmproj, ids_of,  # noqa: E402
-                              logits_gap, rewrite, text_and_image, with_llama_cpp)
+from test_gguf_mmproj import (  # noqa: E402
+    assert_bad_mmproj_refused, assert_greedy, assert_mmproj_out_refused, convert_mmproj,
+    ids_of, logits_gap, text_and_image, with_llama_cpp)
 from test_vision_images import tokenizer  # noqa: E402
 
 SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
@@ -79,14 +77,7 @@ def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
     (dict(drop=("v.blk.0.ls1.weight",)), "missing tensor"),
 ])
 def test_bad_internvl_mmproj_is_one_line(files, tmp_path, capsys, change, problem):
-    text, mmproj, _, image = files
-    bad = tmp_path / "bad.gguf"
-    rewrite(mmproj, bad, **change)
-    with pytest.raises(LlmarchError, match=problem):
-        llmarch.from_gguf(text, mmproj=bad)
-    code, _, stderr = call(capsys, "generate", "--checkpoint", text, "--mmproj", bad, "--image", image, "--prompt",
-                           "x", "--max-new-tokens", "1")
-    assert code == 2 and len(stderr.strip().splitlines()) == 1 and problem in stderr
+    assert_bad_mmproj_refused(files, tmp_path, capsys, change, problem)
 
 
 def test_convert_refuses_to_write_an_internvl_mmproj(files, tmp_path, capsys):

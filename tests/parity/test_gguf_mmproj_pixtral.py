@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import llmarch
-from llmarch.errors import LlmarchError
 from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import image_request
@@ -22,9 +21,9 @@ gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
 from conftest import perturbed  # noqa: E402
-from test_cli_trust import call  # noqa: E402
-from test_gguf_mmproj import (assert_greedy, assert_mmproj_out_refused, convert_mmproj,  # noqa: E402
-                              logits_gap, rewrite, text_and_image, with_llama_cpp)
+from test_gguf_mmproj import (  # noqa: E402
+    assert_bad_mmproj_refused, assert_greedy, assert_mmproj_out_refused, convert_mmproj,
+    logits_gap, rewrite, text_and_image, with_llama_cpp)
 from test_vision_images import tokenizer  # noqa: E402
 
 TEXT = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -90,15 +89,12 @@ def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
     assert_greedy(model, ids, arguments, want)
 
 
-def test_mmproj_without_the_towers_activation_is_refused_in_one_line(files, tmp_path, capsys):
-    text, mmproj, _, image = files
-    bad = tmp_path / "bad.gguf"
-    rewrite(mmproj, bad, meta={"clip.use_silu": 0})  # neither clip.use_silu nor clip.use_gelu set
-    with pytest.raises(LlmarchError, match="sets neither"):
-        llmarch.from_gguf(text, mmproj=bad)
-    code, _, stderr = call(capsys, "generate", "--checkpoint", text, "--mmproj", bad, "--image", image, "--prompt",
-                           "x", "--max-new-tokens", "1")
-    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "clip.use_silu or clip.use_gelu" in stderr
+@pytest.mark.parametrize("change, problem", [
+    (dict(meta={"clip.use_silu": 0}), "clip.use_silu or clip.use_gelu"),  # neither activation set
+    (dict(drop=("mm.patch_merger.weight",)), "without a patch merger"),  # Pixtral 12B's layout
+])
+def test_bad_pixtral_mmproj_is_one_line(files, tmp_path, capsys, change, problem):
+    assert_bad_mmproj_refused(files, tmp_path, capsys, change, problem)
 
 
 def test_convert_refuses_to_write_a_pixtral_mmproj(files, tmp_path, capsys):

@@ -30,6 +30,9 @@ def _ffn(meta: Meta) -> str:
 def pixtral_vision(meta: Meta) -> dict:
     """The tower's and projector's fields from the clip.* metadata (the projection's width from mm.2's rows)."""
     get = meta.get
+    if not meta.has("mm.patch_merger.weight"):  # Pixtral 12B's (a llava checkpoint) has no merger nor its norm
+        raise LlmarchError(f"{meta.path}: a pixtral mmproj without a patch merger (Pixtral 12B's) is not supported; "
+                           "Mistral 3's (Mistral Small 3.1/3.2) only")
     return dict(tower=TOWER, width=get("vision.embedding_length"), n_layers=get("vision.block_count"),
                 n_heads=get("vision.attention.head_count"), ffn_hidden=get("vision.feed_forward_length"),
                 out_width=int(meta.tensors["mm.2.weight"].shape[-1]),
