@@ -22,8 +22,7 @@ from ..registry import Registry
 from .gguf import dequantized, open_gguf, unpermuted
 from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
-from . import gguf_mmproj_internvl as internvl
-from .gguf_mmproj_pixtral import HELD, pixtral_processor, pixtral_vision
+from . import gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
 from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_processor, qwen_vision
 
 PROJECTORS: Registry = Registry("mmproj projector type")
@@ -109,8 +108,8 @@ for _kind, _family, _windowed in (("qwen2vl_merger", "qwen2_vl", False), ("qwen2
         _family, qwen_vision(_windowed), "<|image_pad|>", qwen_processor, joins=JOINS, text_config=mrope_section,
         text_type=_family + "_text", written=False))
 
-PROJECTORS.register("pixtral")(Projector("mistral3", pixtral_vision, "[IMG]", pixtral_processor, text_type="mistral",
-                                         held=HELD, permuted_qk=True, written=False))
+PROJECTORS.register("pixtral")(Projector("mistral3", pixtral.vision, "[IMG]", pixtral.processor, text_type="mistral",
+                                         held=pixtral.HELD, permuted_qk=True, written=False))
 
 
 PROJECTORS.register("internvl")(Projector("internvl", internvl.vision, "<IMG_CONTEXT>", internvl.processor,

@@ -27,7 +27,7 @@ def _ffn(meta: Meta) -> str:
                        "clip.use_gelu; this file sets neither")
 
 
-def pixtral_vision(meta: Meta) -> dict:
+def vision(meta: Meta) -> dict:
     """The tower's and projector's fields from the clip.* metadata (the projection's width from mm.2's rows)."""
     get = meta.get
     if not meta.has("mm.patch_merger.weight"):  # Pixtral 12B's (a llava checkpoint) has no merger nor its norm
@@ -42,7 +42,7 @@ def pixtral_vision(meta: Meta) -> dict:
                 projector_eps=float(f"{get('vision.attention.layer_norm_epsilon'):.6g}"))  # float32 as written
 
 
-def pixtral_processor(meta: Meta) -> dict:
+def processor(meta: Meta) -> dict:
     """PixtralImageProcessor: the longest side to the tower's image_size, bicubic as clip.cpp resizes."""
     patch = meta.get("vision.patch_size")
     return dict(image_processor_type="PixtralImageProcessor", resample=3, size={"longest_edge":
