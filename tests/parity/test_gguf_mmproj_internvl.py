@@ -4,12 +4,19 @@ mlp1.3 only below the block count, beside a Qwen2 text model 48 wide; 1-D parame
 llama.cpp's converter reads (transformers' own, Intern-S1's names: model.vision_tower.*, model.multi_modal_projector.*,
 its vision_config naming InternVisionModel), the mmproj written by that converter (q, k, v apart, the projector as
 mlp1.N), the text model by to_gguf. The model read equals from_hf's (vision config; logits with an image
-transformers' within 1e-4); llama.cpp's image embeddings (an image of the tower's size, one tile) ours; its greedy
-tokens after the image ours on its own ids, cached decoding the whole forward's; bad files refused in one line."""
+transformers' within 1e-4); llama.cpp's image embeddings (an image of the tower's size, one tile; a two-tile image,
+three chunks) ours; its greedy tokens after the image ours on its own ids, cached decoding the whole forward's; bad
+files refused in one line."""
 import json
 
+import numpy as np
 import pytest
 import torch
+
+import llmarch
+from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
+from llmarch.vision.image_files import read_image
+from llmarch.vision.prompts import image_request
 
 
 transformers = pytest.importorskip("transformers")
@@ -19,7 +26,7 @@ Image = pytest.importorskip("PIL.Image")
 from conftest import perturbed, saved_with_processor  # noqa: E402
 from test_gguf_mmproj import (  # noqa: E402
     assert_bad_mmproj_refused, assert_greedy, assert_mmproj_out_refused, convert_mmproj,
-    ids_of, logits_gap, text_and_image, with_llama_cpp)
+    ids_of, logits_gap, mtmd, text_and_image, with_llama_cpp)
 from test_vision_images import tokenizer  # noqa: E402
 
 SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
@@ -70,6 +77,29 @@ def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
     assert theirs.shape == ours.shape == (4, 48)
     assert diff <= 5e-4 * theirs.abs().max(), (diff, theirs.abs().max())  # seen: 2.2e-5 of 0.33
     assert_greedy(model, ids_of(parts, model.config.vision["image_token_id"], ours.shape[0]), arguments, want)
+
+
+def test_a_two_tile_image_is_cut_as_llama_cpp_cuts_it(files, tmp_path):
+    """A 16 x 32 image: two tiles and the overview after them, in mtmd as in GotOcr2ImageProcessor's crop_to_patches;
+    each of mtmd's three chunks' embeddings ours, its greedy tokens ours on its prompt."""
+    text, mmproj, _, _ = files
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 32, 3), dtype=np.uint8)).save(wide)
+    ref = mtmd((text, mmproj, None, wide), "the cat <__media__> sat on")
+    try:
+        parts = ref.parts()
+        theirs = torch.stack([ref.embeddings(p) for p in parts if not isinstance(p, list)])
+        want = ref.greedy(6)
+    finally:
+        ref.close()
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    _, arguments = image_request(model, checkpoint_tokenizer(text, mmproj=mmproj), "<IMG_CONTEXT>",
+                                 [read_image(wide)])
+    with torch.no_grad():
+        ours = model.vision.projector(model.vision.tower(arguments["pixel_values"]))
+    diff = (ours - theirs).abs().max()
+    assert ours.shape == theirs.shape == (3, 4, 48) and diff <= 5e-4 * theirs.abs().max(), diff  # seen: 2.4e-5
+    assert_greedy(model, ids_of(parts, model.config.vision["image_token_id"], 4), arguments, want)
 
 
 @pytest.mark.parametrize("change, problem", [
