@@ -27,6 +27,7 @@ from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
 from llmarch.interop.gguf_writer import to_gguf, write_out
 from llmarch.vision.config import vision_config
 from llmarch.vision.image_files import read_image
+from llmarch.vision.prompt_parts import vision_of
 from llmarch.vision.prompts import image_request
 
 transformers = pytest.importorskip("transformers")
@@ -55,7 +56,7 @@ def convert_mmproj(folder: Path, out: Path) -> None:
 
 
 def rewrite(src: Path, dst: Path, tensors: dict | None = None, drop: tuple = (), meta: dict | None = None) -> None:
-    """A GGUF file copied with every tensor F32, `tensors` (name -> array) in place of the file's, `drop`ped
+    """A GGUF file copied with every tensor F32, `tensors` (name -> array) in place of the file's or added, `drop`ped
     tensors left out and `meta` keys set to other strings or integers."""
     r = gguf.GGUFReader(str(src))
     w = gguf.GGUFWriter(str(dst), arch=r.fields["general.architecture"].contents())
@@ -75,7 +76,34 @@ def rewrite(src: Path, dst: Path, tensors: dict | None = None, drop: tuple = (),
             shape = tuple(int(n) for n in reversed(t.shape))
             values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
             arrays[t.name] = np.ascontiguousarray((tensors or {}).get(t.name, values), dtype=np.float32)
+    arrays.update({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (tensors or {}).items() if k not in arrays})
     write_out(w, arrays)
+
+
+def text_and_image(path: Path, family: str, size: tuple[int, int] = (16, 16)) -> tuple[Path, Path]:
+    """The text part of llmarch's from_hf model of path/hf as `family`'s F32 GGUF file (path/text.gguf), and a seeded
+    noise image of (height, width) `size` (path/image.png)."""
+    ours = llmarch.from_hf(path / "hf")
+    text = llmarch.build(ours.config.replace(vision=None, hf_model_type=family))
+    text.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("vision.")})
+    to_gguf(text, path / "text.gguf", "f32", checkpoint_tokenizer(path / "hf"))
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path / "image.png")
+    return path / "text.gguf", path / "image.png"
+
+
+def logits_gap(files, prompt: str, **hf_arguments) -> float:
+    """The largest difference of the logits with the image between the model read from the two files and
+    transformers', the model read checked for from_hf's vision config and family first."""
+    text, mmproj, hf, image = files
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    want = llmarch.from_hf(Path(text).parent / "hf")
+    assert model.config.hf_model_type == want.config.hf_model_type
+    assert vision_of(model.config.vision) == vision_of(want.config.vision)
+    ids, arguments = image_request(model, checkpoint_tokenizer(text, mmproj=mmproj), prompt, [read_image(image)])
+    ids = torch.tensor([ids])
+    with torch.no_grad():
+        return float((model(ids, **arguments).logits - hf(input_ids=ids, **arguments, **hf_arguments).logits)
+                     .abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +230,46 @@ def reference(files, prompt: str, n: int = 6) -> tuple[list, torch.Tensor, list[
     return parts, theirs, tokens, last
 
 
+def with_llama_cpp(files, image_prompt: str) -> tuple:
+    """llama.cpp's chunks, image embeddings and 6 greedy tokens on "the cat <__media__> sat on", and the model read
+    from the two files with the arguments of its image (prompted by `image_prompt`)."""
+    text, mmproj, _, image = files
+    parts, theirs, want, _ = reference(files, "the cat <__media__> sat on")
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    _, arguments = image_request(model, checkpoint_tokenizer(text, mmproj=mmproj), image_prompt, [read_image(image)])
+    return parts, theirs, want, model, arguments
+
+
+def assert_greedy(model, ids: torch.Tensor, arguments: dict, want: list[int]) -> None:
+    """generate's greedy tokens after ids are `want`, and so is the whole forward's argmax (cached decoding)."""
+    got = llmarch.generate(model, ids, len(want), temperature=0.0, **arguments)
+    assert got[0, ids.shape[1]:].tolist() == want
+    with torch.no_grad():
+        whole = model(got, **arguments).logits[0, ids.shape[1] - 1:-1].argmax(-1)
+    assert whole.tolist() == want
+
+
+def assert_mmproj_out_refused(folder: Path, tmp_path: Path, capsys) -> None:
+    """`convert --to-gguf folder --mmproj-out` is one line of error, exit 2, for a projector llmarch reads only; nothing
+    is written."""
+    code, _, err = call(capsys, "convert", "--to-gguf", folder, "--out", tmp_path / "t.gguf", "--mmproj-out",
+                        tmp_path / "m.gguf")
+    assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
+
+
+def assert_bad_mmproj_refused(files, tmp_path: Path, capsys, change: dict, problem: str) -> None:
+    """The mmproj rewritten with `change` (rewrite's arguments) is refused by from_gguf naming `problem`, and by
+    `llmarch generate` in one line, exit 2."""
+    text, mmproj, _, image = files
+    rewrite(mmproj, tmp_path / "bad.gguf", **change)
+    with pytest.raises(LlmarchError, match=problem):
+        llmarch.from_gguf(text, mmproj=tmp_path / "bad.gguf")
+    code, _, stderr = call(capsys, "generate", "--checkpoint", text, "--mmproj", tmp_path / "bad.gguf", "--image",
+                           image, "--prompt", "x", "--max-new-tokens", "1")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and problem in stderr
+
+
 def ids_of(parts: list, image_token: int, per_image: int) -> torch.Tensor:
     """llama.cpp's prompt as llmarch's input_ids: the image chunk as its count of image tokens."""
     return torch.tensor([sum((p if isinstance(p, list) else [image_token] * per_image for p in parts), [])])
@@ -227,21 +295,12 @@ def test_reads_the_family_model_and_its_image_processor(files):
 
 
 def test_image_embeddings_and_greedy_tokens_are_llama_cpps(files):
-    text, mmproj, _, image = files
-    parts, theirs, want, _ = reference(files, "the cat <__media__> sat on")
-    model = llmarch.from_gguf(text, mmproj=mmproj)
-    tok = checkpoint_tokenizer(text, mmproj=mmproj)
-    _, arguments = image_request(model, tok, "<start_of_image>", [read_image(image)])
+    parts, theirs, want, model, arguments = with_llama_cpp(files, "<start_of_image>")
     with torch.no_grad():
         ours = model.vision.projector(model.vision.tower(arguments["pixel_values"]))[0]
     diff = (ours - theirs).abs().max()
     assert diff <= 5e-4 * theirs.abs().max(), diff  # seen: 2.1e-4 of 1.28 (ggml's CPU kernels)
-    ids = ids_of(parts, model.config.vision["image_token_id"], ours.shape[0])
-    got = llmarch.generate(model, ids, 6, temperature=0.0, **arguments)
-    assert got[0, ids.shape[1]:].tolist() == want
-    with torch.no_grad():  # cached decoding (generate's) is the whole forward's argmax
-        whole = model(got, **arguments).logits[0, ids.shape[1] - 1:-1].argmax(-1)
-    assert whole.tolist() == want
+    assert_greedy(model, ids_of(parts, model.config.vision["image_token_id"], ours.shape[0]), arguments, want)
 
 
 def test_generate_cli_with_mmproj(files, capsys):
@@ -322,13 +381,8 @@ def idefics3_files(tmp_path_factory):
     transformers.Idefics3ImageProcessor(size={"longest_edge": 16}, max_image_size={"longest_edge": 16},
                                         image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path / "hf")
     convert_mmproj(path / "hf", path / "mmproj.gguf")
-    ours = llmarch.from_hf(path / "hf")
-    text = llmarch.build(ours.config.replace(vision=None, hf_model_type="llama"))
-    text.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("vision.")})
-    to_gguf(text, path / "text.gguf", "f32", checkpoint_tokenizer(path / "hf"))
-    image = path / "image.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(image)
-    return path / "text.gguf", path / "mmproj.gguf", ours, image
+    text, image = text_and_image(path, "llama")
+    return text, path / "mmproj.gguf", llmarch.from_hf(path / "hf"), image
 
 
 def test_idefics3_reads_as_transformers_and_decodes_as_llama_cpp(idefics3_files):

@@ -268,12 +268,17 @@ class GGUFTensors:
         if name in self.per_head:  # q | k | v back to Hugging Face's groups
             w = grouped_qkv(w, self.n_heads, self.n_kv_heads, to_gguf=False)
         if name in self.heads:  # undo llama.cpp's q/k permutation
-            h = self.heads[name]
-            w = w.reshape(h, w.shape[0] // h // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+            w = unpermuted(w, self.heads[name])
         return w
 
     def read_into(self, name: str, out: torch.Tensor) -> None:
         out.copy_(self.read(name))
+
+
+def unpermuted(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's q/k permutation (convert_hf_to_gguf.py's LlamaModel.permute) undone: per head, the interleaved
+    rotated halves back to Hugging Face's order."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
 def dequantized(t, path) -> torch.Tensor:

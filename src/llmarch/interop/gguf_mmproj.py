@@ -19,9 +19,10 @@ import torch
 
 from ..errors import LlmarchError, first_and_count
 from ..registry import Registry
-from .gguf import dequantized, open_gguf
+from .gguf import dequantized, open_gguf, unpermuted
 from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
+from . import gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
 from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_processor, qwen_vision
 
 PROJECTORS: Registry = Registry("mmproj projector type")
@@ -45,6 +46,9 @@ class Projector:
     # converter wrote in pieces (Qwen2-VL's qkv as q, k, v; its Conv3d patch kernel as one Conv2d per frame)
     joins: tuple = ()
     text_config: Callable[[object], dict] = lambda reader: {}  # text-config fields from the text model's GGUF file
+    held: str = ""  # a regex of the file's tensors the text model holds (Pixtral's [IMG_BREAK] embedding), not read
+    permuted_qk: bool = False  # the tower's q and k rows permuted as LLaMA's by the converter (Pixtral's)
+    written: bool = True  # to_mmproj writes it (a CLIP-style tower, no joins)
 
 
 def _vit(meta: Meta) -> dict:
@@ -102,7 +106,15 @@ PROJECTORS.register("idefics3")(Projector(
 for _kind, _family, _windowed in (("qwen2vl_merger", "qwen2_vl", False), ("qwen2.5vl_merger", "qwen2_5_vl", True)):
     PROJECTORS.register(_kind)(Projector(
         _family, qwen_vision(_windowed), "<|image_pad|>", qwen_processor, joins=JOINS, text_config=mrope_section,
-        text_type=_family + "_text"))
+        text_type=_family + "_text", written=False))
+
+PROJECTORS.register("pixtral")(Projector("mistral3", pixtral.vision, "[IMG]", pixtral.processor, text_type="mistral",
+                                         held=pixtral.HELD, permuted_qk=True, written=False))
+
+
+PROJECTORS.register("internvl")(Projector("internvl", internvl.vision, "<IMG_CONTEXT>", internvl.processor,
+                                          tokens=internvl.TOKENS, joins=internvl.JOINS, text_type="qwen2",
+                                          written=False))
 
 
 def _projector(meta: Meta) -> Projector:
@@ -138,6 +150,7 @@ class MMProjTensors:
         import gguf
 
         self.text, self.meta, self.fixes = text, meta, projector.fixes
+        self.heads = meta.get("vision.attention.head_count") if projector.permuted_qk else None
         name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get("vision.block_count"))
         self.to_gguf, self.joined = {}, {}  # Hugging Face name -> its GGUF tensors' names; -> how they join
 
@@ -152,6 +165,7 @@ class MMProjTensors:
                 if join:
                     self.joined[hf] = join[2]
         unread = sorted(set(meta.tensors) - {name for parts in self.to_gguf.values() for name in parts})
+        unread = [name for name in unread if not (projector.held and re.search(projector.held, name))]
         if unread:
             raise LlmarchError(f"{meta.path}: mmproj tensor {first_and_count(unread)} has no place in a "
                                f"{projector.hf_model_type} model")
@@ -183,6 +197,8 @@ class MMProjTensors:
         for pattern, fix, _ in self.fixes:
             if re.search(pattern, gguf_name):
                 w = fix(w)
+        if self.heads and re.search(r"\.attn_[qk]\.(weight|bias)$", gguf_name):
+            w = unpermuted(w, self.heads)
         return w
 
     def read_into(self, name: str, out: torch.Tensor) -> None:

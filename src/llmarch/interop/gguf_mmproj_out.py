@@ -20,7 +20,7 @@ def projector_of(cfg) -> tuple[str, Projector]:
         raise LlmarchError(f"an mmproj file is written for a vision-language model of family "
                            f"{', '.join(PROJECTORS[k].hf_model_type for k in PROJECTORS)}; this model is "
                            f"{cfg.hf_model_type!r}{'' if cfg.vision is None else ' with images'}")
-    if PROJECTORS[kinds[0]].joins:  # a tower whose tensors the converter splits (Qwen2-VL's): read, not written
+    if not PROJECTORS[kinds[0]].written:  # not a CLIP-style tower (Qwen2-VL's split tensors, Pixtral's): read only
         raise LlmarchError(f"llmarch reads mmproj files of projector type {kinds[0]!r} but does not write them")
     return kinds[0], PROJECTORS[kinds[0]]
 
