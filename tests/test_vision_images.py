@@ -259,6 +259,25 @@ def test_terminal_chat_with_an_image(llava, images):
     assert conversation.prompt()[1]["pixel_values"].shape == (1, 3, 8, 8)
 
 
+def test_terminal_chat_refuses_what_the_model_cannot_read(llava, images, tmp_path):
+    """`llmarch chat`: an /audio clip for a model without an audio tower is refused when attached; a message whose
+    attachment the model cannot take (a video, for LLaVA) fails with them dropped, so the next message is answered."""
+    from llmarch.serve.terminal import Conversation, chat_loop
+
+    path = llava[0]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i * 90, 30, 60)).save(frames / f"{i}.png")
+    conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=3, temperature=0)
+    lines = iter(["/audio clip.wav", f"/video {frames}", "what is this?", "and this?", "/exit"])
+    shown = []
+    chat_loop(conversation, lambda _: next(lines), shown.append)
+    assert any(line.startswith("(error: ") and "reads no audio" in line for line in shown)
+    assert any("(the message and its 1 attachment(s) dropped)" in line for line in shown)
+    assert [m["content"] for m in conversation.history][:1] == ["and this?"] and not conversation.pending
+
+
 def test_server_chat_with_an_image(llava, images):
     """POST /v1/chat/completions with an image_url part (a base64 data URL): the reply is transformers' greedy
     continuation of its processor's chat prompt; an http URL, bad base64 and a text-only model refused (400)."""

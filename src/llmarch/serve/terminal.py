@@ -37,7 +37,11 @@ class Conversation:
 
     def attach(self, path, kind: str = "image") -> None:
         """An image file, a 16 kHz WAV clip or a video (a frames directory or a file) for the next message: read now,
-        so that a bad file is named before anything is asked."""
+        so that a bad file is named before anything is asked; a kind the model has no tower for is refused here."""
+        cfg = self.model.config
+        if (cfg.audio if kind == "audio" else cfg.vision) is None:
+            raise LlmarchError(f"{cfg.name} reads no {kind} (it has no {'audio' if kind == 'audio' else 'vision'} "
+                               "tower: config " + ("audio)" if kind == "audio" else "vision)"))
         self.pending.append({"type": kind, kind: read_media(kind, path)})
 
     def prompt(self) -> tuple[list[int], dict | None]:
@@ -66,9 +70,11 @@ class Conversation:
         self.history.append({"role": "user", "content": parts + [{"type": "text", "text": text}] if parts else text})
         try:
             ids, images = self.prompt()
-        except LlmarchError:
+        except LlmarchError as e:  # the message is not sent; its attachments go with it, or every next one fails alike
             self.history.pop()
-            raise
+            self.pending = []
+            raise LlmarchError(f"{e} (the message and its {len(parts)} attachment(s) dropped)" if parts else str(e)) \
+                from None
         self.pending = []
         stop = [[i] for i in self.tok.eos_ids if i != self.tok.eos_id]
         # the reply is its own ids' text, as transformers decodes the generated ids (no context before them)
