@@ -93,9 +93,13 @@ def test_greedy_and_beam_tokens_equal_transformers_generate(pair):
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
-    _, ours = pair
-    ids, mask, pixels, sizes = batch(ours)
-    P = ids.shape[1] - 3  # both images in the prompt, the last 3 tokens one at a time
+    assert_cached_after_image_prefill(pair[1], *batch(pair[1]))
+
+
+def assert_cached_after_image_prefill(ours, ids, mask, pixels, sizes):
+    """The prompt with its images prefilled, its last 3 tokens decoded one at a time from the cache: the whole
+    forward's logits (LLaVA-NeXT's, LLaVA-OneVision's and Pixtral's image_sizes batches)."""
+    P = ids.shape[1] - 3
     with torch.no_grad():
         whole = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
         embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
@@ -103,12 +107,15 @@ def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
-    hf, ours = pair
-    llmarch.to_hf(ours, tmp_path / "out")
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    ids, mask, pixels, sizes = batch(ours)
+    assert_round_trip(*pair, tmp_path / "out", *batch(pair[1]))
+
+
+def assert_round_trip(hf, ours, out, ids, mask, pixels, sizes):
+    """to_hf's checkpoint loads in transformers to the same logits, and back into llmarch to the same config."""
+    llmarch.to_hf(ours, out)
+    again = type(hf).from_pretrained(out).eval()
     assert gap(hf_logits(again, ids, mask, pixels, sizes), hf_logits(hf, ids, mask, pixels, sizes), mask) <= 1e-4
-    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    assert llmarch.from_hf(out).config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
 
 
 def test_wrong_sizes_or_pinpoints_are_refused(pair):

@@ -12,8 +12,8 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed, prefilled_then_stepped
-from test_llava_next import batch as anyres_batch, gap, hf_logits
+from conftest import perturbed
+from test_llava_next import assert_cached_after_image_prefill, assert_round_trip, batch as anyres_batch, gap, hf_logits
 from llmarch.errors import LlmarchError
 from llmarch.interop.llava_next import from_config as write_llava_next
 from llmarch.interop.llava_onevision import to_config as read_config
@@ -85,23 +85,11 @@ def test_greedy_tokens_equal_transformers_generate(pair):
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
-    _, ours = pair
-    ids, mask, pixels, sizes = batch(ours)
-    T = ids.shape[1]
-    P = T - 3  # both images in the prompt, the last 3 tokens one at a time
-    with torch.no_grad():
-        whole = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
-        embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
-    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+    assert_cached_after_image_prefill(pair[1], *batch(pair[1]))
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
-    hf, ours = pair
-    llmarch.to_hf(ours, tmp_path / "out")
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    ids, mask, pixels, sizes = batch(ours)
-    assert gap(hf_logits(again, ids, mask, pixels, sizes), hf_logits(hf, ids, mask, pixels, sizes), mask) <= 1e-4
-    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    assert_round_trip(*pair, tmp_path / "out", *batch(pair[1]))
 
 
 def test_unsupported_variants_are_refused(pair):

@@ -10,8 +10,8 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed, prefilled_then_stepped
-from test_llava_next import gap, hf_logits
+from conftest import perturbed
+from test_llava_next import assert_cached_after_image_prefill, assert_round_trip, gap, hf_logits
 from llmarch.errors import LlmarchError
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -94,23 +94,11 @@ def test_greedy_tokens_equal_transformers_generate(pair):
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
-    _, ours = pair
-    ids, mask, pixels, sizes = batch()
-    T = ids.shape[1]
-    P = T - 3  # both images in the prompt, the last 3 tokens one at a time
-    with torch.no_grad():
-        whole = ours(ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).logits
-        embeds = ours.embed_inputs(ids[:, :P], pixels, image_sizes=sizes)
-    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+    assert_cached_after_image_prefill(pair[1], *batch())
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
-    hf, ours = pair
-    llmarch.to_hf(ours, tmp_path / "out")
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    ids, mask, pixels, sizes = batch()
-    assert gap(hf_logits(again, ids, mask, pixels, sizes), hf_logits(hf, ids, mask, pixels, sizes), mask) <= 1e-4
-    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    assert_round_trip(*pair, tmp_path / "out", *batch())
 
 
 def test_wrong_images_or_variants_are_refused(pair):
