@@ -16,10 +16,10 @@ import llmarch
 from llmarch.data.tokenizer import ByteTokenizer
 from llmarch.interop.gguf_writer import to_gguf
 
-from conftest import (assert_cached_equals_whole, gguf_reads_back, llama_cpp_against, llama_cpp_prompt_logits,
-                      perturbed)
+from conftest import gguf_reads_back, llama_cpp_against, llama_cpp_prompt_logits, perturbed
 from test_gguf_older import rewrite
 from test_recurrent import assert_left_padding_kept_out
+from test_rwkv7 import assert_cached_and_padded, assert_prompt_logits_are_llama_cpps
 
 SHAPE = dict(vocab_size=272, d_model=128, n_heads=2, head_dim=64, ffn_hidden=256, n_layers=4,
              layer_types=["time_mix", "channel_mix"] * 2, context_length=128)
@@ -103,22 +103,11 @@ def test_unfused_lerps_and_f16_read(rwkv6, tmp_path):
 
 def test_llama_cpp_whole_prompt_logits(rwkv6):
     """llama.cpp's logits for every position of a 12-token prompt decoded in one batch (its multi-token WKV6 path)."""
-    model, path = rwkv6
-    prompt = [3, 141, 59, 26, 5, 35, 89, 79, 32, 38, 46, 26]
-    theirs = llama_cpp_prompt_logits(path, prompt, 272)
-    with torch.no_grad():
-        ours = model(torch.tensor([prompt])).logits[0].numpy()
-    assert np.abs(theirs - ours).max() <= 1e-4
+    assert_prompt_logits_are_llama_cpps(*rwkv6)
 
 
 def test_cached_decoding_and_left_padding(rwkv6):
-    model = rwkv6[0]
-    torch.manual_seed(2)
-    ids = torch.randint(1, 272, (2, 16))
-    mask = torch.ones_like(ids)
-    mask[0, :4] = 0
-    assert_cached_equals_whole(model, ids, 7, mask)
-    assert_left_padding_kept_out(model)
+    assert_cached_and_padded(rwkv6[0])
 
 
 def test_to_hf_round_trip(rwkv6, tmp_path):
