@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
-from ..vision.fields import check_positive, read_fields
+from ..vision.fields import check_positive, check_switches, read_fields
 
 AUDIO_PROJECTORS = ("linear", "mlp")  # vision/projector.py's registry entries an audio tower may use
 
@@ -86,9 +86,7 @@ def audio_config(data: dict) -> AudioConfig:
     if a.masked and a.stack != 1:
         raise LlmarchError("audio masked (per-clip lengths) goes with pool, not stack: a stacked feature would mix "
                            "real and padded frames")
-    for name in ("masked", "projector_bias"):
-        if not isinstance(getattr(a, name), bool):
-            raise LlmarchError(f"audio {name} must be true or false, got {getattr(a, name)!r}")
+    check_switches(a, ("masked", "projector_bias"), "audio")
     if not isinstance(a.audio_token_id, int) or isinstance(a.audio_token_id, bool) or a.audio_token_id < 0:
         raise LlmarchError(f"audio audio_token_id must be a token id, got {a.audio_token_id!r}")
     return a

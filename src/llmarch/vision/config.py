@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LlmarchError
-from .fields import check_positive, check_token_id, read_fields
+from .fields import check_numbers, check_positive, check_switches, check_token_id, read_fields
 from ..layers.ffn import ACTIVATIONS
 from . import anyres_grid
 from .pixtral_config import is_pixtral, pixtral_vision_config
@@ -155,9 +155,7 @@ def vision_config(data: dict) -> VisionConfig:
         raise LlmarchError("vision drop_first selects among feature_layers' hidden states; give feature_layers")
     if v.norm not in ("layernorm", "rmsnorm"):
         raise LlmarchError(f"vision norm {v.norm!r} must be layernorm or rmsnorm")
-    for name in ("held", "position_buckets", "whole_patches", "naflex", "qkv_bias", "qk_norm", "layer_scale"):
-        if not isinstance(getattr(v, name), bool):
-            raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
+    check_switches(v, ("held", "position_buckets", "whole_patches", "naflex", "qkv_bias", "qk_norm", "layer_scale"))
     side = v.image_size // v.patch_size
     if v.naflex and (v.projector not in ("mlp", "norm_mlp") or v.class_token or not v.post_norm or layers is not None
                      or v.position_buckets):
@@ -177,8 +175,7 @@ def vision_config(data: dict) -> VisionConfig:
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")
-    if not isinstance(v.projector_eps, (int, float)) or isinstance(v.projector_eps, bool) or v.projector_eps <= 0:
-        raise LlmarchError(f"vision projector_eps must be a positive number, got {v.projector_eps!r}")
+    check_numbers(v, ("projector_eps",))
     if v.whole_patches and not v.position_buckets:
         raise LlmarchError("vision whole_patches says which patches of a padded image are real: it needs "
                            "position_buckets")

@@ -1,5 +1,6 @@
 """What the vision configs (config.py's ViT, qwen_config.py's and pixtral_config.py's towers) check alike when a
-ModelConfig.vision dict is read: no unknown field, JSON's lists kept as lists, positive integer sizes, a token id.
+ModelConfig.vision dict is read: no unknown field, JSON's lists kept as lists, positive integer sizes and numbers,
+true-or-false switches, a token id (audio/config.py's and resampler_config.py's too).
 Imports nothing of llmarch's but its errors, so every vision config may use it."""
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ def check_positive(v, names: tuple[str, ...], kind: str = "vision") -> None:
         value = getattr(v, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise LlmarchError(f"{kind} {name} must be a positive integer, got {value!r}")
+
+
+def check_numbers(v, names: tuple[str, ...], kind: str = "vision") -> None:
+    for name in names:
+        value = getattr(v, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise LlmarchError(f"{kind} {name} must be a positive number, got {value!r}")
+
+
+def check_switches(v, names: tuple[str, ...], kind: str = "vision") -> None:
+    for name in names:
+        if not isinstance(getattr(v, name), bool):
+            raise LlmarchError(f"{kind} {name} must be true or false, got {getattr(v, name)!r}")
 
 
 def check_token_id(value, name: str = "image_token_id") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LlmarchError
-from .fields import check_positive, check_token_id, read_fields
+from .fields import check_numbers, check_positive, check_switches, check_token_id, read_fields
 
 TOWER = "pixtral"  # ModelConfig.vision's `tower` for this config
 FFNS = ("swiglu", "geglu")  # the blocks' gated MLP: act(gate) * up with hidden_act silu or (exact) gelu
@@ -56,9 +56,6 @@ def pixtral_vision_config(data: dict) -> PixtralVisionConfig:
     if v.ffn not in FFNS or v.projector_act not in PROJECTOR_ACTS:
         raise LlmarchError(f"vision ffn {v.ffn!r}, projector_act {v.projector_act!r}: ffns are {', '.join(FFNS)}; "
                            f"projector activations {', '.join(PROJECTOR_ACTS)}")
-    if not isinstance(v.projector_bias, bool):
-        raise LlmarchError(f"vision projector_bias must be true or false, got {v.projector_bias!r}")
-    for name in ("rope_theta", "projector_eps"):
-        if not isinstance(getattr(v, name), (int, float)) or getattr(v, name) <= 0:
-            raise LlmarchError(f"vision {name} must be a positive number, got {getattr(v, name)!r}")
+    check_switches(v, ("projector_bias",))
+    check_numbers(v, ("rope_theta", "projector_eps"))
     return v

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LlmarchError
-from .fields import check_positive, check_token_id, read_fields
+from .fields import check_numbers, check_positive, check_switches, check_token_id, read_fields
 
 TOWER = "qwen_vl"  # ModelConfig.vision's `tower` for this config
 RESAMPLES = ("bilinear", "bicubic")  # grid_positions' resampling: Qwen3-VL's, GLM-4V's
@@ -103,10 +103,7 @@ def qwen_vision_config(data: dict) -> QwenVisionConfig:
     check_token_id(v.image_token_id)
     if v.video_token_id is not None:
         check_token_id(v.video_token_id, "video_token_id")
-    if v.tokens_per_second is not None and (isinstance(v.tokens_per_second, bool)
-                                            or not isinstance(v.tokens_per_second, (int, float))
-                                            or v.tokens_per_second <= 0):
-        raise LlmarchError(f"vision tokens_per_second must be a positive number, got {v.tokens_per_second!r}")
+    check_numbers(v, ("norm_eps",) if v.tokens_per_second is None else ("tokens_per_second", "norm_eps"))
     check_positive(v, ("width", "n_layers", "n_heads", "ffn_hidden", "out_width", "channels", "patch_size",
                        "temporal_patch_size", "merge_size"))
     if v.width % v.n_heads or v.head_dim % 4:
@@ -122,11 +119,7 @@ def qwen_vision_config(data: dict) -> QwenVisionConfig:
         raise LlmarchError("vision merger 'gated' and merger_hidden go together (GLM-4V's gated merger)")
     if v.merger_hidden is not None:
         check_positive(v, ("merger_hidden",))
-    if isinstance(v.norm_eps, bool) or not isinstance(v.norm_eps, (int, float)) or v.norm_eps <= 0:
-        raise LlmarchError(f"vision norm_eps must be a positive number, got {v.norm_eps!r}")
-    for name in ("bias", "qkv_bias", "patch_norm", "post_norm"):  # GLM-4V's switches
-        if not isinstance(getattr(v, name), bool):
-            raise LlmarchError(f"vision {name} must be true or false, got {getattr(v, name)!r}")
+    check_switches(v, ("bias", "qkv_bias", "patch_norm", "post_norm"))  # GLM-4V's
     windowed = v.window_size is not None
     if windowed != (v.full_layers is not None):
         raise LlmarchError("vision window_size and full_layers go together (Qwen2.5-VL's window attention)")

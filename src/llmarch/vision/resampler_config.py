@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LlmarchError
-from .fields import check_positive, read_fields
+from .fields import check_numbers, check_positive, read_fields
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,5 @@ def resampler_config(data: dict, acts) -> ResamplerConfig:
     if r.act not in acts or r.proj_act not in acts:
         raise LlmarchError(f"vision resampler act {r.act!r}, proj_act {r.proj_act!r}: activations are "
                            f"{', '.join(acts)}")
-    if not isinstance(r.eps, (int, float)) or isinstance(r.eps, bool) or r.eps <= 0:
-        raise LlmarchError(f"vision resampler eps must be a positive number, got {r.eps!r}")
+    check_numbers(r, ("eps",), "vision resampler")
     return r
