@@ -147,30 +147,41 @@ def _wrapper_reader(text_type: str):
     return to_config
 
 
-def _vision_reader(text_type: str):
-    """The multimodal config with its vision tower (interop/qwen_vl_vision.py)."""
-    wrapper, text = KINDS[text_type].wrapper, _wrapper_reader(text_type)
-
+def _vision_reader(wrapper: str, text_reader):
+    """The multimodal config with its vision tower (interop/qwen_vl_vision.py); text_reader: its text model's."""
     def to_config(hf: dict) -> ModelConfig:
-        return text(hf).replace(vision=vision_fields(hf, wrapper), hf_model_type=wrapper)
+        return text_reader(hf).replace(vision=vision_fields(hf, wrapper), hf_model_type=wrapper)
     return to_config
 
 
-def _vision_writer(text_type: str):
-    kind = KINDS[text_type]
-
+def _vision_writer(text_type: str, wrapper: str, architecture: str):
     def from_config(cfg: ModelConfig) -> dict:
         if not is_qwen(cfg.vision):
-            raise LlmarchError(f"model_type {kind.wrapper} writes its vision tower: this model has none (export it "
+            raise LlmarchError(f"model_type {wrapper} writes its vision tower: this model has none (export it "
                                f"with hf_model_type={text_type!r})")
         text = FAMILIES[text_type].from_config(cfg.replace(vision=None, hf_model_type=text_type))
         text.pop("architectures", None)
         v = qwen_vision_config(cfg.vision)
         videos = {} if v.video_token_id is None else {"video_token_id": v.video_token_id}
-        return dict(model_type=kind.wrapper, architectures=[kind.architecture], text_config=text,
-                    vision_config=vision_hf(v, kind.wrapper), image_token_id=v.image_token_id, **videos,
+        return dict(model_type=wrapper, architectures=[architecture], text_config=text,
+                    vision_config=vision_hf(v, wrapper), image_token_id=v.image_token_id, **videos,
                     tie_word_embeddings=cfg.tie_embeddings)
     return from_config
+
+
+def register_wrapper(text_type: str, wrapper: str, architecture: str, rules: list[Rule], stacked: list[Rule],
+                     ignore: tuple[str, ...], text_reader=None) -> None:
+    """`wrapper`, the multimodal model_type: text_type's model (its rules, stacked experts) beside its tower, the
+    text model's config read by text_reader (default: text_config, or the flat config, as text_type reads it)."""
+    # the text model as transformers saves it beside the tower: Qwen2(.5)-VL's model.*, visual.*; Qwen3-VL's
+    # model.language_model.*, model.visual.*
+    qwen2 = TOWERS[wrapper].prefix == "visual."
+    FAMILIES.register(wrapper)(Family(
+        rules if qwen2 else multimodal.text_rules(rules),
+        _vision_reader(wrapper, text_reader or _wrapper_reader(text_type)),
+        _vision_writer(text_type, wrapper, architecture), ignore,
+        canonical=canonical_name if qwen2 else published_name, tied_by_checkpoint=True,
+        stacked_experts=stacked, more_rules=lambda cfg: vision_rules(qwen_vision_config(cfg.vision), wrapper)))
 
 
 def register(text_type: str, kind: TextKind, rules: list[Rule], stacked: list[Rule]) -> None:
@@ -179,13 +190,7 @@ def register(text_type: str, kind: TextKind, rules: list[Rule], stacked: list[Ru
     base = FAMILIES[kind.base]
     FAMILIES.register(text_type)(Family(rules, _reader(text_type), _writer(text_type), base.ignore,
                                         stacked_experts=stacked))
-    # the text model as transformers saves it beside the tower: Qwen2(.5)-VL's model.*, visual.*; Qwen3-VL's
-    # model.language_model.*, model.visual.*
-    qwen2 = TOWERS[kind.wrapper].prefix == "visual."
-    FAMILIES.register(kind.wrapper)(Family(
-        rules if qwen2 else multimodal.text_rules(rules), _vision_reader(text_type), _vision_writer(text_type),
-        base.ignore, canonical=canonical_name if qwen2 else published_name, tied_by_checkpoint=True,
-        stacked_experts=stacked, more_rules=lambda cfg: vision_rules(qwen_vision_config(cfg.vision), kind.wrapper)))
+    register_wrapper(text_type, kind.wrapper, kind.architecture, rules, stacked, base.ignore)
 
 
 for _type, _kind in list(KINDS.items()):

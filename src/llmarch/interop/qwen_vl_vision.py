@@ -1,10 +1,12 @@
-"""The vision towers of Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE checkpoints (vision/qwen_tower.py): their
-vision_config as vision/qwen_config.py's fields and back, and their tensors' names, block by block (the tower's depth
-is not the text model's, so its rules name each block rather than `{i}`). Names as transformers saves and the models
-were published: Qwen2(.5)-VL's visual.* beside the text model's model.* and lm_head.* (transformers 5's module names,
-model.visual.* and model.language_model.*, read as those: canonical_name); Qwen3-VL's and GLM-4V's model.visual.*
-beside model.language_model.*. GLM-4V's tower (GLM-4.1V's, GLM-4.5V's, GLM-4.6V's) is read into the same fields:
-no biases in its blocks but qkv's attention_bias, its MLP out_hidden_size wide, positions from image_size /
+"""The vision towers of Qwen2-VL, Qwen2.5-VL, Qwen3-VL(-MoE) and Qwen3.5(-MoE) checkpoints (vision/qwen_tower.py):
+their vision_config as vision/qwen_config.py's fields and back, and their tensors' names, block by block (the tower's
+depth is not the text model's, so its rules name each block rather than `{i}`). Names as transformers saves and the
+models were published: Qwen2(.5)-VL's visual.* beside the text model's model.* and lm_head.* (transformers 5's module
+names, model.visual.* and model.language_model.*, read as those: canonical_name); Qwen3-VL's, Qwen3.5's and GLM-4V's
+model.visual.* beside model.language_model.*. Qwen3.5's tower is Qwen3-VL's without DeepStack (transformers'
+Qwen3_5VisionModel deletes deepstack_visual_indexes and the DeepStack mergers), its image and video tokens 248056 and
+248057 where config.json names none. GLM-4V's tower (GLM-4.1V's, GLM-4.5V's, GLM-4.6V's) is read into the same
+fields: no biases in its blocks but qkv's attention_bias, its MLP out_hidden_size wide, positions from image_size /
 patch_size squared, and the gated merger."""
 from __future__ import annotations
 
@@ -26,10 +28,12 @@ class _Tower:
     norm: str
     windowed: bool
     prefix: str = "visual."  # where the tower's tensors are stored
-    deepstack: bool = False  # Qwen3-VL's: learned grid positions, a patch bias, DeepStack mergers, fc names
+    grid: bool = False  # Qwen3-VL's and Qwen3.5's: learned grid positions, a patch bias, linear_fc names
+    deepstack: bool = False  # Qwen3-VL's DeepStack mergers (Qwen3.5's tower has none)
     timed: bool = False  # Qwen2.5-VL's: videos' temporal positions in tokens_per_second (vision_config's)
-    frames_apart: bool = False  # Qwen3-VL's: a video's frames placed one by one, between timestamps
+    frames_apart: bool = False  # Qwen3-VL's, Qwen3.5's: a video's frames placed one by one, between timestamps
     gated: bool = False  # GLM-4V's: its norms, bicubic positions, a patch bias, the gated merger (see vision_fields)
+    tokens: tuple[int, int] = (IMAGE_TOKEN_ID, VIDEO_TOKEN_ID)  # the wrapper config class's image, video token ids
 
 
 TOWERS = {
@@ -43,7 +47,12 @@ TOWERS = {
 TOWERS["qwen3_vl"] = TOWERS["qwen3_vl_moe"] = _Tower(
     dict(depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
          patch_size=16, out_hidden_size=3584, num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
-    "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True, frames_apart=True)
+    "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True, True, frames_apart=True)
+# Qwen3.5's and Qwen3.5-MoE's (transformers' Qwen3_5VisionModel): Qwen3-VL's tower with its DeepStack taken out
+TOWERS["qwen3_5"] = TOWERS["qwen3_5_moe"] = _Tower(
+    {k: v for k, v in TOWERS["qwen3_vl"].defaults.items() if k != "deepstack_visual_indexes"},
+    "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True, frames_apart=True,
+    tokens=(248056, 248057))
 # each tower's one supported hidden_act
 _ACT = {"quick_gelu": "quick_gelu", "swiglu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}
 # GLM-4.1V's, GLM-4.5V's and GLM-4.6V's (transformers' Glm4vVisionConfig)
@@ -61,8 +70,8 @@ def vision_fields(hf: dict, wrapper: str) -> dict:
         raise LlmarchError(f"{wrapper}: vision hidden_act {vc['hidden_act']!r} is not supported; supported: "
                            f"{_ACT[tower.ffn]}")
     width = vc[tower.width]
-    fields = dict(tower=TOWER, image_token_id=hf.get("image_token_id", IMAGE_TOKEN_ID),
-                  video_token_id=hf.get("video_token_id", VIDEO_TOKEN_ID), width=width,
+    fields = dict(tower=TOWER, image_token_id=hf.get("image_token_id", tower.tokens[0]),
+                  video_token_id=hf.get("video_token_id", tower.tokens[1]), width=width,
                   n_layers=vc["depth"], n_heads=vc["num_heads"],
                   ffn_hidden=int(width * vc["mlp_ratio"]) if tower.ffn == "quick_gelu" else vc["intermediate_size"],
                   out_width=vc[tower.out_width], ffn=tower.ffn, norm=tower.norm,
@@ -78,9 +87,10 @@ def vision_fields(hf: dict, wrapper: str) -> dict:
         fields.update(window_size=vc["window_size"], full_layers=list(vc["fullatt_block_indexes"]))
     if tower.timed:
         fields.update(tokens_per_second=vc["tokens_per_second"])
+    if tower.grid:
+        fields.update(patch_bias=True, grid_positions=vc["num_position_embeddings"])
     if tower.deepstack:
-        fields.update(patch_bias=True, grid_positions=vc["num_position_embeddings"],
-                      deepstack_layers=list(vc["deepstack_visual_indexes"]))
+        fields.update(deepstack_layers=list(vc["deepstack_visual_indexes"]))
     fields.update(frames_apart=tower.frames_apart)
     return fields
 
@@ -104,11 +114,12 @@ def vision_hf(v: QwenVisionConfig, wrapper: str) -> dict:
         raise LlmarchError(f"{wrapper}'s tower has biases, eps 1e-6, its merger and no norms around the blocks (those "
                            "are GLM-4V's)")
     if (v.ffn, v.norm, v.window_size is not None, v.patch_bias, v.grid_positions is not None,
-            v.deepstack_layers is not None) != (tower.ffn, tower.norm, tower.windowed, tower.deepstack or tower.gated,
-                                                tower.deepstack or tower.gated, tower.deepstack):
+            v.deepstack_layers is not None) != (tower.ffn, tower.norm, tower.windowed, tower.grid or tower.gated,
+                                                tower.grid or tower.gated, tower.deepstack):
         raise LlmarchError(f"{wrapper}'s tower has a {tower.ffn} MLP and {tower.norm} "
                            f"{'with' if tower.windowed else 'without'} windows, "
-                           f"{'with' if tower.deepstack else 'without'} a patch bias, grid positions and DeepStack")
+                           f"{'with' if tower.grid else 'without'} a patch bias and grid positions, "
+                           f"{'with' if tower.deepstack else 'without'} DeepStack")
     hf = {tower.width: v.width, tower.out_width: v.out_width, "depth": v.n_layers, "num_heads": v.n_heads,
           "hidden_act": _ACT[v.ffn], "in_channels": v.channels, "patch_size": v.patch_size,
           "temporal_patch_size": v.temporal_patch_size, "spatial_merge_size": v.merge_size,
@@ -120,17 +131,18 @@ def vision_hf(v: QwenVisionConfig, wrapper: str) -> dict:
                 "fullatt_block_indexes": list(v.full_layers)}
     if tower.gated:
         return _gated_hf(v, hf)
-    if tower.deepstack:
-        return {**hf, "intermediate_size": v.ffn_hidden, "num_position_embeddings": v.grid_positions,
-                "deepstack_visual_indexes": list(v.deepstack_layers)}
+    if tower.grid:
+        deep = {"deepstack_visual_indexes": list(v.deepstack_layers)} if tower.deepstack else {}
+        return {**hf, "intermediate_size": v.ffn_hidden, "num_position_embeddings": v.grid_positions, **deep}
     if v.ffn_hidden % v.width:
         raise LlmarchError(f"qwen2_vl's tower MLP is mlp_ratio x width: {v.ffn_hidden} is no multiple of {v.width}")
     return {**hf, "mlp_ratio": v.ffn_hidden // v.width}
 
 
-def _merger(hf: str, ours: str, norm: tuple, deepstack: bool) -> list[Rule]:
-    """A merger's rules: Qwen2(.5)-VL's ln_q and mlp.0, mlp.2; Qwen3-VL's norm, linear_fc1, linear_fc2."""
-    names = ("norm", "linear_fc1", "linear_fc2") if deepstack else ("ln_q", "mlp.0", "mlp.2")
+def _merger(hf: str, ours: str, norm: tuple, fc_names: bool) -> list[Rule]:
+    """A merger's rules: Qwen2(.5)-VL's ln_q and mlp.0, mlp.2; Qwen3-VL's and Qwen3.5's norm, linear_fc1,
+    linear_fc2."""
+    names = ("norm", "linear_fc1", "linear_fc2") if fc_names else ("ln_q", "mlp.0", "mlp.2")
     return [Rule.of(f"{hf}{names[0]}.{w}", f"{ours}norm.{w}") for w in norm] + \
         [Rule.of(f"{hf}{names[k]}.{w}", f"{ours}fc{k}.{w}") for k in (1, 2) for w in ("weight", "bias")]
 
@@ -150,7 +162,7 @@ def _gated_merger(visual: str, ours: str) -> list[Rule]:
 
 def vision_rules(v: QwenVisionConfig, wrapper: str) -> list[Rule]:
     """HF names of the tower's tensors and ours (under vision.tower.), each block's named."""
-    ours, wb, visual, deep = "vision.tower.", ("weight", "bias"), TOWERS[wrapper].prefix, TOWERS[wrapper].deepstack
+    ours, wb, visual, deep = "vision.tower.", ("weight", "bias"), TOWERS[wrapper].prefix, TOWERS[wrapper].grid
     norm = wb if v.norm == "layernorm" else ("weight",)
     rules = [Rule.of(f"{visual}patch_embed.proj.{w}", f"{ours}patch.{w}") for w in (wb if v.patch_bias else wb[:1])]
     if TOWERS[wrapper].gated:

@@ -98,7 +98,8 @@ def qwen_vl(start: str, end: str):
     return layout
 
 
-for _type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
+# Qwen3.5's processor is Qwen3VLProcessor (transformers' AutoProcessor mapping)
+for _type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):
     PROMPTS.register(_type)(qwen_vl(VISION_START, VISION_END))
 # GLM-4V's chat template writes these around each <|image|>
 for _type in ("glm4v", "glm4v_moe", "glm46v"):

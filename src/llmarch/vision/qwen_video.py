@@ -29,7 +29,8 @@ VIDEO_PROCESSORS: Registry = Registry("video processor")
 VIDEO_PREPROCESSOR_FILE = "video_preprocessor_config.json"
 # the video processor a checkpoint's model type takes where its configs name none (AutoVideoProcessor's mapping)
 BY_MODEL_TYPE = {"qwen2_vl": "Qwen2VLVideoProcessor", "qwen2_5_vl": "Qwen2VLVideoProcessor",
-                 "qwen3_vl": "Qwen3VLVideoProcessor", "qwen3_vl_moe": "Qwen3VLVideoProcessor"}
+                 "qwen3_vl": "Qwen3VLVideoProcessor", "qwen3_vl_moe": "Qwen3VLVideoProcessor",
+                 "qwen3_5": "Qwen3VLVideoProcessor", "qwen3_5_moe": "Qwen3VLVideoProcessor"}
 
 
 def video_processor_config(side_files: dict[str, bytes]) -> dict:
