@@ -1,9 +1,10 @@
-"""Qwen2-VL and Qwen2.5-VL images from files (vision/preprocess.py's Qwen2VLImageProcessor entry, vision/prompts.py's
-Qwen layout) against transformers, on tiny random checkpoints it saved with their tokenizer and image processor:
-pixel_values, image_grid_thw and input_ids equal to Qwen2VLProcessor's (Qwen2.5-VL's and Qwen3-VL's give the same ids);
-`llmarch generate --image` prints transformers' greedy continuation; `llmarch chat`'s /image and the server's image_url
-parts answer as transformers does; a running batch decodes an image prompt beside a text prompt, each row shifted by
-its own M-RoPE delta, with transformers' logits."""
+"""Qwen2-VL, Qwen2.5-VL and Qwen3.5 images from files (vision/preprocess.py's Qwen2VLImageProcessor entry,
+vision/prompts.py's Qwen layout) against transformers, on tiny random checkpoints it saved with their tokenizer and
+image processor: pixel_values, image_grid_thw and input_ids equal to Qwen2VLProcessor's (Qwen2.5-VL's and Qwen3-VL's,
+Qwen3.5's processor, give the same ids; Qwen3.5's checkpoint is its hybrid text model with Qwen3-VL's tower without
+DeepStack); `llmarch generate --image` prints transformers' greedy continuation; `llmarch chat`'s /image and the
+server's image_url parts answer as transformers does; a running batch decodes an image prompt beside a text prompt,
+each row shifted by its own M-RoPE delta, with transformers' logits."""
 import base64
 import json
 import re
@@ -30,10 +31,18 @@ SPECIAL = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_sta
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[1, 1, 2]))
 VISION = dict(patch_size=4, temporal_patch_size=2, spatial_merge_size=2, num_heads=2)
-CASES = {  # model_type: (class prefix, vision config)
-    "qwen2_vl": ("Qwen2VL", dict(VISION, depth=2, embed_dim=32, hidden_size=32, mlp_ratio=2)),
+CASES = {  # model_type: (class prefix, vision config, the text config's changes to TEXT)
+    "qwen2_vl": ("Qwen2VL", dict(VISION, depth=2, embed_dim=32, hidden_size=32, mlp_ratio=2), {}),
     "qwen2_5_vl": ("Qwen2_5_VL", dict(VISION, depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=40,
-                                      window_size=16, fullatt_block_indexes=[1])),
+                                      window_size=16, fullatt_block_indexes=[1]), {}),
+    # Qwen3.5: Qwen3-VL's tower without DeepStack; a Gated DeltaNet layer then gated attention, M-RoPE interleaved
+    # over half of each 16-wide head
+    "qwen3_5": ("Qwen3_5", dict(VISION, depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=40,
+                                num_position_embeddings=16),
+                dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+                     linear_value_head_dim=8, layer_types=["linear_attention", "full_attention"],
+                     rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5,
+                                          mrope_section=[1, 1, 2]))),
 }
 PIXELS = dict(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=40 * 40)
 # Qwen2-VL's chat template, shortened: each image part <|vision_start|><|image_pad|><|vision_end|> in its place
@@ -89,9 +98,9 @@ def images(tmp_path_factory):
 def checkpoint(request, tmp_path_factory):
     """(path, transformers model, Qwen2VLProcessor) of a tiny random checkpoint saved by transformers beside its
     tokenizer and image processor (preprocessor_config.json, as the published checkpoints have it)."""
-    prefix, vision = CASES[request.param]
+    prefix, vision, text = CASES[request.param]
     tok = tokenizer()
-    hf = random_model(prefix, text_config=dict(TEXT, vocab_size=len(tok)), vision_config=vision,
+    hf = random_model(prefix, text_config=dict(TEXT, vocab_size=len(tok), **text), vision_config=vision,
                       image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
                       vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
     hf.generation_config.eos_token_id = tok.eos_token_id
@@ -110,7 +119,7 @@ def test_prompt_and_pixels_are_the_processors(checkpoint, images):
     """Qwen2VLProcessor's, Qwen2_5_VLProcessor's and Qwen3VLProcessor's ids, pixel_values and image_grid_thw."""
     assert_processors_agree(checkpoint, images, ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>"), IMAGE,
                             ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor"))
-    assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"} <= set(PROMPTS.names())
+    assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"} <= set(PROMPTS.names())
 
 
 def assert_processors_agree(checkpoint, images, markers: tuple[str, str, str], image_id: int, kinds: tuple):

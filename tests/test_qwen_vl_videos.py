@@ -1,11 +1,12 @@
-"""Qwen-VL videos from files (vision/video_files.py, vision/qwen_video.py, `llmarch generate --video`) against
-transformers. Its video processors import torchvision, which is not installed here, so the pixels are checked against
-its PIL image processor run on each frame (Qwen2VLImageProcessorPil: one frame's patches are its first temporal half),
-the video's temporal patch k being frames 2k and 2k + 1 side by side, as the video processors' patchify lays them out;
-Qwen3-VL's video smart_resize is transformers' own function, read from its source. The ids are those of transformers'
-Qwen2VLProcessor, Qwen2_5_VLProcessor and Qwen3VLProcessor (their replace_video_token and text replacement, timestamps
-included) over a video processor that hands them our pixels, grid and frame metadata; Qwen2.5-VL's second_per_grid_ts
-is its processor's. `llmarch generate --video DIR` prints transformers' greedy continuation; bad input is one line."""
+"""Qwen-VL's and Qwen3.5's videos from files (vision/video_files.py, vision/qwen_video.py, `llmarch generate --video`)
+against transformers. Its video processors import torchvision, which is not installed here, so the pixels are checked
+against its PIL image processor run on each frame (Qwen2VLImageProcessorPil: one frame's patches are its first
+temporal half), the video's temporal patch k being frames 2k and 2k + 1 side by side, as the video processors'
+patchify lays them out; Qwen3-VL's video smart_resize is transformers' own function, read from its source. The ids
+are those of transformers' Qwen2VLProcessor, Qwen2_5_VLProcessor and Qwen3VLProcessor (Qwen3.5's too; their
+replace_video_token and text replacement, timestamps included) over a video processor that hands them our pixels,
+grid and frame metadata; Qwen2.5-VL's second_per_grid_ts is its processor's. `llmarch generate --video DIR`
+(Qwen3.5's with an --image too) prints transformers' greedy continuation; bad input is one line."""
 import ast
 import importlib.util
 import json
@@ -25,7 +26,7 @@ from llmarch.vision.qwen_video import _size_qwen3, video_processor_for, video_re
 from llmarch.vision.video_files import FileFrames, pick, read_video
 
 from test_cli_trust import call, one_line_error
-from test_qwen_vl_images import TEXT, VISION, random_model, tokenizer
+from test_qwen_vl_images import CASES, TEXT, VISION, random_model, tokenizer
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -37,6 +38,7 @@ VIDEOS = {"qwen2_vl": dict(PIXELS, video_processor_type="Qwen2VLVideoProcessor")
           "qwen2_5_vl": dict(PIXELS, video_processor_type="Qwen2VLVideoProcessor"),
           "qwen3_vl": dict(PIXELS, video_processor_type="Qwen3VLVideoProcessor", fps=2,
                            size={"shortest_edge": 16 * 16, "longest_edge": 5 * 40 * 40})}
+VIDEOS["qwen3_5"] = VIDEOS["qwen3_vl"]  # Qwen3.5's video processor is Qwen3-VL's
 PROMPT = "what happens?"
 
 
@@ -106,6 +108,8 @@ def tiny(case: str, tok):
         text = dict(text, head_dim=8, rope_parameters=dict(rope_type="default", rope_theta=1e4,
                                                            mrope_section=[1, 1, 2], mrope_interleaved=True))
         vision = dict(vision, num_position_embeddings=16, deepstack_visual_indexes=[0])
+    if case == "qwen3_5":
+        text, vision = dict(text, **CASES[case][2]), dict(vision, num_position_embeddings=16)
     ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("image_token_id", "<|image_pad|>"),
                                                         ("video_token_id", "<|video_pad|>"))}
     return FAMILIES[case].to_config(dict(model_type=case, text_config=text, vision_config=vision, **ids))
@@ -134,7 +138,7 @@ def processor(kind, tok, videos):
 
 
 @pytest.mark.parametrize("case,kind", [("qwen2_vl", "Qwen2VLProcessor"), ("qwen2_5_vl", "Qwen2_5_VLProcessor"),
-                                       ("qwen3_vl", "Qwen3VLProcessor")])
+                                       ("qwen3_vl", "Qwen3VLProcessor"), ("qwen3_5", "Qwen3VLProcessor")])
 def test_prompt_ids_are_the_processors(case, kind, frames, tmp_path):
     from transformers.video_utils import VideoMetadata
 
@@ -146,7 +150,7 @@ def test_prompt_ids_are_the_processors(case, kind, frames, tmp_path):
     tok = load_tokenizer(tmp_path)
     model = llmarch.build(tiny(case, hf_tok))
     video, image = read_video(frames, fps=4), Image.open(next(frames.iterdir()))
-    index = np.arange(7) if case != "qwen3_vl" else np.linspace(0, 6, 4).round().astype(int)
+    index = np.arange(7) if not case.startswith("qwen3") else np.linspace(0, 6, 4).round().astype(int)
     metadata = [VideoMetadata(total_num_frames=7, fps=4.0, frames_indices=index)]
     image_part, video_part = (f"<|vision_start|><|{k}_pad|><|vision_end|>" for k in ("image", "video"))
     # a prompt without the tokens gets the images, then the videos, at its start; else they stay where they are
@@ -159,7 +163,7 @@ def test_prompt_ids_are_the_processors(case, kind, frames, tmp_path):
     assert ("second_per_grid_ts" in arguments) == (case == "qwen2_5_vl")
     if case == "qwen2_5_vl":
         assert arguments["second_per_grid_ts"].tolist() == list(theirs["second_per_grid_ts"]) == [0.5]
-    if case == "qwen3_vl":  # frames 0, 2 and 4, 6 at 4 a second: 0.25 s and 1.25 s, as "%.1f" writes them
+    if case.startswith("qwen3"):  # frames 0, 2 and 4, 6 at 4 a second: 0.25 s and 1.25 s, as "%.1f" writes them
         stamp = tok.encode("<0.2 seconds>")  # the last prompt's: it starts with the video's first frame
         assert ids[:len(stamp)] == stamp and ids[len(stamp)] == tok.encode("<|vision_start|>")[0]
     with pytest.raises(LlmarchError, match=r"2 <\|video_pad\|> token\(s\) for 1 video\(s\)"):
@@ -197,6 +201,36 @@ def test_cli_generate_with_a_video(checkpoint, frames, capsys):
                               "--prompt", PROMPT, "--temperature", 0, "--max-new-tokens", 5)
     assert code == 0, err
     assert printed == hf_tok.decode(out[0], skip_special_tokens=True) + "\n"
+
+
+def test_cli_generate_qwen3_5_with_an_image_and_a_video(frames, capsys, tmp_path):
+    """A tiny Qwen3.5 checkpoint (its hybrid text model; Qwen3-VL's tower without DeepStack): `llmarch generate
+    --image F --video DIR` prints transformers' greedy continuation of Qwen3VLProcessor's ids (the image, then each
+    video frame after its timestamp; test_prompt_ids_are_the_processors) with the image's and the video's pixels."""
+    from llmarch.vision.image_files import read_image
+
+    tok = tokenizer()
+    prefix, vision, text = CASES["qwen3_5"]
+    image_id, video_id = tok.convert_tokens_to_ids("<|image_pad|>"), tok.convert_tokens_to_ids("<|video_pad|>")
+    hf = random_model(prefix, text_config=dict(TEXT, vocab_size=len(tok), **text), vision_config=dict(vision, depth=1),
+                      image_token_id=image_id, video_token_id=video_id,
+                      vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
+    hf.generation_config.eos_token_id = tok.eos_token_id
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(VIDEOS["qwen3_5"]))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        dict(PIXELS, image_processor_type="Qwen2VLImageProcessor")))
+    image = sorted(frames.iterdir())[3]
+    ids, arguments = video_request(llmarch.from_hf(tmp_path), load_tokenizer(tmp_path), PROMPT, [read_image(image)],
+                                   [read_video(frames, fps=4)])
+    x = torch.tensor([ids])
+    out = hf.generate(input_ids=x, mm_token_type_ids=(x == image_id).int() + 2 * (x == video_id).int(),
+                      max_new_tokens=5, do_sample=False, **arguments)
+    code, printed, err = call(capsys, "generate", "--checkpoint", tmp_path, "--image", image, "--video", frames,
+                              "--video-fps", 4, "--prompt", PROMPT, "--temperature", 0, "--max-new-tokens", 5)
+    assert code == 0, err
+    assert printed == tok.decode(out[0], skip_special_tokens=True) + "\n"
 
 
 def test_seconds_without_videos_are_refused(checkpoint):

@@ -271,14 +271,16 @@ def test_glm4_moe_skips_its_multi_token_prediction_layer_and_nothing_past_it(tmp
 
 def test_qwen3_5_vision_language_checkpoint_reads_its_text_model(tmp_path):
     """A Qwen3_5ForConditionalGeneration checkpoint (as Qwen3.5 is published): config text_config, the text model
-    under model.language_model., a vision tower that is not read; text logits equal the checkpoint's own."""
+    under model.language_model., its vision tower read beside it (tests/parity/test_qwen3_5_vision.py runs it); text
+    logits equal the checkpoint's own."""
     torch.manual_seed(0)
-    conf = transformers.Qwen3_5Config(text_config=dict(COMMON, **QWEN3_5), vision_config=dict(
+    rope = dict(rope_type="default", rope_theta=1e4, mrope_section=[1, 1, 0])  # 2 rotated pairs of 16-wide heads
+    conf = transformers.Qwen3_5Config(text_config=dict(COMMON, **QWEN3_5, rope_parameters=rope), vision_config=dict(
         depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=4))
     hf = transformers.Qwen3_5ForConditionalGeneration(conf).eval()
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    assert ours.config.hf_model_type == "qwen3_5_text"
+    assert ours.config.hf_model_type == "qwen3_5" and ours.config.vision["n_layers"] == 1
     ids = torch.randint(0, 128, (2, 11))
     with torch.no_grad():
         assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4
