@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
 from ..vision.fields import check_positive, check_switches, read_fields
+from ..vision.qwen_config import is_qwen
 
 AUDIO_PROJECTORS = ("linear", "mlp")  # vision/projector.py's registry entries an audio tower may use
 
@@ -31,6 +32,9 @@ class AudioConfig:
     masked: bool = False
     # Voxtral: `stack` consecutive output frames concatenated (its reshape to intermediate_size) before the projector
     stack: int = 1
+    # Qwen2.5-Omni: each clip's real frames cut into chunks of 2 x window frames (transformers' n_window), each
+    # through the stem with positions from 0 and attending within itself (chunked_tower.py); 0: whole 30 s clips
+    window: int = 0
     projector: str = "linear"  # linear: W f + b (Qwen2-Audio); mlp: W2 act(W1 f) (Voxtral, no biases)
     projector_act: str = "gelu"
     projector_bias: bool = True
@@ -83,6 +87,9 @@ def audio_config(data: dict) -> AudioConfig:
                            f"activations are {', '.join(ACTIVATIONS)}; projectors {', '.join(AUDIO_PROJECTORS)}")
     if a.n_positions % (a.pool * a.stack):
         raise LlmarchError(f"audio n_positions {a.n_positions} must divide by pool {a.pool} times stack {a.stack}")
+    if not isinstance(a.window, int) or isinstance(a.window, bool) or a.window < 0 or a.window and a.stack != 1:
+        raise LlmarchError(f"audio window must be a whole number of frames (0: none), chunks going with stack 1, got "
+                           f"{a.window!r}")
     if a.masked and a.stack != 1:
         raise LlmarchError("audio masked (per-clip lengths) goes with pool, not stack: a stacked feature would mix "
                            "real and padded frames")
@@ -98,6 +105,6 @@ def check_audio(cfg) -> None:
         return
     audio_config(cfg.audio)
     if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim or cfg.codebooks \
-            or cfg.vision is not None:
+            or not (cfg.vision is None or is_qwen(cfg.vision)):
         raise LlmarchError("audio (audio inputs) is for decoder-only language models without per-layer inputs, "
-                           "codebooks or a vision tower")
+                           "codebooks or a vision tower other than Qwen-VL's (Qwen2.5-Omni's thinker)")

@@ -1,8 +1,9 @@
-"""Audio as text embeddings (Qwen2-Audio, Voxtral): each clip's encoder frames (tower.py), Voxtral's stacked in
-fours, projected into the text model's width (vision/projector.py's linear or MLP projector) and written at the
-audio-token positions of the text embeddings, in order: clip n fills the n-th run of its tokens, counting row by row,
-as transformers' masked_scatter does. A masked tower (Qwen2-Audio) gives each clip as many features as its real
-frames make (feature_attention_mask), the rest dropped, as transformers' Qwen2AudioModel drops them."""
+"""Audio as text embeddings (Qwen2-Audio, Voxtral, Qwen2.5-Omni): each clip's encoder frames (tower.py; Qwen2.5-Omni's
+chunked_tower.py), Voxtral's stacked in fours, projected into the text model's width (vision/projector.py's linear or
+MLP projector) and written at the audio-token positions of the text embeddings, in order: clip n fills the n-th run
+of its tokens, counting row by row, as transformers' masked_scatter does. A masked tower (Qwen2-Audio) gives each
+clip as many features as its real frames make (feature_attention_mask), the rest dropped, as transformers'
+Qwen2AudioModel drops them."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from ..errors import LlmarchError
 from ..vision.config import VisionConfig
 from ..vision.projector import PROJECTORS
+from .chunked_tower import ChunkedAudioTower
 from .config import AudioConfig, audio_config
 from .tower import AudioTower
 
@@ -36,7 +38,7 @@ class AudioInputs(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.a = audio_config(cfg.audio)
-        self.tower = AudioTower(self.a)
+        self.tower = ChunkedAudioTower(self.a) if self.a.window else AudioTower(self.a)
         self.projector = PROJECTORS[self.a.projector](projector_config(self.a), cfg.d_model)
 
     def features(self, input_features: torch.Tensor,
@@ -45,6 +47,8 @@ class AudioInputs(nn.Module):
         one after another (F, C), as transformers' get_audio_features gives them (Qwen2-Audio's masked)."""
         a = self.a
         frames = clip_frames(feature_attention_mask, input_features.shape[0])
+        if a.window:  # Qwen2.5-Omni's: each clip's real frames only, already one after another
+            return self.projector(self.tower(input_features, frames))
         x = self.tower(input_features, frames)  # (N, S', width)
         n, s, c = x.shape
         x = self.projector(x.reshape(n, s // a.stack, a.stack * c))  # (N, S' / stack, C)

@@ -178,7 +178,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             mask = None if request.mask is None else request.mask[:, :request.prompt.shape[1]]
             image = model.image_prompt(request.prompt, mask, None if pixel_values is None else pixel_values.to(device),
                                        None if image_grid_thw is None else image_grid_thw.to(device),
-                                       **videos).rows(repeat)
+                                       **videos, **{k: v.to(device) for k, v in audio.items() if v is not None}
+                                       ).rows(repeat)
             extra = dict(embeds=image.embeds, rope_pos=image.rope_pos, rope_delta=image.rope_delta,
                          deepstack=image.deepstack)
         else:

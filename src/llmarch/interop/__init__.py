@@ -109,6 +109,7 @@ from . import musicgen  # noqa: F401
 from . import chameleon  # noqa: F401
 from . import emu3  # noqa: F401
 from . import qwen_vl  # noqa: F401
+from . import qwen2_5_omni  # noqa: F401  (after qwen_vl, whose text kinds it extends)
 from . import glm4v  # noqa: F401
 from . import mllama  # noqa: F401
 from . import whisper  # noqa: F401

@@ -51,11 +51,14 @@ def tower_hf(a: AudioConfig, model_type: str, names: int) -> dict:
                 activation_function=hf_activation(a.act), scale_embedding=False)
 
 
-def tower_rules(a: AudioConfig) -> list[Rule]:
+def tower_rules(a: AudioConfig, stem: str = "stem.", final: str = "layer_norm") -> list[Rule]:
+    """The tower's tensors: Whisper's conv1, conv2 (ours under `stem`; the stored sinusoids there too), blocks and
+    final LayerNorm (`final`: Qwen2.5-Omni's ln_post, whose chunked tower computes its sinusoids)."""
     ours, wb = "audio.tower.", ("weight", "bias")
-    rules = [Rule.of(f"{TOWER}conv{n}.{w}", f"{ours}stem.conv{n}.{w}") for n in (1, 2) for w in wb]
-    rules += [Rule.of(TOWER + "embed_positions.weight", ours + "stem.positions")]
-    rules += [Rule.of(f"{TOWER}layer_norm.{w}", f"{ours}norm.{w}") for w in wb]
+    rules = [Rule.of(f"{TOWER}conv{n}.{w}", f"{ours}{stem}conv{n}.{w}") for n in (1, 2) for w in wb]
+    if stem:
+        rules += [Rule.of(TOWER + "embed_positions.weight", ours + "stem.positions")]
+    rules += [Rule.of(f"{TOWER}{final}.{w}", f"{ours}norm.{w}") for w in wb]
     for i in range(a.n_layers):
         hf, block = f"{TOWER}layers.{i}.", f"{ours}blocks.{i}."
         rules += [Rule.of(tuple(f"{hf}self_attn.{p}_proj.weight" for p in "qkv"), f"{block}attn.qkv_proj.weight",

@@ -34,7 +34,7 @@ from .mixtral import STACKED
 from .qwen3_moe import RULES as QWEN3_MOE_RULES
 from .qwen_vl_vision import TOWERS, canonical_name, vision_fields, vision_hf, vision_rules
 
-_QWEN2_SIZES = dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
+QWEN2_SIZES = dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
                     num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=32768, rms_norm_eps=1e-5,
                     rope_theta=1000000.0)
 _QWEN3_SIZES = dict(vocab_size=151936, max_position_embeddings=128000, rms_norm_eps=1e-6, rope_theta=500000.0)
@@ -53,9 +53,9 @@ class TextKind:
 
 
 KINDS = {
-    "qwen2_vl_text": TextKind("qwen2", "qwen2_vl", "Qwen2VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24), False,
+    "qwen2_vl_text": TextKind("qwen2", "qwen2_vl", "Qwen2VLForConditionalGeneration", QWEN2_SIZES, (16, 24, 24), False,
                               {"head_dim": None}),
-    "qwen2_5_vl_text": TextKind("qwen2", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", _QWEN2_SIZES, (16, 24, 24),
+    "qwen2_5_vl_text": TextKind("qwen2", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", QWEN2_SIZES, (16, 24, 24),
                                 False, {"head_dim": None}),
     "qwen3_vl_text": TextKind("qwen3", "qwen3_vl", "Qwen3VLForConditionalGeneration",
                               dict(_QWEN3_SIZES, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
@@ -184,13 +184,17 @@ def register_wrapper(text_type: str, wrapper: str, architecture: str, rules: lis
         stacked_experts=stacked, more_rules=lambda cfg: vision_rules(qwen_vision_config(cfg.vision), wrapper)))
 
 
+def register_text(text_type: str, kind: TextKind, rules: list[Rule], stacked: list[Rule]) -> None:
+    """text_type, kind.base's blocks (its rules and stacked experts) with M-RoPE."""
+    KINDS[text_type] = kind
+    FAMILIES.register(text_type)(Family(rules, _reader(text_type), _writer(text_type), FAMILIES[kind.base].ignore,
+                                        stacked_experts=stacked))
+
+
 def register(text_type: str, kind: TextKind, rules: list[Rule], stacked: list[Rule]) -> None:
     """text_type (its blocks' rules and stacked experts) and kind.wrapper, the text model beside its tower."""
-    KINDS[text_type] = kind
-    base = FAMILIES[kind.base]
-    FAMILIES.register(text_type)(Family(rules, _reader(text_type), _writer(text_type), base.ignore,
-                                        stacked_experts=stacked))
-    register_wrapper(text_type, kind.wrapper, kind.architecture, rules, stacked, base.ignore)
+    register_text(text_type, kind, rules, stacked)
+    register_wrapper(text_type, kind.wrapper, kind.architecture, rules, stacked, FAMILIES[kind.base].ignore)
 
 
 for _type, _kind in list(KINDS.items()):

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..errors import LlmarchError
 from ..vision.qwen_config import TOWER, QwenVisionConfig
-from .mapping import Rule
+from .mapping import JOINS, Rule
 
 IMAGE_TOKEN_ID, VIDEO_TOKEN_ID = 151655, 151656  # <|image_pad|>, <|video_pad|>: the wrapper configs' defaults
+# Qwen2.5-Omni's q, k and v (each the tower's width), equal thirds of our qkv_proj
+JOINS["vision_qkv_apart"] = (lambda parts, cfg: torch.cat(parts), lambda t, cfg: list(t.chunk(3)))
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class _Tower:
     frames_apart: bool = False  # Qwen3-VL's, Qwen3.5's: a video's frames placed one by one, between timestamps
     gated: bool = False  # GLM-4V's: its norms, bicubic positions, a patch bias, the gated merger (see vision_fields)
     tokens: tuple[int, int] = (IMAGE_TOKEN_ID, VIDEO_TOKEN_ID)  # the wrapper config class's image, video token ids
+    qkv_apart: bool = False  # Qwen2.5-Omni's: the blocks' attention q, k and v stored apart (attn.q, attn.k, attn.v)
 
 
 TOWERS = {
@@ -53,6 +58,10 @@ TOWERS["qwen3_5"] = TOWERS["qwen3_5_moe"] = _Tower(
     {k: v for k, v in TOWERS["qwen3_vl"].defaults.items() if k != "deepstack_visual_indexes"},
     "hidden_size", "out_hidden_size", "gelu_tanh", "layernorm", False, "model.visual.", True, frames_apart=True,
     tokens=(248056, 248057))
+# Qwen2.5-Omni's thinker (transformers' Qwen2_5OmniVisionEncoder): Qwen2.5-VL's tower with q, k, v apart, under
+# model.visual.; its videos' positions (position_id_per_seconds) are not Qwen-VL's, and are not run
+TOWERS["qwen2_5_omni_thinker"] = _Tower(TOWERS["qwen2_5_vl"].defaults, "hidden_size", "out_hidden_size", "swiglu",
+                                        "rmsnorm", True, "model.visual.", qkv_apart=True)
 # each tower's one supported hidden_act
 _ACT = {"quick_gelu": "quick_gelu", "swiglu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}
 # GLM-4.1V's, GLM-4.5V's and GLM-4.6V's (transformers' Glm4vVisionConfig)
@@ -177,7 +186,10 @@ def vision_rules(v: QwenVisionConfig, wrapper: str) -> list[Rule]:
     for i in range(v.n_layers):
         hf, block = f"{visual}blocks.{i}.", f"{ours}blocks.{i}."
         rules += [Rule.of(f"{hf}norm{k}.{w}", f"{block}ln{k}.{w}") for k in (1, 2) for w in norm]
-        rules += [Rule.of(f"{hf}attn.qkv.{w}", f"{block}attn.qkv_proj.{w}") for w in (wb if v.qkv_bias else wb[:1])]
+        qkv = [tuple(f"{hf}attn.{p}.{w}" for p in "qkv") if TOWERS[wrapper].qkv_apart else f"{hf}attn.qkv.{w}"
+               for w in (wb if v.qkv_bias else wb[:1])]
+        rules += [Rule.of(names, f"{block}attn.qkv_proj.{w}", *(("vision_qkv_apart",) if isinstance(names, tuple)
+                                                                 else ())) for names, w in zip(qkv, wb)]
         for w in wb if v.bias else wb[:1]:
             rules.append(Rule.of(f"{hf}attn.proj.{w}", f"{block}attn.o_proj.{w}"))
             if v.ffn == "swiglu":

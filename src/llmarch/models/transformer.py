@@ -146,7 +146,9 @@ class TransformerLM(Stack):
                                        feature_attention_mask)
         else:
             mask = None if attention_mask is None else attention_mask[:, :input_ids.shape[1]]
-            image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw, **videos)
+            audio = {k: v for k, v in (("input_features", input_features),
+                                       ("feature_attention_mask", feature_attention_mask)) if v is not None}
+            image = self.image_prompt(input_ids, mask, pixel_values, image_grid_thw, **videos, **audio)
             embeds, rope_pos, deepstack = image.embeds, image.rope_pos, image.deepstack
         if token_type_ids is not None and cfg.type_ids_from_tokens:  # GPT-2's family: types are token rows
             if token_type_ids.shape != input_ids.shape:
@@ -180,19 +182,23 @@ class TransformerLM(Stack):
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
 
     def image_prompt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                     pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None, **videos):
+                     pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None,
+                     input_features: torch.Tensor | None = None, feature_attention_mask: torch.Tensor | None = None,
+                     **videos):
         """A Qwen-VL prompt (B, T) from slot 0 with images, videos or both (attention_mask (B, T): its real tokens;
         None: all; videos: forward's pixel_values_videos, video_grid_thw, second_per_grid_ts) -> vision/qwen_inputs.py's
-        ImagePrompt: embeddings, M-RoPE positions and delta, DeepStack features."""
+        ImagePrompt: embeddings, M-RoPE positions and delta, DeepStack features. input_features,
+        feature_attention_mask: audio clips beside them (Qwen2.5-Omni's thinker), at the audio tokens, which M-RoPE
+        numbers as text."""
         if not isinstance(self.vision, QwenImageInputs):
             name = "image_grid_thw" if image_grid_thw is not None else "video_grid_thw"
             raise LlmarchError(f"{name} describes pixels for a Qwen-VL vision tower: {self.config.name} has none")
         if pixel_values is None and image_grid_thw is not None:
             raise LlmarchError("image_grid_thw describes pixel_values for a Qwen-VL vision tower: needs pixel_values "
                                "beside it")
-        check_ids(input_ids, self.config, self.cache_len)
-        return self.vision.prompt(self.embed(input_ids), input_ids, attention_mask, pixel_values, image_grid_thw,
-                                  **videos)
+        embeds = self.embed_inputs(input_ids, input_features=input_features,
+                                   feature_attention_mask=feature_attention_mask)  # the ids checked
+        return self.vision.prompt(embeds, input_ids, attention_mask, pixel_values, image_grid_thw, **videos)
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                      pixel_attention_mask: torch.Tensor | None = None,
