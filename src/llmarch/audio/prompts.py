@@ -71,6 +71,7 @@ def _audio_token(a: AudioConfig, tok) -> str:
 AUDIO_BOS, AUDIO_EOS = "<|audio_bos|>", "<|audio_eos|>"
 
 
+@PROMPTS.register("qwen2_5_omni_thinker")  # Qwen2_5OmniProcessor's audio: the same features, counts and markers
 @PROMPTS.register("qwen2_audio")
 def qwen2_audio(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int], dict]:
     """Qwen2AudioProcessor: each clip's features over its first 30 s, zero-padded to 30 s (padding max_length), and
