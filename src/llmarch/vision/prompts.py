@@ -101,6 +101,8 @@ def qwen_vl(start: str, end: str):
 # Qwen3.5's processor is Qwen3VLProcessor (transformers' AutoProcessor mapping)
 for _type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):
     PROMPTS.register(_type)(qwen_vl(VISION_START, VISION_END))
+# Qwen2_5OmniProcessor's names for them around each <|IMAGE|> (Qwen2.5-Omni's thinker)
+PROMPTS.register("qwen2_5_omni_thinker")(qwen_vl("<|vision_bos|>", "<|vision_eos|>"))
 # GLM-4V's chat template writes these around each <|image|>
 for _type in ("glm4v", "glm4v_moe", "glm46v"):
     PROMPTS.register(_type)(qwen_vl("<|begin_of_image|>", "<|end_of_image|>"))
