@@ -131,3 +131,12 @@ def test_what_is_refused(pair):
         ours(ids, pixel_values_videos=torch.zeros(16, 96), video_grid_thw=torch.tensor([[2, 4, 2]]))
     with pytest.raises(LlmarchError, match="chunks .* videos are not run"):
         FAMILIES["qwen2_5_omni_thinker"].from_config(ours.config.replace(audio={**ours.config.audio, "window": 0}))
+
+
+def test_info_describes_both_towers(pair, capsys):
+    from llmarch.cli import main
+
+    _, _, folder = pair
+    assert main(["info", str(folder / "hf")]) in (0, None)
+    out = capsys.readouterr().out
+    assert "vision: 2-layer ViT, width 32" in out and "clips of any length read in chunks of 8 frames" in out
