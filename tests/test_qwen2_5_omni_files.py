@@ -38,24 +38,30 @@ def processor(tok):
                      feature_extractor=transformers.WhisperFeatureExtractor(feature_size=MELS), tokenizer=tok)
 
 
-@pytest.fixture(scope="module")
-def thinker(tmp_path_factory):
-    root = tmp_path_factory.mktemp("omni_audio")
+def tiny_thinker(folder, tower: str, **tokens):
+    """A tiny seeded thinker with these token ids, the matrices of model.<tower> drawn N(0, 0.1), every 1-D
+    parameter perturbed, saved to `folder`."""
     torch.manual_seed(0)
-    conf = transformers.Qwen2_5OmniThinkerConfig(
+    hf = transformers.Qwen2_5OmniThinkerForConditionalGeneration(transformers.Qwen2_5OmniThinkerConfig(
         text_config=dict(TEXT, rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=[1, 1, 2])),
         vision_config=dict(depth=1, hidden_size=16, out_hidden_size=32, intermediate_size=24, num_heads=2,
                            patch_size=4, window_size=16, fullatt_block_indexes=[0]),
         audio_config=dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
-                          num_mel_bins=MELS, n_window=50, output_dim=32), audio_token_index=AUDIO,
-        vision_start_token_id=7)  # "[INST]": get_rope_index reads it (the config class has no default)
-    hf = transformers.Qwen2_5OmniThinkerForConditionalGeneration(conf)
+                          num_mel_bins=MELS, n_window=50, output_dim=32), **tokens))
     with torch.no_grad():
-        for p in hf.model.audio_tower.parameters():
+        for p in getattr(hf.model, tower).parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.1)
-    perturbed(hf).save_pretrained(root)
+    perturbed(hf).save_pretrained(folder)
     hf.generation_config.eos_token_id = None
+    return hf
+
+
+@pytest.fixture(scope="module")
+def thinker(tmp_path_factory):
+    root = tmp_path_factory.mktemp("omni_audio")
+    hf = tiny_thinker(root, "audio_tower", audio_token_index=AUDIO,
+                      vision_start_token_id=7)  # "[INST]": get_rope_index reads it (the config class has no default)
     tok = tokenizer()
     tok.save_pretrained(root)
     transformers.WhisperFeatureExtractor(feature_size=MELS).save_pretrained(root)
@@ -105,20 +111,8 @@ def test_image_files(tmp_path, capsys):
         setattr(tok, name, text)
         setattr(tok, name + "_id", tok.convert_tokens_to_ids(text))
     pixels = dict(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=40 * 40)
-    torch.manual_seed(0)
-    hf = transformers.Qwen2_5OmniThinkerForConditionalGeneration(transformers.Qwen2_5OmniThinkerConfig(
-        text_config=dict(TEXT, rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=[1, 1, 2])),
-        vision_config=dict(depth=1, hidden_size=16, out_hidden_size=32, intermediate_size=24, num_heads=2,
-                           patch_size=4, window_size=16, fullatt_block_indexes=[0]),
-        audio_config=dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
-                          num_mel_bins=MELS, n_window=50, output_dim=32),
-        image_token_index=4, audio_token_index=7, vision_start_token_id=3, audio_start_token_id=6))
-    with torch.no_grad():
-        for p in hf.model.visual.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    perturbed(hf).save_pretrained(tmp_path)
-    hf.generation_config.eos_token_id = None
+    hf = tiny_thinker(tmp_path, "visual", image_token_index=4, audio_token_index=7, vision_start_token_id=3,
+                      audio_start_token_id=6)
     tok.save_pretrained(tmp_path)
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(dict(pixels,
                                                                        image_processor_type="Qwen2VLImageProcessor")))
