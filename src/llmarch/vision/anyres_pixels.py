@@ -19,6 +19,7 @@ from .anyres_grid import best_resolution
 from .image_files import to_rgb
 from .preprocess import (_BASE, BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ResizeCropNormalize, _channels,
                          _size)
+from .square_images import pad_square
 
 _DEFAULTS = dict(_BASE, size={"shortest_edge": 224}, default_to_square=False, resample=BICUBIC, do_center_crop=True,
                  crop_size={"height": 224, "width": 224}, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
@@ -98,13 +99,7 @@ class OneVisionPreprocess(AnyResPreprocess):
     def square(self, image):
         """pad_to_square: the image centred on a square of its longest side, filled with the mean colour as
         int(mean * 255) per channel (the class's image_mean: the config's)."""
-        from PIL import Image
-
-        image = to_rgb(image) if self.each.rgb else image
-        side = max(image.size)
-        canvas = Image.new(image.mode, (side, side), self.fill)
-        canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-        return canvas
+        return pad_square(to_rgb(image) if self.each.rgb else image, self.fill)
 
 
 def fitted(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int]:

@@ -1,0 +1,113 @@
+"""DeepSeek-VL (interop/deepseek_vl.py) against transformers in fp32: a left-padded batch whose first row holds two
+images and whose second one: logits within 1e-4, greedy tokens equal to its generate, cached decoding after an image
+prefill equal to the whole forward, the to_hf round trip loaded by transformers to the same logits. Every tower and
+aligner matrix drawn N(0, 0.1), every 1-D parameter (norm gains, biases) moved off its init. Then refusals."""
+import pytest
+import torch
+import transformers
+
+import llmarch
+from conftest import image_token_batch, perturbed, prefilled_then_stepped
+from llmarch.errors import LlmarchError
+
+LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=8, vocab_size=100)
+# the attention-pooling head on (SiglipVisionConfig's default), as published: present in the checkpoint, never run
+SIGLIP = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+              num_attention_heads=4, image_size=8, patch_size=4, vision_use_head=True)
+# case -> (model class, config class, config kwargs, image side, image tokens per image)
+CASES = {
+    "deepseek_vl": ("DeepseekVLForConditionalGeneration", "DeepseekVLConfig", dict(
+        text_config=LLAMA, vision_config=SIGLIP, image_token_id=99), 8, 4),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def pair(request, tmp_path_factory):
+    cls, conf, kwargs, _, _ = CASES[request.param]
+    torch.manual_seed(0)
+    hf = getattr(transformers, cls)(getattr(transformers, conf)(**kwargs))
+    with torch.no_grad():
+        for key, p in hf.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3 if "aligner" in key else 0.1)
+    hf = perturbed(hf)
+    hf.generation_config.eos_token_id = None
+    path = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(path)
+    return request.param, hf, llmarch.from_hf(path)
+
+
+def batch(name, ours):
+    """ids (2, T) left-padded: row 0 text, an image, text, an image, text; row 1 shorter, one image; its mask; the
+    three images' pixel_values, in the order their tokens come."""
+    _, _, _, side, per = CASES[name]
+    ids, mask, g = image_token_batch([2 * per + 8, per + 6], [[(2, per), (per + 4, per)], [(2, per)]],
+                                     ours.vision.v.image_token_id)
+    return ids, mask, dict(pixel_values=torch.randn(3, 3, side, side, generator=g))
+
+
+def hf_logits(hf, ids, mask, images):
+    with torch.no_grad():
+        return hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                  **images).logits
+
+
+def gap(a, b, mask) -> float:
+    return (a - b)[mask.bool()].abs().max().item()
+
+
+def test_logits_with_one_and_two_images(pair):
+    name, hf, ours = pair
+    ids, mask, images = batch(name, ours)
+    with torch.no_grad():
+        diff = gap(ours(ids, attention_mask=mask, **images).logits, hf_logits(hf, ids, mask, images), mask)
+    print(f"{name}: max abs logit difference {diff:.1e}")
+    assert diff <= 1e-4
+
+
+def test_greedy_tokens_equal_transformers_generate(pair):
+    name, hf, ours = pair
+    ids, mask, images = batch(name, ours)
+    theirs = hf.generate(input_ids=ids, attention_mask=mask, **images, max_new_tokens=8, do_sample=False,
+                         pad_token_id=0)
+    assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, **images), theirs)
+
+
+def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
+    name, _, ours = pair
+    ids, mask, images = batch(name, ours)
+    P = ids.shape[1] - 3  # every image in the prompt, the last 3 tokens one at a time
+    with torch.no_grad():
+        whole = ours(ids, attention_mask=mask, **images).logits
+        embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"])
+    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+
+
+def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
+    name, hf, ours = pair
+    llmarch.to_hf(ours, tmp_path / "out")
+    again = type(hf).from_pretrained(tmp_path / "out").eval()
+    ids, mask, images = batch(name, ours)
+    assert gap(hf_logits(again, ids, mask, images), hf_logits(hf, ids, mask, images), mask) <= 1e-4
+    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+
+
+@pytest.mark.parametrize("name,changes,match", [
+    ("deepseek_vl", dict(text_config=dict(LLAMA, model_type="mistral")), "deepseek_vl with a 'mistral' text model"),
+    ("deepseek_vl", dict(vision_config=dict(SIGLIP, model_type="clip_vision_model")),
+     "deepseek_vl with a 'clip_vision_model' vision tower"),
+])
+def test_unsupported_configs_are_refused(name, changes, match, tmp_path):
+    _, conf, kwargs, _, _ = CASES[name]
+    (tmp_path / "config.json").write_text(getattr(transformers, conf)(**{**kwargs, **changes}).to_json_string())
+    with pytest.raises(LlmarchError, match=match):
+        llmarch.from_hf(tmp_path)
+
+
+def test_a_model_deepseek_vl_cannot_hold_is_refused_before_writing(pair, tmp_path):
+    _, _, ours = pair
+    other = llmarch.build(ours.config.replace(vision={**ours.config.vision, "projector_act": "gelu_tanh"}))
+    with pytest.raises(LlmarchError, match="deepseek_vl writes a GELU MLP aligner"):
+        llmarch.to_hf(other, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
