@@ -3,6 +3,8 @@ pixel_values equal to DeepseekVLImageProcessorPil's (the longer side resized to 
 padded with the mean colour), input_ids equal to DeepseekVLProcessor's, and on a tiny random DeepSeek-VL saved by
 transformers the greedy tokens of its generate, `llmarch generate --image`, `llmarch chat`'s /image and the server's
 image_url part giving transformers' continuation; what the class cannot read refused in one line."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -103,4 +105,64 @@ def test_cli_generate_chat_and_server_with_an_image(deepseek_vl, tmp_path, capsy
     path, hf, processor = deepseek_vl
     pil_images()[0].save(tmp_path / "cat.png")
     cli_chat_and_server_match(path, hf, processor, tmp_path / "cat.png",
+                              "User: <image_placeholder>what is in the picture?\n\nAssistant:", capsys)
+
+
+JANUS_SPECIAL = ["<unk>", "<s>", "</s>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
+JANUS_NAMED = {"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"}
+
+
+@pytest.fixture(scope="module")
+def janus(tmp_path_factory):
+    """A tiny random Janus saved by transformers with its JanusProcessor (the default system prompt on), and the
+    processor."""
+    path = tmp_path_factory.mktemp("janus")
+    tok = tokenizer(JANUS_SPECIAL, extra_special_tokens=JANUS_NAMED)
+    tok.chat_template = TEMPLATE
+    processor = transformers.JanusProcessor(image_processor=transformers.JanusImageProcessorPil(**IMAGES),
+                                            tokenizer=tok, num_image_tokens=16, chat_template=TEMPLATE,
+                                            use_default_system_prompt=True)
+    torch.manual_seed(0)
+    conf = transformers.JanusConfig(
+        text_config=dict(LLAMA, vocab_size=len(tok)), image_token_id=tok.convert_tokens_to_ids("<image_placeholder>"),
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=16, patch_size=4,
+                           mlp_ratio=1.5, projection_dim=32),
+        vq_config=dict(base_channels=32, channel_multiplier=[1, 1], num_res_blocks=1, latent_channels=32,
+                       num_embeddings=16, embed_dim=4, projection_dim=32, image_token_embed_dim=32))
+    hf = saved_with_processor(transformers.JanusForConditionalGeneration(conf), path, tok.eos_token_id, processor)
+    return path, hf, processor
+
+
+def test_janus_prompt_is_the_processors_and_generates_its_tokens(janus):
+    """JanusProcessor's ids: the system prompt, each image as <begin_of_image>, its 16 tokens, <end_of_image>."""
+    path, hf, processor = janus
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    pil = pil_images()[:2]
+    prompt = "User: <image_placeholder>what is in <image_placeholder>?\n\nAssistant:"
+    ids, arguments = image_request(model, tok, prompt, pil)
+    want = processor(images=pil, text=prompt, return_tensors="pt")
+    assert torch.equal(arguments["pixel_values"], want["pixel_values"]) and ids == want["input_ids"][0].tolist()
+    processor.use_default_system_prompt = False  # the saved processor has it on: the ids hold it
+    assert len(processor(images=pil, text=prompt)["input_ids"][0]) < len(ids)
+    processor.use_default_system_prompt = True
+    expected = hf.generate(**want, max_new_tokens=5, do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 5, **arguments)[0] == expected
+    # without image tokens, the images go first
+    assert image_request(model, tok, "what?", pil[:1])[0] == image_request(model, tok, "<image_placeholder>what?",
+                                                                            pil[:1])[0]
+
+
+def test_janus_image_generation_is_refused(janus):
+    path, _, _ = janus
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    settings = json.loads(tok.side_files["processor_config.json"])
+    tok.side_files = {**tok.side_files, "processor_config.json": json.dumps(dict(settings, generation_mode="image"))}
+    with pytest.raises(LlmarchError, match="generation_mode 'image' .* not supported"):
+        image_request(model, tok, "draw a cat like this one", pil_images()[:1])
+
+
+def test_cli_generate_chat_and_server_with_a_janus_image(janus, tmp_path, capsys):
+    path, hf, processor = janus
+    pil_images()[1].save(tmp_path / "tall.png")
+    cli_chat_and_server_match(path, hf, processor, tmp_path / "tall.png",
                               "User: <image_placeholder>what is in the picture?\n\nAssistant:", capsys)

@@ -15,10 +15,17 @@ LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidde
 # the attention-pooling head on (SiglipVisionConfig's default), as published: present in the checkpoint, never run
 SIGLIP = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
               num_attention_heads=4, image_size=8, patch_size=4, vision_use_head=True)
+JANUS = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=8, patch_size=4, mlp_ratio=1.5,
+             projection_dim=32)
+# a small VQ-VAE (not read: its weights are the generation path's)
+VQ = dict(base_channels=32, channel_multiplier=[1, 1], num_res_blocks=1, latent_channels=32, num_embeddings=16,
+          embed_dim=4, projection_dim=32, image_token_embed_dim=32)
 # case -> (model class, config class, config kwargs, image side, image tokens per image)
 CASES = {
     "deepseek_vl": ("DeepseekVLForConditionalGeneration", "DeepseekVLConfig", dict(
         text_config=LLAMA, vision_config=SIGLIP, image_token_id=99), 8, 4),
+    "janus": ("JanusForConditionalGeneration", "JanusConfig", dict(
+        text_config=LLAMA, vision_config=JANUS, vq_config=VQ, image_token_id=99), 8, 4),
 }
 
 
@@ -97,6 +104,10 @@ def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
     ("deepseek_vl", dict(text_config=dict(LLAMA, model_type="mistral")), "deepseek_vl with a 'mistral' text model"),
     ("deepseek_vl", dict(vision_config=dict(SIGLIP, model_type="clip_vision_model")),
      "deepseek_vl with a 'clip_vision_model' vision tower"),
+    ("janus", dict(text_config=dict(LLAMA, model_type="qwen2")), "janus with a 'qwen2' text model"),
+    ("janus", dict(vision_config=dict(JANUS, use_qk_norm=True)), "janus: vision use_qk_norm True"),
+    ("janus", dict(vision_config=dict(JANUS, depth=3)), "depth 3"),
+    ("janus", dict(vision_config=dict(JANUS, projection_dim=16)), "projection_dim 16"),
 ])
 def test_unsupported_configs_are_refused(name, changes, match, tmp_path):
     _, conf, kwargs, _, _ = CASES[name]
@@ -105,9 +116,25 @@ def test_unsupported_configs_are_refused(name, changes, match, tmp_path):
         llmarch.from_hf(tmp_path)
 
 
-def test_a_model_deepseek_vl_cannot_hold_is_refused_before_writing(pair, tmp_path):
-    _, _, ours = pair
+def test_a_model_the_family_cannot_hold_is_refused_before_writing(pair, tmp_path):
+    name, _, ours = pair
     other = llmarch.build(ours.config.replace(vision={**ours.config.vision, "projector_act": "gelu_tanh"}))
-    with pytest.raises(LlmarchError, match="deepseek_vl writes a GELU MLP aligner"):
+    with pytest.raises(LlmarchError, match=f"{name} writes .* aligner"):
         llmarch.to_hf(other, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_janus_tower_without_qkv_biases(tmp_path):
+    """attention_bias off: q, k and v without biases (the output projection keeps its own)."""
+    _, _, kwargs, _, _ = CASES["janus"]
+    torch.manual_seed(0)
+    hf = perturbed(transformers.JanusForConditionalGeneration(transformers.JanusConfig(
+        **dict(kwargs, vision_config=dict(JANUS, attention_bias=False)))))
+    hf.save_pretrained(tmp_path)
+    ours = llmarch.from_hf(tmp_path)
+    assert ours.config.vision["qkv_bias"] is False
+    ids, mask, images = batch("janus", ours)
+    with torch.no_grad():
+        assert gap(ours(ids, attention_mask=mask, **images).logits, hf_logits(hf, ids, mask, images), mask) <= 1e-4
+    llmarch.to_hf(ours, tmp_path / "out")
+    assert transformers.JanusConfig.from_pretrained(tmp_path / "out").vision_config.attention_bias is False

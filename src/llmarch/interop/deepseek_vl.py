@@ -1,6 +1,6 @@
 """DeepSeek-VL (`model_type: deepseek_vl`, DeepseekVLForConditionalGeneration; Lu et al. 2024, "DeepSeek-VL: Towards
-Real-World Vision-Language Understanding", \u00a72.1, its 1.3B model): a SigLIP tower (`model.vision_model.*`, transformers'
-SiglipVisionModel) whose output after its post_layernorm goes through the two-layer GELU MLP aligner
+Real-World Vision-Language Understanding", \u00a72.1, its 1.3B model): a SigLIP tower (`model.vision_model.*`,
+transformers' SiglipVisionModel) whose output after its post_layernorm goes through the two-layer GELU MLP aligner
 (`model.aligner.linear1/2`, the text width throughout: projector `mlp`) into a LLaMA text model
 (`model.language_model.*`), at the positions of the image token (<image_placeholder>). The SigLIP attention-pooling
 head, which DeepSeek-VL never applies, is not read (so not written back: transformers initialises it). Images from
