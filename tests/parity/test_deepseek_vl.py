@@ -1,7 +1,8 @@
-"""DeepSeek-VL (interop/deepseek_vl.py) against transformers in fp32: a left-padded batch whose first row holds two
-images and whose second one: logits within 1e-4, greedy tokens equal to its generate, cached decoding after an image
-prefill equal to the whole forward, the to_hf round trip loaded by transformers to the same logits. Every tower and
-aligner matrix drawn N(0, 0.1), every 1-D parameter (norm gains, biases) moved off its init. Then refusals."""
+"""DeepSeek-VL, Janus and Aria (interop/deepseek_vl.py, janus.py, aria.py) against transformers in fp32: a left-padded
+batch whose first row holds two images and whose second one (Aria's third image partly padded, its pixel mask on):
+logits within 1e-4, greedy tokens equal to its generate, cached decoding after an image prefill equal to the whole
+forward, the to_hf round trip loaded by transformers to the same logits. Every matrix drawn N(0, 0.1) (the aligners'
+N(0, 0.3)), every 1-D parameter (norm gains, biases) moved off its init. Then refusals."""
 import pytest
 import torch
 import transformers
@@ -20,13 +21,25 @@ JANUS = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_s
 # a small VQ-VAE (not read: its weights are the generation path's)
 VQ = dict(base_channels=32, channel_multiplier=[1, 1], num_res_blocks=1, latent_channels=32, num_embeddings=16,
           embed_dim=4, projection_dim=32, image_token_embed_dim=32)
+ARIA_TEXT = dict(model_type="aria_text", hidden_size=32, intermediate_size=16, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=100, moe_num_experts=4, moe_topk=2,
+                 moe_num_shared_experts=1)
+IDEFICS3 = dict(model_type="idefics3_vision", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, image_size=16, patch_size=4)
 # case -> (model class, config class, config kwargs, image side, image tokens per image)
 CASES = {
     "deepseek_vl": ("DeepseekVLForConditionalGeneration", "DeepseekVLConfig", dict(
         text_config=LLAMA, vision_config=SIGLIP, image_token_id=99), 8, 4),
     "janus": ("JanusForConditionalGeneration", "JanusConfig", dict(
         text_config=LLAMA, vision_config=JANUS, vq_config=VQ, image_token_id=99), 8, 4),
+    # 16 patches of a 16-pixel image: 3 queries; 4 of an 8-pixel one: 2
+    "aria": ("AriaForConditionalGeneration", "AriaConfig", dict(
+        text_config=ARIA_TEXT, vision_config=IDEFICS3, image_token_index=99,
+        projector_patch_to_query_dict={16: 3, 4: 2}), 16, 3),
 }
+# the cases whose processor gives a pixel mask, under transformers' name: the third image's pixels real only above row
+# 10 and left of column 13 (its last row of patches half real, which Aria counts real)
+MASKED = {"aria": "pixel_mask"}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -51,13 +64,24 @@ def batch(name, ours):
     _, _, _, side, per = CASES[name]
     ids, mask, g = image_token_batch([2 * per + 8, per + 6], [[(2, per), (per + 4, per)], [(2, per)]],
                                      ours.vision.v.image_token_id)
-    return ids, mask, dict(pixel_values=torch.randn(3, 3, side, side, generator=g))
+    pixels = torch.randn(3, 3, side, side, generator=g)
+    if name not in MASKED:
+        return ids, mask, dict(pixel_values=pixels)
+    real = torch.ones(3, side, side, dtype=torch.bool)
+    real[2, 10:], real[2, :, 13:] = False, False
+    return ids, mask, dict(pixel_values=pixels * real[:, None], pixel_attention_mask=real)
+
+
+def hf_images(images: dict) -> dict:
+    """Our image arguments under transformers' names (Aria's pixel mask is its pixel_mask)."""
+    name = next(iter(MASKED.values()))
+    return {name if k == "pixel_attention_mask" else k: x for k, x in images.items()}
 
 
 def hf_logits(hf, ids, mask, images):
     with torch.no_grad():
         return hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                  **images).logits
+                  **hf_images(images)).logits
 
 
 def gap(a, b, mask) -> float:
@@ -76,7 +100,7 @@ def test_logits_with_one_and_two_images(pair):
 def test_greedy_tokens_equal_transformers_generate(pair):
     name, hf, ours = pair
     ids, mask, images = batch(name, ours)
-    theirs = hf.generate(input_ids=ids, attention_mask=mask, **images, max_new_tokens=8, do_sample=False,
+    theirs = hf.generate(input_ids=ids, attention_mask=mask, **hf_images(images), max_new_tokens=8, do_sample=False,
                          pad_token_id=0)
     assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, **images), theirs)
 
@@ -87,7 +111,7 @@ def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
     P = ids.shape[1] - 3  # every image in the prompt, the last 3 tokens one at a time
     with torch.no_grad():
         whole = ours(ids, attention_mask=mask, **images).logits
-        embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"])
+        embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"], images.get("pixel_attention_mask"))
     assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
 
 
@@ -108,6 +132,8 @@ def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
     ("janus", dict(vision_config=dict(JANUS, use_qk_norm=True)), "janus: vision use_qk_norm True"),
     ("janus", dict(vision_config=dict(JANUS, depth=3)), "depth 3"),
     ("janus", dict(vision_config=dict(JANUS, projection_dim=16)), "projection_dim 16"),
+    ("aria", dict(vision_feature_layer=-2), "aria: vision_feature_layer -2 is not supported"),
+    ("aria", dict(vision_config=dict(IDEFICS3, model_type="siglip_vision_model")), "'siglip_vision_model' tower"),
 ])
 def test_unsupported_configs_are_refused(name, changes, match, tmp_path):
     _, conf, kwargs, _, _ = CASES[name]
@@ -118,8 +144,9 @@ def test_unsupported_configs_are_refused(name, changes, match, tmp_path):
 
 def test_a_model_the_family_cannot_hold_is_refused_before_writing(pair, tmp_path):
     name, _, ours = pair
-    other = llmarch.build(ours.config.replace(vision={**ours.config.vision, "projector_act": "gelu_tanh"}))
-    with pytest.raises(LlmarchError, match=f"{name} writes .* aligner"):
+    act = "gelu" if ours.config.vision["projector_act"] == "gelu_tanh" else "gelu_tanh"  # another MLP activation
+    other = llmarch.build(ours.config.replace(vision={**ours.config.vision, "projector_act": act}))
+    with pytest.raises(LlmarchError, match=f"{name} writes .*(aligner|projector)"):
         llmarch.to_hf(other, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -138,3 +165,17 @@ def test_janus_tower_without_qkv_biases(tmp_path):
         assert gap(ours(ids, attention_mask=mask, **images).logits, hf_logits(hf, ids, mask, images), mask) <= 1e-4
     llmarch.to_hf(ours, tmp_path / "out")
     assert transformers.JanusConfig.from_pretrained(tmp_path / "out").vision_config.attention_bias is False
+
+
+def test_aria_images_smaller_than_the_tower_take_their_own_queries(pair):
+    """Aria's 490-pixel images on its 980-pixel tower, in small: 8-pixel images of 4 patches, 2 queries each."""
+    name, hf, ours = pair
+    if name != "aria":
+        pytest.skip("Aria's projector only")
+    ids, mask, g = image_token_batch([12, 8], [[(2, 2), (6, 2)], [(2, 2)]], ours.vision.v.image_token_id)
+    images = dict(pixel_values=torch.randn(3, 3, 8, 8, generator=g))
+    assert ours.vision.v.image_tokens(images) == [2, 2, 2]
+    with torch.no_grad():
+        assert gap(ours(ids, attention_mask=mask, **images).logits, hf_logits(hf, ids, mask, images), mask) <= 1e-4
+    with pytest.raises(LlmarchError, match="an image of 9 patches: the projector has queries for images of 4, 16"):
+        ours(ids, attention_mask=mask, pixel_values=torch.randn(3, 3, 12, 12))
