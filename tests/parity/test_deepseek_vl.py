@@ -8,8 +8,9 @@ import torch
 import transformers
 
 import llmarch
-from conftest import image_token_batch, perturbed, prefilled_then_stepped
+from conftest import image_token_batch, perturbed
 from llmarch.errors import LlmarchError
+from test_vlm_families import assert_cached, assert_greedy, assert_logits, assert_round_trip
 
 LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=8, vocab_size=100)
@@ -78,50 +79,20 @@ def hf_images(images: dict) -> dict:
     return {name if k == "pixel_attention_mask" else k: x for k, x in images.items()}
 
 
-def hf_logits(hf, ids, mask, images):
-    with torch.no_grad():
-        return hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                  **hf_images(images)).logits
-
-
-def gap(a, b, mask) -> float:
-    return (a - b)[mask.bool()].abs().max().item()
-
-
 def test_logits_with_one_and_two_images(pair):
-    name, hf, ours = pair
-    ids, mask, images = batch(name, ours)
-    with torch.no_grad():
-        diff = gap(ours(ids, attention_mask=mask, **images).logits, hf_logits(hf, ids, mask, images), mask)
-    print(f"{name}: max abs logit difference {diff:.1e}")
-    assert diff <= 1e-4
+    assert_logits(*pair, *batch(*pair[::2]), names=hf_images)
 
 
 def test_greedy_tokens_equal_transformers_generate(pair):
-    name, hf, ours = pair
-    ids, mask, images = batch(name, ours)
-    theirs = hf.generate(input_ids=ids, attention_mask=mask, **hf_images(images), max_new_tokens=8, do_sample=False,
-                         pad_token_id=0)
-    assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, **images), theirs)
+    assert_greedy(*pair[1:], *batch(*pair[::2]), names=hf_images)
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
-    name, _, ours = pair
-    ids, mask, images = batch(name, ours)
-    P = ids.shape[1] - 3  # every image in the prompt, the last 3 tokens one at a time
-    with torch.no_grad():
-        whole = ours(ids, attention_mask=mask, **images).logits
-        embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"], images.get("pixel_attention_mask"))
-    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+    assert_cached(pair[2], *batch(*pair[::2]))
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
-    name, hf, ours = pair
-    llmarch.to_hf(ours, tmp_path / "out")
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    ids, mask, images = batch(name, ours)
-    assert gap(hf_logits(again, ids, mask, images), hf_logits(hf, ids, mask, images), mask) <= 1e-4
-    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    assert_round_trip(*pair[1:], tmp_path / "out", *batch(*pair[::2]), names=hf_images)
 
 
 @pytest.mark.parametrize("name,changes,match", [
@@ -161,8 +132,7 @@ def test_janus_tower_without_qkv_biases(tmp_path):
     ours = llmarch.from_hf(tmp_path)
     assert ours.config.vision["qkv_bias"] is False
     ids, mask, images = batch("janus", ours)
-    with torch.no_grad():
-        assert gap(ours(ids, attention_mask=mask, **images).logits, hf_logits(hf, ids, mask, images), mask) <= 1e-4
+    assert_logits("janus", hf, ours, ids, mask, images)
     llmarch.to_hf(ours, tmp_path / "out")
     assert transformers.JanusConfig.from_pretrained(tmp_path / "out").vision_config.attention_bias is False
 
@@ -175,7 +145,6 @@ def test_aria_images_smaller_than_the_tower_take_their_own_queries(pair):
     ids, mask, g = image_token_batch([12, 8], [[(2, 2), (6, 2)], [(2, 2)]], ours.vision.v.image_token_id)
     images = dict(pixel_values=torch.randn(3, 3, 8, 8, generator=g))
     assert ours.vision.v.image_tokens(images) == [2, 2, 2]
-    with torch.no_grad():
-        assert gap(ours(ids, attention_mask=mask, **images).logits, hf_logits(hf, ids, mask, images), mask) <= 1e-4
+    assert_logits(name, hf, ours, ids, mask, images)
     with pytest.raises(LlmarchError, match="an image of 9 patches: the projector has queries for images of 4, 16"):
         ours(ids, attention_mask=mask, pixel_values=torch.randn(3, 3, 12, 12))
