@@ -16,6 +16,7 @@ from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.preprocess import processor_for
 from llmarch.vision.prompts import image_request
+from test_cli_trust import call
 from test_internvl_images import cli_chat_and_server_match
 from test_vision_images import tokenizer
 
@@ -166,3 +167,11 @@ def test_cli_generate_chat_and_server_with_a_janus_image(janus, tmp_path, capsys
     pil_images()[1].save(tmp_path / "tall.png")
     cli_chat_and_server_match(path, hf, processor, tmp_path / "tall.png",
                               "User: <image_placeholder>what is in the picture?\n\nAssistant:", capsys)
+
+
+def test_cli_refuses_an_image_the_processor_cannot_read_in_one_line(deepseek_vl, tmp_path, capsys):
+    """DeepseekVLImageProcessor converts nothing to RGB (do_convert_rgb unset): an RGBA file is one line, exit 2."""
+    Image.new("RGBA", (9, 7), (1, 2, 3, 4)).save(tmp_path / "clear.png")
+    code, _, err = call(capsys, "generate", "--checkpoint", deepseek_vl[0], "--image", tmp_path / "clear.png",
+                        "--prompt", "<image_placeholder>what?", "--max-new-tokens", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "mode RGBA" in err, err

@@ -148,3 +148,17 @@ def test_aria_images_smaller_than_the_tower_take_their_own_queries(pair):
     assert_logits(name, hf, ours, ids, mask, images)
     with pytest.raises(LlmarchError, match="an image of 9 patches: the projector has queries for images of 4, 16"):
         ours(ids, attention_mask=mask, pixel_values=torch.randn(3, 3, 12, 12))
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(projector="cross_attention"), "patch_queries goes with the cross_attention projector"),
+    (dict(patch_queries=[[4, 2]]), "patch_queries goes with the cross_attention projector"),
+    (dict(projector="cross_attention", patch_queries=[[4, 0]]), "must be \\[patches, queries\\] pairs"),
+    (dict(projector="cross_attention", patch_queries=[[4, 2], [4, 3]]), "each patch count once"),
+    (dict(projector="cross_attention", patch_queries={"4": 2}), "must be \\[patches, queries\\] pairs"),
+])
+def test_bad_cross_attention_fields_are_refused(changes, match):
+    vision = dict(image_token_id=96, width=32, n_layers=2, n_heads=4, ffn_hidden=64, image_size=8, patch_size=4,
+                  class_token=False, pre_norm=False, position_buckets=True)
+    with pytest.raises(LlmarchError, match=match):
+        llmarch.build("llama-tiny", n_layers=1, vision={**vision, **changes})
