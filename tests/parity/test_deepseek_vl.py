@@ -10,7 +10,7 @@ import transformers
 import llmarch
 from conftest import image_token_batch, perturbed
 from llmarch.errors import LlmarchError
-from test_vlm_families import assert_cached, assert_greedy, assert_logits, assert_round_trip
+from test_vlm_families import assert_cached, assert_greedy, assert_logits, assert_round_trip, drawn_pair
 
 LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=8, vocab_size=100)
@@ -45,18 +45,7 @@ MASKED = {"aria": "pixel_mask"}
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def pair(request, tmp_path_factory):
-    cls, conf, kwargs, _, _ = CASES[request.param]
-    torch.manual_seed(0)
-    hf = getattr(transformers, cls)(getattr(transformers, conf)(**kwargs))
-    with torch.no_grad():
-        for key, p in hf.named_parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3 if "aligner" in key else 0.1)
-    hf = perturbed(hf)
-    hf.generation_config.eos_token_id = None
-    path = tmp_path_factory.mktemp(request.param)
-    hf.save_pretrained(path)
-    return request.param, hf, llmarch.from_hf(path)
+    return drawn_pair(request.param, CASES, tmp_path_factory, lambda key: 0.3 if "aligner" in key else 0.1)
 
 
 def batch(name, ours):

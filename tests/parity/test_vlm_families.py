@@ -60,18 +60,26 @@ T = 22
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def pair(request, tmp_path_factory):
-    cls, conf, kwargs, _, _ = CASES[request.param]
+    return drawn_pair(request.param, CASES, tmp_path_factory,
+                      lambda key: 0.1 if "vision" in key or "connector" in key else None)
+
+
+def drawn_pair(name: str, cases: dict, tmp_path_factory, std):
+    """(name, transformers' model, llmarch's reading of its checkpoint): cases[name]'s model (class, config class,
+    config kwargs, ...), each matrix whose name std gives a number drawn N(0, std), every 1-D parameter perturbed,
+    saved (test_deepseek_vl.py's pairs too)."""
+    cls, conf, kwargs = cases[name][:3]
     torch.manual_seed(0)
     hf = getattr(transformers, cls)(getattr(transformers, conf)(**kwargs))
     with torch.no_grad():
         for key, p in hf.named_parameters():
-            if ("vision" in key or "connector" in key) and p.dim() > 1:
-                p.normal_(0, 0.1)
+            if std(key) is not None and p.dim() > 1:
+                p.normal_(0, std(key))
     hf = perturbed(hf)
     hf.generation_config.eos_token_id = None
-    path = tmp_path_factory.mktemp(request.param)
+    path = tmp_path_factory.mktemp(name)
     hf.save_pretrained(path)
-    return request.param, hf, llmarch.from_hf(path)
+    return name, hf, llmarch.from_hf(path)
 
 
 def batch(name, ours):
