@@ -60,18 +60,26 @@ T = 22
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def pair(request, tmp_path_factory):
-    cls, conf, kwargs, _, _ = CASES[request.param]
+    return drawn_pair(request.param, CASES, tmp_path_factory,
+                      lambda key: 0.1 if "vision" in key or "connector" in key else None)
+
+
+def drawn_pair(name: str, cases: dict, tmp_path_factory, std):
+    """(name, transformers' model, llmarch's reading of its checkpoint): cases[name]'s model (class, config class,
+    config kwargs, ...), each matrix whose name std gives a number drawn N(0, std), every 1-D parameter perturbed,
+    saved (test_deepseek_vl.py's pairs too)."""
+    cls, conf, kwargs = cases[name][:3]
     torch.manual_seed(0)
     hf = getattr(transformers, cls)(getattr(transformers, conf)(**kwargs))
     with torch.no_grad():
         for key, p in hf.named_parameters():
-            if ("vision" in key or "connector" in key) and p.dim() > 1:
-                p.normal_(0, 0.1)
+            if std(key) is not None and p.dim() > 1:
+                p.normal_(0, std(key))
     hf = perturbed(hf)
     hf.generation_config.eos_token_id = None
-    path = tmp_path_factory.mktemp(request.param)
+    path = tmp_path_factory.mktemp(name)
     hf.save_pretrained(path)
-    return request.param, hf, llmarch.from_hf(path)
+    return name, hf, llmarch.from_hf(path)
 
 
 def batch(name, ours):
@@ -111,10 +119,11 @@ def hf_images(images: dict) -> dict:
     return {k: torch.stack([x[:2], torch.cat([x[2:], torch.zeros_like(x[2:])])]) for k, x in images.items()}
 
 
-def hf_logits(hf, ids, mask, images):
+def hf_logits(hf, ids, mask, images, names=hf_images):
+    """transformers' logits on our image arguments, `names` putting them as it takes them."""
     with torch.no_grad():
         return hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                  **hf_images(images)).logits
+                  **names(images)).logits
 
 
 def ours_logits(ours, ids, mask, images):
@@ -127,25 +136,35 @@ def gap(a, b, mask) -> float:
 
 
 def test_logits_with_one_and_two_images(pair):
-    name, hf, ours = pair
-    ids, mask, images = batch(name, ours)
-    diff = gap(ours_logits(ours, ids, mask, images), hf_logits(hf, ids, mask, images), mask)
+    assert_logits(*pair, *batch(*pair[::2]))
+
+
+def assert_logits(name, hf, ours, ids, mask, images, names=hf_images):
+    """Our logits on a batch of images within 1e-4 of transformers' (test_deepseek_vl.py's families too)."""
+    diff = gap(ours_logits(ours, ids, mask, images), hf_logits(hf, ids, mask, images, names), mask)
     print(f"{name}: max abs logit difference {diff:.1e}")
     assert diff <= 1e-4
 
 
 def test_greedy_tokens_equal_transformers_generate(pair):
-    name, hf, ours = pair
-    ids, mask, images = batch(name, ours)
-    theirs = hf.generate(input_ids=ids, attention_mask=mask, **hf_images(images), max_new_tokens=8, do_sample=False,
+    assert_greedy(*pair[1:], *batch(*pair[::2]))
+
+
+def assert_greedy(hf, ours, ids, mask, images, names=hf_images):
+    """Our greedy tokens, 8 of them, equal to transformers' generate on the same batch."""
+    theirs = hf.generate(input_ids=ids, attention_mask=mask, **names(images), max_new_tokens=8, do_sample=False,
                          pad_token_id=0)
     assert torch.equal(llmarch.generate(ours, ids, 8, attention_mask=mask, **images), theirs)
 
 
 def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
-    name, _, ours = pair
-    ids, mask, images = batch(name, ours)
-    P = T - 3  # every image in the prompt, the last 3 tokens one at a time
+    assert_cached(pair[2], *batch(*pair[::2]))
+
+
+def assert_cached(ours, ids, mask, images):
+    """Every image in the prompt prefilled, its last 3 tokens decoded one at a time from the cache: the whole
+    forward's logits."""
+    P = ids.shape[1] - 3
     with torch.no_grad():
         whole = ours_logits(ours, ids, mask, images)
         embeds = ours.embed_inputs(ids[:, :P], images["pixel_values"], images.get("pixel_attention_mask"),
@@ -154,12 +173,15 @@ def test_cached_decoding_after_an_image_prefill_equals_the_whole_forward(pair):
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
-    name, hf, ours = pair
-    llmarch.to_hf(ours, tmp_path / "out")
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
-    ids, mask, images = batch(name, ours)
-    assert gap(hf_logits(again, ids, mask, images), hf_logits(hf, ids, mask, images), mask) <= 1e-4
-    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    assert_round_trip(*pair[1:], tmp_path / "out", *batch(*pair[::2]))
+
+
+def assert_round_trip(hf, ours, out, ids, mask, images, names=hf_images):
+    """to_hf's checkpoint loads in transformers to the same logits, and back into llmarch to the same config."""
+    llmarch.to_hf(ours, out)
+    again = type(hf).from_pretrained(out).eval()
+    assert gap(hf_logits(again, ids, mask, images, names), hf_logits(hf, ids, mask, images, names), mask) <= 1e-4
+    assert llmarch.from_hf(out).config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
 
 
 @pytest.mark.parametrize("name,changes,match", [

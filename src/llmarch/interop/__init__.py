@@ -119,6 +119,7 @@ from . import pangu_embedded  # noqa: F401
 from . import moonshine  # noqa: F401
 from . import smolvlm  # noqa: F401
 from . import aya_vision, idefics2, lfm2_vl, vipllava  # noqa: F401
+from . import aria, deepseek_vl, janus  # noqa: F401
 from . import smallthinker  # noqa: F401
 from . import plm  # noqa: F401
 from . import grok  # noqa: F401

@@ -7,8 +7,8 @@ the shared ones follow hidden_act (expert_ffn where the two differ).
 
 Aria's checkpoints store the experts as `experts.fc1.weight` (E, C, 2I: gate then up along the last dim) and
 `experts.fc2.weight` (E, I, C), inputs first (transformers' conversion_mapping renames them on load and back on
-save); ours are (E, 2I, C) and (E, C, I), so both are transposed (layout experts_transposed). The vision tower and
-projector of the full model (`model_type: aria`) are not read."""
+save); ours are (E, 2I, C) and (E, C, I), so both are transposed (layout experts_transposed). The full model
+(`model_type: aria`) is aria.py's, with its images."""
 from __future__ import annotations
 
 from ..config import ModelConfig

@@ -21,11 +21,24 @@ _TEXT_DEFAULTS = dict(hidden_size=4096, intermediate_size=11008, num_hidden_laye
 
 
 def to_config(hf: dict) -> ModelConfig:
+    return llama_text(hf).replace(vision=vision_fields(hf), hf_model_type="llava")
+
+
+def llama_text(hf: dict) -> ModelConfig:
+    """The LLaMA text model of a wrapper config (LLaVA's, DeepSeek-VL's, Janus's: text_config, LlamaConfig's
+    defaults where it leaves them out)."""
     text = {"model_type": TEXT, **_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
     if text["model_type"] != TEXT:
-        raise LlmarchError(f"llava with a {text['model_type']!r} text model is not supported; supported: {TEXT}")
-    cfg = FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path") or hf["model_type"]})
-    return cfg.replace(vision=vision_fields(hf), hf_model_type="llava")
+        raise LlmarchError(f"{hf['model_type']} with a {text['model_type']!r} text model is not supported; "
+                           f"supported: {TEXT}")
+    return FAMILIES[TEXT].to_config({**text, "_name_or_path": hf.get("_name_or_path") or hf["model_type"]})
+
+
+def llama_text_hf(cfg: ModelConfig) -> dict:
+    """llama_text's inverse: the text_config of a wrapper config."""
+    text = FAMILIES[TEXT].from_config(cfg.replace(vision=None, hf_model_type=TEXT))
+    text.pop("architectures", None)
+    return text
 
 
 def vision_fields(hf: dict, strategy: str = "default", layer: int = -2, image_token: int = 32000,
@@ -50,9 +63,7 @@ def from_config(cfg: ModelConfig) -> dict:
     if v.projector != "mlp" or v.feature_layers is None or v.post_norm or v.projector_hidden is not None:
         raise LlmarchError("llava writes an MLP projector of the text width over the tower's hidden states "
                            "(feature_layers, no post_norm)")
-    text = FAMILIES[TEXT].from_config(cfg.replace(vision=None, hf_model_type=TEXT))
-    text.pop("architectures", None)
-    return dict(model_type="llava", architectures=["LlavaForConditionalGeneration"], text_config=text,
+    return dict(model_type="llava", architectures=["LlavaForConditionalGeneration"], text_config=llama_text_hf(cfg),
                 **vision_hf(v), tie_word_embeddings=cfg.tie_embeddings)
 
 

@@ -24,14 +24,14 @@ TYPES = {"smolvlm": ("SmolVLMForConditionalGeneration", "smolvlm_vision"),
          "idefics3": ("Idefics3ForConditionalGeneration", "idefics3_vision")}
 # what transformers' vision config class assumes for fields a config.json leaves out (SigLIP-so400m's shape, with
 # patch 32 and image 224); and its text config when the whole text_config is left out
-_VISION_DEFAULTS = dict(hidden_size=1152, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=16,
+VISION_DEFAULTS = dict(hidden_size=1152, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=16,
                         image_size=224, patch_size=32, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
 _TEXT_DEFAULTS = dict(rms_norm_eps=1e-5)
 
 
 def to_config(kind: str, hf: dict) -> ModelConfig:
     text = {"model_type": TEXT, **(hf.get("text_config") or _TEXT_DEFAULTS)}
-    vision = {**_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
+    vision = {**VISION_DEFAULTS, **(hf.get("vision_config") or {})}
     if text["model_type"] != TEXT or vision.get("model_type", TYPES[kind][1]) != TYPES[kind][1]:
         raise LlmarchError(f"{kind} with a {text['model_type']!r} text model and a {vision.get('model_type')!r} "
                            f"tower is not supported; supported: {TEXT} with {TYPES[kind][1]}")

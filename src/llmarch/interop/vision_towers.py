@@ -59,8 +59,9 @@ def tower_hf(v: VisionConfig) -> dict:
     return {**hf, "vision_use_head": False} if kind == "siglip_vision_model" else hf
 
 
-def tower_rules(v: VisionConfig, tower: str = TOWER) -> list[Rule]:
-    """HF names of the tower's tensors under `tower` and ours (under vision.tower.), each block's named."""
+def tower_rules(v: VisionConfig, tower: str = TOWER, out: str = "out_proj") -> list[Rule]:
+    """HF names of the tower's tensors under `tower` and ours (under vision.tower.), each block's named; `out`: the
+    attention's output projection (Janus's projection_layer); q, k and v without biases where v.qkv_bias is off."""
     ours, wb = "vision.tower.", ("weight", "bias")
     rules = [Rule.of(tower + "embeddings.patch_embedding.weight", ours + "patch.weight"),
              Rule.of(tower + "embeddings.position_embedding.weight", ours + "positions.weight")]
@@ -74,8 +75,8 @@ def tower_rules(v: VisionConfig, tower: str = TOWER) -> list[Rule]:
         hf, block = f"{tower}encoder.layers.{i}.", f"{ours}blocks.{i}."
         for w in wb:
             rules += [Rule.of(tuple(f"{hf}self_attn.{p}_proj.{w}" for p in "qkv"), f"{block}attn.qkv_proj.{w}",
-                              "vision_qkv"),
-                      Rule.of(f"{hf}self_attn.out_proj.{w}", f"{block}attn.o_proj.{w}"),
+                              "vision_qkv")] if w == "weight" or v.qkv_bias else []
+            rules += [Rule.of(f"{hf}self_attn.{out}.{w}", f"{block}attn.o_proj.{w}"),
                       Rule.of(f"{hf}layer_norm1.{w}", f"{block}ln1.{w}"),
                       Rule.of(f"{hf}layer_norm2.{w}", f"{block}ln2.{w}"),
                       Rule.of(f"{hf}mlp.fc1.{w}", f"{block}mlp.up.{w}"),

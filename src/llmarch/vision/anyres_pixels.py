@@ -19,6 +19,7 @@ from .anyres_grid import best_resolution
 from .image_files import to_rgb
 from .preprocess import (_BASE, BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ResizeCropNormalize, _channels,
                          _size)
+from .square_images import pad_square
 
 _DEFAULTS = dict(_BASE, size={"shortest_edge": 224}, default_to_square=False, resample=BICUBIC, do_center_crop=True,
                  crop_size={"height": 224, "width": 224}, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
@@ -66,16 +67,24 @@ class AnyResPreprocess:
 
     def tiles(self, image) -> list:
         """The whole image at the tile size, then the tiles of it resized and padded to its best resolution."""
-        from PIL import Image
-
         image = to_rgb(image) if self.each.rgb else image
-        h, w = best_resolution(image.height, image.width, self.pinpoints)
-        nh, nw = fitted(image.height, image.width, h, w)
-        canvas = Image.new(image.mode, (w, h))  # black: transformers pads with zeros
-        canvas.paste(image.resize((nw, nh), resample=self.each.resample), ((w - nw) // 2, (h - nh) // 2))
-        t = self.tile
-        return [image.resize(self.whole[::-1], resample=self.each.resample)] + [
-            canvas.crop((x, y, x + t, y + t)) for y in range(0, h, t) for x in range(0, w, t)]
+        return [image.resize(self.whole[::-1], resample=self.each.resample)] + cut_tiles(
+            image, self.pinpoints, self.tile, self.each.resample)
+
+
+def cut_tiles(image, pinpoints: list, tile: int, resample: int) -> list:
+    """get_image_patches: a PIL image resized to fit the best of `pinpoints` (select_best_resolution,
+    get_patch_output_size), centred on a black canvas of that resolution (transformers pads with zeros, the offsets
+    rounded down), cut into tile x tile crops row by row (divide_to_patches: the last row's and column's cut short
+    where the resolution is no multiple of the tile; LLaVA-NeXT's always are, Aria's split_resolutions may not be)."""
+    from PIL import Image
+
+    h, w = best_resolution(image.height, image.width, pinpoints)
+    nh, nw = fitted(image.height, image.width, h, w)
+    canvas = Image.new(image.mode, (w, h))
+    canvas.paste(image.resize((nw, nh), resample=resample), ((w - nw) // 2, (h - nh) // 2))
+    return [canvas.crop((x, y, min(x + tile, w), min(y + tile, h))) for y in range(0, h, tile)
+            for x in range(0, w, tile)]
 
 
 class OneVisionPreprocess(AnyResPreprocess):
@@ -98,13 +107,7 @@ class OneVisionPreprocess(AnyResPreprocess):
     def square(self, image):
         """pad_to_square: the image centred on a square of its longest side, filled with the mean colour as
         int(mean * 255) per channel (the class's image_mean: the config's)."""
-        from PIL import Image
-
-        image = to_rgb(image) if self.each.rgb else image
-        side = max(image.size)
-        canvas = Image.new(image.mode, (side, side), self.fill)
-        canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-        return canvas
+        return pad_square(to_rgb(image) if self.each.rgb else image, self.fill)
 
 
 def fitted(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int]:

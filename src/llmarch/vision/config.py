@@ -17,7 +17,8 @@ from .resampler_config import resampler_config
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
 PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear", "norm_mlp",
-                   "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu", "perceiver")
+                   "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu", "perceiver",
+                   "cross_attention")
 # the projectors that space-to-depth the patch grid by shuffle_factor first
 SHUFFLING = ("pixel_shuffle", "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu")
 
@@ -69,7 +70,8 @@ class VisionConfig:
     # space-to-depth, LayerNorm, then mlp; norm_mlp: VipLLaVA's LayerNorm, then mlp; pixel_shuffle_swiglu: Cohere2
     # Vision's space-to-depth, then a SwiGLU of width projector_hidden / 2; pixel_shuffle_norm_swiglu: Aya Vision's,
     # a LayerNorm before the SwiGLU; perceiver: Idefics2's gated MLP and perceiver resampler (perceiver.py),
-    # `resampler` its fields (resampler_config.py)
+    # `resampler` its fields (resampler_config.py); cross_attention: Aria's learned queries cross-attending to the
+    # patches, then norm_mlp (query_attention.py), `patch_queries` their counts
     projector: str = "mlp"
     shuffle_factor: int = 1  # pixel_shuffle's: each shuffle_factor x shuffle_factor block of patches one feature
     projector_act: str = "gelu"  # the mlp projector's activation
@@ -79,6 +81,9 @@ class VisionConfig:
     # the mlp and norm_mlp projectors' hidden width (LFM2-VL's projector_hidden_size; None: the text width)
     projector_hidden: int | None = None
     resampler: dict | None = None  # the perceiver projector's fields, ResamplerConfig's
+    # the cross_attention projector's [patches, queries] pairs: an image of that many patches (padding included)
+    # becomes that many features (Aria's projector_patch_to_query_dict)
+    patch_queries: list | None = None
     # the patch grid average-pooled to this many features (a square, whose side divides the grid's) before the
     # projector (Gemma 3's mm_tokens_per_image); None: a feature per position
     pool_tokens: int | None = None
@@ -109,6 +114,8 @@ class VisionConfig:
         latents."""
         if self.resampler is not None:
             return self.resampler["latents"]
+        if self.patch_queries is not None:
+            return self.queries_for(self.n_patches)
         return self.pool_tokens or (self.n_positions - self.drop_first) // self.shuffle_factor ** 2
 
     @property
@@ -125,10 +132,21 @@ class VisionConfig:
             if pixels.dim() == 5 and pixels.shape[1] == 1:  # one tile an image: its features and a newline
                 return [self.tokens_per_image + 1] * len(sizes)
             return [anyres_grid.image_tokens(self, h, w) for h, w in sizes]
+        if self.patch_queries is not None and pixels.dim() == 4:  # each crop's queries, by its (padded) size
+            return [self.queries_for((pixels.shape[2] // self.patch_size) * (pixels.shape[3] // self.patch_size))
+                    ] * pixels.shape[0]
         if pixels.dim() != 4 or tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
             raise LlmarchError(f"the image processor makes pixel_values {tuple(pixels.shape)}; the tower reads "
                                f"{self.image_size}x{self.image_size} images")
         return [self.tokens_per_image] * pixels.shape[0]
+
+    def queries_for(self, patches: int) -> int:
+        """The cross_attention projector's feature count for an image of `patches` patches."""
+        found = [q for n, q in self.patch_queries if n == patches]
+        if not found:
+            raise LlmarchError(f"an image of {patches} patches: the projector has queries for images of "
+                               f"{', '.join(str(n) for n, _ in self.patch_queries)} patches (vision patch_queries)")
+        return found[0]
 
     def hidden_index(self, layer: int) -> int:
         """A feature layer as a non-negative hidden-state index (0: the embeddings, k: after block k)."""
@@ -137,7 +155,7 @@ class VisionConfig:
 
 def vision_config(data: dict) -> VisionConfig:
     """ModelConfig.vision's dict as a VisionConfig, every field checked; an unknown field is an error."""
-    v = read_fields(VisionConfig, data, "vision", lists=("feature_layers",))
+    v = read_fields(VisionConfig, data, "vision", lists=("feature_layers", "patch_queries"))
     check_positive(v, ("width", "n_layers", "n_heads", "ffn_hidden", "image_size", "patch_size", "channels",
                        "shuffle_factor"))
     if v.width % v.n_heads or v.image_size % v.patch_size:
@@ -172,9 +190,8 @@ def vision_config(data: dict) -> VisionConfig:
         raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive integer (even for a *_swiglu "
                            "projector, which needs it), for a *_swiglu, mlp or norm_mlp projector (got "
                            f"{v.projector!r})")
-    if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
-        raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
-                           "feature_layers")
+    if v.position_buckets and (v.class_token or layers is not None):
+        raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token and no feature_layers")
     check_numbers(v, ("projector_eps",))
     if v.whole_patches and not v.position_buckets:
         raise LlmarchError("vision whole_patches says which patches of a padded image are real: it needs "
@@ -183,6 +200,7 @@ def vision_config(data: dict) -> VisionConfig:
         raise LlmarchError("vision resampler goes with the perceiver projector, which needs it")
     if v.resampler is not None:
         resampler_config(v.resampler, ACTIVATIONS)
+    _check_queries(v)
     grid, pool = v.image_size // v.patch_size, v.pool_tokens
     pool_side = round(pool ** 0.5) if isinstance(pool, int) and pool > 0 else 0
     if pool is not None and (not pool_side or pool_side * pool_side != pool or grid % pool_side or v.class_token
@@ -201,6 +219,19 @@ def vision_config(data: dict) -> VisionConfig:
     if v.image_token_id is not None:
         check_token_id(v.image_token_id)
     return v
+
+
+def _check_queries(v: VisionConfig) -> None:
+    """The cross_attention projector's [patches, queries] pairs: positive integers, patches each once."""
+    pairs = v.patch_queries
+    if (v.projector == "cross_attention") != (pairs is not None):
+        raise LlmarchError("vision patch_queries goes with the cross_attention projector, which needs it")
+    if pairs is not None and (not isinstance(pairs, list) or not pairs or any(
+            not isinstance(p, (list, tuple)) or len(p) != 2 or any(
+                not isinstance(x, int) or isinstance(x, bool) or x <= 0 for x in p) for p in pairs)
+            or len({p[0] for p in pairs}) != len(pairs)):
+        raise LlmarchError(f"vision patch_queries must be [patches, queries] pairs of positive integers, each patch "
+                           f"count once; got {pairs!r}")
 
 
 def _check_pinpoints(v: VisionConfig) -> None:

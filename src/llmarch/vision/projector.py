@@ -11,6 +11,7 @@ from ..layers.norms import LayerNorm, OffsetRMSNorm
 from ..registry import Registry
 from .config import VisionConfig
 from .perceiver import PerceiverProjector
+from .query_attention import QueryCrossAttention
 
 PROJECTORS: Registry = Registry("vision projector")
 
@@ -170,3 +171,18 @@ class PixelShuffleNormSwiGLUProjector(PixelShuffleSwiGLUProjector):
 
 
 PROJECTORS.register("perceiver")(PerceiverProjector)  # Idefics2's (perceiver.py)
+
+
+@PROJECTORS.register("cross_attention")
+class CrossAttentionProjector(NormMLPProjector):
+    """Aria's projector (transformers' AriaProjector): learned queries cross-attend to the patch features
+    (query_attention.py), then norm_mlp's LayerNorm and MLP (Aria's feed_forward: no biases, tanh-GELU, the text
+    width), W2 act(W1 LN(x)) for x the attention's output."""
+    reads_patch_mask = True  # the padded patches are masked out as keys
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__(v, d_model)
+        self.cross = QueryCrossAttention(v)
+
+    def forward(self, f: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(self.cross(f, real))
