@@ -199,7 +199,8 @@ class Stack(StackInputs, nn.Module):
             bbox: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None,
             rope_delta: torch.Tensor | None = None, deepstack: list | None = None) -> torch.Tensor:
         """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
-        (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
+        (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack (memory_mask (B, T, S) per query:
+        Llama 3.2 Vision's image states and the tiles each token sees, layers/vision_cross.py); input_ids (B, T): the tokens
         of x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose
         tokens attend to each other both ways (masks.causal_mask; None: none, or with prefix_bidirectional the whole
         call); prompt (P, C): the input of the prompt tokens (task_prompt), put before x in a sequence's first call
@@ -265,7 +266,7 @@ class Stack(StackInputs, nn.Module):
                                input_pos=input_pos,
                                positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
-                               memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
+                               memory_mask=_memory_mask(memory_mask),
                                shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
@@ -376,6 +377,13 @@ def _rotary_fields(cfg: ModelConfig) -> tuple:
     """What a layer type's rotary tables depend on: its positions kind, head width and every rope_* field."""
     return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                  if f.name in ("positions", "head_dim") or f.name.startswith("rope_"))
+
+
+def _memory_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A memory mask (B, S) or per query (B, T, S) as attention reads it, bool (B, 1, 1|T, S)."""
+    if mask is None:
+        return None
+    return mask.bool()[:, None, None, :] if mask.dim() == 2 else mask.bool()[:, None]
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:
