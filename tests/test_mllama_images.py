@@ -18,7 +18,7 @@ from llmarch.vision.image_files import read_image
 from llmarch.vision.preprocess import processor_for
 from llmarch.vision.prompts import image_request
 from test_cli_trust import call
-from test_vision_images import images  # noqa: F401  (the five image files, a fixture)
+from test_vision_images import image_files
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -26,10 +26,15 @@ transformers.logging.set_verbosity_error()
 BOS, IMAGE = "<|begin_of_text|>", "<|image|>"
 
 
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return image_files(tmp_path_factory.mktemp("images"))
+
+
 @pytest.mark.parametrize("kwargs", [dict(size={"height": 8, "width": 8}, max_image_tiles=4),
                                     dict(size={"height": 16, "width": 16}, max_image_tiles=2, resample=3,
                                          image_mean=[0.3, 0.4, 0.5], image_std=0.25)])
-def test_processor_outputs_are_transformers(kwargs, images):  # noqa: F811
+def test_processor_outputs_are_transformers(kwargs, images):
     hf = transformers.MllamaImageProcessorPil(**kwargs)
     config = json.loads(hf.to_json_string())
     pil = [read_image(p) for p in images]
@@ -100,7 +105,7 @@ def mllama(tmp_path_factory):
 PROMPT = "<|image|>what is in the picture?"
 
 
-def test_prompt_ids_and_greedy_tokens_are_transformers(mllama, images):  # noqa: F811
+def test_prompt_ids_and_greedy_tokens_are_transformers(mllama, images):
     path, hf, processor = mllama
     model, tok = llmarch.load(path), load_tokenizer(path)
     pil = [read_image(images[0]), read_image(images[1])]
@@ -118,7 +123,7 @@ def test_prompt_ids_and_greedy_tokens_are_transformers(mllama, images):  # noqa:
         image_request(model, tok, "<|image|>one", pil)
 
 
-def test_cli_generate_with_an_image(mllama, images, capsys):  # noqa: F811
+def test_cli_generate_with_an_image(mllama, images, capsys):
     path, hf, processor = mllama
     inputs = processor(images=[read_image(images[4])], text=PROMPT, return_tensors="pt")
     expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=6, do_sample=False)[0],
@@ -136,7 +141,7 @@ def chat_reply(hf, processor, pil, n=5):
     return processor.decode(new, skip_special_tokens=True)
 
 
-def test_terminal_chat_with_an_image(mllama, images):  # noqa: F811
+def test_terminal_chat_with_an_image(mllama, images):
     from llmarch.serve.terminal import Conversation, chat_loop
 
     path, hf, processor = mllama
@@ -146,7 +151,7 @@ def test_terminal_chat_with_an_image(mllama, images):  # noqa: F811
     assert conversation.history[1]["content"] == chat_reply(hf, processor, read_image(images[3]))
 
 
-def test_server_chat_with_an_image(mllama, images):  # noqa: F811
+def test_server_chat_with_an_image(mllama, images):
     from starlette.testclient import TestClient
 
     from llmarch.serve.app import Server, build_app

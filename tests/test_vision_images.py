@@ -23,9 +23,12 @@ Image = pytest.importorskip("PIL.Image")
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """Paths of five images of odd sizes: RGB noise (PNG), RGBA with graded alpha, grayscale, a palette image with a
-    transparent colour, and a JPEG."""
-    root = tmp_path_factory.mktemp("images")
+    return image_files(tmp_path_factory.mktemp("images"))
+
+
+def image_files(root):
+    """Paths of five images of odd sizes under root: RGB noise (PNG), RGBA with graded alpha, grayscale, a palette
+    image with a transparent colour, and a JPEG."""
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (41, 19, 4), dtype=np.uint8)
     palette = Image.fromarray(rng.integers(0, 256, (23, 30, 3), dtype=np.uint8)).quantize(8)

@@ -88,7 +88,7 @@ class MllamaVisionTower(nn.Module):
         padded = (~aspect_ratio_mask.reshape(B * N, K, 1).bool()).expand(-1, -1, Pp).clone()
         padded[:, :, P:] = True
         padded = padded.reshape(B * N, 1, K * Pp)
-        mask = ~padded[..., None, :].expand(-1, K * Pp, -1)[:, None]  # (M, 1, K P', K P'): barred between padding only
+        mask = ~(padded[..., :, None] & padded[..., None, :])  # (M, 1, K P', K P'): barred between padding only
         ctx = AttentionContext(mask=mask, causal=False, rope=None, input_pos=torch.arange(K * Pp, device=x.device))
         x, hidden = x.reshape(B * N, K * Pp, C), []
         for block in self.blocks:
