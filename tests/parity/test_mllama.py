@@ -15,8 +15,8 @@ from llmarch.errors import LlmarchError
 from llmarch.interop import FAMILIES
 from llmarch.interop.hf import hf_model_config
 
-import llmarch
-from conftest import assert_cached_decoding_and_config_round_trip, perturbed, perturbed_from_hf
+from conftest import (assert_cached_decoding_and_config_round_trip, assert_multimodal_reads_as_text,
+                      perturbed_from_hf)
 from test_hf_families import assert_matches_transformers
 
 transformers = pytest.importorskip("transformers")
@@ -63,24 +63,19 @@ def test_logits_generation_cached_decoding_and_round_trip(case, tmp_path):
 
 def test_multimodal_checkpoint_reads_whole_in_either_layout(tmp_path):
     """An MllamaForConditionalGeneration checkpoint reads whole (its images: test_mllama_vision.py), from transformers
-    5's names and from the published ones (language_model.model.*, vision_model.*), to transformers' text logits."""
-    from safetensors.torch import load_file, save_file
-
+    5's names and from the published ones (language_model.model.*, vision_model.*), to transformers' text logits,
+    which are its text model's (the cross-attention layers skipped without images)."""
+    hf, ours = build("one-cross", tmp_path / "text")
     torch.manual_seed(0)
-    mm = perturbed(transformers.MllamaForConditionalGeneration(transformers.MllamaConfig(
-        text_config=TEXT, vision_config=VISION, image_token_index=119)))
-    mm.save_pretrained(tmp_path)
-    ids = torch.randint(0, 119, (2, 11))
-    with torch.no_grad():
-        theirs = mm(input_ids=ids).logits
-    file = next(tmp_path.glob("*.safetensors"))
-    saved = load_file(file)
-    for names in (saved, {published(k): v for k, v in saved.items()}):
-        save_file(names, file, metadata={"format": "pt"})
-        read = llmarch.from_hf(tmp_path)
-        assert read.config.hf_model_type == "mllama" and read.config.vision["tower"] == "mllama"
-        with torch.no_grad():
-            assert (read(ids).logits - theirs).abs().max() <= 1e-4
+    mm = transformers.MllamaForConditionalGeneration(transformers.MllamaConfig(
+        text_config=TEXT, vision_config=VISION, image_token_index=119)).eval()
+    state = {("model.language_model." + k.removeprefix("model.")) if k.startswith("model.") else k: v
+             for k, v in hf.state_dict().items()}
+    assert not set(state) - set(mm.state_dict())
+    mm.load_state_dict(state, strict=False)
+    read = assert_multimodal_reads_as_text(tmp_path / "mm", mm, torch.randint(0, 119, (2, 11)), published, "mllama",
+                                           ours)
+    assert read.config.vision["tower"] == "mllama"
 
 
 def published(k: str) -> str:

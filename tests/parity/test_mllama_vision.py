@@ -1,7 +1,7 @@
 """Llama 3.2 Vision with its images (interop/mllama.py, mllama_vision.py; vision/mllama_tower.py; layers/vision_cross.py)
 against transformers' MllamaForConditionalGeneration, through files: a tiny seeded model (a text model of three layers,
 the middle one cross-attention; a tower of two local blocks and one global, two tiles of 16 pixels, two feature
-layers), 1-D parameters perturbed and every tanh gate set well off zero (the cross-attention layer's, the global
+layers), 1-D parameters perturbed and every tanh gate set in [0.6, 1.4] (the cross-attention layer's, the global
 blocks', the positional and aspect-ratio embeddings'). One image on one row, and a left-padded batch of a row with a
 two-tile image, a row with two images of one and two tiles (their image tokens apart), and a text-only row: logits
 within 1e-4 (fp32; seen about 2e-7), greedy and beam tokens equal to transformers' generate, cached decoding equal to
@@ -38,8 +38,8 @@ def pair(tmp_path_factory):
     perturbed(hf)
     with torch.no_grad():
         for name, p in hf.named_parameters():
-            if "gate" in name:
-                p.normal_(0, 0.8)
+            if "gate" in name and p.numel() == 1:  # the tanh gates
+                p.uniform_(0.6, 1.4)
     folder = tmp_path_factory.mktemp("mllama")
     hf.save_pretrained(folder)
     return hf, llmarch.from_hf(folder).eval(), folder
