@@ -100,7 +100,7 @@ class TanhGate(nn.Module):
         self.weight = nn.Parameter(torch.ones(1))
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight * y
+        return x + self.weight.tanh() * y
 
 
 @RESIDUAL_MIXES.register("affine")
