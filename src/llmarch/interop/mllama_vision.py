@@ -8,8 +8,6 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..vision.mllama_config import TOWER, is_mllama, mllama_vision_config
-from ..vision.mllama_images import MllamaImages
-from ..vision.preprocess import PROCESSORS
 from .activations import read_activation
 from .mapping import Rule
 from .multimodal import text_name
@@ -92,6 +90,3 @@ def canonical_name(name: str) -> str:
         if name.startswith(old):
             name = "model." + name
     return text_name(name)
-
-
-PROCESSORS.register("MllamaImageProcessor")(MllamaImages.from_config)

@@ -8,8 +8,7 @@ right to the canvas, rescaled and normalized, and cut into its tiles, row by row
 arrangement's index among the supported ones + 1, and aspect_ratio_mask (1, images, max_image_tiles), 1 for an
 image's own tiles. The prompt keeps one <|image|> per image (the cross-attention layers read the images, not the
 tokens); MllamaProcessor puts BOS after its leading image tokens unless the prompt holds BOS, and the tokenizer adds
-its own in front. The processor is registered (PROCESSORS) with the family, by interop/mllama_vision.py, as
-LLaVA-NeXT's is by its own."""
+its own in front."""
 from __future__ import annotations
 
 import math
@@ -22,7 +21,7 @@ from PIL import Image
 
 from ..errors import LlmarchError
 from .image_files import to_rgb
-from .preprocess import BILINEAR, HALF, ResizeCropNormalize
+from .preprocess import BILINEAR, HALF, PROCESSORS, ResizeCropNormalize
 from .prompt_parts import PROMPTS, bos_text, count, image_token
 
 # MllamaImageProcessorPil's defaults
@@ -100,6 +99,9 @@ class MllamaImages:
             ids[0, k], mask[0, k, :len(tiles)] = arrangements(self.max_tiles).index(arrangement) + 1, 1
         return {"pixel_values": torch.from_numpy(pixels), "aspect_ratio_ids": ids, "aspect_ratio_mask": mask}
 
+
+
+PROCESSORS.register("MllamaImageProcessor")(MllamaImages.from_config)
 
 
 @PROMPTS.register("mllama")
