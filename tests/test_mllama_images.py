@@ -1,6 +1,7 @@
 """Llama 3.2 Vision's images from files (src/llmarch/vision/mllama_images.py) against transformers: pixel_values,
 aspect_ratio_ids and aspect_ratio_mask equal to MllamaImageProcessorPil's (two tile sizes and tile budgets, five
-images of odd sizes and modes in one prompt: canvases up- and downscaled, one and several tiles, padded tiles),
+images of odd sizes and modes in one prompt: canvases downscaled to 8-pixel tiles and upscaled to 32-pixel ones, one
+and several tiles, padded tiles),
 exactly; input_ids equal to MllamaProcessor's (image tokens leading or inside the text, BOS written or not); and on a
 tiny random MllamaForConditionalGeneration saved by transformers with its processor, `llmarch generate --image`,
 `llmarch chat`'s /image and the server's image_url part giving transformers' greedy continuation."""
@@ -32,7 +33,7 @@ def images(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kwargs", [dict(size={"height": 8, "width": 8}, max_image_tiles=4),
-                                    dict(size={"height": 16, "width": 16}, max_image_tiles=2, resample=3,
+                                    dict(size={"height": 32, "width": 32}, max_image_tiles=3, resample=3,
                                          image_mean=[0.3, 0.4, 0.5], image_std=0.25)])
 def test_processor_outputs_are_transformers(kwargs, images):
     hf = transformers.MllamaImageProcessorPil(**kwargs)

@@ -7,7 +7,8 @@ two-tile image, a row with two images of one and two tiles (their image tokens a
 within 1e-4 (fp32; seen about 2e-7), greedy and beam tokens equal to transformers' generate, cached decoding equal to
 the whole forward (its cross-attention mask extended by the last prompt row, as transformers' generate extends it),
 to_hf loaded by transformers to the same logits. The cross-attention mask made from the ids equals MllamaProcessor's
-on runs of image tokens, and a text-only forward skips the cross-attention layers as transformers does."""
+on runs of image tokens, a text-only forward skips the cross-attention layers as transformers does, and rows with
+images of their own (or none) decode in one running batch (the server's) what each decodes alone."""
 import pytest
 import torch
 
@@ -145,3 +146,29 @@ def test_bad_image_arguments_are_refused(pair):
              aspect_ratio_mask=kw["aspect_ratio_mask"])
     with pytest.raises(LlmarchError, match="aspect_ratio_ids, aspect_ratio_mask and cross_attention_mask"):
         ours(ids, aspect_ratio_ids=kw["aspect_ratio_ids"])
+
+
+def test_rows_with_their_own_images_share_a_running_batch(pair):
+    """Continuous batching (generate/batch.py): a text prompt, a one-image and a two-image prompt, each prefilled alone
+    and joined in one batch (the image keys grown to the longest row's, masked), decode what each decodes alone."""
+    from llmarch.generate.batch import RunningBatch
+
+    _, ours, _ = pair
+    prompts = [[1, 16, 17], [1, IMAGE, 7, 8], [1, IMAGE, 12, IMAGE, 14, 15]]
+    kw = [None, images(1, [[3]], [[2]]), images(1, [[1, 2]], [[1, 2]])]
+    n = 5
+    alone = [llmarch.generate(ours, [p], n, **(k or {}))[0][len(p):] for p, k in zip(prompts, kw)]
+    batch = RunningBatch(ours, 3, 32)
+    try:
+        tokens = torch.zeros(3, dtype=torch.long)
+        for row, (p, k) in enumerate(zip(prompts, kw)):
+            states, logits = batch.prefill(p, images=k)
+            batch.join(row, states, len(p))
+            tokens[row] = logits.argmax()
+        out = [tokens.clone()]
+        for _ in range(n - 1):
+            tokens = batch.decode(tokens).argmax(-1)
+            out.append(tokens)
+    finally:
+        batch.close()
+    assert torch.stack(out, 1).tolist() == alone

@@ -50,17 +50,16 @@ class ImageKV:
         S = max(0 if t is None else t.shape[2] for t in (self.k, src.k))
         like = src.k if src.k is not None else self.k
         if self.k is None or self.k.shape[2] < S:  # (re)allocated to the longest images, the new keys masked
-            k, v = like.new_zeros(self.batch, like.shape[1], S, like.shape[3]), like.new_zeros(
-                self.batch, like.shape[1], S, like.shape[3])
+            shape = (self.batch, like.shape[1], S, like.shape[3])
+            k, v = like.new_zeros(shape), like.new_zeros(shape)
             mask = torch.zeros(self.batch, 1, 1, S, dtype=torch.bool, device=like.device)
             if self.k is not None:
-                n = self.k.shape[2]
-                k[:, :, :n], v[:, :, :n], mask[..., :n] = self.k, self.v, self.mask
+                _copy_keys((k, v, mask), (self.k, self.v, self.mask), slice(None))
             self.k, self.v, self.mask = k, v, mask
-        self.k[row].zero_(), self.v[row].zero_(), self.mask[row].zero_()
+        for t in (self.k, self.v, self.mask):
+            t[row].zero_()
         if src.k is not None:
-            n = src.k.shape[2]
-            self.k[row, :, :n], self.v[row, :, :n], self.mask[row, ..., :n] = src.k[0], src.v[0], src.mask[0]
+            _copy_keys((self.k, self.v, self.mask), (src.k, src.v, src.mask), row, 0)
 
     def shift(self, n: int) -> None:
         """No history by slot: nothing moves."""
@@ -72,6 +71,13 @@ class ImageKV:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.mask) if t is not None)
+
+
+def _copy_keys(dst: tuple, src: tuple, rows, src_rows=slice(None)) -> None:
+    """Keys, values (B, K, S, D) and mask (B, 1, 1, S) of src into dst's first S slots of `rows`."""
+    n = src[0].shape[2]
+    dst[0][rows, :, :n], dst[1][rows, :, :n] = src[0][src_rows], src[1][src_rows]
+    dst[2][rows, ..., :n] = src[2][src_rows]
 
 
 class _RowsView(ImageKV):
