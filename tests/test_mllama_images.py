@@ -132,6 +132,9 @@ def test_cli_generate_with_an_image(mllama, images, capsys):
     code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", images[4], "--prompt", PROMPT,
                           "--temperature", "0", "--max-new-tokens", "6")
     assert code == 0 and out == expected + "\n", err
+    code, _, err = call(capsys, "generate", "--checkpoint", path, "--image", images[4], "--prompt", IMAGE * 2 + "two?",
+                        "--max-new-tokens", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "holds 2 <|image|> token(s) for 1 image" in err, err
 
 
 def chat_reply(hf, processor, pil, n=5):
