@@ -19,12 +19,12 @@ from llmarch.vision.image_files import read_image
 from llmarch.vision.preprocess import processor_for
 from llmarch.vision.prompts import image_request
 from test_cli_trust import call
-from test_vision_images import image_files
+from test_vision_images import image_files, saved, tokenizer
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-BOS, IMAGE = "<|begin_of_text|>", "<|image|>"
+IMAGE = "<|image|>"
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +53,11 @@ def test_processor_refusals():
             processor_for({"image_processor_type": "MllamaImageProcessor", **bad})
 
 
-def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["the cat sat on the mat. what is in the picture? user assistant"] * 20,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", BOS, "<|eot_id|>", IMAGE],
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, 1)])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token="<|eot_id|>",
-                                                unk_token="<unk>")
-
-
 # Llama 3.2 Vision's chat template, shortened: BOS, each message's header, its image parts as <|image|>, its text
 TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ message['role'] + ': ' }}"
             "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
             "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<|image|>' }}{% else %}{{ c['text'] }}"
-            "{% endif %}{% endfor %}{% endif %}{{ '<|eot_id|>' }}{% endfor %}"
+            "{% endif %}{% endfor %}{% endif %}{{ '</s>' }}{% endfor %}"
             "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             cross_attention_layers=[1], pad_token_id=0)
@@ -83,7 +70,7 @@ VISION = dict(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attentio
 def mllama(tmp_path_factory):
     """A tiny random Llama 3.2 Vision checkpoint saved by transformers with its MllamaProcessor, and the processor."""
     path = tmp_path_factory.mktemp("mllama")
-    tok = tokenizer()
+    tok = tokenizer(["<unk>", "<s>", "</s>", IMAGE])  # BOS <s> in front of every encoding, as Llama's
     processor = transformers.MllamaProcessor(
         image_processor=transformers.MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=2),
         tokenizer=tok, chat_template=TEMPLATE)
@@ -96,11 +83,7 @@ def mllama(tmp_path_factory):
         for name, p in hf.named_parameters():
             if "gate" in name and p.numel() == 1:  # the tanh gates
                 p.uniform_(0.6, 1.4)
-    hf.generation_config.eos_token_id = None
-    hf.save_pretrained(path)
-    processor.save_pretrained(path)
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
-    return path, hf, processor
+    return saved(path, hf, processor)
 
 
 PROMPT = "<|image|>what is in the picture?"
@@ -111,7 +94,7 @@ def test_prompt_ids_and_greedy_tokens_are_transformers(mllama, images):
     model, tok = llmarch.load(path), load_tokenizer(path)
     pil = [read_image(images[0]), read_image(images[1])]
     for prompt in ("<|image|><|image|>what is in the picture?", "the cat <|image|> sat <|image|> on the mat",
-                   "<|begin_of_text|><|image|>the mat<|image|>"):
+                   "<s><|image|>the mat<|image|>"):
         want = processor(images=[pil], text=prompt, return_tensors="pt")
         ids, arguments = image_request(model, tok, prompt, pil)
         assert ids == want["input_ids"][0].tolist()

@@ -139,11 +139,16 @@ def llava(tmp_path_factory):
     config = transformers.LlavaConfig(text_config=dict(model_type="llama", vocab_size=len(tok), **TEXT),
                                       vision_config=dict(model_type="clip_vision_model", **TOWER),
                                       image_token_index=tok.convert_tokens_to_ids("<image>"))
-    hf = perturbed(transformers.LlavaForConditionalGeneration(config)).eval()
+    return saved(path, perturbed(transformers.LlavaForConditionalGeneration(config)).eval(), processor)
+
+
+def saved(path, hf, processor):
+    """A transformers model and its processor saved to path as a checkpoint (the tokenizer's EOS its generation's),
+    transformers' own generate told to run on past EOS: (path, hf, processor)."""
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(path)
     processor.save_pretrained(path)
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": processor.tokenizer.eos_token_id}))
     return path, hf, processor
 
 

@@ -1,14 +1,15 @@
-"""Llama 3.2 Vision with its images (interop/mllama.py, mllama_vision.py; vision/mllama_tower.py; layers/vision_cross.py)
-against transformers' MllamaForConditionalGeneration, through files: a tiny seeded model (a text model of three layers,
-the middle one cross-attention; a tower of two local blocks and one global, two tiles of 16 pixels, two feature
-layers), 1-D parameters perturbed and every tanh gate set in [0.6, 1.4] (the cross-attention layer's, the global
-blocks', the positional and aspect-ratio embeddings'). One image on one row, and a left-padded batch of a row with a
-two-tile image, a row with two images of one and two tiles (their image tokens apart), and a text-only row: logits
-within 1e-4 (fp32; seen about 2e-7), greedy and beam tokens equal to transformers' generate, cached decoding equal to
-the whole forward (its cross-attention mask extended by the last prompt row, as transformers' generate extends it),
-to_hf loaded by transformers to the same logits. The cross-attention mask made from the ids equals MllamaProcessor's
-on runs of image tokens, a text-only forward skips the cross-attention layers as transformers does, and rows with
-images of their own (or none) decode in one running batch (the server's) what each decodes alone."""
+"""Llama 3.2 Vision with its images (interop/mllama.py, mllama_vision.py; vision/mllama_tower.py;
+layers/vision_cross.py) against transformers' MllamaForConditionalGeneration, through files: a tiny seeded model (a
+text model of three layers, the middle one cross-attention; a tower of two local blocks and one global, two tiles of
+16 pixels, two feature layers), 1-D parameters perturbed and every tanh gate set in [0.6, 1.4] (the cross-attention
+layer's, the global blocks', the positional and aspect-ratio embeddings'). One image on one row, and a left-padded
+batch of a row with a two-tile image, a row with two images of one and two tiles (their image tokens apart), and a
+text-only row: logits within 1e-4 (fp32; seen about 2e-7), greedy and beam tokens equal to transformers' generate,
+cached decoding equal to the whole forward (its cross-attention mask extended by the last prompt row, as
+transformers' generate extends it), to_hf loaded by transformers to the same logits. The cross-attention mask made
+from the ids equals MllamaProcessor's on runs of image tokens, a text-only forward skips the cross-attention layers
+as transformers does, and rows with images of their own (or none) decode in one running batch (the server's) what
+each decodes alone."""
 import pytest
 import torch
 

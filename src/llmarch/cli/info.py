@@ -79,9 +79,9 @@ def cmd_info(args) -> None:
               f"patches, {p.merge_size}x{p.merge_size} merged into each image token (id {p.image_token_id})")
     elif is_mllama(cfg.vision):
         m = mllama_vision_config(cfg.vision)
-        print(f"vision: {m.n_layers}+{m.n_global_layers}-layer (local+global) ViT, width {m.width}, up to {m.max_tiles} "
-              f"tiles of {m.image_size}px in {m.patch_size}px patches, read by the cross-attention layers from each "
-              f"image token (id {m.image_token_id}) on")
+        print(f"vision: {m.n_layers}+{m.n_global_layers}-layer (local+global) ViT, width {m.width}, up to "
+              f"{m.max_tiles} tiles of {m.image_size}px in {m.patch_size}px patches, read by the cross-attention "
+              f"layers from each image token (id {m.image_token_id}) on")
     elif cfg.vision is not None:
         v = vision_config(cfg.vision)
         per = f"AnyRes tiles ({len(v.grid_pinpoints)} grids), tokens by image size" if v.grid_pinpoints else \

@@ -73,7 +73,8 @@ def vision_rules(cfg: ModelConfig) -> list[Rule]:
                                     ("global_transformer", "global_blocks", v.n_global_layers, True)):
         for i in range(n):
             hf, block = f"{VISION}{hf_name}.layers.{i}.", f"{ours}{mine}.{i}."
-            rules += [Rule.of(tuple(f"{hf}self_attn.{p}_proj.weight" for p in "qkv"), f"{block}attn.qkv_proj.weight", QKV),
+            qkv = tuple(f"{hf}self_attn.{p}_proj.weight" for p in "qkv")
+            rules += [Rule.of(qkv, f"{block}attn.qkv_proj.weight", QKV),
                       Rule.of(f"{hf}self_attn.o_proj.weight", f"{block}attn.o_proj.weight"),
                       *[Rule.of(f"{hf}{a}.{w}", f"{block}{b}.{w}") for w in wb for a, b in (
                           ("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2"), ("mlp.fc1", "mlp.up"),

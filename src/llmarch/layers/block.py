@@ -192,7 +192,8 @@ class Block(nn.Module):
     def held_modules(self) -> list[nn.Module]:
         """The parts this block holds and never runs: TrOCR's held cross-attention (held_cross_width) and a mixer
         that holds a layer its block skips in text-only use (Mixer.runs False: Llama 3.2 Vision's cross-attention
-        layers, which run only with image states). Read and written back whole; an adapter's targets leave them out (adapters/targets.py)."""
+        layers, which run only with image states). Read and written back whole; an adapter's targets leave them out
+        (adapters/targets.py)."""
         held = [self.ln_cross, self.cross_attn] if not self.cross and hasattr(self, "cross_attn") else []
         return held + ([] if self.seq_mixer.runs else [self.seq_mixer])
 

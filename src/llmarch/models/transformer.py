@@ -156,8 +156,8 @@ class TransformerLM(Stack):
                                                     cross_attention_mask)
             embeds = self.embed_inputs(input_ids)
         elif aspect_ratio_ids is not None or aspect_ratio_mask is not None or cross_attention_mask is not None:
-            raise LlmarchError("aspect_ratio_ids, aspect_ratio_mask and cross_attention_mask describe Llama 3.2 Vision's pixel_values: "
-                               f"given without them, or to {cfg.name}, which has no such tower")
+            raise LlmarchError("aspect_ratio_ids, aspect_ratio_mask and cross_attention_mask describe Llama 3.2 "
+                               f"Vision's pixel_values: given without them, or to {cfg.name}, which has no such tower")
         elif image_grid_thw is None and not videos:
             embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes, input_features,
                                        feature_attention_mask)
