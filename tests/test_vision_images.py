@@ -23,9 +23,12 @@ Image = pytest.importorskip("PIL.Image")
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """Paths of five images of odd sizes: RGB noise (PNG), RGBA with graded alpha, grayscale, a palette image with a
-    transparent colour, and a JPEG."""
-    root = tmp_path_factory.mktemp("images")
+    return image_files(tmp_path_factory.mktemp("images"))
+
+
+def image_files(root):
+    """Paths of five images of odd sizes under root: RGB noise (PNG), RGBA with graded alpha, grayscale, a palette
+    image with a transparent colour, and a JPEG."""
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (41, 19, 4), dtype=np.uint8)
     palette = Image.fromarray(rng.integers(0, 256, (23, 30, 3), dtype=np.uint8)).quantize(8)
@@ -136,11 +139,16 @@ def llava(tmp_path_factory):
     config = transformers.LlavaConfig(text_config=dict(model_type="llama", vocab_size=len(tok), **TEXT),
                                       vision_config=dict(model_type="clip_vision_model", **TOWER),
                                       image_token_index=tok.convert_tokens_to_ids("<image>"))
-    hf = perturbed(transformers.LlavaForConditionalGeneration(config)).eval()
+    return saved(path, perturbed(transformers.LlavaForConditionalGeneration(config)).eval(), processor)
+
+
+def saved(path, hf, processor):
+    """A transformers model and its processor saved to path as a checkpoint (the tokenizer's EOS its generation's),
+    transformers' own generate told to run on past EOS: (path, hf, processor)."""
     hf.generation_config.eos_token_id = None
     hf.save_pretrained(path)
     processor.save_pretrained(path)
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": processor.tokenizer.eos_token_id}))
     return path, hf, processor
 
 

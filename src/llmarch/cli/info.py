@@ -12,6 +12,7 @@ from .options import collect, model_overrides
 from ..layers.mixer import MIXERS
 from ..audio.config import audio_config
 from ..vision.config import vision_config
+from ..vision.mllama_config import is_mllama, mllama_vision_config
 from ..vision.pixtral_config import is_pixtral, pixtral_vision_config
 from ..vision.qwen_config import is_qwen, qwen_vision_config
 
@@ -76,6 +77,11 @@ def cmd_info(args) -> None:
         p = pixtral_vision_config(cfg.vision)
         print(f"vision: {p.n_layers}-layer Pixtral ViT, width {p.width}, images of any size in {p.patch_size}px "
               f"patches, {p.merge_size}x{p.merge_size} merged into each image token (id {p.image_token_id})")
+    elif is_mllama(cfg.vision):
+        m = mllama_vision_config(cfg.vision)
+        print(f"vision: {m.n_layers}+{m.n_global_layers}-layer (local+global) ViT, width {m.width}, up to "
+              f"{m.max_tiles} tiles of {m.image_size}px in {m.patch_size}px patches, read by the cross-attention "
+              f"layers from each image token (id {m.image_token_id}) on")
     elif cfg.vision is not None:
         v = vision_config(cfg.vision)
         per = f"AnyRes tiles ({len(v.grid_pinpoints)} grids), tokens by image size" if v.grid_pinpoints else \

@@ -54,7 +54,8 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
              generator: torch.Generator | None = None, image_grid_thw: torch.Tensor | None = None,
              pixel_attention_mask: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
              pixel_values_videos: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
-             second_per_grid_ts: torch.Tensor | None = None, feature_attention_mask: torch.Tensor | None = None):
+             second_per_grid_ts: torch.Tensor | None = None, feature_attention_mask: torch.Tensor | None = None,
+             aspect_ratio_ids: torch.Tensor | None = None, aspect_ratio_mask: torch.Tensor | None = None):
     """Decode up to max_new_tokens after each prompt (fewer if a row emits eos_id or the context fills).
     compile: decode each new token with the engine's compiled step (one fixed-shape graph over a cache of
     `compiled_cache_len` slots; CUDA graphs on CUDA) instead of eagerly.
@@ -92,6 +93,9 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     image_sizes (N, 2): AnyRes images' (height, width) (LLaVA-NeXT), pixel_values then (N, tiles, channels, H, W).
     pixel_values_videos, video_grid_thw, second_per_grid_ts: Qwen-VL's videos (TransformerLM.forward's; a video
     processor's dict, vision/qwen_video.py), beside the images or alone.
+    aspect_ratio_ids (B, N), aspect_ratio_mask (B, N, K): Llama 3.2 Vision's images, pixel_values then
+    (B, N, K, channels, H, W), each row's own (MllamaImageProcessor's); the cross-attention layers keep their image
+    keys from the prefill, and each new token sees the tiles its prompt's last token saw (as transformers).
     A prefix-LM (config prefix_lm: PaliGemma) reads each prompt bidirectionally, its new tokens causally.
     input_features (B, input_channels, frames): the sources of an encoder-decoder with an encoder front end (config
     encoder_input; Whisper's log-mel spectrograms; Moonshine's waveforms (B, 1, samples), right-padded with
@@ -182,7 +186,14 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                                        ).rows(repeat)
             extra = dict(embeds=image.embeds, rope_pos=image.rope_pos, rope_delta=image.rope_delta,
                          deepstack=image.deepstack)
+        elif getattr(model.vision, "cross", False) and pixel_values is not None:  # Llama 3.2 Vision
+            states, tiles = model.image_memory(request.prompt, pixel_values.to(device), _to(aspect_ratio_ids, device),
+                                               _to(aspect_ratio_mask, device))
+            extra = dict(memory=(_rows(states, repeat), _rows(tiles, repeat)))
         else:
+            if aspect_ratio_ids is not None or aspect_ratio_mask is not None:
+                raise LlmarchError("aspect_ratio_ids and aspect_ratio_mask describe Llama 3.2 Vision's pixel_values: "
+                                   f"given without them, or to {cfg.name}, which has no such tower")
             media = {k: v.to(device) for k, v in (("pixel_values", pixel_values), ("pixel_attention_mask",
                      pixel_attention_mask), *audio.items()) if v is not None}
             if image_sizes is not None:
@@ -214,6 +225,10 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
             out, ended = decode_loop(engine, first, request.prompt, request.max_new, temperature, top_k, top_p,
                                      request.eos_id, request.fill_id, generator, on_tokens, stop, seen, rules)
     return request.finish(out, ended) if as_lists else out
+
+
+def _to(t: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if t is None else torch.as_tensor(t).to(device)
 
 
 def _beam_scoring(seen: Seen | None, rules: TokenRules | None, P: int):

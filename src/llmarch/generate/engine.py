@@ -61,17 +61,22 @@ class Engine:
 
     def prefill(self, ids: torch.Tensor, embeds: torch.Tensor | None = None,
                 prefix_mask: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None,
-                rope_delta: torch.Tensor | None = None, deepstack: list | None = None) -> torch.Tensor:
+                rope_delta: torch.Tensor | None = None, deepstack: list | None = None,
+                memory: tuple | None = None) -> torch.Tensor:
         """ids (B, T) written at the next T slots -> logits (B, V) after each row's last token. embeds (B, T, C): their
         embeddings where they are not embed(ids) (images: TransformerLM.embed_inputs); prefix_mask (B, T): a
         prefix-LM's prefix among them (TransformerLM.forward); by default, for a prefix LM's first prefill (config
         prefix_lm: PaliGemma), its real tokens, so that every strategy over the engine reads a prompt alike.
         rope_pos (3, B, T), rope_delta (B,), deepstack: an image prompt's M-RoPE positions, the shift of every later
-        token's (kept for the steps after it) and its DeepStack features (vision/qwen_inputs.py ImagePrompt)."""
+        token's (kept for the steps after it) and its DeepStack features (vision/qwen_inputs.py ImagePrompt).
+        memory: an image prompt's (states (B, S, C), the tiles each token sees (B, T, S)) for the cross-attention
+        layers (TransformerLM.image_memory: Llama 3.2 Vision), which keep their keys for the steps after it."""
         if prefix_mask is None and self.length == 0 and self.model.config.prefix_lm:
             prefix_mask = torch.ones_like(ids) if self.mask is None else self.mask[:, :ids.shape[1]]
         extra = {k: v for k, v in (("embeds", embeds), ("prefix_mask", prefix_mask), ("rope_pos", rope_pos),
                                    ("deepstack", deepstack)) if v is not None}
+        if memory is not None:
+            extra["memory"], extra["memory_mask"] = memory
         if rope_delta is not None:
             self.rope_delta = rope_delta
         return self._step(ids, extra)
@@ -127,5 +132,7 @@ class Engine:
             return self.compiled(ids, pos, self.mask)[:, -1]
         if self.rope_delta is not None and "rope_pos" not in (extra or {}):
             extra = {**(extra or {}), "rope_delta": self.rope_delta}
-        return self.model.step(ids, pos, self.length, self.mask, self.source_mask, **(extra or {})).logits[:, -1]
+        extra = extra or {}
+        memory_mask = extra.pop("memory_mask", self.source_mask)
+        return self.model.step(ids, pos, self.length, self.mask, memory_mask, **extra).logits[:, -1]
 

@@ -8,18 +8,19 @@ weights for the round trip. The embedding table has 8 rows past the head's vocab
 vocab_size is vocab_size + 8 and head_vocab the head's rows. head_dim is hidden_size / heads whatever config.json
 says; `dropout` (training only) is not read.
 
-`mllama` checkpoints (MllamaForConditionalGeneration) read as their text model: the config is text_config, the
-weights under model.language_model.* (transformers 5) or language_model.model.* (as published); the vision model and
-projector are not read; written back as mllama_text_model."""
+`mllama` checkpoints (MllamaForConditionalGeneration) read whole: the text model from text_config, its weights under
+model.language_model.* (transformers 5) or language_model.model.* (as published), the vision model and projector by
+mllama_vision.py; with them the cross-attention layers read the image states (layers/vision_cross.py)."""
 from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from . import multimodal
 from .expressible import refuse_unless_read_back
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES, llama_like_config, llama_like_hf
 from .mapping import Rule
+from .mllama_vision import canonical_name, vision_fields, vision_hf, vision_rules
+from .multimodal import text_rules
 
 IMAGE_ROWS = 8  # MllamaTextModel's embedding holds vocab_size + 8 rows
 CROSS = "cross_attention"  # the layer type of the cross-attention layers
@@ -75,10 +76,19 @@ def from_config(cfg: ModelConfig) -> dict:
 
 
 def wrapper_config(hf: dict) -> ModelConfig:
-    """The multimodal `mllama` (MllamaForConditionalGeneration): its text_config, read as mllama_text_model."""
-    return to_config({**(hf.get("text_config") or {}), "_name_or_path": hf.get("_name_or_path")})
+    """The multimodal `mllama` (MllamaForConditionalGeneration): its text_config, read as mllama_text_model, with
+    its vision_config as the vision dict (mllama_vision.py)."""
+    cfg = to_config({**(hf.get("text_config") or {}), "_name_or_path": hf.get("_name_or_path")})
+    return cfg.replace(vision=vision_fields(hf, cfg.d_model), hf_model_type="mllama")
+
+
+def wrapper_hf(cfg: ModelConfig) -> dict:
+    text = from_config(cfg.replace(vision=None, hf_model_type="mllama_text_model"))
+    text.pop("architectures")
+    return dict(model_type="mllama", architectures=["MllamaForConditionalGeneration"], text_config=text,
+                **vision_hf(cfg))
 
 
 FAMILIES.register("mllama_text_model")(Family(RULES + CROSS_RULES, to_config, from_config, IGNORE))
-multimodal.register("mllama", FAMILIES["mllama_text_model"], wrapper_config, "mllama_text_model",
-                    (r"^(model\.)?(vision_model|multi_modal_projector)\.",))
+FAMILIES.register("mllama")(Family(text_rules(RULES + CROSS_RULES), wrapper_config, wrapper_hf, IGNORE,
+                                   canonical=canonical_name, tied_by_checkpoint=True, more_rules=vision_rules))

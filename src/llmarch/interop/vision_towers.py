@@ -28,7 +28,8 @@ _LAYOUTS = {"clip_vision_model": dict(class_token=True, pre_norm=True, patch_bia
 TOWER = "model.vision_tower."
 PROJECTOR = "model.multi_modal_projector."
 # q, k and v of a tower's attention, equal thirds of our qkv_proj (the text model's head counts do not size them)
-JOINS["vision_qkv"] = (lambda parts, cfg: torch.cat(parts), lambda t, cfg: list(t.chunk(3)))
+QKV = "vision_qkv"
+JOINS[QKV] = (lambda parts, cfg: torch.cat(parts), lambda t, cfg: list(t.chunk(3)))
 
 
 def tower_fields(hf: dict) -> dict:

@@ -101,6 +101,8 @@ class Block(nn.Module):
         # ModernBERT's first block reads the embedding norm's output as it is (first_mixer_norm); a block without a
         # mixer (mixer 'none', mixes False: Nemotron-H's MLP and MoE layers) has no norm for it and skips it
         self.mixes = mixer.mixes
+        # a mixer that is the whole block (Mixer.whole_block: Llama 3.2 Vision's cross-attention layer): x -> mixer(x)
+        self.whole_block = mixer.whole_block
         # hyper-connections whose gates norm each sublayer's input (Qwen4-Exp's): no ln1 or ln2
         hc = cfg.hyper_connection != "none" and HYPER_CONNECTIONS[cfg.hyper_connection].norms_input
         self.ln1 = None if not mixer.mixes or hc else make_norm(cfg) if layer or cfg.first_mixer_norm else nn.Identity()
@@ -189,8 +191,9 @@ class Block(nn.Module):
 
     def held_modules(self) -> list[nn.Module]:
         """The parts this block holds and never runs: TrOCR's held cross-attention (held_cross_width) and a mixer
-        that holds a layer its block skips (Mixer.runs False: Llama 3.2 Vision's cross-attention layers without
-        image states). Read and written back whole; an adapter's targets leave them out (adapters/targets.py)."""
+        that holds a layer its block skips in text-only use (Mixer.runs False: Llama 3.2 Vision's cross-attention
+        layers, which run only with image states). Read and written back whole; an adapter's targets leave them out
+        (adapters/targets.py)."""
         held = [self.ln_cross, self.cross_attn] if not self.cross and hasattr(self, "cross_attn") else []
         return held + ([] if self.seq_mixer.runs else [self.seq_mixer])
 
@@ -311,6 +314,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # x: (B, T, C)
         sub = self._modules  # not nn.Module's attribute fallback: a one-token step reads a dozen of them
         mixer, mlp = sub[self.mixer_attr], sub.get("mlp")  # .get: a part left out is None in __dict__
+        if self.whole_block:
+            return sub["hook_resid_post"](mixer(sub["hook_resid_pre"](x), ctx))
         if sub.get("attn_hc") is not None:
             return self._hyper(x, ctx)
         if sub.get("mlp_depth") is not None:

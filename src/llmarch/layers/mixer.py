@@ -38,6 +38,9 @@ it is; it calls this protocol:
   causality checks.
 - `holds_ffn`: True for a mixer that runs its block's FFNs itself (MobileBERT's bottleneck block, whose FFNs work at
   its inner width: bottleneck.py); the block then builds no FFN and no norm for one.
+- `whole_block`: True for a mixer that is its block's whole computation, x -> mixer(x, ctx), with its own norms,
+  residual adds and FFN (Llama 3.2 Vision's gated cross-attention layer, vision_cross.py, which returns x itself
+  without image states); its block builds no norm or FFN (with `mixes` False and `holds_ffn`).
 - `attr`: the attribute its block holds it under (attention keeps `attn`, so state-dict keys and hook
   names stay those of every checkpoint: blocks.{i}.attn.qkv_proj, blocks.{i}.attn.hook_pattern)."""
 from __future__ import annotations
@@ -59,7 +62,10 @@ class Mixer(nn.Module):
     reads_shared_blocks = False  # it runs one of the stack's shared blocks (ctx.shared_blocks)
     holds_ffn = False  # it runs the block's FFNs itself (bottleneck.py): the block builds none
     bidirectional_only = False  # no causal form (FNet's Fourier transform, ConvBERT's mixed attention): encoders only
-    runs = True  # False: it holds weights its block never runs (vision_cross): accounting counts no FLOPs for them
+    whole_block = False  # the block is this mixer alone: x -> mixer(x, ctx) (vision_cross)
+    # False: weights its block runs only with image states (vision_cross): text-only accounting counts no FLOPs for
+    # them, adapters leave them out
+    runs = True
 
     def __init__(self):
         super().__init__()

@@ -12,6 +12,8 @@ calls mix(y, x) after the sublayer's post-norm, if any, and its dropout):
   per channel, g * x + y (g at 1: the plain add);
 - layer_scale (CaiT's LayerScale, Touvron et al. 2021; InternViT's): the output times a learned gain per channel,
   x + g * y;
+- tanh_gate (Llama 3.2 Vision's global vision encoder, MllamaVisionEncoderLayer's gate_attn and gate_ffn; the tanh
+  gates of Flamingo, Alayrac et al. 2022, \u00a72.2): x + tanh(g) y, g one learned scalar;
 - affine (ZAYA1's ResidualScaling): the output and the stream each shifted and scaled per channel before their sum,
   (y + b_y) * s_y + (x + b_x) * s_x (at init, zeros and ones, the plain add);
 - ngpt (Dory, nvidia/NVIDIA-Nemotron-Labs-Dory1.0; Loshchilov et al. 2024, "nGPT", §2.2.2, eq. 10-11): the stream on
@@ -87,6 +89,18 @@ class LayerScale(nn.Module):
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight * y
+
+
+@RESIDUAL_MIXES.register("tanh_gate")
+class TanhGate(nn.Module):
+    """x + tanh(g) * y, g a learned scalar (1 at init, by the stack's init of 1-D weights)."""
+
+    def __init__(self, cfg, layer: int, sublayer: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight.tanh() * y
 
 
 @RESIDUAL_MIXES.register("affine")

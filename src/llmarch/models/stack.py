@@ -198,16 +198,17 @@ class Stack(StackInputs, nn.Module):
             prefix_mask: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
             bbox: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None,
             rope_delta: torch.Tensor | None = None, deepstack: list | None = None) -> torch.Tensor:
-        """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory
-        (B, S, C) and memory_mask (B, S) feed the cross-attention of a decoder stack; input_ids (B, T): the tokens
-        of x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose
-        tokens attend to each other both ways (masks.causal_mask; None: none, or with prefix_bidirectional the whole
-        call); prompt (P, C): the input of the prompt tokens (task_prompt), put before x in a sequence's first call
-        (slot 0). rope_pos (3, B, T): M-RoPE positions of this call's tokens (config mrope_section; images'
-        tokens: vision/qwen_inputs.py) that RoPE turns by in place of their row positions; rope_delta (B,): added to
-        the row positions of tokens after such a prompt (cached decoding). deepstack: (B, T, C) tensors added to the
-        hidden states after blocks 0, 1, ... (Qwen3-VL's DeepStack image features, zero off the image tokens).
-        Returns the final hidden states (B, T, C), or (B, 1, C) with last_only."""
+        """x (B, T, C): token embeddings. Masks, positions and caches as in TransformerLM.forward; memory (B, S, C) and
+        memory_mask (B, S) feed the cross-attention of a decoder stack, or Llama 3.2 Vision's image states and the tiles
+        each token sees, (B, T, S), its cross-attention layers (layers/vision_cross.py); input_ids (B, T): the tokens of
+        x, which per-layer inputs (ple_dim) look up; prefix_mask (B, T): a causal stack's prefix-LM prefix, whose tokens
+        attend to each other both ways (masks.causal_mask; None: none, or with prefix_bidirectional the whole call);
+        prompt (P, C): the input of the prompt tokens (task_prompt), put before x in a sequence's first call (slot 0).
+        rope_pos (3, B, T): M-RoPE positions of this call's tokens (config mrope_section; images' tokens:
+        vision/qwen_inputs.py) that RoPE turns by in place of their row positions; rope_delta (B,): added to the row
+        positions of tokens after such a prompt (cached decoding). deepstack: (B, T, C) tensors added to the hidden
+        states after blocks 0, 1, ... (Qwen3-VL's DeepStack image features, zero off the image tokens). Returns the
+        final hidden states (B, T, C), or (B, 1, C) with last_only."""
         if (rope_pos is not None or rope_delta is not None) and self._stack_cfg.mrope_section is None:
             raise LlmarchError("rope_pos and rope_delta are M-RoPE positions, for a config with mrope_section")
         if deepstack is not None and (self.recurrence is not None or self._stack_cfg.reversible_backward):
@@ -265,7 +266,7 @@ class Stack(StackInputs, nn.Module):
                                input_pos=input_pos,
                                positions=row_pos, kv_len=kv_len, memory=memory, pad_mask=pad_mask,
                                global_mask=_key_slots(global_attention_mask, key_len, False),
-                               memory_mask=None if memory_mask is None else memory_mask.bool()[:, None, None, :],
+                               memory_mask=_memory_mask(memory_mask),
                                shared_kv={} if cfg.kv_shared_layers or cfg.kv_source_layers else None,
                                relative=positions.relative(input_pos, key_len),
                                side_bias=positions.side_bias(input_pos, key_len, pad_mask), rotary=positions.rotary,
@@ -376,6 +377,13 @@ def _rotary_fields(cfg: ModelConfig) -> tuple:
     """What a layer type's rotary tables depend on: its positions kind, head width and every rope_* field."""
     return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                  if f.name in ("positions", "head_dim") or f.name.startswith("rope_"))
+
+
+def _memory_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A memory mask (B, S) or per query (B, T, S) as attention reads it, bool (B, 1, 1|T, S)."""
+    if mask is None:
+        return None
+    return mask.bool()[:, None, None, :] if mask.dim() == 2 else mask.bool()[:, None]
 
 
 def _key_slots(mask: torch.Tensor | None, key_len: int, fill: bool) -> torch.Tensor | None:

@@ -17,6 +17,8 @@ from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.anyres import AnyResImageInputs
 from ..vision.inputs import ImageInputs, check_image_arguments
+from ..vision.mllama_config import is_mllama
+from ..vision.mllama_tower import MllamaImageInputs
 from ..vision.naflex import NaFlexImageInputs
 from ..vision.pixtral_config import is_pixtral
 from ..vision.pixtral_tower import PixtralImageInputs
@@ -52,9 +54,10 @@ class TransformerLM(Stack):
         streams = max(cfg.codebooks, 1)  # K codebooks: K tables and K heads side by side (layers/codebooks.py)
         self.embed = nn.Embedding(cfg.vocab_size * streams, cfg.embed_width)
         # images as embeddings (vision/): a ViT and projector (LLaVA's), or Qwen2-VL's or Pixtral's tower of merged
-        # patches
+        # patches; or as the memory of cross-attention layers (Llama 3.2 Vision's: `cross`)
         self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else \
             PixtralImageInputs(cfg) if is_pixtral(cfg.vision) else \
+            MllamaImageInputs(cfg) if is_mllama(cfg.vision) else \
             AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else \
             NaFlexImageInputs(cfg) if cfg.vision.get("naflex") else ImageInputs(cfg)
         self.audio = None if cfg.audio is None else AudioInputs(cfg)  # audio as embeddings (audio/): Qwen2-Audio's
@@ -92,7 +95,9 @@ class TransformerLM(Stack):
                 image_sizes: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
                 video_grid_thw: torch.Tensor | None = None, second_per_grid_ts: torch.Tensor | None = None,
                 input_features: torch.Tensor | None = None,
-                feature_attention_mask: torch.Tensor | None = None) -> ModelOutput:
+                feature_attention_mask: torch.Tensor | None = None, aspect_ratio_ids: torch.Tensor | None = None,
+                aspect_ratio_mask: torch.Tensor | None = None,
+                cross_attention_mask: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T). attention_mask (B, S'): 1 for real tokens, 0 for (left) padding, over key slots
         0..S'-1 (S' >= this call's last slot + 1). input_pos (T,): cache slots of these tokens, default 0..T-1.
         last_only: compute logits for the last position only (prefill). kv_len: with a cache, the number of
@@ -127,7 +132,11 @@ class TransformerLM(Stack):
         temporal patch of each video, which its temporal positions follow (vision/qwen_inputs.py).
         input_features (N, n_mels, frames): N audio clips' log-mel spectrograms, whose features take the positions of
         the config's audio token (audio/inputs.py); feature_attention_mask (N, frames): their real frames, for a tower
-        that masks padding (Qwen2-Audio's; None: all real)."""
+        that masks padding (Qwen2-Audio's; None: all real).
+        aspect_ratio_ids (B, N), aspect_ratio_mask (B, N, K): Llama 3.2 Vision's images (vision/mllama_tower.py), with
+        pixel_values (B, N, K, channels, H, W) each row's N images in K tiles; the cross-attention layers read their
+        states, each token the tiles of the images its row's image tokens give it (image_memory), or those of
+        cross_attention_mask (B, T, N, K) where given (MllamaProcessor's)."""
         cfg = self.config  # inputs no part reads would be dropped without a word: refused
         if bbox is not None and self.box_embed is None:
             raise LlmarchError(f"{cfg.name} has no box embeddings (config box_vocab_size) to read bbox")
@@ -141,7 +150,15 @@ class TransformerLM(Stack):
         rope_pos = deepstack = None
         videos = {k: v for k, v in (("pixel_values_videos", pixel_values_videos), ("video_grid_thw", video_grid_thw),
                                     ("second_per_grid_ts", second_per_grid_ts)) if v is not None}
-        if image_grid_thw is None and not videos:
+        memory = memory_mask = None
+        if getattr(self.vision, "cross", False) and pixel_values is not None:
+            memory, memory_mask = self.image_memory(input_ids, pixel_values, aspect_ratio_ids, aspect_ratio_mask,
+                                                    cross_attention_mask)
+            embeds = self.embed_inputs(input_ids)
+        elif aspect_ratio_ids is not None or aspect_ratio_mask is not None or cross_attention_mask is not None:
+            raise LlmarchError("aspect_ratio_ids, aspect_ratio_mask and cross_attention_mask describe Llama 3.2 "
+                               f"Vision's pixel_values: given without them, or to {cfg.name}, which has no such tower")
+        elif image_grid_thw is None and not videos:
             embeds = self.embed_inputs(input_ids, pixel_values, pixel_attention_mask, image_sizes, input_features,
                                        feature_attention_mask)
         else:
@@ -160,7 +177,8 @@ class TransformerLM(Stack):
         x = self.run(embeds, attention_mask, input_pos, kv_len, token_type_ids, last_only,
                      global_attention_mask=global_attention_mask, document_ids=document_ids, input_ids=input_ids,
                      task_type_ids=task_type_ids, lang_ids=lang_ids, prefix_mask=prefix_mask,
-                     prompt=self._prompt(), bbox=bbox, rope_pos=rope_pos, rope_delta=rope_delta, deepstack=deepstack)
+                     prompt=self._prompt(), bbox=bbox, rope_pos=rope_pos, rope_delta=rope_delta, deepstack=deepstack,
+                     memory=memory, memory_mask=memory_mask)
         pad_mask = None
         if attention_mask is not None and self.config.head in ("classify", "embed"):
             pad_mask = attention_mask[:, :input_ids.shape[1]].bool()
@@ -170,15 +188,18 @@ class TransformerLM(Stack):
              attention_mask: torch.Tensor | None, memory_mask: torch.Tensor | None = None,
              embeds: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None,
              rope_pos: torch.Tensor | None = None, rope_delta: torch.Tensor | None = None,
-             deepstack: list | None = None) -> ModelOutput:
+             deepstack: list | None = None, memory: torch.Tensor | None = None) -> ModelOutput:
         """The decoding engine's step (generate/engine.py): forward(ids, attention_mask, input_pos, last_only=True,
         kv_len) without the input checks, which read ids back to the host (a GPU sync per token) for ids that
-        the model itself produced. memory_mask: unused (encoder-decoders' source padding). embeds (B, T, C): the
+        the model itself produced. memory (B, S, C) and memory_mask (B, T, S): an image prompt's states and the tiles
+        each token sees (image_memory), for its cross-attention layers; else memory_mask is unused (encoder-decoders'
+        source padding). embeds (B, T, C): the
         prompt's embeddings in place of embed(ids) (embed_inputs: with images); prefix_mask as in forward; rope_pos,
         rope_delta, deepstack: an image prompt's (image_prompt), as Stack.run takes them."""
         x = self.run(self._embed(ids) if embeds is None else embeds, attention_mask, input_pos, kv_len, last_only=True,
                      input_ids=ids, prefix_mask=prefix_mask, prompt=self._prompt(), rope_pos=rope_pos,
-                     rope_delta=rope_delta, deepstack=deepstack)
+                     rope_delta=rope_delta, deepstack=deepstack, memory=memory,
+                     memory_mask=None if memory is None else memory_mask)
         return ModelOutput(logits=self._head(x, None), hidden_states=x)
 
     def image_prompt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -199,6 +220,16 @@ class TransformerLM(Stack):
         embeds = self.embed_inputs(input_ids, input_features=input_features,
                                    feature_attention_mask=feature_attention_mask)  # the ids checked
         return self.vision.prompt(embeds, input_ids, attention_mask, pixel_values, image_grid_thw, **videos)
+
+    def image_memory(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, aspect_ratio_ids: torch.Tensor | None,
+                     aspect_ratio_mask: torch.Tensor | None,
+                     cross_attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Llama 3.2 Vision's images (forward's arguments) -> the image states (B, S, C) its cross-attention layers
+        read and the tiles each token sees, bool (B, T, S) (vision/mllama_tower.py)."""
+        if not getattr(self.vision, "cross", False):
+            raise LlmarchError(f"{self.config.name} has no cross-attention image tower (Llama 3.2 Vision's)")
+        check_ids(input_ids, self.config, self.cache_len)
+        return self.vision.memory(input_ids, pixel_values, aspect_ratio_ids, aspect_ratio_mask, cross_attention_mask)
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                      pixel_attention_mask: torch.Tensor | None = None,

@@ -10,6 +10,7 @@ from ..errors import LlmarchError
 from .fields import check_numbers, check_positive, check_switches, check_token_id, read_fields
 from ..layers.ffn import ACTIVATIONS
 from . import anyres_grid
+from .mllama_config import is_mllama, mllama_vision_config
 from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
 from .resampler_config import resampler_config
@@ -258,6 +259,14 @@ def check_vision(cfg) -> None:
                                f"{cfg.d_model}")
         if cfg.mrope_section is None:  # images' tokens are placed by M-RoPE's three axes
             raise LlmarchError("a qwen_vl vision tower needs M-RoPE (mrope_section)")
+    elif is_mllama(cfg.vision):
+        if mllama_vision_config(cfg.vision).out_width != cfg.d_model:
+            raise LlmarchError(f"the vision projector's out_width {cfg.vision['out_width']} must be the text width "
+                               f"{cfg.d_model}")
+        mixers = {cfg.mixer, *(o.get("mixer") for o in (cfg.layer_overrides or {}).values())}
+        if "vision_cross" not in mixers:
+            raise LlmarchError("a Llama 3.2 Vision tower (vision tower 'mllama') needs cross-attention layers "
+                               "(mixer 'vision_cross') to read its images")
     elif is_pixtral(cfg.vision):
         if pixtral_vision_config(cfg.vision).out_width != cfg.d_model:
             raise LlmarchError(f"the vision projector's out_width {cfg.vision['out_width']} must be the text width "

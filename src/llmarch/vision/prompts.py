@@ -8,11 +8,13 @@ arguments: pixel_values, and image_grid_thw where the processor gives one), whic
 from __future__ import annotations
 
 from ..errors import LlmarchError
-from . import tiled_layouts  # noqa: F401  (registers the tiling families' layouts)
+from . import mllama_images, tiled_layouts
 from .idefics3_images import image_text
 from .prompt_parts import PROMPTS, bos_text, count, expand, image_token, named_token, processor, substituted, vision_of
 
 __all__ = ["PROMPTS", "VISION_START", "VISION_END", "image_request", "chat_request"]
+# imported for what they register: the tiling families' layouts, Llama 3.2 Vision's processor and prompt
+REGISTERING = (tiled_layouts, mllama_images)
 
 
 def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], dict]:
@@ -37,6 +39,8 @@ def chat_request(model, tok, text: str, images: list) -> tuple[list[int], dict]:
     if not (bos and text.startswith(bos)):
         return layout(v, tok, text, images, arguments), arguments
     bos_id = tok.encode_offsets(bos)[0][0]
+    # a layout that adds BOS itself (MllamaProcessor's) has a form for a text whose BOS the template wrote (after_bos)
+    layout = getattr(layout, "after_bos", layout)
     ids = layout(v, tok, text[len(bos):], images, arguments)  # the tokenizer's own BOS, where it adds one
     return (ids if ids[:1] == [bos_id] else [bos_id] + ids), arguments
 
