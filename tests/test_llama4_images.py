@@ -1,0 +1,118 @@
+"""Llama 4's images from files (vision/llama4_images.py: Llama4ImageProcessor's canvas, resize, zero padding, bfloat16
+normalization, tiles and global tile; tiled_layouts.py's Llama4Processor layout) against transformers: its
+Llama4ImageProcessor exists only for torchvision, which is not installed here; where it is, pixel_values and
+input_ids are compared with Llama4Processor's, and everywhere with the digests of what that processor gave
+(transformers 5.25, torchvision 0.28) on the same RGB images (a wide one on a 1 x 2 canvas, a small one upscaled to
+one tile, a large one on 2 x 2) and prompt; and on a tiny random Llama 4 saved by transformers the greedy tokens of
+its generate, `llmarch generate --image`, a chat template's image parts and the server's image_url parts."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import llmarch
+from conftest import saved_with_processor
+from llmarch.data.tokenizer import load_tokenizer
+from llmarch.errors import LlmarchError
+from llmarch.vision.image_files import read_image
+from llmarch.vision.prompts import chat_request, image_request
+from test_tiled_vlm_images import generate_prints, sha
+from test_vision_images import tokenizer
+
+transformers = pytest.importorskip("transformers")
+Image = pytest.importorskip("PIL.Image")
+
+SPECIAL = ["<unk>", "<s>", "</s>", "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>",
+           "<|tile_y_separator|>", "<|image|>"]
+TEXT = dict(hidden_size=32, intermediate_size=32, intermediate_size_mlp=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, num_local_experts=2, attention_chunk_size=16, floor_scale=8,
+            pad_token_id=0)
+VISION = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, image_size=56,
+              patch_size=14, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+# Llama4ImageProcessor as its processor saves it: 56-pixel tiles, at most 4 of them
+IMAGES = {"image_processor_type": "Llama4ImageProcessor", "do_convert_rgb": True, "do_normalize": True,
+          "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+          "max_patches": 4, "resample": 2, "rescale_factor": 1 / 255, "resize_to_max_canvas": False,
+          "size": {"height": 56, "width": 56}}
+PROMPT = "what is in <|image|>, <|image|> and <|image|>?"
+# sha256 of Llama4Processor's pixel_values (as float32 bytes, (9, 3, 56, 56)) and of str(input_ids) on rgb_images()
+# and PROMPT (transformers 5.25, torchvision 0.28)
+PIXELS_SHA = "23e046a6712583f5b9213db45b56094546c443087d45d2e1d7d08da6e10433ce"
+IDS_SHA = "9c4c892ed844c0691c72223cf98fa062af9654599b53918c0173300daefdbc47"
+
+
+def rgb_images():
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for shape in ((23, 57, 3), (9, 11, 3),
+                                                                                       (70, 90, 3))]
+
+
+@pytest.fixture(scope="module")
+def llama4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama4")
+    tok = tokenizer(SPECIAL, pad_token="<unk>")
+    torch.manual_seed(0)
+    conf = transformers.Llama4Config(text_config=dict(TEXT, vocab_size=len(tok)), vision_config=VISION,
+                                     image_token_index=tok.convert_tokens_to_ids("<|patch|>"))
+    hf = saved_with_processor(transformers.Llama4ForConditionalGeneration(conf), path, tok.eos_token_id, tok)
+    (path / "processor_config.json").write_text(json.dumps({"image_processor": IMAGES, "patch_size": 14,
+                                                            "pixel_shuffle_ratio": 0.5,
+                                                            "processor_class": "Llama4Processor"}))
+    return path, hf, tok
+
+
+def test_llama4_prompt_and_pixels_are_the_processors(llama4):
+    path, hf, hf_tok = llama4
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    ids, arguments = image_request(model, tok, PROMPT, rgb_images())
+    assert list(arguments) == ["pixel_values"] and arguments["pixel_values"].shape == (3 + 1 + 5, 3, 56, 56)
+    assert sha(arguments["pixel_values"].numpy().tobytes()) == PIXELS_SHA and sha(str(ids).encode()) == IDS_SHA
+    assert ids[0] == hf_tok.bos_token_id and ids.count(model.vision.v.image_token_id) == 4 * 9
+    assert image_request(model, tok, "what?", rgb_images()[:1])[0] == image_request(model, tok, "<|image|>what?",
+                                                                                    rgb_images()[:1])[0]
+    expected = hf.generate(input_ids=torch.tensor([ids]), pixel_values=arguments["pixel_values"], max_new_tokens=5,
+                           do_sample=False)[0].tolist()
+    assert llmarch.generate(model, [ids], 5, **arguments)[0] == expected
+
+
+def test_llama4_against_transformers_processor(llama4):
+    """Where torchvision is installed: transformers' own Llama4Processor."""
+    pytest.importorskip("torchvision")
+    path, _, tok = llama4
+    processor = transformers.Llama4Processor(image_processor=transformers.Llama4ImageProcessor(**IMAGES),
+                                             tokenizer=tok, patch_size=14, pixel_shuffle_ratio=0.5)
+    model, ours_tok = llmarch.load(path), load_tokenizer(path)
+    ids, arguments = image_request(model, ours_tok, PROMPT, rgb_images())
+    want = processor(images=rgb_images(), text=PROMPT, return_tensors="pt")
+    assert ids == want["input_ids"][0].tolist() and torch.equal(arguments["pixel_values"], want["pixel_values"].float())
+
+
+def test_llama4_processor_settings_must_agree_with_the_model(llama4, tmp_path):
+    path, _, _ = llama4
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    tok.side_files = dict(tok.side_files, **{"processor_config.json": json.dumps(
+        {"image_processor": IMAGES, "patch_size": 7}).encode()})
+    with pytest.raises(LlmarchError, match="a tile"):
+        image_request(model, tok, PROMPT, rgb_images())
+    tok.side_files["processor_config.json"] = json.dumps({"image_processor": dict(IMAGES, resample=3)}).encode()
+    with pytest.raises(LlmarchError, match="resample"):
+        image_request(model, tok, PROMPT, rgb_images())
+
+
+def test_llama4_chat_places_images_at_its_placeholder(llama4):
+    path, _, _ = llama4
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    text = "<s>user: <|image|>what is in the picture?"
+    ids, _ = chat_request(model, tok, text, rgb_images()[2:])
+    assert ids == image_request(model, tok, text.removeprefix("<s>"), rgb_images()[2:])[0]
+
+
+def test_cli_generate_with_a_llama4_image(llama4, tmp_path, capsys):
+    path, hf, tok = llama4
+    rgb_images()[2].save(tmp_path / "big.png")
+    prompt = "<|image|>what is in the picture?"
+    ids, arguments = image_request(llmarch.load(path), load_tokenizer(path), prompt, [read_image(tmp_path / "big.png")])
+    out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=arguments["pixel_values"], max_new_tokens=4,
+                      do_sample=False)[0]
+    generate_prints(capsys, path, tmp_path / "big.png", prompt, tok.decode(out, skip_special_tokens=True))
