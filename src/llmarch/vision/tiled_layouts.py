@@ -1,6 +1,7 @@
 """Prompt layouts of the families whose image processors tile images or size them freely (InternVL, Aya Vision,
 Cohere2 Vision, LFM2-VL, Idefics2, Mistral 3, Llama 4): each image's placeholder becomes its tiles' or rows' tokens
-as the family's transformers processor writes them. Registered in prompt_parts.PROMPTS (prompts.py imports this module)."""
+as the family's transformers processor writes them. Registered in prompt_parts.PROMPTS (prompts.py imports this
+module)."""
 from __future__ import annotations
 
 import json
