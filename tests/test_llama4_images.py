@@ -5,6 +5,7 @@ input_ids are compared with Llama4Processor's, and everywhere with the digests o
 (transformers 5.25, torchvision 0.28) on the same RGB images (a wide one on a 1 x 2 canvas, a small one upscaled to
 one tile, a large one on 2 x 2) and prompt; and on a tiny random Llama 4 saved by transformers the greedy tokens of
 its generate, `llmarch generate --image`, a chat template's image parts and the server's image_url parts."""
+import base64
 import json
 
 import numpy as np
@@ -22,6 +23,8 @@ from test_vision_images import tokenizer
 
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
+# Llama4Processor's default chat template: an image part is <|image|>
+from transformers.models.llama4.processing_llama4 import chat_template as CHAT_TEMPLATE  # noqa: E402
 
 SPECIAL = ["<unk>", "<s>", "</s>", "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>",
            "<|tile_y_separator|>", "<|image|>"]
@@ -35,6 +38,7 @@ IMAGES = {"image_processor_type": "Llama4ImageProcessor", "do_convert_rgb": True
           "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
           "max_patches": 4, "resample": 2, "rescale_factor": 1 / 255, "resize_to_max_canvas": False,
           "size": {"height": 56, "width": 56}}
+ASKED = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is in the picture?"}]}]
 PROMPT = "what is in <|image|>, <|image|> and <|image|>?"
 # sha256 of Llama4Processor's pixel_values (as float32 bytes, (9, 3, 56, 56)) and of str(input_ids) on rgb_images()
 # and PROMPT (transformers 5.25, torchvision 0.28)
@@ -52,6 +56,7 @@ def rgb_images():
 def llama4(tmp_path_factory):
     path = tmp_path_factory.mktemp("llama4")
     tok = tokenizer(SPECIAL, pad_token="<unk>")
+    tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
     conf = transformers.Llama4Config(text_config=dict(TEXT, vocab_size=len(tok)), vision_config=VISION,
                                      image_token_index=tok.convert_tokens_to_ids("<|patch|>"))
@@ -86,6 +91,9 @@ def test_llama4_against_transformers_processor(llama4):
     ids, arguments = image_request(model, ours_tok, PROMPT, rgb_images())
     want = processor(images=rgb_images(), text=PROMPT, return_tensors="pt")
     assert ids == want["input_ids"][0].tolist() and torch.equal(arguments["pixel_values"], want["pixel_values"].float())
+    text = processor.apply_chat_template(ASKED, add_generation_prompt=True)
+    want = processor(images=rgb_images()[2:], text=text, add_special_tokens=False, return_tensors="pt")
+    assert chat_request(model, ours_tok, text, rgb_images()[2:])[0] == want["input_ids"][0].tolist()
 
 
 def test_llama4_processor_settings_must_agree_with_the_model(llama4, tmp_path):
@@ -116,3 +124,33 @@ def test_cli_generate_with_a_llama4_image(llama4, tmp_path, capsys):
     out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=arguments["pixel_values"], max_new_tokens=4,
                       do_sample=False)[0]
     generate_prints(capsys, path, tmp_path / "big.png", prompt, tok.decode(out, skip_special_tokens=True))
+
+
+def test_terminal_chat_and_server_with_a_llama4_image(llama4, tmp_path):
+    """`llmarch chat`'s /image and the server's image_url part: transformers' greedy reply to the chat template's
+    prompt (its ids those of Llama4Processor: test_llama4_against_transformers_processor)."""
+    from starlette.testclient import TestClient
+
+    from llmarch.serve.app import Server, build_app
+    from llmarch.serve.terminal import Conversation, chat_loop
+
+    path, hf, hf_tok = llama4
+    rgb_images()[2].save(tmp_path / "big.png")
+    model, tok = llmarch.load(path), load_tokenizer(path)
+    text = hf_tok.apply_chat_template(ASKED, add_generation_prompt=True, tokenize=False)
+    ids, arguments = chat_request(model, tok, text, [read_image(tmp_path / "big.png")])
+    out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=arguments["pixel_values"], max_new_tokens=5,
+                      do_sample=False)[0, len(ids):]
+    reply = hf_tok.decode(out, skip_special_tokens=True)
+
+    conversation = Conversation(model, tok, max_tokens=5, temperature=0)
+    lines = iter([f"/image {tmp_path / 'big.png'}", "what is in the picture?", "/exit"])
+    chat_loop(conversation, lambda _: next(lines), lambda _: None)
+    assert conversation.history[1]["content"] == reply
+
+    url = "data:image/png;base64," + base64.b64encode((tmp_path / "big.png").read_bytes()).decode()
+    asked = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                          {"type": "text", "text": "what is in the picture?"}]}]
+    with TestClient(build_app(Server(model, tok, "llama4", max_batch=2))) as client:
+        answer = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=5, temperature=0)).json()
+    assert answer["choices"][0]["message"]["content"] == reply and answer["usage"]["prompt_tokens"] == len(ids)
