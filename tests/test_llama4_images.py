@@ -2,13 +2,12 @@
 normalization, tiles and global tile; tiled_layouts.py's Llama4Processor layout) against transformers: its
 Llama4ImageProcessor exists only for torchvision, which is not installed here; where it is, pixel_values and
 input_ids are compared with Llama4Processor's, and everywhere with the digests of what that processor gave
-(transformers 5.25, torchvision 0.28) on the same RGB images (a wide one on a 1 x 2 canvas, a small one upscaled to
+(transformers 5.25, torchvision 0.28) on the same RGB images as LFM2-VL's test (a wide one on a 1 x 2 canvas, a small one upscaled to
 one tile, a large one on 2 x 2) and prompt; and on a tiny random Llama 4 saved by transformers the greedy tokens of
 its generate, `llmarch generate --image`, a chat template's image parts and the server's image_url parts."""
 import base64
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,11 +17,11 @@ from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import chat_request, image_request
+from test_lfm2_vl_images import rgb_images
 from test_tiled_vlm_images import generate_prints, sha
 from test_vision_images import tokenizer
 
 transformers = pytest.importorskip("transformers")
-Image = pytest.importorskip("PIL.Image")
 # Llama4Processor's default chat template: an image part is <|image|>
 from transformers.models.llama4.processing_llama4 import chat_template as CHAT_TEMPLATE  # noqa: E402
 
@@ -44,12 +43,6 @@ PROMPT = "what is in <|image|>, <|image|> and <|image|>?"
 # and PROMPT (transformers 5.25, torchvision 0.28)
 PIXELS_SHA = "23e046a6712583f5b9213db45b56094546c443087d45d2e1d7d08da6e10433ce"
 IDS_SHA = "9c4c892ed844c0691c72223cf98fa062af9654599b53918c0173300daefdbc47"
-
-
-def rgb_images():
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for shape in ((23, 57, 3), (9, 11, 3),
-                                                                                       (70, 90, 3))]
 
 
 @pytest.fixture(scope="module")
