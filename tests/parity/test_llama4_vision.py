@@ -142,5 +142,7 @@ def test_configs_the_tower_cannot_run_are_refused(tmp_path):
         vision_config(dict(good, class_token=False))
     with pytest.raises(LlmarchError, match="multiple of 4"):
         vision_config(dict(good, n_heads=4, width=24, ffn_hidden=96))
+    with pytest.raises(LlmarchError, match="class_last"):
+        vision_config(dict(good, class_last=False))
     with pytest.raises(LlmarchError, match="rope_theta"):
         vision_config(dict(good, rope_theta=True))

@@ -180,8 +180,8 @@ def vision_config(data: dict) -> VisionConfig:
             v.projector not in ("mlp", "norm_mlp", "pixel_shuffle_mlp2") and not swiglu or not isinstance(hidden, int)
             or isinstance(hidden, bool) or hidden <= 0 or swiglu and hidden % 2):
         raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive integer (even for a *_swiglu "
-                           "projector, which needs it), for a *_swiglu, mlp or norm_mlp projector (got "
-                           f"{v.projector!r})")
+                           "projector, which needs it), for a *_swiglu, mlp, norm_mlp or pixel_shuffle_mlp2 "
+                           f"projector (got {v.projector!r})")
     if v.position_buckets and (v.class_token or not v.post_norm or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token, a post_norm and no "
                            "feature_layers")
@@ -223,9 +223,10 @@ def _check_llama4_fields(v: VisionConfig) -> None:
                            "output: it needs class_token and no feature_layers")
     if v.rope_theta is not None:
         check_numbers(v, ("rope_theta",))
-        if (v.width // v.n_heads) % 4:
-            raise LlmarchError(f"vision rope_theta (2-D RoPE) needs heads of a multiple of 4 dims, not "
-                               f"{v.width // v.n_heads}")
+        if (v.width // v.n_heads) % 4 or not v.class_last or v.position_buckets or v.naflex:
+            raise LlmarchError(f"vision rope_theta (Llama 4's 2-D RoPE over the image_size grid) needs heads of a "
+                               f"multiple of 4 dims (not {v.width // v.n_heads}), class_last, and no "
+                               "position_buckets or naflex")
 
 
 def _check_pinpoints(v: VisionConfig) -> None:
