@@ -7,6 +7,7 @@ one tile, a large one on 2 x 2) and prompt; and on a tiny random Llama 4 saved b
 its generate, `llmarch generate --image`, a chat template's image parts and the server's image_url parts."""
 import base64
 import json
+import shutil
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from llmarch.data.tokenizer import load_tokenizer
 from llmarch.errors import LlmarchError
 from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import chat_request, image_request
+from test_cli_trust import one_line_error
 from test_lfm2_vl_images import rgb_images
 from test_tiled_vlm_images import generate_prints, sha
 from test_vision_images import tokenizer
@@ -147,3 +149,12 @@ def test_terminal_chat_and_server_with_a_llama4_image(llama4, tmp_path):
     with TestClient(build_app(Server(model, tok, "llama4", max_batch=2))) as client:
         answer = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=5, temperature=0)).json()
     assert answer["choices"][0]["message"]["content"] == reply and answer["usage"]["prompt_tokens"] == len(ids)
+
+
+def test_cli_refuses_a_processor_that_disagrees_with_the_model_in_one_line(llama4, tmp_path, capsys):
+    path, _, _ = llama4
+    bad = shutil.copytree(path, tmp_path / "bad")
+    (bad / "processor_config.json").write_text(json.dumps({"image_processor": IMAGES, "patch_size": 7}))
+    rgb_images()[0].save(tmp_path / "wide.png")
+    one_line_error(capsys, "a tile", "generate", "--checkpoint", bad, "--image", tmp_path / "wide.png", "--prompt",
+                   "<|image|>what?", "--max-new-tokens", "2")

@@ -146,3 +146,19 @@ def test_configs_the_tower_cannot_run_are_refused(tmp_path):
         vision_config(dict(good, class_last=False))
     with pytest.raises(LlmarchError, match="rope_theta"):
         vision_config(dict(good, rope_theta=True))
+
+
+def test_scouts_published_vision_config():
+    """Llama-4-Scout-17B-16E's vision_config as published (rope_theta at its top level): 336-pixel tiles of 144
+    tokens at <|patch|> (200092), a 4096-wide projector."""
+    from llmarch.interop.llama4_vision import to_config
+    from llmarch.vision.config import vision_config
+
+    scout = dict(hidden_act="gelu", hidden_size=1408, image_size=336, intermediate_size=5632,
+                 model_type="llama4_vision_model", multi_modal_projector_bias=False, norm_eps=1e-05,
+                 num_attention_heads=16, num_channels=3, num_hidden_layers=34, patch_size=14, pixel_shuffle_ratio=0.5,
+                 projector_input_dim=4096, projector_output_dim=4096, rope_theta=10000, vision_feature_layer=-1,
+                 vision_feature_select_strategy="default", vision_output_dim=4096)
+    v = vision_config(to_config(dict(text_config=TEXT, vision_config=scout, image_token_index=200092)).vision)
+    assert (v.tokens_per_image, v.rope_theta, v.image_token_id, v.projector_hidden, v.n_layers, v.feature_width) == \
+        (144, 10000.0, 200092, 4096, 34, 5632)
