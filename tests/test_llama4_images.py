@@ -20,7 +20,7 @@ from llmarch.vision.image_files import read_image
 from llmarch.vision.prompts import chat_request, image_request
 from test_cli_trust import one_line_error
 from test_lfm2_vl_images import rgb_images
-from test_tiled_vlm_images import generate_prints, sha
+from test_tiled_vlm_images import generate_prints, ours_and_theirs, sha
 from test_vision_images import tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -82,9 +82,7 @@ def test_llama4_against_transformers_processor(llama4):
     path, _, tok = llama4
     processor = transformers.Llama4Processor(image_processor=transformers.Llama4ImageProcessor(**IMAGES),
                                              tokenizer=tok, patch_size=14, pixel_shuffle_ratio=0.5)
-    model, ours_tok = llmarch.load(path), load_tokenizer(path)
-    ids, arguments = image_request(model, ours_tok, PROMPT, rgb_images())
-    want = processor(images=rgb_images(), text=PROMPT, return_tensors="pt")
+    model, ours_tok, (ids, arguments), want = ours_and_theirs(path, processor, PROMPT, rgb_images())
     assert ids == want["input_ids"][0].tolist() and torch.equal(arguments["pixel_values"], want["pixel_values"].float())
     text = processor.apply_chat_template(ASKED, add_generation_prompt=True)
     want = processor(images=rgb_images()[2:], text=text, add_special_tokens=False, return_tensors="pt")
