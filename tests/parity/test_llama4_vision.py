@@ -121,10 +121,13 @@ def test_round_trip_loads_in_transformers(pair, tmp_path):
     assert from_hf(tmp_path / "out").config.to_dict() == ours.config.to_dict()
 
 
-def test_a_text_model_is_not_written_as_llama4(pair, tmp_path):
-    text = llmarch.build(pair[1].config.replace(vision=None))
+def test_a_text_model_or_another_tower_is_not_written_as_llama4(pair, tmp_path):
+    cfg = pair[1].config
     with pytest.raises(LlmarchError, match="llama4_text"):
-        to_hf(text, tmp_path / "out")
+        to_hf(llmarch.build(cfg.replace(vision=None)), tmp_path / "out")
+    with pytest.raises(LlmarchError, match="projector_bias"):
+        to_hf(llmarch.build(cfg.replace(vision=dict(cfg.vision, projector_bias=True))), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_configs_the_tower_cannot_run_are_refused(tmp_path):

@@ -94,15 +94,20 @@ _FIXED = dict(act="gelu", norm="layernorm", norm_eps=1e-5, qkv_bias=True, qk_nor
 
 
 def _needs(cfg: ModelConfig) -> str | None:
-    return None if cfg.vision is not None else "a vision model (write a text-only model as llama4_text)"
+    """What keeps a model from being written as llama4 (asked before its rules): no vision model, or one whose
+    fields Llama4VisionModel fixes otherwise."""
+    if cfg.vision is None:
+        return "a vision model (write a text-only model as llama4_text)"
+    v = vision_config(cfg.vision)
+    wrong = sorted(k for k, x in _FIXED.items() if getattr(v, k) != x) + (["rope_theta"] if v.rope_theta is None
+                                                                          else [])
+    if v.ffn_hidden != v.width * v.shuffle_factor ** 2:
+        wrong.append("ffn_hidden (not width x shuffle_factor^2)")
+    return f"Llama 4's vision model, which this one's vision {', '.join(wrong)} differ from" if wrong else None
 
 
 def from_config(cfg: ModelConfig) -> dict:
     v = vision_config(cfg.vision)
-    wrong = sorted(k for k, x in _FIXED.items() if getattr(v, k) != x)
-    if wrong or v.rope_theta is None or v.ffn_hidden != v.width * v.shuffle_factor ** 2:
-        raise LlmarchError(f"model_type llama4's vision model is Llama 4's (vision {', '.join(wrong) or 'rope_theta'} "
-                           "differ, or ffn_hidden is not width x shuffle_factor^2)")
     text = FAMILIES[TEXT].from_config(cfg.replace(vision=None, hf_model_type=TEXT))
     text.pop("architectures", None)
     hidden = v.projector_hidden or cfg.d_model
