@@ -2,9 +2,10 @@
 normalization, tiles and global tile; tiled_layouts.py's Llama4Processor layout) against transformers: its
 Llama4ImageProcessor exists only for torchvision, which is not installed here; where it is, pixel_values and
 input_ids are compared with Llama4Processor's, and everywhere with the digests of what that processor gave
-(transformers 5.25, torchvision 0.28) on the same RGB images as LFM2-VL's test (a wide one on a 1 x 2 canvas, a small one upscaled to
-one tile, a large one on 2 x 2) and prompt; and on a tiny random Llama 4 saved by transformers the greedy tokens of
-its generate, `llmarch generate --image`, a chat template's image parts and the server's image_url parts."""
+(transformers 5.25, torchvision 0.28) on the same RGB images as LFM2-VL's test (a wide one on a 1 x 2 canvas, a
+small one upscaled to one tile, a large one on 2 x 2) and prompt; and on a tiny random Llama 4 saved by transformers
+the greedy tokens of its generate, `llmarch generate --image`, a chat template's image parts and the server's
+image_url parts; a processor config that disagrees with the model refused in one line."""
 import base64
 import json
 import shutil
