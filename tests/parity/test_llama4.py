@@ -3,7 +3,7 @@ RoPE layers (chunked attention over 8 positions, RMS QK-norm, adjacent-pair RoPE
 with temperature tuning, floor_scale 4 so it binds within the 13-20-token prompts), expert layers (sigmoid top-k
 routing that scales the experts' inputs, a shared expert) and dense ones; the router scaled up so routing is far from
 uniform. Logits on a left-padded batch, 32 greedy tokens, cached decoding, a to_hf round trip, and the text model of a
-Llama4ForConditionalGeneration checkpoint.
+Llama4ForConditionalGeneration checkpoint (its images: test_llama4_vision.py).
 
 transformers' temperature tuning counts the cache slot, not the row's position (Llama4TextAttention), so its
 left-padded rows differ from the same rows alone on the NoPE layers; llmarch counts the position, as Meta's code
@@ -132,21 +132,18 @@ def test_to_hf_round_trip(case, tmp_path):
 
 def test_vision_language_checkpoint_reads_its_text_model(tmp_path):
     """Llama4ForConditionalGeneration (Scout and Maverick as published): config text_config, the text model under
-    language_model.model., a vision model and projector that are not read; written back as llama4_text."""
+    language_model.model.; read with its vision model and projector (test_llama4_vision.py), its text-only logits
+    transformers'."""
     torch.manual_seed(0)
     conf = transformers.Llama4Config(
         text_config=CASES["scout"],
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        vision_config=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
                            image_size=28, patch_size=14, vision_output_dim=32, projector_input_dim=32,
                            projector_output_dim=32))
     hf = perturb(transformers.Llama4ForConditionalGeneration(conf).eval())
     hf.save_pretrained(tmp_path / "hf")
     ours = from_hf(tmp_path / "hf")
-    assert ours.config.hf_model_type == "llama4_text"
+    assert ours.config.hf_model_type == "llama4" and ours.config.vision["width"] == 32
     ids = torch.randint(1, 128, (2, 21))
     with torch.no_grad():
         assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4
-    to_hf(ours, tmp_path / "out")
-    again = transformers.Llama4ForCausalLM.from_pretrained(tmp_path / "out").eval()
-    with torch.no_grad():
-        assert (again(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-4

@@ -17,7 +17,7 @@ from . import arcee, helium, hunyuan, lfm2, nemotron, qwen3_5, seed_oss  # noqa:
 from . import blt  # noqa: F401
 from . import perceiver  # noqa: F401
 from . import qwen4_exp  # noqa: F401
-from . import llama4, modernbert  # noqa: F401
+from . import llama4, llama4_vision, modernbert  # noqa: F401
 from . import dots1, exaone_moe, glm4_moe_lite, lfm2_moe, minimax_m2  # noqa: F401
 from . import gpt_neo, gptj, ministral, ministral3, mistral4, mistral_large4, vaultgemma  # noqa: F401
 from .hf import FAMILIES, from_hf, is_hf_dir, to_hf

@@ -14,12 +14,12 @@ Llama4ForConditionalGeneration: Scout, Maverick; Meta 2025, "The Llama 4 herd").
   scaling the expert's input (expert_input_weighted), plus a shared SwiGLU expert of the same width on every
   token; elsewhere a dense SwiGLU of intermediate_size_mlp. The experts are stored fused, gate_up_proj (E, C, 2I),
   gate half first, and down_proj (E, I, C): ours transposed (mapping layout "experts_transposed").
-Per layer these are our layer types: the HF layer type, with "_nope" where the layer has no RoPE."""
+Per layer these are our layer types: the HF layer type, with "_nope" where the layer has no RoPE. The text model
+of Llama4ForConditionalGeneration and its images: llama4_vision.py."""
 from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from . import multimodal
 from .hf import FAMILIES, Family
 from .llama import IGNORE, RULES as LLAMA_RULES, llama_like_config, llama_like_hf
 from .mapping import Rule, with_rope_pairs
@@ -43,7 +43,6 @@ DEFAULTS = dict(vocab_size=202048, hidden_size=5120, intermediate_size=8192, int
                 max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=False, num_experts_per_tok=1,
                 num_local_experts=16, interleave_moe_layer_step=1, use_qk_norm=True, no_rope_layer_interval=4,
                 attention_chunk_size=8192, attn_temperature_tuning=True, floor_scale=8192, attn_scale=0.1)
-VISION = (r"^(model\.)?(vision_model|multi_modal_projector)\.",)
 
 
 def _moe_period(moe_layers: list[int], n: int) -> dict:
@@ -135,11 +134,4 @@ def from_config(cfg: ModelConfig) -> dict:
     return out
 
 
-def multimodal_config(hf: dict) -> ModelConfig:
-    """The text model of a Llama4ForConditionalGeneration config (its text_config)."""
-    return to_config({**(hf.get("text_config") or {}), "model_type": "llama4_text",
-                      "_name_or_path": hf.get("_name_or_path")})
-
-
 FAMILIES.register("llama4_text")(Family(RULES, to_config, from_config, IGNORE))
-multimodal.register("llama4", FAMILIES["llama4_text"], multimodal_config, "llama4_text", VISION)

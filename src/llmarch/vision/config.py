@@ -18,10 +18,11 @@ from .resampler_config import resampler_config
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
 PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear", "norm_mlp",
-                   "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu", "perceiver",
-                   "cross_attention")
+                   "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu", "pixel_shuffle_mlp2",
+                   "perceiver", "cross_attention")
 # the projectors that space-to-depth the patch grid by shuffle_factor first
-SHUFFLING = ("pixel_shuffle", "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu")
+SHUFFLING = ("pixel_shuffle", "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu",
+             "pixel_shuffle_mlp2")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class VisionConfig:
     layer_scale: bool = False
     patch_bias: bool = False  # the patch convolution's bias (SigLIP's; CLIP has none)
     class_token: bool = True  # a learned class embedding before the patches (CLIP; SigLIP has none)
+    # Llama 4's tower (Meta 2025, "The Llama 4 herd"; transformers' Llama4VisionModel): the class embedding after
+    # the patches instead, and left out of the output (after post_norm); needs class_token and no feature_layers
+    class_last: bool = False
+    # Llama 4's 2-D RoPE in the tower's attention (transformers' Llama4VisionRotaryEmbedding; axial, as Heo et al.
+    # 2024, "Rotary Position Embedding for Vision Transformer"): this base, None none (tower.py's axial_rope)
+    rope_theta: float | None = None
     pre_norm: bool = True  # a LayerNorm on the embeddings before the first block (CLIP's pre_layrnorm)
     post_norm: bool = False  # a LayerNorm on the last block's output (SigLIP's post_layernorm)
     # the tower's hidden states the features are, concatenated along channels (LLaVA's vision_feature_layer): index 0
@@ -70,7 +77,8 @@ class VisionConfig:
     # pixel_shuffle: Idefics3's space-to-depth by shuffle_factor, then one linear map; pixel_shuffle_mlp: InternVL's
     # space-to-depth, LayerNorm, then mlp; norm_mlp: VipLLaVA's LayerNorm, then mlp; pixel_shuffle_swiglu: Cohere2
     # Vision's space-to-depth, then a SwiGLU of width projector_hidden / 2; pixel_shuffle_norm_swiglu: Aya Vision's,
-    # a LayerNorm before the SwiGLU; perceiver: Idefics2's gated MLP and perceiver resampler (perceiver.py),
+    # a LayerNorm before the SwiGLU; pixel_shuffle_mlp2: Llama 4's space-to-depth, act(W2 act(W1 f)), then W f, no
+    # biases, projector_hidden wide; perceiver: Idefics2's gated MLP and perceiver resampler (perceiver.py),
     # `resampler` its fields (resampler_config.py); cross_attention: Aria's learned queries cross-attending to the
     # patches, then norm_mlp (query_attention.py), `patch_queries` their counts
     projector: str = "mlp"
@@ -79,7 +87,8 @@ class VisionConfig:
     projector_bias: bool = True
     projector_eps: float = 1e-5  # the LayerNorm of norm_mlp, pixel_shuffle_mlp, pixel_shuffle_norm_swiglu
     # the *_swiglu projectors' first linear map's width, both halves of the SwiGLU (alignment_intermediate_size);
-    # the mlp and norm_mlp projectors' hidden width (LFM2-VL's projector_hidden_size; None: the text width)
+    # the mlp, norm_mlp and pixel_shuffle_mlp2 projectors' hidden width (LFM2-VL's projector_hidden_size, Llama 4's
+    # projector_output_dim; None: the text width)
     projector_hidden: int | None = None
     resampler: dict | None = None  # the perceiver projector's fields, ResamplerConfig's
     # the cross_attention projector's [patches, queries] pairs: an image of that many patches (padding included)
@@ -117,7 +126,7 @@ class VisionConfig:
             return self.resampler["latents"]
         if self.patch_queries is not None:
             return self.queries_for(self.n_patches)
-        return self.pool_tokens or (self.n_positions - self.drop_first) // self.shuffle_factor ** 2
+        return self.pool_tokens or (self.n_positions - self.drop_first - self.class_last) // self.shuffle_factor ** 2
 
     @property
     def feature_width(self) -> int:
@@ -186,14 +195,15 @@ def vision_config(data: dict) -> VisionConfig:
                            "patches of a side")
     hidden, swiglu = v.projector_hidden, v.projector.endswith("_swiglu")
     if swiglu and hidden is None or hidden is not None and (
-            v.projector not in ("mlp", "norm_mlp") and not swiglu or not isinstance(hidden, int)
+            v.projector not in ("mlp", "norm_mlp", "pixel_shuffle_mlp2") and not swiglu or not isinstance(hidden, int)
             or isinstance(hidden, bool) or hidden <= 0 or swiglu and hidden % 2):
         raise LlmarchError(f"vision projector_hidden {hidden!r} must be a positive integer (even for a *_swiglu "
-                           "projector, which needs it), for a *_swiglu, mlp or norm_mlp projector (got "
-                           f"{v.projector!r})")
+                           "projector, which needs it), for a *_swiglu, mlp, norm_mlp or pixel_shuffle_mlp2 "
+                           f"projector (got {v.projector!r})")
     if v.position_buckets and (v.class_token or layers is not None):
         raise LlmarchError("vision position_buckets (Idefics3's tower) has no class token and no feature_layers")
     check_numbers(v, ("projector_eps",))
+    _check_llama4_fields(v)
     if v.whole_patches and not v.position_buckets:
         raise LlmarchError("vision whole_patches says which patches of a padded image are real: it needs "
                            "position_buckets")
@@ -233,6 +243,21 @@ def _check_queries(v: VisionConfig) -> None:
             or len({p[0] for p in pairs}) != len(pairs)):
         raise LlmarchError(f"vision patch_queries must be [patches, queries] pairs of positive integers, each patch "
                            f"count once; got {pairs!r}")
+
+
+def _check_llama4_fields(v: VisionConfig) -> None:
+    """class_last and rope_theta, Llama 4's tower's: a class token to put last, and heads of whole quarters (a
+    quarter of each head's dims turns by the column, a quarter by the row, each as the halves of its pairs)."""
+    check_switches(v, ("class_last",))
+    if v.class_last and (not v.class_token or v.feature_layers is not None):
+        raise LlmarchError("vision class_last puts the class token after the patches and leaves it out of the "
+                           "output: it needs class_token and no feature_layers")
+    if v.rope_theta is not None:
+        check_numbers(v, ("rope_theta",))
+        if (v.width // v.n_heads) % 4 or not v.class_last or v.position_buckets or v.naflex:
+            raise LlmarchError(f"vision rope_theta (Llama 4's 2-D RoPE over the image_size grid) needs heads of a "
+                               f"multiple of 4 dims (not {v.width // v.n_heads}), class_last, and no "
+                               "position_buckets or naflex")
 
 
 def _check_pinpoints(v: VisionConfig) -> None:

@@ -170,6 +170,23 @@ class PixelShuffleNormSwiGLUProjector(PixelShuffleSwiGLUProjector):
         return self.norm(f)
 
 
+@PROJECTORS.register("pixel_shuffle_mlp2")
+class PixelShuffleMLP2Projector(MLPProjector):
+    """Llama 4's vision adapter and projector (Meta 2025, "The Llama 4 herd"; transformers'
+    Llama4VisionPixelShuffleMLP, Llama4VisionMLP2 and Llama4MultiModalProjector): the patch grid space-to-depth by
+    s = shuffle_factor (Idefics3's order), LLaVA's MLP of projector_hidden width and output with the activation after
+    both of its layers, act(W2 act(W1 f)), then W f into the text width; no biases (projector_bias false)."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        hidden = v.projector_hidden or d_model
+        super().__init__(v, hidden)
+        self.s = v.shuffle_factor
+        self.proj = Linear(hidden, d_model, bias=v.projector_bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(super().forward(pixel_shuffle(f, self.s))))
+
+
 PROJECTORS.register("perceiver")(PerceiverProjector)  # Idefics2's (perceiver.py)
 
 

@@ -1,6 +1,7 @@
 """Prompt layouts of the families whose image processors tile images or size them freely (InternVL, Aya Vision,
-Cohere2 Vision, LFM2-VL, Idefics2, Mistral 3): each image's placeholder becomes its tiles' or rows' tokens as the
-family's transformers processor writes them. Registered in prompt_parts.PROMPTS (prompts.py imports this module)."""
+Cohere2 Vision, LFM2-VL, Idefics2, Mistral 3, Llama 4): each image's placeholder becomes its tiles' or rows' tokens
+as the family's transformers processor writes them. Registered in prompt_parts.PROMPTS (prompts.py imports this
+module)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from ..errors import LlmarchError
 from . import idefics2_images, pixtral_images
 from .cohere2_images import Cohere2Images
 from .lfm2_images import Lfm2Images
+from .llama4_images import PATCH, Llama4Images, image_text as llama4_image_text, prompt_settings
 from .prompt_parts import PROMPTS, image_token, named_token, processor, substituted, tiled
 from .tile_prompts import aya_image_text, aya_settings, cohere2_image_text, lfm2_image_text, lfm2_tokens
 
@@ -89,3 +91,21 @@ def lfm2_vl(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
     marks = lfm2_tokens(json.loads(getattr(tok, "side_files", {}).get("tokenizer_config.json", b"{}")))
     text = substituted(prompt, token, images, lambda image: lfm2_image_text(image, split, token, *marks))
     return [i for i, _ in tok.encode_offsets(text)]
+
+
+@PROMPTS.register("llama4")
+def llama4(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Llama4Processor: each <|image|> (processor_config.json's image_token) becomes its image's tiles' <|patch|>
+    runs, separators and global tile (llama4_images.py; the images at the start where the prompt has none), then the
+    text is tokenized as usual. A tile's run is (tile / patch_size)^2 / round(1 / pixel_shuffle_ratio^2) tokens,
+    which must be what the model writes there, at the <|patch|> positions."""
+    s, split = prompt_settings(tok), tiled(tok, "llama4", Llama4Images)
+    per = (split.tile // int(s["patch_size"])) ** 2 // int(round(1.0 / float(s["pixel_shuffle_ratio"]) ** 2))
+    if per != v.tokens_per_image or image_token(v, tok) != PATCH:
+        raise LlmarchError(f"llama4: the processor writes {per} {PATCH} a tile; the model fills "
+                           f"{v.tokens_per_image} {image_token(v, tok)} a tile")
+    return tok.encode(substituted(prompt, s["image_token"], images,
+                                  lambda image: llama4_image_text(*split.grid(image), per)))
+
+
+llama4.placeholder = lambda v, tok: prompt_settings(tok)["image_token"]

@@ -29,6 +29,20 @@ def block_config(v: VisionConfig) -> ModelConfig:
                        positions="none", context_length=v.n_positions, **qk)
 
 
+def axial_rope(v: VisionConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Llama 4's 2-D RoPE (transformers' Llama4VisionRotaryEmbedding) as cos, sin (1, P + 1, D) for apply_rotary's
+    halves: of each head's D / 2 pairs, pair j < D / 4 turns by (column + 1) theta^(-4j / D) and pair D / 4 + j by
+    (row + 1) theta^(-4j / D), the patches row by row; the class token, last, does not turn. HF's pairs are
+    adjacent dims (2j, 2j + 1), ours j and j + D / 2: q's and k's rows are reordered on import (llama4_vision.py)."""
+    side, D = v.image_size // v.patch_size, v.width // v.n_heads
+    freq = 1.0 / v.rope_theta ** (torch.arange(0, D // 2, 2, device=device)[:D // 4].float() / (D // 2))  # (D/4,)
+    patch = torch.arange(side * side, device=device)
+    angles = torch.cat((((patch % side + 1)[:, None] * freq), ((patch // side + 1)[:, None] * freq)), dim=-1)
+    angles = torch.cat((angles, angles.new_zeros(1, D // 2)))  # (P + 1, D/2): the class token's 0
+    angles = torch.cat((angles, angles), dim=-1)[None]
+    return angles.cos(), angles.sin()
+
+
 class VisionTower(nn.Module):
     def __init__(self, v: VisionConfig):
         super().__init__()
@@ -54,7 +68,8 @@ class VisionTower(nn.Module):
             raise LlmarchError("a pixel mask is for a tower with position_buckets (Idefics3's)")
         x = self.patch(pixel_values.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)  # (N, P, C)
         if self.class_embed is not None:
-            x = torch.cat([self.class_embed.expand(x.shape[0], 1, -1), x], dim=1)
+            cls = self.class_embed.expand(x.shape[0], 1, -1)
+            x = torch.cat([x, cls] if v.class_last else [cls, x], dim=1)
         mask = None
         if v.position_buckets:
             real = patch_mask(pixel_mask, pixel_values.shape, v.patch_size, v.whole_patches)  # (N, h', w')
@@ -72,13 +87,14 @@ class VisionTower(nn.Module):
         if self.pre_norm is not None:
             x = self.pre_norm(x)
         wanted = None if v.feature_layers is None else [v.hidden_index(i) for i in v.feature_layers]
-        ctx = AttentionContext(mask=mask, causal=False, rope=None, input_pos=torch.arange(x.shape[1], device=x.device))
+        rope = None if v.rope_theta is None else tuple(t.to(x.dtype) for t in axial_rope(v, x.device))
+        ctx = AttentionContext(mask=mask, causal=False, rope=rope, input_pos=torch.arange(x.shape[1], device=x.device))
         hidden = [x]  # hidden[k]: the input of block k, transformers' hidden_states[k]
         for block in self.blocks[:len(self.blocks) if wanted is None else max(wanted)]:
             hidden.append(block(hidden[-1], ctx))
         if wanted is None:
-            out = hidden[-1]
-            return out if self.post_norm is None else self.post_norm(out)
+            out = hidden[-1] if self.post_norm is None else self.post_norm(hidden[-1])
+            return out[:, :-1] if v.class_last else out
         out = torch.cat([hidden[k] for k in wanted], dim=-1)
         return out[:, 1:] if v.drop_first else out
 
