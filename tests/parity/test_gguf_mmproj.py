@@ -249,13 +249,49 @@ def assert_greedy(model, ids: torch.Tensor, arguments: dict, want: list[int]) ->
     assert whole.tolist() == want
 
 
-def assert_mmproj_out_refused(folder: Path, tmp_path: Path, capsys) -> None:
-    """`convert --to-gguf folder --mmproj-out` is one line of error, exit 2, for a projector llmarch reads only; nothing
-    is written."""
-    code, _, err = call(capsys, "convert", "--to-gguf", folder, "--out", tmp_path / "t.gguf", "--mmproj-out",
-                        tmp_path / "m.gguf")
-    assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
+def chunk_embeddings(text, mmproj, image) -> list[torch.Tensor]:
+    """llama.cpp's mtmd on a prompt of one image: each image chunk's embeddings."""
+    ref = mtmd((text, mmproj, None, image), "<__media__>")
+    try:
+        return [ref.embeddings(p) for p in ref.parts() if not isinstance(p, list)]
+    finally:
+        ref.close()
+
+
+def _values(reader) -> tuple[dict, dict]:
+    """A GGUF file's clip.* metadata and its tensors (float32, Hugging Face's dimension order) by name."""
+    keys = {k: f.contents() for k, f in reader.fields.items() if k.startswith("clip.")}
+    return keys, {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32) for t in reader.tensors}
+
+
+def assert_written_as_converted(files, out: Path, differ: dict | None = None) -> None:
+    """The mmproj `out` (llmarch's, of the checkpoint folder beside the text model) is the converter's (files[1]):
+    the same clip.* keys and values but those in `differ` (key -> our value), the same tensors (F32 both); llama.cpp's
+    mtmd reads it to the converter file's embeddings, llmarch to its model, exactly."""
+    text, mmproj, image = files[0], files[1], files[-1]
+    (keys, tensors), (ours, our_tensors) = _values(gguf.GGUFReader(str(mmproj))), _values(gguf.GGUFReader(str(out)))
+    for key, value in (differ or {}).items():
+        assert ours.pop(key) == value
+        keys.pop(key, None)
+    assert sorted(ours) == sorted(keys)
+    for key, value in keys.items():
+        assert np.allclose(ours[key], value, rtol=1e-6) if not isinstance(value, str) else ours[key] == value, key
+    assert sorted(our_tensors) == sorted(tensors)
+    assert all(np.array_equal(our_tensors[name], t) for name, t in tensors.items())  # F32 both: the same values
+    want, got = chunk_embeddings(text, mmproj, image), chunk_embeddings(text, out, image)
+    assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want))
+    theirs = llmarch.from_gguf(text, mmproj=mmproj).state_dict()
+    again = llmarch.from_gguf(text, mmproj=out).state_dict()
+    assert theirs.keys() == again.keys() and all(torch.equal(again[k], theirs[k]) for k in theirs)
+
+
+def assert_cli_writes_the_converters_mmproj(files, tmp_path: Path, capsys, differ: dict | None = None) -> None:
+    """`convert --to-gguf --mmproj-out` of the checkpoint folder beside the text model writes the converter's
+    mmproj (assert_written_as_converted)."""
+    code, _, err = call(capsys, "convert", "--to-gguf", Path(files[0]).parent / "hf", "--gguf-type", "f32", "--out",
+                        tmp_path / "text.gguf", "--mmproj-out", tmp_path / "mmproj.gguf")
+    assert code == 0, err
+    assert_written_as_converted(files, tmp_path / "mmproj.gguf", differ)
 
 
 def assert_bad_mmproj_refused(files, tmp_path: Path, capsys, change: dict, problem: str) -> None:
@@ -410,3 +446,7 @@ def test_idefics3_reads_as_transformers_and_decodes_as_llama_cpp(idefics3_files)
     ids = ids_of(parts, model.config.vision["image_token_id"], ours.shape[0])
     pixels = arguments["pixel_values"].expand(len(chunks), -1, -1, -1)
     assert llmarch.generate(model, ids, 6, temperature=0.0, pixel_values=pixels)[0, ids.shape[1]:].tolist() == tokens
+
+
+def test_idefics3_convert_writes_the_converters_mmproj(idefics3_files, tmp_path, capsys):
+    assert_cli_writes_the_converters_mmproj(idefics3_files, tmp_path, capsys)

@@ -19,6 +19,7 @@ import torch
 
 import llmarch
 from llmarch.errors import LlmarchError
+from llmarch.interop.gguf_mmproj_out import to_mmproj
 from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.vision.image_files import read_image
@@ -29,7 +30,7 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
-from test_gguf_mmproj import convert_mmproj, ids_of, reference  # noqa: E402
+from test_gguf_mmproj import assert_written_as_converted, convert_mmproj, ids_of, reference  # noqa: E402
 from test_cli_trust import call  # noqa: E402
 from test_qwen_vl_images import random_model  # noqa: E402
 from test_vision_images import tokenizer  # noqa: E402
@@ -151,11 +152,17 @@ def test_text_model_without_mrope_is_refused_in_one_line(files, capsys):
         "min_pixels"] == 8 * 64
 
 
-def test_convert_refuses_to_write_a_qwen_mmproj(files, tmp_path, capsys):
-    text, _, _, _, _ = files
-    code, _, err = call(capsys, "convert", "--to-gguf", text.parent / "hf", "--out", tmp_path / "t.gguf",
-                        "--mmproj-out", tmp_path / "m.gguf")
-    assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
+def test_to_mmproj_writes_the_converters_mmproj(files, tmp_path, capsys):
+    """to_mmproj: the converter's mmproj (qkv and the patch kernel split again), read by mtmd and llmarch as that
+    file is. `convert --mmproj-out` refuses in one line: its text model is llama.cpp's qwen2vl, which llmarch reads
+    but does not write."""
+    text, _, _, _, image = files
+    folder = text.parent / "hf"
+    to_mmproj(llmarch.from_hf(folder), tmp_path / "ours.gguf", checkpoint_tokenizer(folder))
+    assert_written_as_converted(files, tmp_path / "ours.gguf")
+    code, _, err = call(capsys, "convert", "--to-gguf", folder, "--out", tmp_path / "t.gguf", "--mmproj-out",
+                        tmp_path / "m.gguf")
+    assert code == 2 and "_vl_text" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
 
 

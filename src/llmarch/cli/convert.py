@@ -125,7 +125,7 @@ def write_gguf(args) -> None:
     tok = checkpoint_tokenizer(src)
     _write_new(out, lambda tmp: to_gguf(model, tmp, args.gguf_type, tok))
     if mmproj:
-        _write_new(mmproj, lambda tmp: to_mmproj(vision, tmp, tok.side_files))
+        _write_new(mmproj, lambda tmp: to_mmproj(vision, tmp, tok))
     print(f"wrote {out} ({args.gguf_type}, {written_parameters(model):,} parameters)"
           + (f" and {mmproj} (f32)" if mmproj else ""))
 

@@ -23,7 +23,7 @@ from .gguf import dequantized, open_gguf, unpermuted
 from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
 from . import gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
-from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_processor, qwen_vision
+from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_out, qwen_processor, qwen_vision
 
 PROJECTORS: Registry = Registry("mmproj projector type")
 GELU = {True: "gelu_tanh", False: "quick_gelu"}  # clip.use_gelu: ggml_gelu (tanh form) or CLIP's quick GELU
@@ -41,14 +41,18 @@ class Projector:
     # (GGUF name regex, GGUF -> Hugging Face values, back): what llama.cpp's converter changed (Gemma's 1 + g gains)
     fixes: tuple = ()
     text_type: str = ""  # the text model's own family, which to_gguf writes (gguf_mmproj_out.py)
-    metadata: Callable[[object], dict] = lambda v: {}  # the clip.vision.* keys of the projector beside _vit's
-    # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's), how they join): a tensor the
-    # converter wrote in pieces (Qwen2-VL's qkv as q, k, v; its Conv3d patch kernel as one Conv2d per frame)
+    # the clip.* keys the converter writes (its set_gguf_parameters) from the model's ModelConfig, beside
+    # has_vision_encoder, projector_type and the image mean and std; None: read only (gguf_mmproj_out.py)
+    out: Callable[[object], dict] | None = None
+    # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's), how they join, how the
+    # converter splits it): a tensor the converter wrote in pieces (Qwen2-VL's qkv as q, k, v; its Conv3d patch
+    # kernel as one Conv2d per frame)
     joins: tuple = ()
     text_config: Callable[[object], dict] = lambda reader: {}  # text-config fields from the text model's GGUF file
-    held: str = ""  # a regex of the file's tensors the text model holds (Pixtral's [IMG_BREAK] embedding), not read
+    # (tensor, token): a tensor of the file that is the text model's embedding row of the token (Pixtral's
+    # [IMG_BREAK]): not read, written from the text model
+    held: tuple = ()
     permuted_qk: bool = False  # the tower's q and k rows permuted as LLaMA's by the converter (Pixtral's)
-    written: bool = True  # to_mmproj writes it (a CLIP-style tower, no joins)
 
 
 def _vit(meta: Meta) -> dict:
@@ -61,6 +65,22 @@ def _vit(meta: Meta) -> dict:
                 norm_eps=float(f"{get('vision.attention.layer_norm_epsilon'):.6g}"),  # float32 as written
                 patch_bias=meta.has("v.patch_embd.bias"), class_token=meta.has("v.class_embd"),
                 pre_norm=meta.has("v.pre_ln.weight"), post_norm=meta.has("v.post_ln.weight"))
+
+
+def vit_out(cfg, processor: dict) -> dict:
+    """_vit's keys beyond the sizes every converter writes (gguf_mmproj_out.py), as the CLIP-style towers' write
+    them (Gemma3VisionModel's, SmolVLMModel's)."""
+    from ..vision.config import vision_config
+
+    v = vision_config(cfg.vision)
+    if v.act not in GELU.values():
+        raise LlmarchError(f"llama.cpp's CLIP tower uses GELU or quick GELU; this tower's act is {v.act!r}")
+    return {"clip.use_gelu": v.act == "gelu_tanh", "clip.vision.attention.layer_norm_epsilon": float(v.norm_eps)}
+
+
+def _pooled(vision: dict) -> int:
+    """Gemma 3's pooling factor: patches per side over features per side."""
+    return vision["image_size"] // vision["patch_size"] // round(vision["pool_tokens"] ** 0.5)
 
 
 def _gemma3(meta: Meta) -> dict:
@@ -83,7 +103,8 @@ PROJECTORS.register("gemma3")(Projector(
     config=lambda token: dict(bidirectional_token=token),  # mtmd decodes an image's tokens non-causally
     # Gemma3VisionModel.modify_tensors adds 1 to the projector's norm gain
     fixes=((r"^mm\.soft_emb_norm\.weight$", lambda t: t - 1, lambda t: t + 1),), text_type="gemma3_text",
-    metadata=lambda v: {"projector.scale_factor": v.image_size // v.patch_size // round(v.pool_tokens ** 0.5)}))
+    out=lambda cfg, processor: dict(vit_out(cfg, processor),
+                                    **{"clip.vision.projector.scale_factor": _pooled(cfg.vision)})))
 
 
 def _idefics3(meta: Meta) -> dict:
@@ -100,21 +121,23 @@ PROJECTORS.register("idefics3")(Projector(
     lambda meta: dict(image_processor_type="Idefics3ImageProcessor", resample=1, do_image_splitting=True,
                       size={"longest_edge": meta.get("vision.preproc_image_size", meta.get("vision.image_size"))},
                       max_image_size={"longest_edge": meta.get("vision.image_size")}),
-    text_type="llama"))
+    text_type="llama", out=lambda cfg, processor: dict(
+        vit_out(cfg, processor), **{"clip.vision.projector.scale_factor": cfg.vision["shuffle_factor"],
+                                    "clip.vision.preproc_image_size": processor["size"]["longest_edge"]})))
 
 
 for _kind, _family, _windowed in (("qwen2vl_merger", "qwen2_vl", False), ("qwen2.5vl_merger", "qwen2_5_vl", True)):
     PROJECTORS.register(_kind)(Projector(
         _family, qwen_vision(_windowed), "<|image_pad|>", qwen_processor, joins=JOINS, text_config=mrope_section,
-        text_type=_family + "_text", written=False))
+        text_type=_family + "_text", out=qwen_out(_windowed)))
 
 PROJECTORS.register("pixtral")(Projector("mistral3", pixtral.vision, "[IMG]", pixtral.processor, text_type="mistral",
-                                         held=pixtral.HELD, permuted_qk=True, written=False))
+                                         held=pixtral.HELD, permuted_qk=True, out=pixtral.out))
 
 
 PROJECTORS.register("internvl")(Projector("internvl", internvl.vision, "<IMG_CONTEXT>", internvl.processor,
                                           tokens=internvl.TOKENS, joins=internvl.JOINS, text_type="qwen2",
-                                          written=False))
+                                          out=internvl.out))
 
 
 def _projector(meta: Meta) -> Projector:
@@ -165,7 +188,7 @@ class MMProjTensors:
                 if join:
                     self.joined[hf] = join[2]
         unread = sorted(set(meta.tensors) - {name for parts in self.to_gguf.values() for name in parts})
-        unread = [name for name in unread if not (projector.held and re.search(projector.held, name))]
+        unread = [name for name in unread if name not in projector.held[:1]]
         if unread:
             raise LlmarchError(f"{meta.path}: mmproj tensor {first_and_count(unread)} has no place in a "
                                f"{projector.hf_model_type} model")

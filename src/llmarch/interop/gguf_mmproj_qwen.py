@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 
 from ..errors import LlmarchError
-from ..vision.qwen_config import TOWER
+from ..vision.qwen_config import TOWER, qwen_vision_config
 from .gguf_archs import Meta, field
 
 MIN_TOKENS, MAX_TOKENS = 8, 4096  # clip.cpp's set_limit_image_tokens for Qwen2(.5)-VL
 WINDOW = 112  # clip.cpp's attn_window_size where clip.vision.window_size is absent (Qwen2.5-VL's window_size)
+IMAGE_SIZE = 560  # the image size Qwen2VLVisionModel writes where the vision config names none
 
 
 def _rows(meta: Meta, name: str) -> int:
@@ -40,6 +41,25 @@ def qwen_vision(windowed: bool):
     return vision
 
 
+def qwen_out(windowed: bool):
+    """The keys Qwen2VLVisionModel.set_gguf_parameters writes beyond the sizes: Qwen2-VL's merger width as
+    feed_forward_length, Qwen2.5-VL's SiLU and n_wa_pattern (its full-attention blocks evenly spaced); the image size
+    its default (clip.cpp reads none for these types) and the blocks' norm eps transformers' fixed 1e-6."""
+
+    def out(cfg, processor: dict) -> dict:
+        v = qwen_vision_config(cfg.vision)
+        keys = {"clip.vision.image_size": IMAGE_SIZE, "clip.vision.attention.layer_norm_epsilon": float(v.norm_eps)}
+        if not windowed:
+            return {**keys, "clip.vision.feed_forward_length": v.out_width}
+        pattern = v.full_layers[0] + 1 if v.full_layers else 0
+        if v.full_layers != list(range(pattern - 1, v.n_layers, pattern)) or v.window_size != WINDOW:
+            raise LlmarchError(f"llama.cpp's qwen2.5vl_merger takes full-attention blocks evenly spaced, each "
+                               f"n_wa_pattern-th, and windows of {WINDOW} pixels; this tower's are {v.full_layers}, "
+                               f"{v.window_size}")
+        return {**keys, "clip.use_silu": True, "clip.vision.n_wa_pattern": pattern}
+    return out
+
+
 def qwen_processor(meta: Meta) -> dict:
     """Qwen2VLImageProcessor with clip.cpp's bounds on merged tokens (bicubic, as clip.cpp resizes)."""
     side = meta.get("vision.patch_size") * meta.get("vision.spatial_merge_size", 2)
@@ -60,6 +80,6 @@ def mrope_section(reader) -> dict:
 
 # the converter's splits (Qwen2VLVisionModel.modify_tensors), joined back
 JOINS = ((r"\.attn\.qkv\.(weight|bias)$", lambda hf: [hf.replace(".qkv.", f".{p}.") for p in "qkv"],
-          lambda parts: torch.cat(parts)),
+          lambda parts: torch.cat(parts), lambda qkv: qkv.chunk(3)),
          (r"patch_embed\.proj\.weight$", lambda hf: ["v.patch_embd.weight", "v.patch_embd.weight.1"],
-          lambda frames: torch.stack(frames, dim=2)))
+          lambda frames: torch.stack(frames, dim=2), lambda kernel: kernel.unbind(2)))
