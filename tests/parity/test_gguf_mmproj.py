@@ -131,7 +131,7 @@ def files(tmp_path_factory):
 
 class Mtmd:
     """llama.cpp's text model and mmproj (llama-cpp-python's C API: an F32 KV cache, no flash attention, one
-    thread) with one prompt holding one image (mtmd's media marker)."""
+    thread) with one prompt holding one image (mtmd's media marker; or an audio clip, its 16 kHz samples)."""
 
     def __init__(self, text_path, mmproj_path, prompt: str, image):
         import llama_cpp._logger
@@ -150,9 +150,14 @@ class Mtmd:
         cp.use_gpu, cp.n_threads, cp.warmup, cp.print_timings, cp.flash_attn_type = False, 1, False, False, 0
         self.mctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), self.model, cp)
         assert self.mctx, "llama.cpp cannot load the mmproj"
-        rgb = np.ascontiguousarray(np.asarray(Image.open(image).convert("RGB")), dtype=np.uint8)
-        self.bitmap = mtmd.mtmd_bitmap_init(rgb.shape[1], rgb.shape[0], rgb.ctypes.data_as(
-            ctypes.POINTER(ctypes.c_uint8)))
+        if isinstance(image, np.ndarray):  # 16 kHz audio samples
+            self.samples = np.ascontiguousarray(image, dtype=np.float32)
+            self.bitmap = mtmd.mtmd_bitmap_init_from_audio(len(self.samples), self.samples.ctypes.data_as(
+                ctypes.POINTER(ctypes.c_float)))
+        else:
+            rgb = np.ascontiguousarray(np.asarray(Image.open(image).convert("RGB")), dtype=np.uint8)
+            self.bitmap = mtmd.mtmd_bitmap_init(rgb.shape[1], rgb.shape[0], rgb.ctypes.data_as(
+                ctypes.POINTER(ctypes.c_uint8)))
         text = mtmd.mtmd_input_text()
         text.text, text.text_len, text.add_special, text.parse_special = prompt.encode(), len(prompt.encode()), \
             True, True

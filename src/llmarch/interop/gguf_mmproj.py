@@ -22,10 +22,11 @@ from ..registry import Registry
 from .gguf import dequantized, open_gguf, unpermuted
 from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
-from . import gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
+from . import gguf_mmproj_audio as audio, gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
 from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_out, qwen_processor, qwen_vision
 
 PROJECTORS: Registry = Registry("mmproj projector type")
+TOKEN_IDS = {"vision": "image_token_id", "audio": "audio_token_id"}  # the tower config's field of its token's id
 GELU = {True: "gelu_tanh", False: "quick_gelu"}  # clip.use_gelu: ggml_gelu (tanh form) or CLIP's quick GELU
 
 
@@ -33,9 +34,11 @@ GELU = {True: "gelu_tanh", False: "quick_gelu"}  # clip.use_gelu: ggml_gelu (tan
 class Projector:
     """One clip.projector_type: the Hugging Face family it is read as, and what the metadata and text model give."""
     hf_model_type: str
-    vision: Callable[[Meta], dict]  # VisionConfig fields from the clip.* metadata (image_token_id is added)
-    image_token: str  # the text token whose positions take the image features (its id from the text vocabulary)
-    processor: Callable[[Meta], dict]  # preprocessor_config.json but the mean and std: its type, filter, sizes
+    # the tower's config fields from the clip.* metadata (VisionConfig's, or AudioConfig's for an audio encoder;
+    # the token id is added)
+    tower: Callable[[Meta], dict]
+    image_token: str  # the text token whose positions take the tower's features (its id from the text vocabulary)
+    processor: Callable[[Meta], dict]  # preprocessor_config.json but an image's mean and std: its type, sizes
     tokens: dict = dataclass_field(default_factory=dict)  # tokenizer_config.json's tokens the prompt layout names
     config: Callable[[int], dict] = lambda image_token_id: {}  # more text-config fields, from the image token's id
     # (GGUF name regex, GGUF -> Hugging Face values, back): what llama.cpp's converter changed (Gemma's 1 + g gains)
@@ -53,6 +56,7 @@ class Projector:
     # [IMG_BREAK]): not read, written from the text model
     held: tuple = ()
     permuted_qk: bool = False  # the tower's q and k rows permuted as LLaMA's by the converter (Pixtral's)
+    modality: str = "vision"  # the encoder (clip.has_{modality}_encoder, clip.{modality}.*): vision or audio
 
 
 def _vit(meta: Meta) -> dict:
@@ -140,6 +144,11 @@ PROJECTORS.register("internvl")(Projector("internvl", internvl.vision, "<IMG_CON
                                           out=internvl.out))
 
 
+for _kind, _family in (("qwen2a", "qwen2_audio"), ("voxtral", "voxtral")):
+    PROJECTORS.register(_kind)(Projector(_family, audio.audio(_kind), audio.TOKENS[_kind], audio.processor,
+                                         joins=audio.JOINS, fixes=audio.FIXES, modality="audio"))
+
+
 def _projector(meta: Meta) -> Projector:
     kind = field(meta.reader, "clip.vision.projector_type") or field(meta.reader, "clip.projector_type")
     if kind not in PROJECTORS:
@@ -150,9 +159,10 @@ def _projector(meta: Meta) -> Projector:
 
 def _clip_meta(path) -> Meta:
     reader = open_gguf(path)
-    if field(reader, "general.architecture") != "clip" or not field(reader, "clip.has_vision_encoder", False):
-        raise LlmarchError(f"{path} is not a vision projector file (general.architecture clip with a vision "
-                           f"encoder: llama.cpp's mmproj); it is {field(reader, 'general.architecture')!r}")
+    if field(reader, "general.architecture") != "clip" or not (field(reader, "clip.has_vision_encoder", False) or
+                                                                 field(reader, "clip.has_audio_encoder", False)):
+        raise LlmarchError(f"{path} is not a vision projector file (general.architecture clip with a vision or "
+                           f"audio encoder: llama.cpp's mmproj); it is {field(reader, 'general.architecture')!r}")
     return Meta(reader, "clip", path)
 
 
@@ -174,7 +184,7 @@ class MMProjTensors:
 
         self.text, self.meta, self.fixes = text, meta, projector.fixes
         self.heads = meta.get("vision.attention.head_count") if projector.permuted_qk else None
-        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get("vision.block_count"))
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get(f"{projector.modality}.block_count"))
         self.to_gguf, self.joined = {}, {}  # Hugging Face name -> its GGUF tensors' names; -> how they join
 
         def found(name: str):
@@ -202,7 +212,7 @@ class MMProjTensors:
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self.text:
             return tuple(self.text[name].shape)
-        if name in self.joined:
+        if name in self.joined or any(re.search(p, g) for p, _, _ in self.fixes for g in self.to_gguf[name]):
             return tuple(self.read(name).shape)
         return tuple(int(n) for n in reversed(self.meta.tensors[self.to_gguf[name][0]].shape))
 
@@ -252,13 +262,14 @@ def with_mmproj(text_model, text_path, mmproj_path, device=None, kernels: bool =
     projector = _projector(meta)
     token = _token_id(text_path, projector.image_token)
     text_cfg = text_model.config
-    cfg = text_cfg.replace(vision=dict(projector.vision(meta), image_token_id=token),
-                           hf_model_type=projector.hf_model_type, **projector.config(token),
+    tower = {projector.modality: dict(projector.tower(meta), **{TOKEN_IDS[projector.modality]: token})}
+    cfg = text_cfg.replace(**tower, hf_model_type=projector.hf_model_type, **projector.config(token),
                            **projector.text_config(open_gguf(text_path)))
-    width = meta.get("vision.projection_dim", None)
+    width = meta.get(f"{projector.modality}.projection_dim", None)
     if width is not None and width != cfg.d_model:
-        raise LlmarchError(f"{mmproj_path} projects images to width {width}; the text model {text_path} is "
-                           f"{cfg.d_model} wide (the mmproj is for another model)")
+        raise LlmarchError(f"{mmproj_path} projects {'images' if projector.modality == 'vision' else 'audio'} to "
+                           f"width {width}; the text model {text_path} is {cfg.d_model} wide (the mmproj is for "
+                           "another model)")
     check_vision(cfg)
     family = FAMILIES[cfg.hf_model_type]
     rules = family.rules_for(cfg)
@@ -278,8 +289,10 @@ def mmproj_side_files(mmproj_path, side_files: dict[str, bytes]) -> dict[str, by
     image size, mean and std) and the tokens its prompt layout names (in tokenizer_config.json)."""
     meta = _clip_meta(mmproj_path)
     projector = _projector(meta)
-    processor = dict(projector.processor(meta), image_mean=[float(x) for x in meta.get("vision.image_mean")],
-                     image_std=[float(x) for x in meta.get("vision.image_std")])
+    processor = projector.processor(meta)
+    if projector.modality == "vision":
+        processor.update(image_mean=[float(x) for x in meta.get("vision.image_mean")],
+                         image_std=[float(x) for x in meta.get("vision.image_std")])
     config = json.loads(side_files.get("tokenizer_config.json", b"{}"))
     return {**side_files, "preprocessor_config.json": json.dumps(processor).encode(),
             "tokenizer_config.json": json.dumps({**config, **projector.tokens}).encode()}
