@@ -181,7 +181,7 @@ class Mtmd:
     def embeddings(self, chunk) -> torch.Tensor:
         n = self.mtmd.mtmd_input_chunk_get_n_tokens(chunk)
         assert self.mtmd.mtmd_encode_chunk(self.mctx, chunk) == 0
-        d = self.llama_cpp.llama_model_n_embd(self.model)
+        d = self.llama_cpp.llama_model_n_embd_inp(self.model)  # Qwen3-VL's: its DeepStack features beside
         return torch.from_numpy(np.ctypeslib.as_array(self.mtmd.mtmd_get_output_embd(self.mctx), shape=(n * d,))
                                 .reshape(n, d).copy())
 

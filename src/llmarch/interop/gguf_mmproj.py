@@ -23,7 +23,8 @@ from .gguf import dequantized, open_gguf, unpermuted
 from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
 from . import gguf_mmproj_audio as audio, gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
-from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_out, qwen_processor, qwen_vision
+from .gguf_mmproj_qwen import JOINS, QWEN3_JOINS, mrope_section, qwen3_vision, qwen_out, qwen_processor, \
+    qwen_vision
 
 PROJECTORS: Registry = Registry("mmproj projector type")
 TOKEN_IDS = {"vision": "image_token_id", "audio": "audio_token_id"}  # the tower config's field of its token's id
@@ -47,9 +48,9 @@ class Projector:
     # the clip.* keys the converter writes (its set_gguf_parameters) from the model's ModelConfig, beside
     # has_vision_encoder, projector_type and the image mean and std; None: read only (gguf_mmproj_out.py)
     out: Callable[[object], dict] | None = None
-    # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's), how they join, how the
-    # converter splits it): a tensor the converter wrote in pieces (Qwen2-VL's qkv as q, k, v; its Conv3d patch
-    # kernel as one Conv2d per frame)
+    # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's; of the name and the file's
+    # Meta, None when written), how they join, how the converter splits it): a tensor the converter wrote in pieces
+    # (Qwen2-VL's qkv as q, k, v; its Conv3d patch kernel as one Conv2d per frame) or under its own name
     joins: tuple = ()
     text_config: Callable[[object], dict] = lambda reader: {}  # text-config fields from the text model's GGUF file
     # (tensor, token): a tensor of the file that is the text model's embedding row of the token (Pixtral's
@@ -135,6 +136,10 @@ for _kind, _family, _windowed in (("qwen2vl_merger", "qwen2_vl", False), ("qwen2
         _family, qwen_vision(_windowed), "<|image_pad|>", qwen_processor, joins=JOINS, text_config=mrope_section,
         text_type=_family + "_text", out=qwen_out(_windowed)))
 
+PROJECTORS.register("qwen3vl_merger")(Projector(
+    "qwen3_vl", qwen3_vision, "<|image_pad|>", qwen_processor, joins=QWEN3_JOINS, text_config=mrope_section,
+    text_type="qwen3_vl_text"))
+
 PROJECTORS.register("pixtral")(Projector("mistral3", pixtral.vision, "[IMG]", pixtral.processor, text_type="mistral",
                                          held=pixtral.HELD, permuted_qk=True, out=pixtral.out))
 
@@ -192,7 +197,7 @@ class MMProjTensors:
 
         for hf in (name for name in hf_names if name not in text):
             join = next((j for j in projector.joins if re.search(j[0], hf)), None)
-            parts = [found(part) for part in (join[1](hf) if join else [hf])]
+            parts = [found(part) for part in (join[1](hf, meta) if join else [hf])]
             if all(parts):
                 self.to_gguf[hf] = tuple(parts)
                 if join:

@@ -42,6 +42,6 @@ def processor(meta: Meta) -> dict:
 # the converter's names: the projector under audio. (WhisperEncoderModel.filter_tensors), the stem's biases as
 # (width, 1) columns (modify_tensors' unsqueeze): (Hugging Face name regex, its name as the converter read it, one
 # part taken as it is, its split)
-JOINS = ((r"^model\.multi_modal_projector\.", lambda hf: ["audio." + hf.removeprefix("model.")],
+JOINS = ((r"^model\.multi_modal_projector\.", lambda hf, meta: ["audio." + hf.removeprefix("model.")],
           lambda parts: parts[0], lambda t: [t]),)
 FIXES = ((r"^a\.conv1d\.\d\.bias$", lambda t: t.squeeze(-1), lambda t: t.unsqueeze(-1)),)

@@ -59,7 +59,7 @@ _MLP1 = {"multi_modal_projector.layer_norm": "mlp1.0", "multi_modal_projector.li
          "multi_modal_projector.linear_2": "mlp1.3"}
 
 
-def _converter_name(hf: str) -> list[str]:
+def _converter_name(hf: str, meta=None) -> list[str]:
     """The name the converter looks a Hugging Face tensor up by (filter_tensors): the projector's as the original
     layout's mlp1.N, a layer scale's or position embedding's with .weight added."""
     for ours, theirs in _MLP1.items():

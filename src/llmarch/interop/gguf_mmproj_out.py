@@ -60,7 +60,7 @@ def mmproj_tensors(model, projector: Projector, n_layers: int, n_heads: int) -> 
     vision = {k: v for k, v in model.state_dict().items() if k.startswith("vision.")}
     for hf, t in export_state(vision, FAMILIES[cfg.hf_model_type].rules_for(cfg), cfg).items():
         join = next((j for j in projector.joins if re.search(j[0], hf)), None)
-        for part, value in zip(*((join[1](hf), join[3](t)) if join else ([hf], [t]))):
+        for part, value in zip(*((join[1](hf, None), join[3](t)) if join else ([hf], [t]))):
             name = _gguf_name(name_map, part)
             for pattern, _, fix in projector.fixes:
                 value = fix(value) if re.search(pattern, name) else value

@@ -73,13 +73,48 @@ def mrope_section(reader) -> dict:
     arch = field(reader, "general.architecture")
     sections = field(reader, f"{arch}.rope.dimension_sections")
     if sections is None:
-        raise LlmarchError(f"a Qwen2-VL projector needs a text model with M-RoPE (a qwen2vl GGUF file); this text "
-                           f"model is {arch!r}, without rope.dimension_sections")
-    return dict(mrope_section=[int(s) for s in list(sections)[:3]], mrope_interleaved=False)
+        raise LlmarchError(f"a Qwen-VL projector needs a text model with M-RoPE (a qwen2vl or qwen3vl GGUF file); "
+                           f"this text model is {arch!r}, without rope.dimension_sections")
+    # Qwen3-VL's sections interleaved (llama.cpp's IMROPE for its qwen3vl architectures), Qwen2-VL's in runs
+    return dict(mrope_section=[int(s) for s in list(sections)[:3]], mrope_interleaved=arch.startswith("qwen3vl"))
 
 
-# the converter's splits (Qwen2VLVisionModel.modify_tensors), joined back
-JOINS = ((r"\.attn\.qkv\.(weight|bias)$", lambda hf: [hf.replace(".qkv.", f".{p}.") for p in "qkv"],
-          lambda parts: torch.cat(parts), lambda qkv: qkv.chunk(3)),
-         (r"patch_embed\.proj\.weight$", lambda hf: ["v.patch_embd.weight", "v.patch_embd.weight.1"],
-          lambda frames: torch.stack(frames, dim=2), lambda kernel: kernel.unbind(2)))
+# the converter's splits (Qwen2VLVisionModel.modify_tensors), joined back: (Hugging Face name regex, its parts'
+# names (of the name and the file's metadata), how they join, how the converter splits it)
+PATCH = (r"patch_embed\.proj\.weight$", lambda hf, meta: ["v.patch_embd.weight", "v.patch_embd.weight.1"],
+         lambda frames: torch.stack(frames, dim=2), lambda kernel: kernel.unbind(2))
+JOINS = ((r"\.attn\.qkv\.(weight|bias)$", lambda hf, meta: [hf.replace(".qkv.", f".{p}.") for p in "qkv"],
+          lambda parts: torch.cat(parts), lambda qkv: qkv.chunk(3)), PATCH)
+
+
+def _deepstack_layers(meta: Meta) -> list[int]:
+    return [i for i, on in enumerate(meta.get("vision.is_deepstack_layers", [])) if on]
+
+
+def qwen3_vision(meta: Meta) -> dict:
+    """Qwen3-VL's tower (Qwen3VLVisionModel's file): LayerNorms and a tanh-GELU MLP with biases (the file's
+    layer_norm_epsilon is the text model's, which the tower does not use: transformers' 1e-6), a patch bias, a
+    learned square of grid positions (v.position_embd's rows), DeepStack mergers after the blocks
+    is_deepstack_layers flags."""
+    get = meta.get
+    return dict(tower=TOWER, width=get("vision.embedding_length"), n_layers=get("vision.block_count"),
+                n_heads=get("vision.attention.head_count"), ffn_hidden=_rows(meta, "v.blk.0.ffn_up.weight"),
+                out_width=_rows(meta, "mm.2.weight"), ffn="gelu_tanh", norm="layernorm",
+                patch_size=get("vision.patch_size"), merge_size=get("vision.spatial_merge_size", 2), patch_bias=True,
+                grid_positions=int(meta.tensors["v.position_embd.weight"].shape[-1]),
+                deepstack_layers=_deepstack_layers(meta))
+
+
+def _qwen3_name(hf: str, meta: Meta) -> list[str]:
+    """The converter's own names of Qwen3-VL's mergers (Qwen3VLVisionModel.modify_tensors): the merger's norm as
+    v.post_ln, its fc1 and fc2 as mm.0 and mm.2; the k-th DeepStack merger under the index of its block."""
+    part, w = hf.rsplit(".", 2)[-2:]
+    fc = {"norm": "norm", "linear_fc1": "fc1", "linear_fc2": "fc2"}[part]
+    if ".deepstack_merger_list." in hf:
+        k = int(hf.split(".deepstack_merger_list.")[1].split(".")[0])
+        return [f"v.deepstack.{_deepstack_layers(meta)[k]}.{fc}.{w}"]
+    return [{"norm": "v.post_ln", "fc1": "mm.0", "fc2": "mm.2"}[fc] + f".{w}"]
+
+
+QWEN3_JOINS = (PATCH, (r"\.(merger|deepstack_merger_list\.\d+)\.(norm|linear_fc[12])\.(weight|bias)$", _qwen3_name,
+                       lambda parts: parts[0], lambda t: [t]))
