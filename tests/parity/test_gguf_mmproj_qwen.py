@@ -102,13 +102,10 @@ def files(request, tmp_path_factory):
     return path / "text.gguf", path / "mmproj.gguf", hf, ours, image
 
 
-def test_reads_as_from_hf_with_transformers_logits(files):
-    text, mmproj, hf, want, image = files
-    model = llmarch.from_gguf(text, mmproj=mmproj)
-    # the same tower (llama.cpp's files run no videos: no video token, Qwen2.5-VL's time steps left out)
-    assert qwen_vision_config(model.config.vision) == replace(qwen_vision_config(want.config.vision),
-                                                              video_token_id=None, tokens_per_second=None)
-    assert model.config.mrope_section == SECTION
+def image_logits_gap(model, files) -> float:
+    """The largest difference of the logits with the image between `model` (read from the files) and
+    transformers'."""
+    text, mmproj, hf, _, image = files
     tok = checkpoint_tokenizer(text, mmproj=mmproj)
     ids, arguments = image_request(model, tok, "the cat <|vision_start|><|image_pad|><|vision_end|> sat",
                                    [read_image(image)])
@@ -117,7 +114,17 @@ def test_reads_as_from_hf_with_transformers_logits(files):
         got = model(ids, **arguments).logits
         ref = hf(input_ids=ids, pixel_values=arguments["pixel_values"], image_grid_thw=arguments["image_grid_thw"],
                  mm_token_type_ids=(ids == model.config.vision["image_token_id"]).int()).logits
-    diff = (got - ref).abs().max()
+    return float((got - ref).abs().max())
+
+
+def test_reads_as_from_hf_with_transformers_logits(files):
+    text, mmproj, hf, want, image = files
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    # the same tower (llama.cpp's files run no videos: no video token, Qwen2.5-VL's time steps left out)
+    assert qwen_vision_config(model.config.vision) == replace(qwen_vision_config(want.config.vision),
+                                                              video_token_id=None, tokens_per_second=None)
+    assert model.config.mrope_section == SECTION
+    diff = image_logits_gap(model, files)
     assert diff <= 1e-4, diff  # seen: 3e-7
 
 
@@ -244,15 +251,7 @@ def test_qwen3_vl_reads_as_from_hf_with_transformers_logits(qwen3_files):
     assert qwen_vision_config(model.config.vision) == replace(qwen_vision_config(want.config.vision),
                                                               video_token_id=None, frames_apart=False)
     assert (model.config.mrope_section, model.config.mrope_interleaved) == (QWEN3_SECTION, True)
-    tok = checkpoint_tokenizer(text, mmproj=mmproj)
-    ids, arguments = image_request(model, tok, "the cat <|vision_start|><|image_pad|><|vision_end|> sat",
-                                   [read_image(image)])
-    ids = torch.tensor([ids])
-    with torch.no_grad():
-        got = model(ids, **arguments).logits
-        ref = hf(input_ids=ids, pixel_values=arguments["pixel_values"], image_grid_thw=arguments["image_grid_thw"],
-                 mm_token_type_ids=(ids == model.config.vision["image_token_id"]).int()).logits
-    diff = (got - ref).abs().max()
+    diff = image_logits_gap(model, qwen3_files)
     assert diff <= 1e-4, diff  # seen: 2.5e-7; 0.22 with the DeepStack mergers' blocks swapped
 
 

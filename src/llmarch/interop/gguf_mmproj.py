@@ -6,7 +6,9 @@ builds from that family's checkpoint: the same vision config, modules and rules 
 llama.cpp's by the `gguf` package's own table, TensorNameMap for MODEL_ARCH.MMPROJ), no second tower. The text model
 keeps its config; the tower's and projector's tensors are read through the family's rules. The image processor's
 settings (size, mean, std) come from the metadata as a preprocessor_config.json the tokenizer carries, with the
-tokens the family's prompt layout names (vision/prompts.py)."""
+tokens the family's prompt layout names (vision/prompts.py). An audio projector file (clip.has_audio_encoder:
+Qwen2-Audio's, Voxtral's; gguf_mmproj_audio.py) is read the same way as the family's audio tower
+(Projector.modality)."""
 from __future__ import annotations
 
 import json
@@ -47,7 +49,7 @@ class Projector:
     text_type: str = ""  # the text model's own family, which to_gguf writes (gguf_mmproj_out.py)
     # the clip.* keys the converter writes (its set_gguf_parameters) from the model's ModelConfig, beside
     # has_vision_encoder, projector_type and the image mean and std; None: read only (gguf_mmproj_out.py)
-    out: Callable[[object], dict] | None = None
+    out: Callable[[object, dict], dict] | None = None
     # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's; of the name and the file's
     # Meta, None when written), how they join, how the converter splits it): a tensor the converter wrote in pieces
     # (Qwen2-VL's qkv as q, k, v; its Conv3d patch kernel as one Conv2d per frame) or under its own name
