@@ -31,7 +31,7 @@ gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
 from test_gguf_mmproj import (  # noqa: E402
-    assert_written_as_converted, chunk_embeddings, convert_mmproj, ids_of, reference)
+    assert_bad_mmproj_refused, assert_written_as_converted, chunk_embeddings, convert_mmproj, ids_of, reference)
 from test_cli_trust import call  # noqa: E402
 from test_qwen_vl_images import random_model  # noqa: E402
 from test_vision_images import tokenizer  # noqa: E402
@@ -271,3 +271,23 @@ def test_qwen3_vl_embeddings_are_llama_cpps(qwen3_files):
     diff = (ours - theirs).abs().max()
     # seen: 1.5e-3 of 3.0 (ggml's CPU kernels); 3.9 with the DeepStack mergers' blocks swapped
     assert ours.shape == theirs.shape == (12, 3 * 64) and diff <= 1e-3 * theirs.abs().max(), (diff, theirs.abs().max())
+
+
+def test_bad_qwen3_vl_mmproj_is_one_line(qwen3_files, tmp_path, capsys):
+    text, mmproj, _, _, image = qwen3_files
+    assert_bad_mmproj_refused((text, mmproj, None, image), tmp_path, capsys,
+                              dict(drop=("v.deepstack.2.fc1.weight",)), "missing tensor")
+
+
+def test_to_mmproj_refuses_full_attention_blocks_llama_cpp_cannot_place(files, tmp_path):
+    """llama.cpp's qwen2.5vl_merger places full-attention blocks every n_wa_pattern-th: a tower whose are not so spaced
+    is refused in one line, nothing written."""
+    text, _, _, _, _ = files
+    if "qwen2_5" not in str(text):
+        pytest.skip("Qwen2.5-VL's windows")
+    folder = text.parent / "hf"
+    model = llmarch.from_hf(folder)
+    model.config = model.config.replace(vision=dict(model.config.vision, full_layers=[0, 2]))
+    with pytest.raises(LlmarchError, match="evenly spaced, each n_wa_pattern-th"):
+        to_mmproj(model, tmp_path / "m.gguf", checkpoint_tokenizer(folder))
+    assert not (tmp_path / "m.gguf").exists()
