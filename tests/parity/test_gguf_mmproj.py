@@ -131,7 +131,7 @@ def files(tmp_path_factory):
 
 class Mtmd:
     """llama.cpp's text model and mmproj (llama-cpp-python's C API: an F32 KV cache, no flash attention, one
-    thread) with one prompt holding one image (mtmd's media marker)."""
+    thread) with one prompt holding one image (mtmd's media marker; or an audio clip, its 16 kHz samples)."""
 
     def __init__(self, text_path, mmproj_path, prompt: str, image):
         import llama_cpp._logger
@@ -150,9 +150,14 @@ class Mtmd:
         cp.use_gpu, cp.n_threads, cp.warmup, cp.print_timings, cp.flash_attn_type = False, 1, False, False, 0
         self.mctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), self.model, cp)
         assert self.mctx, "llama.cpp cannot load the mmproj"
-        rgb = np.ascontiguousarray(np.asarray(Image.open(image).convert("RGB")), dtype=np.uint8)
-        self.bitmap = mtmd.mtmd_bitmap_init(rgb.shape[1], rgb.shape[0], rgb.ctypes.data_as(
-            ctypes.POINTER(ctypes.c_uint8)))
+        if isinstance(image, np.ndarray):  # 16 kHz audio samples
+            self.samples = np.ascontiguousarray(image, dtype=np.float32)
+            self.bitmap = mtmd.mtmd_bitmap_init_from_audio(len(self.samples), self.samples.ctypes.data_as(
+                ctypes.POINTER(ctypes.c_float)))
+        else:
+            rgb = np.ascontiguousarray(np.asarray(Image.open(image).convert("RGB")), dtype=np.uint8)
+            self.bitmap = mtmd.mtmd_bitmap_init(rgb.shape[1], rgb.shape[0], rgb.ctypes.data_as(
+                ctypes.POINTER(ctypes.c_uint8)))
         text = mtmd.mtmd_input_text()
         text.text, text.text_len, text.add_special, text.parse_special = prompt.encode(), len(prompt.encode()), \
             True, True
@@ -176,7 +181,7 @@ class Mtmd:
     def embeddings(self, chunk) -> torch.Tensor:
         n = self.mtmd.mtmd_input_chunk_get_n_tokens(chunk)
         assert self.mtmd.mtmd_encode_chunk(self.mctx, chunk) == 0
-        d = self.llama_cpp.llama_model_n_embd(self.model)
+        d = self.llama_cpp.llama_model_n_embd_inp(self.model)  # Qwen3-VL's: its DeepStack features beside
         return torch.from_numpy(np.ctypeslib.as_array(self.mtmd.mtmd_get_output_embd(self.mctx), shape=(n * d,))
                                 .reshape(n, d).copy())
 
@@ -249,13 +254,49 @@ def assert_greedy(model, ids: torch.Tensor, arguments: dict, want: list[int]) ->
     assert whole.tolist() == want
 
 
-def assert_mmproj_out_refused(folder: Path, tmp_path: Path, capsys) -> None:
-    """`convert --to-gguf folder --mmproj-out` is one line of error, exit 2, for a projector llmarch reads only; nothing
-    is written."""
-    code, _, err = call(capsys, "convert", "--to-gguf", folder, "--out", tmp_path / "t.gguf", "--mmproj-out",
-                        tmp_path / "m.gguf")
-    assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
+def chunk_embeddings(text, mmproj, image) -> list[torch.Tensor]:
+    """llama.cpp's mtmd on a prompt of one image: each image chunk's embeddings."""
+    ref = mtmd((text, mmproj, None, image), "<__media__>")
+    try:
+        return [ref.embeddings(p) for p in ref.parts() if not isinstance(p, list)]
+    finally:
+        ref.close()
+
+
+def _values(reader) -> tuple[dict, dict]:
+    """A GGUF file's clip.* metadata and its tensors (float32, Hugging Face's dimension order) by name."""
+    keys = {k: f.contents() for k, f in reader.fields.items() if k.startswith("clip.")}
+    return keys, {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32) for t in reader.tensors}
+
+
+def assert_written_as_converted(files, out: Path, differ: dict | None = None) -> None:
+    """The mmproj `out` (llmarch's, of the checkpoint folder beside the text model) is the converter's (files[1]):
+    the same clip.* keys and values but those in `differ` (key -> our value), the same tensors (F32 both); llama.cpp's
+    mtmd reads it to the converter file's embeddings, llmarch to its model, exactly."""
+    text, mmproj, image = files[0], files[1], files[-1]
+    (keys, tensors), (ours, our_tensors) = _values(gguf.GGUFReader(str(mmproj))), _values(gguf.GGUFReader(str(out)))
+    for key, value in (differ or {}).items():
+        assert ours.pop(key) == value
+        keys.pop(key, None)
+    assert sorted(ours) == sorted(keys)
+    for key, value in keys.items():
+        assert np.allclose(ours[key], value, rtol=1e-6) if not isinstance(value, str) else ours[key] == value, key
+    assert sorted(our_tensors) == sorted(tensors)
+    assert all(np.array_equal(our_tensors[name], t) for name, t in tensors.items())  # F32 both: the same values
+    want, got = chunk_embeddings(text, mmproj, image), chunk_embeddings(text, out, image)
+    assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want))
+    theirs = llmarch.from_gguf(text, mmproj=mmproj).state_dict()
+    again = llmarch.from_gguf(text, mmproj=out).state_dict()
+    assert theirs.keys() == again.keys() and all(torch.equal(again[k], theirs[k]) for k in theirs)
+
+
+def assert_cli_writes_the_converters_mmproj(files, tmp_path: Path, capsys, differ: dict | None = None) -> None:
+    """`convert --to-gguf --mmproj-out` of the checkpoint folder beside the text model writes the converter's
+    mmproj (assert_written_as_converted)."""
+    code, _, err = call(capsys, "convert", "--to-gguf", Path(files[0]).parent / "hf", "--gguf-type", "f32", "--out",
+                        tmp_path / "text.gguf", "--mmproj-out", tmp_path / "mmproj.gguf")
+    assert code == 0, err
+    assert_written_as_converted(files, tmp_path / "mmproj.gguf", differ)
 
 
 def assert_bad_mmproj_refused(files, tmp_path: Path, capsys, change: dict, problem: str) -> None:
@@ -410,3 +451,7 @@ def test_idefics3_reads_as_transformers_and_decodes_as_llama_cpp(idefics3_files)
     ids = ids_of(parts, model.config.vision["image_token_id"], ours.shape[0])
     pixels = arguments["pixel_values"].expand(len(chunks), -1, -1, -1)
     assert llmarch.generate(model, ids, 6, temperature=0.0, pixel_values=pixels)[0, ids.shape[1]:].tolist() == tokens
+
+
+def test_idefics3_convert_writes_the_converters_mmproj(idefics3_files, tmp_path, capsys):
+    assert_cli_writes_the_converters_mmproj(idefics3_files, tmp_path, capsys)

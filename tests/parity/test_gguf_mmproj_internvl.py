@@ -25,7 +25,7 @@ Image = pytest.importorskip("PIL.Image")
 
 from conftest import perturbed, saved_with_processor  # noqa: E402
 from test_gguf_mmproj import (  # noqa: E402
-    assert_bad_mmproj_refused, assert_greedy, assert_mmproj_out_refused, convert_mmproj,
+    assert_bad_mmproj_refused, assert_cli_writes_the_converters_mmproj, assert_greedy, convert_mmproj,
     ids_of, logits_gap, mtmd, text_and_image, with_llama_cpp)
 from test_vision_images import tokenizer  # noqa: E402
 
@@ -110,5 +110,9 @@ def test_bad_internvl_mmproj_is_one_line(files, tmp_path, capsys, change, proble
     assert_bad_mmproj_refused(files, tmp_path, capsys, change, problem)
 
 
-def test_convert_refuses_to_write_an_internvl_mmproj(files, tmp_path, capsys):
-    assert_mmproj_out_refused(files[0].parent / "hf", tmp_path, capsys)
+def test_convert_writes_the_converters_mmproj(files, tmp_path, capsys):
+    """`convert --to-gguf --mmproj-out`: the converter's mmproj (the projector as mlp1.N), read by mtmd and llmarch as
+    that file is; the tile bounds written from the image processor's (max_patches 4), where the converter reads
+    them only from the original layout's config."""
+    assert_cli_writes_the_converters_mmproj(files, tmp_path, capsys, {"clip.vision.preproc_min_tiles": 1,
+                                                                      "clip.vision.preproc_max_tiles": 4})

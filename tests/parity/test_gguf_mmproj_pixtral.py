@@ -22,7 +22,7 @@ Image = pytest.importorskip("PIL.Image")
 
 from conftest import perturbed  # noqa: E402
 from test_gguf_mmproj import (  # noqa: E402
-    assert_bad_mmproj_refused, assert_greedy, assert_mmproj_out_refused, convert_mmproj,
+    assert_bad_mmproj_refused, assert_cli_writes_the_converters_mmproj, assert_greedy, convert_mmproj,
     logits_gap, rewrite, text_and_image, with_llama_cpp)
 from test_vision_images import tokenizer  # noqa: E402
 
@@ -97,5 +97,7 @@ def test_bad_pixtral_mmproj_is_one_line(files, tmp_path, capsys, change, problem
     assert_bad_mmproj_refused(files, tmp_path, capsys, change, problem)
 
 
-def test_convert_refuses_to_write_a_pixtral_mmproj(files, tmp_path, capsys):
-    assert_mmproj_out_refused(files[0].parent / "hf", tmp_path, capsys)
+def test_convert_writes_the_converters_mmproj(files, tmp_path, capsys):
+    """`convert --to-gguf --mmproj-out`: the converter's mmproj (q and k permuted again, the [IMG_BREAK] row the
+    text model's), read by mtmd and llmarch as that file is."""
+    assert_cli_writes_the_converters_mmproj(files, tmp_path, capsys)

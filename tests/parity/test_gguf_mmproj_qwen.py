@@ -19,6 +19,7 @@ import torch
 
 import llmarch
 from llmarch.errors import LlmarchError
+from llmarch.interop.gguf_mmproj_out import to_mmproj
 from llmarch.interop.gguf_tokenizer import checkpoint_tokenizer
 from llmarch.interop.gguf_writer import to_gguf
 from llmarch.vision.image_files import read_image
@@ -29,7 +30,8 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 Image = pytest.importorskip("PIL.Image")
 
-from test_gguf_mmproj import convert_mmproj, ids_of, reference  # noqa: E402
+from test_gguf_mmproj import (  # noqa: E402
+    assert_bad_mmproj_refused, assert_written_as_converted, chunk_embeddings, convert_mmproj, ids_of, reference)
 from test_cli_trust import call  # noqa: E402
 from test_qwen_vl_images import random_model  # noqa: E402
 from test_vision_images import tokenizer  # noqa: E402
@@ -46,17 +48,20 @@ CASES = {  # model_type: (class prefix, vision config)
 }
 
 
-def as_qwen2vl(src, dst) -> None:
-    """A qwen2 GGUF file written again as llama.cpp's qwen2vl (Qwen2VLModel's converter): its keys renamed, the
-    M-RoPE sections added (padded to four), its tensors' bytes as they are (quantized ones too)."""
+def as_qwen2vl(src, dst, arch: str = "qwen2vl", sections: list = SECTION, deepstack: int | None = None) -> None:
+    """A qwen2 (qwen3) GGUF file written again as llama.cpp's qwen2vl (qwen3vl: Qwen2VLModel's, Qwen3VLTextModel's
+    converter): its keys renamed, the M-RoPE sections added (padded to four) and Qwen3-VL's count of DeepStack
+    layers, its tensors' bytes as they are (quantized ones too)."""
     T = gguf.GGUFValueType
     r = gguf.GGUFReader(str(src))
-    w = gguf.GGUFWriter(str(dst), "qwen2vl")
+    w = gguf.GGUFWriter(str(dst), arch)
     for key, f in r.fields.items():
         if not key.startswith("GGUF.") and key != "general.architecture":
-            w.add_key_value(re.sub(r"^qwen2\.", "qwen2vl.", key), f.contents(), f.types[0],
+            w.add_key_value(re.sub(r"^qwen[23]\.", f"{arch}.", key), f.contents(), f.types[0],
                             sub_type=f.types[-1] if f.types[0] == T.ARRAY else None)
-    w.add_key_value("qwen2vl.rope.dimension_sections", SECTION + [0], T.ARRAY, sub_type=T.INT32)
+    w.add_key_value(f"{arch}.rope.dimension_sections", sections + [0], T.ARRAY, sub_type=T.INT32)
+    if deepstack is not None:
+        w.add_key_value(f"{arch}.n_deepstack_layers", deepstack, T.UINT32)
     for t in r.tensors:
         w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
     w.write_header_to_file()
@@ -97,13 +102,10 @@ def files(request, tmp_path_factory):
     return path / "text.gguf", path / "mmproj.gguf", hf, ours, image
 
 
-def test_reads_as_from_hf_with_transformers_logits(files):
-    text, mmproj, hf, want, image = files
-    model = llmarch.from_gguf(text, mmproj=mmproj)
-    # the same tower (llama.cpp's files run no videos: no video token, Qwen2.5-VL's time steps left out)
-    assert qwen_vision_config(model.config.vision) == replace(qwen_vision_config(want.config.vision),
-                                                              video_token_id=None, tokens_per_second=None)
-    assert model.config.mrope_section == SECTION
+def image_logits_gap(model, files) -> float:
+    """The largest difference of the logits with the image between `model` (read from the files) and
+    transformers'."""
+    text, mmproj, hf, _, image = files
     tok = checkpoint_tokenizer(text, mmproj=mmproj)
     ids, arguments = image_request(model, tok, "the cat <|vision_start|><|image_pad|><|vision_end|> sat",
                                    [read_image(image)])
@@ -112,7 +114,17 @@ def test_reads_as_from_hf_with_transformers_logits(files):
         got = model(ids, **arguments).logits
         ref = hf(input_ids=ids, pixel_values=arguments["pixel_values"], image_grid_thw=arguments["image_grid_thw"],
                  mm_token_type_ids=(ids == model.config.vision["image_token_id"]).int()).logits
-    diff = (got - ref).abs().max()
+    return float((got - ref).abs().max())
+
+
+def test_reads_as_from_hf_with_transformers_logits(files):
+    text, mmproj, hf, want, image = files
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    # the same tower (llama.cpp's files run no videos: no video token, Qwen2.5-VL's time steps left out)
+    assert qwen_vision_config(model.config.vision) == replace(qwen_vision_config(want.config.vision),
+                                                              video_token_id=None, tokens_per_second=None)
+    assert model.config.mrope_section == SECTION
+    diff = image_logits_gap(model, files)
     assert diff <= 1e-4, diff  # seen: 3e-7
 
 
@@ -151,11 +163,17 @@ def test_text_model_without_mrope_is_refused_in_one_line(files, capsys):
         "min_pixels"] == 8 * 64
 
 
-def test_convert_refuses_to_write_a_qwen_mmproj(files, tmp_path, capsys):
-    text, _, _, _, _ = files
-    code, _, err = call(capsys, "convert", "--to-gguf", text.parent / "hf", "--out", tmp_path / "t.gguf",
-                        "--mmproj-out", tmp_path / "m.gguf")
-    assert code == 2 and "does not write them" in err and len(err.strip().splitlines()) == 1
+def test_to_mmproj_writes_the_converters_mmproj(files, tmp_path, capsys):
+    """to_mmproj: the converter's mmproj (qkv and the patch kernel split again), read by mtmd and llmarch as that
+    file is. `convert --mmproj-out` refuses in one line: its text model is llama.cpp's qwen2vl, which llmarch reads
+    but does not write."""
+    text, _, _, _, image = files
+    folder = text.parent / "hf"
+    to_mmproj(llmarch.from_hf(folder), tmp_path / "ours.gguf", checkpoint_tokenizer(folder))
+    assert_written_as_converted(files, tmp_path / "ours.gguf")
+    code, _, err = call(capsys, "convert", "--to-gguf", folder, "--out", tmp_path / "t.gguf", "--mmproj-out",
+                        tmp_path / "m.gguf")
+    assert code == 2 and "_vl_text" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "t.gguf").exists()
 
 
@@ -186,3 +204,90 @@ def test_quantized_text_model_stays_on_the_kernels(files, kind, method, tmp_path
     ids = torch.tensor([ids])
     assert torch.equal(llmarch.generate(model, ids, 4, temperature=0.0, **arguments),
                        llmarch.generate(plain, ids, 4, temperature=0.0, **arguments))
+
+
+QWEN3_SECTION = [3, 3, 2]  # interleaved: each of the 8 pairs below 3 x its section, so llama.cpp rotates them all
+QWEN3_TEXT = dict(TEXT, head_dim=16, rms_norm_eps=1e-6,
+                  rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=QWEN3_SECTION,
+                                       mrope_interleaved=True))
+QWEN3_VISION = dict(VISION, hidden_size=32, intermediate_size=48, out_hidden_size=64, num_position_embeddings=16,
+                    deepstack_visual_indexes=[1, 2])
+
+
+@pytest.fixture(scope="module")
+def qwen3_files(tmp_path_factory):
+    """Qwen3-VL's (a 3-block tower 32 wide, a 4 x 4 grid of learned positions, DeepStack after blocks 1 and 2; a
+    Qwen3 text model 64 wide): text model .gguf (qwen3vl), mmproj .gguf, transformers model, image path."""
+    path = tmp_path_factory.mktemp("qwen3_vl")
+    tok = tokenizer(["<unk>", "<s>", "</s>", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>"])
+    tok.save_pretrained(path / "hf")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    hf = random_model("Qwen3VL", text_config=dict(QWEN3_TEXT, vocab_size=len(tok)), vision_config=QWEN3_VISION,
+                      image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                      vision_end_token_id=ids["<|vision_end|>"]).eval()
+    hf.save_pretrained(path / "hf")
+    (path / "hf" / "generation_config.json").write_text(json.dumps({"eos_token_id": 2}))
+    transformers.Qwen2VLImageProcessor(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=8 * 64,
+                                       max_pixels=4096 * 64, image_mean=[0.5] * 3,
+                                       image_std=[0.5] * 3).save_pretrained(path / "hf")
+    convert_mmproj(path / "hf", path / "mmproj.gguf")
+    ours = llmarch.from_hf(path / "hf").eval()
+    text = llmarch.build(ours.config.replace(vision=None, hf_model_type="qwen3", mrope_section=None,
+                                             mrope_interleaved=False))
+    text.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("vision.")})
+    to_gguf(text, path / "qwen3.gguf", "f32", checkpoint_tokenizer(path / "hf"))
+    as_qwen2vl(path / "qwen3.gguf", path / "text.gguf", "qwen3vl", QWEN3_SECTION, 2)
+    image = path / "image.png"  # 32 x 24: 4 x 3 merged patches
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image)
+    return path / "text.gguf", path / "mmproj.gguf", hf, ours, image
+
+
+def test_qwen3_vl_reads_as_from_hf_with_transformers_logits(qwen3_files):
+    """The tower with its grid positions and DeepStack mergers (the converter's own names: v.deepstack.N by block,
+    the merger as v.post_ln, mm.0, mm.2) and the interleaved M-RoPE sections read as from_hf reads the checkpoint:
+    the logits with an image (DeepStack's features added after the first text blocks) transformers'."""
+    text, mmproj, hf, want, image = qwen3_files
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    assert qwen_vision_config(model.config.vision) == replace(qwen_vision_config(want.config.vision),
+                                                              video_token_id=None, frames_apart=False)
+    assert (model.config.mrope_section, model.config.mrope_interleaved) == (QWEN3_SECTION, True)
+    diff = image_logits_gap(model, qwen3_files)
+    assert diff <= 1e-4, diff  # seen: 2.5e-7; 0.22 with the DeepStack mergers' blocks swapped
+
+
+def test_qwen3_vl_embeddings_are_llama_cpps(qwen3_files):
+    """mtmd's embeddings of the image (each token's merged features, then each DeepStack merger's, side by side) ours.
+    Its greedy tokens are not compared: llama-cpp-python 0.3.36 aborts decoding a Qwen3-VL image batch (ggml_add's
+    repeat assertion, the DeepStack add of its qwen3vl graph) on this tiny model."""
+    pytest.importorskip("llama_cpp.mtmd_cpp", reason="llama-cpp-python (with mtmd) is not installed")
+    text, mmproj, _, _, image = qwen3_files
+    (theirs,) = chunk_embeddings(text, mmproj, image)
+    model = llmarch.from_gguf(text, mmproj=mmproj)
+    _, arguments = image_request(model, checkpoint_tokenizer(text, mmproj=mmproj), "<|image_pad|>",
+                                 [read_image(image)])
+    with torch.no_grad():
+        ours, deepstack = model.vision.tower(arguments["pixel_values"], arguments["image_grid_thw"])
+    ours = torch.cat([ours, *deepstack], dim=-1)
+    diff = (ours - theirs).abs().max()
+    # seen: 1.5e-3 of 3.0 (ggml's CPU kernels); 3.9 with the DeepStack mergers' blocks swapped
+    assert ours.shape == theirs.shape == (12, 3 * 64) and diff <= 1e-3 * theirs.abs().max(), (diff, theirs.abs().max())
+
+
+def test_bad_qwen3_vl_mmproj_is_one_line(qwen3_files, tmp_path, capsys):
+    text, mmproj, _, _, image = qwen3_files
+    assert_bad_mmproj_refused((text, mmproj, None, image), tmp_path, capsys,
+                              dict(drop=("v.deepstack.2.fc1.weight",)), "missing tensor")
+
+
+def test_to_mmproj_refuses_full_attention_blocks_llama_cpp_cannot_place(files, tmp_path):
+    """llama.cpp's qwen2.5vl_merger places full-attention blocks every n_wa_pattern-th: a tower whose are not so spaced
+    is refused in one line, nothing written."""
+    text, _, _, _, _ = files
+    if "qwen2_5" not in str(text):
+        pytest.skip("Qwen2.5-VL's windows")
+    folder = text.parent / "hf"
+    model = llmarch.from_hf(folder)
+    model.config = model.config.replace(vision=dict(model.config.vision, full_layers=[0, 2]))
+    with pytest.raises(LlmarchError, match="evenly spaced, each n_wa_pattern-th"):
+        to_mmproj(model, tmp_path / "m.gguf", checkpoint_tokenizer(folder))
+    assert not (tmp_path / "m.gguf").exists()

@@ -35,9 +35,9 @@ def add_parsers(sub) -> None:
                         "of 256 in q5_0; q4_0, q4_1 and q4_k load onto llmarch's int4 kernel exactly; mxfp4: a "
                         "mixture's expert matrices in MXFP4, the rest F16); norms stay F32 (default: %(default)s)")
     p.add_argument("--mmproj-out", default=None, metavar="FILE",
-                   help="--to-gguf of a vision-language checkpoint (gemma3): its tower and projector as llama.cpp's "
-                        "vision projector file FILE (mmproj, F32; interop/gguf_mmproj_out.py), its text model as "
-                        "--out (default: %(default)s)")
+                   help="--to-gguf of a vision-language checkpoint (gemma3, idefics3, mistral3, internvl): its "
+                        "tower and projector as llama.cpp's vision projector file FILE (mmproj, F32; "
+                        "interop/gguf_mmproj_out.py), its text model as --out (default: %(default)s)")
     p.add_argument("--out", required=True, help="new output directory, or .gguf file for --to-gguf (required)")
     p.set_defaults(func=cmd_convert)
 
@@ -125,7 +125,7 @@ def write_gguf(args) -> None:
     tok = checkpoint_tokenizer(src)
     _write_new(out, lambda tmp: to_gguf(model, tmp, args.gguf_type, tok))
     if mmproj:
-        _write_new(mmproj, lambda tmp: to_mmproj(vision, tmp, tok.side_files))
+        _write_new(mmproj, lambda tmp: to_mmproj(vision, tmp, tok))
     print(f"wrote {out} ({args.gguf_type}, {written_parameters(model):,} parameters)"
           + (f" and {mmproj} (f32)" if mmproj else ""))
 

@@ -6,7 +6,9 @@ builds from that family's checkpoint: the same vision config, modules and rules 
 llama.cpp's by the `gguf` package's own table, TensorNameMap for MODEL_ARCH.MMPROJ), no second tower. The text model
 keeps its config; the tower's and projector's tensors are read through the family's rules. The image processor's
 settings (size, mean, std) come from the metadata as a preprocessor_config.json the tokenizer carries, with the
-tokens the family's prompt layout names (vision/prompts.py)."""
+tokens the family's prompt layout names (vision/prompts.py). An audio projector file (clip.has_audio_encoder:
+Qwen2-Audio's, Voxtral's; gguf_mmproj_audio.py) is read the same way as the family's audio tower
+(Projector.modality)."""
 from __future__ import annotations
 
 import json
@@ -22,10 +24,12 @@ from ..registry import Registry
 from .gguf import dequantized, open_gguf, unpermuted
 from .gguf_kernels import QuantizeAsRead, file_scheme
 from .gguf_archs import Meta, field
-from . import gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
-from .gguf_mmproj_qwen import JOINS, mrope_section, qwen_processor, qwen_vision
+from . import gguf_mmproj_audio as audio, gguf_mmproj_internvl as internvl, gguf_mmproj_pixtral as pixtral
+from .gguf_mmproj_qwen import JOINS, QWEN3_JOINS, mrope_section, qwen3_vision, qwen_out, qwen_processor, \
+    qwen_vision
 
 PROJECTORS: Registry = Registry("mmproj projector type")
+TOKEN_IDS = {"vision": "image_token_id", "audio": "audio_token_id"}  # the tower config's field of its token's id
 GELU = {True: "gelu_tanh", False: "quick_gelu"}  # clip.use_gelu: ggml_gelu (tanh form) or CLIP's quick GELU
 
 
@@ -33,22 +37,29 @@ GELU = {True: "gelu_tanh", False: "quick_gelu"}  # clip.use_gelu: ggml_gelu (tan
 class Projector:
     """One clip.projector_type: the Hugging Face family it is read as, and what the metadata and text model give."""
     hf_model_type: str
-    vision: Callable[[Meta], dict]  # VisionConfig fields from the clip.* metadata (image_token_id is added)
-    image_token: str  # the text token whose positions take the image features (its id from the text vocabulary)
-    processor: Callable[[Meta], dict]  # preprocessor_config.json but the mean and std: its type, filter, sizes
+    # the tower's config fields from the clip.* metadata (VisionConfig's, or AudioConfig's for an audio encoder;
+    # the token id is added)
+    tower: Callable[[Meta], dict]
+    image_token: str  # the text token whose positions take the tower's features (its id from the text vocabulary)
+    processor: Callable[[Meta], dict]  # preprocessor_config.json but an image's mean and std: its type, sizes
     tokens: dict = dataclass_field(default_factory=dict)  # tokenizer_config.json's tokens the prompt layout names
     config: Callable[[int], dict] = lambda image_token_id: {}  # more text-config fields, from the image token's id
     # (GGUF name regex, GGUF -> Hugging Face values, back): what llama.cpp's converter changed (Gemma's 1 + g gains)
     fixes: tuple = ()
     text_type: str = ""  # the text model's own family, which to_gguf writes (gguf_mmproj_out.py)
-    metadata: Callable[[object], dict] = lambda v: {}  # the clip.vision.* keys of the projector beside _vit's
-    # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's), how they join): a tensor the
-    # converter wrote in pieces (Qwen2-VL's qkv as q, k, v; its Conv3d patch kernel as one Conv2d per frame)
+    # the clip.* keys the converter writes (its set_gguf_parameters) from the model's ModelConfig, beside
+    # has_vision_encoder, projector_type and the image mean and std; None: read only (gguf_mmproj_out.py)
+    out: Callable[[object, dict], dict] | None = None
+    # (Hugging Face name regex, the names of its parts (llama.cpp's or Hugging Face's; of the name and the file's
+    # Meta, None when written), how they join, how the converter splits it): a tensor the converter wrote in pieces
+    # (Qwen2-VL's qkv as q, k, v; its Conv3d patch kernel as one Conv2d per frame) or under its own name
     joins: tuple = ()
     text_config: Callable[[object], dict] = lambda reader: {}  # text-config fields from the text model's GGUF file
-    held: str = ""  # a regex of the file's tensors the text model holds (Pixtral's [IMG_BREAK] embedding), not read
+    # (tensor, token): a tensor of the file that is the text model's embedding row of the token (Pixtral's
+    # [IMG_BREAK]): not read, written from the text model
+    held: tuple = ()
     permuted_qk: bool = False  # the tower's q and k rows permuted as LLaMA's by the converter (Pixtral's)
-    written: bool = True  # to_mmproj writes it (a CLIP-style tower, no joins)
+    modality: str = "vision"  # the encoder (clip.has_{modality}_encoder, clip.{modality}.*): vision or audio
 
 
 def _vit(meta: Meta) -> dict:
@@ -61,6 +72,22 @@ def _vit(meta: Meta) -> dict:
                 norm_eps=float(f"{get('vision.attention.layer_norm_epsilon'):.6g}"),  # float32 as written
                 patch_bias=meta.has("v.patch_embd.bias"), class_token=meta.has("v.class_embd"),
                 pre_norm=meta.has("v.pre_ln.weight"), post_norm=meta.has("v.post_ln.weight"))
+
+
+def vit_out(cfg, processor: dict) -> dict:
+    """_vit's keys beyond the sizes every converter writes (gguf_mmproj_out.py), as the CLIP-style towers' write
+    them (Gemma3VisionModel's, SmolVLMModel's)."""
+    from ..vision.config import vision_config
+
+    v = vision_config(cfg.vision)
+    if v.act not in GELU.values():
+        raise LlmarchError(f"llama.cpp's CLIP tower uses GELU or quick GELU; this tower's act is {v.act!r}")
+    return {"clip.use_gelu": v.act == "gelu_tanh", "clip.vision.attention.layer_norm_epsilon": float(v.norm_eps)}
+
+
+def _pooled(vision: dict) -> int:
+    """Gemma 3's pooling factor: patches per side over features per side."""
+    return vision["image_size"] // vision["patch_size"] // round(vision["pool_tokens"] ** 0.5)
 
 
 def _gemma3(meta: Meta) -> dict:
@@ -83,7 +110,8 @@ PROJECTORS.register("gemma3")(Projector(
     config=lambda token: dict(bidirectional_token=token),  # mtmd decodes an image's tokens non-causally
     # Gemma3VisionModel.modify_tensors adds 1 to the projector's norm gain
     fixes=((r"^mm\.soft_emb_norm\.weight$", lambda t: t - 1, lambda t: t + 1),), text_type="gemma3_text",
-    metadata=lambda v: {"projector.scale_factor": v.image_size // v.patch_size // round(v.pool_tokens ** 0.5)}))
+    out=lambda cfg, processor: dict(vit_out(cfg, processor),
+                                    **{"clip.vision.projector.scale_factor": _pooled(cfg.vision)})))
 
 
 def _idefics3(meta: Meta) -> dict:
@@ -100,21 +128,32 @@ PROJECTORS.register("idefics3")(Projector(
     lambda meta: dict(image_processor_type="Idefics3ImageProcessor", resample=1, do_image_splitting=True,
                       size={"longest_edge": meta.get("vision.preproc_image_size", meta.get("vision.image_size"))},
                       max_image_size={"longest_edge": meta.get("vision.image_size")}),
-    text_type="llama"))
+    text_type="llama", out=lambda cfg, processor: dict(
+        vit_out(cfg, processor), **{"clip.vision.projector.scale_factor": cfg.vision["shuffle_factor"],
+                                    "clip.vision.preproc_image_size": processor["size"]["longest_edge"]})))
 
 
 for _kind, _family, _windowed in (("qwen2vl_merger", "qwen2_vl", False), ("qwen2.5vl_merger", "qwen2_5_vl", True)):
     PROJECTORS.register(_kind)(Projector(
         _family, qwen_vision(_windowed), "<|image_pad|>", qwen_processor, joins=JOINS, text_config=mrope_section,
-        text_type=_family + "_text", written=False))
+        text_type=_family + "_text", out=qwen_out(_windowed)))
+
+PROJECTORS.register("qwen3vl_merger")(Projector(
+    "qwen3_vl", qwen3_vision, "<|image_pad|>", qwen_processor, joins=QWEN3_JOINS, text_config=mrope_section,
+    text_type="qwen3_vl_text"))
 
 PROJECTORS.register("pixtral")(Projector("mistral3", pixtral.vision, "[IMG]", pixtral.processor, text_type="mistral",
-                                         held=pixtral.HELD, permuted_qk=True, written=False))
+                                         held=pixtral.HELD, permuted_qk=True, out=pixtral.out))
 
 
 PROJECTORS.register("internvl")(Projector("internvl", internvl.vision, "<IMG_CONTEXT>", internvl.processor,
                                           tokens=internvl.TOKENS, joins=internvl.JOINS, text_type="qwen2",
-                                          written=False))
+                                          out=internvl.out))
+
+
+for _kind, _family in (("qwen2a", "qwen2_audio"), ("voxtral", "voxtral")):
+    PROJECTORS.register(_kind)(Projector(_family, audio.audio(_kind), audio.TOKENS[_kind], audio.processor,
+                                         joins=audio.JOINS, fixes=audio.FIXES, modality="audio"))
 
 
 def _projector(meta: Meta) -> Projector:
@@ -127,9 +166,10 @@ def _projector(meta: Meta) -> Projector:
 
 def _clip_meta(path) -> Meta:
     reader = open_gguf(path)
-    if field(reader, "general.architecture") != "clip" or not field(reader, "clip.has_vision_encoder", False):
-        raise LlmarchError(f"{path} is not a vision projector file (general.architecture clip with a vision "
-                           f"encoder: llama.cpp's mmproj); it is {field(reader, 'general.architecture')!r}")
+    if field(reader, "general.architecture") != "clip" or not (field(reader, "clip.has_vision_encoder", False) or
+                                                                 field(reader, "clip.has_audio_encoder", False)):
+        raise LlmarchError(f"{path} is not a vision projector file (general.architecture clip with a vision or "
+                           f"audio encoder: llama.cpp's mmproj); it is {field(reader, 'general.architecture')!r}")
     return Meta(reader, "clip", path)
 
 
@@ -151,7 +191,7 @@ class MMProjTensors:
 
         self.text, self.meta, self.fixes = text, meta, projector.fixes
         self.heads = meta.get("vision.attention.head_count") if projector.permuted_qk else None
-        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get("vision.block_count"))
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, meta.get(f"{projector.modality}.block_count"))
         self.to_gguf, self.joined = {}, {}  # Hugging Face name -> its GGUF tensors' names; -> how they join
 
         def found(name: str):
@@ -159,13 +199,13 @@ class MMProjTensors:
 
         for hf in (name for name in hf_names if name not in text):
             join = next((j for j in projector.joins if re.search(j[0], hf)), None)
-            parts = [found(part) for part in (join[1](hf) if join else [hf])]
+            parts = [found(part) for part in (join[1](hf, meta) if join else [hf])]
             if all(parts):
                 self.to_gguf[hf] = tuple(parts)
                 if join:
                     self.joined[hf] = join[2]
         unread = sorted(set(meta.tensors) - {name for parts in self.to_gguf.values() for name in parts})
-        unread = [name for name in unread if not (projector.held and re.search(projector.held, name))]
+        unread = [name for name in unread if name not in projector.held[:1]]
         if unread:
             raise LlmarchError(f"{meta.path}: mmproj tensor {first_and_count(unread)} has no place in a "
                                f"{projector.hf_model_type} model")
@@ -179,7 +219,7 @@ class MMProjTensors:
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self.text:
             return tuple(self.text[name].shape)
-        if name in self.joined:
+        if name in self.joined or any(re.search(p, g) for p, _, _ in self.fixes for g in self.to_gguf[name]):
             return tuple(self.read(name).shape)
         return tuple(int(n) for n in reversed(self.meta.tensors[self.to_gguf[name][0]].shape))
 
@@ -229,13 +269,14 @@ def with_mmproj(text_model, text_path, mmproj_path, device=None, kernels: bool =
     projector = _projector(meta)
     token = _token_id(text_path, projector.image_token)
     text_cfg = text_model.config
-    cfg = text_cfg.replace(vision=dict(projector.vision(meta), image_token_id=token),
-                           hf_model_type=projector.hf_model_type, **projector.config(token),
+    tower = {projector.modality: dict(projector.tower(meta), **{TOKEN_IDS[projector.modality]: token})}
+    cfg = text_cfg.replace(**tower, hf_model_type=projector.hf_model_type, **projector.config(token),
                            **projector.text_config(open_gguf(text_path)))
-    width = meta.get("vision.projection_dim", None)
+    width = meta.get(f"{projector.modality}.projection_dim", None)
     if width is not None and width != cfg.d_model:
-        raise LlmarchError(f"{mmproj_path} projects images to width {width}; the text model {text_path} is "
-                           f"{cfg.d_model} wide (the mmproj is for another model)")
+        raise LlmarchError(f"{mmproj_path} projects {'images' if projector.modality == 'vision' else 'audio'} to "
+                           f"width {width}; the text model {text_path} is {cfg.d_model} wide (the mmproj is for "
+                           "another model)")
     check_vision(cfg)
     family = FAMILIES[cfg.hf_model_type]
     rules = family.rules_for(cfg)
@@ -255,8 +296,10 @@ def mmproj_side_files(mmproj_path, side_files: dict[str, bytes]) -> dict[str, by
     image size, mean and std) and the tokens its prompt layout names (in tokenizer_config.json)."""
     meta = _clip_meta(mmproj_path)
     projector = _projector(meta)
-    processor = dict(projector.processor(meta), image_mean=[float(x) for x in meta.get("vision.image_mean")],
-                     image_std=[float(x) for x in meta.get("vision.image_std")])
+    processor = projector.processor(meta)
+    if projector.modality == "vision":
+        processor.update(image_mean=[float(x) for x in meta.get("vision.image_mean")],
+                         image_std=[float(x) for x in meta.get("vision.image_std")])
     config = json.loads(side_files.get("tokenizer_config.json", b"{}"))
     return {**side_files, "preprocessor_config.json": json.dumps(processor).encode(),
             "tokenizer_config.json": json.dumps({**config, **projector.tokens}).encode()}

@@ -8,6 +8,7 @@ GotOcr2ImageProcessor tiles them with InternVLProcessor's crop_to_patches, betwe
 preproc_max_tiles (clip.cpp's 1 and 12 where the file names none)."""
 from __future__ import annotations
 
+from ..errors import LlmarchError
 from .gguf_archs import Meta, field
 
 MIN_TILES, MAX_TILES = 1, 12  # clip.cpp's defaults for PROJECTOR_TYPE_INTERNVL
@@ -31,6 +32,21 @@ def vision(meta: Meta) -> dict:
                 projector_act="gelu")
 
 
+def out(cfg, processor: dict) -> dict:
+    """The keys InternVisionModel.set_gguf_parameters writes beyond the sizes, the tile bounds from the image
+    processor's (the converter takes them from the original layout's config; GotOcr2's defaults where absent)."""
+    from ..vision.config import vision_config
+
+    v = vision_config(cfg.vision)
+    if v.act not in ("gelu", "silu") or v.norm != ("rmsnorm" if (v.width, v.n_layers) == VIT_6B else "layernorm"):
+        raise LlmarchError(f"llama.cpp's InternViT takes GELU or SiLU, RMSNorm only {VIT_6B[0]} wide and "
+                           f"{VIT_6B[1]} deep; this tower's act is {v.act!r}, its norm {v.norm!r}")
+    return {"clip.vision.attention.layer_norm_epsilon": float(v.norm_eps), f"clip.use_{v.act}": True,
+            "clip.vision.projector.scale_factor": v.shuffle_factor,
+            "clip.vision.preproc_min_tiles": processor.get("min_patches", MIN_TILES),
+            "clip.vision.preproc_max_tiles": processor.get("max_patches", MAX_TILES)}
+
+
 def processor(meta: Meta) -> dict:
     """GotOcr2ImageProcessor: tiles of the tower's size, as many as clip.cpp allows (bicubic)."""
     side = meta.get("vision.image_size")
@@ -43,7 +59,7 @@ _MLP1 = {"multi_modal_projector.layer_norm": "mlp1.0", "multi_modal_projector.li
          "multi_modal_projector.linear_2": "mlp1.3"}
 
 
-def _converter_name(hf: str) -> list[str]:
+def _converter_name(hf: str, meta=None) -> list[str]:
     """The name the converter looks a Hugging Face tensor up by (filter_tensors): the projector's as the original
     layout's mlp1.N, a layer scale's or position embedding's with .weight added."""
     for ours, theirs in _MLP1.items():
@@ -53,4 +69,5 @@ def _converter_name(hf: str) -> list[str]:
 
 
 # (Hugging Face name regex, its name as the converter read it, one part taken as it is): gguf_mmproj.Projector.joins
-JOINS = ((r"multi_modal_projector\.|\.lambda_[12]$|position_embeddings$", _converter_name, lambda parts: parts[0]),)
+JOINS = ((r"multi_modal_projector\.|\.lambda_[12]$|position_embeddings$", _converter_name, lambda parts: parts[0],
+          lambda t: [t]),)

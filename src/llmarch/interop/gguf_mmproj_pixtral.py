@@ -11,10 +11,10 @@ tokens to 8..1024 by area (set_limit_image_tokens), PixtralImageProcessor the lo
 from __future__ import annotations
 
 from ..errors import LlmarchError
-from ..vision.pixtral_config import TOWER
+from ..vision.pixtral_config import TOWER, pixtral_vision_config
 from .gguf_archs import Meta, field
 
-HELD = r"^v\.token_embd\.img_break$"  # the text model's [IMG_BREAK] row, not read
+HELD = ("v.token_embd.img_break", "[IMG_BREAK]")  # the text model's [IMG_BREAK] row, not read
 ROPE_THETA = 10000.0  # clip.cpp's hparams.rope_theta for PROJECTOR_TYPE_PIXTRAL (the file names none)
 
 
@@ -40,6 +40,16 @@ def vision(meta: Meta) -> dict:
                 patch_size=get("vision.patch_size"), image_size=get("vision.image_size"), rope_theta=ROPE_THETA,
                 merge_size=get("vision.spatial_merge_size", 1), projector_bias=meta.has("mm.1.bias"),
                 projector_eps=float(f"{get('vision.attention.layer_norm_epsilon'):.6g}"))  # float32 as written
+
+
+def out(cfg, processor: dict) -> dict:
+    """The keys LlavaVisionModel.set_gguf_parameters writes for a pixtral tower beyond the sizes."""
+    v = pixtral_vision_config(cfg.vision)
+    if v.projector_eps != 1e-5 or v.projector_act != "gelu":  # clip.cpp's projector: the tower's eps, GELU
+        raise LlmarchError(f"llama.cpp's pixtral projector normalizes with the tower's eps 1e-5 and uses GELU; this "
+                           f"one's eps is {v.projector_eps}, its act {v.projector_act!r}")
+    return {"clip.vision.attention.layer_norm_epsilon": 1e-5, "clip.vision.spatial_merge_size": v.merge_size,
+            "clip.use_silu" if v.ffn == "swiglu" else "clip.use_gelu": True}
 
 
 def processor(meta: Meta) -> dict:

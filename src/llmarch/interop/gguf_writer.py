@@ -62,7 +62,7 @@ def gguf_arch(cfg) -> str:
     return ARCHS[name].encoder_arch if not cfg.n_decoder_layers and ARCHS[name].encoder_arch else name
 
 
-def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+def permuted(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """convert_hf_to_gguf.py's LlamaModel.permute: per head, the two rotated halves interleaved."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
@@ -282,9 +282,9 @@ def to_gguf(model, path: str | Path, dtype: str = "f16", tokenizer=None) -> None
             keyed.setdefault(found[0], {})[int(found[1]["layer"])] = float(t.reshape(-1)[0])
             continue
         if arch.permuted_qk and ".q_proj." in name:
-            t = _permute(t, cfg.n_heads)
+            t = permuted(t, cfg.n_heads)
         if arch.permuted_qk and ".k_proj." in name:
-            t = _permute(t, cfg.n_kv_heads)
+            t = permuted(t, cfg.n_kv_heads)
         if arch.qkv_per_head and re.search(arch.qkv_per_head, name):
             t = grouped_qkv(t, cfg.n_heads, cfg.n_kv_heads, to_gguf=True)
         for pattern, to, _ in arch.tensors:  # reading undoes these first (GGUFTensors.read)
