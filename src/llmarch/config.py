@@ -203,6 +203,9 @@ class ModelConfig:
     # rows of the per-layer embedding table; None: vocab_size. Fewer than vocab_size: the ids past the table read its
     # row 0 (Gemma 3n, whose last 256 ids are image and audio tokens)
     ple_vocab: int | None = None
+    # token ids whose per-layer inputs are row 0's, the padding id's (Gemma 4's image placeholders, which Gemma4Model
+    # replaces by pad_token_id 0 before the per-layer lookup); None: none
+    ple_pad_tokens: list | None = None
     # > 1: AltUp (Baykal et al. 2023, "Alternating Updates for Efficient Transformers"; layers/altup.py): the residual
     # stream is this many copies of d_model; each block computes on one (altup_active), predicted from all by a
     # learned mix, and corrects the others with what it computed (Gemma 3n: 4). 1: one residual stream
@@ -947,6 +950,9 @@ class ModelConfig:
     # the token whose runs in one call each attend to themselves both ways, the rest causal (Gemma 3's image tokens:
     # transformers' token_type_ids blocks, on full and sliding layers alike); None: none
     bidirectional_token: int | None = None
+    # with bidirectional_token: its blocks only on the sliding-window layers, the full layers causal (Gemma 4's
+    # create_masks_for_vision_model: AND(window, OR(causal, block)) on sliding layers, causal on full ones)
+    bidirectional_sliding: bool = False
 
     def __post_init__(self) -> None:
         # Remember which fields were derived, so replace(n_heads=...) derives them again.
@@ -1086,6 +1092,12 @@ class ModelConfig:
         check_audio(self)
         if self.prefix_lm and (not self.causal or self.is_encoder_decoder):
             raise LlmarchError("prefix_lm makes a causal decoder's prompt bidirectional; this config is not one")
+        if self.bidirectional_sliding and self.bidirectional_token is None:
+            raise LlmarchError("bidirectional_sliding limits bidirectional_token's blocks to sliding layers: set both")
+        if self.ple_pad_tokens is not None and (not self.ple_dim or any(
+                not isinstance(t, int) or isinstance(t, bool) or t < 0 for t in self.ple_pad_tokens)):
+            raise LlmarchError(f"ple_pad_tokens {self.ple_pad_tokens!r} must be token ids, for per-layer inputs "
+                               "(ple_dim)")
         if self.bidirectional_token is not None:
             kinds = {(o.get("mixer", self.mixer), o.get("attention", self.attention))
                      for o in [{}, *(self.layer_overrides or {}).values()]}

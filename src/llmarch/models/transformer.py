@@ -16,6 +16,8 @@ from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceD
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.anyres import AnyResImageInputs
+from ..vision.gemma4_config import is_gemma4
+from ..vision.gemma4_tower import Gemma4ImageInputs
 from ..vision.inputs import ImageInputs, check_image_arguments
 from ..vision.naflex import NaFlexImageInputs
 from ..vision.pixtral_config import is_pixtral
@@ -51,10 +53,11 @@ class TransformerLM(Stack):
         self._logit_divisor = cfg.logit_divisor if cfg.logit_divisor != 1.0 else None  # read once: 1.0 costs nothing
         streams = max(cfg.codebooks, 1)  # K codebooks: K tables and K heads side by side (layers/codebooks.py)
         self.embed = nn.Embedding(cfg.vocab_size * streams, cfg.embed_width)
-        # images as embeddings (vision/): a ViT and projector (LLaVA's), or Qwen2-VL's or Pixtral's tower of merged
-        # patches
+        # images as embeddings (vision/): a ViT and projector (LLaVA's), Qwen2-VL's or Pixtral's tower of merged
+        # patches, or Gemma 4's pooled one
         self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else \
             PixtralImageInputs(cfg) if is_pixtral(cfg.vision) else \
+            Gemma4ImageInputs(cfg) if is_gemma4(cfg.vision) else \
             AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else \
             NaFlexImageInputs(cfg) if cfg.vision.get("naflex") else ImageInputs(cfg)
         self.audio = None if cfg.audio is None else AudioInputs(cfg)  # audio as embeddings (audio/): Qwen2-Audio's

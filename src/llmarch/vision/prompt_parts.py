@@ -9,6 +9,7 @@ import json
 from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
+from .gemma4_config import gemma4_vision_config, is_gemma4
 from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
 from .tiled_images import TiledImages
@@ -17,9 +18,9 @@ PROMPTS: Registry = Registry("image prompt layout")
 
 
 def vision_of(data: dict):
-    """ModelConfig.vision as its tower's config: Qwen-VL's, Pixtral's or the others'."""
+    """ModelConfig.vision as its tower's config: Qwen-VL's, Pixtral's, Gemma 4's or the others'."""
     return qwen_vision_config(data) if is_qwen(data) else pixtral_vision_config(data) if is_pixtral(data) else \
-        vision_config(data)
+        gemma4_vision_config(data) if is_gemma4(data) else vision_config(data)
 
 
 def processor(tok, kind: str, where: str = "the tokenizer", v=None):
