@@ -35,6 +35,11 @@ TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_
             final_logit_softcapping=30.0)
 VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
               head_dim=8, patch_size=2, position_embedding_size=64, use_clipped_linears=True)
+# a chat template that writes the image token for each image part, as Gemma 4's does
+TEMPLATE = ("{% for m in messages %}{{ m['role'] + ': ' }}{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+            "{% for c in m['content'] %}{% if c['type'] == 'image' %}{{ '<|image|>' }}{% else %}{{ c['text'] }}"
+            "{% endif %}{% endfor %}{% endif %}{{ '\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'model: ' }}"
+            "{% endif %}")
 VARIANTS = {"large": (dict(TEXT, hidden_size_per_layer_input=0, use_bidirectional_attention="vision"),
                       dict(VISION, pooling_kernel_size=2, standardize=True)),
             "small": (dict(TEXT, hidden_size_per_layer_input=4), dict(VISION, pooling_kernel_size=3))}
@@ -52,11 +57,12 @@ def saved_gemma4(path, text: dict, vision: dict):
     tok = tokenizer(["<unk>", "<s>", "</s>", *SPECIAL.values()])
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, bos_token="<s>", eos_token="</s>",
                                                unk_token="<unk>", pad_token="<unk>", extra_special_tokens=SPECIAL)
+    tok.chat_template = TEMPLATE
     images = transformers.Gemma4ImageProcessorPil(patch_size=2, max_soft_tokens=70,
                                                   pooling_kernel_size=vision["pooling_kernel_size"])
     from transformers.video_processing_utils import BaseVideoProcessor
     processor = Processor(feature_extractor=transformers.Gemma4AudioFeatureExtractor(), image_processor=images,
-                          tokenizer=tok, video_processor=BaseVideoProcessor())
+                          tokenizer=tok, video_processor=BaseVideoProcessor(), chat_template=TEMPLATE)
     torch.manual_seed(0)
     config = transformers.Gemma4Config(text_config=dict(text, vocab_size=len(tok), pad_token_id=0), vision_config=vision,
                                        image_token_id=tok.image_token_id)
@@ -188,6 +194,7 @@ def test_generation_cached_decoding_and_round_trip(gemma4, tmp_path):
     assert from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
 
 
+@pytest.mark.parametrize("gemma4", ["large"], indirect=True)
 def test_the_cli_generates_transformers_text(gemma4, capsys):
     path, hf, processor, images = gemma4
     inputs = processor(images=[read_image(images[2])], text="<|image|> the cat", return_tensors="pt")
@@ -196,6 +203,39 @@ def test_the_cli_generates_transformers_text(gemma4, capsys):
     code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", images[2], "--prompt",
                           "<|image|> the cat", "--temperature", "0", "--max-new-tokens", "6", "--no-stream")
     assert code == 0 and out == expected + "\n", err
+
+
+def chat_reply(processor, hf, image) -> str:
+    """transformers' greedy 5 tokens after its processor's chat prompt about `image`, decoded."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is in the picture?"}]}]
+    inputs = processor(images=[read_image(image)], return_tensors="pt",
+                       text=processor.apply_chat_template(messages, add_generation_prompt=True))
+    new = hf.generate(**inputs, max_new_tokens=5, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    return processor.decode(new, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("gemma4", ["large"], indirect=True)
+def test_terminal_and_server_chat_with_an_image(gemma4):
+    """`llmarch chat`'s /image and the server's image_url part: transformers' reply to its processor's chat prompt."""
+    import base64
+
+    from starlette.testclient import TestClient
+
+    from llmarch.serve.app import Server, build_app
+    from llmarch.serve.terminal import Conversation, chat_loop
+
+    path, hf, processor, images = gemma4
+    want = chat_reply(processor, hf, images[1])
+    conversation = Conversation(llmarch.load(path), load_tokenizer(path), max_tokens=5, temperature=0)
+    lines = iter([f"/image {images[1]}", "what is in the picture?", "/exit"])
+    chat_loop(conversation, lambda _: next(lines), lambda _: None)
+    assert conversation.history[1]["content"] == want
+    url = "data:image/png;base64," + base64.b64encode(images[1].read_bytes()).decode()
+    asked = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                          {"type": "text", "text": "what is in the picture?"}]}]
+    with TestClient(build_app(Server(llmarch.load(path), load_tokenizer(path), "gemma4", max_batch=2))) as client:
+        reply = client.post("/v1/chat/completions", json=dict(messages=asked, max_tokens=5, temperature=0)).json()
+    assert reply["choices"][0]["message"]["content"] == want
 
 
 def test_unsupported_configs_and_inputs_are_refused(gemma4):
