@@ -64,8 +64,8 @@ def saved_gemma4(path, text: dict, vision: dict):
     processor = Processor(feature_extractor=transformers.Gemma4AudioFeatureExtractor(), image_processor=images,
                           tokenizer=tok, video_processor=BaseVideoProcessor(), chat_template=TEMPLATE)
     torch.manual_seed(0)
-    config = transformers.Gemma4Config(text_config=dict(text, vocab_size=len(tok), pad_token_id=0), vision_config=vision,
-                                       image_token_id=tok.image_token_id)
+    config = transformers.Gemma4Config(text_config=dict(text, vocab_size=len(tok), pad_token_id=0),
+                                       vision_config=vision, image_token_id=tok.image_token_id)
     hf = transformers.Gemma4ForConditionalGeneration(config).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
@@ -77,6 +77,8 @@ def saved_gemma4(path, text: dict, vision: dict):
                 p.mul_(20.0)  # logits far from 0 under the final cap, so a small error shows
         for name, b in hf.named_buffers():
             bound = {"input_min": -0.6, "input_max": 0.5, "output_min": -0.9, "output_max": 0.8}
+            if name.endswith("layers.1.mlp.up_proj.output_max"):
+                continue  # +inf, as transformers stores a bound that does not bite
             if name.rsplit(".", 1)[-1] in bound:
                 b.fill_(bound[name.rsplit(".", 1)[-1]])
             elif name.endswith(("std_bias", "layer_scalar")):
@@ -244,7 +246,7 @@ def test_unsupported_configs_and_inputs_are_refused(gemma4):
     cfg = ours.config
     with pytest.raises(LlmarchError, match="hf_model_type='gemma4_text'"):
         FAMILIES["gemma4"].from_config(cfg.replace(vision=None, bidirectional_token=None, bidirectional_sliding=False,
-                                                   ple_pad_tokens=None))
+                                                   placeholder_ids=None))
     with pytest.raises(LlmarchError, match="head_dim 6 must be a multiple of 4"):
         cfg.replace(vision={**cfg.vision, "head_dim": 6})
     with pytest.raises(LlmarchError, match="rope_type 'default2' is not supported"):

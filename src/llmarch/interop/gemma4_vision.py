@@ -2,8 +2,8 @@
 card): gemma4.py's text model under model.language_model., its vision tower (model.vision_tower.*) and embedder
 (model.embed_vision.*) as vision/gemma4_tower.py runs them (vision/gemma4_config.py's fields), read and written.
 What Gemma4Model does around the text model:
-- the image tokens' ids are looked up as padding (pad_token_id 0) by the per-layer inputs (ple_pad_tokens), and their
-  embeddings replaced by the image features, which are not scaled by sqrt(d_model);
+- the image, video and audio tokens' ids are looked up as padding (pad_token_id 0) by both embeddings
+  (placeholder_ids), the image tokens' embeddings then replaced by the image features, not scaled by sqrt(d_model);
 - use_bidirectional_attention 'vision' (the 26B and 31B models): each image's run of tokens attends to itself both
   ways on the sliding layers only, the full layers staying causal (create_masks_for_vision_model:
   bidirectional_token with bidirectional_sliding); transformers does so when given the processor's
@@ -14,13 +14,15 @@ eoi_token_id and the video and audio token ids, which only the processor and the
 written as transformers' defaults."""
 from __future__ import annotations
 
+import torch
+
 from ..config import ModelConfig
 from ..errors import LlmarchError
 from ..vision.gemma4_config import TOWER, Gemma4VisionConfig, gemma4_vision_config, is_gemma4
 from . import gemma4
 from .activations import PYTORCH_TANH, hf_activation, read_activation
 from .hf import FAMILIES, Family
-from .mapping import Rule
+from .mapping import LAYOUTS, Rule
 from .multimodal import text_name, text_rules
 
 # transformers' Gemma4VisionConfig defaults, for fields a config.json leaves out
@@ -29,9 +31,15 @@ _DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=16, 
                  pooling_kernel_size=3, patch_size=16, position_embedding_size=10240, use_clipped_linears=False,
                  standardize=False, attention_bias=False)
 IMAGE_TOKEN = 258880  # Gemma4Config's image_token_id default
+OTHER_PLACEHOLDERS = (258884, 258881)  # its video_token_id and audio_token_id defaults, also looked up as padding
 _VT, _EMBED = "model.vision_tower.", "model.embed_vision."
 _BOUNDS = ("input_min", "input_max", "output_min", "output_max")
 AUDIO = (r"^model\.(audio_tower|embed_audio)\.",)
+# a clipped linear's bound that does not bite is stored as +-inf (transformers' init), which llmarch's finite-weights
+# check refuses: read as the dtype's largest magnitude (the same clamp), written back as +-inf
+LAYOUTS["clip_bound"] = (lambda t, cfg: t.nan_to_num(posinf=torch.finfo(t.dtype).max, neginf=torch.finfo(t.dtype).min),
+                         lambda t, cfg: torch.where(t.abs() == torch.finfo(t.dtype).max, t * float("inf"), t),
+                         lambda s: s)
 
 
 def vision_fields(hf: dict, text_width: int) -> dict:
@@ -44,7 +52,8 @@ def vision_fields(hf: dict, text_width: int) -> dict:
     return dict(tower=TOWER, image_token_id=hf.get("image_token_id", IMAGE_TOKEN), width=vc["hidden_size"],
                 n_layers=vc["num_hidden_layers"], n_heads=vc["num_attention_heads"],
                 n_kv_heads=vc["num_key_value_heads"], head_dim=vc["head_dim"], ffn_hidden=vc["intermediate_size"],
-                out_width=text_width, act=read_activation(vc, "gemma4 vision", "hidden_activation", "gelu_pytorch_tanh"),
+                out_width=text_width,
+                act=read_activation(vc, "gemma4 vision", "hidden_activation", "gelu_pytorch_tanh"),
                 patch_size=vc["patch_size"], positions=vc["position_embedding_size"],
                 pooling=vc["pooling_kernel_size"], norm_eps=float(vc["rms_norm_eps"]),
                 rope_theta=float(rope.get("rope_theta", 100.0)), clipped=bool(vc["use_clipped_linears"]),
@@ -70,8 +79,15 @@ def to_config(hf: dict) -> ModelConfig:
     bidirectional = (hf.get("text_config") or {}).get("use_bidirectional_attention") == "vision"
     if (hf.get("text_config") or {}).get("pad_token_id", 0) != 0:  # Gemma4Model looks image tokens up as padding
         raise LlmarchError("gemma4 with images: text_config pad_token_id other than 0 is not supported")
-    return cfg.replace(vision=vision, hf_model_type="gemma4", ple_pad_tokens=[token] if cfg.ple_dim else None,
+    others = [hf.get(k, d) for k, d in zip(("video_token_id", "audio_token_id"), OTHER_PLACEHOLDERS)]
+    return cfg.replace(vision=vision, hf_model_type="gemma4",
+                       placeholder_ids=placeholders(token, others, cfg.vocab_size),
                        bidirectional_token=token if bidirectional else None, bidirectional_sliding=bidirectional)
+
+
+def placeholders(image: int, others, vocab: int) -> list[int]:
+    """The ids Gemma4Model looks up as padding, those within the vocabulary."""
+    return sorted({i for i in (image, *others) if 0 <= i < vocab})
 
 
 def from_config(cfg: ModelConfig) -> dict:
@@ -80,11 +96,12 @@ def from_config(cfg: ModelConfig) -> dict:
                            "hf_model_type='gemma4_text'")
     v = gemma4_vision_config(cfg.vision)
     token, bidirectional = v.image_token_id, cfg.bidirectional_token is not None
-    if cfg.ple_pad_tokens != ([token] if cfg.ple_dim else None) or bidirectional and (
+    if cfg.placeholder_ids != placeholders(token, OTHER_PLACEHOLDERS, cfg.vocab_size) or bidirectional and (
             cfg.bidirectional_token != token or not cfg.bidirectional_sliding):
-        raise LlmarchError("gemma4 looks the image token up as padding in its per-layer inputs (ple_pad_tokens), "
-                           "and its images attend both ways on sliding layers only (bidirectional_sliding), if at all")
-    text = gemma4.from_config(cfg.replace(vision=None, hf_model_type="gemma4_text", ple_pad_tokens=None,
+        raise LlmarchError("gemma4 looks its image, video and audio tokens up as padding (placeholder_ids: the image "
+                           "token, and the video and audio ones at transformers' defaults), and its images attend "
+                           "both ways on sliding layers only (bidirectional_sliding), if at all")
+    text = gemma4.from_config(cfg.replace(vision=None, hf_model_type="gemma4_text", placeholder_ids=None,
                                           bidirectional_token=None, bidirectional_sliding=False))
     text.pop("architectures", None)
     text["use_bidirectional_attention"] = "vision" if bidirectional else None
@@ -110,7 +127,8 @@ def vision_rules(v: Gemma4VisionConfig) -> list[Rule]:
         hf, block = f"{_VT}encoder.layers.{i}.", f"{ours}blocks.{i}."
         for theirs, mine in linears.items():
             rules.append(Rule.of(f"{hf}{theirs}.linear.weight", f"{block}{mine}.weight"))
-            rules += [Rule.of(f"{hf}{theirs}.{b}", f"{block}{mine}.{b}") for b in (_BOUNDS if v.clipped else ())]
+            rules += [Rule.of(f"{hf}{theirs}.{b}", f"{block}{mine}.{b}", "clip_bound")
+                      for b in (_BOUNDS if v.clipped else ())]
         rules += [Rule.of(f"{hf}{theirs}.weight", f"{block}{mine}.weight") for theirs, mine in norms.items()]
     return rules
 

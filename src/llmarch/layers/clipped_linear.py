@@ -1,7 +1,7 @@
-"""A linear map without bias whose input and output are clamped to stored bounds (Gemma 4's use_clipped_linears, its
-vision and audio towers': transformers' Gemma4ClippableLinear, bounds kept from quantization-aware training). The four
-bounds are scalar buffers, +-inf (no clamp) until a checkpoint gives them; without clipping there are none, so the
-state dict holds the weight alone."""
+"""A linear map whose input and output are clamped to bounds stored with its weight (Gemma 3n's and Gemma 4's
+"clippable" linears, use_clipped_linears: the ranges the quantisation-aware training saw, so an outlier cannot leave
+them; transformers' Gemma4ClippableLinear): y = clamp(W clamp(x, in_min, in_max), out_min, out_max), no bias. The
+four bounds are scalar buffers, +-inf until a checkpoint fills them; without `clipped` it is a plain linear map."""
 from __future__ import annotations
 
 import torch
@@ -24,4 +24,10 @@ class ClippedLinear(Linear):
         b = self._buffers
         return torch.clamp(super().forward(torch.clamp(x, b["input_min"], b["input_max"])), b["output_min"],
                            b["output_max"])
+
+
+def clamp_abs(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """x clamped to +-bound (bound past the dtype's range: its largest value, as transformers takes the min)."""
+    bound = min(bound, torch.finfo(x.dtype).max)
+    return torch.clamp(x, -bound, bound)
 

@@ -235,8 +235,8 @@ def check_vision(cfg) -> None:
                                f"{cfg.d_model}")
     else:
         vision_config(cfg.vision)
-    # per-layer inputs look the image token up as padding only where it is among ple_pad_tokens (Gemma 4's)
-    ple = cfg.ple_dim and cfg.vision.get("image_token_id") not in (cfg.ple_pad_tokens or [])
+    # per-layer inputs look the image token up as padding only where it is among placeholder_ids (Gemma 4's)
+    ple = cfg.ple_dim and cfg.vision.get("image_token_id") not in (cfg.placeholder_ids or [])
     if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or ple:
         raise LlmarchError("vision (image inputs) is for decoder-only language models without per-layer inputs (or "
-                           "whose per-layer inputs read the image token as padding: ple_pad_tokens)")
+                           "whose per-layer inputs read the image token as padding: placeholder_ids)")
