@@ -25,6 +25,8 @@ from llmarch.vision.prompts import image_request
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
 
+from test_gemma3_vision import assert_cli_generates, batch as gemma3_batch  # noqa: E402
+from test_llava_next import assert_cached_after_image_prefill  # noqa: E402
 from test_vision_images import call, tokenizer  # noqa: E402
 
 S, F = "sliding_attention", "full_attention"
@@ -108,10 +110,7 @@ def gemma4(request, tmp_path_factory):
 
 def batch(processor, images):
     """A left-padded batch: one image in the first row, two of different sizes in the second."""
-    processor.tokenizer.padding_side = "left"
-    pil = [read_image(p) for p in images]
-    return processor(images=[[pil[0]], [pil[1], pil[2]]], padding=True, return_tensors="pt",
-                     text=["the cat <|image|> sat on the mat", "<|image|> what <|image|> the"])
+    return gemma3_batch(processor, images, "<|image|>")
 
 
 def test_pixels_positions_and_features_are_transformers(gemma4):
@@ -178,17 +177,8 @@ def test_generation_cached_decoding_and_round_trip(gemma4, tmp_path):
         image_sizes(inputs)
     want = hf.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert llmarch.generate(ours, ids, 6, attention_mask=mask, pixel_values=pixels, image_sizes=sizes).equal(want)
-    P, T = ids.shape[1], want.shape[1]
-    full = torch.cat([mask, torch.ones(2, T - P, dtype=mask.dtype)], 1)
-    with torch.no_grad():
-        whole = ours(want, attention_mask=full, pixel_values=pixels, image_sizes=sizes).logits
-        ours.setup_cache(2, T)
-        steps = [ours(want[:, :P], attention_mask=full, input_pos=torch.arange(P), kv_len=P, pixel_values=pixels,
-                      image_sizes=sizes).logits]
-        steps += [ours(want[:, t:t + 1], attention_mask=full, input_pos=torch.tensor([t]), kv_len=t + 1).logits
-                  for t in range(P, T)]
-        ours.clear_cache()
-    assert (torch.cat(steps, 1) - whole)[full.bool()].abs().max() <= 1e-4
+    full = torch.cat([mask, torch.ones(2, want.shape[1] - ids.shape[1], dtype=mask.dtype)], 1)
+    assert_cached_after_image_prefill(ours, want, full, pixels, sizes)  # its last 3 tokens from the cache
     llmarch.to_hf(ours, tmp_path / "out")
     back = transformers.Gemma4ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
@@ -199,12 +189,9 @@ def test_generation_cached_decoding_and_round_trip(gemma4, tmp_path):
 @pytest.mark.parametrize("gemma4", ["large"], indirect=True)
 def test_the_cli_generates_transformers_text(gemma4, capsys):
     path, hf, processor, images = gemma4
-    inputs = processor(images=[read_image(images[2])], text="<|image|> the cat", return_tensors="pt")
-    expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=2)[0],
-                                          skip_special_tokens=True)
-    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", images[2], "--prompt",
-                          "<|image|> the cat", "--temperature", "0", "--max-new-tokens", "6", "--no-stream")
-    assert code == 0 and out == expected + "\n", err
+    assert_cli_generates(capsys, path, hf, processor, images[2], "<|image|> the cat")
+    code, out, _ = call(capsys, "info", path)
+    assert code == 0 and "vision: 2-layer Gemma 4 ViT, width 32" in out and "2x2 pooled" in out
 
 
 def chat_reply(processor, hf, image) -> str:

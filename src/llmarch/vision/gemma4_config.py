@@ -7,7 +7,7 @@ optionally standardized, then a gainless RMSNorm and one linear map into the tex
 pixtral_config.py: its positions, pooling and blocks are its own. Validated here, before anything is built."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
@@ -60,15 +60,15 @@ class Gemma4VisionConfig:
 
 
 def is_gemma4(data: dict | None) -> bool:
-    return data is not None and data.get("tower") == TOWER
+    """Whether ModelConfig.vision is this tower's (its `tower` field; None: a text model)."""
+    return (data or {}).get("tower") == TOWER
 
 
 def gemma4_vision_config(data: dict) -> Gemma4VisionConfig:
     """ModelConfig.vision's dict as a Gemma4VisionConfig, every field checked; an unknown field is an error."""
     v = read_fields(Gemma4VisionConfig, data, "gemma4 vision")
+    check_positive(v, tuple(f.name for f in fields(v) if f.type == "int" and f.name != "image_token_id"))
     check_token_id(v.image_token_id)
-    check_positive(v, ("width", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden", "out_width",
-                       "patch_size", "positions", "pooling"))
     if v.head_dim % 4 or v.n_heads % v.n_kv_heads:
         raise LlmarchError(f"vision head_dim {v.head_dim} must be a multiple of 4 (half of each head turns by the "
                            f"column, half by the row) and n_kv_heads {v.n_kv_heads} divide n_heads {v.n_heads}")
