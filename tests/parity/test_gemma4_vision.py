@@ -7,8 +7,9 @@ pooling; images read causally). Norm gains perturbed, the tower's matrices drawn
 N(0, 0.3)), clip bounds tight enough to bite, the standardizing bias and scale drawn. Checked: pixel_values and
 positions equal to Gemma4ImageProcessorPil's, the pooled features, logits on a left-padded batch with one image in a
 row and two of different sizes in the other (the processor's input_ids and mm_token_type_ids), greedy tokens equal to
-its generate, cached decoding after the image prompt equal to the whole forward, the to_hf round trip, and `llmarch
-generate --image` giving transformers' greedy text."""
+its generate, cached decoding after the image prompt equal to the whole forward, the to_hf round trip (a clip bound
+stored as +inf too), and `llmarch generate --image`, `llmarch chat`'s /image and the server's image_url parts giving
+transformers' greedy text."""
 import json
 
 import numpy as np
