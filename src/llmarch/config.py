@@ -203,6 +203,9 @@ class ModelConfig:
     # rows of the per-layer embedding table; None: vocab_size. Fewer than vocab_size: the ids past the table read its
     # row 0 (Gemma 3n, whose last 256 ids are image and audio tokens)
     ple_vocab: int | None = None
+    # token ids the token embedding and the per-layer table read as id 0, the padding token (Gemma 4's image, video
+    # and audio tokens, which Gemma4Model looks up as pad_token_id; their features, where given, replace the first)
+    placeholder_ids: list | None = None
     # > 1: AltUp (Baykal et al. 2023, "Alternating Updates for Efficient Transformers"; layers/altup.py): the residual
     # stream is this many copies of d_model; each block computes on one (altup_active), predicted from all by a
     # learned mix, and corrects the others with what it computed (Gemma 3n: 4). 1: one residual stream
@@ -947,6 +950,9 @@ class ModelConfig:
     # the token whose runs in one call each attend to themselves both ways, the rest causal (Gemma 3's image tokens:
     # transformers' token_type_ids blocks, on full and sliding layers alike); None: none
     bidirectional_token: int | None = None
+    # with bidirectional_token: its blocks only on the sliding-window layers, the full layers causal (Gemma 4's
+    # create_masks_for_vision_model: AND(window, OR(causal, block)) on sliding layers, causal on full ones)
+    bidirectional_sliding: bool = False
 
     def __post_init__(self) -> None:
         # Remember which fields were derived, so replace(n_heads=...) derives them again.
@@ -1079,6 +1085,10 @@ class ModelConfig:
                                                    or self.ffn not in FFN_ACTIVATION)):
             raise LlmarchError(f"ple_dim={self.ple_dim}: per-layer input embeddings need a sequential decoder-only "
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
+        if self.placeholder_ids is not None and (self.codebooks or not isinstance(self.placeholder_ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab_size
+                for i in self.placeholder_ids)):
+            raise LlmarchError(f"placeholder_ids={self.placeholder_ids!r}: a list of token ids (no codebooks)")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         check_residual_mix(self)
@@ -1086,6 +1096,8 @@ class ModelConfig:
         check_audio(self)
         if self.prefix_lm and (not self.causal or self.is_encoder_decoder):
             raise LlmarchError("prefix_lm makes a causal decoder's prompt bidirectional; this config is not one")
+        if self.bidirectional_sliding and self.bidirectional_token is None:
+            raise LlmarchError("bidirectional_sliding limits bidirectional_token's blocks to sliding layers: set both")
         if self.bidirectional_token is not None:
             kinds = {(o.get("mixer", self.mixer), o.get("attention", self.attention))
                      for o in [{}, *(self.layer_overrides or {}).values()]}

@@ -70,12 +70,13 @@ def gemma3(tmp_path_factory):
     return path, hf, processor, tok.image_token_id, images
 
 
-def batch(processor, images):
-    """A left-padded batch: one image in the first row, two in the second."""
+def batch(processor, images, token: str = "<start_of_image>"):
+    """A left-padded batch: one image in the first row, two in the second, each at the `token` the processor
+    expands (Gemma 4's test reads it too)."""
     processor.tokenizer.padding_side = "left"
     pil = [read_image(p) for p in images]
     return processor(images=[[pil[0]], [pil[1], pil[2]]], padding=True, return_tensors="pt",
-                     text=["the cat <start_of_image> sat on the mat", "<start_of_image> what <start_of_image> the"])
+                     text=[f"the cat {token} sat on the mat", f"{token} what {token} the"])
 
 
 def test_logits_with_one_and_two_images(gemma3):
@@ -135,11 +136,16 @@ def test_prompt_is_the_processors_and_the_cli_generates_transformers_text(gemma3
         assert ids == want["input_ids"][0].tolist() and torch.equal(pixels, want["pixel_values"])
     with pytest.raises(LlmarchError, match="holds 1 <start_of_image> token"):
         image_request(model, tok, "<start_of_image> one", pil)
-    inputs = processor(images=[read_image(images[2])], text="<start_of_image> the cat", return_tensors="pt")
+    assert_cli_generates(capsys, path, hf, processor, images[2], "<start_of_image> the cat")
+
+
+def assert_cli_generates(capsys, path, hf, processor, image, prompt: str):
+    """`llmarch generate --image` on the checkpoint at `path`: transformers' greedy text for the prompt and image."""
+    inputs = processor(images=[read_image(image)], text=prompt, return_tensors="pt")
     expected = processor.tokenizer.decode(hf.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=2)[0],
                                           skip_special_tokens=True)
-    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", images[2], "--prompt",
-                          "<start_of_image> the cat", "--temperature", "0", "--max-new-tokens", "6", "--no-stream")
+    code, out, err = call(capsys, "generate", "--checkpoint", path, "--image", image, "--prompt", prompt,
+                          "--temperature", "0", "--max-new-tokens", "6", "--no-stream")
     assert code == 0 and out == expected + "\n", err
 
 

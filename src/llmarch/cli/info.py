@@ -12,6 +12,7 @@ from .options import collect, model_overrides
 from ..layers.mixer import MIXERS
 from ..audio.config import audio_config
 from ..vision.config import vision_config
+from ..vision.gemma4_config import gemma4_vision_config, is_gemma4
 from ..vision.mllama_config import is_mllama, mllama_vision_config
 from ..vision.pixtral_config import is_pixtral, pixtral_vision_config
 from ..vision.qwen_config import is_qwen, qwen_vision_config
@@ -82,6 +83,10 @@ def cmd_info(args) -> None:
         print(f"vision: {m.n_layers}+{m.n_global_layers}-layer (local+global) ViT, width {m.width}, up to "
               f"{m.max_tiles} tiles of {m.image_size}px in {m.patch_size}px patches, read by the cross-attention "
               f"layers from each image token (id {m.image_token_id}) on")
+    elif is_gemma4(cfg.vision):
+        g = gemma4_vision_config(cfg.vision)
+        print(f"vision: {g.n_layers}-layer Gemma 4 ViT, width {g.width}, images of any aspect ratio in "
+              f"{g.patch_size}px patches, {g.pooling}x{g.pooling} pooled into each image token (id {g.image_token_id})")
     elif cfg.vision is not None:
         v = vision_config(cfg.vision)
         per = f"AnyRes tiles ({len(v.grid_pinpoints)} grids), tokens by image size" if v.grid_pinpoints else \

@@ -101,6 +101,7 @@ from . import flaubert, gpt_sw3, roc_bert, xlm  # noqa: F401
 from . import llava, llava_next, llava_onevision, paligemma  # noqa: F401
 from . import internvl  # noqa: F401
 from . import gemma3_vision  # noqa: F401
+from . import gemma4_vision  # noqa: F401
 from . import xlnet  # noqa: F401
 from . import cpmant  # noqa: F401
 from . import trocr  # noqa: F401

@@ -256,7 +256,9 @@ class Stack(StackInputs, nn.Module):
         plain = pad_mask is None and (key_len == T or (T == 1 and kv_len is not None)) and bias is None
         plain = (plain and prefix_mask is None and blocks is None) or not self._uses_mask
         if cfg.causal:
-            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, prefix_mask, blocks)
+            # bidirectional_sliding: the full layers' mask stays causal; the sliding ones build theirs from blocks
+            full_blocks = None if cfg.bidirectional_sliding else blocks
+            mask = None if plain else causal_mask(input_pos, key_len, pad_mask, prefix_mask, full_blocks)
         else:  # bidirectional: every real token sees every real token
             mask = None if pad_mask is None else pad_mask[:, None, None, :]
         if bias is not None:  # the bias, with -inf where attention is barred

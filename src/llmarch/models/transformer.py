@@ -16,6 +16,8 @@ from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceD
 from ..layers.linear import Linear
 from ..layers.softcap import soft_cap
 from ..vision.anyres import AnyResImageInputs
+from ..vision.gemma4_config import is_gemma4
+from ..vision.gemma4_tower import Gemma4ImageInputs
 from ..vision.inputs import ImageInputs, check_image_arguments
 from ..vision.mllama_config import is_mllama
 from ..vision.mllama_tower import MllamaImageInputs
@@ -54,13 +56,15 @@ class TransformerLM(Stack):
         streams = max(cfg.codebooks, 1)  # K codebooks: K tables and K heads side by side (layers/codebooks.py)
         self.embed = nn.Embedding(cfg.vocab_size * streams, cfg.embed_width)
         # images as embeddings (vision/): a ViT and projector (LLaVA's), or Qwen2-VL's or Pixtral's tower of merged
-        # patches; or as the memory of cross-attention layers (Llama 3.2 Vision's: `cross`)
+        # patches, Gemma 4's pooled one; or as the memory of cross-attention layers (Llama 3.2 Vision's: `cross`)
         self.vision = None if cfg.vision is None else QwenImageInputs(cfg) if is_qwen(cfg.vision) else \
             PixtralImageInputs(cfg) if is_pixtral(cfg.vision) else \
             MllamaImageInputs(cfg) if is_mllama(cfg.vision) else \
+            Gemma4ImageInputs(cfg) if is_gemma4(cfg.vision) else \
             AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else \
             NaFlexImageInputs(cfg) if cfg.vision.get("naflex") else ImageInputs(cfg)
         self.audio = None if cfg.audio is None else AudioInputs(cfg)  # audio as embeddings (audio/): Qwen2-Audio's
+        self._placeholders = cfg.placeholder_ids  # a list: a tensor made here would be a meta one (from_hf)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
@@ -247,7 +251,7 @@ class TransformerLM(Stack):
                 raise LlmarchError("input_features (audio clips) and pixel_values (images) in one call: no model here "
                                    "reads both")
             check_ids(input_ids, self.config, self.cache_len)
-            return self.audio(self.embed(input_ids), input_ids, input_features, feature_attention_mask)
+            return self.audio(self._embed(input_ids), input_ids, input_features, feature_attention_mask)
         if pixel_values is None:
             if not torch.compiler.is_compiling():
                 check_ids(input_ids, self.config, self.cache_len)
@@ -257,9 +261,11 @@ class TransformerLM(Stack):
         ids = self.vision.text_ids(input_ids)
         check_ids(ids, self.config, self.cache_len)
         extra = {k: v for k, v in (("pixel_mask", pixel_attention_mask), ("image_sizes", image_sizes)) if v is not None}
-        return self.vision(self.embed(ids), input_ids, pixel_values, **extra)
+        return self.vision(self._embed(ids), input_ids, pixel_values, **extra)  # _embed: placeholder_ids as padding
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        if self._placeholders:  # Gemma 4's image and audio tokens: embedded as padding (id 0)
+            ids = ids.masked_fill(torch.isin(ids, torch.tensor(self._placeholders, device=ids.device)), 0)
         k = self.config.codebooks
         return embed_streams(self.embed, ids, k) if k else self.embed(ids)
 

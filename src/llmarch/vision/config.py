@@ -10,6 +10,7 @@ from ..errors import LlmarchError
 from .fields import check_numbers, check_positive, check_switches, check_token_id, read_fields
 from ..layers.ffn import ACTIVATIONS
 from . import anyres_grid
+from .gemma4_config import gemma4_vision_config, is_gemma4
 from .mllama_config import is_mllama, mllama_vision_config
 from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
@@ -292,11 +293,15 @@ def check_vision(cfg) -> None:
         if "vision_cross" not in mixers:
             raise LlmarchError("a Llama 3.2 Vision tower (vision tower 'mllama') needs cross-attention layers "
                                "(mixer 'vision_cross') to read its images")
-    elif is_pixtral(cfg.vision):
-        if pixtral_vision_config(cfg.vision).out_width != cfg.d_model:
+    elif is_pixtral(cfg.vision) or is_gemma4(cfg.vision):
+        read = pixtral_vision_config if is_pixtral(cfg.vision) else gemma4_vision_config
+        if read(cfg.vision).out_width != cfg.d_model:
             raise LlmarchError(f"the vision projector's out_width {cfg.vision['out_width']} must be the text width "
                                f"{cfg.d_model}")
     else:
         vision_config(cfg.vision)
-    if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or cfg.ple_dim:
-        raise LlmarchError("vision (image inputs) is for decoder-only language models without per-layer inputs")
+    # per-layer inputs look the image token up as padding only where it is among placeholder_ids (Gemma 4's)
+    ple = cfg.ple_dim and cfg.vision.get("image_token_id") not in (cfg.placeholder_ids or [])
+    if cfg.is_encoder_decoder or not cfg.causal or cfg.head != "lm" or ple:
+        raise LlmarchError("vision (image inputs) is for decoder-only language models without per-layer inputs (or "
+                           "whose per-layer inputs read the image token as padding: placeholder_ids)")

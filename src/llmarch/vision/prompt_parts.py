@@ -9,6 +9,7 @@ import json
 from ..errors import LlmarchError
 from ..registry import Registry
 from .config import vision_config
+from .gemma4_config import gemma4_vision_config, is_gemma4
 from .mllama_config import is_mllama, mllama_vision_config
 from .pixtral_config import is_pixtral, pixtral_vision_config
 from .qwen_config import is_qwen, qwen_vision_config
@@ -18,9 +19,10 @@ PROMPTS: Registry = Registry("image prompt layout")
 
 
 def vision_of(data: dict):
-    """ModelConfig.vision as its tower's config: Qwen-VL's, Pixtral's, Llama 3.2 Vision's or the others'."""
+    """ModelConfig.vision as its tower's config: Qwen-VL's, Pixtral's, Llama 3.2 Vision's, Gemma 4's or the others'."""
     return qwen_vision_config(data) if is_qwen(data) else pixtral_vision_config(data) if is_pixtral(data) else \
-        mllama_vision_config(data) if is_mllama(data) else vision_config(data)
+        mllama_vision_config(data) if is_mllama(data) else gemma4_vision_config(data) if is_gemma4(data) else \
+        vision_config(data)
 
 
 def processor(tok, kind: str, where: str = "the tokenizer", v=None):

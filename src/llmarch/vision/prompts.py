@@ -8,13 +8,13 @@ arguments: pixel_values, and image_grid_thw where the processor gives one), whic
 from __future__ import annotations
 
 from ..errors import LlmarchError
-from . import mllama_images, tiled_layouts
+from . import gemma4_images, mllama_images, tiled_layouts
 from .idefics3_images import image_text
 from .prompt_parts import PROMPTS, bos_text, count, expand, image_token, named_token, processor, substituted, vision_of
 
 __all__ = ["PROMPTS", "VISION_START", "VISION_END", "image_request", "chat_request"]
-# imported for what they register: the tiling families' layouts, Llama 3.2 Vision's processor and prompt
-REGISTERING = (tiled_layouts, mllama_images)
+# imported for what they register: the tiling families' layouts, Llama 3.2 Vision's and Gemma 4's processors and prompts
+REGISTERING = (tiled_layouts, mllama_images, gemma4_images)
 
 
 def image_request(model, tok, prompt: str, images: list) -> tuple[list[int], dict]:
@@ -135,3 +135,12 @@ def gemma3(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
 
 
 gemma3.placeholder = lambda v, tok: named_token(tok, "boi_token")  # what its chat template writes per image
+
+
+@PROMPTS.register("gemma4")
+def gemma4(v, tok, prompt: str, images: list, arguments: dict) -> list[int]:
+    """Gemma4Processor: each image token (<|image|>, what its chat template writes per image) becomes boi_token, the
+    image token once per pooled feature of its image (image_sizes'), eoi_token; then the text is tokenized as usual
+    (BOS first). A prompt without them gets them at its start, one per image."""
+    token, boi, eoi = image_token(v, tok), named_token(tok, "boi_token"), named_token(tok, "eoi_token")
+    return tok.encode(substituted(prompt, token, v.image_tokens(arguments), lambda n: boi + token * n + eoi))
