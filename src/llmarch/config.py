@@ -203,6 +203,9 @@ class ModelConfig:
     # rows of the per-layer embedding table; None: vocab_size. Fewer than vocab_size: the ids past the table read its
     # row 0 (Gemma 3n, whose last 256 ids are image and audio tokens)
     ple_vocab: int | None = None
+    # token ids the token embedding and the per-layer table read as id 0, the padding token (Gemma 4's image, video
+    # and audio tokens, which Gemma4Model looks up as pad_token_id; their features, where given, replace the first)
+    placeholder_ids: list | None = None
     # > 1: AltUp (Baykal et al. 2023, "Alternating Updates for Efficient Transformers"; layers/altup.py): the residual
     # stream is this many copies of d_model; each block computes on one (altup_active), predicted from all by a
     # learned mix, and corrects the others with what it computed (Gemma 3n: 4). 1: one residual stream
@@ -1079,6 +1082,10 @@ class ModelConfig:
                                                    or self.ffn not in FFN_ACTIVATION)):
             raise LlmarchError(f"ple_dim={self.ple_dim}: per-layer input embeddings need a sequential decoder-only "
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
+        if self.placeholder_ids is not None and (self.codebooks or not isinstance(self.placeholder_ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab_size
+                for i in self.placeholder_ids)):
+            raise LlmarchError(f"placeholder_ids={self.placeholder_ids!r}: a list of token ids (no codebooks)")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")
         check_residual_mix(self)

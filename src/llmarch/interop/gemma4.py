@@ -20,7 +20,7 @@ sqrt(d_model), tanh-GELU GeGLU, tied head, a final soft-cap) with
 Refused with an error naming the field: bidirectional attention (use_bidirectional_attention 'all'), attention
 biases, and per_layer_config fields other than head_dim and num_key_value_heads.
 `gemma4` checkpoints (Gemma4ForConditionalGeneration): the config is text_config, the text model's weights under
-model.language_model.; the vision and audio towers and their embedders are not read. Ids of image, video or audio
+model.language_model.; the audio tower and its embedder are read by gemma4_audio.py, the vision tower is not read. Ids of image, video or audio
 tokens, which Gemma4Model replaces by padding before both embeddings, are read as the text tokens they are."""
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import dataclasses
 
 from ..config import ModelConfig
 from ..errors import LlmarchError
-from . import multimodal
 from .gemma2 import FULL, SLIDING
 from .hf import FAMILIES, Family
 from .llama import IGNORE, llama_like_config, llama_like_hf, rope_fields, rope_parameters
@@ -247,4 +246,4 @@ def multimodal_config(hf: dict) -> ModelConfig:
 
 VISION_AUDIO = (r"^model\.(vision_tower|audio_tower|embed_vision|embed_audio)\.",)
 FAMILIES.register("gemma4_text")(Family(RULES, to_config, from_config, IGNORE_SHARED, more_rules=qkv_rules))
-multimodal.register("gemma4", FAMILIES["gemma4_text"], multimodal_config, "gemma4_text", VISION_AUDIO)
+# gemma4 itself (the text model, with its audio where it has one) is gemma4_audio.py's

@@ -5,7 +5,8 @@ project_per_layer_inputs):
     e_l = E_ple[id][l] · sqrt(P)                             a table of P dims per layer, L·P per token
     c_l = RMSNorm((x₀ W_proj)[l] · d^-1/2)                   x₀ the scaled token embedding (B, T, d)
     p_l = (c_l + e_l) · 2^-1/2
-ids past a table smaller than the vocabulary (ple_vocab) read its row 0, as Gemma 3n's get_per_layer_inputs does.
+ids past a table smaller than the vocabulary (ple_vocab) read its row 0, as Gemma 3n's get_per_layer_inputs does, and
+so do the placeholder_ids (Gemma 4's image and audio tokens, read as its padding token, 0).
 and block l adds x ← x + RMSNorm(act(x W_gate) ⊙ p_l W_up) (layers/block.py), act the FFN's activation.
 Shapes: B batch, T tokens, L layers, P = ple_dim, d = d_model."""
 from __future__ import annotations
@@ -23,6 +24,7 @@ class PerLayerInputs(nn.Module):
         self.layers, self.dim = cfg.n_layers, cfg.ple_dim
         self.embed = nn.Embedding(cfg.ple_vocab or cfg.vocab_size, cfg.n_layers * cfg.ple_dim)
         self.rows = cfg.ple_vocab if (cfg.ple_vocab or cfg.vocab_size) < cfg.vocab_size else None
+        self.pad_ids = cfg.placeholder_ids
         self.proj = Linear(cfg.d_model, cfg.n_layers * cfg.ple_dim, bias=False)
         self.norm = make_norm(cfg, cfg.ple_dim)
 
@@ -30,6 +32,8 @@ class PerLayerInputs(nn.Module):
         """ids (B, T), x (B, T, d) the scaled token embeddings -> p (B, T, L, P)."""
         if self.rows is not None:
             ids = torch.where(ids < self.rows, ids, 0)
+        if self.pad_ids:
+            ids = ids.masked_fill(torch.isin(ids, torch.tensor(self.pad_ids, device=ids.device)), 0)
         e = self.embed(ids)
         e = e * torch.tensor(self.dim ** 0.5, dtype=e.dtype)  # sqrt(P) rounded to the table's dtype, as HF does
         c = self.proj(x) * x.shape[-1] ** -0.5

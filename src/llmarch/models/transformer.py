@@ -58,6 +58,7 @@ class TransformerLM(Stack):
             AnyResImageInputs(cfg) if cfg.vision.get("grid_pinpoints") else \
             NaFlexImageInputs(cfg) if cfg.vision.get("naflex") else ImageInputs(cfg)
         self.audio = None if cfg.audio is None else AudioInputs(cfg)  # audio as embeddings (audio/): Qwen2-Audio's
+        self._placeholders = cfg.placeholder_ids  # a list: a tensor made here would be a meta one (from_hf)
         if cfg.head == "lm":  # the head transform projects back to the embedding width (ELECTRA's generator)
             self.head_transform = None if not cfg.head_transform else BottleneckTransform(cfg) if cfg.head_mlp \
                 else HeadTransform(cfg, cfg.d_model if cfg.head_extra else cfg.output_embed_width)
@@ -210,7 +211,7 @@ class TransformerLM(Stack):
                 raise LlmarchError("input_features (audio clips) and pixel_values (images) in one call: no model here "
                                    "reads both")
             check_ids(input_ids, self.config, self.cache_len)
-            return self.audio(self.embed(input_ids), input_ids, input_features, feature_attention_mask)
+            return self.audio(self._embed(input_ids), input_ids, input_features, feature_attention_mask)
         if pixel_values is None:
             if not torch.compiler.is_compiling():
                 check_ids(input_ids, self.config, self.cache_len)
@@ -223,6 +224,8 @@ class TransformerLM(Stack):
         return self.vision(self.embed(ids), input_ids, pixel_values, **extra)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        if self._placeholders:  # Gemma 4's image and audio tokens: embedded as padding (id 0)
+            ids = ids.masked_fill(torch.isin(ids, torch.tensor(self._placeholders, device=ids.device)), 0)
         k = self.config.codebooks
         return embed_streams(self.embed, ids, k) if k else self.embed(ids)
 
