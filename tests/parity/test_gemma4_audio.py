@@ -71,7 +71,7 @@ def batch(ours):
     for b, row in enumerate(rows):
         ids[b, T - len(row):], mask[b, T - len(row):] = torch.tensor(row), 1
     real = torch.arange(40)[None] < torch.tensor(FRAMES)[:, None]
-    features = torch.randn(3, 40, MELS, generator=g) * real[..., None]  # as the feature extractor zeroes padding
+    features = torch.randn(3, 40, MELS, generator=g)  # padded frames not zeroed: the mask must keep them out
     return ids, mask, features, real
 
 
