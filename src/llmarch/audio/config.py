@@ -80,6 +80,15 @@ class AudioConfig:
         """Audio tokens a whole (unmasked) clip fills."""
         return self.n_positions // self.pool // self.stack
 
+    def summary(self) -> str:
+        """What `llmarch info` says of the tower."""
+        if self.kind == "conformer":
+            return (f"{self.n_layers}-layer Conformer encoder, width {self.width}, {self.n_mels} mel bins, one token "
+                    f"per 4 frames of a clip (id {self.audio_token_id}), {self.projector} projector")
+        return (f"{self.n_layers}-layer Whisper encoder, width {self.width}, {self.n_mels} mel bins, clips of "
+                f"{self.frames} frames, up to {self.tokens_per_clip} tokens each (id {self.audio_token_id}), "
+                f"{self.projector} projector")
+
     def clip_tokens(self, frames: int) -> int:
         """Audio tokens a clip of `frames` real spectrogram frames fills: the stem's and pool's output lengths,
         as transformers' _get_feat_extract_output_lengths (a masked tower), else the whole clip's."""
