@@ -6,9 +6,7 @@ with 16 mel bins. Gemma4Processor insists on a video processor, which needs torc
 that class check and is given none (its audio path never reads it)."""
 import base64
 import json
-import wave
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,6 +16,7 @@ from llmarch.audio.prompts import audio_request
 from llmarch.data.tokenizer import load_tokenizer
 from llmarch.data.usm_log_mel import usm_features
 from llmarch.data.wav import read_wav
+from test_audio_prompts import clips
 from test_cli_trust import call
 
 transformers = pytest.importorskip("transformers")
@@ -28,7 +27,6 @@ SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<|audio|>", "<boa>", "<eoa>", "<
 NAMED = {"audio_token": "<|audio|>", "boa_token": "<boa>", "eoa_token": "<eoa>", "image_token": "<|image|>",
          "boi_token": "<boi>", "eoi_token": "<eoi>"}
 AUDIO, MELS = 4, 16
-SECONDS = [1.3, 0.5513, 31.0]  # the last past 30 s: the feature extractor cuts it
 TEMPLATE = ("{% for m in messages %}<start_of_turn>{{ m.role }}\n{% if m.content is string %}{{ m.content }}{% else %}"
             "{% for c in m.content %}{% if c.type == 'audio' %}<|audio|>{% else %}{{ c.text }}{% endif %}{% endfor %}"
             "{% endif %}<end_of_turn>\n{% endfor %}<start_of_turn>model\n")
@@ -38,18 +36,6 @@ PROMPT = "<|audio|>what is the sound?"
 class Processor(transformers.Gemma4Processor):
     def check_argument_for_proper_class(self, name, arg):  # the video processor's class needs torchvision
         return None
-
-
-def wavs(root) -> list:
-    rng, paths = np.random.default_rng(0), []
-    for k, s in enumerate(SECONDS):
-        t = np.arange(int(s * 16000)) / 16000
-        pcm = (0.3 * np.sin(2 * np.pi * 300 * (k + 1) * t) + 0.05 * rng.standard_normal(len(t))) * 32767
-        with wave.open(str(root / f"{k}.wav"), "wb") as w:
-            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-            w.writeframes(pcm.astype("<i2").tobytes())
-        paths.append(root / f"{k}.wav")
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +61,16 @@ def gemma4(tmp_path_factory):
     extractor.save_pretrained(root)
     processor = Processor(feature_extractor=extractor, image_processor=None, tokenizer=tok, video_processor=None,
                           chat_template=TEMPLATE)
-    return root, hf, processor, wavs(root)
+    return root, hf, processor, clips(root)  # 1.3, 0.55 and 31 s: the last cut to 30 s
 
 
 def test_features_equal_the_feature_extractors_bit_for_bit(gemma4):
     path, _, processor, paths = gemma4
     samples = [read_wav(w) for w in paths]
     config = json.loads((path / "preprocessor_config.json").read_text())
-    for clips in (samples, samples[1:2], samples[:2]):
-        theirs = processor.feature_extractor(clips, return_tensors="pt")
-        features, mask = usm_features(clips, config)
+    for group in (samples, samples[1:2], samples[:2]):
+        theirs = processor.feature_extractor(group, return_tensors="pt")
+        features, mask = usm_features(group, config)
         assert torch.equal(features, theirs["input_features"]) and torch.equal(mask, theirs["input_features_mask"])
 
 

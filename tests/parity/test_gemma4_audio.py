@@ -10,8 +10,10 @@ import torch
 import transformers
 
 import llmarch
-from conftest import perturbed, prefilled_then_stepped
+from conftest import perturbed
+from test_audio_language import cached_gap, round_trip
 from test_llava_next import gap
+from test_qwen_vl_video import left_padded
 from llmarch.errors import LlmarchError
 
 S, F = "sliding_attention", "full_attention"
@@ -64,12 +66,8 @@ def batch(ours):
     a = ours.audio.a
     g = torch.Generator().manual_seed(1)
     counts = [a.clip_tokens(f) for f in FRAMES]
-    rows = [[2, 5, 6] + [AUDIO_ID] * counts[0] + [7, 8, 9, 10],
-            [2, 11] + [AUDIO_ID] * counts[1] + [12, 13] + [AUDIO_ID] * counts[2] + [14, 15, 16]]
-    T = max(map(len, rows))
-    ids, mask = torch.zeros(2, T, dtype=torch.long), torch.zeros(2, T, dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, T - len(row):], mask[b, T - len(row):] = torch.tensor(row), 1
+    ids, mask = left_padded([[2, 5, 6] + [AUDIO_ID] * counts[0] + [7, 8, 9, 10],
+                             [2, 11] + [AUDIO_ID] * counts[1] + [12, 13] + [AUDIO_ID] * counts[2] + [14, 15, 16]])
     real = torch.arange(40)[None] < torch.tensor(FRAMES)[:, None]
     features = torch.randn(3, 40, MELS, generator=g)  # padded frames not zeroed: the mask must keep them out
     return ids, mask, features, real
@@ -123,20 +121,14 @@ def test_greedy_tokens_equal_transformers_generate(pair):
 def test_cached_decoding_after_an_audio_prefill_equals_the_whole_forward(pair):
     _, ours = pair
     ids, mask, features, real = batch(ours)
-    P = ids.shape[1] - 3  # every clip in the prompt, the last 3 tokens one at a time
-    with torch.no_grad():
-        whole = ours(ids, attention_mask=mask, input_features=features, feature_attention_mask=real).logits
-        embeds = ours.embed_inputs(ids[:, :P], input_features=features, feature_attention_mask=real)
-    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+    assert cached_gap(ours, ids, mask, dict(input_features=features, feature_attention_mask=real)) <= 1e-4
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
     hf, ours = pair
-    llmarch.to_hf(ours, tmp_path / "out")
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
     ids, mask, features, real = batch(ours)
-    assert gap(hf_logits(again, ids, mask, features, real), hf_logits(hf, ids, mask, features, real), mask) <= 1e-4
-    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    again, before = round_trip(hf, ours, tmp_path / "out", lambda m: hf_logits(m, ids, mask, features, real))
+    assert gap(again, before, mask) <= 1e-4
 
 
 def test_wrong_audio_inputs_are_refused(pair):
