@@ -32,6 +32,9 @@ CASES = {
                            use_clipped_linears=False, hidden_act="gelu_pytorch_tanh")),
 }
 
+BASE = dict(kind="conformer", n_mels=MELS, conv_channels=[MELS, 8], width=32, n_heads=2, n_layers=1, ffn_hidden=128,
+            output_dims=24, projector="rms_linear", projector_bias=False)  # llmarch's own tower, for the checks
+
 
 def build(text, audio):
     conf = transformers.Gemma4Config(
@@ -88,10 +91,8 @@ def test_audio_features_equal_transformers(pair):
 
 
 def test_the_clip_bounds_bite():
-    hf, _ = build(*CASES["ple_clipped"]), None
-    _, _, features, real = batch(llmarch.build("llama-tiny", vocab_size=8, audio=dict(
-        kind="conformer", n_mels=MELS, conv_channels=[MELS, 8], width=32, n_heads=2, n_layers=1, ffn_hidden=128,
-        output_dims=24, projector="rms_linear", projector_bias=False)))
+    hf = build(*CASES["ple_clipped"])
+    _, _, features, real = batch(llmarch.build("llama-tiny", vocab_size=8, audio=BASE))
     with torch.no_grad():
         clipped = hf.model.get_audio_features(features, real).pooler_output
         for name, b in hf.model.audio_tower.named_buffers():
@@ -138,3 +139,14 @@ def test_wrong_audio_inputs_are_refused(pair):
         ours(ids, attention_mask=mask, input_features=features[:2], feature_attention_mask=real[:2])
     with pytest.raises(LlmarchError, match="log-mel bins"):
         ours(ids, attention_mask=mask, input_features=features.transpose(1, 2), feature_attention_mask=real)
+
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(n_mels=20), "leaves 5 of n_mels 20 frequency rows"), (dict(conv_channels=[16]), "two positive integers"),
+    (dict(context_left=1), "context_left >= 2"), (dict(kind="lstm"), "audio kind 'lstm' is not supported"),
+    (dict(clipped=1), "clipped must be true or false"), (dict(logit_cap=0), "logit_cap must be a positive number"),
+    (dict(pool=2), "no pool or stack")])
+def test_conformer_fields_are_checked(change, message):
+    with pytest.raises(LlmarchError, match=message):
+        llmarch.build("llama-tiny", vocab_size=8, audio=dict(BASE, **change))

@@ -38,7 +38,7 @@ class AudioConfig:
     projector_bias: bool = True
     projector_eps: float = 1e-6  # rms_linear: its RMSNorm's eps (Gemma 4's embedder: the audio config's rms_norm_eps)
     # the encoder: Whisper's (audio/tower.py: the fields above) or a Conformer (audio/conformer.py: Gemma 4's, whose
-    # width, n_layers, n_heads, act and norm_eps are those above; its FFN is 4 x width wide, n_positions unused)
+    # width, n_layers, n_heads, ffn_hidden, act and norm_eps are those above; n_positions, pool, stack, masked unused)
     kind: str = "whisper"
     conv_channels: tuple = (128, 32)  # conformer: the two stride-2 Conv2d of its stem (subsampling_conv_channels)
     chunk: int = 12  # conformer: queries attend in blocks of this many frames (attention_chunk_size)

@@ -24,15 +24,16 @@ BLOCK_EPS = 1e-6
 
 
 class HalfStepFFN(nn.Module):
-    """x + w Norm(W2 act(W1 Norm(x))), W1 4C wide, w the residual weight (1/2: Conformer's half step)."""
+    """x + w Norm(W2 act(W1 Norm(x))), W1 ffn_hidden wide (Gemma 4: 4C), w the residual weight (1/2: Conformer's
+    half step)."""
 
     def __init__(self, a):
         super().__init__()
         self.clip, self.weight = a.clip, a.residual_weight
         self.norm = RMSNorm(a.width, BLOCK_EPS)
-        self.up = ClippedLinear(a.width, 4 * a.width, a.clipped)
+        self.up = ClippedLinear(a.width, a.ffn_hidden, a.clipped)
         self.act = ACTIVATIONS[a.act]
-        self.down = ClippedLinear(4 * a.width, a.width, a.clipped)
+        self.down = ClippedLinear(a.ffn_hidden, a.width, a.clipped)
         self.post_norm = RMSNorm(a.width, BLOCK_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
