@@ -51,8 +51,8 @@ def gemma4(tmp_path_factory):
         text_config=dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          num_key_value_heads=1, head_dim=16, global_head_dim=16, intermediate_size=64,
                          hidden_size_per_layer_input=8, vocab_size_per_layer_input=300),
-        audio_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, subsampling_conv_channels=[MELS, 4],
-                          output_proj_dims=8), vision_config=None, audio_token_id=AUDIO)
+        audio_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, output_proj_dims=8,
+                          subsampling_conv_channels=[MELS, 4]), vision_config=None, audio_token_id=AUDIO)
     hf = perturbed(transformers.Gemma4ForConditionalGeneration(conf))
     hf.generation_config.eos_token_id = tok.convert_tokens_to_ids("<end_of_turn>")  # where both stop
     extractor = transformers.Gemma4AudioFeatureExtractor(feature_size=MELS)

@@ -39,8 +39,8 @@ BASE = dict(kind="conformer", n_mels=MELS, conv_channels=[MELS, 8], width=32, n_
 def build(text, audio):
     conf = transformers.Gemma4Config(
         text_config=text, vision_config=None, audio_token_id=AUDIO_ID,
-        audio_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, subsampling_conv_channels=[MELS, 8],
-                          output_proj_dims=24, attention_logit_cap=5.0, **audio))
+        audio_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, output_proj_dims=24,
+                          subsampling_conv_channels=[MELS, 8], attention_logit_cap=5.0, **audio))
     torch.manual_seed(0)
     hf = transformers.Gemma4ForConditionalGeneration(conf)
     with torch.no_grad():

@@ -20,8 +20,9 @@ sqrt(d_model), tanh-GELU GeGLU, tied head, a final soft-cap) with
 Refused with an error naming the field: bidirectional attention (use_bidirectional_attention 'all'), attention
 biases, and per_layer_config fields other than head_dim and num_key_value_heads.
 `gemma4` checkpoints (Gemma4ForConditionalGeneration): the config is text_config, the text model's weights under
-model.language_model.; the audio tower and its embedder are read by gemma4_audio.py, the vision tower is not read. Ids of image, video or audio
-tokens, which Gemma4Model replaces by padding before both embeddings, are read as the text tokens they are."""
+model.language_model.; its audio tower and embedder are read by gemma4_audio.py, its vision tower is not read. Without
+an audio tower, ids of image, video or audio tokens, which Gemma4Model replaces by padding before both embeddings, are
+read as the text tokens they are (with one: as padding, placeholder_ids)."""
 from __future__ import annotations
 
 import dataclasses

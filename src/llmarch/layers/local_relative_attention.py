@@ -52,7 +52,8 @@ class LocalRelativeAttention(nn.Module):
         v = self.v_proj(x).float().view(N, T, H, D).transpose(1, 2)
         q = q * (D ** -0.5 / math.log(2)) * F.softplus(self.per_dim_scale)
         k = k * (math.log(1 + math.e) / math.log(2))
-        r = self.rel_proj(relative_sinusoids(self.span, x.shape[-1], x.device).to(x.dtype)).float().view(-1, H, D)  # (span + 1, H, D)
+        table = relative_sinusoids(self.span, x.shape[-1], x.device).to(x.dtype)  # (span + 1, C)
+        r = self.rel_proj(table).float().view(-1, H, D)  # (span + 1, H, D)
         pos = torch.arange(T, device=x.device)
         dist = pos[:, None] - pos[None, :]  # (T, T): t - s
         row = (self.left - 1) - dist  # the table's row of each distance (rows run from distance H down to 0)
