@@ -1085,9 +1085,9 @@ class ModelConfig:
                                                    or self.ffn not in FFN_ACTIVATION)):
             raise LlmarchError(f"ple_dim={self.ple_dim}: per-layer input embeddings need a sequential decoder-only "
                                f"or encoder-only stack, a positive ple_vocab and an FFN with an activation")
-        if self.placeholder_ids is not None and (self.codebooks or not isinstance(self.placeholder_ids, list) or not all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab_size
-                for i in self.placeholder_ids)):
+        ids = self.placeholder_ids
+        if ids is not None and (self.codebooks or not isinstance(ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab_size for i in ids)):
             raise LlmarchError(f"placeholder_ids={self.placeholder_ids!r}: a list of token ids (no codebooks)")
         if self.layer_scalar and self.block != "sequential":
             raise LlmarchError("layer_scalar scales a sequential block's output; block='parallel' has none")

@@ -119,21 +119,32 @@ def test_greedy_tokens_equal_transformers_generate(pair):
 def test_cached_decoding_after_an_audio_prefill_equals_the_whole_forward(pair):
     _, ours = pair
     ids, mask, features, frames = batch(ours)
-    T = ids.shape[1]
-    P = T - 3  # every clip in the prompt, the last 3 tokens one at a time
+    assert cached_gap(ours, ids, mask, audio_args(features, frames)) <= 1e-4
+
+
+def cached_gap(ours, ids, mask, args: dict) -> float:
+    """The largest logit gap between the whole forward of ids (B, T) with the audio `args` and every clip in a
+    prefill of all but the last 3 tokens, those decoded one at a time (gemma4's test too)."""
+    P = ids.shape[1] - 3
     with torch.no_grad():
-        whole = ours(ids, attention_mask=mask, **audio_args(features, frames)).logits
-        embeds = ours.embed_inputs(ids[:, :P], **audio_args(features, frames))
-    assert gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:]) <= 1e-4
+        whole = ours(ids, attention_mask=mask, **args).logits
+        embeds = ours.embed_inputs(ids[:, :P], **args)
+    return gap(prefilled_then_stepped(ours, ids, mask, P, embeds), whole[:, P - 1:], mask[:, P - 1:])
 
 
 def test_round_trip_loads_in_transformers_to_the_same_logits(pair, tmp_path):
     hf, ours = pair
-    llmarch.to_hf(ours, tmp_path / "out")
-    again = type(hf).from_pretrained(tmp_path / "out").eval()
     ids, mask, features, frames = batch(ours)
-    assert gap(hf_logits(again, ids, mask, features, frames), hf_logits(hf, ids, mask, features, frames), mask) <= 1e-4
-    assert llmarch.from_hf(tmp_path / "out").config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    again, before = round_trip(hf, ours, tmp_path / "out", lambda m: hf_logits(m, ids, mask, features, frames))
+    assert gap(again, before, mask) <= 1e-4
+
+
+def round_trip(hf, ours, folder, logits_of):
+    """ours written by to_hf to `folder`, which llmarch reads back to the same config: logits_of(the checkpoint
+    loaded by transformers), logits_of(hf)."""
+    llmarch.to_hf(ours, folder)
+    assert llmarch.from_hf(folder).config.to_dict() == {**ours.config.to_dict(), "name": ours.config.name}
+    return logits_of(type(hf).from_pretrained(folder).eval()), logits_of(hf)
 
 
 def test_wrong_audio_inputs_are_refused(pair):

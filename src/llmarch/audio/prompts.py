@@ -2,17 +2,19 @@
 keyed by the checkpoint's HF model type (config hf_model_type), as interop's families are; an entry maps (audio
 config, tokenizer, prompt, 16 kHz clips, the preprocessor config) to (ids, generate's audio keyword arguments:
 input_features, and feature_attention_mask where the model reads one). The features are WhisperFeatureExtractor's
-(data/log_mel.py computes them bit for bit). `audio_request` is the one call a command makes."""
+(data/log_mel.py computes them bit for bit), or Gemma 4's (data/usm_log_mel.py, bit for bit too). `audio_request`
+is the one call a command makes."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from ..data.log_mel import HOP, SAMPLE_RATE, SECONDS, log_mel_spectrogram
+from ..data.usm_log_mel import usm_features
 from ..errors import LlmarchError
 from ..registry import Registry
-from ..vision.preprocess import PREPROCESSOR_FILE, side_config
-from ..vision.prompt_parts import bos_text, count, expand
+from ..vision.preprocess import PREPROCESSOR_FILE, PROCESSOR_FILE, side_config
+from ..vision.prompt_parts import bos_text, count, expand, named_token
 from .config import AudioConfig, audio_config
 
 PROMPTS: Registry = Registry("audio prompt layout")
@@ -29,13 +31,20 @@ def audio_request(model, tok, prompt: str, clips: list) -> tuple[list[int], dict
         raise LlmarchError(f"audio for a {cfg.hf_model_type!r} checkpoint is not supported; supported: "
                            f"{', '.join(PROMPTS.names())}")
     a = audio_config(cfg.audio)
-    preprocessor = side_config(getattr(tok, "side_files", {}), PREPROCESSOR_FILE)
+    preprocessor = feature_extractor_config(getattr(tok, "side_files", {}))
     mels = preprocessor.get("feature_size", a.n_mels)
     if mels != a.n_mels or preprocessor.get("do_normalize", False):
         raise LlmarchError(f"the checkpoint's {PREPROCESSOR_FILE} asks for {mels} mel bins"
                            + (" normalised" if preprocessor.get("do_normalize") else "")
                            + f"; its audio tower reads {a.n_mels}, as WhisperFeatureExtractor makes them")
-    return PROMPTS[cfg.hf_model_type](a, tok, prompt, [np.asarray(c, dtype=np.float32) for c in clips])
+    return PROMPTS[cfg.hf_model_type](a, tok, prompt, [np.asarray(c, dtype=np.float32) for c in clips], preprocessor)
+
+
+def feature_extractor_config(side_files: dict) -> dict:
+    """The feature extractor's config: processor_config.json's feature_extractor (transformers 5 nests it there
+    beside an image processor: Gemma 4), else preprocessor_config.json."""
+    nested = side_config(side_files, PROCESSOR_FILE).get("feature_extractor")
+    return nested if isinstance(nested, dict) else side_config(side_files, PREPROCESSOR_FILE)
 
 
 def chat_audio_request(model, tok, text: str, clips: list) -> tuple[list[int], dict]:
@@ -73,7 +82,7 @@ AUDIO_BOS, AUDIO_EOS = "<|audio_bos|>", "<|audio_eos|>"
 
 @PROMPTS.register("qwen2_5_omni_thinker")  # Qwen2_5OmniProcessor's audio: the same features, counts and markers
 @PROMPTS.register("qwen2_audio")
-def qwen2_audio(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int], dict]:
+def qwen2_audio(a: AudioConfig, tok, prompt: str, clips: list, preprocessor: dict) -> tuple[list[int], dict]:
     """Qwen2AudioProcessor: each clip's features over its first 30 s, zero-padded to 30 s (padding max_length), and
     its real frames (feature_attention_mask, the samples' mask taken every 160th); the k-th <|AUDIO|> becomes clip
     k's count of them (a.clip_tokens), the text tokenized as usual. A prompt without one gets each clip at its start
@@ -90,7 +99,7 @@ def qwen2_audio(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int
 
 
 @PROMPTS.register("voxtral")
-def voxtral(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int], dict]:
+def voxtral(a: AudioConfig, tok, prompt: str, clips: list, preprocessor: dict) -> tuple[list[int], dict]:
     """VoxtralProcessor's apply_chat_template for one user turn of the clips, then the text: each clip zero-padded
     to a multiple of 30 s, its features computed whole (one maximum for its floor) and cut into 30 s chunks, each a
     row of input_features; the ids as mistral-common's instruct tokenizer lays them (its AudioEncoder and
@@ -108,3 +117,18 @@ def voxtral(a: AudioConfig, tok, prompt: str, clips: list) -> tuple[list[int], d
     text = [i for i, _ in tok.encode_offsets(prompt)]
     ids = [_token_id(tok, bos_text(tok)), _token_id(tok, "[INST]"), *audio, *text, _token_id(tok, "[/INST]")]
     return ids, dict(input_features=torch.stack(chunks))
+
+
+@PROMPTS.register("gemma4")
+def gemma4(a: AudioConfig, tok, prompt: str, clips: list, preprocessor: dict) -> tuple[list[int], dict]:
+    """Gemma4Processor: the clips' features and mask from its feature extractor (data/usm_log_mel.py, padded to the
+    longest clip), each <|audio|> (the tokenizer's audio_token) of the text becoming <boa> (boa_token), the audio
+    token once per encoder frame of clip k's real ones (a.clip_tokens), <eoa> (eoa_token); then the text tokenized
+    as usual (BOS first). A prompt without audio tokens gets one per clip at its start."""
+    token = _audio_token(a, tok)
+    features, mask = usm_features(clips, preprocessor)
+    if not count(prompt, token, len(clips), "clip"):
+        prompt = token * len(clips) + prompt
+    marked = prompt.replace(token, named_token(tok, "boa_token") + token + named_token(tok, "eoa_token"))
+    ids = tok.encode(expand(marked, token, [a.clip_tokens(int(m.sum())) for m in mask]))
+    return ids, dict(input_features=features, feature_attention_mask=mask)

@@ -96,10 +96,7 @@ def cmd_info(args) -> None:
               f"{v.projector} projector, " + ("held, never run" if v.held else f"{per} (id {v.image_token_id})"))
     if cfg.audio is not None:
         a = audio_config(cfg.audio)
-        clips = f"clips of any length read in chunks of {2 * a.window} frames, one token per {2 * a.pool} frames" \
-            if a.window else f"clips of {a.frames} frames, up to {a.tokens_per_clip} tokens each"
-        print(f"audio: {a.n_layers}-layer Whisper encoder, width {a.width}, {a.n_mels} mel bins, {clips} (id "
-              f"{a.audio_token_id}), {a.projector} projector")
+        print(f"audio: {a.summary()}")
     print(f"parameters:               {facts['parameters']:,}")
     if facts["active_parameters"] != facts["parameters"]:
         print(f"active parameters:        {facts['active_parameters']:,} "

@@ -125,4 +125,4 @@ from . import smallthinker  # noqa: F401
 from . import plm  # noqa: F401
 from . import grok  # noqa: F401
 from . import grovemoe  # noqa: F401
-from . import qwen2_audio, voxtral  # noqa: F401
+from . import gemma4_audio, gemma4_whole, qwen2_audio, voxtral  # noqa: F401

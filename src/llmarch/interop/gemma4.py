@@ -20,9 +20,9 @@ sqrt(d_model), tanh-GELU GeGLU, tied head, a final soft-cap) with
 Refused with an error naming the field: bidirectional attention (use_bidirectional_attention 'all'), attention
 biases, and per_layer_config fields other than head_dim and num_key_value_heads.
 `gemma4` checkpoints (Gemma4ForConditionalGeneration): the config is text_config, the text model's weights under
-model.language_model.; gemma4_vision.py reads them with the vision tower and embedder where there are any. Without
-one, ids of image, video or audio tokens, which Gemma4Model replaces by padding before both embeddings, are read as
-the text tokens they are."""
+model.language_model.; gemma4_whole.py reads them with the vision tower (gemma4_vision.py) or the audio tower
+(gemma4_audio.py) where there is one. Without either, ids of image, video or audio tokens, which Gemma4Model replaces
+by padding before both embeddings, are read as the text tokens they are (with one: as padding, placeholder_ids)."""
 from __future__ import annotations
 
 import dataclasses
@@ -245,4 +245,6 @@ def multimodal_config(hf: dict) -> ModelConfig:
     return to_config({**DEFAULTS, **(hf.get("text_config") or {}), "_name_or_path": hf.get("_name_or_path")})
 
 
+VISION_AUDIO = (r"^model\.(vision_tower|audio_tower|embed_vision|embed_audio)\.",)
 FAMILIES.register("gemma4_text")(Family(RULES, to_config, from_config, IGNORE_SHARED, more_rules=qkv_rules))
+# gemma4 itself (the text model, with its vision or audio tower where it has one) is gemma4_whole.py's

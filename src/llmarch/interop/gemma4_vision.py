@@ -21,9 +21,8 @@ from ..errors import LlmarchError
 from ..vision.gemma4_config import TOWER, Gemma4VisionConfig, gemma4_vision_config, is_gemma4
 from . import gemma4
 from .activations import PYTORCH_TANH, hf_activation, read_activation
-from .hf import FAMILIES, Family
 from .mapping import LAYOUTS, Rule
-from .multimodal import text_name, text_rules
+from .multimodal import text_rules
 
 # transformers' Gemma4VisionConfig defaults, for fields a config.json leaves out
 _DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=16, num_attention_heads=12,
@@ -34,7 +33,6 @@ IMAGE_TOKEN = 258880  # Gemma4Config's image_token_id default
 OTHER_PLACEHOLDERS = (258884, 258881)  # its video_token_id and audio_token_id defaults, also looked up as padding
 _VT, _EMBED = "model.vision_tower.", "model.embed_vision."
 _BOUNDS = ("input_min", "input_max", "output_min", "output_max")
-AUDIO = (r"^model\.(audio_tower|embed_audio)\.",)
 # a clipped linear's bound that does not bite is stored as +-inf (transformers' init), which llmarch's finite-weights
 # check refuses: read as the dtype's largest magnitude (the same clamp), written back as +-inf
 LAYOUTS["clip_bound"] = (lambda t, cfg: t.nan_to_num(posinf=torch.finfo(t.dtype).max, neginf=torch.finfo(t.dtype).min),
@@ -138,6 +136,3 @@ def more_rules(cfg: ModelConfig) -> list[Rule]:
     rules = text_rules(gemma4.qkv_rules(cfg))
     return rules + vision_rules(gemma4_vision_config(cfg.vision)) if is_gemma4(cfg.vision) else rules
 
-
-FAMILIES.register("gemma4")(Family(text_rules(gemma4.RULES), to_config, from_config, gemma4.IGNORE_SHARED + AUDIO,
-                                   canonical=text_name, tied_by_checkpoint=True, more_rules=more_rules))

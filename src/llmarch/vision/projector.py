@@ -7,7 +7,7 @@ from torch import nn
 from ..errors import LlmarchError
 from ..layers.ffn import ACTIVATIONS
 from ..layers.linear import Linear
-from ..layers.norms import LayerNorm, OffsetRMSNorm
+from ..layers.norms import LayerNorm, OffsetRMSNorm, PlainRMSNorm
 from ..registry import Registry
 from .config import VisionConfig
 from .perceiver import PerceiverProjector
@@ -56,6 +56,20 @@ class LinearNormProjector(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(f))
+
+
+@PROJECTORS.register("rms_linear")
+class RMSLinearProjector(nn.Module):
+    """Gemma 4's multimodal embedder (transformers' Gemma4MultimodalEmbedder): an RMSNorm without a gain at
+    projector_eps, then W f without bias."""
+
+    def __init__(self, v: VisionConfig, d_model: int):
+        super().__init__()
+        self.norm = PlainRMSNorm(v.feature_width, eps=v.projector_eps)
+        self.proj = Linear(v.feature_width, d_model, bias=False)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(f))
 
 
 @PROJECTORS.register("pixel_shuffle")
