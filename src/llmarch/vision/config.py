@@ -18,7 +18,7 @@ from .resampler_config import resampler_config
 
 # projector.py's registry, named here so that a config is checked before anything is built (tests/parity/
 # test_vision_language.py keeps the two the same)
-PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "pixel_shuffle", "pool_norm_linear", "norm_mlp",
+PROJECTOR_KINDS = ("mlp", "linear", "linear_norm", "rms_linear", "pixel_shuffle", "pool_norm_linear", "norm_mlp",
                    "pixel_shuffle_mlp", "pixel_shuffle_swiglu", "pixel_shuffle_norm_swiglu", "pixel_shuffle_mlp2",
                    "perceiver", "cross_attention")
 # the projectors that space-to-depth the patch grid by shuffle_factor first
