@@ -186,7 +186,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
                                        ).rows(repeat)
             extra = dict(embeds=image.embeds, rope_pos=image.rope_pos, rope_delta=image.rope_delta,
                          deepstack=image.deepstack)
-        elif getattr(model.vision, "cross", False) and pixel_values is not None:  # Llama 3.2 Vision
+        elif getattr(getattr(model, "vision", None), "cross", False) and pixel_values is not None:  # Llama 3.2 Vision
             states, tiles = model.image_memory(request.prompt, pixel_values.to(device), _to(aspect_ratio_ids, device),
                                                _to(aspect_ratio_mask, device))
             extra = dict(memory=(_rows(states, repeat), _rows(tiles, repeat)))
