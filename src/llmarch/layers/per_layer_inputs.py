@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .linear import Linear
+from .placeholders import as_padding
 from .norms import make_norm
 
 
@@ -32,9 +33,7 @@ class PerLayerInputs(nn.Module):
         """ids (B, T), x (B, T, d) the scaled token embeddings -> p (B, T, L, P)."""
         if self.rows is not None:
             ids = torch.where(ids < self.rows, ids, 0)
-        if self.pad_ids:
-            ids = ids.masked_fill(torch.isin(ids, torch.tensor(self.pad_ids, device=ids.device)), 0)
-        e = self.embed(ids)
+        e = self.embed(as_padding(ids, self.pad_ids))
         e = e * torch.tensor(self.dim ** 0.5, dtype=e.dtype)  # sqrt(P) rounded to the table's dtype, as HF does
         c = self.proj(x) * x.shape[-1] ** -0.5
         c = self.norm(c.unflatten(-1, (self.layers, self.dim)))

@@ -14,6 +14,7 @@ from ..errors import LlmarchError
 from ..layers.codebooks import embed_streams, split_heads
 from ..layers.heads import BottleneckTransform, HeadTransform, Pooler, SentenceDense, pool, summary
 from ..layers.linear import Linear
+from ..layers.placeholders import as_padding
 from ..layers.softcap import soft_cap
 from ..vision.anyres import AnyResImageInputs
 from ..vision.gemma4_config import is_gemma4
@@ -264,8 +265,7 @@ class TransformerLM(Stack):
         return self.vision(self._embed(ids), input_ids, pixel_values, **extra)  # _embed: placeholder_ids as padding
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        if self._placeholders:  # Gemma 4's image and audio tokens: embedded as padding (id 0)
-            ids = ids.masked_fill(torch.isin(ids, torch.tensor(self._placeholders, device=ids.device)), 0)
+        ids = as_padding(ids, self._placeholders)  # Gemma 4's image and audio tokens: embedded as padding (id 0)
         k = self.config.codebooks
         return embed_streams(self.embed, ids, k) if k else self.embed(ids)
 
