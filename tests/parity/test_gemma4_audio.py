@@ -146,7 +146,7 @@ def test_wrong_audio_inputs_are_refused(pair):
     (dict(n_mels=20), "leaves 5 of n_mels 20 frequency rows"), (dict(conv_channels=[16]), "two positive integers"),
     (dict(context_left=1), "context_left >= 2"), (dict(kind="lstm"), "audio kind 'lstm' is not supported"),
     (dict(clipped=1), "clipped must be true or false"), (dict(logit_cap=0), "logit_cap must be a positive number"),
-    (dict(pool=2), "no pool or stack")])
+    (dict(pool=2), "no pool or stack"), (dict(window=4), "no window")])
 def test_conformer_fields_are_checked(change, message):
     with pytest.raises(LlmarchError, match=message):
         llmarch.build("llama-tiny", vocab_size=8, audio=dict(BASE, **change))

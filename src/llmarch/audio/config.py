@@ -97,8 +97,8 @@ class AudioConfig:
     def clip_tokens(self, frames: int) -> int:
         """Audio tokens a clip of `frames` real spectrogram frames fills: the stem's and pool's output lengths,
         as transformers' _get_feat_extract_output_lengths (a masked tower), else the whole clip's."""
-        if self.kind == "conformer":  # two stride-2 convolutions of width 3, padding 1: each ceil(t / 2)
-            return -(-(-(-frames // 2)) // 2)
+        if self.kind == "conformer":
+            return conformer_stem_length(frames)
         if not self.masked:
             return self.tokens_per_clip
         positions = (frames - 1) // 2 + 1
@@ -132,6 +132,12 @@ def audio_config(data: dict) -> AudioConfig:
     return a
 
 
+def conformer_stem_length(n: int) -> int:
+    """What a conformer's stem leaves of n frames (or frequency rows): two stride-2 convolutions of width 3, padding
+    1, each ceil(n / 2)."""
+    return -(-(-(-n // 2)) // 2)
+
+
 def check_conformer(a: AudioConfig) -> None:
     """A conformer's own fields; its stem flattens n_mels / 4 frequency rows of conv_channels[1] channels."""
     check_positive(a, ("chunk", "context_left", "conv_kernel"), "audio")
@@ -140,13 +146,13 @@ def check_conformer(a: AudioConfig) -> None:
     if not isinstance(channels, (list, tuple)) or len(channels) != 2 \
             or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
         raise LlmarchError(f"audio conv_channels must be two positive integers, got {channels!r}")
-    if a.context_left < 2 or a.context_right < 0 or a.output_dims < 0 or a.pool != 1 or a.stack != 1:
+    if a.context_left < 2 or a.context_right < 0 or a.output_dims < 0 or a.pool != 1 or a.stack != 1 or a.window:
         raise LlmarchError("a conformer audio tower needs context_left >= 2, context_right >= 0, output_dims >= 0 and "
-                           "no pool or stack")
+                           "no pool or stack, and no window (Whisper-style towers' fields)")
     if a.width % 2:
         raise LlmarchError(f"a conformer's width {a.width} must be even (its relative positions' sine and cosine "
                            "halves)")
-    rows = -(-(-(-a.n_mels // 2)) // 2)
+    rows = conformer_stem_length(a.n_mels)
     if rows != channels[0] // 4:  # transformers sizes the stem's projection as conv_channels[0] // 4 rows
         raise LlmarchError(f"a conformer's stem leaves {rows} of n_mels {a.n_mels} frequency rows; its projection "
                            f"reads conv_channels[0] // 4 = {channels[0] // 4}")
