@@ -240,6 +240,17 @@ def check_expressible(cfg: ModelConfig, back: ModelConfig, model_type: str) -> N
                                    f"(it would load as {getattr(theirs, f.name)!r})")
 
 
+# Gemma4Config's image, video and audio token ids where its config.json leaves them out: Gemma4Model looks all three
+# up as padding, whichever towers the checkpoint has
+MEDIA_TOKENS = {"image_token_id": 258880, "video_token_id": 258884, "audio_token_id": 258881}
+
+
+def placeholder_ids(hf: dict, vocab: int) -> list[int]:
+    """The ids Gemma4Model looks up as padding (hf's media token ids, else the defaults), those within the
+    vocabulary: ModelConfig.placeholder_ids."""
+    return sorted({i for i in (hf.get(k, d) for k, d in MEDIA_TOKENS.items()) if 0 <= i < vocab})
+
+
 def multimodal_config(hf: dict) -> ModelConfig:
     """The text model of a Gemma4ForConditionalGeneration config (its head soft-capped as the text model's)."""
     return to_config({**DEFAULTS, **(hf.get("text_config") or {}), "_name_or_path": hf.get("_name_or_path")})

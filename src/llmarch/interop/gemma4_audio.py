@@ -26,8 +26,6 @@ FIELDS = {"hidden_size": ("width", 1024), "num_hidden_layers": ("n_layers", 12),
           "attention_logit_cap": ("logit_cap", 50.0), "attention_invalid_logits_value": ("masked_logit", -1e9),
           "use_clipped_linears": ("clipped", True), "rms_norm_eps": ("norm_eps", 1e-6),
           "gradient_clipping": ("clip", 1e10), "output_proj_dims": ("output_dims", 1536)}
-AUDIO_TOKEN = 258881  # Gemma4Config's audio_token_id
-PLACEHOLDERS = {"image_token_id": 258880, "video_token_id": 258884}  # Gemma4Config's, which it reads as padding too
 # each block's parts: transformers' names and ours; the clipped linears (their weight under .linear, four bounds)
 # apart from the plain tensors
 _CLIPPED = {"feed_forward{n}.ffw_layer_1": "ffn{n}.up", "feed_forward{n}.ffw_layer_2": "ffn{n}.down",
@@ -62,10 +60,9 @@ def to_config(hf: dict) -> ModelConfig:
     if (hf.get("text_config") or {}).get("pad_token_id", 0) != 0:
         raise LlmarchError("gemma4 with audio reads the audio token's per-layer inputs as the padding token's, row 0; "
                            "this text_config's pad_token_id is not 0")
-    token = hf.get("audio_token_id", AUDIO_TOKEN)
-    placeholders = [hf.get(k, d) for k, d in PLACEHOLDERS.items()] + [token]
+    token = hf.get("audio_token_id", gemma4.MEDIA_TOKENS["audio_token_id"])
     return text.replace(audio=audio_fields(hf["audio_config"], token), hf_model_type="gemma4",
-                        placeholder_ids=sorted({i for i in placeholders if 0 <= i < text.vocab_size}))
+                        placeholder_ids=gemma4.placeholder_ids(hf, text.vocab_size))
 
 
 def from_config(cfg: ModelConfig) -> dict:

@@ -29,8 +29,6 @@ _DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=16, 
                  num_key_value_heads=12, head_dim=64, hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
                  pooling_kernel_size=3, patch_size=16, position_embedding_size=10240, use_clipped_linears=False,
                  standardize=False, attention_bias=False)
-IMAGE_TOKEN = 258880  # Gemma4Config's image_token_id default
-OTHER_PLACEHOLDERS = (258884, 258881)  # its video_token_id and audio_token_id defaults, also looked up as padding
 _VT, _EMBED = "model.vision_tower.", "model.embed_vision."
 _BOUNDS = ("input_min", "input_max", "output_min", "output_max")
 # a clipped linear's bound that does not bite is stored as +-inf (transformers' init), which llmarch's finite-weights
@@ -47,7 +45,8 @@ def vision_fields(hf: dict, text_width: int) -> dict:
     if vc["attention_bias"] or rope.get("rope_type", "axial") not in ("axial", "default"):
         raise LlmarchError(f"gemma4: vision attention_bias {vc['attention_bias']!r} or rope_type "
                            f"{rope.get('rope_type')!r} is not supported (no biases; axial 2-D RoPE)")
-    return dict(tower=TOWER, image_token_id=hf.get("image_token_id", IMAGE_TOKEN), width=vc["hidden_size"],
+    image_token = hf.get("image_token_id", gemma4.MEDIA_TOKENS["image_token_id"])
+    return dict(tower=TOWER, image_token_id=image_token, width=vc["hidden_size"],
                 n_layers=vc["num_hidden_layers"], n_heads=vc["num_attention_heads"],
                 n_kv_heads=vc["num_key_value_heads"], head_dim=vc["head_dim"], ffn_hidden=vc["intermediate_size"],
                 out_width=text_width,
@@ -77,15 +76,9 @@ def to_config(hf: dict) -> ModelConfig:
     bidirectional = (hf.get("text_config") or {}).get("use_bidirectional_attention") == "vision"
     if (hf.get("text_config") or {}).get("pad_token_id", 0) != 0:  # Gemma4Model looks image tokens up as padding
         raise LlmarchError("gemma4 with images: text_config pad_token_id other than 0 is not supported")
-    others = [hf.get(k, d) for k, d in zip(("video_token_id", "audio_token_id"), OTHER_PLACEHOLDERS)]
     return cfg.replace(vision=vision, hf_model_type="gemma4",
-                       placeholder_ids=placeholders(token, others, cfg.vocab_size),
+                       placeholder_ids=gemma4.placeholder_ids(hf, cfg.vocab_size),
                        bidirectional_token=token if bidirectional else None, bidirectional_sliding=bidirectional)
-
-
-def placeholders(image: int, others, vocab: int) -> list[int]:
-    """The ids Gemma4Model looks up as padding, those within the vocabulary."""
-    return sorted({i for i in (image, *others) if 0 <= i < vocab})
 
 
 def from_config(cfg: ModelConfig) -> dict:
@@ -94,7 +87,7 @@ def from_config(cfg: ModelConfig) -> dict:
                            "hf_model_type='gemma4_text'")
     v = gemma4_vision_config(cfg.vision)
     token, bidirectional = v.image_token_id, cfg.bidirectional_token is not None
-    if cfg.placeholder_ids != placeholders(token, OTHER_PLACEHOLDERS, cfg.vocab_size) or bidirectional and (
+    if cfg.placeholder_ids != gemma4.placeholder_ids({"image_token_id": token}, cfg.vocab_size) or bidirectional and (
             cfg.bidirectional_token != token or not cfg.bidirectional_sliding):
         raise LlmarchError("gemma4 looks its image, video and audio tokens up as padding (placeholder_ids: the image "
                            "token, and the video and audio ones at transformers' defaults), and its images attend "
